@@ -1,0 +1,1 @@
+"""Headwater's benchmark harness (``make bench``). Results are tables, never test asserts."""

@@ -1,0 +1,604 @@
+"""Every API: its key (Kafka's numbering), supported versions, and request/response schemas.
+
+Field names follow Kafka's JSON message specs in snake_case, so a reader of Kafka's
+protocol guide recognises them. Each message is declared once; a field added by a later
+version says so with ``field(since=N)`` (see :mod:`protocol.schema`).
+
+Every response carries a request-level ``error_code`` / ``error_message``: the answer to
+a request that could not be served at all (unsupported version, malformed body), which a
+client can decode whatever API it asked for. Per-partition errors live in the partitions.
+
+Special values, as in Kafka: ``acks`` 0/1/-1 (all); ListOffsets timestamps
+:data:`LATEST_TIMESTAMP` (-1), :data:`EARLIEST_TIMESTAMP` (-2),
+:data:`MAX_TIMESTAMP` (-3); ``replica_id`` -1 for consumers; ``num_partitions`` and
+``replication_factor`` -1 for the broker's defaults; a ``None`` topic list in Metadata
+asks for all topics.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+from protocol.errors import ApiError, UnsupportedRequestError, error_code_of
+from protocol.framing import (
+    Buffer,
+    RequestHeader,
+    frame,
+    pack_response_header,
+    parse_request_header,
+)
+from protocol.schema import Records, decode_message, encode_message, field
+
+__all__ = [
+    "APIS",
+    "EARLIEST_TIMESTAMP",
+    "LATEST_TIMESTAMP",
+    "MAX_TIMESTAMP",
+    "Api",
+    "ApiKey",
+    "api_for",
+    "decode_request",
+    "decode_response",
+    "encode_error_response",
+    "encode_request",
+    "encode_response",
+]
+
+
+class ApiKey(enum.IntEnum):
+    """Kafka's API keys. Only those in :data:`APIS` are served; the rest are reserved."""
+
+    PRODUCE = 0
+    FETCH = 1
+    LIST_OFFSETS = 2
+    METADATA = 3
+    LEADER_AND_ISR = 4
+    STOP_REPLICA = 5
+    UPDATE_METADATA = 6
+    CONTROLLED_SHUTDOWN = 7
+    OFFSET_COMMIT = 8
+    OFFSET_FETCH = 9
+    FIND_COORDINATOR = 10
+    JOIN_GROUP = 11
+    HEARTBEAT = 12
+    LEAVE_GROUP = 13
+    SYNC_GROUP = 14
+    DESCRIBE_GROUPS = 15
+    LIST_GROUPS = 16
+    API_VERSIONS = 18
+    CREATE_TOPICS = 19
+    DELETE_TOPICS = 20
+    DELETE_RECORDS = 21
+    INIT_PRODUCER_ID = 22
+    OFFSET_FOR_LEADER_EPOCH = 23
+    DESCRIBE_CONFIGS = 32
+    ALTER_CONFIGS = 33
+    DELETE_GROUPS = 42
+    ELECT_LEADERS = 43
+    INCREMENTAL_ALTER_CONFIGS = 44
+
+
+LATEST_TIMESTAMP = -1
+EARLIEST_TIMESTAMP = -2
+MAX_TIMESTAMP = -3
+
+
+@dataclass(slots=True, kw_only=True)
+class Request:
+    """Base of request bodies."""
+
+
+@dataclass(slots=True, kw_only=True)
+class Response:
+    """Base of response bodies: the request-level error."""
+
+    error_code: int = 0
+    error_message: str | None = None
+
+
+# --- ApiVersions (18) ------------------------------------------------------------------
+
+
+@dataclass(slots=True, kw_only=True)
+class ApiVersionsRequest(Request):
+    client_software_name: str = ""
+    client_software_version: str = ""
+
+
+@dataclass(slots=True, kw_only=True)
+class ApiVersionRange:
+    api_key: int
+    min_version: int
+    max_version: int
+
+
+@dataclass(slots=True, kw_only=True)
+class ApiVersionsResponse(Response):
+    api_keys: list[ApiVersionRange] = field(default_factory=list)
+    throttle_time_ms: int = 0
+
+
+# --- Metadata (3) ----------------------------------------------------------------------
+
+
+@dataclass(slots=True, kw_only=True)
+class MetadataRequest(Request):
+    topics: list[str] | None = None
+    allow_auto_topic_creation: bool = True
+
+
+@dataclass(slots=True, kw_only=True)
+class MetadataBroker:
+    node_id: int
+    host: str
+    port: int
+    rack: str | None = None
+
+
+@dataclass(slots=True, kw_only=True)
+class MetadataPartition:
+    error_code: int = 0
+    partition_index: int
+    leader_id: int
+    leader_epoch: int = -1
+    replica_nodes: list[int] = field(default_factory=list)
+    isr_nodes: list[int] = field(default_factory=list)
+    offline_replicas: list[int] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class MetadataTopic:
+    error_code: int = 0
+    error_message: str | None = None
+    name: str
+    is_internal: bool = False
+    partitions: list[MetadataPartition] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class MetadataResponse(Response):
+    throttle_time_ms: int = 0
+    brokers: list[MetadataBroker] = field(default_factory=list)
+    cluster_id: str | None = None
+    controller_id: int = -1
+    topics: list[MetadataTopic] = field(default_factory=list)
+
+
+# --- Produce (0) -----------------------------------------------------------------------
+
+
+@dataclass(slots=True, kw_only=True)
+class ProducePartition:
+    index: int
+    records: Records = None
+
+
+@dataclass(slots=True, kw_only=True)
+class ProduceTopic:
+    name: str
+    partitions: list[ProducePartition] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class ProduceRequest(Request):
+    transactional_id: str | None = None
+    acks: int
+    timeout_ms: int
+    topics: list[ProduceTopic] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class ProducePartitionResponse:
+    index: int
+    error_code: int = 0
+    error_message: str | None = None
+    base_offset: int = -1
+    log_append_time_ms: int = -1
+    log_start_offset: int = -1
+
+
+@dataclass(slots=True, kw_only=True)
+class ProduceTopicResponse:
+    name: str
+    partitions: list[ProducePartitionResponse] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class ProduceResponse(Response):
+    topics: list[ProduceTopicResponse] = field(default_factory=list)
+    throttle_time_ms: int = 0
+
+
+# --- Fetch (1) -------------------------------------------------------------------------
+
+
+@dataclass(slots=True, kw_only=True)
+class FetchPartition:
+    partition: int
+    current_leader_epoch: int = -1
+    fetch_offset: int
+    log_start_offset: int = -1
+    partition_max_bytes: int
+
+
+@dataclass(slots=True, kw_only=True)
+class FetchTopic:
+    topic: str
+    partitions: list[FetchPartition] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class FetchRequest(Request):
+    replica_id: int = -1
+    max_wait_ms: int
+    min_bytes: int
+    max_bytes: int = 0x7FFFFFFF
+    isolation_level: int = 0
+    topics: list[FetchTopic] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class FetchPartitionData:
+    partition_index: int
+    error_code: int = 0
+    high_watermark: int = -1
+    last_stable_offset: int = -1
+    log_start_offset: int = -1
+    records: Records = None
+
+
+@dataclass(slots=True, kw_only=True)
+class FetchTopicResponse:
+    topic: str
+    partitions: list[FetchPartitionData] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class FetchResponse(Response):
+    throttle_time_ms: int = 0
+    topics: list[FetchTopicResponse] = field(default_factory=list)
+
+
+# --- ListOffsets (2) -------------------------------------------------------------------
+
+
+@dataclass(slots=True, kw_only=True)
+class ListOffsetsPartition:
+    partition_index: int
+    current_leader_epoch: int = -1
+    timestamp: int
+
+
+@dataclass(slots=True, kw_only=True)
+class ListOffsetsTopic:
+    name: str
+    partitions: list[ListOffsetsPartition] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class ListOffsetsRequest(Request):
+    replica_id: int = -1
+    isolation_level: int = 0
+    topics: list[ListOffsetsTopic] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class ListOffsetsPartitionResponse:
+    partition_index: int
+    error_code: int = 0
+    timestamp: int = -1
+    offset: int = -1
+    leader_epoch: int = -1
+
+
+@dataclass(slots=True, kw_only=True)
+class ListOffsetsTopicResponse:
+    name: str
+    partitions: list[ListOffsetsPartitionResponse] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class ListOffsetsResponse(Response):
+    throttle_time_ms: int = 0
+    topics: list[ListOffsetsTopicResponse] = field(default_factory=list)
+
+
+# --- CreateTopics (19) -----------------------------------------------------------------
+
+
+@dataclass(slots=True, kw_only=True)
+class CreatableReplicaAssignment:
+    partition_index: int
+    broker_ids: list[int] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class CreatableTopicConfig:
+    name: str
+    value: str | None = None
+
+
+@dataclass(slots=True, kw_only=True)
+class CreatableTopic:
+    name: str
+    num_partitions: int = -1
+    replication_factor: int = -1
+    assignments: list[CreatableReplicaAssignment] = field(default_factory=list)
+    configs: list[CreatableTopicConfig] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class CreateTopicsRequest(Request):
+    topics: list[CreatableTopic] = field(default_factory=list)
+    timeout_ms: int = 30_000
+    validate_only: bool = False
+
+
+@dataclass(slots=True, kw_only=True)
+class CreatableTopicResult:
+    name: str
+    error_code: int = 0
+    error_message: str | None = None
+    num_partitions: int = -1
+    replication_factor: int = -1
+
+
+@dataclass(slots=True, kw_only=True)
+class CreateTopicsResponse(Response):
+    throttle_time_ms: int = 0
+    topics: list[CreatableTopicResult] = field(default_factory=list)
+
+
+# --- DeleteTopics (20) -----------------------------------------------------------------
+
+
+@dataclass(slots=True, kw_only=True)
+class DeleteTopicsRequest(Request):
+    topic_names: list[str] = field(default_factory=list)
+    timeout_ms: int = 30_000
+
+
+@dataclass(slots=True, kw_only=True)
+class DeletableTopicResult:
+    name: str
+    error_code: int = 0
+    error_message: str | None = None
+
+
+@dataclass(slots=True, kw_only=True)
+class DeleteTopicsResponse(Response):
+    throttle_time_ms: int = 0
+    responses: list[DeletableTopicResult] = field(default_factory=list)
+
+
+# --- DescribeConfigs (32) and AlterConfigs (33) ----------------------------------------
+
+
+class ConfigResourceType(enum.IntEnum):
+    """Kafka's resource types for configs."""
+
+    UNKNOWN = 0
+    TOPIC = 2
+    BROKER = 4
+
+
+class ConfigSource(enum.IntEnum):
+    """Where a config value comes from (Kafka's DescribeConfigs ``config_source``)."""
+
+    UNKNOWN = 0
+    DYNAMIC_TOPIC_CONFIG = 1
+    DYNAMIC_BROKER_CONFIG = 2
+    DYNAMIC_DEFAULT_BROKER_CONFIG = 3
+    STATIC_BROKER_CONFIG = 4
+    DEFAULT_CONFIG = 5
+
+
+@dataclass(slots=True, kw_only=True)
+class DescribeConfigsResource:
+    resource_type: int
+    resource_name: str
+    configuration_keys: list[str] | None = None
+
+
+@dataclass(slots=True, kw_only=True)
+class DescribeConfigsRequest(Request):
+    resources: list[DescribeConfigsResource] = field(default_factory=list)
+    include_synonyms: bool = False
+    include_documentation: bool = False
+
+
+@dataclass(slots=True, kw_only=True)
+class DescribeConfigsSynonym:
+    name: str
+    value: str | None = None
+    source: int = ConfigSource.UNKNOWN
+
+
+@dataclass(slots=True, kw_only=True)
+class DescribeConfigsEntry:
+    name: str
+    value: str | None = None
+    read_only: bool = False
+    config_source: int = ConfigSource.UNKNOWN
+    is_sensitive: bool = False
+    synonyms: list[DescribeConfigsSynonym] = field(default_factory=list)
+    config_type: str = "string"
+    documentation: str | None = None
+
+
+@dataclass(slots=True, kw_only=True)
+class DescribeConfigsResult:
+    error_code: int = 0
+    error_message: str | None = None
+    resource_type: int
+    resource_name: str
+    configs: list[DescribeConfigsEntry] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class DescribeConfigsResponse(Response):
+    throttle_time_ms: int = 0
+    results: list[DescribeConfigsResult] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class AlterableConfig:
+    name: str
+    value: str | None = None
+
+
+@dataclass(slots=True, kw_only=True)
+class AlterConfigsResource:
+    resource_type: int
+    resource_name: str
+    configs: list[AlterableConfig] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class AlterConfigsRequest(Request):
+    resources: list[AlterConfigsResource] = field(default_factory=list)
+    validate_only: bool = False
+
+
+@dataclass(slots=True, kw_only=True)
+class AlterConfigsResourceResponse:
+    error_code: int = 0
+    error_message: str | None = None
+    resource_type: int
+    resource_name: str
+
+
+@dataclass(slots=True, kw_only=True)
+class AlterConfigsResponse(Response):
+    throttle_time_ms: int = 0
+    responses: list[AlterConfigsResourceResponse] = field(default_factory=list)
+
+
+# --- the registry ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Api:
+    """One API: its key, the version range this build speaks, and its two schemas."""
+
+    key: ApiKey
+    min_version: int
+    max_version: int
+    request: type[Any]
+    response: type[Any]
+
+    @property
+    def name(self) -> str:
+        return "".join(part.capitalize() for part in self.key.name.split("_"))
+
+    def supports(self, version: int) -> bool:
+        return self.min_version <= version <= self.max_version
+
+
+def _apis(*apis: Api) -> MappingProxyType[int, Api]:
+    return MappingProxyType({api.key.value: api for api in apis})
+
+
+APIS = _apis(
+    Api(ApiKey.PRODUCE, 0, 0, ProduceRequest, ProduceResponse),
+    Api(ApiKey.FETCH, 0, 0, FetchRequest, FetchResponse),
+    Api(ApiKey.LIST_OFFSETS, 0, 0, ListOffsetsRequest, ListOffsetsResponse),
+    Api(ApiKey.METADATA, 0, 0, MetadataRequest, MetadataResponse),
+    Api(ApiKey.API_VERSIONS, 0, 0, ApiVersionsRequest, ApiVersionsResponse),
+    Api(ApiKey.CREATE_TOPICS, 0, 0, CreateTopicsRequest, CreateTopicsResponse),
+    Api(ApiKey.DELETE_TOPICS, 0, 0, DeleteTopicsRequest, DeleteTopicsResponse),
+    Api(ApiKey.DESCRIBE_CONFIGS, 0, 0, DescribeConfigsRequest, DescribeConfigsResponse),
+    Api(ApiKey.ALTER_CONFIGS, 0, 0, AlterConfigsRequest, AlterConfigsResponse),
+)
+"""The APIs this build serves, by key. ApiVersions v0 is never dropped: it is how a peer
+of any age learns what else we speak."""
+
+
+def api_for(api_key: int, api_version: int) -> Api:
+    """The API for a key and version, or :class:`UnsupportedRequestError`."""
+    api = APIS.get(api_key)
+    if api is None:
+        raise UnsupportedRequestError(f"unknown API key {api_key}")
+    if not api.supports(api_version):
+        raise UnsupportedRequestError(
+            f"{api.name} v{api_version} is not supported "
+            f"(this broker speaks v{api.min_version}..v{api.max_version})"
+        )
+    return api
+
+
+def supported_versions() -> list[ApiVersionRange]:
+    """What an ApiVersions response lists."""
+    return [
+        ApiVersionRange(api_key=a.key.value, min_version=a.min_version, max_version=a.max_version)
+        for a in APIS.values()
+    ]
+
+
+def negotiate(api: Api, peer: ApiVersionRange) -> int:
+    """The highest version both sides speak, or :class:`UnsupportedRequestError`."""
+    high = min(api.max_version, peer.max_version)
+    if high < max(api.min_version, peer.min_version):
+        raise UnsupportedRequestError(
+            f"{api.name}: no common version (we speak v{api.min_version}..v{api.max_version}, "
+            f"the peer v{peer.min_version}..v{peer.max_version})"
+        )
+    return high
+
+
+# --- whole messages --------------------------------------------------------------------
+
+
+def encode_request(
+    api_key: int, api_version: int, correlation_id: int, request: Request
+) -> list[Buffer]:
+    """A request frame, as buffers for ``writelines`` (record data not copied)."""
+    api = api_for(api_key, api_version)
+    if type(request) is not api.request:
+        raise TypeError(f"{api.name} takes {api.request.__name__}, not {type(request).__name__}")
+    head, raws = encode_message(request, api_version)
+    header = RequestHeader(api_key, api_version, correlation_id).pack()
+    return frame(header + head, raws)
+
+
+def decode_request(payload: memoryview | bytes) -> tuple[RequestHeader, Api, Any]:
+    """Decode a request frame payload (the bytes after the length prefix).
+
+    Raises :class:`~protocol.errors.MalformedFrameError` if the header is cut short,
+    :class:`UnsupportedRequestError` (carrying the header) for an unknown key or version,
+    :class:`~protocol.errors.MalformedMessageError` for a body that does not decode. For the
+    last two the connection stays usable: answer with :func:`encode_error_response`.
+    """
+    header, body = parse_request_header(memoryview(payload).cast("B"))
+    try:
+        api = api_for(header.api_key, header.api_version)
+    except UnsupportedRequestError as exc:
+        exc.header = header
+        raise
+    return header, api, decode_message(api.request, header.api_version, body)
+
+
+def encode_response(correlation_id: int, api_version: int, response: Response) -> list[Buffer]:
+    """A response frame, as buffers for ``writelines`` (record data not copied)."""
+    head, raws = encode_message(response, api_version)
+    return frame(pack_response_header(correlation_id) + head, raws)
+
+
+def encode_error_response(correlation_id: int, error: BaseException) -> list[Buffer]:
+    """A response saying only that the request failed: every response schema decodes it.
+
+    An unexpected exception is sent as UNKNOWN_SERVER_ERROR without its details.
+    """
+    if isinstance(error, ApiError):
+        body = Response(error_code=error.code, error_message=error.message)
+    else:
+        body = Response(error_code=error_code_of(error), error_message=None)
+    return encode_response(correlation_id, 0, body)
+
+
+def decode_response(api: Api, api_version: int, body: memoryview | bytes) -> Any:
+    """Decode a response body (after its correlation id) of ``api`` at ``api_version``."""
+    return decode_message(api.response, api_version, body)

@@ -1,0 +1,378 @@
+"""Declarative, versioned message schemas, and the msgpack body codec derived from them.
+
+A message is a keyword-only dataclass. Each field's type says how it travels and
+:func:`field` says from which version on (``since``) and until which (``until``), so one
+declaration per message lists its fields for every version; encoders and decoders are
+compiled from it once per (message, version) and never written by hand.
+
+Body layout (DESIGN.md "The wire")::
+
+    body = msgpack map | raw bytes of every Records field, in schema order
+
+A :data:`Records` field is never inside msgpack: the map holds its length (or nil for
+null) and its bytes follow the map, so record data is neither copied into nor parsed by
+msgpack. Decoding returns ``memoryview`` slices of the frame for those fields (zero copy).
+
+Compatibility rules: keys are the field names; a key the schema does not know is ignored;
+a key the version defines but the map lacks takes the field's default (a field without a
+default is required). Field types: ``int``, ``str``, ``bool``, ``float``, ``bytes``,
+``list[T]``, ``dict[str, T]``, ``T | None``, a nested message dataclass, and
+:data:`Records`. Anything the decoder does not like raises :class:`MalformedMessageError`
+naming the field path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+
+import msgpack
+
+from protocol.errors import MalformedMessageError
+
+__all__ = [
+    "Records",
+    "decode_message",
+    "encode_message",
+    "field",
+    "fields_for_version",
+]
+
+T = TypeVar("T")
+
+RecordData = bytes | bytearray | memoryview
+
+
+class _RawMarker:
+    def __repr__(self) -> str:
+        return "RAW"
+
+
+RAW = _RawMarker()
+
+Records = Annotated[RecordData | None, RAW]
+"""A field of raw record-batch bytes, carried after the msgpack map (never inside it)."""
+
+_MISSING: Any = dataclasses.MISSING
+_HEAD_CHUNK = 4096
+
+
+def field(
+    default: Any = _MISSING,
+    *,
+    default_factory: Callable[[], Any] | Any = _MISSING,
+    since: int = 0,
+    until: int | None = None,
+) -> Any:
+    """Declare a message field present from version ``since`` through ``until`` (inclusive)."""
+    return dataclasses.field(
+        default=default,
+        default_factory=default_factory,
+        metadata={"since": since, "until": until},
+    )
+
+
+# --- compiled codecs -------------------------------------------------------------------
+
+Encoder = Callable[[Any, list[RecordData]], Any]
+Decoder = Callable[[Any, "_Tail"], Any]
+
+
+class _BadField(Exception):
+    """Internal: a decode failure with the path to the field, built while unwinding."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.path: list[str] = []
+
+
+class _Tail:
+    """The raw bytes after the msgpack map, handed out in schema order."""
+
+    __slots__ = ("_data", "_pos")
+
+    def __init__(self, data: memoryview) -> None:
+        self._data = data
+        self._pos = 0
+
+    def take(self, size: int) -> memoryview:
+        end = self._pos + size
+        if end > len(self._data):
+            raise _BadField(
+                f"records of {size} bytes run past the end of the frame "
+                f"({len(self._data) - self._pos} bytes left)"
+            )
+        view = self._data[self._pos : end]
+        self._pos = end
+        return view
+
+    def leftover(self) -> int:
+        return len(self._data) - self._pos
+
+
+class _StructCodec:
+    """Encoder and decoder of one message class at one version."""
+
+    def __init__(self, cls: type, version: int) -> None:
+        self.cls = cls
+        self.version = version
+        self.fields: list[tuple[str, Encoder, Decoder, Any, Any]] = []
+
+    def encode(self, msg: Any, raws: list[RecordData]) -> dict[str, Any]:
+        return {name: enc(getattr(msg, name), raws) for name, enc, _, _, _ in self.fields}
+
+    def decode(self, obj: Any, tail: _Tail) -> Any:
+        if not isinstance(obj, dict):
+            raise _BadField(f"expected a map, got {_kind(obj)}")
+        kwargs = {}
+        for name, _, dec, default, factory in self.fields:
+            if name in obj:
+                try:
+                    kwargs[name] = dec(obj[name], tail)
+                except _BadField as exc:
+                    exc.path.append(name)
+                    raise
+            elif default is _MISSING and factory is _MISSING:
+                raise _BadField(f"required field {name!r} is missing")
+        return self.cls(**kwargs)
+
+
+_codecs: dict[tuple[type, int], _StructCodec] = {}
+
+
+def _codec_for(cls: type, version: int) -> _StructCodec:
+    codec = _codecs.get((cls, version))
+    if codec is None:
+        codec = _compile_struct(cls, version)
+    return codec
+
+
+def fields_for_version(cls: type, version: int) -> list[str]:
+    """The names of ``cls``'s fields that exist at ``version``."""
+    return [f.name for f in dataclasses.fields(cls) if _in_version(f, version)]
+
+
+def _in_version(f: dataclasses.Field[Any], version: int) -> bool:
+    since = f.metadata.get("since", 0)
+    until = f.metadata.get("until")
+    return since <= version and (until is None or version <= until)
+
+
+def _compile_struct(cls: type, version: int) -> _StructCodec:
+    if not dataclasses.is_dataclass(cls):
+        raise TypeError(f"{cls!r} is not a message dataclass")
+    codec = _StructCodec(cls, version)
+    _codecs[(cls, version)] = codec  # registered first: a message may contain itself
+    hints = typing.get_type_hints(cls, include_extras=True)
+    for f in dataclasses.fields(cls):
+        if not _in_version(f, version):
+            if f.default is _MISSING and f.default_factory is _MISSING:
+                raise TypeError(f"{cls.__name__}.{f.name}: a versioned field needs a default")
+            continue
+        enc, dec = _compile_type(hints[f.name], version, f"{cls.__name__}.{f.name}")
+        codec.fields.append((f.name, enc, dec, f.default, f.default_factory))
+    return codec
+
+
+# One return per kind of field type reads better than a dispatch table here.
+def _compile_type(  # noqa: PLR0911
+    tp: Any, version: int, where: str
+) -> tuple[Encoder, Decoder]:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is Annotated:
+        if RAW in args[1:]:
+            return _encode_raw, _decode_raw
+        return _compile_type(args[0], version, where)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        if len(inner) != 1 or len(args) != 2:
+            raise TypeError(f"{where}: only `T | None` unions are supported")
+        return _nullable(*_compile_type(inner[0], version, where))
+    if origin is list:
+        return _list_of(*_compile_type(args[0], version, where))
+    if origin is dict:
+        if args[0] is not str:
+            raise TypeError(f"{where}: map keys must be str")
+        return _dict_of(*_compile_type(args[1], version, where))
+    if tp in _PRIMITIVES:
+        return _identity, _PRIMITIVES[tp]
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        return _nested(tp, version)
+    raise TypeError(f"{where}: unsupported field type {tp!r}")
+
+
+def _identity(value: Any, raws: list[RecordData]) -> Any:
+    return value
+
+
+def _kind(obj: Any) -> str:
+    return "nil" if obj is None else type(obj).__name__
+
+
+def _primitive(*types_: type, name: str) -> Decoder:
+    def decode(obj: Any, tail: _Tail) -> Any:
+        # bool is an int subclass: an int field must not accept true/false, nor the reverse
+        if type(obj) not in types_:
+            raise _BadField(f"expected {name}, got {_kind(obj)}")
+        return obj
+
+    return decode
+
+
+def _decode_float(obj: Any, tail: _Tail) -> float:
+    if type(obj) not in (float, int):
+        raise _BadField(f"expected float, got {_kind(obj)}")
+    return float(obj)
+
+
+_PRIMITIVES: dict[Any, Decoder] = {
+    int: _primitive(int, name="int"),
+    str: _primitive(str, name="str"),
+    bool: _primitive(bool, name="bool"),
+    bytes: _primitive(bytes, name="bytes"),
+    float: _decode_float,
+}
+
+
+def _encode_raw(value: RecordData | None, raws: list[RecordData]) -> int | None:
+    if value is None:
+        return None
+    raws.append(value)
+    return len(value)
+
+
+def _decode_raw(obj: Any, tail: _Tail) -> memoryview | None:
+    if obj is None:
+        return None
+    if type(obj) is not int or obj < 0:
+        raise _BadField(f"expected a records length, got {obj!r}")
+    return tail.take(obj)
+
+
+def _nullable(enc: Encoder, dec: Decoder) -> tuple[Encoder, Decoder]:
+    def encode(value: Any, raws: list[RecordData]) -> Any:
+        return None if value is None else enc(value, raws)
+
+    def decode(obj: Any, tail: _Tail) -> Any:
+        return None if obj is None else dec(obj, tail)
+
+    return encode, decode
+
+
+def _list_of(enc: Encoder, dec: Decoder) -> tuple[Encoder, Decoder]:
+    if enc is _identity:
+
+        def encode(value: Any, raws: list[RecordData]) -> Any:
+            return value
+
+    else:
+
+        def encode(value: Any, raws: list[RecordData]) -> Any:
+            return [enc(v, raws) for v in value]
+
+    def decode(obj: Any, tail: _Tail) -> list[Any]:
+        if type(obj) is not list:
+            raise _BadField(f"expected a list, got {_kind(obj)}")
+        out = []
+        for i, item in enumerate(obj):
+            try:
+                out.append(dec(item, tail))
+            except _BadField as exc:
+                exc.path.append(f"[{i}]")
+                raise
+        return out
+
+    return encode, decode
+
+
+def _dict_of(enc: Encoder, dec: Decoder) -> tuple[Encoder, Decoder]:
+    def encode(value: Any, raws: list[RecordData]) -> Any:
+        return {k: enc(v, raws) for k, v in value.items()}
+
+    def decode(obj: Any, tail: _Tail) -> dict[str, Any]:
+        if type(obj) is not dict:
+            raise _BadField(f"expected a map, got {_kind(obj)}")
+        out = {}
+        for key, item in obj.items():
+            try:
+                out[key] = dec(item, tail)
+            except _BadField as exc:
+                exc.path.append(f"[{key!r}]")
+                raise
+        return out
+
+    return encode, decode
+
+
+def _nested(cls: type, version: int) -> tuple[Encoder, Decoder]:
+    # Resolved lazily: the nested codec may still be compiling (a self-referencing message).
+    def encode(value: Any, raws: list[RecordData]) -> Any:
+        return _codec_for(cls, version).encode(value, raws)
+
+    def decode(obj: Any, tail: _Tail) -> Any:
+        return _codec_for(cls, version).decode(obj, tail)
+
+    return encode, decode
+
+
+# --- entry points ----------------------------------------------------------------------
+
+
+def encode_message(msg: Any, version: int) -> tuple[bytes, list[RecordData]]:
+    """Encode ``msg`` at ``version``: the msgpack head, then the raw record parts in order."""
+    raws: list[RecordData] = []
+    head = msgpack.packb(_codec_for(type(msg), version).encode(msg, raws), use_bin_type=True)
+    return head, raws
+
+
+def decode_message(cls: type[T], version: int, body: memoryview | bytes) -> T:
+    """Decode a body produced by :func:`encode_message` for ``cls`` at ``version``."""
+    view = memoryview(body).cast("B")
+    obj, head_size = _unpack_head(view)
+    tail = _Tail(view[head_size:])
+    try:
+        msg = _codec_for(cls, version).decode(obj, tail)
+    except _BadField as exc:
+        path = ".".join(reversed(exc.path)).replace(".[", "[")
+        where = f"field {path!r}: " if path else ""
+        raise MalformedMessageError(f"{cls.__name__} v{version}: {where}{exc.reason}") from None
+    if tail.leftover():
+        raise MalformedMessageError(
+            f"{cls.__name__} v{version}: {tail.leftover()} bytes after the last records field"
+        )
+    return typing.cast(T, msg)
+
+
+def _unpack_head(view: memoryview) -> tuple[Any, int]:
+    """Parse the msgpack map at the start of ``view``; returns it and its size in bytes.
+
+    Fed in growing chunks so the record bytes after the map are never copied; msgpack's
+    limits are bounded by the body size, so a claimed huge array fails fast.
+    """
+    size = len(view)
+    unpacker = msgpack.Unpacker(raw=False, strict_map_key=True, max_buffer_size=max(size, 1))
+    fed = 0
+    chunk = _HEAD_CHUNK
+    while True:
+        end = min(size, fed + chunk)
+        unpacker.feed(view[fed:end])
+        fed = end
+        try:
+            obj = unpacker.unpack()
+        except msgpack.OutOfData:
+            if fed >= size:
+                raise MalformedMessageError(
+                    f"message body of {size} bytes ends inside its msgpack map"
+                ) from None
+            chunk *= 2
+            continue
+        except (ValueError, TypeError, msgpack.UnpackException) as exc:
+            # msgpack reports bad input as ValueError subclasses (FormatError, StackError,
+            # invalid UTF-8) or TypeError (unhashable map key): all mean the same to us.
+            raise MalformedMessageError(f"message body is not valid msgpack: {exc}") from None
+        return obj, unpacker.tell()
