@@ -410,7 +410,7 @@ class OperationNotAttemptedError(ApiError, code=55, name="OPERATION_NOT_ATTEMPTE
     """The broker did not attempt to execute this operation."""
 
 
-class KafkaStorageErrorError(
+class KafkaStorageError(
     ApiError,
     code=56,
     name="KAFKA_STORAGE_ERROR",
@@ -699,7 +699,7 @@ class TransactionalIdNotFoundError(ApiError, code=105, name="TRANSACTIONAL_ID_NO
     """The transactionalId could not be found."""
 
 
-class FetchSessionTopicIdErrorError(
+class FetchSessionTopicIdError(
     ApiError,
     code=106,
     name="FETCH_SESSION_TOPIC_ID_ERROR",

@@ -1,0 +1,560 @@
+"""One partition's log: an ordered list of segments in ``<log.dir>/<topic>-<partition>/``.
+
+The last segment is active (appends go there, its indexes are preallocated and mapped);
+the others are read-only. Offsets are dense and increasing: ``log_start_offset`` is the
+first readable offset, ``log_end_offset`` the next one to be assigned.
+
+Append (leader): validate every batch's header and CRC (C code, no record decoding),
+assign offsets and stamp the leader epoch by patching a 16-byte copy of each batch's
+prefix, and ``writev`` those prefixes with the rest of the caller's bytes: the batches
+are never copied in Python. Work is O(batches).
+
+Durability: writes go to the page cache; ``flush.messages`` / ``flush.ms`` decide when
+an fsync is due and :meth:`Log.flush_async` runs it in a worker thread. The recovery
+point (offsets known flushed) is what the log manager checkpoints; after an unclean stop
+everything from the recovery point on is re-read and checked (:meth:`LogSegment.recover`).
+
+Errors: bad input raises protocol errors (CORRUPT_MESSAGE, MESSAGE_TOO_LARGE, ...) and
+changes nothing. An OSError while writing (full disk, read-only directory) takes this
+log offline: appends raise KAFKA_STORAGE_ERROR from then on, reads keep working, and
+one log line says what happened and what to do. Other logs are unaffected.
+
+Concurrency: event loop thread only; :meth:`flush_async` awaits a worker thread and
+re-checks the log's state afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import shutil
+import time
+from bisect import bisect_right
+from collections.abc import Callable
+from pathlib import Path
+from typing import NamedTuple
+
+import structlog
+
+from broker.log.config import LogConfig
+from broker.log.segment import BatchInfo, LogSegment
+from protocol.errors import (
+    InvalidRecordError,
+    KafkaStorageError,
+    MessageTooLargeError,
+    OffsetOutOfRangeError,
+    RecordListTooLargeError,
+)
+from protocol.records import scan_batches
+from protocol.records.batch import LEADER_EPOCH_POS
+
+__all__ = ["AppendInfo", "FetchData", "Log"]
+
+Buffer = bytes | bytearray | memoryview
+Clock = Callable[[], int]
+
+_LEFTOVER_SUFFIXES = (".deleted", ".cleaned", ".swap")
+_PREFIX = LEADER_EPOCH_POS + 4  # base offset, length, leader epoch: what a leader patches
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class AppendInfo(NamedTuple):
+    first_offset: int
+    last_offset: int
+    max_timestamp: int
+    batch_count: int
+    record_count: int
+    size_bytes: int
+
+
+class FetchData(NamedTuple):
+    """Whole batches of one segment, as a byte range of its file (for ``sendfile``)."""
+
+    segment: LogSegment
+    position: int
+    size: int
+    first_offset: int
+
+    @property
+    def fd(self) -> int:
+        return self.segment.fd
+
+    def read(self) -> bytes:
+        return self.segment.read(self.position, self.size)
+
+
+class Log:
+    """One partition's log. Open with :meth:`Log.open`; see the module docstring."""
+
+    def __init__(self, directory: Path, config: LogConfig, clock: Clock) -> None:
+        self.dir = directory
+        self.config = config
+        self._clock = clock
+        self.segments: list[LogSegment] = []
+        self._bases: list[int] = []
+        self._log_start_offset = 0
+        self.recovery_point = 0
+        self._unflushed_records = 0
+        self._last_flush_ms = clock()
+        self._pending_deletes: list[tuple[int, LogSegment]] = []
+        self.offline_reason: str | None = None
+        self._log = structlog.get_logger("headwater.log").bind(log=directory.name)
+
+    # --- open / close -------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        directory: Path | str,
+        config: LogConfig | None = None,
+        *,
+        recovery_point: int = 0,
+        log_start_offset: int = 0,
+        clean_shutdown: bool = False,
+        clock: Clock = wall_clock_ms,
+    ) -> Log:
+        """Open (or create) the log in ``directory``.
+
+        After an unclean stop (``clean_shutdown`` false) every segment from the one holding
+        ``recovery_point`` on is re-read with CRC checks; a torn or corrupt tail is cut,
+        and any segment after it removed. Missing or damaged indexes are rebuilt either way.
+        """
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        log = cls(directory, config or LogConfig(), clock)
+        log._load(recovery_point, log_start_offset, clean_shutdown)
+        return log
+
+    def _load(self, recovery_point: int, log_start_offset: int, clean: bool) -> None:
+        for path in self.dir.iterdir():
+            if path.name.endswith(_LEFTOVER_SUFFIXES):
+                path.unlink()
+        bases = sorted(int(p.stem) for p in self.dir.glob("*.log"))
+        for suffix in (".index", ".timeindex"):
+            for path in self.dir.glob(f"*{suffix}"):
+                if int(path.stem) not in bases:
+                    path.unlink()  # an index without its log
+        now = self._clock()
+        for base in bases:
+            self._add_segment(self._new_segment(base, now))
+        if not clean:
+            self._recover(recovery_point)
+        for segment in self.segments:
+            if not segment.indexes_sane():
+                segment.recover()
+                segment.on_roll()
+        if not self.segments:
+            self._add_segment(self._new_segment(max(log_start_offset, 0), now))
+        self.active.make_active()
+        self.active.load_tail()
+        self._log_start_offset = max(log_start_offset, self.segments[0].base_offset)
+        self.recovery_point = min(max(recovery_point, 0), self.log_end_offset)
+        if not clean:
+            # what recovery checked is made durable once, so it is not checked again
+            _fsync_all(self.segments)
+            self.recovery_point = self.log_end_offset
+        self._log.info(
+            "log.loaded",
+            segments=len(self.segments),
+            log_start_offset=self._log_start_offset,
+            log_end_offset=self.log_end_offset,
+            clean_shutdown=clean,
+        )
+
+    def _recover(self, recovery_point: int) -> int:
+        """Re-check segments from the recovery point on; returns bytes cut."""
+        start = max(bisect_right(self._bases, recovery_point) - 1, 0)
+        cut_total = 0
+        for i in range(start, len(self.segments)):
+            segment = self.segments[i]
+            cut = segment.recover()
+            if i < len(self.segments) - 1:
+                segment.on_roll()
+            if cut:
+                cut_total += cut
+                for later in self.segments[i + 1 :]:
+                    later.delete()
+                del self.segments[i + 1 :]
+                del self._bases[i + 1 :]
+                self._log.warning(
+                    "log.recovered_torn_tail",
+                    segment=segment.log_path.name,
+                    bytes_cut=cut,
+                    log_end_offset=segment.next_offset,
+                )
+                break
+        return cut_total
+
+    def _new_segment(self, base: int, now: int) -> LogSegment:
+        return LogSegment(
+            self.dir,
+            base,
+            index_interval_bytes=self.config.index_interval_bytes,
+            max_index_bytes=self.config.segment_index_bytes,
+            created_ms=now,
+        )
+
+    def _add_segment(self, segment: LogSegment) -> None:
+        self.segments.append(segment)
+        self._bases.append(segment.base_offset)
+
+    def close(self) -> None:
+        """Flush and close every file, trimming the active indexes (a clean stop)."""
+        if self.offline_reason is None:
+            self.flush()
+        for segment in self.segments:
+            segment.close()
+        for _, segment in self._pending_deletes:
+            segment.delete()
+        self._pending_deletes.clear()
+        self.segments.clear()
+        self._bases.clear()
+
+    def delete(self) -> None:
+        """Remove the log and its directory (topic deletion, replica moved away)."""
+        for segment in self.segments:
+            segment.close()
+        self.segments.clear()
+        self._bases.clear()
+        self._pending_deletes.clear()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    # --- state --------------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self.dir.name
+
+    @property
+    def active(self) -> LogSegment:
+        return self.segments[-1]
+
+    @property
+    def log_start_offset(self) -> int:
+        return self._log_start_offset
+
+    @property
+    def log_end_offset(self) -> int:
+        return self.active.next_offset
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(s.size for s in self.segments)
+
+    @property
+    def segment_count(self) -> int:
+        return len(self.segments)
+
+    @property
+    def offline(self) -> bool:
+        return self.offline_reason is not None
+
+    # --- append -------------------------------------------------------------------------
+
+    def append(self, data: Buffer, *, leader_epoch: int = -1) -> AppendInfo:
+        """Append batches as the leader: offsets assigned, ``leader_epoch`` stamped."""
+        return self._append(data, leader_epoch, assign_offsets=True)
+
+    def append_as_follower(self, data: Buffer) -> AppendInfo:
+        """Append the leader's batches exactly as they are (offsets must follow ours)."""
+        return self._append(data, -1, assign_offsets=False)
+
+    def _append(self, data: Buffer, leader_epoch: int, *, assign_offsets: bool) -> AppendInfo:
+        self._check_online()
+        view = memoryview(data).cast("B")
+        headers = scan_batches(view)
+        if not headers:
+            raise InvalidRecordError("a produce carried no record batches")
+        total = headers[-1].end
+        for h in headers:
+            if h.size > self.config.max_message_bytes:
+                raise MessageTooLargeError(
+                    f"a batch of {h.size} bytes is over max.message.bytes "
+                    f"({self.config.max_message_bytes}) for {self.name}"
+                )
+        if total > self.config.segment_bytes:
+            raise RecordListTooLargeError(
+                f"{total} bytes in one append is over segment.bytes "
+                f"({self.config.segment_bytes}) for {self.name}"
+            )
+        buffers: list[Buffer] = []
+        infos: list[BatchInfo] = []
+        next_offset = self.log_end_offset
+        records = 0
+        for h in headers:
+            if assign_offsets:
+                prefix = bytearray(view[h.position : h.position + _PREFIX])
+                prefix[0:8] = next_offset.to_bytes(8, "big", signed=True)
+                prefix[LEADER_EPOCH_POS:_PREFIX] = leader_epoch.to_bytes(4, "big", signed=True)
+                buffers += (prefix, view[h.position + _PREFIX : h.end])
+                base = next_offset
+            else:
+                if h.base_offset < next_offset:
+                    raise InvalidRecordError(
+                        f"{self.name}: batch at offset {h.base_offset} is below the log end "
+                        f"offset {next_offset}"
+                    )
+                buffers.append(view[h.position : h.end])
+                base = h.base_offset
+            last = base + h.last_offset_delta
+            infos.append(BatchInfo(base, last, h.max_timestamp, h.size))
+            next_offset = last + 1
+            records += h.record_count
+        self._maybe_roll(total, infos[0].base_offset, infos[-1].last_offset)
+        self._write(lambda: self.active.append(buffers, infos), "appending to")
+        self._unflushed_records += records
+        max_ts = max(i.max_timestamp for i in infos)
+        return AppendInfo(
+            infos[0].base_offset, infos[-1].last_offset, max_ts, len(infos), records, total
+        )
+
+    def _maybe_roll(self, nbytes: int, first_offset: int, last_offset: int) -> None:
+        seg = self.active
+        if seg.size == 0:
+            return
+        now = self._clock()
+        if (
+            seg.size + nbytes > self.config.segment_bytes
+            or now - seg.created_ms >= self.config.segment_ms
+            or not seg.room_for_entries(nbytes)
+            or last_offset - seg.base_offset >= 2**31  # relative offsets are u32 in indexes
+        ):
+            self.roll(first_offset)
+
+    def roll(self, base_offset: int | None = None) -> LogSegment:
+        """Start a new active segment at ``base_offset`` (default: the log end offset)."""
+        base = self.log_end_offset if base_offset is None else base_offset
+        if self.active.size == 0 and self.active.base_offset == base:
+            return self.active
+        old = self.active
+
+        def roll() -> None:
+            segment = self._new_segment(base, self._clock())
+            segment.make_active()
+            old.on_roll()
+            self._add_segment(segment)
+
+        self._write(roll, "rolling a segment of")
+        self._log.debug("log.rolled", base_offset=base, previous_size=old.size)
+        return self.active
+
+    # --- read ---------------------------------------------------------------------------
+
+    def read(
+        self,
+        offset: int,
+        max_bytes: int,
+        *,
+        max_offset: int | None = None,
+        min_one_batch: bool = True,
+    ) -> FetchData | None:
+        """Whole batches from the one holding ``offset``, up to ``max_bytes``.
+
+        ``max_offset`` (exclusive; the high watermark for consumers) bounds what is seen.
+        The first batch is returned even if larger than ``max_bytes`` when
+        ``min_one_batch`` (KIP-74), so a consumer always makes progress. None at the end;
+        OFFSET_OUT_OF_RANGE below the log start or past the end.
+        """
+        end = self.log_end_offset
+        if offset < self._log_start_offset or offset > end:
+            raise OffsetOutOfRangeError(
+                f"offset {offset} is out of range for {self.name}: the log holds "
+                f"[{self._log_start_offset}, {end})"
+            )
+        bound = end if max_offset is None else min(max_offset, end)
+        i = max(bisect_right(self._bases, offset) - 1, 0)
+        for segment in self.segments[i:]:
+            if segment.base_offset >= bound:
+                return None
+            found = segment.read_range(
+                offset, max_bytes, max_offset=bound, min_one_batch=min_one_batch
+            )
+            if found is not None:
+                return FetchData(segment, *found)
+        return None
+
+    def offset_for_timestamp(self, timestamp: int) -> tuple[int, int] | None:
+        """(timestamp, offset) of the first record with a timestamp >= ``timestamp``."""
+        i = max(bisect_right(self._bases, self._log_start_offset) - 1, 0)
+        for segment in self.segments[i:]:
+            found = segment.find_by_timestamp(timestamp, self._log_start_offset)
+            if found is not None:
+                return found
+        return None
+
+    def max_timestamp(self) -> tuple[int, int]:
+        """(timestamp, offset) of the batch holding the largest timestamp; (-1, -1) if empty."""
+        best = (-1, -1)
+        for segment in self.segments:
+            if segment.max_timestamp > best[0]:
+                best = (segment.max_timestamp, segment.offset_of_max_timestamp)
+        return best
+
+    # --- truncation and retention -------------------------------------------------------
+
+    def truncate_to(self, offset: int) -> None:
+        """Remove everything at offsets >= ``offset`` (whole batches; used by replication)."""
+        if offset >= self.log_end_offset:
+            return
+        if offset <= self.segments[0].base_offset:
+            self.truncate_fully_and_start_at(offset)
+            return
+
+        def truncate() -> None:
+            while len(self.segments) > 1 and self.active.base_offset >= offset:
+                self.segments.pop().delete()
+                self._bases.pop()
+            self.active.make_active()
+            self.active.truncate_to(offset)
+
+        self._write(truncate, "truncating")
+        self.recovery_point = min(self.recovery_point, self.log_end_offset)
+        self._log.info("log.truncated", offset=offset, log_end_offset=self.log_end_offset)
+
+    def truncate_fully_and_start_at(self, offset: int) -> None:
+        """Drop every segment; the log restarts empty at ``offset``."""
+
+        def restart() -> None:
+            for segment in self.segments:
+                segment.delete()
+            self.segments.clear()
+            self._bases.clear()
+            segment = self._new_segment(offset, self._clock())
+            segment.make_active()
+            self._add_segment(segment)
+
+        self._write(restart, "truncating")
+        self._log_start_offset = offset
+        self.recovery_point = offset
+
+    def apply_retention(self) -> int:
+        """Delete whole segments past ``retention.ms`` or over ``retention.bytes``.
+
+        Never the active segment. Returns how many segments were deleted.
+        """
+        now = self._clock()
+        cfg = self.config
+        doomed = 0
+        size = self.size_bytes
+        for segment in self.segments[:-1]:
+            expired = (
+                cfg.retention_ms >= 0
+                and segment.max_timestamp >= 0
+                and now - segment.max_timestamp > cfg.retention_ms
+            )
+            oversize = cfg.retention_bytes >= 0 and size - segment.size >= cfg.retention_bytes
+            if not (expired or oversize):
+                break
+            size -= segment.size
+            doomed += 1
+        if doomed:
+            self._delete_oldest(doomed, now)
+        return doomed
+
+    def _delete_oldest(self, count: int, now: int) -> None:
+        gone = self.segments[:count]
+
+        def delete() -> None:
+            for segment in gone:
+                segment.rename_for_delete()
+                self._pending_deletes.append((now + self.config.file_delete_delay_ms, segment))
+
+        self._write(delete, "deleting old segments of")
+        del self.segments[:count]
+        del self._bases[:count]
+        self._log_start_offset = max(self._log_start_offset, self.segments[0].base_offset)
+        self._log.info(
+            "log.retention_deleted",
+            segments=count,
+            log_start_offset=self._log_start_offset,
+        )
+
+    def delete_pending(self, *, force: bool = False) -> int:
+        """Unlink segments renamed for deletion whose delay has passed (or all, if forced)."""
+        now = self._clock()
+        due = [(t, s) for t, s in self._pending_deletes if force or t <= now]
+        for item in due:
+            item[1].delete()
+            self._pending_deletes.remove(item)
+        return len(due)
+
+    # --- flush --------------------------------------------------------------------------
+
+    def flush_due(self) -> bool:
+        """Whether ``flush.messages`` or ``flush.ms`` calls for an fsync now."""
+        if not self._unflushed_records:
+            return False
+        return (
+            self._unflushed_records >= self.config.flush_messages
+            or self._clock() - self._last_flush_ms >= self.config.flush_ms
+        )
+
+    def flush(self) -> None:
+        """fsync everything written so far, here and now (blocking: shutdown and tests)."""
+        target, dirty = self._flush_plan()
+        self._write(lambda: _fsync_all(dirty), "flushing")
+        self._flush_done(target)
+
+    async def flush_async(self) -> None:
+        """fsync in a worker thread, so the event loop never waits on the disk."""
+        target, dirty = self._flush_plan()
+        try:
+            await asyncio.to_thread(_fsync_all, dirty)
+        except OSError as exc:
+            self._go_offline(exc, "flushing")
+        self._flush_done(target)
+
+    def _flush_plan(self) -> tuple[int, list[LogSegment]]:
+        dirty = [s for s in self.segments if s.dirty]
+        for segment in dirty:
+            segment.dirty = False
+        self._unflushed_records = 0
+        self._last_flush_ms = self._clock()
+        return self.log_end_offset, dirty
+
+    def _flush_done(self, target: int) -> None:
+        # the log may have been truncated while the fsync ran
+        self.recovery_point = max(self.recovery_point, min(target, self.log_end_offset))
+
+    # --- storage errors -----------------------------------------------------------------
+
+    def _check_online(self) -> None:
+        if self.offline_reason is not None:
+            raise KafkaStorageError(f"{self.name} is offline: {self.offline_reason}")
+
+    def _write(self, action: Callable[[], None], doing: str) -> None:
+        self._check_online()
+        try:
+            action()
+        except OSError as exc:
+            self._go_offline(exc, doing)
+
+    def _go_offline(self, exc: OSError, doing: str) -> None:
+        reason = _storage_advice(exc, doing, self.dir)
+        self.offline_reason = reason
+        self._log.error("log.offline", reason=reason, errno=exc.errno)
+        raise KafkaStorageError(f"{self.name} is offline: {reason}") from exc
+
+
+def _fsync_all(segments: list[LogSegment]) -> None:
+    for segment in segments:
+        segment.flush()
+
+
+def _storage_advice(exc: OSError, doing: str, directory: Path) -> str:
+    where = f"{doing} {directory}"
+    if exc.errno == errno.ENOSPC:
+        return (
+            f"no space left on the device while {where}; free space on that disk, then "
+            f"restart the broker (data already written stays readable)"
+        )
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return (
+            f"the log directory is not writable ({os.strerror(exc.errno)}) while "
+            f"{where}; fix its mount or permissions, then restart the broker"
+        )
+    return f"{exc.strerror or exc} while {where}; check the disk, then restart the broker"

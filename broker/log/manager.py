@@ -1,0 +1,256 @@
+"""The log directories of one broker (``log.dirs``) and every partition log in them.
+
+Per directory, beside the ``<topic>-<partition>/`` folders (Kafka's layout)::
+
+    meta.properties                    version, broker.id, cluster.id: whose data this is
+    recovery-point-offset-checkpoint   per partition: offsets known fsynced
+    log-start-offset-checkpoint        per partition: first readable offset
+    replication-offset-checkpoint      per partition: high watermark (replication, later)
+    .clean_shutdown                    written by a clean stop, removed on start
+
+Checkpoints are Kafka's text format (``0`` / count / ``topic partition offset`` lines),
+written atomically (temp file, fsync, rename, fsync of the directory). A checkpoint that
+cannot be read is ignored with a warning: recovery then re-checks every segment, which
+is slow but loses nothing.
+
+A broker must never serve another cluster's (or another broker's) data: a mismatch in
+``meta.properties`` stops the start with one line saying which directory and what to do.
+
+Concurrency: event loop thread only; call :meth:`LogManager.checkpoint` from there too
+(its fsyncs are small, a few per directory).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import structlog
+
+from broker.log.config import LogConfig
+from broker.log.log import Clock, Log, wall_clock_ms
+from protocol.errors import HeadwaterError, InconsistentClusterIdError
+
+__all__ = ["InconsistentBrokerIdError", "LogManager", "TopicPartition"]
+
+TopicPartition = tuple[str, int]
+
+META = "meta.properties"
+RECOVERY_POINTS = "recovery-point-offset-checkpoint"
+LOG_START_OFFSETS = "log-start-offset-checkpoint"
+HIGH_WATERMARKS = "replication-offset-checkpoint"
+CLEAN_SHUTDOWN = ".clean_shutdown"
+
+
+class InconsistentBrokerIdError(HeadwaterError):
+    """A log directory belongs to another broker id."""
+
+
+def partition_dir_name(topic: str, partition: int) -> str:
+    return f"{topic}-{partition}"
+
+
+def parse_partition_dir(name: str) -> TopicPartition | None:
+    topic, sep, partition = name.rpartition("-")
+    if not sep or not topic or not partition.isdigit():
+        return None
+    return topic, int(partition)
+
+
+class LogManager:
+    """Opens, creates, checkpoints and closes the partition logs of ``log.dirs``."""
+
+    def __init__(
+        self,
+        log_dirs: list[Path | str],
+        *,
+        broker_id: int,
+        cluster_id: str,
+        default_config: LogConfig | None = None,
+        clock: Clock = wall_clock_ms,
+    ) -> None:
+        if not log_dirs:
+            raise ValueError("log.dirs is empty: name at least one directory")
+        self.dirs = [Path(d) for d in log_dirs]
+        self.broker_id = broker_id
+        self.cluster_id = cluster_id
+        self.default_config = default_config or LogConfig()
+        self._clock = clock
+        self.logs: dict[TopicPartition, Log] = {}
+        self._log = structlog.get_logger("headwater.log_manager").bind(broker_id=broker_id)
+
+    # --- start / stop -------------------------------------------------------------------
+
+    def startup(self, configs: dict[TopicPartition, LogConfig] | None = None) -> None:
+        """Check ownership of every directory, then open every log in it."""
+        configs = configs or {}
+        for directory in self.dirs:
+            directory.mkdir(parents=True, exist_ok=True)
+            self._claim(directory)
+        for directory in self.dirs:
+            marker = directory / CLEAN_SHUTDOWN
+            clean = marker.exists()
+            recovery = read_checkpoint(directory / RECOVERY_POINTS)
+            starts = read_checkpoint(directory / LOG_START_OFFSETS)
+            for path in sorted(directory.iterdir()):
+                tp = parse_partition_dir(path.name) if path.is_dir() else None
+                if tp is None:
+                    continue
+                self.logs[tp] = Log.open(
+                    path,
+                    configs.get(tp, self.default_config),
+                    recovery_point=recovery.get(tp, 0),
+                    log_start_offset=starts.get(tp, 0),
+                    clean_shutdown=clean,
+                    clock=self._clock,
+                )
+            # From here on a crash must be seen as one: the marker goes until a clean stop.
+            marker.unlink(missing_ok=True)
+            _fsync_dir(directory)
+        self.checkpoint()
+        self._log.info("log_manager.started", dirs=[str(d) for d in self.dirs], logs=len(self.logs))
+
+    def shutdown(self) -> None:
+        """A clean stop: flush and close every log, checkpoint, leave the marker."""
+        for log in self.logs.values():
+            log.close()
+        self.checkpoint()
+        for directory in self.dirs:
+            (directory / CLEAN_SHUTDOWN).touch()
+            _fsync_dir(directory)
+        self.logs.clear()
+
+    def _claim(self, directory: Path) -> None:
+        meta_path = directory / META
+        meta = read_properties(meta_path) if meta_path.exists() else None
+        if meta is None:
+            write_atomically(
+                meta_path,
+                f"#Headwater broker metadata\nversion=0\nbroker.id={self.broker_id}\n"
+                f"cluster.id={self.cluster_id}\n",
+            )
+            return
+        if meta.get("cluster.id") != self.cluster_id:
+            raise InconsistentClusterIdError(
+                f"log dir {directory} holds data of cluster {meta.get('cluster.id')!r}, but "
+                f"this broker joins cluster {self.cluster_id!r}; point log.dirs at this "
+                f"cluster's directory (or an empty one)"
+            )
+        if meta.get("broker.id") != str(self.broker_id):
+            raise InconsistentBrokerIdError(
+                f"log dir {directory} belongs to broker {meta.get('broker.id')}, but this is "
+                f"broker {self.broker_id}; set broker.id={meta.get('broker.id')} or use "
+                f"another log dir"
+            )
+
+    # --- logs ---------------------------------------------------------------------------
+
+    def get_log(self, topic: str, partition: int) -> Log | None:
+        return self.logs.get((topic, partition))
+
+    def get_or_create_log(self, topic: str, partition: int, config: LogConfig | None = None) -> Log:
+        log = self.logs.get((topic, partition))
+        if log is None:
+            directory = min(self.dirs, key=self._partitions_in)
+            log = Log.open(
+                directory / partition_dir_name(topic, partition),
+                config or self.default_config,
+                clean_shutdown=True,  # a new, empty log has nothing to recover
+                clock=self._clock,
+            )
+            self.logs[(topic, partition)] = log
+        return log
+
+    def delete_log(self, topic: str, partition: int) -> None:
+        log = self.logs.pop((topic, partition), None)
+        if log is not None:
+            log.delete()
+            self.checkpoint()
+
+    def _partitions_in(self, directory: Path) -> int:
+        return sum(1 for log in self.logs.values() if log.dir.parent == directory)
+
+    def __iter__(self) -> Iterator[tuple[TopicPartition, Log]]:
+        return iter(list(self.logs.items()))
+
+    # --- checkpoints --------------------------------------------------------------------
+
+    def checkpoint(self) -> None:
+        """Write recovery points and log start offsets of every directory."""
+        for directory in self.dirs:
+            here = {tp: log for tp, log in self.logs.items() if log.dir.parent == directory}
+            write_checkpoint(
+                directory / RECOVERY_POINTS, {tp: log.recovery_point for tp, log in here.items()}
+            )
+            write_checkpoint(
+                directory / LOG_START_OFFSETS,
+                {tp: log.log_start_offset for tp, log in here.items()},
+            )
+
+
+# --- file formats ----------------------------------------------------------------------
+
+
+def write_checkpoint(path: Path, offsets: dict[TopicPartition, int]) -> None:
+    lines = ["0", str(len(offsets))]
+    lines += [
+        f"{topic} {partition} {offset}" for (topic, partition), offset in sorted(offsets.items())
+    ]
+    write_atomically(path, "\n".join(lines) + "\n")
+
+
+def read_checkpoint(path: Path) -> dict[TopicPartition, int]:
+    """The offsets in a checkpoint file; empty (with a warning) if missing or unreadable."""
+    if not path.exists():
+        return {}
+    try:
+        lines = path.read_text().splitlines()
+        if lines[0] != "0":
+            raise ValueError(f"unknown checkpoint version {lines[0]!r}")
+        count = int(lines[1])
+        out = {}
+        for line in lines[2 : 2 + count]:
+            topic, partition, offset = line.split()
+            out[(topic, int(partition))] = int(offset)
+        if len(out) != count:
+            raise ValueError(f"{count} entries announced, {len(out)} found")
+        return out
+    except (ValueError, IndexError, OSError) as exc:
+        structlog.get_logger("headwater.log_manager").warning(
+            "checkpoint.unreadable",
+            path=str(path),
+            error=str(exc),
+            consequence="logs in this directory are fully re-checked",
+        )
+        return {}
+
+
+def read_properties(path: Path) -> dict[str, str]:
+    out = {}
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if line and not line.startswith("#") and "=" in line:
+            key, _, value = line.partition("=")
+            out[key.strip()] = value.strip()
+    return out
+
+
+def write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, text.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

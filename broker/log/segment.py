@@ -1,0 +1,344 @@
+"""One segment of a partition's log: ``<base>.log`` with its ``.index`` and ``.timeindex``.
+
+The ``.log`` file is RecordBatch v2 batches back to back, exactly as on the wire, named
+by the base offset of its first batch (20 digits). Appends are ``os.writev`` of the caller's
+buffers (no copy in Python); reads are ``os.pread`` of batch headers only, so locating a
+range is O(batches), and the range itself is returned as (position, size) for ``sendfile``.
+
+A segment knows: ``base_offset``, ``next_offset`` (one past its last batch), ``size``,
+``max_timestamp`` and the offset where it was first reached (for the time index and for
+time retention). These are rebuilt from the indexes plus a short scan on open, or from a
+full CRC-checked scan by :meth:`LogSegment.recover` after an unclean stop.
+
+Concurrency: event loop thread only, except :meth:`flush`, which the log runs in a worker
+thread (fsync of a file another thread appends to is safe; it covers at least what was
+written before it started).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+from broker.log.index import OffsetIndex, TimeIndex
+from protocol.errors import CorruptBatchError
+from protocol.records import decode_batches, read_header, verify_crc
+from protocol.records.batch import HEADER, HEADER_SIZE, LOG_OVERHEAD, BatchHeader
+
+__all__ = ["BatchInfo", "LogSegment", "segment_name"]
+
+Buffer = bytes | bytearray | memoryview
+
+_IOV_MAX = 1024  # os.writev takes at most this many buffers per call (Linux)
+_writev = os.writev  # a seam for fault-injection tests
+
+
+def segment_name(base_offset: int, suffix: str) -> str:
+    return f"{base_offset:020d}{suffix}"
+
+
+class BatchInfo(NamedTuple):
+    """What the segment needs to know of a batch it appends (offsets already assigned)."""
+
+    base_offset: int
+    last_offset: int
+    max_timestamp: int
+    size: int
+
+
+class LogSegment:
+    """Files and in-memory state of one segment. See the module docstring for the format."""
+
+    def __init__(
+        self,
+        directory: Path,
+        base_offset: int,
+        *,
+        index_interval_bytes: int,
+        max_index_bytes: int,
+        created_ms: int,
+    ) -> None:
+        self.base_offset = base_offset
+        self.log_path = directory / segment_name(base_offset, ".log")
+        self._interval = index_interval_bytes
+        self.fd = os.open(self.log_path, os.O_RDWR | os.O_CREAT, 0o644)
+        self.size = os.fstat(self.fd).st_size
+        index_missing = not (directory / segment_name(base_offset, ".index")).exists()
+        self.offset_index = OffsetIndex(
+            directory / segment_name(base_offset, ".index"), base_offset, max_index_bytes
+        )
+        self.time_index = TimeIndex(
+            directory / segment_name(base_offset, ".timeindex"), base_offset, max_index_bytes
+        )
+        self.index_missing = index_missing
+        self.created_ms = created_ms
+        self.next_offset = base_offset
+        self.max_timestamp = -1
+        self.offset_of_max_timestamp = base_offset
+        self._bytes_since_index = 0
+        self.dirty = False
+
+    def __repr__(self) -> str:
+        return f"LogSegment({self.log_path.name}, size={self.size}, next={self.next_offset})"
+
+    # --- state on open ------------------------------------------------------------------
+
+    def indexes_sane(self) -> bool:
+        return (
+            not self.index_missing
+            and self.offset_index.is_sane(self.size)
+            and self.time_index.is_sane(self.size)
+        )
+
+    def load_tail(self) -> None:
+        """Rebuild in-memory state from the indexes plus a header scan of the tail."""
+        ts, ts_offset = self.time_index.last_entry
+        self.max_timestamp, self.offset_of_max_timestamp = ts, ts_offset
+        start = min(self.offset_index.lookup(ts_offset)[1], self.offset_index.lookup(2**62)[1])
+        self._bytes_since_index = 0
+        for header in self.headers(start):
+            self._account(
+                header.base_offset,
+                header.last_offset,
+                header.max_timestamp,
+                header.size,
+                header.position,
+                index=False,
+            )
+
+    def recover(self) -> int:
+        """Re-read every batch (CRC checked), rebuild both indexes, cut a damaged tail.
+
+        Returns how many bytes were cut. Offsets must increase from batch to batch.
+        """
+        self.offset_index.make_writable()
+        self.time_index.make_writable()
+        self.offset_index.reset()
+        self.time_index.reset()
+        self.next_offset = self.base_offset
+        self.max_timestamp, self.offset_of_max_timestamp = -1, self.base_offset
+        self._bytes_since_index = 0
+        valid = 0
+        file_size = os.fstat(self.fd).st_size
+        while valid < file_size:
+            header = self._valid_batch_at(valid, file_size)
+            if header is None:
+                break
+            self._account(
+                header.base_offset,
+                header.last_offset,
+                header.max_timestamp,
+                header.size,
+                valid,
+                index=True,
+            )
+            valid = header.end
+        cut = file_size - valid
+        if cut:
+            os.ftruncate(self.fd, valid)
+        self.size = valid
+        self.index_missing = False
+        return cut
+
+    def _valid_batch_at(self, position: int, file_size: int) -> BatchHeader | None:
+        prefix = os.pread(self.fd, LOG_OVERHEAD, position)
+        if len(prefix) < LOG_OVERHEAD:
+            return None
+        length = int.from_bytes(prefix[8:12], "big", signed=True)
+        if length < HEADER_SIZE - LOG_OVERHEAD or position + LOG_OVERHEAD + length > file_size:
+            return None  # a zero-filled or torn tail, or a length that lies
+        data = os.pread(self.fd, LOG_OVERHEAD + length, position)
+        try:
+            header = read_header(data)
+            verify_crc(data, header)
+        except CorruptBatchError:
+            return None
+        if header.base_offset < self.next_offset:
+            return None  # offsets went backwards: not a batch this log wrote here
+        return header._replace(position=position)
+
+    # --- append -------------------------------------------------------------------------
+
+    def append(self, buffers: Sequence[Buffer], batches: Sequence[BatchInfo]) -> None:
+        """Write ``buffers`` (the batches' bytes, in order) and index them.
+
+        On OSError nothing is kept: the file is cut back to where it was (best effort; a
+        failure of that too is what recovery on the next start repairs).
+        """
+        start = self.size
+        expected = sum(b.size for b in batches)
+        try:
+            written = 0
+            for i in range(0, len(buffers), _IOV_MAX):
+                chunk = list(buffers[i : i + _IOV_MAX])
+                n = _writev(self.fd, chunk)
+                written += n
+                total = sum(len(b) for b in chunk)
+                while n < total:  # a short write: finish this chunk byte-exactly
+                    rest = b"".join(bytes(b) for b in chunk)[n:]
+                    m = _writev(self.fd, [rest])
+                    n += m
+                    written += m
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self.fd, start)
+            raise
+        assert written == expected, (written, expected)
+        position = start
+        for b in batches:
+            self._account(
+                b.base_offset, b.last_offset, b.max_timestamp, b.size, position, index=True
+            )
+            position += b.size
+        self.size = position
+        self.dirty = True
+
+    def _account(
+        self, base: int, last: int, max_ts: int, size: int, position: int, *, index: bool
+    ) -> None:
+        if index and self._bytes_since_index > self._interval:
+            self.offset_index.append(base, position)
+            self.time_index.maybe_append(self.max_timestamp, self.offset_of_max_timestamp)
+            self._bytes_since_index = 0
+        if max_ts > self.max_timestamp:
+            self.max_timestamp = max_ts
+            self.offset_of_max_timestamp = base
+        self._bytes_since_index += size
+        self.next_offset = last + 1
+        self.size = max(self.size, position + size)
+
+    def room_for_entries(self, nbytes: int) -> bool:
+        """Whether an append of ``nbytes`` fits in the indexes without filling them."""
+        needed = nbytes // max(self._interval, 1) + 2
+        free = self.offset_index.max_entries - 1 - self.offset_index.entries
+        return (
+            needed <= free and needed <= self.time_index.max_entries - 1 - self.time_index.entries
+        )
+
+    # --- read ---------------------------------------------------------------------------
+
+    def headers(self, position: int = 0, end: int | None = None) -> Iterator[BatchHeader]:
+        """Batch headers from ``position`` to ``end`` (default: the segment's end)."""
+        stop = self.size if end is None else end
+        while position + LOG_OVERHEAD <= stop:
+            raw = os.pread(self.fd, HEADER_SIZE, position)
+            if len(raw) < HEADER_SIZE:
+                return
+            header = BatchHeader(position, *HEADER.unpack_from(raw))
+            if header.batch_length < HEADER_SIZE - LOG_OVERHEAD or header.end > stop:
+                return
+            yield header
+            position = header.end
+
+    def find(self, offset: int) -> BatchHeader | None:
+        """The first batch whose last offset is >= ``offset``, or None."""
+        _, position = self.offset_index.lookup(offset)
+        for header in self.headers(position):
+            if header.last_offset >= offset:
+                return header
+        return None
+
+    def read_range(
+        self, offset: int, max_bytes: int, *, max_offset: int, min_one_batch: bool
+    ) -> tuple[int, int, int] | None:
+        """(position, size, first batch base offset) of whole batches holding ``offset``.
+
+        Stops before ``max_bytes`` would be exceeded (the first batch is always included
+        when ``min_one_batch``) and before any batch starting at or after ``max_offset``.
+        """
+        first = self.find(offset)
+        if first is None or first.base_offset >= max_offset:
+            return None
+        end = first.position
+        for header in self.headers(first.position):
+            if header.base_offset >= max_offset:
+                break
+            if header.end - first.position > max_bytes and (
+                end > first.position or not min_one_batch
+            ):
+                break
+            end = header.end
+        if end == first.position:
+            return None
+        return first.position, end - first.position, first.base_offset
+
+    def read(self, position: int, size: int) -> bytes:
+        return os.pread(self.fd, size, position)
+
+    def find_by_timestamp(self, timestamp: int, start_offset: int) -> tuple[int, int] | None:
+        """(timestamp, offset) of the first record at or after ``start_offset`` whose
+        timestamp is >= ``timestamp``, or None if this segment has none."""
+        if self.max_timestamp < timestamp:
+            return None
+        _, from_offset = self.time_index.lookup(timestamp)
+        _, position = self.offset_index.lookup(max(from_offset, start_offset))
+        for header in self.headers(position):
+            if header.max_timestamp < timestamp or header.last_offset < start_offset:
+                continue
+            (batch,) = decode_batches(self.read(header.position, header.size))
+            for record in batch:
+                if record.offset >= start_offset and record.timestamp >= timestamp:
+                    return record.timestamp, record.offset
+        return None
+
+    # --- change -------------------------------------------------------------------------
+
+    def truncate_to(self, offset: int) -> int:
+        """Remove batches holding offsets >= ``offset`` (whole batches); returns bytes cut."""
+        header = self.find(offset)
+        if header is None:
+            return 0
+        cut = self.size - header.position
+        os.ftruncate(self.fd, header.position)
+        self.size = header.position
+        self.offset_index.truncate_to(header.base_offset)
+        self.time_index.truncate_to(header.base_offset)
+        self.next_offset = self.base_offset
+        self.max_timestamp, self.offset_of_max_timestamp = -1, self.base_offset
+        self.load_tail()
+        self.dirty = True
+        return cut
+
+    def on_roll(self) -> None:
+        """Becoming inactive: record the final maximum timestamp, trim the indexes."""
+        if self.max_timestamp >= 0:
+            self.time_index.maybe_append(
+                self.max_timestamp, self.offset_of_max_timestamp, final=True
+            )
+        self.offset_index.trim()
+        self.time_index.trim()
+
+    def make_active(self) -> None:
+        self.offset_index.make_writable()
+        self.time_index.make_writable()
+
+    def flush(self) -> None:
+        os.fsync(self.fd)
+        self.offset_index.flush()
+        self.time_index.flush()
+
+    def close(self) -> None:
+        if self.max_timestamp >= 0 and self.time_index._writable:
+            self.time_index.maybe_append(
+                self.max_timestamp, self.offset_of_max_timestamp, final=True
+            )
+        self.offset_index.close()
+        self.time_index.close()
+        os.close(self.fd)
+
+    def rename_for_delete(self) -> None:
+        """Kafka's two-step delete: rename now (readers keep their descriptors), unlink later."""
+        for path in (self.log_path,):
+            os.replace(path, path.with_name(path.name + ".deleted"))
+        self.log_path = self.log_path.with_name(self.log_path.name + ".deleted")
+        for index in (self.offset_index, self.time_index):
+            index.rename(index.path.with_name(index.path.name + ".deleted"))
+
+    def delete(self) -> None:
+        self.offset_index.delete()
+        self.time_index.delete()
+        os.close(self.fd)
+        self.log_path.unlink(missing_ok=True)

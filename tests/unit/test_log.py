@@ -1,0 +1,325 @@
+import errno
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from broker.log import Log, LogConfig
+from broker.log import segment as segment_module
+from protocol.errors import (
+    CrcMismatchError,
+    InvalidRecordError,
+    KafkaStorageError,
+    MessageTooLargeError,
+    OffsetOutOfRangeError,
+    RecordListTooLargeError,
+)
+from protocol.records import decode_batches, encode_batch
+
+SMALL = LogConfig(segment_bytes=4096, index_interval_bytes=256, segment_index_bytes=4096)
+
+
+class Clock:
+    def __init__(self, now: int = 1_000_000) -> None:
+        self.now = now
+
+    def __call__(self) -> int:
+        return self.now
+
+
+def _batch(first: int, n: int = 5, ts: int = 1_000, size: int = 40) -> bytes:
+    return encode_batch(
+        [(f"k{first + i}".encode(), bytes([i]) * size, None, ts + i) for i in range(n)]
+    )
+
+
+def _read_all(log: Log, start: int | None = None) -> list[tuple[int, bytes | None, int]]:
+    offset = log.log_start_offset if start is None else start
+    out = []
+    while True:
+        data = log.read(offset, 1 << 20)
+        if data is None:
+            return out
+        for batch in decode_batches(data.read()):
+            out += [(r.offset, r.key, r.timestamp) for r in batch]
+            offset = batch.next_offset
+
+
+def test_append_assigns_offsets_and_reads_back_across_segments(tmp_path: Path) -> None:
+    log = Log.open(tmp_path / "t-0", SMALL)
+    infos = [log.append(_batch(i * 5, ts=i * 10), leader_epoch=7) for i in range(60)]
+    assert [(i.first_offset, i.last_offset) for i in infos[:2]] == [(0, 4), (5, 9)]
+    assert infos[-1].last_offset == 299 and log.log_end_offset == 300
+    assert log.segment_count > 3  # rolled by size
+    records = _read_all(log)
+    assert [r[0] for r in records] == list(range(300))
+    assert [r[1] for r in records[:3]] == [b"k0", b"k1", b"k2"]
+    epochs = {
+        b.partition_leader_epoch for s in log.segments for b in decode_batches(s.read(0, s.size))
+    }
+    assert epochs == {7}
+    log.close()
+
+
+def test_the_callers_bytes_are_not_modified(tmp_path: Path) -> None:
+    log = Log.open(tmp_path / "t-0", SMALL)
+    log.append(_batch(0))
+    data = _batch(0)
+    before = bytes(data)
+    assert log.append(data).first_offset == 5
+    assert data == before
+    log.close()
+
+
+def test_read_from_every_offset_lands_on_the_right_batch(tmp_path: Path) -> None:
+    log = Log.open(tmp_path / "t-0", SMALL)
+    for i in range(40):
+        log.append(_batch(i * 5))
+    for offset in range(0, 200, 3):
+        data = log.read(offset, 1)  # one batch at least (KIP-74)
+        assert data is not None
+        (batch,) = decode_batches(data.read())
+        assert batch.base_offset <= offset <= batch.last_offset
+    log.close()
+
+
+def test_read_limits(tmp_path: Path) -> None:
+    log = Log.open(tmp_path / "t-0", SMALL)
+    for i in range(10):
+        log.append(_batch(i * 5))
+    one = log.read(0, 1)
+    assert one is not None
+    assert len(list(decode_batches(one.read()))) == 1
+    assert log.read(0, 1, min_one_batch=False) is None
+    two = log.read(0, 2 * one.size)
+    assert two is not None and len(list(decode_batches(two.read()))) == 2
+    bounded = log.read(0, 1 << 20, max_offset=12)  # high watermark 12: batches below it only
+    assert bounded is not None
+    assert [b.last_offset for b in decode_batches(bounded.read())] == [4, 9, 14]
+    assert log.read(50, 100) is None  # at the end: nothing yet
+    with pytest.raises(OffsetOutOfRangeError, match=r"offset 51 is out of range"):
+        log.read(51, 100)
+    log.close()
+
+
+def test_roll_by_time(tmp_path: Path) -> None:
+    clock = Clock()
+    log = Log.open(tmp_path / "t-0", SMALL.with_overrides(segment_ms=1000), clock=clock)
+    log.append(_batch(0))
+    clock.now += 999
+    log.append(_batch(5))
+    assert log.segment_count == 1
+    clock.now += 1
+    log.append(_batch(10))
+    assert log.segment_count == 2 and log.active.base_offset == 10
+    log.close()
+
+
+def test_roll_when_the_index_would_fill(tmp_path: Path) -> None:
+    cfg = LogConfig(index_interval_bytes=0, segment_index_bytes=64)  # 8 offset entries
+    log = Log.open(tmp_path / "t-0", cfg)
+    for i in range(30):
+        log.append(_batch(i * 5))
+    assert log.segment_count > 3
+    assert [r[0] for r in _read_all(log)] == list(range(150))
+    log.close()
+
+
+def test_offsets_by_timestamp(tmp_path: Path) -> None:
+    log = Log.open(tmp_path / "t-0", SMALL)
+    for i in range(50):
+        log.append(_batch(i * 5, ts=10_000 + i * 100))  # record j of batch i: +i*100+j
+    assert log.offset_for_timestamp(0) == (10_000, 0)
+    assert log.offset_for_timestamp(10_000 + 2_003) == (12_003, 103)
+    assert log.offset_for_timestamp(10_000 + 2_007) == (12_100, 105)  # between batches
+    assert log.offset_for_timestamp(99_999) is None
+    assert log.max_timestamp() == (14_904, 245)
+    log.close()
+
+
+def test_retention_by_time_and_size(tmp_path: Path) -> None:
+    clock = Clock(now=100_000)
+    cfg = SMALL.with_overrides(retention_ms=50_000, file_delete_delay_ms=1_000)
+    log = Log.open(tmp_path / "t-0", cfg, clock=clock)
+    for i in range(60):
+        log.append(_batch(i * 5, ts=i * 1_000))  # timestamps 0 .. 59_004
+    segments = log.segment_count
+    assert log.apply_retention() > 0  # segments with max timestamp < 50_000 go
+    assert log.segment_count < segments
+    start = log.log_start_offset
+    assert start == log.segments[0].base_offset > 0
+    with pytest.raises(OffsetOutOfRangeError):
+        log.read(0, 100)
+    assert _read_all(log)[0][0] == start
+    # renamed now, unlinked after file.delete.delay.ms
+    assert list(log.dir.glob("*.deleted"))
+    clock.now += 1_000
+    assert log.delete_pending() > 0 and not list(log.dir.glob("*.deleted"))
+    log.config = cfg.with_overrides(retention_ms=-1, retention_bytes=2 * 4096)
+    log.apply_retention()
+    assert log.size_bytes - log.active.size < 2 * 4096
+    assert log.segment_count >= 1 and log.log_end_offset == 300
+    log.close()
+
+
+def test_retention_never_deletes_the_active_segment(tmp_path: Path) -> None:
+    clock = Clock(now=10**9)
+    log = Log.open(tmp_path / "t-0", SMALL.with_overrides(retention_ms=1), clock=clock)
+    log.append(_batch(0, ts=0))
+    assert log.apply_retention() == 0 and log.log_end_offset == 5
+    log.close()
+
+
+def test_truncate_to(tmp_path: Path) -> None:
+    log = Log.open(tmp_path / "t-0", SMALL)
+    for i in range(60):
+        log.append(_batch(i * 5))
+    log.truncate_to(152)  # inside the batch 150..154: the whole batch goes
+    assert log.log_end_offset == 150
+    assert [r[0] for r in _read_all(log)] == list(range(150))
+    assert log.append(_batch(0)).first_offset == 150
+    log.truncate_to(3)
+    assert log.log_end_offset == 0 and log.segment_count == 1
+    log.truncate_fully_and_start_at(1000)
+    assert (log.log_start_offset, log.log_end_offset) == (1000, 1000)
+    assert log.append(_batch(0)).first_offset == 1000
+    log.close()
+
+
+def test_follower_append_keeps_the_leaders_offsets(tmp_path: Path) -> None:
+    leader = Log.open(tmp_path / "l-0", SMALL)
+    follower = Log.open(tmp_path / "f-0", SMALL)
+    for i in range(5):
+        leader.append(_batch(i * 5), leader_epoch=3)
+    data = leader.read(0, 1 << 20)
+    assert data is not None
+    follower.append_as_follower(data.read())
+    assert follower.log_end_offset == 25
+    assert follower.read(0, 1 << 20).read() == data.read()  # type: ignore[union-attr]
+    with pytest.raises(InvalidRecordError, match="below the log end offset"):
+        follower.append_as_follower(data.read())
+    leader.close()
+    follower.close()
+
+
+def test_bad_appends_change_nothing(tmp_path: Path) -> None:
+    log = Log.open(tmp_path / "t-0", SMALL.with_overrides(max_message_bytes=500))
+    log.append(_batch(0))
+    corrupt = bytearray(_batch(0))
+    corrupt[-3] ^= 0xFF
+    with pytest.raises(CrcMismatchError):
+        log.append(corrupt)
+    with pytest.raises(MessageTooLargeError, match=r"over max\.message\.bytes"):
+        log.append(_batch(0, n=20))
+    with pytest.raises(RecordListTooLargeError, match=r"over segment\.bytes"):
+        Log.open(tmp_path / "u-0", LogConfig(segment_bytes=100)).append(_batch(0))
+    with pytest.raises(InvalidRecordError):
+        log.append(b"")
+    assert log.log_end_offset == 5 and [r[0] for r in _read_all(log)] == list(range(5))
+    log.close()
+
+
+def test_flush_policy(tmp_path: Path) -> None:
+    clock = Clock()
+    cfg = SMALL.with_overrides(flush_messages=12, flush_ms=5_000)
+    log = Log.open(tmp_path / "t-0", cfg, clock=clock)
+    assert not log.flush_due()
+    log.append(_batch(0))
+    log.append(_batch(5))
+    assert not log.flush_due() and log.recovery_point == 0
+    log.append(_batch(10))
+    assert log.flush_due()  # 15 records >= flush.messages
+    log.flush()
+    assert not log.flush_due() and log.recovery_point == 15
+    log.append(_batch(15))
+    clock.now += 5_000
+    assert log.flush_due()  # flush.ms passed with unflushed records
+    log.close()
+
+
+async def test_flush_async_runs_off_the_loop_and_advances_the_recovery_point(
+    tmp_path: Path,
+) -> None:
+    log = Log.open(tmp_path / "t-0", SMALL)
+    log.append(_batch(0))
+    await log.flush_async()
+    assert log.recovery_point == 5
+    log.close()
+
+
+def test_config_is_validated_with_kafkas_names() -> None:
+    with pytest.raises(ValueError, match=r"retention.ms=-2 is invalid: it must be -1"):
+        LogConfig(retention_ms=-2)
+    assert LogConfig.from_properties({"segment.bytes": "1048576"}).segment_bytes == 1048576
+    with pytest.raises(ValueError, match=r"unknown log setting 'segment\.size'"):
+        LogConfig.from_properties({"segment.size": 1})
+    with pytest.raises(ValueError, match="must be an integer"):
+        LogConfig.from_properties({"retention.ms": "a week"})
+
+
+# --- storage errors ------------------------------------------------------------------------
+
+
+def _no_space(fd: int, buffers: list) -> int:
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_full_disk_takes_only_this_log_offline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    full = Log.open(tmp_path / "full-0", SMALL)
+    other = Log.open(tmp_path / "other-0", SMALL)
+    full.append(_batch(0))
+    monkeypatch.setattr(segment_module, "_writev", _no_space)
+    with pytest.raises(KafkaStorageError, match="no space left on the device") as info:
+        full.append(_batch(5))
+    assert info.value.code == 56 and info.value.retriable
+    assert full.offline
+    assert "free space on that disk, then restart the broker" in capsys.readouterr().out
+    monkeypatch.undo()
+    with pytest.raises(KafkaStorageError, match="is offline"):
+        full.append(_batch(5))  # stays offline even once space returns, until a restart
+    assert [r[0] for r in _read_all(full)] == list(range(5))  # written data stays readable
+    assert other.append(_batch(0)).last_offset == 4  # the rest of the broker goes on
+    other.close()
+    full.close()
+    reopened = Log.open(tmp_path / "full-0", SMALL)
+    assert [r[0] for r in _read_all(reopened)] == list(range(5))
+    reopened.close()
+
+
+def test_read_only_directory_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = Log.open(tmp_path / "t-0", SMALL)
+
+    def read_only(fd: int, buffers: list) -> int:
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    monkeypatch.setattr(segment_module, "_writev", read_only)
+    with pytest.raises(KafkaStorageError, match="log directory is not writable"):
+        log.append(_batch(0))
+    log.close()
+
+
+@pytest.fixture
+def tiny_tmpfs(tmp_path: Path) -> Path:
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root; the injected ENOSPC test covers the logic")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], check=True)
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_a_real_full_disk(tiny_tmpfs: Path) -> None:
+    log = Log.open(tiny_tmpfs / "t-0", LogConfig(segment_index_bytes=4096))
+    acked = []
+    with pytest.raises(KafkaStorageError, match="no space left"):
+        for i in range(10_000):
+            acked.append(log.append(_batch(i * 5, size=1000)).last_offset)
+    assert acked and log.offline
+    assert [r[0] for r in _read_all(log)] == list(range(acked[-1] + 1))  # nothing torn
+    log.close()

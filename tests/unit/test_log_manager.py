@@ -1,0 +1,110 @@
+from pathlib import Path
+
+import pytest
+
+from broker.log import LogConfig
+from broker.log.manager import (
+    CLEAN_SHUTDOWN,
+    META,
+    RECOVERY_POINTS,
+    InconsistentBrokerIdError,
+    LogManager,
+    read_checkpoint,
+    write_checkpoint,
+)
+from protocol.errors import InconsistentClusterIdError
+from protocol.records import encode_batch
+
+CFG = LogConfig(segment_bytes=2048, index_interval_bytes=128)
+
+
+def _batch(n: int = 4) -> bytes:
+    return encode_batch([(None, b"v" * 50, None, 1000 + i) for i in range(n)])
+
+
+def _manager(dirs: list[Path], broker_id: int = 1, cluster: str = "c1") -> LogManager:
+    return LogManager(dirs, broker_id=broker_id, cluster_id=cluster, default_config=CFG)
+
+
+def test_meta_properties_claims_the_directory(tmp_path: Path) -> None:
+    m = _manager([tmp_path])
+    m.startup()
+    m.shutdown()
+    assert "broker.id=1" in (tmp_path / META).read_text()
+    with pytest.raises(InconsistentClusterIdError, match="holds data of cluster 'c1'"):
+        _manager([tmp_path], cluster="other").startup()
+    with pytest.raises(
+        InconsistentBrokerIdError, match="belongs to broker 1, but this is broker 2"
+    ):
+        _manager([tmp_path], broker_id=2).startup()
+
+
+def test_clean_restart_keeps_everything_and_checkpoints(tmp_path: Path) -> None:
+    m = _manager([tmp_path / "a", tmp_path / "b"])
+    m.startup()
+    for p in range(4):
+        log = m.get_or_create_log("orders", p)
+        for _ in range(10):
+            log.append(_batch())
+    assert {log.dir.parent.name for _, log in m} == {"a", "b"}  # spread over log.dirs
+    m.shutdown()
+    assert (tmp_path / "a" / CLEAN_SHUTDOWN).exists()
+    points = read_checkpoint(tmp_path / "a" / RECOVERY_POINTS)
+    assert set(points.values()) == {40}
+    m2 = _manager([tmp_path / "a", tmp_path / "b"])
+    m2.startup()
+    assert not (tmp_path / "a" / CLEAN_SHUTDOWN).exists()  # a crash from now on shows
+    for p in range(4):
+        log = m2.get_log("orders", p)
+        assert log is not None and log.log_end_offset == 40
+    m2.shutdown()
+
+
+def test_unclean_restart_recovers_from_the_recovery_point(tmp_path: Path) -> None:
+    m = _manager([tmp_path])
+    m.startup()
+    log = m.get_or_create_log("t", 0)
+    for _ in range(20):
+        log.append(_batch())
+    log.flush()
+    m.checkpoint()
+    log.append(_batch())  # after the checkpoint: recovery must check it
+    active = log.active.log_path
+    # crash: no shutdown, and a torn last batch
+    with open(active, "r+b") as f:
+        f.truncate(active.stat().st_size - 10)
+    m2 = _manager([tmp_path])
+    m2.startup()
+    recovered = m2.get_log("t", 0)
+    assert recovered is not None and recovered.log_end_offset == 80
+    assert recovered.append(_batch()).first_offset == 80
+    m2.shutdown()
+
+
+def test_unreadable_checkpoint_means_full_recovery_not_a_failure(tmp_path: Path) -> None:
+    m = _manager([tmp_path])
+    m.startup()
+    m.get_or_create_log("t", 0).append(_batch())
+    m.shutdown()
+    (tmp_path / RECOVERY_POINTS).write_text("garbage\n")
+    m2 = _manager([tmp_path])
+    m2.startup()
+    assert m2.get_log("t", 0).log_end_offset == 4  # type: ignore[union-attr]
+    m2.shutdown()
+
+
+def test_checkpoint_format_is_kafkas(tmp_path: Path) -> None:
+    path = tmp_path / "cp"
+    write_checkpoint(path, {("b", 1): 7, ("a-b", 0): 3})
+    assert path.read_text() == "0\n2\na-b 0 3\nb 1 7\n"
+    assert read_checkpoint(path) == {("a-b", 0): 3, ("b", 1): 7}
+
+
+def test_delete_log_removes_its_directory(tmp_path: Path) -> None:
+    m = _manager([tmp_path])
+    m.startup()
+    log = m.get_or_create_log("gone", 3)
+    log.append(_batch())
+    m.delete_log("gone", 3)
+    assert not (tmp_path / "gone-3").exists() and m.get_log("gone", 3) is None
+    m.shutdown()
