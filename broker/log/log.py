@@ -124,20 +124,18 @@ class Log:
         and any segment after it removed. Missing or damaged indexes are rebuilt either way.
         """
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
         log = cls(directory, config or LogConfig(), clock)
-        log._load(recovery_point, log_start_offset, clean_shutdown)
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            log._load(recovery_point, log_start_offset, clean_shutdown)
+        except OSError as exc:
+            reason = _storage_advice(exc, "opening", directory)
+            log._log.error("log.open_failed", reason=reason, errno=exc.errno)
+            raise KafkaStorageError(f"{directory.name} cannot be opened: {reason}") from exc
         return log
 
     def _load(self, recovery_point: int, log_start_offset: int, clean: bool) -> None:
-        for path in self.dir.iterdir():
-            if path.name.endswith(_LEFTOVER_SUFFIXES):
-                path.unlink()
-        bases = sorted(int(p.stem) for p in self.dir.glob("*.log"))
-        for suffix in (".index", ".timeindex"):
-            for path in self.dir.glob(f"*{suffix}"):
-                if int(path.stem) not in bases:
-                    path.unlink()  # an index without its log
+        bases = self._segment_files()
         now = self._clock()
         for base in bases:
             self._add_segment(self._new_segment(base, now))
@@ -149,8 +147,9 @@ class Log:
                 segment.on_roll()
         if not self.segments:
             self._add_segment(self._new_segment(max(log_start_offset, 0), now))
+        for segment in self.segments:
+            segment.load_tail()  # next offset, max timestamp: index entries + a short scan
         self.active.make_active()
-        self.active.load_tail()
         self._log_start_offset = max(log_start_offset, self.segments[0].base_offset)
         self.recovery_point = min(max(recovery_point, 0), self.log_end_offset)
         if not clean:
@@ -164,6 +163,18 @@ class Log:
             log_end_offset=self.log_end_offset,
             clean_shutdown=clean,
         )
+
+    def _segment_files(self) -> list[int]:
+        """Base offsets of the segments on disk, after removing what a crash left behind."""
+        for path in self.dir.iterdir():
+            if path.name.endswith(_LEFTOVER_SUFFIXES):
+                path.unlink()
+        bases = sorted(int(p.stem) for p in self.dir.glob("*.log"))
+        for suffix in (".index", ".timeindex"):
+            for path in self.dir.glob(f"*{suffix}"):
+                if int(path.stem) not in bases:
+                    path.unlink()  # an index without its log
+        return bases
 
     def _recover(self, recovery_point: int) -> int:
         """Re-check segments from the recovery point on; returns bytes cut."""

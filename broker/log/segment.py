@@ -33,7 +33,7 @@ __all__ = ["BatchInfo", "LogSegment", "segment_name"]
 Buffer = bytes | bytearray | memoryview
 
 _IOV_MAX = 1024  # os.writev takes at most this many buffers per call (Linux)
-_writev = os.writev  # a seam for fault-injection tests
+_pwritev = os.pwritev  # a seam for fault-injection tests
 
 
 def segment_name(base_offset: int, suffix: str) -> str:
@@ -66,7 +66,10 @@ class LogSegment:
         self._interval = index_interval_bytes
         self.fd = os.open(self.log_path, os.O_RDWR | os.O_CREAT, 0o644)
         self.size = os.fstat(self.fd).st_size
-        index_missing = not (directory / segment_name(base_offset, ".index")).exists()
+        index_missing = not all(
+            (directory / segment_name(base_offset, suffix)).exists()
+            for suffix in (".index", ".timeindex")
+        )
         self.offset_index = OffsetIndex(
             directory / segment_name(base_offset, ".index"), base_offset, max_index_bytes
         )
@@ -170,18 +173,19 @@ class LogSegment:
         """
         start = self.size
         expected = sum(b.size for b in batches)
+        # Written at an explicit position: the descriptor's own offset is not ours to trust
+        # after a reopen or an ftruncate.
+        written = 0
         try:
-            written = 0
             for i in range(0, len(buffers), _IOV_MAX):
                 chunk = list(buffers[i : i + _IOV_MAX])
-                n = _writev(self.fd, chunk)
-                written += n
                 total = sum(len(b) for b in chunk)
-                while n < total:  # a short write: finish this chunk byte-exactly
-                    rest = b"".join(bytes(b) for b in chunk)[n:]
-                    m = _writev(self.fd, [rest])
-                    n += m
-                    written += m
+                n = _pwritev(self.fd, chunk, start + written)
+                if n < total:  # a short write: finish this chunk byte-exactly
+                    data = memoryview(b"".join(chunk))
+                    while n < total:
+                        n += _pwritev(self.fd, [data[n:]], start + written + n)
+                written += total
         except OSError:
             with contextlib.suppress(OSError):
                 os.ftruncate(self.fd, start)

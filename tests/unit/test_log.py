@@ -16,6 +16,7 @@ from protocol.errors import (
     RecordListTooLargeError,
 )
 from protocol.records import decode_batches, encode_batch
+from tests.logs import read_all
 
 SMALL = LogConfig(segment_bytes=4096, index_interval_bytes=256, segment_index_bytes=4096)
 
@@ -34,25 +35,13 @@ def _batch(first: int, n: int = 5, ts: int = 1_000, size: int = 40) -> bytes:
     )
 
 
-def _read_all(log: Log, start: int | None = None) -> list[tuple[int, bytes | None, int]]:
-    offset = log.log_start_offset if start is None else start
-    out = []
-    while True:
-        data = log.read(offset, 1 << 20)
-        if data is None:
-            return out
-        for batch in decode_batches(data.read()):
-            out += [(r.offset, r.key, r.timestamp) for r in batch]
-            offset = batch.next_offset
-
-
 def test_append_assigns_offsets_and_reads_back_across_segments(tmp_path: Path) -> None:
     log = Log.open(tmp_path / "t-0", SMALL)
     infos = [log.append(_batch(i * 5, ts=i * 10), leader_epoch=7) for i in range(60)]
     assert [(i.first_offset, i.last_offset) for i in infos[:2]] == [(0, 4), (5, 9)]
     assert infos[-1].last_offset == 299 and log.log_end_offset == 300
     assert log.segment_count > 3  # rolled by size
-    records = _read_all(log)
+    records = read_all(log)
     assert [r[0] for r in records] == list(range(300))
     assert [r[1] for r in records[:3]] == [b"k0", b"k1", b"k2"]
     epochs = {
@@ -122,7 +111,7 @@ def test_roll_when_the_index_would_fill(tmp_path: Path) -> None:
     for i in range(30):
         log.append(_batch(i * 5))
     assert log.segment_count > 3
-    assert [r[0] for r in _read_all(log)] == list(range(150))
+    assert [r[0] for r in read_all(log)] == list(range(150))
     log.close()
 
 
@@ -151,7 +140,7 @@ def test_retention_by_time_and_size(tmp_path: Path) -> None:
     assert start == log.segments[0].base_offset > 0
     with pytest.raises(OffsetOutOfRangeError):
         log.read(0, 100)
-    assert _read_all(log)[0][0] == start
+    assert read_all(log)[0][0] == start
     # renamed now, unlinked after file.delete.delay.ms
     assert list(log.dir.glob("*.deleted"))
     clock.now += 1_000
@@ -177,8 +166,9 @@ def test_truncate_to(tmp_path: Path) -> None:
         log.append(_batch(i * 5))
     log.truncate_to(152)  # inside the batch 150..154: the whole batch goes
     assert log.log_end_offset == 150
-    assert [r[0] for r in _read_all(log)] == list(range(150))
+    assert [r[0] for r in read_all(log)] == list(range(150))
     assert log.append(_batch(0)).first_offset == 150
+    assert [r[0] for r in read_all(log)] == list(range(155))  # written where the log ends
     log.truncate_to(3)
     assert log.log_end_offset == 0 and log.segment_count == 1
     log.truncate_fully_and_start_at(1000)
@@ -216,7 +206,7 @@ def test_bad_appends_change_nothing(tmp_path: Path) -> None:
         Log.open(tmp_path / "u-0", LogConfig(segment_bytes=100)).append(_batch(0))
     with pytest.raises(InvalidRecordError):
         log.append(b"")
-    assert log.log_end_offset == 5 and [r[0] for r in _read_all(log)] == list(range(5))
+    assert log.log_end_offset == 5 and [r[0] for r in read_all(log)] == list(range(5))
     log.close()
 
 
@@ -261,7 +251,7 @@ def test_config_is_validated_with_kafkas_names() -> None:
 # --- storage errors ------------------------------------------------------------------------
 
 
-def _no_space(fd: int, buffers: list) -> int:
+def _no_space(fd: int, buffers: list, offset: int) -> int:
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
@@ -271,7 +261,7 @@ def test_full_disk_takes_only_this_log_offline(
     full = Log.open(tmp_path / "full-0", SMALL)
     other = Log.open(tmp_path / "other-0", SMALL)
     full.append(_batch(0))
-    monkeypatch.setattr(segment_module, "_writev", _no_space)
+    monkeypatch.setattr(segment_module, "_pwritev", _no_space)
     with pytest.raises(KafkaStorageError, match="no space left on the device") as info:
         full.append(_batch(5))
     assert info.value.code == 56 and info.value.retriable
@@ -280,12 +270,12 @@ def test_full_disk_takes_only_this_log_offline(
     monkeypatch.undo()
     with pytest.raises(KafkaStorageError, match="is offline"):
         full.append(_batch(5))  # stays offline even once space returns, until a restart
-    assert [r[0] for r in _read_all(full)] == list(range(5))  # written data stays readable
+    assert [r[0] for r in read_all(full)] == list(range(5))  # written data stays readable
     assert other.append(_batch(0)).last_offset == 4  # the rest of the broker goes on
     other.close()
     full.close()
     reopened = Log.open(tmp_path / "full-0", SMALL)
-    assert [r[0] for r in _read_all(reopened)] == list(range(5))
+    assert [r[0] for r in read_all(reopened)] == list(range(5))
     reopened.close()
 
 
@@ -294,13 +284,19 @@ def test_read_only_directory_is_a_clear_error(
 ) -> None:
     log = Log.open(tmp_path / "t-0", SMALL)
 
-    def read_only(fd: int, buffers: list) -> int:
+    def read_only(fd: int, buffers: list, offset: int) -> int:
         raise OSError(errno.EROFS, os.strerror(errno.EROFS))
 
-    monkeypatch.setattr(segment_module, "_writev", read_only)
+    monkeypatch.setattr(segment_module, "_pwritev", read_only)
     with pytest.raises(KafkaStorageError, match="log directory is not writable"):
         log.append(_batch(0))
     log.close()
+
+
+def test_a_log_that_cannot_be_opened_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "not-a-dir").write_text("")
+    with pytest.raises(KafkaStorageError, match=r"t-0 cannot be opened: .* while opening"):
+        Log.open(tmp_path / "not-a-dir" / "t-0", SMALL)
 
 
 @pytest.fixture
@@ -321,5 +317,5 @@ def test_a_real_full_disk(tiny_tmpfs: Path) -> None:
         for i in range(10_000):
             acked.append(log.append(_batch(i * 5, size=1000)).last_offset)
     assert acked and log.offline
-    assert [r[0] for r in _read_all(log)] == list(range(acked[-1] + 1))  # nothing torn
+    assert [r[0] for r in read_all(log)] == list(range(acked[-1] + 1))  # nothing torn
     log.close()
