@@ -39,6 +39,7 @@ import structlog
 
 from broker.log.config import LogConfig
 from broker.log.segment import BatchInfo, LogSegment
+from protocol.apis import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP, MAX_TIMESTAMP
 from protocol.errors import (
     InvalidRecordError,
     KafkaStorageError,
@@ -387,6 +388,24 @@ class Log:
             if found is not None:
                 return FetchData(segment, *found)
         return None
+
+    def list_offset(self, timestamp: int) -> tuple[int, int] | None:
+        """ListOffsets' answer: (timestamp, offset), timestamp -1 where none applies.
+
+        ``timestamp`` is a time in ms, or Kafka's specials: -2 earliest (the log start
+        offset), -1 latest (the log end offset), -3 the (first) record with the largest
+        timestamp.
+        None if no record has a timestamp >= ``timestamp``.
+        """
+        if timestamp == EARLIEST_TIMESTAMP:
+            return -1, self._log_start_offset
+        if timestamp == LATEST_TIMESTAMP:
+            return -1, self.log_end_offset
+        if timestamp == MAX_TIMESTAMP:
+            # the exact record, as Kafka answers since KAFKA-16310: one batch decoded
+            largest, _ = self.max_timestamp()
+            return self.offset_for_timestamp(largest) if largest >= 0 else None
+        return self.offset_for_timestamp(timestamp)
 
     def offset_for_timestamp(self, timestamp: int) -> tuple[int, int] | None:
         """(timestamp, offset) of the first record with a timestamp >= ``timestamp``."""

@@ -124,6 +124,13 @@ def test_offsets_by_timestamp(tmp_path: Path) -> None:
     assert log.offset_for_timestamp(10_000 + 2_007) == (12_100, 105)  # between batches
     assert log.offset_for_timestamp(99_999) is None
     assert log.max_timestamp() == (14_904, 245)
+    assert log.list_offset(-2) == (-1, 0)  # earliest
+    assert log.list_offset(-1) == (-1, 250)  # latest
+    assert log.list_offset(-3) == (14_904, 249)  # the record with the largest timestamp
+    assert log.list_offset(12_003) == (12_003, 103)
+    log.apply_retention()  # (nothing expired: retention.ms is a week)
+    log.truncate_fully_and_start_at(300)
+    assert log.list_offset(-2) == (-1, 300) and log.list_offset(-3) is None
     log.close()
 
 
