@@ -1,0 +1,360 @@
+"""Broker configuration: every setting declared once, under Kafka's name, validated at start.
+
+Sources, later ones winning: the defaults below, a TOML file, ``HEADWATER_*`` environment
+variables (``HEADWATER_LOG_DIRS`` -> ``log.dirs``), and ``--set name=value`` flags. The
+TOML file may write names flat (``"broker.id" = 1``) or as tables (``[log] dirs = [...]``).
+
+A wrong name or value stops the start with one line naming the setting, the value, where
+it came from and what would be accepted, e.g.
+``num.partitions=0 (from --set) is invalid: it must be at least 1``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import tomllib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from broker.log.config import LogConfig
+from protocol.errors import HeadwaterError
+
+__all__ = ["SETTINGS", "BrokerConfig", "ConfigError", "Setting", "load_config"]
+
+_LONG_MAX = 2**63 - 1
+_LISTENER = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_]*)://(?P<host>[^:/\s]*):(?P<port>\d{1,5})$")
+
+
+class ConfigError(HeadwaterError):
+    """A broker setting is unknown or has a value it cannot take."""
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """One setting: Kafka's name, its type, default, bounds and a line of documentation."""
+
+    name: str
+    type: type
+    default: Any
+    doc: str
+    minimum: int | None = None
+    maximum: int | None = None
+    check: Callable[[Any], str | None] | None = None  # returns what is wrong, or None
+    required: bool = False
+
+
+def _listeners(value: list[str]) -> str | None:
+    for item in value:
+        match = _LISTENER.match(item)
+        if match is None:
+            return f"{item!r} is not NAME://HOST:PORT, e.g. PLAINTEXT://127.0.0.1:9092"
+        if int(match["port"]) > 65535:
+            return f"port {match['port']} is over 65535"
+    return None if value else "at least one listener is needed"
+
+
+_DAY_MS = 24 * 3600 * 1000
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "broker.id",
+        int,
+        -1,
+        "This broker's id, unique in the cluster.",
+        0,
+        2**31 - 1,
+        required=True,
+    ),
+    Setting(
+        "listeners",
+        list,
+        ["PLAINTEXT://127.0.0.1:9092"],
+        "Where the broker listens (port 0: any free port).",
+        check=_listeners,
+    ),
+    Setting(
+        "advertised.listeners",
+        list,
+        [],
+        "Where clients should connect; defaults to listeners.",
+        check=lambda v: None if not v else _listeners(v),
+    ),
+    Setting(
+        "zookeeper.connect",
+        str,
+        "127.0.0.1:2181",
+        "ZooKeeper connection string: host:port[,host:port...][/chroot].",
+    ),
+    Setting(
+        "zookeeper.session.timeout.ms",
+        int,
+        18_000,
+        "ZooKeeper session timeout: how long a silent broker stays registered.",
+        1_000,
+    ),
+    Setting(
+        "zookeeper.connection.timeout.ms",
+        int,
+        18_000,
+        "How long to wait for the first ZooKeeper connection.",
+        100,
+    ),
+    Setting(
+        "log.dirs",
+        list,
+        ["/tmp/headwater-logs"],
+        "Directories that hold partition logs.",
+        check=lambda v: None if v else "name at least one directory",
+    ),
+    Setting("num.partitions", int, 1, "Default partition count of new topics.", 1, 1_000_000),
+    Setting(
+        "default.replication.factor", int, 1, "Default replication factor of new topics.", 1, 32_767
+    ),
+    Setting(
+        "min.insync.replicas", int, 1, "In-sync replicas an acks=all produce needs.", 1, 32_767
+    ),
+    Setting(
+        "auto.create.topics.enable", bool, True, "Create a topic when a client first asks for it."
+    ),
+    Setting("delete.topic.enable", bool, True, "Allow topics to be deleted."),
+    Setting(
+        "unclean.leader.election.enable",
+        bool,
+        False,
+        "Allow an out-of-sync replica to lead (may lose acknowledged data).",
+    ),
+    Setting(
+        "auto.leader.rebalance.enable",
+        bool,
+        True,
+        "Move leadership back to the preferred replica after restarts.",
+    ),
+    Setting(
+        "controlled.shutdown.enable", bool, True, "Move leaderships away before a broker stops."
+    ),
+    Setting(
+        "replica.lag.time.max.ms",
+        int,
+        30_000,
+        "A follower this far behind in time leaves the ISR.",
+        1,
+    ),
+    Setting(
+        "socket.request.max.bytes",
+        int,
+        104_857_600,
+        "Largest request frame accepted.",
+        1024,
+        2**31 - 1,
+    ),
+    Setting(
+        "message.max.bytes",
+        int,
+        1_048_588,
+        "Largest record batch accepted (topic: max.message.bytes).",
+        0,
+        2**31 - 1,
+    ),
+    Setting("log.segment.bytes", int, 1024**3, "Segment size before a roll.", 14, 2**31 - 1),
+    Setting("log.roll.ms", int, 7 * _DAY_MS, "Segment age before a roll.", 1),
+    Setting("log.retention.ms", int, 7 * _DAY_MS, "Keep segments this long (-1: forever).", -1),
+    Setting(
+        "log.retention.bytes",
+        int,
+        -1,
+        "Keep at most this many bytes per partition (-1: no limit).",
+        -1,
+    ),
+    Setting("log.retention.check.interval.ms", int, 300_000, "How often retention runs.", 1),
+    Setting(
+        "log.index.size.max.bytes",
+        int,
+        10 * 1024 * 1024,
+        "Preallocated size of an index file.",
+        16,
+        2**31 - 1,
+    ),
+    Setting(
+        "log.index.interval.bytes",
+        int,
+        4096,
+        "Bytes of log between two index entries.",
+        0,
+        2**31 - 1,
+    ),
+    Setting("log.flush.interval.messages", int, _LONG_MAX, "Records written before an fsync.", 1),
+    Setting(
+        "log.flush.interval.ms",
+        int,
+        _LONG_MAX,
+        "Time between fsyncs of a log with unflushed records.",
+        0,
+    ),
+    Setting(
+        "log.segment.delete.delay.ms", int, 60_000, "Wait before unlinking a deleted segment.", 0
+    ),
+    Setting(
+        "offsets.topic.num.partitions", int, 50, "Partitions of __consumer_offsets.", 1, 10_000
+    ),
+    Setting(
+        "offsets.topic.replication.factor",
+        int,
+        3,
+        "Replication factor of __consumer_offsets (capped at the cluster size).",
+        1,
+        32_767,
+    ),
+)
+
+_BY_NAME = {s.name: s for s in SETTINGS}
+
+
+class BrokerConfig:
+    """The validated settings of one broker: ``config["log.dirs"]``."""
+
+    def __init__(self, values: Mapping[str, Any], sources: Mapping[str, str]) -> None:
+        self._values = dict(values)
+        self.sources = dict(sources)  # name -> "default", "file x.toml", "env X", "--set"
+
+    def __getitem__(self, name: str) -> Any:
+        return self._values[name]
+
+    def items(self) -> Iterable[tuple[str, Any]]:
+        return sorted(self._values.items())
+
+    @property
+    def broker_id(self) -> int:
+        return int(self._values["broker.id"])
+
+    @property
+    def log_dirs(self) -> list[Path]:
+        return [Path(d) for d in self._values["log.dirs"]]
+
+    @property
+    def advertised_listeners(self) -> list[str]:
+        return self._values["advertised.listeners"] or self._values["listeners"]
+
+    def log_config(self) -> LogConfig:
+        """The broker-wide defaults of topic-level log settings."""
+        v = self._values
+        return LogConfig(
+            segment_bytes=v["log.segment.bytes"],
+            segment_ms=v["log.roll.ms"],
+            segment_index_bytes=v["log.index.size.max.bytes"],
+            index_interval_bytes=v["log.index.interval.bytes"],
+            retention_ms=v["log.retention.ms"],
+            retention_bytes=v["log.retention.bytes"],
+            flush_messages=v["log.flush.interval.messages"],
+            flush_ms=v["log.flush.interval.ms"],
+            max_message_bytes=v["message.max.bytes"],
+            file_delete_delay_ms=v["log.segment.delete.delay.ms"],
+        )
+
+
+def load_config(
+    *,
+    file: Path | str | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Iterable[str] = (),
+) -> BrokerConfig:
+    """Merge defaults < file < ``HEADWATER_*`` env < ``--set`` flags, and validate."""
+    values = {s.name: s.default for s in SETTINGS}
+    sources = dict.fromkeys(values, "default")
+    if file is not None:
+        for name, raw in _read_toml(Path(file)).items():
+            _assign(values, sources, name, raw, f"file {file}")
+    for key, raw in sorted((os.environ if env is None else env).items()):
+        if key.startswith("HEADWATER_"):
+            name = key[len("HEADWATER_") :].lower().replace("_", ".")
+            if name in _BY_NAME:  # others (HEADWATER_BOOTSTRAP_SERVERS...) are the client's
+                _assign(values, sources, name, raw, f"env {key}")
+    for item in overrides:
+        name, sep, raw = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {item!r} is not name=value, e.g. --set broker.id=1")
+        _assign(values, sources, name.strip(), raw.strip(), "--set")
+    for setting in SETTINGS:
+        if setting.required and sources[setting.name] == "default":
+            raise ConfigError(
+                f"{setting.name} is required: {setting.doc} "
+                f"(set it in the config file, --set {setting.name}=..., or "
+                f"HEADWATER_{setting.name.upper().replace('.', '_')})"
+            )
+    return BrokerConfig(values, sources)
+
+
+def _assign(
+    values: dict[str, Any], sources: dict[str, str], name: str, raw: Any, source: str
+) -> None:
+    setting = _BY_NAME.get(name)
+    if setting is None:
+        # a topic-level name given to the broker (retention.ms), or a typo (num.partition)
+        near = [s for s in _BY_NAME if s.endswith("." + name)]
+        near += difflib.get_close_matches(name, list(_BY_NAME), n=1)
+        hint = f"; did you mean {near[0]}?" if near else ""
+        raise ConfigError(f"unknown setting {name!r} (from {source}){hint}")
+    values[name] = _parse(setting, raw, source)
+    sources[name] = source
+
+
+def _parse(setting: Setting, raw: Any, source: str) -> Any:
+    def bad(need: str) -> ConfigError:
+        return ConfigError(f"{setting.name}={raw!r} (from {source}) is invalid: {need}")
+
+    value = _convert(setting, raw, bad)
+    if setting.minimum is not None and value < setting.minimum:
+        raise bad(f"it must be at least {setting.minimum}")
+    if setting.maximum is not None and value > setting.maximum:
+        raise bad(f"it must be at most {setting.maximum}")
+    if setting.check is not None and (problem := setting.check(value)):
+        raise bad(problem)
+    return value
+
+
+def _convert(setting: Setting, raw: Any, bad: Callable[[str], ConfigError]) -> Any:
+    if setting.type is bool:
+        if isinstance(raw, bool):
+            return raw
+        text = str(raw).strip().lower()
+        if text in ("true", "1", "yes", "on"):
+            return True
+        if text in ("false", "0", "no", "off"):
+            return False
+        raise bad("it must be true or false")
+    if setting.type is int:
+        if isinstance(raw, bool):
+            raise bad("it must be an integer")
+        try:
+            return int(str(raw).replace("_", ""))
+        except ValueError:
+            raise bad("it must be an integer") from None
+    if setting.type is list:
+        items = raw if isinstance(raw, list) else str(raw).split(",")
+        return [str(i).strip() for i in items if str(i).strip()]
+    if not isinstance(raw, str):
+        raise bad("it must be a string")
+    return raw
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    return dict(_flatten(data))
+
+
+def _flatten(data: Mapping[str, Any], prefix: str = "") -> Iterable[tuple[str, Any]]:
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            yield from _flatten(value, f"{name}.")
+        else:
+            yield name, value
