@@ -1,0 +1,435 @@
+"""The broker's bridge to ZooKeeper: Kafka's znode layout, and kazoo -> the event loop.
+
+The only module that imports kazoo. kazoo runs its own threads; nothing here ever blocks
+the event loop on it:
+
+- operations use kazoo's ``*_async`` calls, whose completion is handed to the loop with
+  ``call_soon_threadsafe`` and awaited as a future;
+- watches and session-state changes are delivered the same way, to plain callbacks that
+  run on the loop thread (they should only enqueue work);
+- conditional writes take the znode ``version`` (compare-and-set) and raise
+  :class:`VersionConflict` when someone else wrote first.
+
+Paths and JSON payloads follow Kafka's ZooKeeper layout so an operator with ``zkCli``
+sees familiar things; every one of them is in this module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from kazoo.client import KazooClient, KazooState
+from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError, ZookeeperError
+from kazoo.interfaces import IAsyncResult
+from kazoo.protocol.states import WatchedEvent, ZnodeStat
+
+from protocol.errors import HeadwaterError
+
+__all__ = [
+    "BrokerRegistration",
+    "NoNode",
+    "NodeExists",
+    "PartitionState",
+    "SessionState",
+    "TopicAssignment",
+    "VersionConflict",
+    "ZkBridge",
+    "ZkError",
+    "paths",
+]
+
+
+# --- paths -------------------------------------------------------------------------------
+
+
+class paths:
+    BROKER_IDS = "/brokers/ids"
+    TOPICS = "/brokers/topics"
+    CONTROLLER = "/controller"
+    CONTROLLER_EPOCH = "/controller_epoch"
+    CLUSTER_ID = "/cluster/id"
+    TOPIC_CONFIGS = "/config/topics"
+    DELETE_TOPICS = "/admin/delete_topics"
+
+    @staticmethod
+    def broker(broker_id: int) -> str:
+        return f"{paths.BROKER_IDS}/{broker_id}"
+
+    @staticmethod
+    def topic(topic: str) -> str:
+        return f"{paths.TOPICS}/{topic}"
+
+    @staticmethod
+    def partition_state(topic: str, partition: int) -> str:
+        return f"{paths.TOPICS}/{topic}/partitions/{partition}/state"
+
+    @staticmethod
+    def topic_config(topic: str) -> str:
+        return f"{paths.TOPIC_CONFIGS}/{topic}"
+
+    @staticmethod
+    def delete_topic(topic: str) -> str:
+        return f"{paths.DELETE_TOPICS}/{topic}"
+
+
+# --- errors ------------------------------------------------------------------------------
+
+
+class ZkError(HeadwaterError):
+    """A ZooKeeper operation failed (connection, session, or unexpected server error)."""
+
+
+class NoNode(ZkError):
+    """The znode does not exist."""
+
+
+class NodeExists(ZkError):
+    """The znode already exists."""
+
+
+class VersionConflict(ZkError):
+    """A compare-and-set lost: the znode changed since it was read."""
+
+
+class CorruptZnode(ZkError):
+    """A znode's payload is not what Kafka's layout says it should be."""
+
+
+# --- payloads (Kafka's JSON) -------------------------------------------------------------
+
+
+def _decode(path: str, data: bytes) -> dict[str, Any]:
+    try:
+        value = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CorruptZnode(f"{path} does not hold JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise CorruptZnode(f"{path} holds {type(value).__name__}, not a JSON object")
+    return value
+
+
+def _encode(value: dict[str, Any]) -> bytes:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerRegistration:
+    """``/brokers/ids/<id>``: where a live broker serves. ``epoch`` is the znode's czxid."""
+
+    broker_id: int
+    host: str
+    port: int
+    rack: str | None = None
+    endpoints: list[str] = field(default_factory=list)
+    epoch: int = -1
+
+    def __post_init__(self) -> None:
+        if not self.endpoints:  # the one plaintext listener, as Kafka writes it
+            object.__setattr__(self, "endpoints", [f"PLAINTEXT://{self.host}:{self.port}"])
+
+    def to_json(self, timestamp_ms: int) -> bytes:
+        return _encode(
+            {
+                "version": 5,
+                "host": self.host,
+                "port": self.port,
+                "rack": self.rack,
+                "endpoints": self.endpoints,
+                "listener_security_protocol_map": {"PLAINTEXT": "PLAINTEXT"},
+                "jmx_port": -1,
+                "timestamp": str(timestamp_ms),
+            }
+        )
+
+    @classmethod
+    def from_json(
+        cls, broker_id: int, data: bytes, stat: ZnodeStat | None = None
+    ) -> BrokerRegistration:
+        path = paths.broker(broker_id)
+        value = _decode(path, data)
+        try:
+            return cls(
+                broker_id=broker_id,
+                host=str(value["host"]),
+                port=int(value["port"]),
+                rack=value.get("rack"),
+                endpoints=list(value.get("endpoints", [])),
+                epoch=stat.czxid if stat is not None else -1,
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CorruptZnode(f"{path} lacks a valid host/port: {exc!r}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class TopicAssignment:
+    """``/brokers/topics/<topic>``: the replicas of each partition, preferred leader first."""
+
+    topic: str
+    partitions: dict[int, list[int]]
+
+    def to_json(self) -> bytes:
+        return _encode(
+            {
+                "version": 2,
+                "partitions": {str(p): r for p, r in sorted(self.partitions.items())},
+                "adding_replicas": {},
+                "removing_replicas": {},
+            }
+        )
+
+    @classmethod
+    def from_json(cls, topic: str, data: bytes) -> TopicAssignment:
+        value = _decode(paths.topic(topic), data)
+        try:
+            parts = {int(p): [int(b) for b in r] for p, r in value["partitions"].items()}
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise CorruptZnode(f"{paths.topic(topic)} lacks valid partitions: {exc!r}") from None
+        return cls(topic, parts)
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionState:
+    """``.../partitions/<p>/state``: leader, leader epoch, ISR, and who wrote it."""
+
+    leader: int
+    leader_epoch: int
+    isr: list[int]
+    controller_epoch: int
+
+    def to_json(self) -> bytes:
+        return _encode(
+            {
+                "version": 1,
+                "leader": self.leader,
+                "leader_epoch": self.leader_epoch,
+                "isr": self.isr,
+                "controller_epoch": self.controller_epoch,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, path: str, data: bytes) -> PartitionState:
+        value = _decode(path, data)
+        try:
+            return cls(
+                leader=int(value["leader"]),
+                leader_epoch=int(value["leader_epoch"]),
+                isr=[int(b) for b in value["isr"]],
+                controller_epoch=int(value["controller_epoch"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CorruptZnode(f"{path} is not a partition state: {exc!r}") from None
+
+
+def controller_json(broker_id: int, timestamp_ms: int) -> bytes:
+    return _encode({"version": 1, "brokerid": broker_id, "timestamp": str(timestamp_ms)})
+
+
+def controller_from_json(data: bytes) -> int:
+    try:
+        return int(_decode(paths.CONTROLLER, data)["brokerid"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CorruptZnode(f"{paths.CONTROLLER} lacks a broker id: {exc!r}") from None
+
+
+def cluster_id_json(cluster_id: str) -> bytes:
+    return _encode({"version": "1", "id": cluster_id})
+
+
+def cluster_id_from_json(data: bytes) -> str:
+    try:
+        return str(_decode(paths.CLUSTER_ID, data)["id"])
+    except KeyError:
+        raise CorruptZnode(f"{paths.CLUSTER_ID} lacks an id") from None
+
+
+def topic_config_json(config: dict[str, str]) -> bytes:
+    return _encode({"version": 1, "config": config})
+
+
+def topic_config_from_json(topic: str, data: bytes) -> dict[str, str]:
+    value = _decode(paths.topic_config(topic), data)
+    config = value.get("config", {})
+    if not isinstance(config, dict):
+        raise CorruptZnode(f"{paths.topic_config(topic)}: config is not an object")
+    return {str(k): str(v) for k, v in config.items()}
+
+
+# --- the bridge --------------------------------------------------------------------------
+
+
+class SessionState:
+    CONNECTED = "CONNECTED"
+    SUSPENDED = "SUSPENDED"  # connection lost, session may live: pause leader-only work
+    LOST = "LOST"  # session expired: ephemerals are gone, re-register
+
+
+WatchCallback = Callable[[WatchedEvent], None]
+StateCallback = Callable[[str], None]
+
+
+class ZkBridge:
+    """Async access to ZooKeeper from the event loop that created it.
+
+    Lifecycle: ``await start()`` (bounded retries, short first-connect timeout, so the
+    ZOOKEEPER-5051 startup race costs a retry, not a whole timeout), then operations,
+    then ``await stop()``. Callbacks run on the loop thread.
+    """
+
+    def __init__(
+        self,
+        hosts: str,
+        *,
+        session_timeout_ms: int = 18_000,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        self._loop = loop or asyncio.get_running_loop()
+        self._client = KazooClient(hosts=hosts, timeout=session_timeout_ms / 1000)
+        self._state_callbacks: list[StateCallback] = []
+        self._client.add_listener(self._on_state)
+        self.hosts = hosts
+
+    # life cycle
+
+    async def start(self, timeout_s: float = 18.0, attempt_timeout_s: float = 2.0) -> None:
+        deadline = self._loop.time() + timeout_s
+        while True:
+            event = self._client.start_async()
+            done = await self._loop.run_in_executor(None, event.wait, attempt_timeout_s)
+            if done and self._client.connected:
+                return
+            self._client.stop()
+            if self._loop.time() >= deadline:
+                raise ZkError(
+                    f"cannot connect to ZooKeeper at {self.hosts} within {timeout_s:.0f} s; "
+                    f"check zookeeper.connect and that ZooKeeper is running"
+                )
+
+    async def stop(self) -> None:
+        await self._loop.run_in_executor(None, self._stop_blocking)
+
+    def _stop_blocking(self) -> None:
+        self._client.stop()
+        self._client.close()
+
+    @property
+    def session_id(self) -> int | None:
+        client_id = self._client.client_id
+        return client_id[0] if client_id else None
+
+    @property
+    def client_id(self) -> tuple[int, bytes] | None:
+        """(session id, password): what fault tests use to expire this session."""
+        client_id = self._client.client_id
+        return (client_id[0], client_id[1]) if client_id else None
+
+    def on_state_change(self, callback: StateCallback) -> None:
+        """Call ``callback(SessionState.X)`` on the loop thread at every session change."""
+        self._state_callbacks.append(callback)
+
+    def _on_state(self, state: str) -> None:  # kazoo's thread
+        mapped = {
+            KazooState.CONNECTED: SessionState.CONNECTED,
+            KazooState.SUSPENDED: SessionState.SUSPENDED,
+            KazooState.LOST: SessionState.LOST,
+        }[state]
+        for callback in list(self._state_callbacks):
+            self._loop.call_soon_threadsafe(callback, mapped)
+
+    # operations
+
+    async def create(
+        self,
+        path: str,
+        value: bytes = b"",
+        *,
+        ephemeral: bool = False,
+        sequence: bool = False,
+        makepath: bool = False,
+    ) -> str:
+        return str(
+            await self._await(
+                self._client.create_async(
+                    path, value, ephemeral=ephemeral, sequence=sequence, makepath=makepath
+                ),
+                path,
+            )
+        )
+
+    async def ensure_path(self, path: str) -> None:
+        await self._await(self._client.ensure_path_async(path), path)
+
+    async def get(self, path: str, watch: WatchCallback | None = None) -> tuple[bytes, ZnodeStat]:
+        data, stat = await self._await(self._client.get_async(path, self._watcher(watch)), path)
+        return data, stat
+
+    async def exists(self, path: str, watch: WatchCallback | None = None) -> ZnodeStat | None:
+        result: ZnodeStat | None = await self._await(
+            self._client.exists_async(path, self._watcher(watch)), path
+        )
+        return result
+
+    async def get_children(self, path: str, watch: WatchCallback | None = None) -> list[str]:
+        children = await self._await(
+            self._client.get_children_async(path, self._watcher(watch)), path
+        )
+        return list(children)
+
+    async def set(self, path: str, value: bytes, *, version: int = -1) -> ZnodeStat:
+        """Write; with ``version`` >= 0 only if the znode is still at that version (CAS)."""
+        stat: ZnodeStat = await self._await(self._client.set_async(path, value, version), path)
+        return stat
+
+    async def delete(self, path: str, *, version: int = -1, recursive: bool = False) -> None:
+        if recursive:
+            for child in await self.get_children(path):
+                await self.delete(f"{path}/{child}", recursive=True)
+        await self._await(self._client.delete_async(path, version), path)
+
+    # plumbing
+
+    def _watcher(self, callback: WatchCallback | None) -> Callable[[WatchedEvent], None] | None:
+        if callback is None:
+            return None
+        loop = self._loop
+
+        def fire(event: WatchedEvent) -> None:  # kazoo's thread
+            loop.call_soon_threadsafe(callback, event)
+
+        return fire
+
+    async def _await(self, result: IAsyncResult, path: str) -> Any:
+        future: asyncio.Future[Any] = self._loop.create_future()
+
+        def done(res: IAsyncResult) -> None:  # kazoo's thread
+            self._loop.call_soon_threadsafe(_settle, future, res)
+
+        result.rawlink(done)
+        try:
+            return await future
+        except NoNodeError:
+            raise NoNode(f"{path} does not exist") from None
+        except NodeExistsError:
+            raise NodeExists(f"{path} already exists") from None
+        except BadVersionError:
+            raise VersionConflict(f"{path} changed since it was read") from None
+        except ZookeeperError as exc:
+            raise ZkError(f"ZooKeeper refused an operation on {path}: {exc!r}") from exc
+        except Exception as exc:
+            # kazoo's connection-level errors (ConnectionLoss, SessionExpired, ...)
+            if type(exc).__module__.startswith("kazoo"):
+                raise ZkError(f"ZooKeeper unavailable for {path}: {type(exc).__name__}") from exc
+            raise
+
+
+def _settle(future: asyncio.Future[Any], result: IAsyncResult) -> None:
+    if future.done():
+        return
+    try:
+        future.set_result(result.get_nowait())
+    except Exception as exc:  # re-raised by the awaiting side, mapped there
+        future.set_exception(exc)

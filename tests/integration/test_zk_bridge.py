@@ -1,0 +1,123 @@
+"""The kazoo bridge against a real ZooKeeper: results and watches arrive on the loop."""
+
+import asyncio
+import threading
+
+import pytest
+from kazoo.client import KazooClient
+
+from broker import zk
+from broker.zk import NodeExists, NoNode, SessionState, VersionConflict, ZkBridge, ZkError
+from client.localcluster import ZooKeeperServer
+
+
+async def _bridge(server: ZooKeeperServer, session_timeout_ms: int = 4_000) -> ZkBridge:
+    bridge = ZkBridge(server.connect_string, session_timeout_ms=session_timeout_ms)
+    await bridge.start(timeout_s=10)
+    return bridge
+
+
+async def test_operations_and_compare_and_set(zookeeper: ZooKeeperServer, zk_root: str) -> None:
+    bridge = await _bridge(zookeeper)
+    try:
+        path = f"{zk_root}/a/b"
+        assert await bridge.create(path, b"one", makepath=True) == path
+        with pytest.raises(NodeExists):
+            await bridge.create(path, b"again")
+        data, stat = await bridge.get(path)
+        assert data == b"one"
+        await bridge.set(path, b"two", version=stat.version)
+        with pytest.raises(VersionConflict, match="changed since it was read"):
+            await bridge.set(path, b"lost race", version=stat.version)
+        assert (await bridge.get(path))[0] == b"two"
+        assert await bridge.get_children(f"{zk_root}/a") == ["b"]
+        await bridge.delete(zk_root, recursive=True)
+        assert await bridge.exists(zk_root) is None
+        with pytest.raises(NoNode, match="does not exist"):
+            await bridge.get(path)
+    finally:
+        await bridge.stop()
+
+
+async def test_watches_fire_on_the_loop_thread(zookeeper: ZooKeeperServer, zk_root: str) -> None:
+    bridge = await _bridge(zookeeper)
+    other = KazooClient(hosts=zookeeper.connect_string)
+    other.start(timeout=10)
+    try:
+        await bridge.ensure_path(zk_root)
+        fired: asyncio.Queue[tuple[str, int]] = asyncio.Queue()
+
+        def watch(event: object) -> None:
+            fired.put_nowait((getattr(event, "type", "?"), threading.get_ident()))
+
+        assert await bridge.get_children(zk_root, watch=watch) == []
+        other.create(f"{zk_root}/new")  # another client changes it
+        kind, thread = await asyncio.wait_for(fired.get(), 10)
+        assert kind == "CHILD"
+        assert thread == threading.get_ident()  # delivered on the event loop's thread
+    finally:
+        other.stop()
+        other.close()
+        await bridge.stop()
+
+
+async def test_session_expiry_is_reported_and_ephemerals_go(
+    zookeeper: ZooKeeperServer, zk_root: str
+) -> None:
+    bridge = await _bridge(zookeeper, session_timeout_ms=2_000)
+    states: asyncio.Queue[str] = asyncio.Queue()
+    bridge.on_state_change(states.put_nowait)
+    try:
+        await bridge.ensure_path(zk_root)
+        await bridge.create(f"{zk_root}/me", b"", ephemeral=True)
+        # Expire the session the way ZooKeeper's own tests do: a second client joins it
+        # with the same id and password, then closes it.
+        assert bridge.client_id is not None
+        session_id, password = bridge.client_id
+        thief = KazooClient(hosts=zookeeper.connect_string, client_id=(session_id, password))
+        thief.start(timeout=10)
+        thief.stop()
+        thief.close()
+        seen = []
+        while SessionState.LOST not in seen:
+            seen.append(await asyncio.wait_for(states.get(), 15))
+        while seen[-1] != SessionState.CONNECTED:  # kazoo opens a new session by itself
+            seen.append(await asyncio.wait_for(states.get(), 15))
+        assert bridge.session_id != session_id
+        assert await bridge.exists(f"{zk_root}/me") is None  # the ephemeral went with it
+    finally:
+        await bridge.stop()
+
+
+async def test_no_zookeeper_is_a_clear_error_within_the_timeout() -> None:
+    bridge = ZkBridge("127.0.0.1:1", session_timeout_ms=2_000)
+    with pytest.raises(ZkError, match=r"cannot connect to ZooKeeper at 127.0.0.1:1 within 1 s"):
+        await bridge.start(timeout_s=1, attempt_timeout_s=0.5)
+    await bridge.stop()
+
+
+def test_payloads_are_kafkas_json() -> None:
+    reg = zk.BrokerRegistration(broker_id=1, host="127.0.0.1", port=9092, rack="r1")
+    raw = reg.to_json(timestamp_ms=5)
+    assert b'"endpoints":["PLAINTEXT://127.0.0.1:9092"]' in raw
+    assert zk.BrokerRegistration.from_json(1, raw) == reg
+    assignment = zk.TopicAssignment("t", {0: [1, 2, 3], 1: [2, 3, 1]})
+    assert b'"partitions":{"0":[1,2,3],"1":[2,3,1]}' in assignment.to_json()
+    assert zk.TopicAssignment.from_json("t", assignment.to_json()) == assignment
+    state = zk.PartitionState(leader=2, leader_epoch=7, isr=[2, 3], controller_epoch=4)
+    path = zk.paths.partition_state("t", 0)
+    assert path == "/brokers/topics/t/partitions/0/state"
+    assert zk.PartitionState.from_json(path, state.to_json()) == state
+    assert zk.controller_from_json(zk.controller_json(3, 1)) == 3
+    assert zk.cluster_id_from_json(zk.cluster_id_json("abc")) == "abc"
+    assert zk.topic_config_from_json("t", zk.topic_config_json({"retention.ms": "5"})) == {
+        "retention.ms": "5"
+    }
+
+
+@pytest.mark.parametrize(
+    "payload", [b"not json", b"[1]", b'{"host": "h"}', b'{"port": "x", "host": 1}']
+)
+def test_corrupt_znodes_are_named(payload: bytes) -> None:
+    with pytest.raises(zk.CorruptZnode, match="/brokers/ids/4"):
+        zk.BrokerRegistration.from_json(4, payload)
