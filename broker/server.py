@@ -1,0 +1,241 @@
+"""The broker's listener: connections, framing, dispatch to handlers, ordered responses.
+
+Per connection (an ``asyncio.BufferedProtocol``): bytes go into a preallocated buffer, the
+:class:`~protocol.framing.FrameDecoder` cuts frames, each request is decoded and handed to
+its API's handler as a task, and one writer sends responses strictly in request order,
+whatever order the handlers finish in. At most ``max_in_flight`` requests run per
+connection; past that, reading pauses (backpressure instead of unbounded memory).
+
+Bad input, as DESIGN.md "The wire" says: an unknown API key or version gets an
+UNSUPPORTED_VERSION response (ApiVersions answers with its v0 body and the versions it
+speaks, as Kafka does) and the connection stays usable; a body that does not decode gets
+INVALID_REQUEST and the connection stays usable; a frame that breaks the framing (too
+large, too short for a header) closes that connection only. A handler's unexpected
+exception is logged and answered as UNKNOWN_SERVER_ERROR.
+
+Handlers are ``async def handler(header, request) -> response | None``; None sends nothing
+(acks=0).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+
+from protocol.apis import (
+    APIS,
+    ApiKey,
+    ApiVersionsResponse,
+    decode_request,
+    encode_error_response,
+    encode_response,
+    supported_versions,
+)
+from protocol.errors import (
+    ApiError,
+    MalformedFrameError,
+    MalformedMessageError,
+    UnsupportedRequestError,
+)
+from protocol.framing import DEFAULT_MAX_FRAME_BYTES, Buffer, FrameDecoder, RequestHeader
+
+__all__ = ["BrokerServer", "Handler"]
+
+Handler = Callable[[RequestHeader, Any], Awaitable[Any]]
+
+_READ_BUFFER_BYTES = 256 * 1024
+_log = structlog.get_logger("headwater.server")
+
+
+async def _api_versions(header: RequestHeader, request: Any) -> ApiVersionsResponse:
+    return ApiVersionsResponse(api_keys=supported_versions())
+
+
+class _Connection(asyncio.BufferedProtocol):
+    def __init__(self, server: BrokerServer) -> None:
+        self._server = server
+        self._buffer = bytearray(_READ_BUFFER_BYTES)
+        self._decoder = FrameDecoder(server.max_frame_bytes)
+        self._queue: collections.deque[asyncio.Future[list[Buffer] | None]] = collections.deque()
+        self._wakeup = asyncio.Event()
+        self._drained = asyncio.Event()  # set while nothing is queued
+        self._drained.set()
+        self._transport: asyncio.Transport | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._paused = False
+        self._closed = False
+        self._log = _log
+
+    # asyncio.BufferedProtocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        peer = transport.get_extra_info("peername")
+        self._log = _log.bind(peer=f"{peer[0]}:{peer[1]}" if peer else "?")
+        self._server.connections.add(self)
+        self._writer = asyncio.get_running_loop().create_task(self._write_responses())
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return memoryview(self._buffer)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        try:
+            frames = self._decoder.feed(memoryview(self._buffer)[:nbytes])
+        except MalformedFrameError as exc:
+            self._abort(str(exc))
+            return
+        for payload in frames:
+            self._dispatch(payload)
+
+    def eof_received(self) -> bool | None:
+        if self._decoder.buffered_bytes:
+            self._log.info("connection.truncated", pending_bytes=self._decoder.buffered_bytes)
+        return None  # close our side too; responses still queued are dropped
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        self._server.connections.discard(self)
+        self._wakeup.set()
+        self._drained.set()
+
+    # requests
+
+    def _dispatch(self, payload: memoryview) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            header, api, request = decode_request(payload)
+        except UnsupportedRequestError as exc:
+            self._queue.append(_done(loop, self._unsupported(exc)))
+        except MalformedMessageError as exc:
+            correlation_id = _correlation_id(payload)
+            self._log.info("request.malformed", error=str(exc))
+            self._queue.append(_done(loop, encode_error_response(correlation_id, exc)))
+        except MalformedFrameError as exc:
+            self._abort(str(exc))
+            return
+        else:
+            self._queue.append(loop.create_task(self._handle(header, api.key, request)))
+        self._drained.clear()
+        self._wakeup.set()
+        if len(self._queue) >= self._server.max_in_flight and not self._paused:
+            assert self._transport is not None
+            self._transport.pause_reading()
+            self._paused = True
+
+    def _unsupported(self, exc: UnsupportedRequestError) -> list[Buffer]:
+        header: RequestHeader = exc.header
+        self._log.info("request.unsupported", api_key=header.api_key, version=header.api_version)
+        if header.api_key == ApiKey.API_VERSIONS:
+            # Kafka's rule: answer in v0 with the versions we speak, so the client can pick.
+            body = ApiVersionsResponse(
+                error_code=exc.code, error_message=exc.message, api_keys=supported_versions()
+            )
+            return encode_response(header.correlation_id, 0, body)
+        return encode_error_response(header.correlation_id, exc)
+
+    async def _handle(
+        self, header: RequestHeader, key: ApiKey, request: Any
+    ) -> list[Buffer] | None:
+        handler = self._server.handlers.get(key)
+        try:
+            if handler is None:
+                raise UnsupportedRequestError(f"{APIS[key].name} is not served by this broker")
+            response = await handler(header, request)
+        except ApiError as exc:
+            return encode_error_response(header.correlation_id, exc)
+        except Exception as exc:
+            self._log.exception("request.failed", api_key=int(key), error=repr(exc))
+            return encode_error_response(header.correlation_id, exc)
+        if response is None:
+            return None
+        return encode_response(header.correlation_id, header.api_version, response)
+
+    async def _write_responses(self) -> None:
+        while not self._closed:
+            if not self._queue:
+                self._drained.set()
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            parts = await self._queue[0]
+            self._queue.popleft()
+            if self._closed:
+                break
+            if parts is not None:
+                assert self._transport is not None
+                self._transport.writelines(parts)
+            if self._paused and len(self._queue) < self._server.max_in_flight // 2:
+                assert self._transport is not None
+                self._transport.resume_reading()
+                self._paused = False
+        for pending in self._queue:
+            pending.cancel()
+
+    async def drain(self) -> None:
+        """Wait until every request received so far has been answered (or we closed)."""
+        await self._drained.wait()
+
+    def _abort(self, reason: str) -> None:
+        self._log.warning("connection.closed_bad_frame", reason=reason)
+        if self._transport is not None:
+            self._transport.close()
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+
+def _done(
+    loop: asyncio.AbstractEventLoop, parts: list[Buffer]
+) -> asyncio.Future[list[Buffer] | None]:
+    future: asyncio.Future[list[Buffer] | None] = loop.create_future()
+    future.set_result(parts)
+    return future
+
+
+def _correlation_id(payload: memoryview) -> int:
+    return int.from_bytes(payload[4:8], "big", signed=True)
+
+
+class BrokerServer:
+    """Listens on one address and serves requests with ``handlers`` (by API key)."""
+
+    def __init__(
+        self,
+        handlers: dict[ApiKey, Handler],
+        *,
+        max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+        max_in_flight: int = 100,
+    ) -> None:
+        self.handlers: dict[ApiKey, Handler] = {ApiKey.API_VERSIONS: _api_versions, **handlers}
+        self.max_frame_bytes = max_frame_bytes
+        self.max_in_flight = max_in_flight
+        self.connections: set[_Connection] = set()
+        self._server: asyncio.Server | None = None
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
+        """Listen; returns the bound port (useful with port 0)."""
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: _Connection(self), host, port)
+        bound = int(self._server.sockets[0].getsockname()[1])
+        _log.info("server.listening", host=host, port=bound)
+        return bound
+
+    async def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop accepting, answer what is in flight (up to ``timeout_s``), close."""
+        if self._server is not None:
+            self._server.close()
+        connections = list(self.connections)
+        try:
+            await asyncio.wait_for(asyncio.gather(*(c.drain() for c in connections)), timeout_s)
+        except TimeoutError:
+            _log.warning("server.stop_timeout", pending_connections=len(connections))
+        for connection in connections:
+            connection.close()
+        if self._server is not None:
+            await self._server.wait_closed()

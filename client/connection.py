@@ -1,0 +1,196 @@
+"""One connection to one broker: version negotiation, pipelined requests, ordered answers.
+
+Every connection starts with ApiVersions (v0, which every broker speaks) and then uses,
+per API, the highest version both sides speak. Requests may be pipelined; the broker
+answers in order, so responses are matched to the oldest request in flight, and a
+correlation id that does not match closes the connection (the stream can no longer be
+trusted). Closing fails every request still waiting, with the cause attached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import itertools
+from typing import Any, NamedTuple
+
+from protocol.apis import (
+    APIS,
+    Api,
+    ApiKey,
+    ApiVersionRange,
+    ApiVersionsRequest,
+    decode_response,
+    encode_request,
+    negotiate,
+)
+from protocol.errors import (
+    ApiError,
+    FrameTooLargeError,
+    NetworkError,
+    RequestTimedOutError,
+    UnsupportedVersionError,
+    error_for_code,
+)
+from protocol.framing import DEFAULT_MAX_FRAME_BYTES, LENGTH_SIZE, parse_response_header
+
+__all__ = ["BrokerConnection"]
+
+CLIENT_SOFTWARE = "headwater-python"
+CLIENT_VERSION = "0.1.0"
+
+
+class _InFlight(NamedTuple):
+    correlation_id: int
+    api: Api
+    version: int
+    future: asyncio.Future[Any]
+
+
+class BrokerConnection:
+    """Open with :meth:`connect`; :meth:`request` sends one request and awaits its answer."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        request_timeout_ms: int = 30_000,
+        max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.request_timeout_ms = request_timeout_ms
+        self.max_frame_bytes = max_frame_bytes
+        self.versions: dict[int, ApiVersionRange] = {}
+        self._ids = itertools.count(1)
+        self._in_flight: collections.deque[_InFlight] = collections.deque()
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._read_task: asyncio.Task[None] | None = None
+        self._closed: BaseException | None = None
+
+    def __repr__(self) -> str:
+        return f"BrokerConnection({self.host}:{self.port})"
+
+    @property
+    def connected(self) -> bool:
+        return self._writer is not None and self._closed is None
+
+    async def connect(self, timeout_s: float = 10.0) -> None:
+        try:
+            self._reader, self._writer = await asyncio.wait_for(
+                asyncio.open_connection(self.host, self.port), timeout_s
+            )
+        except (OSError, TimeoutError) as exc:
+            raise NetworkError(
+                f"cannot connect to broker {self.host}:{self.port} ({exc or 'timed out'}); "
+                f"check --bootstrap-server and that the broker is running"
+            ) from None
+        self._read_task = asyncio.get_running_loop().create_task(self._read_responses())
+        response = await self._send(
+            APIS[ApiKey.API_VERSIONS],
+            0,
+            ApiVersionsRequest(
+                client_software_name=CLIENT_SOFTWARE, client_software_version=CLIENT_VERSION
+            ),
+        )
+        self.versions = {r.api_key: r for r in response.api_keys}
+
+    def version_for(self, api_key: ApiKey) -> int:
+        theirs = self.versions.get(api_key)
+        if theirs is None:
+            raise UnsupportedVersionError(
+                f"broker {self.host}:{self.port} does not serve {APIS[api_key].name}"
+            )
+        return negotiate(APIS[api_key], theirs)
+
+    async def request(self, api_key: ApiKey, request: Any, *, expect_response: bool = True) -> Any:
+        """Send ``request`` at the negotiated version; raise the request-level error, if any.
+
+        With ``expect_response`` false (Produce with acks=0) nothing is awaited but the send.
+        """
+        return await self._send(
+            APIS[api_key], self.version_for(api_key), request, expect_response=expect_response
+        )
+
+    async def _send(
+        self, api: Api, version: int, request: Any, *, expect_response: bool = True
+    ) -> Any:
+        if self._closed is not None or self._writer is None:
+            raise NetworkError(f"connection to {self.host}:{self.port} is closed") from self._closed
+        correlation_id = next(self._ids) & 0x7FFFFFFF
+        parts = encode_request(api.key, version, correlation_id, request)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if expect_response:
+            self._in_flight.append(_InFlight(correlation_id, api, version, future))
+        self._writer.writelines(parts)
+        await self._writer.drain()
+        if not expect_response:
+            return None
+        try:
+            response = await asyncio.wait_for(future, self.request_timeout_ms / 1000)
+        except TimeoutError:
+            # the answer may still come: the stream position is unknown, so start over
+            self.close(RequestTimedOutError(f"no answer from {self.host}:{self.port}"))
+            raise RequestTimedOutError(
+                f"{api.name} to {self.host}:{self.port} got no answer within "
+                f"{self.request_timeout_ms} ms (request.timeout.ms)"
+            ) from None
+        if response.error_code:
+            raise error_for_code(response.error_code, response.error_message)
+        return response
+
+    async def _read_responses(self) -> None:
+        assert self._reader is not None
+        try:
+            while True:
+                prefix = await self._reader.readexactly(LENGTH_SIZE)
+                size = int.from_bytes(prefix, "big")
+                if size > self.max_frame_bytes:
+                    raise FrameTooLargeError(f"response of {size} bytes from {self}")
+                payload = memoryview(await self._reader.readexactly(size))
+                correlation_id, body = parse_response_header(payload)
+                if not self._in_flight:
+                    raise NetworkError(f"{self} sent a response nobody asked for")
+                head = self._in_flight.popleft()
+                if head.correlation_id != correlation_id:
+                    raise NetworkError(
+                        f"{self} answered correlation id {correlation_id}, "
+                        f"expected {head.correlation_id}"
+                    )
+                try:
+                    head.future.set_result(decode_response(head.api, head.version, body))
+                except ApiError as exc:
+                    head.future.set_exception(exc)
+        except (asyncio.IncompleteReadError, ConnectionError) as exc:
+            self.close(NetworkError(f"{self} closed the connection ({type(exc).__name__})"))
+        except ApiError as exc:
+            self.close(exc)
+
+    def close(self, cause: BaseException | None = None) -> None:
+        """Close; every request still waiting fails with ``cause`` (or NETWORK_EXCEPTION)."""
+        if self._closed is not None:
+            return
+        self._closed = cause or NetworkError(f"connection to {self.host}:{self.port} closed")
+        while self._in_flight:
+            pending = self._in_flight.popleft().future
+            if not pending.done():
+                pending.set_exception(
+                    NetworkError(f"{self}: {self._closed}") if cause is None else cause
+                )
+        if self._writer is not None:
+            self._writer.close()
+        if self._read_task is not None and self._read_task is not asyncio.current_task():
+            self._read_task.cancel()
+
+    async def __aenter__(self) -> BrokerConnection:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+        if self._writer is not None:
+            with contextlib.suppress(ConnectionError, OSError):
+                await self._writer.wait_closed()

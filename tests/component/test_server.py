@@ -1,0 +1,230 @@
+"""The broker's listener in-process on port 0, with the client's connection and raw sockets."""
+
+import asyncio
+import struct
+from collections.abc import AsyncIterator
+
+import msgpack
+import pytest
+
+from broker.server import BrokerServer
+from client.connection import BrokerConnection
+from protocol.apis import (
+    APIS,
+    ApiKey,
+    ApiVersionsResponse,
+    FetchRequest,
+    MetadataBroker,
+    MetadataRequest,
+    MetadataResponse,
+    ProduceRequest,
+    ProduceResponse,
+    decode_response,
+    encode_request,
+)
+from protocol.errors import (
+    NetworkError,
+    NotControllerError,
+    UnknownServerError,
+    UnsupportedVersionError,
+)
+from protocol.framing import FrameDecoder, RequestHeader, parse_response_header
+
+
+async def metadata(header: RequestHeader, request: MetadataRequest) -> MetadataResponse:
+    # Requests naming "slow" finish later than those after them: order must still hold.
+    if request.topics and request.topics[0].startswith("slow"):
+        await asyncio.sleep(0.05)
+    if request.topics == ["boom"]:
+        raise RuntimeError("a handler bug")
+    if request.topics == ["not-controller"]:
+        raise NotControllerError("ask broker 2")
+    return MetadataResponse(
+        brokers=[MetadataBroker(node_id=1, host="h", port=header.correlation_id)],
+        cluster_id=(request.topics or ["all"])[0],
+    )
+
+
+async def produce(header: RequestHeader, request: ProduceRequest) -> ProduceResponse | None:
+    return None if request.acks == 0 else ProduceResponse()
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[tuple[BrokerServer, int]]:
+    srv = BrokerServer(
+        {ApiKey.METADATA: metadata, ApiKey.PRODUCE: produce}, max_frame_bytes=64 * 1024
+    )
+    port = await srv.start()
+    yield srv, port
+    await srv.stop()
+
+
+async def _raw(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await asyncio.open_connection("127.0.0.1", port)
+
+
+async def _read_frame(reader: asyncio.StreamReader) -> tuple[int, memoryview]:
+    (size,) = struct.unpack(">I", await asyncio.wait_for(reader.readexactly(4), 5))
+    return parse_response_header(memoryview(await reader.readexactly(size)))
+
+
+async def test_api_versions_then_requests(server: tuple[BrokerServer, int]) -> None:
+    _, port = server
+    async with BrokerConnection("127.0.0.1", port) as conn:
+        assert set(conn.versions) == set(APIS)
+        assert conn.version_for(ApiKey.METADATA) == 0
+        response = await conn.request(ApiKey.METADATA, MetadataRequest(topics=["orders"]))
+        assert response.cluster_id == "orders"
+
+
+async def test_pipelined_requests_are_answered_in_order(server: tuple[BrokerServer, int]) -> None:
+    _, port = server
+    async with BrokerConnection("127.0.0.1", port) as conn:
+        names = [f"{'slow' if i % 3 == 0 else 'fast'}-{i}" for i in range(30)]
+        results = await asyncio.gather(
+            *(conn.request(ApiKey.METADATA, MetadataRequest(topics=[n])) for n in names)
+        )
+        assert [r.cluster_id for r in results] == names
+
+
+async def test_no_response_for_acks_0_and_the_next_answer_still_matches(
+    server: tuple[BrokerServer, int],
+) -> None:
+    _, port = server
+    async with BrokerConnection("127.0.0.1", port) as conn:
+        silent = ProduceRequest(acks=0, timeout_ms=100)
+        assert await conn.request(ApiKey.PRODUCE, silent, expect_response=False) is None
+        loud = await conn.request(ApiKey.PRODUCE, ProduceRequest(acks=1, timeout_ms=100))
+        assert isinstance(loud, ProduceResponse)
+        assert (
+            await conn.request(ApiKey.METADATA, MetadataRequest(topics=["x"]))
+        ).cluster_id == "x"
+
+
+async def test_handler_errors_become_error_codes(server: tuple[BrokerServer, int]) -> None:
+    _, port = server
+    async with BrokerConnection("127.0.0.1", port) as conn:
+        with pytest.raises(NotControllerError, match="ask broker 2"):
+            await conn.request(ApiKey.METADATA, MetadataRequest(topics=["not-controller"]))
+        with pytest.raises(UnknownServerError):
+            await conn.request(ApiKey.METADATA, MetadataRequest(topics=["boom"]))
+        assert (await conn.request(ApiKey.METADATA, MetadataRequest())).cluster_id == "all"
+
+
+@pytest.mark.parametrize(("key", "version"), [(3, 99), (99, 0)])
+async def test_unsupported_requests_get_an_answer_and_the_connection_stays(
+    server: tuple[BrokerServer, int], key: int, version: int
+) -> None:
+    _, port = server
+    reader, writer = await _raw(port)
+    header = struct.pack(">HHi", key, version, 41)
+    body = msgpack.packb({})
+    writer.write(struct.pack(">I", len(header) + len(body)) + header + body)
+    cid, payload = await _read_frame(reader)
+    assert cid == 41
+    assert msgpack.unpackb(bytes(payload))["error_code"] == 35  # UNSUPPORTED_VERSION
+    writer.writelines(encode_request(ApiKey.METADATA, 0, 42, MetadataRequest(topics=["ok"])))
+    cid, payload = await _read_frame(reader)
+    assert cid == 42 and decode_response(APIS[3], 0, payload).cluster_id == "ok"
+    writer.close()
+
+
+async def test_a_known_api_without_a_handler_is_unsupported(
+    server: tuple[BrokerServer, int],
+) -> None:
+    _, port = server
+    async with BrokerConnection("127.0.0.1", port) as conn:
+        with pytest.raises(UnsupportedVersionError, match="Fetch is not served"):
+            await conn.request(ApiKey.FETCH, FetchRequest(max_wait_ms=1, min_bytes=1))
+        assert (await conn.request(ApiKey.METADATA, MetadataRequest())).cluster_id == "all"
+
+
+async def test_api_versions_at_an_unknown_version_lists_what_we_speak(
+    server: tuple[BrokerServer, int],
+) -> None:
+    _, port = server
+    reader, writer = await _raw(port)
+    header = struct.pack(">HHi", ApiKey.API_VERSIONS, 7, 1)
+    writer.write(struct.pack(">I", len(header) + 1) + header + b"\x80")
+    _, payload = await _read_frame(reader)
+    response = decode_response(APIS[ApiKey.API_VERSIONS], 0, payload)
+    assert isinstance(response, ApiVersionsResponse) and response.error_code == 35
+    assert {r.api_key for r in response.api_keys} == set(APIS)
+    writer.close()
+
+
+async def test_garbage_body_gets_invalid_request_and_the_connection_stays(
+    server: tuple[BrokerServer, int],
+) -> None:
+    _, port = server
+    reader, writer = await _raw(port)
+    header = struct.pack(">HHi", ApiKey.METADATA, 0, 7)
+    writer.write(struct.pack(">I", len(header) + 3) + header + b"\xc1\xc1\xc1")
+    cid, payload = await _read_frame(reader)
+    assert cid == 7 and msgpack.unpackb(bytes(payload))["error_code"] == 42  # INVALID_REQUEST
+    writer.writelines(encode_request(ApiKey.METADATA, 0, 8, MetadataRequest()))
+    assert (await _read_frame(reader))[0] == 8
+    writer.close()
+
+
+@pytest.mark.parametrize(
+    "bad", [struct.pack(">I", 10**6), struct.pack(">I", 3) + b"abc"], ids=["oversized", "short"]
+)
+async def test_broken_framing_closes_only_that_connection(
+    server: tuple[BrokerServer, int], bad: bytes
+) -> None:
+    _, port = server
+    async with BrokerConnection("127.0.0.1", port) as bystander:
+        reader, writer = await _raw(port)
+        writer.write(bad)
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by the broker
+        writer.close()
+        response = await bystander.request(ApiKey.METADATA, MetadataRequest(topics=["still"]))
+        assert response.cluster_id == "still"
+
+
+async def test_silent_and_vanishing_clients_do_not_disturb_others(
+    server: tuple[BrokerServer, int],
+) -> None:
+    _, port = server
+    silent = [await _raw(port) for _ in range(20)]  # connect and send nothing
+    _, vanishing = await _raw(port)
+    frame = b"".join(bytes(p) for p in encode_request(ApiKey.METADATA, 0, 1, MetadataRequest()))
+    vanishing.write(frame[: len(frame) // 2])  # half a request, then gone
+    await vanishing.drain()
+    vanishing.close()
+    async with BrokerConnection("127.0.0.1", port) as conn:
+        assert (
+            await conn.request(ApiKey.METADATA, MetadataRequest(topics=["a"]))
+        ).cluster_id == "a"
+    for _, writer in silent:
+        writer.close()
+
+
+async def test_a_wrong_address_is_a_clear_retriable_error() -> None:
+    with pytest.raises(
+        NetworkError, match=r"cannot connect to broker 127.0.0.1:1 .*--bootstrap-server"
+    ) as info:
+        await BrokerConnection("127.0.0.1", 1).connect(timeout_s=2)
+    assert info.value.retriable
+
+
+async def test_stop_answers_requests_in_flight_first() -> None:
+    srv = BrokerServer({ApiKey.METADATA: metadata})
+    port = await srv.start()
+    conn = BrokerConnection("127.0.0.1", port)
+    await conn.connect()
+    pending = asyncio.ensure_future(conn.request(ApiKey.METADATA, MetadataRequest(topics=["slow"])))
+    await asyncio.sleep(0.01)  # the request is at the broker, its handler is running
+    await srv.stop()
+    assert (await pending).cluster_id == "slow"
+    with pytest.raises(NetworkError):
+        await conn.request(ApiKey.METADATA, MetadataRequest())
+    conn.close()
+
+
+def test_frame_decoder_matches_what_the_server_reads() -> None:
+    # the client's frames are what the server's decoder expects (one shared definition)
+    frame = b"".join(bytes(p) for p in encode_request(ApiKey.METADATA, 0, 5, MetadataRequest()))
+    (payload,) = FrameDecoder().feed(frame)
+    assert struct.unpack_from(">HHi", payload) == (3, 0, 5)
