@@ -1,0 +1,1 @@
+"""The controller: election, broker liveness, leader election, topic lifecycle."""

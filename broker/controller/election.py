@@ -1,0 +1,155 @@
+"""Controller election through the ephemeral ``/controller`` znode, as Kafka does with ZK.
+
+Every broker runs an election. Whoever creates ``/controller`` (ephemeral: it dies with
+its session) is the controller, and bumps ``/controller_epoch`` with compare-and-set; the
+epoch fences requests from an older controller. The others watch ``/controller`` and try
+again when it disappears. A controller whose session is lost resigns at once (it can no
+longer prove it is the controller) and runs for election again on the new session.
+
+Concurrency: watches and session changes only put a wake-up into one queue; one task
+drains it and does all ZooKeeper work, so elections never interleave.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+
+import structlog
+
+from broker.zk import (
+    NodeExists,
+    NoNode,
+    SessionState,
+    VersionConflict,
+    ZkBridge,
+    ZkError,
+    controller_from_json,
+    controller_json,
+    paths,
+)
+
+__all__ = ["ControllerElection"]
+
+OnElected = Callable[[int], Awaitable[None]]
+OnResigned = Callable[[], Awaitable[None]]
+
+_RETRY_S = 0.5
+
+
+class ControllerElection:
+    """Runs this broker's candidacy; ``on_elected(epoch)`` / ``on_resigned()`` tell the rest."""
+
+    def __init__(
+        self, zk: ZkBridge, broker_id: int, on_elected: OnElected, on_resigned: OnResigned
+    ) -> None:
+        self._zk = zk
+        self.broker_id = broker_id
+        self._on_elected = on_elected
+        self._on_resigned = on_resigned
+        self.controller_id = -1
+        self.epoch = -1
+        self._events: asyncio.Queue[str] = asyncio.Queue(maxsize=16)
+        self._task: asyncio.Task[None] | None = None
+        self._log = structlog.get_logger("headwater.controller").bind(broker_id=broker_id)
+
+    @property
+    def is_controller(self) -> bool:
+        return self.controller_id == self.broker_id
+
+    async def start(self) -> None:
+        self._zk.on_state_change(self._on_state)
+        self._task = asyncio.get_running_loop().create_task(self._run())
+        self._enqueue("check")
+
+    async def stop(self) -> None:
+        """Stop running; a controller gives up ``/controller`` so another takes over now."""
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+        if self.is_controller:
+            with contextlib.suppress(ZkError):  # it goes with our session anyway
+                await self._zk.delete(paths.CONTROLLER)
+            await self._resign()
+
+    def _enqueue(self, event: str) -> None:
+        if not self._events.full():  # a pending "check" already covers a new one
+            self._events.put_nowait(event)
+
+    def _on_state(self, state: str) -> None:
+        # SUSPENDED: the session may yet live (and /controller with it): wait and see.
+        if state == SessionState.LOST:
+            self._enqueue("resign")
+        elif state == SessionState.CONNECTED:
+            self._enqueue("check")
+
+    def _on_watch(self, event: object) -> None:
+        self._enqueue("check")
+
+    async def _run(self) -> None:
+        while True:
+            event = await self._events.get()
+            if event == "resign":
+                if self.is_controller:
+                    self._log.warning("controller.resigning", reason="ZooKeeper session in doubt")
+                    await self._resign()
+                continue
+            while True:
+                try:
+                    await self._check()
+                    break
+                except ZkError as exc:
+                    self._log.info("controller.election_retry", error=str(exc))
+                    await asyncio.sleep(_RETRY_S)
+
+    async def _check(self) -> None:
+        """Become controller if there is none; otherwise learn who it is and watch it."""
+        try:
+            await self._zk.create(
+                paths.CONTROLLER,
+                controller_json(self.broker_id, time.time_ns() // 1_000_000),
+                ephemeral=True,
+            )
+        except NodeExists:
+            try:
+                data, stat = await self._zk.get(paths.CONTROLLER, watch=self._on_watch)
+            except NoNode:
+                self._enqueue("check")  # it vanished between the two calls
+                return
+            current = controller_from_json(data)
+            if current == self.broker_id and stat.ephemeralOwner != self._zk.session_id:
+                return  # left by our expired session: ZooKeeper removes it, the watch fires
+            if current != self.broker_id and self.is_controller:
+                await self._resign()
+            self.controller_id = current
+            return
+        self.epoch = await self._bump_epoch()
+        self.controller_id = self.broker_id
+        await self._zk.exists(paths.CONTROLLER, watch=self._on_watch)
+        self._log.info("controller.elected", epoch=self.epoch)
+        await self._on_elected(self.epoch)
+
+    async def _bump_epoch(self) -> int:
+        while True:
+            try:
+                data, stat = await self._zk.get(paths.CONTROLLER_EPOCH)
+            except NoNode:
+                try:
+                    await self._zk.create(paths.CONTROLLER_EPOCH, b"1")
+                    return 1
+                except NodeExists:
+                    continue
+            epoch = int(data) + 1
+            try:
+                await self._zk.set(
+                    paths.CONTROLLER_EPOCH, str(epoch).encode(), version=stat.version
+                )
+                return epoch
+            except VersionConflict:
+                continue  # someone else bumped it; read again
+
+    async def _resign(self) -> None:
+        self.controller_id = -1
+        await self._on_resigned()

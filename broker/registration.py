@@ -1,0 +1,136 @@
+"""A broker's membership of the cluster: the cluster id and ``/brokers/ids/<id>``.
+
+The registration znode is ephemeral: it lives exactly as long as the broker's ZooKeeper
+session, which is how the controller learns that a broker died. A broker refuses to start
+if its id is registered by another live session. After a session expiry (LOST) the old
+znode is gone with the old session, and the registrar registers again on the new one;
+the new znode's czxid is the broker's new epoch.
+
+Concurrency: one task per registrar re-registers; callbacks from the bridge only wake it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import time
+import uuid
+
+import structlog
+
+from broker.zk import (
+    BrokerRegistration,
+    NodeExists,
+    NoNode,
+    SessionState,
+    ZkBridge,
+    ZkError,
+    cluster_id_from_json,
+    cluster_id_json,
+    paths,
+)
+from protocol.errors import HeadwaterError
+
+__all__ = ["BrokerIdInUseError", "BrokerRegistrar", "get_or_create_cluster_id"]
+
+_RETRY_S = 0.5
+
+
+class BrokerIdInUseError(HeadwaterError):
+    """Another live broker holds this broker id."""
+
+
+def new_cluster_id() -> str:
+    """22 URL-safe characters from a random UUID, as Kafka makes them."""
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+async def get_or_create_cluster_id(zk: ZkBridge) -> str:
+    """The cluster's id from ``/cluster/id``, created by whichever broker gets there first."""
+    try:
+        return cluster_id_from_json((await zk.get(paths.CLUSTER_ID))[0])
+    except NoNode:
+        pass
+    with contextlib.suppress(NodeExists):  # another broker won the race: its id it is
+        await zk.create(paths.CLUSTER_ID, cluster_id_json(new_cluster_id()), makepath=True)
+    return cluster_id_from_json((await zk.get(paths.CLUSTER_ID))[0])
+
+
+class BrokerRegistrar:
+    """Keeps ``/brokers/ids/<id>`` registered for as long as it runs."""
+
+    def __init__(self, zk: ZkBridge, registration: BrokerRegistration) -> None:
+        self._zk = zk
+        self.registration = registration
+        self.epoch = -1
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._log = structlog.get_logger("headwater.registration").bind(
+            broker_id=registration.broker_id
+        )
+
+    @property
+    def path(self) -> str:
+        return paths.broker(self.registration.broker_id)
+
+    async def register(self) -> int:
+        """Register now (refusing a live duplicate), then keep registered after expiries."""
+        await self._register_once()
+        self._zk.on_state_change(self._on_state)
+        self._task = asyncio.get_running_loop().create_task(self._keep_registered())
+        return self.epoch
+
+    async def deregister(self) -> None:
+        """Remove the registration (a clean stop); the controller sees the broker leave."""
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+        with contextlib.suppress(NoNode):
+            await self._zk.delete(self.path)
+
+    async def _register_once(self) -> None:
+        payload = self.registration.to_json(time.time_ns() // 1_000_000)
+        try:
+            await self._zk.create(self.path, payload, ephemeral=True, makepath=True)
+        except NodeExists:
+            stat = await self._zk.exists(self.path)
+            if stat is None or stat.ephemeralOwner != self._zk.session_id:
+                holder = await self._holder()
+                raise BrokerIdInUseError(
+                    f"broker id {self.registration.broker_id} is already registered by a live "
+                    f"broker{holder}; stop it, or give this broker another broker.id"
+                ) from None
+        stat = await self._zk.exists(self.path)
+        self.epoch = stat.czxid if stat is not None else -1
+        self._log.info("broker.registered", epoch=self.epoch)
+
+    async def _holder(self) -> str:
+        try:
+            data, _ = await self._zk.get(self.path)
+            other = BrokerRegistration.from_json(self.registration.broker_id, data)
+            return f" at {other.host}:{other.port}"
+        except ZkError:
+            return ""
+
+    def _on_state(self, state: str) -> None:
+        if state == SessionState.LOST:
+            self._log.warning("broker.session_lost")
+        elif state == SessionState.CONNECTED:
+            self._wake.set()  # after a reconnect, make sure we are (still) registered
+
+    async def _keep_registered(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while True:
+                try:
+                    if await self._zk.exists(self.path) is None:
+                        await self._register_once()
+                    break
+                except BrokerIdInUseError:
+                    # our old session's znode may linger until ZooKeeper expires it
+                    await asyncio.sleep(_RETRY_S)
+                except ZkError as exc:
+                    self._log.info("broker.register_retry", error=str(exc))
+                    await asyncio.sleep(_RETRY_S)

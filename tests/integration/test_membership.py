@@ -1,0 +1,151 @@
+"""Cluster id, broker registration and controller election against a real ZooKeeper."""
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import pytest
+from kazoo.client import KazooClient
+
+from broker.controller.election import ControllerElection
+from broker.registration import BrokerIdInUseError, BrokerRegistrar, get_or_create_cluster_id
+from broker.zk import BrokerRegistration, ZkBridge, paths
+from client.localcluster import ZooKeeperServer
+
+
+async def wait_until(condition: Callable[[], Awaitable[bool]], timeout_s: float = 15) -> None:
+    """Wait for a condition (checked every 50 ms) or fail: never sleep-and-hope."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not await condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.05)
+
+
+async def _bridge(zookeeper: ZooKeeperServer, chroot: str) -> ZkBridge:
+    bridge = ZkBridge(f"{zookeeper.connect_string}{chroot}", session_timeout_ms=2_000)
+    await bridge.start(timeout_s=10)
+    return bridge
+
+
+def _expire(zookeeper: ZooKeeperServer, bridge: ZkBridge) -> None:
+    """Expire a session as ZooKeeper's tests do: join it from a second client, close that."""
+    assert bridge.client_id is not None
+    thief = KazooClient(hosts=zookeeper.connect_string, client_id=bridge.client_id)
+    thief.start(timeout=10)
+    thief.stop()
+    thief.close()
+
+
+@pytest.fixture
+async def chroot(zookeeper: ZooKeeperServer, zk_root: str) -> str:
+    setup = await _bridge(zookeeper, "")
+    await setup.ensure_path(zk_root)
+    await setup.stop()
+    return zk_root
+
+
+async def test_one_cluster_id_whoever_asks_first(zookeeper: ZooKeeperServer, chroot: str) -> None:
+    bridges = [await _bridge(zookeeper, chroot) for _ in range(3)]
+    ids = await asyncio.gather(*(get_or_create_cluster_id(b) for b in bridges))
+    assert len(set(ids)) == 1 and len(ids[0]) == 22
+    for b in bridges:
+        await b.stop()
+
+
+async def test_a_live_broker_id_is_refused(zookeeper: ZooKeeperServer, chroot: str) -> None:
+    first, second = await _bridge(zookeeper, chroot), await _bridge(zookeeper, chroot)
+    try:
+        registrar = BrokerRegistrar(first, BrokerRegistration(broker_id=1, host="h1", port=9))
+        assert await registrar.register() > 0
+        duplicate = BrokerRegistrar(second, BrokerRegistration(broker_id=1, host="h2", port=8))
+        with pytest.raises(
+            BrokerIdInUseError, match="broker id 1 is already registered by a live broker at h1:9"
+        ):
+            await duplicate.register()
+        await registrar.deregister()
+        assert await second.exists(paths.broker(1)) is None
+        assert await duplicate.register() > 0  # free again
+    finally:
+        await first.stop()
+        await second.stop()
+
+
+async def test_registration_survives_a_session_expiry(
+    zookeeper: ZooKeeperServer, chroot: str
+) -> None:
+    bridge, observer = await _bridge(zookeeper, chroot), await _bridge(zookeeper, chroot)
+    try:
+        registrar = BrokerRegistrar(bridge, BrokerRegistration(broker_id=4, host="h", port=1))
+        first_epoch = await registrar.register()
+        _expire(zookeeper, bridge)
+
+        async def registered_again() -> bool:
+            stat = await observer.exists(paths.broker(4))
+            return stat is not None and stat.czxid != first_epoch
+
+        await wait_until(registered_again)
+        assert registrar.epoch > first_epoch  # a new epoch for the new session
+    finally:
+        await bridge.stop()
+        await observer.stop()
+
+
+class Candidate:
+    def __init__(self, bridge: ZkBridge, broker_id: int) -> None:
+        self.bridge = bridge
+        self.elected: list[int] = []
+        self.resigned = 0
+        self.election = ControllerElection(bridge, broker_id, self._elected, self._resigned)
+
+    async def _elected(self, epoch: int) -> None:
+        self.elected.append(epoch)
+
+    async def _resigned(self) -> None:
+        self.resigned += 1
+
+
+async def test_one_controller_and_failover_with_a_higher_epoch(
+    zookeeper: ZooKeeperServer, chroot: str
+) -> None:
+    a = Candidate(await _bridge(zookeeper, chroot), 1)
+    b = Candidate(await _bridge(zookeeper, chroot), 2)
+    await a.election.start()
+
+    async def a_elected() -> bool:
+        return a.election.is_controller
+
+    await wait_until(a_elected)
+    await b.election.start()
+
+    async def b_knows_a() -> bool:
+        return b.election.controller_id == 1
+
+    await wait_until(b_knows_a)
+    assert not b.election.is_controller and b.elected == []
+    await a.bridge.stop()  # the controller's broker dies: its session, and /controller, go
+
+    async def b_elected() -> bool:
+        return b.election.is_controller
+
+    await wait_until(b_elected)
+    assert b.elected == [a.elected[0] + 1]  # fenced: the epoch moved on
+    await b.election.stop()
+    await b.bridge.stop()
+
+
+async def test_a_controller_that_loses_its_session_resigns(
+    zookeeper: ZooKeeperServer, chroot: str
+) -> None:
+    a = Candidate(await _bridge(zookeeper, chroot), 1)
+    await a.election.start()
+
+    async def elected_times(n: int) -> bool:
+        return len(a.elected) >= n
+
+    await wait_until(lambda: elected_times(1))
+    _expire(zookeeper, a.bridge)
+    await wait_until(lambda: elected_times(2))  # alone, it wins again on its new session
+    assert a.resigned == 1
+    assert a.elected[1] > a.elected[0]
+    await a.election.stop()
+    await a.bridge.stop()
