@@ -2,13 +2,56 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import signal
 import sys
 
 import click
+import structlog
+import uvloop
 
-from broker.config import ConfigError, load_config
+from broker.app import Broker
+from broker.config import BrokerConfig, ConfigError, load_config
+from protocol.errors import HeadwaterError
 
 VERSION = "0.1.0"
+
+
+def configure_logging(*, json: bool) -> None:
+    """structlog to stdout: JSON lines when not on a terminal (for machines), else pretty."""
+    renderer: structlog.typing.Processor = (
+        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
+    )
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.dict_tracebacks if json else structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        cache_logger_on_first_use=True,
+    )
+
+
+async def serve(config: BrokerConfig) -> int:
+    """Run until SIGTERM/SIGINT; returns the exit code."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    broker = Broker(config)
+    try:
+        await broker.start()
+    except (HeadwaterError, OSError) as exc:
+        click.echo(f"headwater-broker: broker {config.broker_id} cannot start: {exc}", err=True)
+        await broker.stop()
+        return 1
+    await stop.wait()
+    await broker.stop()
+    return 0
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -44,9 +87,5 @@ def main(config_file: str | None, overrides: tuple[str, ...], check: bool) -> No
             shown = ",".join(value) if isinstance(value, list) else value
             click.echo(f"{name}={shown}  # {config.sources[name]}")
         return
-    click.echo(
-        f"headwater-broker: configuration of broker {config.broker_id} is valid; the serving "
-        f"daemon arrives with issue 4, so nothing was started (use --check to inspect it).",
-        err=True,
-    )
-    sys.exit(2)
+    configure_logging(json=not sys.stdout.isatty())
+    sys.exit(uvloop.run(serve(config)))

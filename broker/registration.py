@@ -24,6 +24,7 @@ from broker.zk import (
     NodeExists,
     NoNode,
     SessionState,
+    VersionConflict,
     ZkBridge,
     ZkError,
     cluster_id_from_json,
@@ -82,12 +83,19 @@ class BrokerRegistrar:
         return self.epoch
 
     async def deregister(self) -> None:
-        """Remove the registration (a clean stop); the controller sees the broker leave."""
+        """Remove our registration (a clean stop); the controller sees the broker leave.
+
+        Only a znode of our own session is removed: after a refused start the znode is
+        the other, live broker's.
+        """
         if self._task is not None:
             self._task.cancel()
             self._task = None
-        with contextlib.suppress(NoNode):
-            await self._zk.delete(self.path)
+        stat = await self._zk.exists(self.path)
+        if stat is None or stat.ephemeralOwner != self._zk.session_id:
+            return
+        with contextlib.suppress(NoNode, VersionConflict):
+            await self._zk.delete(self.path, version=stat.version)
 
     async def _register_once(self) -> None:
         payload = self.registration.to_json(time.time_ns() // 1_000_000)

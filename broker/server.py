@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import typing
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -73,8 +74,8 @@ class _Connection(asyncio.BufferedProtocol):
     # asyncio.BufferedProtocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses, but behave as one
+        self._transport = typing.cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         self._log = _log.bind(peer=f"{peer[0]}:{peer[1]}" if peer else "?")
         self._server.connections.add(self)

@@ -14,17 +14,25 @@ not enough.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 from protocol.errors import HeadwaterError
 
-__all__ = ["ZooKeeperError", "ZooKeeperServer", "free_port"]
+__all__ = [
+    "BrokerProcess",
+    "BrokerStartError",
+    "ZooKeeperError",
+    "ZooKeeperServer",
+    "free_port",
+]
 
 ZOOKEEPER_JARS = (
     "/usr/share/java/zookeeper.jar",
@@ -43,6 +51,18 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _terminate(process: subprocess.Popen[bytes], timeout_s: float) -> int:
+    """SIGTERM, SIGKILL if it is still there after ``timeout_s``; returns the exit code."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode
 
 
 def _port_is_free(port: int) -> bool:
@@ -121,14 +141,8 @@ class ZooKeeperServer:
     def stop(self, timeout_s: float = 10.0) -> None:
         """SIGTERM, then SIGKILL after ``timeout_s``; only our own process."""
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        if process is not None:
+            _terminate(process, timeout_s)
 
     def __enter__(self) -> ZooKeeperServer:
         self.start()
@@ -193,3 +207,120 @@ class ZooKeeperServer:
                     return self.process.poll() is None
             time.sleep(0.05)  # a synchronous start-up poll, never on an event loop
         return False
+
+
+class BrokerProcess:
+    """One ``headwater-broker`` process on loopback, its files under ``directory``.
+
+    Ready when it logs ``broker.ready`` (with its bound port); never by sleeping.
+    """
+
+    def __init__(
+        self,
+        broker_id: int,
+        directory: Path | str,
+        zookeeper_connect: str,
+        *,
+        settings: dict[str, str] | None = None,
+        python: str = sys.executable,
+    ) -> None:
+        self.broker_id = broker_id
+        self.directory = Path(directory)
+        self.zookeeper_connect = zookeeper_connect
+        self.settings = settings or {}
+        self.python = python
+        self.process: subprocess.Popen[bytes] | None = None
+        self.port = -1
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    @property
+    def log_path(self) -> Path:
+        return self.directory / "broker.log"
+
+    @property
+    def stderr_path(self) -> Path:
+        return self.directory / "broker.stderr"
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 30.0) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        settings = {
+            "broker.id": str(self.broker_id),
+            "listeners": "PLAINTEXT://127.0.0.1:0",
+            "zookeeper.connect": self.zookeeper_connect,
+            "log.dirs": str(self.directory / "data"),
+            **self.settings,
+        }
+        args = [self.python, "-m", "broker"]
+        for name, value in settings.items():
+            args += ["--set", f"{name}={value}"]
+        with self.log_path.open("ab") as out, self.stderr_path.open("ab") as err:
+            self.process = subprocess.Popen(
+                args, stdout=out, stderr=err, stdin=subprocess.DEVNULL, start_new_session=True
+            )
+        self.port = self._wait_ready(timeout_s)
+
+    def _wait_ready(self, timeout_s: float) -> int:
+        deadline = time.monotonic() + timeout_s
+        seen = 0
+        while time.monotonic() < deadline:
+            text = self.log_path.read_text(errors="replace")
+            for line in text[seen:].splitlines(keepends=True):
+                if not line.endswith("\n"):
+                    break
+                seen += len(line)
+                event = _json_line(line)
+                if event.get("event") == "broker.ready":
+                    return int(str(event["port"]))
+            assert self.process is not None
+            if self.process.poll() is not None:
+                reason = self.stderr_path.read_text(errors="replace").strip().splitlines()
+                raise BrokerStartError(
+                    reason[-1] if reason else f"broker {self.broker_id} exited at start",
+                    self.process.returncode,
+                )
+            time.sleep(0.05)  # a synchronous start-up poll, never on an event loop
+        self.kill()
+        raise BrokerStartError(f"broker {self.broker_id} not ready in {timeout_s:.0f} s", -1)
+
+    def stop(self, timeout_s: float = 30.0) -> int:
+        """SIGTERM (a clean stop) and wait; returns the exit code."""
+        process, self.process = self.process, None
+        return 0 if process is None else _terminate(process, timeout_s)
+
+    def kill(self) -> None:
+        """SIGKILL: the crash case."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+    def pause(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
+
+class BrokerStartError(HeadwaterError):
+    """A broker process exited or never became ready; ``returncode`` says how."""
+
+    def __init__(self, message: str, returncode: int) -> None:
+        super().__init__(message)
+        self.returncode = returncode
+
+
+def _json_line(line: str) -> dict[str, object]:
+    try:
+        value = json.loads(line)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}

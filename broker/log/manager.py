@@ -23,7 +23,7 @@ Concurrency: event loop thread only; call :meth:`LogManager.checkpoint` from the
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import structlog
@@ -63,7 +63,7 @@ class LogManager:
 
     def __init__(
         self,
-        log_dirs: list[Path | str],
+        log_dirs: Sequence[Path | str],
         *,
         broker_id: int,
         cluster_id: str,

@@ -1,9 +1,9 @@
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
+from broker.zk import ZkBridge
 from client.localcluster import ZooKeeperServer
 
 
@@ -23,5 +23,10 @@ def zk_root() -> str:
 
 
 @pytest.fixture
-def tmp(tmp_path: Path) -> Path:
-    return tmp_path
+async def chroot(zookeeper: ZooKeeperServer, zk_root: str) -> str:
+    """``zk_root`` created, for clients that use it as their ZooKeeper chroot."""
+    bridge = ZkBridge(zookeeper.connect_string)
+    await bridge.start(timeout_s=10)
+    await bridge.ensure_path(zk_root)
+    await bridge.stop()
+    return zk_root

@@ -1,0 +1,125 @@
+"""Real broker processes on a real ZooKeeper: registration, controller failover, clean stop."""
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kazoo.client import KazooClient
+
+from client.connection import BrokerConnection
+from client.localcluster import BrokerProcess, BrokerStartError, ZooKeeperServer
+from protocol.apis import ApiKey, MetadataRequest, MetadataResponse
+from protocol.errors import UnknownTopicOrPartitionError
+
+FAST = {"zookeeper.session.timeout.ms": "2000"}
+
+
+@pytest.fixture
+def brokers(
+    zookeeper: ZooKeeperServer, chroot: str, tmp_path: Path
+) -> Iterator[list[BrokerProcess]]:
+    started: list[BrokerProcess] = []
+    for broker_id in (1, 2, 3):
+        broker = BrokerProcess(
+            broker_id, tmp_path / f"b{broker_id}", zookeeper.connect_string + chroot, settings=FAST
+        )
+        broker.start()
+        started.append(broker)
+    yield started
+    for broker in started:
+        broker.kill()  # only the processes this test started, by pid
+
+
+async def _metadata(broker: BrokerProcess, topics: list[str] | None = None) -> MetadataResponse:
+    async with BrokerConnection("127.0.0.1", broker.port) as conn:
+        response: MetadataResponse = await conn.request(
+            ApiKey.METADATA, MetadataRequest(topics=topics)
+        )
+        return response
+
+
+async def _until(broker: BrokerProcess, check: object, timeout_s: float = 20) -> MetadataResponse:
+    """Ask ``broker`` for metadata until ``check(response)`` holds."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        response = await _metadata(broker)
+        if check(response):  # type: ignore[operator]
+            return response
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"never reached: last metadata {response}")
+        await asyncio.sleep(0.1)
+
+
+async def test_three_brokers_one_controller_and_failover(brokers: list[BrokerProcess]) -> None:
+    ids = {1, 2, 3}
+    first = await _until(
+        brokers[0], lambda m: {b.node_id for b in m.brokers} == ids and m.controller_id in ids
+    )
+    assert {(b.node_id, b.port) for b in first.brokers} == {(b.broker_id, b.port) for b in brokers}
+    assert first.cluster_id and len(first.cluster_id) == 22
+    for other in brokers[1:]:  # every broker tells the same story
+        same = await _until(other, lambda m: m.controller_id == first.controller_id)
+        assert same.cluster_id == first.cluster_id
+    controller = next(b for b in brokers if b.broker_id == first.controller_id)
+    survivor = next(b for b in brokers if b is not controller)
+    controller.kill()  # kill -9: its ZooKeeper session lapses after the session timeout
+    after = await _until(
+        survivor,
+        lambda m: (
+            m.controller_id in ids - {controller.broker_id}
+            and {b.node_id for b in m.brokers} == ids - {controller.broker_id}
+        ),
+    )
+    assert after.controller_id != controller.broker_id
+    topic = (await _metadata(survivor, ["nope"])).topics[0]
+    assert topic.error_code == UnknownTopicOrPartitionError.code
+
+
+async def test_sigterm_is_a_clean_stop(
+    zookeeper: ZooKeeperServer, chroot: str, tmp_path: Path
+) -> None:
+    broker = BrokerProcess(7, tmp_path / "b7", zookeeper.connect_string + chroot, settings=FAST)
+    broker.start()
+    zk = KazooClient(hosts=zookeeper.connect_string + chroot)
+    zk.start(timeout=10)
+    try:
+        assert zk.exists("/brokers/ids/7") is not None
+        assert broker.stop() == 0
+        assert zk.exists("/brokers/ids/7") is None  # deregistered, not left to expire
+        assert (tmp_path / "b7" / "data" / ".clean_shutdown").exists()
+        assert "broker.stopped" in broker.log_path.read_text()
+    finally:
+        zk.stop()
+        zk.close()
+
+
+async def test_a_live_broker_id_is_refused_in_one_line(
+    zookeeper: ZooKeeperServer, chroot: str, tmp_path: Path
+) -> None:
+    first = BrokerProcess(5, tmp_path / "a", zookeeper.connect_string + chroot, settings=FAST)
+    first.start()
+    try:
+        second = BrokerProcess(5, tmp_path / "b", zookeeper.connect_string + chroot, settings=FAST)
+        with pytest.raises(BrokerStartError) as info:
+            second.start()
+        assert info.value.returncode == 1
+        assert str(info.value) == (
+            f"headwater-broker: broker 5 cannot start: broker id 5 is already registered by a "
+            f"live broker at 127.0.0.1:{first.port}; stop it, or give this broker another "
+            f"broker.id"
+        )
+        assert (await _metadata(first)).brokers[0].node_id == 5  # the first one is unharmed
+    finally:
+        first.kill()
+
+
+async def test_no_zookeeper_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    broker = BrokerProcess(
+        1, tmp_path, "127.0.0.1:1", settings={"zookeeper.connection.timeout.ms": "1000"}
+    )
+    with pytest.raises(
+        BrokerStartError, match=r"cannot connect to ZooKeeper at 127\.0\.0\.1:1"
+    ) as info:
+        broker.start()
+    assert info.value.returncode == 1
