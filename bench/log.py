@@ -50,7 +50,7 @@ def _log_read(log: Log) -> tuple[float, int]:
     offset, read_bytes = 0, 0
     while (data := log.read(offset, 1024 * 1024)) is not None:
         read_bytes += len(data.read())
-        offset = _next(log, data)
+        offset = _next(data)
     return time.perf_counter() - start, read_bytes
 
 
@@ -79,7 +79,7 @@ def run(directory: Path, rounds: int = 2) -> list[tuple[str, float, float]]:
     ]
 
 
-def _next(log: Log, data: FetchData) -> int:
+def _next(data: FetchData) -> int:
     last = None
     for header in data.segment.headers(data.position, data.position + data.size):
         last = header

@@ -122,13 +122,14 @@ class BrokerConnection:
             raise NetworkError(f"connection to {self.host}:{self.port} is closed") from self._closed
         correlation_id = next(self._ids) & 0x7FFFFFFF
         parts = encode_request(api.key, version, correlation_id, request)
+        if not expect_response:
+            self._writer.writelines(parts)
+            await self._writer.drain()
+            return None
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        if expect_response:
-            self._in_flight.append(_InFlight(correlation_id, api, version, future))
+        self._in_flight.append(_InFlight(correlation_id, api, version, future))
         self._writer.writelines(parts)
         await self._writer.drain()
-        if not expect_response:
-            return None
         try:
             response = await asyncio.wait_for(future, self.request_timeout_ms / 1000)
         except TimeoutError:

@@ -142,10 +142,6 @@ class OffsetIndex(_Index):
 
     entry = struct.Struct(">II")
 
-    @property
-    def last_offset(self) -> int:
-        return self.base_offset + self._get(self.entries - 1)[0] if self.entries else -1
-
     def append(self, offset: int, position: int) -> None:
         relative = offset - self.base_offset
         assert 0 <= relative < 2**32 and position < 2**32

@@ -27,7 +27,6 @@ Layout (Kafka's DefaultRecordBatch, big-endian), 61 bytes::
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
 from typing import NamedTuple
 
 from crc32c import crc32c
@@ -222,7 +221,3 @@ def set_partition_leader_epoch(
 ) -> None:
     """Stamp the leader epoch into the batch (outside the CRC, so no recomputation)."""
     _INT32.pack_into(buf, header.position + LEADER_EPOCH_POS, epoch)
-
-
-def total_size(headers: Sequence[BatchHeader]) -> int:
-    return sum(h.size for h in headers)

@@ -210,14 +210,25 @@ async def test_a_wrong_address_is_a_clear_retriable_error() -> None:
 
 
 async def test_stop_answers_requests_in_flight_first() -> None:
-    srv = BrokerServer({ApiKey.METADATA: metadata})
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def held(header: RequestHeader, request: MetadataRequest) -> MetadataResponse:
+        started.set()
+        await release.wait()
+        return MetadataResponse(cluster_id="answered")
+
+    srv = BrokerServer({ApiKey.METADATA: held})
     port = await srv.start()
     conn = BrokerConnection("127.0.0.1", port)
     await conn.connect()
-    pending = asyncio.ensure_future(conn.request(ApiKey.METADATA, MetadataRequest(topics=["slow"])))
-    await asyncio.sleep(0.01)  # the request is at the broker, its handler is running
-    await srv.stop()
-    assert (await pending).cluster_id == "slow"
+    pending = asyncio.ensure_future(conn.request(ApiKey.METADATA, MetadataRequest()))
+    await started.wait()  # the request is at the broker, its handler is running
+    stopping = asyncio.ensure_future(srv.stop())
+    await asyncio.sleep(0)
+    assert not stopping.done()  # stop waits for the answer...
+    release.set()
+    await stopping
+    assert (await pending).cluster_id == "answered"  # ...which the client gets
     with pytest.raises(NetworkError):
         await conn.request(ApiKey.METADATA, MetadataRequest())
     conn.close()
