@@ -16,25 +16,47 @@ from typing import Any
 
 import structlog
 
+from broker.admin import TopicAdmin
 from broker.config import BrokerConfig
+from broker.controller.controller import Controller
 from broker.controller.election import ControllerElection
 from broker.log.manager import LogManager
+from broker.metadata import MetadataCache
 from broker.registration import BrokerRegistrar, get_or_create_cluster_id
+from broker.replica.manager import ReplicaManager
 from broker.server import BrokerServer
-from broker.zk import BrokerRegistration, NoNode, ZkBridge, ZkError, paths
+from broker.zk import BrokerRegistration, ZkBridge, ZkError
 from protocol.apis import (
     ApiKey,
+    CreateTopicsRequest,
+    DeleteTopicsRequest,
+    DescribeConfigsRequest,
+    FetchRequest,
+    LeaderAndIsrRequest,
+    LeaderAndIsrResponse,
+    ListOffsetsRequest,
     MetadataBroker,
+    MetadataPartition,
     MetadataRequest,
     MetadataResponse,
     MetadataTopic,
+    ProduceRequest,
+    StopReplicaRequest,
+    StopReplicaResponse,
+    UpdateMetadataRequest,
+    UpdateMetadataResponse,
 )
-from protocol.errors import UnknownTopicOrPartitionError
+from protocol.errors import (
+    LeaderNotAvailableError,
+    StaleControllerEpochError,
+    UnknownTopicOrPartitionError,
+)
 from protocol.framing import RequestHeader
 
 __all__ = ["Broker"]
 
 _LISTENER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*://(?P<host>[^:/]*):(?P<port>\d+)$")
+_FLUSH_CHECK_S = 1.0
 
 
 def _host_port(listener: str) -> tuple[str, int]:
@@ -51,13 +73,17 @@ class Broker:
         self.broker_id = config.broker_id
         self.cluster_id = ""
         self.port = -1
-        self.live_brokers: dict[int, BrokerRegistration] = {}
+        self.metadata = MetadataCache()
         self._zk: ZkBridge | None = None
         self._logs: LogManager | None = None
+        self._replicas: ReplicaManager | None = None
+        self._admin: TopicAdmin | None = None
         self._server: BrokerServer | None = None
         self._registrar: BrokerRegistrar | None = None
         self._election: ControllerElection | None = None
-        self._refresh: asyncio.Task[None] | None = None
+        self._controller: Controller | None = None
+        self._controller_epoch = -1  # the newest seen: older controllers are fenced
+        self._housekeeping: asyncio.Task[None] | None = None
         self._log = structlog.get_logger("headwater.broker").bind(broker_id=self.broker_id)
 
     @property
@@ -79,10 +105,13 @@ class Broker:
             default_config=cfg.log_config(),
         )
         await asyncio.to_thread(self._logs.startup)  # recovery may read whole segments
+        self._admin = TopicAdmin(self._zk, cfg, self.metadata)
+        self._replicas = ReplicaManager(
+            self.broker_id, self._logs, self.metadata, self._admin.topic_config
+        )
         host, port = _host_port(cfg["listeners"][0])
         self._server = BrokerServer(
-            {ApiKey.METADATA: self._metadata},
-            max_frame_bytes=cfg["socket.request.max.bytes"],
+            self._handlers(), max_frame_bytes=cfg["socket.request.max.bytes"]
         )
         self.port = await self._server.start(host, port)
         adv_host, adv_port = _host_port(cfg.advertised_listeners[0])
@@ -94,79 +123,177 @@ class Broker:
             self._zk, BrokerRegistration(self.broker_id, adv_host, adv_port)
         )
         await self._registrar.register()
-        await self._refresh_brokers()
+        self._controller = Controller(self._zk, self.broker_id)
         self._election = ControllerElection(
-            self._zk, self.broker_id, self._on_elected, self._on_resigned
+            self._zk, self.broker_id, self._controller.activate, self._on_resigned
         )
         await self._election.start()
+        self._housekeeping = asyncio.get_running_loop().create_task(self._keep_house())
         self._log.info("broker.ready", host=adv_host, port=adv_port)
 
     async def stop(self) -> None:
         self._log.info("broker.stopping")
         if self._server is not None:
             await self._server.stop()
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
         if self._election is not None:
             await self._election.stop()
+        if self._controller is not None:
+            await self._controller.deactivate()
         if self._registrar is not None:
             try:
                 await self._registrar.deregister()
             except ZkError as exc:
                 self._log.warning("broker.deregister_failed", error=str(exc))
-        if self._refresh is not None:
-            self._refresh.cancel()
         if self._logs is not None:
             await asyncio.to_thread(self._logs.shutdown)
         if self._zk is not None:
             await self._zk.stop()
         self._log.info("broker.stopped")
 
-    # --- what this broker knows of the cluster --------------------------------------------
+    def _handlers(self) -> dict[ApiKey, Any]:
+        assert self._replicas is not None and self._admin is not None
+        replicas, admin = self._replicas, self._admin
 
-    def _on_brokers_changed(self, event: object) -> None:
-        if self._refresh is None or self._refresh.done():
-            self._refresh = asyncio.get_running_loop().create_task(self._refresh_brokers())
+        async def produce(header: RequestHeader, request: ProduceRequest) -> Any:
+            response = replicas.produce(request)
+            return None if request.acks == 0 else response
 
-    async def _refresh_brokers(self) -> None:
-        assert self._zk is not None
-        try:
-            ids = await self._zk.get_children(paths.BROKER_IDS, watch=self._on_brokers_changed)
-        except ZkError as exc:
-            self._log.warning("broker.refresh_failed", error=str(exc))
-            return
-        live: dict[int, BrokerRegistration] = {}
-        for name in ids:
-            try:
-                data, stat = await self._zk.get(paths.broker(int(name)))
-            except NoNode:
-                continue  # gone between the two calls
-            live[int(name)] = BrokerRegistration.from_json(int(name), data, stat)
-        self.live_brokers = live
+        async def fetch(header: RequestHeader, request: FetchRequest) -> Any:
+            return await replicas.fetch(request)
 
-    async def _on_elected(self, epoch: int) -> None:
-        self._log.info("controller.active", controller_epoch=epoch)
+        async def list_offsets(header: RequestHeader, request: ListOffsetsRequest) -> Any:
+            return replicas.list_offsets(request)
+
+        async def create_topics(header: RequestHeader, request: CreateTopicsRequest) -> Any:
+            return await admin.create_topics(request)
+
+        async def delete_topics(header: RequestHeader, request: DeleteTopicsRequest) -> Any:
+            return await admin.delete_topics(request)
+
+        async def describe_configs(header: RequestHeader, request: DescribeConfigsRequest) -> Any:
+            return await admin.describe_configs(request)
+
+        return {
+            ApiKey.PRODUCE: produce,
+            ApiKey.FETCH: fetch,
+            ApiKey.LIST_OFFSETS: list_offsets,
+            ApiKey.METADATA: self._metadata,
+            ApiKey.CREATE_TOPICS: create_topics,
+            ApiKey.DELETE_TOPICS: delete_topics,
+            ApiKey.DESCRIBE_CONFIGS: describe_configs,
+            ApiKey.LEADER_AND_ISR: self._leader_and_isr,
+            ApiKey.STOP_REPLICA: self._stop_replica,
+            ApiKey.UPDATE_METADATA: self._update_metadata,
+        }
 
     async def _on_resigned(self) -> None:
+        if self._controller is not None:
+            await self._controller.deactivate()
         self._log.info("controller.inactive")
 
-    # --- handlers ------------------------------------------------------------------------
+    async def _keep_house(self) -> None:
+        """Periodic work: flushes due by ``flush.ms``, retention every check interval."""
+        assert self._replicas is not None and self._logs is not None
+        loop = asyncio.get_running_loop()
+        retention_s = self.config["log.retention.check.interval.ms"] / 1000
+        next_retention = loop.time() + retention_s
+        while True:
+            await asyncio.sleep(_FLUSH_CHECK_S)
+            self._replicas.flush_due_logs()
+            if loop.time() >= next_retention:
+                next_retention = loop.time() + retention_s
+                for _, log in self._logs:
+                    if not log.offline:
+                        log.apply_retention()
+                        log.delete_pending()
+
+    # --- requests from the controller ---------------------------------------------------
+
+    def _fence(self, controller_epoch: int, what: str) -> None:
+        if controller_epoch < self._controller_epoch:
+            raise StaleControllerEpochError(
+                f"{what} from controller epoch {controller_epoch}; the current one is "
+                f"{self._controller_epoch}"
+            )
+        self._controller_epoch = controller_epoch
+
+    async def _leader_and_isr(self, header: RequestHeader, request: LeaderAndIsrRequest) -> Any:
+        assert self._replicas is not None
+        self._fence(request.controller_epoch, "LeaderAndIsr")
+        errors = await self._replicas.become_leader_or_follower(request.partition_states)
+        return LeaderAndIsrResponse(partition_errors=errors)
+
+    async def _stop_replica(self, header: RequestHeader, request: StopReplicaRequest) -> Any:
+        assert self._replicas is not None
+        self._fence(request.controller_epoch, "StopReplica")
+        errors = await self._replicas.stop_replicas(
+            request.partitions, delete=request.delete_partitions
+        )
+        return StopReplicaResponse(partition_errors=errors)
+
+    async def _update_metadata(self, header: RequestHeader, request: UpdateMetadataRequest) -> Any:
+        self._fence(request.controller_epoch, "UpdateMetadata")
+        self.metadata.update(request)
+        return UpdateMetadataResponse()
+
+    # --- Metadata -----------------------------------------------------------------------
 
     async def _metadata(self, header: RequestHeader, request: MetadataRequest) -> Any:
+        assert self._admin is not None
+        cache = self.metadata
+        names = sorted(cache.topics) if request.topics is None else request.topics
+        topics = []
+        for name in names:
+            partitions = cache.topics.get(name)
+            if partitions is None:
+                topics.append(await self._missing_topic(name, request.allow_auto_topic_creation))
+                continue
+            rows = []
+            for index, state in sorted(partitions.items()):
+                live = state.leader in cache.brokers
+                rows.append(
+                    MetadataPartition(
+                        error_code=0 if live else LeaderNotAvailableError.code,
+                        partition_index=index,
+                        leader_id=state.leader if live else -1,
+                        leader_epoch=state.leader_epoch,
+                        replica_nodes=list(state.replicas),
+                        isr_nodes=list(state.isr),
+                        offline_replicas=list(state.offline_replicas),
+                    )
+                )
+            internal = name.startswith("__")
+            topics.append(MetadataTopic(name=name, is_internal=internal, partitions=rows))
         brokers = [
-            MetadataBroker(node_id=b.broker_id, host=b.host, port=b.port, rack=b.rack)
-            for b in sorted(self.live_brokers.values(), key=lambda b: b.broker_id)
-        ]
-        # Topics arrive with the controller's topic lifecycle; until then none exist.
-        topics = [
-            MetadataTopic(
-                name=name,
-                error_code=UnknownTopicOrPartitionError.code,
-                error_message=f"topic {name!r} does not exist",
-            )
-            for name in request.topics or []
+            MetadataBroker(node_id=b.id, host=b.host, port=b.port, rack=b.rack)
+            for b in sorted(cache.brokers.values(), key=lambda b: b.id)
         ]
         return MetadataResponse(
             brokers=brokers,
             cluster_id=self.cluster_id,
             controller_id=self.controller_id,
             topics=topics,
+        )
+
+    async def _missing_topic(self, name: str, allow_auto_create: bool) -> MetadataTopic:
+        assert self._admin is not None
+        if (
+            allow_auto_create
+            and self.config["auto.create.topics.enable"]
+            and name not in self.metadata.deleting
+        ):
+            await self._admin.auto_create(name)
+            return MetadataTopic(
+                name=name,
+                error_code=LeaderNotAvailableError.code,
+                error_message=f"topic {name!r} is being created; ask again shortly",
+            )
+        return MetadataTopic(
+            name=name,
+            error_code=UnknownTopicOrPartitionError.code,
+            error_message=(
+                f"topic {name!r} does not exist; create it with `headwater topics create {name}`"
+            ),
         )

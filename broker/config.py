@@ -212,6 +212,20 @@ SETTINGS: tuple[Setting, ...] = (
 
 _BY_NAME = {s.name: s for s in SETTINGS}
 
+TOPIC_CONFIG_SYNONYMS = {
+    "segment.bytes": "log.segment.bytes",
+    "segment.ms": "log.roll.ms",
+    "segment.index.bytes": "log.index.size.max.bytes",
+    "index.interval.bytes": "log.index.interval.bytes",
+    "retention.ms": "log.retention.ms",
+    "retention.bytes": "log.retention.bytes",
+    "flush.messages": "log.flush.interval.messages",
+    "flush.ms": "log.flush.interval.ms",
+    "max.message.bytes": "message.max.bytes",
+    "file.delete.delay.ms": "log.segment.delete.delay.ms",
+}
+"""Topic config -> the broker setting that gives its default (Kafka's synonyms)."""
+
 
 class BrokerConfig:
     """The validated settings of one broker: ``config["log.dirs"]``."""
@@ -240,18 +254,8 @@ class BrokerConfig:
 
     def log_config(self) -> LogConfig:
         """The broker-wide defaults of topic-level log settings."""
-        v = self._values
-        return LogConfig(
-            segment_bytes=v["log.segment.bytes"],
-            segment_ms=v["log.roll.ms"],
-            segment_index_bytes=v["log.index.size.max.bytes"],
-            index_interval_bytes=v["log.index.interval.bytes"],
-            retention_ms=v["log.retention.ms"],
-            retention_bytes=v["log.retention.bytes"],
-            flush_messages=v["log.flush.interval.messages"],
-            flush_ms=v["log.flush.interval.ms"],
-            max_message_bytes=v["message.max.bytes"],
-            file_delete_delay_ms=v["log.segment.delete.delay.ms"],
+        return LogConfig.from_properties(
+            {topic: self._values[broker] for topic, broker in TOPIC_CONFIG_SYNONYMS.items()}
         )
 
 

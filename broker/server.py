@@ -15,12 +15,22 @@ exception is logged and answered as UNKNOWN_SERVER_ERROR.
 
 Handlers are ``async def handler(header, request) -> response | None``; None sends nothing
 (acks=0).
+
+Writing: a response's record data may be a :class:`~protocol.framing.FileRegion` (a range
+of a segment file). The writer waits until the transport has sent everything before it,
+then ``os.sendfile``s the range straight to the socket: the bytes never enter Python.
+uvloop has no ``loop.sendfile``, so writability is awaited on a duplicate of the socket's
+descriptor (the transport owns the original). The transport's high-water mark is zero:
+the writer never runs ahead of a slow reader by more than one response, so a client that
+stops reading costs us one response of memory, not an unbounded queue.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
+import os
 import typing
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -42,7 +52,14 @@ from protocol.errors import (
     MalformedMessageError,
     UnsupportedRequestError,
 )
-from protocol.framing import DEFAULT_MAX_FRAME_BYTES, Buffer, FrameDecoder, RequestHeader
+from protocol.framing import (
+    DEFAULT_MAX_FRAME_BYTES,
+    Buffer,
+    FileRegion,
+    FrameDecoder,
+    Part,
+    RequestHeader,
+)
 
 __all__ = ["BrokerServer", "Handler"]
 
@@ -61,7 +78,7 @@ class _Connection(asyncio.BufferedProtocol):
         self._server = server
         self._buffer = bytearray(_READ_BUFFER_BYTES)
         self._decoder = FrameDecoder(server.max_frame_bytes)
-        self._queue: collections.deque[asyncio.Future[list[Buffer] | None]] = collections.deque()
+        self._queue: collections.deque[asyncio.Future[list[Part] | None]] = collections.deque()
         self._wakeup = asyncio.Event()
         self._drained = asyncio.Event()  # set while nothing is queued
         self._drained.set()
@@ -69,6 +86,9 @@ class _Connection(asyncio.BufferedProtocol):
         self._writer: asyncio.Task[None] | None = None
         self._paused = False
         self._closed = False
+        self._drained_out = asyncio.Event()  # the transport holds nothing unsent
+        self._drained_out.set()
+        self._dup_fd = -1  # for awaiting writability around sendfile (see the module doc)
         self._log = _log
 
     # asyncio.BufferedProtocol
@@ -76,6 +96,7 @@ class _Connection(asyncio.BufferedProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, but behave as one
         self._transport = typing.cast(asyncio.Transport, transport)
+        self._transport.set_write_buffer_limits(high=0, low=0)
         peer = transport.get_extra_info("peername")
         self._log = _log.bind(peer=f"{peer[0]}:{peer[1]}" if peer else "?")
         self._server.connections.add(self)
@@ -103,6 +124,18 @@ class _Connection(asyncio.BufferedProtocol):
         self._server.connections.discard(self)
         self._wakeup.set()
         self._drained.set()
+        self._drained_out.set()
+        if self._dup_fd >= 0:
+            with contextlib.suppress(OSError, RuntimeError):
+                asyncio.get_running_loop().remove_writer(self._dup_fd)
+            os.close(self._dup_fd)
+            self._dup_fd = -1
+
+    def pause_writing(self) -> None:
+        self._drained_out.clear()
+
+    def resume_writing(self) -> None:
+        self._drained_out.set()
 
     # requests
 
@@ -128,7 +161,7 @@ class _Connection(asyncio.BufferedProtocol):
             self._transport.pause_reading()
             self._paused = True
 
-    def _unsupported(self, exc: UnsupportedRequestError) -> list[Buffer]:
+    def _unsupported(self, exc: UnsupportedRequestError) -> list[Part]:
         header: RequestHeader = exc.header
         self._log.info("request.unsupported", api_key=header.api_key, version=header.api_version)
         if header.api_key == ApiKey.API_VERSIONS:
@@ -139,9 +172,7 @@ class _Connection(asyncio.BufferedProtocol):
             return encode_response(header.correlation_id, 0, body)
         return encode_error_response(header.correlation_id, exc)
 
-    async def _handle(
-        self, header: RequestHeader, key: ApiKey, request: Any
-    ) -> list[Buffer] | None:
+    async def _handle(self, header: RequestHeader, key: ApiKey, request: Any) -> list[Part] | None:
         handler = self._server.handlers.get(key)
         try:
             if handler is None:
@@ -168,14 +199,68 @@ class _Connection(asyncio.BufferedProtocol):
             if self._closed:
                 break
             if parts is not None:
-                assert self._transport is not None
-                self._transport.writelines(parts)
+                await self._write(parts)
             if self._paused and len(self._queue) < self._server.max_in_flight // 2:
                 assert self._transport is not None
                 self._transport.resume_reading()
                 self._paused = False
         for pending in self._queue:
             pending.cancel()
+
+    async def _write(self, parts: list[Part]) -> None:
+        assert self._transport is not None
+        buffers: list[Buffer] = []
+        for part in parts:
+            if isinstance(part, FileRegion):
+                if buffers:
+                    self._transport.writelines(buffers)
+                    buffers = []
+                if not await self._sendfile(part):
+                    return
+            else:
+                buffers.append(part)
+        if buffers:
+            self._transport.writelines(buffers)
+        await self._drained_out.wait()  # backpressure: one response ahead of the reader
+
+    async def _sendfile(self, region: FileRegion) -> bool:
+        """Send ``region`` from its file to the socket; False if the connection is gone."""
+        assert self._transport is not None
+        loop = asyncio.get_running_loop()
+        position, remaining = region.position, region.size
+        while remaining:
+            await self._drained_out.wait()  # raw writes must not overtake buffered bytes
+            if self._closed:
+                return False
+            fd = region.fd  # re-read after every await: the segment may have been closed
+            if fd < 0:
+                self._abort("the segment was deleted while its bytes were being sent")
+                return False
+            socket_fd = self._transport.get_extra_info("socket").fileno()
+            try:
+                sent = os.sendfile(socket_fd, fd, position, remaining)
+            except BlockingIOError:
+                sent = -1
+            except OSError as exc:
+                self._abort(f"sendfile failed: {exc}")
+                return False
+            if sent == 0:  # the file is shorter than the frame promised
+                self._abort("a segment file ended before the range being sent")
+                return False
+            if sent > 0:
+                position += sent
+                remaining -= sent
+                continue
+            if self._dup_fd < 0:
+                self._dup_fd = os.dup(socket_fd)
+            writable = loop.create_future()
+            loop.add_writer(self._dup_fd, _set_once, writable)
+            try:
+                await writable
+            finally:
+                if self._dup_fd >= 0:
+                    loop.remove_writer(self._dup_fd)
+        return True
 
     async def drain(self) -> None:
         """Wait until every request received so far has been answered (or we closed)."""
@@ -191,12 +276,15 @@ class _Connection(asyncio.BufferedProtocol):
             self._transport.close()
 
 
-def _done(
-    loop: asyncio.AbstractEventLoop, parts: list[Buffer]
-) -> asyncio.Future[list[Buffer] | None]:
-    future: asyncio.Future[list[Buffer] | None] = loop.create_future()
+def _done(loop: asyncio.AbstractEventLoop, parts: list[Part]) -> asyncio.Future[list[Part] | None]:
+    future: asyncio.Future[list[Part] | None] = loop.create_future()
     future.set_result(parts)
     return future
+
+
+def _set_once(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _correlation_id(payload: memoryview) -> int:

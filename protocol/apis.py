@@ -18,6 +18,7 @@ asks for all topics.
 from __future__ import annotations
 
 import enum
+import typing
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -25,6 +26,8 @@ from typing import Any
 from protocol.errors import ApiError, UnsupportedRequestError, error_code_of
 from protocol.framing import (
     Buffer,
+    FileRegion,
+    Part,
     RequestHeader,
     frame,
     pack_response_header,
@@ -477,6 +480,111 @@ class AlterConfigsResponse(Response):
     responses: list[AlterConfigsResourceResponse] = field(default_factory=list)
 
 
+# --- controller to broker: LeaderAndIsr (4), StopReplica (5), UpdateMetadata (6) --------
+# Sent only by the controller. Every one carries the controller's epoch; a broker refuses
+# one from an older epoch with STALE_CONTROLLER_EPOCH (a deposed controller is fenced).
+
+LEADER_DURING_DELETE = -2
+"""UpdateMetadata's leader for a partition of a topic being deleted (Kafka's marker)."""
+
+
+@dataclass(slots=True, kw_only=True)
+class LeaderAndIsrPartitionState:
+    topic_name: str
+    partition_index: int
+    controller_epoch: int
+    leader: int
+    leader_epoch: int
+    isr: list[int] = field(default_factory=list)
+    partition_epoch: int = 0
+    """The partition state znode's version, for the leader's compare-and-set ISR writes."""
+    replicas: list[int] = field(default_factory=list)
+    is_new: bool = False
+
+
+@dataclass(slots=True, kw_only=True)
+class LeaderAndIsrLiveLeader:
+    broker_id: int
+    host_name: str
+    port: int
+
+
+@dataclass(slots=True, kw_only=True)
+class LeaderAndIsrRequest(Request):
+    controller_id: int
+    controller_epoch: int
+    broker_epoch: int = -1
+    partition_states: list[LeaderAndIsrPartitionState] = field(default_factory=list)
+    live_leaders: list[LeaderAndIsrLiveLeader] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class PartitionError:
+    topic_name: str
+    partition_index: int
+    error_code: int = 0
+
+
+@dataclass(slots=True, kw_only=True)
+class LeaderAndIsrResponse(Response):
+    partition_errors: list[PartitionError] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class StopReplicaPartition:
+    topic_name: str
+    partition_index: int
+
+
+@dataclass(slots=True, kw_only=True)
+class StopReplicaRequest(Request):
+    controller_id: int
+    controller_epoch: int
+    broker_epoch: int = -1
+    delete_partitions: bool = False
+    partitions: list[StopReplicaPartition] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class StopReplicaResponse(Response):
+    partition_errors: list[PartitionError] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class UpdateMetadataPartitionState:
+    topic_name: str
+    partition_index: int
+    controller_epoch: int
+    leader: int
+    leader_epoch: int
+    isr: list[int] = field(default_factory=list)
+    zk_version: int = 0
+    replicas: list[int] = field(default_factory=list)
+    offline_replicas: list[int] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class UpdateMetadataBroker:
+    id: int
+    host: str
+    port: int
+    rack: str | None = None
+
+
+@dataclass(slots=True, kw_only=True)
+class UpdateMetadataRequest(Request):
+    controller_id: int
+    controller_epoch: int
+    broker_epoch: int = -1
+    partition_states: list[UpdateMetadataPartitionState] = field(default_factory=list)
+    live_brokers: list[UpdateMetadataBroker] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class UpdateMetadataResponse(Response):
+    """Only the request-level error (STALE_CONTROLLER_EPOCH when fenced)."""
+
+
 # --- the registry ----------------------------------------------------------------------
 
 
@@ -507,6 +615,9 @@ APIS = _apis(
     Api(ApiKey.FETCH, 0, 0, FetchRequest, FetchResponse),
     Api(ApiKey.LIST_OFFSETS, 0, 0, ListOffsetsRequest, ListOffsetsResponse),
     Api(ApiKey.METADATA, 0, 0, MetadataRequest, MetadataResponse),
+    Api(ApiKey.LEADER_AND_ISR, 0, 0, LeaderAndIsrRequest, LeaderAndIsrResponse),
+    Api(ApiKey.STOP_REPLICA, 0, 0, StopReplicaRequest, StopReplicaResponse),
+    Api(ApiKey.UPDATE_METADATA, 0, 0, UpdateMetadataRequest, UpdateMetadataResponse),
     Api(ApiKey.API_VERSIONS, 0, 0, ApiVersionsRequest, ApiVersionsResponse),
     Api(ApiKey.CREATE_TOPICS, 0, 0, CreateTopicsRequest, CreateTopicsResponse),
     Api(ApiKey.DELETE_TOPICS, 0, 0, DeleteTopicsRequest, DeleteTopicsResponse),
@@ -560,8 +671,10 @@ def encode_request(
     if type(request) is not api.request:
         raise TypeError(f"{api.name} takes {api.request.__name__}, not {type(request).__name__}")
     head, raws = encode_message(request, api_version)
+    if any(isinstance(raw, FileRegion) for raw in raws):
+        raise TypeError("a request carries record bytes, not file regions (those are for fetches)")
     header = RequestHeader(api_key, api_version, correlation_id).pack()
-    return frame(header + head, raws)
+    return typing.cast(list[Buffer], frame(header + head, raws))
 
 
 def decode_request(payload: memoryview | bytes) -> tuple[RequestHeader, Api, Any]:
@@ -581,13 +694,13 @@ def decode_request(payload: memoryview | bytes) -> tuple[RequestHeader, Api, Any
     return header, api, decode_message(api.request, header.api_version, body)
 
 
-def encode_response(correlation_id: int, api_version: int, response: Response) -> list[Buffer]:
+def encode_response(correlation_id: int, api_version: int, response: Response) -> list[Part]:
     """A response frame, as buffers for ``writelines`` (record data not copied)."""
     head, raws = encode_message(response, api_version)
     return frame(pack_response_header(correlation_id) + head, raws)
 
 
-def encode_error_response(correlation_id: int, error: BaseException) -> list[Buffer]:
+def encode_error_response(correlation_id: int, error: BaseException) -> list[Part]:
     """A response saying only that the request failed: every response schema decodes it.
 
     An unexpected exception is sent as UNKNOWN_SERVER_ERROR without its details.

@@ -24,6 +24,7 @@ __all__ = [
     "LENGTH_SIZE",
     "REQUEST_HEADER_SIZE",
     "RESPONSE_HEADER_SIZE",
+    "FileRegion",
     "FrameDecoder",
     "RequestHeader",
     "frame",
@@ -45,6 +46,38 @@ RESPONSE_HEADER_SIZE = _RESPONSE_HEADER.size
 Buffer = bytes | bytearray | memoryview
 
 
+class FileRegion:
+    """A byte range of an open file that travels where a :data:`Buffer` would.
+
+    The broker answers a fetch with record bytes straight from its segment files; a frame
+    part of this type tells the writer to ``sendfile`` them instead of copying them into
+    Python. Nothing here touches the file: ``fd`` is just a number. A subclass may make
+    ``fd`` a property that turns -1 once the file is closed, so the writer can refuse to
+    send from a descriptor that might have been reused.
+    """
+
+    __slots__ = ("_fd", "position", "size")
+
+    def __init__(self, fd: int, position: int, size: int) -> None:
+        self._fd = fd
+        self.position = position
+        self.size = size
+
+    @property
+    def fd(self) -> int:
+        return self._fd
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __repr__(self) -> str:
+        return f"FileRegion(fd={self.fd}, position={self.position}, size={self.size})"
+
+
+Part = Buffer | FileRegion
+"""One piece of an outgoing frame."""
+
+
 class RequestHeader(NamedTuple):
     api_key: int
     api_version: int
@@ -54,7 +87,7 @@ class RequestHeader(NamedTuple):
         return _REQUEST_HEADER.pack(self.api_key, self.api_version, self.correlation_id)
 
 
-def frame(header: bytes, parts: Sequence[Buffer]) -> list[Buffer]:
+def frame(header: bytes, parts: Sequence[Part]) -> list[Part]:
     """Prefix ``header + parts`` with their total length; returns buffers for ``writelines``.
 
     The parts are not joined: record data stays where it is (zero copy up to the socket).

@@ -32,6 +32,7 @@ from typing import Annotated, Any, TypeVar
 import msgpack
 
 from protocol.errors import MalformedMessageError
+from protocol.framing import FileRegion
 
 __all__ = [
     "Records",
@@ -43,7 +44,8 @@ __all__ = [
 
 T = TypeVar("T")
 
-RecordData = bytes | bytearray | memoryview
+RecordData = bytes | bytearray | memoryview | FileRegion
+"""What a Records field may hold when encoding (decoding always gives a memoryview)."""
 
 
 class _RawMarker:

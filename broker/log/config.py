@@ -60,16 +60,24 @@ class LogConfig:
     @classmethod
     def from_properties(cls, props: Mapping[str, str | int]) -> LogConfig:
         """Build from Kafka-named properties (``{"segment.bytes": "1048576"}``)."""
+        return cls().with_properties(props)
+
+    def with_properties(self, props: Mapping[str, str | int]) -> LogConfig:
+        """This config with Kafka-named overrides (a topic's over the broker's defaults)."""
         kwargs = {}
         for name, value in props.items():
             field = _NAMES.get(name)
             if field is None:
-                raise ValueError(f"unknown log setting {name!r}; known: {', '.join(_NAMES)}")
+                raise ValueError(f"unknown topic config {name!r}; known: {', '.join(_NAMES)}")
             try:
                 kwargs[field] = int(value)
             except (TypeError, ValueError):
                 raise ValueError(f"{name}={value!r} is invalid: it must be an integer") from None
-        return cls(**kwargs)
+        return dataclasses.replace(self, **kwargs)
+
+    def properties(self) -> dict[str, int]:
+        """Every setting under its Kafka name."""
+        return {name: getattr(self, attr) for name, attr in _NAMES.items()}
 
     def with_overrides(self, **changes: int) -> LogConfig:
         return dataclasses.replace(self, **changes)

@@ -47,6 +47,7 @@ from protocol.errors import (
     OffsetOutOfRangeError,
     RecordListTooLargeError,
 )
+from protocol.framing import FileRegion
 from protocol.records import scan_batches
 from protocol.records.batch import LEADER_EPOCH_POS
 
@@ -86,6 +87,22 @@ class FetchData(NamedTuple):
 
     def read(self) -> bytes:
         return self.segment.read(self.position, self.size)
+
+    def region(self) -> FileRegion:
+        """The bytes as a frame part the server ``sendfile``s (see :mod:`broker.server`)."""
+        return _SegmentRegion(self.segment, self.position, self.size)
+
+
+class _SegmentRegion(FileRegion):
+    __slots__ = ("_segment",)
+
+    def __init__(self, segment: LogSegment, position: int, size: int) -> None:
+        super().__init__(-1, position, size)
+        self._segment = segment
+
+    @property
+    def fd(self) -> int:
+        return self._segment.fd  # -1 once closed or deleted
 
 
 class Log:

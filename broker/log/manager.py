@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import structlog
 
@@ -34,7 +35,11 @@ from protocol.errors import HeadwaterError, InconsistentClusterIdError
 
 __all__ = ["InconsistentBrokerIdError", "LogManager", "TopicPartition"]
 
-TopicPartition = tuple[str, int]
+
+class TopicPartition(NamedTuple):
+    topic: str
+    partition: int
+
 
 META = "meta.properties"
 RECOVERY_POINTS = "recovery-point-offset-checkpoint"
@@ -55,7 +60,7 @@ def parse_partition_dir(name: str) -> TopicPartition | None:
     topic, sep, partition = name.rpartition("-")
     if not sep or not topic or not partition.isdigit():
         return None
-    return topic, int(partition)
+    return TopicPartition(topic, int(partition))
 
 
 class LogManager:
@@ -147,10 +152,10 @@ class LogManager:
     # --- logs ---------------------------------------------------------------------------
 
     def get_log(self, topic: str, partition: int) -> Log | None:
-        return self.logs.get((topic, partition))
+        return self.logs.get(TopicPartition(topic, partition))
 
     def get_or_create_log(self, topic: str, partition: int, config: LogConfig | None = None) -> Log:
-        log = self.logs.get((topic, partition))
+        log = self.logs.get(TopicPartition(topic, partition))
         if log is None:
             directory = min(self.dirs, key=self._partitions_in)
             log = Log.open(
@@ -159,11 +164,11 @@ class LogManager:
                 clean_shutdown=True,  # a new, empty log has nothing to recover
                 clock=self._clock,
             )
-            self.logs[(topic, partition)] = log
+            self.logs[TopicPartition(topic, partition)] = log
         return log
 
     def delete_log(self, topic: str, partition: int) -> None:
-        log = self.logs.pop((topic, partition), None)
+        log = self.logs.pop(TopicPartition(topic, partition), None)
         if log is not None:
             log.delete()
             self.checkpoint()
@@ -212,7 +217,7 @@ def read_checkpoint(path: Path) -> dict[TopicPartition, int]:
         out = {}
         for line in lines[2 : 2 + count]:
             topic, partition, offset = line.split()
-            out[(topic, int(partition))] = int(offset)
+            out[TopicPartition(topic, int(partition))] = int(offset)
         if len(out) != count:
             raise ValueError(f"{count} entries announced, {len(out)} found")
         return out

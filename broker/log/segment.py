@@ -332,6 +332,7 @@ class LogSegment:
         self.offset_index.close()
         self.time_index.close()
         os.close(self.fd)
+        self.fd = -1  # a reader holding this segment must see it closed, not a reused number
 
     def rename_for_delete(self) -> None:
         """Kafka's two-step delete: rename now (readers keep their descriptors), unlink later."""
@@ -345,4 +346,5 @@ class LogSegment:
         self.offset_index.delete()
         self.time_index.delete()
         os.close(self.fd)
+        self.fd = -1
         self.log_path.unlink(missing_ok=True)

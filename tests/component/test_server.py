@@ -1,8 +1,10 @@
 """The broker's listener in-process on port 0, with the client's connection and raw sockets."""
 
 import asyncio
+import os
 import struct
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import msgpack
 import pytest
@@ -13,7 +15,10 @@ from protocol.apis import (
     APIS,
     ApiKey,
     ApiVersionsResponse,
+    FetchPartitionData,
     FetchRequest,
+    FetchResponse,
+    FetchTopicResponse,
     MetadataBroker,
     MetadataRequest,
     MetadataResponse,
@@ -28,7 +33,7 @@ from protocol.errors import (
     UnknownServerError,
     UnsupportedVersionError,
 )
-from protocol.framing import FrameDecoder, RequestHeader, parse_response_header
+from protocol.framing import FileRegion, FrameDecoder, RequestHeader, parse_response_header
 
 
 async def metadata(header: RequestHeader, request: MetadataRequest) -> MetadataResponse:
@@ -239,3 +244,64 @@ def test_frame_decoder_matches_what_the_server_reads() -> None:
     frame = b"".join(bytes(p) for p in encode_request(ApiKey.METADATA, 0, 5, MetadataRequest()))
     (payload,) = FrameDecoder().feed(frame)
     assert struct.unpack_from(">HHi", payload) == (3, 0, 5)
+
+
+class _ClosableRegion(FileRegion):
+    """A region whose file a test can 'close' under the writer (as a deleted segment)."""
+
+    __slots__ = ("closed",)
+
+    def __init__(self, fd: int, position: int, size: int) -> None:
+        super().__init__(fd, position, size)
+        self.closed = False
+
+    @property
+    def fd(self) -> int:
+        return -1 if self.closed else self._fd
+
+
+@pytest.fixture
+def segment_file(tmp_path: Path) -> Iterator[tuple[int, bytes]]:
+    data = os.urandom(24 * 1024 * 1024)  # larger than any socket buffer: sendfile must wait
+    path = tmp_path / "00000000000000000000.log"
+    path.write_bytes(data)
+    fd = os.open(path, os.O_RDONLY)
+    yield fd, data
+    os.close(fd)
+
+
+async def test_fetch_bytes_are_sent_from_the_file(segment_file: tuple[int, bytes]) -> None:
+    fd, data = segment_file
+    regions: list[_ClosableRegion] = []
+
+    async def fetch(header: RequestHeader, request: FetchRequest) -> FetchResponse:
+        region = _ClosableRegion(fd, 1000, len(data) - 2000)
+        regions.append(region)
+        part = FetchPartitionData(partition_index=0, records=region)
+        return FetchResponse(topics=[FetchTopicResponse(topic="t", partitions=[part])])
+
+    srv = BrokerServer({ApiKey.FETCH: fetch})
+    port = await srv.start()
+    try:
+        async with BrokerConnection("127.0.0.1", port) as conn:
+            request = FetchRequest(max_wait_ms=0, min_bytes=0)
+            # two pipelined: the second's header must not overtake the first's file bytes
+            first, second = await asyncio.gather(
+                conn.request(ApiKey.FETCH, request), conn.request(ApiKey.FETCH, request)
+            )
+            for response in (first, second):
+                assert bytes(response.topics[0].partitions[0].records) == data[1000:-1000]
+        # a file closed mid-send closes that connection only: the frame cannot be finished
+        reader, writer = await _raw(port)
+        writer.writelines(encode_request(ApiKey.FETCH, 0, 1, request))
+        await reader.readexactly(1024)  # the transfer has begun (the rest waits for us)
+        regions[-1].closed = True
+        with pytest.raises(asyncio.IncompleteReadError):
+            while True:
+                await asyncio.wait_for(reader.readexactly(1 << 20), 5)
+        writer.close()
+        async with BrokerConnection("127.0.0.1", port) as conn:
+            again = await conn.request(ApiKey.FETCH, request)
+            assert len(again.topics[0].partitions[0].records) == len(data) - 2000
+    finally:
+        await srv.stop()

@@ -1,10 +1,11 @@
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
 from broker.zk import ZkBridge
-from client.localcluster import ZooKeeperServer
+from client.localcluster import BrokerProcess, ZooKeeperServer
 
 
 @pytest.fixture(scope="module")
@@ -30,3 +31,64 @@ async def chroot(zookeeper: ZooKeeperServer, zk_root: str) -> str:
     await bridge.ensure_path(zk_root)
     await bridge.stop()
     return zk_root
+
+
+class Cluster:
+    """Real broker processes on the module's ZooKeeper, under the test's own chroot."""
+
+    def __init__(self, zookeeper_connect: str, directory: Path) -> None:
+        self.zookeeper_connect = zookeeper_connect
+        self.directory = directory
+        self.brokers: dict[int, BrokerProcess] = {}
+
+    @property
+    def bootstrap(self) -> str:
+        """Every running broker's address, as ``bootstrap_servers`` takes them."""
+        return ",".join(b.bootstrap for b in self.brokers.values() if b.process is not None)
+
+    def start_broker(self, broker_id: int, settings: dict[str, str] | None = None) -> BrokerProcess:
+        """Start (or restart, on the same data) broker ``broker_id``."""
+        broker = self.brokers.get(broker_id)
+        if broker is None:
+            broker = BrokerProcess(
+                broker_id,
+                self.directory / f"broker-{broker_id}",
+                self.zookeeper_connect,
+                settings={**FAST_BROKER, **(settings or {})},
+            )
+            self.brokers[broker_id] = broker
+        broker.start()
+        return broker
+
+    def kill_all(self) -> None:
+        for broker in self.brokers.values():
+            broker.kill()  # only the processes this test started, by pid
+
+
+FAST_BROKER = {"zookeeper.session.timeout.ms": "2000"}
+"""Short ZooKeeper sessions so failover tests need not wait long (DESIGN.md "ZooKeeper")."""
+
+
+@pytest.fixture
+def make_cluster(
+    zookeeper: ZooKeeperServer, chroot: str, tmp_path: Path
+) -> Iterator[Callable[..., Cluster]]:
+    """``make_cluster(brokers=3, settings={...})``: started brokers 1..N, killed afterwards."""
+    made: list[Cluster] = []
+
+    def make(brokers: int = 3, settings: dict[str, str] | None = None) -> Cluster:
+        cluster = Cluster(zookeeper.connect_string + chroot, tmp_path / f"cluster-{len(made)}")
+        made.append(cluster)
+        for broker_id in range(1, brokers + 1):
+            cluster.start_broker(broker_id, settings)
+        return cluster
+
+    yield make
+    for cluster in made:
+        cluster.kill_all()
+
+
+@pytest.fixture
+def cluster(make_cluster: Callable[..., Cluster]) -> Cluster:
+    """Three real brokers."""
+    return make_cluster(3)

@@ -34,7 +34,7 @@ def brokers(
 async def _metadata(broker: BrokerProcess, topics: list[str] | None = None) -> MetadataResponse:
     async with BrokerConnection("127.0.0.1", broker.port) as conn:
         response: MetadataResponse = await conn.request(
-            ApiKey.METADATA, MetadataRequest(topics=topics)
+            ApiKey.METADATA, MetadataRequest(topics=topics, allow_auto_topic_creation=False)
         )
         return response
 

@@ -249,7 +249,7 @@ def test_config_is_validated_with_kafkas_names() -> None:
     with pytest.raises(ValueError, match=r"retention.ms=-2 is invalid: it must be -1"):
         LogConfig(retention_ms=-2)
     assert LogConfig.from_properties({"segment.bytes": "1048576"}).segment_bytes == 1048576
-    with pytest.raises(ValueError, match=r"unknown log setting 'segment\.size'"):
+    with pytest.raises(ValueError, match=r"unknown topic config 'segment\.size'"):
         LogConfig.from_properties({"segment.size": 1})
     with pytest.raises(ValueError, match="must be an integer"):
         LogConfig.from_properties({"retention.ms": "a week"})

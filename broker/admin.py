@@ -1,0 +1,364 @@
+"""Admin requests any broker serves: CreateTopics, DeleteTopics, DescribeConfigs, auto-create.
+
+As Kafka's ZooKeeper-mode AdminManager: the broker validates, then writes the request
+into ZooKeeper (a topic's config, then its replica assignment; or a deletion marker under
+``/admin/delete_topics``) and the controller does the rest. Creating the assignment znode
+is atomic, so two brokers racing to create one topic cannot both succeed. The request then
+waits, up to its timeout, until this broker's metadata shows the result, so a client that
+creates a topic can produce to it at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+
+import structlog
+
+from broker.config import TOPIC_CONFIG_SYNONYMS, BrokerConfig
+from broker.controller.assignment import assign_replicas
+from broker.log import LogConfig
+from broker.metadata import MetadataCache
+from broker.zk import (
+    NodeExists,
+    NoNode,
+    TopicAssignment,
+    ZkBridge,
+    paths,
+    topic_config_from_json,
+    topic_config_json,
+)
+from protocol.apis import (
+    ConfigResourceType,
+    ConfigSource,
+    CreatableTopic,
+    CreatableTopicResult,
+    CreateTopicsRequest,
+    CreateTopicsResponse,
+    DeletableTopicResult,
+    DeleteTopicsRequest,
+    DeleteTopicsResponse,
+    DescribeConfigsEntry,
+    DescribeConfigsRequest,
+    DescribeConfigsResource,
+    DescribeConfigsResponse,
+    DescribeConfigsResult,
+    DescribeConfigsSynonym,
+)
+from protocol.errors import (
+    ApiError,
+    InvalidConfigError,
+    InvalidReplicaAssignmentError,
+    InvalidReplicationFactorError,
+    InvalidRequestError,
+    InvalidTopicError,
+    RequestTimedOutError,
+    TopicAlreadyExistsError,
+    TopicDeletionDisabledError,
+    UnknownTopicOrPartitionError,
+)
+
+__all__ = ["TopicAdmin", "validate_topic_name"]
+
+_LEGAL = re.compile(r"^[a-zA-Z0-9._-]+$")
+_MAX_NAME = 249
+MAX_REPLICATION_FACTOR = 1
+"""Until followers replicate (issue 5), a partition lives on one broker."""
+
+
+def validate_topic_name(name: str) -> None:
+    """Kafka's rules for topic names, or :class:`InvalidTopicError`."""
+    if name in ("", ".", ".."):
+        raise InvalidTopicError(f"{name!r} is not a valid topic name")
+    if len(name) > _MAX_NAME:
+        raise InvalidTopicError(f"a topic name has at most {_MAX_NAME} characters ({len(name)})")
+    if not _LEGAL.match(name):
+        raise InvalidTopicError(
+            f"topic name {name!r} may only contain letters, digits, '.', '_' and '-'"
+        )
+
+
+class TopicAdmin:
+    def __init__(self, zk: ZkBridge, config: BrokerConfig, metadata: MetadataCache) -> None:
+        self._zk = zk
+        self._config = config
+        self._metadata = metadata
+        self._log = structlog.get_logger("headwater.admin").bind(broker_id=config.broker_id)
+
+    # --- create -------------------------------------------------------------------------
+
+    async def create_topics(self, request: CreateTopicsRequest) -> CreateTopicsResponse:
+        results = await asyncio.gather(
+            *(self._create(t, request.validate_only) for t in request.topics)
+        )
+        created = [t.name for t, r in zip(request.topics, results, strict=True) if not r.error_code]
+        timeout_s = max(request.timeout_ms, 0) / 1000
+        if created and not request.validate_only and timeout_s > 0:
+            ready = await self._metadata.wait_for(
+                lambda: all(self._metadata.has_leaders(t) for t in created), timeout_s
+            )
+            if not ready:
+                for r in results:
+                    if r.name in created and not self._metadata.has_leaders(r.name):
+                        r.error_code = RequestTimedOutError.code
+                        r.error_message = (
+                            f"topic {r.name!r} was created but its leaders were not known within "
+                            f"{request.timeout_ms} ms; it will be usable shortly"
+                        )
+        return CreateTopicsResponse(topics=list(results))
+
+    async def _create(self, topic: CreatableTopic, validate_only: bool) -> CreatableTopicResult:
+        try:
+            assignment, configs = self._plan(topic)
+            if not validate_only:
+                await self._write_topic(topic.name, assignment, configs)
+                self._log.info(
+                    "topic.created",
+                    topic=topic.name,
+                    partitions=len(assignment),
+                    configs=configs,
+                )
+        except ApiError as exc:
+            return CreatableTopicResult(
+                name=topic.name, error_code=exc.code, error_message=exc.message
+            )
+        return CreatableTopicResult(
+            name=topic.name,
+            num_partitions=len(assignment),
+            replication_factor=len(assignment[0]),
+        )
+
+    def _plan(self, topic: CreatableTopic) -> tuple[dict[int, list[int]], dict[str, str]]:
+        """Validate ``topic``: its replica assignment and its config overrides."""
+        validate_topic_name(topic.name)
+        if topic.name in self._metadata.topics:
+            raise TopicAlreadyExistsError(f"topic {topic.name!r} already exists")
+        configs = {c.name: c.value for c in topic.configs if c.value is not None}
+        try:
+            LogConfig().with_properties(configs)
+        except ValueError as exc:
+            raise InvalidConfigError(f"topic {topic.name!r}: {exc}") from None
+        brokers = sorted(self._metadata.brokers)
+        if topic.assignments:
+            if topic.num_partitions != -1 or topic.replication_factor != -1:
+                raise InvalidRequestError(
+                    "give either manual replica assignments or partitions and replication "
+                    "factor, not both"
+                )
+            assignment = {a.partition_index: list(a.broker_ids) for a in topic.assignments}
+            self._check_assignment(topic.name, assignment, brokers)
+        else:
+            partitions = topic.num_partitions
+            if partitions == -1:
+                partitions = self._config["num.partitions"]
+            factor = topic.replication_factor
+            if factor == -1:
+                factor = self._config["default.replication.factor"]
+            _check_factor(factor)
+            assignment = assign_replicas(brokers, partitions, factor)
+        return assignment, configs
+
+    def _check_assignment(
+        self, topic: str, assignment: dict[int, list[int]], brokers: list[int]
+    ) -> None:
+        if sorted(assignment) != list(range(len(assignment))):
+            raise InvalidReplicaAssignmentError(
+                f"topic {topic!r}: partitions must be numbered 0..n-1, got {sorted(assignment)}"
+            )
+        sizes = {len(r) for r in assignment.values()}
+        if len(sizes) != 1:
+            raise InvalidReplicaAssignmentError(
+                f"topic {topic!r}: every partition needs the same number of replicas"
+            )
+        _check_factor(sizes.pop())
+        for partition, replicas in assignment.items():
+            if len(set(replicas)) != len(replicas):
+                raise InvalidReplicaAssignmentError(
+                    f"topic {topic!r} partition {partition}: a broker is listed twice"
+                )
+            unknown = [b for b in replicas if b not in brokers]
+            if unknown:
+                raise InvalidReplicaAssignmentError(
+                    f"topic {topic!r} partition {partition}: no live broker {unknown}"
+                )
+
+    async def _write_topic(
+        self, topic: str, assignment: dict[int, list[int]], configs: dict[str, str]
+    ) -> None:
+        # config first: the controller, seeing the assignment, may start the logs at once
+        path = paths.topic_config(topic)
+        try:
+            await self._zk.create(path, topic_config_json(configs), makepath=True)
+        except NodeExists:
+            await self._zk.set(path, topic_config_json(configs))
+        try:
+            await self._zk.create(
+                paths.topic(topic), TopicAssignment(topic, assignment).to_json(), makepath=True
+            )
+        except NodeExists:
+            marked = await self._zk.exists(paths.delete_topic(topic))
+            detail = " and is being deleted; try again shortly" if marked else ""
+            raise TopicAlreadyExistsError(f"topic {topic!r} already exists{detail}") from None
+
+    async def auto_create(self, topic: str) -> None:
+        """Create ``topic`` with the broker's defaults (a Metadata request asked for it)."""
+        request = CreatableTopic(name=topic)
+        result = await self._create(request, validate_only=False)
+        if result.error_code and result.error_code != TopicAlreadyExistsError.code:
+            self._log.info("topic.auto_create_failed", topic=topic, error=result.error_message)
+
+    # --- delete -------------------------------------------------------------------------
+
+    async def delete_topics(self, request: DeleteTopicsRequest) -> DeleteTopicsResponse:
+        results = await asyncio.gather(*(self._delete(t) for t in request.topic_names))
+        marked = [r.name for r in results if not r.error_code]
+        timeout_s = max(request.timeout_ms, 0) / 1000
+        if marked and timeout_s > 0:
+            deadline = asyncio.get_running_loop().time() + timeout_s
+            for r in results:
+                if r.name in marked and not await self._until_gone(r.name, deadline):
+                    r.error_code = RequestTimedOutError.code
+                    r.error_message = (
+                        f"topic {r.name!r} is marked for deletion but not gone within "
+                        f"{request.timeout_ms} ms (a replica's broker may be down: it is "
+                        "deleted when that broker returns)"
+                    )
+        return DeleteTopicsResponse(responses=list(results))
+
+    async def _delete(self, topic: str) -> DeletableTopicResult:
+        try:
+            if not self._config["delete.topic.enable"]:
+                raise TopicDeletionDisabledError(
+                    "topic deletion is disabled on this cluster (delete.topic.enable=false)"
+                )
+            if await self._zk.exists(paths.topic(topic)) is None:
+                raise UnknownTopicOrPartitionError(f"topic {topic!r} does not exist")
+            with contextlib.suppress(NodeExists):  # deleting twice is deleting once
+                await self._zk.create(paths.delete_topic(topic), makepath=True)
+            self._log.info("topic.delete_requested", topic=topic)
+        except ApiError as exc:
+            return DeletableTopicResult(name=topic, error_code=exc.code, error_message=exc.message)
+        return DeletableTopicResult(name=topic)
+
+    async def _until_gone(self, topic: str, deadline: float) -> bool:
+        """Wait until the topic's znode is gone (the controller finished deleting it)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            gone: asyncio.Future[None] = loop.create_future()
+
+            def fire(event: object, gone: asyncio.Future[None] = gone) -> None:
+                if not gone.done():
+                    gone.set_result(None)
+
+            if await self._zk.exists(paths.topic(topic), watch=fire) is None:
+                return True
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            try:
+                await asyncio.wait_for(gone, remaining)
+            except TimeoutError:
+                return False
+
+    # --- configs ------------------------------------------------------------------------
+
+    async def topic_config(self, topic: str) -> LogConfig:
+        """The broker's defaults with the topic's overrides (for its logs)."""
+        return self._config.log_config().with_properties(await self._overrides(topic))
+
+    async def _overrides(self, topic: str) -> dict[str, str]:
+        try:
+            data, _ = await self._zk.get(paths.topic_config(topic))
+        except NoNode:
+            return {}
+        return topic_config_from_json(topic, data)
+
+    async def describe_configs(self, request: DescribeConfigsRequest) -> DescribeConfigsResponse:
+        results = []
+        for resource in request.resources:
+            try:
+                configs = await self._describe(resource, request.include_synonyms)
+            except ApiError as exc:
+                results.append(
+                    DescribeConfigsResult(
+                        resource_type=resource.resource_type,
+                        resource_name=resource.resource_name,
+                        error_code=exc.code,
+                        error_message=exc.message,
+                    )
+                )
+                continue
+            results.append(
+                DescribeConfigsResult(
+                    resource_type=resource.resource_type,
+                    resource_name=resource.resource_name,
+                    configs=configs,
+                )
+            )
+        return DescribeConfigsResponse(results=results)
+
+    async def _describe(
+        self, resource: DescribeConfigsResource, synonyms: bool
+    ) -> list[DescribeConfigsEntry]:
+        keys = resource.configuration_keys
+        if resource.resource_type == ConfigResourceType.TOPIC:
+            entries = await self._describe_topic(resource.resource_name, synonyms)
+        elif resource.resource_type == ConfigResourceType.BROKER:
+            if resource.resource_name not in ("", str(self._config.broker_id)):
+                raise InvalidRequestError(
+                    f"this is broker {self._config.broker_id}; ask broker "
+                    f"{resource.resource_name} for its own configs"
+                )
+            entries = [self._broker_entry(name) for name, _ in self._config.items()]
+        else:
+            raise InvalidRequestError(f"unknown config resource type {resource.resource_type}")
+        return [e for e in entries if keys is None or e.name in keys]
+
+    async def _describe_topic(self, topic: str, synonyms: bool) -> list[DescribeConfigsEntry]:
+        if await self._zk.exists(paths.topic(topic)) is None:
+            raise UnknownTopicOrPartitionError(f"topic {topic!r} does not exist")
+        overrides = await self._overrides(topic)
+        entries = []
+        for name, broker_name in TOPIC_CONFIG_SYNONYMS.items():
+            broker_entry = self._broker_entry(broker_name)
+            chain = [
+                DescribeConfigsSynonym(
+                    name=broker_name, value=broker_entry.value, source=broker_entry.config_source
+                )
+            ]
+            value: str | None
+            if name in overrides:
+                value, source = overrides[name], ConfigSource.DYNAMIC_TOPIC_CONFIG
+                chain.insert(0, DescribeConfigsSynonym(name=name, value=value, source=source.value))
+            else:
+                value, source = broker_entry.value, ConfigSource(broker_entry.config_source)
+            entries.append(
+                DescribeConfigsEntry(
+                    name=name,
+                    value=value,
+                    config_source=source.value,
+                    synonyms=chain if synonyms else [],
+                    config_type="long",
+                )
+            )
+        return entries
+
+    def _broker_entry(self, name: str) -> DescribeConfigsEntry:
+        value = self._config[name]
+        text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
+        if isinstance(value, bool):
+            text = str(value).lower()
+        default = self._config.sources.get(name, "default") == "default"
+        source = ConfigSource.DEFAULT_CONFIG if default else ConfigSource.STATIC_BROKER_CONFIG
+        return DescribeConfigsEntry(
+            name=name, value=text, read_only=True, config_source=source.value
+        )
+
+
+def _check_factor(factor: int) -> None:
+    if factor > MAX_REPLICATION_FACTOR:
+        raise InvalidReplicationFactorError(
+            f"replication factor {factor} is not available yet: this build keeps each "
+            "partition on one broker (use --replication-factor 1)"
+        )

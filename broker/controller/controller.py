@@ -1,0 +1,490 @@
+"""The active controller: topic lifecycle, leader election, and telling the brokers.
+
+Active only on the broker that won the election (:mod:`broker.controller.election`), for
+one controller epoch. As Kafka's KafkaController, every change arrives as an event on one
+queue drained by one task, so the controller's state is only ever touched by that task:
+watches (brokers, topics, topic deletions) just enqueue.
+
+What it keeps: the live brokers, every topic's replica assignment, and every partition's
+state (leader, leader epoch, ISR) with its znode version. What it does:
+
+- a new topic (its assignment znode written by any broker's CreateTopics): each partition
+  gets a state — the first live replica leads, the live replicas are the ISR — created in
+  ZooKeeper, then LeaderAndIsr to the replicas and UpdateMetadata to every broker;
+- a broker gone: each partition it led gets a new leader from the live ISR and a bumped
+  leader epoch, or, with no live ISR member, leader -1 (offline; the ISR is kept, so the
+  last in-sync replica leads again when it returns: no unclean election);
+- a broker back (or new): offline partitions it is in sync for are led again, and it gets
+  LeaderAndIsr for every partition it holds plus the full metadata;
+- a topic in ``/admin/delete_topics``: hidden from metadata at once, StopReplica with
+  delete to every replica; when every replica confirmed, its znodes go. A replica on a
+  dead broker keeps the deletion pending until the broker returns (as Kafka).
+
+Every state write is a compare-and-set on the znode version the controller read; every
+request carries the controller epoch, so brokers ignore a deposed controller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from broker.controller.channel import BrokerChannel
+from broker.zk import (
+    BrokerRegistration,
+    NodeExists,
+    NoNode,
+    PartitionState,
+    TopicAssignment,
+    VersionConflict,
+    ZkBridge,
+    ZkError,
+    paths,
+)
+from protocol.apis import (
+    LEADER_DURING_DELETE,
+    ApiKey,
+    LeaderAndIsrLiveLeader,
+    LeaderAndIsrPartitionState,
+    LeaderAndIsrRequest,
+    StopReplicaPartition,
+    StopReplicaRequest,
+    UpdateMetadataBroker,
+    UpdateMetadataPartitionState,
+    UpdateMetadataRequest,
+)
+
+__all__ = ["Controller"]
+
+_RETRY_S = 0.5
+_QUEUE_LIMIT = 1024
+
+TP = tuple[str, int]
+
+
+@dataclass(slots=True)
+class _State:
+    state: PartitionState
+    version: int
+
+
+class Controller:
+    """Start with :meth:`activate` (on election), stop with :meth:`deactivate`."""
+
+    def __init__(self, zk: ZkBridge, broker_id: int, *, request_timeout_ms: int = 30_000) -> None:
+        self._zk = zk
+        self.broker_id = broker_id
+        self._request_timeout_ms = request_timeout_ms
+        self.epoch = -1
+        self.brokers: dict[int, BrokerRegistration] = {}
+        self.assignments: dict[str, dict[int, list[int]]] = {}
+        self.states: dict[TP, _State] = {}
+        self.deleting: set[str] = set()
+        self._channels: dict[int, BrokerChannel] = {}
+        self._events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue(maxsize=_QUEUE_LIMIT)
+        self._pending: set[tuple[str, Any]] = set()  # queued events, to coalesce repeats
+        self._task: asyncio.Task[None] | None = None
+        self._log = structlog.get_logger("headwater.controller").bind(broker_id=broker_id)
+
+    @property
+    def active(self) -> bool:
+        return self._task is not None
+
+    async def activate(self, epoch: int) -> None:
+        await self.deactivate()
+        self.epoch = epoch
+        self._log = self._log.bind(controller_epoch=epoch)
+        self._task = asyncio.get_running_loop().create_task(self._run())
+        self._enqueue("startup")
+
+    async def deactivate(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for channel in self._channels.values():
+            await channel.close()
+        self._channels.clear()
+        self.brokers.clear()
+        self.assignments.clear()
+        self.states.clear()
+        self.deleting.clear()
+        while not self._events.empty():
+            self._events.get_nowait()
+        self._pending.clear()
+
+    # --- events -------------------------------------------------------------------------
+
+    def _enqueue(self, kind: str, arg: Any = None) -> None:
+        if self._task is None or (kind, arg) in self._pending:
+            return  # an identical queued event covers this one (handlers re-read ZooKeeper)
+        self._pending.add((kind, arg))
+        self._events.put_nowait((kind, arg))
+
+    def _watch(self, kind: str) -> Any:
+        epoch = self.epoch
+
+        def fire(event: object) -> None:
+            if self.epoch == epoch:
+                self._enqueue(kind)
+
+        return fire
+
+    async def _run(self) -> None:
+        handlers = {
+            "startup": self._startup,
+            "brokers": self._brokers_changed,
+            "topics": self._topics_changed,
+            "deletions": self._deletions_changed,
+            "deleted": self._topic_deleted,
+        }
+        while True:
+            kind, arg = await self._events.get()
+            self._pending.discard((kind, arg))
+            while True:
+                try:
+                    await handlers[kind](arg)
+                    break
+                except ZkError as exc:
+                    self._log.warning("controller.event_retry", event=kind, error=str(exc))
+                    await asyncio.sleep(_RETRY_S)
+
+    # --- startup ------------------------------------------------------------------------
+
+    async def _startup(self, _: object) -> None:
+        """Read everything, repair what needs it, and tell every broker the whole state."""
+        await self._zk.ensure_path(paths.TOPICS)
+        await self._zk.ensure_path(paths.DELETE_TOPICS)
+        await self._read_brokers()
+        names = await self._zk.get_children(paths.TOPICS, watch=self._watch("topics"))
+        await asyncio.gather(*(self._load_topic(t) for t in names))
+        await self._initialize(self._all_partitions())
+        await self._elect(self._all_partitions())
+        self._log.info(
+            "controller.started",
+            brokers=sorted(self.brokers),
+            topics=len(self.assignments),
+            partitions=len(self.states),
+        )
+        for broker_id in self.brokers:
+            self._send_leader_and_isr(broker_id, self._partitions_of(broker_id))
+        self._send_update_metadata()
+        await self._deletions_changed(None)
+
+    async def _read_brokers(self) -> dict[int, BrokerRegistration]:
+        ids = await self._zk.get_children(paths.BROKER_IDS, watch=self._watch("brokers"))
+        live: dict[int, BrokerRegistration] = {}
+        for name in ids:
+            try:
+                data, stat = await self._zk.get(paths.broker(int(name)))
+            except NoNode:
+                continue
+            live[int(name)] = BrokerRegistration.from_json(int(name), data, stat)
+        old, self.brokers = self.brokers, live
+        for broker_id, channel in list(self._channels.items()):
+            reg = live.get(broker_id)
+            if reg is None or (reg.host, reg.port) != (channel.host, channel.port):
+                await channel.close()
+                del self._channels[broker_id]
+        for broker_id, reg in live.items():
+            if broker_id not in self._channels:
+                self._channels[broker_id] = BrokerChannel(
+                    broker_id, reg.host, reg.port, request_timeout_ms=self._request_timeout_ms
+                )
+        return old
+
+    async def _load_topic(self, topic: str) -> None:
+        try:
+            data, _ = await self._zk.get(paths.topic(topic))
+        except NoNode:
+            return
+        assignment = TopicAssignment.from_json(topic, data).partitions
+        self.assignments[topic] = assignment
+        for partition in assignment:
+            path = paths.partition_state(topic, partition)
+            try:
+                raw, stat = await self._zk.get(path)
+            except NoNode:
+                continue  # new: _initialize gives it a state
+            self.states[(topic, partition)] = _State(
+                PartitionState.from_json(path, raw), stat.version
+            )
+
+    # --- brokers ------------------------------------------------------------------------
+
+    async def _brokers_changed(self, _: object) -> None:
+        old = await self._read_brokers()
+        # a broker that re-registered (new znode: new epoch) restarted: it lost its state
+        bounced = {b for b, reg in self.brokers.items() if b in old and old[b].epoch != reg.epoch}
+        dead = set(old) - set(self.brokers)
+        born = (set(self.brokers) - set(old)) | bounced
+        if not dead and not born:
+            return
+        self._log.info("controller.brokers_changed", dead=sorted(dead), born=sorted(born))
+        changed = await self._elect(self._all_partitions())
+        changed |= await self._initialize(self._all_partitions())
+        for broker_id in self.brokers:
+            tps = self._partitions_of(broker_id)
+            if broker_id not in born:
+                tps = [tp for tp in tps if tp in changed]
+            self._send_leader_and_isr(broker_id, tps)
+        self._send_update_metadata()
+        if born and self.deleting:
+            await self._deletions_changed(None)
+
+    # --- topics -------------------------------------------------------------------------
+
+    async def _topics_changed(self, _: object) -> None:
+        names = set(await self._zk.get_children(paths.TOPICS, watch=self._watch("topics")))
+        for gone in set(self.assignments) - names:
+            self._forget(gone)
+        new = names - set(self.assignments)
+        if not new:
+            return
+        await asyncio.gather(*(self._load_topic(t) for t in new))
+        tps = [tp for tp in self._all_partitions() if tp[0] in new]
+        await self._initialize(tps)
+        await self._elect(tps)
+        self._log.info("controller.topics_created", topics=sorted(new))
+        for broker_id in self.brokers:
+            self._send_leader_and_isr(
+                broker_id, [tp for tp in self._partitions_of(broker_id) if tp[0] in new]
+            )
+        self._send_update_metadata()
+
+    def _forget(self, topic: str) -> None:
+        for partition in self.assignments.pop(topic, {}):
+            self.states.pop((topic, partition), None)
+        self.deleting.discard(topic)
+
+    async def _initialize(self, tps: Iterable[TP]) -> set[TP]:
+        """Give each partition without a state its first: first live replica leads."""
+        created: set[TP] = set()
+        for topic, partition in tps:
+            if (topic, partition) in self.states:
+                continue
+            replicas = self.assignments[topic][partition]
+            live = [r for r in replicas if r in self.brokers]
+            leader = live[0] if live else -1
+            state = PartitionState(
+                leader=leader, leader_epoch=0, isr=live, controller_epoch=self.epoch
+            )
+            path = paths.partition_state(topic, partition)
+            try:
+                await self._zk.create(path, state.to_json(), makepath=True)
+                version = 0
+            except NodeExists:  # written by an earlier controller that died after it
+                raw, stat = await self._zk.get(path)
+                state, version = PartitionState.from_json(path, raw), stat.version
+            self.states[(topic, partition)] = _State(state, version)
+            created.add((topic, partition))
+        return created
+
+    async def _elect(self, tps: Iterable[TP]) -> set[TP]:
+        """New leaders where the leader is gone; returns the partitions whose state changed."""
+        changed: set[TP] = set()
+        for tp in tps:
+            if tp[0] in self.deleting or tp not in self.states:
+                continue
+            while True:
+                current = self.states[tp].state
+                wanted = self._leader_for(tp, current)
+                if wanted is None:
+                    break
+                try:
+                    await self._write_state(tp, wanted)
+                except VersionConflict:
+                    await self._reload_state(tp)
+                    continue
+                changed.add(tp)
+                self._log.info(
+                    "controller.leader_elected",
+                    topic=tp[0],
+                    partition=tp[1],
+                    leader=wanted.leader,
+                    leader_epoch=wanted.leader_epoch,
+                    isr=wanted.isr,
+                )
+                break
+        return changed
+
+    def _leader_for(self, tp: TP, current: PartitionState) -> PartitionState | None:
+        """The state ``tp`` should move to, or None if its leader is fine."""
+        if current.leader in self.brokers:
+            return None
+        replicas = self.assignments[tp[0]][tp[1]]
+        if current.isr:
+            candidates = [r for r in replicas if r in current.isr and r in self.brokers]
+        else:  # never led (created while every replica was down): nothing to lose
+            candidates = [r for r in replicas if r in self.brokers]
+        if candidates:
+            leader = candidates[0]
+            isr = [r for r in current.isr if r in self.brokers] or [leader]
+        elif current.leader == -1:
+            return None  # still offline; nothing changes
+        else:
+            leader, isr = -1, current.isr  # offline: the last in-sync replica must come back
+        return PartitionState(
+            leader=leader,
+            leader_epoch=current.leader_epoch + 1,
+            isr=isr,
+            controller_epoch=self.epoch,
+        )
+
+    async def _write_state(self, tp: TP, state: PartitionState) -> None:
+        stat = await self._zk.set(
+            paths.partition_state(*tp), state.to_json(), version=self.states[tp].version
+        )
+        self.states[tp] = _State(state, stat.version)
+
+    async def _reload_state(self, tp: TP) -> None:
+        path = paths.partition_state(*tp)
+        raw, stat = await self._zk.get(path)
+        self.states[tp] = _State(PartitionState.from_json(path, raw), stat.version)
+
+    # --- deletion -----------------------------------------------------------------------
+
+    async def _deletions_changed(self, _: object) -> None:
+        names = await self._zk.get_children(paths.DELETE_TOPICS, watch=self._watch("deletions"))
+        hide = False
+        for topic in names:
+            if topic not in self.assignments:
+                with contextlib.suppress(NoNode):
+                    await self._zk.delete(paths.delete_topic(topic))
+                continue
+            if topic not in self.deleting:
+                self.deleting.add(topic)
+                hide = True
+                self._log.info("controller.deleting_topic", topic=topic)
+            self._stop_replicas(topic)
+        if hide:
+            self._send_update_metadata()
+
+    def _stop_replicas(self, topic: str) -> None:
+        """StopReplica with delete to every replica; done when all confirm."""
+        replicas: dict[int, list[StopReplicaPartition]] = {}
+        for partition, brokers in self.assignments[topic].items():
+            for b in brokers:
+                replicas.setdefault(b, []).append(
+                    StopReplicaPartition(topic_name=topic, partition_index=partition)
+                )
+        if any(b not in self.brokers for b in replicas):
+            return  # retried when the broker returns (a "brokers" event)
+        futures = [
+            self._channels[b].send(
+                ApiKey.STOP_REPLICA,
+                StopReplicaRequest(
+                    controller_id=self.broker_id,
+                    controller_epoch=self.epoch,
+                    delete_partitions=True,
+                    partitions=parts,
+                ),
+            )
+            for b, parts in replicas.items()
+        ]
+
+        async def confirm() -> None:
+            results = await asyncio.gather(*futures, return_exceptions=True)
+            if all(not isinstance(r, BaseException) and r.error_code == 0 for r in results):
+                self._enqueue("deleted", topic)
+
+        asyncio.get_running_loop().create_task(confirm())
+
+    async def _topic_deleted(self, topic: object) -> None:
+        assert isinstance(topic, str)
+        if topic not in self.deleting:
+            return
+        for path in (paths.topic(topic), paths.topic_config(topic), paths.delete_topic(topic)):
+            with contextlib.suppress(NoNode):
+                await self._zk.delete(path, recursive=True)
+        self._forget(topic)
+        self._log.info("controller.topic_deleted", topic=topic)
+        self._send_update_metadata()
+
+    # --- requests to brokers ------------------------------------------------------------
+
+    def _all_partitions(self) -> list[TP]:
+        return [(t, p) for t, parts in self.assignments.items() for p in parts]
+
+    def _partitions_of(self, broker_id: int) -> list[TP]:
+        return [
+            (t, p)
+            for t, parts in self.assignments.items()
+            if t not in self.deleting
+            for p, replicas in parts.items()
+            if broker_id in replicas
+        ]
+
+    def _send_leader_and_isr(self, broker_id: int, tps: list[TP]) -> None:
+        if not tps or broker_id not in self._channels:
+            return
+        states = []
+        leaders: set[int] = set()
+        for tp in tps:
+            entry = self.states.get(tp)
+            if entry is None:
+                continue
+            s = entry.state
+            leaders.add(s.leader)
+            states.append(
+                LeaderAndIsrPartitionState(
+                    topic_name=tp[0],
+                    partition_index=tp[1],
+                    controller_epoch=s.controller_epoch,
+                    leader=s.leader,
+                    leader_epoch=s.leader_epoch,
+                    isr=list(s.isr),
+                    partition_epoch=entry.version,
+                    replicas=list(self.assignments[tp[0]][tp[1]]),
+                )
+            )
+        live_leaders = [
+            LeaderAndIsrLiveLeader(broker_id=b, host_name=r.host, port=r.port)
+            for b, r in sorted(self.brokers.items())
+            if b in leaders
+        ]
+        request = LeaderAndIsrRequest(
+            controller_id=self.broker_id,
+            controller_epoch=self.epoch,
+            partition_states=states,
+            live_leaders=live_leaders,
+        )
+        self._channels[broker_id].send(ApiKey.LEADER_AND_ISR, request)
+
+    def _send_update_metadata(self) -> None:
+        """The whole picture to every live broker (it replaces their caches)."""
+        states = []
+        for (topic, partition), entry in self.states.items():
+            s = entry.state
+            replicas = self.assignments[topic][partition]
+            states.append(
+                UpdateMetadataPartitionState(
+                    topic_name=topic,
+                    partition_index=partition,
+                    controller_epoch=s.controller_epoch,
+                    leader=LEADER_DURING_DELETE if topic in self.deleting else s.leader,
+                    leader_epoch=s.leader_epoch,
+                    isr=list(s.isr),
+                    zk_version=entry.version,
+                    replicas=list(replicas),
+                    offline_replicas=[r for r in replicas if r not in self.brokers],
+                )
+            )
+        brokers = [
+            UpdateMetadataBroker(id=b, host=r.host, port=r.port, rack=r.rack)
+            for b, r in sorted(self.brokers.items())
+        ]
+        request = UpdateMetadataRequest(
+            controller_id=self.broker_id,
+            controller_epoch=self.epoch,
+            partition_states=states,
+            live_brokers=brokers,
+        )
+        for channel in self._channels.values():
+            channel.send(ApiKey.UPDATE_METADATA, request)

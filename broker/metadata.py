@@ -1,0 +1,80 @@
+"""What this broker knows of the cluster: live brokers and every partition's leader.
+
+Filled only by the controller's UpdateMetadata requests (as Kafka's MetadataCache), so
+every broker answers Metadata from the same picture, and a client sent to the leader a
+broker names finds it there. The controller sends the whole picture each time, so an
+update replaces the cache; a partition whose leader is :data:`LEADER_DURING_DELETE`
+belongs to a topic being deleted and is left out.
+
+Waiters (topic creation and deletion waiting until the cluster shows the change) are
+woken on every update; they re-check their condition themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from broker.log.manager import TopicPartition
+from protocol.apis import (
+    LEADER_DURING_DELETE,
+    UpdateMetadataBroker,
+    UpdateMetadataPartitionState,
+    UpdateMetadataRequest,
+)
+
+__all__ = ["MetadataCache", "TopicPartition"]
+
+
+class MetadataCache:
+    def __init__(self) -> None:
+        self.brokers: dict[int, UpdateMetadataBroker] = {}
+        self.topics: dict[str, dict[int, UpdateMetadataPartitionState]] = {}
+        self.deleting: set[str] = set()
+        self.controller_id = -1
+        self.controller_epoch = -1
+        self._waiters: set[asyncio.Future[None]] = set()
+
+    def update(self, request: UpdateMetadataRequest) -> None:
+        """Replace the picture with the controller's (the caller checked its epoch)."""
+        topics: dict[str, dict[int, UpdateMetadataPartitionState]] = {}
+        deleting: set[str] = set()
+        for state in request.partition_states:
+            if state.leader == LEADER_DURING_DELETE:
+                deleting.add(state.topic_name)
+                continue
+            topics.setdefault(state.topic_name, {})[state.partition_index] = state
+        self.topics = topics
+        self.deleting = deleting
+        self.brokers = {b.id: b for b in request.live_brokers}
+        self.controller_id = request.controller_id
+        self.controller_epoch = request.controller_epoch
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def partition(self, topic: str, partition: int) -> UpdateMetadataPartitionState | None:
+        return self.topics.get(topic, {}).get(partition)
+
+    def has_leaders(self, topic: str) -> bool:
+        """Whether ``topic`` is known and every partition of it has a live leader."""
+        partitions = self.topics.get(topic, {})
+        return bool(partitions) and all(s.leader in self.brokers for s in partitions.values())
+
+    async def wait_for(self, condition: Callable[[], bool], timeout_s: float) -> bool:
+        """Wait until ``condition()`` holds after some update, up to ``timeout_s``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while not condition():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            waiter: asyncio.Future[None] = loop.create_future()
+            self._waiters.add(waiter)
+            try:
+                await asyncio.wait_for(waiter, remaining)
+            except TimeoutError:
+                return condition()
+            finally:
+                self._waiters.discard(waiter)
+        return True

@@ -1,0 +1,345 @@
+"""Topics on real brokers, over the raw protocol: creation spread by the controller,
+produce and fetch at the leaders, deletion everywhere, restarts and controller failover.
+
+The client library has its own tests; these speak to the brokers directly so a failure
+points at the broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from client.connection import BrokerConnection
+from protocol.apis import (
+    EARLIEST_TIMESTAMP,
+    LATEST_TIMESTAMP,
+    ApiKey,
+    CreatableTopic,
+    CreatableTopicConfig,
+    CreateTopicsRequest,
+    DeleteTopicsRequest,
+    DescribeConfigsRequest,
+    DescribeConfigsResource,
+    FetchPartition,
+    FetchRequest,
+    FetchTopic,
+    ListOffsetsPartition,
+    ListOffsetsRequest,
+    ListOffsetsTopic,
+    MetadataRequest,
+    MetadataResponse,
+    ProducePartition,
+    ProduceRequest,
+    ProduceTopic,
+)
+from protocol.errors import (
+    InvalidReplicationFactorError,
+    InvalidTopicError,
+    MessageTooLargeError,
+    NotLeaderOrFollowerError,
+    OffsetOutOfRangeError,
+    TopicAlreadyExistsError,
+    UnknownTopicOrPartitionError,
+)
+from protocol.records import decode_batches, encode_batch
+from tests.integration.conftest import Cluster
+
+pytestmark = pytest.mark.timeout(120)
+
+
+async def _request(port: int, api_key: ApiKey, request: Any) -> Any:
+    async with BrokerConnection("127.0.0.1", port) as conn:
+        return await conn.request(api_key, request)
+
+
+async def _metadata(port: int, topics: list[str] | None = None) -> MetadataResponse:
+    response: MetadataResponse = await _request(
+        port, ApiKey.METADATA, MetadataRequest(topics=topics, allow_auto_topic_creation=False)
+    )
+    return response
+
+
+async def _until(
+    probe: Callable[[], Any], check: Callable[[Any], bool], timeout_s: float = 20
+) -> Any:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        value = await probe()
+        if check(value):
+            return value
+        if loop.time() > deadline:
+            raise AssertionError(f"never reached; last: {value}")
+        await asyncio.sleep(0.1)
+
+
+async def _create(port: int, name: str, partitions: int, **kw: Any) -> Any:
+    request = CreateTopicsRequest(
+        topics=[CreatableTopic(name=name, num_partitions=partitions, replication_factor=1, **kw)]
+    )
+    return (await _request(port, ApiKey.CREATE_TOPICS, request)).topics[0]
+
+
+async def _ready_cluster(cluster: Cluster) -> dict[int, int]:
+    """Wait until every broker's metadata lists them all; returns broker id -> port."""
+    ids = set(cluster.brokers)
+    first = next(iter(cluster.brokers.values()))
+    meta = await _until(
+        lambda: _metadata(first.port), lambda m: {b.node_id for b in m.brokers} == ids
+    )
+    return {b.node_id: b.port for b in meta.brokers}
+
+
+async def _leaders(port: int, topic: str) -> dict[int, int]:
+    meta = await _metadata(port, [topic])
+    return {p.partition_index: p.leader_id for p in meta.topics[0].partitions}
+
+
+async def _produce(
+    port: int, topic: str, partition: int, values: list[bytes], acks: int = 1
+) -> Any:
+    batch = encode_batch([(None, v, None, None) for v in values])
+    request = ProduceRequest(
+        acks=acks,
+        timeout_ms=5000,
+        topics=[
+            ProduceTopic(name=topic, partitions=[ProducePartition(index=partition, records=batch)])
+        ],
+    )
+    async with BrokerConnection("127.0.0.1", port) as conn:
+        response = await conn.request(ApiKey.PRODUCE, request, expect_response=acks != 0)
+    return None if response is None else response.topics[0].partitions[0]
+
+
+async def _fetch(
+    port: int, topic: str, partition: int, offset: int, *, max_wait_ms: int = 0, min_bytes: int = 0
+) -> Any:
+    request = FetchRequest(
+        max_wait_ms=max_wait_ms,
+        min_bytes=min_bytes,
+        topics=[
+            FetchTopic(
+                topic=topic,
+                partitions=[
+                    FetchPartition(
+                        partition=partition, fetch_offset=offset, partition_max_bytes=1 << 20
+                    )
+                ],
+            )
+        ],
+    )
+    return (await _request(port, ApiKey.FETCH, request)).topics[0].partitions[0]
+
+
+def _values(records: Any, start: int = 0) -> list[tuple[int, bytes]]:
+    out = []
+    for batch in decode_batches(bytes(records or b"")):
+        for r in batch:
+            if r.offset >= start:
+                out.append((r.offset, r.value))
+    return out
+
+
+async def test_topic_spread_produce_fetch_list_offsets(cluster: Cluster) -> None:
+    ports = await _ready_cluster(cluster)
+    any_port = next(iter(ports.values()))
+    result = await _create(any_port, "events", 6)
+    assert result.error_code == 0, result
+    leaders = await _leaders(any_port, "events")
+    assert sorted(leaders) == list(range(6))
+    assert set(leaders.values()) == {1, 2, 3}  # two partitions on each broker
+    for partition, leader in leaders.items():
+        first = await _produce(ports[leader], "events", partition, [b"a", b"b"])
+        second = await _produce(ports[leader], "events", partition, [b"c"], acks=-1)
+        assert (first.error_code, first.base_offset) == (0, 0)
+        assert (second.error_code, second.base_offset) == (0, 2)
+        got = await _fetch(ports[leader], "events", partition, 1)
+        assert got.error_code == 0 and got.high_watermark == 3
+        assert _values(got.records, 1) == [(1, b"b"), (2, b"c")]
+    leader = leaders[0]
+    offsets = await _request(
+        ports[leader],
+        ApiKey.LIST_OFFSETS,
+        ListOffsetsRequest(
+            topics=[
+                ListOffsetsTopic(
+                    name="events",
+                    partitions=[
+                        ListOffsetsPartition(partition_index=0, timestamp=EARLIEST_TIMESTAMP)
+                    ],
+                ),
+                ListOffsetsTopic(
+                    name="events",
+                    partitions=[
+                        ListOffsetsPartition(partition_index=0, timestamp=LATEST_TIMESTAMP)
+                    ],
+                ),
+            ]
+        ),
+    )
+    assert [t.partitions[0].offset for t in offsets.topics] == [0, 3]
+    # every broker tells the same story, and the wrong broker says who leads
+    other = next(b for b in ports if b != leader)
+    wrong = await _produce(ports[other], "events", 0, [b"x"])
+    assert wrong.error_code == NotLeaderOrFollowerError.code
+    assert f"broker {leader}" in wrong.error_message
+
+
+async def test_fetch_waits_for_data_then_answers(cluster: Cluster) -> None:
+    ports = await _ready_cluster(cluster)
+    port = next(iter(ports.values()))
+    await _create(port, "waiting", 1)
+    leader = ports[(await _leaders(port, "waiting"))[0]]
+    # the leader may hear of its new role a moment after the topic shows in metadata
+    await _until(lambda: _fetch(leader, "waiting", 0, 0), lambda f: f.error_code == 0)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    parked = asyncio.ensure_future(_fetch(leader, "waiting", 0, 0, max_wait_ms=10_000, min_bytes=1))
+    await asyncio.sleep(0.3)
+    assert not parked.done()  # parked: nothing to read yet
+    await _produce(leader, "waiting", 0, [b"wake"])
+    got = await asyncio.wait_for(parked, 5)
+    assert _values(got.records) == [(0, b"wake")]
+    assert loop.time() - started < 5  # answered by the append, not by max_wait_ms
+    empty = await _fetch(leader, "waiting", 0, 1, max_wait_ms=200, min_bytes=1)
+    assert empty.error_code == 0 and not empty.records  # max_wait_ms passed: empty answer
+
+
+async def test_bad_requests_get_clear_errors_and_the_broker_serves_on(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    cluster = make_cluster(1, {"auto.create.topics.enable": "false"})
+    ports = await _ready_cluster(cluster)
+    port = ports[1]
+    assert (
+        await _create(
+            port, "ok", 2, configs=[CreatableTopicConfig(name="max.message.bytes", value="1000")]
+        )
+    ).error_code == 0
+    again = await _create(port, "ok", 2)
+    assert again.error_code == TopicAlreadyExistsError.code
+    bad_name = await _create(port, "no/slash", 1)
+    assert bad_name.error_code == InvalidTopicError.code
+    bad_rf = await _request(
+        port,
+        ApiKey.CREATE_TOPICS,
+        CreateTopicsRequest(
+            topics=[CreatableTopic(name="rf", num_partitions=1, replication_factor=3)]
+        ),
+    )
+    assert bad_rf.topics[0].error_code == InvalidReplicationFactorError.code
+    meta = await _request(port, ApiKey.METADATA, MetadataRequest(topics=["missing"]))
+    assert meta.topics[0].error_code == UnknownTopicOrPartitionError.code  # auto-create off
+    assert "headwater topics create missing" in meta.topics[0].error_message
+    missing = await _produce(port, "missing", 0, [b"x"])
+    assert missing.error_code == UnknownTopicOrPartitionError.code
+    no_partition = await _produce(port, "ok", 7, [b"x"])
+    assert no_partition.error_code == UnknownTopicOrPartitionError.code
+    assert "no partition 7" in no_partition.error_message
+    too_big = await _produce(port, "ok", 0, [b"x" * 5000])
+    assert too_big.error_code == MessageTooLargeError.code
+    past_end = await _fetch(port, "ok", 0, 99)
+    assert past_end.error_code == OffsetOutOfRangeError.code
+    fine = await _produce(port, "ok", 0, [b"fine"])
+    assert (fine.error_code, fine.base_offset) == (0, 0)  # the failed ones wrote nothing
+    configs = await _request(
+        port,
+        ApiKey.DESCRIBE_CONFIGS,
+        DescribeConfigsRequest(
+            resources=[DescribeConfigsResource(resource_type=2, resource_name="ok")]
+        ),
+    )
+    by_name = {c.name: c for c in configs.results[0].configs}
+    assert by_name["max.message.bytes"].value == "1000"
+    assert by_name["max.message.bytes"].config_source == 1  # DYNAMIC_TOPIC_CONFIG
+    assert by_name["retention.ms"].config_source == 5  # DEFAULT_CONFIG
+
+
+async def test_delete_topic_removes_its_data_everywhere(cluster: Cluster) -> None:
+    ports = await _ready_cluster(cluster)
+    port = next(iter(ports.values()))
+    await _create(port, "doomed", 3)
+    leaders = await _leaders(port, "doomed")
+    for partition, leader in leaders.items():
+        await _produce(ports[leader], "doomed", partition, [b"x"])
+    dirs = [
+        b.directory / "data" / f"doomed-{p}"
+        for p, leader in leaders.items()
+        for b in [cluster.brokers[leader]]
+    ]
+    assert all(d.is_dir() for d in dirs)
+    response = await _request(
+        port, ApiKey.DELETE_TOPICS, DeleteTopicsRequest(topic_names=["doomed", "never"])
+    )
+    codes = {r.name: r.error_code for r in response.responses}
+    assert codes == {"doomed": 0, "never": UnknownTopicOrPartitionError.code}
+    assert not any(d.exists() for d in dirs)
+    for p in ports.values():
+        meta = await _metadata(p, ["doomed"])
+        assert meta.topics[0].error_code == UnknownTopicOrPartitionError.code
+    recreated = await _create(port, "doomed", 1)
+    assert recreated.error_code == 0  # the name is free again, and the data is new
+    leader = ports[(await _leaders(port, "doomed"))[0]]
+    assert (await _fetch(leader, "doomed", 0, 0)).records in (None, b"")
+
+
+@pytest.mark.parametrize("how", ["sigterm", "sigkill"])
+async def test_broker_restart_keeps_its_data(cluster: Cluster, how: str) -> None:
+    ports = await _ready_cluster(cluster)
+    port = ports[1]
+    await _create(port, "durable", 3)
+    leaders = await _leaders(port, "durable")
+    victim_partition, victim = next((p, b) for p, b in leaders.items())
+    for i in range(10):
+        await _produce(ports[victim], "durable", victim_partition, [b"v%d" % i])
+    broker = cluster.brokers[victim]
+    if how == "sigterm":
+        assert broker.stop() == 0
+    else:
+        broker.kill()
+    survivor = next(p for b, p in ports.items() if b != victim)
+    offline = await _until(
+        lambda: _metadata(survivor, ["durable"]),
+        lambda m: m.topics[0].partitions[victim_partition].leader_id == -1,
+    )
+    assert offline.topics[0].partitions[victim_partition].error_code == 5  # LEADER_NOT_AVAILABLE
+    cluster.start_broker(victim)
+    new_port = cluster.brokers[victim].port
+    await _until(
+        lambda: _metadata(survivor, ["durable"]),
+        lambda m: m.topics[0].partitions[victim_partition].leader_id == victim,
+    )
+    got = await _until(
+        lambda: _fetch(new_port, "durable", victim_partition, 0),
+        lambda f: f.error_code == 0,
+    )
+    assert [v for _, v in _values(got.records)] == [b"v%d" % i for i in range(10)]
+    more = await _produce(new_port, "durable", victim_partition, [b"after"])
+    assert (more.error_code, more.base_offset) == (0, 10)
+
+
+async def test_controller_killed_another_takes_over(cluster: Cluster) -> None:
+    ports = await _ready_cluster(cluster)
+    meta = await _metadata(ports[1])
+    controller = meta.controller_id
+    cluster.brokers[controller].kill()
+    survivor = next(p for b, p in ports.items() if b != controller)
+    after = await _until(
+        lambda: _metadata(survivor),
+        lambda m: (
+            m.controller_id not in (-1, controller)
+            and controller not in {b.node_id for b in m.brokers}
+        ),
+    )
+    assert after.controller_id in set(ports) - {controller}
+    result = await _create(survivor, "after-failover", 4)
+    assert result.error_code == 0
+    leaders = await _leaders(survivor, "after-failover")
+    assert set(leaders.values()) <= set(ports) - {controller}
+    for partition, leader in leaders.items():
+        produced = await _produce(ports[leader], "after-failover", partition, [b"x"])
+        assert produced.error_code == 0
