@@ -111,7 +111,9 @@ class Broker:
         )
         host, port = _host_port(cfg["listeners"][0])
         self._server = BrokerServer(
-            self._handlers(), max_frame_bytes=cfg["socket.request.max.bytes"]
+            self._handlers(),
+            max_frame_bytes=cfg["socket.request.max.bytes"],
+            max_idle_ms=cfg["connections.max.idle.ms"],
         )
         self.port = await self._server.start(host, port)
         adv_host, adv_port = _host_port(cfg.advertised_listeners[0])

@@ -152,6 +152,13 @@ SETTINGS: tuple[Setting, ...] = (
         2**31 - 1,
     ),
     Setting(
+        "connections.max.idle.ms",
+        int,
+        600_000,
+        "Close a connection silent for this long.",
+        1,
+    ),
+    Setting(
         "message.max.bytes",
         int,
         1_048_588,

@@ -89,6 +89,7 @@ class _Connection(asyncio.BufferedProtocol):
         self._drained_out = asyncio.Event()  # the transport holds nothing unsent
         self._drained_out.set()
         self._dup_fd = -1  # for awaiting writability around sendfile (see the module doc)
+        self.last_active = asyncio.get_running_loop().time()
         self._log = _log
 
     # asyncio.BufferedProtocol
@@ -106,6 +107,7 @@ class _Connection(asyncio.BufferedProtocol):
         return memoryview(self._buffer)
 
     def buffer_updated(self, nbytes: int) -> None:
+        self.last_active = asyncio.get_running_loop().time()
         try:
             frames = self._decoder.feed(memoryview(self._buffer)[:nbytes])
         except MalformedFrameError as exc:
@@ -200,6 +202,7 @@ class _Connection(asyncio.BufferedProtocol):
                 break
             if parts is not None:
                 await self._write(parts)
+            self.last_active = asyncio.get_running_loop().time()
             if self._paused and len(self._queue) < self._server.max_in_flight // 2:
                 assert self._transport is not None
                 self._transport.resume_reading()
@@ -262,6 +265,11 @@ class _Connection(asyncio.BufferedProtocol):
                     loop.remove_writer(self._dup_fd)
         return True
 
+    @property
+    def idle(self) -> bool:
+        """Nothing in flight (a half-received frame that stopped arriving counts as idle)."""
+        return not self._queue
+
     async def drain(self) -> None:
         """Wait until every request received so far has been answered (or we closed)."""
         await self._drained.wait()
@@ -274,6 +282,10 @@ class _Connection(asyncio.BufferedProtocol):
     def close(self) -> None:
         if self._transport is not None:
             self._transport.close()
+
+    def close_idle(self) -> None:
+        self._log.info("connection.closed_idle")
+        self.close()
 
 
 def _done(loop: asyncio.AbstractEventLoop, parts: list[Part]) -> asyncio.Future[list[Part] | None]:
@@ -300,25 +312,43 @@ class BrokerServer:
         *,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         max_in_flight: int = 100,
+        max_idle_ms: int = 600_000,
     ) -> None:
         self.handlers: dict[ApiKey, Handler] = {ApiKey.API_VERSIONS: _api_versions, **handlers}
         self.max_frame_bytes = max_frame_bytes
         self.max_in_flight = max_in_flight
+        self.max_idle_s = max_idle_ms / 1000
         self.connections: set[_Connection] = set()
         self._server: asyncio.Server | None = None
+        self._reaper: asyncio.Task[None] | None = None
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
         """Listen; returns the bound port (useful with port 0)."""
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(lambda: _Connection(self), host, port)
         bound = int(self._server.sockets[0].getsockname()[1])
+        self._reaper = loop.create_task(self._close_idle())
         _log.info("server.listening", host=host, port=bound)
         return bound
+
+    async def _close_idle(self) -> None:
+        """Close connections silent for ``connections.max.idle.ms`` (Kafka's rule), so
+        clients that connect and vanish without a FIN do not hold memory forever."""
+        loop = asyncio.get_running_loop()
+        period_s = min(max(self.max_idle_s / 10, 0.05), 30.0)
+        while True:
+            await asyncio.sleep(period_s)
+            cutoff = loop.time() - self.max_idle_s
+            for connection in list(self.connections):
+                if connection.idle and connection.last_active < cutoff:
+                    connection.close_idle()
 
     async def stop(self, timeout_s: float = 10.0) -> None:
         """Stop accepting, answer what is in flight (up to ``timeout_s``), close."""
         if self._server is not None:
             self._server.close()
+        if self._reaper is not None:
+            self._reaper.cancel()
         connections = list(self.connections)
         try:
             await asyncio.wait_for(asyncio.gather(*(c.drain() for c in connections)), timeout_s)

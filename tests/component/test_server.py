@@ -206,6 +206,29 @@ async def test_silent_and_vanishing_clients_do_not_disturb_others(
         writer.close()
 
 
+async def test_idle_connections_are_closed_after_max_idle() -> None:
+    srv = BrokerServer({ApiKey.METADATA: metadata}, max_idle_ms=300)
+    port = await srv.start()
+    try:
+        silent_reader, silent = await _raw(port)
+        half_reader, half = await _raw(port)
+        frame = b"".join(bytes(p) for p in encode_request(ApiKey.METADATA, 0, 1, MetadataRequest()))
+        half.write(frame[:5])  # a request that never finishes
+        async with BrokerConnection("127.0.0.1", port) as busy:
+            for _ in range(8):  # active for longer than max idle: kept open
+                await busy.request(ApiKey.METADATA, MetadataRequest(topics=["x"]))
+                await asyncio.sleep(0.1)
+            assert await asyncio.wait_for(silent_reader.read(), 5) == b""  # closed by the broker
+            assert await asyncio.wait_for(half_reader.read(), 5) == b""
+            assert (
+                await busy.request(ApiKey.METADATA, MetadataRequest(topics=["y"]))
+            ).cluster_id == "y"
+        silent.close()
+        half.close()
+    finally:
+        await srv.stop()
+
+
 async def test_a_wrong_address_is_a_clear_retriable_error() -> None:
     with pytest.raises(
         NetworkError, match=r"cannot connect to broker 127.0.0.1:1 .*--bootstrap-server"
