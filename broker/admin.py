@@ -110,7 +110,7 @@ class TopicAdmin:
 
     async def _create(self, topic: CreatableTopic, validate_only: bool) -> CreatableTopicResult:
         try:
-            assignment, configs = self._plan(topic)
+            assignment, configs = await self._plan(topic)
             if not validate_only:
                 await self._write_topic(topic.name, assignment, configs)
                 self._log.info(
@@ -129,7 +129,7 @@ class TopicAdmin:
             replication_factor=len(assignment[0]),
         )
 
-    def _plan(self, topic: CreatableTopic) -> tuple[dict[int, list[int]], dict[str, str]]:
+    async def _plan(self, topic: CreatableTopic) -> tuple[dict[int, list[int]], dict[str, str]]:
         """Validate ``topic``: its replica assignment and its config overrides."""
         validate_topic_name(topic.name)
         if topic.name in self._metadata.topics:
@@ -139,7 +139,9 @@ class TopicAdmin:
             LogConfig().with_properties(configs)
         except ValueError as exc:
             raise InvalidConfigError(f"topic {topic.name!r}: {exc}") from None
-        brokers = sorted(self._metadata.brokers)
+        # the registered brokers, as Kafka's AdminZkClient reads them: this broker's metadata
+        # may not list them yet right after a start
+        brokers = sorted(int(b) for b in await self._zk.get_children(paths.BROKER_IDS))
         if topic.assignments:
             if topic.num_partitions != -1 or topic.replication_factor != -1:
                 raise InvalidRequestError(
