@@ -38,6 +38,7 @@ from typing import NamedTuple
 import structlog
 
 from broker.log.config import LogConfig
+from broker.log.epochs import LeaderEpochCache
 from broker.log.segment import BatchInfo, LogSegment
 from protocol.apis import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP, MAX_TIMESTAMP
 from protocol.errors import (
@@ -120,6 +121,7 @@ class Log:
         self._last_flush_ms = clock()
         self._pending_deletes: list[tuple[int, LogSegment]] = []
         self.offline_reason: str | None = None
+        self.epochs = LeaderEpochCache(directory)
         self._log = structlog.get_logger("headwater.log").bind(log=directory.name)
 
     # --- open / close -------------------------------------------------------------------
@@ -170,9 +172,11 @@ class Log:
         self.active.make_active()
         self._log_start_offset = max(log_start_offset, self.segments[0].base_offset)
         self.recovery_point = min(max(recovery_point, 0), self.log_end_offset)
+        self._load_epochs(recovery_point, clean)
         if not clean:
             # what recovery checked is made durable once, so it is not checked again
             _fsync_all(self.segments)
+            self.epochs.flush()
             self.recovery_point = self.log_end_offset
         self._log.info(
             "log.loaded",
@@ -181,6 +185,28 @@ class Log:
             log_end_offset=self.log_end_offset,
             clean_shutdown=clean,
         )
+
+    def _load_epochs(self, recovery_point: int, clean: bool) -> None:
+        """Bring the leader-epoch cache in line with the log as loaded.
+
+        The batches themselves carry their epochs, so whatever the checkpoint file missed
+        (an unclean stop, or no file at all) is read back from their headers.
+        """
+        self.epochs.truncate_from_end(self.log_end_offset)
+        if not self.epochs.entries:
+            self._derive_epochs(self._log_start_offset)
+        elif not clean:
+            self._derive_epochs(min(recovery_point, self.log_end_offset))
+        self.epochs.truncate_from_start(self._log_start_offset)
+
+    def _derive_epochs(self, from_offset: int) -> None:
+        i = max(bisect_right(self._bases, from_offset) - 1, 0)
+        for segment in self.segments[i:]:
+            for header in segment.headers():
+                if header.last_offset < from_offset:
+                    continue
+                if header.partition_leader_epoch > self.epochs.latest_epoch:
+                    self.epochs.assign(header.partition_leader_epoch, header.base_offset)
 
     def _segment_files(self) -> list[int]:
         """Base offsets of the segments on disk, after removing what a crash left behind."""
@@ -335,11 +361,27 @@ class Log:
             records += h.record_count
         self._maybe_roll(total, infos[0].base_offset, infos[-1].last_offset)
         self._write(lambda: self.active.append(buffers, infos), "appending to")
+        epochs = (
+            [leader_epoch] * len(infos)
+            if assign_offsets
+            else [h.partition_leader_epoch for h in headers]
+        )
+        if epochs[-1] > self.epochs.latest_epoch:  # once per leader change, not per append
+            self._write(lambda: self._assign_epochs(epochs, infos), "recording leader epochs of")
         self._unflushed_records += records
         max_ts = max(i.max_timestamp for i in infos)
         return AppendInfo(
             infos[0].base_offset, infos[-1].last_offset, max_ts, len(infos), records, total
         )
+
+    def _assign_epochs(self, epochs: list[int], infos: list[BatchInfo]) -> None:
+        for epoch, info in zip(epochs, infos, strict=True):
+            if epoch > self.epochs.latest_epoch:
+                self.epochs.assign(epoch, info.base_offset)
+
+    def end_offset_for_epoch(self, epoch: int) -> tuple[int, int]:
+        """OffsetsForLeaderEpoch: (largest epoch <= ``epoch`` here, the offset it ended at)."""
+        return self.epochs.end_offset_for(epoch, self.log_end_offset)
 
     def _maybe_roll(self, nbytes: int, first_offset: int, last_offset: int) -> None:
         seg = self.active
@@ -459,6 +501,7 @@ class Log:
             self.active.truncate_to(offset)
 
         self._write(truncate, "truncating")
+        self.epochs.truncate_from_end(self.log_end_offset)  # whole batches: may be < offset
         self.recovery_point = min(self.recovery_point, self.log_end_offset)
         self._log.info("log.truncated", offset=offset, log_end_offset=self.log_end_offset)
 
@@ -475,6 +518,7 @@ class Log:
             self._add_segment(segment)
 
         self._write(restart, "truncating")
+        self.epochs.clear()
         self._log_start_offset = offset
         self.recovery_point = offset
 
@@ -514,6 +558,7 @@ class Log:
         del self.segments[:count]
         del self._bases[:count]
         self._log_start_offset = max(self._log_start_offset, self.segments[0].base_offset)
+        self.epochs.truncate_from_start(self._log_start_offset)
         self._log.info(
             "log.retention_deleted",
             segments=count,
@@ -543,14 +588,14 @@ class Log:
     def flush(self) -> None:
         """fsync everything written so far, here and now (blocking: shutdown and tests)."""
         target, dirty = self._flush_plan()
-        self._write(lambda: _fsync_all(dirty), "flushing")
+        self._write(lambda: _fsync_all(dirty, self.epochs), "flushing")
         self._flush_done(target)
 
     async def flush_async(self) -> None:
         """fsync in a worker thread, so the event loop never waits on the disk."""
         target, dirty = self._flush_plan()
         try:
-            await asyncio.to_thread(_fsync_all, dirty)
+            await asyncio.to_thread(_fsync_all, dirty, self.epochs)
         except OSError as exc:
             self._go_offline(exc, "flushing")
         self._flush_done(target)
@@ -587,9 +632,11 @@ class Log:
         raise KafkaStorageError(f"{self.name} is offline: {reason}") from exc
 
 
-def _fsync_all(segments: list[LogSegment]) -> None:
+def _fsync_all(segments: list[LogSegment], epochs: LeaderEpochCache | None = None) -> None:
     for segment in segments:
         segment.flush()
+    if epochs is not None:
+        epochs.flush()
 
 
 def _storage_advice(exc: OSError, doing: str, directory: Path) -> str:
