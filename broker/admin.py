@@ -63,8 +63,6 @@ __all__ = ["TopicAdmin", "validate_topic_name"]
 
 _LEGAL = re.compile(r"^[a-zA-Z0-9._-]+$")
 _MAX_NAME = 249
-MAX_REPLICATION_FACTOR = 1
-"""Until followers replicate (issue 5), a partition lives on one broker."""
 
 
 def validate_topic_name(name: str) -> None:
@@ -157,7 +155,6 @@ class TopicAdmin:
             factor = topic.replication_factor
             if factor == -1:
                 factor = self._config["default.replication.factor"]
-            _check_factor(factor)
             assignment = assign_replicas(brokers, partitions, factor)
         return assignment, configs
 
@@ -173,7 +170,8 @@ class TopicAdmin:
             raise InvalidReplicaAssignmentError(
                 f"topic {topic!r}: every partition needs the same number of replicas"
             )
-        _check_factor(sizes.pop())
+        if sizes.pop() < 1:
+            raise InvalidReplicationFactorError(f"topic {topic!r}: a partition needs a replica")
         for partition, replicas in assignment.items():
             if len(set(replicas)) != len(replicas):
                 raise InvalidReplicaAssignmentError(
@@ -341,7 +339,7 @@ class TopicAdmin:
                     value=value,
                     config_source=source.value,
                     synonyms=chain if synonyms else [],
-                    config_type="long",
+                    config_type="boolean" if value in ("true", "false") else "long",
                 )
             )
         return entries
@@ -355,12 +353,4 @@ class TopicAdmin:
         source = ConfigSource.DEFAULT_CONFIG if default else ConfigSource.STATIC_BROKER_CONFIG
         return DescribeConfigsEntry(
             name=name, value=text, read_only=True, config_source=source.value
-        )
-
-
-def _check_factor(factor: int) -> None:
-    if factor > MAX_REPLICATION_FACTOR:
-        raise InvalidReplicationFactorError(
-            f"replication factor {factor} is not available yet: this build keeps each "
-            "partition on one broker (use --replication-factor 1)"
         )

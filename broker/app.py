@@ -23,6 +23,7 @@ from broker.controller.election import ControllerElection
 from broker.log.manager import LogManager
 from broker.metadata import MetadataCache
 from broker.registration import BrokerRegistrar, get_or_create_cluster_id
+from broker.replica.isr import IsrUpdater
 from broker.replica.manager import ReplicaManager
 from broker.server import BrokerServer
 from broker.zk import BrokerRegistration, ZkBridge, ZkError
@@ -40,6 +41,7 @@ from protocol.apis import (
     MetadataRequest,
     MetadataResponse,
     MetadataTopic,
+    OffsetForLeaderEpochRequest,
     ProduceRequest,
     StopReplicaRequest,
     StopReplicaResponse,
@@ -107,7 +109,14 @@ class Broker:
         await asyncio.to_thread(self._logs.startup)  # recovery may read whole segments
         self._admin = TopicAdmin(self._zk, cfg, self.metadata)
         self._replicas = ReplicaManager(
-            self.broker_id, self._logs, self.metadata, self._admin.topic_config
+            self.broker_id,
+            self._logs,
+            self.metadata,
+            self._admin.topic_config,
+            IsrUpdater(self._zk, self.broker_id),
+            replica_lag_time_max_ms=cfg["replica.lag.time.max.ms"],
+            replica_fetch_wait_max_ms=cfg["replica.fetch.wait.max.ms"],
+            replica_fetch_max_bytes=cfg["replica.fetch.max.bytes"],
         )
         host, port = _host_port(cfg["listeners"][0])
         self._server = BrokerServer(
@@ -125,7 +134,11 @@ class Broker:
             self._zk, BrokerRegistration(self.broker_id, adv_host, adv_port)
         )
         await self._registrar.register()
-        self._controller = Controller(self._zk, self.broker_id)
+        self._controller = Controller(
+            self._zk,
+            self.broker_id,
+            unclean_leader_election=cfg["unclean.leader.election.enable"],
+        )
         self._election = ControllerElection(
             self._zk, self.broker_id, self._controller.activate, self._on_resigned
         )
@@ -148,7 +161,12 @@ class Broker:
                 await self._registrar.deregister()
             except ZkError as exc:
                 self._log.warning("broker.deregister_failed", error=str(exc))
+        if self._replicas is not None:
+            await self._replicas.shutdown()
         if self._logs is not None:
+            if self._replicas is not None:
+                hws = self._replicas.high_watermarks()
+                await asyncio.to_thread(self._logs.checkpoint_high_watermarks, hws)
             await asyncio.to_thread(self._logs.shutdown)
         if self._zk is not None:
             await self._zk.stop()
@@ -159,7 +177,7 @@ class Broker:
         replicas, admin = self._replicas, self._admin
 
         async def produce(header: RequestHeader, request: ProduceRequest) -> Any:
-            response = replicas.produce(request)
+            response = await replicas.produce(request)
             return None if request.acks == 0 else response
 
         async def fetch(header: RequestHeader, request: FetchRequest) -> Any:
@@ -167,6 +185,11 @@ class Broker:
 
         async def list_offsets(header: RequestHeader, request: ListOffsetsRequest) -> Any:
             return replicas.list_offsets(request)
+
+        async def offsets_for_epoch(
+            header: RequestHeader, request: OffsetForLeaderEpochRequest
+        ) -> Any:
+            return replicas.offsets_for_leader_epoch(request)
 
         async def create_topics(header: RequestHeader, request: CreateTopicsRequest) -> Any:
             return await admin.create_topics(request)
@@ -181,6 +204,7 @@ class Broker:
             ApiKey.PRODUCE: produce,
             ApiKey.FETCH: fetch,
             ApiKey.LIST_OFFSETS: list_offsets,
+            ApiKey.OFFSET_FOR_LEADER_EPOCH: offsets_for_epoch,
             ApiKey.METADATA: self._metadata,
             ApiKey.CREATE_TOPICS: create_topics,
             ApiKey.DELETE_TOPICS: delete_topics,
@@ -196,20 +220,37 @@ class Broker:
         self._log.info("controller.inactive")
 
     async def _keep_house(self) -> None:
-        """Periodic work: flushes due by ``flush.ms``, retention every check interval."""
+        """Periodic work: flushes due by ``flush.ms``, ISR shrink checks, high-watermark
+        checkpoints, retention. Each on its own interval, on one timer."""
         assert self._replicas is not None and self._logs is not None
+        replicas, logs = self._replicas, self._logs
+        cfg = self.config
         loop = asyncio.get_running_loop()
-        retention_s = self.config["log.retention.check.interval.ms"] / 1000
-        next_retention = loop.time() + retention_s
+        intervals = {
+            "retention": cfg["log.retention.check.interval.ms"] / 1000,
+            "isr": cfg["replica.lag.time.max.ms"] / 2000,
+            "hw": cfg["replica.high.watermark.checkpoint.interval.ms"] / 1000,
+        }
+        due = {name: loop.time() + every for name, every in intervals.items()}
+        tick_s = min(_FLUSH_CHECK_S, *intervals.values())
         while True:
-            await asyncio.sleep(_FLUSH_CHECK_S)
-            self._replicas.flush_due_logs()
-            if loop.time() >= next_retention:
-                next_retention = loop.time() + retention_s
-                for _, log in self._logs:
-                    if not log.offline:
-                        log.apply_retention()
-                        log.delete_pending()
+            await asyncio.sleep(tick_s)
+            replicas.flush_due_logs()
+            now = loop.time()
+            for name, every in intervals.items():
+                if now < due[name]:
+                    continue
+                due[name] = now + every
+                if name == "isr":
+                    replicas.shrink_isrs()
+                elif name == "hw":
+                    hws = replicas.high_watermarks()
+                    await asyncio.to_thread(logs.checkpoint_high_watermarks, hws)
+                else:
+                    for _, log in logs:
+                        if not log.offline:
+                            log.apply_retention()
+                            log.delete_pending()
 
     # --- requests from the controller ---------------------------------------------------
 
@@ -224,7 +265,9 @@ class Broker:
     async def _leader_and_isr(self, header: RequestHeader, request: LeaderAndIsrRequest) -> Any:
         assert self._replicas is not None
         self._fence(request.controller_epoch, "LeaderAndIsr")
-        errors = await self._replicas.become_leader_or_follower(request.partition_states)
+        errors = await self._replicas.become_leader_or_follower(
+            request.partition_states, request.live_leaders
+        )
         return LeaderAndIsrResponse(partition_errors=errors)
 
     async def _stop_replica(self, header: RequestHeader, request: StopReplicaRequest) -> Any:

@@ -144,6 +144,28 @@ SETTINGS: tuple[Setting, ...] = (
         1,
     ),
     Setting(
+        "replica.fetch.wait.max.ms",
+        int,
+        500,
+        "How long a follower's fetch waits at the leader for new data.",
+        0,
+    ),
+    Setting(
+        "replica.fetch.max.bytes",
+        int,
+        1_048_576,
+        "Bytes a follower asks for per partition (a larger first batch still comes).",
+        1,
+        2**31 - 1,
+    ),
+    Setting(
+        "replica.high.watermark.checkpoint.interval.ms",
+        int,
+        5_000,
+        "How often high watermarks are written to replication-offset-checkpoint.",
+        1,
+    ),
+    Setting(
         "socket.request.max.bytes",
         int,
         104_857_600,
@@ -230,6 +252,8 @@ TOPIC_CONFIG_SYNONYMS = {
     "flush.ms": "log.flush.interval.ms",
     "max.message.bytes": "message.max.bytes",
     "file.delete.delay.ms": "log.segment.delete.delay.ms",
+    "min.insync.replicas": "min.insync.replicas",
+    "unclean.leader.election.enable": "unclean.leader.election.enable",
 }
 """Topic config -> the broker setting that gives its default (Kafka's synonyms)."""
 

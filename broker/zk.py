@@ -54,6 +54,7 @@ class paths:
     CLUSTER_ID = "/cluster/id"
     TOPIC_CONFIGS = "/config/topics"
     DELETE_TOPICS = "/admin/delete_topics"
+    ISR_CHANGES = "/isr_change_notification"
 
     @staticmethod
     def broker(broker_id: int) -> str:
@@ -223,6 +224,15 @@ class PartitionState:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise CorruptZnode(f"{path} is not a partition state: {exc!r}") from None
+
+
+def isr_change_from_json(path: str, data: bytes) -> list[tuple[str, int]]:
+    """The partitions an ``/isr_change_notification/isr_change_N`` znode names."""
+    value = _decode(path, data)
+    try:
+        return [(str(p["topic"]), int(p["partition"])) for p in value["partitions"]]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CorruptZnode(f"{path} lacks valid partitions: {exc!r}") from None
 
 
 def controller_json(broker_id: int, timestamp_ms: int) -> bytes:

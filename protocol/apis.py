@@ -585,6 +585,109 @@ class UpdateMetadataResponse(Response):
     """Only the request-level error (STALE_CONTROLLER_EPOCH when fenced)."""
 
 
+# --- OffsetForLeaderEpoch (23): where a follower's log and its leader's part ways -------
+
+
+@dataclass(slots=True, kw_only=True)
+class OffsetForLeaderPartition:
+    partition: int
+    current_leader_epoch: int = -1
+    leader_epoch: int
+
+
+@dataclass(slots=True, kw_only=True)
+class OffsetForLeaderTopic:
+    topic: str
+    partitions: list[OffsetForLeaderPartition] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class OffsetForLeaderEpochRequest(Request):
+    replica_id: int = -1
+    topics: list[OffsetForLeaderTopic] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class EpochEndOffset:
+    error_code: int = 0
+    partition: int
+    leader_epoch: int = -1
+    end_offset: int = -1
+
+
+@dataclass(slots=True, kw_only=True)
+class OffsetForLeaderTopicResult:
+    topic: str
+    partitions: list[EpochEndOffset] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class OffsetForLeaderEpochResponse(Response):
+    throttle_time_ms: int = 0
+    topics: list[OffsetForLeaderTopicResult] = field(default_factory=list)
+
+
+# --- ControlledShutdown (7): a stopping broker hands its leaderships over first ---------
+
+
+@dataclass(slots=True, kw_only=True)
+class ControlledShutdownRequest(Request):
+    broker_id: int
+    broker_epoch: int = -1
+
+
+@dataclass(slots=True, kw_only=True)
+class RemainingPartition:
+    topic_name: str
+    partition_index: int
+
+
+@dataclass(slots=True, kw_only=True)
+class ControlledShutdownResponse(Response):
+    remaining_partitions: list[RemainingPartition] = field(default_factory=list)
+
+
+# --- ElectLeaders (43): preferred (or unclean) leader election on demand ---------------
+
+
+class ElectionType(enum.IntEnum):
+    PREFERRED = 0
+    UNCLEAN = 1
+
+
+@dataclass(slots=True, kw_only=True)
+class ElectLeadersTopicPartitions:
+    topic: str
+    partitions: list[int] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class ElectLeadersRequest(Request):
+    election_type: int = ElectionType.PREFERRED
+    topic_partitions: list[ElectLeadersTopicPartitions] | None = None
+    """None: every partition."""
+    timeout_ms: int = 60_000
+
+
+@dataclass(slots=True, kw_only=True)
+class ElectLeadersPartitionResult:
+    partition_id: int
+    error_code: int = 0
+    error_message: str | None = None
+
+
+@dataclass(slots=True, kw_only=True)
+class ElectLeadersTopicResult:
+    topic: str
+    partition_result: list[ElectLeadersPartitionResult] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class ElectLeadersResponse(Response):
+    throttle_time_ms: int = 0
+    replica_election_results: list[ElectLeadersTopicResult] = field(default_factory=list)
+
+
 # --- the registry ----------------------------------------------------------------------
 
 
@@ -618,6 +721,15 @@ APIS = _apis(
     Api(ApiKey.LEADER_AND_ISR, 0, 0, LeaderAndIsrRequest, LeaderAndIsrResponse),
     Api(ApiKey.STOP_REPLICA, 0, 0, StopReplicaRequest, StopReplicaResponse),
     Api(ApiKey.UPDATE_METADATA, 0, 0, UpdateMetadataRequest, UpdateMetadataResponse),
+    Api(ApiKey.CONTROLLED_SHUTDOWN, 0, 0, ControlledShutdownRequest, ControlledShutdownResponse),
+    Api(
+        ApiKey.OFFSET_FOR_LEADER_EPOCH,
+        0,
+        0,
+        OffsetForLeaderEpochRequest,
+        OffsetForLeaderEpochResponse,
+    ),
+    Api(ApiKey.ELECT_LEADERS, 0, 0, ElectLeadersRequest, ElectLeadersResponse),
     Api(ApiKey.API_VERSIONS, 0, 0, ApiVersionsRequest, ApiVersionsResponse),
     Api(ApiKey.CREATE_TOPICS, 0, 0, CreateTopicsRequest, CreateTopicsResponse),
     Api(ApiKey.DELETE_TOPICS, 0, 0, DeleteTopicsRequest, DeleteTopicsResponse),

@@ -13,7 +13,10 @@ state (leader, leader epoch, ISR) with its znode version. What it does:
   ZooKeeper, then LeaderAndIsr to the replicas and UpdateMetadata to every broker;
 - a broker gone: each partition it led gets a new leader from the live ISR and a bumped
   leader epoch, or, with no live ISR member, leader -1 (offline; the ISR is kept, so the
-  last in-sync replica leads again when it returns: no unclean election);
+  last in-sync replica leads again when it returns), unless the topic allows an unclean
+  election (``unclean.leader.election.enable``: any live replica, possibly losing data);
+  where it only followed, it leaves the ISR (leader epoch bumped, as Kafka does);
+- an ISR change a leader wrote (``/isr_change_notification``): re-read, tell everyone;
 - a broker back (or new): offline partitions it is in sync for are led again, and it gets
   LeaderAndIsr for every partition it holds plus the full metadata;
 - a topic in ``/admin/delete_topics``: hidden from metadata at once, StopReplica with
@@ -37,6 +40,7 @@ import structlog
 from broker.controller.channel import BrokerChannel
 from broker.zk import (
     BrokerRegistration,
+    CorruptZnode,
     NodeExists,
     NoNode,
     PartitionState,
@@ -44,7 +48,9 @@ from broker.zk import (
     VersionConflict,
     ZkBridge,
     ZkError,
+    isr_change_from_json,
     paths,
+    topic_config_from_json,
 )
 from protocol.apis import (
     LEADER_DURING_DELETE,
@@ -76,9 +82,17 @@ class _State:
 class Controller:
     """Start with :meth:`activate` (on election), stop with :meth:`deactivate`."""
 
-    def __init__(self, zk: ZkBridge, broker_id: int, *, request_timeout_ms: int = 30_000) -> None:
+    def __init__(
+        self,
+        zk: ZkBridge,
+        broker_id: int,
+        *,
+        request_timeout_ms: int = 30_000,
+        unclean_leader_election: bool = False,
+    ) -> None:
         self._zk = zk
         self.broker_id = broker_id
+        self._unclean_default = unclean_leader_election
         self._request_timeout_ms = request_timeout_ms
         self.epoch = -1
         self.brokers: dict[int, BrokerRegistration] = {}
@@ -143,6 +157,7 @@ class Controller:
             "topics": self._topics_changed,
             "deletions": self._deletions_changed,
             "deleted": self._topic_deleted,
+            "isr_changes": self._isr_changed,
         }
         while True:
             kind, arg = await self._events.get()
@@ -161,6 +176,7 @@ class Controller:
         """Read everything, repair what needs it, and tell every broker the whole state."""
         await self._zk.ensure_path(paths.TOPICS)
         await self._zk.ensure_path(paths.DELETE_TOPICS)
+        await self._zk.ensure_path(paths.ISR_CHANGES)
         await self._read_brokers()
         names = await self._zk.get_children(paths.TOPICS, watch=self._watch("topics"))
         await asyncio.gather(*(self._load_topic(t) for t in names))
@@ -176,6 +192,7 @@ class Controller:
             self._send_leader_and_isr(broker_id, self._partitions_of(broker_id))
         self._send_update_metadata()
         await self._deletions_changed(None)
+        await self._isr_changed(None)
 
     async def _read_brokers(self) -> dict[int, BrokerRegistration]:
         ids = await self._zk.get_children(paths.BROKER_IDS, watch=self._watch("brokers"))
@@ -294,7 +311,7 @@ class Controller:
                 continue
             while True:
                 current = self.states[tp].state
-                wanted = self._leader_for(tp, current)
+                wanted = await self._leader_for(tp, current)
                 if wanted is None:
                     break
                 try:
@@ -314,28 +331,53 @@ class Controller:
                 break
         return changed
 
-    def _leader_for(self, tp: TP, current: PartitionState) -> PartitionState | None:
-        """The state ``tp`` should move to, or None if its leader is fine."""
+    async def _leader_for(self, tp: TP, current: PartitionState) -> PartitionState | None:
+        """The state ``tp`` should move to (new leader, or dead followers out of the ISR),
+        or None if it is fine."""
+        live_isr = [r for r in current.isr if r in self.brokers]
         if current.leader in self.brokers:
-            return None
-        replicas = self.assignments[tp[0]][tp[1]]
-        if current.isr:
-            candidates = [r for r in replicas if r in current.isr and r in self.brokers]
-        else:  # never led (created while every replica was down): nothing to lose
-            candidates = [r for r in replicas if r in self.brokers]
-        if candidates:
-            leader = candidates[0]
-            isr = [r for r in current.isr if r in self.brokers] or [leader]
-        elif current.leader == -1:
-            return None  # still offline; nothing changes
+            if live_isr == current.isr:
+                return None
+            leader, isr = current.leader, live_isr
         else:
-            leader, isr = -1, current.isr  # offline: the last in-sync replica must come back
+            replicas = self.assignments[tp[0]][tp[1]]
+            if current.isr:
+                candidates = [r for r in replicas if r in live_isr]
+            else:  # never led (created while every replica was down): nothing to lose
+                candidates = [r for r in replicas if r in self.brokers]
+            if not candidates and await self._unclean_allowed(tp[0]):
+                candidates = [r for r in replicas if r in self.brokers]
+                if candidates:
+                    self._log.warning(
+                        "controller.unclean_leader_election",
+                        topic=tp[0],
+                        partition=tp[1],
+                        leader=candidates[0],
+                        lost_isr=current.isr,
+                    )
+                    live_isr = [candidates[0]]
+            if candidates:
+                leader = candidates[0]
+                isr = [r for r in live_isr if r != leader]
+                isr.insert(0, leader)
+            elif current.leader == -1:
+                return None  # still offline; nothing changes
+            else:
+                leader, isr = -1, current.isr  # offline: an in-sync replica must come back
         return PartitionState(
             leader=leader,
             leader_epoch=current.leader_epoch + 1,
             isr=isr,
             controller_epoch=self.epoch,
         )
+
+    async def _unclean_allowed(self, topic: str) -> bool:
+        try:
+            data, _ = await self._zk.get(paths.topic_config(topic))
+        except NoNode:
+            return self._unclean_default
+        value = topic_config_from_json(topic, data).get("unclean.leader.election.enable")
+        return self._unclean_default if value is None else value.strip().lower() == "true"
 
     async def _write_state(self, tp: TP, state: PartitionState) -> None:
         stat = await self._zk.set(
@@ -347,6 +389,31 @@ class Controller:
         path = paths.partition_state(*tp)
         raw, stat = await self._zk.get(path)
         self.states[tp] = _State(PartitionState.from_json(path, raw), stat.version)
+
+    # --- ISR changes written by leaders -------------------------------------------------
+
+    async def _isr_changed(self, _: object) -> None:
+        names = await self._zk.get_children(paths.ISR_CHANGES, watch=self._watch("isr_changes"))
+        if not names:
+            return
+        changed: set[TP] = set()
+        for name in names:
+            path = f"{paths.ISR_CHANGES}/{name}"
+            try:
+                data, _ = await self._zk.get(path)
+                changed.update(isr_change_from_json(path, data))
+            except NoNode:
+                continue
+            except CorruptZnode as exc:
+                self._log.warning("controller.isr_change_unreadable", error=str(exc))
+        for tp in changed:
+            if tp in self.states:
+                with contextlib.suppress(NoNode):
+                    await self._reload_state(tp)
+        for name in names:
+            with contextlib.suppress(NoNode):
+                await self._zk.delete(f"{paths.ISR_CHANGES}/{name}")
+        self._send_update_metadata()
 
     # --- deletion -----------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = ["LogConfig"]
 
@@ -19,7 +20,10 @@ _NAMES = {
     "flush.ms": "flush_ms",
     "max.message.bytes": "max_message_bytes",
     "file.delete.delay.ms": "file_delete_delay_ms",
+    "min.insync.replicas": "min_insync_replicas",
+    "unclean.leader.election.enable": "unclean_leader_election_enable",
 }
+_BOOLEANS = {"unclean.leader.election.enable"}
 
 _NO_LIMIT = 2**63 - 1  # Kafka's Long.MAX_VALUE: "never" for flush.messages / flush.ms
 
@@ -38,6 +42,9 @@ class LogConfig:
     flush_ms: int = _NO_LIMIT
     max_message_bytes: int = 1024 * 1024 + 12
     file_delete_delay_ms: int = 60_000
+    # replication settings Kafka keeps with the topic's log config (used by broker.replica)
+    min_insync_replicas: int = 1
+    unclean_leader_election_enable: bool = False
 
     def __post_init__(self) -> None:
         checks = [
@@ -51,6 +58,7 @@ class LogConfig:
             ("flush.ms", self.flush_ms >= 0, "0 or more"),
             ("max.message.bytes", self.max_message_bytes >= 0, "0 or more"),
             ("file.delete.delay.ms", self.file_delete_delay_ms >= 0, "0 or more"),
+            ("min.insync.replicas", self.min_insync_replicas >= 1, "at least 1"),
         ]
         for name, ok, need in checks:
             if not ok:
@@ -64,20 +72,32 @@ class LogConfig:
 
     def with_properties(self, props: Mapping[str, str | int]) -> LogConfig:
         """This config with Kafka-named overrides (a topic's over the broker's defaults)."""
-        kwargs = {}
+        kwargs: dict[str, Any] = {}
         for name, value in props.items():
             field = _NAMES.get(name)
             if field is None:
                 raise ValueError(f"unknown topic config {name!r}; known: {', '.join(_NAMES)}")
+            if name in _BOOLEANS:
+                kwargs[field] = _boolean(name, value)
+                continue
             try:
                 kwargs[field] = int(value)
             except (TypeError, ValueError):
                 raise ValueError(f"{name}={value!r} is invalid: it must be an integer") from None
         return dataclasses.replace(self, **kwargs)
 
-    def properties(self) -> dict[str, int]:
+    def properties(self) -> dict[str, int | bool]:
         """Every setting under its Kafka name."""
         return {name: getattr(self, attr) for name, attr in _NAMES.items()}
 
-    def with_overrides(self, **changes: int) -> LogConfig:
+    def with_overrides(self, **changes: Any) -> LogConfig:
         return dataclasses.replace(self, **changes)
+
+
+def _boolean(name: str, value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text not in ("true", "false"):
+        raise ValueError(f"{name}={value!r} is invalid: it must be true or false")
+    return text == "true"

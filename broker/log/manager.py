@@ -5,7 +5,7 @@ Per directory, beside the ``<topic>-<partition>/`` folders (Kafka's layout)::
     meta.properties                    version, broker.id, cluster.id: whose data this is
     recovery-point-offset-checkpoint   per partition: offsets known fsynced
     log-start-offset-checkpoint        per partition: first readable offset
-    replication-offset-checkpoint      per partition: high watermark (replication, later)
+    replication-offset-checkpoint      per partition: high watermark (written by replication)
     .clean_shutdown                    written by a clean stop, removed on start
 
 Checkpoints are Kafka's text format (``0`` / count / ``topic partition offset`` lines),
@@ -45,6 +45,7 @@ META = "meta.properties"
 RECOVERY_POINTS = "recovery-point-offset-checkpoint"
 LOG_START_OFFSETS = "log-start-offset-checkpoint"
 HIGH_WATERMARKS = "replication-offset-checkpoint"
+HIGH_WATERMARKS = "replication-offset-checkpoint"
 CLEAN_SHUTDOWN = ".clean_shutdown"
 
 
@@ -83,6 +84,7 @@ class LogManager:
         self.default_config = default_config or LogConfig()
         self._clock = clock
         self.logs: dict[TopicPartition, Log] = {}
+        self.high_watermarks: dict[TopicPartition, int] = {}  # as checkpointed at start
         self._log = structlog.get_logger("headwater.log_manager").bind(broker_id=broker_id)
 
     # --- start / stop -------------------------------------------------------------------
@@ -98,6 +100,7 @@ class LogManager:
             clean = marker.exists()
             recovery = read_checkpoint(directory / RECOVERY_POINTS)
             starts = read_checkpoint(directory / LOG_START_OFFSETS)
+            self.high_watermarks.update(read_checkpoint(directory / HIGH_WATERMARKS))
             for path in sorted(directory.iterdir()):
                 tp = parse_partition_dir(path.name) if path.is_dir() else None
                 if tp is None:
@@ -192,6 +195,16 @@ class LogManager:
                 directory / LOG_START_OFFSETS,
                 {tp: log.log_start_offset for tp, log in here.items()},
             )
+
+    def checkpoint_high_watermarks(self, high_watermarks: dict[TopicPartition, int]) -> None:
+        """Write each directory's high watermarks (blocking: call from a worker thread)."""
+        for directory in self.dirs:
+            here = {
+                tp: hw
+                for tp, hw in high_watermarks.items()
+                if (log := self.logs.get(tp)) is not None and log.dir.parent == directory
+            }
+            write_checkpoint(directory / HIGH_WATERMARKS, here)
 
 
 # --- file formats ----------------------------------------------------------------------

@@ -1,8 +1,16 @@
 """The partitions this broker hosts, and the produce, fetch and list-offsets paths.
 
 As Kafka's ReplicaManager. The controller's LeaderAndIsr makes partitions (creating their
-logs), StopReplica removes them (deleting the logs when the topic is deleted). Each
-request is answered per partition: an error in one never fails the others.
+logs) leaders or followers; followers are handed to one :class:`ReplicaFetcher` per
+leader broker; StopReplica removes them (deleting the logs when the topic is deleted).
+Each request is answered per partition: an error in one never fails the others.
+
+Replication (DESIGN.md "Replication"): a follower's fetch tells the leader its log end
+offset; the high watermark follows the ISR; acks=all is answered when the high watermark
+passes the produce (and refused up front with NOT_ENOUGH_REPLICAS when the ISR is smaller
+than ``min.insync.replicas``); a follower that lags more than ``replica.lag.time.max.ms``
+is dropped from the ISR and one that catches up is added back, both through
+:class:`IsrUpdater`'s compare-and-set writes.
 
 Produce: check the leader, append the batches as they are (header and CRC checked,
 offsets and leader epoch patched in place: O(batches), never O(records)), then wake the
@@ -15,6 +23,7 @@ nothing polls.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Iterable
 
 import structlog
@@ -22,18 +31,25 @@ import structlog
 from broker.log import Log, LogConfig
 from broker.log.manager import LogManager, TopicPartition
 from broker.metadata import MetadataCache
+from broker.replica.fetcher import ReplicaFetcher
+from broker.replica.isr import IsrUpdater
 from broker.replica.partition import Partition
 from protocol.apis import (
     LATEST_TIMESTAMP,
+    EpochEndOffset,
     FetchPartitionData,
     FetchRequest,
     FetchResponse,
     FetchTopicResponse,
+    LeaderAndIsrLiveLeader,
     LeaderAndIsrPartitionState,
     ListOffsetsPartitionResponse,
     ListOffsetsRequest,
     ListOffsetsResponse,
     ListOffsetsTopicResponse,
+    OffsetForLeaderEpochRequest,
+    OffsetForLeaderEpochResponse,
+    OffsetForLeaderTopicResult,
     PartitionError,
     ProducePartitionResponse,
     ProduceRequest,
@@ -43,10 +59,15 @@ from protocol.apis import (
 )
 from protocol.errors import (
     ApiError,
+    FencedLeaderEpochError,
     InvalidRecordError,
     InvalidRequiredAcksError,
+    NotEnoughReplicasAfterAppendError,
+    NotEnoughReplicasError,
     NotLeaderOrFollowerError,
+    RequestTimedOutError,
     StaleControllerEpochError,
+    UnknownLeaderEpochError,
     UnknownTopicOrPartitionError,
 )
 
@@ -56,6 +77,10 @@ ConfigLoader = Callable[[str], Awaitable[LogConfig]]
 """The log config of a topic: broker defaults with the topic's overrides."""
 
 
+def _now_ms() -> int:
+    return time.monotonic_ns() // 1_000_000
+
+
 class ReplicaManager:
     def __init__(
         self,
@@ -63,65 +88,125 @@ class ReplicaManager:
         logs: LogManager,
         metadata: MetadataCache,
         load_config: ConfigLoader,
+        isr: IsrUpdater | None = None,
+        *,
+        replica_lag_time_max_ms: int = 30_000,
+        replica_fetch_wait_max_ms: int = 500,
+        replica_fetch_max_bytes: int = 1024 * 1024,
     ) -> None:
         self.broker_id = broker_id
         self.logs = logs
         self.metadata = metadata
         self._load_config = load_config
+        self._isr = isr
+        self.replica_lag_time_max_ms = replica_lag_time_max_ms
+        self._fetch_wait_max_ms = replica_fetch_wait_max_ms
+        self._fetch_max_bytes = replica_fetch_max_bytes
         self.partitions: dict[TopicPartition, Partition] = {}
+        self.fetchers: dict[int, ReplicaFetcher] = {}
         self._fetch_waiters: dict[TopicPartition, set[asyncio.Future[None]]] = {}
         self._flushing: set[Log] = set()
+        self._isr_tasks: set[asyncio.Task[None]] = set()
         self._log = structlog.get_logger("headwater.replica").bind(broker_id=broker_id)
+
+    async def shutdown(self) -> None:
+        for fetcher in self.fetchers.values():
+            await fetcher.close()
+        self.fetchers.clear()
+        for task in list(self._isr_tasks):
+            task.cancel()
+        for partition in self.partitions.values():
+            partition.fail_waiters(RequestTimedOutError("the broker is shutting down"))
 
     # --- from the controller ------------------------------------------------------------
 
     async def become_leader_or_follower(
-        self, states: list[LeaderAndIsrPartitionState]
+        self,
+        states: list[LeaderAndIsrPartitionState],
+        live_leaders: list[LeaderAndIsrLiveLeader] | None = None,
     ) -> list[PartitionError]:
         """Apply LeaderAndIsr: host each partition we are a replica of, in its new role."""
+        leaders = {b.broker_id: b for b in live_leaders or []}
         errors: list[PartitionError] = []
-        mine = [s for s in states if self.broker_id in s.replicas]
-        for state in mine:
+        for state in [s for s in states if self.broker_id in s.replicas]:
             tp = TopicPartition(state.topic_name, state.partition_index)
             partition = self.partitions.get(tp)
-            if partition is not None and state.leader_epoch < partition.leader_epoch:
-                errors.append(_error(state.topic_name, state.partition_index, StaleEpoch))
-                continue
             if partition is None:
-                config = await self._load_config(tp.topic)
-                log = await asyncio.to_thread(
-                    self.logs.get_or_create_log, tp.topic, tp.partition, config
-                )
-                log.config = config
-                # the awaits above may have raced another LeaderAndIsr for this partition
-                partition = self.partitions.setdefault(
-                    tp,
-                    Partition(
-                        topic=tp.topic, index=tp.partition, log=log, local_broker_id=self.broker_id
-                    ),
-                )
-                if state.leader_epoch < partition.leader_epoch:
-                    errors.append(_error(state.topic_name, state.partition_index, StaleEpoch))
-                    continue
-            was_leader = partition.is_leader
+                partition = await self._create(tp)
+            if state.leader_epoch < partition.leader_epoch:
+                errors.append(_error(tp, StaleControllerEpochError))
+                continue
+            if state.leader_epoch == partition.leader_epoch and state.leader == partition.leader_id:
+                errors.append(_error(tp))  # already applied (a new controller resends all)
+                continue
             partition.leader_id = state.leader
             partition.leader_epoch = state.leader_epoch
             partition.isr = list(state.isr)
             partition.replicas = list(state.replicas)
             partition.zk_version = state.partition_epoch
             partition.controller_epoch = state.controller_epoch
-            if was_leader != partition.is_leader:
-                self._log.info(
-                    "partition.role",
-                    topic=tp.topic,
-                    partition=tp.partition,
-                    leader=state.leader,
-                    leader_epoch=state.leader_epoch,
-                    role="leader" if partition.is_leader else "follower",
-                )
-            errors.append(PartitionError(topic_name=tp.topic, partition_index=tp.partition))
+            self._change_role(tp, partition, leaders.get(state.leader))
+            errors.append(_error(tp))
             self._wake(tp)  # parked fetches re-check: they may have to answer NOT_LEADER
         return errors
+
+    async def _create(self, tp: TopicPartition) -> Partition:
+        config = await self._load_config(tp.topic)
+        log = await asyncio.to_thread(self.logs.get_or_create_log, tp.topic, tp.partition, config)
+        log.config = config
+        # the awaits above may have raced another LeaderAndIsr for this partition
+        return self.partitions.setdefault(
+            tp,
+            Partition(
+                topic=tp.topic,
+                index=tp.partition,
+                log=log,
+                local_broker_id=self.broker_id,
+                high_watermark=min(self.logs.high_watermarks.get(tp, 0), log.log_end_offset),
+            ),
+        )
+
+    def _change_role(
+        self, tp: TopicPartition, partition: Partition, leader: LeaderAndIsrLiveLeader | None
+    ) -> None:
+        self._unfollow(tp)
+        if partition.is_leader:
+            partition.become_leader(_now_ms())
+        else:
+            partition.become_follower()
+            if leader is not None:
+                self._fetcher_for(leader).add(partition)
+        self._log.info(
+            "partition.role",
+            topic=tp.topic,
+            partition=tp.partition,
+            leader=partition.leader_id,
+            leader_epoch=partition.leader_epoch,
+            isr=partition.isr,
+            role="leader" if partition.is_leader else "follower",
+        )
+
+    def _fetcher_for(self, leader: LeaderAndIsrLiveLeader) -> ReplicaFetcher:
+        fetcher = self.fetchers.get(leader.broker_id)
+        if fetcher is not None and (fetcher.host, fetcher.port) != (leader.host_name, leader.port):
+            # the leader restarted elsewhere: its partitions move to a new fetcher
+            asyncio.get_running_loop().create_task(fetcher.close())
+            fetcher = None
+        if fetcher is None:
+            fetcher = ReplicaFetcher(
+                self.broker_id,
+                leader.broker_id,
+                leader.host_name,
+                leader.port,
+                max_wait_ms=self._fetch_wait_max_ms,
+                max_bytes=self._fetch_max_bytes,
+            )
+            self.fetchers[leader.broker_id] = fetcher
+        return fetcher
+
+    def _unfollow(self, tp: TopicPartition) -> None:
+        for fetcher in self.fetchers.values():
+            fetcher.remove(tp)
 
     async def stop_replicas(
         self, partitions: list[StopReplicaPartition], *, delete: bool
@@ -129,15 +214,15 @@ class ReplicaManager:
         """Stop hosting ``partitions``; with ``delete``, remove their data from disk."""
         for p in partitions:
             tp = TopicPartition(p.topic_name, p.partition_index)
-            self.partitions.pop(tp, None)
+            self._unfollow(tp)
+            gone = self.partitions.pop(tp, None)
+            if gone is not None:
+                gone.fail_waiters(NotLeaderOrFollowerError(f"{gone.name} was stopped here"))
             self._wake(tp)
         if delete:
             tps = [TopicPartition(p.topic_name, p.partition_index) for p in partitions]
             await asyncio.to_thread(self._delete_logs, tps)
-        return [
-            PartitionError(topic_name=p.topic_name, partition_index=p.partition_index)
-            for p in partitions
-        ]
+        return [_error(TopicPartition(p.topic_name, p.partition_index)) for p in partitions]
 
     def _delete_logs(self, tps: list[TopicPartition]) -> None:
         for tp in tps:
@@ -145,8 +230,9 @@ class ReplicaManager:
 
     # --- produce ------------------------------------------------------------------------
 
-    def produce(self, request: ProduceRequest) -> ProduceResponse:
+    async def produce(self, request: ProduceRequest) -> ProduceResponse:
         topics = []
+        waits: list[tuple[ProducePartitionResponse, Partition, int]] = []
         for topic in request.topics:
             results = []
             for p in topic.partitions:
@@ -155,7 +241,12 @@ class ReplicaManager:
                         raise InvalidRequiredAcksError(
                             f"acks={request.acks} is not one of 0, 1, -1 (all)"
                         )
-                    results.append(self._append(topic.name, p.index, p.records))
+                    result, partition, end = self._append(
+                        topic.name, p.index, p.records, request.acks
+                    )
+                    results.append(result)
+                    if request.acks == -1:
+                        waits.append((result, partition, end))
                 except ApiError as exc:
                     results.append(
                         ProducePartitionResponse(
@@ -163,22 +254,70 @@ class ReplicaManager:
                         )
                     )
             topics.append(ProduceTopicResponse(name=topic.name, partitions=results))
+        if waits:
+            await asyncio.gather(
+                *(self._await_replication(r, p, end, request.timeout_ms) for r, p, end in waits)
+            )
         return ProduceResponse(topics=topics)
 
-    def _append(self, topic: str, index: int, records: object) -> ProducePartitionResponse:
+    def _append(
+        self, topic: str, index: int, records: object, acks: int
+    ) -> tuple[ProducePartitionResponse, Partition, int]:
         partition = self._leader_partition(topic, index)
         if not isinstance(records, bytes | bytearray | memoryview) or len(records) == 0:
             raise InvalidRecordError(f"a produce to {topic}-{index} carried no record batches")
+        min_isr = partition.log.config.min_insync_replicas
+        if acks == -1 and len(partition.isr) < min_isr:
+            raise NotEnoughReplicasError(
+                f"{partition.name} has {len(partition.isr)} in-sync replicas "
+                f"({partition.isr}), fewer than min.insync.replicas={min_isr}; acks=all "
+                "writes wait until enough replicas are back (acks=1 still works)"
+            )
         info = partition.log.append(records, leader_epoch=partition.leader_epoch)
         tp = TopicPartition(topic, index)
-        self._wake(tp)
+        if partition.maybe_advance_high_watermark():
+            self._wake(tp)
+        self._wake_followers(tp)
         if partition.log.flush_due():
             self._flush_soon(partition.log)
-        return ProducePartitionResponse(
+        result = ProducePartitionResponse(
             index=index,
             base_offset=info.first_offset,
             log_start_offset=partition.log.log_start_offset,
         )
+        return result, partition, info.last_offset + 1
+
+    async def _await_replication(
+        self, result: ProducePartitionResponse, partition: Partition, end: int, timeout_ms: int
+    ) -> None:
+        """acks=all: wait until the high watermark passes ``end``; the outcome goes into
+        ``result`` (an ambiguous one is REQUEST_TIMED_OUT, never success)."""
+        waiter = partition.wait_for_high_watermark(end)
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), max(timeout_ms, 0) / 1000)
+        except TimeoutError:
+            waiter.cancel()
+            error: ApiError | None = RequestTimedOutError(
+                f"{partition.name}: the in-sync replicas {partition.isr} did not all have the "
+                f"records within {timeout_ms} ms (they may still get them)"
+            )
+        except asyncio.CancelledError:
+            if not waiter.cancelled():
+                raise
+            error = NotLeaderOrFollowerError(f"{partition.name} lost its leadership here")
+        except ApiError as exc:
+            error = exc
+        else:
+            min_isr = partition.log.config.min_insync_replicas
+            error = None
+            if len(partition.isr) < min_isr:
+                error = NotEnoughReplicasAfterAppendError(
+                    f"{partition.name}: written, but the ISR {partition.isr} shrank below "
+                    f"min.insync.replicas={min_isr}"
+                )
+        if error is not None:
+            result.error_code = error.code
+            result.error_message = error.message
 
     def _flush_soon(self, log: Log) -> None:
         """fsync in a worker thread, one at a time per log (flush.messages / flush.ms)."""
@@ -205,8 +344,11 @@ class ReplicaManager:
     async def fetch(self, request: FetchRequest) -> FetchResponse:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(request.max_wait_ms, 0) / 1000
+        follower = request.replica_id >= 0
+        if follower:
+            self._record_follower_fetch(request)
         while True:
-            response, size, failed = self._read(request)
+            response, size, failed = self._read(request, follower)
             remaining = deadline - loop.time()
             if size >= request.min_bytes or failed or remaining <= 0:
                 return response
@@ -221,7 +363,7 @@ class ReplicaManager:
             try:
                 await asyncio.wait_for(waiter, remaining)
             except TimeoutError:
-                return self._read(request)[0]
+                return self._read(request, follower)[0]
             finally:
                 for tp in tps:
                     waiters = self._fetch_waiters.get(tp)
@@ -230,7 +372,23 @@ class ReplicaManager:
                         if not waiters:
                             del self._fetch_waiters[tp]
 
-    def _read(self, request: FetchRequest) -> tuple[FetchResponse, int, bool]:
+    def _record_follower_fetch(self, request: FetchRequest) -> None:
+        """A follower's fetch offsets are its log end offsets: move the high watermark,
+        and start adding it to the ISR if it caught up."""
+        now = _now_ms()
+        for topic in request.topics:
+            for p in topic.partitions:
+                tp = TopicPartition(topic.topic, p.partition)
+                partition = self.partitions.get(tp)
+                if partition is None or not partition.is_leader:
+                    continue
+                partition.update_follower(request.replica_id, p.fetch_offset, now)
+                if partition.maybe_advance_high_watermark():
+                    self._wake(tp)
+                if request.replica_id in partition.ready_to_join():
+                    self._change_isr(partition, [*partition.isr, request.replica_id])
+
+    def _read(self, request: FetchRequest, follower: bool) -> tuple[FetchResponse, int, bool]:
         """One pass over the partitions: (response, bytes found, whether any failed)."""
         budget = request.max_bytes
         total = 0
@@ -241,10 +399,11 @@ class ReplicaManager:
             for p in topic.partitions:
                 try:
                     partition = self._leader_partition(topic.topic, p.partition)
+                    _check_epoch(partition, p.current_leader_epoch)
                     data = partition.log.read(
                         p.fetch_offset,
                         min(p.partition_max_bytes, budget),
-                        max_offset=partition.high_watermark,
+                        max_offset=None if follower else partition.high_watermark,
                         min_one_batch=total == 0,  # KIP-74: the first batch always fits
                     )
                 except ApiError as exc:
@@ -273,17 +432,64 @@ class ReplicaManager:
             if not waiter.done():
                 waiter.set_result(None)
 
-    # --- list offsets -------------------------------------------------------------------
+    def _wake_followers(self, tp: TopicPartition) -> None:
+        # follower fetches park on the same futures as consumers; an append wakes both
+        self._wake(tp)
+
+    # --- the ISR ------------------------------------------------------------------------
+
+    def shrink_isrs(self) -> None:
+        """Drop followers that lag more than ``replica.lag.time.max.ms`` (run periodically)."""
+        now = _now_ms()
+        for partition in list(self.partitions.values()):
+            if not partition.is_leader:
+                continue
+            late = partition.out_of_sync(now, self.replica_lag_time_max_ms)
+            if late:
+                self._log.info(
+                    "partition.followers_lagging",
+                    topic=partition.topic,
+                    partition=partition.index,
+                    replicas=late,
+                    max_lag_ms=self.replica_lag_time_max_ms,
+                )
+                self._change_isr(partition, [r for r in partition.isr if r not in late])
+
+    def _change_isr(self, partition: Partition, isr: list[int]) -> None:
+        if self._isr is None or partition.isr_write_pending:
+            return  # the next fetch or shrink check tries again
+        partition.isr_write_pending = True
+        updater = self._isr
+
+        async def write() -> None:
+            try:
+                if await updater.write(partition, isr):
+                    tp = TopicPartition(partition.topic, partition.index)
+                    if partition.maybe_advance_high_watermark():  # a smaller ISR may allow it
+                        self._wake(tp)
+            except Exception as exc:  # ZooKeeper trouble: retried by the next check
+                self._log.warning("partition.isr_write_failed", error=repr(exc))
+            finally:
+                partition.isr_write_pending = False
+
+        task = asyncio.get_running_loop().create_task(write())
+        self._isr_tasks.add(task)
+        task.add_done_callback(self._isr_tasks.discard)
+
+    # --- offsets ------------------------------------------------------------------------
 
     def list_offsets(self, request: ListOffsetsRequest) -> ListOffsetsResponse:
+        follower = request.replica_id >= 0
         topics = []
         for topic in request.topics:
             results = []
             for p in topic.partitions:
                 try:
                     partition = self._leader_partition(topic.name, p.partition_index)
+                    _check_epoch(partition, p.current_leader_epoch)
                     if p.timestamp == LATEST_TIMESTAMP:
-                        found: tuple[int, int] | None = (-1, partition.high_watermark)
+                        end = partition.log.log_end_offset if follower else partition.high_watermark
+                        found: tuple[int, int] | None = (-1, end)
                     else:
                         found = partition.log.list_offset(p.timestamp)
                 except ApiError as exc:
@@ -304,6 +510,30 @@ class ReplicaManager:
                 )
             topics.append(ListOffsetsTopicResponse(name=topic.name, partitions=results))
         return ListOffsetsResponse(topics=topics)
+
+    def offsets_for_leader_epoch(
+        self, request: OffsetForLeaderEpochRequest
+    ) -> OffsetForLeaderEpochResponse:
+        """Where each asked-about epoch ended in this leader's log (KIP-101)."""
+        topics = []
+        for topic in request.topics:
+            results = []
+            for p in topic.partitions:
+                try:
+                    partition = self._leader_partition(topic.topic, p.partition)
+                    _check_epoch(partition, p.current_leader_epoch)
+                except ApiError as exc:
+                    results.append(EpochEndOffset(partition=p.partition, error_code=exc.code))
+                    continue
+                epoch, end = partition.log.end_offset_for_epoch(p.leader_epoch)
+                results.append(
+                    EpochEndOffset(partition=p.partition, leader_epoch=epoch, end_offset=end)
+                )
+            topics.append(OffsetForLeaderTopicResult(topic=topic.topic, partitions=results))
+        return OffsetForLeaderEpochResponse(topics=topics)
+
+    def high_watermarks(self) -> dict[TopicPartition, int]:
+        return {tp: p.high_watermark for tp, p in self.partitions.items()}
 
     # --- helpers ------------------------------------------------------------------------
 
@@ -331,8 +561,22 @@ class ReplicaManager:
         return self.partitions.values()
 
 
-StaleEpoch = StaleControllerEpochError
+def _check_epoch(partition: Partition, current_leader_epoch: int) -> None:
+    """Fence a request made for another leader epoch (-1: the client does not say)."""
+    if current_leader_epoch < 0 or current_leader_epoch == partition.leader_epoch:
+        return
+    if current_leader_epoch < partition.leader_epoch:
+        raise FencedLeaderEpochError(
+            f"{partition.name}: epoch {current_leader_epoch} is older than the leader's "
+            f"{partition.leader_epoch}; refresh metadata"
+        )
+    raise UnknownLeaderEpochError(
+        f"{partition.name}: epoch {current_leader_epoch} is newer than this broker knows "
+        f"({partition.leader_epoch}); retry shortly"
+    )
 
 
-def _error(topic: str, index: int, error: type[ApiError]) -> PartitionError:
-    return PartitionError(topic_name=topic, partition_index=index, error_code=error.code)
+def _error(tp: TopicPartition, error: type[ApiError] | None = None) -> PartitionError:
+    return PartitionError(
+        topic_name=tp.topic, partition_index=tp.partition, error_code=error.code if error else 0
+    )

@@ -1,22 +1,46 @@
-"""One partition hosted on this broker: its log and its place in the replica set.
+"""One partition hosted on this broker: its log, its role, and (as leader) its followers.
 
-The controller decides (LeaderAndIsr); this object holds what it said: the leader, the
-leader epoch, the ISR and the replicas, and the partition state znode's version (the
-leader's compare-and-set ISR writes will use it). A request from an older leader epoch
-than the one held is stale and refused.
+The controller decides the role (LeaderAndIsr): leader, leader epoch, ISR, replicas, and
+the partition state znode's version, which the leader's compare-and-set ISR writes use.
 
-High watermark: the offset below which every ISR member has the records; consumers see
-only what is below it. Until followers replicate (issue 5) the ISR is the leader alone,
-so it is the leader's log end offset.
+As leader (Kafka's Partition): each follower's log end offset arrives with its fetches
+(the fetch offset *is* its log end offset). The high watermark is the smallest log end
+offset over the ISR, leader included, and never goes back; consumers read only below it,
+and an acks=all produce is answered once it passes the produce's last offset. A follower
+is caught up when it fetched from at least the leader's log end offset as it was at its
+previous fetch; one not caught up for ``replica.lag.time.max.ms`` leaves the ISR, one that
+reaches the high watermark joins it again (the manager writes those changes to ZooKeeper).
+
+As follower: the fetcher appends the leader's bytes and moves the high watermark to the
+leader's, capped at the local log end.
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 
 from broker.log import Log
 
-__all__ = ["Partition"]
+__all__ = ["FollowerState", "Partition"]
+
+
+@dataclass(slots=True)
+class FollowerState:
+    """What the leader knows of one follower."""
+
+    log_end_offset: int = -1
+    last_caught_up_ms: int = 0
+    last_fetch_ms: int = 0
+    leader_end_at_last_fetch: int = -1
+
+
+@dataclass(slots=True)
+class _Waiter:
+    """An acks=all produce waiting for the high watermark to pass ``required_offset``."""
+
+    required_offset: int
+    future: asyncio.Future[None]
 
 
 @dataclass(slots=True, kw_only=True)
@@ -31,15 +55,126 @@ class Partition:
     replicas: list[int] = field(default_factory=list)
     zk_version: int = 0
     controller_epoch: int = -1
+    high_watermark: int = 0
+    followers: dict[int, FollowerState] = field(default_factory=dict)
+    isr_write_pending: bool = False
+    _waiters: list[_Waiter] = field(default_factory=list)
 
     @property
     def is_leader(self) -> bool:
         return self.leader_id == self.local_broker_id
 
     @property
-    def high_watermark(self) -> int:
-        return self.log.log_end_offset
-
-    @property
     def name(self) -> str:
         return f"{self.topic}-{self.index}"
+
+    # --- role changes -------------------------------------------------------------------
+
+    def become_leader(self, now_ms: int) -> None:
+        """Start tracking followers; the ISR members count as caught up as of now."""
+        self.followers = {
+            r: FollowerState(last_caught_up_ms=now_ms if r in self.isr else 0)
+            for r in self.replicas
+            if r != self.local_broker_id
+        }
+        self.high_watermark = min(
+            max(self.high_watermark, self.log.log_start_offset), self.log.log_end_offset
+        )
+        self.maybe_advance_high_watermark()
+
+    def become_follower(self) -> None:
+        self.followers = {}
+        self.high_watermark = min(self.high_watermark, self.log.log_end_offset)
+        self.fail_waiters(None)
+
+    # --- leader: followers and the high watermark --------------------------------------
+
+    def update_follower(self, replica_id: int, fetch_offset: int, now_ms: int) -> None:
+        """A follower fetched from ``fetch_offset``: that is its log end offset."""
+        state = self.followers.get(replica_id)
+        if state is None:
+            return  # not a replica of this partition (the fetch is refused elsewhere)
+        leader_end = self.log.log_end_offset
+        if fetch_offset >= leader_end:
+            state.last_caught_up_ms = now_ms
+        elif fetch_offset >= state.leader_end_at_last_fetch >= 0:
+            state.last_caught_up_ms = max(state.last_caught_up_ms, state.last_fetch_ms)
+        state.log_end_offset = fetch_offset
+        state.last_fetch_ms = now_ms
+        state.leader_end_at_last_fetch = leader_end
+
+    def maybe_advance_high_watermark(self) -> bool:
+        """Move the high watermark to the smallest log end offset in the ISR, if higher."""
+        if not self.is_leader:
+            return False
+        ends = [self.log.log_end_offset]
+        for r in self.isr:
+            if r != self.local_broker_id:
+                state = self.followers.get(r)
+                ends.append(state.log_end_offset if state is not None else -1)
+        candidate = min(ends)
+        if candidate <= self.high_watermark:
+            return False
+        self.high_watermark = candidate
+        self._complete_waiters()
+        return True
+
+    def out_of_sync(self, now_ms: int, max_lag_ms: int) -> list[int]:
+        """ISR followers not caught up within ``max_lag_ms``."""
+        return [
+            r
+            for r in self.isr
+            if r != self.local_broker_id
+            and now_ms - self.followers.get(r, FollowerState()).last_caught_up_ms > max_lag_ms
+        ]
+
+    def ready_to_join(self) -> list[int]:
+        """Followers outside the ISR that have reached the high watermark (and this leader
+        epoch's first offset, so they hold nothing of an older, diverging history)."""
+        epoch_start = self._epoch_start_offset()
+        return [
+            r
+            for r, state in self.followers.items()
+            if r not in self.isr
+            and state.log_end_offset >= self.high_watermark
+            and state.log_end_offset >= epoch_start
+        ]
+
+    def _epoch_start_offset(self) -> int:
+        for entry in self.log.epochs.entries:
+            if entry.epoch == self.leader_epoch:
+                return entry.start_offset
+        return self.log.log_end_offset  # nothing written in this epoch yet
+
+    # --- acks=all -----------------------------------------------------------------------
+
+    def wait_for_high_watermark(self, required_offset: int) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.high_watermark >= required_offset:
+            future.set_result(None)
+        else:
+            self._waiters.append(_Waiter(required_offset, future))
+        return future
+
+    def _complete_waiters(self) -> None:
+        if not self._waiters:
+            return
+        still = []
+        for waiter in self._waiters:
+            if waiter.future.done():
+                continue
+            if waiter.required_offset <= self.high_watermark:
+                waiter.future.set_result(None)
+            else:
+                still.append(waiter)
+        self._waiters = still
+
+    def fail_waiters(self, error: BaseException | None) -> None:
+        """Leadership is gone: waiting produces get ``error`` (or are cancelled)."""
+        for waiter in self._waiters:
+            if not waiter.future.done():
+                if error is None:
+                    waiter.future.cancel()
+                else:
+                    waiter.future.set_exception(error)
+        self._waiters = []

@@ -1,0 +1,73 @@
+"""A broker's own connection to another broker (DESIGN.md: a broker never imports client).
+
+Used by the controller's channels and by follower fetchers. One request at a time per
+connection (the callers serialise), each bounded by a timeout; any failure closes the
+connection and is raised as :class:`PeerError`, and the next request reconnects.
+
+Inter-broker requests are sent at v0 without an ApiVersions exchange: brokers of one
+build speak the same versions (Kafka's ``inter.broker.protocol.version`` plays this part
+once mixed builds exist).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from typing import Any
+
+from protocol.apis import APIS, ApiKey, Request, decode_response, encode_request
+from protocol.errors import HeadwaterError, MalformedFrameError, MalformedMessageError
+from protocol.framing import LENGTH_SIZE, parse_response_header
+
+__all__ = ["PeerConnection", "PeerError"]
+
+_VERSION = 0
+_MAX_RESPONSE_BYTES = 100 * 1024 * 1024
+
+
+class PeerError(HeadwaterError):
+    """A request to another broker failed (connection, timeout, or a garbled answer)."""
+
+
+class PeerConnection:
+    def __init__(self, host: str, port: int, *, request_timeout_ms: int = 30_000) -> None:
+        self.host = host
+        self.port = port
+        self._timeout_s = request_timeout_ms / 1000
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._correlation = itertools.count(1)
+
+    async def request(self, api_key: ApiKey, request: Request) -> Any:
+        try:
+            return await asyncio.wait_for(self._exchange(api_key, request), self._timeout_s)
+        except (
+            OSError,
+            TimeoutError,
+            EOFError,
+            MalformedFrameError,
+            MalformedMessageError,
+        ) as exc:
+            self.close()
+            raise PeerError(f"{APIS[api_key].name} to {self.host}:{self.port}: {exc!r}") from exc
+
+    async def _exchange(self, api_key: ApiKey, request: Request) -> Any:
+        if self._writer is None:
+            self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+        assert self._reader is not None
+        correlation_id = next(self._correlation)
+        self._writer.writelines(encode_request(api_key, _VERSION, correlation_id, request))
+        await self._writer.drain()
+        size = int.from_bytes(await self._reader.readexactly(LENGTH_SIZE), "big")
+        if size > _MAX_RESPONSE_BYTES:
+            raise MalformedFrameError(f"a {size}-byte response")
+        payload = memoryview(await self._reader.readexactly(size))
+        got, body = parse_response_header(payload)
+        if got != correlation_id:
+            raise MalformedFrameError(f"correlation id {got}, expected {correlation_id}")
+        return decode_response(APIS[api_key], _VERSION, body)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        self._reader = self._writer = None

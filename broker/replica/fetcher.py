@@ -1,0 +1,311 @@
+"""Follower fetchers: one task per leader broker, for every partition followed from it.
+
+As Kafka's ReplicaFetcherThread. A partition added to a fetcher first *truncates*: it asks
+the leader (OffsetForLeaderEpoch) where the follower's latest leader epoch ended in the
+leader's log, and cuts its own log there (KIP-101, with KIP-279's rounds when the leader
+never saw that epoch), so a follower never keeps records the new leader does not have,
+and never throws away ones it does. Then it fetches from its log end offset: the leader's
+exact bytes are appended as they are (offsets, epochs and CRCs untouched), and the high
+watermark follows the leader's.
+
+The leader reads a follower's progress from these fetches (the fetch offset is the
+follower's log end offset); a fetch parks at the leader until data arrives (``min_bytes``
+1, ``replica.fetch.wait.max.ms``), so an idle partition costs one open request, not a
+poll loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import structlog
+
+from broker.log.manager import TopicPartition
+from broker.network import PeerConnection, PeerError
+from broker.replica.partition import Partition
+from protocol.apis import (
+    EARLIEST_TIMESTAMP,
+    LATEST_TIMESTAMP,
+    ApiKey,
+    EpochEndOffset,
+    FetchPartition,
+    FetchPartitionData,
+    FetchRequest,
+    FetchResponse,
+    FetchTopic,
+    ListOffsetsPartition,
+    ListOffsetsRequest,
+    ListOffsetsTopic,
+    OffsetForLeaderEpochRequest,
+    OffsetForLeaderEpochResponse,
+    OffsetForLeaderPartition,
+    OffsetForLeaderTopic,
+)
+from protocol.errors import ApiError, OffsetOutOfRangeError, error_for_code, raise_for_code
+from protocol.records import scan_batches
+
+__all__ = ["ReplicaFetcher"]
+
+_BACKOFF_S = 0.2
+UNDEFINED = -1
+
+
+@dataclass(slots=True)
+class _Followed:
+    partition: Partition
+    leader_epoch: int
+    truncated: bool = False
+
+
+class ReplicaFetcher:
+    """Fetches, from leader ``leader_id`` at ``host:port``, what this broker follows there."""
+
+    def __init__(
+        self,
+        local_broker_id: int,
+        leader_id: int,
+        host: str,
+        port: int,
+        *,
+        max_wait_ms: int = 500,
+        max_bytes: int = 1024 * 1024,
+        response_max_bytes: int = 10 * 1024 * 1024,
+        request_timeout_ms: int = 30_000,
+        on_progress: Callable[[Partition], None] | None = None,
+    ) -> None:
+        self.local_broker_id = local_broker_id
+        self.leader_id = leader_id
+        self.host = host
+        self.port = port
+        self._max_wait_ms = max_wait_ms
+        self._max_bytes = max_bytes
+        self._response_max_bytes = response_max_bytes
+        self._peer = PeerConnection(
+            host, port, request_timeout_ms=max(request_timeout_ms, max_wait_ms + 5_000)
+        )
+        self._followed: dict[TopicPartition, _Followed] = {}
+        self._changed = asyncio.Event()
+        self._on_progress = on_progress
+        self._task = asyncio.get_running_loop().create_task(self._run())
+        self._log = structlog.get_logger("headwater.fetcher").bind(
+            broker_id=local_broker_id, leader=leader_id
+        )
+
+    @property
+    def partitions(self) -> set[TopicPartition]:
+        return set(self._followed)
+
+    def add(self, partition: Partition) -> None:
+        """Follow ``partition`` (again, after a leader change: it truncates first)."""
+        tp = TopicPartition(partition.topic, partition.index)
+        self._followed[tp] = _Followed(partition, partition.leader_epoch)
+        self._changed.set()
+
+    def remove(self, tp: TopicPartition) -> None:
+        if self._followed.pop(tp, None) is not None:
+            self._changed.set()
+
+    async def close(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._peer.close()
+
+    # --- the loop -----------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            if not self._followed:
+                self._changed.clear()
+                await self._changed.wait()
+                continue
+            self._changed.clear()
+            try:
+                pending = [f for f in self._followed.values() if not f.truncated]
+                if pending:
+                    await self._truncate(pending)
+                    continue
+                await self._fetch()
+            except PeerError as exc:
+                self._log.info("fetcher.leader_unreachable", error=str(exc))
+                await asyncio.sleep(_BACKOFF_S)
+
+    # --- truncation by leader epoch -----------------------------------------------------
+
+    async def _truncate(self, pending: list[_Followed]) -> None:
+        by_topic: dict[str, list[OffsetForLeaderPartition]] = {}
+        asked: dict[TopicPartition, int] = {}
+        for f in pending:
+            p = f.partition
+            epoch = p.log.epochs.latest_epoch
+            asked[TopicPartition(p.topic, p.index)] = epoch
+            by_topic.setdefault(p.topic, []).append(
+                OffsetForLeaderPartition(
+                    partition=p.index, current_leader_epoch=f.leader_epoch, leader_epoch=epoch
+                )
+            )
+        request = OffsetForLeaderEpochRequest(
+            replica_id=self.local_broker_id,
+            topics=[OffsetForLeaderTopic(topic=t, partitions=ps) for t, ps in by_topic.items()],
+        )
+        response: OffsetForLeaderEpochResponse = await self._peer.request(
+            ApiKey.OFFSET_FOR_LEADER_EPOCH, request
+        )
+        for topic in response.topics:
+            for answer in topic.partitions:
+                tp = TopicPartition(topic.topic, answer.partition)
+                followed = self._followed.get(tp)
+                if followed is None or tp not in asked or followed.truncated:
+                    continue  # removed or re-added while we waited
+                if answer.error_code:
+                    self._log.info(
+                        "fetcher.truncation_refused",
+                        topic=tp.topic,
+                        partition=tp.partition,
+                        error=error_for_code(answer.error_code).name,
+                    )
+                    await asyncio.sleep(_BACKOFF_S)  # the leader may not know its role yet
+                    continue
+                if self._apply_truncation(followed, asked[tp], answer):
+                    followed.truncated = True
+
+    def _apply_truncation(self, followed: _Followed, asked: int, answer: EpochEndOffset) -> bool:
+        """Cut the log where it parts from the leader's; True when it is settled."""
+        log = followed.partition.log
+        if UNDEFINED in (asked, answer.end_offset):
+            # we hold no epoch, or the leader knows nothing as old: fall back to the HW
+            target = min(followed.partition.high_watermark, log.log_end_offset)
+        elif answer.leader_epoch == asked:
+            target = min(answer.end_offset, log.log_end_offset)
+        else:
+            # the leader never wrote in our latest epoch: cut to where *our* copy of the
+            # leader's epoch ends, and ask again about the epoch before (KIP-279)
+            ours_epoch, ours_end = log.end_offset_for_epoch(answer.leader_epoch)
+            target = min(ours_end, answer.end_offset, log.log_end_offset)
+            if ours_epoch not in (answer.leader_epoch, UNDEFINED):
+                self._truncate_to(followed.partition, target)
+                return False
+        self._truncate_to(followed.partition, target)
+        return True
+
+    def _truncate_to(self, partition: Partition, offset: int) -> None:
+        if offset < partition.log.log_end_offset:
+            self._log.info(
+                "fetcher.truncating",
+                topic=partition.topic,
+                partition=partition.index,
+                from_offset=partition.log.log_end_offset,
+                to_offset=offset,
+            )
+            partition.log.truncate_to(offset)
+        partition.high_watermark = min(partition.high_watermark, partition.log.log_end_offset)
+
+    # --- fetching -----------------------------------------------------------------------
+
+    async def _fetch(self) -> None:
+        by_topic: dict[str, list[FetchPartition]] = {}
+        for f in self._followed.values():
+            p = f.partition
+            by_topic.setdefault(p.topic, []).append(
+                FetchPartition(
+                    partition=p.index,
+                    current_leader_epoch=f.leader_epoch,
+                    fetch_offset=p.log.log_end_offset,
+                    log_start_offset=p.log.log_start_offset,
+                    partition_max_bytes=self._max_bytes,
+                )
+            )
+        request = FetchRequest(
+            replica_id=self.local_broker_id,
+            max_wait_ms=self._max_wait_ms,
+            min_bytes=1,
+            max_bytes=self._response_max_bytes,
+            topics=[FetchTopic(topic=t, partitions=ps) for t, ps in by_topic.items()],
+        )
+        response: FetchResponse = await self._peer.request(ApiKey.FETCH, request)
+        backoff = False
+        for topic in response.topics:
+            for data in topic.partitions:
+                followed = self._followed.get(TopicPartition(topic.topic, data.partition_index))
+                if followed is None or not followed.truncated:
+                    continue  # removed or re-added (truncates first) while we waited
+                try:
+                    await self._handle(followed, data)
+                except ApiError as exc:
+                    backoff = True
+                    self._log.info(
+                        "fetcher.partition_error",
+                        topic=topic.topic,
+                        partition=data.partition_index,
+                        error=exc.name,
+                        detail=exc.message,
+                    )
+        if backoff:
+            await asyncio.sleep(_BACKOFF_S)
+
+    async def _handle(self, followed: _Followed, data: FetchPartitionData) -> None:
+        partition = followed.partition
+        if data.error_code == OffsetOutOfRangeError.code:
+            await self._out_of_range(partition)
+            return
+        raise_for_code(data.error_code)
+        if isinstance(data.records, memoryview) and len(data.records):
+            self._append(partition, data.records)
+        partition.high_watermark = max(
+            partition.high_watermark, min(data.high_watermark, partition.log.log_end_offset)
+        )
+        if self._on_progress is not None:
+            self._on_progress(partition)
+
+    def _append(self, partition: Partition, records: memoryview) -> None:
+        """Append whole batches at or past our log end (a batch straddling it means our
+        copy of it differs: cut back to its start and take the leader's)."""
+        log = partition.log
+        headers = scan_batches(records, allow_partial_tail=True)
+        start = None
+        for h in headers:
+            if h.last_offset < log.log_end_offset:
+                continue
+            if h.base_offset < log.log_end_offset:
+                log.truncate_to(h.base_offset)
+            start = h.position
+            break
+        if start is None or not headers:
+            return
+        end = headers[-1].end
+        log.append_as_follower(records[start:end])
+
+    async def _out_of_range(self, partition: Partition) -> None:
+        """Our log end is outside the leader's log: follow its end or its start."""
+        ends = {}
+        for ts in (EARLIEST_TIMESTAMP, LATEST_TIMESTAMP):
+            request = ListOffsetsRequest(
+                replica_id=self.local_broker_id,
+                topics=[
+                    ListOffsetsTopic(
+                        name=partition.topic,
+                        partitions=[
+                            ListOffsetsPartition(partition_index=partition.index, timestamp=ts)
+                        ],
+                    )
+                ],
+            )
+            response = await self._peer.request(ApiKey.LIST_OFFSETS, request)
+            answer = response.topics[0].partitions[0]
+            raise_for_code(answer.error_code)
+            ends[ts] = answer.offset
+        log = partition.log
+        if log.log_end_offset > ends[LATEST_TIMESTAMP]:
+            self._truncate_to(partition, ends[LATEST_TIMESTAMP])
+        elif log.log_end_offset < ends[EARLIEST_TIMESTAMP]:
+            self._log.info(
+                "fetcher.restarting_log",
+                topic=partition.topic,
+                partition=partition.index,
+                at_offset=ends[EARLIEST_TIMESTAMP],
+            )
+            log.truncate_fully_and_start_at(ends[EARLIEST_TIMESTAMP])
+            partition.high_watermark = ends[EARLIEST_TIMESTAMP]

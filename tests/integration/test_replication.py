@@ -1,0 +1,150 @@
+"""Replication on real brokers, over the raw protocol: followers, ISR, high watermark,
+acks=all with min.insync.replicas, and leader failover that keeps acknowledged data."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from protocol.apis import (
+    ApiKey,
+    CreatableTopic,
+    CreatableTopicConfig,
+    CreateTopicsRequest,
+    MetadataResponse,
+)
+from protocol.errors import NotEnoughReplicasError
+from tests.integration.conftest import Cluster
+from tests.integration.test_topics import (
+    _fetch,
+    _metadata,
+    _produce,
+    _ready_cluster,
+    _request,
+    _until,
+    _values,
+)
+
+pytestmark = pytest.mark.timeout(120)
+
+FAST_ISR = {"replica.lag.time.max.ms": "2000"}
+
+
+async def _create_replicated(port: int, name: str, partitions: int, min_isr: int = 2) -> None:
+    request = CreateTopicsRequest(
+        topics=[
+            CreatableTopic(
+                name=name,
+                num_partitions=partitions,
+                replication_factor=3,
+                configs=[CreatableTopicConfig(name="min.insync.replicas", value=str(min_isr))],
+            )
+        ]
+    )
+    result = (await _request(port, ApiKey.CREATE_TOPICS, request)).topics[0]
+    assert result.error_code == 0, result
+
+
+class _Unknown:
+    """What a broker that has not heard of the partition yet answers, for the checks."""
+
+    leader_id = -1
+    isr_nodes: list[int] = []
+    replica_nodes: list[int] = []
+
+
+async def _partition(port: int, topic: str, index: int = 0) -> Any:
+    meta: MetadataResponse = await _metadata(port, [topic])
+    partitions = {p.partition_index: p for p in meta.topics[0].partitions}
+    return partitions.get(index, _Unknown())
+
+
+async def _produce_until_ok(port_of: Callable[[], Any], topic: str, values: list[bytes]) -> Any:
+    """acks=all, retried while the new leader settles (as a client would)."""
+
+    async def attempt() -> Any:
+        return await _produce(await port_of(), topic, 0, values, acks=-1)
+
+    return await _until(attempt, lambda r: r.error_code == 0)
+
+
+async def test_acks_all_is_replicated_and_survives_leader_kill(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    cluster = make_cluster(3, FAST_ISR)
+    ports = await _ready_cluster(cluster)
+    await _create_replicated(ports[1], "replicated", 1)
+    state = await _until(
+        lambda: _partition(ports[1], "replicated"), lambda p: len(p.isr_nodes) == 3
+    )
+    assert sorted(state.replica_nodes) == [1, 2, 3]
+    leader = state.leader_id
+
+    async def leader_port() -> int:
+        p = await _partition(next(p for b, p in ports.items() if b != leader), "replicated")
+        return cluster.brokers[p.leader_id].port if p.leader_id > 0 else ports[leader]
+
+    acked = []
+    for i in range(20):
+        r = await _produce_until_ok(leader_port, "replicated", [b"r%d" % i])
+        acked.append((r.base_offset, b"r%d" % i))
+    # a consumer sees everything acked: the high watermark passed it
+    got = await _fetch(ports[leader], "replicated", 0, 0)
+    assert got.high_watermark == 20
+    assert _values(got.records) == acked
+
+    cluster.brokers[leader].kill()
+    survivor = next(p for b, p in ports.items() if b != leader)
+    moved = await _until(
+        lambda: _partition(survivor, "replicated"),
+        lambda p: p.leader_id not in (-1, leader),
+    )
+    assert leader not in moved.isr_nodes
+    new_port = ports[moved.leader_id]
+    after = await _until(
+        lambda: _fetch(new_port, "replicated", 0, 0),
+        lambda f: f.error_code == 0 and f.high_watermark >= 20,
+    )
+    assert _values(after.records)[:20] == acked  # nothing acknowledged was lost
+    more = await _produce_until_ok(lambda: _const(new_port), "replicated", [b"after"])
+    assert more.base_offset == 20
+
+    # the old leader returns, truncates to the new leader's log, and rejoins the ISR
+    cluster.start_broker(leader)
+    back = await _until(
+        lambda: _partition(survivor, "replicated"), lambda p: sorted(p.isr_nodes) == [1, 2, 3]
+    )
+    assert back.leader_id == moved.leader_id
+
+
+async def _const(value: int) -> int:
+    return value
+
+
+async def test_min_insync_replicas_refuses_acks_all_but_not_acks_1(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    cluster = make_cluster(3, FAST_ISR)
+    ports = await _ready_cluster(cluster)
+    await _create_replicated(ports[1], "guarded", 1, min_isr=2)
+    state = await _until(lambda: _partition(ports[1], "guarded"), lambda p: len(p.isr_nodes) == 3)
+    leader = state.leader_id
+    followers = [b for b in state.replica_nodes if b != leader]
+    for b in followers:
+        cluster.brokers[b].kill()
+    alone = await _until(
+        lambda: _partition(ports[leader], "guarded"), lambda p: p.isr_nodes == [leader]
+    )
+    assert alone.leader_id == leader
+    refused = await _produce(ports[leader], "guarded", 0, [b"x"], acks=-1)
+    assert refused.error_code == NotEnoughReplicasError.code
+    assert "min.insync.replicas=2" in refused.error_message
+    accepted = await _produce(ports[leader], "guarded", 0, [b"y"], acks=1)
+    assert (accepted.error_code, accepted.base_offset) == (0, 0)
+    for b in followers:
+        cluster.start_broker(b)
+    await _until(lambda: _partition(ports[leader], "guarded"), lambda p: len(p.isr_nodes) == 3)
+    ok = await _produce(ports[leader], "guarded", 0, [b"z"], acks=-1)
+    assert (ok.error_code, ok.base_offset) == (0, 1)
