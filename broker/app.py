@@ -22,16 +22,24 @@ from broker.controller.controller import Controller
 from broker.controller.election import ControllerElection
 from broker.log.manager import LogManager
 from broker.metadata import MetadataCache
+from broker.network import PeerConnection, PeerError
 from broker.registration import BrokerRegistrar, get_or_create_cluster_id
 from broker.replica.isr import IsrUpdater
 from broker.replica.manager import ReplicaManager
 from broker.server import BrokerServer
-from broker.zk import BrokerRegistration, ZkBridge, ZkError
+from broker.zk import BrokerRegistration, SessionState, ZkBridge, ZkError
 from protocol.apis import (
     ApiKey,
+    ControlledShutdownRequest,
+    ControlledShutdownResponse,
     CreateTopicsRequest,
     DeleteTopicsRequest,
     DescribeConfigsRequest,
+    ElectionType,
+    ElectLeadersPartitionResult,
+    ElectLeadersRequest,
+    ElectLeadersResponse,
+    ElectLeadersTopicResult,
     FetchRequest,
     LeaderAndIsrRequest,
     LeaderAndIsrResponse,
@@ -43,13 +51,17 @@ from protocol.apis import (
     MetadataTopic,
     OffsetForLeaderEpochRequest,
     ProduceRequest,
+    RemainingPartition,
     StopReplicaRequest,
     StopReplicaResponse,
     UpdateMetadataRequest,
     UpdateMetadataResponse,
 )
 from protocol.errors import (
+    InvalidRequestError,
     LeaderNotAvailableError,
+    NotControllerError,
+    PreferredLeaderNotAvailableError,
     StaleControllerEpochError,
     UnknownTopicOrPartitionError,
 )
@@ -86,6 +98,7 @@ class Broker:
         self._controller: Controller | None = None
         self._controller_epoch = -1  # the newest seen: older controllers are fenced
         self._housekeeping: asyncio.Task[None] | None = None
+        self._stopping = False
         self._log = structlog.get_logger("headwater.broker").bind(broker_id=self.broker_id)
 
     @property
@@ -143,11 +156,15 @@ class Broker:
             self._zk, self.broker_id, self._controller.activate, self._on_resigned
         )
         await self._election.start()
+        self._zk.on_state_change(self._on_session_state)
         self._housekeeping = asyncio.get_running_loop().create_task(self._keep_house())
         self._log.info("broker.ready", host=adv_host, port=adv_port)
 
     async def stop(self) -> None:
+        self._stopping = True
         self._log.info("broker.stopping")
+        if self.config["controlled.shutdown.enable"] and self._server is not None:
+            await self._controlled_shutdown()
         if self._server is not None:
             await self._server.stop()
         if self._housekeeping is not None:
@@ -212,7 +229,99 @@ class Broker:
             ApiKey.LEADER_AND_ISR: self._leader_and_isr,
             ApiKey.STOP_REPLICA: self._stop_replica,
             ApiKey.UPDATE_METADATA: self._update_metadata,
+            ApiKey.CONTROLLED_SHUTDOWN: self._handle_controlled_shutdown,
+            ApiKey.ELECT_LEADERS: self._elect_leaders,
         }
+
+    def _on_session_state(self, state: str) -> None:
+        if self._stopping:
+            return  # closing our own session is not news
+        if state == SessionState.LOST and self._replicas is not None:
+            self._replicas.fence_leaders("this broker's ZooKeeper session expired")
+
+    async def _controlled_shutdown(self) -> None:
+        """Ask the controller to move our leaderships away first (Kafka's controlled
+        shutdown), so clients fail over before we stop instead of after a timeout."""
+        cfg = self.config
+        attempts = cfg["controlled.shutdown.max.retries"] + 1
+        for attempt in range(attempts):
+            controller = self.metadata.brokers.get(self.controller_id)
+            if controller is None:
+                remaining = ["no controller known"]
+            else:
+                peer = PeerConnection(controller.host, controller.port, request_timeout_ms=30_000)
+                try:
+                    response: ControlledShutdownResponse = await peer.request(
+                        ApiKey.CONTROLLED_SHUTDOWN,
+                        ControlledShutdownRequest(broker_id=self.broker_id),
+                    )
+                    if response.error_code:
+                        remaining = [response.error_message or str(response.error_code)]
+                    else:
+                        remaining = [
+                            f"{p.topic_name}-{p.partition_index}"
+                            for p in response.remaining_partitions
+                        ]
+                except PeerError as exc:
+                    remaining = [str(exc)]
+                finally:
+                    peer.close()
+            if not remaining:
+                self._log.info("broker.controlled_shutdown_done", attempts=attempt + 1)
+                return
+            self._log.info(
+                "broker.controlled_shutdown_retry", attempt=attempt + 1, remaining=remaining[:5]
+            )
+            if attempt + 1 < attempts:
+                await asyncio.sleep(cfg["controlled.shutdown.retry.backoff.ms"] / 1000)
+        self._log.warning("broker.controlled_shutdown_incomplete")
+
+    async def _handle_controlled_shutdown(
+        self, header: RequestHeader, request: ControlledShutdownRequest
+    ) -> Any:
+        controller = self._active_controller()
+        remaining = await controller.controlled_shutdown(request.broker_id)
+        return ControlledShutdownResponse(
+            remaining_partitions=[
+                RemainingPartition(topic_name=t, partition_index=p) for t, p in remaining
+            ]
+        )
+
+    async def _elect_leaders(self, header: RequestHeader, request: ElectLeadersRequest) -> Any:
+        controller = self._active_controller()
+        if request.election_type != ElectionType.PREFERRED:
+            raise InvalidRequestError(
+                "only preferred leader election is offered; unclean election happens by "
+                "itself for topics with unclean.leader.election.enable=true"
+            )
+        tps = (
+            None
+            if request.topic_partitions is None
+            else [(t.topic, p) for t in request.topic_partitions for p in t.partitions]
+        )
+        outcome = await controller.elect_preferred(tps)
+        by_topic: dict[str, list[ElectLeadersPartitionResult]] = {}
+        for (topic, partition), why in sorted(outcome.items()):
+            by_topic.setdefault(topic, []).append(
+                ElectLeadersPartitionResult(
+                    partition_id=partition,
+                    error_code=0 if why is None else PreferredLeaderNotAvailableError.code,
+                    error_message=why,
+                )
+            )
+        return ElectLeadersResponse(
+            replica_election_results=[
+                ElectLeadersTopicResult(topic=t, partition_result=r) for t, r in by_topic.items()
+            ]
+        )
+
+    def _active_controller(self) -> Controller:
+        if self._controller is None or not self._controller.active:
+            raise NotControllerError(
+                f"broker {self.broker_id} is not the controller (broker "
+                f"{self.controller_id} is); ask it"
+            )
+        return self._controller
 
     async def _on_resigned(self) -> None:
         if self._controller is not None:
@@ -230,6 +339,7 @@ class Broker:
             "retention": cfg["log.retention.check.interval.ms"] / 1000,
             "isr": cfg["replica.lag.time.max.ms"] / 2000,
             "hw": cfg["replica.high.watermark.checkpoint.interval.ms"] / 1000,
+            "rebalance": cfg["leader.imbalance.check.interval.seconds"],
         }
         due = {name: loop.time() + every for name, every in intervals.items()}
         tick_s = min(_FLUSH_CHECK_S, *intervals.values())
@@ -243,6 +353,9 @@ class Broker:
                 due[name] = now + every
                 if name == "isr":
                     replicas.shrink_isrs()
+                elif name == "rebalance":
+                    if self._controller is not None and cfg["auto.leader.rebalance.enable"]:
+                        await self._controller.rebalance_leaders()
                 elif name == "hw":
                     hws = replicas.high_watermarks()
                     await asyncio.to_thread(logs.checkpoint_high_watermarks, hws)

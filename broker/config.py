@@ -137,6 +137,27 @@ SETTINGS: tuple[Setting, ...] = (
         "controlled.shutdown.enable", bool, True, "Move leaderships away before a broker stops."
     ),
     Setting(
+        "controlled.shutdown.max.retries",
+        int,
+        3,
+        "Attempts to hand leaderships over before stopping anyway.",
+        0,
+    ),
+    Setting(
+        "controlled.shutdown.retry.backoff.ms",
+        int,
+        5_000,
+        "Wait between controlled shutdown attempts.",
+        0,
+    ),
+    Setting(
+        "leader.imbalance.check.interval.seconds",
+        int,
+        300,
+        "How often the controller moves leadership back to preferred replicas.",
+        1,
+    ),
+    Setting(
         "replica.lag.time.max.ms",
         int,
         30_000,

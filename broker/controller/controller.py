@@ -17,6 +17,12 @@ state (leader, leader epoch, ISR) with its znode version. What it does:
   election (``unclean.leader.election.enable``: any live replica, possibly losing data);
   where it only followed, it leaves the ISR (leader epoch bumped, as Kafka does);
 - an ISR change a leader wrote (``/isr_change_notification``): re-read, tell everyone;
+- a broker stopping (ControlledShutdown): its leaderships move to other in-sync replicas
+  and it leaves every ISR, before it stops, so clients see no errors in a rolling restart;
+  until it is gone it is never chosen as a leader;
+- preferred leaders (ElectLeaders, and every ``leader.imbalance.check.interval.seconds``
+  with ``auto.leader.rebalance.enable``): a partition led by another replica than its
+  first goes back to the first when that one is alive and in sync;
 - a broker back (or new): offline partitions it is in sync for are led again, and it gets
   LeaderAndIsr for every partition it holds plus the full metadata;
 - a topic in ``/admin/delete_topics``: hidden from metadata at once, StopReplica with
@@ -64,6 +70,7 @@ from protocol.apis import (
     UpdateMetadataPartitionState,
     UpdateMetadataRequest,
 )
+from protocol.errors import NotControllerError
 
 __all__ = ["Controller"]
 
@@ -99,9 +106,11 @@ class Controller:
         self.assignments: dict[str, dict[int, list[int]]] = {}
         self.states: dict[TP, _State] = {}
         self.deleting: set[str] = set()
+        self.shutting_down: set[int] = set()
         self._channels: dict[int, BrokerChannel] = {}
         self._events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue(maxsize=_QUEUE_LIMIT)
         self._pending: set[tuple[str, Any]] = set()  # queued events, to coalesce repeats
+        self._calls: set[asyncio.Future[Any]] = set()  # submitted work not answered yet
         self._task: asyncio.Task[None] | None = None
         self._log = structlog.get_logger("headwater.controller").bind(broker_id=broker_id)
 
@@ -129,9 +138,14 @@ class Controller:
         self.assignments.clear()
         self.states.clear()
         self.deleting.clear()
+        self.shutting_down.clear()
         while not self._events.empty():
             self._events.get_nowait()
         self._pending.clear()
+        for call in self._calls:
+            if not call.done():
+                call.set_exception(NotControllerError("this broker is no longer the controller"))
+        self._calls.clear()
 
     # --- events -------------------------------------------------------------------------
 
@@ -158,6 +172,7 @@ class Controller:
             "deletions": self._deletions_changed,
             "deleted": self._topic_deleted,
             "isr_changes": self._isr_changed,
+            "call": self._call,
         }
         while True:
             kind, arg = await self._events.get()
@@ -241,6 +256,7 @@ class Controller:
         bounced = {b for b, reg in self.brokers.items() if b in old and old[b].epoch != reg.epoch}
         dead = set(old) - set(self.brokers)
         born = (set(self.brokers) - set(old)) | bounced
+        self.shutting_down -= dead | born
         if not dead and not born:
             return
         self._log.info("controller.brokers_changed", dead=sorted(dead), born=sorted(born))
@@ -334,19 +350,22 @@ class Controller:
     async def _leader_for(self, tp: TP, current: PartitionState) -> PartitionState | None:
         """The state ``tp`` should move to (new leader, or dead followers out of the ISR),
         or None if it is fine."""
-        live_isr = [r for r in current.isr if r in self.brokers]
-        if current.leader in self.brokers:
+        usable = {b for b in self.brokers if b not in self.shutting_down}
+        live_isr = [r for r in current.isr if r in usable]
+        if current.leader in usable:
             if live_isr == current.isr:
                 return None
             leader, isr = current.leader, live_isr
+        elif current.leader in self.shutting_down and not live_isr:
+            return None  # nobody to hand over to: it leads until it stops
         else:
             replicas = self.assignments[tp[0]][tp[1]]
             if current.isr:
                 candidates = [r for r in replicas if r in live_isr]
             else:  # never led (created while every replica was down): nothing to lose
-                candidates = [r for r in replicas if r in self.brokers]
+                candidates = [r for r in replicas if r in usable]
             if not candidates and await self._unclean_allowed(tp[0]):
-                candidates = [r for r in replicas if r in self.brokers]
+                candidates = [r for r in replicas if r in usable]
                 if candidates:
                     self._log.warning(
                         "controller.unclean_leader_election",
@@ -389,6 +408,140 @@ class Controller:
         path = paths.partition_state(*tp)
         raw, stat = await self._zk.get(path)
         self.states[tp] = _State(PartitionState.from_json(path, raw), stat.version)
+
+    # --- requests answered by the controller -------------------------------------------
+
+    async def submit(self, work: Any) -> Any:
+        """Run ``work`` (an async function of no arguments) on the controller's event
+        task, so it sees and changes the state without racing the events; its result."""
+        if self._task is None:
+            raise NotControllerError("this broker is not the controller")
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._calls.add(future)
+        future.add_done_callback(self._calls.discard)
+        self._events.put_nowait(("call", (work, future)))
+        return await future
+
+    async def _call(self, arg: Any) -> None:
+        work, future = arg
+        if future.done():
+            return
+        try:
+            future.set_result(await work())
+        except ZkError:
+            raise  # the event loop retries the whole event
+        except Exception as exc:
+            future.set_exception(exc)
+
+    async def controlled_shutdown(self, broker_id: int) -> list[TP]:
+        """Move ``broker_id``'s leaderships away and take it out of every ISR; returns the
+        partitions it still leads (no other in-sync replica to take over)."""
+
+        async def work() -> list[TP]:
+            if broker_id not in self.brokers:
+                return []
+            self.shutting_down.add(broker_id)
+            self._log.info("controller.controlled_shutdown", shutting_down=broker_id)
+            changed = await self._elect(self._all_partitions())
+            # it stops fetching as a follower first, or it would catch up and rejoin the
+            # ISRs; it gets no LeaderAndIsr making it a follower
+            following = [
+                tp
+                for tp in self._partitions_of(broker_id)
+                if self.states[tp].state.leader != broker_id
+            ]
+            if following and broker_id in self._channels:
+                self._channels[broker_id].send(
+                    ApiKey.STOP_REPLICA,
+                    StopReplicaRequest(
+                        controller_id=self.broker_id,
+                        controller_epoch=self.epoch,
+                        delete_partitions=False,
+                        partitions=[
+                            StopReplicaPartition(topic_name=t, partition_index=p)
+                            for t, p in following
+                        ],
+                    ),
+                )
+            self._tell_replicas(changed, exclude=broker_id)
+            return [
+                tp
+                for tp, entry in self.states.items()
+                if entry.state.leader == broker_id and tp[0] not in self.deleting
+            ]
+
+        result: list[TP] = await self.submit(work)
+        return result
+
+    async def elect_preferred(self, tps: list[TP] | None) -> dict[TP, str | None]:
+        """Preferred leader election for ``tps`` (None: all); per partition, None if its
+        preferred replica leads now, else why not."""
+
+        async def work() -> dict[TP, str | None]:
+            wanted = self._all_partitions() if tps is None else tps
+            outcome: dict[TP, str | None] = {}
+            changed: set[TP] = set()
+            for tp in wanted:
+                outcome[tp] = await self._make_preferred_leader(tp, changed)
+            self._tell_replicas(changed)
+            return outcome
+
+        result: dict[TP, str | None] = await self.submit(work)
+        return result
+
+    async def _make_preferred_leader(self, tp: TP, changed: set[TP]) -> str | None:
+        if tp not in self.states or tp[0] in self.deleting:
+            return f"no partition {tp[0]}-{tp[1]}"
+        while True:
+            current = self.states[tp].state
+            preferred = self.assignments[tp[0]][tp[1]][0]
+            if current.leader == preferred:
+                return None
+            if preferred not in self.brokers or preferred in self.shutting_down:
+                return f"the preferred leader {preferred} is not alive"
+            if preferred not in current.isr:
+                return f"the preferred leader {preferred} is not in sync (ISR {current.isr})"
+            state = PartitionState(
+                leader=preferred,
+                leader_epoch=current.leader_epoch + 1,
+                isr=current.isr,
+                controller_epoch=self.epoch,
+            )
+            try:
+                await self._write_state(tp, state)
+            except VersionConflict:
+                await self._reload_state(tp)
+                continue
+            changed.add(tp)
+            self._log.info(
+                "controller.preferred_leader_elected",
+                topic=tp[0],
+                partition=tp[1],
+                leader=preferred,
+                leader_epoch=state.leader_epoch,
+            )
+            return None
+
+    async def rebalance_leaders(self) -> None:
+        """``auto.leader.rebalance.enable``: preferred leaders back where they can be."""
+        try:
+            outcome = await self.elect_preferred(None)
+        except NotControllerError:
+            return
+        moved = [tp for tp, why in outcome.items() if why is None]
+        if moved:
+            self._log.debug("controller.leaders_rebalanced", partitions=len(moved))
+
+    def _tell_replicas(self, changed: set[TP], exclude: int | None = None) -> None:
+        if not changed:
+            return
+        for broker_id in self.brokers:
+            if broker_id == exclude:
+                continue
+            self._send_leader_and_isr(
+                broker_id, [tp for tp in self._partitions_of(broker_id) if tp in changed]
+            )
+        self._send_update_metadata()
 
     # --- ISR changes written by leaders -------------------------------------------------
 

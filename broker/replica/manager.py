@@ -118,6 +118,18 @@ class ReplicaManager:
         for partition in self.partitions.values():
             partition.fail_waiters(RequestTimedOutError("the broker is shutting down"))
 
+    def fence_leaders(self, reason: str) -> None:
+        """Stop acting as leader anywhere (the ZooKeeper session is gone, so the controller
+        is electing others): writes here could no longer be guaranteed. The controller's
+        next LeaderAndIsr, after we re-register, gives the roles back."""
+        for tp, partition in self.partitions.items():
+            if partition.is_leader:
+                partition.leader_id = -1
+                partition.become_follower()
+                partition.fail_waiters(NotLeaderOrFollowerError(f"{partition.name}: {reason}"))
+                self._wake(tp)
+        self._log.warning("replica.leaders_fenced", reason=reason)
+
     # --- from the controller ------------------------------------------------------------
 
     async def become_leader_or_follower(
@@ -382,6 +394,8 @@ class ReplicaManager:
                 partition = self.partitions.get(tp)
                 if partition is None or not partition.is_leader:
                     continue
+                if 0 <= p.current_leader_epoch != partition.leader_epoch:
+                    continue  # a fetch for another epoch says nothing about this one
                 partition.update_follower(request.replica_id, p.fetch_offset, now)
                 if partition.maybe_advance_high_watermark():
                     self._wake(tp)

@@ -13,9 +13,10 @@ from protocol.apis import (
     CreatableTopic,
     CreatableTopicConfig,
     CreateTopicsRequest,
+    ElectLeadersRequest,
     MetadataResponse,
 )
-from protocol.errors import NotEnoughReplicasError
+from protocol.errors import NotControllerError, NotEnoughReplicasError
 from tests.integration.conftest import Cluster
 from tests.integration.test_topics import (
     _fetch,
@@ -148,3 +149,54 @@ async def test_min_insync_replicas_refuses_acks_all_but_not_acks_1(
     await _until(lambda: _partition(ports[leader], "guarded"), lambda p: len(p.isr_nodes) == 3)
     ok = await _produce(ports[leader], "guarded", 0, [b"z"], acks=-1)
     assert (ok.error_code, ok.base_offset) == (0, 1)
+
+
+async def test_controlled_shutdown_then_preferred_leaders_return(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    cluster = make_cluster(3, {**FAST_ISR, "controlled.shutdown.retry.backoff.ms": "200"})
+    ports = await _ready_cluster(cluster)
+    await _create_replicated(ports[1], "rolling", 3)
+    meta = await _until(
+        lambda: _metadata(ports[1], ["rolling"]),
+        lambda m: (
+            bool(m.topics[0].partitions)
+            and all(len(p.isr_nodes) == 3 for p in m.topics[0].partitions)
+        ),
+    )
+    preferred = {p.partition_index: p.replica_nodes[0] for p in meta.topics[0].partitions}
+    assert set(preferred.values()) == {1, 2, 3}  # one preferred leader per broker
+    victim = preferred[0]
+    assert cluster.brokers[victim].stop() == 0
+    log = cluster.brokers[victim].log_path.read_text()
+    assert "broker.controlled_shutdown_done" in log
+    survivor = next(p for b, p in ports.items() if b != victim)
+    after = await _metadata(survivor, ["rolling"])
+    for p in after.topics[0].partitions:  # moved before it stopped, not after a timeout
+        assert p.leader_id not in (-1, victim)
+        assert victim not in p.isr_nodes
+
+    cluster.start_broker(victim)
+    await _until(
+        lambda: _metadata(survivor, ["rolling"]),
+        lambda m: all(len(p.isr_nodes) == 3 for p in m.topics[0].partitions),
+    )
+    controller = (await _metadata(survivor)).controller_id
+    controller_port = cluster.brokers[controller].port
+    result = await _request(controller_port, ApiKey.ELECT_LEADERS, ElectLeadersRequest())
+    codes = {
+        (t.topic, r.partition_id): r.error_code
+        for t in result.replica_election_results
+        for r in t.partition_result
+    }
+    assert codes == {("rolling", 0): 0, ("rolling", 1): 0, ("rolling", 2): 0}
+    back = await _until(
+        lambda: _metadata(survivor, ["rolling"]),
+        lambda m: {p.partition_index: p.leader_id for p in m.topics[0].partitions} == preferred,
+    )
+    assert back.topics[0].partitions[0].leader_id == victim
+    not_controller = next(b for b in ports if b not in (controller, victim))
+    with pytest.raises(NotControllerError, match=f"broker {controller} is"):
+        await _request(
+            cluster.brokers[not_controller].port, ApiKey.ELECT_LEADERS, ElectLeadersRequest()
+        )
