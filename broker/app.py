@@ -22,6 +22,7 @@ from broker.controller.controller import Controller
 from broker.controller.election import ControllerElection
 from broker.log.manager import LogManager
 from broker.metadata import MetadataCache
+from broker.metrics import MetricsServer, Sample, gauge
 from broker.network import PeerConnection, PeerError
 from broker.registration import BrokerRegistrar, get_or_create_cluster_id
 from broker.replica.isr import IsrUpdater
@@ -73,6 +74,14 @@ _LISTENER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*://(?P<host>[^:/]*):(?P<port>\d+
 _FLUSH_CHECK_S = 1.0
 
 
+_ACTIVE_CONTROLLER = gauge("headwater_active_controller", "1 on the active controller.")
+_OFFLINE = gauge(
+    "headwater_offline_partitions",
+    "Partitions without a live leader (reported by the active controller).",
+)
+_CONNECTIONS = gauge("headwater_connections", "Open client and broker connections.")
+
+
 def _host_port(listener: str) -> tuple[str, int]:
     match = _LISTENER.match(listener)
     assert match is not None, listener  # validated by broker.config
@@ -98,6 +107,8 @@ class Broker:
         self._controller: Controller | None = None
         self._controller_epoch = -1  # the newest seen: older controllers are fenced
         self._housekeeping: asyncio.Task[None] | None = None
+        self._metrics: MetricsServer | None = None
+        self.metrics_port = -1
         self._stopping = False
         self._log = structlog.get_logger("headwater.broker").bind(broker_id=self.broker_id)
 
@@ -158,7 +169,10 @@ class Broker:
         await self._election.start()
         self._zk.on_state_change(self._on_session_state)
         self._housekeeping = asyncio.get_running_loop().create_task(self._keep_house())
-        self._log.info("broker.ready", host=adv_host, port=adv_port)
+        if cfg["metrics.port"] >= 0:
+            self._metrics = MetricsServer(self._collect_metrics)
+            self.metrics_port = await self._metrics.start(cfg["metrics.host"], cfg["metrics.port"])
+        self._log.info("broker.ready", host=adv_host, port=adv_port, metrics_port=self.metrics_port)
 
     async def stop(self) -> None:
         self._stopping = True
@@ -169,6 +183,8 @@ class Broker:
             await self._server.stop()
         if self._housekeeping is not None:
             self._housekeeping.cancel()
+        if self._metrics is not None:
+            await self._metrics.stop()
         if self._election is not None:
             await self._election.stop()
         if self._controller is not None:
@@ -178,6 +194,13 @@ class Broker:
                 await self._registrar.deregister()
             except ZkError as exc:
                 self._log.warning("broker.deregister_failed", error=str(exc))
+        await self._close_storage()
+        if self._zk is not None:
+            await self._zk.stop()
+        self._log.info("broker.stopped")
+
+    async def _close_storage(self) -> None:
+        """Fetchers stopped, high watermarks checkpointed, logs flushed and closed."""
         if self._replicas is not None:
             await self._replicas.shutdown()
         if self._logs is not None:
@@ -185,9 +208,6 @@ class Broker:
                 hws = self._replicas.high_watermarks()
                 await asyncio.to_thread(self._logs.checkpoint_high_watermarks, hws)
             await asyncio.to_thread(self._logs.shutdown)
-        if self._zk is not None:
-            await self._zk.stop()
-        self._log.info("broker.stopped")
 
     def _handlers(self) -> dict[ApiKey, Any]:
         assert self._replicas is not None and self._admin is not None
@@ -314,6 +334,17 @@ class Broker:
                 ElectLeadersTopicResult(topic=t, partition_result=r) for t, r in by_topic.items()
             ]
         )
+
+    def _collect_metrics(self) -> list[Sample]:
+        assert self._replicas is not None and self._server is not None
+        controller = self._controller
+        active = controller is not None and controller.active
+        return [
+            *self._replicas.metrics(),
+            (_ACTIVE_CONTROLLER, {}, int(active)),
+            (_OFFLINE, {}, controller.offline_partitions() if controller and active else 0),
+            (_CONNECTIONS, {}, len(self._server.connections)),
+        ]
 
     def _active_controller(self) -> Controller:
         if self._controller is None or not self._controller.active:

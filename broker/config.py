@@ -137,6 +137,15 @@ SETTINGS: tuple[Setting, ...] = (
         "controlled.shutdown.enable", bool, True, "Move leaderships away before a broker stops."
     ),
     Setting(
+        "metrics.port",
+        int,
+        -1,
+        "Port of the Prometheus endpoint GET /metrics (-1: off, 0: any free port).",
+        -1,
+        65_535,
+    ),
+    Setting("metrics.host", str, "127.0.0.1", "Address the metrics endpoint listens on."),
+    Setting(
         "controlled.shutdown.max.retries",
         int,
         3,

@@ -409,6 +409,14 @@ class Controller:
         raw, stat = await self._zk.get(path)
         self.states[tp] = _State(PartitionState.from_json(path, raw), stat.version)
 
+    def offline_partitions(self) -> int:
+        """Partitions with no live leader (Kafka's OfflinePartitionsCount)."""
+        return sum(
+            1
+            for (topic, _), entry in self.states.items()
+            if topic not in self.deleting and entry.state.leader not in self.brokers
+        )
+
     # --- requests answered by the controller -------------------------------------------
 
     async def submit(self, work: Any) -> Any:

@@ -31,6 +31,7 @@ import structlog
 from broker.log import Log, LogConfig
 from broker.log.manager import LogManager, TopicPartition
 from broker.metadata import MetadataCache
+from broker.metrics import Counter, Sample, gauge
 from broker.replica.fetcher import ReplicaFetcher
 from broker.replica.isr import IsrUpdater
 from broker.replica.partition import Partition
@@ -107,6 +108,14 @@ class ReplicaManager:
         self._fetch_waiters: dict[TopicPartition, set[asyncio.Future[None]]] = {}
         self._flushing: set[Log] = set()
         self._isr_tasks: set[asyncio.Task[None]] = set()
+        self.isr_shrinks = Counter("headwater_isr_shrinks_total", "ISR shrinks written.")
+        self.isr_expands = Counter("headwater_isr_expands_total", "ISR expansions written.")
+        self.bytes_in = Counter("headwater_bytes_in_total", "Record bytes appended as leader.")
+        self.bytes_out = Counter(
+            "headwater_bytes_out_total", "Record bytes sent to consumers and followers."
+        )
+        self.produce_requests = Counter("headwater_produce_requests_total", "Produce requests.")
+        self.fetch_requests = Counter("headwater_fetch_requests_total", "Fetch requests.")
         self._log = structlog.get_logger("headwater.replica").bind(broker_id=broker_id)
 
     async def shutdown(self) -> None:
@@ -243,6 +252,7 @@ class ReplicaManager:
     # --- produce ------------------------------------------------------------------------
 
     async def produce(self, request: ProduceRequest) -> ProduceResponse:
+        self.produce_requests.inc()
         topics = []
         waits: list[tuple[ProducePartitionResponse, Partition, int]] = []
         for topic in request.topics:
@@ -286,6 +296,7 @@ class ReplicaManager:
                 "writes wait until enough replicas are back (acks=1 still works)"
             )
         info = partition.log.append(records, leader_epoch=partition.leader_epoch)
+        self.bytes_in.inc(info.size_bytes)
         tp = TopicPartition(topic, index)
         if partition.maybe_advance_high_watermark():
             self._wake(tp)
@@ -354,6 +365,7 @@ class ReplicaManager:
     # --- fetch --------------------------------------------------------------------------
 
     async def fetch(self, request: FetchRequest) -> FetchResponse:
+        self.fetch_requests.inc()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(request.max_wait_ms, 0) / 1000
         follower = request.replica_id >= 0
@@ -363,6 +375,7 @@ class ReplicaManager:
             response, size, failed = self._read(request, follower)
             remaining = deadline - loop.time()
             if size >= request.min_bytes or failed or remaining <= 0:
+                self.bytes_out.inc(size)
                 return response
             tps = [
                 TopicPartition(t.topic, p.partition) for t in request.topics for p in t.partitions
@@ -375,7 +388,9 @@ class ReplicaManager:
             try:
                 await asyncio.wait_for(waiter, remaining)
             except TimeoutError:
-                return self._read(request, follower)[0]
+                response, size, _ = self._read(request, follower)
+                self.bytes_out.inc(size)
+                return response
             finally:
                 for tp in tps:
                     waiters = self._fetch_waiters.get(tp)
@@ -477,7 +492,9 @@ class ReplicaManager:
 
         async def write() -> None:
             try:
+                grew = len(isr) > len(partition.isr)
                 if await updater.write(partition, isr):
+                    (self.isr_expands if grew else self.isr_shrinks).inc()
                     tp = TopicPartition(partition.topic, partition.index)
                     if partition.maybe_advance_high_watermark():  # a smaller ISR may allow it
                         self._wake(tp)
@@ -546,6 +563,35 @@ class ReplicaManager:
             topics.append(OffsetForLeaderTopicResult(topic=topic.topic, partitions=results))
         return OffsetForLeaderEpochResponse(topics=topics)
 
+    def metrics(self) -> list[Sample]:
+        """Gauges over the hosted partitions, and the counters."""
+        leaders = [p for p in self.partitions.values() if p.is_leader]
+        under = [p for p in leaders if len(p.isr) < len(p.replicas)]
+        below_min = [p for p in leaders if len(p.isr) < p.log.config.min_insync_replicas]
+        samples: list[Sample] = [
+            (_PARTITIONS, {"role": "leader"}, len(leaders)),
+            (_PARTITIONS, {"role": "follower"}, len(self.partitions) - len(leaders)),
+            (_UNDER_REPLICATED, {}, len(under)),
+            (_UNDER_MIN_ISR, {}, len(below_min)),
+        ]
+        for tp, p in sorted(self.partitions.items()):
+            labels = {"topic": tp.topic, "partition": str(tp.partition)}
+            samples += [
+                (_LOG_SIZE, labels, p.log.size_bytes),
+                (_LOG_END, labels, p.log.log_end_offset),
+                (_HIGH_WATERMARK, labels, p.high_watermark),
+            ]
+        counters = (
+            self.isr_shrinks,
+            self.isr_expands,
+            self.bytes_in,
+            self.bytes_out,
+            self.produce_requests,
+            self.fetch_requests,
+        )
+        samples += [(c.name, {}, c.value) for c in counters]
+        return samples
+
     def high_watermarks(self) -> dict[TopicPartition, int]:
         return {tp: p.high_watermark for tp, p in self.partitions.items()}
 
@@ -573,6 +619,19 @@ class ReplicaManager:
 
     def hosted(self) -> Iterable[Partition]:
         return self.partitions.values()
+
+
+_PARTITIONS = gauge("headwater_partitions", "Partitions hosted here, by role.")
+_UNDER_REPLICATED = gauge(
+    "headwater_under_replicated_partitions", "Partitions led here whose ISR lacks a replica."
+)
+_UNDER_MIN_ISR = gauge(
+    "headwater_under_min_isr_partitions",
+    "Partitions led here with fewer in-sync replicas than min.insync.replicas.",
+)
+_LOG_SIZE = gauge("headwater_log_size_bytes", "Bytes in a partition's log.")
+_LOG_END = gauge("headwater_log_end_offset", "A partition's log end offset.")
+_HIGH_WATERMARK = gauge("headwater_high_watermark", "A partition's high watermark.")
 
 
 def _check_epoch(partition: Partition, current_leader_epoch: int) -> None:

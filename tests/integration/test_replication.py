@@ -3,6 +3,8 @@ acks=all with min.insync.replicas, and leader failover that keeps acknowledged d
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -124,10 +126,34 @@ async def _const(value: int) -> int:
     return value
 
 
+def _metrics_port(cluster: Cluster, broker_id: int) -> int:
+    """The metrics port the broker's latest start announced in ``broker.ready``."""
+    ready = [
+        json.loads(line)
+        for line in cluster.brokers[broker_id].log_path.read_text().splitlines()
+        if '"broker.ready"' in line
+    ]
+    return int(ready[-1]["metrics_port"])
+
+
+async def _scrape(port: int) -> dict[str, float]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /metrics HTTP/1.0\r\n\r\n")
+    text = (await reader.read()).decode()
+    writer.close()
+    assert text.startswith("HTTP/1.0 200 OK")
+    body = text.split("\r\n\r\n", 1)[1]
+    return {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in body.splitlines()
+        if line and not line.startswith("#")
+    }
+
+
 async def test_min_insync_replicas_refuses_acks_all_but_not_acks_1(
     make_cluster: Callable[..., Cluster],
 ) -> None:
-    cluster = make_cluster(3, FAST_ISR)
+    cluster = make_cluster(3, {**FAST_ISR, "metrics.port": "0"})
     ports = await _ready_cluster(cluster)
     await _create_replicated(ports[1], "guarded", 1, min_isr=2)
     state = await _until(lambda: _partition(ports[1], "guarded"), lambda p: len(p.isr_nodes) == 3)
@@ -144,11 +170,19 @@ async def test_min_insync_replicas_refuses_acks_all_but_not_acks_1(
     assert "min.insync.replicas=2" in refused.error_message
     accepted = await _produce(ports[leader], "guarded", 0, [b"y"], acks=1)
     assert (accepted.error_code, accepted.base_offset) == (0, 0)
+    metrics = await _scrape(_metrics_port(cluster, leader))
+    assert metrics["headwater_under_replicated_partitions"] == 1
+    assert metrics["headwater_under_min_isr_partitions"] == 1
+    assert metrics['headwater_partitions{role="leader"}'] == 1
     for b in followers:
         cluster.start_broker(b)
     await _until(lambda: _partition(ports[leader], "guarded"), lambda p: len(p.isr_nodes) == 3)
     ok = await _produce(ports[leader], "guarded", 0, [b"z"], acks=-1)
     assert (ok.error_code, ok.base_offset) == (0, 1)
+    healed = await _scrape(_metrics_port(cluster, leader))
+    assert healed["headwater_under_replicated_partitions"] == 0
+    assert healed["headwater_isr_expands_total"] >= 1
+    assert healed['headwater_high_watermark{partition="0",topic="guarded"}'] == 2
 
 
 async def test_controlled_shutdown_then_preferred_leaders_return(
