@@ -1,0 +1,234 @@
+"""Replication under faults, as Kafka's replication system tests: real ZooKeeper, three
+real broker processes, RF=3, min.insync.replicas=2, an acks=all producer writing while a
+broker is killed, paused or restarted; afterwards every acknowledged record must be at
+its acknowledged offset, per partition in send order, and no send may have failed.
+
+Waiting is always for a condition (metadata, ISR, a log line), never a fixed sleep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from client import Admin, NewTopic, Producer
+from protocol.errors import NotEnoughReplicasError
+from tests.faults.workload import check, produce, read_back
+from tests.integration.conftest import Cluster
+
+pytestmark = pytest.mark.timeout(180)
+
+RECORDS = 20_000
+SETTINGS = {
+    "replica.lag.time.max.ms": "1500",
+    "controlled.shutdown.retry.backoff.ms": "200",
+    "leader.imbalance.check.interval.seconds": "3600",  # only when a test asks
+}
+
+
+async def _until(
+    probe: Callable[[], Any], check_: Callable[[Any], bool], timeout_s: float = 30
+) -> Any:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        value = await probe()
+        if check_(value):
+            return value
+        if loop.time() > deadline:
+            raise AssertionError(f"never reached; last: {value}")
+        await asyncio.sleep(0.1)
+
+
+async def _describe(bootstrap: str, topic: str) -> Any:
+    async with Admin(bootstrap_servers=bootstrap) as admin:
+        (description,) = await admin.describe_topics([topic])
+        return description
+
+
+def _full_isr(description: Any) -> bool:
+    return bool(description.partitions) and all(
+        sorted(p.isr) == sorted(p.replicas) and p.leader >= 0 for p in description.partitions
+    )
+
+
+async def _topic(cluster: Cluster, name: str, partitions: int = 3, rf: int = 3) -> None:
+    async with Admin(bootstrap_servers=cluster.bootstrap) as admin:
+        await admin.create_topics([NewTopic(name, partitions, rf, {"min.insync.replicas": "2"})])
+    await _until(lambda: _describe(cluster.bootstrap, name), _full_isr)
+
+
+def _leader_of(description: Any, partition: int = 0) -> int:
+    return int(next(p.leader for p in description.partitions if p.partition == partition))
+
+
+async def test_leader_killed_mid_stream(make_cluster: Callable[..., Cluster]) -> None:
+    cluster = make_cluster(3, SETTINGS)
+    await _topic(cluster, "events")
+    bootstrap = cluster.bootstrap
+    victim = _leader_of(await _describe(bootstrap, "events"))
+
+    async def kill_leader() -> None:
+        cluster.brokers[victim].kill()
+
+    outcome = await produce(bootstrap, "events", RECORDS, fault=kill_leader, fault_after=5_000)
+    assert len(outcome.acked) >= RECORDS
+    survivors = cluster.bootstrap
+    after = await _describe(survivors, "events")
+    assert _leader_of(after) != victim
+    check(outcome, await read_back(survivors, "events"))
+
+
+async def test_controller_killed_mid_stream_then_a_topic_is_created(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    cluster = make_cluster(3, SETTINGS)
+    await _topic(cluster, "events")
+    bootstrap = cluster.bootstrap
+    async with Admin(bootstrap_servers=bootstrap) as admin:
+        controller = (await admin.describe_cluster()).controller_id
+
+    async def kill_controller() -> None:
+        cluster.brokers[controller].kill()
+
+    outcome = await produce(bootstrap, "events", RECORDS, fault=kill_controller, fault_after=5_000)
+    check(outcome, await read_back(cluster.bootstrap, "events"))
+    async with Admin(bootstrap_servers=cluster.bootstrap) as admin:
+        new = await _until(
+            admin.describe_cluster, lambda c: c.controller_id not in (-1, controller)
+        )
+        assert new.controller_id != controller
+        await admin.create_topics([NewTopic("after", 2, 2, {"min.insync.replicas": "2"})])
+    await _until(lambda: _describe(cluster.bootstrap, "after"), _full_isr)
+    async with Producer(bootstrap_servers=cluster.bootstrap, acks="all") as producer:
+        meta = await producer.send_and_wait("after", b"created after the failover", key=b"k")
+    assert meta.offset == 0
+
+
+async def test_paused_follower_leaves_the_isr_and_rejoins(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    # a session longer than the lag limit: the pause is seen as lag, not as death
+    cluster = make_cluster(3, {**SETTINGS, "zookeeper.session.timeout.ms": "15000"})
+    await _topic(cluster, "events", partitions=1)
+    bootstrap = cluster.bootstrap
+    description = await _describe(bootstrap, "events")
+    leader = _leader_of(description)
+    follower = next(r for r in description.partitions[0].replicas if r != leader)
+    leader_only = cluster.brokers[leader].bootstrap
+    shrunk = asyncio.Event()
+
+    async def pause_then_resume() -> None:
+        cluster.brokers[follower].pause()
+        try:
+            await _until(
+                lambda: _describe(leader_only, "events"),
+                lambda d: follower not in d.partitions[0].isr,
+            )
+            shrunk.set()
+        finally:
+            cluster.brokers[follower].resume()
+        await _until(
+            lambda: _describe(leader_only, "events"),
+            lambda d: follower in d.partitions[0].isr,
+        )
+
+    outcome = await produce(
+        bootstrap, "events", RECORDS, fault=pause_then_resume, fault_after=3_000
+    )
+    assert shrunk.is_set()  # it left the ISR while paused, and writes went on
+    check(outcome, await read_back(bootstrap, "events"))
+
+
+async def test_two_of_three_down_refuses_acks_all_until_they_return(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    cluster = make_cluster(3, SETTINGS)
+    await _topic(cluster, "events", partitions=1)
+    bootstrap = cluster.bootstrap
+    first = await produce(bootstrap, "events", 2_000)
+    leader = _leader_of(await _describe(bootstrap, "events"))
+    down = [b for b in cluster.brokers if b != leader]
+    for b in down:
+        cluster.brokers[b].kill()
+    alone = cluster.brokers[leader].bootstrap
+    await _until(lambda: _describe(alone, "events"), lambda d: d.partitions[0].isr == [leader])
+    async with Producer(
+        bootstrap_servers=alone, acks="all", delivery_timeout_ms=1_500, request_timeout_ms=1_000
+    ) as producer:
+        with pytest.raises(NotEnoughReplicasError):
+            await producer.send_and_wait("events", b"refused", key=b"0")
+    second = await produce(alone, "events", 2_000, acks=1)
+    for b in down:
+        cluster.start_broker(b)
+    await _until(lambda: _describe(cluster.bootstrap, "events"), _full_isr)
+    third = await produce(cluster.bootstrap, "events", 2_000)
+    stored = await read_back(cluster.bootstrap, "events")
+    for outcome in (first, second, third):
+        check(outcome, stored)
+
+
+async def test_rolling_restart_under_load_fails_no_send(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    cluster = make_cluster(3, SETTINGS)
+    await _topic(cluster, "events")
+
+    async def roll() -> None:
+        for broker_id in sorted(cluster.brokers):
+            assert cluster.brokers[broker_id].stop() == 0  # SIGTERM: controlled shutdown
+            cluster.start_broker(broker_id)
+            await _until(lambda: _describe(cluster.bootstrap, "events"), _full_isr)
+
+    outcome = await produce(cluster.bootstrap, "events", RECORDS, fault=roll, fault_after=2_000)
+    check(outcome, await read_back(cluster.bootstrap, "events"))  # includes: no send failed
+
+
+def _segment_bytes(directory: Path, topic: str) -> bytes:
+    log_dir = directory / "data" / f"{topic}-0"
+    return b"".join(p.read_bytes() for p in sorted(log_dir.glob("*.log")))
+
+
+async def test_kip101_a_returning_leader_truncates_its_unreplicated_tail(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    cluster = make_cluster(3, {**SETTINGS, "replica.lag.time.max.ms": "30000"})
+    await _topic(cluster, "events", partitions=1)
+    bootstrap = cluster.bootstrap
+    replicated = await produce(bootstrap, "events", 1_000)
+    description = await _describe(bootstrap, "events")
+    leader = _leader_of(description)
+    followers = [r for r in description.partitions[0].replicas if r != leader]
+    # the followers stop fetching; the leader takes acks=1 writes only it will ever have
+    for b in followers:
+        cluster.brokers[b].pause()
+    async with Producer(bootstrap_servers=cluster.brokers[leader].bootstrap, acks=1) as producer:
+        for i in range(50):
+            await producer.send_and_wait("events", b"tail-%d" % i, key=b"tail")
+    cluster.brokers[leader].kill()
+    for b in followers:
+        cluster.brokers[b].resume()
+    survivors = cluster.bootstrap
+    await _until(
+        lambda: _describe(survivors, "events"),
+        lambda d: d.partitions[0].leader in followers,
+    )
+    diverging = await produce(survivors, "events", 500)  # new records at the tail's offsets
+    cluster.start_broker(leader)
+    await _until(lambda: _describe(cluster.bootstrap, "events"), _full_isr)
+    stored = await read_back(cluster.bootstrap, "events")
+    check(replicated, stored)
+    check(diverging, stored)
+    assert all(seq >= 0 for _, seq in stored[0])  # no "tail-" record survived anywhere
+    # the returning leader's log is byte for byte the new leader's
+    new_leader = _leader_of(await _describe(cluster.bootstrap, "events"))
+    await _until(lambda: _same_logs(cluster, [leader, new_leader]), lambda same: same, timeout_s=20)
+
+
+async def _same_logs(cluster: Cluster, brokers: list[int]) -> bool:
+    contents = {_segment_bytes(cluster.brokers[b].directory, "events") for b in brokers}
+    return len(contents) == 1
