@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Awaitable
 from typing import Any
 
 import structlog
@@ -55,6 +56,7 @@ from protocol.framing import RequestHeader
 
 __all__ = ["Broker"]
 
+_ZK_STOP_STEP_S = 5.0
 _LISTENER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*://(?P<host>[^:/]*):(?P<port>\d+)$")
 _FLUSH_CHECK_S = 1.0
 
@@ -139,20 +141,27 @@ class Broker:
             await self._server.stop()
         if self._housekeeping is not None:
             self._housekeeping.cancel()
+        # ZooKeeper may be gone: its steps are bounded, and the data is closed regardless
         if self._election is not None:
-            await self._election.stop()
+            await self._bounded("giving up the controllership", self._election.stop())
         if self._controller is not None:
             await self._controller.deactivate()
         if self._registrar is not None:
-            try:
-                await self._registrar.deregister()
-            except ZkError as exc:
-                self._log.warning("broker.deregister_failed", error=str(exc))
+            await self._bounded("deregistering", self._registrar.deregister())
         if self._logs is not None:
             await asyncio.to_thread(self._logs.shutdown)
         if self._zk is not None:
-            await self._zk.stop()
+            await self._bounded("closing the ZooKeeper session", self._zk.stop())
         self._log.info("broker.stopped")
+
+    async def _bounded(self, doing: str, step: Awaitable[None]) -> None:
+        """A stop step that needs ZooKeeper: skipped with a warning if it cannot finish
+        (ZooKeeper down), since the session's expiry does the same job later."""
+        connected = self._zk is not None and self._zk.connected
+        try:
+            await asyncio.wait_for(step, _ZK_STOP_STEP_S if connected else 0.5)
+        except (TimeoutError, ZkError) as exc:
+            self._log.warning("broker.stop_step_skipped", step=doing, error=repr(exc))
 
     def _handlers(self) -> dict[ApiKey, Any]:
         assert self._replicas is not None and self._admin is not None
