@@ -150,6 +150,38 @@ async def test_acked_records_are_read_back_at_their_offsets_in_order(
     _assert_read_back(sent, await _consume(shared.bootstrap, topic, len(sent)))
 
 
+@pytest.mark.parametrize("acks", [0, 1, "all"])
+async def test_ten_thousand_keyed_records_on_six_partitions_over_three_brokers(
+    shared: Cluster, acks: int | str
+) -> None:
+    """Issue 4's proof: leaders on every broker; every record back, per partition in send
+    order, at the offset the producer was told; each key on Kafka's murmur2 partition."""
+    topic = await _create(shared.bootstrap, partitions=6)
+    async with Admin(bootstrap_servers=shared.bootstrap) as admin:
+        (description,) = await admin.describe_topics([topic])
+    assert {p.leader for p in description.partitions} == {1, 2, 3}
+    sent = []
+    async with Producer(bootstrap_servers=shared.bootstrap, acks=acks, linger_ms=5) as producer:
+        pending = []
+        for i in range(10_000):
+            key = b"key-%d" % (i % 500)
+            pending.append((key, b"%d" % i, await producer.send(topic, b"%d" % i, key=key)))
+        for key, value, future in pending:
+            sent.append((key, value, await future))
+    got = await _consume(shared.bootstrap, topic, len(sent))
+    for partition, records in got.items():
+        assert [r.offset for r in records] == list(range(len(records)))  # dense, in order
+        for record in records:
+            assert (kafka_python_murmur2(record.key) & 0x7FFFFFFF) % 6 == partition
+        values = [int(r.value) for r in records]
+        assert values == sorted(values)  # send order within the partition
+    if acks == 0:
+        assert {m.offset for _, _, m in sent} == {-1}  # no answer, so no offsets to check
+        assert sum(len(r) for r in got.values()) == 10_000
+    else:
+        _assert_read_back(sent, got)
+
+
 async def test_acks_0_resolves_with_offset_minus_one_and_the_records_arrive(
     shared: Cluster,
 ) -> None:
