@@ -9,8 +9,10 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 ZOOKEEPER_JAR := /usr/share/java/zookeeper.jar
 PYTEST_ARGS ?=
+HEADWATER := $(VENV)/bin/headwater
+CLUSTER_DIR ?= .headwater
 
-.PHONY: run test bench lint setup zookeeper clean
+.PHONY: run test bench lint setup zookeeper clean cluster-up cluster-down
 
 setup: $(STAMP) zookeeper
 
@@ -33,14 +35,22 @@ zookeeper:
 	fi
 	@test -f $(ZOOKEEPER_JAR) || { echo "ZooKeeper is missing: apt-get install zookeeper" >&2; exit 1; }
 
-run: setup
-	@$(PY) -m client.cli --version
-	@echo
-	@echo "Set-up is done: .venv holds Headwater, ZooKeeper's jars are in /usr/share/java."
-	@echo "The broker daemons and 'headwater cluster up' arrive with issue 4; today the"
-	@echo "wire protocol and the record format are here. Try:"
-	@echo "  make test    # the test suite"
-	@echo "  make bench   # record encode/decode and batch validation throughput"
+# A local 3-broker cluster (private ZooKeeper, brokers on free loopback ports, data and
+# logs in $(CLUSTER_DIR)/) that keeps running after make returns; idempotent.
+run: cluster-up
+
+cluster-up: setup
+	@$(HEADWATER) cluster up --dir $(CLUSTER_DIR)
+
+cluster-down:
+	@if [ ! -f $(CLUSTER_DIR)/cluster.json ]; then \
+	  echo "no cluster is recorded in $(CLUSTER_DIR)"; \
+	elif [ -x $(HEADWATER) ]; then \
+	  $(HEADWATER) cluster down --dir $(CLUSTER_DIR); \
+	else \
+	  echo "a cluster is recorded in $(CLUSTER_DIR) but $(HEADWATER) is missing:" \
+	       "run 'make setup cluster-down'" >&2; exit 1; \
+	fi
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -54,5 +64,7 @@ test: setup lint
 bench: setup
 	$(PY) -m bench
 
-clean:
+# Stops the local cluster first (its brokers run from .venv), then removes its data too.
+clean: cluster-down
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build *.egg-info
+	rm -rf $(CLUSTER_DIR)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Awaitable
 from typing import Any
 
 import structlog
@@ -70,6 +71,7 @@ from protocol.framing import RequestHeader
 
 __all__ = ["Broker"]
 
+_ZK_STOP_STEP_S = 5.0
 _LISTENER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*://(?P<host>[^:/]*):(?P<port>\d+)$")
 _FLUSH_CHECK_S = 1.0
 
@@ -177,7 +179,8 @@ class Broker:
     async def stop(self) -> None:
         self._stopping = True
         self._log.info("broker.stopping")
-        if self.config["controlled.shutdown.enable"] and self._server is not None:
+        zk_up = self._zk is not None and self._zk.connected
+        if self.config["controlled.shutdown.enable"] and self._server is not None and zk_up:
             await self._controlled_shutdown()
         if self._server is not None:
             await self._server.stop()
@@ -185,18 +188,16 @@ class Broker:
             self._housekeeping.cancel()
         if self._metrics is not None:
             await self._metrics.stop()
+        # ZooKeeper may be gone: its steps are bounded, and the data is closed regardless
         if self._election is not None:
-            await self._election.stop()
+            await self._bounded("giving up the controllership", self._election.stop())
         if self._controller is not None:
             await self._controller.deactivate()
         if self._registrar is not None:
-            try:
-                await self._registrar.deregister()
-            except ZkError as exc:
-                self._log.warning("broker.deregister_failed", error=str(exc))
+            await self._bounded("deregistering", self._registrar.deregister())
         await self._close_storage()
         if self._zk is not None:
-            await self._zk.stop()
+            await self._bounded("closing the ZooKeeper session", self._zk.stop())
         self._log.info("broker.stopped")
 
     async def _close_storage(self) -> None:
@@ -208,6 +209,15 @@ class Broker:
                 hws = self._replicas.high_watermarks()
                 await asyncio.to_thread(self._logs.checkpoint_high_watermarks, hws)
             await asyncio.to_thread(self._logs.shutdown)
+
+    async def _bounded(self, doing: str, step: Awaitable[None]) -> None:
+        """A stop step that needs ZooKeeper: skipped with a warning if it cannot finish
+        (ZooKeeper down), since the session's expiry does the same job later."""
+        connected = self._zk is not None and self._zk.connected
+        try:
+            await asyncio.wait_for(step, _ZK_STOP_STEP_S if connected else 0.5)
+        except (TimeoutError, ZkError) as exc:
+            self._log.warning("broker.stop_step_skipped", step=doing, error=repr(exc))
 
     def _handlers(self) -> dict[ApiKey, Any]:
         assert self._replicas is not None and self._admin is not None

@@ -327,6 +327,11 @@ class ZkBridge:
         self._client.close()
 
     @property
+    def connected(self) -> bool:
+        """Whether the session is connected now (not suspended, not lost)."""
+        return bool(self._client.connected)
+
+    @property
     def session_id(self) -> int | None:
         client_id = self._client.client_id
         return client_id[0] if client_id else None

@@ -1,17 +1,827 @@
-"""``headwater``: the client-side command line."""
+"""``headwater``: the client-side command line.
+
+``headwater cluster up|status|down`` runs a local cluster (:mod:`client.localcluster`);
+``topics``, ``produce`` and ``consume`` talk to any cluster through the client library.
+Where the cluster is: ``--bootstrap-server`` (Kafka's flag), else
+``$HEADWATER_BOOTSTRAP_SERVERS``, else the cluster recorded in ``./.headwater``.
+
+Output is for people on a terminal (rich tables) and for scripts otherwise (tab-separated
+columns, one row per line, a header first). An error the user can act on is one line on
+stderr and exit code 1; bad arguments are click's usage errors (exit code 2).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
+import re
+import shutil
+import signal
+import sys
+import threading
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, TypeVar
+
 import click
 
+from client.localcluster import (
+    DEFAULT_DIRECTORY,
+    STATE_FILE,
+    ClusterStatus,
+    LocalCluster,
+    UpResult,
+    recorded_bootstrap,
+)
+from protocol.errors import (
+    ApiError,
+    HeadwaterError,
+    MessageTooLargeError,
+    RecordListTooLargeError,
+    TopicAlreadyExistsError,
+    UnknownTopicOrPartitionError,
+)
+
+if TYPE_CHECKING:
+    from client import Consumer, Producer, RecordMetadata
+
 VERSION = "0.1.0"
+BOOTSTRAP_ENV = "HEADWATER_BOOTSTRAP_SERVERS"
+_ADDRESS = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")
+_MAX_REPORTED_FAILURES = 10
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# --- errors: one line, exit code 1 ------------------------------------------------------
+
+
+class CliError(click.ClickException):
+    """An error the user can act on: ``headwater: <what, and what to do>`` on stderr."""
+
+    exit_code = 1
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        click.echo(f"headwater: {self.message}", err=True)
+
+
+def error_line(exc: BaseException) -> str:
+    """The message of a Headwater error, Kafka's error name after it when it has one."""
+    if isinstance(exc, ApiError):
+        return f"{exc.message} ({exc.name})"
+    return str(exc)
+
+
+class _Group(click.Group):
+    """Turns every Headwater error raised below it into one line and exit code 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except HeadwaterError as exc:
+            raise CliError(error_line(exc)) from None
+        except BrokenPipeError:  # `| head` stopped reading: not an error
+            _silence_stdout()
+            ctx.exit(0)
+        except OSError as exc:  # a directory we cannot write, a full disk: say which
+            raise CliError(str(exc)) from None
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's last flush cannot fail again."""
+    with contextlib.suppress(OSError, ValueError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+# --- where the cluster is ---------------------------------------------------------------
+
+
+def parse_bootstrap(value: str, source: str) -> str:
+    """``host:port[,host:port...]`` normalised; a CliError naming ``source`` otherwise."""
+    addresses = [a.strip() for a in value.split(",") if a.strip()]
+    for address in addresses:
+        match = _ADDRESS.match(address)
+        if match is None or not 0 < int(match[2]) < 65536:
+            raise CliError(
+                f"{source}: {address!r} is not HOST:PORT (e.g. 127.0.0.1:9092; several "
+                f"separated by commas)"
+            )
+    if not addresses:
+        raise CliError(f"{source} is empty; give HOST:PORT[,HOST:PORT...]")
+    return ",".join(addresses)
+
+
+def resolve_bootstrap(flag: str | None, environ: Mapping[str, str], cwd: Path) -> str:
+    """``--bootstrap-server`` > ``$HEADWATER_BOOTSTRAP_SERVERS`` > ``./.headwater`` > error."""
+    if flag is not None:
+        return parse_bootstrap(flag, "--bootstrap-server")
+    if environ.get(BOOTSTRAP_ENV, "").strip():
+        return parse_bootstrap(environ[BOOTSTRAP_ENV], BOOTSTRAP_ENV)
+    recorded = recorded_bootstrap(cwd / DEFAULT_DIRECTORY)
+    if recorded is not None:
+        return recorded
+    raise CliError(
+        f"no cluster to talk to: run `headwater cluster up` here, or pass "
+        f"--bootstrap-server HOST:PORT (or set {BOOTSTRAP_ENV})"
+    )
+
+
+def _remember_bootstrap(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        ctx.ensure_object(dict)["bootstrap"] = value  # a subcommand's flag wins (parsed later)
+
+
+def bootstrap_option(f: F) -> F:
+    """``--bootstrap-server``, accepted before the subcommand (global) and after it."""
+    return click.option(
+        "--bootstrap-server",
+        metavar="HOST:PORT[,...]",
+        expose_value=False,
+        callback=_remember_bootstrap,
+        help=f"Brokers to start from [default: ${BOOTSTRAP_ENV}, else ./{DEFAULT_DIRECTORY}].",
+    )(f)
+
+
+def _bootstrap(ctx: click.Context) -> str:
+    flag = ctx.ensure_object(dict).get("bootstrap")
+    return resolve_bootstrap(flag, os.environ, Path.cwd())
+
+
+# --- output -----------------------------------------------------------------------------
+
+
+def print_table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
+    """A rich table on a terminal; tab-separated lines, header first, for scripts."""
+    if sys.stdout.isatty():
+        from rich.console import Console  # noqa: PLC0415  (rich costs ~50 ms to import)
+        from rich.table import Table  # noqa: PLC0415
+
+        table = Table(*headers, box=None, header_style="bold")
+        for row in rows:
+            table.add_row(*(str(cell) for cell in row))
+        Console().print(table)
+        return
+    click.echo("\t".join(h.upper() for h in headers))
+    for row in rows:
+        click.echo("\t".join(str(cell) for cell in row))
+
+
+def _ids(ids: Iterable[int]) -> str:
+    return ",".join(str(i) for i in ids) or "-"
+
+
+def _command_name() -> str:
+    """How to spell ``headwater`` in hints: as it was run, unless it is on PATH."""
+    argv0 = Path(sys.argv[0])
+    if argv0.name != "headwater":
+        return "headwater"  # python -m client.cli, tests: the installed name
+    found = shutil.which("headwater")
+    if found and Path(found).resolve() == argv0.resolve():
+        return "headwater"
+    relative = os.path.relpath(argv0)
+    return str(argv0) if relative.startswith("..") else relative
+
+
+# --- the command ------------------------------------------------------------------------
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(VERSION, prog_name="headwater")
+@bootstrap_option
 def main() -> None:
-    """Headwater: a distributed, partitioned, replicated commit log."""
+    """Headwater: a distributed, partitioned, replicated commit log.
+
+    Start a local cluster with `headwater cluster up`; commands run in the same folder
+    find it without flags.
+    """
+
+
+# --- cluster ----------------------------------------------------------------------------
+
+
+@main.group()
+def cluster() -> None:
+    """A local cluster on loopback: ZooKeeper and brokers, recorded in a directory."""
+
+
+def _dir_option(f: F) -> F:
+    return click.option(
+        "--dir",
+        "directory",
+        default=DEFAULT_DIRECTORY,
+        show_default=True,
+        type=click.Path(file_okay=False, path_type=Path),
+        help=f"Where the cluster's data, logs and {STATE_FILE} live.",
+    )(f)
+
+
+def _dir_flag(directory: Path) -> str:
+    return "" if str(directory) == DEFAULT_DIRECTORY else f" --dir {directory}"
+
+
+@cluster.command("up")
+@_dir_option
+@click.option(
+    "--brokers",
+    type=click.IntRange(1, 32),
+    default=None,
+    help="Number of brokers [default: 3, or as recorded].",
+)
+@click.option(
+    "--zookeeper",
+    metavar="HOST:PORT",
+    default=None,
+    help="Use this ZooKeeper instead of starting a private one.",
+)
+def cluster_up(directory: Path, brokers: int | None, zookeeper: str | None) -> None:
+    """Start a local cluster (or report the one running) and return; it keeps running."""
+    if zookeeper is not None:
+        parse_bootstrap(zookeeper.split("/")[0], "--zookeeper")
+    try:
+        result = LocalCluster(directory).up(brokers=brokers, zookeeper=zookeeper)
+    except KeyboardInterrupt:
+        raise CliError("interrupted; what this command had started is stopped again") from None
+    _print_up(result, directory)
+
+
+def _print_up(result: UpResult, directory: Path) -> None:
+    state, metadata = result.state, result.metadata
+    n = len(state.brokers)
+    zk = state.zookeeper
+    zk_text = f"external ZooKeeper {zk.connect}" if zk.external else f"ZooKeeper {zk.connect}"
+    what = {
+        "started": f"Started a {n}-broker cluster in {directory}",
+        "repaired": f"Restarted what was stopped of the {n}-broker cluster in {directory}",
+        "running": f"A {n}-broker cluster is already running in {directory}",
+    }[result.outcome]
+    click.echo(f"{what} ({zk_text}, controller: broker {metadata.controller_id}).")
+    click.echo(f"Bootstrap servers: {state.bootstrap_servers}")
+    hw = _command_name()
+    click.echo()
+    if (Path.cwd() / DEFAULT_DIRECTORY).absolute() == directory.absolute():
+        click.echo("Try it (commands run in this folder find the cluster on their own):")
+        flag = ""
+    else:
+        click.echo(
+            f"Try it (commands find ./{DEFAULT_DIRECTORY} on their own; for this cluster pass "
+            f"--bootstrap-server,\nor `export {BOOTSTRAP_ENV}={state.bootstrap_servers}`):"
+        )
+        flag = f" --bootstrap-server {state.bootstrap_servers}"
+    click.echo(f"  {hw}{flag} topics create demo --partitions 3 --replication-factor 1")
+    click.echo(f"  seq 1 10 | {hw}{flag} produce demo")
+    click.echo(f"  {hw}{flag} consume demo --from-beginning --max-messages 10")
+    down = _dir_flag(directory)
+    click.echo(f"Status: {hw} cluster status{down}    Stop: {hw} cluster down{down}")
+
+
+@cluster.command("status")
+@_dir_option
+def cluster_status(directory: Path) -> None:
+    """Brokers, ports, pids (alive?), controller. Exit code 1 unless all is well."""
+    status = LocalCluster(directory).status()
+    _print_status(status, directory)
+    down = _dir_flag(directory)
+    if status.stopped:
+        raise CliError(
+            f"the cluster in {directory} is stopped; start it with `headwater cluster up{down}`"
+        )
+    if not status.healthy:
+        raise CliError(
+            f"the cluster in {directory} is not fully up; `headwater cluster up{down}` "
+            f"restarts what is stopped"
+        )
+
+
+def _print_status(status: ClusterStatus, directory: Path) -> None:
+    state, zk = status.state, status.state.zookeeper
+    metadata = status.metadata
+    click.echo(f"directory:         {directory}")
+    click.echo(f"cluster id:        {metadata.cluster_id if metadata else '-'}")
+    controller = status.controller_id
+    click.echo(f"controller:        {f'broker {controller}' if controller >= 0 else '-'}")
+    click.echo(f"bootstrap servers: {state.bootstrap_servers or '-'}")
+    if metadata is None:
+        click.echo(f"metadata:          unavailable ({status.metadata_error})")
+    click.echo()
+
+    def alive(running: bool | None) -> str:
+        return "external" if running is None else ("running" if running else "stopped")
+
+    rows: list[tuple[object, ...]] = [
+        ("zookeeper", zk.connect, zk.pid or "-", alive(status.zookeeper_running), "-")
+    ]
+    for b in state.brokers:
+        registered = "yes" if b.broker_id in status.registered else "no"
+        if b.broker_id == controller:
+            registered += " (controller)"
+        running = status.brokers_running[b.broker_id]
+        rows.append((f"broker {b.broker_id}", b.address, b.pid or "-", alive(running), registered))
+    print_table(["process", "address", "pid", "state", "registered"], rows)
+
+
+@cluster.command("down")
+@_dir_option
+@click.option(
+    "--timeout-s",
+    type=click.FloatRange(0),
+    default=30.0,
+    show_default=True,
+    help="How long a broker may take to stop cleanly before SIGKILL.",
+)
+def cluster_down(directory: Path, timeout_s: float) -> None:
+    """Stop the brokers (SIGTERM, a clean stop), then ZooKeeper. Data is kept."""
+    for line in LocalCluster(directory).down(timeout_s=timeout_s):
+        click.echo(line)
+    hw, down = _command_name(), _dir_flag(directory)
+    click.echo(f"Data kept in {directory}: `{hw} cluster up{down}` resumes this cluster.")
+
+
+# --- topics -----------------------------------------------------------------------------
+
+
+@main.group()
+def topics() -> None:
+    """Create, list, describe and delete topics."""
+
+
+def parse_configs(values: Iterable[str]) -> dict[str, str]:
+    """``name=value`` pairs of ``--config``; a CliError for anything else."""
+    configs: dict[str, str] = {}
+    for item in values:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise CliError(f"--config {item!r} is not NAME=VALUE (e.g. retention.ms=86400000)")
+        if name.strip() in configs:
+            raise CliError(f"--config {name.strip()} is given twice")
+        configs[name.strip()] = value.strip()
+    return configs
+
+
+@topics.command("create")
+@click.argument("name")
+@click.option(
+    "--partitions",
+    type=click.IntRange(1),
+    default=None,
+    help="[default: the broker's num.partitions]",
+)
+@click.option(
+    "--replication-factor",
+    type=click.IntRange(1, 32767),
+    default=None,
+    help="[default: the broker's default.replication.factor]",
+)
+@click.option(
+    "--config", "configs", multiple=True, metavar="NAME=VALUE", help="A topic setting (repeatable)."
+)
+@click.option("--if-not-exists", is_flag=True, help="An existing topic is not an error.")
+@bootstrap_option
+@click.pass_context
+def topics_create(
+    ctx: click.Context,
+    *,
+    name: str,
+    partitions: int | None,
+    replication_factor: int | None,
+    configs: tuple[str, ...],
+    if_not_exists: bool,
+) -> None:
+    """Create topic NAME."""
+    topic_configs = parse_configs(configs)  # a usage error before anything else
+    _bootstrap(ctx)
+    from client import NewTopic  # noqa: PLC0415  (see _admin)
+
+    topic = NewTopic(name, partitions or -1, replication_factor or -1, topic_configs)
+    try:
+        _admin(ctx, lambda admin: admin.create_topics([topic]))
+    except TopicAlreadyExistsError:
+        if not if_not_exists:
+            raise CliError(f"topic {name!r} already exists (TOPIC_ALREADY_EXISTS)") from None
+        click.echo(f"Topic {name} already exists.")
+        return
+    click.echo(f"Created topic {name}.")
+
+
+@topics.command("list")
+@bootstrap_option
+@click.pass_context
+def topics_list(ctx: click.Context) -> None:
+    """Topic names, one per line."""
+    for name in _admin(ctx, lambda admin: admin.list_topics()):
+        click.echo(name)
+
+
+@topics.command("describe")
+@click.argument("name", required=False)
+@bootstrap_option
+@click.pass_context
+def topics_describe(ctx: click.Context, name: str | None) -> None:
+    """One row per partition: topic, partition, leader, replicas, ISR (all topics without NAME)."""
+    names = None if name is None else [name]
+    described = _admin(ctx, lambda admin: admin.describe_topics(names))
+    rows = [
+        (t.name, p.partition, p.leader if p.leader >= 0 else "none", _ids(p.replicas), _ids(p.isr))
+        for t in sorted(described, key=lambda t: t.name)
+        for p in sorted(t.partitions, key=lambda p: p.partition)
+    ]
+    print_table(["topic", "partition", "leader", "replicas", "isr"], rows)
+
+
+@topics.command("delete")
+@click.argument("name")
+@click.option("--if-exists", is_flag=True, help="A missing topic is not an error.")
+@bootstrap_option
+@click.pass_context
+def topics_delete(ctx: click.Context, name: str, if_exists: bool) -> None:
+    """Delete topic NAME and its data."""
+    try:
+        _admin(ctx, lambda admin: admin.delete_topics([name]))
+    except UnknownTopicOrPartitionError:
+        if not if_exists:
+            raise CliError(f"topic {name!r} does not exist (UNKNOWN_TOPIC_OR_PARTITION)") from None
+        click.echo(f"Topic {name} does not exist.")
+        return
+    click.echo(f"Deleted topic {name}.")
+
+
+def _admin(ctx: click.Context, call: Callable[[Any], Any]) -> Any:
+    """Run one Admin call against the resolved cluster and return its result."""
+    bootstrap = _bootstrap(ctx)
+    # imported here: the cluster commands need only the connection, and stay fast
+    from client import Admin  # noqa: PLC0415
+
+    async def run() -> Any:
+        async with Admin(bootstrap_servers=bootstrap) as admin:
+            return await call(admin)
+
+    return asyncio.run(run())
+
+
+# --- produce ----------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("topic")
+@click.option("--key-separator", metavar="SEP", default=None, help="Each line is KEY<SEP>VALUE.")
+@click.option(
+    "--acks",
+    type=click.Choice(["0", "1", "all", "-1"]),
+    default="1",
+    show_default=True,
+    help="Acknowledgements a write waits for.",
+)
+@click.option(
+    "--compression",
+    type=click.Choice(["none", "gzip", "snappy", "lz4", "zstd"]),
+    default="none",
+    show_default=True,
+)
+@click.option(
+    "--partition",
+    type=click.IntRange(0),
+    default=None,
+    help="Write every record to this partition.",
+)
+@bootstrap_option
+@click.pass_context
+def produce(
+    ctx: click.Context,
+    *,
+    topic: str,
+    key_separator: str | None,
+    acks: str,
+    compression: str,
+    partition: int | None,
+) -> None:
+    """Write one record per line of stdin to TOPIC. Exit code 1 if any record failed."""
+    if key_separator == "":
+        raise click.BadParameter("must not be empty", param_hint="--key-separator")
+    bootstrap = _bootstrap(ctx)
+    job = _ProduceJob(
+        topic,
+        None if key_separator is None else key_separator.encode(),
+        partition,
+    )
+    settings = {
+        "acks": "all" if acks in ("all", "-1") else int(acks),
+        "compression_type": None if compression == "none" else compression,
+    }
+    # Ctrl-C ends the input like Ctrl-D: what was read has been flushed by stop()
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(job.run(bootstrap, settings, sys.stdin.buffer))
+    job.report()
+
+
+class _ProduceJob:
+    """Lines of stdin to records, delivery outcomes counted, failures reported."""
+
+    def __init__(self, topic: str, separator: bytes | None, partition: int | None) -> None:
+        self.topic = topic
+        self.separator = separator
+        self.partition = partition
+        self.sent = 0
+        self.acked = 0
+        self.failed = 0
+
+    async def run(self, bootstrap: str, settings: dict[str, Any], stdin: IO[bytes]) -> None:
+        from client import Producer  # noqa: PLC0415  (see _admin)
+
+        producer = Producer(bootstrap_servers=bootstrap, linger_ms=5, **settings)
+        await producer.start()
+        try:
+            if self.partition is not None:  # before any input is read
+                _check_partition(
+                    self.topic, self.partition, await producer.partitions_for(self.topic)
+                )
+            line_number = 0
+            async for line in _stdin_lines(stdin):
+                line_number += 1
+                await self._send(producer, line_number, line)
+        finally:
+            await producer.stop()  # flushes: every future below is done after this
+
+    async def _send(self, producer: Producer, line_number: int, line: bytes) -> None:
+        key: bytes | None = None
+        if self.separator is not None:
+            key, sep, line = line.partition(self.separator)
+            if not sep:
+                self._failed(line_number, f"no key separator {self.separator.decode()!r}")
+                return
+        try:
+            future = await producer.send(self.topic, value=line, key=key, partition=self.partition)
+        except (MessageTooLargeError, RecordListTooLargeError) as exc:
+            self._failed(line_number, error_line(exc))  # this record only
+            return
+        except ValueError as exc:  # the producer's word for a bad argument: the whole run
+            raise CliError(str(exc)) from None
+        self.sent += 1
+        future.add_done_callback(lambda f: self._delivered(line_number, f))
+
+    def _delivered(self, line_number: int, future: asyncio.Future[RecordMetadata]) -> None:
+        if future.cancelled():
+            self._failed(line_number, "cancelled before it was acknowledged")
+        elif (exc := future.exception()) is not None:
+            self._failed(line_number, error_line(exc))
+        else:
+            self.acked += 1
+
+    def _failed(self, line_number: int, why: str) -> None:
+        self.failed += 1
+        if self.failed <= _MAX_REPORTED_FAILURES:
+            click.echo(f"headwater: line {line_number} was not written: {why}", err=True)
+
+    def report(self) -> None:
+        if self.failed > _MAX_REPORTED_FAILURES:
+            click.echo(f"headwater: ... and {self.failed - _MAX_REPORTED_FAILURES} more", err=True)
+        if self.failed:
+            raise CliError(
+                f"{self.failed} of {self.failed + self.acked} records were not written to "
+                f"{self.topic}"
+            )
+        if sys.stderr.isatty():  # a person is watching (Ctrl-C included): say what was done
+            click.echo(f"{self.acked} records written to {self.topic}.", err=True)
+
+
+def _check_partition(topic: str, partition: int, partitions: set[int] | None) -> None:
+    if not partitions:
+        raise UnknownTopicOrPartitionError(
+            f"topic {topic!r} does not exist; create it with `headwater topics create {topic}`"
+        )
+    if partition not in partitions:
+        raise UnknownTopicOrPartitionError(
+            f"topic {topic!r} has no partition {partition} (its partitions are "
+            f"0..{max(partitions)})"
+        )
+
+
+async def _stdin_lines(stream: IO[bytes], chunk_bytes: int = 1 << 16) -> AsyncIterator[bytes]:
+    """Lines of ``stream`` without their line ending, as they arrive.
+
+    A daemon thread does the blocking reads (``read1``: whatever is there, so a terminal
+    gives a line at a time), so the event loop keeps sending while input trickles in,
+    and a read still blocked at Ctrl-C never holds up the exit.
+    """
+    loop = asyncio.get_running_loop()
+    chunks: asyncio.Queue[bytes | BaseException] = asyncio.Queue(maxsize=16)
+
+    def read() -> None:
+        read1 = getattr(stream, "read1", stream.read)
+        while True:
+            try:
+                chunk: bytes | BaseException = read1(chunk_bytes)
+            except (OSError, ValueError) as exc:
+                chunk = exc
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody listens
+                asyncio.run_coroutine_threadsafe(chunks.put(chunk), loop).result()
+            if not isinstance(chunk, bytes) or not chunk:
+                return
+
+    threading.Thread(target=read, name="headwater-stdin", daemon=True).start()
+    pending = b""
+    while True:
+        chunk = await chunks.get()
+        if isinstance(chunk, BaseException):
+            raise CliError(f"cannot read stdin: {chunk}")
+        if not chunk:
+            break
+        *lines, pending = (pending + chunk).split(b"\n")
+        for line in lines:
+            yield line.removesuffix(b"\r")
+    if pending:
+        yield pending.removesuffix(b"\r")
+
+
+# --- consume ----------------------------------------------------------------------------
+
+
+def _offset(value: str) -> int | str:
+    if value in ("earliest", "latest"):
+        return value
+    try:
+        offset = int(value)
+    except ValueError:
+        raise click.BadParameter("must be an offset (0 or more), earliest or latest") from None
+    if offset < 0:
+        raise click.BadParameter("must be an offset (0 or more), earliest or latest")
+    return offset
+
+
+@main.command()
+@click.argument("topic")
+@click.option("--from-beginning", is_flag=True, help="Start at the earliest record, not the end.")
+@click.option("--partition", type=click.IntRange(0), default=None, help="Read only this partition.")
+@click.option(
+    "--offset",
+    callback=lambda _c, _p, v: None if v is None else _offset(v),
+    metavar="OFFSET|earliest|latest",
+    default=None,
+    help="Start here (needs --partition).",
+)
+@click.option(
+    "--max-messages", type=click.IntRange(1), default=None, help="Stop after this many records."
+)
+@click.option(
+    "--timeout-ms",
+    type=click.IntRange(1),
+    default=None,
+    help="Stop after this long without a new record.",
+)
+@click.option("--print-key", is_flag=True, help="KEY<TAB>VALUE.")
+@click.option("--print-offset", is_flag=True, help="Prefix each line with Offset:O<TAB>.")
+@click.option("--print-partition", is_flag=True, help="Prefix each line with Partition:P<TAB>.")
+@bootstrap_option
+@click.pass_context
+def consume(
+    ctx: click.Context,
+    *,
+    topic: str,
+    from_beginning: bool,
+    partition: int | None,
+    offset: int | str | None,
+    max_messages: int | None,
+    timeout_ms: int | None,
+    print_key: bool,
+    print_offset: bool,
+    print_partition: bool,
+) -> None:
+    """Print TOPIC's records, one value per line, until --max-messages, --timeout-ms or Ctrl-C."""
+    if offset is not None and partition is None:
+        raise click.UsageError("--offset needs --partition (an offset is per partition)")
+    if offset is not None and from_beginning:
+        raise click.UsageError("--offset and --from-beginning exclude each other")
+    start: int | str = (
+        offset if offset is not None else ("earliest" if from_beginning else "latest")
+    )
+    job = _ConsumeJob(
+        topic=topic,
+        partition=partition,
+        start=start,
+        max_messages=max_messages,
+        timeout_ms=timeout_ms,
+        fmt=_RecordFormat(print_key, print_offset, print_partition),
+    )
+    bootstrap = _bootstrap(ctx)
+    # a second Ctrl-C or SIGTERM while stopping: the records so far are printed
+    with contextlib.suppress(KeyboardInterrupt, asyncio.CancelledError):
+        asyncio.run(job.run(bootstrap))
+    if sys.stderr.isatty():
+        click.echo(f"Processed a total of {job.count} messages", err=True)
+
+
+class _RecordFormat:
+    """Kafka's console consumer line: [Partition:P\\t][Offset:O\\t][key\\t]value."""
+
+    def __init__(self, key: bool, offset: bool, partition: bool) -> None:
+        self.key, self.offset, self.partition = key, offset, partition
+
+    def line(self, record: Any) -> bytes:
+        parts: list[bytes] = []
+        if self.partition:
+            parts.append(b"Partition:%d" % record.partition)
+        if self.offset:
+            parts.append(b"Offset:%d" % record.offset)
+        if self.key:
+            parts.append(_as_bytes(record.key))
+        parts.append(_as_bytes(record.value))
+        return b"\t".join(parts) + b"\n"
+
+
+def _as_bytes(value: object) -> bytes:
+    if value is None:
+        return b"null"  # as Kafka's console consumer prints it
+    return value if isinstance(value, bytes) else str(value).encode()
+
+
+class _ConsumeJob:
+    """Assign, seek, print until the limit, the idle timeout, or a signal."""
+
+    def __init__(
+        self,
+        *,
+        topic: str,
+        partition: int | None,
+        start: int | str,
+        max_messages: int | None,
+        timeout_ms: int | None,
+        fmt: _RecordFormat,
+    ) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.start = start
+        self.max_messages = max_messages
+        self.timeout_ms = timeout_ms
+        self.fmt = fmt
+        self.count = 0
+
+    async def run(self, bootstrap: str) -> None:
+        from client import Consumer  # noqa: PLC0415  (see _admin)
+
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+        reset = "earliest" if self.start == "earliest" else "latest"
+        if self.partition is None:
+            consumer = Consumer(self.topic, bootstrap_servers=bootstrap, auto_offset_reset=reset)
+        else:
+            consumer = Consumer(bootstrap_servers=bootstrap, auto_offset_reset=reset)
+        try:
+            await consumer.start()
+            await self._position(consumer)
+            await self._print_until_done(consumer)
+        except asyncio.CancelledError:
+            task.uncancel()  # Ctrl-C / SIGTERM: a normal way to stop
+        finally:
+            await consumer.stop()
+
+    async def _position(self, consumer: Consumer) -> None:
+        from client import TopicPartition  # noqa: PLC0415  (see _admin)
+
+        if self.partition is not None:
+            partitions = await consumer.partitions_for_topic(self.topic)
+            _check_partition(self.topic, self.partition, partitions)
+            consumer.assign([TopicPartition(self.topic, self.partition)])
+        assigned = sorted(consumer.assignment())
+        if not assigned:
+            raise UnknownTopicOrPartitionError(f"topic {self.topic!r} does not exist")
+        if self.start == "earliest":
+            await consumer.seek_to_beginning(*assigned)
+        elif self.start == "latest":
+            await consumer.seek_to_end(*assigned)
+        else:
+            assert isinstance(self.start, int)
+            consumer.seek(assigned[0], self.start)
+
+    async def _print_until_done(self, consumer: Consumer) -> None:
+        out = sys.stdout.buffer
+        loop = asyncio.get_running_loop()
+        idle_since = loop.time()
+        while self.max_messages is None or self.count < self.max_messages:
+            wait_ms = 1000
+            if self.timeout_ms is not None:
+                left_ms = self.timeout_ms - (loop.time() - idle_since) * 1000
+                if left_ms <= 0:
+                    return
+                wait_ms = max(1, min(wait_ms, int(left_ms)))
+            left = None if self.max_messages is None else self.max_messages - self.count
+            batches = await consumer.getmany(timeout_ms=wait_ms, max_records=left)
+            records = [r for tp in sorted(batches) for r in batches[tp]][:left]
+            if records:
+                idle_since = loop.time()
+                self._write(out, records)
+
+    def _write(self, out: IO[bytes], records: list[Any]) -> None:
+        try:
+            out.write(b"".join(self.fmt.line(r) for r in records))
+            out.flush()
+        except BrokenPipeError:  # `| head`: the reader has gone; stop quietly
+            _silence_stdout()
+            self.max_messages = self.count
+            return
+        self.count += len(records)
 
 
 if __name__ == "__main__":
-    main()
+    main(prog_name="headwater")

@@ -162,9 +162,14 @@ class BrokerConnection:
                         f"expected {head.correlation_id}"
                     )
                 try:
-                    head.future.set_result(decode_response(head.api, head.version, body))
+                    response = decode_response(head.api, head.version, body)
                 except ApiError as exc:
-                    head.future.set_exception(exc)
+                    if not head.future.done():
+                        head.future.set_exception(exc)
+                    continue
+                # a caller that gave up (cancelled) still had its answer read off the wire
+                if not head.future.done():
+                    head.future.set_result(response)
         except (asyncio.IncompleteReadError, ConnectionError) as exc:
             self.close(NetworkError(f"{self} closed the connection ({type(exc).__name__})"))
         except ApiError as exc:

@@ -181,9 +181,14 @@ class Controller:
                 try:
                     await handlers[kind](arg)
                     break
-                except ZkError as exc:
-                    self._log.warning("controller.event_retry", event=kind, error=str(exc))
+                except ZkError as exc:  # ZooKeeper trouble: the same event again, later
+                    self._log.warning(
+                        "controller.event_retry", controller_event=kind, error=str(exc)
+                    )
                     await asyncio.sleep(_RETRY_S)
+                except Exception:  # our bug: logged loudly, and the next event still runs
+                    self._log.exception("controller.event_failed", controller_event=kind)
+                    break
 
     # --- startup ------------------------------------------------------------------------
 

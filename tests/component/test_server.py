@@ -92,6 +92,21 @@ async def test_pipelined_requests_are_answered_in_order(server: tuple[BrokerServ
         assert [r.cluster_id for r in results] == names
 
 
+async def test_a_cancelled_request_does_not_break_the_connection(
+    server: tuple[BrokerServer, int],
+) -> None:
+    _, port = server
+    async with BrokerConnection("127.0.0.1", port, request_timeout_ms=3000) as conn:
+        slow = asyncio.ensure_future(
+            conn.request(ApiKey.METADATA, MetadataRequest(topics=["slow"]))
+        )
+        await asyncio.sleep(0.01)
+        slow.cancel()  # its answer still arrives, and must be read past
+        response = await conn.request(ApiKey.METADATA, MetadataRequest(topics=["next"]))
+        assert response.cluster_id == "next"
+        assert conn.connected
+
+
 async def test_no_response_for_acks_0_and_the_next_answer_still_matches(
     server: tuple[BrokerServer, int],
 ) -> None:

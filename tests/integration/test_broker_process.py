@@ -94,6 +94,19 @@ async def test_sigterm_is_a_clean_stop(
         zk.close()
 
 
+def test_sigterm_stops_promptly_even_with_zookeeper_gone(tmp_path: Path) -> None:
+    with ZooKeeperServer(tmp_path / "zk") as own:  # our own: this test stops it
+        broker = BrokerProcess(3, tmp_path / "b3", own.connect_string, settings=FAST)
+        broker.start()
+        own.stop()
+        try:
+            assert broker.stop(timeout_s=15) == 0  # data closed cleanly, ZooKeeper steps skipped
+        finally:
+            broker.kill()
+    assert (tmp_path / "b3" / "data" / ".clean_shutdown").exists()
+    assert "broker.stop_step_skipped" in broker.log_path.read_text()
+
+
 async def test_a_live_broker_id_is_refused_in_one_line(
     zookeeper: ZooKeeperServer, chroot: str, tmp_path: Path
 ) -> None:

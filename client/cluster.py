@@ -1,0 +1,470 @@
+"""What a client knows of the cluster, and its connections to it.
+
+:class:`ClusterMetadata` is an immutable snapshot of one Metadata answer (brokers,
+controller, topics with their partitions' leaders), merged with what earlier answers said
+about topics not asked for this time. :class:`Cluster` owns the connections and keeps the
+snapshot fresh: on demand (a NOT_LEADER answer, an unknown leader), at most every
+``retry_backoff_ms`` when asked in a hurry, and every ``metadata_max_age_ms`` regardless,
+as Kafka's Metadata class does.
+
+Connections are keyed by address and purpose, not by node id: a broker restarted on a new
+port (as a port-0 listener is) is a new address in the next Metadata answer, and the
+consumer's long-polling fetches get a connection of their own, so they never hold up a
+ListOffsets or Metadata request queued behind them (the broker answers a connection's
+requests in order).
+
+Logging goes to the standard library's ``logging`` (``headwater.client.*``), silent unless
+the application configures it: a library must not write to the stdout of a program that
+prints records there (``headwater consume``).
+
+Concurrency: one event loop. A refresh is one task that concurrent callers share. Every
+request runs in its own task behind :func:`asyncio.shield`: a caller that is cancelled
+abandons the answer, never the in-flight request, so the connection's response stream
+stays in step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from client.connection import BrokerConnection
+from client.errors import ConfigurationError
+from client.types import TopicPartition
+from protocol.apis import ApiKey, MetadataRequest, MetadataResponse
+from protocol.errors import (
+    ApiError,
+    LeaderNotAvailableError,
+    NetworkError,
+    RequestTimedOutError,
+    UnknownTopicOrPartitionError,
+    error_for_code,
+)
+
+__all__ = [
+    "Broker",
+    "Cluster",
+    "ClusterMetadata",
+    "PartitionMetadata",
+    "TopicMetadata",
+    "parse_bootstrap",
+    "unknown_topic_error",
+]
+
+_log = logging.getLogger("headwater.client")
+
+DEFAULT_PORT = 9092
+
+
+def parse_bootstrap(servers: str | Sequence[str]) -> list[tuple[str, int]]:
+    """``"h:p,h:p"`` or ``["h:p", ...]`` -> addresses; a missing port is Kafka's 9092."""
+    items = servers.split(",") if isinstance(servers, str) else list(servers)
+    out: list[tuple[str, int]] = []
+    for item in (i.strip() for i in items):
+        if not item:
+            continue
+        host, sep, port = item.rpartition(":")
+        if not sep:
+            host, port = item, str(DEFAULT_PORT)
+        host = host.strip("[]")  # [::1]:9092
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigurationError(
+                f"bootstrap server {item!r} is not host:port (e.g. 127.0.0.1:9092)"
+            )
+        out.append((host, int(port)))
+    if not out:
+        raise ConfigurationError("bootstrap_servers is empty; give at least one host:port")
+    return out
+
+
+def unknown_topic_error(topic: str) -> UnknownTopicOrPartitionError:
+    return UnknownTopicOrPartitionError(
+        f"topic {topic!r} does not exist; create it with `headwater topics create {topic}`"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Broker:
+    node_id: int
+    host: str
+    port: int
+    rack: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionMetadata:
+    partition: int
+    leader: int
+    """-1 while the partition has no live leader."""
+    leader_epoch: int = -1
+    replicas: tuple[int, ...] = ()
+    isr: tuple[int, ...] = ()
+    offline_replicas: tuple[int, ...] = ()
+    error_code: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class TopicMetadata:
+    name: str
+    partitions: Mapping[int, PartitionMetadata]
+    is_internal: bool = False
+    available: tuple[int, ...] = field(default=())
+    """Partitions with a live leader, sorted: where keyless records may go."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterMetadata:
+    """One consistent view; a refresh builds a new one instead of changing this."""
+
+    brokers: Mapping[int, Broker] = field(default_factory=lambda: MappingProxyType({}))
+    cluster_id: str | None = None
+    controller_id: int = -1
+    topics: Mapping[str, TopicMetadata] = field(default_factory=lambda: MappingProxyType({}))
+    topic_errors: Mapping[str, ApiError] = field(default_factory=lambda: MappingProxyType({}))
+    """Topics the last answer about them refused, with the broker's error."""
+    updated_at: float = 0.0
+
+    def leader_for(self, tp: TopicPartition) -> int | None:
+        topic = self.topics.get(tp.topic)
+        if topic is None:
+            return None
+        partition = topic.partitions.get(tp.partition)
+        if partition is None or partition.leader < 0 or partition.leader not in self.brokers:
+            return None
+        return partition.leader
+
+    def partitions_for(self, topic: str) -> set[int] | None:
+        meta = self.topics.get(topic)
+        return None if meta is None else set(meta.partitions)
+
+    def merged(self, response: MetadataResponse, asked: Iterable[str] | None) -> ClusterMetadata:
+        """This view updated by ``response`` to a request for ``asked`` (None: all topics)."""
+        topics = {} if asked is None else dict(self.topics)
+        errors = {} if asked is None else dict(self.topic_errors)
+        for t in response.topics:
+            topics.pop(t.name, None)
+            errors.pop(t.name, None)
+            if t.error_code:
+                errors[t.name] = error_for_code(t.error_code, t.error_message)
+                continue
+            partitions = {
+                p.partition_index: PartitionMetadata(
+                    p.partition_index,
+                    p.leader_id,
+                    p.leader_epoch,
+                    tuple(p.replica_nodes),
+                    tuple(p.isr_nodes),
+                    tuple(p.offline_replicas),
+                    p.error_code,
+                )
+                for p in t.partitions
+            }
+            available = tuple(sorted(i for i, p in partitions.items() if p.leader >= 0))
+            topics[t.name] = TopicMetadata(
+                t.name, MappingProxyType(partitions), t.is_internal, available
+            )
+        return ClusterMetadata(
+            brokers=MappingProxyType(
+                {b.node_id: Broker(b.node_id, b.host, b.port, b.rack) for b in response.brokers}
+            ),
+            cluster_id=response.cluster_id,
+            controller_id=response.controller_id,
+            topics=MappingProxyType(topics),
+            topic_errors=MappingProxyType(errors),
+            updated_at=time.monotonic(),
+        )
+
+
+Address = tuple[str, int]
+
+
+class Cluster:
+    """Bootstrap, metadata and connections for one client (producer, consumer or admin).
+
+    ``await start()`` reaches a bootstrap server and learns the brokers; ``add_topics``
+    says which topics' metadata to keep; ``send(node_id, ...)`` talks to one broker,
+    ``send_any(...)`` to whichever answers. ``on_update`` callbacks run after each refresh.
+    """
+
+    def __init__(
+        self,
+        bootstrap_servers: str | Sequence[str],
+        *,
+        client_id: str,
+        request_timeout_ms: int = 30_000,
+        retry_backoff_ms: int = 100,
+        metadata_max_age_ms: int = 300_000,
+        allow_auto_topic_creation: bool = True,
+    ) -> None:
+        self.bootstrap = parse_bootstrap(bootstrap_servers)
+        self.client_id = client_id
+        self.request_timeout_ms = request_timeout_ms
+        self.retry_backoff_ms = retry_backoff_ms
+        self.metadata_max_age_ms = metadata_max_age_ms
+        self.allow_auto_topic_creation = allow_auto_topic_creation
+        self.metadata = ClusterMetadata()
+        self.on_update: list[Callable[[ClusterMetadata], None]] = []
+        self._topics: set[str] = set()
+        self._connections: dict[tuple[str, int, str], BrokerConnection] = {}
+        self._connecting: dict[tuple[str, int, str], asyncio.Task[BrokerConnection]] = {}
+        self._refreshing: asyncio.Task[ClusterMetadata] | None = None
+        self._refreshing_topics: frozenset[str] = frozenset()
+        self._last_refresh_start = -1e18
+        self._periodic: asyncio.Task[None] | None = None
+        self._closed = False
+
+    # --- life ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Learn the brokers from a bootstrap server, or raise NetworkError saying so."""
+        try:
+            await self.refresh()
+        except NetworkError:
+            where = ", ".join(f"{h}:{p}" for h, p in self.bootstrap)
+            raise NetworkError(
+                f"could not reach any bootstrap server ({where}): is the cluster up? "
+                f"try `headwater cluster status`"
+            ) from None
+        self._periodic = asyncio.get_running_loop().create_task(self._refresh_periodically())
+
+    async def close(self) -> None:
+        self._closed = True
+        tasks: list[asyncio.Task[Any]] = [
+            t for t in (self._periodic, self._refreshing) if t is not None
+        ]
+        tasks += self._connecting.values()
+        for task in tasks:
+            task.cancel()
+        connections = list(self._connections.values())
+        self._connections.clear()
+        for conn in connections:
+            conn.close(NetworkError(f"the client closed its connection to {conn.host}:{conn.port}"))
+        for conn in connections:
+            with contextlib.suppress(OSError):
+                await conn.__aexit__(None, None, None)
+        await asyncio.gather(*tasks, return_exceptions=True)  # our cancellation propagates
+
+    # --- metadata --------------------------------------------------------------------------
+
+    @property
+    def topics(self) -> frozenset[str]:
+        return frozenset(self._topics)
+
+    def add_topics(self, topics: Iterable[str]) -> bool:
+        """Keep metadata for these topics too; True if any is new (then refresh)."""
+        new = set(topics) - self._topics
+        self._topics |= new
+        return bool(new)
+
+    def set_topics(self, topics: Iterable[str]) -> None:
+        self._topics = set(topics)
+
+    async def refresh(self) -> ClusterMetadata:
+        """A fresh view covering every topic of interest; concurrent callers share one."""
+        while True:
+            task = self._refreshing
+            if task is None or task.done():
+                self._refreshing_topics = frozenset(self._topics)
+                self._last_refresh_start = time.monotonic()
+                task = asyncio.get_running_loop().create_task(
+                    self._refresh(sorted(self._refreshing_topics))
+                )
+                task.add_done_callback(_retrieve)
+                self._refreshing = task
+                return await asyncio.shield(task)
+            if self._refreshing_topics >= self._topics:
+                return await asyncio.shield(task)
+            # the refresh in flight misses a topic added since: let it end, start another
+            with contextlib.suppress(ApiError):
+                await asyncio.shield(task)
+
+    def request_refresh(self) -> None:
+        """Refresh soon without waiting for it: at most once per ``retry_backoff_ms``."""
+        if self._closed or (self._refreshing is not None and not self._refreshing.done()):
+            return
+        since_ms = (time.monotonic() - self._last_refresh_start) * 1000
+        if since_ms >= self.retry_backoff_ms:
+            task = asyncio.get_running_loop().create_task(self.refresh())
+            task.add_done_callback(_retrieve)
+
+    async def _refresh(self, topics: list[str]) -> ClusterMetadata:
+        request = MetadataRequest(
+            topics=topics, allow_auto_topic_creation=self.allow_auto_topic_creation
+        )
+        response: MetadataResponse = await self.send_any(ApiKey.METADATA, request)
+        self.metadata = self.metadata.merged(response, topics)
+        for callback in list(self.on_update):
+            callback(self.metadata)
+        return self.metadata
+
+    async def fetch_metadata(
+        self, topics: list[str] | None, *, allow_auto_topic_creation: bool = False
+    ) -> ClusterMetadata:
+        """Ask for exactly ``topics`` (None: all) and return that answer's view.
+
+        The shared view learns the brokers and these topics as well.
+        """
+        request = MetadataRequest(
+            topics=topics, allow_auto_topic_creation=allow_auto_topic_creation
+        )
+        response: MetadataResponse = await self.send_any(ApiKey.METADATA, request)
+        answer = ClusterMetadata().merged(response, topics)
+        self.metadata = self.metadata.merged(response, topics if topics is not None else [])
+        return answer
+
+    async def _refresh_periodically(self) -> None:
+        while True:
+            age_s = time.monotonic() - self.metadata.updated_at
+            await asyncio.sleep(max(self.metadata_max_age_ms / 1000 - age_s, 0.01))
+            if time.monotonic() - self.metadata.updated_at >= self.metadata_max_age_ms / 1000:
+                try:
+                    await self.refresh()
+                except ApiError as exc:
+                    _log.warning("metadata refresh failed: %s", exc)
+
+    async def wait_for_topic(self, topic: str, timeout_ms: float) -> TopicMetadata:
+        """The topic's metadata, refreshing until it has partitions.
+
+        UNKNOWN_TOPIC_OR_PARTITION from a fresh answer fails at once with a message that
+        says what to do; LEADER_NOT_AVAILABLE (being created) is waited out, up to
+        ``timeout_ms`` (then REQUEST_TIMED_OUT, as Kafka's TimeoutException).
+        """
+        found = self.metadata.topics.get(topic)
+        if found is not None and topic in self._topics:
+            return found
+        self.add_topics([topic])
+        deadline = time.monotonic() + timeout_ms / 1000
+        while True:
+            metadata = await self._refresh_until(deadline, topic, timeout_ms)
+            found = metadata.topics.get(topic)
+            if found is not None and found.partitions:
+                return found
+            error = metadata.topic_errors.get(topic)
+            if isinstance(error, UnknownTopicOrPartitionError):
+                raise unknown_topic_error(topic)
+            if error is not None and not error.retriable:
+                raise error
+            remaining_s = deadline - time.monotonic()
+            if remaining_s <= 0:
+                break
+            await asyncio.sleep(min(self.retry_backoff_ms / 1000, remaining_s))
+        raise RequestTimedOutError(f"topic {topic!r} not present in metadata after {timeout_ms} ms")
+
+    async def _refresh_until(
+        self, deadline: float, topic: str, timeout_ms: float
+    ) -> ClusterMetadata:
+        remaining_s = deadline - time.monotonic()
+        try:
+            return await asyncio.wait_for(self.refresh(), max(remaining_s, 0.001))
+        except TimeoutError:
+            raise RequestTimedOutError(
+                f"topic {topic!r} not present in metadata after {timeout_ms} ms"
+            ) from None
+
+    def leader_for(self, tp: TopicPartition) -> int | None:
+        return self.metadata.leader_for(tp)
+
+    # --- requests --------------------------------------------------------------------------
+
+    async def send(
+        self,
+        node_id: int,
+        api_key: ApiKey,
+        request: Any,
+        *,
+        expect_response: bool = True,
+        purpose: str = "",
+    ) -> Any:
+        """One request to broker ``node_id``; network trouble is NetworkError (retriable)."""
+        broker = self.metadata.brokers.get(node_id)
+        if broker is None:
+            raise LeaderNotAvailableError(f"broker {node_id} is not in the cluster metadata")
+        conn = await self._connection((broker.host, broker.port), purpose)
+        return await self._request(conn, api_key, request, expect_response)
+
+    async def send_any(self, api_key: ApiKey, request: Any, *, idempotent: bool = True) -> Any:
+        """Send to the first broker that answers: connected ones first, then the other
+        known brokers, then the bootstrap servers (all known ones may have moved).
+
+        A request that is not ``idempotent`` (CreateTopics, DeleteTopics) is sent once:
+        if its answer is lost it may still have been done, and a second broker would then
+        answer TOPIC_ALREADY_EXISTS for the caller's own topic. Only failing to connect
+        moves it on to the next broker.
+        """
+        last: ApiError | None = None
+        for address in self._candidates():
+            try:
+                conn = await self._connection(address, "")
+            except NetworkError as exc:
+                last = exc
+                continue
+            try:
+                return await self._request(conn, api_key, request, True)
+            except (NetworkError, RequestTimedOutError) as exc:
+                if not idempotent:
+                    raise
+                last = exc
+        raise NetworkError(f"no broker answered: {last}")
+
+    def _candidates(self) -> list[Address]:
+        known = [(b.host, b.port) for b in self.metadata.brokers.values()]
+        random.shuffle(known)
+        connected = {(h, p) for (h, p, _), c in self._connections.items() if c.connected}
+        ordered = [a for a in known if a in connected] + [a for a in known if a not in connected]
+        ordered += [a for a in self.bootstrap if a not in ordered]
+        return ordered
+
+    async def _connection(self, address: Address, purpose: str) -> BrokerConnection:
+        if self._closed:
+            raise NetworkError("the client is closed")
+        key = (*address, purpose)
+        conn = self._connections.get(key)
+        if conn is not None and conn.connected:
+            return conn
+        task = self._connecting.get(key)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._connect(address))
+            task.add_done_callback(_retrieve)
+            self._connecting[key] = task
+            task.add_done_callback(lambda _t: self._connecting.pop(key, None))
+        conn = await asyncio.shield(task)
+        if self._closed:
+            conn.close()
+            raise NetworkError("the client is closed")
+        self._connections[key] = conn
+        return conn
+
+    async def _connect(self, address: Address) -> BrokerConnection:
+        conn = BrokerConnection(*address, request_timeout_ms=self.request_timeout_ms)
+        try:
+            await conn.connect(timeout_s=min(self.request_timeout_ms / 1000, 10.0))
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    async def _request(
+        self, conn: BrokerConnection, api_key: ApiKey, request: Any, expect_response: bool
+    ) -> Any:
+        task = asyncio.get_running_loop().create_task(
+            conn.request(api_key, request, expect_response=expect_response)
+        )
+        task.add_done_callback(_retrieve)
+        try:
+            return await asyncio.shield(task)
+        except OSError as exc:  # a write to a socket the peer has closed
+            conn.close(NetworkError(f"lost the connection to {conn.host}:{conn.port} ({exc})"))
+            raise NetworkError(f"lost the connection to {conn.host}:{conn.port} ({exc})") from None
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    """Mark a shielded task's exception as seen: its caller may have gone away."""
+    if not task.cancelled():
+        task.exception()

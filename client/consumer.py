@@ -1,0 +1,623 @@
+"""The consumer: assigned partitions, positions, and a fetcher that prefetches.
+
+Shaped like aiokafka's AIOKafkaConsumer without groups (issue 6 brings them):
+partitions are assigned with ``assign()`` or, for the topics given to the constructor,
+every partition at ``start()``.
+
+The fetcher task sends ONE Fetch per leader broker covering all its fetchable
+partitions, and sends the next one as soon as the previous answer is buffered, while the
+user is still consuming it; a partition with about ``max_partition_fetch_bytes``
+buffered waits until the user catches up (:mod:`client.fetcher` keeps that state). So
+``getone`` in a loop is a buffer read, not a round trip per record.
+
+Positions come from ``seek*`` or, when unknown, from ``auto_offset_reset`` by ListOffsets
+(earliest/latest; "none" raises :class:`~client.errors.NoOffsetForPartitionError`). Per
+partition Fetch errors: OFFSET_OUT_OF_RANGE resets the same way; NOT_LEADER_OR_FOLLOWER
+and the other metadata errors refresh metadata and try again after ``retry_backoff_ms``;
+anything else is raised to the user by the next ``getone``/``getmany``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterable
+from types import TracebackType
+from typing import Any
+
+from client.cluster import Cluster, unknown_topic_error
+from client.errors import ClientClosedError, ConfigurationError, NoOffsetForPartitionError
+from client.fetcher import FetchPosition, Subscription
+from client.types import ConsumerRecord, OffsetAndTimestamp, TopicPartition
+from protocol.apis import (
+    EARLIEST_TIMESTAMP,
+    LATEST_TIMESTAMP,
+    ApiKey,
+    FetchPartition,
+    FetchRequest,
+    FetchResponse,
+    FetchTopic,
+    ListOffsetsPartition,
+    ListOffsetsRequest,
+    ListOffsetsResponse,
+    ListOffsetsTopic,
+)
+from protocol.errors import (
+    ApiError,
+    OffsetOutOfRangeError,
+    RequestTimedOutError,
+    UnknownTopicOrPartitionError,
+    error_for_code,
+)
+from protocol.records import Record
+
+__all__ = ["Consumer"]
+
+_log = logging.getLogger("headwater.client.consumer")
+
+Deserializer = Callable[[bytes | None], Any]
+_RESETS = {"earliest": EARLIEST_TIMESTAMP, "latest": LATEST_TIMESTAMP, "none": None}
+_FETCH_PURPOSE = "fetch"  # long-polling fetches get their own connection per broker
+
+
+class Consumer:
+    """``async with Consumer("topic", bootstrap_servers=..., auto_offset_reset="earliest")``
+    then ``async for record in consumer``."""
+
+    def __init__(
+        self,
+        *topics: str,
+        bootstrap_servers: str | list[str],
+        client_id: str = "headwater-consumer",
+        group_id: str | None = None,
+        auto_offset_reset: str = "latest",
+        fetch_max_wait_ms: int = 500,
+        fetch_min_bytes: int = 1,
+        fetch_max_bytes: int = 52_428_800,
+        max_partition_fetch_bytes: int = 1_048_576,
+        max_poll_records: int | None = None,
+        request_timeout_ms: int = 30_000,
+        retry_backoff_ms: int = 100,
+        metadata_max_age_ms: int = 300_000,
+        key_deserializer: Deserializer | None = None,
+        value_deserializer: Deserializer | None = None,
+    ) -> None:
+        if group_id is not None:
+            raise ConfigurationError(
+                f"group_id={group_id!r}: consumer groups are not available yet (issue 6); "
+                f"leave group_id unset and assign() partitions, or pass the topics"
+            )
+        if auto_offset_reset not in _RESETS:
+            raise ConfigurationError(
+                f"auto_offset_reset={auto_offset_reset!r} is invalid; use 'earliest', "
+                f"'latest' or 'none'"
+            )
+        if max_poll_records is not None and max_poll_records < 1:
+            raise ConfigurationError(f"max_poll_records={max_poll_records} must be at least 1")
+        if request_timeout_ms <= fetch_max_wait_ms:
+            raise ConfigurationError(
+                f"request_timeout_ms={request_timeout_ms} must be more than "
+                f"fetch_max_wait_ms={fetch_max_wait_ms}, or every long poll would time out"
+            )
+        self._initial_topics = list(dict.fromkeys(topics))
+        self.client_id = client_id
+        self.auto_offset_reset = auto_offset_reset
+        self.fetch_max_wait_ms = fetch_max_wait_ms
+        self.fetch_min_bytes = fetch_min_bytes
+        self.fetch_max_bytes = fetch_max_bytes
+        self.max_partition_fetch_bytes = max_partition_fetch_bytes
+        self.max_poll_records = max_poll_records
+        self.request_timeout_ms = request_timeout_ms
+        self.retry_backoff_ms = retry_backoff_ms
+        self._key_deserializer = key_deserializer
+        self._value_deserializer = value_deserializer
+        self._cluster = Cluster(
+            bootstrap_servers,
+            client_id=client_id,
+            request_timeout_ms=request_timeout_ms,
+            retry_backoff_ms=retry_backoff_ms,
+            metadata_max_age_ms=metadata_max_age_ms,
+            allow_auto_topic_creation=True,
+        )
+        self._subscription = Subscription(max_buffer_bytes=max_partition_fetch_bytes)
+        self._fetcher: asyncio.Task[None] | None = None
+        self._fetches: dict[int, asyncio.Task[None]] = {}
+        self._wakeup: asyncio.Event | None = None
+        self._data: asyncio.Event | None = None
+        self._state = "new"
+        self._rotation = 0
+
+    # --- life ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._state != "new":
+            raise ClientClosedError(f"the consumer is {self._state}; start() runs once")
+        self._wakeup = asyncio.Event()
+        self._data = asyncio.Event()
+        await self._cluster.start()
+        self._cluster.on_update.append(lambda _metadata: self._wake())
+        try:
+            if self._initial_topics:
+                tps = []
+                for topic in self._initial_topics:
+                    meta = await self._cluster.wait_for_topic(topic, self.request_timeout_ms)
+                    tps += [TopicPartition(topic, p) for p in sorted(meta.partitions)]
+                self._subscription.assign(tps)
+        except BaseException:
+            await self._cluster.close()
+            self._state = "stopped"
+            raise
+        self._cluster.set_topics(tp.topic for tp in self._subscription.states)
+        self._state = "running"
+        self._fetcher = asyncio.get_running_loop().create_task(self._run_fetcher())
+
+    async def stop(self) -> None:
+        self._state = "stopped"
+        if self._data is not None:
+            self._data.set()  # wake getone()/async-for waiters: they end
+        await self._cluster.close()  # fails requests in flight, so the tasks end at once
+        tasks = [t for t in (self._fetcher, *self._fetches.values()) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def __aenter__(self) -> Consumer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    # --- assignment and positions ------------------------------------------------------
+
+    def assign(self, partitions: Iterable[TopicPartition]) -> None:
+        tps = [TopicPartition(*tp) for tp in partitions]
+        self._subscription.assign(tps)
+        self._cluster.set_topics(tp.topic for tp in tps)
+        if self._state == "running":
+            self._cluster.request_refresh()
+        self._wake()
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self._subscription.states)
+
+    def seek(self, partition: TopicPartition, offset: int) -> None:
+        self._subscription.seek(partition, offset)
+        self._wake()
+
+    async def seek_to_beginning(self, *partitions: TopicPartition) -> None:
+        await self._seek_to(EARLIEST_TIMESTAMP, partitions)
+
+    async def seek_to_end(self, *partitions: TopicPartition) -> None:
+        await self._seek_to(LATEST_TIMESTAMP, partitions)
+
+    async def _seek_to(self, timestamp: int, partitions: tuple[TopicPartition, ...]) -> None:
+        tps = list(partitions) or list(self._subscription.states)
+        for tp in tps:
+            self._subscription.state(tp)  # not assigned: ValueError before any request
+        offsets = await self._list_offsets(dict.fromkeys(tps, timestamp))
+        for tp, (offset, _ts) in offsets.items():
+            if tp in self._subscription.states:  # still assigned after the wait
+                self._subscription.seek(tp, offset)
+        self._wake()
+
+    async def position(self, partition: TopicPartition) -> int:
+        """The offset of the next record getone() returns for the partition."""
+        self._check_running()
+        while (position := self._subscription.state(partition).position) is None:
+            generation = self._subscription.state(partition).generation
+            offset = await self._reset_offset(partition)
+            self._subscription.set_reset_position(partition, offset, generation)
+            self._wake()
+        return position
+
+    async def offsets_for_times(
+        self, timestamps: dict[TopicPartition, int]
+    ) -> dict[TopicPartition, OffsetAndTimestamp | None]:
+        """Per partition, the first offset whose timestamp is at least the given one."""
+        for tp, ts in timestamps.items():
+            if ts < 0:
+                raise ValueError(f"timestamp {ts} for {tp} is negative; give milliseconds")
+        found = await self._list_offsets(dict(timestamps))
+        return {
+            tp: None if offset < 0 else OffsetAndTimestamp(offset, ts)
+            for tp, (offset, ts) in found.items()
+        }
+
+    async def beginning_offsets(
+        self, partitions: Iterable[TopicPartition]
+    ) -> dict[TopicPartition, int]:
+        found = await self._list_offsets(dict.fromkeys(partitions, EARLIEST_TIMESTAMP))
+        return {tp: offset for tp, (offset, _ts) in found.items()}
+
+    async def end_offsets(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+        found = await self._list_offsets(dict.fromkeys(partitions, LATEST_TIMESTAMP))
+        return {tp: offset for tp, (offset, _ts) in found.items()}
+
+    async def topics(self) -> set[str]:
+        self._check_running()
+        metadata = await self._cluster.fetch_metadata(None)
+        return set(metadata.topics)
+
+    async def partitions_for_topic(self, topic: str) -> set[int]:
+        self._check_running()
+        metadata = await self._cluster.fetch_metadata([topic])
+        partitions = metadata.partitions_for(topic)
+        if partitions is not None:
+            return partitions
+        error = metadata.topic_errors.get(topic)
+        if error is None or isinstance(error, UnknownTopicOrPartitionError):
+            raise unknown_topic_error(topic)
+        raise error
+
+    # --- records -------------------------------------------------------------------------
+
+    async def getone(self, *partitions: TopicPartition) -> ConsumerRecord:
+        """The next record (of ``partitions``, or of any assigned one), waiting for it."""
+        while True:
+            got = self._take(partitions, 1)
+            if got:
+                return next(iter(got.values()))[0]
+            await self._wait_for_data(None)
+
+    async def getmany(
+        self, *partitions: TopicPartition, timeout_ms: int = 0, max_records: int | None = None
+    ) -> dict[TopicPartition, list[ConsumerRecord]]:
+        """What is buffered now, or what arrives within ``timeout_ms``; {} if nothing."""
+        deadline = time.monotonic() + timeout_ms / 1000
+        limit = max_records if max_records is not None else self.max_poll_records
+        while True:
+            got = self._take(partitions, limit)
+            remaining_s = deadline - time.monotonic()
+            if got or remaining_s <= 0:
+                return got
+            await self._wait_for_data(remaining_s)
+
+    def __aiter__(self) -> Consumer:
+        return self
+
+    async def __anext__(self) -> ConsumerRecord:
+        try:
+            return await self.getone()
+        except ClientClosedError:
+            if self._state == "stopped":
+                raise StopAsyncIteration from None  # stop() ends the loop
+            raise
+
+    def _take(
+        self, partitions: tuple[TopicPartition, ...], limit: int | None
+    ) -> dict[TopicPartition, list[ConsumerRecord]]:
+        self._check_running()
+        assert self._data is not None
+        self._data.clear()
+        freed = self._subscription.chunks_consumed
+        got = self._subscription.take(partitions, limit, self._record)
+        if not got:
+            error = self._subscription.pop_error(partitions)
+            if error is not None:
+                self._wake()  # the fetcher looks again: raised once, re-raised if it persists
+                raise error
+        elif self._subscription.chunks_consumed != freed:
+            self._wake()  # buffer space freed: the fetcher may fetch those partitions again
+        return got
+
+    def _record(self, tp: TopicPartition, record: Record) -> ConsumerRecord:
+        key, value = record.key, record.value
+        if self._key_deserializer is not None:
+            key = self._key_deserializer(key)
+        if self._value_deserializer is not None:
+            value = self._value_deserializer(value)
+        return ConsumerRecord(
+            tp.topic, tp.partition, record.offset, record.timestamp, key, value, record.headers
+        )
+
+    async def _wait_for_data(self, timeout_s: float | None) -> None:
+        assert self._data is not None
+        if timeout_s is None:
+            await self._data.wait()
+            return
+        try:
+            await asyncio.wait_for(self._data.wait(), timeout_s)
+        except TimeoutError:
+            return
+
+    def _check_running(self) -> None:
+        if self._state != "running":
+            what = "not started; call start()" if self._state == "new" else self._state
+            raise ClientClosedError(f"the consumer is {what}")
+
+    def _wake(self) -> None:
+        if self._wakeup is not None:
+            self._wakeup.set()
+
+    def _data_arrived(self) -> None:
+        if self._data is not None:
+            self._data.set()
+
+    # --- the fetcher -----------------------------------------------------------------------
+
+    async def _run_fetcher(self) -> None:
+        assert self._wakeup is not None
+        loop = asyncio.get_running_loop()
+        while self._state == "running":
+            self._wakeup.clear()
+            delay_ms = await self._fetcher_pass()
+            timer = None
+            if delay_ms is not None:
+                timer = loop.call_later(delay_ms / 1000, self._wakeup.set)
+            await self._wakeup.wait()
+            if timer is not None:
+                timer.cancel()
+
+    async def _fetcher_pass(self) -> float | None:
+        """Reset unknown positions, send the Fetches due; returns ms until the next pass."""
+        delay_ms: float | None = None
+        if self._subscription.needs_position():
+            delay_ms = await self._reset_positions()
+        now_ms = time.monotonic() * 1000
+        by_node: dict[int, list[FetchPosition]] = {}
+        for asked in self._subscription.fetchable(now_ms):
+            leader = self._cluster.leader_for(asked.tp)
+            if leader is not None:
+                by_node.setdefault(leader, []).append(asked)
+                continue
+            self._cluster.request_refresh()  # rate-limited to one per retry_backoff_ms
+            delay_ms = _earliest(delay_ms, self.retry_backoff_ms)
+            if self._topic_missing(asked.tp.topic):
+                self._subscription.fail(asked, unknown_topic_error(asked.tp.topic))
+                self._data_arrived()
+        for node, positions in by_node.items():
+            if node in self._fetches:
+                continue
+            for asked in positions:
+                self._subscription.states[asked.tp].in_flight = True
+            task = asyncio.get_running_loop().create_task(self._fetch(node, positions))
+            self._fetches[node] = task
+        for state in self._subscription.states.values():
+            if state.retry_at_ms > now_ms:
+                delay_ms = _earliest(delay_ms, state.retry_at_ms - now_ms)
+        return delay_ms
+
+    def _topic_missing(self, topic: str) -> bool:
+        error = self._cluster.metadata.topic_errors.get(topic)
+        return isinstance(error, UnknownTopicOrPartitionError)
+
+    async def _reset_positions(self) -> float | None:
+        """Positions for partitions without one, by auto_offset_reset.
+
+        A partition of a topic that does not exist gets that error; the others go on.
+        """
+        tps = self._subscription.needs_position()
+        timestamp = _RESETS[self.auto_offset_reset]
+        if timestamp is None:
+            for tp in tps:
+                self._subscription.states[tp].error = NoOffsetForPartitionError(
+                    f"{tp.topic}-{tp.partition} has no position and auto_offset_reset='none'; "
+                    f"seek() to an offset first"
+                )
+            self._data_arrived()
+            return None
+        missing = [tp for tp in tps if self._topic_missing(tp.topic)]
+        for tp in missing:
+            self._subscription.states[tp].error = unknown_topic_error(tp.topic)
+        if missing:
+            self._data_arrived()
+            self._cluster.request_refresh()
+            tps = [tp for tp in tps if tp not in missing]
+        generations = {tp: self._subscription.states[tp].generation for tp in tps}
+        try:
+            offsets = await self._list_offsets(dict.fromkeys(tps, timestamp))
+        except ApiError as exc:
+            if exc.retriable:  # UNKNOWN_TOPIC_OR_PARTITION included: the next pass sorts it
+                _log.debug("offset reset will be retried: %s", exc)
+                return self.retry_backoff_ms
+            for tp in tps:
+                state = self._subscription.states.get(tp)
+                if state is not None and state.generation == generations[tp]:
+                    state.error = exc
+            self._data_arrived()
+            return self.retry_backoff_ms
+        for tp, (offset, _ts) in offsets.items():
+            self._subscription.set_reset_position(tp, offset, generations[tp])
+        return self.retry_backoff_ms if missing else None
+
+    async def _reset_offset(self, tp: TopicPartition) -> int:
+        timestamp = _RESETS[self.auto_offset_reset]
+        if timestamp is None:
+            raise NoOffsetForPartitionError(
+                f"{tp.topic}-{tp.partition} has no position and auto_offset_reset='none'; "
+                f"seek() to an offset first"
+            )
+        offsets = await self._list_offsets({tp: timestamp})
+        return offsets[tp][0]
+
+    async def _fetch(self, node: int, positions: list[FetchPosition]) -> None:
+        # rotate so every partition is sometimes first: only the first one is sure to get
+        # a whole batch larger than max_partition_fetch_bytes (KIP-74)
+        self._rotation += 1
+        start = self._rotation % len(positions)
+        positions = positions[start:] + positions[:start]
+        topics: dict[str, list[FetchPartition]] = {}
+        for asked in positions:
+            topics.setdefault(asked.tp.topic, []).append(
+                FetchPartition(
+                    partition=asked.tp.partition,
+                    fetch_offset=asked.offset,
+                    partition_max_bytes=self.max_partition_fetch_bytes,
+                )
+            )
+        request = FetchRequest(
+            max_wait_ms=self.fetch_max_wait_ms,
+            min_bytes=self.fetch_min_bytes,
+            max_bytes=self.fetch_max_bytes,
+            topics=[FetchTopic(topic=t, partitions=ps) for t, ps in topics.items()],
+        )
+        try:
+            response: FetchResponse = await self._cluster.send(
+                node, ApiKey.FETCH, request, purpose=_FETCH_PURPOSE
+            )
+        except ApiError as exc:
+            _log.debug("fetch from broker %d failed: %s", node, exc)
+            self._cluster.request_refresh()
+            self._back_off(positions)
+        else:
+            self._on_fetched(positions, response)
+        finally:
+            for asked in positions:
+                state = self._subscription.states.get(asked.tp)
+                if state is not None:
+                    state.in_flight = False
+            self._fetches.pop(node, None)
+            self._wake()
+
+    def _on_fetched(self, positions: list[FetchPosition], response: FetchResponse) -> None:
+        answers = {(t.topic, p.partition_index): p for t in response.topics for p in t.partitions}
+        arrived = False
+        for asked in positions:
+            answer = answers.get(asked.tp)
+            state = self._subscription.current(asked)
+            if answer is None or state is None:
+                continue
+            if answer.error_code:
+                arrived |= self._on_partition_error(asked, error_for_code(answer.error_code))
+                continue
+            state.high_watermark = answer.high_watermark
+            state.log_start_offset = answer.log_start_offset
+            records = answer.records
+            assert records is None or isinstance(records, bytes | bytearray | memoryview)
+            try:
+                arrived |= self._subscription.add_fetched(asked, records) > 0
+            except ApiError as exc:  # a damaged batch: the user must see it
+                self._subscription.fail(asked, exc)
+                arrived = True
+        if arrived:
+            self._data_arrived()
+
+    def _on_partition_error(self, asked: FetchPosition, error: ApiError) -> bool:
+        """Handle one partition's Fetch error; True if the user must be told."""
+        tp = asked.tp
+        if isinstance(error, OffsetOutOfRangeError):
+            if self.auto_offset_reset == "none":
+                self._subscription.fail(
+                    asked,
+                    OffsetOutOfRangeError(
+                        f"offset {asked.offset} is out of range for {tp.topic}-{tp.partition} "
+                        f"and auto_offset_reset='none'; seek() to a valid offset"
+                    ),
+                )
+                return True
+            _log.info(
+                "offset %d out of range for %s; resetting (%s)",
+                asked.offset,
+                tp,
+                self.auto_offset_reset,
+            )
+            self._subscription.request_reset(tp)
+            return False
+        if error.retriable or error.invalid_metadata:
+            self._cluster.request_refresh()
+            self._back_off([asked])
+            return False
+        self._subscription.fail(asked, error)
+        return True
+
+    def _back_off(self, positions: list[FetchPosition]) -> None:
+        retry_at = time.monotonic() * 1000 + self.retry_backoff_ms
+        for asked in positions:
+            state = self._subscription.current(asked)
+            if state is not None:
+                state.retry_at_ms = retry_at
+
+    # --- ListOffsets ---------------------------------------------------------------------
+
+    async def _list_offsets(
+        self, timestamps: dict[TopicPartition, int]
+    ) -> dict[TopicPartition, tuple[int, int]]:
+        """(offset, timestamp) per partition from its leader, retrying metadata errors
+        until request_timeout_ms."""
+        self._check_running()
+        topics = {tp.topic for tp in timestamps}
+        self._cluster.add_topics(topics)
+        if not topics <= self._cluster.metadata.topics.keys():
+            await self._refresh_quietly()
+        deadline = time.monotonic() + self.request_timeout_ms / 1000
+        out: dict[TopicPartition, tuple[int, int]] = {}
+        todo = dict(timestamps)
+        while True:
+            last = await self._list_offsets_once(todo, out)
+            if not todo:
+                return out
+            if time.monotonic() >= deadline:
+                raise last or RequestTimedOutError(
+                    f"ListOffsets for {sorted(todo)} did not succeed within "
+                    f"{self.request_timeout_ms} ms"
+                )
+            await asyncio.sleep(self.retry_backoff_ms / 1000)
+            await self._refresh_quietly()
+
+    async def _refresh_quietly(self) -> None:
+        """Refresh metadata; if no broker answers, the caller's next round says so."""
+        with contextlib.suppress(ApiError):
+            await self._cluster.refresh()
+
+    async def _list_offsets_once(
+        self, todo: dict[TopicPartition, int], out: dict[TopicPartition, tuple[int, int]]
+    ) -> ApiError | None:
+        """One round: send each leader its partitions; done ones move from todo to out.
+        Returns the last retriable error seen; raises a non-retriable one."""
+        by_node: dict[int, list[TopicPartition]] = {}
+        last: ApiError | None = None
+        for tp in todo:
+            leader = self._cluster.leader_for(tp)
+            if leader is not None:
+                by_node.setdefault(leader, []).append(tp)
+            else:
+                self._raise_if_unknown_topic(tp.topic)
+        for node, tps in by_node.items():
+            topics: dict[str, list[ListOffsetsPartition]] = {}
+            for tp in tps:
+                topics.setdefault(tp.topic, []).append(
+                    ListOffsetsPartition(partition_index=tp.partition, timestamp=todo[tp])
+                )
+            request = ListOffsetsRequest(
+                topics=[ListOffsetsTopic(name=t, partitions=ps) for t, ps in topics.items()]
+            )
+            try:
+                response: ListOffsetsResponse = await self._cluster.send(
+                    node, ApiKey.LIST_OFFSETS, request
+                )
+            except ApiError as exc:
+                if not exc.retriable:
+                    raise
+                last = exc
+                continue
+            for t in response.topics:
+                for p in t.partitions:
+                    tp = TopicPartition(t.name, p.partition_index)
+                    if tp not in todo:
+                        continue
+                    if p.error_code:
+                        error = error_for_code(p.error_code)
+                        if not (error.retriable or error.invalid_metadata):
+                            raise error
+                        last = error
+                        continue
+                    out[tp] = (p.offset, p.timestamp)
+                    del todo[tp]
+        return last
+
+    def _raise_if_unknown_topic(self, topic: str) -> None:
+        error = self._cluster.metadata.topic_errors.get(topic)
+        if isinstance(error, UnknownTopicOrPartitionError):
+            raise unknown_topic_error(topic)
+
+
+def _earliest(delay_ms: float | None, other_ms: float) -> float:
+    return other_ms if delay_ms is None else min(delay_ms, other_ms)

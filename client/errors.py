@@ -1,0 +1,26 @@
+"""Errors only the client raises: they have no wire code of their own.
+
+Everything a broker says arrives as the typed classes of :mod:`protocol.errors`; these
+cover what Kafka's Java client decides locally, plus using a client outside its
+start()/stop() (Kafka's IllegalStateException). :class:`NoOffsetForPartitionError` keeps
+OFFSET_OUT_OF_RANGE's code (a local cause with the same meaning, as protocol.errors
+allows), so code that catches :class:`~protocol.errors.OffsetOutOfRangeError` catches it.
+"""
+
+from __future__ import annotations
+
+from protocol.errors import HeadwaterError, OffsetOutOfRangeError
+
+__all__ = ["ClientClosedError", "ConfigurationError", "NoOffsetForPartitionError"]
+
+
+class ConfigurationError(HeadwaterError, ValueError):
+    """A client setting is wrong (Kafka's ConfigException); the message names it."""
+
+
+class NoOffsetForPartitionError(OffsetOutOfRangeError):
+    """A partition has no position and ``auto_offset_reset='none'`` forbids choosing one."""
+
+
+class ClientClosedError(HeadwaterError, RuntimeError):
+    """A producer, consumer or admin used before ``start()`` or after ``stop()``."""

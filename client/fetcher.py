@@ -1,0 +1,287 @@
+"""The consumer's per-partition state and prefetch buffer, without any socket.
+
+For each assigned partition, :class:`PartitionState` keeps two offsets:
+
+- ``position``: the next offset the *user* gets (what ``position()`` returns);
+- ``fetch_offset``: where the next Fetch starts. It runs ahead of ``position`` by what is
+  buffered, which is what lets the next Fetch go out while the user is still consuming
+  the previous answer.
+
+Fetched data is kept as whole batches (records decode when the user reaches them, so a
+buffered answer costs its bytes, not a Python object per record), at most about
+``max_buffer_bytes`` per partition before its fetching pauses. A seek or an offset reset
+bumps the partition's ``generation``: an answer to a Fetch issued before it is dropped
+when it arrives, as are buffered batches, so nothing from before a seek is ever returned.
+
+Brokers return whole batches, which may begin before the fetch offset (records below
+the position are skipped) and may end with a partial batch (ignored: the next Fetch
+starts where the last whole batch ended).
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+from collections.abc import Callable, Iterable, Iterator
+from typing import TypeVar
+
+from client.types import TopicPartition
+from protocol.records import Record, RecordBatch, decode_batches
+
+__all__ = ["FetchPosition", "PartitionState", "Subscription"]
+
+R = TypeVar("R")
+MakeRecord = Callable[[TopicPartition, Record], R]
+
+
+class _Chunk:
+    """The batches of one Fetch answer for one partition, consumed from the front."""
+
+    __slots__ = ("batches", "index", "records", "size")
+
+    def __init__(self, batches: list[RecordBatch], size: int) -> None:
+        self.batches = collections.deque(batches)
+        self.size = size
+        self.records: list[Record] | None = None
+        self.index = 0
+
+
+class PartitionState:
+    __slots__ = (
+        "buffered_bytes",
+        "chunks",
+        "error",
+        "fetch_offset",
+        "generation",
+        "high_watermark",
+        "in_flight",
+        "log_start_offset",
+        "position",
+        "retry_at_ms",
+    )
+
+    def __init__(self) -> None:
+        self.position: int | None = None
+        """None until a seek or an offset reset (auto_offset_reset) sets it."""
+        self.fetch_offset: int | None = None
+        self.generation = 0
+        self.chunks: collections.deque[_Chunk] = collections.deque()
+        self.buffered_bytes = 0
+        self.high_watermark = -1
+        self.log_start_offset = -1
+        self.error: BaseException | None = None
+        self.retry_at_ms = 0.0
+        self.in_flight = False
+
+    def moved(self, offset: int | None) -> None:
+        """The user's position jumps: everything buffered or in flight is from before."""
+        self.position = self.fetch_offset = offset
+        self.generation += 1
+        self.chunks.clear()
+        self.buffered_bytes = 0
+        self.error = None
+        self.retry_at_ms = 0.0
+
+
+class FetchPosition:
+    """One partition in a Fetch request, remembered to match its answer."""
+
+    __slots__ = ("generation", "offset", "tp")
+
+    def __init__(self, tp: TopicPartition, offset: int, generation: int) -> None:
+        self.tp = tp
+        self.offset = offset
+        self.generation = generation
+
+    def __repr__(self) -> str:
+        return f"FetchPosition({self.tp}, {self.offset}, gen {self.generation})"
+
+
+class Subscription:
+    """Assigned partitions, their positions and their buffered data."""
+
+    def __init__(self, *, max_buffer_bytes: int) -> None:
+        self.max_buffer_bytes = max_buffer_bytes
+        self.states: dict[TopicPartition, PartitionState] = {}
+        self.chunks_consumed = 0
+        """Counts buffered answers used up: buffer space the fetcher may fill again."""
+        self._take_start = 0
+
+    # --- assignment and positions --------------------------------------------------------
+
+    def assign(self, tps: Iterable[TopicPartition]) -> None:
+        """Replace the assignment; partitions kept keep their positions and buffers."""
+        wanted = list(dict.fromkeys(tps))
+        self.states = {tp: self.states.get(tp) or PartitionState() for tp in wanted}
+
+    def state(self, tp: TopicPartition) -> PartitionState:
+        state = self.states.get(tp)
+        if state is None:
+            raise ValueError(f"{tp.topic}-{tp.partition} is not assigned to this consumer")
+        return state
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        if offset < 0:
+            raise ValueError(f"offset {offset} is negative; seek to 0 or more")
+        self.state(tp).moved(offset)
+
+    def request_reset(self, tp: TopicPartition) -> None:
+        """Forget the position: the consumer's auto_offset_reset chooses it again."""
+        self.state(tp).moved(None)
+
+    def needs_position(self) -> list[TopicPartition]:
+        return [tp for tp, s in self.states.items() if s.position is None and s.error is None]
+
+    def set_reset_position(self, tp: TopicPartition, offset: int, generation: int) -> bool:
+        """Apply an offset looked up for a reset, unless the user moved meanwhile."""
+        state = self.states.get(tp)
+        if state is None or state.generation != generation or state.position is not None:
+            return False
+        state.position = state.fetch_offset = offset
+        return True
+
+    # --- fetching ------------------------------------------------------------------------
+
+    def fetchable(self, now_ms: float) -> list[FetchPosition]:
+        out = []
+        for tp, s in self.states.items():
+            if (
+                s.fetch_offset is not None
+                and s.error is None
+                and not s.in_flight
+                and s.buffered_bytes < self.max_buffer_bytes
+                and s.retry_at_ms <= now_ms
+            ):
+                out.append(FetchPosition(tp, s.fetch_offset, s.generation))
+        return out
+
+    def current(self, asked: FetchPosition) -> PartitionState | None:
+        """The partition's state if an answer to ``asked`` still applies to it."""
+        state = self.states.get(asked.tp)
+        if state is None or state.generation != asked.generation:
+            return None
+        return state if state.fetch_offset == asked.offset else None
+
+    def add_fetched(
+        self, asked: FetchPosition, records: bytes | bytearray | memoryview | None
+    ) -> int:
+        """Buffer a Fetch answer's record data; returns how many bytes were kept.
+
+        Raises the batch codec's error (CORRUPT_MESSAGE...) for damaged data, keeping
+        nothing of it.
+        """
+        state = self.current(asked)
+        if state is None or not records:
+            return 0
+        batches = list(decode_batches(records, allow_partial_tail=True))
+        if not batches:
+            return 0
+        state.fetch_offset = max(asked.offset, batches[-1].next_offset)
+        wanted = [b for b in batches if b.next_offset > asked.offset and not b.is_control]
+        if not wanted:
+            return 0
+        size = sum(b.size_in_bytes for b in wanted)
+        state.chunks.append(_Chunk(wanted, size))
+        state.buffered_bytes += size
+        return size
+
+    def fail(self, asked: FetchPosition, error: BaseException) -> None:
+        """A partition error the user must see (getmany raises it, once)."""
+        state = self.current(asked)
+        if state is not None:
+            state.error = error
+
+    # --- the user's side -----------------------------------------------------------------
+
+    def has_data(self, tps: Iterable[TopicPartition] | None = None) -> bool:
+        return any(self.states[tp].chunks for tp in self._selected(tps))
+
+    def pop_error(self, tps: Iterable[TopicPartition] | None = None) -> BaseException | None:
+        for tp in self._selected(tps):
+            state = self.states[tp]
+            if state.error is not None:
+                error, state.error = state.error, None
+                return error
+        return None
+
+    def take(
+        self,
+        tps: Iterable[TopicPartition] | None,
+        max_records: int | None,
+        make_record: MakeRecord[R],
+    ) -> dict[TopicPartition, list[R]]:
+        """Up to ``max_records`` buffered records, in offset order per partition.
+
+        Partitions are visited from a rotating start so one busy partition does not
+        starve the others when ``max_records`` is small.
+        """
+        selected = [tp for tp in self._selected(tps) if self.states[tp].chunks]
+        out: dict[TopicPartition, list[R]] = {}
+        if not selected:
+            return out
+        start = self._take_start % len(selected)
+        self._take_start += 1
+        budget = max_records if max_records is not None else 1 << 62
+        for tp in itertools.chain(selected[start:], selected[:start]):
+            if budget <= 0:
+                break
+            records = self._take_partition(tp, self.states[tp], budget, make_record)
+            if records:
+                out[tp] = records
+                budget -= len(records)
+        return out
+
+    def _take_partition(
+        self, tp: TopicPartition, state: PartitionState, budget: int, make_record: MakeRecord[R]
+    ) -> list[R]:
+        """Records from the front of the partition's buffer, advancing its position.
+
+        A record that fails to decode or deserialize stops the walk with the position on
+        it: records taken before it are returned, and the next call raises (again, until
+        the user seeks past it, as Kafka's consumer does).
+        """
+        out: list[R] = []
+        try:
+            self._walk(tp, state, budget, make_record, out)
+        except Exception:
+            if not out:
+                raise
+        return out
+
+    def _walk(
+        self,
+        tp: TopicPartition,
+        state: PartitionState,
+        budget: int,
+        make_record: MakeRecord[R],
+        out: list[R],
+    ) -> None:
+        while state.chunks and len(out) < budget:
+            chunk = state.chunks[0]
+            while chunk.batches and len(out) < budget:
+                batch = chunk.batches[0]
+                if chunk.records is None:
+                    chunk.records = batch.records  # decodes; raises if damaged
+                    chunk.index = 0
+                records = chunk.records
+                while chunk.index < len(records) and len(out) < budget:
+                    record = records[chunk.index]
+                    assert state.position is not None  # buffered data implies a position
+                    if record.offset >= state.position:
+                        out.append(make_record(tp, record))
+                        state.position = record.offset + 1
+                    chunk.index += 1
+                if chunk.index >= len(records):
+                    chunk.batches.popleft()
+                    chunk.records = None
+                    assert state.position is not None
+                    state.position = max(state.position, batch.next_offset)  # compacted gaps
+            if not chunk.batches:
+                state.chunks.popleft()
+                state.buffered_bytes -= chunk.size
+                self.chunks_consumed += 1
+
+    def _selected(self, tps: Iterable[TopicPartition] | None) -> Iterator[TopicPartition]:
+        if not tps:
+            return iter(self.states)
+        return (tp for tp in tps if tp in self.states)

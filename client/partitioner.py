@@ -1,0 +1,106 @@
+"""Which partition a record goes to: Kafka's default rules, so keys land where Java puts them.
+
+- A keyed record goes to ``toPositive(murmur2(key)) % partition_count``, exactly as the
+  Java client's DefaultPartitioner (and its successor BuiltInPartitioner) computes it, so
+  a topic written by Headwater and by a Kafka client keeps each key in one partition.
+  Every partition counts, available or not: a key must not move when a leader is down.
+- A record without a key is *sticky* (KIP-480): all of them go to one partition until
+  that partition's batch is closed (full, or taken by the sender), then another available
+  partition is picked at random. Batches fill up instead of many one-record batches being
+  spread thinly over every partition, which is what made round-robin slow at low linger.
+"""
+
+from __future__ import annotations
+
+import random
+import struct
+from collections.abc import Sequence
+
+__all__ = ["Partitioner", "murmur2", "partition_for_key", "to_positive"]
+
+_SEED = 0x9747B28C
+_M = 0x5BD1E995
+_MASK = 0xFFFFFFFF
+_WORDS = struct.Struct("<I")
+
+
+def murmur2(data: bytes | bytearray | memoryview) -> int:
+    """Kafka's ``Utils.murmur2``: 32-bit MurmurHash2 with Kafka's seed, as a signed int.
+
+    Java's ``int`` wraps at 32 bits; the masks below do the same to Python's ints, and
+    ``>>>`` (unsigned shift) is a plain shift of the masked value.
+    """
+    length = len(data)
+    h = (_SEED ^ length) & _MASK
+    whole = length & ~3
+    for (word,) in _WORDS.iter_unpack(memoryview(data)[:whole]):
+        k = (word * _M) & _MASK
+        k ^= k >> 24
+        k = (k * _M) & _MASK
+        h = ((h * _M) & _MASK) ^ k
+    tail = length & 3
+    if tail:
+        if tail == 3:
+            h ^= data[whole + 2] << 16
+        if tail >= 2:
+            h ^= data[whole + 1] << 8
+        h ^= data[whole]
+        h = (h * _M) & _MASK
+    h ^= h >> 13
+    h = (h * _M) & _MASK
+    h ^= h >> 15
+    return h - (1 << 32) if h & 0x80000000 else h
+
+
+def to_positive(n: int) -> int:
+    """Kafka's ``Utils.toPositive``: clears the sign bit (not ``abs``, which overflows)."""
+    return n & 0x7FFFFFFF
+
+
+def partition_for_key(key: bytes | bytearray | memoryview, partition_count: int) -> int:
+    return to_positive(murmur2(key)) % partition_count
+
+
+class Partitioner:
+    """Kafka's default partitioning: murmur2 for keys, sticky (KIP-480) for null keys.
+
+    The producer's accumulator calls :meth:`batch_closed` when a partition's batch stops
+    taking records; if that was a topic's sticky partition, the next keyless record picks
+    a new one. ``rng`` is injectable so tests can pin the choices.
+    """
+
+    def __init__(self, rng: random.Random | None = None) -> None:
+        self._rng = rng or random.Random()
+        self._sticky: dict[str, int] = {}
+        self._previous: dict[str, int] = {}
+
+    def partition(
+        self,
+        topic: str,
+        key: bytes | bytearray | memoryview | None,
+        partition_count: int,
+        available: Sequence[int],
+    ) -> int:
+        """The partition for a record of ``topic``; ``available`` are those with a leader."""
+        if key is not None:
+            return partition_for_key(key, partition_count)
+        sticky = self._sticky.get(topic)
+        if sticky is None or sticky >= partition_count:
+            sticky = self._choose(topic, partition_count, available)
+            self._sticky[topic] = sticky
+        return sticky
+
+    def batch_closed(self, topic: str, partition: int) -> None:
+        if self._sticky.get(topic) == partition:
+            del self._sticky[topic]
+            self._previous[topic] = partition
+
+    def _choose(self, topic: str, partition_count: int, available: Sequence[int]) -> int:
+        """Kafka's StickyPartitionCache.nextPartition: random, available, not the last one."""
+        previous = self._previous.get(topic)
+        if not available:
+            return self._rng.randrange(partition_count)
+        if len(available) == 1:
+            return available[0]
+        choices = [p for p in available if p != previous]
+        return self._rng.choice(choices)

@@ -1,0 +1,456 @@
+"""The producer: ``send`` encodes into per-partition batches; a sender task ships them.
+
+Shaped like aiokafka's AIOKafkaProducer, behaving like Kafka's Java producer:
+
+- ``send`` serializes, validates, picks the partition (murmur2 for keys, sticky for null
+  keys: :mod:`client.partitioner`) and appends to the partition's open batch in the
+  :class:`~client.accumulator.RecordAccumulator`. It awaits only when it must: for a
+  topic's metadata the first time (up to ``max_block_ms``) or for buffer space. It returns
+  a future per record, so a loop of sends builds whole batches without a round trip each.
+- The sender task asks the accumulator what is sendable (full, or lingered ``linger_ms``),
+  drains at most one batch per partition, and sends ONE Produce request per broker, with
+  up to ``max_in_flight_requests_per_connection`` requests in flight per broker. A
+  partition never has two batches in flight, so a retry cannot overtake a later batch.
+- Outcomes: success resolves each record's future with base offset + its index;
+  a retriable error (NOT_LEADER_OR_FOLLOWER, a lost connection, a timeout...) refreshes
+  metadata and resends the same bytes after ``retry_backoff_ms``, until
+  ``delivery_timeout_ms`` or ``retries``; MESSAGE_TOO_LARGE on a multi-record batch splits
+  it; any other error fails that batch's futures with the typed error.
+- acks=0: the broker answers nothing; the futures resolve with offset -1 once the
+  request is written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from types import TracebackType
+from typing import Any
+
+from client.accumulator import ProducerBatch, RecordAccumulator, record_size_upper_bound
+from client.cluster import Cluster, TopicMetadata, unknown_topic_error
+from client.errors import ClientClosedError, ConfigurationError
+from client.partitioner import Partitioner
+from client.types import RecordMetadata, TopicPartition
+from protocol.apis import ApiKey, ProducePartition, ProduceRequest, ProduceResponse, ProduceTopic
+from protocol.errors import (
+    ApiError,
+    MessageTooLargeError,
+    RequestTimedOutError,
+    UnknownServerError,
+    UnknownTopicOrPartitionError,
+    error_for_code,
+)
+from protocol.records import CODECS, HEADER_SIZE
+
+__all__ = ["Producer"]
+
+_log = logging.getLogger("headwater.client.producer")
+
+Serializer = Callable[[Any], bytes | None]
+Header = tuple[str, bytes | None]
+_BYTES = (bytes, bytearray, memoryview)
+
+
+def _acks(value: int | str) -> int:
+    if value == "all":
+        return -1
+    if value in (0, 1, -1) and not isinstance(value, bool):
+        return int(value)
+    raise ConfigurationError(f"acks={value!r} is invalid; use 0, 1, -1 or 'all'")
+
+
+def _positive(name: str, value: float, minimum: float = 0) -> None:
+    if value < minimum:
+        raise ConfigurationError(f"{name}={value!r} is invalid: it must be at least {minimum}")
+
+
+class Producer:
+    """``async with Producer(bootstrap_servers=...) as p: await p.send_and_wait(topic, b"v")``."""
+
+    def __init__(
+        self,
+        *,
+        bootstrap_servers: str | list[str],
+        client_id: str = "headwater-producer",
+        acks: int | str = 1,
+        linger_ms: int = 0,
+        batch_size: int = 16_384,
+        compression_type: str | None = None,
+        max_in_flight_requests_per_connection: int = 5,
+        retries: int = 2**31 - 1,
+        delivery_timeout_ms: int = 120_000,
+        request_timeout_ms: int = 30_000,
+        retry_backoff_ms: int = 100,
+        max_request_size: int = 1_048_576,
+        metadata_max_age_ms: int = 300_000,
+        max_block_ms: int = 60_000,
+        key_serializer: Serializer | None = None,
+        value_serializer: Serializer | None = None,
+        buffer_memory: int = 33_554_432,
+    ) -> None:
+        self.acks = _acks(acks)
+        if compression_type is not None and compression_type not in CODECS:
+            raise ConfigurationError(
+                f"compression_type={compression_type!r} is invalid; use one of "
+                f"{', '.join(repr(c) for c in CODECS if c != 'none')} or None"
+            )
+        for name, value, minimum in (
+            ("linger_ms", linger_ms, 0),
+            ("batch_size", batch_size, 1),
+            ("max_in_flight_requests_per_connection", max_in_flight_requests_per_connection, 1),
+            ("retries", retries, 0),
+            ("request_timeout_ms", request_timeout_ms, 1),
+            ("retry_backoff_ms", retry_backoff_ms, 0),
+            ("max_request_size", max_request_size, HEADER_SIZE + 1),
+            ("max_block_ms", max_block_ms, 0),
+            ("buffer_memory", buffer_memory, 1),
+        ):
+            _positive(name, value, minimum)
+        if delivery_timeout_ms < linger_ms + request_timeout_ms:
+            raise ConfigurationError(
+                f"delivery_timeout_ms={delivery_timeout_ms} must be at least linger_ms + "
+                f"request_timeout_ms ({linger_ms + request_timeout_ms}), as in Kafka"
+            )
+        self.client_id = client_id
+        self.compression = compression_type or "none"
+        self.max_in_flight = max_in_flight_requests_per_connection
+        self.retries = retries
+        self.request_timeout_ms = request_timeout_ms
+        self.max_request_size = max_request_size
+        self.max_block_ms = max_block_ms
+        self.buffer_memory = buffer_memory
+        self._key_serializer = key_serializer
+        self._value_serializer = value_serializer
+        self._cluster = Cluster(
+            bootstrap_servers,
+            client_id=client_id,
+            request_timeout_ms=request_timeout_ms,
+            retry_backoff_ms=retry_backoff_ms,
+            metadata_max_age_ms=metadata_max_age_ms,
+            allow_auto_topic_creation=True,
+        )
+        self._partitioner = Partitioner()
+        self._accumulator = RecordAccumulator(
+            batch_size=batch_size,
+            linger_ms=linger_ms,
+            compression=self.compression,
+            retry_backoff_ms=retry_backoff_ms,
+            delivery_timeout_ms=delivery_timeout_ms,
+            clock=_monotonic_ms,
+            on_batch_closed=self._partitioner.batch_closed,
+            wakeup=self._wake,
+        )
+        self._wakeup: asyncio.Event | None = None
+        self._space: asyncio.Event | None = None
+        self._sender: asyncio.Task[None] | None = None
+        self._in_flight: dict[int, int] = {}
+        self._requests: set[asyncio.Task[None]] = set()
+        self._state = "new"
+        self._sender_error: BaseException | None = None
+
+    # --- life ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._state != "new":
+            raise ClientClosedError(f"the producer is {self._state}; start() runs once")
+        self._wakeup = asyncio.Event()
+        self._space = asyncio.Event()
+        await self._cluster.start()
+        self._cluster.on_update.append(lambda _metadata: self._wake())
+        self._sender = asyncio.get_running_loop().create_task(self._run_sender())
+        self._state = "running"
+
+    async def stop(self) -> None:
+        """Send everything accepted so far (up to ``delivery_timeout_ms``), then close.
+
+        Cancelling ``stop()`` skips the rest of the wait: unsent records fail with
+        :class:`~client.errors.ClientClosedError`.
+        """
+        if self._state == "running":
+            self._state = "stopping"
+            try:
+                await self.flush()
+            finally:
+                await self._close()
+        else:
+            await self._close()
+
+    async def _close(self) -> None:
+        self._state = "stopped"
+        tasks = [*self._requests, *([self._sender] if self._sender is not None else [])]
+        await self._cluster.close()  # requests in flight fail at once: their tasks end
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._accumulator.fail_all(ClientClosedError("the producer was stopped"))
+
+    async def __aenter__(self) -> Producer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is not None and issubclass(exc_type, asyncio.CancelledError):
+            await self._close()  # cancelled: leave now, failing what is unsent
+        else:
+            await self.stop()
+
+    # --- the API ---------------------------------------------------------------------------
+
+    async def send(  # noqa: PLR0917 - aiokafka's signature, positional arguments included
+        self,
+        topic: str,
+        value: Any = None,
+        key: Any = None,
+        partition: int | None = None,
+        timestamp_ms: int | None = None,
+        headers: Sequence[Header] | None = None,
+    ) -> asyncio.Future[RecordMetadata]:
+        """Queue a record; the returned future resolves when the broker has it (per acks)."""
+        self._check_running()
+        key_bytes = self._serialize("key", key, self._key_serializer)
+        value_bytes = self._serialize("value", value, self._value_serializer)
+        headers = _check_headers(headers)
+        size = record_size_upper_bound(key_bytes, value_bytes, headers)
+        if HEADER_SIZE + size > self.max_request_size:
+            raise MessageTooLargeError(
+                f"the record is {HEADER_SIZE + size} bytes when encoded, more than "
+                f"max_request_size={self.max_request_size}; send a smaller record or raise "
+                f"max_request_size (and the topic's max.message.bytes)"
+            )
+        metadata = await self._topic(topic)
+        count = len(metadata.partitions)
+        if partition is None:
+            partition = self._partitioner.partition(topic, key_bytes, count, metadata.available)
+        elif not 0 <= partition < count:
+            raise ValueError(
+                f"partition {partition} is not in topic {topic!r}, which has partitions "
+                f"0..{count - 1}"
+            )
+        if self._accumulator.buffered_bytes + size > self.buffer_memory:
+            await self._wait_for_space(size)
+        if timestamp_ms is None:
+            timestamp_ms = time.time_ns() // 1_000_000
+        self._check_running()  # stop() may have begun while this send waited
+        return self._accumulator.append(
+            TopicPartition(topic, partition),
+            key_bytes,
+            value_bytes,
+            headers=headers,
+            timestamp_ms=timestamp_ms,
+            size_bound=size,
+        )
+
+    async def send_and_wait(  # noqa: PLR0917 - as send()
+        self,
+        topic: str,
+        value: Any = None,
+        key: Any = None,
+        partition: int | None = None,
+        timestamp_ms: int | None = None,
+        headers: Sequence[Header] | None = None,
+    ) -> RecordMetadata:
+        future = await self.send(topic, value, key, partition, timestamp_ms, headers)
+        return await future
+
+    async def flush(self) -> None:
+        """Wait until every record sent before this call is acknowledged or has failed."""
+        marker = self._accumulator.begin_flush()
+        try:
+            while pending := self._accumulator.pending_up_to(marker):
+                await asyncio.wait(pending)
+        finally:
+            self._accumulator.end_flush()
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        self._check_running()
+        return set((await self._topic(topic)).partitions)
+
+    # --- send's helpers --------------------------------------------------------------------
+
+    def _check_running(self) -> None:
+        if self._sender_error is not None:
+            raise ClientClosedError(
+                f"the producer's sender failed: {self._sender_error!r}"
+            ) from self._sender_error
+        if self._state != "running":
+            what = "not started; call start()" if self._state == "new" else self._state
+            raise ClientClosedError(f"the producer is {what}")
+
+    @staticmethod
+    def _serialize(what: str, obj: Any, serializer: Serializer | None) -> Any:
+        data = serializer(obj) if serializer is not None else obj
+        if data is None or isinstance(data, _BYTES):
+            return data
+        hint = f"; pass {what}_serializer" if serializer is None else f" from {what}_serializer"
+        raise TypeError(
+            f"the record's {what} must be bytes or None, not {type(data).__name__}{hint}"
+        )
+
+    async def _topic(self, topic: str) -> TopicMetadata:
+        found = self._cluster.metadata.topics.get(topic)
+        if found is not None:
+            return found
+        return await self._cluster.wait_for_topic(topic, self.max_block_ms)
+
+    async def _wait_for_space(self, size: int) -> None:
+        """Block like Kafka's ``buffer.memory``: until batches finish, up to max_block_ms."""
+        assert self._space is not None
+        deadline = time.monotonic() + self.max_block_ms / 1000
+        while self._accumulator.buffered_bytes + size > self.buffer_memory:
+            if not self._accumulator.has_batches:
+                return  # one record larger than the whole buffer still gets its turn
+            self._space.clear()
+            remaining = deadline - time.monotonic()
+            try:
+                await asyncio.wait_for(self._space.wait(), max(remaining, 0))
+            except TimeoutError:
+                raise RequestTimedOutError(
+                    f"no room in the producer's buffer ({self.buffer_memory} bytes, "
+                    f"buffer_memory) within max_block_ms={self.max_block_ms}: the brokers "
+                    f"are not keeping up"
+                ) from None
+            self._check_running()
+
+    def _wake(self) -> None:
+        if self._wakeup is not None:
+            self._wakeup.set()
+
+    # --- the sender ------------------------------------------------------------------------
+
+    async def _run_sender(self) -> None:
+        assert self._wakeup is not None
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                self._wakeup.clear()
+                delay_ms = self._send_ready()
+                timer = None
+                if delay_ms is not None:
+                    timer = loop.call_later(delay_ms / 1000, self._wakeup.set)
+                await self._wakeup.wait()
+                if timer is not None:
+                    timer.cancel()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # a bug: fail loudly, never leave futures hanging
+            _log.exception("the producer's sender failed")
+            self._sender_error = exc
+            self._accumulator.fail_all(exc)
+            raise
+
+    def _send_ready(self) -> float | None:
+        """One pass: expire, send what is ready; returns ms until the next pass is due."""
+        for batch in self._accumulator.expire():
+            _log.warning("expired %d record(s) for %s", batch.record_count, batch.tp)
+        self._fail_unknown_topics()
+        leader_of = self._cluster.leader_for
+        check = self._accumulator.ready(leader_of)
+        delay_ms = check.delay_ms
+        if check.unknown_leader_topics:
+            self._cluster.add_topics(check.unknown_leader_topics)
+            self._cluster.request_refresh()
+            backoff_ms = self._cluster.retry_backoff_ms
+            delay_ms = backoff_ms if delay_ms is None else min(delay_ms, backoff_ms)
+        nodes = {n for n in check.nodes if self._in_flight.get(n, 0) < self.max_in_flight}
+        if nodes:
+            drained = self._accumulator.drain(nodes, leader_of, self.max_request_size)
+            for node, batches in drained.items():
+                self._in_flight[node] = self._in_flight.get(node, 0) + 1
+                task = asyncio.get_running_loop().create_task(self._produce(node, batches))
+                self._requests.add(task)
+                task.add_done_callback(self._requests.discard)
+        return delay_ms
+
+    def _fail_unknown_topics(self) -> None:
+        """Batches for a topic the brokers say does not exist (deleted since) fail now."""
+        for topic, error in self._cluster.metadata.topic_errors.items():
+            if isinstance(error, UnknownTopicOrPartitionError):
+                self._accumulator.fail_topic(topic, unknown_topic_error(topic))
+
+    async def _produce(self, node: int, batches: list[ProducerBatch]) -> None:
+        topics: dict[str, list[ProducePartition]] = {}
+        for batch in batches:
+            topics.setdefault(batch.tp.topic, []).append(
+                ProducePartition(index=batch.tp.partition, records=batch.payload)
+            )
+        request = ProduceRequest(
+            acks=self.acks,
+            timeout_ms=self.request_timeout_ms,
+            topics=[ProduceTopic(name=t, partitions=ps) for t, ps in topics.items()],
+        )
+        try:
+            response = await self._cluster.send(
+                node, ApiKey.PRODUCE, request, expect_response=self.acks != 0
+            )
+        except ApiError as exc:
+            for batch in batches:
+                self._on_error(batch, exc)
+        except Exception as exc:
+            _log.exception("produce request to broker %d failed", node)
+            for batch in batches:
+                self._accumulator.fail(batch, exc)
+        else:
+            self._on_response(batches, response)
+        finally:
+            self._in_flight[node] -= 1
+            self._wake()
+            if self._space is not None:
+                self._space.set()
+
+    def _on_response(self, batches: list[ProducerBatch], response: ProduceResponse | None) -> None:
+        if response is None:  # acks=0: written is all we will ever know
+            for batch in batches:
+                self._accumulator.complete(batch, -1, -1)
+            return
+        answers = {(t.name, p.index): p for t in response.topics for p in t.partitions}
+        for batch in batches:
+            answer = answers.get(batch.tp)
+            if answer is None:
+                self._on_error(
+                    batch, UnknownServerError(f"the broker's answer left out {batch.tp}")
+                )
+            elif answer.error_code:
+                self._on_error(batch, error_for_code(answer.error_code, answer.error_message))
+            else:
+                self._accumulator.complete(batch, answer.base_offset, answer.log_append_time_ms)
+
+    def _on_error(self, batch: ProducerBatch, error: ApiError) -> None:
+        if isinstance(error, MessageTooLargeError) and batch.record_count > 1:
+            self._accumulator.split(batch)
+            return
+        if error.invalid_metadata:
+            self._cluster.request_refresh()
+        if (
+            error.retriable
+            and batch.attempts <= self.retries
+            and _monotonic_ms() < batch.deadline_ms
+            and self._state != "stopped"
+        ):
+            _log.debug("retrying %s (attempt %d): %s", batch.tp, batch.attempts, error)
+            self._accumulator.retry(batch)
+            return
+        self._accumulator.fail(batch, error)
+
+
+def _monotonic_ms() -> float:
+    return time.monotonic() * 1000
+
+
+def _check_headers(headers: Sequence[Header] | None) -> list[Header] | None:
+    if not headers:
+        return None
+    out = []
+    for item in headers:
+        name, data = item
+        if not isinstance(name, str) or not (data is None or isinstance(data, _BYTES)):
+            raise TypeError(f"a header must be (str, bytes | None), not {item!r}")
+        out.append((name, data))
+    return out

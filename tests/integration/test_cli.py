@@ -1,0 +1,213 @@
+"""The `headwater` command as a user runs it: real subprocesses in a fresh folder.
+
+`cluster up` starts a private ZooKeeper and three brokers that outlive the command; the
+commands after it find the cluster through ./.headwater/cluster.json, without flags.
+Whatever happens, the finalizer stops every process the record names, by verified pid.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from client.localcluster import (
+    BrokerEntry,
+    ClusterState,
+    ZooKeeperEntry,
+    is_our_process,
+    load_state,
+)
+
+_HEADWATER = Path(sys.executable).with_name("headwater")
+COMMAND = [str(_HEADWATER)] if _HEADWATER.exists() else [sys.executable, "-m", "client.cli"]
+
+
+def _processes(state: ClusterState) -> list[ZooKeeperEntry | BrokerEntry]:
+    return [state.zookeeper, *state.brokers]
+
+
+def _ours(entry: ZooKeeperEntry | BrokerEntry) -> bool:
+    return entry.pid is not None and is_our_process(entry.pid, entry.start_ticks, entry.markers)
+
+
+class Headwater:
+    """Runs `headwater` in one folder; remembers every process its cluster record names."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.env = {k: v for k, v in os.environ.items() if k != "HEADWATER_BOOTSTRAP_SERVERS"}
+        self.seen: dict[int, ZooKeeperEntry | BrokerEntry] = {}
+        self.dirs = {".headwater"}
+
+    def __call__(
+        self, *args: str, input: str | None = None, rc: int = 0
+    ) -> subprocess.CompletedProcess[str]:
+        if "--dir" in args:
+            self.dirs.add(args[args.index("--dir") + 1])
+        done = subprocess.run(
+            [*COMMAND, *args],
+            cwd=self.folder,
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=self.env,
+            check=False,
+        )
+        self._remember()
+        assert done.returncode == rc, f"headwater {' '.join(args)}: {done}"
+        if rc == 1:  # an error the user can act on: one line, no traceback
+            assert done.stderr.startswith("headwater: ") and done.stderr.count("\n") == 1, done
+        return done
+
+    def _remember(self) -> None:
+        for directory in self.dirs:
+            state = load_state(self.folder / directory)
+            for entry in _processes(state) if state else []:
+                if entry.pid is not None:
+                    self.seen[entry.pid] = entry
+
+    def clean_up(self) -> None:
+        """`cluster down`, then SIGKILL whatever of ours it left (verified pids only)."""
+        for directory in self.dirs:
+            if (self.folder / directory / "cluster.json").exists():
+                subprocess.run(
+                    [*COMMAND, "cluster", "down", "--dir", directory, "--timeout-s", "5"],
+                    cwd=self.folder,
+                    timeout=60,
+                    check=False,
+                    capture_output=True,
+                )
+        for pid, entry in self.seen.items():
+            if is_our_process(pid, entry.start_ticks, entry.markers):
+                os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def run(tmp_path: Path) -> Iterator[Headwater]:
+    """`headwater` in an empty folder; afterwards nothing the cluster started runs."""
+    headwater = Headwater(tmp_path)
+    try:
+        yield headwater
+    finally:
+        headwater.clean_up()
+
+
+def test_cluster_up_status_down_and_up_again(run: Headwater) -> None:
+    up = run("cluster", "up", "--brokers", "2", "--dir", "hw")
+    assert up.stdout.startswith("Started a 2-broker cluster in hw")
+    assert "--bootstrap-server" in up.stdout  # not ./.headwater: later commands need it
+    state = load_state(run.folder / "hw")
+    assert state is not None
+    cluster_id = run("cluster", "status", "--dir", "hw").stdout.splitlines()[1]
+
+    # a broker that stopped: status says so, `up` starts it again on its port
+    stopped = state.brokers[1]
+    assert stopped.pid is not None and _ours(stopped)
+    os.kill(stopped.pid, signal.SIGTERM)
+    run("cluster", "status", "--dir", "hw", rc=1)  # "not fully up"
+    repaired = run("cluster", "up", "--dir", "hw")
+    assert repaired.stdout.startswith("Restarted what was stopped of the 2-broker cluster")
+    after = load_state(run.folder / "hw")
+    assert after is not None
+    assert after.bootstrap_servers == state.bootstrap_servers
+    assert after.brokers[0].pid == state.brokers[0].pid  # the running one left alone
+    assert after.brokers[1].pid != stopped.pid
+    refused = run("cluster", "up", "--dir", "hw", "--brokers", "3", rc=1)
+    assert "cluster down" in refused.stderr
+
+    run("cluster", "down", "--dir", "hw")
+    for entry in _processes(after):
+        assert not _ours(entry)
+    resumed = run("cluster", "up", "--dir", "hw")  # same data: same cluster, same ports
+    assert resumed.stdout.startswith("Started a 2-broker cluster in hw")
+    again = load_state(run.folder / "hw")
+    assert again is not None and again.bootstrap_servers == state.bootstrap_servers
+    assert run("cluster", "status", "--dir", "hw").stdout.splitlines()[1] == cluster_id
+    run("cluster", "down", "--dir", "hw")
+    for entry in _processes(again):
+        assert not _ours(entry)
+
+
+def test_a_user_session(run: Headwater) -> None:
+    folder = run.folder
+    up = run("cluster", "up")
+    assert up.stdout.startswith("Started a 3-broker cluster in .headwater")
+    state = load_state(folder / ".headwater")
+    assert state is not None and len(state.brokers) == 3
+    for entry in _processes(state):
+        assert _ours(entry)
+        assert entry.pid is not None and os.getsid(entry.pid) == entry.pid  # own session
+    bootstrap = state.bootstrap_servers
+    assert f"Bootstrap servers: {bootstrap}\n" in up.stdout
+
+    again = run("cluster", "up")  # idempotent: the same cluster, nothing new started
+    assert again.stdout.startswith("A 3-broker cluster is already running in .headwater")
+    assert load_state(folder / ".headwater") == state
+
+    status = run("cluster", "status").stdout
+    assert "controller:        broker " in status
+    rows = [line.split("\t") for line in status.splitlines() if line.startswith("broker ")]
+    assert [(r[0], r[1], r[2], r[3]) for r in rows] == [
+        (f"broker {b.broker_id}", b.address, str(b.pid), "running") for b in state.brokers
+    ]
+    assert all(r[4].startswith("yes") for r in rows)
+
+    run("topics", "create", "lines", "--partitions", "3", "--replication-factor", "1")
+    exists = run("topics", "create", "lines", "--partitions", "3", rc=1)
+    assert "already exists" in exists.stderr
+    assert "lines" in run("topics", "list").stdout.splitlines()
+    describe = [line.split("\t") for line in run("topics", "describe", "lines").stdout.splitlines()]
+    assert describe[0] == ["TOPIC", "PARTITION", "LEADER", "REPLICAS", "ISR"]
+    assert [row[:2] for row in describe[1:]] == [["lines", "0"], ["lines", "1"], ["lines", "2"]]
+    assert all(row[2] in {"1", "2", "3"} and row[2] == row[3] == row[4] for row in describe[1:])
+    assert "does not exist" in run("topics", "describe", "nope", rc=1).stderr
+
+    lines = [f"line {i}" for i in range(30)] + ["", "ünïcode ✓"]
+    run("produce", "lines", input="\n".join(lines) + "\n")
+    consumed = run(
+        "consume",
+        "lines",
+        "--from-beginning",
+        "--max-messages",
+        str(len(lines)),
+        "--timeout-ms",
+        "10000",
+    ).stdout.split("\n")
+    assert consumed.pop() == ""  # the last line's newline
+    assert sorted(consumed) == sorted(lines)  # three partitions: order is per partition
+
+    keyed = run("produce", "lines", "--key-separator", ":", "--partition", "1", input="k:v\n")
+    assert keyed.stderr == ""
+    last = run(
+        "consume",
+        "lines",
+        "--partition",
+        "1",
+        "--offset",
+        "earliest",
+        "--print-key",
+        "--print-offset",
+        "--timeout-ms",
+        "2000",
+    ).stdout.splitlines()
+    assert last[-1].startswith("Offset:") and last[-1].endswith("\tk\tv")
+
+    nowhere = run("produce", "lines", "--partition", "7", input="x\n", rc=1)
+    assert "has no partition 7 (its partitions are 0..2)" in nowhere.stderr
+
+    unreachable = run("--bootstrap-server", "127.0.0.1:1", "topics", "list", rc=1)
+    assert "127.0.0.1:1" in unreachable.stderr
+
+    run("topics", "delete", "lines")
+    assert "lines" not in run("topics", "list").stdout.splitlines()
+
+    down = run("cluster", "down").stdout
+    assert down.count("stopped (pid") == 4
+    for entry in _processes(state):
+        assert not _ours(entry)
+    assert "stopped" in run("cluster", "status", rc=1).stderr

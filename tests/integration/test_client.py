@@ -1,0 +1,528 @@
+"""The client library against real brokers: what a user of Producer, Consumer and Admin sees.
+
+Most tests share one three-broker cluster (module scope: starting one costs seconds) and
+each uses topics of its own; tests that change the brokers (settings, restarts) start
+their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+from kafka.partitioner.default import murmur2 as kafka_python_murmur2
+from kazoo.client import KazooClient
+
+from client import (
+    Admin,
+    ConfigurationError,
+    Consumer,
+    ConsumerRecord,
+    NewTopic,
+    NoOffsetForPartitionError,
+    OffsetAndTimestamp,
+    Producer,
+    RecordMetadata,
+    TopicPartition,
+)
+from client.localcluster import ZooKeeperServer
+from protocol.errors import (
+    InvalidPartitionsError,
+    MessageTooLargeError,
+    NetworkError,
+    TopicAlreadyExistsError,
+    UnknownTopicOrPartitionError,
+)
+from tests.integration.conftest import Cluster
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(scope="module")
+def shared(
+    zookeeper: ZooKeeperServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Cluster]:
+    """Three brokers for the whole module, under a ZooKeeper chroot of their own."""
+    root = f"/client-{uuid.uuid4().hex[:12]}"
+    zk = KazooClient(hosts=zookeeper.connect_string, timeout=10)
+    zk.start(timeout=10)
+    try:
+        zk.ensure_path(root)
+    finally:
+        zk.stop()
+        zk.close()
+    cluster = Cluster(zookeeper.connect_string + root, tmp_path_factory.mktemp("shared"))
+    try:
+        for broker_id in (1, 2, 3):
+            cluster.start_broker(broker_id)
+        yield cluster
+    finally:
+        cluster.kill_all()  # only the processes this fixture started, by pid
+
+
+def _name() -> str:
+    return f"t-{uuid.uuid4().hex[:10]}"
+
+
+async def _create(bootstrap: str, partitions: int = 3, **configs: str) -> str:
+    name = _name()
+    async with Admin(bootstrap_servers=bootstrap) as admin:
+        await admin.create_topics(
+            [NewTopic(name, partitions, 1, {k.replace("_", "."): v for k, v in configs.items()})]
+        )
+    return name
+
+
+async def _consume(
+    bootstrap: str, topic: str, count: int, timeout_s: float = 20, **kwargs: object
+) -> dict[int, list[ConsumerRecord]]:
+    """Read ``count`` records of ``topic`` from the beginning, by partition."""
+    got: dict[int, list[ConsumerRecord]] = {}
+    total = 0
+    deadline = time.monotonic() + timeout_s
+    async with Consumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", **kwargs
+    ) as consumer:
+        while total < count:
+            assert time.monotonic() < deadline, f"only {total} of {count} records arrived"
+            batch = await consumer.getmany(timeout_ms=200)
+            for tp, records in batch.items():
+                got.setdefault(tp.partition, []).extend(records)
+                total += len(records)
+    return got
+
+
+def _assert_read_back(
+    sent: list[tuple[bytes | None, bytes, RecordMetadata]],
+    got: dict[int, list[ConsumerRecord]],
+) -> None:
+    """Every acknowledged record is read back at its offset, each partition in send order."""
+    by_offset = {(p, r.offset): r for p, records in got.items() for r in records}
+    for key, value, meta in sent:
+        record = by_offset[(meta.partition, meta.offset)]
+        assert (record.key, record.value) == (key, value)
+    for partition, records in got.items():
+        offsets = [r.offset for r in records]
+        assert offsets == list(range(len(records))), partition
+        in_send_order = [v for _, v, m in sent if m.partition == partition]
+        assert [r.value for r in records] == in_send_order
+
+
+# --- producing and consuming ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("acks", "compression"),
+    [
+        (1, None),
+        ("all", None),
+        (-1, "gzip"),
+        (1, "snappy"),
+        ("all", "lz4"),
+        (1, "zstd"),
+    ],
+)
+async def test_acked_records_are_read_back_at_their_offsets_in_order(
+    shared: Cluster, acks: int | str, compression: str | None
+) -> None:
+    topic = await _create(shared.bootstrap)
+    rng = random.Random(f"{acks}{compression}")
+    sent = []
+    async with Producer(
+        bootstrap_servers=shared.bootstrap,
+        acks=acks,
+        compression_type=compression,
+        linger_ms=5,
+        batch_size=4_096,
+    ) as producer:
+        pending = []
+        for i in range(600):
+            key = None if i % 3 == 0 else b"k%d" % rng.randrange(40)
+            value = b"value-%d-" % i + rng.randbytes(rng.randrange(0, 200))
+            pending.append((key, value, await producer.send(topic, value, key=key)))
+        for key, value, future in pending:
+            sent.append((key, value, await future))
+    assert {m.partition for _, _, m in sent} == {0, 1, 2}
+    _assert_read_back(sent, await _consume(shared.bootstrap, topic, len(sent)))
+
+
+@pytest.mark.parametrize("acks", [0, 1, "all"])
+async def test_ten_thousand_keyed_records_on_six_partitions_over_three_brokers(
+    shared: Cluster, acks: int | str
+) -> None:
+    """Issue 4's proof: leaders on every broker; every record back, per partition in send
+    order, at the offset the producer was told; each key on Kafka's murmur2 partition."""
+    topic = await _create(shared.bootstrap, partitions=6)
+    async with Admin(bootstrap_servers=shared.bootstrap) as admin:
+        (description,) = await admin.describe_topics([topic])
+    assert {p.leader for p in description.partitions} == {1, 2, 3}
+    sent = []
+    async with Producer(bootstrap_servers=shared.bootstrap, acks=acks, linger_ms=5) as producer:
+        pending = []
+        for i in range(10_000):
+            key = b"key-%d" % (i % 500)
+            pending.append((key, b"%d" % i, await producer.send(topic, b"%d" % i, key=key)))
+        for key, value, future in pending:
+            sent.append((key, value, await future))
+    got = await _consume(shared.bootstrap, topic, len(sent))
+    for partition, records in got.items():
+        assert [r.offset for r in records] == list(range(len(records)))  # dense, in order
+        for record in records:
+            assert (kafka_python_murmur2(record.key) & 0x7FFFFFFF) % 6 == partition
+        values = [int(r.value) for r in records]
+        assert values == sorted(values)  # send order within the partition
+    if acks == 0:
+        assert {m.offset for _, _, m in sent} == {-1}  # no answer, so no offsets to check
+        assert sum(len(r) for r in got.values()) == 10_000
+    else:
+        _assert_read_back(sent, got)
+
+
+async def test_acks_0_resolves_with_offset_minus_one_and_the_records_arrive(
+    shared: Cluster,
+) -> None:
+    topic = await _create(shared.bootstrap)
+    async with Producer(bootstrap_servers=shared.bootstrap, acks=0, linger_ms=2) as producer:
+        futures = [await producer.send(topic, b"%d" % i, key=b"k%d" % (i % 5)) for i in range(300)]
+        metas = await asyncio.gather(*futures)
+    assert {m.offset for m in metas} == {-1}
+    got = await _consume(shared.bootstrap, topic, 300)
+    for records in got.values():  # per key, in the order sent
+        for k in range(5):
+            mine = [int(r.value) for r in records if r.key == b"k%d" % k]
+            assert mine == sorted(mine)
+    assert sorted(int(r.value) for rs in got.values() for r in rs) == list(range(300))
+
+
+async def test_equal_keys_land_where_kafka_python_puts_them(shared: Cluster) -> None:
+    topic = await _create(shared.bootstrap, partitions=7)
+    keys = [b"user-%d" % i for i in range(60)] + [b"", b"\x00\xff" * 9]
+    async with Producer(bootstrap_servers=shared.bootstrap, linger_ms=1) as producer:
+        assert await producer.partitions_for(topic) == set(range(7))
+        futures = [await producer.send(topic, b"v", key=k) for k in keys for _ in range(2)]
+        metas = await asyncio.gather(*futures)
+    for key, (first, second) in zip(keys, zip(metas[::2], metas[1::2], strict=True), strict=True):
+        expected = (kafka_python_murmur2(key) & 0x7FFFFFFF) % 7
+        assert first.partition == second.partition == expected, key
+
+
+async def test_headers_timestamps_and_serializers_round_trip(shared: Cluster) -> None:
+    topic = await _create(shared.bootstrap, partitions=1)
+    async with Producer(
+        bootstrap_servers=shared.bootstrap,
+        key_serializer=str.encode,
+        value_serializer=lambda v: v.encode() if v is not None else None,
+    ) as producer:
+        a = await producer.send_and_wait(
+            topic, "hello", key="k", timestamp_ms=1_600_000_000_123, headers=[("trace", b"x1")]
+        )
+        b = await producer.send_and_wait(topic, None, key="tombstone")
+    assert (a.offset, a.timestamp, b.offset) == (0, 1_600_000_000_123, 1)
+    got = await _consume(
+        shared.bootstrap, topic, 2, key_deserializer=bytes.decode, value_deserializer=_maybe_str
+    )
+    first, second = got[0]
+    assert (first.key, first.value, first.timestamp) == ("k", "hello", 1_600_000_000_123)
+    assert first.headers == [("trace", b"x1")]
+    assert (second.key, second.value) == ("tombstone", None)
+
+
+def _maybe_str(data: bytes | None) -> str | None:
+    return None if data is None else data.decode()
+
+
+async def test_getone_getmany_and_async_for(shared: Cluster) -> None:
+    topic = await _create(shared.bootstrap, partitions=2)
+    async with Producer(bootstrap_servers=shared.bootstrap) as producer:
+        for i in range(40):
+            await producer.send(topic, b"%d" % i, partition=i % 2)
+    tp0, tp1 = TopicPartition(topic, 0), TopicPartition(topic, 1)
+    async with Consumer(
+        bootstrap_servers=shared.bootstrap, auto_offset_reset="earliest"
+    ) as consumer:
+        assert consumer.assignment() == set()
+        consumer.assign([tp0, tp1])
+        assert consumer.assignment() == {tp0, tp1}
+        one = await asyncio.wait_for(consumer.getone(tp1), 10)
+        assert (one.partition, one.offset, one.value) == (1, 0, b"1")
+        many = await consumer.getmany(tp0, timeout_ms=5_000, max_records=5)
+        assert list(many) == [tp0]
+        assert [r.value for r in many[tp0]] == [b"%d" % i for i in range(0, 10, 2)]
+        seen = {0: [r.offset for r in many[tp0]], 1: [0]}
+        async for record in consumer:
+            seen[record.partition].append(record.offset)
+            if sum(map(len, seen.values())) == 40:
+                break
+        assert seen == {0: list(range(20)), 1: list(range(20))}
+        assert await consumer.position(tp0) == await consumer.position(tp1) == 20
+        assert await consumer.getmany(timeout_ms=0) == {}  # nothing more, no waiting
+        assert await consumer.getmany(timeout_ms=300) == {}
+        assert topic in await consumer.topics()
+        assert await consumer.partitions_for_topic(topic) == {0, 1}
+
+
+async def test_seek_positions_and_offsets_for_times(shared: Cluster) -> None:
+    topic = await _create(shared.bootstrap, partitions=1)
+    tp = TopicPartition(topic, 0)
+    base_ts = 1_700_000_000_000
+    async with Producer(bootstrap_servers=shared.bootstrap, linger_ms=5) as producer:
+        for i in range(30):
+            await producer.send(topic, b"%d" % i, timestamp_ms=base_ts + 10 * i)
+        await producer.flush()
+    async with Consumer(bootstrap_servers=shared.bootstrap) as consumer:
+        consumer.assign([tp])
+        assert await consumer.position(tp) == 30  # "latest" by default
+        assert await consumer.beginning_offsets([tp]) == {tp: 0}
+        assert await consumer.end_offsets([tp]) == {tp: 30}
+        found = await consumer.offsets_for_times({tp: base_ts + 95})
+        assert found == {tp: OffsetAndTimestamp(10, base_ts + 100)}
+        assert await consumer.offsets_for_times({tp: base_ts + 10_000}) == {tp: None}
+        consumer.seek(tp, found[tp].offset)
+        assert (await asyncio.wait_for(consumer.getone(), 10)).value == b"10"
+        assert await consumer.position(tp) == 11
+        await consumer.seek_to_beginning(tp)
+        assert await consumer.position(tp) == 0
+        assert (await asyncio.wait_for(consumer.getone(), 10)).offset == 0
+        consumer.seek(tp, 25)
+        assert [r.offset for r in (await consumer.getmany(timeout_ms=5_000))[tp]] == list(
+            range(25, 30)
+        )
+        await consumer.seek_to_end()
+        assert await consumer.position(tp) == 30
+        async with Producer(bootstrap_servers=shared.bootstrap) as producer:
+            await producer.send_and_wait(topic, b"later")
+        assert (await asyncio.wait_for(consumer.getone(), 10)).value == b"later"
+
+
+async def test_auto_offset_reset_none_and_out_of_range(shared: Cluster) -> None:
+    topic = await _create(shared.bootstrap, partitions=1)
+    tp = TopicPartition(topic, 0)
+    async with Producer(bootstrap_servers=shared.bootstrap) as producer:
+        for i in range(5):
+            await producer.send(topic, b"%d" % i)
+    async with Consumer(bootstrap_servers=shared.bootstrap, auto_offset_reset="none") as strict:
+        strict.assign([tp])
+        with pytest.raises(NoOffsetForPartitionError, match="seek"):
+            await asyncio.wait_for(strict.getmany(timeout_ms=5_000), 10)
+        strict.seek(tp, 2)
+        assert [r.offset for r in (await strict.getmany(timeout_ms=5_000))[tp]] == [2, 3, 4]
+    async with Consumer(
+        bootstrap_servers=shared.bootstrap, auto_offset_reset="earliest"
+    ) as forgiving:
+        forgiving.assign([tp])
+        forgiving.seek(tp, 1_000)  # past the end: OFFSET_OUT_OF_RANGE, then "earliest"
+        assert (await asyncio.wait_for(forgiving.getone(), 10)).offset == 0
+
+
+async def test_a_record_over_max_message_bytes_fails_alone(shared: Cluster) -> None:
+    topic = await _create(shared.bootstrap, partitions=2, max_message_bytes="2000")
+    async with Producer(bootstrap_servers=shared.bootstrap, linger_ms=20) as producer:
+        small = [await producer.send(topic, b"small-%d" % i, partition=0) for i in range(5)]
+        big = await producer.send(topic, bytes(5_000), partition=0)  # same batch as small ones
+        after = [await producer.send(topic, b"after-%d" % i, partition=0) for i in range(5)]
+        elsewhere = await producer.send(topic, b"fine", partition=1)
+        with pytest.raises(MessageTooLargeError):
+            await big
+        metas = await asyncio.gather(*small, *after)
+        assert [m.offset for m in metas] == list(range(10))
+        assert (await elsewhere).offset == 0
+        with pytest.raises(MessageTooLargeError, match="max_request_size"):
+            await producer.send(topic, bytes(2_000_000))  # refused before any request
+    got = await _consume(shared.bootstrap, topic, 11)
+    assert [r.value for r in got[0]] == [b"small-%d" % i for i in range(5)] + [
+        b"after-%d" % i for i in range(5)
+    ]
+
+
+async def test_stop_flushes_what_was_sent(shared: Cluster) -> None:
+    topic = await _create(shared.bootstrap, partitions=1)
+    producer = Producer(bootstrap_servers=shared.bootstrap, linger_ms=10_000, batch_size=1 << 20)
+    await producer.start()
+    futures = [await producer.send(topic, b"%d" % i) for i in range(100)]
+    assert not any(f.done() for f in futures)  # lingering: nothing sent yet
+    await producer.stop()
+    assert [f.result().offset for f in futures] == list(range(100))
+
+
+async def test_send_validates_before_queueing(shared: Cluster) -> None:
+    topic = await _create(shared.bootstrap, partitions=2)
+    async with Producer(bootstrap_servers=shared.bootstrap) as producer:
+        with pytest.raises(TypeError, match="value_serializer"):
+            await producer.send(topic, "not bytes")
+        with pytest.raises(TypeError, match="key"):
+            await producer.send(topic, b"v", key=42)
+        with pytest.raises(ValueError, match=r"partitions 0\.\.1"):
+            await producer.send(topic, b"v", partition=2)
+    with pytest.raises(ConfigurationError, match="acks"):
+        Producer(bootstrap_servers=shared.bootstrap, acks=2)
+    with pytest.raises(ConfigurationError, match="group"):
+        Consumer(topic, bootstrap_servers=shared.bootstrap, group_id="g")
+
+
+# --- admin ------------------------------------------------------------------------------
+
+
+async def test_admin_topics_cluster_and_configs(shared: Cluster) -> None:
+    name = _name()
+    async with Admin(bootstrap_servers=shared.bootstrap) as admin:
+        await admin.create_topics([NewTopic(name, 4, 1, {"retention.ms": "60000"})])
+        with pytest.raises(TopicAlreadyExistsError, match=name):
+            await admin.create_topics([NewTopic(name, 1, 1)])
+        with pytest.raises(InvalidPartitionsError):
+            await admin.create_topics([NewTopic(_name(), 0, 1)])
+        assert name in await admin.list_topics()
+        assert (await admin.list_topics()) == sorted(await admin.list_topics())
+        (described,) = await admin.describe_topics([name])
+        assert [p.partition for p in described.partitions] == [0, 1, 2, 3]
+        assert all(p.leader in (1, 2, 3) and p.replicas == [p.leader] for p in described.partitions)
+        cluster = await admin.describe_cluster()
+        assert [b.node_id for b in cluster.brokers] == [1, 2, 3]
+        assert cluster.controller_id in (1, 2, 3) and cluster.cluster_id
+        configs = await admin.describe_configs(name)
+        assert configs["retention.ms"].value == "60000"
+        assert configs["retention.ms"].source == "DYNAMIC_TOPIC_CONFIG"
+        assert configs["segment.bytes"].source in ("DEFAULT_CONFIG", "STATIC_BROKER_CONFIG")
+        await admin.delete_topics([name])
+        assert name not in await admin.list_topics()
+        with pytest.raises(UnknownTopicOrPartitionError):
+            await admin.delete_topics([name])
+        with pytest.raises(UnknownTopicOrPartitionError, match="headwater topics create"):
+            await admin.describe_topics([name])
+
+
+# --- errors a user meets ----------------------------------------------------------------
+
+
+async def test_no_reachable_bootstrap_server_is_a_clear_network_error() -> None:
+    for make in (
+        lambda: Producer(bootstrap_servers="127.0.0.1:1"),
+        lambda: Consumer("t", bootstrap_servers=["127.0.0.1:1"]),
+        lambda: Admin(bootstrap_servers="127.0.0.1:1"),
+    ):
+        client = make()
+        started = time.monotonic()
+        with pytest.raises(
+            NetworkError, match=r"could not reach any bootstrap server \(127.0.0.1:1\)"
+        ):
+            await client.start()
+        assert time.monotonic() - started < 5
+    with pytest.raises(ConfigurationError, match="host:port"):
+        Producer(bootstrap_servers="localhost:notaport")
+
+
+async def test_unknown_topic_without_auto_create_is_a_typed_error(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    cluster = make_cluster(1, settings={"auto.create.topics.enable": "false"})
+    async with Producer(bootstrap_servers=cluster.bootstrap) as producer:
+        started = time.monotonic()
+        with pytest.raises(UnknownTopicOrPartitionError, match="headwater topics create nope"):
+            await producer.send("nope", b"v")
+        assert time.monotonic() - started < 5  # fails fast, not after max_block_ms
+    with pytest.raises(UnknownTopicOrPartitionError, match="headwater topics create nope"):
+        async with Consumer("nope", bootstrap_servers=cluster.bootstrap):
+            pass
+    real = await _create(cluster.bootstrap, partitions=1)
+    async with Producer(bootstrap_servers=cluster.bootstrap) as producer:
+        await producer.send_and_wait(real, b"here")
+    async with Consumer(bootstrap_servers=cluster.bootstrap, auto_offset_reset="earliest") as c:
+        c.assign([TopicPartition("nope", 0), TopicPartition(real, 0)])
+        with pytest.raises(UnknownTopicOrPartitionError, match="does not exist"):
+            await asyncio.wait_for(c.getmany(TopicPartition("nope", 0), timeout_ms=5_000), 10)
+        # the missing topic does not hold up the partitions that exist
+        got = await asyncio.wait_for(c.getmany(TopicPartition(real, 0), timeout_ms=5_000), 10)
+        assert [r.value for r in got[TopicPartition(real, 0)]] == [b"here"]
+        with pytest.raises(UnknownTopicOrPartitionError):  # and it is said again, not dropped
+            await asyncio.wait_for(c.getmany(timeout_ms=5_000), 10)
+
+
+async def test_auto_create_on_first_send(shared: Cluster) -> None:
+    topic = _name()
+    async with Producer(bootstrap_servers=shared.bootstrap) as producer:
+        meta = await producer.send_and_wait(topic, b"first")
+    assert meta.offset == 0
+    got = await _consume(shared.bootstrap, topic, 1)
+    assert [r.value for rs in got.values() for r in rs] == [b"first"]
+
+
+# --- brokers coming and going ------------------------------------------------------------
+
+
+async def test_producer_and_consumer_carry_on_across_a_broker_restart(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    cluster = make_cluster(3)
+    bootstrap = cluster.bootstrap  # stays valid in part: the restarted broker changes port
+    topic = await _create(bootstrap, partitions=3)
+    sent: list[tuple[bytes | None, bytes, asyncio.Future[RecordMetadata]]] = []
+    live: dict[int, list[ConsumerRecord]] = {0: [], 1: [], 2: []}
+
+    async def consume(consumer: Consumer) -> None:
+        async for record in consumer:
+            live[record.partition].append(record)
+
+    async with (
+        Producer(
+            bootstrap_servers=bootstrap, linger_ms=2, retry_backoff_ms=50, request_timeout_ms=5_000
+        ) as producer,
+        Consumer(
+            topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", retry_backoff_ms=50
+        ) as consumer,
+    ):
+        reading = asyncio.create_task(consume(consumer))
+
+        async def send(n: int) -> None:
+            for i in range(n):
+                value = b"%d" % len(sent)
+                sent.append((None, value, await producer.send(topic, value, partition=i % 3)))
+                await asyncio.sleep(0.002)
+
+        await send(100)
+        async with Admin(bootstrap_servers=bootstrap) as admin:
+            (described,) = await admin.describe_topics([topic])
+        assert 2 in {p.leader for p in described.partitions}  # 3 partitions over 3 brokers
+        loop = asyncio.get_running_loop()
+        stopped = loop.run_in_executor(None, cluster.brokers[2].stop)
+        await send(200)  # while it stops
+        assert await stopped == 0
+        await send(30)  # while it is away
+        waiting = [f for _, _, f in sent[-30:] if not f.done()]
+        assert waiting  # its partition's records wait for it...
+        await loop.run_in_executor(None, cluster.start_broker, 2)
+        await send(100)
+        await producer.flush()
+        assert all(f.done() and f.exception() is None for f in waiting)  # ...and get through
+        results = [(key, value, future.result()) for key, value, future in sent]
+        ends = {p: 1 + max(m.offset for _, _, m in results if m.partition == p) for p in live}
+        deadline = loop.time() + 20
+        while any(len(live[p]) < ends[p] for p in live):  # the consumer catches up too
+            assert loop.time() < deadline, {p: len(r) for p, r in live.items()}
+            await asyncio.sleep(0.05)
+        reading.cancel()
+    for records in live.values():
+        assert [r.offset for r in records] == list(range(len(records)))  # no gap, no repeat
+    fresh = await _consume(cluster.bootstrap, topic, len(results))
+    for got in (live, fresh):
+        by_offset = {(p, r.offset): r.value for p, records in got.items() for r in records}
+        for _, value, meta in results:
+            assert by_offset[(meta.partition, meta.offset)] == value
+    for partition in range(3):
+        mine = sorted((m.offset, int(v)) for _, v, m in results if m.partition == partition)
+        assert [v for _, v in mine] == sorted(v for _, v in mine)  # no reordering by retries
+
+
+def test_client_package_exposes_the_contract() -> None:
+    import client
+
+    contract = (
+        "TopicPartition RecordMetadata ConsumerRecord OffsetAndTimestamp NewTopic "
+        "BrokerDescription ClusterDescription PartitionDescription TopicDescription "
+        "ConfigEntry Producer Consumer Admin"
+    )
+    for name in contract.split():
+        assert name in client.__all__, name
+        assert hasattr(client, name), name

@@ -1,0 +1,256 @@
+"""The consumer's positions and prefetch buffer, without a socket: fetch answers in, records
+out, in order, never below the position, never from before a seek."""
+
+import pytest
+from crc32c import crc32c
+
+from client.fetcher import FetchPosition, Subscription
+from client.types import TopicPartition
+from protocol.errors import CrcMismatchError, InvalidRecordsError
+from protocol.records import Record, encode_batch
+from protocol.records.batch import ATTRIBUTES_POS, CONTROL_BIT, CRC_POS
+
+TP = TopicPartition("t", 0)
+TP1 = TopicPartition("t", 1)
+
+
+def batch(base: int, count: int, compression: str = "none", tag: bytes = b"v") -> bytes:
+    return encode_batch(
+        [(None, tag + str(base + i).encode(), None, 1_000 + base + i) for i in range(count)],
+        base_offset=base,
+        compression=compression,
+    )
+
+
+def as_tuple(tp: TopicPartition, record: Record) -> tuple[str, int, int, bytes | None]:
+    return (tp.topic, tp.partition, record.offset, record.value)
+
+
+def offsets(got: dict[TopicPartition, list[object]], tp: TopicPartition = TP) -> list[int]:
+    return [r[2] for r in got.get(tp, [])]  # type: ignore[index]
+
+
+def positioned(*tps: TopicPartition, at: int = 0, max_buffer_bytes: int = 1 << 20) -> Subscription:
+    sub = Subscription(max_buffer_bytes=max_buffer_bytes)
+    sub.assign(tps or [TP])
+    for tp in tps or [TP]:
+        sub.seek(tp, at)
+    return sub
+
+
+def fetch_one(sub: Subscription, tp: TopicPartition = TP) -> FetchPosition:
+    (asked,) = [a for a in sub.fetchable(0) if a.tp == tp]
+    sub.states[tp].in_flight = True
+    return asked
+
+
+def answered(sub: Subscription, asked: FetchPosition, data: bytes) -> int:
+    sub.states[asked.tp].in_flight = False
+    return sub.add_fetched(asked, memoryview(data))
+
+
+def test_records_below_the_position_are_skipped() -> None:
+    """The broker answers with whole batches, which may start before the fetch offset."""
+    sub = positioned(at=3)
+    asked = fetch_one(sub)
+    assert asked.offset == 3
+    answered(sub, asked, batch(0, 5) + batch(5, 2))
+    got = sub.take(None, None, as_tuple)
+    assert offsets(got) == [3, 4, 5, 6]
+    assert sub.states[TP].position == 7
+
+
+def test_the_next_fetch_starts_after_the_last_whole_batch_while_the_user_reads() -> None:
+    sub = positioned()
+    answered(sub, fetch_one(sub), batch(0, 4) + batch(4, 4)[:-7])  # a partial batch at the end
+    assert sub.states[TP].position == 0  # the user has read nothing yet
+    asked = fetch_one(sub)  # prefetch: the next Fetch goes out before the user consumes
+    assert asked.offset == 4
+    answered(sub, asked, batch(4, 4))
+    assert offsets(sub.take(None, None, as_tuple)) == list(range(8))
+
+
+def test_a_fetch_answering_only_a_partial_batch_changes_nothing() -> None:
+    sub = positioned()
+    asked = fetch_one(sub)
+    assert answered(sub, asked, batch(0, 10)[:30]) == 0
+    assert sub.fetchable(0)[0].offset == 0
+    assert sub.take(None, None, as_tuple) == {}
+
+
+def test_a_seek_drops_buffered_data_and_answers_to_fetches_sent_before_it() -> None:
+    sub = positioned()
+    answered(sub, fetch_one(sub), batch(0, 5))
+    stale = fetch_one(sub)  # in flight at offset 5
+    sub.seek(TP, 100)
+    assert sub.take(None, None, as_tuple) == {}  # the buffered 0..4 are gone
+    assert answered(sub, stale, batch(5, 5)) == 0  # and the old answer is dropped
+    asked = fetch_one(sub)
+    assert asked.offset == 100
+    answered(sub, asked, batch(98, 5))
+    assert offsets(sub.take(None, None, as_tuple)) == [100, 101, 102]
+
+
+def test_seek_backwards_rereads() -> None:
+    sub = positioned()
+    answered(sub, fetch_one(sub), batch(0, 3))
+    assert offsets(sub.take(None, None, as_tuple)) == [0, 1, 2]
+    sub.seek(TP, 1)
+    answered(sub, fetch_one(sub), batch(0, 3))
+    assert offsets(sub.take(None, None, as_tuple)) == [1, 2]
+
+
+def test_max_records_and_the_position_advance_record_by_record() -> None:
+    sub = positioned()
+    answered(sub, fetch_one(sub), batch(0, 5) + batch(5, 5))
+    assert offsets(sub.take(None, 3, as_tuple)) == [0, 1, 2]
+    assert sub.states[TP].position == 3
+    assert offsets(sub.take(None, 4, as_tuple)) == [3, 4, 5, 6]
+    assert offsets(sub.take(None, None, as_tuple)) == [7, 8, 9]
+    assert sub.states[TP].buffered_bytes == 0
+
+
+def test_take_rotates_over_partitions_and_filters_by_partition() -> None:
+    sub = positioned(TP, TP1)
+    for tp in (TP, TP1):
+        answered(sub, fetch_one(sub, tp), batch(0, 4, tag=tp.partition.to_bytes()))
+    first = sub.take(None, 2, as_tuple)
+    second = sub.take(None, 2, as_tuple)
+    assert len(first) == len(second) == 1
+    assert set(first) | set(second) == {TP, TP1}  # each call starts at another partition
+    only = sub.take([TP1], None, as_tuple)
+    assert offsets(only, TP1) == [2, 3]
+    assert set(only) == {TP1}
+    assert offsets(sub.take(None, None, as_tuple)) == [2, 3]
+
+
+def _with_last_offset_delta(data: bytes, delta: int) -> bytes:
+    """A batch as compaction leaves it: fewer records than its offset range."""
+    patched = bytearray(data)
+    patched[ATTRIBUTES_POS + 2 : ATTRIBUTES_POS + 6] = delta.to_bytes(4, "big")
+    patched[CRC_POS:ATTRIBUTES_POS] = crc32c(bytes(patched[ATTRIBUTES_POS:])).to_bytes(4, "big")
+    return bytes(patched)
+
+
+def test_the_position_skips_compaction_gaps_at_batch_ends() -> None:
+    sub = positioned(at=10)
+    gappy = _with_last_offset_delta(batch(10, 2), 4)  # offsets 10, 11 kept of 10..14
+    answered(sub, fetch_one(sub), gappy)
+    assert offsets(sub.take(None, None, as_tuple)) == [10, 11]
+    assert sub.states[TP].position == 15
+    assert fetch_one(sub).offset == 15
+
+
+def _control(base: int) -> bytes:
+    data = bytearray(batch(base, 1))
+    attributes = int.from_bytes(data[ATTRIBUTES_POS : ATTRIBUTES_POS + 2], "big") | CONTROL_BIT
+    data[ATTRIBUTES_POS : ATTRIBUTES_POS + 2] = attributes.to_bytes(2, "big")
+    data[CRC_POS:ATTRIBUTES_POS] = crc32c(bytes(data[ATTRIBUTES_POS:])).to_bytes(4, "big")
+    return bytes(data)
+
+
+def test_control_batches_are_not_records_but_are_passed_over() -> None:
+    sub = positioned()
+    answered(sub, fetch_one(sub), batch(0, 2) + _control(2) + batch(3, 1))
+    assert offsets(sub.take(None, None, as_tuple)) == [0, 1, 3]
+    assert fetch_one(sub).offset == 4
+
+
+def test_an_answer_of_only_a_control_batch_still_moves_the_fetch_offset() -> None:
+    sub = positioned()
+    assert answered(sub, fetch_one(sub), _control(0)) == 0
+    assert fetch_one(sub).offset == 1
+
+
+@pytest.mark.parametrize("codec", ["none", "gzip", "snappy", "lz4", "zstd"])
+def test_every_codec_decodes(codec: str) -> None:
+    sub = positioned(at=2)
+    answered(sub, fetch_one(sub), batch(0, 50, codec))
+    got = sub.take(None, None, as_tuple)[TP]
+    assert got[0] == ("t", 0, 2, b"v2")
+    assert offsets({TP: got}) == list(range(2, 50))
+
+
+def test_buffer_bound_pauses_fetching_until_the_user_catches_up() -> None:
+    first = batch(0, 20)
+    sub = positioned(max_buffer_bytes=len(first))
+    answered(sub, fetch_one(sub), first)
+    assert sub.fetchable(0) == []  # full: no more prefetching for this partition
+    consumed = sub.chunks_consumed
+    sub.take(None, 19, as_tuple)
+    assert sub.fetchable(0) == []  # one record still buffered
+    sub.take(None, 1, as_tuple)
+    assert sub.chunks_consumed == consumed + 1
+    assert [a.offset for a in sub.fetchable(0)] == [20]
+
+
+def test_in_flight_and_backed_off_partitions_are_not_fetched() -> None:
+    sub = positioned(TP, TP1)
+    fetch_one(sub, TP)
+    sub.states[TP1].retry_at_ms = 500
+    assert sub.fetchable(now_ms=100) == []
+    assert [a.tp for a in sub.fetchable(now_ms=500)] == [TP1]
+
+
+def test_errors_are_raised_once_and_only_for_the_partition_asked() -> None:
+    sub = positioned(TP, TP1)
+    asked = fetch_one(sub, TP1)
+    sub.fail(asked, InvalidRecordsError("bad"))
+    assert sub.pop_error([TP]) is None
+    assert isinstance(sub.pop_error([TP1]), InvalidRecordsError)
+    assert sub.pop_error(None) is None
+
+
+def test_a_corrupt_answer_raises_and_keeps_nothing() -> None:
+    sub = positioned()
+    damaged = bytearray(batch(0, 3))
+    damaged[-1] ^= 0xFF
+    with pytest.raises(CrcMismatchError):
+        answered(sub, fetch_one(sub), bytes(damaged))
+    assert sub.take(None, None, as_tuple) == {}
+    assert fetch_one(sub).offset == 0
+
+
+def test_a_failing_deserializer_stops_at_the_record_until_the_user_seeks_past() -> None:
+    sub = positioned()
+    answered(sub, fetch_one(sub), batch(0, 5))
+
+    def strict(tp: TopicPartition, record: Record) -> object:
+        if record.offset == 2:
+            raise ValueError("not json")
+        return as_tuple(tp, record)
+
+    assert offsets(sub.take(None, None, strict)) == [0, 1]  # what came before is returned
+    with pytest.raises(ValueError, match="not json"):
+        sub.take(None, None, strict)
+    assert sub.states[TP].position == 2
+    with pytest.raises(ValueError, match="not json"):
+        sub.take(None, None, strict)  # again: the bad record is not silently skipped
+    sub.seek(TP, 3)
+    answered(sub, fetch_one(sub), batch(0, 5))
+    assert offsets(sub.take(None, None, strict)) == [3, 4]
+
+
+def test_resets_apply_only_if_the_user_did_not_move_meanwhile() -> None:
+    sub = Subscription(max_buffer_bytes=1 << 20)
+    sub.assign([TP, TP1])
+    assert sub.needs_position() == [TP, TP1]
+    generation = sub.states[TP].generation
+    sub.seek(TP, 7)  # the user seeks while the ListOffsets for the reset is in flight
+    assert not sub.set_reset_position(TP, 0, generation)
+    assert sub.states[TP].position == 7
+    assert sub.set_reset_position(TP1, 42, sub.states[TP1].generation)
+    assert sub.fetchable(0)[1].offset == 42
+    sub.request_reset(TP)
+    assert sub.needs_position() == [TP]
+
+
+def test_assign_keeps_the_partitions_kept() -> None:
+    sub = positioned(TP, TP1, at=5)
+    sub.assign([TP1, TopicPartition("u", 0)])
+    assert set(sub.states) == {TP1, TopicPartition("u", 0)}
+    assert sub.states[TP1].position == 5
+    with pytest.raises(ValueError, match="not assigned"):
+        sub.seek(TP, 1)
+    with pytest.raises(ValueError, match="negative"):
+        sub.seek(TP1, -1)

@@ -1,0 +1,138 @@
+"""Partitioning: Kafka's murmur2 bit for bit, and KIP-480 sticky choice for null keys."""
+
+import random
+from collections import Counter
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from kafka.partitioner.default import DefaultPartitioner
+from kafka.partitioner.default import murmur2 as kafka_python_murmur2
+
+from client.partitioner import Partitioner, murmur2, partition_for_key, to_positive
+
+# org.apache.kafka.common.utils.UtilsTest#testMurmur2 (Apache Kafka)
+KAFKA_VECTORS = [
+    (b"21", -973932308),
+    (b"foobar", -790332482),
+    (b"a-little-bit-long-string", -985981536),
+    (b"a-little-bit-longer-string", -1486304829),
+    (b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8", -58897971),
+    (b"abc", 479470107),
+]
+
+
+@pytest.mark.parametrize(("data", "expected"), KAFKA_VECTORS)
+def test_murmur2_matches_kafkas_published_vectors(data: bytes, expected: int) -> None:
+    assert murmur2(data) == expected
+
+
+def test_murmur2_matches_kafka_python_on_many_random_keys() -> None:
+    rng = random.Random(480)
+    for i in range(20_000):
+        key = rng.randbytes(i % 67)  # every tail length, empty keys included
+        # kafka-python returns the same 32 bits unsigned; Java's int is signed
+        assert murmur2(key) & 0xFFFFFFFF == kafka_python_murmur2(key), key
+
+
+@given(st.binary(max_size=300))
+def test_murmur2_matches_kafka_python_on_any_bytes(key: bytes) -> None:
+    assert murmur2(key) & 0xFFFFFFFF == kafka_python_murmur2(key)
+    assert -(2**31) <= murmur2(key) < 2**31
+
+
+def test_murmur2_takes_bytearray_and_memoryview() -> None:
+    assert murmur2(bytearray(b"foobar")) == murmur2(memoryview(b"foobar")) == -790332482
+
+
+def test_to_positive_clears_the_sign_bit_like_java() -> None:
+    assert to_positive(-1) == 0x7FFFFFFF
+    assert to_positive(-(2**31)) == 0  # abs() would overflow in Java; the mask does not
+    assert to_positive(123) == 123
+
+
+class _KafkaPythonCluster:
+    """The slice of kafka-python's ClusterMetadata its DefaultPartitioner reads."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+
+    def topics(self) -> set[str]:
+        return {"t"}
+
+    def partitions_for_topic(self, topic: str) -> set[int]:
+        return set(range(self.count))
+
+    def available_partitions_for_topic(self, topic: str) -> set[int]:
+        return set(range(self.count))
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 7, 12, 100])
+def test_keyed_records_land_where_kafka_python_puts_them(count: int) -> None:
+    rng = random.Random(count)
+    reference: Any = DefaultPartitioner()
+    cluster = _KafkaPythonCluster(count)
+    ours = Partitioner()
+    for _ in range(2_000):
+        key = rng.randbytes(rng.randrange(0, 40))
+        expected = reference.partition("t", key, key, None, None, cluster)
+        assert partition_for_key(key, count) == expected
+        assert ours.partition("t", key, count, available=list(range(count))) == expected
+
+
+def test_keyed_records_ignore_availability() -> None:
+    """A key must not move while its partition's leader is away."""
+    partitioner = Partitioner()
+    home = partition_for_key(b"order-42", 6)
+    others = [p for p in range(6) if p != home]
+    assert partitioner.partition("t", b"order-42", 6, available=others) == home
+
+
+def test_null_keys_stick_to_one_partition_until_its_batch_closes() -> None:
+    partitioner = Partitioner(random.Random(1))
+    first = partitioner.partition("t", None, 6, available=range(6))
+    assert {partitioner.partition("t", None, 6, available=range(6)) for _ in range(50)} == {first}
+    partitioner.batch_closed("t", (first + 1) % 6)  # another partition's batch: no change
+    assert partitioner.partition("t", None, 6, available=range(6)) == first
+    partitioner.batch_closed("t", first)
+    second = partitioner.partition("t", None, 6, available=range(6))
+    assert second != first  # KIP-480: a new partition, never the one just closed
+    assert partitioner.partition("t", None, 6, available=range(6)) == second
+
+
+def test_sticky_choices_spread_over_available_partitions_only() -> None:
+    partitioner = Partitioner(random.Random(7))
+    available = [1, 3, 4]
+    seen: Counter[int] = Counter()
+    for _ in range(600):
+        chosen = partitioner.partition("t", None, 6, available=available)
+        seen[chosen] += 1
+        partitioner.batch_closed("t", chosen)
+    assert set(seen) == set(available)
+    assert min(seen.values()) > 100  # random, not stuck on one
+
+
+def test_sticky_with_one_or_no_available_partition() -> None:
+    partitioner = Partitioner(random.Random(3))
+    assert partitioner.partition("t", None, 4, available=[2]) == 2
+    partitioner.batch_closed("t", 2)
+    assert partitioner.partition("t", None, 4, available=[2]) == 2  # the only choice
+    partitioner.batch_closed("t", 2)
+    anywhere = {partitioner.partition("u", None, 4, available=[])}
+    assert anywhere <= {0, 1, 2, 3}
+
+
+def test_sticky_partitions_are_per_topic() -> None:
+    partitioner = Partitioner(random.Random(5))
+    a = partitioner.partition("a", None, 50, available=range(50))
+    b = partitioner.partition("b", None, 50, available=range(50))
+    partitioner.batch_closed("a", a)
+    assert partitioner.partition("b", None, 50, available=range(50)) == b
+
+
+def test_sticky_partition_beyond_a_shrunk_count_is_replaced() -> None:
+    partitioner = Partitioner(random.Random(9))
+    chosen = partitioner.partition("t", None, 10, available=[9])
+    assert chosen == 9
+    assert partitioner.partition("t", None, 3, available=range(3)) in range(3)

@@ -1,0 +1,318 @@
+"""The producer's batching rules, without a socket: linger, batch size, one in-flight batch
+per partition, retries in order, request size, expiry, splitting, flush."""
+
+import asyncio
+import random
+
+import pytest
+
+from client.accumulator import ProducerBatch, RecordAccumulator, record_size_upper_bound
+from client.partitioner import Partitioner
+from client.types import RecordMetadata, TopicPartition
+from protocol.errors import MessageTooLargeError, RequestTimedOutError
+from protocol.records import HEADER_SIZE, decode_batches, encode_batch
+
+A0 = TopicPartition("a", 0)
+A1 = TopicPartition("a", 1)
+B0 = TopicPartition("b", 0)
+LEADERS = {A0: 1, A1: 2, B0: 1}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.ms = 1_000.0
+
+    def __call__(self) -> float:
+        return self.ms
+
+
+def leader_of(tp: TopicPartition) -> int | None:
+    return LEADERS.get(tp)
+
+
+def make(clock: Clock, **kwargs: object) -> RecordAccumulator:
+    settings: dict[str, object] = {"batch_size": 16_384, "linger_ms": 0, "clock": clock}
+    settings.update(kwargs)
+    return RecordAccumulator(**settings)  # type: ignore[arg-type]
+
+
+def append(
+    acc: RecordAccumulator, tp: TopicPartition, value: bytes, ts: int = 1_700_000_000_000
+) -> asyncio.Future[RecordMetadata]:
+    return acc.append(tp, None, value, timestamp_ms=ts)
+
+
+def values(batch: ProducerBatch) -> list[bytes | None]:
+    assert batch.payload is not None
+    return [r.value for b in decode_batches(batch.payload) for r in b]
+
+
+async def test_a_lingering_batch_waits_for_linger_ms() -> None:
+    clock = Clock()
+    acc = make(clock, linger_ms=50)
+    append(acc, A0, b"x")
+    check = acc.ready(leader_of)
+    assert check.nodes == set()
+    assert check.delay_ms == 50
+    clock.ms += 30
+    assert acc.ready(leader_of).delay_ms == 20
+    assert acc.drain({1}, leader_of, 1 << 20) == {}  # not before its time
+    clock.ms += 20
+    assert acc.ready(leader_of).nodes == {1}
+    drained = acc.drain({1}, leader_of, 1 << 20)
+    assert [values(b) for b in drained[1]] == [[b"x"]]
+
+
+async def test_a_full_batch_is_sendable_at_once_and_a_new_one_opens() -> None:
+    clock = Clock()
+    woken: list[int] = []
+    acc = make(clock, linger_ms=10_000, batch_size=400, wakeup=lambda: woken.append(1))
+    futures = [append(acc, A0, bytes(100)) for _ in range(5)]
+    assert woken  # the sender hears of the full batch without waiting out the linger
+    assert acc.ready(leader_of).nodes == {1}
+    first = acc.drain({1}, leader_of, 1 << 20)[1]
+    assert len(first) == 1 and 1 <= first[0].record_count < 5
+    assert first[0].size_bound <= 400
+    assert acc.ready(leader_of).nodes == set()  # the rest lingers, and its partition is busy
+    assert not any(f.done() for f in futures)
+
+
+async def test_a_record_larger_than_batch_size_gets_a_batch_of_its_own() -> None:
+    clock = Clock()
+    acc = make(clock, linger_ms=10_000, batch_size=100)
+    append(acc, A0, bytes(1_000))
+    append(acc, A0, b"small")
+    (batch,) = acc.drain({1}, leader_of, 1 << 20)[1]
+    assert values(batch) == [bytes(1_000)]
+
+
+@pytest.mark.parametrize("linger_ms", [0, 50])
+async def test_each_new_batch_wakes_the_sender(linger_ms: int) -> None:
+    """Even a lingering one: a sleeping sender must learn when its linger ends."""
+    clock = Clock()
+    woken: list[int] = []
+    acc = make(clock, linger_ms=linger_ms, wakeup=lambda: woken.append(1))
+    append(acc, A0, b"1")
+    append(acc, A0, b"2")  # same open batch: no second wakeup needed
+    assert len(woken) == 1
+    append(acc, A1, b"3")
+    assert len(woken) == 2
+
+
+async def test_one_batch_per_partition_per_drain_and_none_while_one_is_in_flight() -> None:
+    clock = Clock()
+    acc = make(clock, batch_size=200)
+    for i in range(6):
+        append(acc, A0, bytes([i]) * 80)
+    append(acc, B0, b"b")
+    append(acc, A1, b"other broker")
+    drained = acc.drain({1, 2}, leader_of, 1 << 20)
+    assert sorted(b.tp for b in drained[1]) == [A0, B0]  # ONE batch of A0, one of B0
+    assert [b.tp for b in drained[2]] == [A1]
+    assert acc.drain({1, 2}, leader_of, 1 << 20) == {}  # A0 is muted: its batch is in flight
+    (a0,) = (b for b in drained[1] if b.tp == A0)
+    acc.complete(a0, base_offset=10, log_append_time_ms=-1)
+    again = acc.drain({1}, leader_of, 1 << 20)[1]
+    assert [b.tp for b in again] == [A0]
+
+
+async def test_complete_gives_each_record_base_offset_plus_its_index() -> None:
+    clock = Clock()
+    acc = make(clock)
+    futures = [append(acc, A0, b"v", ts=1_000 + i) for i in range(3)]
+    (batch,) = acc.drain({1}, leader_of, 1 << 20)[1]
+    acc.complete(batch, base_offset=40, log_append_time_ms=-1)
+    assert [f.result() for f in futures] == [
+        RecordMetadata("a", 0, 40, 1_000),
+        RecordMetadata("a", 0, 41, 1_001),
+        RecordMetadata("a", 0, 42, 1_002),
+    ]
+    assert not acc.has_batches
+    assert acc.buffered_bytes == 0
+
+
+async def test_log_append_time_replaces_the_records_timestamps() -> None:
+    acc = make(Clock())
+    future = append(acc, A0, b"v", ts=5)
+    (batch,) = acc.drain({1}, leader_of, 1 << 20)[1]
+    acc.complete(batch, base_offset=0, log_append_time_ms=99)
+    assert future.result().timestamp == 99
+
+
+async def test_unknown_base_offset_gives_minus_one_as_with_acks_0() -> None:
+    acc = make(Clock())
+    futures = [append(acc, A0, b"v") for _ in range(2)]
+    (batch,) = acc.drain({1}, leader_of, 1 << 20)[1]
+    acc.complete(batch, base_offset=-1, log_append_time_ms=-1)
+    assert [f.result().offset for f in futures] == [-1, -1]
+
+
+async def test_a_retried_batch_goes_first_after_the_backoff_with_the_same_bytes() -> None:
+    clock = Clock()
+    acc = make(clock, retry_backoff_ms=100, batch_size=400)
+    early = [append(acc, A0, bytes([1]) * 80) for _ in range(2)]
+    (first,) = acc.drain({1}, leader_of, 1 << 20)[1]
+    payload = first.payload
+    late = [append(acc, A0, bytes([2]) * 80) for _ in range(2)]  # queued behind it
+    acc.retry(first)
+    check = acc.ready(leader_of)
+    assert check.nodes == set()
+    assert check.delay_ms == 100  # the backoff, even though later records are ready
+    clock.ms += 100
+    (resent,) = acc.drain({1}, leader_of, 1 << 20)[1]
+    assert resent is first and resent.payload is payload and resent.attempts == 2
+    assert acc.drain({1}, leader_of, 1 << 20) == {}  # the later batch waits its turn
+    acc.complete(resent, base_offset=0, log_append_time_ms=-1)
+    (second,) = acc.drain({1}, leader_of, 1 << 20)[1]
+    acc.complete(second, base_offset=len(early), log_append_time_ms=-1)
+    offsets = [f.result().offset for f in early + late]
+    assert offsets == sorted(offsets) == list(range(len(early) + len(late)))
+
+
+async def test_max_request_size_spreads_batches_over_requests() -> None:
+    clock = Clock()
+    acc = make(clock)
+    append(acc, A0, bytes(600))
+    append(acc, B0, bytes(600))  # same leader (1)
+    first = acc.drain({1}, leader_of, max_request_size=1_000)[1]
+    assert len(first) == 1
+    second = acc.drain({1}, leader_of, max_request_size=1_000)[1]
+    assert len(second) == 1
+    assert {first[0].tp, second[0].tp} == {A0, B0}
+
+
+async def test_a_single_batch_over_max_request_size_is_still_sent() -> None:
+    """send() refuses records that can never fit; a batch that does is never stuck."""
+    acc = make(Clock())
+    append(acc, A0, bytes(2_000))
+    assert len(acc.drain({1}, leader_of, max_request_size=1_000)[1]) == 1
+
+
+async def test_partitions_without_a_leader_are_reported_not_sent() -> None:
+    acc = make(Clock())
+    append(acc, TopicPartition("nowhere", 0), b"x")
+    check = acc.ready(leader_of)
+    assert check.unknown_leader_topics == {"nowhere"}
+    assert check.nodes == set()
+    assert acc.drain({1, 2}, leader_of, 1 << 20) == {}
+
+
+async def test_batches_expire_after_delivery_timeout() -> None:
+    clock = Clock()
+    acc = make(clock, delivery_timeout_ms=1_000, linger_ms=0)
+    stuck = append(acc, TopicPartition("nowhere", 0), b"x")
+    clock.ms += 999
+    assert acc.expire() == []
+    clock.ms += 1
+    (expired,) = acc.expire()
+    assert expired.tp == TopicPartition("nowhere", 0)
+    with pytest.raises(RequestTimedOutError, match="delivery_timeout_ms=1000"):
+        stuck.result()
+    assert not acc.has_batches
+
+
+async def test_in_flight_batches_do_not_expire_under_the_sender() -> None:
+    clock = Clock()
+    acc = make(clock, delivery_timeout_ms=1_000)
+    future = append(acc, A0, b"x")
+    (batch,) = acc.drain({1}, leader_of, 1 << 20)[1]
+    clock.ms += 5_000
+    assert acc.expire() == []
+    acc.complete(batch, base_offset=7, log_append_time_ms=-1)
+    assert future.result().offset == 7
+
+
+async def test_fail_fails_every_record_of_the_batch_only() -> None:
+    acc = make(Clock())
+    bad = [append(acc, A0, b"x") for _ in range(2)]
+    good = append(acc, A1, b"y")
+    drained = acc.drain({1, 2}, leader_of, 1 << 20)
+    acc.fail(drained[1][0], MessageTooLargeError("too big"))
+    acc.complete(drained[2][0], base_offset=0, log_append_time_ms=-1)
+    for future in bad:
+        with pytest.raises(MessageTooLargeError):
+            future.result()
+    assert good.result().offset == 0
+
+
+async def test_split_keeps_order_and_each_records_future() -> None:
+    clock = Clock()
+    acc = make(clock, linger_ms=10_000)
+    futures = [append(acc, A0, bytes([i])) for i in range(5)]
+    acc.begin_flush()
+    (batch,) = acc.drain({1}, leader_of, 1 << 20)[1]
+    acc.split(batch)
+    (first,) = acc.drain({1}, leader_of, 1 << 20)[1]
+    assert values(first) == [bytes([0]), bytes([1])]
+    acc.complete(first, base_offset=100, log_append_time_ms=-1)
+    (second,) = acc.drain({1}, leader_of, 1 << 20)[1]
+    assert values(second) == [bytes([i]) for i in range(2, 5)]
+    acc.complete(second, base_offset=102, log_append_time_ms=-1)
+    assert [f.result().offset for f in futures] == [100, 101, 102, 103, 104]
+    assert not acc.has_batches
+    assert acc.buffered_bytes == 0
+
+
+async def test_flush_makes_lingering_batches_sendable_and_marks_what_to_wait_for() -> None:
+    clock = Clock()
+    acc = make(clock, linger_ms=60_000)
+    append(acc, A0, b"before")
+    marker = acc.begin_flush()
+    append(acc, A1, b"after")  # created after the flush began
+    assert acc.ready(leader_of).nodes == {1, 2}
+    pending = acc.pending_up_to(marker)
+    assert len(pending) == 1
+    drained = acc.drain({1, 2}, leader_of, 1 << 20)
+    acc.complete(drained[1][0], base_offset=0, log_append_time_ms=-1)
+    assert all(f.done() for f in pending)
+    assert acc.pending_up_to(marker) == []
+    acc.end_flush()
+    acc.complete(drained[2][0], base_offset=0, log_append_time_ms=-1)
+
+
+async def test_split_halves_stay_pending_for_a_flush_begun_before() -> None:
+    acc = make(Clock())
+    for i in range(4):
+        append(acc, A0, bytes([i]))
+    marker = acc.begin_flush()
+    (batch,) = acc.drain({1}, leader_of, 1 << 20)[1]
+    acc.split(batch)
+    assert len(acc.pending_up_to(marker)) == 2
+
+
+async def test_closing_a_batch_moves_the_sticky_partition_on() -> None:
+    clock = Clock()
+    partitioner = Partitioner(random.Random(2))
+    acc = make(clock, linger_ms=5, on_batch_closed=partitioner.batch_closed)
+    leaders = {TopicPartition("s", p): 1 for p in range(4)}
+    first = partitioner.partition("s", None, 4, available=range(4))
+    append(acc, TopicPartition("s", first), b"x")
+    assert partitioner.partition("s", None, 4, available=range(4)) == first
+    clock.ms += 5
+    acc.drain({1}, leaders.get, 1 << 20)  # the sticky partition's batch is sent
+    assert partitioner.partition("s", None, 4, available=range(4)) != first
+
+
+async def test_fail_topic_and_fail_all_leave_nothing_hanging() -> None:
+    acc = make(Clock())
+    gone = append(acc, TopicPartition("gone", 0), b"x")
+    kept = append(acc, A0, b"y")
+    assert acc.fail_topic("gone", MessageTooLargeError("x")) == 1
+    assert isinstance(gone.exception(), MessageTooLargeError)
+    assert not kept.done()
+    acc.drain({1}, leader_of, 1 << 20)  # in flight when everything is failed
+    acc.fail_all(RuntimeError("stopped"))
+    with pytest.raises(RuntimeError):
+        kept.result()
+    assert not acc.has_batches
+    assert acc.buffered_bytes == 0
+
+
+def test_record_size_upper_bound_covers_the_encoding() -> None:
+    rng = random.Random(11)
+    for _ in range(300):
+        key = rng.randbytes(rng.randrange(0, 300)) if rng.random() < 0.8 else None
+        value = rng.randbytes(rng.randrange(0, 3_000)) if rng.random() < 0.9 else None
+        headers = [(f"h{i}", rng.randbytes(rng.randrange(0, 20))) for i in range(rng.randrange(3))]
+        encoded = encode_batch([(key, value, headers, rng.randrange(0, 2**41))])
+        assert len(encoded) <= HEADER_SIZE + record_size_upper_bound(key, value, headers)

@@ -1,0 +1,183 @@
+"""What the producer (and every client) knows of the cluster: bootstrap parsing and the
+metadata view built from Metadata answers, without a socket."""
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from client.cluster import Cluster, ClusterMetadata, parse_bootstrap
+from client.errors import ConfigurationError
+from client.types import TopicPartition
+from protocol.apis import (
+    ApiKey,
+    MetadataBroker,
+    MetadataPartition,
+    MetadataResponse,
+    MetadataTopic,
+)
+from protocol.errors import (
+    LeaderNotAvailableError,
+    RequestTimedOutError,
+    UnknownTopicOrPartitionError,
+)
+
+
+def test_bootstrap_as_a_string_or_a_list() -> None:
+    assert parse_bootstrap("a:1, b:2,") == [("a", 1), ("b", 2)]
+    assert parse_bootstrap(["127.0.0.1:9093", "[::1]:9094"]) == [
+        ("127.0.0.1", 9093),
+        ("::1", 9094),
+    ]
+    assert parse_bootstrap("kafka") == [("kafka", 9092)]  # Kafka's default port
+
+
+@pytest.mark.parametrize("bad", ["", " , ", "h:port", "h:0", "h:70000", ":9092"])
+def test_bad_bootstrap_is_a_configuration_error(bad: str) -> None:
+    with pytest.raises(ConfigurationError, match="bootstrap"):
+        parse_bootstrap(bad)
+
+
+def _response(*topics: MetadataTopic) -> MetadataResponse:
+    return MetadataResponse(
+        brokers=[
+            MetadataBroker(node_id=1, host="h1", port=1),
+            MetadataBroker(node_id=2, host="h2", port=2),
+        ],
+        cluster_id="c",
+        controller_id=2,
+        topics=list(topics),
+    )
+
+
+def _topic(name: str, leaders: list[int]) -> MetadataTopic:
+    return MetadataTopic(
+        name=name,
+        partitions=[
+            MetadataPartition(partition_index=i, leader_id=leader, replica_nodes=[max(leader, 1)])
+            for i, leader in enumerate(leaders)
+        ],
+    )
+
+
+def test_leaders_and_available_partitions() -> None:
+    view = ClusterMetadata().merged(_response(_topic("t", [1, -1, 2, 3])), ["t"])
+    assert (view.cluster_id, view.controller_id, sorted(view.brokers)) == ("c", 2, [1, 2])
+    assert view.leader_for(TopicPartition("t", 0)) == 1
+    assert view.leader_for(TopicPartition("t", 1)) is None  # no live leader
+    assert view.leader_for(TopicPartition("t", 3)) is None  # a leader not among the brokers
+    assert view.leader_for(TopicPartition("t", 9)) is None
+    assert view.leader_for(TopicPartition("other", 0)) is None
+    assert view.topics["t"].available == (0, 2, 3)
+    assert view.partitions_for("t") == {0, 1, 2, 3}
+    assert view.partitions_for("other") is None
+
+
+def test_an_answer_about_some_topics_keeps_what_was_known_of_the_others() -> None:
+    view = ClusterMetadata().merged(_response(_topic("a", [1]), _topic("b", [2])), None)
+    refused = MetadataTopic(name="b", error_code=UnknownTopicOrPartitionError.code)
+    view = view.merged(_response(_topic("a", [2]), refused), ["a", "b"])
+    assert view.leader_for(TopicPartition("a", 0)) == 2
+    assert "b" not in view.topics  # deleted since
+    assert isinstance(view.topic_errors["b"], UnknownTopicOrPartitionError)
+    view = view.merged(_response(_topic("c", [1])), ["c"])
+    assert set(view.topics) == {"a", "c"} and "b" in view.topic_errors
+    view = view.merged(_response(_topic("b", [1])), ["b"])  # created again
+    assert "b" in view.topics and "b" not in view.topic_errors
+
+
+def test_an_answer_about_all_topics_replaces_the_view() -> None:
+    view = ClusterMetadata().merged(_response(_topic("a", [1])), ["a"])
+    view = view.merged(_response(_topic("b", [1]), MetadataTopic(name="x", error_code=5)), None)
+    assert set(view.topics) == {"b"}
+    assert isinstance(view.topic_errors["x"], LeaderNotAvailableError)
+
+
+class CountingCluster(Cluster):
+    """A Cluster whose Metadata requests are answered here, slowly enough to overlap."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__("unused:1", client_id="test", **kwargs)
+        self.asked: list[list[str] | None] = []
+        self.delay_s = 0.01
+
+    async def send_any(self, api_key: ApiKey, request: Any, *, idempotent: bool = True) -> Any:
+        assert api_key == ApiKey.METADATA
+        self.asked.append(request.topics)
+        await asyncio.sleep(self.delay_s)
+        return _response(*(_topic(t, [1]) for t in request.topics or []))
+
+
+async def test_concurrent_refreshes_share_one_request() -> None:
+    cluster = CountingCluster()
+    cluster.add_topics(["a"])
+    views = await asyncio.gather(*(cluster.refresh() for _ in range(5)))
+    assert cluster.asked == [["a"]]
+    assert all(v is views[0] for v in views)
+    await cluster.close()
+
+
+async def test_a_topic_added_during_a_refresh_gets_a_refresh_of_its_own() -> None:
+    cluster = CountingCluster()
+    cluster.add_topics(["a"])
+    first = asyncio.create_task(cluster.refresh())
+    await asyncio.sleep(0)
+    cluster.add_topics(["b"])
+    view = await cluster.refresh()  # must not settle for the answer about "a" alone
+    await first
+    assert cluster.asked == [["a"], ["a", "b"]]
+    assert set(view.topics) == {"a", "b"}
+    await cluster.close()
+
+
+async def test_metadata_is_refreshed_every_metadata_max_age_ms() -> None:
+    cluster = CountingCluster(metadata_max_age_ms=50)
+    await cluster.start()
+    await asyncio.sleep(0.4)
+    assert 3 <= len(cluster.asked) <= 12  # about every 60 ms, never in a tight loop
+    await cluster.close()
+    asked = len(cluster.asked)
+    await asyncio.sleep(0.15)
+    assert len(cluster.asked) == asked  # closed: no more
+
+
+async def test_refresh_requests_are_rate_limited_by_retry_backoff() -> None:
+    cluster = CountingCluster(retry_backoff_ms=200)
+    cluster.delay_s = 0
+    await cluster.refresh()
+    for _ in range(10):
+        cluster.request_refresh()  # a storm of NOT_LEADER answers
+        await asyncio.sleep(0.005)
+    assert len(cluster.asked) == 1
+    await asyncio.sleep(0.2)
+    cluster.request_refresh()
+    await asyncio.sleep(0.01)
+    assert len(cluster.asked) == 2
+    await cluster.close()
+
+
+async def test_wait_for_topic_fails_fast_on_an_unknown_topic() -> None:
+    class Refusing(CountingCluster):
+        async def send_any(self, api_key: ApiKey, request: Any, *, idempotent: bool = True) -> Any:
+            self.asked.append(request.topics)
+            missing = MetadataTopic(name="x", error_code=UnknownTopicOrPartitionError.code)
+            return _response(missing)
+
+    cluster = Refusing()
+    with pytest.raises(UnknownTopicOrPartitionError, match="headwater topics create x"):
+        await cluster.wait_for_topic("x", timeout_ms=60_000)
+    assert len(cluster.asked) == 1
+    await cluster.close()
+
+
+async def test_wait_for_topic_waits_out_leader_not_available_then_times_out() -> None:
+    class Creating(CountingCluster):
+        async def send_any(self, api_key: ApiKey, request: Any, *, idempotent: bool = True) -> Any:
+            self.asked.append(request.topics)
+            return _response(MetadataTopic(name="x", error_code=LeaderNotAvailableError.code))
+
+    cluster = Creating(retry_backoff_ms=10)
+    with pytest.raises(RequestTimedOutError, match="not present in metadata after 200 ms"):
+        await cluster.wait_for_topic("x", timeout_ms=200)
+    assert len(cluster.asked) > 3
+    await cluster.close()

@@ -1,0 +1,258 @@
+"""The producer's sender against a scripted cluster (no socket): one Produce per broker,
+retries of retriable errors with a metadata refresh, typed failures, acks=0."""
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from client import Producer, RecordMetadata
+from client.cluster import ClusterMetadata, TopicMetadata
+from client.types import TopicPartition
+from protocol.apis import (
+    ApiKey,
+    MetadataBroker,
+    MetadataPartition,
+    MetadataResponse,
+    MetadataTopic,
+    ProducePartitionResponse,
+    ProduceRequest,
+    ProduceResponse,
+    ProduceTopicResponse,
+)
+from protocol.errors import (
+    InvalidRequiredAcksError,
+    NetworkError,
+    NotLeaderOrFollowerError,
+    RequestTimedOutError,
+)
+from protocol.records import decode_batches
+
+pytestmark = pytest.mark.timeout(20)
+
+Answer = Callable[[ProduceRequest], Any]
+
+
+class ScriptedCluster:
+    """Stands in for client.cluster.Cluster: leaders from a dict, answers from a script."""
+
+    def __init__(self, leaders: dict[TopicPartition, int]) -> None:
+        topics: dict[str, list[MetadataPartition]] = {}
+        for tp, leader in sorted(leaders.items()):
+            topics.setdefault(tp.topic, []).append(
+                MetadataPartition(partition_index=tp.partition, leader_id=leader)
+            )
+        response = MetadataResponse(
+            brokers=[MetadataBroker(node_id=n, host="h", port=n) for n in (1, 2)],
+            topics=[MetadataTopic(name=t, partitions=ps) for t, ps in topics.items()],
+        )
+        self.metadata = ClusterMetadata().merged(response, None)
+        self.on_update: list[Callable[[ClusterMetadata], None]] = []
+        self.retry_backoff_ms = 10
+        self.requests: list[tuple[int, ProduceRequest, bool]] = []
+        self.answers: list[Answer] = []
+        self.refreshes = 0
+        self.in_flight = 0
+        self.most_in_flight = 0
+        self.release = asyncio.Event()
+        self.release.set()
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    def leader_for(self, tp: TopicPartition) -> int | None:
+        return self.metadata.leader_for(tp)
+
+    def request_refresh(self) -> None:
+        self.refreshes += 1
+
+    def add_topics(self, topics: object) -> bool:
+        return False
+
+    async def wait_for_topic(self, topic: str, timeout_ms: float) -> TopicMetadata:
+        return self.metadata.topics[topic]
+
+    async def send(
+        self, node: int, api_key: ApiKey, request: ProduceRequest, *, expect_response: bool
+    ) -> Any:
+        assert api_key == ApiKey.PRODUCE
+        self.requests.append((node, request, expect_response))
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            await self.release.wait()
+            answer = self.answers.pop(0) if self.answers else ok
+            return answer(request)
+        finally:
+            self.in_flight -= 1
+
+
+def ok(request: ProduceRequest, base_offset: int = 0) -> ProduceResponse:
+    return answer_all(request, 0, base_offset)
+
+
+def answer_all(request: ProduceRequest, error_code: int, base_offset: int = 0) -> ProduceResponse:
+    return ProduceResponse(
+        topics=[
+            ProduceTopicResponse(
+                name=t.name,
+                partitions=[
+                    ProducePartitionResponse(
+                        index=p.index, error_code=error_code, base_offset=base_offset
+                    )
+                    for p in t.partitions
+                ],
+            )
+            for t in request.topics
+        ]
+    )
+
+
+def raise_(error: Exception) -> Answer:
+    def answer(request: ProduceRequest) -> Any:
+        raise error
+
+    return answer
+
+
+async def started(cluster: ScriptedCluster, **settings: Any) -> Producer:
+    producer = Producer(bootstrap_servers="unused:1", retry_backoff_ms=10, **settings)
+    producer._cluster = cluster  # type: ignore[assignment]
+    await producer.start()
+    return producer
+
+
+def partitions_of(request: ProduceRequest) -> list[tuple[str, int]]:
+    return [(t.name, p.index) for t in request.topics for p in t.partitions]
+
+
+async def test_one_produce_request_per_broker_covering_its_partitions() -> None:
+    leaders = {TopicPartition("a", 0): 1, TopicPartition("a", 1): 2, TopicPartition("b", 0): 1}
+    cluster = ScriptedCluster(leaders)
+    producer = await started(cluster, linger_ms=50)
+    futures = [await producer.send(tp.topic, b"v", partition=tp.partition) for tp in leaders]
+    await producer.flush()
+    assert sorted((node, sorted(partitions_of(r))) for node, r, _ in cluster.requests) == [
+        (1, [("a", 0), ("b", 0)]),
+        (2, [("a", 1)]),
+    ]
+    assert all(f.result().offset == 0 for f in futures)
+    await producer.stop()
+
+
+async def test_a_retriable_error_refreshes_metadata_and_resends_the_same_batch() -> None:
+    tp = TopicPartition("a", 0)
+    cluster = ScriptedCluster({tp: 1})
+    cluster.answers = [
+        lambda r: answer_all(r, NotLeaderOrFollowerError.code),
+        raise_(NetworkError("connection reset")),
+        lambda r: ok(r, base_offset=70),
+    ]
+    producer = await started(cluster)
+    futures = [await producer.send("a", b"%d" % i) for i in range(3)]
+    metas = await asyncio.wait_for(asyncio.gather(*futures), 5)
+    assert metas == [RecordMetadata("a", 0, 70 + i, metas[i].timestamp) for i in range(3)]
+    payloads = [bytes(r.topics[0].partitions[0].records or b"") for _, r, _ in cluster.requests]
+    assert len(payloads) == 3 and len(set(payloads)) == 1  # the very same bytes, resent
+    assert [r.value for b in decode_batches(payloads[0]) for r in b] == [b"0", b"1", b"2"]
+    assert cluster.refreshes >= 2
+    await producer.stop()
+
+
+async def test_a_non_retriable_error_fails_that_batch_with_the_typed_error() -> None:
+    bad, good = TopicPartition("a", 0), TopicPartition("a", 1)
+    cluster = ScriptedCluster({bad: 1, good: 1})
+
+    def mixed(request: ProduceRequest) -> ProduceResponse:
+        response = ok(request, base_offset=5)
+        for p in response.topics[0].partitions:
+            if p.index == bad.partition:
+                p.error_code = InvalidRequiredAcksError.code
+        return response
+
+    cluster.answers = [mixed]
+    producer = await started(cluster, linger_ms=20)
+    failing = await producer.send("a", b"x", partition=0)
+    fine = await producer.send("a", b"y", partition=1)
+    await producer.flush()
+    with pytest.raises(InvalidRequiredAcksError):
+        failing.result()
+    assert fine.result().offset == 5
+    assert len(cluster.requests) == 1  # not retried
+    await producer.stop()
+
+
+async def test_retries_stop_at_delivery_timeout_with_the_last_error() -> None:
+    cluster = ScriptedCluster({TopicPartition("a", 0): 1})
+    cluster.answers = [raise_(RequestTimedOutError("slow"))] * 1000
+    producer = await started(cluster, delivery_timeout_ms=300, request_timeout_ms=200)
+    future = await producer.send("a", b"v")
+    with pytest.raises(RequestTimedOutError):
+        await asyncio.wait_for(future, 5)
+    assert 2 <= len(cluster.requests) < 100
+    await producer.stop()
+
+
+async def test_retries_zero_means_one_attempt() -> None:
+    cluster = ScriptedCluster({TopicPartition("a", 0): 1})
+    cluster.answers = [lambda r: answer_all(r, NotLeaderOrFollowerError.code)]
+    producer = await started(cluster, retries=0)
+    future = await producer.send("a", b"v")
+    with pytest.raises(NotLeaderOrFollowerError):
+        await asyncio.wait_for(future, 5)
+    assert len(cluster.requests) == 1
+    await producer.stop()
+
+
+async def test_acks_0_expects_no_answer_and_resolves_with_minus_one() -> None:
+    cluster = ScriptedCluster({TopicPartition("a", 0): 1})
+    cluster.answers = [lambda r: None]
+    producer = await started(cluster, acks=0)
+    meta = await asyncio.wait_for(await producer.send("a", b"v"), 5)
+    assert meta.offset == -1
+    ((_, request, expect_response),) = cluster.requests
+    assert (request.acks, expect_response) == (0, False)
+    await producer.stop()
+
+
+async def test_in_flight_requests_per_broker_are_bounded_and_partitions_never_overlap() -> None:
+    cluster = ScriptedCluster({TopicPartition("a", p): 1 for p in range(9)})
+    cluster.release.clear()  # hold every answer
+    producer = await started(cluster, max_in_flight_requests_per_connection=2)
+    futures = []
+    for group in ((0, 1, 2), (3, 4, 5), (6, 7, 8), (0, 4, 8)):
+        futures += [await producer.send("a", b"%d" % p, partition=p) for p in group]
+        await asyncio.sleep(0.02)  # the sender takes what is there
+    assert cluster.in_flight == 2  # a third request waits for one of the two
+    assert [sorted(partitions_of(r)) for _, r, _ in cluster.requests] == [
+        [("a", 0), ("a", 1), ("a", 2)],
+        [("a", 3), ("a", 4), ("a", 5)],
+    ]
+    cluster.release.set()
+    await asyncio.wait_for(asyncio.gather(*futures), 5)
+    assert cluster.most_in_flight == 2
+    for _, request, _ in cluster.requests:  # at most one batch per partition per request
+        assert len(partitions_of(request)) == len(set(partitions_of(request)))
+    requests = [partitions_of(r) for _, r, _ in cluster.requests]
+    # partition 0's second record went out only after its first batch was answered
+    assert [i for i, ps in enumerate(requests) if ("a", 0) in ps] == [0, 2]
+    await producer.stop()
+
+
+async def test_stop_fails_what_can_never_be_sent_when_cancelled() -> None:
+    cluster = ScriptedCluster({TopicPartition("a", 0): 1})
+    cluster.release.clear()
+    producer = await started(cluster)
+    future = await producer.send("a", b"v")
+    stopping = asyncio.create_task(producer.stop())
+    await asyncio.sleep(0.05)
+    assert not stopping.done()  # stop() flushes: it waits for the answer
+    stopping.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await stopping
+    assert future.done()  # failed, not left hanging
+    assert future.exception() is not None
