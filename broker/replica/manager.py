@@ -106,6 +106,7 @@ class ReplicaManager:
         self.partitions: dict[TopicPartition, Partition] = {}
         self.fetchers: dict[int, ReplicaFetcher] = {}
         self._fetch_waiters: dict[TopicPartition, set[asyncio.Future[None]]] = {}
+        self.parked_fetches = 0
         self._flushing: set[Log] = set()
         self._isr_tasks: set[asyncio.Task[None]] = set()
         self.isr_shrinks = Counter("headwater_isr_shrinks_total", "ISR shrinks written.")
@@ -385,6 +386,7 @@ class ReplicaManager:
             waiter = loop.create_future()
             for tp in tps:
                 self._fetch_waiters.setdefault(tp, set()).add(waiter)
+            self.parked_fetches += 1
             try:
                 await asyncio.wait_for(waiter, remaining)
             except TimeoutError:
@@ -392,6 +394,7 @@ class ReplicaManager:
                 self.bytes_out.inc(size)
                 return response
             finally:
+                self.parked_fetches -= 1
                 for tp in tps:
                     waiters = self._fetch_waiters.get(tp)
                     if waiters is not None:
@@ -573,6 +576,7 @@ class ReplicaManager:
             (_PARTITIONS, {"role": "follower"}, len(self.partitions) - len(leaders)),
             (_UNDER_REPLICATED, {}, len(under)),
             (_UNDER_MIN_ISR, {}, len(below_min)),
+            (_PARKED_FETCHES, {}, self.parked_fetches),
         ]
         for tp, p in sorted(self.partitions.items()):
             labels = {"topic": tp.topic, "partition": str(tp.partition)}
@@ -628,6 +632,9 @@ _UNDER_REPLICATED = gauge(
 _UNDER_MIN_ISR = gauge(
     "headwater_under_min_isr_partitions",
     "Partitions led here with fewer in-sync replicas than min.insync.replicas.",
+)
+_PARKED_FETCHES = gauge(
+    "headwater_fetch_purgatory_size", "Fetches parked until data arrives or max wait ends."
 )
 _LOG_SIZE = gauge("headwater_log_size_bytes", "Bytes in a partition's log.")
 _LOG_END = gauge("headwater_log_end_offset", "A partition's log end offset.")

@@ -19,6 +19,7 @@ from client import Admin, NewTopic, Producer
 from protocol.errors import NotEnoughReplicasError
 from tests.faults.workload import check, produce, read_back
 from tests.integration.conftest import Cluster
+from tests.integration.test_replication import _metrics_port, _scrape
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -157,12 +158,15 @@ async def test_two_of_three_down_refuses_acks_all_until_they_return(
         cluster.brokers[b].kill()
     alone = cluster.brokers[leader].bootstrap
     await _until(lambda: _describe(alone, "events"), lambda d: d.partitions[0].isr == [leader])
-    async with Producer(
-        bootstrap_servers=alone, acks="all", delivery_timeout_ms=1_500, request_timeout_ms=1_000
-    ) as producer:
+    async with Producer(bootstrap_servers=alone, acks="all", retries=0) as producer:
         with pytest.raises(NotEnoughReplicasError):
             await producer.send_and_wait("events", b"refused", key=b"0")
     second = await produce(alone, "events", 2_000, acks=1)
+    async with Admin(bootstrap_servers=alone) as admin:  # their sessions expired: a restart
+        await _until(  # is a new registration, not a clash with the dead one's
+            admin.describe_cluster,
+            lambda c: not {b.node_id for b in c.brokers} & set(down),
+        )
     for b in down:
         cluster.start_broker(b)
     await _until(lambda: _describe(cluster.bootstrap, "events"), _full_isr)
@@ -196,7 +200,15 @@ def _segment_bytes(directory: Path, topic: str) -> bytes:
 async def test_kip101_a_returning_leader_truncates_its_unreplicated_tail(
     make_cluster: Callable[..., Cluster],
 ) -> None:
-    cluster = make_cluster(3, {**SETTINGS, "replica.lag.time.max.ms": "30000"})
+    cluster = make_cluster(
+        3,
+        {
+            **SETTINGS,
+            "replica.lag.time.max.ms": "30000",
+            "replica.fetch.wait.max.ms": "200",
+            "metrics.port": "0",
+        },
+    )
     await _topic(cluster, "events", partitions=1)
     bootstrap = cluster.bootstrap
     replicated = await produce(bootstrap, "events", 1_000)
@@ -206,6 +218,7 @@ async def test_kip101_a_returning_leader_truncates_its_unreplicated_tail(
     # the followers stop fetching; the leader takes acks=1 writes only it will ever have
     for b in followers:
         cluster.brokers[b].pause()
+    await _until_no_follower_fetch(_metrics_port(cluster, leader))
     async with Producer(bootstrap_servers=cluster.brokers[leader].bootstrap, acks=1) as producer:
         for i in range(50):
             await producer.send_and_wait("events", b"tail-%d" % i, key=b"tail")
@@ -224,9 +237,25 @@ async def test_kip101_a_returning_leader_truncates_its_unreplicated_tail(
     check(replicated, stored)
     check(diverging, stored)
     assert all(seq >= 0 for _, seq in stored[0])  # no "tail-" record survived anywhere
+    assert "fetcher.truncating" in cluster.brokers[leader].log_path.read_text()
     # the returning leader's log is byte for byte the new leader's
     new_leader = _leader_of(await _describe(cluster.bootstrap, "events"))
     await _until(lambda: _same_logs(cluster, [leader, new_leader]), lambda same: same, timeout_s=20)
+
+
+async def _until_no_follower_fetch(metrics_port: int) -> None:
+    """Until the leader holds no parked fetch and receives none across two scrapes more
+    than a fetch's max wait apart: a paused follower's last request has been answered,
+    so nothing written now can reach it."""
+    previous: tuple[float, float] | None = None
+    for _ in range(100):
+        metrics = await _scrape(metrics_port)
+        now = (metrics["headwater_fetch_purgatory_size"], metrics["headwater_fetch_requests_total"])
+        if now[0] == 0 and now == previous:
+            return
+        previous = now
+        await asyncio.sleep(0.3)  # the period observed, longer than replica.fetch.wait.max.ms
+    raise AssertionError("followers still fetching while paused")
 
 
 async def _same_logs(cluster: Cluster, brokers: list[int]) -> bool:

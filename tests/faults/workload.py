@@ -101,7 +101,7 @@ async def read_back(bootstrap: str, topic: str) -> dict[int, list[tuple[int, int
         await consumer.seek_to_beginning(*tps)
         ends = await consumer.end_offsets(tps)
         out: dict[int, list[tuple[int, int]]] = {p: [] for p in partitions}
-        while any(await consumer.position(tp) < ends[tp] for tp in tps):
+        while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
             batch = await consumer.getmany(timeout_ms=1000)
             for tp, records in batch.items():
                 out[tp.partition] += [(r.offset, _sequence(r.value)) for r in records]

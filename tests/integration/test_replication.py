@@ -174,6 +174,10 @@ async def test_min_insync_replicas_refuses_acks_all_but_not_acks_1(
     assert metrics["headwater_under_replicated_partitions"] == 1
     assert metrics["headwater_under_min_isr_partitions"] == 1
     assert metrics['headwater_partitions{role="leader"}'] == 1
+    await _until(  # their sessions expired: restarting is a new registration
+        lambda: _metadata(ports[leader]),
+        lambda m: not {b.node_id for b in m.brokers} & set(followers),
+    )
     for b in followers:
         cluster.start_broker(b)
     await _until(lambda: _partition(ports[leader], "guarded"), lambda p: len(p.isr_nodes) == 3)
