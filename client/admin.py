@@ -9,6 +9,7 @@ with a message naming the topic; when several are refused, the first one is rais
 
 from __future__ import annotations
 
+import asyncio
 from types import TracebackType
 from typing import Any
 
@@ -21,6 +22,7 @@ from client.types import (
     NewTopic,
     PartitionDescription,
     TopicDescription,
+    TopicPartition,
 )
 from protocol.apis import (
     ApiKey,
@@ -35,8 +37,15 @@ from protocol.apis import (
     DescribeConfigsRequest,
     DescribeConfigsResource,
     DescribeConfigsResponse,
+    ElectionType,
+    ElectLeadersRequest,
+    ElectLeadersResponse,
+    ElectLeadersTopicPartitions,
 )
 from protocol.errors import (
+    ApiError,
+    LeaderNotAvailableError,
+    NotControllerError,
     TopicAlreadyExistsError,
     UnknownTopicOrPartitionError,
     error_for_code,
@@ -201,6 +210,43 @@ class Admin:
         return out
 
     # --- inside --------------------------------------------------------------------------
+
+    async def elect_leaders(
+        self, partitions: list[TopicPartition] | None = None, timeout_ms: int = 60_000
+    ) -> dict[TopicPartition, ApiError | None]:
+        """Preferred leader election (Kafka's ``kafka-leader-election --election-type
+        preferred``): each partition's first replica leads again where it is alive and in
+        sync. None: every partition. Per partition, None if it now leads, else why not."""
+        by_topic: dict[str, list[int]] = {}
+        for tp in partitions or []:
+            by_topic.setdefault(tp.topic, []).append(tp.partition)
+        request = ElectLeadersRequest(
+            election_type=ElectionType.PREFERRED,
+            topic_partitions=None
+            if partitions is None
+            else [
+                ElectLeadersTopicPartitions(topic=t, partitions=ps) for t, ps in by_topic.items()
+            ],
+            timeout_ms=timeout_ms,
+        )
+        for attempt in range(5):  # the controller may move between metadata and request
+            metadata = await self._metadata([])
+            try:
+                response: ElectLeadersResponse = await self._cluster.send(
+                    metadata.controller_id, ApiKey.ELECT_LEADERS, request
+                )
+                break
+            except (NotControllerError, LeaderNotAvailableError):
+                if attempt == 4:
+                    raise
+                await asyncio.sleep(0.2 * (attempt + 1))
+        return {
+            TopicPartition(t.topic, r.partition_id): (
+                None if not r.error_code else error_for_code(r.error_code, r.error_message)
+            )
+            for t in response.replica_election_results
+            for r in t.partition_result
+        }
 
     async def _metadata(self, topics: list[str] | None) -> ClusterMetadata:
         self._check_running()

@@ -268,7 +268,8 @@ def _print_up(result: UpResult, directory: Path) -> None:
             f"--bootstrap-server,\nor `export {BOOTSTRAP_ENV}={state.bootstrap_servers}`):"
         )
         flag = f" --bootstrap-server {state.bootstrap_servers}"
-    click.echo(f"  {hw}{flag} topics create demo --partitions 3 --replication-factor 1")
+    rf = min(3, n)
+    click.echo(f"  {hw}{flag} topics create demo --partitions 3 --replication-factor {rf}")
     click.echo(f"  seq 1 10 | {hw}{flag} produce demo")
     click.echo(f"  {hw}{flag} consume demo --from-beginning --max-messages 10")
     down = _dir_flag(directory)
@@ -414,18 +415,80 @@ def topics_list(ctx: click.Context) -> None:
 
 @topics.command("describe")
 @click.argument("name", required=False)
+@click.option(
+    "--under-replicated",
+    "--under-replicated-partitions",
+    "under_replicated",
+    is_flag=True,
+    help="Only partitions whose ISR lacks a replica.",
+)
+@click.option(
+    "--unavailable",
+    "--unavailable-partitions",
+    "unavailable",
+    is_flag=True,
+    help="Only partitions without a live leader (offline).",
+)
 @bootstrap_option
 @click.pass_context
-def topics_describe(ctx: click.Context, name: str | None) -> None:
-    """One row per partition: topic, partition, leader, replicas, ISR (all topics without NAME)."""
+def topics_describe(
+    ctx: click.Context, name: str | None, under_replicated: bool, unavailable: bool
+) -> None:
+    """One row per partition: topic, partition, leader, replicas, ISR (all topics without NAME).
+
+    As Kafka's kafka-topics --describe, the filters keep only the partitions in trouble;
+    with both, a partition in either kind of trouble is shown.
+    """
     names = None if name is None else [name]
     described = _admin(ctx, lambda admin: admin.describe_topics(names))
+
+    def shown(p: Any) -> bool:
+        if not (under_replicated or unavailable):
+            return True
+        return (under_replicated and len(p.isr) < len(p.replicas)) or (unavailable and p.leader < 0)
+
     rows = [
         (t.name, p.partition, p.leader if p.leader >= 0 else "none", _ids(p.replicas), _ids(p.isr))
         for t in sorted(described, key=lambda t: t.name)
         for p in sorted(t.partitions, key=lambda p: p.partition)
+        if shown(p)
     ]
     print_table(["topic", "partition", "leader", "replicas", "isr"], rows)
+
+
+@topics.command("elect-leaders")
+@click.argument("name", required=False)
+@click.option("--partition", type=click.IntRange(0), default=None, help="Only this partition.")
+@bootstrap_option
+@click.pass_context
+def topics_elect_leaders(ctx: click.Context, name: str | None, partition: int | None) -> None:
+    """Move leadership back to each partition's preferred (first) replica, where it is alive
+    and in sync (Kafka's kafka-leader-election --election-type preferred). All topics
+    without NAME."""
+    if partition is not None and name is None:
+        raise click.UsageError("--partition needs a topic NAME")
+    from client import TopicPartition  # noqa: PLC0415  (see _admin)
+
+    async def elect(admin: Any) -> Any:
+        if name is None:
+            return await admin.elect_leaders(None)
+        (topic,) = await admin.describe_topics([name])
+        indexes = [p.partition for p in topic.partitions]
+        if partition is not None:
+            if partition not in indexes:
+                raise CliError(
+                    f"topic {name!r} has no partition {partition} (it has {len(indexes)})"
+                )
+            indexes = [partition]
+        return await admin.elect_leaders([TopicPartition(name, i) for i in indexes])
+
+    outcome = _admin(ctx, elect)
+    failed = {tp: error for tp, error in outcome.items() if error is not None}
+    for tp, error in sorted(failed.items()):
+        click.echo(f"{tp.topic}-{tp.partition}: not moved: {error.message}", err=True)
+    click.echo(
+        f"{len(outcome) - len(failed)} of {len(outcome)} partitions led by their preferred replica."
+    )
 
 
 @topics.command("delete")

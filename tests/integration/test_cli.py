@@ -9,8 +9,10 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -211,3 +213,40 @@ def test_a_user_session(run: Headwater) -> None:
     for entry in _processes(state):
         assert not _ours(entry)
     assert "stopped" in run("cluster", "status", rc=1).stderr
+
+
+def _rows(output: str) -> list[list[str]]:
+    """The data rows of a plain (tab-separated, header first) table."""
+    return [line.split("\t") for line in output.splitlines()[1:] if line]
+
+
+def _until(probe: Callable[[], Any], check: Callable[[Any], bool], timeout_s: float = 30) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = probe()
+        if check(value):
+            return value
+        assert time.monotonic() < deadline, f"never reached; last: {value}"
+        time.sleep(0.2)  # a synchronous test polling a subprocess: no event loop to block
+
+
+def test_replicated_topics_under_replication_and_preferred_leaders(run: Headwater) -> None:
+    run("cluster", "up")
+    run("topics", "create", "orders", "--partitions", "3", "--replication-factor", "3")
+    describe = lambda *flags: _rows(run("topics", "describe", "orders", *flags).stdout)  # noqa: E731
+    _until(describe, lambda rows: all(r[4].count(",") == 2 for r in rows))
+    assert describe("--under-replicated") == []
+    state = load_state(run.folder / ".headwater")
+    assert state is not None
+    victim = state.brokers[0]
+    assert victim.pid is not None and _ours(victim)
+    os.kill(victim.pid, signal.SIGKILL)
+    under = _until(lambda: describe("--under-replicated"), lambda rows: len(rows) == 3)
+    assert all(str(victim.broker_id) not in r[4].split(",") for r in under)
+    assert describe("--unavailable") == []  # two replicas left in sync: all still led
+    run("cluster", "up")  # completes the cluster: the killed broker comes back
+    _until(lambda: describe("--under-replicated"), lambda rows: rows == [], timeout_s=60)
+    elected = run("topics", "elect-leaders", "orders").stdout
+    assert "3 of 3 partitions led by their preferred replica" in elected
+    rows = describe()
+    assert all(r[2] == r[3].split(",")[0] for r in rows)  # leader == first replica
