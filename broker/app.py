@@ -72,6 +72,7 @@ from protocol.framing import RequestHeader
 __all__ = ["Broker"]
 
 _ZK_STOP_STEP_S = 5.0
+_FIRST_METADATA_WAIT_S = 5.0
 _LISTENER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*://(?P<host>[^:/]*):(?P<port>\d+)$")
 _FLUSH_CHECK_S = 1.0
 
@@ -442,6 +443,10 @@ class Broker:
     async def _metadata(self, header: RequestHeader, request: MetadataRequest) -> Any:
         assert self._admin is not None
         cache = self.metadata
+        if cache.controller_epoch < 0:
+            # just started: what the cluster looks like arrives from the controller in a
+            # moment; answering before would call every topic unknown
+            await cache.wait_for(lambda: cache.controller_epoch >= 0, _FIRST_METADATA_WAIT_S)
         names = sorted(cache.topics) if request.topics is None else request.topics
         topics = []
         for name in names:

@@ -66,6 +66,7 @@ from protocol.errors import (
     NotEnoughReplicasAfterAppendError,
     NotEnoughReplicasError,
     NotLeaderOrFollowerError,
+    OffsetNotAvailableError,
     RequestTimedOutError,
     StaleControllerEpochError,
     UnknownLeaderEpochError,
@@ -521,6 +522,11 @@ class ReplicaManager:
                 try:
                     partition = self._leader_partition(topic.name, p.partition_index)
                     _check_epoch(partition, p.current_leader_epoch)
+                    if not follower and not partition.high_watermark_known:
+                        raise OffsetNotAvailableError(
+                            f"{partition.name} has a new leader whose high watermark has not "
+                            "caught up yet; retry shortly"
+                        )
                     if p.timestamp == LATEST_TIMESTAMP:
                         end = partition.log.log_end_offset if follower else partition.high_watermark
                         found: tuple[int, int] | None = (-1, end)

@@ -58,6 +58,8 @@ class Partition:
     high_watermark: int = 0
     followers: dict[int, FollowerState] = field(default_factory=dict)
     isr_write_pending: bool = False
+    epoch_start_offset: int = 0
+    """The log end offset when this broker became leader in the current epoch."""
     _waiters: list[_Waiter] = field(default_factory=list)
 
     @property
@@ -71,7 +73,12 @@ class Partition:
     # --- role changes -------------------------------------------------------------------
 
     def become_leader(self, now_ms: int) -> None:
-        """Start tracking followers; the ISR members count as caught up as of now."""
+        """Start tracking followers; the ISR members count as caught up as of now.
+
+        The high watermark a new leader inherits may be behind its predecessor's; until it
+        reaches :attr:`epoch_start_offset` it is not known, and offsets are not handed out
+        by it (Kafka's KIP-207: OFFSET_NOT_AVAILABLE, retriable)."""
+        self.epoch_start_offset = self.log.log_end_offset
         self.followers = {
             r: FollowerState(last_caught_up_ms=now_ms if r in self.isr else 0)
             for r in self.replicas
@@ -131,7 +138,7 @@ class Partition:
     def ready_to_join(self) -> list[int]:
         """Followers outside the ISR that have reached the high watermark (and this leader
         epoch's first offset, so they hold nothing of an older, diverging history)."""
-        epoch_start = self._epoch_start_offset()
+        epoch_start = self.epoch_start_offset
         return [
             r
             for r, state in self.followers.items()
@@ -140,11 +147,9 @@ class Partition:
             and state.log_end_offset >= epoch_start
         ]
 
-    def _epoch_start_offset(self) -> int:
-        for entry in self.log.epochs.entries:
-            if entry.epoch == self.leader_epoch:
-                return entry.start_offset
-        return self.log.log_end_offset  # nothing written in this epoch yet
+    @property
+    def high_watermark_known(self) -> bool:
+        return self.high_watermark >= self.epoch_start_offset
 
     # --- acks=all -----------------------------------------------------------------------
 

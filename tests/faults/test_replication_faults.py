@@ -261,3 +261,32 @@ async def _until_no_follower_fetch(metrics_port: int) -> None:
 async def _same_logs(cluster: Cluster, brokers: list[int]) -> bool:
     contents = {_segment_bytes(cluster.brokers[b].directory, "events") for b in brokers}
     return len(contents) == 1
+
+
+async def test_leader_paused_past_its_session_is_fenced_and_rejoins(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    cluster = make_cluster(3, {**SETTINGS, "zookeeper.session.timeout.ms": "2000"})
+    await _topic(cluster, "events", partitions=1)
+    bootstrap = cluster.bootstrap
+    leader = _leader_of(await _describe(bootstrap, "events"))
+    others = ",".join(b.bootstrap for i, b in cluster.brokers.items() if i != leader)
+
+    async def expire_leaders_session() -> None:
+        cluster.brokers[leader].pause()  # silent past its session: ZooKeeper expires it
+        try:
+            await _until(
+                lambda: _describe(others, "events"),
+                lambda d: d.partitions[0].leader not in (-1, leader),
+            )
+        finally:
+            cluster.brokers[leader].resume()
+        # it learns its session is gone, stops leading, re-registers, and catches up
+        await _until(lambda: _describe(others, "events"), _full_isr)
+
+    outcome = await produce(
+        bootstrap, "events", RECORDS, fault=expire_leaders_session, fault_after=3_000
+    )
+    log = cluster.brokers[leader].log_path.read_text()
+    assert "replica.leaders_fenced" in log  # it stopped acting as leader on its own
+    check(outcome, await read_back(cluster.bootstrap, "events"))

@@ -11,14 +11,18 @@ from typing import Any
 import pytest
 
 from protocol.apis import (
+    LATEST_TIMESTAMP,
     ApiKey,
     CreatableTopic,
     CreatableTopicConfig,
     CreateTopicsRequest,
     ElectLeadersRequest,
+    ListOffsetsPartition,
+    ListOffsetsRequest,
+    ListOffsetsTopic,
     MetadataResponse,
 )
-from protocol.errors import NotControllerError, NotEnoughReplicasError
+from protocol.errors import NotControllerError, NotEnoughReplicasError, OffsetNotAvailableError
 from tests.integration.conftest import Cluster
 from tests.integration.test_topics import (
     _fetch,
@@ -106,6 +110,13 @@ async def test_acks_all_is_replicated_and_survives_leader_kill(
     )
     assert leader not in moved.isr_nodes
     new_port = ports[moved.leader_id]
+    # KIP-207: the new leader never answers a lower end offset than what was acknowledged;
+    # until its high watermark is known it says OFFSET_NOT_AVAILABLE (retriable)
+    latest = await _until(
+        lambda: _latest_offset(new_port, "replicated"),
+        lambda r: r.error_code != OffsetNotAvailableError.code,
+    )
+    assert (latest.error_code, latest.offset) == (0, 20)
     after = await _until(
         lambda: _fetch(new_port, "replicated", 0, 0),
         lambda f: f.error_code == 0 and f.high_watermark >= 20,
@@ -120,6 +131,18 @@ async def test_acks_all_is_replicated_and_survives_leader_kill(
         lambda: _partition(survivor, "replicated"), lambda p: sorted(p.isr_nodes) == [1, 2, 3]
     )
     assert back.leader_id == moved.leader_id
+
+
+async def _latest_offset(port: int, topic: str) -> Any:
+    request = ListOffsetsRequest(
+        topics=[
+            ListOffsetsTopic(
+                name=topic,
+                partitions=[ListOffsetsPartition(partition_index=0, timestamp=LATEST_TIMESTAMP)],
+            )
+        ]
+    )
+    return (await _request(port, ApiKey.LIST_OFFSETS, request)).topics[0].partitions[0]
 
 
 async def _const(value: int) -> int:
@@ -238,3 +261,54 @@ async def test_controlled_shutdown_then_preferred_leaders_return(
         await _request(
             cluster.brokers[not_controller].port, ApiKey.ELECT_LEADERS, ElectLeadersRequest()
         )
+
+
+async def test_offline_partitions_are_reported_and_leaders_rebalance_by_themselves(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    cluster = make_cluster(
+        3, {**FAST_ISR, "metrics.port": "0", "leader.imbalance.check.interval.seconds": "1"}
+    )
+    ports = await _ready_cluster(cluster)
+    await _create_replicated(ports[1], "rolling", 3)
+    single = CreateTopicsRequest(
+        topics=[CreatableTopic(name="single", num_partitions=3, replication_factor=1)]
+    )
+    assert (await _request(ports[1], ApiKey.CREATE_TOPICS, single)).topics[0].error_code == 0
+    meta = await _until(
+        lambda: _metadata(ports[1], ["rolling"]),
+        lambda m: (
+            bool(m.topics[0].partitions)
+            and all(len(p.isr_nodes) == 3 for p in m.topics[0].partitions)
+        ),
+    )
+    preferred = {p.partition_index: p.replica_nodes[0] for p in meta.topics[0].partitions}
+    victim = 2
+    cluster.brokers[victim].kill()
+    survivor = ports[1]
+    after = await _until(
+        lambda: _metadata(survivor),
+        lambda m: victim not in {b.node_id for b in m.brokers} and m.controller_id > 0,
+    )
+    offline = await _metadata(survivor, ["single"])
+    assert [p.leader_id for p in offline.topics[0].partitions].count(-1) == 1
+    controller_metrics = await _until(
+        lambda: _scrape(_metrics_port(cluster, after.controller_id)),
+        lambda m: m["headwater_offline_partitions"] == 1,
+    )
+    assert controller_metrics["headwater_active_controller"] == 1
+
+    cluster.start_broker(victim)
+    # back in sync, and leadership returns to each first replica with nobody asking
+    back = await _until(
+        lambda: _metadata(survivor, ["rolling"]),
+        lambda m: (
+            all(len(p.isr_nodes) == 3 for p in m.topics[0].partitions)
+            and {p.partition_index: p.leader_id for p in m.topics[0].partitions} == preferred
+        ),
+    )
+    assert any(p.leader_id == victim for p in back.topics[0].partitions)
+    await _until(
+        lambda: _scrape(_metrics_port(cluster, after.controller_id)),
+        lambda m: m["headwater_offline_partitions"] == 0,
+    )
