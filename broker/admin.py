@@ -25,6 +25,7 @@ from broker.zk import (
     NoNode,
     TopicAssignment,
     ZkBridge,
+    ZkError,
     paths,
     topic_config_from_json,
     topic_config_json,
@@ -264,8 +265,19 @@ class TopicAdmin:
     # --- configs ------------------------------------------------------------------------
 
     async def topic_config(self, topic: str) -> LogConfig:
-        """The broker's defaults with the topic's overrides (for its logs)."""
-        return self._config.log_config().with_properties(await self._overrides(topic))
+        """The broker's defaults with the topic's overrides (for its logs).
+
+        A partition must be hosted even when its overrides cannot be read (ZooKeeper
+        unreachable, a hand-edited znode): after a few tries, the defaults, loudly."""
+        defaults = self._config.log_config()
+        for attempt in range(3):
+            try:
+                return defaults.with_properties(await self._overrides(topic))
+            except (ZkError, ValueError) as exc:
+                error = exc
+                await asyncio.sleep(0.2 * (attempt + 1))
+        self._log.warning("topic.config_unreadable", topic=topic, error=str(error))
+        return defaults
 
     async def _overrides(self, topic: str) -> dict[str, str]:
         try:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
@@ -60,6 +60,7 @@ from protocol.apis import (
     UpdateMetadataResponse,
 )
 from protocol.errors import (
+    ApiError,
     InvalidRequestError,
     LeaderNotAvailableError,
     NotControllerError,
@@ -111,6 +112,7 @@ class Broker:
         self._controller_epoch = -1  # the newest seen: older controllers are fenced
         self._housekeeping: asyncio.Task[None] | None = None
         self._metrics: MetricsServer | None = None
+        self._rebalancing: asyncio.Task[None] | None = None
         self.metrics_port = -1
         self._stopping = False
         self._log = structlog.get_logger("headwater.broker").bind(broker_id=self.broker_id)
@@ -299,6 +301,10 @@ class Broker:
                     peer.close()
             if not remaining:
                 self._log.info("broker.controlled_shutdown_done", attempts=attempt + 1)
+                if self._replicas is not None:
+                    # the controller moved every leadership away; clients with old metadata
+                    # must hear NOT_LEADER now, not have writes taken that will be cut
+                    self._replicas.fence_leaders("this broker is shutting down")
                 return
             self._log.info(
                 "broker.controlled_shutdown_retry", attempt=attempt + 1, remaining=remaining[:5]
@@ -387,25 +393,51 @@ class Broker:
         tick_s = min(_FLUSH_CHECK_S, *intervals.values())
         while True:
             await asyncio.sleep(tick_s)
-            replicas.flush_due_logs()
+            self._guarded("flush", replicas.flush_due_logs)
             now = loop.time()
             for name, every in intervals.items():
                 if now < due[name]:
                     continue
                 due[name] = now + every
                 if name == "isr":
-                    replicas.shrink_isrs()
+                    self._guarded("isr", replicas.shrink_isrs)
                 elif name == "rebalance":
-                    if self._controller is not None and cfg["auto.leader.rebalance.enable"]:
-                        await self._controller.rebalance_leaders()
+                    idle = self._rebalancing is None or self._rebalancing.done()
+                    if cfg["auto.leader.rebalance.enable"] and self._controller and idle:
+                        # its own task: it waits for the controller's queue
+                        self._rebalancing = loop.create_task(self._rebalance())
                 elif name == "hw":
                     hws = replicas.high_watermarks()
-                    await asyncio.to_thread(logs.checkpoint_high_watermarks, hws)
+                    try:
+                        await asyncio.to_thread(logs.checkpoint_high_watermarks, hws)
+                    except OSError as exc:
+                        self._log.warning("broker.hw_checkpoint_failed", error=str(exc))
                 else:
-                    for _, log in logs:
-                        if not log.offline:
-                            log.apply_retention()
-                            log.delete_pending()
+                    self._guarded("retention", self._apply_retention)
+
+    def _guarded(self, what: str, step: Callable[[], None]) -> None:
+        """One periodic step; its failure is logged and the others go on."""
+        try:
+            step()
+        except Exception:
+            self._log.exception("broker.housekeeping_failed", step=what)
+
+    def _apply_retention(self) -> None:
+        assert self._logs is not None
+        for _, log in self._logs:
+            if not log.offline:
+                try:
+                    log.apply_retention()
+                    log.delete_pending()
+                except (OSError, ApiError) as exc:
+                    self._log.warning("log.retention_failed", log=log.name, error=str(exc))
+
+    async def _rebalance(self) -> None:
+        assert self._controller is not None
+        try:
+            await self._controller.rebalance_leaders()
+        except Exception:
+            self._log.exception("broker.housekeeping_failed", step="rebalance")
 
     # --- requests from the controller ---------------------------------------------------
 

@@ -107,6 +107,7 @@ class Controller:
         self.states: dict[TP, _State] = {}
         self.deleting: set[str] = set()
         self.shutting_down: set[int] = set()
+        self._excluded: set[int] = set()  # restarted brokers, while handled as failed
         self._channels: dict[int, BrokerChannel] = {}
         self._events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue(maxsize=_QUEUE_LIMIT)
         self._pending: set[tuple[str, Any]] = set()  # queued events, to coalesce repeats
@@ -181,7 +182,12 @@ class Controller:
                 try:
                     await handlers[kind](arg)
                     break
-                except ZkError as exc:  # ZooKeeper trouble: the same event again, later
+                except (NoNode, NodeExists, VersionConflict, CorruptZnode):
+                    # an answer, not an outage: retrying would repeat it forever and stall
+                    # every later event; a fresh read by the next event repairs what it can
+                    self._log.exception("controller.event_failed", controller_event=kind)
+                    break
+                except ZkError as exc:  # ZooKeeper unreachable: the same event again, later
                     self._log.warning(
                         "controller.event_retry", controller_event=kind, error=str(exc)
                     )
@@ -264,8 +270,22 @@ class Controller:
         self.shutting_down -= dead | born
         if not dead and not born:
             return
-        self._log.info("controller.brokers_changed", dead=sorted(dead), born=sorted(born))
-        changed = await self._elect(self._all_partitions())
+        self._log.info(
+            "controller.brokers_changed",
+            dead=sorted(dead),
+            born=sorted(born),
+            bounced=sorted(bounced),
+        )
+        changed: set[TP] = set()
+        if bounced:
+            # a restart between two reads is a failure then a start (Kafka's KAFKA-1120): it
+            # may have lost an unflushed tail, so it must not keep leading in the same epoch
+            self._excluded = bounced
+            try:
+                changed = await self._elect(self._all_partitions())
+            finally:
+                self._excluded = set()
+        changed |= await self._elect(self._all_partitions())
         changed |= await self._initialize(self._all_partitions())
         for broker_id in self.brokers:
             tps = self._partitions_of(broker_id)
@@ -355,7 +375,9 @@ class Controller:
     async def _leader_for(self, tp: TP, current: PartitionState) -> PartitionState | None:
         """The state ``tp`` should move to (new leader, or dead followers out of the ISR),
         or None if it is fine."""
-        usable = {b for b in self.brokers if b not in self.shutting_down}
+        usable = {
+            b for b in self.brokers if b not in self.shutting_down and b not in self._excluded
+        }
         live_isr = [r for r in current.isr if r in usable]
         if current.leader in usable:
             if live_isr == current.isr:
@@ -400,7 +422,12 @@ class Controller:
             data, _ = await self._zk.get(paths.topic_config(topic))
         except NoNode:
             return self._unclean_default
-        value = topic_config_from_json(topic, data).get("unclean.leader.election.enable")
+        try:
+            config = topic_config_from_json(topic, data)
+        except CorruptZnode as exc:
+            self._log.warning("controller.topic_config_unreadable", topic=topic, error=str(exc))
+            return self._unclean_default
+        value = config.get("unclean.leader.election.enable")
         return self._unclean_default if value is None else value.strip().lower() == "true"
 
     async def _write_state(self, tp: TP, state: PartitionState) -> None:

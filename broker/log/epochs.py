@@ -110,11 +110,12 @@ class LeaderEpochCache:
     def flush(self) -> None:
         """Make the last write durable (called from the log's flush, in a worker thread)."""
         if self._dirty and self.path.exists():
-            fd = os.open(self.path, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            for target in (self.path, self.path.parent):  # the file, then its rename
+                fd = os.open(target, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
             self._dirty = False
 
     def _write(self) -> None:

@@ -98,6 +98,9 @@ class ReplicaFetcher:
     def partitions(self) -> set[TopicPartition]:
         return set(self._followed)
 
+    def followed(self) -> list[Partition]:
+        return [f.partition for f in self._followed.values()]
+
     def add(self, partition: Partition) -> None:
         """Follow ``partition`` (again, after a leader change: it truncates first)."""
         tp = TopicPartition(partition.topic, partition.index)
@@ -132,12 +135,16 @@ class ReplicaFetcher:
             except PeerError as exc:
                 self._log.info("fetcher.leader_unreachable", error=str(exc))
                 await asyncio.sleep(_BACKOFF_S)
+            except Exception:  # a storage error or a bug: logged, and replication goes on
+                self._log.exception("fetcher.failed")
+                await asyncio.sleep(_BACKOFF_S)
 
     # --- truncation by leader epoch -----------------------------------------------------
 
     async def _truncate(self, pending: list[_Followed]) -> None:
         by_topic: dict[str, list[OffsetForLeaderPartition]] = {}
         asked: dict[TopicPartition, int] = {}
+        errored = False
         for f in pending:
             p = f.partition
             epoch = p.log.epochs.latest_epoch
@@ -159,7 +166,9 @@ class ReplicaFetcher:
                 tp = TopicPartition(topic.topic, answer.partition)
                 followed = self._followed.get(tp)
                 if followed is None or tp not in asked or followed.truncated:
-                    continue  # removed or re-added while we waited
+                    continue  # removed while we waited
+                if followed not in pending or not self._still_following(followed):
+                    continue  # re-added (or made leader) while we waited: asked again later
                 if answer.error_code:
                     self._log.info(
                         "fetcher.truncation_refused",
@@ -167,10 +176,12 @@ class ReplicaFetcher:
                         partition=tp.partition,
                         error=error_for_code(answer.error_code).name,
                     )
-                    await asyncio.sleep(_BACKOFF_S)  # the leader may not know its role yet
-                    continue
+                    errored = True
+                    continue  # the leader may not know its role yet: asked again next round
                 if self._apply_truncation(followed, asked[tp], answer):
                     followed.truncated = True
+        if errored:
+            await asyncio.sleep(_BACKOFF_S)
 
     def _apply_truncation(self, followed: _Followed, asked: int, answer: EpochEndOffset) -> bool:
         """Cut the log where it parts from the leader's; True when it is settled."""
@@ -184,12 +195,25 @@ class ReplicaFetcher:
             # the leader never wrote in our latest epoch: cut to where *our* copy of the
             # leader's epoch ends, and ask again about the epoch before (KIP-279)
             ours_epoch, ours_end = log.end_offset_for_epoch(answer.leader_epoch)
+            if ours_epoch == UNDEFINED:  # nothing of ours is that old: as Kafka, min of ends
+                self._truncate_to(followed.partition, min(answer.end_offset, log.log_end_offset))
+                return True
             target = min(ours_end, answer.end_offset, log.log_end_offset)
-            if ours_epoch not in (answer.leader_epoch, UNDEFINED):
+            if ours_epoch != answer.leader_epoch:
                 self._truncate_to(followed.partition, target)
                 return False
         self._truncate_to(followed.partition, target)
         return True
+
+    def _still_following(self, followed: _Followed) -> bool:
+        """After an await: is this still the follower state we acted for?"""
+        p = followed.partition
+        tp = TopicPartition(p.topic, p.index)
+        return (
+            self._followed.get(tp) is followed
+            and not p.is_leader
+            and p.leader_epoch == followed.leader_epoch
+        )
 
     def _truncate_to(self, partition: Partition, offset: int) -> None:
         if offset < partition.log.log_end_offset:
@@ -230,8 +254,12 @@ class ReplicaFetcher:
         for topic in response.topics:
             for data in topic.partitions:
                 followed = self._followed.get(TopicPartition(topic.topic, data.partition_index))
-                if followed is None or not followed.truncated:
-                    continue  # removed or re-added (truncates first) while we waited
+                if (
+                    followed is None
+                    or not followed.truncated
+                    or not self._still_following(followed)
+                ):
+                    continue  # removed, re-added (truncates first) or promoted while we waited
                 try:
                     await self._handle(followed, data)
                 except ApiError as exc:
@@ -249,7 +277,7 @@ class ReplicaFetcher:
     async def _handle(self, followed: _Followed, data: FetchPartitionData) -> None:
         partition = followed.partition
         if data.error_code == OffsetOutOfRangeError.code:
-            await self._out_of_range(partition)
+            await self._out_of_range(followed)
             return
         raise_for_code(data.error_code)
         if isinstance(data.records, memoryview) and len(data.records):
@@ -278,8 +306,9 @@ class ReplicaFetcher:
         end = headers[-1].end
         log.append_as_follower(records[start:end])
 
-    async def _out_of_range(self, partition: Partition) -> None:
+    async def _out_of_range(self, followed: _Followed) -> None:
         """Our log end is outside the leader's log: follow its end or its start."""
+        partition = followed.partition
         ends = {}
         for ts in (EARLIEST_TIMESTAMP, LATEST_TIMESTAMP):
             request = ListOffsetsRequest(
@@ -297,6 +326,8 @@ class ReplicaFetcher:
             answer = response.topics[0].partitions[0]
             raise_for_code(answer.error_code)
             ends[ts] = answer.offset
+        if not self._still_following(followed):
+            return  # our role changed while we asked: the new role decides
         log = partition.log
         if log.log_end_offset > ends[LATEST_TIMESTAMP]:
             self._truncate_to(partition, ends[LATEST_TIMESTAMP])

@@ -108,6 +108,7 @@ class ReplicaManager:
         self.fetchers: dict[int, ReplicaFetcher] = {}
         self._fetch_waiters: dict[TopicPartition, set[asyncio.Future[None]]] = {}
         self.parked_fetches = 0
+        self._creating: dict[TopicPartition, asyncio.Future[Partition]] = {}
         self._flushing: set[Log] = set()
         self._isr_tasks: set[asyncio.Task[None]] = set()
         self.isr_shrinks = Counter("headwater_isr_shrinks_total", "ISR shrinks written.")
@@ -174,6 +175,15 @@ class ReplicaManager:
         return errors
 
     async def _create(self, tp: TopicPartition) -> Partition:
+        """The partition, its log opened once even if two LeaderAndIsr race to create it."""
+        creating = self._creating.get(tp)
+        if creating is None:
+            creating = asyncio.ensure_future(self._open(tp))
+            self._creating[tp] = creating
+            creating.add_done_callback(lambda _: self._creating.pop(tp, None))
+        return await asyncio.shield(creating)
+
+    async def _open(self, tp: TopicPartition) -> Partition:
         config = await self._load_config(tp.topic)
         log = await asyncio.to_thread(self.logs.get_or_create_log, tp.topic, tp.partition, config)
         log.config = config
@@ -211,21 +221,23 @@ class ReplicaManager:
 
     def _fetcher_for(self, leader: LeaderAndIsrLiveLeader) -> ReplicaFetcher:
         fetcher = self.fetchers.get(leader.broker_id)
-        if fetcher is not None and (fetcher.host, fetcher.port) != (leader.host_name, leader.port):
-            # the leader restarted elsewhere: its partitions move to a new fetcher
+        if fetcher is not None and (fetcher.host, fetcher.port) == (leader.host_name, leader.port):
+            return fetcher
+        new = ReplicaFetcher(
+            self.broker_id,
+            leader.broker_id,
+            leader.host_name,
+            leader.port,
+            max_wait_ms=self._fetch_wait_max_ms,
+            max_bytes=self._fetch_max_bytes,
+        )
+        self.fetchers[leader.broker_id] = new
+        if fetcher is not None:
+            # the leader restarted elsewhere: what we followed there follows it here
+            for partition in fetcher.followed():
+                new.add(partition)
             asyncio.get_running_loop().create_task(fetcher.close())
-            fetcher = None
-        if fetcher is None:
-            fetcher = ReplicaFetcher(
-                self.broker_id,
-                leader.broker_id,
-                leader.host_name,
-                leader.port,
-                max_wait_ms=self._fetch_wait_max_ms,
-                max_bytes=self._fetch_max_bytes,
-            )
-            self.fetchers[leader.broker_id] = fetcher
-        return fetcher
+        return new
 
     def _unfollow(self, tp: TopicPartition) -> None:
         for fetcher in self.fetchers.values():
@@ -240,6 +252,7 @@ class ReplicaManager:
             self._unfollow(tp)
             gone = self.partitions.pop(tp, None)
             if gone is not None:
+                self.logs.high_watermarks[tp] = gone.high_watermark  # still checkpointed
                 gone.fail_waiters(NotLeaderOrFollowerError(f"{gone.name} was stopped here"))
             self._wake(tp)
         if delete:
@@ -478,6 +491,9 @@ class ReplicaManager:
             if not partition.is_leader:
                 continue
             late = partition.out_of_sync(now, self.replica_lag_time_max_ms)
+            if partition.joining and not late:
+                # an earlier write's outcome is unknown: writing the ISR again settles it
+                self._change_isr(partition, list(partition.isr))
             if late:
                 self._log.info(
                     "partition.followers_lagging",
@@ -492,20 +508,28 @@ class ReplicaManager:
         if self._isr is None or partition.isr_write_pending:
             return  # the next fetch or shrink check tries again
         partition.isr_write_pending = True
+        grew = len(isr) > len(partition.isr)
+        # joiners count for the high watermark from now on: the write may land unseen
+        partition.joining |= set(isr) - set(partition.isr)
         updater = self._isr
+        epoch = partition.leader_epoch
 
         async def write() -> None:
+            settled = False
             try:
-                grew = len(isr) > len(partition.isr)
+                settled = True
                 if await updater.write(partition, isr):
                     (self.isr_expands if grew else self.isr_shrinks).inc()
-                    tp = TopicPartition(partition.topic, partition.index)
-                    if partition.maybe_advance_high_watermark():  # a smaller ISR may allow it
-                        self._wake(tp)
-            except Exception as exc:  # ZooKeeper trouble: retried by the next check
+            except Exception as exc:  # an ambiguous outcome: keep counting the joiners
+                settled = False
                 self._log.warning("partition.isr_write_failed", error=repr(exc))
             finally:
                 partition.isr_write_pending = False
+                if settled and partition.leader_epoch == epoch:
+                    # ZooKeeper's ISR is known again (written, or re-read on a conflict)
+                    partition.joining.clear()
+                    if partition.maybe_advance_high_watermark():  # a smaller ISR may allow it
+                        self._wake(TopicPartition(partition.topic, partition.index))
 
         task = asyncio.get_running_loop().create_task(write())
         self._isr_tasks.add(task)
@@ -603,7 +627,9 @@ class ReplicaManager:
         return samples
 
     def high_watermarks(self) -> dict[TopicPartition, int]:
-        return {tp: p.high_watermark for tp, p in self.partitions.items()}
+        """Of every log here: hosted ones as they are, others as last known."""
+        known = {tp: hw for tp, hw in self.logs.high_watermarks.items() if tp in self.logs.logs}
+        return {**known, **{tp: p.high_watermark for tp, p in self.partitions.items()}}
 
     # --- helpers ------------------------------------------------------------------------
 

@@ -58,6 +58,9 @@ class Partition:
     high_watermark: int = 0
     followers: dict[int, FollowerState] = field(default_factory=dict)
     isr_write_pending: bool = False
+    joining: set[int] = field(default_factory=set)
+    """Followers an ISR write in flight adds: counted for the high watermark already (the
+    "maximal ISR", KIP-497), since the write may land before we hear it did."""
     epoch_start_offset: int = 0
     """The log end offset when this broker became leader in the current epoch."""
     _waiters: list[_Waiter] = field(default_factory=list)
@@ -79,6 +82,7 @@ class Partition:
         reaches :attr:`epoch_start_offset` it is not known, and offsets are not handed out
         by it (Kafka's KIP-207: OFFSET_NOT_AVAILABLE, retriable)."""
         self.epoch_start_offset = self.log.log_end_offset
+        self.joining = set()
         self.followers = {
             r: FollowerState(last_caught_up_ms=now_ms if r in self.isr else 0)
             for r in self.replicas
@@ -91,6 +95,7 @@ class Partition:
 
     def become_follower(self) -> None:
         self.followers = {}
+        self.joining = set()
         self.high_watermark = min(self.high_watermark, self.log.log_end_offset)
         self.fail_waiters(None)
 
@@ -102,7 +107,9 @@ class Partition:
         if state is None:
             return  # not a replica of this partition (the fetch is refused elsewhere)
         leader_end = self.log.log_end_offset
-        if fetch_offset >= leader_end:
+        if fetch_offset > leader_end:
+            return  # beyond our log (it will be told OFFSET_OUT_OF_RANGE): not progress
+        if fetch_offset == leader_end:
             state.last_caught_up_ms = now_ms
         elif fetch_offset >= state.leader_end_at_last_fetch >= 0:
             state.last_caught_up_ms = max(state.last_caught_up_ms, state.last_fetch_ms)
@@ -115,7 +122,7 @@ class Partition:
         if not self.is_leader:
             return False
         ends = [self.log.log_end_offset]
-        for r in self.isr:
+        for r in set(self.isr) | self.joining:
             if r != self.local_broker_id:
                 state = self.followers.get(r)
                 ends.append(state.log_end_offset if state is not None else -1)
@@ -159,7 +166,12 @@ class Partition:
             future.set_result(None)
         else:
             self._waiters.append(_Waiter(required_offset, future))
+            future.add_done_callback(self._forget_waiter)  # timed out ones do not pile up
         return future
+
+    def _forget_waiter(self, future: asyncio.Future[None]) -> None:
+        if future.cancelled():
+            self._waiters = [w for w in self._waiters if w.future is not future]
 
     def _complete_waiters(self) -> None:
         if not self._waiters:
