@@ -202,6 +202,14 @@ class TopicAdmin:
             detail = " and is being deleted; try again shortly" if marked else ""
             raise TopicAlreadyExistsError(f"topic {topic!r} already exists{detail}") from None
 
+    async def create_internal(self, topic: CreatableTopic) -> None:
+        """Create an internal topic (``__consumer_offsets``); racing creators are fine."""
+        result = await self._create(topic, validate_only=False)
+        if result.error_code and result.error_code != TopicAlreadyExistsError.code:
+            self._log.warning(
+                "topic.internal_create_failed", topic=topic.name, error=result.error_message
+            )
+
     async def auto_create(self, topic: str) -> None:
         """Create ``topic`` with the broker's defaults (a Metadata request asked for it)."""
         request = CreatableTopic(name=topic)

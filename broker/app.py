@@ -21,6 +21,7 @@ from broker.admin import TopicAdmin
 from broker.config import BrokerConfig
 from broker.controller.controller import Controller
 from broker.controller.election import ControllerElection
+from broker.coordinator.coordinator import GroupCoordinator
 from broker.log.manager import LogManager
 from broker.metadata import MetadataCache
 from broker.metrics import MetricsServer, Sample, gauge
@@ -43,6 +44,7 @@ from protocol.apis import (
     ElectLeadersResponse,
     ElectLeadersTopicResult,
     FetchRequest,
+    FindCoordinatorRequest,
     LeaderAndIsrRequest,
     LeaderAndIsrResponse,
     ListOffsetsRequest,
@@ -51,6 +53,8 @@ from protocol.apis import (
     MetadataRequest,
     MetadataResponse,
     MetadataTopic,
+    OffsetCommitRequest,
+    OffsetFetchRequest,
     OffsetForLeaderEpochRequest,
     ProduceRequest,
     RemainingPartition,
@@ -112,6 +116,7 @@ class Broker:
         self._controller_epoch = -1  # the newest seen: older controllers are fenced
         self._housekeeping: asyncio.Task[None] | None = None
         self._metrics: MetricsServer | None = None
+        self._coordinator: GroupCoordinator | None = None
         self._rebalancing: asyncio.Task[None] | None = None
         self.metrics_port = -1
         self._stopping = False
@@ -146,6 +151,9 @@ class Broker:
             replica_lag_time_max_ms=cfg["replica.lag.time.max.ms"],
             replica_fetch_wait_max_ms=cfg["replica.fetch.wait.max.ms"],
             replica_fetch_max_bytes=cfg["replica.fetch.max.bytes"],
+        )
+        self._coordinator = GroupCoordinator(
+            self.broker_id, cfg, self.metadata, self._replicas, self._admin
         )
         host, port = _host_port(cfg["listeners"][0])
         self._server = BrokerServer(
@@ -224,7 +232,8 @@ class Broker:
 
     def _handlers(self) -> dict[ApiKey, Any]:
         assert self._replicas is not None and self._admin is not None
-        replicas, admin = self._replicas, self._admin
+        assert self._coordinator is not None
+        replicas, admin, groups = self._replicas, self._admin, self._coordinator
 
         async def produce(header: RequestHeader, request: ProduceRequest) -> Any:
             response = await replicas.produce(request)
@@ -250,7 +259,19 @@ class Broker:
         async def describe_configs(header: RequestHeader, request: DescribeConfigsRequest) -> Any:
             return await admin.describe_configs(request)
 
+        async def find_coordinator(header: RequestHeader, request: FindCoordinatorRequest) -> Any:
+            return await groups.find_coordinator(request)
+
+        async def offset_commit(header: RequestHeader, request: OffsetCommitRequest) -> Any:
+            return await groups.offset_commit(request)
+
+        async def offset_fetch(header: RequestHeader, request: OffsetFetchRequest) -> Any:
+            return await groups.offset_fetch(request)
+
         return {
+            ApiKey.FIND_COORDINATOR: find_coordinator,
+            ApiKey.OFFSET_COMMIT: offset_commit,
+            ApiKey.OFFSET_FETCH: offset_fetch,
             ApiKey.PRODUCE: produce,
             ApiKey.FETCH: fetch,
             ApiKey.LIST_OFFSETS: list_offsets,

@@ -688,6 +688,106 @@ class ElectLeadersResponse(Response):
     replica_election_results: list[ElectLeadersTopicResult] = field(default_factory=list)
 
 
+# --- consumer groups: FindCoordinator (10), OffsetCommit (8), OffsetFetch (9) -----------
+
+
+class CoordinatorType(enum.IntEnum):
+    GROUP = 0
+    TRANSACTION = 1
+
+
+@dataclass(slots=True, kw_only=True)
+class FindCoordinatorRequest(Request):
+    key: str
+    key_type: int = CoordinatorType.GROUP
+
+
+@dataclass(slots=True, kw_only=True)
+class FindCoordinatorResponse(Response):
+    throttle_time_ms: int = 0
+    node_id: int = -1
+    host: str = ""
+    port: int = -1
+
+
+@dataclass(slots=True, kw_only=True)
+class OffsetCommitRequestPartition:
+    partition_index: int
+    committed_offset: int
+    committed_leader_epoch: int = -1
+    committed_metadata: str | None = None
+
+
+@dataclass(slots=True, kw_only=True)
+class OffsetCommitRequestTopic:
+    name: str
+    partitions: list[OffsetCommitRequestPartition] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class OffsetCommitRequest(Request):
+    group_id: str
+    generation_id: int = -1
+    """-1 with an empty member id: a commit outside group membership (manual assignment)."""
+    member_id: str = ""
+    group_instance_id: str | None = None
+    retention_time_ms: int = -1
+    topics: list[OffsetCommitRequestTopic] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class OffsetCommitResponsePartition:
+    partition_index: int
+    error_code: int = 0
+
+
+@dataclass(slots=True, kw_only=True)
+class OffsetCommitResponseTopic:
+    name: str
+    partitions: list[OffsetCommitResponsePartition] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class OffsetCommitResponse(Response):
+    throttle_time_ms: int = 0
+    topics: list[OffsetCommitResponseTopic] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class OffsetFetchRequestTopic:
+    name: str
+    partition_indexes: list[int] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class OffsetFetchRequest(Request):
+    group_id: str
+    topics: list[OffsetFetchRequestTopic] | None = None
+    """None: every partition the group has committed."""
+    require_stable: bool = False
+
+
+@dataclass(slots=True, kw_only=True)
+class OffsetFetchResponsePartition:
+    partition_index: int
+    committed_offset: int = -1
+    committed_leader_epoch: int = -1
+    metadata: str | None = None
+    error_code: int = 0
+
+
+@dataclass(slots=True, kw_only=True)
+class OffsetFetchResponseTopic:
+    name: str
+    partitions: list[OffsetFetchResponsePartition] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class OffsetFetchResponse(Response):
+    throttle_time_ms: int = 0
+    topics: list[OffsetFetchResponseTopic] = field(default_factory=list)
+
+
 # --- the registry ----------------------------------------------------------------------
 
 
@@ -730,6 +830,9 @@ APIS = _apis(
         OffsetForLeaderEpochResponse,
     ),
     Api(ApiKey.ELECT_LEADERS, 0, 0, ElectLeadersRequest, ElectLeadersResponse),
+    Api(ApiKey.FIND_COORDINATOR, 0, 0, FindCoordinatorRequest, FindCoordinatorResponse),
+    Api(ApiKey.OFFSET_COMMIT, 0, 0, OffsetCommitRequest, OffsetCommitResponse),
+    Api(ApiKey.OFFSET_FETCH, 0, 0, OffsetFetchRequest, OffsetFetchResponse),
     Api(ApiKey.API_VERSIONS, 0, 0, ApiVersionsRequest, ApiVersionsResponse),
     Api(ApiKey.CREATE_TOPICS, 0, 0, CreateTopicsRequest, CreateTopicsResponse),
     Api(ApiKey.DELETE_TOPICS, 0, 0, DeleteTopicsRequest, DeleteTopicsResponse),

@@ -109,6 +109,7 @@ class ReplicaManager:
         self._fetch_waiters: dict[TopicPartition, set[asyncio.Future[None]]] = {}
         self.parked_fetches = 0
         self._creating: dict[TopicPartition, asyncio.Future[Partition]] = {}
+        self._role_listeners: list[Callable[[TopicPartition, Partition | None], None]] = []
         self._flushing: set[Log] = set()
         self._isr_tasks: set[asyncio.Task[None]] = set()
         self.isr_shrinks = Counter("headwater_isr_shrinks_total", "ISR shrinks written.")
@@ -140,6 +141,7 @@ class ReplicaManager:
                 partition.become_follower()
                 partition.fail_waiters(NotLeaderOrFollowerError(f"{partition.name}: {reason}"))
                 self._wake(tp)
+                self._tell_listeners(tp, partition)
         self._log.warning("replica.leaders_fenced", reason=reason)
 
     # --- from the controller ------------------------------------------------------------
@@ -199,6 +201,18 @@ class ReplicaManager:
             ),
         )
 
+    def on_role_change(self, listener: Callable[[TopicPartition, Partition | None], None]) -> None:
+        """Call ``listener(tp, partition)`` when a partition's role here changes (None: it
+        is no longer hosted). The group coordinator loads its offsets partitions so."""
+        self._role_listeners.append(listener)
+
+    def _tell_listeners(self, tp: TopicPartition, partition: Partition | None) -> None:
+        for listener in self._role_listeners:
+            try:
+                listener(tp, partition)
+            except Exception:
+                self._log.exception("replica.role_listener_failed", topic=tp.topic)
+
     def _change_role(
         self, tp: TopicPartition, partition: Partition, leader: LeaderAndIsrLiveLeader | None
     ) -> None:
@@ -218,6 +232,7 @@ class ReplicaManager:
             isr=partition.isr,
             role="leader" if partition.is_leader else "follower",
         )
+        self._tell_listeners(tp, partition)
 
     def _fetcher_for(self, leader: LeaderAndIsrLiveLeader) -> ReplicaFetcher:
         fetcher = self.fetchers.get(leader.broker_id)
@@ -252,6 +267,7 @@ class ReplicaManager:
             self._unfollow(tp)
             gone = self.partitions.pop(tp, None)
             if gone is not None:
+                self._tell_listeners(tp, None)
                 self.logs.high_watermarks[tp] = gone.high_watermark  # still checkpointed
                 gone.fail_waiters(NotLeaderOrFollowerError(f"{gone.name} was stopped here"))
             self._wake(tp)
@@ -324,6 +340,19 @@ class ReplicaManager:
             log_start_offset=partition.log.log_start_offset,
         )
         return result, partition, info.last_offset + 1
+
+    async def append_records(
+        self, topic: str, index: int, records: bytes, *, timeout_ms: int
+    ) -> ProducePartitionResponse:
+        """Append as leader with acks=all (the coordinator's writes to its own topic)."""
+        try:
+            result, partition, end = self._append(topic, index, records, -1)
+        except ApiError as exc:
+            return ProducePartitionResponse(
+                index=index, error_code=exc.code, error_message=exc.message
+            )
+        await self._await_replication(result, partition, end, timeout_ms)
+        return result
 
     async def _await_replication(
         self, result: ProducePartitionResponse, partition: Partition, end: int, timeout_ms: int

@@ -1,0 +1,141 @@
+"""Committed offsets on real brokers, over the raw protocol: FindCoordinator creates the
+replicated offsets topic, commits are answered by the group's coordinator only, and they
+survive the coordinator's broker being killed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from protocol.apis import (
+    ApiKey,
+    FindCoordinatorRequest,
+    OffsetCommitRequest,
+    OffsetCommitRequestPartition,
+    OffsetCommitRequestTopic,
+    OffsetFetchRequest,
+    OffsetFetchRequestTopic,
+)
+from protocol.errors import (
+    ApiError,
+    NotCoordinatorError,
+    OffsetMetadataTooLargeError,
+    UnknownMemberIdError,
+)
+from tests.integration.conftest import Cluster
+from tests.integration.test_replication import FAST_ISR
+from tests.integration.test_topics import _metadata, _ready_cluster, _request, _until
+
+pytestmark = pytest.mark.timeout(120)
+
+
+async def _find(port: int, group: str) -> Any:
+    """The coordinator's answer, retried while it is being set up (retriable errors)."""
+
+    async def ask() -> Any:
+        try:
+            return await _request(port, ApiKey.FIND_COORDINATOR, FindCoordinatorRequest(key=group))
+        except ApiError as exc:
+            if not exc.retriable:
+                raise
+            return None
+
+    return await _until(ask, lambda r: r is not None)
+
+
+def _commit(group: str, offsets: dict[int, int], **kw: Any) -> OffsetCommitRequest:
+    return OffsetCommitRequest(
+        group_id=group,
+        topics=[
+            OffsetCommitRequestTopic(
+                name="orders",
+                partitions=[
+                    OffsetCommitRequestPartition(
+                        partition_index=p, committed_offset=o, committed_metadata=f"m{o}"
+                    )
+                    for p, o in offsets.items()
+                ],
+            )
+        ],
+        **kw,
+    )
+
+
+async def _fetch_offsets(port: int, group: str, partitions: list[int]) -> dict[int, int]:
+    request = OffsetFetchRequest(
+        group_id=group,
+        topics=[OffsetFetchRequestTopic(name="orders", partition_indexes=partitions)],
+    )
+    response = await _request(port, ApiKey.OFFSET_FETCH, request)
+    return {p.partition_index: p.committed_offset for p in response.topics[0].partitions}
+
+
+def _codes(response: Any) -> set[int]:
+    return {p.error_code for t in response.topics for p in t.partitions}
+
+
+async def test_commits_are_kept_by_the_coordinator_and_survive_its_death(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    cluster = make_cluster(3, {**FAST_ISR, "offsets.topic.num.partitions": "6"})
+    ports = await _ready_cluster(cluster)
+    found = await _find(ports[1], "billing")
+    meta = await _metadata(ports[1], ["__consumer_offsets"])
+    offsets_topic = meta.topics[0]
+    assert len(offsets_topic.partitions) == 6 and offsets_topic.is_internal
+    assert all(len(p.replica_nodes) == 3 for p in offsets_topic.partitions)
+    coordinator = found.node_id
+
+    async def commit(port: int, request: OffsetCommitRequest) -> Any:
+        return await _request(port, ApiKey.OFFSET_COMMIT, request)
+
+    done = await _until(
+        lambda: commit(ports[coordinator], _commit("billing", {0: 10, 1: 20, 2: 30})),
+        lambda r: _codes(r) == {0},  # the new coordinator may still be loading
+    )
+    assert _codes(done) == {0}
+    assert await _fetch_offsets(ports[coordinator], "billing", [0, 1, 2, 3]) == {
+        0: 10,
+        1: 20,
+        2: 30,
+        3: -1,  # never committed
+    }
+    other = next(b for b in ports if b != coordinator)
+    assert _codes(await commit(ports[other], _commit("billing", {0: 11}))) == {
+        NotCoordinatorError.code
+    }
+    stale = _commit("billing", {0: 99}, generation_id=4, member_id="zombie")
+    assert _codes(await commit(ports[coordinator], stale)) == {UnknownMemberIdError.code}
+    too_big = OffsetCommitRequest(
+        group_id="billing",
+        topics=[
+            OffsetCommitRequestTopic(
+                name="orders",
+                partitions=[
+                    OffsetCommitRequestPartition(
+                        partition_index=0, committed_offset=12, committed_metadata="x" * 5000
+                    )
+                ],
+            )
+        ],
+    )
+    assert _codes(await commit(ports[coordinator], too_big)) == {OffsetMetadataTooLargeError.code}
+    await commit(ports[coordinator], _commit("billing", {1: 21}))  # later commits win
+
+    cluster.brokers[coordinator].kill()
+    survivor = ports[other]
+    moved = await _until(
+        lambda: _find(survivor, "billing"), lambda r: r.node_id not in (-1, coordinator)
+    )
+
+    async def fetched() -> dict[int, int] | None:
+        try:
+            return await _fetch_offsets(ports[moved.node_id], "billing", [0, 1, 2])
+        except ApiError as exc:  # loading, or not yet the coordinator: as a client, retry
+            if not exc.retriable:
+                raise
+            return None
+
+    assert await _until(fetched, lambda r: r is not None) == {0: 10, 1: 21, 2: 30}
