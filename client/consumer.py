@@ -28,6 +28,7 @@ from types import TracebackType
 from typing import Any
 
 from client.cluster import Cluster, unknown_topic_error
+from client.coordinator import GroupOffsets
 from client.errors import ClientClosedError, ConfigurationError, NoOffsetForPartitionError
 from client.fetcher import FetchPosition, Subscription
 from client.types import ConsumerRecord, OffsetAndTimestamp, TopicPartition
@@ -84,11 +85,14 @@ class Consumer:
         key_deserializer: Deserializer | None = None,
         value_deserializer: Deserializer | None = None,
     ) -> None:
-        if group_id is not None:
+        if group_id is not None and topics:
             raise ConfigurationError(
-                f"group_id={group_id!r}: consumer groups are not available yet (issue 6); "
-                f"leave group_id unset and assign() partitions, or pass the topics"
+                f"group_id={group_id!r} with topics: subscribing as a group (membership and "
+                f"rebalancing) is not available yet; with group_id, assign() partitions and "
+                f"commit() their offsets, or pass topics without group_id"
             )
+        if group_id is not None and not group_id:
+            raise ConfigurationError("group_id must not be empty")
         if auto_offset_reset not in _RESETS:
             raise ConfigurationError(
                 f"auto_offset_reset={auto_offset_reset!r} is invalid; use 'earliest', "
@@ -122,6 +126,17 @@ class Consumer:
             allow_auto_topic_creation=True,
         )
         self._subscription = Subscription(max_buffer_bytes=max_partition_fetch_bytes)
+        self.group_id = group_id
+        self._offsets = (
+            None
+            if group_id is None
+            else GroupOffsets(
+                self._cluster,
+                group_id,
+                request_timeout_ms=request_timeout_ms,
+                retry_backoff_ms=retry_backoff_ms,
+            )
+        )
         self._fetcher: asyncio.Task[None] | None = None
         self._fetches: dict[int, asyncio.Task[None]] = {}
         self._wakeup: asyncio.Event | None = None
@@ -187,6 +202,32 @@ class Consumer:
 
     def assignment(self) -> set[TopicPartition]:
         return set(self._subscription.states)
+
+    # --- committed offsets (group_id) -------------------------------------------------
+
+    async def commit(self, offsets: dict[TopicPartition, int] | None = None) -> None:
+        """Commit ``offsets`` (the next offset to read per partition), or, without them,
+        the current position of every assigned partition. Needs ``group_id``."""
+        group = self._group_offsets()
+        if offsets is None:
+            offsets = {}
+            for tp in self.assignment():
+                state = self._subscription.states.get(tp)
+                if state is not None and state.position is not None:
+                    offsets[tp] = state.position
+        if offsets:
+            await group.commit({TopicPartition(*tp): o for tp, o in offsets.items()})
+
+    async def committed(self, partition: TopicPartition) -> int | None:
+        """The group's committed offset of ``partition`` (None: never committed)."""
+        tp = TopicPartition(*partition)
+        return (await self._group_offsets().committed([tp]))[tp]
+
+    def _group_offsets(self) -> GroupOffsets:
+        self._check_running()
+        if self._offsets is None:
+            raise ConfigurationError("commit() and committed() need a group_id")
+        return self._offsets
 
     def seek(self, partition: TopicPartition, offset: int) -> None:
         self._subscription.seek(partition, offset)
@@ -395,6 +436,11 @@ class Consumer:
         A partition of a topic that does not exist gets that error; the others go on.
         """
         tps = self._subscription.needs_position()
+        if self._offsets is not None and tps:
+            rest = await self._positions_from_commits(tps)
+            if rest is None:
+                return self.retry_backoff_ms
+            tps = rest
         timestamp = _RESETS[self.auto_offset_reset]
         if timestamp is None:
             for tp in tps:
@@ -427,6 +473,29 @@ class Consumer:
         for tp, (offset, _ts) in offsets.items():
             self._subscription.set_reset_position(tp, offset, generations[tp])
         return self.retry_backoff_ms if missing else None
+
+    async def _positions_from_commits(
+        self, tps: list[TopicPartition]
+    ) -> list[TopicPartition] | None:
+        """With a group: start where it committed. Returns the partitions still without a
+        position (for auto_offset_reset), or None to retry later."""
+        assert self._offsets is not None
+        generations = {tp: self._subscription.states[tp].generation for tp in tps}
+        try:
+            committed = await self._offsets.committed(list(tps))
+        except ApiError as exc:
+            if exc.retriable:
+                _log.debug("committed offsets will be read again: %s", exc)
+                return None
+            raise
+        rest = []
+        for tp in tps:
+            offset = committed.get(tp)
+            if offset is None:
+                rest.append(tp)
+            else:
+                self._subscription.set_reset_position(tp, offset, generations[tp])
+        return rest
 
     async def _reset_offset(self, tp: TopicPartition) -> int:
         timestamp = _RESETS[self.auto_offset_reset]

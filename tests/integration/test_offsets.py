@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from client import Admin, ConfigurationError, Consumer, NewTopic, Producer, TopicPartition
 from protocol.apis import (
     ApiKey,
     FindCoordinatorRequest,
@@ -139,3 +140,46 @@ async def test_commits_are_kept_by_the_coordinator_and_survive_its_death(
             return None
 
     assert await _until(fetched, lambda r: r is not None) == {0: 10, 1: 21, 2: 30}
+
+
+async def test_a_consumer_commits_and_the_next_one_resumes_there(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    cluster = make_cluster(3, {**FAST_ISR, "offsets.topic.num.partitions": "3"})
+    ports = await _ready_cluster(cluster)
+    async with Admin(bootstrap_servers=cluster.bootstrap) as admin:
+        await admin.create_topics([NewTopic("orders", 2, 3, {"min.insync.replicas": "2"})])
+    async with Producer(bootstrap_servers=cluster.bootstrap, acks="all") as producer:
+        for i in range(100):
+            await producer.send("orders", b"%d" % i, partition=i % 2)
+    tps = [TopicPartition("orders", 0), TopicPartition("orders", 1)]
+    async with Consumer(
+        bootstrap_servers=cluster.bootstrap, group_id="app", auto_offset_reset="earliest"
+    ) as consumer:
+        consumer.assign(tps)
+        seen = 0
+        while seen < 40:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=10)
+            seen += sum(len(records) for records in batch.values())
+        positions = {tp: await consumer.position(tp) for tp in tps}
+        await consumer.commit()  # the positions of everything assigned
+        assert {tp: await consumer.committed(tp) for tp in tps} == positions
+    assert sum(positions.values()) >= 40
+
+    # the coordinator's broker dies; a new consumer of the group starts where it stopped
+    coordinator = (await _find(ports[1], "app")).node_id
+    cluster.brokers[coordinator].kill()
+    async with Consumer(
+        bootstrap_servers=cluster.bootstrap, group_id="app", auto_offset_reset="earliest"
+    ) as consumer:
+        consumer.assign(tps)
+        first: dict[TopicPartition, int] = {}
+        while len(first) < 2:
+            batch = await consumer.getmany(timeout_ms=1000)
+            for tp, records in batch.items():
+                first.setdefault(tp, records[0].offset)
+        assert first == positions
+        assert await consumer.committed(tps[0]) == positions[tps[0]]
+    async with Consumer(bootstrap_servers=cluster.bootstrap) as no_group:
+        with pytest.raises(ConfigurationError, match="group_id"):
+            await no_group.commit({tps[0]: 1})

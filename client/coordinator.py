@@ -1,0 +1,131 @@
+"""A consumer's line to its group's coordinator: find it, commit offsets, read them back.
+
+The coordinator is the broker leading the group's partition of ``__consumer_offsets``
+(FindCoordinator says which). It moves when that broker fails; every call here finds it
+again and retries on the errors that mean "ask again" (NOT_COORDINATOR,
+COORDINATOR_NOT_AVAILABLE, COORDINATOR_LOAD_IN_PROGRESS, a lost connection) until
+``request_timeout_ms``. Commits are made outside group membership (generation -1), as
+Kafka's consumers do with a manual assignment; group membership builds on this.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from client.cluster import Cluster
+from client.types import TopicPartition
+from protocol.apis import (
+    ApiKey,
+    FindCoordinatorRequest,
+    FindCoordinatorResponse,
+    OffsetCommitRequest,
+    OffsetCommitRequestPartition,
+    OffsetCommitRequestTopic,
+    OffsetCommitResponse,
+    OffsetFetchRequest,
+    OffsetFetchRequestTopic,
+    OffsetFetchResponse,
+)
+from protocol.errors import (
+    ApiError,
+    CoordinatorLoadInProgressError,
+    CoordinatorNotAvailableError,
+    NotCoordinatorError,
+    RequestTimedOutError,
+    error_for_code,
+)
+
+__all__ = ["GroupOffsets"]
+
+_ASK_AGAIN = (NotCoordinatorError, CoordinatorNotAvailableError, CoordinatorLoadInProgressError)
+
+
+class GroupOffsets:
+    def __init__(
+        self, cluster: Cluster, group_id: str, *, request_timeout_ms: int, retry_backoff_ms: int
+    ) -> None:
+        self._cluster = cluster
+        self.group_id = group_id
+        self._timeout_s = request_timeout_ms / 1000
+        self._backoff_s = retry_backoff_ms / 1000
+        self._coordinator: int | None = None
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        """Commit ``offsets`` (the next offset to read, per partition); raises the typed
+        error of the first partition refused."""
+        by_topic: dict[str, list[OffsetCommitRequestPartition]] = {}
+        for tp, offset in sorted(offsets.items()):
+            by_topic.setdefault(tp.topic, []).append(
+                OffsetCommitRequestPartition(partition_index=tp.partition, committed_offset=offset)
+            )
+        request = OffsetCommitRequest(
+            group_id=self.group_id,
+            topics=[OffsetCommitRequestTopic(name=t, partitions=ps) for t, ps in by_topic.items()],
+        )
+
+        def check(response: OffsetCommitResponse) -> None:
+            for topic in response.topics:
+                for p in topic.partitions:
+                    if p.error_code:
+                        raise error_for_code(
+                            p.error_code,
+                            f"commit of {topic.name}-{p.partition_index} for group "
+                            f"{self.group_id!r} refused",
+                        )
+
+        await self._call(ApiKey.OFFSET_COMMIT, request, check)
+
+    async def committed(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int | None]:
+        """The committed offset of each partition, None where the group has none."""
+        by_topic: dict[str, list[int]] = {}
+        for tp in partitions:
+            by_topic.setdefault(tp.topic, []).append(tp.partition)
+        request = OffsetFetchRequest(
+            group_id=self.group_id,
+            topics=[
+                OffsetFetchRequestTopic(name=t, partition_indexes=ps) for t, ps in by_topic.items()
+            ],
+        )
+        response: OffsetFetchResponse = await self._call(ApiKey.OFFSET_FETCH, request, None)
+        out: dict[TopicPartition, int | None] = dict.fromkeys(partitions)
+        for topic in response.topics:
+            for p in topic.partitions:
+                if p.error_code:
+                    raise error_for_code(p.error_code, f"{topic.name}-{p.partition_index}")
+                tp = TopicPartition(topic.name, p.partition_index)
+                out[tp] = p.committed_offset if p.committed_offset >= 0 else None
+        return out
+
+    async def _call(self, api_key: ApiKey, request: Any, check: Any) -> Any:
+        """Send to the coordinator, finding it (again) and retrying while it moves."""
+        deadline = time.monotonic() + self._timeout_s
+        last: ApiError | None = None
+        while time.monotonic() < deadline:
+            try:
+                node = self._coordinator
+                if node is None:
+                    node = await self._find()
+                response = await self._cluster.send(node, api_key, request)
+                if check is not None:
+                    check(response)
+                return response
+            except ApiError as exc:
+                if not (isinstance(exc, _ASK_AGAIN) or exc.retriable):
+                    raise
+                last = exc
+                self._coordinator = None
+                await asyncio.sleep(self._backoff_s)
+        raise last or RequestTimedOutError(
+            f"group {self.group_id!r}: no coordinator answered within {self._timeout_s:g} s"
+        )
+
+    async def _find(self) -> int:
+        response: FindCoordinatorResponse = await self._cluster.send_any(
+            ApiKey.FIND_COORDINATOR, FindCoordinatorRequest(key=self.group_id)
+        )
+        if response.node_id not in self._cluster.metadata.brokers:
+            await self._cluster.refresh()
+        self._coordinator = response.node_id
+        return response.node_id
