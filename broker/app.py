@@ -35,27 +35,18 @@ from protocol.apis import (
     ApiKey,
     ControlledShutdownRequest,
     ControlledShutdownResponse,
-    CreateTopicsRequest,
-    DeleteTopicsRequest,
-    DescribeConfigsRequest,
     ElectionType,
     ElectLeadersPartitionResult,
     ElectLeadersRequest,
     ElectLeadersResponse,
     ElectLeadersTopicResult,
-    FetchRequest,
-    FindCoordinatorRequest,
     LeaderAndIsrRequest,
     LeaderAndIsrResponse,
-    ListOffsetsRequest,
     MetadataBroker,
     MetadataPartition,
     MetadataRequest,
     MetadataResponse,
     MetadataTopic,
-    OffsetCommitRequest,
-    OffsetFetchRequest,
-    OffsetForLeaderEpochRequest,
     ProduceRequest,
     RemainingPartition,
     StopReplicaRequest,
@@ -88,6 +79,16 @@ _OFFLINE = gauge(
     "Partitions without a live leader (reported by the active controller).",
 )
 _CONNECTIONS = gauge("headwater_connections", "Open client and broker connections.")
+
+
+def _serve(call: Callable[[Any], Any]) -> Callable[[RequestHeader, Any], Awaitable[Any]]:
+    """A handler from a method taking only the request (sync or async)."""
+
+    async def handler(header: RequestHeader, request: Any) -> Any:
+        result = call(request)
+        return await result if asyncio.iscoroutine(result) else result
+
+    return handler
 
 
 def _host_port(listener: str) -> tuple[str, int]:
@@ -155,6 +156,7 @@ class Broker:
         self._coordinator = GroupCoordinator(
             self.broker_id, cfg, self.metadata, self._replicas, self._admin
         )
+        self._coordinator.start()
         host, port = _host_port(cfg["listeners"][0])
         self._server = BrokerServer(
             self._handlers(),
@@ -199,6 +201,8 @@ class Broker:
             self._housekeeping.cancel()
         if self._metrics is not None:
             await self._metrics.stop()
+        if self._coordinator is not None:
+            await self._coordinator.stop()
         # ZooKeeper may be gone: its steps are bounded, and the data is closed regardless
         if self._election is not None:
             await self._bounded("giving up the controllership", self._election.stop())
@@ -239,47 +243,22 @@ class Broker:
             response = await replicas.produce(request)
             return None if request.acks == 0 else response
 
-        async def fetch(header: RequestHeader, request: FetchRequest) -> Any:
-            return await replicas.fetch(request)
-
-        async def list_offsets(header: RequestHeader, request: ListOffsetsRequest) -> Any:
-            return replicas.list_offsets(request)
-
-        async def offsets_for_epoch(
-            header: RequestHeader, request: OffsetForLeaderEpochRequest
-        ) -> Any:
-            return replicas.offsets_for_leader_epoch(request)
-
-        async def create_topics(header: RequestHeader, request: CreateTopicsRequest) -> Any:
-            return await admin.create_topics(request)
-
-        async def delete_topics(header: RequestHeader, request: DeleteTopicsRequest) -> Any:
-            return await admin.delete_topics(request)
-
-        async def describe_configs(header: RequestHeader, request: DescribeConfigsRequest) -> Any:
-            return await admin.describe_configs(request)
-
-        async def find_coordinator(header: RequestHeader, request: FindCoordinatorRequest) -> Any:
-            return await groups.find_coordinator(request)
-
-        async def offset_commit(header: RequestHeader, request: OffsetCommitRequest) -> Any:
-            return await groups.offset_commit(request)
-
-        async def offset_fetch(header: RequestHeader, request: OffsetFetchRequest) -> Any:
-            return await groups.offset_fetch(request)
-
         return {
-            ApiKey.FIND_COORDINATOR: find_coordinator,
-            ApiKey.OFFSET_COMMIT: offset_commit,
-            ApiKey.OFFSET_FETCH: offset_fetch,
             ApiKey.PRODUCE: produce,
-            ApiKey.FETCH: fetch,
-            ApiKey.LIST_OFFSETS: list_offsets,
-            ApiKey.OFFSET_FOR_LEADER_EPOCH: offsets_for_epoch,
+            ApiKey.FETCH: _serve(replicas.fetch),
+            ApiKey.LIST_OFFSETS: _serve(replicas.list_offsets),
+            ApiKey.OFFSET_FOR_LEADER_EPOCH: _serve(replicas.offsets_for_leader_epoch),
             ApiKey.METADATA: self._metadata,
-            ApiKey.CREATE_TOPICS: create_topics,
-            ApiKey.DELETE_TOPICS: delete_topics,
-            ApiKey.DESCRIBE_CONFIGS: describe_configs,
+            ApiKey.CREATE_TOPICS: _serve(admin.create_topics),
+            ApiKey.DELETE_TOPICS: _serve(admin.delete_topics),
+            ApiKey.DESCRIBE_CONFIGS: _serve(admin.describe_configs),
+            ApiKey.FIND_COORDINATOR: _serve(groups.find_coordinator),
+            ApiKey.OFFSET_COMMIT: _serve(groups.offset_commit),
+            ApiKey.OFFSET_FETCH: _serve(groups.offset_fetch),
+            ApiKey.JOIN_GROUP: _serve(groups.join_group),
+            ApiKey.SYNC_GROUP: _serve(groups.sync_group),
+            ApiKey.HEARTBEAT: _serve(groups.heartbeat),
+            ApiKey.LEAVE_GROUP: _serve(groups.leave_group),
             ApiKey.LEADER_AND_ISR: self._leader_and_isr,
             ApiKey.STOP_REPLICA: self._stop_replica,
             ApiKey.UPDATE_METADATA: self._update_metadata,

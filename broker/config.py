@@ -257,6 +257,27 @@ SETTINGS: tuple[Setting, ...] = (
         "log.segment.delete.delay.ms", int, 60_000, "Wait before unlinking a deleted segment.", 0
     ),
     Setting(
+        "group.min.session.timeout.ms",
+        int,
+        6_000,
+        "Shortest session timeout a consumer may ask for.",
+        1,
+    ),
+    Setting(
+        "group.max.session.timeout.ms",
+        int,
+        1_800_000,
+        "Longest session timeout a consumer may ask for.",
+        1,
+    ),
+    Setting(
+        "group.initial.rebalance.delay.ms",
+        int,
+        3_000,
+        "How long a new group waits for more members before its first generation.",
+        0,
+    ),
+    Setting(
         "offsets.topic.num.partitions", int, 50, "Partitions of __consumer_offsets.", 1, 10_000
     ),
     Setting(

@@ -788,6 +788,90 @@ class OffsetFetchResponse(Response):
     topics: list[OffsetFetchResponseTopic] = field(default_factory=list)
 
 
+# --- group membership: JoinGroup (11), SyncGroup (14), Heartbeat (12), LeaveGroup (13) --
+
+
+@dataclass(slots=True, kw_only=True)
+class JoinGroupRequestProtocol:
+    name: str
+    metadata: bytes = b""
+
+
+@dataclass(slots=True, kw_only=True)
+class JoinGroupRequest(Request):
+    group_id: str
+    session_timeout_ms: int
+    rebalance_timeout_ms: int = -1
+    """-1: the session timeout (as JoinGroup v0)."""
+    member_id: str = ""
+    group_instance_id: str | None = None
+    protocol_type: str
+    protocols: list[JoinGroupRequestProtocol] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class JoinGroupResponseMember:
+    member_id: str
+    group_instance_id: str | None = None
+    metadata: bytes = b""
+
+
+@dataclass(slots=True, kw_only=True)
+class JoinGroupResponse(Response):
+    throttle_time_ms: int = 0
+    generation_id: int = -1
+    protocol_type: str | None = None
+    protocol_name: str | None = None
+    leader: str = ""
+    member_id: str = ""
+    members: list[JoinGroupResponseMember] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class SyncGroupRequestAssignment:
+    member_id: str
+    assignment: bytes = b""
+
+
+@dataclass(slots=True, kw_only=True)
+class SyncGroupRequest(Request):
+    group_id: str
+    generation_id: int
+    member_id: str
+    group_instance_id: str | None = None
+    assignments: list[SyncGroupRequestAssignment] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class SyncGroupResponse(Response):
+    throttle_time_ms: int = 0
+    assignment: bytes = b""
+
+
+@dataclass(slots=True, kw_only=True)
+class HeartbeatRequest(Request):
+    group_id: str
+    generation_id: int
+    member_id: str
+    group_instance_id: str | None = None
+
+
+@dataclass(slots=True, kw_only=True)
+class HeartbeatResponse(Response):
+    throttle_time_ms: int = 0
+
+
+@dataclass(slots=True, kw_only=True)
+class LeaveGroupRequest(Request):
+    group_id: str
+    member_id: str
+
+
+@dataclass(slots=True, kw_only=True)
+class LeaveGroupResponse(Response):
+    throttle_time_ms: int = 0
+
+
 # --- the registry ----------------------------------------------------------------------
 
 
@@ -833,6 +917,10 @@ APIS = _apis(
     Api(ApiKey.FIND_COORDINATOR, 0, 0, FindCoordinatorRequest, FindCoordinatorResponse),
     Api(ApiKey.OFFSET_COMMIT, 0, 0, OffsetCommitRequest, OffsetCommitResponse),
     Api(ApiKey.OFFSET_FETCH, 0, 0, OffsetFetchRequest, OffsetFetchResponse),
+    Api(ApiKey.JOIN_GROUP, 0, 0, JoinGroupRequest, JoinGroupResponse),
+    Api(ApiKey.SYNC_GROUP, 0, 0, SyncGroupRequest, SyncGroupResponse),
+    Api(ApiKey.HEARTBEAT, 0, 0, HeartbeatRequest, HeartbeatResponse),
+    Api(ApiKey.LEAVE_GROUP, 0, 0, LeaveGroupRequest, LeaveGroupResponse),
     Api(ApiKey.API_VERSIONS, 0, 0, ApiVersionsRequest, ApiVersionsResponse),
     Api(ApiKey.CREATE_TOPICS, 0, 0, CreateTopicsRequest, CreateTopicsResponse),
     Api(ApiKey.DELETE_TOPICS, 0, 0, DeleteTopicsRequest, DeleteTopicsResponse),

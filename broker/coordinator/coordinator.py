@@ -9,20 +9,26 @@ one, it forgets it (NOT_COORDINATOR, retriable: the client finds the new one). S
 coordinator failover loses nothing that was committed: commits are appended with
 acks=all and answered only once every in-sync replica has them.
 
-Group membership (JoinGroup, SyncGroup, Heartbeat, generations) is the next part; until
-then a commit must come from outside membership (generation -1, no member id), which is
-how Kafka's consumers commit with a manual assignment.
+Membership (JoinGroup, SyncGroup, Heartbeat, LeaveGroup) runs :class:`Group`'s state
+machine; a commit must come from a member of the current generation, or from outside
+membership (generation -1, no member id: Kafka's manual assignment) while the group has
+no members. Membership is kept in memory only: after a coordinator failover the members
+find the new coordinator, are told UNKNOWN_MEMBER_ID, and join again (their committed
+offsets, which are in the log, are all there).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable
+from typing import TypeVar
 
 import structlog
 
 from broker.admin import TopicAdmin
 from broker.config import BrokerConfig
+from broker.coordinator.group import Group
 from broker.coordinator.offsets import (
     OFFSETS_TOPIC,
     BadRecordError,
@@ -40,6 +46,13 @@ from protocol.apis import (
     CreatableTopicConfig,
     FindCoordinatorRequest,
     FindCoordinatorResponse,
+    HeartbeatRequest,
+    HeartbeatResponse,
+    JoinGroupRequest,
+    JoinGroupResponse,
+    JoinGroupResponseMember,
+    LeaveGroupRequest,
+    LeaveGroupResponse,
     OffsetCommitRequest,
     OffsetCommitResponse,
     OffsetCommitResponsePartition,
@@ -48,6 +61,8 @@ from protocol.apis import (
     OffsetFetchResponse,
     OffsetFetchResponsePartition,
     OffsetFetchResponseTopic,
+    SyncGroupRequest,
+    SyncGroupResponse,
 )
 from protocol.errors import (
     ApiError,
@@ -56,6 +71,7 @@ from protocol.errors import (
     InvalidCommitOffsetSizeError,
     InvalidGroupIdError,
     InvalidRequestError,
+    InvalidSessionTimeoutError,
     MessageTooLargeError,
     NotCoordinatorError,
     NotLeaderOrFollowerError,
@@ -72,6 +88,12 @@ __all__ = ["GroupCoordinator"]
 _COMMIT_TIMEOUT_MS = 5_000  # Kafka's offsets.commit.timeout.ms
 _MAX_METADATA_BYTES = 4_096  # Kafka's offset.metadata.max.bytes
 _LOAD_READ_BYTES = 1 << 20
+_TICK_S = 0.1
+T = TypeVar("T")
+
+
+def _now_ms() -> int:
+    return time.monotonic_ns() // 1_000_000
 
 
 class GroupCoordinator:
@@ -91,8 +113,30 @@ class GroupCoordinator:
         self.num_partitions = int(config["offsets.topic.num.partitions"])
         self.stores: dict[int, OffsetStore] = {}
         self._loading: dict[int, asyncio.Task[None]] = {}
+        self.groups: dict[str, Group] = {}
+        self._min_session_ms = int(config["group.min.session.timeout.ms"])
+        self._max_session_ms = int(config["group.max.session.timeout.ms"])
+        self._initial_delay_ms = int(config["group.initial.rebalance.delay.ms"])
+        self._ticker: asyncio.Task[None] | None = None
         self._log = structlog.get_logger("headwater.coordinator").bind(broker_id=broker_id)
         replicas.on_role_change(self._on_role_change)
+
+    def start(self) -> None:
+        self._ticker = asyncio.get_running_loop().create_task(self._tick())
+
+    async def stop(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+
+    async def _tick(self) -> None:
+        """Session timeouts and rebalance deadlines: a sweep over the groups we hold."""
+        while True:
+            await asyncio.sleep(_TICK_S)
+            for group in list(self.groups.values()):
+                try:
+                    group.tick()
+                except Exception:
+                    self._log.exception("coordinator.tick_failed", group=group.group_id)
 
     # --- which offsets partitions are ours ----------------------------------------------
 
@@ -104,6 +148,10 @@ class GroupCoordinator:
         if loading is not None:
             loading.cancel()
         self.stores.pop(index, None)
+        for name in [g for g in self.groups if partition_for(g, self.num_partitions) == index]:
+            group = self.groups.pop(name)
+            for member in list(group.members):  # waiting joins and syncs end: ask elsewhere
+                group.leave(member)
         if partition is not None and partition.is_leader:
             task = asyncio.get_running_loop().create_task(self._load(index, partition))
             self._loading[index] = task
@@ -191,6 +239,61 @@ class GroupCoordinator:
         )
         await self._admin.create_internal(topic)
 
+    # --- membership ---------------------------------------------------------------------
+
+    def _group(self, group_id: str) -> Group:
+        self._store_for(group_id)  # only the coordinator, once loaded, holds groups
+        group = self.groups.get(group_id)
+        if group is None:
+            group = Group(group_id, _now_ms, self._initial_delay_ms)
+            self.groups[group_id] = group
+        return group
+
+    async def join_group(self, request: JoinGroupRequest) -> JoinGroupResponse:
+        if not self._min_session_ms <= request.session_timeout_ms <= self._max_session_ms:
+            raise InvalidSessionTimeoutError(
+                f"session_timeout_ms={request.session_timeout_ms} is outside "
+                f"[{self._min_session_ms}, {self._max_session_ms}] "
+                "(group.min/max.session.timeout.ms)"
+            )
+        group = self._group(request.group_id)
+        rebalance_ms = request.rebalance_timeout_ms
+        joined = group.join(
+            member_id=request.member_id,
+            group_instance_id=request.group_instance_id,
+            client_id="",
+            session_timeout_ms=request.session_timeout_ms,
+            rebalance_timeout_ms=rebalance_ms if rebalance_ms > 0 else request.session_timeout_ms,
+            protocol_type=request.protocol_type,
+            protocols=[(p.name, bytes(p.metadata)) for p in request.protocols],
+        )
+        result = await _member_wait(joined, request.group_id)
+        return JoinGroupResponse(
+            generation_id=result.generation_id,
+            protocol_type=result.protocol_type,
+            protocol_name=result.protocol_name,
+            leader=result.leader,
+            member_id=result.member_id,
+            members=[
+                JoinGroupResponseMember(member_id=m, group_instance_id=i, metadata=meta)
+                for m, i, meta in result.members
+            ],
+        )
+
+    async def sync_group(self, request: SyncGroupRequest) -> SyncGroupResponse:
+        group = self._group(request.group_id)
+        assignments = {a.member_id: bytes(a.assignment) for a in request.assignments}
+        synced = group.sync(request.member_id, request.generation_id, assignments)
+        return SyncGroupResponse(assignment=await _member_wait(synced, request.group_id))
+
+    async def heartbeat(self, request: HeartbeatRequest) -> HeartbeatResponse:
+        self._group(request.group_id).heartbeat(request.member_id, request.generation_id)
+        return HeartbeatResponse()
+
+    async def leave_group(self, request: LeaveGroupRequest) -> LeaveGroupResponse:
+        self._group(request.group_id).leave(request.member_id)
+        return LeaveGroupResponse()
+
     # --- OffsetCommit -------------------------------------------------------------------
 
     async def offset_commit(self, request: OffsetCommitRequest) -> OffsetCommitResponse:
@@ -218,12 +321,11 @@ class GroupCoordinator:
         )
 
     def _commit_refusal(self, request: OffsetCommitRequest) -> ApiError | None:
-        if request.generation_id != -1 or request.member_id:
-            # membership is not served yet: no member can be known, no generation current
-            return UnknownMemberIdError(
-                f"group {request.group_id!r} has no member {request.member_id!r}; commit "
-                "with generation -1 (manual assignment) until group membership is served"
-            )
+        """A zombie's commit (unknown member, older generation) is refused."""
+        try:
+            self._group(request.group_id).check_commit(request.member_id, request.generation_id)
+        except ApiError as exc:
+            return exc
         return None
 
     async def _commit(self, request: OffsetCommitRequest) -> ApiError | None:
@@ -283,6 +385,19 @@ class GroupCoordinator:
                 )
             topics.append(OffsetFetchResponseTopic(name=topic, partitions=rows))
         return OffsetFetchResponse(topics=topics)
+
+
+async def _member_wait(waiting: Awaitable[T], group_id: str) -> T:
+    """A join or sync waits for the others; cancelled means the member was dropped."""
+    try:
+        return await waiting
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise  # our own request was cancelled (shutdown): not the member's fate
+        raise UnknownMemberIdError(
+            f"group {group_id!r}: this member was removed while it waited; join again"
+        ) from None
 
 
 def _partition_error(metadata: str | None) -> int:

@@ -4,6 +4,7 @@ survive the coordinator's broker being killed."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -13,16 +14,23 @@ from client import Admin, ConfigurationError, Consumer, NewTopic, Producer, Topi
 from protocol.apis import (
     ApiKey,
     FindCoordinatorRequest,
+    HeartbeatRequest,
+    JoinGroupRequest,
+    JoinGroupRequestProtocol,
     OffsetCommitRequest,
     OffsetCommitRequestPartition,
     OffsetCommitRequestTopic,
     OffsetFetchRequest,
     OffsetFetchRequestTopic,
+    SyncGroupRequest,
+    SyncGroupRequestAssignment,
 )
 from protocol.errors import (
     ApiError,
+    IllegalGenerationError,
     NotCoordinatorError,
     OffsetMetadataTooLargeError,
+    RebalanceInProgressError,
     UnknownMemberIdError,
 )
 from tests.integration.conftest import Cluster
@@ -183,3 +191,90 @@ async def test_a_consumer_commits_and_the_next_one_resumes_there(
     async with Consumer(bootstrap_servers=cluster.bootstrap) as no_group:
         with pytest.raises(ConfigurationError, match="group_id"):
             await no_group.commit({tps[0]: 1})
+
+
+async def test_membership_generations_and_a_zombies_commit_refused(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    cluster = make_cluster(
+        3,
+        {
+            **FAST_ISR,
+            "offsets.topic.num.partitions": "3",
+            "group.min.session.timeout.ms": "200",
+            "group.initial.rebalance.delay.ms": "0",
+        },
+    )
+    ports = await _ready_cluster(cluster)
+    port = ports[(await _find(ports[1], "workers")).node_id]
+
+    async def call(api: ApiKey, request: Any) -> Any:
+        return await _request(port, api, request)
+
+    def join(member_id: str = "", session_ms: int = 3000) -> Any:
+        return call(
+            ApiKey.JOIN_GROUP,
+            JoinGroupRequest(
+                group_id="workers",
+                session_timeout_ms=session_ms,
+                member_id=member_id,
+                protocol_type="consumer",
+                protocols=[JoinGroupRequestProtocol(name="range", metadata=b"orders")],
+            ),
+        )
+
+    a = await _until(lambda: _retrying(join()), lambda r: r is not None)
+    assert (a.generation_id, a.leader) == (1, a.member_id)
+    assert [(m.member_id, m.metadata) for m in a.members] == [(a.member_id, b"orders")]
+    synced = await call(
+        ApiKey.SYNC_GROUP,
+        SyncGroupRequest(
+            group_id="workers",
+            generation_id=1,
+            member_id=a.member_id,
+            assignments=[SyncGroupRequestAssignment(member_id=a.member_id, assignment=b"p0,p1")],
+        ),
+    )
+    assert synced.assignment == b"p0,p1"
+
+    b_joining = asyncio.ensure_future(join(session_ms=1000))  # a second member: rebalance
+    with pytest.raises(RebalanceInProgressError):
+        await _until(
+            lambda: call(
+                ApiKey.HEARTBEAT,
+                HeartbeatRequest(group_id="workers", generation_id=1, member_id=a.member_id),
+            ),
+            lambda _: False,
+        )
+    a2, b = await asyncio.gather(join(a.member_id), b_joining)
+    assert a2.generation_id == b.generation_id == 2 and a2.leader == a.member_id
+    stale = _commit("workers", {0: 5}, generation_id=1, member_id=a.member_id)
+    assert _codes(await call(ApiKey.OFFSET_COMMIT, stale)) == {IllegalGenerationError.code}
+    fresh = _commit("workers", {0: 5}, generation_id=2, member_id=a.member_id)
+    assert _codes(await call(ApiKey.OFFSET_COMMIT, fresh)) == {0}
+    outsider = _commit("workers", {0: 6})  # generation -1 while the group has members
+    assert _codes(await call(ApiKey.OFFSET_COMMIT, outsider)) == {UnknownMemberIdError.code}
+
+    # b goes silent past its session: it is dropped, and a is told to rejoin
+    with pytest.raises(RebalanceInProgressError):
+        await _until(
+            lambda: call(
+                ApiKey.HEARTBEAT,
+                HeartbeatRequest(group_id="workers", generation_id=2, member_id=a.member_id),
+            ),
+            lambda _: False,
+        )
+    a3 = await join(a.member_id)
+    assert a3.generation_id == 3 and [m.member_id for m in a3.members] == [a.member_id]
+    zombie = _commit("workers", {1: 9}, generation_id=2, member_id=b.member_id)
+    assert _codes(await call(ApiKey.OFFSET_COMMIT, zombie)) == {UnknownMemberIdError.code}
+    assert await _fetch_offsets(port, "workers", [0, 1]) == {0: 5, 1: -1}
+
+
+async def _retrying(call: Any) -> Any:
+    try:
+        return await call
+    except ApiError as exc:
+        if not exc.retriable:
+            raise
+        return None
