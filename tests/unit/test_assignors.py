@@ -1,0 +1,106 @@
+"""Assignors and the consumer protocol bytes (what the group leader computes and sends)."""
+
+import random
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from client.assignors import (
+    ASSIGNORS,
+    Assignment,
+    ProtocolError,
+    Subscription,
+    decode_assignment,
+    decode_subscription,
+    encode_assignment,
+    encode_subscription,
+    range_assign,
+    roundrobin_assign,
+    sticky_assign,
+)
+from client.types import TopicPartition as TP
+
+
+def test_subscription_and_assignment_bytes_are_kafkas() -> None:
+    sub = Subscription(["orders"], b"ud", [TP("orders", 1)])
+    data = encode_subscription(sub)
+    # version 1 | 1 topic "orders" | user data "ud" | owned: orders [1]
+    assert data == (
+        b"\x00\x01"
+        + b"\x00\x00\x00\x01"
+        + b"\x00\x06orders"
+        + b"\x00\x00\x00\x02ud"
+        + b"\x00\x00\x00\x01"
+        + b"\x00\x06orders"
+        + b"\x00\x00\x00\x01"
+        + b"\x00\x00\x00\x01"
+    )
+    assert decode_subscription(data) == sub
+    v0 = b"\x00\x00\x00\x00\x00\x01\x00\x01t\xff\xff\xff\xff"  # Kafka's v0: no owned list
+    assert decode_subscription(v0) == Subscription(["t"], None, [])
+    assignment = Assignment([TP("a", 0), TP("a", 2), TP("b", 1)])
+    assert decode_assignment(encode_assignment(assignment)) == assignment
+    assert decode_assignment(b"") == Assignment([])
+    with pytest.raises(ProtocolError):
+        decode_subscription(b"\x00\x01\x00\x00\x00\x05")
+
+
+def _subs(members: dict[str, list[str]], owned: dict[str, list[TP]] | None = None) -> dict:
+    owned = owned or {}
+    return {m: Subscription(t, None, owned.get(m, [])) for m, t in members.items()}
+
+
+def test_range_is_kafkas_contiguous_split() -> None:
+    got = range_assign({"t": 7}, _subs({"c2": ["t"], "c1": ["t"], "c3": ["t"]}))
+    assert got == {
+        "c1": [TP("t", 0), TP("t", 1), TP("t", 2)],
+        "c2": [TP("t", 3), TP("t", 4)],
+        "c3": [TP("t", 5), TP("t", 6)],
+    }
+
+
+def test_roundrobin_deals_in_turn_and_skips_the_unsubscribed() -> None:
+    got = roundrobin_assign({"a": 2, "b": 2}, _subs({"x": ["a", "b"], "y": ["b"]}))
+    assert got == {"x": [TP("a", 0), TP("a", 1), TP("b", 1)], "y": [TP("b", 0)]}
+
+
+def test_sticky_keeps_owners_and_moves_only_what_balance_needs() -> None:
+    first = sticky_assign({"t": 6}, _subs({"a": ["t"], "b": ["t"]}))
+    assert sorted(len(v) for v in first.values()) == [3, 3]
+    # a third member joins: each old member gives up exactly one partition
+    second = sticky_assign({"t": 6}, _subs({"a": ["t"], "b": ["t"], "c": ["t"]}, first))
+    assert sorted(len(v) for v in second.values()) == [2, 2, 2]
+    moved = sum(1 for m in ("a", "b") for tp in second[m] if tp not in first[m])
+    assert moved == 0
+    assert set(second["a"]) <= set(first["a"]) and set(second["b"]) <= set(first["b"])
+    # b leaves: its partitions go to the others, nothing else moves
+    third = sticky_assign({"t": 6}, _subs({"a": ["t"], "c": ["t"]}, second))
+    assert set(second["a"]) <= set(third["a"]) and set(second["c"]) <= set(third["c"])
+
+
+@given(
+    st.dictionaries(st.sampled_from(["a", "b", "c"]), st.integers(0, 12), min_size=1),
+    st.lists(st.text("mnopq", min_size=1, max_size=3), min_size=1, max_size=6, unique=True),
+    st.sampled_from(sorted(ASSIGNORS)),
+    st.randoms(use_true_random=False),
+)
+def test_every_partition_once_to_a_subscriber(
+    topics: dict[str, int], members: list[str], name: str, rnd: random.Random
+) -> None:
+    subs = _subs({m: rnd.sample(sorted(topics), rnd.randint(1, len(topics))) for m in members})
+    got = ASSIGNORS[name](topics, subs)
+    assigned = [tp for tps in got.values() for tp in tps]
+    assert len(assigned) == len(set(assigned))  # nobody shares a partition
+    wanted = {
+        TP(t, p)
+        for t, n in topics.items()
+        for p in range(n)
+        if any(t in s.topics for s in subs.values())
+    }
+    assert set(assigned) == wanted  # every subscribed partition is owned
+    for member, tps in got.items():
+        assert all(tp.topic in subs[member].topics for tp in tps)
+    if name != "range" and all(set(s.topics) == set(topics) for s in subs.values()):
+        counts = [len(v) for v in got.values()]
+        assert max(counts) - min(counts) <= 1  # balanced when everyone wants everything
