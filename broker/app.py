@@ -29,7 +29,7 @@ from broker.network import PeerConnection, PeerError
 from broker.registration import BrokerRegistrar, get_or_create_cluster_id
 from broker.replica.isr import IsrUpdater
 from broker.replica.manager import ReplicaManager
-from broker.server import BrokerServer
+from broker.server import BrokerServer, CloseConnection
 from broker.zk import BrokerRegistration, SessionState, ZkBridge, ZkError
 from protocol.apis import (
     ApiKey,
@@ -241,7 +241,12 @@ class Broker:
 
         async def produce(header: RequestHeader, request: ProduceRequest) -> Any:
             response = await replicas.produce(request)
-            return None if request.acks == 0 else response
+            if request.acks != 0:
+                return response
+            failed = [p for t in response.topics for p in t.partitions if p.error_code]
+            if failed:  # no answer to carry the error: closing is how the client learns
+                raise CloseConnection(f"acks=0 produce failed: {failed[0].error_message}")
+            return None
 
         return {
             ApiKey.PRODUCE: produce,

@@ -14,7 +14,9 @@ large, too short for a header) closes that connection only. A handler's unexpect
 exception is logged and answered as UNKNOWN_SERVER_ERROR.
 
 Handlers are ``async def handler(header, request) -> response | None``; None sends nothing
-(acks=0).
+(acks=0). A handler raising :class:`CloseConnection` has the connection closed once the
+responses before it are written: how an acks=0 producer learns its write failed (it
+gets no answer to read an error from), as in Kafka.
 
 Writing: a response's record data may be a :class:`~protocol.framing.FileRegion` (a range
 of a segment file). The writer waits until the transport has sent everything before it,
@@ -61,11 +63,18 @@ from protocol.framing import (
     RequestHeader,
 )
 
-__all__ = ["BrokerServer", "Handler"]
+__all__ = ["BrokerServer", "CloseConnection", "Handler"]
 
 Handler = Callable[[RequestHeader, Any], Awaitable[Any]]
 
 _READ_BUFFER_BYTES = 256 * 1024
+
+
+class CloseConnection(Exception):
+    """Raised by a handler: answer nothing, close this connection (with ``reason`` logged)."""
+
+
+_CLOSE: list[Part] = []  # the writer's marker for "close here"
 _log = structlog.get_logger("headwater.server")
 
 
@@ -180,6 +189,9 @@ class _Connection(asyncio.BufferedProtocol):
             if handler is None:
                 raise UnsupportedRequestError(f"{APIS[key].name} is not served by this broker")
             response = await handler(header, request)
+        except CloseConnection as exc:
+            self._log.info("connection.closed_by_handler", reason=str(exc))
+            return _CLOSE
         except ApiError as exc:
             return encode_error_response(header.correlation_id, exc)
         except Exception as exc:
@@ -199,6 +211,9 @@ class _Connection(asyncio.BufferedProtocol):
             parts = await self._queue[0]
             self._queue.popleft()
             if self._closed:
+                break
+            if parts is _CLOSE:
+                self.close()
                 break
             if parts is not None:
                 await self._write(parts)

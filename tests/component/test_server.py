@@ -9,7 +9,7 @@ from pathlib import Path
 import msgpack
 import pytest
 
-from broker.server import BrokerServer
+from broker.server import BrokerServer, CloseConnection
 from client.connection import BrokerConnection
 from protocol.apis import (
     APIS,
@@ -341,5 +341,30 @@ async def test_fetch_bytes_are_sent_from_the_file(segment_file: tuple[int, bytes
         async with BrokerConnection("127.0.0.1", port) as conn:
             again = await conn.request(ApiKey.FETCH, request)
             assert len(again.topics[0].partitions[0].records) == len(data) - 2000
+    finally:
+        await srv.stop()
+
+
+async def test_a_handler_can_close_its_connection_after_earlier_answers() -> None:
+    async def produce(header: RequestHeader, request: ProduceRequest) -> ProduceResponse | None:
+        if request.acks == 0:
+            raise CloseConnection("acks=0 write failed")
+        return ProduceResponse()
+
+    srv = BrokerServer({ApiKey.METADATA: metadata, ApiKey.PRODUCE: produce})
+    port = await srv.start()
+    try:
+        reader, writer = await _raw(port)
+        for correlation_id, acks in ((1, 1), (2, 0), (3, 1)):
+            request = ProduceRequest(acks=acks, timeout_ms=100)
+            writer.writelines(encode_request(ApiKey.PRODUCE, 0, correlation_id, request))
+        correlation_id, _ = await _read_frame(reader)
+        assert correlation_id == 1  # the answer before it still arrives...
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # ...then the connection ends
+        writer.close()
+        async with BrokerConnection("127.0.0.1", port) as conn:  # others are unaffected
+            assert (
+                await conn.request(ApiKey.METADATA, MetadataRequest(topics=["ok"]))
+            ).cluster_id == "ok"
     finally:
         await srv.stop()

@@ -40,6 +40,7 @@ from protocol.errors import (
     InvalidReplicationFactorError,
     InvalidTopicError,
     MessageTooLargeError,
+    NetworkError,
     NotLeaderOrFollowerError,
     OffsetOutOfRangeError,
     TopicAlreadyExistsError,
@@ -237,6 +238,23 @@ async def test_bad_requests_get_clear_errors_and_the_broker_serves_on(
     assert "headwater topics create missing" in meta.topics[0].error_message
     missing = await _produce(port, "missing", 0, [b"x"])
     assert missing.error_code == UnknownTopicOrPartitionError.code
+    # acks=0 has no answer to carry the error: the broker closes the connection instead
+    async with BrokerConnection("127.0.0.1", port) as conn:
+        blind = ProduceRequest(
+            acks=0,
+            timeout_ms=1000,
+            topics=[
+                ProduceTopic(
+                    name="missing",
+                    partitions=[
+                        ProducePartition(index=0, records=encode_batch([(None, b"x", None, None)]))
+                    ],
+                )
+            ],
+        )
+        await conn.request(ApiKey.PRODUCE, blind, expect_response=False)
+        with pytest.raises(NetworkError):
+            await conn.request(ApiKey.METADATA, MetadataRequest(topics=[]))
     no_partition = await _produce(port, "ok", 7, [b"x"])
     assert no_partition.error_code == UnknownTopicOrPartitionError.code
     assert "no partition 7" in no_partition.error_message
