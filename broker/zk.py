@@ -23,7 +23,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kazoo.client import KazooClient, KazooState
-from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError, ZookeeperError
+from kazoo.exceptions import (
+    BadVersionError,
+    NodeExistsError,
+    NoNodeError,
+    RolledBackError,
+    ZookeeperError,
+)
 from kazoo.interfaces import IAsyncResult
 from kazoo.protocol.states import WatchedEvent, ZnodeStat
 
@@ -94,6 +100,10 @@ class NodeExists(ZkError):
 
 class VersionConflict(ZkError):
     """A compare-and-set lost: the znode changed since it was read."""
+
+
+class Fenced(ZkError):
+    """A guarded write was refused: the guard znode moved on (a newer controller)."""
 
 
 class CorruptZnode(ZkError):
@@ -272,6 +282,11 @@ def topic_config_from_json(topic: str, data: bytes) -> dict[str, str]:
 # --- the bridge --------------------------------------------------------------------------
 
 
+_CREATE = -2
+"""``guarded(..., version=CREATE)``: create the znode instead of setting it."""
+CREATE = _CREATE
+
+
 class SessionState:
     CONNECTED = "CONNECTED"
     SUSPENDED = "SUSPENDED"  # connection lost, session may live: pause leader-only work
@@ -398,6 +413,35 @@ class ZkBridge:
         """Write; with ``version`` >= 0 only if the znode is still at that version (CAS)."""
         stat: ZnodeStat = await self._await(self._client.set_async(path, value, version), path)
         return stat
+
+    async def guarded(
+        self, guard: str, guard_version: int, path: str, value: bytes, *, version: int = -1
+    ) -> int:
+        """Write ``path`` (create it when ``version`` is None-like -2, else set at
+        ``version``) only if ``guard`` is still at ``guard_version``, atomically (one
+        ZooKeeper multi): how a controller's writes are fenced by ``/controller_epoch``
+        (Kafka's KAFKA-6082). Returns the written znode's version. Raises
+        :class:`Fenced` if the guard moved, :class:`VersionConflict` /
+        :class:`NodeExists` for the write itself."""
+        transaction = self._client.transaction()
+        transaction.check(guard, guard_version)
+        if version == _CREATE:
+            transaction.create(path, value)
+        else:
+            transaction.set_data(path, value, version)
+        results = await self._await(transaction.commit_async(), path)
+        check, write = results[0], results[1]
+        if isinstance(check, Exception) and not isinstance(check, RolledBackError):
+            raise Fenced(f"{guard} moved past version {guard_version}: a newer controller rules")
+        if isinstance(write, NodeExistsError):
+            raise NodeExists(f"{path} already exists")
+        if isinstance(write, BadVersionError):
+            raise VersionConflict(f"{path} changed since it was read")
+        if isinstance(write, NoNodeError):
+            raise NoNode(f"{path} does not exist")
+        if isinstance(write, Exception):
+            raise ZkError(f"ZooKeeper refused a write of {path}: {write!r}")
+        return 0 if version == _CREATE else int(write.version)
 
     async def delete(self, path: str, *, version: int = -1, recursive: bool = False) -> None:
         if recursive:

@@ -45,8 +45,10 @@ import structlog
 
 from broker.controller.channel import BrokerChannel
 from broker.zk import (
+    CREATE,
     BrokerRegistration,
     CorruptZnode,
+    Fenced,
     NodeExists,
     NoNode,
     PartitionState,
@@ -107,6 +109,7 @@ class Controller:
         self.states: dict[TP, _State] = {}
         self.deleting: set[str] = set()
         self.shutting_down: set[int] = set()
+        self._epoch_zk_version = -1
         self._excluded: set[int] = set()  # restarted brokers, while handled as failed
         self._channels: dict[int, BrokerChannel] = {}
         self._events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue(maxsize=_QUEUE_LIMIT)
@@ -182,6 +185,9 @@ class Controller:
                 try:
                     await handlers[kind](arg)
                     break
+                except Fenced as exc:  # a newer controller exists: our election task resigns
+                    self._log.warning("controller.fenced", error=str(exc))
+                    break
                 except (NoNode, NodeExists, VersionConflict, CorruptZnode):
                     # an answer, not an outage: retrying would repeat it forever and stall
                     # every later event; a fresh read by the next event repairs what it can
@@ -200,6 +206,12 @@ class Controller:
 
     async def _startup(self, _: object) -> None:
         """Read everything, repair what needs it, and tell every broker the whole state."""
+        data, stat = await self._zk.get(paths.CONTROLLER_EPOCH)
+        if int(data) != self.epoch:
+            raise Fenced(
+                f"{paths.CONTROLLER_EPOCH} is {int(data)}, we were elected in {self.epoch}"
+            )
+        self._epoch_zk_version = stat.version  # every state write is guarded by it
         await self._zk.ensure_path(paths.TOPICS)
         await self._zk.ensure_path(paths.DELETE_TOPICS)
         await self._zk.ensure_path(paths.ISR_CHANGES)
@@ -335,7 +347,14 @@ class Controller:
             )
             path = paths.partition_state(topic, partition)
             try:
-                await self._zk.create(path, state.to_json(), makepath=True)
+                await self._zk.ensure_path(path.rsplit("/", 1)[0])
+                await self._zk.guarded(
+                    paths.CONTROLLER_EPOCH,
+                    self._epoch_zk_version,
+                    path,
+                    state.to_json(),
+                    version=CREATE,
+                )
                 version = 0
             except NodeExists:  # written by an earlier controller that died after it
                 raw, stat = await self._zk.get(path)
@@ -431,10 +450,14 @@ class Controller:
         return self._unclean_default if value is None else value.strip().lower() == "true"
 
     async def _write_state(self, tp: TP, state: PartitionState) -> None:
-        stat = await self._zk.set(
-            paths.partition_state(*tp), state.to_json(), version=self.states[tp].version
+        version = await self._zk.guarded(
+            paths.CONTROLLER_EPOCH,
+            self._epoch_zk_version,
+            paths.partition_state(*tp),
+            state.to_json(),
+            version=self.states[tp].version,
         )
-        self.states[tp] = _State(state, stat.version)
+        self.states[tp] = _State(state, version)
 
     async def _reload_state(self, tp: TP) -> None:
         path = paths.partition_state(*tp)

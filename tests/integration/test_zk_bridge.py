@@ -7,7 +7,15 @@ import pytest
 from kazoo.client import KazooClient
 
 from broker import zk
-from broker.zk import NodeExists, NoNode, SessionState, VersionConflict, ZkBridge, ZkError
+from broker.zk import (
+    Fenced,
+    NodeExists,
+    NoNode,
+    SessionState,
+    VersionConflict,
+    ZkBridge,
+    ZkError,
+)
 from client.localcluster import ZooKeeperServer
 
 
@@ -35,6 +43,28 @@ async def test_operations_and_compare_and_set(zookeeper: ZooKeeperServer, zk_roo
         assert await bridge.exists(zk_root) is None
         with pytest.raises(NoNode, match="does not exist"):
             await bridge.get(path)
+    finally:
+        await bridge.stop()
+
+
+async def test_guarded_writes_are_fenced_by_the_guard_znode(
+    zookeeper: ZooKeeperServer, zk_root: str
+) -> None:
+    """A controller's writes carry /controller_epoch's version (Kafka's KAFKA-6082)."""
+    bridge = await _bridge(zookeeper)
+    try:
+        guard, path = f"{zk_root}/epoch", f"{zk_root}/state"
+        await bridge.create(guard, b"1", makepath=True)
+        assert await bridge.guarded(guard, 0, path, b"a", version=zk.CREATE) == 0
+        with pytest.raises(NodeExists):
+            await bridge.guarded(guard, 0, path, b"again", version=zk.CREATE)
+        assert await bridge.guarded(guard, 0, path, b"b", version=0) == 1
+        with pytest.raises(VersionConflict):
+            await bridge.guarded(guard, 0, path, b"stale", version=0)
+        await bridge.set(guard, b"2")  # a newer controller bumped the epoch
+        with pytest.raises(Fenced, match="newer controller"):
+            await bridge.guarded(guard, 0, path, b"zombie", version=1)
+        assert (await bridge.get(path))[0] == b"b"  # nothing the zombie wrote landed
     finally:
         await bridge.stop()
 
