@@ -320,13 +320,18 @@ class Cluster:
         return answer
 
     async def _refresh_periodically(self) -> None:
+        failures = 0
         while True:
             age_s = time.monotonic() - self.metadata.updated_at
-            await asyncio.sleep(max(self.metadata_max_age_ms / 1000 - age_s, 0.01))
+            # after failures, back off (doubling, up to a minute) instead of spinning
+            backoff_s = min(self.retry_backoff_ms / 1000 * 2**failures, 60.0) if failures else 0
+            await asyncio.sleep(max(self.metadata_max_age_ms / 1000 - age_s, 0.01, backoff_s))
             if time.monotonic() - self.metadata.updated_at >= self.metadata_max_age_ms / 1000:
                 try:
                     await self.refresh()
+                    failures = 0
                 except ApiError as exc:
+                    failures += 1
                     _log.warning("metadata refresh failed: %s", exc)
 
     async def wait_for_topic(self, topic: str, timeout_ms: float) -> TopicMetadata:

@@ -122,16 +122,19 @@ class BrokerConnection:
             raise NetworkError(f"connection to {self.host}:{self.port} is closed") from self._closed
         correlation_id = next(self._ids) & 0x7FFFFFFF
         parts = encode_request(api.key, version, correlation_id, request)
-        if not expect_response:
-            self._writer.writelines(parts)
-            await self._writer.drain()
-            return None
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._in_flight.append(_InFlight(correlation_id, api, version, future))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.request_timeout_ms / 1000  # the write counts too
+        future: asyncio.Future[Any] | None = None
+        if expect_response:
+            future = loop.create_future()
+            self._in_flight.append(_InFlight(correlation_id, api, version, future))
         self._writer.writelines(parts)
-        await self._writer.drain()
         try:
-            response = await asyncio.wait_for(future, self.request_timeout_ms / 1000)
+            # a broker that stops reading must not hold us in drain() forever
+            await asyncio.wait_for(self._writer.drain(), max(deadline - loop.time(), 0))
+            if future is None:
+                return None
+            response = await asyncio.wait_for(future, max(deadline - loop.time(), 0))
         except TimeoutError:
             # the answer may still come: the stream position is unknown, so start over
             self.close(RequestTimedOutError(f"no answer from {self.host}:{self.port}"))
@@ -174,6 +177,8 @@ class BrokerConnection:
             self.close(NetworkError(f"{self} closed the connection ({type(exc).__name__})"))
         except ApiError as exc:
             self.close(exc)
+        except Exception as exc:  # anything else ends the stream too: never a silent reader
+            self.close(NetworkError(f"{self}: reading failed ({exc!r})"))
 
     def close(self, cause: BaseException | None = None) -> None:
         """Close; every request still waiting fails with ``cause`` (or NETWORK_EXCEPTION)."""
@@ -187,7 +192,12 @@ class BrokerConnection:
                     NetworkError(f"{self}: {self._closed}") if cause is None else cause
                 )
         if self._writer is not None:
-            self._writer.close()
+            if cause is None:
+                self._writer.close()  # ours to end: what is buffered still goes out
+            else:
+                # a failure: bytes a stalled peer will never read must not keep the
+                # transport (and anyone draining it) waiting
+                self._writer.transport.abort()
         if self._read_task is not None and self._read_task is not asyncio.current_task():
             self._read_task.cancel()
 
@@ -198,5 +208,5 @@ class BrokerConnection:
     async def __aexit__(self, *exc: object) -> None:
         self.close()
         if self._writer is not None:
-            with contextlib.suppress(ConnectionError, OSError):
-                await self._writer.wait_closed()
+            with contextlib.suppress(ConnectionError, OSError, TimeoutError):
+                await asyncio.wait_for(self._writer.wait_closed(), 5)

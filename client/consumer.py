@@ -389,7 +389,15 @@ class Consumer:
         loop = asyncio.get_running_loop()
         while self._state == "running":
             self._wakeup.clear()
-            delay_ms = await self._fetcher_pass()
+            try:
+                delay_ms = await self._fetcher_pass()
+            except Exception as exc:  # never a silent stop: the getters raise it
+                _log.exception("the consumer's fetcher failed; it retries")
+                for state in self._subscription.states.values():
+                    if state.error is None:
+                        state.error = exc
+                self._data_arrived()
+                delay_ms = self.retry_backoff_ms
             timer = None
             if delay_ms is not None:
                 timer = loop.call_later(delay_ms / 1000, self._wakeup.set)
@@ -440,7 +448,7 @@ class Consumer:
             rest = await self._positions_from_commits(tps)
             if rest is None:
                 return self.retry_backoff_ms
-            tps = rest
+            tps = [tp for tp in rest if tp in self._subscription.states]  # still assigned
         timestamp = _RESETS[self.auto_offset_reset]
         if timestamp is None:
             for tp in tps:
@@ -480,17 +488,29 @@ class Consumer:
         """With a group: start where it committed. Returns the partitions still without a
         position (for auto_offset_reset), or None to retry later."""
         assert self._offsets is not None
-        generations = {tp: self._subscription.states[tp].generation for tp in tps}
+        states = self._subscription.states
+        asked = [tp for tp in tps if tp in states and not states[tp].reset_by_policy]
+        policy = [tp for tp in tps if tp in states and states[tp].reset_by_policy]
+        if not asked:
+            return policy
+        generations = {tp: states[tp].generation for tp in asked}
         try:
-            committed = await self._offsets.committed(list(tps))
+            committed = await self._offsets.committed(asked)
         except ApiError as exc:
             if exc.retriable:
                 _log.debug("committed offsets will be read again: %s", exc)
                 return None
-            raise
-        rest = []
-        for tp in tps:
+            for tp in asked:  # e.g. an invalid group id: the user hears it from getmany
+                state = states.get(tp)
+                if state is not None and state.generation == generations[tp]:
+                    state.error = exc
+            self._data_arrived()
+            return policy
+        rest = list(policy)
+        for tp in asked:  # re-checked after the await: still assigned, not moved
             offset = committed.get(tp)
+            if tp not in states or states[tp].generation != generations[tp]:
+                continue
             if offset is None:
                 rest.append(tp)
             else:
@@ -498,6 +518,11 @@ class Consumer:
         return rest
 
     async def _reset_offset(self, tp: TopicPartition) -> int:
+        state = self._subscription.states.get(tp)
+        if self._offsets is not None and state is not None and not state.reset_by_policy:
+            committed = (await self._offsets.committed([tp]))[tp]  # a group starts there
+            if committed is not None:
+                return committed
         timestamp = _RESETS[self.auto_offset_reset]
         if timestamp is None:
             raise NoOffsetForPartitionError(

@@ -57,6 +57,7 @@ class PartitionState:
         "in_flight",
         "log_start_offset",
         "position",
+        "reset_by_policy",
         "retry_at_ms",
     )
 
@@ -72,6 +73,9 @@ class PartitionState:
         self.error: BaseException | None = None
         self.retry_at_ms = 0.0
         self.in_flight = False
+        self.reset_by_policy = False
+        """The position was out of range: auto_offset_reset decides, not a committed offset
+        (which may be the very offset that was out of range)."""
 
     def moved(self, offset: int | None) -> None:
         """The user's position jumps: everything buffered or in flight is from before."""
@@ -127,7 +131,9 @@ class Subscription:
 
     def request_reset(self, tp: TopicPartition) -> None:
         """Forget the position: the consumer's auto_offset_reset chooses it again."""
-        self.state(tp).moved(None)
+        state = self.state(tp)
+        state.moved(None)
+        state.reset_by_policy = True
 
     def needs_position(self) -> list[TopicPartition]:
         return [tp for tp, s in self.states.items() if s.position is None and s.error is None]
@@ -138,6 +144,7 @@ class Subscription:
         if state is None or state.generation != generation or state.position is not None:
             return False
         state.position = state.fetch_offset = offset
+        state.reset_by_policy = False
         return True
 
     # --- fetching ------------------------------------------------------------------------
@@ -225,7 +232,12 @@ class Subscription:
         for tp in itertools.chain(selected[start:], selected[:start]):
             if budget <= 0:
                 break
-            records = self._take_partition(tp, self.states[tp], budget, make_record)
+            try:
+                records = self._take_partition(tp, self.states[tp], budget, make_record)
+            except Exception:
+                if out:  # records already taken (positions moved) are handed out first;
+                    break  # the bad one raises on the next call, its position unmoved
+                raise
             if records:
                 out[tp] = records
                 budget -= len(records)

@@ -22,14 +22,20 @@ from protocol.apis import (
     MetadataBroker,
     MetadataRequest,
     MetadataResponse,
+    ProducePartition,
     ProduceRequest,
     ProduceResponse,
+    ProduceTopic,
+    decode_request,
     decode_response,
     encode_request,
+    encode_response,
+    supported_versions,
 )
 from protocol.errors import (
     NetworkError,
     NotControllerError,
+    RequestTimedOutError,
     UnknownServerError,
     UnsupportedVersionError,
 )
@@ -368,3 +374,51 @@ async def test_a_handler_can_close_its_connection_after_earlier_answers() -> Non
             ).cluster_id == "ok"
     finally:
         await srv.stop()
+
+
+async def test_a_peer_that_stops_reading_times_out_instead_of_hanging() -> None:
+    """The request timeout covers the write too: a stalled broker cannot hold drain()."""
+    stalled = asyncio.Event()
+
+    async def answer_versions_then_stall(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        (size,) = struct.unpack(">I", await reader.readexactly(4))
+        header, _, _ = decode_request(await reader.readexactly(size))
+        writer.writelines(
+            encode_response(
+                header.correlation_id, 0, ApiVersionsResponse(api_keys=supported_versions())
+            )
+        )
+        await stalled.wait()  # never reads again
+        writer.transport.abort()
+        done.set()
+
+    done = asyncio.Event()
+    srv = await asyncio.start_server(answer_versions_then_stall, "127.0.0.1", 0)
+    port = srv.sockets[0].getsockname()[1]
+    try:
+        conn = BrokerConnection("127.0.0.1", port, request_timeout_ms=500)
+        await conn.connect()
+        big = ProduceRequest(acks=1, timeout_ms=100, topics=[])
+        huge = ProduceRequest(
+            acks=1,
+            timeout_ms=100,
+            topics=[
+                ProduceTopic(
+                    name="t", partitions=[ProducePartition(index=0, records=bytes(64 << 20))]
+                )
+            ],
+        )
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(RequestTimedOutError):
+            await conn.request(ApiKey.PRODUCE, huge)
+        assert asyncio.get_running_loop().time() - started < 5
+        with pytest.raises(NetworkError):  # the connection is given up, not left half-written
+            await conn.request(ApiKey.PRODUCE, big)
+        conn.close()
+    finally:
+        stalled.set()
+        await asyncio.wait_for(done.wait(), 5)
+        srv.close()
+        await srv.wait_closed()

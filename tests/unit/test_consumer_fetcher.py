@@ -231,6 +231,37 @@ def test_a_failing_deserializer_stops_at_the_record_until_the_user_seeks_past() 
     assert offsets(sub.take(None, None, strict)) == [3, 4]
 
 
+def test_a_bad_record_in_one_partition_does_not_lose_another_partitions_records() -> None:
+    sub = positioned(TP, TP1)
+    answered(sub, fetch_one(sub, TP), batch(0, 3))
+    answered(sub, fetch_one(sub, TP1), batch(0, 3, tag=b"bad"))
+
+    def strict(tp: TopicPartition, record: Record) -> object:
+        if (record.value or b"").startswith(b"bad"):
+            raise ValueError("not json")
+        return as_tuple(tp, record)
+
+    taken: dict[TopicPartition, list[object]] = {}
+    for _ in range(2):  # whichever partition the rotation visits first
+        try:
+            for tp, records in sub.take(None, None, strict).items():
+                taken.setdefault(tp, []).extend(records)
+        except ValueError:
+            continue
+    assert offsets(taken, TP) == [0, 1, 2]  # handed out, not dropped with the error
+    assert sub.states[TP1].position == 0  # the bad partition did not move
+    with pytest.raises(ValueError, match="not json"):
+        sub.take(None, None, strict)
+
+
+def test_an_out_of_range_reset_is_marked_so_committed_offsets_are_not_reused() -> None:
+    sub = positioned(TP)
+    sub.request_reset(TP)  # what an OFFSET_OUT_OF_RANGE answer does
+    assert sub.states[TP].reset_by_policy
+    assert sub.set_reset_position(TP, 10, sub.states[TP].generation)
+    assert not sub.states[TP].reset_by_policy
+
+
 def test_resets_apply_only_if_the_user_did_not_move_meanwhile() -> None:
     sub = Subscription(max_buffer_bytes=1 << 20)
     sub.assign([TP, TP1])
