@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 
 import structlog
 
@@ -328,10 +328,9 @@ class ReplicaManager:
             )
         info = partition.log.append(records, leader_epoch=partition.leader_epoch)
         self.bytes_in.inc(info.size_bytes)
-        tp = TopicPartition(topic, index)
-        if partition.maybe_advance_high_watermark():
-            self._wake(tp)
-        self._wake_followers(tp)
+        partition.maybe_advance_high_watermark()
+        # follower and consumer fetches park on the same futures: one wake serves both
+        self._wake(TopicPartition(topic, index))
         if partition.log.flush_due():
             self._flush_soon(partition.log)
         result = ProducePartitionResponse(
@@ -507,10 +506,6 @@ class ReplicaManager:
             if not waiter.done():
                 waiter.set_result(None)
 
-    def _wake_followers(self, tp: TopicPartition) -> None:
-        # follower fetches park on the same futures as consumers; an append wakes both
-        self._wake(tp)
-
     # --- the ISR ------------------------------------------------------------------------
 
     def shrink_isrs(self) -> None:
@@ -681,9 +676,6 @@ class ReplicaManager:
         raise UnknownTopicOrPartitionError(
             f"topic {topic!r} does not exist; create it with `headwater topics create {topic}`"
         )
-
-    def hosted(self) -> Iterable[Partition]:
-        return self.partitions.values()
 
 
 _PARTITIONS = gauge("headwater_partitions", "Partitions hosted here, by role.")

@@ -42,16 +42,11 @@ pytestmark = pytest.mark.timeout(120)
 
 async def _find(port: int, group: str) -> Any:
     """The coordinator's answer, retried while it is being set up (retriable errors)."""
-
-    async def ask() -> Any:
-        try:
-            return await _request(port, ApiKey.FIND_COORDINATOR, FindCoordinatorRequest(key=group))
-        except ApiError as exc:
-            if not exc.retriable:
-                raise
-            return None
-
-    return await _until(ask, lambda r: r is not None)
+    request = FindCoordinatorRequest(key=group)
+    return await _until(
+        lambda: _retrying(_request(port, ApiKey.FIND_COORDINATOR, request)),
+        lambda r: r is not None,
+    )
 
 
 def _commit(group: str, offsets: dict[int, int], **kw: Any) -> OffsetCommitRequest:
@@ -139,15 +134,11 @@ async def test_commits_are_kept_by_the_coordinator_and_survive_its_death(
         lambda: _find(survivor, "billing"), lambda r: r.node_id not in (-1, coordinator)
     )
 
-    async def fetched() -> dict[int, int] | None:
-        try:
-            return await _fetch_offsets(ports[moved.node_id], "billing", [0, 1, 2])
-        except ApiError as exc:  # loading, or not yet the coordinator: as a client, retry
-            if not exc.retriable:
-                raise
-            return None
-
-    assert await _until(fetched, lambda r: r is not None) == {0: 10, 1: 21, 2: 30}
+    fetched = await _until(  # loading, or not yet the coordinator: as a client, retry
+        lambda: _retrying(_fetch_offsets(ports[moved.node_id], "billing", [0, 1, 2])),
+        lambda r: r is not None,
+    )
+    assert fetched == {0: 10, 1: 21, 2: 30}
 
 
 async def test_a_consumer_commits_and_the_next_one_resumes_there(

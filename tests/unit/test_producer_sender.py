@@ -219,14 +219,26 @@ async def test_acks_0_expects_no_answer_and_resolves_with_minus_one() -> None:
     await producer.stop()
 
 
+async def _until(check: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    """Wait for a condition (the sender runs on the loop: yield until it has acted)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not check():
+        assert loop.time() < deadline, "never reached"
+        await asyncio.sleep(0.001)
+
+
 async def test_in_flight_requests_per_broker_are_bounded_and_partitions_never_overlap() -> None:
     cluster = ScriptedCluster({TopicPartition("a", p): 1 for p in range(9)})
     cluster.release.clear()  # hold every answer
     producer = await started(cluster, max_in_flight_requests_per_connection=2)
     futures = []
-    for group in ((0, 1, 2), (3, 4, 5), (6, 7, 8), (0, 4, 8)):
+    for sent, group in enumerate(((0, 1, 2), (3, 4, 5), (6, 7, 8), (0, 4, 8))):
         futures += [await producer.send("a", b"%d" % p, partition=p) for p in group]
-        await asyncio.sleep(0.02)  # the sender takes what is there
+        if sent < 2:  # the sender takes each group as its own request
+            await _until(lambda n=sent + 1: len(cluster.requests) == n)
+    for _ in range(50):  # give the sender every chance to overstep the bound
+        await asyncio.sleep(0)
     assert cluster.in_flight == 2  # a third request waits for one of the two
     assert [sorted(partitions_of(r)) for _, r, _ in cluster.requests] == [
         [("a", 0), ("a", 1), ("a", 2)],
