@@ -96,8 +96,17 @@ async def _ready_cluster(cluster: Cluster) -> dict[int, int]:
 
 
 async def _leaders(port: int, topic: str) -> dict[int, int]:
+    """partition -> leader, once every leader serves it: a leader hears of its role (from
+    the controller) a moment after the topic shows in another broker's metadata."""
     meta = await _metadata(port, [topic])
-    return {p.partition_index: p.leader_id for p in meta.topics[0].partitions}
+    leaders = {p.partition_index: p.leader_id for p in meta.topics[0].partitions}
+    ports = {b.node_id: b.port for b in meta.brokers}
+    for partition, leader in leaders.items():
+        await _until(
+            lambda p=partition, b=leader: _fetch(ports[b], topic, p, 0),
+            lambda f: f.error_code == 0,
+        )
+    return leaders
 
 
 async def _produce(
@@ -195,8 +204,6 @@ async def test_fetch_waits_for_data_then_answers(cluster: Cluster) -> None:
     port = next(iter(ports.values()))
     await _create(port, "waiting", 1)
     leader = ports[(await _leaders(port, "waiting"))[0]]
-    # the leader may hear of its new role a moment after the topic shows in metadata
-    await _until(lambda: _fetch(leader, "waiting", 0, 0), lambda f: f.error_code == 0)
     loop = asyncio.get_running_loop()
     started = loop.time()
     parked = asyncio.ensure_future(_fetch(leader, "waiting", 0, 0, max_wait_ms=10_000, min_bytes=1))
@@ -313,7 +320,8 @@ async def test_broker_restart_keeps_its_data(cluster: Cluster, how: str) -> None
     leaders = await _leaders(port, "durable")
     victim_partition, victim = next((p, b) for p, b in leaders.items())
     for i in range(10):
-        await _produce(ports[victim], "durable", victim_partition, [b"v%d" % i])
+        written = await _produce(ports[victim], "durable", victim_partition, [b"v%d" % i])
+        assert (written.error_code, written.base_offset) == (0, i)
     broker = cluster.brokers[victim]
     if how == "sigterm":
         assert broker.stop() == 0
