@@ -1,25 +1,41 @@
-"""Cluster administration: topics, the cluster's brokers and controller, topic configs.
+"""Cluster administration: topics, the cluster's brokers and controller, topic configs,
+consumer groups and their offsets, partitions' offsets.
 
 Shaped like aiokafka's AIOKafkaAdminClient, with answers as the NamedTuples of
 :mod:`client.types`. Any broker accepts CreateTopics and DeleteTopics (the broker
 forwards the work to the controller), so requests go to whichever broker answers. A
 refused topic raises its typed error (TOPIC_ALREADY_EXISTS, INVALID_PARTITIONS, ...)
 with a message naming the topic; when several are refused, the first one is raised.
+
+Groups, as Kafka's AdminClient does them: each broker lists only the groups it
+coordinates, so ``list_groups`` asks every broker and merges; DescribeGroups, OffsetFetch,
+OffsetCommit and DeleteGroups go to the group's coordinator
+(:class:`client.coordinator.GroupOffsets` finds it and follows it when it moves).
+ListOffsets goes to each partition's leader.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Any
 
-from client.cluster import Cluster, ClusterMetadata, unknown_topic_error
+from client.assignors import ProtocolError, decode_assignment
+from client.cluster import Cluster, ClusterMetadata, list_offsets_request, unknown_topic_error
+from client.coordinator import GroupOffsets
 from client.errors import ClientClosedError
 from client.types import (
     BrokerDescription,
     ClusterDescription,
     ConfigEntry,
+    GroupDescription,
+    GroupListing,
+    ListOffsetsResult,
+    MemberDescription,
     NewTopic,
+    OffsetSpec,
     PartitionDescription,
     TopicDescription,
     TopicPartition,
@@ -32,21 +48,38 @@ from protocol.apis import (
     CreatableTopicConfig,
     CreateTopicsRequest,
     CreateTopicsResponse,
+    DeleteGroupsRequest,
+    DeleteGroupsResponse,
     DeleteTopicsRequest,
     DeleteTopicsResponse,
     DescribeConfigsRequest,
     DescribeConfigsResource,
     DescribeConfigsResponse,
+    DescribedGroup,
+    DescribeGroupsRequest,
+    DescribeGroupsResponse,
     ElectionType,
     ElectLeadersRequest,
     ElectLeadersResponse,
     ElectLeadersTopicPartitions,
+    ListGroupsRequest,
+    ListGroupsResponse,
+    ListOffsetsResponse,
+    OffsetFetchRequest,
+    OffsetFetchRequestTopic,
+    OffsetFetchResponse,
 )
 from protocol.errors import (
     ApiError,
+    GroupIdNotFoundError,
+    IllegalGenerationError,
     LeaderNotAvailableError,
+    NonEmptyGroupError,
     NotControllerError,
+    RebalanceInProgressError,
+    RequestTimedOutError,
     TopicAlreadyExistsError,
+    UnknownMemberIdError,
     UnknownTopicOrPartitionError,
     error_for_code,
 )
@@ -63,13 +96,16 @@ class Admin:
         bootstrap_servers: str | list[str],
         client_id: str = "headwater-admin",
         request_timeout_ms: int = 30_000,
+        retry_backoff_ms: int = 100,
     ) -> None:
         self.client_id = client_id
         self.request_timeout_ms = request_timeout_ms
+        self.retry_backoff_ms = retry_backoff_ms
         self._cluster = Cluster(
             bootstrap_servers,
             client_id=client_id,
             request_timeout_ms=request_timeout_ms,
+            retry_backoff_ms=retry_backoff_ms,
             allow_auto_topic_creation=False,
         )
         self._state = "new"
@@ -209,6 +245,215 @@ class Admin:
                 )
         return out
 
+    # --- consumer groups -----------------------------------------------------------------
+
+    async def list_groups(self) -> list[GroupListing]:
+        """Every group the cluster knows, sorted by id. Each broker lists the groups it
+        coordinates, so every broker is asked and the answers merged (a group whose
+        coordinator moves meanwhile may be listed by both: it is shown once)."""
+        metadata = await self._metadata([])
+        answers = await asyncio.gather(*(self._groups_of(node) for node in metadata.brokers))
+        merged: dict[str, GroupListing] = {}
+        for listing in (g for answer in answers for g in answer):
+            merged.setdefault(listing.group_id, listing)
+        return [merged[g] for g in sorted(merged)]
+
+    async def _groups_of(self, node: int) -> list[GroupListing]:
+        """One broker's groups, asked again while it loads them or cannot be reached; a
+        broker that has left the cluster meanwhile has none (their new coordinator lists
+        them)."""
+        deadline = time.monotonic() + self.request_timeout_ms / 1000
+        while True:
+            try:
+                response: ListGroupsResponse = await self._cluster.send(
+                    node, ApiKey.LIST_GROUPS, ListGroupsRequest()
+                )
+            except ApiError as exc:
+                if not exc.retriable or time.monotonic() >= deadline:
+                    raise
+                await asyncio.sleep(self.retry_backoff_ms / 1000)
+                if node not in (await self._metadata([])).brokers:
+                    return []
+                continue
+            return [
+                GroupListing(g.group_id, g.protocol_type, g.group_state) for g in response.groups
+            ]
+
+    async def describe_groups(self, group_ids: Iterable[str]) -> list[GroupDescription]:
+        """State, assignment strategy, generation and members of each group, from its
+        coordinator. A group nobody knows is Dead with no members (Kafka's answer), or
+        raises :class:`~protocol.errors.GroupIdNotFoundError` if the broker says so."""
+        return list(await asyncio.gather(*(self._describe_group(g) for g in group_ids)))
+
+    async def _describe_group(self, group_id: str) -> GroupDescription:
+        def check(response: DescribeGroupsResponse) -> None:
+            for group in response.groups:
+                if group.error_code:
+                    raise group_error(group.error_code, group.group_id, group.error_message)
+
+        response: DescribeGroupsResponse = await self._coordinator(group_id).call(
+            ApiKey.DESCRIBE_GROUPS, DescribeGroupsRequest(groups=[group_id]), check
+        )
+        for group in response.groups:
+            if group.group_id == group_id:
+                return group_description(group)
+        raise GroupIdNotFoundError(f"the coordinator did not describe group {group_id!r}")
+
+    async def list_group_offsets(
+        self, group_id: str, partitions: Iterable[TopicPartition] | None = None
+    ) -> dict[TopicPartition, int]:
+        """The group's committed offsets (the next offset to read) of ``partitions``, or of
+        every partition it has committed (None); partitions without one are left out."""
+        topics = None
+        if partitions is not None:
+            by_topic: dict[str, list[int]] = {}
+            for tp in partitions:
+                by_topic.setdefault(tp.topic, []).append(tp.partition)
+            topics = [
+                OffsetFetchRequestTopic(name=t, partition_indexes=ps) for t, ps in by_topic.items()
+            ]
+        response: OffsetFetchResponse = await self._coordinator(group_id).call(
+            ApiKey.OFFSET_FETCH,
+            OffsetFetchRequest(group_id=group_id, topics=topics),
+            _raise_partition_errors,
+        )
+        return {
+            TopicPartition(t.name, p.partition_index): p.committed_offset
+            for t in response.topics
+            for p in t.partitions
+            if p.committed_offset >= 0
+        }
+
+    async def alter_group_offsets(
+        self, group_id: str, offsets: Mapping[TopicPartition, int]
+    ) -> None:
+        """Commit ``offsets`` (the next offset to read, per partition) for the group from
+        outside it, as ``kafka-consumer-groups --reset-offsets`` does. The coordinator
+        allows that only while the group has no members; otherwise this raises
+        :class:`~protocol.errors.UnknownMemberIdError` saying to stop its consumers."""
+        for tp, offset in offsets.items():
+            if offset < 0:
+                raise ValueError(f"offset {offset} for {tp.topic}-{tp.partition} is negative")
+        try:
+            await self._coordinator(group_id).commit(
+                {TopicPartition(*tp): o for tp, o in offsets.items()}
+            )
+        except (UnknownMemberIdError, IllegalGenerationError, RebalanceInProgressError):
+            # a commit from outside membership is refused only because members are live
+            raise UnknownMemberIdError(
+                f"group {group_id!r} has live members; its offsets can only be changed while "
+                f"it is empty: stop its consumers first"
+            ) from None
+
+    async def delete_groups(self, group_ids: Iterable[str]) -> dict[str, ApiError | None]:
+        """Delete each group and its committed offsets. Per group: None when deleted, else
+        the typed error why not (NON_EMPTY_GROUP: it has members; GROUP_ID_NOT_FOUND), with
+        a message that says what to do. Trouble reaching a coordinator is raised."""
+        ids = list(dict.fromkeys(group_ids))
+        outcomes = await asyncio.gather(*(self._delete_group(g) for g in ids))
+        return dict(zip(ids, outcomes, strict=True))
+
+    async def _delete_group(self, group_id: str) -> ApiError | None:
+        refused: list[ApiError] = []
+
+        def check(response: DeleteGroupsResponse) -> None:
+            for result in response.results:
+                if result.group_id == group_id and result.error_code:
+                    error = group_error(result.error_code, group_id, result.error_message)
+                    if error.retriable:
+                        raise error  # the coordinator moved or is loading: ask again
+                    refused.append(error)
+
+        await self._coordinator(group_id).call(
+            ApiKey.DELETE_GROUPS, DeleteGroupsRequest(groups_names=[group_id]), check
+        )
+        return refused[-1] if refused else None
+
+    def _coordinator(self, group_id: str) -> GroupOffsets:
+        self._check_running()
+        return GroupOffsets(
+            self._cluster,
+            group_id,
+            request_timeout_ms=self.request_timeout_ms,
+            retry_backoff_ms=self.retry_backoff_ms,
+        )
+
+    # --- partitions' offsets -------------------------------------------------------------
+
+    async def list_offsets(
+        self, specs: Mapping[TopicPartition, OffsetSpec]
+    ) -> dict[TopicPartition, ListOffsetsResult]:
+        """Kafka's AdminClient.listOffsets: per partition its earliest offset (the log
+        start), its latest (the high watermark: the end of what consumers can read), or
+        the first offset whose record's timestamp is at least the one given (-1 if none
+        is). Asked of each partition's leader, retried while leaders move."""
+        todo = {TopicPartition(*tp): spec.timestamp for tp, spec in specs.items()}
+        topics = sorted({tp.topic for tp in todo})
+        deadline = time.monotonic() + self.request_timeout_ms / 1000
+        out: dict[TopicPartition, ListOffsetsResult] = {}
+        while todo:
+            metadata = await self._metadata(topics)
+            _check_partitions_exist(metadata, todo)
+            last = await self._list_offsets_round(metadata, todo, out)
+            if todo and time.monotonic() >= deadline:
+                raise last or RequestTimedOutError(
+                    f"no leader answered ListOffsets for {_names(todo)} within "
+                    f"{self.request_timeout_ms} ms"
+                )
+            if todo:
+                await asyncio.sleep(self.retry_backoff_ms / 1000)
+        return out
+
+    async def _list_offsets_round(
+        self,
+        metadata: ClusterMetadata,
+        todo: dict[TopicPartition, int],
+        out: dict[TopicPartition, ListOffsetsResult],
+    ) -> ApiError | None:
+        """Ask every leader for its partitions at once; answered ones move from ``todo``
+        to ``out``. Returns the last retriable error; raises any other."""
+        by_leader: dict[int, list[TopicPartition]] = {}
+        for tp in todo:
+            leader = metadata.leader_for(tp)
+            if leader is not None:
+                by_leader.setdefault(leader, []).append(tp)
+        answers = await asyncio.gather(
+            *(self._list_offsets_of(node, tps, todo) for node, tps in by_leader.items()),
+            return_exceptions=True,
+        )
+        last: ApiError | None = None
+        for answer in answers:
+            if isinstance(answer, BaseException):
+                if not (isinstance(answer, ApiError) and answer.retriable):
+                    raise answer
+                last = answer
+                continue
+            for tp, result in answer.items():
+                if isinstance(result, ApiError):
+                    last = result
+                else:
+                    out[tp] = result
+                    del todo[tp]
+        return last
+
+    async def _list_offsets_of(
+        self, node: int, tps: list[TopicPartition], timestamps: Mapping[TopicPartition, int]
+    ) -> dict[TopicPartition, ListOffsetsResult | ApiError]:
+        request = list_offsets_request(tps, timestamps)
+        response: ListOffsetsResponse = await self._cluster.send(node, ApiKey.LIST_OFFSETS, request)
+        out: dict[TopicPartition, ListOffsetsResult | ApiError] = {}
+        for t in response.topics:
+            for p in t.partitions:
+                tp = TopicPartition(t.name, p.partition_index)
+                if not p.error_code:
+                    out[tp] = ListOffsetsResult(p.offset, p.timestamp, p.leader_epoch)
+                    continue
+                error = error_for_code(p.error_code, f"ListOffsets of {t.name}-{p.partition_index}")
+                if not (error.retriable or error.invalid_metadata):
+                    raise error
+                out[tp] = error  # a leader that moved: asked again after a refresh
+        return out
+
     # --- inside --------------------------------------------------------------------------
 
     async def elect_leaders(
@@ -267,3 +512,69 @@ def _source_name(source: int) -> str:
         return ConfigSource(source).name
     except ValueError:
         return ConfigSource.UNKNOWN.name
+
+
+def group_error(code: int, group_id: str, message: str | None = None) -> ApiError:
+    """The typed error of one group's result, with a message that says what to do."""
+    if code == NonEmptyGroupError.code:
+        return NonEmptyGroupError(f"group {group_id!r} still has members; stop its consumers first")
+    if code == GroupIdNotFoundError.code:
+        return GroupIdNotFoundError(
+            f"group {group_id!r} does not exist (`headwater groups list` shows the groups)"
+        )
+    return error_for_code(code, message or f"group {group_id!r}")
+
+
+def group_description(group: DescribedGroup) -> GroupDescription:
+    """DescribeGroups' answer for one group, with consumer assignments decoded."""
+    members = [
+        MemberDescription(
+            m.member_id,
+            m.group_instance_id,
+            m.client_id,
+            m.client_host,
+            _assigned(m.member_assignment) if group.protocol_type == "consumer" else [],
+        )
+        for m in group.members
+    ]
+    return GroupDescription(
+        group.group_id,
+        group.group_state,
+        group.protocol_type,
+        group.protocol_data,
+        group.generation_id,
+        group.leader,
+        members,
+    )
+
+
+def _assigned(data: bytes) -> list[TopicPartition]:
+    try:
+        return sorted(decode_assignment(data).partitions)
+    except ProtocolError:  # one member's odd bytes must not fail the whole description
+        return []
+
+
+def _raise_partition_errors(response: OffsetFetchResponse) -> None:
+    for topic in response.topics:
+        for p in topic.partitions:
+            if p.error_code:
+                raise error_for_code(p.error_code, f"{topic.name}-{p.partition_index}")
+
+
+def _check_partitions_exist(metadata: ClusterMetadata, tps: Iterable[TopicPartition]) -> None:
+    """A topic or partition that does not exist raises at once (its error is retriable on
+    the wire, since metadata may lag a creation, but waiting would not help here)."""
+    for tp in tps:
+        error = metadata.topic_errors.get(tp.topic)
+        if isinstance(error, UnknownTopicOrPartitionError):
+            raise unknown_topic_error(tp.topic)
+        partitions = metadata.partitions_for(tp.topic)
+        if partitions is not None and tp.partition not in partitions:
+            raise UnknownTopicOrPartitionError(
+                f"topic {tp.topic!r} has no partition {tp.partition} (it has {len(partitions)})"
+            )
+
+
+def _names(tps: Iterable[TopicPartition]) -> str:
+    return ", ".join(f"{tp.topic}-{tp.partition}" for tp in sorted(tps))

@@ -21,8 +21,9 @@ import signal
 import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, TypeVar
+from typing import IO, TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import click
 
@@ -34,8 +35,10 @@ from client.localcluster import (
     UpResult,
     recorded_bootstrap,
 )
+from protocol.apis import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP
 from protocol.errors import (
     ApiError,
+    GroupIdNotFoundError,
     HeadwaterError,
     MessageTooLargeError,
     RecordListTooLargeError,
@@ -44,7 +47,8 @@ from protocol.errors import (
 )
 
 if TYPE_CHECKING:
-    from client import Consumer, Producer, RecordMetadata
+    from client import Admin, Consumer, Producer, RecordMetadata
+    from client.types import GroupDescription, MemberDescription, TopicPartition
 
 VERSION = "0.1.0"
 BOOTSTRAP_ENV = "HEADWATER_BOOTSTRAP_SERVERS"
@@ -521,6 +525,387 @@ def _admin(ctx: click.Context, call: Callable[[Any], Any]) -> Any:
     return asyncio.run(run())
 
 
+# --- groups -----------------------------------------------------------------------------
+
+_INACTIVE = ("Empty", "Dead")
+"""Group states with no live members: the only ones whose offsets may be reset."""
+
+
+@main.group()
+def groups() -> None:
+    """List, describe, reset the offsets of, and delete consumer groups."""
+
+
+@groups.command("list")
+@bootstrap_option
+@click.pass_context
+def groups_list(ctx: click.Context) -> None:
+    """List the groups: id, protocol type, state.
+
+    Every broker is asked (each knows the groups it coordinates)."""
+    listed = _admin(ctx, lambda admin: admin.list_groups())
+    print_table(
+        ["group", "protocol-type", "state"],
+        [(g.group_id, g.protocol_type or "-", g.state or "-") for g in listed],
+    )
+
+
+class LagRow(NamedTuple):
+    """A row of ``groups describe``: a partition, or a member that has none (topic None)."""
+
+    topic: str | None
+    partition: int | None
+    current: int | None
+    log_end: int | None
+    lag: int | None
+    consumer_id: str
+    host: str
+    client_id: str
+
+
+def lag_rows(
+    members: Sequence[MemberDescription],
+    committed: Mapping[TopicPartition, int],
+    log_ends: Mapping[TopicPartition, int],
+) -> list[LagRow]:
+    """kafka-consumer-groups --describe: one row per partition the group has committed or
+    a member is assigned (lag = log end - committed, where both are known), then one per
+    member without partitions, so every member shows."""
+    owner = {tp: m for m in members for tp in m.assignment}
+    rows = []
+    for tp in sorted(committed.keys() | owner.keys()):
+        current, end, member = committed.get(tp), log_ends.get(tp), owner.get(tp)
+        lag = None if current is None or end is None else end - current
+        who = (member.member_id, member.host, member.client_id) if member else ("-", "-", "-")
+        rows.append(LagRow(tp.topic, tp.partition, current, end, lag, *who))
+    for m in members:
+        if not m.assignment:
+            rows.append(LagRow(None, None, None, None, None, m.member_id, m.host, m.client_id))
+    return rows
+
+
+def total_lag(rows: Iterable[LagRow]) -> int:
+    return sum(r.lag for r in rows if r.lag is not None)
+
+
+def _cell(value: object) -> object:
+    return "-" if value is None or value == "" else value  # Kafka's mark for "none"
+
+
+@groups.command("describe")
+@click.argument("group")
+@bootstrap_option
+@click.pass_context
+def groups_describe(ctx: click.Context, group: str) -> None:
+    """Show GROUP's state, members, offsets and lag.
+
+    State, strategy and members, the total lag, then one row per partition the group has
+    committed or a member is assigned: committed offset, log end offset, lag, owner (as
+    kafka-consumer-groups --describe); a member without partitions gets a row of its own.
+    """
+    description, rows = _admin(ctx, lambda admin: _describe(admin, group))
+    members = description.members
+    leader = f" (leader: {description.leader})" if description.leader else ""
+    click.echo(f"group:       {group}")
+    click.echo(f"state:       {description.state}")
+    click.echo(f"strategy:    {description.strategy or '-'}")
+    click.echo(f"generation:  {description.generation}")
+    click.echo(f"members:     {len(members)}{leader}")
+    click.echo(f"total lag:   {total_lag(rows)}")
+    click.echo()
+    headers = ["topic", "partition", "current-offset", "log-end-offset", "lag"]
+    print_table(
+        [*headers, "consumer-id", "host", "client-id"], [tuple(map(_cell, r)) for r in rows]
+    )
+
+
+async def _describe(admin: Admin, group: str) -> tuple[GroupDescription, list[LagRow]]:
+    (description,) = await admin.describe_groups([group])
+    committed = await admin.list_group_offsets(group)
+    if description.state == "Dead" and not committed:
+        raise GroupIdNotFoundError(
+            f"group {group!r} does not exist (`headwater groups list` shows the groups)"
+        )
+    wanted = set(committed) | {tp for m in description.members for tp in m.assignment}
+    existing = set(await admin.list_topics())  # a deleted topic's commits have no log end
+    log_ends = await _offsets(
+        admin, [tp for tp in wanted if tp.topic in existing], LATEST_TIMESTAMP
+    )
+    return description, lag_rows(description.members, committed, log_ends)
+
+
+async def _offsets(
+    admin: Admin, partitions: Iterable[TopicPartition], timestamp: int
+) -> dict[TopicPartition, int]:
+    """Each partition's offset at ``timestamp`` (ms, or ListOffsets' EARLIEST_TIMESTAMP /
+    LATEST_TIMESTAMP); -1 where no record is that late."""
+    from client.types import OffsetSpec  # noqa: PLC0415  (see _admin)
+
+    found = await admin.list_offsets(dict.fromkeys(partitions, OffsetSpec(timestamp)))
+    return {tp: result.offset for tp, result in found.items()}
+
+
+# --- groups reset-offsets: the plan is a pure function of what the cluster says -------
+
+
+class ResetMode(NamedTuple):
+    kind: str
+    """earliest, latest, offset, datetime or shift."""
+    value: int = 0
+    """The offset (offset), the time in ms (datetime), or the shift (shift)."""
+
+
+class PlanRow(NamedTuple):
+    topic: str
+    partition: int
+    current: int | None
+    new: int
+
+
+def reset_mode(
+    *,
+    to_earliest: bool,
+    to_latest: bool,
+    to_offset: int | None,
+    to_datetime_ms: int | None,
+    shift_by: int | None,
+) -> ResetMode:
+    """The one reset mode given; a usage error naming them all otherwise."""
+    given = [
+        ("--to-earliest", ResetMode("earliest") if to_earliest else None),
+        ("--to-latest", ResetMode("latest") if to_latest else None),
+        ("--to-offset", None if to_offset is None else ResetMode("offset", to_offset)),
+        (
+            "--to-datetime",
+            None if to_datetime_ms is None else ResetMode("datetime", to_datetime_ms),
+        ),
+        ("--shift-by", None if shift_by is None else ResetMode("shift", shift_by)),
+    ]
+    chosen = [(flag, mode) for flag, mode in given if mode is not None]
+    if len(chosen) == 1:
+        return chosen[0][1]
+    what = "none" if not chosen else " and ".join(flag for flag, _ in chosen)
+    raise click.UsageError(
+        "give exactly one of --to-earliest, --to-latest, --to-offset N, --to-datetime "
+        f"ISO8601, --shift-by N (got {what})"
+    )
+
+
+def plan_reset(
+    mode: ResetMode,
+    partitions: Iterable[TopicPartition],
+    *,
+    committed: Mapping[TopicPartition, int],
+    log_starts: Mapping[TopicPartition, int],
+    log_ends: Mapping[TopicPartition, int],
+    at_time: Mapping[TopicPartition, int] | None = None,
+) -> list[PlanRow]:
+    """The new offset of each partition, kept within [log start, log end] as Kafka's
+    kafka-consumer-groups does. ``at_time`` (--to-datetime): the first offset at or after
+    the time per partition, -1 or missing where no record is that late (then the log end,
+    as Kafka)."""
+    rows = []
+    for tp in sorted(partitions):
+        current, start, end = committed.get(tp), log_starts[tp], log_ends[tp]
+        if mode.kind == "shift" and current is None:
+            raise CliError(
+                f"{tp.topic}-{tp.partition} has no committed offset to shift; reset it "
+                f"with --to-earliest, --to-latest or --to-offset first"
+            )
+        wanted = {
+            "earliest": start,
+            "latest": end,
+            "offset": mode.value,
+            "datetime": (at_time or {}).get(tp, -1),
+            "shift": (current or 0) + mode.value,
+        }[mode.kind]
+        if mode.kind == "datetime" and wanted < 0:
+            wanted = end  # no record that late
+        rows.append(PlanRow(tp.topic, tp.partition, current, min(max(wanted, start), end)))
+    return rows
+
+
+def parse_topic_spec(value: str) -> tuple[str, tuple[int, ...] | None]:
+    """``--topic`` as Kafka takes it: TOPIC (every partition) or TOPIC:P[,P...]."""
+    topic, sep, listed = value.rpartition(":") if ":" in value else (value, "", "")
+    try:
+        partitions = tuple(sorted({int(p) for p in listed.split(",")})) if sep else None
+    except ValueError:
+        partitions = ()
+    if not topic or partitions == () or any(p < 0 for p in partitions or ()):
+        raise click.BadParameter(
+            f"{value!r} is not TOPIC or TOPIC:PARTITION[,PARTITION...] (e.g. orders:0,1)",
+            param_hint="--topic",
+        )
+    return topic, partitions
+
+
+def parse_datetime_ms(value: str) -> int:
+    """An ISO 8601 time as milliseconds since the epoch; without a zone it is local time,
+    as Kafka's --to-datetime reads it."""
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not an ISO 8601 time (e.g. 2024-05-01T12:30:00, with Z or "
+            f"+02:00 for a zone other than the local one)",
+            param_hint="--to-datetime",
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.astimezone()  # the local zone
+    ms: int = (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
+    if ms < 0:
+        raise click.BadParameter(f"{value!r} is before 1970", param_hint="--to-datetime")
+    return ms
+
+
+@groups.command("reset-offsets")
+@click.argument("group")
+@click.option(
+    "--topic",
+    "topic_specs",
+    multiple=True,
+    metavar="TOPIC[:P,P...]",
+    help="Reset this topic (all partitions, or those listed); repeatable.",
+)
+@click.option("--all-topics", is_flag=True, help="Reset every topic the group has committed.")
+@click.option("--to-earliest", is_flag=True, help="To each partition's log start offset.")
+@click.option("--to-latest", is_flag=True, help="To each partition's log end offset.")
+@click.option("--to-offset", type=click.IntRange(0), default=None, metavar="N", help="To N.")
+@click.option(
+    "--to-datetime",
+    "to_datetime_ms",
+    callback=lambda _c, _p, v: None if v is None else parse_datetime_ms(v),
+    metavar="ISO8601",
+    default=None,
+    help="To the first record at or after this time (the log end if none).",
+)
+@click.option("--shift-by", type=int, default=None, metavar="N", help="Committed offset + N.")
+@click.option("--execute", is_flag=True, help="Commit the new offsets (else a dry run).")
+@bootstrap_option
+@click.pass_context
+def groups_reset_offsets(
+    ctx: click.Context,
+    *,
+    group: str,
+    topic_specs: tuple[str, ...],
+    all_topics: bool,
+    to_earliest: bool,
+    to_latest: bool,
+    to_offset: int | None,
+    to_datetime_ms: int | None,
+    shift_by: int | None,
+    execute: bool,
+) -> None:
+    """Reset GROUP's committed offsets (dry run unless --execute).
+
+    Prints the plan (current and new offset per partition) and, with --execute, commits
+    it. Exactly one of the --to-*/--shift-by modes. Refused while the group has live
+    members; new offsets stay within [log start, log end], as Kafka keeps them.
+    """
+    mode = reset_mode(
+        to_earliest=to_earliest,
+        to_latest=to_latest,
+        to_offset=to_offset,
+        to_datetime_ms=to_datetime_ms,
+        shift_by=shift_by,
+    )
+    if bool(topic_specs) == all_topics:
+        raise click.UsageError("give the topics to reset: --topic TOPIC[:P,P...] or --all-topics")
+    specs = [parse_topic_spec(s) for s in topic_specs]
+    plan = _admin(ctx, lambda admin: _reset(admin, group, specs, mode, execute))
+    print_table(
+        ["topic", "partition", "current", "new"],
+        [(r.topic, r.partition, _cell(r.current), r.new) for r in plan],
+    )
+    if execute:
+        click.echo(f"Committed new offsets of {len(plan)} partitions for group {group}.", err=True)
+    else:
+        click.echo("Dry run: nothing committed; add --execute to commit these offsets.", err=True)
+
+
+async def _reset(
+    admin: Admin,
+    group: str,
+    specs: list[tuple[str, tuple[int, ...] | None]],
+    mode: ResetMode,
+    execute: bool,
+) -> list[PlanRow]:
+    await _check_inactive(admin, group)
+    committed = await admin.list_group_offsets(group)
+    partitions = await _partitions_to_reset(admin, group, specs, committed)
+    starts = await _offsets(admin, partitions, EARLIEST_TIMESTAMP)
+    ends = await _offsets(admin, partitions, LATEST_TIMESTAMP)
+    at_time = None
+    if mode.kind == "datetime":
+        at_time = await _offsets(admin, partitions, mode.value)
+    plan = plan_reset(
+        mode, partitions, committed=committed, log_starts=starts, log_ends=ends, at_time=at_time
+    )
+    if execute:
+        from client.types import TopicPartition  # noqa: PLC0415  (see _admin)
+
+        await admin.alter_group_offsets(
+            group, {TopicPartition(r.topic, r.partition): r.new for r in plan}
+        )
+    return plan
+
+
+async def _check_inactive(admin: Admin, group: str) -> None:
+    """Refuse while members are live: they would overwrite the new offsets (Kafka's rule)."""
+    try:
+        (description,) = await admin.describe_groups([group])
+    except GroupIdNotFoundError:
+        return  # a new group: its offsets may be set
+    if description.state not in _INACTIVE:
+        raise CliError(
+            f"group {group!r} is {description.state} with {len(description.members)} "
+            f"member(s); offsets can only be reset while it has none: stop its consumers first"
+        )
+
+
+async def _partitions_to_reset(
+    admin: Admin,
+    group: str,
+    specs: list[tuple[str, tuple[int, ...] | None]],
+    committed: Mapping[TopicPartition, int],
+) -> list[TopicPartition]:
+    if not specs:  # --all-topics
+        if not committed:
+            raise CliError(f"group {group!r} has no committed offsets; name them with --topic")
+        return sorted(committed)
+    from client.types import TopicPartition  # noqa: PLC0415  (see _admin)
+
+    described = {t.name: t for t in await admin.describe_topics(sorted({t for t, _ in specs}))}
+    wanted: set[TopicPartition] = set()
+    for topic, listed in specs:
+        have = [p.partition for p in described[topic].partitions]
+        for p in listed if listed is not None else have:
+            if p not in have:
+                raise CliError(f"topic {topic!r} has no partition {p} (it has {len(have)})")
+            wanted.add(TopicPartition(topic, p))
+    return sorted(wanted)
+
+
+@groups.command("delete")
+@click.argument("group")
+@click.option("--if-exists", is_flag=True, help="A missing group is not an error.")
+@bootstrap_option
+@click.pass_context
+def groups_delete(ctx: click.Context, group: str, if_exists: bool) -> None:
+    """Delete GROUP and its committed offsets.
+
+    Refused while the group has members (NON_EMPTY_GROUP): stop its consumers first."""
+    outcome = _admin(ctx, lambda admin: admin.delete_groups([group]))
+    error = outcome[group]
+    if isinstance(error, GroupIdNotFoundError) and if_exists:
+        click.echo(f"Group {group} does not exist.")
+        return
+    if error is not None:
+        raise error
+    click.echo(f"Deleted group {group}.")
+
+
 # --- produce ----------------------------------------------------------------------------
 
 
@@ -733,6 +1118,12 @@ def _offset(value: str) -> int | str:
 @click.option("--print-key", is_flag=True, help="KEY<TAB>VALUE.")
 @click.option("--print-offset", is_flag=True, help="Prefix each line with Offset:O<TAB>.")
 @click.option("--print-partition", is_flag=True, help="Prefix each line with Partition:P<TAB>.")
+@click.option(
+    "--group",
+    default=None,
+    help="Consume as a member of this group: share the partitions with its other members, "
+    "start at its committed offsets, commit what is printed.",
+)
 @bootstrap_option
 @click.pass_context
 def consume(
@@ -747,8 +1138,15 @@ def consume(
     print_key: bool,
     print_offset: bool,
     print_partition: bool,
+    group: str | None,
 ) -> None:
     """Print TOPIC's records, one value per line, until --max-messages, --timeout-ms or Ctrl-C."""
+    if group is not None and (partition is not None or offset is not None):
+        raise click.UsageError(
+            "--group shares the topic's partitions among the group's members; it excludes "
+            "--partition and --offset (reset a group's offsets with `headwater groups "
+            "reset-offsets`)"
+        )
     if offset is not None and partition is None:
         raise click.UsageError("--offset needs --partition (an offset is per partition)")
     if offset is not None and from_beginning:
@@ -763,6 +1161,7 @@ def consume(
         max_messages=max_messages,
         timeout_ms=timeout_ms,
         fmt=_RecordFormat(print_key, print_offset, print_partition),
+        group=group,
     )
     bootstrap = _bootstrap(ctx)
     # a second Ctrl-C or SIGTERM while stopping: the records so far are printed
@@ -808,7 +1207,9 @@ class _ConsumeJob:
         max_messages: int | None,
         timeout_ms: int | None,
         fmt: _RecordFormat,
+        group: str | None = None,
     ) -> None:
+        self.group = group
         self.topic = topic
         self.partition = partition
         self.start = start
@@ -816,6 +1217,7 @@ class _ConsumeJob:
         self.timeout_ms = timeout_ms
         self.fmt = fmt
         self.count = 0
+        self.printed = 0  # of the last batch written
 
     async def run(self, bootstrap: str) -> None:
         from client import Consumer  # noqa: PLC0415  (see _admin)
@@ -826,13 +1228,22 @@ class _ConsumeJob:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, task.cancel)
         reset = "earliest" if self.start == "earliest" else "latest"
-        if self.partition is None:
+        if self.group is not None:  # where the group committed; else by --from-beginning
+            consumer = Consumer(
+                self.topic,
+                bootstrap_servers=bootstrap,
+                group_id=self.group,
+                auto_offset_reset=reset,
+                enable_auto_commit=False,  # what was printed is committed, nothing more
+            )
+        elif self.partition is None:
             consumer = Consumer(self.topic, bootstrap_servers=bootstrap, auto_offset_reset=reset)
         else:
             consumer = Consumer(bootstrap_servers=bootstrap, auto_offset_reset=reset)
         try:
             await consumer.start()
-            await self._position(consumer)
+            if self.group is None:
+                await self._position(consumer)
             await self._print_until_done(consumer)
         except asyncio.CancelledError:
             task.uncancel()  # Ctrl-C / SIGTERM: a normal way to stop
@@ -874,6 +1285,20 @@ class _ConsumeJob:
             if records:
                 idle_since = loop.time()
                 self._write(out, records)
+                if self.group is not None and records:
+                    await self._commit(consumer, records)
+
+    async def _commit(self, consumer: Consumer, records: list[Any]) -> None:
+        """Commit past the records printed (a broken pipe may have printed fewer)."""
+        from client import CommitFailedError, TopicPartition  # noqa: PLC0415  (see _admin)
+
+        offsets: dict[TopicPartition, int] = {}
+        for record in records[: self.printed]:
+            offsets[TopicPartition(record.topic, record.partition)] = record.offset + 1
+        try:
+            await consumer.commit(offsets)
+        except CommitFailedError as exc:  # the group rebalanced: these are redelivered
+            click.echo(f"headwater: {exc}", err=True)
 
     def _write(self, out: IO[bytes], records: list[Any]) -> None:
         try:
@@ -882,7 +1307,9 @@ class _ConsumeJob:
         except BrokenPipeError:  # `| head`: the reader has gone; stop quietly
             _silence_stdout()
             self.max_messages = self.count
+            self.printed = 0
             return
+        self.printed = len(records)
         self.count += len(records)
 
 

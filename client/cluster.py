@@ -38,7 +38,14 @@ from typing import Any
 from client.connection import BrokerConnection
 from client.errors import ConfigurationError
 from client.types import TopicPartition
-from protocol.apis import ApiKey, MetadataRequest, MetadataResponse
+from protocol.apis import (
+    ApiKey,
+    ListOffsetsPartition,
+    ListOffsetsRequest,
+    ListOffsetsTopic,
+    MetadataRequest,
+    MetadataResponse,
+)
 from protocol.errors import (
     ApiError,
     LeaderNotAvailableError,
@@ -386,13 +393,14 @@ class Cluster:
         *,
         expect_response: bool = True,
         purpose: str = "",
+        timeout_ms: int | None = None,
     ) -> Any:
         """One request to broker ``node_id``; network trouble is NetworkError (retriable)."""
         broker = self.metadata.brokers.get(node_id)
         if broker is None:
             raise LeaderNotAvailableError(f"broker {node_id} is not in the cluster metadata")
         conn = await self._connection((broker.host, broker.port), purpose)
-        return await self._request(conn, api_key, request, expect_response)
+        return await self._request(conn, api_key, request, expect_response, timeout_ms)
 
     async def send_any(self, api_key: ApiKey, request: Any, *, idempotent: bool = True) -> Any:
         """Send to the first broker that answers: connected ones first, then the other
@@ -456,10 +464,15 @@ class Cluster:
         return conn
 
     async def _request(
-        self, conn: BrokerConnection, api_key: ApiKey, request: Any, expect_response: bool
+        self,
+        conn: BrokerConnection,
+        api_key: ApiKey,
+        request: Any,
+        expect_response: bool,
+        timeout_ms: int | None = None,
     ) -> Any:
         task = asyncio.get_running_loop().create_task(
-            conn.request(api_key, request, expect_response=expect_response)
+            conn.request(api_key, request, expect_response=expect_response, timeout_ms=timeout_ms)
         )
         task.add_done_callback(_retrieve)
         try:
@@ -473,3 +486,18 @@ def _retrieve(task: asyncio.Task[Any]) -> None:
     """Mark a shielded task's exception as seen: its caller may have gone away."""
     if not task.cancelled():
         task.exception()
+
+
+def list_offsets_request(
+    tps: Iterable[TopicPartition], timestamps: Mapping[TopicPartition, int]
+) -> ListOffsetsRequest:
+    """ListOffsets for ``tps`` (one leader's), each at its timestamp (or -1/-2: latest/
+    earliest), grouped by topic as the request wants them."""
+    by_topic: dict[str, list[ListOffsetsPartition]] = {}
+    for tp in tps:
+        by_topic.setdefault(tp.topic, []).append(
+            ListOffsetsPartition(partition_index=tp.partition, timestamp=timestamps[tp])
+        )
+    return ListOffsetsRequest(
+        topics=[ListOffsetsTopic(name=t, partitions=ps) for t, ps in by_topic.items()]
+    )

@@ -106,24 +106,44 @@ class BrokerConnection:
             )
         return negotiate(APIS[api_key], theirs)
 
-    async def request(self, api_key: ApiKey, request: Any, *, expect_response: bool = True) -> Any:
+    async def request(
+        self,
+        api_key: ApiKey,
+        request: Any,
+        *,
+        expect_response: bool = True,
+        timeout_ms: int | None = None,
+    ) -> Any:
         """Send ``request`` at the negotiated version; raise the request-level error, if any.
 
         With ``expect_response`` false (Produce with acks=0) nothing is awaited but the send.
+        ``timeout_ms`` replaces ``request_timeout_ms`` for a request the broker holds on
+        purpose (a JoinGroup waits for the whole group, as Kafka's client allows for).
         """
         return await self._send(
-            APIS[api_key], self.version_for(api_key), request, expect_response=expect_response
+            APIS[api_key],
+            self.version_for(api_key),
+            request,
+            expect_response=expect_response,
+            timeout_ms=timeout_ms,
         )
 
     async def _send(
-        self, api: Api, version: int, request: Any, *, expect_response: bool = True
+        self,
+        api: Api,
+        version: int,
+        request: Any,
+        *,
+        expect_response: bool = True,
+        timeout_ms: int | None = None,
     ) -> Any:
         if self._closed is not None or self._writer is None:
             raise NetworkError(f"connection to {self.host}:{self.port} is closed") from self._closed
         correlation_id = next(self._ids) & 0x7FFFFFFF
         parts = encode_request(api.key, version, correlation_id, request)
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.request_timeout_ms / 1000  # the write counts too
+        timeout_ms = self.request_timeout_ms if timeout_ms is None else timeout_ms
+        deadline = loop.time() + timeout_ms / 1000  # the write counts too
         future: asyncio.Future[Any] | None = None
         if expect_response:
             future = loop.create_future()
@@ -140,7 +160,7 @@ class BrokerConnection:
             self.close(RequestTimedOutError(f"no answer from {self.host}:{self.port}"))
             raise RequestTimedOutError(
                 f"{api.name} to {self.host}:{self.port} got no answer within "
-                f"{self.request_timeout_ms} ms (request.timeout.ms)"
+                f"{timeout_ms} ms (request.timeout.ms)"
             ) from None
         if response.error_code:
             raise error_for_code(response.error_code, response.error_message)

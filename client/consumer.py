@@ -1,8 +1,15 @@
 """The consumer: assigned partitions, positions, and a fetcher that prefetches.
 
-Shaped like aiokafka's AIOKafkaConsumer without groups (issue 6 brings them):
-partitions are assigned with ``assign()`` or, for the topics given to the constructor,
-every partition at ``start()``.
+Shaped like aiokafka's AIOKafkaConsumer. Partitions come one of two ways:
+
+- **a group** (``group_id`` with topics, or ``subscribe(topics or pattern=...)``): the
+  group's members share the topics' partitions (:mod:`client.membership` joins, syncs and
+  heartbeats); each partition starts at the group's committed offset, or by
+  ``auto_offset_reset`` if the group never committed one. Offsets are committed by
+  ``commit()`` or, with ``enable_auto_commit``, every ``auto_commit_interval_ms``, before
+  a rebalance takes the partitions away, and at ``stop()``.
+- **manual** (``assign()``, or topics without a group_id: every partition at ``start()``).
+  With a ``group_id`` too, ``commit()`` and ``committed()`` use the group's offsets.
 
 The fetcher task sends ONE Fetch per leader broker covering all its fetchable
 partitions, and sends the next one as soon as the previous answer is buffered, while the
@@ -23,14 +30,21 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any
 
-from client.cluster import Cluster, unknown_topic_error
+from client.assignors import ASSIGNORS
+from client.cluster import Cluster, list_offsets_request, unknown_topic_error
 from client.coordinator import GroupOffsets
-from client.errors import ClientClosedError, ConfigurationError, NoOffsetForPartitionError
+from client.errors import (
+    ClientClosedError,
+    CommitFailedError,
+    ConfigurationError,
+    NoOffsetForPartitionError,
+)
 from client.fetcher import FetchPosition, Subscription
+from client.membership import GroupMember, MemberHooks, RebalanceListener
 from client.types import ConsumerRecord, OffsetAndTimestamp, TopicPartition
 from protocol.apis import (
     EARLIEST_TIMESTAMP,
@@ -40,15 +54,16 @@ from protocol.apis import (
     FetchRequest,
     FetchResponse,
     FetchTopic,
-    ListOffsetsPartition,
-    ListOffsetsRequest,
     ListOffsetsResponse,
-    ListOffsetsTopic,
 )
 from protocol.errors import (
     ApiError,
+    FencedInstanceIdError,
+    IllegalGenerationError,
     OffsetOutOfRangeError,
+    RebalanceInProgressError,
     RequestTimedOutError,
+    UnknownMemberIdError,
     UnknownTopicOrPartitionError,
     error_for_code,
 )
@@ -73,6 +88,13 @@ class Consumer:
         bootstrap_servers: str | list[str],
         client_id: str = "headwater-consumer",
         group_id: str | None = None,
+        group_instance_id: str | None = None,
+        enable_auto_commit: bool = True,
+        auto_commit_interval_ms: int = 5_000,
+        partition_assignment_strategy: str | Sequence[str] = ("range",),
+        session_timeout_ms: int = 45_000,
+        heartbeat_interval_ms: int = 3_000,
+        max_poll_interval_ms: int = 300_000,
         auto_offset_reset: str = "latest",
         fetch_max_wait_ms: int = 500,
         fetch_min_bytes: int = 1,
@@ -85,14 +107,16 @@ class Consumer:
         key_deserializer: Deserializer | None = None,
         value_deserializer: Deserializer | None = None,
     ) -> None:
-        if group_id is not None and topics:
-            raise ConfigurationError(
-                f"group_id={group_id!r} with topics: subscribing as a group (membership and "
-                f"rebalancing) is not available yet; with group_id, assign() partitions and "
-                f"commit() their offsets, or pass topics without group_id"
-            )
         if group_id is not None and not group_id:
             raise ConfigurationError("group_id must not be empty")
+        strategies = _strategies(partition_assignment_strategy)
+        _check_group_settings(
+            group_instance_id,
+            session_timeout_ms=session_timeout_ms,
+            heartbeat_interval_ms=heartbeat_interval_ms,
+            max_poll_interval_ms=max_poll_interval_ms,
+            auto_commit_interval_ms=auto_commit_interval_ms,
+        )
         if auto_offset_reset not in _RESETS:
             raise ConfigurationError(
                 f"auto_offset_reset={auto_offset_reset!r} is invalid; use 'earliest', "
@@ -107,6 +131,8 @@ class Consumer:
             )
         self._initial_topics = list(dict.fromkeys(topics))
         self.client_id = client_id
+        self.enable_auto_commit = enable_auto_commit and group_id is not None
+        self.auto_commit_interval_ms = auto_commit_interval_ms
         self.auto_offset_reset = auto_offset_reset
         self.fetch_max_wait_ms = fetch_max_wait_ms
         self.fetch_min_bytes = fetch_min_bytes
@@ -137,6 +163,29 @@ class Consumer:
                 retry_backoff_ms=retry_backoff_ms,
             )
         )
+        self._member: GroupMember | None = None
+        if self._offsets is not None:
+            self._member = GroupMember(
+                self._cluster,
+                self._offsets,
+                MemberHooks(self._revoked, self._assigned, self._poll_age_ms, self._group_failed),
+                group_instance_id=group_instance_id,
+                session_timeout_ms=session_timeout_ms,
+                heartbeat_interval_ms=heartbeat_interval_ms,
+                max_poll_interval_ms=max_poll_interval_ms,
+                assignors=strategies,
+                retry_backoff_ms=retry_backoff_ms,
+                metadata_max_age_ms=metadata_max_age_ms,
+            )
+        self._subscribed = False
+        self._pattern: str | None = None
+        self._listener: RebalanceListener | None = None
+        self._group_error: BaseException | None = None
+        self._holding = False  # on_partitions_assigned runs: records wait until it is done
+        self._last_poll = time.monotonic()
+        self._polling = 0
+        self._commit_lock = asyncio.Lock()
+        self._auto_committer: asyncio.Task[None] | None = None
         self._fetcher: asyncio.Task[None] | None = None
         self._fetches: dict[int, asyncio.Task[None]] = {}
         self._wakeup: asyncio.Event | None = None
@@ -154,7 +203,7 @@ class Consumer:
         await self._cluster.start()
         self._cluster.on_update.append(lambda _metadata: self._wake())
         try:
-            if self._initial_topics:
+            if self._initial_topics and self._member is None:
                 tps = []
                 for topic in self._initial_topics:
                     meta = await self._cluster.wait_for_topic(topic, self.request_timeout_ms)
@@ -166,14 +215,34 @@ class Consumer:
             raise
         self._cluster.set_topics(tp.topic for tp in self._subscription.states)
         self._state = "running"
-        self._fetcher = asyncio.get_running_loop().create_task(self._run_fetcher())
+        self._last_poll = time.monotonic()
+        loop = asyncio.get_running_loop()
+        self._fetcher = loop.create_task(self._run_fetcher())
+        if self._initial_topics and self._member is not None and not self._subscribed:
+            self.subscribe(self._initial_topics)
+        elif self._subscribed:
+            self._start_member()
+        if self.enable_auto_commit:
+            self._auto_committer = loop.create_task(self._auto_commit())
 
     async def stop(self) -> None:
+        """Commit (with auto-commit), leave the group, close the connections."""
+        if self._state == "running":
+            if self._auto_committer is not None:
+                self._auto_committer.cancel()
+            if self._member is not None and self._subscribed:
+                await self._member.stop()  # revokes: commits, with auto-commit, then leaves
+            elif self.enable_auto_commit:
+                await self._commit_quietly()
         self._state = "stopped"
         if self._data is not None:
             self._data.set()  # wake getone()/async-for waiters: they end
         await self._cluster.close()  # fails requests in flight, so the tasks end at once
-        tasks = [t for t in (self._fetcher, *self._fetches.values()) if t is not None]
+        tasks = [
+            t
+            for t in (self._fetcher, self._auto_committer, *self._fetches.values())
+            if t is not None
+        ]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -193,6 +262,12 @@ class Consumer:
     # --- assignment and positions ------------------------------------------------------
 
     def assign(self, partitions: Iterable[TopicPartition]) -> None:
+        """Take these partitions by hand (no group membership, no rebalancing)."""
+        if self._subscribed:
+            raise ConfigurationError(
+                "this consumer subscribed to topics as a group member: assign() and "
+                "subscribe() exclude each other; unsubscribe() first"
+            )
         tps = [TopicPartition(*tp) for tp in partitions]
         self._subscription.assign(tps)
         self._cluster.set_topics(tp.topic for tp in tps)
@@ -203,20 +278,156 @@ class Consumer:
     def assignment(self) -> set[TopicPartition]:
         return set(self._subscription.states)
 
+    # --- group membership (subscribe) ----------------------------------------------------
+
+    def subscribe(
+        self,
+        topics: Iterable[str] = (),
+        *,
+        pattern: str | None = None,
+        listener: RebalanceListener | None = None,
+    ) -> None:
+        """Join the group for ``topics``, or for every topic whose whole name matches the
+        regular expression ``pattern`` (new ones are found every metadata_max_age_ms).
+
+        The group's members share the partitions; ``listener`` hears of each change.
+        """
+        if self._member is None:
+            raise ConfigurationError("subscribe() needs a group_id; without one, use assign()")
+        names = [topics] if isinstance(topics, str) else list(topics)
+        if not names and pattern is None:
+            raise ConfigurationError("subscribe() needs topics or a pattern")
+        if pattern is not None and names:
+            raise ConfigurationError("subscribe() takes topics or a pattern, not both")
+        if not self._subscribed and self._subscription.states:
+            raise ConfigurationError(
+                "this consumer has partitions from assign(): subscribe() and assign() exclude "
+                "each other; assign([]) first"
+            )
+        self._listener = listener
+        self._pattern = pattern
+        self._member.subscribe(names, pattern)
+        first = not self._subscribed
+        self._subscribed = True
+        if first and self._state == "running":
+            self._start_member()
+
+    def subscription(self) -> set[str]:
+        """The topics this consumer subscribed to (empty for a pattern or assign())."""
+        return set(self._member.topics) if self._member and self._subscribed else set()
+
+    async def unsubscribe(self) -> None:
+        """Leave the group and give up every partition (commits first, with auto-commit)."""
+        if not self._subscribed or self._member is None:
+            return
+        await self._member.stop()
+        self._subscribed = False
+        self._member.topics, self._member.pattern = set(), None
+
+    def _start_member(self) -> None:
+        assert self._member is not None
+        self._member.start()
+
+    async def _revoked(self) -> None:
+        """The member gives its partitions up: commit them, tell the user, stop fetching."""
+        revoked = self.assignment()
+        if self.enable_auto_commit:
+            await self._commit_quietly()
+        if self._listener is not None and revoked:
+            try:
+                await self._listener.on_partitions_revoked(revoked)
+            except Exception:
+                _log.exception("on_partitions_revoked raised; the rebalance goes on")
+        self._subscription.assign([])
+        self._wake()
+
+    async def _assigned(self, tps: list[TopicPartition]) -> None:
+        self._subscription.assign(tps)
+        self._cluster.add_topics(tp.topic for tp in tps)
+        self._wake()
+        if self._listener is not None:
+            self._holding = True
+            try:
+                await self._listener.on_partitions_assigned(set(tps))
+            except Exception:
+                _log.exception("on_partitions_assigned raised; the consumer goes on")
+            finally:
+                self._holding = False
+                self._data_arrived()
+
+    def _poll_age_ms(self) -> float:
+        return 0.0 if self._polling else (time.monotonic() - self._last_poll) * 1000
+
+    def _group_failed(self, error: BaseException) -> None:
+        _log.error("group %r: %s", self.group_id, error)
+        self._group_error = error
+        self._data_arrived()
+
     # --- committed offsets (group_id) -------------------------------------------------
 
     async def commit(self, offsets: dict[TopicPartition, int] | None = None) -> None:
         """Commit ``offsets`` (the next offset to read per partition), or, without them,
-        the current position of every assigned partition. Needs ``group_id``."""
+        the current position of every assigned partition. Needs ``group_id``.
+
+        A group member whose generation is over (the group rebalanced without it) gets
+        :class:`~client.errors.CommitFailedError`: its records after the last commit will
+        be delivered again, to whoever owns their partitions now.
+        """
         group = self._group_offsets()
         if offsets is None:
-            offsets = {}
-            for tp in self.assignment():
-                state = self._subscription.states.get(tp)
-                if state is not None and state.position is not None:
-                    offsets[tp] = state.position
-        if offsets:
-            await group.commit({TopicPartition(*tp): o for tp, o in offsets.items()})
+            offsets = self._positions()
+        if not offsets:
+            return
+        wanted = {TopicPartition(*tp): o for tp, o in offsets.items()}
+        async with self._commit_lock:  # one at a time: a retried commit never goes backwards
+            member = self._member if self._subscribed else None
+            if member is None:
+                await group.commit(wanted)
+                return
+            if member.generation_id < 0:
+                raise CommitFailedError(
+                    f"group {self.group_id!r} is rebalancing and this consumer has no "
+                    f"generation: the commit cannot be accepted; commit after the next poll"
+                )
+            try:
+                await group.commit(
+                    wanted,
+                    generation_id=member.generation_id,
+                    member_id=member.member_id,
+                    group_instance_id=member.group_instance_id,
+                )
+            except _STALE_MEMBER as exc:
+                if not isinstance(exc, RebalanceInProgressError):
+                    member.request_rejoin(f"a commit was refused: {exc}")
+                raise CommitFailedError(
+                    f"group {self.group_id!r} refused the commit of generation "
+                    f"{member.generation_id} ({exc.name}): the group has rebalanced and these "
+                    f"partitions may belong to another member now; records after the last "
+                    f"commit will be delivered again"
+                ) from exc
+
+    def _positions(self) -> dict[TopicPartition, int]:
+        out = {}
+        for tp, state in self._subscription.states.items():
+            if state.position is not None:
+                out[tp] = state.position
+        return out
+
+    async def _commit_quietly(self) -> None:
+        """Auto-commit: a failure is logged; the next one, or the rebalance, catches up."""
+        try:
+            await self.commit()
+        except (ApiError, CommitFailedError) as exc:
+            _log.warning("group %r: auto-commit failed: %s", self.group_id, exc)
+
+    async def _auto_commit(self) -> None:
+        committed: dict[TopicPartition, int] = {}
+        while True:
+            await asyncio.sleep(self.auto_commit_interval_ms / 1000)
+            positions = self._positions()
+            if positions and positions != committed:
+                await self._commit_quietly()
+                committed = positions
 
     async def committed(self, partition: TopicPartition) -> int | None:
         """The group's committed offset of ``partition`` (None: never committed)."""
@@ -338,6 +549,13 @@ class Consumer:
         self._check_running()
         assert self._data is not None
         self._data.clear()
+        self._last_poll = time.monotonic()
+        if self._group_error is not None:
+            raise self._group_error
+        if self._member is not None and self._subscribed:
+            self._member.polled()
+            if self._holding:
+                return {}
         freed = self._subscription.chunks_consumed
         got = self._subscription.take(partitions, limit, self._record)
         if not got:
@@ -361,13 +579,14 @@ class Consumer:
 
     async def _wait_for_data(self, timeout_s: float | None) -> None:
         assert self._data is not None
-        if timeout_s is None:
-            await self._data.wait()
-            return
+        self._polling += 1  # a poll waiting for records is polling (max_poll_interval_ms)
         try:
             await asyncio.wait_for(self._data.wait(), timeout_s)
         except TimeoutError:
             return
+        finally:
+            self._polling -= 1
+            self._last_poll = time.monotonic()
 
     def _check_running(self) -> None:
         if self._state != "running":
@@ -675,14 +894,7 @@ class Consumer:
             else:
                 self._raise_if_unknown_topic(tp.topic)
         for node, tps in by_node.items():
-            topics: dict[str, list[ListOffsetsPartition]] = {}
-            for tp in tps:
-                topics.setdefault(tp.topic, []).append(
-                    ListOffsetsPartition(partition_index=tp.partition, timestamp=todo[tp])
-                )
-            request = ListOffsetsRequest(
-                topics=[ListOffsetsTopic(name=t, partitions=ps) for t, ps in topics.items()]
-            )
+            request = list_offsets_request(tps, todo)
             try:
                 response: ListOffsetsResponse = await self._cluster.send(
                     node, ApiKey.LIST_OFFSETS, request
@@ -715,3 +927,45 @@ class Consumer:
 
 def _earliest(delay_ms: float | None, other_ms: float) -> float:
     return other_ms if delay_ms is None else min(delay_ms, other_ms)
+
+
+_STALE_MEMBER = (
+    IllegalGenerationError,
+    UnknownMemberIdError,
+    RebalanceInProgressError,
+    FencedInstanceIdError,
+)
+
+
+def _strategies(value: str | Sequence[str]) -> list[str]:
+    names = [value] if isinstance(value, str) else list(value)
+    unknown = [n for n in names if n not in ASSIGNORS]
+    if not names or unknown:
+        raise ConfigurationError(
+            f"partition_assignment_strategy={value!r}: use one or more of "
+            f"{', '.join(sorted(ASSIGNORS))}, in order of preference"
+        )
+    return names
+
+
+def _check_group_settings(
+    group_instance_id: str | None,
+    *,
+    session_timeout_ms: int,
+    heartbeat_interval_ms: int,
+    max_poll_interval_ms: int,
+    auto_commit_interval_ms: int,
+) -> None:
+    if group_instance_id is not None and not group_instance_id:
+        raise ConfigurationError("group_instance_id must not be empty (or leave it None)")
+    if heartbeat_interval_ms <= 0 or heartbeat_interval_ms >= session_timeout_ms:
+        raise ConfigurationError(
+            f"heartbeat_interval_ms={heartbeat_interval_ms} must be positive and less than "
+            f"session_timeout_ms={session_timeout_ms} (Kafka suggests a third of it)"
+        )
+    if max_poll_interval_ms <= 0:
+        raise ConfigurationError(f"max_poll_interval_ms={max_poll_interval_ms} must be positive")
+    if auto_commit_interval_ms <= 0:
+        raise ConfigurationError(
+            f"auto_commit_interval_ms={auto_commit_interval_ms} must be positive"
+        )

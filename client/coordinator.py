@@ -4,8 +4,9 @@ The coordinator is the broker leading the group's partition of ``__consumer_offs
 (FindCoordinator says which). It moves when that broker fails; every call here finds it
 again and retries on the errors that mean "ask again" (NOT_COORDINATOR,
 COORDINATOR_NOT_AVAILABLE, COORDINATOR_LOAD_IN_PROGRESS, a lost connection) until
-``request_timeout_ms``. Commits are made outside group membership (generation -1), as
-Kafka's consumers do with a manual assignment; group membership builds on this.
+``request_timeout_ms``. A consumer with a manual assignment commits from outside group membership
+(generation -1); a group member passes its generation and member id
+(:mod:`client.membership`).
 """
 
 from __future__ import annotations
@@ -52,9 +53,18 @@ class GroupOffsets:
         self._backoff_s = retry_backoff_ms / 1000
         self._coordinator: int | None = None
 
-    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+    async def commit(
+        self,
+        offsets: dict[TopicPartition, int],
+        *,
+        generation_id: int = -1,
+        member_id: str = "",
+        group_instance_id: str | None = None,
+    ) -> None:
         """Commit ``offsets`` (the next offset to read, per partition); raises the typed
-        error of the first partition refused."""
+        error of the first partition refused. A group member passes its generation and
+        member id (the coordinator refuses a zombie's); -1 and "" commit from outside
+        membership, which the coordinator allows only while the group has no members."""
         by_topic: dict[str, list[OffsetCommitRequestPartition]] = {}
         for tp, offset in sorted(offsets.items()):
             by_topic.setdefault(tp.topic, []).append(
@@ -62,6 +72,9 @@ class GroupOffsets:
             )
         request = OffsetCommitRequest(
             group_id=self.group_id,
+            generation_id=generation_id,
+            member_id=member_id,
+            group_instance_id=group_instance_id,
             topics=[OffsetCommitRequestTopic(name=t, partitions=ps) for t, ps in by_topic.items()],
         )
 
@@ -75,7 +88,7 @@ class GroupOffsets:
                             f"{self.group_id!r} refused",
                         )
 
-        await self._call(ApiKey.OFFSET_COMMIT, request, check)
+        await self.call(ApiKey.OFFSET_COMMIT, request, check)
 
     async def committed(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int | None]:
         """The committed offset of each partition, None where the group has none."""
@@ -88,7 +101,7 @@ class GroupOffsets:
                 OffsetFetchRequestTopic(name=t, partition_indexes=ps) for t, ps in by_topic.items()
             ],
         )
-        response: OffsetFetchResponse = await self._call(ApiKey.OFFSET_FETCH, request, None)
+        response: OffsetFetchResponse = await self.call(ApiKey.OFFSET_FETCH, request, None)
         out: dict[TopicPartition, int | None] = dict.fromkeys(partitions)
         for topic in response.topics:
             for p in topic.partitions:
@@ -98,8 +111,11 @@ class GroupOffsets:
                 out[tp] = p.committed_offset if p.committed_offset >= 0 else None
         return out
 
-    async def _call(self, api_key: ApiKey, request: Any, check: Any) -> Any:
-        """Send to the coordinator, finding it (again) and retrying while it moves."""
+    async def call(self, api_key: ApiKey, request: Any, check: Any = None) -> Any:
+        """Send to the coordinator, finding it (again) and retrying while it moves.
+
+        ``check(response)`` may raise the typed error a response carries inside it; a
+        top-level error code is raised by the connection already."""
         deadline = time.monotonic() + self._timeout_s
         last: ApiError | None = None
         while time.monotonic() < deadline:
@@ -120,6 +136,15 @@ class GroupOffsets:
         raise last or RequestTimedOutError(
             f"group {self.group_id!r}: no coordinator answered within {self._timeout_s:g} s"
         )
+
+    async def coordinator(self) -> int:
+        """The coordinator's broker id, found if not known (one FindCoordinator)."""
+        node = self._coordinator
+        return node if node is not None else await self._find()
+
+    def coordinator_dead(self) -> None:
+        """The coordinator did not answer or said it is not: find it again next time."""
+        self._coordinator = None
 
     async def _find(self) -> int:
         response: FindCoordinatorResponse = await self._cluster.send_any(

@@ -11,7 +11,12 @@ from __future__ import annotations
 
 from protocol.errors import HeadwaterError, OffsetOutOfRangeError
 
-__all__ = ["ClientClosedError", "ConfigurationError", "NoOffsetForPartitionError"]
+__all__ = [
+    "ClientClosedError",
+    "CommitFailedError",
+    "ConfigurationError",
+    "NoOffsetForPartitionError",
+]
 
 
 class ConfigurationError(HeadwaterError, ValueError):
@@ -24,3 +29,11 @@ class NoOffsetForPartitionError(OffsetOutOfRangeError):
 
 class ClientClosedError(HeadwaterError, RuntimeError):
     """A producer, consumer or admin used before ``start()`` or after ``stop()``."""
+
+
+class CommitFailedError(HeadwaterError):
+    """A group member's commit was refused because the group has rebalanced since this
+    consumer's generation began (Kafka's CommitFailedException): its partitions may belong
+    to another member now, and the records after its last successful commit will be
+    delivered again. Not retriable as is: the consumer rejoins; commit what you process
+    next. The broker's answer (ILLEGAL_GENERATION, UNKNOWN_MEMBER_ID, ...) is the cause."""

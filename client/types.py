@@ -15,8 +15,13 @@ __all__ = [
     "ClusterDescription",
     "ConfigEntry",
     "ConsumerRecord",
+    "GroupDescription",
+    "GroupListing",
+    "ListOffsetsResult",
+    "MemberDescription",
     "NewTopic",
     "OffsetAndTimestamp",
+    "OffsetSpec",
     "PartitionDescription",
     "RecordMetadata",
     "TopicDescription",
@@ -106,3 +111,69 @@ class ConfigEntry(NamedTuple):
     """Kafka's ConfigSource name: DEFAULT_CONFIG, DYNAMIC_TOPIC_CONFIG, ..."""
     read_only: bool
     is_sensitive: bool
+
+
+# --- consumer groups and offsets (Admin) --------------------------------------------------
+
+
+class GroupListing(NamedTuple):
+    group_id: str
+    protocol_type: str
+    """"consumer" for consumer groups; empty for a group that only has committed offsets."""
+    state: str
+    """Kafka's group state: Empty, PreparingRebalance, CompletingRebalance, Stable, Dead."""
+
+
+class MemberDescription(NamedTuple):
+    member_id: str
+    group_instance_id: str | None
+    client_id: str
+    host: str
+    assignment: list[TopicPartition]
+    """The partitions the member was given, decoded from its assignment when the group's
+    protocol type is "consumer" (other protocols' bytes mean nothing here: empty)."""
+
+
+class GroupDescription(NamedTuple):
+    group_id: str
+    state: str
+    """As in :class:`GroupListing`; Dead for a group the coordinator does not know."""
+    protocol_type: str
+    strategy: str
+    """The assignor the current generation uses (range, roundrobin, sticky, ...)."""
+    generation: int
+    leader: str
+    """The member id of the group's leader (it computes the assignment); empty if none."""
+    members: list[MemberDescription]
+
+
+class OffsetSpec(NamedTuple):
+    """Which offset :meth:`client.admin.Admin.list_offsets` looks up (Kafka's OffsetSpec):
+    ``OffsetSpec.earliest()``, ``OffsetSpec.latest()``, ``OffsetSpec.for_timestamp(ms)``."""
+
+    timestamp: int
+    """Milliseconds, or ListOffsets' specials: -2 earliest, -1 latest."""
+
+    @classmethod
+    def earliest(cls) -> OffsetSpec:
+        return cls(-2)
+
+    @classmethod
+    def latest(cls) -> OffsetSpec:
+        return cls(-1)
+
+    @classmethod
+    def for_timestamp(cls, timestamp_ms: int) -> OffsetSpec:
+        if timestamp_ms < 0:
+            raise ValueError(f"timestamp {timestamp_ms} is negative; give milliseconds")
+        return cls(timestamp_ms)
+
+
+class ListOffsetsResult(NamedTuple):
+    """One partition's answer to :meth:`client.admin.Admin.list_offsets`."""
+
+    offset: int
+    """-1 for a timestamp later than every record's (Kafka answers the same)."""
+    timestamp: int
+    """The found record's timestamp; -1 for earliest and latest."""
+    leader_epoch: int

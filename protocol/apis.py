@@ -864,12 +864,91 @@ class HeartbeatResponse(Response):
 @dataclass(slots=True, kw_only=True)
 class LeaveGroupRequest(Request):
     group_id: str
-    member_id: str
+    member_id: str = ""
+    group_instance_id: str | None = None
+    """A static member may be removed by its instance id (Kafka's LeaveGroup v3)."""
 
 
 @dataclass(slots=True, kw_only=True)
 class LeaveGroupResponse(Response):
     throttle_time_ms: int = 0
+
+
+# --- group administration: ListGroups (16), DescribeGroups (15), DeleteGroups (42) -----
+
+
+@dataclass(slots=True, kw_only=True)
+class ListGroupsRequest(Request):
+    states_filter: list[str] = field(default_factory=list)
+    """Kafka's group states (Empty, Stable, ...); empty: every group."""
+
+
+@dataclass(slots=True, kw_only=True)
+class ListedGroup:
+    group_id: str
+    protocol_type: str = ""
+    group_state: str = ""
+
+
+@dataclass(slots=True, kw_only=True)
+class ListGroupsResponse(Response):
+    throttle_time_ms: int = 0
+    groups: list[ListedGroup] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class DescribeGroupsRequest(Request):
+    groups: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class DescribedGroupMember:
+    member_id: str
+    group_instance_id: str | None = None
+    client_id: str = ""
+    client_host: str = ""
+    member_metadata: bytes = b""
+    """The member's subscription (for protocol type "consumer": ConsumerProtocol bytes)."""
+    member_assignment: bytes = b""
+
+
+@dataclass(slots=True, kw_only=True)
+class DescribedGroup:
+    error_code: int = 0
+    error_message: str | None = None
+    group_id: str
+    group_state: str = ""
+    """Kafka's: Empty, PreparingRebalance, CompletingRebalance, Stable, Dead."""
+    protocol_type: str = ""
+    protocol_data: str = ""
+    """The assignment strategy of the current generation."""
+    generation_id: int = -1
+    leader: str = ""
+    members: list[DescribedGroupMember] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class DescribeGroupsResponse(Response):
+    throttle_time_ms: int = 0
+    groups: list[DescribedGroup] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class DeleteGroupsRequest(Request):
+    groups_names: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class DeletableGroupResult:
+    group_id: str
+    error_code: int = 0
+    error_message: str | None = None
+
+
+@dataclass(slots=True, kw_only=True)
+class DeleteGroupsResponse(Response):
+    throttle_time_ms: int = 0
+    results: list[DeletableGroupResult] = field(default_factory=list)
 
 
 # --- the registry ----------------------------------------------------------------------
@@ -921,6 +1000,9 @@ APIS = _apis(
     Api(ApiKey.SYNC_GROUP, 0, 0, SyncGroupRequest, SyncGroupResponse),
     Api(ApiKey.HEARTBEAT, 0, 0, HeartbeatRequest, HeartbeatResponse),
     Api(ApiKey.LEAVE_GROUP, 0, 0, LeaveGroupRequest, LeaveGroupResponse),
+    Api(ApiKey.LIST_GROUPS, 0, 0, ListGroupsRequest, ListGroupsResponse),
+    Api(ApiKey.DESCRIBE_GROUPS, 0, 0, DescribeGroupsRequest, DescribeGroupsResponse),
+    Api(ApiKey.DELETE_GROUPS, 0, 0, DeleteGroupsRequest, DeleteGroupsResponse),
     Api(ApiKey.API_VERSIONS, 0, 0, ApiVersionsRequest, ApiVersionsResponse),
     Api(ApiKey.CREATE_TOPICS, 0, 0, CreateTopicsRequest, CreateTopicsResponse),
     Api(ApiKey.DELETE_TOPICS, 0, 0, DeleteTopicsRequest, DeleteTopicsResponse),

@@ -1,4 +1,6 @@
-"""The group coordinator's offsets half: FindCoordinator, OffsetCommit, OffsetFetch.
+"""The group coordinator: FindCoordinator, membership (JoinGroup, SyncGroup, Heartbeat,
+LeaveGroup), offsets (OffsetCommit, OffsetFetch) and administration (ListGroups,
+DescribeGroups, DeleteGroups).
 
 A group lives in partition ``abs(java_hash(group)) % offsets.topic.num.partitions`` of
 ``__consumer_offsets`` (created, replicated, on the first FindCoordinator); the leader of
@@ -12,14 +14,29 @@ acks=all and answered only once every in-sync replica has them.
 Membership (JoinGroup, SyncGroup, Heartbeat, LeaveGroup) runs :class:`Group`'s state
 machine; a commit must come from a member of the current generation, or from outside
 membership (generation -1, no member id: Kafka's manual assignment) while the group has
-no members. Membership is kept in memory only: after a coordinator failover the members
-find the new coordinator, are told UNKNOWN_MEMBER_ID, and join again (their committed
-offsets, which are in the log, are all there).
+no members. When a generation settles (the leader's SyncGroup), and when a group empties,
+its metadata (members, their subscriptions and assignments) is appended to the same
+partition, as Kafka's storeGroup does; the leader's SyncGroup is answered once that is
+replicated. A coordinator that loads the partition restores each group from its last
+record: a Stable group's members keep their generation, and their heartbeats, sent to the
+new coordinator, go on without a rebalance (sessions restart at load time). A failover
+that beats the write costs a rebalance: the members are unknown there and join again.
+
+Administration, as Kafka's GroupCoordinator does it: each broker lists the groups it
+coordinates (the client asks every broker), a group with only committed offsets counts as
+Empty, and deleting an empty group writes a tombstone for each of its offsets and for its
+metadata (acks=all, like a commit), so a coordinator that loads the partition later does
+not bring them back.
+A group being deleted is Dead: requests that still find it are told to look again.
+
+The request header carries no client id and the handlers do not learn the connection's
+peer, so members are described with an empty ``client_id`` and ``client_host``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 from collections.abc import Awaitable
 from typing import TypeVar
@@ -28,12 +45,16 @@ import structlog
 
 from broker.admin import TopicAdmin
 from broker.config import BrokerConfig
-from broker.coordinator.group import Group
+from broker.coordinator.group import DEAD, EMPTY, STABLE, Group, Member
 from broker.coordinator.offsets import (
     OFFSETS_TOPIC,
     BadRecordError,
+    GroupMetadata,
+    MemberMetadata,
     OffsetAndMetadata,
     OffsetStore,
+    encode_group_key,
+    encode_group_value,
     partition_for,
 )
 from broker.log.manager import TopicPartition
@@ -44,6 +65,13 @@ from protocol.apis import (
     CoordinatorType,
     CreatableTopic,
     CreatableTopicConfig,
+    DeletableGroupResult,
+    DeleteGroupsRequest,
+    DeleteGroupsResponse,
+    DescribedGroup,
+    DescribedGroupMember,
+    DescribeGroupsRequest,
+    DescribeGroupsResponse,
     FindCoordinatorRequest,
     FindCoordinatorResponse,
     HeartbeatRequest,
@@ -53,6 +81,9 @@ from protocol.apis import (
     JoinGroupResponseMember,
     LeaveGroupRequest,
     LeaveGroupResponse,
+    ListedGroup,
+    ListGroupsRequest,
+    ListGroupsResponse,
     OffsetCommitRequest,
     OffsetCommitResponse,
     OffsetCommitResponsePartition,
@@ -68,11 +99,13 @@ from protocol.errors import (
     ApiError,
     CoordinatorLoadInProgressError,
     CoordinatorNotAvailableError,
+    GroupIdNotFoundError,
     InvalidCommitOffsetSizeError,
     InvalidGroupIdError,
     InvalidRequestError,
     InvalidSessionTimeoutError,
     MessageTooLargeError,
+    NonEmptyGroupError,
     NotCoordinatorError,
     NotLeaderOrFollowerError,
     OffsetMetadataTooLargeError,
@@ -114,6 +147,7 @@ class GroupCoordinator:
         self.stores: dict[int, OffsetStore] = {}
         self._loading: dict[int, asyncio.Task[None]] = {}
         self.groups: dict[str, Group] = {}
+        self._group_writes: dict[str, asyncio.Task[None]] = {}  # the latest, per group
         self._min_session_ms = int(config["group.min.session.timeout.ms"])
         self._max_session_ms = int(config["group.max.session.timeout.ms"])
         self._initial_delay_ms = int(config["group.initial.rebalance.delay.ms"])
@@ -183,15 +217,21 @@ class GroupCoordinator:
             await asyncio.sleep(0)  # a large partition loads without holding the loop
         if not partition.is_leader or partition.leader_epoch != epoch:
             return  # led no more (or again, later: that load wins)
-        self.stores[index] = store
-        self._loading.pop(index, None)
+        self._loaded(index, store)
         self._log.info(
             "coordinator.loaded",
             partition=index,
-            groups=len(store.groups),
+            groups=len(store.groups.keys() | store.group_metadata.keys()),
             records=records,
             seconds=round(time.monotonic() - started, 3),
         )
+
+    def _loaded(self, index: int, store: OffsetStore) -> None:
+        """The partition is read: its groups are served from here on, as stored."""
+        self.stores[index] = store
+        self._loading.pop(index, None)
+        for group_id, record in store.group_metadata.items():
+            self.groups[group_id] = self._restored(group_id, record)
 
     def _store_for(self, group: str) -> tuple[int, OffsetStore]:
         if not group:
@@ -242,12 +282,93 @@ class GroupCoordinator:
     # --- membership ---------------------------------------------------------------------
 
     def _group(self, group_id: str) -> Group:
+        """The group, created (Empty) if new: a JoinGroup or a commit makes a group."""
         self._store_for(group_id)  # only the coordinator, once loaded, holds groups
         group = self.groups.get(group_id)
         if group is None:
-            group = Group(group_id, _now_ms, self._initial_delay_ms)
+            group = self._new_group(group_id)
             self.groups[group_id] = group
         return group
+
+    def _known_group(self, group_id: str) -> Group:
+        """The group of a SyncGroup, Heartbeat or LeaveGroup: an unknown one means the
+        member is unknown (Kafka's answer), and is not created."""
+        self._store_for(group_id)
+        group = self.groups.get(group_id)
+        if group is None:
+            raise UnknownMemberIdError(f"group {group_id!r} has no members; join again")
+        return group
+
+    def _new_group(self, group_id: str) -> Group:
+        return Group(group_id, _now_ms, self._initial_delay_ms, on_settled=self._store_group)
+
+    def _restored(self, group_id: str, record: GroupMetadata) -> Group:
+        group = self._new_group(group_id)
+        members = [
+            Member(
+                m.member_id,
+                m.group_instance_id,
+                m.client_id,
+                m.session_timeout_ms,
+                m.rebalance_timeout_ms,
+                record.protocol_type,
+                [(record.protocol or "", m.subscription)],
+                0,
+                m.client_host,
+                m.assignment,
+            )
+            for m in record.members
+        ]
+        group.restore(
+            generation_id=record.generation,
+            protocol_type=record.protocol_type or None,
+            protocol_name=record.protocol,
+            leader=record.leader,
+            members=members,
+        )
+        return group
+
+    # --- group metadata in the log ------------------------------------------------------
+
+    def _store_group(self, group: Group) -> None:
+        """Group.on_settled: append the group's metadata as it is now (Kafka's storeGroup).
+        Writes start in the order groups settle, so the log keeps the latest last."""
+        if self.groups.get(group.group_id) is not group:
+            return  # no longer ours: the leadership moved, or the group is being dropped
+        record = _group_record(group)
+        task = asyncio.get_running_loop().create_task(self._append_group(group, record))
+        self._group_writes[group.group_id] = task
+        task.add_done_callback(lambda done: self._write_done(group.group_id, done))
+
+    def _write_done(self, group_id: str, task: asyncio.Task[None]) -> None:
+        if self._group_writes.get(group_id) is task:
+            del self._group_writes[group_id]
+
+    async def _append_group(self, group: Group, record: GroupMetadata) -> None:
+        # re-checked now that the task runs: a delete that started meanwhile has written
+        # its tombstone, which this record must not follow
+        if group.state == DEAD or self.groups.get(group.group_id) is not group:
+            return
+        index = partition_for(group.group_id, self.num_partitions)
+        key, value = encode_group_key(group.group_id), encode_group_value(record)
+        batch = encode_batch([(key, value, None, int(time.time() * 1000))])
+        result = await self._replicas.append_records(
+            OFFSETS_TOPIC, index, batch, timeout_ms=_COMMIT_TIMEOUT_MS
+        )
+        if result.error_code:  # the members go on; a failover before the next write
+            self._log.warning(  # costs a rebalance
+                "coordinator.group_store_failed",
+                group=group.group_id,
+                generation=record.generation,
+                error=error_for_code(result.error_code, result.error_message).name,
+            )
+
+    def _write_since(
+        self, group_id: str, before: asyncio.Task[None] | None
+    ) -> asyncio.Task[None] | None:
+        """The group write a request's step just started, if it started one."""
+        written = self._group_writes.get(group_id)
+        return written if written is not before else None
 
     async def join_group(self, request: JoinGroupRequest) -> JoinGroupResponse:
         if not self._min_session_ms <= request.session_timeout_ms <= self._max_session_ms:
@@ -257,6 +378,7 @@ class GroupCoordinator:
                 "(group.min/max.session.timeout.ms)"
             )
         group = self._group(request.group_id)
+        before = self._group_writes.get(request.group_id)
         rebalance_ms = request.rebalance_timeout_ms
         joined = group.join(
             member_id=request.member_id,
@@ -267,7 +389,9 @@ class GroupCoordinator:
             protocol_type=request.protocol_type,
             protocols=[(p.name, bytes(p.metadata)) for p in request.protocols],
         )
+        written = self._write_since(request.group_id, before)
         result = await _member_wait(joined, request.group_id)
+        await _written(written)  # a static member's new member id is stored first
         return JoinGroupResponse(
             generation_id=result.generation_id,
             protocol_type=result.protocol_type,
@@ -281,26 +405,35 @@ class GroupCoordinator:
         )
 
     async def sync_group(self, request: SyncGroupRequest) -> SyncGroupResponse:
-        group = self._group(request.group_id)
+        group = self._known_group(request.group_id)
+        before = self._group_writes.get(request.group_id)
         assignments = {a.member_id: bytes(a.assignment) for a in request.assignments}
-        synced = group.sync(request.member_id, request.generation_id, assignments)
+        synced = group.sync(
+            request.member_id, request.generation_id, assignments, request.group_instance_id
+        )
+        # the leader's SyncGroup is answered once the log has the generation
+        await _written(self._write_since(request.group_id, before))
         return SyncGroupResponse(assignment=await _member_wait(synced, request.group_id))
 
     async def heartbeat(self, request: HeartbeatRequest) -> HeartbeatResponse:
-        self._group(request.group_id).heartbeat(request.member_id, request.generation_id)
+        self._known_group(request.group_id).heartbeat(
+            request.member_id, request.generation_id, request.group_instance_id
+        )
         return HeartbeatResponse()
 
     async def leave_group(self, request: LeaveGroupRequest) -> LeaveGroupResponse:
-        self._group(request.group_id).leave(request.member_id)
+        self._known_group(request.group_id).leave(request.member_id, request.group_instance_id)
         return LeaveGroupResponse()
 
     # --- OffsetCommit -------------------------------------------------------------------
 
     async def offset_commit(self, request: OffsetCommitRequest) -> OffsetCommitResponse:
+        error: ApiError | None
         try:
-            error = self._commit_refusal(request)
-            if error is None:
-                error = await self._commit(request)
+            group = self._group(request.group_id)
+            # a zombie's commit (unknown or fenced member, older generation) is refused
+            group.check_commit(request.member_id, request.generation_id, request.group_instance_id)
+            error = await self._commit(group, request)
         except ApiError as exc:
             error = exc
         code = 0 if error is None else error.code
@@ -320,15 +453,7 @@ class GroupCoordinator:
             ]
         )
 
-    def _commit_refusal(self, request: OffsetCommitRequest) -> ApiError | None:
-        """A zombie's commit (unknown member, older generation) is refused."""
-        try:
-            self._group(request.group_id).check_commit(request.member_id, request.generation_id)
-        except ApiError as exc:
-            return exc
-        return None
-
-    async def _commit(self, request: OffsetCommitRequest) -> ApiError | None:
+    async def _commit(self, group: Group, request: OffsetCommitRequest) -> ApiError | None:
         index, store = self._store_for(request.group_id)
         now = int(time.time() * 1000)
         offsets = [
@@ -347,12 +472,20 @@ class GroupCoordinator:
             return None
         records = store.commit(request.group_id, offsets)
         batch = encode_batch([(k, v, None, now) for k, v in records])
-        result = await self._replicas.append_records(
-            OFFSETS_TOPIC, index, batch, timeout_ms=_COMMIT_TIMEOUT_MS
-        )
+        pending = collections.Counter((t, p) for t, p, _ in offsets)
+        group.pending_commits.update(pending)
+        try:
+            result = await self._replicas.append_records(
+                OFFSETS_TOPIC, index, batch, timeout_ms=_COMMIT_TIMEOUT_MS
+            )
+        finally:
+            group.pending_commits.subtract(pending)
+            group.pending_commits += collections.Counter()  # drops the zeros
         if result.error_code:
-            return _commit_error(result.error_code, result.error_message)
-        if self.stores.get(index) is store:  # re-checked after the await: still ours
+            return _append_error(result.error_code, result.error_message, "the commit")
+        # re-checked after the await: still ours, and the group was not deleted meanwhile
+        # (its delete wrote tombstones after these records)
+        if self.stores.get(index) is store and group.state != DEAD:
             for key, value in records:
                 store.apply(key, value)
         return None
@@ -386,6 +519,135 @@ class GroupCoordinator:
             topics.append(OffsetFetchResponseTopic(name=topic, partitions=rows))
         return OffsetFetchResponse(topics=topics)
 
+    # --- ListGroups, DescribeGroups, DeleteGroups ---------------------------------------
+
+    async def list_groups(self, request: ListGroupsRequest) -> ListGroupsResponse:
+        """The groups this broker coordinates (Kafka's handleListGroups): those in memory,
+        and those that only have committed offsets (Empty, as Kafka loads them). While an
+        offsets partition loads, the answer says COORDINATOR_LOAD_IN_PROGRESS, with the
+        groups known so far, as Kafka's does."""
+        listed: dict[str, ListedGroup] = {}
+        for store in self.stores.values():
+            for group_id in store.groups:
+                listed[group_id] = ListedGroup(group_id=group_id, group_state=EMPTY)
+        for group_id, group in self.groups.items():
+            if group.state == DEAD:  # being deleted: gone already, as in Kafka
+                listed.pop(group_id, None)
+                continue
+            listed[group_id] = ListedGroup(
+                group_id=group_id, protocol_type=group.protocol_type or "", group_state=group.state
+            )
+        # state names compared without case, as Kafka's ConsumerGroupState.parse does
+        wanted = {state.lower() for state in request.states_filter}
+        groups = [
+            g for _, g in sorted(listed.items()) if not wanted or g.group_state.lower() in wanted
+        ]
+        if self._loading:
+            return ListGroupsResponse(
+                error_code=CoordinatorLoadInProgressError.code,
+                error_message=f"broker {self.broker_id} is loading groups; ask again shortly",
+                groups=groups,
+            )
+        return ListGroupsResponse(groups=groups)
+
+    async def describe_groups(self, request: DescribeGroupsRequest) -> DescribeGroupsResponse:
+        return DescribeGroupsResponse(groups=[self._describe(g) for g in request.groups])
+
+    def _describe(self, group_id: str) -> DescribedGroup:
+        """Kafka's handleDescribeGroup: a group this broker coordinates but does not know
+        is Dead without members (no error); one it does not coordinate gets that error."""
+        try:
+            _, store = self._store_for(group_id)
+        except ApiError as exc:
+            return DescribedGroup(group_id=group_id, error_code=exc.code, error_message=exc.message)
+        group = self.groups.get(group_id)
+        if group is None or group.state == DEAD:
+            state = EMPTY if group is None and store.get(group_id) else DEAD
+            return DescribedGroup(group_id=group_id, group_state=state)
+        # Kafka's GroupMetadata.summary: metadata and assignments only once Stable (before,
+        # they belong to no settled generation)
+        stable = group.state == STABLE
+        return DescribedGroup(
+            group_id=group_id,
+            group_state=group.state,
+            protocol_type=group.protocol_type or "",
+            protocol_data=(group.protocol_name or "") if stable else "",
+            generation_id=group.generation_id,
+            leader=group.leader or "",
+            members=[
+                DescribedGroupMember(
+                    member_id=m.member_id,
+                    group_instance_id=m.group_instance_id,
+                    client_id=m.client_id,
+                    client_host=m.client_host,
+                    member_metadata=m.metadata(group.protocol_name) if stable else b"",
+                    member_assignment=m.assignment if stable else b"",
+                )
+                for m in group.members.values()
+            ],
+        )
+
+    async def delete_groups(self, request: DeleteGroupsRequest) -> DeleteGroupsResponse:
+        names = list(dict.fromkeys(request.groups_names))
+        errors = await asyncio.gather(*(self._delete_group(name) for name in names))
+        return DeleteGroupsResponse(
+            results=[
+                DeletableGroupResult(
+                    group_id=name,
+                    error_code=0 if error is None else error.code,
+                    error_message=None if error is None else error.message,
+                )
+                for name, error in zip(names, errors, strict=True)
+            ]
+        )
+
+    async def _delete_group(self, group_id: str) -> ApiError | None:
+        """Kafka's handleDeleteGroups: only an empty group goes. Its offsets and metadata
+        get tombstones (key, null value), appended with acks=all like a commit (Kafka
+        appends them with acks=0 and answers at once; waiting means an answered delete
+        survives a failover)."""
+        try:
+            index, store = self._store_for(group_id)
+            group = self._deletable(group_id, store)
+        except ApiError as exc:
+            return exc
+        group.delete()  # Dead: commits and joins arriving meanwhile are told to retry
+        records = store.tombstones(group_id, group.pending_commits)
+        now = int(time.time() * 1000)
+        result = await self._replicas.append_records(
+            OFFSETS_TOPIC,
+            index,
+            encode_batch([(k, v, None, now) for k, v in records]),
+            timeout_ms=_COMMIT_TIMEOUT_MS,
+        )
+        if result.base_offset < 0:  # not appended here at all: the group stays
+            group.undelete()
+            return _append_error(result.error_code, result.error_message, "the delete")
+        # appended here: this leader's log has the tombstones now, and memory follows it
+        # (if the leadership moves instead, memory is reloaded from the new leader's log)
+        if self.groups.get(group_id) is group:
+            del self.groups[group_id]
+        if self.stores.get(index) is store:
+            for key, value in records:
+                store.apply(key, value)
+        self._log.info("coordinator.group_deleted", group=group_id, tombstones=len(records))
+        if result.error_code:  # e.g. not replicated in time: the answer says so
+            return _append_error(result.error_code, result.error_message, "the delete")
+        return None
+
+    def _deletable(self, group_id: str, store: OffsetStore) -> Group:
+        group = self.groups.get(group_id)
+        if group is not None and group.members:
+            raise NonEmptyGroupError(
+                f"group {group_id!r} has {len(group.members)} members; it can be deleted "
+                "once they have left"
+            )
+        if group is not None and group.state == DEAD:
+            raise GroupIdNotFoundError(f"group {group_id!r} is being deleted already")
+        if group is None and not store.get(group_id):
+            raise GroupIdNotFoundError(f"group {group_id!r} does not exist")
+        return self._group(group_id)
+
 
 async def _member_wait(waiting: Awaitable[T], group_id: str) -> T:
     """A join or sync waits for the others; cancelled means the member was dropped."""
@@ -400,21 +662,51 @@ async def _member_wait(waiting: Awaitable[T], group_id: str) -> T:
         ) from None
 
 
+async def _written(write: asyncio.Task[None] | None) -> None:
+    if write is not None:
+        await asyncio.wait([write])  # not cancelled with the request that waits for it
+
+
+def _group_record(group: Group) -> GroupMetadata:
+    """The group as Kafka's GroupMetadataManager stores it: each member's subscription for
+    the chosen strategy, and its assignment."""
+    return GroupMetadata(
+        protocol_type=group.protocol_type or "",
+        generation=group.generation_id,
+        protocol=group.protocol_name,
+        leader=group.leader,
+        current_state_timestamp=int(time.time() * 1000),
+        members=[
+            MemberMetadata(
+                m.member_id,
+                m.group_instance_id,
+                m.client_id,
+                m.client_host,
+                m.rebalance_timeout_ms,
+                m.session_timeout_ms,
+                m.metadata(group.protocol_name),
+                m.assignment,
+            )
+            for m in group.members.values()
+        ],
+    )
+
+
 def _partition_error(metadata: str | None) -> int:
     if metadata is not None and len(metadata.encode()) > _MAX_METADATA_BYTES:
         return OffsetMetadataTooLargeError.code
     return 0
 
 
-def _commit_error(code: int, message: str | None) -> ApiError:
+def _append_error(code: int, message: str | None, what: str) -> ApiError:
     """The coordinator's answer for a failed append to its own topic (Kafka's mapping)."""
     if code == NotLeaderOrFollowerError.code:
         return NotCoordinatorError("this broker stopped coordinating the group; find it again")
     if code in (MessageTooLargeError.code, RecordListTooLargeError.code):
-        return InvalidCommitOffsetSizeError("the commit is too large for the offsets topic")
+        return InvalidCommitOffsetSizeError(f"{what} is too large for the offsets topic")
     error = error_for_code(code, message)
     if error.retriable:
         return CoordinatorNotAvailableError(
-            f"the commit could not be replicated ({error.name}); retry shortly"
+            f"{what} could not be replicated ({error.name}); retry shortly"
         )
-    return UnknownServerError(f"the commit failed: {error.name}")
+    return UnknownServerError(f"{what} failed: {error.name}")

@@ -7,8 +7,17 @@ Kafka's layout (GroupMetadataManager), so its tools could read our offsets topic
             commit_timestamp:i64
     a null value (a tombstone) deletes the key
 
-``str16`` is a big-endian i16 length then UTF-8 bytes (-1: null). Keys of version 2 are
-group metadata (membership), which arrives with group membership; they are skipped here.
+Group metadata (a group's last settled generation, Kafka's GroupMetadataValue v3):
+
+    key   = version:i16 (2) | group:str16
+    value = version:i16 (3) | protocol_type:str16 | generation:i32 | protocol:str16 |
+            leader:str16 | current_state_timestamp:i64 |
+            members:i32 count, each: member_id:str16 | group_instance_id:str16 |
+                client_id:str16 | client_host:str16 | rebalance_timeout:i32 |
+                session_timeout:i32 | subscription:bytes32 | assignment:bytes32
+
+``str16`` is a big-endian i16 length then UTF-8 bytes (-1: null); ``bytes32`` an i32
+length then the bytes. Values of versions 0-2 (fewer fields, as Kafka's) are read too.
 The store is pure: it encodes records for the coordinator to append, and applies records
 read back from the log (loading after a leadership change) or just written.
 """
@@ -21,10 +30,15 @@ from typing import NamedTuple
 
 __all__ = [
     "OFFSETS_TOPIC",
+    "GroupMetadata",
+    "MemberMetadata",
     "OffsetAndMetadata",
     "OffsetStore",
+    "decode_group_value",
     "decode_key",
     "decode_value",
+    "encode_group_key",
+    "encode_group_value",
     "encode_key",
     "encode_value",
     "java_string_hash",
@@ -35,7 +49,9 @@ _I16 = struct.Struct(">h")
 _I32 = struct.Struct(">i")
 _I64 = struct.Struct(">q")
 _OFFSET_KEY_VERSIONS = (0, 1)
+_GROUP_KEY_VERSION = 2
 _VALUE_VERSION = 3
+_GROUP_VALUE_VERSION = 3
 
 
 class OffsetAndMetadata(NamedTuple):
@@ -43,6 +59,28 @@ class OffsetAndMetadata(NamedTuple):
     leader_epoch: int = -1
     metadata: str | None = None
     commit_timestamp: int = -1
+
+
+class MemberMetadata(NamedTuple):
+    member_id: str
+    group_instance_id: str | None
+    client_id: str
+    client_host: str
+    rebalance_timeout_ms: int
+    session_timeout_ms: int
+    subscription: bytes
+    assignment: bytes
+
+
+class GroupMetadata(NamedTuple):
+    """A group as Kafka's GroupMetadataManager stores it: Stable (with members) or Empty."""
+
+    protocol_type: str
+    generation: int
+    protocol: str | None
+    leader: str | None
+    current_state_timestamp: int
+    members: list[MemberMetadata]
 
 
 class BadRecordError(ValueError):
@@ -128,19 +166,120 @@ def decode_value(data: bytes) -> OffsetAndMetadata:
     return OffsetAndMetadata(offset, epoch, metadata, timestamp)
 
 
+def encode_group_key(group: str) -> bytes:
+    return _I16.pack(_GROUP_KEY_VERSION) + _str16(group)
+
+
+def _bytes32(data: bytes) -> bytes:
+    return _I32.pack(len(data)) + data
+
+
+def encode_group_value(value: GroupMetadata) -> bytes:
+    parts = [
+        _I16.pack(_GROUP_VALUE_VERSION),
+        _str16(value.protocol_type),
+        _I32.pack(value.generation),
+        _str16(value.protocol),
+        _str16(value.leader),
+        _I64.pack(value.current_state_timestamp),
+        _I32.pack(len(value.members)),
+    ]
+    for m in value.members:
+        parts += [
+            _str16(m.member_id),
+            _str16(m.group_instance_id),
+            _str16(m.client_id),
+            _str16(m.client_host),
+            _I32.pack(m.rebalance_timeout_ms),
+            _I32.pack(m.session_timeout_ms),
+            _bytes32(m.subscription),
+            _bytes32(m.assignment),
+        ]
+    return b"".join(parts)
+
+
+class _Reader:
+    """Reads Kafka's fixed-width fields in order; struct.error past the end."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+    def fixed(self, fmt: struct.Struct) -> int:
+        (value,) = fmt.unpack_from(self.data, self.pos)
+        self.pos += fmt.size
+        return int(value)
+
+    def str16(self) -> str | None:
+        text, self.pos = _read_str16(self.data, self.pos)
+        return text
+
+    def bytes32(self) -> bytes:
+        size = self.fixed(_I32)
+        if size < 0 or self.pos + size > len(self.data):
+            raise BadRecordError("a byte field runs past the record")
+        self.pos += size
+        return self.data[self.pos - size : self.pos]
+
+
+def decode_group_value(data: bytes) -> GroupMetadata:
+    """A group metadata value of version 0-3 (the fields later versions added default as
+    Kafka's do: rebalance timeout = session timeout, no instance id, no timestamp)."""
+    r = _Reader(data)
+    try:
+        version = r.fixed(_I16)
+        if not 0 <= version <= _GROUP_VALUE_VERSION:
+            raise BadRecordError(f"group metadata value version {version} is not known")
+        protocol_type = r.str16() or ""
+        generation = r.fixed(_I32)
+        protocol, leader = r.str16(), r.str16()
+        timestamp = r.fixed(_I64) if version >= 2 else -1
+        members = [_read_member(r, version) for _ in range(r.fixed(_I32))]
+    except (struct.error, UnicodeDecodeError) as exc:
+        raise BadRecordError(f"not a group metadata value: {exc}") from None
+    return GroupMetadata(protocol_type, generation, protocol, leader, timestamp, members)
+
+
+def _read_member(r: _Reader, version: int) -> MemberMetadata:
+    member_id = r.str16() or ""
+    instance = r.str16() if version >= 3 else None
+    client_id, client_host = r.str16() or "", r.str16() or ""
+    rebalance_ms = r.fixed(_I32) if version >= 1 else None
+    session_ms = r.fixed(_I32)
+    if rebalance_ms is None:
+        rebalance_ms = session_ms
+    subscription = r.bytes32()
+    return MemberMetadata(
+        member_id,
+        instance,
+        client_id,
+        client_host,
+        rebalance_ms,
+        session_ms,
+        subscription,
+        r.bytes32(),
+    )
+
+
 class OffsetStore:
-    """Committed offsets of the groups one offsets partition holds: group -> tp -> offset."""
+    """What one offsets partition holds: committed offsets (group -> tp -> offset) and
+    each group's last stored metadata. The coordinator keeps live groups itself; the
+    metadata here is what the log said when loaded, which the coordinator starts from."""
 
     def __init__(self) -> None:
         self.groups: dict[str, dict[tuple[str, int], OffsetAndMetadata]] = {}
+        self.group_metadata: dict[str, GroupMetadata] = {}
 
     def apply(self, key: bytes | None, value: bytes | None) -> None:
         """One record of the offsets topic, in log order (later ones win)."""
         if key is None:
             return
+        if key[:2] == _I16.pack(_GROUP_KEY_VERSION):
+            self._apply_group(key, value)
+            return
         parsed = decode_key(key)
         if parsed is None:
-            return  # group metadata: membership comes later
+            return  # a key kind we do not know
         group, topic, partition = parsed
         offsets = self.groups.setdefault(group, {})
         if value is None:
@@ -150,11 +289,36 @@ class OffsetStore:
         else:
             offsets[(topic, partition)] = decode_value(value)
 
+    def _apply_group(self, key: bytes, value: bytes | None) -> None:
+        try:
+            group, _ = _read_str16(key, 2)
+        except (struct.error, UnicodeDecodeError):
+            raise BadRecordError("not a group metadata key") from None
+        if group is None:
+            raise BadRecordError("a group metadata key without a group")
+        if value is None:
+            self.group_metadata.pop(group, None)
+        else:
+            self.group_metadata[group] = decode_group_value(value)
+
     def commit(
         self, group: str, offsets: Iterable[tuple[str, int, OffsetAndMetadata]]
     ) -> list[tuple[bytes, bytes]]:
         """The records a commit appends (the caller applies them once they are written)."""
         return [(encode_key(group, t, p), encode_value(v)) for t, p, v in offsets]
+
+    def tombstones(
+        self, group: str, also: Iterable[tuple[str, int]] = ()
+    ) -> list[tuple[bytes, bytes | None]]:
+        """The records that delete ``group``: a tombstone (key, null value) for each
+        committed offset and each of ``also`` (commits still being written), and one for
+        its metadata (always, as Kafka's cleanupGroupMetadata: a write of it may be in
+        flight)."""
+        keys = set(self.groups.get(group, {})) | set(also)
+        offsets: list[tuple[bytes, bytes | None]] = [
+            (encode_key(group, t, p), None) for t, p in sorted(keys)
+        ]
+        return [*offsets, (encode_group_key(group), None)]
 
     def get(self, group: str) -> dict[tuple[str, int], OffsetAndMetadata]:
         return dict(self.groups.get(group, {}))

@@ -242,6 +242,12 @@ async def test_membership_generations_and_a_zombies_commit_refused(
     stale = _commit("workers", {0: 5}, generation_id=1, member_id=a.member_id)
     assert _codes(await call(ApiKey.OFFSET_COMMIT, stale)) == {IllegalGenerationError.code}
     fresh = _commit("workers", {0: 5}, generation_id=2, member_id=a.member_id)
+    # the generation formed but waits for its assignment: not yet (Kafka's rule)
+    assert _codes(await call(ApiKey.OFFSET_COMMIT, fresh)) == {RebalanceInProgressError.code}
+    await call(
+        ApiKey.SYNC_GROUP,
+        SyncGroupRequest(group_id="workers", generation_id=2, member_id=a.member_id),
+    )
     assert _codes(await call(ApiKey.OFFSET_COMMIT, fresh)) == {0}
     outsider = _commit("workers", {0: 6})  # generation -1 while the group has members
     assert _codes(await call(ApiKey.OFFSET_COMMIT, outsider)) == {UnknownMemberIdError.code}

@@ -4,8 +4,10 @@ import asyncio
 
 import pytest
 
-from broker.coordinator.group import Group
+from broker.coordinator.group import Group, JoinResult
 from protocol.errors import (
+    CoordinatorNotAvailableError,
+    FencedInstanceIdError,
     IllegalGenerationError,
     InconsistentGroupProtocolError,
     RebalanceInProgressError,
@@ -102,3 +104,205 @@ async def test_leaving_rebalances_the_rest() -> None:
     assert group.state == "PreparingRebalance"
     last = await _join(group, a.member_id)
     assert last.generation_id == 3 and last.leader == a.member_id
+
+
+# --- static membership (KIP-345) ------------------------------------------------------------
+
+
+def _static(
+    group: Group,
+    instance: str,
+    member_id: str = "",
+    protocols: tuple[str, ...] = ("range",),
+    session_timeout_ms: int = 1_000,
+) -> asyncio.Future:
+    return group.join(
+        member_id=member_id,
+        group_instance_id=instance,
+        client_id="c",
+        session_timeout_ms=session_timeout_ms,
+        rebalance_timeout_ms=2_000,
+        protocol_type="consumer",
+        protocols=[(p, f"{instance}:{p}".encode()) for p in protocols],
+    )
+
+
+async def _stable_pair(group: Group, clock: Clock) -> tuple[JoinResult, JoinResult]:
+    """Generation 1: static "a" (the leader) and dynamic b, assigned p0 and p1."""
+    group.initial_rebalance_delay_ms = 100  # a new group waits for both to arrive
+    a_join, b_join = _static(group, "a"), _join(group)
+    clock.now += 100
+    group.tick()
+    a, b = await asyncio.gather(a_join, b_join)
+    assert a.leader == a.member_id and a.generation_id == 1
+    sync_b = group.sync(b.member_id, 1, {})
+    await group.sync(a.member_id, 1, {a.member_id: b"p0", b.member_id: b"p1"})
+    assert await sync_b == b"p1" and group.state == "Stable"
+    return a, b
+
+
+async def test_a_static_member_rejoins_within_its_session_without_a_rebalance() -> None:
+    clock = Clock()
+    group = Group("g", clock)
+    a, b = await _stable_pair(group, clock)
+    clock.now += 600  # a restarts: within its 1 s session timeout
+    group.heartbeat(b.member_id, 1)
+    again = await _static(group, "a")  # no member id: it forgot it
+    assert again.member_id != a.member_id and again.member_id.startswith("a-")
+    assert again.generation_id == 1 and group.state == "Stable"  # no rebalance
+    # the old leader id in the answer: the restarted leader does not assign again
+    assert again.leader == a.member_id and again.members == []
+    assert group.leader == again.member_id  # ...but it leads the next rebalance
+    assert await group.sync(again.member_id, 1, {}) == b"p0"  # its previous assignment
+    group.heartbeat(b.member_id, 1)  # the others notice nothing
+    group.check_commit(again.member_id, 1, "a")
+    # the old member id is fenced: FENCED_INSTANCE_ID when it names the instance
+    with pytest.raises(FencedInstanceIdError):
+        group.heartbeat(a.member_id, 1, "a")
+    with pytest.raises(FencedInstanceIdError):
+        group.sync(a.member_id, 1, {}, "a")
+    with pytest.raises(FencedInstanceIdError):
+        group.check_commit(a.member_id, 1, "a")
+    with pytest.raises(UnknownMemberIdError):  # and UNKNOWN_MEMBER_ID when it does not
+        group.heartbeat(a.member_id, 1)
+    with pytest.raises(FencedInstanceIdError):  # a known member id, another's instance
+        _static(group, "a", member_id=b.member_id)
+    with pytest.raises(UnknownMemberIdError):  # an instance id nobody holds
+        group.heartbeat(b.member_id, 1, "nobody")
+    clock.now += 600  # past the old session: only the new id's silence would count
+    group.tick()
+    assert set(group.members) == {again.member_id, b.member_id}
+
+
+async def test_a_static_rejoin_that_changes_the_strategy_rebalances() -> None:
+    clock = Clock()
+    group = Group("g", clock)
+    _, b = await _stable_pair(group, clock)
+    group.members[b.member_id].protocols = [("range", b""), ("sticky", b"")]
+    again_join = _static(group, "a", protocols=("sticky", "range"))  # a is the first member
+    assert group.state == "PreparingRebalance" and not again_join.done()
+    with pytest.raises(RebalanceInProgressError):
+        group.heartbeat(b.member_id, 1)
+    b2, again = await asyncio.gather(_join(group, b.member_id, ("range", "sticky")), again_join)
+    assert again.generation_id == b2.generation_id == 2 and again.protocol_name == "sticky"
+
+
+async def test_a_static_member_silent_past_its_session_is_removed_and_rebalances() -> None:
+    clock = Clock()
+    group = Group("g", clock)
+    a, b = await _stable_pair(group, clock)
+    for _ in range(3):  # b heartbeats, a does not
+        clock.now += 400
+        if group.state == "Stable":
+            group.heartbeat(b.member_id, 1)
+        group.tick()
+    assert list(group.members) == [b.member_id] and "a" not in group.static_members
+    assert group.state == "PreparingRebalance"
+    b2 = await _join(group, b.member_id)
+    assert b2.generation_id == 2 and b2.leader == b.member_id
+    back = _static(group, "a")  # a returns: a new member, so a rebalance
+    assert group.state == "PreparingRebalance"
+    b3, a3 = await asyncio.gather(_join(group, b.member_id), back)
+    assert a3.generation_id == b3.generation_id == 3 and a3.member_id != a.member_id
+
+
+async def test_a_static_member_that_misses_a_rebalance_stays_and_is_assigned() -> None:
+    clock = Clock()
+    group = Group("g", clock)
+    a, b = await _stable_pair(group, clock)
+    c_join = _join(group)  # a newcomer: everyone rejoins...
+    b_join = _join(group, b.member_id)
+    clock.now += 2_001  # ...but a (restarting) misses the rebalance timeout
+    group.members[a.member_id].last_seen_ms = clock.now  # a's session is not what ends
+    group.tick()
+    b2, c = await asyncio.gather(b_join, c_join)
+    assert b2.generation_id == c.generation_id == 2
+    assert a.member_id in group.members  # static: kept, as Kafka's onCompleteJoin does
+    assert b2.leader == b.member_id  # the leader had not rejoined: a joined member leads
+    assigned = {m for m, _, _ in b2.members}
+    assert assigned == {a.member_id, b.member_id, c.member_id}
+    assert dict((m, meta) for m, _, meta in b2.members)[a.member_id] == b"a:range"
+
+
+async def test_only_absent_static_members_wait_for_their_sessions() -> None:
+    clock = Clock()
+    group = Group("g", clock)
+    a = await _static(group, "a", session_timeout_ms=5_000)
+    await group.sync(a.member_id, 1, {a.member_id: b"p0"})
+    b_join = _join(group)
+    b_join.cancel()  # b's request went away; b is in the group but not waiting
+    clock.now += 2_001
+    group.tick()  # b (dynamic) is dropped; a (static) has not rejoined: no generation yet
+    assert list(group.members) == [a.member_id] and group.state == "PreparingRebalance"
+    clock.now += 4_000  # a's session runs out
+    group.tick()
+    assert group.members == {} and group.state == "Empty"
+
+
+async def test_a_fenced_member_waiting_to_join_is_told_so() -> None:
+    clock = Clock()
+    group = Group("g", clock)
+    a, b = await _stable_pair(group, clock)
+    waiting = _static(group, "a", member_id=a.member_id)  # a rejoins: a rebalance...
+    replacing = _static(group, "a")  # ...and a second process with a's instance id
+    with pytest.raises(FencedInstanceIdError):
+        await waiting
+    b2, won = await asyncio.gather(_join(group, b.member_id), replacing)
+    assert won.generation_id == b2.generation_id == 2
+    assert won.leader == won.member_id  # a led: its successor does
+    assert {m for m, _, _ in won.members} == {won.member_id, b.member_id}
+
+
+async def test_leave_group_by_instance_id() -> None:
+    clock = Clock()
+    group = Group("g", clock)
+    _, b = await _stable_pair(group, clock)
+    with pytest.raises(UnknownMemberIdError):
+        group.leave("", "nobody")
+    with pytest.raises(FencedInstanceIdError):
+        group.leave(b.member_id, "a")
+    group.leave("", "a")  # an administrator removes the static member by its instance id
+    assert list(group.members) == [b.member_id] and group.static_members == {}
+    assert group.state == "PreparingRebalance"
+
+
+async def test_a_dead_group_sends_requests_elsewhere() -> None:
+    group = Group("g", Clock())
+    group.delete()
+    with pytest.raises(CoordinatorNotAvailableError):
+        _join(group)
+    with pytest.raises(CoordinatorNotAvailableError):
+        group.check_commit("", -1)
+    group.undelete()
+    group.check_commit("", -1)
+
+
+async def test_only_the_first_generation_waits_out_the_initial_delay() -> None:
+    clock = Clock()
+    group = Group("g", clock, initial_rebalance_delay_ms=3_000)
+    a_join = _join(group)
+    clock.now += 2_999
+    group.tick()
+    assert not a_join.done()  # a new group waits for more members...
+    clock.now += 1
+    group.tick()
+    a = await a_join
+    await group.sync(a.member_id, 1, {})
+    b_join = _join(group)
+    a2 = await _join(group, a.member_id)  # ...a later rebalance ends once all have rejoined
+    assert a2.generation_id == (await b_join).generation_id == 2
+
+
+async def test_a_member_may_commit_while_the_group_prepares_a_rebalance() -> None:
+    """Kafka accepts the commits a consumer makes as it gives its partitions up (the
+    group is PreparingRebalance); once the next generation formed, it refuses them."""
+    group = Group("g", Clock())
+    a = await _join(group)
+    await group.sync(a.member_id, 1, {})
+    b_join = _join(group)
+    assert group.state == "PreparingRebalance"
+    group.check_commit(a.member_id, 1)  # accepted: a still owns its partitions
+    a2, _b = await asyncio.gather(_join(group, a.member_id), b_join)
+    assert group.state == "CompletingRebalance"
+    with pytest.raises(RebalanceInProgressError):
+        group.check_commit(a2.member_id, 2)

@@ -1,0 +1,483 @@
+"""A consumer's membership in its group: join, sync, heartbeat, leave.
+
+This is Kafka's ConsumerCoordinator with the EAGER rebalance protocol, as one task:
+
+- **Joining.** Before it joins, the member gives up its partitions (``revoke``: the
+  consumer commits, if auto-commit is on, and calls the user's ``on_partitions_revoked``
+  while its generation is still valid, so those commits are accepted). JoinGroup carries
+  the subscription in Kafka's ConsumerProtocol bytes, one per assignment strategy, in
+  preference order; the coordinator holds it until every member has rejoined or the
+  rebalance timeout (``max_poll_interval_ms``, as Kafka) passes, so it is sent with that
+  timeout plus a margin, on a connection of its own.
+- **Assigning.** The coordinator names one member leader and gives it every member's
+  subscription; the leader reads the subscribed topics' partition counts and runs the
+  chosen assignor (:mod:`client.assignors`). SyncGroup hands each member its share.
+- **Stable.** A heartbeat every ``heartbeat_interval_ms`` keeps the session. Its answer
+  says when to rejoin: REBALANCE_IN_PROGRESS (someone joined or left), ILLEGAL_GENERATION
+  or UNKNOWN_MEMBER_ID (we were dropped: the partitions may be someone else's already).
+  The coordinator moving (NOT_COORDINATOR, a lost connection) only means finding it again;
+  the session survives if that takes less than ``session_timeout_ms``.
+- **Metadata.** A subscribed topic whose partition count changes, or a new topic that
+  matches a pattern subscription, makes the member rejoin, so the leader assigns again.
+- **Polling.** If the user does not poll for ``max_poll_interval_ms`` the member leaves
+  (Kafka's poll timeout): a stuck consumer must not hold partitions it does not process.
+  Its next poll joins again.
+- **Static membership** (KIP-345): with a ``group_instance_id`` the member never sends
+  LeaveGroup; a restart within the session timeout rejoins as the same member, without a
+  rebalance, and gets its partitions back. FENCED_INSTANCE_ID (another consumer with the
+  same instance id) is fatal.
+
+Fatal errors (a bad configuration the coordinator refuses) are handed to ``hooks.fail``
+and the task ends; the consumer raises them from its next poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from client.assignors import (
+    ASSIGNORS,
+    Assignment,
+    ProtocolError,
+    Subscription,
+    decode_assignment,
+    decode_subscription,
+    encode_assignment,
+    encode_subscription,
+)
+from client.cluster import Cluster, ClusterMetadata
+from client.coordinator import GroupOffsets
+from client.types import TopicPartition
+from protocol.apis import (
+    ApiKey,
+    HeartbeatRequest,
+    JoinGroupRequest,
+    JoinGroupRequestProtocol,
+    JoinGroupResponse,
+    LeaveGroupRequest,
+    SyncGroupRequest,
+    SyncGroupRequestAssignment,
+    SyncGroupResponse,
+)
+from protocol.errors import (
+    ApiError,
+    CoordinatorLoadInProgressError,
+    CoordinatorNotAvailableError,
+    IllegalGenerationError,
+    InconsistentGroupProtocolError,
+    NotCoordinatorError,
+    RebalanceInProgressError,
+    UnknownMemberIdError,
+    UnknownTopicOrPartitionError,
+)
+
+__all__ = ["GroupMember", "MemberHooks", "RebalanceListener"]
+
+_log = logging.getLogger("headwater.client.membership")
+
+PROTOCOL_TYPE = "consumer"
+_GROUP_PURPOSE = "group"  # JoinGroup waits for the whole group: not behind a fetch or commit
+_JOIN_MARGIN_MS = 5_000  # Kafka's client allows rebalance timeout + 5 s for JoinGroup
+_REJOIN = (RebalanceInProgressError, IllegalGenerationError, UnknownMemberIdError)
+_COORDINATOR_MOVED = (
+    NotCoordinatorError,
+    CoordinatorNotAvailableError,
+    CoordinatorLoadInProgressError,
+)
+
+
+class RebalanceListener:
+    """Kafka's ConsumerRebalanceListener: subclass it and pass it to ``subscribe()``.
+
+    ``on_partitions_revoked`` runs before the consumer rejoins, while it still owns the
+    partitions: commit what you have processed there. ``on_partitions_assigned`` runs
+    once the new assignment is known, before any of its records are returned.
+    """
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        """Called with the partitions this consumer is about to give up."""
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        """Called with the partitions this consumer owns from now on."""
+
+
+@dataclass(slots=True)
+class MemberHooks:
+    """What the member needs from its consumer."""
+
+    revoke: Callable[[], Awaitable[None]]
+    """Give up the current partitions (commit, the user's callback, stop fetching them)."""
+    assign: Callable[[list[TopicPartition]], Awaitable[None]]
+    """Take a new assignment (fetch from committed offsets, the user's callback)."""
+    poll_age_ms: Callable[[], float]
+    """How long since the user last polled (0 while a poll is waiting)."""
+    fail: Callable[[BaseException], None]
+    """A fatal error: the consumer raises it to the user."""
+
+
+class GroupMember:
+    def __init__(
+        self,
+        cluster: Cluster,
+        offsets: GroupOffsets,
+        hooks: MemberHooks,
+        *,
+        group_instance_id: str | None,
+        session_timeout_ms: int,
+        heartbeat_interval_ms: int,
+        max_poll_interval_ms: int,
+        assignors: Sequence[str],
+        retry_backoff_ms: int,
+        metadata_max_age_ms: int,
+    ) -> None:
+        self._cluster = cluster
+        self._offsets = offsets
+        self._hooks = hooks
+        self.group_id = offsets.group_id
+        self.group_instance_id = group_instance_id
+        self.session_timeout_ms = session_timeout_ms
+        self.heartbeat_interval_ms = heartbeat_interval_ms
+        self.max_poll_interval_ms = max_poll_interval_ms
+        self.assignors = list(assignors)
+        self._backoff_s = retry_backoff_ms / 1000
+        self._pattern_refresh_s = metadata_max_age_ms / 1000
+        self.member_id = ""
+        self.generation_id = -1
+        self.topics: set[str] = set()
+        self.pattern: re.Pattern[str] | None = None
+        self.assignment: list[TopicPartition] = []
+        self._holds_assignment = False
+        self._rejoin = True
+        self._left_for_poll = False
+        self._watched: dict[str, int] = {}  # partition counts the last assignment used
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._pattern_checked = 0.0
+        self._matched: set[str] = set()  # the topics the pattern matched at the last join
+
+    # --- the user's side -------------------------------------------------------------------
+
+    def subscribe(self, topics: Iterable[str], pattern: str | None) -> None:
+        self.topics = set(topics)
+        self.pattern = re.compile(pattern) if pattern is not None else None
+        self._pattern_checked = 0.0
+        self._matched = set()
+        self.request_rejoin("the subscription changed")
+
+    def request_rejoin(self, why: str) -> None:
+        if not self._rejoin:
+            _log.info("group %r: rejoining: %s", self.group_id, why)
+        self._rejoin = True
+        self._wake.set()
+
+    def polled(self) -> None:
+        """The user polled: a member that left for a poll timeout joins again."""
+        if self._left_for_poll:
+            self._left_for_poll = False
+            self.request_rejoin("the consumer polled again after its poll timeout")
+
+    @property
+    def stable(self) -> bool:
+        return not self._rejoin and self.generation_id >= 0
+
+    def start(self) -> None:
+        self._cluster.on_update.append(self._on_metadata)
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        """End the task, give the partitions up (the consumer commits them while the
+        generation is still valid), and, for a dynamic member, leave the group so the
+        others rebalance now rather than after the session timeout."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        with contextlib.suppress(ValueError):
+            self._cluster.on_update.remove(self._on_metadata)
+        await self._revoke()
+        await self._leave("the consumer is closing")
+        self._left_for_poll = False
+
+    # --- the task --------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        next_heartbeat = 0.0
+        while True:
+            try:
+                if self._left_for_poll:
+                    await self._wait(None)
+                    continue
+                if self._rejoin:
+                    await self._join()
+                    next_heartbeat = time.monotonic() + self.heartbeat_interval_ms / 1000
+                    continue
+                if self._poll_timed_out():
+                    await self._revoke()
+                    await self._leave("poll timeout")
+                    continue
+                await self._check_pattern()
+                now = time.monotonic()
+                if now < next_heartbeat:
+                    await self._wait(next_heartbeat - now)
+                    continue
+                next_heartbeat = now + self.heartbeat_interval_ms / 1000
+                await self._heartbeat()
+            except asyncio.CancelledError:
+                raise
+            except _Fatal as fatal:
+                self._hooks.fail(fatal.error)
+                return
+            except Exception:  # never a silent stop: log, back off, go on
+                _log.exception("group %r: the membership task failed; it retries", self.group_id)
+                await asyncio.sleep(self._backoff_s)
+
+    async def _wait(self, timeout_s: float | None) -> None:
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout_s)
+
+    def _poll_timed_out(self) -> bool:
+        age_ms = self._hooks.poll_age_ms()
+        if age_ms <= self.max_poll_interval_ms:
+            return False
+        _log.warning(
+            "group %r: no poll for %d ms (max_poll_interval_ms=%d): leaving the group; "
+            "process records faster, or poll with smaller max_records",
+            self.group_id,
+            age_ms,
+            self.max_poll_interval_ms,
+        )
+        self._left_for_poll = True
+        return True
+
+    # --- joining ---------------------------------------------------------------------------
+
+    async def _join(self) -> None:
+        """One attempt at a new generation; on a retriable failure ``_rejoin`` stays set."""
+        await self._revoke()
+        self._rejoin = False  # a change seen from here on asks for another round
+        try:
+            joined = await self._join_group()
+            assignments = await self._assign(joined) if joined.leader == self.member_id else []
+            assignment = await self._sync(assignments)
+        except _RetryJoin as retry:
+            self._rejoin = True
+            if retry.backoff:
+                await asyncio.sleep(self._backoff_s)
+            return
+        if self._rejoin:
+            return  # the world moved while we synced: round again before taking it
+        mine = [tp for tp in assignment.partitions if self._subscribed(tp.topic)]
+        self.assignment = mine
+        self._holds_assignment = True
+        _log.info(
+            "group %r: generation %d, member %s, assigned %s",
+            self.group_id,
+            self.generation_id,
+            self.member_id,
+            sorted(mine),
+        )
+        await self._hooks.assign(mine)
+
+    async def _revoke(self) -> None:
+        if self._holds_assignment:
+            self._holds_assignment = False
+            await self._hooks.revoke()
+            self.assignment = []
+
+    async def _join_group(self) -> JoinGroupResponse:
+        topics = await self._subscribed_topics()
+        owned = list(self.assignment)
+        protocols = [
+            JoinGroupRequestProtocol(
+                name=name, metadata=encode_subscription(Subscription(sorted(topics), None, owned))
+            )
+            for name in self.assignors
+        ]
+        request = JoinGroupRequest(
+            group_id=self.group_id,
+            session_timeout_ms=self.session_timeout_ms,
+            rebalance_timeout_ms=self.max_poll_interval_ms,
+            member_id=self.member_id,
+            group_instance_id=self.group_instance_id,
+            protocol_type=PROTOCOL_TYPE,
+            protocols=protocols,
+        )
+        timeout_ms = self.max_poll_interval_ms + _JOIN_MARGIN_MS
+        response: JoinGroupResponse = await self._call(ApiKey.JOIN_GROUP, request, timeout_ms)
+        self.member_id = response.member_id
+        self.generation_id = response.generation_id
+        return response
+
+    async def _assign(self, joined: JoinGroupResponse) -> list[SyncGroupRequestAssignment]:
+        """The leader's work: every member's share, by the strategy the group chose."""
+        members: dict[str, Subscription] = {}
+        for m in joined.members:
+            try:
+                members[m.member_id] = decode_subscription(bytes(m.metadata))
+            except ProtocolError as exc:
+                _log.warning(
+                    "group %r: member %s sent a bad subscription: %s",
+                    self.group_id,
+                    m.member_id,
+                    exc,
+                )
+                members[m.member_id] = Subscription([])
+        topics = sorted({t for s in members.values() for t in s.topics})
+        counts = await self._partition_counts(topics) if topics else {}
+        self._cluster.add_topics(topics)  # the periodic refresh tells us when they change
+        self._watched = counts  # as Kafka, only the leader watches the partition counts
+        assignor = ASSIGNORS.get(joined.protocol_name or "")
+        if assignor is None:
+            raise _Fatal(
+                InconsistentGroupProtocolError(
+                    f"group {self.group_id!r} chose strategy {joined.protocol_name!r}, "
+                    f"which this consumer does not know"
+                )
+            )
+        shares = assignor({t: n for t, n in counts.items() if n > 0}, members)
+        return [
+            SyncGroupRequestAssignment(member_id=m, assignment=encode_assignment(Assignment(tps)))
+            for m, tps in shares.items()
+        ]
+
+    async def _sync(self, assignments: list[SyncGroupRequestAssignment]) -> Assignment:
+        request = SyncGroupRequest(
+            group_id=self.group_id,
+            generation_id=self.generation_id,
+            member_id=self.member_id,
+            group_instance_id=self.group_instance_id,
+            assignments=assignments,
+        )
+        timeout_ms = self.max_poll_interval_ms + _JOIN_MARGIN_MS
+        response: SyncGroupResponse = await self._call(ApiKey.SYNC_GROUP, request, timeout_ms)
+        try:
+            return decode_assignment(bytes(response.assignment))
+        except ProtocolError as exc:
+            _log.warning("group %r: a bad assignment from the leader: %s", self.group_id, exc)
+            raise _RetryJoin(backoff=True) from None
+
+    async def _call(self, api_key: ApiKey, request: object, timeout_ms: int | None = None) -> Any:
+        """A membership request to the coordinator; errors become join/rejoin decisions."""
+        try:
+            node = await self._offsets.coordinator()
+            return await self._cluster.send(
+                node, api_key, request, purpose=_GROUP_PURPOSE, timeout_ms=timeout_ms
+            )
+        except ApiError as exc:
+            self._on_error(exc)
+            raise _RetryJoin(backoff=not isinstance(exc, RebalanceInProgressError)) from exc
+
+    def _on_error(self, exc: ApiError) -> None:
+        """What an error from the coordinator means for this member; raises if fatal."""
+        if isinstance(exc, UnknownMemberIdError):
+            self.member_id, self.generation_id = "", -1
+        elif isinstance(exc, IllegalGenerationError):
+            self.generation_id = -1
+        elif isinstance(exc, _COORDINATOR_MOVED) or exc.retriable:
+            self._offsets.coordinator_dead()
+        elif not isinstance(exc, RebalanceInProgressError):
+            raise _Fatal(exc)
+
+    # --- stable ---------------------------------------------------------------------------
+
+    async def _heartbeat(self) -> None:
+        request = HeartbeatRequest(
+            group_id=self.group_id,
+            generation_id=self.generation_id,
+            member_id=self.member_id,
+            group_instance_id=self.group_instance_id,
+        )
+        try:
+            await self._call(ApiKey.HEARTBEAT, request)
+        except _RetryJoin as retry:
+            if isinstance(retry.__cause__, _REJOIN):
+                self.request_rejoin(f"the coordinator answered {retry.__cause__}")
+            elif retry.backoff:
+                await asyncio.sleep(self._backoff_s)
+
+    async def _leave(self, why: str) -> None:
+        """LeaveGroup for a dynamic member (a static one keeps its place: KIP-345)."""
+        member_id, self.member_id, self.generation_id = self.member_id, "", -1
+        if not member_id or self.group_instance_id is not None:
+            return
+        with contextlib.suppress(ApiError):  # best effort: the session timeout is the backstop
+            node = await self._offsets.coordinator()
+            await self._cluster.send(  # not behind a JoinGroup on the group connection
+                node,
+                ApiKey.LEAVE_GROUP,
+                LeaveGroupRequest(group_id=self.group_id, member_id=member_id),
+            )
+            _log.info("group %r: member %s left (%s)", self.group_id, member_id, why)
+
+    # --- what we are subscribed to ---------------------------------------------------------
+
+    def _subscribed(self, topic: str) -> bool:
+        if topic in self.topics:
+            return True
+        return self.pattern is not None and _matches(self.pattern, topic)
+
+    async def _subscribed_topics(self) -> set[str]:
+        if self.pattern is None:
+            self._cluster.add_topics(self.topics)
+            return set(self.topics)
+        metadata = await self._cluster.fetch_metadata(None)
+        self._pattern_checked = time.monotonic()
+        found = {t for t in metadata.topics if _matches(self.pattern, t)}
+        self._cluster.add_topics(found)
+        self._matched = found
+        return found | self.topics
+
+    async def _check_pattern(self) -> None:
+        """A pattern subscription looks for new topics every metadata_max_age_ms."""
+        if self.pattern is None:
+            return
+        if time.monotonic() - self._pattern_checked < self._pattern_refresh_s:
+            return
+        self._pattern_checked = time.monotonic()
+        metadata = await self._cluster.fetch_metadata(None)
+        new = {t for t in metadata.topics if _matches(self.pattern, t)} - self._matched
+        if new:
+            self.request_rejoin(f"new topics match the pattern: {sorted(new)}")
+
+    async def _partition_counts(self, topics: list[str]) -> dict[str, int]:
+        metadata = await self._cluster.fetch_metadata(topics)
+        return {t: len(metadata.partitions_for(t) or ()) for t in topics}
+
+    def _on_metadata(self, metadata: ClusterMetadata) -> None:
+        """A partition count that differs from the one assigned over: assign again."""
+        if not self.stable:
+            return
+        for topic, count in self._watched.items():
+            now = metadata.partitions_for(topic)
+            if now is None:
+                if isinstance(metadata.topic_errors.get(topic), UnknownTopicOrPartitionError):
+                    now = set()
+                else:
+                    continue
+            if len(now) != count:
+                self.request_rejoin(f"{topic} has {len(now)} partitions, not {count}")
+                return
+
+
+def _matches(pattern: re.Pattern[str], topic: str) -> bool:
+    return not topic.startswith("__") and pattern.fullmatch(topic) is not None
+
+
+class _RetryJoin(Exception):
+    def __init__(self, *, backoff: bool) -> None:
+        super().__init__("retry the join")
+        self.backoff = backoff
+
+
+class _Fatal(Exception):
+    def __init__(self, error: ApiError) -> None:
+        super().__init__(str(error))
+        self.error = error

@@ -1,0 +1,271 @@
+"""Group administration and static membership on real brokers, over the raw protocol:
+ListGroups asked of every broker, DescribeGroups and DeleteGroups at the coordinator, a
+deleted group's offsets staying gone when its coordinator is killed, and a static member
+(KIP-345) that restarts without a rebalance."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from protocol.apis import (
+    ApiKey,
+    DeleteGroupsRequest,
+    DescribeGroupsRequest,
+    HeartbeatRequest,
+    JoinGroupRequest,
+    JoinGroupRequestProtocol,
+    LeaveGroupRequest,
+    ListGroupsRequest,
+    OffsetCommitRequest,
+    OffsetFetchRequest,
+    SyncGroupRequest,
+    SyncGroupRequestAssignment,
+)
+from protocol.errors import (
+    FencedInstanceIdError,
+    GroupIdNotFoundError,
+    NonEmptyGroupError,
+    NotCoordinatorError,
+    RebalanceInProgressError,
+    UnknownMemberIdError,
+)
+from tests.integration.conftest import Cluster
+from tests.integration.test_offsets import _codes, _commit, _find, _retrying
+from tests.integration.test_replication import FAST_ISR
+from tests.integration.test_topics import _ready_cluster, _request, _until
+
+pytestmark = pytest.mark.timeout(120)
+
+GROUP_SETTINGS = {
+    **FAST_ISR,
+    "offsets.topic.num.partitions": "3",
+    "group.min.session.timeout.ms": "200",
+    "group.initial.rebalance.delay.ms": "0",
+}
+
+
+def _join(group: str, member_id: str = "", instance: str | None = None) -> JoinGroupRequest:
+    return JoinGroupRequest(
+        group_id=group,
+        session_timeout_ms=10_000,
+        member_id=member_id,
+        group_instance_id=instance,
+        protocol_type="consumer",
+        protocols=[JoinGroupRequestProtocol(name="range", metadata=b"orders")],
+    )
+
+
+def _sync(group: str, generation: int, member_id: str, assignments: dict[str, bytes]) -> Any:
+    return SyncGroupRequest(
+        group_id=group,
+        generation_id=generation,
+        member_id=member_id,
+        assignments=[
+            SyncGroupRequestAssignment(member_id=m, assignment=a) for m, a in assignments.items()
+        ],
+    )
+
+
+async def _listed(ports: dict[int, int], states: list[str] | None = None) -> dict[str, str]:
+    """Every broker's groups, merged (as the admin client does): group -> state."""
+    merged: dict[str, str] = {}
+    for port in ports.values():
+        response = await _request(
+            port, ApiKey.LIST_GROUPS, ListGroupsRequest(states_filter=states or [])
+        )
+        merged.update({g.group_id: g.group_state for g in response.groups})
+    return merged
+
+
+async def _coordinator_port(ports: dict[int, int], group: str) -> int:
+    return ports[(await _find(next(iter(ports.values())), group)).node_id]
+
+
+async def test_list_describe_delete_and_a_deleted_group_stays_deleted_after_failover(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    cluster = make_cluster(3, GROUP_SETTINGS)
+    ports = await _ready_cluster(cluster)
+    workers = await _coordinator_port(ports, "workers")
+    archive = await _coordinator_port(ports, "archive")
+
+    joined = await _until(
+        lambda: _retrying(_request(workers, ApiKey.JOIN_GROUP, _join("workers"))),
+        lambda r: r is not None,
+    )
+    me = joined.member_id
+    await _request(workers, ApiKey.SYNC_GROUP, _sync("workers", 1, me, {me: b"p0"}))
+    committed = await _until(  # the coordinator may still be loading its partition
+        lambda: _request(archive, ApiKey.OFFSET_COMMIT, _commit("archive", {0: 10, 1: 20})),
+        lambda r: _codes(r) == {0},
+    )
+    assert _codes(committed) == {0}
+
+    assert await _listed(ports) == {"workers": "Stable", "archive": "Empty"}
+    assert await _listed(ports, ["Stable"]) == {"workers": "Stable"}
+    described = await _request(
+        workers, ApiKey.DESCRIBE_GROUPS, DescribeGroupsRequest(groups=["workers", "nobody"])
+    )
+    group, unknown = described.groups
+    if unknown.error_code:  # "nobody" is placed on another broker
+        assert unknown.error_code == NotCoordinatorError.code
+    else:
+        assert (unknown.group_state, unknown.members) == ("Dead", [])
+    assert (group.group_state, group.protocol_type, group.protocol_data) == (
+        "Stable",
+        "consumer",
+        "range",
+    )
+    assert (group.generation_id, group.leader) == (1, me)
+    assert [(m.member_id, m.member_metadata, m.member_assignment) for m in group.members] == [
+        (me, b"orders", b"p0")
+    ]
+    elsewhere = next(p for p in ports.values() if p != workers)
+    away = await _request(
+        elsewhere, ApiKey.DESCRIBE_GROUPS, DescribeGroupsRequest(groups=["workers"])
+    )
+    assert away.groups[0].error_code == NotCoordinatorError.code
+
+    async def delete(port: int, name: str) -> int:
+        response = await _request(
+            port, ApiKey.DELETE_GROUPS, DeleteGroupsRequest(groups_names=[name])
+        )
+        return int(response.results[0].error_code)
+
+    assert await delete(workers, "workers") == NonEmptyGroupError.code
+    await _request(workers, ApiKey.LEAVE_GROUP, LeaveGroupRequest(group_id="workers", member_id=me))
+    assert await delete(workers, "workers") == 0
+    assert await delete(archive, "archive") == 0
+    assert await delete(archive, "archive") == GroupIdNotFoundError.code
+    assert await _listed(ports) == {}
+
+    # the archive's coordinator dies: the new one loads the partition, tombstones included
+    dead = next(b for b, p in ports.items() if p == archive)
+    cluster.brokers[dead].kill()
+    survivors = {b: p for b, p in ports.items() if b != dead}
+    moved = await _until(
+        lambda: _find(survivors[min(survivors)], "archive"),
+        lambda r: r.node_id not in (-1, dead),
+    )
+    fetched = await _until(  # loading, or not the coordinator yet: as a client, retry
+        lambda: _retrying(
+            _request(
+                survivors[moved.node_id],
+                ApiKey.OFFSET_FETCH,
+                OffsetFetchRequest(group_id="archive"),
+            )
+        ),
+        lambda r: r is not None,
+    )
+    assert fetched.topics == []  # every committed offset stays deleted
+    assert "archive" not in await _listed(survivors)
+
+
+async def test_a_static_member_restarts_without_a_rebalance(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    cluster = make_cluster(3, GROUP_SETTINGS)
+    ports = await _ready_cluster(cluster)
+    port = await _coordinator_port(ports, "static")
+
+    async def call(api: ApiKey, request: Any) -> Any:
+        return await _request(port, api, request)
+
+    def heartbeat(member_id: str, generation: int, instance: str | None = None) -> Any:
+        request = HeartbeatRequest(
+            group_id="static",
+            generation_id=generation,
+            member_id=member_id,
+            group_instance_id=instance,
+        )
+        return call(ApiKey.HEARTBEAT, request)
+
+    a = await _until(
+        lambda: _retrying(call(ApiKey.JOIN_GROUP, _join("static", instance="host-a"))),
+        lambda r: r is not None,
+    )
+    await call(ApiKey.SYNC_GROUP, _sync("static", 1, a.member_id, {a.member_id: b"all"}))
+    b_joining = asyncio.ensure_future(call(ApiKey.JOIN_GROUP, _join("static", instance="host-b")))
+    with pytest.raises(RebalanceInProgressError):  # b has arrived: a must rejoin
+        await _until(lambda: heartbeat(a.member_id, 1, "host-a"), lambda _: False)
+    a2 = await call(ApiKey.JOIN_GROUP, _join("static", a.member_id, "host-a"))
+    b = await b_joining
+    assert a2.generation_id == b.generation_id == 2 and a2.leader == a.member_id
+    b_sync = asyncio.ensure_future(call(ApiKey.SYNC_GROUP, _sync("static", 2, b.member_id, {})))
+    plan = {a.member_id: b"p0", b.member_id: b"p1"}
+    assert (await call(ApiKey.SYNC_GROUP, _sync("static", 2, a.member_id, plan))).assignment == (
+        b"p0"
+    )
+    assert (await b_sync).assignment == b"p1"
+
+    # host-a restarts: it joins without its member id, within its session timeout
+    restarted = await call(ApiKey.JOIN_GROUP, _join("static", instance="host-a"))
+    assert restarted.generation_id == 2 and restarted.member_id != a.member_id
+    assert restarted.leader == a.member_id  # the old id: the restarted leader does not assign
+    await heartbeat(b.member_id, 2)  # no rebalance: b carries on
+    again = await call(ApiKey.SYNC_GROUP, _sync("static", 2, restarted.member_id, {}))
+    assert again.assignment == b"p0"  # its assignment from before the restart
+    with pytest.raises(FencedInstanceIdError):
+        await heartbeat(a.member_id, 2, "host-a")  # the old process, if it still runs
+    with pytest.raises(UnknownMemberIdError):
+        await heartbeat(a.member_id, 2)
+    stale = OffsetCommitRequest(
+        group_id="static",
+        generation_id=2,
+        member_id=a.member_id,
+        group_instance_id="host-a",
+        topics=_commit("static", {0: 1}).topics,
+    )
+    assert _codes(await call(ApiKey.OFFSET_COMMIT, stale)) == {FencedInstanceIdError.code}
+
+    described = await call(ApiKey.DESCRIBE_GROUPS, DescribeGroupsRequest(groups=["static"]))
+    members = {m.group_instance_id: m.member_id for m in described.groups[0].members}
+    assert members == {"host-a": restarted.member_id, "host-b": b.member_id}
+
+    # an administrator removes host-a by its instance id: now the group rebalances
+    await call(ApiKey.LEAVE_GROUP, LeaveGroupRequest(group_id="static", group_instance_id="host-a"))
+    with pytest.raises(RebalanceInProgressError):
+        await heartbeat(b.member_id, 2)
+    alone = await call(ApiKey.JOIN_GROUP, _join("static", b.member_id, "host-b"))
+    assert alone.generation_id == 3 and [m.member_id for m in alone.members] == [b.member_id]
+
+
+async def test_a_stable_group_keeps_its_generation_when_its_coordinator_is_killed(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    cluster = make_cluster(3, GROUP_SETTINGS)
+    ports = await _ready_cluster(cluster)
+    port = await _coordinator_port(ports, "steady")
+    a = await _until(
+        lambda: _retrying(_request(port, ApiKey.JOIN_GROUP, _join("steady", instance="host-a"))),
+        lambda r: r is not None,
+    )
+    plan = {a.member_id: b"p0,p1"}
+    synced = await _request(port, ApiKey.SYNC_GROUP, _sync("steady", 1, a.member_id, plan))
+    assert synced.assignment == b"p0,p1"  # answered once the generation is replicated
+
+    dead = next(b for b, p in ports.items() if p == port)
+    cluster.brokers[dead].kill()
+    survivors = {b: p for b, p in ports.items() if b != dead}
+    moved = await _until(
+        lambda: _find(survivors[min(survivors)], "steady"), lambda r: r.node_id not in (-1, dead)
+    )
+    beat = HeartbeatRequest(
+        group_id="steady", generation_id=1, member_id=a.member_id, group_instance_id="host-a"
+    )
+    assert await _until(  # loading, or not the coordinator yet: retry, as a member does
+        lambda: _retrying(_request(survivors[moved.node_id], ApiKey.HEARTBEAT, beat)),
+        lambda r: r is not None,
+    )
+    described = await _request(
+        survivors[moved.node_id], ApiKey.DESCRIBE_GROUPS, DescribeGroupsRequest(groups=["steady"])
+    )
+    group = described.groups[0]
+    assert (group.group_state, group.generation_id, group.leader) == ("Stable", 1, a.member_id)
+    assert [(m.group_instance_id, m.member_assignment) for m in group.members] == [
+        ("host-a", b"p0,p1")
+    ]

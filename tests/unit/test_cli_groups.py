@@ -1,0 +1,370 @@
+"""`headwater groups` without a cluster: the reset plan (modes, clamping, shift-by), the
+lag rows, argument parsing and its usage errors, and the commands' output and refusals
+against a stand-in Admin."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import click
+import pytest
+from click.testing import CliRunner, Result
+
+from client import cli
+from client.cli import (
+    CliError,
+    LagRow,
+    PlanRow,
+    ResetMode,
+    lag_rows,
+    parse_datetime_ms,
+    parse_topic_spec,
+    plan_reset,
+    reset_mode,
+    total_lag,
+)
+from client.types import (
+    GroupDescription,
+    GroupListing,
+    ListOffsetsResult,
+    MemberDescription,
+    OffsetSpec,
+    PartitionDescription,
+    TopicDescription,
+    TopicPartition,
+)
+from protocol.errors import GroupIdNotFoundError, NonEmptyGroupError, UnknownMemberIdError
+
+T0, T1, T2 = (TopicPartition("t", p) for p in range(3))
+STARTS = {T0: 10, T1: 0, T2: 5}
+ENDS = {T0: 100, T1: 50, T2: 5}  # T2 is empty: start == end
+COMMITTED = {T0: 40, T1: 3}
+
+
+def _plan(mode: ResetMode, at_time: dict[TopicPartition, int] | None = None) -> list[int]:
+    rows = plan_reset(
+        mode,
+        [T2, T0, T1],
+        committed=COMMITTED,
+        log_starts=STARTS,
+        log_ends=ENDS,
+        at_time=at_time,
+    )
+    assert [(r.topic, r.partition, r.current) for r in rows] == [
+        ("t", 0, 40),
+        ("t", 1, 3),
+        ("t", 2, None),
+    ]
+    return [r.new for r in rows]
+
+
+# --- the plan ------------------------------------------------------------------------
+
+
+def test_to_earliest_and_to_latest_are_the_log_bounds() -> None:
+    assert _plan(ResetMode("earliest")) == [10, 0, 5]
+    assert _plan(ResetMode("latest")) == [100, 50, 5]
+
+
+def test_to_offset_is_clamped_to_the_log_as_kafka_does() -> None:
+    assert _plan(ResetMode("offset", 30)) == [30, 30, 5]
+    assert _plan(ResetMode("offset", 5)) == [10, 5, 5]  # below T0's log start
+    assert _plan(ResetMode("offset", 1000)) == [100, 50, 5]  # past every log end
+
+
+def test_shift_by_moves_from_the_committed_offset_within_the_log() -> None:
+    rows = plan_reset(
+        ResetMode("shift", -5),
+        [T0, T1],
+        committed=COMMITTED,
+        log_starts=STARTS,
+        log_ends=ENDS,
+    )
+    assert rows == [PlanRow("t", 0, 40, 35), PlanRow("t", 1, 3, 0)]  # 3 - 5: the log start
+    forward = plan_reset(
+        ResetMode("shift", 55), [T0, T1], committed=COMMITTED, log_starts=STARTS, log_ends=ENDS
+    )
+    assert [r.new for r in forward] == [95, 50]  # 3 + 55: the log end
+
+
+def test_shift_by_needs_a_committed_offset() -> None:
+    with pytest.raises(CliError, match="t-2 has no committed offset to shift"):
+        _plan(ResetMode("shift", 1))
+
+
+def test_to_datetime_takes_the_first_offset_at_the_time_else_the_log_end() -> None:
+    # T0: found; T1: no record that late (-1); T2: not answered at all
+    assert _plan(ResetMode("datetime", 1_700_000_000_000), {T0: 60, T1: -1}) == [60, 50, 5]
+
+
+# --- lag -------------------------------------------------------------------------------
+
+
+def test_lag_rows_cover_committed_assigned_and_idle_members() -> None:
+    u0 = TopicPartition("u", 0)
+    members = [
+        MemberDescription("m-1", None, "app", "/10.0.0.1", [T1, u0]),
+        MemberDescription("m-2", "static-2", "app", "/10.0.0.2", []),
+    ]
+    committed = {T0: 40, T1: 45, TopicPartition("deleted", 0): 7}
+    rows = lag_rows(members, committed, {T0: 100, T1: 50, u0: 9})
+    assert rows == [
+        LagRow("deleted", 0, 7, None, None, "-", "-", "-"),  # its topic is gone: no log end
+        LagRow("t", 0, 40, 100, 60, "-", "-", "-"),
+        LagRow("t", 1, 45, 50, 5, "m-1", "/10.0.0.1", "app"),
+        LagRow("u", 0, None, 9, None, "m-1", "/10.0.0.1", "app"),  # assigned, never committed
+        LagRow(None, None, None, None, None, "m-2", "/10.0.0.2", "app"),
+    ]
+    assert total_lag(rows) == 65
+
+
+# --- arguments -----------------------------------------------------------------------
+
+
+def test_exactly_one_reset_mode() -> None:
+    none: dict[str, Any] = {
+        "to_earliest": False,
+        "to_latest": False,
+        "to_offset": None,
+        "to_datetime_ms": None,
+        "shift_by": None,
+    }
+    assert reset_mode(**{**none, "shift_by": -5}) == ResetMode("shift", -5)
+    assert reset_mode(**{**none, "to_offset": 0}) == ResetMode("offset", 0)
+    assert reset_mode(**{**none, "to_latest": True}) == ResetMode("latest")
+    with pytest.raises(click.UsageError, match=r"exactly one of .*\(got none\)"):
+        reset_mode(**none)
+    with pytest.raises(click.UsageError, match=r"\(got --to-earliest and --to-offset\)"):
+        reset_mode(**{**none, "to_earliest": True, "to_offset": 3})
+
+
+def test_topic_specs() -> None:
+    assert parse_topic_spec("orders") == ("orders", None)
+    assert parse_topic_spec("orders:2,0,2") == ("orders", (0, 2))
+    for bad in ("orders:", ":1", "orders:x", "orders:-1", "orders:1,,2"):
+        with pytest.raises(click.BadParameter, match="TOPIC:PARTITION"):
+            parse_topic_spec(bad)
+
+
+def test_datetimes_are_iso8601_in_ms_local_without_a_zone() -> None:
+    assert parse_datetime_ms("2024-05-01T12:30:00Z") == 1_714_566_600_000
+    assert parse_datetime_ms("2024-05-01T14:30:00.250+02:00") == 1_714_566_600_250
+    local = datetime(2024, 5, 1, 12, 30)
+    assert parse_datetime_ms("2024-05-01T12:30:00") == int(time.mktime(local.timetuple())) * 1000
+    with pytest.raises(click.BadParameter, match="not an ISO 8601 time"):
+        parse_datetime_ms("yesterday")
+    with pytest.raises(click.BadParameter, match="before 1970"):
+        parse_datetime_ms("1969-12-31T00:00:00Z")
+
+
+# --- the commands, against a stand-in Admin ------------------------------------------
+
+
+class FakeAdmin:
+    """What the cluster says, in memory; records the commits it is asked for."""
+
+    group = GroupDescription("g", "Empty", "consumer", "", -1, "", [])
+    committed: dict[TopicPartition, int] = {}
+    altered: list[dict[TopicPartition, int]] = []
+    delete_error: Exception | None = None
+
+    def __init__(self, **_: Any) -> None:
+        pass
+
+    async def __aenter__(self) -> FakeAdmin:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        pass
+
+    async def list_groups(self) -> list[GroupListing]:
+        return [GroupListing("g", "consumer", self.group.state), GroupListing("o", "", "Empty")]
+
+    async def describe_groups(self, ids: list[str]) -> list[GroupDescription]:
+        if ids != ["g"]:
+            raise GroupIdNotFoundError(f"group {ids[0]!r} does not exist")
+        return [self.group]
+
+    async def list_group_offsets(self, _group: str) -> dict[TopicPartition, int]:
+        return dict(self.committed)
+
+    async def alter_group_offsets(self, _group: str, offsets: dict[TopicPartition, int]) -> None:
+        self.altered.append(dict(offsets))
+
+    async def delete_groups(self, ids: list[str]) -> dict[str, Exception | None]:
+        return {ids[0]: self.delete_error}
+
+    async def list_topics(self) -> list[str]:
+        return ["t"]
+
+    async def describe_topics(self, names: list[str]) -> list[TopicDescription]:
+        partitions = [PartitionDescription(p, 1, 0, [1], [1], []) for p in range(3)]
+        return [TopicDescription(n, False, partitions) for n in names]
+
+    async def list_offsets(
+        self, specs: dict[TopicPartition, OffsetSpec]
+    ) -> dict[TopicPartition, ListOffsetsResult]:
+        table = {-2: STARTS, -1: ENDS}
+        return {
+            tp: ListOffsetsResult(table.get(spec.timestamp, {}).get(tp, 42), -1, 0)
+            for tp, spec in specs.items()
+        }
+
+
+@pytest.fixture
+def run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Result]]:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(cli.BOOTSTRAP_ENV, "127.0.0.1:9092")
+    monkeypatch.setattr("client.Admin", FakeAdmin)
+    FakeAdmin.group = GroupDescription("g", "Empty", "consumer", "", -1, "", [])
+    FakeAdmin.committed = dict(COMMITTED)
+    FakeAdmin.altered = []
+    FakeAdmin.delete_error = None
+    yield lambda *args: CliRunner().invoke(cli.main, ["groups", *args])
+
+
+def _table(output: str) -> list[list[str]]:
+    """The rows of the (tab-separated) table that ends the output, header included."""
+    return [line.split("\t") for line in output.rsplit("\n\n", maxsplit=1)[-1].splitlines() if line]
+
+
+def _one_line_error(result: Result, *fragments: str) -> None:
+    assert result.exit_code == 1, result.output
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("headwater: ")
+    for fragment in fragments:
+        assert fragment in result.stderr, result.stderr
+
+
+def test_list(run: Callable[..., Result]) -> None:
+    result = run("list")
+    assert result.exit_code == 0, result.output
+    assert _table(result.stdout) == [
+        ["GROUP", "PROTOCOL-TYPE", "STATE"],
+        ["g", "consumer", "Empty"],
+        ["o", "-", "Empty"],
+    ]
+
+
+HEADER = "TOPIC PARTITION CURRENT-OFFSET LOG-END-OFFSET LAG CONSUMER-ID HOST CLIENT-ID".split()  # noqa: SIM905
+
+
+def test_describe_shows_lag_owners_and_the_total(run: Callable[..., Result]) -> None:
+    member = MemberDescription("m-1", None, "app", "/10.0.0.1", [T1, T2])
+    FakeAdmin.group = GroupDescription("g", "Stable", "consumer", "range", 3, "m-1", [member])
+    result = run("describe", "g")
+    assert result.exit_code == 0, result.output
+    assert "state:       Stable" in result.stdout
+    assert "strategy:    range" in result.stdout
+    assert "members:     1 (leader: m-1)" in result.stdout
+    assert "total lag:   107" in result.stdout  # (100 - 40) + (50 - 3)
+    assert _table(result.stdout) == [
+        HEADER,
+        ["t", "0", "40", "100", "60", "-", "-", "-"],
+        ["t", "1", "3", "50", "47", "m-1", "/10.0.0.1", "app"],
+        ["t", "2", "-", "5", "-", "m-1", "/10.0.0.1", "app"],
+    ]
+
+
+def test_describe_of_an_unknown_group_is_one_line(run: Callable[..., Result]) -> None:
+    FakeAdmin.group = GroupDescription("g", "Dead", "", "", -1, "", [])
+    FakeAdmin.committed = {}
+    _one_line_error(run("describe", "g"), "group 'g' does not exist", "GROUP_ID_NOT_FOUND")
+
+
+def test_reset_dry_run_commits_nothing_and_execute_commits_the_plan(
+    run: Callable[..., Result],
+) -> None:
+    dry = run("reset-offsets", "g", "--topic", "t:0,1", "--shift-by", "-5")
+    assert dry.exit_code == 0, dry.output
+    assert _table(dry.stdout) == [
+        ["TOPIC", "PARTITION", "CURRENT", "NEW"],
+        ["t", "0", "40", "35"],
+        ["t", "1", "3", "0"],
+    ]
+    assert "Dry run" in dry.stderr and "--execute" in dry.stderr
+    assert FakeAdmin.altered == []
+    done = run("reset-offsets", "g", "--topic", "t", "--to-latest", "--execute")
+    assert done.exit_code == 0, done.output
+    assert FakeAdmin.altered == [{T0: 100, T1: 50, T2: 5}]
+    run("reset-offsets", "g", "--all-topics", "--to-offset", "20", "--execute")
+    assert FakeAdmin.altered[-1] == {T0: 20, T1: 20}  # only what the group has committed
+
+
+def test_reset_to_datetime_asks_for_offsets_at_the_time(run: Callable[..., Result]) -> None:
+    result = run("reset-offsets", "g", "--topic", "t:1", "--to-datetime", "2024-05-01T00:00:00Z")
+    assert result.exit_code == 0, result.output
+    assert _table(result.stdout)[1] == ["t", "1", "3", "42"]  # FakeAdmin's offset at a time
+
+
+def test_reset_is_refused_while_the_group_has_members(run: Callable[..., Result]) -> None:
+    member = MemberDescription("m-1", None, "app", "/10.0.0.1", [T0])
+    FakeAdmin.group = GroupDescription("g", "Stable", "consumer", "range", 3, "m-1", [member])
+    _one_line_error(
+        run("reset-offsets", "g", "--topic", "t", "--to-earliest", "--execute"),
+        "group 'g' is Stable with 1 member(s)",
+        "stop its consumers first",
+    )
+    assert FakeAdmin.altered == []
+
+
+def test_reset_of_a_partition_the_topic_lacks_is_one_line(run: Callable[..., Result]) -> None:
+    _one_line_error(
+        run("reset-offsets", "g", "--topic", "t:7", "--to-earliest"),
+        "topic 't' has no partition 7 (it has 3)",
+    )
+
+
+def test_reset_of_a_new_group_is_allowed(run: Callable[..., Result]) -> None:
+    result = run("reset-offsets", "new", "--topic", "t:0", "--to-earliest", "--execute")
+    assert result.exit_code == 0, result.output
+    assert FakeAdmin.altered == [{T0: 10}]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--topic", "t"], "exactly one of --to-earliest"),
+        (["--topic", "t", "--to-earliest", "--shift-by", "1"], "got --to-earliest and --shift-by"),
+        (["--to-earliest"], "--topic TOPIC[:P,P...] or --all-topics"),
+        (["--topic", "t", "--all-topics", "--to-earliest"], "or --all-topics"),
+        (["--topic", "t:x", "--to-earliest"], "is not TOPIC or TOPIC:PARTITION"),
+        (["--topic", "t", "--to-datetime", "noon"], "is not an ISO 8601 time"),
+        (["--topic", "t", "--to-offset", "-1"], "--to-offset"),
+    ],
+)
+def test_reset_usage_errors(run: Callable[..., Result], args: list[str], message: str) -> None:
+    result = run("reset-offsets", "g", *args)
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr
+    assert FakeAdmin.altered == []
+
+
+def test_delete_outcomes(run: Callable[..., Result]) -> None:
+    deleted = run("delete", "g")
+    assert (deleted.exit_code, deleted.stdout) == (0, "Deleted group g.\n")
+    FakeAdmin.delete_error = NonEmptyGroupError(
+        "group 'g' still has members; stop its consumers first"
+    )
+    _one_line_error(run("delete", "g"), "stop its consumers first (NON_EMPTY_GROUP)")
+    FakeAdmin.delete_error = GroupIdNotFoundError("group 'g' does not exist")
+    _one_line_error(run("delete", "g"), "does not exist (GROUP_ID_NOT_FOUND)")
+    assert run("delete", "g", "--if-exists").stdout == "Group g does not exist.\n"
+
+
+def test_a_refused_commit_is_one_line(
+    run: Callable[..., Result], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A member that joins between the state check and the commit: the broker refuses."""
+
+    async def refuse(_self: Any, group: str, _offsets: Any) -> None:
+        raise UnknownMemberIdError(f"group {group!r} has live members; stop its consumers first")
+
+    monkeypatch.setattr(FakeAdmin, "alter_group_offsets", refuse)
+    _one_line_error(
+        run("reset-offsets", "g", "--topic", "t", "--to-earliest", "--execute"),
+        "stop its consumers first (UNKNOWN_MEMBER_ID)",
+    )

@@ -1,0 +1,396 @@
+"""The coordinator's group administration (ListGroups, DescribeGroups, DeleteGroups) and
+its writes to __consumer_offsets, over a fake replica manager whose "log" is a list: what
+a reload would read back is exactly what was appended."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from broker.config import BrokerConfig
+from broker.coordinator.coordinator import GroupCoordinator
+from broker.coordinator.offsets import (
+    OffsetAndMetadata,
+    OffsetStore,
+    encode_group_key,
+    encode_key,
+    partition_for,
+)
+from broker.metadata import MetadataCache
+from protocol.apis import (
+    DeleteGroupsRequest,
+    DescribeGroupsRequest,
+    HeartbeatRequest,
+    JoinGroupRequest,
+    JoinGroupRequestProtocol,
+    LeaveGroupRequest,
+    ListGroupsRequest,
+    OffsetCommitRequest,
+    OffsetCommitRequestPartition,
+    OffsetCommitRequestTopic,
+    OffsetFetchRequest,
+    ProducePartitionResponse,
+    SyncGroupRequest,
+    SyncGroupRequestAssignment,
+)
+from protocol.errors import (
+    CoordinatorLoadInProgressError,
+    FencedInstanceIdError,
+    GroupIdNotFoundError,
+    NonEmptyGroupError,
+    NotCoordinatorError,
+    UnknownMemberIdError,
+)
+from protocol.records import decode_batches
+
+PARTITIONS = 2
+
+
+def _named(prefix: str, partition: int) -> str:
+    """A group name that lands in ``partition`` of the offsets topic."""
+    return next(f"{prefix}{i}" for i in range(100) if partition_for(f"{prefix}{i}", 2) == partition)
+
+
+OURS, OTHER, KEEP, NOBODY = (_named(p, 0) for p in ("g", "h", "keep", "nobody"))
+NOT_OURS = _named("x", 1)
+
+
+class FakeReplicas:
+    """Appends to a list; ``gate`` (when set) holds every append's replication wait."""
+
+    def __init__(self) -> None:
+        self.log: list[tuple[bytes | None, bytes | None]] = []
+        self.gate: asyncio.Future[None] | None = None
+        self.fail_code = 0
+
+    def on_role_change(self, callback: Any) -> None:
+        pass
+
+    async def append_records(
+        self, topic: str, index: int, records: bytes, *, timeout_ms: int
+    ) -> ProducePartitionResponse:
+        if self.fail_code:
+            return ProducePartitionResponse(index=index, error_code=self.fail_code)
+        base = len(self.log)
+        self.log.extend((r.key, r.value) for batch in decode_batches(records) for r in batch)
+        if self.gate is not None:
+            await self.gate
+        return ProducePartitionResponse(index=index, base_offset=base)
+
+    def reload(self) -> OffsetStore:
+        """What a coordinator that loads the partition after a failover would hold."""
+        store = OffsetStore()
+        for key, value in self.log:
+            store.apply(key, value)
+        return store
+
+
+def _coordinator(replicas: FakeReplicas | None = None) -> tuple[GroupCoordinator, FakeReplicas]:
+    """A coordinator that has loaded partition 0 (from ``replicas``' log, if given: a
+    failover to a broker that has the same log); partition 1 is coordinated elsewhere."""
+    config = BrokerConfig(
+        {
+            "offsets.topic.num.partitions": PARTITIONS,
+            "group.min.session.timeout.ms": 100,
+            "group.max.session.timeout.ms": 60_000,
+            "group.initial.rebalance.delay.ms": 0,
+        },
+        {},
+    )
+    loaded = OffsetStore() if replicas is None else replicas.reload()
+    replicas = replicas or FakeReplicas()
+    coordinator = GroupCoordinator(1, config, MetadataCache(), replicas, None)  # type: ignore[arg-type]
+    coordinator._loaded(0, loaded)
+    return coordinator, replicas
+
+
+def _commit(group: str, offsets: dict[int, int], **kw: Any) -> OffsetCommitRequest:
+    return OffsetCommitRequest(
+        group_id=group,
+        topics=[
+            OffsetCommitRequestTopic(
+                name="t",
+                partitions=[
+                    OffsetCommitRequestPartition(partition_index=p, committed_offset=o)
+                    for p, o in offsets.items()
+                ],
+            )
+        ],
+        **kw,
+    )
+
+
+async def _stable_member(coordinator: GroupCoordinator, group: str) -> str:
+    joined = await coordinator.join_group(
+        JoinGroupRequest(
+            group_id=group,
+            session_timeout_ms=10_000,
+            group_instance_id="host-1",
+            protocol_type="consumer",
+            protocols=[
+                JoinGroupRequestProtocol(name="range", metadata=b"sub-range"),
+                JoinGroupRequestProtocol(name="sticky", metadata=b"sub-sticky"),
+            ],
+        )
+    )
+    await coordinator.sync_group(
+        SyncGroupRequest(
+            group_id=group,
+            generation_id=joined.generation_id,
+            member_id=joined.member_id,
+            assignments=[SyncGroupRequestAssignment(member_id=joined.member_id, assignment=b"p0")],
+        )
+    )
+    return joined.member_id
+
+
+async def test_list_and_describe_the_groups_this_broker_coordinates() -> None:
+    coordinator, replicas = _coordinator()
+    member = await _stable_member(coordinator, OURS)
+    assert [key for key, _ in replicas.log] == [encode_group_key(OURS)]  # the generation
+    coordinator.stores[0].apply(
+        *coordinator.stores[0].commit(OTHER, [("t", 0, OffsetAndMetadata(5))])[0]
+    )
+
+    listed = await coordinator.list_groups(ListGroupsRequest())
+    assert [(g.group_id, g.protocol_type, g.group_state) for g in listed.groups] == sorted(
+        [(OURS, "consumer", "Stable"), (OTHER, "", "Empty")]  # OTHER only has offsets
+    )
+    only_empty = await coordinator.list_groups(ListGroupsRequest(states_filter=["empty"]))
+    assert [g.group_id for g in only_empty.groups] == [OTHER]
+
+    described = await coordinator.describe_groups(
+        DescribeGroupsRequest(groups=[OURS, OTHER, NOBODY, NOT_OURS, ""])
+    )
+    stable, offsets_only, unknown, elsewhere, invalid = described.groups
+    assert (stable.error_code, stable.group_state, stable.protocol_type) == (
+        0,
+        "Stable",
+        "consumer",
+    )
+    assert (stable.protocol_data, stable.generation_id, stable.leader) == ("range", 1, member)
+    [m] = stable.members
+    assert (m.member_id, m.group_instance_id) == (member, "host-1")
+    assert (m.member_metadata, m.member_assignment) == (b"sub-range", b"p0")  # the chosen one
+    assert (m.client_id, m.client_host) == ("", "")  # not known to the coordinator
+    assert (offsets_only.group_state, offsets_only.members) == ("Empty", [])
+    assert (unknown.error_code, unknown.group_state, unknown.members) == (0, "Dead", [])
+    assert elsewhere.error_code == NotCoordinatorError.code
+    assert invalid.error_code == 24  # INVALID_GROUP_ID
+
+    coordinator._loading[1] = asyncio.get_running_loop().create_future()  # type: ignore[assignment]
+    loading = await coordinator.describe_groups(DescribeGroupsRequest(groups=[NOT_OURS]))
+    assert loading.groups[0].error_code == CoordinatorLoadInProgressError.code
+    listed = await coordinator.list_groups(ListGroupsRequest())
+    assert listed.error_code == CoordinatorLoadInProgressError.code and len(listed.groups) == 2
+    assert len(replicas.log) == 1  # reading writes nothing
+
+
+async def test_delete_writes_tombstones_that_a_reload_honours() -> None:
+    coordinator, replicas = _coordinator()
+    await _stable_member(coordinator, OURS)
+    await coordinator.offset_commit(_commit(OTHER, {0: 10, 1: 20}))
+    await coordinator.offset_commit(_commit(KEEP, {0: 7}))
+
+    response = await coordinator.delete_groups(
+        DeleteGroupsRequest(groups_names=[OURS, OTHER, NOBODY, NOT_OURS])
+    )
+    codes = {r.group_id: r.error_code for r in response.results}
+    assert codes == {
+        OURS: NonEmptyGroupError.code,
+        OTHER: 0,
+        NOBODY: GroupIdNotFoundError.code,
+        NOT_OURS: NotCoordinatorError.code,
+    }
+    fetched = await coordinator.offset_fetch(OffsetFetchRequest(group_id=OTHER))
+    assert fetched.topics == []
+    assert OTHER not in coordinator.groups
+    listed = await coordinator.list_groups(ListGroupsRequest())
+    assert OTHER not in {g.group_id for g in listed.groups}
+    tombstones = [(encode_key(OTHER, "t", p), None) for p in (0, 1)]
+    assert replicas.log[-3:] == [*tombstones, (encode_group_key(OTHER), None)]
+    reloaded = replicas.reload()
+    assert reloaded.get(OTHER) == {}
+    assert {tp: v.offset for tp, v in reloaded.get(KEEP).items()} == {("t", 0): 7}
+    again = await coordinator.delete_groups(DeleteGroupsRequest(groups_names=[OTHER]))
+    assert again.results[0].error_code == GroupIdNotFoundError.code
+
+
+async def test_a_commit_in_flight_when_the_group_is_deleted_stays_deleted() -> None:
+    coordinator, replicas = _coordinator()
+    replicas.gate = asyncio.get_running_loop().create_future()
+    commit = asyncio.ensure_future(coordinator.offset_commit(_commit(OTHER, {3: 30})))
+    await asyncio.sleep(0)  # its record is in the log; it waits for the replicas
+    delete = asyncio.ensure_future(
+        coordinator.delete_groups(DeleteGroupsRequest(groups_names=[OTHER]))
+    )
+    for _ in range(10):  # until its tombstones wait for the replicas
+        if coordinator.groups[OTHER].state == "Dead":
+            break
+        await asyncio.sleep(0)
+    late = await coordinator.offset_commit(_commit(OTHER, {4: 40}))  # the group is Dead now
+    assert late.topics[0].partitions[0].error_code == 15  # COORDINATOR_NOT_AVAILABLE: retry
+    replicas.gate.set_result(None)
+    assert (await commit).topics[0].partitions[0].error_code == 0
+    assert (await delete).results[0].error_code == 0
+    assert coordinator.stores[0].get(OTHER) == {} and replicas.reload().get(OTHER) == {}
+
+
+async def test_a_delete_that_could_not_be_written_leaves_the_group() -> None:
+    coordinator, replicas = _coordinator()
+    await coordinator.offset_commit(_commit(OTHER, {0: 1}))
+    replicas.fail_code = 6  # NOT_LEADER_OR_FOLLOWER: the leadership moved
+    response = await coordinator.delete_groups(DeleteGroupsRequest(groups_names=[OTHER]))
+    assert response.results[0].error_code == NotCoordinatorError.code
+    assert coordinator.groups[OTHER].state == "Empty"
+    assert coordinator.stores[0].get(OTHER) != {}
+
+
+@pytest.mark.parametrize("members", [0, 1])
+async def test_an_empty_group_is_deleted_with_its_metadata(members: int) -> None:
+    coordinator, replicas = _coordinator()
+    if members:
+        member = await _stable_member(coordinator, OURS)
+        coordinator.groups[OURS].leave(member)  # Empty: stored as such (Kafka's storeGroup)
+        await asyncio.wait(coordinator._group_writes.values())
+        assert replicas.reload().group_metadata[OURS].members == []
+    else:
+        coordinator._group(OURS)
+    response = await coordinator.delete_groups(DeleteGroupsRequest(groups_names=[OURS]))
+    assert response.results[0].error_code == 0 and OURS not in coordinator.groups
+    assert replicas.log[-1] == (encode_group_key(OURS), None)  # always, as Kafka's
+    assert OURS not in replicas.reload().group_metadata
+
+
+# --- group metadata in the log: a failover keeps the generation ----------------------------
+
+
+def _join(group: str, member_id: str = "", instance: str | None = None) -> JoinGroupRequest:
+    return JoinGroupRequest(
+        group_id=group,
+        session_timeout_ms=10_000,
+        member_id=member_id,
+        group_instance_id=instance,
+        protocol_type="consumer",
+        protocols=[
+            JoinGroupRequestProtocol(name="range", metadata=(instance or "dynamic").encode())
+        ],
+    )
+
+
+async def _two_members(coordinator: GroupCoordinator) -> tuple[str, str]:
+    """Generation 2 of OURS: static host-a (the leader, p0) and dynamic b (p1)."""
+    a = await coordinator.join_group(_join(OURS, instance="host-a"))
+    await coordinator.sync_group(
+        SyncGroupRequest(group_id=OURS, generation_id=1, member_id=a.member_id)
+    )
+    b_joining = asyncio.ensure_future(coordinator.join_group(_join(OURS)))
+    await asyncio.sleep(0)
+    a2 = await coordinator.join_group(_join(OURS, a.member_id, "host-a"))
+    b = await b_joining
+    assert a2.generation_id == b.generation_id == 2 and a2.leader == a.member_id
+    b_sync = asyncio.ensure_future(
+        coordinator.sync_group(
+            SyncGroupRequest(group_id=OURS, generation_id=2, member_id=b.member_id)
+        )
+    )
+    plan = {a.member_id: b"p0", b.member_id: b"p1"}
+    await coordinator.sync_group(
+        SyncGroupRequest(
+            group_id=OURS,
+            generation_id=2,
+            member_id=a.member_id,
+            assignments=[
+                SyncGroupRequestAssignment(member_id=m, assignment=p) for m, p in plan.items()
+            ],
+        )
+    )
+    assert (await b_sync).assignment == b"p1"
+    return a.member_id, b.member_id
+
+
+async def test_a_stable_group_keeps_its_generation_across_a_coordinator_failover() -> None:
+    old, replicas = _coordinator()
+    a, b = await _two_members(old)
+    new, _ = _coordinator(replicas)  # the partition's new leader loads the same log
+
+    await new.heartbeat(
+        HeartbeatRequest(group_id=OURS, generation_id=2, member_id=a, group_instance_id="host-a")
+    )
+    await new.heartbeat(HeartbeatRequest(group_id=OURS, generation_id=2, member_id=b))
+    synced = await new.sync_group(SyncGroupRequest(group_id=OURS, generation_id=2, member_id=b))
+    assert synced.assignment == b"p1"
+    committed = await new.offset_commit(_commit(OURS, {0: 5}, generation_id=2, member_id=b))
+    assert committed.topics[0].partitions[0].error_code == 0
+    [described] = (await new.describe_groups(DescribeGroupsRequest(groups=[OURS]))).groups
+    assert (described.group_state, described.generation_id, described.leader) == ("Stable", 2, a)
+    assert described.protocol_data == "range"
+    assert [
+        (m.member_id, m.group_instance_id, m.member_metadata, m.member_assignment)
+        for m in described.members
+    ] == [
+        (a, "host-a", b"host-a", b"p0"),
+        (b, None, b"dynamic", b"p1"),
+    ]
+
+    # host-a restarts against the new coordinator: no rebalance, and its new member id is
+    # stored before it is answered, so a second failover knows it too
+    restarted = await new.join_group(_join(OURS, instance="host-a"))
+    assert restarted.generation_id == 2 and restarted.member_id != a
+    newer, _ = _coordinator(replicas)
+    await newer.heartbeat(
+        HeartbeatRequest(
+            group_id=OURS,
+            generation_id=2,
+            member_id=restarted.member_id,
+            group_instance_id="host-a",
+        )
+    )
+    with pytest.raises(FencedInstanceIdError):
+        await newer.heartbeat(
+            HeartbeatRequest(
+                group_id=OURS, generation_id=2, member_id=a, group_instance_id="host-a"
+            )
+        )
+    assert (
+        await newer.sync_group(
+            SyncGroupRequest(group_id=OURS, generation_id=2, member_id=restarted.member_id)
+        )
+    ).assignment == b"p0"
+
+
+async def test_an_emptied_group_is_stored_and_its_generations_go_on() -> None:
+    old, replicas = _coordinator()
+    _, b = await _two_members(old)
+    await old.leave_group(LeaveGroupRequest(group_id=OURS, group_instance_id="host-a"))
+    await old.leave_group(LeaveGroupRequest(group_id=OURS, member_id=b))
+    await asyncio.wait(old._group_writes.values())
+    new, _ = _coordinator(replicas)
+    listed = await new.list_groups(ListGroupsRequest())
+    assert [(g.group_id, g.protocol_type, g.group_state) for g in listed.groups] == [
+        (OURS, "consumer", "Empty")
+    ]
+    with pytest.raises(UnknownMemberIdError):
+        await new.heartbeat(HeartbeatRequest(group_id=OURS, generation_id=2, member_id=b))
+    again = await new.join_group(_join(OURS))
+    assert again.generation_id == 4  # 2, then 3 when it emptied: numbers are not reused
+
+
+async def test_a_group_store_that_fails_costs_only_a_rebalance_after_failover() -> None:
+    old, replicas = _coordinator()
+    replicas.fail_code = 7  # REQUEST_TIMED_OUT (not appended, in this fake)
+    a = await old.join_group(_join(OURS, instance="host-a"))
+    synced = await old.sync_group(
+        SyncGroupRequest(
+            group_id=OURS,
+            generation_id=1,
+            member_id=a.member_id,
+            assignments=[SyncGroupRequestAssignment(member_id=a.member_id, assignment=b"p0")],
+        )
+    )
+    assert synced.assignment == b"p0"  # the member goes on here
+    new, _ = _coordinator(replicas)
+    with pytest.raises(UnknownMemberIdError):  # ...and joins again after a failover
+        await new.heartbeat(HeartbeatRequest(group_id=OURS, generation_id=1, member_id=a.member_id))
