@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import contextvars
 import os
 import typing
 from collections.abc import Awaitable, Callable
@@ -63,7 +64,7 @@ from protocol.framing import (
     RequestHeader,
 )
 
-__all__ = ["BrokerServer", "CloseConnection", "Handler"]
+__all__ = ["PEER_HOST", "BrokerServer", "CloseConnection", "Handler"]
 
 Handler = Callable[[RequestHeader, Any], Awaitable[Any]]
 
@@ -75,6 +76,10 @@ class CloseConnection(Exception):
 
 
 _CLOSE: list[Part] = []  # the writer's marker for "close here"
+
+PEER_HOST: contextvars.ContextVar[str] = contextvars.ContextVar("peer_host", default="")
+"""The address of the client whose request a handler is serving (DescribeGroups shows
+each member's host, as Kafka does; the handler signature need not carry it)."""
 _log = structlog.get_logger("headwater.server")
 
 
@@ -93,6 +98,7 @@ class _Connection(asyncio.BufferedProtocol):
         self._drained.set()
         self._transport: asyncio.Transport | None = None
         self._writer: asyncio.Task[None] | None = None
+        self._context = contextvars.copy_context()
         self._paused = False
         self._closed = False
         self._drained_out = asyncio.Event()  # the transport holds nothing unsent
@@ -104,10 +110,12 @@ class _Connection(asyncio.BufferedProtocol):
     # asyncio.BufferedProtocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        peer = transport.get_extra_info("peername")
+        self._context = contextvars.copy_context()  # what handlers of this connection see
+        self._context.run(PEER_HOST.set, str(peer[0]) if peer else "")
         # uvloop's transports are not asyncio.Transport subclasses, but behave as one
         self._transport = typing.cast(asyncio.Transport, transport)
         self._transport.set_write_buffer_limits(high=0, low=0)
-        peer = transport.get_extra_info("peername")
         self._log = _log.bind(peer=f"{peer[0]}:{peer[1]}" if peer else "?")
         self._server.connections.add(self)
         self._writer = asyncio.get_running_loop().create_task(self._write_responses())
@@ -164,7 +172,8 @@ class _Connection(asyncio.BufferedProtocol):
             self._abort(str(exc))
             return
         else:
-            self._queue.append(loop.create_task(self._handle(header, api.key, request)))
+            handling = self._handle(header, api.key, request)
+            self._queue.append(loop.create_task(handling, context=self._context.copy()))
         self._drained.clear()
         self._wakeup.set()
         if len(self._queue) >= self._server.max_in_flight and not self._paused:

@@ -309,6 +309,7 @@ class GroupMember:
             group_instance_id=self.group_instance_id,
             protocol_type=PROTOCOL_TYPE,
             protocols=protocols,
+            client_id=self._cluster.client_id,
         )
         timeout_ms = self.max_poll_interval_ms + _JOIN_MARGIN_MS
         response: JoinGroupResponse = await self._call(ApiKey.JOIN_GROUP, request, timeout_ms)

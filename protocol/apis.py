@@ -807,6 +807,9 @@ class JoinGroupRequest(Request):
     group_instance_id: str | None = None
     protocol_type: str
     protocols: list[JoinGroupRequestProtocol] = field(default_factory=list)
+    client_id: str = ""
+    """Shown by DescribeGroups. Kafka takes it from the request header, which ours lacks
+    (DESIGN.md "The wire"), so the member says it here."""
 
 
 @dataclass(slots=True, kw_only=True)

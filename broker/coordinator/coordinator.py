@@ -29,8 +29,8 @@ metadata (acks=all, like a commit), so a coordinator that loads the partition la
 not bring them back.
 A group being deleted is Dead: requests that still find it are told to look again.
 
-The request header carries no client id and the handlers do not learn the connection's
-peer, so members are described with an empty ``client_id`` and ``client_host``.
+A member's ``client_id`` comes in its JoinGroup (our request header has none, unlike
+Kafka's) and its ``client_host`` is the address its JoinGroup came from.
 """
 
 from __future__ import annotations
@@ -61,6 +61,7 @@ from broker.log.manager import TopicPartition
 from broker.metadata import MetadataCache
 from broker.replica.manager import ReplicaManager
 from broker.replica.partition import Partition
+from broker.server import PEER_HOST
 from protocol.apis import (
     CoordinatorType,
     CreatableTopic,
@@ -383,7 +384,8 @@ class GroupCoordinator:
         joined = group.join(
             member_id=request.member_id,
             group_instance_id=request.group_instance_id,
-            client_id="",
+            client_id=request.client_id,
+            client_host=PEER_HOST.get(),
             session_timeout_ms=request.session_timeout_ms,
             rebalance_timeout_ms=rebalance_ms if rebalance_ms > 0 else request.session_timeout_ms,
             protocol_type=request.protocol_type,

@@ -57,11 +57,13 @@ class Worker(RebalanceListener):
         self.consumer = Consumer(
             bootstrap_servers=bootstrap,
             group_id=group,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            session_timeout_ms=SESSION_MS,
-            heartbeat_interval_ms=300,
-            **settings,
+            **{
+                "enable_auto_commit": False,
+                "auto_offset_reset": "earliest",
+                "session_timeout_ms": SESSION_MS,
+                "heartbeat_interval_ms": 300,
+                **settings,
+            },
         )
         self.topics = topics
         self.processed: list[tuple[TopicPartition, int, bytes]] = []
@@ -162,6 +164,18 @@ async def test_three_members_share_six_partitions_and_process_each_record_once(
         assert _values(workers) == Counter(str(i).encode() for i in range(30_000))
         for w in workers:  # each processed only its own partitions
             assert {tp for tp, _, _ in w.processed} <= w.owned
+        async with Admin(bootstrap_servers=cluster.bootstrap) as admin:
+            (described,) = await admin.describe_groups(["workers"])
+        assert (described.state, described.strategy, len(described.members)) == (
+            "Stable",
+            "range",
+            3,
+        )
+        assert {frozenset(m.assignment) for m in described.members} == {
+            frozenset(w.owned) for w in workers
+        }
+        assert all(m.host == "127.0.0.1" for m in described.members)
+        assert {m.client_id for m in described.members} == {"headwater-consumer"}
         committed = await workers[0].consumer.committed(TopicPartition("jobs", 0))
         async with Consumer(bootstrap_servers=cluster.bootstrap) as reader:
             ends = await reader.end_offsets([TopicPartition("jobs", p) for p in range(6)])
@@ -469,3 +483,41 @@ async def test_the_console_consumer_in_a_group_resumes_where_it_committed(
     assert "total lag" in described.lower() and "Empty" in described
     tps = [TopicPartition("lines", p) for p in range(3)]
     assert sum((await _committed(cluster, "printers", tps)).values()) == 30
+
+
+# --- static membership ----------------------------------------------------------------------
+
+
+async def test_a_static_member_restarting_within_its_session_gets_its_partitions_back(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    cluster = make_cluster(3, GROUP_BROKER)
+    await _topic(cluster, "jobs", 4)
+    session = {"session_timeout_ms": 10_000}
+    a = Worker(cluster.bootstrap, "workers", ["jobs"], group_instance_id="a", **session)
+    b = Worker(cluster.bootstrap, "workers", ["jobs"], group_instance_id="b", **session)
+    await a.start()
+    await b.start()
+    restarted = None
+    try:
+        await wait_for(lambda: _balanced([a, b], 4))
+        a_owned = a.owned
+        b_member = b.consumer._member
+        assert b_member is not None
+        generation, rebalances = b_member.generation_id, len(b.assignments)
+        await a.stop()  # a static member sends no LeaveGroup: its place is kept
+        await _produce(cluster, "jobs", 400)
+        restarted = Worker(cluster.bootstrap, "workers", ["jobs"], group_instance_id="a", **session)
+        await restarted.start()
+        await wait_for(lambda: restarted.owned == a_owned, 30, "the same partitions back")
+        await wait_for(lambda: sum(len(w.processed) for w in (a, b, restarted)) >= 400)
+        assert b_member.generation_id == generation  # b saw no rebalance at all
+        assert (
+            len(b.assignments) == rebalances
+            and b.owned == {TopicPartition("jobs", p) for p in range(4)} - a_owned
+        )
+        assert _values([a, b, restarted]) == Counter(str(i).encode() for i in range(400))
+    finally:
+        await b.stop()
+        if restarted is not None:
+            await restarted.stop()
