@@ -359,8 +359,13 @@ async def test_send_validates_before_queueing(shared: Cluster) -> None:
             await producer.send(topic, b"v", partition=2)
     with pytest.raises(ConfigurationError, match="acks"):
         Producer(bootstrap_servers=shared.bootstrap, acks=2)
-    with pytest.raises(ConfigurationError, match="group"):
-        Consumer(topic, bootstrap_servers=shared.bootstrap, group_id="g")
+    with pytest.raises(ConfigurationError, match="partition_assignment_strategy"):
+        Consumer(
+            topic,
+            bootstrap_servers=shared.bootstrap,
+            group_id="g",
+            partition_assignment_strategy="x",
+        )
 
 
 # --- admin ------------------------------------------------------------------------------
