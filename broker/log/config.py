@@ -22,8 +22,20 @@ _NAMES = {
     "file.delete.delay.ms": "file_delete_delay_ms",
     "min.insync.replicas": "min_insync_replicas",
     "unclean.leader.election.enable": "unclean_leader_election_enable",
+    "cleanup.policy": "cleanup_policy",
+    "delete.retention.ms": "delete_retention_ms",
+    "min.compaction.lag.ms": "min_compaction_lag_ms",
+    "max.compaction.lag.ms": "max_compaction_lag_ms",
+    "min.cleanable.dirty.ratio": "min_cleanable_dirty_ratio",
+    "message.timestamp.type": "message_timestamp_type",
+    "compression.type": "compression_type",
 }
 _BOOLEANS = {"unclean.leader.election.enable"}
+_FLOATS = {"min.cleanable.dirty.ratio"}
+_STRINGS = {"cleanup.policy", "message.timestamp.type", "compression.type"}
+CLEANUP_POLICIES = ("delete", "compact")
+TIMESTAMP_TYPES = ("CreateTime", "LogAppendTime")
+COMPRESSION_TYPES = ("producer", "uncompressed", "gzip", "snappy", "lz4", "zstd")
 
 _NO_LIMIT = 2**63 - 1  # Kafka's Long.MAX_VALUE: "never" for flush.messages / flush.ms
 
@@ -45,6 +57,16 @@ class LogConfig:
     # replication settings Kafka keeps with the topic's log config (used by broker.replica)
     min_insync_replicas: int = 1
     unclean_leader_election_enable: bool = False
+    # compaction (broker.log.cleaner)
+    cleanup_policy: str = "delete"
+    """"delete", "compact", or both as "compact,delete" (Kafka's list syntax)."""
+    delete_retention_ms: int = 24 * 3600 * 1000
+    min_compaction_lag_ms: int = 0
+    max_compaction_lag_ms: int = _NO_LIMIT
+    min_cleanable_dirty_ratio: float = 0.5
+    # what the leader does to a batch it appends
+    message_timestamp_type: str = "CreateTime"
+    compression_type: str = "producer"
 
     def __post_init__(self) -> None:
         checks = [
@@ -59,6 +81,29 @@ class LogConfig:
             ("max.message.bytes", self.max_message_bytes >= 0, "0 or more"),
             ("file.delete.delay.ms", self.file_delete_delay_ms >= 0, "0 or more"),
             ("min.insync.replicas", self.min_insync_replicas >= 1, "at least 1"),
+            (
+                "cleanup.policy",
+                bool(self.cleanup_policies) and self.cleanup_policies <= set(CLEANUP_POLICIES),
+                "delete, compact, or compact,delete",
+            ),
+            ("delete.retention.ms", self.delete_retention_ms >= 0, "0 or more"),
+            ("min.compaction.lag.ms", self.min_compaction_lag_ms >= 0, "0 or more"),
+            ("max.compaction.lag.ms", self.max_compaction_lag_ms >= 1, "at least 1"),
+            (
+                "min.cleanable.dirty.ratio",
+                0 <= self.min_cleanable_dirty_ratio <= 1,
+                "between 0 and 1",
+            ),
+            (
+                "message.timestamp.type",
+                self.message_timestamp_type in TIMESTAMP_TYPES,
+                " or ".join(TIMESTAMP_TYPES),
+            ),
+            (
+                "compression.type",
+                self.compression_type in COMPRESSION_TYPES,
+                "one of " + ", ".join(COMPRESSION_TYPES),
+            ),
         ]
         for name, ok, need in checks:
             if not ok:
@@ -79,19 +124,40 @@ class LogConfig:
                 raise ValueError(f"unknown topic config {name!r}; known: {', '.join(_NAMES)}")
             if name in _BOOLEANS:
                 kwargs[field] = _boolean(name, value)
-                continue
-            try:
-                kwargs[field] = int(value)
-            except (TypeError, ValueError):
-                raise ValueError(f"{name}={value!r} is invalid: it must be an integer") from None
+            elif name in _STRINGS:
+                kwargs[field] = str(value).strip()
+            elif name in _FLOATS:
+                kwargs[field] = _number(name, value, float, "a number")
+            else:
+                kwargs[field] = _number(name, value, int, "an integer")
         return dataclasses.replace(self, **kwargs)
 
-    def properties(self) -> dict[str, int | bool]:
+    @property
+    def cleanup_policies(self) -> set[str]:
+        return {p.strip() for p in self.cleanup_policy.split(",") if p.strip()}
+
+    @property
+    def compact(self) -> bool:
+        return "compact" in self.cleanup_policies
+
+    @property
+    def delete(self) -> bool:
+        """Retention deletes old segments (``cleanup.policy`` includes delete)."""
+        return "delete" in self.cleanup_policies
+
+    def properties(self) -> dict[str, int | bool | float | str]:
         """Every setting under its Kafka name."""
         return {name: getattr(self, attr) for name, attr in _NAMES.items()}
 
     def with_overrides(self, **changes: Any) -> LogConfig:
         return dataclasses.replace(self, **changes)
+
+
+def _number(name: str, value: str | int, kind: type[int] | type[float], what: str) -> Any:
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}={value!r} is invalid: it must be {what}") from None
 
 
 def _boolean(name: str, value: object) -> bool:
