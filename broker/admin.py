@@ -1,4 +1,5 @@
-"""Admin requests any broker serves: CreateTopics, DeleteTopics, DescribeConfigs, auto-create.
+"""Admin requests any broker serves: CreateTopics, DeleteTopics, DescribeConfigs,
+AlterConfigs, IncrementalAlterConfigs, auto-create.
 
 As Kafka's ZooKeeper-mode AdminManager: the broker validates, then writes the request
 into ZooKeeper (a topic's config, then its replica assignment; or a deletion marker under
@@ -6,13 +7,20 @@ into ZooKeeper (a topic's config, then its replica assignment; or a deletion mar
 is atomic, so two brokers racing to create one topic cannot both succeed. The request then
 waits, up to its timeout, until this broker's metadata shows the result, so a client that
 creates a topic can produce to it at once.
+
+A config change writes ``/config/topics/<topic>`` (compare-and-set on the version read,
+so two concurrent incremental changes cannot lose one another) together with a change
+notification, in one ZooKeeper multi; every broker applies it live
+(:mod:`broker.dynamic_config`). The answer comes once ZooKeeper has it, as in Kafka.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import re
+from collections.abc import Callable, Iterable
 
 import structlog
 
@@ -21,16 +29,24 @@ from broker.controller.assignment import assign_replicas
 from broker.log import LogConfig
 from broker.metadata import MetadataCache
 from broker.zk import (
+    CREATE,
     NodeExists,
     NoNode,
     TopicAssignment,
+    VersionConflict,
     ZkBridge,
     ZkError,
+    config_change_json,
     paths,
     topic_config_from_json,
     topic_config_json,
 )
 from protocol.apis import (
+    AlterableConfig,
+    AlterConfigOp,
+    AlterConfigsRequest,
+    AlterConfigsResourceResponse,
+    AlterConfigsResponse,
     ConfigResourceType,
     ConfigSource,
     CreatableTopic,
@@ -46,6 +62,9 @@ from protocol.apis import (
     DescribeConfigsResponse,
     DescribeConfigsResult,
     DescribeConfigsSynonym,
+    IncrementalAlterableConfig,
+    IncrementalAlterConfigsRequest,
+    IncrementalAlterConfigsResponse,
 )
 from protocol.errors import (
     ApiError,
@@ -60,10 +79,14 @@ from protocol.errors import (
     UnknownTopicOrPartitionError,
 )
 
-__all__ = ["TopicAdmin", "validate_topic_name"]
+__all__ = ["TopicAdmin", "incremental_overrides", "replaced_overrides", "validate_topic_name"]
 
 _LEGAL = re.compile(r"^[a-zA-Z0-9._-]+$")
 _MAX_NAME = 249
+_CAS_ATTEMPTS = 20
+_CAS_BACKOFF_S = 0.005
+_LIST_CONFIGS = {"cleanup.policy"}
+"""Topic configs whose value is a comma-separated list (APPEND and SUBTRACT apply)."""
 
 
 def validate_topic_name(name: str) -> None:
@@ -272,27 +295,114 @@ class TopicAdmin:
 
     # --- configs ------------------------------------------------------------------------
 
-    async def topic_config(self, topic: str) -> LogConfig:
-        """The broker's defaults with the topic's overrides (for its logs).
-
-        A partition must be hosted even when its overrides cannot be read (ZooKeeper
-        unreachable, a hand-edited znode): after a few tries, the defaults, loudly."""
-        defaults = self._config.log_config()
-        for attempt in range(3):
-            try:
-                return defaults.with_properties(await self._overrides(topic))
-            except (ZkError, ValueError) as exc:
-                error = exc
-                await asyncio.sleep(0.2 * (attempt + 1))
-        self._log.warning("topic.config_unreadable", topic=topic, error=str(error))
-        return defaults
-
     async def _overrides(self, topic: str) -> dict[str, str]:
+        return (await self._versioned_overrides(topic))[0]
+
+    async def _versioned_overrides(self, topic: str) -> tuple[dict[str, str], int]:
+        """The topic's overrides and their znode's version (CREATE: there is none)."""
         try:
-            data, _ = await self._zk.get(paths.topic_config(topic))
+            data, stat = await self._zk.get(paths.topic_config(topic))
         except NoNode:
-            return {}
-        return topic_config_from_json(topic, data)
+            return {}, CREATE
+        return topic_config_from_json(topic, data), int(stat.version)
+
+    # --- config changes -----------------------------------------------------------------
+
+    async def alter_configs(self, request: AlterConfigsRequest) -> AlterConfigsResponse:
+        """AlterConfigs: each topic's overrides become exactly the ones given (Kafka's
+        semantics: a config left out returns to its default)."""
+        responses = []
+        for r in request.resources:
+            plan = _replacing(r.resource_name, r.configs)
+            responses.append(
+                await self._alter(r.resource_type, r.resource_name, plan, request.validate_only)
+            )
+        return AlterConfigsResponse(responses=responses)
+
+    async def incremental_alter_configs(
+        self, request: IncrementalAlterConfigsRequest
+    ) -> IncrementalAlterConfigsResponse:
+        """IncrementalAlterConfigs (KIP-339): SET, DELETE, APPEND, SUBTRACT single entries."""
+        defaults = self._config.log_config()
+        responses = []
+        for r in request.resources:
+            plan = _incrementing(r.resource_name, r.configs, defaults)
+            responses.append(
+                await self._alter(r.resource_type, r.resource_name, plan, request.validate_only)
+            )
+        return IncrementalAlterConfigsResponse(responses=responses)
+
+    async def _alter(
+        self,
+        resource_type: int,
+        name: str,
+        plan: Callable[[dict[str, str]], dict[str, str]],
+        validate_only: bool,
+    ) -> AlterConfigsResourceResponse:
+        try:
+            if resource_type == ConfigResourceType.BROKER:
+                raise InvalidRequestError(
+                    "only topic configs can be altered; broker settings are static (set them "
+                    "in the broker's config file or with --set, then restart the broker)"
+                )
+            if resource_type != ConfigResourceType.TOPIC:
+                raise InvalidRequestError(f"unknown config resource type {resource_type}")
+            await self._change_topic_config(name, plan, validate_only)
+        except ApiError as exc:
+            return AlterConfigsResourceResponse(
+                resource_type=resource_type,
+                resource_name=name,
+                error_code=exc.code,
+                error_message=exc.message,
+            )
+        except ZkError as exc:  # the multi may or may not have landed: say so
+            return AlterConfigsResourceResponse(
+                resource_type=resource_type,
+                resource_name=name,
+                error_code=RequestTimedOutError.code,
+                error_message=(
+                    f"ZooKeeper did not answer ({exc}); the change to topic {name!r} may or "
+                    "may not be made: describe its configs to see"
+                ),
+            )
+        return AlterConfigsResourceResponse(resource_type=resource_type, resource_name=name)
+
+    async def _change_topic_config(
+        self, topic: str, plan: Callable[[dict[str, str]], dict[str, str]], validate_only: bool
+    ) -> None:
+        """Read, change, validate, then write with the notification (compare-and-set on the
+        version read: a concurrent change makes us start over from what it wrote)."""
+        for attempt in range(_CAS_ATTEMPTS):
+            if attempt:  # lost a race: a jittered pause, so racers do not collide again
+                await asyncio.sleep(random.uniform(0, _CAS_BACKOFF_S * attempt))
+            if await self._zk.exists(paths.topic(topic)) is None:
+                raise UnknownTopicOrPartitionError(f"topic {topic!r} does not exist")
+            current, version = await self._versioned_overrides(topic)
+            wanted = plan(current)
+            try:
+                self._config.log_config().with_properties(wanted)
+            except ValueError as exc:
+                raise InvalidConfigError(f"topic {topic!r}: {exc}") from None
+            if validate_only or wanted == current:
+                return
+            try:
+                await self._zk.write_and_notify(
+                    paths.topic_config(topic),
+                    topic_config_json(wanted),
+                    version=version,
+                    notice_prefix=f"{paths.CONFIG_CHANGES}/{paths.CONFIG_CHANGE_PREFIX}",
+                    notice=config_change_json(topic),
+                )
+            except (VersionConflict, NodeExists):
+                continue
+            except NoNode:  # the config znode went, or /config/changes is not there yet
+                await self._zk.ensure_path(paths.CONFIG_CHANGES)
+                continue
+            self._log.info("topic.config_changed", topic=topic, overrides=wanted)
+            return
+        raise RequestTimedOutError(
+            f"topic {topic!r}: its configs kept changing under this request; try again"
+        )
 
     async def describe_configs(self, request: DescribeConfigsRequest) -> DescribeConfigsResponse:
         results = []
@@ -359,7 +469,7 @@ class TopicAdmin:
                     value=value,
                     config_source=source.value,
                     synonyms=chain if synonyms else [],
-                    config_type="boolean" if value in ("true", "false") else "long",
+                    config_type=_config_type(name),
                 )
             )
         return entries
@@ -374,3 +484,103 @@ class TopicAdmin:
         return DescribeConfigsEntry(
             name=name, value=text, read_only=True, config_source=source.value
         )
+
+
+def _config_type(name: str) -> str:
+    """Kafka's config type name of a topic config, from its declared default."""
+    if name in _LIST_CONFIGS:
+        return "list"
+    default = LogConfig().properties()[name]
+    kinds = {bool: "boolean", int: "long", float: "double", str: "string"}
+    return kinds[type(default)]
+
+
+def _known(topic: str, name: str) -> None:
+    known = LogConfig().properties()
+    if name not in known:
+        raise InvalidConfigError(
+            f"topic {topic!r}: unknown topic config {name!r}; known: {', '.join(known)}"
+        )
+
+
+def _unique(topic: str, names: Iterable[str]) -> None:
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise InvalidRequestError(f"topic {topic!r}: {name} is given twice")
+        seen.add(name)
+
+
+def replaced_overrides(topic: str, configs: list[AlterableConfig]) -> dict[str, str]:
+    """AlterConfigs: the new overrides are exactly ``configs``."""
+    _unique(topic, (c.name for c in configs))
+    wanted = {}
+    for c in configs:
+        _known(topic, c.name)
+        if c.value is None:
+            raise InvalidConfigError(
+                f"topic {topic!r}: {c.name} has no value (AlterConfigs replaces every "
+                "override: leave a config out to return it to its default)"
+            )
+        wanted[c.name] = c.value.strip()
+    return wanted
+
+
+def incremental_overrides(
+    topic: str,
+    current: dict[str, str],
+    ops: list[IncrementalAlterableConfig],
+    defaults: LogConfig,
+) -> dict[str, str]:
+    """IncrementalAlterConfigs: ``current`` overrides with ``ops`` applied in order, as
+    Kafka's ``prepareIncrementalConfigs`` (APPEND/SUBTRACT start from the value in force:
+    the override, else the broker's default)."""
+    _unique(topic, (op.name for op in ops))
+    wanted = dict(current)
+    for op in ops:
+        _known(topic, op.name)
+        if op.config_operation == AlterConfigOp.DELETE:
+            wanted.pop(op.name, None)
+            continue
+        if op.value is None:
+            raise InvalidConfigError(f"topic {topic!r}: {op.name} has no value")
+        if op.config_operation == AlterConfigOp.SET:
+            wanted[op.name] = op.value.strip()
+        elif op.config_operation in (AlterConfigOp.APPEND, AlterConfigOp.SUBTRACT):
+            wanted[op.name] = _list_op(topic, op, wanted.get(op.name), defaults)
+        else:
+            raise InvalidRequestError(
+                f"topic {topic!r}: unknown config operation {op.config_operation} for "
+                f"{op.name} (0 SET, 1 DELETE, 2 APPEND, 3 SUBTRACT)"
+            )
+    return wanted
+
+
+def _list_op(
+    topic: str, op: IncrementalAlterableConfig, override: str | None, defaults: LogConfig
+) -> str:
+    if op.name not in _LIST_CONFIGS:
+        raise InvalidRequestError(
+            f"topic {topic!r}: {op.name} is not a list; APPEND and SUBTRACT are for list "
+            f"configs ({', '.join(sorted(_LIST_CONFIGS))})"
+        )
+    in_force = override if override is not None else str(defaults.properties()[op.name])
+    items = [i.strip() for i in in_force.split(",") if i.strip()]
+    given = [i.strip() for i in (op.value or "").split(",") if i.strip()]
+    if op.config_operation == AlterConfigOp.APPEND:
+        items += [i for i in given if i not in items]
+    else:
+        items = [i for i in items if i not in given]
+    return ",".join(items)
+
+
+def _replacing(
+    topic: str, configs: list[AlterableConfig]
+) -> Callable[[dict[str, str]], dict[str, str]]:
+    return lambda _current: replaced_overrides(topic, configs)
+
+
+def _incrementing(
+    topic: str, ops: list[IncrementalAlterableConfig], defaults: LogConfig
+) -> Callable[[dict[str, str]], dict[str, str]]:
+    return lambda current: incremental_overrides(topic, current, ops, defaults)

@@ -1,8 +1,9 @@
 """One broker: the parts wired together, started and stopped in order.
 
 Start: ZooKeeper session -> cluster id -> log directories (recovery runs in a worker thread)
--> listener -> registration in ``/brokers/ids`` -> controller candidacy -> ``broker.ready``
-(logged with the bound port; harnesses wait for it instead of sleeping).
+-> topic configs (the change watch set, the logs on disk given their overrides) -> listener
+-> registration in ``/brokers/ids`` -> controller candidacy -> ``broker.ready`` (logged
+with the bound port; harnesses wait for it instead of sleeping).
 Stop (SIGTERM/SIGINT): stop accepting and answer what is in flight, give up the
 controllership, deregister, flush and close the logs with the clean-shutdown marker, close
 the ZooKeeper session.
@@ -22,7 +23,11 @@ from broker.config import BrokerConfig
 from broker.controller.controller import Controller
 from broker.controller.election import ControllerElection
 from broker.coordinator.coordinator import GroupCoordinator
-from broker.log.manager import LogManager
+from broker.coordinator.producer_ids import ProducerIdManager
+from broker.dynamic_config import TopicConfigs
+from broker.log import LogConfig
+from broker.log.cleaner import CleanerConfig, LogCleaner
+from broker.log.manager import LogManager, TopicPartition
 from broker.metadata import MetadataCache
 from broker.metrics import MetricsServer, Sample, gauge
 from broker.network import PeerConnection, PeerError
@@ -116,8 +121,12 @@ class Broker:
         self._controller: Controller | None = None
         self._controller_epoch = -1  # the newest seen: older controllers are fenced
         self._housekeeping: asyncio.Task[None] | None = None
+        self._topic_configs: TopicConfigs | None = None
+        self._config_tasks: set[asyncio.Task[None]] = set()
         self._metrics: MetricsServer | None = None
         self._coordinator: GroupCoordinator | None = None
+        self._cleaner: LogCleaner | None = None
+        self._producer_ids: ProducerIdManager | None = None
         self._rebalancing: asyncio.Task[None] | None = None
         self.metrics_port = -1
         self._stopping = False
@@ -142,12 +151,16 @@ class Broker:
             default_config=cfg.log_config(),
         )
         await asyncio.to_thread(self._logs.startup)  # recovery may read whole segments
+        self._topic_configs = TopicConfigs(
+            self._zk, cfg.log_config(), self._logs, broker_id=self.broker_id
+        )
+        await self._topic_configs.start()  # the logs on disk get their topics' overrides
         self._admin = TopicAdmin(self._zk, cfg, self.metadata)
         self._replicas = ReplicaManager(
             self.broker_id,
             self._logs,
             self.metadata,
-            self._admin.topic_config,
+            self._topic_configs.load,
             IsrUpdater(self._zk, self.broker_id),
             replica_lag_time_max_ms=cfg["replica.lag.time.max.ms"],
             replica_fetch_wait_max_ms=cfg["replica.fetch.wait.max.ms"],
@@ -157,6 +170,8 @@ class Broker:
             self.broker_id, cfg, self.metadata, self._replicas, self._admin
         )
         self._coordinator.start()
+        self._start_cleaner()
+        self._producer_ids = ProducerIdManager(self.broker_id, self._zk)
         host, port = _host_port(cfg["listeners"][0])
         self._server = BrokerServer(
             self._handlers(),
@@ -178,6 +193,7 @@ class Broker:
             self.broker_id,
             unclean_leader_election=cfg["unclean.leader.election.enable"],
         )
+        self._topic_configs.on_change(self._on_topic_config)
         self._election = ControllerElection(
             self._zk, self.broker_id, self._controller.activate, self._on_resigned
         )
@@ -199,6 +215,8 @@ class Broker:
             await self._server.stop()
         if self._housekeeping is not None:
             self._housekeeping.cancel()
+        if self._topic_configs is not None:
+            await self._topic_configs.stop()
         if self._metrics is not None:
             await self._metrics.stop()
         if self._coordinator is not None:
@@ -216,7 +234,10 @@ class Broker:
         self._log.info("broker.stopped")
 
     async def _close_storage(self) -> None:
-        """Fetchers stopped, high watermarks checkpointed, logs flushed and closed."""
+        """Cleaner and fetchers stopped, high watermarks checkpointed, logs flushed and
+        closed."""
+        if self._cleaner is not None:
+            await self._cleaner.stop()
         if self._replicas is not None:
             await self._replicas.shutdown()
         if self._logs is not None:
@@ -236,7 +257,7 @@ class Broker:
 
     def _handlers(self) -> dict[ApiKey, Any]:
         assert self._replicas is not None and self._admin is not None
-        assert self._coordinator is not None
+        assert self._coordinator is not None and self._producer_ids is not None
         replicas, admin, groups = self._replicas, self._admin, self._coordinator
 
         async def produce(header: RequestHeader, request: ProduceRequest) -> Any:
@@ -257,6 +278,8 @@ class Broker:
             ApiKey.CREATE_TOPICS: _serve(admin.create_topics),
             ApiKey.DELETE_TOPICS: _serve(admin.delete_topics),
             ApiKey.DESCRIBE_CONFIGS: _serve(admin.describe_configs),
+            ApiKey.ALTER_CONFIGS: _serve(admin.alter_configs),
+            ApiKey.INCREMENTAL_ALTER_CONFIGS: _serve(admin.incremental_alter_configs),
             ApiKey.FIND_COORDINATOR: _serve(groups.find_coordinator),
             ApiKey.OFFSET_COMMIT: _serve(groups.offset_commit),
             ApiKey.OFFSET_FETCH: _serve(groups.offset_fetch),
@@ -267,6 +290,7 @@ class Broker:
             ApiKey.LIST_GROUPS: _serve(groups.list_groups),
             ApiKey.DESCRIBE_GROUPS: _serve(groups.describe_groups),
             ApiKey.DELETE_GROUPS: _serve(groups.delete_groups),
+            ApiKey.INIT_PRODUCER_ID: _serve(self._producer_ids.init_producer_id),
             ApiKey.LEADER_AND_ISR: self._leader_and_isr,
             ApiKey.STOP_REPLICA: self._stop_replica,
             ApiKey.UPDATE_METADATA: self._update_metadata,
@@ -366,10 +390,34 @@ class Broker:
         active = controller is not None and controller.active
         return [
             *self._replicas.metrics(),
+            *(self._cleaner.metrics() if self._cleaner is not None else ()),
             (_ACTIVE_CONTROLLER, {}, int(active)),
             (_OFFLINE, {}, controller.offline_partitions() if controller and active else 0),
             (_CONNECTIONS, {}, len(self._server.connections)),
         ]
+
+    def _start_cleaner(self) -> None:
+        """The log cleaner compacts the compacted logs hosted here, leader's or follower's
+        copy alike (as in Kafka, each replica compacts its own)."""
+        cfg = self.config
+        if not cfg["log.cleaner.enable"]:
+            return
+        assert self._logs is not None
+        config = CleanerConfig(
+            enable=True,
+            threads=cfg["log.cleaner.threads"],
+            dedupe_buffer_size=cfg["log.cleaner.dedupe.buffer.size"],
+            backoff_ms=cfg["log.cleaner.backoff.ms"],
+        )
+        self._cleaner = LogCleaner(self._logs, config, cleanable_end=self._cleanable_end)
+        self._cleaner.start()
+
+    def _cleanable_end(self, tp: TopicPartition) -> int:
+        """Compaction stops at the high watermark (Kafka: the last stable offset): a record
+        above it may yet be truncated, so it must not make older records of its key go."""
+        assert self._replicas is not None
+        partition = self._replicas.partitions.get(tp)
+        return partition.high_watermark if partition is not None else 0
 
     def _active_controller(self) -> Controller:
         if self._controller is None or not self._controller.active:
@@ -431,14 +479,35 @@ class Broker:
             self._log.exception("broker.housekeeping_failed", step=what)
 
     def _apply_retention(self) -> None:
-        assert self._logs is not None
-        for _, log in self._logs:
+        """Every log here, leader's or follower's, by its own live config (as Kafka: each
+        replica trims its own log); never past the high watermark this broker knows, so
+        the log start offset never passes it."""
+        assert self._logs is not None and self._replicas is not None
+        high_watermarks = self._replicas.high_watermarks()
+        deleted = 0
+        for tp, log in self._logs:
             if not log.offline:
                 try:
-                    log.apply_retention()
+                    deleted += log.apply_retention(high_watermarks.get(tp))
                     log.delete_pending()
                 except (OSError, ApiError) as exc:
                     self._log.warning("log.retention_failed", log=log.name, error=str(exc))
+        if deleted:  # the new log start offsets survive a crash
+            self._logs.checkpoint()
+
+    def _on_topic_config(self, topic: str, config: LogConfig) -> None:
+        """A topic's config changed. Kafka's controller elects leaders for the topic's
+        offline partitions as soon as it allows unclean election, not at the next broker
+        change; ours does the same (every broker hears the change; the active controller
+        acts)."""
+        controller = self._controller
+        if not config.unclean_leader_election_enable or controller is None:
+            return
+        if not controller.active:
+            return
+        task = asyncio.get_running_loop().create_task(controller.elect_unclean(topic))
+        self._config_tasks.add(task)
+        task.add_done_callback(self._config_tasks.discard)
 
     async def _rebalance(self) -> None:
         assert self._controller is not None

@@ -59,6 +59,16 @@ def _listeners(value: list[str]) -> str | None:
 
 _DAY_MS = 24 * 3600 * 1000
 
+
+def _topic_check(topic_name: str, value: Any) -> str | None:
+    """A broker default of a topic setting is checked by the topic setting's own rule."""
+    try:
+        LogConfig.from_properties({topic_name: value})
+    except ValueError as exc:
+        return str(exc).partition(" is invalid: ")[2] or str(exc)
+    return None
+
+
 SETTINGS: tuple[Setting, ...] = (
     Setting(
         "broker.id",
@@ -257,6 +267,51 @@ SETTINGS: tuple[Setting, ...] = (
         "log.segment.delete.delay.ms", int, 60_000, "Wait before unlinking a deleted segment.", 0
     ),
     Setting(
+        "log.cleanup.policy",
+        str,
+        "delete",
+        "What happens to old segments: delete, compact, or compact,delete.",
+        check=lambda v: _topic_check("cleanup.policy", v),
+    ),
+    Setting(
+        "log.cleaner.delete.retention.ms",
+        int,
+        _DAY_MS,
+        "How long a compacted topic keeps its tombstones.",
+        0,
+    ),
+    Setting(
+        "log.cleaner.min.compaction.lag.ms", int, 0, "A record stays uncompacted this long.", 0
+    ),
+    Setting(
+        "log.cleaner.max.compaction.lag.ms",
+        int,
+        _LONG_MAX,
+        "A record is compacted within this long at the latest.",
+        1,
+    ),
+    Setting(
+        "log.cleaner.min.cleanable.ratio",
+        float,
+        0.5,
+        "Share of a log that must be uncompacted before it is compacted.",
+        check=lambda v: _topic_check("min.cleanable.dirty.ratio", v),
+    ),
+    Setting(
+        "log.message.timestamp.type",
+        str,
+        "CreateTime",
+        "Record timestamps: CreateTime (the producer's) or LogAppendTime (the leader's clock).",
+        check=lambda v: _topic_check("message.timestamp.type", v),
+    ),
+    Setting(
+        "compression.type",
+        str,
+        "producer",
+        "Codec batches are stored in: producer (as sent), uncompressed, gzip, snappy, lz4, zstd.",
+        check=lambda v: _topic_check("compression.type", v),
+    ),
+    Setting(
         "group.min.session.timeout.ms",
         int,
         6_000,
@@ -288,6 +343,30 @@ SETTINGS: tuple[Setting, ...] = (
         1,
         32_767,
     ),
+    Setting(
+        "offsets.topic.segment.bytes",
+        int,
+        104_857_600,
+        "Segment size of __consumer_offsets (small segments compact sooner).",
+        14,
+        2**31 - 1,
+    ),
+    Setting("log.cleaner.enable", bool, True, "Compact topics with cleanup.policy=compact."),
+    Setting("log.cleaner.threads", int, 1, "Logs compacted at the same time.", 1, 64),
+    Setting(
+        "log.cleaner.dedupe.buffer.size",
+        int,
+        134_217_728,
+        "Memory for the cleaners' key maps (24 bytes per key), shared by the threads.",
+        1024,
+    ),
+    Setting(
+        "log.cleaner.backoff.ms",
+        int,
+        15_000,
+        "How long the cleaner sleeps when no log needs compacting.",
+        0,
+    ),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -305,6 +384,13 @@ TOPIC_CONFIG_SYNONYMS = {
     "file.delete.delay.ms": "log.segment.delete.delay.ms",
     "min.insync.replicas": "min.insync.replicas",
     "unclean.leader.election.enable": "unclean.leader.election.enable",
+    "cleanup.policy": "log.cleanup.policy",
+    "delete.retention.ms": "log.cleaner.delete.retention.ms",
+    "min.compaction.lag.ms": "log.cleaner.min.compaction.lag.ms",
+    "max.compaction.lag.ms": "log.cleaner.max.compaction.lag.ms",
+    "min.cleanable.dirty.ratio": "log.cleaner.min.cleanable.ratio",
+    "message.timestamp.type": "log.message.timestamp.type",
+    "compression.type": "compression.type",
 }
 """Topic config -> the broker setting that gives its default (Kafka's synonyms)."""
 
@@ -411,19 +497,24 @@ def _convert(setting: Setting, raw: Any, bad: Callable[[str], ConfigError]) -> A
         if text in ("false", "0", "no", "off"):
             return False
         raise bad("it must be true or false")
-    if setting.type is int:
-        if isinstance(raw, bool):
-            raise bad("it must be an integer")
-        try:
-            return int(str(raw).replace("_", ""))
-        except ValueError:
-            raise bad("it must be an integer") from None
+    if setting.type in (int, float):
+        return _number(setting.type, raw, bad)
     if setting.type is list:
         items = raw if isinstance(raw, list) else str(raw).split(",")
         return [str(i).strip() for i in items if str(i).strip()]
     if not isinstance(raw, str):
         raise bad("it must be a string")
     return raw
+
+
+def _number(kind: type, raw: Any, bad: Callable[[str], ConfigError]) -> Any:
+    need = "it must be an integer" if kind is int else "it must be a number"
+    if isinstance(raw, bool):
+        raise bad(need)
+    try:
+        return kind(str(raw).replace("_", ""))
+    except ValueError:
+        raise bad(need) from None
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

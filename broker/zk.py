@@ -61,6 +61,10 @@ class paths:
     TOPIC_CONFIGS = "/config/topics"
     DELETE_TOPICS = "/admin/delete_topics"
     ISR_CHANGES = "/isr_change_notification"
+    CONFIG_CHANGES = "/config/changes"
+    CONFIG_CHANGE_PREFIX = "config_change_"
+    """``/config/changes/config_change_<seq>``: Kafka's config change notifications."""
+    PRODUCER_ID_BLOCK = "/latest_producer_id_block"
 
     @staticmethod
     def broker(broker_id: int) -> str:
@@ -279,6 +283,42 @@ def topic_config_from_json(topic: str, data: bytes) -> dict[str, str]:
     return {str(k): str(v) for k, v in config.items()}
 
 
+def config_change_json(topic: str) -> bytes:
+    """A change notification naming a topic's config (Kafka's version 2 payload)."""
+    return _encode({"version": 2, "entity_path": f"topics/{topic}"})
+
+
+def config_change_from_json(path: str, data: bytes) -> tuple[str, str]:
+    """(entity type, entity name) of a change notification: ``("topics", "orders")``."""
+    value = _decode(path, data)
+    entity = value.get("entity_path")
+    if value.get("version") != 2 or not isinstance(entity, str) or "/" not in entity:
+        raise CorruptZnode(f"{path} is not a version 2 config change: {value!r}")
+    kind, _, name = entity.partition("/")
+    return kind, name
+
+
+def producer_id_block_json(broker_id: int, block_start: int, block_end: int) -> bytes:
+    """Kafka's ProducerIdBlockZNode: the last block handed out (ids inclusive)."""
+    return _encode(
+        {
+            "version": 1,
+            "broker": broker_id,
+            "block_start": str(block_start),
+            "block_end": str(block_end),
+        }
+    )
+
+
+def producer_id_block_from_json(data: bytes) -> tuple[int, int]:
+    """(block_start, block_end) of the last block handed out."""
+    value = _decode(paths.PRODUCER_ID_BLOCK, data)
+    try:
+        return int(value["block_start"]), int(value["block_end"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CorruptZnode(f"{paths.PRODUCER_ID_BLOCK}: bad block {exc!r}") from None
+
+
 # --- the bridge --------------------------------------------------------------------------
 
 
@@ -442,6 +482,35 @@ class ZkBridge:
         if isinstance(write, Exception):
             raise ZkError(f"ZooKeeper refused a write of {path}: {write!r}")
         return 0 if version == _CREATE else int(write.version)
+
+    async def write_and_notify(
+        self, path: str, value: bytes, *, version: int, notice_prefix: str, notice: bytes
+    ) -> None:
+        """Write ``path`` (create it when ``version`` is CREATE, else set it at ``version``,
+        -1 for any) and create the sequential znode ``notice_prefix<seq>``, atomically (one
+        ZooKeeper multi): a config change never lacks its change notification, whatever
+        dies in between. Raises :class:`VersionConflict`, :class:`NodeExists` or
+        :class:`NoNode` for the write."""
+        transaction = self._client.transaction()
+        if version == _CREATE:
+            transaction.create(path, value)
+        else:
+            transaction.set_data(path, value, version)
+        transaction.create(notice_prefix, notice, sequence=True)
+        results = await self._await(transaction.commit_async(), path)
+        failed = [
+            r for r in results if isinstance(r, Exception) and not isinstance(r, RolledBackError)
+        ]
+        if not failed:
+            return
+        error = failed[0]
+        if isinstance(error, NodeExistsError):
+            raise NodeExists(f"{path} already exists")
+        if isinstance(error, BadVersionError):
+            raise VersionConflict(f"{path} changed since it was read")
+        if isinstance(error, NoNodeError):
+            raise NoNode(f"{path} (or {notice_prefix.rsplit('/', 1)[0]}) does not exist")
+        raise ZkError(f"ZooKeeper refused a write of {path}: {error!r}")
 
     async def delete(self, path: str, *, version: int = -1, recursive: bool = False) -> None:
         if recursive:

@@ -14,9 +14,11 @@ from client.errors import (
 from client.membership import RebalanceListener
 from client.producer import Producer
 from client.types import (
+    AlterConfigOp,
     BrokerDescription,
     ClusterDescription,
     ConfigEntry,
+    ConfigResource,
     ConsumerRecord,
     GroupDescription,
     GroupListing,
@@ -33,11 +35,13 @@ from client.types import (
 
 __all__ = [
     "Admin",
+    "AlterConfigOp",
     "BrokerDescription",
     "ClientClosedError",
     "ClusterDescription",
     "CommitFailedError",
     "ConfigEntry",
+    "ConfigResource",
     "ConfigurationError",
     "Consumer",
     "ConsumerRecord",

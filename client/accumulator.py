@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 from client.types import RecordMetadata, TopicPartition
 from protocol.errors import ApiError, RequestTimedOutError
-from protocol.records import HEADER_SIZE, BatchBuilder
+from protocol.records import HEADER_SIZE, BatchBuilder, set_producer_fields
 
 __all__ = ["ProducerBatch", "ReadyCheck", "RecordAccumulator", "record_size_upper_bound"]
 
@@ -41,6 +41,7 @@ LeaderOf = Callable[[TopicPartition], int | None]
 
 _VARINT_MAX = 5  # lengths and deltas are 32-bit: at most 5 bytes as varints
 _VARLONG_MAX = 10  # the timestamp delta is 64-bit
+_SEQUENCE_WRAP = 2**31  # sequences are int32 and wrap to 0 (Kafka's DefaultRecordBatch)
 
 
 def record_size_upper_bound(
@@ -71,12 +72,14 @@ class ProducerBatch:
 
     __slots__ = (
         "attempts",
+        "base_sequence",
         "builder",
         "created_ms",
         "deadline_ms",
         "done",
         "futures",
         "payload",
+        "producer_id",
         "records",
         "retry_at_ms",
         "seq",
@@ -96,7 +99,9 @@ class ProducerBatch:
         self.seq = seq
         self.attempts = 0
         self.retry_at_ms = 0.0
-        self.payload: bytes | None = None
+        self.payload: bytes | bytearray | None = None
+        self.producer_id = -1  # stamped with (and sequenced under) this producer id
+        self.base_sequence = -1
         self.size_bound = HEADER_SIZE
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
@@ -121,7 +126,15 @@ class ProducerBatch:
         self.futures.append(future)
         return future
 
-    def close(self) -> bytes:
+    def stamp(self, producer_id: int, producer_epoch: int, base_sequence: int) -> None:
+        """An idempotent producer's id, epoch and sequence, into the built batch."""
+        assert self.payload is not None
+        payload = bytearray(self.payload)
+        set_producer_fields(payload, producer_id, producer_epoch, base_sequence)
+        self.payload = payload
+        self.producer_id, self.base_sequence = producer_id, base_sequence
+
+    def close(self) -> bytes | bytearray:
         """Stop taking records and build the bytes to send (once)."""
         if self.payload is None:
             assert self.builder is not None
@@ -194,6 +207,10 @@ class RecordAccumulator:
         self._muted: set[TopicPartition] = set()
         self._incomplete: dict[ProducerBatch, None] = {}  # insertion-ordered set
         self._seq = itertools.count()
+        self.producer_id = -1
+        self.producer_epoch = -1
+        self._sequences: dict[TopicPartition, int] = {}
+        """Idempotence: the next sequence per partition under ``producer_id``."""
         self._flushes = 0
         self._drain_start = 0
         self.buffered_bytes = 0
@@ -300,10 +317,24 @@ class RecordAccumulator:
                 continue  # the next request takes it
             queue.popleft()
             self._muted.add(tp)
+            if self.producer_id >= 0 and batch.producer_id != self.producer_id:
+                self._sequence(batch)
             batch.attempts += 1
             sizes[leader] = size + len(payload)
             out.setdefault(leader, []).append(batch)
         return out
+
+    def reset_producer(self, producer_id: int, producer_epoch: int) -> None:
+        """A new producer id: sequences start at 0 again; batches stamped with the old id
+        are stamped anew when next sent (their order in each queue is kept)."""
+        self.producer_id, self.producer_epoch = producer_id, producer_epoch
+        self._sequences.clear()
+
+    def _sequence(self, batch: ProducerBatch) -> None:
+        """The next sequence of its partition; a retry keeps the one it was sent with."""
+        base = self._sequences.get(batch.tp, 0)
+        batch.stamp(self.producer_id, self.producer_epoch, base)
+        self._sequences[batch.tp] = (base + batch.record_count) % _SEQUENCE_WRAP
 
     def expire(self) -> list[ProducerBatch]:
         """Fail waiting batches past ``delivery_timeout_ms``; in-flight ones are left to
@@ -349,6 +380,7 @@ class RecordAccumulator:
         self._release(batch)
         middle = batch.record_count // 2
         halves = []
+        offset = 0
         for part in (slice(0, middle), slice(middle, None)):
             half = ProducerBatch(
                 batch.tp, self.compression, batch.created_ms, batch.deadline_ms, batch.seq
@@ -360,6 +392,10 @@ class RecordAccumulator:
                 half.records.append(record)
                 half.futures.append(future)
             half.size_bound = len(half.close())
+            if batch.producer_id >= 0:  # the halves take the refused batch's sequences
+                sequence = (batch.base_sequence + offset) % _SEQUENCE_WRAP
+                half.stamp(batch.producer_id, self.producer_epoch, sequence)
+            offset += half.record_count
             half.attempts = batch.attempts
             halves.append(half)
             self._incomplete[half] = None
@@ -405,7 +441,7 @@ class RecordAccumulator:
         self.buffered_bytes += batch.size_bound
         return batch
 
-    def _close(self, batch: ProducerBatch) -> bytes:
+    def _close(self, batch: ProducerBatch) -> bytes | bytearray:
         was_open = batch.is_open
         payload = batch.close()
         if was_open:

@@ -27,9 +27,11 @@ from client.cluster import Cluster, ClusterMetadata, list_offsets_request, unkno
 from client.coordinator import GroupOffsets
 from client.errors import ClientClosedError
 from client.types import (
+    AlterConfigOp,
     BrokerDescription,
     ClusterDescription,
     ConfigEntry,
+    ConfigResource,
     GroupDescription,
     GroupListing,
     ListOffsetsResult,
@@ -41,6 +43,11 @@ from client.types import (
     TopicPartition,
 )
 from protocol.apis import (
+    AlterableConfig,
+    AlterConfigsRequest,
+    AlterConfigsResource,
+    AlterConfigsResourceResponse,
+    AlterConfigsResponse,
     ApiKey,
     ConfigResourceType,
     ConfigSource,
@@ -62,6 +69,10 @@ from protocol.apis import (
     ElectLeadersRequest,
     ElectLeadersResponse,
     ElectLeadersTopicPartitions,
+    IncrementalAlterableConfig,
+    IncrementalAlterConfigsRequest,
+    IncrementalAlterConfigsResource,
+    IncrementalAlterConfigsResponse,
     ListGroupsRequest,
     ListGroupsResponse,
     ListOffsetsResponse,
@@ -69,6 +80,7 @@ from protocol.apis import (
     OffsetFetchRequestTopic,
     OffsetFetchResponse,
 )
+from protocol.apis import AlterConfigOp as OpType
 from protocol.errors import (
     ApiError,
     GroupIdNotFoundError,
@@ -244,6 +256,68 @@ class Admin:
                     entry.is_sensitive,
                 )
         return out
+
+    async def alter_configs(
+        self, resources: Iterable[ConfigResource], *, validate_only: bool = False
+    ) -> None:
+        """AlterConfigs (aiokafka's ``alter_configs``): each resource's overrides become
+        exactly its ``configs``; settings left out return to their defaults. Every broker
+        applies the change live. A refusal (INVALID_CONFIG with the reason,
+        UNKNOWN_TOPIC_OR_PARTITION, ...) raises; with several, the first."""
+        request = AlterConfigsRequest(
+            resources=[
+                AlterConfigsResource(
+                    resource_type=_resource_type(r.resource_type),
+                    resource_name=r.name,
+                    configs=[
+                        AlterableConfig(name=k, value=v) for k, v in (r.configs or {}).items()
+                    ],
+                )
+                for r in resources
+            ],
+            validate_only=validate_only,
+        )
+        response: AlterConfigsResponse = await self._send(ApiKey.ALTER_CONFIGS, request)
+        _raise_alter_errors(response.responses)
+
+    async def incremental_alter_configs(
+        self,
+        changes: Mapping[ConfigResource, Iterable[AlterConfigOp]],
+        *,
+        validate_only: bool = False,
+    ) -> None:
+        """IncrementalAlterConfigs (Kafka's ``incrementalAlterConfigs``): change single
+        settings, leave the others as they are::
+
+            await admin.incremental_alter_configs({
+                ConfigResource("topic", "orders"): [
+                    AlterConfigOp("retention.ms", "3600000"),       # SET
+                    AlterConfigOp("segment.bytes", op_type="DELETE"),  # back to the default
+                ]
+            })
+        """
+        resources = [
+            IncrementalAlterConfigsResource(
+                resource_type=_resource_type(r.resource_type),
+                resource_name=r.name,
+                configs=[
+                    IncrementalAlterableConfig(
+                        name=op.name, config_operation=_op_type(op.op_type), value=op.value
+                    )
+                    for op in ops
+                ],
+            )
+            for r, ops in changes.items()
+        ]
+        # APPEND and SUBTRACT applied twice are not applied once: no blind resend of those
+        idempotent = all(
+            c.config_operation in (OpType.SET, OpType.DELETE) for r in resources for c in r.configs
+        )
+        request = IncrementalAlterConfigsRequest(resources=resources, validate_only=validate_only)
+        response: IncrementalAlterConfigsResponse = await self._send(
+            ApiKey.INCREMENTAL_ALTER_CONFIGS, request, idempotent=idempotent
+        )
+        _raise_alter_errors(response.responses)
 
     # --- consumer groups -----------------------------------------------------------------
 
@@ -505,6 +579,39 @@ class Admin:
         if self._state != "running":
             what = "not started; call start()" if self._state == "new" else self._state
             raise ClientClosedError(f"the admin client is {what}")
+
+
+def _resource_type(value: str | int) -> int:
+    if isinstance(value, str):
+        try:
+            return ConfigResourceType[value.upper()].value
+        except KeyError:
+            raise ValueError(
+                f"unknown config resource type {value!r}; use 'topic' or 'broker'"
+            ) from None
+    return int(value)
+
+
+def _op_type(value: str | int) -> int:
+    if isinstance(value, str):
+        try:
+            return OpType[value.upper()].value
+        except KeyError:
+            names = ", ".join(o.name for o in OpType)
+            raise ValueError(f"unknown config operation {value!r}; use one of {names}") from None
+    return int(value)
+
+
+def _raise_alter_errors(results: list[AlterConfigsResourceResponse]) -> None:
+    for result in results:
+        topic = result.resource_type == ConfigResourceType.TOPIC
+        if topic and result.error_code == UnknownTopicOrPartitionError.code:
+            raise unknown_topic_error(result.resource_name)
+        if result.error_code:
+            raise error_for_code(
+                result.error_code,
+                result.error_message or f"the configs of {result.resource_name!r} were not changed",
+            )
 
 
 def _source_name(source: int) -> str:

@@ -408,6 +408,66 @@ def topics_create(
     click.echo(f"Created topic {name}.")
 
 
+@topics.command("alter")
+@click.argument("name")
+@click.option(
+    "--config",
+    "configs",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Set a topic setting (repeatable).",
+)
+@click.option(
+    "--delete-config",
+    "deletes",
+    multiple=True,
+    metavar="NAME",
+    help="Return a setting to the broker's default (repeatable).",
+)
+@click.option("--validate-only", is_flag=True, help="Only check the change; make none.")
+@bootstrap_option
+@click.pass_context
+def topics_alter(
+    ctx: click.Context,
+    *,
+    name: str,
+    configs: tuple[str, ...],
+    deletes: tuple[str, ...],
+    validate_only: bool,
+) -> None:
+    """Change topic NAME's settings; every broker applies them at once, no restart."""
+    sets = parse_configs(configs)
+    removed = parse_deleted(deletes, sets)
+    if not sets and not removed:
+        raise click.UsageError(
+            "nothing to change: give --config NAME=VALUE or --delete-config NAME"
+        )
+    from client import AlterConfigOp, ConfigResource  # noqa: PLC0415  (see _admin)
+
+    ops = [AlterConfigOp(k, v) for k, v in sets.items()]
+    ops += [AlterConfigOp(k, op_type="DELETE") for k in removed]
+    changes = {ConfigResource("topic", name): ops}
+    _admin(ctx, lambda admin: admin.incremental_alter_configs(changes, validate_only=validate_only))
+    what = [f"set {k}={v}" for k, v in sets.items()] + [f"deleted {k}" for k in removed]
+    verb = "Valid change of" if validate_only else "Altered"
+    click.echo(f"{verb} topic {name}: {', '.join(what)}.")
+
+
+def parse_deleted(values: Iterable[str], sets: Mapping[str, str]) -> list[str]:
+    """The names of ``--delete-config``; a CliError for a name given twice or also set."""
+    names: list[str] = []
+    for raw in values:
+        name = raw.strip()
+        if not name or "=" in name:
+            raise CliError(f"--delete-config {raw!r} is not a setting NAME (e.g. retention.ms)")
+        if name in names:
+            raise CliError(f"--delete-config {name} is given twice")
+        if name in sets:
+            raise CliError(f"{name} is both set with --config and deleted with --delete-config")
+        names.append(name)
+    return names
+
+
 @topics.command("list")
 @bootstrap_option
 @click.pass_context
@@ -438,13 +498,21 @@ def topics_list(ctx: click.Context) -> None:
 def topics_describe(
     ctx: click.Context, name: str | None, under_replicated: bool, unavailable: bool
 ) -> None:
-    """One row per partition: topic, partition, leader, replicas, ISR (all topics without NAME).
+    """One row per partition: topic, partition, leader, replicas, ISR (all topics without NAME),
+    then a "Topic: NAME  Configs: k=v,..." line for each topic with settings of its own.
 
     As Kafka's kafka-topics --describe, the filters keep only the partitions in trouble;
     with both, a partition in either kind of trouble is shown.
     """
     names = None if name is None else [name]
-    described = _admin(ctx, lambda admin: admin.describe_topics(names))
+    filtered = under_replicated or unavailable
+
+    async def describe(admin: Any) -> tuple[list[Any], dict[str, dict[str, str]]]:
+        topics = await admin.describe_topics(names)
+        overrides = {} if filtered else await topic_overrides(admin, [t.name for t in topics])
+        return topics, overrides
+
+    described, overrides = _admin(ctx, describe)
 
     def shown(p: Any) -> bool:
         if not (under_replicated or unavailable):
@@ -458,6 +526,27 @@ def topics_describe(
         if shown(p)
     ]
     print_table(["topic", "partition", "leader", "replicas", "isr"], rows)
+    for topic, configs in sorted(overrides.items()):
+        if configs:
+            listed = ",".join(f"{k}={v}" for k, v in sorted(configs.items()))
+            click.echo(f"Topic: {topic}\tConfigs: {listed}")
+
+
+async def topic_overrides(admin: Admin, topics: list[str]) -> dict[str, dict[str, str]]:
+    """Each topic's own settings (DescribeConfigs' DYNAMIC_TOPIC_CONFIG entries); a topic
+    deleted meanwhile is left out."""
+
+    async def of(topic: str) -> dict[str, str]:
+        try:
+            entries = await admin.describe_configs(topic)
+        except UnknownTopicOrPartitionError:
+            return {}
+        return {
+            e.name: e.value or "" for e in entries.values() if e.source == "DYNAMIC_TOPIC_CONFIG"
+        }
+
+    found = await asyncio.gather(*(of(t) for t in topics))
+    return dict(zip(topics, found, strict=True))
 
 
 @topics.command("elect-leaders")
@@ -1311,6 +1400,35 @@ class _ConsumeJob:
             return
         self.printed = len(records)
         self.count += len(records)
+
+
+# --- dump-log ---------------------------------------------------------------------------
+
+
+@main.command("dump-log")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--print-data", is_flag=True, help="Each record too: offset, timestamp, key, value, headers."
+)
+def dump_log(paths: tuple[Path, ...], print_data: bool) -> None:
+    """Print what segment files hold: a .log's batches, an .index's or a .timeindex's
+    entries, checked against the .log beside them (like kafka-dump-log). Exit code 1 if
+    a file is damaged or an index disagrees with its log. Files are only read."""
+    from client.dumplog import DumpError, dump_file  # noqa: PLC0415  (only this command)
+
+    def emit(line: str) -> None:
+        sys.stdout.write(line + "\n")
+
+    damaged = []
+    for path in paths:
+        try:
+            if not dump_file(path, emit, print_data=print_data):
+                damaged.append(str(path))
+        except DumpError as exc:
+            raise CliError(str(exc)) from None
+    sys.stdout.flush()
+    if damaged:
+        raise CliError(f"{', '.join(damaged)}: damaged or inconsistent (see above)")
 
 
 if __name__ == "__main__":

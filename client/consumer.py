@@ -413,21 +413,22 @@ class Consumer:
                 out[tp] = state.position
         return out
 
-    async def _commit_quietly(self) -> None:
+    async def _commit_quietly(self) -> bool:
         """Auto-commit: a failure is logged; the next one, or the rebalance, catches up."""
         try:
             await self.commit()
         except (ApiError, CommitFailedError) as exc:
             _log.warning("group %r: auto-commit failed: %s", self.group_id, exc)
+            return False
+        return True
 
     async def _auto_commit(self) -> None:
         committed: dict[TopicPartition, int] = {}
         while True:
             await asyncio.sleep(self.auto_commit_interval_ms / 1000)
             positions = self._positions()
-            if positions and positions != committed:
-                await self._commit_quietly()
-                committed = positions
+            if positions and positions != committed and await self._commit_quietly():
+                committed = positions  # a failed commit is tried again next time
 
     async def committed(self, partition: TopicPartition) -> int | None:
         """The group's committed offset of ``partition`` (None: never committed)."""

@@ -38,7 +38,7 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -112,7 +112,7 @@ class RebalanceListener:
 class MemberHooks:
     """What the member needs from its consumer."""
 
-    revoke: Callable[[], Awaitable[None]]
+    revoke: Callable[[], Coroutine[Any, Any, None]]
     """Give up the current partitions (commit, the user's callback, stop fetching them)."""
     assign: Callable[[list[TopicPartition]], Awaitable[None]]
     """Take a new assignment (fetch from committed offsets, the user's callback)."""
@@ -154,6 +154,7 @@ class GroupMember:
         self.pattern: re.Pattern[str] | None = None
         self.assignment: list[TopicPartition] = []
         self._holds_assignment = False
+        self._revoking: asyncio.Task[None] | None = None
         self._rejoin = True
         self._left_for_poll = False
         self._watched: dict[str, int] = {}  # partition counts the last assignment used
@@ -260,7 +261,7 @@ class GroupMember:
     # --- joining ---------------------------------------------------------------------------
 
     async def _join(self) -> None:
-        """One attempt at a new generation; on a retriable failure ``_rejoin`` stays set."""
+        """One attempt at a new generation; on any failure ``_rejoin`` stays set."""
         await self._revoke()
         self._rejoin = False  # a change seen from here on asks for another round
         try:
@@ -272,6 +273,15 @@ class GroupMember:
             if retry.backoff:
                 await asyncio.sleep(self._backoff_s)
             return
+        except ApiError as exc:  # a metadata lookup on the way (the leader's, a pattern's)
+            self._rejoin = True
+            self._on_error(exc)
+            _log.warning("group %r: the join will be retried: %s", self.group_id, exc)
+            await asyncio.sleep(self._backoff_s)
+            return
+        except BaseException:
+            self._rejoin = True  # whatever went wrong, never carry on as if joined
+            raise
         if self._rejoin:
             return  # the world moved while we synced: round again before taking it
         mine = [tp for tp in assignment.partitions if self._subscribed(tp.topic)]
@@ -287,10 +297,19 @@ class GroupMember:
         await self._hooks.assign(mine)
 
     async def _revoke(self) -> None:
-        if self._holds_assignment:
-            self._holds_assignment = False
-            await self._hooks.revoke()
-            self.assignment = []
+        """Give the partitions up, once, even if the task is cancelled meanwhile (stop()
+        then waits for the same revocation: its commit and the user's callback)."""
+        if self._revoking is None:
+            if not self._holds_assignment:
+                return
+            self._revoking = asyncio.get_running_loop().create_task(self._hooks.revoke())
+        revoking = self._revoking
+        try:
+            await asyncio.shield(revoking)
+        finally:
+            if revoking.done():
+                self._revoking = None
+                self._holds_assignment = False  # self.assignment stays: what we owned
 
     async def _join_group(self) -> JoinGroupResponse:
         topics = await self._subscribed_topics()
@@ -380,6 +399,7 @@ class GroupMember:
         """What an error from the coordinator means for this member; raises if fatal."""
         if isinstance(exc, UnknownMemberIdError):
             self.member_id, self.generation_id = "", -1
+            self.assignment = []  # lost, not owned: the sticky assignor must not count it
         elif isinstance(exc, IllegalGenerationError):
             self.generation_id = -1
         elif isinstance(exc, _COORDINATOR_MOVED) or exc.retriable:

@@ -18,6 +18,16 @@ Shaped like aiokafka's AIOKafkaProducer, behaving like Kafka's Java producer:
   it; any other error fails that batch's futures with the typed error.
 - acks=0: the broker answers nothing; the futures resolve with offset -1 once the
   request is written.
+- Idempotence (``enable_idempotence``, on by default as in Kafka 3, with ``acks="all"``):
+  at ``start()`` the producer gets a producer id (InitProducerId); each batch carries it
+  with the partition's next sequence number, stamped when the batch is first sent and kept
+  on every retry, so a retry of a batch whose answer was lost is recognised by the leader
+  (it answers with the original offsets) and nothing is written twice, across leader
+  failovers too. One batch per partition in flight keeps the order with any
+  ``max_in_flight_requests_per_connection`` (at most 5 with idempotence, as Kafka).
+  OUT_OF_ORDER_SEQUENCE_NUMBER or UNKNOWN_PRODUCER_ID (a batch before it was lost, or the
+  partition forgot the producer) make the producer wait for its requests in flight, take a
+  new producer id and send again from sequence 0 (Kafka's KIP-360).
 """
 
 from __future__ import annotations
@@ -34,11 +44,21 @@ from client.cluster import Cluster, TopicMetadata, unknown_topic_error
 from client.errors import ClientClosedError, ConfigurationError
 from client.partitioner import Partitioner
 from client.types import RecordMetadata, TopicPartition
-from protocol.apis import ApiKey, ProducePartition, ProduceRequest, ProduceResponse, ProduceTopic
+from protocol.apis import (
+    ApiKey,
+    InitProducerIdRequest,
+    InitProducerIdResponse,
+    ProducePartition,
+    ProduceRequest,
+    ProduceResponse,
+    ProduceTopic,
+)
 from protocol.errors import (
     ApiError,
     MessageTooLargeError,
+    OutOfOrderSequenceNumberError,
     RequestTimedOutError,
+    UnknownProducerIdError,
     UnknownServerError,
     UnknownTopicOrPartitionError,
     error_for_code,
@@ -75,7 +95,8 @@ class Producer:
         *,
         bootstrap_servers: str | list[str],
         client_id: str = "headwater-producer",
-        acks: int | str = 1,
+        acks: int | str = "all",
+        enable_idempotence: bool | None = None,
         linger_ms: int = 0,
         batch_size: int = 16_384,
         compression_type: str | None = None,
@@ -92,6 +113,9 @@ class Producer:
         buffer_memory: int = 33_554_432,
     ) -> None:
         self.acks = _acks(acks)
+        self.enable_idempotence = _idempotence(
+            enable_idempotence, self.acks, max_in_flight_requests_per_connection, retries
+        )
         if compression_type is not None and compression_type not in CODECS:
             raise ConfigurationError(
                 f"compression_type={compression_type!r} is invalid; use one of "
@@ -150,6 +174,8 @@ class Producer:
         self._requests: set[asyncio.Task[None]] = set()
         self._state = "new"
         self._sender_error: BaseException | None = None
+        self._new_producer_id = False  # a sequence broke: take a new id when idle
+        self._resetting: asyncio.Task[None] | None = None
 
     # --- life ------------------------------------------------------------------------------
 
@@ -159,9 +185,43 @@ class Producer:
         self._wakeup = asyncio.Event()
         self._space = asyncio.Event()
         await self._cluster.start()
+        try:
+            if self.enable_idempotence:
+                await self._init_producer_id()
+        except BaseException:
+            await self._cluster.close()
+            self._state = "stopped"
+            raise
         self._cluster.on_update.append(lambda _metadata: self._wake())
         self._sender = asyncio.get_running_loop().create_task(self._run_sender())
         self._state = "running"
+
+    async def _init_producer_id(self) -> None:
+        """A producer id from any broker (InitProducerId), retried while none can give one."""
+        deadline = time.monotonic() + self.request_timeout_ms / 1000
+        while True:
+            try:
+                response: InitProducerIdResponse = await self._cluster.send_any(
+                    ApiKey.INIT_PRODUCER_ID, InitProducerIdRequest()
+                )
+            except ApiError as exc:
+                if not exc.retriable or time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(self._cluster.retry_backoff_ms / 1000)
+                continue
+            self._accumulator.reset_producer(response.producer_id, response.producer_epoch)
+            _log.debug("producer id %d, epoch %d", response.producer_id, response.producer_epoch)
+            return
+
+    async def _reset_producer_id(self) -> None:
+        try:
+            await self._init_producer_id()
+            self._new_producer_id = False
+        except ApiError as exc:
+            _log.warning("could not get a new producer id (will retry): %s", exc)
+        finally:
+            self._resetting = None
+            self._wake()
 
     async def stop(self) -> None:
         """Send everything accepted so far (up to ``delivery_timeout_ms``), then close.
@@ -181,6 +241,8 @@ class Producer:
     async def _close(self) -> None:
         self._state = "stopped"
         tasks = [*self._requests, *([self._sender] if self._sender is not None else [])]
+        if self._resetting is not None:
+            tasks.append(self._resetting)
         await self._cluster.close()  # requests in flight fail at once: their tasks end
         for task in tasks:
             task.cancel()
@@ -360,6 +422,10 @@ class Producer:
             backoff_ms = self._cluster.retry_backoff_ms
             delay_ms = backoff_ms if delay_ms is None else min(delay_ms, backoff_ms)
         nodes = {n for n in check.nodes if self._in_flight.get(n, 0) < self.max_in_flight}
+        if self._new_producer_id:
+            nodes = set()  # nothing more under the old id; once idle, take a new one
+            if self._resetting is None and not any(self._in_flight.values()):
+                self._resetting = asyncio.get_running_loop().create_task(self._reset_producer_id())
         if nodes:
             drained = self._accumulator.drain(nodes, leader_of, self.max_request_size)
             for node, batches in drained.items():
@@ -426,6 +492,14 @@ class Producer:
         if isinstance(error, MessageTooLargeError) and batch.record_count > 1:
             self._accumulator.split(batch)
             return
+        if batch.producer_id >= 0 and isinstance(error, _SEQUENCE_BROKEN):
+            # KIP-360: the partition cannot take this sequence; under a new producer id
+            # it starts at 0, so the batch goes again (within delivery_timeout_ms)
+            _log.info("%s refused the sequence of %s: %s", batch.tp, batch, error)
+            self._new_producer_id = True
+            if _monotonic_ms() < batch.deadline_ms and self._state != "stopped":
+                self._accumulator.retry(batch)
+                return
         if error.invalid_metadata:
             self._cluster.request_refresh()
         if (
@@ -437,7 +511,32 @@ class Producer:
             _log.debug("retrying %s (attempt %d): %s", batch.tp, batch.attempts, error)
             self._accumulator.retry(batch)
             return
+        if batch.producer_id >= 0:  # its sequence may or may not be written: start over
+            self._new_producer_id = True
         self._accumulator.fail(batch, error)
+
+
+_SEQUENCE_BROKEN = (OutOfOrderSequenceNumberError, UnknownProducerIdError)
+
+
+def _idempotence(wanted: bool | None, acks: int, max_in_flight: int, retries: int) -> bool:
+    """Kafka 3's rule: on unless turned off, or unless acks/retries/in-flight settings
+    that cannot go with it were chosen; asked for explicitly with them, an error."""
+    conflicts = []
+    if acks != -1:
+        conflicts.append(f"acks={acks} (it needs acks='all')")
+    if max_in_flight > 5:
+        conflicts.append(f"max_in_flight_requests_per_connection={max_in_flight} (at most 5)")
+    if retries == 0:
+        conflicts.append("retries=0 (it needs retries)")
+    if wanted is None:
+        return not conflicts
+    if wanted and conflicts:
+        raise ConfigurationError(
+            f"enable_idempotence=True does not go with {', '.join(conflicts)}; change them "
+            f"or pass enable_idempotence=False"
+        )
+    return wanted
 
 
 def _monotonic_ms() -> float:

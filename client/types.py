@@ -11,9 +11,11 @@ from types import MappingProxyType
 from typing import Any, NamedTuple
 
 __all__ = [
+    "AlterConfigOp",
     "BrokerDescription",
     "ClusterDescription",
     "ConfigEntry",
+    "ConfigResource",
     "ConsumerRecord",
     "GroupDescription",
     "GroupListing",
@@ -111,6 +113,26 @@ class ConfigEntry(NamedTuple):
     """Kafka's ConfigSource name: DEFAULT_CONFIG, DYNAMIC_TOPIC_CONFIG, ..."""
     read_only: bool
     is_sensitive: bool
+
+
+class ConfigResource(NamedTuple):
+    """Something with configs: ``ConfigResource("topic", "orders")`` (Kafka's
+    ConfigResource; ``configs`` as aiokafka's, for :meth:`Admin.alter_configs`)."""
+
+    resource_type: str | int
+    """``"topic"`` or ``"broker"`` (or Kafka's numbers, 2 and 4)."""
+    name: str
+    configs: Mapping[str, str] | None = None
+
+
+class AlterConfigOp(NamedTuple):
+    """One change of :meth:`Admin.incremental_alter_configs` (Kafka's AlterConfigOp)."""
+
+    name: str
+    value: str | None = None
+    op_type: str = "SET"
+    """``SET``, ``DELETE`` (back to the default), ``APPEND`` / ``SUBTRACT`` (list configs
+    such as ``cleanup.policy``: add or remove items)."""
 
 
 # --- consumer groups and offsets (Admin) --------------------------------------------------

@@ -480,6 +480,45 @@ class AlterConfigsResponse(Response):
     responses: list[AlterConfigsResourceResponse] = field(default_factory=list)
 
 
+# --- IncrementalAlterConfigs (44): KIP-339 --------------------------------------------
+# AlterConfigs replaces a resource's whole set of overrides; this changes single entries.
+
+
+class AlterConfigOp(enum.IntEnum):
+    """Kafka's ``config_operation`` (AlterConfigOp.OpType)."""
+
+    SET = 0
+    DELETE = 1  # back to the default
+    APPEND = 2  # list configs only (cleanup.policy): add items
+    SUBTRACT = 3  # list configs only: remove items
+
+
+@dataclass(slots=True, kw_only=True)
+class IncrementalAlterableConfig:
+    name: str
+    config_operation: int = AlterConfigOp.SET
+    value: str | None = None
+
+
+@dataclass(slots=True, kw_only=True)
+class IncrementalAlterConfigsResource:
+    resource_type: int
+    resource_name: str
+    configs: list[IncrementalAlterableConfig] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class IncrementalAlterConfigsRequest(Request):
+    resources: list[IncrementalAlterConfigsResource] = field(default_factory=list)
+    validate_only: bool = False
+
+
+@dataclass(slots=True, kw_only=True)
+class IncrementalAlterConfigsResponse(Response):
+    throttle_time_ms: int = 0
+    responses: list[AlterConfigsResourceResponse] = field(default_factory=list)
+
+
 # --- controller to broker: LeaderAndIsr (4), StopReplica (5), UpdateMetadata (6) --------
 # Sent only by the controller. Every one carries the controller's epoch; a broker refuses
 # one from an older epoch with STALE_CONTROLLER_EPOCH (a deposed controller is fenced).
@@ -877,6 +916,25 @@ class LeaveGroupResponse(Response):
     throttle_time_ms: int = 0
 
 
+# --- idempotent producers: InitProducerId (22) -------------------------------------------
+
+
+@dataclass(slots=True, kw_only=True)
+class InitProducerIdRequest(Request):
+    transactional_id: str | None = None
+    """None: an idempotent (not transactional) producer; any broker answers."""
+    transaction_timeout_ms: int = -1
+    producer_id: int = -1
+    producer_epoch: int = -1
+
+
+@dataclass(slots=True, kw_only=True)
+class InitProducerIdResponse(Response):
+    throttle_time_ms: int = 0
+    producer_id: int = -1
+    producer_epoch: int = -1
+
+
 # --- group administration: ListGroups (16), DescribeGroups (15), DeleteGroups (42) -----
 
 
@@ -1004,6 +1062,7 @@ APIS = _apis(
     Api(ApiKey.HEARTBEAT, 0, 0, HeartbeatRequest, HeartbeatResponse),
     Api(ApiKey.LEAVE_GROUP, 0, 0, LeaveGroupRequest, LeaveGroupResponse),
     Api(ApiKey.LIST_GROUPS, 0, 0, ListGroupsRequest, ListGroupsResponse),
+    Api(ApiKey.INIT_PRODUCER_ID, 0, 0, InitProducerIdRequest, InitProducerIdResponse),
     Api(ApiKey.DESCRIBE_GROUPS, 0, 0, DescribeGroupsRequest, DescribeGroupsResponse),
     Api(ApiKey.DELETE_GROUPS, 0, 0, DeleteGroupsRequest, DeleteGroupsResponse),
     Api(ApiKey.API_VERSIONS, 0, 0, ApiVersionsRequest, ApiVersionsResponse),
@@ -1011,6 +1070,13 @@ APIS = _apis(
     Api(ApiKey.DELETE_TOPICS, 0, 0, DeleteTopicsRequest, DeleteTopicsResponse),
     Api(ApiKey.DESCRIBE_CONFIGS, 0, 0, DescribeConfigsRequest, DescribeConfigsResponse),
     Api(ApiKey.ALTER_CONFIGS, 0, 0, AlterConfigsRequest, AlterConfigsResponse),
+    Api(
+        ApiKey.INCREMENTAL_ALTER_CONFIGS,
+        0,
+        0,
+        IncrementalAlterConfigsRequest,
+        IncrementalAlterConfigsResponse,
+    ),
 )
 """The APIs this build serves, by key. ApiVersions v0 is never dropped: it is how a peer
 of any age learns what else we speak."""

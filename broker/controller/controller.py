@@ -585,6 +585,20 @@ class Controller:
             )
             return None
 
+    async def elect_unclean(self, topic: str) -> None:
+        """``topic`` now allows unclean election: its offline partitions get a leader from
+        any live replica at once (Kafka's TopicUncleanLeaderElectionEnable event), rather
+        than at the next broker change. Partitions that have a leader are left alone."""
+
+        async def work() -> None:
+            tps = [tp for tp in self._all_partitions() if tp[0] == topic]
+            self._tell_replicas(await self._elect(tps))
+
+        try:
+            await self.submit(work)
+        except NotControllerError:
+            return  # the next controller reads the topic's config when it elects
+
     async def rebalance_leaders(self) -> None:
         """``auto.leader.rebalance.enable``: preferred leaders back where they can be."""
         try:

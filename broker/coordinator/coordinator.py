@@ -6,21 +6,27 @@ A group lives in partition ``abs(java_hash(group)) % offsets.topic.num.partition
 ``__consumer_offsets`` (created, replicated, on the first FindCoordinator); the leader of
 that partition is the group's coordinator. When this broker becomes leader of an offsets
 partition it loads it (reads the log, applies every record in order) before answering
-for its groups (COORDINATOR_LOAD_IN_PROGRESS meanwhile, retriable); when it stops leading
-one, it forgets it (NOT_COORDINATOR, retriable: the client finds the new one). So a
-coordinator failover loses nothing that was committed: commits are appended with
-acks=all and answered only once every in-sync replica has them.
+for its groups (COORDINATOR_LOAD_IN_PROGRESS meanwhile, retriable; a load that fails is
+retried with a backoff while this broker leads, NOT_COORDINATOR in between); when it
+stops leading one, it forgets it (NOT_COORDINATOR, retriable: the client finds the new
+one, keeping its member id). A new leader epoch for a partition this broker already
+leads (a follower left the ISR) changes nothing here, as in Kafka. So a coordinator
+failover loses nothing that was committed: commits are appended with acks=all and
+answered only once every in-sync replica has them.
 
 Membership (JoinGroup, SyncGroup, Heartbeat, LeaveGroup) runs :class:`Group`'s state
 machine; a commit must come from a member of the current generation, or from outside
 membership (generation -1, no member id: Kafka's manual assignment) while the group has
 no members. When a generation settles (the leader's SyncGroup), and when a group empties,
 its metadata (members, their subscriptions and assignments) is appended to the same
-partition, as Kafka's storeGroup does; the leader's SyncGroup is answered once that is
-replicated. A coordinator that loads the partition restores each group from its last
-record: a Stable group's members keep their generation, and their heartbeats, sent to the
-new coordinator, go on without a rebalance (sessions restart at load time). A failover
-that beats the write costs a rebalance: the members are unknown there and join again.
+partition, as Kafka's storeGroup does; every member's SyncGroup is answered once that is
+replicated, and a failed write answers them all with a retriable error
+(COORDINATOR_NOT_AVAILABLE, NOT_COORDINATOR) and rebalances the group, so no member
+consumes by a generation the log may not have. A coordinator that loads the partition
+restores each group from its last record: a Stable group's members keep their generation,
+and their heartbeats, sent to the new coordinator, go on without a rebalance (sessions
+restart at load time). A failover that beats the write costs a rebalance: the members
+are unknown there, or at the previous generation, and join again.
 
 Administration, as Kafka's GroupCoordinator does it: each broker lists the groups it
 coordinates (the client asks every broker), a group with only committed offsets counts as
@@ -45,7 +51,7 @@ import structlog
 
 from broker.admin import TopicAdmin
 from broker.config import BrokerConfig
-from broker.coordinator.group import DEAD, EMPTY, STABLE, Group, Member
+from broker.coordinator.group import DEAD, EMPTY, STABLE, Group, Member, Stored
 from broker.coordinator.offsets import (
     OFFSETS_TOPIC,
     BadRecordError,
@@ -105,6 +111,7 @@ from protocol.errors import (
     InvalidGroupIdError,
     InvalidRequestError,
     InvalidSessionTimeoutError,
+    KafkaStorageError,
     MessageTooLargeError,
     NonEmptyGroupError,
     NotCoordinatorError,
@@ -123,6 +130,8 @@ _COMMIT_TIMEOUT_MS = 5_000  # Kafka's offsets.commit.timeout.ms
 _MAX_METADATA_BYTES = 4_096  # Kafka's offset.metadata.max.bytes
 _LOAD_READ_BYTES = 1 << 20
 _TICK_S = 0.1
+_LOAD_RETRY_S = 0.5  # the first retry of a failed load; doubled up to _LOAD_RETRY_MAX_S
+_LOAD_RETRY_MAX_S = 30.0
 T = TypeVar("T")
 
 
@@ -147,6 +156,7 @@ class GroupCoordinator:
         self.num_partitions = int(config["offsets.topic.num.partitions"])
         self.stores: dict[int, OffsetStore] = {}
         self._loading: dict[int, asyncio.Task[None]] = {}
+        self._load_retries: dict[int, asyncio.TimerHandle] = {}  # failed loads, waiting
         self.groups: dict[str, Group] = {}
         self._group_writes: dict[str, asyncio.Task[None]] = {}  # the latest, per group
         self._min_session_ms = int(config["group.min.session.timeout.ms"])
@@ -179,21 +189,72 @@ class GroupCoordinator:
         if tp.topic != OFFSETS_TOPIC:
             return
         index = tp.partition
+        leading = partition is not None and partition.is_leader
+        if leading and self._holds(index):
+            # leader before and still (a follower left the ISR, the epoch went up): the
+            # groups and their waiting members stay, as Kafka reloads only on a new leadership
+            return
+        self._unload(index)
+        if partition is not None and leading:
+            self._start_load(index, partition)
+
+    def _holds(self, index: int) -> bool:
+        """This broker leads ``index``: loaded, loading, or waiting to retry a load."""
+        return index in self.stores or index in self._loading or index in self._load_retries
+
+    def _unload(self, index: int) -> None:
+        """Forget the partition (Kafka's removeGroupsForPartition). Waiting members are
+        told to find the new coordinator, directly: the state machine does not run."""
         loading = self._loading.pop(index, None)
         if loading is not None:
             loading.cancel()
+        retry = self._load_retries.pop(index, None)
+        if retry is not None:
+            retry.cancel()
         self.stores.pop(index, None)
-        for name in [g for g in self.groups if partition_for(g, self.num_partitions) == index]:
-            group = self.groups.pop(name)
-            for member in list(group.members):  # waiting joins and syncs end: ask elsewhere
-                group.leave(member)
-        if partition is not None and partition.is_leader:
-            task = asyncio.get_running_loop().create_task(self._load(index, partition))
-            self._loading[index] = task
+        names = [g for g in self.groups if partition_for(g, self.num_partitions) == index]
+        for name in names:
+            self.groups.pop(name).unload(
+                NotCoordinatorError(
+                    f"broker {self.broker_id} no longer coordinates group {name!r}; "
+                    "find its coordinator again"
+                )
+            )
+        if names:
+            self._log.info("coordinator.unloaded", partition=index, groups=len(names))
+
+    def _start_load(self, index: int, partition: Partition, attempt: int = 0) -> None:
+        loading = self._load_or_retry(index, partition, attempt)
+        self._loading[index] = asyncio.get_running_loop().create_task(loading)
+
+    async def _load_or_retry(self, index: int, partition: Partition, attempt: int) -> None:
+        """A failed load (an unreadable log...) is logged and tried again later, while
+        this broker leads: the partition is not loading meanwhile (NOT_COORDINATOR)."""
+        try:
+            await self._load(index, partition)
+        except Exception:
+            if self._loading.get(index) is not asyncio.current_task():
+                return  # the leadership ended meanwhile
+            del self._loading[index]
+            delay = min(_LOAD_RETRY_S * 2**attempt, _LOAD_RETRY_MAX_S)
+            self._log.error(
+                "coordinator.load_failed",
+                partition=index,
+                attempt=attempt + 1,
+                retry_in_s=delay,
+                exc_info=attempt == 0,  # the traceback once; its repeats, one line each
+            )
+            self._load_retries[index] = asyncio.get_running_loop().call_later(
+                delay, self._retry_load, index, partition, attempt + 1
+            )
+
+    def _retry_load(self, index: int, partition: Partition, attempt: int) -> None:
+        self._load_retries.pop(index, None)
+        if partition.is_leader and index not in self.stores and index not in self._loading:
+            self._start_load(index, partition, attempt)
 
     async def _load(self, index: int, partition: Partition) -> None:
         """Read the partition from its start and apply every record, in order."""
-        epoch = partition.leader_epoch
         store = OffsetStore()
         log = partition.log
         offset = log.log_start_offset
@@ -216,8 +277,9 @@ class GroupCoordinator:
                         records += 1
                 offset = batch.next_offset
             await asyncio.sleep(0)  # a large partition loads without holding the loop
-        if not partition.is_leader or partition.leader_epoch != epoch:
-            return  # led no more (or again, later: that load wins)
+        if self._loading.get(index) is not asyncio.current_task():
+            return  # led no more: the role change unloaded (and cancelled) this load
+        assert partition.is_leader, "a leadership that ends is unloaded first"
         self._loaded(index, store)
         self._log.info(
             "coordinator.loaded",
@@ -276,7 +338,14 @@ class GroupCoordinator:
             name=OFFSETS_TOPIC,
             num_partitions=self.num_partitions,
             replication_factor=max(factor, 1),
-            configs=[CreatableTopicConfig(name="segment.bytes", value=str(100 * 1024 * 1024))],
+            configs=[
+                # Kafka's offsets topic is compacted: a group's latest commit per partition
+                # survives, a tombstone (deleted group) goes after delete.retention.ms
+                CreatableTopicConfig(name="cleanup.policy", value="compact"),
+                CreatableTopicConfig(
+                    name="segment.bytes", value=str(self._config["offsets.topic.segment.bytes"])
+                ),
+            ],
         )
         await self._admin.create_internal(topic)
 
@@ -301,7 +370,7 @@ class GroupCoordinator:
         return group
 
     def _new_group(self, group_id: str) -> Group:
-        return Group(group_id, _now_ms, self._initial_delay_ms, on_settled=self._store_group)
+        return Group(group_id, _now_ms, self._initial_delay_ms, on_store=self._store_group)
 
     def _restored(self, group_id: str, record: GroupMetadata) -> Group:
         group = self._new_group(group_id)
@@ -331,45 +400,56 @@ class GroupCoordinator:
 
     # --- group metadata in the log ------------------------------------------------------
 
-    def _store_group(self, group: Group) -> None:
-        """Group.on_settled: append the group's metadata as it is now (Kafka's storeGroup).
-        Writes start in the order groups settle, so the log keeps the latest last."""
-        if self.groups.get(group.group_id) is not group:
-            return  # no longer ours: the leadership moved, or the group is being dropped
-        record = _group_record(group)
-        task = asyncio.get_running_loop().create_task(self._append_group(group, record))
+    def _store_group(self, group: Group, assignments: dict[str, bytes], stored: Stored) -> None:
+        """Group.on_store: append the group's metadata as it is now, with these
+        assignments (Kafka's storeGroup), then tell the group how that went. Writes start
+        in the order they are asked for, so the log keeps the latest last."""
+        if self.groups.get(group.group_id) is not group:  # the leadership moved
+            stored(self._not_coordinator(group.group_id))
+            return
+        record = _group_record(group, assignments)
+        task = asyncio.get_running_loop().create_task(self._append_group(group, record, stored))
         self._group_writes[group.group_id] = task
         task.add_done_callback(lambda done: self._write_done(group.group_id, done))
+
+    def _not_coordinator(self, group_id: str) -> NotCoordinatorError:
+        return NotCoordinatorError(
+            f"broker {self.broker_id} no longer coordinates group {group_id!r}; find it again"
+        )
 
     def _write_done(self, group_id: str, task: asyncio.Task[None]) -> None:
         if self._group_writes.get(group_id) is task:
             del self._group_writes[group_id]
 
-    async def _append_group(self, group: Group, record: GroupMetadata) -> None:
+    async def _append_group(self, group: Group, record: GroupMetadata, stored: Stored) -> None:
         # re-checked now that the task runs: a delete that started meanwhile has written
-        # its tombstone, which this record must not follow
+        # its tombstone, which this record must not follow (an emptied group's: nobody
+        # waits for it); a group unloaded meanwhile has told its members already
         if group.state == DEAD or self.groups.get(group.group_id) is not group:
+            stored(self._not_coordinator(group.group_id))
             return
         index = partition_for(group.group_id, self.num_partitions)
         key, value = encode_group_key(group.group_id), encode_group_value(record)
         batch = encode_batch([(key, value, None, int(time.time() * 1000))])
-        result = await self._replicas.append_records(
-            OFFSETS_TOPIC, index, batch, timeout_ms=_COMMIT_TIMEOUT_MS
-        )
-        if result.error_code:  # the members go on; a failover before the next write
-            self._log.warning(  # costs a rebalance
-                "coordinator.group_store_failed",
-                group=group.group_id,
-                generation=record.generation,
-                error=error_for_code(result.error_code, result.error_message).name,
+        try:
+            result = await self._replicas.append_records(
+                OFFSETS_TOPIC, index, batch, timeout_ms=_COMMIT_TIMEOUT_MS
             )
-
-    def _write_since(
-        self, group_id: str, before: asyncio.Task[None] | None
-    ) -> asyncio.Task[None] | None:
-        """The group write a request's step just started, if it started one."""
-        written = self._group_writes.get(group_id)
-        return written if written is not before else None
+        except Exception:  # a bug below: the members retry rather than wait for ever
+            self._log.exception("coordinator.group_store_crashed", group=group.group_id)
+            stored(CoordinatorNotAvailableError("the group's metadata could not be written"))
+            return
+        if not result.error_code:
+            stored(None)
+            return
+        error = error_for_code(result.error_code, result.error_message)
+        self._log.warning(
+            "coordinator.group_store_failed",
+            group=group.group_id,
+            generation=record.generation,
+            error=error.name,
+        )
+        stored(_store_error(error))
 
     async def join_group(self, request: JoinGroupRequest) -> JoinGroupResponse:
         if not self._min_session_ms <= request.session_timeout_ms <= self._max_session_ms:
@@ -379,7 +459,6 @@ class GroupCoordinator:
                 "(group.min/max.session.timeout.ms)"
             )
         group = self._group(request.group_id)
-        before = self._group_writes.get(request.group_id)
         rebalance_ms = request.rebalance_timeout_ms
         joined = group.join(
             member_id=request.member_id,
@@ -391,9 +470,7 @@ class GroupCoordinator:
             protocol_type=request.protocol_type,
             protocols=[(p.name, bytes(p.metadata)) for p in request.protocols],
         )
-        written = self._write_since(request.group_id, before)
         result = await _member_wait(joined, request.group_id)
-        await _written(written)  # a static member's new member id is stored first
         return JoinGroupResponse(
             generation_id=result.generation_id,
             protocol_type=result.protocol_type,
@@ -408,13 +485,10 @@ class GroupCoordinator:
 
     async def sync_group(self, request: SyncGroupRequest) -> SyncGroupResponse:
         group = self._known_group(request.group_id)
-        before = self._group_writes.get(request.group_id)
         assignments = {a.member_id: bytes(a.assignment) for a in request.assignments}
-        synced = group.sync(
+        synced = group.sync(  # answered once the log has the generation
             request.member_id, request.generation_id, assignments, request.group_instance_id
         )
-        # the leader's SyncGroup is answered once the log has the generation
-        await _written(self._write_since(request.group_id, before))
         return SyncGroupResponse(assignment=await _member_wait(synced, request.group_id))
 
     async def heartbeat(self, request: HeartbeatRequest) -> HeartbeatResponse:
@@ -664,14 +738,9 @@ async def _member_wait(waiting: Awaitable[T], group_id: str) -> T:
         ) from None
 
 
-async def _written(write: asyncio.Task[None] | None) -> None:
-    if write is not None:
-        await asyncio.wait([write])  # not cancelled with the request that waits for it
-
-
-def _group_record(group: Group) -> GroupMetadata:
+def _group_record(group: Group, assignments: dict[str, bytes]) -> GroupMetadata:
     """The group as Kafka's GroupMetadataManager stores it: each member's subscription for
-    the chosen strategy, and its assignment."""
+    the chosen strategy, and its assignment (``assignments``: the one being settled)."""
     return GroupMetadata(
         protocol_type=group.protocol_type or "",
         generation=group.generation_id,
@@ -687,7 +756,7 @@ def _group_record(group: Group) -> GroupMetadata:
                 m.rebalance_timeout_ms,
                 m.session_timeout_ms,
                 m.metadata(group.protocol_name),
-                m.assignment,
+                assignments.get(m.member_id, b""),
             )
             for m in group.members.values()
         ],
@@ -698,6 +767,21 @@ def _partition_error(metadata: str | None) -> int:
     if metadata is not None and len(metadata.encode()) > _MAX_METADATA_BYTES:
         return OffsetMetadataTooLargeError.code
     return 0
+
+
+def _store_error(error: ApiError) -> ApiError:
+    """Kafka's mapping for a failed group metadata write (GroupMetadataManager.storeGroup):
+    retriable for the members, who find the coordinator again and keep their member ids."""
+    if isinstance(error, NotLeaderOrFollowerError | KafkaStorageError):
+        return NotCoordinatorError(
+            f"the group's metadata could not be written here ({error.name}); find the "
+            "coordinator again"
+        )
+    if error.retriable:
+        return CoordinatorNotAvailableError(
+            f"the group's metadata could not be replicated ({error.name}); retry shortly"
+        )
+    return UnknownServerError(f"the group's metadata could not be written: {error.name}")
 
 
 def _append_error(code: int, message: str | None, what: str) -> ApiError:

@@ -17,8 +17,20 @@ rebalance: its SyncGroup returns its previous assignment. A static member that d
 rejoin a rebalance in time stays in the group (the leader assigns it partitions as before);
 only its session timeout or a LeaveGroup naming its instance id removes it.
 
+A generation settles only once its metadata is written (Kafka's storeGroup, through
+``on_store``): the leader's SyncGroup asks for the write, and every member waiting in
+SyncGroup gets its assignment when the write succeeded. Were they answered first, a failed
+write (or a coordinator that dies first) would let the next coordinator restore the
+previous generation while the members already consume the new one's partitions. A failed
+write answers them all with its (retriable) error and starts a rebalance. A static
+member's rejoin without a rebalance waits for its new member id to be written likewise
+(the member would be fenced by a coordinator that restored the old one); a failed write
+undoes the rejoin.
+
 Joins and syncs wait on futures that the transitions complete; time passes only through
-:meth:`Group.tick` with the coordinator's clock, so tests drive it directly.
+:meth:`Group.tick` with the coordinator's clock, so tests drive it directly. A member
+waiting in JoinGroup or SyncGroup cannot heartbeat (a client's member is one task), so
+its session timeout does not run meanwhile: the rebalance timeout bounds the wait.
 """
 
 from __future__ import annotations
@@ -28,9 +40,10 @@ import collections
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 from protocol.errors import (
+    ApiError,
     CoordinatorNotAvailableError,
     FencedInstanceIdError,
     IllegalGenerationError,
@@ -46,6 +59,21 @@ PREPARING = "PreparingRebalance"
 COMPLETING = "CompletingRebalance"
 STABLE = "Stable"
 DEAD = "Dead"
+T = TypeVar("T")
+
+Stored = Callable[[ApiError | None], None]
+"""Told how a metadata write went: None once it is replicated, else the error to answer
+the members with (NOT_COORDINATOR, COORDINATOR_NOT_AVAILABLE: retriable)."""
+
+
+class _Previous(NamedTuple):
+    """A static member as it was before a rejoin replaced it: what a failed write undoes."""
+
+    member_id: str
+    protocols: list[tuple[str, bytes]]
+    session_timeout_ms: int
+    rebalance_timeout_ms: int
+    leader: str | None
 
 
 class JoinResult(NamedTuple):
@@ -76,6 +104,10 @@ class Member:
     def awaiting_join(self) -> bool:
         return self.join is not None and not self.join.done()
 
+    @property
+    def awaiting_sync(self) -> bool:
+        return self.sync is not None and not self.sync.done()
+
     def metadata(self, protocol: str | None) -> bytes:
         """The member's metadata (subscription) for ``protocol``."""
         return dict(self.protocols).get(protocol or "", b"")
@@ -103,9 +135,14 @@ class Group:
     )
     """(topic, partition) of offset commits being written (Kafka's pendingOffsetCommits):
     a delete must tombstone them too, as their records are already in the log."""
-    on_settled: Callable[[Group], None] | None = None
-    """Called when a generation settles (Stable after the leader's SyncGroup, or a static
-    member's rejoin in it) or the group empties: the moments Kafka stores the group."""
+    on_store: Callable[[Group, dict[str, bytes], Stored], None] | None = None
+    """Kafka's storeGroup: write the group's metadata now, each member with its assignment
+    in the dict, then call back with the outcome. Asked when a generation is to settle (the
+    leader's SyncGroup), when a static member rejoins a Stable group, and when the group
+    empties. Without one (unit tests), every write succeeds at once."""
+    storing_generation: int = -1
+    """The generation whose assignment is being written: a SyncGroup the leader repeats
+    meanwhile waits for that write instead of starting another (the first one wins)."""
 
     # --- JoinGroup ----------------------------------------------------------------------
 
@@ -125,12 +162,11 @@ class Group:
         self._check_alive()
         self._check_protocols(protocol_type, protocols)
         now = self.clock()
-        previous_leader = self.leader
-        replaced = False
+        previous: _Previous | None = None
         if member_id:
             member = self._current_member(member_id, group_instance_id)
         elif group_instance_id is not None and group_instance_id in self.static_members:
-            member, replaced = self._replace_static(group_instance_id), True
+            member, previous = self._replace_static(group_instance_id)
         else:
             member = self._add(group_instance_id, client_id, client_host, protocol_type, now)
         if member.join is not None and not member.join.done():
@@ -141,13 +177,8 @@ class Group:
         member.rebalance_timeout_ms = rebalance_timeout_ms
         member.last_seen_ms = now
         self.protocol_type = protocol_type
-        if replaced and self._keeps_generation():
-            # a static member's restart (Kafka's updateStaticMemberAndRebalance, Stable
-            # case): no rebalance. The answer names the previous leader id, so a
-            # restarted leader does not compute an assignment nobody would receive
-            # (JoinGroup before v9 has no SkipAssignment); its SyncGroup gets the old one.
-            member.join.set_result(self._join_result(member, leader=previous_leader or ""))
-            self._settled()  # the new member id must survive a coordinator failover
+        if previous is not None and self._keeps_generation():
+            self._store_static_rejoin(member, previous)
             return member.join
         if self.state != PREPARING:
             self._prepare_rebalance(now)
@@ -183,12 +214,18 @@ class Group:
                 f"group {self.group_id!r}: no assignment strategy in common with the members"
             )
 
-    def _replace_static(self, group_instance_id: str) -> Member:
+    def _replace_static(self, group_instance_id: str) -> tuple[Member, _Previous]:
         """Kafka's GroupMetadata.replaceStaticMember: the instance's membership moves to a
         new member id; whoever still waits under the old id is fenced at once."""
         old_id = self.static_members[group_instance_id]
-        new_id = f"{group_instance_id}-{uuid.uuid4()}"
         member = self.members[old_id]
+        previous = _Previous(
+            old_id,
+            member.protocols,
+            member.session_timeout_ms,
+            member.rebalance_timeout_ms,
+            self.leader,
+        )
         fenced = FencedInstanceIdError(
             f"group {self.group_id!r}: instance {group_instance_id!r} joined again as "
             f"another member; this one ({old_id!r}) is fenced"
@@ -196,13 +233,49 @@ class Group:
         for future in (member.join, member.sync):
             if future is not None and not future.done():
                 future.set_exception(fenced)
+        self._rename(member, f"{group_instance_id}-{uuid.uuid4()}")
+        return member, previous
+
+    def _rename(self, member: Member, new_id: str) -> None:
+        old_id = member.member_id
         member.member_id = new_id
         # same place in the order: the first member's preferences pick the strategy
         self.members = {(new_id if k == old_id else k): m for k, m in self.members.items()}
         if self.leader == old_id:
             self.leader = new_id
-        self.static_members[group_instance_id] = new_id
-        return member
+        if member.group_instance_id is not None:
+            self.static_members[member.group_instance_id] = new_id
+
+    def _store_static_rejoin(self, member: Member, previous: _Previous) -> None:
+        """A static member's restart in a Stable group (Kafka's
+        updateStaticMemberAndRebalance): no rebalance, but the member hears its new id only
+        once that is written, as a coordinator that restored the old id would fence it.
+        The answer names the previous leader id, so a restarted leader does not compute an
+        assignment nobody would receive (JoinGroup before v9 has no SkipAssignment); its
+        SyncGroup gets the old one. A failed write undoes the rejoin (the old id is back,
+        as the log has it) and answers the error."""
+        generation, join, new_id = self.generation_id, member.join, member.member_id
+        assert join is not None and member.group_instance_id is not None
+        instance = member.group_instance_id
+
+        def stored(error: ApiError | None) -> None:
+            # acts only on the generation it was asked for: once a rebalance started,
+            # the join (if still waiting) is that rebalance's to answer
+            if self.state != STABLE or self.generation_id != generation:
+                return
+            if error is None:
+                if not join.done():
+                    join.set_result(self._join_result(member, leader=previous.leader or ""))
+                return
+            if self.static_members.get(instance) == new_id:  # not replaced again, nor gone
+                self._rename(member, previous.member_id)
+                member.protocols = previous.protocols
+                member.session_timeout_ms = previous.session_timeout_ms
+                member.rebalance_timeout_ms = previous.rebalance_timeout_ms
+            if not join.done():
+                join.set_exception(error)
+
+        self._store({m.member_id: m.assignment for m in self.members.values()}, stored)
 
     def _keeps_generation(self) -> bool:
         """Kafka's rule for a static rejoin: only a Stable group whose next assignment
@@ -301,6 +374,8 @@ class Group:
         assignments: dict[str, bytes],
         group_instance_id: str | None = None,
     ) -> asyncio.Future[bytes]:
+        """The future completes with the member's assignment once the leader's has been
+        written (Kafka's doSyncGroup), or fails with the write's error."""
         member = self._check(member_id, generation_id, group_instance_id)
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         if self.state == PREPARING:
@@ -308,16 +383,47 @@ class Group:
         if self.state == STABLE:
             future.set_result(member.assignment)
             return future
+        if member.sync is not None and not member.sync.done():
+            _answer_alike(member.sync, future)  # a repeated SyncGroup: both get the answer
         member.sync = future
-        if member_id == self.leader:
-            for m in self.members.values():
-                m.assignment = assignments.get(m.member_id, b"")
-            self.state = STABLE
-            for m in self.members.values():
-                if m.sync is not None and not m.sync.done():
-                    m.sync.set_result(m.assignment)
-            self._settled()
+        if member_id == self.leader and self.storing_generation != self.generation_id:
+            self._store_assignment(assignments)
         return future
+
+    def _store_assignment(self, assignments: dict[str, bytes]) -> None:
+        """The leader's assignment is written first; then every member gets its share (or
+        the write's error, and the group rebalances: Kafka's resetAndPropagateAssignmentError
+        and maybePrepareRebalance)."""
+        generation = self.generation_id
+        full = {m: assignments.get(m, b"") for m in self.members}  # missing: nothing
+        self.storing_generation = generation
+
+        def stored(error: ApiError | None) -> None:
+            # another member may have joined (or left) meanwhile: the generation is over
+            if self.state != COMPLETING or self.generation_id != generation:
+                return
+            self.storing_generation = -1
+            if error is None:
+                self._propagate(full)
+            else:
+                self._propagate_error(error)
+
+        self._store(full, stored)
+
+    def _propagate(self, assignments: dict[str, bytes]) -> None:
+        for m in self.members.values():
+            m.assignment = assignments.get(m.member_id, b"")
+        self.state = STABLE
+        for m in self.members.values():
+            if m.sync is not None and not m.sync.done():
+                m.sync.set_result(m.assignment)
+
+    def _propagate_error(self, error: ApiError) -> None:
+        for m in self.members.values():
+            m.assignment = b""
+            if m.sync is not None and not m.sync.done():
+                m.sync.set_exception(error)
+        self._prepare_rebalance(self.clock())
 
     def heartbeat(
         self, member_id: str, generation_id: int, group_instance_id: str | None = None
@@ -363,11 +469,25 @@ class Group:
     def tick(self) -> None:
         """Time passes: silent members go, a rebalance past its deadline completes."""
         now = self.clock()
-        for m in list(self.members.values()):
-            awaiting_join = self.state == PREPARING and m.awaiting_join
-            if not awaiting_join and now - m.last_seen_ms > m.session_timeout_ms:
-                self._remove(m.member_id)
+        for member_id in list(self.members):
+            member = self.members.get(member_id)
+            # a removal can take others along (it may complete the rebalance, which drops
+            # the members that did not rejoin): those are gone already
+            if member is not None and self._expired(member, now):
+                self._remove(member_id)
         self._maybe_complete_join(now)
+
+    def _expired(self, member: Member, now: int) -> bool:
+        """Silent past its session timeout. A member waiting in JoinGroup or SyncGroup
+        cannot heartbeat: while the group rebalances, its join is bounded by the rebalance
+        deadline, its sync by its rebalance timeout (Kafka keeps both alive:
+        MemberMetadata.shouldKeepAlive)."""
+        if self.state == PREPARING and member.awaiting_join:
+            return False
+        limit = member.session_timeout_ms
+        if self.state == COMPLETING and member.awaiting_sync:
+            limit = max(limit, member.rebalance_timeout_ms)
+        return now - member.last_seen_ms > limit
 
     def restore(
         self,
@@ -393,6 +513,17 @@ class Group:
             if member.group_instance_id is not None:
                 self.static_members[member.group_instance_id] = member.member_id
         self.state = STABLE if members else EMPTY
+
+    def unload(self, error: ApiError) -> None:
+        """This coordinator no longer holds the group (Kafka's onGroupUnloaded): Dead, and
+        whoever waits in JoinGroup or SyncGroup is told ``error`` (NOT_COORDINATOR: the
+        member finds the new coordinator and keeps its member id). No transition runs: the
+        group is forgotten here, and the new coordinator has it from the log."""
+        self.state = DEAD
+        for member in self.members.values():
+            for future in (member.join, member.sync):
+                if future is not None and not future.done():
+                    future.set_exception(error)
 
     def delete(self) -> None:
         """Dead: the coordinator is deleting this empty group. Requests that still find it
@@ -425,11 +556,13 @@ class Group:
         self.generation_id += 1
         self.protocol_name = None
         self.leader = None
-        self._settled()
+        self._store({}, _ignored)  # the coordinator logs a failure; nobody waits for it
 
-    def _settled(self) -> None:
-        if self.on_settled is not None:
-            self.on_settled(self)
+    def _store(self, assignments: dict[str, bytes], stored: Stored) -> None:
+        if self.on_store is None:
+            stored(None)
+        else:
+            self.on_store(self, assignments, stored)
 
     def _current_member(self, member_id: str, group_instance_id: str | None) -> Member:
         """Kafka's validateCurrentMember: an instance id must be held by this member id
@@ -467,5 +600,26 @@ class Group:
     def _check_alive(self) -> None:
         if self.state == DEAD:
             raise CoordinatorNotAvailableError(
-                f"group {self.group_id!r} is being deleted; find its coordinator again"
+                f"group {self.group_id!r} is being deleted, or moved away; find its "
+                "coordinator again"
             )
+
+
+def _ignored(error: ApiError | None) -> None:
+    pass
+
+
+def _answer_alike(old: asyncio.Future[T], new: asyncio.Future[T]) -> None:
+    """``new`` replaced ``old`` (a repeated request): ``old`` gets the same answer."""
+
+    def copy(done: asyncio.Future[T]) -> None:
+        if old.done():
+            return
+        if done.cancelled():
+            old.cancel()
+        elif (exc := done.exception()) is not None:
+            old.set_exception(exc)
+        else:
+            old.set_result(done.result())
+
+    new.add_done_callback(copy)

@@ -1,6 +1,7 @@
 """Sparse indexes of one segment: offset -> file position, and timestamp -> offset.
 
-On-disk format (Kafka's), big-endian, fixed-size entries, sorted by both columns::
+On-disk format (Kafka's; the entry layouts live in :mod:`protocol.records.files`, which
+``headwater dump-log`` reads too), big-endian, fixed-size entries, sorted by both columns::
 
     .index      relative_offset:u32 | position:u32                 8 bytes per entry
     .timeindex  timestamp:i64       | relative_offset:u32          12 bytes per entry
@@ -23,6 +24,8 @@ import mmap
 import os
 import struct
 from pathlib import Path
+
+from protocol.records.files import OFFSET_INDEX_ENTRY, TIME_INDEX_ENTRY
 
 __all__ = ["OffsetIndex", "TimeIndex"]
 
@@ -140,7 +143,7 @@ class _Index:
 class OffsetIndex(_Index):
     """Offset -> byte position of the batch starting at (or before) that offset."""
 
-    entry = struct.Struct(">II")
+    entry = OFFSET_INDEX_ENTRY
 
     def append(self, offset: int, position: int) -> None:
         relative = offset - self.base_offset
@@ -174,7 +177,7 @@ class OffsetIndex(_Index):
 class TimeIndex(_Index):
     """Timestamp -> offset: entries record each new maximum timestamp and where it began."""
 
-    entry = struct.Struct(">qI")
+    entry = TIME_INDEX_ENTRY
 
     @property
     def last_entry(self) -> tuple[int, int]:

@@ -31,7 +31,7 @@ import os
 import shutil
 import time
 from bisect import bisect_right
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -39,7 +39,9 @@ import structlog
 
 from broker.log.config import LogConfig
 from broker.log.epochs import LeaderEpochCache
+from broker.log.producer_state import ProducerBatch, ProducerState
 from broker.log.segment import BatchInfo, LogSegment
+from broker.log.swap import install, promote, recover_swaps, retire
 from protocol.apis import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP, MAX_TIMESTAMP
 from protocol.errors import (
     InvalidRecordError,
@@ -49,7 +51,7 @@ from protocol.errors import (
     RecordListTooLargeError,
 )
 from protocol.framing import FileRegion
-from protocol.records import scan_batches
+from protocol.records import BatchHeader, scan_batches
 from protocol.records.batch import LEADER_EPOCH_POS
 
 __all__ = ["AppendInfo", "FetchData", "Log"]
@@ -122,6 +124,8 @@ class Log:
         self._pending_deletes: list[tuple[int, LogSegment]] = []
         self.offline_reason: str | None = None
         self.epochs = LeaderEpochCache(directory)
+        self.producers = ProducerState(directory, directory.name)
+        self.cleaner_truncation: int | None = None  # see _note_truncation
         self._log = structlog.get_logger("headwater.log").bind(log=directory.name)
 
     # --- open / close -------------------------------------------------------------------
@@ -173,6 +177,7 @@ class Log:
         self._log_start_offset = max(log_start_offset, self.segments[0].base_offset)
         self.recovery_point = min(max(recovery_point, 0), self.log_end_offset)
         self._load_epochs(recovery_point, clean)
+        self._load_producers()
         if not clean:
             # what recovery checked is made durable once, so it is not checked again
             _fsync_all(self.segments)
@@ -199,6 +204,23 @@ class Log:
             self._derive_epochs(min(recovery_point, self.log_end_offset))
         self.epochs.truncate_from_start(self._log_start_offset)
 
+    def _load_producers(self) -> None:
+        """Idempotent producers' state: the newest snapshot, then the batch headers after it."""
+        start = self.producers.load(self._log_start_offset, self.log_end_offset)
+        self.producers.replay(self._producer_batches(start), self.log_end_offset)
+
+    def _reload_producers(self) -> None:
+        """After a truncation: snapshots past the new end go, the state is rebuilt."""
+        self.producers.delete_snapshots_above(self.log_end_offset)
+        self._load_producers()
+
+    def _producer_batches(self, from_offset: int) -> Iterator[ProducerBatch]:
+        i = max(bisect_right(self._bases, from_offset) - 1, 0)
+        for segment in self.segments[i:]:
+            for h in segment.headers():
+                if h.producer_id >= 0 and h.base_offset >= from_offset:
+                    yield _producer_batch(h, h.base_offset)
+
     def _derive_epochs(self, from_offset: int) -> None:
         i = max(bisect_right(self._bases, from_offset) - 1, 0)
         for segment in self.segments[i:]:
@@ -210,6 +232,11 @@ class Log:
 
     def _segment_files(self) -> list[int]:
         """Base offsets of the segments on disk, after removing what a crash left behind."""
+        recover_swaps(
+            self.dir,
+            index_interval_bytes=self.config.index_interval_bytes,
+            max_index_bytes=self.config.segment_index_bytes,
+        )
         for path in self.dir.iterdir():
             if path.name.endswith(_LEFTOVER_SUFFIXES):
                 path.unlink()
@@ -336,6 +363,9 @@ class Log:
                 f"{total} bytes in one append is over segment.bytes "
                 f"({self.config.segment_bytes}) for {self.name}"
             )
+        duplicate = self._check_producers(headers) if assign_offsets else None
+        if duplicate is not None:
+            return duplicate
         buffers: list[Buffer] = []
         infos: list[BatchInfo] = []
         next_offset = self.log_end_offset
@@ -368,11 +398,38 @@ class Log:
         )
         if epochs[-1] > self.epochs.latest_epoch:  # once per leader change, not per append
             self._write(lambda: self._assign_epochs(epochs, infos), "recording leader epochs of")
+        for h, info in zip(headers, infos, strict=True):
+            if h.producer_id >= 0:
+                self.producers.update(_producer_batch(h, info.base_offset))
+        self.producers.end_offset = infos[-1].last_offset + 1
         self._unflushed_records += records
         max_ts = max(i.max_timestamp for i in infos)
         return AppendInfo(
             infos[0].base_offset, infos[-1].last_offset, max_ts, len(infos), records, total
         )
+
+    def _check_producers(self, headers: list[BatchHeader]) -> AppendInfo | None:
+        """The leader's idempotence check; the original offsets if this is a retry."""
+        idempotent = [h for h in headers if h.producer_id >= 0]
+        if not idempotent:
+            return None
+        if len(headers) > 1:
+            raise InvalidRecordError(
+                f"{self.name}: an idempotent producer sends one batch per partition per "
+                f"request, not {len(headers)}"
+            )
+        h = idempotent[0]
+        kept = self.producers.check(_producer_batch(h, self.log_end_offset))
+        if kept is None:
+            return None
+        self._log.info(
+            "log.duplicate_batch",
+            producer_id=h.producer_id,
+            sequence=h.base_sequence,
+            offset=kept.first_offset,
+        )
+        count = kept.last_offset - kept.first_offset + 1
+        return AppendInfo(kept.first_offset, kept.last_offset, h.max_timestamp, 0, count, 0)
 
     def _assign_epochs(self, epochs: list[int], infos: list[BatchInfo]) -> None:
         for epoch, info in zip(epochs, infos, strict=True):
@@ -408,6 +465,8 @@ class Log:
             segment.make_active()
             old.on_roll()
             self._add_segment(segment)
+            self.producers.end_offset = max(self.producers.end_offset, base)
+            self.producers.take_snapshot()  # restarts replay from here, not the log start
 
         self._write(roll, "rolling a segment of")
         self._log.debug("log.rolled", base_offset=base, previous_size=old.size)
@@ -492,6 +551,7 @@ class Log:
         if offset <= self.segments[0].base_offset:
             self.truncate_fully_and_start_at(offset)
             return
+        self._note_truncation(offset)
 
         def truncate() -> None:
             while len(self.segments) > 1 and self.active.base_offset >= offset:
@@ -502,11 +562,13 @@ class Log:
 
         self._write(truncate, "truncating")
         self.epochs.truncate_from_end(self.log_end_offset)  # whole batches: may be < offset
+        self._write(self._reload_producers, "rebuilding the producer state of")
         self.recovery_point = min(self.recovery_point, self.log_end_offset)
         self._log.info("log.truncated", offset=offset, log_end_offset=self.log_end_offset)
 
     def truncate_fully_and_start_at(self, offset: int) -> None:
         """Drop every segment; the log restarts empty at ``offset``."""
+        self._note_truncation(offset)
 
         def restart() -> None:
             for segment in self.segments:
@@ -519,32 +581,59 @@ class Log:
 
         self._write(restart, "truncating")
         self.epochs.clear()
+        self._write(lambda: self.producers.delete_snapshots_above(-1), "truncating")
+        self.producers.clear(offset)
         self._log_start_offset = offset
         self.recovery_point = offset
 
-    def apply_retention(self) -> int:
-        """Delete whole segments past ``retention.ms`` or over ``retention.bytes``.
+    def apply_retention(self, high_watermark: int | None = None) -> int:
+        """Delete whole segments past ``retention.ms`` or over ``retention.bytes``, only
+        when ``cleanup.policy`` includes delete (a compact-only topic keeps every key's
+        latest record however old it is); and, whatever the policy, segments wholly below
+        the log start offset (a follower's moves with its leader's: Kafka's
+        ``deleteLogStartOffsetBreachedSegments``).
 
-        Never the active segment. Returns how many segments were deleted.
+        Never the active segment, nor one holding offsets at or past ``high_watermark``
+        (None: no bound), so the log start offset never passes it (as Kafka). Returns how
+        many segments were deleted.
         """
         now = self._clock()
-        cfg = self.config
+        bound = self.log_end_offset if high_watermark is None else high_watermark
         doomed = 0
         size = self.size_bytes
-        for segment in self.segments[:-1]:
-            expired = (
-                cfg.retention_ms >= 0
-                and segment.max_timestamp >= 0
-                and now - segment.max_timestamp > cfg.retention_ms
-            )
-            oversize = cfg.retention_bytes >= 0 and size - segment.size >= cfg.retention_bytes
-            if not (expired or oversize):
+        for segment, after in zip(self.segments, self.segments[1:], strict=False):
+            if after.base_offset > bound or not self._breaches(segment, after, size, now):
                 break
             size -= segment.size
             doomed += 1
         if doomed:
             self._delete_oldest(doomed, now)
         return doomed
+
+    def _breaches(self, segment: LogSegment, after: LogSegment, size: int, now: int) -> bool:
+        """Whether retention may delete ``segment`` (``size``: the log's bytes from it on)."""
+        if after.base_offset <= self._log_start_offset:
+            return True
+        cfg = self.config
+        if not cfg.delete:
+            return False
+        expired = (
+            cfg.retention_ms >= 0
+            and segment.max_timestamp >= 0
+            and now - segment.max_timestamp > cfg.retention_ms
+        )
+        return expired or (cfg.retention_bytes >= 0 and size - segment.size >= cfg.retention_bytes)
+
+    def advance_log_start_offset(self, offset: int) -> bool:
+        """Move the log start offset up to ``offset`` (never past the log end): how a
+        follower keeps its leader's, which each fetch response carries. Segments wholly
+        below it go at the next retention pass. True if it moved."""
+        offset = min(offset, self.log_end_offset)
+        if offset <= self._log_start_offset:
+            return False
+        self._log_start_offset = offset
+        self.epochs.truncate_from_start(offset)
+        return True
 
     def _delete_oldest(self, count: int, now: int) -> None:
         gone = self.segments[:count]
@@ -559,6 +648,10 @@ class Log:
         del self._bases[:count]
         self._log_start_offset = max(self._log_start_offset, self.segments[0].base_offset)
         self.epochs.truncate_from_start(self._log_start_offset)
+        self._write(
+            lambda: self.producers.delete_snapshots_below(self._log_start_offset),
+            "deleting producer snapshots of",
+        )
         self._log.info(
             "log.retention_deleted",
             segments=count,
@@ -573,6 +666,46 @@ class Log:
             item[1].delete()
             self._pending_deletes.remove(item)
         return len(due)
+
+    # --- compaction (broker.log.cleaner) ------------------------------------------------
+
+    def replace_segments(self, old: list[LogSegment], cleaned_base: int) -> LogSegment:
+        """Swap the cleaner's ``<cleaned_base>.*.cleaned`` files in for ``old``, consecutive
+        non-active segments of this log starting at ``cleaned_base`` (Kafka's
+        replaceSegments; the steps and their crash recovery: :mod:`broker.log.swap`).
+
+        The old files are renamed ``.deleted`` and unlinked after ``file.delete.delay.ms``,
+        so a read in flight (a ``sendfile`` of a fetch) keeps its file. Event loop only:
+        no other code sees the list of segments half replaced.
+        """
+        i = self.segments.index(old[0])
+        assert self.segments[i : i + len(old)] == old and i + len(old) < len(self.segments)
+        assert old[0].base_offset == cleaned_base
+        now = self._clock()
+
+        def swap() -> None:
+            promote(self.dir, cleaned_base)
+            retire(old)
+            delay = self.config.file_delete_delay_ms
+            self._pending_deletes += [(now + delay, segment) for segment in old]
+            install(self.dir, cleaned_base)
+            new = self._new_segment(cleaned_base, now)
+            if not new.indexes_sane():  # written by the cleaner just now: a bug if so
+                new.recover()
+                new.on_roll()
+            new.load_tail()
+            self.segments[i : i + len(old)] = [new]
+            self._bases[i : i + len(old)] = [cleaned_base]
+
+        self._write(swap, "swapping cleaned segments into")
+        return self.segments[i]
+
+    def _note_truncation(self, offset: int) -> None:
+        """Remember the lowest truncation point until the cleaner reads it: its checkpoint
+        (the first offset not cleaned) must not stay above what the log was cut back to
+        (Kafka's maybeTruncateCheckpoint), or records rewritten there would be skipped."""
+        seen = self.cleaner_truncation
+        self.cleaner_truncation = offset if seen is None else min(seen, offset)
 
     # --- flush --------------------------------------------------------------------------
 
@@ -652,3 +785,14 @@ def _storage_advice(exc: OSError, doing: str, directory: Path) -> str:
             f"{where}; fix its mount or permissions, then restart the broker"
         )
     return f"{exc.strerror or exc} while {where}; check the disk, then restart the broker"
+
+
+def _producer_batch(header: BatchHeader, base_offset: int) -> ProducerBatch:
+    return ProducerBatch(
+        header.producer_id,
+        header.producer_epoch,
+        header.base_sequence,
+        header.record_count,
+        base_offset,
+        base_offset + header.last_offset_delta,
+    )

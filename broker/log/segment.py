@@ -27,6 +27,7 @@ from broker.log.index import OffsetIndex, TimeIndex
 from protocol.errors import CorruptBatchError
 from protocol.records import decode_batches, read_header, verify_crc
 from protocol.records.batch import HEADER, HEADER_SIZE, LOG_OVERHEAD, BatchHeader
+from protocol.records.files import segment_name
 
 __all__ = ["BatchInfo", "LogSegment", "segment_name"]
 
@@ -34,10 +35,6 @@ Buffer = bytes | bytearray | memoryview
 
 _IOV_MAX = 1024  # os.writev takes at most this many buffers per call (Linux)
 _pwritev = os.pwritev  # a seam for fault-injection tests
-
-
-def segment_name(base_offset: int, suffix: str) -> str:
-    return f"{base_offset:020d}{suffix}"
 
 
 class BatchInfo(NamedTuple):
@@ -60,21 +57,25 @@ class LogSegment:
         index_interval_bytes: int,
         max_index_bytes: int,
         created_ms: int,
+        suffix: str = "",
     ) -> None:
+        """``suffix``: after each file's name; the log cleaner writes ``.cleaned`` ones."""
         self.base_offset = base_offset
-        self.log_path = directory / segment_name(base_offset, ".log")
+        self.log_path = directory / (segment_name(base_offset, ".log") + suffix)
         self._interval = index_interval_bytes
         self.fd = os.open(self.log_path, os.O_RDWR | os.O_CREAT, 0o644)
         self.size = os.fstat(self.fd).st_size
         index_missing = not all(
-            (directory / segment_name(base_offset, suffix)).exists()
-            for suffix in (".index", ".timeindex")
+            (directory / (segment_name(base_offset, kind) + suffix)).exists()
+            for kind in (".index", ".timeindex")
         )
         self.offset_index = OffsetIndex(
-            directory / segment_name(base_offset, ".index"), base_offset, max_index_bytes
+            directory / (segment_name(base_offset, ".index") + suffix), base_offset, max_index_bytes
         )
         self.time_index = TimeIndex(
-            directory / segment_name(base_offset, ".timeindex"), base_offset, max_index_bytes
+            directory / (segment_name(base_offset, ".timeindex") + suffix),
+            base_offset,
+            max_index_bytes,
         )
         self.index_missing = index_missing
         self.created_ms = created_ms

@@ -285,6 +285,9 @@ class ReplicaFetcher:
         partition.high_watermark = max(
             partition.high_watermark, min(data.high_watermark, partition.log.log_end_offset)
         )
+        # the leader's retention moved its log start: ours follows (Kafka's followers do the
+        # same), and our own retention pass deletes what falls below it
+        partition.log.advance_log_start_offset(data.log_start_offset)
         if self._on_progress is not None:
             self._on_progress(partition)
 

@@ -72,9 +72,11 @@ from protocol.errors import (
     UnknownLeaderEpochError,
     UnknownTopicOrPartitionError,
 )
+from protocol.records.transform import rewrite_for_append, topic_codec
 
 __all__ = ["ReplicaManager"]
 
+Buffer = bytes | bytearray | memoryview
 ConfigLoader = Callable[[str], Awaitable[LogConfig]]
 """The log config of a topic: broker defaults with the topic's overrides."""
 
@@ -188,7 +190,9 @@ class ReplicaManager:
     async def _open(self, tp: TopicPartition) -> Partition:
         config = await self._load_config(tp.topic)
         log = await asyncio.to_thread(self.logs.get_or_create_log, tp.topic, tp.partition, config)
-        log.config = config
+        # read again now that the log manager lists the log: a change applied while it was
+        # being opened missed it, and the loader never answers older than what it applied
+        log.config = await self._load_config(tp.topic)
         # the awaits above may have raced another LeaderAndIsr for this partition
         return self.partitions.setdefault(
             tp,
@@ -326,6 +330,7 @@ class ReplicaManager:
                 f"({partition.isr}), fewer than min.insync.replicas={min_isr}; acks=all "
                 "writes wait until enough replicas are back (acks=1 still works)"
             )
+        records, append_time_ms = _as_topic_wants(partition.log.config, records)
         info = partition.log.append(records, leader_epoch=partition.leader_epoch)
         self.bytes_in.inc(info.size_bytes)
         partition.maybe_advance_high_watermark()
@@ -336,6 +341,7 @@ class ReplicaManager:
         result = ProducePartitionResponse(
             index=index,
             base_offset=info.first_offset,
+            log_append_time_ms=append_time_ms,
             log_start_offset=partition.log.log_start_offset,
         )
         return result, partition, info.last_offset + 1
@@ -692,6 +698,24 @@ _PARKED_FETCHES = gauge(
 _LOG_SIZE = gauge("headwater_log_size_bytes", "Bytes in a partition's log.")
 _LOG_END = gauge("headwater_log_end_offset", "A partition's log end offset.")
 _HIGH_WATERMARK = gauge("headwater_high_watermark", "A partition's high watermark.")
+
+
+def _as_topic_wants(config: LogConfig, records: Buffer) -> tuple[Buffer, int]:
+    """The batches as the topic's ``message.timestamp.type`` and ``compression.type`` want
+    them stored, and the LogAppendTime given (-1: CreateTime). With Kafka's defaults
+    (CreateTime, ``producer``) nothing is touched; otherwise see
+    :mod:`protocol.records.transform` (per batch; a recompression only where the codec
+    differs, the one place the broker pays per byte of records)."""
+    append_time_ms = -1
+    if config.message_timestamp_type == "LogAppendTime":
+        append_time_ms = time.time_ns() // 1_000_000
+    codec = topic_codec(config.compression_type)
+    if append_time_ms < 0 and codec is None:
+        return records, -1
+    rewritten = rewrite_for_append(
+        records, codec=codec, append_time_ms=append_time_ms if append_time_ms >= 0 else None
+    )
+    return rewritten, append_time_ms
 
 
 def _check_epoch(partition: Partition, current_leader_epoch: int) -> None:

@@ -15,6 +15,7 @@ from protocol.records.batch import (
     scan_batches,
     set_base_offset,
     set_partition_leader_epoch,
+    set_producer_fields,
     verify_crc,
 )
 from protocol.records.codec import (
@@ -39,5 +40,6 @@ __all__ = [
     "scan_batches",
     "set_base_offset",
     "set_partition_leader_epoch",
+    "set_producer_fields",
     "verify_crc",
 ]

@@ -77,6 +77,7 @@ NO_PARTITION_LEADER_EPOCH = -1
 
 _OFFSET = struct.Struct(">q")
 _INT32 = struct.Struct(">i")
+_UINT32 = struct.Struct(">I")
 _PREFIX = struct.Struct(">qi")
 
 
@@ -221,3 +222,18 @@ def set_partition_leader_epoch(
 ) -> None:
     """Stamp the leader epoch into the batch (outside the CRC, so no recomputation)."""
     _INT32.pack_into(buf, header.position + LEADER_EPOCH_POS, epoch)
+
+
+_PRODUCER = struct.Struct(">qhi")
+PRODUCER_POS = 43  # producer id, producer epoch, base sequence: inside the CRC
+
+
+def set_producer_fields(
+    buf: bytearray, producer_id: int, producer_epoch: int, base_sequence: int
+) -> None:
+    """Stamp an idempotent producer's id, epoch and base sequence into the one batch in
+    ``buf`` (a producer does it when it first sends the batch) and recompute the CRC they
+    are covered by: O(bytes) in C, once per batch."""
+    _PRODUCER.pack_into(buf, PRODUCER_POS, producer_id, producer_epoch, base_sequence)
+    crc = crc32c(memoryview(buf)[ATTRIBUTES_POS:])
+    _UINT32.pack_into(buf, CRC_POS, crc)

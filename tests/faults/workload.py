@@ -12,6 +12,7 @@ ones the producer recovered from (none reached a send's future).
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -41,6 +42,7 @@ async def produce(
     fault_after: int = 0,
     acks: int | str = "all",
     per_send_pause_every: int = 500,
+    **settings: object,
 ) -> Outcome:
     """Send ``records`` numbered records (keyed, so partitions keep order); run ``fault``
     once ``fault_after`` have been acknowledged, while sending goes on: past ``records``,
@@ -66,6 +68,7 @@ async def produce(
         request_timeout_ms=10_000,
         delivery_timeout_ms=120_000,
         retry_backoff_ms=100,
+        **settings,  # type: ignore[arg-type]
     ) as producer:
         if fault is not None:
 
@@ -125,3 +128,16 @@ def check(outcome: Outcome, stored: dict[int, list[tuple[int, int]]]) -> None:
         assert not missing, f"partition {partition}: acknowledged but not there: {missing[:10]}"
         offsets = [off for off, _ in acked]
         assert offsets == sorted(offsets), f"partition {partition}: acked out of send order"
+
+
+def check_exactly_once(outcome: Outcome, stored: dict[int, list[tuple[int, int]]]) -> None:
+    """What an idempotent producer promises on top of :func:`check`: every record it sent
+    is in the topic exactly once, and each partition holds its records in send order."""
+    check(outcome, stored)
+    seen = Counter(seq for records in stored.values() for _, seq in records)
+    twice = sorted(seq for seq, n in seen.items() if n > 1)
+    assert not twice, f"written more than once: {twice[:10]} ({len(twice)} records)"
+    assert set(seen) == set(outcome.acked), "the topic holds records nobody acknowledged"
+    for partition, records in stored.items():
+        order = [seq for _, seq in records]
+        assert order == sorted(order), f"partition {partition}: not in send order"

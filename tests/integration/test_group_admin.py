@@ -1,16 +1,19 @@
 """Group administration and static membership on real brokers, over the raw protocol:
 ListGroups asked of every broker, DescribeGroups and DeleteGroups at the coordinator, a
-deleted group's offsets staying gone when its coordinator is killed, and a static member
-(KIP-345) that restarts without a rebalance."""
+deleted group's offsets staying gone when its coordinator is killed, a static member
+(KIP-345) that restarts without a rebalance, and a group undisturbed when a broker that
+only follows its offsets partition is killed."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
+from broker.coordinator.offsets import OFFSETS_TOPIC, partition_for
 from protocol.apis import (
     ApiKey,
     DeleteGroupsRequest,
@@ -36,7 +39,7 @@ from protocol.errors import (
 from tests.integration.conftest import Cluster
 from tests.integration.test_offsets import _codes, _commit, _find, _retrying
 from tests.integration.test_replication import FAST_ISR
-from tests.integration.test_topics import _ready_cluster, _request, _until
+from tests.integration.test_topics import _metadata, _ready_cluster, _request, _until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -269,3 +272,47 @@ async def test_a_stable_group_keeps_its_generation_when_its_coordinator_is_kille
     assert [(m.group_instance_id, m.member_assignment) for m in group.members] == [
         ("host-a", b"p0,p1")
     ]
+
+
+async def test_a_dead_follower_of_the_offsets_partition_disturbs_no_member(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    """A broker that only follows the group's offsets partition is killed: the controller
+    takes it out of the ISR with a new leader epoch, the leader staying. The coordinator
+    keeps the group as it is: a member waiting in JoinGroup still gets its generation
+    (it used to be told UNKNOWN_MEMBER_ID, the group reloaded from the log)."""
+    cluster = make_cluster(3, GROUP_SETTINGS)
+    ports = await _ready_cluster(cluster)
+    port = await _coordinator_port(ports, "calm")
+
+    def join(member_id: str = "") -> JoinGroupRequest:
+        return dataclasses.replace(_join("calm", member_id), rebalance_timeout_ms=60_000)
+
+    a = await _until(
+        lambda: _retrying(_request(port, ApiKey.JOIN_GROUP, join())), lambda r: r is not None
+    )
+    await _request(port, ApiKey.SYNC_GROUP, _sync("calm", 1, a.member_id, {a.member_id: b"p0"}))
+    b_joining = asyncio.ensure_future(_request(port, ApiKey.JOIN_GROUP, join()))
+
+    def offsets_partition(meta: Any) -> Any:
+        index = partition_for("calm", int(GROUP_SETTINGS["offsets.topic.num.partitions"]))
+        return next(p for p in meta.topics[0].partitions if p.partition_index == index)
+
+    meta = await _metadata(port, [OFFSETS_TOPIC])
+    before = offsets_partition(meta)
+    follower = next(
+        r for r in before.replica_nodes if r not in (before.leader_id, meta.controller_id)
+    )
+    cluster.brokers[follower].kill()
+    after = offsets_partition(  # the coordinator had the LeaderAndIsr before this metadata
+        await _until(
+            lambda: _metadata(port, [OFFSETS_TOPIC]),
+            lambda m: follower not in offsets_partition(m).isr_nodes,
+        )
+    )
+    assert after.leader_id == before.leader_id and after.leader_epoch > before.leader_epoch
+    assert not b_joining.done()  # still waiting for a to rejoin
+    a2 = await _request(port, ApiKey.JOIN_GROUP, join(a.member_id))
+    b = await b_joining
+    assert a2.generation_id == b.generation_id == 2 and a2.leader == a.member_id
+    assert {m.member_id for m in a2.members} == {a.member_id, b.member_id}

@@ -5,19 +5,25 @@ a reload would read back is exactly what was appended."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import structlog
 
 from broker.config import BrokerConfig
+from broker.coordinator import coordinator as coordinator_module
 from broker.coordinator.coordinator import GroupCoordinator
 from broker.coordinator.offsets import (
+    OFFSETS_TOPIC,
     OffsetAndMetadata,
     OffsetStore,
     encode_group_key,
     encode_key,
     partition_for,
 )
+from broker.log.manager import TopicPartition
 from broker.metadata import MetadataCache
 from protocol.apis import (
     DeleteGroupsRequest,
@@ -37,13 +43,14 @@ from protocol.apis import (
 )
 from protocol.errors import (
     CoordinatorLoadInProgressError,
+    CoordinatorNotAvailableError,
     FencedInstanceIdError,
     GroupIdNotFoundError,
     NonEmptyGroupError,
     NotCoordinatorError,
     UnknownMemberIdError,
 )
-from protocol.records import decode_batches
+from protocol.records import decode_batches, encode_batch
 
 PARTITIONS = 2
 
@@ -87,9 +94,7 @@ class FakeReplicas:
         return store
 
 
-def _coordinator(replicas: FakeReplicas | None = None) -> tuple[GroupCoordinator, FakeReplicas]:
-    """A coordinator that has loaded partition 0 (from ``replicas``' log, if given: a
-    failover to a broker that has the same log); partition 1 is coordinated elsewhere."""
+def _new_coordinator(replicas: FakeReplicas) -> GroupCoordinator:
     config = BrokerConfig(
         {
             "offsets.topic.num.partitions": PARTITIONS,
@@ -99,9 +104,15 @@ def _coordinator(replicas: FakeReplicas | None = None) -> tuple[GroupCoordinator
         },
         {},
     )
+    return GroupCoordinator(1, config, MetadataCache(), replicas, None)  # type: ignore[arg-type]
+
+
+def _coordinator(replicas: FakeReplicas | None = None) -> tuple[GroupCoordinator, FakeReplicas]:
+    """A coordinator that has loaded partition 0 (from ``replicas``' log, if given: a
+    failover to a broker that has the same log); partition 1 is coordinated elsewhere."""
     loaded = OffsetStore() if replicas is None else replicas.reload()
     replicas = replicas or FakeReplicas()
-    coordinator = GroupCoordinator(1, config, MetadataCache(), replicas, None)  # type: ignore[arg-type]
+    coordinator = _new_coordinator(replicas)
     coordinator._loaded(0, loaded)
     return coordinator, replicas
 
@@ -378,19 +389,277 @@ async def test_an_emptied_group_is_stored_and_its_generations_go_on() -> None:
     assert again.generation_id == 4  # 2, then 3 when it emptied: numbers are not reused
 
 
-async def test_a_group_store_that_fails_costs_only_a_rebalance_after_failover() -> None:
+async def test_a_group_store_that_fails_is_refused_and_costs_only_a_rebalance() -> None:
     old, replicas = _coordinator()
     replicas.fail_code = 7  # REQUEST_TIMED_OUT (not appended, in this fake)
     a = await old.join_group(_join(OURS, instance="host-a"))
-    synced = await old.sync_group(
-        SyncGroupRequest(
-            group_id=OURS,
-            generation_id=1,
-            member_id=a.member_id,
-            assignments=[SyncGroupRequestAssignment(member_id=a.member_id, assignment=b"p0")],
+    with pytest.raises(CoordinatorNotAvailableError):  # retriable: the member joins again
+        await old.sync_group(
+            SyncGroupRequest(
+                group_id=OURS,
+                generation_id=1,
+                member_id=a.member_id,
+                assignments=[SyncGroupRequestAssignment(member_id=a.member_id, assignment=b"p0")],
+            )
+        )
+    assert old.groups[OURS].state == "PreparingRebalance"
+    new, _ = _coordinator(replicas)
+    with pytest.raises(UnknownMemberIdError):  # ...and after a failover, as a new member
+        await new.heartbeat(HeartbeatRequest(group_id=OURS, generation_id=1, member_id=a.member_id))
+
+
+# --- a generation is handed out only once it is written -------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000
+
+    def __call__(self) -> int:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    """The coordinator's clock, for the groups it creates from now on."""
+    fake = Clock()
+    monkeypatch.setattr(coordinator_module, "_now_ms", fake)
+    return fake
+
+
+def _sync(member_id: str, generation: int, plan: dict[str, bytes] | None = None) -> Any:
+    return SyncGroupRequest(
+        group_id=OURS,
+        generation_id=generation,
+        member_id=member_id,
+        assignments=[
+            SyncGroupRequestAssignment(member_id=m, assignment=p) for m, p in (plan or {}).items()
+        ],
+    )
+
+
+async def _without_z(coordinator: GroupCoordinator, clock: Clock) -> tuple[str, str, str]:
+    """Generation 2 (host-a and z) is stored; then c arrives, host-a rejoins, z is silent
+    past its session: generation 3 (host-a, c) forms. Returns the three member ids."""
+    a, z = await _two_members(coordinator)
+    c_joining = asyncio.ensure_future(coordinator.join_group(_join(OURS)))
+    await asyncio.sleep(0)
+    a_joining = asyncio.ensure_future(coordinator.join_group(_join(OURS, a, "host-a")))
+    await asyncio.sleep(0)
+    clock.now += 10_001  # z's session (and the rebalance timeout) ran out
+    coordinator.groups[OURS].tick()
+    a3, c = await asyncio.gather(a_joining, c_joining)
+    assert a3.generation_id == c.generation_id == 3 and a3.leader == a
+    assert z not in coordinator.groups[OURS].members
+    return a, z, c.member_id
+
+
+async def test_no_member_gets_a_generation_whose_write_failed(clock: Clock) -> None:
+    """The reviewer's scenario: generation 3 drops z; were c given z's partition before the
+    write, a failed write would leave the log at generation 2, z's, and a new coordinator
+    would take z's commits again while c consumes z's partition."""
+    coordinator, replicas = _coordinator()
+    a, z, c = await _without_z(coordinator, clock)
+    c_sync = asyncio.ensure_future(coordinator.sync_group(_sync(c, 3)))
+    await asyncio.sleep(0)
+    replicas.fail_code = 19  # NOT_ENOUGH_REPLICAS
+    with pytest.raises(CoordinatorNotAvailableError):
+        await coordinator.sync_group(_sync(a, 3, {a: b"p0", c: b"p1"}))
+    with pytest.raises(CoordinatorNotAvailableError):  # not p1: z may still consume it
+        await c_sync
+    group = coordinator.groups[OURS]
+    assert group.state == "PreparingRebalance" and group.generation_id == 3
+    stored = replicas.reload().group_metadata[OURS]
+    assert stored.generation == 2 and [m.member_id for m in stored.members] == [a, z]
+
+    replicas.fail_code = 0  # the members join again, with their member ids
+    a4, c4 = await asyncio.gather(
+        coordinator.join_group(_join(OURS, a, "host-a")), coordinator.join_group(_join(OURS, c))
+    )
+    assert a4.generation_id == c4.generation_id == 4
+    c_sync = asyncio.ensure_future(coordinator.sync_group(_sync(c, 4)))
+    await coordinator.sync_group(_sync(a, 4, {a: b"p0", c: b"p1"}))
+    assert (await c_sync).assignment == b"p1"
+    assert replicas.reload().group_metadata[OURS].generation == 4
+
+
+async def test_a_coordinator_that_moves_before_the_write_ends_hands_out_nothing(
+    clock: Clock,
+) -> None:
+    coordinator, replicas = _coordinator()
+    a, _z, c = await _without_z(coordinator, clock)
+    c_sync = asyncio.ensure_future(coordinator.sync_group(_sync(c, 3)))
+    replicas.gate = asyncio.get_running_loop().create_future()  # replication is slow
+    a_sync = asyncio.ensure_future(coordinator.sync_group(_sync(a, 3, {a: b"p0", c: b"p1"})))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not a_sync.done() and not c_sync.done()
+    coordinator._on_role_change(TopicPartition(OFFSETS_TOPIC, 0), None)  # the broker dies
+    for sync in (a_sync, c_sync):  # retriable: the members find the new coordinator
+        with pytest.raises(NotCoordinatorError):
+            await sync
+    replicas.gate.set_result(None)
+
+
+async def test_a_static_restart_that_could_not_be_written_keeps_the_old_member_id() -> None:
+    old, replicas = _coordinator()
+    a, b = await _two_members(old)
+    replicas.fail_code = 19  # NOT_ENOUGH_REPLICAS
+    with pytest.raises(CoordinatorNotAvailableError):
+        await old.join_group(_join(OURS, instance="host-a"))  # host-a restarts
+    # nothing changed: the old member id holds the instance, here as in the log
+    await old.heartbeat(
+        HeartbeatRequest(group_id=OURS, generation_id=2, member_id=a, group_instance_id="host-a")
+    )
+    assert list(old.groups[OURS].members) == [a, b] and old.groups[OURS].state == "Stable"
+    replicas.fail_code = 0
+    again = await old.join_group(_join(OURS, instance="host-a"))  # its retry
+    assert again.generation_id == 2 and again.member_id not in (a, b)
+    new, _ = _coordinator(replicas)
+    await new.heartbeat(
+        HeartbeatRequest(
+            group_id=OURS, generation_id=2, member_id=again.member_id, group_instance_id="host-a"
         )
     )
-    assert synced.assignment == b"p0"  # the member goes on here
-    new, _ = _coordinator(replicas)
-    with pytest.raises(UnknownMemberIdError):  # ...and joins again after a failover
-        await new.heartbeat(HeartbeatRequest(group_id=OURS, generation_id=1, member_id=a.member_id))
+
+
+# --- which offsets partitions are ours: role changes and loads ------------------------------
+
+TP = TopicPartition(OFFSETS_TOPIC, 0)
+
+
+class FakeLog:
+    """What ``_load`` reads: the fake replicas' records; ``failures`` reads raise first."""
+
+    log_start_offset = 0
+
+    def __init__(self, replicas: FakeReplicas) -> None:
+        self.replicas = replicas
+        self.failures = 0
+
+    @property
+    def log_end_offset(self) -> int:
+        return len(self.replicas.log)
+
+    def read(self, offset: int, max_bytes: int, *, max_offset: int) -> Any:
+        if self.failures:
+            self.failures -= 1
+            raise OSError("the disk went away")
+        records = [(k, v, None, 0) for k, v in self.replicas.log[offset:max_offset]]
+        data = encode_batch(records, base_offset=offset)
+        return SimpleNamespace(read=lambda: data)
+
+
+@dataclass
+class FakePartition:
+    log: FakeLog
+    leader_id: int = 1
+    leader_epoch: int = 1
+
+    @property
+    def is_leader(self) -> bool:
+        return self.leader_id == 1  # the coordinator is broker 1
+
+
+async def _leading(replicas: FakeReplicas) -> tuple[GroupCoordinator, FakePartition]:
+    """A coordinator that became leader of partition 0 and loaded it."""
+    coordinator = _new_coordinator(replicas)
+    partition = FakePartition(FakeLog(replicas))
+    coordinator._on_role_change(TP, partition)  # type: ignore[arg-type]
+    await coordinator._loading[0]
+    assert 0 in coordinator.stores and not coordinator._loading
+    return coordinator, partition
+
+
+async def test_a_new_epoch_of_a_partition_it_leads_disturbs_no_member() -> None:
+    """A follower of the offsets partition dies: the controller bumps the leader epoch of
+    a partition whose leader stays. The coordinator keeps its groups and their waiters."""
+    coordinator, partition = await _leading(FakeReplicas())
+    a = await coordinator.join_group(_join(OURS))
+    await coordinator.sync_group(_sync(a.member_id, 1, {a.member_id: b"p0"}))
+    group = coordinator.groups[OURS]
+    b_joining = asyncio.ensure_future(coordinator.join_group(_join(OURS)))
+    await asyncio.sleep(0)
+
+    partition.leader_epoch = 2
+    coordinator._on_role_change(TP, partition)  # type: ignore[arg-type]
+    assert coordinator.groups[OURS] is group and not coordinator._loading
+    a2 = await coordinator.join_group(_join(OURS, a.member_id))
+    b = await b_joining  # still waiting, not told UNKNOWN_MEMBER_ID
+    assert a2.generation_id == b.generation_id == 2
+
+    # a real move: this broker follows now. Waiters are told NOT_COORDINATOR (retriable:
+    # they keep their member ids for the new coordinator), not UNKNOWN_MEMBER_ID
+    b_sync = asyncio.ensure_future(coordinator.sync_group(_sync(b.member_id, 2)))
+    await asyncio.sleep(0)
+    partition.leader_id, partition.leader_epoch = 2, 3
+    coordinator._on_role_change(TP, partition)  # type: ignore[arg-type]
+    with pytest.raises(NotCoordinatorError):
+        await b_sync
+    with pytest.raises(NotCoordinatorError):
+        await coordinator.heartbeat(
+            HeartbeatRequest(group_id=OURS, generation_id=2, member_id=a.member_id)
+        )
+    assert OURS not in coordinator.groups and group.state == "Dead"
+
+
+async def test_unloading_a_group_mid_rebalance_past_its_deadline(clock: Clock) -> None:
+    """Removing one member could complete the rebalance and drop the others: unloading
+    must not run the state machine (it used to raise, and the load never started)."""
+    coordinator, _ = _coordinator()
+    coordinator._initial_delay_ms = 100  # a, y and z form generation 1 together
+    joins = [asyncio.ensure_future(coordinator.join_group(_join(OURS))) for _ in range(3)]
+    await asyncio.sleep(0)
+    clock.now += 100
+    coordinator.groups[OURS].tick()
+    a, _y, _z = await asyncio.gather(*joins)
+    await coordinator.sync_group(_sync(a.member_id, 1))
+    c_joining = asyncio.ensure_future(coordinator.join_group(_join(OURS)))
+    a_joining = asyncio.ensure_future(coordinator.join_group(_join(OURS, a.member_id)))
+    await asyncio.sleep(0)
+    clock.now += 10_001  # y and z did not rejoin; nobody has ticked yet
+    coordinator._on_role_change(TP, None)
+    for joining in (c_joining, a_joining):
+        with pytest.raises(NotCoordinatorError):
+            await joining
+    assert not coordinator.groups and not coordinator.stores
+
+
+async def test_a_failed_load_is_retried_while_leader(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(coordinator_module, "_LOAD_RETRY_S", 0.05)
+    writer, replicas = _coordinator()
+    await writer.offset_commit(_commit(OTHER, {0: 42}))
+    coordinator = _new_coordinator(replicas)
+    partition = FakePartition(FakeLog(replicas))
+    partition.log.failures = 2
+    with structlog.testing.capture_logs() as logs:
+        coordinator._on_role_change(TP, partition)  # type: ignore[arg-type]
+        await asyncio.wait([coordinator._loading[0]])
+        # between attempts: not loading (no LOAD_IN_PROGRESS for ever), not ours yet
+        assert not coordinator._loading and 0 in coordinator._load_retries
+        assert (await coordinator.list_groups(ListGroupsRequest())).error_code == 0
+        with pytest.raises(NotCoordinatorError):
+            await coordinator.offset_fetch(OffsetFetchRequest(group_id=OTHER))
+        for _ in range(100):
+            if 0 in coordinator.stores:
+                break
+            await asyncio.sleep(0.02)
+    fetched = await coordinator.offset_fetch(OffsetFetchRequest(group_id=OTHER))
+    assert fetched.topics[0].partitions[0].committed_offset == 42
+    failed = [e for e in logs if e["event"] == "coordinator.load_failed"]
+    assert [e["attempt"] for e in failed] == [1, 2]
+    assert not coordinator._loading and not coordinator._load_retries
+
+
+async def test_a_load_retry_stops_when_the_leadership_does() -> None:
+    writer, replicas = _coordinator()
+    await writer.offset_commit(_commit(OTHER, {0: 42}))
+    coordinator = _new_coordinator(replicas)
+    partition = FakePartition(FakeLog(replicas))
+    partition.log.failures = 1
+    coordinator._on_role_change(TP, partition)  # type: ignore[arg-type]
+    await asyncio.wait([coordinator._loading[0]])
+    retry = coordinator._load_retries[0]
+    partition.leader_id = 2
+    coordinator._on_role_change(TP, partition)  # type: ignore[arg-type]
+    assert retry.cancelled() and not coordinator._load_retries and not coordinator._loading

@@ -1,15 +1,18 @@
 """The group state machine, driven directly with a fake clock."""
 
 import asyncio
+from collections.abc import Callable
 
 import pytest
 
 from broker.coordinator.group import Group, JoinResult
 from protocol.errors import (
+    ApiError,
     CoordinatorNotAvailableError,
     FencedInstanceIdError,
     IllegalGenerationError,
     InconsistentGroupProtocolError,
+    NotCoordinatorError,
     RebalanceInProgressError,
     UnknownMemberIdError,
 )
@@ -306,3 +309,202 @@ async def test_a_member_may_commit_while_the_group_prepares_a_rebalance() -> Non
     assert group.state == "CompletingRebalance"
     with pytest.raises(RebalanceInProgressError):
         group.check_commit(a2.member_id, 2)
+
+
+# --- a generation settles once it is written --------------------------------------------------
+
+
+class Writes:
+    """Group.on_store that holds each write until the test says how it went."""
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[dict[str, bytes], Callable[[ApiError | None], None]]] = []
+
+    def __call__(
+        self, group: Group, assignments: dict[str, bytes], stored: Callable[[ApiError | None], None]
+    ) -> None:
+        self.pending.append((assignments, stored))
+
+    def finish(self, error: ApiError | None = None) -> dict[str, bytes]:
+        assignments, stored = self.pending.pop(0)
+        stored(error)
+        return assignments
+
+
+async def _completing_pair(group: Group, clock: Clock) -> tuple[JoinResult, JoinResult]:
+    """Generation 1 formed (a leads, b follows), nobody synced yet."""
+    group.initial_rebalance_delay_ms = 100
+    a_join, b_join = _join(group), _join(group)
+    clock.now += 100
+    group.tick()
+    a, b = await asyncio.gather(a_join, b_join)
+    assert a.leader == a.member_id and group.state == "CompletingRebalance"
+    return a, b
+
+
+async def test_followers_get_their_assignment_only_once_the_generation_is_written() -> None:
+    clock, writes = Clock(), Writes()
+    group = Group("g", clock, on_store=writes)
+    a, b = await _completing_pair(group, clock)
+    sync_b = group.sync(b.member_id, 1, {})
+    sync_a = group.sync(a.member_id, 1, {a.member_id: b"p0", b.member_id: b"p1"})
+    await asyncio.sleep(0)
+    assert not sync_a.done() and not sync_b.done()  # nobody consumes before the log has it
+    assert group.state == "CompletingRebalance"
+    assert writes.finish() == {a.member_id: b"p0", b.member_id: b"p1"}
+    assert (await sync_a, await sync_b) == (b"p0", b"p1")
+    assert group.state == "Stable"
+
+
+async def test_a_generation_that_could_not_be_written_is_refused_to_all_and_rebalances() -> None:
+    clock, writes = Clock(), Writes()
+    group = Group("g", clock, on_store=writes)
+    a, b = await _completing_pair(group, clock)
+    sync_b = group.sync(b.member_id, 1, {})
+    sync_a = group.sync(a.member_id, 1, {a.member_id: b"p0", b.member_id: b"p1"})
+    writes.finish(CoordinatorNotAvailableError("not enough replicas"))
+    for sync in (sync_a, sync_b):
+        with pytest.raises(CoordinatorNotAvailableError):
+            await sync
+    assert group.state == "PreparingRebalance"
+    assert all(m.assignment == b"" for m in group.members.values())
+    a2, b2 = await asyncio.gather(_join(group, a.member_id), _join(group, b.member_id))
+    assert a2.generation_id == b2.generation_id == 2  # the same members, a new generation
+
+
+async def test_a_write_that_ends_after_the_generation_moved_on_changes_nothing() -> None:
+    clock, writes = Clock(), Writes()
+    group = Group("g", clock, on_store=writes)
+    a, b = await _completing_pair(group, clock)
+    sync_a = group.sync(a.member_id, 1, {a.member_id: b"p0", b.member_id: b"p1"})
+    c_join = _join(group)  # a newcomer: generation 1 is over before its write ends
+    with pytest.raises(RebalanceInProgressError):
+        await sync_a
+    writes.finish()
+    assert group.state == "PreparingRebalance" and not c_join.done()
+
+
+async def test_a_static_rejoin_is_answered_once_its_member_id_is_written() -> None:
+    clock, writes = Clock(), Writes()
+    group = Group("g", clock)
+    a, b = await _stable_pair(group, clock)
+    group.on_store = writes
+    again_join = _static(group, "a")
+    await asyncio.sleep(0)
+    assert not again_join.done()  # the member must not learn an id the log may not get
+    assert writes.pending[0][0] == {group.leader: b"p0", b.member_id: b"p1"}
+    writes.finish()
+    again = await again_join
+    assert again.member_id != a.member_id and again.generation_id == 1
+    assert group.state == "Stable" and await group.sync(again.member_id, 1, {}) == b"p0"
+
+
+async def test_a_static_rejoin_that_could_not_be_written_is_undone() -> None:
+    clock, writes = Clock(), Writes()
+    group = Group("g", clock)
+    a, b = await _stable_pair(group, clock)
+    group.on_store = writes
+    again_join = _static(group, "a", session_timeout_ms=3_000)
+    writes.finish(CoordinatorNotAvailableError("not enough replicas"))
+    with pytest.raises(CoordinatorNotAvailableError):
+        await again_join
+    # as the log has it: the old member id holds the instance, with its old settings
+    assert list(group.members) == [a.member_id, b.member_id] and group.leader == a.member_id
+    assert group.static_members == {"a": a.member_id}
+    assert group.members[a.member_id].session_timeout_ms == 1_000
+    group.heartbeat(a.member_id, 1, "a")
+    assert group.state == "Stable"
+
+
+async def test_a_static_rejoin_is_undone_even_when_its_request_went_away() -> None:
+    clock, writes = Clock(), Writes()
+    group = Group("g", clock)
+    a, _b = await _stable_pair(group, clock)
+    group.on_store = writes
+    _static(group, "a").cancel()  # the restarted process's connection closed meanwhile
+    writes.finish(CoordinatorNotAvailableError("not enough replicas"))
+    assert group.static_members == {"a": a.member_id}  # the log's member id, not a lost one
+
+
+async def test_a_repeated_sync_answers_both_requests() -> None:
+    clock = Clock()
+    group = Group("g", clock)
+    a, b = await _completing_pair(group, clock)
+    first = group.sync(b.member_id, 1, {})
+    second = group.sync(b.member_id, 1, {})  # b's client resent its SyncGroup
+    await group.sync(a.member_id, 1, {a.member_id: b"p0", b.member_id: b"p1"})
+    assert await asyncio.wait_for(first, 1) == await second == b"p1"
+
+
+async def test_a_repeated_sync_shares_the_error_too() -> None:
+    clock = Clock()
+    group = Group("g", clock)
+    _a, b = await _completing_pair(group, clock)
+    first = group.sync(b.member_id, 1, {})
+    second = group.sync(b.member_id, 1, {})
+    _join(group)  # a newcomer: the generation is over
+    for sync in (first, second):
+        with pytest.raises(RebalanceInProgressError):
+            await asyncio.wait_for(sync, 1)
+
+
+# --- sessions while the group rebalances ------------------------------------------------------
+
+
+async def test_a_member_waiting_in_sync_outlives_its_session_while_the_leader_assigns() -> None:
+    clock = Clock()
+    group = Group("g", clock)
+    a, b = await _completing_pair(group, clock)
+    sync_b = group.sync(b.member_id, 1, {})  # b cannot heartbeat now: it waits here
+    clock.now += 1_500  # past b's 1 s session, within its 2 s rebalance timeout
+    group.heartbeat(a.member_id, 1)  # the leader, still assigning, heartbeats
+    group.tick()
+    assert set(group.members) == {a.member_id, b.member_id}
+    await group.sync(a.member_id, 1, {a.member_id: b"p0", b.member_id: b"p1"})
+    assert await sync_b == b"p1"
+
+
+async def test_a_member_waiting_in_sync_goes_after_its_rebalance_timeout() -> None:
+    clock = Clock()
+    group = Group("g", clock)
+    a, b = await _completing_pair(group, clock)
+    sync_b = group.sync(b.member_id, 1, {})
+    for _ in range(3):  # the leader never syncs, but heartbeats
+        clock.now += 700
+        group.heartbeat(a.member_id, 1)
+        group.tick()
+    assert list(group.members) == [a.member_id] and group.state == "PreparingRebalance"
+    with pytest.raises(asyncio.CancelledError):
+        await sync_b  # the coordinator answers UNKNOWN_MEMBER_ID
+
+
+async def test_members_dropped_by_a_removal_are_not_removed_again() -> None:
+    """tick() removes a (silent); that completes the rebalance, which drops b and c (they
+    did not rejoin in time): tick must not then try to remove them too."""
+    clock = Clock()
+    group = Group("g", clock)
+    group.initial_rebalance_delay_ms = 100
+    joins = [_join(group) for _ in range(3)]
+    clock.now += 100
+    group.tick()
+    a, _b, _c = await asyncio.gather(*joins)
+    await group.sync(a.member_id, 1, {})
+    d_join = _join(group)  # a newcomer; a, b and c never rejoin
+    clock.now += 2_500  # past their sessions and the rebalance deadline
+    group.tick()
+    d = await d_join
+    assert d.generation_id == 2 and list(group.members) == [d.member_id]
+
+
+async def test_unloading_tells_waiting_members_without_running_the_state_machine() -> None:
+    clock = Clock()
+    group = Group("g", clock)
+    a, _b = await _stable_pair(group, clock)
+    c_join = _join(group)
+    a_join = _static(group, "a", member_id=a.member_id)
+    clock.now += 2_500  # b did not rejoin: the deadline is past (nobody ticked yet)
+    group.unload(NotCoordinatorError("moved"))
+    for join in (c_join, a_join):
+        with pytest.raises(NotCoordinatorError):
+            await join
+    assert group.state == "Dead" and len(group.members) == 3  # forgotten as it was

@@ -7,11 +7,12 @@ from typing import Any
 
 import pytest
 
-from client import Producer, RecordMetadata
+from client import ConfigurationError, Producer, RecordMetadata
 from client.cluster import ClusterMetadata, TopicMetadata
 from client.types import TopicPartition
 from protocol.apis import (
     ApiKey,
+    InitProducerIdResponse,
     MetadataBroker,
     MetadataPartition,
     MetadataResponse,
@@ -25,6 +26,7 @@ from protocol.errors import (
     InvalidRequiredAcksError,
     NetworkError,
     NotLeaderOrFollowerError,
+    OutOfOrderSequenceNumberError,
     RequestTimedOutError,
 )
 from protocol.records import decode_batches
@@ -57,9 +59,15 @@ class ScriptedCluster:
         self.most_in_flight = 0
         self.release = asyncio.Event()
         self.release.set()
+        self.producer_ids = 0
 
     async def start(self) -> None:
         return None
+
+    async def send_any(self, api_key: ApiKey, request: object) -> InitProducerIdResponse:
+        assert api_key == ApiKey.INIT_PRODUCER_ID
+        self.producer_ids += 1
+        return InitProducerIdResponse(producer_id=1000 + self.producer_ids, producer_epoch=0)
 
     async def close(self) -> None:
         return None
@@ -268,3 +276,63 @@ async def test_stop_fails_what_can_never_be_sent_when_cancelled() -> None:
         await stopping
     assert future.done()  # failed, not left hanging
     assert future.exception() is not None
+
+
+# --- idempotence -------------------------------------------------------------------------
+
+
+def _producer_fields(request: ProduceRequest) -> list[tuple[int, int, int, int]]:
+    """(partition, producer id, epoch, base sequence) of each batch in a request."""
+    out = []
+    for t in request.topics:
+        for p in t.partitions:
+            (batch,) = decode_batches(bytes(p.records or b""))
+            out.append((p.index, batch.producer_id, batch.producer_epoch, batch.base_sequence))
+    return out
+
+
+async def test_batches_carry_the_producer_id_and_each_partitions_sequence() -> None:
+    a0, a1 = TopicPartition("a", 0), TopicPartition("a", 1)
+    cluster = ScriptedCluster({a0: 1, a1: 1})
+    cluster.answers = [ok, raise_(NetworkError("the answer was lost")), ok, ok, ok]
+    producer = await started(cluster, batch_size=100)
+    assert producer.enable_idempotence and producer.acks == -1  # Kafka 3's defaults
+    for _ in range(3):
+        await producer.send_and_wait("a", b"x" * 30, partition=0)  # one batch each
+    await producer.send_and_wait("a", b"y", partition=1)
+    stamps = [f for _, r, _ in cluster.requests for f in _producer_fields(r)]
+    # the lost answer's batch went again with the same sequence: the leader knows it
+    assert stamps == [
+        (0, 1001, 0, 0),
+        (0, 1001, 0, 1),
+        (0, 1001, 0, 1),
+        (0, 1001, 0, 2),
+        (1, 1001, 0, 0),
+    ]
+    await producer.stop()
+
+
+async def test_a_broken_sequence_means_a_new_producer_id_and_the_batch_again() -> None:
+    tp = TopicPartition("a", 0)
+    cluster = ScriptedCluster({tp: 1})
+    cluster.answers = [lambda r: answer_all(r, OutOfOrderSequenceNumberError.code), ok]
+    producer = await started(cluster)
+    meta = await asyncio.wait_for(producer.send_and_wait("a", b"v"), 5)
+    assert meta.offset == 0
+    stamps = [f for _, r, _ in cluster.requests for f in _producer_fields(r)]
+    assert stamps == [(0, 1001, 0, 0), (0, 1002, 0, 0)]  # a new id, from sequence 0
+    await producer.stop()
+
+
+def test_idempotence_settings() -> None:
+    plain = Producer(bootstrap_servers="unused:1", acks=1)
+    assert not plain.enable_idempotence  # acks=1 chosen: idempotence steps aside (Kafka 3)
+    with pytest.raises(ConfigurationError, match="acks='all'"):
+        Producer(bootstrap_servers="unused:1", acks=1, enable_idempotence=True)
+    with pytest.raises(ConfigurationError, match="at most 5"):
+        Producer(
+            bootstrap_servers="unused:1",
+            max_in_flight_requests_per_connection=6,
+            enable_idempotence=True,
+        )
+    assert not Producer(bootstrap_servers="unused:1", enable_idempotence=False).enable_idempotence

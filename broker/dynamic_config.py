@@ -1,0 +1,248 @@
+"""Topic configs applied live, on every broker, without a restart (Kafka's ZooKeeper-mode
+dynamic config manager: ``ZkConfigManager`` and its ``TopicConfigHandler``).
+
+A topic's overrides live in ``/config/topics/<topic>``. Whoever changes them (AlterConfigs
+or IncrementalAlterConfigs, on any broker) writes that znode and, in the same ZooKeeper
+multi, a sequential notification ``/config/changes/config_change_<seq>`` naming the topic
+(Kafka's payload: ``{"version":2,"entity_path":"topics/<topic>"}``). Every broker watches
+``/config/changes``; one task walks the notifications past the last one it handled,
+re-reads each named topic's znode, and hands the result (the topic's overrides over the
+broker's defaults, a :class:`LogConfig`) to every log of that topic here, and to the
+listeners (the controller, for ``unclean.leader.election.enable``). Partitions read
+``log.config`` on each use (``min.insync.replicas`` on produce, retention on each pass).
+
+Why no change is missed or undone:
+
+- the watch is set before any config is read, so a change that lands after a read always
+  yields a notification handled after it;
+- handlers re-read the znode instead of trusting the notification, and each config kept
+  here carries its znode's ``mzxid`` (ZooKeeper's global write order): an older read
+  never replaces a newer one, whichever finishes first;
+- one task handles the notifications, in sequence order, and remembers the last one only
+  once every topic it named has been applied (a failed pass is redone).
+
+A lost ZooKeeper session loses the watch: on every reconnection the notifications are
+listed again and every topic known here is re-read. Notifications older than 15 minutes
+are deleted, as Kafka does (any broker may; they are only a wake-up call).
+
+Concurrency: event loop thread only; ZooKeeper calls go through :class:`ZkBridge`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from broker.log import LogConfig
+from broker.log.manager import LogManager
+from broker.zk import (
+    CorruptZnode,
+    NoNode,
+    SessionState,
+    ZkBridge,
+    ZkError,
+    config_change_from_json,
+    paths,
+    topic_config_from_json,
+)
+
+__all__ = ["TopicConfigs"]
+
+PURGE_AFTER_MS = 15 * 60 * 1000
+"""Kafka's ``changeExpirationMs``: how long a change notification is kept."""
+_RETRY_S = 0.5
+_LOAD_ATTEMPTS = 3
+
+Listener = Callable[[str, LogConfig], None]
+
+
+@dataclass(frozen=True, slots=True)
+class _Known:
+    zxid: int  # mzxid of /config/topics/<topic> when read; 0: no such znode
+    config: LogConfig
+
+
+def _sequence(name: str) -> int:
+    """The sequence number of ``config_change_0000000042``; -1 for a stranger."""
+    digits = name.removeprefix(paths.CONFIG_CHANGE_PREFIX)
+    return int(digits) if digits.isdigit() else -1
+
+
+class TopicConfigs:
+    """The topic configs this broker applies. ``await start()``, then ``await stop()``."""
+
+    def __init__(
+        self, zk: ZkBridge, defaults: LogConfig, logs: LogManager, *, broker_id: int
+    ) -> None:
+        self._zk = zk
+        self.defaults = defaults
+        self._logs = logs
+        self._known: dict[str, _Known] = {}
+        self._last_sequence = -1
+        self._wake = asyncio.Event()
+        self._resync = False
+        self._listeners: list[Listener] = []
+        self._task: asyncio.Task[None] | None = None
+        self._log = structlog.get_logger("headwater.config").bind(broker_id=broker_id)
+
+    async def start(self) -> None:
+        """Watch for changes, then give the logs already on disk their topic's config (the
+        log manager opened them with the broker's defaults)."""
+        await self._zk.ensure_path(paths.CONFIG_CHANGES)
+        names = await self._zk.get_children(paths.CONFIG_CHANGES, watch=self._on_watch)
+        # what those notifications announced is in the znodes, read fresh from here on
+        self._last_sequence = max((_sequence(n) for n in names), default=-1)
+        for topic in sorted({tp.topic for tp, _ in self._logs}):
+            await self._refresh(topic)
+        self._zk.on_state_change(self._on_session)
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def on_change(self, listener: Listener) -> None:
+        """Call ``listener(topic, config)`` after a change was applied here."""
+        self._listeners.append(listener)
+
+    # --- reads --------------------------------------------------------------------------
+
+    async def load(self, topic: str) -> LogConfig:
+        """The topic's config, read now (how a partition gets its config when it is opened).
+
+        Never older than what a notification already applied. A partition must be hosted
+        even when the overrides cannot be read (ZooKeeper unreachable, a hand-edited
+        znode): after a few tries, the last known config or the defaults, loudly."""
+        error: Exception | None = None
+        for attempt in range(_LOAD_ATTEMPTS):
+            try:
+                return self._keep(topic, *await self._read(topic))
+            except CorruptZnode as exc:
+                error = exc
+                break
+            except ZkError as exc:
+                error = exc
+                await asyncio.sleep(0.2 * (attempt + 1))
+            except ValueError as exc:  # overrides that do not validate: not worth a retry
+                error = exc
+                break
+        self._log.warning("topic.config_unreadable", topic=topic, error=str(error))
+        known = self._known.get(topic)
+        return known.config if known is not None else self.defaults
+
+    async def _read(self, topic: str) -> tuple[int, dict[str, str]]:
+        try:
+            data, stat = await self._zk.get(paths.topic_config(topic))
+        except NoNode:
+            return 0, {}
+        return int(stat.mzxid), topic_config_from_json(topic, data)
+
+    def _keep(self, topic: str, zxid: int, overrides: dict[str, str]) -> LogConfig:
+        """Remember what was read, unless something newer was remembered meanwhile."""
+        if zxid == 0:  # no znode: the topic is gone (or never had overrides)
+            self._known.pop(topic, None)
+            return self.defaults
+        known = self._known.get(topic)
+        if known is not None and known.zxid > zxid:
+            return known.config
+        config = self.defaults.with_properties(overrides)
+        self._known[topic] = _Known(zxid, config)
+        return config
+
+    # --- changes ------------------------------------------------------------------------
+
+    def _on_watch(self, _event: Any) -> None:
+        self._wake.set()
+
+    def _on_session(self, state: str) -> None:
+        if state == SessionState.CONNECTED:  # the watch may be gone with an old session
+            self._resync = True
+            self._wake.set()
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self._handle_changes()
+            except ZkError as exc:  # ZooKeeper unreachable: the same pass again, later
+                self._log.warning("topic.config_changes_retry", error=str(exc))
+                await asyncio.sleep(_RETRY_S)
+                self._wake.set()
+            except Exception:  # our bug: logged loudly; the next change still runs
+                self._log.exception("topic.config_changes_failed")
+
+    async def _handle_changes(self) -> None:
+        resync, self._resync = self._resync, False
+        names = await self._zk.get_children(paths.CONFIG_CHANGES, watch=self._on_watch)
+        names.sort(key=_sequence)
+        fresh = [n for n in names if _sequence(n) > self._last_sequence]
+        topics = [t for n in fresh if (t := await self._topic_of(n)) is not None]
+        if resync:
+            topics += [*self._known, *(tp.topic for tp, _ in self._logs)]
+        try:
+            for topic in dict.fromkeys(topics):  # each once, in notification order
+                await self._refresh(topic)
+        except ZkError:
+            self._resync |= resync
+            raise
+        if fresh:
+            self._last_sequence = _sequence(fresh[-1])
+        await self._purge(names)
+
+    async def _topic_of(self, name: str) -> str | None:
+        path = f"{paths.CONFIG_CHANGES}/{name}"
+        try:
+            data, _ = await self._zk.get(path)
+            kind, entity = config_change_from_json(path, data)
+        except NoNode:  # purged already: the re-read of a resync covers it
+            return None
+        except CorruptZnode as exc:
+            self._log.warning("topic.config_change_unreadable", path=path, error=str(exc))
+            return None
+        return entity if kind == "topics" else None  # other entities have no config here
+
+    async def _refresh(self, topic: str) -> None:
+        try:
+            config = self._keep(topic, *await self._read(topic))
+        except (ValueError, CorruptZnode) as exc:  # a hand-edited znode: keep what we have
+            self._log.warning("topic.config_invalid", topic=topic, error=str(exc))
+            return
+        self._apply(topic, config)
+
+    def _apply(self, topic: str, config: LogConfig) -> None:
+        logs = [log for tp, log in self._logs if tp.topic == topic and log.config != config]
+        for log in logs:
+            log.config = config
+        if logs:
+            defaults = self.defaults.properties()
+            changed = {k: v for k, v in config.properties().items() if v != defaults[k]}
+            self._log.info("topic.config_applied", topic=topic, logs=len(logs), overrides=changed)
+        for listener in list(self._listeners):
+            try:
+                listener(topic, config)
+            except Exception:
+                self._log.exception("topic.config_listener_failed", topic=topic)
+
+    async def _purge(self, names: list[str]) -> None:
+        """Delete notifications older than :data:`PURGE_AFTER_MS` (oldest first; the first
+        young one ends the walk, so a pass costs one read when there is nothing to do)."""
+        now_ms = time.time_ns() // 1_000_000
+        for name in names:
+            path = f"{paths.CONFIG_CHANGES}/{name}"
+            stat = await self._zk.exists(path)
+            if stat is None:
+                continue
+            if now_ms - int(stat.ctime) < PURGE_AFTER_MS:
+                return
+            with contextlib.suppress(NoNode):  # every broker purges: one of us wins
+                await self._zk.delete(path)

@@ -1,0 +1,231 @@
+"""Idempotent producers' state in one partition (Kafka's ProducerStateManager).
+
+For every producer id seen in the log: its epoch and the metadata of its last five batches
+(first and last sequence, first and last offset). The leader checks each batch that
+carries a producer id before appending it (:meth:`ProducerState.check`):
+
+- an epoch older than the producer's: INVALID_PRODUCER_EPOCH (an older incarnation, fenced);
+- the same sequences as one of the last five batches: a retry of a batch already written
+  (its answer was lost): the original offsets are returned and nothing is appended;
+- otherwise the first sequence must follow the last one (wrapping after 2^31-1), or be 0
+  when the epoch is new: else OUT_OF_ORDER_SEQUENCE_NUMBER;
+- a producer the partition does not know whose first sequence is not 0:
+  UNKNOWN_PRODUCER_ID (its state went with deleted segments; the client starts over).
+
+Followers apply the same updates without the checks (:meth:`ProducerState.update`), so a
+follower that becomes leader already knows every producer and recognises a retry that was
+sent to the old leader.
+
+On disk: at each segment roll, the state as of the new segment's base offset is written to
+``<offset:020d>.snapshot`` in the partition's directory: a JSON document followed by a
+line with its CRC32C, written to a temporary name, fsynced and renamed. Opening the log
+(:meth:`load`) reads the newest valid snapshot at or below the log end and replays the
+batch headers after it (producer id, epoch, base sequence, offsets: O(batches), no record
+is decoded). Truncation rebuilds the same way; snapshots below the log start go with their
+segments. Everything here runs on the event loop; a snapshot is a few KiB at each roll.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+from crc32c import crc32c
+
+from protocol.errors import (
+    InvalidProducerEpochError,
+    OutOfOrderSequenceNumberError,
+    UnknownProducerIdError,
+)
+
+__all__ = ["BatchMetadata", "ProducerBatch", "ProducerState"]
+
+_KEPT_BATCHES = 5  # Kafka's NumBatchesToRetain: what a client may have in flight
+_MAX_SEQUENCE = 2**31 - 1
+_SUFFIX = ".snapshot"
+_VERSION = 1
+
+
+class ProducerBatch(NamedTuple):
+    """The producer fields of a batch header, with its offsets in this log."""
+
+    producer_id: int
+    producer_epoch: int
+    base_sequence: int
+    record_count: int
+    base_offset: int
+    last_offset: int
+
+    @property
+    def last_sequence(self) -> int:
+        # by the offset delta, not the record count: compaction removes records from a
+        # batch but keeps its last offset delta (Kafka's RecordBatch.lastSequence)
+        return (self.base_sequence + self.last_offset - self.base_offset) % (_MAX_SEQUENCE + 1)
+
+
+class BatchMetadata(NamedTuple):
+    first_sequence: int
+    last_sequence: int
+    first_offset: int
+    last_offset: int
+
+
+@dataclass(slots=True)
+class _Producer:
+    epoch: int
+    batches: collections.deque[BatchMetadata] = field(
+        default_factory=lambda: collections.deque(maxlen=_KEPT_BATCHES)
+    )
+
+    @property
+    def last_sequence(self) -> int:
+        return self.batches[-1].last_sequence if self.batches else -1
+
+
+class ProducerState:
+    def __init__(self, directory: Path, partition: str) -> None:
+        self.dir = directory
+        self.partition = partition
+        self.producers: dict[int, _Producer] = {}
+        self.end_offset = 0
+        """The log offset the state covers up to (exclusive)."""
+
+    # --- the checks and the updates ------------------------------------------------------
+
+    def check(self, batch: ProducerBatch) -> BatchMetadata | None:
+        """The leader's check of an idempotent batch; returns the metadata of the batch
+        it duplicates (append nothing, answer with those offsets), or None to append."""
+        known = self.producers.get(batch.producer_id)
+        first, last = batch.base_sequence, batch.last_sequence
+        if known is None:
+            if first != 0:
+                raise UnknownProducerIdError(
+                    f"{self.partition}: producer {batch.producer_id} is not known here and its "
+                    f"batch starts at sequence {first}, not 0; the producer must start over"
+                )
+            return None
+        if batch.producer_epoch < known.epoch:
+            raise InvalidProducerEpochError(
+                f"{self.partition}: producer {batch.producer_id} epoch {batch.producer_epoch} "
+                f"is older than its current epoch {known.epoch}: this producer was fenced"
+            )
+        if batch.producer_epoch > known.epoch:
+            if first != 0:
+                raise OutOfOrderSequenceNumberError(
+                    f"{self.partition}: producer {batch.producer_id} epoch "
+                    f"{batch.producer_epoch} must start at sequence 0, not {first}"
+                )
+            return None
+        for kept in known.batches:
+            if kept.first_sequence == first and kept.last_sequence == last:
+                return kept  # a retry of a batch already in the log
+        expected = (known.last_sequence + 1) % (_MAX_SEQUENCE + 1)
+        if first != expected:
+            raise OutOfOrderSequenceNumberError(
+                f"{self.partition}: producer {batch.producer_id} sent sequence {first}, "
+                f"expected {expected}: a batch before it was lost"
+            )
+        return None
+
+    def update(self, batch: ProducerBatch) -> None:
+        """Record a batch appended to the log (leader or follower)."""
+        known = self.producers.get(batch.producer_id)
+        if known is None or batch.producer_epoch > known.epoch:
+            known = self.producers[batch.producer_id] = _Producer(batch.producer_epoch)
+        elif batch.producer_epoch < known.epoch:
+            return  # a follower replays what an older leader wrote: the newer epoch wins
+        known.batches.append(
+            BatchMetadata(
+                batch.base_sequence, batch.last_sequence, batch.base_offset, batch.last_offset
+            )
+        )
+        self.end_offset = max(self.end_offset, batch.last_offset + 1)
+
+    def replay(self, batches: Iterable[ProducerBatch], end_offset: int) -> None:
+        """Apply the batches of the log from :attr:`end_offset` on."""
+        for batch in batches:
+            if batch.producer_id >= 0 and batch.base_offset >= self.end_offset:
+                self.update(batch)
+        self.end_offset = max(self.end_offset, end_offset)
+
+    def clear(self, offset: int) -> None:
+        self.producers.clear()
+        self.end_offset = offset
+
+    # --- snapshots ------------------------------------------------------------------------
+
+    def snapshot_path(self, offset: int) -> Path:
+        return self.dir / f"{offset:020d}{_SUFFIX}"
+
+    def snapshot_offsets(self) -> list[int]:
+        return sorted(int(p.name[: -len(_SUFFIX)]) for p in self.dir.glob(f"*{_SUFFIX}"))
+
+    def take_snapshot(self) -> None:
+        """Write the state as of :attr:`end_offset` (at a segment roll)."""
+        document = {
+            "version": _VERSION,
+            "end_offset": self.end_offset,
+            "producers": [
+                [pid, p.epoch, [list(b) for b in p.batches]] for pid, p in self.producers.items()
+            ],
+        }
+        body = json.dumps(document, separators=(",", ":")).encode()
+        path = self.snapshot_path(self.end_offset)
+        temporary = path.with_suffix(".snapshot.tmp")
+        with open(temporary, "wb") as out:
+            out.write(body + b"\n" + str(crc32c(body)).encode() + b"\n")
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+
+    def load(self, log_start_offset: int, log_end_offset: int) -> int:
+        """The newest valid snapshot at or below the log end, loaded; returns the offset
+        the caller must replay the log from. Snapshots above the end (a truncated tail) or
+        unreadable ones are deleted. A snapshot older than the log start still holds the
+        producers whose batches retention removed (Kafka keeps them too)."""
+        self.clear(log_start_offset)
+        for leftover in self.dir.glob(f"*{_SUFFIX}.tmp"):  # a crash mid-write
+            leftover.unlink(missing_ok=True)
+        for offset in reversed(self.snapshot_offsets()):
+            path = self.snapshot_path(offset)
+            if offset > log_end_offset or not self._read(path):
+                path.unlink(missing_ok=True)
+                self.clear(log_start_offset)
+                continue
+            self.end_offset = max(self.end_offset, log_start_offset)
+            return self.end_offset
+        return log_start_offset
+
+    def _read(self, path: Path) -> bool:
+        try:
+            body, checksum, _ = path.read_bytes().split(b"\n")
+            if int(checksum) != crc32c(body):
+                return False
+            document = json.loads(body)
+            if document["version"] != _VERSION:
+                return False
+            producers: dict[int, _Producer] = {}
+            for pid, epoch, batches in document["producers"]:
+                entry = producers[int(pid)] = _Producer(int(epoch))
+                entry.batches.extend(BatchMetadata(*map(int, b)) for b in batches)
+            self.producers = producers
+            self.end_offset = int(document["end_offset"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
+        return True
+
+    def delete_snapshots_below(self, offset: int) -> None:
+        """Segments below ``offset`` are gone; keep the newest snapshot at or below it."""
+        below = [o for o in self.snapshot_offsets() if o < offset]
+        for old in below[:-1]:
+            self.snapshot_path(old).unlink(missing_ok=True)
+
+    def delete_snapshots_above(self, offset: int) -> None:
+        for old in self.snapshot_offsets():
+            if old > offset:
+                self.snapshot_path(old).unlink(missing_ok=True)

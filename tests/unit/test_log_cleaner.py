@@ -1,0 +1,545 @@
+"""The log cleaner on temporary directories (no sockets), with an injected clock.
+
+What survives: each key's latest record at its own offset; tombstones until
+delete.retention.ms after their first cleaning; a producer's last batch (as an empty batch);
+the last batch of every cleaned segment; records without a key. When: the dirty ratio, the
+compaction lags. How: several rounds when the key map is too small; indexes right after
+cleaning; reads in flight keep their files; checkpoints pulled back by truncations; a crash at
+each step of the swap recovers to the old or the new segments with nothing lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from broker.log import Log, LogConfig
+from broker.log import swap as swap_module
+from broker.log.cleaner import CHECKPOINT, CleanerConfig, LogCleaner, OffsetMap
+from broker.log.manager import LogManager, TopicPartition, read_checkpoint
+from broker.log.segment import LogSegment
+from protocol.records import decode_batches, encode_batch, scan_batches
+from protocol.records.compaction import delete_horizon_ms
+from protocol.records.files import offset_index_entries, segment_name, time_index_entries
+
+TP = TopicPartition("t", 0)
+RETENTION_MS = 10_000
+COMPACT = LogConfig(
+    segment_bytes=2048,
+    index_interval_bytes=128,
+    segment_index_bytes=4096,
+    cleanup_policy="compact",
+    delete_retention_ms=RETENTION_MS,
+    min_cleanable_dirty_ratio=0.01,
+    file_delete_delay_ms=0,
+)
+
+Row = tuple[int, bytes | None, bytes | None]  # offset, key, value
+
+
+class Clock:
+    def __init__(self, now: int = 1_000_000) -> None:
+        self.now = now
+
+    def __call__(self) -> int:
+        return self.now
+
+
+class Bench:
+    """A log manager on a temporary directory with one compacted log, and a cleaner."""
+
+    def __init__(self, root: Path, config: LogConfig = COMPACT, **cleaner: int) -> None:
+        self.clock = Clock()
+        self.root = root
+        self.config = config
+        self.manager = LogManager(
+            [root], broker_id=1, cluster_id="c", default_config=config, clock=self.clock
+        )
+        self.manager.startup()
+        self.log = self.manager.get_or_create_log(TP.topic, TP.partition, config)
+        self.cleaner = LogCleaner(self.manager, CleanerConfig(**cleaner), clock=self.clock)
+        self.model: dict[bytes, tuple[int, bytes | None]] = {}
+        self.written: dict[int, tuple[bytes | None, bytes | None]] = {}
+
+    def write(self, pairs: list[tuple[bytes | None, bytes | None]], **batch: int) -> int:
+        batch_bytes = encode_batch([(k, v, None, self.clock.now) for k, v in pairs], **batch)
+        first = self.log.append(batch_bytes, leader_epoch=3).first_offset
+        for i, (key, value) in enumerate(pairs):
+            self.written[first + i] = (key, value)
+            if key is not None:
+                self.model[key] = (first + i, value)
+        return first
+
+    def updates(self, rounds: int, keys: int, tombstone_every: int = 0) -> None:
+        """``rounds`` batches of one record per key; every n-th write a tombstone."""
+        n = 0
+        for r in range(rounds):
+            pairs: list[tuple[bytes | None, bytes | None]] = []
+            for k in range(keys):
+                n += 1
+                value = None if tombstone_every and n % tombstone_every == 0 else b"v%d" % n
+                pairs.append((b"key-%d" % k, value))
+            self.write(pairs)
+            if r % 3 == 2:
+                self.log.roll()
+
+    async def clean_all(self) -> int:
+        """Rounds until none is due; returns how many ran."""
+        rounds = 0
+        while await self.cleaner.clean_once():
+            rounds += 1
+            assert rounds < 100
+        return rounds
+
+    def expected(self, *, tombstones: bool) -> set[Row]:
+        return {
+            (offset, key, value)
+            for key, (offset, value) in self.model.items()
+            if tombstones or value is not None
+        }
+
+    async def close(self) -> None:
+        await self.cleaner.stop()
+        self.manager.shutdown()
+
+
+@pytest.fixture
+async def bench(tmp_path: Path) -> AsyncIterator[Bench]:
+    b = Bench(tmp_path)
+    yield b
+    await b.close()
+
+
+def read_rows(log: Log) -> list[Row]:
+    """Every record through Log.read, checking that offsets only increase."""
+    offset, rows = log.log_start_offset, []
+    while (data := log.read(offset, 1 << 20)) is not None:
+        for batch in decode_batches(data.read()):
+            assert batch.base_offset >= offset
+            rows += [(r.offset, r.key, r.value) for r in batch]
+            offset = batch.next_offset
+    assert [r[0] for r in rows] == sorted({r[0] for r in rows})
+    return rows
+
+
+def batches(log: Log) -> list:  # type: ignore[type-arg]
+    return [b for s in log.segments for b in decode_batches(s.read(0, s.size))]
+
+
+def in_active(bench: Bench) -> set[Row]:
+    base = bench.log.active.base_offset
+    return {r for r in read_rows(bench.log) if r[0] >= base}
+
+
+# --- what survives -------------------------------------------------------------------------
+
+
+async def test_each_key_keeps_its_latest_record_at_its_offset(bench: Bench) -> None:
+    bench.updates(rounds=30, keys=7, tombstone_every=11)
+    bench.log.roll()
+    before = bench.log.size_bytes
+    assert await bench.clean_all() >= 1
+    rows = read_rows(bench.log)
+    assert set(rows) == bench.expected(tombstones=True)  # tombstones stay for now
+    assert all(bench.written[o] == (k, v) for o, k, v in rows)  # offsets never change
+    assert bench.log.size_bytes < before / 5
+    assert bench.log.log_end_offset == 210
+    assert bench.cleaner.checkpoints[TP] == 210
+    assert read_checkpoint(bench.root / CHECKPOINT) == {TP: 210}
+    metrics = {name: value for name, _, value in bench.cleaner.metrics()}
+    assert 0 < metrics["headwater_log_cleaner_recopy_percent"] < 20
+    assert metrics["headwater_log_cleaner_max_dirty_percent"] == 0  # all clean now
+
+
+async def test_tombstones_go_after_delete_retention_ms_from_their_first_cleaning(
+    bench: Bench,
+) -> None:
+    bench.updates(rounds=12, keys=5, tombstone_every=4)
+    bench.log.roll()
+    await bench.clean_all()
+    stamped = [b for b in batches(bench.log) if any(r.value is None for r in b)]
+    assert stamped and all(
+        delete_horizon_ms(b.header) == bench.clock.now + RETENTION_MS for b in stamped
+    )
+    bench.clock.now += RETENTION_MS - 1  # not yet: a new round keeps them
+    bench.write([(b"other", b"x")])
+    bench.log.roll()
+    await bench.clean_all()
+    assert set(read_rows(bench.log)) == bench.expected(tombstones=True)
+    bench.clock.now += 1
+    bench.write([(b"other", b"y")])
+    bench.log.roll()
+    await bench.clean_all()
+    rows = read_rows(bench.log)
+    assert set(rows) == bench.expected(tombstones=False)
+    # the record timestamps survive the delete horizon taking the base timestamp's place
+    assert all(r.timestamp == 1_000_000 for b in batches(bench.log)[:-2] for r in b)
+
+
+async def test_the_active_segment_is_never_cleaned(bench: Bench) -> None:
+    bench.updates(rounds=3, keys=4)
+    bench.log.roll()
+    bench.updates(rounds=2, keys=4)  # in the active segment now: duplicates stay
+    await bench.clean_all()
+    assert len(in_active(bench)) == 8
+
+
+async def test_records_without_a_key_are_kept(bench: Bench) -> None:
+    bench.write([(None, b"a"), (b"k", b"1"), (None, b"b"), (b"k", b"2")])
+    bench.log.roll()
+    await bench.clean_all()
+    assert [(o, k, v) for o, k, v in read_rows(bench.log)] == [
+        (0, None, b"a"),
+        (2, None, b"b"),
+        (3, b"k", b"2"),
+    ]
+
+
+async def test_a_producers_last_batch_survives_as_an_empty_batch(bench: Bench) -> None:
+    producer = {"producer_id": 7, "producer_epoch": 2}
+    bench.write([(b"a", b"1"), (b"b", b"1")], base_sequence=0, **producer)
+    last = bench.write([(b"a", b"2"), (b"b", b"2")], base_sequence=2, **producer)
+    bench.write([(b"a", b"3"), (b"b", b"3")])  # makes the producer's records obsolete
+    bench.write([(b"c", b"1")])
+    bench.log.roll()
+    await bench.clean_all()
+    kept = {b.base_offset: b for b in batches(bench.log)}
+    assert 0 not in kept  # its earlier batch goes
+    empty = kept[last]
+    assert len(empty) == 0 and empty.last_offset == last + 1  # so its last sequence is 3
+    assert (empty.producer_id, empty.producer_epoch, empty.base_sequence) == (7, 2, 2)
+    assert empty.partition_leader_epoch == 3
+
+
+async def test_the_last_batch_of_a_cleaned_segment_keeps_the_segments_end(
+    tmp_path: Path,
+) -> None:
+    bench = Bench(tmp_path, COMPACT.with_overrides(segment_bytes=150))  # a group per segment
+    bench.write([(b"a", b"1")])
+    bench.write([(b"b", b"1")])
+    bench.log.roll()
+    bench.write([(b"a", b"2"), (b"b", b"2")])
+    bench.log.roll()
+    await bench.clean_all()
+    first, second, active = bench.log.segments
+    assert [(b.base_offset, b.last_offset, len(b)) for b in batches(bench.log)] == [
+        (1, 1, 0),  # b's old value goes, its batch ended the segment: an empty header stays
+        (2, 3, 2),
+    ]
+    assert (first.next_offset, second.base_offset, second.next_offset) == (2, 2, 4)
+    assert active.base_offset == 4
+    await bench.close()
+
+
+# --- when ------------------------------------------------------------------------------------
+
+
+async def test_the_dirty_ratio_decides_whether_a_log_is_cleaned(tmp_path: Path) -> None:
+    bench = Bench(tmp_path, COMPACT.with_overrides(min_cleanable_dirty_ratio=0.5))
+    bench.updates(rounds=9, keys=20)
+    bench.log.roll()
+    assert await bench.clean_all() == 1
+    clean = bench.log.size_bytes
+    bench.write([(b"key-1", b"new")])
+    bench.log.roll()  # dirty: one small segment, far under half of the log
+    assert not await bench.cleaner.clean_once()
+    assert 0 < bench.cleaner.max_dirty_ratio < 0.5
+    while bench.log.size_bytes - clean < clean * 1.2:
+        bench.updates(rounds=1, keys=20)
+    bench.log.roll()
+    assert await bench.cleaner.clean_once()
+    assert set(read_rows(bench.log)) == bench.expected(tombstones=True)
+    await bench.close()
+
+
+async def test_min_compaction_lag_keeps_recent_records_uncompacted(tmp_path: Path) -> None:
+    bench = Bench(tmp_path, COMPACT.with_overrides(min_compaction_lag_ms=5_000))
+    bench.updates(rounds=6, keys=3)
+    bench.log.roll()
+    assert not await bench.cleaner.clean_once()  # every record is younger than the lag
+    bench.clock.now += 5_001
+    assert await bench.cleaner.clean_once()
+    assert set(read_rows(bench.log)) == bench.expected(tombstones=True)
+    await bench.close()
+
+
+async def test_max_compaction_lag_forces_a_log_under_the_ratio(tmp_path: Path) -> None:
+    config = COMPACT.with_overrides(min_cleanable_dirty_ratio=0.99, max_compaction_lag_ms=5_000)
+    bench = Bench(tmp_path, config)
+    bench.updates(rounds=3, keys=3)
+    bench.log.roll()
+    await bench.clean_all()  # the first round: all dirty
+    bench.write([(b"key-0", b"x")])
+    bench.log.roll()
+    assert not await bench.cleaner.clean_once()
+    bench.clock.now += 5_001
+    assert await bench.cleaner.clean_once()
+    await bench.close()
+
+
+async def test_nothing_at_or_past_the_high_watermark_is_cleaned(tmp_path: Path) -> None:
+    bench = Bench(tmp_path)
+    bench.updates(rounds=4, keys=2)
+    bench.log.roll()
+    bench.cleaner = LogCleaner(bench.manager, clock=bench.clock, cleanable_end=lambda tp: 4)
+    await bench.clean_all()
+    rows = read_rows(bench.log)
+    assert [r[0] for r in rows] == list(range(2, 8))  # 0, 1 shadowed by 2, 3 only
+    await bench.close()
+
+
+# --- how -------------------------------------------------------------------------------------
+
+
+def test_offset_map_holds_keys_until_full() -> None:
+    offsets = OffsetMap(24 * 10)
+    assert (offsets.slots, offsets.capacity) == (10, 9)
+    assert all(offsets.put(b"k%d" % i, i) for i in range(9))
+    assert offsets.put(b"k3", 33)  # a known key: always room
+    assert not offsets.put(b"new", 1)
+    assert [offsets.get(b"k%d" % i) for i in range(4)] == [0, 1, 2, 33]
+    assert offsets.get(b"absent") == -1
+    assert OffsetMap.for_keys(100, 1 << 20).slots == 113  # sized by need under the budget
+
+
+async def test_a_map_too_small_for_the_dirty_keys_cleans_in_several_rounds(
+    tmp_path: Path,
+) -> None:
+    bench = Bench(tmp_path, dedupe_buffer_size=24 * 12)  # 10 keys per round
+    bench.updates(rounds=6, keys=35, tombstone_every=9)
+    bench.log.roll()
+    assert await bench.clean_all() >= 4
+    assert set(read_rows(bench.log)) == bench.expected(tombstones=True)
+    await bench.close()
+
+
+async def test_indexes_agree_with_the_cleaned_log_and_lookups_work(bench: Bench) -> None:
+    for i in range(40):
+        bench.clock.now += 10
+        bench.write([(b"key-%d" % (i % 6), b"v" * 30), (b"other-%d" % i, b"w" * 30)])
+    bench.log.roll()
+    await bench.clean_all()
+    assert sum(_check_indexes(s) for s in bench.log.segments[:-1]) > 10
+    rows = read_rows(bench.log)
+    for offset, _, value in rows:
+        fetched = bench.log.read(offset, 1)
+        assert fetched is not None
+        (batch,) = decode_batches(fetched.read())
+        assert any(r.offset == offset and r.value == value for r in batch)
+    # a timestamp lookup finds the first surviving record at or after the time
+    stamp = 1_000_000 + 10 * 30
+    found = bench.log.list_offset(stamp)
+    assert found is not None and found[1] == min(o for o, _, _ in rows if o >= 58)
+
+
+def _check_indexes(segment: LogSegment) -> int:
+    """Every index entry agrees with the segment's batches; returns how many there are."""
+    headers = {h.position: h for h in scan_batches(segment.read(0, segment.size))}
+    by_base = {h.base_offset: h for h in headers.values()}
+    offsets = offset_index_entries(segment.offset_index.path.read_bytes(), segment.base_offset)
+    assert all(headers[position].base_offset == offset for offset, position in offsets)
+    times = time_index_entries(segment.time_index.path.read_bytes(), segment.base_offset)
+    assert all(by_base[offset].max_timestamp == ts for ts, offset in times)
+    return len(offsets) + len(times)
+
+
+async def test_reads_in_flight_keep_the_old_files(tmp_path: Path) -> None:
+    bench = Bench(tmp_path, COMPACT.with_overrides(file_delete_delay_ms=1_000))
+    bench.updates(rounds=6, keys=3)
+    bench.log.roll()
+    fetch = bench.log.read(0, 1 << 20)
+    assert fetch is not None
+    old = fetch.read()
+    await bench.clean_all()
+    assert fetch.segment not in bench.log.segments
+    assert fetch.read() == old and fetch.region().fd >= 0  # renamed .deleted, still open
+    bench.clock.now += 1_000  # file.delete.delay.ms later, the next round unlinks it
+    await bench.cleaner.clean_once()
+    assert fetch.region().fd == -1
+    assert not list(bench.log.dir.glob("*.deleted"))
+    await bench.close()
+
+
+async def test_a_truncation_pulls_the_checkpoint_back(bench: Bench) -> None:
+    bench.updates(rounds=6, keys=3)
+    bench.log.roll()
+    await bench.clean_all()
+    assert bench.cleaner.checkpoints[TP] == 18
+    await bench.cleaner.stop()  # a cleaner that starts from the file, as after a restart
+    bench.cleaner = LogCleaner(bench.manager, clock=bench.clock)
+    assert bench.cleaner.checkpoints == {TP: 18}
+    bench.log.truncate_to(12)
+    await bench.cleaner.clean_once()
+    assert bench.cleaner.checkpoints[TP] == 12
+    assert read_checkpoint(bench.root / CHECKPOINT) == {TP: 12}
+
+
+async def test_a_log_changed_during_the_round_is_not_swapped(
+    bench: Bench, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bench.updates(rounds=6, keys=3)
+    bench.log.roll()
+    swap = LogCleaner._swap
+
+    def truncated_meanwhile(cleaner: LogCleaner, job: Any, group: Any) -> bool:
+        bench.log.truncate_to(6)  # replication cut the log back while the worker ran
+        return swap(cleaner, job, group)
+
+    monkeypatch.setattr(LogCleaner, "_swap", truncated_meanwhile)
+    assert await bench.cleaner.clean_once()
+    assert [r[0] for r in read_rows(bench.log)] == [0, 1, 2, 3, 4, 5]  # not swapped in
+    assert TP not in bench.cleaner.checkpoints
+    assert not [p for p in bench.log.dir.iterdir() if p.name.endswith(".cleaned")]
+
+
+async def test_a_damaged_batch_makes_the_log_uncleanable_and_is_left_as_it_is(
+    bench: Bench,
+) -> None:
+    bench.updates(rounds=6, keys=3)
+    bench.log.roll()
+    first = bench.log.segments[0]
+    damaged = bytearray(first.read(0, first.size))
+    damaged[first.size - 3] ^= 0xFF  # inside the last batch: its CRC no longer matches
+    os.pwrite(first.fd, bytes(damaged), 0)
+    assert await bench.cleaner.clean_once()  # a round ran, and gave up on this log
+    assert first is bench.log.segments[0] and first.read(0, first.size) == damaged
+    assert not await bench.cleaner.clean_once()  # not retried (until the broker restarts)
+    assert TP not in bench.cleaner.checkpoints
+
+
+# --- crash safety of the swap ------------------------------------------------------------------
+
+
+class _Crash(BaseException):
+    """The process dies here (nothing catches it, as nothing runs after a crash)."""
+
+
+STEPS = [
+    ("promote.index", 1, "old"),
+    ("promote.timeindex", 1, "old"),
+    ("promote.log", 1, "old"),
+    ("retire", 1, "new"),
+    ("retire", 2, "new"),
+    ("install.index", 1, "new"),
+    ("install.timeindex", 1, "new"),
+    ("install.log", 1, "new"),
+]
+
+
+@pytest.mark.parametrize(("step", "nth", "outcome"), STEPS)
+async def test_a_crash_at_each_swap_step_recovers_old_or_new_with_nothing_lost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, step: str, nth: int, outcome: str
+) -> None:
+    config = COMPACT.with_overrides(segment_bytes=8192)
+    bench = Bench(tmp_path, config)
+    for _ in range(3):  # three small segments: one group
+        bench.updates(rounds=2, keys=4, tombstone_every=5)
+        bench.log.roll()
+    bench.write([(b"tail", b"t")])
+    old_rows = read_rows(bench.log)
+    seen = {"n": 0}
+
+    def fault(name: str) -> None:
+        if name == step:
+            seen["n"] += 1
+            if seen["n"] == nth:
+                raise _Crash(name)
+
+    monkeypatch.setattr(swap_module, "fault_point", fault)
+    with pytest.raises(_Crash):
+        await bench.cleaner.clean_once()
+    monkeypatch.setattr(swap_module, "fault_point", lambda name: None)
+    # the process dies here: nothing else is written; the log is opened as after a crash
+    reopened = Log.open(bench.log.dir, config, clean_shutdown=False, clock=bench.clock)
+    rows = read_rows(reopened)
+    new_rows = sorted(bench.expected(tombstones=True))
+    assert rows == (old_rows if outcome == "old" else new_rows)
+    leftovers = [p.name for p in reopened.dir.iterdir() if p.suffix in (".cleaned", ".swap")]
+    assert leftovers == [] and not list(reopened.dir.glob("*.deleted"))
+    assert all(s.indexes_sane() for s in reopened.segments)
+    reopened.close()
+    await bench.cleaner.stop()
+
+
+def test_stray_cleaned_files_are_removed_on_open(tmp_path: Path) -> None:
+    log = Log.open(tmp_path / "t-0", COMPACT)
+    log.append(encode_batch([(b"k", b"v", None, 1)]))
+    log.close()
+    for kind in (".log", ".index"):
+        (tmp_path / "t-0" / (segment_name(0, kind) + ".cleaned")).write_bytes(b"junk")
+    reopened = Log.open(tmp_path / "t-0", COMPACT, clean_shutdown=False)
+    assert [r[1] for r in read_rows(reopened)] == [b"k"]
+    assert not list((tmp_path / "t-0").glob("*.cleaned"))
+    reopened.close()
+
+
+# --- a model -------------------------------------------------------------------------------------
+
+OPS = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just("write"),
+            st.lists(st.tuples(st.integers(0, 5), st.booleans()), min_size=1, max_size=6),
+        ),
+        st.tuples(st.just("roll"), st.none()),
+        st.tuples(st.just("clean"), st.none()),
+        st.tuples(st.just("wait"), st.integers(1, 2 * RETENTION_MS)),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=40)
+@given(ops=OPS, map_keys=st.integers(1, 8))
+def test_cleaning_agrees_with_a_model_of_latest_values(
+    tmp_path_factory: pytest.TempPathFactory,
+    ops: list,
+    map_keys: int,  # type: ignore[type-arg]
+) -> None:
+    asyncio.run(_model_run(tmp_path_factory.mktemp("model"), ops, map_keys))
+
+
+async def _model_run(root: Path, ops: list, map_keys: int) -> None:  # type: ignore[type-arg]
+    bench = Bench(root, dedupe_buffer_size=24 * (map_keys + 2))
+    n = 0
+    for op, arg in ops:
+        if op == "write":
+            pairs = []
+            for key, deleted in arg:
+                n += 1
+                pairs.append((b"k%d" % key, None if deleted else b"v%d" % n))
+            bench.write(pairs)
+        elif op == "roll":
+            bench.log.roll()
+        elif op == "clean":
+            await bench.clean_all()
+        else:
+            bench.clock.now += arg
+        _check_against_model(bench)
+    bench.clock.now += RETENTION_MS + 1
+    bench.log.roll()
+    await bench.clean_all()
+    _check_against_model(bench)
+    await bench.close()
+
+
+def _check_against_model(bench: Bench) -> None:
+    """Every record is one that was written there; each key's last record is its latest
+    write, unless that write was a tombstone, which may have gone."""
+    rows = read_rows(bench.log)
+    last: dict[bytes | None, Row] = {}
+    for row in rows:
+        assert bench.written[row[0]] == (row[1], row[2])
+        last[row[1]] = row
+    for key, (offset, value) in bench.model.items():
+        if key in last:
+            assert last[key] == (offset, key, value)
+        else:
+            assert value is None

@@ -1,0 +1,154 @@
+"""Idempotent producers' state: the leader's sequence checks, duplicates answered with the
+original offsets, and the state rebuilt from snapshots and batch headers after a restart
+or a truncation (tested on the Log class, no sockets)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from broker.log.config import LogConfig
+from broker.log.log import Log
+from broker.log.producer_state import ProducerBatch, ProducerState
+from protocol.errors import (
+    InvalidProducerEpochError,
+    InvalidRecordError,
+    OutOfOrderSequenceNumberError,
+    UnknownProducerIdError,
+)
+from protocol.records import decode_batches, encode_batch
+
+
+def _batch(pid: int, epoch: int, seq: int, count: int = 2, base: int = 0) -> ProducerBatch:
+    return ProducerBatch(pid, epoch, seq, count, base, base + count - 1)
+
+
+def test_sequences_follow_on_and_retries_are_recognised(tmp_path: Path) -> None:
+    state = ProducerState(tmp_path, "t-0")
+    first = _batch(7, 0, 0, base=0)
+    assert state.check(first) is None
+    state.update(first)
+    second = _batch(7, 0, 2, base=2)
+    assert state.check(second) is None
+    state.update(second)
+    retry = state.check(_batch(7, 0, 0, base=99))
+    assert retry is not None and (retry.first_offset, retry.last_offset) == (0, 1)
+    with pytest.raises(OutOfOrderSequenceNumberError, match="expected 4"):
+        state.check(_batch(7, 0, 6))  # 4 and 5 were lost
+    with pytest.raises(UnknownProducerIdError, match="start over"):
+        state.check(_batch(8, 0, 3))
+    with pytest.raises(InvalidProducerEpochError, match="fenced"):
+        state.update(_batch(7, 1, 0, base=4))  # a new epoch took over...
+        state.check(_batch(7, 0, 4))  # ...so the old one is refused
+    with pytest.raises(OutOfOrderSequenceNumberError, match="must start at sequence 0"):
+        state.check(_batch(7, 2, 5))
+
+
+def test_only_the_last_five_batches_are_remembered_and_sequences_wrap(tmp_path: Path) -> None:
+    state = ProducerState(tmp_path, "t-0")
+    top = 2**31 - 1
+    state.update(ProducerBatch(1, 0, top - 1, 2, 0, 1))  # sequences top-1, top
+    assert state.check(ProducerBatch(1, 0, 0, 1, 2, 2)) is None  # wraps to 0
+    for i in range(6):
+        state.update(_batch(2, 0, 2 * i, base=10 + 2 * i))
+    with pytest.raises(OutOfOrderSequenceNumberError):
+        state.check(_batch(2, 0, 0))  # the first of six is forgotten: not a duplicate
+    assert state.check(_batch(2, 0, 2)) is not None
+
+
+def _idempotent(pid: int, seq: int, values: list[bytes], epoch: int = 0) -> bytes:
+    return encode_batch(
+        [(None, v, None, 1_000) for v in values],
+        producer_id=pid,
+        producer_epoch=epoch,
+        base_sequence=seq,
+    )
+
+
+def _open(path: Path, **kw: object) -> Log:
+    return Log.open(path, LogConfig(segment_bytes=300), **kw)  # type: ignore[arg-type]
+
+
+def _values(log: Log) -> list[bytes | None]:
+    out: list[bytes | None] = []
+    offset = log.log_start_offset
+    while offset < log.log_end_offset:
+        data = log.read(offset, 1 << 20)
+        assert data is not None
+        for batch in decode_batches(data.read()):
+            out += [r.value for r in batch]
+            offset = batch.next_offset
+    return out
+
+
+def test_the_log_answers_a_retry_with_the_original_offsets(tmp_path: Path) -> None:
+    log = _open(tmp_path / "t-0")
+    first = _idempotent(5, 0, [b"a", b"b"])
+    assert log.append(first).first_offset == 0
+    again = log.append(first)  # the answer was lost; the producer sent it again
+    assert (again.first_offset, again.last_offset, again.size_bytes) == (0, 1, 0)
+    assert log.log_end_offset == 2 and _values(log) == [b"a", b"b"]
+    with pytest.raises(OutOfOrderSequenceNumberError):
+        log.append(_idempotent(5, 5, [b"c"]))
+    with pytest.raises(InvalidRecordError, match="one batch per partition"):
+        log.append(_idempotent(5, 2, [b"c"]) + _idempotent(5, 3, [b"d"]))
+    plain = encode_batch([(None, b"p", None, 1_000)])  # no producer id: never checked
+    assert log.append(plain).first_offset == 2 and log.append(plain).first_offset == 3
+    log.close()
+
+
+@pytest.mark.parametrize("clean", [True, False])
+def test_retries_are_still_recognised_after_a_restart(tmp_path: Path, clean: bool) -> None:
+    log = _open(tmp_path / "t-0")
+    sent = [_idempotent(9, 2 * i, [b"x" * 40, b"y" * 40]) for i in range(8)]
+    for i, batch in enumerate(sent):
+        assert log.append(batch).first_offset == 2 * i
+    assert log.producers.snapshot_offsets(), "segments rolled: snapshots were taken"
+    end = log.log_end_offset
+    if clean:
+        log.close()
+    reopened = _open(tmp_path / "t-0", clean_shutdown=clean, recovery_point=0)
+    for i in (3, 7):  # within the last five: answered from the rebuilt state
+        assert reopened.append(sent[i]).first_offset == 2 * i
+    assert reopened.log_end_offset == end
+    assert reopened.append(_idempotent(9, 16, [b"z"])).first_offset == end
+    reopened.close()
+
+
+def test_a_damaged_snapshot_is_ignored_and_the_headers_rebuild_the_state(
+    tmp_path: Path,
+) -> None:
+    log = _open(tmp_path / "t-0")
+    sent = [_idempotent(3, 2 * i, [b"x" * 40, b"y" * 40]) for i in range(8)]
+    for batch in sent:
+        log.append(batch)
+    log.close()
+    for offset in log.producers.snapshot_offsets():
+        log.producers.snapshot_path(offset).write_bytes(b"{not json\n1\n")
+    reopened = _open(tmp_path / "t-0", clean_shutdown=True)
+    assert reopened.append(sent[-1]).first_offset == 14
+    assert reopened.producers.snapshot_offsets() == []  # the bad ones were removed
+    reopened.close()
+
+
+def test_truncation_forgets_the_batches_it_removes(tmp_path: Path) -> None:
+    log = _open(tmp_path / "t-0")
+    sent = [_idempotent(4, 2 * i, [b"x" * 40, b"y" * 40]) for i in range(8)]
+    for batch in sent:
+        log.append(batch)
+    log.truncate_to(10)  # a follower cuts a tail no new leader has
+    assert log.log_end_offset == 10
+    assert log.append(sent[5]).first_offset == 10  # not a duplicate any more: appended
+    assert log.append(sent[4]).first_offset == 8  # still in the log: a duplicate
+    log.truncate_fully_and_start_at(100)
+    assert log.producers.snapshot_offsets() == [] and log.producers.producers == {}
+    log.close()
+
+
+def test_a_compacted_batch_keeps_its_sequences(tmp_path: Path) -> None:
+    """Compaction may leave fewer records in a batch (even none) but keeps its last offset
+    delta: the sequences a replay rebuilds come from that, not from the record count."""
+    state = ProducerState(tmp_path, "t-0")
+    state.update(ProducerBatch(1, 0, 0, 1, 0, 3))  # 4 offsets, 1 record left
+    assert state.check(ProducerBatch(1, 0, 4, 2, 4, 5)) is None
