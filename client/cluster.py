@@ -443,24 +443,25 @@ class Cluster:
             return conn
         task = self._connecting.get(key)
         if task is None:
-            task = asyncio.get_running_loop().create_task(self._connect(address))
+            task = asyncio.get_running_loop().create_task(self._connect(address, key))
             task.add_done_callback(_retrieve)
             self._connecting[key] = task
             task.add_done_callback(lambda _t: self._connecting.pop(key, None))
-        conn = await asyncio.shield(task)
-        if self._closed:
-            conn.close()
-            raise NetworkError("the client is closed")
-        self._connections[key] = conn
-        return conn
+        return await asyncio.shield(task)
 
-    async def _connect(self, address: Address) -> BrokerConnection:
+    async def _connect(self, address: Address, key: tuple[str, int, str]) -> BrokerConnection:
+        """Connect and keep the connection: the task does it, not its waiters, so a
+        connection made after every waiter was cancelled is still closed by close()."""
         conn = BrokerConnection(*address, request_timeout_ms=self.request_timeout_ms)
         try:
             await conn.connect(timeout_s=min(self.request_timeout_ms / 1000, 10.0))
         except BaseException:
             conn.close()
             raise
+        if self._closed:
+            conn.close()
+            raise NetworkError("the client is closed")
+        self._connections[key] = conn
         return conn
 
     async def _request(

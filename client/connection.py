@@ -80,9 +80,10 @@ class BrokerConnection:
 
     async def connect(self, timeout_s: float = 10.0) -> None:
         try:
-            self._reader, self._writer = await asyncio.wait_for(
-                asyncio.open_connection(self.host, self.port), timeout_s
-            )
+            # asyncio.timeout, not wait_for: on 3.11, wait_for cancelled just as the
+            # connection completes drops the new stream without closing it
+            async with asyncio.timeout(timeout_s):
+                self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
         except (OSError, TimeoutError) as exc:
             raise NetworkError(
                 f"cannot connect to broker {self.host}:{self.port} ({exc or 'timed out'}); "
@@ -211,6 +212,7 @@ class BrokerConnection:
                 pending.set_exception(
                     NetworkError(f"{self}: {self._closed}") if cause is None else cause
                 )
+                pending.exception()  # its caller may be gone (cancelled): nothing to log
         if self._writer is not None:
             if cause is None:
                 self._writer.close()  # ours to end: what is buffered still goes out
