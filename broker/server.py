@@ -90,7 +90,6 @@ async def _api_versions(header: RequestHeader, request: Any) -> ApiVersionsRespo
 class _Connection(asyncio.BufferedProtocol):
     def __init__(self, server: BrokerServer) -> None:
         self._server = server
-        self._buffer = bytearray(_READ_BUFFER_BYTES)
         self._decoder = FrameDecoder(server.max_frame_bytes)
         self._queue: collections.deque[asyncio.Future[list[Part] | None]] = collections.deque()
         self._wakeup = asyncio.Event()
@@ -121,12 +120,12 @@ class _Connection(asyncio.BufferedProtocol):
         self._writer = asyncio.get_running_loop().create_task(self._write_responses())
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        return memoryview(self._buffer)
+        return self._server.read_buffer
 
     def buffer_updated(self, nbytes: int) -> None:
         self.last_active = asyncio.get_running_loop().time()
         try:
-            frames = self._decoder.feed(memoryview(self._buffer)[:nbytes])
+            frames = self._decoder.feed(self._server.read_buffer[:nbytes])
         except MalformedFrameError as exc:
             self._abort(str(exc))
             return
@@ -343,6 +342,11 @@ class BrokerServer:
         self.max_in_flight = max_in_flight
         self.max_idle_s = max_idle_ms / 1000
         self.connections: set[_Connection] = set()
+        self.read_buffer = memoryview(bytearray(_READ_BUFFER_BYTES))
+        """Every connection reads into this one buffer: the loop hands a connection the
+        buffer, reads into it and calls buffer_updated in one step, and the frame decoder
+        copies what it keeps, so nothing refers to it between reads. One per connection
+        cost 256 KiB each (268 MB for 1,000 idle connections)."""
         self._server: asyncio.Server | None = None
         self._reaper: asyncio.Task[None] | None = None
 

@@ -422,3 +422,29 @@ async def test_a_peer_that_stops_reading_times_out_instead_of_hanging() -> None:
         await asyncio.wait_for(done.wait(), 5)
         srv.close()
         await srv.wait_closed()
+
+
+async def test_connections_sharing_the_read_buffer_keep_their_own_frames(
+    server: tuple[BrokerServer, int],
+) -> None:
+    """Every connection reads into the server's one buffer: frames cut across reads, on
+    many connections at once, must each reach their own connection intact."""
+    _, port = server
+    clients = [await _raw(port) for _ in range(8)]
+    frames = []
+    for i in range(len(clients)):
+        parts = encode_request(
+            ApiKey.METADATA, 0, 100 + i, MetadataRequest(topics=[f"topic-{i}-" + "x" * 300])
+        )
+        frames.append(b"".join(bytes(p) for p in parts))
+    for offset in range(0, max(len(f) for f in frames), 7):  # 7-byte pieces, interleaved
+        for (_, writer), frame in zip(clients, frames, strict=True):
+            if offset < len(frame):
+                writer.write(frame[offset : offset + 7])
+                await writer.drain()
+        await asyncio.sleep(0)
+    for i, (reader, writer) in enumerate(clients):
+        correlation_id, body = await _read_frame(reader)
+        response = decode_response(APIS[ApiKey.METADATA], 0, body)
+        assert (correlation_id, response.cluster_id) == (100 + i, f"topic-{i}-" + "x" * 300)
+        writer.close()
