@@ -126,6 +126,11 @@ class ProducerBatch:
         self.futures.append(future)
         return future
 
+    def forget_sequence(self) -> None:
+        """The partition refused this batch's sequence (so it was not written): it is
+        stamped anew, under the producer's next id, when sent again."""
+        self.producer_id, self.base_sequence = -1, -1
+
     def stamp(self, producer_id: int, producer_epoch: int, base_sequence: int) -> None:
         """An idempotent producer's id, epoch and sequence, into the built batch."""
         assert self.payload is not None
@@ -317,16 +322,18 @@ class RecordAccumulator:
                 continue  # the next request takes it
             queue.popleft()
             self._muted.add(tp)
-            if self.producer_id >= 0 and batch.producer_id != self.producer_id:
-                self._sequence(batch)
+            if self.producer_id >= 0 and batch.producer_id < 0:
+                self._sequence(batch)  # a retry keeps its stamp, even under an older id
             batch.attempts += 1
             sizes[leader] = size + len(payload)
             out.setdefault(leader, []).append(batch)
         return out
 
     def reset_producer(self, producer_id: int, producer_epoch: int) -> None:
-        """A new producer id: sequences start at 0 again; batches stamped with the old id
-        are stamped anew when next sent (their order in each queue is kept)."""
+        """A new producer id: sequences start at 0 again for batches not sent yet. A batch
+        already sent under the old id keeps that id and sequence on every retry: its first
+        send may have been written, and only the old id's state on the broker can tell
+        (Kafka never re-sequences a batch whose outcome is unknown)."""
         self.producer_id, self.producer_epoch = producer_id, producer_epoch
         self._sequences.clear()
 

@@ -498,6 +498,7 @@ class Producer:
             _log.info("%s refused the sequence of %s: %s", batch.tp, batch, error)
             self._new_producer_id = True
             if _monotonic_ms() < batch.deadline_ms and self._state != "stopped":
+                batch.forget_sequence()  # refused, so not written: safe to re-sequence
                 self._accumulator.retry(batch)
                 return
         if error.invalid_metadata:

@@ -18,7 +18,10 @@ sent to the old leader.
 
 On disk: at each segment roll, the state as of the new segment's base offset is written to
 ``<offset:020d>.snapshot`` in the partition's directory: a JSON document followed by a
-line with its CRC32C, written to a temporary name, fsynced and renamed. Opening the log
+line with its CRC32C, written to a temporary name and renamed (not fsynced: a torn one
+fails its CRC and an older one, or a replay from the log start, takes its place); the
+newest two are kept, so compacted topics, which never delete segments, do not collect
+them. Opening the log
 (:meth:`load`) reads the newest valid snapshot at or below the log end and replays the
 batch headers after it (producer id, epoch, base sequence, offsets: O(batches), no record
 is decoded). Truncation rebuilds the same way; snapshots below the log start go with their
@@ -46,6 +49,7 @@ from protocol.errors import (
 __all__ = ["BatchMetadata", "ProducerBatch", "ProducerState"]
 
 _KEPT_BATCHES = 5  # Kafka's NumBatchesToRetain: what a client may have in flight
+_KEPT_SNAPSHOTS = 2  # older ones are never the newest valid one below a log end we load
 _MAX_SEQUENCE = 2**31 - 1
 _SUFFIX = ".snapshot"
 _VERSION = 1
@@ -177,11 +181,12 @@ class ProducerState:
         body = json.dumps(document, separators=(",", ":")).encode()
         path = self.snapshot_path(self.end_offset)
         temporary = path.with_suffix(".snapshot.tmp")
-        with open(temporary, "wb") as out:
-            out.write(body + b"\n" + str(crc32c(body)).encode() + b"\n")
-            out.flush()
-            os.fsync(out.fileno())
+        # no fsync on the event loop: a snapshot only saves replaying headers, and one a
+        # crash tore fails its CRC and is passed over for an older one or a full replay
+        temporary.write_bytes(body + b"\n" + str(crc32c(body)).encode() + b"\n")
         os.replace(temporary, path)
+        for old in self.snapshot_offsets()[:-_KEPT_SNAPSHOTS]:
+            self.snapshot_path(old).unlink(missing_ok=True)
 
     def load(self, log_start_offset: int, log_end_offset: int) -> int:
         """The newest valid snapshot at or below the log end, loaded; returns the offset

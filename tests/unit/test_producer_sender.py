@@ -336,3 +336,43 @@ def test_idempotence_settings() -> None:
             enable_idempotence=True,
         )
     assert not Producer(bootstrap_servers="unused:1", enable_idempotence=False).enable_idempotence
+
+
+async def test_a_batch_whose_outcome_is_unknown_keeps_its_id_after_a_reset() -> None:
+    """Partition 0's answer is lost (it may be written); partition 1's sequence is refused,
+    so the producer takes a new id. The retry of partition 0 must keep the old id and
+    sequence (the broker knows whether it has it); only the refused batch is re-sequenced."""
+    a0, a1 = TopicPartition("a", 0), TopicPartition("a", 1)
+    cluster = ScriptedCluster({a0: 1, a1: 2})
+    release_a0 = asyncio.Event()
+
+    async def first_send_of_a0(request: ProduceRequest) -> Any:
+        await release_a0.wait()
+        raise NetworkError("the answer was lost")
+
+    order: list[str] = []
+    real_send = cluster.send
+
+    async def send(node: int, api_key: ApiKey, request: ProduceRequest, **kw: Any) -> Any:
+        if node == 1 and not order:
+            order.append("a0 first")
+            cluster.requests.append((node, request, True))
+            return await first_send_of_a0(request)
+        if node == 2 and "a1 refused" not in order:
+            order.append("a1 refused")
+            cluster.requests.append((node, request, True))
+            release_a0.set()
+            return answer_all(request, OutOfOrderSequenceNumberError.code)
+        return await real_send(node, api_key, request, **kw)
+
+    cluster.send = send  # type: ignore[method-assign]
+    producer = await started(cluster)
+    f0 = await producer.send("a", b"x", partition=0)
+    f1 = await producer.send("a", b"y", partition=1)
+    await asyncio.wait_for(asyncio.gather(f0, f1), 5)
+    stamps = [f for _, r, _ in cluster.requests for f in _producer_fields(r)]
+    a0_sends = [s for s in stamps if s[0] == 0]
+    a1_sends = [s for s in stamps if s[0] == 1]
+    assert a0_sends == [(0, 1001, 0, 0), (0, 1001, 0, 0)]  # the same id and sequence again
+    assert a1_sends == [(1, 1001, 0, 0), (1, 1002, 0, 0)]  # refused: re-sequenced, new id
+    await producer.stop()

@@ -152,3 +152,13 @@ def test_a_compacted_batch_keeps_its_sequences(tmp_path: Path) -> None:
     state = ProducerState(tmp_path, "t-0")
     state.update(ProducerBatch(1, 0, 0, 1, 0, 3))  # 4 offsets, 1 record left
     assert state.check(ProducerBatch(1, 0, 4, 2, 4, 5)) is None
+
+
+def test_only_the_newest_two_snapshots_are_kept(tmp_path: Path) -> None:
+    """A compacted topic never deletes segments: its snapshots must not pile up."""
+    log = _open(tmp_path / "t-0")
+    for i in range(12):
+        log.append(_idempotent(6, 2 * i, [b"x" * 40, b"y" * 40]))
+    offsets = log.producers.snapshot_offsets()
+    assert len(offsets) == 2 and offsets[-1] <= log.log_end_offset
+    log.close()
