@@ -60,7 +60,6 @@ from protocol.apis import (
     UpdateMetadataResponse,
 )
 from protocol.errors import (
-    ApiError,
     InvalidRequestError,
     LeaderNotAvailableError,
     NotControllerError,
@@ -409,7 +408,9 @@ class Broker:
             dedupe_buffer_size=cfg["log.cleaner.dedupe.buffer.size"],
             backoff_ms=cfg["log.cleaner.backoff.ms"],
         )
-        self._cleaner = LogCleaner(self._logs, config, cleanable_end=self._cleanable_end)
+        self._cleaner = LogCleaner(
+            self._logs, config, cleanable_end=self._cleanable_end, config_ready=self._config_ready
+        )
         self._cleaner.start()
 
     def _cleanable_end(self, tp: TopicPartition) -> int:
@@ -418,6 +419,13 @@ class Broker:
         assert self._replicas is not None
         partition = self._replicas.partitions.get(tp)
         return partition.high_watermark if partition is not None else 0
+
+    def _config_ready(self, tp: TopicPartition) -> bool:
+        """Whether the partition's topic config was read from ZooKeeper: until it is, its
+        log has the broker's defaults, which retention and the cleaner must not act on
+        (see :mod:`broker.dynamic_config`)."""
+        assert self._topic_configs is not None
+        return self._topic_configs.ready(tp.topic)
 
     def _active_controller(self) -> Controller:
         if self._controller is None or not self._controller.active:
@@ -469,7 +477,10 @@ class Broker:
                     except OSError as exc:
                         self._log.warning("broker.hw_checkpoint_failed", error=str(exc))
                 else:
-                    self._guarded("retention", self._apply_retention)
+                    try:
+                        await self._apply_retention()
+                    except Exception:
+                        self._log.exception("broker.housekeeping_failed", step="retention")
 
     def _guarded(self, what: str, step: Callable[[], None]) -> None:
         """One periodic step; its failure is logged and the others go on."""
@@ -478,22 +489,14 @@ class Broker:
         except Exception:
             self._log.exception("broker.housekeeping_failed", step=what)
 
-    def _apply_retention(self) -> None:
+    async def _apply_retention(self) -> None:
         """Every log here, leader's or follower's, by its own live config (as Kafka: each
         replica trims its own log); never past the high watermark this broker knows, so
-        the log start offset never passes it."""
+        the log start offset never passes it; never a log whose topic config is not read
+        yet. The unlinks and the checkpoint run in worker threads
+        (:meth:`LogManager.apply_retention`)."""
         assert self._logs is not None and self._replicas is not None
-        high_watermarks = self._replicas.high_watermarks()
-        deleted = 0
-        for tp, log in self._logs:
-            if not log.offline:
-                try:
-                    deleted += log.apply_retention(high_watermarks.get(tp))
-                    log.delete_pending()
-                except (OSError, ApiError) as exc:
-                    self._log.warning("log.retention_failed", log=log.name, error=str(exc))
-        if deleted:  # the new log start offsets survive a crash
-            self._logs.checkpoint()
+        await self._logs.apply_retention(self._replicas.high_watermarks(), self._config_ready)
 
     def _on_topic_config(self, topic: str, config: LogConfig) -> None:
         """A topic's config changed. Kafka's controller elects leaders for the topic's

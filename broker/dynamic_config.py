@@ -25,6 +25,14 @@ A lost ZooKeeper session loses the watch: on every reconnection the notification
 listed again and every topic known here is re-read. Notifications older than 15 minutes
 are deleted, as Kafka does (any broker may; they are only a wake-up call).
 
+A topic whose config cannot be read (ZooKeeper unreachable when a partition of it is
+opened, or at start) is *unknown*: its logs run with the broker's defaults for now, but
+those may be wrong in the ways that lose data (``__consumer_offsets`` or any compacted
+topic would get ``cleanup.policy=delete`` and the default retention), so :meth:`ready` says
+False and retention and the cleaner leave its logs alone. Kafka in ZooKeeper mode blocks
+until the config is read; here one task re-reads the unknown topics with a backoff (at
+once on a reconnection) until each read succeeds, then applies it to every log of the topic.
+
 Concurrency: event loop thread only; ZooKeeper calls go through :class:`ZkBridge`.
 """
 
@@ -57,6 +65,7 @@ __all__ = ["TopicConfigs"]
 PURGE_AFTER_MS = 15 * 60 * 1000
 """Kafka's ``changeExpirationMs``: how long a change notification is kept."""
 _RETRY_S = 0.5
+_RETRY_MAX_S = 30.0  # the backoff of the re-reads of unknown topics stops growing here
 _LOAD_ATTEMPTS = 3
 
 Listener = Callable[[str, LogConfig], None]
@@ -89,6 +98,9 @@ class TopicConfigs:
         self._resync = False
         self._listeners: list[Listener] = []
         self._task: asyncio.Task[None] | None = None
+        self._unknown: set[str] = set()  # topics whose config could not be read yet
+        self._reread: asyncio.Task[None] | None = None  # re-reads them until they are
+        self._reconnected = asyncio.Event()
         self._log = structlog.get_logger("headwater.config").bind(broker_id=broker_id)
 
     async def start(self) -> None:
@@ -99,16 +111,27 @@ class TopicConfigs:
         # what those notifications announced is in the znodes, read fresh from here on
         self._last_sequence = max((_sequence(n) for n in names), default=-1)
         for topic in sorted({tp.topic for tp, _ in self._logs}):
-            await self._refresh(topic)
+            try:
+                config = self._keep(topic, *await self._read(topic))
+            except (ZkError, ValueError) as exc:  # the logs keep the defaults: not for long
+                self._unreadable(topic, exc)
+            else:
+                self._apply(topic, config)
         self._zk.on_state_change(self._on_session)
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        for task in (self._task, self._reread):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._task = self._reread = None
+
+    def ready(self, topic: str) -> bool:
+        """Whether the topic's config was read (else its logs have the broker's defaults,
+        which retention and the cleaner must not act on)."""
+        return topic not in self._unknown
 
     def on_change(self, listener: Listener) -> None:
         """Call ``listener(topic, config)`` after a change was applied here."""
@@ -121,11 +144,12 @@ class TopicConfigs:
 
         Never older than what a notification already applied. A partition must be hosted
         even when the overrides cannot be read (ZooKeeper unreachable, a hand-edited
-        znode): after a few tries, the last known config or the defaults, loudly."""
+        znode): after a few tries, the last known config; with none, the defaults, and the
+        topic is unknown until a re-read succeeds (see the module docstring)."""
         error: Exception | None = None
         for attempt in range(_LOAD_ATTEMPTS):
             try:
-                return self._keep(topic, *await self._read(topic))
+                config = self._keep(topic, *await self._read(topic))
             except CorruptZnode as exc:
                 error = exc
                 break
@@ -135,9 +159,55 @@ class TopicConfigs:
             except ValueError as exc:  # overrides that do not validate: not worth a retry
                 error = exc
                 break
-        self._log.warning("topic.config_unreadable", topic=topic, error=str(error))
+            else:
+                if topic in self._unknown:  # the topic's other logs wait for it
+                    self._apply(topic, config)
+                return config
         known = self._known.get(topic)
-        return known.config if known is not None else self.defaults
+        if known is not None:
+            self._log.warning("topic.config_unreadable", topic=topic, error=str(error))
+            return known.config
+        self._unreadable(topic, error)
+        return self.defaults
+
+    def _unreadable(self, topic: str, error: Exception | None) -> None:
+        """The topic's config is unknown: its logs are left alone until a re-read succeeds."""
+        self._log.warning(
+            "topic.config_unknown",
+            topic=topic,
+            error=str(error),
+            consequence="its logs use the broker defaults, without retention or cleaning, "
+            "until its config is read",
+        )
+        self._unknown.add(topic)
+        if self._reread is None or self._reread.done():
+            self._reread = asyncio.get_running_loop().create_task(self._reread_unknown())
+
+    async def _reread_unknown(self) -> None:
+        """Re-read the unknown topics until each one is read, backing off while ZooKeeper
+        fails (a reconnection cuts the wait short); apply each one as it is read."""
+        delay_s = _RETRY_S
+        while self._unknown:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._reconnected.wait(), delay_s)
+            if self._reconnected.is_set():
+                self._reconnected.clear()
+                delay_s = _RETRY_S
+            failed = False
+            for topic in sorted(self._unknown):
+                try:
+                    config = self._keep(topic, *await self._read(topic))
+                except (ZkError, ValueError) as exc:
+                    failed = True
+                    self._log.warning(
+                        "topic.config_reread_failed", topic=topic, error=str(exc), retry_s=delay_s
+                    )
+                    if isinstance(exc, (CorruptZnode, ValueError)):
+                        continue  # this znode is bad: the others may be fine
+                    break  # ZooKeeper is: all of them wait
+                if topic in self._unknown:  # a notification may have applied it meanwhile
+                    self._apply(topic, config)
+            delay_s = min(delay_s * 2, _RETRY_MAX_S) if failed else _RETRY_S
 
     async def _read(self, topic: str) -> tuple[int, dict[str, str]]:
         try:
@@ -167,6 +237,7 @@ class TopicConfigs:
         if state == SessionState.CONNECTED:  # the watch may be gone with an old session
             self._resync = True
             self._wake.set()
+            self._reconnected.set()  # and the unknown topics are worth a read now
 
     async def _run(self) -> None:
         while True:
@@ -188,7 +259,7 @@ class TopicConfigs:
         fresh = [n for n in names if _sequence(n) > self._last_sequence]
         topics = [t for n in fresh if (t := await self._topic_of(n)) is not None]
         if resync:
-            topics += [*self._known, *(tp.topic for tp, _ in self._logs)]
+            topics += [*self._known, *self._unknown, *(tp.topic for tp, _ in self._logs)]
         try:
             for topic in dict.fromkeys(topics):  # each once, in notification order
                 await self._refresh(topic)
@@ -220,9 +291,14 @@ class TopicConfigs:
         self._apply(topic, config)
 
     def _apply(self, topic: str, config: LogConfig) -> None:
+        """Give every log of the topic here ``config``, read from its znode just now (no
+        await since): from here on the topic's config is known."""
         logs = [log for tp, log in self._logs if tp.topic == topic and log.config != config]
         for log in logs:
             log.config = config
+        if topic in self._unknown:
+            self._unknown.discard(topic)
+            self._log.info("topic.config_known", topic=topic, logs=len(logs))
         if logs:
             defaults = self.defaults.properties()
             changed = {k: v for k, v in config.properties().items() if v != defaults[k]}

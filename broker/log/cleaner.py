@@ -33,16 +33,24 @@ record older than ``max.compaction.lag.ms`` not yet cleaned:
    ``segment.bytes``): every batch below ``end`` is copied as it is, rebuilt with the
    records it keeps, reduced to its header, or dropped, into ``<base>.*.cleaned`` files,
    which are fsynced.
-4. Swap (event loop, no await inside): re-check that the group's segments are still this
-   log's, unchanged and not active (a truncation, a retention run, a deletion, all
-   invalidate the group: its files are dropped and the round ends), then
-   :meth:`Log.replace_segments`, crash-safe as :mod:`broker.log.swap` describes.
-5. Checkpoint ``end``.
+4. Swap (event loop, no await inside): re-check that the log had no truncation since the
+   plan and that the group's segments are still this log's, unchanged and not active (a
+   truncation, a retention run, a deletion, all invalidate the group: its files are dropped
+   and the round ends), then :meth:`Log.replace_segments`, crash-safe as
+   :mod:`broker.log.swap` describes.
+5. Checkpoint ``end``, unless the log was truncated since the plan.
+
+A truncation aborts the round in progress on its log (Kafka's abortAndPauseCleaning in
+LogManager.truncateTo): segments' identity and size are not enough to tell, since a
+follower may cut into a group's segment, take the new leader's batches of the same sizes
+and roll, all while the worker runs. Each :class:`Log` counts its truncations; a round
+records the count when it plans, the worker and the swap compare it.
 
 On disk, beside the partition directories of each log directory, Kafka's
 ``cleaner-offset-checkpoint`` (the text format of the other checkpoints): per partition, the
-first offset not yet cleaned. A truncation below it pulls it back (:meth:`Log.truncate_to`
-notes the offset; the cleaner reads the note before each round and rewrites the file).
+first offset not yet cleaned. A truncation below it pulls it back at once (the log
+manager tells the cleaner before the log is cut; the file is rewritten right after, not
+at the next round: Kafka's maybeTruncateCheckpoint).
 
 Concurrency: the plan, the swap, the checkpoints and every read of a Log's state happen on
 the event loop; the worker threads (``log.cleaner.threads``) only read the snapshot's
@@ -71,7 +79,13 @@ import structlog
 
 from broker.log.config import LogConfig
 from broker.log.log import Clock, Log, wall_clock_ms
-from broker.log.manager import LogManager, TopicPartition, read_checkpoint, write_checkpoint
+from broker.log.manager import (
+    LogManager,
+    TopicPartition,
+    read_checkpoint,
+    unlink_all,
+    write_checkpoint,
+)
 from broker.log.segment import BatchInfo, LogSegment
 from broker.log.swap import CLEANED, discard
 from broker.metrics import Sample, gauge
@@ -223,12 +237,17 @@ class _Round:
     views: list[_SegmentView]
     now: int
     producer_last: dict[int, int]  # producer id -> last offset of its last batch
+    truncations: int  # the log's count when planned: any other value voids the round
     stats: CleanerStats = field(default_factory=CleanerStats)
     cancelled: bool = False
 
+    @property
+    def truncated(self) -> bool:
+        return self.log.truncations != self.truncations
+
     def check(self) -> None:
         """Between batches (worker): stop if asked, and let the event loop run."""
-        if self.cancelled or not self.log.segments:
+        if self.cancelled or self.truncated or not self.log.segments:
             raise _Aborted(self.tp)
         time.sleep(0)  # releases the GIL: the loop thread, if it waits, goes first
 
@@ -453,13 +472,17 @@ class LogCleaner:
         config: CleanerConfig | None = None,
         *,
         cleanable_end: Callable[[TopicPartition], int] | None = None,
+        config_ready: Callable[[TopicPartition], bool] | None = None,
         clock: Clock = wall_clock_ms,
     ) -> None:
         """``cleanable_end``: the high watermark of a partition (nothing at or above it is
-        cleaned); None: up to the active segment (tests)."""
+        cleaned); None: up to the active segment (tests). ``config_ready``: False for a
+        partition whose topic config is not read yet (its log has the broker's defaults,
+        not its topic's policy): it is left alone until it is; None: every one is."""
         self._logs = logs
         self.config = config or CleanerConfig()
         self._cleanable_end = cleanable_end
+        self._config_ready = config_ready
         self._clock = clock
         self.checkpoints: dict[TopicPartition, int] = {}
         self._owner: dict[TopicPartition, Log] = {}  # the Log a checkpoint belongs to
@@ -468,12 +491,14 @@ class LogCleaner:
         self._executor: ThreadPoolExecutor | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._checkpoint_lock = asyncio.Lock()
+        self._writes: set[asyncio.Task[None]] = set()
         self._stopping = False
         self.max_dirty_ratio = 0.0
         self.last_stats: CleanerStats | None = None
         self.last_run_ms = clock()
         self._log = structlog.get_logger("headwater.log_cleaner").bind(broker_id=logs.broker_id)
         self.load_checkpoints()
+        logs.on_truncation(self._on_truncation)
 
     # --- life cycle ---------------------------------------------------------------------
 
@@ -492,8 +517,10 @@ class LogCleaner:
     async def stop(self) -> None:
         """Abort the rounds in progress (their cleaned files go), wait for the threads."""
         self._stopping = True
+        self._logs.remove_truncation_listener(self._on_truncation)
         for job in self._in_progress.values():
             job.cancelled = True
+        await asyncio.gather(*self._writes, return_exceptions=True)
         if self._executor is not None:
             await asyncio.to_thread(self._executor.shutdown, True)
         for task in self._tasks:
@@ -514,8 +541,7 @@ class LogCleaner:
 
     async def clean_once(self) -> bool:
         """Clean the filthiest log that is due, if any; True if a round ran."""
-        await self._absorb_truncations()
-        self._delete_pending()
+        await self._delete_pending()
         job = self._grab_filthiest()
         if job is None:
             return False
@@ -544,6 +570,8 @@ class LogCleaner:
             await self._in_worker(clean_group, job, group, offset_map, end)
             if not self._swap(job, group):  # the log changed while the worker ran
                 return
+        if not self._current(job):  # truncated after the last swap (or with no group)
+            return
         self.checkpoints[job.tp] = end
         self._owner[job.tp] = job.log
         self._done(job, end)
@@ -566,9 +594,16 @@ class LogCleaner:
         job.log.replace_segments([v.segment for v in group], group[0].base)
         return True
 
+    def _current(self, job: _Round) -> bool:
+        """The round still speaks for its log: not stopped, not truncated, not replaced."""
+        log = job.log
+        return not (
+            job.cancelled or job.truncated or log.offline or self._logs.logs.get(job.tp) is not log
+        )
+
     def _still_there(self, job: _Round, group: list[_SegmentView]) -> bool:
         log = job.log
-        if job.cancelled or log.offline or self._logs.logs.get(job.tp) is not log or not group:
+        if not self._current(job) or not group:
             return False
         segments = log.segments
         i = next((i for i, s in enumerate(segments) if s is group[0].segment), None)
@@ -623,6 +658,7 @@ class LogCleaner:
     def _eligible(self, tp: TopicPartition, log: Log) -> bool:
         return (
             log.config.compact
+            and (self._config_ready is None or self._config_ready(tp))
             and not log.offline
             and len(log.segments) > 1
             and tp not in self._in_progress
@@ -693,42 +729,62 @@ class LogCleaner:
             views,
             now,
             _producers_last_offsets(log),
+            log.truncations,
         )
 
     # --- checkpoints, truncations, pending deletes --------------------------------------
 
-    async def _absorb_truncations(self) -> None:
-        """Pull checkpoints back below truncations (Kafka's maybeTruncateCheckpoint)."""
-        changed = False
-        for tp, log in self._logs:
-            truncated = log.cleaner_truncation
-            if truncated is None or tp in self._in_progress:
-                continue  # a round in progress reads it when it ends
-            log.cleaner_truncation = None
-            self._own(tp, log)
-            if self.checkpoints.get(tp, -1) > truncated:
-                self.checkpoints[tp] = truncated
-                changed = True
-        if changed:
-            await self._write_checkpoints()
+    def _on_truncation(self, tp: TopicPartition, log: Log, offset: int) -> None:
+        """``log`` is about to be cut back to ``offset`` (event loop, from
+        :meth:`Log.truncate_to`). A round on it is void already (its truncation count no
+        longer matches); the checkpoint comes down now and the file follows at once (Kafka's
+        maybeTruncateCheckpoint)."""
+        self._own(tp, log)
+        if self.checkpoints.get(tp, -1) <= offset:
+            return
+        self.checkpoints[tp] = offset
+        self._log.info("log_cleaner.checkpoint_truncated", log=log.name, offset=offset)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (a tool working on the files): write here and now
+            _write_files(self._checkpoint_files())
+            return
+        task = loop.create_task(self._write_checkpoints())
+        self._writes.add(task)
+        task.add_done_callback(self._written)
+
+    def _written(self, task: asyncio.Task[None]) -> None:
+        self._writes.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self._log.error("log_cleaner.checkpoint_failed", error=repr(task.exception()))
 
     async def _write_checkpoints(self) -> None:
-        async with self._checkpoint_lock:
-            files: dict[Path, dict[TopicPartition, int]] = {d: {} for d in self._logs.dirs}
-            for tp, offset in self.checkpoints.items():
-                log = self._logs.logs.get(tp)
-                if log is not None and log.dir.parent in files:
-                    files[log.dir.parent][tp] = offset
-            await asyncio.to_thread(_write_files, files)
+        async with self._checkpoint_lock:  # the snapshot is taken inside: newest last
+            await asyncio.to_thread(_write_files, self._checkpoint_files())
 
-    def _delete_pending(self) -> None:
-        """Old segments swapped out: unlinked once file.delete.delay.ms has passed."""
+    def _checkpoint_files(self) -> dict[Path, dict[TopicPartition, int]]:
+        files: dict[Path, dict[TopicPartition, int]] = {d: {} for d in self._logs.dirs}
+        for tp, offset in self.checkpoints.items():
+            log = self._logs.logs.get(tp)
+            if log is not None and log.dir.parent in files:
+                files[log.dir.parent][tp] = offset
+        return files
+
+    async def _delete_pending(self) -> None:
+        """Old segments swapped out: unlinked once file.delete.delay.ms has passed (their
+        descriptors closed on the loop, the files unlinked in a worker thread)."""
+        doomed: list[Path] = []
         for _, log in self._logs:
             if log.config.compact and not log.offline:
                 try:
-                    log.delete_pending()
+                    doomed += log.take_pending_deletes()
                 except (OSError, HeadwaterError) as exc:
                     self._log.warning("log_cleaner.delete_failed", log=log.name, error=str(exc))
+        if doomed:
+            try:
+                await asyncio.to_thread(unlink_all, doomed)
+            except OSError as exc:
+                self._log.warning("log_cleaner.delete_failed", error=str(exc))
 
     # --- metrics --------------------------------------------------------------------------
 

@@ -125,7 +125,8 @@ class Log:
         self.offline_reason: str | None = None
         self.epochs = LeaderEpochCache(directory)
         self.producers = ProducerState(directory, directory.name)
-        self.cleaner_truncation: int | None = None  # see _note_truncation
+        self.truncations = 0  # bumped by every truncation: see _note_truncation
+        self.on_truncate: Callable[[int], None] | None = None  # set by the log manager
         self._log = structlog.get_logger("headwater.log").bind(log=directory.name)
 
     # --- open / close -------------------------------------------------------------------
@@ -659,13 +660,34 @@ class Log:
         )
 
     def delete_pending(self, *, force: bool = False) -> int:
-        """Unlink segments renamed for deletion whose delay has passed (or all, if forced)."""
+        """Unlink segments renamed for deletion whose delay has passed (or all, if forced),
+        here and now; returns how many."""
+        due = self._due_deletes(force)
+        for segment in due:
+            segment.delete()
+        return len(due)
+
+    def take_pending_deletes(self, *, force: bool = False) -> list[Path]:
+        """:meth:`delete_pending` in two halves: the descriptors are closed here, on the
+        event loop (a read in flight re-reads ``fd`` between awaits and sees -1, never a
+        number reused by another file); the files (``.deleted`` names, no longer anyone's)
+        are returned for the caller to unlink off the loop."""
+        paths: list[Path] = []
+        for segment in self._due_deletes(force):
+            for index in (segment.offset_index, segment.time_index):
+                index.close(trim=False)
+                paths.append(index.path)
+            os.close(segment.fd)
+            segment.fd = -1
+            paths.append(segment.log_path)
+        return paths
+
+    def _due_deletes(self, force: bool) -> list[LogSegment]:
         now = self._clock()
         due = [(t, s) for t, s in self._pending_deletes if force or t <= now]
         for item in due:
-            item[1].delete()
             self._pending_deletes.remove(item)
-        return len(due)
+        return [segment for _, segment in due]
 
     # --- compaction (broker.log.cleaner) ------------------------------------------------
 
@@ -701,11 +723,15 @@ class Log:
         return self.segments[i]
 
     def _note_truncation(self, offset: int) -> None:
-        """Remember the lowest truncation point until the cleaner reads it: its checkpoint
-        (the first offset not cleaned) must not stay above what the log was cut back to
-        (Kafka's maybeTruncateCheckpoint), or records rewritten there would be skipped."""
-        seen = self.cleaner_truncation
-        self.cleaner_truncation = offset if seen is None else min(seen, offset)
+        """Tell the cleaner, before anything is cut (Kafka's LogManager.truncateTo): a round
+        in progress on this log is void (it compares :attr:`truncations` with what it saw
+        when it planned: a segment cut and refilled to the same size looks unchanged), and
+        its checkpoint (the first offset not cleaned) must not stay above what the log is
+        cut back to (maybeTruncateCheckpoint), or records rewritten there would be
+        skipped."""
+        self.truncations += 1
+        if self.on_truncate is not None:
+            self.on_truncate(offset)
 
     # --- flush --------------------------------------------------------------------------
 

@@ -16,14 +16,25 @@ is slow but loses nothing.
 A broker must never serve another cluster's (or another broker's) data: a mismatch in
 ``meta.properties`` stops the start with one line saying which directory and what to do.
 
-Concurrency: event loop thread only; call :meth:`LogManager.checkpoint` from there too
-(its fsyncs are small, a few per directory).
+Concurrency: the map of logs and the logs themselves change on the event loop (and, for
+now, ``get_or_create_log`` / ``delete_log`` in a worker thread: their callers keep the loop
+free while a directory is created or removed). The checkpoint files are written off the
+loop, by one writer at a time: every writer takes ``_checkpoint_lock`` (a threading lock:
+the writers are worker threads), and a snapshot of the offsets older than the one last
+written is dropped, so the files never go back to a state older than one already on disk
+(say, with a deleted partition still listed). :meth:`LogManager.checkpoint_async` takes its
+snapshot on the loop and writes in a worker thread; :meth:`LogManager.checkpoint` does both
+where it is called (startup, shutdown, ``delete_log``: all already in worker threads).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import itertools
 import os
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -39,6 +50,17 @@ __all__ = ["InconsistentBrokerIdError", "LogManager", "TopicPartition"]
 class TopicPartition(NamedTuple):
     topic: str
     partition: int
+
+
+TruncationListener = Callable[[TopicPartition, Log, int], None]
+
+
+class _Offsets(NamedTuple):
+    """What one checkpoint writes: per directory, recovery points and log start offsets."""
+
+    sequence: int  # the order snapshots were taken in; an older one is never written
+    recovery_points: dict[Path, dict[TopicPartition, int]]
+    log_start_offsets: dict[Path, dict[TopicPartition, int]]
 
 
 META = "meta.properties"
@@ -85,6 +107,10 @@ class LogManager:
         self._clock = clock
         self.logs: dict[TopicPartition, Log] = {}
         self.high_watermarks: dict[TopicPartition, int] = {}  # as checkpointed at start
+        self._truncation_listeners: list[TruncationListener] = []
+        self._checkpoint_lock = threading.Lock()  # one writer of the checkpoint files
+        self._snapshots = itertools.count()  # next() is atomic: threads may take snapshots
+        self._written = -1  # the sequence of the snapshot last written (under the lock)
         self._log = structlog.get_logger("headwater.log_manager").bind(broker_id=broker_id)
 
     # --- start / stop -------------------------------------------------------------------
@@ -105,13 +131,16 @@ class LogManager:
                 tp = parse_partition_dir(path.name) if path.is_dir() else None
                 if tp is None:
                     continue
-                self.logs[tp] = Log.open(
-                    path,
-                    configs.get(tp, self.default_config),
-                    recovery_point=recovery.get(tp, 0),
-                    log_start_offset=starts.get(tp, 0),
-                    clean_shutdown=clean,
-                    clock=self._clock,
+                self.logs[tp] = self._watched(
+                    tp,
+                    Log.open(
+                        path,
+                        configs.get(tp, self.default_config),
+                        recovery_point=recovery.get(tp, 0),
+                        log_start_offset=starts.get(tp, 0),
+                        clean_shutdown=clean,
+                        clock=self._clock,
+                    ),
                 )
             # From here on a crash must be seen as one: the marker goes until a clean stop.
             marker.unlink(missing_ok=True)
@@ -158,7 +187,8 @@ class LogManager:
         return self.logs.get(TopicPartition(topic, partition))
 
     def get_or_create_log(self, topic: str, partition: int, config: LogConfig | None = None) -> Log:
-        log = self.logs.get(TopicPartition(topic, partition))
+        tp = TopicPartition(topic, partition)
+        log = self.logs.get(tp)
         if log is None:
             directory = min(self.dirs, key=self._partitions_in)
             log = Log.open(
@@ -167,7 +197,7 @@ class LogManager:
                 clean_shutdown=True,  # a new, empty log has nothing to recover
                 clock=self._clock,
             )
-            self.logs[TopicPartition(topic, partition)] = log
+            self.logs[tp] = self._watched(tp, log)
         return log
 
     def delete_log(self, topic: str, partition: int) -> None:
@@ -176,8 +206,28 @@ class LogManager:
             log.delete()
             self.checkpoint()
 
+    def on_truncation(self, listener: TruncationListener) -> None:
+        """Call ``listener(tp, log, offset)`` (event loop) when a log here is about to be
+        truncated to ``offset``: the cleaner aborts its round on it and caps its checkpoint."""
+        self._truncation_listeners.append(listener)
+
+    def remove_truncation_listener(self, listener: TruncationListener) -> None:
+        with contextlib.suppress(ValueError):
+            self._truncation_listeners.remove(listener)
+
+    def _watched(self, tp: TopicPartition, log: Log) -> Log:
+        def truncating(offset: int) -> None:
+            for listener in list(self._truncation_listeners):
+                try:
+                    listener(tp, log, offset)
+                except Exception:  # the truncation itself must go on: replication needs it
+                    self._log.exception("log_manager.truncation_listener_failed", log=log.name)
+
+        log.on_truncate = truncating
+        return log
+
     def _partitions_in(self, directory: Path) -> int:
-        return sum(1 for log in self.logs.values() if log.dir.parent == directory)
+        return sum(1 for log in list(self.logs.values()) if log.dir.parent == directory)
 
     def __iter__(self) -> Iterator[tuple[TopicPartition, Log]]:
         return iter(list(self.logs.items()))
@@ -185,26 +235,79 @@ class LogManager:
     # --- checkpoints --------------------------------------------------------------------
 
     def checkpoint(self) -> None:
-        """Write recovery points and log start offsets of every directory."""
-        for directory in self.dirs:
-            here = {tp: log for tp, log in self.logs.items() if log.dir.parent == directory}
-            write_checkpoint(
-                directory / RECOVERY_POINTS, {tp: log.recovery_point for tp, log in here.items()}
-            )
-            write_checkpoint(
-                directory / LOG_START_OFFSETS,
-                {tp: log.log_start_offset for tp, log in here.items()},
-            )
+        """Write recovery points and log start offsets of every directory, here and now
+        (blocking: from a worker thread, or where the loop does not run yet)."""
+        self._write_offsets(self._offsets())
+
+    async def checkpoint_async(self) -> None:
+        """:meth:`checkpoint` with the offsets read on the event loop (where they change)
+        and the files written in a worker thread."""
+        offsets = self._offsets()
+        await asyncio.to_thread(self._write_offsets, offsets)
+
+    def _offsets(self) -> _Offsets:
+        sequence = next(self._snapshots)
+        logs = list(self.logs.items())  # one copy: delete_log may pop from a worker thread
+        recovery: dict[Path, dict[TopicPartition, int]] = {d: {} for d in self.dirs}
+        starts: dict[Path, dict[TopicPartition, int]] = {d: {} for d in self.dirs}
+        for tp, log in logs:
+            if log.dir.parent in recovery:
+                recovery[log.dir.parent][tp] = log.recovery_point
+                starts[log.dir.parent][tp] = log.log_start_offset
+        return _Offsets(sequence, recovery, starts)
+
+    def _write_offsets(self, offsets: _Offsets) -> None:
+        with self._checkpoint_lock:
+            if offsets.sequence < self._written:
+                return  # a newer snapshot is on disk already
+            for directory in self.dirs:
+                write_checkpoint(directory / RECOVERY_POINTS, offsets.recovery_points[directory])
+                write_checkpoint(
+                    directory / LOG_START_OFFSETS, offsets.log_start_offsets[directory]
+                )
+            self._written = offsets.sequence
 
     def checkpoint_high_watermarks(self, high_watermarks: dict[TopicPartition, int]) -> None:
         """Write each directory's high watermarks (blocking: call from a worker thread)."""
-        for directory in self.dirs:
-            here = {
-                tp: hw
-                for tp, hw in high_watermarks.items()
-                if (log := self.logs.get(tp)) is not None and log.dir.parent == directory
-            }
-            write_checkpoint(directory / HIGH_WATERMARKS, here)
+        logs = dict(self.logs)
+        with self._checkpoint_lock:
+            for directory in self.dirs:
+                here = {
+                    tp: hw
+                    for tp, hw in high_watermarks.items()
+                    if (log := logs.get(tp)) is not None and log.dir.parent == directory
+                }
+                write_checkpoint(directory / HIGH_WATERMARKS, here)
+
+    # --- retention ----------------------------------------------------------------------
+
+    async def apply_retention(
+        self,
+        high_watermarks: Mapping[TopicPartition, int],
+        ready: Callable[[TopicPartition], bool] = lambda tp: True,
+    ) -> int:
+        """One retention pass over every log here (:meth:`Log.apply_retention`, never past
+        the partition's high watermark), skipping the logs ``ready`` says are not to be
+        touched yet (their topic's config is not read: its policy and limits are unknown).
+
+        The decisions and the renames to ``.deleted`` happen on the event loop; the unlinks
+        of the files whose ``file.delete.delay.ms`` has passed, and the checkpoint of the new
+        log start offsets, in worker threads. Returns how many segments were deleted."""
+        deleted = 0
+        doomed: list[Path] = []
+        for tp, log in self:
+            if log.offline or not ready(tp):
+                continue
+            try:
+                deleted += log.apply_retention(high_watermarks.get(tp))
+                doomed += log.take_pending_deletes()
+            except (OSError, HeadwaterError) as exc:
+                self._log.warning("log.retention_failed", log=log.name, error=str(exc))
+        if doomed:
+            await asyncio.to_thread(unlink_all, doomed)
+        if deleted:  # the new log start offsets survive a crash
+            await self.checkpoint_async()
+        return deleted
 
 
 # --- file formats ----------------------------------------------------------------------
@@ -264,6 +367,12 @@ def write_atomically(path: Path, text: str) -> None:
         os.close(fd)
     os.replace(tmp, path)
     _fsync_dir(path.parent)
+
+
+def unlink_all(paths: list[Path]) -> None:
+    """Unlink files (renamed ``.deleted`` already, their descriptors closed): blocking."""
+    for path in paths:
+        path.unlink(missing_ok=True)
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -10,17 +10,19 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+from kazoo.client import KazooClient
 
 from broker import dynamic_config
 from broker.admin import TopicAdmin
 from broker.config import BrokerConfig, load_config
 from broker.dynamic_config import TopicConfigs
-from broker.log import LogConfig
+from broker.log import Log, LogConfig
 from broker.log.manager import LogManager
 from broker.metadata import MetadataCache
 from broker.zk import (
     TopicAssignment,
     ZkBridge,
+    ZkError,
     config_change_json,
     paths,
     topic_config_from_json,
@@ -42,6 +44,7 @@ from protocol.errors import (
     InvalidRequestError,
     UnknownTopicOrPartitionError,
 )
+from protocol.records import encode_batch
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -231,3 +234,117 @@ async def test_an_older_read_never_replaces_a_newer_one(
     assert configs._keep("t", 10, {"retention.ms": "1"}) == newer  # finished later, read earlier
     assert configs._keep("t", 30, {"retention.ms": "3"}).retention_ms == 3
     assert configs._keep("t", 0, {}) == configs.defaults  # the znode is gone: the topic is
+
+
+# --- a topic whose config cannot be read (ZooKeeper failing) ---------------------------------
+
+
+class _FailingReads:
+    """Reads of the named topics' config znodes fail as if ZooKeeper were unreachable,
+    while ``failing``; every other call goes to the real ZooKeeper."""
+
+    def __init__(self, bridge: ZkBridge, monkeypatch: pytest.MonkeyPatch, *topics: str) -> None:
+        self.failing = True
+        self.failures = 0
+        self._paths = {paths.topic_config(t) for t in topics}
+        get = bridge.get
+
+        async def failing_get(path: str, watch: object = None) -> object:
+            if self.failing and path in self._paths:
+                self.failures += 1
+                raise ZkError(f"ConnectionLoss reading {path} (injected)")
+            return await get(path, watch)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(bridge, "get", failing_get)
+
+
+def _old_segments(log: Log, count: int = 4) -> None:
+    """Segments whose records are far older than any retention.ms."""
+    for i in range(count):
+        log.append(encode_batch([(b"k%d" % i, b"v", None, 1_000)]))
+        log.roll()
+
+
+async def test_a_config_unreadable_when_a_partition_opens_is_read_again_until_it_is(
+    bridge: ZkBridge,
+    logs: LogManager,
+    broker_config: BrokerConfig,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    await _topic(bridge, "__consumer_offsets", {"cleanup.policy": "compact"})
+    configs = TopicConfigs(bridge, broker_config.log_config(), logs, broker_id=1)
+    await configs.start()
+    monkeypatch.setattr(dynamic_config, "_RETRY_S", 0.05)
+    reads = _FailingReads(bridge, monkeypatch, "__consumer_offsets")
+    try:
+        # how the replica manager opens a partition: the config first, then the log
+        config = await configs.load("__consumer_offsets")
+        log = logs.get_or_create_log("__consumer_offsets", 0, config)
+        assert log.config == configs.defaults  # delete: wrong for this topic, for now
+        attempts = reads.failures
+        await _until(lambda: reads.failures > attempts + 2)  # still trying, backing off
+        reads.failing = False
+        await _until(lambda: log.config.compact)  # no notification, no reconnection
+        assert not log.config.delete and configs.ready("__consumer_offsets")
+    finally:
+        await configs.stop()
+
+
+async def test_retention_leaves_a_topic_of_unknown_config_alone_until_it_is_read(
+    bridge: ZkBridge,
+    logs: LogManager,
+    broker_config: BrokerConfig,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    await _topic(bridge, "compacted", {"cleanup.policy": "compact"})
+    log = logs.get_or_create_log("compacted", 0)  # on disk at start: the broker's defaults
+    _old_segments(log)
+    segments = log.segment_count
+    monkeypatch.setattr(dynamic_config, "_RETRY_S", 0.05)
+    reads = _FailingReads(bridge, monkeypatch, "compacted")
+    configs = TopicConfigs(bridge, broker_config.log_config(), logs, broker_id=1)
+    await configs.start()  # no failure: the broker starts, the topic is unknown
+    try:
+        assert not configs.ready("compacted") and log.config.delete
+        ready = lambda tp: configs.ready(tp.topic)  # noqa: E731 - what the broker passes
+        assert await logs.apply_retention({}, ready) == 0  # the defaults would delete all
+        assert log.segment_count == segments and log.log_start_offset == 0
+        reads.failing = False
+        await _until(lambda: configs.ready("compacted"))
+        assert log.config.compact and not log.config.delete
+        assert await logs.apply_retention({}, ready) == 0  # compact only: kept for good
+        assert log.segment_count == segments
+    finally:
+        await configs.stop()
+
+
+async def test_a_reconnection_reads_an_unknown_config_at_once(
+    zookeeper: ZooKeeperServer,
+    chroot: str,
+    logs: LogManager,
+    broker_config: BrokerConfig,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    bridge = ZkBridge(zookeeper.connect_string + chroot, session_timeout_ms=2_000)
+    await bridge.start(timeout_s=10)
+    await _topic(bridge, "t", {"cleanup.policy": "compact"})
+    configs = TopicConfigs(bridge, broker_config.log_config(), logs, broker_id=1)
+    await configs.start()
+    monkeypatch.setattr(dynamic_config, "_RETRY_S", 3600)  # only a reconnection re-reads
+    reads = _FailingReads(bridge, monkeypatch, "t")
+    try:
+        log = logs.get_or_create_log("t", 0, await configs.load("t"))
+        assert not configs.ready("t")
+        reads.failing = False
+        # the session expires (ZooKeeper's own way: a second client joins it and leaves);
+        # kazoo opens a new one by itself
+        assert bridge.client_id is not None
+        thief = KazooClient(hosts=zookeeper.connect_string, client_id=bridge.client_id)
+        thief.start(timeout=10)
+        thief.stop()
+        thief.close()
+        await _until(lambda: configs.ready("t"), timeout_s=20)
+        assert log.config.compact
+    finally:
+        await configs.stop()
+        await bridge.stop()

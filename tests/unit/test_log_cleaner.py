@@ -21,6 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from broker.log import Log, LogConfig
+from broker.log import cleaner as cleaner_module
 from broker.log import swap as swap_module
 from broker.log.cleaner import CHECKPOINT, CleanerConfig, LogCleaner, OffsetMap
 from broker.log.manager import LogManager, TopicPartition, read_checkpoint
@@ -295,6 +296,20 @@ async def test_nothing_at_or_past_the_high_watermark_is_cleaned(tmp_path: Path) 
     await bench.close()
 
 
+async def test_a_log_whose_topic_config_is_not_read_is_not_cleaned(tmp_path: Path) -> None:
+    """Its config is the broker's defaults for now, not its topic's (broker.dynamic_config)."""
+    bench = Bench(tmp_path)
+    bench.updates(rounds=6, keys=3)
+    bench.log.roll()
+    ready = False
+    await bench.cleaner.stop()
+    bench.cleaner = LogCleaner(bench.manager, clock=bench.clock, config_ready=lambda tp: ready)
+    assert not await bench.cleaner.clean_once()
+    ready = True  # the config was read
+    assert await bench.cleaner.clean_once()
+    await bench.close()
+
+
 # --- how -------------------------------------------------------------------------------------
 
 
@@ -367,7 +382,7 @@ async def test_reads_in_flight_keep_the_old_files(tmp_path: Path) -> None:
     await bench.close()
 
 
-async def test_a_truncation_pulls_the_checkpoint_back(bench: Bench) -> None:
+async def test_a_truncation_pulls_the_checkpoint_back_at_once(bench: Bench) -> None:
     bench.updates(rounds=6, keys=3)
     bench.log.roll()
     await bench.clean_all()
@@ -376,9 +391,10 @@ async def test_a_truncation_pulls_the_checkpoint_back(bench: Bench) -> None:
     bench.cleaner = LogCleaner(bench.manager, clock=bench.clock)
     assert bench.cleaner.checkpoints == {TP: 18}
     bench.log.truncate_to(12)
-    await bench.cleaner.clean_once()
     assert bench.cleaner.checkpoints[TP] == 12
-    assert read_checkpoint(bench.root / CHECKPOINT) == {TP: 12}
+    # the file follows now, not at the cleaner's next pass (log.cleaner.backoff.ms later):
+    # a crash in between would leave it above records written anew below 18
+    await _until(lambda: read_checkpoint(bench.root / CHECKPOINT) == {TP: 12})
 
 
 async def test_a_log_changed_during_the_round_is_not_swapped(
@@ -397,6 +413,51 @@ async def test_a_log_changed_during_the_round_is_not_swapped(
     assert [r[0] for r in read_rows(bench.log)] == [0, 1, 2, 3, 4, 5]  # not swapped in
     assert TP not in bench.cleaner.checkpoints
     assert not [p for p in bench.log.dir.iterdir() if p.name.endswith(".cleaned")]
+
+
+async def test_a_truncation_and_refill_during_the_round_aborts_the_swap(bench: Bench) -> None:
+    """A follower truncates into the group's segment while the worker cleans it, takes the
+    new leader's batches (of the very same sizes) and rolls: the segment is the same object,
+    of the same size, and not active; yet what the worker cleaned is gone from it. Kafka
+    aborts the round on any truncation (abortAndPauseCleaning); so must we."""
+    for value in (b"old", b"mid"):
+        for i in range(4):
+            bench.write([(b"k%d" % i, value + b"-%d" % i + b"x" * 280)])
+        bench.log.roll()
+    bench.write([(b"z", b"z")])
+    first = bench.log.segments[0]
+    in_worker = bench.cleaner._in_worker
+
+    async def replaced_meanwhile(fn: Any, *args: Any) -> Any:
+        result = await in_worker(fn, *args)
+        if fn is cleaner_module.clean_group and first.base_offset == args[1][0].base:
+            size = first.size
+            bench.log.truncate_to(2)  # an unclean election: offsets 2, 3 are rewritten
+            for i in (2, 3):
+                new = (b"k%d" % i, b"new-%d" % i + b"x" * 280, None, bench.clock.now)
+                bench.log.append_as_follower(encode_batch([new], base_offset=i))
+            bench.log.roll()
+            bench.log.append_as_follower(encode_batch([(b"q", b"q", None, 0)], base_offset=4))
+            assert bench.log.segments[0] is first and first.size == size  # looks unchanged
+        return result
+
+    bench.cleaner._in_worker = replaced_meanwhile  # type: ignore[method-assign]
+    assert await bench.cleaner.clean_once()
+    rows = read_rows(bench.log)
+    assert [(o, v[:5]) for o, _, v in rows if v is not None and o in (2, 3)] == [
+        (2, b"new-2"),
+        (3, b"new-3"),
+    ]
+    # and the round's end was not checkpointed above the truncation
+    assert bench.cleaner.checkpoints.get(TP, 0) <= 2
+    assert read_checkpoint(bench.root / CHECKPOINT).get(TP, 0) <= 2
+
+
+async def _until(check: Any, timeout_s: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not check():
+        assert asyncio.get_running_loop().time() < deadline, "never happened"
+        await asyncio.sleep(0.01)
 
 
 async def test_a_damaged_batch_makes_the_log_uncleanable_and_is_left_as_it_is(

@@ -2,11 +2,20 @@
 ``cleanup.policy`` including delete, never past the high watermark, and below a log start
 offset a follower took from its leader whatever the policy."""
 
+import threading
 from pathlib import Path
 
 import pytest
 
 from broker.log import Log, LogConfig
+from broker.log import manager as manager_module
+from broker.log.manager import (
+    LOG_START_OFFSETS,
+    RECOVERY_POINTS,
+    LogManager,
+    TopicPartition,
+    read_checkpoint,
+)
 from protocol.errors import OffsetOutOfRangeError
 from protocol.records import encode_batch
 
@@ -100,3 +109,66 @@ def test_the_new_log_start_offset_survives_a_reopen(tmp_path: Path) -> None:
     again = Log.open(tmp_path / "t-0", SMALL, clock=clock, clean_shutdown=True)
     assert again.log_start_offset == start and again.log_end_offset == 300
     again.close()
+
+
+# --- a pass over the log manager (what the broker runs every log.retention.check.interval.ms)
+
+
+def _manager(root: Path, clock: Clock) -> LogManager:
+    config = SMALL.with_overrides(retention_ms=1, file_delete_delay_ms=0)
+    manager = LogManager([root], broker_id=1, cluster_id="c", default_config=config, clock=clock)
+    manager.startup()
+    for topic in ("known", "unknown"):
+        log = manager.get_or_create_log(topic, 0)
+        for i in range(60):
+            log.append(_batch(i * 5, ts=i * 1_000))
+    return manager
+
+
+def _matching(directory: Path, pattern: str) -> list[Path]:
+    return list(directory.glob(pattern))
+
+
+async def test_a_retention_pass_unlinks_and_checkpoints_off_the_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manager = _manager(tmp_path, Clock(now=10**9))
+    loop_thread = threading.get_ident()
+    writes: list[tuple[str, int]] = []
+    unlinks: list[int] = []
+    write_atomically, unlink = manager_module.write_atomically, Path.unlink
+
+    def recorded_write(path: Path, text: str) -> None:
+        writes.append((path.name, threading.get_ident()))
+        write_atomically(path, text)
+
+    def recorded_unlink(path: Path, missing_ok: bool = False) -> None:
+        if path.name.endswith(".deleted"):
+            unlinks.append(threading.get_ident())
+        unlink(path, missing_ok=missing_ok)
+
+    monkeypatch.setattr(manager_module, "write_atomically", recorded_write)
+    monkeypatch.setattr(Path, "unlink", recorded_unlink)
+    deleted = await manager.apply_retention({})
+    monkeypatch.undo()
+    assert deleted > 0 and not _matching(tmp_path, "*/*.deleted")
+    assert unlinks and loop_thread not in unlinks
+    assert {name for name, _ in writes} == {LOG_START_OFFSETS, RECOVERY_POINTS}
+    assert all(thread != loop_thread for _, thread in writes)
+    start = manager.logs[TopicPartition("known", 0)].log_start_offset
+    assert read_checkpoint(tmp_path / LOG_START_OFFSETS)[TopicPartition("known", 0)] == start > 0
+    manager.shutdown()
+
+
+async def test_a_retention_pass_leaves_logs_of_unread_topic_config_alone(
+    tmp_path: Path,
+) -> None:
+    """Their log has the broker's defaults (delete, here with a 1 ms retention), not what
+    their topic says (say, compact: __consumer_offsets): nothing may go until it is read."""
+    manager = _manager(tmp_path, Clock(now=10**9))
+    unknown = manager.logs[TopicPartition("unknown", 0)]
+    segments = unknown.segment_count
+    assert await manager.apply_retention({}, lambda tp: tp.topic != "unknown") > 0
+    assert unknown.segment_count == segments and unknown.log_start_offset == 0
+    assert manager.logs[TopicPartition("known", 0)].segment_count == 1
+    manager.shutdown()
