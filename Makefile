@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 HEADWATER := $(VENV)/bin/headwater
 CLUSTER_DIR ?= .headwater
 
-.PHONY: run test bench lint setup zookeeper clean cluster-up cluster-down
+.PHONY: run test bench bench-peers lint setup zookeeper clean cluster-up cluster-down
 
 setup: $(STAMP) zookeeper
 
@@ -61,8 +61,38 @@ lint: $(STAMP)
 test: setup lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-bench: setup
-	$(PY) -m bench
+# The comparison (bench/compare): Headwater beside Redis Streams and NATS JetStream. Their
+# servers come from Debian's packages; the bench runs its own on free loopback ports (never
+# the packages' system services); a peer that cannot be installed shows as n/a.
+# Their Python clients and matplotlib are the `bench` extra, installed here only.
+# `make bench QUICK=1` (or BENCH_QUICK=1) is a smoke run with small counts.
+BENCH_STAMP := $(VENV)/.bench-stamp
+BENCH_PEERS := redis-server nats-server
+QUICK ?= $(BENCH_QUICK)
+
+$(BENCH_STAMP): $(STAMP)
+	@if $(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'; then \
+	  touch $(BENCH_STAMP); \
+	else \
+	  echo "could not install the bench extra: the peers it serves and the chart are n/a" >&2; \
+	fi
+
+bench-peers:
+	@missing=""; for bin in $(BENCH_PEERS); do \
+	  PATH="$$PATH:/usr/sbin:/sbin" command -v $$bin >/dev/null || missing="$$missing $$bin"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing$$missing (Debian packages)"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO="sudo -n"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  $$SUDO apt-get install -y -q --no-install-recommends $$missing >/dev/null \
+	    || { $$SUDO apt-get update -q >/dev/null && \
+	         $$SUDO apt-get install -y -q --no-install-recommends $$missing >/dev/null; } \
+	    || echo "could not install$$missing: the bench reports it as n/a" >&2; \
+	fi
+
+bench: setup bench-peers $(BENCH_STAMP)
+	BENCH_QUICK=$(QUICK) $(PY) -m bench
 
 # Stops the local cluster first (its brokers run from .venv), then removes its data too.
 clean: cluster-down

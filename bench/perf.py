@@ -1,0 +1,1030 @@
+"""``headwater bench``: the cluster measured the way Kafka's perf tools measure it.
+
+- **produce** (kafka-producer-perf-test): ``num_records`` records of ``record_size``
+  bytes through :class:`client.Producer`, flat out or paced to ``throughput``, from
+  ``producers`` processes at once (results merged). Latency: from the ``send()`` call to
+  its future's completion, per record, for every n-th record (:func:`bench.stats.
+  sample_stride`: all of them in runs under 20,000, one in 16 in long runs).
+- **consume** (kafka-consumer-perf-test): reads ``num_records`` from the start of the
+  topic with :class:`client.Consumer` (all partitions assigned, no group). A topic with
+  fewer records is first filled up by the command itself, which the result's notes say.
+- **e2e** (Kafka's EndToEndLatency, in one process): a producer at ``throughput`` and a
+  consumer in the same event loop; latency from the moment the producer stamped the
+  record to the consumer's receipt (``getmany`` returning it). The stamp is a monotonic
+  nanosecond clock in the value's first bytes, not the record's millisecond timestamp, so
+  sub-millisecond latencies are not rounded.
+- **broker**: the broker alone. One record batch (``batch_size`` bytes of records,
+  1 MiB by default) is encoded once, then replayed with raw Produce requests over
+  :class:`client.connection.BrokerConnection`, ``max_in_flight`` per leader, so the
+  figure is the broker's own cost per MB, not the client's encoder. Latency: per request.
+
+Figures: MB = 10^6 bytes (as the rest of bench/). produce, consume and e2e count payload
+bytes (key + value, as Kafka's tools); broker counts whole batches as sent. The clock
+runs from the first send (after connecting, and after a start barrier when there are
+several producer processes) to the last acknowledgement or receipt.
+
+Topics: ``workload.topic``, created with ``partitions`` and ``replication_factor`` if
+it does not exist, and kept; by default a fresh ``headwater-bench-<test>-<id>``, deleted
+again afterwards unless ``keep_topic``.
+
+For programs (the ``make bench`` matrix)::
+
+    from bench.perf import Workload, produce
+    result = produce("127.0.0.1:9092", Workload(num_records=100_000, acks="all"))
+    result.records_per_s, result.latency.p99_ms, result.to_json()
+
+:func:`produce`, :func:`consume`, :func:`e2e` and :func:`broker` run their own event
+loop; :func:`measure` is the same inside a running one. :mod:`bench.report` renders
+results as tables.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import math
+import multiprocessing
+import os
+import queue
+import time
+import uuid
+from array import array
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import uvloop
+
+from bench.stats import Latency, Pacer, sample_stride
+from client import Admin, Consumer, NewTopic, OffsetSpec, Producer, TopicPartition
+from client.connection import BrokerConnection
+from protocol.apis import ApiKey, ProducePartition, ProduceRequest, ProduceResponse, ProduceTopic
+from protocol.errors import (
+    ApiError,
+    HeadwaterError,
+    TopicAlreadyExistsError,
+    UnknownTopicOrPartitionError,
+    error_for_code,
+)
+from protocol.records import CODECS, HEADER_SIZE, encode_batch
+
+__all__ = [
+    "TESTS",
+    "BenchError",
+    "Progress",
+    "Result",
+    "Workload",
+    "broker",
+    "consume",
+    "e2e",
+    "measure",
+    "produce",
+    "run",
+]
+
+TESTS = ("produce", "consume", "e2e", "broker")
+MB = 1_000_000
+
+DEFAULT_RECORDS = {"produce": 500_000, "consume": 500_000, "e2e": 10_000, "broker": 5_000_000}
+DEFAULT_THROUGHPUT = {"produce": -1.0, "consume": -1.0, "e2e": 1_000.0, "broker": -1.0}
+DEFAULT_BATCH_BYTES = {"produce": 16_384, "consume": 16_384, "e2e": 16_384, "broker": 1 << 20}
+BROKER_MAX_MESSAGE_BYTES = 1024 * 1024 + 12
+"""The broker's default max.message.bytes (Kafka's): a larger broker batch needs a topic
+setting, which a fresh topic gets."""
+
+E2E_HEADER_BYTES = 16
+"""An e2e value starts with the run's 8-byte tag and an 8-byte send stamp (ns)."""
+VALUE_POOL = 1024
+YIELD_EVERY = 256
+"""A send loop that is not sleeping for the pacer yields to the event loop every this many
+records, as an application's own awaits would: ``send()`` does not yield while there is
+buffer space, and without this the producer's sender task (and the progress line) would
+wait for the whole buffer (32 MiB) to fill before shipping anything."""
+PROGRESS_INTERVAL_S = 0.25
+IDLE_TIMEOUT_S = 30.0
+"""consume and e2e give up after this long without a record."""
+START_TIMEOUT_S = 60.0
+"""How long producer processes wait for each other at the start barrier."""
+LEADER_WAIT_S = 15.0
+
+Progress = Callable[[str, int, int], None]
+"""``progress(phase, done, total)``: called about 4 times a second during a run with
+the records done so far (phase "produce", "pre-fill", "consume", "e2e" or "broker")."""
+
+T = TypeVar("T")
+
+
+class BenchError(HeadwaterError):
+    """A benchmark that cannot run or did not finish; the message says why."""
+
+
+# --- what to run -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class Workload:
+    """What a test does. ``None`` fields take the test's default (:meth:`resolve`)."""
+
+    num_records: int | None = None
+    """Records to write (produce, e2e, broker) or read (consume). Defaults: produce and
+    consume 500,000; e2e 10,000; broker 5,000,000 (rounded up to whole batches)."""
+    record_size: int = 100
+    """Value bytes per record (no key). Values are half random, half constant, so a
+    codec has something to do without being flattered."""
+    throughput: float | None = None
+    """Target records/s over all producers; -1 is unlimited. Default: unlimited, but
+    1,000 for e2e (its latency means something only below the cluster's limit)."""
+    acks: str = "1"
+    """"0", "1" or "all" ("all" turns idempotence on, as the Producer does)."""
+    batch_size: int | None = None
+    """Producer batch.size in bytes (default 16,384); broker: bytes of records per
+    replayed batch (default 1 MiB)."""
+    linger_ms: int = 5
+    compression: str = "none"
+    partitions: int = 1
+    """Partitions of a topic the test creates."""
+    replication_factor: int = 1
+    """Replication factor of a topic the test creates."""
+    producers: int = 1
+    """produce and broker: this many processes, each with 1/N of the records and rate."""
+    max_in_flight: int = 5
+    """Requests in flight per broker connection (producer setting; broker replay)."""
+    topic: str | None = None
+    keep_topic: bool = False
+    """Keep the fresh topic (by default it is deleted afterwards; a named one is kept)."""
+
+    def resolve(self, test: str) -> Workload:
+        """Every default filled in for ``test``, checked; a BenchError says what is wrong."""
+        if test not in TESTS:
+            raise BenchError(f"unknown test {test!r}; one of {', '.join(TESTS)}")
+        acks = {"-1": "all", "all": "all", "0": "0", "1": "1"}.get(str(self.acks).lower())
+        if acks is None:
+            raise BenchError(f"acks={self.acks!r} is invalid; use 0, 1 or all")
+        resolved = dataclasses.replace(
+            self,
+            acks=acks,
+            num_records=DEFAULT_RECORDS[test] if self.num_records is None else self.num_records,
+            throughput=DEFAULT_THROUGHPUT[test] if self.throughput is None else self.throughput,
+            batch_size=DEFAULT_BATCH_BYTES[test] if self.batch_size is None else self.batch_size,
+            producers=self.producers if test in ("produce", "broker") else 1,
+        )
+        resolved._check(test)
+        return resolved
+
+    def _check(self, test: str) -> None:
+        minimum_size = E2E_HEADER_BYTES if test == "e2e" else 1
+        for name, value, minimum in (
+            ("num_records", self.num_records, 1),
+            ("record_size", self.record_size, minimum_size),
+            ("batch_size", self.batch_size, 1),
+            ("linger_ms", self.linger_ms, 0),
+            ("partitions", self.partitions, 1),
+            ("replication_factor", self.replication_factor, 1),
+            ("producers", self.producers, 1),
+            ("max_in_flight", self.max_in_flight, 1),
+        ):
+            if value is None or value < minimum:
+                raise BenchError(f"{name}={value!r} is invalid: it must be at least {minimum}")
+        assert self.throughput is not None and self.num_records is not None
+        if self.throughput == 0 or math.isnan(self.throughput):
+            raise BenchError("throughput must be records/s above 0, or -1 for unlimited")
+        if self.compression not in CODECS:
+            raise BenchError(f"compression={self.compression!r}; one of {', '.join(CODECS)}")
+        if self.producers > self.num_records:
+            raise BenchError(f"{self.producers} producers for {self.num_records} records")
+
+    @property
+    def unlimited(self) -> bool:
+        return self.throughput is None or self.throughput < 0
+
+    def settings(self) -> dict[str, Any]:
+        """The fields as JSON values (throughput -1 when unlimited)."""
+        out = dataclasses.asdict(self)
+        out["throughput"] = -1 if self.unlimited else self.throughput
+        return out
+
+
+# --- what came out -----------------------------------------------------------------------
+
+LATENCY_OF = {
+    "produce": "send() call -> its future done (acks=0: written to the socket)",
+    "consume": "",
+    "e2e": "producer's stamp in the value -> consumer's getmany() returning the record",
+    "broker": "Produce request written -> its response read",
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Result:
+    """One test's figures. ``records``/``bytes`` are what was acknowledged (produce,
+    broker) or received (consume, e2e); ``failed`` the records that were not."""
+
+    test: str
+    topic: str
+    records: int
+    bytes: int
+    elapsed_s: float
+    latency: Latency | None
+    latency_sampled_every: int = 1
+    batches: int | None = None
+    """broker: Produce requests (one batch each) answered."""
+    failed: int = 0
+    first_error: str | None = None
+    notes: tuple[str, ...] = ()
+    workload: Workload = field(default_factory=Workload)
+
+    @property
+    def records_per_s(self) -> float:
+        return self.records / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    @property
+    def mb_per_s(self) -> float:
+        return self.bytes / MB / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    @property
+    def batches_per_s(self) -> float | None:
+        if self.batches is None:
+            return None
+        return self.batches / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        """One flat-ish JSON object; every key is always present (null where a figure
+        does not apply), so a machine can read results of any test alike."""
+        latency = None
+        if self.latency is not None:
+            lat = self.latency
+            latency = {
+                "measures": LATENCY_OF[self.test],
+                "samples": lat.samples,
+                "sampled_every": self.latency_sampled_every,
+                "avg": lat.avg_ms,
+                "p50": lat.p50_ms,
+                "p95": lat.p95_ms,
+                "p99": lat.p99_ms,
+                "p99_9": lat.p999_ms,
+                "max": lat.max_ms,
+            }
+        return {
+            "test": self.test,
+            "topic": self.topic,
+            "records": self.records,
+            "failed": self.failed,
+            "bytes": self.bytes,
+            "elapsed_s": self.elapsed_s,
+            "records_per_s": self.records_per_s,
+            "mb_per_s": self.mb_per_s,
+            "batches": self.batches,
+            "batches_per_s": self.batches_per_s,
+            "latency_ms": latency,
+            "first_error": self.first_error,
+            "notes": list(self.notes),
+            "settings": self.workload.settings(),
+        }
+
+
+@dataclass(slots=True)
+class _Part:
+    """What one producer (or one replaying process) did; parts merge into a Result."""
+
+    records: int = 0
+    failed: int = 0
+    bytes: int = 0
+    batches: int = 0
+    start: float = 0.0
+    """Wall clock (time.time(): comparable across processes) at the first send."""
+    end: float = 0.0
+    latencies_ms: array[float] = field(default_factory=lambda: array("d"))
+    first_error: str | None = None
+
+
+def _merge(
+    test: str, topic: str, w: Workload, parts: list[_Part], *, stride: int = 1, notes: list[str]
+) -> Result:
+    latencies = array("d")
+    for part in parts:
+        latencies.extend(part.latencies_ms)
+    errors = [p.first_error for p in parts if p.first_error]
+    return Result(
+        test=test,
+        topic=topic,
+        records=sum(p.records for p in parts),
+        bytes=sum(p.bytes for p in parts),
+        elapsed_s=max(p.end for p in parts) - min(p.start for p in parts),
+        latency=Latency.of(latencies),
+        latency_sampled_every=stride,
+        batches=sum(p.batches for p in parts) if test == "broker" else None,
+        failed=sum(p.failed for p in parts),
+        first_error=errors[0] if errors else None,
+        notes=tuple(notes),
+        workload=w,
+    )
+
+
+# --- the API -----------------------------------------------------------------------------
+
+
+async def measure(
+    test: str, bootstrap: str, workload: Workload | None = None, progress: Progress | None = None
+) -> Result:
+    """Run ``test`` (one of :data:`TESTS`) against the cluster at ``bootstrap``."""
+    w = (workload or Workload()).resolve(test)
+    report = progress or _quiet
+    async with _BenchTopic(bootstrap, test, w) as topic:
+        if test == "produce":
+            return await _produce(bootstrap, topic, w, report)
+        if test == "consume":
+            return await _consume(bootstrap, topic, w, report)
+        if test == "e2e":
+            return await _e2e(bootstrap, topic, w, report)
+        return await _broker(bootstrap, topic, w, report)
+
+
+def run(
+    test: str, bootstrap: str, workload: Workload | None = None, progress: Progress | None = None
+) -> Result:
+    """:func:`measure` in an event loop of its own (uvloop); not from inside a running one."""
+    return _run(measure(test, bootstrap, workload, progress))
+
+
+def produce(
+    bootstrap: str, workload: Workload | None = None, progress: Progress | None = None
+) -> Result:
+    """kafka-producer-perf-test: records/s, MB/s, send -> ack latency."""
+    return _run(measure("produce", bootstrap, workload, progress))
+
+
+def consume(
+    bootstrap: str, workload: Workload | None = None, progress: Progress | None = None
+) -> Result:
+    """kafka-consumer-perf-test: records/s and MB/s reading from the start of the topic."""
+    return _run(measure("consume", bootstrap, workload, progress))
+
+
+def e2e(
+    bootstrap: str, workload: Workload | None = None, progress: Progress | None = None
+) -> Result:
+    """EndToEndLatency: producer at the rate, consumer alongside; stamp -> receipt latency."""
+    return _run(measure("e2e", bootstrap, workload, progress))
+
+
+def broker(
+    bootstrap: str, workload: Workload | None = None, progress: Progress | None = None
+) -> Result:
+    """Pre-encoded batches replayed with raw Produce requests: the broker's own rate."""
+    return _run(measure("broker", bootstrap, workload, progress))
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)
+
+
+def _quiet(_phase: str, _done: int, _total: int) -> None:
+    pass
+
+
+@contextlib.asynccontextmanager
+async def _every(interval_s: float, tick: Callable[[], object]) -> AsyncIterator[None]:
+    """Calls ``tick`` every ``interval_s`` while the block runs (when the loop is free)."""
+
+    async def ticker() -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            tick()
+
+    tick()  # the start: a progress line's clock starts here
+    task = asyncio.get_running_loop().create_task(ticker())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+# --- the topic ---------------------------------------------------------------------------
+
+
+class _BenchTopic:
+    """The topic a test uses: named (created if missing, then kept) or fresh; a fresh one
+    is deleted at the end unless the workload keeps it."""
+
+    def __init__(self, bootstrap: str, test: str, w: Workload) -> None:
+        self.bootstrap = bootstrap
+        self.test = test
+        self.w = w
+        self.name = w.topic or f"headwater-bench-{test}-{uuid.uuid4().hex[:8]}"
+        self.created = False
+        self.notes: list[str] = []
+        self.admin = Admin(bootstrap_servers=bootstrap, client_id="headwater-bench")
+
+    async def __aenter__(self) -> _BenchTopic:
+        await self.admin.start()
+        try:
+            await self._open()
+        except BaseException:
+            await self.admin.close()
+            raise
+        return self
+
+    async def _open(self) -> None:
+        if self.w.topic is not None:
+            try:
+                (described,) = await self.admin.describe_topics([self.name])
+            except UnknownTopicOrPartitionError:
+                pass
+            else:
+                self.notes.append(
+                    f"topic {self.name} exists: its {len(described.partitions)} partition(s) "
+                    f"are used as they are"
+                )
+                return
+        configs = {}
+        if self.test == "broker" and (self.w.batch_size or 0) + HEADER_SIZE > (
+            BROKER_MAX_MESSAGE_BYTES
+        ):
+            configs["max.message.bytes"] = str((self.w.batch_size or 0) + HEADER_SIZE + 64)
+        topic = NewTopic(self.name, self.w.partitions, self.w.replication_factor, configs)
+        try:
+            await self.admin.create_topics([topic])
+        except TopicAlreadyExistsError:  # created meanwhile by someone else: use it
+            return
+        self.created = True
+
+    async def __aexit__(self, *exc: object) -> None:
+        try:
+            if self.created and self.w.topic is None and not self.w.keep_topic:
+                with contextlib.suppress(HeadwaterError):  # the figures are what matters
+                    await self.admin.delete_topics([self.name])
+        finally:
+            await self.admin.close()
+
+    async def record_count(self) -> int:
+        """Records in the topic now (sum over partitions of end - start)."""
+        (described,) = await self.admin.describe_topics([self.name])
+        tps = [TopicPartition(self.name, p.partition) for p in described.partitions]
+        starts = await self.admin.list_offsets(dict.fromkeys(tps, OffsetSpec.earliest()))
+        ends = await self.admin.list_offsets(dict.fromkeys(tps, OffsetSpec.latest()))
+        return sum(ends[tp].offset - starts[tp].offset for tp in tps)
+
+
+# --- produce -----------------------------------------------------------------------------
+
+
+def _values(record_size: int, count: int = VALUE_POOL) -> list[bytes]:
+    """Distinct values, half random and half constant (as bench/records uses)."""
+    half = record_size // 2
+    return [os.urandom(half) + b"x" * (record_size - half) for _ in range(count)]
+
+
+def _producer(bootstrap: str, w: Workload) -> Producer:
+    return Producer(
+        bootstrap_servers=bootstrap,
+        client_id="headwater-bench",
+        acks="all" if w.acks == "all" else int(w.acks),
+        batch_size=w.batch_size or 16_384,
+        linger_ms=w.linger_ms,
+        compression_type=None if w.compression == "none" else w.compression,
+        max_in_flight_requests_per_connection=w.max_in_flight,
+    )
+
+
+class _Deliveries:
+    """Counts records acknowledged and failed without a callback per record.
+
+    Futures are kept in chunks in send order; :meth:`sweep` tallies the oldest chunks
+    once every future in them is done (acks complete a partition's records in order, so
+    the front finishes first, near enough). Memory stays bounded by what is in flight or
+    buffered in the producer, not by the run's length.
+    """
+
+    CHUNK = 1024
+
+    def __init__(self) -> None:
+        self.acked = 0
+        self.failed = 0
+        self.first_error: str | None = None
+        self._chunks: deque[list[asyncio.Future[Any]]] = deque()
+        self._open: list[asyncio.Future[Any]] = []
+
+    def add(self, future: asyncio.Future[Any]) -> None:
+        self._open.append(future)
+        if len(self._open) >= self.CHUNK:
+            self._chunks.append(self._open)
+            self._open = []
+
+    def sweep(self) -> int:
+        """Tally the finished chunks at the front; the records acknowledged so far."""
+        chunks = self._chunks
+        while chunks and chunks[0][-1].done() and all(f.done() for f in chunks[0]):
+            self._tally(chunks.popleft())
+        return self.acked
+
+    def finish(self) -> None:
+        """Tally everything (after the producer's flush(), every future is done)."""
+        while self._chunks:
+            self._tally(self._chunks.popleft())
+        self._tally(self._open)
+        self._open = []
+
+    def _tally(self, chunk: list[asyncio.Future[Any]]) -> None:
+        for future in chunk:
+            error = "cancelled" if future.cancelled() else future.exception()
+            if error is None:
+                self.acked += 1
+                continue
+            self.failed += 1
+            if self.first_error is None:
+                self.first_error = _error_line(error)
+
+
+def _error_line(error: object) -> str:
+    if isinstance(error, ApiError):
+        return f"{error.message} ({error.name})"
+    return str(error) or type(error).__name__
+
+
+class _Latencies:
+    """Send -> ack latency of sampled records, in ms.
+
+    One bound method serves as every sampled future's done-callback, and the send times
+    wait in a dict keyed by the future's id (the future is alive until its callback has
+    run, so the id cannot be reused meanwhile). A ``partial`` per sampled record took three
+    times as long in a microbenchmark, mostly in the garbage collector's passes over the
+    extra objects. Sampling one record in 16 this way cost a flat-out producer 3-7% of its
+    rate (measured on the noisy 2-core dev machine).
+    """
+
+    def __init__(self, samples: array[float]) -> None:
+        self.samples = samples
+        self._sent: dict[int, float] = {}
+
+    def watch(self, future: asyncio.Future[Any], sent: float) -> None:
+        self._sent[id(future)] = sent
+        future.add_done_callback(self._done)
+
+    def _done(self, future: asyncio.Future[Any]) -> None:
+        sent = self._sent.pop(id(future))
+        if not future.cancelled() and future.exception() is None:
+            self.samples.append((time.perf_counter() - sent) * 1000)
+
+
+async def _produce_part(
+    job: _Job,
+    report: Callable[[int], None],
+    barrier: Callable[[], Awaitable[None]] | None = None,
+) -> _Part:
+    """One producer sends ``job.count`` records at its share of the rate."""
+    bootstrap, topic, w, count = job.bootstrap, job.topic, job.workload, job.count
+    assert w.num_records is not None and w.throughput is not None
+    values = _values(w.record_size)
+    stride = sample_stride(w.num_records)
+    part = _Part()
+    deliveries = _Deliveries()
+    latencies = _Latencies(part.latencies_ms)
+    loop = asyncio.get_running_loop()
+    async with _producer(bootstrap, w) as producer:
+        await producer.partitions_for(topic)  # metadata before the clock starts
+        if barrier is not None:
+            await barrier()
+        async with _every(PROGRESS_INTERVAL_S, lambda: report(deliveries.sweep())):
+            pacer = Pacer(w.throughput / w.producers, loop.time())
+            part.start = time.time()
+            for i in range(count):
+                if pacer.limited and (delay := pacer.delay(i, loop.time())):
+                    await asyncio.sleep(delay)
+                elif i % YIELD_EVERY == 0:
+                    await asyncio.sleep(0)
+                value = values[i % VALUE_POOL]
+                if i % stride:
+                    deliveries.add(await producer.send(topic, value))
+                else:
+                    sent = time.perf_counter()
+                    future = await producer.send(topic, value)
+                    latencies.watch(future, sent)
+                    deliveries.add(future)
+                if i % _Deliveries.CHUNK == 0:
+                    deliveries.sweep()
+            await producer.flush()
+            part.end = time.time()
+    deliveries.finish()
+    report(deliveries.acked)
+    part.records, part.failed = deliveries.acked, deliveries.failed
+    part.bytes = deliveries.acked * w.record_size
+    part.first_error = deliveries.first_error
+    return part
+
+
+async def _produce(bootstrap: str, topic: _BenchTopic, w: Workload, progress: Progress) -> Result:
+    assert w.num_records is not None
+    parts = await _parts(_Job("produce", bootstrap, topic.name, w, w.num_records), 1, progress)
+    stride = sample_stride(w.num_records)
+    return _merge("produce", topic.name, w, parts, stride=stride, notes=topic.notes)
+
+
+def _shares(total: int, n: int) -> list[int]:
+    """``total`` split into ``n`` shares that differ by at most one."""
+    return [total // n + (1 if i < total % n else 0) for i in range(n)]
+
+
+async def _parts(job: _Job, records_per_unit: int, progress: Progress) -> list[_Part]:
+    """Run ``job`` (``count`` records for produce, batches for broker) in this process,
+    or split over ``producers`` processes."""
+    total = job.count * records_per_unit
+
+    def report(done: int) -> None:
+        progress(job.test, done, total)
+
+    if job.workload.producers == 1:
+        return [await _PARTS[job.test](job, report)]
+    jobs = [
+        dataclasses.replace(job, count=share, index=index)
+        for index, share in enumerate(_shares(job.count, job.workload.producers))
+    ]
+    return await _in_processes(jobs, report)
+
+
+# --- several processes -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What one producer runs (in a child process, when there are several): ``count``
+    records (produce) or batches (broker)."""
+
+    test: str
+    bootstrap: str
+    topic: str
+    workload: Workload
+    count: int
+    index: int = 0
+
+
+def _child(job: _Job, barrier: Any, counters: Any, results: Any) -> None:
+    """A producer process: runs its part, puts ``(index, part, error)`` on ``results``."""
+
+    def report(done: int) -> None:
+        counters[job.index] = done
+
+    async def start_together() -> None:
+        await asyncio.get_running_loop().run_in_executor(None, barrier.wait, START_TIMEOUT_S)
+
+    try:
+        part = _run(_PARTS[job.test](job, report, start_together))
+    except BaseException as exc:  # reported to the parent, which fails the run
+        results.put((job.index, None, _error_line(exc)))
+    else:
+        results.put((job.index, part, None))
+
+
+async def _in_processes(jobs: list[_Job], report: Callable[[int], None]) -> list[_Part]:
+    """Start a process per job (spawned: nothing of this loop is inherited), let them
+    start together at a barrier, poll their counters for progress, merge their parts."""
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(len(jobs))
+    counters = ctx.Array("q", len(jobs), lock=False)
+    results = ctx.Queue()
+    processes = [
+        ctx.Process(
+            target=_child,
+            args=(job, barrier, counters, results),
+            name=f"headwater-bench-{job.index}",
+            daemon=True,
+        )
+        for job in jobs
+    ]
+    for process in processes:
+        process.start()
+    parts: dict[int, _Part] = {}
+    try:
+        while len(parts) < len(jobs):
+            await asyncio.sleep(PROGRESS_INTERVAL_S)
+            report(sum(counters))
+            _collect(results, parts)
+            for index, process in enumerate(processes):
+                if process.exitcode not in (None, 0) and index not in parts:
+                    _collect(results, parts)  # it may have reported just before it died
+                    if index not in parts:
+                        raise BenchError(
+                            f"producer process {index + 1} died (exit code {process.exitcode})"
+                        )
+    except BaseException:
+        barrier.abort()  # the others stop waiting for it
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
+        raise
+    finally:
+        for process in processes:
+            await asyncio.get_running_loop().run_in_executor(None, process.join, 10)
+        results.close()
+    return [parts[i] for i in range(len(jobs))]
+
+
+def _collect(results: Any, parts: dict[int, _Part]) -> None:
+    while True:
+        try:
+            index, part, error = results.get_nowait()
+        except queue.Empty:
+            return
+        if error is not None:
+            raise BenchError(f"producer process {index + 1} failed: {error}")
+        parts[index] = part
+
+
+# --- consume -----------------------------------------------------------------------------
+
+
+async def _consume(bootstrap: str, topic: _BenchTopic, w: Workload, progress: Progress) -> Result:
+    assert w.num_records is not None
+    total = w.num_records
+    notes = list(topic.notes)
+    have = await topic.record_count()
+    if have < total:
+        missing = total - have
+        filler = dataclasses.replace(w, throughput=-1.0, producers=1)
+        job = _Job("produce", bootstrap, topic.name, filler, missing)
+        part = await _produce_part(job, lambda n: progress("pre-fill", n, missing))
+        if part.failed:
+            raise BenchError(f"pre-filling {topic.name} failed: {part.first_error}")
+        notes.append(
+            f"pre-filled {topic.name} with {missing:,} records of {w.record_size} bytes "
+            f"(it had {have:,})"
+        )
+    part = _Part()
+    consumer = Consumer(
+        topic.name,
+        bootstrap_servers=bootstrap,
+        client_id="headwater-bench",
+        auto_offset_reset="earliest",
+    )
+    async with consumer:
+        assigned = sorted(consumer.assignment())
+        await consumer.seek_to_beginning(*assigned)
+        for tp in assigned:
+            await consumer.position(tp)  # resolved before the clock starts
+        async with _every(PROGRESS_INTERVAL_S, lambda: progress("consume", part.records, total)):
+            part.start = time.time()
+            await _read(consumer, part, total)
+            part.end = time.time()
+    progress("consume", part.records, total)
+    return _merge("consume", topic.name, w, [part], notes=notes)
+
+
+async def _read(consumer: Consumer, part: _Part, total: int) -> None:
+    idle_since = time.monotonic()
+    while part.records < total:
+        batches = await consumer.getmany(timeout_ms=1000, max_records=total - part.records)
+        if not batches:
+            if time.monotonic() - idle_since > IDLE_TIMEOUT_S:
+                raise BenchError(
+                    f"only {part.records:,} of {total:,} records arrived; none in the last "
+                    f"{IDLE_TIMEOUT_S:.0f} s"
+                )
+            continue
+        idle_since = time.monotonic()
+        for records in batches.values():
+            part.records += len(records)
+            part.bytes += sum(len(r.value or b"") + len(r.key or b"") for r in records)
+
+
+# --- e2e ---------------------------------------------------------------------------------
+
+
+async def _e2e(bootstrap: str, topic: _BenchTopic, w: Workload, progress: Progress) -> Result:
+    assert w.num_records is not None and w.throughput is not None
+    total = w.num_records
+    tag = os.urandom(8)  # records of this run; anything else on the topic is skipped
+    fillers = [v[E2E_HEADER_BYTES:] for v in _values(w.record_size)]
+    part = _Part()
+    deliveries = _Deliveries()
+    consumer = Consumer(
+        topic.name,
+        bootstrap_servers=bootstrap,
+        client_id="headwater-bench",
+        auto_offset_reset="latest",
+    )
+    loop = asyncio.get_running_loop()
+    async with consumer, _producer(bootstrap, w) as producer:
+        assigned = sorted(consumer.assignment())
+        await consumer.seek_to_end(*assigned)
+        for tp in assigned:
+            await consumer.position(tp)  # fixed before the first record is sent
+        await producer.partitions_for(topic.name)
+        receiving = loop.create_task(_receive(consumer, tag, part, total))
+        async with _every(PROGRESS_INTERVAL_S, lambda: progress("e2e", part.records, total)):
+            pacer = Pacer(w.throughput, loop.time())
+            part.start = time.time()
+            for i in range(total):
+                if pacer.limited and (delay := pacer.delay(i, loop.time())):
+                    await asyncio.sleep(delay)
+                stamp = time.perf_counter_ns().to_bytes(8, "big")
+                deliveries.add(
+                    await producer.send(topic.name, tag + stamp + fillers[i % VALUE_POOL])
+                )
+                if receiving.done():
+                    break  # it failed: its error is raised below
+            await producer.flush()
+            await _finish_receiving(receiving, part, total)
+    deliveries.finish()
+    progress("e2e", part.records, total)
+    part.failed, part.first_error = deliveries.failed, deliveries.first_error
+    return _merge("e2e", topic.name, w, [part], notes=topic.notes)
+
+
+async def _finish_receiving(receiving: asyncio.Task[None], part: _Part, total: int) -> None:
+    try:
+        await asyncio.wait_for(asyncio.shield(receiving), IDLE_TIMEOUT_S)
+    except TimeoutError:
+        receiving.cancel()
+        raise BenchError(
+            f"only {part.records:,} of {total:,} records arrived within {IDLE_TIMEOUT_S:.0f} s "
+            f"of the last one being acknowledged"
+        ) from None
+
+
+async def _receive(consumer: Consumer, tag: bytes, part: _Part, total: int) -> None:
+    samples = part.latencies_ms
+    while part.records < total:
+        batches = await consumer.getmany(timeout_ms=1000)
+        now = time.perf_counter_ns()
+        for records in batches.values():
+            for record in records:
+                value = record.value
+                if value[:8] != tag:
+                    continue
+                samples.append((now - int.from_bytes(value[8:16], "big")) / 1e6)
+                part.records += 1
+                part.bytes += len(value)
+    part.end = time.time()
+
+
+# --- broker ------------------------------------------------------------------------------
+
+
+def _batch(w: Workload) -> tuple[bytes, int]:
+    """The batch the broker test replays, and its record count: as many ``record_size``
+    records as fit in ``batch_size`` bytes uncompressed, then compressed as asked."""
+    assert w.batch_size is not None
+    now = time.time_ns() // 1_000_000
+    values = _values(w.record_size)
+
+    def encoded(n: int, compression: str = "none") -> bytes:
+        records = [(None, values[i % VALUE_POOL], None, now) for i in range(n)]
+        return encode_batch(records, compression=compression)
+
+    n, data = 100, encoded(100)
+    for _ in range(4):  # the size per record grows a little with n (offset varints)
+        per_record = (len(data) - HEADER_SIZE) / n
+        n = max(1, int((w.batch_size - HEADER_SIZE) / per_record))
+        data = encoded(n)
+    while len(data) > w.batch_size and n > 1:
+        n -= 1
+        data = encoded(n)
+    while len(bigger := encoded(n + 1)) <= w.batch_size:
+        n, data = n + 1, bigger
+    return (data if w.compression == "none" else encoded(n, w.compression)), n
+
+
+async def _leaders(bootstrap: str, topic: str) -> dict[int, tuple[str, int]]:
+    """Each partition's leader address, waiting while a partition has none."""
+    deadline = time.monotonic() + LEADER_WAIT_S
+    async with Admin(bootstrap_servers=bootstrap, client_id="headwater-bench") as admin:
+        while True:
+            (described,) = await admin.describe_topics([topic])
+            brokers = {
+                b.node_id: (b.host, b.port) for b in (await admin.describe_cluster()).brokers
+            }
+            leaders = {p.partition: brokers.get(p.leader) for p in described.partitions}
+            if all(leaders.values()):
+                return {p: address for p, address in leaders.items() if address is not None}
+            if time.monotonic() > deadline:
+                raise BenchError(f"topic {topic} has partitions without a leader")
+            await asyncio.sleep(0.1)
+
+
+class _Replay:
+    """Raw Produce requests of one pre-encoded batch to each partition's leader."""
+
+    def __init__(self, topic: str, w: Workload, batch: bytes, per_batch: int) -> None:
+        self.topic = topic
+        self.acks = {"all": -1, "0": 0, "1": 1}[w.acks]
+        self.batch = batch
+        self.per_batch = per_batch
+        self.connections: dict[tuple[str, int], BrokerConnection] = {}
+        self.targets: dict[tuple[str, int], list[ProduceRequest]] = {}
+
+    async def connect(self, leaders: dict[int, tuple[str, int]]) -> None:
+        for partition, address in sorted(leaders.items()):
+            if address not in self.connections:
+                connection = BrokerConnection(*address)
+                await connection.connect()
+                self.connections[address] = connection
+            self.targets.setdefault(address, []).append(self._request(partition))
+
+    def _request(self, partition: int) -> ProduceRequest:
+        records = ProducePartition(index=partition, records=self.batch)
+        return ProduceRequest(
+            acks=self.acks,
+            timeout_ms=30_000,
+            topics=[ProduceTopic(name=self.topic, partitions=[records])],
+        )
+
+    async def send(self, address: tuple[str, int], request: ProduceRequest) -> ApiError | None:
+        """One batch; the partition's error, if it has one."""
+        response: ProduceResponse | None = await self.connections[address].request(
+            ApiKey.PRODUCE, request, expect_response=self.acks != 0
+        )
+        if response is None:
+            return None
+        for topic in response.topics:
+            for answer in topic.partitions:
+                if answer.error_code:
+                    return error_for_code(answer.error_code, answer.error_message)
+        return None
+
+    async def warm_up(self) -> None:
+        """One batch per partition until each is taken: leaders of a new topic may need a
+        moment, and a refused batch (too large) is better said before the clock starts."""
+        deadline = time.monotonic() + LEADER_WAIT_S
+        for address, requests in self.targets.items():
+            for request in requests:
+                while (error := await self.send(address, request)) is not None:
+                    if not error.retriable or time.monotonic() > deadline:
+                        raise BenchError(f"the broker refused the batch: {_error_line(error)}")
+                    await asyncio.sleep(0.1)
+
+    def close(self) -> None:
+        for connection in self.connections.values():
+            connection.close()
+
+
+async def _broker_part(
+    job: _Job,
+    report: Callable[[int], None],
+    barrier: Callable[[], Awaitable[None]] | None = None,
+) -> _Part:
+    """Replay ``job.count`` batches, ``max_in_flight`` requests in flight per leader."""
+    bootstrap, topic, w, count = job.bootstrap, job.topic, job.workload, job.count
+    assert w.throughput is not None
+    batch, per_batch = _batch(w)
+    replay = _Replay(topic, w, batch, per_batch)
+    part = _Part()
+    try:
+        await replay.connect(await _leaders(bootstrap, topic))
+        await replay.warm_up()
+        if barrier is not None:
+            await barrier()
+        loop = asyncio.get_running_loop()
+        pacer = Pacer(w.throughput / per_batch / w.producers, loop.time())
+        numbers = iter(range(count))  # shared: each worker takes the next batch number
+
+        async def worker(address: tuple[str, int]) -> None:
+            requests = replay.targets[address]
+            for n in numbers:
+                if pacer.limited and (delay := pacer.delay(n, loop.time())):
+                    await asyncio.sleep(delay)
+                sent = time.perf_counter()
+                error = await replay.send(address, requests[n % len(requests)])
+                if replay.acks != 0:
+                    part.latencies_ms.append((time.perf_counter() - sent) * 1000)
+                if error is None:
+                    part.batches += 1
+                else:
+                    part.failed += per_batch
+                    part.first_error = part.first_error or _error_line(error)
+
+        workers = [worker(a) for a in replay.targets for _ in range(w.max_in_flight)]
+        async with _every(PROGRESS_INTERVAL_S, lambda: report(part.batches * per_batch)):
+            part.start = time.time()
+            await asyncio.gather(*workers)
+            part.end = time.time()
+    finally:
+        replay.close()
+    part.records = part.batches * per_batch
+    part.bytes = part.batches * len(batch)
+    report(part.records)
+    return part
+
+
+async def _broker(bootstrap: str, topic: _BenchTopic, w: Workload, progress: Progress) -> Result:
+    assert w.num_records is not None
+    batch, per_batch = _batch(w)
+    batches = math.ceil(w.num_records / per_batch)
+    parts = await _parts(_Job("broker", bootstrap, topic.name, w, batches), per_batch, progress)
+    notes = [
+        *topic.notes,
+        f"{batches:,} batches of {per_batch:,} records, {len(batch):,} bytes each "
+        f"({w.compression}); records rounded up to whole batches",
+    ]
+    if w.acks == "0":
+        notes.append("acks=0: the broker answers nothing, so there is no latency")
+    return _merge("broker", topic.name, w, parts, notes=notes)
+
+
+_PARTS: dict[str, Callable[..., Coroutine[Any, Any, _Part]]] = {
+    "produce": _produce_part,
+    "broker": _broker_part,
+}
