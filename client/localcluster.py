@@ -57,6 +57,7 @@ __all__ = [
     "is_our_process",
     "load_state",
     "recorded_bootstrap",
+    "terminate",
 ]
 
 ZOOKEEPER_JARS = (
@@ -78,7 +79,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _terminate(process: subprocess.Popen[bytes], timeout_s: float) -> int:
+def terminate(process: subprocess.Popen[bytes], timeout_s: float) -> int:
     """SIGTERM, SIGKILL if it is still there after ``timeout_s``; returns the exit code."""
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
@@ -167,7 +168,7 @@ class ZooKeeperServer:
         """SIGTERM, then SIGKILL after ``timeout_s``; only our own process."""
         process, self.process = self.process, None
         if process is not None:
-            _terminate(process, timeout_s)
+            terminate(process, timeout_s)
 
     def __enter__(self) -> ZooKeeperServer:
         self.start()
@@ -334,7 +335,7 @@ class BrokerProcess:
     def stop(self, timeout_s: float = 30.0) -> int:
         """SIGTERM (a clean stop) and wait; returns the exit code."""
         process, self.process = self.process, None
-        return 0 if process is None else _terminate(process, timeout_s)
+        return 0 if process is None else terminate(process, timeout_s)
 
     def kill(self) -> None:
         """SIGKILL: the crash case."""

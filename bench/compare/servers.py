@@ -17,7 +17,6 @@ import contextlib
 import os
 import resource
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -26,7 +25,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Self
 
-from client.localcluster import free_port
+from client.localcluster import free_port, terminate
 
 __all__ = [
     "NatsServer",
@@ -142,14 +141,8 @@ class ServerProcess:
     def stop(self, timeout_s: float = 10.0) -> None:
         """SIGTERM by pid, SIGKILL after ``timeout_s``; idempotent."""
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        if process is not None:
+            terminate(process, timeout_s)
 
     def _log_tail(self) -> str:
         try:

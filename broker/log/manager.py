@@ -42,6 +42,7 @@ import structlog
 
 from broker.log.config import LogConfig
 from broker.log.log import Clock, Log, wall_clock_ms
+from broker.log.swap import fsync_dir
 from protocol.errors import HeadwaterError, InconsistentClusterIdError
 
 __all__ = ["InconsistentBrokerIdError", "LogManager", "TopicPartition"]
@@ -144,7 +145,7 @@ class LogManager:
                 )
             # From here on a crash must be seen as one: the marker goes until a clean stop.
             marker.unlink(missing_ok=True)
-            _fsync_dir(directory)
+            fsync_dir(directory)
         self.checkpoint()
         self._log.info("log_manager.started", dirs=[str(d) for d in self.dirs], logs=len(self.logs))
 
@@ -155,7 +156,7 @@ class LogManager:
         self.checkpoint()
         for directory in self.dirs:
             (directory / CLEAN_SHUTDOWN).touch()
-            _fsync_dir(directory)
+            fsync_dir(directory)
         self.logs.clear()
 
     def _claim(self, directory: Path) -> None:
@@ -366,18 +367,10 @@ def write_atomically(path: Path, text: str) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def unlink_all(paths: list[Path]) -> None:
     """Unlink files (renamed ``.deleted`` already, their descriptors closed): blocking."""
     for path in paths:
         path.unlink(missing_ok=True)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -65,13 +65,13 @@ fault_point: Callable[[str], None] = _no_fault
 def promote(directory: Path, base: int) -> None:
     """Step 2: ``.cleaned`` -> ``.swap``; from here on the new segment wins a crash."""
     _rename_all(directory, base, CLEANED, SWAP, "promote")
-    _fsync_dir(directory)
+    fsync_dir(directory)
 
 
 def install(directory: Path, base: int) -> None:
     """Step 4: ``.swap`` -> the final names, after the old files were renamed away."""
     _rename_all(directory, base, SWAP, "", "install")
-    _fsync_dir(directory)
+    fsync_dir(directory)
 
 
 def retire(segments: Sequence[LogSegment]) -> None:
@@ -124,7 +124,7 @@ def recover_swaps(directory: Path, *, index_interval_bytes: int, max_index_bytes
             "log.swap_completed", log=directory.name, base_offset=base, end_offset=end
         )
     if swaps:
-        _fsync_dir(directory)
+        fsync_dir(directory)
     return len(swaps)
 
 
@@ -136,7 +136,8 @@ def _remove_replaced(directory: Path, base: int, end: int) -> None:
             path.unlink()
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
+    """Make renames and unlinks in ``directory`` durable."""
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -3,6 +3,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from kazoo.client import KazooClient
 
 from broker.zk import ZkBridge
 from client.localcluster import BrokerProcess, ZooKeeperServer
@@ -63,6 +64,31 @@ class Cluster:
     def kill_all(self) -> None:
         for broker in self.brokers.values():
             broker.kill()  # only the processes this test started, by pid
+
+
+def module_cluster(
+    zookeeper: ZooKeeperServer,
+    directory: Path,
+    name: str,
+    settings: dict[str, str] | None = None,
+) -> Iterator[Cluster]:
+    """Three brokers shared by a module's tests that keep every broker up, in a ZooKeeper
+    chroot of their own; killed by pid afterwards. Use from a module-scoped fixture."""
+    root = f"/{name}-{uuid.uuid4().hex[:12]}"
+    zk = KazooClient(hosts=zookeeper.connect_string, timeout=10)
+    zk.start(timeout=10)
+    try:
+        zk.ensure_path(root)
+    finally:
+        zk.stop()
+        zk.close()
+    cluster = Cluster(zookeeper.connect_string + root, directory)
+    try:
+        for broker_id in (1, 2, 3):
+            cluster.start_broker(broker_id, settings)
+        yield cluster
+    finally:
+        cluster.kill_all()  # only the processes this fixture started, by pid
 
 
 FAST_BROKER = {"zookeeper.session.timeout.ms": "2000"}

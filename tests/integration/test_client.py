@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from kafka.partitioner.default import murmur2 as kafka_python_murmur2
-from kazoo.client import KazooClient
 
 from client import (
     Admin,
@@ -37,7 +36,7 @@ from protocol.errors import (
     TopicAlreadyExistsError,
     UnknownTopicOrPartitionError,
 )
-from tests.integration.conftest import Cluster
+from tests.integration.conftest import Cluster, module_cluster
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -47,21 +46,7 @@ def shared(
     zookeeper: ZooKeeperServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Cluster]:
     """Three brokers for the whole module, under a ZooKeeper chroot of their own."""
-    root = f"/client-{uuid.uuid4().hex[:12]}"
-    zk = KazooClient(hosts=zookeeper.connect_string, timeout=10)
-    zk.start(timeout=10)
-    try:
-        zk.ensure_path(root)
-    finally:
-        zk.stop()
-        zk.close()
-    cluster = Cluster(zookeeper.connect_string + root, tmp_path_factory.mktemp("shared"))
-    try:
-        for broker_id in (1, 2, 3):
-            cluster.start_broker(broker_id)
-        yield cluster
-    finally:
-        cluster.kill_all()  # only the processes this fixture started, by pid
+    yield from module_cluster(zookeeper, tmp_path_factory.mktemp("shared"), "client")
 
 
 def _name() -> str:

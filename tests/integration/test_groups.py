@@ -159,7 +159,8 @@ async def test_three_members_share_six_partitions_and_process_each_record_once(
         await wait_for(lambda: _balanced(workers, 6), what="each member owns 2 partitions")
         await _produce(cluster, "jobs", 30_000)
         await wait_for(lambda: sum(len(w.processed) for w in workers) >= 30_000, 90)
-        await asyncio.sleep(0.5)  # anything processed twice would show by now
+        # every processed record committed: nothing of theirs is left to come again
+        await wait_for(lambda: not any(w.pending for w in workers), what="commits done")
         assert _balanced(workers, 6)
         assert _values(workers) == Counter(str(i).encode() for i in range(30_000))
         for w in workers:  # each processed only its own partitions
@@ -293,7 +294,7 @@ async def test_a_restarted_group_resumes_exactly_at_its_committed_offsets(
     second = [await Worker(cluster.bootstrap, "workers", ["jobs"]).start() for _ in range(2)]
     try:
         await wait_for(lambda: sum(len(w.processed) for w in [*first, *second]) >= 6_000, 90)
-        await asyncio.sleep(0.3)
+        await wait_for(lambda: not any(w.pending for w in second), what="commits done")
     finally:
         for w in second:
             await w.stop()
@@ -318,7 +319,7 @@ async def test_two_groups_each_see_every_record_and_one_member_sees_partition_or
         await wait_for(lambda: _balanced(shared, 4) and len(alone.owned) == 4)
         await _produce(cluster, "events", 4_000)
         await wait_for(lambda: sum(len(w.processed) for w in everyone) >= 8_000, 90)
-        await asyncio.sleep(0.3)
+        await wait_for(lambda: not any(w.pending for w in everyone), what="commits done")
     finally:
         for w in everyone:
             await w.stop()

@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kazoo.client import KazooClient
 
 from client import (
     Admin,
@@ -52,7 +51,7 @@ from protocol.errors import (
 from protocol.records import decode_batches
 from protocol.records.batch import LOG_APPEND_TIME
 from protocol.records.compression import CODECS
-from tests.integration.conftest import Cluster
+from tests.integration.conftest import Cluster, module_cluster
 from tests.integration.test_topics import _metadata, _ready_cluster, _request
 
 pytestmark = pytest.mark.timeout(120)
@@ -72,21 +71,7 @@ def shared(
     zookeeper: ZooKeeperServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Cluster]:
     """Three brokers for the tests that keep every broker up, in a chroot of their own."""
-    root = f"/configs-{uuid.uuid4().hex[:12]}"
-    zk = KazooClient(hosts=zookeeper.connect_string, timeout=10)
-    zk.start(timeout=10)
-    try:
-        zk.ensure_path(root)
-    finally:
-        zk.stop()
-        zk.close()
-    cluster = Cluster(zookeeper.connect_string + root, tmp_path_factory.mktemp("configs"))
-    try:
-        for broker_id in (1, 2, 3):
-            cluster.start_broker(broker_id, SETTINGS)
-        yield cluster
-    finally:
-        cluster.kill_all()  # only the processes this fixture started, by pid
+    yield from module_cluster(zookeeper, tmp_path_factory.mktemp("configs"), "configs", SETTINGS)
 
 
 # --- helpers ---------------------------------------------------------------------------
