@@ -281,7 +281,9 @@ async def test_a_dead_follower_of_the_offsets_partition_disturbs_no_member(
     takes it out of the ISR with a new leader epoch, the leader staying. The coordinator
     keeps the group as it is: a member waiting in JoinGroup still gets its generation
     (it used to be told UNKNOWN_MEMBER_ID, the group reloaded from the log)."""
-    cluster = make_cluster(3, GROUP_SETTINGS)
+    # the leader must not shrink the ISR itself first (that keeps the epoch): only the
+    # controller's removal of a dead broker is under test
+    cluster = make_cluster(3, {**GROUP_SETTINGS, "replica.lag.time.max.ms": "120000"})
     ports = await _ready_cluster(cluster)
     port = await _coordinator_port(ports, "calm")
 
