@@ -3,6 +3,7 @@
 Speaks to brokers only through :mod:`protocol`; never imports :mod:`broker`.
 """
 
+from client.accumulator import RecordFuture
 from client.admin import Admin
 from client.consumer import Consumer
 from client.errors import (
@@ -56,6 +57,7 @@ __all__ = [
     "PartitionDescription",
     "Producer",
     "RebalanceListener",
+    "RecordFuture",
     "RecordMetadata",
     "TopicDescription",
     "TopicPartition",

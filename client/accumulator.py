@@ -5,7 +5,8 @@ batching rules can be tested alone. The producer's sender task drives it:
 
 - ``append`` encodes a record into the last open batch of its partition (a
   :class:`~protocol.records.BatchBuilder`), or opens a new one when it would pass
-  ``batch_size``. Each record gets a future for its :class:`RecordMetadata`.
+  ``batch_size``. Each record gets a :class:`RecordFuture` for its metadata (one
+  outcome per batch, read by each record).
 - ``ready`` says which brokers have something to send and, if nothing yet, how long until
   something will be (a linger or a retry backoff ending).
 - ``drain`` takes, per broker, at most ONE batch per partition (Kafka's rule, and the
@@ -25,23 +26,40 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextvars
 import itertools
-from collections.abc import Callable, Iterable, Sequence
+from array import array
+from collections.abc import Callable, Generator, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from client.types import RecordMetadata, TopicPartition
 from protocol.errors import ApiError, RequestTimedOutError
-from protocol.records import HEADER_SIZE, BatchBuilder, set_producer_fields
+from protocol.records import (
+    HEADER_SIZE,
+    BatchBuilder,
+    Record,
+    decode_batches,
+    set_producer_fields,
+)
 
-__all__ = ["ProducerBatch", "ReadyCheck", "RecordAccumulator", "record_size_upper_bound"]
+__all__ = [
+    "RECORD_OVERHEAD_BOUND",
+    "ProducerBatch",
+    "ReadyCheck",
+    "RecordAccumulator",
+    "RecordFuture",
+    "record_size_upper_bound",
+]
 
 Header = tuple[str, bytes | None]
 Data = bytes | bytearray | memoryview
-RecordTuple = tuple[Data | None, Data | None, Sequence[Header] | None, int]
 LeaderOf = Callable[[TopicPartition], int | None]
 
 _VARINT_MAX = 5  # lengths and deltas are 32-bit: at most 5 bytes as varints
 _VARLONG_MAX = 10  # the timestamp delta is 64-bit
 _SEQUENCE_WRAP = 2**31  # sequences are int32 and wrap to 0 (Kafka's DefaultRecordBatch)
+RECORD_OVERHEAD_BOUND = _VARINT_MAX + 1 + _VARLONG_MAX + _VARINT_MAX + 3 * _VARINT_MAX
+"""A record's bytes beyond its key and value, at most, when it has no headers."""
 
 
 def record_size_upper_bound(
@@ -54,7 +72,7 @@ def record_size_upper_bound(
     Computed before encoding, to decide whether the record still fits the open batch and
     whether it can ever fit a request.
     """
-    size = _VARINT_MAX + 1 + _VARLONG_MAX + _VARINT_MAX + 3 * _VARINT_MAX
+    size = RECORD_OVERHEAD_BOUND
     size += len(key) if key is not None else 0
     size += len(value) if value is not None else 0
     for name, data in headers or ():
@@ -62,29 +80,176 @@ def record_size_upper_bound(
     return size
 
 
+if TYPE_CHECKING:
+    _FutureLike = asyncio.Future[RecordMetadata]
+else:
+    _FutureLike = object
+
+
+class RecordFuture(_FutureLike):
+    """What ``send()`` returns: the record's :class:`RecordMetadata`, once its batch is
+    answered. Await it, or use it as an :class:`asyncio.Future` (``done``, ``result``,
+    ``exception``, ``add_done_callback``; ``asyncio.gather``/``wait``/``wait_for`` take it).
+
+    Kafka's FutureRecordMetadata: a record's outcome is its batch's (one per batch), and
+    its metadata is derived on demand from the batch's base offset and the record's index.
+    A real asyncio future is made only when one is needed (an ``await``, a callback, a
+    cancel); until then a record costs this small object, not a future and a
+    :class:`RecordMetadata` each (which cost the producer a third of its time). Cancelling
+    it cancels the caller's wait, never the record: it is sent all the same.
+
+    Type checkers see an :class:`asyncio.Future` (it can go wherever one can); at run time
+    it is not one (``isinstance`` says no), and only the producer settles it.
+    """
+
+    __slots__ = ("_batch", "_future", "_index")
+    _asyncio_future_blocking = False  # asyncio.isfuture() takes it as a future
+
+    def __init__(self, batch: ProducerBatch, index: int) -> None:
+        self._batch = batch
+        self._index = index
+        self._future: asyncio.Future[RecordMetadata] | None = None
+
+    def __repr__(self) -> str:
+        state = "pending" if not self.done() else "done"
+        return f"<RecordFuture {self._batch.tp.topic}-{self._batch.tp.partition} {state}>"
+
+    def _where(self) -> ProducerBatch:
+        """Its batch now: a batch split in two hands its records to the halves."""
+        batch = self._batch
+        while batch.split_into is not None:
+            first, second = batch.split_into
+            if self._index < first.count:
+                batch = first
+            else:
+                self._index -= first.count
+                batch = second
+        self._batch = batch
+        return batch
+
+    def done(self) -> bool:
+        if self._future is not None and self._future.done():
+            return True
+        return self._where().finished
+
+    def cancelled(self) -> bool:
+        return self._future is not None and self._future.cancelled()
+
+    def cancel(self, msg: Any = None) -> bool:
+        return self._materialize().cancel(msg)
+
+    def result(self) -> RecordMetadata:
+        future = self._future
+        if future is not None and future.done():
+            return future.result()
+        batch = self._where()
+        if not batch.finished:
+            raise asyncio.InvalidStateError("the record is not acknowledged yet")
+        if batch.error is not None:
+            raise batch.error
+        return batch.metadata(self._index)
+
+    def exception(self) -> BaseException | None:
+        future = self._future
+        if future is not None and future.done():
+            return future.exception()
+        batch = self._where()
+        if not batch.finished:
+            raise asyncio.InvalidStateError("the record is not acknowledged yet")
+        return batch.error
+
+    def add_done_callback(
+        self, fn: Callable[[RecordFuture], object], *, context: contextvars.Context | None = None
+    ) -> None:
+        self._materialize().add_done_callback(_Relay(fn, self), context=context)
+
+    def remove_done_callback(self, fn: Callable[[RecordFuture], object]) -> int:
+        if self._future is None:
+            return 0
+        return self._future.remove_done_callback(fn)  # type: ignore[arg-type] # a _Relay equals its function
+
+    def get_loop(self) -> asyncio.AbstractEventLoop:
+        return self._batch.done.get_loop()
+
+    def __await__(self) -> Generator[Any, None, RecordMetadata]:
+        return self._materialize().__await__()
+
+    __iter__ = __await__
+
+    def _materialize(self) -> asyncio.Future[RecordMetadata]:
+        if self._future is None:
+            self._future = self.get_loop().create_future()
+            batch = self._where()
+            if batch.finished:
+                self._settle()
+            else:
+                batch.watch(self)
+        return self._future
+
+    def _settle(self) -> None:
+        """The batch finished: pass its outcome to the asyncio future, if any."""
+        future = self._future
+        if future is None or future.done():
+            return
+        batch = self._batch
+        if batch.error is not None:
+            future.set_exception(batch.error)
+        else:
+            future.set_result(batch.metadata(self._index))
+
+
+class _Relay:
+    """A done-callback that hands the user's function the :class:`RecordFuture` (not the
+    asyncio future inside it), and equals that function so it can be removed by it."""
+
+    __slots__ = ("fn", "owner")
+
+    def __init__(self, fn: Callable[[RecordFuture], object], owner: RecordFuture) -> None:
+        self.fn = fn
+        self.owner = owner
+
+    def __call__(self, _future: object) -> None:
+        self.fn(self.owner)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, _Relay):
+            return self.fn == other.fn and self.owner is other.owner
+        return bool(self.fn == other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
 class ProducerBatch:
     """One partition's records on their way: open (taking records), then built and sent.
 
     ``payload`` is built once, when the batch is first drained; a retry resends those
-    exact bytes. ``records`` keep the caller's keys and values (no copy) only so a batch
-    the broker finds too large can be split and re-encoded.
+    exact bytes. A batch the broker finds too large is split by decoding its payload, so
+    no record's key and value is kept beside its encoded bytes. The outcome (a base
+    offset, or an error) is the batch's: each :class:`RecordFuture` reads it.
     """
 
     __slots__ = (
         "attempts",
+        "base_offset",
         "base_sequence",
         "builder",
+        "count",
         "created_ms",
         "deadline_ms",
         "done",
-        "futures",
+        "error",
+        "finished",
+        "log_append_time_ms",
         "payload",
         "producer_id",
-        "records",
         "retry_at_ms",
         "seq",
         "size_bound",
+        "split_into",
+        "timestamps",
         "tp",
+        "watchers",
+        "written",
     )
 
     def __init__(
@@ -92,8 +257,11 @@ class ProducerBatch:
     ) -> None:
         self.tp = tp
         self.builder: BatchBuilder | None = BatchBuilder(compression=compression)
-        self.records: list[RecordTuple] = []
-        self.futures: list[asyncio.Future[RecordMetadata]] = []
+        self.count = 0
+        """Records appended; the accumulator appends them (its hot path) straight into
+        ``builder``, ``timestamps`` (for each record's metadata), ``written``."""
+        self.timestamps = array("q")
+        self.written = HEADER_SIZE  # bytes encoded so far, uncompressed
         self.created_ms = created_ms
         self.deadline_ms = deadline_ms
         self.seq = seq
@@ -103,10 +271,16 @@ class ProducerBatch:
         self.producer_id = -1  # stamped with (and sequenced under) this producer id
         self.base_sequence = -1
         self.size_bound = HEADER_SIZE
+        self.finished = False
+        self.base_offset = -1
+        self.log_append_time_ms = -1
+        self.error: BaseException | None = None
+        self.split_into: tuple[ProducerBatch, ProducerBatch] | None = None
+        self.watchers: list[RecordFuture] | None = None
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def __repr__(self) -> str:
-        return f"ProducerBatch({self.tp.topic}-{self.tp.partition}, {len(self.records)} records)"
+        return f"ProducerBatch({self.tp.topic}-{self.tp.partition}, {self.count} records)"
 
     @property
     def is_open(self) -> bool:
@@ -114,17 +288,21 @@ class ProducerBatch:
 
     @property
     def record_count(self) -> int:
-        return len(self.records)
+        return self.count
 
-    def append(self, record: RecordTuple, size_bound: int) -> asyncio.Future[RecordMetadata]:
-        assert self.builder is not None
-        key, value, headers, timestamp_ms = record
-        self.builder.append(key, value, headers, timestamp_ms)
-        self.records.append(record)
-        self.size_bound += size_bound
-        future: asyncio.Future[RecordMetadata] = self.done.get_loop().create_future()
-        self.futures.append(future)
-        return future
+    def metadata(self, index: int) -> RecordMetadata:
+        """Record ``index``'s metadata; offset -1 when unknown (acks=0)."""
+        topic, partition = self.tp
+        offset = self.base_offset + index if self.base_offset >= 0 else -1
+        timestamp = (
+            self.log_append_time_ms if self.log_append_time_ms >= 0 else self.timestamps[index]
+        )
+        return RecordMetadata(topic, partition, offset, timestamp)
+
+    def watch(self, record: RecordFuture) -> None:
+        if self.watchers is None:
+            self.watchers = []
+        self.watchers.append(record)
 
     def forget_sequence(self) -> None:
         """The partition refused this batch's sequence (so it was not written): it is
@@ -134,9 +312,11 @@ class ProducerBatch:
     def stamp(self, producer_id: int, producer_epoch: int, base_sequence: int) -> None:
         """An idempotent producer's id, epoch and sequence, into the built batch."""
         assert self.payload is not None
-        payload = bytearray(self.payload)
+        payload = self.payload
+        if self.attempts or not isinstance(payload, bytearray):
+            # sent before: its request may still hold those bytes; never sent: in place
+            payload = self.payload = bytearray(payload)
         set_producer_fields(payload, producer_id, producer_epoch, base_sequence)
-        self.payload = payload
         self.producer_id, self.base_sequence = producer_id, base_sequence
 
     def close(self) -> bytes | bytearray:
@@ -147,24 +327,34 @@ class ProducerBatch:
             self.builder = None
         return self.payload
 
+    def records(self) -> list[Record]:
+        """The records, decoded back from the built payload (to split it)."""
+        assert self.payload is not None
+        (batch,) = decode_batches(self.payload, verify_crc=False)
+        return batch.records
+
     def resolve(self, base_offset: int, log_append_time_ms: int = -1) -> None:
         """Every record's metadata: offset = base offset + its index; -1 when unknown."""
-        topic, partition = self.tp
-        for index, (future, record) in enumerate(zip(self.futures, self.records, strict=True)):
-            if not future.done():
-                offset = base_offset + index if base_offset >= 0 else -1
-                timestamp = log_append_time_ms if log_append_time_ms >= 0 else record[3]
-                future.set_result(RecordMetadata(topic, partition, offset, timestamp))
+        if self.finished:
+            return
+        self.base_offset = base_offset
+        self.log_append_time_ms = log_append_time_ms
         self._finish()
 
     def fail(self, error: BaseException) -> None:
-        for future in self.futures:
-            if not future.done():
-                future.set_exception(error)
+        if not self.finished:
+            self.error = error
         self._finish()
 
     def _finish(self) -> None:
         self.builder = None
+        if self.finished:
+            return
+        self.finished = True
+        if self.watchers is not None:
+            for record in self.watchers:
+                record._settle()  # the batch and its records' futures are one
+            self.watchers = None
         if not self.done.done():
             self.done.set_result(None)
 
@@ -209,6 +399,8 @@ class RecordAccumulator:
         self._on_batch_closed = on_batch_closed or (lambda topic, partition: None)
         self._wakeup = wakeup or (lambda: None)
         self._batches: dict[TopicPartition, collections.deque[ProducerBatch]] = {}
+        self._open: dict[TopicPartition, ProducerBatch] = {}
+        """Each partition's batch taking records, if any (the last of its queue)."""
         self._muted: set[TopicPartition] = set()
         self._incomplete: dict[ProducerBatch, None] = {}  # insertion-ordered set
         self._seq = itertools.count()
@@ -232,26 +424,42 @@ class RecordAccumulator:
         headers: Sequence[Header] | None = None,
         timestamp_ms: int,
         size_bound: int | None = None,
-    ) -> asyncio.Future[RecordMetadata]:
+    ) -> RecordFuture:
         if size_bound is None:
             size_bound = record_size_upper_bound(key, value, headers)
+        # the producer's hot path, one call per record: hence flat, no helper calls
+        batch = self._open.get(tp)
+        if (
+            batch is None
+            or batch.builder is None  # closed, or finished early (expired, failed)
+            or batch.written + size_bound > self.batch_size  # Kafka's hasRoomFor
+        ):
+            batch = self._roll(tp, batch)
+        builder = batch.builder
+        assert builder is not None
+        written = batch.written = builder.append(key, value, headers, timestamp_ms)
+        batch.timestamps.append(timestamp_ms)
+        batch.size_bound += size_bound
+        self.buffered_bytes += size_bound
+        index = batch.count
+        batch.count = index + 1
+        if written >= self.batch_size:
+            self._close(batch)
+            self._wakeup()
+        return RecordFuture(batch, index)
+
+    def _roll(self, tp: TopicPartition, full: ProducerBatch | None) -> ProducerBatch:
+        """Close the partition's open batch (when it has one) and open the next."""
+        if full is not None and full.builder is not None:
+            self._close(full)
+        batch = self._new_batch(tp)
+        self._open[tp] = batch
         queue = self._batches.get(tp)
         if queue is None:
             queue = self._batches[tp] = collections.deque()
-        batch = queue[-1] if queue else None
-        if batch is not None and batch.is_open and batch.size_bound + size_bound > self.batch_size:
-            self._close(batch)
-            self._wakeup()
-        if batch is None or not batch.is_open:
-            batch = self._new_batch(tp)
-            queue.append(batch)
-            self._wakeup()  # due now (linger 0) or at its linger: the sender must know when
-        future = batch.append((key, value, headers, timestamp_ms), size_bound)
-        self.buffered_bytes += size_bound
-        if batch.size_bound >= self.batch_size:
-            self._close(batch)
-            self._wakeup()
-        return future
+        queue.append(batch)
+        self._wakeup()  # due now (linger 0) or at its linger: the sender must know when
+        return batch
 
     def begin_flush(self) -> int:
         """Make every batch sendable now, lingering or not; returns a marker for
@@ -385,19 +593,19 @@ class RecordAccumulator:
         assert batch.record_count > 1
         self._muted.discard(batch.tp)
         self._release(batch)
-        middle = batch.record_count // 2
+        records = batch.records()
+        middle = len(records) // 2
         halves = []
         offset = 0
-        for part in (slice(0, middle), slice(middle, None)):
+        for part in (records[:middle], records[middle:]):
             half = ProducerBatch(
                 batch.tp, self.compression, batch.created_ms, batch.deadline_ms, batch.seq
             )
-            for record, future in zip(batch.records[part], batch.futures[part], strict=True):
-                assert half.builder is not None
-                key, value, headers, timestamp_ms = record
-                half.builder.append(key, value, headers, timestamp_ms)
-                half.records.append(record)
-                half.futures.append(future)
+            assert half.builder is not None
+            for record in part:
+                half.builder.append(record.key, record.value, record.headers, record.timestamp)
+                half.timestamps.append(record.timestamp)
+            half.count = len(part)
             half.size_bound = len(half.close())
             if batch.producer_id >= 0:  # the halves take the refused batch's sequences
                 sequence = (batch.base_sequence + offset) % _SEQUENCE_WRAP
@@ -408,7 +616,11 @@ class RecordAccumulator:
             self._incomplete[half] = None
             self.buffered_bytes += half.size_bound
         self._batches[batch.tp].extendleft(reversed(halves))
-        batch.done.set_result(None)  # its records live on in the halves
+        batch.split_into = (halves[0], halves[1])  # its records live on in the halves
+        for waiter in batch.watchers or ():
+            waiter._where().watch(waiter)
+        batch.watchers = None
+        batch.done.set_result(None)
 
     def fail_topic(self, topic: str, error: ApiError) -> int:
         """Fail every waiting batch of ``topic`` (it does not exist); returns how many."""
@@ -452,6 +664,8 @@ class RecordAccumulator:
         was_open = batch.is_open
         payload = batch.close()
         if was_open:
+            if self._open.get(batch.tp) is batch:
+                del self._open[batch.tp]
             self._on_batch_closed(batch.tp.topic, batch.tp.partition)
         return payload
 

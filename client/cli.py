@@ -47,7 +47,7 @@ from protocol.errors import (
 )
 
 if TYPE_CHECKING:
-    from client import Admin, Consumer, Producer, RecordMetadata
+    from client import Admin, Consumer, Producer, RecordFuture
     from client.types import GroupDescription, MemberDescription, TopicPartition
 
 VERSION = "0.1.0"
@@ -1095,7 +1095,7 @@ class _ProduceJob:
         self.sent += 1
         future.add_done_callback(lambda f: self._delivered(line_number, f))
 
-    def _delivered(self, line_number: int, future: asyncio.Future[RecordMetadata]) -> None:
+    def _delivered(self, line_number: int, future: RecordFuture) -> None:
         if future.cancelled():
             self._failed(line_number, "cancelled before it was acknowledged")
         elif (exc := future.exception()) is not None:

@@ -17,10 +17,11 @@ Logging goes to the standard library's ``logging`` (``headwater.client.*``), sil
 the application configures it: a library must not write to the stdout of a program that
 prints records there (``headwater consume``).
 
-Concurrency: one event loop. A refresh is one task that concurrent callers share. Every
-request runs in its own task behind :func:`asyncio.shield`: a caller that is cancelled
-abandons the answer, never the in-flight request, so the connection's response stream
-stays in step.
+Concurrency: one event loop. A refresh is one task that concurrent callers share. A
+request is written whole before its first await (BrokerConnection queues the frame in one
+synchronous call), so a caller that is cancelled abandons the answer, never half a
+request, and the connection reads past the answer nobody waits for: its response stream
+stays in step without a task per request.
 """
 
 from __future__ import annotations
@@ -472,12 +473,10 @@ class Cluster:
         expect_response: bool,
         timeout_ms: int | None = None,
     ) -> Any:
-        task = asyncio.get_running_loop().create_task(
-            conn.request(api_key, request, expect_response=expect_response, timeout_ms=timeout_ms)
-        )
-        task.add_done_callback(_retrieve)
         try:
-            return await asyncio.shield(task)
+            return await conn.request(
+                api_key, request, expect_response=expect_response, timeout_ms=timeout_ms
+            )
         except OSError as exc:  # a write to a socket the peer has closed
             conn.close(NetworkError(f"lost the connection to {conn.host}:{conn.port} ({exc})"))
             raise NetworkError(f"lost the connection to {conn.host}:{conn.port} ({exc})") from None

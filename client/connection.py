@@ -41,6 +41,16 @@ CLIENT_SOFTWARE = "headwater-python"
 CLIENT_VERSION = "0.1.0"
 
 
+_DRAIN_ABOVE = 64 * 1024
+"""Bytes queued in the transport past which a request waits for them to drain (asyncio's
+default high-water mark): below it a drain() would only cost a task and a loop turn."""
+
+
+def _time_out(future: asyncio.Future[Any]) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError())
+
+
 class _InFlight(NamedTuple):
     correlation_id: int
     api: Api
@@ -138,6 +148,8 @@ class BrokerConnection:
         expect_response: bool = True,
         timeout_ms: int | None = None,
     ) -> Any:
+        # the frame is queued whole before the first await: a caller cancelled at any
+        # await leaves no half request behind (Cluster relies on it: no task per request)
         if self._closed is not None or self._writer is None:
             raise NetworkError(f"connection to {self.host}:{self.port} is closed") from self._closed
         correlation_id = next(self._ids) & 0x7FFFFFFF
@@ -149,13 +161,20 @@ class BrokerConnection:
         if expect_response:
             future = loop.create_future()
             self._in_flight.append(_InFlight(correlation_id, api, version, future))
-        self._writer.writelines(parts)
+        writer = self._writer
+        writer.writelines(parts)
         try:
-            # a broker that stops reading must not hold us in drain() forever
-            await asyncio.wait_for(self._writer.drain(), max(deadline - loop.time(), 0))
+            if writer.transport.get_write_buffer_size() > _DRAIN_ABOVE:
+                # a broker that stops reading must not hold us in drain() forever
+                await asyncio.wait_for(writer.drain(), max(deadline - loop.time(), 0))
             if future is None:
                 return None
-            response = await asyncio.wait_for(future, max(deadline - loop.time(), 0))
+            # one timer, not wait_for's task and callbacks: this is every request's path
+            timer = loop.call_at(deadline, _time_out, future)
+            try:
+                response = await future
+            finally:
+                timer.cancel()
         except TimeoutError:
             # the answer may still come: the stream position is unknown, so start over
             self.close(RequestTimedOutError(f"no answer from {self.host}:{self.port}"))

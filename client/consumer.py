@@ -151,7 +151,9 @@ class Consumer:
             metadata_max_age_ms=metadata_max_age_ms,
             allow_auto_topic_creation=True,
         )
-        self._subscription = Subscription(max_buffer_bytes=max_partition_fetch_bytes)
+        # room for two answers per partition: the next one arrives while the user is still
+        # decoding the last (with one, every Fetch waited for the user to finish)
+        self._subscription = Subscription(max_buffer_bytes=2 * max_partition_fetch_bytes)
         self.group_id = group_id
         self._offsets = (
             None
@@ -558,7 +560,9 @@ class Consumer:
             if self._holding:
                 return {}
         freed = self._subscription.chunks_consumed
-        got = self._subscription.take(partitions, limit, self._record)
+        # without deserializers the decoder makes the ConsumerRecords itself (make=None)
+        make = self._record if self._key_deserializer or self._value_deserializer else None
+        got = self._subscription.take(partitions, limit, make)
         if not got:
             error = self._subscription.pop_error(partitions)
             if error is not None:
@@ -582,7 +586,10 @@ class Consumer:
         assert self._data is not None
         self._polling += 1  # a poll waiting for records is polling (max_poll_interval_ms)
         try:
-            await asyncio.wait_for(self._data.wait(), timeout_s)
+            # asyncio.timeout, not wait_for: wait_for wraps the wait in a task of its own,
+            # which costs the user two more loop iterations after the data arrives
+            async with asyncio.timeout(timeout_s):
+                await self._data.wait()
         except TimeoutError:
             return
         finally:
@@ -643,16 +650,29 @@ class Consumer:
                 self._subscription.fail(asked, unknown_topic_error(asked.tp.topic))
                 self._data_arrived()
         for node, positions in by_node.items():
-            if node in self._fetches:
-                continue
-            for asked in positions:
-                self._subscription.states[asked.tp].in_flight = True
-            task = asyncio.get_running_loop().create_task(self._fetch(node, positions))
-            self._fetches[node] = task
+            if node not in self._fetches:
+                self._start_fetch(node, positions)
         for state in self._subscription.states.values():
             if state.retry_at_ms > now_ms:
                 delay_ms = _earliest(delay_ms, state.retry_at_ms - now_ms)
         return delay_ms
+
+    def _start_fetch(self, node: int, positions: list[FetchPosition]) -> None:
+        for asked in positions:
+            self._subscription.states[asked.tp].in_flight = True
+        task = asyncio.get_running_loop().create_task(self._fetch(node, positions))
+        self._fetches[node] = task
+
+    def _fetch_again(self, node: int) -> None:
+        """``node`` answered: send its next Fetch now, before the user even sees the answer,
+        rather than at a pass of the fetcher a few loop iterations later."""
+        if self._state != "running" or node in self._fetches:
+            return
+        now_ms = time.monotonic() * 1000
+        leader_for = self._cluster.leader_for
+        positions = [a for a in self._subscription.fetchable(now_ms) if leader_for(a.tp) == node]
+        if positions:
+            self._start_fetch(node, positions)
 
     def _topic_missing(self, topic: str) -> bool:
         error = self._cluster.metadata.topic_errors.get(topic)
@@ -773,6 +793,7 @@ class Consumer:
             max_bytes=self.fetch_max_bytes,
             topics=[FetchTopic(topic=t, partitions=ps) for t, ps in topics.items()],
         )
+        arrived = False
         try:
             response: FetchResponse = await self._cluster.send(
                 node, ApiKey.FETCH, request, purpose=_FETCH_PURPOSE
@@ -782,7 +803,7 @@ class Consumer:
             self._cluster.request_refresh()
             self._back_off(positions)
         else:
-            self._on_fetched(positions, response)
+            arrived = self._on_fetched(positions, response)
         finally:
             for asked in positions:
                 state = self._subscription.states.get(asked.tp)
@@ -790,8 +811,15 @@ class Consumer:
                     state.in_flight = False
             self._fetches.pop(node, None)
             self._wake()
+        # the next Fetch starts at once, not at the fetcher's next pass, and before the user
+        # is woken; the partition's buffer holds two answers, so it may go out while the
+        # user is still reading this one
+        self._fetch_again(node)
+        if arrived:
+            self._data_arrived()
 
-    def _on_fetched(self, positions: list[FetchPosition], response: FetchResponse) -> None:
+    def _on_fetched(self, positions: list[FetchPosition], response: FetchResponse) -> bool:
+        """Buffer the answer; True if the user has something new (records or an error)."""
         answers = {(t.topic, p.partition_index): p for t in response.topics for p in t.partitions}
         arrived = False
         for asked in positions:
@@ -811,8 +839,7 @@ class Consumer:
             except ApiError as exc:  # a damaged batch: the user must see it
                 self._subscription.fail(asked, exc)
                 arrived = True
-        if arrived:
-            self._data_arrived()
+        return arrived
 
     def _on_partition_error(self, asked: FetchPosition, error: ApiError) -> bool:
         """Handle one partition's Fetch error; True if the user must be told."""

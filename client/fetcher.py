@@ -23,9 +23,9 @@ from __future__ import annotations
 import collections
 import itertools
 from collections.abc import Callable, Iterable, Iterator
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from client.types import TopicPartition
+from client.types import ConsumerRecord, TopicPartition
 from protocol.records import Record, RecordBatch, decode_batches
 
 __all__ = ["FetchPosition", "PartitionState", "Subscription"]
@@ -37,12 +37,15 @@ MakeRecord = Callable[[TopicPartition, Record], R]
 class _Chunk:
     """The batches of one Fetch answer for one partition, consumed from the front."""
 
-    __slots__ = ("batches", "index", "records", "size")
+    __slots__ = ("batches", "fast", "index", "records", "size")
 
     def __init__(self, batches: list[RecordBatch], size: int) -> None:
         self.batches = collections.deque(batches)
         self.size = size
-        self.records: list[Record] | None = None
+        self.records: list[Any] | None = None
+        """The front batch's records, decoded when the user reaches it: ConsumerRecords
+        if ``fast``, else Records for a ``make_record`` to convert."""
+        self.fast = False
         self.index = 0
 
 
@@ -215,15 +218,19 @@ class Subscription:
         self,
         tps: Iterable[TopicPartition] | None,
         max_records: int | None,
-        make_record: MakeRecord[R],
-    ) -> dict[TopicPartition, list[R]]:
+        make_record: MakeRecord[R] | None = None,
+    ) -> dict[TopicPartition, list[Any]]:
         """Up to ``max_records`` buffered records, in offset order per partition.
+
+        Without ``make_record`` they are :class:`ConsumerRecord` s made by the decoder
+        itself (the fast path: nothing is done per record here); with it, Records that
+        ``make_record`` turns into what the user gets (deserializers), one by one.
 
         Partitions are visited from a rotating start so one busy partition does not
         starve the others when ``max_records`` is small.
         """
         selected = [tp for tp in self._selected(tps) if self.states[tp].chunks]
-        out: dict[TopicPartition, list[R]] = {}
+        out: dict[TopicPartition, list[Any]] = {}
         if not selected:
             return out
         start = self._take_start % len(selected)
@@ -244,15 +251,19 @@ class Subscription:
         return out
 
     def _take_partition(
-        self, tp: TopicPartition, state: PartitionState, budget: int, make_record: MakeRecord[R]
-    ) -> list[R]:
+        self,
+        tp: TopicPartition,
+        state: PartitionState,
+        budget: int,
+        make_record: MakeRecord[R] | None,
+    ) -> list[Any]:
         """Records from the front of the partition's buffer, advancing its position.
 
         A record that fails to decode or deserialize stops the walk with the position on
         it: records taken before it are returned, and the next call raises (again, until
         the user seeks past it, as Kafka's consumer does).
         """
-        out: list[R] = []
+        out: list[Any] = []
         try:
             self._walk(tp, state, budget, make_record, out)
         except Exception:
@@ -265,25 +276,24 @@ class Subscription:
         tp: TopicPartition,
         state: PartitionState,
         budget: int,
-        make_record: MakeRecord[R],
-        out: list[R],
+        make_record: MakeRecord[R] | None,
+        out: list[Any],
     ) -> None:
         while state.chunks and len(out) < budget:
             chunk = state.chunks[0]
             while chunk.batches and len(out) < budget:
                 batch = chunk.batches[0]
-                if chunk.records is None:
-                    chunk.records = batch.records  # decodes; raises if damaged
+                fast = make_record is None
+                if chunk.records is None or chunk.fast is not fast:
+                    # decodes; raises if damaged
+                    chunk.records = batch.decode_as(ConsumerRecord, tp) if fast else batch.records
+                    chunk.fast = fast
                     chunk.index = 0
-                records = chunk.records
-                while chunk.index < len(records) and len(out) < budget:
-                    record = records[chunk.index]
-                    assert state.position is not None  # buffered data implies a position
-                    if record.offset >= state.position:
-                        out.append(make_record(tp, record))
-                        state.position = record.offset + 1
-                    chunk.index += 1
-                if chunk.index >= len(records):
+                if make_record is None:
+                    _take_slice(chunk, state, budget - len(out), out)
+                else:
+                    _take_each(chunk, state, budget - len(out), tp=tp, make=make_record, out=out)
+                if chunk.index >= len(chunk.records):
                     chunk.batches.popleft()
                     chunk.records = None
                     assert state.position is not None
@@ -297,3 +307,46 @@ class Subscription:
         if not tps:
             return iter(self.states)
         return (tp for tp in tps if tp in self.states)
+
+
+def _take_slice(chunk: _Chunk, state: PartitionState, room: int, out: list[Any]) -> None:
+    """Hand out the current batch's records as they are (ConsumerRecords already): a list
+    slice per batch, no work per record but skipping those below the position.
+
+    Offsets rise within a batch (the broker assigns them so), so the records below the
+    position are a prefix: a fetch from the middle of a batch, or a seek into it.
+    """
+    records = chunk.records
+    assert records is not None and state.position is not None
+    position = state.position
+    first = chunk.index
+    count = len(records)
+    while first < count and records[first].offset < position:
+        first += 1
+    last = min(count, first + room)
+    if last > first:
+        out += records if first == 0 and last == count else records[first:last]
+        state.position = records[last - 1].offset + 1
+    chunk.index = last
+
+
+def _take_each(
+    chunk: _Chunk,
+    state: PartitionState,
+    room: int,
+    *,
+    tp: TopicPartition,
+    make: MakeRecord[R],
+    out: list[Any],
+) -> None:
+    """Hand out the current batch's records one by one through ``make`` (the
+    deserializers), which may raise: the position stays on the record that failed."""
+    records = chunk.records
+    assert records is not None and state.position is not None
+    stop = len(out) + room
+    while chunk.index < len(records) and len(out) < stop:
+        record = records[chunk.index]
+        if record.offset >= state.position:
+            out.append(make(tp, record))
+            state.position = record.offset + 1
+        chunk.index += 1

@@ -39,7 +39,13 @@ from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any
 
-from client.accumulator import ProducerBatch, RecordAccumulator, record_size_upper_bound
+from client.accumulator import (
+    RECORD_OVERHEAD_BOUND,
+    ProducerBatch,
+    RecordAccumulator,
+    RecordFuture,
+    record_size_upper_bound,
+)
 from client.cluster import Cluster, TopicMetadata, unknown_topic_error
 from client.errors import ClientClosedError, ConfigurationError
 from client.partitioner import Partitioner
@@ -157,6 +163,8 @@ class Producer:
             allow_auto_topic_creation=True,
         )
         self._partitioner = Partitioner()
+        self._partitions: dict[str, list[TopicPartition]] = {}
+        """TopicPartitions made once per topic, not once per record."""
         self._accumulator = RecordAccumulator(
             batch_size=batch_size,
             linger_ms=linger_ms,
@@ -266,7 +274,7 @@ class Producer:
 
     # --- the API ---------------------------------------------------------------------------
 
-    async def send(  # noqa: PLR0917 - aiokafka's signature, positional arguments included
+    async def send(  # noqa: PLR0917, C901 - aiokafka's signature; flat: the per-record hot path
         self,
         topic: str,
         value: Any = None,
@@ -274,23 +282,38 @@ class Producer:
         partition: int | None = None,
         timestamp_ms: int | None = None,
         headers: Sequence[Header] | None = None,
-    ) -> asyncio.Future[RecordMetadata]:
-        """Queue a record; the returned future resolves when the broker has it (per acks)."""
-        self._check_running()
-        key_bytes = self._serialize("key", key, self._key_serializer)
-        value_bytes = self._serialize("value", value, self._value_serializer)
-        headers = _check_headers(headers)
-        size = record_size_upper_bound(key_bytes, value_bytes, headers)
+    ) -> RecordFuture:
+        """Queue a record; the returned future resolves when the broker has it (per acks).
+
+        It awaits only for a topic's first metadata or for buffer space; otherwise the
+        record is encoded into its partition's batch at once (this is the per-record hot
+        path: everything here is a dict lookup or a length).
+        """
+        if self._state != "running" or self._sender_error is not None:
+            self._check_running()
+        if self._key_serializer is not None or not (key is None or isinstance(key, _BYTES)):
+            key = self._serialize("key", key, self._key_serializer)
+        if self._value_serializer is not None or not (value is None or isinstance(value, _BYTES)):
+            value = self._serialize("value", value, self._value_serializer)
+        if headers:
+            headers = _check_headers(headers)
+            size = record_size_upper_bound(key, value, headers)
+        else:
+            headers = None
+            size = RECORD_OVERHEAD_BOUND + (0 if key is None else len(key))
+            size += 0 if value is None else len(value)
         if HEADER_SIZE + size > self.max_request_size:
             raise MessageTooLargeError(
                 f"the record is {HEADER_SIZE + size} bytes when encoded, more than "
                 f"max_request_size={self.max_request_size}; send a smaller record or raise "
                 f"max_request_size (and the topic's max.message.bytes)"
             )
-        metadata = await self._topic(topic)
+        metadata = self._cluster.metadata.topics.get(topic)
+        if metadata is None:
+            metadata = await self._cluster.wait_for_topic(topic, self.max_block_ms)
         count = len(metadata.partitions)
         if partition is None:
-            partition = self._partitioner.partition(topic, key_bytes, count, metadata.available)
+            partition = self._partitioner.partition(topic, key, count, metadata.available)
         elif not 0 <= partition < count:
             raise ValueError(
                 f"partition {partition} is not in topic {topic!r}, which has partitions "
@@ -298,13 +321,18 @@ class Producer:
             )
         if self._accumulator.buffered_bytes + size > self.buffer_memory:
             await self._wait_for_space(size)
+            self._check_running()  # stop() may have begun while this send waited
+        elif self._state != "running" or self._sender_error is not None:
+            self._check_running()  # as above, after a first metadata wait
         if timestamp_ms is None:
             timestamp_ms = time.time_ns() // 1_000_000
-        self._check_running()  # stop() may have begun while this send waited
+        partitions = self._partitions.get(topic)
+        if partitions is None or len(partitions) <= partition:
+            partitions = self._partitions[topic] = [TopicPartition(topic, p) for p in range(count)]
         return self._accumulator.append(
-            TopicPartition(topic, partition),
-            key_bytes,
-            value_bytes,
+            partitions[partition],
+            key,
+            value,
             headers=headers,
             timestamp_ms=timestamp_ms,
             size_bound=size,

@@ -57,7 +57,8 @@ class ConsumerRecord(NamedTuple):
     key: Any
     """bytes, None, or whatever ``key_deserializer`` made of the bytes."""
     value: Any
-    headers: list[tuple[str, bytes | None]]
+    headers: tuple[tuple[str, bytes | None], ...]
+    """``(name, value)`` pairs; ``()`` when the record has none."""
 
 
 class OffsetAndTimestamp(NamedTuple):

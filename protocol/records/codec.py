@@ -13,8 +13,9 @@ The broker never runs this module on its hot path: it uses :mod:`protocol.record
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from typing import NamedTuple
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from itertools import repeat
+from typing import Any, NamedTuple, TypeVar
 
 from crc32c import crc32c
 
@@ -34,6 +35,7 @@ __all__ = ["BatchBuilder", "Record", "RecordBatch", "decode_batches", "encode_ba
 Buffer = bytes | bytearray | memoryview
 Header = tuple[str, bytes | None]
 RecordTuple = tuple[bytes | None, bytes | None, Sequence[Header] | None, int | None]
+T = TypeVar("T", bound=tuple[Any, ...])
 
 _MAX_VARINT_BYTES = 10
 
@@ -77,6 +79,32 @@ def read_varint(data: bytes, pos: int) -> tuple[int, int]:
         shift += 7
 
 
+def _read_uvarint(data: bytes, pos: int) -> tuple[int, int]:
+    """The raw (still zig-zag encoded, so never negative) varint at ``pos``."""
+    z = 0
+    shift = 0
+    end = pos + _MAX_VARINT_BYTES
+    while True:
+        if pos >= end:
+            raise InvalidRecordsError("varint is longer than 10 bytes")
+        b = data[pos]
+        pos += 1
+        z |= (b & 0x7F) << shift
+        if b < 0x80:
+            return z, pos
+        shift += 7
+
+
+def _signed(z: int) -> int:
+    return (z >> 1) ^ -(z & 1)
+
+
+# every one- and two-byte varint decoded, by its raw value: 0, -1, 1, -2, 2, ...
+_ZIGZAG = [0] * (1 << 14)
+_ZIGZAG[0::2] = range(1 << 13)
+_ZIGZAG[1::2] = range(-1, -(1 << 13) - 1, -1)
+
+
 class Record(NamedTuple):
     """One decoded record. ``key`` and ``value`` are None when null."""
 
@@ -84,7 +112,9 @@ class Record(NamedTuple):
     timestamp: int
     key: bytes | None
     value: bytes | None
-    headers: list[Header]
+    headers: tuple[Header, ...]
+    """Empty for most records: one shared empty tuple, not a new list per record (the
+    lists' allocation and garbage collection cost a consumer a tenth of its time)."""
 
 
 def _now_ms() -> int:
@@ -94,22 +124,23 @@ def _now_ms() -> int:
 class BatchBuilder:
     """Encodes records into one batch as they arrive (the producer's per-partition buffer).
 
-    ``append`` does the varint work at send time, so ``build`` is a join, an optional
-    compression and one CRC. Offsets are deltas from 0: the broker assigns the real ones.
+    ``append`` writes each record straight into one growing buffer that starts with room
+    for the batch header, so ``build`` is a header pack, an optional compression and one
+    CRC, with no join and no copy of the records. Offsets are deltas from 0: the broker
+    assigns the real ones.
     """
 
     __slots__ = (
         "_base_offset",
         "_base_sequence",
         "_base_ts",
+        "_buf",
         "_codec",
         "_count",
         "_is_transactional",
         "_max_ts",
-        "_parts",
         "_producer_epoch",
         "_producer_id",
-        "_size",
     )
 
     def __init__(
@@ -128,9 +159,8 @@ class BatchBuilder:
         self._producer_epoch = producer_epoch
         self._base_sequence = base_sequence
         self._is_transactional = is_transactional
-        self._parts: list[Buffer] = []
+        self._buf = bytearray(B.HEADER_SIZE)  # the header is packed over these at build
         self._count = 0
-        self._size = 0
         self._base_ts = -1
         self._max_ts = -1
 
@@ -141,7 +171,7 @@ class BatchBuilder:
     @property
     def size_in_bytes(self) -> int:
         """Uncompressed size of the batch built now (header included)."""
-        return B.HEADER_SIZE + self._size
+        return len(self._buf)
 
     def append(
         self,
@@ -150,7 +180,12 @@ class BatchBuilder:
         headers: Sequence[Header] | None = None,
         timestamp_ms: int | None = None,
     ) -> int:
-        """Add a record; returns its offset delta within the batch."""
+        """Add a record; returns the batch's uncompressed size in bytes now.
+
+        The producer's hot path: one call per record, so the fields go into the buffer
+        directly and small varints come from a table (a function call per field was half
+        the cost).
+        """
         if timestamp_ms is None:
             timestamp_ms = _now_ms()
         delta = self._count
@@ -158,61 +193,89 @@ class BatchBuilder:
             self._base_ts = self._max_ts = timestamp_ms
         elif timestamp_ms > self._max_ts:
             self._max_ts = timestamp_ms
-        parts: list[Buffer] = [b"\x00", varint(timestamp_ms - self._base_ts), varint(delta)]
+        ts_delta = timestamp_ms - self._base_ts
+        z = (ts_delta << 1) ^ (ts_delta >> 63)
+        ts_field = _SMALL[z] if z < 16384 else _uvarint(z)
+        delta_field = _SMALL[delta << 1] if delta < 8192 else _uvarint(delta << 1)
         if key is None:
-            parts.append(_NULL)
+            key_field, key_size = _NULL, 0
         else:
-            parts += (varint(len(key)), key)
+            key_size = len(key)
+            key_field = _SMALL[key_size << 1] if key_size < 8192 else _uvarint(key_size << 1)
         if value is None:
-            parts.append(_NULL)
+            value_field, value_size = _NULL, 0
         else:
-            parts += (varint(len(value)), value)
-        if headers:
-            parts.append(varint(len(headers)))
-            for hkey, hvalue in headers:
-                raw = hkey.encode()
-                parts += (varint(len(raw)), raw)
-                if hvalue is None:
-                    parts.append(_NULL)
-                else:
-                    parts += (varint(len(hvalue)), hvalue)
-        else:
-            parts.append(b"\x00")
-        body = b"".join(parts)
-        self._parts += (varint(len(body)), body)
-        self._size += len(body) + len(self._parts[-2])
+            value_size = len(value)
+            value_field = (
+                _SMALL[value_size << 1] if value_size < 8192 else _uvarint(value_size << 1)
+            )
+        # attributes + fields + the header count's one byte (when there are none)
+        size = (
+            2 + len(ts_field) + len(delta_field) + len(key_field) + key_size + len(value_field)
+        ) + value_size
+        header_fields = _encode_headers(headers) if headers else None
+        if header_fields is not None:
+            size += len(header_fields) - 1
+        buf = self._buf
+        buf += _SMALL[size << 1] if size < 8192 else _uvarint(size << 1)
+        buf += b"\x00"  # attributes: unused in v2
+        buf += ts_field
+        buf += delta_field
+        buf += key_field
+        if key is not None:
+            buf += key
+        buf += value_field
+        if value is not None:
+            buf += value
+        buf += b"\x00" if header_fields is None else header_fields
         self._count = delta + 1
-        return delta
+        return len(buf)
 
-    def build(self) -> bytes:
+    def build(self) -> bytearray:
+        """The batch, header and CRC included. The builder is spent after this."""
         if not self._count:
             raise ValueError("a record batch needs at least one record")
-        records = b"".join(self._parts)
         attributes = self._codec
-        if self._codec != NONE:
-            records = compress(self._codec, records)
         if self._is_transactional:
             attributes |= B.TRANSACTIONAL_BIT
-        header = bytearray(
-            B.HEADER.pack(
-                self._base_offset,
-                B.HEADER_SIZE - B.LOG_OVERHEAD + len(records),
-                B.NO_PARTITION_LEADER_EPOCH,
-                B.MAGIC,
-                0,  # crc, below
-                attributes,
-                self._count - 1,
-                self._base_ts,
-                self._max_ts,
-                self._producer_id,
-                self._producer_epoch,
-                self._base_sequence,
-                self._count,
-            )
+        buf = self._buf
+        if self._codec != NONE:
+            compressed = compress(self._codec, memoryview(buf)[B.HEADER_SIZE :])
+            buf = bytearray(B.HEADER_SIZE)
+            buf += compressed
+        B.HEADER.pack_into(
+            buf,
+            0,
+            self._base_offset,
+            len(buf) - B.LOG_OVERHEAD,
+            B.NO_PARTITION_LEADER_EPOCH,
+            B.MAGIC,
+            0,  # crc, below
+            attributes,
+            self._count - 1,
+            self._base_ts,
+            self._max_ts,
+            self._producer_id,
+            self._producer_epoch,
+            self._base_sequence,
+            self._count,
         )
-        crc = crc32c(records, crc32c(memoryview(header)[B.ATTRIBUTES_POS :]))
-        header[B.CRC_POS : B.ATTRIBUTES_POS] = crc.to_bytes(4, "big")
-        return bytes(header) + records
+        crc = crc32c(memoryview(buf)[B.ATTRIBUTES_POS :])
+        buf[B.CRC_POS : B.ATTRIBUTES_POS] = crc.to_bytes(4, "big")
+        return buf
+
+
+def _encode_headers(headers: Sequence[Header]) -> bytes:
+    """A record's header count and headers, encoded."""
+    parts: list[Buffer] = [varint(len(headers))]
+    for hkey, hvalue in headers:
+        raw = hkey.encode()
+        parts += (varint(len(raw)), raw)
+        if hvalue is None:
+            parts.append(_NULL)
+        else:
+            parts += (varint(len(hvalue)), hvalue)
+    return b"".join(parts)
 
 
 def encode_batch(
@@ -239,7 +302,7 @@ def encode_batch(
     )
     for key, value, headers, timestamp_ms in records:
         builder.append(key, value, headers, timestamp_ms)
-    return builder.build()
+    return bytes(builder.build())
 
 
 class RecordBatch:
@@ -312,7 +375,7 @@ class RecordBatch:
     def records(self) -> list[Record]:
         """The records, decoded once; raises :class:`InvalidRecordsError` if damaged."""
         if self._records is None:
-            self._records = self._decode()
+            self._records = self.decode_as(Record)
         return self._records
 
     def __iter__(self) -> Iterator[Record]:
@@ -321,60 +384,174 @@ class RecordBatch:
     def __len__(self) -> int:
         return self.header.record_count
 
-    def _decode(self) -> list[Record]:
+    def decode_as(self, cls: type[T], lead: tuple[Any, ...] = ()) -> list[T]:
+        """The records as ``cls`` instances (a tuple type such as a NamedTuple) whose fields
+        are ``lead`` followed by a :class:`Record`'s; decoded on each call, not cached.
+
+        A consumer passes its own record type and ``(topic, partition)``: each record is then
+        built once, as what its user gets (a Record, then a copy of it, both through their
+        NamedTuple constructors, took a third of a consumer's time). Raises
+        :class:`InvalidRecordsError` if the batch is damaged.
+        """
         h = self.header
         payload = self._data[B.HEADER_SIZE :]
         if h.compression == NONE:
             data = bytes(payload)
         else:
             data = decompress(h.compression, payload, self._max_decompressed)
-        fixed_ts = h.max_timestamp if h.timestamp_type == B.LOG_APPEND_TIME else None
         try:
-            return _decode_records(data, h.record_count, h.base_offset, h.base_timestamp, fixed_ts)
+            offsets, timestamps, keys, values, headers = _decode_records(
+                data, h.record_count, h.base_offset, h.base_timestamp
+            )
         except (IndexError, UnicodeDecodeError) as exc:
             raise InvalidRecordsError(
                 f"batch at offset {h.base_offset}: records are malformed ({exc})", h.position
             ) from None
+        times: Iterable[int] = timestamps
+        if h.timestamp_type == B.LOG_APPEND_TIME:
+            times = repeat(h.max_timestamp)  # the broker's append time, for every record
+        # tuple.__new__ called from C (map over zip; the repeats are endless, hence not
+        # strict): a NamedTuple's own __new__ is a Python function, one call per record
+        rows = zip(*map(repeat, lead), offsets, times, keys, values, headers, strict=False)
+        return list(map(_tuple_new, repeat(cls), rows))
 
 
-def _decode_records(
-    data: bytes, count: int, base_offset: int, base_ts: int, fixed_ts: int | None
-) -> list[Record]:
-    out: list[Record] = []
-    append = out.append
+_tuple_new: Callable[..., Any] = tuple.__new__
+
+Columns = tuple[
+    list[int], list[int], list[bytes | None], list[bytes | None], list[tuple[Header, ...]]
+]
+
+
+def _decode_records(  # noqa: C901, PLR0912, PLR0915 - the consumer's per-record loop, inlined
+    data: bytes, count: int, base_offset: int, base_ts: int
+) -> Columns:
+    """The ``count`` records in ``data``, as columns: offsets, timestamps, keys, values and
+    headers (the caller zips them into records, in C).
+
+    This loop is where a consumer spends its time, so it is one flat function: varints of
+    one or two bytes (lengths under 8 KiB, small deltas) are decoded inline, and only longer
+    ones and non-empty headers call out (a call per field was half the cost). A varint is
+    kept raw while it is a length: ``z`` is the zig-zag value, odd for negatives, and
+    ``z >> 1`` the length when even. Every check of a field-by-field decoder is made;
+    an index past the end of ``data`` raises IndexError, which the caller reports as
+    malformed records.
+    """
+    offsets: list[int] = []
+    timestamps: list[int] = []
+    keys: list[bytes | None] = []
+    values: list[bytes | None] = []
+    with_headers: dict[int, tuple[Header, ...]] = {}
+    add_offset, add_ts, add_key, add_value = (
+        offsets.append,
+        timestamps.append,
+        keys.append,
+        values.append,
+    )
+    signed = _ZIGZAG  # signed value of a one- or two-byte varint, by its raw value
     pos = 0
     size = len(data)
-    for _ in range(count):
-        length, pos = read_varint(data, pos)
-        end = pos + length
-        if length <= 0 or end > size:
-            raise InvalidRecordsError(f"record length {length} does not fit the batch")
-        pos += 1  # attributes: unused in v2
-        ts_delta, pos = read_varint(data, pos)
-        offset_delta, pos = read_varint(data, pos)
-        key, pos = _read_bytes(data, pos, end)
-        value, pos = _read_bytes(data, pos, end)
-        n_headers, pos = read_varint(data, pos)
-        headers: list[Header] = []
-        if n_headers:
-            if n_headers < 0 or n_headers > end - pos:
-                raise InvalidRecordsError(f"record declares {n_headers} headers")
-            for _ in range(n_headers):
-                hkey, pos = _read_bytes(data, pos, end)
-                if hkey is None:
-                    raise InvalidRecordsError("a record header has a null key")
-                hvalue, pos = _read_bytes(data, pos, end)
-                headers.append((hkey.decode(), hvalue))
+    for i in range(count):
+        z = data[pos]  # length
+        if z < 0x80:
+            pos += 1
+        elif (c := data[pos + 1]) < 0x80:
+            z = (z & 0x7F) | (c << 7)
+            pos += 2
+        else:
+            z, pos = _read_uvarint(data, pos)
+        end = pos + (z >> 1)
+        if z & 1 or not z or end > size:
+            raise InvalidRecordsError(f"record length {_signed(z)} does not fit the batch")
+        z = data[pos + 1]  # after the attributes (unused in v2): the timestamp delta
+        if z < 0x80:
+            pos += 2
+            add_ts(base_ts + signed[z])
+        elif (c := data[pos + 2]) < 0x80:
+            pos += 3
+            add_ts(base_ts + signed[(z & 0x7F) | (c << 7)])
+        else:
+            z, pos = _read_uvarint(data, pos + 1)
+            add_ts(base_ts + _signed(z))
+        z = data[pos]  # offset delta
+        if z < 0x80:
+            pos += 1
+            add_offset(base_offset + signed[z])
+        elif (c := data[pos + 1]) < 0x80:
+            pos += 2
+            add_offset(base_offset + signed[(z & 0x7F) | (c << 7)])
+        else:
+            z, pos = _read_uvarint(data, pos)
+            add_offset(base_offset + _signed(z))
+        z = data[pos]  # key length
+        if z == 1:  # -1: null
+            pos += 1
+            add_key(None)
+        else:
+            if z < 0x80:
+                pos += 1
+            elif (c := data[pos + 1]) < 0x80:
+                z = (z & 0x7F) | (c << 7)
+                pos += 2
+            else:
+                z, pos = _read_uvarint(data, pos)
+            if z & 1:
+                raise InvalidRecordsError(f"negative length {_signed(z)}")
+            stop = pos + (z >> 1)
+            if stop > end:
+                raise InvalidRecordsError(f"a field of {z >> 1} bytes runs past its record")
+            add_key(data[pos:stop])
+            pos = stop
+        z = data[pos]  # value length
+        if z < 0x80:
+            pos += 1
+        elif (c := data[pos + 1]) < 0x80:
+            z = (z & 0x7F) | (c << 7)
+            pos += 2
+        else:
+            z, pos = _read_uvarint(data, pos)
+        if z & 1:
+            if z != 1:
+                raise InvalidRecordsError(f"negative length {_signed(z)}")
+            add_value(None)
+            stop = pos
+        else:
+            stop = pos + (z >> 1)
+            add_value(data[pos:stop])  # checked below: a slice never raises
+        if stop + 1 == end and data[stop] == 0:  # no headers, and the record ends there
+            pos = end
+            continue
+        if stop > end:
+            raise InvalidRecordsError(f"a field of {z >> 1} bytes runs past its record")
+        if data[stop] == 0:
+            pos = stop + 1
+        else:
+            with_headers[i], pos = _read_headers(data, stop, end)
         if pos != end:
             raise InvalidRecordsError(
-                f"record at delta {offset_delta} is {length} bytes long but its fields "
-                f"take {pos - end + length}"
+                f"record at delta {offsets[-1] - base_offset}: its fields take "
+                f"{pos - end:+d} bytes more than its length says"
             )
-        ts = base_ts + ts_delta if fixed_ts is None else fixed_ts
-        append(Record(base_offset + offset_delta, ts, key, value, headers))
     if pos != size:
         raise InvalidRecordsError(f"{size - pos} bytes follow the batch's {count} records")
-    return out
+    headers: list[tuple[Header, ...]] = [()] * count
+    for i, record_headers in with_headers.items():
+        headers[i] = record_headers
+    return offsets, timestamps, keys, values, headers
+
+
+def _read_headers(data: bytes, pos: int, end: int) -> tuple[tuple[Header, ...], int]:
+    n_headers, pos = read_varint(data, pos)
+    if n_headers < 0 or n_headers > end - pos:
+        raise InvalidRecordsError(f"record declares {n_headers} headers")
+    headers: list[Header] = []
+    for _ in range(n_headers):
+        hkey, pos = _read_bytes(data, pos, end)
+        if hkey is None:
+            raise InvalidRecordsError("a record header has a null key")
+        hvalue, pos = _read_bytes(data, pos, end)
+        headers.append((hkey.decode(), hvalue))
+    return tuple(headers), pos
 
 
 def _read_bytes(data: bytes, pos: int, end: int) -> tuple[bytes | None, int]:

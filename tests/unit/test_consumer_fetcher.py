@@ -5,9 +5,9 @@ import pytest
 from crc32c import crc32c
 
 from client.fetcher import FetchPosition, Subscription
-from client.types import TopicPartition
+from client.types import ConsumerRecord, TopicPartition
 from protocol.errors import CrcMismatchError, InvalidRecordsError
-from protocol.records import Record, encode_batch
+from protocol.records import HEADER_SIZE, Record, encode_batch
 from protocol.records.batch import ATTRIBUTES_POS, CONTROL_BIT, CRC_POS
 
 TP = TopicPartition("t", 0)
@@ -139,6 +139,10 @@ def test_the_position_skips_compaction_gaps_at_batch_ends() -> None:
     assert offsets(sub.take(None, None, as_tuple)) == [10, 11]
     assert sub.states[TP].position == 15
     assert fetch_one(sub).offset == 15
+
+
+def _recrc(data: bytearray) -> None:
+    data[CRC_POS:ATTRIBUTES_POS] = crc32c(bytes(data[ATTRIBUTES_POS:])).to_bytes(4, "big")
 
 
 def _control(base: int) -> bytes:
@@ -285,3 +289,55 @@ def test_assign_keeps_the_partitions_kept() -> None:
         sub.seek(TP, 1)
     with pytest.raises(ValueError, match="negative"):
         sub.seek(TP1, -1)
+
+
+# --- the fast path: ConsumerRecords made by the decoder, handed out a slice per batch -----
+
+
+def test_without_make_record_the_records_are_consumer_records() -> None:
+    sub = positioned(at=3)
+    answered(sub, fetch_one(sub), batch(0, 5) + batch(5, 2))
+    got = sub.take(None, None)[TP]
+    assert all(type(r) is ConsumerRecord for r in got)
+    assert [r.offset for r in got] == [3, 4, 5, 6]  # below the position: skipped
+    assert got[0] == ConsumerRecord("t", 0, 3, 1_003, None, b"v3", ())
+    assert sub.states[TP].position == 7
+
+
+def test_the_fast_path_slices_batches_by_max_records() -> None:
+    sub = positioned()
+    answered(sub, fetch_one(sub), batch(0, 5) + batch(5, 5))
+    assert [r.offset for r in sub.take(None, 3)[TP]] == [0, 1, 2]
+    assert sub.states[TP].position == 3
+    assert [r.offset for r in sub.take(None, 4)[TP]] == [3, 4, 5, 6]
+    assert sub.states[TP].position == 7
+    assert [r.offset for r in sub.take(None, None)[TP]] == [7, 8, 9]
+    assert sub.states[TP].buffered_bytes == 0
+
+
+def test_the_fast_path_skips_compaction_gaps_and_control_batches() -> None:
+    sub = positioned(at=10)
+    gappy = _with_last_offset_delta(batch(10, 2), 4)
+    answered(sub, fetch_one(sub), gappy + _control(15) + batch(16, 1))
+    assert [r.offset for r in sub.take(None, None)[TP]] == [10, 11, 16]
+    assert sub.states[TP].position == 17
+
+
+def test_switching_to_deserializing_mid_batch_keeps_the_position() -> None:
+    sub = positioned()
+    answered(sub, fetch_one(sub), batch(0, 6))
+    assert [r.offset for r in sub.take(None, 2)[TP]] == [0, 1]
+    assert offsets(sub.take(None, 2, as_tuple)) == [2, 3]
+    assert [r.offset for r in sub.take(None, None)[TP]] == [4, 5]
+
+
+def test_a_damaged_batch_raises_on_the_fast_path_after_the_good_ones() -> None:
+    bad = bytearray(batch(3, 2))
+    bad[HEADER_SIZE] = 0  # the first record's length: 0
+    _recrc(bad)
+    sub = positioned()
+    answered(sub, fetch_one(sub), batch(0, 3) + bytes(bad))
+    assert [r.offset for r in sub.take(None, None)[TP]] == [0, 1, 2]
+    with pytest.raises(InvalidRecordsError):
+        sub.take(None, None)
+    assert sub.states[TP].position == 3

@@ -6,7 +6,12 @@ import random
 
 import pytest
 
-from client.accumulator import ProducerBatch, RecordAccumulator, record_size_upper_bound
+from client.accumulator import (
+    ProducerBatch,
+    RecordAccumulator,
+    RecordFuture,
+    record_size_upper_bound,
+)
 from client.partitioner import Partitioner
 from client.types import RecordMetadata, TopicPartition
 from protocol.errors import MessageTooLargeError, RequestTimedOutError
@@ -38,7 +43,7 @@ def make(clock: Clock, **kwargs: object) -> RecordAccumulator:
 
 def append(
     acc: RecordAccumulator, tp: TopicPartition, value: bytes, ts: int = 1_700_000_000_000
-) -> asyncio.Future[RecordMetadata]:
+) -> RecordFuture:
     return acc.append(tp, None, value, timestamp_ms=ts)
 
 
@@ -316,3 +321,96 @@ def test_record_size_upper_bound_covers_the_encoding() -> None:
         headers = [(f"h{i}", rng.randbytes(rng.randrange(0, 20))) for i in range(rng.randrange(3))]
         encoded = encode_batch([(key, value, headers, rng.randrange(0, 2**41))])
         assert len(encoded) <= HEADER_SIZE + record_size_upper_bound(key, value, headers)
+
+
+# --- RecordFuture: one outcome per batch, an asyncio future only when one is needed ----
+
+
+async def test_a_record_future_reads_its_batch_outcome_without_an_asyncio_future() -> None:
+    acc = make(Clock())
+    futures = [append(acc, A0, b"x", ts=100 + i) for i in range(3)]
+    assert not futures[0].done()
+    with pytest.raises(asyncio.InvalidStateError):
+        futures[0].result()
+    with pytest.raises(asyncio.InvalidStateError):
+        futures[0].exception()
+    (batch,) = acc.drain({1}, leader_of, 1 << 20)[1]
+    acc.complete(batch, base_offset=40, log_append_time_ms=-1)
+    assert [f.result() for f in futures] == [
+        RecordMetadata("a", 0, 40 + i, 100 + i) for i in range(3)
+    ]
+    assert all(f.exception() is None and not f.cancelled() for f in futures)
+    assert all(f._future is None for f in futures)  # none was made: nobody awaited
+
+
+async def test_a_record_future_works_with_await_gather_wait_and_as_completed() -> None:
+    acc = make(Clock())
+    futures = [append(acc, A0, b"x", ts=7) for _ in range(4)]
+    seen: list[object] = []
+    futures[0].add_done_callback(seen.append)
+    gathered = asyncio.ensure_future(asyncio.gather(*futures[:2]))
+    waited = asyncio.ensure_future(asyncio.wait(futures[2:], timeout=5))
+    first = asyncio.ensure_future(next(iter(asyncio.as_completed(futures[3:]))))
+    awaited = asyncio.ensure_future(_await(futures[1]))
+    await asyncio.sleep(0)
+    assert not gathered.done() and not awaited.done()
+    (batch,) = acc.drain({1}, leader_of, 1 << 20)[1]
+    acc.complete(batch, base_offset=10, log_append_time_ms=-1)
+    assert [m.offset for m in await gathered] == [10, 11]
+    done, pending = await waited
+    assert done == set(futures[2:]) and not pending
+    assert (await first).offset == 13
+    assert (await awaited).offset == 11
+    assert seen == [futures[0]]  # the callback gets the RecordFuture itself
+    assert await futures[3] == futures[3].result()
+
+
+async def _await(future: RecordFuture) -> RecordMetadata:
+    return await future
+
+
+async def test_cancelling_a_record_wait_cancels_the_wait_not_the_record_or_its_batch() -> None:
+    acc = make(Clock())
+    futures = [append(acc, A0, b"x") for _ in range(2)]
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(futures[0], 0.01)
+    assert futures[0].cancelled() and futures[0].done()
+    assert not futures[1].done()  # the other record of the batch waits on
+    (batch,) = acc.drain({1}, leader_of, 1 << 20)[1]  # and the cancelled one is still sent
+    assert values(batch) == [b"x", b"x"]
+    acc.complete(batch, base_offset=0, log_append_time_ms=-1)
+    assert (await futures[1]).offset == 1
+    with pytest.raises(asyncio.CancelledError):
+        futures[0].result()
+
+
+async def test_a_record_future_callback_can_be_removed_and_a_failure_reaches_awaiters() -> None:
+    acc = make(Clock())
+    future = append(acc, A0, b"x")
+    calls: list[object] = []
+    future.add_done_callback(calls.append)
+    assert future.remove_done_callback(calls.append) == 1
+    waiting = asyncio.ensure_future(_await(future))
+    await asyncio.sleep(0)
+    acc.fail_all(RuntimeError("stopped"))
+    with pytest.raises(RuntimeError, match="stopped"):
+        await waiting
+    assert calls == []
+    assert isinstance(future.exception(), RuntimeError)
+
+
+async def test_split_records_keep_their_futures_awaited_or_not() -> None:
+    acc = make(Clock())
+    futures = [append(acc, A0, bytes([i]), ts=50 + i) for i in range(5)]
+    waiting = asyncio.ensure_future(_await(futures[4]))  # made before the split
+    await asyncio.sleep(0)
+    (batch,) = acc.drain({1}, leader_of, 1 << 20)[1]
+    acc.split(batch)
+    first = acc.drain({1}, leader_of, 1 << 20)[1][0]
+    acc.complete(first, base_offset=100, log_append_time_ms=-1)
+    assert [f.done() for f in futures] == [True, True, False, False, False]
+    second = acc.drain({1}, leader_of, 1 << 20)[1][0]
+    acc.complete(second, base_offset=200, log_append_time_ms=-1)
+    assert [f.result().offset for f in futures] == [100, 101, 200, 201, 202]
+    assert [f.result().timestamp for f in futures] == [50, 51, 52, 53, 54]
+    assert (await waiting).offset == 202

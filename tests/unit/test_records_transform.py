@@ -154,7 +154,7 @@ def test_any_records_survive_any_rewrite(
     assert header.compression == CODEC_IDS[target]
     (batch,) = decode_batches(out)
     assert [(r.key, r.value, r.headers) for r in batch.records] == [
-        (k, v, h or []) for k, v, h, _ in records
+        (k, v, tuple(h or ())) for k, v, h, _ in records
     ]
     expected = [NOW] * len(records) if stamp else [ts for *_, ts in records]
     assert [r.timestamp for r in batch.records] == expected

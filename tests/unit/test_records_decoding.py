@@ -1,0 +1,290 @@
+"""The consumer's record decoder (protocol.records.codec._decode_records): an inlined loop
+with fast paths for one- and two-byte varints and empty headers. Every test here holds it
+against a plain field-by-field reference decoder, at the varint size boundaries, with
+headers, null keys and values, compression, LogAppendTime, and with damaged bytes (it must
+raise InvalidRecordsError exactly when the reference finds the records malformed)."""
+
+import struct
+
+import pytest
+from crc32c import crc32c
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from client.types import ConsumerRecord
+from protocol.errors import CorruptBatchError, InvalidRecordsError
+from protocol.records import HEADER_SIZE, Record, decode_batches, encode_batch
+from protocol.records import batch as B
+from protocol.records.codec import read_varint, varint
+
+ALL_CODECS = ["none", "gzip", "snappy", "lz4", "zstd"]
+BASE_TS = 1_700_000_000_000
+
+# lengths and deltas whose zig-zag varints take 1, 2 and 3 bytes, on both sides of each edge
+SIZES = [0, 1, 63, 64, 65, 8191, 8192, 8193]
+DELTAS = [0, 1, -1, 63, 64, -64, -65, 8191, 8192, -8192, -8193, 1 << 40, -(1 << 40)]
+
+
+def reference(data: bytes, count: int, base_offset: int, base_ts: int) -> list[tuple]:
+    """Kafka's DefaultRecord.readFrom, one field at a time; raises on any malformation."""
+    out = []
+    pos = 0
+    for _ in range(count):
+        length, pos = read_varint(data, pos)
+        end = pos + length
+        if length <= 0 or end > len(data):
+            raise InvalidRecordsError("length")
+        pos += 1
+        ts_delta, pos = read_varint(data, pos)
+        offset_delta, pos = read_varint(data, pos)
+        key, pos = _field(data, pos, end)
+        value, pos = _field(data, pos, end)
+        n, pos = read_varint(data, pos)
+        if n < 0 or n > end - pos:
+            raise InvalidRecordsError("headers")
+        headers = []
+        for _ in range(n):
+            hkey, pos = _field(data, pos, end)
+            if hkey is None:
+                raise InvalidRecordsError("null header key")
+            hvalue, pos = _field(data, pos, end)
+            headers.append((hkey.decode(), hvalue))
+        if pos != end:
+            raise InvalidRecordsError("record length")
+        out.append((base_offset + offset_delta, base_ts + ts_delta, key, value, tuple(headers)))
+    if pos != len(data):
+        raise InvalidRecordsError("trailing bytes")
+    return out
+
+
+def _field(data: bytes, pos: int, end: int) -> tuple[bytes | None, int]:
+    n, pos = read_varint(data, pos)
+    if n == -1:
+        return None, pos
+    if n < 0 or pos + n > end:
+        raise InvalidRecordsError("field")
+    return data[pos : pos + n], pos + n
+
+
+def reference_outcome(batch: bytes) -> list[tuple] | str:
+    header = B.read_header(batch)
+    try:
+        records = reference(
+            batch[HEADER_SIZE:], header.record_count, header.base_offset, header.base_timestamp
+        )
+    except (InvalidRecordsError, IndexError, UnicodeDecodeError):
+        return "malformed"
+    return records
+
+
+def decoded_outcome(batch: bytes) -> list[tuple] | str:
+    try:
+        (decoded,) = decode_batches(batch, verify_crc=False)
+        return [tuple(r) for r in decoded.records]
+    except InvalidRecordsError:
+        return "malformed"
+
+
+def raw_batch(records: bytes, count: int, *, base_offset: int = 0, attributes: int = 0) -> bytes:
+    """A batch around hand-made record bytes, with a valid CRC (so only the records are bad)."""
+    header = bytearray(
+        B.HEADER.pack(
+            base_offset,
+            HEADER_SIZE - B.LOG_OVERHEAD + len(records),
+            -1,
+            B.MAGIC,
+            0,
+            attributes,
+            max(count - 1, 0),
+            BASE_TS,
+            BASE_TS + 5,
+            -1,
+            -1,
+            -1,
+            count,
+        )
+    )
+    data = bytes(header) + records
+    crc = crc32c(data[B.ATTRIBUTES_POS :])
+    return data[: B.CRC_POS] + struct.pack(">I", crc) + data[B.ATTRIBUTES_POS :]
+
+
+def raw_record(body: bytes) -> bytes:
+    return varint(len(body)) + body
+
+
+def fields(*parts: bytes | int) -> bytes:
+    """Record body from ints (varints) and bytes, after the attributes byte."""
+    return b"\x00" + b"".join(varint(p) if isinstance(p, int) else p for p in parts)
+
+
+# --- agreement with the reference --------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_keys_and_values_at_every_varint_size(size: int) -> None:
+    records = [
+        (b"k" * size, b"v" * size, None, BASE_TS),
+        (None, b"v" * size, None, BASE_TS),
+        (b"k" * size, None, None, BASE_TS),
+        (b"", b"", None, BASE_TS),
+    ]
+    data = encode_batch(records, base_offset=7)
+    assert decoded_outcome(data) == reference_outcome(data)
+    got = [(r.key, r.value) for r in next(decode_batches(data))]
+    assert got == [(k, v) for k, v, _h, _t in records]
+
+
+@pytest.mark.parametrize("delta", DELTAS)
+def test_timestamp_deltas_at_every_varint_size(delta: int) -> None:
+    data = encode_batch([(None, b"a", None, BASE_TS), (None, b"b", None, BASE_TS + delta)])
+    (batch,) = decode_batches(data)
+    assert [r.timestamp for r in batch] == [BASE_TS, BASE_TS + delta]
+
+
+@pytest.mark.parametrize("delta", [0, 1, 63, 64, 8191, 8192, 1 << 20])
+def test_offset_deltas_at_every_varint_size(delta: int) -> None:
+    """A compacted batch keeps its records' offset deltas, however far apart."""
+    records = [
+        raw_record(fields(0, 0, -1, 1, b"a", 0)),
+        raw_record(fields(0, delta + 1, -1, 1, b"b", 0)),
+    ]
+    data = raw_batch(b"".join(records), 2, base_offset=1_000)
+    assert decoded_outcome(data) == reference_outcome(data)
+    assert [r.offset for r in next(decode_batches(data))] == [1_000, 1_001 + delta]
+
+
+def test_headers_null_values_and_non_ascii_keys() -> None:
+    headers = [("trace-id", b"abc"), ("empty", None), ("clé", b""), ("big", b"x" * 9000)]
+    records = [
+        (b"k", b"v", headers, BASE_TS),
+        (None, None, None, BASE_TS + 1),
+        (b"k2", b"v2", [("only", b"1")], BASE_TS + 2),
+    ]
+    data = encode_batch(records)
+    assert decoded_outcome(data) == reference_outcome(data)
+    got = list(next(decode_batches(data)))
+    assert [r.headers for r in got] == [tuple(headers), (), (("only", b"1"),)]
+
+
+def test_headers_are_tuples_not_a_list_per_record() -> None:
+    (batch,) = decode_batches(encode_batch([(None, b"a", None, None), (b"k", b"b", None, None)]))
+    first, second = batch.decode_as(ConsumerRecord, ("t", 0))
+    assert first.headers == second.headers == ()
+    assert type(batch.records[0].headers) is tuple
+
+
+@pytest.mark.parametrize("codec", ALL_CODECS)
+def test_compressed_batches_decode_the_same(codec: str) -> None:
+    records = [
+        (None if i % 5 == 0 else f"k{i}".encode(), b"v" * (i * 37), None, BASE_TS + i * 100)
+        for i in range(200)
+    ]
+    plain = [tuple(r) for r in next(decode_batches(encode_batch(records, base_offset=3)))]
+    packed = next(decode_batches(encode_batch(records, base_offset=3, compression=codec)))
+    assert [tuple(r) for r in packed] == plain
+    assert plain == reference_outcome(encode_batch(records, base_offset=3))
+
+
+def test_log_append_time_replaces_every_timestamp() -> None:
+    data = bytearray(encode_batch([(None, b"a", None, 5), (None, b"b", None, 9)]))
+    attributes = struct.unpack_from(">h", data, B.ATTRIBUTES_POS)[0] | B.TIMESTAMP_TYPE_BIT
+    struct.pack_into(">h", data, B.ATTRIBUTES_POS, attributes)
+    struct.pack_into(">q", data, 35, 42_000)  # max_timestamp: the broker's append time
+    (batch,) = decode_batches(bytes(data), verify_crc=False)
+    assert [r.timestamp for r in batch] == [42_000, 42_000]
+
+
+def test_decode_as_builds_the_callers_record_type_once() -> None:
+    data = encode_batch([(b"k", b"v", [("h", b"1")], 7)], base_offset=10)
+    (batch,) = decode_batches(data)
+    (record,) = batch.decode_as(ConsumerRecord, ("orders", 3))
+    assert type(record) is ConsumerRecord
+    assert record == ConsumerRecord("orders", 3, 10, 7, b"k", b"v", (("h", b"1"),))
+    assert record.value == b"v" and record.topic == "orders"
+    (plain,) = batch.records
+    assert type(plain) is Record
+    assert plain == Record(10, 7, b"k", b"v", (("h", b"1"),))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.none() | st.binary(max_size=200),
+            st.none() | st.binary(max_size=200),
+            st.none() | st.lists(st.tuples(st.text(max_size=5), st.none() | st.binary(max_size=5))),
+            st.integers(-(10**6), 10**6),
+        ),
+        min_size=1,
+        max_size=20,
+    ),
+    st.lists(st.tuples(st.integers(0, 1 << 16), st.integers(0, 255)), max_size=4),
+)
+def test_damaged_records_raise_exactly_when_the_reference_does(
+    records: list, damage: list[tuple[int, int]]
+) -> None:
+    data = bytearray(
+        encode_batch([(k, v, h, BASE_TS + t) for k, v, h, t in records], base_offset=99)
+    )
+    for where, byte in damage:
+        data[HEADER_SIZE + where % (len(data) - HEADER_SIZE)] = byte
+    assert decoded_outcome(bytes(data)) == reference_outcome(bytes(data))
+
+
+# --- malformed records, one check at a time ----------------------------------------------
+
+
+def _malformed(records: bytes, count: int = 1) -> None:
+    data = raw_batch(records, count)
+    assert reference_outcome(data) == "malformed"
+    (batch,) = decode_batches(data)
+    with pytest.raises(InvalidRecordsError):
+        batch.records  # noqa: B018 - decodes
+
+
+GOOD = fields(0, 0, -1, 1, b"a", 0)
+
+
+@pytest.mark.parametrize(
+    ("name", "records"),
+    [
+        ("zero length", varint(0) + GOOD),
+        ("negative length", varint(-3) + GOOD),
+        ("length past the batch", varint(len(GOOD) + 5) + GOOD),
+        ("two-byte length past the batch", varint(200) + GOOD),
+        ("key length -2", raw_record(fields(0, 0, -2, 1, b"a", 0))),
+        ("key past its record", raw_record(fields(0, 0, 5, b"k", 1, b"a", 0))),
+        ("value past its record", raw_record(fields(0, 0, -1, 3, b"a", 0))),
+        ("two-byte value past its record", raw_record(fields(0, 0, -1, 100, b"a", 0))),
+        ("value length -5", raw_record(fields(0, 0, -1, -5, b"a", 0))),
+        ("negative header count", raw_record(fields(0, 0, -1, 1, b"a", -1))),
+        ("too many headers", raw_record(fields(0, 0, -1, 1, b"a", 50))),
+        ("null header key", raw_record(fields(0, 0, -1, 1, b"a", 1, -1, -1))),
+        ("header key not utf-8", raw_record(fields(0, 0, -1, 1, b"a", 1, 1, b"\xff", -1))),
+        ("header value past its record", raw_record(fields(0, 0, -1, 1, b"a", 1, 1, b"h", 9))),
+        ("bytes left in the record", raw_record(GOOD + b"\x00")),
+        ("record shorter than its fields", raw_record(fields(0, 0, -1, 1, b"a"))),
+        ("varint of 11 bytes", raw_record(b"\x00" + b"\xff" * 11 + b"\x00")),
+        ("varint cut by the end", raw_record(b"\x00\x00\x00\x01\x02") + b"\x80"),
+        ("bytes after the last record", raw_record(GOOD) + b"\x00\x00"),
+    ],
+)
+def test_malformed_records_raise(name: str, records: bytes) -> None:
+    _malformed(records)
+
+
+def test_fewer_records_than_the_count() -> None:
+    _malformed(raw_record(GOOD), count=2)
+
+
+def test_a_damaged_batch_raises_from_decode_as_too() -> None:
+    (batch,) = decode_batches(raw_batch(varint(0) + GOOD, 1))
+    with pytest.raises(InvalidRecordsError):
+        batch.decode_as(ConsumerRecord, ("t", 0))
+
+
+def test_a_truncated_buffer_is_a_batch_error_not_a_record_error() -> None:
+    data = encode_batch([(None, b"v" * 100, None, None)])
+    with pytest.raises(CorruptBatchError):
+        list(decode_batches(data[:-10]))
