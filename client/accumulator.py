@@ -30,6 +30,7 @@ import contextvars
 import itertools
 from array import array
 from collections.abc import Callable, Generator, Iterable, Sequence
+from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from client.types import RecordMetadata, TopicPartition
@@ -146,7 +147,9 @@ class RecordFuture(_FutureLike):
         if not batch.finished:
             raise asyncio.InvalidStateError("the record is not acknowledged yet")
         if batch.error is not None:
-            raise batch.error
+            # as asyncio.Future: the stored traceback, or each raise would grow the
+            # shared error's traceback by another frame
+            raise batch.error.with_traceback(batch.error_traceback)
         return batch.metadata(self._index)
 
     def exception(self) -> BaseException | None:
@@ -170,6 +173,14 @@ class RecordFuture(_FutureLike):
 
     def get_loop(self) -> asyncio.AbstractEventLoop:
         return self._batch.done.get_loop()
+
+    # asyncio.gather's callback reads these two off a cancelled child (3.11 to 3.13)
+    def _make_cancelled_error(self) -> asyncio.CancelledError:
+        return self._materialize()._make_cancelled_error()  # type: ignore[attr-defined]
+
+    @property
+    def _cancel_message(self) -> Any:
+        return None if self._future is None else self._future._cancel_message  # type: ignore[attr-defined]
 
     def __await__(self) -> Generator[Any, None, RecordMetadata]:
         return self._materialize().__await__()
@@ -196,6 +207,10 @@ class RecordFuture(_FutureLike):
             future.set_exception(batch.error)
         else:
             future.set_result(batch.metadata(self._index))
+
+
+def _index_of(record: RecordFuture) -> int:
+    return record._index
 
 
 class _Relay:
@@ -238,6 +253,7 @@ class ProducerBatch:
         "deadline_ms",
         "done",
         "error",
+        "error_traceback",
         "finished",
         "log_append_time_ms",
         "payload",
@@ -275,6 +291,7 @@ class ProducerBatch:
         self.base_offset = -1
         self.log_append_time_ms = -1
         self.error: BaseException | None = None
+        self.error_traceback: TracebackType | None = None
         self.split_into: tuple[ProducerBatch, ProducerBatch] | None = None
         self.watchers: list[RecordFuture] | None = None
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -343,7 +360,7 @@ class ProducerBatch:
 
     def fail(self, error: BaseException) -> None:
         if not self.finished:
-            self.error = error
+            self.error, self.error_traceback = error, error.__traceback__
         self._finish()
 
     def _finish(self) -> None:
@@ -351,8 +368,12 @@ class ProducerBatch:
         if self.finished:
             return
         self.finished = True
+        # the records' futures outlive the batch (callers keep them): they need its
+        # offsets and timestamps, not its bytes (a request in flight has its own reference)
+        self.payload = None
         if self.watchers is not None:
-            for record in self.watchers:
+            # in send order, as Kafka runs a partition's callbacks
+            for record in sorted(self.watchers, key=_index_of):
                 record._settle()  # the batch and its records' futures are one
             self.watchers = None
         if not self.done.done():
@@ -437,8 +458,8 @@ class RecordAccumulator:
             batch = self._roll(tp, batch)
         builder = batch.builder
         assert builder is not None
+        batch.timestamps.append(timestamp_ms)  # first: it refuses what is not an int64
         written = batch.written = builder.append(key, value, headers, timestamp_ms)
-        batch.timestamps.append(timestamp_ms)
         batch.size_bound += size_bound
         self.buffered_bytes += size_bound
         index = batch.count
@@ -617,6 +638,7 @@ class RecordAccumulator:
             self.buffered_bytes += half.size_bound
         self._batches[batch.tp].extendleft(reversed(halves))
         batch.split_into = (halves[0], halves[1])  # its records live on in the halves
+        batch.payload = None
         for waiter in batch.watchers or ():
             waiter._where().watch(waiter)
         batch.watchers = None

@@ -326,6 +326,11 @@ class Producer:
             self._check_running()  # as above, after a first metadata wait
         if timestamp_ms is None:
             timestamp_ms = time.time_ns() // 1_000_000
+        elif not isinstance(timestamp_ms, int) or not 0 <= timestamp_ms < _TIMESTAMP_LIMIT:
+            raise ValueError(
+                f"timestamp_ms={timestamp_ms!r} is invalid: a record's timestamp is "
+                f"milliseconds since the epoch, 0 or more (or None for now)"
+            )
         partitions = self._partitions.get(topic)
         if partitions is None or len(partitions) <= partition:
             partitions = self._partitions[topic] = [TopicPartition(topic, p) for p in range(count)]
@@ -542,10 +547,19 @@ class Producer:
             return
         if batch.producer_id >= 0:  # its sequence may or may not be written: start over
             self._new_producer_id = True
+        # said once per batch: a caller that never looks at its futures still hears of it
+        _log.warning(
+            "%d record(s) for %s-%d failed: %s",
+            batch.record_count,
+            batch.tp.topic,
+            batch.tp.partition,
+            error,
+        )
         self._accumulator.fail(batch, error)
 
 
 _SEQUENCE_BROKEN = (OutOfOrderSequenceNumberError, UnknownProducerIdError)
+_TIMESTAMP_LIMIT = 2**63
 
 
 def _idempotence(wanted: bool | None, acks: int, max_in_flight: int, retries: int) -> bool:

@@ -496,12 +496,15 @@ def _decode_records(  # noqa: C901, PLR0912, PLR0915 - the consumer's per-record
             else:
                 z, pos = _read_uvarint(data, pos)
             if z & 1:
-                raise InvalidRecordsError(f"negative length {_signed(z)}")
-            stop = pos + (z >> 1)
-            if stop > end:
-                raise InvalidRecordsError(f"a field of {z >> 1} bytes runs past its record")
-            add_key(data[pos:stop])
-            pos = stop
+                if z != 1:
+                    raise InvalidRecordsError(f"negative length {_signed(z)}")
+                add_key(None)  # -1 written in more bytes than it needs: null all the same
+            else:
+                stop = pos + (z >> 1)
+                if stop > end:
+                    raise InvalidRecordsError(f"a field of {z >> 1} bytes runs past its record")
+                add_key(data[pos:stop])
+                pos = stop
         z = data[pos]  # value length
         if z < 0x80:
             pos += 1

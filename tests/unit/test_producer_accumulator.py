@@ -3,6 +3,7 @@ per partition, retries in order, request size, expiry, splitting, flush."""
 
 import asyncio
 import random
+import traceback
 
 import pytest
 
@@ -414,3 +415,47 @@ async def test_split_records_keep_their_futures_awaited_or_not() -> None:
     assert [f.result().offset for f in futures] == [100, 101, 200, 201, 202]
     assert [f.result().timestamp for f in futures] == [50, 51, 52, 53, 54]
     assert (await waiting).offset == 202
+
+
+async def test_a_timeout_around_gather_of_record_futures_ends_and_the_records_go_on() -> None:
+    acc = make(Clock())
+    futures = [append(acc, A0, b"x") for _ in range(3)]
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(asyncio.gather(*futures), 0.01)
+    outcomes = await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), 1)
+    assert all(isinstance(o, asyncio.CancelledError) for o in outcomes)  # the waits were
+    (batch,) = acc.drain({1}, leader_of, 1 << 20)[1]
+    assert values(batch) == [b"x"] * 3
+    acc.complete(batch, base_offset=0, log_append_time_ms=-1)
+    assert all(f.cancelled() for f in futures)  # each wait was cancelled; not the records
+
+
+async def test_finished_batches_leave_their_bytes_behind_and_errors_keep_one_traceback() -> None:
+    acc = make(Clock())
+    kept = [append(acc, A0, bytes(1000)) for _ in range(10)]
+    (batch,) = acc.drain({1}, leader_of, 1 << 20)[1]
+    assert batch.payload is not None
+    acc.complete(batch, base_offset=0, log_append_time_ms=-1)
+    assert batch.payload is None and kept[9].result().offset == 9
+    failing = [append(acc, A1, b"y") for _ in range(3)]
+    acc.fail_all(RuntimeError("stopped"))
+    depths = []
+    for _ in range(50):
+        for future in failing:
+            try:
+                future.result()
+            except RuntimeError as exc:
+                depths.append(len(traceback.extract_tb(exc.__traceback__)))
+    assert len(set(depths)) == 1  # re-raising does not grow the shared error's traceback
+
+
+async def test_callbacks_run_in_send_order_whatever_order_they_were_added_in() -> None:
+    acc = make(Clock())
+    futures = [append(acc, A0, bytes([i])) for i in range(4)]
+    order: list[int] = []
+    for i in reversed(range(4)):
+        futures[i].add_done_callback(lambda _f, i=i: order.append(i))
+    (batch,) = acc.drain({1}, leader_of, 1 << 20)[1]
+    acc.complete(batch, base_offset=0, log_append_time_ms=-1)
+    await asyncio.sleep(0)
+    assert order == [0, 1, 2, 3]

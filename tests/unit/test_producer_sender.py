@@ -376,3 +376,25 @@ async def test_a_batch_whose_outcome_is_unknown_keeps_its_id_after_a_reset() -> 
     assert a0_sends == [(0, 1001, 0, 0), (0, 1001, 0, 0)]  # the same id and sequence again
     assert a1_sends == [(1, 1001, 0, 0), (1, 1002, 0, 0)]  # refused: re-sequenced, new id
     await producer.stop()
+
+
+async def test_a_bad_timestamp_is_refused_at_send_and_nothing_is_queued() -> None:
+    tp = TopicPartition("a", 0)
+    cluster = ScriptedCluster({tp: 1})
+    producer = await started(cluster)
+    for bad in (2**63, -5, 1.5):
+        with pytest.raises(ValueError, match="timestamp_ms"):
+            await producer.send("a", b"v", timestamp_ms=bad)  # type: ignore[arg-type]
+    meta = await producer.send_and_wait("a", b"v", timestamp_ms=2**63 - 1)
+    assert meta.timestamp == 2**63 - 1
+    assert [len(decode_batches_of(r)) for _, r, _ in cluster.requests] == [1]
+    await producer.stop()
+
+
+def decode_batches_of(request: ProduceRequest) -> list[Any]:
+    return [
+        r
+        for p in request.topics[0].partitions
+        for b in decode_batches(bytes(p.records or b""))
+        for r in b
+    ]

@@ -288,3 +288,17 @@ def test_a_truncated_buffer_is_a_batch_error_not_a_record_error() -> None:
     data = encode_batch([(None, b"v" * 100, None, None)])
     with pytest.raises(CorruptBatchError):
         list(decode_batches(data[:-10]))
+
+
+def test_a_null_key_written_in_two_bytes_is_still_null() -> None:
+    """-1 as 0x81 0x00 (not minimal, but valid: Kafka's readVarint takes it)."""
+    minimal = bytearray(encode_batch([(None, b"v", None, 5)]))
+    body = minimal[HEADER_SIZE:]
+    assert body[:5] == bytes([0x0E, 0x00, 0x00, 0x00, 0x01])  # length 7, attrs, ts, delta, key
+    widened = bytes([0x10]) + body[1:4] + bytes([0x81, 0x00]) + body[5:]  # length 8
+    data = bytearray(minimal[:HEADER_SIZE]) + widened
+    struct.pack_into(">i", data, 8, len(data) - 12)
+    struct.pack_into(">I", data, 17, crc32c(bytes(data[21:])))
+    (record,) = next(decode_batches(bytes(data)))
+    assert (record.key, record.value) == (None, b"v")
+    assert decoded_outcome(bytes(data)) == reference_outcome(bytes(data))
