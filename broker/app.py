@@ -53,6 +53,7 @@ from protocol.apis import (
     MetadataResponse,
     MetadataTopic,
     ProduceRequest,
+    ProduceResponse,
     RemainingPartition,
     StopReplicaRequest,
     StopReplicaResponse,
@@ -85,12 +86,13 @@ _OFFLINE = gauge(
 _CONNECTIONS = gauge("headwater_connections", "Open client and broker connections.")
 
 
-def _serve(call: Callable[[Any], Any]) -> Callable[[RequestHeader, Any], Awaitable[Any]]:
-    """A handler from a method taking only the request (sync or async)."""
+def _serve(call: Callable[[Any], Any]) -> Callable[[RequestHeader, Any], Any]:
+    """A handler from a method taking only the request. Its result goes to the server as
+    it is (a response, a coroutine, or a Deferred): a plain method's answer is written in
+    the loop iteration that read the request, with no task in between."""
 
-    async def handler(header: RequestHeader, request: Any) -> Any:
-        result = call(request)
-        return await result if asyncio.iscoroutine(result) else result
+    def handler(header: RequestHeader, request: Any) -> Any:
+        return call(request)
 
     return handler
 
@@ -259,10 +261,13 @@ class Broker:
         assert self._coordinator is not None and self._producer_ids is not None
         replicas, admin, groups = self._replicas, self._admin, self._coordinator
 
-        async def produce(header: RequestHeader, request: ProduceRequest) -> Any:
-            response = await replicas.produce(request)
+        def produce(header: RequestHeader, request: ProduceRequest) -> Any:
+            # not async: acks=0/1 is answered in the loop iteration that read it (acks=all
+            # returns a coroutine the server runs as a task)
+            response = replicas.produce(request)
             if request.acks != 0:
                 return response
+            assert isinstance(response, ProduceResponse)  # acks=0 never waits
             failed = [p for t in response.topics for p in t.partitions if p.error_code]
             if failed:  # no answer to carry the error: closing is how the client learns
                 raise CloseConnection(f"acks=0 produce failed: {failed[0].error_message}")

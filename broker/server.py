@@ -13,14 +13,25 @@ INVALID_REQUEST and the connection stays usable; a frame that breaks the framing
 large, too short for a header) closes that connection only. A handler's unexpected
 exception is logged and answered as UNKNOWN_SERVER_ERROR.
 
-Handlers are ``async def handler(header, request) -> response | None``; None sends nothing
-(acks=0). A handler raising :class:`CloseConnection` has the connection closed once the
-responses before it are written: how an acks=0 producer learns its write failed (it
-gets no answer to read an error from), as in Kafka.
+Handlers are ``handler(header, request)`` returning the response, None (send nothing:
+acks=0), a coroutine (``async def`` handlers: run as a task) or a
+:class:`~broker.deferred.Deferred` (a parked request that an event completes). A handler
+raising :class:`CloseConnection` has the connection closed once the responses before it are
+written: how an acks=0 producer learns its write failed (it gets no answer to read an
+error from), as in Kafka.
+
+Latency: a plain function's response (produce with acks=1, a fetch that finds data) is
+encoded and written inside ``buffer_updated``, in the loop iteration that read the request,
+when nothing is ahead of it; a Deferred's response is written inside the call that
+completes it (a leader append completing a parked fetch), not some iterations later.
+Small file ranges (up to ``_INLINE_FILE_BYTES``) are read with ``pread`` and sent in the
+same ``writelines`` as the frame header: one syscall and one TCP segment instead of a
+header segment and a ``sendfile``, which costs the reader a second wake-up.
 
 Writing: a response's record data may be a :class:`~protocol.framing.FileRegion` (a range
-of a segment file). The writer waits until the transport has sent everything before it,
-then ``os.sendfile``s the range straight to the socket: the bytes never enter Python.
+of a segment file). A large one goes by the writer task, which waits until the transport
+has sent everything before it, then ``os.sendfile``s the range straight to the socket: the
+bytes never enter Python.
 uvloop has no ``loop.sendfile``, so writability is awaited on a duplicate of the socket's
 descriptor (the transport owns the original). The transport's high-water mark is zero:
 the writer never runs ahead of a slow reader by more than one response, so a client that
@@ -35,11 +46,12 @@ import contextlib
 import contextvars
 import os
 import typing
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import structlog
 
+from broker.deferred import Deferred
 from protocol.apis import (
     APIS,
     ApiKey,
@@ -66,9 +78,13 @@ from protocol.framing import (
 
 __all__ = ["PEER_HOST", "BrokerServer", "CloseConnection", "Handler"]
 
-Handler = Callable[[RequestHeader, Any], Awaitable[Any]]
+Handler = Callable[[RequestHeader, Any], Awaitable[Any] | Deferred[Any] | Any]
+"""Returns the response (None: send nothing), a coroutine, or a Deferred response."""
 
 _READ_BUFFER_BYTES = 256 * 1024
+_INLINE_FILE_BYTES = 16 * 1024
+"""A response's file ranges, up to this many bytes in all, are read and sent with its
+frame's header (one syscall, one segment); the rest are ``sendfile``d."""
 
 
 class CloseConnection(Exception):
@@ -87,13 +103,26 @@ async def _api_versions(header: RequestHeader, request: Any) -> ApiVersionsRespo
     return ApiVersionsResponse(api_keys=supported_versions())
 
 
+class _Slot:
+    """One request's place in the response order: its frame once known."""
+
+    __slots__ = ("parts", "ready", "waiting")
+
+    def __init__(self, parts: list[Part] | None = None, *, ready: bool = True) -> None:
+        self.parts = parts  # None: nothing to send (acks=0); _CLOSE: close here
+        self.ready = ready
+        self.waiting: asyncio.Task[list[Part] | None] | Deferred[Any] | None = None
+        """What produces the response, cancelled if the connection closes first."""
+
+
 class _Connection(asyncio.BufferedProtocol):
     def __init__(self, server: BrokerServer) -> None:
         self._server = server
+        self._loop = asyncio.get_running_loop()
         self._decoder = FrameDecoder(server.max_frame_bytes)
-        self._queue: collections.deque[asyncio.Future[list[Part] | None]] = collections.deque()
-        self._wakeup = asyncio.Event()
-        self._drained = asyncio.Event()  # set while nothing is queued
+        self._queue: collections.deque[_Slot] = collections.deque()
+        self._busy = False  # the writer task is sending a response (the queue waits)
+        self._drained = asyncio.Event()  # set while nothing is queued or being written
         self._drained.set()
         self._transport: asyncio.Transport | None = None
         self._writer: asyncio.Task[None] | None = None
@@ -103,7 +132,7 @@ class _Connection(asyncio.BufferedProtocol):
         self._drained_out = asyncio.Event()  # the transport holds nothing unsent
         self._drained_out.set()
         self._dup_fd = -1  # for awaiting writability around sendfile (see the module doc)
-        self.last_active = asyncio.get_running_loop().time()
+        self.last_active = self._loop.time()
         self._log = _log
 
     # asyncio.BufferedProtocol
@@ -117,13 +146,12 @@ class _Connection(asyncio.BufferedProtocol):
         self._transport.set_write_buffer_limits(high=0, low=0)
         self._log = _log.bind(peer=f"{peer[0]}:{peer[1]}" if peer else "?")
         self._server.connections.add(self)
-        self._writer = asyncio.get_running_loop().create_task(self._write_responses())
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self._server.read_buffer
 
     def buffer_updated(self, nbytes: int) -> None:
-        self.last_active = asyncio.get_running_loop().time()
+        self.last_active = self._loop.time()
         try:
             frames = self._decoder.feed(self._server.read_buffer[:nbytes])
         except MalformedFrameError as exc:
@@ -140,12 +168,18 @@ class _Connection(asyncio.BufferedProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
         self._server.connections.discard(self)
-        self._wakeup.set()
+        queued = list(self._queue)
+        self._queue.clear()
+        for slot in queued:
+            if slot.waiting is not None:
+                slot.waiting.cancel()
+        if self._writer is not None:
+            self._writer.cancel()
         self._drained.set()
         self._drained_out.set()
         if self._dup_fd >= 0:
             with contextlib.suppress(OSError, RuntimeError):
-                asyncio.get_running_loop().remove_writer(self._dup_fd)
+                self._loop.remove_writer(self._dup_fd)
             os.close(self._dup_fd)
             self._dup_fd = -1
 
@@ -158,23 +192,22 @@ class _Connection(asyncio.BufferedProtocol):
     # requests
 
     def _dispatch(self, payload: memoryview) -> None:
-        loop = asyncio.get_running_loop()
         try:
             header, api, request = decode_request(payload)
         except UnsupportedRequestError as exc:
-            self._queue.append(_done(loop, self._unsupported(exc)))
+            slot = _Slot(self._unsupported(exc))
         except MalformedMessageError as exc:
             correlation_id = _correlation_id(payload)
             self._log.info("request.malformed", error=str(exc))
-            self._queue.append(_done(loop, encode_error_response(correlation_id, exc)))
+            slot = _Slot(encode_error_response(correlation_id, exc))
         except MalformedFrameError as exc:
             self._abort(str(exc))
             return
         else:
-            handling = self._handle(header, api.key, request)
-            self._queue.append(loop.create_task(handling, context=self._context.copy()))
+            slot = self._call(header, api.key, request)
+        self._queue.append(slot)
         self._drained.clear()
-        self._wakeup.set()
+        self._pump()
         if len(self._queue) >= self._server.max_in_flight and not self._paused:
             assert self._transport is not None
             self._transport.pause_reading()
@@ -191,52 +224,161 @@ class _Connection(asyncio.BufferedProtocol):
             return encode_response(header.correlation_id, 0, body)
         return encode_error_response(header.correlation_id, exc)
 
-    async def _handle(self, header: RequestHeader, key: ApiKey, request: Any) -> list[Part] | None:
-        handler = self._server.handlers.get(key)
+    def _call(self, header: RequestHeader, key: ApiKey, request: Any) -> _Slot:
+        """Run the handler; its slot, ready at once unless it has to wait."""
+        context = self._context.copy()  # each request sees the connection's, changes its own
         try:
+            handler = self._server.handlers.get(key)
             if handler is None:
                 raise UnsupportedRequestError(f"{APIS[key].name} is not served by this broker")
-            response = await handler(header, request)
-        except CloseConnection as exc:
+            result = context.run(handler, header, request)
+        except Exception as exc:
+            return _Slot(self._failure(header, key, exc))
+        if isinstance(result, Deferred):
+            slot = _Slot(ready=False)
+            slot.waiting = result
+            result.add_listener(lambda done: self._deferred_done(slot, header, key, done))
+            return slot
+        if isinstance(result, Coroutine):
+            slot = _Slot(ready=False)
+            task = self._loop.create_task(self._run(header, key, result), context=context)
+            slot.waiting = task
+            task.add_done_callback(lambda done: self._task_done(slot, done))
+            return slot
+        return _Slot(self._encode(header, key, result))
+
+    async def _run(
+        self, header: RequestHeader, key: ApiKey, handling: Coroutine[Any, Any, Any]
+    ) -> list[Part] | None:
+        try:
+            response = await handling
+        except Exception as exc:
+            return self._failure(header, key, exc)
+        return self._encode(header, key, response)
+
+    def _task_done(self, slot: _Slot, task: asyncio.Task[list[Part] | None]) -> None:
+        if task.cancelled():
+            return  # the connection closed
+        slot.parts, slot.ready, slot.waiting = task.result(), True, None
+        self._pump()
+
+    def _deferred_done(
+        self, slot: _Slot, header: RequestHeader, key: ApiKey, done: Deferred[Any]
+    ) -> None:
+        # runs inside whatever completed it (another connection's append): never raise there
+        try:
+            try:
+                response = done.result()
+            except Exception as exc:
+                slot.parts = self._failure(header, key, exc)
+            else:
+                slot.parts = self._encode(header, key, response)
+            slot.ready, slot.waiting = True, None
+            self._pump()
+        except Exception as exc:
+            self._log.exception("response.failed", api_key=int(key), error=repr(exc))
+            self.close()
+
+    def _failure(self, header: RequestHeader, key: ApiKey, exc: Exception) -> list[Part]:
+        if isinstance(exc, CloseConnection):
             self._log.info("connection.closed_by_handler", reason=str(exc))
             return _CLOSE
-        except ApiError as exc:
-            return encode_error_response(header.correlation_id, exc)
-        except Exception as exc:
+        if not isinstance(exc, ApiError):
             self._log.exception("request.failed", api_key=int(key), error=repr(exc))
-            return encode_error_response(header.correlation_id, exc)
+        return encode_error_response(header.correlation_id, exc)
+
+    def _encode(self, header: RequestHeader, key: ApiKey, response: Any) -> list[Part] | None:
         if response is None:
             return None
-        return encode_response(header.correlation_id, header.api_version, response)
+        try:
+            return encode_response(header.correlation_id, header.api_version, response)
+        except Exception as exc:
+            return self._failure(header, key, exc)
 
-    async def _write_responses(self) -> None:
-        while not self._closed:
-            if not self._queue:
-                self._drained.set()
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
-            parts = await self._queue[0]
-            self._queue.popleft()
-            if self._closed:
-                break
+    # responses
+
+    def _pump(self) -> None:
+        """Send the responses at the head of the queue that are ready, in order: right now
+        if the transport can take them, else by the writer task."""
+        if self._busy or self._closed:
+            return
+        assert self._transport is not None
+        queue = self._queue
+        while queue and queue[0].ready:
+            if self._transport.is_closing():
+                return  # aborted: connection_lost follows and drops the rest
+            parts = queue.popleft().parts
             if parts is _CLOSE:
                 self.close()
-                break
-            if parts is not None:
-                await self._write(parts)
-            self.last_active = asyncio.get_running_loop().time()
-            if self._paused and len(self._queue) < self._server.max_in_flight // 2:
-                assert self._transport is not None
-                self._transport.resume_reading()
-                self._paused = False
-        for pending in self._queue:
-            pending.cancel()
+                return
+            if parts is None:
+                continue
+            rest = self._write_now(parts) if self._drained_out.is_set() else parts
+            if rest:
+                self._busy = True
+                self._writer = self._loop.create_task(self._write_later(rest))
+                return
+        self.last_active = self._loop.time()
+        if not queue:
+            self._drained.set()
+        if self._paused and len(queue) < self._server.max_in_flight // 2:
+            assert self._transport is not None
+            self._transport.resume_reading()
+            self._paused = False
+
+    def _write_now(self, parts: list[Part]) -> list[Part]:
+        """Write ``parts`` up to the first file range that is not inlined (the response's
+        ranges are, while they add up to at most ``_INLINE_FILE_BYTES``); returns what is
+        left."""
+        assert self._transport is not None
+        buffers: list[Buffer] = []
+        inlined = 0
+        for i, part in enumerate(parts):
+            if not isinstance(part, FileRegion):
+                buffers.append(part)
+            elif inlined + part.size <= _INLINE_FILE_BYTES:
+                data = self._read_region(part)
+                if data is None:
+                    return []
+                inlined += part.size
+                buffers.append(data)
+            else:
+                if buffers:
+                    self._transport.writelines(buffers)
+                return parts[i:]
+        self._transport.writelines(buffers)
+        return []
+
+    def _read_region(self, region: FileRegion) -> bytes | None:
+        fd = region.fd
+        if fd < 0:
+            self._abort("the segment was deleted while its bytes were being sent")
+            return None
+        try:
+            data = os.pread(fd, region.size, region.position)
+        except OSError as exc:
+            self._abort(f"reading a segment failed: {exc}")
+            return None
+        if len(data) != region.size:
+            self._abort("a segment file ended before the range being sent")
+            return None
+        return data
+
+    async def _write_later(self, parts: list[Part]) -> None:
+        try:
+            await self._write(parts)
+        finally:
+            self._busy = False
+            self._writer = None
+        self._pump()
 
     async def _write(self, parts: list[Part]) -> None:
         assert self._transport is not None
+        await self._drained_out.wait()  # backpressure: one response ahead of the reader
         buffers: list[Buffer] = []
         for part in parts:
+            if self._closed:
+                return
             if isinstance(part, FileRegion):
                 if buffers:
                     self._transport.writelines(buffers)
@@ -245,9 +387,8 @@ class _Connection(asyncio.BufferedProtocol):
                     return
             else:
                 buffers.append(part)
-        if buffers:
+        if buffers and not self._closed:
             self._transport.writelines(buffers)
-        await self._drained_out.wait()  # backpressure: one response ahead of the reader
 
     async def _sendfile(self, region: FileRegion) -> bool:
         """Send ``region`` from its file to the socket; False if the connection is gone."""
@@ -291,7 +432,7 @@ class _Connection(asyncio.BufferedProtocol):
     @property
     def idle(self) -> bool:
         """Nothing in flight (a half-received frame that stopped arriving counts as idle)."""
-        return not self._queue
+        return not self._queue and not self._busy
 
     async def drain(self) -> None:
         """Wait until every request received so far has been answered (or we closed)."""
@@ -309,12 +450,6 @@ class _Connection(asyncio.BufferedProtocol):
     def close_idle(self) -> None:
         self._log.info("connection.closed_idle")
         self.close()
-
-
-def _done(loop: asyncio.AbstractEventLoop, parts: list[Part]) -> asyncio.Future[list[Part] | None]:
-    future: asyncio.Future[list[Part] | None] = loop.create_future()
-    future.set_result(parts)
-    return future
 
 
 def _set_once(future: asyncio.Future[None]) -> None:

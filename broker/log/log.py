@@ -497,6 +497,8 @@ class Log:
                 f"[{self._log_start_offset}, {end})"
             )
         bound = end if max_offset is None else min(max_offset, end)
+        if offset >= bound:
+            return None  # at the end (a consumer waiting for more): nothing to look up
         i = max(bisect_right(self._bases, offset) - 1, 0)
         for segment in self.segments[i:]:
             if segment.base_offset >= bound:

@@ -15,19 +15,23 @@ is dropped from the ISR and one that catches up is added back, both through
 Produce: check the leader, append the batches as they are (header and CRC checked,
 offsets and leader epoch patched in place: O(batches), never O(records)), then wake the
 fetches parked on that partition. Fetch: whole batches below the high watermark, as file
-ranges the server ``sendfile``s. A fetch that finds fewer than ``min_bytes`` parks on a
-future that an append to any of its partitions completes (or ``max_wait_ms`` ends);
-nothing polls.
+ranges the server ``sendfile``s. A fetch that finds fewer than ``min_bytes`` parks as a
+:class:`~broker.deferred.Deferred`; an append to any of its partitions (or a high-watermark
+move or role change) re-reads it right there and completes it, so with acks=1 the waiting
+consumer's answer is written inside the produce that satisfied it; ``max_wait_ms`` is a
+timer that only ends the wait. Nothing polls.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 import structlog
 
+from broker.deferred import Deferred
 from broker.log import Log, LogConfig
 from broker.log.manager import LogManager, TopicPartition
 from broker.metadata import MetadataCache
@@ -85,6 +89,19 @@ def _now_ms() -> int:
     return time.monotonic_ns() // 1_000_000
 
 
+class _DelayedFetch:
+    """A fetch parked until it can be answered (Kafka's DelayedFetch)."""
+
+    __slots__ = ("deferred", "follower", "request", "timer", "tps")
+
+    def __init__(self, request: FetchRequest, follower: bool, tps: list[TopicPartition]) -> None:
+        self.request = request
+        self.follower = follower
+        self.tps = tps
+        self.deferred: Deferred[FetchResponse] = Deferred()
+        self.timer: asyncio.TimerHandle | None = None  # None once unparked
+
+
 class ReplicaManager:
     def __init__(
         self,
@@ -108,8 +125,11 @@ class ReplicaManager:
         self._fetch_max_bytes = replica_fetch_max_bytes
         self.partitions: dict[TopicPartition, Partition] = {}
         self.fetchers: dict[int, ReplicaFetcher] = {}
-        self._fetch_waiters: dict[TopicPartition, set[asyncio.Future[None]]] = {}
+        self._fetch_waiters: dict[TopicPartition, dict[_DelayedFetch, None]] = {}
+        """Parked fetches by partition (a dict: wakes go in the order they parked)."""
         self.parked_fetches = 0
+        self._woken: dict[_DelayedFetch, None] = {}
+        """Parked fetches to try again at the loop's next pass (see :meth:`_wake`)."""
         self._creating: dict[TopicPartition, asyncio.Future[Partition]] = {}
         self._role_listeners: list[Callable[[TopicPartition, Partition | None], None]] = []
         self._flushing: set[Log] = set()
@@ -286,7 +306,12 @@ class ReplicaManager:
 
     # --- produce ------------------------------------------------------------------------
 
-    async def produce(self, request: ProduceRequest) -> ProduceResponse:
+    def produce(
+        self, request: ProduceRequest
+    ) -> ProduceResponse | Coroutine[Any, Any, ProduceResponse]:
+        """Append now; the response at once, or (acks=all) a coroutine that waits for the
+        replicas. Not a coroutine itself: an acks=0/1 produce is answered in the loop
+        iteration that read it, and the fetches its appends satisfy right after."""
         self.produce_requests.inc()
         topics = []
         waits: list[tuple[ProducePartitionResponse, Partition, int]] = []
@@ -311,11 +336,21 @@ class ReplicaManager:
                         )
                     )
             topics.append(ProduceTopicResponse(name=topic.name, partitions=results))
+        response = ProduceResponse(topics=topics)
         if waits:
-            await asyncio.gather(
-                *(self._await_replication(r, p, end, request.timeout_ms) for r, p, end in waits)
-            )
-        return ProduceResponse(topics=topics)
+            return self._replicated(response, waits, request.timeout_ms)
+        return response
+
+    async def _replicated(
+        self,
+        response: ProduceResponse,
+        waits: list[tuple[ProducePartitionResponse, Partition, int]],
+        timeout_ms: int,
+    ) -> ProduceResponse:
+        await asyncio.gather(
+            *(self._await_replication(r, p, end, timeout_ms) for r, p, end in waits)
+        )
+        return response
 
     def _append(
         self, topic: str, index: int, records: object, acks: int
@@ -413,42 +448,66 @@ class ReplicaManager:
 
     # --- fetch --------------------------------------------------------------------------
 
-    async def fetch(self, request: FetchRequest) -> FetchResponse:
+    def fetch(self, request: FetchRequest) -> FetchResponse | Deferred[FetchResponse]:
+        """The response now if there is enough to send (or nothing to wait for), else a
+        Deferred that the next append, high-watermark move or role change that satisfies it
+        completes, in that event's own call (or ``max_wait_ms`` ends)."""
         self.fetch_requests.inc()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + max(request.max_wait_ms, 0) / 1000
         follower = request.replica_id >= 0
         if follower:
             self._record_follower_fetch(request)
-        while True:
-            response, size, failed = self._read(request, follower)
-            remaining = deadline - loop.time()
-            if size >= request.min_bytes or failed or remaining <= 0:
-                self.bytes_out.inc(size)
-                return response
-            tps = [
-                TopicPartition(t.topic, p.partition) for t in request.topics for p in t.partitions
-            ]
-            if not tps:
-                return response
-            waiter = loop.create_future()
-            for tp in tps:
-                self._fetch_waiters.setdefault(tp, set()).add(waiter)
-            self.parked_fetches += 1
-            try:
-                await asyncio.wait_for(waiter, remaining)
-            except TimeoutError:
-                response, size, _ = self._read(request, follower)
-                self.bytes_out.inc(size)
-                return response
-            finally:
-                self.parked_fetches -= 1
-                for tp in tps:
-                    waiters = self._fetch_waiters.get(tp)
-                    if waiters is not None:
-                        waiters.discard(waiter)
-                        if not waiters:
-                            del self._fetch_waiters[tp]
+        response, size, failed = self._read(request, follower)
+        if size >= request.min_bytes or failed or request.max_wait_ms <= 0:
+            self.bytes_out.inc(size)
+            return response
+        tps = [TopicPartition(t.topic, p.partition) for t in request.topics for p in t.partitions]
+        if not tps:
+            return response
+        return self._park(request, follower, tps)
+
+    def _park(
+        self, request: FetchRequest, follower: bool, tps: list[TopicPartition]
+    ) -> Deferred[FetchResponse]:
+        delayed = _DelayedFetch(request, follower, tps)
+        delayed.deferred = Deferred(on_cancel=lambda: self._unpark(delayed))
+        delayed.timer = asyncio.get_running_loop().call_later(
+            request.max_wait_ms / 1000, self._try_complete, delayed, True
+        )
+        for tp in tps:
+            self._fetch_waiters.setdefault(tp, {})[delayed] = None
+        self.parked_fetches += 1
+        return delayed.deferred
+
+    def _try_complete(self, delayed: _DelayedFetch, expired: bool = False) -> None:
+        """Read again for a parked fetch; answer it if it has enough now (or has expired).
+        Runs from a timer or the loop pass after the change that woke it: it must not
+        raise."""
+        if delayed.deferred.done:
+            return
+        try:
+            response, size, failed = self._read(delayed.request, delayed.follower)
+        except Exception as exc:
+            self._unpark(delayed)
+            delayed.deferred.fail(exc)
+            return
+        if size < delayed.request.min_bytes and not failed and not expired:
+            return
+        self._unpark(delayed)
+        self.bytes_out.inc(size)
+        delayed.deferred.resolve(response)
+
+    def _unpark(self, delayed: _DelayedFetch) -> None:
+        if delayed.timer is None:
+            return  # already unparked
+        delayed.timer.cancel()
+        delayed.timer = None
+        self.parked_fetches -= 1
+        for tp in delayed.tps:
+            waiters = self._fetch_waiters.get(tp)
+            if waiters is not None:
+                waiters.pop(delayed, None)
+                if not waiters:
+                    del self._fetch_waiters[tp]
 
     def _record_follower_fetch(self, request: FetchRequest) -> None:
         """A follower's fetch offsets are its log end offsets: move the high watermark,
@@ -508,9 +567,26 @@ class ReplicaManager:
         return FetchResponse(topics=topics), total, failed
 
     def _wake(self, tp: TopicPartition) -> None:
-        for waiter in self._fetch_waiters.get(tp, ()):
-            if not waiter.done():
-                waiter.set_result(None)
+        """Something changed for ``tp`` (data, high watermark, role): the fetches parked on
+        it try again once the request that changed it is done (Kafka's ActionQueue).
+
+        Not inside the append: a produce to P partitions would re-read every parked fetch
+        after each of them (P x P reads, and a follower answered one partition at a time),
+        and the producer's own answer would wait for every consumer it woke. The woken
+        fetches are tried in the loop's next pass, together, once each; that pass does
+        not wait for I/O (its ready queue is not empty), so a consumer still gets the data
+        within microseconds of the producer's answer.
+        """
+        waiters = self._fetch_waiters.get(tp)
+        if waiters:
+            if not self._woken:
+                asyncio.get_running_loop().call_soon(self._complete_woken)
+            self._woken.update(dict.fromkeys(waiters))
+
+    def _complete_woken(self) -> None:
+        woken, self._woken = self._woken, {}
+        for delayed in woken:
+            self._try_complete(delayed)  # a no-op for one completed meanwhile
 
     # --- the ISR ------------------------------------------------------------------------
 

@@ -212,7 +212,7 @@ async def test_headers_timestamps_and_serializers_round_trip(shared: Cluster) ->
     )
     first, second = got[0]
     assert (first.key, first.value, first.timestamp) == ("k", "hello", 1_600_000_000_123)
-    assert first.headers == [("trace", b"x1")]
+    assert first.headers == (("trace", b"x1"),)
     assert (second.key, second.value) == ("tombstone", None)
 
 

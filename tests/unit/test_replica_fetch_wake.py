@@ -1,0 +1,223 @@
+"""Parked fetches are completed by the event that satisfies them, inside that event's call:
+an acks=1 append answers a consumer waiting at the log end before the produce returns, with
+no loop iteration or max-wait timer in between (DESIGN.md "The hot path": nothing polls).
+Also the leader's own acks=1/0 produce is answered without awaiting anything."""
+
+import asyncio
+import dataclasses
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from broker.deferred import Deferred
+from broker.log import LogConfig
+from broker.log.manager import LogManager
+from broker.metadata import MetadataCache
+from broker.replica.manager import ReplicaManager
+from protocol.apis import (
+    FetchPartition,
+    FetchRequest,
+    FetchResponse,
+    FetchTopic,
+    LeaderAndIsrPartitionState,
+    ProducePartition,
+    ProduceRequest,
+    ProduceResponse,
+    ProduceTopic,
+)
+from protocol.errors import NotLeaderOrFollowerError
+from protocol.records import encode_batch
+
+
+@pytest.fixture
+async def replicas(tmp_path: Path) -> AsyncIterator[ReplicaManager]:
+    logs = LogManager([tmp_path], broker_id=1, cluster_id="c")
+    logs.startup()
+
+    async def load(topic: str) -> LogConfig:
+        return LogConfig()
+
+    manager = ReplicaManager(1, logs, MetadataCache(), load)
+    state = _leader_state(isr=[1])
+    await manager.become_leader_or_follower([state])
+    yield manager
+    await manager.shutdown()
+    logs.shutdown()
+
+
+def _leader_state(*, isr: list[int]) -> LeaderAndIsrPartitionState:
+    return LeaderAndIsrPartitionState(
+        topic_name="t",
+        partition_index=0,
+        controller_epoch=1,
+        leader=1,
+        leader_epoch=1,
+        isr=isr,
+        replicas=isr,
+    )
+
+
+def _produce(acks: int = 1) -> ProduceRequest:
+    batch = encode_batch([(None, b"v", None, 1000)])
+    partition = ProducePartition(index=0, records=batch)
+    return ProduceRequest(
+        acks=acks, timeout_ms=1000, topics=[ProduceTopic(name="t", partitions=[partition])]
+    )
+
+
+def _fetch(offset: int, *, max_wait_ms: int = 30_000, replica_id: int = -1) -> FetchRequest:
+    partition = FetchPartition(partition=0, fetch_offset=offset, partition_max_bytes=1 << 20)
+    return FetchRequest(
+        replica_id=replica_id,
+        max_wait_ms=max_wait_ms,
+        min_bytes=1,
+        topics=[FetchTopic(topic="t", partitions=[partition])],
+    )
+
+
+def _records_size(response: FetchResponse) -> int:
+    records = response.topics[0].partitions[0].records
+    return 0 if records is None else len(records)
+
+
+async def test_an_acks_1_produce_is_answered_without_awaiting(replicas: ReplicaManager) -> None:
+    response = replicas.produce(_produce())
+    assert isinstance(response, ProduceResponse)  # not a coroutine: no task, no iteration
+    assert response.topics[0].partitions[0].base_offset == 0
+
+
+async def test_an_append_completes_a_fetch_waiting_at_the_log_end_at_the_next_pass(
+    replicas: ReplicaManager,
+) -> None:
+    parked = replicas.fetch(_fetch(0))
+    assert isinstance(parked, Deferred) and not parked.done
+    assert replicas.parked_fetches == 1
+    replicas.produce(_produce())
+    assert not parked.done  # the producer's own answer goes first (Kafka's ActionQueue)
+    await asyncio.sleep(0)
+    # completed at the loop's next pass, long before the 30 s max wait
+    assert parked.done
+    response = parked.result()
+    assert response.topics[0].partitions[0].high_watermark == 1  # RF=1: no timer for the HW
+    assert _records_size(response) > 0
+    assert replicas.parked_fetches == 0
+
+
+async def test_a_fetch_behind_the_high_watermark_is_not_woken_early(tmp_path: Path) -> None:
+    logs = LogManager([tmp_path], broker_id=1, cluster_id="c")
+    logs.startup()
+
+    async def load(topic: str) -> LogConfig:
+        return LogConfig()
+
+    manager = ReplicaManager(1, logs, MetadataCache(), load)
+    state = _leader_state(isr=[1, 2])
+    await manager.become_leader_or_follower([state])
+    parked = manager.fetch(_fetch(0))
+    assert isinstance(parked, Deferred)
+    manager.produce(_produce())
+    await asyncio.sleep(0)
+    assert not parked.done  # appended, but follower 2 does not have it: not committed
+    follower = manager.fetch(_fetch(1, max_wait_ms=0, replica_id=2))  # 2 now has offset 0
+    assert isinstance(follower, FetchResponse)
+    await asyncio.sleep(0)
+    assert parked.done and _records_size(parked.result()) > 0
+    await manager.shutdown()
+    logs.shutdown()
+
+
+async def test_max_wait_ends_a_fetch_with_nothing(replicas: ReplicaManager) -> None:
+    parked = replicas.fetch(_fetch(0, max_wait_ms=20))
+    assert isinstance(parked, Deferred)
+    response = await asyncio.wait_for(parked, 5)
+    assert _records_size(response) == 0
+    assert replicas.parked_fetches == 0
+
+
+async def test_a_cancelled_fetch_is_unparked(replicas: ReplicaManager) -> None:
+    parked = replicas.fetch(_fetch(0))
+    assert isinstance(parked, Deferred)
+    parked.cancel()  # its connection closed
+    assert replicas.parked_fetches == 0
+    replicas.produce(_produce())
+    assert parked.cancelled
+
+
+async def test_losing_leadership_answers_a_parked_fetch(replicas: ReplicaManager) -> None:
+    parked = replicas.fetch(_fetch(0))
+    assert isinstance(parked, Deferred)
+    replicas.fence_leaders("test")
+    await asyncio.sleep(0)
+    response = parked.result()
+    assert response.topics[0].partitions[0].error_code == NotLeaderOrFollowerError.code
+
+
+def test_deferred_listeners_run_synchronously_once() -> None:
+    seen: list[int] = []
+    deferred: Deferred[int] = Deferred()
+    deferred.add_listener(lambda d: seen.append(d.result()))
+    deferred.resolve(7)
+    deferred.resolve(8)
+    deferred.fail(RuntimeError("late"))
+    assert seen == [7]
+    deferred.add_listener(lambda d: seen.append(d.result() + 1))  # already done: runs now
+    assert seen == [7, 8]
+
+
+async def test_one_produce_to_many_partitions_wakes_a_parked_fetch_once_with_all_of_them(
+    tmp_path: Path,
+) -> None:
+    """Not once per partition appended (P x P reads, and an answer with one partition)."""
+    logs = LogManager([tmp_path], broker_id=1, cluster_id="c")
+    logs.startup()
+
+    async def load(topic: str) -> LogConfig:
+        return LogConfig()
+
+    manager = ReplicaManager(1, logs, MetadataCache(), load)
+    count = 20
+    await manager.become_leader_or_follower(
+        [dataclasses.replace(_leader_state(isr=[1]), partition_index=p) for p in range(count)]
+    )
+    wanted = [
+        FetchPartition(partition=p, fetch_offset=0, partition_max_bytes=1 << 20)
+        for p in range(count)
+    ]
+    parked = manager.fetch(
+        FetchRequest(
+            replica_id=-1,
+            max_wait_ms=30_000,
+            min_bytes=1,
+            topics=[FetchTopic(topic="t", partitions=wanted)],
+        )
+    )
+    assert isinstance(parked, Deferred)
+    reads = 0
+    real_read = manager._read
+
+    def counted(*args: object) -> object:
+        nonlocal reads
+        reads += 1
+        return real_read(*args)  # type: ignore[arg-type]
+
+    manager._read = counted  # type: ignore[method-assign]
+    batch = encode_batch([(None, b"v", None, 1000)])
+    manager.produce(
+        ProduceRequest(
+            acks=1,
+            timeout_ms=1000,
+            topics=[
+                ProduceTopic(
+                    name="t",
+                    partitions=[ProducePartition(index=p, records=batch) for p in range(count)],
+                )
+            ],
+        )
+    )
+    await asyncio.sleep(0)
+    assert parked.done and reads == 1
+    answered = parked.result().topics[0].partitions
+    assert sum(1 for p in answered if p.records is not None and len(p.records)) == count
+    await manager.shutdown()
+    logs.shutdown()
