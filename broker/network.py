@@ -40,7 +40,10 @@ class PeerConnection:
 
     async def request(self, api_key: ApiKey, request: Request) -> Any:
         try:
-            return await asyncio.wait_for(self._exchange(api_key, request), self._timeout_s)
+            # asyncio.timeout, not wait_for: no task (and loop passes) per request, which a
+            # follower's fetch loop and so every acks=all write would pay
+            async with asyncio.timeout(self._timeout_s):
+                return await self._exchange(api_key, request)
         except (
             OSError,
             TimeoutError,

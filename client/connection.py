@@ -5,6 +5,11 @@ per API, the highest version both sides speak. Requests may be pipelined; the br
 answers in order, so responses are matched to the oldest request in flight, and a
 correlation id that does not match closes the connection (the stream can no longer be
 trusted). Closing fails every request still waiting, with the cause attached.
+
+Answers are read by a :class:`asyncio.BufferedProtocol` (no reader task): the socket is
+read into one buffer per connection, :class:`~protocol.framing.FrameDecoder` cuts the
+frames, and each answer settles its request's future inside the read callback (a
+StreamReader copied a 1 MB Fetch answer twice more and cost two more loop passes).
 """
 
 from __future__ import annotations
@@ -27,13 +32,12 @@ from protocol.apis import (
 )
 from protocol.errors import (
     ApiError,
-    FrameTooLargeError,
     NetworkError,
     RequestTimedOutError,
     UnsupportedVersionError,
     error_for_code,
 )
-from protocol.framing import DEFAULT_MAX_FRAME_BYTES, LENGTH_SIZE, parse_response_header
+from protocol.framing import DEFAULT_MAX_FRAME_BYTES, FrameDecoder, parse_response_header
 
 __all__ = ["BrokerConnection"]
 
@@ -41,9 +45,40 @@ CLIENT_SOFTWARE = "headwater-python"
 CLIENT_VERSION = "0.1.0"
 
 
-_DRAIN_ABOVE = 64 * 1024
-"""Bytes queued in the transport past which a request waits for them to drain (asyncio's
-default high-water mark): below it a drain() would only cost a task and a loop turn."""
+_READ_BUFFER_BYTES = 256 * 1024
+
+
+class _Protocol(asyncio.BufferedProtocol):
+    """The connection's transport callbacks: reads go to :meth:`BrokerConnection._received`,
+    writability (the transport's high-water mark) to ``writable``."""
+
+    def __init__(self, connection: BrokerConnection) -> None:
+        self._connection = connection
+        self._buffer = memoryview(bytearray(_READ_BUFFER_BYTES))
+        self.writable = asyncio.Event()
+        self.writable.set()
+        self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._connection._received(self._buffer[:nbytes])
+
+    def eof_received(self) -> bool:
+        return False  # the broker closed its side: close ours (connection_lost follows)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.writable.set()  # nobody waits on a dead connection
+        if not self.lost.done():
+            self.lost.set_result(None)
+        self._connection._lost(exc)
+
+    def pause_writing(self) -> None:
+        self.writable.clear()
+
+    def resume_writing(self) -> None:
+        self.writable.set()
 
 
 def _time_out(future: asyncio.Future[Any]) -> None:
@@ -76,9 +111,9 @@ class BrokerConnection:
         self.versions: dict[int, ApiVersionRange] = {}
         self._ids = itertools.count(1)
         self._in_flight: collections.deque[_InFlight] = collections.deque()
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
-        self._read_task: asyncio.Task[None] | None = None
+        self._transport: asyncio.Transport | None = None
+        self._protocol: _Protocol | None = None
+        self._decoder = FrameDecoder(max_frame_bytes)
         self._closed: BaseException | None = None
 
     def __repr__(self) -> str:
@@ -86,20 +121,23 @@ class BrokerConnection:
 
     @property
     def connected(self) -> bool:
-        return self._writer is not None and self._closed is None
+        return self._transport is not None and self._closed is None
 
     async def connect(self, timeout_s: float = 10.0) -> None:
         try:
             # asyncio.timeout, not wait_for: on 3.11, wait_for cancelled just as the
             # connection completes drops the new stream without closing it
             async with asyncio.timeout(timeout_s):
-                self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+                transport, protocol = await asyncio.get_running_loop().create_connection(
+                    lambda: _Protocol(self), self.host, self.port
+                )
         except (OSError, TimeoutError) as exc:
             raise NetworkError(
                 f"cannot connect to broker {self.host}:{self.port} ({exc or 'timed out'}); "
                 f"check --bootstrap-server and that the broker is running"
             ) from None
-        self._read_task = asyncio.get_running_loop().create_task(self._read_responses())
+        self._transport = transport
+        self._protocol = protocol
         response = await self._send(
             APIS[ApiKey.API_VERSIONS],
             0,
@@ -150,7 +188,7 @@ class BrokerConnection:
     ) -> Any:
         # the frame is queued whole before the first await: a caller cancelled at any
         # await leaves no half request behind (Cluster relies on it: no task per request)
-        if self._closed is not None or self._writer is None:
+        if self._closed is not None or self._transport is None:
             raise NetworkError(f"connection to {self.host}:{self.port} is closed") from self._closed
         correlation_id = next(self._ids) & 0x7FFFFFFF
         parts = encode_request(api.key, version, correlation_id, request)
@@ -161,12 +199,17 @@ class BrokerConnection:
         if expect_response:
             future = loop.create_future()
             self._in_flight.append(_InFlight(correlation_id, api, version, future))
-        writer = self._writer
-        writer.writelines(parts)
+        self._transport.writelines(parts)
+        assert self._protocol is not None
+        writable = self._protocol.writable
         try:
-            if writer.transport.get_write_buffer_size() > _DRAIN_ABOVE:
-                # a broker that stops reading must not hold us in drain() forever
-                await asyncio.wait_for(writer.drain(), max(deadline - loop.time(), 0))
+            if not writable.is_set():
+                # past the transport's high-water mark: wait for the broker to read, but
+                # a broker that stops reading must not hold us here forever
+                async with asyncio.timeout(max(deadline - loop.time(), 0)):
+                    await writable.wait()
+                if self._closed is not None:
+                    raise NetworkError(f"{self}: {self._closed}") from self._closed
             if future is None:
                 return None
             # one timer, not wait_for's task and callbacks: this is every request's path
@@ -186,39 +229,41 @@ class BrokerConnection:
             raise error_for_code(response.error_code, response.error_message)
         return response
 
-    async def _read_responses(self) -> None:
-        assert self._reader is not None
+    # --- reading (from _Protocol) ------------------------------------------------------
+
+    def _received(self, data: memoryview) -> None:
         try:
-            while True:
-                prefix = await self._reader.readexactly(LENGTH_SIZE)
-                size = int.from_bytes(prefix, "big")
-                if size > self.max_frame_bytes:
-                    raise FrameTooLargeError(f"response of {size} bytes from {self}")
-                payload = memoryview(await self._reader.readexactly(size))
-                correlation_id, body = parse_response_header(payload)
-                if not self._in_flight:
-                    raise NetworkError(f"{self} sent a response nobody asked for")
-                head = self._in_flight.popleft()
-                if head.correlation_id != correlation_id:
-                    raise NetworkError(
-                        f"{self} answered correlation id {correlation_id}, "
-                        f"expected {head.correlation_id}"
-                    )
-                try:
-                    response = decode_response(head.api, head.version, body)
-                except ApiError as exc:
-                    if not head.future.done():
-                        head.future.set_exception(exc)
-                    continue
-                # a caller that gave up (cancelled) still had its answer read off the wire
-                if not head.future.done():
-                    head.future.set_result(response)
-        except (asyncio.IncompleteReadError, ConnectionError) as exc:
-            self.close(NetworkError(f"{self} closed the connection ({type(exc).__name__})"))
-        except ApiError as exc:
+            for payload in self._decoder.feed(data):
+                if self._closed is not None:
+                    return
+                self._answer(payload)
+        except ApiError as exc:  # a frame over max_frame_bytes, a broken stream
             self.close(exc)
         except Exception as exc:  # anything else ends the stream too: never a silent reader
             self.close(NetworkError(f"{self}: reading failed ({exc!r})"))
+
+    def _answer(self, payload: memoryview) -> None:
+        correlation_id, body = parse_response_header(payload)
+        if not self._in_flight:
+            raise NetworkError(f"{self} sent a response nobody asked for")
+        head = self._in_flight.popleft()
+        if head.correlation_id != correlation_id:
+            raise NetworkError(
+                f"{self} answered correlation id {correlation_id}, expected {head.correlation_id}"
+            )
+        try:
+            response = decode_response(head.api, head.version, body)
+        except ApiError as exc:
+            if not head.future.done():
+                head.future.set_exception(exc)
+            return
+        # a caller that gave up (cancelled) still had its answer read off the wire
+        if not head.future.done():
+            head.future.set_result(response)
+
+    def _lost(self, exc: Exception | None) -> None:
+        why = type(exc).__name__ if exc is not None else "EOF"
+        self.close(NetworkError(f"{self} closed the connection ({why})"))
 
     def close(self, cause: BaseException | None = None) -> None:
         """Close; every request still waiting fails with ``cause`` (or NETWORK_EXCEPTION)."""
@@ -232,15 +277,13 @@ class BrokerConnection:
                     NetworkError(f"{self}: {self._closed}") if cause is None else cause
                 )
                 pending.exception()  # its caller may be gone (cancelled): nothing to log
-        if self._writer is not None:
+        if self._transport is not None:
             if cause is None:
-                self._writer.close()  # ours to end: what is buffered still goes out
+                self._transport.close()  # ours to end: what is buffered still goes out
             else:
                 # a failure: bytes a stalled peer will never read must not keep the
-                # transport (and anyone draining it) waiting
-                self._writer.transport.abort()
-        if self._read_task is not None and self._read_task is not asyncio.current_task():
-            self._read_task.cancel()
+                # transport (and anyone waiting to write) waiting
+                self._transport.abort()
 
     async def __aenter__(self) -> BrokerConnection:
         await self.connect()
@@ -248,6 +291,7 @@ class BrokerConnection:
 
     async def __aexit__(self, *exc: object) -> None:
         self.close()
-        if self._writer is not None:
-            with contextlib.suppress(ConnectionError, OSError, TimeoutError):
-                await asyncio.wait_for(self._writer.wait_closed(), 5)
+        if self._protocol is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(5):
+                    await asyncio.shield(self._protocol.lost)

@@ -401,7 +401,10 @@ class ReplicaManager:
         ``result`` (an ambiguous one is REQUEST_TIMED_OUT, never success)."""
         waiter = partition.wait_for_high_watermark(end)
         try:
-            await asyncio.wait_for(asyncio.shield(waiter), max(timeout_ms, 0) / 1000)
+            # asyncio.timeout, not wait_for: two loop passes fewer between the high
+            # watermark passing ``end`` and the producer's answer
+            async with asyncio.timeout(max(timeout_ms, 0) / 1000):
+                await asyncio.shield(waiter)
         except TimeoutError:
             waiter.cancel()
             error: ApiError | None = RequestTimedOutError(

@@ -358,18 +358,14 @@ async def test_min_insync_replicas_raised_live(make_cluster: Callable[..., Clust
     bootstrap = cluster.bootstrap
     topic = await _create(bootstrap, {})
     ports = await _ready_cluster(cluster)
-    meta = await _until(
-        lambda: _metadata(ports[1], [topic]),
-        lambda m: len(m.topics[0].partitions[0].isr_nodes) == 3,
-    )
+    meta = await _until(lambda: _metadata(ports[1], [topic]), lambda m: _isr_size(m) == 3)
     leader = meta.topics[0].partitions[0].leader_id
     follower = next(b for b in cluster.brokers if b != leader)
     cluster.brokers[follower].kill()
     up = ",".join(cluster.brokers[b].bootstrap for b in cluster.brokers if b != follower)
-    await _until(
-        lambda: _metadata(ports[leader], [topic]),
-        lambda m: len(m.topics[0].partitions[0].isr_nodes) == 2,
-    )
+    # the leader's own metadata may not have the topic yet (each broker's cache is updated
+    # by the controller in its own time): not found is "not yet", not a failure
+    await _until(lambda: _metadata(ports[leader], [topic]), lambda m: _isr_size(m) == 2)
     async with Producer(bootstrap_servers=up, acks="all", retries=0) as producer:
         await producer.send_and_wait(topic, b"two in sync are enough for the default of 1")
         await _headwater(up, "topics", "alter", topic, "--config", "min.insync.replicas=3")
@@ -387,6 +383,12 @@ async def test_min_insync_replicas_raised_live(make_cluster: Callable[..., Clust
             await acks_1.send_and_wait(topic, b"acks=1 is not held back")
         await _headwater(up, "topics", "alter", topic, "--delete-config", "min.insync.replicas")
         await _until(lambda: _accepted(producer, topic), lambda ok: ok)
+
+
+def _isr_size(meta: Any) -> int:
+    """The ISR size of the topic's partition 0; -1 while this broker does not know it."""
+    partitions = meta.topics[0].partitions
+    return len(partitions[0].isr_nodes) if partitions else -1
 
 
 async def _accepted(producer: Producer, topic: str) -> bool:
