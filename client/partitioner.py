@@ -52,6 +52,10 @@ def murmur2(data: bytes | bytearray | memoryview) -> int:
     return h - (1 << 32) if h & 0x80000000 else h
 
 
+_KEY_CACHE_SIZE = 65_536
+"""Keys whose partition the partitioner remembers (forgotten all at once when full)."""
+
+
 def to_positive(n: int) -> int:
     """Kafka's ``Utils.toPositive``: clears the sign bit (not ``abs``, which overflows)."""
     return n & 0x7FFFFFFF
@@ -73,6 +77,7 @@ class Partitioner:
         self._rng = rng or random.Random()
         self._sticky: dict[str, int] = {}
         self._previous: dict[str, int] = {}
+        self._by_key: dict[tuple[bytes, int], int] = {}
 
     def partition(
         self,
@@ -83,7 +88,17 @@ class Partitioner:
     ) -> int:
         """The partition for a record of ``topic``; ``available`` are those with a leader."""
         if key is not None:
-            return partition_for_key(key, partition_count)
+            if type(key) is not bytes:  # bytearray, memoryview: mutable, not hashable
+                return partition_for_key(key, partition_count)
+            # murmur2 in Python is a loop per 4 bytes; keys repeat (ids), so remember them
+            cached = self._by_key.get((key, partition_count))
+            if cached is None:
+                if len(self._by_key) >= _KEY_CACHE_SIZE:
+                    self._by_key.clear()
+                cached = self._by_key[key, partition_count] = partition_for_key(
+                    key, partition_count
+                )
+            return cached
         sticky = self._sticky.get(topic)
         if sticky is None or sticky >= partition_count:
             sticky = self._choose(topic, partition_count, available)

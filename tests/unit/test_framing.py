@@ -125,3 +125,21 @@ def test_stream_ending_inside_a_frame_is_truncated(cut: int) -> None:
 def test_exact_maximum_is_accepted() -> None:
     decoder = FrameDecoder(max_frame_bytes=5)
     assert [bytes(f) for f in decoder.feed(_frames([b"12345"]))] == [b"12345"]
+
+
+def _framed(payload: bytes) -> bytes:
+    return len(payload).to_bytes(4, "big") + payload
+
+
+def test_a_large_frame_fed_in_pieces_is_the_same() -> None:
+    big = b"x" * 100_000
+    stream = _framed(big) * 2
+    decoder = FrameDecoder(1 << 20)
+    frames = []
+    for i in range(0, len(stream), 3_001):
+        frames += decoder.feed(stream[i : i + 3_001])
+    assert [bytes(f) for f in frames] == [big, big]
+    truncated = FrameDecoder(1 << 20)
+    truncated.feed(stream[:50_000])
+    with pytest.raises(TruncatedFrameError, match="50000 bytes into a frame"):
+        truncated.close()

@@ -136,3 +136,17 @@ def test_sticky_partition_beyond_a_shrunk_count_is_replaced() -> None:
     chosen = partitioner.partition("t", None, 10, available=[9])
     assert chosen == 9
     assert partitioner.partition("t", None, 3, available=range(3)) in range(3)
+
+
+def test_remembered_keys_land_where_kafka_python_puts_them_through_count_changes() -> None:
+    """The key cache is per partition count: a topic that grows moves keys as Kafka does."""
+    reference: Any = DefaultPartitioner()
+    ours = Partitioner()
+    keys = [f"customer-{i}".encode() for i in range(300)]
+    for count in (6, 12, 6):
+        cluster = _KafkaPythonCluster(count)
+        for key in keys * 2:  # the second time from the cache
+            expected = reference.partition("t", key, key, None, None, cluster)
+            assert ours.partition("t", key, count, available=list(range(count))) == expected
+    mutable = bytearray(b"customer-1")
+    assert ours.partition("t", mutable, 6, available=[]) == partition_for_key(b"customer-1", 6)
