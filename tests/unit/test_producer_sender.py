@@ -398,3 +398,29 @@ def decode_batches_of(request: ProduceRequest) -> list[Any]:
         for b in decode_batches(bytes(p.records or b""))
         for r in b
     ]
+
+
+async def test_buffer_memory_bounds_what_waits_send_blocks_then_times_out_clearly() -> None:
+    """Kafka's buffer.memory: past it, send() waits for batches to finish, up to
+    max_block_ms, then fails with an error that says why; nothing accepted is lost."""
+    tp = TopicPartition("a", 0)
+    cluster = ScriptedCluster({tp: 1})
+    cluster.release.clear()  # the broker answers nothing for now
+    producer = await started(
+        cluster, buffer_memory=4_000, batch_size=1_000, max_block_ms=200, acks=1
+    )
+    accepted = []
+    with pytest.raises(RequestTimedOutError, match=r"no room in the producer's buffer \(4000"):
+        for _ in range(1_000):
+            accepted.append(await producer.send("a", b"x" * 100))
+    assert 0 < len(accepted) < 40  # about 4,000 bytes' worth, then the wait
+    assert producer._accumulator.buffered_bytes <= 4_000
+    waiting = asyncio.ensure_future(producer.send("a", b"x" * 100))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()  # blocked, not failed, while within max_block_ms
+    cluster.release.set()  # the broker catches up: room again
+    late = await asyncio.wait_for(waiting, 5)
+    await producer.flush()
+    assert all(f.done() and f.exception() is None for f in [*accepted, late])
+    assert producer._accumulator.buffered_bytes == 0
+    await producer.stop()
