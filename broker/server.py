@@ -252,6 +252,13 @@ class _Connection(asyncio.BufferedProtocol):
     ) -> list[Part] | None:
         try:
             response = await handling
+        except asyncio.CancelledError:
+            if self._closed:
+                raise  # the connection went: nobody to answer
+            # the handler let a CancelledError of its own out: an error answer, or its
+            # slot would never be ready and the connection would stop answering
+            self._log.error("request.cancelled_inside", api_key=int(key))
+            return self._failure(header, key, RuntimeError("the request's handler was cancelled"))
         except Exception as exc:
             return self._failure(header, key, exc)
         return self._encode(header, key, response)
@@ -321,7 +328,9 @@ class _Connection(asyncio.BufferedProtocol):
         self.last_active = self._loop.time()
         if not queue:
             self._drained.set()
-        if self._paused and len(queue) < self._server.max_in_flight // 2:
+        # at least one below the limit: with max_in_flight 1, "half" would be 0 and
+        # reading would never resume
+        if self._paused and len(queue) < max(self._server.max_in_flight // 2, 1):
             assert self._transport is not None
             self._transport.resume_reading()
             self._paused = False

@@ -50,6 +50,8 @@ async def metadata(header: RequestHeader, request: MetadataRequest) -> MetadataR
         raise RuntimeError("a handler bug")
     if request.topics == ["not-controller"]:
         raise NotControllerError("ask broker 2")
+    if request.topics == ["cancelled-inside"]:
+        raise asyncio.CancelledError  # e.g. a future it awaited was cancelled by someone
     return MetadataResponse(
         brokers=[MetadataBroker(node_id=1, host="h", port=header.correlation_id)],
         cluster_id=(request.topics or ["all"])[0],
@@ -448,3 +450,28 @@ async def test_connections_sharing_the_read_buffer_keep_their_own_frames(
         response = decode_response(APIS[ApiKey.METADATA], 0, body)
         assert (correlation_id, response.cluster_id) == (100 + i, f"topic-{i}-" + "x" * 300)
         writer.close()
+
+
+async def test_a_handler_cancelled_inside_is_an_error_answer_not_a_stuck_connection(
+    server: tuple[BrokerServer, int],
+) -> None:
+    _, port = server
+    async with BrokerConnection("127.0.0.1", port, request_timeout_ms=3000) as conn:
+        with pytest.raises(UnknownServerError):
+            await conn.request(ApiKey.METADATA, MetadataRequest(topics=["cancelled-inside"]))
+        after = await conn.request(ApiKey.METADATA, MetadataRequest(topics=["after"]))
+        assert after.cluster_id == "after" and conn.connected
+
+
+async def test_with_one_request_in_flight_reading_pauses_and_resumes() -> None:
+    srv = BrokerServer({ApiKey.METADATA: metadata}, max_in_flight=1)
+    port = await srv.start()
+    try:
+        async with BrokerConnection("127.0.0.1", port, request_timeout_ms=5000) as conn:
+            names = [f"slow-{i}" for i in range(5)]  # each holds the only slot a while
+            results = await asyncio.gather(
+                *(conn.request(ApiKey.METADATA, MetadataRequest(topics=[n])) for n in names)
+            )
+            assert [r.cluster_id for r in results] == names
+    finally:
+        await srv.stop()
