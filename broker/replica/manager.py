@@ -542,6 +542,12 @@ class ReplicaManager:
                 try:
                     partition = self._leader_partition(topic.topic, p.partition)
                     _check_epoch(partition, p.current_leader_epoch)
+                    if follower and request.replica_id not in partition.followers:
+                        # only a replica reads past the high watermark (Kafka refuses
+                        # the same way): anyone else would see records not yet committed
+                        raise NotLeaderOrFollowerError(
+                            f"broker {request.replica_id} is not a replica of {partition.name}"
+                        )
                     data = partition.log.read(
                         p.fetch_offset,
                         min(p.partition_max_bytes, budget),

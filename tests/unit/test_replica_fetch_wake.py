@@ -221,3 +221,13 @@ async def test_one_produce_to_many_partitions_wakes_a_parked_fetch_once_with_all
     assert sum(1 for p in answered if p.records is not None and len(p.records)) == count
     await manager.shutdown()
     logs.shutdown()
+
+
+async def test_a_fetch_claiming_to_be_a_replica_it_is_not_reads_nothing(
+    replicas: ReplicaManager,
+) -> None:
+    """Only a replica reads past the high watermark; anyone else gets NOT_LEADER_OR_FOLLOWER."""
+    answer = replicas.fetch(_fetch(0, max_wait_ms=0, replica_id=7))
+    assert isinstance(answer, FetchResponse)
+    (partition,) = answer.topics[0].partitions
+    assert partition.error_code == NotLeaderOrFollowerError.code and partition.records is None
