@@ -1,6 +1,10 @@
+import asyncio
+import inspect
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kazoo.client import KazooClient
@@ -118,3 +122,20 @@ def make_cluster(
 def cluster(make_cluster: Callable[..., Cluster]) -> Cluster:
     """Three real brokers."""
     return make_cluster(3)
+
+
+async def until(
+    probe: Callable[[], Any], check: Callable[[Any], bool], timeout_s: float = 30
+) -> Any:
+    """Poll ``probe`` (sync or async) every 0.1 s until ``check`` holds; the last value.
+
+    For states only observable by asking (another process's metadata, a CLI's output)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = probe()
+        if inspect.isawaitable(value):
+            value = await value
+        if check(value):
+            return value
+        assert time.monotonic() < deadline, f"never reached; last: {value}"
+        await asyncio.sleep(0.1)

@@ -9,7 +9,6 @@ import subprocess
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
 
 import pytest
 
@@ -26,6 +25,7 @@ from protocol.apis import (
     SyncGroupRequestAssignment,
 )
 from tests.integration.conftest import Cluster
+from tests.integration.conftest import until as _until
 from tests.integration.test_cli import COMMAND
 from tests.integration.test_replication import FAST_ISR
 from tests.integration.test_topics import _ready_cluster
@@ -89,14 +89,6 @@ async def _produce(bootstrap: str, now_ms: int) -> None:
 
 def _iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat().replace("+00:00", "Z")
-
-
-async def _until(probe: Callable[[], Any], check: Callable[[Any], bool]) -> Any:
-    deadline = asyncio.get_running_loop().time() + 30
-    while not check(value := await probe()):
-        assert asyncio.get_running_loop().time() < deadline, f"never reached; last: {value}"
-        await asyncio.sleep(0.2)
-    return value
 
 
 async def test_list_describe_reset_and_delete_a_group(

@@ -18,9 +18,10 @@ from client import Admin, Consumer, NewTopic, Producer, TopicPartition
 from protocol.apis import ApiKey
 from protocol.records import decode_batches
 from tests.integration.conftest import Cluster
+from tests.integration.conftest import until as _until
 from tests.integration.test_offsets import _codes, _commit, _fetch_offsets, _find, _retrying
 from tests.integration.test_replication import FAST_ISR
-from tests.integration.test_topics import _ready_cluster, _request, _until
+from tests.integration.test_topics import _ready_cluster, _request
 
 pytestmark = pytest.mark.timeout(120)
 

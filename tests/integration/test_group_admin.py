@@ -37,9 +37,10 @@ from protocol.errors import (
     UnknownMemberIdError,
 )
 from tests.integration.conftest import Cluster
+from tests.integration.conftest import until as _until
 from tests.integration.test_offsets import _codes, _commit, _find, _retrying
 from tests.integration.test_replication import FAST_ISR
-from tests.integration.test_topics import _metadata, _ready_cluster, _request, _until
+from tests.integration.test_topics import _metadata, _ready_cluster, _request
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -24,13 +24,13 @@ from protocol.apis import (
 )
 from protocol.errors import NotControllerError, NotEnoughReplicasError, OffsetNotAvailableError
 from tests.integration.conftest import Cluster
+from tests.integration.conftest import until as _until
 from tests.integration.test_topics import (
     _fetch,
     _metadata,
     _produce,
     _ready_cluster,
     _request,
-    _until,
     _values,
 )
 

@@ -24,7 +24,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,7 @@ from protocol.records import decode_batches
 from protocol.records.batch import LOG_APPEND_TIME
 from protocol.records.compression import CODECS
 from tests.integration.conftest import Cluster, module_cluster
+from tests.integration.conftest import until as _until
 from tests.integration.test_topics import _metadata, _ready_cluster, _request
 
 pytestmark = pytest.mark.timeout(120)
@@ -91,21 +92,6 @@ async def _produce(bootstrap: str, topic: str, count: int) -> list[RecordMetadat
     ) as producer:
         futures = [await producer.send(topic, b"v%05d" % i + b"." * 30) for i in range(count)]
         return [await f for f in futures]
-
-
-async def _until(
-    probe: Callable[[], Any], check: Callable[[Any], bool], timeout_s: float = 30
-) -> Any:
-    """Poll ``probe`` (sync or async) until ``check`` holds; the last value."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = probe()
-        if isinstance(value, Awaitable):
-            value = await value
-        if check(value):
-            return value
-        assert time.monotonic() < deadline, f"never reached; last: {value}"
-        await asyncio.sleep(0.1)
 
 
 def _log_dir(cluster: Cluster, broker_id: int, topic: str) -> Path:

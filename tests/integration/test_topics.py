@@ -48,6 +48,7 @@ from protocol.errors import (
 )
 from protocol.records import decode_batches, encode_batch
 from tests.integration.conftest import Cluster
+from tests.integration.conftest import until as _until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -62,20 +63,6 @@ async def _metadata(port: int, topics: list[str] | None = None) -> MetadataRespo
         port, ApiKey.METADATA, MetadataRequest(topics=topics, allow_auto_topic_creation=False)
     )
     return response
-
-
-async def _until(
-    probe: Callable[[], Any], check: Callable[[Any], bool], timeout_s: float = 20
-) -> Any:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while True:
-        value = await probe()
-        if check(value):
-            return value
-        if loop.time() > deadline:
-            raise AssertionError(f"never reached; last: {value}")
-        await asyncio.sleep(0.1)
 
 
 async def _create(port: int, name: str, partitions: int, **kw: Any) -> Any:
