@@ -403,6 +403,16 @@ class Cluster:
         conn = await self._connection((broker.host, broker.port), purpose)
         return await self._request(conn, api_key, request, expect_response, timeout_ms)
 
+    def connection_now(self, node_id: int, purpose: str = "") -> BrokerConnection | None:
+        """Broker ``node_id``'s open connection for ``purpose``, if there is one: for
+        requests written at once (:meth:`BrokerConnection.send_now`); None means use
+        :meth:`send`, which connects."""
+        broker = self.metadata.brokers.get(node_id)
+        if broker is None:
+            return None
+        conn = self._connections.get((broker.host, broker.port, purpose))
+        return conn if conn is not None and conn.connected else None
+
     async def send_any(self, api_key: ApiKey, request: Any, *, idempotent: bool = True) -> Any:
         """Send to the first broker that answers: connected ones first, then the other
         known brokers, then the bootstrap servers (all known ones may have moved).

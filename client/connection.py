@@ -10,6 +10,11 @@ Answers are read by a :class:`asyncio.BufferedProtocol` (no reader task): the so
 read into one buffer per connection, :class:`~protocol.framing.FrameDecoder` cuts the
 frames, and each answer settles its request's future inside the read callback (a
 StreamReader copied a 1 MB Fetch answer twice more and cost two more loop passes).
+
+Two ways to send: ``await request(...)``, and ``send_now(..., on_answer)``, which writes
+at once and calls ``on_answer`` from that read callback. The producer and the consumer's
+fetches use the second: no task and no awaiting frame per request, and the caller's
+follow-up (a retry, the next Fetch, waking the user) runs in the pass that read the answer.
 """
 
 from __future__ import annotations
@@ -18,7 +23,9 @@ import asyncio
 import collections
 import contextlib
 import itertools
-from typing import Any, NamedTuple
+import logging
+from collections.abc import Callable
+from typing import Any
 
 from protocol.apis import (
     APIS,
@@ -39,7 +46,12 @@ from protocol.errors import (
 )
 from protocol.framing import DEFAULT_MAX_FRAME_BYTES, FrameDecoder, parse_response_header
 
-__all__ = ["BrokerConnection"]
+__all__ = ["BrokerConnection", "OnAnswer"]
+
+_log = logging.getLogger("headwater.client.connection")
+
+OnAnswer = Callable[[Any, BaseException | None], None]
+"""``on_answer(response, None)`` or ``on_answer(None, error)``: see ``send_now``."""
 
 CLIENT_SOFTWARE = "headwater-python"
 CLIENT_VERSION = "0.1.0"
@@ -86,11 +98,46 @@ def _time_out(future: asyncio.Future[Any]) -> None:
         future.set_exception(TimeoutError())
 
 
-class _InFlight(NamedTuple):
-    correlation_id: int
-    api: Api
-    version: int
-    future: asyncio.Future[Any]
+class _InFlight:
+    """A request waiting for its answer: an awaiting caller's future, or a callback."""
+
+    __slots__ = ("api", "correlation_id", "future", "on_answer", "timer", "version")
+
+    def __init__(
+        self,
+        correlation_id: int,
+        api: Api,
+        version: int,
+        future: asyncio.Future[Any] | None,
+        on_answer: OnAnswer | None = None,
+    ) -> None:
+        self.correlation_id = correlation_id
+        self.api = api
+        self.version = version
+        self.future = future
+        self.on_answer = on_answer
+        self.timer: asyncio.TimerHandle | None = None
+
+    def settle(self, response: Any, error: BaseException | None) -> None:
+        """Hand the outcome over; a callback's own failure is logged, never raised into
+        the reading (one caller's bug must not end everybody's connection)."""
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.on_answer is not None:
+            try:
+                self.on_answer(response, error)
+            except Exception:
+                _log.exception("the callback of a %s request failed", self.api.name)
+            return
+        future = self.future
+        assert future is not None
+        if future.done():  # a caller that gave up (cancelled): its answer was still read
+            return
+        if error is not None:
+            future.set_exception(error)
+            future.exception()  # its caller may be gone (cancelled): nothing to log
+        else:
+            future.set_result(response)
 
 
 class BrokerConnection:
@@ -115,6 +162,7 @@ class BrokerConnection:
         self._protocol: _Protocol | None = None
         self._decoder = FrameDecoder(max_frame_bytes)
         self._closed: BaseException | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def __repr__(self) -> str:
         return f"BrokerConnection({self.host}:{self.port})"
@@ -138,6 +186,7 @@ class BrokerConnection:
             ) from None
         self._transport = transport
         self._protocol = protocol
+        self._loop = asyncio.get_running_loop()
         response = await self._send(
             APIS[ApiKey.API_VERSIONS],
             0,
@@ -175,6 +224,54 @@ class BrokerConnection:
             request,
             expect_response=expect_response,
             timeout_ms=timeout_ms,
+        )
+
+    def send_now(
+        self,
+        api_key: ApiKey,
+        request: Any,
+        on_answer: OnAnswer | None,
+        *,
+        timeout_ms: int | None = None,
+    ) -> None:
+        """Write ``request`` now, with no await and no task; ``on_answer`` runs inside the
+        read callback that brings the answer (a request-level error code comes as the
+        error), when the connection closes (with its cause), or after ``timeout_ms``
+        (request.timeout.ms by default; the connection is closed then, as in
+        :meth:`request`). With ``on_answer`` None no answer is expected (acks=0).
+
+        One loop pass less each way than :meth:`request`: the producer's and the
+        consumer's hot paths. The transport's high-water mark is not waited for; the
+        caller bounds what it has in flight. Raises :class:`NetworkError` if closed.
+        """
+        if self._closed is not None or self._transport is None or self._loop is None:
+            raise NetworkError(f"connection to {self.host}:{self.port} is closed") from self._closed
+        version = self.version_for(api_key)
+        api = APIS[api_key]
+        correlation_id = next(self._ids) & 0x7FFFFFFF
+        parts = encode_request(api.key, version, correlation_id, request)
+        try:
+            self._transport.writelines(parts)
+        except (OSError, RuntimeError) as exc:  # the transport went before we heard of it
+            error = NetworkError(f"lost the connection to {self.host}:{self.port} ({exc})")
+            self.close(error)
+            raise error from None
+        if on_answer is not None:  # nothing can be answered before this returns
+            waiting = _InFlight(correlation_id, api, version, None, on_answer)
+            timeout_ms = self.request_timeout_ms if timeout_ms is None else timeout_ms
+            waiting.timer = self._loop.call_later(
+                timeout_ms / 1000, self._timed_out, waiting, timeout_ms
+            )
+            self._in_flight.append(waiting)
+
+    def _timed_out(self, waiting: _InFlight, timeout_ms: int) -> None:
+        waiting.timer = None
+        # the answer may still come: the stream position is unknown, so start over
+        self.close(
+            RequestTimedOutError(
+                f"{waiting.api.name} to {self.host}:{self.port} got no answer within "
+                f"{timeout_ms} ms (request.timeout.ms)"
+            )
         )
 
     async def _send(
@@ -254,12 +351,12 @@ class BrokerConnection:
         try:
             response = decode_response(head.api, head.version, body)
         except ApiError as exc:
-            if not head.future.done():
-                head.future.set_exception(exc)
+            head.settle(None, exc)
             return
-        # a caller that gave up (cancelled) still had its answer read off the wire
-        if not head.future.done():
-            head.future.set_result(response)
+        if head.on_answer is not None and response.error_code:
+            head.settle(None, error_for_code(response.error_code, response.error_message))
+        else:
+            head.settle(response, None)
 
     def _lost(self, exc: Exception | None) -> None:
         why = type(exc).__name__ if exc is not None else "EOF"
@@ -271,12 +368,9 @@ class BrokerConnection:
             return
         self._closed = cause or NetworkError(f"connection to {self.host}:{self.port} closed")
         while self._in_flight:
-            pending = self._in_flight.popleft().future
-            if not pending.done():
-                pending.set_exception(
-                    NetworkError(f"{self}: {self._closed}") if cause is None else cause
-                )
-                pending.exception()  # its caller may be gone (cancelled): nothing to log
+            self._in_flight.popleft().settle(
+                None, NetworkError(f"{self}: {self._closed}") if cause is None else cause
+            )
         if self._transport is not None:
             if cause is None:
                 self._transport.close()  # ours to end: what is buffered still goes out

@@ -76,6 +76,9 @@ _log = logging.getLogger("headwater.client.consumer")
 Deserializer = Callable[[bytes | None], Any]
 _RESETS = {"earliest": EARLIEST_TIMESTAMP, "latest": LATEST_TIMESTAMP, "none": None}
 _FETCH_PURPOSE = "fetch"  # long-polling fetches get their own connection per broker
+_TAILING_BYTES = 16_384
+"""A Fetch answer this small means the consumer is caught up: wake the user before writing
+the next Fetch (latency); a larger one, write it first (throughput)."""
 
 
 class Consumer:
@@ -189,7 +192,9 @@ class Consumer:
         self._commit_lock = asyncio.Lock()
         self._auto_committer: asyncio.Task[None] | None = None
         self._fetcher: asyncio.Task[None] | None = None
-        self._fetches: dict[int, asyncio.Task[None]] = {}
+        self._fetches: dict[int, asyncio.Task[None] | None] = {}
+        """The Fetch in flight per broker: a task while it connects, else None (written
+        with send_now, answered in the read callback)."""
         self._wakeup: asyncio.Event | None = None
         self._data: asyncio.Event | None = None
         self._state = "new"
@@ -244,7 +249,7 @@ class Consumer:
             t
             for t in (self._fetcher, self._auto_committer, *self._fetches.values())
             if t is not None
-        ]
+        ]  # a Fetch written with send_now failed with the connection: nothing to cancel
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -660,12 +665,25 @@ class Consumer:
     def _start_fetch(self, node: int, positions: list[FetchPosition]) -> None:
         for asked in positions:
             self._subscription.states[asked.tp].in_flight = True
-        task = asyncio.get_running_loop().create_task(self._fetch(node, positions))
-        self._fetches[node] = task
+        positions, request = self._fetch_request(positions)
+        conn = self._cluster.connection_now(node, _FETCH_PURPOSE)
+        if conn is None:  # not connected yet: a task connects first
+            task = asyncio.get_running_loop().create_task(self._fetch(node, positions, request))
+            self._fetches[node] = task
+            return
+        self._fetches[node] = None
+
+        def on_answer(response: Any, error: BaseException | None) -> None:
+            self._fetched(node, positions, response, error)
+
+        try:
+            conn.send_now(ApiKey.FETCH, request, on_answer)
+        except ApiError as exc:
+            self._fetched(node, positions, None, exc)
 
     def _fetch_again(self, node: int) -> None:
-        """``node`` answered: send its next Fetch now, before the user even sees the answer,
-        rather than at a pass of the fetcher a few loop iterations later."""
+        """``node`` answered: its next Fetch now (see :meth:`_fetched` for when), rather
+        than at a pass of the fetcher a few loop iterations later."""
         if self._state != "running" or node in self._fetches:
             return
         now_ms = time.monotonic() * 1000
@@ -772,7 +790,9 @@ class Consumer:
         offsets = await self._list_offsets({tp: timestamp})
         return offsets[tp][0]
 
-    async def _fetch(self, node: int, positions: list[FetchPosition]) -> None:
+    def _fetch_request(
+        self, positions: list[FetchPosition]
+    ) -> tuple[list[FetchPosition], FetchRequest]:
         # rotate so every partition is sometimes first: only the first one is sure to get
         # a whole batch larger than max_partition_fetch_bytes (KIP-74)
         self._rotation += 1
@@ -793,35 +813,72 @@ class Consumer:
             max_bytes=self.fetch_max_bytes,
             topics=[FetchTopic(topic=t, partitions=ps) for t, ps in topics.items()],
         )
-        arrived = False
+        return positions, request
+
+    async def _fetch(
+        self, node: int, positions: list[FetchPosition], request: FetchRequest
+    ) -> None:
         try:
-            response: FetchResponse = await self._cluster.send(
-                node, ApiKey.FETCH, request, purpose=_FETCH_PURPOSE
-            )
+            response = await self._cluster.send(node, ApiKey.FETCH, request, purpose=_FETCH_PURPOSE)
         except ApiError as exc:
-            _log.debug("fetch from broker %d failed: %s", node, exc)
-            self._cluster.request_refresh()
-            self._back_off(positions)
+            self._fetched(node, positions, None, exc)
         else:
-            arrived = self._on_fetched(positions, response)
+            self._fetched(node, positions, response, None)
+
+    def _fetched(
+        self,
+        node: int,
+        positions: list[FetchPosition],
+        response: FetchResponse | None,
+        error: BaseException | None,
+    ) -> None:
+        """A Fetch's outcome (in the read callback that brought it, or in the task that
+        connected first)."""
+        arrived = False
+        size = 0
+        try:
+            if error is not None:
+                _log.debug("fetch from broker %d failed: %s", node, error)
+                self._cluster.request_refresh()
+                self._back_off(positions)
+            else:
+                assert response is not None
+                arrived, size = self._on_fetched(positions, response)
+        except Exception as exc:  # a bug: the getters raise it, never a silent stop
+            _log.exception("handling a fetch answer from broker %d failed", node)
+            for asked in positions:
+                state = self._subscription.current(asked)
+                if state is not None:
+                    state.error = exc
+            arrived = True
         finally:
             for asked in positions:
                 state = self._subscription.states.get(asked.tp)
                 if state is not None:
                     state.in_flight = False
             self._fetches.pop(node, None)
-            self._wake()
-        # the next Fetch starts at once, not at the fetcher's next pass, and before the user
-        # is woken; the partition's buffer holds two answers, so it may go out while the
-        # user is still reading this one
-        self._fetch_again(node)
-        if arrived:
-            self._data_arrived()
+        if size > _TAILING_BYTES:
+            # catching up: the next Fetch goes out now, before the user is woken, so it
+            # travels while the user reads this answer (the buffer holds two per partition)
+            self._fetch_again(node)
+            if arrived:
+                self._data_arrived()
+        else:
+            # tailing (a small answer): the user first; the next Fetch (a socket write that
+            # wakes the broker) in the same loop pass, right after
+            if arrived:
+                self._data_arrived()
+            asyncio.get_running_loop().call_soon(self._fetch_again, node)
+        self._wake()  # after the user's wake-up: the fetcher's pass may write a Fetch too
 
-    def _on_fetched(self, positions: list[FetchPosition], response: FetchResponse) -> bool:
-        """Buffer the answer; True if the user has something new (records or an error)."""
+    def _on_fetched(
+        self, positions: list[FetchPosition], response: FetchResponse
+    ) -> tuple[bool, int]:
+        """Buffer the answer; (True if the user has something new (records or an error),
+        the record bytes it carried)."""
         answers = {(t.topic, p.partition_index): p for t in response.topics for p in t.partitions}
         arrived = False
+        size = 0
         for asked in positions:
             answer = answers.get(asked.tp)
             state = self._subscription.current(asked)
@@ -834,12 +891,14 @@ class Consumer:
             state.log_start_offset = answer.log_start_offset
             records = answer.records
             assert records is None or isinstance(records, bytes | bytearray | memoryview)
+            if records is not None:
+                size += len(records)
             try:
                 arrived |= self._subscription.add_fetched(asked, records) > 0
             except ApiError as exc:  # a damaged batch: the user must see it
                 self._subscription.fail(asked, exc)
                 arrived = True
-        return arrived
+        return arrived, size
 
     def _on_partition_error(self, asked: FetchPosition, error: ApiError) -> bool:
         """Handle one partition's Fetch error; True if the user must be told."""

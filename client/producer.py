@@ -175,11 +175,12 @@ class Producer:
             on_batch_closed=self._partitioner.batch_closed,
             wakeup=self._wake,
         )
-        self._wakeup: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pass_due = False  # a sender pass is scheduled (call_soon)
+        self._timer: asyncio.TimerHandle | None = None  # the next pass a linger/backoff needs
         self._space: asyncio.Event | None = None
-        self._sender: asyncio.Task[None] | None = None
         self._in_flight: dict[int, int] = {}
-        self._requests: set[asyncio.Task[None]] = set()
+        self._requests: set[asyncio.Task[None]] = set()  # Produces waiting for a connection
         self._state = "new"
         self._sender_error: BaseException | None = None
         self._new_producer_id = False  # a sequence broke: take a new id when idle
@@ -190,7 +191,6 @@ class Producer:
     async def start(self) -> None:
         if self._state != "new":
             raise ClientClosedError(f"the producer is {self._state}; start() runs once")
-        self._wakeup = asyncio.Event()
         self._space = asyncio.Event()
         await self._cluster.start()
         try:
@@ -201,8 +201,9 @@ class Producer:
             self._state = "stopped"
             raise
         self._cluster.on_update.append(lambda _metadata: self._wake())
-        self._sender = asyncio.get_running_loop().create_task(self._run_sender())
+        self._loop = asyncio.get_running_loop()
         self._state = "running"
+        self._wake()
 
     async def _init_producer_id(self) -> None:
         """A producer id from any broker (InitProducerId), retried while none can give one."""
@@ -248,7 +249,9 @@ class Producer:
 
     async def _close(self) -> None:
         self._state = "stopped"
-        tasks = [*self._requests, *([self._sender] if self._sender is not None else [])]
+        if self._timer is not None:
+            self._timer.cancel()
+        tasks = list(self._requests)
         if self._resetting is not None:
             tasks.append(self._resetting)
         await self._cluster.close()  # requests in flight fail at once: their tasks end
@@ -415,31 +418,33 @@ class Producer:
             self._check_running()
 
     def _wake(self) -> None:
-        if self._wakeup is not None:
-            self._wakeup.set()
+        """A sender pass soon: one per loop pass, however many records asked for it."""
+        if not self._pass_due and self._loop is not None:
+            self._pass_due = True
+            self._loop.call_soon(self._sender_pass)
 
     # --- the sender ------------------------------------------------------------------------
+    # A callback, not a task: a record sent with linger 0 is written in the loop pass after
+    # send() (a task and its Event took two), and answers are handled in the read callback
+    # that brings them (BrokerConnection.send_now), not by a task per request.
 
-    async def _run_sender(self) -> None:
-        assert self._wakeup is not None
-        loop = asyncio.get_running_loop()
+    def _sender_pass(self) -> None:
+        self._pass_due = False
+        if self._state == "stopped" or self._sender_error is not None:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         try:
-            while True:
-                self._wakeup.clear()
-                delay_ms = self._send_ready()
-                timer = None
-                if delay_ms is not None:
-                    timer = loop.call_later(delay_ms / 1000, self._wakeup.set)
-                await self._wakeup.wait()
-                if timer is not None:
-                    timer.cancel()
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:  # a bug: fail loudly, never leave futures hanging
+            delay_ms = self._send_ready()
+        except Exception as exc:  # a bug: fail loudly, never leave futures hanging
             _log.exception("the producer's sender failed")
             self._sender_error = exc
             self._accumulator.fail_all(exc)
-            raise
+            return
+        if delay_ms is not None:
+            assert self._loop is not None
+            self._timer = self._loop.call_later(max(delay_ms, 0) / 1000, self._wake)
 
     def _send_ready(self) -> float | None:
         """One pass: expire, send what is ready; returns ms until the next pass is due."""
@@ -463,9 +468,7 @@ class Producer:
             drained = self._accumulator.drain(nodes, leader_of, self.max_request_size)
             for node, batches in drained.items():
                 self._in_flight[node] = self._in_flight.get(node, 0) + 1
-                task = asyncio.get_running_loop().create_task(self._produce(node, batches))
-                self._requests.add(task)
-                task.add_done_callback(self._requests.discard)
+                self._produce_now(node, batches)
         return delay_ms
 
     def _fail_unknown_topics(self) -> None:
@@ -474,7 +477,9 @@ class Producer:
             if isinstance(error, UnknownTopicOrPartitionError):
                 self._accumulator.fail_topic(topic, unknown_topic_error(topic))
 
-    async def _produce(self, node: int, batches: list[ProducerBatch]) -> None:
+    def _produce_now(self, node: int, batches: list[ProducerBatch]) -> None:
+        """Write the Produce for ``batches`` now if ``node`` is connected, else connect in a
+        task; either way :meth:`_produced` gets the outcome."""
         topics: dict[str, list[ProducePartition]] = {}
         for batch in batches:
             topics.setdefault(batch.tp.topic, []).append(
@@ -485,19 +490,55 @@ class Producer:
             timeout_ms=self.request_timeout_ms,
             topics=[ProduceTopic(name=t, partitions=ps) for t, ps in topics.items()],
         )
+        conn = self._cluster.connection_now(node)
+        if conn is None:
+            assert self._loop is not None
+            task = self._loop.create_task(self._produce(node, batches, request))
+            self._requests.add(task)
+            task.add_done_callback(self._requests.discard)
+            return
+        if self.acks == 0:
+            on_answer = None
+        else:
+
+            def on_answer(response: Any, error: BaseException | None) -> None:
+                self._produced(node, batches, response, error)
+
+        try:
+            conn.send_now(ApiKey.PRODUCE, request, on_answer)
+        except ApiError as exc:
+            self._produced(node, batches, None, exc)
+            return
+        if on_answer is None:
+            self._produced(node, batches, None, None)  # acks=0: written is all we will know
+
+    async def _produce(self, node: int, batches: list[ProducerBatch], request: Any) -> None:
         try:
             response = await self._cluster.send(
                 node, ApiKey.PRODUCE, request, expect_response=self.acks != 0
             )
-        except ApiError as exc:
-            for batch in batches:
-                self._on_error(batch, exc)
         except Exception as exc:
-            _log.exception("produce request to broker %d failed", node)
-            for batch in batches:
-                self._accumulator.fail(batch, exc)
+            self._produced(node, batches, None, exc)
         else:
-            self._on_response(batches, response)
+            self._produced(node, batches, response, None)
+
+    def _produced(
+        self,
+        node: int,
+        batches: list[ProducerBatch],
+        response: ProduceResponse | None,
+        error: BaseException | None,
+    ) -> None:
+        try:
+            if isinstance(error, ApiError):
+                for batch in batches:
+                    self._on_error(batch, error)
+            elif error is not None:
+                _log.error("produce request to broker %d failed", node, exc_info=error)
+                for batch in batches:
+                    self._accumulator.fail(batch, error)
+            else:
+                self._on_response(batches, response)
         finally:
             self._in_flight[node] -= 1
             self._wake()

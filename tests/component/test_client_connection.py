@@ -13,10 +13,16 @@ from protocol.apis import (
     MetadataRequest,
     MetadataResponse,
     decode_request,
+    encode_error_response,
     encode_response,
     supported_versions,
 )
-from protocol.errors import FrameTooLargeError, NetworkError
+from protocol.errors import (
+    FrameTooLargeError,
+    NetworkError,
+    NotControllerError,
+    RequestTimedOutError,
+)
 from protocol.framing import LENGTH_SIZE
 
 Reply = Callable[[int, int], bytes]
@@ -99,15 +105,109 @@ async def test_an_answer_over_max_frame_bytes_closes_the_connection_with_why() -
         await conn.__aexit__()
 
 
-async def test_the_broker_closing_mid_answer_fails_what_is_in_flight() -> None:
-    def reply(writer: asyncio.StreamWriter, pending: list[bytes]) -> None:
-        writer.write(pending[0][:9])  # half an answer, then gone
-        writer.close()
+def _half_then_gone(writer: asyncio.StreamWriter, pending: list[bytes]) -> None:
+    writer.write(pending[0][:9])  # half an answer, then gone
+    writer.close()
 
-    async for port, _ in _broker(reply):
+
+async def test_the_broker_closing_mid_answer_fails_what_is_in_flight() -> None:
+    async for port, _ in _broker(_half_then_gone):
         async with BrokerConnection("127.0.0.1", port) as conn:
             with pytest.raises(NetworkError, match="closed the connection"):
                 await asyncio.wait_for(conn.request(ApiKey.METADATA, MetadataRequest(topics=[])), 5)
             assert not conn.connected
             with pytest.raises(NetworkError, match="closed"):
                 await conn.request(ApiKey.METADATA, MetadataRequest(topics=[]))
+
+
+# --- send_now: written at once, answered through a callback --------------------------
+
+
+class _Answers:
+    """What send_now's callbacks were given, in order."""
+
+    def __init__(self) -> None:
+        self.got: list[tuple[object, BaseException | None]] = []
+        self.arrived = asyncio.Event()
+
+    def __call__(self, response: object, error: BaseException | None) -> None:
+        self.got.append((response, error))
+        self.arrived.set()
+
+    async def wait_for(self, count: int) -> None:
+        async with asyncio.timeout(5):
+            while len(self.got) < count:
+                self.arrived.clear()
+                await self.arrived.wait()
+
+
+class _Broken:
+    """A callback with a bug: it records the answer, then raises."""
+
+    def __init__(self, answers: _Answers) -> None:
+        self.answers = answers
+
+    def __call__(self, response: object, error: BaseException | None) -> None:
+        self.answers(response, error)
+        raise RuntimeError("a bug in the caller")
+
+
+async def test_send_now_answers_each_callback_in_order_and_a_failing_callback_ends_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def reply(writer: asyncio.StreamWriter, pending: list[bytes]) -> None:
+        if len(pending) == 3:
+            writer.write(b"".join(pending))  # all three in one read
+
+    async for port, _ in _broker(reply):
+        async with BrokerConnection("127.0.0.1", port) as conn:
+            answers = _Answers()
+            broken = _Broken(answers)
+
+            conn.send_now(ApiKey.METADATA, MetadataRequest(topics=[]), answers)
+            conn.send_now(ApiKey.METADATA, MetadataRequest(topics=[]), broken)
+            conn.send_now(ApiKey.METADATA, MetadataRequest(topics=[]), answers)
+            await answers.wait_for(3)
+            assert [(type(r), e) for r, e in answers.got] == [(MetadataResponse, None)] * 3
+            assert "the callback of a Metadata request failed" in caplog.text
+            assert conn.connected  # the caller's bug ended nobody's connection
+
+
+async def test_send_now_hands_a_request_level_error_to_the_callback() -> None:
+    def reply(writer: asyncio.StreamWriter, pending: list[bytes]) -> None:
+        correlation_id = int.from_bytes(pending.pop()[4:8], "big")
+        error = NotControllerError("ask the controller")
+        writer.write(b"".join(bytes(p) for p in encode_error_response(correlation_id, error)))
+
+    async for port, _ in _broker(reply):
+        async with BrokerConnection("127.0.0.1", port) as conn:
+            answers = _Answers()
+            conn.send_now(ApiKey.METADATA, MetadataRequest(topics=[]), answers)
+            await answers.wait_for(1)
+            ((response, error),) = answers.got
+            assert response is None and isinstance(error, NotControllerError)
+            assert conn.connected
+
+
+async def test_send_now_without_an_answer_times_out_and_closes_the_connection() -> None:
+    async for port, _ in _broker(lambda writer, pending: None):  # never answers
+        async with BrokerConnection("127.0.0.1", port, request_timeout_ms=100) as conn:
+            answers = _Answers()
+            conn.send_now(ApiKey.METADATA, MetadataRequest(topics=[]), answers)
+            await answers.wait_for(1)
+            ((response, error),) = answers.got
+            assert response is None and isinstance(error, RequestTimedOutError)
+            assert "got no answer within 100 ms" in str(error)
+            assert not conn.connected
+            with pytest.raises(NetworkError, match="closed"):
+                conn.send_now(ApiKey.METADATA, MetadataRequest(topics=[]), answers)
+
+
+async def test_send_now_callbacks_hear_of_the_broker_closing() -> None:
+    async for port, _ in _broker(_half_then_gone):
+        async with BrokerConnection("127.0.0.1", port) as conn:
+            answers = _Answers()
+            conn.send_now(ApiKey.METADATA, MetadataRequest(topics=[]), answers)
+            conn.send_now(ApiKey.METADATA, MetadataRequest(topics=[]), answers)
+            await answers.wait_for(2)
+            assert all(r is None and isinstance(e, NetworkError) for r, e in answers.got)

@@ -38,7 +38,8 @@ RECORDS = 6_000
 def lossy_answers(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
     """Every 5th Produce answer is lost after the broker wrote the batch: the client sees
     a dropped connection, as if a proxy in front of the leader cut it (the broker has done
-    the work, the producer cannot know)."""
+    the work, the producer cannot know). Both ways a Produce is sent are covered: awaited
+    (``request``, while connecting) and written at once (``send_now``)."""
     real = BrokerConnection.request
     counter = itertools.count(1)
     lost: list[int] = []
@@ -51,7 +52,26 @@ def lossy_answers(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
             raise NetworkError(f"lost the answer from {self.host}:{self.port}")
         return response
 
+    real_now = BrokerConnection.send_now
+
+    def send_now(
+        self: BrokerConnection, api_key: ApiKey, request: Any, on_answer: Any, **kw: Any
+    ) -> None:
+        if api_key != ApiKey.PRODUCE or on_answer is None:
+            return real_now(self, api_key, request, on_answer, **kw)
+
+        def lossy(response: Any, error: BaseException | None) -> None:
+            if error is None and next(counter) % 5 == 0:
+                lost.append(1)
+                error = NetworkError(f"lost the answer from {self.host}:{self.port}")
+                self.close(error)  # the other requests in flight hear of it too
+                response = None
+            on_answer(response, error)
+
+        return real_now(self, api_key, request, lossy, **kw)
+
     monkeypatch.setattr(BrokerConnection, "request", request)
+    monkeypatch.setattr(BrokerConnection, "send_now", send_now)
     yield lost
 
 

@@ -1,6 +1,8 @@
 """The producer's sender against a scripted cluster (no socket): one Produce per broker,
 retries of retriable errors with a metadata refresh, typed failures, acks=0."""
 
+from __future__ import annotations
+
 import asyncio
 from collections.abc import Callable
 from typing import Any
@@ -37,7 +39,13 @@ Answer = Callable[[ProduceRequest], Any]
 
 
 class ScriptedCluster:
-    """Stands in for client.cluster.Cluster: leaders from a dict, answers from a script."""
+    """Stands in for client.cluster.Cluster: leaders from a dict, answers from a script.
+
+    With ``connected`` (the default) the producer finds each broker connected and writes
+    through :class:`ScriptedConnection`; without, every Produce goes by ``send`` (which
+    connects first in the real Cluster)."""
+
+    connected = True
 
     def __init__(self, leaders: dict[TopicPartition, int]) -> None:
         topics: dict[str, list[MetadataPartition]] = {}
@@ -75,6 +83,9 @@ class ScriptedCluster:
     def leader_for(self, tp: TopicPartition) -> int | None:
         return self.metadata.leader_for(tp)
 
+    def connection_now(self, node: int) -> ScriptedConnection | None:
+        return ScriptedConnection(self, node) if self.connected else None
+
     def request_refresh(self) -> None:
         self.refreshes += 1
 
@@ -97,6 +108,42 @@ class ScriptedCluster:
             return answer(request)
         finally:
             self.in_flight -= 1
+
+
+class ScriptedConnection:
+    """BrokerConnection.send_now over the script: written at once, answered (or failed)
+    through ``on_answer`` in a later loop pass, as a real connection's read callback does."""
+
+    def __init__(self, cluster: ScriptedCluster, node: int) -> None:
+        self.cluster = cluster
+        self.node = node
+
+    def send_now(
+        self,
+        api_key: ApiKey,
+        request: ProduceRequest,
+        on_answer: Callable[[Any, BaseException | None], None] | None,
+    ) -> None:
+        if on_answer is None:
+            self.cluster.requests.append((self.node, request, False))
+            return
+
+        async def answer() -> None:
+            try:
+                response = await self.cluster.send(
+                    self.node, api_key, request, expect_response=True
+                )
+            except Exception as exc:
+                on_answer(None, exc)
+            else:
+                on_answer(response, None)
+
+        task = asyncio.get_running_loop().create_task(answer())
+        ANSWERING.add(task)
+        task.add_done_callback(ANSWERING.discard)
+
+
+ANSWERING: set[asyncio.Task[None]] = set()
 
 
 def ok(request: ProduceRequest, base_offset: int = 0) -> ProduceResponse:
@@ -149,6 +196,19 @@ async def test_one_produce_request_per_broker_covering_its_partitions() -> None:
         (2, [("a", 1)]),
     ]
     assert all(f.result().offset == 0 for f in futures)
+    await producer.stop()
+
+
+async def test_a_broker_not_yet_connected_gets_its_produce_once_connected() -> None:
+    a0, a1 = TopicPartition("a", 0), TopicPartition("a", 1)
+    cluster = ScriptedCluster({a0: 1, a1: 2})
+    cluster.connected = False
+    cluster.answers = [raise_(NetworkError("cannot connect")), ok, ok]
+    producer = await started(cluster)
+    futures = [await producer.send("a", b"v", partition=p) for p in (0, 1)]
+    metas = await asyncio.wait_for(asyncio.gather(*futures), 5)
+    assert [m.partition for m in metas] == [0, 1]
+    assert len(cluster.requests) == 3  # the one that could not connect was sent again
     await producer.stop()
 
 
