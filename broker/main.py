@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import signal
 import sys
@@ -16,6 +17,31 @@ from broker.config import BrokerConfig, ConfigError, load_config
 from protocol.errors import HeadwaterError
 
 VERSION = "0.1.0"
+
+_M_TRIM_THRESHOLD = -1  # glibc's mallopt() parameters (malloc.h)
+_M_MMAP_THRESHOLD = -3
+_FREED_HEAP_KEPT = 64 * 1024 * 1024
+_HEAP_FRAMES_UP_TO = 32 * 1024 * 1024  # glibc's largest mmap threshold on 64-bit
+
+
+def reuse_freed_heap() -> bool:
+    """Keep large request frames on the heap and the heap's freed memory for the next ones.
+
+    By default glibc maps a large block (a 1 MiB produce frame) with mmap, or grows the heap
+    for it and gives the freed top back to the kernel at once (trim threshold: two
+    blocks): every frame then faults its pages in again, and the kernel zeroes them. That
+    was a fifth of the broker's time on 1 MiB batches (`bench broker`: 0.46-0.61 GB/s,
+    0.80-0.89 with this). Up to 64 MiB of freed heap is kept. Returns False where there is
+    no glibc (nothing changes)."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    return bool(
+        mallopt(_M_MMAP_THRESHOLD, _HEAP_FRAMES_UP_TO)
+        and mallopt(_M_TRIM_THRESHOLD, _FREED_HEAP_KEPT)
+    )
 
 
 def configure_logging(*, json: bool) -> None:
@@ -88,4 +114,5 @@ def main(config_file: str | None, overrides: tuple[str, ...], check: bool) -> No
             click.echo(f"{name}={shown}  # {config.sources[name]}")
         return
     configure_logging(json=not sys.stdout.isatty())
+    reuse_freed_heap()
     sys.exit(uvloop.run(serve(config)))
