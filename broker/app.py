@@ -166,6 +166,7 @@ class Broker:
             replica_lag_time_max_ms=cfg["replica.lag.time.max.ms"],
             replica_fetch_wait_max_ms=cfg["replica.fetch.wait.max.ms"],
             replica_fetch_max_bytes=cfg["replica.fetch.max.bytes"],
+            config_known=self._topic_configs.ready,
         )
         self._coordinator = GroupCoordinator(
             self.broker_id, cfg, self.metadata, self._replicas, self._admin

@@ -114,11 +114,14 @@ class ReplicaManager:
         replica_lag_time_max_ms: int = 30_000,
         replica_fetch_wait_max_ms: int = 500,
         replica_fetch_max_bytes: int = 1024 * 1024,
+        config_known: Callable[[str], bool] = lambda topic: True,
     ) -> None:
         self.broker_id = broker_id
         self.logs = logs
         self.metadata = metadata
         self._load_config = load_config
+        self._config_known = config_known
+        """Whether a topic's config was read (else its logs have the broker's defaults)."""
         self._isr = isr
         self.replica_lag_time_max_ms = replica_lag_time_max_ms
         self._fetch_wait_max_ms = replica_fetch_wait_max_ms
@@ -358,13 +361,8 @@ class ReplicaManager:
         partition = self._leader_partition(topic, index)
         if not isinstance(records, bytes | bytearray | memoryview) or len(records) == 0:
             raise InvalidRecordError(f"a produce to {topic}-{index} carried no record batches")
-        min_isr = partition.log.config.min_insync_replicas
-        if acks == -1 and len(partition.isr) < min_isr:
-            raise NotEnoughReplicasError(
-                f"{partition.name} has {len(partition.isr)} in-sync replicas "
-                f"({partition.isr}), fewer than min.insync.replicas={min_isr}; acks=all "
-                "writes wait until enough replicas are back (acks=1 still works)"
-            )
+        if acks == -1:
+            self._check_min_insync(partition)
         records, append_time_ms = _as_topic_wants(partition.log.config, records)
         info = partition.log.append(records, leader_epoch=partition.leader_epoch)
         self.bytes_in.inc(info.size_bytes)
@@ -380,6 +378,24 @@ class ReplicaManager:
             log_start_offset=partition.log.log_start_offset,
         )
         return result, partition, info.last_offset + 1
+
+    def _check_min_insync(self, partition: Partition) -> None:
+        min_isr = partition.log.config.min_insync_replicas
+        if len(partition.isr) < min_isr:
+            raise NotEnoughReplicasError(
+                f"{partition.name} has {len(partition.isr)} in-sync replicas "
+                f"({partition.isr}), fewer than min.insync.replicas={min_isr}; acks=all "
+                "writes wait until enough replicas are back (acks=1 still works)"
+            )
+        if len(partition.isr) < len(partition.replicas) and not self._config_known(partition.topic):
+            # the log has the broker's default min.insync.replicas, maybe lower than the
+            # topic's: with a short ISR, acking could promise less than the topic asks for
+            raise NotEnoughReplicasError(
+                f"{partition.name}: its topic's config (min.insync.replicas) could not be "
+                f"read from ZooKeeper yet and the ISR {partition.isr} is short of the "
+                f"replicas {partition.replicas}; acks=all writes are refused until it is "
+                "read (retried in the background)"
+            )
 
     async def append_records(
         self, topic: str, index: int, records: bytes, *, timeout_ms: int
