@@ -171,6 +171,12 @@ class BrokerConnection:
     def connected(self) -> bool:
         return self._transport is not None and self._closed is None
 
+    @property
+    def writable(self) -> bool:
+        """Whether the transport is below its high-water mark (``send_now`` does not wait
+        for it: a caller that expects no answer checks it)."""
+        return self._protocol is not None and self._protocol.writable.is_set()
+
     async def connect(self, timeout_s: float = 10.0) -> None:
         try:
             # asyncio.timeout, not wait_for: on 3.11, wait_for cancelled just as the
@@ -343,16 +349,20 @@ class BrokerConnection:
         correlation_id, body = parse_response_header(payload)
         if not self._in_flight:
             raise NetworkError(f"{self} sent a response nobody asked for")
-        head = self._in_flight.popleft()
-        if head.correlation_id != correlation_id:
+        head = self._in_flight[0]
+        if head.correlation_id != correlation_id:  # raised while queued: close() settles it
             raise NetworkError(
                 f"{self} answered correlation id {correlation_id}, expected {head.correlation_id}"
             )
+        self._in_flight.popleft()
         try:
             response = decode_response(head.api, head.version, body)
         except ApiError as exc:
             head.settle(None, exc)
             return
+        except Exception as exc:  # the stream cannot be trusted: this request fails too
+            head.settle(None, NetworkError(f"{self}: an answer did not decode ({exc!r})"))
+            raise
         if head.on_answer is not None and response.error_code:
             head.settle(None, error_for_code(response.error_code, response.error_message))
         else:

@@ -820,7 +820,10 @@ class Consumer:
     ) -> None:
         try:
             response = await self._cluster.send(node, ApiKey.FETCH, request, purpose=_FETCH_PURPOSE)
-        except ApiError as exc:
+        except asyncio.CancelledError:
+            self._fetch_ended(node, positions)  # stop(): nobody to hand anything to
+            raise
+        except Exception as exc:
             self._fetched(node, positions, None, exc)
         else:
             self._fetched(node, positions, response, None)
@@ -838,7 +841,10 @@ class Consumer:
         size = 0
         try:
             if error is not None:
-                _log.debug("fetch from broker %d failed: %s", node, error)
+                if isinstance(error, ApiError):
+                    _log.debug("fetch from broker %d failed: %s", node, error)
+                else:
+                    _log.warning("fetch from broker %d failed", node, exc_info=error)
                 self._cluster.request_refresh()
                 self._back_off(positions)
             else:
@@ -852,11 +858,7 @@ class Consumer:
                     state.error = exc
             arrived = True
         finally:
-            for asked in positions:
-                state = self._subscription.states.get(asked.tp)
-                if state is not None:
-                    state.in_flight = False
-            self._fetches.pop(node, None)
+            self._fetch_ended(node, positions)
         if size > _TAILING_BYTES:
             # catching up: the next Fetch goes out now, before the user is woken, so it
             # travels while the user reads this answer (the buffer holds two per partition)
@@ -870,6 +872,13 @@ class Consumer:
                 self._data_arrived()
             asyncio.get_running_loop().call_soon(self._fetch_again, node)
         self._wake()  # after the user's wake-up: the fetcher's pass may write a Fetch too
+
+    def _fetch_ended(self, node: int, positions: list[FetchPosition]) -> None:
+        for asked in positions:
+            state = self._subscription.states.get(asked.tp)
+            if state is not None:
+                state.in_flight = False
+        self._fetches.pop(node, None)
 
     def _on_fetched(
         self, positions: list[FetchPosition], response: FetchResponse

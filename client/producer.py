@@ -491,7 +491,9 @@ class Producer:
             topics=[ProduceTopic(name=t, partitions=ps) for t, ps in topics.items()],
         )
         conn = self._cluster.connection_now(node)
-        if conn is None:
+        if conn is None or (self.acks == 0 and not conn.writable):
+            # connecting first, or (acks=0, where nothing else bounds what is written) the
+            # broker is not reading: the task waits for the transport to drain
             assert self._loop is not None
             task = self._loop.create_task(self._produce(node, batches, request))
             self._requests.add(task)

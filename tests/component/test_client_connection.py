@@ -173,6 +173,16 @@ async def test_send_now_answers_each_callback_in_order_and_a_failing_callback_en
             assert conn.connected  # the caller's bug ended nobody's connection
 
 
+async def _send_one(port: int) -> tuple[object, BaseException | None, bool]:
+    """One Metadata request by send_now: (response, error, still connected) once answered."""
+    async with BrokerConnection("127.0.0.1", port) as conn:
+        answers = _Answers()
+        conn.send_now(ApiKey.METADATA, MetadataRequest(topics=[]), answers)
+        await answers.wait_for(1)
+        ((response, error),) = answers.got
+        return response, error, conn.connected
+
+
 async def test_send_now_hands_a_request_level_error_to_the_callback() -> None:
     def reply(writer: asyncio.StreamWriter, pending: list[bytes]) -> None:
         correlation_id = int.from_bytes(pending.pop()[4:8], "big")
@@ -180,13 +190,9 @@ async def test_send_now_hands_a_request_level_error_to_the_callback() -> None:
         writer.write(b"".join(bytes(p) for p in encode_error_response(correlation_id, error)))
 
     async for port, _ in _broker(reply):
-        async with BrokerConnection("127.0.0.1", port) as conn:
-            answers = _Answers()
-            conn.send_now(ApiKey.METADATA, MetadataRequest(topics=[]), answers)
-            await answers.wait_for(1)
-            ((response, error),) = answers.got
-            assert response is None and isinstance(error, NotControllerError)
-            assert conn.connected
+        response, error, connected = await _send_one(port)
+        assert response is None and isinstance(error, NotControllerError)
+        assert connected
 
 
 async def test_send_now_without_an_answer_times_out_and_closes_the_connection() -> None:
@@ -211,3 +217,26 @@ async def test_send_now_callbacks_hear_of_the_broker_closing() -> None:
             conn.send_now(ApiKey.METADATA, MetadataRequest(topics=[]), answers)
             await answers.wait_for(2)
             assert all(r is None and isinstance(e, NetworkError) for r, e in answers.got)
+
+
+async def test_send_now_an_answer_in_time_stops_its_timer() -> None:
+    async for port, _ in _broker(lambda writer, pending: writer.write(pending.pop())):
+        async with BrokerConnection("127.0.0.1", port, request_timeout_ms=100) as conn:
+            answers = _Answers()
+            conn.send_now(ApiKey.METADATA, MetadataRequest(topics=[]), answers)
+            await answers.wait_for(1)
+            await asyncio.sleep(0.2)  # past the request timeout
+            assert conn.connected and len(answers.got) == 1
+
+
+async def test_send_now_an_answer_to_another_request_fails_the_waiting_one() -> None:
+    def reply(writer: asyncio.StreamWriter, pending: list[bytes]) -> None:
+        frame = bytearray(pending.pop())
+        frame[4:8] = (999).to_bytes(4, "big")  # a correlation id nobody sent
+        writer.write(bytes(frame))
+
+    async for port, _ in _broker(reply):
+        response, error, connected = await _send_one(port)
+        assert response is None and isinstance(error, NetworkError)
+        assert "answered correlation id 999" in str(error)
+        assert not connected

@@ -46,6 +46,7 @@ class ScriptedCluster:
     connects first in the real Cluster)."""
 
     connected = True
+    writable = True  # the connection's transport is below its high-water mark
 
     def __init__(self, leaders: dict[TopicPartition, int]) -> None:
         topics: dict[str, list[MetadataPartition]] = {}
@@ -68,6 +69,7 @@ class ScriptedCluster:
         self.release = asyncio.Event()
         self.release.set()
         self.producer_ids = 0
+        self.answering: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         return None
@@ -78,7 +80,10 @@ class ScriptedCluster:
         return InitProducerIdResponse(producer_id=1000 + self.producer_ids, producer_epoch=0)
 
     async def close(self) -> None:
-        return None
+        """As the real Cluster: requests waiting for an answer fail with the connection."""
+        for task in list(self.answering):
+            task.cancel()
+        await asyncio.gather(*self.answering, return_exceptions=True)
 
     def leader_for(self, tp: TopicPartition) -> int | None:
         return self.metadata.leader_for(tp)
@@ -117,6 +122,7 @@ class ScriptedConnection:
     def __init__(self, cluster: ScriptedCluster, node: int) -> None:
         self.cluster = cluster
         self.node = node
+        self.writable = cluster.writable
 
     def send_now(
         self,
@@ -133,17 +139,16 @@ class ScriptedConnection:
                 response = await self.cluster.send(
                     self.node, api_key, request, expect_response=True
                 )
+            except asyncio.CancelledError:  # the cluster closed
+                on_answer(None, NetworkError("the connection was closed"))
             except Exception as exc:
                 on_answer(None, exc)
             else:
                 on_answer(response, None)
 
         task = asyncio.get_running_loop().create_task(answer())
-        ANSWERING.add(task)
-        task.add_done_callback(ANSWERING.discard)
-
-
-ANSWERING: set[asyncio.Task[None]] = set()
+        self.cluster.answering.add(task)
+        task.add_done_callback(self.cluster.answering.discard)
 
 
 def ok(request: ProduceRequest, base_offset: int = 0) -> ProduceResponse:
@@ -284,6 +289,20 @@ async def test_acks_0_expects_no_answer_and_resolves_with_minus_one() -> None:
     assert meta.offset == -1
     ((_, request, expect_response),) = cluster.requests
     assert (request.acks, expect_response) == (0, False)
+    await producer.stop()
+
+
+async def test_acks_0_waits_for_a_broker_that_is_not_reading() -> None:
+    cluster = ScriptedCluster({TopicPartition("a", 0): 1})
+    cluster.writable = False  # the transport is past its high-water mark
+    cluster.release.clear()  # send() waits: as the real one does for the transport
+    cluster.answers = [lambda r: None]
+    producer = await started(cluster, acks=0)
+    future = await producer.send("a", b"v")
+    await _until(lambda: cluster.in_flight == 1)
+    assert not future.done()  # not sent yet: it does not count as written
+    cluster.release.set()
+    assert (await asyncio.wait_for(future, 5)).offset == -1
     await producer.stop()
 
 
