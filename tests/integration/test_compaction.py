@@ -53,12 +53,18 @@ async def _read_all(bootstrap: str, end: int) -> set[Row]:
 
 
 def _files(directory: Path) -> set[Row]:
-    """The records in a replica's segment files (read as they are: the broker is live)."""
-    rows: set[Row] = set()
-    for path in sorted(directory.glob("*.log")):
-        for batch in decode_batches(path.read_bytes(), allow_partial_tail=True):
-            rows |= {(r.offset, r.key, r.value) for r in batch}
-    return rows
+    """The records in a replica's segment files (read as they are: the broker is live, so
+    a segment the cleaner swaps out while they are read means reading them all again)."""
+    for _ in range(20):
+        rows: set[Row] = set()
+        try:
+            for path in sorted(directory.glob("*.log")):
+                for batch in decode_batches(path.read_bytes(), allow_partial_tail=True):
+                    rows |= {(r.offset, r.key, r.value) for r in batch}
+        except FileNotFoundError:
+            continue
+        return rows
+    raise AssertionError(f"the segments in {directory} kept changing while they were read")
 
 
 async def test_a_compacted_topic_keeps_each_keys_latest_record_on_every_replica(
