@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -458,6 +459,7 @@ class Broker:
             "isr": cfg["replica.lag.time.max.ms"] / 2000,
             "hw": cfg["replica.high.watermark.checkpoint.interval.ms"] / 1000,
             "rebalance": cfg["leader.imbalance.check.interval.seconds"],
+            "producers": cfg["producer.id.expiration.check.interval.ms"] / 1000,
         }
         due = {name: loop.time() + every for name, every in intervals.items()}
         tick_s = min(_FLUSH_CHECK_S, *intervals.values())
@@ -471,6 +473,8 @@ class Broker:
                 due[name] = now + every
                 if name == "isr":
                     self._guarded("isr", replicas.shrink_isrs)
+                elif name == "producers":
+                    self._guarded("producers", self._expire_producers)
                 elif name == "rebalance":
                     idle = self._rebalancing is None or self._rebalancing.done()
                     if cfg["auto.leader.rebalance.enable"] and self._controller and idle:
@@ -487,6 +491,16 @@ class Broker:
                         await self._apply_retention()
                     except Exception:
                         self._log.exception("broker.housekeeping_failed", step="retention")
+
+    def _expire_producers(self) -> None:
+        """Forget idempotent producers not heard from in ``producer.id.expiration.ms``, in
+        every log here (leaders' and followers' alike, as each keeps its own state)."""
+        assert self._logs is not None
+        now_ms = time.time_ns() // 1_000_000
+        expiration_ms = self.config["producer.id.expiration.ms"]
+        expired = sum(log.producers.expire(now_ms, expiration_ms) for _, log in self._logs)
+        if expired:
+            self._log.info("broker.producer_ids_expired", count=expired)
 
     def _guarded(self, what: str, step: Callable[[], None]) -> None:
         """One periodic step; its failure is logged and the others go on."""

@@ -240,6 +240,20 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("log.retention.check.interval.ms", int, 300_000, "How often retention runs.", 1),
     Setting(
+        "producer.id.expiration.ms",
+        int,
+        _DAY_MS,
+        "Forget an idempotent producer not heard from this long (KIP-854).",
+        1,
+    ),
+    Setting(
+        "producer.id.expiration.check.interval.ms",
+        int,
+        600_000,
+        "How often expired producer ids are looked for.",
+        1,
+    ),
+    Setting(
         "log.index.size.max.bytes",
         int,
         10 * 1024 * 1024,

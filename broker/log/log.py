@@ -823,4 +823,5 @@ def _producer_batch(header: BatchHeader, base_offset: int) -> ProducerBatch:
         header.record_count,
         base_offset,
         base_offset + header.last_offset_delta,
+        header.max_timestamp,
     )

@@ -1,7 +1,11 @@
 """Idempotent producers' state in one partition (Kafka's ProducerStateManager).
 
-For every producer id seen in the log: its epoch and the metadata of its last five batches
-(first and last sequence, first and last offset). The leader checks each batch that
+For every producer id seen in the log: its epoch, the metadata of its last five batches
+(first and last sequence, first and last offset) and its last batch's timestamp. A
+producer not heard from in ``producer.id.expiration.ms`` is forgotten (:meth:`expire`,
+KIP-854), or the state would grow with every producer ever seen; if it comes back, its
+next batch is UNKNOWN_PRODUCER_ID and the client starts over under a new id (KIP-360).
+The leader checks each batch that
 carries a producer id before appending it (:meth:`ProducerState.check`):
 
 - an epoch older than the producer's: INVALID_PRODUCER_EPOCH (an older incarnation, fenced);
@@ -33,6 +37,7 @@ from __future__ import annotations
 import collections
 import json
 import os
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,7 +57,7 @@ _KEPT_BATCHES = 5  # Kafka's NumBatchesToRetain: what a client may have in fligh
 _KEPT_SNAPSHOTS = 2  # older ones are never the newest valid one below a log end we load
 _MAX_SEQUENCE = 2**31 - 1
 _SUFFIX = ".snapshot"
-_VERSION = 1
+_VERSION = 2  # 1 had no timestamps: its producers are read as last heard of when loaded
 
 
 class ProducerBatch(NamedTuple):
@@ -64,6 +69,7 @@ class ProducerBatch(NamedTuple):
     record_count: int
     base_offset: int
     last_offset: int
+    max_timestamp: int = -1
 
     @property
     def last_sequence(self) -> int:
@@ -82,6 +88,7 @@ class BatchMetadata(NamedTuple):
 @dataclass(slots=True)
 class _Producer:
     epoch: int
+    last_timestamp: int = -1  # its newest batch's max timestamp (ms): when it was last heard of
     batches: collections.deque[BatchMetadata] = field(
         default_factory=lambda: collections.deque(maxlen=_KEPT_BATCHES)
     )
@@ -148,7 +155,18 @@ class ProducerState:
                 batch.base_sequence, batch.last_sequence, batch.base_offset, batch.last_offset
             )
         )
+        known.last_timestamp = max(known.last_timestamp, batch.max_timestamp)
         self.end_offset = max(self.end_offset, batch.last_offset + 1)
+
+    def expire(self, now_ms: int, expiration_ms: int) -> int:
+        """Forget the producers whose last batch is ``expiration_ms`` old or older (by its
+        timestamp, as Kafka); returns how many."""
+        expired = [
+            pid for pid, p in self.producers.items() if now_ms - p.last_timestamp >= expiration_ms
+        ]
+        for pid in expired:
+            del self.producers[pid]
+        return len(expired)
 
     def replay(self, batches: Iterable[ProducerBatch], end_offset: int) -> None:
         """Apply the batches of the log from :attr:`end_offset` on."""
@@ -175,7 +193,8 @@ class ProducerState:
             "version": _VERSION,
             "end_offset": self.end_offset,
             "producers": [
-                [pid, p.epoch, [list(b) for b in p.batches]] for pid, p in self.producers.items()
+                [pid, p.epoch, p.last_timestamp, [list(b) for b in p.batches]]
+                for pid, p in self.producers.items()
             ],
         }
         body = json.dumps(document, separators=(",", ":")).encode()
@@ -212,11 +231,17 @@ class ProducerState:
             if int(checksum) != crc32c(body):
                 return False
             document = json.loads(body)
-            if document["version"] != _VERSION:
+            version = document["version"]
+            if version not in (1, _VERSION):
                 return False
+            loaded_ms = time.time_ns() // 1_000_000
             producers: dict[int, _Producer] = {}
-            for pid, epoch, batches in document["producers"]:
-                entry = producers[int(pid)] = _Producer(int(epoch))
+            for fields in document["producers"]:
+                if version == 1:
+                    (pid, epoch, batches), last_timestamp = fields, loaded_ms
+                else:
+                    pid, epoch, last_timestamp, batches = fields
+                entry = producers[int(pid)] = _Producer(int(epoch), int(last_timestamp))
                 entry.batches.extend(BatchMetadata(*map(int, b)) for b in batches)
             self.producers = producers
             self.end_offset = int(document["end_offset"])

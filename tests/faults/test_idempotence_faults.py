@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from broker.zk import ZkBridge, paths
+from client import Producer
 from client.connection import BrokerConnection
 from protocol.apis import (
     ApiKey,
@@ -26,7 +27,7 @@ from protocol.errors import NetworkError
 from protocol.records import encode_batch
 from tests.faults.test_replication_faults import SETTINGS, _describe, _leader_of, _topic, _until
 from tests.faults.workload import check_exactly_once, produce, read_back
-from tests.integration.conftest import Cluster
+from tests.integration.conftest import Cluster, until
 from tests.integration.test_topics import _request
 
 pytestmark = pytest.mark.timeout(180)
@@ -155,3 +156,37 @@ async def test_after_every_broker_restarts_a_retry_is_still_recognised(
         assert (await send(batches[i])).base_offset == 10 * i
     stored = await read_back(cluster.bootstrap, "payments")
     assert len(stored[0]) == 200  # 20 batches of 10, none twice
+
+
+async def test_a_producer_idle_past_producer_id_expiration_goes_on_under_a_new_id(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    """KIP-854: the brokers forget a producer not heard from in producer.id.expiration.ms;
+    its next batch is UNKNOWN_PRODUCER_ID, and the client takes a new id and sends it
+    again (KIP-360): nothing lost, nothing twice."""
+    cluster = make_cluster(
+        3,
+        {
+            **SETTINGS,
+            "producer.id.expiration.ms": "1000",
+            "producer.id.expiration.check.interval.ms": "100",
+        },
+    )
+    await _topic(cluster, "idle", partitions=1)
+    async with Producer(bootstrap_servers=cluster.bootstrap, retry_backoff_ms=50) as producer:
+        assert producer.enable_idempotence
+        first = [await producer.send("idle", b"%d" % i) for i in range(20)]
+        await producer.flush()
+        old_id = producer._accumulator.producer_id
+        logs = [b.log_path for b in cluster.brokers.values()]
+        await until(
+            lambda: sum(p.read_text().count("broker.producer_ids_expired") for p in logs),
+            lambda expired: expired >= 3,  # the leader's and both followers' state
+        )
+        second = [await producer.send("idle", b"%d" % i) for i in range(20, 40)]
+        await producer.flush()
+        assert producer._accumulator.producer_id != old_id
+    offsets = [f.result().offset for f in first + second]
+    assert offsets == list(range(40))
+    stored = await read_back(cluster.bootstrap, "idle")
+    assert [seq for _, seq in stored[0]] == list(range(40))

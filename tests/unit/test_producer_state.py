@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from crc32c import crc32c
 
 from broker.log.config import LogConfig
 from broker.log.log import Log
@@ -162,3 +163,39 @@ def test_only_the_newest_two_snapshots_are_kept(tmp_path: Path) -> None:
     offsets = log.producers.snapshot_offsets()
     assert len(offsets) == 2 and offsets[-1] <= log.log_end_offset
     log.close()
+
+
+def test_producers_not_heard_from_in_the_expiration_time_are_forgotten(tmp_path: Path) -> None:
+    """KIP-854: by each producer's last batch timestamp; a forgotten one that comes back
+    mid-sequence is UNKNOWN_PRODUCER_ID (its client starts over under a new id)."""
+    state = ProducerState(tmp_path, "t-0")
+    state.update(ProducerBatch(1, 0, 0, 2, 0, 1, max_timestamp=1_000))
+    state.update(ProducerBatch(2, 0, 0, 2, 2, 3, max_timestamp=1_000))
+    state.update(ProducerBatch(2, 0, 2, 2, 4, 5, max_timestamp=5_000))  # heard from later
+    assert state.expire(now_ms=5_999, expiration_ms=5_000) == 0  # 4,999 ms: not yet
+    assert state.expire(now_ms=6_000, expiration_ms=5_000) == 1
+    assert set(state.producers) == {2}
+    with pytest.raises(UnknownProducerIdError):
+        state.check(ProducerBatch(1, 0, 2, 2, 6, 7))
+    assert state.check(ProducerBatch(1, 0, 0, 2, 6, 7)) is None  # a fresh start is taken
+
+
+def test_last_heard_of_times_survive_a_restart_and_old_snapshots_count_from_the_load(
+    tmp_path: Path,
+) -> None:
+    log = _open(tmp_path / "t-0")
+    for i in range(8):  # timestamps 1,000 (see _idempotent): old
+        log.append(_idempotent(4, 2 * i, [b"x" * 40, b"y" * 40]))
+    log.close()
+    reopened = _open(tmp_path / "t-0", clean_shutdown=True)
+    assert reopened.producers.producers[4].last_timestamp == 1_000
+    assert reopened.producers.expire(now_ms=10_000, expiration_ms=5_000) == 1
+    reopened.close()
+    # a snapshot written before timestamps were kept: its producers count from the load
+    state = ProducerState(tmp_path / "v1", "t-0")
+    state.dir.mkdir()
+    body = b'{"version":1,"end_offset":2,"producers":[[7,0,[[0,1,0,1]]]]}'
+    state.snapshot_path(2).write_bytes(body + b"\n" + str(crc32c(body)).encode() + b"\n")
+    assert state.load(0, 2) == 2
+    assert state.producers[7].last_timestamp > 1_700_000_000_000  # now, not the epoch
+    assert state.expire(now_ms=state.producers[7].last_timestamp + 1, expiration_ms=60_000) == 0
