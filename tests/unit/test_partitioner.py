@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from kafka.partitioner.default import DefaultPartitioner
 from kafka.partitioner.default import murmur2 as kafka_python_murmur2
 
+from client import partitioner
 from client.partitioner import Partitioner, murmur2, partition_for_key, to_positive
 
 # org.apache.kafka.common.utils.UtilsTest#testMurmur2 (Apache Kafka)
@@ -150,3 +151,12 @@ def test_remembered_keys_land_where_kafka_python_puts_them_through_count_changes
             assert ours.partition("t", key, count, available=list(range(count))) == expected
     mutable = bytearray(b"customer-1")
     assert ours.partition("t", mutable, 6, available=[]) == partition_for_key(b"customer-1", 6)
+
+
+def test_murmur2_reads_words_little_endian_on_any_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = bytes(range(37))
+    expected = murmur2(data)
+    assert murmur2(memoryview(bytearray(b"x" + data))[1:]) == expected  # an unaligned view
+    monkeypatch.setattr(partitioner, "_NATIVE_WORDS", False)  # a big-endian machine's path
+    assert murmur2(data) == expected
+    assert murmur2(memoryview(data).cast("B")[:36]) == murmur2(data[:36])
