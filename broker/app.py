@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -28,6 +27,7 @@ from broker.coordinator.producer_ids import ProducerIdManager
 from broker.dynamic_config import TopicConfigs
 from broker.log import LogConfig
 from broker.log.cleaner import CleanerConfig, LogCleaner
+from broker.log.log import wall_clock_ms
 from broker.log.manager import LogManager, TopicPartition
 from broker.metadata import MetadataCache
 from broker.metrics import MetricsServer, Sample, gauge
@@ -496,7 +496,7 @@ class Broker:
         """Forget idempotent producers not heard from in ``producer.id.expiration.ms``, in
         every log here (leaders' and followers' alike, as each keeps its own state)."""
         assert self._logs is not None
-        now_ms = time.time_ns() // 1_000_000
+        now_ms = wall_clock_ms()  # the logs' clock: what "heard of" was stamped with
         expiration_ms = self.config["producer.id.expiration.ms"]
         expired = sum(log.producers.expire(now_ms, expiration_ms) for _, log in self._logs)
         if expired:

@@ -38,10 +38,10 @@ def reuse_freed_heap() -> bool:
     except (OSError, AttributeError):
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    return bool(
-        mallopt(_M_MMAP_THRESHOLD, _HEAP_FRAMES_UP_TO)
-        and mallopt(_M_TRIM_THRESHOLD, _FREED_HEAP_KEPT)
-    )
+    # each on its own: a 32-bit glibc refuses a 32 MiB mmap threshold, not the trim one
+    on_heap = mallopt(_M_MMAP_THRESHOLD, _HEAP_FRAMES_UP_TO)
+    kept = mallopt(_M_TRIM_THRESHOLD, _FREED_HEAP_KEPT)
+    return bool(on_heap or kept)
 
 
 def configure_logging(*, json: bool) -> None:

@@ -34,6 +34,8 @@ def murmur2(data: bytes | bytearray | memoryview) -> int:
     little-endian, as Kafka does: straight from a cast memoryview on a little-endian
     machine (a quarter faster than unpacking a tuple per word).
     """
+    if type(data) is memoryview and (data.format != "B" or not data.c_contiguous):
+        data = data.tobytes()  # hashed as its bytes (len and indexing count items)
     length = len(data)
     m, mask = _M, _MASK
     h = (_SEED ^ length) & mask

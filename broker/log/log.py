@@ -216,11 +216,14 @@ class Log:
         self._load_producers()
 
     def _producer_batches(self, from_offset: int) -> Iterator[ProducerBatch]:
+        """The batches to replay, each heard of now (their producers' ids then expire no
+        sooner than producer.id.expiration.ms from the load)."""
+        now = self._clock()
         i = max(bisect_right(self._bases, from_offset) - 1, 0)
         for segment in self.segments[i:]:
             for h in segment.headers():
                 if h.producer_id >= 0 and h.base_offset >= from_offset:
-                    yield _producer_batch(h, h.base_offset)
+                    yield _producer_batch(h, h.base_offset, now)
 
     def _derive_epochs(self, from_offset: int) -> None:
         i = max(bisect_right(self._bases, from_offset) - 1, 0)
@@ -399,9 +402,10 @@ class Log:
         )
         if epochs[-1] > self.epochs.latest_epoch:  # once per leader change, not per append
             self._write(lambda: self._assign_epochs(epochs, infos), "recording leader epochs of")
+        now = self._clock()
         for h, info in zip(headers, infos, strict=True):
             if h.producer_id >= 0:
-                self.producers.update(_producer_batch(h, info.base_offset))
+                self.producers.update(_producer_batch(h, info.base_offset, now))
         self.producers.end_offset = infos[-1].last_offset + 1
         self._unflushed_records += records
         max_ts = max(i.max_timestamp for i in infos)
@@ -420,7 +424,7 @@ class Log:
                 f"request, not {len(headers)}"
             )
         h = idempotent[0]
-        kept = self.producers.check(_producer_batch(h, self.log_end_offset))
+        kept = self.producers.check(_producer_batch(h, self.log_end_offset, -1))
         if kept is None:
             return None
         self._log.info(
@@ -815,7 +819,7 @@ def _storage_advice(exc: OSError, doing: str, directory: Path) -> str:
     return f"{exc.strerror or exc} while {where}; check the disk, then restart the broker"
 
 
-def _producer_batch(header: BatchHeader, base_offset: int) -> ProducerBatch:
+def _producer_batch(header: BatchHeader, base_offset: int, appended_ms: int) -> ProducerBatch:
     return ProducerBatch(
         header.producer_id,
         header.producer_epoch,
@@ -823,5 +827,5 @@ def _producer_batch(header: BatchHeader, base_offset: int) -> ProducerBatch:
         header.record_count,
         base_offset,
         base_offset + header.last_offset_delta,
-        header.max_timestamp,
+        appended_ms,
     )

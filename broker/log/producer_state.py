@@ -1,10 +1,14 @@
 """Idempotent producers' state in one partition (Kafka's ProducerStateManager).
 
 For every producer id seen in the log: its epoch, the metadata of its last five batches
-(first and last sequence, first and last offset) and its last batch's timestamp. A
+(first and last sequence, first and last offset) and when it was last heard of. A
 producer not heard from in ``producer.id.expiration.ms`` is forgotten (:meth:`expire`,
 KIP-854), or the state would grow with every producer ever seen; if it comes back, its
 next batch is UNKNOWN_PRODUCER_ID and the client starts over under a new id (KIP-360).
+"Heard of" is this broker's clock when the batch was appended (or replayed at a load),
+not the batch's own timestamp as in Kafka: a producer sending old CreateTimes (a
+backfill, a slow clock) would otherwise be forgotten while it still sends, and a retry
+of a written batch whose answer was lost would then be written twice.
 The leader checks each batch that
 carries a producer id before appending it (:meth:`ProducerState.check`):
 
@@ -69,7 +73,8 @@ class ProducerBatch(NamedTuple):
     record_count: int
     base_offset: int
     last_offset: int
-    max_timestamp: int = -1
+    appended_ms: int = -1
+    """This broker's clock when the batch was appended or replayed (-1: a check only)."""
 
     @property
     def last_sequence(self) -> int:
@@ -88,7 +93,7 @@ class BatchMetadata(NamedTuple):
 @dataclass(slots=True)
 class _Producer:
     epoch: int
-    last_timestamp: int = -1  # its newest batch's max timestamp (ms): when it was last heard of
+    last_timestamp: int = -1  # when its newest batch was appended here (ms)
     batches: collections.deque[BatchMetadata] = field(
         default_factory=lambda: collections.deque(maxlen=_KEPT_BATCHES)
     )
@@ -155,12 +160,12 @@ class ProducerState:
                 batch.base_sequence, batch.last_sequence, batch.base_offset, batch.last_offset
             )
         )
-        known.last_timestamp = max(known.last_timestamp, batch.max_timestamp)
+        known.last_timestamp = max(known.last_timestamp, batch.appended_ms)
         self.end_offset = max(self.end_offset, batch.last_offset + 1)
 
     def expire(self, now_ms: int, expiration_ms: int) -> int:
-        """Forget the producers whose last batch is ``expiration_ms`` old or older (by its
-        timestamp, as Kafka); returns how many."""
+        """Forget the producers last heard of ``expiration_ms`` ago or longer; returns how
+        many."""
         expired = [
             pid for pid, p in self.producers.items() if now_ms - p.last_timestamp >= expiration_ms
         ]

@@ -49,5 +49,8 @@ def test_bursts_of_large_frames_reuse_the_heap_instead_of_faulting_it_in_again()
     if tuned == "no-glibc":
         pytest.skip("no glibc malloc here: the broker leaves the allocator as it is")
     default = int(_page_faults("default"))
-    assert default > 100 * 3 * 256 // 2  # most bursts faulted their frames' pages in
+    if default < 100 * 3 * 256 // 2:
+        # another allocator preloaded, malloc tunables or huge pages: the default does not
+        # fault the bursts in here, so there is nothing for the setting to show
+        pytest.skip(f"the default allocator faulted only {default} pages in here")
     assert int(tuned) < default // 10

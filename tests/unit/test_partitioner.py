@@ -160,3 +160,7 @@ def test_murmur2_reads_words_little_endian_on_any_machine(monkeypatch: pytest.Mo
     monkeypatch.setattr(partitioner, "_NATIVE_WORDS", False)  # a big-endian machine's path
     assert murmur2(data) == expected
     assert murmur2(memoryview(data).cast("B")[:36]) == murmur2(data[:36])
+    monkeypatch.undo()
+    words = memoryview(data[:36]).cast("I")  # a view of another format hashes as its bytes
+    assert murmur2(words) == murmur2(data[:36])
+    assert murmur2(memoryview(data)[::2]) == murmur2(data[::2])  # not contiguous

@@ -169,9 +169,9 @@ def test_producers_not_heard_from_in_the_expiration_time_are_forgotten(tmp_path:
     """KIP-854: by each producer's last batch timestamp; a forgotten one that comes back
     mid-sequence is UNKNOWN_PRODUCER_ID (its client starts over under a new id)."""
     state = ProducerState(tmp_path, "t-0")
-    state.update(ProducerBatch(1, 0, 0, 2, 0, 1, max_timestamp=1_000))
-    state.update(ProducerBatch(2, 0, 0, 2, 2, 3, max_timestamp=1_000))
-    state.update(ProducerBatch(2, 0, 2, 2, 4, 5, max_timestamp=5_000))  # heard from later
+    state.update(ProducerBatch(1, 0, 0, 2, 0, 1, appended_ms=1_000))
+    state.update(ProducerBatch(2, 0, 0, 2, 2, 3, appended_ms=1_000))
+    state.update(ProducerBatch(2, 0, 2, 2, 4, 5, appended_ms=5_000))  # heard from later
     assert state.expire(now_ms=5_999, expiration_ms=5_000) == 0  # 4,999 ms: not yet
     assert state.expire(now_ms=6_000, expiration_ms=5_000) == 1
     assert set(state.producers) == {2}
@@ -180,18 +180,20 @@ def test_producers_not_heard_from_in_the_expiration_time_are_forgotten(tmp_path:
     assert state.check(ProducerBatch(1, 0, 0, 2, 6, 7)) is None  # a fresh start is taken
 
 
-def test_last_heard_of_times_survive_a_restart_and_old_snapshots_count_from_the_load(
-    tmp_path: Path,
-) -> None:
-    log = _open(tmp_path / "t-0")
-    for i in range(8):  # timestamps 1,000 (see _idempotent): old
+def test_last_heard_of_is_the_brokers_clock_kept_in_snapshots(tmp_path: Path) -> None:
+    """Not the batch's timestamp: a producer backfilling year-old records is still heard
+    of; a snapshot from before these times were kept counts from when it is loaded."""
+    now = [50_000]
+    log = Log.open(tmp_path / "t-0", LogConfig(segment_bytes=300), clock=lambda: now[0])
+    for i in range(8):  # CreateTime 1,000 (see _idempotent): long before the clock
         log.append(_idempotent(4, 2 * i, [b"x" * 40, b"y" * 40]))
+    assert log.producers.producers[4].last_timestamp == 50_000
+    assert log.producers.expire(now_ms=54_999, expiration_ms=5_000) == 0
+    log.producers.take_snapshot()
+    reloaded = ProducerState(log.producers.dir, "t-0")
+    assert reloaded.load(0, log.log_end_offset) == log.log_end_offset
+    assert reloaded.producers[4].last_timestamp == 50_000
     log.close()
-    reopened = _open(tmp_path / "t-0", clean_shutdown=True)
-    assert reopened.producers.producers[4].last_timestamp == 1_000
-    assert reopened.producers.expire(now_ms=10_000, expiration_ms=5_000) == 1
-    reopened.close()
-    # a snapshot written before timestamps were kept: its producers count from the load
     state = ProducerState(tmp_path / "v1", "t-0")
     state.dir.mkdir()
     body = b'{"version":1,"end_offset":2,"producers":[[7,0,[[0,1,0,1]]]]}'
