@@ -129,6 +129,7 @@ class _Connection(asyncio.BufferedProtocol):
         self._context = contextvars.copy_context()
         self._paused = False
         self._closed = False
+        self._ending = False  # a request asked to close: nothing read after it is handled
         self._drained_out = asyncio.Event()  # the transport holds nothing unsent
         self._drained_out.set()
         self._dup_fd = -1  # for awaiting writability around sendfile (see the module doc)
@@ -158,6 +159,10 @@ class _Connection(asyncio.BufferedProtocol):
             self._abort(str(exc))
             return
         for payload in frames:
+            if self._ending or self._closed:
+                # a request before these asked to close the connection: requests read
+                # with it (pipelined) are not acted on, as none of them will be answered
+                return
             self._dispatch(payload)
 
     def eof_received(self) -> bool | None:
@@ -205,6 +210,8 @@ class _Connection(asyncio.BufferedProtocol):
             return
         else:
             slot = self._call(header, api.key, request)
+            if slot.parts is _CLOSE:
+                self._end_reading()
         self._queue.append(slot)
         self._drained.clear()
         self._pump()
@@ -267,7 +274,15 @@ class _Connection(asyncio.BufferedProtocol):
         if task.cancelled():
             return  # the connection closed
         slot.parts, slot.ready, slot.waiting = task.result(), True, None
+        if slot.parts is _CLOSE:
+            self._end_reading()  # requests already read stay queued; no new ones
         self._pump()
+
+    def _end_reading(self) -> None:
+        self._ending = True
+        if self._transport is not None and not self._paused:
+            self._transport.pause_reading()
+            self._paused = True
 
     def _deferred_done(
         self, slot: _Slot, header: RequestHeader, key: ApiKey, done: Deferred[Any]
@@ -330,7 +345,11 @@ class _Connection(asyncio.BufferedProtocol):
             self._drained.set()
         # at least one below the limit: with max_in_flight 1, "half" would be 0 and
         # reading would never resume
-        if self._paused and len(queue) < max(self._server.max_in_flight // 2, 1):
+        if (
+            self._paused
+            and not self._ending
+            and len(queue) < max(self._server.max_in_flight // 2, 1)
+        ):
             assert self._transport is not None
             self._transport.resume_reading()
             self._paused = False

@@ -475,3 +475,32 @@ async def test_with_one_request_in_flight_reading_pauses_and_resumes() -> None:
             assert [r.cluster_id for r in results] == names
     finally:
         await srv.stop()
+
+
+async def test_requests_read_with_one_that_closes_the_connection_are_not_acted_on() -> None:
+    """An acks=0 produce that fails closes the connection (its producer must notice): the
+    produces pipelined behind it in the same read are not written, as none is answered."""
+    written: list[int] = []
+
+    def produce(header: RequestHeader, request: ProduceRequest) -> ProduceResponse | None:
+        if request.timeout_ms == 666:
+            raise CloseConnection("acks=0 write failed")
+        written.append(header.correlation_id)
+        return None if request.acks == 0 else ProduceResponse()
+
+    srv = BrokerServer({ApiKey.PRODUCE: produce})
+    port = await srv.start()
+    try:
+        reader, writer = await _raw(port)
+        frames = [
+            encode_request(ApiKey.PRODUCE, 0, cid, ProduceRequest(acks=acks, timeout_ms=timeout))
+            for cid, acks, timeout in ((1, 1, 100), (2, 0, 666), (3, 1, 100), (4, 0, 100))
+        ]
+        writer.write(b"".join(bytes(p) for parts in frames for p in parts))  # one write
+        correlation_id, _ = await _read_frame(reader)
+        assert correlation_id == 1
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        assert written == [1]  # 3 and 4 came with the closing request: not acted on
+        writer.close()
+    finally:
+        await srv.stop()
