@@ -143,9 +143,7 @@ class RecordFuture(_FutureLike):
         future = self._future
         if future is not None and future.done():
             return future.result()
-        batch = self._where()
-        if not batch.finished:
-            raise asyncio.InvalidStateError("the record is not acknowledged yet")
+        batch = self._finished_batch()
         if batch.error is not None:
             # as asyncio.Future: the stored traceback, or each raise would grow the
             # shared error's traceback by another frame
@@ -156,10 +154,13 @@ class RecordFuture(_FutureLike):
         future = self._future
         if future is not None and future.done():
             return future.exception()
+        return self._finished_batch().error
+
+    def _finished_batch(self) -> ProducerBatch:
         batch = self._where()
         if not batch.finished:
             raise asyncio.InvalidStateError("the record is not acknowledged yet")
-        return batch.error
+        return batch
 
     def add_done_callback(
         self, fn: Callable[[RecordFuture], object], *, context: contextvars.Context | None = None

@@ -46,7 +46,10 @@ async def replicas(tmp_path: Path) -> AsyncIterator[ReplicaManager]:
     logs.shutdown()
 
 
-def _leader_state(*, isr: list[int]) -> LeaderAndIsrPartitionState:
+def _leader_state(
+    *, isr: list[int], replicas: list[int] | None = None
+) -> LeaderAndIsrPartitionState:
+    """Broker 1 leads t-0 (replicas: the ISR unless given)."""
     return LeaderAndIsrPartitionState(
         topic_name="t",
         partition_index=0,
@@ -54,7 +57,7 @@ def _leader_state(*, isr: list[int]) -> LeaderAndIsrPartitionState:
         leader=1,
         leader_epoch=1,
         isr=isr,
-        replicas=isr,
+        replicas=isr if replicas is None else replicas,
     )
 
 

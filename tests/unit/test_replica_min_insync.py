@@ -11,15 +11,9 @@ from broker.log import LogConfig
 from broker.log.manager import LogManager
 from broker.metadata import MetadataCache
 from broker.replica.manager import ReplicaManager
-from protocol.apis import (
-    LeaderAndIsrPartitionState,
-    ProducePartition,
-    ProduceRequest,
-    ProduceResponse,
-    ProduceTopic,
-)
+from protocol.apis import ProduceResponse
 from protocol.errors import NotEnoughReplicasError
-from protocol.records import encode_batch
+from tests.unit.test_replica_fetch_wake import _leader_state, _produce
 
 Replicas = Callable[[list[int], bool], Awaitable[ReplicaManager]]
 
@@ -37,16 +31,7 @@ async def leader(tmp_path: Path) -> AsyncIterator[Replicas]:
 
     async def make(isr: list[int], known: bool) -> ReplicaManager:
         manager = ReplicaManager(1, logs, MetadataCache(), load, config_known=lambda t: known)
-        state = LeaderAndIsrPartitionState(
-            topic_name="t",
-            partition_index=0,
-            controller_epoch=1,
-            leader=1,
-            leader_epoch=1,
-            isr=isr,
-            replicas=[1, 2, 3],
-        )
-        await manager.become_leader_or_follower([state])
+        await manager.become_leader_or_follower([_leader_state(isr=isr, replicas=[1, 2, 3])])
         made.append(manager)
         return manager
 
@@ -54,14 +39,6 @@ async def leader(tmp_path: Path) -> AsyncIterator[Replicas]:
     for manager in made:
         await manager.shutdown()
     logs.shutdown()
-
-
-def _produce(acks: int) -> ProduceRequest:
-    batch = encode_batch([(None, b"v", None, 1000)])
-    partition = ProducePartition(index=0, records=batch)
-    return ProduceRequest(
-        acks=acks, timeout_ms=1000, topics=[ProduceTopic(name="t", partitions=[partition])]
-    )
 
 
 def _error_of(response: object) -> tuple[int, str | None]:
