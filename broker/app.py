@@ -265,7 +265,7 @@ class Broker:
 
         def produce(header: RequestHeader, request: ProduceRequest) -> Any:
             # not async: acks=0/1 is answered in the loop iteration that read it (acks=all
-            # returns a coroutine the server runs as a task)
+            # returns a Deferred, answered from the fetch that moves the high watermark)
             response = replicas.produce(request)
             if request.acks != 0:
                 return response

@@ -13,10 +13,12 @@ full CRC-checked scan by :meth:`LogSegment.recover` after an unclean stop.
 Recent batches: the sparse index leaves up to ``index.interval.bytes`` of batches to scan
 header by header (a ``pread`` each: ~60 for 4 KiB of one-record batches), and the fetches
 that matter for latency read exactly there, at the tail. So the segment also remembers
-(base offset, position) of the batches it appended since its last index entry (at most
-``_RECENT_MAX``; forgotten when it rolls), and :meth:`find` starts from the nearest one: one
-``pread``. A remembered position is only a hint: the header read there must carry that base
-offset, else the normal index-and-scan runs.
+(base offset, last offset, position, end) of the batches it appended since its last index
+entry (at most ``_RECENT_MAX``; forgotten when it rolls). They run without a gap to the end
+of the file: only :meth:`append` writes the file while they are kept, and every other
+change to it (truncation, recovery, a reload of the tail) forgets them first. A fetch at
+the tail (a follower's, a tailing consumer's, a parked fetch tried again) is then found in
+memory, with no ``pread`` of headers at all; older offsets use the index and a scan.
 
 Concurrency: event loop thread only, except :meth:`flush`, which the log runs in a worker
 thread (fsync of a file another thread appends to is safe; it covers at least what was
@@ -93,8 +95,11 @@ class LogSegment:
         self.max_timestamp = -1
         self.offset_of_max_timestamp = base_offset
         self._bytes_since_index = 0
-        self._recent_bases: list[int] = []  # base offsets of batches since the last index entry
+        # the batches appended since the last index entry (see the module doc), by column
+        self._recent_bases: list[int] = []
+        self._recent_lasts: list[int] = []
         self._recent_positions: list[int] = []
+        self._recent_ends: list[int] = []
         self.dirty = False
 
     def __repr__(self) -> str:
@@ -214,8 +219,10 @@ class LogSegment:
             if len(self._recent_bases) >= _RECENT_MAX:
                 self._forget_recent()
             self._recent_bases.append(b.base_offset)
+            self._recent_lasts.append(b.last_offset)
             self._recent_positions.append(position)
             position += b.size
+            self._recent_ends.append(position)
         self.size = position
         self.dirty = True
 
@@ -259,15 +266,24 @@ class LogSegment:
 
     def find(self, offset: int) -> BatchHeader | None:
         """The first batch whose last offset is >= ``offset``, or None."""
-        bases = self._recent_bases
-        if bases and offset >= bases[0]:
-            i = bisect_right(bases, offset) - 1
-            hint = next(self.headers(self._recent_positions[i]), None)
-            if hint is not None and hint.base_offset == bases[i]:
-                # batches are in offset order: none before this one reaches ``offset``
-                return hint if hint.last_offset >= offset else self._scan(offset, hint.end)
+        i = self._recent_at(offset)
+        if i is not None:
+            position = self._recent_positions[i] if i < len(self._recent_positions) else self.size
+            return next(self.headers(position), None)
         _, position = self.offset_index.lookup(offset)
         return self._scan(offset, position)
+
+    def _recent_at(self, offset: int) -> int | None:
+        """Which remembered batch is the first whose last offset is >= ``offset`` (their
+        count if none is), or None when ``offset`` is below them all."""
+        bases = self._recent_bases
+        if not bases or offset < bases[0]:
+            return None
+        i = bisect_right(bases, offset) - 1
+        lasts = self._recent_lasts
+        while i < len(lasts) and lasts[i] < offset:  # in a gap between batches (compacted)
+            i += 1
+        return i
 
     def _scan(self, offset: int, position: int) -> BatchHeader | None:
         for header in self.headers(position):
@@ -277,7 +293,9 @@ class LogSegment:
 
     def _forget_recent(self) -> None:
         self._recent_bases.clear()
+        self._recent_lasts.clear()
         self._recent_positions.clear()
+        self._recent_ends.clear()
 
     def read_range(
         self, offset: int, max_bytes: int, *, max_offset: int, min_one_batch: bool
@@ -287,6 +305,9 @@ class LogSegment:
         Stops before ``max_bytes`` would be exceeded (the first batch is always included
         when ``min_one_batch``) and before any batch starting at or after ``max_offset``.
         """
+        i = self._recent_at(offset)
+        if i is not None:
+            return self._recent_range(i, max_bytes, max_offset, min_one_batch)
         first = self.find(offset)
         if first is None or first.base_offset >= max_offset:
             return None
@@ -302,6 +323,25 @@ class LogSegment:
         if end == first.position:
             return None
         return first.position, end - first.position, first.base_offset
+
+    def _recent_range(
+        self, i: int, max_bytes: int, max_offset: int, min_one_batch: bool
+    ) -> tuple[int, int, int] | None:
+        """:meth:`read_range` from the remembered batches, starting at the ``i``-th."""
+        bases, ends = self._recent_bases, self._recent_ends
+        if i == len(bases) or bases[i] >= max_offset:
+            return None
+        start = self._recent_positions[i]
+        end = start
+        for j in range(i, len(bases)):
+            if bases[j] >= max_offset:
+                break
+            if ends[j] - start > max_bytes and (end > start or not min_one_batch):
+                break
+            end = ends[j]
+        if end == start:
+            return None
+        return start, end - start, bases[i]
 
     def read(self, position: int, size: int) -> bytes:
         return os.pread(self.fd, size, position)

@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import structlog
@@ -100,6 +101,82 @@ class _DelayedFetch:
         self.tps = tps
         self.deferred: Deferred[FetchResponse] = Deferred()
         self.timer: asyncio.TimerHandle | None = None  # None once unparked
+
+
+class _DelayedProduce:
+    """An acks=all produce waiting for its partitions' high watermarks (Kafka's
+    DelayedProduce): ``deferred`` gets ``answer`` once every partition's outcome is in its
+    result, in the call that moved the last high watermark, or when ``timeout_ms`` ends
+    (REQUEST_TIMED_OUT for those still waiting: an ambiguous outcome, never success)."""
+
+    __slots__ = ("_answer", "_entries", "_pending", "_timer", "deferred")
+
+    def __init__(
+        self,
+        answer: object,
+        waits: list[tuple[ProducePartitionResponse, Partition, int]],
+        timeout_ms: int,
+    ) -> None:
+        self._answer = answer
+        self.deferred: Deferred[Any] = Deferred(on_cancel=self._forget)
+        self._timer: asyncio.TimerHandle | None = None
+        self._pending = len(waits)
+        # [result, partition, waiter]; the waiter None once this partition has its outcome
+        self._entries: list[list[Any]] = []
+        for result, partition, end in waits:
+            entry: list[Any] = [result, partition, None]
+            self._entries.append(entry)
+            entry[2] = partition.wait_for_high_watermark(end, partial(self._settled, entry))
+        if self._pending:
+            self._timer = asyncio.get_running_loop().call_later(
+                max(timeout_ms, 0) / 1000, self._expire, timeout_ms
+            )
+
+    def _settled(self, entry: list[Any], error: ApiError | None) -> None:
+        # runs inside whatever moved the high watermark (a follower's fetch): never raises
+        result, partition, _ = entry
+        entry[2] = None
+        if self.deferred.done:
+            return
+        min_isr = partition.log.config.min_insync_replicas
+        if error is None and len(partition.isr) < min_isr:
+            error = NotEnoughReplicasAfterAppendError(
+                f"{partition.name}: written, but the ISR {partition.isr} shrank below "
+                f"min.insync.replicas={min_isr}"
+            )
+        if error is not None:
+            result.error_code = error.code
+            result.error_message = error.message
+        self._pending -= 1
+        if self._pending == 0:
+            if self._timer is not None:
+                self._timer.cancel()
+            self.deferred.resolve(self._answer)
+
+    def _expire(self, timeout_ms: int) -> None:
+        for entry in self._entries:
+            result, partition, waiter = entry
+            if waiter is None:
+                continue
+            partition.forget_waiter(waiter)
+            entry[2] = None
+            error = RequestTimedOutError(
+                f"{partition.name}: the in-sync replicas {partition.isr} did not all have the "
+                f"records within {timeout_ms} ms (they may still get them)"
+            )
+            result.error_code = error.code
+            result.error_message = error.message
+        self._pending = 0
+        self.deferred.resolve(self._answer)
+
+    def _forget(self) -> None:
+        """Nobody waits for the answer any more (the producer's connection closed)."""
+        if self._timer is not None:
+            self._timer.cancel()
+        for entry in self._entries:
+            if entry[2] is not None:
+                entry[1].forget_waiter(entry[2])
+                entry[2] = None
 
 
 class ReplicaManager:
@@ -309,12 +386,11 @@ class ReplicaManager:
 
     # --- produce ------------------------------------------------------------------------
 
-    def produce(
-        self, request: ProduceRequest
-    ) -> ProduceResponse | Coroutine[Any, Any, ProduceResponse]:
-        """Append now; the response at once, or (acks=all) a coroutine that waits for the
-        replicas. Not a coroutine itself: an acks=0/1 produce is answered in the loop
-        iteration that read it, and the fetches its appends satisfy right after."""
+    def produce(self, request: ProduceRequest) -> ProduceResponse | Deferred[ProduceResponse]:
+        """Append now; the response at once, or (acks=all) a Deferred answered from the
+        call that moves the last high watermark it waits for. Not a coroutine: an
+        acks=0/1 produce is answered in the loop iteration that read it, and the fetches
+        its appends satisfy right after."""
         self.produce_requests.inc()
         topics = []
         waits: list[tuple[ProducePartitionResponse, Partition, int]] = []
@@ -341,18 +417,7 @@ class ReplicaManager:
             topics.append(ProduceTopicResponse(name=topic.name, partitions=results))
         response = ProduceResponse(topics=topics)
         if waits:
-            return self._replicated(response, waits, request.timeout_ms)
-        return response
-
-    async def _replicated(
-        self,
-        response: ProduceResponse,
-        waits: list[tuple[ProducePartitionResponse, Partition, int]],
-        timeout_ms: int,
-    ) -> ProduceResponse:
-        await asyncio.gather(
-            *(self._await_replication(r, p, end, timeout_ms) for r, p, end in waits)
-        )
+            return _DelayedProduce(response, waits, request.timeout_ms).deferred
         return response
 
     def _append(
@@ -407,43 +472,10 @@ class ReplicaManager:
             return ProducePartitionResponse(
                 index=index, error_code=exc.code, error_message=exc.message
             )
-        await self._await_replication(result, partition, end, timeout_ms)
-        return result
-
-    async def _await_replication(
-        self, result: ProducePartitionResponse, partition: Partition, end: int, timeout_ms: int
-    ) -> None:
-        """acks=all: wait until the high watermark passes ``end``; the outcome goes into
-        ``result`` (an ambiguous one is REQUEST_TIMED_OUT, never success)."""
-        waiter = partition.wait_for_high_watermark(end)
-        try:
-            # asyncio.timeout, not wait_for: two loop passes fewer between the high
-            # watermark passing ``end`` and the producer's answer
-            async with asyncio.timeout(max(timeout_ms, 0) / 1000):
-                await asyncio.shield(waiter)
-        except TimeoutError:
-            waiter.cancel()
-            error: ApiError | None = RequestTimedOutError(
-                f"{partition.name}: the in-sync replicas {partition.isr} did not all have the "
-                f"records within {timeout_ms} ms (they may still get them)"
-            )
-        except asyncio.CancelledError:
-            if not waiter.cancelled():
-                raise
-            error = NotLeaderOrFollowerError(f"{partition.name} lost its leadership here")
-        except ApiError as exc:
-            error = exc
-        else:
-            min_isr = partition.log.config.min_insync_replicas
-            error = None
-            if len(partition.isr) < min_isr:
-                error = NotEnoughReplicasAfterAppendError(
-                    f"{partition.name}: written, but the ISR {partition.isr} shrank below "
-                    f"min.insync.replicas={min_isr}"
-                )
-        if error is not None:
-            result.error_code = error.code
-            result.error_message = error.message
+        answered: ProducePartitionResponse = await _DelayedProduce(
+            result, [(result, partition, end)], timeout_ms
+        ).deferred
+        return answered
 
     def _flush_soon(self, log: Log) -> None:
         """fsync in a worker thread, one at a time per log (flush.messages / flush.ms)."""

@@ -17,12 +17,13 @@ leader's, capped at the local log end.
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from broker.log import Log
+from protocol.errors import ApiError, NotLeaderOrFollowerError
 
-__all__ = ["FollowerState", "Partition"]
+__all__ = ["FollowerState", "HighWatermarkWaiter", "Partition"]
 
 
 @dataclass(slots=True)
@@ -35,12 +36,16 @@ class FollowerState:
     leader_end_at_last_fetch: int = -1
 
 
-@dataclass(slots=True)
-class _Waiter:
-    """An acks=all produce waiting for the high watermark to pass ``required_offset``."""
+ReplicatedCallback = Callable[[ApiError | None], None]
+
+
+@dataclass(slots=True, eq=False)
+class HighWatermarkWaiter:
+    """An acks=all produce waiting for the high watermark to reach ``required_offset``:
+    ``done(None)`` then, or ``done(error)`` if this broker stops leading first."""
 
     required_offset: int
-    future: asyncio.Future[None]
+    done: ReplicatedCallback
 
 
 @dataclass(slots=True, kw_only=True)
@@ -63,7 +68,7 @@ class Partition:
     "maximal ISR", KIP-497), since the write may land before we hear it did."""
     epoch_start_offset: int = 0
     """The log end offset when this broker became leader in the current epoch."""
-    _waiters: list[_Waiter] = field(default_factory=list)
+    _waiters: list[HighWatermarkWaiter] = field(default_factory=list)
 
     @property
     def is_leader(self) -> bool:
@@ -97,7 +102,7 @@ class Partition:
         self.followers = {}
         self.joining = set()
         self.high_watermark = min(self.high_watermark, self.log.log_end_offset)
-        self.fail_waiters(None)
+        self.fail_waiters(NotLeaderOrFollowerError(f"{self.name} lost its leadership here"))
 
     # --- leader: followers and the high watermark --------------------------------------
 
@@ -160,38 +165,38 @@ class Partition:
 
     # --- acks=all -----------------------------------------------------------------------
 
-    def wait_for_high_watermark(self, required_offset: int) -> asyncio.Future[None]:
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if self.high_watermark >= required_offset:
-            future.set_result(None)
-        else:
-            self._waiters.append(_Waiter(required_offset, future))
-            future.add_done_callback(self._forget_waiter)  # timed out ones do not pile up
-        return future
+    def wait_for_high_watermark(
+        self, required_offset: int, done: ReplicatedCallback
+    ) -> HighWatermarkWaiter | None:
+        """Call ``done`` when the high watermark reaches ``required_offset``: now (and
+        None is returned) if it has, else from the call that moves it there (the fetch
+        that brought the last follower's progress: no loop pass in between).
 
-    def _forget_waiter(self, future: asyncio.Future[None]) -> None:
-        if future.cancelled():
-            self._waiters = [w for w in self._waiters if w.future is not future]
+        ``done`` runs inside that call, so it must not raise."""
+        if self.high_watermark >= required_offset:
+            done(None)
+            return None
+        waiter = HighWatermarkWaiter(required_offset, done)
+        self._waiters.append(waiter)
+        return waiter
+
+    def forget_waiter(self, waiter: HighWatermarkWaiter) -> None:
+        """The produce gave up (timed out, or its connection closed)."""
+        if waiter in self._waiters:
+            self._waiters.remove(waiter)
 
     def _complete_waiters(self) -> None:
         if not self._waiters:
             return
-        still = []
-        for waiter in self._waiters:
-            if waiter.future.done():
-                continue
-            if waiter.required_offset <= self.high_watermark:
-                waiter.future.set_result(None)
-            else:
-                still.append(waiter)
-        self._waiters = still
+        hw = self.high_watermark
+        reached = [w for w in self._waiters if w.required_offset <= hw]
+        if reached:
+            self._waiters = [w for w in self._waiters if w.required_offset > hw]
+            for waiter in reached:
+                waiter.done(None)
 
-    def fail_waiters(self, error: BaseException | None) -> None:
-        """Leadership is gone: waiting produces get ``error`` (or are cancelled)."""
-        for waiter in self._waiters:
-            if not waiter.future.done():
-                if error is None:
-                    waiter.future.cancel()
-                else:
-                    waiter.future.set_exception(error)
-        self._waiters = []
+    def fail_waiters(self, error: ApiError) -> None:
+        """Leadership is gone (or the broker is stopping): waiting produces get ``error``."""
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            waiter.done(error)
