@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 HEADWATER := $(VENV)/bin/headwater
 CLUSTER_DIR ?= .headwater
 
-.PHONY: run test bench bench-peers lint setup zookeeper clean cluster-up cluster-down
+.PHONY: run test bench bench-profile bench-peers lint setup zookeeper clean cluster-up cluster-down
 
 setup: $(STAMP) zookeeper
 
@@ -93,6 +93,11 @@ bench-peers:
 
 bench: setup bench-peers $(BENCH_STAMP)
 	BENCH_QUICK=$(QUICK) $(PY) -m bench
+
+# Where the time goes: the matrix's Headwater workloads under py-spy (a test extra),
+# flame graphs and top functions per process in bench/results/profiles/.
+bench-profile: setup $(BENCH_STAMP)
+	BENCH_QUICK=$(QUICK) $(PY) -m bench profile
 
 # Stops the local cluster first (its brokers run from .venv), then removes its data too.
 clean: cluster-down

@@ -1,0 +1,74 @@
+"""``make bench-profile``'s pieces: py-spy's collapsed stacks summed by function, the
+index it writes, and a real sampling of a child process that spends its time in one
+known function."""
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bench.compare import profiles
+from bench.compare.table import NotAvailable
+
+COLLAPSED = """\
+<module> (x.py:1);main (x.py:9);encode (codec.py:40) 30
+<module> (x.py:1);main (x.py:9);encode (codec.py:41) 20
+<module> (x.py:1);main (x.py:10);send (net.py:7) 25
+<module> (x.py:1);main (x.py:11) 5
+garbage line
+"""
+
+
+def test_top_functions_sums_own_samples_by_function_not_line() -> None:
+    total, top = profiles.top_functions(COLLAPSED)
+    assert total == 80
+    assert top == [("encode (codec.py)", 50), ("send (net.py)", 25), ("main (x.py)", 5)]
+
+
+def test_the_index_shows_figures_top_functions_and_why_a_profile_is_missing(
+    tmp_path: Path,
+) -> None:
+    sampled = profiles.Profile("produce-rf1", "client", tmp_path / "a.svg", tmp_path / "a.txt")
+    sampled.samples, sampled.top = profiles.top_functions(COLLAPSED)
+    missing = profiles.Profile("produce-rf1", "broker-1", tmp_path / "b.svg", tmp_path / "b.txt")
+    missing.error = "py-spy failed: Permission denied"
+    figures = {
+        "produce-rf1": ("rec/s", [135319.0]),
+        "e2e-rf1": ("us p50, p99", [1024.0, NotAvailable("x")]),
+    }
+    index = profiles.render_index(figures, [sampled, missing], "2 cores")
+    assert "## produce-rf1: 135,319 rec/s" in index
+    assert "| 62.5% | `encode (codec.py)` |" in index
+    assert "[flame graph](a.svg)" in index
+    assert "**broker-1**: n/a (py-spy failed: Permission denied)" in index
+    assert "## e2e-rf1: p50 1,024, p99 n/a (x) us" in index
+
+
+def test_without_py_spy_each_profile_says_so(tmp_path: Path) -> None:
+    with profiles.sampling(None, "w", {"client": 1}, tmp_path) as sampled:
+        pass
+    assert sampled[0].error is not None and "not installed" in sampled[0].error
+
+
+def test_sampling_finds_the_function_a_process_spends_its_time_in(tmp_path: Path) -> None:
+    tool = profiles.py_spy()
+    if tool is None:
+        pytest.skip("py-spy is not installed")
+    spin = "def spin_here():\n    while True:\n        sum(range(1000))\nspin_here()\n"
+    child = subprocess.Popen([sys.executable, "-c", spin])
+    try:
+        with profiles.sampling(tool, "spin", {"child": child.pid}, tmp_path) as sampled:
+            time.sleep(1.5)
+    finally:
+        child.kill()
+        child.wait()
+    (profile,) = sampled
+    if profile.error is not None and "ermission" in profile.error:
+        pytest.skip(f"py-spy may not read other processes here: {profile.error}")
+    assert profile.error is None
+    assert profile.samples > 50  # 200 Hz for 1.5 s of a busy process
+    assert profile.top[0][0].startswith("spin_here (")
+    assert profile.svg.read_text().lstrip().startswith("<?xml")
+    assert "spin_here" in profile.stacks.read_text()
