@@ -296,6 +296,8 @@ class _Connection(asyncio.BufferedProtocol):
             else:
                 slot.parts = self._encode(header, key, response)
             slot.ready, slot.waiting = True, None
+            if slot.parts is _CLOSE:
+                self._end_reading()  # as _task_done: requests already read stay queued
             self._pump()
         except Exception as exc:
             self._log.exception("response.failed", api_key=int(key), error=repr(exc))

@@ -401,6 +401,7 @@ class LogSegment:
         self.time_index.flush()
 
     def close(self) -> None:
+        self._forget_recent()
         if self.max_timestamp >= 0 and self.time_index._writable:
             self.time_index.maybe_append(
                 self.max_timestamp, self.offset_of_max_timestamp, final=True

@@ -162,7 +162,7 @@ class _DelayedProduce:
             entry[2] = None
             error = RequestTimedOutError(
                 f"{partition.name}: the in-sync replicas {partition.isr} did not all have the "
-                f"records within {timeout_ms} ms (they may still get them)"
+                f"records within {max(timeout_ms, 0)} ms (they may still get them)"
             )
             result.error_code = error.code
             result.error_message = error.message
@@ -678,14 +678,15 @@ class ReplicaManager:
         epoch = partition.leader_epoch
 
         async def write() -> None:
-            settled = False
+            settled = False  # also when cancelled (shutdown): the outcome is unknown
             try:
-                settled = True
-                if await updater.write(partition, isr):
-                    (self.isr_expands if grew else self.isr_shrinks).inc()
+                written = await updater.write(partition, isr)
             except Exception as exc:  # an ambiguous outcome: keep counting the joiners
-                settled = False
                 self._log.warning("partition.isr_write_failed", error=repr(exc))
+            else:
+                settled = True
+                if written:
+                    (self.isr_expands if grew else self.isr_shrinks).inc()
             finally:
                 partition.isr_write_pending = False
                 if settled and partition.leader_epoch == epoch:

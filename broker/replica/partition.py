@@ -20,10 +20,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import structlog
+
 from broker.log import Log
 from protocol.errors import ApiError, NotLeaderOrFollowerError
 
 __all__ = ["FollowerState", "HighWatermarkWaiter", "Partition"]
+
+_log = structlog.get_logger("headwater.partition")
 
 
 @dataclass(slots=True)
@@ -39,7 +43,7 @@ class FollowerState:
 ReplicatedCallback = Callable[[ApiError | None], None]
 
 
-@dataclass(slots=True, eq=False)
+@dataclass(slots=True, eq=False)  # by identity: a dict key, two may wait for one offset
 class HighWatermarkWaiter:
     """An acks=all produce waiting for the high watermark to reach ``required_offset``:
     ``done(None)`` then, or ``done(error)`` if this broker stops leading first."""
@@ -68,7 +72,7 @@ class Partition:
     "maximal ISR", KIP-497), since the write may land before we hear it did."""
     epoch_start_offset: int = 0
     """The log end offset when this broker became leader in the current epoch."""
-    _waiters: list[HighWatermarkWaiter] = field(default_factory=list)
+    _waiters: dict[HighWatermarkWaiter, None] = field(default_factory=dict)
 
     @property
     def is_leader(self) -> bool:
@@ -177,26 +181,33 @@ class Partition:
             done(None)
             return None
         waiter = HighWatermarkWaiter(required_offset, done)
-        self._waiters.append(waiter)
+        self._waiters[waiter] = None
         return waiter
 
     def forget_waiter(self, waiter: HighWatermarkWaiter) -> None:
         """The produce gave up (timed out, or its connection closed)."""
-        if waiter in self._waiters:
-            self._waiters.remove(waiter)
+        self._waiters.pop(waiter, None)
 
     def _complete_waiters(self) -> None:
         if not self._waiters:
             return
         hw = self.high_watermark
         reached = [w for w in self._waiters if w.required_offset <= hw]
-        if reached:
-            self._waiters = [w for w in self._waiters if w.required_offset > hw]
-            for waiter in reached:
-                waiter.done(None)
+        for waiter in reached:
+            del self._waiters[waiter]
+        _call_each(reached, None)
 
     def fail_waiters(self, error: ApiError) -> None:
         """Leadership is gone (or the broker is stopping): waiting produces get ``error``."""
-        waiters, self._waiters = self._waiters, []
-        for waiter in waiters:
+        waiters, self._waiters = list(self._waiters), {}
+        _call_each(waiters, error)
+
+
+def _call_each(waiters: list[HighWatermarkWaiter], error: ApiError | None) -> None:
+    # inside a follower's fetch or a role change: one failing callback must neither stop
+    # the others (their produces would never be answered) nor the caller
+    for waiter in waiters:
+        try:
             waiter.done(error)
+        except Exception:
+            _log.exception("partition.waiter_failed")

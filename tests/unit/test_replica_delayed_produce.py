@@ -52,7 +52,7 @@ async def test_the_last_followers_fetch_answers_the_produce_in_its_own_call(
     replicas.fetch(_fetch(1, replica_id=3, max_wait_ms=0))
     answer = _answer(waiting)  # no await in between: done in the fetch's own call
     assert (answer.error_code, answer.base_offset) == (0, 0)
-    assert replicas.partitions[TP]._waiters == []
+    assert not replicas.partitions[TP]._waiters
 
 
 async def test_a_timeout_answers_request_timed_out_and_forgets_the_wait(
@@ -64,7 +64,7 @@ async def test_a_timeout_answers_request_timed_out_and_forgets_the_wait(
     answer = _answer(waiting)
     assert answer.error_code == RequestTimedOutError.code
     assert answer.error_message is not None and "within 20 ms" in answer.error_message
-    assert replicas.partitions[TP]._waiters == []
+    assert not replicas.partitions[TP]._waiters
     for follower in (2, 3):  # replication completing later changes nothing
         replicas.fetch(_fetch(1, replica_id=follower, max_wait_ms=0))
     assert _answer(waiting).error_code == RequestTimedOutError.code
@@ -93,10 +93,26 @@ async def test_an_isr_below_min_insync_when_replicated_is_not_success(
 async def test_a_producer_gone_leaves_nothing_waiting(make_leader: MakeLeader) -> None:
     replicas = await _leading(make_leader)
     waiting = _waiting(replicas, timeout_ms=20)
+    delayed = waiting._on_cancel.__self__  # type: ignore[union-attr]
     waiting.cancel()  # the server does this when the producer's connection closes
-    assert replicas.partitions[TP]._waiters == []
-    await asyncio.sleep(0.1)  # the timer was stopped: nothing fires into a dead answer
+    assert not replicas.partitions[TP]._waiters
+    assert delayed._timer.cancelled()  # nothing fires into a dead answer
     assert waiting.cancelled
+
+
+async def test_a_failing_waiter_does_not_stop_the_others(make_leader: MakeLeader) -> None:
+    replicas = await _leading(make_leader)
+    partition = replicas.partitions[TP]
+
+    def broken(error: object) -> None:
+        raise RuntimeError("a bug in one waiter")
+
+    partition.wait_for_high_watermark(1, broken)  # called first of the three
+    first, second = _waiting(replicas), _waiting(replicas)
+    for follower in (2, 3):
+        replicas.fetch(_fetch(2, replica_id=follower, max_wait_ms=0))
+    assert _answer(first).error_code == 0 and _answer(second).error_code == 0
+    assert not partition._waiters
 
 
 async def test_the_coordinators_own_appends_wait_the_same_way(make_leader: MakeLeader) -> None:
