@@ -4,11 +4,12 @@
 matrix (:mod:`bench.compare.headwater`, the same settings and counts) on fresh clusters
 while py-spy samples the client (this process) and every broker at 200 Hz without
 stopping them (``--nonblocking``; idle time is not sampled, so a graph is where CPU
-went). For each workload and process it writes ``<workload>.<role>.svg`` (the flame
-graph) and ``<workload>.<role>.txt`` (the collapsed stacks, for any other flame-graph
-tool) to ``bench/results/profiles/``, and ``README.md`` there: the functions with the
-most samples of their own, per process. The rates measured while sampled are shown, but
-the matrix's figures are the ones without sampling.
+went). For each workload and process it writes ``<workload>.<role>.txt`` (py-spy's
+collapsed stacks, for any flame-graph tool) and ``<workload>.<role>.svg`` (the flame
+graph, drawn from them by :mod:`bench.compare.flame`) to ``bench/results/profiles/``,
+and ``README.md`` there: the functions with the most samples of their own, per process.
+The rates measured while sampled are shown, but they are below the matrix's (by up to
+half with 3 brokers): the matrix's figures are the ones without sampling.
 
 Sampling another process needs ptrace rights (root, or ``kernel.yama.ptrace_scope`` 0);
 without them, or without py-spy (``make setup`` installs it), a profile is n/a, with
@@ -31,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.compare import headwater
+from bench.compare import flame, headwater
 from bench.compare.servers import scratch_directory
 from bench.compare.table import Cell, machine_line
 from bench.compare.workloads import FULL, QUICK, Sizes, record
@@ -87,7 +88,7 @@ def sampling(
     """py-spy on each of ``pids`` (role -> pid) while the body runs; the profiles are
     filled in on the way out."""
     profiles: list[Profile] = []
-    running: list[tuple[Profile, list[subprocess.Popen[bytes]]]] = []
+    running: list[tuple[Profile, subprocess.Popen[bytes]]] = []
     for role, pid in pids.items():
         profile = Profile(
             workload,
@@ -100,35 +101,33 @@ def sampling(
             profile.error = "py-spy is not installed (make setup installs it)"
             continue
         command = [tool, "record", "--pid", str(pid), "--rate", str(RATE_HZ), "--nonblocking"]
-        started = [
-            subprocess.Popen(
-                [*command, "--format", kind, "--output", str(path)],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-            )
-            for kind, path in (("flamegraph", profile.svg), ("raw", profile.stacks))
-        ]
-        running.append((profile, started))
+        command.append("--function")  # a frame per function, not per line being run
+        process = subprocess.Popen(
+            [*command, "--format", "raw", "--output", str(profile.stacks)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        running.append((profile, process))
     time.sleep(0.5)  # py-spy attaches before the workload starts
     try:
         yield profiles
     finally:
-        for _, started in running:
-            for process in started:
-                process.send_signal(signal.SIGINT)  # py-spy writes its output on Ctrl-C
-        for profile, started in running:
-            for process in started:
-                try:
-                    _, err = process.communicate(timeout=60)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    _, err = process.communicate()
-                if process.returncode and profile.error is None:
-                    reason = err.decode(errors="replace").strip().splitlines()
-                    profile.error = f"py-spy failed: {reason[-1] if reason else process.returncode}"
-            if profile.error is None and profile.stacks.exists():
-                profile.samples, profile.top = top_functions(profile.stacks.read_text())
+        for _, process in running:
+            process.send_signal(signal.SIGINT)  # py-spy writes its output on Ctrl-C
+        for profile, process in running:
+            try:
+                _, err = process.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                _, err = process.communicate()
+            if process.returncode or not profile.stacks.exists():
+                reason = err.decode(errors="replace").strip().splitlines()
+                profile.error = f"py-spy failed: {reason[-1] if reason else process.returncode}"
+                continue
+            collapsed = profile.stacks.read_text()
+            profile.samples, profile.top = top_functions(collapsed)
+            profile.svg.write_text(flame.render(collapsed, f"{workload}: {profile.role}"))
 
 
 Workload = Callable[[str], Coroutine[Any, Any, float | tuple[float, ...]]]
@@ -185,15 +184,17 @@ def render_index(
         "# Where the time goes: the matrix's Headwater workloads under py-spy",
         "",
         f"{machine}. Made by `make bench-profile` (`python -m bench profile`): py-spy at "
-        f"{RATE_HZ} Hz, `--nonblocking`, idle not sampled. Figures measured while sampled "
-        "(a few percent below the matrix's). Each process: its flame graph (`.svg`), its "
-        "collapsed stacks (`.txt`), and the functions with the most samples of their own "
-        "(% of that process's samples). `Runner.run`'s own samples are uvloop's C code "
-        "under it: polling, socket reads and writes, timers.",
+        f"{RATE_HZ} Hz, `--nonblocking`, idle not sampled. The figures were measured while "
+        "sampled: below the matrix's, by up to half on the 3-broker rows (four processes "
+        "and their samplers on the same cores). Each process: its flame graph (`.svg`), "
+        "its collapsed stacks (`.txt`, not committed: `make bench-profile` writes them), "
+        "and the functions with the most samples of their own (% of that process's "
+        "samples). `Runner.run`'s own samples are uvloop's C code under it: polling, "
+        "socket reads and writes, timers.",
     ]
     for workload, (described, values) in figures.items():
         unit, _, labels = described.partition(" ")
-        shown = [f"{v:,.0f}" if isinstance(v, int | float) and v >= 100 else str(v) for v in values]
+        shown = [_figure(v) for v in values]
         if labels:  # several figures: "p50 1,024, p99 4,000 us"
             shown = [f"{label} {v}" for label, v in zip(labels.split(", "), shown, strict=True)]
         lines += ["", f"## {workload}: {', '.join(shown)} {unit}"]
@@ -204,7 +205,7 @@ def render_index(
                 continue
             lines += [
                 f"**{profile.role}**: {profile.samples:,} samples; "
-                f"[flame graph]({profile.svg.name}), [stacks]({profile.stacks.name})",
+                f"[flame graph]({profile.svg.name}); collapsed stacks: `{profile.stacks.name}`",
                 "",
                 "| own samples | function (file) |",
                 "|---:|---|",
@@ -213,6 +214,12 @@ def render_index(
                 share = 100 * samples / max(profile.samples, 1)
                 lines.append(f"| {share:.1f}% | `{function}` |")
     return "\n".join(lines) + "\n"
+
+
+def _figure(value: Cell) -> str:
+    if not isinstance(value, int | float):
+        return str(value)
+    return f"{value:,.0f}" if value >= 100 else f"{value:.2f}"
 
 
 def main(environ: Mapping[str, str] = os.environ) -> None:

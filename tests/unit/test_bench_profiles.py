@@ -1,17 +1,19 @@
 """``make bench-profile``'s pieces: py-spy's collapsed stacks summed by function, the
-index it writes, and a real sampling of a child process that spends its time in one
-known function."""
+flame graph drawn from them, the index it writes, and a real sampling of a child process
+that spends its time in one known function."""
 
 import subprocess
 import sys
 import time
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 
-from bench.compare import profiles
+from bench.compare import flame, profiles
 from bench.compare.table import NotAvailable
 
+SVG = "{http://www.w3.org/2000/svg}"
 COLLAPSED = """\
 <module> (x.py:1);main (x.py:9);encode (codec.py:40) 30
 <module> (x.py:1);main (x.py:9);encode (codec.py:41) 20
@@ -41,7 +43,7 @@ def test_the_index_shows_figures_top_functions_and_why_a_profile_is_missing(
     index = profiles.render_index(figures, [sampled, missing], "2 cores")
     assert "## produce-rf1: 135,319 rec/s" in index
     assert "| 62.5% | `encode (codec.py)` |" in index
-    assert "[flame graph](a.svg)" in index
+    assert "[flame graph](a.svg); collapsed stacks: `a.txt`" in index
     assert "**broker-1**: n/a (py-spy failed: Permission denied)" in index
     assert "## e2e-rf1: p50 1,024, p99 n/a (x) us" in index
 
@@ -70,5 +72,36 @@ def test_sampling_finds_the_function_a_process_spends_its_time_in(tmp_path: Path
     assert profile.error is None
     assert profile.samples > 50  # 200 Hz for 1.5 s of a busy process
     assert profile.top[0][0].startswith("spin_here (")
-    assert profile.svg.read_text().lstrip().startswith("<?xml")
+    assert "spin_here" in profile.svg.read_text()
     assert "spin_here" in profile.stacks.read_text()
+
+
+def _boxes(svg: str) -> dict[str, tuple[float, float, float]]:
+    """Frame name -> (x, y, width) of its box, from the tooltips."""
+    boxes = {}
+    for group in ElementTree.fromstring(svg).iter(f"{SVG}g"):
+        title = group.find(f"{SVG}title")
+        rect = group.find(f"{SVG}rect")
+        assert title is not None and title.text is not None and rect is not None
+        name = title.text.rpartition(" (")[0]
+        boxes[name] = (
+            float(rect.get("x", 0)),
+            float(rect.get("y", 0)),
+            float(rect.get("width", 0)),
+        )
+    return boxes
+
+
+def test_a_flame_graph_box_is_as_wide_as_its_samples_and_above_its_caller() -> None:
+    svg = flame.render(COLLAPSED, "produce-rf1: client <&>")
+    boxes = _boxes(svg)  # parses: the title's <&> is escaped
+    width = flame.WIDTH
+    assert boxes["<module> (x.py:1)"][2] == pytest.approx(width)
+    assert boxes["main (x.py:9)"][2] == pytest.approx(width * 50 / 80)
+    assert boxes["main (x.py:10)"][2] == pytest.approx(width * 25 / 80)
+    # siblings side by side in name order ("x.py:10" < "x.py:11" < "x.py:9"), callees one
+    # row above their caller
+    assert boxes["main (x.py:10)"][0] == 0
+    assert boxes["main (x.py:9)"][0] == pytest.approx(width * 30 / 80)
+    assert boxes["encode (codec.py:40)"][1] == boxes["main (x.py:9)"][1] - flame.ROW
+    assert "garbage" not in svg
