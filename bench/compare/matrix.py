@@ -16,17 +16,15 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from bench.compare import headwater, limits, nats_jetstream, redis_streams
-from bench.compare.servers import raise_open_files_limit, scratch_directory
+from bench.compare.servers import raise_open_files_limit, scratch_directory, stop_on_sigterm
 from bench.compare.table import (
     PEERS,
     Cell,
@@ -211,17 +209,8 @@ def write_results(
     return written
 
 
-def _stop_on_sigterm() -> None:
-    """SIGTERM unwinds like Ctrl-C, so every ``finally`` stops its servers."""
-
-    def handler(_signum: int, _frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, handler)
-
-
 def main(environ: Mapping[str, str] = os.environ) -> None:
-    _stop_on_sigterm()
+    stop_on_sigterm()
     quick = environ.get("BENCH_QUICK", "") not in ("", "0")
     sizes = QUICK if quick else FULL
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())

@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.compare import flame, headwater
-from bench.compare.servers import scratch_directory
-from bench.compare.table import Cell, machine_line
+from bench.compare.servers import scratch_directory, stop_on_sigterm
+from bench.compare.table import Cell, NotAvailable, machine_line
 from bench.compare.workloads import FULL, QUICK, Sizes, record
 
 __all__ = ["PROFILES", "Profile", "main", "top_functions"]
@@ -159,21 +159,38 @@ def run_profiles(
     profiles: list[Profile] = []
     with scratch_directory("headwater-profile-", data_parent) as scratch:
         for brokers, workloads in _workloads(sizes).items():
-            with headwater.BenchCluster(scratch / f"cluster-{brokers}", brokers) as cluster:
-                bootstrap = cluster.bootstrap
-                pids = {"client": os.getpid()}
-                for broker in cluster.brokers:
-                    assert broker.pid is not None
-                    pids[f"broker-{broker.broker_id}"] = broker.pid
-                for name, (unit, workload) in workloads.items():
-                    print(f"[bench] profiling {name}", file=sys.stderr, flush=True)
-                    results: dict[str, Cell] = {}
-                    keys = ("a", "b") if "," in unit else ("a",)
-                    with sampling(tool, name, pids, directory) as sampled:
-                        record(results, keys, sizes, functools.partial(workload, bootstrap))
-                    figures[name] = (unit, [results[k] for k in keys])
-                    profiles.extend(sampled)
+            try:
+                cluster = headwater.BenchCluster(scratch / f"cluster-{brokers}", brokers)
+                with cluster:
+                    _profile_on(cluster, workloads, sizes, tool, directory, figures, profiles)
+            except Exception as exc:  # a cluster that would not start: its rows say why
+                for name, (unit, _) in workloads.items():
+                    if name not in figures:
+                        figures[name] = (unit, [NotAvailable(f"{exc!r}")])
     return figures, profiles
+
+
+def _profile_on(  # noqa: PLR0917 - run_profiles' state, passed down
+    cluster: headwater.BenchCluster,
+    workloads: Mapping[str, tuple[str, Workload]],
+    sizes: Sizes,
+    tool: str | None,
+    directory: Path,
+    figures: dict[str, tuple[str, list[Cell]]],
+    profiles: list[Profile],
+) -> None:
+    pids = {"client": os.getpid()}
+    for broker in cluster.brokers:
+        assert broker.pid is not None
+        pids[f"broker-{broker.broker_id}"] = broker.pid
+    for name, (unit, workload) in workloads.items():
+        print(f"[bench] profiling {name}", file=sys.stderr, flush=True)
+        results: dict[str, Cell] = {}
+        keys = ("a", "b") if "," in unit else ("a",)
+        with sampling(tool, name, pids, directory) as sampled:
+            record(results, keys, sizes, functools.partial(workload, cluster.bootstrap))
+        figures[name] = (unit, [results[k] for k in keys])
+        profiles.extend(sampled)
 
 
 def render_index(
@@ -223,15 +240,20 @@ def _figure(value: Cell) -> str:
 
 
 def main(environ: Mapping[str, str] = os.environ) -> None:
+    stop_on_sigterm()
     quick = environ.get("BENCH_QUICK", "") not in ("", "0")
     directory = PROFILES.with_name("profiles-quick") if quick else PROFILES
     if directory.exists():
         shutil.rmtree(directory)
     directory.mkdir(parents=True)
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    figures, profiles = run_profiles(
-        QUICK if quick else FULL, directory, environ.get("BENCH_DIR") or None
-    )
+    try:
+        figures, profiles = run_profiles(
+            QUICK if quick else FULL, directory, environ.get("BENCH_DIR") or None
+        )
+    except KeyboardInterrupt:
+        print("[bench] interrupted: every server started was stopped", file=sys.stderr)
+        sys.exit(130)
     machine = f"{machine_line()}; {started}" + ("; QUICK smoke run" if quick else "")
     index = directory / "README.md"
     index.write_text(render_index(figures, profiles, machine))

@@ -17,12 +17,14 @@ import contextlib
 import os
 import resource
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from types import FrameType
 from typing import Self
 
 from client.localcluster import free_port, terminate
@@ -44,6 +46,15 @@ _SBIN = ("/usr/sbin", "/usr/local/sbin", "/sbin")
 
 class Unavailable(Exception):
     """A system could not be installed, started or measured; ``str()`` is the short why."""
+
+
+def stop_on_sigterm() -> None:
+    """SIGTERM unwinds like Ctrl-C, so every ``finally`` stops its servers."""
+
+    def handler(_signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 def find_binary(name: str) -> str:
