@@ -109,15 +109,18 @@ class _DelayedProduce:
     result, in the call that moved the last high watermark, or when ``timeout_ms`` ends
     (REQUEST_TIMED_OUT for those still waiting: an ambiguous outcome, never success)."""
 
-    __slots__ = ("_answer", "_entries", "_pending", "_timer", "deferred")
+    __slots__ = ("_answer", "_entries", "_pending", "_purgatory", "_timer", "deferred")
 
     def __init__(
         self,
         answer: object,
         waits: list[tuple[ProducePartitionResponse, Partition, int]],
         timeout_ms: int,
+        purgatory: set[_DelayedProduce],
     ) -> None:
+        """``purgatory``: the waiting ones (a gauge), this one in it until answered."""
         self._answer = answer
+        self._purgatory = purgatory
         self.deferred: Deferred[Any] = Deferred(on_cancel=self._forget)
         self._timer: asyncio.TimerHandle | None = None
         self._pending = len(waits)
@@ -128,6 +131,7 @@ class _DelayedProduce:
             self._entries.append(entry)
             entry[2] = partition.wait_for_high_watermark(end, partial(self._settled, entry))
         if self._pending:
+            purgatory.add(self)
             self._timer = asyncio.get_running_loop().call_later(
                 max(timeout_ms, 0) / 1000, self._expire, timeout_ms
             )
@@ -151,6 +155,7 @@ class _DelayedProduce:
         if self._pending == 0:
             if self._timer is not None:
                 self._timer.cancel()
+            self._purgatory.discard(self)
             self.deferred.resolve(self._answer)
 
     def _expire(self, timeout_ms: int) -> None:
@@ -167,10 +172,12 @@ class _DelayedProduce:
             result.error_code = error.code
             result.error_message = error.message
         self._pending = 0
+        self._purgatory.discard(self)
         self.deferred.resolve(self._answer)
 
     def _forget(self) -> None:
         """Nobody waits for the answer any more (the producer's connection closed)."""
+        self._purgatory.discard(self)
         if self._timer is not None:
             self._timer.cancel()
         for entry in self._entries:
@@ -208,6 +215,8 @@ class ReplicaManager:
         self._fetch_waiters: dict[TopicPartition, dict[_DelayedFetch, None]] = {}
         """Parked fetches by partition (a dict: wakes go in the order they parked)."""
         self.parked_fetches = 0
+        self.delayed_produces: set[_DelayedProduce] = set()
+        """acks=all produces waiting for their replicas (Kafka's produce purgatory)."""
         self._woken: dict[_DelayedFetch, None] = {}
         """Parked fetches to try again at the loop's next pass (see :meth:`_wake`)."""
         self._creating: dict[TopicPartition, asyncio.Future[Partition]] = {}
@@ -417,7 +426,9 @@ class ReplicaManager:
             topics.append(ProduceTopicResponse(name=topic.name, partitions=results))
         response = ProduceResponse(topics=topics)
         if waits:
-            return _DelayedProduce(response, waits, request.timeout_ms).deferred
+            return _DelayedProduce(
+                response, waits, request.timeout_ms, self.delayed_produces
+            ).deferred
         return response
 
     def _append(
@@ -473,7 +484,7 @@ class ReplicaManager:
                 index=index, error_code=exc.code, error_message=exc.message
             )
         answered: ProducePartitionResponse = await _DelayedProduce(
-            result, [(result, partition, end)], timeout_ms
+            result, [(result, partition, end)], timeout_ms, self.delayed_produces
         ).deferred
         return answered
 
@@ -771,6 +782,7 @@ class ReplicaManager:
             (_UNDER_REPLICATED, {}, len(under)),
             (_UNDER_MIN_ISR, {}, len(below_min)),
             (_PARKED_FETCHES, {}, self.parked_fetches),
+            (_DELAYED_PRODUCES, {}, len(self.delayed_produces)),
         ]
         for tp, p in sorted(self.partitions.items()):
             labels = {"topic": tp.topic, "partition": str(tp.partition)}
@@ -828,6 +840,10 @@ _UNDER_MIN_ISR = gauge(
 )
 _PARKED_FETCHES = gauge(
     "headwater_fetch_purgatory_size", "Fetches parked until data arrives or max wait ends."
+)
+_DELAYED_PRODUCES = gauge(
+    "headwater_produce_purgatory_size",
+    "acks=all produces waiting for the in-sync replicas (or their timeout).",
 )
 _LOG_SIZE = gauge("headwater_log_size_bytes", "Bytes in a partition's log.")
 _LOG_END = gauge("headwater_log_end_offset", "A partition's log end offset.")

@@ -37,6 +37,12 @@ def _waiting(replicas: ReplicaManager, timeout_ms: int = 30_000) -> Deferred[Pro
     return waiting
 
 
+def _purgatory_size(replicas: ReplicaManager) -> int:
+    """The headwater_produce_purgatory_size gauge, as a scrape reads it."""
+    (size,) = [v for name, _, v in replicas.metrics() if name.endswith("produce_purgatory_size")]
+    return int(size)
+
+
 def _answer(waiting: Deferred[ProduceResponse]) -> ProducePartitionResponse:
     assert waiting.done
     return waiting.result().topics[0].partitions[0]
@@ -49,10 +55,12 @@ async def test_the_last_followers_fetch_answers_the_produce_in_its_own_call(
     waiting = _waiting(replicas)
     replicas.fetch(_fetch(1, replica_id=2, max_wait_ms=0))
     assert not waiting.done  # follower 3 has not got it yet: the high watermark is 0
+    assert _purgatory_size(replicas) == 1
     replicas.fetch(_fetch(1, replica_id=3, max_wait_ms=0))
     answer = _answer(waiting)  # no await in between: done in the fetch's own call
     assert (answer.error_code, answer.base_offset) == (0, 0)
     assert not replicas.partitions[TP]._waiters
+    assert _purgatory_size(replicas) == 0
 
 
 async def test_a_timeout_answers_request_timed_out_and_forgets_the_wait(
@@ -63,6 +71,7 @@ async def test_a_timeout_answers_request_timed_out_and_forgets_the_wait(
     await asyncio.sleep(0.1)
     answer = _answer(waiting)
     assert answer.error_code == RequestTimedOutError.code
+    assert _purgatory_size(replicas) == 0
     assert answer.error_message is not None and "within 20 ms" in answer.error_message
     assert not replicas.partitions[TP]._waiters
     for follower in (2, 3):  # replication completing later changes nothing
@@ -97,6 +106,7 @@ async def test_a_producer_gone_leaves_nothing_waiting(make_leader: MakeLeader) -
     waiting.cancel()  # the server does this when the producer's connection closes
     assert not replicas.partitions[TP]._waiters
     assert delayed._timer.cancelled()  # nothing fires into a dead answer
+    assert _purgatory_size(replicas) == 0
     assert waiting.cancelled
 
 
