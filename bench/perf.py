@@ -842,8 +842,8 @@ async def _probe(
     topic the first records wait for the followers' first fetches and the consumer's
     (0.1-0.2 s), which would be the p99 of a short run and not the steady state."""
     probe = b"headwater-bench-probe" + os.urandom(8)
-    for tp in partitions:
-        await (await producer.send(topic, probe, partition=tp.partition))
+    sent = [await producer.send(topic, probe, partition=tp.partition) for tp in partitions]
+    await asyncio.gather(*sent)
     waiting = set(partitions)
     deadline = time.monotonic() + IDLE_TIMEOUT_S
     while waiting:

@@ -43,8 +43,13 @@ def _tree(collapsed: str) -> _Frame:
     return root
 
 
-def _depth(frame: _Frame) -> int:
-    return 1 + max((_depth(c) for c in frame.children.values()), default=0)
+def _depth(root: _Frame) -> int:
+    deepest, stack = 0, [(root, 1)]  # no recursion: a stack may be deeper than Python's
+    while stack:
+        frame, depth = stack.pop()
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in frame.children.values())
+    return deepest
 
 
 def _colour(name: str) -> str:
@@ -75,10 +80,17 @@ def render(collapsed: str, title: str) -> str:
     ]
     total = max(root.samples, 1)
 
-    def draw(frame: _Frame, name: str, x: float, depth: int) -> None:
+    # (frame, name, x, depth), drawn parent first; iterative, as _depth
+    todo: list[tuple[_Frame, str, float, int]] = []
+    x = 0.0
+    for name in sorted(root.children):
+        todo.append((root.children[name], name, x, 0))
+        x += root.children[name].samples / total * WIDTH
+    while todo:
+        frame, name, x, depth = todo.pop()
         width = frame.samples / total * WIDTH
         if width < MIN_PX:
-            return
+            continue
         y = height - 4 - (depth + 1) * ROW
         share = 100 * frame.samples / total
         tip = escape(f"{name} ({frame.samples:,} samples, {share:.1f}%)")
@@ -90,12 +102,7 @@ def render(collapsed: str, title: str) -> str:
         child_x = x
         for child_name in sorted(frame.children):
             child = frame.children[child_name]
-            draw(child, child_name, child_x, depth + 1)
+            todo.append((child, child_name, child_x, depth + 1))
             child_x += child.samples / total * WIDTH
-
-    x = 0.0
-    for name in sorted(root.children):
-        draw(root.children[name], name, x, 0)
-        x += root.children[name].samples / total * WIDTH
     parts.append("</svg>")
     return "\n".join(parts) + "\n"

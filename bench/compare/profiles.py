@@ -87,47 +87,66 @@ def sampling(
 ) -> Iterator[list[Profile]]:
     """py-spy on each of ``pids`` (role -> pid) while the body runs; the profiles are
     filled in on the way out."""
-    profiles: list[Profile] = []
-    running: list[tuple[Profile, subprocess.Popen[bytes]]] = []
-    for role, pid in pids.items():
-        profile = Profile(
+    profiles = [
+        Profile(
             workload,
             role,
             directory / f"{workload}.{role}.svg",
             directory / f"{workload}.{role}.txt",
         )
-        profiles.append(profile)
-        if tool is None:
-            profile.error = "py-spy is not installed (make setup installs it)"
-            continue
-        command = [tool, "record", "--pid", str(pid), "--rate", str(RATE_HZ), "--nonblocking"]
-        command.append("--function")  # a frame per function, not per line being run
-        process = subprocess.Popen(
-            [*command, "--format", "raw", "--output", str(profile.stacks)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        running.append((profile, process))
-    time.sleep(0.5)  # py-spy attaches before the workload starts
+        for role in pids
+    ]
+    running: list[tuple[Profile, subprocess.Popen[bytes]]] = []
     try:
+        for profile, pid in zip(profiles, pids.values(), strict=True):
+            if tool is None:
+                profile.error = "py-spy is not installed (make setup installs it)"
+                continue
+            command = [tool, "record", "--pid", str(pid), "--rate", str(RATE_HZ)]
+            command += ["--nonblocking", "--function"]  # --function: a frame per function
+            process = subprocess.Popen(
+                [*command, "--format", "raw", "--output", str(profile.stacks)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                env={**os.environ, "RUST_BACKTRACE": "0"},  # its error, not a backtrace
+            )
+            running.append((profile, process))
+        time.sleep(0.5)  # py-spy attaches before the workload starts
         yield profiles
     finally:
         for _, process in running:
             process.send_signal(signal.SIGINT)  # py-spy writes its output on Ctrl-C
         for profile, process in running:
-            try:
-                _, err = process.communicate(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                _, err = process.communicate()
-            if process.returncode or not profile.stacks.exists():
-                reason = err.decode(errors="replace").strip().splitlines()
-                profile.error = f"py-spy failed: {reason[-1] if reason else process.returncode}"
-                continue
-            collapsed = profile.stacks.read_text()
-            profile.samples, profile.top = top_functions(collapsed)
-            profile.svg.write_text(flame.render(collapsed, f"{workload}: {profile.role}"))
+            _collect(profile, process)
+
+
+def _collect(profile: Profile, process: subprocess.Popen[bytes]) -> None:
+    """Wait for one py-spy; its profile filled in, or its error (never raises)."""
+    try:
+        _, err = process.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        _, err = process.communicate()
+    if process.returncode or not profile.stacks.exists():
+        profile.error = f"py-spy failed: {_reason(err) or process.returncode}"
+        return
+    try:
+        collapsed = profile.stacks.read_text(errors="replace")
+        profile.samples, profile.top = top_functions(collapsed)
+        profile.svg.write_text(flame.render(collapsed, f"{profile.workload}: {profile.role}"))
+    except (OSError, ValueError) as exc:
+        profile.error = f"its stacks could not be read or drawn: {exc!r}"
+
+
+def _reason(stderr: bytes) -> str:
+    """py-spy's error line out of what it printed (hints and backtraces follow it)."""
+    lines = [line.strip() for line in stderr.decode(errors="replace").splitlines()]
+    lines = [line for line in lines if line]
+    for line in lines:
+        if line.startswith("Error") or "ermission" in line:
+            return line
+    return lines[0] if lines else ""
 
 
 Workload = Callable[[str], Coroutine[Any, Any, float | tuple[float, ...]]]
@@ -166,7 +185,7 @@ def run_profiles(
             except Exception as exc:  # a cluster that would not start: its rows say why
                 for name, (unit, _) in workloads.items():
                     if name not in figures:
-                        figures[name] = (unit, [NotAvailable(f"{exc!r}")])
+                        figures[name] = (unit, [NotAvailable(f"{exc!r}")] * _figures_in(unit))
     return figures, profiles
 
 
@@ -186,7 +205,7 @@ def _profile_on(  # noqa: PLR0917 - run_profiles' state, passed down
     for name, (unit, workload) in workloads.items():
         print(f"[bench] profiling {name}", file=sys.stderr, flush=True)
         results: dict[str, Cell] = {}
-        keys = ("a", "b") if "," in unit else ("a",)
+        keys = tuple(str(k) for k in range(_figures_in(unit)))
         with sampling(tool, name, pids, directory) as sampled:
             record(results, keys, sizes, functools.partial(workload, cluster.bootstrap))
         figures[name] = (unit, [results[k] for k in keys])
@@ -233,6 +252,12 @@ def render_index(
     return "\n".join(lines) + "\n"
 
 
+def _figures_in(unit: str) -> int:
+    """How many figures a workload gives: one, or one per name after its unit."""
+    _, _, names = unit.partition(" ")
+    return len(names.split(", ")) if names else 1
+
+
 def _figure(value: Cell) -> str:
     if not isinstance(value, int | float):
         return str(value)
@@ -242,7 +267,9 @@ def _figure(value: Cell) -> str:
 def main(environ: Mapping[str, str] = os.environ) -> None:
     stop_on_sigterm()
     quick = environ.get("BENCH_QUICK", "") not in ("", "0")
-    directory = PROFILES.with_name("profiles-quick") if quick else PROFILES
+    final = PROFILES.with_name("profiles-quick") if quick else PROFILES
+    # written beside the last run's, which is replaced only once this one is complete
+    directory = final.with_name(f".{final.name}-new")
     if directory.exists():
         shutil.rmtree(directory)
     directory.mkdir(parents=True)
@@ -252,9 +279,12 @@ def main(environ: Mapping[str, str] = os.environ) -> None:
             QUICK if quick else FULL, directory, environ.get("BENCH_DIR") or None
         )
     except KeyboardInterrupt:
+        shutil.rmtree(directory, ignore_errors=True)
         print("[bench] interrupted: every server started was stopped", file=sys.stderr)
         sys.exit(130)
     machine = f"{machine_line()}; {started}" + ("; QUICK smoke run" if quick else "")
-    index = directory / "README.md"
-    index.write_text(render_index(figures, profiles, machine))
-    print(f"[bench] wrote {index} and {len(profiles)} profiles", file=sys.stderr, flush=True)
+    (directory / "README.md").write_text(render_index(figures, profiles, machine))
+    if final.exists():
+        shutil.rmtree(final)
+    directory.rename(final)
+    print(f"[bench] wrote {final}: README.md and {len(profiles)} profiles", file=sys.stderr)

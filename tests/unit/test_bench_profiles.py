@@ -105,3 +105,36 @@ def test_a_flame_graph_box_is_as_wide_as_its_samples_and_above_its_caller() -> N
     assert boxes["main (x.py:9)"][0] == pytest.approx(width * 30 / 80)
     assert boxes["encode (codec.py:40)"][1] == boxes["main (x.py:9)"][1] - flame.ROW
     assert "garbage" not in svg
+
+
+def test_a_stack_deeper_than_pythons_recursion_limit_is_drawn() -> None:
+    deep = ";".join(f"f{i} (x.py:{i})" for i in range(sys.getrecursionlimit() + 500)) + " 3\n"
+    svg = flame.render(deep, "deep")
+    assert svg.count("<g>") == sys.getrecursionlimit() + 500
+
+
+def test_py_spys_error_line_is_the_reason_not_its_backtrace() -> None:
+    printed = b"\nError: Failed to find python version from target process\n\nStack backtrace:\n"
+    printed += b"   6: std::sys::thread::unix::Thread::new::thread_start\n"
+    assert profiles._reason(printed) == "Error: Failed to find python version from target process"
+    assert profiles._reason(b"Permission Denied: try sudo\n") == "Permission Denied: try sudo"
+    assert profiles._reason(b"") == ""
+
+
+def test_a_cluster_that_will_not_start_gives_every_figure_n_a(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(*_args: object) -> None:
+        raise RuntimeError("ZooKeeper would not start")
+
+    monkeypatch.setattr(profiles.headwater, "BenchCluster", refuse)
+    figures, sampled = profiles.run_profiles(profiles.QUICK, tmp_path, str(tmp_path))
+    assert sampled == []
+    assert set(figures) == {"produce-rf1", "consume", "e2e-rf1", "broker-alone"} | {
+        "produce-rf3",
+        "e2e-rf3",
+    }
+    _, e2e_values = figures["e2e-rf3"]
+    assert len(e2e_values) == 2 and all(isinstance(v, NotAvailable) for v in e2e_values)
+    index = profiles.render_index(figures, sampled, "2 cores")  # p50 and p99 both n/a
+    assert "## e2e-rf3: p50 n/a (RuntimeError('ZooKeeper would not start'))" in index
