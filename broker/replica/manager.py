@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -39,7 +40,7 @@ from broker.metadata import MetadataCache
 from broker.metrics import Counter, Sample, gauge
 from broker.replica.fetcher import ReplicaFetcher
 from broker.replica.isr import IsrUpdater
-from broker.replica.partition import Partition
+from broker.replica.partition import HighWatermarkWaiter, Partition
 from protocol.apis import (
     LATEST_TIMESTAMP,
     EpochEndOffset,
@@ -103,13 +104,22 @@ class _DelayedFetch:
         self.timer: asyncio.TimerHandle | None = None  # None once unparked
 
 
+@dataclass(slots=True, eq=False)
+class _Wait:
+    """One partition of a delayed produce: its result, and its waiter until settled."""
+
+    result: ProducePartitionResponse
+    partition: Partition
+    waiter: HighWatermarkWaiter | None = None
+
+
 class _DelayedProduce:
     """An acks=all produce waiting for its partitions' high watermarks (Kafka's
     DelayedProduce): ``deferred`` gets ``answer`` once every partition's outcome is in its
     result, in the call that moved the last high watermark, or when ``timeout_ms`` ends
     (REQUEST_TIMED_OUT for those still waiting: an ambiguous outcome, never success)."""
 
-    __slots__ = ("_answer", "_entries", "_pending", "_purgatory", "_timer", "deferred")
+    __slots__ = ("_answer", "_pending", "_purgatory", "_timer", "_waits", "deferred")
 
     def __init__(
         self,
@@ -124,24 +134,24 @@ class _DelayedProduce:
         self.deferred: Deferred[Any] = Deferred(on_cancel=self._forget)
         self._timer: asyncio.TimerHandle | None = None
         self._pending = len(waits)
-        # [result, partition, waiter]; the waiter None once this partition has its outcome
-        self._entries: list[list[Any]] = []
+        self._waits: list[_Wait] = []
         for result, partition, end in waits:
-            entry: list[Any] = [result, partition, None]
-            self._entries.append(entry)
-            entry[2] = partition.wait_for_high_watermark(end, partial(self._settled, entry))
+            wait = _Wait(result, partition)
+            self._waits.append(wait)
+            # None if already reached: _settled has run by then
+            wait.waiter = partition.wait_for_high_watermark(end, partial(self._settled, wait))
         if self._pending:
             purgatory.add(self)
             self._timer = asyncio.get_running_loop().call_later(
                 max(timeout_ms, 0) / 1000, self._expire, timeout_ms
             )
 
-    def _settled(self, entry: list[Any], error: ApiError | None) -> None:
+    def _settled(self, wait: _Wait, error: ApiError | None) -> None:
         # runs inside whatever moved the high watermark (a follower's fetch): never raises
-        result, partition, _ = entry
-        entry[2] = None
+        wait.waiter = None
         if self.deferred.done:
             return
+        partition = wait.partition
         min_isr = partition.log.config.min_insync_replicas
         if error is None and len(partition.isr) < min_isr:
             error = NotEnoughReplicasAfterAppendError(
@@ -149,8 +159,8 @@ class _DelayedProduce:
                 f"min.insync.replicas={min_isr}"
             )
         if error is not None:
-            result.error_code = error.code
-            result.error_message = error.message
+            wait.result.error_code = error.code
+            wait.result.error_message = error.message
         self._pending -= 1
         if self._pending == 0:
             if self._timer is not None:
@@ -159,18 +169,17 @@ class _DelayedProduce:
             self.deferred.resolve(self._answer)
 
     def _expire(self, timeout_ms: int) -> None:
-        for entry in self._entries:
-            result, partition, waiter = entry
-            if waiter is None:
+        for wait in self._waits:
+            if wait.waiter is None:
                 continue
-            partition.forget_waiter(waiter)
-            entry[2] = None
+            wait.partition.forget_waiter(wait.waiter)
+            wait.waiter = None
             error = RequestTimedOutError(
-                f"{partition.name}: the in-sync replicas {partition.isr} did not all have the "
-                f"records within {max(timeout_ms, 0)} ms (they may still get them)"
+                f"{wait.partition.name}: the in-sync replicas {wait.partition.isr} did not all "
+                f"have the records within {max(timeout_ms, 0)} ms (they may still get them)"
             )
-            result.error_code = error.code
-            result.error_message = error.message
+            wait.result.error_code = error.code
+            wait.result.error_message = error.message
         self._pending = 0
         self._purgatory.discard(self)
         self.deferred.resolve(self._answer)
@@ -180,10 +189,10 @@ class _DelayedProduce:
         self._purgatory.discard(self)
         if self._timer is not None:
             self._timer.cancel()
-        for entry in self._entries:
-            if entry[2] is not None:
-                entry[1].forget_waiter(entry[2])
-                entry[2] = None
+        for wait in self._waits:
+            if wait.waiter is not None:
+                wait.partition.forget_waiter(wait.waiter)
+                wait.waiter = None
 
 
 class ReplicaManager:
