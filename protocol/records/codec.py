@@ -29,6 +29,17 @@ from protocol.records.compression import (
     compress,
     decompress,
 )
+from protocol.records.runs import MIN_RECORDS, decode_runs
+from protocol.records.varints import (
+    NULL,
+    SMALL,
+    ZIGZAG,
+    read_uvarint,
+    read_varint,
+    signed,
+    uvarint,
+    varint,
+)
 
 __all__ = ["BatchBuilder", "Record", "RecordBatch", "decode_batches", "encode_batch"]
 
@@ -36,73 +47,6 @@ Buffer = bytes | bytearray | memoryview
 Header = tuple[str, bytes | None]
 RecordTuple = tuple[bytes | None, bytes | None, Sequence[Header] | None, int | None]
 T = TypeVar("T", bound=tuple[Any, ...])
-
-_MAX_VARINT_BYTES = 10
-
-
-def _uvarint(z: int) -> bytes:
-    out = bytearray()
-    while z >= 0x80:
-        out.append((z & 0x7F) | 0x80)
-        z >>= 7
-    out.append(z)
-    return bytes(out)
-
-
-_SMALL = [_uvarint(z) for z in range(1 << 14)]  # every one- and two-byte varint
-_NULL = _SMALL[1]  # zig-zag(-1)
-
-
-def varint(n: int) -> bytes:
-    """Zig-zag varint of a signed 64-bit integer."""
-    z = (n << 1) ^ (n >> 63)
-    return _SMALL[z] if z < 16384 else _uvarint(z)
-
-
-def read_varint(data: bytes, pos: int) -> tuple[int, int]:
-    """Decode the zig-zag varint at ``pos``; returns (value, next position)."""
-    b = data[pos]
-    if b < 0x80:
-        return (b >> 1) ^ -(b & 1), pos + 1
-    z = b & 0x7F
-    shift = 7
-    end = pos + _MAX_VARINT_BYTES
-    pos += 1
-    while True:
-        if pos >= end:
-            raise InvalidRecordsError("varint is longer than 10 bytes")
-        b = data[pos]
-        pos += 1
-        z |= (b & 0x7F) << shift
-        if b < 0x80:
-            return (z >> 1) ^ -(z & 1), pos
-        shift += 7
-
-
-def _read_uvarint(data: bytes, pos: int) -> tuple[int, int]:
-    """The raw (still zig-zag encoded, so never negative) varint at ``pos``."""
-    z = 0
-    shift = 0
-    end = pos + _MAX_VARINT_BYTES
-    while True:
-        if pos >= end:
-            raise InvalidRecordsError("varint is longer than 10 bytes")
-        b = data[pos]
-        pos += 1
-        z |= (b & 0x7F) << shift
-        if b < 0x80:
-            return z, pos
-        shift += 7
-
-
-def _signed(z: int) -> int:
-    return (z >> 1) ^ -(z & 1)
-
-
-# every one- and two-byte varint decoded, by its raw value: 0, -1, 1, -2, 2, ...
-_ZIGZAG = [0] * (1 << 14)
-_ZIGZAG[0::2] = range(1 << 13)
-_ZIGZAG[1::2] = range(-1, -(1 << 13) - 1, -1)
 
 
 class Record(NamedTuple):
@@ -195,20 +139,18 @@ class BatchBuilder:
             self._max_ts = timestamp_ms
         ts_delta = timestamp_ms - self._base_ts
         z = (ts_delta << 1) ^ (ts_delta >> 63)
-        ts_field = _SMALL[z] if z < 16384 else _uvarint(z)
-        delta_field = _SMALL[delta << 1] if delta < 8192 else _uvarint(delta << 1)
+        ts_field = SMALL[z] if z < 16384 else uvarint(z)
+        delta_field = SMALL[delta << 1] if delta < 8192 else uvarint(delta << 1)
         if key is None:
-            key_field, key_size = _NULL, 0
+            key_field, key_size = NULL, 0
         else:
             key_size = len(key)
-            key_field = _SMALL[key_size << 1] if key_size < 8192 else _uvarint(key_size << 1)
+            key_field = SMALL[key_size << 1] if key_size < 8192 else uvarint(key_size << 1)
         if value is None:
-            value_field, value_size = _NULL, 0
+            value_field, value_size = NULL, 0
         else:
             value_size = len(value)
-            value_field = (
-                _SMALL[value_size << 1] if value_size < 8192 else _uvarint(value_size << 1)
-            )
+            value_field = SMALL[value_size << 1] if value_size < 8192 else uvarint(value_size << 1)
         # attributes + fields + the header count's one byte (when there are none)
         size = (
             2 + len(ts_field) + len(delta_field) + len(key_field) + key_size + len(value_field)
@@ -217,7 +159,7 @@ class BatchBuilder:
         if header_fields is not None:
             size += len(header_fields) - 1
         buf = self._buf
-        buf += _SMALL[size << 1] if size < 8192 else _uvarint(size << 1)
+        buf += SMALL[size << 1] if size < 8192 else uvarint(size << 1)
         buf += b"\x00"  # attributes: unused in v2
         buf += ts_field
         buf += delta_field
@@ -272,7 +214,7 @@ def _encode_headers(headers: Sequence[Header]) -> bytes:
         raw = hkey.encode()
         parts += (varint(len(raw)), raw)
         if hvalue is None:
-            parts.append(_NULL)
+            parts.append(NULL)
         else:
             parts += (varint(len(hvalue)), hvalue)
     return b"".join(parts)
@@ -442,16 +384,20 @@ def _decode_records(  # noqa: C901, PLR0912, PLR0915 - the consumer's per-record
     keys: list[bytes | None] = []
     values: list[bytes | None] = []
     with_headers: dict[int, tuple[Header, ...]] = {}
+    first = pos = 0
+    if count >= MIN_RECORDS:  # records of one layout first, column by column
+        first, pos = decode_runs(
+            data, count, base_offset, base_ts, (offsets, timestamps, keys, values)
+        )
     add_offset, add_ts, add_key, add_value = (
         offsets.append,
         timestamps.append,
         keys.append,
         values.append,
     )
-    signed = _ZIGZAG  # signed value of a one- or two-byte varint, by its raw value
-    pos = 0
+    zigzag = ZIGZAG  # signed value of a one- or two-byte varint, by its raw value
     size = len(data)
-    for i in range(count):
+    for i in range(first, count):
         z = data[pos]  # length
         if z < 0x80:
             pos += 1
@@ -459,30 +405,30 @@ def _decode_records(  # noqa: C901, PLR0912, PLR0915 - the consumer's per-record
             z = (z & 0x7F) | (c << 7)
             pos += 2
         else:
-            z, pos = _read_uvarint(data, pos)
+            z, pos = read_uvarint(data, pos)
         end = pos + (z >> 1)
         if z & 1 or not z or end > size:
-            raise InvalidRecordsError(f"record length {_signed(z)} does not fit the batch")
+            raise InvalidRecordsError(f"record length {signed(z)} does not fit the batch")
         z = data[pos + 1]  # after the attributes (unused in v2): the timestamp delta
         if z < 0x80:
             pos += 2
-            add_ts(base_ts + signed[z])
+            add_ts(base_ts + zigzag[z])
         elif (c := data[pos + 2]) < 0x80:
             pos += 3
-            add_ts(base_ts + signed[(z & 0x7F) | (c << 7)])
+            add_ts(base_ts + zigzag[(z & 0x7F) | (c << 7)])
         else:
-            z, pos = _read_uvarint(data, pos + 1)
-            add_ts(base_ts + _signed(z))
+            z, pos = read_uvarint(data, pos + 1)
+            add_ts(base_ts + signed(z))
         z = data[pos]  # offset delta
         if z < 0x80:
             pos += 1
-            add_offset(base_offset + signed[z])
+            add_offset(base_offset + zigzag[z])
         elif (c := data[pos + 1]) < 0x80:
             pos += 2
-            add_offset(base_offset + signed[(z & 0x7F) | (c << 7)])
+            add_offset(base_offset + zigzag[(z & 0x7F) | (c << 7)])
         else:
-            z, pos = _read_uvarint(data, pos)
-            add_offset(base_offset + _signed(z))
+            z, pos = read_uvarint(data, pos)
+            add_offset(base_offset + signed(z))
         z = data[pos]  # key length
         if z == 1:  # -1: null
             pos += 1
@@ -494,10 +440,10 @@ def _decode_records(  # noqa: C901, PLR0912, PLR0915 - the consumer's per-record
                 z = (z & 0x7F) | (c << 7)
                 pos += 2
             else:
-                z, pos = _read_uvarint(data, pos)
+                z, pos = read_uvarint(data, pos)
             if z & 1:
                 if z != 1:
-                    raise InvalidRecordsError(f"negative length {_signed(z)}")
+                    raise InvalidRecordsError(f"negative length {signed(z)}")
                 add_key(None)  # -1 written in more bytes than it needs: null all the same
             else:
                 stop = pos + (z >> 1)
@@ -512,10 +458,10 @@ def _decode_records(  # noqa: C901, PLR0912, PLR0915 - the consumer's per-record
             z = (z & 0x7F) | (c << 7)
             pos += 2
         else:
-            z, pos = _read_uvarint(data, pos)
+            z, pos = read_uvarint(data, pos)
         if z & 1:
             if z != 1:
-                raise InvalidRecordsError(f"negative length {_signed(z)}")
+                raise InvalidRecordsError(f"negative length {signed(z)}")
             add_value(None)
             stop = pos
         else:

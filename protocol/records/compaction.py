@@ -21,8 +21,9 @@ from collections.abc import Sequence
 from crc32c import crc32c
 
 from protocol.records import batch as B
-from protocol.records.codec import Record, varint
+from protocol.records.codec import Record
 from protocol.records.compression import NONE, compress
+from protocol.records.varints import varint
 
 __all__ = ["delete_horizon_ms", "empty_batch", "retained_batch"]
 

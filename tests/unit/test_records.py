@@ -24,8 +24,8 @@ from protocol.records import (
     verify_crc,
 )
 from protocol.records.batch import ATTRIBUTES_POS, CRC_POS, MAGIC_POS
-from protocol.records.codec import read_varint, varint
 from protocol.records.compression import compress, decompress
+from protocol.records.varints import read_varint, varint
 from tests.strategies import CODECS, RECORDS
 
 ALL_CODECS = ["none", "gzip", "snappy", "lz4", "zstd"]

@@ -15,7 +15,8 @@ from client.types import ConsumerRecord
 from protocol.errors import CorruptBatchError, InvalidRecordsError
 from protocol.records import HEADER_SIZE, Record, decode_batches, encode_batch
 from protocol.records import batch as B
-from protocol.records.codec import read_varint, varint
+from protocol.records.runs import decode_runs
+from protocol.records.varints import read_varint, varint
 
 ALL_CODECS = ["none", "gzip", "snappy", "lz4", "zstd"]
 BASE_TS = 1_700_000_000_000
@@ -301,4 +302,119 @@ def test_a_null_key_written_in_two_bytes_is_still_null() -> None:
     struct.pack_into(">I", data, 17, crc32c(bytes(data[21:])))
     (record,) = next(decode_batches(bytes(data)))
     assert (record.key, record.value) == (None, b"v")
+    assert decoded_outcome(bytes(data)) == reference_outcome(bytes(data))
+
+
+# --- runs of one layout (protocol.records.runs): decoded column by column ----------------
+
+
+def _runs(data: bytes) -> tuple[int, int]:
+    """How many records (and bytes) of ``data``'s batch the run decoder took."""
+    header = B.read_header(data)
+    out: tuple[list, list, list, list] = ([], [], [], [])
+    return decode_runs(
+        data[HEADER_SIZE:], header.record_count, header.base_offset, header.base_timestamp, out
+    )
+
+
+@pytest.mark.parametrize("count", [32, 63, 64, 65, 200, 8191, 8192, 8193, 9000])
+def test_runs_cover_a_batch_of_one_layout_up_to_8192_records(count: int) -> None:
+    """Offset deltas grow a byte at 64 and 8,192: the run decoder takes the records up to
+    8,192 in two runs and the general loop the rest."""
+    data = encode_batch([(None, b"v" * 10, None, BASE_TS + i % 50) for i in range(count)])
+    taken, position = _runs(data)
+    assert taken == min(count, 8192)
+    assert (position == len(data) - HEADER_SIZE) == (count <= 8192)
+    assert decoded_outcome(data) == reference_outcome(data)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [(None, b""), (b"", None), (b"k" * 63, b"v" * 64), (b"k" * 8192, b"v"), (None, None)],
+)
+def test_runs_at_every_length_varint_size(key: bytes | None, value: bytes | None) -> None:
+    data = encode_batch([(key, value, None, BASE_TS - i % 3) for i in range(100)], base_offset=5)
+    assert _runs(data)[0] == 100
+    assert decoded_outcome(data) == reference_outcome(data)
+    (batch,) = decode_batches(data)
+    assert [(r.offset, r.key, r.value) for r in batch] == [(5 + i, key, value) for i in range(100)]
+
+
+@pytest.mark.parametrize(
+    ("odd_one", "taken"),
+    [
+        ({"value": b"v" * 11}, 0),  # another size inside the first run: none taken
+        ({"headers": [("h", b"1")]}, 0),
+        ({"timestamp": BASE_TS + 64}, 0),  # a two-byte timestamp delta
+        ({"timestamp": BASE_TS - 65}, 0),
+    ],
+)
+def test_a_record_unlike_the_others_leaves_its_run_to_the_general_loop(
+    odd_one: dict, taken: int
+) -> None:
+    for at, first_run_taken in ((10, taken), (100, 64)):
+        records = [(None, b"v" * 10, None, BASE_TS) for _ in range(200)]
+        key, value, headers, ts = records[at]
+        records[at] = (
+            key,
+            odd_one.get("value", value),
+            odd_one.get("headers", headers),
+            odd_one.get("timestamp", ts),
+        )
+        data = encode_batch(records)
+        assert _runs(data)[0] == first_run_taken
+        assert decoded_outcome(data) == reference_outcome(data)
+
+
+def test_records_of_varied_sizes_are_not_a_run() -> None:
+    data = encode_batch([(None, b"v" * (i % 7), None, BASE_TS) for i in range(100)])
+    assert _runs(data) == (0, 0)
+    assert decoded_outcome(data) == reference_outcome(data)
+
+
+def test_offset_deltas_with_a_gap_are_not_a_run() -> None:
+    """A compacted batch (deltas 0, 1, 3, ...) keeps its offsets: the general loop's."""
+    records = b"".join(raw_record(fields(0, d, -1, 1, b"a", 0)) for d in (*range(40), 41))
+    data = raw_batch(records, 41, base_offset=1_000)
+    assert _runs(data) == (0, 0)
+    assert decoded_outcome(data)[-1][0] == 1_041  # type: ignore[index]
+    assert decoded_outcome(data) == reference_outcome(data)
+
+
+@pytest.mark.parametrize(
+    ("name", "last"),
+    [("a header count with no header after it", 1), ("a negative header count", -1)],
+)
+def test_a_run_of_malformed_records_is_malformed(name: str, last: int) -> None:
+    """Every record alike, all malformed the same way: the run decoder must not take them."""
+    records = b"".join(raw_record(fields(0, d, -1, 1, b"a", last)) for d in range(40))
+    data = raw_batch(records, 40)
+    assert _runs(data) == (0, 0)
+    assert reference_outcome(data) == decoded_outcome(data) == "malformed"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    count=st.integers(32, 300),
+    key=st.none() | st.binary(max_size=70),
+    value=st.none() | st.binary(max_size=300),
+    deltas=st.lists(st.integers(-64, 63), max_size=8),
+    damage=st.lists(st.tuples(st.integers(0, 1 << 16), st.integers(0, 255)), max_size=3),
+)
+def test_damaged_runs_decode_exactly_as_the_reference(
+    count: int,
+    key: bytes | None,
+    value: bytes | None,
+    deltas: list[int],
+    damage: list[tuple[int, int]],
+) -> None:
+    """A batch of one layout, with bytes overwritten anywhere: the records the reference
+    decodes, or malformed where it finds them malformed (never another answer)."""
+    deltas = [0, *deltas]  # from the first record's timestamp, the batch's base
+    records = [(key, value, None, BASE_TS + deltas[i % len(deltas)]) for i in range(count)]
+    data = bytearray(encode_batch(records, base_offset=99))
+    if not damage:
+        assert _runs(bytes(data))[0] == count
+    for where, byte in damage:
+        data[HEADER_SIZE + where % (len(data) - HEADER_SIZE)] = byte
     assert decoded_outcome(bytes(data)) == reference_outcome(bytes(data))
