@@ -366,6 +366,15 @@ def test_a_record_unlike_the_others_leaves_its_run_to_the_general_loop(
         assert decoded_outcome(data) == reference_outcome(data)
 
 
+@pytest.mark.parametrize("codec", ALL_CODECS)
+def test_a_compressed_batch_of_one_layout_decodes_as_runs(codec: str) -> None:
+    records = [(b"key", b"v" * 100, None, BASE_TS + i % 7) for i in range(500)]
+    plain = encode_batch(records, base_offset=3)
+    assert _runs(plain)[0] == 500
+    (batch,) = decode_batches(encode_batch(records, base_offset=3, compression=codec))
+    assert [tuple(r) for r in batch] == reference_outcome(plain)
+
+
 def test_records_of_varied_sizes_are_not_a_run() -> None:
     data = encode_batch([(None, b"v" * (i % 7), None, BASE_TS) for i in range(100)])
     assert _runs(data) == (0, 0)
