@@ -775,8 +775,11 @@ async def _consume(bootstrap: str, topic: _BenchTopic, w: Workload, progress: Pr
 
 async def _read(consumer: Consumer, part: _Part, total: int) -> None:
     idle_since = time.monotonic()
+    per_poll = consumer.max_poll_records or total  # Kafka's tool polls with its default too
     while part.records < total:
-        batches = await consumer.getmany(timeout_ms=1000, max_records=total - part.records)
+        batches = await consumer.getmany(
+            timeout_ms=1000, max_records=min(per_poll, total - part.records)
+        )
         if not batches:
             if time.monotonic() - idle_since > IDLE_TIMEOUT_S:
                 raise BenchError(

@@ -103,7 +103,7 @@ class Consumer:
         fetch_min_bytes: int = 1,
         fetch_max_bytes: int = 52_428_800,
         max_partition_fetch_bytes: int = 1_048_576,
-        max_poll_records: int | None = None,
+        max_poll_records: int | None = 500,  # Kafka's max.poll.records; None: no limit
         request_timeout_ms: int = 30_000,
         retry_backoff_ms: int = 100,
         metadata_max_age_ms: int = 300_000,

@@ -250,6 +250,30 @@ async def test_getone_getmany_and_async_for(shared: Cluster) -> None:
         assert await consumer.partitions_for_topic(topic) == {0, 1}
 
 
+async def test_getmany_returns_at_most_max_poll_records(shared: Cluster) -> None:
+    """Kafka's max.poll.records (default 500): a poll hands out that many at most, the
+    rest at the next one, in order."""
+    topic = await _create(shared.bootstrap, partitions=1)
+    async with Producer(bootstrap_servers=shared.bootstrap, linger_ms=5) as producer:
+        for i in range(1_200):
+            await producer.send(topic, b"%d" % i)
+        await producer.flush()
+    async with Consumer(
+        topic, bootstrap_servers=shared.bootstrap, auto_offset_reset="earliest"
+    ) as consumer:
+        assert consumer.max_poll_records == 500
+        offsets: list[int] = []
+        sizes = []
+        while len(offsets) < 1_200:
+            got = await consumer.getmany(timeout_ms=5_000)
+            assert got, "the records stopped coming"
+            (records,) = got.values()
+            sizes.append(len(records))
+            offsets += [r.offset for r in records]
+        assert max(sizes) == 500  # the limit bound (one fetch brings all 1,200)
+        assert offsets == list(range(1_200))
+
+
 async def test_seek_positions_and_offsets_for_times(shared: Cluster) -> None:
     topic = await _create(shared.bootstrap, partitions=1)
     tp = TopicPartition(topic, 0)
