@@ -17,7 +17,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bench import perf, report
-from bench.perf import BenchError, Result, Workload, _batch, _Deliveries, _Latencies, _shares
+from bench.perf import (
+    VALUE_POOL,
+    BenchError,
+    Result,
+    Workload,
+    _batch,
+    _Deliveries,
+    _Latencies,
+    _SendLoop,
+    _shares,
+)
 from bench.stats import MIN_SLEEP_S, Latency, Pacer, RateMeter, percentile, sample_stride
 from client import cli
 from protocol.errors import NotLeaderOrFollowerError
@@ -317,6 +327,53 @@ async def test_latencies_of_acknowledged_records_only() -> None:
     await asyncio.sleep(0)  # the callbacks run
     assert len(samples) == 1 and 5 <= samples[0] < 5_000
     assert not latencies._sent  # nothing kept once answered
+
+
+class _FakeProducer:
+    """Resolves each send at once; remembers what was sent, in order."""
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    async def send(self, topic: str, value: bytes) -> asyncio.Future[Any]:
+        self.sent.append(value)
+        future = asyncio.get_running_loop().create_future()
+        future.set_result(None)
+        return future
+
+
+class _Watched(_Latencies):
+    def __init__(self) -> None:
+        super().__init__(array("d"))
+        self.timed: list[int] = []
+
+    def watch(self, future: asyncio.Future[Any], sent: float) -> None:
+        self.timed.append(len(self.producer.sent) - 1)
+        super().watch(future, sent)
+
+
+@pytest.mark.parametrize("count", [1, 255, 256, 257, 1_300, 5_000])
+@pytest.mark.parametrize("stride", [1, 7, 16])
+@pytest.mark.parametrize("paced", [False, True])
+async def test_the_send_loops_send_every_record_and_time_one_in_stride(
+    count: int, stride: int, paced: bool
+) -> None:
+    producer = _FakeProducer()
+    values = [b"%d" % i for i in range(VALUE_POOL)]
+    latencies = _Watched()
+    latencies.producer = producer  # type: ignore[attr-defined]
+    deliveries = _Deliveries()
+    loop = _SendLoop(producer, "t", values, stride, latencies, deliveries)  # type: ignore[arg-type]
+    if paced:
+        await loop.paced(count, Pacer(1e9, asyncio.get_running_loop().time()))
+    else:
+        await loop.flat_out(count)
+    assert producer.sent == [values[i % VALUE_POOL] for i in range(count)]
+    assert latencies.timed == list(range(0, count, stride))
+    await asyncio.sleep(0)  # the latency callbacks run
+    assert len(latencies.samples) == len(latencies.timed)
+    deliveries.finish()
+    assert deliveries.acked == count and deliveries.failed == 0
 
 
 # --- the command -----------------------------------------------------------------------
