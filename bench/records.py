@@ -10,6 +10,7 @@ import os
 import platform
 import time
 from collections.abc import Callable
+from functools import partial
 
 from protocol.records import decode_batches, encode_batch, scan_batches
 from protocol.records.compression import CODECS
@@ -59,8 +60,8 @@ def codec_table() -> list[tuple[str, float, float, int]]:
     rows = []
     for codec in CODECS:
         data = encode_batch(records, compression=codec)
-        encode = _rate(lambda c=codec: encode_batch(records, compression=c), RECORDS_PER_BATCH)
-        decode = _rate(lambda d=data: _decode_all(d), RECORDS_PER_BATCH)
+        encode = _rate(partial(encode_batch, records, compression=codec), RECORDS_PER_BATCH)
+        decode = _rate(partial(_decode_all, data), RECORDS_PER_BATCH)
         rows.append((codec, encode, decode, len(data)))
     return rows
 
