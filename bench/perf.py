@@ -512,12 +512,10 @@ class _Deliveries:
         self._open: list[asyncio.Future[Any]] = []
 
     def add(self, future: asyncio.Future[Any]) -> None:
-        self._open.append(future)
-        if len(self._open) >= self.CHUNK:
-            self._chunks.append(self._open)
-            self._open = []
+        self.add_many([future])
 
     def add_many(self, futures: list[asyncio.Future[Any]]) -> None:
+        """Keep ``futures``; a chunk closes at CHUNK futures or more (more: added at once)."""
         self._open += futures
         if len(self._open) >= self.CHUNK:
             self._chunks.append(self._open)
@@ -656,6 +654,7 @@ class _SendLoop:
         future (the bench's own bookkeeping per record cost the producer ~7%; Kafka's tool,
         in Java, has next to none)."""
         send, topic, stride = self.producer.send, self.topic, self.stride
+        assert len(self.values) == VALUE_POOL and VALUE_POOL % YIELD_EVERY == 0
         for start in range(0, count, YIELD_EVERY):
             await asyncio.sleep(0)  # as an application's own awaits would (YIELD_EVERY)
             at = start % VALUE_POOL  # a multiple of YIELD_EVERY: a block never wraps

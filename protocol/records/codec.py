@@ -371,7 +371,9 @@ def _decode_records(  # noqa: C901, PLR0912, PLR0915 - the consumer's per-record
     """The ``count`` records in ``data``, as columns: offsets, timestamps, keys, values and
     headers (the caller zips them into records, in C).
 
-    This loop is where a consumer spends its time, so it is one flat function: varints of
+    Records of one layout are decoded first, a run at a time, by
+    :func:`protocol.records.runs.decode_runs`; this loop takes the rest (all of a batch of
+    varied records). It is one flat function: varints of
     one or two bytes (lengths under 8 KiB, small deltas) are decoded inline, and only longer
     ones and non-empty headers call out (a call per field was half the cost). A varint is
     kept raw while it is a length: ``z`` is the zig-zag value, odd for negatives, and

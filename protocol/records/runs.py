@@ -23,7 +23,8 @@ from typing import NamedTuple
 from protocol.errors import InvalidRecordsError
 from protocol.records.varints import read_uvarint
 
-Columns = tuple[list[int], list[int], list[bytes | None], list[bytes | None]]
+RunColumns = tuple[list[int], list[int], list[bytes | None], list[bytes | None]]
+"""Offsets, timestamps, keys, values (records decoded here have no headers)."""
 
 MIN_RECORDS = 32  # below this a batch goes to the general loop: its set-up would not pay
 _MAX_DELTA = 8192  # offset deltas with one- and two-byte varints
@@ -69,11 +70,13 @@ class _Layout(NamedTuple):
 
 def _layout(data: bytes, pos: int, size: int, delta_width: int) -> _Layout | None:
     """The layout of the record at ``pos``; None if it is not one a run can have."""
-    z, at = _varint_at(data, pos) or (0, pos)
-    if z <= 0 or z & 1 or at + 2 >= size:  # 0: none there
+    z, at = _varint_at(data, pos) or (0, pos)  # (0, pos): no length varint there
+    if z <= 0 or z & 1 or at + 2 >= size:
         return None
     stride = at - pos + (z >> 1)
-    if data[at] != 0 or data[at + 1] >= 0x80:  # attributes (0 in v2); timestamp delta >= 64 ms
+    # attributes: 0 in v2 (the general loop ignores them; a run declines what is not 0);
+    # a first timestamp byte >= 0x80: a delta outside -64..63 ms, two bytes or more
+    if data[at] != 0 or data[at + 1] >= 0x80:
         return None
     stamp_at = at + 1 - pos
     key_len_at = stamp_at + 1 + delta_width
@@ -97,12 +100,14 @@ def _layout(data: bytes, pos: int, size: int, delta_width: int) -> _Layout | Non
 
 
 def decode_runs(
-    data: bytes, count: int, base_offset: int, base_ts: int, out: Columns
+    data: bytes, count: int, base_offset: int, base_ts: int, out: RunColumns
 ) -> tuple[int, int]:
     """Decode the leading runs of ``data``'s ``count`` records into ``out`` (offsets,
     timestamps, keys, values; every record decoded here has no headers); returns (records
     decoded, the position after them). Stops at the first record that does not start a
     run it can check (at 0 for most batches of records of varied sizes)."""
+    if type(data) is memoryview:  # no count() or isascii(): the general loop takes it
+        return 0, 0
     offsets, timestamps, keys, values = out
     size = len(data)
     pos = done = 0
@@ -116,7 +121,7 @@ def decode_runs(
             break
         stride = layout.stride
         stop = pos + k * stride
-        if stop > size or data[pos + layout.stride - 1] != 0:  # no headers
+        if stop > size or data[pos + stride - 1] != 0:  # no headers
             break
         if any(data[pos + j : stop : stride].count(data[pos + j]) != k for j in layout.same):
             break

@@ -15,6 +15,7 @@ from client.types import ConsumerRecord
 from protocol.errors import CorruptBatchError, InvalidRecordsError
 from protocol.records import HEADER_SIZE, Record, decode_batches, encode_batch
 from protocol.records import batch as B
+from protocol.records.codec import _decode_records
 from protocol.records.runs import decode_runs
 from protocol.records.varints import read_varint, varint
 
@@ -400,6 +401,63 @@ def test_a_run_of_malformed_records_is_malformed(name: str, last: int) -> None:
     data = raw_batch(records, 40)
     assert _runs(data) == (0, 0)
     assert reference_outcome(data) == decoded_outcome(data) == "malformed"
+
+
+def _run_template() -> tuple[bytes, int]:
+    """A batch of 100 records of one layout (a key, a two-byte value length), and its
+    records' size (the stride of the first run)."""
+    data = encode_batch([(b"key", b"v" * 70, None, BASE_TS + i % 3) for i in range(100)])
+    stride = read_varint(data, HEADER_SIZE)[1] - HEADER_SIZE + read_varint(data, HEADER_SIZE)[0]
+    return data, stride
+
+
+_TEMPLATE, _STRIDE = _run_template()
+
+
+@pytest.mark.parametrize("at", range(_STRIDE))
+def test_a_whole_column_overwritten_decodes_as_the_reference(at: int) -> None:
+    """The same byte of every record of the first run set to one value: the byte columns
+    still agree, but the layout is another (or none)."""
+    for byte in (0x00, 0x01, 0x02, 0x7F, 0x80, 0x81, 0xFF, _TEMPLATE[HEADER_SIZE + at] ^ 1):
+        data = bytearray(_TEMPLATE)
+        for record in range(64):
+            data[HEADER_SIZE + record * _STRIDE + at] = byte
+        assert decoded_outcome(bytes(data)) == reference_outcome(bytes(data)), (at, byte)
+
+
+def test_non_minimal_length_varints_in_a_run() -> None:
+    """Lengths written in a byte more than they need (0x8e 0x00 for 7) are read alike."""
+    body = fields(0, 0, -1, 1, b"a", 0)  # offset delta rewritten per record below
+    records = b"".join(
+        bytes([(len(body) << 1) | 0x80, 0x00]) + fields(0, d, -1, 1, b"a", 0) for d in range(40)
+    )
+    data = raw_batch(records, 40)
+    assert _runs(data)[0] == 40
+    assert decoded_outcome(data) == reference_outcome(data) != "malformed"
+
+
+def test_non_zero_attributes_leave_the_records_to_the_general_loop() -> None:
+    """v2 records' attributes are unused; the general loop ignores them, a run declines."""
+    records = b"".join(raw_record(b"\x05" + fields(0, d, -1, 1, b"a", 0)[1:]) for d in range(40))
+    data = raw_batch(records, 40)
+    assert _runs(data) == (0, 0)
+    assert decoded_outcome(data) == reference_outcome(data) != "malformed"
+
+
+def test_a_count_below_the_records_present_is_malformed() -> None:
+    records = b"".join(raw_record(fields(0, d, -1, 1, b"a", 0)) for d in range(100))
+    data = raw_batch(records, 50)
+    assert _runs(data)[0] == 50
+    assert reference_outcome(data) == decoded_outcome(data) == "malformed"
+
+
+@pytest.mark.parametrize("kind", [bytes, bytearray, memoryview])
+def test_runs_take_bytes_and_bytearray_and_leave_a_memoryview(kind: type) -> None:
+    body = _TEMPLATE[HEADER_SIZE:]
+    header = B.read_header(_TEMPLATE)
+    args = (100, header.base_offset, header.base_timestamp)
+    expected = _decode_records(body, *args)
+    assert _decode_records(kind(body), *args) == expected
 
 
 @settings(max_examples=300, deadline=None)
