@@ -53,7 +53,10 @@ class Worker(RebalanceListener):
     """A group member that processes records, then commits them; on a revocation it
     commits what it processed, as a careful Kafka consumer does."""
 
-    def __init__(self, bootstrap: str, group: str, topics: list[str], **settings: Any) -> None:
+    def __init__(
+        self, bootstrap: str, group: str, topics: list[str], *, pace_s: float = 0.0, **settings: Any
+    ) -> None:
+        self.pace_s = pace_s  # a pause after each poll that brought records (a slow worker)
         self.consumer = Consumer(
             bootstrap_servers=bootstrap,
             group_id=group,
@@ -102,6 +105,8 @@ class Worker(RebalanceListener):
                 self.pending[tp] = records[-1].offset + 1
             if batches:
                 await self._commit({tp: self.pending[tp] for tp in batches})
+                if self.pace_s:
+                    await asyncio.sleep(self.pace_s)
 
     async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
         if not offsets:
@@ -282,8 +287,12 @@ async def test_a_restarted_group_resumes_exactly_at_its_committed_offsets(
     await _topic(cluster, "jobs", 4)
     tps = [TopicPartition("jobs", p) for p in range(4)]
     await _produce(cluster, "jobs", 6_000)
+    # slow enough that they are still mid-stream when stopped (flat out, both could finish
+    # all 6,000 between two looks of wait_for on a fast machine)
     first = [
-        await Worker(cluster.bootstrap, "workers", ["jobs"], max_poll_records=50).start()
+        await Worker(
+            cluster.bootstrap, "workers", ["jobs"], pace_s=0.01, max_poll_records=50
+        ).start()
         for _ in range(2)
     ]
     await wait_for(lambda: sum(len(w.processed) for w in first) >= 2_000, what="some work done")
