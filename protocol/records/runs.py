@@ -1,19 +1,23 @@
 """Runs of records that share one layout, decoded column by column (the consumer's fast path).
 
 A producer's batch is often records of one shape: the same key and value sizes, no
-headers, offset deltas 0, 1, 2, ... and small timestamp deltas. Every such record then
-has the same length, and each field sits at the same place in it, so a run of them is a
-table with a fixed stride: one extended slice (``data[at:stop:stride]``, C) reads a field
-of every record at once. Each byte that must be the same in all of them is checked that
-way, the offset deltas against the bytes they must be, the timestamp deltas for being one
-byte long; keys and values are sliced out by position. Per record that is a slice or two
-in a list comprehension, against some thirty bytecodes per record of the field-by-field
-loop in :func:`protocol.records.codec._decode_records`, which decodes whatever is not
-such a run (and reports what is malformed: a run that does not check out is left to it,
-never rejected here).
+headers, offset deltas 0, 1, 2, ... and timestamp deltas of one or two bytes. Every such
+record then has the same length, and each field sits at the same place in it, so a run
+of them is a table with a fixed stride: one extended slice (``data[at:stop:stride]``, C)
+reads a field of every record at once. Each byte that must be the same in all of them is
+checked that way, the offset deltas against the bytes they must be, the timestamp deltas
+for their width; keys and values are sliced out by position. Per record that is a slice
+or two in a list comprehension, against some thirty bytecodes per record of the
+field-by-field loop in :func:`protocol.records.codec._decode_records`, which decodes
+whatever is not such a run (and reports what is malformed: records that do not check out
+are left to it, never rejected here).
 
-Runs break where an offset delta's varint grows a byte (deltas 64 and 8,192): a batch of
-up to 8,192 records is at most two runs.
+A run is the longest prefix of records that agree with its first (``bytes.lstrip`` finds
+the first that differs, in C). Runs also break where an offset delta's varint grows a
+byte (deltas 64 and 8,192) or a timestamp delta's does (64 ms, from the batch's first
+record): a steady producer's batch is two to four runs. Two runs in a row cut short (under
+MIN_RUN records) by a record unlike the others end the fast path: records of varied sizes
+cost two layouts and column checks per batch, not one per record.
 """
 
 from __future__ import annotations
@@ -21,12 +25,13 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from protocol.errors import InvalidRecordsError
-from protocol.records.varints import read_uvarint
+from protocol.records.varints import ZIGZAG, read_uvarint
 
 RunColumns = tuple[list[int], list[int], list[bytes | None], list[bytes | None]]
 """Offsets, timestamps, keys, values (records decoded here have no headers)."""
 
 MIN_RECORDS = 32  # below this a batch goes to the general loop: its set-up would not pay
+MIN_RUN = 16  # two runs in a row cut shorter than this hand the rest over
 _MAX_DELTA = 8192  # offset deltas with one- and two-byte varints
 
 # the offset deltas' varints (zig-zag 2 * delta), as their byte columns: deltas 0-63 are one
@@ -34,6 +39,8 @@ _MAX_DELTA = 8192  # offset deltas with one- and two-byte varints
 _DELTA_BYTES = bytes(range(0, 128, 2))
 _DELTA_LOW = bytes(((2 * d) & 0x7F) | 0x80 for d in range(64, _MAX_DELTA))
 _DELTA_HIGH = bytes((2 * d) >> 7 for d in range(64, _MAX_DELTA))
+_LAST = bytes(range(0x80))  # a varint's last byte: no continuation bit
+_MORE = bytes(range(0x80, 0x100))  # any byte of a varint but its last
 # a one-byte zig-zag varint's value, by its byte: 0, -1, 1, -2, ...
 _SIGNED_BYTE = [(z >> 1) ^ -(z & 1) for z in range(128)]
 
@@ -61,7 +68,8 @@ class _Layout(NamedTuple):
 
     stride: int  # the record's size, length varint included
     same: tuple[int, ...]  # the places whose byte every record of the run must share
-    stamp_at: int  # the timestamp delta (one byte)
+    stamp_at: int  # the timestamp delta
+    stamp_width: int  # its bytes: 1 or 2
     key_at: int
     key_size: int  # -1: null
     value_at: int
@@ -71,15 +79,15 @@ class _Layout(NamedTuple):
 def _layout(data: bytes, pos: int, size: int, delta_width: int) -> _Layout | None:
     """The layout of the record at ``pos``; None if it is not one a run can have."""
     z, at = _varint_at(data, pos) or (0, pos)  # (0, pos): no length varint there
-    if z <= 0 or z & 1 or at + 2 >= size:
-        return None
     stride = at - pos + (z >> 1)
-    # attributes: 0 in v2 (the general loop ignores them; a run declines what is not 0);
-    # a first timestamp byte >= 0x80: a delta outside -64..63 ms, two bytes or more
-    if data[at] != 0 or data[at + 1] >= 0x80:
+    if z <= 0 or z & 1 or at + 2 >= size or pos + stride > size:  # none, or cut by the end
         return None
+    # the timestamp delta's bytes; 0: three or more (8,192 ms or more either way)
+    stamp_width = 1 if data[at + 1] < 0x80 else 2 if data[at + 2] < 0x80 else 0
+    if data[at] != 0 or not stamp_width:  # attributes: 0 in v2 (the general loop ignores
+        return None  # them; a run declines)
     stamp_at = at + 1 - pos
-    key_len_at = stamp_at + 1 + delta_width
+    key_len_at = stamp_at + stamp_width + delta_width
     if (key := _size_at(data, pos + key_len_at)) is None:
         return None
     key_size, key_at = key[0], key[1] - pos
@@ -88,7 +96,7 @@ def _layout(data: bytes, pos: int, size: int, delta_width: int) -> _Layout | Non
         return None
     value_size, value_at = value[0], value[1] - pos
     headers_at = value_at + max(value_size, 0)
-    if headers_at + 1 != stride:  # the header count is the record's last byte
+    if headers_at + 1 != stride or data[pos + headers_at] != 0:  # no headers, last byte
         return None
     same = (
         *range(stamp_at),  # length and attributes
@@ -96,7 +104,7 @@ def _layout(data: bytes, pos: int, size: int, delta_width: int) -> _Layout | Non
         *range(value_len_at, value_at),
         headers_at,
     )
-    return _Layout(stride, same, stamp_at, key_at, key_size, value_at, value_size)
+    return _Layout(stride, same, stamp_at, stamp_width, key_at, key_size, value_at, value_size)
 
 
 def decode_runs(
@@ -105,54 +113,91 @@ def decode_runs(
     """Decode the leading runs of ``data``'s ``count`` records into ``out`` (offsets,
     timestamps, keys, values; every record decoded here has no headers); returns (records
     decoded, the position after them). Stops at the first record that does not start a
-    run it can check (at 0 for most batches of records of varied sizes)."""
-    if type(data) is memoryview:  # no count() or isascii(): the general loop takes it
+    run it can check, or at the second run in a row cut short (at 0 or a few records for
+    batches of records of varied sizes)."""
+    if type(data) is memoryview:  # no lstrip(): the general loop takes it
         return 0, 0
     offsets, timestamps, keys, values = out
     size = len(data)
     pos = done = 0
     times: list[int] = []
+    after_short = False
     while done < count and done < _MAX_DELTA:
         delta_width = 1 if done < 64 else 2
         run_end = min(count, 64 if done < 64 else _MAX_DELTA)
-        k = run_end - done
         layout = _layout(data, pos, size, delta_width)
         if layout is None:
             break
         stride = layout.stride
-        stop = pos + k * stride
-        if stop > size or data[pos + stride - 1] != 0:  # no headers
+        k = min(run_end - done, (size - pos) // stride)  # as many as fit
+        for j in layout.same:
+            column = data[pos + j : pos + k * stride : stride]
+            k = _leading(column, column[:1])
+        at = pos + layout.stamp_at
+        stamps = data[at : pos + k * stride : stride]
+        if layout.stamp_width == 1:
+            k = _leading(stamps, _LAST)
+        else:
+            highs = data[at + 1 : pos + k * stride : stride]
+            k = min(_leading(stamps, _MORE), _leading(highs, _LAST))
+        at += layout.stamp_width
+        k = _deltas_agree(data, at, pos + k * stride, stride, first=done)
+        # cut short by a record unlike the others (one timestamp byte more, or another
+        # size): once is a timestamp widening as often as not; twice in a row, hand over
+        short = k < MIN_RUN and done + k < run_end
+        if not k or (short and after_short):
             break
-        if any(data[pos + j : stop : stride].count(data[pos + j]) != k for j in layout.same):
-            break
-        stamps = data[pos + layout.stamp_at : stop : stride]
-        if not stamps.isascii() or not _deltas_are(
-            data, pos + layout.stamp_at + 1, stop, stride, first=done, end=run_end
-        ):
-            break
+        after_short = short
         # the run checks out: its columns
-        offsets += range(base_offset + done, base_offset + run_end)
-        # the timestamps a byte can stand for, once per batch (and only as many as used)
-        if len(times) <= (top := max(stamps)):
-            times = [base_ts + d for d in _SIGNED_BYTE[: top + 1]]
-        timestamps += [times[z] for z in stamps]
+        stop = pos + k * stride
+        offsets += range(base_offset + done, base_offset + done + k)
+        stamps = data[pos + layout.stamp_at : stop : stride]
+        if layout.stamp_width == 1:
+            # the timestamps a byte can stand for, once per batch (and only those used)
+            if len(times) <= (top := max(stamps)):
+                times = [base_ts + d for d in _SIGNED_BYTE[: top + 1]]
+            timestamps += [times[z] for z in stamps]
+        else:
+            highs = data[pos + layout.stamp_at + 1 : stop : stride]
+            pairs = zip(stamps, highs, strict=True)
+            timestamps += [base_ts + ZIGZAG[(a & 0x7F) | (b << 7)] for a, b in pairs]
         keys += _field(data, pos + layout.key_at, layout.key_size, k, stride)
         values += _field(data, pos + layout.value_at, layout.value_size, k, stride)
         pos = stop
-        done = run_end
+        done += k
     return done, pos
 
 
-def _deltas_are(data: bytes, at: int, stop: int, stride: int, *, first: int, end: int) -> bool:
-    """Whether the offset deltas (from ``at``, every ``stride`` bytes) are first..end-1."""
+def _leading(column: bytes, allowed: bytes) -> int:
+    """How many of ``column``'s first bytes are among ``allowed``."""
+    return len(column) - len(column.lstrip(allowed))
+
+
+def _deltas_agree(data: bytes, at: int, stop: int, stride: int, *, first: int) -> int:
+    """How many of the offset deltas from ``at`` (every ``stride`` bytes, up to ``stop``)
+    are first, first + 1, ... in a row; ``first`` is below 64 for one-byte deltas."""
+    got = data[at:stop:stride]
     if first < 64:
-        return data[at:stop:stride] == _DELTA_BYTES[first:end]
-    first -= 64
-    end -= 64
-    return (
-        data[at:stop:stride] == _DELTA_LOW[first:end]
-        and data[at + 1 : stop : stride] == _DELTA_HIGH[first:end]
+        return _common(got, _DELTA_BYTES[first : first + len(got)])
+    low, high = first - 64, first - 64 + len(got)
+    return min(
+        _common(got, _DELTA_LOW[low:high]),
+        _common(data[at + 1 : stop : stride], _DELTA_HIGH[low:high]),
     )
+
+
+def _common(a: bytes, b: bytes) -> int:
+    """The length of the common prefix of ``a`` and ``b`` (of equal length)."""
+    if a == b:
+        return len(a)
+    agree, differ = 0, len(a)  # a[:agree] == b[:agree], a[:differ] != b[:differ]
+    while differ - agree > 1:
+        middle = (agree + differ) // 2
+        if a[:middle] == b[:middle]:
+            agree = middle
+        else:
+            differ = middle
+    return agree
 
 
 def _field(data: bytes, at: int, size: int, k: int, stride: int) -> list[bytes | None]:

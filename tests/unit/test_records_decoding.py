@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from client.types import ConsumerRecord
 from protocol.errors import CorruptBatchError, InvalidRecordsError
-from protocol.records import HEADER_SIZE, Record, decode_batches, encode_batch
+from protocol.records import HEADER_SIZE, Record, codec, decode_batches, encode_batch
 from protocol.records import batch as B
 from protocol.records.codec import _decode_records
 from protocol.records.runs import decode_runs
@@ -342,18 +342,19 @@ def test_runs_at_every_length_varint_size(key: bytes | None, value: bytes | None
 
 
 @pytest.mark.parametrize(
-    ("odd_one", "taken"),
+    "odd_one",
     [
-        ({"value": b"v" * 11}, 0),  # another size inside the first run: none taken
-        ({"headers": [("h", b"1")]}, 0),
-        ({"timestamp": BASE_TS + 64}, 0),  # a two-byte timestamp delta
-        ({"timestamp": BASE_TS - 65}, 0),
+        {"value": b"v" * 11},  # another size
+        {"headers": [("h", b"1")]},
+        {"timestamp": BASE_TS + 64},  # a two-byte timestamp delta among one-byte ones
+        {"timestamp": BASE_TS - 65},
+        {"timestamp": BASE_TS + 9_000},  # a three-byte one
     ],
 )
-def test_a_record_unlike_the_others_leaves_its_run_to_the_general_loop(
-    odd_one: dict, taken: int
-) -> None:
-    for at, first_run_taken in ((10, taken), (100, 64)):
+def test_a_record_unlike_the_others_leaves_the_rest_to_the_general_loop(odd_one: dict) -> None:
+    """The records before it go by runs; it and what follows, by the general loop or by
+    runs again, the same records either way."""
+    for at in (10, 70, 100):
         records = [(None, b"v" * 10, None, BASE_TS) for _ in range(200)]
         key, value, headers, ts = records[at]
         records[at] = (
@@ -363,7 +364,7 @@ def test_a_record_unlike_the_others_leaves_its_run_to_the_general_loop(
             odd_one.get("timestamp", ts),
         )
         data = encode_batch(records)
-        assert _runs(data)[0] == first_run_taken
+        assert _runs(data)[0] >= at
         assert decoded_outcome(data) == reference_outcome(data)
 
 
@@ -376,17 +377,18 @@ def test_a_compressed_batch_of_one_layout_decodes_as_runs(codec: str) -> None:
     assert [tuple(r) for r in batch] == reference_outcome(plain)
 
 
-def test_records_of_varied_sizes_are_not_a_run() -> None:
+def test_records_of_varied_sizes_cost_two_layouts_then_the_general_loop() -> None:
     data = encode_batch([(None, b"v" * (i % 7), None, BASE_TS) for i in range(100)])
-    assert _runs(data) == (0, 0)
+    assert _runs(data)[0] == 1  # a run of one, cut short; the second cut short ends it
     assert decoded_outcome(data) == reference_outcome(data)
 
 
-def test_offset_deltas_with_a_gap_are_not_a_run() -> None:
-    """A compacted batch (deltas 0, 1, 3, ...) keeps its offsets: the general loop's."""
+def test_offset_deltas_with_a_gap_end_the_run() -> None:
+    """A compacted batch (deltas 0, 1, ..., 39, 41) keeps its offsets: the records from the
+    gap on are the general loop's."""
     records = b"".join(raw_record(fields(0, d, -1, 1, b"a", 0)) for d in (*range(40), 41))
     data = raw_batch(records, 41, base_offset=1_000)
-    assert _runs(data) == (0, 0)
+    assert _runs(data)[0] == 40
     assert decoded_outcome(data)[-1][0] == 1_041  # type: ignore[index]
     assert decoded_outcome(data) == reference_outcome(data)
 
@@ -423,6 +425,40 @@ def test_a_whole_column_overwritten_decodes_as_the_reference(at: int) -> None:
         for record in range(64):
             data[HEADER_SIZE + record * _STRIDE + at] = byte
         assert decoded_outcome(bytes(data)) == reference_outcome(bytes(data)), (at, byte)
+
+
+def _outcome(body: bytes, count: int) -> object:
+    try:
+        return _decode_records(body, count, 0, BASE_TS)
+    except (InvalidRecordsError, IndexError) as exc:
+        return type(exc), str(exc)
+
+
+@pytest.mark.parametrize("count", [100, 101])
+def test_records_cut_short_decode_as_the_general_loop_alone(
+    count: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cut anywhere in the last records of a run: the same error (or records) as the
+    general loop gives by itself."""
+    body = _TEMPLATE[HEADER_SIZE:]
+    for cut in range(len(body) - 3 * _STRIDE, len(body)):
+        with_runs = _outcome(body[:cut], count)
+        monkeypatch.setattr(codec, "MIN_RECORDS", 1 << 60)
+        assert with_runs == _outcome(body[:cut], count), cut
+        monkeypatch.undo()
+
+
+@pytest.mark.parametrize("spread_ms", [63, 64, 1_000, 8_191])
+def test_two_byte_timestamp_deltas_are_runs(spread_ms: int) -> None:
+    """A batch spanning more than 63 ms: its later records' timestamp deltas take two
+    bytes, a run of their own."""
+    count = 500
+    stamps = [BASE_TS + i * spread_ms // (count - 1) for i in range(count)]
+    records = [(None, b"v" * 20, None, ts) for ts in stamps]
+    data = encode_batch(records)
+    assert _runs(data)[0] == count
+    assert decoded_outcome(data) == reference_outcome(data)
+    assert [r.timestamp for r in next(decode_batches(data))] == [t for *_, t in records]
 
 
 def test_non_minimal_length_varints_in_a_run() -> None:
