@@ -437,13 +437,12 @@ class RecordAccumulator:
 
     # --- the caller's side -----------------------------------------------------------------
 
-    def append(
+    def append(  # noqa: PLR0917 - positional for the producer's per-record call
         self,
         tp: TopicPartition,
         key: Data | None,
         value: Data | None,
-        *,
-        headers: Sequence[Header] | None = None,
+        headers: Sequence[Header] | None,
         timestamp_ms: int,
         size_bound: int | None = None,
     ) -> RecordFuture:

@@ -314,6 +314,7 @@ class Producer:
         metadata = self._cluster.metadata.topics.get(topic)
         if metadata is None:
             metadata = await self._cluster.wait_for_topic(topic, self.max_block_ms)
+            self._check_running()  # stop() may have begun while this send waited
         count = len(metadata.partitions)
         if partition is None:
             partition = self._partitioner.partition(topic, key, count, metadata.available)
@@ -324,11 +325,9 @@ class Producer:
             )
         if self._accumulator.buffered_bytes + size > self.buffer_memory:
             await self._wait_for_space(size)
-            self._check_running()  # stop() may have begun while this send waited
-        elif self._state != "running" or self._sender_error is not None:
-            self._check_running()  # as above, after a first metadata wait
+            self._check_running()  # as above
         if timestamp_ms is None:
-            timestamp_ms = time.time_ns() // 1_000_000
+            timestamp_ms = _time_ns() // 1_000_000
         elif not isinstance(timestamp_ms, int) or not 0 <= timestamp_ms < _TIMESTAMP_LIMIT:
             raise ValueError(
                 f"timestamp_ms={timestamp_ms!r} is invalid: a record's timestamp is "
@@ -337,13 +336,8 @@ class Producer:
         partitions = self._partitions.get(topic)
         if partitions is None or len(partitions) <= partition:
             partitions = self._partitions[topic] = [TopicPartition(topic, p) for p in range(count)]
-        return self._accumulator.append(
-            partitions[partition],
-            key,
-            value,
-            headers=headers,
-            timestamp_ms=timestamp_ms,
-            size_bound=size,
+        return self._accumulator.append(  # positional: keywords cost the hot path a little
+            partitions[partition], key, value, headers, timestamp_ms, size
         )
 
     async def send_and_wait(  # noqa: PLR0917 - as send()
@@ -603,6 +597,7 @@ class Producer:
 
 _SEQUENCE_BROKEN = (OutOfOrderSequenceNumberError, UnknownProducerIdError)
 _TIMESTAMP_LIMIT = 2**63
+_time_ns = time.time_ns  # bound once: send() reads the clock for every record
 
 
 def _idempotence(wanted: bool | None, acks: int, max_in_flight: int, retries: int) -> bool:

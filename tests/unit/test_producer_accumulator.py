@@ -45,7 +45,7 @@ def make(clock: Clock, **kwargs: object) -> RecordAccumulator:
 def append(
     acc: RecordAccumulator, tp: TopicPartition, value: bytes, ts: int = 1_700_000_000_000
 ) -> RecordFuture:
-    return acc.append(tp, None, value, timestamp_ms=ts)
+    return acc.append(tp, None, value, None, ts)
 
 
 def values(batch: ProducerBatch) -> list[bytes | None]:
