@@ -343,8 +343,11 @@ class _FakeProducer:
 
 
 class _Watched(_Latencies):
-    def __init__(self) -> None:
+    """Which records (by send order) were timed."""
+
+    def __init__(self, producer: _FakeProducer) -> None:
         super().__init__(array("d"))
+        self.producer = producer
         self.timed: list[int] = []
 
     def watch(self, future: asyncio.Future[Any], sent: float) -> None:
@@ -360,8 +363,7 @@ async def test_the_send_loops_send_every_record_and_time_one_in_stride(
 ) -> None:
     producer = _FakeProducer()
     values = [b"%d" % i for i in range(VALUE_POOL)]
-    latencies = _Watched()
-    latencies.producer = producer  # type: ignore[attr-defined]
+    latencies = _Watched(producer)
     deliveries = _Deliveries()
     loop = _SendLoop(producer, "t", values, stride, latencies, deliveries)  # type: ignore[arg-type]
     if paced:
