@@ -498,7 +498,7 @@ class Controller:
 
     async def controlled_shutdown(self, broker_id: int) -> list[TP]:
         """Move ``broker_id``'s leaderships away and take it out of every ISR; returns the
-        partitions it still leads (no other in-sync replica to take over)."""
+        replicated partitions it still leads (no other in-sync replica to take over)."""
 
         async def work() -> list[TP]:
             if broker_id not in self.brokers:
@@ -527,10 +527,14 @@ class Controller:
                     ),
                 )
             self._tell_replicas(changed, exclude=broker_id)
+            # a partition with one replica has nowhere to move: waiting on it would only
+            # delay the shutdown by every retry (Kafka leaves them out too)
             return [
                 tp
                 for tp, entry in self.states.items()
-                if entry.state.leader == broker_id and tp[0] not in self.deleting
+                if entry.state.leader == broker_id
+                and tp[0] not in self.deleting
+                and len(self.assignments[tp[0]][tp[1]]) > 1
             ]
 
         result: list[TP] = await self.submit(work)

@@ -263,6 +263,30 @@ async def test_controlled_shutdown_then_preferred_leaders_return(
         )
 
 
+async def test_controlled_shutdown_does_not_wait_on_single_replica_partitions(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    """A partition with one replica has nowhere to move: the broker stops at once instead
+    of retrying its controlled shutdown (three times, 5 s apart by default)."""
+    cluster = make_cluster(1)
+    ports = await _ready_cluster(cluster)
+    single = CreateTopicsRequest(
+        topics=[CreatableTopic(name="single", num_partitions=2, replication_factor=1)]
+    )
+    assert (await _request(ports[1], ApiKey.CREATE_TOPICS, single)).topics[0].error_code == 0
+    await _until(
+        lambda: _metadata(ports[1], ["single"]),
+        lambda m: (
+            len(m.topics[0].partitions) == 2
+            and all(p.leader_id == 1 for p in m.topics[0].partitions)
+        ),
+    )
+    assert cluster.brokers[1].stop() == 0
+    log = cluster.brokers[1].log_path.read_text()
+    assert "broker.controlled_shutdown_done" in log
+    assert "broker.controlled_shutdown_retry" not in log
+
+
 async def test_offline_partitions_are_reported_and_leaders_rebalance_by_themselves(
     make_cluster: Callable[..., Cluster],
 ) -> None:
