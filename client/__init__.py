@@ -5,6 +5,7 @@ Speaks to brokers only through :mod:`protocol`; never imports :mod:`broker`.
 
 from client.accumulator import RecordFuture
 from client.admin import Admin
+from client.batches import BatchBuilder, BatchRecordMetadata
 from client.consumer import Consumer
 from client.errors import (
     ClientClosedError,
@@ -37,6 +38,8 @@ from client.types import (
 __all__ = [
     "Admin",
     "AlterConfigOp",
+    "BatchBuilder",
+    "BatchRecordMetadata",
     "BrokerDescription",
     "ClientClosedError",
     "ClusterDescription",

@@ -34,7 +34,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from client.types import RecordMetadata, TopicPartition
-from protocol.errors import ApiError, RequestTimedOutError
+from protocol.errors import ApiError, MessageTooLargeError, RequestTimedOutError
 from protocol.records import (
     HEADER_SIZE,
     BatchBuilder,
@@ -468,6 +468,52 @@ class RecordAccumulator:
             self._close(batch)
             self._wakeup()
         return RecordFuture(batch, index)
+
+    def append_batch(  # noqa: PLR0917 - the columns of one batch
+        self,
+        tp: TopicPartition,
+        keys: Sequence[Data | None] | None,
+        values: Sequence[Data | None],
+        timestamps: Sequence[int],
+        headers: Sequence[Sequence[Header] | None] | None,
+        size_bound: int,
+        max_size: int,
+    ) -> RecordFuture:
+        """Queue a whole batch of records (``send_batch``), after any of the partition's
+        records already appended; the future is its first record's.
+
+        Raises :class:`MessageTooLargeError` (and queues nothing) if it encodes to more
+        than ``max_size`` bytes.
+        """
+        now = self._clock()
+        batch = ProducerBatch(
+            tp, self.compression, now, now + self.delivery_timeout_ms, next(self._seq)
+        )
+        builder = batch.builder
+        assert builder is not None
+        written = builder.extend(keys, values, timestamps, headers)
+        if written > max_size:
+            raise MessageTooLargeError(
+                f"the batch is {written} bytes when encoded, more than max_request_size="
+                f"{max_size}; send fewer records a batch, or raise max_request_size (and "
+                f"the topic's max.message.bytes)"
+            )
+        batch.written = written
+        batch.timestamps.extend(timestamps)
+        batch.count = len(values)
+        batch.size_bound = HEADER_SIZE + size_bound
+        batch.close()  # complete: sendable at once, never lingers
+        current = self._open.get(tp)
+        if current is not None and current.builder is not None:
+            self._close(current)  # the partition's records appended before go first
+        queue = self._batches.get(tp)
+        if queue is None:
+            queue = self._batches[tp] = collections.deque()
+        queue.append(batch)
+        self._incomplete[batch] = None
+        self.buffered_bytes += batch.size_bound
+        self._wakeup()
+        return RecordFuture(batch, 0)
 
     def _roll(self, tp: TopicPartition, full: ProducerBatch | None) -> ProducerBatch:
         """Close the partition's open batch (when it has one) and open the next."""

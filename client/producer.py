@@ -46,6 +46,7 @@ from client.accumulator import (
     RecordFuture,
     record_size_upper_bound,
 )
+from client.batches import BYTES, TIMESTAMP_LIMIT, BatchBuilder, check_headers
 from client.cluster import Cluster, TopicMetadata, unknown_topic_error
 from client.errors import ClientClosedError, ConfigurationError
 from client.partitioner import Partitioner
@@ -77,7 +78,6 @@ _log = logging.getLogger("headwater.client.producer")
 
 Serializer = Callable[[Any], bytes | None]
 Header = tuple[str, bytes | None]
-_BYTES = (bytes, bytearray, memoryview)
 
 
 def _acks(value: int | str) -> int:
@@ -294,12 +294,12 @@ class Producer:
         """
         if self._state != "running" or self._sender_error is not None:
             self._check_running()
-        if self._key_serializer is not None or not (key is None or isinstance(key, _BYTES)):
+        if self._key_serializer is not None or not (key is None or isinstance(key, BYTES)):
             key = self._serialize("key", key, self._key_serializer)
-        if self._value_serializer is not None or not (value is None or isinstance(value, _BYTES)):
+        if self._value_serializer is not None or not (value is None or isinstance(value, BYTES)):
             value = self._serialize("value", value, self._value_serializer)
         if headers:
-            headers = _check_headers(headers)
+            headers = check_headers(headers)
             size = record_size_upper_bound(key, value, headers)
         else:
             headers = None
@@ -328,7 +328,7 @@ class Producer:
             self._check_running()  # as above
         if timestamp_ms is None:
             timestamp_ms = _time_ns() // 1_000_000
-        elif not isinstance(timestamp_ms, int) or not 0 <= timestamp_ms < _TIMESTAMP_LIMIT:
+        elif not isinstance(timestamp_ms, int) or not 0 <= timestamp_ms < TIMESTAMP_LIMIT:
             raise ValueError(
                 f"timestamp_ms={timestamp_ms!r} is invalid: a record's timestamp is "
                 f"milliseconds since the epoch, 0 or more (or None for now)"
@@ -339,6 +339,62 @@ class Producer:
         return self._accumulator.append(  # positional: keywords cost the hot path a little
             partitions[partition], key, value, headers, timestamp_ms, size
         )
+
+    def create_batch(self) -> BatchBuilder:
+        """An empty :class:`~client.batches.BatchBuilder` of ``batch_size`` bytes for
+        :meth:`send_batch` (aiokafka's)."""
+        return BatchBuilder(self._accumulator.batch_size)
+
+    async def send_batch(self, batch: BatchBuilder, topic: str, *, partition: int) -> RecordFuture:
+        """Queue a batch filled by the caller for ``partition`` of ``topic``; the returned
+        future resolves to the :class:`RecordMetadata` of its first record once the broker
+        has the batch (record ``i`` of it is at that offset + ``i``).
+
+        It follows the records already sent to that partition, and is retried and
+        sequenced (idempotence) as ``send()``'s batches are. It waits only for the topic's
+        first metadata or for buffer space. A batch is sent once; if this raises before it
+        is queued (a missing topic, no buffer space in time), it can be sent again.
+        """
+        if self._state != "running" or self._sender_error is not None:
+            self._check_running()
+        if not isinstance(batch, BatchBuilder):
+            raise TypeError(
+                f"send_batch() takes a batch from create_batch(), not {type(batch).__name__}"
+            )
+        if batch.sent:
+            raise ValueError("this batch was sent already; create_batch() makes the next one")
+        if not batch.record_count():
+            raise ValueError("the batch is empty: append records to it before sending it")
+        keys, values, timestamps, headers = batch._take()  # closed to appends from here
+        try:
+            metadata = self._cluster.metadata.topics.get(topic)
+            if metadata is None:
+                metadata = await self._cluster.wait_for_topic(topic, self.max_block_ms)
+                self._check_running()
+            count = len(metadata.partitions)
+            if isinstance(partition, bool) or not isinstance(partition, int):
+                raise TypeError(f"partition must be an int, not {type(partition).__name__}")
+            if not 0 <= partition < count:
+                raise ValueError(
+                    f"partition {partition} is not in topic {topic!r}, which has partitions "
+                    f"0..{count - 1}"
+                )
+            size = batch.size()
+            if self._accumulator.buffered_bytes + size > self.buffer_memory:
+                await self._wait_for_space(size)
+                self._check_running()
+            return self._accumulator.append_batch(
+                TopicPartition(topic, partition),
+                keys,
+                values,
+                timestamps,
+                headers,
+                size,
+                self.max_request_size,
+            )
+        except BaseException:
+            batch._reopen()
+            raise
 
     async def send_and_wait(  # noqa: PLR0917 - as send()
         self,
@@ -379,7 +435,7 @@ class Producer:
     @staticmethod
     def _serialize(what: str, obj: Any, serializer: Serializer | None) -> Any:
         data = serializer(obj) if serializer is not None else obj
-        if data is None or isinstance(data, _BYTES):
+        if data is None or isinstance(data, BYTES):
             return data
         hint = f"; pass {what}_serializer" if serializer is None else f" from {what}_serializer"
         raise TypeError(
@@ -596,7 +652,6 @@ class Producer:
 
 
 _SEQUENCE_BROKEN = (OutOfOrderSequenceNumberError, UnknownProducerIdError)
-_TIMESTAMP_LIMIT = 2**63
 _time_ns = time.time_ns  # bound once: send() reads the clock for every record
 
 
@@ -622,15 +677,3 @@ def _idempotence(wanted: bool | None, acks: int, max_in_flight: int, retries: in
 
 def _monotonic_ms() -> float:
     return time.monotonic() * 1000
-
-
-def _check_headers(headers: Sequence[Header] | None) -> list[Header] | None:
-    if not headers:
-        return None
-    out = []
-    for item in headers:
-        name, data = item
-        if not isinstance(name, str) or not (data is None or isinstance(data, _BYTES)):
-            raise TypeError(f"a header must be (str, bytes | None), not {item!r}")
-        out.append((name, data))
-    return out

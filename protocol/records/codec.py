@@ -29,7 +29,7 @@ from protocol.records.compression import (
     compress,
     decompress,
 )
-from protocol.records.runs import MIN_RECORDS, decode_runs
+from protocol.records.runs import MIN_RECORDS, decode_runs, encode_run
 from protocol.records.varints import (
     NULL,
     SMALL,
@@ -172,6 +172,50 @@ class BatchBuilder:
         buf += b"\x00" if header_fields is None else header_fields
         self._count = delta + 1
         return len(buf)
+
+    def extend(
+        self,
+        keys: Sequence[Buffer | None] | None,
+        values: Sequence[Buffer | None],
+        timestamps: Sequence[int],
+        headers: Sequence[Sequence[Header] | None] | None = None,
+    ) -> int:
+        """Add many records at once (``Producer.send_batch``); ``keys`` None means all
+        keyless, ``headers`` None none at all. Returns the batch's uncompressed size now.
+
+        Records of one shape (the same key and value sizes, no headers, timestamps within
+        8 s of the batch's first) are encoded column by column (:func:`encode_run`), about
+        a fifth of the cost of ``append`` each; others one by one with ``append``, to the
+        same bytes.
+        """
+        n = len(values)
+        if not n:
+            return len(self._buf)
+        if len(timestamps) != n or (keys is not None and len(keys) != n):
+            raise ValueError("keys, values and timestamps must be as many")
+        base = timestamps[0] if self._count == 0 else self._base_ts
+        encoded = (
+            encode_run(keys, values, timestamps, base, self._count)  # type: ignore[arg-type] # None keys or values: it declines
+            if headers is None
+            else None
+        )
+        if encoded is None:
+            append = self.append
+            for i in range(n):
+                append(
+                    None if keys is None else keys[i],
+                    values[i],
+                    None if headers is None else headers[i],
+                    timestamps[i],
+                )
+            return len(self._buf)
+        if self._count == 0:
+            self._base_ts = self._max_ts = base
+        latest = max(timestamps)
+        self._max_ts = max(self._max_ts, latest)
+        self._buf += encoded
+        self._count += n
+        return len(self._buf)
 
     def build(self) -> bytearray:
         """The batch, header and CRC included. The builder is spent after this."""

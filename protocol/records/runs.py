@@ -1,4 +1,5 @@
-"""Runs of records that share one layout, decoded column by column (the consumer's fast path).
+"""Runs of records that share one layout, decoded (the consumer's fast path) and encoded
+(``Producer.send_batch``) column by column.
 
 A producer's batch is often records of one shape: the same key and value sizes, no
 headers, offset deltas 0, 1, 2, ... and timestamp deltas of one or two bytes. Every such
@@ -18,14 +19,24 @@ byte (deltas 64 and 8,192) or a timestamp delta's does (64 ms, from the batch's 
 record): a steady producer's batch is two to four runs. Two runs in a row cut short (under
 MIN_RUN records) by a record unlike the others end the fast path: records of varied sizes
 cost two layouts and column checks per batch, not one per record.
+
+:func:`encode_run` is the other way: records of one shape, given as columns (keys,
+values, timestamps), become the same bytes ``BatchBuilder.append`` writes one record at a
+time. Each record is a handful of fields that are either the same in every record (the
+key and value lengths, the attributes) or come from a table (offset and timestamp deltas),
+so the columns are interleaved by slice assignment and joined once, in C; per record
+only the timestamp delta's table lookup runs in Python.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 from protocol.errors import InvalidRecordsError
-from protocol.records.varints import ZIGZAG, read_uvarint
+from protocol.records.varints import NULL, SMALL, ZIGZAG, read_uvarint, uvarint
+
+Buffer = bytes | bytearray | memoryview
 
 RunColumns = tuple[list[int], list[int], list[bytes | None], list[bytes | None]]
 """Offsets, timestamps, keys, values (records decoded here have no headers)."""
@@ -205,3 +216,70 @@ def _field(data: bytes, at: int, size: int, k: int, stride: int) -> list[bytes |
     if size < 0:
         return [None] * k
     return [data[i : i + size] for i in range(at, at + k * stride, stride)]
+
+
+def encode_run(
+    keys: Sequence[Buffer] | None,
+    values: Sequence[Buffer],
+    timestamps: Sequence[int],
+    base_timestamp: int,
+    first_delta: int,
+) -> bytes | None:
+    """``values`` (with ``keys``, or all keyless) as records with offset deltas from
+    ``first_delta`` and timestamp deltas from ``base_timestamp``, no headers: byte for byte
+    what ``BatchBuilder.append`` writes for them one by one.
+
+    None when they do not share one shape (values or keys of different sizes or None,
+    timestamps before ``base_timestamp`` or 8,192 ms or more after it, offset deltas past
+    8,191): the caller encodes those one by one.
+    """
+    n = len(values)
+    if not n or first_delta < 0 or first_delta + n > _MAX_DELTA or len(timestamps) != n:
+        return None
+    try:
+        sizes = set(map(len, values))
+        key_sizes = None if keys is None else set(map(len, keys))
+    except TypeError:  # a None among them
+        return None
+    if len(sizes) != 1 or (keys is not None and (len(keys) != n or len(key_sizes or ()) != 1)):
+        return None
+    low, high = min(timestamps), max(timestamps)
+    if low < base_timestamp or high - base_timestamp >= _MAX_DELTA:
+        return None
+    (value_size,) = sizes
+    value_field = SMALL[value_size << 1] if value_size < _MAX_DELTA else uvarint(value_size << 1)
+    if key_sizes is None:
+        key_bytes = 0
+        columns = 5  # head, timestamp delta, offset delta, null key + value length, value
+    else:
+        (key_size,) = key_sizes
+        key_field = SMALL[key_size << 1] if key_size < _MAX_DELTA else uvarint(key_size << 1)
+        key_bytes = len(key_field) + key_size
+        columns = 7  # head, timestamp delta, offset delta, key length, key, value length, value
+    # a record's length: attributes, key, value and header count, plus its two deltas'
+    # varints (one or two bytes each); its head is the previous record's header count (0),
+    # the length and the attributes (0)
+    fixed = 1 + (len(NULL) if keys is None else key_bytes) + len(value_field) + value_size + 1
+    heads = [b"\x00" + uvarint((fixed + width) << 1) + b"\x00" for width in range(5)]
+    ts_fields = [SMALL[(t - base_timestamp) << 1] for t in timestamps]
+    delta_fields = SMALL[first_delta << 1 : (first_delta + n) << 1 : 2]
+    if high - base_timestamp < 64:  # every timestamp delta is one byte
+        short = max(0, min(n, 64 - first_delta))  # offset deltas under 64: one byte
+        head_column = [heads[2]] * short + [heads[3]] * (n - short)
+    else:
+        head_column = [heads[len(t) + len(d)] for t, d in zip(ts_fields, delta_fields, strict=True)]
+    flat: list[Buffer] = [b""] * (columns * n)
+    flat[0::columns] = head_column
+    flat[1::columns] = ts_fields
+    flat[2::columns] = delta_fields
+    if keys is None:
+        flat[3::columns] = [NULL + value_field] * n
+        flat[4::columns] = values
+    else:
+        flat[3::columns] = [key_field] * n
+        flat[4::columns] = keys
+        flat[5::columns] = [value_field] * n
+        flat[6::columns] = values
+    flat[0] = flat[0][1:]  # the first record has no record before it
+    flat.append(b"\x00")  # the last record's header count
+    return b"".join(flat)

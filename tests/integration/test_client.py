@@ -377,6 +377,83 @@ async def test_send_validates_before_queueing(shared: Cluster) -> None:
         )
 
 
+@pytest.mark.parametrize(("acks", "compression"), [(1, None), ("all", None), ("all", "zstd")])
+async def test_send_batch_records_are_read_back_at_their_offsets_in_order(
+    shared: Cluster, acks: int | str, compression: str | None
+) -> None:
+    """Batches filled by the caller, interleaved with send()'s records on one partition and
+    spread over the others: each batch's future gives its first record's offset, every
+    record is read back there and after, in the order sent (idempotent with acks=all)."""
+    topic = await _create(shared.bootstrap)
+    rng = random.Random(f"batch{acks}{compression}")
+    sent: list[tuple[bytes | None, bytes, RecordMetadata]] = []
+    async with Producer(
+        bootstrap_servers=shared.bootstrap,
+        acks=acks,
+        compression_type=compression,
+        linger_ms=50,
+        batch_size=4_096,
+    ) as producer:
+        pending: list[tuple[list[tuple[bytes | None, bytes]], asyncio.Future[RecordMetadata]]] = []
+        for round_ in range(12):
+            partition = round_ % 3
+            batch = producer.create_batch()
+            records = []
+            while True:
+                key = None if round_ % 2 else b"k%d" % len(records)  # keyed and keyless
+                size = 50 if round_ % 4 < 2 else rng.randrange(0, 90)  # one shape, or many
+                value = b"b%d-%d-" % (round_, len(records)) + rng.randbytes(size)
+                if batch.append(key=key, value=value) is None:
+                    break
+                records.append((key, value))
+            assert batch.record_count() == len(records) > 10  # filled to batch_size
+            pending.append((records, await producer.send_batch(batch, topic, partition=partition)))
+            single = b"single-%d" % round_
+            pending.append(
+                ([(None, single)], await producer.send(topic, single, partition=partition))
+            )
+        for records, future in pending:
+            first = await future
+            for i, (key, value) in enumerate(records):
+                sent.append((key, value, first._replace(offset=first.offset + i)))
+    _assert_read_back(sent, await _consume(shared.bootstrap, topic, len(sent)))
+
+
+async def test_send_batch_refuses_what_it_cannot_send_and_the_batch_stays_usable(
+    shared: Cluster,
+) -> None:
+    topic = await _create(shared.bootstrap, partitions=2)
+    async with Producer(
+        bootstrap_servers=shared.bootstrap, max_request_size=10_000, batch_size=1 << 20
+    ) as producer:
+        empty = producer.create_batch()
+        with pytest.raises(ValueError, match="the batch is empty"):
+            await producer.send_batch(empty, topic, partition=0)
+        batch = producer.create_batch()
+        batch.append(value=b"first", timestamp=1_700_000_000_000)
+        with pytest.raises(ValueError, match=r"partitions 0\.\.1"):
+            await producer.send_batch(batch, topic, partition=2)
+        with pytest.raises(TypeError, match="partition must be an int"):
+            await producer.send_batch(batch, topic, partition="0")  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="takes a batch from create_batch"):
+            await producer.send_batch([b"x"], topic, partition=0)  # type: ignore[arg-type]
+        assert batch.append(value=b"second") is not None  # still open after the refusals
+        first = await (await producer.send_batch(batch, topic, partition=1))
+        assert (first.partition, first.offset, first.timestamp) == (1, 0, 1_700_000_000_000)
+        assert batch.append(value=b"late") is None  # sent: it takes no more
+        with pytest.raises(ValueError, match="sent already"):
+            await producer.send_batch(batch, topic, partition=1)
+        big = producer.create_batch()
+        for _ in range(200):
+            big.append(value=bytes(100))
+        with pytest.raises(MessageTooLargeError, match="max_request_size=10000"):
+            await producer.send_batch(big, topic, partition=0)
+        assert (await producer.send_and_wait(topic, b"after", partition=0)).offset == 0
+    got = await _consume(shared.bootstrap, topic, 3)
+    assert [r.value for r in got[1]] == [b"first", b"second"]
+    assert [r.value for r in got[0]] == [b"after"]
+
+
 # --- admin ------------------------------------------------------------------------------
 
 
@@ -535,7 +612,7 @@ def test_client_package_exposes_the_contract() -> None:
     contract = (
         "TopicPartition RecordMetadata ConsumerRecord OffsetAndTimestamp NewTopic "
         "BrokerDescription ClusterDescription PartitionDescription TopicDescription "
-        "ConfigEntry Producer Consumer Admin"
+        "ConfigEntry Producer Consumer Admin BatchBuilder BatchRecordMetadata"
     )
     for name in contract.split():
         assert name in client.__all__, name

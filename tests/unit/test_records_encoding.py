@@ -1,0 +1,164 @@
+"""BatchBuilder.extend (``send_batch``'s encoder): whatever path it takes, the bytes are
+exactly those of ``append`` record by record; the column encoder takes the runs it can
+and declines the rest."""
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from protocol.records import BatchBuilder, decode_batches
+from protocol.records.runs import encode_run
+
+BASE = 1_700_000_000_000
+
+
+Headers = list[list[tuple[str, bytes | None]] | None] | None
+
+
+def _builder(before: int) -> BatchBuilder:
+    """A builder holding ``before`` records already."""
+    builder = BatchBuilder()
+    for _ in range(before):
+        builder.append(None, b"earlier", None, BASE)
+    return builder
+
+
+def encoded(
+    keys: list[bytes | None] | None,
+    values: list[bytes | None],
+    timestamps: list[int],
+    headers: Headers = None,
+    before: int = 0,
+    *,
+    bulk: bool,
+) -> bytes:
+    """The batch of these records, after ``before`` others: with ``extend`` (``bulk``) or
+    one ``append`` each (the reference)."""
+    builder = _builder(before)
+    if bulk:
+        builder.extend(keys, values, timestamps, headers)
+    else:
+        for i, value in enumerate(values):
+            key = None if keys is None else keys[i]
+            builder.append(key, value, None if headers is None else headers[i], timestamps[i])
+    return bytes(builder.build())
+
+
+def one_by_one(*args: object, **kwargs: object) -> bytes:
+    return encoded(*args, **kwargs, bulk=False)  # type: ignore[arg-type]
+
+
+def extended(*args: object, **kwargs: object) -> bytes:
+    return encoded(*args, **kwargs, bulk=True)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("count", [1, 2, 63, 64, 65, 1000, 8191, 8192])
+@pytest.mark.parametrize("span_ms", [0, 63, 64, 8191])
+@pytest.mark.parametrize("key_size", [None, 0, 16])
+def test_a_run_encodes_to_the_bytes_of_one_append_per_record(
+    count: int, span_ms: int, key_size: int | None
+) -> None:
+    values = [bytes([i % 251]) * 100 for i in range(count)]
+    keys = None if key_size is None else [bytes([i % 7]) * key_size for i in range(count)]
+    timestamps = [BASE + span_ms * i // max(count - 1, 1) for i in range(count)]
+    assert encode_run(keys, values, timestamps, timestamps[0], 0) is not None  # the fast path
+    assert extended(keys, values, timestamps) == one_by_one(keys, values, timestamps)
+
+
+@pytest.mark.parametrize("size", [0, 1, 63, 64, 8191, 8192, 70_000])
+def test_value_and_key_lengths_of_every_varint_width(size: int) -> None:
+    values = [bytes([1]) * size] * 70
+    keys = [bytes([2]) * size] * 70
+    timestamps = [BASE] * 70
+    assert encode_run(keys, values, timestamps, BASE, 0) is not None
+    assert extended(keys, values, timestamps) == one_by_one(keys, values, timestamps)
+
+
+@pytest.mark.parametrize("before", [1, 63, 64, 100, 8000])
+def test_a_run_after_records_already_in_the_batch_continues_their_deltas(before: int) -> None:
+    values = [b"v" * 50] * 150
+    timestamps = [BASE + i for i in range(150)]
+    expected = one_by_one(None, values, timestamps, before=before)
+    assert extended(None, values, timestamps, before=before) == expected
+
+
+CASES_DECLINED = {
+    "values of two sizes": (None, [b"a", b"bb"], [BASE, BASE]),
+    "a null value": (None, [b"a", None], [BASE, BASE]),
+    "keys of two sizes": ([b"k", b"kk"], [b"a", b"b"], [BASE, BASE]),
+    "a null key among keys": ([b"k", None], [b"a", b"b"], [BASE, BASE]),
+    "a timestamp before the first": (None, [b"a", b"b"], [BASE, BASE - 1]),
+    "timestamps 8,192 ms apart": (None, [b"a", b"b"], [BASE, BASE + 8192]),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES_DECLINED))
+def test_records_of_different_shapes_are_declined_and_encoded_one_by_one(case: str) -> None:
+    keys, values, timestamps = CASES_DECLINED[case]
+    assert encode_run(keys, values, timestamps, timestamps[0], 0) is None  # type: ignore[arg-type]
+    assert extended(keys, values, timestamps) == one_by_one(keys, values, timestamps)
+
+
+def test_offset_deltas_past_8191_and_headers_go_one_by_one() -> None:
+    assert encode_run(None, [b"x"], [BASE], BASE, 8191) is not None  # the last two-byte delta
+    assert encode_run(None, [b"x"], [BASE], BASE, 8192) is None
+    values = [b"x"] * 9000
+    timestamps = [BASE] * 9000
+    assert extended(None, values, timestamps) == one_by_one(None, values, timestamps)
+    headers: Headers = [[("h", b"1")], None, [("n", None)]]
+    three = [b"a", b"b", b"c"]
+    assert extended(None, three, [BASE] * 3, headers) == one_by_one(
+        None, three, [BASE] * 3, headers
+    )
+
+
+def test_the_batch_header_carries_the_first_and_the_largest_timestamp() -> None:
+    builder = BatchBuilder()
+    builder.extend(None, [b"a", b"b", b"c"], [BASE + 5, BASE + 9, BASE + 7])
+    (batch,) = decode_batches(builder.build())
+    assert batch.header.base_timestamp == BASE + 5
+    assert batch.header.max_timestamp == BASE + 9
+    assert [r.timestamp for r in batch] == [BASE + 5, BASE + 9, BASE + 7]
+    assert [r.offset for r in batch] == [0, 1, 2]
+
+
+def test_columns_of_different_lengths_are_refused() -> None:
+    with pytest.raises(ValueError, match="as many"):
+        BatchBuilder().extend(None, [b"a", b"b"], [BASE])
+    with pytest.raises(ValueError, match="as many"):
+        BatchBuilder().extend([b"k"], [b"a", b"b"], [BASE, BASE])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.data(),
+    st.integers(min_value=1, max_value=300),
+    st.sampled_from([0, 1, 100, 200]),
+    st.booleans(),
+)
+def test_any_records_encode_as_one_append_each(
+    data: st.DataObject, count: int, before: int, keyed: bool
+) -> None:
+    """Random columns, mostly one shape with the odd record that is not: whichever path
+    they take, the same bytes."""
+    size = data.draw(st.integers(min_value=0, max_value=300))
+    odd = st.one_of(st.none(), st.binary(max_size=20))
+    values = [
+        data.draw(st.one_of(st.binary(min_size=size, max_size=size), odd))
+        if data.draw(st.integers(0, 20)) == 0
+        else bytes([i % 256]) * size
+        for i in range(count)
+    ]
+    keys = None
+    if keyed:
+        keys = [
+            data.draw(odd) if data.draw(st.integers(0, 20)) == 0 else b"key-%04d" % i
+            for i in range(count)
+        ]
+    spread = data.draw(st.sampled_from([0, 10, 100, 9000]))
+    timestamps = [
+        BASE + data.draw(st.integers(min_value=-1 if spread else 0, max_value=spread))
+        for _ in range(count)
+    ]
+    expected = one_by_one(keys, values, timestamps, before=before)
+    assert extended(keys, values, timestamps, before=before) == expected
