@@ -117,6 +117,16 @@ def _options(test: str) -> Callable[[F], F]:
         click.option("--json", "as_json", is_flag=True, help="Print one JSON object."),
         bootstrap_option,
     ]
+    if test == "produce":
+        options.insert(
+            -4,
+            click.option(
+                "--send-batch",
+                is_flag=True,
+                help="Fill batches with create_batch() and send them with send_batch() "
+                "(to the partitions in turn) instead of send() per record.",
+            ),
+        )
     if test in ("produce", "broker"):
         options.insert(
             -4,

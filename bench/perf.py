@@ -58,7 +58,15 @@ from typing import Any, TypeVar
 import uvloop
 
 from bench.stats import Latency, Pacer, sample_stride
-from client import Admin, Consumer, NewTopic, OffsetSpec, Producer, TopicPartition
+from client import (
+    Admin,
+    BatchBuilder,
+    Consumer,
+    NewTopic,
+    OffsetSpec,
+    Producer,
+    TopicPartition,
+)
 from client.connection import BrokerConnection
 from protocol.apis import ApiKey, ProducePartition, ProduceRequest, ProduceResponse, ProduceTopic
 from protocol.errors import (
@@ -153,6 +161,9 @@ class Workload:
     """produce and broker: this many processes, each with 1/N of the records and rate."""
     max_in_flight: int = 5
     """Requests in flight per broker connection (producer setting; broker replay)."""
+    send_batch: bool = False
+    """produce: fill batches with ``create_batch()`` and send them with ``send_batch()``
+    (to the partitions in turn) instead of ``send()`` per record."""
     topic: str | None = None
     keep_topic: bool = False
     """Keep the fresh topic (by default it is deleted afterwards; a named one is kept)."""
@@ -194,6 +205,8 @@ class Workload:
             raise BenchError("throughput must be records/s above 0, or -1 for unlimited")
         if self.compression not in CODECS:
             raise BenchError(f"compression={self.compression!r}; one of {', '.join(CODECS)}")
+        if self.send_batch and test != "produce":
+            raise BenchError("send_batch applies to the produce test only")
         if self.producers > self.num_records:
             raise BenchError(f"{self.producers} producers for {self.num_records} records")
 
@@ -510,6 +523,8 @@ class _Deliveries:
         self.first_error: str | None = None
         self._chunks: deque[list[asyncio.Future[Any]]] = deque()
         self._open: list[asyncio.Future[Any]] = []
+        self._weights: dict[int, int] = {}
+        """Records a future stands for, where not one (a batch's future), by its id."""
 
     def add(self, future: asyncio.Future[Any]) -> None:
         self.add_many([future])
@@ -520,6 +535,11 @@ class _Deliveries:
         if len(self._open) >= self.CHUNK:
             self._chunks.append(self._open)
             self._open = []
+
+    def add_batch(self, future: asyncio.Future[Any], records: int) -> None:
+        """Keep the future of a batch of ``records`` (``send_batch``)."""
+        self._weights[id(future)] = records  # alive in its chunk until tallied
+        self.add(future)
 
     def sweep(self) -> int:
         """Tally the finished chunks at the front; the records acknowledged so far."""
@@ -536,12 +556,14 @@ class _Deliveries:
         self._open = []
 
     def _tally(self, chunk: list[asyncio.Future[Any]]) -> None:
+        weights = self._weights
         for future in chunk:
+            records = weights.pop(id(future), 1) if weights else 1
             error = "cancelled" if future.cancelled() else future.exception()
             if error is None:
-                self.acked += 1
+                self.acked += records
                 continue
-            self.failed += 1
+            self.failed += records
             if self.first_error is None:
                 self.first_error = _error_line(error)
 
@@ -598,11 +620,17 @@ async def _produce_part(
         async with _every(PROGRESS_INTERVAL_S, lambda: report(deliveries.sweep())):
             pacer = Pacer(w.throughput / w.producers, loop.time())
             part.start = time.time()
-            sending = _SendLoop(producer, topic, values, stride, latencies, deliveries)
-            if pacer.limited:
-                await sending.paced(count, pacer)
+            if w.send_batch:
+                partitions = len(await producer.partitions_for(topic))
+                await _BatchLoop(producer, topic, values, latencies, deliveries).run(
+                    count, pacer, partitions
+                )
             else:
-                await sending.flat_out(count)
+                sending = _SendLoop(producer, topic, values, stride, latencies, deliveries)
+                if pacer.limited:
+                    await sending.paced(count, pacer)
+                else:
+                    await sending.flat_out(count)
             await producer.flush()
             part.end = time.time()
     deliveries.finish()
@@ -676,9 +704,59 @@ class _SendLoop:
                 self.deliveries.sweep()
 
 
+@dataclasses.dataclass
+class _BatchLoop:
+    """One producer's ``send_batch`` loop: records appended to a batch until it is full,
+    then sent, to the partitions in turn; paced, what the batch holds is sent before each
+    sleep. Each batch is timed from its first append to its future's completion."""
+
+    producer: Producer
+    topic: str
+    values: list[bytes]
+    latencies: _Latencies
+    deliveries: _Deliveries
+
+    async def run(self, count: int, pacer: Pacer, partitions: int) -> None:
+        loop = asyncio.get_running_loop()
+        producer, values = self.producer, self.values
+        batch = producer.create_batch()
+        started = time.perf_counter()
+        sent = 0
+        i = 0
+        while i < count:
+            if pacer.limited and (delay := pacer.delay(i, loop.time())):
+                if batch.record_count():
+                    await self._ship(batch, started, sent % partitions)
+                    sent += 1
+                    batch = producer.create_batch()
+                await asyncio.sleep(delay)
+                started = time.perf_counter()
+            append = batch.append
+            stop = count if not pacer.limited else i + 1  # paced: one record, then the pacer
+            while i < stop and append(value=values[i % VALUE_POOL]) is not None:
+                i += 1
+            if i < stop:  # full
+                await self._ship(batch, started, sent % partitions)
+                sent += 1
+                batch = producer.create_batch()
+                started = time.perf_counter()
+                await asyncio.sleep(0)  # as after YIELD_EVERY sends: the sender's turn
+        if batch.record_count():
+            await self._ship(batch, started, sent % partitions)
+
+    async def _ship(self, batch: BatchBuilder, started: float, partition: int) -> None:
+        future = await self.producer.send_batch(batch, self.topic, partition=partition)
+        self.latencies.watch(future, started)
+        self.deliveries.add_batch(future, batch.record_count())
+        self.deliveries.sweep()
+
+
 async def _produce(bootstrap: str, topic: _BenchTopic, w: Workload, progress: Progress) -> Result:
     assert w.num_records is not None
     parts = await _parts(_Job("produce", bootstrap, topic.name, w, w.num_records), 1, progress)
+    if w.send_batch:
+        notes = [*topic.notes, "send_batch(): latency is a batch's first append -> its ack"]
+        return _merge("produce", topic.name, w, parts, notes=notes)
     stride = sample_stride(w.num_records)
     return _merge("produce", topic.name, w, parts, stride=stride, notes=topic.notes)
 

@@ -96,6 +96,8 @@ def describe(test: str, w: Workload, topic: str) -> str:
         parts.append(f"{w.producers} producer(s)")
     if test in ("produce", "broker") or w.max_in_flight != 5:
         parts.append(f"{w.max_in_flight} in flight")
+    if w.send_batch:
+        parts.append("send_batch()")
     return f"{test}: {', '.join(parts)}; topic {topic}"
 
 

@@ -28,9 +28,12 @@ from client import Admin, NewTopic, Producer
 from client.connection import BrokerConnection
 from client.localcluster import BrokerProcess, ZooKeeperServer
 
-__all__ = ["NAME", "BenchCluster", "run"]
+__all__ = ["NAME", "SEND_BATCH_METRIC", "BenchCluster", "run"]
 
 NAME = "Headwater"
+SEND_BATCH_METRIC = "produce_rf1_send_batch"
+"""Headwater's own metric (not in METRICS: the peers' produce rows are bulk already):
+produce_rf1's workload through ``create_batch()``/``send_batch()``."""
 _BROKER_SETTINGS = {"zookeeper.session.timeout.ms": "6000"}
 _BATCH_BYTES = 128 * 1024
 _PRODUCE_TOPIC = "bench-produce"
@@ -109,9 +112,12 @@ def _checked(result: perf.Result) -> perf.Result:
     return result
 
 
-async def produce(bootstrap: str, sizes: Sizes, acks: str, replicas: int) -> float:
+async def produce(
+    bootstrap: str, sizes: Sizes, acks: str, replicas: int, *, send_batch: bool = False
+) -> float:
     """Records/s of one producer (bench.perf), batches of about 1,000 records: the depth
-    of the peers' pipelines."""
+    of the peers' pipelines. ``send_batch``: filled with the batch API, on a topic of its
+    own (the consume row reads what send() wrote)."""
     workload = perf.Workload(
         num_records=sizes.produce_records,
         record_size=sizes.record_bytes,
@@ -119,8 +125,9 @@ async def produce(bootstrap: str, sizes: Sizes, acks: str, replicas: int) -> flo
         batch_size=_BATCH_BYTES,
         linger_ms=5,
         replication_factor=replicas,
-        topic=_PRODUCE_TOPIC,
-        keep_topic=True,
+        topic=None if send_batch else _PRODUCE_TOPIC,
+        keep_topic=not send_batch,
+        send_batch=send_batch,
     )
     return _checked(await perf.measure("produce", bootstrap, workload)).records_per_s
 
@@ -197,6 +204,12 @@ def _single(sizes: Sizes, directory: Path, results: dict[str, Cell]) -> None:
         bootstrap = cluster.bootstrap
         record(results, ("produce_rf1",), sizes, lambda: produce(bootstrap, sizes, "1", 1))
         record(results, ("consume",), sizes, lambda: consume(bootstrap, sizes))
+        record(
+            results,
+            (SEND_BATCH_METRIC,),
+            sizes,
+            lambda: produce(bootstrap, sizes, "1", 1, send_batch=True),
+        )
         record(
             results,
             ("e2e_rf1_p50", "e2e_rf1_p99"),

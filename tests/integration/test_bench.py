@@ -85,6 +85,15 @@ def test_every_bench_against_one_broker(make_cluster: Callable[..., Cluster]) ->
     assert merged["latency_ms"]["samples"] == 3000
     assert merged["settings"]["producers"] == 2
 
+    # send_batch(): every record acknowledged, one latency sample per batch
+    batched, _ = bench(
+        cluster, "produce", "--num-records", "5000", "--send-batch", "--partitions", "2"
+    )
+    sane(batched, "produce", 5000)
+    assert batched["settings"]["send_batch"] is True
+    assert 5000 // 130 <= batched["latency_ms"]["samples"] <= 5000 // 100  # 16 KiB batches
+    assert any("send_batch" in note for note in batched["notes"])
+
     # fresh topics are deleted again; a named one stays
     listed = subprocess.run(
         [*COMMAND, "topics", "list", "--bootstrap-server", cluster.bootstrap],

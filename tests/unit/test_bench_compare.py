@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from bench.compare import matrix
+from bench.compare.headwater import SEND_BATCH_METRIC
 from bench.compare.servers import Unavailable
 from bench.compare.table import (
     NotAvailable,
@@ -127,6 +128,14 @@ def test_rows_follow_the_issue_targets_and_compute_the_share_of_raw_write() -> N
     assert produce.target == Target(at_least=1e6, peer_multiple=2)
     assert str(evaluate(produce)) == "pass"
     assert produce.peers[NATS] == NotAvailable("not run")
+    batched = rows["produce with send_batch(), 1 broker, RF=1, acks=1"]
+    assert batched.headwater == NotAvailable("not run")
+    assert batched.peers == produce.peers  # set against the peers' produce figures
+    assert batched.target == produce.target
+    with_batch = {**results, "Headwater": {**results["Headwater"], SEND_BATCH_METRIC: 2.5e6}}
+    again = {row.name: row for row in matrix.build_rows(with_batch, 3000.0, QUICK)}
+    assert again["produce with send_batch(), 1 broker, RF=1, acks=1"].headwater == 2.5e6
+    assert str(evaluate(again["produce with send_batch(), 1 broker, RF=1, acks=1"])) == "pass"
     share = rows["broker alone, 1 MiB batches: % of raw os.write"]
     assert share.headwater == pytest.approx(50.0)  # 1.5 GB/s of 3,000 MB/s
     assert share.peers[REDIS] == NotAvailable("down")

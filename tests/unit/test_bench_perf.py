@@ -23,6 +23,7 @@ from bench.perf import (
     Result,
     Workload,
     _batch,
+    _BatchLoop,
     _Deliveries,
     _Latencies,
     _SendLoop,
@@ -30,6 +31,7 @@ from bench.perf import (
 )
 from bench.stats import MIN_SLEEP_S, Latency, Pacer, RateMeter, percentile, sample_stride
 from client import cli
+from client.batches import BatchBuilder
 from protocol.errors import NotLeaderOrFollowerError
 from protocol.records import HEADER_SIZE, decode_batches
 
@@ -155,6 +157,7 @@ def test_workload_defaults_per_test() -> None:
         ("produce", Workload(compression="brotli"), "compression"),
         ("produce", Workload(num_records=2, producers=3), "3 producers for 2 records"),
         ("broker", Workload(max_in_flight=0), "max_in_flight"),
+        ("consume", Workload(send_batch=True), "send_batch applies to the produce test only"),
     ],
 )
 def test_workload_checks(test: str, workload: Workload, message: str) -> None:
@@ -376,6 +379,54 @@ async def test_the_send_loops_send_every_record_and_time_one_in_stride(
     assert len(latencies.samples) == len(latencies.timed)
     deliveries.finish()
     assert deliveries.acked == count and deliveries.failed == 0
+
+
+class _FakeBatchProducer:
+    """send_batch resolves at once (every third batch fails); remembers each batch's
+    records and partition."""
+
+    def __init__(self, batch_size: int) -> None:
+        self.batch_size = batch_size
+        self.batches: list[tuple[int, list[bytes]]] = []
+
+    def create_batch(self) -> BatchBuilder:
+        return BatchBuilder(self.batch_size)
+
+    async def send_batch(
+        self, batch: BatchBuilder, topic: str, *, partition: int
+    ) -> asyncio.Future[Any]:
+        _, values, _, _ = batch._take()
+        self.batches.append((partition, [v for v in values if v is not None]))
+        future = asyncio.get_running_loop().create_future()
+        if len(self.batches) % 3:
+            future.set_result(None)
+        else:
+            future.set_exception(NotLeaderOrFollowerError("gone"))
+        return future
+
+
+@pytest.mark.parametrize("count", [1, 7, 100, 1_000])
+@pytest.mark.parametrize("paced", [False, True])
+async def test_the_batch_loop_sends_every_record_in_full_batches_to_each_partition(
+    count: int, paced: bool
+) -> None:
+    producer = _FakeBatchProducer(batch_size=1_000)  # 7 records of 100 bytes a batch
+    values = [b"%03d" % i + bytes(97) for i in range(VALUE_POOL)]
+    samples: array[float] = array("d")
+    deliveries = _Deliveries()
+    sending = _BatchLoop(producer, "t", values, _Latencies(samples), deliveries)  # type: ignore[arg-type]
+    rate = 1e9 if paced else -1
+    await sending.run(count, Pacer(rate, asyncio.get_running_loop().time()), partitions=3)
+    sent = [v for _, batch in producer.batches for v in batch]
+    assert sent == [values[i % VALUE_POOL] for i in range(count)]
+    assert [p for p, _ in producer.batches] == [i % 3 for i in range(len(producer.batches))]
+    if not paced:  # paced at this rate it never sleeps, so the batches fill up as well
+        assert all(len(batch) == 7 for _, batch in producer.batches[:-1])
+    await asyncio.sleep(0)  # the latency callbacks run
+    deliveries.finish()
+    failed = sum(len(b) for i, (_, b) in enumerate(producer.batches) if (i + 1) % 3 == 0)
+    assert (deliveries.acked, deliveries.failed) == (count - failed, failed)
+    assert len(samples) == len(producer.batches) - len(producer.batches) // 3  # acked ones
 
 
 # --- the command -----------------------------------------------------------------------
