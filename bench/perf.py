@@ -60,7 +60,6 @@ import uvloop
 from bench.stats import Latency, Pacer, sample_stride
 from client import (
     Admin,
-    BatchBuilder,
     Consumer,
     NewTopic,
     OffsetSpec,
@@ -704,51 +703,76 @@ class _SendLoop:
                 self.deliveries.sweep()
 
 
-@dataclasses.dataclass
 class _BatchLoop:
-    """One producer's ``send_batch`` loop: records appended to a batch until it is full,
-    then sent, to the partitions in turn; paced, what the batch holds is sent before each
-    sleep. Each batch is timed from its first append to its future's completion."""
+    """One producer's ``send_batch`` loop, to the partitions in turn. Flat out, the batch
+    is filled with ``extend`` from blocks of YIELD_EVERY values (a bulk loader's lists);
+    paced, record by record with ``append``, and what it holds is sent before each sleep.
+    Each batch is timed from its first record to its future's completion."""
 
-    producer: Producer
-    topic: str
-    values: list[bytes]
-    latencies: _Latencies
-    deliveries: _Deliveries
+    def __init__(
+        self,
+        producer: Producer,
+        topic: str,
+        values: list[bytes],
+        latencies: _Latencies,
+        deliveries: _Deliveries,
+    ) -> None:
+        self.producer = producer
+        self.topic = topic
+        self.values = values
+        self.latencies = latencies
+        self.deliveries = deliveries
+        self._partitions = 1
+        self._shipped = 0
+        self._batch = producer.create_batch()
+        self._started = time.perf_counter()
 
     async def run(self, count: int, pacer: Pacer, partitions: int) -> None:
+        self._partitions = partitions
+        if pacer.limited:
+            await self._paced(count, pacer)
+        else:
+            await self._flat_out(count)
+        if self._batch.record_count():
+            await self._ship()
+
+    async def _flat_out(self, count: int) -> None:
+        assert len(self.values) == VALUE_POOL and VALUE_POOL % YIELD_EVERY == 0
+        for start in range(0, count, YIELD_EVERY):
+            at = start % VALUE_POOL  # a multiple of YIELD_EVERY: a block never wraps
+            block = self.values[at : at + min(YIELD_EVERY, count - start)]
+            while block:
+                taken = self._batch.extend(block)
+                if taken < len(block):  # full
+                    await self._ship()
+                block = block[taken:]
+
+    async def _paced(self, count: int, pacer: Pacer) -> None:
         loop = asyncio.get_running_loop()
-        producer, values = self.producer, self.values
-        batch = producer.create_batch()
-        started = time.perf_counter()
-        sent = 0
+        values = self.values
         i = 0
         while i < count:
-            if pacer.limited and (delay := pacer.delay(i, loop.time())):
-                if batch.record_count():
-                    await self._ship(batch, started, sent % partitions)
-                    sent += 1
-                    batch = producer.create_batch()
+            if delay := pacer.delay(i, loop.time()):
+                if self._batch.record_count():
+                    await self._ship()
                 await asyncio.sleep(delay)
-                started = time.perf_counter()
-            append = batch.append
-            stop = count if not pacer.limited else i + 1  # paced: one record, then the pacer
-            while i < stop and append(value=values[i % VALUE_POOL]) is not None:
-                i += 1
-            if i < stop:  # full
-                await self._ship(batch, started, sent % partitions)
-                sent += 1
-                batch = producer.create_batch()
-                started = time.perf_counter()
-                await asyncio.sleep(0)  # as after YIELD_EVERY sends: the sender's turn
-        if batch.record_count():
-            await self._ship(batch, started, sent % partitions)
+                self._started = time.perf_counter()
+            if self._batch.append(value=values[i % VALUE_POOL]) is None:  # full
+                await self._ship()
+                continue
+            i += 1
 
-    async def _ship(self, batch: BatchBuilder, started: float, partition: int) -> None:
+    async def _ship(self) -> None:
+        batch = self._batch
+        partition = self._shipped % self._partitions
         future = await self.producer.send_batch(batch, self.topic, partition=partition)
-        self.latencies.watch(future, started)
+        self.latencies.watch(future, self._started)
         self.deliveries.add_batch(future, batch.record_count())
         self.deliveries.sweep()
+        self._shipped += 1
+        self._batch = self.producer.create_batch()
+        self._started = time.perf_counter()
+        await asyncio.sleep(0)  # as after YIELD_EVERY sends: the sender's turn
 
 
 async def _produce(bootstrap: str, topic: _BenchTopic, w: Workload, progress: Progress) -> Result:

@@ -277,7 +277,7 @@ class ProducerBatch:
         self.count = 0
         """Records appended; the accumulator appends them (its hot path) straight into
         ``builder``, ``timestamps`` (for each record's metadata), ``written``."""
-        self.timestamps = array("q")
+        self.timestamps: array[int] | list[int] = array("q")
         self.written = HEADER_SIZE  # bytes encoded so far, uncompressed
         self.created_ms = created_ms
         self.deadline_ms = deadline_ms
@@ -499,7 +499,7 @@ class RecordAccumulator:
                 f"the topic's max.message.bytes)"
             )
         batch.written = written
-        batch.timestamps.extend(timestamps)
+        batch.timestamps = list(timestamps)  # an array's extend converts each int (slower)
         batch.count = len(values)
         batch.size_bound = HEADER_SIZE + size_bound
         batch.close()  # complete: sendable at once, never lingers

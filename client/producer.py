@@ -46,7 +46,13 @@ from client.accumulator import (
     RecordFuture,
     record_size_upper_bound,
 )
-from client.batches import BYTES, TIMESTAMP_LIMIT, BatchBuilder, check_headers
+from client.batches import (
+    BYTES,
+    TIMESTAMP_LIMIT,
+    BatchBuilder,
+    check_headers,
+    checked_timestamp,
+)
 from client.cluster import Cluster, TopicMetadata, unknown_topic_error
 from client.errors import ClientClosedError, ConfigurationError
 from client.partitioner import Partitioner
@@ -328,11 +334,10 @@ class Producer:
             self._check_running()  # as above
         if timestamp_ms is None:
             timestamp_ms = _time_ns() // 1_000_000
-        elif not isinstance(timestamp_ms, int) or not 0 <= timestamp_ms < TIMESTAMP_LIMIT:
-            raise ValueError(
-                f"timestamp_ms={timestamp_ms!r} is invalid: a record's timestamp is "
-                f"milliseconds since the epoch, 0 or more (or None for now)"
-            )
+        elif timestamp_ms.__class__ is not int:  # bool, float or worse: say what is wrong
+            timestamp_ms = checked_timestamp(timestamp_ms, "timestamp_ms")
+        elif not 0 <= timestamp_ms < TIMESTAMP_LIMIT:
+            checked_timestamp(timestamp_ms, "timestamp_ms")
         partitions = self._partitions.get(topic)
         if partitions is None or len(partitions) <= partition:
             partitions = self._partitions[topic] = [TopicPartition(topic, p) for p in range(count)]

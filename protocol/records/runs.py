@@ -261,7 +261,11 @@ def encode_run(
     # the length and the attributes (0)
     fixed = 1 + (len(NULL) if keys is None else key_bytes) + len(value_field) + value_size + 1
     heads = [b"\x00" + uvarint((fixed + width) << 1) + b"\x00" for width in range(5)]
-    ts_fields = [SMALL[(t - base_timestamp) << 1] for t in timestamps]
+    if low == high:
+        ts_fields = [SMALL[(low - base_timestamp) << 1]] * n
+    else:  # a batch's records span few milliseconds: look each up by its timestamp, in C
+        field_of = {t: SMALL[(t - base_timestamp) << 1] for t in set(timestamps)}
+        ts_fields = list(map(field_of.__getitem__, timestamps))
     delta_fields = SMALL[first_delta << 1 : (first_delta + n) << 1 : 2]
     if high - base_timestamp < 64:  # every timestamp delta is one byte
         short = max(0, min(n, 64 - first_delta))  # offset deltas under 64: one byte

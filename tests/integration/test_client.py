@@ -366,6 +366,9 @@ async def test_send_validates_before_queueing(shared: Cluster) -> None:
             await producer.send(topic, b"v", key=42)
         with pytest.raises(ValueError, match=r"partitions 0\.\.1"):
             await producer.send(topic, b"v", partition=2)
+        for bad in (-1, 1.5, True, 2**63):
+            with pytest.raises(ValueError, match=f"timestamp_ms={bad!r} is invalid"):
+                await producer.send(topic, b"v", timestamp_ms=bad)
     with pytest.raises(ConfigurationError, match="acks"):
         Producer(bootstrap_servers=shared.bootstrap, acks=2)
     with pytest.raises(ConfigurationError, match="partition_assignment_strategy"):
@@ -399,13 +402,19 @@ async def test_send_batch_records_are_read_back_at_their_offsets_in_order(
             partition = round_ % 3
             batch = producer.create_batch()
             records = []
-            while True:
+            while round_ % 3 != 2:  # record by record
                 key = None if round_ % 2 else b"k%d" % len(records)  # keyed and keyless
                 size = 50 if round_ % 4 < 2 else rng.randrange(0, 90)  # one shape, or many
                 value = b"b%d-%d-" % (round_, len(records)) + rng.randbytes(size)
                 if batch.append(key=key, value=value) is None:
                     break
                 records.append((key, value))
+            if round_ % 3 == 2:  # in bulk
+                values = [b"e%d-%d-" % (round_, i) + rng.randbytes(40) for i in range(200)]
+                keys = [b"k%d" % i for i in range(200)] if round_ % 2 == 0 else None
+                taken = batch.extend(values, keys=keys)
+                assert taken < 200  # it filled up
+                records = [(None if keys is None else keys[i], values[i]) for i in range(taken)]
             assert batch.record_count() == len(records) > 10  # filled to batch_size
             pending.append((records, await producer.send_batch(batch, topic, partition=partition)))
             single = b"single-%d" % round_

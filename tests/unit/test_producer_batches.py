@@ -95,6 +95,58 @@ def test_bad_records_are_refused_with_what_is_wrong(
     assert batch.record_count() == 0 and batch.size() == 0
 
 
+def test_extend_takes_as_many_as_fit_and_matches_append_record_by_record() -> None:
+    values = [bytes([i]) * (10 + i) for i in range(50)]
+    keys = [b"k%d" % i for i in range(50)]
+    by_append = BatchBuilder(2_000)
+    appended = 0
+    while by_append.append(key=keys[appended], value=values[appended], timestamp=TS):
+        appended += 1
+    extended = BatchBuilder(2_000)
+    taken = extended.extend(values, keys=keys, timestamp=TS)
+    assert taken == appended and 0 < taken < 50
+    assert extended.size() == by_append.size() <= 2_000
+    assert extended._take() == by_append._take()
+    assert extended.extend(values[taken:]) == 0  # sent: nothing more
+
+
+def test_extend_after_append_keeps_every_column_aligned() -> None:
+    batch = BatchBuilder(16_384)
+    batch.append(value=b"first", timestamp=TS, headers=[("h", b"1")])
+    assert batch.extend([b"a", None], keys=[b"k", None], timestamp=TS + 1) == 2
+    assert batch.extend([b"b"]) == 1
+    keys, values, timestamps, headers = batch._take()
+    assert values == [b"first", b"a", None, b"b"]
+    assert keys == [None, b"k", None, None]
+    assert headers == [[("h", b"1")], None, None, None]
+    assert timestamps[:3] == [TS, TS + 1, TS + 1] and timestamps[3] >= TS
+
+
+def test_extend_always_takes_a_first_record_and_nothing_from_nothing() -> None:
+    batch = BatchBuilder(100)
+    assert batch.extend([]) == 0
+    assert batch.extend([bytes(500), b"x"]) == 1  # alone larger than the batch
+    assert batch.extend([b"x"]) == 0 and batch.record_count() == 1
+
+
+@pytest.mark.parametrize(
+    ("values", "kwargs", "error", "match"),
+    [
+        ([b"a", "b"], {}, TypeError, "value must be bytes or None, not str"),
+        ([b"a"], {"keys": [1]}, TypeError, "key must be bytes or None, not int"),
+        ([b"a", b"b"], {"keys": [b"k"]}, ValueError, "1 keys for 2 values"),
+        ([b"a"], {"timestamp": -5}, ValueError, "timestamp=-5 is invalid"),
+    ],
+)
+def test_extend_refuses_bad_columns_whole(
+    values: list[object], kwargs: dict[str, object], error: type[Exception], match: str
+) -> None:
+    batch = BatchBuilder(16_384)
+    with pytest.raises(error, match=match):
+        batch.extend(values, **kwargs)  # type: ignore[arg-type]
+    assert batch.record_count() == 0 and batch.size() == 0
+
+
 async def test_a_queued_batch_follows_the_partitions_open_batch_and_is_sendable_at_once() -> None:
     acc = make()
     sent_before = acc.append(A0, None, b"before", None, TS)
