@@ -536,9 +536,13 @@ class _Deliveries:
             self._open = []
 
     def add_batch(self, future: asyncio.Future[Any], records: int) -> None:
-        """Keep the future of a batch of ``records`` (``send_batch``)."""
+        """Keep the future of a batch of ``records`` (``send_batch``): a chunk of its own,
+        so it is tallied as soon as it is done."""
         self._weights[id(future)] = records  # alive in its chunk until tallied
-        self.add(future)
+        if self._open:
+            self._chunks.append(self._open)
+            self._open = []
+        self._chunks.append([future])
 
     def sweep(self) -> int:
         """Tally the finished chunks at the front; the records acknowledged so far."""

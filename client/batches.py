@@ -4,11 +4,12 @@
 ``send()`` is one record at a time: a coroutine, a partition choice and an encode per
 record. A caller that already has records in bulk (a file, a query, a queue it drains)
 can instead fill a :class:`BatchBuilder` and hand it to ``send_batch`` for one
-partition: ``append`` only checks the record and keeps references to it, and the batch is
-encoded when it is sent, column by column where its records share one shape (see
-:func:`protocol.records.runs.encode_run`). The bytes are those ``send()`` would have
-made; the batch goes through the same accumulator, so retries, idempotence, ordering with
-``send()``'s records, ``buffer_memory`` and ``delivery_timeout_ms`` are the same.
+partition: ``append`` only checks the record and keeps it (``bytes`` as they are, anything
+else copied), and the batch is encoded when it is sent, column by column when all its
+records share one shape (see :func:`protocol.records.runs.encode_run`), else one by one.
+The bytes are those ``send()`` would have made; the batch goes through the same
+accumulator, so retries, idempotence, ordering with ``send()``'s records, ``buffer_memory``
+and ``delivery_timeout_ms`` are the same.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from bisect import bisect_right
 from collections.abc import Sequence
 from itertools import accumulate, repeat
 from operator import add
+from types import NoneType
 from typing import NamedTuple
 
 from client.accumulator import RECORD_OVERHEAD_BOUND, record_size_upper_bound
@@ -34,7 +36,8 @@ __all__ = [
 Header = tuple[str, bytes | None]
 Data = bytes | bytearray | memoryview
 BYTES = (bytes, bytearray, memoryview)
-_BYTES_TYPES = frozenset(BYTES)
+_OWN_TYPES = frozenset((bytes, NoneType))
+"""Items a column can be taken with as it is (immutable, one byte per item)."""
 TIMESTAMP_LIMIT = 2**63
 _time_ns = time.time_ns
 _new_tuple = tuple.__new__
@@ -87,30 +90,25 @@ class BatchBuilder:
         """Add a record; None if it does not fit (the batch is full) or the batch was sent.
 
         ``timestamp`` is in milliseconds since the epoch (None: now). The first record
-        always fits; one too large for any request fails at ``send_batch``.
+        always fits; one too large for any request fails at ``send_batch``. A bytearray or
+        memoryview is copied: changing it afterwards does not change the record.
         """
         # one call per record: flat, the common case (bytes, no key or headers) first
-        if self._sent:
-            return None
-        if value.__class__ is not bytes and not (value is None or isinstance(value, BYTES)):
-            raise TypeError(
-                f"a batch's record value must be bytes or None, not {type(value).__name__}"
-            )
+        if value.__class__ is not bytes and value is not None:
+            value = _own("value", value)
         if key is None and not headers:
             checked = None
             size = RECORD_OVERHEAD_BOUND + (0 if value is None else len(value))
         else:
-            if not (key is None or isinstance(key, BYTES)):
-                raise TypeError(
-                    f"a batch's record key must be bytes or None, not {type(key).__name__}"
-                )
+            if key.__class__ is not bytes and key is not None:
+                key = _own("key", key)
             checked = check_headers(headers)
             size = record_size_upper_bound(key, value, checked)
+        timestamp = _time_ns() // 1_000_000 if timestamp is None else checked_timestamp(timestamp)
         values = self._values
         count = len(values)
-        if count and self._size + size > self._limit:
+        if self._sent or (count and self._size + size > self._limit):
             return None
-        timestamp = _time_ns() // 1_000_000 if timestamp is None else checked_timestamp(timestamp)
         keys = self._keys
         if key is not None and keys is None:
             keys = self._keys = [None] * count
@@ -137,27 +135,36 @@ class BatchBuilder:
 
         The bulk form of :meth:`append` (no headers): its checks run over the columns in C,
         not per record. Fewer taken than given means the batch is full (or was sent): send
-        it, and extend a new one with the rest (``values[taken:]``).
+        it, and extend a new one from where this one stopped. Only the records that could
+        fit are looked at (a record takes at least RECORD_OVERHEAD_BOUND bytes), so a long
+        list costs each call its batch's share, and a bad item further on is reported by
+        the call that reaches it.
         """
-        if self._sent or not values:
-            return 0
         if keys is not None and len(keys) != len(values):
             raise ValueError(f"{len(keys)} keys for {len(values)} values: give one per value")
-        sizes = _column_sizes("value", values)
-        if keys is not None:
-            sizes = [a + b for a, b in zip(sizes, _column_sizes("key", keys), strict=True)]
         timestamp = _time_ns() // 1_000_000 if timestamp is None else checked_timestamp(timestamp)
         count = len(self._values)
+        room = (self._limit - self._size) // RECORD_OVERHEAD_BOUND
+        window = max(room, 0 if count else 1)  # the first record always fits
+        if self._sent or not values or not window:
+            return 0
+        if window < len(values):
+            values = values[:window]
+            keys = None if keys is None else keys[:window]
+        values, sizes = _owned_column("value", values)
+        if keys is not None:
+            keys, key_sizes = _owned_column("key", keys)
+            if any(k is not None for k in keys):
+                sizes = list(map(add, sizes, key_sizes))
+            else:
+                keys = None  # all keyless: the column encoder takes them as such
         # running totals of the records' bounds: how many fit is one bisection
         bounds = map(add, sizes, repeat(RECORD_OVERHEAD_BOUND))
         totals = list(accumulate(bounds, initial=self._size))
-        taken = bisect_right(totals, self._limit, lo=1) - 1
-        if not count and not taken:
-            taken = 1  # the first record always fits
+        taken = max(bisect_right(totals, self._limit, lo=1) - 1, 0 if count else 1)
         if not taken:
             return 0
-        taken_values = values[:taken] if taken < len(values) else values
-        self._values.extend(taken_values)
+        self._values.extend(values[:taken] if taken < len(values) else values)
         self._timestamps.extend(repeat(timestamp, taken))
         if keys is not None and self._keys is None:
             self._keys = [None] * count
@@ -194,22 +201,28 @@ class BatchBuilder:
         self._sent = False
 
 
-def _column_sizes(what: str, column: Sequence[Data | None]) -> list[int]:
-    """Each item's length (0 for None); TypeError naming the first that is not bytes."""
+def _own(what: str, data: object) -> bytes:
+    """A record's key or value that is not ``bytes``, as bytes of its own: a bytearray or
+    memoryview the caller may change later (or a memoryview of wider items, whose len() is
+    not its size in bytes) is copied; anything else is a TypeError."""
+    if isinstance(data, BYTES):
+        return bytes(data)
+    raise TypeError(f"a batch's record {what} must be bytes or None, not {type(data).__name__}")
+
+
+def _owned_column(
+    what: str, column: Sequence[Data | None]
+) -> tuple[Sequence[Data | None], list[int]]:
+    """The column with every item ``bytes`` or None (others copied as :func:`_own` does),
+    and each item's length (0 for None)."""
     kinds = set(map(type, column))
-    if kinds <= _BYTES_TYPES:
-        return list(map(len, column))  # type: ignore[arg-type] # no None: checked just above
-    sizes = []
-    for item in column:
-        if item is None:
-            sizes.append(0)
-        elif isinstance(item, BYTES):
-            sizes.append(len(item))
-        else:
-            raise TypeError(
-                f"a batch's record {what} must be bytes or None, not {type(item).__name__}"
-            )
-    return sizes
+    if kinds == {bytes}:  # the common case, in C
+        return column, list(map(len, column))  # type: ignore[arg-type] # bytes only
+    if not kinds <= _OWN_TYPES:
+        column = [
+            item if item.__class__ is bytes or item is None else _own(what, item) for item in column
+        ]
+    return column, [0 if item is None else len(item) for item in column]
 
 
 def checked_timestamp(timestamp: object, name: str = "timestamp") -> int:
@@ -231,5 +244,6 @@ def check_headers(headers: Sequence[Header] | None) -> list[Header] | None:
         name, data = item
         if not isinstance(name, str) or not (data is None or isinstance(data, BYTES)):
             raise TypeError(f"a header must be (str, bytes | None), not {item!r}")
-        out.append((name, data))
+        # a memoryview's len() counts items, not bytes; a batch keeps what it is given
+        out.append((name, data if data is None or data.__class__ is bytes else bytes(data)))
     return out

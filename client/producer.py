@@ -300,9 +300,11 @@ class Producer:
         """
         if self._state != "running" or self._sender_error is not None:
             self._check_running()
-        if self._key_serializer is not None or not (key is None or isinstance(key, BYTES)):
+        if self._key_serializer is not None or (key is not None and key.__class__ is not bytes):
             key = self._serialize("key", key, self._key_serializer)
-        if self._value_serializer is not None or not (value is None or isinstance(value, BYTES)):
+        if self._value_serializer is not None or (
+            value is not None and value.__class__ is not bytes
+        ):
             value = self._serialize("value", value, self._value_serializer)
         if headers:
             headers = check_headers(headers)
@@ -370,6 +372,8 @@ class Producer:
             raise ValueError("this batch was sent already; create_batch() makes the next one")
         if not batch.record_count():
             raise ValueError("the batch is empty: append records to it before sending it")
+        if partition.__class__ is not int:
+            raise TypeError(f"partition must be an int, not {type(partition).__name__}")
         keys, values, timestamps, headers = batch._take()  # closed to appends from here
         try:
             metadata = self._cluster.metadata.topics.get(topic)
@@ -377,16 +381,14 @@ class Producer:
                 metadata = await self._cluster.wait_for_topic(topic, self.max_block_ms)
                 self._check_running()
             count = len(metadata.partitions)
-            if isinstance(partition, bool) or not isinstance(partition, int):
-                raise TypeError(f"partition must be an int, not {type(partition).__name__}")
             if not 0 <= partition < count:
                 raise ValueError(
                     f"partition {partition} is not in topic {topic!r}, which has partitions "
                     f"0..{count - 1}"
                 )
             size = batch.size()
-            if self._accumulator.buffered_bytes + size > self.buffer_memory:
-                await self._wait_for_space(size)
+            if self._accumulator.buffered_bytes + HEADER_SIZE + size > self.buffer_memory:
+                await self._wait_for_space(HEADER_SIZE + size)
                 self._check_running()
             return self._accumulator.append_batch(
                 TopicPartition(topic, partition),
@@ -440,6 +442,10 @@ class Producer:
     @staticmethod
     def _serialize(what: str, obj: Any, serializer: Serializer | None) -> Any:
         data = serializer(obj) if serializer is not None else obj
+        if data.__class__ is memoryview and (
+            data.itemsize != 1 or data.ndim != 1 or not data.c_contiguous
+        ):
+            return bytes(data)  # its len() counts items, and the encoder writes bytes
         if data is None or isinstance(data, BYTES):
             return data
         hint = f"; pass {what}_serializer" if serializer is None else f" from {what}_serializer"

@@ -181,12 +181,14 @@ class BatchBuilder:
         headers: Sequence[Sequence[Header] | None] | None = None,
     ) -> int:
         """Add many records at once (``Producer.send_batch``); ``keys`` None means all
-        keyless, ``headers`` None none at all. Returns the batch's uncompressed size now.
+        keyless, ``headers`` None none at all, ``timestamps`` are ints (ms). Returns the
+        batch's uncompressed size now.
 
-        Records of one shape (the same key and value sizes, no headers, timestamps within
-        8 s of the batch's first) are encoded column by column (:func:`encode_run`), about
-        a fifth of the cost of ``append`` each; others one by one with ``append``, to the
-        same bytes.
+        When all of them share one shape (the same key and value sizes, no headers,
+        timestamps from the batch's first to 8 s after it, offset deltas under 8,192) they
+        are encoded column by column (:func:`encode_run`), about a fifth of the cost of
+        ``append`` each; otherwise all of them go one by one through ``append``. Either way
+        the bytes are those of one ``append`` per record.
         """
         n = len(values)
         if not n:

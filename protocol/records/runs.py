@@ -260,7 +260,7 @@ def encode_run(
     # varints (one or two bytes each); its head is the previous record's header count (0),
     # the length and the attributes (0)
     fixed = 1 + (len(NULL) if keys is None else key_bytes) + len(value_field) + value_size + 1
-    heads = [b"\x00" + uvarint((fixed + width) << 1) + b"\x00" for width in range(5)]
+    heads = {width: b"\x00" + uvarint((fixed + width) << 1) + b"\x00" for width in (2, 3, 4)}
     if low == high:
         ts_fields = [SMALL[(low - base_timestamp) << 1]] * n
     else:  # a batch's records span few milliseconds: look each up by its timestamp, in C

@@ -91,7 +91,7 @@ def test_every_bench_against_one_broker(make_cluster: Callable[..., Cluster]) ->
     )
     sane(batched, "produce", 5000)
     assert batched["settings"]["send_batch"] is True
-    assert 5000 // 130 <= batched["latency_ms"]["samples"] <= 5000 // 100  # 16 KiB batches
+    assert 2 <= batched["latency_ms"]["samples"] <= 5000 // 50  # one a batch, not a record
     assert any("send_batch" in note for note in batched["notes"])
 
     # fresh topics are deleted again; a named one stays

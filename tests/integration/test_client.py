@@ -11,6 +11,7 @@ import asyncio
 import random
 import time
 import uuid
+from array import array
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -426,6 +427,42 @@ async def test_send_batch_records_are_read_back_at_their_offsets_in_order(
             for i, (key, value) in enumerate(records):
                 sent.append((key, value, first._replace(offset=first.offset + i)))
     _assert_read_back(sent, await _consume(shared.bootstrap, topic, len(sent)))
+
+
+async def test_a_send_batch_batch_over_max_message_bytes_is_split_and_lands_in_order(
+    shared: Cluster,
+) -> None:
+    """The broker refuses the whole batch (MESSAGE_TOO_LARGE); the producer splits it until
+    the halves fit, and every record lands once, in order, from the batch's first offset."""
+    topic = await _create(shared.bootstrap, partitions=1, max_message_bytes="2000")
+    values = [b"%04d" % i + bytes(96) for i in range(100)]  # ~11 KB in one batch
+    async with Producer(bootstrap_servers=shared.bootstrap, batch_size=1 << 20) as producer:
+        before = await producer.send_and_wait(topic, b"before", partition=0)
+        batch = producer.create_batch()
+        assert batch.extend(values) == 100
+        first = await (await producer.send_batch(batch, topic, partition=0))
+        after = await producer.send_and_wait(topic, b"after", partition=0)
+    assert (before.offset, first.offset, after.offset) == (0, 1, 101)
+    got = await _consume(shared.bootstrap, topic, 102)
+    assert [r.value for r in got[0]] == [b"before", *values, b"after"]
+
+
+async def test_memoryviews_of_wider_items_are_sent_as_their_bytes(shared: Cluster) -> None:
+    """len() of a memoryview counts items: what is sent is its bytes, not a record whose
+    length field disagrees with them (which the broker would store and no one could read)."""
+    topic = await _create(shared.bootstrap, partitions=1)
+    wide = memoryview(array("i", [1, 2, 3]))
+    async with Producer(bootstrap_servers=shared.bootstrap) as producer:
+        await producer.send_and_wait(topic, wide, key=wide[1:], partition=0)
+        batch = producer.create_batch()
+        batch.append(value=wide, headers=[("h", wide)])
+        await (await producer.send_batch(batch, topic, partition=0))
+    got = await _consume(shared.bootstrap, topic, 2)
+    assert [(r.key, r.value) for r in got[0]] == [
+        (wide[1:].tobytes(), wide.tobytes()),
+        (None, wide.tobytes()),
+    ]
+    assert got[0][1].headers == (("h", wide.tobytes()),)
 
 
 async def test_send_batch_refuses_what_it_cannot_send_and_the_batch_stays_usable(

@@ -3,6 +3,7 @@ takes and refuses, and how the accumulator queues a whole batch."""
 
 import asyncio
 import time
+from array import array
 
 import pytest
 
@@ -145,6 +146,59 @@ def test_extend_refuses_bad_columns_whole(
     with pytest.raises(error, match=match):
         batch.extend(values, **kwargs)  # type: ignore[arg-type]
     assert batch.record_count() == 0 and batch.size() == 0
+
+
+def test_buffers_the_caller_may_change_are_copied_and_wide_memoryviews_count_bytes() -> None:
+    mutable = bytearray(b"first")
+    wide = memoryview(array("i", [1, 2]))  # len() is 2 items, 8 bytes
+    batch = BatchBuilder(16_384)
+    batch.append(value=mutable, key=memoryview(b"key"), timestamp=TS, headers=[("h", wide)])
+    assert batch.extend([mutable, wide], keys=[None, bytearray(b"k")], timestamp=TS) == 2
+    mutable[:] = b"changed afterwards"
+    keys, values, _, headers = batch._take()
+    assert values == [b"first", b"first", wide.tobytes()]
+    assert keys == [b"key", None, b"k"]
+    assert headers == [[("h", wide.tobytes())], None, None]
+    assert all(type(v) is bytes for v in [*values, *(k for k in keys if k is not None)])
+
+
+def test_all_keyless_keys_are_taken_as_no_keys() -> None:
+    batch = BatchBuilder(16_384)
+    assert batch.extend([b"a", b"b"], keys=[None, None], timestamp=TS) == 2
+    keys, _, _, _ = batch._take()
+    assert keys is None  # the column encoder's keyless case
+
+
+def test_extend_looks_only_at_what_could_fit() -> None:
+    """A long list costs each call its batch's share: items past what could fit are not
+    examined (a bad one there is reported by the call that reaches it)."""
+    values: list[object] = [bytes(10)] * 1_000 + ["not bytes"]
+    fits = 16_384 // (36 + 10)  # 356 records of 10 bytes fill a batch...
+    window = 16_384 // 36  # ...and no more than 455 records of any size could
+    at = 0
+    while at + window < 1_000:  # calls whose window ends before the bad item
+        assert BatchBuilder(16_384).extend(values[at:]) == fits  # type: ignore[arg-type]
+        at += fits
+    assert at == 2 * fits
+    with pytest.raises(TypeError, match="not str"):
+        BatchBuilder(16_384).extend(values[at:])  # type: ignore[arg-type]
+
+
+async def test_a_queued_batch_that_fails_or_expires_releases_its_buffer_space() -> None:
+    clock = Clock()
+    acc = make(clock=clock, delivery_timeout_ms=1_000)
+    for ending in ("fail_all", "expire"):
+        batch = BatchBuilder(16_384)
+        batch.extend([bytes(50)] * 10, timestamp=TS)
+        future = queue(acc, batch)
+        assert acc.buffered_bytes > 0
+        if ending == "fail_all":
+            acc.fail_all(RuntimeError("closing"))
+        else:
+            clock.ms += 1_000
+            assert len(acc.expire()) == 1
+        assert future.done() and future.exception() is not None
+        assert acc.buffered_bytes == 0 and not acc.has_batches
 
 
 async def test_a_queued_batch_follows_the_partitions_open_batch_and_is_sendable_at_once() -> None:
