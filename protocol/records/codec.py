@@ -185,7 +185,7 @@ class BatchBuilder:
         batch's uncompressed size now.
 
         When all of them share one shape (the same key and value sizes, no headers,
-        timestamps from the batch's first to 8 s after it, offset deltas under 8,192) they
+        timestamps from the batch's first to 8 s after it, offset deltas under 2**20) they
         are encoded column by column (:func:`encode_run`), about a fifth of the cost of
         ``append`` each; otherwise all of them go one by one through ``append``. Either way
         the bytes are those of one ``append`` per record.

@@ -44,6 +44,7 @@ RunColumns = tuple[list[int], list[int], list[bytes | None], list[bytes | None]]
 MIN_RECORDS = 32  # below this a batch goes to the general loop: its set-up would not pay
 MIN_RUN = 16  # two runs in a row cut shorter than this hand the rest over
 _MAX_DELTA = 8192  # offset deltas with one- and two-byte varints
+_MAX_RUN_DELTA = 1 << 20  # encode_run: offset deltas with up to three-byte varints
 
 # the offset deltas' varints (zig-zag 2 * delta), as their byte columns: deltas 0-63 are one
 # byte; 64-8191 a low byte with the continuation bit and a high byte
@@ -230,11 +231,12 @@ def encode_run(
     what ``BatchBuilder.append`` writes for them one by one.
 
     None when they do not share one shape (values or keys of different sizes or None,
-    timestamps before ``base_timestamp`` or 8,192 ms or more after it, offset deltas past
-    8,191): the caller encodes those one by one.
+    timestamps before ``base_timestamp`` or 8,192 ms or more after it, offset deltas of
+    2**20 or more): the caller encodes those one by one.
     """
     n = len(values)
-    if not n or first_delta < 0 or first_delta + n > _MAX_DELTA or len(timestamps) != n:
+    end = first_delta + n
+    if not n or first_delta < 0 or end > _MAX_RUN_DELTA or len(timestamps) != n:
         return None
     try:
         sizes = set(map(len, values))
@@ -257,19 +259,22 @@ def encode_run(
         key_bytes = len(key_field) + key_size
         columns = 7  # head, timestamp delta, offset delta, key length, key, value length, value
     # a record's length: attributes, key, value and header count, plus its two deltas'
-    # varints (one or two bytes each); its head is the previous record's header count (0),
-    # the length and the attributes (0)
+    # varints (one or two bytes the timestamp's, one to three the offset's); its head is the
+    # previous record's header count (0), the length and the attributes (0)
     fixed = 1 + (len(NULL) if keys is None else key_bytes) + len(value_field) + value_size + 1
-    heads = {width: b"\x00" + uvarint((fixed + width) << 1) + b"\x00" for width in (2, 3, 4)}
+    heads = {width: b"\x00" + uvarint((fixed + width) << 1) + b"\x00" for width in (2, 3, 4, 5)}
     if low == high:
         ts_fields = [SMALL[(low - base_timestamp) << 1]] * n
     else:  # a batch's records span few milliseconds: look each up by its timestamp, in C
         field_of = {t: SMALL[(t - base_timestamp) << 1] for t in set(timestamps)}
         ts_fields = list(map(field_of.__getitem__, timestamps))
-    delta_fields = SMALL[first_delta << 1 : (first_delta + n) << 1 : 2]
+    delta_fields = SMALL[first_delta << 1 : end << 1 : 2]  # empty from 8,192 on
+    if end > _MAX_DELTA:  # a batch of many small records: three-byte offset deltas
+        delta_fields += map(_three_byte_delta, range(max(first_delta, _MAX_DELTA), end))
     if high - base_timestamp < 64:  # every timestamp delta is one byte
-        short = max(0, min(n, 64 - first_delta))  # offset deltas under 64: one byte
-        head_column = [heads[2]] * short + [heads[3]] * (n - short)
+        one = max(0, min(n, 64 - first_delta))  # offset deltas under 64: one byte
+        two = max(0, min(n, _MAX_DELTA - first_delta)) - one  # under 8,192: two
+        head_column = [heads[2]] * one + [heads[3]] * two + [heads[4]] * (n - one - two)
     else:
         head_column = [heads[len(t) + len(d)] for t, d in zip(ts_fields, delta_fields, strict=True)]
     flat: list[Buffer] = [b""] * (columns * n)
@@ -287,3 +292,9 @@ def encode_run(
     flat[0] = flat[0][1:]  # the first record has no record before it
     flat.append(b"\x00")  # the last record's header count
     return b"".join(flat)
+
+
+def _three_byte_delta(delta: int) -> bytes:
+    """The varint of offset delta ``delta`` (8,192 to 2**20 - 1): three bytes."""
+    z = delta << 1
+    return bytes(((z & 0x7F) | 0x80, ((z >> 7) & 0x7F) | 0x80, z >> 14))

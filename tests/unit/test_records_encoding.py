@@ -52,7 +52,7 @@ def extended(*args: object, **kwargs: object) -> bytes:
     return encoded(*args, **kwargs, bulk=True)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("count", [1, 2, 63, 64, 65, 1000, 8191, 8192])
+@pytest.mark.parametrize("count", [1, 2, 63, 64, 65, 1000, 8191, 8192, 8193, 20_000])
 @pytest.mark.parametrize("span_ms", [0, 63, 64, 8191])
 @pytest.mark.parametrize("key_size", [None, 0, 16])
 def test_a_run_encodes_to_the_bytes_of_one_append_per_record(
@@ -74,7 +74,7 @@ def test_value_and_key_lengths_of_every_varint_width(size: int) -> None:
     assert extended(keys, values, timestamps) == one_by_one(keys, values, timestamps)
 
 
-@pytest.mark.parametrize("before", [1, 63, 64, 100, 8000])
+@pytest.mark.parametrize("before", [1, 63, 64, 100, 8000, 8191, 8192, 9000])
 def test_a_run_after_records_already_in_the_batch_continues_their_deltas(before: int) -> None:
     values = [b"v" * 50] * 150
     timestamps = [BASE + i for i in range(150)]
@@ -99,12 +99,20 @@ def test_records_of_different_shapes_are_declined_and_encoded_one_by_one(case: s
     assert extended(keys, values, timestamps) == one_by_one(keys, values, timestamps)
 
 
-def test_offset_deltas_past_8191_and_headers_go_one_by_one() -> None:
-    assert encode_run(None, [b"x"], [BASE], BASE, 8191) is not None  # the last two-byte delta
-    assert encode_run(None, [b"x"], [BASE], BASE, 8192) is None
-    values = [b"x"] * 9000
-    timestamps = [BASE] * 9000
-    assert extended(None, values, timestamps) == one_by_one(None, values, timestamps)
+def test_offset_deltas_of_2_to_the_20_and_headers_go_one_by_one() -> None:
+    assert encode_run(None, [b"x"], [BASE], BASE, 2**20 - 1) is not None  # the last 3-byte one
+    assert encode_run(None, [b"x"], [BASE], BASE, 2**20) is None
+    for records in (2, 3):  # deltas 2**20 - 2 and - 1 (three bytes), then 2**20 (four)
+        values = [b"abc"[i : i + 1] for i in range(records)]
+        builders = [_builder(0), _builder(0)]
+        for builder in builders:  # as if 2**20 - 2 records were in it (their bytes aside)
+            builder._count = 2**20 - 2
+            builder._base_ts = builder._max_ts = BASE
+        start = len(builders[0]._buf)
+        builders[0].extend(None, values, [BASE] * records)
+        for value in values:
+            builders[1].append(None, value, None, BASE)
+        assert builders[0]._buf[start:] == builders[1]._buf[start:]
     headers: Headers = [[("h", b"1")], None, [("n", None)]]
     three = [b"a", b"b", b"c"]
     assert extended(None, three, [BASE] * 3, headers) == one_by_one(
