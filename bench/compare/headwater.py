@@ -28,12 +28,13 @@ from client import Admin, NewTopic, Producer
 from client.connection import BrokerConnection
 from client.localcluster import BrokerProcess, ZooKeeperServer
 
-__all__ = ["NAME", "SEND_BATCH_METRIC", "BenchCluster", "run"]
+__all__ = ["NAME", "SEND_BATCH_METRIC", "SEND_BATCH_RF3_METRIC", "BenchCluster", "run"]
 
 NAME = "Headwater"
 SEND_BATCH_METRIC = "produce_rf1_send_batch"
-"""Headwater's own metric (not in METRICS: the peers' produce rows are bulk already):
-produce_rf1's workload through ``create_batch()``/``send_batch()``."""
+"""Headwater's own metrics (not in METRICS: the peers' produce rows are bulk already):
+produce_rf1's and produce_rf3's workloads through ``create_batch()``/``send_batch()``."""
+SEND_BATCH_RF3_METRIC = "produce_rf3_send_batch"
 _BROKER_SETTINGS = {"zookeeper.session.timeout.ms": "6000"}
 _BATCH_BYTES = 128 * 1024
 _PRODUCE_TOPIC = "bench-produce"
@@ -223,6 +224,12 @@ def _replicated(sizes: Sizes, directory: Path, results: dict[str, Cell]) -> None
     with BenchCluster(directory, 3) as cluster:
         bootstrap = cluster.bootstrap
         record(results, ("produce_rf3",), sizes, lambda: produce(bootstrap, sizes, "all", 3))
+        record(
+            results,
+            (SEND_BATCH_RF3_METRIC,),
+            sizes,
+            lambda: produce(bootstrap, sizes, "all", 3, send_batch=True),
+        )
         record(
             results,
             ("e2e_rf3_p50", "e2e_rf3_p99"),

@@ -136,6 +136,9 @@ def test_rows_follow_the_issue_targets_and_compute_the_share_of_raw_write() -> N
     again = {row.name: row for row in matrix.build_rows(with_batch, 3000.0, QUICK)}
     assert again["produce with send_batch(), 1 broker, RF=1, acks=1"].headwater == 2.5e6
     assert str(evaluate(again["produce with send_batch(), 1 broker, RF=1, acks=1"])) == "pass"
+    replicated = rows["produce with send_batch(), 3 brokers, RF=3, acks=all"]
+    assert replicated.peers == rows["produce, 3 brokers, RF=3, acks=all"].peers
+    assert replicated.target == Target(at_least=4e5, peer_multiple=2)
     share = rows["broker alone, 1 MiB batches: % of raw os.write"]
     assert share.headwater == pytest.approx(50.0)  # 1.5 GB/s of 3,000 MB/s
     assert share.peers[REDIS] == NotAvailable("down")
