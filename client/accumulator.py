@@ -3,10 +3,13 @@
 A pure class (no sockets, no sleeping; time comes from an injected clock in ms) so the
 batching rules can be tested alone. The producer's sender task drives it:
 
-- ``append`` encodes a record into the last open batch of its partition (a
-  :class:`~protocol.records.BatchBuilder`), or opens a new one when it would pass
-  ``batch_size``. Each record gets a :class:`RecordFuture` for its metadata (one
-  outcome per batch, read by each record).
+- ``append`` adds a record to the last open batch of its partition, or opens a new one
+  when it would pass ``batch_size``. Each record gets a :class:`RecordFuture` for its
+  metadata (one outcome per batch, read by each record). An open batch keeps its
+  records as columns (keys, values, timestamps, headers) and is encoded once, when it
+  closes: column by column when its records share one shape
+  (:meth:`~protocol.records.BatchBuilder.extend`), which costs a fraction of encoding
+  each record as it arrives.
 - ``ready`` says which brokers have something to send and, if nothing yet, how long until
   something will be (a linger or a retry backoff ending).
 - ``drain`` takes, per broker, at most ONE batch per partition (Kafka's rule, and the
@@ -256,6 +259,8 @@ class ProducerBatch:
         "error",
         "error_traceback",
         "finished",
+        "headers",
+        "keys",
         "log_append_time_ms",
         "payload",
         "producer_id",
@@ -265,6 +270,7 @@ class ProducerBatch:
         "split_into",
         "timestamps",
         "tp",
+        "values",
         "watchers",
         "written",
     )
@@ -275,10 +281,20 @@ class ProducerBatch:
         self.tp = tp
         self.builder: BatchBuilder | None = BatchBuilder(compression=compression)
         self.count = 0
-        """Records appended; the accumulator appends them (its hot path) straight into
-        ``builder``, ``timestamps`` (for each record's metadata), ``written``."""
-        self.timestamps: array[int] | list[int] = array("q")
-        self.written = HEADER_SIZE  # bytes encoded so far, uncompressed
+        """Records appended; the accumulator appends them (its hot path) straight onto
+        the columns below, encoded into ``builder`` when the batch closes."""
+        self.values: list[Data | None] = []
+        self.keys: list[Data | None] | None = None  # None while every record is keyless
+        self.headers: list[Sequence[Header] | None] | None = None  # None while none has any
+        self.timestamps: array[int] | list[int] = []
+        """Each record's, for its metadata too (an array once the batch is built)."""
+        self.written = HEADER_SIZE
+        """The batch's uncompressed bytes: estimated while it is open, exact once built.
+        Kafka counts what a batch has encoded, and an open batch here has encoded nothing
+        yet: each record counts its key, value and headers plus 9, 11 or 14 bytes for its
+        other fields (small, up to 8 KiB, larger), what they take unless its deltas are
+        past 8,191 (ms or records), so batches fill to within a byte a record of
+        ``batch_size``."""
         self.created_ms = created_ms
         self.deadline_ms = deadline_ms
         self.seq = seq
@@ -341,6 +357,12 @@ class ProducerBatch:
         """Stop taking records and build the bytes to send (once)."""
         if self.payload is None:
             assert self.builder is not None
+            if self.values:
+                self.written = self.builder.extend(
+                    self.keys, self.values, self.timestamps, self.headers
+                )
+                self.values, self.keys, self.headers = [], None, None  # the bytes have them
+                self.timestamps = array("q", self.timestamps)  # 8 bytes each while futures wait
             self.payload = self.builder.build()
             self.builder = None
         return self.payload
@@ -456,10 +478,21 @@ class RecordAccumulator:
             or batch.written + size_bound > self.batch_size  # Kafka's hasRoomFor
         ):
             batch = self._roll(tp, batch)
-        builder = batch.builder
-        assert builder is not None
-        batch.timestamps.append(timestamp_ms)  # first: it refuses what is not an int64
-        written = batch.written = builder.append(key, value, headers, timestamp_ms)
+        batch.values.append(value)
+        batch.timestamps.append(timestamp_ms)
+        if key is not None or batch.keys is not None:
+            keys = batch.keys
+            if keys is None:
+                keys = batch.keys = [None] * batch.count
+            keys.append(key)
+        if headers is not None or batch.headers is not None:
+            column = batch.headers
+            if column is None:
+                column = batch.headers = [None] * batch.count
+            column.append(headers)
+        data = size_bound - RECORD_OVERHEAD_BOUND  # key, value and headers
+        estimate = data + (9 if data < 56 else 11 if data < 8180 else 14)  # see ``written``
+        written = batch.written = batch.written + estimate
         batch.size_bound += size_bound
         self.buffered_bytes += size_bound
         index = batch.count
@@ -668,10 +701,12 @@ class RecordAccumulator:
             half = ProducerBatch(
                 batch.tp, self.compression, batch.created_ms, batch.deadline_ms, batch.seq
             )
-            assert half.builder is not None
-            for record in part:
-                half.builder.append(record.key, record.value, record.headers, record.timestamp)
-                half.timestamps.append(record.timestamp)
+            half.values = [record.value for record in part]
+            keys: list[Data | None] = [record.key for record in part]
+            half.keys = keys if any(key is not None for key in keys) else None
+            headers: list[Sequence[Header] | None] = [record.headers or None for record in part]
+            half.headers = headers if any(headers) else None
+            half.timestamps = [record.timestamp for record in part]
             half.count = len(part)
             half.size_bound = len(half.close())
             if batch.producer_id >= 0:  # the halves take the refused batch's sequences

@@ -442,12 +442,12 @@ class Producer:
     @staticmethod
     def _serialize(what: str, obj: Any, serializer: Serializer | None) -> Any:
         data = serializer(obj) if serializer is not None else obj
-        if data.__class__ is memoryview and (
-            data.itemsize != 1 or data.ndim != 1 or not data.c_contiguous
-        ):
-            return bytes(data)  # its len() counts items, and the encoder writes bytes
-        if data is None or isinstance(data, BYTES):
+        if data is None or data.__class__ is bytes:
             return data
+        if isinstance(data, BYTES):
+            # copied: the batch encodes it when it closes, and the caller may change a
+            # bytearray before that (a memoryview's len() counts items, not bytes, too)
+            return bytes(data)
         hint = f"; pass {what}_serializer" if serializer is None else f" from {what}_serializer"
         raise TypeError(
             f"the record's {what} must be bytes or None, not {type(data).__name__}{hint}"

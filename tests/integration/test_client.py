@@ -447,6 +447,19 @@ async def test_a_send_batch_batch_over_max_message_bytes_is_split_and_lands_in_o
     assert [r.value for r in got[0]] == [b"before", *values, b"after"]
 
 
+async def test_a_buffer_changed_after_send_does_not_change_the_record(shared: Cluster) -> None:
+    """A batch is encoded when it closes, after send() returned: what was sent is what the
+    buffer held at send(), as in Kafka (which serializes at send)."""
+    topic = await _create(shared.bootstrap, partitions=1)
+    buffer = bytearray(b"original")
+    async with Producer(bootstrap_servers=shared.bootstrap, linger_ms=50) as producer:
+        future = await producer.send(topic, buffer, key=memoryview(buffer), partition=0)
+        buffer[:] = b"changed!"
+        await future
+    got = await _consume(shared.bootstrap, topic, 1)
+    assert (got[0][0].key, got[0][0].value) == (b"original", b"original")
+
+
 async def test_memoryviews_of_wider_items_are_sent_as_their_bytes(shared: Cluster) -> None:
     """len() of a memoryview counts items: what is sent is its bytes, not a record whose
     length field disagrees with them (which the broker would store and no one could read)."""
