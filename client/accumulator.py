@@ -64,6 +64,10 @@ _VARLONG_MAX = 10  # the timestamp delta is 64-bit
 _SEQUENCE_WRAP = 2**31  # sequences are int32 and wrap to 0 (Kafka's DefaultRecordBatch)
 RECORD_OVERHEAD_BOUND = _VARINT_MAX + 1 + _VARLONG_MAX + _VARINT_MAX + 3 * _VARINT_MAX
 """A record's bytes beyond its key and value, at most, when it has no headers."""
+HELD_PER_RECORD = 80
+"""What an open batch holds for a record beyond its bytes, counted against
+``buffer_memory``: the value's object header, the int of its timestamp, and their slots
+in the batch's lists (the record is encoded when the batch closes)."""
 
 
 def record_size_upper_bound(
@@ -287,14 +291,16 @@ class ProducerBatch:
         self.keys: list[Data | None] | None = None  # None while every record is keyless
         self.headers: list[Sequence[Header] | None] | None = None  # None while none has any
         self.timestamps: array[int] | list[int] = []
-        """Each record's, for its metadata too (an array once the batch is built)."""
+        """Each record's, for its metadata too (an array once the columns are encoded;
+        a ``send_batch`` batch keeps the caller's list)."""
         self.written = HEADER_SIZE
-        """The batch's uncompressed bytes: estimated while it is open, exact once built.
+        """The batch's uncompressed bytes: at most this while it is open, exact once built.
         Kafka counts what a batch has encoded, and an open batch here has encoded nothing
-        yet: each record counts its key, value and headers plus 9, 11 or 14 bytes for its
-        other fields (small, up to 8 KiB, larger), what they take unless its deltas are
-        past 8,191 (ms or records), so batches fill to within a byte a record of
-        ``batch_size``."""
+        yet: each record counts its key, value and headers, plus its other fields at the
+        widest they can be for those sizes (9 bytes for small records, 12 up to 8 KiB),
+        more for a timestamp 8 s or more from the batch's first or past 8,192 records. A
+        batch of 100-byte records fills to within 2% of ``batch_size``, and never past it
+        (but for a single record larger than it)."""
         self.created_ms = created_ms
         self.deadline_ms = deadline_ms
         self.seq = seq
@@ -388,6 +394,7 @@ class ProducerBatch:
 
     def _finish(self) -> None:
         self.builder = None
+        self.values, self.keys, self.headers = [], None, None  # expired or failed while open
         if self.finished:
             return
         self.finished = True
@@ -490,12 +497,20 @@ class RecordAccumulator:
             if column is None:
                 column = batch.headers = [None] * batch.count
             column.append(headers)
-        data = size_bound - RECORD_OVERHEAD_BOUND  # key, value and headers
-        estimate = data + (9 if data < 56 else 11 if data < 8180 else 14)  # see ``written``
-        written = batch.written = batch.written + estimate
-        batch.size_bound += size_bound
-        self.buffered_bytes += size_bound
+        # what the record will take encoded, at most (see ``written``): its key, value and
+        # headers, and its other fields at their widest for those sizes...
+        data = size_bound - RECORD_OVERHEAD_BOUND
+        written = data + (9 if data < 56 else 12 if data < 8180 else 15 if data < 1_048_000 else 20)
+        # ...with timestamp deltas of up to two bytes and offset deltas of up to two
         index = batch.count
+        if not 0 <= timestamp_ms - batch.timestamps[0] < 8192:
+            written += 8  # a varlong of up to ten bytes
+        if index >= 8192:
+            written += 1 if index < 1 << 20 else 3
+        written = batch.written = batch.written + written
+        held = size_bound + HELD_PER_RECORD
+        batch.size_bound += held
+        self.buffered_bytes += held
         batch.count = index + 1
         if written >= self.batch_size:
             self._close(batch)
@@ -773,6 +788,8 @@ class RecordAccumulator:
         return payload
 
     def _finish(self, batch: ProducerBatch, error: BaseException) -> None:
+        if self._open.get(batch.tp) is batch:
+            del self._open[batch.tp]  # its partition's next record opens a new one
         batch.fail(error)
         self._release(batch)
 

@@ -40,6 +40,7 @@ from types import TracebackType
 from typing import Any
 
 from client.accumulator import (
+    HELD_PER_RECORD,
     RECORD_OVERHEAD_BOUND,
     ProducerBatch,
     RecordAccumulator,
@@ -331,8 +332,8 @@ class Producer:
                 f"partition {partition} is not in topic {topic!r}, which has partitions "
                 f"0..{count - 1}"
             )
-        if self._accumulator.buffered_bytes + size > self.buffer_memory:
-            await self._wait_for_space(size)
+        if self._accumulator.buffered_bytes + size + HELD_PER_RECORD > self.buffer_memory:
+            await self._wait_for_space(size + HELD_PER_RECORD)
             self._check_running()  # as above
         if timestamp_ms is None:
             timestamp_ms = _time_ns() // 1_000_000

@@ -78,7 +78,7 @@ async def test_a_full_batch_is_sendable_at_once_and_a_new_one_opens() -> None:
     assert acc.ready(leader_of).nodes == {1}
     first = acc.drain({1}, leader_of, 1 << 20)[1]
     assert len(first) == 1 and 1 <= first[0].record_count < 5
-    assert first[0].size_bound <= 400
+    assert first[0].payload is not None and len(first[0].payload) <= 400
     assert acc.ready(leader_of).nodes == set()  # the rest lingers, and its partition is busy
     assert not any(f.done() for f in futures)
 
@@ -304,6 +304,47 @@ async def test_an_open_batch_fills_to_within_a_few_percent_of_batch_size() -> No
         low = 0.87 if value_size < 50 else 0.95
         assert low * 16_384 <= len(batch.payload) <= 16_384 or value_size == 9_000, value_size
         assert len(batch.payload) <= 16_384 or batch.record_count == 1
+
+
+@pytest.mark.parametrize(
+    "case", ["timestamps a year apart", "timestamps 0 and now", "tiny records", "keyed 100 B"]
+)
+async def test_an_open_batch_never_grows_past_batch_size(case: str) -> None:
+    """What an open batch counts for a record is at most what it encodes to, whatever
+    its timestamps (user-given ones may be anything), its size or its place in the
+    batch: a full batch stays within batch_size (so within max_request_size and the
+    broker's max.message.bytes when they are set alike)."""
+    clock = Clock()
+    rng = random.Random(case)
+    now = 1_700_000_000_000
+    acc = make(clock, linger_ms=10_000, batch_size=1 << 20)
+    key, value = (bytes(100), bytes(100)) if case == "keyed 100 B" else (None, b"x")
+    for i in range(3 * (1 << 20) // (len(value) + (len(key) if key else 0) + 8)):
+        if case == "timestamps a year apart":
+            timestamp = now + rng.randrange(365 * 86_400_000)
+        elif case == "timestamps 0 and now":
+            timestamp = 0 if i % 2 else now
+        else:
+            timestamp = now + i // 100  # 100 records a millisecond
+        acc.append(A0, key, value, None, timestamp)
+    (batch,) = acc.drain({1}, leader_of, 1 << 21)[1]
+    assert batch.payload is not None
+    assert 0.6 * (1 << 20) < len(batch.payload) <= 1 << 20
+
+
+async def test_a_batch_that_expires_open_lets_go_of_its_records() -> None:
+    clock = Clock()
+    acc = make(clock, linger_ms=60_000, delivery_timeout_ms=1_000)
+    future = append(acc, A0, bytes(10_000))
+    clock.ms += 1_000
+    (expired,) = acc.expire()
+    assert future.done() and isinstance(future.exception(), RequestTimedOutError)
+    assert expired.values == [] and acc.buffered_bytes == 0
+    assert A0 not in acc._open  # the partition's next record opens a new batch
+    again = append(acc, A0, b"next")
+    acc.begin_flush()
+    (batch,) = acc.drain({1}, leader_of, 1 << 20)[1]
+    assert values(batch) == [b"next"] and not again.done()
 
 
 async def test_flush_makes_lingering_batches_sendable_and_marks_what_to_wait_for() -> None:
