@@ -498,7 +498,8 @@ class Controller:
 
     async def controlled_shutdown(self, broker_id: int) -> list[TP]:
         """Move ``broker_id``'s leaderships away and take it out of every ISR; returns the
-        replicated partitions it still leads (no other in-sync replica to take over)."""
+        partitions it still leads that another live replica could take over later (none in
+        sync now)."""
 
         async def work() -> list[TP]:
             if broker_id not in self.brokers:
@@ -527,14 +528,17 @@ class Controller:
                     ),
                 )
             self._tell_replicas(changed, exclude=broker_id)
-            # a partition with one replica has nowhere to move: waiting on it would only
-            # delay the shutdown by every retry (Kafka leaves them out too)
+            # Worth a retry only where another replica is alive and staying (one out of the
+            # ISR may catch up meanwhile). With one replica (Kafka leaves those out too), or
+            # every other one stopped or stopping (the last broker of a cluster going down),
+            # nothing can take over: retrying would only delay the stop.
+            alive = {b for b in self.brokers if b != broker_id and b not in self.shutting_down}
             return [
                 tp
                 for tp, entry in self.states.items()
                 if entry.state.leader == broker_id
                 and tp[0] not in self.deleting
-                and len(self.assignments[tp[0]][tp[1]]) > 1
+                and not alive.isdisjoint(self.assignments[tp[0]][tp[1]])
             ]
 
         result: list[TP] = await self.submit(work)

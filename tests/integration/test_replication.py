@@ -287,6 +287,29 @@ async def test_controlled_shutdown_does_not_wait_on_single_replica_partitions(
     assert "broker.controlled_shutdown_retry" not in log
 
 
+async def test_the_last_broker_of_a_cluster_stops_without_waiting_for_the_stopped_ones(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    """Its replicated partitions have no live replica left to lead them: retrying the
+    controlled shutdown could not change that (`headwater cluster down` took 15 s)."""
+    cluster = make_cluster(3, FAST_ISR)
+    ports = await _ready_cluster(cluster)
+    await _create_replicated(ports[1], "everywhere", 3)
+    await _until(
+        lambda: _metadata(ports[1], ["everywhere"]),
+        lambda m: (
+            bool(m.topics[0].partitions)
+            and all(len(p.isr_nodes) == 3 for p in m.topics[0].partitions)
+        ),
+    )
+    for broker in (2, 3):
+        assert cluster.brokers[broker].stop() == 0
+    assert cluster.brokers[1].stop() == 0
+    log = cluster.brokers[1].log_path.read_text()
+    assert "broker.controlled_shutdown_done" in log
+    assert "broker.controlled_shutdown_retry" not in log
+
+
 async def test_offline_partitions_are_reported_and_leaders_rebalance_by_themselves(
     make_cluster: Callable[..., Cluster],
 ) -> None:
