@@ -7,7 +7,7 @@ batching rules can be tested alone. The producer's sender task drives it:
   when it would pass ``batch_size``. Each record gets a :class:`RecordFuture` for its
   metadata (one outcome per batch, read by each record). An open batch keeps its
   records as columns (keys, values, timestamps, headers) and is encoded once, when it
-  closes: column by column when its records share one shape
+  closes: column by column when its records have no headers
   (:meth:`~protocol.records.BatchBuilder.extend`), which costs a fraction of encoding
   each record as it arrives.
 - ``ready`` says which brokers have something to send and, if nothing yet, how long until

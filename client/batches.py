@@ -6,7 +6,7 @@ record. A caller that already has records in bulk (a file, a query, a queue it d
 can instead fill a :class:`BatchBuilder` and hand it to ``send_batch`` for one
 partition: ``append`` only checks the record and keeps it (``bytes`` as they are, anything
 else copied), and the batch is encoded when it is sent, column by column when all its
-records share one shape (see :func:`protocol.records.runs.encode_run`), else one by one.
+records have no headers (see :func:`protocol.records.runs.encode_run`), else one by one.
 The bytes are those ``send()`` would have made; the batch goes through the same
 accumulator, so retries, idempotence, ordering with ``send()``'s records, ``buffer_memory``
 and ``delivery_timeout_ms`` are the same.

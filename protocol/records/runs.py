@@ -25,7 +25,10 @@ values, timestamps), become the same bytes ``BatchBuilder.append`` writes one re
 time. Each record is a handful of fields that are either the same in every record (the
 key and value lengths, the attributes) or come from a table (offset and timestamp deltas),
 so the columns are interleaved by slice assignment and joined once, in C; per record
-only the timestamp delta's table lookup runs in Python.
+only the timestamp delta's table lookup runs in Python. Records of different sizes (JSON,
+text) take the same route with their length fields looked up per record and each
+record's length summed in one list comprehension: about 0.6x the cost of ``append``
+instead of a fifth.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ MIN_RECORDS = 32  # below this a batch goes to the general loop: its set-up woul
 MIN_RUN = 16  # two runs in a row cut shorter than this hand the rest over
 _MAX_DELTA = 8192  # offset deltas with one- and two-byte varints
 _MAX_RUN_DELTA = 1 << 20  # encode_run: offset deltas with up to three-byte varints
+_EVEN = SMALL[0::2]  # the varint of 2 * size, by size: a length up to 8,191
 
 # the offset deltas' varints (zig-zag 2 * delta), as their byte columns: deltas 0-63 are one
 # byte; 64-8191 a low byte with the continuation bit and a high byte
@@ -230,24 +234,31 @@ def encode_run(
     ``first_delta`` and timestamp deltas from ``base_timestamp``, no headers: byte for byte
     what ``BatchBuilder.append`` writes for them one by one.
 
-    None when they do not share one shape (values or keys of different sizes or None,
-    timestamps before ``base_timestamp`` or 8,192 ms or more after it, offset deltas of
-    2**20 or more): the caller encodes those one by one.
+    None where it cannot (a None among the values or keys, a key or value of 8 KiB or
+    more among records of different sizes, timestamps before ``base_timestamp`` or 8,192
+    ms or more after it, offset deltas of 2**20 or more): the caller encodes those one by
+    one.
     """
     n = len(values)
     end = first_delta + n
     if not n or first_delta < 0 or end > _MAX_RUN_DELTA or len(timestamps) != n:
         return None
     try:
-        sizes = set(map(len, values))
-        key_sizes = None if keys is None else set(map(len, keys))
+        lengths = list(map(len, values))
+        key_lengths = None if keys is None else list(map(len, keys))
     except TypeError:  # a None among them
         return None
-    if len(sizes) != 1 or (keys is not None and (len(keys) != n or len(key_sizes or ()) != 1)):
+    if keys is not None and len(keys) != n:
         return None
     low, high = min(timestamps), max(timestamps)
     if low < base_timestamp or high - base_timestamp >= _MAX_DELTA:
         return None
+    sizes = set(lengths)
+    key_sizes = None if key_lengths is None else set(key_lengths)
+    if len(sizes) != 1 or (key_sizes is not None and len(key_sizes) != 1):
+        return _encode_varied(
+            keys, values, lengths, key_lengths, timestamps, base_timestamp, first_delta
+        )
     (value_size,) = sizes
     value_field = SMALL[value_size << 1] if value_size < _MAX_DELTA else uvarint(value_size << 1)
     if key_sizes is None:
@@ -263,14 +274,8 @@ def encode_run(
     # previous record's header count (0), the length and the attributes (0)
     fixed = 1 + (len(NULL) if keys is None else key_bytes) + len(value_field) + value_size + 1
     heads = {width: b"\x00" + uvarint((fixed + width) << 1) + b"\x00" for width in (2, 3, 4, 5)}
-    if low == high:
-        ts_fields = [SMALL[(low - base_timestamp) << 1]] * n
-    else:  # a batch's records span few milliseconds: look each up by its timestamp, in C
-        field_of = {t: SMALL[(t - base_timestamp) << 1] for t in set(timestamps)}
-        ts_fields = list(map(field_of.__getitem__, timestamps))
-    delta_fields = SMALL[first_delta << 1 : end << 1 : 2]  # empty from 8,192 on
-    if end > _MAX_DELTA:  # a batch of many small records: three-byte offset deltas
-        delta_fields += map(_three_byte_delta, range(max(first_delta, _MAX_DELTA), end))
+    ts_fields = _timestamp_fields(timestamps, base_timestamp, low, high)
+    delta_fields = _delta_fields(first_delta, end)
     if high - base_timestamp < 64:  # every timestamp delta is one byte
         one = max(0, min(n, 64 - first_delta))  # offset deltas under 64: one byte
         two = max(0, min(n, _MAX_DELTA - first_delta)) - one  # under 8,192: two
@@ -298,3 +303,75 @@ def _three_byte_delta(delta: int) -> bytes:
     """The varint of offset delta ``delta`` (8,192 to 2**20 - 1): three bytes."""
     z = delta << 1
     return bytes(((z & 0x7F) | 0x80, ((z >> 7) & 0x7F) | 0x80, z >> 14))
+
+
+def _timestamp_fields(
+    timestamps: Sequence[int], base_timestamp: int, low: int, high: int
+) -> list[bytes]:
+    """The records' timestamp-delta varints (deltas from 0 to 8,191 ms)."""
+    if low == high:
+        return [SMALL[(low - base_timestamp) << 1]] * len(timestamps)
+    # a batch's records span few milliseconds: look each up by its timestamp, in C
+    field_of = {t: SMALL[(t - base_timestamp) << 1] for t in set(timestamps)}
+    return list(map(field_of.__getitem__, timestamps))
+
+
+def _delta_fields(first_delta: int, end: int) -> list[bytes]:
+    """The offset-delta varints of ``first_delta`` up to ``end`` (under 2**20)."""
+    fields = SMALL[first_delta << 1 : end << 1 : 2]  # empty from 8,192 on
+    if end > _MAX_DELTA:  # a batch of many small records: three-byte offset deltas
+        fields += map(_three_byte_delta, range(max(first_delta, _MAX_DELTA), end))
+    return fields
+
+
+def _encode_varied(  # noqa: PLR0917 - encode_run's columns, measured
+    keys: Sequence[Buffer] | None,
+    values: Sequence[Buffer],
+    lengths: list[int],
+    key_lengths: list[int] | None,
+    timestamps: Sequence[int],
+    base_timestamp: int,
+    first_delta: int,
+) -> bytes | None:
+    """:func:`encode_run` for records of different sizes (JSON, text): every field but
+    the lengths is as there; the lengths are looked up per record (in C), and each
+    record's length is summed in one list comprehension. None past 8 KiB a record."""
+    n = len(values)
+    if max(lengths) >= _MAX_DELTA or (key_lengths is not None and max(key_lengths) >= _MAX_DELTA):
+        return None
+    ts_fields = _timestamp_fields(timestamps, base_timestamp, min(timestamps), max(timestamps))
+    delta_fields = _delta_fields(first_delta, first_delta + n)
+    value_fields = list(map(_EVEN.__getitem__, lengths))
+    # a record's length: attributes (1), the deltas, the key's length field and bytes, the
+    # value's, and the header count (1)
+    if key_lengths is None:
+        bodies = [
+            3 + len(t) + len(d) + len(f) + size
+            for t, d, f, size in zip(ts_fields, delta_fields, value_fields, lengths, strict=True)
+        ]
+    else:
+        key_fields = list(map(_EVEN.__getitem__, key_lengths))
+        bodies = [
+            2 + len(t) + len(d) + len(k) + key_size + len(f) + size
+            for t, d, k, key_size, f, size in zip(
+                ts_fields, delta_fields, key_fields, key_lengths, value_fields, lengths, strict=True
+            )
+        ]
+    if max(bodies) >= _MAX_DELTA:
+        return None
+    zero = [b"\x00"] * n  # the attributes, and the header count
+    columns: list[Sequence[Buffer]] = [
+        list(map(_EVEN.__getitem__, bodies)),
+        zero,
+        ts_fields,
+        delta_fields,
+    ]
+    if keys is None:
+        columns += ([NULL] * n, value_fields, values, zero)
+    else:
+        columns += (key_fields, keys, value_fields, values, zero)
+    width = len(columns)
+    flat: list[Buffer] = [b""] * (width * n)
+    for at, column in enumerate(columns):
+        flat[at::width] = column
+    return b"".join(flat)

@@ -83,10 +83,9 @@ def test_a_run_after_records_already_in_the_batch_continues_their_deltas(before:
 
 
 CASES_DECLINED = {
-    "values of two sizes": (None, [b"a", b"bb"], [BASE, BASE]),
     "a null value": (None, [b"a", None], [BASE, BASE]),
-    "keys of two sizes": ([b"k", b"kk"], [b"a", b"b"], [BASE, BASE]),
     "a null key among keys": ([b"k", None], [b"a", b"b"], [BASE, BASE]),
+    "a value of 8 KiB among others": (None, [b"a", bytes(8192)], [BASE, BASE]),
     "a timestamp before the first": (None, [b"a", b"b"], [BASE, BASE - 1]),
     "timestamps 8,192 ms apart": (None, [b"a", b"b"], [BASE, BASE + 8192]),
 }
@@ -97,6 +96,25 @@ def test_records_of_different_shapes_are_declined_and_encoded_one_by_one(case: s
     keys, values, timestamps = CASES_DECLINED[case]
     assert encode_run(keys, values, timestamps, timestamps[0], 0) is None  # type: ignore[arg-type]
     assert extended(keys, values, timestamps) == one_by_one(keys, values, timestamps)
+
+
+@pytest.mark.parametrize("keyed", [False, True])
+@pytest.mark.parametrize(("count", "before"), [(2, 0), (100, 0), (1000, 50), (300, 8100)])
+@pytest.mark.parametrize("span_ms", [0, 63, 500, 8191])
+def test_records_of_varied_sizes_encode_by_columns_to_the_same_bytes(
+    keyed: bool, count: int, before: int, span_ms: int
+) -> None:
+    """JSON-like records (sizes 0 to 1,000, lengths of one and two bytes) take the
+    varied-size column path and come out as one append each would write them."""
+    sizes = [(i * 37) % 1001 for i in range(count)]
+    values = [bytes([i % 256]) * size for i, size in enumerate(sizes)]
+    keys = [b"key-%d" % (i * 7919) for i in range(count)] if keyed else None
+    timestamps = [BASE + span_ms * i // max(count - 1, 1) for i in range(count)]
+    base = BASE if before else timestamps[0]
+    assert encode_run(keys, values, timestamps, base, before) is not None
+    assert extended(keys, values, timestamps, before=before) == one_by_one(
+        keys, values, timestamps, before=before
+    )
 
 
 def test_offset_deltas_of_2_to_the_20_and_headers_go_one_by_one() -> None:
