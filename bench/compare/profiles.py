@@ -158,6 +158,10 @@ def _workloads(sizes: Sizes) -> dict[int, dict[str, tuple[str, Workload]]]:
     return {
         1: {
             "produce-rf1": ("rec/s", lambda b: headwater.produce(b, sizes, "1", 1)),
+            "produce-send-batch-rf1": (
+                "rec/s",
+                lambda b: headwater.produce(b, sizes, "1", 1, send_batch=True),
+            ),
             "consume": ("rec/s", lambda b: headwater.consume(b, sizes)),
             "e2e-rf1": ("us p50, p99", lambda b: headwater.end_to_end(b, sizes, "1", 1)),
             "broker-alone": ("GB/s", lambda b: headwater.broker_alone(b, sizes)),

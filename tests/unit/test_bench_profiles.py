@@ -130,7 +130,13 @@ def test_a_cluster_that_will_not_start_gives_every_figure_n_a(
     monkeypatch.setattr(profiles.headwater, "BenchCluster", refuse)
     figures, sampled = profiles.run_profiles(profiles.QUICK, tmp_path, str(tmp_path))
     assert sampled == []
-    assert set(figures) == {"produce-rf1", "consume", "e2e-rf1", "broker-alone"} | {
+    assert set(figures) == {
+        "produce-rf1",
+        "produce-send-batch-rf1",
+        "consume",
+        "e2e-rf1",
+        "broker-alone",
+    } | {
         "produce-rf3",
         "e2e-rf3",
     }
