@@ -337,10 +337,8 @@ class Producer:
             self._check_running()  # as above
         if timestamp_ms is None:
             timestamp_ms = _time_ns() // 1_000_000
-        elif timestamp_ms.__class__ is not int:  # bool, float or worse: say what is wrong
-            timestamp_ms = checked_timestamp(timestamp_ms, "timestamp_ms")
-        elif not 0 <= timestamp_ms < TIMESTAMP_LIMIT:
-            checked_timestamp(timestamp_ms, "timestamp_ms")
+        elif timestamp_ms.__class__ is not int or not 0 <= timestamp_ms < TIMESTAMP_LIMIT:
+            timestamp_ms = checked_timestamp(timestamp_ms, "timestamp_ms")  # raises
         partitions = self._partitions.get(topic)
         if partitions is None or len(partitions) <= partition:
             partitions = self._partitions[topic] = [TopicPartition(topic, p) for p in range(count)]

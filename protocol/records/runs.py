@@ -253,12 +253,12 @@ def encode_run(
     low, high = min(timestamps), max(timestamps)
     if low < base_timestamp or high - base_timestamp >= _MAX_DELTA:
         return None
+    ts_fields = _timestamp_fields(timestamps, base_timestamp, low, high)
+    delta_fields = _delta_fields(first_delta, end)
     sizes = set(lengths)
     key_sizes = None if key_lengths is None else set(key_lengths)
     if len(sizes) != 1 or (key_sizes is not None and len(key_sizes) != 1):
-        return _encode_varied(
-            keys, values, lengths, key_lengths, timestamps, base_timestamp, first_delta
-        )
+        return _encode_varied(keys, values, lengths, key_lengths, ts_fields, delta_fields)
     (value_size,) = sizes
     value_field = SMALL[value_size << 1] if value_size < _MAX_DELTA else uvarint(value_size << 1)
     if key_sizes is None:
@@ -274,8 +274,6 @@ def encode_run(
     # previous record's header count (0), the length and the attributes (0)
     fixed = 1 + (len(NULL) if keys is None else key_bytes) + len(value_field) + value_size + 1
     heads = {width: b"\x00" + uvarint((fixed + width) << 1) + b"\x00" for width in (2, 3, 4, 5)}
-    ts_fields = _timestamp_fields(timestamps, base_timestamp, low, high)
-    delta_fields = _delta_fields(first_delta, end)
     if high - base_timestamp < 64:  # every timestamp delta is one byte
         one = max(0, min(n, 64 - first_delta))  # offset deltas under 64: one byte
         two = max(0, min(n, _MAX_DELTA - first_delta)) - one  # under 8,192: two
@@ -324,14 +322,13 @@ def _delta_fields(first_delta: int, end: int) -> list[bytes]:
     return fields
 
 
-def _encode_varied(  # noqa: PLR0917 - encode_run's columns, measured
+def _encode_varied(  # noqa: PLR0917 - encode_run's columns
     keys: Sequence[Buffer] | None,
     values: Sequence[Buffer],
     lengths: list[int],
     key_lengths: list[int] | None,
-    timestamps: Sequence[int],
-    base_timestamp: int,
-    first_delta: int,
+    ts_fields: list[bytes],
+    delta_fields: list[bytes],
 ) -> bytes | None:
     """:func:`encode_run` for records of different sizes (JSON, text): every field but
     the lengths is as there; the lengths are looked up per record (in C), and each
@@ -339,8 +336,6 @@ def _encode_varied(  # noqa: PLR0917 - encode_run's columns, measured
     n = len(values)
     if max(lengths) >= _MAX_DELTA or (key_lengths is not None and max(key_lengths) >= _MAX_DELTA):
         return None
-    ts_fields = _timestamp_fields(timestamps, base_timestamp, min(timestamps), max(timestamps))
-    delta_fields = _delta_fields(first_delta, first_delta + n)
     value_fields = list(map(_EVEN.__getitem__, lengths))
     # a record's length: attributes (1), the deltas, the key's length field and bytes, the
     # value's, and the header count (1)
