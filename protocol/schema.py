@@ -24,6 +24,7 @@ naming the field path.
 from __future__ import annotations
 
 import dataclasses
+import threading
 import types
 import typing
 from collections.abc import Callable
@@ -190,33 +191,23 @@ def _compile_struct(cls: type, version: int) -> _StructCodec:
 
 def _specialise(codec: _StructCodec) -> None:
     """Generate ``codec``'s encode and decode (see :class:`_StructCodec`): field names are
-    identifiers (dataclass fields), everything else is passed in as a global."""
+    identifiers (dataclass fields), everything else is passed in as a global.
+
+    A nested message, or a list of them, is inlined: the generated code calls the nested
+    codec itself rather than the closures :func:`_nested` and :func:`_list_of` wrap it in
+    (the same checks, errors and paths; a request is a few levels of these)."""
     env: dict[str, Any] = {"_BadField": _BadField, "_kind": _kind, "_cls": codec.cls}
-    enc_items, dec_lines = [], []
+    enc_setup: list[str] = []
+    enc_items: list[str] = []
+    dec_lines: list[str] = []
     for i, (name, enc, dec, default, factory) in enumerate(codec.fields):
         assert name.isidentifier(), name
         key = repr(name)
-        if enc is _identity:
-            enc_items.append(f"{key}: msg.{name}")
-        else:
-            env[f"_e{i}"] = enc
-            enc_items.append(f"{key}: _e{i}(msg.{name}, raws)")
-        primitive = _SINGLE_TYPE.get(dec)
-        if primitive is not None:
-            env[f"_t{i}"] = primitive[0]
-            convert = [
-                f"            _v = obj[{key}]",
-                f"            if type(_v) is not _t{i}:",
-                f"                raise _BadField(f'expected {primitive[1]}, got {{_kind(_v)}}')",
-                f"            kwargs[{key}] = _v",
-            ]
-        else:
-            env[f"_d{i}"] = dec
-            convert = [f"            kwargs[{key}] = _d{i}(obj[{key}], tail)"]
+        enc_items.append(f"{key}: {_inline_encode(enc, f'msg.{name}', i, env, enc_setup)}")
         dec_lines += [
             f"    if {key} in obj:",
             "        try:",
-            *convert,
+            *_inline_decode(dec, key, i, env),
             "        except _BadField as exc:",
             f"            exc.path.append({key})",
             "            raise",
@@ -229,6 +220,7 @@ def _specialise(codec: _StructCodec) -> None:
     source = "\n".join(
         [
             "def encode(msg, raws):",
+            *enc_setup,
             f"    return {{{', '.join(enc_items)}}}",
             "def decode(obj, tail):",
             "    if not isinstance(obj, dict):",
@@ -240,6 +232,61 @@ def _specialise(codec: _StructCodec) -> None:
     )
     exec(compile(source, f"<codec {codec.cls.__name__} v{codec.version}>", "exec"), env)
     codec.encode, codec.decode = env["encode"], env["decode"]
+
+
+def _inline_encode(enc: Encoder, value: str, i: int, env: dict[str, Any], setup: list[str]) -> str:
+    """The expression encoding ``value`` with ``enc`` (statements it needs go to ``setup``)."""
+    if enc is _identity:
+        return value
+    nested = _NESTED.get(enc)
+    if nested is not None:
+        env[f"_c{i}"] = nested
+        return f"_c{i}.encode({value}, raws)"
+    item = _ITEMS.get(enc)
+    nested = _NESTED.get(item) if item is not None else None
+    if nested is not None:
+        env[f"_c{i}"] = nested
+        setup.append(f"    _f{i} = _c{i}.encode")  # read per call: see _nested
+        return f"[_f{i}(_x, raws) for _x in {value}]"
+    env[f"_e{i}"] = enc
+    return f"_e{i}({value}, raws)"
+
+
+def _inline_decode(dec: Decoder, key: str, i: int, env: dict[str, Any]) -> list[str]:
+    """Statements (inside the field's ``try``) decoding ``obj[key]`` into ``kwargs[key]``."""
+    primitive = _SINGLE_TYPE.get(dec)
+    if primitive is not None:
+        env[f"_t{i}"] = primitive[0]
+        return [
+            f"            _v = obj[{key}]",
+            f"            if type(_v) is not _t{i}:",
+            f"                raise _BadField(f'expected {primitive[1]}, got {{_kind(_v)}}')",
+            f"            kwargs[{key}] = _v",
+        ]
+    nested = _NESTED.get(dec)
+    if nested is not None:
+        env[f"_c{i}"] = nested
+        return [f"            kwargs[{key}] = _c{i}.decode(obj[{key}], tail)"]
+    item = _ITEMS.get(dec)
+    nested = _NESTED.get(item) if item is not None else None
+    if nested is not None:  # as _list_of's decode, with the nested decode inlined
+        env[f"_c{i}"] = nested
+        return [
+            f"            _v = obj[{key}]",
+            "            if type(_v) is not list:",
+            "                raise _BadField(f'expected a list, got {_kind(_v)}')",
+            f"            _f = _c{i}.decode",
+            "            _out = []",
+            "            try:",
+            "                for _x in _v:",
+            "                    _out.append(_f(_x, tail))",
+            "            except _BadField as exc:",
+            "                exc.path.append(f'[{len(_out)}]')",
+            "                raise",
+            f"            kwargs[{key}] = _out",
+        ]
+    env[f"_d{i}"] = dec
+    return [f"            kwargs[{key}] = _d{i}(obj[{key}], tail)"]
 
 
 # One return per kind of field type reads better than a dispatch table here.
@@ -266,7 +313,7 @@ def _compile_type(  # noqa: PLR0911
     if tp in _PRIMITIVES:
         return _identity, _PRIMITIVES[tp]
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
-        return _nested(tp, version)
+        return _nested(_codec_for(tp, version))
     raise TypeError(f"{where}: unsupported field type {tp!r}")
 
 
@@ -355,6 +402,7 @@ def _list_of(enc: Encoder, dec: Decoder) -> tuple[Encoder, Decoder]:
                 raise
         return out
 
+    _ITEMS[encode], _ITEMS[decode] = enc, dec
     return encode, decode
 
 
@@ -377,15 +425,24 @@ def _dict_of(enc: Encoder, dec: Decoder) -> tuple[Encoder, Decoder]:
     return encode, decode
 
 
-def _nested(cls: type, version: int) -> tuple[Encoder, Decoder]:
-    # Resolved lazily: the nested codec may still be compiling (a self-referencing message).
+def _nested(codec: _StructCodec) -> tuple[Encoder, Decoder]:
+    # Bound to the codec object, not to its functions: a self-referencing message's codec
+    # is still compiling when its fields are, and gets its specialised functions after.
     def encode(value: Any, raws: list[RecordData]) -> Any:
-        return _codec_for(cls, version).encode(value, raws)
+        return codec.encode(value, raws)
 
     def decode(obj: Any, tail: _Tail) -> Any:
-        return _codec_for(cls, version).decode(obj, tail)
+        return codec.decode(obj, tail)
 
+    _NESTED[encode] = _NESTED[decode] = codec
     return encode, decode
+
+
+_NESTED: dict[Encoder | Decoder, _StructCodec] = {}
+"""The encoders and decoders :func:`_nested` made, to their message's codec: generated code
+calls the codec directly instead of through them."""
+_ITEMS: dict[Encoder | Decoder, Encoder | Decoder] = {}
+"""The encoders and decoders :func:`_list_of` made, to their items' (likewise)."""
 
 
 # --- entry points ----------------------------------------------------------------------
@@ -394,8 +451,17 @@ def _nested(cls: type, version: int) -> tuple[Encoder, Decoder]:
 def encode_message(msg: Any, version: int) -> tuple[bytes, list[RecordData]]:
     """Encode ``msg`` at ``version``: the msgpack head, then the raw record parts in order."""
     raws: list[RecordData] = []
-    head = msgpack.packb(_codec_for(type(msg), version).encode(msg, raws), use_bin_type=True)
-    return head, raws
+    packed = _codec_for(type(msg), version).encode(msg, raws)
+    try:
+        packer = _per_thread.packer
+    except AttributeError:
+        packer = _per_thread.packer = msgpack.Packer(use_bin_type=True)
+    return packer.pack(packed), raws
+
+
+_per_thread = threading.local()
+"""Each thread's msgpack Packer: packb builds one per call, with its buffer (a Packer
+empties its buffer after every pack, and on failure)."""
 
 
 def decode_message(cls: type[T], version: int, body: memoryview | bytes) -> T:
