@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from broker.log import Log, LogConfig
+from broker.replica import partition as partition_module
 from broker.replica.fetcher import ReplicaFetcher, _Followed
 from broker.replica.partition import Partition
 from protocol.apis import EpochEndOffset
@@ -132,3 +133,52 @@ async def test_truncation_by_leader_epoch(
     assert log.log_end_offset == cut_to
     assert log.log_start_offset == 0
     log.close()
+
+
+def test_a_high_watermark_move_looks_only_at_the_waiters_it_reaches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """acks=all produces wait in offset order: each move of the high watermark answers
+    those it reached without reading every produce still waiting (1,000 waiting produces
+    and 1,000 moves read 2,000 offsets, not half a million). A retry waiting for an
+    earlier offset (an idempotent duplicate) is still answered as soon as it is reached."""
+    reads = 0
+
+    class CountingWaiter(partition_module.HighWatermarkWaiter):
+        __slots__ = ()
+
+        def __getattribute__(self, name: str) -> Any:
+            if name == "required_offset":
+                nonlocal reads
+                reads += 1
+            return object.__getattribute__(self, name)
+
+    monkeypatch.setattr(partition_module, "HighWatermarkWaiter", CountingWaiter)
+    p = _partition(tmp_path, isr=[1, 2])
+    answered: list[int] = []
+    for offset in range(1, 1001):
+        p.wait_for_high_watermark(offset, lambda error, offset=offset: answered.append(offset))
+    for hw in range(1, 1001):
+        p.high_watermark = hw
+        p._complete_waiters()
+        assert answered[-1] == hw
+    assert answered == list(range(1, 1001))
+    assert reads <= 2000
+
+    # out of order: a duplicate waits for offset 1,005 behind one waiting for 1,010
+    answered.clear()
+    p.wait_for_high_watermark(1010, lambda error: answered.append(1010))
+    p.wait_for_high_watermark(1005, lambda error: answered.append(1005))
+    p.high_watermark = 1006
+    p._complete_waiters()
+    assert answered == [1005]
+    p.high_watermark = 1010
+    p._complete_waiters()
+    assert answered == [1005, 1010]
+    # and once nobody waits, the next ones are in order again
+    reads = 0
+    for offset in range(1011, 1111):
+        p.wait_for_high_watermark(offset, lambda error, offset=offset: answered.append(offset))
+    p.high_watermark = 1011
+    p._complete_waiters()
+    assert answered[-1] == 1011 and reads <= 2
