@@ -21,6 +21,7 @@ from crc32c import crc32c
 
 from protocol.errors import InvalidRecordsError
 from protocol.records import batch as B
+from protocol.records import runs
 from protocol.records.compression import (
     CODEC_NAMES,
     DEFAULT_MAX_DECOMPRESSED_BYTES,
@@ -184,8 +185,9 @@ class BatchBuilder:
         keyless, ``headers`` None none at all, ``timestamps`` are ints (ms). Returns the
         batch's uncompressed size now.
 
-        Without headers or None values, with timestamps from the batch's first to 8 s
-        after it, they are encoded column by column (:func:`encode_run`): about a fifth of
+        From :data:`~protocol.records.runs.MIN_ENCODE` records on, without headers or None
+        values, with timestamps from the batch's first to 8 s after it, they are encoded
+        column by column (:func:`encode_run`): about a fifth of
         the cost of ``append`` each when they share one key and value size, 0.6x when
         their sizes differ (under 8 KiB); otherwise all of them go one by one through
         ``append``. Either way the bytes are those of one ``append`` per record.
@@ -198,7 +200,7 @@ class BatchBuilder:
         base = timestamps[0] if self._count == 0 else self._base_ts
         encoded = (
             encode_run(keys, values, timestamps, base, self._count)  # type: ignore[arg-type] # None keys or values: it declines
-            if headers is None
+            if headers is None and n >= runs.MIN_ENCODE
             else None
         )
         if encoded is None:

@@ -6,10 +6,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocol.records import BatchBuilder, decode_batches
+from protocol.records import BatchBuilder, decode_batches, runs
 from protocol.records.runs import encode_run
 
 BASE = 1_700_000_000_000
+
+
+MIN_ENCODE = runs.MIN_ENCODE
+
+
+@pytest.fixture(autouse=True)
+def _columns_from_one_record(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The column encoder on runs of any length, so a handful of records checks it too
+    (``extend`` appends fewer than MIN_ENCODE one by one; one test here checks that)."""
+    monkeypatch.setattr(runs, "MIN_ENCODE", 1)
 
 
 Headers = list[list[tuple[str, bytes | None]] | None] | None
@@ -136,6 +146,26 @@ def test_offset_deltas_of_2_to_the_20_and_headers_go_one_by_one() -> None:
     assert extended(None, three, [BASE] * 3, headers) == one_by_one(
         None, three, [BASE] * 3, headers
     )
+
+
+@pytest.mark.parametrize("count", [1, MIN_ENCODE - 1, MIN_ENCODE])
+def test_runs_shorter_than_min_encode_are_appended_one_by_one(
+    count: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A linger 0 producer's batches hold a record or a few: the column encoder's set-up
+    would cost more than it saves, so those are appended, to the same bytes."""
+    monkeypatch.setattr(runs, "MIN_ENCODE", MIN_ENCODE)
+    calls = []
+
+    def spy(*args: object) -> object:
+        calls.append(args)
+        return encode_run(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr("protocol.records.codec.encode_run", spy)
+    values = [b"v" * 100] * count
+    timestamps = [BASE] * count
+    assert extended(None, values, timestamps) == one_by_one(None, values, timestamps)
+    assert len(calls) == (1 if count >= MIN_ENCODE else 0)
 
 
 def test_the_batch_header_carries_the_first_and_the_largest_timestamp() -> None:
