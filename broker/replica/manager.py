@@ -433,6 +433,10 @@ class ReplicaManager:
                         )
                     )
             topics.append(ProduceTopicResponse(name=topic.name, partitions=results))
+        # The fetches these appends satisfied are answered before this produce is: a
+        # consumer's records (end-to-end latency) and the followers' (what acks=all waits
+        # for) go out first, and the producer hears back a few tens of us later.
+        self._complete_woken()
         response = ProduceResponse(topics=topics)
         if waits:
             return _DelayedProduce(
@@ -527,6 +531,7 @@ class ReplicaManager:
         follower = request.replica_id >= 0
         if follower:
             self._record_follower_fetch(request)
+            self._complete_woken()  # consumers the high watermark's move lets read, first
         response, size, failed = self._read(request, follower)
         if size >= request.min_bytes or failed or request.max_wait_ms <= 0:
             self.bytes_out.inc(size)
@@ -648,11 +653,10 @@ class ReplicaManager:
         it try again once the request that changed it is done (Kafka's ActionQueue).
 
         Not inside the append: a produce to P partitions would re-read every parked fetch
-        after each of them (P x P reads, and a follower answered one partition at a time),
-        and the producer's own answer would wait for every consumer it woke. The woken
-        fetches are tried in the loop's next pass, together, once each; that pass does
-        not wait for I/O (its ready queue is not empty), so a consumer still gets the data
-        within microseconds of the producer's answer.
+        after each of them (P x P reads, and a follower answered one partition at a time).
+        The woken fetches are tried together, once each: by :meth:`produce` and
+        :meth:`fetch` when their appends or high-watermark moves are all done (see there),
+        else (a role change, a timer) in the loop's next pass.
         """
         waiters = self._fetch_waiters.get(tp)
         if waiters:
@@ -661,6 +665,8 @@ class ReplicaManager:
             self._woken.update(dict.fromkeys(waiters))
 
     def _complete_woken(self) -> None:
+        if not self._woken:
+            return  # done already by the request that woke them
         woken, self._woken = self._woken, {}
         for delayed in woken:
             self._try_complete(delayed)  # a no-op for one completed meanwhile

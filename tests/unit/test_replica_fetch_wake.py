@@ -90,16 +90,16 @@ async def test_an_acks_1_produce_is_answered_without_awaiting(replicas: ReplicaM
     assert response.topics[0].partitions[0].base_offset == 0
 
 
-async def test_an_append_completes_a_fetch_waiting_at_the_log_end_at_the_next_pass(
+async def test_an_append_completes_a_fetch_waiting_at_the_log_end_before_its_produce_returns(
     replicas: ReplicaManager,
 ) -> None:
     parked = replicas.fetch(_fetch(0))
     assert isinstance(parked, Deferred) and not parked.done
     assert replicas.parked_fetches == 1
-    replicas.produce(_produce())
-    assert not parked.done  # the producer's own answer goes first (Kafka's ActionQueue)
-    await asyncio.sleep(0)
-    # completed at the loop's next pass, long before the 30 s max wait
+    response = replicas.produce(_produce())
+    # answered inside the produce's call, before the producer's own answer is written: no
+    # loop pass, long before the 30 s max wait
+    assert isinstance(response, ProduceResponse)
     assert parked.done
     response = parked.result()
     assert response.topics[0].partitions[0].high_watermark == 1  # RF=1: no timer for the HW
@@ -124,7 +124,7 @@ async def test_a_fetch_behind_the_high_watermark_is_not_woken_early(tmp_path: Pa
     assert not parked.done  # appended, but follower 2 does not have it: not committed
     follower = manager.fetch(_fetch(1, max_wait_ms=0, replica_id=2))  # 2 now has offset 0
     assert isinstance(follower, FetchResponse)
-    await asyncio.sleep(0)
+    # the consumer is answered inside the follower's fetch that moved the high watermark
     assert parked.done and _records_size(parked.result()) > 0
     await manager.shutdown()
     logs.shutdown()
