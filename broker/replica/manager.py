@@ -86,6 +86,12 @@ Buffer = bytes | bytearray | memoryview
 ConfigLoader = Callable[[str], Awaitable[LogConfig]]
 """The log config of a topic: broker defaults with the topic's overrides."""
 
+WOKEN_FIRST = 8
+"""How many parked fetches a produce (or a follower's fetch) answers before its own
+answer: the followers and a few consumers; past that, a producer would wait on every
+consumer group tailing the partition (~30 us each), so the rest go in the next loop pass,
+after it (Kafka's order, where network threads write both at once)."""
+
 
 def _now_ms() -> int:
     return time.monotonic_ns() // 1_000_000
@@ -433,10 +439,12 @@ class ReplicaManager:
                         )
                     )
             topics.append(ProduceTopicResponse(name=topic.name, partitions=results))
-        # The fetches these appends satisfied are answered before this produce is: a
-        # consumer's records (end-to-end latency) and the followers' (what acks=all waits
-        # for) go out first, and the producer hears back a few tens of us later.
-        self._complete_woken()
+        # The fetches these appends satisfied are answered before this produce is (up to
+        # WOKEN_FIRST of them, followers first): the followers' (what acks=all waits for)
+        # and a consumer's records (end-to-end latency) go out first, and the producer
+        # hears back a few tens of us later; a larger fan-out waits for the next loop pass
+        # rather than hold the producer's answer.
+        self._complete_woken(WOKEN_FIRST)
         response = ProduceResponse(topics=topics)
         if waits:
             return _DelayedProduce(
@@ -531,7 +539,8 @@ class ReplicaManager:
         follower = request.replica_id >= 0
         if follower:
             self._record_follower_fetch(request)
-            self._complete_woken()  # consumers the high watermark's move lets read, first
+            # the consumers the high watermark's move lets read, before this follower
+            self._complete_woken(WOKEN_FIRST)
         response, size, failed = self._read(request, follower)
         if size >= request.min_bytes or failed or request.max_wait_ms <= 0:
             self.bytes_out.inc(size)
@@ -664,10 +673,16 @@ class ReplicaManager:
                 asyncio.get_running_loop().call_soon(self._complete_woken)
             self._woken.update(dict.fromkeys(waiters))
 
-    def _complete_woken(self) -> None:
+    def _complete_woken(self, limit: int | None = None) -> None:
+        """Try the woken fetches: all of them, or ``limit`` (followers first) with the rest
+        left to the loop pass :meth:`_wake` scheduled."""
         if not self._woken:
             return  # done already by the request that woke them
-        woken, self._woken = self._woken, {}
+        if limit is None or len(self._woken) <= limit:
+            woken, self._woken = list(self._woken), {}
+        else:
+            ordered = sorted(self._woken, key=lambda delayed: not delayed.follower)
+            woken, self._woken = ordered[:limit], dict.fromkeys(ordered[limit:])
         for delayed in woken:
             self._try_complete(delayed)  # a no-op for one completed meanwhile
 

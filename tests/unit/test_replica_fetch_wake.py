@@ -14,7 +14,7 @@ from broker.deferred import Deferred
 from broker.log import LogConfig
 from broker.log.manager import LogManager
 from broker.metadata import MetadataCache
-from broker.replica.manager import ReplicaManager
+from broker.replica.manager import WOKEN_FIRST, ReplicaManager
 from protocol.apis import (
     FetchPartition,
     FetchRequest,
@@ -234,3 +234,31 @@ async def test_a_fetch_claiming_to_be_a_replica_it_is_not_reads_nothing(
     assert isinstance(answer, FetchResponse)
     (partition,) = answer.topics[0].partitions
     assert partition.error_code == NotLeaderOrFollowerError.code and partition.records is None
+
+
+async def test_a_produce_answers_followers_then_a_few_consumers_before_its_own_answer(
+    tmp_path: Path,
+) -> None:
+    """Up to WOKEN_FIRST woken fetches go before the producer's answer, followers first
+    (acks=all waits on them); a larger fan-out is answered in the next loop pass, so the
+    producer does not wait on every consumer tailing the partition."""
+    logs = LogManager([tmp_path], broker_id=1, cluster_id="c")
+    logs.startup()
+
+    async def load(topic: str) -> LogConfig:
+        return LogConfig()
+
+    manager = ReplicaManager(1, logs, MetadataCache(), load)
+    await manager.become_leader_or_follower([_leader_state(isr=[1], replicas=[1, 2])])
+    consumers = [manager.fetch(_fetch(0)) for _ in range(WOKEN_FIRST + 4)]
+    follower = manager.fetch(_fetch(0, replica_id=2))  # parked last, answered first
+    parked = [*consumers, follower]
+    assert all(isinstance(p, Deferred) and not p.done for p in parked)
+    assert isinstance(manager.produce(_produce()), ProduceResponse)
+    assert follower.done
+    assert sum(1 for c in consumers if c.done) == WOKEN_FIRST - 1
+    await asyncio.sleep(0)
+    assert all(p.done and _records_size(p.result()) > 0 for p in parked)
+    assert manager.parked_fetches == 0
+    await manager.shutdown()
+    logs.shutdown()
