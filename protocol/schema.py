@@ -455,13 +455,19 @@ def encode_message(msg: Any, version: int) -> tuple[bytes, list[RecordData]]:
     try:
         packer = _per_thread.packer
     except AttributeError:
-        packer = _per_thread.packer = msgpack.Packer(use_bin_type=True)
-    return packer.pack(packed), raws
+        packer = _per_thread.packer = msgpack.Packer(use_bin_type=True, buf_size=_PACKER_BYTES)
+    head = packer.pack(packed)
+    if len(head) > _PACKER_BYTES:
+        del _per_thread.packer  # it grew to fit: the next one starts small again
+    return head, raws
 
 
 _per_thread = threading.local()
 """Each thread's msgpack Packer: packb builds one per call, with its buffer (a Packer
 empties its buffer after every pack, and on failure)."""
+_PACKER_BYTES = 256 * 1024
+"""A Packer's buffer (msgpack's default); one that grew past it for a large message (the
+metadata of thousands of partitions) is dropped rather than kept for the thread's life."""
 
 
 def decode_message(cls: type[T], version: int, body: memoryview | bytes) -> T:

@@ -315,3 +315,21 @@ def test_generated_codecs_match_their_generic_definition(
         assert codec.encode(msg, generic_raws) == obj
         assert [bytes(r) for r in generic_raws] == [bytes(r) for r in raws]
         assert _decode_outcome(codec, damaged, tail) == generated
+
+
+def test_the_packer_a_large_message_grew_is_not_kept() -> None:
+    """Each thread reuses one msgpack Packer, but not one a large message (the metadata of
+    thousands of partitions) grew: that buffer would stay for the thread's life."""
+    small = MetadataRequest(topics=["a"])
+    as_map = schema._codec_for(MetadataRequest, 0).generic_encode(small, [])
+    assert encode_message(small, 0)[0] == msgpack.packb(as_map, use_bin_type=True)
+    kept = schema._per_thread.packer
+    assert encode_message(small, 0)[0] == encode_message(small, 0)[0]
+    assert schema._per_thread.packer is kept
+    large = MetadataRequest(topics=[f"topic-{i:08d}" for i in range(30_000)])
+    head, _ = encode_message(large, 0)
+    assert len(head) > schema._PACKER_BYTES
+    assert not hasattr(schema._per_thread, "packer")
+    assert decode_message(MetadataRequest, 0, head) == large
+    encode_message(small, 0)
+    assert schema._per_thread.packer is not kept
