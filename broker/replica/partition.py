@@ -73,12 +73,13 @@ class Partition:
     epoch_start_offset: int = 0
     """The log end offset when this broker became leader in the current epoch."""
     _waiters: dict[HighWatermarkWaiter, None] = field(default_factory=dict)
-    _waiters_in_order: bool = True
-    """Whether ``_waiters`` (in insertion order) is in required-offset order too: appends
-    come in offset order, so it is, unless an idempotent retry waits again for a batch
-    appended earlier. In order, a high watermark move looks only at the waiters it reaches
-    (and the first it does not), not at every produce still waiting."""
-    _highest_required: int = -1
+    """acks=all produces waiting, in required-offset order (appends come in offset order):
+    a high watermark move looks only at those it reaches and the first it does not, not at
+    every produce still waiting."""
+    _highest_required: int = -1  # of those in _waiters: where the next one goes after
+    _out_of_order: dict[HighWatermarkWaiter, None] = field(default_factory=dict)
+    """The few that wait for less than one already waiting (an idempotent retry of a batch
+    appended earlier): looked at on every move."""
 
     @property
     def is_leader(self) -> bool:
@@ -188,44 +189,41 @@ class Partition:
             return None
         waiter = HighWatermarkWaiter(required_offset, done)
         if required_offset < self._highest_required:
-            self._waiters_in_order = False
+            self._out_of_order[waiter] = None
         else:
             self._highest_required = required_offset
-        self._waiters[waiter] = None
+            self._waiters[waiter] = None
         return waiter
 
     def forget_waiter(self, waiter: HighWatermarkWaiter) -> None:
         """The produce gave up (timed out, or its connection closed)."""
         self._waiters.pop(waiter, None)
+        self._out_of_order.pop(waiter, None)
         if not self._waiters:
-            self._no_waiters()
+            self._highest_required = -1
 
     def _complete_waiters(self) -> None:
-        if not self._waiters:
-            return
         hw = self.high_watermark
-        if self._waiters_in_order:
-            reached = []
-            for waiter in self._waiters:
-                if waiter.required_offset > hw:
-                    break
-                reached.append(waiter)
-        else:
-            reached = [w for w in self._waiters if w.required_offset <= hw]
+        reached = [w for w in self._out_of_order if w.required_offset <= hw]
         for waiter in reached:
+            del self._out_of_order[waiter]
+        count = len(reached)
+        for waiter in self._waiters:
+            if waiter.required_offset > hw:
+                break
+            reached.append(waiter)
+        for waiter in reached[count:]:
             del self._waiters[waiter]
         if not self._waiters:
-            self._no_waiters()
-        _call_each(reached, None)
+            self._highest_required = -1
+        if reached:
+            _call_each(reached, None)
 
     def fail_waiters(self, error: ApiError) -> None:
         """Leadership is gone (or the broker is stopping): waiting produces get ``error``."""
-        waiters, self._waiters = list(self._waiters), {}
-        self._no_waiters()
+        waiters = [*self._out_of_order, *self._waiters]
+        self._waiters, self._out_of_order, self._highest_required = {}, {}, -1
         _call_each(waiters, error)
-
-    def _no_waiters(self) -> None:
-        self._waiters_in_order, self._highest_required = True, -1
 
 
 def _call_each(waiters: list[HighWatermarkWaiter], error: ApiError | None) -> None:
