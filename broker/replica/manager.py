@@ -413,8 +413,8 @@ class ReplicaManager:
     def produce(self, request: ProduceRequest) -> ProduceResponse | Deferred[ProduceResponse]:
         """Append now; the response at once, or (acks=all) a Deferred answered from the
         call that moves the last high watermark it waits for. Not a coroutine: an
-        acks=0/1 produce is answered in the loop iteration that read it, and the fetches
-        its appends satisfy right after."""
+        acks=0/1 produce is answered in the loop iteration that read it, right after the
+        fetches its appends satisfy (up to :data:`WOKEN_FIRST` of them)."""
         self.produce_requests.inc()
         topics = []
         waits: list[tuple[ProducePartitionResponse, Partition, int]] = []
@@ -565,8 +565,8 @@ class ReplicaManager:
 
     def _try_complete(self, delayed: _DelayedFetch, expired: bool = False) -> None:
         """Read again for a parked fetch; answer it if it has enough now (or has expired).
-        Runs from a timer or the loop pass after the change that woke it: it must not
-        raise."""
+        Runs from a timer, or once the request that woke it is done (inside it, or in the
+        loop pass after): it must not raise."""
         if delayed.deferred.done:
             return
         try:
@@ -681,10 +681,14 @@ class ReplicaManager:
         if limit is None or len(self._woken) <= limit:
             woken, self._woken = list(self._woken), {}
         else:
-            ordered = sorted(self._woken, key=lambda delayed: not delayed.follower)
+            ordered = [d for d in self._woken if d.follower]
+            ordered += [d for d in self._woken if not d.follower]
             woken, self._woken = ordered[:limit], dict.fromkeys(ordered[limit:])
         for delayed in woken:
-            self._try_complete(delayed)  # a no-op for one completed meanwhile
+            try:
+                self._try_complete(delayed)  # a no-op for one completed meanwhile
+            except Exception:  # never into the produce or fetch that woke it
+                self._log.exception("fetch.completion_failed")
 
     # --- the ISR ------------------------------------------------------------------------
 

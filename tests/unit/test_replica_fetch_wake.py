@@ -262,3 +262,20 @@ async def test_a_produce_answers_followers_then_a_few_consumers_before_its_own_a
     assert manager.parked_fetches == 0
     await manager.shutdown()
     logs.shutdown()
+
+
+async def test_a_fetch_that_fails_to_complete_does_not_fail_the_produce_that_woke_it(
+    replicas: ReplicaManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The records are in the log by then: an error answering a consumer must not turn
+    the producer's answer into an error (it would retry, and duplicate them)."""
+    parked = replicas.fetch(_fetch(0))
+    assert isinstance(parked, Deferred)
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("a bug answering the fetch")
+
+    monkeypatch.setattr(replicas, "_try_complete", broken)
+    response = replicas.produce(_produce())
+    assert isinstance(response, ProduceResponse)
+    assert response.topics[0].partitions[0].error_code == 0
