@@ -333,3 +333,27 @@ def test_the_packer_a_large_message_grew_is_not_kept() -> None:
     assert decode_message(MetadataRequest, 0, head) == large
     encode_message(small, 0)
     assert schema._per_thread.packer is not kept
+
+
+def test_a_body_that_fails_to_decode_leaves_nothing_for_the_next() -> None:
+    """Small bodies go through one Unpacker per thread: whatever a bad body leaves in it
+    (half a map, bytes after an error) must not reach the next body's decode."""
+    request = ProduceRequest(
+        acks=1,
+        timeout_ms=5,
+        topics=[ProduceTopic(name="t", partitions=[ProducePartition(index=0, records=b"r" * 40)])],
+    )
+    head, raws = encode_message(request, 0)
+    good = head + b"".join(raws)
+    bad_bodies = [
+        head[: len(head) // 2],  # the map cut short
+        b"\xc1" + good,  # a byte msgpack never uses
+        b"\xa3\xff\xfe\xfd",  # invalid UTF-8
+        msgpack.packb({"acks": 1}) + b"junk",  # a required field missing, bytes after it
+    ]
+    for bad in bad_bodies:
+        with pytest.raises(MalformedMessageError):
+            decode_message(ProduceRequest, 0, bad)
+        assert decode_message(ProduceRequest, 0, good) == request
+    for _ in range(3):  # and bodies in a row, each with record bytes after its map
+        assert decode_message(ProduceRequest, 0, good) == request
