@@ -499,7 +499,7 @@ def _unpack_head(view: memoryview) -> tuple[Any, int]:
         # Small bodies (every latency-bound request): the thread's Unpacker, fed the whole
         # body (a copy, cheap at this size), then emptied of the bytes after the map.
         # unpackb would build the same state per call and raise ExtraData for those bytes
-        # (5.1 -> 2.3 us a produce). Anything odd drops that Unpacker (its buffer may hold
+        # (3.6 -> 2.5 us a produce). Anything odd drops that Unpacker (its buffer may hold
         # part of this body) and falls through to the path below, which words the error.
         try:
             unpacker = _per_thread.unpacker
