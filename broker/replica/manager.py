@@ -538,9 +538,15 @@ class ReplicaManager:
         self.fetch_requests.inc()
         follower = request.replica_id >= 0
         if follower:
-            self._record_follower_fetch(request)
-            # the consumers the high watermark's move lets read, before this follower
-            self._complete_woken(WOKEN_FIRST)
+            moved: list[Partition] = []
+            try:
+                self._record_follower_fetch(request, moved)
+                # what the high watermark's move lets through: the consumers first (up to
+                # WOKEN_FIRST), then the acks=all produces, then this follower's answer
+                self._complete_woken(WOKEN_FIRST)
+            finally:
+                for partition in moved:
+                    partition.complete_waiters()
         response, size, failed = self._read(request, follower)
         if size >= request.min_bytes or failed or request.max_wait_ms <= 0:
             self.bytes_out.inc(size)
@@ -594,9 +600,10 @@ class ReplicaManager:
                 if not waiters:
                     del self._fetch_waiters[tp]
 
-    def _record_follower_fetch(self, request: FetchRequest) -> None:
+    def _record_follower_fetch(self, request: FetchRequest, moved: list[Partition]) -> None:
         """A follower's fetch offsets are its log end offsets: move the high watermark,
-        and start adding it to the ISR if it caught up."""
+        and start adding it to the ISR if it caught up. The partitions whose high
+        watermark moved go to ``moved``, their acks=all produces not answered yet."""
         now = _now_ms()
         for topic in request.topics:
             for p in topic.partitions:
@@ -607,7 +614,8 @@ class ReplicaManager:
                 if 0 <= p.current_leader_epoch != partition.leader_epoch:
                     continue  # a fetch for another epoch says nothing about this one
                 partition.update_follower(request.replica_id, p.fetch_offset, now)
-                if partition.maybe_advance_high_watermark():
+                if partition.maybe_advance_high_watermark(answer=False):
+                    moved.append(partition)
                     self._wake(tp)
                 if request.replica_id in partition.ready_to_join():
                     self._change_isr(partition, [*partition.isr, request.replica_id])

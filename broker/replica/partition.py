@@ -133,8 +133,10 @@ class Partition:
         state.last_fetch_ms = now_ms
         state.leader_end_at_last_fetch = leader_end
 
-    def maybe_advance_high_watermark(self) -> bool:
-        """Move the high watermark to the smallest log end offset in the ISR, if higher."""
+    def maybe_advance_high_watermark(self, *, answer: bool = True) -> bool:
+        """Move the high watermark to the smallest log end offset in the ISR, if higher,
+        and answer the acks=all produces it reached (with ``answer`` False the caller does,
+        by :meth:`complete_waiters`, once it has answered the consumers first)."""
         if not self.is_leader:
             return False
         ends = [self.log.log_end_offset]
@@ -146,7 +148,8 @@ class Partition:
         if candidate <= self.high_watermark:
             return False
         self.high_watermark = candidate
-        self._complete_waiters()
+        if answer:
+            self.complete_waiters()
         return True
 
     def out_of_sync(self, now_ms: int, max_lag_ms: int) -> list[int]:
@@ -202,7 +205,8 @@ class Partition:
         if not self._waiters:
             self._highest_required = -1
 
-    def _complete_waiters(self) -> None:
+    def complete_waiters(self) -> None:
+        """Answer the acks=all produces the high watermark has reached."""
         hw = self.high_watermark
         reached = [w for w in self._out_of_order if w.required_offset <= hw]
         for waiter in reached:

@@ -63,6 +63,26 @@ async def test_the_last_followers_fetch_answers_the_produce_in_its_own_call(
     assert _purgatory_size(replicas) == 0
 
 
+async def test_the_high_watermarks_move_answers_the_consumer_then_the_producer(
+    make_leader: MakeLeader,
+) -> None:
+    """The last follower's fetch lets a record through: the consumer parked at the log end
+    gets it first, then the acks=all producer its answer, both inside that fetch's call."""
+    replicas = await _leading(make_leader)
+    order: list[str] = []
+    consumer = replicas.fetch(_fetch(0))
+    assert isinstance(consumer, Deferred)
+    consumer.add_listener(lambda _: order.append("consumer"))
+    waiting = _waiting(replicas)
+    waiting.add_listener(lambda _: order.append("producer"))
+    replicas.fetch(_fetch(1, replica_id=2, max_wait_ms=0))
+    assert order == []
+    replicas.fetch(_fetch(1, replica_id=3, max_wait_ms=0))
+    assert order == ["consumer", "producer"]
+    assert _answer(waiting).error_code == 0
+    assert consumer.result().topics[0].partitions[0].high_watermark == 1
+
+
 async def test_a_timeout_answers_request_timed_out_and_forgets_the_wait(
     make_leader: MakeLeader,
 ) -> None:

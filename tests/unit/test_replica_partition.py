@@ -161,7 +161,7 @@ def test_a_high_watermark_move_looks_only_at_the_waiters_it_reaches(
         p.wait_for_high_watermark(offset, lambda error, offset=offset: answered.append(offset))
     for hw in range(1, 1001):
         p.high_watermark = hw
-        p._complete_waiters()
+        p.complete_waiters()
         assert answered[-1] == hw
     assert answered == list(range(1, 1001))
     assert reads <= 2000
@@ -174,12 +174,12 @@ def test_a_high_watermark_move_looks_only_at_the_waiters_it_reaches(
     for offset in range(1011, 1111):
         p.wait_for_high_watermark(offset, lambda error, offset=offset: answered.append(offset))
     p.high_watermark = 1006
-    p._complete_waiters()
+    p.complete_waiters()
     assert answered == [1005]
     reads = 0
     for hw in range(1010, 1111):
         p.high_watermark = hw
-        p._complete_waiters()
+        p.complete_waiters()
     assert answered == [1005, *range(1010, 1111)]
     assert reads <= 2 * 101
     # gave up (timed out) or failed: nothing is kept
