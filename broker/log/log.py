@@ -126,7 +126,9 @@ class Log:
         self.epochs = LeaderEpochCache(directory)
         self.producers = ProducerState(directory, directory.name)
         self.truncations = 0  # bumped by every truncation: see _note_truncation
-        self.on_truncate: Callable[[int], None] | None = None  # set by the log manager
+        self.on_truncate: Callable[[Log, int], None] | None = None
+        """Set by the log manager; handed the log, so it need not hold it (a log and a
+        callback holding it would be a cycle: freed only by the cyclic collector)."""
         self._log = structlog.get_logger("headwater.log").bind(log=directory.name)
 
     # --- open / close -------------------------------------------------------------------
@@ -737,7 +739,7 @@ class Log:
         skipped."""
         self.truncations += 1
         if self.on_truncate is not None:
-            self.on_truncate(offset)
+            self.on_truncate(self, offset)
 
     # --- flush --------------------------------------------------------------------------
 

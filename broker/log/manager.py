@@ -217,7 +217,7 @@ class LogManager:
             self._truncation_listeners.remove(listener)
 
     def _watched(self, tp: TopicPartition, log: Log) -> Log:
-        def truncating(offset: int) -> None:
+        def truncating(log: Log, offset: int) -> None:
             for listener in list(self._truncation_listeners):
                 try:
                     listener(tp, log, offset)

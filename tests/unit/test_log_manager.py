@@ -1,3 +1,5 @@
+import gc
+import weakref
 from pathlib import Path
 
 import pytest
@@ -108,3 +110,26 @@ def test_delete_log_removes_its_directory(tmp_path: Path) -> None:
     m.delete_log("gone", 3)
     assert not (tmp_path / "gone-3").exists() and m.get_log("gone", 3) is None
     m.shutdown()
+
+
+def test_a_deleted_log_is_freed_without_the_cycle_collector(tmp_path: Path) -> None:
+    """Nothing the manager hangs on a log (its truncation callback) refers back to it: a
+    deleted topic's log, with its producers' state and indexes, goes when its last
+    reference does, not at some later full collection."""
+    manager = _manager([tmp_path])
+    manager.startup()
+    truncated: list[tuple[str, int]] = []
+    manager.on_truncation(lambda tp, log, offset: truncated.append((log.name, offset)))
+    log = manager.get_or_create_log("t", 0)
+    log.append(_batch(), leader_epoch=0)
+    log.truncate_to(2)
+    assert truncated == [(log.name, 2)]  # the callback still gets the log
+    gone = weakref.ref(log)
+    del log
+    gc.disable()
+    try:
+        manager.delete_log("t", 0)
+        assert gone() is None
+    finally:
+        gc.enable()
+    manager.shutdown()
