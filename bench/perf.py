@@ -992,6 +992,10 @@ async def _e2e(bootstrap: str, topic: _BenchTopic, w: Workload, progress: Progre
                 deliveries.add(
                     await producer.send(topic.name, tag + stamp + fillers[i % VALUE_POOL])
                 )
+                if i % _Deliveries.CHUNK == 0:
+                    # as the produce loop: acknowledged futures go as the run goes (each
+                    # holds its batch, one per record at linger 0), not all at the end
+                    deliveries.sweep()
                 if receiving.done():
                     break  # it failed: its error is raised below
             await producer.flush()
