@@ -82,7 +82,14 @@ def _options(test: str) -> Callable[[F], F]:
             if test == "broker"
             else "The producer's batch.size in bytes.",
         ),
-        click.option("--linger-ms", type=click.IntRange(0), default=5, show_default=True),
+        click.option(
+            "--linger-ms",
+            type=click.IntRange(0),
+            default=perf.DEFAULT_LINGER_MS[test],
+            show_default=True,
+            help="The producer's linger.ms"
+            + (" (0, as Kafka's end-to-end latency tool)." if test == "e2e" else "."),
+        ),
         click.option(
             "--compression", type=click.Choice(list(CODECS)), default="none", show_default=True
         ),

@@ -97,6 +97,9 @@ MB = 1_000_000
 DEFAULT_RECORDS = {"produce": 500_000, "consume": 500_000, "e2e": 10_000, "broker": 5_000_000}
 DEFAULT_THROUGHPUT = {"produce": -1.0, "consume": -1.0, "e2e": 1_000.0, "broker": -1.0}
 DEFAULT_BATCH_BYTES = {"produce": 16_384, "consume": 16_384, "e2e": 16_384, "broker": 1 << 20}
+DEFAULT_LINGER_MS = {"produce": 5, "consume": 5, "e2e": 0, "broker": 5}
+"""e2e: 0, as Kafka's end-to-end latency tool sets it (a linger is latency added on
+purpose); 5 elsewhere, Kafka's default since 4.0."""
 BROKER_MAX_MESSAGE_BYTES = 1024 * 1024 + 12
 """The broker's default max.message.bytes (Kafka's): a larger broker batch needs a topic
 setting, which a fresh topic gets."""
@@ -150,7 +153,8 @@ class Workload:
     batch_size: int | None = None
     """Producer batch.size in bytes (default 16,384); broker: bytes of records per
     replayed batch (default 1 MiB)."""
-    linger_ms: int = 5
+    linger_ms: int | None = None
+    """The producer's linger.ms. Default: 0 for e2e, 5 otherwise (DEFAULT_LINGER_MS)."""
     compression: str = "none"
     partitions: int = 1
     """Partitions of a topic the test creates."""
@@ -180,6 +184,7 @@ class Workload:
             num_records=DEFAULT_RECORDS[test] if self.num_records is None else self.num_records,
             throughput=DEFAULT_THROUGHPUT[test] if self.throughput is None else self.throughput,
             batch_size=DEFAULT_BATCH_BYTES[test] if self.batch_size is None else self.batch_size,
+            linger_ms=DEFAULT_LINGER_MS[test] if self.linger_ms is None else self.linger_ms,
             producers=self.producers if test in ("produce", "broker") else 1,
         )
         resolved._check(test)
@@ -494,6 +499,7 @@ def _values(record_size: int, count: int = VALUE_POOL) -> list[bytes]:
 
 
 def _producer(bootstrap: str, w: Workload) -> Producer:
+    assert w.linger_ms is not None  # resolved
     return Producer(
         bootstrap_servers=bootstrap,
         client_id="headwater-bench",

@@ -138,6 +138,9 @@ def test_workload_defaults_per_test() -> None:
     assert produce.settings()["throughput"] == -1
     e2e = Workload(producers=4).resolve("e2e")
     assert (e2e.num_records, e2e.throughput, e2e.producers) == (10_000, 1_000, 1)
+    # linger 0 for e2e, as Kafka's end-to-end latency tool: a linger is latency on purpose
+    assert (produce.linger_ms, e2e.linger_ms) == (5, 0)
+    assert Workload(linger_ms=5).resolve("e2e").linger_ms == 5
     broker = Workload().resolve("broker")
     assert broker.batch_size == 1 << 20 and broker.num_records == 5_000_000
     assert Workload(acks="-1").resolve("produce").acks == "all"
@@ -444,7 +447,10 @@ def test_bench_is_listed_and_its_commands_load_on_demand() -> None:
     for option in ("--num-records", "--record-size", "--throughput", "--acks", "--batch-size"):
         assert option in produce.output
     assert "--producers" in produce.output and "--json" in produce.output
-    assert "--producers" not in runner.invoke(cli.main, ["bench", "e2e", "--help"]).output
+    e2e = runner.invoke(cli.main, ["bench", "e2e", "--help"]).output
+    assert "--producers" not in e2e
+    assert "[default: 0;" in e2e.split("--linger-ms")[1].split("--compression")[0]
+    assert "[default: 5;" in produce.output.split("--linger-ms")[1].split("--compression")[0]
 
 
 def test_other_commands_do_not_load_the_harness() -> None:
