@@ -463,8 +463,9 @@ def encode_message(msg: Any, version: int) -> tuple[bytes, list[RecordData]]:
 
 
 _per_thread = threading.local()
-"""Each thread's msgpack Packer: packb builds one per call, with its buffer (a Packer
-empties its buffer after every pack, and on failure)."""
+"""Each thread's msgpack Packer (packb builds one per call, with its buffer; a Packer
+empties its buffer after every pack, and on failure) and its Unpacker for small bodies
+(see :func:`_unpack_head`)."""
 _PACKER_BYTES = 256 * 1024
 """A Packer's buffer (msgpack's default); one that grew past it for a large message (the
 metadata of thousands of partitions) is dropped rather than kept for the thread's life."""
