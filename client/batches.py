@@ -22,7 +22,7 @@ from operator import add
 from types import NoneType
 from typing import NamedTuple
 
-from client.accumulator import RECORD_OVERHEAD_BOUND, record_size_upper_bound
+from client.accumulator import RECORD_OVERHEAD_BOUND, Data, Header, record_size_upper_bound
 
 __all__ = [
     "BYTES",
@@ -33,8 +33,6 @@ __all__ = [
     "checked_timestamp",
 ]
 
-Header = tuple[str, bytes | None]
-Data = bytes | bytearray | memoryview
 BYTES = (bytes, bytearray, memoryview)
 _OWN_TYPES = frozenset((bytes, NoneType))
 """Items a column can be taken with as it is (immutable, one byte per item)."""
