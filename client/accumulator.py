@@ -13,12 +13,18 @@ batching rules can be tested alone. The producer's sender task drives it:
 - ``ready`` says which brokers have something to send and, if nothing yet, how long until
   something will be (a linger or a retry backoff ending).
 - ``drain`` takes, per broker, at most ONE batch per partition (Kafka's rule, and the
-  broker's), never from a partition that already has a batch in flight ("muted"), up to
-  ``max_request_size`` per request. One in-flight batch per partition is what keeps
-  records in order across retries until idempotence arrives.
+  broker's), up to ``max_request_size`` per request. A partition with batches in flight
+  gets another only when the producer is idempotent: up to ``max_in_flight`` of them,
+  all stamped under the current producer id, so the leader's sequence check keeps them in
+  order (a batch whose predecessor was not written is refused, then retried after it)
+  and recognises any of them sent twice (it remembers a producer's last five batches).
+  Without idempotence a partition has one batch in flight at a time ("muted"), so a
+  retry can never be overtaken.
 - The outcome goes back through ``complete`` / ``retry`` / ``split`` / ``fail``. A retried
-  batch goes back to the *front* of its partition's queue, keeping its bytes, so it is
-  resent as it was and before anything appended after it.
+  batch goes back into its partition's queue in send order (``rank``), ahead of anything
+  never sent, keeping its bytes, so it is resent as it was. A partition whose next batch
+  is a retry sends it alone, once nothing of that partition is in flight: retries go one
+  at a time, in order (as Kafka's producer does).
 
 Concurrency: one event loop; nothing here awaits. ``wakeup`` is called when a batch is
 created (so the sender learns when its linger ends) or fills up (sendable at once), as
@@ -268,6 +274,7 @@ class ProducerBatch:
         "log_append_time_ms",
         "payload",
         "producer_id",
+        "rank",
         "retry_at_ms",
         "seq",
         "size_bound",
@@ -304,6 +311,9 @@ class ProducerBatch:
         self.created_ms = created_ms
         self.deadline_ms = deadline_ms
         self.seq = seq
+        self.rank: tuple[int, ...] = (seq,)
+        """Its place in its partition's send order (halves of a split batch follow on
+        from their batch's); retries go back into the queue by it."""
         self.attempts = 0
         self.retry_at_ms = 0.0
         self.payload: bytes | bytearray | None = None
@@ -452,7 +462,11 @@ class RecordAccumulator:
         self._batches: dict[TopicPartition, collections.deque[ProducerBatch]] = {}
         self._open: dict[TopicPartition, ProducerBatch] = {}
         """Each partition's batch taking records, if any (the last of its queue)."""
-        self._muted: set[TopicPartition] = set()
+        self.max_in_flight = 1
+        """Batches of one partition in flight at once; more than 1 only while batches are
+        stamped with a producer id (the producer sets it when idempotent)."""
+        self._sent: dict[TopicPartition, list[ProducerBatch]] = {}
+        """Each partition's batches in flight, in send order (no key: none)."""
         self._incomplete: dict[ProducerBatch, None] = {}  # insertion-ordered set
         self._seq = itertools.count()
         self.producer_id = -1
@@ -461,6 +475,9 @@ class RecordAccumulator:
         """Idempotence: the next sequence per partition under ``producer_id``."""
         self._flushes = 0
         self._drain_start = 0
+        self.queued_behind = False
+        """The last drain left a batch queued behind one it took: the sender looks again
+        (pipelining may send it, or its linger needs a timer) once that one is out."""
         self.buffered_bytes = 0
         """Bound on the bytes of records appended and not yet finished (buffer.memory)."""
 
@@ -599,8 +616,9 @@ class RecordAccumulator:
     def ready(self, leader_of: LeaderOf) -> ReadyCheck:
         now = self._clock()
         check = ReadyCheck()
+        sent = self._sent
         for tp, queue in self._batches.items():
-            if not queue or tp in self._muted:
+            if not queue or (tp in sent and self._muted(sent[tp], queue[0])):
                 continue
             leader = leader_of(tp)
             if leader is None:
@@ -616,13 +634,15 @@ class RecordAccumulator:
     def drain(
         self, nodes: Iterable[int], leader_of: LeaderOf, max_request_size: int
     ) -> dict[int, list[ProducerBatch]]:
-        """Take what each of ``nodes`` should be sent now: one batch per partition at most.
+        """Take what each of ``nodes`` should be sent now: one batch per partition at most
+        (and none from a partition that is muted, see the module docstring).
 
         Partitions are visited from a rotating start so a request that fills up does not
         always leave out the same ones (Kafka's drainIndex).
         """
         wanted = set(nodes)
         now = self._clock()
+        self.queued_behind = False
         out: dict[int, list[ProducerBatch]] = {}
         sizes: dict[int, int] = {}
         tps = list(self._batches)
@@ -630,9 +650,10 @@ class RecordAccumulator:
             return out
         start = self._drain_start % len(tps)
         self._drain_start += 1
+        sent = self._sent
         for tp in itertools.chain(tps[start:], tps[:start]):
             queue = self._batches[tp]
-            if not queue or tp in self._muted:
+            if not queue or (tp in sent and self._muted(sent[tp], queue[0])):
                 continue
             leader = leader_of(tp)
             if leader not in wanted or self._wait_ms(queue, now) > 0:
@@ -644,7 +665,13 @@ class RecordAccumulator:
             if size and size + len(payload) > max_request_size:
                 continue  # the next request takes it
             queue.popleft()
-            self._muted.add(tp)
+            if queue:
+                self.queued_behind = True
+            in_flight = sent.get(tp)
+            if in_flight is None:
+                sent[tp] = [batch]
+            else:
+                in_flight.append(batch)
             if self.producer_id >= 0 and batch.producer_id < 0:
                 self._sequence(batch)  # a retry keeps its stamp, even under an older id
             batch.attempts += 1
@@ -672,7 +699,7 @@ class RecordAccumulator:
         now = self._clock()
         expired: list[ProducerBatch] = []
         for tp, queue in self._batches.items():
-            if tp in self._muted:
+            if tp in self._sent:
                 continue
             while queue and queue[0].deadline_ms <= now:
                 batch = queue.popleft()
@@ -688,34 +715,70 @@ class RecordAccumulator:
         return expired
 
     def complete(self, batch: ProducerBatch, base_offset: int, log_append_time_ms: int) -> None:
-        self._muted.discard(batch.tp)
+        self._landed(batch)
         batch.resolve(base_offset, log_append_time_ms)
         self._release(batch)
 
     def fail(self, batch: ProducerBatch, error: BaseException) -> None:
-        self._muted.discard(batch.tp)
+        self._landed(batch)
         self._finish(batch, error)
 
     def retry(self, batch: ProducerBatch) -> None:
-        """Back to the front of its partition's queue, resent after the backoff."""
+        """Back into its partition's queue in send order, resent after the backoff."""
         batch.retry_at_ms = self._clock() + self.retry_backoff_ms
-        self._muted.discard(batch.tp)
-        self._batches[batch.tp].appendleft(batch)
+        self._landed(batch)
+        self._requeue(batch)
+
+    def forget_sequences(self, batch: ProducerBatch) -> None:
+        """The partition refused ``batch``'s sequence: neither it nor any batch sent after it
+        under the same producer id was written (the leader takes a producer's sequences
+        only in order). Those waiting to be retried are stamped anew with it, in order,
+        under the producer's next id; any still in flight will be refused in turn."""
+        producer_id = batch.producer_id
+        for other in self._batches[batch.tp]:
+            if other.attempts == 0:
+                break
+            if other.producer_id == producer_id and other.rank > batch.rank:
+                other.forget_sequence()
+        batch.forget_sequence()
+
+    def earlier_unsettled(self, batch: ProducerBatch) -> bool:
+        """Whether a batch sent before ``batch`` to its partition, under the same producer
+        id, is still in flight or waiting to be retried.
+
+        The leader refuses a batch whose predecessor it has not written
+        (OUT_OF_ORDER_SEQUENCE_NUMBER, or UNKNOWN_PRODUCER_ID for a first one): while that
+        predecessor is unsettled the refusal is its consequence, and ``batch`` is retried
+        after it as it is. Otherwise the sequence really broke (KIP-360).
+        """
+        if batch.producer_id < 0:
+            return False
+        for other in itertools.chain(self._sent.get(batch.tp, ()), self._batches[batch.tp]):
+            if other.attempts == 0:
+                break  # never sent, and so is everything after it in the queue
+            if (
+                other.rank < batch.rank
+                and other.producer_id == batch.producer_id
+                and not other.finished
+            ):
+                return True
+        return False
 
     def split(self, batch: ProducerBatch) -> None:
         """Re-encode a batch the broker found too large as two halves, in order, at the
         front of its queue (Kafka splits on MESSAGE_TOO_LARGE the same way)."""
         assert batch.record_count > 1
-        self._muted.discard(batch.tp)
+        self._landed(batch)
         self._release(batch)
         records = batch.records()
         middle = len(records) // 2
-        halves = []
+        halves: list[ProducerBatch] = []
         offset = 0
         for part in (records[:middle], records[middle:]):
             half = ProducerBatch(
                 batch.tp, self.compression, batch.created_ms, batch.deadline_ms, batch.seq
             )
+            half.rank = (*batch.rank, len(halves))
             half.values = [record.value for record in part]
             keys: list[Data | None] = [record.key for record in part]
             half.keys = keys if any(key is not None for key in keys) else None
@@ -732,7 +795,8 @@ class RecordAccumulator:
             halves.append(half)
             self._incomplete[half] = None
             self.buffered_bytes += half.size_bound
-        self._batches[batch.tp].extendleft(reversed(halves))
+        for half in halves:
+            self._requeue(half)
         batch.split_into = (halves[0], halves[1])  # its records live on in the halves
         batch.payload = None
         for waiter in batch.watchers or ():
@@ -744,7 +808,7 @@ class RecordAccumulator:
         """Fail every waiting batch of ``topic`` (it does not exist); returns how many."""
         failed = 0
         for tp, queue in self._batches.items():
-            if tp.topic == topic and tp not in self._muted:
+            if tp.topic == topic and tp not in self._sent:
                 while queue:
                     self._finish(queue.popleft(), error)
                     failed += 1
@@ -756,9 +820,39 @@ class RecordAccumulator:
                 self._finish(queue.popleft(), error)
         for batch in list(self._incomplete):
             self._finish(batch, error)
-        self._muted.clear()
+        self._sent.clear()
 
     # --- inside ----------------------------------------------------------------------------
+
+    def _muted(self, in_flight: list[ProducerBatch], first: ProducerBatch) -> bool:
+        """Whether a partition with ``in_flight`` batches must wait before sending its
+        queue's ``first``: it may follow them only if it was never sent (a retry goes
+        alone), there is room, and they and it are under the current producer id."""
+        if first.attempts or len(in_flight) >= self.max_in_flight:
+            return True
+        producer_id = self.producer_id
+        if producer_id < 0:
+            return True
+        return any(b.producer_id != producer_id for b in in_flight)
+
+    def _landed(self, batch: ProducerBatch) -> None:
+        """``batch`` is no longer in flight (answered, failed, or its request lost)."""
+        in_flight = self._sent.get(batch.tp)
+        if in_flight is not None and batch in in_flight:
+            in_flight.remove(batch)
+            if not in_flight:
+                del self._sent[batch.tp]
+
+    def _requeue(self, batch: ProducerBatch) -> None:
+        """Into its partition's queue after the batches sent before it (retries waiting)
+        and before every batch sent after it or never sent."""
+        queue = self._batches[batch.tp]
+        at = 0
+        for other in queue:
+            if other.attempts == 0 or other.rank > batch.rank:
+                break
+            at += 1
+        queue.insert(at, batch)
 
     def _wait_ms(self, queue: collections.deque[ProducerBatch], now: float) -> float:
         """How long the partition's first batch must still wait; <= 0 means send it now."""

@@ -9,8 +9,10 @@ Shaped like aiokafka's AIOKafkaProducer, behaving like Kafka's Java producer:
   a future per record, so a loop of sends builds whole batches without a round trip each.
 - The sender task asks the accumulator what is sendable (full, or lingered ``linger_ms``),
   drains at most one batch per partition, and sends ONE Produce request per broker, with
-  up to ``max_in_flight_requests_per_connection`` requests in flight per broker. A
-  partition never has two batches in flight, so a retry cannot overtake a later batch.
+  up to ``max_in_flight_requests_per_connection`` requests in flight per broker. With
+  idempotence a partition may have that many batches in flight too (Kafka's pipelining:
+  a partition's rate is not capped at one batch per round trip); without it, one, so a
+  retry cannot overtake a later batch.
 - Outcomes: success resolves each record's future with base offset + its index;
   a retriable error (NOT_LEADER_OR_FOLLOWER, a lost connection, a timeout...) refreshes
   metadata and resends the same bytes after ``retry_backoff_ms``, until
@@ -23,11 +25,14 @@ Shaped like aiokafka's AIOKafkaProducer, behaving like Kafka's Java producer:
   with the partition's next sequence number, stamped when the batch is first sent and kept
   on every retry, so a retry of a batch whose answer was lost is recognised by the leader
   (it answers with the original offsets) and nothing is written twice, across leader
-  failovers too. One batch per partition in flight keeps the order with any
-  ``max_in_flight_requests_per_connection`` (at most 5 with idempotence, as Kafka).
-  OUT_OF_ORDER_SEQUENCE_NUMBER or UNKNOWN_PRODUCER_ID (a batch before it was lost, or the
-  partition forgot the producer) make the producer wait for its requests in flight, take a
-  new producer id and send again from sequence 0 (Kafka's KIP-360).
+  failovers too. The sequence numbers keep a partition's batches in flight in order
+  (at most 5, as Kafka, which is what the leader remembers to recognise a retry): if one
+  is not written (a lost connection, a leader moving), the leader refuses those after it
+  with OUT_OF_ORDER_SEQUENCE_NUMBER, and they are retried after it, one at a time, in
+  send order. The same refusal with no earlier batch unsettled, or UNKNOWN_PRODUCER_ID
+  (the partition forgot the producer), means the sequence broke: the producer waits for
+  its requests in flight, takes a new producer id and sends again from sequence 0
+  (Kafka's KIP-360).
 """
 
 from __future__ import annotations
@@ -182,6 +187,9 @@ class Producer:
             on_batch_closed=self._partitioner.batch_closed,
             wakeup=self._wake,
         )
+        # Kafka's max.in.flight per connection also bounds one partition's batches in flight,
+        # but only under idempotence: without sequence numbers a retry could overtake them
+        self._accumulator.max_in_flight = self.max_in_flight if self.enable_idempotence else 1
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pass_due = False  # a sender pass is scheduled (call_soon)
         self._timer: asyncio.TimerHandle | None = None  # the next pass a linger/backoff needs
@@ -510,6 +518,8 @@ class Producer:
         """One pass: expire, send what is ready; returns ms until the next pass is due."""
         for batch in self._accumulator.expire():
             _log.warning("expired %d record(s) for %s", batch.record_count, batch.tp)
+            if batch.producer_id >= 0:  # a hole in its partition's sequences: start over
+                self._new_producer_id = True
         self._fail_unknown_topics()
         leader_of = self._cluster.leader_for
         check = self._accumulator.ready(leader_of)
@@ -529,6 +539,8 @@ class Producer:
             for node, batches in drained.items():
                 self._in_flight[node] = self._in_flight.get(node, 0) + 1
                 self._produce_now(node, batches)
+            if self._accumulator.queued_behind and self._accumulator.max_in_flight > 1:
+                self._wake()  # the batches behind may follow (pipelining), or linger
         return delay_ms
 
     def _fail_unknown_topics(self) -> None:
@@ -629,14 +641,23 @@ class Producer:
             self._accumulator.split(batch)
             return
         if batch.producer_id >= 0 and isinstance(error, _SEQUENCE_BROKEN):
-            # KIP-360: the partition cannot take this sequence; under a new producer id
-            # it starts at 0, so the batch goes again (within delivery_timeout_ms)
-            _log.info("%s refused the sequence of %s: %s", batch.tp, batch, error)
-            self._new_producer_id = True
-            if _monotonic_ms() < batch.deadline_ms and self._state != "stopped":
-                batch.forget_sequence()  # refused, so not written: safe to re-sequence
-                self._accumulator.retry(batch)
-                return
+            in_time = _monotonic_ms() < batch.deadline_ms and self._state != "stopped"
+            if self._accumulator.earlier_unsettled(batch):
+                # a batch sent before it is being retried or is still out: the leader
+                # refused this one for that gap, and takes it (as it is) after that one
+                if in_time:
+                    _log.debug("%s waits for an earlier batch: %s", batch, error)
+                    self._accumulator.retry(batch)
+                    return
+            else:
+                # KIP-360: the partition cannot take this sequence; under a new producer
+                # id it starts at 0, so the batch goes again (within delivery_timeout_ms)
+                _log.info("%s refused the sequence of %s: %s", batch.tp, batch, error)
+                self._new_producer_id = True
+                if in_time:
+                    self._accumulator.forget_sequences(batch)  # refused: not written
+                    self._accumulator.retry(batch)
+                    return
         if error.invalid_metadata:
             self._cluster.request_refresh()
         if (

@@ -1,5 +1,6 @@
-"""The producer's batching rules, without a socket: linger, batch size, one in-flight batch
-per partition, retries in order, request size, expiry, splitting, flush."""
+"""The producer's batching rules, without a socket: linger, batch size, batches in flight
+per partition (one, or up to max_in_flight for an idempotent producer), retries in order,
+request size, expiry, splitting, flush."""
 
 import asyncio
 import random
@@ -547,3 +548,164 @@ async def test_callbacks_run_in_send_order_whatever_order_they_were_added_in() -
     acc.complete(batch, base_offset=0, log_append_time_ms=-1)
     await asyncio.sleep(0)
     assert order == [0, 1, 2, 3]
+
+
+# --- pipelining: several batches of a partition in flight (idempotent producers) ----------
+
+
+def pipelined(clock: Clock, max_in_flight: int = 5) -> RecordAccumulator:
+    """An idempotent producer's accumulator: batches of 2 records of 80 bytes."""
+    acc = make(clock, batch_size=300)
+    acc.max_in_flight = max_in_flight
+    acc.reset_producer(producer_id=7, producer_epoch=0)
+    return acc
+
+
+def fill(acc: RecordAccumulator, tp: TopicPartition, records: int) -> None:
+    for i in range(records):
+        append(acc, tp, bytes([i % 256]) * 80)
+
+
+def drain_one(acc: RecordAccumulator) -> ProducerBatch | None:
+    """The one batch of A0 the next drain gives, or None."""
+    batches = acc.drain({1}, leader_of, 1 << 20).get(1, [])
+    assert len(batches) <= 1
+    return batches[0] if batches else None
+
+
+def three_in_flight(
+    records: int,
+) -> tuple[Clock, RecordAccumulator, tuple[ProducerBatch, ProducerBatch, ProducerBatch]]:
+    """A pipelined accumulator with ``records`` for A0, whose first three batches are out."""
+    clock = Clock()
+    acc = pipelined(clock)
+    fill(acc, A0, records)
+    first, second, third = (drain_one(acc) for _ in range(3))
+    assert first and second and third
+    return clock, acc, (first, second, third)
+
+
+async def test_an_idempotent_partition_has_up_to_max_in_flight_batches_out_in_sequence() -> None:
+    clock = Clock()
+    acc = pipelined(clock, max_in_flight=3)
+    fill(acc, A0, 12)
+    sent = []
+    while (batch := drain_one(acc)) is not None:
+        sent.append(batch)
+    assert len(sent) == 3  # the fourth waits for room
+    assert [b.base_sequence for b in sent] == [0, 2, 4]
+    assert {b.producer_id for b in sent} == {7}
+    assert acc.ready(leader_of).nodes == set()
+    acc.complete(sent[0], base_offset=0, log_append_time_ms=-1)
+    assert acc.ready(leader_of).nodes == {1}
+    fourth = drain_one(acc)
+    assert fourth is not None and fourth.base_sequence == 6
+
+
+async def test_without_a_producer_id_a_partition_has_one_batch_in_flight() -> None:
+    clock = Clock()
+    acc = make(clock, batch_size=200)
+    acc.max_in_flight = 5  # as an idempotent producer would set it, but no id stamps them
+    fill(acc, A0, 6)
+    assert drain_one(acc) is not None
+    assert drain_one(acc) is None
+
+
+async def test_retried_batches_go_back_in_send_order_and_out_one_at_a_time() -> None:
+    clock, acc, (first, second, third) = three_in_flight(records=10)
+    # answers can come back in any order (requests to different brokers after a move)
+    acc.retry(third)
+    acc.retry(first)
+    assert drain_one(acc) is None  # a retry goes alone: the second is still out
+    acc.retry(second)
+    clock.ms += 1_000  # past the backoff
+    resent = []
+    for _ in range(3):
+        batch = drain_one(acc)
+        assert batch is not None
+        resent.append(batch)
+        if len(resent) < 3:
+            assert drain_one(acc) is None  # the next retry waits for this one's answer
+        acc.complete(batch, base_offset=0, log_append_time_ms=-1)
+        clock.ms += 1_000
+    assert resent == [first, second, third]  # as sent, under the same sequences
+    assert [b.base_sequence for b in resent] == [0, 2, 4]
+    fourth, fifth = drain_one(acc), drain_one(acc)  # new batches pipeline again
+    assert fourth and fifth and (fourth.base_sequence, fifth.base_sequence) == (6, 8)
+    assert fourth.attempts == fifth.attempts == 1
+
+
+async def test_a_refusal_is_an_earlier_batchs_consequence_only_while_that_one_is_out() -> None:
+    clock, acc, (first, second, third) = three_in_flight(records=6)
+    assert not acc.earlier_unsettled(first)
+    assert acc.earlier_unsettled(second)  # the first is in flight
+    acc.retry(first)
+    acc.retry(second)
+    assert acc.earlier_unsettled(second)  # the first waits to be retried
+    assert acc.earlier_unsettled(third)
+    clock.ms += 1_000
+    assert drain_one(acc) is None  # the third is still out: retries wait for it
+    acc.retry(third)
+    assert drain_one(acc) is first
+    acc.fail(first, RequestTimedOutError("gone"))  # for good: nothing before the second
+    assert not acc.earlier_unsettled(second)
+    assert acc.earlier_unsettled(third)
+
+
+async def test_a_refused_sequence_is_forgotten_with_the_retries_sent_after_it() -> None:
+    clock, acc, (first, second, third) = three_in_flight(records=8)
+    acc.retry(second)  # refused for the first's gap, kept as it is
+    acc.retry(third)
+    acc.forget_sequences(first)  # the first's sequence itself was refused
+    acc.retry(first)
+    assert [b.producer_id for b in (first, second, third)] == [-1, -1, -1]
+    acc.reset_producer(producer_id=8, producer_epoch=0)
+    clock.ms += 1_000
+    resent = []
+    while (batch := drain_one(acc)) is not None:
+        resent.append(batch)
+        acc.complete(batch, base_offset=0, log_append_time_ms=-1)
+        clock.ms += 1_000
+    assert resent[:3] == [first, second, third]
+    assert [(b.producer_id, b.base_sequence) for b in resent] == [(8, 0), (8, 2), (8, 4), (8, 6)]
+
+
+async def test_a_new_batch_never_follows_one_in_flight_under_an_older_producer_id() -> None:
+    """Under two ids the leader cannot order them: the old one could fail and be retried
+    after the new one was written."""
+    clock = Clock()
+    acc = pipelined(clock)
+    fill(acc, A0, 6)
+    old = drain_one(acc)
+    assert old is not None and old.producer_id == 7
+    acc.reset_producer(producer_id=8, producer_epoch=0)
+    assert drain_one(acc) is None
+    acc.complete(old, base_offset=0, log_append_time_ms=-1)
+    new = drain_one(acc)
+    assert new is not None and (new.producer_id, new.base_sequence) == (8, 0)
+    assert drain_one(acc) is not None  # and under one id they pipeline again
+
+
+async def test_split_halves_go_back_before_the_batches_sent_after_them() -> None:
+    clock = Clock()
+    acc = pipelined(clock)
+    for i in range(4):
+        append(acc, A0, bytes([i]) * 30)  # one batch of 4
+    acc.begin_flush()
+    first = drain_one(acc)
+    append(acc, A0, b"later")
+    second = drain_one(acc)
+    assert first and second and first.record_count > 1
+    acc.retry(second)  # refused: the first is out
+    acc.split(first)
+    acc.end_flush()
+    clock.ms += 1_000
+    order, sent = [], []
+    while (batch := drain_one(acc)) is not None:
+        order.append(batch)
+        sent += values(batch)
+        acc.complete(batch, base_offset=0, log_append_time_ms=-1)
+        clock.ms += 1_000
+    assert order[-1] is second
+    assert sent == [bytes([i]) * 30 for i in range(4)] + [b"later"]
+    assert [b.base_sequence for b in order] == [0, first.record_count // 2, first.record_count]

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from broker.log.producer_state import ProducerBatch as BrokerProducerBatch
+from broker.log.producer_state import ProducerState
 from client import ConfigurationError, Producer, RecordMetadata
+from client.accumulator import RecordFuture
 from client.cluster import ClusterMetadata, TopicMetadata
 from client.types import TopicPartition
 from protocol.apis import (
@@ -25,11 +29,13 @@ from protocol.apis import (
     ProduceTopicResponse,
 )
 from protocol.errors import (
+    ApiError,
     InvalidRequiredAcksError,
     NetworkError,
     NotLeaderOrFollowerError,
     OutOfOrderSequenceNumberError,
     RequestTimedOutError,
+    UnknownProducerIdError,
 )
 from protocol.records import decode_batches
 
@@ -318,7 +324,9 @@ async def _until(check: Callable[[], bool], timeout_s: float = 5.0) -> None:
 async def test_in_flight_requests_per_broker_are_bounded_and_partitions_never_overlap() -> None:
     cluster = ScriptedCluster({TopicPartition("a", p): 1 for p in range(9)})
     cluster.release.clear()  # hold every answer
-    producer = await started(cluster, max_in_flight_requests_per_connection=2)
+    # not idempotent: a partition's batches never overlap (with idempotence they may,
+    # see the pipelining tests below)
+    producer = await started(cluster, max_in_flight_requests_per_connection=2, acks=1)
     futures = []
     for sent, group in enumerate(((0, 1, 2), (3, 4, 5), (6, 7, 8), (0, 4, 8))):
         futures += [await producer.send("a", b"%d" % p, partition=p) for p in group]
@@ -502,4 +510,169 @@ async def test_buffer_memory_bounds_what_waits_send_blocks_then_times_out_clearl
     await producer.flush()
     assert all(f.done() and f.exception() is None for f in [*accepted, late])
     assert producer._accumulator.buffered_bytes == 0
+    await producer.stop()
+
+
+# --- pipelining: several batches of one partition in flight -------------------------------
+
+
+class SequencingLeader:
+    """One partition's leader as far as idempotence goes: the broker's own producer state
+    checks each batch's sequence, a duplicate is answered with its first offsets, and the
+    values written are kept in order. ``outcomes`` scripts what happens to each Produce
+    in turn: "ok", "refuse" (NOT_LEADER_OR_FOLLOWER, nothing written) or "lose" (written,
+    then the answer is lost on the way back)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.state = ProducerState(directory, "a-0")
+        self.values: list[bytes | None] = []
+        self.outcomes: list[str] = []
+        self.answers: list[tuple[int, int]] = []  # (error code, base sequence) per batch
+
+    def __call__(self, request: ProduceRequest) -> ProduceResponse:
+        outcome = self.outcomes.pop(0) if self.outcomes else "ok"
+        ((partition,),) = [t.partitions for t in request.topics]
+        (batch,) = decode_batches(bytes(partition.records or b""))
+        code, base_offset = 0, len(self.values)
+        if outcome == "refuse":
+            code = NotLeaderOrFollowerError.code
+        else:
+            written = BrokerProducerBatch(
+                batch.producer_id,
+                batch.producer_epoch,
+                batch.base_sequence,
+                len(batch),
+                base_offset,
+                base_offset + len(batch) - 1,
+            )
+            try:
+                duplicate = self.state.check(written)
+            except ApiError as exc:
+                code = exc.code
+            else:
+                if duplicate is not None:
+                    base_offset = duplicate.first_offset
+                else:
+                    self.values += [r.value for r in batch]
+                    self.state.update(written)
+        self.answers.append((code, batch.base_sequence))
+        if outcome == "lose" and not code:
+            raise NetworkError("the answer was lost")
+        return answer_all(request, code, base_offset)
+
+
+async def pipelined_producer(
+    leader: SequencingLeader, batches: int
+) -> tuple[ScriptedCluster, Producer, list[RecordFuture]]:
+    """``batches`` full batches of 3 records for partition a-0, all sent before the leader
+    answers the first."""
+    cluster = ScriptedCluster({TopicPartition("a", 0): 1})
+    cluster.answers = [leader] * 100
+    cluster.release.clear()
+    producer = await started(cluster, batch_size=300)  # 3 records of 60 bytes a batch
+    futures = [await producer.send("a", b"%059d" % i) for i in range(3 * batches)]
+    await _until(lambda: cluster.in_flight == min(batches, 5))
+    return cluster, producer, futures
+
+
+async def test_a_partition_keeps_up_to_five_batches_in_flight_in_sequence(
+    tmp_path: Path,
+) -> None:
+    leader = SequencingLeader(tmp_path)
+    cluster, producer, futures = await pipelined_producer(leader, batches=6)
+    for _ in range(50):
+        await asyncio.sleep(0)
+    assert cluster.in_flight == 5  # the sixth waits for room (max_in_flight 5)
+    stamps = [f for _, r, _ in cluster.requests for f in _producer_fields(r)]
+    assert stamps == [(0, 1001, 0, s) for s in (0, 3, 6, 9, 12)]
+    cluster.release.set()
+    metas = await asyncio.wait_for(asyncio.gather(*futures), 5)
+    assert [m.offset for m in metas] == list(range(18))
+    assert leader.values == [b"%059d" % i for i in range(18)]
+    await producer.stop()
+
+
+async def test_without_idempotence_a_partition_has_one_batch_in_flight() -> None:
+    cluster = ScriptedCluster({TopicPartition("a", 0): 1})
+    cluster.release.clear()
+    producer = await started(cluster, batch_size=300, acks=1)
+    futures = [await producer.send("a", b"%059d" % i) for i in range(9)]
+    await _until(lambda: cluster.in_flight == 1)
+    for _ in range(50):
+        await asyncio.sleep(0)
+    assert cluster.in_flight == 1
+    cluster.release.set()
+    await asyncio.wait_for(asyncio.gather(*futures), 5)
+    await producer.stop()
+
+
+@pytest.mark.parametrize(
+    ("written", "refusal"),
+    [
+        (0, UnknownProducerIdError.code),  # the leader has nothing of the producer yet
+        (1, OutOfOrderSequenceNumberError.code),
+    ],
+)
+async def test_batches_refused_behind_an_unwritten_one_are_retried_after_it_in_order(
+    tmp_path: Path, written: int, refusal: int
+) -> None:
+    """A batch is not written (its leader moved); the leader refuses the ones after it.
+    They are retried after it, as they were, under the same producer id: no reset, every
+    record once, in send order."""
+    leader = SequencingLeader(tmp_path)
+    leader.outcomes = ["ok"] * written + ["refuse"]
+    cluster, producer, futures = await pipelined_producer(leader, batches=5)
+    cluster.release.set()
+    metas = await asyncio.wait_for(asyncio.gather(*futures), 5)
+    assert leader.values == [b"%059d" % i for i in range(15)]
+    assert [m.offset for m in metas] == list(range(15))
+    sequences = [0, 3, 6, 9, 12]
+    refused = sequences[written]
+    assert leader.answers[:5] == (
+        [(0, s) for s in sequences[:written]]
+        + [(NotLeaderOrFollowerError.code, refused)]
+        + [(refusal, s) for s in sequences[written + 1 :]]
+    )
+    # then one at a time, in order, from the unwritten one
+    assert leader.answers[5:] == [(0, s) for s in sequences[written:]]
+    assert cluster.producer_ids == 1  # the sequence never broke
+    await producer.stop()
+
+
+async def test_lost_answers_of_pipelined_batches_leave_each_record_once(tmp_path: Path) -> None:
+    """The first and third answers are lost after their batches were written: their
+    retries are recognised as duplicates (the leader remembers five batches) and get
+    their first offsets."""
+    leader = SequencingLeader(tmp_path)
+    leader.outcomes = ["lose", "ok", "lose"]
+    cluster, producer, futures = await pipelined_producer(leader, batches=5)
+    cluster.release.set()
+    metas = await asyncio.wait_for(asyncio.gather(*futures), 5)
+    assert leader.values == [b"%059d" % i for i in range(15)]
+    assert [m.offset for m in metas] == list(range(15))
+    assert cluster.producer_ids == 1
+    await producer.stop()
+
+
+async def test_a_refused_sequence_with_nothing_unsettled_before_it_still_resets(
+    tmp_path: Path,
+) -> None:
+    """The leader forgot the producer (UNKNOWN_PRODUCER_ID for a batch not at sequence 0,
+    nothing before it unsettled): a new id, and every batch refused under the old one
+    goes again in order from sequence 0."""
+    leader = SequencingLeader(tmp_path)
+    leader.outcomes = ["ok"]
+    cluster, producer, futures = await pipelined_producer(leader, batches=1)
+    cluster.release.set()
+    await asyncio.wait_for(asyncio.gather(*futures), 5)
+    leader.state.producers.clear()  # its state went with deleted segments
+    cluster.release.clear()
+    later = [await producer.send("a", b"%059d" % i) for i in range(3, 12)]
+    await _until(lambda: cluster.in_flight == 3)
+    cluster.release.set()
+    await asyncio.wait_for(asyncio.gather(*later), 5)
+    assert leader.values == [b"%059d" % i for i in range(12)]
+    assert cluster.producer_ids == 2
+    stamps = [f for _, r, _ in cluster.requests for f in _producer_fields(r)]
+    assert stamps[-3:] == [(0, 1002, 0, s) for s in (0, 3, 6)]
     await producer.stop()
