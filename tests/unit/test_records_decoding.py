@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from client.types import ConsumerRecord
 from protocol.errors import CorruptBatchError, InvalidRecordsError
-from protocol.records import HEADER_SIZE, Record, codec, decode_batches, encode_batch
+from protocol.records import HEADER_SIZE, Record, codec, decode_batches, encode_batch, runs
 from protocol.records import batch as B
 from protocol.records.codec import _decode_records
 from protocol.records.runs import decode_runs
@@ -521,3 +521,34 @@ def test_damaged_runs_decode_exactly_as_the_reference(
     for where, byte in damage:
         data[HEADER_SIZE + where % (len(data) - HEADER_SIZE)] = byte
     assert decoded_outcome(bytes(data)) == reference_outcome(bytes(data))
+
+
+@pytest.mark.parametrize("count", [runs._MIN_UNPACK - 1, runs._MIN_UNPACK, 64, 65, 300])
+@pytest.mark.parametrize(("key_size", "value_size"), [(-1, 0), (0, 1), (3, 100), (200, 9_000)])
+def test_keys_and_values_of_a_run_are_cut_out_where_each_record_has_them(
+    count: int, key_size: int, value_size: int
+) -> None:
+    """Both ways a run's fields are read (a slice each, or one struct over the records)
+    give what the general loop gives, at the start of the batch and at its very end."""
+    records = [
+        (
+            None if key_size < 0 else bytes([i % 256]) * key_size,
+            bytes([(i * 7) % 256]) * value_size,
+            None,
+            BASE_TS + i % 40,
+        )
+        for i in range(count)
+    ]
+    data = encode_batch(records)
+    assert _runs(data)[0] == count
+    assert decoded_outcome(data) == reference_outcome(data)
+    assert [(r.key, r.value) for r in next(decode_batches(data))] == [r[:2] for r in records]
+
+
+def test_the_run_decoders_structs_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Records of ever new sizes do not grow the decoder's cache without end."""
+    monkeypatch.setattr(runs, "_UNPACKERS", {})
+    for size in range(runs._MAX_UNPACKERS + 50):
+        data = encode_batch([(None, b"v" * size, None, BASE_TS)] * 20)
+        assert [r.value for r in next(decode_batches(data))] == [b"v" * size] * 20
+        assert len(runs._UNPACKERS) <= runs._MAX_UNPACKERS
