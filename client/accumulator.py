@@ -17,7 +17,9 @@ batching rules can be tested alone. The producer's sender task drives it:
   gets another only when the producer is idempotent: up to ``max_in_flight`` of them,
   all stamped under the current producer id, so the leader's sequence check keeps them in
   order (a batch whose predecessor was not written is refused, then retried after it)
-  and recognises any of them sent twice (it remembers a producer's last five batches).
+  and recognises any of them sent twice (it remembers a producer's last five batches:
+  so never more than ``max_in_flight`` are sent from the partition's oldest batch not
+  yet settled on, however many of them have been answered).
   Without idempotence a partition has one batch in flight at a time ("muted"), so a
   retry can never be overtaken.
 - The outcome goes back through ``complete`` / ``retry`` / ``split`` / ``fail``. A retried
@@ -467,6 +469,12 @@ class RecordAccumulator:
         stamped with a producer id (the producer sets it when idempotent)."""
         self._sent: dict[TopicPartition, list[ProducerBatch]] = {}
         """Each partition's batches in flight, in send order (no key: none)."""
+        self._window: dict[TopicPartition, list[ProducerBatch]] = {}
+        """Each partition's batches sent since its oldest one not yet settled, by rank,
+        answered or not (no key: none). Never more than ``max_in_flight`` are sent from
+        there on: the leader remembers a producer's last five batches, so a batch whose
+        answer was lost is still recognised when it is retried, however the answers of
+        the ones after it came back (from another broker, after a leader moved)."""
         self._incomplete: dict[ProducerBatch, None] = {}  # insertion-ordered set
         self._seq = itertools.count()
         self.producer_id = -1
@@ -672,6 +680,14 @@ class RecordAccumulator:
                 sent[tp] = [batch]
             else:
                 in_flight.append(batch)
+            window = self._window.get(tp)
+            if window is None:
+                self._window[tp] = [batch]
+            elif batch not in window:  # a retry is there already
+                at = len(window)
+                while at and window[at - 1].rank > batch.rank:  # a split batch's half
+                    at -= 1
+                window.insert(at, batch)
             if self.producer_id >= 0 and batch.producer_id < 0:
                 self._sequence(batch)  # a retry keeps its stamp, even under an older id
             batch.attempts += 1
@@ -715,8 +731,8 @@ class RecordAccumulator:
         return expired
 
     def complete(self, batch: ProducerBatch, base_offset: int, log_append_time_ms: int) -> None:
+        batch.resolve(base_offset, log_append_time_ms)  # settled, then out of the window
         self._landed(batch)
-        batch.resolve(base_offset, log_append_time_ms)
         self._release(batch)
 
     def fail(self, batch: ProducerBatch, error: BaseException) -> None:
@@ -798,6 +814,7 @@ class RecordAccumulator:
         for half in halves:
             self._requeue(half)
         batch.split_into = (halves[0], halves[1])  # its records live on in the halves
+        self._trim(batch.tp)
         batch.payload = None
         for waiter in batch.watchers or ():
             waiter._where().watch(waiter)
@@ -821,19 +838,32 @@ class RecordAccumulator:
         for batch in list(self._incomplete):
             self._finish(batch, error)
         self._sent.clear()
+        self._window.clear()
 
     # --- inside ----------------------------------------------------------------------------
 
     def _muted(self, in_flight: list[ProducerBatch], first: ProducerBatch) -> bool:
         """Whether a partition with ``in_flight`` batches must wait before sending its
         queue's ``first``: it may follow them only if it was never sent (a retry goes
-        alone), there is room, and they and it are under the current producer id."""
+        alone), they and it are under the current producer id, and fewer than
+        ``max_in_flight`` were sent since the partition's oldest batch not settled."""
         if first.attempts or len(in_flight) >= self.max_in_flight:
             return True
         producer_id = self.producer_id
-        if producer_id < 0:
+        if producer_id < 0 or any(b.producer_id != producer_id for b in in_flight):
             return True
-        return any(b.producer_id != producer_id for b in in_flight)
+        return len(self._window.get(first.tp, ())) >= self.max_in_flight
+
+    def _trim(self, tp: TopicPartition) -> None:
+        """Drop the settled batches (finished, or split into halves) from the front of the
+        partition's window."""
+        window = self._window.get(tp)
+        if window is None:
+            return
+        while window and (window[0].finished or window[0].split_into is not None):
+            del window[0]
+        if not window:
+            del self._window[tp]
 
     def _landed(self, batch: ProducerBatch) -> None:
         """``batch`` is no longer in flight (answered, failed, or its request lost)."""
@@ -842,6 +872,7 @@ class RecordAccumulator:
             in_flight.remove(batch)
             if not in_flight:
                 del self._sent[batch.tp]
+        self._trim(batch.tp)
 
     def _requeue(self, batch: ProducerBatch) -> None:
         """Into its partition's queue after the batches sent before it (retries waiting)
@@ -886,6 +917,7 @@ class RecordAccumulator:
             del self._open[batch.tp]  # its partition's next record opens a new one
         batch.fail(error)
         self._release(batch)
+        self._trim(batch.tp)
 
     def _release(self, batch: ProducerBatch) -> None:
         if batch in self._incomplete:

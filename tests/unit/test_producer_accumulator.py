@@ -709,3 +709,26 @@ async def test_split_halves_go_back_before_the_batches_sent_after_them() -> None
     assert order[-1] is second
     assert sent == [bytes([i]) * 30 for i in range(4)] + [b"later"]
     assert [b.base_sequence for b in order] == [0, first.record_count // 2, first.record_count]
+
+
+async def test_no_more_than_max_in_flight_are_sent_past_a_batch_not_yet_settled() -> None:
+    """From a review: the first batch's answer is still out (its leader moved) while the
+    new leader answers the next ones. Sending past five would let the leader forget the
+    first, and its retry would then be taken for a broken sequence and written twice."""
+    clock = Clock()
+    acc = pipelined(clock)
+    fill(acc, A0, 14)
+    first, *others = (drain_one(acc) for _ in range(5))
+    assert first and all(others)
+    for batch in others:  # answered; the first is not
+        assert batch is not None
+        acc.complete(batch, base_offset=0, log_append_time_ms=-1)
+    assert drain_one(acc) is None  # the sixth waits: the first may still be written
+    acc.retry(first)  # its answer was lost
+    clock.ms += 1_000
+    assert drain_one(acc) is first  # alone
+    assert drain_one(acc) is None
+    acc.complete(first, base_offset=0, log_append_time_ms=-1)
+    sixth = drain_one(acc)
+    assert sixth is not None and sixth.base_sequence == 10
+    assert drain_one(acc) is not None  # the window moved on: pipelining again
