@@ -15,11 +15,11 @@ batching rules can be tested alone. The producer's sender task drives it:
 - ``drain`` takes, per broker, at most ONE batch per partition (Kafka's rule, and the
   broker's), up to ``max_request_size`` per request. A partition with batches in flight
   gets another only when the producer is idempotent: up to ``max_in_flight`` of them,
-  all stamped under the current producer id, so the leader's sequence check keeps them in
-  order (a batch whose predecessor was not written is refused, then retried after it)
-  and recognises any of them sent twice (it remembers a producer's last five batches:
-  so never more than ``max_in_flight`` are sent from the partition's oldest batch not
-  yet settled on, however many of them have been answered).
+  all stamped under the current producer id and epoch, so the leader's sequence check
+  keeps them in order (a batch whose predecessor was not written is refused, then
+  retried after it) and recognises any of them sent twice (it remembers a producer's
+  last five batches: so never more than ``max_in_flight`` are sent from the partition's
+  oldest batch not yet settled on, however many of them have been answered).
   Without idempotence a partition has one batch in flight at a time ("muted"), so a
   retry can never be overtaken.
 - The outcome goes back through ``complete`` / ``retry`` / ``split`` / ``fail``. A retried
@@ -275,6 +275,7 @@ class ProducerBatch:
         "keys",
         "log_append_time_ms",
         "payload",
+        "producer_epoch",
         "producer_id",
         "rank",
         "retry_at_ms",
@@ -320,6 +321,7 @@ class ProducerBatch:
         self.retry_at_ms = 0.0
         self.payload: bytes | bytearray | None = None
         self.producer_id = -1  # stamped with (and sequenced under) this producer id
+        self.producer_epoch = -1  # ...and epoch
         self.base_sequence = -1
         self.size_bound = HEADER_SIZE
         self.finished = False
@@ -359,7 +361,7 @@ class ProducerBatch:
     def forget_sequence(self) -> None:
         """The partition refused this batch's sequence (so it was not written): it is
         stamped anew, under the producer's next id, when sent again."""
-        self.producer_id, self.base_sequence = -1, -1
+        self.producer_id, self.producer_epoch, self.base_sequence = -1, -1, -1
 
     def stamp(self, producer_id: int, producer_epoch: int, base_sequence: int) -> None:
         """An idempotent producer's id, epoch and sequence, into the built batch."""
@@ -369,7 +371,8 @@ class ProducerBatch:
             # sent before: its request may still hold those bytes; never sent: in place
             payload = self.payload = bytearray(payload)
         set_producer_fields(payload, producer_id, producer_epoch, base_sequence)
-        self.producer_id, self.base_sequence = producer_id, base_sequence
+        self.producer_id, self.producer_epoch = producer_id, producer_epoch
+        self.base_sequence = base_sequence
 
     def close(self) -> bytes | bytearray:
         """Stop taking records and build the bytes to send (once)."""
@@ -696,10 +699,10 @@ class RecordAccumulator:
         return out
 
     def reset_producer(self, producer_id: int, producer_epoch: int) -> None:
-        """A new producer id: sequences start at 0 again for batches not sent yet. A batch
-        already sent under the old id keeps that id and sequence on every retry: its first
-        send may have been written, and only the old id's state on the broker can tell
-        (Kafka never re-sequences a batch whose outcome is unknown)."""
+        """A new producer id or epoch: sequences start at 0 again for batches not sent
+        yet. A batch already sent under the old one keeps it and its sequence on every
+        retry: its first send may have been written, and only the old one's state on the
+        broker can tell (Kafka never re-sequences a batch whose outcome is unknown)."""
         self.producer_id, self.producer_epoch = producer_id, producer_epoch
         self._sequences.clear()
 
@@ -747,20 +750,21 @@ class RecordAccumulator:
 
     def forget_sequences(self, batch: ProducerBatch) -> None:
         """The partition refused ``batch``'s sequence: neither it nor any batch sent after it
-        under the same producer id was written (the leader takes a producer's sequences
-        only in order). Those waiting to be retried are stamped anew with it, in order,
-        under the producer's next id; any still in flight will be refused in turn."""
-        producer_id = batch.producer_id
+        under the same producer id and epoch was written (the leader takes a producer's
+        sequences only in order). Those waiting to be retried are stamped anew with it, in
+        order, under the producer's next epoch; any still in flight will be refused in
+        turn."""
+        producer = batch.producer_id, batch.producer_epoch
         for other in self._batches[batch.tp]:
             if other.attempts == 0:
                 break
-            if other.producer_id == producer_id and other.rank > batch.rank:
+            if (other.producer_id, other.producer_epoch) == producer and other.rank > batch.rank:
                 other.forget_sequence()
         batch.forget_sequence()
 
     def earlier_unsettled(self, batch: ProducerBatch) -> bool:
         """Whether a batch sent before ``batch`` to its partition, under the same producer
-        id, is still in flight or waiting to be retried.
+        id and epoch, is still in flight or waiting to be retried.
 
         The leader refuses a batch whose predecessor it has not written
         (OUT_OF_ORDER_SEQUENCE_NUMBER, or UNKNOWN_PRODUCER_ID for a first one): while that
@@ -775,6 +779,7 @@ class RecordAccumulator:
             if (
                 other.rank < batch.rank
                 and other.producer_id == batch.producer_id
+                and other.producer_epoch == batch.producer_epoch
                 and not other.finished
             ):
                 return True
@@ -805,7 +810,7 @@ class RecordAccumulator:
             half.size_bound = len(half.close())
             if batch.producer_id >= 0:  # the halves take the refused batch's sequences
                 sequence = (batch.base_sequence + offset) % _SEQUENCE_WRAP
-                half.stamp(batch.producer_id, self.producer_epoch, sequence)
+                half.stamp(batch.producer_id, batch.producer_epoch, sequence)
             offset += half.record_count
             half.attempts = batch.attempts
             halves.append(half)
@@ -845,12 +850,14 @@ class RecordAccumulator:
     def _muted(self, in_flight: list[ProducerBatch], first: ProducerBatch) -> bool:
         """Whether a partition with ``in_flight`` batches must wait before sending its
         queue's ``first``: it may follow them only if it was never sent (a retry goes
-        alone), they and it are under the current producer id, and fewer than
+        alone), they and it are under the current producer id and epoch, and fewer than
         ``max_in_flight`` were sent since the partition's oldest batch not settled."""
         if first.attempts or len(in_flight) >= self.max_in_flight:
             return True
-        producer_id = self.producer_id
-        if producer_id < 0 or any(b.producer_id != producer_id for b in in_flight):
+        producer_id, epoch = self.producer_id, self.producer_epoch
+        if producer_id < 0 or any(
+            b.producer_id != producer_id or b.producer_epoch != epoch for b in in_flight
+        ):
             return True
         return len(self._window.get(first.tp, ())) >= self.max_in_flight
 

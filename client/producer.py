@@ -31,8 +31,8 @@ Shaped like aiokafka's AIOKafkaProducer, behaving like Kafka's Java producer:
   with OUT_OF_ORDER_SEQUENCE_NUMBER, and they are retried after it, one at a time, in
   send order. The same refusal with no earlier batch unsettled, or UNKNOWN_PRODUCER_ID
   (the partition forgot the producer), means the sequence broke: the producer waits for
-  its requests in flight, takes a new producer id and sends again from sequence 0
-  (Kafka's KIP-360).
+  its requests in flight, bumps its epoch (a new producer id once the epoch is spent)
+  and sends again from sequence 0 (Kafka's KIP-360).
 """
 
 from __future__ import annotations
@@ -198,7 +198,7 @@ class Producer:
         self._requests: set[asyncio.Task[None]] = set()  # Produces waiting for a connection
         self._state = "new"
         self._sender_error: BaseException | None = None
-        self._new_producer_id = False  # a sequence broke: take a new id when idle
+        self._new_producer_id = False  # a sequence broke: a new epoch (or id) when idle
         self._resetting: asyncio.Task[None] | None = None
 
     # --- life ------------------------------------------------------------------------------
@@ -238,8 +238,16 @@ class Producer:
             return
 
     async def _reset_producer_id(self) -> None:
+        """KIP-360 without a transactional id: the producer bumps its own epoch, and a new
+        id is asked for only once the epoch is spent. A partition that has seen the new
+        epoch refuses the old one (INVALID_PRODUCER_EPOCH), so a request under it that a
+        broker reads late (the client gave up on it) cannot land after newer records."""
+        accumulator = self._accumulator
         try:
-            await self._init_producer_id()
+            if 0 <= accumulator.producer_epoch < _MAX_EPOCH:
+                accumulator.reset_producer(accumulator.producer_id, accumulator.producer_epoch + 1)
+            else:
+                await self._init_producer_id()
             self._new_producer_id = False
         except ApiError as exc:
             _log.warning("could not get a new producer id (will retry): %s", exc)
@@ -650,8 +658,8 @@ class Producer:
                     self._accumulator.retry(batch)
                     return
             else:
-                # KIP-360: the partition cannot take this sequence; under a new producer
-                # id it starts at 0, so the batch goes again (within delivery_timeout_ms)
+                # KIP-360: the partition cannot take this sequence; under a new epoch it
+                # starts at 0, so the batch goes again (within delivery_timeout_ms)
                 _log.info("%s refused the sequence of %s: %s", batch.tp, batch, error)
                 self._new_producer_id = True
                 if in_time:
@@ -683,6 +691,7 @@ class Producer:
 
 
 _SEQUENCE_BROKEN = (OutOfOrderSequenceNumberError, UnknownProducerIdError)
+_MAX_EPOCH = 2**15 - 1  # an int16 on the wire
 _time_ns = time.time_ns  # bound once: send() reads the clock for every record
 
 

@@ -158,12 +158,12 @@ async def test_after_every_broker_restarts_a_retry_is_still_recognised(
     assert len(stored[0]) == 200  # 20 batches of 10, none twice
 
 
-async def test_a_producer_idle_past_producer_id_expiration_goes_on_under_a_new_id(
+async def test_a_producer_idle_past_producer_id_expiration_goes_on_under_a_new_epoch(
     make_cluster: Callable[..., Cluster],
 ) -> None:
     """KIP-854: the brokers forget a producer not heard from in producer.id.expiration.ms;
-    its next batch is UNKNOWN_PRODUCER_ID, and the client takes a new id and sends it
-    again (KIP-360): nothing lost, nothing twice."""
+    its next batch is UNKNOWN_PRODUCER_ID, and the client bumps its epoch and sends it
+    again from sequence 0 (KIP-360): nothing lost, nothing twice."""
     cluster = make_cluster(
         3,
         {
@@ -177,7 +177,7 @@ async def test_a_producer_idle_past_producer_id_expiration_goes_on_under_a_new_i
         assert producer.enable_idempotence
         first = [await producer.send("idle", b"%d" % i) for i in range(20)]
         await producer.flush()
-        old_id = producer._accumulator.producer_id
+        old = producer._accumulator.producer_id, producer._accumulator.producer_epoch
         logs = [b.log_path for b in cluster.brokers.values()]
         await until(
             lambda: sum(p.read_text().count("broker.producer_ids_expired") for p in logs),
@@ -185,7 +185,8 @@ async def test_a_producer_idle_past_producer_id_expiration_goes_on_under_a_new_i
         )
         second = [await producer.send("idle", b"%d" % i) for i in range(20, 40)]
         await producer.flush()
-        assert producer._accumulator.producer_id != old_id
+        now = producer._accumulator.producer_id, producer._accumulator.producer_epoch
+        assert now == (old[0], old[1] + 1)
     offsets = [f.result().offset for f in first + second]
     assert offsets == list(range(40))
     stored = await read_back(cluster.bootstrap, "idle")

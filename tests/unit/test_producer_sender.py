@@ -30,6 +30,7 @@ from protocol.apis import (
 )
 from protocol.errors import (
     ApiError,
+    InvalidProducerEpochError,
     InvalidRequiredAcksError,
     NetworkError,
     NotLeaderOrFollowerError,
@@ -399,15 +400,25 @@ async def test_batches_carry_the_producer_id_and_each_partitions_sequence() -> N
     await producer.stop()
 
 
-async def test_a_broken_sequence_means_a_new_producer_id_and_the_batch_again() -> None:
+@pytest.mark.parametrize(
+    ("epoch", "then"),
+    [
+        (0, (1001, 1)),  # bumped by the producer itself (KIP-360)
+        (2**15 - 1, (1002, 0)),  # as after 32,767 bumps: the epoch is spent, a new id
+    ],
+)
+async def test_a_broken_sequence_means_a_new_epoch_and_the_batch_again(
+    epoch: int, then: tuple[int, int]
+) -> None:
     tp = TopicPartition("a", 0)
     cluster = ScriptedCluster({tp: 1})
     cluster.answers = [lambda r: answer_all(r, OutOfOrderSequenceNumberError.code), ok]
     producer = await started(cluster)
+    producer._accumulator.reset_producer(1001, epoch)
     meta = await asyncio.wait_for(producer.send_and_wait("a", b"v"), 5)
     assert meta.offset == 0
     stamps = [f for _, r, _ in cluster.requests for f in _producer_fields(r)]
-    assert stamps == [(0, 1001, 0, 0), (0, 1002, 0, 0)]  # a new id, from sequence 0
+    assert stamps == [(0, 1001, epoch, 0), (0, *then, 0)]  # from sequence 0 again
     await producer.stop()
 
 
@@ -427,7 +438,7 @@ def test_idempotence_settings() -> None:
 
 async def test_a_batch_whose_outcome_is_unknown_keeps_its_id_after_a_reset() -> None:
     """Partition 0's answer is lost (it may be written); partition 1's sequence is refused,
-    so the producer takes a new id. The retry of partition 0 must keep the old id and
+    so the producer bumps its epoch. The retry of partition 0 must keep the old epoch and
     sequence (the broker knows whether it has it); only the refused batch is re-sequenced."""
     a0, a1 = TopicPartition("a", 0), TopicPartition("a", 1)
     cluster = ScriptedCluster({a0: 1, a1: 2})
@@ -460,8 +471,8 @@ async def test_a_batch_whose_outcome_is_unknown_keeps_its_id_after_a_reset() -> 
     stamps = [f for _, r, _ in cluster.requests for f in _producer_fields(r)]
     a0_sends = [s for s in stamps if s[0] == 0]
     a1_sends = [s for s in stamps if s[0] == 1]
-    assert a0_sends == [(0, 1001, 0, 0), (0, 1001, 0, 0)]  # the same id and sequence again
-    assert a1_sends == [(1, 1001, 0, 0), (1, 1002, 0, 0)]  # refused: re-sequenced, new id
+    assert a0_sends == [(0, 1001, 0, 0), (0, 1001, 0, 0)]  # the same epoch and sequence again
+    assert a1_sends == [(1, 1001, 0, 0), (1, 1001, 1, 0)]  # refused: re-sequenced, new epoch
     await producer.stop()
 
 
@@ -658,7 +669,7 @@ async def test_a_refused_sequence_with_nothing_unsettled_before_it_still_resets(
     tmp_path: Path,
 ) -> None:
     """The leader forgot the producer (UNKNOWN_PRODUCER_ID for a batch not at sequence 0,
-    nothing before it unsettled): a new id, and every batch refused under the old one
+    nothing before it unsettled): a new epoch, and every batch refused under the old one
     goes again in order from sequence 0."""
     leader = SequencingLeader(tmp_path)
     leader.outcomes = ["ok"]
@@ -672,7 +683,31 @@ async def test_a_refused_sequence_with_nothing_unsettled_before_it_still_resets(
     cluster.release.set()
     await asyncio.wait_for(asyncio.gather(*later), 5)
     assert leader.values == [b"%059d" % i for i in range(12)]
-    assert cluster.producer_ids == 2
+    assert cluster.producer_ids == 1
     stamps = [f for _, r, _ in cluster.requests for f in _producer_fields(r)]
-    assert stamps[-3:] == [(0, 1002, 0, s) for s in (0, 3, 6)]
+    assert stamps[-3:] == [(0, 1001, 1, s) for s in (0, 3, 6)]
+    await producer.stop()
+
+
+async def test_after_a_reset_a_late_request_under_the_old_epoch_is_fenced(
+    tmp_path: Path,
+) -> None:
+    """From a review: a request the client gave up on reaches the leader late, after the
+    producer's sequence broke and it reset. The leader has seen the new epoch by then and
+    refuses the old one: the late records do not land after newer ones. (With a new
+    producer id instead, the leader would take them as a new producer's first batch.)"""
+    leader = SequencingLeader(tmp_path)
+    cluster, producer, futures = await pipelined_producer(leader, batches=1)
+    late = cluster.requests[0][1]  # epoch 0, sequence 0: say it is also still on its way
+    cluster.release.set()
+    await asyncio.wait_for(asyncio.gather(*futures), 5)
+    leader.state.producers.clear()  # the partition forgets the producer: UNKNOWN_PRODUCER_ID
+    newer = [await producer.send("a", b"%059d" % i) for i in range(3, 6)]
+    await asyncio.wait_for(asyncio.gather(*newer), 5)
+    stamps = [f for _, r, _ in cluster.requests for f in _producer_fields(r)]
+    assert stamps[-1] == (0, 1001, 1, 0)  # the newer records went under epoch 1
+    written = list(leader.values)
+    answer = leader(late)
+    assert answer.topics[0].partitions[0].error_code == InvalidProducerEpochError.code
+    assert leader.values == written == [b"%059d" % i for i in range(6)]
     await producer.stop()
