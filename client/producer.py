@@ -74,6 +74,7 @@ from protocol.apis import (
 )
 from protocol.errors import (
     ApiError,
+    InvalidProducerEpochError,
     MessageTooLargeError,
     OutOfOrderSequenceNumberError,
     RequestTimedOutError,
@@ -644,12 +645,30 @@ class Producer:
             else:
                 self._accumulator.complete(batch, answer.base_offset, answer.log_append_time_ms)
 
+    def _stale(self, batch: ProducerBatch) -> bool:
+        """Whether ``batch`` is stamped with an epoch of this producer's since bumped."""
+        accumulator = self._accumulator
+        return batch.producer_id == accumulator.producer_id and (
+            0 <= batch.producer_epoch < accumulator.producer_epoch
+        )
+
     def _on_error(self, batch: ProducerBatch, error: ApiError) -> None:
         if isinstance(error, MessageTooLargeError) and batch.record_count > 1:
             self._accumulator.split(batch)
             return
+        in_time = _monotonic_ms() < batch.deadline_ms and self._state != "stopped"
+        if isinstance(error, InvalidProducerEpochError) and self._stale(batch):
+            # fenced by our own newer epoch: the partition took a batch re-sequenced under
+            # it, which it can only have been if one before this batch was refused, so
+            # this one was not written either: it goes again under the current epoch
+            _log.debug("%s was stamped with an epoch since bumped: %s", batch, error)
+            self._accumulator.forget_sequences(batch)
+            if in_time:
+                self._accumulator.retry(batch)
+            else:  # not another producer's fencing, as the error would say: out of time
+                self._accumulator.fail(batch, RequestTimedOutError(_expired(batch)))
+            return
         if batch.producer_id >= 0 and isinstance(error, _SEQUENCE_BROKEN):
-            in_time = _monotonic_ms() < batch.deadline_ms and self._state != "stopped"
             if self._accumulator.earlier_unsettled(batch):
                 # a batch sent before it is being retried or is still out: the leader
                 # refused this one for that gap, and takes it (as it is) after that one
@@ -688,6 +707,13 @@ class Producer:
             error,
         )
         self._accumulator.fail(batch, error)
+
+
+def _expired(batch: ProducerBatch) -> str:
+    return (
+        f"{batch.record_count} record(s) for {batch.tp.topic}-{batch.tp.partition} were not "
+        f"written within delivery_timeout_ms (or before the producer stopped)"
+    )
 
 
 _SEQUENCE_BROKEN = (OutOfOrderSequenceNumberError, UnknownProducerIdError)
