@@ -486,6 +486,12 @@ class RecordAccumulator:
         """Idempotence: the next sequence per partition under ``producer_id``."""
         self._flushes = 0
         self._drain_start = 0
+        self.sequence_hole = False
+        """A batch stamped with a sequence finished without being written for sure
+        (failed, expired, its topic gone): the partition may or may not have it, so the
+        producer must move to a new epoch before it sends anything more. Requests of the
+        old epoch a broker has yet to read could otherwise land after a refusal that the
+        producer took for a real one. The producer clears it when it resets."""
         self.queued_behind = False
         """The last drain left a batch queued behind one it took: the sender looks again
         (pipelining may send it, or its linger needs a timer) once that one is out."""
@@ -922,6 +928,8 @@ class RecordAccumulator:
     def _finish(self, batch: ProducerBatch, error: BaseException) -> None:
         if self._open.get(batch.tp) is batch:
             del self._open[batch.tp]  # its partition's next record opens a new one
+        if batch.producer_id >= 0:
+            self.sequence_hole = True
         batch.fail(error)
         self._release(batch)
         self._trim(batch.tp)

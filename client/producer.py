@@ -527,9 +527,10 @@ class Producer:
         """One pass: expire, send what is ready; returns ms until the next pass is due."""
         for batch in self._accumulator.expire():
             _log.warning("expired %d record(s) for %s", batch.record_count, batch.tp)
-            if batch.producer_id >= 0:  # a hole in its partition's sequences: start over
-                self._new_producer_id = True
         self._fail_unknown_topics()
+        if self._accumulator.sequence_hole:  # see there: nothing more under this epoch
+            self._accumulator.sequence_hole = False
+            self._new_producer_id = True
         leader_of = self._cluster.leader_for
         check = self._accumulator.ready(leader_of)
         delay_ms = check.delay_ms

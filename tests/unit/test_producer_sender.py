@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -37,6 +38,7 @@ from protocol.errors import (
     OutOfOrderSequenceNumberError,
     RequestTimedOutError,
     UnknownProducerIdError,
+    UnknownTopicOrPartitionError,
 )
 from protocol.records import decode_batches
 
@@ -710,4 +712,33 @@ async def test_after_a_reset_a_late_request_under_the_old_epoch_is_fenced(
     answer = leader(late)
     assert answer.topics[0].partitions[0].error_code == InvalidProducerEpochError.code
     assert leader.values == written == [b"%059d" % i for i in range(6)]
+    await producer.stop()
+
+
+async def test_a_sent_batch_failed_as_its_topic_gone_moves_the_producer_to_a_new_epoch() -> None:
+    """From a review: a batch that was sent (so the partition may have it, or may yet read
+    it) and then failed without an answer leaves its sequences in doubt. The producer must
+    move to a new epoch before sending more, or a later refusal could be taken for a real
+    one while old requests were still to land, and records written twice."""
+    tp = TopicPartition("a", 0)
+    cluster = ScriptedCluster({tp: 1})
+    cluster.answers = [lambda r: answer_all(r, NotLeaderOrFollowerError.code)]
+    producer = await started(cluster)
+    producer._accumulator.retry_backoff_ms = 60_000  # it waits to be retried
+    doomed = await producer.send("a", b"x")
+    queue = producer._accumulator._batches[tp]
+    await _until(lambda: bool(queue) and queue[0].attempts == 1)
+    real = cluster.metadata  # for one pass, the brokers say the topic is gone
+    cluster.metadata = SimpleNamespace(  # type: ignore[assignment]
+        topics=real.topics,
+        topic_errors={"a": UnknownTopicOrPartitionError("deleted")},
+        leader_for=real.leader_for,
+    )
+    producer._send_ready()
+    cluster.metadata = real
+    assert isinstance(doomed.exception(), UnknownTopicOrPartitionError)
+    meta = await asyncio.wait_for(producer.send_and_wait("a", b"y"), 5)
+    assert meta.offset == 0
+    stamps = [f for _, r, _ in cluster.requests for f in _producer_fields(r)]
+    assert stamps == [(0, 1001, 0, 0), (0, 1001, 1, 0)]  # the next batch: a new epoch
     await producer.stop()
