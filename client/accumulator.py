@@ -360,7 +360,7 @@ class ProducerBatch:
 
     def forget_sequence(self) -> None:
         """The partition refused this batch's sequence (so it was not written): it is
-        stamped anew, under the producer's next id, when sent again."""
+        stamped anew, under the producer's next epoch, when sent again."""
         self.producer_id, self.producer_epoch, self.base_sequence = -1, -1, -1
 
     def stamp(self, producer_id: int, producer_epoch: int, base_sequence: int) -> None:
@@ -452,6 +452,7 @@ class RecordAccumulator:
         compression: str = "none",
         retry_backoff_ms: float = 100,
         delivery_timeout_ms: float = 120_000,
+        max_in_flight: int = 1,
         clock: Callable[[], float],
         on_batch_closed: Callable[[str, int], None] | None = None,
         wakeup: Callable[[], None] | None = None,
@@ -467,9 +468,9 @@ class RecordAccumulator:
         self._batches: dict[TopicPartition, collections.deque[ProducerBatch]] = {}
         self._open: dict[TopicPartition, ProducerBatch] = {}
         """Each partition's batch taking records, if any (the last of its queue)."""
-        self.max_in_flight = 1
+        self.max_in_flight = max_in_flight
         """Batches of one partition in flight at once; more than 1 only while batches are
-        stamped with a producer id (the producer sets it when idempotent)."""
+        stamped with a producer id (the producer passes more when idempotent)."""
         self._sent: dict[TopicPartition, list[ProducerBatch]] = {}
         """Each partition's batches in flight, in send order (no key: none)."""
         self._window: dict[TopicPartition, list[ProducerBatch]] = {}
@@ -792,8 +793,8 @@ class RecordAccumulator:
         return False
 
     def split(self, batch: ProducerBatch) -> None:
-        """Re-encode a batch the broker found too large as two halves, in order, at the
-        front of its queue (Kafka splits on MESSAGE_TOO_LARGE the same way)."""
+        """Re-encode a batch the broker found too large as two halves, back into its queue
+        in its place (Kafka splits on MESSAGE_TOO_LARGE the same way)."""
         assert batch.record_count > 1
         self._landed(batch)
         self._release(batch)

@@ -184,13 +184,13 @@ class Producer:
             compression=self.compression,
             retry_backoff_ms=retry_backoff_ms,
             delivery_timeout_ms=delivery_timeout_ms,
+            # Kafka's max.in.flight per connection also bounds one partition's batches in
+            # flight, but only under idempotence: without sequences a retry could overtake
+            max_in_flight=self.max_in_flight if self.enable_idempotence else 1,
             clock=_monotonic_ms,
             on_batch_closed=self._partitioner.batch_closed,
             wakeup=self._wake,
         )
-        # Kafka's max.in.flight per connection also bounds one partition's batches in flight,
-        # but only under idempotence: without sequence numbers a retry could overtake them
-        self._accumulator.max_in_flight = self.max_in_flight if self.enable_idempotence else 1
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pass_due = False  # a sender pass is scheduled (call_soon)
         self._timer: asyncio.TimerHandle | None = None  # the next pass a linger/backoff needs

@@ -555,8 +555,7 @@ async def test_callbacks_run_in_send_order_whatever_order_they_were_added_in() -
 
 def pipelined(clock: Clock, max_in_flight: int = 5) -> RecordAccumulator:
     """An idempotent producer's accumulator: batches of 2 records of 80 bytes."""
-    acc = make(clock, batch_size=300)
-    acc.max_in_flight = max_in_flight
+    acc = make(clock, batch_size=300, max_in_flight=max_in_flight)
     acc.reset_producer(producer_id=7, producer_epoch=0)
     return acc
 
@@ -604,8 +603,7 @@ async def test_an_idempotent_partition_has_up_to_max_in_flight_batches_out_in_se
 
 async def test_without_a_producer_id_a_partition_has_one_batch_in_flight() -> None:
     clock = Clock()
-    acc = make(clock, batch_size=200)
-    acc.max_in_flight = 5  # as an idempotent producer would set it, but no id stamps them
+    acc = make(clock, batch_size=200, max_in_flight=5)  # as when idempotent, but no id
     fill(acc, A0, 6)
     assert drain_one(acc) is not None
     assert drain_one(acc) is None
