@@ -30,7 +30,7 @@ from broker.log.cleaner import CleanerConfig, LogCleaner
 from broker.log.log import wall_clock_ms
 from broker.log.manager import LogManager, TopicPartition
 from broker.metadata import MetadataCache
-from broker.metrics import MetricsServer, Sample, gauge
+from broker.metrics import MetricsServer, Sample, gauge, gc_samples
 from broker.network import PeerConnection, PeerError
 from broker.registration import BrokerRegistrar, get_or_create_cluster_id
 from broker.replica.isr import IsrUpdater
@@ -400,6 +400,7 @@ class Broker:
             (_ACTIVE_CONTROLLER, {}, int(active)),
             (_OFFLINE, {}, controller.offline_partitions() if controller and active else 0),
             (_CONNECTIONS, {}, len(self._server.connections)),
+            *gc_samples(),
         ]
 
     def _start_cleaner(self) -> None:

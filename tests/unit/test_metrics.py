@@ -1,8 +1,12 @@
-"""The Prometheus text format, and the endpoint answering only GET /metrics."""
+"""The Prometheus text format, the endpoint answering only GET /metrics, and the
+collector's figures and start-up freeze."""
 
 import asyncio
+import gc
+import weakref
 
-from broker.metrics import Counter, MetricsServer, gauge, render
+from broker.main import settle_heap
+from broker.metrics import Counter, GcPauses, MetricsServer, gauge, gc_samples, render
 
 
 def test_render_writes_help_and_type_once_and_escapes_labels() -> None:
@@ -48,3 +52,48 @@ async def test_the_endpoint_serves_metrics_and_refuses_the_rest() -> None:
         assert await _get(port, b"garbage without an end") == b""  # closed, nothing sent
     finally:
         await server.stop()
+
+
+class _Node:
+    me: object = None
+
+
+def test_settle_heap_frees_garbage_then_freezes_what_exists_and_no_more() -> None:
+    garbage = _Node()
+    garbage.me = garbage  # a cycle: only the collector frees it
+    gone = weakref.ref(garbage)
+    del garbage
+    before = _Node()
+    try:
+        assert settle_heap() > 0
+        assert gone() is None  # collected first, not frozen for the process's life
+        after = _Node()
+        walked = {id(o) for o in gc.get_objects()}  # what a full collection looks at
+        assert id(before) not in walked
+        assert id(after) in walked
+        later = _Node()
+        later.me = later
+        dropped = weakref.ref(later)
+        del later
+        gc.collect()
+        assert dropped() is None  # garbage made after the freeze is still freed
+    finally:
+        gc.unfreeze()
+
+
+def test_gc_samples_count_collections_and_time_them_once_installed() -> None:
+    pauses = GcPauses()
+    names = {name for name, _labels, _value in gc_samples(pauses)}
+    assert "python_gc_collections_total" in names
+    assert "python_gc_pause_seconds_total" not in names  # not timed: nothing to claim
+    pauses.install()
+    try:
+        before = gc.get_stats()[2]["collections"]
+        gc.collect()
+        samples = {(n, tuple(sorted(labels.items()))): v for n, labels, v in gc_samples(pauses)}
+    finally:
+        pauses.uninstall()
+    assert samples[("python_gc_collections_total", (("generation", "2"),))] >= before + 1
+    assert samples[("python_gc_pause_seconds_total", (("generation", "2"),))] > 0
+    assert samples[("python_gc_pause_seconds_max", ())] == pauses.longest > 0
+    assert pauses._on_gc not in gc.callbacks
