@@ -54,8 +54,8 @@ def settle_heap() -> int:
     kazoo, structlog): 13-17 ms a full collection on this 2-core VM, the longest stall of
     an e2e run. Frozen, they are not walked again (0.1-0.6 ms a full collection).
 
-    Call it before the broker exists: a frozen object is never freed, so nothing that
-    can become garbage (a topic's log, a connection) may be frozen. Freezing after
+    Call it before the broker exists: only reference counting frees a frozen object, so
+    one that later becomes part of an unreachable cycle is kept for good. Freezing after
     start-up was tried and reverted for that: a deleted topic's log stayed in memory.
     Garbage already made goes first.
     """
