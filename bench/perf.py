@@ -53,6 +53,7 @@ from array import array
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any, TypeVar
 
 import uvloop
@@ -61,6 +62,7 @@ from bench.stats import Latency, Pacer, sample_stride
 from client import (
     Admin,
     Consumer,
+    ConsumerRecord,
     NewTopic,
     OffsetSpec,
     Producer,
@@ -961,7 +963,20 @@ async def _read(consumer: Consumer, part: _Part, total: int) -> None:
         idle_since = time.monotonic()
         for records in batches.values():
             part.records += len(records)
-            part.bytes += sum(len(r.value or b"") + len(r.key or b"") for r in records)
+            part.bytes += _record_bytes(records)
+
+
+_KEY = itemgetter(ConsumerRecord._fields.index("key"))
+_VALUE = itemgetter(ConsumerRecord._fields.index("value"))
+
+
+def _record_bytes(records: list[ConsumerRecord]) -> int:
+    """The key and value bytes of ``records`` (as Kafka's consumer perf tool counts),
+    summed in C: 71 ns a record here against 154 for a generator over each record's
+    fields (the bench's own cost, which Kafka's tool, in Java, hardly has; the consume
+    rate moved 1-3%)."""
+    values = sum(map(len, filter(None, map(_VALUE, records))))  # filter: None has no len
+    return values + sum(map(len, filter(None, map(_KEY, records))))
 
 
 # --- e2e ---------------------------------------------------------------------------------

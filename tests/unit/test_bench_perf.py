@@ -26,11 +26,12 @@ from bench.perf import (
     _BatchLoop,
     _Deliveries,
     _Latencies,
+    _record_bytes,
     _SendLoop,
     _shares,
 )
 from bench.stats import MIN_SLEEP_S, Latency, Pacer, RateMeter, percentile, sample_stride
-from client import cli
+from client import ConsumerRecord, cli
 from client.batches import BatchBuilder
 from protocol.errors import NotLeaderOrFollowerError
 from protocol.records import HEADER_SIZE, decode_batches
@@ -484,3 +485,14 @@ def test_no_cluster_is_one_line_and_exit_code_1(tmp_path: Any, monkeypatch: Any)
     result = CliRunner().invoke(cli.main, ["bench", "produce", "--num-records", "10"])
     assert result.exit_code == 1
     assert "no cluster to talk to" in result.output
+
+
+def test_consumed_bytes_are_keys_and_values_none_counting_nothing() -> None:
+    records = [
+        ConsumerRecord("t", 0, 0, 0, None, b"x" * 100, ()),
+        ConsumerRecord("t", 0, 1, 0, b"key", None, ()),
+        ConsumerRecord("t", 0, 2, 0, b"", b"", ()),
+        ConsumerRecord("t", 0, 3, 0, b"k" * 7, b"v" * 5, ((b"h", b"not counted"),)),
+    ]
+    assert _record_bytes(records) == 100 + 3 + 7 + 5
+    assert _record_bytes([]) == 0
