@@ -55,7 +55,8 @@ def settle_heap() -> int:
     an e2e run. Frozen, they are not walked again (0.1-0.6 ms a full collection).
 
     Call it before the broker exists: only reference counting frees a frozen object, so
-    one that later becomes part of an unreachable cycle is kept for good. Freezing after
+    one that later becomes part of an unreachable cycle is kept for good, with everything
+    it references. Freezing after
     start-up was tried and reverted for that: a deleted topic's log stayed in memory.
     Garbage already made goes first.
     """
@@ -135,6 +136,6 @@ def main(config_file: str | None, overrides: tuple[str, ...], check: bool) -> No
         return
     configure_logging(json=not sys.stdout.isatty())
     reuse_freed_heap()
-    GC_PAUSES.install()
     settle_heap()
+    GC_PAUSES.install()  # after: start-up's own full collection is not a stall anyone saw
     sys.exit(uvloop.run(serve(config)))

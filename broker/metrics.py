@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import math
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -70,7 +71,7 @@ _GC_FROZEN = gauge(
 )
 _GC_PAUSE = counter(
     "python_gc_pause_seconds_total",
-    "Time the process stood still in the cyclic collector, by generation.",
+    "Time in the cyclic collector (with the finalizers it ran), by generation.",
 )
 _GC_PAUSE_MAX = gauge(
     "python_gc_pause_seconds_max", "The longest single collection since start-up."
@@ -87,7 +88,7 @@ class GcPauses:
         self.seconds = [0.0, 0.0, 0.0]
         self.longest = 0.0
         self.installed = False
-        self._started = 0.0
+        self._started: float | None = None
 
     def install(self) -> None:
         if not self.installed:
@@ -103,7 +104,10 @@ class GcPauses:
         if phase == "start":
             self._started = time.perf_counter()
             return
+        if self._started is None:  # installed while a collection ran: its start was missed
+            return
         took = time.perf_counter() - self._started
+        self._started = None
         self.seconds[info["generation"]] += took
         self.longest = max(self.longest, took)
 
@@ -132,17 +136,28 @@ def gc_samples(pauses: GcPauses = GC_PAUSES) -> list[Sample]:
 
 
 def render(samples: Iterable[Sample]) -> str:
-    """The text exposition format: HELP and TYPE once per name, then the samples."""
-    lines: list[str] = []
-    seen: set[str] = set()
+    """The text exposition format: each name's samples together (the format asks for one
+    group per metric), under its HELP and TYPE, in the order names first appear."""
+    groups: dict[str, list[str]] = {}
     for name, labels, value in samples:
-        if name not in seen:
-            seen.add(name)
+        group = groups.get(name)
+        if group is None:
             kind, text = _HELP.get(name, ("untyped", name))
-            lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}"]
+            group = groups[name] = [f"# HELP {name} {text}", f"# TYPE {name} {kind}"]
         label_text = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(labels.items()))
-        lines.append(f"{name}{{{label_text}}} {value:g}" if labels else f"{name} {value:g}")
-    return "\n".join(lines) + "\n"
+        number = _number(value)
+        group.append(f"{name}{{{label_text}}} {number}" if labels else f"{name} {number}")
+    return "".join(line + "\n" for group in groups.values() for line in group)
+
+
+def _number(value: float) -> str:
+    """Every digit: a byte counter past a million must still move by one (``:g`` kept six
+    significant digits, so ``rate()`` went in steps)."""
+    if isinstance(value, int):
+        return str(value)
+    if not math.isfinite(value):
+        return "NaN" if math.isnan(value) else "+Inf" if value > 0 else "-Inf"
+    return str(int(value)) if value.is_integer() else repr(value)
 
 
 def _escape(value: str) -> str:

@@ -199,7 +199,7 @@ async def test_min_insync_replicas_refuses_acks_all_but_not_acks_1(
     assert metrics['headwater_partitions{role="leader"}'] == 1
     # start-up's objects are out of the collector's full collections (broker.main)
     assert metrics["python_gc_frozen_objects"] > 10_000
-    assert metrics["python_gc_pause_seconds_max"] >= 0
+    assert "python_gc_pause_seconds_max" in metrics  # the daemon times its collections
     await _until(  # their sessions expired: restarting is a new registration
         lambda: _metadata(ports[leader]),
         lambda m: not {b.node_id for b in m.brokers} & set(followers),

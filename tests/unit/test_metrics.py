@@ -4,7 +4,14 @@ collector's figures and start-up freeze."""
 import asyncio
 import gc
 import weakref
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
 
+import pytest
+
+import broker.main as broker_main
+from broker.app import Broker
 from broker.main import settle_heap
 from broker.metrics import Counter, GcPauses, MetricsServer, gauge, gc_samples, render
 
@@ -97,3 +104,71 @@ def test_gc_samples_count_collections_and_time_them_once_installed() -> None:
     assert samples[("python_gc_pause_seconds_total", (("generation", "2"),))] > 0
     assert samples[("python_gc_pause_seconds_max", ())] == pauses.longest > 0
     assert pauses._on_gc not in gc.callbacks
+
+
+def test_render_keeps_each_name_together_and_every_digit() -> None:
+    total = gauge("test_bytes_total", "Bytes.")
+    seconds = gauge("test_seconds", "Seconds.")
+    text = render(
+        [
+            (total, {"generation": "0"}, 12_345_678),  # :g wrote 1.23457e+07
+            (seconds, {"generation": "0"}, 0.0143712),
+            (total, {"generation": "1"}, 2.0),
+            (seconds, {"generation": "1"}, float("inf")),
+        ]
+    )
+    assert text.splitlines() == [
+        "# HELP test_bytes_total Bytes.",
+        "# TYPE test_bytes_total gauge",
+        'test_bytes_total{generation="0"} 12345678',
+        'test_bytes_total{generation="1"} 2',
+        "# HELP test_seconds Seconds.",
+        "# TYPE test_seconds gauge",
+        'test_seconds{generation="0"} 0.0143712',
+        'test_seconds{generation="1"} +Inf',
+    ]
+
+
+def test_a_collection_whose_start_was_missed_is_not_timed() -> None:
+    pauses = GcPauses()
+    pauses._on_gc("stop", {"generation": 2})  # installed mid-collection
+    assert pauses.seconds == [0.0, 0.0, 0.0] and pauses.longest == 0.0
+    pauses._on_gc("start", {"generation": 1})
+    pauses._on_gc("stop", {"generation": 1})
+    pauses._on_gc("stop", {"generation": 1})  # no second stop for one start
+    assert pauses.seconds[1] == pauses.longest > 0
+
+
+def test_the_daemon_freezes_before_the_broker_exists_and_times_only_after(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    seen: dict[str, object] = {}
+
+    def run(coroutine: Coroutine[Any, Any, int]) -> int:
+        # serve() has not started: no Broker exists yet, and what exists is frozen
+        seen.update(
+            frozen=gc.get_freeze_count(),
+            timing=broker_main.GC_PAUSES.installed,
+            startup_timed=broker_main.GC_PAUSES.longest,
+            brokers=[o for o in gc.get_objects() if isinstance(o, Broker)],
+        )
+        coroutine.close()
+        return 0
+
+    pauses = GcPauses()
+    monkeypatch.setattr(broker_main, "GC_PAUSES", pauses)
+    monkeypatch.setattr(broker_main.uvloop, "run", run)
+    monkeypatch.setattr(broker_main, "configure_logging", lambda json: None)
+    monkeypatch.setattr(broker_main, "reuse_freed_heap", lambda: True)
+    settings = ["broker.id=1", "zookeeper.connect=127.0.0.1:1", f"log.dirs={tmp_path}"]
+    try:
+        with pytest.raises(SystemExit) as exited:
+            broker_main.main([arg for s in settings for arg in ("--set", s)])
+    finally:
+        pauses.uninstall()
+        gc.unfreeze()
+    assert exited.value.code == 0
+    assert isinstance(seen["frozen"], int) and seen["frozen"] > 0
+    assert seen["timing"] is True
+    assert seen["startup_timed"] == 0.0  # the freeze's own full collection is not counted
+    assert seen["brokers"] == []
