@@ -73,10 +73,16 @@ class LeaderEpochCache:
         """OffsetsForLeaderEpoch's answer: (largest epoch <= ``epoch``, where it ended).
 
         The end of an epoch is the start of the next one, or the log end offset for the
-        latest. (-1, -1) if ``epoch`` is older than everything here.
+        latest. An epoch older than everything here ends where the first one here starts,
+        as in Kafka's LeaderEpochFileCache: nothing of it is here. A follower holding only
+        records of epochs its leader never had learns from that to cut them all; taken
+        as "unknown" it kept them, and the two logs parted below the high watermark.
+        (-1, -1) only if nothing is known.
         """
-        if not self.entries or epoch < self.entries[0].epoch:
+        if not self.entries or epoch < 0:
             return UNDEFINED, UNDEFINED
+        if epoch < self.entries[0].epoch:
+            return epoch, self.entries[0].start_offset
         if epoch >= self.latest_epoch:
             return self.latest_epoch, log_end_offset
         for i, entry in enumerate(self.entries):

@@ -195,7 +195,7 @@ class ReplicaFetcher:
             # the leader never wrote in our latest epoch: cut to where *our* copy of the
             # leader's epoch ends, and ask again about the epoch before (KIP-279)
             ours_epoch, ours_end = log.end_offset_for_epoch(answer.leader_epoch)
-            if ours_epoch == UNDEFINED:  # nothing of ours is that old: as Kafka, min of ends
+            if ours_epoch == UNDEFINED:  # we hold no epochs at all: as Kafka, min of ends
                 self._truncate_to(followed.partition, min(answer.end_offset, log.log_end_offset))
                 return True
             target = min(ours_end, answer.end_offset, log.log_end_offset)

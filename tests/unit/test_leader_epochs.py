@@ -29,7 +29,8 @@ def test_cache_answers_like_kafka(tmp_path: Path) -> None:
     cache.assign(3, 10)
     cache.assign(4, 25)
     assert cache.entries == [EpochEntry(1, 0), EpochEntry(3, 10), EpochEntry(4, 25)]
-    assert cache.end_offset_for(0, 40) == (-1, -1)  # older than all: undefined
+    assert cache.end_offset_for(0, 40) == (0, 0)  # older than all: ends where they start
+    assert cache.end_offset_for(-1, 40) == (-1, -1)
     assert cache.end_offset_for(1, 40) == (1, 10)
     assert cache.end_offset_for(2, 40) == (1, 10)  # epoch 2 never wrote: epoch 1's end
     assert cache.end_offset_for(3, 40) == (3, 25)

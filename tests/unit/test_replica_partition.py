@@ -112,8 +112,9 @@ def _follower(tmp_path: Path, epochs_and_counts: list[tuple[int, int]], hw: int)
             False,
             5,
         ),
-        # nothing of ours is as old as its answer: min of the ends, never below zero
-        ([(4, 5)], 4, EpochEndOffset(partition=0, leader_epoch=1, end_offset=3), True, 3),
+        # all of ours is of an epoch it never had: all of it goes (ours of epoch 1 ends
+        # where our first epoch starts)
+        ([(4, 5)], 4, EpochEndOffset(partition=0, leader_epoch=1, end_offset=3), True, 0),
         # the leader knows nothing that old: fall back to our high watermark
         (
             [(0, 5), (3, 5)],
@@ -134,6 +135,36 @@ async def test_truncation_by_leader_epoch(
     assert log.log_end_offset == cut_to
     assert log.log_start_offset == 0
     log.close()
+
+
+async def test_a_follower_drops_what_it_wrote_in_an_epoch_its_new_leader_never_had(
+    tmp_path: Path, fetcher: ReplicaFetcher
+) -> None:
+    """Y led epoch 3 and wrote P; nobody fetched it. X, in the ISR, led epoch 4 and wrote
+    Q; nobody fetched it. Y, still in the ISR, leads epoch 5, and X follows it. Asked
+    about epoch 4, Y answers "epoch 3, ending at 1"; X holds nothing of epoch 3, which
+    its cache must answer as ending where its first epoch starts (0), as Kafka's does:
+    answered "unknown", X kept Q where Y has P, and both were committed. (Found by a
+    fuzz of the producer against replicas with their own logs.)"""
+    y = Log.open(tmp_path / "y" / "t-0", LogConfig())
+    x = Log.open(tmp_path / "x" / "t-0", LogConfig())
+    try:
+        y.append(_records(1), leader_epoch=3)
+        x.append(_records(1), leader_epoch=4)
+        follower = Partition(
+            topic="t", index=0, log=x, local_broker_id=2, leader_id=1, leader_epoch=5
+        )
+        for _ in range(10):  # OffsetsForLeaderEpoch rounds until it settles
+            asked = x.epochs.latest_epoch
+            epoch, end = y.end_offset_for_epoch(asked)
+            answer = EpochEndOffset(partition=0, leader_epoch=epoch, end_offset=end)
+            if fetcher._apply_truncation(_Followed(follower, 5), asked, answer):
+                break
+        assert (epoch, end) == (3, 1)
+        assert x.log_end_offset == 0  # Q is gone: X fetches P from Y next
+    finally:
+        x.close()
+        y.close()
 
 
 def test_a_high_watermark_move_looks_only_at_the_waiters_it_reaches(
