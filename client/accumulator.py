@@ -272,6 +272,7 @@ class ProducerBatch:
         "error_traceback",
         "finished",
         "headers",
+        "in_doubt",
         "keys",
         "log_append_time_ms",
         "payload",
@@ -318,6 +319,11 @@ class ProducerBatch:
         """Its place in its partition's send order (halves of a split batch follow on
         from their batch's); retries go back into the queue by it."""
         self.attempts = 0
+        self.in_doubt = False
+        """An attempt ended without saying whether the batch was written (its answer lost,
+        a timeout, NOT_LEADER_OR_FOLLOWER): some replica's log may hold it, and one that
+        holds it can still become leader. Such a batch is never sent again under a new
+        sequence (see ``Producer._on_error``)."""
         self.retry_at_ms = 0.0
         self.payload: bytes | bytearray | None = None
         self.producer_id = -1  # stamped with (and sequenced under) this producer id
@@ -757,15 +763,20 @@ class RecordAccumulator:
 
     def forget_sequences(self, batch: ProducerBatch) -> None:
         """The partition refused ``batch``'s sequence: neither it nor any batch sent after it
-        under the same producer id and epoch was written (the leader takes a producer's
+        under the same producer id and epoch is in that leader's log (it takes a producer's
         sequences only in order). Those waiting to be retried are stamped anew with it, in
         order, under the producer's next epoch; any still in flight will be refused in
-        turn."""
+        turn. One in doubt keeps its stamp: another replica may hold it, so it is decided
+        when it is refused in turn, or taken as the duplicate it is."""
         producer = batch.producer_id, batch.producer_epoch
         for other in self._batches[batch.tp]:
             if other.attempts == 0:
                 break
-            if (other.producer_id, other.producer_epoch) == producer and other.rank > batch.rank:
+            if (
+                (other.producer_id, other.producer_epoch) == producer
+                and other.rank > batch.rank
+                and not other.in_doubt
+            ):
                 other.forget_sequence()
         batch.forget_sequence()
 

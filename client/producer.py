@@ -32,7 +32,9 @@ Shaped like aiokafka's AIOKafkaProducer, behaving like Kafka's Java producer:
   send order. The same refusal with no earlier batch unsettled, or UNKNOWN_PRODUCER_ID
   (the partition forgot the producer), means the sequence broke: the producer waits for
   its requests in flight, bumps its epoch (a new producer id once the epoch is spent)
-  and sends again from sequence 0 (Kafka's KIP-360).
+  and sends again from sequence 0 (Kafka's KIP-360); but a batch with an attempt of
+  unknown outcome is not sent again under a new sequence (another replica may hold it):
+  it fails, its records "may or may not have been written".
 """
 
 from __future__ import annotations
@@ -74,9 +76,16 @@ from protocol.apis import (
 )
 from protocol.errors import (
     ApiError,
+    CorruptMessageError,
+    DuplicateSequenceNumberError,
     InvalidProducerEpochError,
+    InvalidRecordError,
+    InvalidRequiredAcksError,
+    InvalidTimestampError,
     MessageTooLargeError,
+    NotEnoughReplicasError,
     OutOfOrderSequenceNumberError,
+    RecordListTooLargeError,
     RequestTimedOutError,
     UnknownProducerIdError,
     UnknownServerError,
@@ -653,7 +662,7 @@ class Producer:
             0 <= batch.producer_epoch < accumulator.producer_epoch
         )
 
-    def _on_error(self, batch: ProducerBatch, error: ApiError) -> None:
+    def _on_error(self, batch: ProducerBatch, error: ApiError) -> None:  # noqa: C901, PLR0911
         if isinstance(error, MessageTooLargeError) and batch.record_count > 1:
             self._accumulator.split(batch)
             return
@@ -661,7 +670,10 @@ class Producer:
         if isinstance(error, InvalidProducerEpochError) and self._stale(batch):
             # fenced by our own newer epoch: the partition took a batch re-sequenced under
             # it, which it can only have been if one before this batch was refused, so
-            # this one was not written either: it goes again under the current epoch
+            # this one is not in its log either: it goes again under the current epoch
+            if batch.in_doubt:
+                self._fail_in_doubt(batch, error)
+                return
             _log.debug("%s was stamped with an epoch since bumped: %s", batch, error)
             self._accumulator.forget_sequences(batch)
             if in_time:
@@ -682,10 +694,15 @@ class Producer:
                 # starts at 0, so the batch goes again (within delivery_timeout_ms)
                 _log.info("%s refused the sequence of %s: %s", batch.tp, batch, error)
                 self._new_producer_id = True
+                if batch.in_doubt:
+                    self._fail_in_doubt(batch, error)
+                    return
                 if in_time:
                     self._accumulator.forget_sequences(batch)  # refused: not written
                     self._accumulator.retry(batch)
                     return
+        if not isinstance(error, _REFUSED):
+            batch.in_doubt = True
         if error.invalid_metadata:
             self._cluster.request_refresh()
         if (
@@ -709,6 +726,24 @@ class Producer:
         )
         self._accumulator.fail(batch, error)
 
+    def _fail_in_doubt(self, batch: ProducerBatch, error: ApiError) -> None:
+        """``batch``'s sequence was refused, but an earlier attempt may be in another
+        replica's log, which can still become leader's: sent again under a new sequence,
+        it could be written twice. It fails instead (as Kafka's idempotent producer fails
+        what it cannot place): UNKNOWN_PRODUCER_ID as itself, the rest (our own epoch's
+        fencing included, which is not another producer's) as OUT_OF_ORDER_SEQUENCE_NUMBER."""
+        message = (
+            f"{batch.record_count} record(s) for {batch.tp.topic}-{batch.tp.partition} may "
+            f"or may not have been written: an earlier attempt got no clear answer (the "
+            f"leader moved, or the answer was lost) and the leader now refuses their "
+            f"sequence ({error.name}); they are not sent again, so they cannot be written "
+            f"twice"
+        )
+        _log.warning("%s", message)
+        self._new_producer_id = True
+        kind = UnknownProducerIdError if isinstance(error, UnknownProducerIdError) else None
+        self._accumulator.fail(batch, (kind or OutOfOrderSequenceNumberError)(message))
+
 
 def _expired(batch: ProducerBatch) -> str:
     return (
@@ -718,6 +753,22 @@ def _expired(batch: ProducerBatch) -> str:
 
 
 _SEQUENCE_BROKEN = (OutOfOrderSequenceNumberError, UnknownProducerIdError)
+_REFUSED = (
+    *_SEQUENCE_BROKEN,
+    InvalidProducerEpochError,
+    DuplicateSequenceNumberError,
+    MessageTooLargeError,
+    RecordListTooLargeError,
+    CorruptMessageError,
+    InvalidRecordError,
+    InvalidTimestampError,
+    InvalidRequiredAcksError,
+    NotEnoughReplicasError,  # refused before the append (not ..._AFTER_APPEND)
+    UnknownTopicOrPartitionError,
+)
+"""Answers for a batch its leader did not append. Any other outcome of an attempt leaves
+the batch in doubt, NOT_LEADER_OR_FOLLOWER included: a leader also answers that to a
+produce it appended and could not replicate before it lost the leadership."""
 _MAX_EPOCH = 2**15 - 1  # an int16 on the wire
 _time_ns = time.time_ns  # bound once: send() reads the clock for every record
 
