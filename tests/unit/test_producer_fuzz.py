@@ -79,7 +79,33 @@ class Connection:
             self.cluster.connections[self.node].append(Request(self.node, request, on_answer))
 
 
-class FakeCluster:
+class ClientFacing:
+    """What the Producer asks of client.cluster.Cluster that a fake answers alike: no
+    connecting, producer ids from a counter, the topic's metadata as it is (``metadata``
+    and ``producer_ids`` are the subclass's)."""
+
+    metadata: Any
+    producer_ids: int
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def send_any(self, api_key: object, request: object) -> apis.InitProducerIdResponse:
+        self.producer_ids += 1
+        return apis.InitProducerIdResponse(producer_id=1000 + self.producer_ids, producer_epoch=0)
+
+    def add_topics(self, topics: object) -> bool:
+        return False
+
+    async def wait_for_topic(self, topic: str, timeout_ms: float) -> TopicMetadata:
+        topics: dict[str, TopicMetadata] = self.metadata.topics
+        return topics[topic]
+
+
+class FakeCluster(ClientFacing):
     """Stands in for client.cluster.Cluster and for the brokers behind it."""
 
     def __init__(self, tps: list[TopicPartition], directory: Path, rng: random.Random) -> None:
@@ -102,16 +128,6 @@ class FakeCluster:
         self.max_batch = 260  # bytes: a bigger batch is MESSAGE_TOO_LARGE (split)
         self.producer_ids = 0
 
-    async def start(self) -> None:
-        return None
-
-    async def close(self) -> None:
-        return None
-
-    async def send_any(self, api_key: object, request: object) -> apis.InitProducerIdResponse:
-        self.producer_ids += 1
-        return apis.InitProducerIdResponse(producer_id=1000 + self.producer_ids, producer_epoch=0)
-
     def leader_for(self, tp: TopicPartition) -> int | None:
         return self.leaders.get(tp)
 
@@ -120,13 +136,6 @@ class FakeCluster:
 
     def request_refresh(self) -> None:
         return None
-
-    def add_topics(self, topics: object) -> bool:
-        return False
-
-    async def wait_for_topic(self, topic: str, timeout_ms: float) -> TopicMetadata:
-        topics: dict[str, TopicMetadata] = self.metadata.topics
-        return topics[topic]
 
     def handle(self, request: Request) -> None:
         """A broker writes or refuses each batch of ``request``, as the real one would."""

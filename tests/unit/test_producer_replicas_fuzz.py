@@ -70,8 +70,8 @@ from broker.replica.fetcher import ReplicaFetcher, _Followed
 from broker.replica.manager import _DelayedProduce
 from broker.replica.partition import Partition
 from client import Producer
-from client.accumulator import RecordAccumulator, RecordFuture
-from client.cluster import ClusterMetadata, TopicMetadata
+from client.accumulator import RecordFuture
+from client.cluster import ClusterMetadata
 from client.types import TopicPartition
 from protocol import apis
 from protocol.errors import (
@@ -85,6 +85,8 @@ from protocol.errors import (
     UnknownTopicOrPartitionError,
 )
 from protocol.records import decode_batches
+from tests.unit import test_producer_fuzz as fuzz
+from tests.unit.test_producer_fuzz import NODES, OnAnswer
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -99,18 +101,10 @@ def _quiet_brokers() -> Iterator[None]:
     structlog.configure(**before)
 
 
-NODES = (1, 2, 3)
-OnAnswer = Callable[[Any, BaseException | None], None]
 FOREVER_MS = 10**9  # the broker's acks=all timer: its timeout is a step of its own
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.ms = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.ms
-
+class Clock(fuzz.Clock):
     def broker(self) -> int:
         return int(self.ms)
 
@@ -184,7 +178,7 @@ class Replica:
         self.truncated = False
 
 
-class FakeCluster:
+class FakeCluster(fuzz.ClientFacing):
     """Stands in for client.cluster.Cluster and for the three brokers behind it."""
 
     def __init__(
@@ -235,16 +229,6 @@ class FakeCluster:
 
     # --- the client's view -------------------------------------------------------------------
 
-    async def start(self) -> None:
-        return None
-
-    async def close(self) -> None:
-        return None
-
-    async def send_any(self, api_key: object, request: object) -> apis.InitProducerIdResponse:
-        self.producer_ids += 1
-        return apis.InitProducerIdResponse(producer_id=1000 + self.producer_ids, producer_epoch=0)
-
     def leader_for(self, tp: TopicPartition) -> int | None:
         return self.client_leaders.get(tp)
 
@@ -257,13 +241,6 @@ class FakeCluster:
     def refresh(self) -> None:
         self.client_leaders = dict(self.leaders)
         self.refresh_wanted = False
-
-    def add_topics(self, topics: object) -> bool:
-        return False
-
-    async def wait_for_topic(self, topic: str, timeout_ms: float) -> TopicMetadata:
-        topics: dict[str, TopicMetadata] = self.metadata.topics
-        return topics[topic]
 
     # --- the brokers -------------------------------------------------------------------------
 
@@ -473,28 +450,6 @@ def check_producer_state(replica: Replica, when: str) -> None:
     )
 
 
-def check_bookkeeping(acc: RecordAccumulator) -> None:
-    """The accumulator's queues and in-flight lists agree with each other."""
-    in_flight: set[int] = set()
-    for tp, batches in acc._sent.items():
-        assert batches, f"{tp}: an empty in-flight list is kept"
-        assert len(batches) <= acc.max_in_flight
-        assert [b.rank for b in batches] == sorted(b.rank for b in batches)
-        if len(batches) > 1:
-            assert len({(b.producer_id, b.producer_epoch) for b in batches}) == 1
-        for batch in batches:
-            assert not batch.finished and id(batch) not in in_flight
-            assert batch.producer_id >= 0, "an unstamped batch in flight"
-            in_flight.add(id(batch))
-    for tp, queue in acc._batches.items():
-        assert [b.rank for b in queue] == sorted(b.rank for b in queue), f"{tp}: out of order"
-        never_sent = False
-        for batch in queue:
-            assert id(batch) not in in_flight and not batch.finished
-            never_sent = never_sent or batch.attempts == 0
-            assert batch.attempts == 0 or not never_sent, f"{tp}: a retry behind a new batch"
-
-
 class Run:
     """One seed: a producer, three brokers, and the random steps between them."""
 
@@ -693,7 +648,7 @@ class Run:
             self._note("stop")
         for _ in range(5):  # the producer's own tasks (a reset) take their turn
             await asyncio.sleep(0)
-        check_bookkeeping(self.acc)
+        fuzz.check_bookkeeping(self.acc, idempotent=True)
 
     async def play(self, steps: int) -> None:
         weights = {
