@@ -831,6 +831,7 @@ class RecordAccumulator:
                 half.stamp(batch.producer_id, batch.producer_epoch, sequence)
             offset += half.record_count
             half.attempts = batch.attempts
+            half.in_doubt = batch.in_doubt  # an earlier attempt of the whole may be written
             halves.append(half)
             self._incomplete[half] = None
             self.buffered_bytes += half.size_bound

@@ -730,3 +730,18 @@ async def test_no_more_than_max_in_flight_are_sent_past_a_batch_not_yet_settled(
     sixth = drain_one(acc)
     assert sixth is not None and sixth.base_sequence == 10
     assert drain_one(acc) is not None  # the window moved on: pipelining again
+
+
+async def test_split_halves_of_a_batch_in_doubt_stay_in_doubt() -> None:
+    """A batch whose earlier attempt may be in some replica's log must not have its
+    records re-sent under new sequences through its halves either."""
+    clock = Clock()
+    acc = make(clock, linger_ms=10_000)
+    for i in range(4):
+        append(acc, A0, bytes([i]))
+    acc.begin_flush()
+    (batch,) = acc.drain({1}, leader_of, 1 << 20)[1]
+    batch.in_doubt = True  # its first attempt's answer was lost
+    acc.split(batch)
+    assert batch.split_into is not None
+    assert all(half.in_doubt for half in batch.split_into)
