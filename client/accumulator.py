@@ -493,6 +493,11 @@ class RecordAccumulator:
         """Idempotence: the next sequence per partition under ``producer_id``."""
         self._flushes = 0
         self._drain_start = 0
+        self._unwritten: dict[TopicPartition, tuple[int, int, tuple[int, ...]]] = {}
+        """Per partition, (producer id, epoch, rank) of the last batch whose sequence was
+        refused for sure: no replica holds any batch stamped the same and sent after it
+        (each leader takes a producer's sequences only in order), so those are not in
+        doubt, whatever their own attempts said."""
         self.sequence_hole = False
         """A batch stamped with a sequence finished without being written for sure
         (failed, expired, its topic gone): the partition may or may not have it, so the
@@ -766,19 +771,28 @@ class RecordAccumulator:
         under the same producer id and epoch is in that leader's log (it takes a producer's
         sequences only in order). Those waiting to be retried are stamped anew with it, in
         order, under the producer's next epoch; any still in flight will be refused in
-        turn. One in doubt keeps its stamp: another replica may hold it, so it is decided
-        when it is refused in turn, or taken as the duplicate it is."""
+        turn. None of them is in doubt any more: a replica holding one would hold
+        ``batch`` too."""
         producer = batch.producer_id, batch.producer_epoch
+        self._unwritten[batch.tp] = (*producer, batch.rank)
         for other in self._batches[batch.tp]:
             if other.attempts == 0:
                 break
-            if (
-                (other.producer_id, other.producer_epoch) == producer
-                and other.rank > batch.rank
-                and not other.in_doubt
-            ):
+            if (other.producer_id, other.producer_epoch) == producer and other.rank > batch.rank:
+                other.in_doubt = False  # its predecessor is nowhere: neither is it
                 other.forget_sequence()
         batch.forget_sequence()
+
+    def unwritten(self, batch: ProducerBatch) -> bool:
+        """Whether ``batch`` follows, under the same stamp, a batch whose sequence was
+        refused for sure (see ``forget_sequences``): then no replica can hold it."""
+        known = self._unwritten.get(batch.tp)
+        return (
+            known is not None
+            and batch.producer_id >= 0
+            and known[:2] == (batch.producer_id, batch.producer_epoch)
+            and batch.rank > known[2]
+        )
 
     def earlier_unsettled(self, batch: ProducerBatch) -> bool:
         """Whether a batch sent before ``batch`` to its partition, under the same producer

@@ -667,6 +667,7 @@ class Producer:
             self._accumulator.split(batch)
             return
         in_time = _monotonic_ms() < batch.deadline_ms and self._state != "stopped"
+        self._weigh_doubt(batch, error)
         if isinstance(error, InvalidProducerEpochError) and self._stale(batch):
             # fenced by our own newer epoch: the partition took a batch re-sequenced under
             # it, which it can only have been if one before this batch was refused, so
@@ -701,8 +702,6 @@ class Producer:
                     self._accumulator.forget_sequences(batch)  # refused: not written
                     self._accumulator.retry(batch)
                     return
-        if not isinstance(error, _REFUSED):
-            batch.in_doubt = True
         if error.invalid_metadata:
             self._cluster.request_refresh()
         if (
@@ -725,6 +724,13 @@ class Producer:
             error,
         )
         self._accumulator.fail(batch, error)
+
+    def _weigh_doubt(self, batch: ProducerBatch, error: ApiError) -> None:
+        """An attempt ended with ``error``: is the batch now in doubt (see ``in_doubt``)?"""
+        if self._accumulator.unwritten(batch):
+            batch.in_doubt = False  # a batch before it under its stamp is nowhere
+        elif not isinstance(error, _REFUSED):
+            batch.in_doubt = True
 
     def _fail_in_doubt(self, batch: ProducerBatch, error: ApiError) -> None:
         """``batch``'s sequence was refused, but an earlier attempt may be in another

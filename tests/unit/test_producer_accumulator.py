@@ -745,3 +745,17 @@ async def test_split_halves_of_a_batch_in_doubt_stay_in_doubt() -> None:
     acc.split(batch)
     assert batch.split_into is not None
     assert all(half.in_doubt for half in batch.split_into)
+
+
+async def test_batches_behind_one_refused_for_sure_are_no_longer_in_doubt() -> None:
+    """The first of three is refused (its sequence, for sure); the second's answer was
+    lost (in doubt) and it waits for a retry; the third is still out. A replica holding
+    either would hold the first too, and none does: the second is stamped anew, and the
+    third, whatever its own answer, is known to be nowhere."""
+    _clock, acc, (first, second, third) = three_in_flight(6)
+    second.in_doubt = True
+    acc.retry(second)
+    acc.forget_sequences(first)
+    assert not second.in_doubt and second.base_sequence == -1  # re-stamped when sent
+    assert acc.unwritten(third)
+    assert not acc.unwritten(first)  # unstamped now: its next stamp is a new story
