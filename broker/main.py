@@ -56,9 +56,8 @@ def settle_heap() -> int:
 
     Call it before the broker exists: only reference counting frees a frozen object, so
     one that later becomes part of an unreachable cycle is kept for good, with everything
-    it references. Freezing after
-    start-up was tried and reverted for that: a deleted topic's log stayed in memory.
-    Garbage already made goes first.
+    it references. Freezing after start-up was tried and reverted for that: a deleted
+    topic's log stayed in memory. Garbage already made goes first.
     """
     gc.collect()
     gc.freeze()

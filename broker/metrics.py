@@ -154,7 +154,7 @@ def _number(value: float) -> str:
     """Every digit: a byte counter past a million must still move by one (``:g`` kept six
     significant digits, so ``rate()`` went in steps)."""
     if isinstance(value, int):
-        return str(value)
+        return str(int(value))  # a bool too: 1, not True
     if not math.isfinite(value):
         return "NaN" if math.isnan(value) else "+Inf" if value > 0 else "-Inf"
     return str(int(value)) if value.is_integer() else repr(value)

@@ -77,7 +77,6 @@ from protocol.apis import (
 from protocol.errors import (
     ApiError,
     CorruptMessageError,
-    DuplicateSequenceNumberError,
     InvalidProducerEpochError,
     InvalidRecordError,
     InvalidRequiredAcksError,
@@ -746,7 +745,6 @@ class Producer:
             f"twice"
         )
         _log.warning("%s", message)
-        self._new_producer_id = True
         kind = UnknownProducerIdError if isinstance(error, UnknownProducerIdError) else None
         self._accumulator.fail(batch, (kind or OutOfOrderSequenceNumberError)(message))
 
@@ -762,7 +760,6 @@ _SEQUENCE_BROKEN = (OutOfOrderSequenceNumberError, UnknownProducerIdError)
 _REFUSED = (
     *_SEQUENCE_BROKEN,
     InvalidProducerEpochError,
-    DuplicateSequenceNumberError,
     MessageTooLargeError,
     RecordListTooLargeError,
     CorruptMessageError,
@@ -774,7 +771,8 @@ _REFUSED = (
 )
 """Answers for a batch its leader did not append. Any other outcome of an attempt leaves
 the batch in doubt, NOT_LEADER_OR_FOLLOWER included: a leader also answers that to a
-produce it appended and could not replicate before it lost the leadership."""
+produce it appended and could not replicate before it lost the leadership.
+(DUPLICATE_SEQUENCE_NUMBER is not here: in Kafka it means the batch is in the log.)"""
 _MAX_EPOCH = 2**15 - 1  # an int16 on the wire
 _time_ns = time.time_ns  # bound once: send() reads the clock for every record
 

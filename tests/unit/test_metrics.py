@@ -114,6 +114,7 @@ def test_render_keeps_each_name_together_and_every_digit() -> None:
             (total, {"generation": "0"}, 12_345_678),  # :g wrote 1.23457e+07
             (seconds, {"generation": "0"}, 0.0143712),
             (total, {"generation": "1"}, 2.0),
+            (total, {"generation": "2"}, True),
             (seconds, {"generation": "1"}, float("inf")),
         ]
     )
@@ -122,6 +123,7 @@ def test_render_keeps_each_name_together_and_every_digit() -> None:
         "# TYPE test_bytes_total gauge",
         'test_bytes_total{generation="0"} 12345678',
         'test_bytes_total{generation="1"} 2',
+        'test_bytes_total{generation="2"} 1',
         "# HELP test_seconds Seconds.",
         "# TYPE test_seconds gauge",
         'test_seconds{generation="0"} 0.0143712',
