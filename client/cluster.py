@@ -397,11 +397,16 @@ class Cluster:
         timeout_ms: int | None = None,
     ) -> Any:
         """One request to broker ``node_id``; network trouble is NetworkError (retriable)."""
+        conn = await self.connect(node_id, purpose)
+        return await self._request(conn, api_key, request, expect_response, timeout_ms)
+
+    async def connect(self, node_id: int, purpose: str = "") -> BrokerConnection:
+        """Broker ``node_id``'s connection for ``purpose``, connecting if need be. Its
+        errors (LeaderNotAvailableError, NetworkError) mean nothing was sent to it."""
         broker = self.metadata.brokers.get(node_id)
         if broker is None:
             raise LeaderNotAvailableError(f"broker {node_id} is not in the cluster metadata")
-        conn = await self._connection((broker.host, broker.port), purpose)
-        return await self._request(conn, api_key, request, expect_response, timeout_ms)
+        return await self._connection((broker.host, broker.port), purpose)
 
     def connection_now(self, node_id: int, purpose: str = "") -> BrokerConnection | None:
         """Broker ``node_id``'s open connection for ``purpose``, if there is one: for

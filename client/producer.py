@@ -606,6 +606,11 @@ class Producer:
 
     async def _produce(self, node: int, batches: list[ProducerBatch], request: Any) -> None:
         try:
+            await self._cluster.connect(node)
+        except ApiError as exc:
+            self._produced(node, batches, None, exc, written=False)
+            return
+        try:
             response = await self._cluster.send(
                 node, ApiKey.PRODUCE, request, expect_response=self.acks != 0
             )
@@ -620,11 +625,15 @@ class Producer:
         batches: list[ProducerBatch],
         response: ProduceResponse | None,
         error: BaseException | None,
+        *,
+        written: bool = True,
     ) -> None:
+        """The outcome of one Produce; ``written`` False: it failed before a byte of it
+        went out (no leader known, no connection), so the attempt leaves no doubt."""
         try:
             if isinstance(error, ApiError):
                 for batch in batches:
-                    self._on_error(batch, error)
+                    self._on_error(batch, error, written=written)
             elif error is not None:
                 _log.error("produce request to broker %d failed", node, exc_info=error)
                 for batch in batches:
@@ -661,12 +670,15 @@ class Producer:
             0 <= batch.producer_epoch < accumulator.producer_epoch
         )
 
-    def _on_error(self, batch: ProducerBatch, error: ApiError) -> None:  # noqa: C901, PLR0911
+    def _on_error(  # noqa: C901, PLR0911
+        self, batch: ProducerBatch, error: ApiError, *, written: bool = True
+    ) -> None:
         if isinstance(error, MessageTooLargeError) and batch.record_count > 1:
             self._accumulator.split(batch)
             return
         in_time = _monotonic_ms() < batch.deadline_ms and self._state != "stopped"
-        self._weigh_doubt(batch, error)
+        if written:  # an attempt that never left the client adds no doubt
+            self._weigh_doubt(batch, error)
         if isinstance(error, InvalidProducerEpochError) and self._stale(batch):
             # fenced by our own newer epoch: the partition took a batch re-sequenced under
             # it, which it can only have been if one before this batch was refused, so

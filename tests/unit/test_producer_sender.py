@@ -4,6 +4,7 @@ retries of retriable errors with a metadata refresh, typed failures, acks=0."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
@@ -79,6 +80,7 @@ class ScriptedCluster:
         self.release.set()
         self.producer_ids = 0
         self.answering: set[asyncio.Task[None]] = set()
+        self.connect_errors: list[ApiError] = []  # connect() raises these, one a call
 
     async def start(self) -> None:
         return None
@@ -99,6 +101,10 @@ class ScriptedCluster:
 
     def connection_now(self, node: int) -> ScriptedConnection | None:
         return ScriptedConnection(self, node) if self.connected else None
+
+    async def connect(self, node: int) -> None:
+        if self.connect_errors:
+            raise self.connect_errors.pop(0)
 
     def request_refresh(self) -> None:
         self.refreshes += 1
@@ -217,12 +223,45 @@ async def test_a_broker_not_yet_connected_gets_its_produce_once_connected() -> N
     a0, a1 = TopicPartition("a", 0), TopicPartition("a", 1)
     cluster = ScriptedCluster({a0: 1, a1: 2})
     cluster.connected = False
-    cluster.answers = [raise_(NetworkError("cannot connect")), ok, ok]
+    cluster.connect_errors = [NetworkError("cannot connect")]
     producer = await started(cluster)
     futures = [await producer.send("a", b"v", partition=p) for p in (0, 1)]
     metas = await asyncio.wait_for(asyncio.gather(*futures), 5)
     assert [m.partition for m in metas] == [0, 1]
-    assert len(cluster.requests) == 3  # the one that could not connect was sent again
+    assert len(cluster.requests) == 2  # the one that could not connect went once connected
+    await producer.stop()
+
+
+@pytest.mark.parametrize("first_attempt", ["not connected", "answer lost"])
+async def test_only_an_attempt_that_left_the_client_puts_a_batch_in_doubt(
+    first_attempt: str,
+) -> None:
+    """The leader refuses the batch's sequence on its second attempt (it has no state for
+    the producer). If the first attempt never went out (no connection), no log can hold
+    the batch: it goes again under a new epoch. If it went out and its answer was lost, a
+    replica may hold it, and sent again it could be written twice: it fails instead."""
+    tp = TopicPartition("a", 0)
+    cluster = ScriptedCluster({tp: 1})
+    cluster.connected = False
+    refused = [lambda r: answer_all(r, UnknownProducerIdError.code), ok]
+    if first_attempt == "not connected":
+        cluster.connect_errors = [NetworkError("cannot connect")]
+        cluster.answers = refused
+    else:
+        cluster.answers = [raise_(NetworkError("the answer was lost")), *refused]
+    producer = await started(cluster)
+    future = await producer.send("a", b"v")
+    with contextlib.suppress(UnknownProducerIdError):
+        await asyncio.wait_for(future, 5)
+    stamps = [f for _, r, _ in cluster.requests for f in _producer_fields(r)]
+    if first_attempt == "not connected":
+        assert future.result().offset == 0
+        assert stamps == [(0, 1001, 0, 0), (0, 1001, 1, 0)]  # refused, then a new epoch
+    else:
+        error = future.exception()
+        assert isinstance(error, UnknownProducerIdError)
+        assert "may or may not have been written" in str(error)
+        assert stamps == [(0, 1001, 0, 0), (0, 1001, 0, 0)]  # never re-sequenced
     await producer.stop()
 
 
