@@ -15,6 +15,11 @@ mapped; it is trimmed to its entries when the segment rolls or the log closes. A
 crash the preallocated zeros are still there: :meth:`_Index.is_sane` detects them (entries
 must strictly increase) and the segment rebuilds the index from its log.
 
+Every mapping is advised MADV_RANDOM. Without it, the first touch of a fresh index ran
+the kernel's readahead over the whole sparse file: on Linux 6.18 and ext4 that took
+12-17 ms for a 10 MiB index (4 us with the advice), twice per new segment (both indexes),
+on the event loop, so every partition's first append and every roll stalled the broker.
+
 Concurrency: used from the event loop thread only.
 """
 
@@ -95,11 +100,11 @@ class _Index:
             self._mm = None
         os.ftruncate(self._fd, size)
         if size:
-            self._mm = mmap.mmap(self._fd, size)
+            self._mm = _map(self._fd, size)
 
     def _ensure_mapped(self) -> mmap.mmap | None:
         if self._mm is None and self.entries:
-            self._mm = mmap.mmap(self._fd, os.fstat(self._fd).st_size)
+            self._mm = _map(self._fd, os.fstat(self._fd).st_size)
         return self._mm
 
     # --- entries ------------------------------------------------------------------------
@@ -138,6 +143,18 @@ class _Index:
     def _truncate_entries(self, key_col: int, bound: int) -> None:
         """Drop entries whose key column is >= bound."""
         self.entries = self._bisect(key_col, bound - 1) + 1
+
+
+def _map(fd: int, size: int) -> mmap.mmap:
+    """Map ``size`` bytes of the index file, with no readahead (see the module doc):
+    lookups bisect a few entries, and appends touch one page at a time."""
+    mm = mmap.mmap(fd, size)
+    if _RANDOM is not None:
+        mm.madvise(_RANDOM)
+    return mm
+
+
+_RANDOM: int | None = getattr(mmap, "MADV_RANDOM", None)  # not on every platform
 
 
 class OffsetIndex(_Index):

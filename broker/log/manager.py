@@ -30,6 +30,7 @@ where it is called (startup, shutdown, ``delete_log``: all already in worker thr
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import os
@@ -191,7 +192,7 @@ class LogManager:
         tp = TopicPartition(topic, partition)
         log = self.logs.get(tp)
         if log is None:
-            directory = min(self.dirs, key=self._partitions_in)
+            directory = self._least_used_dir()
             log = Log.open(
                 directory / partition_dir_name(topic, partition),
                 config or self.default_config,
@@ -227,8 +228,14 @@ class LogManager:
         log.on_truncate = truncating
         return log
 
-    def _partitions_in(self, directory: Path) -> int:
-        return sum(1 for log in list(self.logs.values()) if log.dir.parent == directory)
+    def _least_used_dir(self) -> Path:
+        """The log dir with the fewest partitions (Kafka's choice for a new log). One
+        pass over the logs, and none with one dir: counting per dir made creating a
+        topic of N partitions O(N x logs) (1,024 partitions beside 3,000 took seconds)."""
+        if len(self.dirs) == 1:
+            return self.dirs[0]
+        counts = collections.Counter(log.dir.parent for log in list(self.logs.values()))
+        return min(self.dirs, key=lambda d: counts[d])
 
     def __iter__(self) -> Iterator[tuple[TopicPartition, Log]]:
         return iter(list(self.logs.items()))

@@ -326,3 +326,34 @@ def test_a_real_full_disk(tiny_tmpfs: Path) -> None:
     assert acked and log.offline
     assert [r[0] for r in read_all(log)] == list(range(acked[-1] + 1))  # nothing torn
     log.close()
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="reads Linux's smaps")
+def test_index_mappings_ask_for_no_readahead(tmp_path: Path) -> None:
+    """The first touch of a fresh, preallocated index ran the kernel's readahead over the
+    whole sparse file (12-17 ms for 10 MiB on Linux 6.18/ext4) on the event loop, at every
+    partition's first append and every roll. Each index mapping is advised MADV_RANDOM,
+    which Linux shows as ``rr`` in the mapping's VmFlags."""
+    log = Log.open(tmp_path / "t-0", LogConfig(index_interval_bytes=1))
+    log.append(_batch(0))
+    log.append(_batch(5))  # past the interval: both indexes take an entry
+    flags = _vm_flags(tmp_path / "t-0")
+    assert {path.suffix for path in flags} == {".index", ".timeindex"}
+    assert all("rr" in f for f in flags.values()), flags
+    log.close()
+
+
+def _vm_flags(directory: Path) -> dict[Path, list[str]]:
+    """VmFlags of this process's mappings of files in ``directory``."""
+    found: dict[Path, list[str]] = {}
+    current: Path | None = None
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        fields = line.split()
+        if "-" in fields[0] and len(fields) >= 6 and fields[5].startswith(str(directory)):
+            current = Path(fields[5])
+        elif fields[0] == "VmFlags:" and current is not None:
+            found[current] = fields[1:]
+            current = None
+        elif "-" in fields[0]:
+            current = None
+    return found
