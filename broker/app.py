@@ -167,6 +167,7 @@ class Broker:
             replica_lag_time_max_ms=cfg["replica.lag.time.max.ms"],
             replica_fetch_wait_max_ms=cfg["replica.fetch.wait.max.ms"],
             replica_fetch_max_bytes=cfg["replica.fetch.max.bytes"],
+            fetch_session_slots=cfg["max.incremental.fetch.session.cache.slots"],
             config_known=self._topic_configs.ready,
         )
         self._coordinator = GroupCoordinator(

@@ -199,6 +199,14 @@ SETTINGS: tuple[Setting, ...] = (
         2**31 - 1,
     ),
     Setting(
+        "max.incremental.fetch.session.cache.slots",
+        int,
+        1000,
+        "Fetch sessions (KIP-227) this broker keeps; past it a new one replaces one idle "
+        "for 2 minutes, or fetches go without one (0: never keep any).",
+        0,
+    ),
+    Setting(
         "replica.high.watermark.checkpoint.interval.ms",
         int,
         5_000,

@@ -4,9 +4,9 @@ Used by the controller's channels and by follower fetchers. One request at a tim
 connection (the callers serialise), each bounded by a timeout; any failure closes the
 connection and is raised as :class:`PeerError`, and the next request reconnects.
 
-Inter-broker requests are sent at v0 without an ApiVersions exchange: brokers of one
-build speak the same versions (Kafka's ``inter.broker.protocol.version`` plays this part
-once mixed builds exist).
+Inter-broker requests are sent at this build's highest version of each API, without an
+ApiVersions exchange: brokers of one build speak the same versions (Kafka's
+``inter.broker.protocol.version`` plays this part once mixed builds exist).
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from protocol.framing import LENGTH_SIZE, parse_response_header
 
 __all__ = ["PeerConnection", "PeerError"]
 
-_VERSION = 0
 _MAX_RESPONSE_BYTES = 100 * 1024 * 1024
 
 
@@ -59,7 +58,8 @@ class PeerConnection:
             self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
         assert self._reader is not None
         correlation_id = next(self._correlation)
-        self._writer.writelines(encode_request(api_key, _VERSION, correlation_id, request))
+        version = APIS[api_key].max_version
+        self._writer.writelines(encode_request(api_key, version, correlation_id, request))
         await self._writer.drain()
         size = int.from_bytes(await self._reader.readexactly(LENGTH_SIZE), "big")
         if size > _MAX_RESPONSE_BYTES:
@@ -68,7 +68,7 @@ class PeerConnection:
         got, body = parse_response_header(payload)
         if got != correlation_id:
             raise MalformedFrameError(f"correlation id {got}, expected {correlation_id}")
-        return decode_response(APIS[api_key], _VERSION, body)
+        return decode_response(APIS[api_key], version, body)
 
     def close(self) -> None:
         if self._writer is not None:

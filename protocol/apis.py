@@ -38,6 +38,9 @@ from protocol.schema import Records, decode_message, encode_message, field
 __all__ = [
     "APIS",
     "EARLIEST_TIMESTAMP",
+    "FINAL_EPOCH",
+    "INITIAL_EPOCH",
+    "INVALID_SESSION_ID",
     "LATEST_TIMESTAMP",
     "MAX_TIMESTAMP",
     "Api",
@@ -234,13 +237,28 @@ class FetchTopic:
 
 
 @dataclass(slots=True, kw_only=True)
+class FetchForgottenTopic:
+    topic: str
+    partitions: list[int] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
 class FetchRequest(Request):
+    """Sessions (v1, Kafka's KIP-227): ``session_epoch`` :data:`FINAL_EPOCH` is a fetch
+    with no session (v0's); :data:`INITIAL_EPOCH` asks for a new one (its answer's
+    ``session_id``, 0 if the broker keeps none); later epochs name the partitions that
+    changed since the last request of the session and those it drops, and are answered
+    with the partitions that have something new."""
+
     replica_id: int = -1
     max_wait_ms: int
     min_bytes: int
     max_bytes: int = 0x7FFFFFFF
     isolation_level: int = 0
+    session_id: int = field(0, since=1)
+    session_epoch: int = field(-1, since=1)
     topics: list[FetchTopic] = field(default_factory=list)
+    forgotten_topics_data: list[FetchForgottenTopic] = field(default_factory=list, since=1)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -262,7 +280,14 @@ class FetchTopicResponse:
 @dataclass(slots=True, kw_only=True)
 class FetchResponse(Response):
     throttle_time_ms: int = 0
+    session_id: int = field(0, since=1)
     topics: list[FetchTopicResponse] = field(default_factory=list)
+
+
+INVALID_SESSION_ID = 0
+INITIAL_EPOCH = 0
+FINAL_EPOCH = -1
+"""Fetch session ids and epochs with a meaning of their own (KIP-227)."""
 
 
 # --- ListOffsets (2) -------------------------------------------------------------------
@@ -1039,7 +1064,7 @@ def _apis(*apis: Api) -> MappingProxyType[int, Api]:
 
 APIS = _apis(
     Api(ApiKey.PRODUCE, 0, 0, ProduceRequest, ProduceResponse),
-    Api(ApiKey.FETCH, 0, 0, FetchRequest, FetchResponse),
+    Api(ApiKey.FETCH, 0, 1, FetchRequest, FetchResponse),  # v1: sessions
     Api(ApiKey.LIST_OFFSETS, 0, 0, ListOffsetsRequest, ListOffsetsResponse),
     Api(ApiKey.METADATA, 0, 0, MetadataRequest, MetadataResponse),
     Api(ApiKey.LEADER_AND_ISR, 0, 0, LeaderAndIsrRequest, LeaderAndIsrResponse),

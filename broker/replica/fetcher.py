@@ -35,7 +35,6 @@ from protocol.apis import (
     FetchPartitionData,
     FetchRequest,
     FetchResponse,
-    FetchTopic,
     ListOffsetsPartition,
     ListOffsetsRequest,
     ListOffsetsTopic,
@@ -44,12 +43,21 @@ from protocol.apis import (
     OffsetForLeaderPartition,
     OffsetForLeaderTopic,
 )
-from protocol.errors import ApiError, OffsetOutOfRangeError, error_for_code, raise_for_code
+from protocol.errors import (
+    ApiError,
+    FetchSessionIdNotFoundError,
+    InvalidFetchSessionEpochError,
+    OffsetOutOfRangeError,
+    error_for_code,
+    raise_for_code,
+)
+from protocol.fetch_session import FetchSessionBuilder
 from protocol.records import scan_batches
 
 __all__ = ["ReplicaFetcher"]
 
 _BACKOFF_S = 0.2
+_SESSION_ERRORS = (FetchSessionIdNotFoundError, InvalidFetchSessionEpochError)
 UNDEFINED = -1
 
 
@@ -87,6 +95,9 @@ class ReplicaFetcher:
             host, port, request_timeout_ms=max(request_timeout_ms, max_wait_ms + 5_000)
         )
         self._followed: dict[TopicPartition, _Followed] = {}
+        self._session = FetchSessionBuilder()
+        """This fetcher's fetch session at the leader (KIP-227): each fetch names only
+        the partitions that moved, and the answer only those with news."""
         self._changed = asyncio.Event()
         self._on_progress = on_progress
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -230,26 +241,42 @@ class ReplicaFetcher:
     # --- fetching -----------------------------------------------------------------------
 
     async def _fetch(self) -> None:
-        by_topic: dict[str, list[FetchPartition]] = {}
-        for f in self._followed.values():
-            p = f.partition
-            by_topic.setdefault(p.topic, []).append(
-                FetchPartition(
-                    partition=p.index,
-                    current_leader_epoch=f.leader_epoch,
-                    fetch_offset=p.log.log_end_offset,
-                    log_start_offset=p.log.log_start_offset,
-                    partition_max_bytes=self._max_bytes,
-                )
+        wanted = {
+            (f.partition.topic, f.partition.index): FetchPartition(
+                partition=f.partition.index,
+                current_leader_epoch=f.leader_epoch,
+                fetch_offset=f.partition.log.log_end_offset,
+                log_start_offset=f.partition.log.log_start_offset,
+                partition_max_bytes=self._max_bytes,
             )
+            for f in self._followed.values()
+        }
+        asked = self._session.build(wanted)
         request = FetchRequest(
             replica_id=self.local_broker_id,
             max_wait_ms=self._max_wait_ms,
             min_bytes=1,
             max_bytes=self._response_max_bytes,
-            topics=[FetchTopic(topic=t, partitions=ps) for t, ps in by_topic.items()],
+            session_id=asked.session_id,
+            session_epoch=asked.session_epoch,
+            topics=asked.topics,
+            forgotten_topics_data=asked.forgotten,
         )
-        response: FetchResponse = await self._peer.request(ApiKey.FETCH, request)
+        try:
+            response: FetchResponse = await self._peer.request(ApiKey.FETCH, request)
+        except BaseException:
+            self._session.reset()  # the leader may or may not have taken it
+            raise
+        if response.error_code:
+            # FETCH_SESSION_ID_NOT_FOUND (evicted, or the leader restarted) or
+            # INVALID_FETCH_SESSION_EPOCH: the next fetch is full and opens a new session
+            self._session.reset()
+            error = error_for_code(response.error_code, response.error_message)
+            self._log.info("fetcher.session_reset", error=error.name, detail=error.message)
+            if not isinstance(error, _SESSION_ERRORS):
+                await asyncio.sleep(_BACKOFF_S)
+            return
+        self._session.answered(asked, response)
         backoff = False
         for topic in response.topics:
             for data in topic.partitions:

@@ -38,6 +38,7 @@ from broker.log import Log, LogConfig
 from broker.log.manager import LogManager, TopicPartition
 from broker.metadata import MetadataCache
 from broker.metrics import Counter, Sample, gauge
+from broker.replica.fetch_session import FetchContext, FetchSessionCache, SessionPartition
 from broker.replica.fetcher import ReplicaFetcher
 from broker.replica.isr import IsrUpdater
 from broker.replica.partition import HighWatermarkWaiter, Partition
@@ -100,10 +101,17 @@ def _now_ms() -> int:
 class _DelayedFetch:
     """A fetch parked until it can be answered (Kafka's DelayedFetch)."""
 
-    __slots__ = ("deferred", "follower", "request", "timer", "tps")
+    __slots__ = ("context", "deferred", "follower", "request", "timer", "tps")
 
-    def __init__(self, request: FetchRequest, follower: bool, tps: list[TopicPartition]) -> None:
+    def __init__(
+        self,
+        request: FetchRequest,
+        context: FetchContext,
+        follower: bool,
+        tps: list[TopicPartition],
+    ) -> None:
         self.request = request
+        self.context = context
         self.follower = follower
         self.tps = tps
         self.deferred: Deferred[FetchResponse] = Deferred()
@@ -213,6 +221,7 @@ class ReplicaManager:
         replica_lag_time_max_ms: int = 30_000,
         replica_fetch_wait_max_ms: int = 500,
         replica_fetch_max_bytes: int = 1024 * 1024,
+        fetch_session_slots: int = 1000,
         config_known: Callable[[str], bool] = lambda topic: True,
     ) -> None:
         self.broker_id = broker_id
@@ -225,6 +234,7 @@ class ReplicaManager:
         self.replica_lag_time_max_ms = replica_lag_time_max_ms
         self._fetch_wait_max_ms = replica_fetch_wait_max_ms
         self._fetch_max_bytes = replica_fetch_max_bytes
+        self.fetch_sessions = FetchSessionCache(fetch_session_slots)
         self.partitions: dict[TopicPartition, Partition] = {}
         self.fetchers: dict[int, ReplicaFetcher] = {}
         self._fetch_waiters: dict[TopicPartition, dict[_DelayedFetch, None]] = {}
@@ -536,30 +546,37 @@ class ReplicaManager:
         Deferred that the next append, high-watermark move or role change that satisfies it
         completes, in that event's own call (or ``max_wait_ms`` ends)."""
         self.fetch_requests.inc()
+        context = self.fetch_sessions.context(request)  # a session error answers the request
         follower = request.replica_id >= 0
         if follower:
             moved: list[Partition] = []
             try:
-                self._record_follower_fetch(request, moved)
+                self._record_follower_fetch(request, context, moved)
                 # what the high watermark's move lets through: the consumers first (up to
                 # WOKEN_FIRST), then the acks=all produces, then this follower's answer
                 self._complete_woken(WOKEN_FIRST)
             finally:
                 for partition in moved:
                     partition.complete_waiters()
-        response, size, failed = self._read(request, follower)
+        response, size, failed, sent = self._read(request, context, follower)
         if size >= request.min_bytes or failed or request.max_wait_ms <= 0:
             self.bytes_out.inc(size)
+            context.sent(sent)
             return response
-        tps = [TopicPartition(t.topic, p.partition) for t in request.topics for p in t.partitions]
+        tps = [TopicPartition(sp.topic, sp.index) for sp in context.partitions]
         if not tps:
+            context.sent(sent)
             return response
-        return self._park(request, follower, tps)
+        return self._park(request, context, follower, tps)
 
     def _park(
-        self, request: FetchRequest, follower: bool, tps: list[TopicPartition]
+        self,
+        request: FetchRequest,
+        context: FetchContext,
+        follower: bool,
+        tps: list[TopicPartition],
     ) -> Deferred[FetchResponse]:
-        delayed = _DelayedFetch(request, follower, tps)
+        delayed = _DelayedFetch(request, context, follower, tps)
         delayed.deferred = Deferred(on_cancel=lambda: self._unpark(delayed))
         delayed.timer = asyncio.get_running_loop().call_later(
             request.max_wait_ms / 1000, self._try_complete, delayed, True
@@ -576,7 +593,9 @@ class ReplicaManager:
         if delayed.deferred.done:
             return
         try:
-            response, size, failed = self._read(delayed.request, delayed.follower)
+            response, size, failed, sent = self._read(
+                delayed.request, delayed.context, delayed.follower
+            )
         except Exception as exc:
             self._unpark(delayed)
             delayed.deferred.fail(exc)
@@ -585,6 +604,7 @@ class ReplicaManager:
             return
         self._unpark(delayed)
         self.bytes_out.inc(size)
+        delayed.context.sent(sent)
         delayed.deferred.resolve(response)
 
     def _unpark(self, delayed: _DelayedFetch) -> None:
@@ -600,70 +620,109 @@ class ReplicaManager:
                 if not waiters:
                     del self._fetch_waiters[tp]
 
-    def _record_follower_fetch(self, request: FetchRequest, moved: list[Partition]) -> None:
+    def _record_follower_fetch(
+        self, request: FetchRequest, context: FetchContext, moved: list[Partition]
+    ) -> None:
         """A follower's fetch offsets are its log end offsets: move the high watermark,
         and start adding it to the ISR if it caught up. The partitions whose high
-        watermark moved go to ``moved``, their acks=all produces not answered yet."""
-        now = _now_ms()
-        for topic in request.topics:
-            for p in topic.partitions:
-                tp = TopicPartition(topic.topic, p.partition)
-                partition = self.partitions.get(tp)
-                if partition is None or not partition.is_leader:
-                    continue
-                if 0 <= p.current_leader_epoch != partition.leader_epoch:
-                    continue  # a fetch for another epoch says nothing about this one
-                partition.update_follower(request.replica_id, p.fetch_offset, now)
-                if partition.maybe_advance_high_watermark(answer=False):
-                    moved.append(partition)
-                    self._wake(tp)
-                if request.replica_id in partition.ready_to_join():
-                    self._change_isr(partition, [*partition.isr, request.replica_id])
+        watermark moved go to ``moved``, their acks=all produces not answered yet.
 
-    def _read(self, request: FetchRequest, follower: bool) -> tuple[FetchResponse, int, bool]:
-        """One pass over the partitions: (response, bytes found, whether any failed)."""
+        Every partition of the fetch (of its session, for an incremental one) counts: a
+        partition left out of an incremental request is one whose position the follower
+        still holds, and this fetch is news of it (its caught-up time). Only one it
+        named can move a high watermark (its log end offset is the one that changed)."""
+        now = _now_ms()
+        replica_id = request.replica_id
+        named = (
+            {(t.topic, p.partition) for t in request.topics for p in t.partitions}
+            if context.incremental
+            else None
+        )
+        for sp in context.partitions:
+            tp = TopicPartition(sp.topic, sp.index)
+            partition = self.partitions.get(tp)
+            if partition is None or not partition.is_leader:
+                continue
+            if 0 <= sp.current_leader_epoch != partition.leader_epoch:
+                continue  # a fetch for another epoch says nothing about this one
+            partition.update_follower(replica_id, sp.fetch_offset, now)
+            if (named is None or tp in named) and partition.maybe_advance_high_watermark(
+                answer=False
+            ):
+                moved.append(partition)
+                self._wake(tp)
+            if replica_id not in partition.isr and replica_id in partition.ready_to_join():
+                self._change_isr(partition, [*partition.isr, replica_id])
+
+    def _read(
+        self, request: FetchRequest, context: FetchContext, follower: bool
+    ) -> tuple[FetchResponse, int, bool, list[tuple[SessionPartition, int, int, bool]]]:
+        """One pass over the partitions: (response, bytes found, whether any failed, what
+        the session is to remember once the response goes out: see FetchContext.sent).
+
+        An incremental fetch leaves out a partition with nothing to read whose high
+        watermark and log start are as last sent; its check is a few comparisons, not a
+        read (a session of 1,000 idle partitions costs little)."""
         budget = request.max_bytes
         total = 0
         failed = False
-        topics = []
-        for topic in request.topics:
-            results = []
-            for p in topic.partitions:
-                try:
-                    partition = self._leader_partition(topic.topic, p.partition)
-                    _check_epoch(partition, p.current_leader_epoch)
-                    if follower and request.replica_id not in partition.followers:
-                        # only a replica reads past the high watermark (Kafka refuses
-                        # the same way): anyone else would see records not yet committed
-                        raise NotLeaderOrFollowerError(
-                            f"broker {request.replica_id} is not a replica of {partition.name}"
-                        )
-                    data = partition.log.read(
-                        p.fetch_offset,
-                        min(p.partition_max_bytes, budget),
-                        max_offset=None if follower else partition.high_watermark,
-                        min_one_batch=total == 0,  # KIP-74: the first batch always fits
+        incremental = context.incremental
+        by_topic: dict[str, list[FetchPartitionData]] = {}
+        sent: list[tuple[SessionPartition, int, int, bool]] = []
+        for sp in context.partitions:
+            try:
+                partition = self._leader_partition(sp.topic, sp.index)
+                _check_epoch(partition, sp.current_leader_epoch)
+                if follower and request.replica_id not in partition.followers:
+                    # only a replica reads past the high watermark (Kafka refuses the
+                    # same way): anyone else would see records not yet committed
+                    raise NotLeaderOrFollowerError(
+                        f"broker {request.replica_id} is not a replica of {partition.name}"
                     )
-                except ApiError as exc:
-                    failed = True
-                    results.append(
-                        FetchPartitionData(partition_index=p.partition, error_code=exc.code)
-                    )
-                    continue
-                size = data.size if data is not None else 0
-                total += size
-                budget = max(budget - size, 0)
-                results.append(
-                    FetchPartitionData(
-                        partition_index=p.partition,
-                        high_watermark=partition.high_watermark,
-                        last_stable_offset=partition.high_watermark,
-                        log_start_offset=partition.log.log_start_offset,
-                        records=data.region() if data is not None else None,
-                    )
+                log = partition.log
+                high_watermark = partition.high_watermark
+                if (
+                    incremental
+                    and sp.fetch_offset == (log.log_end_offset if follower else high_watermark)
+                    and sp.sent_high_watermark == high_watermark
+                    and sp.sent_log_start_offset == log.log_start_offset
+                ):
+                    continue  # nothing new to tell
+                data = log.read(
+                    sp.fetch_offset,
+                    min(sp.max_bytes, budget),
+                    max_offset=None if follower else high_watermark,
+                    min_one_batch=total == 0,  # KIP-74: the first batch always fits
                 )
-            topics.append(FetchTopicResponse(topic=topic.topic, partitions=results))
-        return FetchResponse(topics=topics), total, failed
+            except ApiError as exc:
+                failed = True
+                by_topic.setdefault(sp.topic, []).append(
+                    FetchPartitionData(partition_index=sp.index, error_code=exc.code)
+                )
+                continue
+            size = data.size if data is not None else 0
+            if (
+                incremental
+                and not size
+                and sp.sent_high_watermark == high_watermark
+                and sp.sent_log_start_offset == log.log_start_offset
+            ):
+                continue  # read nothing (its position is past what it may read yet)
+            total += size
+            budget = max(budget - size, 0)
+            sent.append((sp, high_watermark, log.log_start_offset, size > 0))
+            by_topic.setdefault(sp.topic, []).append(
+                FetchPartitionData(
+                    partition_index=sp.index,
+                    high_watermark=high_watermark,
+                    last_stable_offset=high_watermark,
+                    log_start_offset=log.log_start_offset,
+                    records=data.region() if data is not None else None,
+                )
+            )
+        topics = [FetchTopicResponse(topic=t, partitions=ps) for t, ps in by_topic.items()]
+        response = FetchResponse(session_id=context.session_id, topics=topics)
+        return response, total, failed, sent
 
     def _wake(self, tp: TopicPartition) -> None:
         """Something changed for ``tp`` (data, high watermark, role): the fetches parked on
@@ -825,6 +884,7 @@ class ReplicaManager:
             (_UNDER_MIN_ISR, {}, len(below_min)),
             (_PARKED_FETCHES, {}, self.parked_fetches),
             (_DELAYED_PRODUCES, {}, len(self.delayed_produces)),
+            (_FETCH_SESSIONS, {}, len(self.fetch_sessions.sessions)),
         ]
         for tp, p in sorted(self.partitions.items()):
             labels = {"topic": tp.topic, "partition": str(tp.partition)}
@@ -840,6 +900,7 @@ class ReplicaManager:
             self.bytes_out,
             self.produce_requests,
             self.fetch_requests,
+            self.fetch_sessions.evictions,
         )
         samples += [(c.name, {}, c.value) for c in counters]
         return samples
@@ -886,6 +947,10 @@ _PARKED_FETCHES = gauge(
 _DELAYED_PRODUCES = gauge(
     "headwater_produce_purgatory_size",
     "acks=all produces waiting for the in-sync replicas (or their timeout).",
+)
+_FETCH_SESSIONS = gauge(
+    "headwater_fetch_sessions",
+    "Fetch sessions kept (KIP-227; max.incremental.fetch.session.cache.slots).",
 )
 _LOG_SIZE = gauge("headwater_log_size_bytes", "Bytes in a partition's log.")
 _LOG_END = gauge("headwater_log_end_offset", "A partition's log end offset.")

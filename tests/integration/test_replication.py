@@ -215,6 +215,35 @@ async def test_min_insync_replicas_refuses_acks_all_but_not_acks_1(
     assert healed['headwater_high_watermark{partition="0",topic="guarded"}'] == 2
 
 
+async def test_idle_partitions_stay_in_sync_over_incremental_fetch_sessions(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    """Followers fetch over sessions (KIP-227): after the first fetch they name only the
+    partitions that moved. The leaders must still count those fetches for the idle ones,
+    or their followers would leave the ISR after replica.lag.time.max.ms (2 s here)."""
+    cluster = make_cluster(3, {**FAST_ISR, "metrics.port": "0"})
+    ports = await _ready_cluster(cluster)
+    await _create_replicated(ports[1], "many", 24)
+
+    async def isrs() -> list[int]:
+        meta: MetadataResponse = await _metadata(ports[1], ["many"])
+        return [len(p.isr_nodes) for p in meta.topics[0].partitions]
+
+    await _until(isrs, lambda sizes: sizes == [3] * 24)
+    state = await _partition(ports[1], "many", 5)
+    for i in range(3):
+        written = await _produce(ports[state.leader_id], "many", 5, [b"m%d" % i], acks=-1)
+        assert (written.error_code, written.base_offset) == (0, i)
+    await asyncio.sleep(5)  # 2.5 x replica.lag.time.max.ms, every other partition idle
+    assert await isrs() == [3] * 24
+    for broker_id in cluster.brokers:
+        metrics = await _scrape(_metrics_port(cluster, broker_id))
+        assert metrics["headwater_fetch_sessions"] == 2  # one per follower of its leaders
+        assert metrics["headwater_isr_shrinks_total"] == 0
+    got = await _fetch(ports[state.leader_id], "many", 5, 0)
+    assert _values(got.records) == [(i, b"m%d" % i) for i in range(3)]
+
+
 async def test_controlled_shutdown_then_preferred_leaders_return(
     make_cluster: Callable[..., Cluster],
 ) -> None:

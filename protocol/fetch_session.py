@@ -1,0 +1,113 @@
+"""The fetching side of a fetch session (Kafka's FetchSessionHandler, KIP-227). Pure: it
+builds requests and reads answers; the caller does the I/O.
+
+Without a session every Fetch names every partition and its answer carries every one,
+changed or not: a follower of 1,000 idle partitions spent milliseconds a round trip on
+them, and every acks=all write waited for two such rounds. With one, the first request
+(epoch :data:`~protocol.apis.INITIAL_EPOCH`) is full; after it a request names only the
+partitions whose fetch position changed (and those dropped), and the broker answers only
+the partitions with records, a moved high watermark or log start, or an error.
+
+Any doubt about what the broker holds (a failed request, a session error) starts over
+with a full request: the broker may or may not have seen the last one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from protocol.apis import (
+    INITIAL_EPOCH,
+    INVALID_SESSION_ID,
+    FetchForgottenTopic,
+    FetchPartition,
+    FetchResponse,
+    FetchTopic,
+)
+
+__all__ = ["FetchSessionBuilder", "SessionRequest"]
+
+Key = tuple[str, int]
+"""(topic, partition)"""
+
+_MAX_EPOCH = 2**31 - 1
+
+
+class SessionRequest:
+    """The session fields and partitions of the next Fetch."""
+
+    __slots__ = ("forgotten", "full", "session_epoch", "session_id", "topics")
+
+    def __init__(
+        self,
+        session_id: int,
+        session_epoch: int,
+        topics: list[FetchTopic],
+        forgotten: list[FetchForgottenTopic],
+        *,
+        full: bool,
+    ) -> None:
+        self.session_id = session_id
+        self.session_epoch = session_epoch
+        self.topics = topics
+        self.forgotten = forgotten
+        self.full = full
+
+
+class FetchSessionBuilder:
+    """One per connection to a leader: what that leader's session holds for us."""
+
+    def __init__(self) -> None:
+        self.session_id = INVALID_SESSION_ID
+        self.epoch = INITIAL_EPOCH
+        self._sent: dict[Key, FetchPartition] = {}
+        """What the broker's session holds, as of the last answered request."""
+        self._pending: dict[Key, FetchPartition] | None = None
+        """What it will hold once the request in flight is answered."""
+
+    def build(self, wanted: Mapping[Key, FetchPartition]) -> SessionRequest:
+        """The next request for ``wanted`` (every partition to fetch, in the order to ask
+        for them): all of them without a session, else only what changed."""
+        self._pending = dict(wanted)
+        if self.session_id == INVALID_SESSION_ID:
+            return SessionRequest(
+                INVALID_SESSION_ID, INITIAL_EPOCH, _topics(wanted.items()), [], full=True
+            )
+        sent = self._sent
+        changed = [(k, p) for k, p in wanted.items() if sent.get(k) != p]
+        gone = [k for k in sent if k not in wanted]
+        forgotten: dict[str, list[int]] = {}
+        for topic, index in gone:
+            forgotten.setdefault(topic, []).append(index)
+        return SessionRequest(
+            self.session_id,
+            self.epoch,
+            _topics(changed),
+            [FetchForgottenTopic(topic=t, partitions=ps) for t, ps in forgotten.items()],
+            full=False,
+        )
+
+    def answered(self, request: SessionRequest, response: FetchResponse) -> None:
+        """The broker answered ``request`` (without a request-level error)."""
+        assert self._pending is not None, "answered() without build()"
+        if request.full:
+            self.session_id = response.session_id  # INVALID_SESSION_ID: it keeps none
+            self.epoch = 1
+        else:
+            self.epoch = self.epoch + 1 if self.epoch < _MAX_EPOCH else 1
+        self._sent, self._pending = self._pending, None
+
+    def reset(self) -> None:
+        """The last request failed, or the broker lost or refused the session: the next
+        request is full, and starts a new one."""
+        self.session_id = INVALID_SESSION_ID
+        self.epoch = INITIAL_EPOCH
+        self._sent = {}
+        self._pending = None
+
+
+def _topics(partitions: object) -> list[FetchTopic]:
+    by_topic: dict[str, list[FetchPartition]] = {}
+    for (topic, _index), p in partitions:  # type: ignore[attr-defined]
+        by_topic.setdefault(topic, []).append(p)
+    return [FetchTopic(topic=t, partitions=ps) for t, ps in by_topic.items()]

@@ -1,0 +1,280 @@
+"""Fetch sessions (KIP-227): the fetcher's builder, the broker's cache, and a leader that
+answers incremental fetches with only what changed, without losing what a follower must
+hear (records, high watermarks, errors) or what the leader must learn (the follower's
+position on every partition of its session, idle ones included, for the ISR)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from broker.deferred import Deferred
+from broker.log import LogConfig
+from broker.log.manager import LogManager, TopicPartition
+from broker.metadata import MetadataCache
+from broker.replica.fetch_session import FetchSessionCache
+from broker.replica.manager import ReplicaManager
+from protocol.apis import (
+    FINAL_EPOCH,
+    INITIAL_EPOCH,
+    INVALID_SESSION_ID,
+    FetchForgottenTopic,
+    FetchPartition,
+    FetchRequest,
+    FetchResponse,
+    FetchTopic,
+    LeaderAndIsrPartitionState,
+    ProducePartition,
+    ProduceRequest,
+    ProduceTopic,
+)
+from protocol.errors import (
+    FetchSessionIdNotFoundError,
+    InvalidFetchSessionEpochError,
+    NotLeaderOrFollowerError,
+)
+from protocol.fetch_session import FetchSessionBuilder
+from protocol.records import encode_batch
+
+FOLLOWER = 2
+
+
+def _p(index: int, offset: int = 0, epoch: int = 1) -> FetchPartition:
+    return FetchPartition(
+        partition=index,
+        current_leader_epoch=epoch,
+        fetch_offset=offset,
+        partition_max_bytes=1 << 20,
+    )
+
+
+def _request(
+    partitions: list[FetchPartition],
+    *,
+    session_id: int = INVALID_SESSION_ID,
+    epoch: int = INITIAL_EPOCH,
+    forgotten: list[int] | None = None,
+    replica_id: int = FOLLOWER,
+    max_wait_ms: int = 30_000,
+) -> FetchRequest:
+    return FetchRequest(
+        replica_id=replica_id,
+        max_wait_ms=max_wait_ms,
+        min_bytes=1,
+        session_id=session_id,
+        session_epoch=epoch,
+        topics=[FetchTopic(topic="t", partitions=partitions)] if partitions else [],
+        forgotten_topics_data=[FetchForgottenTopic(topic="t", partitions=forgotten)]
+        if forgotten
+        else [],
+    )
+
+
+def _answered(response: FetchResponse) -> dict[int, tuple[int, int, int]]:
+    """partition -> (error code, high watermark, record bytes), for what the answer holds."""
+    return {
+        p.partition_index: (p.error_code, p.high_watermark, len(p.records or b""))
+        for t in response.topics
+        for p in t.partitions
+    }
+
+
+# --- the fetcher's side -----------------------------------------------------------------
+
+
+def test_the_builder_sends_everything_first_then_only_what_changed() -> None:
+    builder = FetchSessionBuilder()
+    wanted = {("t", i): _p(i) for i in range(4)}
+    first = builder.build(wanted)
+    assert (first.full, first.session_id, first.session_epoch) == (True, 0, INITIAL_EPOCH)
+    assert [p.partition for p in first.topics[0].partitions] == [0, 1, 2, 3]
+    builder.answered(first, FetchResponse(session_id=77))
+
+    wanted[("t", 2)] = _p(2, offset=5)  # it got records: its position moved
+    del wanted[("t", 3)]  # no longer followed from this leader
+    wanted[("u", 0)] = FetchPartition(partition=0, fetch_offset=0, partition_max_bytes=1)
+    second = builder.build(wanted)
+    assert (second.full, second.session_id, second.session_epoch) == (False, 77, 1)
+    assert [(t.topic, [p.partition for p in t.partitions]) for t in second.topics] == [
+        ("t", [2]),
+        ("u", [0]),
+    ]
+    assert [(f.topic, f.partitions) for f in second.forgotten] == [("t", [3])]
+    builder.answered(second, FetchResponse(session_id=77))
+
+    third = builder.build(wanted)  # nothing moved: an empty incremental request
+    assert (third.session_epoch, third.topics, third.forgotten) == (2, [], [])
+
+
+def test_the_builder_starts_over_after_a_failure_and_without_a_session() -> None:
+    builder = FetchSessionBuilder()
+    wanted = {("t", 0): _p(0)}
+    builder.answered(builder.build(wanted), FetchResponse(session_id=9))
+    builder.build(wanted)
+    builder.reset()  # the request failed: the broker may or may not have taken it
+    again = builder.build(wanted)
+    assert (again.full, again.session_id, again.session_epoch) == (True, 0, INITIAL_EPOCH)
+    builder.answered(again, FetchResponse(session_id=INVALID_SESSION_ID))  # it keeps none
+    still = builder.build(wanted)
+    assert still.full and [p.partition for p in still.topics[0].partitions] == [0]
+
+
+# --- the broker's cache -----------------------------------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000
+
+    def __call__(self) -> int:
+        return self.now
+
+
+def test_the_cache_checks_ids_epochs_and_the_owner() -> None:
+    cache = FetchSessionCache(10)
+    context = cache.context(_request([_p(0), _p(1)]))
+    session_id = context.session_id
+    assert session_id != INVALID_SESSION_ID and not context.incremental
+    with pytest.raises(FetchSessionIdNotFoundError):
+        cache.context(_request([], session_id=session_id + 1, epoch=1))
+    with pytest.raises(FetchSessionIdNotFoundError):  # another replica's session
+        cache.context(_request([], session_id=session_id, epoch=1, replica_id=3))
+    with pytest.raises(InvalidFetchSessionEpochError):
+        cache.context(_request([], session_id=session_id, epoch=2))
+    step = cache.context(_request([_p(1, offset=4)], session_id=session_id, epoch=1, forgotten=[0]))
+    assert step.incremental
+    assert [(sp.index, sp.fetch_offset) for sp in step.partitions] == [(1, 4)]
+    with pytest.raises(InvalidFetchSessionEpochError):  # epoch 1 again: a repeated request
+        cache.context(_request([], session_id=session_id, epoch=1))
+    closing = cache.context(_request([_p(0)], session_id=session_id, epoch=FINAL_EPOCH))
+    assert closing.session_id == INVALID_SESSION_ID and session_id not in cache.sessions
+
+
+def test_a_full_cache_evicts_idle_sessions_then_consumers_for_followers() -> None:
+    clock = Clock()
+    cache = FetchSessionCache(2, clock=clock)
+    consumer = cache.context(_request([_p(0)], replica_id=-1)).session_id
+    follower = cache.context(_request([_p(0)])).session_id
+    assert consumer and follower
+    # full, nothing idle: another consumer goes without a session
+    assert cache.context(_request([_p(0)], replica_id=-1)).session_id == INVALID_SESSION_ID
+    # a follower takes a consumer's place
+    other = cache.context(_request([_p(0)], replica_id=3)).session_id
+    assert other and consumer not in cache.sessions and cache.evictions.value == 1
+    clock.now += 120_000  # both idle 2 minutes: the least recently used goes
+    cache.context(_request([], session_id=other, epoch=1, replica_id=3))  # used again
+    newest = cache.context(_request([_p(0)], replica_id=-1)).session_id
+    assert newest and follower not in cache.sessions and other in cache.sessions
+    assert FetchSessionCache(0).context(_request([_p(0)])).session_id == INVALID_SESSION_ID
+
+
+# --- a leader answering sessions ----------------------------------------------------------
+
+
+@pytest.fixture
+async def leader(tmp_path: Path) -> AsyncIterator[ReplicaManager]:
+    """Broker 1 leads t-0..t-3, broker 2 follows them all (both in the ISR)."""
+    logs = LogManager([tmp_path], broker_id=1, cluster_id="c")
+    logs.startup()
+
+    async def load(topic: str) -> LogConfig:
+        return LogConfig()
+
+    manager = ReplicaManager(1, logs, MetadataCache(), load)
+    await manager.become_leader_or_follower(
+        [
+            LeaderAndIsrPartitionState(
+                topic_name="t",
+                partition_index=i,
+                controller_epoch=1,
+                leader=1,
+                leader_epoch=1,
+                isr=[1, FOLLOWER],
+                replicas=[1, FOLLOWER],
+            )
+            for i in range(4)
+        ]
+    )
+    yield manager
+    await manager.shutdown()
+    logs.shutdown()
+
+
+def _produce(manager: ReplicaManager, index: int) -> None:
+    batch = encode_batch([(None, b"v", None, 1000)])
+    manager.produce(
+        ProduceRequest(
+            acks=1,
+            timeout_ms=1000,
+            topics=[
+                ProduceTopic(name="t", partitions=[ProducePartition(index=index, records=batch)])
+            ],
+        )
+    )
+
+
+def _now(response: object) -> FetchResponse:
+    assert isinstance(response, FetchResponse), response
+    return response
+
+
+async def test_an_incremental_fetch_is_answered_with_what_changed_and_parks_otherwise(
+    leader: ReplicaManager,
+) -> None:
+    _produce(leader, 1)
+    full = _now(leader.fetch(_request([_p(i) for i in range(4)])))
+    session = full.session_id
+    assert session != INVALID_SESSION_ID
+    assert _answered(full) == {0: (0, 0, 0), 1: (0, 0, 69), 2: (0, 0, 0), 3: (0, 0, 0)}
+
+    # the follower took t-1's record (its position moved to 1): the leader's high
+    # watermark moves, and only t-1 has news (a move alone does not end a follower's
+    # wait, as in Kafka: asked with no wait, it is answered at once)
+    moved = _request([_p(1, offset=1)], session_id=session, epoch=1, max_wait_ms=0)
+    assert _answered(_now(leader.fetch(moved))) == {1: (0, 1, 0)}
+
+    # nothing new anywhere: it parks until an append to any partition of the session
+    parked = leader.fetch(_request([], session_id=session, epoch=2))
+    assert isinstance(parked, Deferred) and not parked.done
+    _produce(leader, 3)
+    assert parked.done and _answered(parked.result()) == {3: (0, 0, 69)}
+
+    # t-3 is no longer led here: its error comes though the follower did not name it
+    await leader.become_leader_or_follower(
+        [
+            LeaderAndIsrPartitionState(
+                topic_name="t",
+                partition_index=3,
+                controller_epoch=1,
+                leader=FOLLOWER,
+                leader_epoch=2,
+                isr=[1, FOLLOWER],
+                replicas=[1, FOLLOWER],
+            )
+        ]
+    )
+    after = _now(leader.fetch(_request([], session_id=session, epoch=3)))
+    assert _answered(after) == {3: (NotLeaderOrFollowerError.code, -1, 0)}
+    forgotten = leader.fetch(_request([], session_id=session, epoch=4, forgotten=[3]))
+    assert isinstance(forgotten, Deferred) and not forgotten.done  # nothing left to say
+    forgotten.cancel()
+
+
+async def test_idle_partitions_left_out_of_incremental_fetches_stay_caught_up(
+    leader: ReplicaManager,
+) -> None:
+    """The follower names only what moved; the leader still counts every fetch of the
+    session as news of the others (or an idle partition's follower would fall out of the
+    ISR after replica.lag.time.max.ms, though it fetches all the time)."""
+    first = _request([_p(i) for i in range(4)], max_wait_ms=0)
+    session = _now(leader.fetch(first)).session_id
+    idle = leader.partitions[TopicPartition("t", 2)]
+    before = idle.followers[FOLLOWER].last_caught_up_ms
+    await asyncio.sleep(0.02)
+    _produce(leader, 0)
+    answer = _now(leader.fetch(_request([], session_id=session, epoch=1)))
+    assert set(_answered(answer)) == {0}
+    assert idle.followers[FOLLOWER].last_caught_up_ms > before
