@@ -67,14 +67,18 @@ class FetchSessionBuilder:
 
     def build(self, wanted: Mapping[Key, FetchPartition]) -> SessionRequest:
         """The next request for ``wanted`` (every partition to fetch, in the order to ask
-        for them): all of them without a session, else only what changed."""
+        for them): all of them without a session, else only what changed.
+
+        A partition counts as unchanged only if its entry is the very object sent last
+        time: the caller keeps a partition's FetchPartition while its position holds (no
+        comparison per partition; an equal new object is merely sent again)."""
         self._pending = dict(wanted)
         if self.session_id == INVALID_SESSION_ID:
             return SessionRequest(
                 INVALID_SESSION_ID, INITIAL_EPOCH, _topics(wanted.items()), [], full=True
             )
         sent = self._sent
-        changed = [(k, p) for k, p in wanted.items() if sent.get(k) != p]
+        changed = [(k, p) for k, p in wanted.items() if sent.get(k) is not p]
         gone = [k for k in sent if k not in wanted]
         forgotten: dict[str, list[int]] = {}
         for topic, index in gone:

@@ -11,6 +11,14 @@ The epochs make a lost or repeated request visible: each request names the epoch
 session expects next, and a mismatch is INVALID_FETCH_SESSION_EPOCH (the fetcher starts
 over with a full request, as after FETCH_SESSION_ID_NOT_FOUND).
 
+The leader does not look at every partition of a session on every fetch either: only at
+those the request names, those an event marked since (an append, a high watermark move,
+a role change: :meth:`FetchSessionCache.mark`, from the same calls that wake parked
+fetches), those that answered an error last time, and the ones a read cut short. Every
+``sweep_ms`` (at most a quarter of replica.lag.time.max.ms) one fetch looks at them all:
+that refreshes the follower's caught-up time of idle partitions (the ISR) and catches
+what no event marks (a log start moved by retention).
+
 At most ``max.incremental.fetch.session.cache.slots`` sessions are kept. A new one takes
 the place of the one unused longest if that one has been idle for
 :data:`EVICTION_MS`, or of a consumer's if a follower asks (followers' sessions carry
@@ -54,6 +62,7 @@ class SessionPartition:
         "sent_high_watermark",
         "sent_log_start_offset",
         "topic",
+        "tp",
     )
 
     def __init__(
@@ -66,6 +75,7 @@ class SessionPartition:
     ) -> None:
         self.topic = topic
         self.index = index
+        self.tp = TopicPartition(topic, index)
         self.fetch_offset = fetch_offset
         self.current_leader_epoch = current_leader_epoch
         self.max_bytes = max_bytes
@@ -74,7 +84,17 @@ class SessionPartition:
 
 
 class FetchSession:
-    __slots__ = ("epoch", "id", "partitions", "replica_id", "used_ms")
+    __slots__ = (
+        "dirty",
+        "epoch",
+        "errored",
+        "id",
+        "parked",
+        "partitions",
+        "replica_id",
+        "swept_ms",
+        "used_ms",
+    )
 
     def __init__(self, session_id: int, replica_id: int, now_ms: int) -> None:
         self.id = session_id
@@ -83,7 +103,14 @@ class FetchSession:
         self.partitions: dict[TopicPartition, SessionPartition] = {}
         """In the order they are read: those that brought records go last (no partition
         starves another of the response's max_bytes)."""
+        self.dirty: set[TopicPartition] = set()
+        """Marked by an event since its last fetch looked: they may have news."""
+        self.errored: set[TopicPartition] = set()
+        """Answered with an error last time: asked about again until they are not."""
+        self.parked: object | None = None
+        """Its fetch waiting at the broker (the ReplicaManager's), woken by a mark."""
         self.used_ms = now_ms
+        self.swept_ms = now_ms
 
     @property
     def follower(self) -> bool:
@@ -91,10 +118,24 @@ class FetchSession:
 
 
 class FetchContext:
-    """How one Fetch is read and answered: the partitions to consider, and whether
-    unchanged ones are left out of the answer (an incremental request)."""
+    """How one Fetch is read and answered: the partitions to look at, and whether those
+    with nothing new are left out of the answer (an incremental request).
 
-    __slots__ = ("incremental", "partitions", "session", "session_id")
+    A read notes what it found (:meth:`begin`, :meth:`answered`, :meth:`errored`,
+    :meth:`unfinished`); :meth:`commit` hands that to the session once the answer goes
+    out (a read whose answer is not sent, as a parked fetch's, leaves no trace).
+    """
+
+    __slots__ = (
+        "_answered",
+        "_errored",
+        "_unfinished",
+        "incremental",
+        "named",
+        "partitions",
+        "session",
+        "session_id",
+    )
 
     def __init__(
         self,
@@ -102,26 +143,62 @@ class FetchContext:
         session: FetchSession | None,
         *,
         incremental: bool,
+        named: set[TopicPartition] | None = None,
     ) -> None:
         self.partitions = partitions
         self.session = session
         self.session_id = session.id if session is not None else INVALID_SESSION_ID
         self.incremental = incremental
+        self.named = named
+        """The partitions whose position the request gave (None: all of them)."""
+        self._answered: list[tuple[SessionPartition, int, int, bool]] = []
+        self._errored: list[TopicPartition] = []
+        self._unfinished: list[TopicPartition] = []
 
-    def sent(self, sent: list[tuple[SessionPartition, int, int, bool]]) -> None:
-        """The answer went out with these (partition, high watermark, log start, whether
-        it carried records): the session remembers them."""
-        for sp, high_watermark, log_start, _moved in sent:
+    def refresh(self) -> None:
+        """Before a parked fetch reads again: add what was marked since."""
+        session = self.session
+        if session is None or not session.dirty:
+            return
+        looking = {sp.tp for sp in self.partitions}
+        held = session.partitions
+        for tp in session.dirty:
+            sp = held.get(tp)
+            if sp is not None and tp not in looking:
+                self.partitions.append(sp)
+        session.dirty = set()
+
+    def begin(self) -> None:
+        self._answered, self._errored, self._unfinished = [], [], []
+
+    def answered(
+        self, sp: SessionPartition, high_watermark: int, log_start: int, size: int
+    ) -> None:
+        self._answered.append((sp, high_watermark, log_start, size > 0))
+
+    def errored(self, sp: SessionPartition) -> None:
+        self._errored.append(sp.tp)
+
+    def unfinished(self, sp: SessionPartition) -> None:
+        """It has more to read than this answer took (the response's budget ran out)."""
+        self._unfinished.append(sp.tp)
+
+    def commit(self) -> None:
+        """The answer went out: the session remembers what it told."""
+        for sp, high_watermark, log_start, _moved in self._answered:
             sp.sent_high_watermark = high_watermark
             sp.sent_log_start_offset = log_start
-        if self.session is not None:
-            partitions = self.session.partitions
-            for sp, _hw, _start, moved in sent:
-                if moved:  # to the back: the others get the front of the next budget
-                    tp = TopicPartition(sp.topic, sp.index)
-                    if partitions.get(tp) is sp:
-                        del partitions[tp]
-                        partitions[tp] = sp
+        session = self.session
+        if session is None:
+            return
+        partitions = session.partitions
+        for sp, _hw, _start, moved in self._answered:
+            if moved and partitions.get(sp.tp) is sp:  # to the back of the next budget
+                del partitions[sp.tp]
+                partitions[sp.tp] = sp
+        session.errored.difference_update(sp.tp for sp in self.partitions)
+        session.errored.update(self._errored)
+        session.dirty.update(self._unfinished)
 
 
 class FetchSessionCache:
@@ -130,17 +207,34 @@ class FetchSessionCache:
         max_slots: int,
         *,
         eviction_ms: int = EVICTION_MS,
+        sweep_ms: int = 1_000,
         clock: Callable[[], int] = _now_ms,
     ) -> None:
         self.max_slots = max_slots
         self._eviction_ms = eviction_ms
+        self._sweep_ms = sweep_ms
         self._clock = clock
         self.sessions: dict[int, FetchSession] = {}
         """By id, least recently used first."""
+        self._holding: dict[TopicPartition, set[FetchSession]] = {}
+        """The sessions each partition is in (for :meth:`mark`)."""
         self.evictions = Counter(
             "headwater_fetch_session_evictions_total",
             "Fetch sessions dropped to make room for new ones.",
         )
+
+    def mark(self, tp: TopicPartition) -> list[FetchSession]:
+        """Something changed for ``tp`` (records, high watermark, role): the sessions
+        holding it look at it on their next read. Returns those with a parked fetch."""
+        holding = self._holding.get(tp)
+        if not holding:
+            return []
+        parked = []
+        for session in holding:
+            session.dirty.add(tp)
+            if session.parked is not None:
+                parked.append(session)
+        return parked
 
     def context(self, request: FetchRequest) -> FetchContext:
         """The context of ``request``: sessionless, a new session, or the next step of one.
@@ -149,14 +243,14 @@ class FetchSessionCache:
         epoch = request.session_epoch
         if epoch in (FINAL_EPOCH, INITIAL_EPOCH):
             if request.session_id != INVALID_SESSION_ID:
-                self.sessions.pop(request.session_id, None)  # the fetcher closes it
+                self._remove(request.session_id)  # the fetcher closes it
             partitions = _partitions(request)
             session = None
             if epoch == INITIAL_EPOCH:
                 session = self._create(request.replica_id)
                 if session is not None:
                     for sp in partitions:
-                        session.partitions[TopicPartition(sp.topic, sp.index)] = sp
+                        self._hold(session, sp)
             return FetchContext(partitions, session, incremental=False)
         session = self.sessions.get(request.session_id)
         if session is None or session.replica_id != request.replica_id:
@@ -170,11 +264,73 @@ class FetchSessionCache:
                 f"send a full fetch"
             )
         session.epoch = epoch + 1 if epoch < _MAX_EPOCH else 1
-        session.used_ms = self._clock()
+        now = session.used_ms = self._clock()
         del self.sessions[session.id]  # to the end: most recently used
         self.sessions[session.id] = session
-        _apply(session.partitions, request)
-        return FetchContext(list(session.partitions.values()), session, incremental=True)
+        named = self._apply(session, request)
+        if now - session.swept_ms >= self._sweep_ms:
+            session.swept_ms = now
+            session.dirty = set()
+            return FetchContext(
+                list(session.partitions.values()), session, incremental=True, named=named
+            )
+        held = session.partitions
+        looking = [held[tp] for tp in named if tp in held]
+        for tp in (session.dirty | session.errored) - named:
+            marked = held.get(tp)
+            if marked is not None:
+                looking.append(marked)
+        session.dirty = set()
+        return FetchContext(looking, session, incremental=True, named=named)
+
+    def _apply(self, session: FetchSession, request: FetchRequest) -> set[TopicPartition]:
+        """An incremental request's changes (partitions dropped, added, moved on); returns
+        the partitions it named."""
+        held = session.partitions
+        for forgotten in request.forgotten_topics_data:
+            for index in forgotten.partitions:
+                gone = held.pop(TopicPartition(forgotten.topic, index), None)
+                if gone is not None:
+                    self._release(session, gone.tp)
+        named = set()
+        for topic in request.topics:
+            for p in topic.partitions:
+                tp = TopicPartition(topic.topic, p.partition)
+                named.add(tp)
+                known = held.get(tp)
+                if known is None:
+                    self._hold(
+                        session,
+                        SessionPartition(
+                            topic.topic,
+                            p.partition,
+                            p.fetch_offset,
+                            p.current_leader_epoch,
+                            p.partition_max_bytes,
+                        ),
+                    )
+                else:
+                    known.fetch_offset = p.fetch_offset
+                    known.current_leader_epoch = p.current_leader_epoch
+                    known.max_bytes = p.partition_max_bytes
+        return named
+
+    def _hold(self, session: FetchSession, sp: SessionPartition) -> None:
+        session.partitions[sp.tp] = sp
+        self._holding.setdefault(sp.tp, set()).add(session)
+
+    def _release(self, session: FetchSession, tp: TopicPartition) -> None:
+        holding = self._holding.get(tp)
+        if holding is not None:
+            holding.discard(session)
+            if not holding:
+                del self._holding[tp]
+
+    def _remove(self, session_id: int) -> None:
+        session = self.sessions.pop(session_id, None)
+        if session is not None:
+            for tp in session.partitions:
+                self._release(session, tp)
 
     def _create(self, replica_id: int) -> FetchSession | None:
         if self.max_slots <= 0:
@@ -200,32 +356,9 @@ class FetchSessionCache:
             victim = next((s for s in self.sessions.values() if not s.follower), None)
         if victim is None:
             return False
-        del self.sessions[victim.id]
+        self._remove(victim.id)
         self.evictions.inc()
         return True
-
-
-def _apply(held: dict[TopicPartition, SessionPartition], request: FetchRequest) -> None:
-    """An incremental request's changes: partitions dropped, added, or moved on."""
-    for forgotten in request.forgotten_topics_data:
-        for index in forgotten.partitions:
-            held.pop(TopicPartition(forgotten.topic, index), None)
-    for topic in request.topics:
-        for p in topic.partitions:
-            tp = TopicPartition(topic.topic, p.partition)
-            known = held.get(tp)
-            if known is None:
-                held[tp] = SessionPartition(
-                    topic.topic,
-                    p.partition,
-                    p.fetch_offset,
-                    p.current_leader_epoch,
-                    p.partition_max_bytes,
-                )
-            else:
-                known.fetch_offset = p.fetch_offset
-                known.current_leader_epoch = p.current_leader_epoch
-                known.max_bytes = p.partition_max_bytes
 
 
 def _partitions(request: FetchRequest) -> list[SessionPartition]:

@@ -66,6 +66,9 @@ class _Followed:
     partition: Partition
     leader_epoch: int
     truncated: bool = False
+    asked: FetchPartition | None = None
+    """Its position as last asked for: kept while it holds (the session sends only the
+    partitions whose entry is a new one)."""
 
 
 class ReplicaFetcher:
@@ -241,16 +244,24 @@ class ReplicaFetcher:
     # --- fetching -----------------------------------------------------------------------
 
     async def _fetch(self) -> None:
-        wanted = {
-            (f.partition.topic, f.partition.index): FetchPartition(
-                partition=f.partition.index,
-                current_leader_epoch=f.leader_epoch,
-                fetch_offset=f.partition.log.log_end_offset,
-                log_start_offset=f.partition.log.log_start_offset,
-                partition_max_bytes=self._max_bytes,
-            )
-            for f in self._followed.values()
-        }
+        wanted: dict[tuple[str, int], FetchPartition] = {}
+        for tp, f in self._followed.items():
+            log = f.partition.log
+            end, start, last = log.log_end_offset, log.log_start_offset, f.asked
+            if (
+                last is None
+                or last.fetch_offset != end
+                or last.log_start_offset != start
+                or last.current_leader_epoch != f.leader_epoch
+            ):
+                last = f.asked = FetchPartition(
+                    partition=tp.partition,
+                    current_leader_epoch=f.leader_epoch,
+                    fetch_offset=end,
+                    log_start_offset=start,
+                    partition_max_bytes=self._max_bytes,
+                )
+            wanted[tp] = last
         asked = self._session.build(wanted)
         request = FetchRequest(
             replica_id=self.local_broker_id,

@@ -38,7 +38,7 @@ from broker.log import Log, LogConfig
 from broker.log.manager import LogManager, TopicPartition
 from broker.metadata import MetadataCache
 from broker.metrics import Counter, Sample, gauge
-from broker.replica.fetch_session import FetchContext, FetchSessionCache, SessionPartition
+from broker.replica.fetch_session import FetchContext, FetchSessionCache
 from broker.replica.fetcher import ReplicaFetcher
 from broker.replica.isr import IsrUpdater
 from broker.replica.partition import HighWatermarkWaiter, Partition
@@ -234,7 +234,11 @@ class ReplicaManager:
         self.replica_lag_time_max_ms = replica_lag_time_max_ms
         self._fetch_wait_max_ms = replica_fetch_wait_max_ms
         self._fetch_max_bytes = replica_fetch_max_bytes
-        self.fetch_sessions = FetchSessionCache(fetch_session_slots)
+        # idle partitions of a session are looked at (their followers' caught-up times
+        # refreshed) at least four times per replica.lag.time.max.ms
+        self.fetch_sessions = FetchSessionCache(
+            fetch_session_slots, sweep_ms=max(1, min(1_000, replica_lag_time_max_ms // 4))
+        )
         self.partitions: dict[TopicPartition, Partition] = {}
         self.fetchers: dict[int, ReplicaFetcher] = {}
         self._fetch_waiters: dict[TopicPartition, dict[_DelayedFetch, None]] = {}
@@ -558,15 +562,19 @@ class ReplicaManager:
             finally:
                 for partition in moved:
                     partition.complete_waiters()
-        response, size, failed, sent = self._read(request, context, follower)
-        if size >= request.min_bytes or failed or request.max_wait_ms <= 0:
+        response, size, failed = self._read(request, context, follower)
+        if (
+            size >= request.min_bytes
+            or failed
+            or request.max_wait_ms <= 0
+            or (context.session is None and not context.partitions)
+        ):
             self.bytes_out.inc(size)
-            context.sent(sent)
+            context.commit()
             return response
-        tps = [TopicPartition(sp.topic, sp.index) for sp in context.partitions]
-        if not tps:
-            context.sent(sent)
-            return response
+        if context.session is not None:
+            return self._park(request, context, follower, [])  # woken through the session
+        tps = [sp.tp for sp in context.partitions]
         return self._park(request, context, follower, tps)
 
     def _park(
@@ -583,6 +591,8 @@ class ReplicaManager:
         )
         for tp in tps:
             self._fetch_waiters.setdefault(tp, {})[delayed] = None
+        if context.session is not None:
+            context.session.parked = delayed
         self.parked_fetches += 1
         return delayed.deferred
 
@@ -593,9 +603,8 @@ class ReplicaManager:
         if delayed.deferred.done:
             return
         try:
-            response, size, failed, sent = self._read(
-                delayed.request, delayed.context, delayed.follower
-            )
+            delayed.context.refresh()
+            response, size, failed = self._read(delayed.request, delayed.context, delayed.follower)
         except Exception as exc:
             self._unpark(delayed)
             delayed.deferred.fail(exc)
@@ -604,7 +613,7 @@ class ReplicaManager:
             return
         self._unpark(delayed)
         self.bytes_out.inc(size)
-        delayed.context.sent(sent)
+        delayed.context.commit()
         delayed.deferred.resolve(response)
 
     def _unpark(self, delayed: _DelayedFetch) -> None:
@@ -613,6 +622,9 @@ class ReplicaManager:
         delayed.timer.cancel()
         delayed.timer = None
         self.parked_fetches -= 1
+        session = delayed.context.session
+        if session is not None and session.parked is delayed:
+            session.parked = None
         for tp in delayed.tps:
             waiters = self._fetch_waiters.get(tp)
             if waiters is not None:
@@ -627,19 +639,16 @@ class ReplicaManager:
         and start adding it to the ISR if it caught up. The partitions whose high
         watermark moved go to ``moved``, their acks=all produces not answered yet.
 
-        Every partition of the fetch (of its session, for an incremental one) counts: a
-        partition left out of an incremental request is one whose position the follower
-        still holds, and this fetch is news of it (its caught-up time). Only one it
-        named can move a high watermark (its log end offset is the one that changed)."""
+        Every partition the fetch looks at counts (see FetchSessionCache: in a session,
+        the idle ones at least every sweep): one left out of an incremental request is
+        one whose position the follower still holds, and this fetch is news of it (its
+        caught-up time). Only one it named can move a high watermark (its log end offset
+        is the one that changed)."""
         now = _now_ms()
         replica_id = request.replica_id
-        named = (
-            {(t.topic, p.partition) for t in request.topics for p in t.partitions}
-            if context.incremental
-            else None
-        )
+        named = context.named
         for sp in context.partitions:
-            tp = TopicPartition(sp.topic, sp.index)
+            tp = sp.tp
             partition = self.partitions.get(tp)
             if partition is None or not partition.is_leader:
                 continue
@@ -656,19 +665,18 @@ class ReplicaManager:
 
     def _read(
         self, request: FetchRequest, context: FetchContext, follower: bool
-    ) -> tuple[FetchResponse, int, bool, list[tuple[SessionPartition, int, int, bool]]]:
-        """One pass over the partitions: (response, bytes found, whether any failed, what
-        the session is to remember once the response goes out: see FetchContext.sent).
+    ) -> tuple[FetchResponse, int, bool]:
+        """One pass over the partitions the fetch looks at: (response, bytes found,
+        whether any failed); what it found is noted in ``context`` (see FetchContext).
 
         An incremental fetch leaves out a partition with nothing to read whose high
-        watermark and log start are as last sent; its check is a few comparisons, not a
-        read (a session of 1,000 idle partitions costs little)."""
+        watermark and log start are as last sent."""
         budget = request.max_bytes
         total = 0
         failed = False
         incremental = context.incremental
         by_topic: dict[str, list[FetchPartitionData]] = {}
-        sent: list[tuple[SessionPartition, int, int, bool]] = []
+        context.begin()
         for sp in context.partitions:
             try:
                 partition = self._leader_partition(sp.topic, sp.index)
@@ -681,12 +689,12 @@ class ReplicaManager:
                     )
                 log = partition.log
                 high_watermark = partition.high_watermark
-                if (
-                    incremental
-                    and sp.fetch_offset == (log.log_end_offset if follower else high_watermark)
-                    and sp.sent_high_watermark == high_watermark
+                end = log.log_end_offset if follower else high_watermark
+                told = (
+                    sp.sent_high_watermark == high_watermark
                     and sp.sent_log_start_offset == log.log_start_offset
-                ):
+                )
+                if incremental and told and sp.fetch_offset == end:
                     continue  # nothing new to tell
                 data = log.read(
                     sp.fetch_offset,
@@ -696,21 +704,19 @@ class ReplicaManager:
                 )
             except ApiError as exc:
                 failed = True
+                context.errored(sp)
                 by_topic.setdefault(sp.topic, []).append(
                     FetchPartitionData(partition_index=sp.index, error_code=exc.code)
                 )
                 continue
             size = data.size if data is not None else 0
-            if (
-                incremental
-                and not size
-                and sp.sent_high_watermark == high_watermark
-                and sp.sent_log_start_offset == log.log_start_offset
-            ):
-                continue  # read nothing (its position is past what it may read yet)
+            if not size and sp.fetch_offset < end:
+                context.unfinished(sp)  # the budget ran out before it: next time
+            if incremental and told and not size:
+                continue
             total += size
             budget = max(budget - size, 0)
-            sent.append((sp, high_watermark, log.log_start_offset, size > 0))
+            context.answered(sp, high_watermark, log.log_start_offset, size)
             by_topic.setdefault(sp.topic, []).append(
                 FetchPartitionData(
                     partition_index=sp.index,
@@ -721,8 +727,7 @@ class ReplicaManager:
                 )
             )
         topics = [FetchTopicResponse(topic=t, partitions=ps) for t, ps in by_topic.items()]
-        response = FetchResponse(session_id=context.session_id, topics=topics)
-        return response, total, failed, sent
+        return FetchResponse(session_id=context.session_id, topics=topics), total, failed
 
     def _wake(self, tp: TopicPartition) -> None:
         """Something changed for ``tp`` (data, high watermark, role): the fetches parked on
@@ -735,10 +740,15 @@ class ReplicaManager:
         else (a role change, a timer) in the loop's next pass.
         """
         waiters = self._fetch_waiters.get(tp)
-        if waiters:
+        parked = self.fetch_sessions.mark(tp)  # sessions look at tp on their next read
+        if waiters or parked:
             if not self._woken:
                 asyncio.get_running_loop().call_soon(self._complete_woken)
-            self._woken.update(dict.fromkeys(waiters))
+            if waiters:
+                self._woken.update(dict.fromkeys(waiters))
+            for session in parked:
+                assert isinstance(session.parked, _DelayedFetch)
+                self._woken[session.parked] = None
 
     def _complete_woken(self, limit: int | None = None) -> None:
         """Try the woken fetches: all of them, or ``limit`` (followers first) with the rest

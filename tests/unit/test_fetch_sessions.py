@@ -183,7 +183,8 @@ async def leader(tmp_path: Path) -> AsyncIterator[ReplicaManager]:
     async def load(topic: str) -> LogConfig:
         return LogConfig()
 
-    manager = ReplicaManager(1, logs, MetadataCache(), load)
+    # replica.lag.time.max.ms 400: the sessions look at idle partitions every 100 ms
+    manager = ReplicaManager(1, logs, MetadataCache(), load, replica_lag_time_max_ms=400)
     await manager.become_leader_or_follower(
         [
             LeaderAndIsrPartitionState(
@@ -263,18 +264,58 @@ async def test_an_incremental_fetch_is_answered_with_what_changed_and_parks_othe
     forgotten.cancel()
 
 
-async def test_idle_partitions_left_out_of_incremental_fetches_stay_caught_up(
-    leader: ReplicaManager,
+async def test_a_fetch_looks_only_at_what_moved_and_at_idle_partitions_every_sweep(
+    leader: ReplicaManager, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The follower names only what moved; the leader still counts every fetch of the
-    session as news of the others (or an idle partition's follower would fall out of the
-    ISR after replica.lag.time.max.ms, though it fetches all the time)."""
+    """The follower names only what moved; the leader looks only at those and at the
+    partitions an event marked, so a session's idle partitions cost nothing per fetch.
+    Every sweep (a quarter of replica.lag.time.max.ms) a fetch looks at them all and
+    counts as news of them: else an idle partition's follower, which fetches all the
+    time, would fall out of the ISR."""
     first = _request([_p(i) for i in range(4)], max_wait_ms=0)
     session = _now(leader.fetch(first)).session_id
+    looked: list[int] = []
+    real = leader._leader_partition
+
+    def counting(topic: str, index: int) -> object:
+        looked.append(index)
+        return real(topic, index)
+
+    monkeypatch.setattr(leader, "_leader_partition", counting)
     idle = leader.partitions[TopicPartition("t", 2)]
     before = idle.followers[FOLLOWER].last_caught_up_ms
-    await asyncio.sleep(0.02)
+
     _produce(leader, 0)
+    looked.clear()  # the produce's own
     answer = _now(leader.fetch(_request([], session_id=session, epoch=1)))
-    assert set(_answered(answer)) == {0}
+    assert set(_answered(answer)) == {0} and looked == [0]  # marked by the append
+    assert idle.followers[FOLLOWER].last_caught_up_ms == before
+
+    await asyncio.sleep(0.15)  # past the sweep interval
+    looked.clear()
+    moved = _request([_p(0, offset=1)], session_id=session, epoch=2, max_wait_ms=0)
+    swept = _now(leader.fetch(moved))
+    assert set(_answered(swept)) == {0}  # its high watermark moved; the rest have no news
+    assert sorted(looked) == [0, 1, 2, 3]
     assert idle.followers[FOLLOWER].last_caught_up_ms > before
+
+
+async def test_a_partition_cut_off_by_the_response_budget_comes_in_the_next_answer(
+    leader: ReplicaManager,
+) -> None:
+    """t-2's records did not fit the first answer's max_bytes; the follower does not name
+    t-2 next (its position did not move), and nothing new is appended: the leader must
+    still send them."""
+    _produce(leader, 1)
+    _produce(leader, 2)
+    first = _request([_p(i) for i in range(4)], max_wait_ms=0)
+    first.max_bytes = 100  # one 69-byte batch fits (the first always does), not two
+    answer = _now(leader.fetch(first))
+    assert {i: size for i, (_e, _hw, size) in _answered(answer).items()} == {
+        0: 0,
+        1: 69,
+        2: 0,
+        3: 0,
+    }
+    step = _request([_p(1, offset=1)], session_id=answer.session_id, epoch=1, max_wait_ms=0)
+    assert _answered(_now(leader.fetch(step)))[2][2] == 69
