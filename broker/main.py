@@ -46,6 +46,33 @@ def reuse_freed_heap() -> bool:
     return bool(on_heap or kept)
 
 
+def raise_open_files_limit() -> tuple[int, int]:
+    """Raise this process's open files limit to its hard limit (as the JVM does for Kafka);
+    returns (before, after).
+
+    A partition keeps three files open (its active segment's log and two index mappings,
+    more with older segments), besides connections. Desktop Linux starts processes at a
+    soft limit of 1,024, which a 300-partition topic used up: the broker then could not
+    open logs or accept connections. The hard limit (often 524,288) is the operator's
+    ceiling; this only takes what it allows."""
+    try:
+        import resource  # noqa: PLC0415 - Unix only
+    except ImportError:
+        return -1, -1
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = _MAX_OPEN_FILES if hard == resource.RLIM_INFINITY else min(hard, _MAX_OPEN_FILES)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        except (ValueError, OSError):
+            return soft, soft
+        return soft, wanted
+    return soft, soft
+
+
+_MAX_OPEN_FILES = 1 << 20  # Linux's default nr_open: a soft limit past it is refused
+
+
 def settle_heap() -> int:
     """Put the objects that exist now out of the cyclic collector's reach; returns how many.
 
@@ -134,6 +161,11 @@ def main(config_file: str | None, overrides: tuple[str, ...], check: bool) -> No
             click.echo(f"{name}={shown}  # {config.sources[name]}")
         return
     configure_logging(json=not sys.stdout.isatty())
+    before, after = raise_open_files_limit()
+    if after != before:
+        structlog.get_logger("headwater.broker").info(
+            "broker.open_files_limit_raised", before=before, after=after
+        )
     reuse_freed_heap()
     settle_heap()
     GC_PAUSES.install()  # after: start-up's own full collection is not a stall anyone saw

@@ -47,8 +47,13 @@ class _Index:
         self.base_offset = base_offset
         self.max_entries = max(2, max_bytes // self.entry.size)
         self._mm: mmap.mmap | None = None
-        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        size = os.fstat(self._fd).st_size
+        # no descriptor is kept: a mapping holds its own (CPython dups it), and a second
+        # per index made every partition cost five, not three, against the open files limit
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            size = os.fstat(fd).st_size
+        finally:
+            os.close(fd)
         self.entries = size // self.entry.size
         self._writable = False
 
@@ -73,12 +78,18 @@ class _Index:
         if self._mm is not None:
             self._mm.close()
             self._mm = None
-        os.close(self._fd)
 
     def flush(self) -> None:
         if self._mm is not None:
             self._mm.flush()
-        os.fsync(self._fd)
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return  # deleted meanwhile (or renamed, and flushed by its next flush)
+        try:
+            os.fsync(fd)  # the file's size too (set by ftruncate)
+        finally:
+            os.close(fd)
 
     def delete(self) -> None:
         self.close(trim=False)
@@ -98,13 +109,21 @@ class _Index:
         if self._mm is not None:
             self._mm.close()
             self._mm = None
-        os.ftruncate(self._fd, size)
-        if size:
-            self._mm = _map(self._fd, size)
+        fd = os.open(self.path, os.O_RDWR)
+        try:
+            os.ftruncate(fd, size)
+            if size:
+                self._mm = _map(fd, size)
+        finally:
+            os.close(fd)
 
     def _ensure_mapped(self) -> mmap.mmap | None:
         if self._mm is None and self.entries:
-            self._mm = _map(self._fd, os.fstat(self._fd).st_size)
+            fd = os.open(self.path, os.O_RDWR)
+            try:
+                self._mm = _map(fd, os.fstat(fd).st_size)
+            finally:
+                os.close(fd)
         return self._mm
 
     # --- entries ------------------------------------------------------------------------

@@ -813,6 +813,12 @@ def _storage_advice(exc: OSError, doing: str, directory: Path) -> str:
             f"no space left on the device while {where}; free space on that disk, then "
             f"restart the broker (data already written stays readable)"
         )
+    if exc.errno in (errno.EMFILE, errno.ENFILE):
+        return (
+            f"too many open files while {where}: each partition keeps about three open; "
+            f"raise the broker's limit (ulimit -n, or LimitNOFILE= in its systemd unit) "
+            f"above three per partition plus connections, then restart the broker"
+        )
     if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
         return (
             f"the log directory is not writable ({os.strerror(exc.errno)}) while "

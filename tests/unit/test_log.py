@@ -357,3 +357,19 @@ def _vm_flags(directory: Path) -> dict[Path, list[str]]:
         elif "-" in fields[0]:
             current = None
     return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").exists(), reason="counts Linux's open files")
+def test_a_segment_holds_three_descriptors(tmp_path: Path) -> None:
+    """Its .log and its two index mappings (CPython's mmap keeps a duplicate of the
+    descriptor it maps): the broker's open files limit goes by partitions, and a
+    descriptor kept per index besides made each cost five."""
+    before = len(list(Path("/proc/self/fd").iterdir()))
+    log = Log.open(tmp_path / "t-0", LogConfig(segment_bytes=1024, index_interval_bytes=1))
+    for i in range(30):
+        log.append(_batch(i * 5))
+    assert log.segment_count >= 3
+    held = len(list(Path("/proc/self/fd").iterdir())) - before
+    assert held == 3 * log.segment_count
+    log.close()
+    assert len(list(Path("/proc/self/fd").iterdir())) == before
