@@ -77,6 +77,7 @@ from protocol.errors import NotControllerError
 __all__ = ["Controller"]
 
 _RETRY_S = 0.5
+_INITIALIZING = 128  # new partitions whose first state is written at once (see _initialize)
 _QUEUE_LIMIT = 1024
 
 TP = tuple[str, int]
@@ -334,34 +335,49 @@ class Controller:
         self.deleting.discard(topic)
 
     async def _initialize(self, tps: Iterable[TP]) -> set[TP]:
-        """Give each partition without a state its first: first live replica leads."""
+        """Give each partition without a state its first: first live replica leads.
+
+        Up to :data:`_INITIALIZING` at a time, their ZooKeeper writes pipelined on the one
+        session (Kafka's controller writes them asynchronously too): one after the other,
+        a 1,024-partition topic took 4 s of round trips before any broker heard of it."""
+        todo = [tp for tp in tps if tp not in self.states]
         created: set[TP] = set()
-        for topic, partition in tps:
-            if (topic, partition) in self.states:
-                continue
-            replicas = self.assignments[topic][partition]
-            live = [r for r in replicas if r in self.brokers]
-            leader = live[0] if live else -1
-            state = PartitionState(
-                leader=leader, leader_epoch=0, isr=live, controller_epoch=self.epoch
+        for start in range(0, len(todo), _INITIALIZING):
+            chunk = todo[start : start + _INITIALIZING]
+            outcomes = await asyncio.gather(
+                *(self._initialize_one(tp) for tp in chunk), return_exceptions=True
             )
-            path = paths.partition_state(topic, partition)
-            try:
-                await self._zk.ensure_path(path.rsplit("/", 1)[0])
-                await self._zk.guarded(
-                    paths.CONTROLLER_EPOCH,
-                    self._epoch_zk_version,
-                    path,
-                    state.to_json(),
-                    version=CREATE,
-                )
-                version = 0
-            except NodeExists:  # written by an earlier controller that died after it
-                raw, stat = await self._zk.get(path)
-                state, version = PartitionState.from_json(path, raw), stat.version
-            self.states[(topic, partition)] = _State(state, version)
-            created.add((topic, partition))
+            created.update(tp for tp, outcome in zip(chunk, outcomes, strict=True) if outcome)
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException):
+                    raise outcome  # the first failure, once the rest have settled
         return created
+
+    async def _initialize_one(self, tp: TP) -> bool:
+        """Write ``tp``'s first state (or read the one an earlier controller wrote)."""
+        topic, partition = tp
+        replicas = self.assignments[topic][partition]
+        live = [r for r in replicas if r in self.brokers]
+        leader = live[0] if live else -1
+        state = PartitionState(leader=leader, leader_epoch=0, isr=live, controller_epoch=self.epoch)
+        path = paths.partition_state(topic, partition)
+        try:
+            await self._zk.ensure_path(path.rsplit("/", 1)[0])
+            await self._zk.guarded(
+                paths.CONTROLLER_EPOCH,
+                self._epoch_zk_version,
+                path,
+                state.to_json(),
+                version=CREATE,
+            )
+            version = 0
+        except NodeExists:  # written by an earlier controller that died after it
+            raw, stat = await self._zk.get(path)
+            state, version = PartitionState.from_json(path, raw), stat.version
+        if tp in self.states:
+            return False  # another pass initialized it meanwhile
+        self.states[tp] = _State(state, version)
+        return True
 
     async def _elect(self, tps: Iterable[TP]) -> set[TP]:
         """New leaders where the leader is gone; returns the partitions whose state changed."""
