@@ -48,18 +48,20 @@ from client.membership import GroupMember, MemberHooks, RebalanceListener
 from client.types import ConsumerRecord, OffsetAndTimestamp, TopicPartition
 from protocol.apis import (
     EARLIEST_TIMESTAMP,
+    INVALID_SESSION_ID,
     LATEST_TIMESTAMP,
     ApiKey,
     FetchPartition,
     FetchRequest,
     FetchResponse,
-    FetchTopic,
     ListOffsetsResponse,
 )
 from protocol.errors import (
     ApiError,
     FencedInstanceIdError,
+    FetchSessionIdNotFoundError,
     IllegalGenerationError,
+    InvalidFetchSessionEpochError,
     OffsetOutOfRangeError,
     RebalanceInProgressError,
     RequestTimedOutError,
@@ -67,9 +69,12 @@ from protocol.errors import (
     UnknownTopicOrPartitionError,
     error_for_code,
 )
+from protocol.fetch_session import FetchSessionBuilder, SessionRequest
 from protocol.records import Record
 
 __all__ = ["Consumer"]
+
+_SESSION_ERRORS = (FetchSessionIdNotFoundError, InvalidFetchSessionEpochError)
 
 _log = logging.getLogger("headwater.client.consumer")
 
@@ -193,6 +198,13 @@ class Consumer:
         self._auto_committer: asyncio.Task[None] | None = None
         self._fetcher: asyncio.Task[None] | None = None
         self._fetches: dict[int, asyncio.Task[None] | None] = {}
+        self._sessions: dict[int, FetchSessionBuilder] = {}
+        """A fetch session per broker (KIP-227): a Fetch names only the partitions whose
+        position moved, and the answer carries only those with news."""
+        self._asking: dict[int, SessionRequest] = {}  # the Fetch in flight to each broker
+        self._asked: dict[TopicPartition, FetchPartition] = {}
+        """Each partition's entry as last asked for, kept while its position holds (the
+        session sends only new entries)."""
         """The Fetch in flight per broker: a task while it connects, else None (written
         with send_now, answered in the read callback)."""
         self._wakeup: asyncio.Event | None = None
@@ -665,7 +677,7 @@ class Consumer:
     def _start_fetch(self, node: int, positions: list[FetchPosition]) -> None:
         for asked in positions:
             self._subscription.states[asked.tp].in_flight = True
-        positions, request = self._fetch_request(positions)
+        positions, request = self._fetch_request(node, positions)
         conn = self._cluster.connection_now(node, _FETCH_PURPOSE)
         if conn is None:  # not connected yet: a task connects first
             task = asyncio.get_running_loop().create_task(self._fetch(node, positions, request))
@@ -791,27 +803,38 @@ class Consumer:
         return offsets[tp][0]
 
     def _fetch_request(
-        self, positions: list[FetchPosition]
+        self, node: int, positions: list[FetchPosition]
     ) -> tuple[list[FetchPosition], FetchRequest]:
-        # rotate so every partition is sometimes first: only the first one is sure to get
-        # a whole batch larger than max_partition_fetch_bytes (KIP-74)
-        self._rotation += 1
-        start = self._rotation % len(positions)
-        positions = positions[start:] + positions[:start]
-        topics: dict[str, list[FetchPartition]] = {}
+        session = self._sessions.get(node)
+        if session is None:
+            session = self._sessions[node] = FetchSessionBuilder()
+        if session.session_id == INVALID_SESSION_ID:
+            # no session (yet): rotate so every partition is sometimes first, since only
+            # the first one is sure to get a whole batch larger than
+            # max_partition_fetch_bytes (KIP-74); a session's broker rotates them itself
+            self._rotation += 1
+            start = self._rotation % len(positions)
+            positions = positions[start:] + positions[:start]
+        wanted: dict[tuple[str, int], FetchPartition] = {}
+        asked_before = self._asked
         for asked in positions:
-            topics.setdefault(asked.tp.topic, []).append(
-                FetchPartition(
+            last = asked_before.get(asked.tp)
+            if last is None or last.fetch_offset != asked.offset:
+                last = asked_before[asked.tp] = FetchPartition(
                     partition=asked.tp.partition,
                     fetch_offset=asked.offset,
                     partition_max_bytes=self.max_partition_fetch_bytes,
                 )
-            )
+            wanted[asked.tp] = last
+        ask = self._asking[node] = session.build(wanted)
         request = FetchRequest(
             max_wait_ms=self.fetch_max_wait_ms,
             min_bytes=self.fetch_min_bytes,
             max_bytes=self.fetch_max_bytes,
-            topics=[FetchTopic(topic=t, partitions=ps) for t, ps in topics.items()],
+            session_id=ask.session_id,
+            session_epoch=ask.session_epoch,
+            topics=ask.topics,
+            forgotten_topics_data=ask.forgotten,
         )
         return positions, request
 
@@ -822,6 +845,7 @@ class Consumer:
             response = await self._cluster.send(node, ApiKey.FETCH, request, purpose=_FETCH_PURPOSE)
         except asyncio.CancelledError:
             self._fetch_ended(node, positions)  # stop(): nobody to hand anything to
+            self._forget_session(node)
             raise
         except Exception as exc:
             self._fetched(node, positions, None, exc)
@@ -839,16 +863,25 @@ class Consumer:
         connected first)."""
         arrived = False
         size = 0
+        sent = self._asking.pop(node, None)
         try:
             if error is not None:
-                if isinstance(error, ApiError):
+                self._forget_session(node)  # the broker may or may not have taken it
+                if isinstance(error, _SESSION_ERRORS):
+                    _log.debug("fetch session with broker %d starts over: %s", node, error)
+                elif isinstance(error, ApiError):
                     _log.debug("fetch from broker %d failed: %s", node, error)
+                    self._cluster.request_refresh()
+                    self._back_off(positions)
                 else:
                     _log.warning("fetch from broker %d failed", node, exc_info=error)
-                self._cluster.request_refresh()
-                self._back_off(positions)
+                    self._cluster.request_refresh()
+                    self._back_off(positions)
             else:
                 assert response is not None
+                session = self._sessions.get(node)
+                if session is not None and sent is not None:
+                    session.answered(sent, response)
                 arrived, size = self._on_fetched(positions, response)
         except Exception as exc:  # a bug: the getters raise it, never a silent stop
             _log.exception("handling a fetch answer from broker %d failed", node)
@@ -872,6 +905,11 @@ class Consumer:
                 self._data_arrived()
             asyncio.get_running_loop().call_soon(self._fetch_again, node)
         self._wake()  # after the user's wake-up: the fetcher's pass may write a Fetch too
+
+    def _forget_session(self, node: int) -> None:
+        session = self._sessions.get(node)
+        if session is not None:
+            session.reset()
 
     def _fetch_ended(self, node: int, positions: list[FetchPosition]) -> None:
         for asked in positions:

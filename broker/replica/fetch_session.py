@@ -199,6 +199,10 @@ class FetchContext:
         session.errored.difference_update(sp.tp for sp in self.partitions)
         session.errored.update(self._errored)
         session.dirty.update(self._unfinished)
+        # looked at again next time even if the fetcher does not name them: a fetcher
+        # that dropped the records (its position moved meanwhile, a failed append) asks
+        # from the same position, which a session does not repeat
+        session.dirty.update(sp.tp for sp, _hw, _start, moved in self._answered if moved)
 
 
 class FetchSessionCache:

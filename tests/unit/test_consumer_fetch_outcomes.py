@@ -3,13 +3,16 @@ failed, or its task cancelled by stop()), its partitions can be fetched again; a
 that is not an ApiError is logged and backed off, never a silent stall."""
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
 
 from client import Consumer
 from client.types import TopicPartition
-from protocol.apis import FetchRequest
+from protocol.apis import FetchPartitionData, FetchRequest, FetchResponse, FetchTopicResponse
+from protocol.errors import FetchSessionIdNotFoundError
+from protocol.records import encode_batch
 
 TP = TopicPartition("t", 0)
 
@@ -62,3 +65,81 @@ async def test_a_fetch_that_fails_or_is_cancelled_frees_its_partitions(
         assert cluster.refreshes == 1
         assert consumer._subscription.states[TP].retry_at_ms > 0  # backed off
         assert "fetch from broker 1 failed" in caplog.text
+
+
+class _Scripted:
+    """Answers each Fetch from a script, keeping the requests."""
+
+    def __init__(self, answers: list[Any]) -> None:
+        self.answers = answers
+        self.requests: list[FetchRequest] = []
+        self.refreshes = 0
+
+    def connection_now(self, node: int, purpose: str = "") -> None:
+        return None
+
+    def request_refresh(self) -> None:
+        self.refreshes += 1
+
+    async def send(self, node: int, api_key: Any, request: FetchRequest, **kw: Any) -> Any:
+        self.requests.append(request)
+        answer = self.answers.pop(0)
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+
+async def test_the_consumer_fetches_over_a_session_and_starts_over_when_it_is_lost() -> None:
+    """After a full first Fetch the consumer names only the partitions whose position
+    moved (KIP-227); a lost session means one full Fetch again, without a back-off."""
+    tps = [TopicPartition("t", i) for i in range(3)]
+    batch = encode_batch([(None, b"v", None, 1000)])
+
+    def answer(session_id: int, with_records: list[int]) -> FetchResponse:
+        return FetchResponse(
+            session_id=session_id,
+            topics=[
+                FetchTopicResponse(
+                    topic="t",
+                    partitions=[
+                        FetchPartitionData(partition_index=i, high_watermark=1, records=batch)
+                        for i in with_records
+                    ],
+                )
+            ],
+        )
+
+    cluster = _Scripted(
+        [
+            answer(7, [0]),
+            answer(7, []),
+            FetchSessionIdNotFoundError("evicted"),
+            answer(9, []),
+        ]
+    )
+    consumer = Consumer(bootstrap_servers="unused:1")
+    consumer._cluster = cluster  # type: ignore[assignment]
+    consumer._subscription.assign(tps)
+    for tp in tps:
+        consumer._subscription.seek(tp, 0)
+
+    async def fetch_once() -> None:
+        consumer._start_fetch(1, consumer._subscription.fetchable(time.monotonic() * 1000))
+        task = consumer._fetches.get(1)
+        assert task is not None
+        await task
+
+    def asked(request: FetchRequest) -> tuple[int, int, list[tuple[int, int]]]:
+        named = [(p.partition, p.fetch_offset) for t in request.topics for p in t.partitions]
+        return request.session_id, request.session_epoch, sorted(named)
+
+    for _ in range(4):
+        await fetch_once()
+    assert [asked(r) for r in cluster.requests] == [
+        (0, 0, [(0, 0), (1, 0), (2, 0)]),  # full: opens a session
+        (7, 1, [(0, 1)]),  # only t-0 moved (its record is buffered)
+        (7, 2, []),  # nothing moved
+        (0, 0, [(0, 1), (1, 0), (2, 0)]),  # the session was lost: full again
+    ]
+    assert cluster.refreshes == 0  # a lost session is no reason to back off
+    assert all(s.retry_at_ms == 0 for s in consumer._subscription.states.values())
