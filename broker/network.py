@@ -37,12 +37,13 @@ class PeerConnection:
         self._writer: asyncio.StreamWriter | None = None
         self._correlation = itertools.count(1)
 
-    async def request(self, api_key: ApiKey, request: Request) -> Any:
+    async def request(self, api_key: ApiKey, request: Request, version: int | None = None) -> Any:
+        """``request`` at ``version`` (default: this build's highest of the API)."""
         try:
             # asyncio.timeout, not wait_for: no task (and loop passes) per request, which a
             # follower's fetch loop and so every acks=all write would pay
             async with asyncio.timeout(self._timeout_s):
-                return await self._exchange(api_key, request)
+                return await self._exchange(api_key, request, version)
         except (
             OSError,
             TimeoutError,
@@ -53,12 +54,13 @@ class PeerConnection:
             self.close()
             raise PeerError(f"{APIS[api_key].name} to {self.host}:{self.port}: {exc!r}") from exc
 
-    async def _exchange(self, api_key: ApiKey, request: Request) -> Any:
+    async def _exchange(self, api_key: ApiKey, request: Request, version: int | None) -> Any:
         if self._writer is None:
             self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
         assert self._reader is not None
         correlation_id = next(self._correlation)
-        version = APIS[api_key].max_version
+        if version is None:
+            version = APIS[api_key].max_version
         self._writer.writelines(encode_request(api_key, version, correlation_id, request))
         await self._writer.drain()
         size = int.from_bytes(await self._reader.readexactly(LENGTH_SIZE), "big")

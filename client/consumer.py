@@ -929,7 +929,12 @@ class Consumer:
         for asked in positions:
             answer = answers.get(asked.tp)
             state = self._subscription.current(asked)
-            if answer is None or state is None:
+            if answer is None:
+                continue
+            if state is None:
+                # dropped (a seek or reset meanwhile): named in full next time, as its
+                # broker's session takes what it sent as known
+                self._asked.pop(asked.tp, None)
                 continue
             if answer.error_code:
                 arrived |= self._on_partition_error(asked, error_for_code(answer.error_code))

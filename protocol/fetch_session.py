@@ -60,6 +60,9 @@ class FetchSessionBuilder:
     def __init__(self) -> None:
         self.session_id = INVALID_SESSION_ID
         self.epoch = INITIAL_EPOCH
+        self._closing = INVALID_SESSION_ID
+        """The session a reset left behind: the next full request names it, and the broker
+        drops it (as Kafka's fetchers do) instead of keeping it until evicted."""
         self._sent: dict[Key, FetchPartition] = {}
         """What the broker's session holds, as of the last answered request."""
         self._pending: dict[Key, FetchPartition] | None = None
@@ -75,7 +78,7 @@ class FetchSessionBuilder:
         self._pending = dict(wanted)
         if self.session_id == INVALID_SESSION_ID:
             return SessionRequest(
-                INVALID_SESSION_ID, INITIAL_EPOCH, _topics(wanted.items()), [], full=True
+                self._closing, INITIAL_EPOCH, _topics(wanted.items()), [], full=True
             )
         sent = self._sent
         changed = [(k, p) for k, p in wanted.items() if sent.get(k) is not p]
@@ -97,6 +100,7 @@ class FetchSessionBuilder:
         if request.full:
             self.session_id = response.session_id  # INVALID_SESSION_ID: it keeps none
             self.epoch = 1
+            self._closing = INVALID_SESSION_ID
         else:
             self.epoch = self.epoch + 1 if self.epoch < _MAX_EPOCH else 1
         self._sent, self._pending = self._pending, None
@@ -104,6 +108,8 @@ class FetchSessionBuilder:
     def reset(self) -> None:
         """The last request failed, or the broker lost or refused the session: the next
         request is full, and starts a new one."""
+        if self.session_id != INVALID_SESSION_ID:
+            self._closing = self.session_id
         self.session_id = INVALID_SESSION_ID
         self.epoch = INITIAL_EPOCH
         self._sent = {}

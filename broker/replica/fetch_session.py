@@ -246,8 +246,9 @@ class FetchSessionCache:
         then starts over with a full request)."""
         epoch = request.session_epoch
         if epoch in (FINAL_EPOCH, INITIAL_EPOCH):
-            if request.session_id != INVALID_SESSION_ID:
-                self._remove(request.session_id)  # the fetcher closes it
+            closing = self.sessions.get(request.session_id)
+            if closing is not None and closing.replica_id == request.replica_id:
+                self._remove(closing.id)  # the fetcher closes the session it had
             partitions = _partitions(request)
             session = None
             if epoch == INITIAL_EPOCH:
@@ -296,6 +297,8 @@ class FetchSessionCache:
                 gone = held.pop(TopicPartition(forgotten.topic, index), None)
                 if gone is not None:
                     self._release(session, gone.tp)
+                    session.errored.discard(gone.tp)
+                    session.dirty.discard(gone.tp)
         named = set()
         for topic in request.topics:
             for p in topic.partitions:
@@ -317,6 +320,10 @@ class FetchSessionCache:
                     known.fetch_offset = p.fetch_offset
                     known.current_leader_epoch = p.current_leader_epoch
                     known.max_bytes = p.partition_max_bytes
+                    # a named partition is answered in full: a fetcher that dropped an
+                    # answer (re-added, a new epoch, a seek) still learns the high
+                    # watermark and log start it missed (Kafka clears them the same way)
+                    known.sent_high_watermark = known.sent_log_start_offset = -2
         return named
 
     def _hold(self, session: FetchSession, sp: SessionPartition) -> None:

@@ -48,6 +48,7 @@ from protocol.errors import (
     FetchSessionIdNotFoundError,
     InvalidFetchSessionEpochError,
     OffsetOutOfRangeError,
+    UnsupportedVersionError,
     error_for_code,
     raise_for_code,
 )
@@ -99,6 +100,7 @@ class ReplicaFetcher:
         )
         self._followed: dict[TopicPartition, _Followed] = {}
         self._session = FetchSessionBuilder()
+        self._fetch_version: int | None = None  # this build's highest, unless the leader's is lower
         """This fetcher's fetch session at the leader (KIP-227): each fetch names only
         the partitions that moved, and the answer only those with news."""
         self._changed = asyncio.Event()
@@ -274,7 +276,9 @@ class ReplicaFetcher:
             forgotten_topics_data=asked.forgotten,
         )
         try:
-            response: FetchResponse = await self._peer.request(ApiKey.FETCH, request)
+            response: FetchResponse = await self._peer.request(
+                ApiKey.FETCH, request, self._fetch_version
+            )
         except BaseException:
             self._session.reset()  # the leader may or may not have taken it
             raise
@@ -283,21 +287,38 @@ class ReplicaFetcher:
             # INVALID_FETCH_SESSION_EPOCH: the next fetch is full and opens a new session
             self._session.reset()
             error = error_for_code(response.error_code, response.error_message)
+            if isinstance(error, UnsupportedVersionError) and self._fetch_version != 0:
+                # a leader of an older build (a rolling upgrade): fetch as it speaks, v0,
+                # without a session, rather than not at all
+                self._log.warning("fetcher.leader_without_sessions", detail=error.message)
+                self._fetch_version = 0
+                return
             self._log.info("fetcher.session_reset", error=error.name, detail=error.message)
             if not isinstance(error, _SESSION_ERRORS):
                 await asyncio.sleep(_BACKOFF_S)
             return
         self._session.answered(asked, response)
+        try:
+            backoff = await self._take(response)
+        except BaseException:
+            self._session.reset()  # the rest of the answer was not taken in
+            raise
+        if backoff:
+            await asyncio.sleep(_BACKOFF_S)
+
+    async def _take(self, response: FetchResponse) -> bool:
+        """Apply an answer, partition by partition; True if one failed (back off). The
+        leader takes what it sent as known: an answer dropped for a partition still
+        followed (re-added meanwhile) resets the session, so the next fetch is full."""
         backoff = False
         for topic in response.topics:
             for data in topic.partitions:
                 followed = self._followed.get(TopicPartition(topic.topic, data.partition_index))
-                if (
-                    followed is None
-                    or not followed.truncated
-                    or not self._still_following(followed)
-                ):
-                    continue  # removed, re-added (truncates first) or promoted while we waited
+                if followed is None:
+                    continue  # removed: the next fetch forgets it
+                if not followed.truncated or not self._still_following(followed):
+                    self._session.reset()  # re-added (truncates first) or promoted
+                    continue
                 try:
                     await self._handle(followed, data)
                 except ApiError as exc:
@@ -309,8 +330,7 @@ class ReplicaFetcher:
                         error=exc.name,
                         detail=exc.message,
                     )
-        if backoff:
-            await asyncio.sleep(_BACKOFF_S)
+        return backoff
 
     async def _handle(self, followed: _Followed, data: FetchPartitionData) -> None:
         partition = followed.partition

@@ -648,11 +648,10 @@ class ReplicaManager:
         Every partition the fetch looks at counts (see FetchSessionCache: in a session,
         the idle ones at least every sweep): one left out of an incremental request is
         one whose position the follower still holds, and this fetch is news of it (its
-        caught-up time). Only one it named can move a high watermark (its log end offset
-        is the one that changed)."""
+        caught-up time). Only a follower whose log end offset moved can move a high
+        watermark."""
         now = _now_ms()
         replica_id = request.replica_id
-        named = context.named
         for sp in context.partitions:
             tp = sp.tp
             partition = self.partitions.get(tp)
@@ -660,10 +659,8 @@ class ReplicaManager:
                 continue
             if 0 <= sp.current_leader_epoch != partition.leader_epoch:
                 continue  # a fetch for another epoch says nothing about this one
-            partition.update_follower(replica_id, sp.fetch_offset, now)
-            if (named is None or tp in named) and partition.maybe_advance_high_watermark(
-                answer=False
-            ):
+            moved_on = partition.update_follower(replica_id, sp.fetch_offset, now)
+            if moved_on and partition.maybe_advance_high_watermark(answer=False):
                 moved.append(partition)
                 self._wake(tp)
             if replica_id not in partition.isr and replica_id in partition.ready_to_join():

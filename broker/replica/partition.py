@@ -117,21 +117,24 @@ class Partition:
 
     # --- leader: followers and the high watermark --------------------------------------
 
-    def update_follower(self, replica_id: int, fetch_offset: int, now_ms: int) -> None:
-        """A follower fetched from ``fetch_offset``: that is its log end offset."""
+    def update_follower(self, replica_id: int, fetch_offset: int, now_ms: int) -> bool:
+        """A follower fetched from ``fetch_offset``: that is its log end offset. Returns
+        whether that moved it (only then can the high watermark move for it)."""
         state = self.followers.get(replica_id)
         if state is None:
-            return  # not a replica of this partition (the fetch is refused elsewhere)
+            return False  # not a replica of this partition (the fetch is refused elsewhere)
         leader_end = self.log.log_end_offset
         if fetch_offset > leader_end:
-            return  # beyond our log (it will be told OFFSET_OUT_OF_RANGE): not progress
+            return False  # beyond our log (it will be told OFFSET_OUT_OF_RANGE): not progress
         if fetch_offset == leader_end:
             state.last_caught_up_ms = now_ms
         elif fetch_offset >= state.leader_end_at_last_fetch >= 0:
             state.last_caught_up_ms = max(state.last_caught_up_ms, state.last_fetch_ms)
+        moved = state.log_end_offset != fetch_offset
         state.log_end_offset = fetch_offset
         state.last_fetch_ms = now_ms
         state.leader_end_at_last_fetch = leader_end
+        return moved
 
     def maybe_advance_high_watermark(self, *, answer: bool = True) -> bool:
         """Move the high watermark to the smallest log end offset in the ISR, if higher,

@@ -139,7 +139,7 @@ async def test_the_consumer_fetches_over_a_session_and_starts_over_when_it_is_lo
         (0, 0, [(0, 0), (1, 0), (2, 0)]),  # full: opens a session
         (7, 1, [(0, 1)]),  # only t-0 moved (its record is buffered)
         (7, 2, []),  # nothing moved
-        (0, 0, [(0, 1), (1, 0), (2, 0)]),  # the session was lost: full again
+        (7, 0, [(0, 1), (1, 0), (2, 0)]),  # the session was lost: full again (closing 7)
     ]
     assert cluster.refreshes == 0  # a lost session is no reason to back off
     assert all(s.retry_at_ms == 0 for s in consumer._subscription.states.values())

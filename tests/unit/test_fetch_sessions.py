@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -16,16 +17,20 @@ from broker.log import LogConfig
 from broker.log.manager import LogManager, TopicPartition
 from broker.metadata import MetadataCache
 from broker.replica.fetch_session import FetchSessionCache
+from broker.replica.fetcher import ReplicaFetcher, _Followed
 from broker.replica.manager import ReplicaManager
+from broker.replica.partition import Partition
 from protocol.apis import (
     FINAL_EPOCH,
     INITIAL_EPOCH,
     INVALID_SESSION_ID,
     FetchForgottenTopic,
     FetchPartition,
+    FetchPartitionData,
     FetchRequest,
     FetchResponse,
     FetchTopic,
+    FetchTopicResponse,
     LeaderAndIsrPartitionState,
     ProducePartition,
     ProduceRequest,
@@ -116,10 +121,12 @@ def test_the_builder_starts_over_after_a_failure_and_without_a_session() -> None
     builder.build(wanted)
     builder.reset()  # the request failed: the broker may or may not have taken it
     again = builder.build(wanted)
-    assert (again.full, again.session_id, again.session_epoch) == (True, 0, INITIAL_EPOCH)
+    # full, and naming the old session: the broker drops it rather than keep it
+    assert (again.full, again.session_id, again.session_epoch) == (True, 9, INITIAL_EPOCH)
     builder.answered(again, FetchResponse(session_id=INVALID_SESSION_ID))  # it keeps none
     still = builder.build(wanted)
-    assert still.full and [p.partition for p in still.topics[0].partitions] == [0]
+    assert still.full and still.session_id == 0
+    assert [p.partition for p in still.topics[0].partitions] == [0]
 
 
 # --- the broker's cache -----------------------------------------------------------------
@@ -319,3 +326,49 @@ async def test_a_partition_cut_off_by_the_response_budget_comes_in_the_next_answ
     }
     step = _request([_p(1, offset=1)], session_id=answer.session_id, epoch=1, max_wait_ms=0)
     assert _answered(_now(leader.fetch(step)))[2][2] == 69
+
+
+async def test_a_partition_named_again_is_answered_in_full(leader: ReplicaManager) -> None:
+    """The leader takes what it sent as known; a fetcher that dropped an answer (the
+    partition re-added meanwhile, or a seek) names the partition again and must learn the
+    high watermark it missed, though nothing changed since."""
+    _produce(leader, 1)
+    full = _now(leader.fetch(_request([_p(i) for i in range(4)], max_wait_ms=0)))
+    moved = _request([_p(1, offset=1)], session_id=full.session_id, epoch=1, max_wait_ms=0)
+    assert _answered(_now(leader.fetch(moved))) == {1: (0, 1, 0)}
+    again = _request([_p(1, offset=1)], session_id=full.session_id, epoch=2, max_wait_ms=0)
+    assert _answered(_now(leader.fetch(again))) == {1: (0, 1, 0)}
+
+
+def test_a_full_request_naming_its_old_session_closes_it() -> None:
+    """A fetcher that starts over names the session it had, so the broker drops it at
+    once instead of keeping it (and marking it on every append) until it is evicted;
+    only its owner can."""
+    cache = FetchSessionCache(10)
+    old = cache.context(_request([_p(0)])).session_id
+    other = cache.context(_request([_p(0)], session_id=old, replica_id=3)).session_id
+    assert old in cache.sessions  # another replica's request does not close it
+    new = cache.context(_request([_p(0)], session_id=old)).session_id
+    assert old not in cache.sessions and set(cache.sessions) == {other, new}
+
+
+async def test_a_follower_that_drops_part_of_an_answer_starts_a_new_session() -> None:
+    """A partition re-added while its fetch was out (it truncates first) drops its answer;
+    the leader takes it as told, so the follower's next fetch is full."""
+    fetcher = ReplicaFetcher(2, 1, "127.0.0.1", 9)  # never reaches it: nothing followed yet
+    try:
+        readded = _Followed(cast(Partition, None), leader_epoch=2)  # not truncated yet
+        fetcher._followed[TopicPartition("t", 0)] = readded
+        fetcher._session.session_id, fetcher._session.epoch = 44, 3
+        answer = FetchResponse(
+            topics=[
+                FetchTopicResponse(topic="t", partitions=[FetchPartitionData(partition_index=0)])
+            ]
+        )
+        assert await fetcher._take(answer) is False
+        assert fetcher._session.session_id == INVALID_SESSION_ID
+        again = fetcher._session.build({})
+        assert (again.full, again.session_id) == (True, 44)  # closing the old one
+    finally:
+        fetcher._followed.clear()
+        await fetcher.close()
