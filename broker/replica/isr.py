@@ -39,7 +39,8 @@ class IsrUpdater:
         try:
             stat = await self._zk.set(path, state.to_json(), version=partition.zk_version)
         except VersionConflict:
-            await self._reconcile(partition, path, epoch)
+            if not await self._reconcile(partition, path, epoch):
+                partition.isr_fenced_epoch = epoch
             return False
         except NoNode:
             return False  # the topic is being deleted
@@ -57,13 +58,16 @@ class IsrUpdater:
         await self._notify(partition)
         return True
 
-    async def _reconcile(self, partition: Partition, path: str, epoch: int) -> None:
+    async def _reconcile(self, partition: Partition, path: str, epoch: int) -> bool:
+        """After a version conflict: adopt ZooKeeper's ISR if it is still our epoch's
+        (True); False if a newer leader epoch is there (we are deposed, not told yet)."""
         data, stat = await self._zk.get(path)
         current = PartitionState.from_json(path, data)
         if current.leader_epoch == epoch and partition.leader_epoch == epoch:
             partition.zk_version = stat.version
             partition.isr = current.isr
-        else:
+            return True
+        if current.leader_epoch > epoch:
             self._log.info(
                 "partition.isr_write_fenced",
                 topic=partition.topic,
@@ -71,6 +75,8 @@ class IsrUpdater:
                 our_epoch=epoch,
                 their_epoch=current.leader_epoch,
             )
+            return False
+        return True  # our own epoch moved on meanwhile: the LeaderAndIsr that did it wins
 
     async def _notify(self, partition: Partition) -> None:
         body = {

@@ -795,6 +795,8 @@ class ReplicaManager:
     def _change_isr(self, partition: Partition, isr: list[int]) -> None:
         if self._isr is None or partition.isr_write_pending:
             return  # the next fetch or shrink check tries again
+        if partition.isr_fenced_epoch == partition.leader_epoch:
+            return  # deposed, not told yet: wait for the LeaderAndIsr
         partition.isr_write_pending = True
         grew = len(isr) > len(partition.isr)
         # joiners count for the high watermark from now on: the write may land unseen
@@ -814,7 +816,8 @@ class ReplicaManager:
                     (self.isr_expands if grew else self.isr_shrinks).inc()
             finally:
                 partition.isr_write_pending = False
-                if settled and partition.leader_epoch == epoch:
+                fenced = partition.isr_fenced_epoch == epoch
+                if settled and partition.leader_epoch == epoch and not fenced:
                     # ZooKeeper's ISR is known again (written, or re-read on a conflict)
                     partition.joining.clear()
                     if partition.maybe_advance_high_watermark():  # a smaller ISR may allow it

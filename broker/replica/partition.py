@@ -72,6 +72,10 @@ class Partition:
     "maximal ISR", KIP-497), since the write may land before we hear it did."""
     epoch_start_offset: int = 0
     """The log end offset when this broker became leader in the current epoch."""
+    isr_fenced_epoch: int = -1
+    """The leader epoch at which an ISR write found a newer leader in ZooKeeper: from then
+    on no ISR write, and ``joining`` stays counted, until a LeaderAndIsr says what this
+    broker is (another leader may hold the replicas we were adding)."""
     _waiters: dict[HighWatermarkWaiter, None] = field(default_factory=dict)
     """acks=all produces waiting, in required-offset order (appends come in offset order):
     a high watermark move looks only at those it reaches and the first it does not, not at

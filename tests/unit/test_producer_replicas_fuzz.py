@@ -77,13 +77,14 @@ Findings:
   written twice. A batch with an attempt of unknown outcome is now never re-sequenced: it
   fails as "may or may not have been written" (``Producer._fail_in_doubt``). The random
   steps had not hit it; the scripted test below holds it.
-- F3 (broker, open): a leader whose ISR write was fenced (a newer leader epoch in the
-  znode) clears ``joining``, though ZooKeeper's ISR may hold a replica it was adding (an
-  earlier write that landed with its answer lost) and the controller may have elected it.
-  The deposed leader then acknowledges acks=all writes without it, and they are lost when
-  it truncates to the new leader's log. Seed 211 ("late reads") hit it before the fetch
-  sessions (6a737b6, 1256b90) changed the random paths; the scripted test below (xfail
-  until fixed) holds it.
+- F3 (broker, fixed: ``Partition.isr_fenced_epoch``): a leader whose ISR write was
+  fenced (a newer leader epoch in the znode) cleared ``joining``, though ZooKeeper's ISR
+  may hold a replica it was adding (an earlier write that landed with its answer lost)
+  and the controller may have elected it. The deposed leader then acknowledges acks=all
+  writes without it, and they are lost when it truncates to the new leader's log. Seed
+  211 ("late reads") hit it before the fetch sessions (6a737b6, 1256b90) changed the
+  random paths; the scripted test below holds it. Now the fenced leader keeps
+  ``joining`` and writes no ISR until a LeaderAndIsr.
 - F4 (broker, open): a leader records its epoch in its leader-epoch cache only with its
   first append. Elected uncleanly with an empty log, it answers a follower's
   OffsetForLeaderEpoch UNDEFINED; the follower keeps its log up to its high watermark,
@@ -1358,10 +1359,6 @@ async def test_f1_a_batch_refused_by_a_leader_whose_log_is_then_superseded_is_no
         await producer._close()  # (stop() would wait for what never finishes if it failed early)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="F3 (broker): a fenced ISR write clears the joiners (ReplicaManager._change_isr)",
-)
 async def test_f3_a_deposed_leader_whose_isr_write_was_fenced_does_not_acknowledge_alone(
     tmp_path: Path,
 ) -> None:
