@@ -231,9 +231,14 @@ async def test_idle_partitions_stay_in_sync_over_incremental_fetch_sessions(
 
     await _until(isrs, lambda sizes: sizes == [3] * 24)
     state = await _partition(ports[1], "many", 5)
+    leader_port = ports[state.leader_id]
     for i in range(3):
-        written = await _produce(ports[state.leader_id], "many", 5, [b"m%d" % i], acks=-1)
-        assert (written.error_code, written.base_offset) == (0, i)
+        # retried while the leader has not heard of its role yet (NOT_LEADER: not written)
+        written = await _until(
+            lambda i=i: _produce(leader_port, "many", 5, [b"m%d" % i], acks=-1),
+            lambda r: r.error_code == 0,
+        )
+        assert written.base_offset == i
     await asyncio.sleep(5)  # 2.5 x replica.lag.time.max.ms, every other partition idle
     assert await isrs() == [3] * 24
     for broker_id in cluster.brokers:
