@@ -59,9 +59,7 @@ from protocol.apis import (
 from protocol.errors import (
     ApiError,
     FencedInstanceIdError,
-    FetchSessionIdNotFoundError,
     IllegalGenerationError,
-    InvalidFetchSessionEpochError,
     OffsetOutOfRangeError,
     RebalanceInProgressError,
     RequestTimedOutError,
@@ -69,12 +67,11 @@ from protocol.errors import (
     UnknownTopicOrPartitionError,
     error_for_code,
 )
-from protocol.fetch_session import FetchSessionBuilder, SessionRequest
+from protocol.fetch_session import SESSION_ERRORS, FetchSessionBuilder, SessionRequest
 from protocol.records import Record
 
 __all__ = ["Consumer"]
 
-_SESSION_ERRORS = (FetchSessionIdNotFoundError, InvalidFetchSessionEpochError)
 
 _log = logging.getLogger("headwater.client.consumer")
 
@@ -867,14 +864,13 @@ class Consumer:
         try:
             if error is not None:
                 self._forget_session(node)  # the broker may or may not have taken it
-                if isinstance(error, _SESSION_ERRORS):
+                if isinstance(error, SESSION_ERRORS):
                     _log.debug("fetch session with broker %d starts over: %s", node, error)
-                elif isinstance(error, ApiError):
-                    _log.debug("fetch from broker %d failed: %s", node, error)
-                    self._cluster.request_refresh()
-                    self._back_off(positions)
                 else:
-                    _log.warning("fetch from broker %d failed", node, exc_info=error)
+                    if isinstance(error, ApiError):
+                        _log.debug("fetch from broker %d failed: %s", node, error)
+                    else:
+                        _log.warning("fetch from broker %d failed", node, exc_info=error)
                     self._cluster.request_refresh()
                     self._back_off(positions)
             else:

@@ -24,8 +24,12 @@ from protocol.apis import (
     FetchResponse,
     FetchTopic,
 )
+from protocol.errors import FetchSessionIdNotFoundError, InvalidFetchSessionEpochError
 
-__all__ = ["FetchSessionBuilder", "SessionRequest"]
+__all__ = ["SESSION_ERRORS", "FetchSessionBuilder", "SessionRequest"]
+
+SESSION_ERRORS = (FetchSessionIdNotFoundError, InvalidFetchSessionEpochError)
+"""The broker lost or refused the session: start over with a full fetch, no back-off."""
 
 Key = tuple[str, int]
 """(topic, partition)"""

@@ -45,20 +45,17 @@ from protocol.apis import (
 )
 from protocol.errors import (
     ApiError,
-    FetchSessionIdNotFoundError,
-    InvalidFetchSessionEpochError,
     OffsetOutOfRangeError,
     UnsupportedVersionError,
     error_for_code,
     raise_for_code,
 )
-from protocol.fetch_session import FetchSessionBuilder
+from protocol.fetch_session import SESSION_ERRORS, FetchSessionBuilder
 from protocol.records import scan_batches
 
 __all__ = ["ReplicaFetcher"]
 
 _BACKOFF_S = 0.2
-_SESSION_ERRORS = (FetchSessionIdNotFoundError, InvalidFetchSessionEpochError)
 UNDEFINED = -1
 
 
@@ -100,9 +97,9 @@ class ReplicaFetcher:
         )
         self._followed: dict[TopicPartition, _Followed] = {}
         self._session = FetchSessionBuilder()
-        self._fetch_version: int | None = None  # this build's highest, unless the leader's is lower
         """This fetcher's fetch session at the leader (KIP-227): each fetch names only
         the partitions that moved, and the answer only those with news."""
+        self._fetch_version: int | None = None  # this build's highest, unless the leader's is lower
         self._changed = asyncio.Event()
         self._on_progress = on_progress
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -283,8 +280,9 @@ class ReplicaFetcher:
             self._session.reset()  # the leader may or may not have taken it
             raise
         if response.error_code:
-            # FETCH_SESSION_ID_NOT_FOUND (evicted, or the leader restarted) or
-            # INVALID_FETCH_SESSION_EPOCH: the next fetch is full and opens a new session
+            # a request-level error: FETCH_SESSION_ID_NOT_FOUND (evicted, or the leader
+            # restarted) and INVALID_FETCH_SESSION_EPOCH most often; the next fetch is
+            # full and opens a new session
             self._session.reset()
             error = error_for_code(response.error_code, response.error_message)
             if isinstance(error, UnsupportedVersionError) and self._fetch_version != 0:
@@ -294,7 +292,7 @@ class ReplicaFetcher:
                 self._fetch_version = 0
                 return
             self._log.info("fetcher.session_reset", error=error.name, detail=error.message)
-            if not isinstance(error, _SESSION_ERRORS):
+            if not isinstance(error, SESSION_ERRORS):
                 await asyncio.sleep(_BACKOFF_S)
             return
         self._session.answered(asked, response)

@@ -5,7 +5,6 @@ position on every partition of its session, idle ones included, for the ISR)."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import cast
@@ -16,6 +15,7 @@ from broker.deferred import Deferred
 from broker.log import LogConfig
 from broker.log.manager import LogManager, TopicPartition
 from broker.metadata import MetadataCache
+from broker.replica import manager as replica_manager
 from broker.replica.fetch_session import FetchSessionCache
 from broker.replica.fetcher import ReplicaFetcher, _Followed
 from broker.replica.manager import ReplicaManager
@@ -279,6 +279,9 @@ async def test_a_fetch_looks_only_at_what_moved_and_at_idle_partitions_every_swe
     Every sweep (a quarter of replica.lag.time.max.ms) a fetch looks at them all and
     counts as news of them: else an idle partition's follower, which fetches all the
     time, would fall out of the ISR."""
+    clock = Clock()  # the sessions' and the followers' time, moved by hand
+    leader.fetch_sessions._clock = clock
+    monkeypatch.setattr(replica_manager, "_now_ms", clock)
     first = _request([_p(i) for i in range(4)], max_wait_ms=0)
     session = _now(leader.fetch(first)).session_id
     looked: list[int] = []
@@ -298,7 +301,7 @@ async def test_a_fetch_looks_only_at_what_moved_and_at_idle_partitions_every_swe
     assert set(_answered(answer)) == {0} and looked == [0]  # marked by the append
     assert idle.followers[FOLLOWER].last_caught_up_ms == before
 
-    await asyncio.sleep(0.15)  # past the sweep interval
+    clock.now += 100  # the sweep interval (a quarter of replica.lag.time.max.ms 400)
     looked.clear()
     moved = _request([_p(0, offset=1)], session_id=session, epoch=2, max_wait_ms=0)
     swept = _now(leader.fetch(moved))
