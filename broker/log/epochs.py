@@ -47,13 +47,17 @@ class LeaderEpochCache:
         self.path = directory / CHECKPOINT_NAME
         self.entries: list[EpochEntry] = _read(self.path)
         self._dirty = False
+        # entries changed in memory only (a new leader's epoch at its log end): written
+        # with its first append, so a leader change costs no file write per partition
+        self.unwritten = False
 
     @property
     def latest_epoch(self) -> int:
         return self.entries[-1].epoch if self.entries else UNDEFINED
 
-    def assign(self, epoch: int, start_offset: int) -> None:
-        """Epoch ``epoch`` begins at ``start_offset`` (called for a batch of a newer epoch).
+    def assign(self, epoch: int, start_offset: int, *, write: bool = True) -> None:
+        """Epoch ``epoch`` begins at ``start_offset`` (called for a batch of a newer epoch,
+        and by a new leader for its log end, with ``write`` False: see :attr:`unwritten`).
 
         An entry at or past ``start_offset`` belongs to a history this one replaces (a
         follower re-fetching after truncation): it goes.
@@ -64,7 +68,15 @@ class LeaderEpochCache:
             e for e in self.entries if e.epoch < epoch and e.start_offset < start_offset
         ]
         self.entries.append(EpochEntry(epoch, start_offset))
-        self._write()
+        if write:
+            self._write()
+        else:
+            self.unwritten = True
+
+    def write(self) -> None:
+        """Write what :meth:`assign` left in memory only."""
+        if self.unwritten:
+            self._write()
 
     def _covers(self, epoch: int, start_offset: int) -> bool:
         return any(e.epoch == epoch and e.start_offset <= start_offset for e in self.entries)
@@ -131,6 +143,7 @@ class LeaderEpochCache:
         tmp.write_text("\n".join(lines) + "\n")
         os.replace(tmp, self.path)
         self._dirty = True
+        self.unwritten = False
 
 
 def _read(path: Path) -> list[EpochEntry]:

@@ -402,7 +402,8 @@ class Log:
             if assign_offsets
             else [h.partition_leader_epoch for h in headers]
         )
-        if epochs[-1] > self.epochs.latest_epoch:  # once per leader change, not per append
+        # once per leader change, not per append
+        if epochs[-1] > self.epochs.latest_epoch or self.epochs.unwritten:
             self._write(lambda: self._assign_epochs(epochs, infos), "recording leader epochs of")
         now = self._clock()
         for h, info in zip(headers, infos, strict=True):
@@ -442,6 +443,18 @@ class Log:
         for epoch, info in zip(epochs, infos, strict=True):
             if epoch > self.epochs.latest_epoch:
                 self.epochs.assign(epoch, info.base_offset)
+        self.epochs.write()
+
+    def assign_epoch_start(self, epoch: int) -> None:
+        """A new leader's epoch begins at the log end, before it appends anything (Kafka's
+        maybeAssignEpochStartOffset). Without it a leader elected with an empty log (or
+        none of its epoch's records yet) answered OffsetForLeaderEpoch for an older epoch
+        as "unknown", and a follower kept records this leader never had.
+
+        In memory only (no file write on the event loop per partition at a leader change):
+        the first append writes it, and an entry with no record after it is dropped when
+        the log is loaded anyway; the next LeaderAndIsr assigns it again."""
+        self.epochs.assign(epoch, self.log_end_offset, write=False)
 
     def end_offset_for_epoch(self, epoch: int) -> tuple[int, int]:
         """OffsetsForLeaderEpoch: (largest epoch <= ``epoch`` here, the offset it ended at)."""
@@ -556,6 +569,9 @@ class Log:
     def truncate_to(self, offset: int) -> None:
         """Remove everything at offsets >= ``offset`` (whole batches; used by replication)."""
         if offset >= self.log_end_offset:
+            # no record goes, but an epoch begun at the end (a leader's, before it wrote)
+            # does: kept, a follower asked about it again and again and never fetched
+            self._write(lambda: self.epochs.truncate_from_end(offset), "truncating")
             return
         if offset <= self.segments[0].base_offset:
             self.truncate_fully_and_start_at(offset)

@@ -237,7 +237,7 @@ class ReplicaFetcher:
                 from_offset=partition.log.log_end_offset,
                 to_offset=offset,
             )
-            partition.log.truncate_to(offset)
+        partition.log.truncate_to(offset)  # at the end too: it drops epochs begun there
         partition.high_watermark = min(partition.high_watermark, partition.log.log_end_offset)
 
     # --- fetching -----------------------------------------------------------------------

@@ -102,6 +102,7 @@ class Partition:
         reaches :attr:`epoch_start_offset` it is not known, and offsets are not handed out
         by it (Kafka's KIP-207: OFFSET_NOT_AVAILABLE, retriable)."""
         self.epoch_start_offset = self.log.log_end_offset
+        self.log.assign_epoch_start(self.leader_epoch)
         self.joining = set()
         self.followers = {
             r: FollowerState(last_caught_up_ms=now_ms if r in self.isr else 0)

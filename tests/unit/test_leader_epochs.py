@@ -124,3 +124,37 @@ def test_retention_moves_the_first_epoch_up(tmp_path: Path) -> None:
     assert log.epochs.entries[-1] == EpochEntry(3, max(90, start))
     assert log.end_offset_for_epoch(3) == (3, 120)
     log.close()
+
+
+def test_a_new_leader_records_its_epoch_at_its_log_end_before_it_appends(tmp_path: Path) -> None:
+    """An empty leader elected uncleanly must answer a follower holding older epochs "your
+    epoch ends at 0", not "unknown" (the follower kept records this leader never had)."""
+    log = Log.open(tmp_path / "t-0", SMALL)
+    assert log.end_offset_for_epoch(2) == (-1, -1)
+    log.assign_epoch_start(3)
+    assert log.epochs.entries == [EpochEntry(3, 0)]
+    assert log.end_offset_for_epoch(2) == (2, 0)  # older than all: cut everything
+    assert log.end_offset_for_epoch(3) == (3, 0)
+    assert not (tmp_path / "t-0" / CHECKPOINT_NAME).exists()  # no file write at the election
+    log.append(_batch(), leader_epoch=3)  # the first append writes it
+    assert LeaderEpochCache(tmp_path / "t-0").entries == [EpochEntry(3, 0)]
+    log.assign_epoch_start(3)  # the same epoch again (a resent LeaderAndIsr): nothing new
+    assert log.epochs.entries == [EpochEntry(3, 0)]
+    log.close()
+
+
+def test_an_epoch_begun_at_the_log_end_goes_with_a_truncation_there(tmp_path: Path) -> None:
+    """A leader deposed before it wrote holds an epoch no one else has, starting at its log
+    end. Truncating to the end must drop it, or the follower asks about it forever."""
+    log = Log.open(tmp_path / "t-0", SMALL)
+    log.append(_batch(), leader_epoch=1)
+    log.assign_epoch_start(4)
+    assert log.epochs.latest_epoch == 4
+    log.truncate_to(log.log_end_offset)
+    assert log.epochs.entries == [EpochEntry(1, 0)]
+    assert log.log_end_offset == 3  # no record went
+    log.assign_epoch_start(5)
+    log.close()
+    reopened = Log.open(tmp_path / "t-0", SMALL)  # an epoch with no record is not kept
+    assert reopened.epochs.entries == [EpochEntry(1, 0)]
+    reopened.close()

@@ -85,12 +85,15 @@ Findings:
   211 ("late reads") hit it before the fetch sessions (6a737b6, 1256b90) changed the
   random paths; the scripted test below holds it. Now the fenced leader keeps
   ``joining`` and writes no ISR until a LeaderAndIsr.
-- F4 (broker, open): a leader records its epoch in its leader-epoch cache only with its
-  first append. Elected uncleanly with an empty log, it answers a follower's
-  OffsetForLeaderEpoch UNDEFINED; the follower keeps its log up to its high watermark,
-  records the leader never had, then joins the ISR: the replicas differ below the high
-  watermark and a record acknowledged after the election is missing from an ISR replica.
-  Seed 625 ("unclean", scale 3) hits it; the scripted test below (xfail) holds it.
+- F4 (broker, fixed: ``Log.assign_epoch_start``): a leader recorded its epoch in its
+  leader-epoch cache only with its first append. Elected uncleanly with an empty log, it
+  answered a follower's OffsetForLeaderEpoch UNDEFINED; the follower kept its log up to
+  its high watermark, records the leader never had, then joined the ISR: the replicas
+  differed below the high watermark and a record acknowledged after the election was
+  missing from an ISR replica. Seed 625 ("unclean", scale 3) hit it; the scripted test
+  below holds it. Now ``Partition.become_leader`` records the epoch at the log end, and a
+  truncation to the log end drops an epoch begun there (without that, a deposed leader
+  that never wrote asked its new leader about its own epoch round after round).
 """
 
 from __future__ import annotations
@@ -1434,22 +1437,18 @@ async def test_f3_a_deposed_leader_whose_isr_write_was_fenced_does_not_acknowled
         await producer._close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="F4 (broker): a new leader's epoch is not in its epoch cache until it appends",
-)
 async def test_f4_after_an_unclean_election_a_follower_keeps_nothing_its_leader_lacks(  # noqa: C901 - one scripted story
     tmp_path: Path,
 ) -> None:
     """A leads with the ISR [A, F]; R0 is written and acknowledged, and F's high
     watermark passes it. A and F are lost, and the controller elects U uncleanly: U was
     out of the ISR and its log is empty (R0 is lost, as unclean.leader.election.enable
-    allows). F comes back as U's follower and asks U where its latest epoch ended. U
-    holds no epoch at all, since it records one only with its first append, so it answers
-    UNDEFINED, and F falls back to its high watermark and keeps R0. U then takes R1 at
-    offset 0 and acknowledges it; F fetches from offset 1, is caught up, and joins the
-    ISR holding R0 where U holds R1. The replicas have parted below the high watermark,
-    and if U fails now, F's clean election loses R1, which was acknowledged after the
+    allows). F comes back as U's follower and asks U where its latest epoch ended. Before
+    the fix U held no epoch at all, since it recorded one only with its first append, so
+    it answered UNDEFINED, and F fell back to its high watermark and kept R0. U then took
+    R1 at offset 0 and acknowledged it; F fetched from offset 1, was caught up, and joined
+    the ISR holding R0 where U held R1. The replicas parted below the high watermark, and
+    had U failed then, F's clean election lost R1, which was acknowledged after the
     unclean election. Kafka's leader records its epoch's start offset as it becomes
     leader (``maybeAssignEpochStartOffset``): F would learn to cut to 0."""
     run = Run(0, tmp_path, late=0, forget=0, failover=0, max_in_flight=5, min_insync=1)
