@@ -14,10 +14,11 @@ over with a full request, as after FETCH_SESSION_ID_NOT_FOUND).
 The leader does not look at every partition of a session on every fetch either: only at
 those the request names, those an event marked since (an append, a high watermark move,
 a role change: :meth:`FetchSessionCache.mark`, from the same calls that wake parked
-fetches), those that answered an error last time, and the ones a read cut short. Every
-``sweep_ms`` (at most a quarter of replica.lag.time.max.ms) one fetch looks at them all:
-that refreshes the follower's caught-up time of idle partitions (the ISR) and catches
-what no event marks (a log start moved by retention).
+fetches), those that answered an error last time, and the ones a read cut short. The
+others are swept (:class:`~broker.replica.sweep.Sweep`): each fetch also looks at its
+share of them, so every one is looked at about once per ``sweep_ms`` (a quarter of
+replica.lag.time.max.ms). That refreshes the follower's caught-up time of idle
+partitions (the ISR) and catches what no event marks (a log start moved by retention).
 
 At most ``max.incremental.fetch.session.cache.slots`` sessions are kept. A new one takes
 the place of the one unused longest if that one has been idle for
@@ -36,6 +37,7 @@ from collections.abc import Callable
 
 from broker.log.manager import TopicPartition
 from broker.metrics import Counter
+from broker.replica.sweep import Sweep
 from protocol.apis import FINAL_EPOCH, INITIAL_EPOCH, INVALID_SESSION_ID, FetchRequest
 from protocol.errors import FetchSessionIdNotFoundError, InvalidFetchSessionEpochError
 
@@ -92,11 +94,11 @@ class FetchSession:
         "parked",
         "partitions",
         "replica_id",
-        "swept_ms",
+        "sweep",
         "used_ms",
     )
 
-    def __init__(self, session_id: int, replica_id: int, now_ms: int) -> None:
+    def __init__(self, session_id: int, replica_id: int, now_ms: int, sweep_ms: int) -> None:
         self.id = session_id
         self.replica_id = replica_id
         self.epoch = 1  # the epoch its next request must carry
@@ -110,7 +112,8 @@ class FetchSession:
         self.parked: object | None = None
         """Its fetch waiting at the broker (the ReplicaManager's), woken by a mark."""
         self.used_ms = now_ms
-        self.swept_ms = now_ms
+        self.sweep: Sweep[TopicPartition] = Sweep(sweep_ms, now_ms)
+        """Each fetch also looks at its share of the partitions no event marked."""
 
     @property
     def follower(self) -> bool:
@@ -273,19 +276,18 @@ class FetchSessionCache:
         del self.sessions[session.id]  # to the end: most recently used
         self.sessions[session.id] = session
         named = self._apply(session, request)
-        if now - session.swept_ms >= self._sweep_ms:
-            session.swept_ms = now
-            session.dirty = set()
-            return FetchContext(
-                list(session.partitions.values()), session, incremental=True, named=named
-            )
         held = session.partitions
         looking = [held[tp] for tp in named if tp in held]
-        for tp in (session.dirty | session.errored) - named:
+        picked = named | session.dirty | session.errored
+        for tp in picked - named:
             marked = held.get(tp)
             if marked is not None:
                 looking.append(marked)
         session.dirty = set()
+        for tp in session.sweep.take(held, now):
+            swept = held.get(tp)
+            if swept is not None and tp not in picked:
+                looking.append(swept)
         return FetchContext(looking, session, incremental=True, named=named)
 
     def _apply(self, session: FetchSession, request: FetchRequest) -> set[TopicPartition]:
@@ -352,7 +354,9 @@ class FetchSessionCache:
         session_id = INVALID_SESSION_ID
         while session_id == INVALID_SESSION_ID or session_id in self.sessions:
             session_id = random.randint(1, _MAX_EPOCH)
-        session = self.sessions[session_id] = FetchSession(session_id, replica_id, now)
+        session = self.sessions[session_id] = FetchSession(
+            session_id, replica_id, now, self._sweep_ms
+        )
         return session
 
     def _evict_one(self, for_follower: bool, now: int) -> bool:

@@ -12,7 +12,7 @@ from typing import cast
 import pytest
 
 from broker.deferred import Deferred
-from broker.log import LogConfig
+from broker.log import Log, LogConfig
 from broker.log.manager import LogManager, TopicPartition
 from broker.metadata import MetadataCache
 from broker.replica import manager as replica_manager
@@ -129,6 +129,22 @@ def test_the_builder_starts_over_after_a_failure_and_without_a_session() -> None
     assert [p.partition for p in still.topics[0].partitions] == [0]
 
 
+def test_the_builder_compares_only_the_keys_it_is_told_changed() -> None:
+    """A follower of many partitions, few of them moving, says which entries it replaced,
+    added or dropped: only those are compared (the rest were sent as they are)."""
+    builder = FetchSessionBuilder()
+    wanted = {("t", i): _p(i) for i in range(6)}
+    builder.answered(builder.build(wanted), FetchResponse(session_id=5))
+    wanted[("t", 1)] = _p(1, offset=3)
+    del wanted[("t", 4)]
+    wanted[("t", 9)] = _p(9)
+    step = builder.build(wanted, [("t", 1), ("t", 4), ("t", 9), ("t", 2)])  # t-2: unchanged
+    assert [p.partition for p in step.topics[0].partitions] == [1, 9]
+    assert [(f.topic, f.partitions) for f in step.forgotten] == [("t", [4])]
+    builder.answered(step, FetchResponse(session_id=5))
+    assert builder.build(wanted, []).topics == []
+
+
 # --- the broker's cache -----------------------------------------------------------------
 
 
@@ -158,6 +174,29 @@ def test_the_cache_checks_ids_epochs_and_the_owner() -> None:
         cache.context(_request([], session_id=session_id, epoch=1))
     closing = cache.context(_request([_p(0)], session_id=session_id, epoch=FINAL_EPOCH))
     assert closing.session_id == INVALID_SESSION_ID and session_id not in cache.sessions
+
+
+def test_a_session_sweeps_its_idle_partitions_a_share_per_fetch() -> None:
+    """Every partition is looked at about once per sweep_ms, spread over the fetches by
+    the time between them: not all of them in one fetch (which stalled the leader)."""
+    clock = Clock()
+    cache = FetchSessionCache(10, sweep_ms=100, clock=clock)
+    session_id = cache.context(_request([_p(i) for i in range(8)])).session_id
+    seen: list[int] = []
+    for epoch in range(1, 5):
+        clock.now += 25  # a quarter of the sweep: a quarter of the partitions
+        step = cache.context(_request([_p(7, offset=epoch)], session_id=session_id, epoch=epoch))
+        assert step.partitions[0].index == 7  # what the request names comes first
+        swept = [sp.index for sp in step.partitions[1:]]
+        assert len(swept) <= 2
+        seen += swept
+    assert sorted(seen) == [0, 1, 2, 3, 4, 5, 6]  # 7 was named each time
+    clock.now += 1  # a fetch right after another: its share rounds down to none yet
+    step = cache.context(_request([], session_id=session_id, epoch=5))
+    assert step.partitions == []
+    clock.now += 10_000  # a long wait: one whole round at most, not several
+    step = cache.context(_request([], session_id=session_id, epoch=6))
+    assert sorted(sp.index for sp in step.partitions) == list(range(8))
 
 
 def test_a_full_cache_evicts_idle_sessions_then_consumers_for_followers() -> None:
@@ -375,3 +414,71 @@ async def test_a_follower_that_drops_part_of_an_answer_starts_a_new_session() ->
     finally:
         fetcher._followed.clear()
         await fetcher.close()
+
+
+async def test_a_follower_reads_again_only_the_positions_that_may_have_moved(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its next fetch is built from the partitions answered, added, removed or truncated
+    since the last one, not from a pass over every partition it follows; a position
+    moved with no such event (its own retention moving the log start) is caught by the
+    sweep, which reads each of them again about once per period."""
+    fetcher = ReplicaFetcher(FOLLOWER, 1, "127.0.0.1", 9)  # its loop has nothing to do yet
+    logs = [Log.open(tmp_path / f"t-{i}", LogConfig()) for i in range(4)]
+    sent: list[FetchRequest] = []
+    answers: list[FetchResponse] = []
+
+    async def leader(api_key: object, request: FetchRequest, version: object = None) -> object:
+        sent.append(request)
+        return answers.pop(0)
+
+    monkeypatch.setattr(fetcher._peer, "request", leader)
+    try:
+        for i, log in enumerate(logs):
+            partition = Partition(
+                topic="t", index=i, log=log, local_broker_id=FOLLOWER, leader_id=1, leader_epoch=1
+            )
+            fetcher._followed[TopicPartition("t", i)] = _Followed(partition, 1, truncated=True)
+            fetcher._stale.add(TopicPartition("t", i))
+        batch = encode_batch([(None, b"v", None, 1000)])
+        answers.append(
+            FetchResponse(
+                session_id=7,
+                topics=[
+                    FetchTopicResponse(
+                        topic="t",
+                        partitions=[
+                            FetchPartitionData(
+                                partition_index=2, high_watermark=1, records=memoryview(batch)
+                            )
+                        ],
+                    )
+                ],
+            )
+        )
+        await fetcher._fetch()
+        assert sorted(p.partition for p in sent[-1].topics[0].partitions) == [0, 1, 2, 3]
+        assert logs[2].log_end_offset == 1
+        assert fetcher._stale == {TopicPartition("t", 2)}  # answered: only it is read again
+
+        answers.append(FetchResponse(session_id=7))
+        await fetcher._fetch()
+        assert [(p.partition, p.fetch_offset) for p in sent[-1].topics[0].partitions] == [(2, 1)]
+
+        logs[0].append(batch)
+        logs[0].append(batch)
+        logs[0].advance_log_start_offset(1)  # as our own retention or a DeleteRecords would
+        answers.append(FetchResponse(session_id=7))
+        await fetcher._fetch()
+        assert sent[-1].topics == []  # no event said t-0 moved
+
+        fetcher._sweep._last -= fetcher._sweep.period  # a sweep's period later: all read again
+        answers.append(FetchResponse(session_id=7))
+        await fetcher._fetch()
+        (moved,) = sent[-1].topics[0].partitions
+        assert (moved.partition, moved.fetch_offset, moved.log_start_offset) == (0, 2, 1)
+    finally:
+        fetcher._followed.clear()
+        await fetcher.close()
+        for log in logs:
+            log.close()
