@@ -472,6 +472,10 @@ class RecordAccumulator:
         self._on_batch_closed = on_batch_closed or (lambda topic, partition: None)
         self._wakeup = wakeup or (lambda: None)
         self._batches: dict[TopicPartition, collections.deque[ProducerBatch]] = {}
+        """Each partition's batches waiting to be sent, oldest first. A partition whose
+        queue empties leaves it: the sender's passes (ready, drain, expire) go over the
+        partitions with batches, not every partition ever written (with 1,024 of them,
+        a third of an e2e run's client time)."""
         self._open: dict[TopicPartition, ProducerBatch] = {}
         """Each partition's batch taking records, if any (the last of its queue)."""
         self.max_in_flight = max_in_flight
@@ -696,6 +700,8 @@ class RecordAccumulator:
             queue.popleft()
             if queue:
                 self.queued_behind = True
+            else:
+                del self._batches[tp]
             in_flight = sent.get(tp)
             if in_flight is None:
                 sent[tp] = [batch]
@@ -735,9 +741,12 @@ class RecordAccumulator:
         their request's own timeout."""
         now = self._clock()
         expired: list[ProducerBatch] = []
+        emptied = []
         for tp, queue in self._batches.items():
             if tp in self._sent:
                 continue
+            if queue and queue[0].deadline_ms <= now:
+                emptied.append(tp)
             while queue and queue[0].deadline_ms <= now:
                 batch = queue.popleft()
                 expired.append(batch)
@@ -749,6 +758,7 @@ class RecordAccumulator:
                         f"(delivery_timeout_ms={self.delivery_timeout_ms:.0f})"
                     ),
                 )
+        self._drop_empty(emptied)
         return expired
 
     def complete(self, batch: ProducerBatch, base_offset: int, log_append_time_ms: int) -> None:
@@ -775,7 +785,7 @@ class RecordAccumulator:
         ``batch`` too."""
         producer = batch.producer_id, batch.producer_epoch
         self._unwritten[batch.tp] = (*producer, batch.rank)
-        for other in self._batches[batch.tp]:
+        for other in self._batches.get(batch.tp, ()):
             if other.attempts == 0:
                 break
             if (other.producer_id, other.producer_epoch) == producer and other.rank > batch.rank:
@@ -805,7 +815,7 @@ class RecordAccumulator:
         """
         if batch.producer_id < 0:
             return False
-        for other in itertools.chain(self._sent.get(batch.tp, ()), self._batches[batch.tp]):
+        for other in itertools.chain(self._sent.get(batch.tp, ()), self._batches.get(batch.tp, ())):
             if other.attempts == 0:
                 break  # never sent, and so is everything after it in the queue
             if (
@@ -862,17 +872,21 @@ class RecordAccumulator:
     def fail_topic(self, topic: str, error: ApiError) -> int:
         """Fail every waiting batch of ``topic`` (it does not exist); returns how many."""
         failed = 0
+        emptied = []
         for tp, queue in self._batches.items():
             if tp.topic == topic and tp not in self._sent:
+                emptied.append(tp)
                 while queue:
                     self._finish(queue.popleft(), error)
                     failed += 1
+        self._drop_empty(emptied)
         return failed
 
     def fail_all(self, error: BaseException) -> None:
         for queue in self._batches.values():
             while queue:
                 self._finish(queue.popleft(), error)
+        self._batches.clear()
         for batch in list(self._incomplete):
             self._finish(batch, error)
         self._sent.clear()
@@ -893,6 +907,11 @@ class RecordAccumulator:
         ):
             return True
         return len(self._window.get(first.tp, ())) >= self.max_in_flight
+
+    def _drop_empty(self, tps: list[TopicPartition]) -> None:
+        for tp in tps:
+            if not self._batches[tp]:
+                del self._batches[tp]
 
     def _trim(self, tp: TopicPartition) -> None:
         """Drop the settled batches (finished, or split into halves) from the front of the
@@ -917,7 +936,9 @@ class RecordAccumulator:
     def _requeue(self, batch: ProducerBatch) -> None:
         """Into its partition's queue after the batches sent before it (retries waiting)
         and before every batch sent after it or never sent."""
-        queue = self._batches[batch.tp]
+        queue = self._batches.get(batch.tp)
+        if queue is None:
+            queue = self._batches[batch.tp] = collections.deque()
         at = 0
         for other in queue:
             if other.attempts == 0 or other.rank > batch.rank:

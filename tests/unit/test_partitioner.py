@@ -106,10 +106,13 @@ def test_sticky_choices_spread_over_available_partitions_only() -> None:
     partitioner = Partitioner(random.Random(7))
     available = [1, 3, 4]
     seen: Counter[int] = Counter()
+    last = None
     for _ in range(600):
         chosen = partitioner.partition("t", None, 6, available=available)
+        assert chosen != last  # never the partition whose batch just closed
         seen[chosen] += 1
         partitioner.batch_closed("t", chosen)
+        last = chosen
     assert set(seen) == set(available)
     assert min(seen.values()) > 100  # random, not stuck on one
 

@@ -123,6 +123,33 @@ async def test_one_batch_per_partition_per_drain_and_none_while_one_is_in_flight
     assert [b.tp for b in again] == [A0]
 
 
+async def test_the_sender_looks_only_at_partitions_with_batches_waiting() -> None:
+    """A producer that wrote to 1,024 partitions once does not go over 1,024 queues in
+    every sender pass (ready, drain, expire) from then on: an emptied queue leaves."""
+    clock = Clock()
+    acc = make(clock)
+    many = [TopicPartition("m", i) for i in range(1024)]
+    looked: list[TopicPartition] = []
+
+    def counting(tp: TopicPartition) -> int:
+        looked.append(tp)
+        return 1
+
+    for tp in many:
+        append(acc, tp, b"x")
+    for batch in acc.drain({1}, counting, 1 << 30)[1]:
+        acc.complete(batch, base_offset=0, log_append_time_ms=-1)
+    assert acc._batches == {}  # what the passes go over: nothing waits
+    append(acc, many[7], b"y")
+    assert list(acc._batches) == [many[7]]
+    looked.clear()
+    assert acc.ready(counting).nodes == {1}
+    assert [b.tp for b in acc.drain({1}, counting, 1 << 20)[1]] == [many[7]]
+    assert looked == [many[7], many[7]]
+    retried = acc.drain({1}, counting, 1 << 20)  # in flight: nothing else to send
+    assert retried == {} and acc.expire() == []
+
+
 async def test_complete_gives_each_record_base_offset_plus_its_index() -> None:
     clock = Clock()
     acc = make(clock)

@@ -199,6 +199,7 @@ def check_bookkeeping(acc: RecordAccumulator, idempotent: bool) -> None:
             assert batch.producer_id >= 0 or not idempotent, "an unstamped batch in flight"
             in_flight.add(id(batch))
     for tp, queue in acc._batches.items():
+        assert queue, f"{tp}: an empty queue kept (the sender's passes go over every queue)"
         assert [b.rank for b in queue] == sorted(b.rank for b in queue), f"{tp}: out of order"
         never_sent = False
         for batch in queue:

@@ -765,8 +765,8 @@ async def test_a_sent_batch_failed_as_its_topic_gone_moves_the_producer_to_a_new
     producer = await started(cluster)
     producer._accumulator.retry_backoff_ms = 60_000  # it waits to be retried
     doomed = await producer.send("a", b"x")
-    queue = producer._accumulator._batches[tp]
-    await _until(lambda: bool(queue) and queue[0].attempts == 1)
+    queues = producer._accumulator._batches  # a partition's queue leaves it when empty
+    await _until(lambda: tp in queues and queues[tp][0].attempts == 1)
     real = cluster.metadata  # for one pass, the brokers say the topic is gone
     cluster.metadata = SimpleNamespace(  # type: ignore[assignment]
         topics=real.topics,
