@@ -138,6 +138,24 @@ class ClusterMetadata:
     topic_errors: Mapping[str, ApiError] = field(default_factory=lambda: MappingProxyType({}))
     """Topics the last answer about them refused, with the broker's error."""
     updated_at: float = 0.0
+    _leaders: dict[TopicPartition, int] | None = field(
+        default=None, init=False, compare=False, repr=False
+    )
+
+    def leaders(self) -> Mapping[TopicPartition, int]:
+        """Every partition with a live leader, to it: a dict lookup per partition where a
+        consumer of 1,024 partitions looks up all of them for every Fetch (made once per
+        view, on first use)."""
+        if self._leaders is None:
+            leaders = {
+                TopicPartition(name, p.partition): p.leader
+                for name, topic in self.topics.items()
+                for p in topic.partitions.values()
+                if p.leader >= 0 and p.leader in self.brokers
+            }
+            object.__setattr__(self, "_leaders", leaders)  # frozen: a cache, not state
+            return leaders
+        return self._leaders
 
     def leader_for(self, tp: TopicPartition) -> int | None:
         topic = self.topics.get(tp.topic)

@@ -634,9 +634,9 @@ class Consumer:
                 delay_ms = await self._fetcher_pass()
             except Exception as exc:  # never a silent stop: the getters raise it
                 _log.exception("the consumer's fetcher failed; it retries")
-                for state in self._subscription.states.values():
+                for tp, state in self._subscription.states.items():
                     if state.error is None:
-                        state.error = exc
+                        self._subscription.set_error(tp, exc)
                 self._data_arrived()
                 delay_ms = self.retry_backoff_ms
             timer = None
@@ -652,23 +652,20 @@ class Consumer:
         if self._subscription.needs_position():
             delay_ms = await self._reset_positions()
         now_ms = time.monotonic() * 1000
-        by_node: dict[int, list[FetchPosition]] = {}
-        for asked in self._subscription.fetchable(now_ms):
-            leader = self._cluster.leader_for(asked.tp)
-            if leader is not None:
-                by_node.setdefault(leader, []).append(asked)
-                continue
+        subscription = self._subscription
+        by_node = subscription.fetchable_by_leader(now_ms, self._cluster.metadata.leaders())
+        for asked in by_node.pop(None, ()):
             self._cluster.request_refresh()  # rate-limited to one per retry_backoff_ms
             delay_ms = _earliest(delay_ms, self.retry_backoff_ms)
             if self._topic_missing(asked.tp.topic):
-                self._subscription.fail(asked, unknown_topic_error(asked.tp.topic))
+                subscription.fail(asked, unknown_topic_error(asked.tp.topic))
                 self._data_arrived()
         for node, positions in by_node.items():
-            if node not in self._fetches:
+            if node is not None and node not in self._fetches:
                 self._start_fetch(node, positions)
-        for state in self._subscription.states.values():
-            if state.retry_at_ms > now_ms:
-                delay_ms = _earliest(delay_ms, state.retry_at_ms - now_ms)
+        retry_at = subscription.next_retry_ms(now_ms)
+        if retry_at is not None:
+            delay_ms = _earliest(delay_ms, retry_at - now_ms)
         return delay_ms
 
     def _start_fetch(self, node: int, positions: list[FetchPosition]) -> None:
@@ -696,8 +693,8 @@ class Consumer:
         if self._state != "running" or node in self._fetches:
             return
         now_ms = time.monotonic() * 1000
-        leader_for = self._cluster.leader_for
-        positions = [a for a in self._subscription.fetchable(now_ms) if leader_for(a.tp) == node]
+        by_node = self._subscription.fetchable_by_leader(now_ms, self._cluster.metadata.leaders())
+        positions = by_node.get(node)
         if positions:
             self._start_fetch(node, positions)
 
@@ -719,15 +716,18 @@ class Consumer:
         timestamp = _RESETS[self.auto_offset_reset]
         if timestamp is None:
             for tp in tps:
-                self._subscription.states[tp].error = NoOffsetForPartitionError(
-                    f"{tp.topic}-{tp.partition} has no position and auto_offset_reset='none'; "
-                    f"seek() to an offset first"
+                self._subscription.set_error(
+                    tp,
+                    NoOffsetForPartitionError(
+                        f"{tp.topic}-{tp.partition} has no position and "
+                        f"auto_offset_reset='none'; seek() to an offset first"
+                    ),
                 )
             self._data_arrived()
             return None
         missing = [tp for tp in tps if self._topic_missing(tp.topic)]
         for tp in missing:
-            self._subscription.states[tp].error = unknown_topic_error(tp.topic)
+            self._subscription.set_error(tp, unknown_topic_error(tp.topic))
         if missing:
             self._data_arrived()
             self._cluster.request_refresh()
@@ -742,7 +742,7 @@ class Consumer:
             for tp in tps:
                 state = self._subscription.states.get(tp)
                 if state is not None and state.generation == generations[tp]:
-                    state.error = exc
+                    self._subscription.set_error(tp, exc)
             self._data_arrived()
             return self.retry_backoff_ms
         for tp, (offset, _ts) in offsets.items():
@@ -770,7 +770,7 @@ class Consumer:
             for tp in asked:  # e.g. an invalid group id: the user hears it from getmany
                 state = states.get(tp)
                 if state is not None and state.generation == generations[tp]:
-                    state.error = exc
+                    self._subscription.set_error(tp, exc)
             self._data_arrived()
             return policy
         rest = list(policy)
@@ -882,9 +882,7 @@ class Consumer:
         except Exception as exc:  # a bug: the getters raise it, never a silent stop
             _log.exception("handling a fetch answer from broker %d failed", node)
             for asked in positions:
-                state = self._subscription.current(asked)
-                if state is not None:
-                    state.error = exc
+                self._subscription.fail(asked, exc)
             arrived = True
         finally:
             self._fetch_ended(node, positions)
@@ -919,33 +917,35 @@ class Consumer:
     ) -> tuple[bool, int]:
         """Buffer the answer; (True if the user has something new (records or an error),
         the record bytes it carried)."""
-        answers = {(t.topic, p.partition_index): p for t in response.topics for p in t.partitions}
+        # the answer's partitions, not every one asked (in a session most have no news)
+        asked_at = {asked.tp: asked for asked in positions}
         arrived = False
         size = 0
-        for asked in positions:
-            answer = answers.get(asked.tp)
-            state = self._subscription.current(asked)
-            if answer is None:
-                continue
-            if state is None:
-                # dropped (a seek or reset meanwhile): named in full next time, as its
-                # broker's session takes what it sent as known
-                self._asked.pop(asked.tp, None)
-                continue
-            if answer.error_code:
-                arrived |= self._on_partition_error(asked, error_for_code(answer.error_code))
-                continue
-            state.high_watermark = answer.high_watermark
-            state.log_start_offset = answer.log_start_offset
-            records = answer.records
-            assert records is None or isinstance(records, bytes | bytearray | memoryview)
-            if records is not None:
-                size += len(records)
-            try:
-                arrived |= self._subscription.add_fetched(asked, records) > 0
-            except ApiError as exc:  # a damaged batch: the user must see it
-                self._subscription.fail(asked, exc)
-                arrived = True
+        for topic in response.topics:
+            for answer in topic.partitions:
+                asked = asked_at.get(TopicPartition(topic.topic, answer.partition_index))
+                if asked is None:
+                    continue
+                state = self._subscription.current(asked)
+                if state is None:
+                    # dropped (a seek or reset meanwhile): named in full next time, as its
+                    # broker's session takes what it sent as known
+                    self._asked.pop(asked.tp, None)
+                    continue
+                if answer.error_code:
+                    arrived |= self._on_partition_error(asked, error_for_code(answer.error_code))
+                    continue
+                state.high_watermark = answer.high_watermark
+                state.log_start_offset = answer.log_start_offset
+                records = answer.records
+                assert records is None or isinstance(records, bytes | bytearray | memoryview)
+                if records is not None:
+                    size += len(records)
+                try:
+                    arrived |= self._subscription.add_fetched(asked, records) > 0
+                except ApiError as exc:  # a damaged batch: the user must see it
+                    self._subscription.fail(asked, exc)
+                    arrived = True
         return arrived, size
 
     def _on_partition_error(self, asked: FetchPosition, error: ApiError) -> bool:
@@ -979,9 +979,7 @@ class Consumer:
     def _back_off(self, positions: list[FetchPosition]) -> None:
         retry_at = time.monotonic() * 1000 + self.retry_backoff_ms
         for asked in positions:
-            state = self._subscription.current(asked)
-            if state is not None:
-                state.retry_at_ms = retry_at
+            self._subscription.back_off(asked, retry_at)
 
     # --- ListOffsets ---------------------------------------------------------------------
 

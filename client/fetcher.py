@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import collections
 import itertools
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from client.types import ConsumerRecord, TopicPartition
@@ -51,6 +51,7 @@ class _Chunk:
 
 class PartitionState:
     __slots__ = (
+        "asked",
         "buffered_bytes",
         "chunks",
         "error",
@@ -76,6 +77,8 @@ class PartitionState:
         self.error: BaseException | None = None
         self.retry_at_ms = 0.0
         self.in_flight = False
+        self.asked: FetchPosition | None = None
+        """The last position fetched from, kept while it holds (no object per Fetch)."""
         self.reset_by_policy = False
         """The position was out of range: auto_offset_reset decides, not a committed offset
         (which may be the very offset that was out of range)."""
@@ -113,6 +116,16 @@ class Subscription:
         self.chunks_consumed = 0
         """Counts buffered answers used up: buffer space the fetcher may fill again."""
         self._take_start = 0
+        self._buffered: dict[TopicPartition, None] = {}
+        """The partitions that may have records buffered (a superset: a seek empties a
+        buffer behind its back), so a getmany goes over those, not the whole assignment
+        (1,024 partitions cost every poll a pass over all of them)."""
+        self._errored: dict[TopicPartition, None] = {}
+        """Likewise the partitions that may hold an error (:meth:`set_error`)..."""
+        self._unpositioned: dict[TopicPartition, None] = {}
+        """...that may have no position (assigned, or reset)..."""
+        self._backing_off: dict[TopicPartition, None] = {}
+        """...and that may be backing off (:meth:`back_off`)."""
 
     # --- assignment and positions --------------------------------------------------------
 
@@ -120,6 +133,7 @@ class Subscription:
         """Replace the assignment; partitions kept keep their positions and buffers."""
         wanted = list(dict.fromkeys(tps))
         self.states = {tp: self.states.get(tp) or PartitionState() for tp in wanted}
+        self._unpositioned.update((tp, None) for tp, s in self.states.items() if s.position is None)
 
     def state(self, tp: TopicPartition) -> PartitionState:
         state = self.states.get(tp)
@@ -137,9 +151,33 @@ class Subscription:
         state = self.state(tp)
         state.moved(None)
         state.reset_by_policy = True
+        self._unpositioned[tp] = None
 
     def needs_position(self) -> list[TopicPartition]:
-        return [tp for tp, s in self.states.items() if s.position is None and s.error is None]
+        if not self._unpositioned:
+            return []
+        states = self.states
+        still = [tp for tp in self._unpositioned if (s := states.get(tp)) and s.position is None]
+        self._unpositioned = dict.fromkeys(still)
+        return [tp for tp in still if states[tp].error is None]
+
+    def back_off(self, asked: FetchPosition, retry_at_ms: float) -> None:
+        """Fetch the partition again no sooner than ``retry_at_ms``."""
+        state = self.current(asked)
+        if state is not None:
+            state.retry_at_ms = retry_at_ms
+            self._backing_off[asked.tp] = None
+
+    def next_retry_ms(self, now_ms: float) -> float | None:
+        """When the earliest partition still backing off may be fetched again."""
+        if not self._backing_off:
+            return None
+        states = self.states
+        waiting = [
+            tp for tp in self._backing_off if (s := states.get(tp)) and s.retry_at_ms > now_ms
+        ]
+        self._backing_off = dict.fromkeys(waiting)
+        return min((states[tp].retry_at_ms for tp in waiting), default=None)
 
     def set_reset_position(self, tp: TopicPartition, offset: int, generation: int) -> bool:
         """Apply an offset looked up for a reset, unless the user moved meanwhile."""
@@ -153,16 +191,35 @@ class Subscription:
     # --- fetching ------------------------------------------------------------------------
 
     def fetchable(self, now_ms: float) -> list[FetchPosition]:
-        out = []
+        return self.fetchable_by_leader(now_ms, {}).get(None, [])
+
+    def fetchable_by_leader(
+        self, now_ms: float, leaders: Mapping[TopicPartition, int]
+    ) -> dict[int | None, list[FetchPosition]]:
+        """The partitions to fetch now, by leader (None: not known): one pass over the
+        assignment, as every Fetch answer leads to one."""
+        out: dict[int | None, list[FetchPosition]] = {}
+        limit = self.max_buffer_bytes
         for tp, s in self.states.items():
             if (
                 s.fetch_offset is not None
                 and s.error is None
                 and not s.in_flight
-                and s.buffered_bytes < self.max_buffer_bytes
+                and s.buffered_bytes < limit
                 and s.retry_at_ms <= now_ms
             ):
-                out.append(FetchPosition(tp, s.fetch_offset, s.generation))
+                asked = s.asked
+                if (
+                    asked is None
+                    or asked.offset != s.fetch_offset
+                    or asked.generation != s.generation
+                ):
+                    asked = s.asked = FetchPosition(tp, s.fetch_offset, s.generation)
+                leader = leaders.get(tp)
+                positions = out.get(leader)
+                if positions is None:
+                    positions = out[leader] = []
+                positions.append(asked)
         return out
 
     def current(self, asked: FetchPosition) -> PartitionState | None:
@@ -193,26 +250,46 @@ class Subscription:
         size = sum(b.size_in_bytes for b in wanted)
         state.chunks.append(_Chunk(wanted, size))
         state.buffered_bytes += size
+        self._buffered[asked.tp] = None
         return size
 
     def fail(self, asked: FetchPosition, error: BaseException) -> None:
         """A partition error the user must see (getmany raises it, once)."""
-        state = self.current(asked)
+        if self.current(asked) is not None:
+            self.set_error(asked.tp, error)
+
+    def set_error(self, tp: TopicPartition, error: BaseException) -> None:
+        """Hold ``error`` for the user (getmany raises it, once); the fetcher leaves the
+        partition alone meanwhile."""
+        state = self.states.get(tp)
         if state is not None:
             state.error = error
+            self._errored[tp] = None
 
     # --- the user's side -----------------------------------------------------------------
 
     def has_data(self, tps: Iterable[TopicPartition] | None = None) -> bool:
-        return any(self.states[tp].chunks for tp in self._selected(tps))
+        return bool(self._with_data(tps))
 
     def pop_error(self, tps: Iterable[TopicPartition] | None = None) -> BaseException | None:
-        for tp in self._selected(tps):
-            state = self.states[tp]
-            if state.error is not None:
+        errored = self._errored
+        for tp in list(errored) if not tps else [tp for tp in tps if tp in errored]:
+            state = self.states.get(tp)
+            del errored[tp]
+            if state is not None and state.error is not None:
                 error, state.error = state.error, None
                 return error
         return None
+
+    def _with_data(self, tps: Iterable[TopicPartition] | None) -> list[TopicPartition]:
+        """The partitions (of ``tps``, or all) with records buffered, in a stable order."""
+        states = self.states
+        if tps:
+            return [tp for tp in tps if (s := states.get(tp)) is not None and s.chunks]
+        buffered = [tp for tp in self._buffered if (s := states.get(tp)) is not None and s.chunks]
+        if len(buffered) != len(self._buffered):
+            self._buffered = dict.fromkeys(buffered)
+        return buffered
 
     def take(
         self,
@@ -229,7 +306,7 @@ class Subscription:
         Partitions are visited from a rotating start so one busy partition does not
         starve the others when ``max_records`` is small.
         """
-        selected = [tp for tp in self._selected(tps) if self.states[tp].chunks]
+        selected = self._with_data(tps)
         out: dict[TopicPartition, list[Any]] = {}
         if not selected:
             return out
@@ -302,11 +379,6 @@ class Subscription:
                 state.chunks.popleft()
                 state.buffered_bytes -= chunk.size
                 self.chunks_consumed += 1
-
-    def _selected(self, tps: Iterable[TopicPartition] | None) -> Iterator[TopicPartition]:
-        if not tps:
-            return iter(self.states)
-        return (tp for tp in tps if tp in self.states)
 
 
 def _take_slice(chunk: _Chunk, state: PartitionState, room: int, out: list[Any]) -> None:

@@ -172,6 +172,11 @@ async def test_acks_0_resolves_with_offset_minus_one_and_the_records_arrive(
     shared: Cluster,
 ) -> None:
     topic = await _create(shared.bootstrap)
+    # acks=0 hears of no refusal: a leader that has not applied its LeaderAndIsr yet
+    # refuses a write (NOT_LEADER) and the records are gone, as in Kafka; so each leader
+    # answers first (ListOffsets is the leader's alone, and retried until it is)
+    async with Consumer(bootstrap_servers=shared.bootstrap) as ready:
+        await ready.end_offsets([TopicPartition(topic, p) for p in range(3)])
     async with Producer(bootstrap_servers=shared.bootstrap, acks=0, linger_ms=2) as producer:
         futures = [await producer.send(topic, b"%d" % i, key=b"k%d" % (i % 5)) for i in range(300)]
         metas = await asyncio.gather(*futures)

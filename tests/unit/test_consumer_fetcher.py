@@ -341,3 +341,38 @@ def test_a_damaged_batch_raises_on_the_fast_path_after_the_good_ones() -> None:
     with pytest.raises(InvalidRecordsError):
         sub.take(None, None)
     assert sub.states[TP].position == 3
+
+
+def test_a_poll_goes_over_the_partitions_with_records_or_errors_not_all() -> None:
+    """With 1,024 partitions assigned, getmany looks at those with records buffered or an
+    error held (each poll went over all of them); a seek that empties a buffer or clears
+    an error behind their back leaves nothing stale for the user."""
+    tps = [TopicPartition("m", i) for i in range(1024)]
+    sub = positioned(*tps)
+    for tp in (tps[5], tps[700]):
+        answered(sub, fetch_one(sub, tp), batch(0, 2))
+    assert list(sub._buffered) == [tps[5], tps[700]]
+    sub.seek(tps[700], 0)  # its buffer goes
+    got = sub.take(None, None, as_tuple)
+    assert set(got) == {tps[5]} and not sub.has_data()
+    assert sub._buffered == {}
+
+    sub.set_error(tps[3], ValueError("three"))
+    sub.set_error(tps[9], ValueError("nine"))
+    sub.seek(tps[9], 0)  # the user moved on: its error is gone
+    assert str(sub.pop_error()) == "three"
+    assert sub.pop_error() is None and sub._errored == {}
+    sub.set_error(tps[4], ValueError("four"))
+    assert sub.pop_error([tps[3]]) is None  # not among those asked about
+    assert str(sub.pop_error([tps[4]])) == "four"
+
+
+def test_the_next_retry_is_the_earliest_partition_still_backing_off() -> None:
+    sub = positioned(TP, TP1)
+    assert sub.next_retry_ms(0) is None
+    sub.back_off(fetch_one(sub, TP), 500)
+    sub.back_off(fetch_one(sub, TP1), 300)
+    assert sub.next_retry_ms(100) == 300
+    assert sub.next_retry_ms(400) == 500  # TP1 may go again: TP is the one left
+    sub.seek(TP, 9)  # a seek ends the back-off
+    assert sub.next_retry_ms(400) is None
