@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from protocol.apis import (
+    FINAL_EPOCH,
     INITIAL_EPOCH,
     INVALID_SESSION_ID,
     FetchForgottenTopic,
@@ -123,6 +124,17 @@ class FetchSessionBuilder:
         else:
             self.epoch = self.epoch + 1 if self.epoch < _MAX_EPOCH else 1
         self._sent, self._pending = self._pending, None
+
+    def close(self) -> SessionRequest | None:
+        """The request that ends the session at the broker (FINAL_EPOCH, no partitions),
+        or None without one. The fetcher is stopping: a session left open holds a cache
+        slot and an entry per partition at the broker until it is evicted."""
+        if self.session_id == INVALID_SESSION_ID:
+            return None
+        request = SessionRequest(self.session_id, FINAL_EPOCH, [], [], full=True)
+        self.reset()
+        self._closing = INVALID_SESSION_ID  # this request closes it
+        return request
 
     def reset(self) -> None:
         """The last request failed, or the broker lost or refused the session: the next

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from client import Consumer, TopicPartition
 from protocol.apis import (
     LATEST_TIMESTAMP,
     ApiKey,
@@ -247,6 +248,29 @@ async def test_idle_partitions_stay_in_sync_over_incremental_fetch_sessions(
         assert metrics["headwater_isr_shrinks_total"] == 0
     got = await _fetch(ports[state.leader_id], "many", 5, 0)
     assert _values(got.records) == [(i, b"m%d" % i) for i in range(3)]
+
+    # the bundled consumer fetches over a session on each broker, and ends them as it stops
+    async def sessions() -> list[float]:
+        scraped = [await _scrape(_metrics_port(cluster, b)) for b in cluster.brokers]
+        return [m["headwater_fetch_sessions"] for m in scraped]
+
+    bootstrap = ",".join(f"127.0.0.1:{port}" for port in ports.values())
+    consumer = Consumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        consumer.assign([TopicPartition("many", p) for p in range(24)])
+        records = []
+        while len(records) < 3:
+            for batch in (await consumer.getmany(timeout_ms=1000)).values():
+                records += [r.value for r in batch]
+        assert records == [b"m0", b"m1", b"m2"]
+        # a session's id comes with the answer to its first fetch, which waits at a broker
+        # with nothing to send for fetch_max_wait_ms: one still out cannot be closed
+        await asyncio.sleep(1)
+        assert await sessions() == [3, 3, 3]
+    finally:
+        await consumer.stop()
+    assert await _until(sessions, lambda counts: counts == [2, 2, 2])
 
 
 async def test_controlled_shutdown_then_preferred_leaders_return(

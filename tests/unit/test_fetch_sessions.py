@@ -129,6 +129,18 @@ def test_the_builder_starts_over_after_a_failure_and_without_a_session() -> None
     assert [p.partition for p in still.topics[0].partitions] == [0]
 
 
+def test_the_builder_closes_its_session_once() -> None:
+    builder = FetchSessionBuilder()
+    assert builder.close() is None  # no session yet: nothing to close
+    builder.answered(builder.build({("t", 0): _p(0)}), FetchResponse(session_id=12))
+    closing = builder.close()
+    assert closing is not None
+    assert (closing.session_id, closing.session_epoch, closing.topics) == (12, FINAL_EPOCH, [])
+    assert builder.close() is None
+    again = builder.build({("t", 0): _p(0)})  # a new one, not naming the closed one
+    assert (again.full, again.session_id) == (True, INVALID_SESSION_ID)
+
+
 def test_the_builder_compares_only_the_keys_it_is_told_changed() -> None:
     """A follower of many partitions, few of them moving, says which entries it replaced,
     added or dropped: only those are compared (the rest were sent as they are)."""
