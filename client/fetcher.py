@@ -275,7 +275,7 @@ class Subscription:
         errored = self._errored
         for tp in list(errored) if not tps else [tp for tp in tps if tp in errored]:
             state = self.states.get(tp)
-            del errored[tp]
+            errored.pop(tp, None)  # ``tps`` may name it twice
             if state is not None and state.error is not None:
                 error, state.error = state.error, None
                 return error

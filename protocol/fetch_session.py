@@ -128,10 +128,12 @@ class FetchSessionBuilder:
     def close(self) -> SessionRequest | None:
         """The request that ends the session at the broker (FINAL_EPOCH, no partitions),
         or None without one. The fetcher is stopping: a session left open holds a cache
-        slot and an entry per partition at the broker until it is evicted."""
-        if self.session_id == INVALID_SESSION_ID:
+        slot and an entry per partition at the broker until it is evicted. One a reset
+        left behind (not yet named by a full request) is the one closed then."""
+        closing = self.session_id if self.session_id != INVALID_SESSION_ID else self._closing
+        if closing == INVALID_SESSION_ID:
             return None
-        request = SessionRequest(self.session_id, FINAL_EPOCH, [], [], full=True)
+        request = SessionRequest(closing, FINAL_EPOCH, [], [], full=True)
         self.reset()
         self._closing = INVALID_SESSION_ID  # this request closes it
         return request

@@ -571,7 +571,9 @@ class Log:
         if offset >= self.log_end_offset:
             # no record goes, but an epoch begun at the end (a leader's, before it wrote)
             # does: kept, a follower asked about it again and again and never fetched
-            self._write(lambda: self.epochs.truncate_from_end(offset), "truncating")
+            entries = self.epochs.entries
+            if entries and entries[-1].start_offset >= offset:
+                self._write(lambda: self.epochs.truncate_from_end(offset), "truncating")
             return
         if offset <= self.segments[0].base_offset:
             self.truncate_fully_and_start_at(offset)

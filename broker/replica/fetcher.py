@@ -160,10 +160,14 @@ class ReplicaFetcher:
                 continue
             self._changed.clear()
             try:
+                # an offline log neither truncates nor fetches: it must not hold up the
+                # others (its appends would fail the same way, partition by partition)
                 pending = [
                     f
                     for tp in self._untruncated
-                    if (f := self._followed.get(tp)) is not None and not f.truncated
+                    if (f := self._followed.get(tp)) is not None
+                    and not f.truncated
+                    and f.partition.log.offline_reason is None
                 ]
                 if pending:
                     await self._truncate(pending)
@@ -215,7 +219,19 @@ class ReplicaFetcher:
                     )
                     errored = True
                     continue  # the leader may not know its role yet: asked again next round
-                if self._apply_truncation(followed, asked[tp], answer):
+                try:
+                    settled = self._apply_truncation(followed, asked[tp], answer)
+                except ApiError as exc:  # its log went offline: the others go on
+                    self._log.warning(
+                        "fetcher.truncation_failed",
+                        topic=tp.topic,
+                        partition=tp.partition,
+                        error=exc.name,
+                        detail=exc.message,
+                    )
+                    errored = True
+                    continue
+                if settled:
                     followed.truncated = True
                     self._untruncated.discard(tp)
                     self._stale.add(tp)

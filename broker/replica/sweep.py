@@ -32,19 +32,26 @@ class Sweep(Generic[K]):
         self._pos = 0
 
     def take(self, keys: Collection[K], now: float) -> list[K]:
-        """The next keys of the round that are due by ``now`` (at most one round's worth;
-        a key removed since the round began may be among them: the caller skips it)."""
-        count = len(keys)
+        """The next keys of the round that are due by ``now`` (at most one round's worth,
+        each once; a key removed since the round began may be among them: the caller
+        skips it)."""
+        round_, pos = self._round, self._pos
+        # the round being walked may be longer than the keys now (most of a session's
+        # partitions dropped): walked at the rate of the keys now, the rest of it took
+        # minutes, and its idle followers fell out of the ISR meanwhile
+        count = max(len(keys), len(round_))
         credit = self._credit + count * (now - self._last) / self.period
         self._last = now
         due = min(int(credit), count)
-        self._credit = min(credit - due, count)
+        self._credit = credit - due if due < count else 0.0  # a whole round: nothing owed
         taken: list[K] = []
-        round_, pos = self._round, self._pos
         while len(taken) < due:
             if pos >= len(round_):
-                round_, pos = list(keys), 0
+                seen = set(taken)
+                round_, pos = [k for k in keys if k not in seen], 0
                 self._round = round_
+                if not round_:
+                    break
             end = min(len(round_), pos + due - len(taken))
             taken += round_[pos:end]
             pos = end

@@ -365,6 +365,9 @@ def test_a_poll_goes_over_the_partitions_with_records_or_errors_not_all() -> Non
     sub.set_error(tps[4], ValueError("four"))
     assert sub.pop_error([tps[3]]) is None  # not among those asked about
     assert str(sub.pop_error([tps[4]])) == "four"
+    sub.set_error(tps[6], ValueError("six"))
+    sub.seek(tps[6], 0)
+    assert sub.pop_error([tps[6], tps[6]]) is None  # named twice, its error cleared
 
 
 def test_the_next_retry_is_the_earliest_partition_still_backing_off() -> None:

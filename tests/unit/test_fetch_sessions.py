@@ -5,6 +5,8 @@ position on every partition of its session, idle ones included, for the ISR)."""
 
 from __future__ import annotations
 
+import asyncio
+import errno
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import cast
@@ -24,6 +26,7 @@ from protocol.apis import (
     FINAL_EPOCH,
     INITIAL_EPOCH,
     INVALID_SESSION_ID,
+    EpochEndOffset,
     FetchForgottenTopic,
     FetchPartition,
     FetchPartitionData,
@@ -32,6 +35,8 @@ from protocol.apis import (
     FetchTopic,
     FetchTopicResponse,
     LeaderAndIsrPartitionState,
+    OffsetForLeaderEpochResponse,
+    OffsetForLeaderTopicResult,
     ProducePartition,
     ProduceRequest,
     ProduceTopic,
@@ -39,6 +44,7 @@ from protocol.apis import (
 from protocol.errors import (
     FetchSessionIdNotFoundError,
     InvalidFetchSessionEpochError,
+    KafkaStorageError,
     NotLeaderOrFollowerError,
 )
 from protocol.fetch_session import FetchSessionBuilder
@@ -139,6 +145,10 @@ def test_the_builder_closes_its_session_once() -> None:
     assert builder.close() is None
     again = builder.build({("t", 0): _p(0)})  # a new one, not naming the closed one
     assert (again.full, again.session_id) == (True, INVALID_SESSION_ID)
+    builder.answered(again, FetchResponse(session_id=13))
+    builder.reset()  # a failed fetch: the session is left behind...
+    left = builder.close()  # ...and closed all the same
+    assert left is not None and left.session_id == 13
 
 
 def test_the_builder_compares_only_the_keys_it_is_told_changed() -> None:
@@ -491,6 +501,57 @@ async def test_a_follower_reads_again_only_the_positions_that_may_have_moved(
         assert (moved.partition, moved.fetch_offset, moved.log_start_offset) == (0, 2, 1)
     finally:
         fetcher._followed.clear()
+        await fetcher.close()
+        for log in logs:
+            log.close()
+
+
+async def test_an_offline_follower_log_does_not_hold_up_the_others(tmp_path: Path) -> None:
+    """From a review: a follower log gone offline (EIO) could not truncate, and every
+    partition followed from that leader waited behind it, for good. It is now left out:
+    neither truncated nor fetched, while the others replicate."""
+    fetcher = ReplicaFetcher(FOLLOWER, 1, "127.0.0.1", 9)
+    logs = [Log.open(tmp_path / f"t-{i}", LogConfig()) for i in range(2)]
+    batch = encode_batch([(None, b"v", None, 1000)])
+    for log in logs:
+        log.append(batch, leader_epoch=1)
+        log.append(batch, leader_epoch=1)
+    with pytest.raises(KafkaStorageError):
+        logs[1]._go_offline(OSError(errno.EIO, "I/O error"), "appending to")
+    fetched: list[FetchRequest] = []
+    done = asyncio.Event()
+
+    async def leader(api_key: object, request: object, version: object = None) -> object:
+        if isinstance(request, FetchRequest):
+            fetched.append(request)
+            done.set()
+            await asyncio.sleep(3600)  # parked
+        partitions = [
+            EpochEndOffset(partition=p.partition, leader_epoch=1, end_offset=1)
+            for t in request.topics  # type: ignore[attr-defined]
+            for p in t.partitions
+        ]
+        return OffsetForLeaderEpochResponse(
+            topics=[OffsetForLeaderTopicResult(topic="t", partitions=partitions)]
+        )
+
+    fetcher._peer.request = leader  # type: ignore[method-assign]
+    try:
+        for i, log in enumerate(logs):
+            fetcher.add(
+                Partition(
+                    topic="t",
+                    index=i,
+                    log=log,
+                    local_broker_id=FOLLOWER,
+                    leader_id=1,
+                    leader_epoch=1,
+                )
+            )
+        await asyncio.wait_for(done.wait(), 5)
+        assert [p.partition for t in fetched[0].topics for p in t.partitions] == [0]
+        assert logs[0].log_end_offset == 1  # truncated to the leader's end of epoch 1
+    finally:
         await fetcher.close()
         for log in logs:
             log.close()
