@@ -72,7 +72,6 @@ from protocol.records import Record
 
 __all__ = ["Consumer"]
 
-
 _log = logging.getLogger("headwater.client.consumer")
 
 Deserializer = Callable[[bytes | None], Any]
@@ -195,6 +194,8 @@ class Consumer:
         self._auto_committer: asyncio.Task[None] | None = None
         self._fetcher: asyncio.Task[None] | None = None
         self._fetches: dict[int, asyncio.Task[None] | None] = {}
+        """The Fetch in flight per broker: a task while it connects, else None (written
+        with send_now, answered in the read callback)."""
         self._sessions: dict[int, FetchSessionBuilder] = {}
         """A fetch session per broker (KIP-227): a Fetch names only the partitions whose
         position moved, and the answer carries only those with news."""
@@ -202,8 +203,6 @@ class Consumer:
         self._asked: dict[TopicPartition, FetchPartition] = {}
         """Each partition's entry as last asked for, kept while its position holds (the
         session sends only new entries)."""
-        """The Fetch in flight per broker: a task while it connects, else None (written
-        with send_now, answered in the read callback)."""
         self._wakeup: asyncio.Event | None = None
         self._data: asyncio.Event | None = None
         self._state = "new"

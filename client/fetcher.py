@@ -190,9 +190,6 @@ class Subscription:
 
     # --- fetching ------------------------------------------------------------------------
 
-    def fetchable(self, now_ms: float) -> list[FetchPosition]:
-        return self.fetchable_by_leader(now_ms, {}).get(None, [])
-
     def fetchable_by_leader(
         self, now_ms: float, leaders: Mapping[TopicPartition, int]
     ) -> dict[int | None, list[FetchPosition]]:

@@ -134,7 +134,6 @@ class FetchContext:
         "_errored",
         "_unfinished",
         "incremental",
-        "named",
         "partitions",
         "session",
         "session_id",
@@ -146,14 +145,11 @@ class FetchContext:
         session: FetchSession | None,
         *,
         incremental: bool,
-        named: set[TopicPartition] | None = None,
     ) -> None:
         self.partitions = partitions
         self.session = session
         self.session_id = session.id if session is not None else INVALID_SESSION_ID
         self.incremental = incremental
-        self.named = named
-        """The partitions whose position the request gave (None: all of them)."""
         self._answered: list[tuple[SessionPartition, int, int, bool]] = []
         self._errored: list[TopicPartition] = []
         self._unfinished: list[TopicPartition] = []
@@ -288,7 +284,7 @@ class FetchSessionCache:
             swept = held.get(tp)
             if swept is not None and tp not in picked:
                 looking.append(swept)
-        return FetchContext(looking, session, incremental=True, named=named)
+        return FetchContext(looking, session, incremental=True)
 
     def _apply(self, session: FetchSession, request: FetchRequest) -> set[TopicPartition]:
         """An incremental request's changes (partitions dropped, added, moved on); returns

@@ -266,7 +266,10 @@ async def test_idle_partitions_stay_in_sync_over_incremental_fetch_sessions(
         assert records == [b"m0", b"m1", b"m2"]
         # a session's id comes with the answer to its first fetch, which waits at a broker
         # with nothing to send for fetch_max_wait_ms: one still out cannot be closed
-        await asyncio.sleep(1)
+        await _until(
+            lambda: [s.session_id for s in consumer._sessions.values()],
+            lambda ids: len(ids) == 3 and 0 not in ids,
+        )
         assert await sessions() == [3, 3, 3]
     finally:
         await consumer.stop()

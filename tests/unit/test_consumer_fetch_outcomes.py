@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from client import Consumer
+from client.fetcher import FetchPosition
 from client.types import TopicPartition
 from protocol.apis import FetchPartitionData, FetchRequest, FetchResponse, FetchTopicResponse
 from protocol.errors import FetchSessionIdNotFoundError
@@ -46,13 +47,17 @@ def _consumer(cluster: _Unconnected) -> Consumer:
     return consumer
 
 
+def _fetchable(consumer: Consumer, now_ms: float) -> list[FetchPosition]:
+    return consumer._subscription.fetchable_by_leader(now_ms, {}).get(None, [])
+
+
 @pytest.mark.parametrize("outcome", [RuntimeError("a bug in the transport"), None])
 async def test_a_fetch_that_fails_or_is_cancelled_frees_its_partitions(
     outcome: BaseException | None, caplog: pytest.LogCaptureFixture
 ) -> None:
     cluster = _Unconnected(outcome)
     consumer = _consumer(cluster)
-    consumer._start_fetch(1, consumer._subscription.fetchable(0))
+    consumer._start_fetch(1, _fetchable(consumer, 0))
     task = consumer._fetches[1]
     assert task is not None and consumer._subscription.states[TP].in_flight
     await asyncio.wait_for(cluster.sent.wait(), 5)
@@ -124,7 +129,7 @@ async def test_the_consumer_fetches_over_a_session_and_starts_over_when_it_is_lo
         consumer._subscription.seek(tp, 0)
 
     async def fetch_once() -> None:
-        consumer._start_fetch(1, consumer._subscription.fetchable(time.monotonic() * 1000))
+        consumer._start_fetch(1, _fetchable(consumer, time.monotonic() * 1000))
         task = consumer._fetches.get(1)
         assert task is not None
         await task

@@ -38,8 +38,13 @@ def positioned(*tps: TopicPartition, at: int = 0, max_buffer_bytes: int = 1 << 2
     return sub
 
 
+def fetchable(sub: Subscription, now_ms: float) -> list[FetchPosition]:
+    """What the consumer would fetch now (leaders unknown here: all under None)."""
+    return sub.fetchable_by_leader(now_ms, {}).get(None, [])
+
+
 def fetch_one(sub: Subscription, tp: TopicPartition = TP) -> FetchPosition:
-    (asked,) = [a for a in sub.fetchable(0) if a.tp == tp]
+    (asked,) = [a for a in fetchable(sub, 0) if a.tp == tp]
     sub.states[tp].in_flight = True
     return asked
 
@@ -74,7 +79,7 @@ def test_a_fetch_answering_only_a_partial_batch_changes_nothing() -> None:
     sub = positioned()
     asked = fetch_one(sub)
     assert answered(sub, asked, batch(0, 10)[:30]) == 0
-    assert sub.fetchable(0)[0].offset == 0
+    assert fetchable(sub, 0)[0].offset == 0
     assert sub.take(None, None, as_tuple) == {}
 
 
@@ -179,21 +184,21 @@ def test_buffer_bound_pauses_fetching_until_the_user_catches_up() -> None:
     first = batch(0, 20)
     sub = positioned(max_buffer_bytes=len(first))
     answered(sub, fetch_one(sub), first)
-    assert sub.fetchable(0) == []  # full: no more prefetching for this partition
+    assert fetchable(sub, 0) == []  # full: no more prefetching for this partition
     consumed = sub.chunks_consumed
     sub.take(None, 19, as_tuple)
-    assert sub.fetchable(0) == []  # one record still buffered
+    assert fetchable(sub, 0) == []  # one record still buffered
     sub.take(None, 1, as_tuple)
     assert sub.chunks_consumed == consumed + 1
-    assert [a.offset for a in sub.fetchable(0)] == [20]
+    assert [a.offset for a in fetchable(sub, 0)] == [20]
 
 
 def test_in_flight_and_backed_off_partitions_are_not_fetched() -> None:
     sub = positioned(TP, TP1)
     fetch_one(sub, TP)
     sub.states[TP1].retry_at_ms = 500
-    assert sub.fetchable(now_ms=100) == []
-    assert [a.tp for a in sub.fetchable(now_ms=500)] == [TP1]
+    assert fetchable(sub, 100) == []
+    assert [a.tp for a in fetchable(sub, 500)] == [TP1]
 
 
 def test_errors_are_raised_once_and_only_for_the_partition_asked() -> None:
@@ -275,7 +280,7 @@ def test_resets_apply_only_if_the_user_did_not_move_meanwhile() -> None:
     assert not sub.set_reset_position(TP, 0, generation)
     assert sub.states[TP].position == 7
     assert sub.set_reset_position(TP1, 42, sub.states[TP1].generation)
-    assert sub.fetchable(0)[1].offset == 42
+    assert fetchable(sub, 0)[1].offset == 42
     sub.request_reset(TP)
     assert sub.needs_position() == [TP]
 

@@ -104,7 +104,7 @@ import logging
 import os
 import random
 import types
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -1362,6 +1362,36 @@ async def test_f1_a_batch_refused_by_a_leader_whose_log_is_then_superseded_is_no
         await producer._close()  # (stop() would wait for what never finishes if it failed early)
 
 
+def _script_steps(
+    run: Run, tp: TopicPartition
+) -> tuple[Callable[[], Awaitable[None]], Callable[..., Awaitable[None]], Callable[[int], None]]:
+    """The steps the scripted stories below are told in: the producer's sender pass and
+    its callbacks (settle), LeaderAndIsr delivered to brokers (tell), and a broker's
+    produce requests handled and answered, noting which epoch acknowledged what."""
+    cluster, producer = run.cluster, run.producer
+
+    async def settle() -> None:
+        producer._send_ready()
+        for _ in range(10):
+            await asyncio.sleep(0)
+
+    async def tell(*nodes: int) -> None:
+        for n in nodes:
+            while await cluster.notify(tp, n):
+                pass
+
+    def handle_and_answer(node: int) -> None:
+        for request in [r for r in cluster.connections[node] if not r.handled]:
+            cluster.handle(request)
+        while cluster.connections[node] and cluster.connections[node][0].response is not None:
+            request = cluster.connections[node].pop(0)
+            assert request.on_answer is not None and request.response is not None
+            run.note_acked(request, request.response)
+            request.on_answer(request.response, None)
+
+    return settle, tell, handle_and_answer
+
+
 async def test_f3_a_deposed_leader_whose_isr_write_was_fenced_does_not_acknowledge_alone(
     tmp_path: Path,
 ) -> None:
@@ -1382,24 +1412,7 @@ async def test_f3_a_deposed_leader_whose_isr_write_was_fenced_does_not_acknowled
     await run.start()
     run.acc.linger_ms = 0
     producer = run.producer
-
-    async def settle() -> None:
-        producer._send_ready()
-        for _ in range(10):
-            await asyncio.sleep(0)
-
-    async def tell(*nodes: int) -> None:
-        for n in nodes:
-            while await cluster.notify(tp, n):
-                pass
-
-    def handle_and_answer(node: int) -> None:
-        for request in [r for r in cluster.connections[node] if not r.handled]:
-            cluster.handle(request)
-        while cluster.connections[node] and cluster.connections[node][0].response is not None:
-            request = cluster.connections[node].pop(0)
-            assert request.on_answer is not None
-            request.on_answer(request.response, None)
+    settle, tell, handle_and_answer = _script_steps(run, tp)
 
     try:
         leader = cluster.replicas[tp][a].partition
@@ -1437,7 +1450,7 @@ async def test_f3_a_deposed_leader_whose_isr_write_was_fenced_does_not_acknowled
         await producer._close()
 
 
-async def test_f4_after_an_unclean_election_a_follower_keeps_nothing_its_leader_lacks(  # noqa: C901 - one scripted story
+async def test_f4_after_an_unclean_election_a_follower_keeps_nothing_its_leader_lacks(
     tmp_path: Path,
 ) -> None:
     """A leads with the ISR [A, F]; R0 is written and acknowledged, and F's high
@@ -1458,25 +1471,7 @@ async def test_f4_after_an_unclean_election_a_follower_keeps_nothing_its_leader_
     await run.start()
     run.acc.linger_ms = 0
     producer = run.producer
-
-    async def settle() -> None:
-        producer._send_ready()
-        for _ in range(10):
-            await asyncio.sleep(0)
-
-    async def tell(*nodes: int) -> None:
-        for n in nodes:
-            while await cluster.notify(tp, n):
-                pass
-
-    def handle_and_answer(node: int) -> None:
-        for request in [r for r in cluster.connections[node] if not r.handled]:
-            cluster.handle(request)
-        while cluster.connections[node] and cluster.connections[node][0].response is not None:
-            request = cluster.connections[node].pop(0)
-            assert request.on_answer is not None and request.response is not None
-            run.note_acked(request, request.response)
-            request.on_answer(request.response, None)
+    settle, tell, handle_and_answer = _script_steps(run, tp)
 
     async def send(value: bytes) -> None:
         future = await producer.send("t", value, partition=tp.partition)
