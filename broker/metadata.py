@@ -2,9 +2,16 @@
 
 Filled only by the controller's UpdateMetadata requests (as Kafka's MetadataCache), so
 every broker answers Metadata from the same picture, and a client sent to the leader a
-broker names finds it there. The controller sends the whole picture each time, so an
-update replaces the cache; a partition whose leader is :data:`LEADER_DURING_DELETE`
-belongs to a topic being deleted and is left out.
+broker names finds it there. A full update (a new controller's first, a broker joining,
+and every v0 request) replaces the picture; an incremental one carries only the
+partitions that changed, and is merged into it, so a leader moving in a cluster of
+thousands of partitions costs every broker one partition's decode, not thousands. A
+partition whose leader is :data:`LEADER_DURING_DELETE` belongs to a topic being deleted
+and is left out; the topic stays in :attr:`deleting` until an update names it deleted
+(or a full one leaves it out).
+
+Readers may hold a topic's partition map across an await: a merge copies what it changes
+rather than changing a map in place.
 
 Waiters (topic creation and deletion waiting until the cluster shows the change) are
 woken on every update; they re-check their condition themselves.
@@ -18,6 +25,7 @@ from collections.abc import Callable
 from broker.log.manager import TopicPartition
 from protocol.apis import (
     LEADER_DURING_DELETE,
+    UPDATE_METADATA_INCREMENTAL,
     UpdateMetadataBroker,
     UpdateMetadataPartitionState,
     UpdateMetadataRequest,
@@ -36,14 +44,27 @@ class MetadataCache:
         self._waiters: set[asyncio.Future[None]] = set()
 
     def update(self, request: UpdateMetadataRequest) -> None:
-        """Replace the picture with the controller's (the caller checked its epoch)."""
-        topics: dict[str, dict[int, UpdateMetadataPartitionState]] = {}
-        deleting: set[str] = set()
+        """Take the controller's update (the caller checked its epoch): replace the
+        picture with a full one, merge an incremental one."""
+        if request.type == UPDATE_METADATA_INCREMENTAL:
+            topics = dict(self.topics)
+            deleting = set(self.deleting)
+            for name in request.deleted_topics:
+                topics.pop(name, None)
+                deleting.discard(name)
+        else:
+            topics, deleting = {}, set()
+        copied: set[str] = set()  # topics whose partition map this update already owns
         for state in request.partition_states:
+            name = state.topic_name
             if state.leader == LEADER_DURING_DELETE:
-                deleting.add(state.topic_name)
+                deleting.add(name)
+                topics.pop(name, None)
                 continue
-            topics.setdefault(state.topic_name, {})[state.partition_index] = state
+            if name not in copied:
+                copied.add(name)
+                topics[name] = dict(topics.get(name, ()))
+            topics[name][state.partition_index] = state
         self.topics = topics
         self.deleting = deleting
         self.brokers = {b.id: b for b in request.live_brokers}

@@ -551,6 +551,11 @@ class IncrementalAlterConfigsResponse(Response):
 LEADER_DURING_DELETE = -2
 """UpdateMetadata's leader for a partition of a topic being deleted (Kafka's marker)."""
 
+UPDATE_METADATA_INCREMENTAL = 1
+"""UpdateMetadata v1 ``type``: only the partitions that changed, merged into the picture."""
+UPDATE_METADATA_FULL = 2
+"""UpdateMetadata v1 ``type``: the whole picture, which replaces the broker's (v0 always)."""
+
 
 @dataclass(slots=True, kw_only=True)
 class LeaderAndIsrPartitionState:
@@ -637,11 +642,20 @@ class UpdateMetadataBroker:
 
 @dataclass(slots=True, kw_only=True)
 class UpdateMetadataRequest(Request):
+    """v0 carries every partition of the cluster, and replaces the broker's picture. v1
+    adds ``type`` (Kafka's v8 field, KIP-866, same values): :data:`UPDATE_METADATA_FULL`
+    is v0's meaning; :data:`UPDATE_METADATA_INCREMENTAL` carries only the partitions that
+    changed, merged into the picture, and ``deleted_topics``, the topics whose deletion
+    finished (their partitions already left with :data:`LEADER_DURING_DELETE`). The live
+    brokers are always all of them."""
+
     controller_id: int
     controller_epoch: int
     broker_epoch: int = -1
+    type: int = field(UPDATE_METADATA_FULL, since=1)
     partition_states: list[UpdateMetadataPartitionState] = field(default_factory=list)
     live_brokers: list[UpdateMetadataBroker] = field(default_factory=list)
+    deleted_topics: list[str] = field(default_factory=list, since=1)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -1069,7 +1083,7 @@ APIS = _apis(
     Api(ApiKey.METADATA, 0, 0, MetadataRequest, MetadataResponse),
     Api(ApiKey.LEADER_AND_ISR, 0, 0, LeaderAndIsrRequest, LeaderAndIsrResponse),
     Api(ApiKey.STOP_REPLICA, 0, 0, StopReplicaRequest, StopReplicaResponse),
-    Api(ApiKey.UPDATE_METADATA, 0, 0, UpdateMetadataRequest, UpdateMetadataResponse),
+    Api(ApiKey.UPDATE_METADATA, 0, 1, UpdateMetadataRequest, UpdateMetadataResponse),
     Api(ApiKey.CONTROLLED_SHUTDOWN, 0, 0, ControlledShutdownRequest, ControlledShutdownResponse),
     Api(
         ApiKey.OFFSET_FOR_LEADER_EPOCH,

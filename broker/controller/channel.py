@@ -5,6 +5,11 @@ controller's event handling never waits on a slow or dead broker. A request that
 sent (connection refused, reset, timed out) is retried with backoff until it is answered
 or the broker leaves the cluster (the controller then closes the channel, and the waiting
 futures are cancelled). A broker that comes back gets a new channel and the full state.
+
+A broker of an older build (a rolling upgrade) may speak only UpdateMetadata v0, which
+is always the whole picture: when it refuses v1 as an unsupported version, this channel
+sends it v0 from then on, each update built whole at the time it is sent
+(``full_metadata``), since an incremental one cannot be said in v0.
 """
 
 from __future__ import annotations
@@ -12,12 +17,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import structlog
 
 from broker.network import PeerConnection, PeerError
-from protocol.apis import APIS, ApiKey, Request
+from protocol.apis import APIS, ApiKey, Request, UpdateMetadataRequest
+from protocol.errors import UnsupportedVersionError
 
 __all__ = ["BrokerChannel"]
 
@@ -34,11 +41,19 @@ class BrokerChannel:
     """Requests to one broker; :meth:`send` returns the future of the answer."""
 
     def __init__(
-        self, broker_id: int, host: str, port: int, *, request_timeout_ms: int = 30_000
+        self,
+        broker_id: int,
+        host: str,
+        port: int,
+        *,
+        request_timeout_ms: int = 30_000,
+        full_metadata: Callable[[], UpdateMetadataRequest] | None = None,
     ) -> None:
         self.broker_id = broker_id
         self.host = host
         self.port = port
+        self._full_metadata = full_metadata
+        self.metadata_version = APIS[ApiKey.UPDATE_METADATA].max_version
         self._peer = PeerConnection(host, port, request_timeout_ms=request_timeout_ms)
         self._queue: asyncio.Queue[_Item] = asyncio.Queue()
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -63,9 +78,16 @@ class BrokerChannel:
             for attempt in itertools.count():
                 if item.future.cancelled():
                     break
+                request, version = item.request, None
+                if item.api_key == ApiKey.UPDATE_METADATA:
+                    version = self.metadata_version
+                    if version == 0 and self._full_metadata is not None:
+                        request = self._full_metadata()
                 try:
-                    response = await self._peer.request(item.api_key, item.request)
+                    response = await self._peer.request(item.api_key, request, version)
                 except PeerError as exc:
+                    # the broker may come back as another build: ask it for v1 again
+                    self.metadata_version = APIS[ApiKey.UPDATE_METADATA].max_version
                     delay = _BACKOFF_S[min(attempt, len(_BACKOFF_S) - 1)]
                     if attempt in (0, 5) or attempt % 50 == 0:
                         self._log.info(
@@ -73,6 +95,17 @@ class BrokerChannel:
                         )
                     await asyncio.sleep(delay)
                     continue
+                if (
+                    version
+                    and response.error_code == UnsupportedVersionError.code
+                    and self._full_metadata is not None
+                ):
+                    self._log.warning(
+                        "controller.broker_without_incremental_metadata",
+                        detail=response.error_message,
+                    )
+                    self.metadata_version = 0
+                    continue  # the same update, whole, at v0
                 if not item.future.done():
                     item.future.set_result(response)
                 break

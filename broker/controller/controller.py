@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,6 +62,8 @@ from broker.zk import (
 )
 from protocol.apis import (
     LEADER_DURING_DELETE,
+    UPDATE_METADATA_FULL,
+    UPDATE_METADATA_INCREMENTAL,
     ApiKey,
     LeaderAndIsrLiveLeader,
     LeaderAndIsrPartitionState,
@@ -229,7 +231,7 @@ class Controller:
         )
         for broker_id in self.brokers:
             self._send_leader_and_isr(broker_id, self._partitions_of(broker_id))
-        self._send_update_metadata()
+        self._send_update_metadata(full_to=self.brokers)
         await self._deletions_changed(None)
         await self._isr_changed(None)
 
@@ -251,7 +253,11 @@ class Controller:
         for broker_id, reg in live.items():
             if broker_id not in self._channels:
                 self._channels[broker_id] = BrokerChannel(
-                    broker_id, reg.host, reg.port, request_timeout_ms=self._request_timeout_ms
+                    broker_id,
+                    reg.host,
+                    reg.port,
+                    request_timeout_ms=self._request_timeout_ms,
+                    full_metadata=self._full_metadata,
                 )
         return old
 
@@ -305,7 +311,14 @@ class Controller:
             if broker_id not in born:
                 tps = [tp for tp in tps if tp in changed]
             self._send_leader_and_isr(broker_id, tps)
-        self._send_update_metadata()
+        moved = dead | born  # their partitions' offline replicas changed, if nothing else
+        changed.update(
+            (t, p)
+            for t, parts in self.assignments.items()
+            for p, replicas in parts.items()
+            if not moved.isdisjoint(replicas)
+        )
+        self._send_update_metadata(changed, full_to=born)
         if born and self.deleting:
             await self._deletions_changed(None)
 
@@ -313,10 +326,13 @@ class Controller:
 
     async def _topics_changed(self, _: object) -> None:
         names = set(await self._zk.get_children(paths.TOPICS, watch=self._watch("topics")))
-        for gone in set(self.assignments) - names:
-            self._forget(gone)
+        gone = set(self.assignments) - names  # its znodes removed by hand, not by a deletion
+        for topic in gone:
+            self._forget(topic)
         new = names - set(self.assignments)
         if not new:
+            if gone:
+                self._send_update_metadata(deleted=gone)
             return
         await asyncio.gather(*(self._load_topic(t) for t in new))
         tps = [tp for tp in self._all_partitions() if tp[0] in new]
@@ -327,7 +343,7 @@ class Controller:
             self._send_leader_and_isr(
                 broker_id, [tp for tp in self._partitions_of(broker_id) if tp[0] in new]
             )
-        self._send_update_metadata()
+        self._send_update_metadata(tps, deleted=gone)
 
     def _forget(self, topic: str) -> None:
         for partition in self.assignments.pop(topic, {}):
@@ -642,7 +658,7 @@ class Controller:
             self._send_leader_and_isr(
                 broker_id, [tp for tp in self._partitions_of(broker_id) if tp in changed]
             )
-        self._send_update_metadata()
+        self._send_update_metadata(changed)
 
     # --- ISR changes written by leaders -------------------------------------------------
 
@@ -660,20 +676,21 @@ class Controller:
                 continue
             except CorruptZnode as exc:
                 self._log.warning("controller.isr_change_unreadable", error=str(exc))
+        changed &= self.states.keys()
         for tp in changed:
-            if tp in self.states:
-                with contextlib.suppress(NoNode):
-                    await self._reload_state(tp)
+            with contextlib.suppress(NoNode):
+                await self._reload_state(tp)
         for name in names:
             with contextlib.suppress(NoNode):
                 await self._zk.delete(f"{paths.ISR_CHANGES}/{name}")
-        self._send_update_metadata()
+        if changed:
+            self._send_update_metadata(changed)
 
     # --- deletion -----------------------------------------------------------------------
 
     async def _deletions_changed(self, _: object) -> None:
         names = await self._zk.get_children(paths.DELETE_TOPICS, watch=self._watch("deletions"))
-        hide = False
+        hide: list[TP] = []
         for topic in names:
             if topic not in self.assignments:
                 with contextlib.suppress(NoNode):
@@ -681,11 +698,11 @@ class Controller:
                 continue
             if topic not in self.deleting:
                 self.deleting.add(topic)
-                hide = True
+                hide.extend((topic, p) for p in self.assignments[topic])
                 self._log.info("controller.deleting_topic", topic=topic)
             self._stop_replicas(topic)
         if hide:
-            self._send_update_metadata()
+            self._send_update_metadata(hide)
 
     def _stop_replicas(self, topic: str) -> None:
         """StopReplica with delete to every replica; done when all confirm."""
@@ -726,7 +743,7 @@ class Controller:
                 await self._zk.delete(path, recursive=True)
         self._forget(topic)
         self._log.info("controller.topic_deleted", topic=topic)
-        self._send_update_metadata()
+        self._send_update_metadata(deleted=[topic])
 
     # --- requests to brokers ------------------------------------------------------------
 
@@ -778,34 +795,62 @@ class Controller:
         )
         self._channels[broker_id].send(ApiKey.LEADER_AND_ISR, request)
 
-    def _send_update_metadata(self) -> None:
-        """The whole picture to every live broker (it replaces their caches)."""
-        states = []
-        for (topic, partition), entry in self.states.items():
-            s = entry.state
-            replicas = self.assignments[topic][partition]
-            states.append(
-                UpdateMetadataPartitionState(
-                    topic_name=topic,
-                    partition_index=partition,
-                    controller_epoch=s.controller_epoch,
-                    leader=LEADER_DURING_DELETE if topic in self.deleting else s.leader,
-                    leader_epoch=s.leader_epoch,
-                    isr=list(s.isr),
-                    zk_version=entry.version,
-                    replicas=list(replicas),
-                    offline_replicas=[r for r in replicas if r not in self.brokers],
-                )
-            )
-        brokers = [
+    def _send_update_metadata(
+        self,
+        tps: Iterable[TP] = (),
+        *,
+        deleted: Iterable[str] = (),
+        full_to: Collection[int] = (),
+    ) -> None:
+        """Tell every live broker what changed: the states of ``tps`` and the topics
+        ``deleted``, which it merges into its picture. The brokers in ``full_to`` (every
+        broker when a controller starts, a broker joining) get the whole picture instead.
+
+        As Kafka's controller: re-sending every partition on every leader or ISR change
+        cost 6 ms per broker to encode on the controller and 10 ms to decode on each broker
+        at 2,100 partitions, and every change paid it."""
+        incremental = UpdateMetadataRequest(
+            controller_id=self.broker_id,
+            controller_epoch=self.epoch,
+            type=UPDATE_METADATA_INCREMENTAL,
+            partition_states=[self._metadata_state(tp) for tp in tps if tp in self.states],
+            live_brokers=self._live_brokers(),
+            deleted_topics=sorted(deleted),
+        )
+        full = self._full_metadata() if full_to else None
+        for broker_id, channel in self._channels.items():
+            request = full if full is not None and broker_id in full_to else incremental
+            channel.send(ApiKey.UPDATE_METADATA, request)
+
+    def _full_metadata(self) -> UpdateMetadataRequest:
+        """The whole picture (it replaces a broker's): every partition, every live broker."""
+        return UpdateMetadataRequest(
+            controller_id=self.broker_id,
+            controller_epoch=self.epoch,
+            type=UPDATE_METADATA_FULL,
+            partition_states=[self._metadata_state(tp) for tp in self.states],
+            live_brokers=self._live_brokers(),
+        )
+
+    def _metadata_state(self, tp: TP) -> UpdateMetadataPartitionState:
+        topic, partition = tp
+        entry = self.states[tp]
+        s = entry.state
+        replicas = self.assignments[topic][partition]
+        return UpdateMetadataPartitionState(
+            topic_name=topic,
+            partition_index=partition,
+            controller_epoch=s.controller_epoch,
+            leader=LEADER_DURING_DELETE if topic in self.deleting else s.leader,
+            leader_epoch=s.leader_epoch,
+            isr=list(s.isr),
+            zk_version=entry.version,
+            replicas=list(replicas),
+            offline_replicas=[r for r in replicas if r not in self.brokers],
+        )
+
+    def _live_brokers(self) -> list[UpdateMetadataBroker]:
+        return [
             UpdateMetadataBroker(id=b, host=r.host, port=r.port, rack=r.rack)
             for b, r in sorted(self.brokers.items())
         ]
-        request = UpdateMetadataRequest(
-            controller_id=self.broker_id,
-            controller_epoch=self.epoch,
-            partition_states=states,
-            live_brokers=brokers,
-        )
-        for channel in self._channels.values():
-            channel.send(ApiKey.UPDATE_METADATA, request)

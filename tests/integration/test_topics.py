@@ -356,3 +356,98 @@ async def test_controller_killed_another_takes_over(cluster: Cluster) -> None:
     for partition, leader in leaders.items():
         produced = await _produce(ports[leader], "after-failover", partition, [b"x"])
         assert produced.error_code == 0
+
+
+def _picture(meta: MetadataResponse) -> dict[str, Any]:
+    """A broker's Metadata answer as what a client would act on, ordered."""
+    return {
+        "brokers": sorted(b.node_id for b in meta.brokers),
+        "controller": meta.controller_id,
+        "topics": {
+            t.name: {
+                p.partition_index: (
+                    p.leader_id,
+                    p.leader_epoch,
+                    p.replica_nodes,
+                    sorted(p.isr_nodes),
+                    p.offline_replicas,
+                )
+                for p in t.partitions
+            }
+            for t in meta.topics
+        },
+    }
+
+
+async def test_every_broker_keeps_the_same_picture_through_changes(cluster: Cluster) -> None:
+    """The controller sends each change alone (incremental UpdateMetadata) and the whole
+    picture only to a broker joining: through topics created and deleted, a broker
+    killed and restarted, and followers rejoining, every broker answers Metadata alike."""
+    ports = await _ready_cluster(cluster)
+    port = ports[1]
+
+    async def create(name: str, partitions: int) -> None:
+        topic = CreatableTopic(name=name, num_partitions=partitions, replication_factor=3)
+        request = CreateTopicsRequest(topics=[topic])
+        assert (await _request(port, ApiKey.CREATE_TOPICS, request)).topics[0].error_code == 0
+
+    async def pictures(live: list[int]) -> list[dict[str, Any]]:
+        return [_picture(await _metadata(ports[b])) for b in live]
+
+    def alike(got: list[dict[str, Any]]) -> bool:
+        return all(p == got[0] for p in got)
+
+    for name, partitions in (("a", 3), ("b", 6), ("c", 2)):
+        await create(name, partitions)
+    response = await _request(port, ApiKey.DELETE_TOPICS, DeleteTopicsRequest(topic_names=["c"]))
+    assert response.responses[0].error_code == 0
+    settled = await _until(
+        lambda: pictures([1, 2, 3]),
+        lambda got: alike(got) and set(got[0]["topics"]) == {"a", "b"},
+    )
+    controller = settled[0]["controller"]
+    victim = next(b for b in (1, 2, 3) if b != controller)
+    # the name is free again once the deletion ended (a broker refuses to auto-create a
+    # topic it still sees being deleted): the end of a deletion reached the victim too
+    auto = MetadataRequest(topics=["c"], allow_auto_topic_creation=True)
+    await _until(
+        lambda: _request(ports[victim], ApiKey.METADATA, auto),
+        lambda m: m.topics[0].error_code != UnknownTopicOrPartitionError.code,
+    )
+    await _until(
+        lambda: pictures([1, 2, 3]),
+        lambda got: alike(got) and set(got[0]["topics"]) == {"a", "b", "c"},
+    )
+    assert any(s[0] == victim for ps in settled[0]["topics"].values() for s in ps.values())
+
+    cluster.brokers[victim].kill()
+    live = [b for b in (1, 2, 3) if b != victim]
+    without = await _until(
+        lambda: pictures(live),
+        lambda got: (
+            alike(got)
+            and victim not in got[0]["brokers"]
+            and all(s[0] != victim for ps in got[0]["topics"].values() for s in ps.values())
+        ),
+    )
+    for name in ("a", "b"):  # three replicas each ("c" has the default replication)
+        for leader, _, replicas, isr, offline in without[0]["topics"][name].values():
+            assert leader in live and victim not in isr
+            assert offline == [victim] and victim in replicas
+
+    cluster.start_broker(victim)
+    ports[victim] = cluster.brokers[victim].port
+    whole = await _until(
+        lambda: pictures([1, 2, 3]),
+        lambda got: (
+            alike(got)
+            and got[0]["brokers"] == [1, 2, 3]
+            and all(
+                s[4] == [] and s[3] == sorted(s[2])
+                for ps in got[0]["topics"].values()
+                for s in ps.values()
+            )
+        ),
+    )
+    assert set(whole[0]["topics"]) == {"a", "b", "c"}
+    assert [len(whole[0]["topics"][t]) for t in ("a", "b")] == [3, 6]
