@@ -897,8 +897,12 @@ class Consumer:
             else:
                 assert response is not None
                 session = self._sessions.get(node)
-                if session is not None and sent is not None:
-                    session.answered(sent, response)
+                if (
+                    session is not None
+                    and sent is not None
+                    and not session.answered(sent, response)
+                ):
+                    _log.debug("fetch session with broker %d disagreed: starts over", node)
                 arrived, size = self._on_fetched(positions, response)
         except Exception as exc:  # a bug: the getters raise it, never a silent stop
             _log.exception("handling a fetch answer from broker %d failed", node)

@@ -114,16 +114,29 @@ class FetchSessionBuilder:
             full=False,
         )
 
-    def answered(self, request: SessionRequest, response: FetchResponse) -> None:
-        """The broker answered ``request`` (without a request-level error)."""
-        assert self._pending is not None, "answered() without build()"
+    def answered(self, request: SessionRequest, response: FetchResponse) -> bool:
+        """The broker answered ``request`` (without a request-level error). False if the
+        answer names a partition the session should not hold: the two sides disagree on
+        what it holds, and the session starts over (Kafka's handler checks the same).
+        The answer's records are still good: each was read at the position asked."""
+        pending = self._pending
+        assert pending is not None, "answered() without build()"
         if request.full:
             self.session_id = response.session_id  # INVALID_SESSION_ID: it keeps none
             self.epoch = 1
             self._closing = INVALID_SESSION_ID
         else:
             self.epoch = self.epoch + 1 if self.epoch < _MAX_EPOCH else 1
-        self._sent, self._pending = self._pending, None
+        self._sent, self._pending = pending, None
+        for topic in response.topics:
+            name = topic.topic
+            for data in topic.partitions:
+                if (name, data.partition_index) not in pending:
+                    # left at the broker, it could be answered (an error: at once) on
+                    # every fetch, and the fetcher would never say to forget it
+                    self.reset()
+                    return False
+        return True
 
     def close(self) -> SessionRequest | None:
         """The request that ends the session at the broker (FINAL_EPOCH, no partitions),

@@ -8,6 +8,12 @@ and never throws away ones it does. Then it fetches from its log end offset: the
 exact bytes are appended as they are (offsets, epochs and CRCs untouched), and the high
 watermark follows the leader's.
 
+A partition the leader refuses (it has not heard of its role yet, the topic is being
+deleted, our log failed) is set aside for ``_BACKOFF_S`` alone, as Kafka's fetcher
+delays the partitions with errors: the others go on fetching. Backing off the whole
+fetcher instead stalled every acks=all write through it for 200 ms whenever a topic was
+created next to it.
+
 The leader reads a follower's progress from these fetches (the fetch offset is the
 follower's log end offset); a fetch parks at the leader until data arrives (``min_bytes``
 1, ``replica.fetch.wait.max.ms``), so an idle partition costs one open request, not a
@@ -72,6 +78,9 @@ class _Followed:
     asked: FetchPartition | None = None
     """Its position as last asked for: kept while it holds (the session sends only the
     partitions whose entry is a new one)."""
+    delayed: bool = False
+    """Refused by the leader a moment ago: neither truncated nor fetched until its
+    back-off ends."""
 
 
 class ReplicaFetcher:
@@ -167,6 +176,7 @@ class ReplicaFetcher:
                     for tp in self._untruncated
                     if (f := self._followed.get(tp)) is not None
                     and not f.truncated
+                    and not f.delayed
                     and f.partition.log.offline_reason is None
                 ]
                 if pending:
@@ -185,7 +195,6 @@ class ReplicaFetcher:
     async def _truncate(self, pending: list[_Followed]) -> None:
         by_topic: dict[str, list[OffsetForLeaderPartition]] = {}
         asked: dict[TopicPartition, int] = {}
-        errored = False
         for f in pending:
             p = f.partition
             epoch = p.log.epochs.latest_epoch
@@ -217,8 +226,8 @@ class ReplicaFetcher:
                         partition=tp.partition,
                         error=error_for_code(answer.error_code).name,
                     )
-                    errored = True
-                    continue  # the leader may not know its role yet: asked again next round
+                    self._delay(followed)  # the leader may not know its role yet
+                    continue
                 try:
                     settled = self._apply_truncation(followed, asked[tp], answer)
                 except ApiError as exc:  # its log went offline: the others go on
@@ -229,14 +238,27 @@ class ReplicaFetcher:
                         error=exc.name,
                         detail=exc.message,
                     )
-                    errored = True
+                    self._delay(followed)
                     continue
                 if settled:
                     followed.truncated = True
                     self._untruncated.discard(tp)
                     self._stale.add(tp)
-        if errored:
-            await asyncio.sleep(_BACKOFF_S)
+
+    def _delay(self, followed: _Followed) -> None:
+        """Set ``followed`` aside for :data:`_BACKOFF_S`; the others go on."""
+        followed.delayed = True
+        p = followed.partition
+        self._stale.add(TopicPartition(p.topic, p.index))  # out of the next fetch
+        asyncio.get_running_loop().call_later(_BACKOFF_S, self._undelay, followed)
+
+    def _undelay(self, followed: _Followed) -> None:
+        followed.delayed = False
+        p = followed.partition
+        tp = TopicPartition(p.topic, p.index)
+        if self._followed.get(tp) is followed:
+            self._stale.add(tp)
+            self._changed.set()
 
     def _apply_truncation(self, followed: _Followed, asked: int, answer: EpochEndOffset) -> bool:
         """Cut the log where it parts from the leader's; True when it is settled."""
@@ -290,8 +312,8 @@ class ReplicaFetcher:
         wanted = self._wanted
         for tp in stale:
             f = self._followed.get(tp)
-            if f is None or not f.truncated:
-                wanted.pop(tp, None)  # gone, or it truncates first
+            if f is None or not f.truncated or f.delayed:
+                wanted.pop(tp, None)  # gone, truncates first, or backs off
                 continue
             log = f.partition.log
             end, start, last = log.log_end_offset, log.log_start_offset, f.asked
@@ -309,6 +331,11 @@ class ReplicaFetcher:
                     partition_max_bytes=self._max_bytes,
                 )
             wanted[tp] = last
+        if not wanted:  # every partition truncates first or backs off: until one is back
+            # what left the session is still to be forgotten there, by the next fetch
+            self._stale |= stale
+            await self._changed.wait()
+            return
         # (a Mapping's key type is invariant: TopicPartition keys are (topic, index) pairs)
         asked = self._session.build(cast(Mapping[tuple[str, int], FetchPartition], wanted), stale)
         request = FetchRequest(
@@ -344,20 +371,18 @@ class ReplicaFetcher:
             if not isinstance(error, SESSION_ERRORS):
                 await asyncio.sleep(_BACKOFF_S)
             return
-        self._session.answered(asked, response)
+        if not self._session.answered(asked, response):
+            self._log.warning("fetcher.session_mismatch", session_id=asked.session_id)
         try:
-            backoff = await self._take(response)
+            await self._take(response)
         except BaseException:
             self._session.reset()  # the rest of the answer was not taken in
             raise
-        if backoff:
-            await asyncio.sleep(_BACKOFF_S)
 
-    async def _take(self, response: FetchResponse) -> bool:
-        """Apply an answer, partition by partition; True if one failed (back off). The
+    async def _take(self, response: FetchResponse) -> None:
+        """Apply an answer, partition by partition; one that failed backs off alone. The
         leader takes what it sent as known: an answer dropped for a partition still
         followed (re-added meanwhile) resets the session, so the next fetch is full."""
-        backoff = False
         for topic in response.topics:
             for data in topic.partitions:
                 followed = self._followed.get(TopicPartition(topic.topic, data.partition_index))
@@ -369,7 +394,7 @@ class ReplicaFetcher:
                 try:
                     await self._handle(followed, data)
                 except ApiError as exc:
-                    backoff = True
+                    self._delay(followed)
                     self._log.info(
                         "fetcher.partition_error",
                         topic=topic.topic,
@@ -377,7 +402,6 @@ class ReplicaFetcher:
                         error=exc.name,
                         detail=exc.message,
                     )
-        return backoff
 
     async def _handle(self, followed: _Followed, data: FetchPartitionData) -> None:
         partition = followed.partition

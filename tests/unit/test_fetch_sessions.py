@@ -17,6 +17,7 @@ from broker.deferred import Deferred
 from broker.log import Log, LogConfig
 from broker.log.manager import LogManager, TopicPartition
 from broker.metadata import MetadataCache
+from broker.replica import fetcher as fetcher_module
 from broker.replica import manager as replica_manager
 from broker.replica.fetch_session import FetchSessionCache
 from broker.replica.fetcher import ReplicaFetcher, _Followed
@@ -46,6 +47,7 @@ from protocol.errors import (
     InvalidFetchSessionEpochError,
     KafkaStorageError,
     NotLeaderOrFollowerError,
+    UnknownTopicOrPartitionError,
 )
 from protocol.fetch_session import FetchSessionBuilder
 from protocol.records import encode_batch
@@ -165,6 +167,27 @@ def test_the_builder_compares_only_the_keys_it_is_told_changed() -> None:
     assert [(f.topic, f.partitions) for f in step.forgotten] == [("t", [4])]
     builder.answered(step, FetchResponse(session_id=5))
     assert builder.build(wanted, []).topics == []
+
+
+def test_an_answer_naming_a_partition_the_session_should_not_hold_starts_it_over() -> None:
+    """Found when a follower lost track of a deleted topic's partition: its leader kept it
+    in the session, answered its error at once on every fetch, and the two brokers spun
+    at 50% CPU each, as the fetcher never said to forget it. Now the answer shows the
+    disagreement, and the next request is full (a new session holding what is wanted)."""
+    builder = FetchSessionBuilder()
+    wanted = {("t", 0): _p(0)}
+    assert builder.answered(builder.build(wanted), FetchResponse(session_id=5))
+    step = builder.build(wanted, [])
+    stray = FetchTopicResponse(
+        topic="gone",
+        partitions=[
+            FetchPartitionData(partition_index=0, error_code=UnknownTopicOrPartitionError.code)
+        ],
+    )
+    assert not builder.answered(step, FetchResponse(session_id=5, topics=[stray]))
+    again = builder.build(wanted, [])
+    assert (again.full, again.session_id, again.session_epoch) == (True, 5, INITIAL_EPOCH)
+    assert [p.partition for p in again.topics[0].partitions] == [0]
 
 
 # --- the broker's cache -----------------------------------------------------------------
@@ -429,7 +452,7 @@ async def test_a_follower_that_drops_part_of_an_answer_starts_a_new_session() ->
                 FetchTopicResponse(topic="t", partitions=[FetchPartitionData(partition_index=0)])
             ]
         )
-        assert await fetcher._take(answer) is False
+        await fetcher._take(answer)
         assert fetcher._session.session_id == INVALID_SESSION_ID
         again = fetcher._session.build({})
         assert (again.full, again.session_id) == (True, 44)  # closing the old one
@@ -555,3 +578,150 @@ async def test_an_offline_follower_log_does_not_hold_up_the_others(tmp_path: Pat
         await fetcher.close()
         for log in logs:
             log.close()
+
+
+@pytest.fixture
+async def two(tmp_path: Path) -> AsyncIterator[tuple[ReplicaFetcher, list[Log]]]:
+    """A follower's fetcher (to a leader it never dials: tests answer for it) and two
+    logs, t-0 and t-1, not followed yet."""
+    fetcher = ReplicaFetcher(FOLLOWER, 1, "127.0.0.1", 9)
+    logs = [Log.open(tmp_path / f"t-{i}", LogConfig()) for i in range(2)]
+    yield fetcher, logs
+    fetcher._followed.clear()
+    await fetcher.close()
+    for log in logs:
+        log.close()
+
+
+def _follow(fetcher: ReplicaFetcher, logs: list[Log]) -> None:
+    for i, log in enumerate(logs):
+        fetcher.add(
+            Partition(
+                topic="t", index=i, log=log, local_broker_id=FOLLOWER, leader_id=1, leader_epoch=1
+            )
+        )
+
+
+def _epoch_ends(request: object, refused: set[int]) -> OffsetForLeaderEpochResponse:
+    partitions = [
+        EpochEndOffset(partition=p.partition, leader_epoch=1, end_offset=0)
+        if p.partition not in refused
+        else EpochEndOffset(
+            partition=p.partition, error_code=UnknownTopicOrPartitionError.code, end_offset=-1
+        )
+        for t in request.topics  # type: ignore[attr-defined]
+        for p in t.partitions
+    ]
+    return OffsetForLeaderEpochResponse(
+        topics=[OffsetForLeaderTopicResult(topic="t", partitions=partitions)]
+    )
+
+
+def _named(request: FetchRequest) -> list[int]:
+    return sorted(p.partition for t in request.topics for p in t.partitions)
+
+
+async def test_a_partition_the_leader_does_not_know_yet_does_not_hold_up_the_others(
+    two: tuple[ReplicaFetcher, list[Log]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new topic's follower may ask before its leader has heard of its role, and is
+    refused. Only that partition backs off: the whole fetcher used to sleep, and every
+    acks=all write through it waited 200 ms whenever a topic was created beside it."""
+    monkeypatch.setattr(fetcher_module, "_BACKOFF_S", 3600.0)  # never over in this test
+    fetcher, logs = two
+    fetched: list[FetchRequest] = []
+    done = asyncio.Event()
+
+    async def leader(api_key: object, request: object, version: object = None) -> object:
+        if isinstance(request, FetchRequest):
+            fetched.append(request)
+            done.set()
+            await asyncio.sleep(3600)  # parked
+        return _epoch_ends(request, refused={1})
+
+    fetcher._peer.request = leader  # type: ignore[method-assign]
+    _follow(fetcher, logs)
+    await asyncio.wait_for(done.wait(), 5)
+    assert _named(fetched[0]) == [0]
+    assert fetcher._followed[TopicPartition("t", 1)].delayed
+
+
+async def test_a_partition_refused_in_an_answer_backs_off_alone_then_is_fetched_again(
+    two: tuple[ReplicaFetcher, list[Log]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """t-1's leader moved (NOT_LEADER_OR_FOLLOWER in the answer): the next fetch goes at
+    once, for t-0 only, and t-1 is asked for again when its back-off is over."""
+    monkeypatch.setattr(fetcher_module, "_BACKOFF_S", 0.05)
+    fetcher, logs = two
+    fetched: list[FetchRequest] = []
+    done = asyncio.Event()
+    batch = encode_batch([(None, b"v", None, 1000)])
+
+    async def leader(api_key: object, request: object, version: object = None) -> object:
+        if not isinstance(request, FetchRequest):
+            return _epoch_ends(request, refused=set())
+        fetched.append(request)
+        if len(fetched) == 1:
+            answered = [
+                FetchPartitionData(partition_index=0, high_watermark=1, records=memoryview(batch)),
+                FetchPartitionData(partition_index=1, error_code=NotLeaderOrFollowerError.code),
+            ]
+            return FetchResponse(
+                session_id=9, topics=[FetchTopicResponse(topic="t", partitions=answered)]
+            )
+        if 1 in _named(request):
+            done.set()
+            await asyncio.sleep(3600)  # parked
+        await asyncio.sleep(0.01)  # parked a while, then nothing new
+        return FetchResponse(session_id=9)
+
+    fetcher._peer.request = leader  # type: ignore[method-assign]
+    _follow(fetcher, logs)
+    await asyncio.wait_for(done.wait(), 5)
+    assert _named(fetched[0]) == [0, 1]
+    assert _named(fetched[1]) == [0]  # at once, t-0 from its new log end
+    assert fetched[1].topics[0].partitions[0].fetch_offset == 1
+    assert [p for t in fetched[1].forgotten_topics_data for p in t.partitions] == [1]
+    assert 1 in _named(fetched[-1])  # back after its back-off
+    assert logs[0].log_end_offset == 1
+
+
+async def test_a_fetcher_left_with_nothing_to_fetch_still_forgets_what_it_dropped(
+    two: tuple[ReplicaFetcher, list[Log]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its only partition from a leader was removed (a topic deleted): with nothing to
+    fetch it waits, and the fetch that follows must still tell the leader to forget that
+    partition; one left in the session kept being answered at once with its error."""
+    fetcher, logs = two
+    fetcher._task.cancel()  # this test makes the fetches itself
+    partitions = [
+        Partition(
+            topic="t", index=i, log=log, local_broker_id=FOLLOWER, leader_id=1, leader_epoch=1
+        )
+        for i, log in enumerate(logs)
+    ]
+    sent: list[FetchRequest] = []
+
+    async def leader(api_key: object, request: FetchRequest, version: object = None) -> object:
+        sent.append(request)
+        return FetchResponse(session_id=7)
+
+    monkeypatch.setattr(fetcher._peer, "request", leader)
+    fetcher._followed[TopicPartition("t", 0)] = _Followed(partitions[0], 1, truncated=True)
+    fetcher._stale.add(TopicPartition("t", 0))
+    await fetcher._fetch()
+    assert _named(sent[-1]) == [0]
+
+    fetcher.remove(TopicPartition("t", 0))
+    fetcher._changed.clear()
+    waiting = asyncio.get_running_loop().create_task(fetcher._fetch())
+    await asyncio.sleep(0.05)
+    assert not waiting.done() and len(sent) == 1  # nothing to ask for: no fetch
+
+    fetcher._followed[TopicPartition("t", 1)] = _Followed(partitions[1], 1, truncated=True)
+    fetcher._stale.add(TopicPartition("t", 1))
+    fetcher._changed.set()
+    await asyncio.wait_for(waiting, 5)
+    await fetcher._fetch()
+    assert _named(sent[-1]) == [1]
+    assert [(f.topic, f.partitions) for f in sent[-1].forgotten_topics_data] == [("t", [0])]
