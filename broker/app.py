@@ -246,8 +246,7 @@ class Broker:
             await self._replicas.shutdown()
         if self._logs is not None:
             if self._replicas is not None:
-                hws = self._replicas.high_watermarks()
-                await asyncio.to_thread(self._logs.checkpoint_high_watermarks, hws)
+                await self._logs.checkpoint_high_watermarks(self._replicas.high_watermarks())
             await asyncio.to_thread(self._logs.shutdown)
 
     async def _bounded(self, doing: str, step: Awaitable[None]) -> None:
@@ -483,9 +482,8 @@ class Broker:
                         # its own task: it waits for the controller's queue
                         self._rebalancing = loop.create_task(self._rebalance())
                 elif name == "hw":
-                    hws = replicas.high_watermarks()
                     try:
-                        await asyncio.to_thread(logs.checkpoint_high_watermarks, hws)
+                        await logs.checkpoint_high_watermarks(replicas.high_watermarks())
                     except OSError as exc:
                         self._log.warning("broker.hw_checkpoint_failed", error=str(exc))
                 else:

@@ -83,8 +83,9 @@ from broker.log.manager import (
     LogManager,
     TopicPartition,
     read_checkpoint,
+    render_checkpoint,
     unlink_all,
-    write_checkpoint,
+    write_atomically,
 )
 from broker.log.segment import BatchInfo, LogSegment
 from broker.log.swap import CLEANED, discard
@@ -762,13 +763,15 @@ class LogCleaner:
         async with self._checkpoint_lock:  # the snapshot is taken inside: newest last
             await asyncio.to_thread(_write_files, self._checkpoint_files())
 
-    def _checkpoint_files(self) -> dict[Path, dict[TopicPartition, int]]:
-        files: dict[Path, dict[TopicPartition, int]] = {d: {} for d in self._logs.dirs}
+    def _checkpoint_files(self) -> dict[Path, str]:
+        """Each directory's checkpoint text, made here on the loop (Python work in the
+        writing thread would hold the GIL the loop waits for: see broker.log.manager)."""
+        offsets: dict[Path, dict[TopicPartition, int]] = {d: {} for d in self._logs.dirs}
         for tp, offset in self.checkpoints.items():
             log = self._logs.logs.get(tp)
-            if log is not None and log.dir.parent in files:
-                files[log.dir.parent][tp] = offset
-        return files
+            if log is not None and log.dir.parent in offsets:
+                offsets[log.dir.parent][tp] = offset
+        return {d / CHECKPOINT: render_checkpoint(o) for d, o in offsets.items()}
 
     async def _delete_pending(self) -> None:
         """Old segments swapped out: unlinked once file.delete.delay.ms has passed (their
@@ -826,6 +829,6 @@ def _producers_last_offsets(log: Log) -> dict[int, int]:
     }
 
 
-def _write_files(files: dict[Path, dict[TopicPartition, int]]) -> None:
-    for directory, offsets in files.items():
-        write_checkpoint(directory / CHECKPOINT, offsets)
+def _write_files(files: dict[Path, str]) -> None:
+    for path, text in files.items():
+        write_atomically(path, text)

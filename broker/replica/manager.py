@@ -422,12 +422,8 @@ class ReplicaManager:
             self._wake(tp)
         if delete:
             tps = [TopicPartition(p.topic_name, p.partition_index) for p in partitions]
-            await asyncio.to_thread(self._delete_logs, tps)
+            await self.logs.delete_logs(tps)
         return [_error(TopicPartition(p.topic_name, p.partition_index)) for p in partitions]
-
-    def _delete_logs(self, tps: list[TopicPartition]) -> None:
-        for tp in tps:
-            self.logs.delete_log(tp.topic, tp.partition)
 
     # --- produce ------------------------------------------------------------------------
 
