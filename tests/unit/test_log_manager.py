@@ -7,10 +7,13 @@ import pytest
 from broker.log import LogConfig
 from broker.log.manager import (
     CLEAN_SHUTDOWN,
+    HIGH_WATERMARKS,
+    LOG_START_OFFSETS,
     META,
     RECOVERY_POINTS,
     InconsistentBrokerIdError,
     LogManager,
+    TopicPartition,
     read_checkpoint,
     write_checkpoint,
 )
@@ -134,3 +137,40 @@ def test_a_deleted_log_is_freed_without_the_cycle_collector(tmp_path: Path) -> N
     finally:
         gc.enable()
     manager.shutdown()
+
+
+async def test_checkpoints_list_each_log_in_its_own_directory(tmp_path: Path) -> None:
+    """With two log dirs, each directory's checkpoint files hold its own partitions
+    (the text is made on the loop, the files written in a worker thread)."""
+    dirs = [tmp_path / "a", tmp_path / "b"]
+    m = _manager(dirs)
+    m.startup()
+    for p in range(4):  # spread: the least used directory takes each new log
+        m.get_or_create_log("t", p).append(_batch(p + 1))
+    where = {tp: log.dir.parent for tp, log in m.logs.items()}
+    assert set(where.values()) == set(dirs)
+    await m.checkpoint_async()
+    await m.checkpoint_high_watermarks({tp: tp.partition + 10 for tp in m.logs})
+    for d in dirs:
+        mine = {tp for tp, parent in where.items() if parent == d}
+        assert read_checkpoint(d / HIGH_WATERMARKS) == {tp: tp.partition + 10 for tp in mine}
+        assert set(read_checkpoint(d / RECOVERY_POINTS)) == mine
+        assert read_checkpoint(d / LOG_START_OFFSETS) == dict.fromkeys(mine, 0)
+    m.shutdown()
+
+
+async def test_deleted_logs_leave_their_directories_and_the_checkpoints(tmp_path: Path) -> None:
+    """A partition of the same name made later must not inherit a deleted one's recovery
+    point or log start offset at the next restart."""
+    m = _manager([tmp_path])
+    m.startup()
+    for p in range(3):
+        m.get_or_create_log("t", p).append(_batch())
+    m.logs[TopicPartition("t", 1)].advance_log_start_offset(2)
+    await m.checkpoint_async()
+    assert read_checkpoint(tmp_path / LOG_START_OFFSETS)[TopicPartition("t", 1)] == 2
+    await m.delete_logs([TopicPartition("t", 1), TopicPartition("t", 9)])  # t-9: none here
+    assert not (tmp_path / "t-1").exists() and m.get_log("t", 1) is None
+    for name in (RECOVERY_POINTS, LOG_START_OFFSETS):
+        assert set(read_checkpoint(tmp_path / name)) == {("t", 0), ("t", 2)}
+    m.shutdown()
