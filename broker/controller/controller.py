@@ -357,6 +357,8 @@ class Controller:
         session (Kafka's controller writes them asynchronously too): one after the other,
         a 1,024-partition topic took 4 s of round trips before any broker heard of it."""
         todo = [tp for tp in tps if tp not in self.states]
+        for topic in {t for t, _ in todo}:
+            await self._zk.ensure_path(paths.partitions(topic))
         created: set[TP] = set()
         for start in range(0, len(todo), _INITIALIZING):
             chunk = todo[start : start + _INITIALIZING]
@@ -377,15 +379,25 @@ class Controller:
         leader = live[0] if live else -1
         state = PartitionState(leader=leader, leader_epoch=0, isr=live, controller_epoch=self.epoch)
         path = paths.partition_state(topic, partition)
+        parent = path.rsplit("/", 1)[0]
         try:
-            await self._zk.ensure_path(path.rsplit("/", 1)[0])
-            await self._zk.guarded(
-                paths.CONTROLLER_EPOCH,
-                self._epoch_zk_version,
-                path,
-                state.to_json(),
-                version=CREATE,
-            )
+            try:  # the partition's znode and its state in one round trip
+                await self._zk.guarded(
+                    paths.CONTROLLER_EPOCH,
+                    self._epoch_zk_version,
+                    path,
+                    state.to_json(),
+                    version=CREATE,
+                    parents=(parent,),
+                )
+            except NodeExists:  # its znode is there (an earlier controller's): the state alone
+                await self._zk.guarded(
+                    paths.CONTROLLER_EPOCH,
+                    self._epoch_zk_version,
+                    path,
+                    state.to_json(),
+                    version=CREATE,
+                )
             version = 0
         except NodeExists:  # written by an earlier controller that died after it
             raw, stat = await self._zk.get(path)

@@ -69,6 +69,38 @@ async def test_guarded_writes_are_fenced_by_the_guard_znode(
         await bridge.stop()
 
 
+async def test_a_guarded_create_makes_its_parents_in_the_same_multi(
+    zookeeper: ZooKeeperServer, zk_root: str
+) -> None:
+    """A partition's first state and its znode in one round trip; all or nothing."""
+    bridge = await _bridge(zookeeper)
+    try:
+        guard = f"{zk_root}/epoch"
+        await bridge.create(guard, b"1", makepath=True)
+        parent = f"{zk_root}/p0"
+        assert (
+            await bridge.guarded(
+                guard, 0, f"{parent}/state", b"s", version=zk.CREATE, parents=(parent,)
+            )
+            == 0
+        )
+        assert (await bridge.get(f"{parent}/state"))[0] == b"s"
+        # the parent is there already (an earlier controller made it, then died)
+        with pytest.raises(NodeExists, match="p0 already exists"):
+            await bridge.guarded(
+                guard, 0, f"{parent}/other", b"x", version=zk.CREATE, parents=(parent,)
+            )
+        assert await bridge.exists(f"{parent}/other") is None  # nothing of it landed
+        await bridge.set(guard, b"2")
+        with pytest.raises(Fenced):
+            await bridge.guarded(
+                guard, 0, f"{zk_root}/p1/state", b"z", version=zk.CREATE, parents=(f"{zk_root}/p1",)
+            )
+        assert await bridge.exists(f"{zk_root}/p1") is None
+    finally:
+        await bridge.stop()
+
+
 async def test_watches_fire_on_the_loop_thread(zookeeper: ZooKeeperServer, zk_root: str) -> None:
     bridge = await _bridge(zookeeper)
     other = KazooClient(hosts=zookeeper.connect_string)
