@@ -41,12 +41,17 @@ class MetadataCache:
         self.deleting: set[str] = set()
         self.controller_id = -1
         self.controller_epoch = -1
+        self._whole = False
+        """A full update has come: until then an incremental one has nothing to merge
+        into (one queued for this broker's previous process), and is dropped."""
         self._waiters: set[asyncio.Future[None]] = set()
 
     def update(self, request: UpdateMetadataRequest) -> None:
         """Take the controller's update (the caller checked its epoch): replace the
         picture with a full one, merge an incremental one."""
         if request.type == UPDATE_METADATA_INCREMENTAL:
+            if not self._whole:
+                return  # answering from part of the picture would be worse than waiting
             topics = dict(self.topics)
             deleting = set(self.deleting)
             for name in request.deleted_topics:
@@ -54,6 +59,7 @@ class MetadataCache:
                 deleting.discard(name)
         else:
             topics, deleting = {}, set()
+            self._whole = True
         copied: set[str] = set()  # topics whose partition map this update already owns
         for state in request.partition_states:
             name = state.topic_name

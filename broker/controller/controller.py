@@ -118,6 +118,10 @@ class Controller:
         self._events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue(maxsize=_QUEUE_LIMIT)
         self._pending: set[tuple[str, Any]] = set()  # queued events, to coalesce repeats
         self._calls: set[asyncio.Future[Any]] = set()  # submitted work not answered yet
+        self._resync = False
+        """An event failed partway: what it changed may not have been sent, and a rerun
+        finds nothing left to send (the change is already in our state). The whole
+        picture then goes to every broker once the event is over."""
         self._task: asyncio.Task[None] | None = None
         self._log = structlog.get_logger("headwater.controller").bind(broker_id=broker_id)
 
@@ -190,20 +194,27 @@ class Controller:
                     break
                 except Fenced as exc:  # a newer controller exists: our election task resigns
                     self._log.warning("controller.fenced", error=str(exc))
+                    self._resync = False  # nothing of ours counts any more
                     break
                 except (NoNode, NodeExists, VersionConflict, CorruptZnode):
                     # an answer, not an outage: retrying would repeat it forever and stall
                     # every later event; a fresh read by the next event repairs what it can
                     self._log.exception("controller.event_failed", controller_event=kind)
+                    self._resync = True
                     break
                 except ZkError as exc:  # ZooKeeper unreachable: the same event again, later
                     self._log.warning(
                         "controller.event_retry", controller_event=kind, error=str(exc)
                     )
+                    self._resync = True
                     await asyncio.sleep(_RETRY_S)
                 except Exception:  # our bug: logged loudly, and the next event still runs
                     self._log.exception("controller.event_failed", controller_event=kind)
+                    self._resync = True
                     break
+            if self._resync:
+                self._resync = False
+                self._send_update_metadata(full_to=self.brokers)
 
     # --- startup ------------------------------------------------------------------------
 
@@ -246,8 +257,15 @@ class Controller:
             live[int(name)] = BrokerRegistration.from_json(int(name), data, stat)
         old, self.brokers = self.brokers, live
         for broker_id, channel in list(self._channels.items()):
-            reg = live.get(broker_id)
-            if reg is None or (reg.host, reg.port) != (channel.host, channel.port):
+            reg, was = live.get(broker_id), old.get(broker_id)
+            if (
+                reg is None
+                or (reg.host, reg.port) != (channel.host, channel.port)
+                or (was is not None and was.epoch != reg.epoch)
+            ):
+                # gone, moved, or restarted: what was queued for the old process (its
+                # LeaderAndIsr, incremental updates) must not reach a new one before its
+                # own whole state does
                 await channel.close()
                 del self._channels[broker_id]
         for broker_id, reg in live.items():
@@ -538,6 +556,7 @@ class Controller:
         except ZkError:
             raise  # the event loop retries the whole event
         except Exception as exc:
+            self._resync = True  # it may have changed states it did not get to send
             future.set_exception(exc)
 
     async def controlled_shutdown(self, broker_id: int) -> list[TP]:
@@ -741,8 +760,14 @@ class Controller:
 
         async def confirm() -> None:
             results = await asyncio.gather(*futures, return_exceptions=True)
-            if all(not isinstance(r, BaseException) and r.error_code == 0 for r in results):
+            if all(
+                not isinstance(r, BaseException)
+                and r.error_code == 0
+                and not any(p.error_code for p in r.partition_errors)
+                for r in results
+            ):
                 self._enqueue("deleted", topic)
+            # else pending: retried when the broker that failed registers again
 
         asyncio.get_running_loop().create_task(confirm())
 

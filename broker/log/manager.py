@@ -216,13 +216,23 @@ class LogManager:
             log.delete()
             self.checkpoint()
 
-    async def delete_logs(self, tps: Sequence[TopicPartition]) -> None:
+    async def delete_logs(self, tps: Sequence[TopicPartition]) -> list[TopicPartition]:
         """Remove logs and their directories (in a worker thread), then checkpoint
-        without them (a partition of the same name made later must not inherit them)."""
-        gone = [log for tp in tps if (log := self.logs.pop(tp, None)) is not None]
-        if gone:
-            await asyncio.to_thread(_delete_all, gone)
-            await self.checkpoint_async()
+        without them (a partition of the same name made later must not inherit them).
+        Returns those whose directory could not be removed (each logged with what to do)."""
+        gone = [(tp, log) for tp in tps if (log := self.logs.pop(tp, None)) is not None]
+        if not gone:
+            return []
+        failed = await asyncio.to_thread(_delete_all, gone)
+        await self.checkpoint_async()
+        for _, log, exc in failed:
+            self._log.error(
+                "log.delete_failed",
+                log=log.name,
+                error=str(exc),
+                fix=f"remove {log.dir} by hand before this broker starts again",
+            )
+        return [tp for tp, _, _ in failed]
 
     def on_truncation(self, listener: TruncationListener) -> None:
         """Call ``listener(tp, log, offset)`` (event loop) when a log here is about to be
@@ -373,9 +383,17 @@ def write_checkpoint(path: Path, offsets: Mapping[TopicPartition, int]) -> None:
     write_atomically(path, render_checkpoint(offsets))
 
 
-def _delete_all(logs: list[Log]) -> None:
-    for log in logs:
-        log.delete()
+def _delete_all(
+    logs: list[tuple[TopicPartition, Log]],
+) -> list[tuple[TopicPartition, Log, OSError]]:
+    """Delete each log; one that fails does not stop the others. Returns the failures."""
+    failed = []
+    for tp, log in logs:
+        try:
+            log.delete()
+        except OSError as exc:
+            failed.append((tp, log, exc))
+    return failed
 
 
 def read_checkpoint(path: Path) -> dict[TopicPartition, int]:

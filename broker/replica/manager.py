@@ -70,6 +70,7 @@ from protocol.errors import (
     FencedLeaderEpochError,
     InvalidRecordError,
     InvalidRequiredAcksError,
+    KafkaStorageError,
     NotEnoughReplicasAfterAppendError,
     NotEnoughReplicasError,
     NotLeaderOrFollowerError,
@@ -420,10 +421,14 @@ class ReplicaManager:
                 self.logs.high_watermarks[tp] = gone.high_watermark  # still checkpointed
                 gone.fail_waiters(NotLeaderOrFollowerError(f"{gone.name} was stopped here"))
             self._wake(tp)
+        failed: set[TopicPartition] = set()
         if delete:
             tps = [TopicPartition(p.topic_name, p.partition_index) for p in partitions]
-            await self.logs.delete_logs(tps)
-        return [_error(TopicPartition(p.topic_name, p.partition_index)) for p in partitions]
+            failed.update(await self.logs.delete_logs(tps))
+        return [
+            _error(tp, KafkaStorageError if tp in failed else None)
+            for tp in (TopicPartition(p.topic_name, p.partition_index) for p in partitions)
+        ]
 
     # --- produce ------------------------------------------------------------------------
 

@@ -1,3 +1,4 @@
+import errno
 import gc
 import weakref
 from pathlib import Path
@@ -17,8 +18,12 @@ from broker.log.manager import (
     read_checkpoint,
     write_checkpoint,
 )
-from protocol.errors import InconsistentClusterIdError
+from broker.metadata import MetadataCache
+from broker.replica.manager import ReplicaManager
+from protocol.apis import StopReplicaPartition
+from protocol.errors import InconsistentClusterIdError, KafkaStorageError
 from protocol.records import encode_batch
+from tests.unit.test_replica_fetch_wake import _leader_state
 
 CFG = LogConfig(segment_bytes=2048, index_interval_bytes=128)
 
@@ -174,3 +179,38 @@ async def test_deleted_logs_leave_their_directories_and_the_checkpoints(tmp_path
     for name in (RECOVERY_POINTS, LOG_START_OFFSETS):
         assert set(read_checkpoint(tmp_path / name)) == {("t", 0), ("t", 2)}
     m.shutdown()
+
+
+async def test_a_replica_whose_directory_cannot_be_removed_fails_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From a review: one directory that cannot be removed (EIO) no longer leaves the
+    others behind. It is reported (StopReplica answers KAFKA_STORAGE_ERROR for it, so
+    the controller keeps the deletion pending) instead of coming back at the next start
+    as a log of a deleted topic."""
+    logs = _manager([tmp_path])
+    logs.startup()
+
+    async def load(topic: str) -> LogConfig:
+        return CFG
+
+    replicas = ReplicaManager(1, logs, MetadataCache(), load)
+    for p in (0, 1, 2):
+        state = _leader_state(isr=[1])
+        state.partition_index = p
+        await replicas.become_leader_or_follower([state])
+    stuck = logs.logs[TopicPartition("t", 1)]
+
+    def refuse() -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(stuck, "delete", refuse)
+    errors = await replicas.stop_replicas(
+        [StopReplicaPartition(topic_name="t", partition_index=p) for p in (0, 1, 2)],
+        delete=True,
+    )
+    assert [e.error_code for e in errors] == [0, KafkaStorageError.code, 0]
+    assert not (tmp_path / "t-0").exists() and not (tmp_path / "t-2").exists()
+    assert set(read_checkpoint(tmp_path / RECOVERY_POINTS)) == set()
+    await replicas.shutdown()
+    logs.shutdown()

@@ -118,3 +118,25 @@ def test_a_v0_update_is_the_whole_picture() -> None:
 
     payload = b"".join(bytes(p) for p in encode_request(ApiKey.UPDATE_METADATA, 1, 1, request))
     assert decode_request(payload[4:])[2] == request
+
+
+def test_an_incremental_update_before_any_full_one_is_dropped() -> None:
+    """One queued for this broker's previous process may arrive first after a restart:
+    merged into nothing it would answer Metadata from part of the picture (topics
+    missing, offsets topic auto-created again). The cache waits for the whole one."""
+    cache = MetadataCache()
+    cache.update(_update(UPDATE_METADATA_INCREMENTAL, _state("a", 1)))
+    assert (cache.topics, cache.controller_epoch) == ({}, -1)  # not started
+    cache.update(_update(UPDATE_METADATA_FULL, _state("a", 0), _state("a", 1, leader=2)))
+    cache.update(_update(UPDATE_METADATA_INCREMENTAL, _state("a", 0, leader=2)))
+    assert _leaders(cache) == {"a": {0: 2, 1: 2}}
+
+
+def test_a_topic_deleted_then_made_again_under_the_same_name() -> None:
+    cache = MetadataCache()
+    cache.update(_update(UPDATE_METADATA_FULL, _state("a", 0), _state("a", 1)))
+    cache.update(_update(UPDATE_METADATA_INCREMENTAL, _state("a", 0, leader=LEADER_DURING_DELETE)))
+    cache.update(_update(UPDATE_METADATA_INCREMENTAL, deleted=("a",)))
+    cache.update(_update(UPDATE_METADATA_INCREMENTAL, _state("a", 0, leader=2)))
+    assert _leaders(cache) == {"a": {0: 2}}  # the new topic alone: nothing of the old one
+    assert cache.deleting == set()
