@@ -119,6 +119,8 @@ class LogManager:
         self._checkpoint_lock = threading.Lock()  # one writer of the checkpoint files
         self._snapshots = itertools.count()  # next() is atomic: threads may take snapshots
         self._written = -1  # the sequence of the snapshot last written (under the lock)
+        self._hw_snapshots = itertools.count()
+        self._hw_written = -1  # the same, for the high watermarks
         self._log = structlog.get_logger("headwater.log_manager").bind(broker_id=broker_id)
 
     # --- start / stop -------------------------------------------------------------------
@@ -315,7 +317,12 @@ class LogManager:
 
     async def checkpoint_high_watermarks(self, high_watermarks: dict[TopicPartition, int]) -> None:
         """Write each directory's high watermarks: the text made here, on the loop, the
-        files written in a worker thread."""
+        files written in a worker thread (never over a newer snapshot's: a periodic
+        write cancelled at shutdown still runs, and may finish after the last one)."""
+        await asyncio.to_thread(self._write_high_watermarks, self._hw_files(high_watermarks))
+
+    def _hw_files(self, high_watermarks: dict[TopicPartition, int]) -> _Offsets:
+        sequence = next(self._hw_snapshots)
         logs = [(tp, log) for tp in high_watermarks if (log := self.logs.get(tp)) is not None]
         files = {
             directory / HIGH_WATERMARKS: _checkpoint_text(
@@ -323,12 +330,15 @@ class LogManager:
             )
             for directory, here in self._by_dir(logs).items()
         }
-        await asyncio.to_thread(self._write_files, files)
+        return _Offsets(sequence, files)
 
-    def _write_files(self, files: dict[Path, str]) -> None:
+    def _write_high_watermarks(self, snapshot: _Offsets) -> None:
         with self._checkpoint_lock:
-            for path, text in files.items():
+            if snapshot.sequence < self._hw_written:
+                return  # a newer snapshot is on disk already
+            for path, text in snapshot.files.items():
                 write_atomically(path, text)
+            self._hw_written = snapshot.sequence
 
     # --- retention ----------------------------------------------------------------------
 

@@ -14,7 +14,13 @@ import pytest
 
 from broker.log import LogConfig
 from broker.log import manager as manager_module
-from broker.log.manager import LOG_START_OFFSETS, RECOVERY_POINTS, LogManager, read_checkpoint
+from broker.log.manager import (
+    HIGH_WATERMARKS,
+    LOG_START_OFFSETS,
+    RECOVERY_POINTS,
+    LogManager,
+    read_checkpoint,
+)
 from protocol.records import encode_batch
 
 CFG = LogConfig(segment_bytes=2048, index_interval_bytes=128)
@@ -64,4 +70,21 @@ def test_an_older_snapshot_is_never_written_over_a_newer_one(tmp_path: Path) -> 
     manager.delete_log("gone", 0)
     manager._write_offsets(older)
     assert read_checkpoint(tmp_path / LOG_START_OFFSETS) == {}
+    manager.shutdown()
+
+
+def test_an_older_high_watermark_snapshot_is_never_written_over_a_newer_one(
+    tmp_path: Path,
+) -> None:
+    """From a review: a periodic write cancelled at shutdown still runs in its thread,
+    and may finish after the shutdown's own: the file must keep the newer one."""
+    manager = LogManager([tmp_path], broker_id=1, cluster_id="c", default_config=CFG)
+    manager.startup()
+    manager.get_or_create_log("t", 0)
+    tp = next(iter(manager.logs))
+    older = manager._hw_files({tp: 5})
+    newer = manager._hw_files({tp: 9})
+    manager._write_high_watermarks(newer)
+    manager._write_high_watermarks(older)
+    assert read_checkpoint(tmp_path / HIGH_WATERMARKS) == {tp: 9}
     manager.shutdown()
