@@ -120,8 +120,11 @@ class Controller:
         self._calls: set[asyncio.Future[Any]] = set()  # submitted work not answered yet
         self._resync = False
         """An event failed partway: what it changed may not have been sent, and a rerun
-        finds nothing left to send (the change is already in our state). The whole
-        picture then goes to every broker once the event is over."""
+        finds nothing left to send (the change is already in our state). Once the event
+        is over, every broker then gets the whole state, as from a new controller:
+        LeaderAndIsr for its partitions (a broker ignores an epoch it has) and the whole
+        metadata picture. A broker shutting down gets no LeaderAndIsr: it would follow
+        again what it handed over."""
         self._task: asyncio.Task[None] | None = None
         self._log = structlog.get_logger("headwater.controller").bind(broker_id=broker_id)
 
@@ -214,6 +217,9 @@ class Controller:
                     break
             if self._resync:
                 self._resync = False
+                for broker_id in self.brokers:
+                    if broker_id not in self.shutting_down:
+                        self._send_leader_and_isr(broker_id, self._partitions_of(broker_id))
                 self._send_update_metadata(full_to=self.brokers)
 
     # --- startup ------------------------------------------------------------------------

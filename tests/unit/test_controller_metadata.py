@@ -1,9 +1,10 @@
-"""What the controller tells the brokers' metadata caches when an event fails partway.
+"""What the controller tells the brokers when an event fails partway.
 
 The controller sends each change alone (incremental UpdateMetadata). A handler that
 fails after changing its state (a ZooKeeper error, then a rerun that finds nothing
-left to do) would leave every broker's picture wrong until the next change; the
-controller then sends the whole picture once the event is over. Run on a controller
+left to do) would leave every broker's picture wrong until the next change, and the
+new leader not told; the controller then sends every broker its whole state once the
+event is over. Run on a controller
 whose ZooKeeper side is replaced by the handlers under test, with channels that record.
 """
 
@@ -21,6 +22,7 @@ from protocol.apis import (
     UPDATE_METADATA_FULL,
     UPDATE_METADATA_INCREMENTAL,
     ApiKey,
+    LeaderAndIsrRequest,
     UpdateMetadataRequest,
 )
 
@@ -28,10 +30,13 @@ from protocol.apis import (
 class _Channel:
     def __init__(self) -> None:
         self.sent: list[UpdateMetadataRequest] = []
+        self.roles: list[LeaderAndIsrRequest] = []
 
     def send(self, api_key: ApiKey, request: Any) -> asyncio.Future[Any]:
         if api_key == ApiKey.UPDATE_METADATA:
             self.sent.append(request)
+        elif api_key == ApiKey.LEADER_AND_ISR:
+            self.roles.append(request)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         future.set_result(None)
         return future
@@ -120,3 +125,6 @@ async def test_a_change_goes_alone_and_a_failed_event_resends_the_whole_picture(
     for channel in channels.values():
         whole = channel.sent[-1]
         assert (whole.type, _leaders(whole)) == (UPDATE_METADATA_FULL, {0: 2, 1: 1})
+        # and each broker its roles: partition 0's new leader had not been told
+        (roles,) = channel.roles
+        assert {s.partition_index: s.leader for s in roles.partition_states} == {0: 2, 1: 1}
