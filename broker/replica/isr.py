@@ -7,24 +7,41 @@ leader epoch there is still ours (the controller touched only the ISR), adopt it
 and let the caller try again; if it moved on, this broker is no longer the leader and the
 change is dropped (the controller's LeaderAndIsr will say so). Either way no broker can
 overwrite a newer decision.
+
+The notes to the controller are gathered: changes made within ``_NOTE_LINGER_S`` of each
+other go in one ``isr_change_`` znode (Kafka's leader gathers them for up to 2.5 s), and
+one log line lists them. A broker's 2,000 followers rejoining at once wrote 2,000
+notification znodes, each a ZooKeeper round trip on kazoo's thread, whose Python held the
+GIL the event loop waited for: every partition on that leader stalled 2-3 s. A note's
+write does not hold up the ISR change it reports (the state znode is already written); a
+failed one is retried until it lands.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 
 import structlog
 
 from broker.replica.partition import Partition
-from broker.zk import NoNode, PartitionState, VersionConflict, ZkBridge, paths
+from broker.zk import NoNode, PartitionState, VersionConflict, ZkBridge, ZkError, paths
 
 __all__ = ["IsrUpdater"]
+
+_NOTE_LINGER_S = 0.05
+_NOTE_MAX = 1000  # partitions per notification znode (its data well under ZooKeeper's 1 MB)
+_NOTE_RETRY_S = 1.0
 
 
 class IsrUpdater:
     def __init__(self, zk: ZkBridge, broker_id: int) -> None:
         self._zk = zk
         self._log = structlog.get_logger("headwater.replica").bind(broker_id=broker_id)
+        self._noted: dict[tuple[str, int], tuple[list[int], int]] = {}
+        """Changes not yet told to the controller: partition -> (ISR, leader epoch)."""
+        self._noting: asyncio.Task[None] | None = None
 
     async def write(self, partition: Partition, isr: list[int]) -> bool:
         """Write ``isr`` for ``partition`` (its leader). True if it is now the ISR."""
@@ -48,15 +65,17 @@ class IsrUpdater:
             return False  # a LeaderAndIsr arrived while we wrote: it wins
         partition.isr = list(isr)
         partition.zk_version = stat.version
-        self._log.info(
-            "partition.isr_changed",
-            topic=partition.topic,
-            partition=partition.index,
-            isr=isr,
-            leader_epoch=epoch,
-        )
-        await self._notify(partition)
+        self._noted[(partition.topic, partition.index)] = (list(isr), epoch)
+        if self._noting is None or self._noting.done():
+            self._noting = asyncio.get_running_loop().create_task(self._notify())
         return True
+
+    async def close(self) -> None:
+        """Stop telling the controller (shutdown: its next read of the states covers it)."""
+        if self._noting is not None:
+            self._noting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._noting
 
     async def _reconcile(self, partition: Partition, path: str, epoch: int) -> bool:
         """After a version conflict: adopt ZooKeeper's ISR if it is still our epoch's
@@ -78,14 +97,33 @@ class IsrUpdater:
             return False
         return True  # our own epoch moved on meanwhile: the LeaderAndIsr that did it wins
 
-    async def _notify(self, partition: Partition) -> None:
-        body = {
-            "version": 1,
-            "partitions": [{"topic": partition.topic, "partition": partition.index}],
-        }
-        await self._zk.create(
-            paths.ISR_CHANGES + "/isr_change_",
-            json.dumps(body).encode(),
-            sequence=True,
-            makepath=True,
-        )
+    async def _notify(self) -> None:
+        """Tell the controller of the changes gathered, a znode per up to _NOTE_MAX."""
+        await asyncio.sleep(_NOTE_LINGER_S)
+        while self._noted:
+            batch = list(self._noted.items())[:_NOTE_MAX]
+            body = {
+                "version": 1,
+                "partitions": [{"topic": t, "partition": p} for (t, p), _ in batch],
+            }
+            try:
+                await self._zk.create(
+                    paths.ISR_CHANGES + "/isr_change_",
+                    json.dumps(body).encode(),
+                    sequence=True,
+                    makepath=True,
+                )
+            except ZkError as exc:  # the controller must hear of them: again, later
+                self._log.warning("partition.isr_change_note_failed", error=str(exc))
+                await asyncio.sleep(_NOTE_RETRY_S)
+                continue
+            for key, change in batch:
+                if self._noted.get(key) is change:  # not changed again meanwhile
+                    del self._noted[key]
+            self._log.info(
+                "partition.isr_changed",
+                partitions=[
+                    {"topic": t, "partition": p, "isr": isr, "leader_epoch": epoch}
+                    for (t, p), (isr, epoch) in batch
+                ],
+            )

@@ -270,6 +270,8 @@ class ReplicaManager:
         self.fetchers.clear()
         for task in list(self._isr_tasks):
             task.cancel()
+        if self._isr is not None:
+            await self._isr.close()
         for partition in self.partitions.values():
             partition.fail_waiters(RequestTimedOutError("the broker is shutting down"))
 

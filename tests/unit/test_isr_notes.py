@@ -1,0 +1,100 @@
+"""The leader's notes to the controller of its ISR changes (``/isr_change_notification``):
+changes made close together go in one znode, and a note that fails is written again."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import types
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import broker.replica.isr as isr_module
+from broker.log import Log, LogConfig
+from broker.replica.isr import IsrUpdater
+from broker.replica.partition import Partition
+from broker.zk import ZkError
+
+
+class _Zk:
+    def __init__(self, failures: int = 0) -> None:
+        self.failures = failures
+        self.sets: list[str] = []
+        self.notes: list[list[tuple[str, int]]] = []
+
+    async def set(self, path: str, value: bytes, *, version: int = -1) -> Any:
+        self.sets.append(path)
+        return types.SimpleNamespace(version=version + 1)
+
+    async def create(self, path: str, value: bytes = b"", **options: object) -> str:
+        if self.failures:
+            self.failures -= 1
+            raise ZkError("ZooKeeper unavailable for /isr_change_notification: ConnectionLoss")
+        body = json.loads(value)
+        self.notes.append([(p["topic"], p["partition"]) for p in body["partitions"]])
+        return f"{path}{len(self.notes):010d}"
+
+
+@pytest.fixture
+def partitions(tmp_path: Path) -> Any:
+    logs = [Log.open(tmp_path / f"t-{i}", LogConfig()) for i in range(3)]
+    yield [
+        Partition(
+            topic="t",
+            index=i,
+            log=log,
+            local_broker_id=1,
+            leader_id=1,
+            leader_epoch=1,
+            isr=[1],
+            replicas=[1, 2],
+        )
+        for i, log in enumerate(logs)
+    ]
+    for log in logs:
+        log.close()
+
+
+async def test_changes_made_together_are_told_in_one_note(partitions: list[Partition]) -> None:
+    """Each ISR is written to its own state znode at once; the controller hears of all
+    of them in one notification (one per partition was 2,000 ZooKeeper writes when a
+    broker's followers rejoined, and stalled its leaders 2-3 s)."""
+    zk = _Zk()
+    updater = IsrUpdater(zk, 1)  # type: ignore[arg-type]
+    results = await asyncio.gather(*(updater.write(p, [1, 2]) for p in partitions))
+    assert results == [True, True, True]
+    assert [p.isr for p in partitions] == [[1, 2]] * 3  # not waiting for the note
+    assert len(zk.sets) == 3 and zk.notes == []
+    await asyncio.sleep(isr_module._NOTE_LINGER_S + 0.05)
+    assert zk.notes == [[("t", 0), ("t", 1), ("t", 2)]]
+    await updater.close()
+
+
+async def test_a_note_that_fails_is_written_again(
+    partitions: list[Partition], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(isr_module, "_NOTE_RETRY_S", 0.01)
+    zk = _Zk(failures=2)
+    updater = IsrUpdater(zk, 1)  # type: ignore[arg-type]
+    assert await updater.write(partitions[0], [1, 2])
+    for _ in range(100):
+        await asyncio.sleep(0.01)
+        if zk.notes:
+            break
+    assert zk.notes == [[("t", 0)]]
+    assert zk.failures == 0
+    await updater.close()
+
+
+async def test_notes_of_many_changes_are_split(
+    partitions: list[Partition], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(isr_module, "_NOTE_MAX", 2)
+    zk = _Zk()
+    updater = IsrUpdater(zk, 1)  # type: ignore[arg-type]
+    await asyncio.gather(*(updater.write(p, [1, 2]) for p in partitions))
+    await asyncio.sleep(isr_module._NOTE_LINGER_S + 0.05)
+    assert zk.notes == [[("t", 0), ("t", 1)], [("t", 2)]]
+    await updater.close()
