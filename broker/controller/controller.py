@@ -121,10 +121,12 @@ class Controller:
         self._resync = False
         """An event failed partway: what it changed may not have been sent, and a rerun
         finds nothing left to send (the change is already in our state). Once the event
-        is over, every broker then gets the whole state, as from a new controller:
-        LeaderAndIsr for its partitions (a broker ignores an epoch it has) and the whole
-        metadata picture. A broker shutting down gets no LeaderAndIsr: it would follow
-        again what it handed over."""
+        is over, the replicas of every partition it wrote get LeaderAndIsr (each at the
+        new epoch it wrote: never an old epoch, which a fenced or restarted broker would
+        take as leading again), and every broker the whole metadata picture. A broker
+        shutting down gets no LeaderAndIsr: it would follow again what it handed over."""
+        self._wrote: set[TP] = set()
+        """The partitions whose state this event wrote (all its attempts)."""
         self._task: asyncio.Task[None] | None = None
         self._log = structlog.get_logger("headwater.controller").bind(broker_id=broker_id)
 
@@ -191,6 +193,7 @@ class Controller:
         while True:
             kind, arg = await self._events.get()
             self._pending.discard((kind, arg))
+            self._wrote = set()
             while True:
                 try:
                     await handlers[kind](arg)
@@ -219,7 +222,10 @@ class Controller:
                 self._resync = False
                 for broker_id in self.brokers:
                     if broker_id not in self.shutting_down:
-                        self._send_leader_and_isr(broker_id, self._partitions_of(broker_id))
+                        self._send_leader_and_isr(
+                            broker_id,
+                            [tp for tp in self._partitions_of(broker_id) if tp in self._wrote],
+                        )
                 self._send_update_metadata(full_to=self.brokers)
 
     # --- startup ------------------------------------------------------------------------
@@ -429,6 +435,7 @@ class Controller:
         if tp in self.states:
             return False  # another pass initialized it meanwhile
         self.states[tp] = _State(state, version)
+        self._wrote.add(tp)  # its replicas have not heard of it yet
         return True
 
     async def _elect(self, tps: Iterable[TP]) -> set[TP]:
@@ -526,6 +533,7 @@ class Controller:
             version=self.states[tp].version,
         )
         self.states[tp] = _State(state, version)
+        self._wrote.add(tp)
 
     async def _reload_state(self, tp: TP) -> None:
         path = paths.partition_state(*tp)

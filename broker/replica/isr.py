@@ -26,7 +26,7 @@ import json
 import structlog
 
 from broker.replica.partition import Partition
-from broker.zk import NoNode, PartitionState, VersionConflict, ZkBridge, ZkError, paths
+from broker.zk import NoNode, PartitionState, VersionConflict, ZkBridge, paths
 
 __all__ = ["IsrUpdater"]
 
@@ -42,6 +42,7 @@ class IsrUpdater:
         self._noted: dict[tuple[str, int], tuple[list[int], int]] = {}
         """Changes not yet told to the controller: partition -> (ISR, leader epoch)."""
         self._noting: asyncio.Task[None] | None = None
+        self._closed = False
 
     async def write(self, partition: Partition, isr: list[int]) -> bool:
         """Write ``isr`` for ``partition`` (its leader). True if it is now the ISR."""
@@ -66,16 +67,21 @@ class IsrUpdater:
         partition.isr = list(isr)
         partition.zk_version = stat.version
         self._noted[(partition.topic, partition.index)] = (list(isr), epoch)
-        if self._noting is None or self._noting.done():
+        if not self._closed and (self._noting is None or self._noting.done()):
             self._noting = asyncio.get_running_loop().create_task(self._notify())
         return True
 
     async def close(self) -> None:
-        """Stop telling the controller (shutdown: its next read of the states covers it)."""
+        """Stop telling the controller (shutdown: its next read of the states covers it).
+        The changes not told yet are logged here, as they are in ZooKeeper already."""
+        self._closed = True
         if self._noting is not None:
             self._noting.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._noting
+        if self._noted:
+            self._log_changes(list(self._noted.items()), noted=False)
+            self._noted.clear()
 
     async def _reconcile(self, partition: Partition, path: str, epoch: int) -> bool:
         """After a version conflict: adopt ZooKeeper's ISR if it is still our epoch's
@@ -113,17 +119,23 @@ class IsrUpdater:
                     sequence=True,
                     makepath=True,
                 )
-            except ZkError as exc:  # the controller must hear of them: again, later
-                self._log.warning("partition.isr_change_note_failed", error=str(exc))
+            except Exception as exc:  # the controller must hear of them: again, later
+                self._log.warning("partition.isr_change_note_failed", error=repr(exc))
                 await asyncio.sleep(_NOTE_RETRY_S)
                 continue
             for key, change in batch:
                 if self._noted.get(key) is change:  # not changed again meanwhile
                     del self._noted[key]
-            self._log.info(
-                "partition.isr_changed",
-                partitions=[
-                    {"topic": t, "partition": p, "isr": isr, "leader_epoch": epoch}
-                    for (t, p), (isr, epoch) in batch
-                ],
-            )
+            self._log_changes(batch, noted=True)
+
+    def _log_changes(
+        self, batch: list[tuple[tuple[str, int], tuple[list[int], int]]], *, noted: bool
+    ) -> None:
+        self._log.info(
+            "partition.isr_changed",
+            partitions=[
+                {"topic": t, "partition": p, "isr": isr, "leader_epoch": epoch}
+                for (t, p), (isr, epoch) in batch
+            ],
+            controller_told=noted,
+        )
