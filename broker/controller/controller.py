@@ -79,7 +79,7 @@ from protocol.errors import NotControllerError
 __all__ = ["Controller"]
 
 _RETRY_S = 0.5
-_INITIALIZING = 128  # new partitions whose first state is written at once (see _initialize)
+_INITIALIZING = 128  # partition states written at once, pipelined (_initialize, _elect)
 _QUEUE_LIMIT = 1024
 
 TP = tuple[str, int]
@@ -439,32 +439,45 @@ class Controller:
         return True
 
     async def _elect(self, tps: Iterable[TP]) -> set[TP]:
-        """New leaders where the leader is gone; returns the partitions whose state changed."""
+        """New leaders where the leader is gone; returns the partitions whose state changed.
+
+        Up to :data:`_INITIALIZING` partitions at a time, their writes pipelined on the
+        ZooKeeper session: one after the other, a controlled shutdown of a broker in
+        2,085 partitions took 4 s of round trips before it could stop."""
+        todo = [tp for tp in tps if tp[0] not in self.deleting and tp in self.states]
         changed: set[TP] = set()
-        for tp in tps:
-            if tp[0] in self.deleting or tp not in self.states:
-                continue
-            while True:
-                current = self.states[tp].state
-                wanted = await self._leader_for(tp, current)
-                if wanted is None:
-                    break
-                try:
-                    await self._write_state(tp, wanted)
-                except VersionConflict:
-                    await self._reload_state(tp)
-                    continue
-                changed.add(tp)
-                self._log.info(
-                    "controller.leader_elected",
-                    topic=tp[0],
-                    partition=tp[1],
-                    leader=wanted.leader,
-                    leader_epoch=wanted.leader_epoch,
-                    isr=wanted.isr,
-                )
-                break
+        for start in range(0, len(todo), _INITIALIZING):
+            chunk = todo[start : start + _INITIALIZING]
+            outcomes = await asyncio.gather(
+                *(self._elect_one(tp) for tp in chunk), return_exceptions=True
+            )
+            changed.update(tp for tp, outcome in zip(chunk, outcomes, strict=True) if outcome)
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException):
+                    raise outcome  # the first failure, once the rest have settled
         return changed
+
+    async def _elect_one(self, tp: TP) -> bool:
+        """Move ``tp`` to the state it should have; True if it changed."""
+        while True:
+            current = self.states[tp].state
+            wanted = await self._leader_for(tp, current)
+            if wanted is None:
+                return False
+            try:
+                await self._write_state(tp, wanted)
+            except VersionConflict:
+                await self._reload_state(tp)
+                continue
+            self._log.info(
+                "controller.leader_elected",
+                topic=tp[0],
+                partition=tp[1],
+                leader=wanted.leader,
+                leader_epoch=wanted.leader_epoch,
+                isr=wanted.isr,
+            )
+            return True
 
     async def _leader_for(self, tp: TP, current: PartitionState) -> PartitionState | None:
         """The state ``tp`` should move to (new leader, or dead followers out of the ISR),
