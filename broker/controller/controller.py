@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Collection, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,7 +79,7 @@ from protocol.errors import NotControllerError
 __all__ = ["Controller"]
 
 _RETRY_S = 0.5
-_INITIALIZING = 128  # partition states written at once, pipelined (_initialize, _elect)
+_PIPELINED = 128  # partition states written at once (see _pipelined)
 _QUEUE_LIMIT = 1024
 
 TP = tuple[str, int]
@@ -383,23 +383,13 @@ class Controller:
     async def _initialize(self, tps: Iterable[TP]) -> set[TP]:
         """Give each partition without a state its first: first live replica leads.
 
-        Up to :data:`_INITIALIZING` at a time, their ZooKeeper writes pipelined on the one
+        Up to :data:`_PIPELINED` at a time, their ZooKeeper writes pipelined on the one
         session (Kafka's controller writes them asynchronously too): one after the other,
         a 1,024-partition topic took 4 s of round trips before any broker heard of it."""
         todo = [tp for tp in tps if tp not in self.states]
         for topic in {t for t, _ in todo}:
             await self._zk.ensure_path(paths.partitions(topic))
-        created: set[TP] = set()
-        for start in range(0, len(todo), _INITIALIZING):
-            chunk = todo[start : start + _INITIALIZING]
-            outcomes = await asyncio.gather(
-                *(self._initialize_one(tp) for tp in chunk), return_exceptions=True
-            )
-            created.update(tp for tp, outcome in zip(chunk, outcomes, strict=True) if outcome)
-            for outcome in outcomes:
-                if isinstance(outcome, BaseException):
-                    raise outcome  # the first failure, once the rest have settled
-        return created
+        return await _pipelined(todo, self._initialize_one)
 
     async def _initialize_one(self, tp: TP) -> bool:
         """Write ``tp``'s first state (or read the one an earlier controller wrote)."""
@@ -441,21 +431,11 @@ class Controller:
     async def _elect(self, tps: Iterable[TP]) -> set[TP]:
         """New leaders where the leader is gone; returns the partitions whose state changed.
 
-        Up to :data:`_INITIALIZING` partitions at a time, their writes pipelined on the
+        Up to :data:`_PIPELINED` partitions at a time, their writes pipelined on the
         ZooKeeper session: one after the other, a controlled shutdown of a broker in
         2,085 partitions took 4 s of round trips before it could stop."""
         todo = [tp for tp in tps if tp[0] not in self.deleting and tp in self.states]
-        changed: set[TP] = set()
-        for start in range(0, len(todo), _INITIALIZING):
-            chunk = todo[start : start + _INITIALIZING]
-            outcomes = await asyncio.gather(
-                *(self._elect_one(tp) for tp in chunk), return_exceptions=True
-            )
-            changed.update(tp for tp, outcome in zip(chunk, outcomes, strict=True) if outcome)
-            for outcome in outcomes:
-                if isinstance(outcome, BaseException):
-                    raise outcome  # the first failure, once the rest have settled
-        return changed
+        return await _pipelined(todo, self._elect_one)
 
     async def _elect_one(self, tp: TP) -> bool:
         """Move ``tp`` to the state it should have; True if it changed."""
@@ -918,3 +898,18 @@ class Controller:
             UpdateMetadataBroker(id=b, host=r.host, port=r.port, rack=r.rack)
             for b, r in sorted(self.brokers.items())
         ]
+
+
+async def _pipelined(tps: list[TP], one: Callable[[TP], Awaitable[bool]]) -> set[TP]:
+    """``one(tp)`` for each partition, up to :data:`_PIPELINED` at a time (their ZooKeeper
+    requests in flight together on the one session); the partitions it returned True
+    for. A failure is raised once the rest of its group has settled."""
+    done: set[TP] = set()
+    for start in range(0, len(tps), _PIPELINED):
+        chunk = tps[start : start + _PIPELINED]
+        outcomes = await asyncio.gather(*(one(tp) for tp in chunk), return_exceptions=True)
+        done.update(tp for tp, outcome in zip(chunk, outcomes, strict=True) if outcome is True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+    return done

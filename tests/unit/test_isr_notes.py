@@ -70,7 +70,8 @@ async def test_changes_made_together_are_told_in_one_note(partitions: list[Parti
     assert results == [True, True, True]
     assert [p.isr for p in partitions] == [[1, 2]] * 3  # not waiting for the note
     assert len(zk.sets) == 3 and zk.notes == []
-    await asyncio.sleep(isr_module._NOTE_LINGER_S + 0.05)
+    assert updater._noting is not None
+    await asyncio.wait_for(updater._noting, 5)  # the linger, then the note
     assert zk.notes == [[("t", 0), ("t", 1), ("t", 2)]]
     await updater.close()
 
@@ -85,10 +86,8 @@ async def test_a_note_that_fails_is_written_again(
     zk = _Zk(failures=2, error=error)
     updater = IsrUpdater(zk, 1)  # type: ignore[arg-type]
     assert await updater.write(partitions[0], [1, 2])
-    for _ in range(100):
-        await asyncio.sleep(0.01)
-        if zk.notes:
-            break
+    assert updater._noting is not None
+    await asyncio.wait_for(updater._noting, 5)  # ends once the note is written
     assert zk.notes == [[("t", 0)]]
     assert zk.failures == 0
     await updater.close()
@@ -101,7 +100,8 @@ async def test_notes_of_many_changes_are_split(
     zk = _Zk()
     updater = IsrUpdater(zk, 1)  # type: ignore[arg-type]
     await asyncio.gather(*(updater.write(p, [1, 2]) for p in partitions))
-    await asyncio.sleep(isr_module._NOTE_LINGER_S + 0.05)
+    assert updater._noting is not None
+    await asyncio.wait_for(updater._noting, 5)
     assert zk.notes == [[("t", 0), ("t", 1)], [("t", 2)]]
     await updater.close()
 
@@ -111,5 +111,4 @@ async def test_after_close_changes_are_not_told(partitions: list[Partition]) -> 
     updater = IsrUpdater(zk, 1)  # type: ignore[arg-type]
     await updater.close()
     assert await updater.write(partitions[0], [1, 2])  # the state is written all the same
-    await asyncio.sleep(isr_module._NOTE_LINGER_S + 0.05)
-    assert zk.notes == [] and updater._noting is None
+    assert zk.notes == [] and updater._noting is None  # and no note is started
