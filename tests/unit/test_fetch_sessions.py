@@ -725,3 +725,35 @@ async def test_a_fetcher_left_with_nothing_to_fetch_still_forgets_what_it_droppe
     await fetcher._fetch()
     assert _named(sent[-1]) == [1]
     assert [(f.topic, f.partitions) for f in sent[-1].forgotten_topics_data] == [("t", [0])]
+
+
+async def test_a_partition_re_added_while_its_truncation_was_asked_is_asked_again(
+    two: tuple[ReplicaFetcher, list[Log]],
+) -> None:
+    """t-0 is removed and followed again, at the same epoch, while the leader is asked
+    where its epoch ends: the answer was for the old follow and must not settle the new
+    one (the same fields, but a new follow), which asks again."""
+    fetcher, logs = two
+    asked: list[object] = []
+    first_out, release, second = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def leader(api_key: object, request: object, version: object = None) -> object:
+        if isinstance(request, FetchRequest):
+            await asyncio.sleep(3600)  # parked
+        asked.append(request)
+        if len(asked) == 1:
+            first_out.set()
+            await release.wait()
+        else:
+            second.set()
+        return _epoch_ends(request, refused=set())
+
+    fetcher._peer.request = leader  # type: ignore[method-assign]
+    _follow(fetcher, logs[:1])
+    await asyncio.wait_for(first_out.wait(), 5)
+    tp = TopicPartition("t", 0)
+    fetcher.remove(tp)
+    _follow(fetcher, logs[:1])
+    release.set()
+    await asyncio.wait_for(second.wait(), 5)
+    assert fetcher._followed[tp].truncated
