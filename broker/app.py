@@ -225,6 +225,8 @@ class Broker:
             await self._metrics.stop()
         if self._coordinator is not None:
             await self._coordinator.stop()
+        if self._controller is not None and self._controller.active:
+            await self._controller.drain(_ZK_STOP_STEP_S)
         # ZooKeeper may be gone: its steps are bounded, and the data is closed regardless
         if self._election is not None:
             await self._bounded("giving up the controllership", self._election.stop())

@@ -56,13 +56,22 @@ class BrokerChannel:
         self.metadata_version = APIS[ApiKey.UPDATE_METADATA].max_version
         self._peer = PeerConnection(host, port, request_timeout_ms=request_timeout_ms)
         self._queue: asyncio.Queue[_Item] = asyncio.Queue()
+        self._last: asyncio.Future[Any] | None = None  # answered last: they go in order
+        self.reachable = True
+        """False from a failed attempt until an answer: a broker down (or stopping)."""
         self._task = asyncio.get_running_loop().create_task(self._run())
         self._log = structlog.get_logger("headwater.controller").bind(to_broker=broker_id)
 
     def send(self, api_key: ApiKey, request: Request) -> asyncio.Future[Any]:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(_Item(api_key, request, future))
+        self._last = future
         return future
+
+    async def drain(self) -> None:
+        """Wait until every request sent so far is answered (or cancelled)."""
+        if self._last is not None and not self._last.done():
+            await asyncio.wait([self._last])
 
     async def close(self) -> None:
         self._task.cancel()
@@ -86,6 +95,7 @@ class BrokerChannel:
                 try:
                     response = await self._peer.request(item.api_key, request, version)
                 except PeerError as exc:
+                    self.reachable = False
                     # the broker may come back as another build: ask it for v1 again
                     self.metadata_version = APIS[ApiKey.UPDATE_METADATA].max_version
                     delay = _BACKOFF_S[min(attempt, len(_BACKOFF_S) - 1)]
@@ -106,6 +116,7 @@ class BrokerChannel:
                     )
                     self.metadata_version = 0
                     continue  # the same update, whole, at v0
+                self.reachable = True
                 if not item.future.done():
                     item.future.set_result(response)
                 break

@@ -174,3 +174,27 @@ async def test_an_older_broker_restarted_as_this_build_gets_v1_again(
     await _send(channel, delta)
     assert new.got == [(1, delta)]
     await new.stop()
+
+
+async def test_drain_waits_until_everything_sent_is_answered(
+    open_channel: Callable[..., Awaitable[Opened]],
+) -> None:
+    """A controller stepping down drains its channels first: what it queued (the leaders
+    a controlled shutdown moved) reaches the brokers instead of being dropped."""
+    broker, channel = await open_channel(max_version=1)
+    await broker.stop()  # down a moment: the channel retries
+    sent = [
+        channel.send(
+            ApiKey.UPDATE_METADATA, _request(UPDATE_METADATA_INCREMENTAL, [_state("t", p)])
+        )
+        for p in range(3)
+    ]
+    draining = asyncio.ensure_future(channel.drain())
+    await asyncio.sleep(0.2)
+    assert not draining.done() and not channel.reachable  # a stopping controller skips it
+    back = _Broker(max_version=1)
+    await back.start(channel.port)
+    await asyncio.wait_for(draining, 10)
+    assert all(f.done() for f in sent) and channel.reachable
+    assert [r.partition_states[0].partition_index for _, r in back.got] == [0, 1, 2]
+    await back.stop()

@@ -101,6 +101,48 @@ async def test_a_guarded_create_makes_its_parents_in_the_same_multi(
         await bridge.stop()
 
 
+async def test_guarded_writes_refuse_each_write_alone_and_make_the_rest(
+    zookeeper: ZooKeeperServer, zk_root: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Many writes in a few multis: a conflict, a znode that exists and a missing parent
+    are each refused alone (each in its own multi here) and every other write is made;
+    a moved guard refuses them all and makes none."""
+    monkeypatch.setattr(zk, "_MULTI_OPS", 4)  # 10 writes: three multis, in flight together
+    bridge = await _bridge(zookeeper)
+    try:
+        guard = f"{zk_root}/epoch"
+        await bridge.create(guard, b"1", makepath=True)
+        for i in range(6):
+            await bridge.create(f"{zk_root}/n{i}", b"v0")
+        await bridge.set(f"{zk_root}/n2", b"v1")  # at version 1: a write at 0 conflicts
+        await bridge.create(f"{zk_root}/p8")  # an earlier controller made this parent
+        writes = [zk.GuardedWrite(f"{zk_root}/n{i}", b"new", 0) for i in range(6)]
+        writes += [
+            zk.GuardedWrite(f"{zk_root}/p6/s", b"s", zk.CREATE, parents=(f"{zk_root}/p6",)),
+            zk.GuardedWrite(f"{zk_root}/none/s", b"s", zk.CREATE),  # no parent
+            zk.GuardedWrite(f"{zk_root}/p8/s", b"s", zk.CREATE, parents=(f"{zk_root}/p8",)),
+            zk.GuardedWrite(f"{zk_root}/n5", b"new", zk.CREATE),  # exists
+        ]
+        results = await bridge.guarded_writes(guard, 0, writes)
+        assert [r for i, r in enumerate(results[:6]) if i != 2] == [1] * 5  # new versions
+        assert isinstance(results[2], VersionConflict)
+        assert results[6] == 0
+        assert isinstance(results[7], NoNode)
+        assert isinstance(results[8], NodeExists) and "p8 already exists" in str(results[8])
+        assert isinstance(results[9], NodeExists)
+        for i in (0, 1, 3, 4, 5):
+            assert (await bridge.get(f"{zk_root}/n{i}"))[0] == b"new"
+        assert (await bridge.get(f"{zk_root}/n2"))[0] == b"v1"
+        assert (await bridge.get(f"{zk_root}/p6/s"))[0] == b"s"
+        assert await bridge.exists(f"{zk_root}/p8/s") is None
+        await bridge.set(guard, b"2")
+        with pytest.raises(Fenced):
+            await bridge.guarded_writes(guard, 0, [zk.GuardedWrite(f"{zk_root}/n0", b"z", 1)])
+        assert (await bridge.get(f"{zk_root}/n0"))[0] == b"new"
+    finally:
+        await bridge.stop()
+
+
 async def test_watches_fire_on_the_loop_thread(zookeeper: ZooKeeperServer, zk_root: str) -> None:
     bridge = await _bridge(zookeeper)
     other = KazooClient(hosts=zookeeper.connect_string)

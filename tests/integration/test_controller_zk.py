@@ -1,0 +1,248 @@
+"""The controller against a real ZooKeeper: its state writes go many to a multi, and a
+write that loses a race (a leader changed its ISR meanwhile) is decided again alone.
+
+No broker processes: the brokers are registrations written by hand, and the channels
+to them record what the controller sends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+import broker.controller.controller as controller_module
+from broker import zk
+from broker.controller.controller import Controller
+from broker.zk import (
+    BrokerRegistration,
+    GuardedWrite,
+    PartitionState,
+    TopicAssignment,
+    ZkBridge,
+    ZkError,
+    paths,
+)
+from client.localcluster import ZooKeeperServer
+from protocol.apis import ApiKey, LeaderAndIsrRequest, StopReplicaRequest, StopReplicaResponse
+
+PARTITIONS = 60
+
+
+class _Channel:
+    """Stands in for :class:`BrokerChannel`: records the LeaderAndIsr states it is given."""
+
+    def __init__(self, broker_id: int, host: str, port: int, **_: object) -> None:
+        self.broker_id, self.host, self.port = broker_id, host, port
+        self.roles: dict[tuple[str, int], int] = {}  # partition: the leader epoch last sent
+        self.deletes: list[str] = []  # the topic of each StopReplica with delete
+        self.held: list[tuple[set[str], asyncio.Future[Any]]] = []  # their answers
+
+    def send(self, api_key: ApiKey, request: Any) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        answer = None
+        if api_key == ApiKey.LEADER_AND_ISR:
+            assert isinstance(request, LeaderAndIsrRequest)
+            for s in request.partition_states:
+                self.roles[(s.topic_name, s.partition_index)] = s.leader_epoch
+        elif api_key == ApiKey.STOP_REPLICA:
+            assert isinstance(request, StopReplicaRequest)
+            answer = StopReplicaResponse()
+            if request.delete_partitions:  # answered when the test says
+                topics = {p.topic_name for p in request.partitions}
+                self.deletes.extend(topics)
+                self.held.append((topics, future))
+                return future
+        future.set_result(answer)
+        return future
+
+    def answer_deletes(self, topic: str) -> None:
+        for topics, future in self.held:
+            if topic in topics and not future.done():
+                future.set_result(StopReplicaResponse())
+
+    async def close(self) -> None:
+        return None
+
+
+def _replicas(p: int) -> list[int]:
+    return [1 + (p + i) % 3 for i in range(3)]
+
+
+@pytest.fixture
+async def bridge(
+    zookeeper: ZooKeeperServer, chroot: str, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[ZkBridge]:
+    """A ZooKeeper namespace holding three registered brokers and topic ``t``, whose
+    partition 5 has its znode but no state (a controller died between the two)."""
+    monkeypatch.setattr(zk, "_MULTI_OPS", 16)  # several multis, in flight together
+    monkeypatch.setattr(controller_module, "BrokerChannel", _Channel)
+    bridge = ZkBridge(zookeeper.connect_string + chroot)
+    await bridge.start(timeout_s=10)
+    await bridge.create(paths.CONTROLLER_EPOCH, b"1")
+    for b in (1, 2, 3):
+        reg = BrokerRegistration(b, "127.0.0.1", 9000 + b)
+        await bridge.create(paths.broker(b), reg.to_json(0), makepath=True)
+    assignment = TopicAssignment("t", {p: _replicas(p) for p in range(PARTITIONS)})
+    await bridge.create(paths.topic("t"), assignment.to_json(), makepath=True)
+    await bridge.create(f"{paths.partitions('t')}/5", makepath=True)
+    yield bridge
+    await bridge.stop()
+
+
+async def _state(bridge: ZkBridge, p: int) -> tuple[PartitionState, int]:
+    path = paths.partition_state("t", p)
+    raw, stat = await bridge.get(path)
+    return PartitionState.from_json(path, raw), stat.version
+
+
+async def _started(bridge: ZkBridge) -> Controller:
+    controller = Controller(bridge, broker_id=1)
+    await controller.activate(1)
+    for _ in range(500):
+        if len(controller.states) == PARTITIONS and controller._events.empty():
+            return controller
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"the controller started {len(controller.states)} partitions")
+
+
+async def test_first_states_and_a_controlled_shutdown_go_in_multis(bridge: ZkBridge) -> None:
+    controller = await _started(bridge)
+    try:
+        for p in range(PARTITIONS):
+            state, version = await _state(bridge, p)
+            assert (state.leader, state.leader_epoch, state.isr, version) == (
+                _replicas(p)[0],
+                0,
+                _replicas(p),
+                0,
+            )
+        channels: dict[int, Any] = controller._channels  # type: ignore[assignment]
+        for b in (1, 2, 3):  # every replica told of every partition it holds
+            assert set(channels[b].roles) == {("t", p) for p in range(PARTITIONS)}
+
+        # Broker 1 leaves. Meanwhile the leaders of three of its follower partitions (led
+        # by 2) and three it leads take broker 3 out of their ISRs, as a leader does when
+        # a follower falls behind: the controller's writes of those six lose the race,
+        # and it must decide them again from what the leaders wrote.
+        raced = [p for p in range(PARTITIONS) if _replicas(p)[0] == 2][:3]
+        raced += [p for p in range(PARTITIONS) if _replicas(p)[0] == 1][:3]
+        real, calls = bridge.guarded_writes, 0
+
+        async def racing(guard: str, version: int, writes: list[GuardedWrite]) -> Any:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                for p in raced:
+                    state, at = await _state(bridge, p)
+                    shrunk = PartitionState(
+                        state.leader, state.leader_epoch, [r for r in state.isr if r != 3], 1
+                    )
+                    await bridge.set(paths.partition_state("t", p), shrunk.to_json(), version=at)
+            return await real(guard, version, writes)
+
+        bridge.guarded_writes = racing  # type: ignore[method-assign]
+        assert await controller.controlled_shutdown(1) == []
+        assert calls == 2  # the six lost, were read again, and went in one more round
+        for p in range(PARTITIONS):
+            state, _ = await _state(bridge, p)
+            assert 1 not in state.isr and state.leader == state.isr[0]
+            assert state.leader_epoch == 1  # a new leader, or an ISR without broker 1
+            assert (3 in state.isr) == (p not in raced)  # the leaders' changes are kept
+            for b in (2, 3):  # the staying replicas hear the epoch written
+                assert channels[b].roles[("t", p)] == 1
+    finally:
+        await controller.deactivate()
+
+
+async def test_a_refused_write_fails_the_event_and_the_rest_are_still_told(
+    bridge: ZkBridge,
+) -> None:
+    """A state znode removed by hand refuses its write (NoNode): the others of the same
+    election are made and their replicas told."""
+    controller = await _started(bridge)
+    try:
+        led_by_1 = [p for p in range(PARTITIONS) if _replicas(p)[0] == 1]
+        gone = led_by_1[0]
+        await bridge.delete(paths.partition_state("t", gone))
+        with pytest.raises(ZkError, match="does not exist"):
+            await controller.controlled_shutdown(1)
+        channels: dict[int, Any] = controller._channels  # type: ignore[assignment]
+        for _ in range(200):  # told once the failed event is over
+            if all(("t", p) in channels[2].roles for p in led_by_1[1:]):
+                break
+            await asyncio.sleep(0.01)
+        for p in led_by_1[1:]:
+            state, _ = await _state(bridge, p)
+            assert state.leader != 1 and state.leader_epoch == 1
+            assert channels[2].roles[("t", p)] == channels[3].roles[("t", p)] == 1
+    finally:
+        await controller.deactivate()
+
+
+async def test_writes_whose_answer_was_lost_are_still_told(
+    bridge: ZkBridge, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The multis land but their answer is lost (the connection drops): the event runs
+    again, finds its own writes there (each a conflict, then nothing left to change),
+    and must still tell the new leaders, or they would never lead."""
+    monkeypatch.setattr(controller_module, "_RETRY_S", 0.01)
+    controller = await _started(bridge)
+    try:
+        real, calls = bridge.guarded_writes, 0
+
+        async def lost(guard: str, version: int, writes: list[GuardedWrite]) -> Any:
+            nonlocal calls
+            calls += 1
+            results = await real(guard, version, writes)
+            if calls == 1:
+                raise ZkError("ZooKeeper unavailable: ConnectionLoss")
+            return results
+
+        bridge.guarded_writes = lost  # type: ignore[method-assign]
+        assert await controller.controlled_shutdown(1) == []
+        channels: dict[int, Any] = controller._channels  # type: ignore[assignment]
+        for _ in range(200):  # told once the event is over
+            if all(channels[2].roles[("t", p)] == 1 for p in range(PARTITIONS)):
+                break
+            await asyncio.sleep(0.01)
+        for p in range(PARTITIONS):
+            state, _ = await _state(bridge, p)
+            assert state.leader != 1 and state.leader_epoch == 1
+            assert channels[2].roles[("t", p)] == channels[3].roles[("t", p)] == 1
+    finally:
+        await controller.deactivate()
+
+
+async def test_deleting_many_topics_stops_each_replica_once(bridge: ZkBridge) -> None:
+    """Each deletion that ends re-reads the pending ones: it must not send them all their
+    StopReplica again (the requests grew with the square of the topics deleted)."""
+    names = [f"d{i}" for i in range(20)]
+    for name in names:
+        assignment = TopicAssignment(name, {0: [1, 2, 3]})
+        await bridge.create(paths.topic(name), assignment.to_json())
+    controller = Controller(bridge, broker_id=1)
+    await controller.activate(1)
+    try:
+        for _ in range(500):
+            if len(controller.states) == PARTITIONS + len(names):
+                break
+            await asyncio.sleep(0.01)
+        for name in names:
+            await bridge.create(paths.delete_topic(name), makepath=True)
+        channels: dict[int, Any] = controller._channels  # type: ignore[assignment]
+        for name in names:  # the brokers finish one topic at a time
+            for channel in channels.values():
+                channel.answer_deletes(name)
+            for _ in range(500):
+                if name not in controller.assignments and controller._events.empty():
+                    break
+                await asyncio.sleep(0.01)
+        assert set(await bridge.get_children(paths.TOPICS)) == {"t"}
+        assert await bridge.get_children(paths.DELETE_TOPICS) == []
+        for b in (1, 2, 3):
+            assert sorted(channels[b].deletes) == sorted(names)
+    finally:
+        await controller.deactivate()
