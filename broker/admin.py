@@ -114,7 +114,7 @@ class TopicAdmin:
         results = await asyncio.gather(
             *(self._create(t, request.validate_only) for t in request.topics)
         )
-        created = [t.name for t, r in zip(request.topics, results, strict=True) if not r.error_code]
+        created = {t.name for t, r in zip(request.topics, results, strict=True) if not r.error_code}
         timeout_s = max(request.timeout_ms, 0) / 1000
         if created and not request.validate_only and timeout_s > 0:
             ready = await self._metadata.wait_for(
@@ -244,7 +244,7 @@ class TopicAdmin:
 
     async def delete_topics(self, request: DeleteTopicsRequest) -> DeleteTopicsResponse:
         results = await asyncio.gather(*(self._delete(t) for t in request.topic_names))
-        marked = [r.name for r in results if not r.error_code]
+        marked = {r.name for r in results if not r.error_code}
         timeout_s = max(request.timeout_ms, 0) / 1000
         if marked and timeout_s > 0:
             deadline = asyncio.get_running_loop().time() + timeout_s

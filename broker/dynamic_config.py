@@ -293,7 +293,7 @@ class TopicConfigs:
     def _apply(self, topic: str, config: LogConfig) -> None:
         """Give every log of the topic here ``config``, read from its znode just now (no
         await since): from here on the topic's config is known."""
-        logs = [log for tp, log in self._logs if tp.topic == topic and log.config != config]
+        logs = [log for log in self._logs.logs_of(topic) if log.config != config]
         for log in logs:
             log.config = config
         if topic in self._unknown:

@@ -676,7 +676,8 @@ def _check_partitions_exist(metadata: ClusterMetadata, tps: Iterable[TopicPartit
         error = metadata.topic_errors.get(tp.topic)
         if isinstance(error, UnknownTopicOrPartitionError):
             raise unknown_topic_error(tp.topic)
-        partitions = metadata.partitions_for(tp.topic)
+        meta = metadata.topics.get(tp.topic)  # not partitions_for: a set made per call
+        partitions = meta.partitions if meta is not None else None
         if partitions is not None and tp.partition not in partitions:
             raise UnknownTopicOrPartitionError(
                 f"topic {tp.topic!r} has no partition {tp.partition} (it has {len(partitions)})"

@@ -746,7 +746,7 @@ class Consumer:
                 )
             self._data_arrived()
             return None
-        missing = [tp for tp in tps if self._topic_missing(tp.topic)]
+        missing = dict.fromkeys(tp for tp in tps if self._topic_missing(tp.topic))
         for tp in missing:
             self._subscription.set_error(tp, unknown_topic_error(tp.topic))
         if missing:

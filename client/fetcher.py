@@ -266,7 +266,8 @@ class Subscription:
     # --- the user's side -----------------------------------------------------------------
 
     def has_data(self, tps: Iterable[TopicPartition] | None = None) -> bool:
-        return bool(self._with_data(tps))
+        states = self.states
+        return any((s := states.get(tp)) is not None and s.chunks for tp in (tps or self._buffered))
 
     def pop_error(self, tps: Iterable[TopicPartition] | None = None) -> BaseException | None:
         errored = self._errored
@@ -277,16 +278,6 @@ class Subscription:
                 error, state.error = state.error, None
                 return error
         return None
-
-    def _with_data(self, tps: Iterable[TopicPartition] | None) -> list[TopicPartition]:
-        """The partitions (of ``tps``, or all) with records buffered, in a stable order."""
-        states = self.states
-        if tps:
-            return [tp for tp in tps if (s := states.get(tp)) is not None and s.chunks]
-        buffered = [tp for tp in self._buffered if (s := states.get(tp)) is not None and s.chunks]
-        if len(buffered) != len(self._buffered):
-            self._buffered = dict.fromkeys(buffered)
-        return buffered
 
     def take(
         self,
@@ -300,29 +291,72 @@ class Subscription:
         itself (the fast path: nothing is done per record here); with it, Records that
         ``make_record`` turns into what the user gets (deserializers), one by one.
 
-        Partitions are visited from a rotating start so one busy partition does not
-        starve the others when ``max_records`` is small.
+        Partitions take turns, so one busy partition does not starve the others when
+        ``max_records`` is small: of all of them, the one served goes to the back of the
+        line (a ``getone()`` looks at the partition in front, not at every one buffered);
+        of ``tps``, from a start that rotates.
         """
-        selected = self._with_data(tps)
-        out: dict[TopicPartition, list[Any]] = {}
-        if not selected:
-            return out
-        start = self._take_start % len(selected)
-        self._take_start += 1
         budget = max_records if max_records is not None else 1 << 62
-        for tp in itertools.chain(selected[start:], selected[:start]):
+        out: dict[TopicPartition, list[Any]] = {}
+        states = self.states
+        if tps:
+            selected = [tp for tp in tps if (s := states.get(tp)) is not None and s.chunks]
+            if selected:
+                start = self._take_start % len(selected)
+                self._take_start += 1
+                order = itertools.chain(selected[start:], selected[:start])
+                self._take_each_partition(order, budget, make_record, out)
+            return out
+        line = self._buffered
+        visited: list[TopicPartition] = []
+        try:
+            for tp in line:  # not changed until the walk is over
+                if budget <= 0:
+                    break
+                visited.append(tp)
+                state = states.get(tp)
+                if state is not None and state.chunks:
+                    budget = self._take_into(tp, state, budget, make_record, out)
+        finally:
+            for tp in visited:
+                del line[tp]
+                if (state := states.get(tp)) is not None and state.chunks:
+                    line[tp] = None  # to the back; one left empty drops out
+        return out
+
+    def _take_each_partition(
+        self,
+        order: Iterable[TopicPartition],
+        budget: int,
+        make_record: MakeRecord[R] | None,
+        out: dict[TopicPartition, list[Any]],
+    ) -> None:
+        for tp in order:
             if budget <= 0:
                 break
-            try:
-                records = self._take_partition(tp, self.states[tp], budget, make_record)
-            except Exception:
-                if out:  # records already taken (positions moved) are handed out first;
-                    break  # the bad one raises on the next call, its position unmoved
-                raise
-            if records:
-                out[tp] = records
-                budget -= len(records)
-        return out
+            budget = self._take_into(tp, self.states[tp], budget, make_record, out)
+
+    def _take_into(
+        self,
+        tp: TopicPartition,
+        state: PartitionState,
+        budget: int,
+        make_record: MakeRecord[R] | None,
+        out: dict[TopicPartition, list[Any]],
+    ) -> int:
+        """``tp``'s records into ``out``; the budget left. A partition that fails raises
+        only if nothing was taken yet: records already taken (positions moved) are handed
+        out first, and the bad one raises on the next call, its position unmoved."""
+        try:
+            records = self._take_partition(tp, state, budget, make_record)
+        except Exception:
+            if out:
+                return 0
+            raise
+        if records:
+            out[tp] = records
+            budget -= len(records)
+        return budget
 
     def _take_partition(
         self,

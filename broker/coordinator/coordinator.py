@@ -211,7 +211,8 @@ class GroupCoordinator:
         retry = self._load_retries.pop(index, None)
         if retry is not None:
             retry.cancel()
-        self.stores.pop(index, None)
+        if self.stores.pop(index, None) is None:
+            return  # never loaded here, so no group of it is either: the scan is skipped
         names = [g for g in self.groups if partition_for(g, self.num_partitions) == index]
         for name in names:
             self.groups.pop(name).unload(

@@ -24,6 +24,7 @@ read back from the log (loading after a leadership change) or just written.
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Iterable
 from typing import NamedTuple
@@ -97,6 +98,7 @@ def java_string_hash(text: str) -> int:
     return h - (1 << 32) if h & 0x80000000 else h
 
 
+@functools.lru_cache(maxsize=65_536)  # Python's loop over every character, per request
 def partition_for(group: str, partitions: int) -> int:
     h = java_string_hash(group)
     # Kafka's Utils.abs: Integer.MIN_VALUE maps to 0 rather than overflowing

@@ -114,6 +114,8 @@ class LogManager:
         self.default_config = default_config or LogConfig()
         self._clock = clock
         self.logs: dict[TopicPartition, Log] = {}
+        self._per_dir: collections.Counter[Path] = collections.Counter()  # logs in each
+        self._per_topic: dict[str, dict[int, Log]] = {}
         self.high_watermarks: dict[TopicPartition, int] = {}  # as checkpointed at start
         self._truncation_listeners: list[TruncationListener] = []
         self._checkpoint_lock = threading.Lock()  # one writer of the checkpoint files
@@ -141,7 +143,7 @@ class LogManager:
                 tp = parse_partition_dir(path.name) if path.is_dir() else None
                 if tp is None:
                     continue
-                self.logs[tp] = self._watched(
+                self._added(
                     tp,
                     Log.open(
                         path,
@@ -207,13 +209,32 @@ class LogManager:
                 clean_shutdown=True,  # a new, empty log has nothing to recover
                 clock=self._clock,
             )
-            self.logs[tp] = self._watched(tp, log)
+            self._added(tp, log)
+        return log
+
+    def logs_of(self, topic: str) -> list[Log]:
+        """The topic's logs here (an index: no pass over every log)."""
+        return list(self._per_topic.get(topic, {}).values())
+
+    def _added(self, tp: TopicPartition, log: Log) -> None:
+        self.logs[tp] = self._watched(tp, log)
+        self._per_dir[log.dir.parent] += 1
+        self._per_topic.setdefault(tp.topic, {})[tp.partition] = log
+
+    def _removed(self, tp: TopicPartition) -> Log | None:
+        log = self.logs.pop(tp, None)
+        if log is not None:
+            self._per_dir[log.dir.parent] -= 1
+            held = self._per_topic[tp.topic]
+            del held[tp.partition]
+            if not held:
+                del self._per_topic[tp.topic]
         return log
 
     def delete_log(self, topic: str, partition: int) -> None:
         """Remove a log and its directory, and checkpoint without it, here and now
         (blocking: tests and tools; the broker uses :meth:`delete_logs`)."""
-        log = self.logs.pop(TopicPartition(topic, partition), None)
+        log = self._removed(TopicPartition(topic, partition))
         if log is not None:
             log.delete()
             self.checkpoint()
@@ -222,7 +243,7 @@ class LogManager:
         """Remove logs and their directories (in a worker thread), then checkpoint
         without them (a partition of the same name made later must not inherit them).
         Returns those whose directory could not be removed (each logged with what to do)."""
-        gone = [(tp, log) for tp in tps if (log := self.logs.pop(tp, None)) is not None]
+        gone = [(tp, log) for tp in tps if (log := self._removed(tp)) is not None]
         if not gone:
             return []
         failed = await asyncio.to_thread(_delete_all, gone)
@@ -257,13 +278,12 @@ class LogManager:
         return log
 
     def _least_used_dir(self) -> Path:
-        """The log dir with the fewest partitions (Kafka's choice for a new log). One
-        pass over the logs, and none with one dir: counting per dir made creating a
-        topic of N partitions O(N x logs) (1,024 partitions beside 3,000 took seconds)."""
+        """The log dir with the fewest partitions (Kafka's choice for a new log), from
+        counts kept as logs come and go: counting them per new log made creating a topic
+        of N partitions O(N x logs) (1,024 partitions beside 3,000 took seconds)."""
         if len(self.dirs) == 1:
             return self.dirs[0]
-        counts = collections.Counter(log.dir.parent for log in list(self.logs.values()))
-        return min(self.dirs, key=lambda d: counts[d])
+        return min(self.dirs, key=lambda d: self._per_dir[d])
 
     def __iter__(self) -> Iterator[tuple[TopicPartition, Log]]:
         return iter(list(self.logs.items()))

@@ -348,6 +348,23 @@ def test_a_damaged_batch_raises_on_the_fast_path_after_the_good_ones() -> None:
     assert sub.states[TP].position == 3
 
 
+def test_one_record_at_a_time_the_partitions_take_turns_from_the_front() -> None:
+    """getone() takes from the partition in front and sends it to the back: it looks at
+    one partition, not every one buffered (a pass over all of them, per record, held a
+    consumer of 2,000 partitions to a few thousand records a second)."""
+    tps = [TopicPartition("m", i) for i in range(4)]
+    sub = positioned(*tps)
+    for tp in tps:
+        answered(sub, fetch_one(sub, tp), batch(0, 2 if tp.partition != 1 else 1))
+    served = []
+    while sub.has_data():
+        (tp, records), *rest = sub.take(None, 1).items()
+        assert not rest and len(records) == 1
+        served.append((tp.partition, records[0].offset))
+    assert served == [(0, 0), (1, 0), (2, 0), (3, 0), (0, 1), (2, 1), (3, 1)]
+    assert sub._buffered == {}  # the emptied ones dropped out as they were served
+
+
 def test_a_poll_goes_over_the_partitions_with_records_or_errors_not_all() -> None:
     """With 1,024 partitions assigned, getmany looks at those with records buffered or an
     error held (each poll went over all of them); a seek that empties a buffer or clears

@@ -214,3 +214,25 @@ async def test_a_replica_whose_directory_cannot_be_removed_fails_alone(
     assert set(read_checkpoint(tmp_path / RECOVERY_POINTS)) == set()
     await replicas.shutdown()
     logs.shutdown()
+
+
+async def test_new_logs_go_where_fewest_are_counting_loaded_and_deleted_ones(
+    tmp_path: Path,
+) -> None:
+    """The choice reads counts kept as logs are loaded, created and deleted, as does the
+    index of each topic's logs."""
+    (tmp_path / "a").mkdir()
+    m = _manager([tmp_path / "a", tmp_path / "b"])
+    m.startup()
+    for p in range(3):
+        m.get_or_create_log("t", p)  # a, b, a
+    m.shutdown()
+    m = _manager([tmp_path / "a", tmp_path / "b"])
+    m.startup()  # loads two in a, one in b
+    assert m.get_or_create_log("t", 3).dir.parent.name == "b"
+    await m.delete_logs([TopicPartition("t", 0), TopicPartition("t", 2)])  # a's two
+    m.delete_log("t", 1)  # one of b's
+    assert [m.get_or_create_log("t", p).dir.parent.name for p in (4, 5)] == ["a", "a"]
+    assert sorted(log.dir.name for log in m.logs_of("t")) == ["t-3", "t-4", "t-5"]
+    assert m.logs_of("other") == []
+    m.shutdown()
