@@ -419,7 +419,7 @@ class Controller:
         """Give each partition without a state its first: first live replica leads.
 
         Each partition's znode and state in one multi with the others' (see
-        :meth:`ZkBridge.guarded_writes`); one an earlier controller began, alone after.
+        :meth:`ZkBridge.write_many`); one an earlier controller began, alone after.
         One write after the other, a 1,024-partition topic took 4 s of round trips
         before any broker heard of it."""
         todo = [tp for tp in tps if tp not in self.states]
@@ -432,17 +432,19 @@ class Controller:
             writes.append(
                 GuardedWrite(path, state.to_json(), CREATE, parents=(path.rsplit("/", 1)[0],))
             )
-        results = await self._zk.guarded_writes(
-            paths.CONTROLLER_EPOCH, self._epoch_zk_version, writes
-        )
-        done, again = set(), []
+        results = await self._zk.write_many(writes, guard=self._guard)
+        done, again, failed = set(), [], []
         for tp, state, result in zip(todo, first, results, strict=True):
-            if isinstance(result, ZkError):
+            if isinstance(result, NodeExists | NoNode):
                 again.append(tp)  # its znode or state is there already: read what it holds
+            elif isinstance(result, ZkError):
+                failed.append(result)
             elif tp not in self.states:
                 self.states[tp] = _State(state, 0)
                 self._wrote.add(tp)  # its replicas have not heard of it yet
                 done.add(tp)
+        if failed:
+            raise _worst(failed)
         return done | await _pipelined(again, self._initialize_one)
 
     def _first_state(self, tp: TP) -> PartitionState:
@@ -487,7 +489,7 @@ class Controller:
     async def _elect(self, tps: Iterable[TP]) -> set[TP]:
         """New leaders where the leader is gone; returns the partitions whose state changed.
 
-        The new states go in multis (see :meth:`ZkBridge.guarded_writes`); one that lost
+        The new states go in multis (see :meth:`ZkBridge.write_many`); one that lost
         a race (a leader changed its ISR) is read again and decided again. One write
         after the other, a controlled shutdown of a broker in 2,085 partitions took 4 s
         of round trips before it could stop; 128 in flight, 1.7 s."""
@@ -578,28 +580,32 @@ class Controller:
         """Write ``states`` at their cached versions; the partitions that lost a race. A
         write refused otherwise is raised, once every other has been noted."""
         tps = list(states)
-        results = await self._zk.guarded_writes(
-            paths.CONTROLLER_EPOCH,
-            self._epoch_zk_version,
+        results = await self._zk.write_many(
             [
                 GuardedWrite(
                     paths.partition_state(*tp), states[tp].to_json(), self.states[tp].version
                 )
                 for tp in tps
             ],
+            guard=self._guard,
         )
-        lost, refused = [], None
+        lost, failed = [], []
         for tp, result in zip(tps, results, strict=True):
             if isinstance(result, VersionConflict):
                 lost.append(tp)
             elif isinstance(result, ZkError):
-                refused = refused or result
+                failed.append(result)
             else:
                 self.states[tp] = _State(states[tp], result)
                 self._wrote.add(tp)
-        if refused is not None:
-            raise refused
+        if failed:
+            raise _worst(failed)
         return lost
+
+    @property
+    def _guard(self) -> tuple[str, int]:
+        """What fences every state write of ours (Kafka's KAFKA-6082)."""
+        return paths.CONTROLLER_EPOCH, self._epoch_zk_version
 
     async def _write_state(self, tp: TP, state: PartitionState) -> None:
         version = await self._zk.guarded(
@@ -1011,6 +1017,16 @@ class Controller:
             UpdateMetadataBroker(id=b, host=r.host, port=r.port, rack=r.rack)
             for b, r in sorted(self.brokers.items())
         ]
+
+
+def _worst(errors: list[ZkError]) -> ZkError:
+    """Of the ways a batch of writes failed, the one the event loop must act on first:
+    fenced (resign), then ZooKeeper failing (retry the event), then an answer."""
+    for kind in (Fenced, ZkError):
+        for error in errors:
+            if isinstance(error, kind) and not isinstance(error, _ANSWERS):
+                return error
+    return errors[0]
 
 
 async def _pipelined(tps: list[_K], one: Callable[[_K], Awaitable[bool]]) -> set[_K]:

@@ -129,9 +129,9 @@ async def test_first_states_and_a_controlled_shutdown_go_in_multis(bridge: ZkBri
         # and it must decide them again from what the leaders wrote.
         raced = [p for p in range(PARTITIONS) if _replicas(p)[0] == 2][:3]
         raced += [p for p in range(PARTITIONS) if _replicas(p)[0] == 1][:3]
-        real, calls = bridge.guarded_writes, 0
+        real, calls = bridge.write_many, 0
 
-        async def racing(guard: str, version: int, writes: list[GuardedWrite]) -> Any:
+        async def racing(writes: list[GuardedWrite], **kwargs: Any) -> Any:
             nonlocal calls
             calls += 1
             if calls == 1:
@@ -141,9 +141,9 @@ async def test_first_states_and_a_controlled_shutdown_go_in_multis(bridge: ZkBri
                         state.leader, state.leader_epoch, [r for r in state.isr if r != 3], 1
                     )
                     await bridge.set(paths.partition_state("t", p), shrunk.to_json(), version=at)
-            return await real(guard, version, writes)
+            return await real(writes, **kwargs)
 
-        bridge.guarded_writes = racing  # type: ignore[method-assign]
+        bridge.write_many = racing  # type: ignore[method-assign]
         assert await controller.controlled_shutdown(1) == []
         assert calls == 2  # the six lost, were read again, and went in one more round
         for p in range(PARTITIONS):
@@ -191,17 +191,17 @@ async def test_writes_whose_answer_was_lost_are_still_told(
     monkeypatch.setattr(controller_module, "_RETRY_S", 0.01)
     controller = await _started(bridge)
     try:
-        real, calls = bridge.guarded_writes, 0
+        real, calls = bridge.write_many, 0
 
-        async def lost(guard: str, version: int, writes: list[GuardedWrite]) -> Any:
+        async def lost(writes: list[GuardedWrite], **kwargs: Any) -> Any:
             nonlocal calls
             calls += 1
-            results = await real(guard, version, writes)
-            if calls == 1:
-                raise ZkError("ZooKeeper unavailable: ConnectionLoss")
+            results = await real(writes, **kwargs)
+            if calls == 1:  # made, but the answer never came
+                return [ZkError("ZooKeeper unavailable: ConnectionLoss")] * len(results)
             return results
 
-        bridge.guarded_writes = lost  # type: ignore[method-assign]
+        bridge.write_many = lost  # type: ignore[method-assign]
         assert await controller.controlled_shutdown(1) == []
         channels: dict[int, Any] = controller._channels  # type: ignore[assignment]
         for _ in range(200):  # told once the event is over

@@ -101,7 +101,7 @@ async def test_a_guarded_create_makes_its_parents_in_the_same_multi(
         await bridge.stop()
 
 
-async def test_guarded_writes_refuse_each_write_alone_and_make_the_rest(
+async def test_many_writes_refuse_each_write_alone_and_make_the_rest(
     zookeeper: ZooKeeperServer, zk_root: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Many writes in a few multis: a conflict, a znode that exists and a missing parent
@@ -123,7 +123,7 @@ async def test_guarded_writes_refuse_each_write_alone_and_make_the_rest(
             zk.GuardedWrite(f"{zk_root}/p8/s", b"s", zk.CREATE, parents=(f"{zk_root}/p8",)),
             zk.GuardedWrite(f"{zk_root}/n5", b"new", zk.CREATE),  # exists
         ]
-        results = await bridge.guarded_writes(guard, 0, writes)
+        results = await bridge.write_many(writes, guard=(guard, 0))
         assert [r for i, r in enumerate(results[:6]) if i != 2] == [1] * 5  # new versions
         assert isinstance(results[2], VersionConflict)
         assert results[6] == 0
@@ -136,9 +136,15 @@ async def test_guarded_writes_refuse_each_write_alone_and_make_the_rest(
         assert (await bridge.get(f"{zk_root}/p6/s"))[0] == b"s"
         assert await bridge.exists(f"{zk_root}/p8/s") is None
         await bridge.set(guard, b"2")
-        with pytest.raises(Fenced):
-            await bridge.guarded_writes(guard, 0, [zk.GuardedWrite(f"{zk_root}/n0", b"z", 1)])
-        assert (await bridge.get(f"{zk_root}/n0"))[0] == b"new"
+        moved = await bridge.write_many(
+            [zk.GuardedWrite(f"{zk_root}/n0", b"z", 1)], guard=(guard, 0)
+        )
+        assert isinstance(moved[0], Fenced)
+        assert (await bridge.get(f"{zk_root}/n0"))[0] == b"new"  # not made
+        # unguarded (a leader's ISR writes): the version alone decides
+        unguarded = [zk.GuardedWrite(f"{zk_root}/n{i}", b"u", v) for i, v in ((0, 1), (2, 0))]
+        assert (await bridge.write_many(unguarded))[0] == 2
+        assert isinstance((await bridge.write_many(unguarded[1:]))[0], VersionConflict)
     finally:
         await bridge.stop()
 

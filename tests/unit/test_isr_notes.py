@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import types
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ import broker.replica.isr as isr_module
 from broker.log import Log, LogConfig
 from broker.replica.isr import IsrUpdater
 from broker.replica.partition import Partition
-from broker.zk import ZkError
+from broker.zk import GuardedWrite, ZkError
 
 
 class _Zk:
@@ -25,11 +24,13 @@ class _Zk:
             "ZooKeeper unavailable for /isr_change_notification: ConnectionLoss"
         )
         self.sets: list[str] = []
+        self.batches: list[int] = []  # writes per write_many call
         self.notes: list[list[tuple[str, int]]] = []
 
-    async def set(self, path: str, value: bytes, *, version: int = -1) -> Any:
-        self.sets.append(path)
-        return types.SimpleNamespace(version=version + 1)
+    async def write_many(self, writes: list[GuardedWrite]) -> list[int]:
+        self.batches.append(len(writes))
+        self.sets += [w.path for w in writes]
+        return [w.version + 1 for w in writes]
 
     async def create(self, path: str, value: bytes = b"", **options: object) -> str:
         if self.failures:
@@ -61,15 +62,16 @@ def partitions(tmp_path: Path) -> Any:
 
 
 async def test_changes_made_together_are_told_in_one_note(partitions: list[Partition]) -> None:
-    """Each ISR is written to its own state znode at once; the controller hears of all
-    of them in one notification (one per partition was 2,000 ZooKeeper writes when a
-    broker's followers rejoined, and stalled its leaders 2-3 s)."""
+    """The ISRs of one loop pass are written to their state znodes together (one
+    multi), at once; the controller hears of all of them in one notification (one per
+    partition was 2,000 ZooKeeper writes when a broker's followers rejoined, and
+    stalled its leaders 2-3 s)."""
     zk = _Zk()
     updater = IsrUpdater(zk, 1)  # type: ignore[arg-type]
     results = await asyncio.gather(*(updater.write(p, [1, 2]) for p in partitions))
     assert results == [True, True, True]
     assert [p.isr for p in partitions] == [[1, 2]] * 3  # not waiting for the note
-    assert len(zk.sets) == 3 and zk.notes == []
+    assert zk.batches == [3] and zk.notes == []  # the three states in one batch
     assert updater._noting is not None
     await asyncio.wait_for(updater._noting, 5)  # the linger, then the note
     assert zk.notes == [[("t", 0), ("t", 1), ("t", 2)]]

@@ -124,7 +124,7 @@ from broker.replica.fetcher import ReplicaFetcher
 from broker.replica.isr import IsrUpdater
 from broker.replica.manager import ReplicaManager, _DelayedProduce
 from broker.replica.partition import Partition
-from broker.zk import NoNode, PartitionState, VersionConflict, ZkError, paths
+from broker.zk import GuardedWrite, NoNode, PartitionState, VersionConflict, ZkError, paths
 from client import Producer
 from client.accumulator import RecordFuture
 from client.cluster import ClusterMetadata
@@ -277,6 +277,15 @@ class ZkSession:
         landed = asyncio.get_running_loop().create_future()
         self.zk.writes[self.node].append(_ZkWrite(path, value, version, landed))
         return await landed
+
+    async def write_many(self, writes: list[GuardedWrite]) -> list[Any]:
+        """As a real multi's writes end up: each made, refused or lost (each lands on
+        its own here, which covers every outcome a multi of them can have)."""
+        landed = await asyncio.gather(
+            *(self.set(w.path, w.value, version=w.version) for w in writes),
+            return_exceptions=True,
+        )
+        return [r if isinstance(r, BaseException) else r.version for r in landed]
 
     async def get(self, path: str, watch: object = None) -> tuple[bytes, Any]:
         data, version = self.zk.nodes[path]
