@@ -226,7 +226,7 @@ class Broker:
         if self._coordinator is not None:
             await self._coordinator.stop()
         if self._controller is not None and self._controller.active:
-            await self._controller.drain(_ZK_STOP_STEP_S)
+            await self._controller.drain(_ZK_STOP_STEP_S if zk_up else 0.5)
         # ZooKeeper may be gone: its steps are bounded, and the data is closed regardless
         if self._election is not None:
             await self._bounded("giving up the controllership", self._election.stop())

@@ -17,6 +17,7 @@ sees familiar things; every one of them is in this module.
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import select
 from collections.abc import Callable, Sequence
@@ -396,6 +397,8 @@ class _PollHandler(SequentialThreadingHandler):
         for fd, mask in masks.items():
             poller.register(fd, mask)
         for fd, events in poller.poll(None if timeout is None else timeout * 1000):
+            if events & select.POLLNVAL:  # closed under it: kazoo drops the connection
+                raise OSError(errno.EBADF, f"descriptor {fd} is not open")
             for obj, ready_on, out in wanted[fd]:
                 if events & ready_on:
                     out.append(obj)

@@ -117,6 +117,10 @@ class Controller:
         self.states: dict[TP, _State] = {}
         self.deleting: set[str] = set()
         self._stopping: dict[str, object] = {}  # deletions with StopReplica out: the attempt
+        self._brokers_todo: tuple[set[int], set[int], set[int]] = (set(), set(), set())
+        """Dead, born and bounced brokers a "brokers" event has not finished handling."""
+        self._topics_todo: set[str] = set()  # new topics a "topics" event has not finished
+        self._unclean: dict[str, bool] = {}  # topic configs read by the current _elect
         self.shutting_down: set[int] = set()
         self._epoch_zk_version = -1
         self._excluded: set[int] = set()  # restarted brokers, while handled as failed
@@ -184,6 +188,8 @@ class Controller:
         self.states.clear()
         self.deleting.clear()
         self._stopping.clear()
+        self._brokers_todo = (set(), set(), set())
+        self._topics_todo = set()
         self.shutting_down.clear()
         while not self._events.empty():
             self._events.get_nowait()
@@ -353,6 +359,14 @@ class Controller:
         bounced = {b for b, reg in self.brokers.items() if b in old and old[b].epoch != reg.epoch}
         dead = set(old) - set(self.brokers)
         born = (set(self.brokers) - set(old)) | bounced
+        # what a failed attempt of this event found is not found again by its rerun (the
+        # brokers were read already): kept until the event is through
+        was_dead, was_born, was_bounced = self._brokers_todo
+        live = set(self.brokers)
+        dead = (dead | was_dead) - live
+        born = (born | was_born) & live
+        bounced = (bounced | was_bounced) & live
+        self._brokers_todo = (dead, born, bounced)
         self.shutting_down -= dead | born
         if not dead and not born:
             return
@@ -387,6 +401,7 @@ class Controller:
         self._send_update_metadata(changed, full_to=born)
         if born and self.deleting:
             await self._deletions_changed(None, resend=True)
+        self._brokers_todo = (set(), set(), set())
 
     # --- topics -------------------------------------------------------------------------
 
@@ -395,7 +410,8 @@ class Controller:
         gone = set(self.assignments) - names  # its znodes removed by hand, not by a deletion
         for topic in gone:
             self._forget(topic)
-        new = names - set(self.assignments)
+        new = (names - set(self.assignments)) | (self._topics_todo & names)
+        self._topics_todo = new  # as _brokers_todo: a rerun must not find them known
         if not new:
             if gone:
                 self._send_update_metadata(deleted=gone)
@@ -409,6 +425,7 @@ class Controller:
         for broker_id in self.brokers:
             self._send_leader_and_isr(broker_id, held.get(broker_id, []))
         self._send_update_metadata(tps, deleted=gone)
+        self._topics_todo = set()
 
     def _forget(self, topic: str) -> None:
         for partition in self.assignments.pop(topic, {}):
@@ -496,14 +513,17 @@ class Controller:
         of round trips before it could stop; 128 in flight, 1.7 s."""
         todo = [tp for tp in tps if tp[0] not in self.deleting and tp in self.states]
         changed: set[TP] = set()
+        failed: list[ZkError] = []  # raised once the others are decided
+        self._unclean = {}  # a topic's config read once per election, not per partition
         while todo:
             wanted: dict[TP, PartitionState] = {}
             for tp in todo:
                 state = await self._leader_for(tp, self.states[tp].state)
                 if state is not None:
                     wanted[tp] = state
-            lost = await self._write_states(wanted)
-            again = set(lost)
+            lost, refused = await self._write_states(wanted)
+            failed += refused.values()
+            again = set(lost) | set(refused)
             elected = [
                 {
                     "topic": tp[0],
@@ -523,6 +543,8 @@ class Controller:
                 )
             await _pipelined(lost, self._reload_state)
             todo = lost
+        if failed:
+            raise _worst(failed)
         return changed
 
     async def _leader_for(self, tp: TP, current: PartitionState) -> PartitionState | None:
@@ -571,6 +593,12 @@ class Controller:
         )
 
     async def _unclean_allowed(self, topic: str) -> bool:
+        known = self._unclean.get(topic)
+        if known is None:
+            known = self._unclean[topic] = await self._read_unclean(topic)
+        return known
+
+    async def _read_unclean(self, topic: str) -> bool:
         try:
             data, _ = await self._zk.get(paths.topic_config(topic))
         except NoNode:
@@ -583,9 +611,11 @@ class Controller:
         value = config.get("unclean.leader.election.enable")
         return self._unclean_default if value is None else value.strip().lower() == "true"
 
-    async def _write_states(self, states: dict[TP, PartitionState]) -> list[TP]:
-        """Write ``states`` at their cached versions; the partitions that lost a race. A
-        write refused otherwise is raised, once every other has been noted."""
+    async def _write_states(
+        self, states: dict[TP, PartitionState]
+    ) -> tuple[list[TP], dict[TP, ZkError]]:
+        """Write ``states`` at their cached versions; the partitions that lost a race, and
+        those refused otherwise (a znode gone, fenced, ZooKeeper failing) with why."""
         tps = list(states)
         results = await self._zk.write_many(
             [
@@ -596,18 +626,17 @@ class Controller:
             ],
             guard=self._guard,
         )
-        lost, failed = [], []
+        lost: list[TP] = []
+        refused: dict[TP, ZkError] = {}
         for tp, result in zip(tps, results, strict=True):
             if isinstance(result, VersionConflict):
                 lost.append(tp)
             elif isinstance(result, ZkError):
-                failed.append(result)
+                refused[tp] = result
             else:
                 self.states[tp] = _State(states[tp], result)
                 self._wrote.add(tp)
-        if failed:
-            raise _worst(failed)
-        return lost
+        return lost, refused
 
     @property
     def _guard(self) -> tuple[str, int]:
@@ -633,7 +662,9 @@ class Controller:
         if old is not None and old.state.leader_epoch != state.leader_epoch:
             # only a controller moves a leader epoch, and our writes are fenced: this is
             # one of ours that landed while its answer was lost, so its replicas are told
+            # once the event is over (a rerun finds nothing left to change, or send)
             self._wrote.add(tp)
+            self._resync = True
         self.states[tp] = _State(state, stat.version)
         return True
 
@@ -663,15 +694,19 @@ class Controller:
         if future.done():
             return
         try:
-            future.set_result(await work())
+            result = await work()
+            if not future.done():  # the caller may have given up meanwhile
+                future.set_result(result)
         except _ANSWERS as exc:  # not retried (see _run): the caller must hear of it
-            future.set_exception(exc)
+            if not future.done():
+                future.set_exception(exc)
             raise
         except ZkError:
             raise  # the event loop retries the whole event (Fenced: it resigns)
         except Exception as exc:
             self._resync = True  # it may have changed states it did not get to send
-            future.set_exception(exc)
+            if not future.done():
+                future.set_exception(exc)
 
     async def controlled_shutdown(self, broker_id: int) -> list[TP]:
         """Move ``broker_id``'s leaderships away and take it out of every ISR; returns the

@@ -98,8 +98,21 @@ def java_string_hash(text: str) -> int:
     return h - (1 << 32) if h & 0x80000000 else h
 
 
-@functools.lru_cache(maxsize=65_536)  # Python's loop over every character, per request
 def partition_for(group: str, partitions: int) -> int:
+    if len(group) <= _CACHED_ID_CHARS:
+        return _cached_partition_for(group, partitions)
+    return _partition_for(group, partitions)
+
+
+_CACHED_ID_CHARS = 255  # a client's long ids are not kept: 65,536 of them could pin GBs
+
+
+@functools.lru_cache(maxsize=65_536)  # Python's loop over every character, per request
+def _cached_partition_for(group: str, partitions: int) -> int:
+    return _partition_for(group, partitions)
+
+
+def _partition_for(group: str, partitions: int) -> int:
     h = java_string_hash(group)
     # Kafka's Utils.abs: Integer.MIN_VALUE maps to 0 rather than overflowing
     return (0 if h == -(2**31) else abs(h)) % partitions

@@ -116,6 +116,7 @@ class LogManager:
         self.logs: dict[TopicPartition, Log] = {}
         self._per_dir: collections.Counter[Path] = collections.Counter()  # logs in each
         self._per_topic: dict[str, dict[int, Log]] = {}
+        self._indexing = threading.Lock()  # logs are added in worker threads, removed on the loop
         self.high_watermarks: dict[TopicPartition, int] = {}  # as checkpointed at start
         self._truncation_listeners: list[TruncationListener] = []
         self._checkpoint_lock = threading.Lock()  # one writer of the checkpoint files
@@ -169,6 +170,8 @@ class LogManager:
             (directory / CLEAN_SHUTDOWN).touch()
             fsync_dir(directory)
         self.logs.clear()
+        self._per_dir.clear()
+        self._per_topic.clear()
 
     def _claim(self, directory: Path) -> None:
         meta_path = directory / META
@@ -217,18 +220,20 @@ class LogManager:
         return list(self._per_topic.get(topic, {}).values())
 
     def _added(self, tp: TopicPartition, log: Log) -> None:
-        self.logs[tp] = self._watched(tp, log)
-        self._per_dir[log.dir.parent] += 1
-        self._per_topic.setdefault(tp.topic, {})[tp.partition] = log
+        with self._indexing:
+            self.logs[tp] = self._watched(tp, log)
+            self._per_dir[log.dir.parent] += 1
+            self._per_topic.setdefault(tp.topic, {})[tp.partition] = log
 
     def _removed(self, tp: TopicPartition) -> Log | None:
-        log = self.logs.pop(tp, None)
-        if log is not None:
-            self._per_dir[log.dir.parent] -= 1
-            held = self._per_topic[tp.topic]
-            del held[tp.partition]
-            if not held:
-                del self._per_topic[tp.topic]
+        with self._indexing:
+            log = self.logs.pop(tp, None)
+            if log is not None:
+                self._per_dir[log.dir.parent] -= 1
+                held = self._per_topic[tp.topic]
+                del held[tp.partition]
+                if not held:
+                    del self._per_topic[tp.topic]
         return log
 
     def delete_log(self, topic: str, partition: int) -> None:

@@ -80,8 +80,8 @@ class IsrUpdater:
             return False
         if isinstance(written, NoNode):
             return False  # the topic is being deleted
-        if isinstance(written, ZkError):
-            raise written  # ZooKeeper failed: it may or may not be written
+        if isinstance(written, ZkError):  # ZooKeeper failed: it may or may not be written
+            raise ZkError(str(written))  # one each: the batch's writers share the answer
         if partition.leader_epoch != epoch or not partition.is_leader:
             return False  # a LeaderAndIsr arrived while we wrote: it wins
         partition.isr = list(isr)
@@ -102,6 +102,8 @@ class IsrUpdater:
 
     def _send(self) -> None:
         queued, self._queued = self._queued, []
+        if not queued:  # close() failed them
+            return
         task = asyncio.get_running_loop().create_task(self._send_all(queued))
         self._sending.add(task)
         task.add_done_callback(self._sending.discard)
@@ -124,6 +126,10 @@ class IsrUpdater:
         """Stop telling the controller (shutdown: its next read of the states covers it).
         The changes not told yet are logged here, as they are in ZooKeeper already."""
         self._closed = True
+        queued, self._queued = self._queued, []  # its send was scheduled: not made now
+        for _, written in queued:
+            if not written.done():
+                written.set_exception(ZkError("the broker is stopping"))
         for task in list(self._sending):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -182,6 +182,22 @@ async def test_a_refused_write_fails_the_event_and_the_rest_are_still_told(
         await controller.deactivate()
 
 
+def _lose_first_answers(bridge: ZkBridge, *, made: float) -> None:
+    """The first write_many makes the first ``made`` of its writes, and none of its
+    answers arrive (the connection dropped); the later ones go through."""
+    real, calls = bridge.write_many, 0
+
+    async def lost(writes: list[GuardedWrite], **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls > 1:
+            return await real(writes, **kwargs)
+        await real(writes[: int(len(writes) * made)], **kwargs)
+        return [ZkError("ZooKeeper unavailable: ConnectionLoss")] * len(writes)
+
+    bridge.write_many = lost  # type: ignore[method-assign]
+
+
 async def test_writes_whose_answer_was_lost_are_still_told(
     bridge: ZkBridge, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -191,17 +207,7 @@ async def test_writes_whose_answer_was_lost_are_still_told(
     monkeypatch.setattr(controller_module, "_RETRY_S", 0.01)
     controller = await _started(bridge)
     try:
-        real, calls = bridge.write_many, 0
-
-        async def lost(writes: list[GuardedWrite], **kwargs: Any) -> Any:
-            nonlocal calls
-            calls += 1
-            results = await real(writes, **kwargs)
-            if calls == 1:  # made, but the answer never came
-                return [ZkError("ZooKeeper unavailable: ConnectionLoss")] * len(results)
-            return results
-
-        bridge.write_many = lost  # type: ignore[method-assign]
+        _lose_first_answers(bridge, made=1.0)
         assert await controller.controlled_shutdown(1) == []
         channels: dict[int, Any] = controller._channels  # type: ignore[assignment]
         for _ in range(200):  # told once the event is over
@@ -244,5 +250,30 @@ async def test_deleting_many_topics_stops_each_replica_once(bridge: ZkBridge) ->
         assert await bridge.get_children(paths.DELETE_TOPICS) == []
         for b in (1, 2, 3):
             assert sorted(channels[b].deletes) == sorted(names)
+    finally:
+        await controller.deactivate()
+
+
+async def test_a_broker_gone_while_the_answers_were_lost_still_gets_its_leaders_moved(
+    bridge: ZkBridge, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Broker 1 dies; the elections' multis land but their answers are lost. The rerun of
+    the event reads the brokers again and finds nothing new: it must still finish what
+    the first attempt began, and tell the new leaders of the writes it did not see."""
+    monkeypatch.setattr(controller_module, "_RETRY_S", 0.01)
+    controller = await _started(bridge)
+    try:
+        _lose_first_answers(bridge, made=0.5)
+        await bridge.delete(paths.broker(1))
+        channels: dict[int, Any] = controller._channels  # type: ignore[assignment]
+        led_by_1 = [p for p in range(PARTITIONS) if _replicas(p)[0] == 1]
+        for _ in range(300):
+            if all(channels[2].roles.get(("t", p)) == 1 for p in led_by_1):
+                break
+            await asyncio.sleep(0.01)
+        for p in led_by_1:
+            state, _ = await _state(bridge, p)
+            assert state.leader in (2, 3) and state.leader_epoch == 1
+            assert channels[2].roles[("t", p)] == channels[3].roles[("t", p)] == 1
     finally:
         await controller.deactivate()

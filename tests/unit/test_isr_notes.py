@@ -114,3 +114,19 @@ async def test_after_close_changes_are_not_told(partitions: list[Partition]) -> 
     await updater.close()
     assert await updater.write(partitions[0], [1, 2])  # the state is written all the same
     assert zk.notes == [] and updater._noting is None  # and no note is started
+
+
+async def test_writes_queued_at_close_fail_instead_of_hanging(
+    partitions: list[Partition],
+) -> None:
+    """close() between a write's queueing and its send: the writer hears an error (its
+    outcome is unknown to it), and nothing is sent after close."""
+    zk = _Zk()
+    updater = IsrUpdater(zk, 1)  # type: ignore[arg-type]
+    writing = asyncio.ensure_future(updater.write(partitions[0], [1, 2]))
+    await asyncio.sleep(0)  # queued, its send scheduled for the end of this pass
+    await updater.close()
+    with pytest.raises(ZkError, match="stopping"):
+        await asyncio.wait_for(writing, 5)
+    await asyncio.sleep(0.01)
+    assert zk.batches == []

@@ -2,6 +2,8 @@
 
 import socket
 
+import pytest
+
 from broker.zk import _PollHandler
 
 
@@ -20,4 +22,16 @@ def test_it_answers_as_select_does() -> None:
         assert readable == [a] and a.recv(1) == b""
     finally:
         a.close()
+        b.close()
+
+
+def test_a_descriptor_closed_under_it_is_an_error_not_a_timeout() -> None:
+    """poll(2) reports POLLNVAL: kazoo must drop the connection, not spin on "nothing"."""
+    a, b = socket.socketpair()
+    fd = a.fileno()
+    a.close()
+    try:
+        with pytest.raises(OSError, match="not open"):
+            _PollHandler().select([fd], [], [], 1)
+    finally:
         b.close()
