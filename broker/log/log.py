@@ -244,14 +244,16 @@ class Log:
             index_interval_bytes=self.config.index_interval_bytes,
             max_index_bytes=self.config.segment_index_bytes,
         )
-        for path in self.dir.iterdir():
-            if path.name.endswith(_LEFTOVER_SUFFIXES):
-                path.unlink()
-        bases = sorted(int(p.stem) for p in self.dir.glob("*.log"))
-        for suffix in (".index", ".timeindex"):
-            for path in self.dir.glob(f"*{suffix}"):
-                if int(path.stem) not in bases:
-                    path.unlink()  # an index without its log
+        names = os.listdir(self.dir)  # once: a new log's open scanned its directory 4 times
+        for name in names:
+            if name.endswith(_LEFTOVER_SUFFIXES):
+                (self.dir / name).unlink()
+        bases = sorted(int(name[: -len(".log")]) for name in names if name.endswith(".log"))
+        known = set(bases)
+        for name in names:
+            for suffix in (".index", ".timeindex"):
+                if name.endswith(suffix) and int(name[: -len(suffix)]) not in known:
+                    (self.dir / name).unlink()  # an index without its log
         return bases
 
     def _recover(self, recovery_point: int) -> int:

@@ -373,3 +373,23 @@ def test_a_segment_holds_three_descriptors(tmp_path: Path) -> None:
     assert held == 3 * log.segment_count
     log.close()
     assert len(list(Path("/proc/self/fd").iterdir())) == before
+
+
+def test_opening_removes_what_a_crash_left_and_indexes_without_their_log(
+    tmp_path: Path,
+) -> None:
+    log = Log.open(tmp_path / "t-0", LogConfig())
+    log.append(_batch(0))
+    log.close()
+    d = tmp_path / "t-0"
+    stray = ["00000000000000000099.index", "00000000000000000099.timeindex"]
+    stray += ["00000000000000000000.log.deleted", "00000000000000000007.cleaned"]
+    for name in stray:
+        (d / name).write_bytes(b"x")
+    log = Log.open(d, LogConfig(), clean_shutdown=True)
+    try:
+        assert not [name for name in stray if (d / name).exists()]
+        assert (d / "00000000000000000000.index").exists()  # its log is there: kept
+        assert log.log_end_offset == 5
+    finally:
+        log.close()
