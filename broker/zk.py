@@ -525,40 +525,20 @@ class ZkBridge:
         return stat
 
     async def guarded(
-        self,
-        guard: str,
-        guard_version: int,
-        path: str,
-        value: bytes,
-        *,
-        version: int = -1,
-        parents: Sequence[str] = (),
+        self, guard: str, guard_version: int, path: str, value: bytes, *, version: int = -1
     ) -> int:
-        """Write ``path`` (create it when ``version`` is None-like -2, else set at
+        """Write ``path`` (create it when ``version`` is :data:`CREATE`, else set it at
         ``version``) only if ``guard`` is still at ``guard_version``, atomically (one
         ZooKeeper multi): how a controller's writes are fenced by ``/controller_epoch``
-        (Kafka's KAFKA-6082). ``parents`` are created (empty) first in the same multi: a
-        partition's first state is one round trip, not four. Returns the written
-        znode's version. Raises :class:`Fenced` if the guard moved,
-        :class:`VersionConflict` / :class:`NodeExists` for the write itself or a parent."""
-        transaction = self._client.transaction()
-        transaction.check(guard, guard_version)
-        for parent in parents:
-            transaction.create(parent, b"")
-        if version == _CREATE:
-            transaction.create(path, value)
-        else:
-            transaction.set_data(path, value, version)
-        results = await self._await(transaction.commit_async(), path)
-        check, made, write = results[0], results[1:-1], results[-1]
-        if isinstance(check, Exception) and not isinstance(check, RolledBackError):
-            raise Fenced(f"{guard} moved past version {guard_version}: a newer controller rules")
-        for parent, result in zip(parents, made, strict=True):
-            if isinstance(result, NodeExistsError | NoNodeError):
-                raise _refusal(parent, result)
-        if isinstance(write, Exception):
-            raise _refusal(path, write)
-        return 0 if version == _CREATE else int(write.version)
+        (Kafka's KAFKA-6082). Returns the written znode's version. Raises
+        :class:`Fenced` if the guard moved, else the write's refusal or failure (see
+        :meth:`write_many`)."""
+        (result,) = await self.write_many(
+            [GuardedWrite(path, value, version)], guard=(guard, guard_version)
+        )
+        if isinstance(result, ZkError):
+            raise result
+        return result
 
     async def write_many(
         self, writes: Sequence[GuardedWrite], *, guard: tuple[str, int] | None = None

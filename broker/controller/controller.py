@@ -472,28 +472,19 @@ class Controller:
         )
 
     async def _initialize_one(self, tp: TP) -> bool:
-        """Write ``tp``'s first state (or read the one an earlier controller wrote)."""
+        """Write ``tp``'s first state alone, its znode being there already (the multi of
+        :meth:`_initialize` found it: an earlier controller's), or read the state that
+        earlier controller wrote."""
         state = self._first_state(tp)
         path = paths.partition_state(*tp)
-        parent = path.rsplit("/", 1)[0]
         try:
-            try:  # the partition's znode and its state in one round trip
-                await self._zk.guarded(
-                    paths.CONTROLLER_EPOCH,
-                    self._epoch_zk_version,
-                    path,
-                    state.to_json(),
-                    version=CREATE,
-                    parents=(parent,),
-                )
-            except NodeExists:  # its znode is there (an earlier controller's): the state alone
-                await self._zk.guarded(
-                    paths.CONTROLLER_EPOCH,
-                    self._epoch_zk_version,
-                    path,
-                    state.to_json(),
-                    version=CREATE,
-                )
+            await self._zk.guarded(
+                paths.CONTROLLER_EPOCH,
+                self._epoch_zk_version,
+                path,
+                state.to_json(),
+                version=CREATE,
+            )
             version = 0
         except NodeExists:  # written by an earlier controller that died after it
             raw, stat = await self._zk.get(path)

@@ -75,27 +75,22 @@ async def test_a_guarded_create_makes_its_parents_in_the_same_multi(
     """A partition's first state and its znode in one round trip; all or nothing."""
     bridge = await _bridge(zookeeper)
     try:
-        guard = f"{zk_root}/epoch"
-        await bridge.create(guard, b"1", makepath=True)
+        guard = (f"{zk_root}/epoch", 0)
+        await bridge.create(guard[0], b"1", makepath=True)
         parent = f"{zk_root}/p0"
-        assert (
-            await bridge.guarded(
-                guard, 0, f"{parent}/state", b"s", version=zk.CREATE, parents=(parent,)
-            )
-            == 0
-        )
+
+        async def create(path: str, parent: str) -> int | zk.ZkError:
+            write = zk.GuardedWrite(path, b"s", zk.CREATE, parents=(parent,))
+            return (await bridge.write_many([write], guard=guard))[0]
+
+        assert await create(f"{parent}/state", parent) == 0
         assert (await bridge.get(f"{parent}/state"))[0] == b"s"
         # the parent is there already (an earlier controller made it, then died)
-        with pytest.raises(NodeExists, match="p0 already exists"):
-            await bridge.guarded(
-                guard, 0, f"{parent}/other", b"x", version=zk.CREATE, parents=(parent,)
-            )
+        refused = await create(f"{parent}/other", parent)
+        assert isinstance(refused, NodeExists) and "p0 already exists" in str(refused)
         assert await bridge.exists(f"{parent}/other") is None  # nothing of it landed
-        await bridge.set(guard, b"2")
-        with pytest.raises(Fenced):
-            await bridge.guarded(
-                guard, 0, f"{zk_root}/p1/state", b"z", version=zk.CREATE, parents=(f"{zk_root}/p1",)
-            )
+        await bridge.set(guard[0], b"2")
+        assert isinstance(await create(f"{zk_root}/p1/state", f"{zk_root}/p1"), Fenced)
         assert await bridge.exists(f"{zk_root}/p1") is None
     finally:
         await bridge.stop()
