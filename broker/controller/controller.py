@@ -606,7 +606,12 @@ class Controller:
         self, states: dict[TP, PartitionState]
     ) -> tuple[list[TP], dict[TP, ZkError]]:
         """Write ``states`` at their cached versions; the partitions that lost a race, and
-        those refused otherwise (a znode gone, fenced, ZooKeeper failing) with why."""
+        those refused otherwise (fenced, ZooKeeper failing, the topic gone) with why.
+
+        A state znode removed by hand (NoNode) is created again with the new state: its
+        leader epoch goes on from the cached one, so the replicas take it. Refused, it
+        failed every later election of the partition until a controller failover, and
+        that controller's first state (epoch 0) the replicas would have ignored."""
         tps = list(states)
         results = await self._zk.write_many(
             [
@@ -617,6 +622,32 @@ class Controller:
             ],
             guard=self._guard,
         )
+        # created again: first where only the state went, then with the partition's
+        # znode; never the topic's, so a topic removed by hand is not brought back
+        for parents in (False, True):
+            gone = [i for i, result in enumerate(results) if isinstance(result, NoNode)]
+            if not gone:
+                break
+            if not parents:
+                self._log.warning(
+                    "controller.partition_state_recreated",
+                    partitions=[f"{tps[i][0]}-{tps[i][1]}" for i in gone],
+                )
+            again = await self._zk.write_many(
+                [
+                    GuardedWrite(
+                        path := paths.partition_state(*tps[i]),
+                        states[tps[i]].to_json(),
+                        CREATE,
+                        parents=(path.rsplit("/", 1)[0],) if parents else (),
+                    )
+                    for i in gone
+                ],
+                guard=self._guard,
+            )
+            for i, made in zip(gone, again, strict=True):
+                # one made meanwhile lost a race: read and decided again
+                results[i] = VersionConflict(str(made)) if isinstance(made, NodeExists) else made
         lost: list[TP] = []
         refused: dict[TP, ZkError] = {}
         for tp, result in zip(tps, results, strict=True):
@@ -635,15 +666,13 @@ class Controller:
         return paths.CONTROLLER_EPOCH, self._epoch_zk_version
 
     async def _write_state(self, tp: TP, state: PartitionState) -> None:
-        version = await self._zk.guarded(
-            paths.CONTROLLER_EPOCH,
-            self._epoch_zk_version,
-            paths.partition_state(*tp),
-            state.to_json(),
-            version=self.states[tp].version,
-        )
-        self.states[tp] = _State(state, version)
-        self._wrote.add(tp)
+        """As :meth:`_write_states`, one partition: raises what refused it (a lost race:
+        :class:`VersionConflict`)."""
+        lost, refused = await self._write_states({tp: state})
+        if lost:
+            raise VersionConflict(f"{paths.partition_state(*tp)} changed meanwhile")
+        if refused:
+            raise refused[tp]
 
     async def _reload_state(self, tp: TP) -> bool:
         path = paths.partition_state(*tp)

@@ -157,24 +157,63 @@ async def test_first_states_and_a_controlled_shutdown_go_in_multis(bridge: ZkBri
         await controller.deactivate()
 
 
-async def test_a_refused_write_fails_the_event_and_the_rest_are_still_told(
+async def test_a_state_removed_by_hand_is_created_again_with_the_next_epoch(
     bridge: ZkBridge,
 ) -> None:
-    """A state znode removed by hand refuses its write (NoNode): the others of the same
-    election are made and their replicas told."""
+    """A partition's state znode (or its whole znode) removed by hand is written again
+    by the next election, its leader epoch going on from the last: the replicas hold
+    that epoch, and would ignore a first state's 0."""
     controller = await _started(bridge)
     try:
         led_by_1 = [p for p in range(PARTITIONS) if _replicas(p)[0] == 1]
-        gone = led_by_1[0]
-        await bridge.delete(paths.partition_state("t", gone))
-        with pytest.raises(ZkError, match="does not exist"):
-            await controller.controlled_shutdown(1)
+        state_gone, all_gone = led_by_1[:2]
+        await bridge.delete(paths.partition_state("t", state_gone))
+        await bridge.delete(f"{paths.partitions('t')}/{all_gone}", recursive=True)
+        assert await controller.controlled_shutdown(1) == []
         channels: dict[int, Any] = controller._channels  # type: ignore[assignment]
-        for _ in range(200):  # told once the failed event is over
-            if all(("t", p) in channels[2].roles for p in led_by_1[1:]):
+        for _ in range(200):
+            if all(("t", p) in channels[2].roles for p in led_by_1):
                 break
             await asyncio.sleep(0.01)
-        for p in led_by_1[1:]:
+        for p in led_by_1:
+            state, _ = await _state(bridge, p)
+            assert state.leader == _replicas(p)[1] and state.leader_epoch == 1
+            assert 1 not in state.isr
+            assert channels[2].roles[("t", p)] == channels[3].roles[("t", p)] == 1
+        # and the next election of it is an ordinary write at the version created
+        await controller.deactivate()
+        controller = await _started(bridge)
+        assert controller.states[("t", state_gone)].state.leader_epoch == 1
+    finally:
+        await controller.deactivate()
+
+
+async def test_a_refused_write_fails_the_event_and_the_rest_are_still_told(
+    bridge: ZkBridge,
+) -> None:
+    """A topic whose partitions' znodes were all removed by hand (not a deletion) is not
+    brought back: its write is refused (NoNode), and the others of the same election are
+    made and their replicas told."""
+    controller = await _started(bridge)
+    try:
+        other = TopicAssignment("u", {0: [1, 2, 3]})
+        await bridge.create(paths.topic("u"), other.to_json(), makepath=True)
+        for _ in range(500):
+            if ("u", 0) in controller.states and controller._events.empty():
+                break
+            await asyncio.sleep(0.01)
+        await bridge.delete(paths.partitions("u"), recursive=True)
+        led_by_1 = [p for p in range(PARTITIONS) if _replicas(p)[0] == 1]
+        with pytest.raises(ZkError, match="does not exist"):
+            await controller.controlled_shutdown(1)
+        with pytest.raises(ZkError, match="does not exist"):
+            await bridge.get(paths.partitions("u"))
+        channels: dict[int, Any] = controller._channels  # type: ignore[assignment]
+        for _ in range(200):  # told once the failed event is over
+            if all(("t", p) in channels[2].roles for p in led_by_1):
+                break
+            await asyncio.sleep(0.01)
+        for p in led_by_1:
             state, _ = await _state(bridge, p)
             assert state.leader != 1 and state.leader_epoch == 1
             assert channels[2].roles[("t", p)] == channels[3].roles[("t", p)] == 1
