@@ -150,22 +150,27 @@ class FetchContext:
         self.session = session
         self.session_id = session.id if session is not None else INVALID_SESSION_ID
         self.incremental = incremental
-        self._answered: list[tuple[SessionPartition, int, int, bool]] = []
+        self._answered: list[tuple[SessionPartition, int, int, int]] = []
         self._errored: list[TopicPartition] = []
         self._unfinished: list[TopicPartition] = []
 
-    def refresh(self) -> None:
-        """Before a parked fetch reads again: add what was marked since."""
+    def refresh(self) -> set[TopicPartition]:
+        """Before a parked fetch reads again: add what was marked since; returns it."""
         session = self.session
         if session is None or not session.dirty:
-            return
+            return set()
         looking = {sp.tp for sp in self.partitions}
         held = session.partitions
         for tp in session.dirty:
             sp = held.get(tp)
             if sp is not None and tp not in looking:
                 self.partitions.append(sp)
-        session.dirty = set()
+        dirty, session.dirty = session.dirty, set()
+        return dirty
+
+    def sizes(self) -> dict[TopicPartition, int]:
+        """The bytes the last read found, per partition it answered."""
+        return {sp.tp: size for sp, _hw, _start, size in self._answered}
 
     def begin(self) -> None:
         self._answered, self._errored, self._unfinished = [], [], []
@@ -173,7 +178,7 @@ class FetchContext:
     def answered(
         self, sp: SessionPartition, high_watermark: int, log_start: int, size: int
     ) -> None:
-        self._answered.append((sp, high_watermark, log_start, size > 0))
+        self._answered.append((sp, high_watermark, log_start, size))
 
     def errored(self, sp: SessionPartition) -> None:
         self._errored.append(sp.tp)
@@ -191,8 +196,8 @@ class FetchContext:
         if session is None:
             return
         partitions = session.partitions
-        for sp, _hw, _start, moved in self._answered:
-            if moved and partitions.get(sp.tp) is sp:  # to the back of the next budget
+        for sp, _hw, _start, size in self._answered:
+            if size and partitions.get(sp.tp) is sp:  # to the back of the next budget
                 del partitions[sp.tp]
                 partitions[sp.tp] = sp
         session.errored.difference_update(sp.tp for sp in self.partitions)
@@ -201,7 +206,7 @@ class FetchContext:
         # looked at again next time even if the fetcher does not name them: a fetcher
         # that dropped the records (its position moved meanwhile, a failed append) asks
         # from the same position, which a session does not repeat
-        session.dirty.update(sp.tp for sp, _hw, _start, moved in self._answered if moved)
+        session.dirty.update(sp.tp for sp, _hw, _start, size in self._answered if size)
 
 
 class FetchSessionCache:

@@ -38,7 +38,7 @@ from broker.log import Log, LogConfig
 from broker.log.manager import LogManager, TopicPartition
 from broker.metadata import MetadataCache
 from broker.metrics import Counter, Sample, gauge
-from broker.replica.fetch_session import FetchContext, FetchSessionCache
+from broker.replica.fetch_session import FetchContext, FetchSessionCache, SessionPartition
 from broker.replica.fetcher import ReplicaFetcher
 from broker.replica.isr import IsrUpdater
 from broker.replica.partition import HighWatermarkWaiter, Partition
@@ -97,14 +97,36 @@ consumer group tailing the partition (~30 us each), so the rest go in the next l
 after it (Kafka's order, where network threads write both at once)."""
 
 
+_READ_ALL_BELOW = 8
+"""A parked fetch woken reads all its partitions at once, answering if they have enough,
+when fewer than this many did not wake it; past that, the woken ones are looked at first
+(see :meth:`ReplicaManager._enough`)."""
+
+
 def _now_ms() -> int:
     return time.monotonic_ns() // 1_000_000
 
 
 class _DelayedFetch:
-    """A fetch parked until it can be answered (Kafka's DelayedFetch)."""
+    """A fetch parked until it can be answered (Kafka's DelayedFetch).
 
-    __slots__ = ("context", "deferred", "follower", "request", "timer", "tps")
+    It keeps the bytes each partition had at its last look (``found``, ``total``), so a
+    wake looks again only at the partitions that woke it (``woke``, or its session's
+    marks) until they add up to ``min_bytes``: read in full on each wake, a fetch of P
+    partitions waiting for ``fetch.min.bytes`` while W produces trickle in read P x W."""
+
+    __slots__ = (
+        "by_tp",
+        "context",
+        "deferred",
+        "follower",
+        "found",
+        "request",
+        "timer",
+        "total",
+        "tps",
+        "woke",
+    )
 
     def __init__(
         self,
@@ -119,6 +141,10 @@ class _DelayedFetch:
         self.tps = tps
         self.deferred: Deferred[FetchResponse] = Deferred()
         self.timer: asyncio.TimerHandle | None = None  # None once unparked
+        self.found: dict[TopicPartition, int] = context.sizes()
+        self.total = sum(self.found.values())
+        self.woke: set[TopicPartition] = set()  # woken since its last look (no session)
+        self.by_tp: dict[TopicPartition, SessionPartition] | None = None
 
 
 @dataclass(slots=True, eq=False)
@@ -620,19 +646,61 @@ class ReplicaManager:
         loop pass after): it must not raise."""
         if delayed.deferred.done:
             return
+        context = delayed.context
         try:
-            delayed.context.refresh()
-            response, size, failed = self._read(delayed.request, delayed.context, delayed.follower)
+            woke, delayed.woke = delayed.woke, set()
+            woke |= context.refresh()
+            if not expired and not self._enough(delayed, woke):
+                return
+            response, size, failed = self._read(delayed.request, context, delayed.follower)
         except Exception as exc:
             self._unpark(delayed)
             delayed.deferred.fail(exc)
             return
         if size < delayed.request.min_bytes and not failed and not expired:
+            delayed.found = context.sizes()
+            delayed.total = size
             return
         self._unpark(delayed)
         self.bytes_out.inc(size)
         delayed.context.commit()
         delayed.deferred.resolve(response)
+
+    def _enough(self, delayed: _DelayedFetch, woke: set[TopicPartition]) -> bool:
+        """Whether a read of ``delayed`` now may answer it: the partitions that woke it
+        looked at again (their bytes, not an answer), the others as last found. An error
+        answers at once, as a read's does."""
+        context = delayed.context
+        if len(context.partitions) <= len(woke) + _READ_ALL_BELOW:
+            return True  # few others: the read that may answer costs about the same
+        session = context.session
+        if session is not None:
+            held = session.partitions
+        else:
+            if delayed.by_tp is None:
+                delayed.by_tp = {sp.tp: sp for sp in context.partitions}
+            held = delayed.by_tp
+        request, follower = delayed.request, delayed.follower
+        found = delayed.found
+        for tp in woke:
+            sp = held.get(tp)
+            if sp is None:
+                continue  # dropped from its session meanwhile
+            try:
+                partition = self._readable(sp, request, follower)
+                log = partition.log
+                data = log.read(
+                    sp.fetch_offset,
+                    sp.max_bytes,
+                    max_offset=None if follower else partition.high_watermark,
+                    min_one_batch=True,
+                )
+            except ApiError:
+                return True
+            size = data.size if data is not None else 0
+            delayed.total += size - found.get(tp, 0)
+            found[tp] = size
+        return delayed.total >= request.min_bytes
 
     def _unpark(self, delayed: _DelayedFetch) -> None:
         if delayed.timer is None:
@@ -694,14 +762,7 @@ class ReplicaManager:
         context.begin()
         for sp in context.partitions:
             try:
-                partition = self._leader_partition(sp.topic, sp.index)
-                _check_epoch(partition, sp.current_leader_epoch)
-                if follower and request.replica_id not in partition.followers:
-                    # only a replica reads past the high watermark (Kafka refuses the
-                    # same way): anyone else would see records not yet committed
-                    raise NotLeaderOrFollowerError(
-                        f"broker {request.replica_id} is not a replica of {partition.name}"
-                    )
+                partition = self._readable(sp, request, follower)
                 log = partition.log
                 high_watermark = partition.high_watermark
                 end = log.log_end_offset if follower else high_watermark
@@ -744,6 +805,18 @@ class ReplicaManager:
         topics = [FetchTopicResponse(topic=t, partitions=ps) for t, ps in by_topic.items()]
         return FetchResponse(session_id=context.session_id, topics=topics), total, failed
 
+    def _readable(self, sp: SessionPartition, request: FetchRequest, follower: bool) -> Partition:
+        """The partition ``sp`` reads, if this fetch may read it (else its ApiError)."""
+        partition = self._leader_partition(sp.topic, sp.index)
+        _check_epoch(partition, sp.current_leader_epoch)
+        if follower and request.replica_id not in partition.followers:
+            # only a replica reads past the high watermark (Kafka refuses the same way):
+            # anyone else would see records not yet committed
+            raise NotLeaderOrFollowerError(
+                f"broker {request.replica_id} is not a replica of {partition.name}"
+            )
+        return partition
+
     def _wake(self, tp: TopicPartition) -> None:
         """Something changed for ``tp`` (data, high watermark, role): the fetches parked on
         it try again once the request that changed it is done (Kafka's ActionQueue).
@@ -760,6 +833,8 @@ class ReplicaManager:
             if not self._woken:
                 asyncio.get_running_loop().call_soon(self._complete_woken)
             if waiters:
+                for delayed in waiters:
+                    delayed.woke.add(tp)
                 self._woken.update(dict.fromkeys(waiters))
             for session in parked:
                 assert isinstance(session.parked, _DelayedFetch)

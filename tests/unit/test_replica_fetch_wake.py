@@ -7,14 +7,15 @@ import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from broker.deferred import Deferred
 from broker.log import LogConfig
-from broker.log.manager import LogManager
+from broker.log.manager import LogManager, TopicPartition
 from broker.metadata import MetadataCache
-from broker.replica.manager import WOKEN_FIRST, ReplicaManager
+from broker.replica.manager import _READ_ALL_BELOW, WOKEN_FIRST, ReplicaManager
 from protocol.apis import (
     FetchPartition,
     FetchRequest,
@@ -279,3 +280,126 @@ async def test_a_fetch_that_fails_to_complete_does_not_fail_the_produce_that_wok
     response = replicas.produce(_produce())
     assert isinstance(response, ProduceResponse)
     assert response.topics[0].partitions[0].error_code == 0
+
+
+@pytest.mark.parametrize("session", [False, True], ids=["sessionless", "session"])
+async def test_a_fetch_waiting_for_min_bytes_looks_again_only_at_what_woke_it(
+    tmp_path: Path, session: bool
+) -> None:
+    """A consumer of many partitions waiting for ``fetch.min.bytes`` while single-batch
+    produces trickle in: each wake looks at the one partition appended, not at all of
+    them (that was partitions x produces reads), and the answer, once they add up, has
+    every record."""
+    logs = LogManager([tmp_path], broker_id=1, cluster_id="c")
+    logs.startup()
+
+    async def load(topic: str) -> LogConfig:
+        return LogConfig()
+
+    manager = ReplicaManager(1, logs, MetadataCache(), load)
+    count = 200
+    await manager.become_leader_or_follower(
+        [dataclasses.replace(_leader_state(isr=[1]), partition_index=p) for p in range(count)]
+    )
+    batch = encode_batch([(None, b"v" * 100, None, 1000)])
+    produced = 40
+    wanted = [
+        FetchPartition(partition=p, fetch_offset=0, partition_max_bytes=1 << 20)
+        for p in range(count)
+    ]
+    request = FetchRequest(
+        replica_id=-1,
+        max_wait_ms=30_000,
+        min_bytes=produced * len(batch),
+        topics=[FetchTopic(topic="t", partitions=wanted)],
+    )
+    if session:  # a session with every partition, then its incremental fetch parks
+        first = manager.fetch(dataclasses.replace(request, max_wait_ms=0, session_epoch=0))
+        assert isinstance(first, FetchResponse) and first.session_id
+        request = dataclasses.replace(
+            request, session_id=first.session_id, session_epoch=1, topics=[]
+        )
+    parked = manager.fetch(request)
+    assert isinstance(parked, Deferred)
+
+    looked = 0
+    for p in range(count):
+        log = manager.partitions[TopicPartition("t", p)].log
+        real = log.read
+
+        def counted(*args: object, _real: Any = real, **kwargs: object) -> object:
+            nonlocal looked
+            looked += 1
+            return _real(*args, **kwargs)
+
+        log.read = counted  # type: ignore[method-assign]
+
+    for i in range(produced):
+        assert not parked.done, f"answered after {i} of {produced} batches"
+        p = 5 * i  # a different partition each time
+        manager.produce(
+            ProduceRequest(
+                acks=1,
+                timeout_ms=1000,
+                topics=[
+                    ProduceTopic(name="t", partitions=[ProducePartition(index=p, records=batch)])
+                ],
+            )
+        )
+        await asyncio.sleep(0)
+    assert parked.done
+    # one look per produce, then the read that answers; each wake read every partition
+    # it had found (40 x 200 without a session, 1 + 2 + ... + 40 in one)
+    assert looked <= 2 * produced + (count if not session else _READ_ALL_BELOW**2)
+    answered = {
+        p.partition_index: len(p.records)
+        for t in parked.result().topics
+        for p in t.partitions
+        if p.records is not None and len(p.records)
+    }
+    assert answered == {5 * i: len(batch) for i in range(produced)}
+    await manager.shutdown()
+    logs.shutdown()
+
+
+async def test_a_fetch_waiting_for_min_bytes_is_answered_at_once_by_an_error(
+    tmp_path: Path,
+) -> None:
+    """A woken partition this broker no longer leads answers the fetch with its error
+    (the consumer must go elsewhere), however few bytes the others have."""
+    logs = LogManager([tmp_path], broker_id=1, cluster_id="c")
+    logs.startup()
+
+    async def load(topic: str) -> LogConfig:
+        return LogConfig()
+
+    manager = ReplicaManager(1, logs, MetadataCache(), load)
+    count = 20
+    await manager.become_leader_or_follower(
+        [dataclasses.replace(_leader_state(isr=[1]), partition_index=p) for p in range(count)]
+    )
+    wanted = [
+        FetchPartition(partition=p, fetch_offset=0, partition_max_bytes=1 << 20)
+        for p in range(count)
+    ]
+    parked = manager.fetch(
+        FetchRequest(
+            replica_id=-1,
+            max_wait_ms=30_000,
+            min_bytes=1 << 20,
+            topics=[FetchTopic(topic="t", partitions=wanted)],
+        )
+    )
+    assert isinstance(parked, Deferred)
+    manager.produce(_produce())  # t-0: a few bytes, not enough
+    await asyncio.sleep(0)
+    assert not parked.done
+    follower = dataclasses.replace(_leader_state(isr=[1, 2]), partition_index=3, leader=2)
+    follower = dataclasses.replace(follower, leader_epoch=2, replicas=[1, 2])
+    await manager.become_leader_or_follower([follower])
+    await asyncio.sleep(0)
+    assert parked.done
+    errors = {p.partition_index: p.error_code for t in parked.result().topics for p in t.partitions}
+    assert errors[3] == NotLeaderOrFollowerError.code and errors[0] == 0
+    await manager.shutdown()
+    logs.shutdown()
