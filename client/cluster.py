@@ -170,8 +170,12 @@ class ClusterMetadata:
         meta = self.topics.get(topic)
         return None if meta is None else set(meta.partitions)
 
-    def merged(self, response: MetadataResponse, asked: Iterable[str] | None) -> ClusterMetadata:
-        """This view updated by ``response`` to a request for ``asked`` (None: all topics)."""
+    def merged(
+        self, response: MetadataResponse, asked: Iterable[str] | None, *, partial: bool = False
+    ) -> ClusterMetadata:
+        """This view updated by ``response`` to a request for ``asked`` (None: all topics).
+        A ``partial`` one (a few new topics) keeps the age of the view, so the periodic
+        refresh of every topic still comes when it is due."""
         topics = {} if asked is None else dict(self.topics)
         errors = {} if asked is None else dict(self.topic_errors)
         for t in response.topics:
@@ -204,7 +208,7 @@ class ClusterMetadata:
             controller_id=response.controller_id,
             topics=MappingProxyType(topics),
             topic_errors=MappingProxyType(errors),
-            updated_at=time.monotonic(),
+            updated_at=self.updated_at if partial else time.monotonic(),
         )
 
 
@@ -242,6 +246,8 @@ class Cluster:
         self._connecting: dict[tuple[str, int, str], asyncio.Task[BrokerConnection]] = {}
         self._refreshing: asyncio.Task[ClusterMetadata] | None = None
         self._refreshing_topics: frozenset[str] = frozenset()
+        self._new_topics: set[str] = set()  # for the next request of new topics only
+        self._new_request: asyncio.Future[ClusterMetadata] | None = None  # its answer
         self._last_refresh_start = -1e18
         self._periodic: asyncio.Task[None] | None = None
         self._closed = False
@@ -320,12 +326,40 @@ class Cluster:
             task = asyncio.get_running_loop().create_task(self.refresh())
             task.add_done_callback(_retrieve)
 
-    async def _refresh(self, topics: list[str]) -> ClusterMetadata:
+    async def refresh_new(self, topic: str) -> ClusterMetadata:
+        """A view with fresh metadata for ``topic``, asking for it alone (Kafka's KIP-526):
+        a producer meeting its N-th topic asked for all N, so meeting N topics cost
+        N x N / 2 topics' metadata. Topics asked for in the same loop pass share a
+        request; the others are left to the periodic refresh."""
+        self._new_topics.add(topic)
+        answer = self._new_request
+        if answer is None:
+            loop = asyncio.get_running_loop()
+            answer = self._new_request = loop.create_future()
+            loop.call_soon(self._request_new, answer)
+        return await asyncio.shield(answer)
+
+    def _request_new(self, answer: asyncio.Future[ClusterMetadata]) -> None:
+        topics, self._new_topics, self._new_request = sorted(self._new_topics), set(), None
+        task = asyncio.get_running_loop().create_task(self._refresh(topics, partial=True))
+
+        def settle(done: asyncio.Task[ClusterMetadata]) -> None:
+            if done.cancelled():
+                answer.cancel()
+            elif (exc := done.exception()) is not None:
+                answer.set_exception(exc)
+            else:
+                answer.set_result(done.result())
+
+        task.add_done_callback(settle)
+        answer.add_done_callback(_retrieve)  # its callers (shielded) may have gone away
+
+    async def _refresh(self, topics: list[str], *, partial: bool = False) -> ClusterMetadata:
         request = MetadataRequest(
             topics=topics, allow_auto_topic_creation=self.allow_auto_topic_creation
         )
         response: MetadataResponse = await self.send_any(ApiKey.METADATA, request)
-        self.metadata = self.metadata.merged(response, topics)
+        self.metadata = self.metadata.merged(response, topics, partial=partial)
         for callback in list(self.on_update):
             callback(self.metadata)
         return self.metadata
@@ -393,7 +427,7 @@ class Cluster:
     ) -> ClusterMetadata:
         remaining_s = deadline - time.monotonic()
         try:
-            return await asyncio.wait_for(self.refresh(), max(remaining_s, 0.001))
+            return await asyncio.wait_for(self.refresh_new(topic), max(remaining_s, 0.001))
         except TimeoutError:
             raise RequestTimedOutError(
                 f"topic {topic!r} not present in metadata after {timeout_ms} ms"
@@ -515,7 +549,7 @@ class Cluster:
             raise NetworkError(f"lost the connection to {conn.host}:{conn.port} ({exc})") from None
 
 
-def _retrieve(task: asyncio.Task[Any]) -> None:
+def _retrieve(task: asyncio.Future[Any]) -> None:
     """Mark a shielded task's exception as seen: its caller may have gone away."""
     if not task.cancelled():
         task.exception()

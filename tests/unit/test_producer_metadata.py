@@ -184,3 +184,40 @@ async def test_wait_for_topic_waits_out_leader_not_available_then_times_out() ->
         await cluster.wait_for_topic("x", timeout_ms=200)
     assert len(cluster.asked) > 3
     await cluster.close()
+
+
+async def test_a_new_topic_is_asked_for_alone_and_together_with_others_new_at_once() -> None:
+    """Kafka's KIP-526: meeting its N-th topic, a producer asked for all N (N x N / 2
+    topics' metadata for N topics); now for the new one, and topics met in the same
+    loop pass share one request. The known ones stay, and the view's age is kept, so
+    the periodic refresh of every topic still comes."""
+    cluster = CountingCluster()
+    cluster.add_topics(["a", "b"])
+    full = await cluster.refresh()
+    for name in ("c", "d"):
+        await cluster.wait_for_topic(name, timeout_ms=1000)
+    views = await asyncio.gather(*(cluster.wait_for_topic(n, timeout_ms=1000) for n in "efg"))
+    assert [v.name for v in views] == ["e", "f", "g"]
+    assert cluster.asked == [["a", "b"], ["c"], ["d"], ["e", "f", "g"]]
+    assert set(cluster.metadata.topics) == set("abcdefg")
+    assert cluster.metadata.updated_at == full.updated_at
+    assert cluster.topics == frozenset("abcdefg")  # all kept by the periodic refresh
+    await cluster.close()
+
+
+async def test_a_new_topic_request_that_fails_fails_its_callers_and_the_next_is_new() -> None:
+    class Failing(CountingCluster):
+        async def send_any(self, api_key: ApiKey, request: Any, *, idempotent: bool = True) -> Any:
+            if not self.asked:
+                self.asked.append(request.topics)
+                raise RequestTimedOutError("no broker answered")
+            return await super().send_any(api_key, request, idempotent=idempotent)
+
+    cluster = Failing()
+    results = await asyncio.gather(
+        *(cluster.wait_for_topic(n, timeout_ms=1000) for n in "xy"), return_exceptions=True
+    )
+    assert all(isinstance(r, RequestTimedOutError) for r in results)
+    assert (await cluster.wait_for_topic("x", timeout_ms=1000)).name == "x"
+    assert cluster.asked == [["x", "y"], ["x"]]
+    await cluster.close()
