@@ -226,6 +226,9 @@ class FetchPartition:
     partition: int
     current_leader_epoch: int = -1
     fetch_offset: int
+    last_fetched_epoch: int = field(-1, since=2)
+    """The epoch of the fetcher's last record (-1: not said). A leader whose log parts
+    from the fetcher's there answers with ``diverging_epoch`` instead of records."""
     log_start_offset: int = -1
     partition_max_bytes: int
 
@@ -262,12 +265,25 @@ class FetchRequest(Request):
 
 
 @dataclass(slots=True, kw_only=True)
+class DivergingEpoch:
+    """Where the leader's log parts from a fetcher's (Kafka's KIP-595 / KAFKA-10554): the
+    largest epoch the leader has at or below the fetcher's ``last_fetched_epoch``, and the
+    offset that epoch ends at in the leader's log."""
+
+    epoch: int = -1
+    end_offset: int = -1
+
+
+@dataclass(slots=True, kw_only=True)
 class FetchPartitionData:
     partition_index: int
     error_code: int = 0
     high_watermark: int = -1
     last_stable_offset: int = -1
     log_start_offset: int = -1
+    diverging_epoch: DivergingEpoch | None = field(None, since=2)
+    """Set instead of records when the fetcher's log parts from the leader's: the
+    fetcher truncates (as after OffsetForLeaderEpoch) and fetches again."""
     records: Records = None
 
 
@@ -1078,7 +1094,8 @@ def _apis(*apis: Api) -> MappingProxyType[int, Api]:
 
 APIS = _apis(
     Api(ApiKey.PRODUCE, 0, 0, ProduceRequest, ProduceResponse),
-    Api(ApiKey.FETCH, 0, 1, FetchRequest, FetchResponse),  # v1: sessions
+    # v1: sessions; v2: last_fetched_epoch / diverging_epoch (followers truncate on fetch)
+    Api(ApiKey.FETCH, 0, 2, FetchRequest, FetchResponse),
     Api(ApiKey.LIST_OFFSETS, 0, 0, ListOffsetsRequest, ListOffsetsResponse),
     Api(ApiKey.METADATA, 0, 0, MetadataRequest, MetadataResponse),
     Api(ApiKey.LEADER_AND_ISR, 0, 0, LeaderAndIsrRequest, LeaderAndIsrResponse),

@@ -60,6 +60,7 @@ class SessionPartition:
         "current_leader_epoch",
         "fetch_offset",
         "index",
+        "last_fetched_epoch",
         "max_bytes",
         "sent_high_watermark",
         "sent_log_start_offset",
@@ -74,6 +75,8 @@ class SessionPartition:
         fetch_offset: int,
         current_leader_epoch: int,
         max_bytes: int,
+        *,
+        last_fetched_epoch: int = -1,
     ) -> None:
         self.topic = topic
         self.index = index
@@ -81,6 +84,7 @@ class SessionPartition:
         self.fetch_offset = fetch_offset
         self.current_leader_epoch = current_leader_epoch
         self.max_bytes = max_bytes
+        self.last_fetched_epoch = last_fetched_epoch
         self.sent_high_watermark = -2  # never sent: the first answer includes it
         self.sent_log_start_offset = -2
 
@@ -317,12 +321,14 @@ class FetchSessionCache:
                             p.fetch_offset,
                             p.current_leader_epoch,
                             p.partition_max_bytes,
+                            last_fetched_epoch=p.last_fetched_epoch,
                         ),
                     )
                 else:
                     known.fetch_offset = p.fetch_offset
                     known.current_leader_epoch = p.current_leader_epoch
                     known.max_bytes = p.partition_max_bytes
+                    known.last_fetched_epoch = p.last_fetched_epoch
                     # a named partition is answered in full: a fetcher that dropped an
                     # answer (re-added, a new epoch, a seek) still learns the high
                     # watermark and log start it missed (Kafka clears them the same way)
@@ -380,7 +386,12 @@ class FetchSessionCache:
 def _partitions(request: FetchRequest) -> list[SessionPartition]:
     return [
         SessionPartition(
-            topic.topic, p.partition, p.fetch_offset, p.current_leader_epoch, p.partition_max_bytes
+            topic.topic,
+            p.partition,
+            p.fetch_offset,
+            p.current_leader_epoch,
+            p.partition_max_bytes,
+            last_fetched_epoch=p.last_fetched_epoch,
         )
         for topic in request.topics
         for p in topic.partitions

@@ -35,6 +35,7 @@ from broker.network import PeerConnection, PeerError
 from broker.replica.partition import Partition
 from broker.replica.sweep import Sweep
 from protocol.apis import (
+    APIS,
     EARLIEST_TIMESTAMP,
     LATEST_TIMESTAMP,
     ApiKey,
@@ -68,6 +69,7 @@ _REFRESH_S = 5.0
 """About how often each followed partition's position is read again with no event (see
 ``_stale``)."""
 UNDEFINED = -1
+_DIVERGING_EPOCH_SINCE = 2  # the Fetch version that has last_fetched_epoch
 
 
 @dataclass(slots=True, eq=False)  # one per follow: compared by identity, as a re-add is new
@@ -81,6 +83,9 @@ class _Followed:
     delayed: bool = False
     """Refused by the leader a moment ago: neither truncated nor fetched until its
     back-off ends."""
+    on_fetch: bool = False
+    """Truncates on its fetches (the leader's ``diverging_epoch``), not by a round of
+    OffsetForLeaderEpoch first."""
 
 
 class ReplicaFetcher:
@@ -140,12 +145,36 @@ class ReplicaFetcher:
         return [f.partition for f in self._followed.values()]
 
     def add(self, partition: Partition) -> None:
-        """Follow ``partition`` (again, after a leader change: it truncates first)."""
+        """Follow ``partition`` (again, after a leader change: it truncates first).
+
+        With a leader that speaks Fetch v2 and a log that holds an epoch, the fetches
+        themselves truncate (Kafka 2.7's KAFKA-10554): each says the epoch of our last
+        record, and the leader answers where its log parts from ours instead of records.
+        A leader change then costs no round of OffsetForLeaderEpoch before the first
+        fetch (for every partition it moved: 2,000 in a controlled shutdown)."""
         tp = TopicPartition(partition.topic, partition.index)
-        self._followed[tp] = _Followed(partition, partition.leader_epoch)
-        self._untruncated.add(tp)
+        followed = self._followed[tp] = _Followed(partition, partition.leader_epoch)
+        if self._truncates_on_fetch and partition.log.epochs.latest_epoch != UNDEFINED:
+            followed.truncated = followed.on_fetch = True
+            self._untruncated.discard(tp)
+        else:
+            self._untruncated.add(tp)
         self._stale.add(tp)
         self._changed.set()
+
+    @property
+    def _truncates_on_fetch(self) -> bool:
+        version = self._fetch_version
+        return version is None or version >= _DIVERGING_EPOCH_SINCE
+
+    def _truncate_first(self) -> None:
+        """The leader does not speak Fetch v2 (a rolling upgrade): the partitions left to
+        truncate on fetch take the round of OffsetForLeaderEpoch after all."""
+        for tp, followed in self._followed.items():
+            if followed.on_fetch:
+                followed.truncated = followed.on_fetch = False
+                self._untruncated.add(tp)
+                self._stale.add(tp)
 
     def remove(self, tp: TopicPartition) -> None:
         if self._followed.pop(tp, None) is not None:
@@ -198,12 +227,27 @@ class ReplicaFetcher:
         for f in pending:
             p = f.partition
             epoch = p.log.epochs.latest_epoch
-            asked[TopicPartition(p.topic, p.index)] = (f, epoch)
+            tp = TopicPartition(p.topic, p.index)
+            if epoch == UNDEFINED:
+                # no epoch to ask about (an empty log): the leader's answer would only say
+                # "to your high watermark", so cut there without asking, as Kafka's
+                # fetcher does (2,000 idle partitions moved to a broker cost a round of
+                # OffsetForLeaderEpoch before their first fetch)
+                try:
+                    self._truncate_to(p, min(p.high_watermark, p.log.log_end_offset))
+                except ApiError as exc:  # its log went offline: the others go on
+                    self._truncation_failed(f, tp, exc)
+                    continue
+                self._settled(f, tp)
+                continue
+            asked[tp] = (f, epoch)
             by_topic.setdefault(p.topic, []).append(
                 OffsetForLeaderPartition(
                     partition=p.index, current_leader_epoch=f.leader_epoch, leader_epoch=epoch
                 )
             )
+        if not asked:
+            return
         request = OffsetForLeaderEpochRequest(
             replica_id=self.local_broker_id,
             topics=[OffsetForLeaderTopic(topic=t, partitions=ps) for t, ps in by_topic.items()],
@@ -234,19 +278,26 @@ class ReplicaFetcher:
                 try:
                     settled = self._apply_truncation(followed, epoch, answer)
                 except ApiError as exc:  # its log went offline: the others go on
-                    self._log.warning(
-                        "fetcher.truncation_failed",
-                        topic=tp.topic,
-                        partition=tp.partition,
-                        error=exc.name,
-                        detail=exc.message,
-                    )
-                    self._delay(followed)
+                    self._truncation_failed(followed, tp, exc)
                     continue
                 if settled:
-                    followed.truncated = True
-                    self._untruncated.discard(tp)
-                    self._stale.add(tp)
+                    self._settled(followed, tp)
+
+    def _settled(self, followed: _Followed, tp: TopicPartition) -> None:
+        """Truncated: it fetches from now on."""
+        followed.truncated = True
+        self._untruncated.discard(tp)
+        self._stale.add(tp)
+
+    def _truncation_failed(self, followed: _Followed, tp: TopicPartition, exc: ApiError) -> None:
+        self._log.warning(
+            "fetcher.truncation_failed",
+            topic=tp.topic,
+            partition=tp.partition,
+            error=exc.name,
+            detail=exc.message,
+        )
+        self._delay(followed)
 
     def _delay(self, followed: _Followed) -> None:
         """Set ``followed`` aside for :data:`_BACKOFF_S`; the others go on."""
@@ -315,21 +366,24 @@ class ReplicaFetcher:
         wanted = self._wanted
         for tp in stale:
             f = self._followed.get(tp)
-            if f is None or not f.truncated or f.delayed:
-                wanted.pop(tp, None)  # gone, truncates first, or backs off
+            if f is None or not f.truncated or f.delayed or f.partition.log.offline_reason:
+                wanted.pop(tp, None)  # gone, truncates first, backs off, or its log failed
                 continue
             log = f.partition.log
             end, start, last = log.log_end_offset, log.log_start_offset, f.asked
+            epoch = log.epochs.latest_epoch
             if (
                 last is None
                 or last.fetch_offset != end
                 or last.log_start_offset != start
                 or last.current_leader_epoch != f.leader_epoch
+                or last.last_fetched_epoch != epoch
             ):
                 last = f.asked = FetchPartition(
                     partition=tp.partition,
                     current_leader_epoch=f.leader_epoch,
                     fetch_offset=end,
+                    last_fetched_epoch=epoch,
                     log_start_offset=start,
                     partition_max_bytes=self._max_bytes,
                 )
@@ -365,10 +419,16 @@ class ReplicaFetcher:
             self._session.reset()
             error = error_for_code(response.error_code, response.error_message)
             if isinstance(error, UnsupportedVersionError) and self._fetch_version != 0:
-                # a leader of an older build (a rolling upgrade): fetch as it speaks, v0,
-                # without a session, rather than not at all
-                self._log.warning("fetcher.leader_without_sessions", detail=error.message)
-                self._fetch_version = 0
+                # a leader of an older build (a rolling upgrade): fetch a version lower,
+                # down to v0 (no session, truncation rounds first), rather than not at all
+                version = self._fetch_version
+                version = (APIS[ApiKey.FETCH].max_version if version is None else version) - 1
+                self._fetch_version = version
+                self._log.warning(
+                    "fetcher.leader_speaks_older_fetch", version=version, detail=error.message
+                )
+                if not self._truncates_on_fetch:
+                    self._truncate_first()
                 return
             self._log.info("fetcher.session_reset", error=error.name, detail=error.message)
             if not isinstance(error, SESSION_ERRORS):
@@ -413,6 +473,29 @@ class ReplicaFetcher:
             await self._out_of_range(followed)
             return
         raise_for_code(data.error_code)
+        diverging = data.diverging_epoch
+        if diverging is not None:
+            # our log parts from the leader's below our end: cut it where they part (as
+            # after OffsetForLeaderEpoch), then fetch again from there
+            asked = followed.asked
+            self._log.info(
+                "fetcher.diverging",
+                topic=partition.topic,
+                partition=partition.index,
+                last_fetched_epoch=asked.last_fetched_epoch if asked is not None else None,
+                leader_epoch=diverging.epoch,
+                leader_end_offset=diverging.end_offset,
+            )
+            self._apply_truncation(
+                followed,
+                asked.last_fetched_epoch if asked is not None else UNDEFINED,
+                EpochEndOffset(
+                    partition=partition.index,
+                    leader_epoch=diverging.epoch,
+                    end_offset=diverging.end_offset,
+                ),
+            )
+            return
         if isinstance(data.records, memoryview) and len(data.records):
             self._append(partition, data.records)
         partition.high_watermark = max(

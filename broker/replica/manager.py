@@ -44,6 +44,7 @@ from broker.replica.isr import IsrUpdater
 from broker.replica.partition import HighWatermarkWaiter, Partition
 from protocol.apis import (
     LATEST_TIMESTAMP,
+    DivergingEpoch,
     EpochEndOffset,
     FetchPartitionData,
     FetchRequest,
@@ -688,6 +689,8 @@ class ReplicaManager:
                 continue  # dropped from its session meanwhile
             try:
                 partition = self._readable(sp, request, follower)
+                if _diverging(partition, sp) is not None:
+                    return True
                 log = partition.log
                 data = log.read(
                     sp.fetch_offset,
@@ -739,6 +742,11 @@ class ReplicaManager:
                 continue
             if 0 <= sp.current_leader_epoch != partition.leader_epoch:
                 continue  # a fetch for another epoch says nothing about this one
+            if _diverging(partition, sp) is not None:
+                # its log parts from ours below its fetch offset: that offset is not what
+                # it holds of our log, and counted it could move the high watermark past
+                # records it does not have (Kafka skips the same update)
+                continue
             moved_on = partition.update_follower(replica_id, sp.fetch_offset, now)
             if moved_on and partition.maybe_advance_high_watermark(answer=False):
                 moved.append(partition)
@@ -770,8 +778,23 @@ class ReplicaManager:
                     sp.sent_high_watermark == high_watermark
                     and sp.sent_log_start_offset == log.log_start_offset
                 )
-                if incremental and told and sp.fetch_offset == end:
+                diverging = _diverging(partition, sp)
+                if diverging is None and incremental and told and sp.fetch_offset == end:
                     continue  # nothing new to tell
+                if diverging is not None:
+                    # no records: the fetcher truncates first, and fetches again at once
+                    failed = True
+                    context.errored(sp)
+                    by_topic.setdefault(sp.topic, []).append(
+                        FetchPartitionData(
+                            partition_index=sp.index,
+                            high_watermark=high_watermark,
+                            last_stable_offset=high_watermark,
+                            log_start_offset=log.log_start_offset,
+                            diverging_epoch=diverging,
+                        )
+                    )
+                    continue
                 data = log.read(
                     sp.fetch_offset,
                     min(sp.max_bytes, budget),
@@ -1076,6 +1099,19 @@ def _as_topic_wants(config: LogConfig, records: Buffer) -> tuple[Buffer, int]:
         records, codec=codec, append_time_ms=append_time_ms if append_time_ms >= 0 else None
     )
     return rewritten, append_time_ms
+
+
+def _diverging(partition: Partition, sp: SessionPartition) -> DivergingEpoch | None:
+    """Where the leader's log parts from a fetcher's that said the epoch of its last
+    record (Kafka's validateFetchOffsetAndMaybeGetDivergingEpoch), or None: the leader's
+    largest epoch at or below it, when that is older, or ends before the fetch offset."""
+    last = sp.last_fetched_epoch
+    if last < 0:
+        return None
+    epoch, end = partition.log.end_offset_for_epoch(last)
+    if epoch < last or end < sp.fetch_offset:
+        return DivergingEpoch(epoch=epoch, end_offset=end)
+    return None
 
 
 def _check_epoch(partition: Partition, current_leader_epoch: int) -> None:

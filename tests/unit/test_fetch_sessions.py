@@ -529,11 +529,16 @@ async def test_a_follower_reads_again_only_the_positions_that_may_have_moved(
             log.close()
 
 
-async def test_an_offline_follower_log_does_not_hold_up_the_others(tmp_path: Path) -> None:
+@pytest.mark.parametrize("version", [1, None], ids=["truncation-round", "on-fetch"])
+async def test_an_offline_follower_log_does_not_hold_up_the_others(
+    tmp_path: Path, version: int | None
+) -> None:
     """From a review: a follower log gone offline (EIO) could not truncate, and every
     partition followed from that leader waited behind it, for good. It is now left out:
-    neither truncated nor fetched, while the others replicate."""
+    neither truncated nor fetched, while the others replicate (with a leader of Fetch
+    v1, after a truncation round; with v2, they truncate on their fetches)."""
     fetcher = ReplicaFetcher(FOLLOWER, 1, "127.0.0.1", 9)
+    fetcher._fetch_version = version
     logs = [Log.open(tmp_path / f"t-{i}", LogConfig()) for i in range(2)]
     batch = encode_batch([(None, b"v", None, 1000)])
     for log in logs:
@@ -573,7 +578,11 @@ async def test_an_offline_follower_log_does_not_hold_up_the_others(tmp_path: Pat
             )
         await asyncio.wait_for(done.wait(), 5)
         assert [p.partition for t in fetched[0].topics for p in t.partitions] == [0]
-        assert logs[0].log_end_offset == 1  # truncated to the leader's end of epoch 1
+        if version == 1:
+            assert logs[0].log_end_offset == 1  # truncated to the leader's end of epoch 1
+        else:
+            (asked,) = fetched[0].topics[0].partitions
+            assert (asked.fetch_offset, asked.last_fetched_epoch) == (2, 1)
     finally:
         await fetcher.close()
         for log in logs:
@@ -583,9 +592,14 @@ async def test_an_offline_follower_log_does_not_hold_up_the_others(tmp_path: Pat
 @pytest.fixture
 async def two(tmp_path: Path) -> AsyncIterator[tuple[ReplicaFetcher, list[Log]]]:
     """A follower's fetcher (to a leader it never dials: tests answer for it) and two
-    logs, t-0 and t-1, not followed yet."""
+    logs, t-0 and t-1, not followed yet. The leader speaks Fetch v1, so a partition
+    takes a truncation round first (see _epoch_ends: each log's one record, of epoch 1,
+    goes)."""
     fetcher = ReplicaFetcher(FOLLOWER, 1, "127.0.0.1", 9)
+    fetcher._fetch_version = 1
     logs = [Log.open(tmp_path / f"t-{i}", LogConfig()) for i in range(2)]
+    for log in logs:
+        log.append(encode_batch([(None, b"v", None, 1000)]), leader_epoch=1)
     yield fetcher, logs
     fetcher._followed.clear()
     await fetcher.close()
