@@ -221,10 +221,14 @@ class Log:
     def _producer_batches(self, from_offset: int) -> Iterator[ProducerBatch]:
         """The batches to replay, each heard of now (their producers' ids then expire no
         sooner than producer.id.expiration.ms from the load)."""
+        if from_offset >= self.log_end_offset:
+            return  # a snapshot at the end (a clean close): no header to read
         now = self._clock()
         i = max(bisect_right(self._bases, from_offset) - 1, 0)
-        for segment in self.segments[i:]:
-            for h in segment.headers():
+        for k, segment in enumerate(self.segments[i:]):
+            # from the index entry at or below it, not the segment's start
+            position = segment.offset_index.lookup(from_offset)[1] if k == 0 else 0
+            for h in segment.headers(position):
                 if h.producer_id >= 0 and h.base_offset >= from_offset:
                     yield _producer_batch(h, h.base_offset, now)
 
@@ -297,6 +301,7 @@ class Log:
         """Flush and close every file, trimming the active indexes (a clean stop)."""
         if self.offline_reason is None:
             self.flush()
+            self._snapshot_producers()
         for segment in self.segments:
             segment.close()
         for _, segment in self._pending_deletes:
@@ -304,6 +309,24 @@ class Log:
         self._pending_deletes.clear()
         self.segments.clear()
         self._bases.clear()
+
+    def _snapshot_producers(self) -> None:
+        """The producers' state as of the log end, so the next open reads it instead of
+        every batch header since the last roll (Kafka snapshots at a clean close too): a
+        broker of 2,100 partitions, 40 of them busy, spent 11 s opening its logs, nearly
+        all of it replaying 750,000 headers one pread each."""
+        end = self.log_end_offset
+        state = self.producers
+        if end == self._log_start_offset and not state.producers:
+            return  # nothing to replay, nothing to keep
+        offsets = state.snapshot_offsets()
+        if offsets and offsets[-1] == end:
+            return  # unchanged since the last one
+        state.end_offset = max(state.end_offset, end)  # every batch to the end is in it
+        try:
+            state.take_snapshot()
+        except OSError as exc:  # the next open replays instead: nothing is lost
+            self._log.warning("log.producer_snapshot_failed", error=str(exc))
 
     def delete(self) -> None:
         """Remove the log and its directory (topic deletion, replica moved away). Raises

@@ -201,3 +201,83 @@ def test_last_heard_of_is_the_brokers_clock_kept_in_snapshots(tmp_path: Path) ->
     assert state.load(0, 2) == 2
     assert state.producers[7].last_timestamp > 1_700_000_000_000  # now, not the epoch
     assert state.expire(now_ms=state.producers[7].last_timestamp + 1, expiration_ms=60_000) == 0
+
+
+def _counting_headers(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the batch headers every segment reads from now on."""
+    from broker.log.segment import LogSegment
+
+    read = [0]
+    real = LogSegment.headers
+
+    def counted(self: LogSegment, *args: object, **kwargs: object) -> object:
+        for header in real(self, *args, **kwargs):  # type: ignore[arg-type]
+            read[0] += 1
+            yield header
+
+    monkeypatch.setattr(LogSegment, "headers", counted)
+    return read
+
+
+def test_a_clean_close_snapshots_the_producers_and_the_reopen_reads_no_header(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Kafka snapshots the producers at a clean close too: before, a reopen replayed
+    every batch header since the last roll, one pread each (a broker of 2,100 partitions
+    spent 11 s opening its logs). Retries are still recognised, and when each producer
+    was last heard of is kept."""
+    now = [50_000]
+    log = Log.open(tmp_path / "t-0", LogConfig(), clock=lambda: now[0])  # one segment
+    sent = [
+        encode_batch(
+            [(None, b"x", None, 1_000 + i), (None, b"y", None, 1_000 + i)],
+            producer_id=pid,
+            producer_epoch=0,
+            base_sequence=2 * i,
+        )
+        for i in range(200)
+        for pid in (1, 2)
+    ]
+    for batch in sent:
+        log.append(batch, leader_epoch=0)  # as a leader writes: with its epoch
+    plain = encode_batch([(None, b"plain", None, 2_000)])  # no producer: nothing kept
+    log.append(plain, leader_epoch=0)
+    end = log.log_end_offset
+    log.close()
+    assert log.producers.snapshot_offsets()[-1] == end
+    read = _counting_headers(monkeypatch)
+    now[0] = 60_000
+    reopened = Log.open(tmp_path / "t-0", LogConfig(), clean_shutdown=True, clock=lambda: now[0])
+    assert read[0] <= 4096 // 70 + 1  # the tail past the last index entry, nothing more
+    assert reopened.append(sent[-1]).first_offset == end - 3  # a retry: its first offsets
+    assert reopened.append(sent[-2]).first_offset == end - 5
+    assert reopened.producers.producers[1].last_timestamp == 50_000
+    assert reopened.log_end_offset == end
+    reopened.close()
+    assert len(reopened.producers.snapshot_offsets()) == 1  # unchanged: not written again
+
+
+def test_after_a_crash_the_replay_starts_at_the_snapshot_not_at_the_segment_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batches after the newest snapshot are read from the index entry at or below
+    it: reading the segment from its start, a replay read every header of the active
+    segment whatever the snapshot held."""
+    log = Log.open(tmp_path / "t-0", LogConfig(index_interval_bytes=1024))
+    for i in range(500):
+        log.append(_idempotent(7, 2 * i, [b"x", b"y"]))
+    log.producers.take_snapshot()  # as a roll would have: the state as of here
+    for i in range(500, 510):
+        log.append(_idempotent(7, 2 * i, [b"x", b"y"]))
+    log.flush()
+    end = log.log_end_offset
+    snapshot = log.producers.snapshot_offsets()[-1]
+    crashed = Log.open(tmp_path / "t-0", LogConfig(), clean_shutdown=False, recovery_point=end)
+    read = _counting_headers(monkeypatch)
+    replayed = list(crashed._producer_batches(snapshot))
+    assert len(replayed) == 10
+    assert read[0] <= 10 + 1024 // 70 + 1  # the ten since, and what one index step holds
+    assert crashed.append(_idempotent(7, 2 * 509, [b"x", b"y"])).first_offset == end - 2
+    assert crashed.append(_idempotent(7, 2 * 510, [b"z"])).first_offset == end
+    crashed.close()
+    log.close()
