@@ -248,6 +248,7 @@ class Cluster:
         self._refreshing_topics: frozenset[str] = frozenset()
         self._new_topics: set[str] = set()  # for the next request of new topics only
         self._new_request: asyncio.Future[ClusterMetadata] | None = None  # its answer
+        self._new_tasks: set[asyncio.Task[ClusterMetadata]] = set()  # cancelled by close()
         self._last_refresh_start = -1e18
         self._periodic: asyncio.Task[None] | None = None
         self._closed = False
@@ -272,6 +273,7 @@ class Cluster:
             t for t in (self._periodic, self._refreshing) if t is not None
         ]
         tasks += self._connecting.values()
+        tasks += self._new_tasks
         for task in tasks:
             task.cancel()
         connections = list(self._connections.values())
@@ -342,10 +344,12 @@ class Cluster:
     def _request_new(self, answer: asyncio.Future[ClusterMetadata]) -> None:
         topics, self._new_topics, self._new_request = sorted(self._new_topics), set(), None
         task = asyncio.get_running_loop().create_task(self._refresh(topics, partial=True))
+        self._new_tasks.add(task)
 
         def settle(done: asyncio.Task[ClusterMetadata]) -> None:
-            if done.cancelled():
-                answer.cancel()
+            self._new_tasks.discard(done)
+            if done.cancelled():  # by close(): not the callers' own cancellation
+                answer.set_exception(NetworkError("the client was closed meanwhile"))
             elif (exc := done.exception()) is not None:
                 answer.set_exception(exc)
             else:

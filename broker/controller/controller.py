@@ -623,17 +623,19 @@ class Controller:
             guard=self._guard,
         )
         # created again: first where only the state went, then with the partition's
-        # znode; never the topic's, so a topic removed by hand is not brought back
-        for parents in (False, True):
-            gone = [i for i, result in enumerate(results) if isinstance(result, NoNode)]
-            if not gone:
+        # znode; never the topic's, so a topic removed by hand is not brought back. A
+        # NodeExists with the partition's znode may be that znode's (made meanwhile): the
+        # state alone once more, which tells a lost race from a gone topic
+        pending = [i for i, result in enumerate(results) if isinstance(result, NoNode)]
+        if pending:
+            self._log.warning(
+                "controller.partition_state_recreated",
+                partitions=[f"{tps[i][0]}-{tps[i][1]}" for i in pending],
+            )
+        for parents in (False, True, False):
+            if not pending:
                 break
-            if not parents:
-                self._log.warning(
-                    "controller.partition_state_recreated",
-                    partitions=[f"{tps[i][0]}-{tps[i][1]}" for i in gone],
-                )
-            again = await self._zk.write_many(
+            made = await self._zk.write_many(
                 [
                     GuardedWrite(
                         path := paths.partition_state(*tps[i]),
@@ -641,13 +643,18 @@ class Controller:
                         CREATE,
                         parents=(path.rsplit("/", 1)[0],) if parents else (),
                     )
-                    for i in gone
+                    for i in pending
                 ],
                 guard=self._guard,
             )
-            for i, made in zip(gone, again, strict=True):
-                # one made meanwhile lost a race: read and decided again
-                results[i] = VersionConflict(str(made)) if isinstance(made, NodeExists) else made
+            again = []
+            for i, result in zip(pending, made, strict=True):
+                results[i] = result
+                if isinstance(result, NoNode if not parents else NodeExists):
+                    again.append(i)  # the next pass decides
+                elif isinstance(result, NodeExists):  # the state was made meanwhile
+                    results[i] = VersionConflict(str(result))  # a lost race: read, decide
+            pending = again
         lost: list[TP] = []
         refused: dict[TP, ZkError] = {}
         for tp, result in zip(tps, results, strict=True):

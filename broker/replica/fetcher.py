@@ -448,10 +448,18 @@ class ReplicaFetcher:
         followed (re-added meanwhile) resets the session, so the next fetch is full."""
         for topic in response.topics:
             for data in topic.partitions:
-                followed = self._followed.get(TopicPartition(topic.topic, data.partition_index))
+                tp = TopicPartition(topic.topic, data.partition_index)
+                followed = self._followed.get(tp)
                 if followed is None:
                     continue  # removed: the next fetch forgets it
-                if not followed.truncated or not self._still_following(followed):
+                if (
+                    not followed.truncated
+                    or not self._still_following(followed)
+                    # asked for by an earlier follow (a role change meanwhile: a new epoch,
+                    # another leader and back): its records or error are not this one's
+                    or followed.asked is None
+                    or followed.asked is not self._wanted.get(tp)
+                ):
                     self._session.reset()  # re-added (truncates first) or promoted
                     continue
                 try:

@@ -188,6 +188,36 @@ async def test_a_state_removed_by_hand_is_created_again_with_the_next_epoch(
         await controller.deactivate()
 
 
+async def test_a_partition_znode_made_meanwhile_is_not_taken_for_a_lost_race(
+    bridge: ZkBridge,
+) -> None:
+    """From a review: the partition's znode (not its state) made by someone else between
+    the controller's two tries (state alone, then with that znode) refused the second
+    with NodeExists; taken for a lost race, the state was read again, was not there, and
+    the whole election failed. The state alone is written once more."""
+    controller = await _started(bridge)
+    try:
+        gone = next(p for p in range(PARTITIONS) if _replicas(p)[0] == 1)
+        await bridge.delete(f"{paths.partitions('t')}/{gone}", recursive=True)
+        real, calls = bridge.write_many, 0
+
+        async def meanwhile(writes: list[GuardedWrite], **kwargs: Any) -> Any:
+            nonlocal calls
+            calls += 1
+            results = await real(writes, **kwargs)
+            if calls == 2:  # the state alone was refused: its znode appears now
+                await bridge.create(f"{paths.partitions('t')}/{gone}")
+            return results
+
+        bridge.write_many = meanwhile  # type: ignore[method-assign]
+        assert await controller.controlled_shutdown(1) == []
+        assert calls == 4  # the election, state alone, with its znode, state alone
+        state, _ = await _state(bridge, gone)
+        assert state.leader == _replicas(gone)[1] and state.leader_epoch == 1
+    finally:
+        await controller.deactivate()
+
+
 async def test_a_refused_write_fails_the_event_and_the_rest_are_still_told(
     bridge: ZkBridge,
 ) -> None:

@@ -23,6 +23,7 @@ from broker.replica.fetcher import ReplicaFetcher
 from broker.replica.manager import ReplicaManager
 from broker.replica.partition import Partition
 from protocol.apis import (
+    APIS,
     ApiKey,
     FetchPartition,
     FetchRequest,
@@ -30,7 +31,9 @@ from protocol.apis import (
     FetchTopic,
     LeaderAndIsrPartitionState,
     decode_request,
+    decode_response,
     encode_request,
+    encode_response,
 )
 from protocol.errors import UnsupportedVersionError
 from protocol.framing import FileRegion
@@ -74,7 +77,9 @@ class _Leader:
                 if isinstance(p.records, FileRegion):  # as the bytes would arrive
                     region = p.records
                     p.records = memoryview(os.pread(region.fd, region.size, region.position))
-        return answer
+        # and the answer through the codec too, at the same version
+        frame = b"".join(bytes(b) for b in encode_response(1, wire_version, answer))
+        return decode_response(APIS[ApiKey.FETCH], wire_version, frame[8:])
 
 
 @pytest.fixture
@@ -176,6 +181,7 @@ async def test_a_diverging_fetch_is_answered_at_once_and_does_not_count_for_the_
     move the high watermark past records the follower lacks."""
     partition = leader.partitions[TopicPartition("t", 0)]
     before = partition.high_watermark
+    follower = partition.followers[FOLLOWER]
 
     def fetch(offset: int, epoch: int) -> Any:
         wanted = FetchPartition(
@@ -200,6 +206,7 @@ async def test_a_diverging_fetch_is_answered_at_once_and_does_not_count_for_the_
     assert data.diverging_epoch is not None and data.records is None
     assert (data.diverging_epoch.epoch, data.diverging_epoch.end_offset) == (1, 5)
     assert partition.high_watermark == before  # the follower's 10 was not counted
+    assert follower.log_end_offset != 10 and follower.last_fetch_ms <= 0
     answer = fetch(7, 1)  # epoch 1 ends at 5 at the leader: 7 is past it
     (data,) = answer.topics[0].partitions
     assert data.diverging_epoch is not None
@@ -209,6 +216,7 @@ async def test_a_diverging_fetch_is_answered_at_once_and_does_not_count_for_the_
     (data,) = answer.topics[0].partitions
     assert data.diverging_epoch is None and data.records is not None
     assert partition.high_watermark == 5
+    assert follower.log_end_offset == 5  # counted, now that it is in step
 
 
 async def test_a_leader_without_fetch_v2_gets_the_truncation_round(

@@ -43,6 +43,7 @@ from protocol.apis import (
     ProduceTopic,
 )
 from protocol.errors import (
+    FencedLeaderEpochError,
     FetchSessionIdNotFoundError,
     InvalidFetchSessionEpochError,
     KafkaStorageError,
@@ -771,3 +772,65 @@ async def test_a_partition_re_added_while_its_truncation_was_asked_is_asked_agai
     release.set()
     await asyncio.wait_for(second.wait(), 5)
     assert fetcher._followed[tp].truncated
+
+
+@pytest.mark.parametrize("answer", ["records", "fenced"])
+async def test_an_answer_to_an_earlier_follow_is_dropped_when_truncating_on_fetch(
+    tmp_path: Path, answer: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From a review: with Fetch v2 a new follow fetches at once (no truncation round
+    first), so "not truncated yet" no longer told an answer to the previous follow from
+    one to this. The leader moved (epoch 1 -> 2) while a fetch was out: the old epoch's
+    records must not be appended (they may be gone from the new leader's log), and its
+    FENCED_LEADER_EPOCH must not set the new follow aside. The answer is dropped and the
+    session starts over."""
+    monkeypatch.setattr(fetcher_module, "_BACKOFF_S", 3600.0)  # a delay would last
+    fetcher = ReplicaFetcher(FOLLOWER, 1, "127.0.0.1", 9)
+    log = Log.open(tmp_path / "t-0", LogConfig())
+    log.append(encode_batch([(None, b"old", None, 1000)]), leader_epoch=1)
+    out, release, again = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    sent: list[FetchRequest] = []
+    batch = encode_batch([(None, b"stale", None, 1000)], base_offset=1)  # at our log end
+
+    async def leader(api_key: object, request: FetchRequest, version: object = None) -> object:
+        sent.append(request)
+        if len(sent) > 1:
+            again.set()
+            await asyncio.sleep(3600)  # parked
+        out.set()
+        await release.wait()
+        data = (
+            FetchPartitionData(partition_index=0, high_watermark=2, records=memoryview(batch))
+            if answer == "records"
+            else FetchPartitionData(partition_index=0, error_code=FencedLeaderEpochError.code)
+        )
+        return FetchResponse(
+            session_id=5, topics=[FetchTopicResponse(topic="t", partitions=[data])]
+        )
+
+    fetcher._peer.request = leader  # type: ignore[method-assign]
+
+    def follow(epoch: int) -> Partition:
+        partition = Partition(
+            topic="t", index=0, log=log, local_broker_id=FOLLOWER, leader_id=1, leader_epoch=epoch
+        )
+        fetcher.add(partition)
+        return partition
+
+    try:
+        follow(1)
+        await asyncio.wait_for(out.wait(), 5)
+        assert fetcher._followed[TopicPartition("t", 0)].on_fetch  # no round: fetching
+        fetcher.remove(TopicPartition("t", 0))
+        follow(2)
+        release.set()
+        await asyncio.wait_for(again.wait(), 5)  # set aside, it would not fetch again
+        assert log.log_end_offset == 1  # the stale batch was not appended
+        assert not fetcher._followed[TopicPartition("t", 0)].delayed
+        (asked,) = sent[-1].topics[0].partitions
+        assert sent[-1].session_epoch == INITIAL_EPOCH  # a full fetch: a new session
+        assert (asked.fetch_offset, asked.current_leader_epoch) == (1, 2)
+    finally:
+        fetcher._followed.clear()
+        await fetcher.close()
+        log.close()

@@ -18,6 +18,7 @@ from protocol.apis import (
 )
 from protocol.errors import (
     LeaderNotAvailableError,
+    NetworkError,
     RequestTimedOutError,
     UnknownTopicOrPartitionError,
 )
@@ -221,3 +222,18 @@ async def test_a_new_topic_request_that_fails_fails_its_callers_and_the_next_is_
     assert (await cluster.wait_for_topic("x", timeout_ms=1000)).name == "x"
     assert cluster.asked == [["x", "y"], ["x"]]
     await cluster.close()
+
+
+async def test_closing_the_client_fails_a_new_topic_request_in_flight_clearly() -> None:
+    """From a review: the request for new topics was not the client's to cancel on
+    close(); it is now, and its callers hear that the client closed (not a bare
+    CancelledError, which reads as their own cancellation)."""
+    cluster = CountingCluster()
+    cluster.delay_s = 3600
+    waiting = asyncio.create_task(cluster.wait_for_topic("x", timeout_ms=60_000))
+    for _ in range(10):  # a few loop passes: the task, wait_for's, the request's
+        await asyncio.sleep(0)
+    assert cluster.asked == [["x"]]
+    await cluster.close()
+    with pytest.raises(NetworkError, match="closed"):
+        await waiting
