@@ -324,7 +324,10 @@ class Log:
             return  # unchanged since the last one
         state.end_offset = max(state.end_offset, end)  # every batch to the end is in it
         try:
-            state.take_snapshot()
+            # one close snapshot at most, beside the roll snapshots it does not count
+            # against (see ProducerState.take_snapshot)
+            state.delete_snapshots_above(self.active.base_offset)
+            state.take_snapshot(prune=False)
         except OSError as exc:  # the next open replays instead: nothing is lost
             self._log.warning("log.producer_snapshot_failed", error=str(exc))
 
@@ -516,6 +519,9 @@ class Log:
             old.on_roll()
             self._add_segment(segment)
             self.producers.end_offset = max(self.producers.end_offset, base)
+            # a close snapshot inside the segment just closed goes: the roll's is newer,
+            # and the two roll snapshots kept are what a truncation falls back on
+            self.producers.delete_snapshots_above(old.base_offset)
             self.producers.take_snapshot()  # restarts replay from here, not the log start
 
         self._write(roll, "rolling a segment of")

@@ -192,8 +192,10 @@ class ProducerState:
     def snapshot_offsets(self) -> list[int]:
         return sorted(int(p.name[: -len(_SUFFIX)]) for p in self.dir.glob(f"*{_SUFFIX}"))
 
-    def take_snapshot(self) -> None:
-        """Write the state as of :attr:`end_offset` (at a segment roll)."""
+    def take_snapshot(self, *, prune: bool = True) -> None:
+        """Write the state as of :attr:`end_offset` (at a segment roll, and at a clean
+        close with ``prune`` False: the newest two a roll keeps are what a truncation
+        falls back on, and two closes in one segment must not push them out)."""
         document = {
             "version": _VERSION,
             "end_offset": self.end_offset,
@@ -209,6 +211,8 @@ class ProducerState:
         # crash tore fails its CRC and is passed over for an older one or a full replay
         temporary.write_bytes(body + b"\n" + str(crc32c(body)).encode() + b"\n")
         os.replace(temporary, path)
+        if not prune:
+            return
         for old in self.snapshot_offsets()[:-_KEPT_SNAPSHOTS]:
             self.snapshot_path(old).unlink(missing_ok=True)
 

@@ -25,7 +25,6 @@ timer that only ends the wait. Nothing polls.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -91,8 +90,6 @@ ConfigLoader = Callable[[str], Awaitable[LogConfig]]
 """The log config of a topic: broker defaults with the topic's overrides."""
 
 _ROLES_PER_LINE = 1000  # partitions per "partition.roles" log line
-
-_OPENED_PER_THREAD_CALL = 128  # new logs per worker thread call (see _create_all)
 
 WOKEN_FIRST = 8
 """How many parked fetches a produce (or a follower's fetch) answers before its own
@@ -382,39 +379,24 @@ class ReplicaManager:
         topics = sorted({tp.topic for tp in new})
         configs = await asyncio.gather(*(self._load_config(t) for t in topics))
         first = dict(zip(topics, configs, strict=True))
-        # the missing logs opened _OPENED_PER_THREAD_CALL to a worker thread call: a call
-        # each spent more in thread hand-offs and GIL hand-overs than in opening (2,000
-        # new logs in a fresh directory: 2.6-2.8 s, 1.2-1.5 s in one call), and a few
-        # calls side by side still overlap the file creations' own waits
-        missing = sorted(
-            tp
-            for tp in new
-            if tp not in self._creating and self.logs.get_log(tp.topic, tp.partition) is None
-        )
-        await asyncio.gather(
-            *(
-                asyncio.to_thread(self._open_logs, missing[i : i + _OPENED_PER_THREAD_CALL], first)
-                for i in range(0, len(missing), _OPENED_PER_THREAD_CALL)
-            )
-        )
         await asyncio.gather(
             *(self._create(tp, first[tp.topic]) for tp in new), return_exceptions=True
         )
         # read again now that the log manager lists the logs: a change applied while they
-        # were being opened missed them, and the loader never answers older than it applied
-        configs = await asyncio.gather(*(self._load_config(t) for t in topics))
-        again = dict(zip(topics, configs, strict=True))
+        # were being opened missed them. Each topic's read is applied with no await after
+        # it: the loader never answers older than what it applied, but only up to then
+        by_topic: dict[str, list[TopicPartition]] = {}
         for tp in new:
-            partition = self.partitions.get(tp)
-            if partition is not None:
-                partition.log.config = again[tp.topic]
+            by_topic.setdefault(tp.topic, []).append(tp)
 
-    def _open_logs(self, tps: list[TopicPartition], configs: dict[str, LogConfig]) -> None:
-        """Open these logs (a worker thread). One that fails is left to :meth:`_open`,
-        which tries again and raises, in the order LeaderAndIsr lists it."""
-        for tp in tps:
-            with contextlib.suppress(Exception):
-                self.logs.get_or_create_log(tp.topic, tp.partition, configs[tp.topic])
+        async def read_again(topic: str) -> None:
+            config = await self._load_config(topic)
+            for tp in by_topic[topic]:
+                partition = self.partitions.get(tp)
+                if partition is not None:
+                    partition.log.config = config
+
+        await asyncio.gather(*(read_again(t) for t in topics))
 
     async def _create(self, tp: TopicPartition, config: LogConfig | None = None) -> Partition:
         """The partition, its log opened once even if two LeaderAndIsr race to create it."""
@@ -834,25 +816,15 @@ class ReplicaManager:
                 diverging = _diverging(partition, sp)
                 if diverging is None and incremental and told and sp.fetch_offset == end:
                     continue  # nothing new to tell
-                if diverging is not None:
-                    # no records: the fetcher truncates first, and fetches again at once
-                    failed = True
-                    context.errored(sp)
-                    by_topic.setdefault(sp.topic, []).append(
-                        FetchPartitionData(
-                            partition_index=sp.index,
-                            high_watermark=high_watermark,
-                            last_stable_offset=high_watermark,
-                            log_start_offset=log.log_start_offset,
-                            diverging_epoch=diverging,
-                        )
+                data = (
+                    None
+                    if diverging is not None  # no records: it truncates first, then fetches
+                    else log.read(
+                        sp.fetch_offset,
+                        min(sp.max_bytes, budget),
+                        max_offset=None if follower else high_watermark,
+                        min_one_batch=total == 0,  # KIP-74: the first batch always fits
                     )
-                    continue
-                data = log.read(
-                    sp.fetch_offset,
-                    min(sp.max_bytes, budget),
-                    max_offset=None if follower else high_watermark,
-                    min_one_batch=total == 0,  # KIP-74: the first batch always fits
                 )
             except ApiError as exc:
                 failed = True
@@ -862,19 +834,24 @@ class ReplicaManager:
                 )
                 continue
             size = data.size if data is not None else 0
-            if not size and sp.fetch_offset < end:
-                context.unfinished(sp)  # the budget ran out before it: next time
-            if incremental and told and not size:
-                continue
-            total += size
-            budget = max(budget - size, 0)
-            context.answered(sp, high_watermark, log.log_start_offset, size)
+            if diverging is not None:
+                failed = True  # answered at once: the fetcher has to truncate
+                context.errored(sp)  # and the session looks at it again next time
+            else:
+                if not size and sp.fetch_offset < end:
+                    context.unfinished(sp)  # the budget ran out before it: next time
+                if incremental and told and not size:
+                    continue
+                total += size
+                budget = max(budget - size, 0)
+                context.answered(sp, high_watermark, log.log_start_offset, size)
             by_topic.setdefault(sp.topic, []).append(
                 FetchPartitionData(
                     partition_index=sp.index,
                     high_watermark=high_watermark,
                     last_stable_offset=high_watermark,
                     log_start_offset=log.log_start_offset,
+                    diverging_epoch=diverging,
                     records=data.region() if data is not None else None,
                 )
             )

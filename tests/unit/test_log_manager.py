@@ -1,3 +1,4 @@
+import asyncio
 import errno
 import gc
 import weakref
@@ -269,5 +270,45 @@ async def test_hosting_many_partitions_reads_each_topics_config_twice_not_each_p
     assert all(
         replicas.partitions[TopicPartition("b", p)].log.config is overridden for p in range(40)
     )
+    await replicas.shutdown()
+    logs.shutdown()
+
+
+async def test_a_config_applied_after_a_topics_second_read_is_not_overwritten(
+    tmp_path: Path,
+) -> None:
+    """From a review: the second reads of every topic were awaited together, then
+    assigned; a change applied to topic a after a's read, while b's was still out, was
+    overwritten with the older config a's read returned."""
+    logs = _manager([tmp_path])
+    logs.startup()
+    b_second = asyncio.Event()
+    calls: dict[str, int] = {}
+    newer = LogConfig(segment_bytes=8192, index_interval_bytes=128)
+    replicas: ReplicaManager | None = None
+
+    async def load(topic: str) -> LogConfig:
+        calls[topic] = calls.get(topic, 0) + 1
+        if calls[topic] == 2 and topic == "b":
+            await b_second.wait()  # b's second read is slow
+        if calls[topic] == 2 and topic == "a":
+
+            async def notify() -> None:  # a notification, applied after a's read returned
+                await asyncio.sleep(0)
+                assert replicas is not None
+                replicas.partitions[TopicPartition("a", 0)].log.config = newer
+                b_second.set()
+
+            asyncio.get_running_loop().create_task(notify())
+        return CFG
+
+    replicas = ReplicaManager(1, logs, MetadataCache(), load)
+    states = []
+    for topic in ("a", "b"):
+        state = _leader_state(isr=[1])
+        state.topic_name = topic
+        states.append(state)
+    await replicas.become_leader_or_follower(states)
+    assert replicas.partitions[TopicPartition("a", 0)].log.config is newer
     await replicas.shutdown()
     logs.shutdown()

@@ -281,3 +281,32 @@ def test_after_a_crash_the_replay_starts_at_the_snapshot_not_at_the_segment_star
     assert crashed.append(_idempotent(7, 2 * 510, [b"z"])).first_offset == end
     crashed.close()
     log.close()
+
+
+def test_close_snapshots_never_push_out_the_roll_snapshot_a_truncation_falls_back_on(
+    tmp_path: Path,
+) -> None:
+    """From a review: the newest two snapshots are kept, and two clean closes in one
+    segment pushed out the roll snapshot at its base. A truncation inside the segment
+    then found none, replayed the whole log, and forgot the producers retention had
+    removed the batches of (here, producer 1: its next batch was UNKNOWN_PRODUCER_ID)."""
+    path = tmp_path / "t-0"
+    log = Log.open(path, LogConfig())
+    log.append(_idempotent(1, 0, [b"a"]))
+    log.append(_idempotent(1, 1, [b"b"]))
+    log.roll()
+    base = log.log_end_offset
+    log.advance_log_start_offset(base)
+    log.apply_retention()  # producer 1's batches are gone; the roll snapshot holds it
+    for restart in range(2):  # two clean stops in the same segment
+        for s in range(3):
+            log.append(_idempotent(2, 3 * restart + s, [b"x"]))
+        log.close()
+        log = Log.open(path, LogConfig(), log_start_offset=base, clean_shutdown=True)
+    assert log.producers.snapshot_offsets() == [base, base + 6]  # one close snapshot
+    log.truncate_to(base + 2)  # inside the segment: back to the roll snapshot
+    assert log.producers.snapshot_offsets() == [base]
+    assert log.append(_idempotent(1, 2, [b"c"])).first_offset == base + 2
+    log.roll()  # a roll after a close drops the close snapshot, keeps two roll ones
+    assert log.producers.snapshot_offsets() == [base, log.log_end_offset]
+    log.close()
