@@ -62,6 +62,28 @@ def _leader_state(
     )
 
 
+async def _leading(tmp_path: Path, count: int) -> tuple[LogManager, ReplicaManager]:
+    """Broker 1 leading t-0 .. t-(count-1), RF=1."""
+    logs = LogManager([tmp_path], broker_id=1, cluster_id="c")
+    logs.startup()
+
+    async def load(topic: str) -> LogConfig:
+        return LogConfig()
+
+    manager = ReplicaManager(1, logs, MetadataCache(), load)
+    await manager.become_leader_or_follower(
+        [dataclasses.replace(_leader_state(isr=[1]), partition_index=p) for p in range(count)]
+    )
+    return logs, manager
+
+
+def _from_the_start(count: int) -> list[FetchPartition]:
+    return [
+        FetchPartition(partition=p, fetch_offset=0, partition_max_bytes=1 << 20)
+        for p in range(count)
+    ]
+
+
 def _produce(acks: int = 1) -> ProduceRequest:
     batch = encode_batch([(None, b"v", None, 1000)])
     partition = ProducePartition(index=0, records=batch)
@@ -173,21 +195,9 @@ async def test_one_produce_to_many_partitions_wakes_a_parked_fetch_once_with_all
     tmp_path: Path,
 ) -> None:
     """Not once per partition appended (P x P reads, and an answer with one partition)."""
-    logs = LogManager([tmp_path], broker_id=1, cluster_id="c")
-    logs.startup()
-
-    async def load(topic: str) -> LogConfig:
-        return LogConfig()
-
-    manager = ReplicaManager(1, logs, MetadataCache(), load)
     count = 20
-    await manager.become_leader_or_follower(
-        [dataclasses.replace(_leader_state(isr=[1]), partition_index=p) for p in range(count)]
-    )
-    wanted = [
-        FetchPartition(partition=p, fetch_offset=0, partition_max_bytes=1 << 20)
-        for p in range(count)
-    ]
+    logs, manager = await _leading(tmp_path, count)
+    wanted = _from_the_start(count)
     parked = manager.fetch(
         FetchRequest(
             replica_id=-1,
@@ -290,23 +300,11 @@ async def test_a_fetch_waiting_for_min_bytes_looks_again_only_at_what_woke_it(
     produces trickle in: each wake looks at the one partition appended, not at all of
     them (that was partitions x produces reads), and the answer, once they add up, has
     every record."""
-    logs = LogManager([tmp_path], broker_id=1, cluster_id="c")
-    logs.startup()
-
-    async def load(topic: str) -> LogConfig:
-        return LogConfig()
-
-    manager = ReplicaManager(1, logs, MetadataCache(), load)
     count = 200
-    await manager.become_leader_or_follower(
-        [dataclasses.replace(_leader_state(isr=[1]), partition_index=p) for p in range(count)]
-    )
+    logs, manager = await _leading(tmp_path, count)
     batch = encode_batch([(None, b"v" * 100, None, 1000)])
     produced = 40
-    wanted = [
-        FetchPartition(partition=p, fetch_offset=0, partition_max_bytes=1 << 20)
-        for p in range(count)
-    ]
+    wanted = _from_the_start(count)
     request = FetchRequest(
         replica_id=-1,
         max_wait_ms=30_000,
@@ -367,21 +365,9 @@ async def test_a_fetch_waiting_for_min_bytes_is_answered_at_once_by_an_error(
 ) -> None:
     """A woken partition this broker no longer leads answers the fetch with its error
     (the consumer must go elsewhere), however few bytes the others have."""
-    logs = LogManager([tmp_path], broker_id=1, cluster_id="c")
-    logs.startup()
-
-    async def load(topic: str) -> LogConfig:
-        return LogConfig()
-
-    manager = ReplicaManager(1, logs, MetadataCache(), load)
     count = 20
-    await manager.become_leader_or_follower(
-        [dataclasses.replace(_leader_state(isr=[1]), partition_index=p) for p in range(count)]
-    )
-    wanted = [
-        FetchPartition(partition=p, fetch_offset=0, partition_max_bytes=1 << 20)
-        for p in range(count)
-    ]
+    logs, manager = await _leading(tmp_path, count)
+    wanted = _from_the_start(count)
     parked = manager.fetch(
         FetchRequest(
             replica_id=-1,
