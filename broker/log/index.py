@@ -139,6 +139,12 @@ class _Index:
         a, b = self.entry.unpack_from(mm, i * self.entry.size)
         return a, b
 
+    def _checked(self, full: bool) -> range:
+        """The entries a sanity check reads: all, or the last two. A walk over all of
+        them costs about 0.5 us an entry, 0.15 s for a full 1 GiB segment's 262,144:
+        minutes of a start for a broker holding a thousand such segments."""
+        return range(self.entries) if full else range(max(self.entries - 2, 0), self.entries)
+
     def _put(self, a: int, b: int, *, force: bool = False) -> None:
         if not self._writable:
             raise IndexFullError(f"{self.path} is not the active index")
@@ -200,9 +206,12 @@ class OffsetIndex(_Index):
         """Drop entries for offsets >= ``offset``."""
         self._truncate_entries(0, offset - self.base_offset)
 
-    def is_sane(self, log_size: int) -> bool:
+    def is_sane(self, log_size: int, *, full: bool = True) -> bool:
+        """Offsets and positions strictly increase and stay in the log: every entry, or
+        (``full`` False) the last two, as Kafka's sanity check (a zero-filled tail
+        repeats its last entry)."""
         previous = (-1, -1)
-        for i in range(self.entries):
+        for i in self._checked(full):
             relative, position = self._get(i)
             if relative <= previous[0] or position <= previous[1] or position >= log_size:
                 return False
@@ -251,9 +260,11 @@ class TimeIndex(_Index):
             keep = i + 1
         self.entries = keep
 
-    def is_sane(self, log_size: int) -> bool:
+    def is_sane(self, log_size: int, *, full: bool = True) -> bool:
+        """Timestamps strictly increase and offsets never go back: every entry, or
+        (``full`` False) the last two."""
         previous = (-(2**63), -1)
-        for i in range(self.entries):
+        for i in self._checked(full):
             ts, relative = self._get(i)
             if ts <= previous[0] or relative < previous[1]:
                 return False

@@ -170,7 +170,7 @@ class Log:
         if not clean:
             self._recover(recovery_point)
         for segment in self.segments:
-            if not segment.indexes_sane():
+            if not segment.indexes_sane(full=not clean):
                 segment.recover()
                 segment.on_roll()
         if not self.segments:
