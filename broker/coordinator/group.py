@@ -133,16 +133,6 @@ class Group:
     pending_commits: collections.Counter[tuple[str, int]] = field(
         default_factory=collections.Counter
     )
-    _support: collections.Counter[str] = field(
-        default_factory=collections.Counter, init=False, repr=False, compare=False
-    )
-    """How many members support each assignment strategy: a join checks the strategies
-    in common in O(strategies), not by a pass over every member (a rebalance of M
-    members cost O(M^2): 0.5-0.8 s of the coordinator's loop for 1,000 members)."""
-    _joins: dict[int, Member] = field(default_factory=dict, init=False, repr=False, compare=False)
-    """By id(): every member whose JoinGroup waits, and maybe a few whose join ended
-    elsewhere (fenced, answered, cancelled by its connection): fewer of them than
-    members, and some member has not rejoined yet (see _all_joined)."""
     """(topic, partition) of offset commits being written (Kafka's pendingOffsetCommits):
     a delete must tombstone them too, as their records are already in the log."""
     on_store: Callable[[Group, dict[str, bytes], Stored], None] | None = None
@@ -153,6 +143,16 @@ class Group:
     storing_generation: int = -1
     """The generation whose assignment is being written: a SyncGroup the leader repeats
     meanwhile waits for that write instead of starting another (the first one wins)."""
+    _support: collections.Counter[str] = field(
+        default_factory=collections.Counter, init=False, repr=False, compare=False
+    )
+    """How many members support each assignment strategy: a join checks the strategies
+    in common in O(strategies), not by a pass over every member (a rebalance of M
+    members cost O(M^2): 0.5-0.8 s of the coordinator's loop for 1,000 members)."""
+    _joins: dict[int, Member] = field(default_factory=dict, init=False, repr=False, compare=False)
+    """By id(): every member whose JoinGroup waits, and maybe a few whose join ended
+    elsewhere (fenced, answered, cancelled by its connection): fewer of them than
+    members means some member has not rejoined yet (see _all_joined)."""
 
     # --- JoinGroup ----------------------------------------------------------------------
 

@@ -485,18 +485,19 @@ class ReplicaFetcher:
         if diverging is not None:
             # our log parts from the leader's below our end: cut it where they part (as
             # after OffsetForLeaderEpoch), then fetch again from there
-            asked = followed.asked
+            assert followed.asked is not None  # _take drops answers to anything else
+            last = followed.asked.last_fetched_epoch
             self._log.info(
                 "fetcher.diverging",
                 topic=partition.topic,
                 partition=partition.index,
-                last_fetched_epoch=asked.last_fetched_epoch if asked is not None else None,
+                last_fetched_epoch=last,
                 leader_epoch=diverging.epoch,
                 leader_end_offset=diverging.end_offset,
             )
             self._apply_truncation(
                 followed,
-                asked.last_fetched_epoch if asked is not None else UNDEFINED,
+                last,
                 EpochEndOffset(
                     partition=partition.index,
                     leader_epoch=diverging.epoch,
