@@ -38,7 +38,13 @@ from collections.abc import Callable
 from broker.log.manager import TopicPartition
 from broker.metrics import Counter
 from broker.replica.sweep import Sweep
-from protocol.apis import FINAL_EPOCH, INITIAL_EPOCH, INVALID_SESSION_ID, FetchRequest
+from protocol.apis import (
+    FINAL_EPOCH,
+    INITIAL_EPOCH,
+    INVALID_SESSION_ID,
+    FetchPartition,
+    FetchRequest,
+)
 from protocol.errors import FetchSessionIdNotFoundError, InvalidFetchSessionEpochError
 
 __all__ = ["EVICTION_MS", "FetchContext", "FetchSessionCache", "SessionPartition"]
@@ -313,17 +319,7 @@ class FetchSessionCache:
                 named.add(tp)
                 known = held.get(tp)
                 if known is None:
-                    self._hold(
-                        session,
-                        SessionPartition(
-                            topic.topic,
-                            p.partition,
-                            p.fetch_offset,
-                            p.current_leader_epoch,
-                            p.partition_max_bytes,
-                            last_fetched_epoch=p.last_fetched_epoch,
-                        ),
-                    )
+                    self._hold(session, _asked(topic.topic, p))
                 else:
                     known.fetch_offset = p.fetch_offset
                     known.current_leader_epoch = p.current_leader_epoch
@@ -384,15 +380,15 @@ class FetchSessionCache:
 
 
 def _partitions(request: FetchRequest) -> list[SessionPartition]:
-    return [
-        SessionPartition(
-            topic.topic,
-            p.partition,
-            p.fetch_offset,
-            p.current_leader_epoch,
-            p.partition_max_bytes,
-            last_fetched_epoch=p.last_fetched_epoch,
-        )
-        for topic in request.topics
-        for p in topic.partitions
-    ]
+    return [_asked(topic.topic, p) for topic in request.topics for p in topic.partitions]
+
+
+def _asked(topic: str, p: FetchPartition) -> SessionPartition:
+    return SessionPartition(
+        topic,
+        p.partition,
+        p.fetch_offset,
+        p.current_leader_epoch,
+        p.partition_max_bytes,
+        last_fetched_epoch=p.last_fetched_epoch,
+    )
