@@ -156,7 +156,12 @@ class Log:
         try:
             directory.mkdir(parents=True, exist_ok=True)
             log._load(recovery_point, log_start_offset, clean_shutdown)
-        except OSError as exc:
+        except BaseException as exc:
+            # the segments opened so far hold a descriptor and two mappings each: a
+            # broker retrying a log that cannot open would run out of them
+            log._release()
+            if not isinstance(exc, OSError):
+                raise
             reason = _storage_advice(exc, "opening", directory)
             log._log.error("log.open_failed", reason=reason, errno=exc.errno)
             raise KafkaStorageError(f"{directory.name} cannot be opened: {reason}") from exc
@@ -307,6 +312,13 @@ class Log:
         for _, segment in self._pending_deletes:
             segment.delete()
         self._pending_deletes.clear()
+        self.segments.clear()
+        self._bases.clear()
+
+    def _release(self) -> None:
+        """Close every file of a log whose open failed, writing nothing to them."""
+        for segment in self.segments:
+            segment.release()
         self.segments.clear()
         self._bases.clear()
 

@@ -76,19 +76,25 @@ class LogSegment:
         self.log_path = directory / (segment_name(base_offset, ".log") + suffix)
         self._interval = index_interval_bytes
         self.fd = os.open(self.log_path, os.O_RDWR | os.O_CREAT, 0o644)
-        self.size = os.fstat(self.fd).st_size
-        index_missing = not all(
-            (directory / (segment_name(base_offset, kind) + suffix)).exists()
-            for kind in (".index", ".timeindex")
-        )
-        self.offset_index = OffsetIndex(
-            directory / (segment_name(base_offset, ".index") + suffix), base_offset, max_index_bytes
-        )
-        self.time_index = TimeIndex(
-            directory / (segment_name(base_offset, ".timeindex") + suffix),
-            base_offset,
-            max_index_bytes,
-        )
+        try:
+            self.size = os.fstat(self.fd).st_size
+            index_missing = not all(
+                (directory / (segment_name(base_offset, kind) + suffix)).exists()
+                for kind in (".index", ".timeindex")
+            )
+            self.offset_index = OffsetIndex(
+                directory / (segment_name(base_offset, ".index") + suffix),
+                base_offset,
+                max_index_bytes,
+            )
+            self.time_index = TimeIndex(
+                directory / (segment_name(base_offset, ".timeindex") + suffix),
+                base_offset,
+                max_index_bytes,
+            )
+        except BaseException:
+            os.close(self.fd)  # out of descriptors on an index: the log's must not leak
+            raise
         self.index_missing = index_missing
         self.created_ms = created_ms
         self.next_offset = base_offset
@@ -412,6 +418,15 @@ class LogSegment:
         self.time_index.close()
         os.close(self.fd)
         self.fd = -1  # a reader holding this segment must see it closed, not a reused number
+
+    def release(self) -> None:
+        """Close the files without writing to them (an open that failed part way)."""
+        self._forget_recent()
+        self.offset_index.close(trim=False)
+        self.time_index.close(trim=False)
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
     def rename_for_delete(self) -> None:
         """Kafka's two-step delete: rename now (readers keep their descriptors), unlink later."""

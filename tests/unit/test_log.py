@@ -1,3 +1,4 @@
+import contextlib
 import errno
 import os
 import subprocess
@@ -304,6 +305,58 @@ def test_a_log_that_cannot_be_opened_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "not-a-dir").write_text("")
     with pytest.raises(KafkaStorageError, match=r"t-0 cannot be opened: .* while opening"):
         Log.open(tmp_path / "not-a-dir" / "t-0", SMALL)
+
+
+def _open_files() -> set[str]:
+    """What this process has open: descriptors and mapped files (an index's mapping keeps
+    its file open with no descriptor)."""
+    fds = set()
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(FileNotFoundError):  # listdir's own descriptor, closed
+            fds.add(os.readlink(f"/proc/self/fd/{fd}"))
+    with open("/proc/self/maps") as maps:
+        mapped = {line.split(maxsplit=5)[-1].strip() for line in maps if "/" in line}
+    return fds | mapped
+
+
+@pytest.mark.parametrize("error", [OSError(errno.EIO, "I/O error"), ValueError("bad snapshot")])
+def test_a_log_that_fails_part_way_through_opening_keeps_no_file_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: Exception
+) -> None:
+    log = Log.open(tmp_path / "t-0", SMALL)
+    offset = 0
+    while len(log.segments) < 4:
+        log.append(_batch(offset))
+        offset += 5
+    log.close()
+    before = _open_files()
+
+    def fail(self: Log) -> None:
+        raise error
+
+    monkeypatch.setattr(Log, "_load_producers", fail)  # after every segment is open
+    with pytest.raises(KafkaStorageError if isinstance(error, OSError) else ValueError):
+        Log.open(tmp_path / "t-0", SMALL, clean_shutdown=True)
+    left = {f for f in _open_files() - before if str(tmp_path) in f}
+    assert left == set()
+    monkeypatch.undo()
+    reopened = Log.open(tmp_path / "t-0", SMALL, clean_shutdown=True)
+    assert [r[0] for r in read_all(reopened)] == list(range(offset))  # nothing was lost
+    reopened.close()
+
+
+def test_a_segment_whose_index_cannot_open_closes_its_log_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = _open_files()
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+
+    monkeypatch.setattr(segment_module, "TimeIndex", refuse)
+    with pytest.raises(KafkaStorageError, match="too many open files"):
+        Log.open(tmp_path / "t-0", SMALL)
+    assert {f for f in _open_files() - before if str(tmp_path) in f} == set()
 
 
 @pytest.fixture
