@@ -205,24 +205,30 @@ class LogManager:
         tp = TopicPartition(topic, partition)
         log = self.logs.get(tp)
         if log is None:
-            directory = self._least_used_dir()
-            log = Log.open(
-                directory / partition_dir_name(topic, partition),
-                config or self.default_config,
-                clean_shutdown=True,  # a new, empty log has nothing to recover
-                clock=self._clock,
-            )
-            self._added(tp, log)
+            directory = self._reserve_dir()
+            try:
+                log = Log.open(
+                    directory / partition_dir_name(topic, partition),
+                    config or self.default_config,
+                    clean_shutdown=True,  # a new, empty log has nothing to recover
+                    clock=self._clock,
+                )
+            except BaseException:
+                with self._indexing:
+                    self._per_dir[directory] -= 1
+                raise
+            self._added(tp, log, counted=True)
         return log
 
     def logs_of(self, topic: str) -> list[Log]:
         """The topic's logs here (an index: no pass over every log)."""
         return list(self._per_topic.get(topic, {}).values())
 
-    def _added(self, tp: TopicPartition, log: Log) -> None:
+    def _added(self, tp: TopicPartition, log: Log, *, counted: bool = False) -> None:
         with self._indexing:
             self.logs[tp] = self._watched(tp, log)
-            self._per_dir[log.dir.parent] += 1
+            if not counted:
+                self._per_dir[log.dir.parent] += 1
             self._per_topic.setdefault(tp.topic, {})[tp.partition] = log
 
     def _removed(self, tp: TopicPartition) -> Log | None:
@@ -282,13 +288,16 @@ class LogManager:
         log.on_truncate = truncating
         return log
 
-    def _least_used_dir(self) -> Path:
+    def _reserve_dir(self) -> Path:
         """The log dir with the fewest partitions (Kafka's choice for a new log), from
         counts kept as logs come and go: counting them per new log made creating a topic
-        of N partitions O(N x logs) (1,024 partitions beside 3,000 took seconds)."""
-        if len(self.dirs) == 1:
-            return self.dirs[0]
-        return min(self.dirs, key=lambda d: self._per_dir[d])
+        of N partitions O(N x logs) (1,024 partitions beside 3,000 took seconds). The new
+        log counts from the choice, not from its open: logs open in worker threads side
+        by side, and each would otherwise pick the same dir."""
+        with self._indexing:
+            directory = min(self.dirs, key=lambda d: self._per_dir[d])
+            self._per_dir[directory] += 1
+        return directory
 
     def __iter__(self) -> Iterator[tuple[TopicPartition, Log]]:
         return iter(list(self.logs.items()))

@@ -1,12 +1,14 @@
 import asyncio
+import concurrent.futures
 import errno
 import gc
+import threading
 import weakref
 from pathlib import Path
 
 import pytest
 
-from broker.log import LogConfig
+from broker.log import Log, LogConfig
 from broker.log.manager import (
     CLEAN_SHUTDOWN,
     HIGH_WATERMARKS,
@@ -236,6 +238,44 @@ async def test_new_logs_go_where_fewest_are_counting_loaded_and_deleted_ones(
     assert [m.get_or_create_log("t", p).dir.parent.name for p in (4, 5)] == ["a", "a"]
     assert sorted(log.dir.name for log in m.logs_of("t")) == ["t-3", "t-4", "t-5"]
     assert m.logs_of("other") == []
+    m.shutdown()
+
+
+def test_logs_created_side_by_side_spread_over_the_dirs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """New logs open in worker threads at once (a topic's creation): each counts toward
+    its dir from the choice, so they do not all pick the one that was least used; and
+    an open that fails gives its place back."""
+    import broker.log.manager as manager_module
+
+    m = _manager([tmp_path / "a", tmp_path / "b"])
+    m.startup()
+    threads = 8
+    chosen = threading.Barrier(threads)  # every thread has chosen before any log opens
+    real = manager_module.Log.open
+
+    def open_after_all_chose(directory: Path, *args: object, **kwargs: object) -> Log:
+        chosen.wait(timeout=10)
+        if directory.name == "t-0":
+            raise KafkaStorageError("t-0 cannot be opened: injected")
+        return real(directory, *args, **kwargs)
+
+    monkeypatch.setattr(manager_module.Log, "open", open_after_all_chose)
+
+    def create(p: int) -> str:
+        try:
+            return m.get_or_create_log("t", p).dir.parent.name
+        except KafkaStorageError:
+            return "failed"
+
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+        placed = list(pool.map(create, range(threads)))
+    monkeypatch.undo()
+    assert placed.count("failed") == 1
+    assert sorted([placed.count("a"), placed.count("b")]) == [3, 4]
+    emptier = "a" if placed.count("a") == 3 else "b"
+    assert m.get_or_create_log("t", 0).dir.parent.name == emptier  # the failed one's place
     m.shutdown()
 
 
