@@ -120,13 +120,24 @@ class LogSegment:
             not self.index_missing
             and self.offset_index.is_sane(self.size, full=full)
             and self.time_index.is_sane(self.size, full=full)
+            and (full or self._time_index_covers_first_batch())
         )
+
+    def _time_index_covers_first_batch(self) -> bool:
+        """After a clean stop the time index ends with the segment's maximum (written at
+        its roll or close), so at least the first batch's: one read that catches a zeroed
+        or lost last entry, which :meth:`load_tail` would take for the maximum."""
+        first = next(self.headers(0), None)
+        return first is None or self.time_index.last_entry[0] >= first.max_timestamp
 
     def load_tail(self) -> None:
         """Rebuild in-memory state from the indexes plus a header scan of the tail."""
-        ts, ts_offset = self.time_index.last_entry
-        self.max_timestamp, self.offset_of_max_timestamp = ts, ts_offset
-        start = min(self.offset_index.lookup(ts_offset)[1], self.offset_index.lookup(2**62)[1])
+        # Both indexes take their entries at the same points, the time index the maximum
+        # of every batch before its point (_account): its last entry covers all before the
+        # offset index's last, so only the batches after that are read. (Reading from the
+        # last maximum's entry instead read a whole segment whose timestamps never rose.)
+        self.max_timestamp, self.offset_of_max_timestamp = self.time_index.last_entry
+        start = self.offset_index.lookup(2**62)[1]
         self._bytes_since_index = 0
         self._forget_recent()
         for header in self.headers(start):

@@ -10,6 +10,7 @@ from there.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -506,3 +507,58 @@ def test_a_clean_open_checks_the_last_index_entries_and_an_unclean_one_all(
     crashed = Log.open(d, SMALL, clean_shutdown=False, recovery_point=end)
     assert reads[0] >= entries
     crashed.close()
+
+
+def test_a_clean_open_reads_only_each_segments_tail_whatever_the_timestamps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Timestamps that never rise (a producer's fixed CreateTime): the time index holds
+    one entry, at each segment's first batch. The open used to read every header from
+    that entry on, so whole segments; now from the offset index's last entry."""
+    from broker.log import segment as segment_module
+
+    d = tmp_path / "t-0"
+    log = Log.open(d, LogConfig(segment_bytes=20_000, index_interval_bytes=256))
+    for i in range(400):
+        log.append(encode_batch([(b"k", f"v{i}".encode() * 4, None, 5_000)]), leader_epoch=0)
+    assert len(log.segments) == 2 and all(s.time_index.entries == 1 for s in log.segments)
+    expected = [(s.max_timestamp, s.offset_of_max_timestamp) for s in log.segments]
+    log.close()
+    read = [0]
+    real = segment_module.LogSegment.headers
+
+    def counted(self: segment_module.LogSegment, *args: int) -> Iterator[BatchHeader]:
+        for header in real(self, *args):
+            read[0] += 1
+            yield header
+
+    monkeypatch.setattr(segment_module.LogSegment, "headers", counted)
+    log = Log.open(
+        d, LogConfig(segment_bytes=20_000, index_interval_bytes=256), clean_shutdown=True
+    )
+    assert read[0] <= 2 * 8, read[0]  # was 400: every batch of both segments
+    assert [(s.max_timestamp, s.offset_of_max_timestamp) for s in log.segments] == expected
+    assert log.max_timestamp() == (5_000, 0) and log.log_end_offset == 400
+    log.close()
+
+
+def test_a_zeroed_last_time_index_entry_after_a_clean_stop_is_rebuilt(tmp_path: Path) -> None:
+    """A one-entry time index zeroed (a disk's damage) passes the order check, and the
+    open would take the largest timestamp of the tail it reads for the segment's: here a
+    clock that stepped back after the first batch, so an earlier maximum, and retention.ms
+    would delete the segment that much sooner. The first batch's timestamp shows the
+    entry wrong, and the index is rebuilt."""
+    d = tmp_path / "t-0"
+    log = Log.open(d, SMALL)
+    for i in range(40):
+        ts = 9_000 if i == 0 else 5_000
+        log.append(encode_batch([(b"k", b"v" * 20, None, ts)]), leader_epoch=0)
+    assert len(log.segments) == 1 and log.active.offset_index.entries > 2
+    log.close()
+    path = _path(d, 0, ".timeindex")
+    assert path.stat().st_size == 12  # one entry: the first batch's
+    path.write_bytes(bytes(12))
+    log = Log.open(d, SMALL, clean_shutdown=True)
+    assert log.max_timestamp() == (9_000, 0)
+    assert log.offset_for_timestamp(6_000) == (9_000, 0)
+    log.close()

@@ -60,16 +60,21 @@ class LogMachine(RuleBasedStateMachine):
 
     # --- rules --------------------------------------------------------------------------
 
-    @rule(appends=st.lists(batches, min_size=1, max_size=5), together=st.booleans())
+    @rule(
+        appends=st.lists(batches, min_size=1, max_size=5),
+        together=st.booleans(),
+        step=st.sampled_from([50, 50, 0, -120]),  # time stands still or goes back too
+    )
     def append(
         self,
         appends: list[tuple[list[tuple[bytes | None, bytes | None, int]], str]],
         together: bool,
+        step: int,
     ) -> None:
         encoded: list[bytes] = []
         expected: list[list[Rec]] = []
         for recs, codec in appends:
-            self.clock += 50
+            self.clock += step
             with_ts = [(k, v, self.clock + jitter) for k, v, jitter in recs]
             encoded.append(
                 encode_batch([(k, v, None, ts) for k, v, ts in with_ts], compression=codec)
@@ -148,6 +153,15 @@ class LogMachine(RuleBasedStateMachine):
             first = next(off for off, _, _, ts in self.records if ts == top)
             expected = (top, max(b for b in self.batch_starts if b <= first))
         assert self.log.max_timestamp() == expected
+        # each segment's too: retention by time goes by it
+        for segment in self.log.segments:
+            held = [r for r in self.records if segment.base_offset <= r[0] < segment.next_offset]
+            if not held:
+                continue
+            top = max(r[3] for r in held)
+            first = next(off for off, _, _, ts in held if ts == top)
+            start = max(b for b in self.batch_starts if b <= first)
+            assert (segment.max_timestamp, segment.offset_of_max_timestamp) == (top, start)
 
     @invariant()
     def reads_back_the_model(self) -> None:
