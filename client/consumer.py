@@ -30,7 +30,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -43,7 +43,7 @@ from client.errors import (
     ConfigurationError,
     NoOffsetForPartitionError,
 )
-from client.fetcher import FetchPosition, Subscription
+from client.fetcher import FetchPosition, FetchSet, Subscription
 from client.membership import GroupMember, MemberHooks, RebalanceListener
 from client.types import ConsumerRecord, OffsetAndTimestamp, TopicPartition
 from protocol.apis import (
@@ -80,6 +80,7 @@ _FETCH_PURPOSE = "fetch"  # long-polling fetches get their own connection per br
 _TAILING_BYTES = 16_384
 """A Fetch answer this small means the consumer is caught up: wake the user before writing
 the next Fetch (latency); a larger one, write it first (throughput)."""
+_Positions = Mapping[TopicPartition, FetchPosition]  # a Fetch's, by partition
 
 
 class Consumer:
@@ -200,9 +201,10 @@ class Consumer:
         """A fetch session per broker (KIP-227): a Fetch names only the partitions whose
         position moved, and the answer carries only those with news."""
         self._asking: dict[int, SessionRequest] = {}  # the Fetch in flight to each broker
-        self._asked: dict[TopicPartition, FetchPartition] = {}
-        """Each partition's entry as last asked for, kept while its position holds (the
-        session sends only new entries)."""
+        self._parts: dict[int, dict[tuple[str, int], FetchPartition]] = {}
+        """What each broker's Fetch asks for: a partition's entry is made once per
+        position (:class:`FetchPosition`) and kept while it holds, so a session sends
+        only new entries."""
         self._wakeup: asyncio.Event | None = None
         self._data: asyncio.Event | None = None
         self._state = "new"
@@ -674,25 +676,26 @@ class Consumer:
             delay_ms = await self._reset_positions()
         now_ms = time.monotonic() * 1000
         subscription = self._subscription
-        by_node = subscription.fetchable_by_leader(now_ms, self._cluster.metadata.leaders())
-        for asked in by_node.pop(None, ()):
+        by_node = subscription.fetchable_by_leader(
+            now_ms, self._cluster.metadata.leaders(), busy=self._fetches
+        )
+        unknown = by_node.pop(None, None)
+        for asked in unknown.positions.values() if unknown is not None else ():
             self._cluster.request_refresh()  # rate-limited to one per retry_backoff_ms
             delay_ms = _earliest(delay_ms, self.retry_backoff_ms)
             if self._topic_missing(asked.tp.topic):
                 subscription.fail(asked, unknown_topic_error(asked.tp.topic))
                 self._data_arrived()
-        for node, positions in by_node.items():
-            if node is not None and node not in self._fetches:
-                self._start_fetch(node, positions)
+        for node, fetch in by_node.items():
+            assert node is not None  # and not busy: see fetchable_by_leader
+            self._start_fetch(node, fetch)
         retry_at = subscription.next_retry_ms(now_ms)
         if retry_at is not None:
             delay_ms = _earliest(delay_ms, retry_at - now_ms)
         return delay_ms
 
-    def _start_fetch(self, node: int, positions: list[FetchPosition]) -> None:
-        for asked in positions:
-            self._subscription.states[asked.tp].in_flight = True
-        positions, request = self._fetch_request(node, positions)
+    def _start_fetch(self, node: int, fetch: FetchSet) -> None:
+        positions, request = fetch.positions, self._fetch_request(node, fetch)
         conn = self._cluster.connection_now(node, _FETCH_PURPOSE)
         if conn is None:  # not connected yet: a task connects first
             task = asyncio.get_running_loop().create_task(self._fetch(node, positions, request))
@@ -714,10 +717,12 @@ class Consumer:
         if self._state != "running" or node in self._fetches:
             return
         now_ms = time.monotonic() * 1000
-        by_node = self._subscription.fetchable_by_leader(now_ms, self._cluster.metadata.leaders())
-        positions = by_node.get(node)
-        if positions:
-            self._start_fetch(node, positions)
+        by_node = self._subscription.fetchable_by_leader(
+            now_ms, self._cluster.metadata.leaders(), only=node
+        )
+        fetch = by_node.get(node)
+        if fetch is not None:
+            self._start_fetch(node, fetch)
 
     def _topic_missing(self, topic: str) -> bool:
         error = self._cluster.metadata.topic_errors.get(topic)
@@ -820,32 +825,32 @@ class Consumer:
         offsets = await self._list_offsets({tp: timestamp})
         return offsets[tp][0]
 
-    def _fetch_request(
-        self, node: int, positions: list[FetchPosition]
-    ) -> tuple[list[FetchPosition], FetchRequest]:
+    def _fetch_request(self, node: int, fetch: FetchSet) -> FetchRequest:
         session = self._sessions.get(node)
         if session is None:
             session = self._sessions[node] = FetchSessionBuilder()
-        if session.session_id == INVALID_SESSION_ID:
+        parts, changed = self._parts.get(node), fetch.changed
+        if parts is None or changed is None:
+            parts = self._parts[node] = {tp: self._part(a) for tp, a in fetch.positions.items()}
+            changed = None
+        else:
+            for tp in changed:
+                asked = fetch.positions.get(tp)
+                if asked is None:
+                    parts.pop(tp, None)
+                else:
+                    parts[tp] = self._part(asked)
+        wanted: Mapping[tuple[str, int], FetchPartition] = parts
+        if session.session_id == INVALID_SESSION_ID and len(parts) > 1:
             # no session (yet): rotate so every partition is sometimes first, since only
             # the first one is sure to get a whole batch larger than
             # max_partition_fetch_bytes (KIP-74); a session's broker rotates them itself
             self._rotation += 1
-            start = self._rotation % len(positions)
-            positions = positions[start:] + positions[:start]
-        wanted: dict[tuple[str, int], FetchPartition] = {}
-        asked_before = self._asked
-        for asked in positions:
-            last = asked_before.get(asked.tp)
-            if last is None or last.fetch_offset != asked.offset:
-                last = asked_before[asked.tp] = FetchPartition(
-                    partition=asked.tp.partition,
-                    fetch_offset=asked.offset,
-                    partition_max_bytes=self.max_partition_fetch_bytes,
-                )
-            wanted[asked.tp] = last
-        ask = self._asking[node] = session.build(wanted)
-        request = FetchRequest(
+            items = list(parts.items())
+            start = self._rotation % len(items)
+            wanted = dict(items[start:] + items[:start])
+        ask = self._asking[node] = session.build(wanted, changed)
+        return FetchRequest(
             max_wait_ms=self.fetch_max_wait_ms,
             min_bytes=self.fetch_min_bytes,
             max_bytes=self.fetch_max_bytes,
@@ -854,15 +859,24 @@ class Consumer:
             topics=ask.topics,
             forgotten_topics_data=ask.forgotten,
         )
-        return positions, request
 
-    async def _fetch(
-        self, node: int, positions: list[FetchPosition], request: FetchRequest
-    ) -> None:
+    def _part(self, asked: FetchPosition) -> FetchPartition:
+        """``asked``'s entry in a Fetch: one per position, so an unchanged one is the very
+        object the session sent last (a moved or re-asked one is new, and sent)."""
+        part = asked.request
+        if part is None:
+            part = asked.request = FetchPartition(
+                partition=asked.tp.partition,
+                fetch_offset=asked.offset,
+                partition_max_bytes=self.max_partition_fetch_bytes,
+            )
+        return part
+
+    async def _fetch(self, node: int, positions: _Positions, request: FetchRequest) -> None:
         try:
             response = await self._cluster.send(node, ApiKey.FETCH, request, purpose=_FETCH_PURPOSE)
         except asyncio.CancelledError:
-            self._fetch_ended(node, positions)  # stop(): nobody to hand anything to
+            self._fetch_ended(node)  # stop(): nobody to hand anything to
             self._forget_session(node)
             raise
         except Exception as exc:
@@ -873,7 +887,7 @@ class Consumer:
     def _fetched(
         self,
         node: int,
-        positions: list[FetchPosition],
+        positions: _Positions,
         response: FetchResponse | None,
         error: BaseException | None,
     ) -> None:
@@ -893,7 +907,7 @@ class Consumer:
                     else:
                         _log.warning("fetch from broker %d failed", node, exc_info=error)
                     self._cluster.request_refresh()
-                    self._back_off(positions)
+                    self._back_off(positions.values())
             else:
                 assert response is not None
                 session = self._sessions.get(node)
@@ -906,11 +920,11 @@ class Consumer:
                 arrived, size = self._on_fetched(positions, response)
         except Exception as exc:  # a bug: the getters raise it, never a silent stop
             _log.exception("handling a fetch answer from broker %d failed", node)
-            for asked in positions:
+            for asked in positions.values():
                 self._subscription.fail(asked, exc)
             arrived = True
         finally:
-            self._fetch_ended(node, positions)
+            self._fetch_ended(node)
         if size > _TAILING_BYTES:
             # catching up: the next Fetch goes out now, before the user is woken, so it
             # travels while the user reads this answer (the buffer holds two per partition)
@@ -930,20 +944,14 @@ class Consumer:
         if session is not None:
             session.reset()
 
-    def _fetch_ended(self, node: int, positions: list[FetchPosition]) -> None:
-        for asked in positions:
-            state = self._subscription.states.get(asked.tp)
-            if state is not None:
-                state.in_flight = False
+    def _fetch_ended(self, node: int) -> None:
         self._fetches.pop(node, None)
 
-    def _on_fetched(
-        self, positions: list[FetchPosition], response: FetchResponse
-    ) -> tuple[bool, int]:
+    def _on_fetched(self, positions: _Positions, response: FetchResponse) -> tuple[bool, int]:
         """Buffer the answer; (True if the user has something new (records or an error),
         the record bytes it carried)."""
         # the answer's partitions, not every one asked (in a session most have no news)
-        asked_at = {asked.tp: asked for asked in positions}
+        asked_at = positions
         arrived = False
         size = 0
         for topic in response.topics:
@@ -953,9 +961,8 @@ class Consumer:
                     continue
                 state = self._subscription.current(asked)
                 if state is None:
-                    # dropped (a seek or reset meanwhile): named in full next time, as its
-                    # broker's session takes what it sent as known
-                    self._asked.pop(asked.tp, None)
+                    # dropped (a seek or reset meanwhile): its new position is a new entry,
+                    # sent to the session in the next Fetch
                     continue
                 if answer.error_code:
                     arrived |= self._on_partition_error(asked, error_for_code(answer.error_code))
@@ -1001,7 +1008,7 @@ class Consumer:
         self._subscription.fail(asked, error)
         return True
 
-    def _back_off(self, positions: list[FetchPosition]) -> None:
+    def _back_off(self, positions: Iterable[FetchPosition]) -> None:
         retry_at = time.monotonic() * 1000 + self.retry_backoff_ms
         for asked in positions:
             self._subscription.back_off(asked, retry_at)

@@ -40,17 +40,16 @@ def positioned(*tps: TopicPartition, at: int = 0, max_buffer_bytes: int = 1 << 2
 
 def fetchable(sub: Subscription, now_ms: float) -> list[FetchPosition]:
     """What the consumer would fetch now (leaders unknown here: all under None)."""
-    return sub.fetchable_by_leader(now_ms, {}).get(None, [])
+    fetch = sub.fetchable_by_leader(now_ms, {}).get(None)
+    return list(fetch.positions.values()) if fetch is not None else []
 
 
 def fetch_one(sub: Subscription, tp: TopicPartition = TP) -> FetchPosition:
     (asked,) = [a for a in fetchable(sub, 0) if a.tp == tp]
-    sub.states[tp].in_flight = True
     return asked
 
 
 def answered(sub: Subscription, asked: FetchPosition, data: bytes) -> int:
-    sub.states[asked.tp].in_flight = False
     return sub.add_fetched(asked, memoryview(data))
 
 
@@ -193,12 +192,13 @@ def test_buffer_bound_pauses_fetching_until_the_user_catches_up() -> None:
     assert [a.offset for a in fetchable(sub, 0)] == [20]
 
 
-def test_in_flight_and_backed_off_partitions_are_not_fetched() -> None:
+def test_busy_leaders_and_backed_off_partitions_are_not_fetched() -> None:
     sub = positioned(TP, TP1)
-    fetch_one(sub, TP)
-    sub.states[TP1].retry_at_ms = 500
-    assert fetchable(sub, 100) == []
-    assert [a.tp for a in fetchable(sub, 500)] == [TP1]
+    leaders = {TP: 1, TP1: 2}
+    assert list(sub.fetchable_by_leader(0, leaders, busy={1})) == [2]  # 1 has a Fetch out
+    sub.back_off(fetch_one(sub, TP1), 500)
+    assert fetchable(sub, 100) == [sub.states[TP].asked]
+    assert [a.tp for a in fetchable(sub, 500)] == [TP, TP1]
 
 
 def test_errors_are_raised_once_and_only_for_the_partition_asked() -> None:
@@ -390,6 +390,65 @@ def test_a_poll_goes_over_the_partitions_with_records_or_errors_not_all() -> Non
     sub.set_error(tps[6], ValueError("six"))
     sub.seek(tps[6], 0)
     assert sub.pop_error([tps[6], tps[6]]) is None  # named twice, its error cleared
+
+
+def test_what_to_fetch_follows_the_partitions_that_changed_not_the_assignment() -> None:
+    """Every Fetch answer leads to a look at what to fetch: it goes over the partitions
+    marked since the last (moved, taken from, failed, backed off, sought), not over
+    the 1,024 assigned; a new metadata view or assignment is grouped again, once. Each
+    leader's set says what changed since its last, and a set once handed out is never
+    changed (its Fetch is out with it)."""
+    tps = [TopicPartition("m", i) for i in range(300)]
+    sub = positioned(*tps)
+    leaders = {tp: tp.partition % 3 for tp in tps}
+    looks = [0]
+
+    class Counted(dict):  # type: ignore[type-arg]
+        def items(self):  # type: ignore[no-untyped-def]
+            for item in super().items():
+                looks[0] += 1
+                yield item
+
+    sub.states = Counted(sub.states)  # as a new assignment (always a new dict) would be
+    first = sub.fetchable_by_leader(0, leaders)
+    assert looks[0] == 300  # grouped once
+    assert {n: len(f.positions) for n, f in first.items()} == {0: 100, 1: 100, 2: 100}
+    assert [a.tp for a in first[1].positions.values()] == tps[1::3]  # assignment order
+    assert all(f.changed is None for f in first.values())  # the first: compare them all
+    assert sub.fetchable_by_leader(0, leaders, busy={0, 1, 2}) == {}
+    assert sub.fetchable_by_leader(0, leaders, only=7) == {}  # leads nothing here
+
+    # leader 1 answers: records for m-1, m-4 failed, m-7 backs off; the rest: no news
+    one = first[1].positions
+    assert sub.add_fetched(one[tps[1]], batch(0, 3)) > 0
+    sub.fail(one[tps[4]], ValueError("bad"))
+    sub.back_off(one[tps[7]], 500)
+    again = sub.fetchable_by_leader(100, leaders, only=1)[1]
+    assert looks[0] == 300  # no pass over the assignment
+    assert again.changed == [tps[1], tps[4], tps[7]]
+    assert again.positions[tps[1]].offset == 3 and tps[4] not in again.positions
+    assert one[tps[1]].offset == 0 and tps[4] in one  # the answered Fetch's, untouched
+    unchanged = sub.fetchable_by_leader(100, leaders, only=1)[1]
+    assert unchanged.changed == [] and unchanged.positions is again.positions
+
+    # the back-off ends, and the error is raised and cleared by a seek: both come back
+    assert str(sub.pop_error([tps[4]])) == "bad"
+    sub.seek(tps[4], 9)
+    back = sub.fetchable_by_leader(600, leaders, only=1)[1]
+    assert sorted(back.changed, key=lambda tp: tp.partition) == [tps[4], tps[7]]
+    assert back.positions[tps[4]].offset == 9 and tps[7] in back.positions
+
+    # a new metadata view: m-0 is now led by 1; grouped again, compared in full
+    moved = {**leaders, tps[0]: 1}
+    looks[0] = 0
+    after = sub.fetchable_by_leader(600, moved)
+    assert looks[0] == 300 and after[1].changed is None
+    assert tps[0] in after[1].positions and tps[0] not in after[0].positions
+    sub.assign(tps[:2])
+    assert {tp for f in sub.fetchable_by_leader(600, moved).values() for tp in f.positions} == {
+        tps[0],
+        tps[1],
+    }
 
 
 def test_the_next_retry_is_the_earliest_partition_still_backing_off() -> None:
