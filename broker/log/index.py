@@ -63,9 +63,20 @@ class _Index:
         """Preallocate to the maximum and map it (the active segment's index)."""
         if self._writable:
             return
-        self.entries = min(self.entries, self.max_entries)
+        # segment.index.bytes lowered below what the index holds: it keeps its entries
+        # (cutting them broke the final entry and the next open), is full, and the log
+        # rolls at its next append, as Kafka keeps an existing index's size
+        self.max_entries = max(self.max_entries, self.entries + 1)
         self._remap(self.max_entries * self.entry.size)
         self._writable = True
+
+    def reserve(self, entries: int) -> None:
+        """Room for at least ``entries``: a recovery rebuilds what an earlier, larger
+        segment.index.bytes let the segment's index hold."""
+        if entries > self.max_entries:
+            self.max_entries = entries
+            if self._writable:
+                self._remap(entries * self.entry.size)
 
     def trim(self) -> None:
         """Cut the file to its entries (roll or close): no preallocated zeros stay on disk."""

@@ -174,8 +174,10 @@ class Log:
             self._add_segment(self._new_segment(base, now))
         if not clean:
             self._recover(recovery_point)
+        last = self.segments[-1] if self.segments else None
         for segment in self.segments:
-            if not segment.indexes_sane(full=not clean):
+            # after a crash the active segment was just recovered: no final time entry
+            if not segment.indexes_sane(full=not clean, finished=clean or segment is not last):
                 segment.recover()
                 segment.on_roll()
         if not self.segments:
@@ -786,7 +788,7 @@ class Log:
             self._pending_deletes += [(now + delay, segment) for segment in old]
             install(self.dir, cleaned_base)
             new = self._new_segment(cleaned_base, now)
-            if not new.indexes_sane():  # written by the cleaner just now: a bug if so
+            if not new.indexes_sane(finished=True):  # the cleaner's, just now: a bug if not
                 new.recover()
                 new.on_roll()
             new.load_tail()

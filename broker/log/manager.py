@@ -40,6 +40,7 @@ import collections
 import contextlib
 import itertools
 import os
+import shutil
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -83,6 +84,20 @@ class InconsistentBrokerIdError(HeadwaterError):
     """A log directory belongs to another broker id."""
 
 
+class _Creating:
+    """A partition whose log is being created, and how many threads ask for it."""
+
+    __slots__ = ("lock", "users")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.users = 0
+
+
+class DuplicateLogDirError(HeadwaterError):
+    """One partition has a directory in two log dirs: which holds its data is unknown."""
+
+
 def partition_dir_name(topic: str, partition: int) -> str:
     return f"{topic}-{partition}"
 
@@ -117,6 +132,7 @@ class LogManager:
         self._per_dir: collections.Counter[Path] = collections.Counter()  # logs in each
         self._per_topic: dict[str, dict[int, Log]] = {}
         self._indexing = threading.Lock()  # logs are added in worker threads, removed on the loop
+        self._creating: dict[TopicPartition, _Creating] = {}
         self.high_watermarks: dict[TopicPartition, int] = {}  # as checkpointed at start
         self._truncation_listeners: list[TruncationListener] = []
         self._checkpoint_lock = threading.Lock()  # one writer of the checkpoint files
@@ -144,6 +160,13 @@ class LogManager:
                 tp = parse_partition_dir(path.name) if path.is_dir() else None
                 if tp is None:
                     continue
+                if tp in self.logs:  # Kafka refuses to start too: either may be stale
+                    raise DuplicateLogDirError(
+                        f"partition {tp.topic}-{tp.partition} has a directory in both "
+                        f"{self.logs[tp].dir.parent} and {directory}; stop here and delete "
+                        f"the one that does not hold its data (dump-log shows what each "
+                        f"holds), then start the broker again"
+                    )
                 self._added(
                     tp,
                     Log.open(
@@ -204,11 +227,32 @@ class LogManager:
     def get_or_create_log(self, topic: str, partition: int, config: LogConfig | None = None) -> Log:
         tp = TopicPartition(topic, partition)
         log = self.logs.get(tp)
+        if log is not None:
+            return log
+        with self._indexing:
+            creating = self._creating.get(tp)
+            if creating is None:
+                creating = self._creating[tp] = _Creating()
+            creating.users += 1
+        try:
+            with creating.lock:  # one partition's creations one at a time: one dir, one Log
+                return self._create_log(tp, config)
+        finally:
+            with self._indexing:
+                creating.users -= 1
+                if not creating.users:
+                    del self._creating[tp]
+
+    def _create_log(self, tp: TopicPartition, config: LogConfig | None) -> Log:
+        topic, partition = tp
+        log = self.logs.get(tp)
         if log is None:
             directory = self._reserve_dir()
+            path = directory / partition_dir_name(topic, partition)
+            existed = path.exists()
             try:
                 log = Log.open(
-                    directory / partition_dir_name(topic, partition),
+                    path,
                     config or self.default_config,
                     clean_shutdown=True,  # a new, empty log has nothing to recover
                     clock=self._clock,
@@ -216,6 +260,8 @@ class LogManager:
             except BaseException:
                 with self._indexing:
                     self._per_dir[directory] -= 1
+                if not existed:  # a retry may pick another dir: no copy left here
+                    shutil.rmtree(path, ignore_errors=True)
                 raise
             self._added(tp, log, counted=True)
         return log

@@ -113,20 +113,22 @@ class LogSegment:
 
     # --- state on open ------------------------------------------------------------------
 
-    def indexes_sane(self, *, full: bool = True) -> bool:
+    def indexes_sane(self, *, full: bool = True, finished: bool = False) -> bool:
         """Both indexes there and in order: every entry, or (``full`` False, after a
-        clean stop: they were trimmed and flushed) their last two, as Kafka checks."""
+        clean stop: they were trimmed and flushed) their last two, as Kafka checks.
+        ``finished``: the segment was rolled or closed, so its time index ends with its
+        maximum timestamp (not so for the active segment after a crash)."""
         return (
             not self.index_missing
             and self.offset_index.is_sane(self.size, full=full)
             and self.time_index.is_sane(self.size, full=full)
-            and (full or self._time_index_covers_first_batch())
+            and (not finished or self._time_index_covers_first_batch())
         )
 
     def _time_index_covers_first_batch(self) -> bool:
-        """After a clean stop the time index ends with the segment's maximum (written at
-        its roll or close), so at least the first batch's: one read that catches a zeroed
-        or lost last entry, which :meth:`load_tail` would take for the maximum."""
+        """A finished segment's time index ends with its maximum, so at least its first
+        batch's: one read that catches a zeroed or lost last entry, which
+        :meth:`load_tail` would take for the maximum (retention.ms would go by it)."""
         first = next(self.headers(0), None)
         return first is None or self.time_index.last_entry[0] >= first.max_timestamp
 
@@ -155,16 +157,18 @@ class LogSegment:
 
         Returns how many bytes were cut. Offsets must increase from batch to batch.
         """
-        self.offset_index.make_writable()
-        self.time_index.make_writable()
-        self.offset_index.reset()
-        self.time_index.reset()
+        file_size = os.fstat(self.fd).st_size
+        # an entry per index interval at most, and the final time entry
+        needed = file_size // max(self._interval, 1) + 2
+        for index in (self.offset_index, self.time_index):
+            index.reserve(needed)
+            index.make_writable()
+            index.reset()
         self.next_offset = self.base_offset
         self.max_timestamp, self.offset_of_max_timestamp = -1, self.base_offset
         self._bytes_since_index = 0
         self._forget_recent()
         valid = 0
-        file_size = os.fstat(self.fd).st_size
         while valid < file_size:
             header = self._valid_batch_at(valid, file_size)
             if header is None:

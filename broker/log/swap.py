@@ -114,9 +114,13 @@ def recover_swaps(directory: Path, *, index_interval_bytes: int, max_index_bytes
             created_ms=0,
             suffix=SWAP,
         )
-        segment.recover()
-        end = segment.next_offset
-        segment.on_roll()
+        try:
+            segment.recover()
+            end = segment.next_offset
+            segment.on_roll()
+        except BaseException:
+            segment.release()  # the open fails: its retry must not leak a descriptor each
+            raise
         segment.close()
         _remove_replaced(directory, base, end)
         _rename_all(directory, base, SWAP, "", "recover")

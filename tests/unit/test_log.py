@@ -359,6 +359,35 @@ def test_a_segment_whose_index_cannot_open_closes_its_log_file(
     assert {f for f in _open_files() - before if str(tmp_path) in f} == set()
 
 
+def test_a_swap_whose_recovery_fails_keeps_no_file_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A crash left a cleaned segment to finish installing (``.log.swap``): when reading
+    it fails, each retried open must not leave its descriptor behind."""
+    import shutil
+
+    d = tmp_path / "t-0"
+    log = Log.open(d, SMALL)
+    for i in range(30):
+        log.append(_batch(i * 5))
+    log.close()
+    first = min(p for p in d.iterdir() if p.name.endswith(".log"))
+    shutil.copy(first, first.with_name(first.name + ".swap"))
+    before = _open_files()
+    real = segment_module.LogSegment.recover
+
+    def failing(self: segment_module.LogSegment) -> int:
+        if self.log_path.name.endswith(".swap"):
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return real(self)
+
+    monkeypatch.setattr(segment_module.LogSegment, "recover", failing)
+    for _ in range(3):
+        with pytest.raises(KafkaStorageError, match="cannot be opened"):
+            Log.open(d, SMALL, clean_shutdown=True)
+    assert {f for f in _open_files() - before if str(tmp_path) in f} == set()
+
+
 @pytest.fixture
 def tiny_tmpfs(tmp_path: Path) -> Path:
     mount = tmp_path / "tiny"

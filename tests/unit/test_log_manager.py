@@ -3,6 +3,7 @@ import concurrent.futures
 import errno
 import gc
 import threading
+import time
 import weakref
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from broker.log.manager import (
     LOG_START_OFFSETS,
     META,
     RECOVERY_POINTS,
+    DuplicateLogDirError,
     InconsistentBrokerIdError,
     LogManager,
     TopicPartition,
@@ -275,8 +277,48 @@ def test_logs_created_side_by_side_spread_over_the_dirs(
     assert placed.count("failed") == 1
     assert sorted([placed.count("a"), placed.count("b")]) == [3, 4]
     emptier = "a" if placed.count("a") == 3 else "b"
+    assert not (tmp_path / "a" / "t-0").exists() and not (tmp_path / "b" / "t-0").exists()
     assert m.get_or_create_log("t", 0).dir.parent.name == emptier  # the failed one's place
     m.shutdown()
+
+
+def test_one_partition_created_by_threads_at_once_is_one_log_in_one_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From a review: each thread reserved a dir of its own for the same partition, so
+    two copies were made (one Log never closed), and the next start kept either."""
+    import broker.log.manager as manager_module
+
+    m = _manager([tmp_path / "a", tmp_path / "b"])
+    m.startup()
+    real = manager_module.Log.open
+    opening = threading.Event()
+
+    def slow_open(directory: Path, *args: object, **kwargs: object) -> Log:
+        opening.set()
+        time.sleep(0.05)  # a worker thread's open, not the event loop: the others wait
+        return real(directory, *args, **kwargs)
+
+    monkeypatch.setattr(manager_module.Log, "open", slow_open)
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        logs = list(pool.map(lambda _: m.get_or_create_log("t", 0), range(4)))
+    assert opening.is_set() and all(log is logs[0] for log in logs)
+    assert [d.name for d in tmp_path.iterdir() if (d / "t-0").exists()] == [logs[0].dir.parent.name]
+    assert m._creating == {}
+    m.shutdown()
+
+
+def test_a_partition_in_two_log_dirs_stops_the_start_with_what_to_do(tmp_path: Path) -> None:
+    m = _manager([tmp_path / "a", tmp_path / "b"])
+    m.startup()
+    m.get_or_create_log("t", 0).append(_batch())
+    m.shutdown()
+    (tmp_path / "b" / "t-0").mkdir()  # as a crash in the middle of moving it would leave
+    m = _manager([tmp_path / "a", tmp_path / "b"])
+    with pytest.raises(
+        DuplicateLogDirError, match=r"t-0 has a directory in both .*a and .*b; .* delete the one"
+    ):
+        m.startup()
 
 
 async def test_hosting_many_partitions_reads_each_topics_config_twice_not_each_partitions(

@@ -542,23 +542,60 @@ def test_a_clean_open_reads_only_each_segments_tail_whatever_the_timestamps(
     log.close()
 
 
-def test_a_zeroed_last_time_index_entry_after_a_clean_stop_is_rebuilt(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop", ["close", "crash"])
+def test_a_zeroed_last_time_index_entry_is_rebuilt(tmp_path: Path, stop: str) -> None:
     """A one-entry time index zeroed (a disk's damage) passes the order check, and the
     open would take the largest timestamp of the tail it reads for the segment's: here a
     clock that stepped back after the first batch, so an earlier maximum, and retention.ms
     would delete the segment that much sooner. The first batch's timestamp shows the
-    entry wrong, and the index is rebuilt."""
+    entry wrong, and the index is rebuilt: after a clean stop, and after a crash for a
+    segment the recovery does not read again (below the recovery point)."""
     d = tmp_path / "t-0"
     log = Log.open(d, SMALL)
     for i in range(40):
         ts = 9_000 if i == 0 else 5_000
         log.append(encode_batch([(b"k", b"v" * 20, None, ts)]), leader_epoch=0)
     assert len(log.segments) == 1 and log.active.offset_index.entries > 2
-    log.close()
+    log.roll()
+    log.append(encode_batch([(b"k", b"v" * 20, None, 5_000)]), leader_epoch=0)
+    log.flush()
+    recovery_point = log.recovery_point
+    assert recovery_point == log.log_end_offset == 41
+    _stop(log, stop)
     path = _path(d, 0, ".timeindex")
     assert path.stat().st_size == 12  # one entry: the first batch's
     path.write_bytes(bytes(12))
-    log = Log.open(d, SMALL, clean_shutdown=True)
+    log = Log.open(d, SMALL, clean_shutdown=stop == "close", recovery_point=recovery_point)
+    assert (log.segments[0].max_timestamp, log.segments[0].offset_of_max_timestamp) == (9_000, 0)
     assert log.max_timestamp() == (9_000, 0)
     assert log.offset_for_timestamp(6_000) == (9_000, 0)
+    log.close()
+
+
+@pytest.mark.parametrize("stop", ["close", "crash, index lost"])
+def test_a_lowered_segment_index_bytes_keeps_the_log_readable(tmp_path: Path, stop: str) -> None:
+    """From a review: with segment.index.bytes lowered below what the active segment's
+    index held, its entries were cut on open and its close raised IndexFullError (and so
+    did the next open); a recovery rebuilding such an index overflowed the same way. An
+    index keeps what it holds (the log rolls at its next append), a rebuilt one gets room
+    for the segment's entries."""
+    d = tmp_path / "t-0"
+    big = LogConfig(segment_bytes=10**7, index_interval_bytes=64, segment_index_bytes=40_960)
+    small = LogConfig(segment_bytes=10**7, index_interval_bytes=64, segment_index_bytes=4_096)
+    log = Log.open(d, big)
+    appended = [_append(log, i, 1) for i in range(700)]
+    assert log.active.offset_index.entries > small.segment_index_bytes // 8  # 8-byte entries
+    _stop(log, "close" if stop == "close" else "crash")
+    if stop != "close":
+        _path(d, 0, ".index").unlink()
+        _path(d, 0, ".timeindex").unlink()
+    log = Log.open(d, small, clean_shutdown=stop == "close")
+    assert read_all(log) == _flat(appended)
+    more = _append(log, 700, 1)
+    # the full index rolled the log (a rebuilt one was made room for: no roll needed)
+    assert len(log.segments) == (2 if stop == "close" else 1)
+    _check_timestamps(log, [*_flat(appended), *more.records])
+    log.close()
+    log = Log.open(d, small, clean_shutdown=True)
+    assert read_all(log) == [*_flat(appended), *more.records]
     log.close()
