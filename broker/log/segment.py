@@ -388,9 +388,14 @@ class LogSegment:
     # --- change -------------------------------------------------------------------------
 
     def truncate_to(self, offset: int) -> int:
-        """Remove batches holding offsets >= ``offset`` (whole batches); returns bytes cut."""
+        """Remove batches holding offsets >= ``offset`` (whole batches); returns bytes cut.
+
+        The segment then ends where the first batch cut began, or at ``offset`` if that
+        began past it, whatever compaction gap is before: as Kafka sets the log end to
+        the truncation's target, its next offset is the leader's next, not a gap's."""
         header = self.find(offset)
         if header is None:
+            self.next_offset = max(self.next_offset, offset)
             return 0
         cut = self.size - header.position
         os.ftruncate(self.fd, header.position)
@@ -401,6 +406,7 @@ class LogSegment:
         self.next_offset = self.base_offset
         self.max_timestamp, self.offset_of_max_timestamp = -1, self.base_offset
         self.load_tail()
+        self.next_offset = max(self.next_offset, min(offset, header.base_offset))
         self.dirty = True
         return cut
 

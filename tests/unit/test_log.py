@@ -185,6 +185,28 @@ def test_truncate_to(tmp_path: Path) -> None:
     log.close()
 
 
+@pytest.mark.parametrize("roll", [False, True])
+def test_a_truncation_past_a_compaction_gap_ends_the_log_at_its_target(
+    tmp_path: Path, roll: bool
+) -> None:
+    """From a review: offsets 5-13 were compacted away on the leader; a follower cut back
+    to 14 (the leader's epoch end) ended at 5, and, leader next, would have written new
+    records at 5-13, offsets its consumers may have committed past. The log ends at the
+    target, as Kafka's does; a cut into a batch still takes the whole batch."""
+    log = Log.open(tmp_path / "t-0", SMALL)
+    log.append_as_follower(encode_batch([(b"k", b"v", None, 1000)] * 5, base_offset=0))
+    if roll:
+        log.roll()  # the gap at a segment's start: that segment goes whole
+    log.append_as_follower(encode_batch([(b"k", b"v", None, 1000)] * 2, base_offset=14))
+    log.append_as_follower(encode_batch([(b"k", b"v", None, 1000)] * 4, base_offset=16))
+    log.truncate_to(14)
+    assert log.log_end_offset == 14 and [r[0] for r in read_all(log)] == list(range(5))
+    assert log.append(_batch(0)).first_offset == 14
+    log.truncate_to(15)  # inside the batch 14..18: it goes whole, the log ends at 14
+    assert log.log_end_offset == 14
+    log.close()
+
+
 def test_follower_append_keeps_the_leaders_offsets(tmp_path: Path) -> None:
     leader = Log.open(tmp_path / "l-0", SMALL)
     follower = Log.open(tmp_path / "f-0", SMALL)
