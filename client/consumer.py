@@ -680,21 +680,39 @@ class Consumer:
             now_ms, self._cluster.metadata.leaders(), busy=self._fetches
         )
         unknown = by_node.pop(None, None)
-        for asked in unknown.positions.values() if unknown is not None else ():
-            self._cluster.request_refresh()  # rate-limited to one per retry_backoff_ms
-            delay_ms = _earliest(delay_ms, self.retry_backoff_ms)
-            if self._topic_missing(asked.tp.topic):
-                subscription.fail(asked, unknown_topic_error(asked.tp.topic))
-                self._data_arrived()
-        for node, fetch in by_node.items():
-            assert node is not None  # and not busy: see fetchable_by_leader
-            self._start_fetch(node, fetch)
+        unsent = {node for node in by_node if node is not None}
+        try:
+            for asked in unknown.positions.values() if unknown is not None else ():
+                self._cluster.request_refresh()  # rate-limited to one per retry_backoff_ms
+                delay_ms = _earliest(delay_ms, self.retry_backoff_ms)
+                if self._topic_missing(asked.tp.topic):
+                    subscription.fail(asked, unknown_topic_error(asked.tp.topic))
+                    self._data_arrived()
+            for node, fetch in by_node.items():
+                assert node is not None  # and not busy: see fetchable_by_leader
+                unsent.discard(node)
+                self._start_fetch(node, fetch)
+        finally:
+            for node in unsent:  # a bug raised: what these sets changed is compared again
+                subscription.not_sent(node)
         retry_at = subscription.next_retry_ms(now_ms)
         if retry_at is not None:
             delay_ms = _earliest(delay_ms, retry_at - now_ms)
         return delay_ms
 
     def _start_fetch(self, node: int, fetch: FetchSet) -> None:
+        try:
+            self._send_fetch(node, fetch)
+        except BaseException:
+            # a bug (an ApiError is an answer): the broker is not left busy forever, and
+            # the next Fetch to it is compared in full, as this one may not have gone
+            if node in self._fetches and self._fetches[node] is None:
+                del self._fetches[node]  # (a task's end removes it itself)
+            self._subscription.not_sent(node)
+            self._forget_session(node)
+            raise
+
+    def _send_fetch(self, node: int, fetch: FetchSet) -> None:
         positions, request = fetch.positions, self._fetch_request(node, fetch)
         conn = self._cluster.connection_now(node, _FETCH_PURPOSE)
         if conn is None:  # not connected yet: a task connects first

@@ -258,6 +258,12 @@ class Subscription:
                 out[leader] = FetchSet(led.wanted, changed)
         return out
 
+    def not_sent(self, leader: int) -> None:
+        """The set taken for ``leader`` did not go: its next compares every partition."""
+        led = self._leds.get(leader)
+        if led is not None:
+            led.full = True
+
     def _refresh(self, led: _Led, now_ms: float) -> None:
         """Look again at the partitions marked since the last look. The dict of what to
         fetch is replaced, not changed, when one joins, leaves or moves: a Fetch out holds

@@ -150,3 +150,48 @@ async def test_the_consumer_fetches_over_a_session_and_starts_over_when_it_is_lo
     ]
     assert cluster.refreshes == 0  # a lost session is no reason to back off
     assert all(s.retry_at_ms == 0 for s in consumer._subscription.states.values())
+
+
+class _BrokenOnce:
+    """A connected cluster whose first Fetch write raises a bug (not an ApiError)."""
+
+    def __init__(self) -> None:
+        self.requests: list[FetchRequest] = []
+        self.broken = True
+
+    def connection_now(self, node: int, purpose: str = "") -> "_BrokenOnce":
+        return self
+
+    def request_refresh(self) -> None:
+        pass
+
+    def send_now(self, api_key: Any, request: FetchRequest, on_answer: Any) -> None:
+        if self.broken:
+            self.broken = False
+            raise TypeError("a bug in the encoder")
+        self.requests.append(request)
+
+
+async def test_a_fetch_that_a_bug_stopped_leaves_its_broker_free_and_is_sent_in_full() -> None:
+    """From a review: a Fetch whose write raised (not an answer: a bug) left its broker
+    marked busy for good, and what its set had changed was never sent to the session."""
+    tps = [TopicPartition("t", i) for i in range(3)]
+    cluster = _BrokenOnce()
+    consumer = Consumer(bootstrap_servers="unused:1")
+    consumer._cluster = cluster  # type: ignore[assignment]
+    consumer._subscription.assign(tps)
+    for tp in tps:
+        consumer._subscription.seek(tp, 5)
+    now = time.monotonic() * 1000
+    leaders = {tp: 1 for tp in tps}
+    fetch = consumer._subscription.fetchable_by_leader(now, leaders)[1]
+    with pytest.raises(TypeError):
+        consumer._start_fetch(1, fetch)
+    assert 1 not in consumer._fetches
+    consumer._subscription.seek(tps[0], 9)  # changed since: only this would be named...
+    again = consumer._subscription.fetchable_by_leader(now, leaders)[1]
+    assert again.changed is None  # ...but every partition is compared
+    consumer._start_fetch(1, again)
+    (request,) = cluster.requests
+    named = sorted((p.partition, p.fetch_offset) for t in request.topics for p in t.partitions)
+    assert named == [(0, 9), (1, 5), (2, 5)] and request.session_epoch == 0  # full
