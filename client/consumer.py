@@ -490,6 +490,35 @@ class Consumer:
     async def seek_to_end(self, *partitions: TopicPartition) -> None:
         await self._seek_to(LATEST_TIMESTAMP, partitions)
 
+    def pause(self, *partitions: TopicPartition) -> None:
+        """Stop fetching ``partitions`` and handing out their records (Kafka's pause()):
+        what is buffered stays buffered, and positions stay where they are. For a slow
+        sink: the group membership goes on (polls still count), unlike a loop that stops
+        calling getmany(). A partition kept across a rebalance stays paused."""
+        for tp in partitions:
+            self._subscription.state(tp)  # not assigned: ValueError before any change
+        for tp in partitions:
+            self._subscription.pause(tp)
+
+    def resume(self, *partitions: TopicPartition) -> None:
+        """Fetch ``partitions`` again, and hand out what they have buffered."""
+        for tp in partitions:
+            self._subscription.state(tp)
+        buffered = [self._subscription.resume(tp) for tp in partitions]
+        self._wake()
+        if any(buffered):
+            self._data_arrived()
+
+    def paused(self) -> set[TopicPartition]:
+        """The assigned partitions paused by :meth:`pause`."""
+        return self._subscription.paused()
+
+    def highwater(self, partition: TopicPartition) -> int | None:
+        """The partition's high watermark as of the last Fetch answer that carried it
+        (None before one): ``highwater - position`` is the consumer's lag."""
+        hw = self._subscription.state(partition).high_watermark
+        return hw if hw >= 0 else None
+
     async def _seek_to(self, timestamp: int, partitions: tuple[TopicPartition, ...]) -> None:
         tps = list(partitions) or list(self._subscription.states)
         for tp in tps:

@@ -59,6 +59,7 @@ class PartitionState:
         "generation",
         "high_watermark",
         "log_start_offset",
+        "paused",
         "position",
         "reset_by_policy",
         "retry_at_ms",
@@ -77,6 +78,8 @@ class PartitionState:
         self.retry_at_ms = 0.0
         self.asked: FetchPosition | None = None
         """The last position fetched from, kept while it holds (no object per Fetch)."""
+        self.paused = False
+        """By the user (Consumer.pause): not fetched, nothing handed out; a seek keeps it."""
         self.reset_by_policy = False
         """The position was out of range: auto_offset_reset decides, not a committed offset
         (which may be the very offset that was out of range)."""
@@ -176,6 +179,20 @@ class Subscription:
             raise ValueError(f"offset {offset} is negative; seek to 0 or more")
         self.state(tp).moved(offset)
         self._touch(tp)
+
+    def pause(self, tp: TopicPartition) -> None:
+        self.state(tp).paused = True
+        self._touch(tp)
+
+    def resume(self, tp: TopicPartition) -> bool:
+        """Fetch and hand out ``tp`` again; True if it has records buffered."""
+        state = self.state(tp)
+        state.paused = False
+        self._touch(tp)
+        return bool(state.chunks)
+
+    def paused(self) -> set[TopicPartition]:
+        return {tp for tp, s in self.states.items() if s.paused}
 
     def request_reset(self, tp: TopicPartition) -> None:
         """Forget the position: the consumer's auto_offset_reset chooses it again."""
@@ -281,6 +298,7 @@ class Subscription:
                 and s.error is None
                 and s.buffered_bytes < limit
                 and s.retry_at_ms <= now_ms
+                and not s.paused
             ):
                 asked = s.asked
                 if (
@@ -396,7 +414,10 @@ class Subscription:
 
     def has_data(self, tps: Iterable[TopicPartition] | None = None) -> bool:
         states = self.states
-        return any((s := states.get(tp)) is not None and s.chunks for tp in (tps or self._buffered))
+        return any(
+            (s := states.get(tp)) is not None and s.chunks and not s.paused
+            for tp in (tps or self._buffered)
+        )
 
     def pop_error(self, tps: Iterable[TopicPartition] | None = None) -> BaseException | None:
         errored = self._errored
@@ -430,7 +451,9 @@ class Subscription:
         out: dict[TopicPartition, list[Any]] = {}
         states = self.states
         if tps:
-            selected = [tp for tp in tps if (s := states.get(tp)) is not None and s.chunks]
+            selected = [
+                tp for tp in tps if (s := states.get(tp)) is not None and s.chunks and not s.paused
+            ]
             if selected:
                 start = self._take_start % len(selected)
                 self._take_start += 1
@@ -445,7 +468,7 @@ class Subscription:
                     break
                 visited.append(tp)
                 state = states.get(tp)
-                if state is not None and state.chunks:
+                if state is not None and state.chunks and not state.paused:
                     budget = self._take_into(tp, state, budget, make_record, out)
         finally:
             for tp in visited:

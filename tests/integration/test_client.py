@@ -256,6 +256,48 @@ async def test_getone_getmany_and_async_for(shared: Cluster) -> None:
         assert await consumer.partitions_for_topic(topic) == {0, 1}
 
 
+async def test_pause_resume_and_highwater(shared: Cluster) -> None:
+    """Kafka's pause(): a paused partition is not fetched and hands out nothing, its
+    position and buffer stay; resume() hands out what was buffered and fetches again.
+    highwater() is the lag's other end."""
+    topic = await _create(shared.bootstrap, partitions=2)
+    tp0, tp1 = TopicPartition(topic, 0), TopicPartition(topic, 1)
+    async with Producer(bootstrap_servers=shared.bootstrap) as producer:
+        for i in range(20):
+            await producer.send(topic, b"%d" % i, partition=i % 2)
+        async with Consumer(
+            bootstrap_servers=shared.bootstrap, auto_offset_reset="earliest"
+        ) as consumer:
+            consumer.assign([tp0, tp1])
+            assert consumer.highwater(tp0) is None  # no answer yet
+            first = await consumer.getmany(tp0, timeout_ms=5_000)
+            assert [r.offset for r in first[tp0]] == list(range(10))
+            assert consumer.highwater(tp0) == 10
+            consumer.pause(tp1)  # tp1's records may be buffered already: they stay
+            assert consumer.paused() == {tp1}
+            for i in range(20, 30):
+                await producer.send_and_wait(topic, b"%d" % i, partition=i % 2)
+            seen: dict[TopicPartition, list[int]] = {tp0: [], tp1: []}
+            while len(seen[tp0]) < 5:
+                got = await consumer.getmany(timeout_ms=5_000)
+                assert got and set(got) == {tp0}, got  # nothing of the paused one
+                for tp, records in got.items():
+                    seen[tp] += [r.offset for r in records]
+            assert seen[tp0] == list(range(10, 15))
+            assert await consumer.getmany(tp1, timeout_ms=300) == {}  # named: still none
+            assert await consumer.position(tp1) == 0
+            with pytest.raises(ValueError, match="not assigned"):
+                consumer.pause(TopicPartition(topic, 7))
+            consumer.resume(tp1)
+            assert consumer.paused() == set()
+            while len(seen[tp1]) < 15:
+                got = await consumer.getmany(tp1, timeout_ms=5_000)
+                assert got, "the resumed partition's records did not come"
+                seen[tp1] += [r.offset for r in got[tp1]]
+            assert seen[tp1] == list(range(15))  # from its position, once each, in order
+            assert consumer.highwater(tp1) == 15
+
+
 async def test_getmany_returns_at_most_max_poll_records(shared: Cluster) -> None:
     """Kafka's max.poll.records (default 500): a poll hands out that many at most, the
     rest at the next one, in order."""

@@ -2,12 +2,12 @@
 driven at random (written by a reviewer of the per-leader fetch sets): the real Consumer
 (its fetcher pass, requests, answers), Subscription and FetchSessionBuilder, with answers
 in any order, lost requests and sessions, partition errors, partial batches, seeks,
-resets, leader moves, reassignments and back-offs. It checks:
+resets, leader moves, reassignments, back-offs, pauses and resumes. It checks:
 
 - S: after each request, the broker's session holds exactly that Fetch's positions;
 - D: the records handed out start at the position and follow one another (no duplicate,
   no gap), with the right values;
-- L: once quiet, every assigned, positioned, error-free, not-full partition is in its
+- L: once quiet, every assigned, positioned, unpaused, error-free, not-full partition is in its
   leader's Fetch in flight, and in that broker's session, at its fetch offset.
 """
 
@@ -154,6 +154,9 @@ class Harness:
         def start(node, fetch):
             if node in self.pending:
                 raise Violation(f"second Fetch to busy node {node}")
+            states = c._subscription.states
+            if any(tp in states and states[tp].paused for tp in fetch.positions):
+                raise Violation(f"a paused partition in a Fetch to node {node}")
             self.positions_for[node] = fetch.positions
             orig_start(node, fetch)
 
@@ -271,6 +274,8 @@ class Harness:
             self.log.append(f"user error {exc!r}")
             return
         for tp, recs in got.items():
+            if sub.states[tp].paused:
+                raise Violation(f"D: records of paused {tp} handed out")
             start = before[tp]
             offs = [r.offset for r in recs]
             if offs != list(range(start, start + len(offs))):
@@ -308,7 +313,9 @@ class Harness:
             (0.07, self.tick),
             (0.01, self.evict_one),
             (0.01, self.reset_one),
-            (0.08, lambda: None),
+            (0.02, self.pause_one),
+            (0.02, self.resume_one),
+            (0.04, lambda: None),
         ]
         (action,) = self.rnd.choices([a for _, a in actions], [w for w, _ in actions])
         result = action()
@@ -326,6 +333,16 @@ class Harness:
 
     def tick(self) -> None:
         self.clock.t += self.rnd.choice([0.001, 0.05, 0.2])
+
+    def pause_one(self) -> None:
+        sub = self.consumer._subscription
+        if sub.states:
+            self.consumer.pause(self.rnd.choice(list(sub.states)))
+
+    def resume_one(self) -> None:
+        sub = self.consumer._subscription
+        if sub.states:
+            self.consumer.resume(self.rnd.choice(list(sub.states)))
 
     def reset_one(self) -> None:
         sub = self.consumer._subscription
@@ -357,6 +374,7 @@ class Harness:
             if (
                 s.fetch_offset is None
                 or s.error is not None
+                or s.paused
                 or s.buffered_bytes >= sub.max_buffer_bytes
                 or s.retry_at_ms > self.clock.t * 1000
             ):

@@ -451,6 +451,22 @@ def test_what_to_fetch_follows_the_partitions_that_changed_not_the_assignment() 
     }
 
 
+def test_a_paused_partition_is_neither_fetched_nor_handed_out_and_keeps_its_buffer() -> None:
+    sub = positioned(TP, TP1)
+    answered(sub, fetch_one(sub, TP), batch(0, 3))
+    sub.pause(TP)
+    sub.seek(TP1, 4)  # a seek keeps a partition's pause; this one is not paused
+    assert sub.paused() == {TP} and [a.tp for a in fetchable(sub, 0)] == [TP1]
+    assert sub.take(None, None, as_tuple) == {} and sub.take([TP], None, as_tuple) == {}
+    assert not sub.has_data() and not sub.has_data([TP])
+    assert sub.resume(TP)  # it has records buffered
+    assert offsets(sub.take(None, None, as_tuple)) == [0, 1, 2]
+    assert {(a.tp, a.offset) for a in fetchable(sub, 0)} == {(TP1, 4), (TP, 3)}  # again
+    assert not sub.resume(TP1) and sub.paused() == set()
+    with pytest.raises(ValueError, match="not assigned"):
+        sub.pause(TopicPartition("other", 0))
+
+
 def test_the_next_retry_is_the_earliest_partition_still_backing_off() -> None:
     sub = positioned(TP, TP1)
     assert sub.next_retry_ms(0) is None
