@@ -822,11 +822,7 @@ def _first_timestamp(segment: LogSegment) -> int | None:
 
 def _producers_last_offsets(log: Log) -> dict[int, int]:
     """Producer id -> last offset of its last batch, from the log's producer state."""
-    return {
-        pid: producer.batches[-1].last_offset
-        for pid, producer in log.producers.producers.items()
-        if producer.batches
-    }
+    return log.producers.last_offsets()
 
 
 def _write_files(files: dict[Path, str]) -> None:

@@ -34,16 +34,19 @@ them. Opening the log
 batch headers after it (producer id, epoch, base sequence, offsets: O(batches), no record
 is decoded). Truncation rebuilds the same way; snapshots below the log start go with their
 segments. Everything here runs on the event loop; a snapshot is a few KiB at each roll.
+
+In memory a producer is a plain tuple of ints and tuples of ints (:data:`Producer`), not
+an object: CPython's collector stops tracking such tuples, and a broker whose partitions
+had each seen a few hundred producers held 100,000 objects here of the 160,000 its full
+collections walked, a 90 ms stall every few seconds.
 """
 
 from __future__ import annotations
 
-import collections
 import json
 import os
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
@@ -55,7 +58,7 @@ from protocol.errors import (
     UnknownProducerIdError,
 )
 
-__all__ = ["BatchMetadata", "ProducerBatch", "ProducerState"]
+__all__ = ["BatchMetadata", "Producer", "ProducerBatch", "ProducerState"]
 
 _KEPT_BATCHES = 5  # Kafka's NumBatchesToRetain: what a client may have in flight
 _KEPT_SNAPSHOTS = 2  # older ones are never the newest valid one below a log end we load
@@ -90,24 +93,28 @@ class BatchMetadata(NamedTuple):
     last_offset: int
 
 
-@dataclass(slots=True)
-class _Producer:
-    epoch: int
-    last_timestamp: int = -1  # when its newest batch was appended here (ms)
-    batches: collections.deque[BatchMetadata] = field(
-        default_factory=lambda: collections.deque(maxlen=_KEPT_BATCHES)
-    )
+class Producer(NamedTuple):
+    """What is known of one producer (a view: see :meth:`ProducerState.producer`)."""
 
-    @property
-    def last_sequence(self) -> int:
-        return self.batches[-1].last_sequence if self.batches else -1
+    epoch: int
+    last_timestamp: int
+    """When its newest batch was appended here (ms; -1: never)."""
+    batches: tuple[BatchMetadata, ...]
+    """Its last five batches, oldest first."""
+
+
+# Kept as (epoch, last_timestamp, batches), batches a tuple of up to five (first sequence,
+# last sequence, first offset, last offset), oldest first: exact tuples of ints, which the
+# collector untracks (a NamedTuple, a deque or a slotted object it walks at every full
+# collection), replaced whole on each update.
+_Entry = tuple[int, int, tuple[tuple[int, int, int, int], ...]]
 
 
 class ProducerState:
     def __init__(self, directory: Path, partition: str) -> None:
         self.dir = directory
         self.partition = partition
-        self.producers: dict[int, _Producer] = {}
+        self.producers: dict[int, _Entry] = {}
         self.end_offset = 0
         """The log offset the state covers up to (exclusive)."""
 
@@ -125,22 +132,23 @@ class ProducerState:
                     f"batch starts at sequence {first}, not 0; the producer must start over"
                 )
             return None
-        if batch.producer_epoch < known.epoch:
+        epoch, _, batches = known
+        if batch.producer_epoch < epoch:
             raise InvalidProducerEpochError(
                 f"{self.partition}: producer {batch.producer_id} epoch {batch.producer_epoch} "
-                f"is older than its current epoch {known.epoch}: this producer was fenced"
+                f"is older than its current epoch {epoch}: this producer was fenced"
             )
-        if batch.producer_epoch > known.epoch:
+        if batch.producer_epoch > epoch:
             if first != 0:
                 raise OutOfOrderSequenceNumberError(
                     f"{self.partition}: producer {batch.producer_id} epoch "
                     f"{batch.producer_epoch} must start at sequence 0, not {first}"
                 )
             return None
-        for kept in known.batches:
-            if kept.first_sequence == first and kept.last_sequence == last:
-                return kept  # a retry of a batch already in the log
-        expected = (known.last_sequence + 1) % (_MAX_SEQUENCE + 1)
+        for kept in batches:
+            if kept[0] == first and kept[1] == last:
+                return BatchMetadata(*kept)  # a retry of a batch already in the log
+        expected = (batches[-1][1] + 1 if batches else 0) % (_MAX_SEQUENCE + 1)
         if first != expected:
             raise OutOfOrderSequenceNumberError(
                 f"{self.partition}: producer {batch.producer_id} sent sequence {first}, "
@@ -150,25 +158,34 @@ class ProducerState:
 
     def update(self, batch: ProducerBatch) -> None:
         """Record a batch appended to the log (leader or follower)."""
-        known = self.producers.get(batch.producer_id)
-        if known is None or batch.producer_epoch > known.epoch:
-            known = self.producers[batch.producer_id] = _Producer(batch.producer_epoch)
-        elif batch.producer_epoch < known.epoch:
+        pid, epoch = batch.producer_id, batch.producer_epoch
+        known = self.producers.get(pid)
+        kept = (batch.base_sequence, batch.last_sequence, batch.base_offset, batch.last_offset)
+        if known is None or epoch > known[0]:
+            self.producers[pid] = (epoch, max(-1, batch.appended_ms), (kept,))
+        elif epoch < known[0]:
             return  # a follower replays what an older leader wrote: the newer epoch wins
-        known.batches.append(
-            BatchMetadata(
-                batch.base_sequence, batch.last_sequence, batch.base_offset, batch.last_offset
-            )
-        )
-        known.last_timestamp = max(known.last_timestamp, batch.appended_ms)
+        else:
+            batches = known[2]
+            batches = (batches[1:] if len(batches) >= _KEPT_BATCHES else batches) + (kept,)
+            self.producers[pid] = (epoch, max(known[1], batch.appended_ms), batches)
         self.end_offset = max(self.end_offset, batch.last_offset + 1)
+
+    def producer(self, producer_id: int) -> Producer | None:
+        known = self.producers.get(producer_id)
+        if known is None:
+            return None
+        epoch, last_timestamp, batches = known
+        return Producer(epoch, last_timestamp, tuple(BatchMetadata(*b) for b in batches))
+
+    def last_offsets(self) -> dict[int, int]:
+        """Producer id -> the last offset of its last batch."""
+        return {pid: p[2][-1][3] for pid, p in self.producers.items() if p[2]}
 
     def expire(self, now_ms: int, expiration_ms: int) -> int:
         """Forget the producers last heard of ``expiration_ms`` ago or longer; returns how
         many."""
-        expired = [
-            pid for pid, p in self.producers.items() if now_ms - p.last_timestamp >= expiration_ms
-        ]
+        expired = [pid for pid, p in self.producers.items() if now_ms - p[1] >= expiration_ms]
         for pid in expired:
             del self.producers[pid]
         return len(expired)
@@ -200,8 +217,8 @@ class ProducerState:
             "version": _VERSION,
             "end_offset": self.end_offset,
             "producers": [
-                [pid, p.epoch, p.last_timestamp, [list(b) for b in p.batches]]
-                for pid, p in self.producers.items()
+                [pid, epoch, last_timestamp, [list(b) for b in batches]]
+                for pid, (epoch, last_timestamp, batches) in self.producers.items()
             ],
         }
         body = json.dumps(document, separators=(",", ":")).encode()
@@ -244,14 +261,14 @@ class ProducerState:
             if version not in (1, _VERSION):
                 return False
             loaded_ms = time.time_ns() // 1_000_000
-            producers: dict[int, _Producer] = {}
+            producers: dict[int, _Entry] = {}
             for fields in document["producers"]:
                 if version == 1:
                     (pid, epoch, batches), last_timestamp = fields, loaded_ms
                 else:
                     pid, epoch, last_timestamp, batches = fields
-                entry = producers[int(pid)] = _Producer(int(epoch), int(last_timestamp))
-                entry.batches.extend(BatchMetadata(*map(int, b)) for b in batches)
+                kept = tuple(_batch(b) for b in batches[-_KEPT_BATCHES:])
+                producers[int(pid)] = (int(epoch), int(last_timestamp), kept)
             self.producers = producers
             self.end_offset = int(document["end_offset"])
         except (OSError, ValueError, KeyError, TypeError):
@@ -268,3 +285,8 @@ class ProducerState:
         for old in self.snapshot_offsets():
             if old > offset:
                 self.snapshot_path(old).unlink(missing_ok=True)
+
+
+def _batch(fields: list[int]) -> tuple[int, int, int, int]:
+    first_sequence, last_sequence, first_offset, last_offset = map(int, fields)
+    return first_sequence, last_sequence, first_offset, last_offset

@@ -762,7 +762,10 @@ def show(entries: list[tuple[int, bytes, int]]) -> list[tuple[int, str, int]]:
 
 
 def producers_of(state: ProducerState) -> dict[int, tuple[int, list[tuple[int, ...]]]]:
-    return {pid: (p.epoch, [tuple(b) for b in p.batches]) for pid, p in state.producers.items()}
+    return {
+        pid: (epoch, [tuple(b) for b in batches])
+        for pid, (epoch, _, batches) in state.producers.items()
+    }
 
 
 def check_producer_state(replica: Replica, when: str) -> None:

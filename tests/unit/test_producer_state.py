@@ -187,20 +187,20 @@ def test_last_heard_of_is_the_brokers_clock_kept_in_snapshots(tmp_path: Path) ->
     log = Log.open(tmp_path / "t-0", LogConfig(segment_bytes=300), clock=lambda: now[0])
     for i in range(8):  # CreateTime 1,000 (see _idempotent): long before the clock
         log.append(_idempotent(4, 2 * i, [b"x" * 40, b"y" * 40]))
-    assert log.producers.producers[4].last_timestamp == 50_000
+    assert log.producers.producer(4).last_timestamp == 50_000
     assert log.producers.expire(now_ms=54_999, expiration_ms=5_000) == 0
     log.producers.take_snapshot()
     reloaded = ProducerState(log.producers.dir, "t-0")
     assert reloaded.load(0, log.log_end_offset) == log.log_end_offset
-    assert reloaded.producers[4].last_timestamp == 50_000
+    assert reloaded.producer(4).last_timestamp == 50_000
     log.close()
     state = ProducerState(tmp_path / "v1", "t-0")
     state.dir.mkdir()
     body = b'{"version":1,"end_offset":2,"producers":[[7,0,[[0,1,0,1]]]]}'
     state.snapshot_path(2).write_bytes(body + b"\n" + str(crc32c(body)).encode() + b"\n")
     assert state.load(0, 2) == 2
-    assert state.producers[7].last_timestamp > 1_700_000_000_000  # now, not the epoch
-    assert state.expire(now_ms=state.producers[7].last_timestamp + 1, expiration_ms=60_000) == 0
+    assert state.producer(7).last_timestamp > 1_700_000_000_000  # now, not the epoch
+    assert state.expire(now_ms=state.producer(7).last_timestamp + 1, expiration_ms=60_000) == 0
 
 
 def _counting_headers(monkeypatch: pytest.MonkeyPatch) -> list[int]:
@@ -251,7 +251,7 @@ def test_a_clean_close_snapshots_the_producers_and_the_reopen_reads_no_header(
     assert read[0] <= 4096 // 70 + 1  # the tail past the last index entry, nothing more
     assert reopened.append(sent[-1]).first_offset == end - 3  # a retry: its first offsets
     assert reopened.append(sent[-2]).first_offset == end - 5
-    assert reopened.producers.producers[1].last_timestamp == 50_000
+    assert reopened.producers.producer(1).last_timestamp == 50_000
     assert reopened.log_end_offset == end
     reopened.close()
     assert len(reopened.producers.snapshot_offsets()) == 1  # unchanged: not written again
@@ -310,3 +310,24 @@ def test_close_snapshots_never_push_out_the_roll_snapshot_a_truncation_falls_bac
     log.roll()  # a roll after a close drops the close snapshot, keeps two roll ones
     assert log.producers.snapshot_offsets() == [base, log.log_end_offset]
     log.close()
+
+
+def test_the_collector_does_not_walk_the_producers(tmp_path: Path) -> None:
+    """A producer's state is plain tuples of ints, which CPython's collector untracks: a
+    broker of 1,000 partitions that had each seen some hundred producers walked 100,000
+    objects of theirs in every full collection (90 ms of its event loop here)."""
+    import gc
+
+    state = ProducerState(tmp_path, "t-0")
+    offset = 0
+    for pid in range(300):
+        for seq in range(0, 21, 3):
+            state.update(ProducerBatch(pid, 0, seq, 3, offset, offset + 2, 1_000))
+            offset += 3
+    for _ in range(3):  # a collection untracks a tuple once it has untracked its items
+        gc.collect()
+    assert not any(gc.is_tracked(p) for p in state.producers.values())
+    assert not gc.is_tracked(state.producers)
+    kept = state.producer(7)
+    assert kept is not None and len(kept.batches) == 5  # the last five, oldest first
+    assert [b.first_sequence for b in kept.batches] == [6, 9, 12, 15, 18]
