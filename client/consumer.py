@@ -494,7 +494,9 @@ class Consumer:
         """Stop fetching ``partitions`` and handing out their records (Kafka's pause()):
         what is buffered stays buffered, and positions stay where they are. For a slow
         sink: the group membership goes on (polls still count), unlike a loop that stops
-        calling getmany(). A partition kept across a rebalance stays paused."""
+        calling getmany(). :meth:`assign` keeps the pause of a partition it keeps; a group
+        rebalance ends every pause, as in Kafka (it revokes every partition first): pause
+        again in ``on_partitions_assigned`` if the sink is still slow."""
         for tp in partitions:
             self._subscription.state(tp)  # not assigned: ValueError before any change
         for tp in partitions:

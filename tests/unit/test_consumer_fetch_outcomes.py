@@ -195,3 +195,27 @@ async def test_a_fetch_that_a_bug_stopped_leaves_its_broker_free_and_is_sent_in_
     (request,) = cluster.requests
     named = sorted((p.partition, p.fetch_offset) for t in request.topics for p in t.partitions)
     assert named == [(0, 9), (1, 5), (2, 5)] and request.session_epoch == 0  # full
+
+
+class _Topics:
+    def add_topics(self, topics: Any) -> None:
+        pass
+
+    def set_topics(self, topics: Any) -> None:
+        pass
+
+
+async def test_assign_keeps_a_pause_and_a_group_rebalance_ends_it() -> None:
+    """As Kafka's consumer: assign() keeps a kept partition's pause; a group rebalance
+    revokes every partition first, so each comes back unpaused (the user pauses again
+    in on_partitions_assigned)."""
+    tp1 = TopicPartition("t", 1)
+    consumer = Consumer(bootstrap_servers="unused:1", enable_auto_commit=False)
+    consumer._cluster = _Topics()  # type: ignore[assignment]
+    consumer.assign([TP, tp1])
+    consumer.pause(TP)
+    consumer.assign([TP])
+    assert consumer.paused() == {TP}
+    await consumer._revoked()
+    await consumer._assigned([TP, tp1])
+    assert consumer.paused() == set()
