@@ -44,7 +44,8 @@ class LeaderEpochCache:
     """Entries in memory, mirrored to ``directory/leader-epoch-checkpoint``."""
 
     def __init__(self, directory: Path) -> None:
-        self.path = directory / CHECKPOINT_NAME
+        # a str (see the indexes' for why); :attr:`path` is the Path
+        self._path = os.fspath(directory / CHECKPOINT_NAME)
         self.entries: list[EpochEntry] = _read(self.path)
         self._dirty = False
         # entries changed in memory only (a new leader's epoch at its log end): written
@@ -124,6 +125,10 @@ class LeaderEpochCache:
         if self.entries:
             self.entries = []
             self._write()
+
+    @property
+    def path(self) -> Path:
+        return Path(self._path)
 
     def flush(self) -> None:
         """Make the last write durable (called from the log's flush, in a worker thread)."""

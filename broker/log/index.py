@@ -43,19 +43,25 @@ class _Index:
     entry: struct.Struct
 
     def __init__(self, path: Path, base_offset: int, max_bytes: int) -> None:
-        self.path = path
+        # a str, not a Path: a Path is two objects the cyclic collector walks (see
+        # :mod:`broker.log.producer_state`), and every segment has two indexes
+        self._path = os.fspath(path)
         self.base_offset = base_offset
         self.max_entries = max(2, max_bytes // self.entry.size)
         self._mm: mmap.mmap | None = None
         # no descriptor is kept: a mapping holds its own (CPython dups it), and a second
         # per index made every partition cost five, not three, against the open files limit
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             size = os.fstat(fd).st_size
         finally:
             os.close(fd)
         self.entries = size // self.entry.size
         self._writable = False
+
+    @property
+    def path(self) -> Path:
+        return Path(self._path)
 
     # --- life cycle ---------------------------------------------------------------------
 
@@ -94,7 +100,7 @@ class _Index:
         if self._mm is not None:
             self._mm.flush()
         try:
-            fd = os.open(self.path, os.O_RDONLY)
+            fd = os.open(self._path, os.O_RDONLY)
         except FileNotFoundError:
             return  # deleted meanwhile (or renamed, and flushed by its next flush)
         try:
@@ -107,8 +113,8 @@ class _Index:
         self.path.unlink(missing_ok=True)
 
     def rename(self, path: Path) -> None:
-        os.replace(self.path, path)
-        self.path = path
+        os.replace(self._path, path)
+        self._path = os.fspath(path)
 
     def reset(self) -> None:
         """Drop every entry (before a rebuild)."""
@@ -120,7 +126,7 @@ class _Index:
         if self._mm is not None:
             self._mm.close()
             self._mm = None
-        fd = os.open(self.path, os.O_RDWR)
+        fd = os.open(self._path, os.O_RDWR)
         try:
             os.ftruncate(fd, size)
             if size:
@@ -130,7 +136,7 @@ class _Index:
 
     def _ensure_mapped(self) -> mmap.mmap | None:
         if self._mm is None and self.entries:
-            fd = os.open(self.path, os.O_RDWR)
+            fd = os.open(self._path, os.O_RDWR)
             try:
                 self._mm = _map(fd, os.fstat(fd).st_size)
             finally:

@@ -57,6 +57,8 @@ from protocol.records.batch import LEADER_EPOCH_POS
 
 __all__ = ["AppendInfo", "FetchData", "Log"]
 
+_LOGGER = structlog.get_logger("headwater.log")
+
 Buffer = bytes | bytearray | memoryview
 Clock = Callable[[], int]
 
@@ -130,7 +132,12 @@ class Log:
         self.on_truncate: Callable[[Log, int], None] | None = None
         """Set by the log manager; handed the log, so it need not hold it (a log and a
         callback holding it would be a cycle: freed only by the cyclic collector)."""
-        self._log = structlog.get_logger("headwater.log").bind(log=directory.name)
+
+    @property
+    def _log(self) -> structlog.typing.FilteringBoundLogger:
+        # made when needed (a log says something at open, roll, truncation, retention or a
+        # failure), not kept: two objects the cyclic collector walks, for every partition
+        return _LOGGER.bind(log=self.dir.name)
 
     # --- open / close -------------------------------------------------------------------
 

@@ -73,9 +73,10 @@ class LogSegment:
     ) -> None:
         """``suffix``: after each file's name; the log cleaner writes ``.cleaned`` ones."""
         self.base_offset = base_offset
-        self.log_path = directory / (segment_name(base_offset, ".log") + suffix)
+        # a str (see the indexes' for why); :attr:`log_path` is the Path
+        self._log_path = os.fspath(directory / (segment_name(base_offset, ".log") + suffix))
         self._interval = index_interval_bytes
-        self.fd = os.open(self.log_path, os.O_RDWR | os.O_CREAT, 0o644)
+        self.fd = os.open(self._log_path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             self.size = os.fstat(self.fd).st_size
             index_missing = not all(
@@ -107,6 +108,10 @@ class LogSegment:
         self._recent_positions: list[int] = []
         self._recent_ends: list[int] = []
         self.dirty = False
+
+    @property
+    def log_path(self) -> Path:
+        return Path(self._log_path)
 
     def __repr__(self) -> str:
         return f"LogSegment({self.log_path.name}, size={self.size}, next={self.next_offset})"
@@ -451,9 +456,8 @@ class LogSegment:
 
     def rename_for_delete(self) -> None:
         """Kafka's two-step delete: rename now (readers keep their descriptors), unlink later."""
-        for path in (self.log_path,):
-            os.replace(path, path.with_name(path.name + ".deleted"))
-        self.log_path = self.log_path.with_name(self.log_path.name + ".deleted")
+        os.replace(self._log_path, self._log_path + ".deleted")
+        self._log_path += ".deleted"
         for index in (self.offset_index, self.time_index):
             index.rename(index.path.with_name(index.path.name + ".deleted"))
 
