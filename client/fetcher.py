@@ -220,14 +220,9 @@ class Subscription:
 
     def next_retry_ms(self, now_ms: float) -> float | None:
         """When the earliest partition still backing off may be fetched again."""
-        if not self._backing_off:
-            return None
+        self._expire_backoffs(now_ms)  # those whose back-off ended are looked at again
         states = self.states
-        waiting = [
-            tp for tp in self._backing_off if (s := states.get(tp)) and s.retry_at_ms > now_ms
-        ]
-        self._backing_off = dict.fromkeys(waiting)
-        return min((states[tp].retry_at_ms for tp in waiting), default=None)
+        return min((states[tp].retry_at_ms for tp in self._backing_off), default=None)
 
     def set_reset_position(self, tp: TopicPartition, offset: int, generation: int) -> bool:
         """Apply an offset looked up for a reset, unless the user moved meanwhile."""
