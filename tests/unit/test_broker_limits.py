@@ -13,7 +13,7 @@ resource = pytest.importorskip("resource")
 
 _OPEN_LOGS = textwrap.dedent(
     """
-    import resource, sys, tempfile
+    import resource, sys
     from pathlib import Path
     from broker.log import Log
     from broker.main import raise_open_files_limit
@@ -22,7 +22,7 @@ _OPEN_LOGS = textwrap.dedent(
     resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))  # as a small default would
     if sys.argv[1] == "raised":
         print("limit", *raise_open_files_limit())
-    root = Path(tempfile.mkdtemp())
+    root = Path(sys.argv[2])
     logs = []
     try:
         for i in range(40):  # three descriptors each: 120, past 64
@@ -35,10 +35,10 @@ _OPEN_LOGS = textwrap.dedent(
 )
 
 
-def _run(mode: str) -> str:
+def _run(mode: str, logs: Path) -> str:
     root = Path(__file__).resolve().parents[2]
     done = subprocess.run(
-        [sys.executable, "-c", _OPEN_LOGS, mode],
+        [sys.executable, "-c", _OPEN_LOGS, mode, str(logs)],
         cwd=root,
         capture_output=True,
         text=True,
@@ -48,12 +48,14 @@ def _run(mode: str) -> str:
     return done.stdout.strip().splitlines()[-1] if done.stdout.strip() else done.stderr
 
 
-def test_the_broker_takes_the_hard_limit_and_a_shortage_says_what_to_raise() -> None:
+def test_the_broker_takes_the_hard_limit_and_a_shortage_says_what_to_raise(
+    tmp_path: Path,
+) -> None:
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard != resource.RLIM_INFINITY and hard < 200:
         pytest.skip(f"the hard limit here ({hard}) leaves nothing to raise")
-    refused = _run("low")
+    refused = _run("low", tmp_path / "low")
     assert refused.startswith("refused"), refused
     assert "too many open files" in refused and "ulimit -n" in refused
     assert "check the disk" not in refused
-    assert _run("raised") == "opened 40"
+    assert _run("raised", tmp_path / "raised") == "opened 40"
