@@ -25,6 +25,7 @@ from broker.controller.election import ControllerElection
 from broker.coordinator.coordinator import GroupCoordinator
 from broker.coordinator.producer_ids import ProducerIdManager
 from broker.dynamic_config import TopicConfigs
+from broker.heap import HeapSettler
 from broker.log import LogConfig
 from broker.log.cleaner import CleanerConfig, LogCleaner
 from broker.log.log import wall_clock_ms
@@ -107,8 +108,11 @@ def _host_port(listener: str) -> tuple[str, int]:
 class Broker:
     """A broker process's state. ``await start()``, then ``await stop()``."""
 
-    def __init__(self, config: BrokerConfig) -> None:
+    def __init__(self, config: BrokerConfig, *, heap: HeapSettler | None = None) -> None:
+        """``heap``: the daemon's, to keep the long-lived state out of full collections
+        (it freezes the process's objects, so a broker built inside a test has none)."""
         self.config = config
+        self._heap = heap
         self.broker_id = config.broker_id
         self.cluster_id = ""
         self.port = -1
@@ -208,6 +212,7 @@ class Broker:
             self._metrics = MetricsServer(self._collect_metrics)
             self.metrics_port = await self._metrics.start(cfg["metrics.host"], cfg["metrics.port"])
         self._log.info("broker.ready", host=adv_host, port=adv_port, metrics_port=self.metrics_port)
+        self._changed()  # the logs loaded: settle once the controller's first requests are in
 
     async def stop(self) -> None:
         self._stopping = True
@@ -469,6 +474,8 @@ class Broker:
         while True:
             await asyncio.sleep(tick_s)
             self._guarded("flush", replicas.flush_due_logs)
+            if self._heap is not None and self._heap.due():
+                self._guarded("heap", self._settle_heap)
             now = loop.time()
             for name, every in intervals.items():
                 if now < due[name]:
@@ -493,6 +500,20 @@ class Broker:
                         await self._apply_retention()
                     except Exception:
                         self._log.exception("broker.housekeeping_failed", step="retention")
+
+    def _changed(self, *, dropped: bool = False) -> None:
+        if self._heap is not None:
+            self._heap.changed(dropped=dropped)
+
+    def _settle_heap(self) -> None:
+        assert self._heap is not None
+        thawed = self._heap.settle()
+        self._log.info(
+            "broker.heap_settled",
+            thawed=thawed,
+            frozen=self._heap.frozen,
+            took_ms=round(self._heap.last_ms, 1),
+        )
 
     def _expire_producers(self) -> None:
         """Forget idempotent producers not heard from in ``producer.id.expiration.ms``, in
@@ -557,6 +578,7 @@ class Broker:
         errors = await self._replicas.become_leader_or_follower(
             request.partition_states, request.live_leaders
         )
+        self._changed()
         return LeaderAndIsrResponse(partition_errors=errors)
 
     async def _stop_replica(self, header: RequestHeader, request: StopReplicaRequest) -> Any:
@@ -565,11 +587,13 @@ class Broker:
         errors = await self._replicas.stop_replicas(
             request.partitions, delete=request.delete_partitions
         )
+        self._changed(dropped=True)
         return StopReplicaResponse(partition_errors=errors)
 
     async def _update_metadata(self, header: RequestHeader, request: UpdateMetadataRequest) -> Any:
         self._fence(request.controller_epoch, "UpdateMetadata")
         self.metadata.update(request)
+        self._changed()
         return UpdateMetadataResponse()
 
     # --- Metadata -----------------------------------------------------------------------

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import gc
 import logging
 import signal
 import sys
@@ -15,6 +14,7 @@ import uvloop
 
 from broker.app import Broker
 from broker.config import BrokerConfig, ConfigError, load_config
+from broker.heap import HeapSettler, settle_heap
 from broker.metrics import GC_PAUSES
 from protocol.errors import HeadwaterError
 
@@ -73,24 +73,6 @@ def raise_open_files_limit() -> tuple[int, int]:
 _MAX_OPEN_FILES = 1 << 20  # Linux's default nr_open: a soft limit past it is refused
 
 
-def settle_heap() -> int:
-    """Put the objects that exist now out of the cyclic collector's reach; returns how many.
-
-    A full collection walks every object the collector tracks, and every request waits
-    while it does. Importing the broker leaves ~40,000 (modules, classes, functions,
-    kazoo, structlog): 13-17 ms a full collection on this 2-core VM, the longest stall of
-    an e2e run. Frozen, they are not walked again (0.1-0.6 ms a full collection).
-
-    Call it before the broker exists: only reference counting frees a frozen object, so
-    one that later becomes part of an unreachable cycle is kept for good, with everything
-    it references. Freezing after start-up was tried and reverted for that: a deleted
-    topic's log stayed in memory. Garbage already made goes first.
-    """
-    gc.collect()
-    gc.freeze()
-    return gc.get_freeze_count()
-
-
 def configure_logging(*, json: bool) -> None:
     """structlog to stdout: JSON lines when not on a terminal (for machines), else pretty."""
     renderer: structlog.typing.Processor = (
@@ -115,7 +97,7 @@ async def serve(config: BrokerConfig) -> int:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    broker = Broker(config)
+    broker = Broker(config, heap=HeapSettler())
     try:
         await broker.start()
     except (HeadwaterError, OSError) as exc:

@@ -67,7 +67,7 @@ _GC_UNCOLLECTABLE = counter(
 )
 _GC_FROZEN = gauge(
     "python_gc_frozen_objects",
-    "Objects of start-up (modules, classes, settings) that collections skip (gc.freeze).",
+    "Objects collections skip (gc.freeze): start-up's, and the broker's at its last settle.",
 )
 _GC_PAUSE = counter(
     "python_gc_pause_seconds_total",

@@ -27,6 +27,7 @@ from protocol.errors import NotControllerError, NotEnoughReplicasError, OffsetNo
 from tests.integration.conftest import Cluster
 from tests.integration.conftest import until as _until
 from tests.integration.test_topics import (
+    _create,
     _fetch,
     _metadata,
     _produce,
@@ -172,6 +173,30 @@ async def _scrape(port: int) -> dict[str, float]:
         for line in body.splitlines()
         if line and not line.startswith("#")
     }
+
+
+def _settles(cluster: Cluster, broker_id: int) -> list[dict[str, Any]]:
+    return [
+        json.loads(line)
+        for line in cluster.brokers[broker_id].log_path.read_text().splitlines()
+        if '"broker.heap_settled"' in line
+    ]
+
+
+async def test_the_broker_freezes_its_partitions_once_they_settle(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    cluster = make_cluster(1, {"metrics.port": "0"})
+    ports = await _ready_cluster(cluster)
+    port = _metrics_port(cluster, 1)
+    at_start = (await _scrape(port))["python_gc_frozen_objects"]  # the imports (broker.main)
+    assert (await _create(ports[1], "settled", 64)).error_code == 0
+    # quiet for 5 s after the controller's requests: one settle (broker.heap)
+    settled = (await _until(lambda: _settles(cluster, 1), bool))[0]
+    frozen = (await _scrape(port))["python_gc_frozen_objects"]
+    assert frozen >= settled["frozen"] - 1_000  # what lives on stays frozen
+    assert settled["frozen"] > at_start + 64 * 10  # the broker's state, its logs' too
+    assert (await _produce(ports[1], "settled", 0, [b"after"], acks=1)).error_code == 0
 
 
 async def test_min_insync_replicas_refuses_acks_all_but_not_acks_1(

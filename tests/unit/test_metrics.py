@@ -12,7 +12,7 @@ import pytest
 
 import broker.main as broker_main
 from broker.app import Broker
-from broker.main import settle_heap
+from broker.heap import settle_heap
 from broker.metrics import Counter, GcPauses, MetricsServer, gauge, gc_samples, render
 
 

@@ -1,0 +1,110 @@
+"""The broker's objects and CPython's cyclic collector.
+
+A full collection walks every object the collector tracks and is not frozen, and nothing
+is served while it runs. Walking costs what the objects point at (~140 ns a reference on
+this 2-core VM): the broker's long-lived state, a few dozen objects a partition, made a
+full collection 20-70 ms on a broker of 1,024 partitions, every few seconds under load.
+
+Frozen objects (``gc.freeze``) are not walked; only reference counting frees them. The
+daemon freezes its imports before the broker exists (:func:`settle_heap`), and a
+:class:`HeapSettler` then re-freezes what the broker holds once it stops changing.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from collections.abc import Callable
+
+QUIET_S = 5.0
+SPACING_S = 60.0
+THAW_EVERY_S = 1800.0
+
+
+def settle_heap() -> int:
+    """Put the objects that exist now out of the cyclic collector's reach; returns how many.
+
+    Importing the broker leaves ~40,000 (modules, classes, functions, kazoo, structlog):
+    13-17 ms a full collection on this 2-core VM. Frozen, they are not walked again.
+    Garbage already made goes first. Call it before the broker exists; after that, a
+    :class:`HeapSettler` does it.
+    """
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
+
+
+class HeapSettler:
+    """Freezes the broker's long-lived state once it has settled, and now and then thaws
+    it to free what became garbage since.
+
+    A settle collects and freezes what is left. It is due when the partitions here
+    changed (LeaderAndIsr, StopReplica, UpdateMetadata: ``changed()``) and nothing changed
+    for ``quiet_s``, at most once every ``spacing_s`` for such changes (a controller's
+    burst settles once, and a flapping ISR cannot make every minute cost more than one
+    collection). It walks only what is not frozen yet: what one full collection walks.
+
+    Only reference counting frees a frozen object, so a cycle frozen while alive that
+    later becomes garbage (a deleted partition's objects, a closed connection's fetch
+    session) is kept until a thaw: the next settle after partitions were dropped here,
+    and one every ``thaw_every_s`` anyway, unfreeze everything first, a walk of the whole
+    heap (what each full collection cost before). What is held is bounded by the
+    settles between two thaws. (A freeze kept for the process's life held a deleted
+    topic's log for good.)
+    """
+
+    def __init__(
+        self,
+        *,
+        quiet_s: float = QUIET_S,
+        spacing_s: float = SPACING_S,
+        thaw_every_s: float = THAW_EVERY_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._quiet_s = quiet_s
+        self._spacing_s = spacing_s
+        self._thaw_every_s = thaw_every_s
+        self._clock = clock
+        now = clock()
+        self._changed_at: float | None = None
+        self._dropped = False
+        self._earliest = now  # the first change may settle as soon as it is quiet
+        self._thaw_at = now + thaw_every_s
+        self.settles = 0
+        self.thaws = 0
+        self.last_ms = 0.0
+        self.frozen = 0
+
+    def changed(self, *, dropped: bool = False) -> None:
+        """Partitions came or went here, or their metadata was replaced; ``dropped``: some
+        stopped being replicas here (their frozen objects are to be freed)."""
+        self._changed_at = self._clock()
+        self._dropped = self._dropped or dropped
+
+    def due(self) -> bool:
+        now = self._clock()
+        if now >= self._thaw_at:
+            return True
+        changed = self._changed_at
+        return changed is not None and now - changed >= self._quiet_s and now >= self._earliest
+
+    def settle(self) -> bool:
+        """Collect and freeze, after a thaw if one is due; returns whether it thawed."""
+        now = self._clock()
+        thaw = self._dropped or now >= self._thaw_at
+        started = time.perf_counter()
+        if thaw:
+            gc.unfreeze()
+        gc.collect()
+        gc.freeze()
+        self.last_ms = (time.perf_counter() - started) * 1000
+        self.frozen = gc.get_freeze_count()
+        self.settles += 1
+        now = self._clock()
+        self._changed_at = None
+        self._earliest = now + self._spacing_s
+        if thaw:
+            self.thaws += 1
+            self._dropped = False
+            self._thaw_at = now + self._thaw_every_s
+        return thaw

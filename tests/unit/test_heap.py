@@ -1,0 +1,94 @@
+"""broker.heap: when the daemon freezes the broker's long-lived state, and that a thaw
+frees what was frozen and became garbage since."""
+
+import gc
+import weakref
+from collections.abc import Iterator
+
+import pytest
+
+from broker.heap import HeapSettler
+
+
+class _Node:
+    me: object = None
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def thawed() -> Iterator[None]:
+    """A settle freezes this process's objects: give them back to the collector after."""
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
+def _walked(o: object) -> bool:
+    """Whether a full collection looks at ``o`` (frozen objects are not listed)."""
+    return any(x is o for x in gc.get_objects())
+
+
+def test_a_change_settles_once_quiet_then_not_again_before_the_spacing(thawed: None) -> None:
+    clock = _Clock()
+    heap = HeapSettler(quiet_s=5, spacing_s=60, thaw_every_s=1800, clock=clock)
+    assert not heap.due()  # nothing changed
+    heap.changed()
+    clock.now += 4.9
+    assert not heap.due()  # not quiet yet
+    heap.changed()  # a burst goes on: quiet counts from its last change
+    clock.now += 4.9
+    assert not heap.due()
+    clock.now += 0.1
+    assert heap.due()
+    assert heap.settle() is False  # nothing dropped: no thaw
+    assert heap.settles == 1 and heap.thaws == 0 and heap.frozen > 0
+    assert not heap.due()
+    heap.changed()
+    clock.now += 30
+    assert not heap.due()  # quiet, but a settle was 30 s ago
+    clock.now += 30
+    assert heap.due()
+
+
+def test_a_thaw_comes_after_partitions_are_dropped_and_every_interval(thawed: None) -> None:
+    clock = _Clock()
+    heap = HeapSettler(quiet_s=5, spacing_s=60, thaw_every_s=1800, clock=clock)
+    heap.changed(dropped=True)
+    heap.changed()  # a later change does not forget the drop
+    clock.now += 5
+    assert heap.due() and heap.settle() is True
+    clock.now += 1799
+    assert not heap.due()
+    clock.now += 1
+    assert heap.due()  # no change: the interval alone
+    assert heap.settle() is True and heap.thaws == 2
+    clock.now += 1799
+    assert not heap.due()  # counted from that thaw
+
+
+def test_a_settle_freezes_what_lives_and_a_thaw_frees_what_died_since(thawed: None) -> None:
+    clock = _Clock()
+    heap = HeapSettler(quiet_s=0, spacing_s=0, thaw_every_s=1800, clock=clock)
+    kept = _Node()
+    kept.me = kept  # a cycle, as a partition's objects can be
+    gone = weakref.ref(kept)
+    assert heap.settle() is False
+    assert not _walked(kept)  # full collections skip it
+    del kept
+    gc.collect()
+    heap.changed()
+    heap.settle()  # no thaw: what is frozen stays
+    assert gone() is not None
+    heap.changed(dropped=True)
+    assert heap.settle() is True
+    assert gone() is None
+    young = _Node()
+    assert _walked(young)  # made after: walked as ever
