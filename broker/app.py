@@ -453,6 +453,7 @@ class Broker:
     async def _on_resigned(self) -> None:
         if self._controller is not None:
             await self._controller.deactivate()
+            self._changed(dropped=True)  # the controller's view of the cluster is let go
         self._log.info("controller.inactive")
 
     async def _keep_house(self) -> None:
@@ -575,6 +576,7 @@ class Broker:
     async def _leader_and_isr(self, header: RequestHeader, request: LeaderAndIsrRequest) -> Any:
         assert self._replicas is not None
         self._fence(request.controller_epoch, "LeaderAndIsr")
+        self._changed()  # and again when done: no settle while it opens logs
         errors = await self._replicas.become_leader_or_follower(
             request.partition_states, request.live_leaders
         )
@@ -584,6 +586,7 @@ class Broker:
     async def _stop_replica(self, header: RequestHeader, request: StopReplicaRequest) -> Any:
         assert self._replicas is not None
         self._fence(request.controller_epoch, "StopReplica")
+        self._changed(dropped=True)
         errors = await self._replicas.stop_replicas(
             request.partitions, delete=request.delete_partitions
         )

@@ -156,6 +156,34 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("metrics.host", str, "127.0.0.1", "Address the metrics endpoint listens on."),
     Setting(
+        "heap.settle.enable",
+        bool,
+        True,
+        "Freeze the broker's long-lived objects once its partitions settle, so CPython's "
+        "full collections skip them (broker/heap.py).",
+    ),
+    Setting(
+        "heap.settle.quiet.ms",
+        int,
+        5_000,
+        "Settle once the partitions here have not changed for this long.",
+        0,
+    ),
+    Setting(
+        "heap.settle.spacing.ms",
+        int,
+        60_000,
+        "At most one settle for partition changes this often.",
+        0,
+    ),
+    Setting(
+        "heap.thaw.interval.ms",
+        int,
+        1_800_000,
+        "Thaw what is frozen at least this often, freeing what became garbage since.",
+        1_000,
+    ),
+    Setting(
         "controlled.shutdown.max.retries",
         int,
         3,

@@ -33,7 +33,9 @@ class Deferred(Generic[T]):
         self._listeners: list[Callable[[Deferred[T]], None]] = []
         self._on_cancel = on_cancel
         """Called once if the waiting side gives up (its connection closed), so the
-        completing side can forget it (and stop its timer)."""
+        completing side can forget it (and stop its timer). Dropped once done: it is
+        usually bound to the operation that holds this Deferred, a cycle that only a full
+        collection would free (a parked fetch held its whole fetch session that way)."""
 
     @property
     def done(self) -> bool:
@@ -46,11 +48,13 @@ class Deferred(Generic[T]):
     def resolve(self, value: T) -> None:
         if self._state == _PENDING:
             self._state, self._value = _RESOLVED, value
+            self._on_cancel = None
             self._notify()
 
     def fail(self, error: BaseException) -> None:
         if self._state == _PENDING:
             self._state, self._error = _FAILED, error
+            self._on_cancel = None
             self._notify()
 
     def cancel(self) -> None:
@@ -58,8 +62,9 @@ class Deferred(Generic[T]):
         if self._state == _PENDING:
             self._state = _CANCELLED
             self._listeners = []
-            if self._on_cancel is not None:
-                self._on_cancel()
+            on_cancel, self._on_cancel = self._on_cancel, None
+            if on_cancel is not None:
+                on_cancel()
 
     def result(self) -> T:
         """The value; raises the error it failed with (or CancelledError)."""

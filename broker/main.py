@@ -97,7 +97,14 @@ async def serve(config: BrokerConfig) -> int:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    broker = Broker(config, heap=HeapSettler())
+    heap = None
+    if config["heap.settle.enable"]:
+        heap = HeapSettler(
+            quiet_s=config["heap.settle.quiet.ms"] / 1000,
+            spacing_s=config["heap.settle.spacing.ms"] / 1000,
+            thaw_every_s=config["heap.thaw.interval.ms"] / 1000,
+        )
+    broker = Broker(config, heap=heap)
     try:
         await broker.start()
     except (HeadwaterError, OSError) as exc:

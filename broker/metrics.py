@@ -118,7 +118,8 @@ GC_PAUSES = GcPauses()
 
 def gc_samples(pauses: GcPauses = GC_PAUSES) -> list[Sample]:
     """The cyclic collector's counts (as prometheus_client's ``python_gc_*``), the objects
-    frozen at start-up, and the pauses if ``pauses`` is installed."""
+    frozen (start-up's, and the broker's at its last settle), and the pauses if ``pauses``
+    is installed."""
     samples: list[Sample] = []
     for generation, stats in enumerate(gc.get_stats()):
         labels = {"generation": str(generation)}

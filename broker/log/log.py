@@ -359,6 +359,9 @@ class Log:
         for segment in self.segments:
             with contextlib.suppress(OSError):  # going anyway: a failed index flush loses nothing
                 segment.close()
+        for _, segment in self._pending_deletes:  # their descriptors held the space for good
+            with contextlib.suppress(OSError):
+                segment.delete()
         self.segments.clear()
         self._bases.clear()
         self._pending_deletes.clear()

@@ -209,10 +209,12 @@ class _DelayedProduce:
         if self._pending == 0:
             if self._timer is not None:
                 self._timer.cancel()
+                self._timer = None  # its handle holds self._expire: no cycle left behind
             self._purgatory.discard(self)
             self.deferred.resolve(self._answer)
 
     def _expire(self, timeout_ms: int) -> None:
+        self._timer = None
         for wait in self._waits:
             if wait.waiter is None:
                 continue
@@ -233,6 +235,7 @@ class _DelayedProduce:
         self._purgatory.discard(self)
         if self._timer is not None:
             self._timer.cancel()
+            self._timer = None
         for wait in self._waits:
             if wait.waiter is not None:
                 wait.partition.forget_waiter(wait.waiter)

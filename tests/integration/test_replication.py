@@ -17,6 +17,7 @@ from protocol.apis import (
     CreatableTopic,
     CreatableTopicConfig,
     CreateTopicsRequest,
+    DeleteTopicsRequest,
     ElectLeadersRequest,
     ListOffsetsPartition,
     ListOffsetsRequest,
@@ -183,20 +184,39 @@ def _settles(cluster: Cluster, broker_id: int) -> list[dict[str, Any]]:
     ]
 
 
-async def test_the_broker_freezes_its_partitions_once_they_settle(
+async def _settled(cluster: Cluster, after: int) -> dict[str, Any]:
+    """The last settle once they stop (none for a second), waiting for more than ``after``."""
+    settles = await _until(lambda: _settles(cluster, 1), lambda found: len(found) > after)
+    while True:
+        await asyncio.sleep(1.0)
+        later = _settles(cluster, 1)
+        if len(later) == len(settles):
+            return settles[-1] | {"count": len(settles)}
+        settles = later
+
+
+async def test_the_broker_freezes_its_partitions_once_they_settle_and_frees_deleted_ones(
     make_cluster: Callable[..., Cluster],
 ) -> None:
-    cluster = make_cluster(1, {"metrics.port": "0"})
+    quick = {"heap.settle.quiet.ms": "300", "heap.settle.spacing.ms": "0"}
+    cluster = make_cluster(1, {"metrics.port": "0", **quick})
     ports = await _ready_cluster(cluster)
-    port = _metrics_port(cluster, 1)
-    at_start = (await _scrape(port))["python_gc_frozen_objects"]  # the imports (broker.main)
-    assert (await _create(ports[1], "settled", 64)).error_code == 0
-    # quiet for 5 s after the controller's requests: one settle (broker.heap)
-    settled = (await _until(lambda: _settles(cluster, 1), bool))[0]
-    frozen = (await _scrape(port))["python_gc_frozen_objects"]
-    assert frozen >= settled["frozen"] - 1_000  # what lives on stays frozen
-    assert settled["frozen"] > at_start + 64 * 10  # the broker's state, its logs' too
-    assert (await _produce(ports[1], "settled", 0, [b"after"], acks=1)).error_code == 0
+    started = await _settled(cluster, 0)  # the start-up's
+    assert (await _create(ports[1], "settled", 256)).error_code == 0
+    assert (await _produce(ports[1], "settled", 255, [b"x"], acks=1)).error_code == 0
+    grown = await _settled(cluster, started["count"])
+    assert not grown["thawed"]  # partitions came: frozen on top of what was
+    assert grown["frozen"] - started["frozen"] >= 256 * 15  # each partition's objects
+    metrics = await _scrape(_metrics_port(cluster, 1))
+    assert started["frozen"] < metrics["python_gc_frozen_objects"] <= grown["frozen"]
+    deleted = await _request(
+        ports[1], ApiKey.DELETE_TOPICS, DeleteTopicsRequest(topic_names=["settled"])
+    )
+    assert deleted.responses[0].error_code == 0
+    freed = await _settled(cluster, grown["count"])
+    since = _settles(cluster, 1)[grown["count"] :]
+    assert any(s["thawed"] for s in since)  # StopReplica: thawed, the deleted ones freed
+    assert freed["frozen"] <= grown["frozen"] - 256 * 15
 
 
 async def test_min_insync_replicas_refuses_acks_all_but_not_acks_1(

@@ -160,6 +160,24 @@ def test_retention_by_time_and_size(tmp_path: Path) -> None:
     log.close()
 
 
+def test_deleting_a_log_closes_the_segments_still_waiting_for_their_delete_delay(
+    tmp_path: Path,
+) -> None:
+    clock = Clock(now=100_000)
+    cfg = SMALL.with_overrides(retention_ms=50_000, file_delete_delay_ms=60_000)
+    log = Log.open(tmp_path / "t-0", cfg, clock=clock)
+    for i in range(60):
+        log.append(_batch(i * 5, ts=i * 1_000))
+    assert log.apply_retention() > 0 and list(log.dir.glob("*.deleted"))
+    log.delete()  # the topic is deleted before file.delete.delay.ms is up
+    assert not log.dir.exists()
+    held = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # the listing's own descriptor is gone by now
+            held.append(os.readlink(f"/proc/self/fd/{fd}"))
+    assert not [path for path in held if str(tmp_path) in path]  # no space held by a file
+
+
 def test_retention_never_deletes_the_active_segment(tmp_path: Path) -> None:
     clock = Clock(now=10**9)
     log = Log.open(tmp_path / "t-0", SMALL.with_overrides(retention_ms=1), clock=clock)

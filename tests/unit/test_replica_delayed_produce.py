@@ -123,9 +123,11 @@ async def test_a_producer_gone_leaves_nothing_waiting(make_leader: MakeLeader) -
     replicas = await _leading(make_leader)
     waiting = _waiting(replicas, timeout_ms=20)
     delayed = waiting._on_cancel.__self__  # type: ignore[union-attr]
+    timer = delayed._timer
     waiting.cancel()  # the server does this when the producer's connection closes
     assert not replicas.partitions[TP]._waiters
-    assert delayed._timer.cancelled()  # nothing fires into a dead answer
+    assert timer is not None and timer.cancelled()  # nothing fires into a dead answer
+    assert delayed._timer is None and waiting._on_cancel is None  # and no cycle is left
     assert _purgatory_size(replicas) == 0
     assert waiting.cancelled
 

@@ -5,6 +5,7 @@ Also the leader's own acks=1/0 produce is answered without awaiting anything."""
 
 import asyncio
 import dataclasses
+import gc
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -387,5 +388,44 @@ async def test_a_fetch_waiting_for_min_bytes_is_answered_at_once_by_an_error(
     assert parked.done
     errors = {p.partition_index: p.error_code for t in parked.result().topics for p in t.partitions}
     assert errors[3] == NotLeaderOrFollowerError.code and errors[0] == 0
+    await manager.shutdown()
+    logs.shutdown()
+
+
+async def test_answered_and_abandoned_waits_leave_no_cycle_for_the_collector(
+    tmp_path: Path,
+) -> None:
+    """A parked fetch and an acks=all produce are freed by reference counting once done:
+    a cycle left behind (a Deferred holding its operation's callback) would wait for a
+    full collection, holding a consumer's whole fetch session meanwhile."""
+    logs = LogManager([tmp_path], broker_id=1, cluster_id="c")
+    logs.startup()
+
+    async def load(topic: str) -> LogConfig:
+        return LogConfig()
+
+    manager = ReplicaManager(1, logs, MetadataCache(), load)
+    await manager.become_leader_or_follower([_leader_state(isr=[1, 2])])
+    gc.collect()
+    gc.disable()
+    try:
+        answered = manager.fetch(_fetch(0))
+        abandoned = manager.fetch(_fetch(0))
+        expired = manager.fetch(_fetch(0, max_wait_ms=1))
+        produced = manager.produce(_produce(acks=-1))
+        assert all(isinstance(d, Deferred) for d in (answered, abandoned, expired, produced))
+        abandoned.cancel()  # as the consumer's connection closing does
+        await asyncio.wait_for(expired, 5)
+        manager.fetch(_fetch(1, max_wait_ms=0, replica_id=2))  # the high watermark moves
+        assert answered.done and produced.done
+        del answered, abandoned, expired, produced
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        gc.collect()
+        left = {type(o).__name__ for o in gc.garbage}
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert not left & {"_DelayedFetch", "_DelayedProduce", "Deferred", "_Wait", "FetchContext"}
     await manager.shutdown()
     logs.shutdown()

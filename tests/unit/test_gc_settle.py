@@ -92,3 +92,32 @@ def test_a_settle_freezes_what_lives_and_a_thaw_frees_what_died_since(thawed: No
     assert gone() is None
     young = _Node()
     assert _walked(young)  # made after: walked as ever
+
+
+def test_settles_without_a_thaw_do_not_put_the_thaw_off(thawed: None) -> None:
+    """A broker that only ever gets LeaderAndIsr and UpdateMetadata still thaws on time:
+    what it froze is freed within the interval."""
+    clock = _Clock()
+    heap = HeapSettler(quiet_s=5, spacing_s=60, thaw_every_s=1800, clock=clock)
+    start = clock.now
+    thaws = []
+    while clock.now - start < 1900:
+        heap.changed()
+        clock.now += 60
+        if heap.due():
+            thaws.append(heap.settle())
+    assert thaws.count(True) == 1 and thaws[-1] is False  # the one thaw, then settles again
+    assert start + 1800 <= clock.now
+
+
+def test_a_drop_thaws_once_and_still_waits_for_quiet(thawed: None) -> None:
+    clock = _Clock()
+    heap = HeapSettler(quiet_s=5, spacing_s=60, thaw_every_s=1800, clock=clock)
+    heap.changed(dropped=True)
+    clock.now += 4
+    assert not heap.due()  # dropped or not, a burst settles once it is over
+    clock.now += 1
+    assert heap.settle() is True
+    heap.changed()
+    clock.now += 60
+    assert heap.due() and heap.settle() is False  # the drop was thawed: not again
