@@ -12,6 +12,7 @@ the ZooKeeper session.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -506,6 +507,11 @@ class Broker:
         if self._heap is not None:
             self._heap.changed(dropped=dropped)
 
+    def _changing(self, *, dropped: bool = False) -> contextlib.AbstractContextManager[None]:
+        if self._heap is None:
+            return contextlib.nullcontext()
+        return self._heap.changing(dropped=dropped)
+
     def _settle_heap(self) -> None:
         assert self._heap is not None
         thawed = self._heap.settle()
@@ -576,21 +582,19 @@ class Broker:
     async def _leader_and_isr(self, header: RequestHeader, request: LeaderAndIsrRequest) -> Any:
         assert self._replicas is not None
         self._fence(request.controller_epoch, "LeaderAndIsr")
-        self._changed()  # and again when done: no settle while it opens logs
-        errors = await self._replicas.become_leader_or_follower(
-            request.partition_states, request.live_leaders
-        )
-        self._changed()
+        with self._changing():
+            errors = await self._replicas.become_leader_or_follower(
+                request.partition_states, request.live_leaders
+            )
         return LeaderAndIsrResponse(partition_errors=errors)
 
     async def _stop_replica(self, header: RequestHeader, request: StopReplicaRequest) -> Any:
         assert self._replicas is not None
         self._fence(request.controller_epoch, "StopReplica")
-        self._changed(dropped=True)
-        errors = await self._replicas.stop_replicas(
-            request.partitions, delete=request.delete_partitions
-        )
-        self._changed(dropped=True)
+        with self._changing(dropped=True):
+            errors = await self._replicas.stop_replicas(
+                request.partitions, delete=request.delete_partitions
+            )
         return StopReplicaResponse(partition_errors=errors)
 
     async def _update_metadata(self, header: RequestHeader, request: UpdateMetadataRequest) -> Any:

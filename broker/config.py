@@ -166,8 +166,10 @@ SETTINGS: tuple[Setting, ...] = (
         "heap.settle.quiet.ms",
         int,
         5_000,
-        "Settle once the partitions here have not changed for this long.",
+        "Settle once the partitions here have not changed for this long (0 with no spacing: "
+        "a settle on each housekeeping tick while the controller sends requests).",
         0,
+        _LONG_MAX,
     ),
     Setting(
         "heap.settle.spacing.ms",
@@ -175,6 +177,7 @@ SETTINGS: tuple[Setting, ...] = (
         60_000,
         "At most one settle for partition changes this often.",
         0,
+        _LONG_MAX,
     ),
     Setting(
         "heap.thaw.interval.ms",
@@ -182,6 +185,7 @@ SETTINGS: tuple[Setting, ...] = (
         1_800_000,
         "Thaw what is frozen at least this often, freeing what became garbage since.",
         1_000,
+        _LONG_MAX,
     ),
     Setting(
         "controlled.shutdown.max.retries",

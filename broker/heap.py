@@ -12,9 +12,10 @@ daemon freezes its imports before the broker exists (:func:`settle_heap`), and a
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 QUIET_S = 5.0
 SPACING_S = 60.0
@@ -42,15 +43,17 @@ class HeapSettler:
     changed (LeaderAndIsr, StopReplica, UpdateMetadata: ``changed()``) and nothing changed
     for ``quiet_s``, at most once every ``spacing_s`` for such changes (a controller's
     burst settles once, and a flapping ISR cannot make every minute cost more than one
-    collection). It walks only what is not frozen yet: what one full collection walks.
+    collection), and never while a LeaderAndIsr or StopReplica is under way
+    (``changing()``). It walks only what is not frozen yet: what one full collection
+    walks.
 
     Only reference counting frees a frozen object, so a cycle frozen while alive that
     later becomes garbage (a deleted partition's objects, a closed connection's fetch
     session) is kept until a thaw: the next settle after partitions were dropped here,
-    and one every ``thaw_every_s`` anyway, unfreeze everything first, a walk of the whole
-    heap (what each full collection cost before). What is held is bounded by the
-    settles between two thaws. (A freeze kept for the process's life held a deleted
-    topic's log for good.)
+    and one every ``thaw_every_s`` anyway (after quiet, or ``spacing_s`` late at most),
+    unfreeze everything first, a walk of the whole heap (what each full collection cost
+    before). What is held is bounded by the settles between two thaws. (A freeze kept
+    for the process's life held a deleted topic's log for good.)
     """
 
     def __init__(
@@ -68,6 +71,7 @@ class HeapSettler:
         now = clock()
         self._changed_at: float | None = None
         self._dropped = False
+        self._busy = 0
         self._earliest = now  # the first change may settle as soon as it is quiet
         self._thaw_at = now + thaw_every_s
         self.settles = 0
@@ -81,12 +85,29 @@ class HeapSettler:
         self._changed_at = self._clock()
         self._dropped = self._dropped or dropped
 
+    @contextlib.contextmanager
+    def changing(self, *, dropped: bool = False) -> Iterator[None]:
+        """Around a request that changes the partitions here over several loop passes (a
+        LeaderAndIsr opening logs, a StopReplica deleting them): no settle while it runs,
+        which would freeze what is half built or about to go, and a change when it ends."""
+        self._busy += 1
+        self.changed(dropped=dropped)
+        try:
+            yield
+        finally:
+            self._busy -= 1
+            self.changed(dropped=dropped)
+
     def due(self) -> bool:
+        if self._busy:
+            return False
         now = self._clock()
-        if now >= self._thaw_at:
-            return True
+        if now >= self._thaw_at + self._spacing_s:
+            return True  # a controller that never goes quiet does not put the thaw off for good
         changed = self._changed_at
-        return changed is not None and now - changed >= self._quiet_s and now >= self._earliest
+        if changed is not None and now - changed < self._quiet_s:
+            return False  # whatever is due waits for the changes to end
+        return now >= self._thaw_at or (changed is not None and now >= self._earliest)
 
     def settle(self) -> bool:
         """Collect and freeze, after a thaw if one is due; returns whether it thawed."""

@@ -462,8 +462,8 @@ class LogSegment:
             index.rename(index.path.with_name(index.path.name + ".deleted"))
 
     def delete(self) -> None:
+        fd, self.fd = self.fd, -1
+        os.close(fd)  # first: an index that fails to go must not keep the space held
         self.offset_index.delete()
         self.time_index.delete()
-        os.close(self.fd)
-        self.fd = -1
         self.log_path.unlink(missing_ok=True)

@@ -209,12 +209,12 @@ class _DelayedProduce:
         if self._pending == 0:
             if self._timer is not None:
                 self._timer.cancel()
-                self._timer = None  # its handle holds self._expire: no cycle left behind
+                self._timer = None
             self._purgatory.discard(self)
             self.deferred.resolve(self._answer)
 
     def _expire(self, timeout_ms: int) -> None:
-        self._timer = None
+        self._timer = None  # a handle that fired keeps its callback, self._expire: a cycle
         for wait in self._waits:
             if wait.waiter is None:
                 continue

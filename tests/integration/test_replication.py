@@ -185,10 +185,11 @@ def _settles(cluster: Cluster, broker_id: int) -> list[dict[str, Any]]:
 
 
 async def _settled(cluster: Cluster, after: int) -> dict[str, Any]:
-    """The last settle once they stop (none for a second), waiting for more than ``after``."""
+    """The last settle once they stop (none for 2.5 s: the quiet time and two of the
+    broker's 1 s housekeeping ticks), waiting for more than ``after``."""
     settles = await _until(lambda: _settles(cluster, 1), lambda found: len(found) > after)
     while True:
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(2.5)
         later = _settles(cluster, 1)
         if len(later) == len(settles):
             return settles[-1] | {"count": len(settles)}

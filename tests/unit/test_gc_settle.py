@@ -121,3 +121,29 @@ def test_a_drop_thaws_once_and_still_waits_for_quiet(thawed: None) -> None:
     heap.changed()
     clock.now += 60
     assert heap.due() and heap.settle() is False  # the drop was thawed: not again
+
+
+def test_no_settle_while_a_change_is_under_way(thawed: None) -> None:
+    """A LeaderAndIsr opening 2,100 logs can take 11 s: what it half built is not frozen,
+    nor logs a StopReplica is deleting (and the thaw is not spent before they go)."""
+    clock = _Clock()
+    heap = HeapSettler(quiet_s=5, spacing_s=60, thaw_every_s=1800, clock=clock)
+    with heap.changing(dropped=True):
+        clock.now += 1000
+        assert not heap.due()
+    assert not heap.due()  # quiet counts from its end
+    clock.now += 4
+    assert not heap.due()
+    clock.now += 5
+    assert heap.due() and heap.settle() is True
+
+
+def test_a_controller_that_never_goes_quiet_does_not_put_the_thaw_off(thawed: None) -> None:
+    clock = _Clock()
+    heap = HeapSettler(quiet_s=5, spacing_s=60, thaw_every_s=1800, clock=clock)
+    start = clock.now
+    while not heap.due():
+        heap.changed()  # an ISR flapping every 3 s
+        clock.now += 3
+    assert 1800 <= clock.now - start <= 1860 + 3
+    assert heap.settle() is True

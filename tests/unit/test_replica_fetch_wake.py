@@ -412,13 +412,16 @@ async def test_answered_and_abandoned_waits_leave_no_cycle_for_the_collector(
         answered = manager.fetch(_fetch(0))
         abandoned = manager.fetch(_fetch(0))
         expired = manager.fetch(_fetch(0, max_wait_ms=1))
+        timed_out = manager.produce(dataclasses.replace(_produce(acks=-1), timeout_ms=1))
+        assert isinstance(timed_out, Deferred)
+        await asyncio.wait_for(timed_out, 5)  # follower 2 never asked: REQUEST_TIMED_OUT
         produced = manager.produce(_produce(acks=-1))
         assert all(isinstance(d, Deferred) for d in (answered, abandoned, expired, produced))
         abandoned.cancel()  # as the consumer's connection closing does
         await asyncio.wait_for(expired, 5)
-        manager.fetch(_fetch(1, max_wait_ms=0, replica_id=2))  # the high watermark moves
+        manager.fetch(_fetch(2, max_wait_ms=0, replica_id=2))  # the high watermark moves
         assert answered.done and produced.done
-        del answered, abandoned, expired, produced
+        del answered, abandoned, expired, produced, timed_out
         gc.set_debug(gc.DEBUG_SAVEALL)
         gc.collect()
         left = {type(o).__name__ for o in gc.garbage}
