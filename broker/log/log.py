@@ -353,18 +353,32 @@ class Log:
             self._log.warning("log.producer_snapshot_failed", error=str(exc))
 
     def delete(self) -> None:
-        """Remove the log and its directory (topic deletion, replica moved away). Raises
-        OSError if the directory could not be removed: what is left would come back as a
-        log at the next start, so the caller says so."""
+        """Remove the log and its directory (topic deletion, replica moved away): both
+        halves below at once (blocking: tests and tools). Raises OSError if the directory
+        could not be removed."""
+        self.close_for_delete()
+        self.remove_dir()
+
+    def close_for_delete(self) -> None:
+        """The first half of :meth:`delete`, on the event loop: close every descriptor,
+        pending deletes' too (theirs held the space for good), without writing to files
+        that are going. On the loop because a read in flight (a fetch's ``sendfile``)
+        re-reads ``fd`` between awaits: closed here it sees -1; closed in a worker thread
+        it could meet the number reused by a file opened meanwhile."""
         for segment in self.segments:
-            with contextlib.suppress(OSError):  # going anyway: a failed index flush loses nothing
-                segment.close()
-        for _, segment in self._pending_deletes:  # their descriptors held the space for good
+            with contextlib.suppress(OSError):  # going anyway
+                segment.release()
+        for _, segment in self._pending_deletes:
             with contextlib.suppress(OSError):
-                segment.delete()
+                segment.release()
         self.segments.clear()
         self._bases.clear()
         self._pending_deletes.clear()
+
+    def remove_dir(self) -> None:
+        """The second half of :meth:`delete`, blocking (a worker thread): remove the
+        directory. Raises OSError if it could not be: what is left would come back as a
+        log at the next start, so the caller says so."""
         with contextlib.suppress(FileNotFoundError):
             shutil.rmtree(self.dir)
 

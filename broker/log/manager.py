@@ -303,7 +303,9 @@ class LogManager:
         gone = [(tp, log) for tp in tps if (log := self._removed(tp)) is not None]
         if not gone:
             return []
-        failed = await asyncio.to_thread(_delete_all, gone)
+        for _, log in gone:
+            log.close_for_delete()
+        failed = await asyncio.to_thread(_remove_dirs, gone)
         await self.checkpoint_async()
         for _, log, exc in failed:
             self._log.error(
@@ -473,14 +475,15 @@ def write_checkpoint(path: Path, offsets: Mapping[TopicPartition, int]) -> None:
     write_atomically(path, render_checkpoint(offsets))
 
 
-def _delete_all(
+def _remove_dirs(
     logs: list[tuple[TopicPartition, Log]],
 ) -> list[tuple[TopicPartition, Log, OSError]]:
-    """Delete each log; one that fails does not stop the others. Returns the failures."""
+    """Remove each closed log's directory; one that fails does not stop the others.
+    Returns the failures."""
     failed = []
     for tp, log in logs:
         try:
-            log.delete()
+            log.remove_dir()
         except OSError as exc:
             failed.append((tp, log, exc))
     return failed

@@ -446,7 +446,8 @@ class LogSegment:
         self.fd = -1  # a reader holding this segment must see it closed, not a reused number
 
     def release(self) -> None:
-        """Close the files without writing to them (an open that failed part way)."""
+        """Close the files without writing to them (an open that failed part way, a log
+        being deleted)."""
         self._forget_recent()
         self.offset_index.close(trim=False)
         self.time_index.close(trim=False)

@@ -2,6 +2,7 @@ import asyncio
 import concurrent.futures
 import errno
 import gc
+import os
 import threading
 import time
 import weakref
@@ -186,6 +187,36 @@ async def test_deleted_logs_leave_their_directories_and_the_checkpoints(tmp_path
     m.shutdown()
 
 
+async def test_deleted_logs_close_their_descriptors_on_the_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From a review: the descriptors of a deleted log are closed before the worker
+    thread starts, on the loop. A fetch's ``sendfile`` re-reads a segment's ``fd``
+    between awaits; closed in the thread, the number could be reused by a file opened
+    on the loop meanwhile and the fetch would send that file's bytes."""
+    import broker.log.manager as manager_module
+
+    m = _manager([tmp_path])
+    m.startup()
+    log = m.get_or_create_log("t", 0)
+    log.append(_batch())
+    segment = log.active
+    fd = segment.fd
+    seen: list[int] = []
+    real = manager_module._remove_dirs
+
+    def in_thread(logs: list) -> list:
+        seen.append(segment.fd)
+        if os.path.exists(f"/proc/self/fd/{fd}"):  # closed, or reused by someone else
+            assert os.readlink(f"/proc/self/fd/{fd}") != str(segment.log_path)
+        return real(logs)
+
+    monkeypatch.setattr(manager_module, "_remove_dirs", in_thread)
+    await m.delete_logs([TopicPartition("t", 0)])
+    assert seen == [-1] and not (tmp_path / "t-0").exists()
+    m.shutdown()
+
+
 async def test_a_replica_whose_directory_cannot_be_removed_fails_alone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -209,7 +240,7 @@ async def test_a_replica_whose_directory_cannot_be_removed_fails_alone(
     def refuse() -> None:
         raise OSError(errno.EIO, "Input/output error")
 
-    monkeypatch.setattr(stuck, "delete", refuse)
+    monkeypatch.setattr(stuck, "remove_dir", refuse)
     errors = await replicas.stop_replicas(
         [StopReplicaPartition(topic_name="t", partition_index=p) for p in (0, 1, 2)],
         delete=True,
