@@ -3,6 +3,12 @@
 - Loopback TCP: two processes, one streaming 1 MiB ``sendall`` buffers over a
   127.0.0.1 connection, the other ``recv_into`` a preallocated buffer. Both sides are
   single Python calls per MiB, so this is the kernel's copy rate, not Python's.
+- Relay latency: the floor of any end-to-end row. A value stamped with the send time goes
+  from this process over loopback TCP to a relay process (Python on uvloop, a protocol
+  that writes what it reads to a second connection, nothing else) and back to this
+  process, at the e2e rate, paced and timed as the systems' e2e rows are. Two hops and
+  three Python processes' wake-ups, as producer -> broker -> consumer: what is left of an
+  e2e row above it is the system's own work (and its clients').
 - ``os.write`` to the data disk (the directory the servers' data lives in): 1 MiB
   writes into the page cache, and the same followed by one ``fsync`` (the time to make
   it all durable). Best of two rounds each, with a ``sync`` before each so neither pays
@@ -11,13 +17,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
 import os
 import socket
 import time
+from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import cast
 
-__all__ = ["disk_write_mb_s", "loopback_gb_s"]
+import uvloop
+
+from bench.compare.servers import Unavailable
+from bench.compare.workloads import LatencyProbe, Sizes, paced_latencies, run_async
+
+__all__ = ["disk_write_mb_s", "loopback_gb_s", "relay_latency_us"]
 
 _CHUNK = 1024 * 1024
 
@@ -89,3 +103,88 @@ def disk_write_mb_s(directory: Path, total_bytes: int, rounds: int = 2) -> tuple
         os.sync()
         synced = max(synced, _write(directory / "raw-write.bin", total_bytes, fsync=True))
     return cached, synced
+
+
+class _Relay(asyncio.Protocol):
+    """Writes what its connection sends to the sink: the connection that said ``SINK``."""
+
+    def __init__(self, sinks: list[asyncio.Transport]) -> None:
+        self.sinks = sinks
+        self.first = True
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+
+    def data_received(self, data: bytes) -> None:
+        if self.first and data == _SINK:
+            self.sinks.append(self.transport)
+        elif self.sinks:
+            self.sinks[0].write(data)
+        self.first = False
+
+
+_SINK = b"SINK"
+
+
+def _relay(ready: Connection) -> None:
+    """The relay process: serves on a free loopback port (sent on ``ready``) until killed."""
+
+    async def serve() -> None:
+        sinks: list[asyncio.Transport] = []
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(lambda: _Relay(sinks), "127.0.0.1", 0)
+        ready.send(server.sockets[0].getsockname()[1])
+        await server.serve_forever()
+
+    uvloop.run(serve())
+
+
+class _Sink(asyncio.Protocol):
+    """Cuts what arrives into values of ``size`` bytes for the probe."""
+
+    def __init__(self, probe: LatencyProbe, size: int) -> None:
+        self.probe, self.size = probe, size
+        self.pending = b""
+
+    def data_received(self, data: bytes) -> None:
+        data = self.pending + data
+        whole = len(data) - len(data) % self.size
+        for at in range(0, whole, self.size):
+            self.probe.received(data[at : at + self.size])
+        self.pending = data[whole:]
+
+
+async def _through_relay(port: int, sizes: Sizes) -> tuple[float, float]:
+    loop = asyncio.get_running_loop()
+    probe = LatencyProbe(sizes.record_bytes)
+    sink, _ = await loop.create_connection(
+        lambda: _Sink(probe, sizes.record_bytes), "127.0.0.1", port
+    )
+    sink.write(_SINK)
+    source, _ = await loop.create_connection(asyncio.Protocol, "127.0.0.1", port)
+    try:
+        await asyncio.sleep(0.1)  # the relay has read SINK before the first value
+
+        async def send(value: bytes) -> None:
+            source.write(value)
+
+        return await paced_latencies(send, probe, sizes)
+    finally:
+        source.close()
+        sink.close()
+
+
+def relay_latency_us(sizes: Sizes) -> tuple[float, float]:
+    """(p50, p99) us of 2 loopback hops through a relay process (see the module doc)."""
+    context = multiprocessing.get_context("spawn")
+    ours, theirs = context.Pipe(duplex=False)
+    relay = context.Process(target=_relay, args=(theirs,), daemon=True)
+    relay.start()
+    try:
+        if not ours.poll(30):
+            raise Unavailable("the relay process did not start")
+        port = ours.recv()
+        return run_async(asyncio.wait_for(_through_relay(port, sizes), 60))
+    finally:
+        relay.kill()
+        relay.join(10)

@@ -6,6 +6,7 @@ skips, saying what is missing, where a server binary or its Python client is abs
 """
 
 import dataclasses
+import multiprocessing
 import os
 import shutil
 from pathlib import Path
@@ -83,3 +84,7 @@ def test_machine_limits_measure_something(tmp_path: Path) -> None:
     cached, synced = limits.disk_write_mb_s(tmp_path, 4 * 1024 * 1024, rounds=1)
     assert cached > 0 and synced > 0
     assert list(tmp_path.iterdir()) == []  # its file is removed
+    before = {child.pid for child in multiprocessing.active_children()}
+    p50, p99 = limits.relay_latency_us(TINY)
+    assert 0 < p50 <= p99
+    assert {child.pid for child in multiprocessing.active_children()} <= before  # relay gone
