@@ -560,9 +560,9 @@ class ReplicaManager:
         records, append_time_ms = _as_topic_wants(partition.log.config, records)
         info = partition.log.append(records, leader_epoch=partition.leader_epoch)
         self.bytes_in.inc(info.size_bytes)
-        partition.maybe_advance_high_watermark()
-        # follower and consumer fetches park on the same futures: one wake serves both
-        self._wake(TopicPartition(topic, index))
+        moved = partition.maybe_advance_high_watermark()
+        # consumers only if the high watermark moved (a single in-sync replica)
+        self._wake(TopicPartition(topic, index), consumers=moved)
         if partition.log.flush_due():
             self._flush_soon(partition.log)
         result = ProducePartitionResponse(
@@ -788,7 +788,7 @@ class ReplicaManager:
             moved_on = partition.update_follower(replica_id, sp.fetch_offset, now)
             if moved_on and partition.maybe_advance_high_watermark(answer=False):
                 moved.append(partition)
-                self._wake(tp)
+                self._wake(tp, followers=False)
             if replica_id not in partition.isr and replica_id in partition.ready_to_join():
                 self._change_isr(partition, [*partition.isr, replica_id])
 
@@ -873,7 +873,7 @@ class ReplicaManager:
             )
         return partition
 
-    def _wake(self, tp: TopicPartition) -> None:
+    def _wake(self, tp: TopicPartition, *, followers: bool = True, consumers: bool = True) -> None:
         """Something changed for ``tp`` (data, high watermark, role): the fetches parked on
         it try again once the request that changed it is done (Kafka's ActionQueue).
 
@@ -882,9 +882,21 @@ class ReplicaManager:
         The woken fetches are tried together, once each: by :meth:`produce` and
         :meth:`fetch` when their appends or high-watermark moves are all done (see there),
         else (a role change, a timer) in the loop's next pass.
+
+        Only those the change can answer are woken (every session holding ``tp`` still
+        looks at it on its next read): records below a high watermark that did not move
+        (``consumers`` False) are none a consumer may read yet, and a high watermark that
+        moved alone (``followers`` False) is no record for a follower, which waits for
+        records and hears of it in its next answer (as Kafka's followers do). Woken, each
+        would read and park again: with RF=3 and acks=all, two reads of the five each
+        produce caused.
         """
         waiters = self._fetch_waiters.get(tp)
         parked = self.fetch_sessions.mark(tp)  # sessions look at tp on their next read
+        if not (followers and consumers):
+            if waiters:
+                waiters = {d: None for d in waiters if (followers if d.follower else consumers)}
+            parked = [s for s in parked if (followers if s.follower else consumers)]
         if waiters or parked:
             if not self._woken:
                 asyncio.get_running_loop().call_soon(self._complete_woken)
@@ -964,7 +976,9 @@ class ReplicaManager:
                     # ZooKeeper's ISR is known again (written, or re-read on a conflict)
                     partition.joining.clear()
                     if partition.maybe_advance_high_watermark():  # a smaller ISR may allow it
-                        self._wake(TopicPartition(partition.topic, partition.index))
+                        self._wake(
+                            TopicPartition(partition.topic, partition.index), followers=False
+                        )
 
         task = asyncio.get_running_loop().create_task(write())
         self._isr_tasks.add(task)

@@ -154,6 +154,68 @@ async def test_a_fetch_behind_the_high_watermark_is_not_woken_early(tmp_path: Pa
     logs.shutdown()
 
 
+@pytest.mark.parametrize("session", [False, True], ids=["sessionless", "session"])
+async def test_only_the_fetches_a_change_can_answer_are_woken(
+    tmp_path: Path, session: bool
+) -> None:
+    """RF=3, acks=all: an append that does not move the high watermark wakes the
+    followers, not a consumer (nothing it may read yet); a high watermark that moves alone
+    wakes the consumers, not a follower (no record for it). Each woken in vain read and
+    parked again: two of the five reads each produce caused. The follower still hears of
+    the high watermark, in its next answer."""
+    logs = LogManager([tmp_path], broker_id=1, cluster_id="c")
+    logs.startup()
+
+    async def load(topic: str) -> LogConfig:
+        return LogConfig()
+
+    manager = ReplicaManager(1, logs, MetadataCache(), load)
+    await manager.become_leader_or_follower([_leader_state(isr=[1, 2, 3])])
+    tried: list[str] = []
+    real_try = manager._try_complete
+
+    def spy(delayed: Any, expired: bool = False) -> None:
+        tried.append(f"replica {delayed.request.replica_id}")
+        real_try(delayed, expired)
+
+    manager._try_complete = spy  # type: ignore[method-assign]
+
+    def fetch(offset: int, replica_id: int) -> Any:
+        request = _fetch(offset, replica_id=replica_id)
+        if not session:
+            return manager.fetch(request)
+        first = manager.fetch(dataclasses.replace(request, max_wait_ms=0, session_epoch=0))
+        assert isinstance(first, FetchResponse) and first.session_id
+        return manager.fetch(
+            dataclasses.replace(request, session_id=first.session_id, session_epoch=1, topics=[])
+        )
+
+    consumer, two, three = fetch(0, -1), fetch(0, 2), fetch(0, 3)
+    assert all(isinstance(p, Deferred) and not p.done for p in (consumer, two, three))
+    produced = manager.produce(_produce(acks=-1))
+    assert isinstance(produced, Deferred) and not produced.done
+    await asyncio.sleep(0)
+    assert sorted(tried) == ["replica 2", "replica 3"]  # not the consumer's
+    assert two.done and three.done and not consumer.done
+    tried.clear()
+
+    two = fetch(1, 2)  # 2 has offset 0; 3 not yet: the high watermark stays
+    assert isinstance(two, Deferred) and not two.done
+    three = fetch(1, 3)  # now it moves
+    assert isinstance(three, Deferred)
+    await asyncio.sleep(0)
+    assert tried == ["replica -1"]  # the consumer's, not follower 2's parked fetch
+    assert consumer.done and _records_size(consumer.result()) > 0
+    assert produced.done and not two.done
+    manager.produce(_produce(acks=-1))
+    await asyncio.sleep(0)
+    assert two.done
+    answer = two.result().topics[0].partitions[0]
+    assert answer.high_watermark == 1 and len(answer.records) > 0
+    await manager.shutdown()
+    logs.shutdown()
+
+
 async def test_max_wait_ends_a_fetch_with_nothing(replicas: ReplicaManager) -> None:
     parked = replicas.fetch(_fetch(0, max_wait_ms=20))
     assert isinstance(parked, Deferred)
