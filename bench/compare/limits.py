@@ -12,7 +12,8 @@
 - ``os.write`` to the data disk (the directory the servers' data lives in): 1 MiB
   writes into the page cache, and the same followed by one ``fsync`` (the time to make
   it all durable). Best of two rounds each, with a ``sync`` before each so neither pays
-  for the other's writeback.
+  for the other's writeback. And once more after a pause, as a workload's first write
+  comes: on a VM that gives freed memory back to its host, several times slower.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import uvloop
 from bench.compare.servers import Unavailable
 from bench.compare.workloads import LatencyProbe, Sizes, paced_latencies, run_async
 
-__all__ = ["disk_write_mb_s", "loopback_gb_s", "relay_latency_us"]
+__all__ = ["disk_write_idle_mb_s", "disk_write_mb_s", "loopback_gb_s", "relay_latency_us"]
 
 _CHUNK = 1024 * 1024
 
@@ -92,6 +93,17 @@ def _write(path: Path, total: int, fsync: bool) -> float:
     finally:
         os.close(fd)
         path.unlink()
+
+
+def disk_write_idle_mb_s(directory: Path, total_bytes: int, pause_s: float = 5.0) -> float:
+    """MB/s (10^6) of 1 MiB ``os.write`` calls into the page cache after ``pause_s`` of
+    rest: the first write of a workload that follows a pause. Where the machine gives its
+    free memory back to a host (a VM with free page reporting hands it over ~2 s after it
+    is freed), each new page is faulted back in from the host, and this is several times
+    slower than the rounds right after each other of :func:`disk_write_mb_s`."""
+    os.sync()
+    time.sleep(pause_s)
+    return _write(directory / "raw-write.bin", total_bytes, fsync=False)
 
 
 def disk_write_mb_s(directory: Path, total_bytes: int, rounds: int = 2) -> tuple[float, float]:

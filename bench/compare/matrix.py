@@ -56,6 +56,7 @@ class Limits:
     loopback_gb_s: Cell
     disk_cached_mb_s: Cell
     disk_synced_mb_s: Cell
+    disk_idle_mb_s: Cell
     relay_p50_us: Cell
     relay_p99_us: Cell
 
@@ -65,6 +66,11 @@ class Limits:
             ("loopback TCP, 2 processes, 1 MiB sends", self.loopback_gb_s, "GB/s"),
             ("os.write 1 MiB to the data disk (page cache)", self.disk_cached_mb_s, "MB/s"),
             ("os.write 1 MiB to the data disk + fsync at the end", self.disk_synced_mb_s, "MB/s"),
+            (
+                "os.write 1 MiB to the data disk (page cache), after 5 s idle",
+                self.disk_idle_mb_s,
+                "MB/s",
+            ),
             (f"{relay}: p50", self.relay_p50_us, "us"),
             (f"{relay}: p99", self.relay_p99_us, "us"),
         ]
@@ -79,16 +85,21 @@ def measure_limits(sizes: Sizes, directory: Path) -> Limits:
     def disk() -> None:
         results["cached"], results["synced"] = limits.disk_write_mb_s(directory, sizes.disk_bytes)
 
+    def idle() -> None:
+        results["idle"] = limits.disk_write_idle_mb_s(directory, sizes.disk_bytes)
+
     def relay() -> None:
         results["relay_p50"], results["relay_p99"] = limits.relay_latency_us(sizes)
 
     measure(results, ("loopback",), loopback)
     measure(results, ("cached", "synced"), disk)
+    measure(results, ("idle",), idle)
     measure(results, ("relay_p50", "relay_p99"), relay)
     return Limits(
         results["loopback"],
         results["cached"],
         results["synced"],
+        results["idle"],
         results["relay_p50"],
         results["relay_p99"],
     )

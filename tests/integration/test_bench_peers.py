@@ -84,6 +84,8 @@ def test_machine_limits_measure_something(tmp_path: Path) -> None:
     cached, synced = limits.disk_write_mb_s(tmp_path, 4 * 1024 * 1024, rounds=1)
     assert cached > 0 and synced > 0
     assert list(tmp_path.iterdir()) == []  # its file is removed
+    assert limits.disk_write_idle_mb_s(tmp_path, 4 * 1024 * 1024, pause_s=0) > 0
+    assert list(tmp_path.iterdir()) == []
     before = {child.pid for child in multiprocessing.active_children()}
     p50, p99 = limits.relay_latency_us(TINY)
     assert 0 < p50 <= p99
