@@ -454,7 +454,7 @@ class Broker:
     async def _on_resigned(self) -> None:
         if self._controller is not None:
             await self._controller.deactivate()
-            self._changed(dropped=True)  # the controller's view of the cluster is let go
+            self._changed(let_go=True)  # the controller's view of the cluster is let go
         self._log.info("controller.inactive")
 
     async def _keep_house(self) -> None:
@@ -503,11 +503,11 @@ class Broker:
                     except Exception:
                         self._log.exception("broker.housekeeping_failed", step="retention")
 
-    def _changed(self, *, dropped: bool = False) -> None:
+    def _changed(self, *, let_go: bool = False) -> None:
         if self._heap is not None:
-            self._heap.changed(dropped=dropped)
+            self._heap.changed(let_go=let_go)
 
-    def _changing(self, *, dropped: bool = False) -> contextlib.AbstractContextManager[None]:
+    def _changing(self, *, dropped: int = 0) -> contextlib.AbstractContextManager[None]:
         if self._heap is None:
             return contextlib.nullcontext()
         return self._heap.changing(dropped=dropped)
@@ -591,7 +591,7 @@ class Broker:
     async def _stop_replica(self, header: RequestHeader, request: StopReplicaRequest) -> Any:
         assert self._replicas is not None
         self._fence(request.controller_epoch, "StopReplica")
-        with self._changing(dropped=True):
+        with self._changing(dropped=len(request.partitions)):
             errors = await self._replicas.stop_replicas(
                 request.partitions, delete=request.delete_partitions
             )

@@ -188,6 +188,15 @@ SETTINGS: tuple[Setting, ...] = (
         _LONG_MAX,
     ),
     Setting(
+        "heap.thaw.dropped.partitions",
+        int,
+        100,
+        "Thaw at the next settle once this many partitions in all stopped being replicas "
+        "here (deleted or moved away) since the last thaw.",
+        1,
+        2**31 - 1,
+    ),
+    Setting(
         "controlled.shutdown.max.retries",
         int,
         3,

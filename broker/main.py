@@ -103,6 +103,7 @@ async def serve(config: BrokerConfig) -> int:
             quiet_s=config["heap.settle.quiet.ms"] / 1000,
             spacing_s=config["heap.settle.spacing.ms"] / 1000,
             thaw_every_s=config["heap.thaw.interval.ms"] / 1000,
+            thaw_after_dropped=config["heap.thaw.dropped.partitions"],
         )
     broker = Broker(config, heap=heap)
     try:

@@ -4,10 +4,13 @@ frees what was frozen and became garbage since."""
 import gc
 import weakref
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from broker.heap import HeapSettler
+from broker.log import Log, LogConfig
+from protocol.records import encode_batch
 
 
 class _Node:
@@ -61,7 +64,7 @@ def test_a_change_settles_once_quiet_then_not_again_before_the_spacing(thawed: N
 def test_a_thaw_comes_after_partitions_are_dropped_and_every_interval(thawed: None) -> None:
     clock = _Clock()
     heap = HeapSettler(quiet_s=5, spacing_s=60, thaw_every_s=1800, clock=clock)
-    heap.changed(dropped=True)
+    heap.changed(dropped=100)
     heap.changed()  # a later change does not forget the drop
     clock.now += 5
     assert heap.due() and heap.settle() is True
@@ -87,7 +90,7 @@ def test_a_settle_freezes_what_lives_and_a_thaw_frees_what_died_since(thawed: No
     heap.changed()
     heap.settle()  # no thaw: what is frozen stays
     assert gone() is not None
-    heap.changed(dropped=True)
+    heap.changed(let_go=True)
     assert heap.settle() is True
     assert gone() is None
     young = _Node()
@@ -113,7 +116,7 @@ def test_settles_without_a_thaw_do_not_put_the_thaw_off(thawed: None) -> None:
 def test_a_drop_thaws_once_and_still_waits_for_quiet(thawed: None) -> None:
     clock = _Clock()
     heap = HeapSettler(quiet_s=5, spacing_s=60, thaw_every_s=1800, clock=clock)
-    heap.changed(dropped=True)
+    heap.changed(dropped=100)
     clock.now += 4
     assert not heap.due()  # dropped or not, a burst settles once it is over
     clock.now += 1
@@ -128,7 +131,7 @@ def test_no_settle_while_a_change_is_under_way(thawed: None) -> None:
     nor logs a StopReplica is deleting (and the thaw is not spent before they go)."""
     clock = _Clock()
     heap = HeapSettler(quiet_s=5, spacing_s=60, thaw_every_s=1800, clock=clock)
-    with heap.changing(dropped=True):
+    with heap.changing(dropped=100):
         clock.now += 1000
         assert not heap.due()
     assert not heap.due()  # quiet counts from its end
@@ -147,3 +150,45 @@ def test_a_controller_that_never_goes_quiet_does_not_put_the_thaw_off(thawed: No
         clock.now += 3
     assert 1800 <= clock.now - start <= 1860 + 3
     assert heap.settle() is True
+
+
+def test_a_few_dropped_partitions_wait_for_more_or_the_interval(thawed: None) -> None:
+    """A partition's objects go by reference counting: a thaw per deleted topic was a
+    stall freeing nothing. Drops add up to ``thaw_after_dropped``; the interval thaws
+    what is left anyway."""
+    clock = _Clock()
+    heap = HeapSettler(
+        quiet_s=5, spacing_s=60, thaw_every_s=1800, thaw_after_dropped=100, clock=clock
+    )
+    for _ in range(3):
+        with heap.changing(dropped=33):  # three small topics deleted, a minute apart
+            clock.now += 1
+        clock.now += 60
+        assert heap.due() and heap.settle() is False
+    with heap.changing(dropped=1):  # the hundredth
+        clock.now += 1
+    clock.now += 60
+    assert heap.settle() is True and heap.thaws == 1
+    with heap.changing(dropped=1):
+        clock.now += 1
+    clock.now += 1800
+    assert heap.due() and heap.settle() is True  # the interval, with 1 dropped since
+
+
+def test_a_deleted_partitions_frozen_objects_go_without_a_thaw(
+    thawed: None, tmp_path: Path
+) -> None:
+    """What the threshold rests on: a deleted log, frozen while alive, is freed by
+    reference counting, with no thaw."""
+    clock = _Clock()
+    heap = HeapSettler(quiet_s=0, spacing_s=0, thaw_every_s=1800, clock=clock)
+    log = Log.open(tmp_path / "t-0", LogConfig())
+    log.append(
+        encode_batch([(None, b"v", None, 1000)], producer_id=7, producer_epoch=0, base_sequence=0)
+    )
+    gone = weakref.ref(log)
+    heap.settle()
+    assert gc.is_tracked(log) and not _walked(log)  # frozen
+    log.delete()
+    del log
+    assert gone() is None
