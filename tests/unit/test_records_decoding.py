@@ -329,6 +329,18 @@ def test_runs_cover_a_batch_of_one_layout_up_to_8192_records(count: int) -> None
     assert decoded_outcome(data) == reference_outcome(data)
 
 
+@pytest.mark.parametrize("count", [7, 8, 63, 64, 65, 127, 128, 129, 1000])
+def test_run_columns_taken_by_blocks_and_the_rest_are_every_record(count: int) -> None:
+    """A run's keys and values come 64 records a struct, then the rest one by one."""
+    records = [(b"k%04d" % i, b"v%05d" % i, None, BASE_TS + i % 50) for i in range(count)]
+    data = encode_batch(records)
+    assert _runs(data)[0] == count
+    assert decoded_outcome(data) == reference_outcome(data)
+    (batch,) = decode_batches(data)
+    got = batch.decode_as(ConsumerRecord, ("t", 0))
+    assert [(r.key, r.value) for r in got] == [(k, v) for k, v, _, _ in records]
+
+
 @pytest.mark.parametrize(
     ("key", "value"),
     [(None, b""), (b"", None), (b"k" * 63, b"v" * 64), (b"k" * 8192, b"v"), (None, None)],
