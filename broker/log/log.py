@@ -34,7 +34,7 @@ import time
 from bisect import bisect_right
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import structlog
 
@@ -125,6 +125,9 @@ class Log:
         self._unflushed_records = 0
         self._last_flush_ms = clock()
         self._pending_deletes: list[tuple[int, LogSegment]] = []
+        self._flushes = 0  # fsyncs in worker threads now (their segments are in use there)
+        self._flushed: asyncio.Event | None = None
+        self._deleting = False
         self.offline_reason: str | None = None
         self.epochs = LeaderEpochCache(directory)
         self.producers = ProducerState(directory, directory.name)
@@ -359,12 +362,22 @@ class Log:
         self.close_for_delete()
         self.remove_dir()
 
+    async def flushes_done(self) -> None:
+        """Until no fsync of this log runs in a worker thread (they use its segments'
+        descriptors and index maps: :meth:`close_for_delete` waits for them)."""
+        while self._flushes:
+            if self._flushed is None:
+                self._flushed = asyncio.Event()
+            await self._flushed.wait()
+
     def close_for_delete(self) -> None:
         """The first half of :meth:`delete`, on the event loop: close every descriptor,
         pending deletes' too (theirs held the space for good), without writing to files
-        that are going. On the loop because a read in flight (a fetch's ``sendfile``)
-        re-reads ``fd`` between awaits: closed here it sees -1; closed in a worker thread
-        it could meet the number reused by a file opened meanwhile."""
+        that are going; flushes after it do nothing (await :meth:`flushes_done` first for
+        those already in a thread). On the loop because a read in flight (a fetch's
+        ``sendfile``) re-reads ``fd`` between awaits: closed here it sees -1; closed in a
+        worker thread it could meet the number reused by a file opened meanwhile."""
+        self._deleting = True
         for segment in self.segments:
             with contextlib.suppress(OSError):  # going anyway
                 segment.release()
@@ -377,10 +390,8 @@ class Log:
 
     def remove_dir(self) -> None:
         """The second half of :meth:`delete`, blocking (a worker thread): remove the
-        directory. Raises OSError if it could not be: what is left would come back as a
-        log at the next start, so the caller says so."""
-        with contextlib.suppress(FileNotFoundError):
-            shutil.rmtree(self.dir)
+        directory (see :func:`remove_log_dir`)."""
+        remove_log_dir(self.dir)
 
     # --- state --------------------------------------------------------------------------
 
@@ -846,17 +857,27 @@ class Log:
 
     def flush(self) -> None:
         """fsync everything written so far, here and now (blocking: shutdown and tests)."""
+        if self._deleting:
+            return
         target, dirty = self._flush_plan()
         self._write(lambda: _fsync_all(dirty, self.epochs), "flushing")
         self._flush_done(target)
 
     async def flush_async(self) -> None:
         """fsync in a worker thread, so the event loop never waits on the disk."""
+        if self._deleting:
+            return  # closed: nothing left to make durable
         target, dirty = self._flush_plan()
+        self._flushes += 1
         try:
             await asyncio.to_thread(_fsync_all, dirty, self.epochs)
         except OSError as exc:
             self._go_offline(exc, "flushing")
+        finally:
+            self._flushes -= 1
+            if not self._flushes and self._flushed is not None:
+                self._flushed.set()
+                self._flushed = None
         self._flush_done(target)
 
     def _flush_plan(self) -> tuple[int, list[LogSegment]]:
@@ -889,6 +910,28 @@ class Log:
         self.offline_reason = reason
         self._log.error("log.offline", reason=reason, errno=exc.errno)
         raise KafkaStorageError(f"{self.name} is offline: {reason}") from exc
+
+
+def remove_log_dir(directory: Path) -> None:
+    """Remove a log's directory (blocking). A file that went meanwhile (retention's or the
+    cleaner's unlink in another thread) is no error, but its ``FileNotFoundError`` must
+    not end the walk with the rest still there, as one ``suppress`` around ``rmtree``
+    did. Raises OSError if the directory is still there after a second try: what is left
+    would come back as a log at the next start, so the caller says so."""
+
+    def gone_meanwhile(function: object, path: str, exc_info: Any) -> None:
+        if not isinstance(exc_info[1], FileNotFoundError):
+            raise exc_info[1]
+
+    for _ in range(2):  # a file made during the walk (ENOTEMPTY at the end): once more
+        try:
+            shutil.rmtree(directory, onerror=gone_meanwhile)
+        except OSError as exc:
+            if exc.errno != errno.ENOTEMPTY:
+                raise
+        if not directory.exists():
+            return
+    raise OSError(errno.ENOTEMPTY, f"{directory} is still there after two removals")
 
 
 def _fsync_all(segments: list[LogSegment], epochs: LeaderEpochCache | None = None) -> None:

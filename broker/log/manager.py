@@ -49,7 +49,7 @@ from typing import NamedTuple
 import structlog
 
 from broker.log.config import LogConfig
-from broker.log.log import Clock, Log, wall_clock_ms
+from broker.log.log import Clock, Log, remove_log_dir, wall_clock_ms
 from broker.log.swap import fsync_dir
 from protocol.errors import HeadwaterError, InconsistentClusterIdError
 
@@ -133,6 +133,8 @@ class LogManager:
         self._per_topic: dict[str, dict[int, Log]] = {}
         self._indexing = threading.Lock()  # logs are added in worker threads, removed on the loop
         self._creating: dict[TopicPartition, _Creating] = {}
+        self._undeleted: dict[TopicPartition, Path] = {}
+        """Directories of deleted logs whose removal failed: tried again when asked again."""
         self.high_watermarks: dict[TopicPartition, int] = {}  # as checkpointed at start
         self._truncation_listeners: list[TruncationListener] = []
         self._checkpoint_lock = threading.Lock()  # one writer of the checkpoint files
@@ -299,20 +301,29 @@ class LogManager:
     async def delete_logs(self, tps: Sequence[TopicPartition]) -> list[TopicPartition]:
         """Remove logs and their directories (in a worker thread), then checkpoint
         without them (a partition of the same name made later must not inherit them).
-        Returns those whose directory could not be removed (each logged with what to do)."""
+        Returns those whose directory could not be removed (each logged with what to do);
+        asked again (the controller resends its StopReplica), they are tried again."""
         gone = [(tp, log) for tp in tps if (log := self._removed(tp)) is not None]
-        if not gone:
+        again = [(tp, path) for tp in tps if (path := self._undeleted.get(tp)) is not None]
+        if not gone and not again:
             return []
         for _, log in gone:
+            await log.flushes_done()  # an fsync in a worker thread is using its files
             log.close_for_delete()
-        failed = await asyncio.to_thread(_remove_dirs, gone)
-        await self.checkpoint_async()
-        for _, log, exc in failed:
+        dirs = again + [(tp, log.dir) for tp, log in gone]
+        failed = await asyncio.to_thread(_remove_dirs, dirs)
+        for tp, _ in dirs:
+            self._undeleted.pop(tp, None)
+        for tp, path, _ in failed:
+            self._undeleted[tp] = path
+        if gone:
+            await self.checkpoint_async()
+        for _, path, exc in failed:
             self._log.error(
                 "log.delete_failed",
-                log=log.name,
+                log=path.name,
                 error=str(exc),
-                fix=f"remove {log.dir} by hand before this broker starts again",
+                fix=f"remove {path} by hand before this broker starts again",
             )
         return [tp for tp, _, _ in failed]
 
@@ -476,16 +487,16 @@ def write_checkpoint(path: Path, offsets: Mapping[TopicPartition, int]) -> None:
 
 
 def _remove_dirs(
-    logs: list[tuple[TopicPartition, Log]],
-) -> list[tuple[TopicPartition, Log, OSError]]:
+    dirs: list[tuple[TopicPartition, Path]],
+) -> list[tuple[TopicPartition, Path, OSError]]:
     """Remove each closed log's directory; one that fails does not stop the others.
     Returns the failures."""
     failed = []
-    for tp, log in logs:
+    for tp, path in dirs:
         try:
-            log.remove_dir()
+            remove_log_dir(path)
         except OSError as exc:
-            failed.append((tp, log, exc))
+            failed.append((tp, path, exc))
     return failed
 
 

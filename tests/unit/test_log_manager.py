@@ -7,6 +7,7 @@ import threading
 import time
 import weakref
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -235,21 +236,102 @@ async def test_a_replica_whose_directory_cannot_be_removed_fails_alone(
         state = _leader_state(isr=[1])
         state.partition_index = p
         await replicas.become_leader_or_follower([state])
-    stuck = logs.logs[TopicPartition("t", 1)]
+    import broker.log.manager as manager_module
 
-    def refuse() -> None:
-        raise OSError(errno.EIO, "Input/output error")
+    stuck = logs.logs[TopicPartition("t", 1)].dir
+    real = manager_module.remove_log_dir
+    refusing = True
 
-    monkeypatch.setattr(stuck, "remove_dir", refuse)
-    errors = await replicas.stop_replicas(
-        [StopReplicaPartition(topic_name="t", partition_index=p) for p in (0, 1, 2)],
-        delete=True,
-    )
+    def refuse(path: Path) -> None:
+        if path == stuck and refusing:
+            raise OSError(errno.EIO, "Input/output error")
+        real(path)
+
+    monkeypatch.setattr(manager_module, "remove_log_dir", refuse)
+    stop = [StopReplicaPartition(topic_name="t", partition_index=p) for p in (0, 1, 2)]
+    errors = await replicas.stop_replicas(stop, delete=True)
     assert [e.error_code for e in errors] == [0, KafkaStorageError.code, 0]
     assert not (tmp_path / "t-0").exists() and not (tmp_path / "t-2").exists()
     assert set(read_checkpoint(tmp_path / RECOVERY_POINTS)) == set()
+    # the controller resends: the log left the manager, but its directory is tried again
+    # (it answered 0 here, and the deletion completed with the directory still on disk)
+    errors = await replicas.stop_replicas(stop, delete=True)
+    assert [e.error_code for e in errors] == [0, KafkaStorageError.code, 0]
+    refusing = False
+    errors = await replicas.stop_replicas(stop, delete=True)
+    assert [e.error_code for e in errors] == [0, 0, 0]
+    assert not stuck.exists()
     await replicas.shutdown()
     logs.shutdown()
+
+
+async def test_a_file_unlinked_meanwhile_does_not_leave_the_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From a review: retention and the cleaner unlink files in worker threads; one gone
+    while the deletion walks the directory raised FileNotFoundError out of ``rmtree``,
+    which a suppress around it took for "already removed": the walk ended, the rest
+    stayed, no failure was reported and the log came back at the next start."""
+    m = _manager([tmp_path])
+    m.startup()
+    log = m.get_or_create_log("t", 0)
+    for _ in range(20):
+        log.append(_batch())  # several segments
+    names = sorted(os.listdir(log.dir))
+    assert len(names) > 4
+    real_unlink = os.unlink
+    raced: list[str] = []
+
+    def unlink(path: str, *args: Any, **kwargs: Any) -> None:
+        if not raced and kwargs.get("dir_fd") is not None:  # rmtree's walk
+            victim = [n for n in names if n != path][-1]
+            real_unlink(victim, dir_fd=kwargs["dir_fd"])  # "another thread" got there first
+            raced.append(victim)
+        real_unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "unlink", unlink)
+    failed = await m.delete_logs([TopicPartition("t", 0)])
+    monkeypatch.setattr(os, "unlink", real_unlink)
+    assert raced and failed == []
+    assert not (tmp_path / "t-0").exists()
+    m.shutdown()
+
+
+async def test_a_deleted_log_waits_for_its_flush_in_a_worker_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From a review: an fsync in a worker thread uses the segments' descriptors and
+    index maps; closed under it on the loop, it raised ValueError (fsync(-1), a closed
+    mmap) out of its task. The deletion waits for it, and a flush after does nothing."""
+    import broker.log.log as log_module
+
+    m = _manager([tmp_path])
+    m.startup()
+    log = m.get_or_create_log("t", 0)
+    log.append(_batch())
+    started, go = threading.Event(), threading.Event()
+    real = log_module._fsync_all
+    seen: list[int] = []
+
+    def slow(segments: list[Any], epochs: Any = None) -> None:
+        started.set()
+        go.wait(5)
+        seen.extend(s.fd for s in segments)  # still open when it runs
+        real(segments, epochs)
+
+    monkeypatch.setattr(log_module, "_fsync_all", slow)
+    flushing = asyncio.ensure_future(log.flush_async())
+    await asyncio.to_thread(started.wait, 5)
+    deleting = asyncio.ensure_future(m.delete_logs([TopicPartition("t", 0)]))
+    await asyncio.sleep(0.05)
+    assert not deleting.done() and log.active.fd >= 0  # waiting for the flush
+    go.set()
+    await flushing  # no error out of the flush
+    assert await deleting == []
+    assert seen and all(fd >= 0 for fd in seen)
+    assert not (tmp_path / "t-0").exists()
+    await log.flush_async()  # closed for delete: nothing to do, no error
+    m.shutdown()
 
 
 async def test_new_logs_go_where_fewest_are_counting_loaded_and_deleted_ones(

@@ -216,6 +216,128 @@ async def test_only_the_fetches_a_change_can_answer_are_woken(
     logs.shutdown()
 
 
+class _Isr:
+    """An ISR updater that writes at once (no ZooKeeper)."""
+
+    def __init__(self) -> None:
+        self.written: list[list[int]] = []
+
+    async def write(self, partition: Any, isr: list[int]) -> bool:
+        await asyncio.sleep(0)
+        partition.isr = list(isr)
+        self.written.append(isr)
+        return True
+
+    async def close(self) -> None:
+        return None
+
+
+async def _rf3(
+    tmp_path: Path, isr: list[int], updater: Any = None
+) -> tuple[LogManager, ReplicaManager]:
+    logs = LogManager([tmp_path], broker_id=1, cluster_id="c")
+    logs.startup()
+
+    async def load(topic: str) -> LogConfig:
+        return LogConfig()
+
+    manager = ReplicaManager(1, logs, MetadataCache(), load, updater, replica_lag_time_max_ms=50)
+    await manager.become_leader_or_follower([_leader_state(isr=isr, replicas=[1, 2, 3])])
+    return logs, manager
+
+
+async def test_an_append_that_moves_the_high_watermark_wakes_both(tmp_path: Path) -> None:
+    """From a review: acks=1 with the leader alone in the ISR moves the high watermark in
+    the append itself; the consumer is answered, and so is a follower catching up."""
+    logs, manager = await _rf3(tmp_path, [1])
+    consumer, two = manager.fetch(_fetch(0)), manager.fetch(_fetch(0, replica_id=2))
+    manager.produce(_produce(acks=1))
+    await asyncio.sleep(0)
+    assert consumer.done and _records_size(consumer.result()) > 0
+    assert two.done and _records_size(two.result()) > 0
+    await manager.shutdown()
+    logs.shutdown()
+
+
+async def test_an_isr_shrink_that_moves_the_high_watermark_wakes_the_consumer(
+    tmp_path: Path,
+) -> None:
+    """From a review: the high watermark a smaller ISR allows wakes the consumers."""
+    updater = _Isr()
+    logs, manager = await _rf3(tmp_path, [1, 2, 3], updater)
+    manager.fetch(_fetch(0, replica_id=2, max_wait_ms=0))
+    manager.fetch(_fetch(0, replica_id=3, max_wait_ms=0))
+    manager.produce(_produce(acks=1))
+    consumer = manager.fetch(_fetch(0))
+    assert isinstance(consumer, Deferred) and not consumer.done
+    assert not isinstance(manager.fetch(_fetch(1, replica_id=2, max_wait_ms=0)), Deferred)
+    await asyncio.sleep(0.2)  # 3 lags past replica.lag.time.max.ms
+    manager.fetch(_fetch(1, replica_id=2, max_wait_ms=0))  # 2 stays caught up
+    manager.shrink_isrs()
+    for _ in range(20):
+        await asyncio.sleep(0.01)
+    assert updater.written and updater.written[-1] == [1, 2]
+    assert consumer.done and _records_size(consumer.result()) > 0
+    await manager.shutdown()
+    logs.shutdown()
+
+
+async def test_min_bytes_over_many_partitions_counts_appends_once_committed(
+    tmp_path: Path,
+) -> None:
+    """From a review: RF=2, 20 partitions, a consumer waiting for three batches' bytes in
+    all; appends below an unmoved high watermark wake it no more, and each move counts."""
+    logs = LogManager([tmp_path], broker_id=1, cluster_id="c")
+    logs.startup()
+
+    async def load(topic: str) -> LogConfig:
+        return LogConfig()
+
+    manager = ReplicaManager(1, logs, MetadataCache(), load)
+    count = 20
+    await manager.become_leader_or_follower(
+        [dataclasses.replace(_leader_state(isr=[1, 2]), partition_index=p) for p in range(count)]
+    )
+    one = len(_produce().topics[0].partitions[0].records)
+
+    def produce(p: int) -> None:
+        request = _produce(acks=1)
+        request.topics[0].partitions[0].index = p
+        manager.produce(request)
+
+    def topics(offsets: dict[int, int]) -> list[FetchTopic]:
+        wanted = [
+            FetchPartition(partition=p, fetch_offset=offsets.get(p, 0), partition_max_bytes=1 << 20)
+            for p in range(count)
+        ]
+        return [FetchTopic(topic="t", partitions=wanted)]
+
+    def follower(offsets: dict[int, int]) -> None:
+        manager.fetch(
+            FetchRequest(replica_id=2, max_wait_ms=0, min_bytes=1, topics=topics(offsets))
+        )
+
+    consumer = manager.fetch(
+        FetchRequest(replica_id=-1, max_wait_ms=30_000, min_bytes=3 * one - 1, topics=topics({}))
+    )
+    assert isinstance(consumer, Deferred)
+    for p in (0, 1, 2):
+        produce(p)
+    await asyncio.sleep(0)
+    assert not consumer.done
+    follower({0: 1})
+    await asyncio.sleep(0)
+    assert not consumer.done
+    follower({0: 1, 1: 1})
+    await asyncio.sleep(0)
+    assert not consumer.done
+    follower({0: 1, 1: 1, 2: 1})
+    await asyncio.sleep(0)
+    assert consumer.done
+    await manager.shutdown()
+    logs.shutdown()
+
+
 async def test_max_wait_ends_a_fetch_with_nothing(replicas: ReplicaManager) -> None:
     parked = replicas.fetch(_fetch(0, max_wait_ms=20))
     assert isinstance(parked, Deferred)
