@@ -203,6 +203,10 @@ NOTES = [
     "(Headwater: the broker, not ZooKeeper), each partition/stream holding one record, "
     "each idle connection past its protocol handshake.",
     "The ratio is times better than the best peer (higher rate, or lower latency/memory).",
+    "Machine limits: the relay latency is the floor under every e2e row (a value through "
+    "two loopback hops and three Python processes, nothing done on the way); the write "
+    "after 5 s idle is what a workload's first gigabyte meets on a VM that hands freed "
+    "memory back to its host (the 1 MiB rows write a gigabyte of new data each).",
 ]
 
 
