@@ -219,7 +219,9 @@ class Broker:
         self._stopping = True
         self._log.info("broker.stopping")
         zk_up = self._zk is not None and self._zk.connected
-        if self.config["controlled.shutdown.enable"] and self._server is not None and zk_up:
+        # a broker that never registered (its id refused at start) has nothing to hand over
+        registered = self._registrar is not None and self._registrar.epoch >= 0
+        if self.config["controlled.shutdown.enable"] and registered and zk_up:
             await self._controlled_shutdown()
         if self._server is not None:
             await self._server.stop()

@@ -2,7 +2,9 @@
 
 The registration znode is ephemeral: it lives exactly as long as the broker's ZooKeeper
 session, which is how the controller learns that a broker died. A broker refuses to start
-if its id is registered by another live session. After a session expiry (LOST) the old
+if its id is registered by another live session, except at its own address: that is its
+own last run, killed before its session expired, and the start waits for the session to
+go (KAFKA-7165). After a session expiry (LOST) the old
 znode is gone with the old session, and the registrar registers again on the new one;
 the new znode's czxid is the broker's new epoch.
 
@@ -77,7 +79,7 @@ class BrokerRegistrar:
 
     async def register(self) -> int:
         """Register now (refusing a live duplicate), then keep registered after expiries."""
-        await self._register_once()
+        await self._register_first()
         self._zk.on_state_change(self._on_state)
         self._task = asyncio.get_running_loop().create_task(self._keep_registered())
         return self.epoch
@@ -96,6 +98,49 @@ class BrokerRegistrar:
             return
         with contextlib.suppress(NoNode, VersionConflict):
             await self._zk.delete(self.path, version=stat.version)
+
+    async def _register_first(self) -> None:
+        """Register, waiting out a registration of this broker's own last run: one at our
+        very address (where we listen now, so nothing else serves there) is a broker of
+        this id that died (kill -9, a crash) and was restarted before ZooKeeper expired
+        its session. Kafka waits for that session too (KAFKA-7165); refusing made an
+        immediate restart fail. A registration elsewhere, or one still there after a
+        session timeout and a half, is another live broker: refused."""
+        loop = asyncio.get_running_loop()
+        deadline: float | None = None
+        while True:
+            try:
+                await self._register_once()
+                return
+            except BrokerIdInUseError:
+                holder = await self._holder_registration()
+                if holder is None:
+                    continue  # expired meanwhile: try again
+                here = (self.registration.host, self.registration.port)
+                if (holder.host, holder.port) != here:
+                    raise
+                if deadline is None:
+                    wait_s = self._zk.session_timeout_s * 1.5 + 2
+                    deadline = loop.time() + wait_s
+                    self._log.warning(
+                        "broker.waiting_for_stale_registration",
+                        address=f"{holder.host}:{holder.port}",
+                        max_wait_s=round(wait_s, 1),
+                        why="a previous run of this broker left its registration behind; "
+                        "ZooKeeper removes it when that run's session expires",
+                    )
+                elif loop.time() >= deadline:
+                    raise
+                await asyncio.sleep(_RETRY_S)
+
+    async def _holder_registration(self) -> BrokerRegistration | None:
+        try:
+            data, _ = await self._zk.get(self.path)
+        except NoNode:
+            return None
+        except ZkError:
+            return BrokerRegistration(self.registration.broker_id, "", -1)  # unknown: elsewhere
+        return BrokerRegistration.from_json(self.registration.broker_id, data)
 
     async def _register_once(self) -> None:
         payload = self.registration.to_json(time.time_ns() // 1_000_000)

@@ -421,6 +421,7 @@ class ZkBridge:
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         self._loop = loop or asyncio.get_running_loop()
+        self.session_timeout_s = session_timeout_ms / 1000
         self._client = KazooClient(
             hosts=hosts, timeout=session_timeout_ms / 1000, handler=_PollHandler()
         )

@@ -123,8 +123,37 @@ async def test_a_live_broker_id_is_refused_in_one_line(
             f"broker.id"
         )
         assert (await _metadata(first)).brokers[0].node_id == 5  # the first one is unharmed
+        # it never registered: nothing to hand over, no controlled shutdown on its way out
+        assert "controlled_shutdown" not in second.log_path.read_text()
     finally:
         first.kill()
+
+
+async def test_a_broker_killed_and_restarted_at_once_waits_for_its_old_session(
+    zookeeper: ZooKeeperServer, chroot: str, tmp_path: Path
+) -> None:
+    """kill -9, then a restart at the same address before ZooKeeper expired the dead
+    run's session: its registration is still there. Refused as a live duplicate, the
+    restart failed (systemd's Restart=, docker's restart policy); it now waits for that
+    session to expire, as Kafka does (KAFKA-7165), and starts."""
+    first = BrokerProcess(7, tmp_path / "b7", zookeeper.connect_string + chroot, settings=FAST)
+    first.start()
+    port = first.port
+    first.kill()
+    again = BrokerProcess(
+        7,
+        tmp_path / "b7",
+        zookeeper.connect_string + chroot,
+        settings={**FAST, "listeners": f"PLAINTEXT://127.0.0.1:{port}"},
+    )
+    again.start()
+    try:
+        assert again.port == port
+        this_run = again.log_path.read_text().split('"broker.ready"')[-2]
+        assert "broker.waiting_for_stale_registration" in this_run
+        assert (await _metadata(again)).brokers[0].node_id == 7
+    finally:
+        again.kill()
 
 
 async def test_no_zookeeper_is_one_line_and_exit_1(tmp_path: Path) -> None:

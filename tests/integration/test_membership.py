@@ -62,6 +62,43 @@ async def test_a_live_broker_id_is_refused(zookeeper: ZooKeeperServer, chroot: s
         await second.stop()
 
 
+async def test_our_own_address_held_by_a_dying_session_is_waited_for(
+    zookeeper: ZooKeeperServer, chroot: str
+) -> None:
+    """A registration at this very address is this broker's last run, killed before its
+    session expired: the new run waits for it to go (then registers) instead of refusing
+    to start; and one that outlives a session timeout and a half is refused after all."""
+    dead, restarted = await _bridge(zookeeper, chroot), await _bridge(zookeeper, chroot)
+    try:
+        await dead.create(
+            paths.broker(3),
+            BrokerRegistration(broker_id=3, host="h", port=7).to_json(0),
+            ephemeral=True,
+            makepath=True,
+        )
+        registrar = BrokerRegistrar(restarted, BrokerRegistration(broker_id=3, host="h", port=7))
+        registering = asyncio.ensure_future(registrar.register())
+        await asyncio.sleep(1.0)
+        assert not registering.done()  # waiting, not refused
+        _expire(zookeeper, dead)  # ZooKeeper expires the dead run's session
+        assert await asyncio.wait_for(registering, 10) > 0
+        stat = await restarted.exists(paths.broker(3))
+        assert stat is not None and stat.ephemeralOwner == restarted.session_id
+        await registrar.deregister()
+        await dead.stop()
+        dead = await _bridge(zookeeper, chroot)
+        await dead.create(
+            paths.broker(3),
+            BrokerRegistration(broker_id=3, host="h", port=7).to_json(0),
+            ephemeral=True,
+        )
+        with pytest.raises(BrokerIdInUseError, match="already registered by a live broker at h:7"):
+            await BrokerRegistrar(restarted, BrokerRegistration(3, "h", 7)).register()
+    finally:
+        await dead.stop()
+        await restarted.stop()
+
+
 async def test_registration_survives_a_session_expiry(
     zookeeper: ZooKeeperServer, chroot: str
 ) -> None:
