@@ -274,6 +274,7 @@ class LogManager:
 
     def _added(self, tp: TopicPartition, log: Log, *, counted: bool = False) -> None:
         with self._indexing:
+            self._undeleted.pop(tp, None)  # the directory is a log's again: deleted as one
             self.logs[tp] = self._watched(tp, log)
             if not counted:
                 self._per_dir[log.dir.parent] += 1
