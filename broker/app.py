@@ -64,6 +64,7 @@ from protocol.apis import (
     UpdateMetadataResponse,
 )
 from protocol.errors import (
+    BrokerNotAvailableError,
     InvalidRequestError,
     LeaderNotAvailableError,
     NotControllerError,
@@ -574,6 +575,13 @@ class Broker:
     # --- requests from the controller ---------------------------------------------------
 
     def _fence(self, controller_epoch: int, what: str) -> None:
+        if self._registrar is not None and self._registrar.waiting_for_stale:
+            # meant for this broker's last run, dead but still registered: the controller
+            # learns of the death when its session expires, and of this run after that
+            raise BrokerNotAvailableError(
+                f"{what} for broker {self.broker_id}'s last run: this run is not "
+                "registered yet (it waits for that run's session to expire)"
+            )
         if controller_epoch < self._controller_epoch:
             raise StaleControllerEpochError(
                 f"{what} from controller epoch {controller_epoch}; the current one is "

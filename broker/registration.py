@@ -23,6 +23,7 @@ import structlog
 
 from broker.zk import (
     BrokerRegistration,
+    CorruptZnode,
     NodeExists,
     NoNode,
     SessionState,
@@ -35,13 +36,28 @@ from broker.zk import (
 )
 from protocol.errors import HeadwaterError
 
-__all__ = ["BrokerIdInUseError", "BrokerRegistrar", "get_or_create_cluster_id"]
+__all__ = [
+    "BrokerIdInUseError",
+    "BrokerRegistrar",
+    "get_or_create_cluster_id",
+    "stale_registration_wait_s",
+]
 
 _RETRY_S = 0.5
 
 
 class BrokerIdInUseError(HeadwaterError):
     """Another live broker holds this broker id."""
+
+
+def stale_registration_wait_s(session_timeout_s: float) -> float:
+    """How long a start waits for its own last run's registration to go: that run's
+    session timeout is not known here (ZooKeeper negotiates each into [2, 20] ticks, 4 to
+    40 s at its default tickTime of 2 s, and expires it up to a tick late; the dead run
+    may have been configured otherwise), so a session timeout of ours and a half, and at
+    least 45 s. Only a misconfiguration (another live broker of this id advertising our
+    very address) waits it out before it is refused."""
+    return max(session_timeout_s * 1.5 + 2, 45.0)
 
 
 def new_cluster_id() -> str:
@@ -63,9 +79,19 @@ async def get_or_create_cluster_id(zk: ZkBridge) -> str:
 class BrokerRegistrar:
     """Keeps ``/brokers/ids/<id>`` registered for as long as it runs."""
 
-    def __init__(self, zk: ZkBridge, registration: BrokerRegistration) -> None:
+    def __init__(
+        self,
+        zk: ZkBridge,
+        registration: BrokerRegistration,
+        *,
+        stale_wait_s: float | None = None,
+    ) -> None:
         self._zk = zk
         self.registration = registration
+        self._stale_wait_s = stale_wait_s
+        self.waiting_for_stale = False
+        """Waiting for a dead run's registration at our address to expire: requests the
+        controller still sends to that run reach us meanwhile (see broker.app)."""
         self.epoch = -1
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -108,39 +134,47 @@ class BrokerRegistrar:
         session timeout and a half, is another live broker: refused."""
         loop = asyncio.get_running_loop()
         deadline: float | None = None
-        while True:
-            try:
-                await self._register_once()
-                return
-            except BrokerIdInUseError:
-                holder = await self._holder_registration()
-                if holder is None:
-                    continue  # expired meanwhile: try again
-                here = (self.registration.host, self.registration.port)
-                if (holder.host, holder.port) != here:
-                    raise
-                if deadline is None:
-                    wait_s = self._zk.session_timeout_s * 1.5 + 2
-                    deadline = loop.time() + wait_s
-                    self._log.warning(
-                        "broker.waiting_for_stale_registration",
-                        address=f"{holder.host}:{holder.port}",
-                        max_wait_s=round(wait_s, 1),
-                        why="a previous run of this broker left its registration behind; "
-                        "ZooKeeper removes it when that run's session expires",
-                    )
-                elif loop.time() >= deadline:
-                    raise
-                await asyncio.sleep(_RETRY_S)
+        try:
+            while True:
+                try:
+                    await self._register_once()
+                    return
+                except BrokerIdInUseError:
+                    holder = await self._holder_address()
+                    here = f"{self.registration.host}:{self.registration.port}"
+                    if holder is not None and holder != here:
+                        raise
+                    if deadline is None:
+                        wait_s = self._stale_wait_s
+                        if wait_s is None:
+                            wait_s = stale_registration_wait_s(self._zk.session_timeout_s)
+                        deadline = loop.time() + wait_s
+                        self.waiting_for_stale = True
+                        self._log.warning(
+                            "broker.waiting_for_stale_registration",
+                            address=here,
+                            max_wait_s=round(wait_s, 1),
+                            why="a previous run of this broker left its registration "
+                            "behind; ZooKeeper removes it when that run's session expires",
+                        )
+                    elif loop.time() >= deadline:
+                        raise
+                    await asyncio.sleep(_RETRY_S)
+        finally:
+            self.waiting_for_stale = False
 
-    async def _holder_registration(self) -> BrokerRegistration | None:
+    async def _holder_address(self) -> str | None:
+        """host:port of the registration holding our id; None if unknown for now (gone
+        meanwhile, or ZooKeeper did not answer: asked again), "" if unreadable."""
         try:
             data, _ = await self._zk.get(self.path)
-        except NoNode:
+        except (NoNode, ZkError):
             return None
-        except ZkError:
-            return BrokerRegistration(self.registration.broker_id, "", -1)  # unknown: elsewhere
-        return BrokerRegistration.from_json(self.registration.broker_id, data)
+        try:
+            holder = BrokerRegistration.from_json(self.registration.broker_id, data)
+        except (CorruptZnode, ValueError, KeyError, TypeError):
+            return ""
+        return f"{holder.host}:{holder.port}"
 
     async def _register_once(self) -> None:
         payload = self.registration.to_json(time.time_ns() // 1_000_000)

@@ -869,16 +869,23 @@ class Log:
             return  # closed: nothing left to make durable
         target, dirty = self._flush_plan()
         self._flushes += 1
+        # counted until the thread is done, not until this task is: a cancelled await
+        # leaves the thread running, on these segments
+        running = asyncio.get_running_loop().run_in_executor(None, _fsync_all, dirty, self.epochs)
+        running.add_done_callback(self._flush_ended)
         try:
-            await asyncio.to_thread(_fsync_all, dirty, self.epochs)
+            await asyncio.shield(running)
         except OSError as exc:
             self._go_offline(exc, "flushing")
-        finally:
-            self._flushes -= 1
-            if not self._flushes and self._flushed is not None:
-                self._flushed.set()
-                self._flushed = None
         self._flush_done(target)
+
+    def _flush_ended(self, running: asyncio.Future[None]) -> None:
+        if not running.cancelled():
+            running.exception()  # seen here whoever awaited it (a cancelled flush raised none)
+        self._flushes -= 1
+        if not self._flushes and self._flushed is not None:
+            self._flushed.set()
+            self._flushed = None
 
     def _flush_plan(self) -> tuple[int, list[LogSegment]]:
         dirty = [s for s in self.segments if s.dirty]
@@ -889,6 +896,8 @@ class Log:
         return self.log_end_offset, dirty
 
     def _flush_done(self, target: int) -> None:
+        if self._deleting:
+            return  # closed for delete as the fsync ended: no recovery point to keep
         # the log may have been truncated while the fsync ran
         self.recovery_point = max(self.recovery_point, min(target, self.log_end_offset))
 

@@ -51,7 +51,7 @@ import structlog
 from broker.log.config import LogConfig
 from broker.log.log import Clock, Log, remove_log_dir, wall_clock_ms
 from broker.log.swap import fsync_dir
-from protocol.errors import HeadwaterError, InconsistentClusterIdError
+from protocol.errors import HeadwaterError, InconsistentClusterIdError, KafkaStorageError
 
 __all__ = ["InconsistentBrokerIdError", "LogManager", "TopicPartition"]
 
@@ -135,6 +135,8 @@ class LogManager:
         self._creating: dict[TopicPartition, _Creating] = {}
         self._undeleted: dict[TopicPartition, Path] = {}
         """Directories of deleted logs whose removal failed: tried again when asked again."""
+        self._removing: dict[TopicPartition, asyncio.Future[bool]] = {}
+        """Deletions under way (event loop), to whether the directory went."""
         self.high_watermarks: dict[TopicPartition, int] = {}  # as checkpointed at start
         self._truncation_listeners: list[TruncationListener] = []
         self._checkpoint_lock = threading.Lock()  # one writer of the checkpoint files
@@ -249,6 +251,14 @@ class LogManager:
         topic, partition = tp
         log = self.logs.get(tp)
         if log is None:
+            if tp in self._removing or tp in self._undeleted:
+                # a new log would take the old one's path: its removal (under way, or to be
+                # retried) would remove the new log, or the new one would open its records
+                raise KafkaStorageError(
+                    f"{topic}-{partition}: the directory of its deleted log is "
+                    f"{'still being removed' if tp in self._removing else 'still there'} "
+                    f"on this broker; it cannot be created again until it is gone"
+                )
             directory = self._reserve_dir()
             path = directory / partition_dir_name(topic, partition)
             existed = path.exists()
@@ -274,7 +284,6 @@ class LogManager:
 
     def _added(self, tp: TopicPartition, log: Log, *, counted: bool = False) -> None:
         with self._indexing:
-            self._undeleted.pop(tp, None)  # the directory is a log's again: deleted as one
             self.logs[tp] = self._watched(tp, log)
             if not counted:
                 self._per_dir[log.dir.parent] += 1
@@ -303,22 +312,46 @@ class LogManager:
         """Remove logs and their directories (in a worker thread), then checkpoint
         without them (a partition of the same name made later must not inherit them).
         Returns those whose directory could not be removed (each logged with what to do);
-        asked again (the controller resends its StopReplica), they are tried again."""
-        gone = [(tp, log) for tp in tps if (log := self._removed(tp)) is not None]
-        again = [(tp, path) for tp in tps if (path := self._undeleted.get(tp)) is not None]
-        if not gone and not again:
-            return []
-        for _, log in gone:
-            await log.flushes_done()  # an fsync in a worker thread is using its files
-            log.close_for_delete()
+        asked again (the controller resends its StopReplica), they are tried again. A
+        partition whose deletion is already under way (a resend meanwhile) waits for that
+        one and answers as it does: answered "done" at once, the controller could finish
+        the deletion, and a topic of the same name made again would have its new log's
+        directory removed by the first."""
+        under_way = [(tp, done) for tp in tps if (done := self._removing.get(tp)) is not None]
+        busy = {tp for tp, _ in under_way}
+        gone = [
+            (tp, log) for tp in tps if tp not in busy and (log := self._removed(tp)) is not None
+        ]
+        taken = busy | {tp for tp, _ in gone}
+        again = [
+            (tp, path)
+            for tp in tps
+            if tp not in taken and (path := self._undeleted.get(tp)) is not None
+        ]
         dirs = again + [(tp, log.dir) for tp, log in gone]
-        failed = await asyncio.to_thread(_remove_dirs, dirs)
+        loop = asyncio.get_running_loop()
         for tp, _ in dirs:
-            self._undeleted.pop(tp, None)
-        for tp, path, _ in failed:
-            self._undeleted[tp] = path
-        if gone:
-            await self.checkpoint_async()
+            self._removing[tp] = loop.create_future()
+        failed: list[tuple[TopicPartition, Path, OSError]] = []
+        removed: set[TopicPartition] = set()  # stays empty if cancelled part way
+        try:
+            if dirs:
+                for _, log in gone:
+                    await log.flushes_done()  # an fsync in a worker thread is using its files
+                    log.close_for_delete()
+                failed = await asyncio.to_thread(_remove_dirs, dirs)
+                for tp, _ in dirs:
+                    self._undeleted.pop(tp, None)
+                for tp, path, _ in failed:
+                    self._undeleted[tp] = path
+                removed = {tp for tp, _ in dirs} - {tp for tp, _, _ in failed}
+                if gone:
+                    await self.checkpoint_async()
+        finally:
+            for tp, path in dirs:
+                if tp not in removed and tp not in self._undeleted:
+                    self._undeleted[tp] = path  # cancelled before it went: try again later
+                self._removing.pop(tp).set_result(tp in removed)
         for _, path, exc in failed:
             self._log.error(
                 "log.delete_failed",
@@ -326,7 +359,8 @@ class LogManager:
                 error=str(exc),
                 fix=f"remove {path} by hand before this broker starts again",
             )
-        return [tp for tp, _, _ in failed]
+        others = [tp for tp, done in under_way if not await done]
+        return [tp for tp, _, _ in failed] + others
 
     def on_truncation(self, listener: TruncationListener) -> None:
         """Call ``listener(tp, log, offset)`` (event loop) when a log here is about to be

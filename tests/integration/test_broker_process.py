@@ -9,8 +9,8 @@ from kazoo.client import KazooClient
 
 from client.connection import BrokerConnection
 from client.localcluster import BrokerProcess, BrokerStartError, ZooKeeperServer
-from protocol.apis import ApiKey, MetadataRequest, MetadataResponse
-from protocol.errors import UnknownTopicOrPartitionError
+from protocol.apis import ApiKey, MetadataRequest, MetadataResponse, UpdateMetadataRequest
+from protocol.errors import BrokerNotAvailableError, UnknownTopicOrPartitionError
 
 FAST = {"zookeeper.session.timeout.ms": "2000"}
 
@@ -146,11 +146,22 @@ async def test_a_broker_killed_and_restarted_at_once_waits_for_its_old_session(
         zookeeper.connect_string + chroot,
         settings={**FAST, "listeners": f"PLAINTEXT://127.0.0.1:{port}"},
     )
-    again.start()
+    before = again.log_path.stat().st_size
+    again.spawn()
     try:
+        for _ in range(200):
+            if b"broker.waiting_for_stale_registration" in again.log_path.read_bytes()[before:]:
+                break
+            await asyncio.sleep(0.02)
+        # meanwhile the controller may still send the dead run its requests: refused
+        async with BrokerConnection("127.0.0.1", port) as conn:
+            with pytest.raises(BrokerNotAvailableError, match="not registered yet"):
+                await conn.request(
+                    ApiKey.UPDATE_METADATA,
+                    UpdateMetadataRequest(controller_id=1, controller_epoch=1),
+                )
+        again.wait_ready()
         assert again.port == port
-        this_run = again.log_path.read_text().split('"broker.ready"')[-2]
-        assert "broker.waiting_for_stale_registration" in this_run
         assert (await _metadata(again)).brokers[0].node_id == 7
     finally:
         again.kill()

@@ -92,8 +92,13 @@ async def test_our_own_address_held_by_a_dying_session_is_waited_for(
             BrokerRegistration(broker_id=3, host="h", port=7).to_json(0),
             ephemeral=True,
         )
+        waiting = BrokerRegistrar(restarted, BrokerRegistration(3, "h", 7), stale_wait_s=2)
+        registering = asyncio.ensure_future(waiting.register())
+        await asyncio.sleep(0.5)
+        assert waiting.waiting_for_stale  # the broker refuses controller requests meanwhile
         with pytest.raises(BrokerIdInUseError, match="already registered by a live broker at h:7"):
-            await BrokerRegistrar(restarted, BrokerRegistration(3, "h", 7)).register()
+            await registering
+        assert not waiting.waiting_for_stale
     finally:
         await dead.stop()
         await restarted.stop()

@@ -507,3 +507,87 @@ async def test_a_config_applied_after_a_topics_second_read_is_not_overwritten(
     assert replicas.partitions[TopicPartition("a", 0)].log.config is newer
     await replicas.shutdown()
     logs.shutdown()
+
+
+async def test_a_resent_deletion_waits_for_the_one_under_way_and_answers_as_it_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From a review: a StopReplica resent while the first one's removal runs found no
+    log and answered "done"; the controller could finish the deletion with the directory
+    still there (or, the topic made again, the first removal took the new log's)."""
+    import broker.log.manager as manager_module
+
+    m = _manager([tmp_path])
+    m.startup()
+    log = m.get_or_create_log("t", 0)
+    log.append(_batch())
+    path = log.dir
+    started, go = threading.Event(), threading.Event()
+    outcome = {"fail": True}
+    real = manager_module.remove_log_dir
+
+    def slow(directory: Path) -> None:
+        started.set()
+        go.wait(5)
+        if outcome["fail"]:
+            raise OSError(errno.EIO, "Input/output error")
+        real(directory)
+
+    monkeypatch.setattr(manager_module, "remove_log_dir", slow)
+    tp = TopicPartition("t", 0)
+    first = asyncio.ensure_future(m.delete_logs([tp]))
+    await asyncio.to_thread(started.wait, 5)
+    second = asyncio.ensure_future(m.delete_logs([tp]))  # the resend
+    with pytest.raises(KafkaStorageError, match="still being removed"):
+        m.get_or_create_log("t", 0)  # the topic made again meanwhile: refused
+    await asyncio.sleep(0.05)
+    assert not second.done()  # it waits for the first
+    go.set()
+    assert await first == [tp] and await second == [tp]  # both say it failed
+    assert path.exists()
+    with pytest.raises(KafkaStorageError, match="still there"):
+        m.get_or_create_log("t", 0)  # would open the old records
+    outcome["fail"] = False
+    started.clear()
+    assert await m.delete_logs([tp]) == []  # the next resend removes it
+    assert not path.exists()
+    assert m.get_or_create_log("t", 0).log_end_offset == 0  # a new, empty log
+    m.shutdown()
+
+
+async def test_a_cancelled_flush_still_holds_the_deletion_until_its_thread_ends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From a review: cancelling the task awaiting an fsync does not stop its thread;
+    counted until the task ended, the deletion closed the files under the fsync."""
+    import broker.log.log as log_module
+
+    m = _manager([tmp_path])
+    m.startup()
+    log = m.get_or_create_log("t", 0)
+    log.append(_batch())
+    started, go = threading.Event(), threading.Event()
+    real = log_module._fsync_all
+    errors: list[BaseException] = []
+
+    def slow(segments: list[Any], epochs: Any = None) -> None:
+        started.set()
+        go.wait(5)
+        try:
+            real(segments, epochs)
+        except BaseException as exc:
+            errors.append(exc)
+            raise
+
+    monkeypatch.setattr(log_module, "_fsync_all", slow)
+    flushing = asyncio.ensure_future(log.flush_async())
+    await asyncio.to_thread(started.wait, 5)
+    flushing.cancel()
+    await asyncio.sleep(0)
+    deleting = asyncio.ensure_future(m.delete_logs([TopicPartition("t", 0)]))
+    await asyncio.sleep(0.05)
+    assert not deleting.done()  # the thread still runs
+    go.set()
+    assert await deleting == []
+    assert not errors
+    m.shutdown()
