@@ -574,8 +574,13 @@ class Broker:
 
     # --- requests from the controller ---------------------------------------------------
 
+    @property
+    def waiting_for_stale_registration(self) -> bool:
+        """Whether the start waits for its last run's registration to expire."""
+        return self._registrar is not None and self._registrar.waiting_for_stale
+
     def _fence(self, controller_epoch: int, what: str) -> None:
-        if self._registrar is not None and self._registrar.waiting_for_stale:
+        if self.waiting_for_stale_registration:
             # meant for this broker's last run, dead but still registered: the controller
             # learns of the death when its session expires, and of this run after that
             raise BrokerNotAvailableError(

@@ -106,13 +106,26 @@ async def serve(config: BrokerConfig) -> int:
             thaw_after_dropped=config["heap.thaw.dropped.partitions"],
         )
     broker = Broker(config, heap=heap)
+    starting = asyncio.ensure_future(broker.start())
+    stopping = asyncio.ensure_future(stop.wait())
     try:
-        await broker.start()
-    except (HeadwaterError, OSError) as exc:
-        click.echo(f"headwater-broker: broker {config.broker_id} cannot start: {exc}", err=True)
-        await broker.stop()
-        return 1
-    await stop.wait()
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done() and broker.waiting_for_stale_registration:
+            # stopped while waiting out its last run's registration (up to 45 s or more):
+            # nothing is registered or served yet, so the start is simply abandoned
+            starting.cancel()
+        try:
+            await starting
+        except asyncio.CancelledError:
+            await broker.stop()
+            return 0
+        except (HeadwaterError, OSError) as exc:
+            click.echo(f"headwater-broker: broker {config.broker_id} cannot start: {exc}", err=True)
+            await broker.stop()
+            return 1
+        await stopping
+    finally:
+        stopping.cancel()
     await broker.stop()
     return 0
 

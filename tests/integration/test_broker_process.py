@@ -1,6 +1,7 @@
 """Real broker processes on a real ZooKeeper: registration, controller failover, clean stop."""
 
 import asyncio
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -176,3 +177,33 @@ async def test_no_zookeeper_is_one_line_and_exit_1(tmp_path: Path) -> None:
     ) as info:
         broker.start()
     assert info.value.returncode == 1
+
+
+def test_a_broker_waiting_for_its_old_session_stops_on_sigterm(
+    zookeeper: ZooKeeperServer, chroot: str, tmp_path: Path
+) -> None:
+    """The wait can be long (at least 45 s for a misconfigured duplicate): a stop asked
+    for meanwhile abandons the start at once, exit 0, nothing registered."""
+    first = BrokerProcess(9, tmp_path / "b9", zookeeper.connect_string + chroot, settings=FAST)
+    first.start()
+    port = first.port
+    first.kill()
+    again = BrokerProcess(
+        9,
+        tmp_path / "b9",
+        zookeeper.connect_string + chroot,
+        settings={**FAST, "listeners": f"PLAINTEXT://127.0.0.1:{port}"},
+    )
+    before = again.log_path.stat().st_size
+    again.spawn()
+    try:
+        for _ in range(200):
+            if b"broker.waiting_for_stale_registration" in again.log_path.read_bytes()[before:]:
+                break
+            time.sleep(0.02)  # a synchronous test: no event loop here
+        assert again.stop(timeout_s=10) == 0
+        this_run = again.log_path.read_bytes()[before:]
+        assert b"broker.waiting_for_stale_registration" in this_run
+        assert b"broker.ready" not in this_run and b"broker.registered" not in this_run
+    finally:
+        again.kill()
