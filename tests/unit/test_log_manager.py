@@ -297,38 +297,59 @@ async def test_a_file_unlinked_meanwhile_does_not_leave_the_directory(
     m.shutdown()
 
 
+class _HeldFsync:
+    """``_fsync_all`` held in its worker thread until ``go`` is set; records the
+    descriptors it found open and any error it met."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        import broker.log.log as log_module
+
+        self.started, self.go = threading.Event(), threading.Event()
+        self.fds: list[int] = []
+        self.errors: list[BaseException] = []
+        real = log_module._fsync_all
+
+        def held(segments: list[Any], epochs: Any = None) -> None:
+            self.started.set()
+            self.go.wait(5)
+            self.fds.extend(s.fd for s in segments)
+            try:
+                real(segments, epochs)
+            except BaseException as exc:
+                self.errors.append(exc)
+                raise
+
+        monkeypatch.setattr(log_module, "_fsync_all", held)
+
+
+async def _flushing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[LogManager, Log, _HeldFsync, asyncio.Future[None]]:
+    """A log whose flush is held in its worker thread (see _HeldFsync)."""
+    m = _manager([tmp_path])
+    m.startup()
+    log = m.get_or_create_log("t", 0)
+    log.append(_batch())
+    fsync = _HeldFsync(monkeypatch)
+    flushing = asyncio.ensure_future(log.flush_async())
+    await asyncio.to_thread(fsync.started.wait, 5)
+    return m, log, fsync, flushing
+
+
 async def test_a_deleted_log_waits_for_its_flush_in_a_worker_thread(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """From a review: an fsync in a worker thread uses the segments' descriptors and
     index maps; closed under it on the loop, it raised ValueError (fsync(-1), a closed
     mmap) out of its task. The deletion waits for it, and a flush after does nothing."""
-    import broker.log.log as log_module
-
-    m = _manager([tmp_path])
-    m.startup()
-    log = m.get_or_create_log("t", 0)
-    log.append(_batch())
-    started, go = threading.Event(), threading.Event()
-    real = log_module._fsync_all
-    seen: list[int] = []
-
-    def slow(segments: list[Any], epochs: Any = None) -> None:
-        started.set()
-        go.wait(5)
-        seen.extend(s.fd for s in segments)  # still open when it runs
-        real(segments, epochs)
-
-    monkeypatch.setattr(log_module, "_fsync_all", slow)
-    flushing = asyncio.ensure_future(log.flush_async())
-    await asyncio.to_thread(started.wait, 5)
+    m, log, fsync, flushing = await _flushing(tmp_path, monkeypatch)
     deleting = asyncio.ensure_future(m.delete_logs([TopicPartition("t", 0)]))
     await asyncio.sleep(0.05)
     assert not deleting.done() and log.active.fd >= 0  # waiting for the flush
-    go.set()
+    fsync.go.set()
     await flushing  # no error out of the flush
     assert await deleting == []
-    assert seen and all(fd >= 0 for fd in seen)
+    assert fsync.fds and all(fd >= 0 for fd in fsync.fds) and not fsync.errors
     assert not (tmp_path / "t-0").exists()
     await log.flush_async()  # closed for delete: nothing to do, no error
     m.shutdown()
@@ -560,34 +581,13 @@ async def test_a_cancelled_flush_still_holds_the_deletion_until_its_thread_ends(
 ) -> None:
     """From a review: cancelling the task awaiting an fsync does not stop its thread;
     counted until the task ended, the deletion closed the files under the fsync."""
-    import broker.log.log as log_module
-
-    m = _manager([tmp_path])
-    m.startup()
-    log = m.get_or_create_log("t", 0)
-    log.append(_batch())
-    started, go = threading.Event(), threading.Event()
-    real = log_module._fsync_all
-    errors: list[BaseException] = []
-
-    def slow(segments: list[Any], epochs: Any = None) -> None:
-        started.set()
-        go.wait(5)
-        try:
-            real(segments, epochs)
-        except BaseException as exc:
-            errors.append(exc)
-            raise
-
-    monkeypatch.setattr(log_module, "_fsync_all", slow)
-    flushing = asyncio.ensure_future(log.flush_async())
-    await asyncio.to_thread(started.wait, 5)
+    m, _log, fsync, flushing = await _flushing(tmp_path, monkeypatch)
     flushing.cancel()
     await asyncio.sleep(0)
     deleting = asyncio.ensure_future(m.delete_logs([TopicPartition("t", 0)]))
     await asyncio.sleep(0.05)
     assert not deleting.done()  # the thread still runs
-    go.set()
+    fsync.go.set()
     assert await deleting == []
-    assert not errors
+    assert not fsync.errors
     m.shutdown()
