@@ -258,6 +258,7 @@ class Broker:
         if self._logs is not None:
             if self._replicas is not None:
                 await self._logs.checkpoint_high_watermarks(self._replicas.high_watermarks())
+            await self._logs.flushes_done()  # a flush task cancelled above: its thread runs on
             await asyncio.to_thread(self._logs.shutdown)
 
     async def _bounded(self, doing: str, step: Awaitable[None]) -> None:

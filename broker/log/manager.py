@@ -188,8 +188,15 @@ class LogManager:
         self.checkpoint()
         self._log.info("log_manager.started", dirs=[str(d) for d in self.dirs], logs=len(self.logs))
 
+    async def flushes_done(self) -> None:
+        """Until no log's fsync runs in a worker thread (before :meth:`shutdown` closes
+        their files: a cancelled flush task leaves its thread running)."""
+        for log in list(self.logs.values()):
+            await log.flushes_done()
+
     def shutdown(self) -> None:
-        """A clean stop: flush and close every log, checkpoint, leave the marker."""
+        """A clean stop: flush and close every log, checkpoint, leave the marker (await
+        :meth:`flushes_done` first on the event loop)."""
         for log in self.logs.values():
             log.close()
         self.checkpoint()

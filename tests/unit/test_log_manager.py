@@ -591,3 +591,19 @@ async def test_a_cancelled_flush_still_holds_the_deletion_until_its_thread_ends(
     assert await deleting == []
     assert not fsync.errors
     m.shutdown()
+
+
+async def test_a_clean_stop_waits_for_flushes_still_in_their_threads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From a review: the broker's stop cancels its flush tasks, whose threads run on;
+    closing the logs under them raised in the thread. The stop waits for them first."""
+    m, _log, fsync, flushing = await _flushing(tmp_path, monkeypatch)
+    flushing.cancel()
+    waiting = asyncio.ensure_future(m.flushes_done())
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    fsync.go.set()
+    await waiting
+    m.shutdown()
+    assert not fsync.errors
