@@ -69,6 +69,7 @@ from protocol.errors import (
     LeaderNotAvailableError,
     NotControllerError,
     PreferredLeaderNotAvailableError,
+    StaleBrokerEpochError,
     StaleControllerEpochError,
     UnknownTopicOrPartitionError,
 )
@@ -580,13 +581,20 @@ class Broker:
         """Whether the start waits for its last run's registration to expire."""
         return self._registrar is not None and self._registrar.waiting_for_stale
 
-    def _fence(self, controller_epoch: int, what: str) -> None:
+    def _fence(self, controller_epoch: int, what: str, broker_epoch: int = -1) -> None:
         if self.waiting_for_stale_registration:
             # meant for this broker's last run, dead but still registered: the controller
             # learns of the death when its session expires, and of this run after that
             raise BrokerNotAvailableError(
                 f"{what} for broker {self.broker_id}'s last run: this run is not "
                 "registered yet (it waits for that run's session to expire)"
+            )
+        ours = self._registrar.epoch if self._registrar is not None else -1
+        if 0 <= broker_epoch < ours:
+            # sent to an earlier run of this broker (KIP-380): the controller has not seen
+            # this run's registration yet, and will send it its own state when it has
+            raise StaleBrokerEpochError(
+                f"{what} for broker epoch {broker_epoch}; this broker's is {ours}"
             )
         if controller_epoch < self._controller_epoch:
             raise StaleControllerEpochError(
@@ -597,7 +605,7 @@ class Broker:
 
     async def _leader_and_isr(self, header: RequestHeader, request: LeaderAndIsrRequest) -> Any:
         assert self._replicas is not None
-        self._fence(request.controller_epoch, "LeaderAndIsr")
+        self._fence(request.controller_epoch, "LeaderAndIsr", request.broker_epoch)
         with self._changing():
             errors = await self._replicas.become_leader_or_follower(
                 request.partition_states, request.live_leaders
@@ -606,7 +614,7 @@ class Broker:
 
     async def _stop_replica(self, header: RequestHeader, request: StopReplicaRequest) -> Any:
         assert self._replicas is not None
-        self._fence(request.controller_epoch, "StopReplica")
+        self._fence(request.controller_epoch, "StopReplica", request.broker_epoch)
         with self._changing(dropped=len(request.partitions)):
             errors = await self._replicas.stop_replicas(
                 request.partitions, delete=request.delete_partitions
@@ -614,7 +622,7 @@ class Broker:
         return StopReplicaResponse(partition_errors=errors)
 
     async def _update_metadata(self, header: RequestHeader, request: UpdateMetadataRequest) -> Any:
-        self._fence(request.controller_epoch, "UpdateMetadata")
+        self._fence(request.controller_epoch, "UpdateMetadata", request.broker_epoch)
         self.metadata.update(request)
         self._changed()
         return UpdateMetadataResponse()

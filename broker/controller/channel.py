@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -23,12 +24,21 @@ from typing import Any, NamedTuple
 import structlog
 
 from broker.network import PeerConnection, PeerError
-from protocol.apis import APIS, ApiKey, Request, UpdateMetadataRequest
+from protocol.apis import (
+    APIS,
+    ApiKey,
+    LeaderAndIsrRequest,
+    Request,
+    StopReplicaRequest,
+    UpdateMetadataRequest,
+)
 from protocol.errors import UnsupportedVersionError
 
 __all__ = ["BrokerChannel"]
 
 _BACKOFF_S = (0.05, 0.1, 0.2, 0.5, 1.0)
+_EPOCHED = (LeaderAndIsrRequest, StopReplicaRequest, UpdateMetadataRequest)
+"""The requests that carry the broker epoch they are meant for."""
 
 
 class _Item(NamedTuple):
@@ -48,10 +58,15 @@ class BrokerChannel:
         *,
         request_timeout_ms: int = 30_000,
         full_metadata: Callable[[], UpdateMetadataRequest] | None = None,
+        broker_epoch: int = -1,
     ) -> None:
         self.broker_id = broker_id
         self.host = host
         self.port = port
+        self.broker_epoch = broker_epoch
+        """The registration (czxid) this channel talks to: stamped on every request, so a
+        later run of the broker refuses what was meant for this one (KIP-380). A channel
+        is replaced when the broker re-registers."""
         self._full_metadata = full_metadata
         self.metadata_version = APIS[ApiKey.UPDATE_METADATA].max_version
         self._peer = PeerConnection(host, port, request_timeout_ms=request_timeout_ms)
@@ -92,6 +107,8 @@ class BrokerChannel:
                     version = self.metadata_version
                     if version == 0 and self._full_metadata is not None:
                         request = self._full_metadata()
+                if isinstance(request, _EPOCHED) and request.broker_epoch == -1:
+                    request = dataclasses.replace(request, broker_epoch=self.broker_epoch)
                 try:
                     response = await self._peer.request(item.api_key, request, version)
                 except PeerError as exc:

@@ -322,6 +322,7 @@ class Controller:
                     reg.port,
                     request_timeout_ms=self._request_timeout_ms,
                     full_metadata=self._full_metadata,
+                    broker_epoch=reg.epoch,
                 )
         return old
 

@@ -11,7 +11,11 @@ from kazoo.client import KazooClient
 from client.connection import BrokerConnection
 from client.localcluster import BrokerProcess, BrokerStartError, ZooKeeperServer
 from protocol.apis import ApiKey, MetadataRequest, MetadataResponse, UpdateMetadataRequest
-from protocol.errors import BrokerNotAvailableError, UnknownTopicOrPartitionError
+from protocol.errors import (
+    BrokerNotAvailableError,
+    StaleBrokerEpochError,
+    UnknownTopicOrPartitionError,
+)
 
 FAST = {"zookeeper.session.timeout.ms": "2000"}
 
@@ -203,3 +207,34 @@ def test_a_broker_waiting_for_its_old_session_stops_on_sigterm(
         assert b"broker.ready" not in this_run and b"broker.registered" not in this_run
     finally:
         again.kill()
+
+
+async def test_a_request_for_an_earlier_run_of_the_broker_is_refused(
+    zookeeper: ZooKeeperServer, chroot: str, tmp_path: Path
+) -> None:
+    """KIP-380: the controller stamps each request with the broker epoch (its
+    registration's czxid) it was meant for; a broker refuses one for an earlier run of
+    itself, which a controller may still hold when the broker comes back fast."""
+    broker = BrokerProcess(11, tmp_path / "b11", zookeeper.connect_string + chroot, settings=FAST)
+    broker.start()
+    try:
+        zk = KazooClient(hosts=zookeeper.connect_string + chroot)
+        zk.start(timeout=10)
+        try:
+            _, stat = zk.get("/brokers/ids/11")
+        finally:
+            zk.stop()
+            zk.close()
+        async with BrokerConnection("127.0.0.1", broker.port) as conn:
+            for epoch in (1, stat.czxid - 1):
+                with pytest.raises(StaleBrokerEpochError, match=f"this broker's is {stat.czxid}"):
+                    await conn.request(
+                        ApiKey.UPDATE_METADATA,
+                        UpdateMetadataRequest(
+                            controller_id=11, controller_epoch=99, broker_epoch=epoch
+                        ),
+                    )
+        # nothing was applied: the broker still knows itself, as its controller told it
+        assert [b.node_id for b in (await _metadata(broker)).brokers] == [11]
+    finally:
+        broker.kill()
