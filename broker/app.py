@@ -581,6 +581,15 @@ class Broker:
         """Whether the start waits for its last run's registration to expire."""
         return self._registrar is not None and self._registrar.waiting_for_stale
 
+    async def _registration_known(self, broker_epoch: int) -> None:
+        """A request stamped with a broker epoch while our registration's create is under
+        way may be for it (the controller read the new znode before our answer came back):
+        its epoch is compared once ours is known."""
+        registrar = self._registrar
+        if broker_epoch >= 0 and registrar is not None and registrar.creating:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(registrar.registered.wait(), _ZK_STOP_STEP_S)
+
     def _fence(self, controller_epoch: int, what: str, broker_epoch: int = -1) -> None:
         if self.waiting_for_stale_registration:
             # meant for this broker's last run, dead but still registered: the controller
@@ -590,9 +599,10 @@ class Broker:
                 "registered yet (it waits for that run's session to expire)"
             )
         ours = self._registrar.epoch if self._registrar is not None else -1
-        if 0 <= broker_epoch < ours:
+        if broker_epoch >= 0 and (ours < 0 or broker_epoch < ours):
             # sent to an earlier run of this broker (KIP-380): the controller has not seen
-            # this run's registration yet, and will send it its own state when it has
+            # this run's registration yet (or there is none yet), and will send it its own
+            # state when it has
             raise StaleBrokerEpochError(
                 f"{what} for broker epoch {broker_epoch}; this broker's is {ours}"
             )
@@ -605,6 +615,7 @@ class Broker:
 
     async def _leader_and_isr(self, header: RequestHeader, request: LeaderAndIsrRequest) -> Any:
         assert self._replicas is not None
+        await self._registration_known(request.broker_epoch)
         self._fence(request.controller_epoch, "LeaderAndIsr", request.broker_epoch)
         with self._changing():
             errors = await self._replicas.become_leader_or_follower(
@@ -614,6 +625,7 @@ class Broker:
 
     async def _stop_replica(self, header: RequestHeader, request: StopReplicaRequest) -> Any:
         assert self._replicas is not None
+        await self._registration_known(request.broker_epoch)
         self._fence(request.controller_epoch, "StopReplica", request.broker_epoch)
         with self._changing(dropped=len(request.partitions)):
             errors = await self._replicas.stop_replicas(
@@ -622,6 +634,7 @@ class Broker:
         return StopReplicaResponse(partition_errors=errors)
 
     async def _update_metadata(self, header: RequestHeader, request: UpdateMetadataRequest) -> Any:
+        await self._registration_known(request.broker_epoch)
         self._fence(request.controller_epoch, "UpdateMetadata", request.broker_epoch)
         self.metadata.update(request)
         self._changed()

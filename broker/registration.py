@@ -92,6 +92,11 @@ class BrokerRegistrar:
         self.waiting_for_stale = False
         """Waiting for a dead run's registration at our address to expire: requests the
         controller still sends to that run reach us meanwhile (see broker.app)."""
+        self.creating = False
+        """A create of our registration is under way: a request stamped with its epoch may
+        come before the answer does (see broker.app)."""
+        self.registered = asyncio.Event()
+        """Set once the first registration's epoch is known."""
         self.epoch = -1
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -178,8 +183,9 @@ class BrokerRegistrar:
 
     async def _register_once(self) -> None:
         payload = self.registration.to_json(time.time_ns() // 1_000_000)
+        self.creating = True
         try:
-            await self._zk.create(self.path, payload, ephemeral=True, makepath=True)
+            stat = await self._zk.create_for_stat(self.path, payload, ephemeral=True, makepath=True)
         except NodeExists:
             stat = await self._zk.exists(self.path)
             if stat is None or stat.ephemeralOwner != self._zk.session_id:
@@ -188,8 +194,10 @@ class BrokerRegistrar:
                     f"broker id {self.registration.broker_id} is already registered by a live "
                     f"broker{holder}; stop it, or give this broker another broker.id"
                 ) from None
-        stat = await self._zk.exists(self.path)
-        self.epoch = stat.czxid if stat is not None else -1
+        finally:
+            self.creating = False
+        self.epoch = stat.czxid  # the broker epoch the controller stamps on its requests
+        self.registered.set()
         self._log.info("broker.registered", epoch=self.epoch)
 
     async def _holder(self) -> str:

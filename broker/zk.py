@@ -22,7 +22,7 @@ import json
 import select
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from kazoo.client import KazooClient, KazooState
 from kazoo.exceptions import (
@@ -500,6 +500,19 @@ class ZkBridge:
                 path,
             )
         )
+
+    async def create_for_stat(
+        self, path: str, value: bytes = b"", *, ephemeral: bool = False, makepath: bool = False
+    ) -> ZnodeStat:
+        """Create ``path`` and return the new znode's stat, from the create's own answer:
+        its czxid with no read after it (one could fail, or see a later znode)."""
+        created = await self._await(
+            self._client.create_async(
+                path, value, ephemeral=ephemeral, makepath=makepath, include_data=True
+            ),
+            path,
+        )
+        return cast(ZnodeStat, created[1])
 
     async def ensure_path(self, path: str) -> None:
         await self._await(self._client.ensure_path_async(path), path)

@@ -72,6 +72,7 @@ class BrokerChannel:
         self._peer = PeerConnection(host, port, request_timeout_ms=request_timeout_ms)
         self._queue: asyncio.Queue[_Item] = asyncio.Queue()
         self._last: asyncio.Future[Any] | None = None  # answered last: they go in order
+        self._sending: _Item | None = None
         self.reachable = True
         """False from a failed attempt until an answer: a broker down (or stopping)."""
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -93,12 +94,15 @@ class BrokerChannel:
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         self._peer.close()
+        if self._sending is not None:  # in flight: its waiter (a deletion's) must not hang
+            self._sending.future.cancel()
+            self._sending = None
         while not self._queue.empty():
             self._queue.get_nowait().future.cancel()
 
     async def _run(self) -> None:
         while True:
-            item = await self._queue.get()
+            item = self._sending = await self._queue.get()
             for attempt in itertools.count():
                 if item.future.cancelled():
                     break

@@ -303,11 +303,12 @@ class Controller:
             live[int(name)] = BrokerRegistration.from_json(int(name), data, stat)
         old, self.brokers = self.brokers, live
         for broker_id, channel in list(self._channels.items()):
-            reg, was = live.get(broker_id), old.get(broker_id)
+            reg = live.get(broker_id)
             if (
                 reg is None
                 or (reg.host, reg.port) != (channel.host, channel.port)
-                or (was is not None and was.epoch != reg.epoch)
+                or channel.broker_epoch != reg.epoch  # the channel's own: a pass cut short
+                # before it replaced the channel would otherwise keep the old one for good
             ):
                 # gone, moved, or restarted: what was queued for the old process (its
                 # LeaderAndIsr, incremental updates) must not reach a new one before its

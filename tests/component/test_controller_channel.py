@@ -198,3 +198,44 @@ async def test_drain_waits_until_everything_sent_is_answered(
     assert all(f.done() for f in sent) and channel.reachable
     assert [r.partition_states[0].partition_index for _, r in back.got] == [0, 1, 2]
     await back.stop()
+
+
+async def test_every_request_carries_the_broker_epoch_the_channel_is_for() -> None:
+    """KIP-380: a channel is one broker registration's; its requests say which, so a later
+    run of the broker at the same address refuses them."""
+    broker = _Broker(max_version=1)
+    port = await broker.start()
+    channel = BrokerChannel(2, "127.0.0.1", port, broker_epoch=77)
+    try:
+        await _send(channel, _request(UPDATE_METADATA_INCREMENTAL, []))
+        assert [request.broker_epoch for _, request in broker.got] == [77]
+    finally:
+        await channel.close()
+        await broker.stop()
+
+
+async def test_closing_the_channel_ends_the_wait_of_a_request_in_flight() -> None:
+    """A broker that bounced mid-request: its channel is replaced, and whoever waits for
+    that request's answer (a topic deletion's confirmation) is told, not left hanging."""
+    read, ended = asyncio.Event(), asyncio.Event()
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1)
+        read.set()
+        await reader.read()  # never answers, until the channel closes the connection
+        writer.close()
+        await writer.wait_closed()
+        ended.set()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = int(server.sockets[0].getsockname()[1])
+    channel = BrokerChannel(2, "127.0.0.1", port)
+    try:
+        waiting = channel.send(ApiKey.UPDATE_METADATA, _request(UPDATE_METADATA_INCREMENTAL, []))
+        await asyncio.wait_for(read.wait(), 10)
+        await channel.close()
+        assert waiting.cancelled()
+        await asyncio.wait_for(ended.wait(), 10)
+    finally:
+        server.close()
+        await server.wait_closed()

@@ -34,8 +34,11 @@ PARTITIONS = 60
 class _Channel:
     """Stands in for :class:`BrokerChannel`: records the LeaderAndIsr states it is given."""
 
-    def __init__(self, broker_id: int, host: str, port: int, **_: object) -> None:
+    def __init__(
+        self, broker_id: int, host: str, port: int, *, broker_epoch: int = -1, **_: object
+    ) -> None:
         self.broker_id, self.host, self.port = broker_id, host, port
+        self.broker_epoch = broker_epoch
         self.roles: dict[tuple[str, int], int] = {}  # partition: the leader epoch last sent
         self.deletes: list[str] = []  # the topic of each StopReplica with delete
         self.held: list[tuple[set[str], asyncio.Future[Any]]] = []  # their answers
