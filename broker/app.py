@@ -78,6 +78,7 @@ from protocol.framing import RequestHeader
 __all__ = ["Broker"]
 
 _ZK_STOP_STEP_S = 5.0
+_REGISTRATION_ANSWER_S = 5.0  # a request stamped with our epoch waits for our create's answer
 _FIRST_METADATA_WAIT_S = 5.0
 _LISTENER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*://(?P<host>[^:/]*):(?P<port>\d+)$")
 _FLUSH_CHECK_S = 1.0
@@ -588,7 +589,7 @@ class Broker:
         registrar = self._registrar
         if broker_epoch >= 0 and registrar is not None and registrar.creating:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(registrar.registered.wait(), _ZK_STOP_STEP_S)
+                await asyncio.wait_for(registrar.registered.wait(), _REGISTRATION_ANSWER_S)
 
     def _fence(self, controller_epoch: int, what: str, broker_epoch: int = -1) -> None:
         if self.waiting_for_stale_registration:

@@ -111,7 +111,11 @@ class BrokerChannel:
                     version = self.metadata_version
                     if version == 0 and self._full_metadata is not None:
                         request = self._full_metadata()
-                if isinstance(request, _EPOCHED) and request.broker_epoch == -1:
+                if (
+                    self.broker_epoch >= 0
+                    and isinstance(request, _EPOCHED)
+                    and request.broker_epoch == -1
+                ):
                     request = dataclasses.replace(request, broker_epoch=self.broker_epoch)
                 try:
                     response = await self._peer.request(item.api_key, request, version)

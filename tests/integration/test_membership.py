@@ -78,7 +78,11 @@ async def test_our_own_address_held_by_a_dying_session_is_waited_for(
         )
         registrar = BrokerRegistrar(restarted, BrokerRegistration(broker_id=3, host="h", port=7))
         registering = asyncio.ensure_future(registrar.register())
-        await asyncio.sleep(1.0)
+
+        async def waiting_it_out() -> bool:
+            return registrar.waiting_for_stale
+
+        await wait_until(waiting_it_out)
         assert not registering.done()  # waiting, not refused
         _expire(zookeeper, dead)  # ZooKeeper expires the dead run's session
         assert await asyncio.wait_for(registering, 10) > 0
@@ -94,8 +98,11 @@ async def test_our_own_address_held_by_a_dying_session_is_waited_for(
         )
         waiting = BrokerRegistrar(restarted, BrokerRegistration(3, "h", 7), stale_wait_s=2)
         registering = asyncio.ensure_future(waiting.register())
-        await asyncio.sleep(0.5)
-        assert waiting.waiting_for_stale  # the broker refuses controller requests meanwhile
+
+        async def still_waiting() -> bool:  # the broker refuses controller requests meanwhile
+            return waiting.waiting_for_stale
+
+        await wait_until(still_waiting)
         with pytest.raises(BrokerIdInUseError, match="already registered by a live broker at h:7"):
             await registering
         assert not waiting.waiting_for_stale
