@@ -20,13 +20,14 @@ starts where the last whole batch ended).
 
 from __future__ import annotations
 
+import bisect
 import collections
 import itertools
 from collections.abc import Callable, Container, Iterable, Mapping
 from typing import Any, NamedTuple, TypeVar
 
 from client.types import ConsumerRecord, TopicPartition
-from protocol.records import Record, RecordBatch, decode_batches
+from protocol.records import Record, RecordBatch, RecordColumns, decode_batches
 
 __all__ = ["FetchPosition", "FetchSet", "PartitionState", "Subscription"]
 
@@ -37,15 +38,14 @@ MakeRecord = Callable[[TopicPartition, Record], R]
 class _Chunk:
     """The batches of one Fetch answer for one partition, consumed from the front."""
 
-    __slots__ = ("batches", "fast", "index", "records", "size")
+    __slots__ = ("batches", "columns", "index", "size")
 
     def __init__(self, batches: list[RecordBatch], size: int) -> None:
         self.batches = collections.deque(batches)
         self.size = size
-        self.records: list[Any] | None = None
-        """The front batch's records, decoded when the user reaches it: ConsumerRecords
-        if ``fast``, else Records for a ``make_record`` to convert."""
-        self.fast = False
+        self.columns: RecordColumns | None = None
+        """The front batch's records, decoded when the user reaches it; each record's
+        tuple is made when the user takes it."""
         self.index = 0
 
 
@@ -539,19 +539,16 @@ class Subscription:
             chunk = state.chunks[0]
             while chunk.batches and len(out) < budget:
                 batch = chunk.batches[0]
-                fast = make_record is None
-                if chunk.records is None or chunk.fast is not fast:
-                    # decodes; raises if damaged
-                    chunk.records = batch.decode_as(ConsumerRecord, tp) if fast else batch.records
-                    chunk.fast = fast
+                if chunk.columns is None:
+                    chunk.columns = batch.columns()  # raises if damaged
                     chunk.index = 0
                 if make_record is None:
-                    _take_slice(chunk, state, budget - len(out), out)
+                    _take_slice(chunk, state, budget - len(out), tp, out)
                 else:
                     _take_each(chunk, state, budget - len(out), tp=tp, make=make_record, out=out)
-                if chunk.index >= len(chunk.records):
+                if chunk.index >= len(chunk.columns):
                     chunk.batches.popleft()
-                    chunk.records = None
+                    chunk.columns = None
                     assert state.position is not None
                     state.position = max(state.position, batch.next_offset)  # compacted gaps
             if not chunk.batches:
@@ -561,24 +558,23 @@ class Subscription:
                 self._touch(tp)
 
 
-def _take_slice(chunk: _Chunk, state: PartitionState, room: int, out: list[Any]) -> None:
-    """Hand out the current batch's records as they are (ConsumerRecords already): a list
-    slice per batch, no work per record but skipping those below the position.
+def _take_slice(
+    chunk: _Chunk, state: PartitionState, room: int, tp: TopicPartition, out: list[Any]
+) -> None:
+    """Hand out the current batch's next records as ConsumerRecords, made from the
+    decoder's columns in C (no Python code per record), skipping those below the position.
 
     Offsets rise within a batch (the broker assigns them so), so the records below the
     position are a prefix: a fetch from the middle of a batch, or a seek into it.
     """
-    records = chunk.records
-    assert records is not None and state.position is not None
-    position = state.position
-    first = chunk.index
-    count = len(records)
-    while first < count and records[first].offset < position:
-        first += 1
-    last = min(count, first + room)
+    columns = chunk.columns
+    assert columns is not None and state.position is not None
+    offsets = columns.offsets
+    first = bisect.bisect_left(offsets, state.position, chunk.index)
+    last = min(len(offsets), first + room)
     if last > first:
-        out += records if first == 0 and last == count else records[first:last]
-        state.position = records[last - 1].offset + 1
+        out += columns.rows(ConsumerRecord, tp, first, last)
+        state.position = offsets[last - 1] + 1
     chunk.index = last
 
 
@@ -591,14 +587,14 @@ def _take_each(
     make: MakeRecord[R],
     out: list[Any],
 ) -> None:
-    """Hand out the current batch's records one by one through ``make`` (the
+    """Hand out the current batch's next records one by one through ``make`` (the
     deserializers), which may raise: the position stays on the record that failed."""
-    records = chunk.records
-    assert records is not None and state.position is not None
-    stop = len(out) + room
-    while chunk.index < len(records) and len(out) < stop:
-        record = records[chunk.index]
-        if record.offset >= state.position:
-            out.append(make(tp, record))
-            state.position = record.offset + 1
+    columns = chunk.columns
+    assert columns is not None and state.position is not None
+    chunk.index = bisect.bisect_left(columns.offsets, state.position, chunk.index)
+    stop = min(len(columns), chunk.index + room)
+    # one at a time: each Record is freed once ``make`` is done with it
+    for record in columns.iter_rows(Record, (), chunk.index, stop):
+        out.append(make(tp, record))
+        state.position = record.offset + 1
         chunk.index += 1

@@ -22,6 +22,7 @@ from protocol.records.codec import (
     BatchBuilder,
     Record,
     RecordBatch,
+    RecordColumns,
     decode_batches,
     encode_batch,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "BatchHeader",
     "Record",
     "RecordBatch",
+    "RecordColumns",
     "decode_batches",
     "encode_batch",
     "read_header",

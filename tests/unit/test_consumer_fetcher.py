@@ -1,6 +1,8 @@
 """The consumer's positions and prefetch buffer, without a socket: fetch answers in, records
 out, in order, never below the position, never from before a seek."""
 
+import gc
+
 import pytest
 from crc32c import crc32c
 
@@ -318,6 +320,37 @@ def test_the_fast_path_slices_batches_by_max_records() -> None:
     assert sub.states[TP].position == 7
     assert [r.offset for r in sub.take(None, None)[TP]] == [7, 8, 9]
     assert sub.states[TP].buffered_bytes == 0
+
+
+@pytest.mark.parametrize("deserializing", [False, True])
+def test_records_the_user_drops_before_the_next_poll_do_not_wake_the_collector(
+    deserializing: bool,
+) -> None:
+    """A record's tuple is made when the user takes it, not when its batch is decoded:
+    polls of 500 that the user drops leave the collector's count where it was. Made a
+    batch at a time (5,000 here), each batch ran a generation-0 collection or more, and
+    the survivors were walked again by the older generations (a quarter of a consumer's
+    time)."""
+    sub = positioned(max_buffer_bytes=1 << 30)
+    answered(sub, fetch_one(sub), batch(0, 5_000) + batch(5_000, 5_000))
+    make = as_tuple if deserializing else None
+    passes: list[int] = []
+
+    def counted(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            passes.append(info["generation"])
+
+    gc.collect()
+    gc.callbacks.append(counted)
+    try:
+        taken = 0
+        while got := sub.take(None, 500, make):
+            taken += len(got[TP])
+            del got  # the user is done with them
+    finally:
+        gc.callbacks.remove(counted)
+    assert taken == 10_000
+    assert passes == []
 
 
 def test_the_fast_path_skips_compaction_gaps_and_control_batches() -> None:

@@ -209,6 +209,29 @@ def test_decode_as_builds_the_callers_record_type_once() -> None:
     assert plain == Record(10, 7, b"k", b"v", (("h", b"1"),))
 
 
+@pytest.mark.parametrize("append_time", [False, True])
+def test_columns_make_any_slice_of_the_records_as_the_callers_type(append_time: bool) -> None:
+    records = [(f"k{i}".encode(), f"v{i}".encode(), None, BASE_TS + i) for i in range(10)]
+    records[4] = (None, None, [("h", b"1")], BASE_TS + 4)
+    data = bytearray(encode_batch(records, base_offset=100))
+    if append_time:
+        attributes = struct.unpack_from(">h", data, B.ATTRIBUTES_POS)[0] | B.TIMESTAMP_TYPE_BIT
+        struct.pack_into(">h", data, B.ATTRIBUTES_POS, attributes)
+        struct.pack_into(">q", data, 35, 42_000)
+    (batch,) = decode_batches(bytes(data), verify_crc=False)
+    whole = batch.decode_as(ConsumerRecord, ("t", 2))
+    assert [r.timestamp for r in whole[:2]] == (
+        [42_000] * 2 if append_time else [BASE_TS, BASE_TS + 1]
+    )
+    assert whole[4] == ConsumerRecord("t", 2, 104, whole[4].timestamp, None, None, (("h", b"1"),))
+    columns = batch.columns()
+    assert len(columns) == 10
+    for start, stop in [(0, 10), (0, 3), (3, 10), (4, 5), (9, 10), (5, 5), (7, 99)]:
+        assert columns.rows(ConsumerRecord, ("t", 2), start, stop) == whole[start:stop]
+        assert list(columns.iter_rows(Record, (), start, stop)) == batch.records[start:stop]
+    assert all(type(r) is ConsumerRecord for r in columns.rows(ConsumerRecord, ("t", 2), 2, 6))
+
+
 @settings(max_examples=300, deadline=None)
 @given(
     st.lists(
