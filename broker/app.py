@@ -338,8 +338,16 @@ class Broker:
                 try:
                     response: ControlledShutdownResponse = await peer.request(
                         ApiKey.CONTROLLED_SHUTDOWN,
-                        ControlledShutdownRequest(broker_id=self.broker_id),
+                        ControlledShutdownRequest(
+                            broker_id=self.broker_id, broker_epoch=self._broker_epoch()
+                        ),
                     )
+                    if response.error_code == StaleBrokerEpochError.code:
+                        # another run of this broker registered since: it is not ours to hand over
+                        self._log.warning(
+                            "broker.controlled_shutdown_refused", reason=response.error_message
+                        )
+                        return
                     if response.error_code:
                         remaining = [response.error_message or str(response.error_code)]
                     else:
@@ -369,7 +377,7 @@ class Broker:
         self, header: RequestHeader, request: ControlledShutdownRequest
     ) -> Any:
         controller = self._active_controller()
-        remaining = await controller.controlled_shutdown(request.broker_id)
+        remaining = await controller.controlled_shutdown(request.broker_id, request.broker_epoch)
         return ControlledShutdownResponse(
             remaining_partitions=[
                 RemainingPartition(topic_name=t, partition_index=p) for t, p in remaining
@@ -591,6 +599,10 @@ class Broker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(registrar.registered.wait(), _REGISTRATION_ANSWER_S)
 
+    def _broker_epoch(self) -> int:
+        """This run's registration's czxid (KIP-380's broker epoch); -1 before it is known."""
+        return self._registrar.epoch if self._registrar is not None else -1
+
     def _fence(self, controller_epoch: int, what: str, broker_epoch: int = -1) -> None:
         if self.waiting_for_stale_registration:
             # meant for this broker's last run, dead but still registered: the controller
@@ -599,7 +611,7 @@ class Broker:
                 f"{what} for broker {self.broker_id}'s last run: this run is not "
                 "registered yet (it waits for that run's session to expire)"
             )
-        ours = self._registrar.epoch if self._registrar is not None else -1
+        ours = self._broker_epoch()
         if broker_epoch >= 0 and (ours < 0 or broker_epoch < ours):
             # sent to an earlier run of this broker (KIP-380): the controller has not seen
             # this run's registration yet (or there is none yet), and will send it its own

@@ -75,7 +75,7 @@ from protocol.apis import (
     UpdateMetadataPartitionState,
     UpdateMetadataRequest,
 )
-from protocol.errors import NotControllerError
+from protocol.errors import NotControllerError, StaleBrokerEpochError
 
 __all__ = ["Controller"]
 
@@ -737,14 +737,25 @@ class Controller:
             if not future.done():
                 future.set_exception(exc)
 
-    async def controlled_shutdown(self, broker_id: int) -> list[TP]:
+    async def controlled_shutdown(self, broker_id: int, broker_epoch: int = -1) -> list[TP]:
         """Move ``broker_id``'s leaderships away and take it out of every ISR; returns the
         partitions it still leads that another live replica could take over later (none in
-        sync now)."""
+        sync now).
 
-        async def work() -> list[TP]:
-            if broker_id not in self.brokers:
+        ``broker_epoch`` is the registration the request was sent by (-1: unknown, as an
+        old client sends). One from before the broker's current registration is an
+        earlier run's, delayed (KIP-380): acted on, it would take every leadership from
+        the run that replaced it; it raises :class:`StaleBrokerEpochError` instead.
+        """
+
+        async def work() -> list[TP] | int:
+            reg = self.brokers.get(broker_id)
+            if reg is None:
                 return []
+            if 0 <= broker_epoch < reg.epoch:
+                # refused before anything changed; raised by the caller, as an error
+                # raised here is taken for a change cut short (and resends everything)
+                return reg.epoch
             self.shutting_down.add(broker_id)
             self._log.info("controller.controlled_shutdown", shutting_down=broker_id)
             changed = await self._elect(self._all_partitions())
@@ -782,7 +793,12 @@ class Controller:
                 and not alive.isdisjoint(self.assignments[tp[0]][tp[1]])
             ]
 
-        result: list[TP] = await self.submit(work)
+        result: list[TP] | int = await self.submit(work)
+        if isinstance(result, int):
+            raise StaleBrokerEpochError(
+                f"ControlledShutdown from broker {broker_id}'s run of epoch {broker_epoch}; "
+                f"its current registration is epoch {result}"
+            )
         return result
 
     async def elect_preferred(self, tps: list[TP] | None) -> dict[TP, str | None]:

@@ -8,9 +8,17 @@ from pathlib import Path
 import pytest
 from kazoo.client import KazooClient
 
+from client import Admin, NewTopic
 from client.connection import BrokerConnection
 from client.localcluster import BrokerProcess, BrokerStartError, ZooKeeperServer
-from protocol.apis import ApiKey, MetadataRequest, MetadataResponse, UpdateMetadataRequest
+from protocol.apis import (
+    ApiKey,
+    ControlledShutdownRequest,
+    ControlledShutdownResponse,
+    MetadataRequest,
+    MetadataResponse,
+    UpdateMetadataRequest,
+)
 from protocol.errors import (
     BrokerNotAvailableError,
     StaleBrokerEpochError,
@@ -238,3 +246,49 @@ async def test_a_request_for_an_earlier_run_of_the_broker_is_refused(
         assert [b.node_id for b in (await _metadata(broker)).brokers] == [11]
     finally:
         broker.kill()
+
+
+async def test_a_controlled_shutdown_from_an_earlier_run_takes_no_leadership(
+    brokers: list[BrokerProcess], zookeeper: ZooKeeperServer, chroot: str
+) -> None:
+    """KIP-380: a ControlledShutdown carries the broker epoch of the run that sent it. One
+    from an earlier run (delayed, its sender gone) is refused: acted on, it would move
+    every leadership off the run that replaced it. The same request with the current epoch
+    moves them (what the refusal prevented)."""
+    ids = {1, 2, 3}
+    first = await _until(
+        brokers[0], lambda m: {b.node_id for b in m.brokers} == ids and m.controller_id in ids
+    )
+    controller = next(b for b in brokers if b.broker_id == first.controller_id)
+    leaving = next(b for b in brokers if b is not controller)
+    async with Admin(bootstrap_servers=f"127.0.0.1:{controller.port}") as admin:
+        await admin.create_topics([NewTopic("handover", 6, 3)])
+
+    def leaders(m: MetadataResponse) -> list[int]:
+        return [p.leader_id for t in m.topics if t.name == "handover" for p in t.partitions]
+
+    def led_by_leaving(m: MetadataResponse) -> bool:
+        return len(leaders(m)) == 6 and leaving.broker_id in leaders(m)
+
+    before = leaders(await _until(controller, led_by_leaving))
+    zk = KazooClient(hosts=zookeeper.connect_string + chroot)
+    zk.start(timeout=10)
+    try:
+        _, stat = zk.get(f"/brokers/ids/{leaving.broker_id}")
+    finally:
+        zk.stop()
+        zk.close()
+    async with BrokerConnection("127.0.0.1", controller.port) as conn:
+        with pytest.raises(StaleBrokerEpochError, match=f"registration is epoch {stat.czxid}"):
+            await conn.request(
+                ApiKey.CONTROLLED_SHUTDOWN,
+                ControlledShutdownRequest(broker_id=leaving.broker_id, broker_epoch=stat.czxid - 1),
+            )
+        assert leaders(await _metadata(controller, ["handover"])) == before
+        answer: ControlledShutdownResponse = await conn.request(
+            ApiKey.CONTROLLED_SHUTDOWN,
+            ControlledShutdownRequest(broker_id=leaving.broker_id, broker_epoch=stat.czxid),
+        )
+    assert answer.remaining_partitions == []
+    after = leaders(await _until(controller, lambda m: not led_by_leaving(m)))
+    assert leaving.broker_id not in after and len(after) == 6
