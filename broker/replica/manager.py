@@ -283,6 +283,11 @@ class ReplicaManager:
         self._woken: dict[_DelayedFetch, None] = {}
         """Parked fetches to try again at the loop's next pass (see :meth:`_wake`)."""
         self._creating: dict[TopicPartition, asyncio.Future[Partition]] = {}
+        self._state_change = asyncio.Lock()
+        """Held while a LeaderAndIsr is applied and while a StopReplica takes partitions
+        away (Kafka's replicaStateChangeLock). A LeaderAndIsr opens new logs in worker
+        threads; a StopReplica of one of them applied during that wait found no partition
+        to stop, and the LeaderAndIsr then installed it, its log deleted or not hosted."""
         self._role_listeners: list[Callable[[TopicPartition, Partition | None], None]] = []
         self._flushing: set[Log] = set()
         self._isr_tasks: set[asyncio.Task[None]] = set()
@@ -328,6 +333,14 @@ class ReplicaManager:
         live_leaders: list[LeaderAndIsrLiveLeader] | None = None,
     ) -> list[PartitionError]:
         """Apply LeaderAndIsr: host each partition we are a replica of, in its new role."""
+        async with self._state_change:
+            return await self._become_leader_or_follower(states, live_leaders)
+
+    async def _become_leader_or_follower(
+        self,
+        states: list[LeaderAndIsrPartitionState],
+        live_leaders: list[LeaderAndIsrLiveLeader] | None,
+    ) -> list[PartitionError]:
         leaders = {b.broker_id: b for b in live_leaders or []}
         errors: list[PartitionError] = []
         mine = [s for s in states if self.broker_id in s.replicas]
@@ -487,15 +500,20 @@ class ReplicaManager:
         self, partitions: list[StopReplicaPartition], *, delete: bool
     ) -> list[PartitionError]:
         """Stop hosting ``partitions``; with ``delete``, remove their data from disk."""
-        for p in partitions:
-            tp = TopicPartition(p.topic_name, p.partition_index)
-            self._unfollow(tp)
-            gone = self.partitions.pop(tp, None)
-            if gone is not None:
-                self._tell_listeners(tp, None)
-                self.logs.high_watermarks[tp] = gone.high_watermark  # still checkpointed
-                gone.fail_waiters(NotLeaderOrFollowerError(f"{gone.name} was stopped here"))
-            self._wake(tp)
+        async with self._state_change:  # after a LeaderAndIsr being applied, not during it
+            for p in partitions:
+                tp = TopicPartition(p.topic_name, p.partition_index)
+                self._unfollow(tp)
+                gone = self.partitions.pop(tp, None)
+                if gone is not None:
+                    self._tell_listeners(tp, None)
+                    self.logs.high_watermarks[tp] = gone.high_watermark  # still checkpointed
+                    gone.fail_waiters(NotLeaderOrFollowerError(f"{gone.name} was stopped here"))
+                self._wake(tp)
+        # removed from disk outside the lock: a large log's removal must not hold up the
+        # leadership changes of other partitions. delete_logs takes the logs out of the
+        # manager before its first await, and the manager refuses to create a log while
+        # its directory is being removed
         failed: set[TopicPartition] = set()
         if delete:
             tps = [TopicPartition(p.topic_name, p.partition_index) for p in partitions]

@@ -607,3 +607,44 @@ async def test_a_clean_stop_waits_for_flushes_still_in_their_threads(
     await waiting
     m.shutdown()
     assert not fsync.errors
+
+
+@pytest.mark.parametrize("delete", [True, False])
+async def test_a_stop_replica_during_a_leader_and_isr_is_applied_after_it(
+    tmp_path: Path, delete: bool
+) -> None:
+    """From a review: a LeaderAndIsr awaits while it opens a new partition (its log in a
+    worker thread, its topic's config). A StopReplica for it that arrived meanwhile found
+    nothing to stop, and the LeaderAndIsr then hosted the partition anyway: with delete,
+    over a log being removed, or with a new, empty one made after the removal (a log of a
+    deleted topic). Now the StopReplica waits for the LeaderAndIsr, as in Kafka (the
+    replica state change lock), and the last word is the controller's last request."""
+    logs = _manager([tmp_path])
+    logs.startup()
+    reads = 0
+    second_read = asyncio.Event()
+    go_on = asyncio.Event()
+
+    async def load(topic: str) -> LogConfig:
+        nonlocal reads
+        reads += 1
+        if reads == 2:  # read again once the log is open
+            second_read.set()
+            await go_on.wait()
+        return CFG
+
+    replicas = ReplicaManager(1, logs, MetadataCache(), load)
+    leading = asyncio.ensure_future(replicas.become_leader_or_follower([_leader_state(isr=[1])]))
+    await asyncio.wait_for(second_read.wait(), 5)
+    stop = [StopReplicaPartition(topic_name="t", partition_index=0)]
+    stopping = asyncio.ensure_future(replicas.stop_replicas(stop, delete=delete))
+    for _ in range(20):
+        await asyncio.sleep(0)  # it runs as far as it can
+    go_on.set()
+    assert [e.error_code for e in await leading] == [0]
+    assert [e.error_code for e in await stopping] == [0]
+    assert TopicPartition("t", 0) not in replicas.partitions
+    assert (logs.get_log("t", 0) is None) is delete
+    assert (tmp_path / "t-0").exists() is not delete
+    await replicas.shutdown()
+    logs.shutdown()
