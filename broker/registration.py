@@ -44,6 +44,8 @@ __all__ = [
 ]
 
 _RETRY_S = 0.5
+_TAKEN_RETRY_S = 2.0
+"""Between looks at our id held by another broker (see ``_keep_registered``)."""
 
 
 class BrokerIdInUseError(HeadwaterError):
@@ -215,17 +217,40 @@ class BrokerRegistrar:
             self._wake.set()  # after a reconnect, make sure we are (still) registered
 
     async def _keep_registered(self) -> None:
+        """Register again after a session expiry (ZooKeeper removed our znode with the
+        session). A znode there of another session is not ours: a reconnect within the
+        session keeps ours, so it is another broker given our id meanwhile. That is said
+        once, as an error (the cluster now sends our partitions' requests there), and
+        looked at again every few seconds, until it goes."""
         while True:
             await self._wake.wait()
             self._wake.clear()
+            told: str | None = None
             while True:
                 try:
-                    if await self._zk.exists(self.path) is None:
+                    stat = await self._zk.exists(self.path)
+                    if stat is None:
                         await self._register_once()
-                    break
+                        break
+                    if stat.ephemeralOwner == self._zk.session_id:
+                        break
                 except BrokerIdInUseError:
-                    # our old session's znode may linger until ZooKeeper expires it
-                    await asyncio.sleep(_RETRY_S)
+                    pass  # another session's znode, as below
                 except ZkError as exc:
                     self._log.info("broker.register_retry", error=str(exc))
                     await asyncio.sleep(_RETRY_S)
+                    continue
+                holder = await self._holder_address()
+                if not holder or holder == f"{self.registration.host}:{self.registration.port}":
+                    await asyncio.sleep(_RETRY_S)  # gone meanwhile, or a run of ours: soon gone
+                    continue
+                if holder != told:
+                    told = holder
+                    self._log.error(
+                        "broker.id_taken",
+                        holder=holder,
+                        error=f"broker id {self.registration.broker_id} is registered by "
+                        f"another broker at {holder}; this broker is out of the cluster until "
+                        "it stops: stop one of them, or give it another broker.id",
+                    )
+                await asyncio.sleep(_TAKEN_RETRY_S)

@@ -4,8 +4,10 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 import pytest
+import structlog
 from kazoo.client import KazooClient
 
+from broker import registration
 from broker.controller.election import ControllerElection
 from broker.registration import BrokerIdInUseError, BrokerRegistrar, get_or_create_cluster_id
 from broker.zk import BrokerRegistration, ZkBridge, paths
@@ -129,6 +131,51 @@ async def test_registration_survives_a_session_expiry(
     finally:
         await bridge.stop()
         await observer.stop()
+
+
+async def test_our_id_taken_by_another_broker_after_an_expiry_is_reported_then_retaken(
+    zookeeper: ZooKeeperServer, chroot: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From a review: after a session expiry the registrar took any znode at its path for
+    its own and stopped there, though its own had gone with the session. Another broker
+    given our id meanwhile is now reported, once, as an error, and our id is taken back
+    when that broker goes."""
+    monkeypatch.setattr(registration, "_TAKEN_RETRY_S", 0.2)
+    bridge, other = await _bridge(zookeeper, chroot), await _bridge(zookeeper, chroot)
+    try:
+        registrar = BrokerRegistrar(bridge, BrokerRegistration(broker_id=6, host="h", port=1))
+        first_epoch = await registrar.register()
+        with structlog.testing.capture_logs() as logs:
+            # the other broker registers id 6 while our session is gone, before we are back
+            await other.delete(paths.broker(6))
+            await other.create(
+                paths.broker(6),
+                BrokerRegistration(broker_id=6, host="h2", port=2).to_json(0),
+                ephemeral=True,
+            )
+            _expire(zookeeper, bridge)
+
+            async def told() -> bool:
+                return any(e["event"] == "broker.id_taken" for e in logs)
+
+            await wait_until(told)
+            for _ in range(5):  # looked at again, said once
+                await asyncio.sleep(0.2)
+        taken = [e for e in logs if e["event"] == "broker.id_taken"]
+        assert len(taken) == 1 and taken[0]["holder"] == "h2:2"
+        assert "another broker at h2:2" in taken[0]["error"]
+        assert registrar.epoch == first_epoch
+        await other.delete(paths.broker(6))  # it stops
+
+        async def ours_again() -> bool:
+            stat = await other.exists(paths.broker(6))
+            return stat is not None and stat.ephemeralOwner == bridge.session_id
+
+        await wait_until(ours_again)
+        assert registrar.epoch > first_epoch
+    finally:
+        await bridge.stop()
+        await other.stop()
 
 
 class Candidate:
