@@ -336,14 +336,21 @@ class Broker:
             else:
                 peer = PeerConnection(controller.host, controller.port, request_timeout_ms=30_000)
                 try:
+                    sent_epoch = self._broker_epoch()
                     response: ControlledShutdownResponse = await peer.request(
                         ApiKey.CONTROLLED_SHUTDOWN,
                         ControlledShutdownRequest(
-                            broker_id=self.broker_id, broker_epoch=self._broker_epoch()
+                            broker_id=self.broker_id, broker_epoch=sent_epoch
                         ),
                     )
-                    if response.error_code == StaleBrokerEpochError.code:
-                        # another run of this broker registered since: it is not ours to hand over
+                    registrar = self._registrar
+                    if (
+                        response.error_code == StaleBrokerEpochError.code
+                        and sent_epoch == self._broker_epoch()
+                        and not (registrar is not None and registrar.creating)
+                    ):
+                        # a later run of this broker registered: not ours to hand over (our
+                        # own registration changing meanwhile is retried, with its epoch)
                         self._log.warning(
                             "broker.controlled_shutdown_refused", reason=response.error_message
                         )

@@ -198,9 +198,14 @@ class BrokerRegistrar:
                 ) from None
         finally:
             self.creating = False
-        self.epoch = stat.czxid  # the broker epoch the controller stamps on its requests
+        self._took(stat.czxid)
+
+    def _took(self, czxid: int) -> None:
+        """Our registration is the znode made in transaction ``czxid``."""
+        if czxid != self.epoch:
+            self.epoch = czxid  # the broker epoch the controller stamps on its requests
+            self._log.info("broker.registered", epoch=self.epoch)
         self.registered.set()
-        self._log.info("broker.registered", epoch=self.epoch)
 
     async def _holder(self) -> str:
         try:
@@ -233,6 +238,9 @@ class BrokerRegistrar:
                         await self._register_once()
                         break
                     if stat.ephemeralOwner == self._zk.session_id:
+                        # ours: made by a create whose answer was lost (a retried
+                        # ConnectionLoss), so its epoch was not taken from that answer
+                        self._took(stat.czxid)
                         break
                 except BrokerIdInUseError:
                     pass  # another session's znode, as below
@@ -240,17 +248,21 @@ class BrokerRegistrar:
                     self._log.info("broker.register_retry", error=str(exc))
                     await asyncio.sleep(_RETRY_S)
                     continue
+                # Not ours. Our last session's znode went with it (ZooKeeper removes a
+                # session's ephemerals as it expires), so another broker holds our id, even
+                # one at our address (a copied config, "localhost" on two machines)
                 holder = await self._holder_address()
-                if not holder or holder == f"{self.registration.host}:{self.registration.port}":
-                    await asyncio.sleep(_RETRY_S)  # gone meanwhile, or a run of ours: soon gone
+                if holder is None:
+                    await asyncio.sleep(_RETRY_S)  # gone meanwhile, or no answer: look again
                     continue
                 if holder != told:
                     told = holder
+                    at = f"at {holder}" if holder else "(its registration is unreadable)"
                     self._log.error(
                         "broker.id_taken",
                         holder=holder,
                         error=f"broker id {self.registration.broker_id} is registered by "
-                        f"another broker at {holder}; this broker is out of the cluster until "
-                        "it stops: stop one of them, or give it another broker.id",
+                        f"another broker {at}; this broker is out of the cluster until it "
+                        "stops: stop one of them, or give it another broker.id",
                     )
                 await asyncio.sleep(_TAKEN_RETRY_S)

@@ -355,7 +355,12 @@ class ReplicaManager:
             tp = TopicPartition(state.topic_name, state.partition_index)
             partition = self.partitions.get(tp)
             if partition is None:
-                partition = await self._create(tp)
+                try:
+                    partition = await self._create(tp)
+                except KafkaStorageError as exc:  # its old directory still being removed...
+                    self._log.warning("replica.create_failed", topic=tp.topic, error=exc.message)
+                    errors.append(_error(tp, KafkaStorageError))  # ...this one alone fails
+                    continue
             if state.leader_epoch < partition.leader_epoch:
                 errors.append(_error(tp, StaleControllerEpochError))
                 continue
@@ -501,6 +506,16 @@ class ReplicaManager:
     ) -> list[PartitionError]:
         """Stop hosting ``partitions``; with ``delete``, remove their data from disk."""
         async with self._state_change:  # after a LeaderAndIsr being applied, not during it
+            # and after the logs it was opening: a LeaderAndIsr cancelled part way (its
+            # connection closed) left the lock while they went on, to host them after us
+            opening = [
+                creating
+                for p in partitions
+                if (creating := self._creating.get(TopicPartition(p.topic_name, p.partition_index)))
+                is not None
+            ]
+            if opening:
+                await asyncio.wait(opening)  # not gather: our cancellation must not cancel them
             for p in partitions:
                 tp = TopicPartition(p.topic_name, p.partition_index)
                 self._unfollow(tp)

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from itertools import repeat
+from itertools import islice, repeat
+from operator import lt
 from typing import Any, NamedTuple, TypeVar
 
 from crc32c import crc32c
@@ -598,10 +599,23 @@ def _decode_records(  # noqa: C901, PLR0912, PLR0915 - the consumer's per-record
             )
     if pos != size:
         raise InvalidRecordsError(f"{size - pos} bytes follow the batch's {count} records")
+    if count > first:  # runs' offset deltas are 0, 1, 2, ... by construction
+        _check_rising(offsets[first - 1 :] if first else offsets, base_offset)
     headers: list[tuple[Header, ...]] = [()] * count
     for i, record_headers in with_headers.items():
         headers[i] = record_headers
     return offsets, timestamps, keys, values, headers
+
+
+def _check_rising(offsets: list[int], base_offset: int) -> None:
+    """Offsets must rise within a batch: a consumer finds its position among them by
+    bisection, and a record at or below the one before it would be skipped unseen."""
+    if not all(map(lt, offsets, islice(offsets, 1, None))):
+        i = next(i for i in range(1, len(offsets)) if offsets[i] <= offsets[i - 1])
+        raise InvalidRecordsError(
+            f"record offset deltas must rise: {offsets[i] - base_offset} follows "
+            f"{offsets[i - 1] - base_offset}"
+        )
 
 
 def _read_headers(data: bytes, pos: int, end: int) -> tuple[tuple[Header, ...], int]:

@@ -11,6 +11,7 @@ from client.types import ConsumerRecord, TopicPartition
 from protocol.errors import CrcMismatchError, InvalidRecordsError
 from protocol.records import HEADER_SIZE, Record, encode_batch
 from protocol.records.batch import ATTRIBUTES_POS, CONTROL_BIT, CRC_POS
+from protocol.records.varints import read_varint
 
 TP = TopicPartition("t", 0)
 TP1 = TopicPartition("t", 1)
@@ -351,6 +352,38 @@ def test_records_the_user_drops_before_the_next_poll_do_not_wake_the_collector(
         gc.callbacks.remove(counted)
     assert taken == 10_000
     assert passes == []
+
+
+def _with_offset_deltas(base: int, deltas: list[int]) -> bytes:
+    """A batch whose records carry these offset deltas (each under 64: one byte), CRC fixed."""
+    data = bytearray(batch(base, len(deltas)))
+    pos = HEADER_SIZE
+    for delta in deltas:
+        length, start = read_varint(data, pos)
+        data[start + 2] = 2 * delta  # after the attributes and a one-byte timestamp delta
+        pos = start + length
+    _recrc(data)
+    return bytes(data)
+
+
+@pytest.mark.parametrize("deserializing", [False, True])
+def test_a_batch_whose_offsets_do_not_rise_raises_instead_of_losing_records(
+    deserializing: bool,
+) -> None:
+    """From a review: the position is found among a batch's offsets by bisection, so
+    offsets that fall back (2, 3, 0, 1) returned nothing and moved the position past
+    them. Such a batch is damaged: taking it raises, the position stays before it."""
+    sub = positioned(at=2)
+    answered(
+        sub,
+        fetch_one(sub),
+        _with_offset_deltas(0, [0, 1, 2, 3]) + _with_offset_deltas(4, [2, 3, 0, 1]),
+    )
+    make = as_tuple if deserializing else None
+    assert [r[2] for r in sub.take(None, None, make)[TP]] == [2, 3]  # offsets, either way
+    with pytest.raises(InvalidRecordsError, match="offset deltas must rise: 0 follows 3"):
+        sub.take(None, None, make)
+    assert sub.states[TP].position == 4
 
 
 def test_the_fast_path_skips_compaction_gaps_and_control_batches() -> None:

@@ -648,3 +648,45 @@ async def test_a_stop_replica_during_a_leader_and_isr_is_applied_after_it(
     assert (tmp_path / "t-0").exists() is not delete
     await replicas.shutdown()
     logs.shutdown()
+
+
+@pytest.mark.parametrize("delete", [True, False])
+async def test_a_stop_replica_after_a_cancelled_leader_and_isr_waits_for_its_log_opens(
+    tmp_path: Path, delete: bool
+) -> None:
+    """From a review: a LeaderAndIsr cancelled while its new log opened in a worker thread
+    (the controller's connection closed) left the lock, but the open went on and hosted
+    the partition after the StopReplica that came next. The StopReplica now waits for
+    opens under way before it stops their partitions."""
+    logs = _manager([tmp_path])
+    logs.startup()
+    in_thread, go_on = threading.Event(), threading.Event()
+    real = logs.get_or_create_log
+
+    def slow(*args: Any, **kwargs: Any) -> Log:
+        in_thread.set()
+        go_on.wait(10)
+        return real(*args, **kwargs)
+
+    logs.get_or_create_log = slow  # type: ignore[method-assign]
+
+    async def load(topic: str) -> LogConfig:
+        return CFG
+
+    replicas = ReplicaManager(1, logs, MetadataCache(), load)
+    leading = asyncio.ensure_future(replicas.become_leader_or_follower([_leader_state(isr=[1])]))
+    assert await asyncio.to_thread(in_thread.wait, 10)  # the open is in its worker thread
+    leading.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await leading
+    stop = [StopReplicaPartition(topic_name="t", partition_index=0)]
+    stopping = asyncio.ensure_future(replicas.stop_replicas(stop, delete=delete))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not stopping.done()  # waiting for the open
+    go_on.set()
+    assert [e.error_code for e in await asyncio.wait_for(stopping, 10)] == [0]
+    assert TopicPartition("t", 0) not in replicas.partitions
+    assert (tmp_path / "t-0").exists() is not delete
+    await replicas.shutdown()
+    logs.shutdown()

@@ -4,6 +4,7 @@ against a plain field-by-field reference decoder, at the varint size boundaries,
 headers, null keys and values, compression, LogAppendTime, and with damaged bytes (it must
 raise InvalidRecordsError exactly when the reference finds the records malformed)."""
 
+import itertools
 import struct
 
 import pytest
@@ -28,7 +29,8 @@ DELTAS = [0, 1, -1, 63, 64, -64, -65, 8191, 8192, -8192, -8193, 1 << 40, -(1 << 
 
 
 def reference(data: bytes, count: int, base_offset: int, base_ts: int) -> list[tuple]:
-    """Kafka's DefaultRecord.readFrom, one field at a time; raises on any malformation."""
+    """Kafka's DefaultRecord.readFrom, one field at a time; raises on any malformation,
+    and on offsets that do not rise within the batch (a consumer bisects them)."""
     out = []
     pos = 0
     for _ in range(count):
@@ -56,6 +58,8 @@ def reference(data: bytes, count: int, base_offset: int, base_ts: int) -> list[t
         out.append((base_offset + offset_delta, base_ts + ts_delta, key, value, tuple(headers)))
     if pos != len(data):
         raise InvalidRecordsError("trailing bytes")
+    if any(b[0] <= a[0] for a, b in itertools.pairwise(out)):
+        raise InvalidRecordsError("offsets must rise")  # ours, not Kafka's reader: see codec
     return out
 
 
