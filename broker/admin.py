@@ -26,6 +26,7 @@ import structlog
 
 from broker.config import TOPIC_CONFIG_SYNONYMS, BrokerConfig
 from broker.controller.assignment import assign_replicas
+from broker.coordinator.offsets import OFFSETS_TOPIC
 from broker.log import LogConfig
 from broker.metadata import MetadataCache
 from broker.zk import (
@@ -51,6 +52,10 @@ from protocol.apis import (
     ConfigSource,
     CreatableTopic,
     CreatableTopicResult,
+    CreatePartitionsRequest,
+    CreatePartitionsResponse,
+    CreatePartitionsTopic,
+    CreatePartitionsTopicResult,
     CreateTopicsRequest,
     CreateTopicsResponse,
     DeletableTopicResult,
@@ -69,6 +74,7 @@ from protocol.apis import (
 from protocol.errors import (
     ApiError,
     InvalidConfigError,
+    InvalidPartitionsError,
     InvalidReplicaAssignmentError,
     InvalidReplicationFactorError,
     InvalidRequestError,
@@ -197,15 +203,7 @@ class TopicAdmin:
         if sizes.pop() < 1:
             raise InvalidReplicationFactorError(f"topic {topic!r}: a partition needs a replica")
         for partition, replicas in assignment.items():
-            if len(set(replicas)) != len(replicas):
-                raise InvalidReplicaAssignmentError(
-                    f"topic {topic!r} partition {partition}: a broker is listed twice"
-                )
-            unknown = [b for b in replicas if b not in brokers]
-            if unknown:
-                raise InvalidReplicaAssignmentError(
-                    f"topic {topic!r} partition {partition}: no live broker {unknown}"
-                )
+            _check_replicas(topic, partition, replicas, brokers)
 
     async def _write_topic(
         self, topic: str, assignment: dict[int, list[int]], configs: dict[str, str]
@@ -239,6 +237,95 @@ class TopicAdmin:
         result = await self._create(request, validate_only=False)
         if result.error_code and result.error_code != TopicAlreadyExistsError.code:
             self._log.info("topic.auto_create_failed", topic=topic, error=result.error_message)
+
+    # --- more partitions ----------------------------------------------------------------
+
+    async def create_partitions(self, request: CreatePartitionsRequest) -> CreatePartitionsResponse:
+        """CreatePartitions: each topic grows to ``count`` partitions. Its assignment znode
+        gains the new partitions (compare-and-set on its version); the controller, watching
+        it, starts them. Answered once their leaders are known, or at ``timeout_ms``."""
+        names = [t.name for t in request.topics]
+        twice = {n for n in names if names.count(n) > 1}
+        results = await asyncio.gather(
+            *(self._add_partitions(t, request.validate_only, twice) for t in request.topics)
+        )
+        grown = {
+            t.name: t.count
+            for t, r in zip(request.topics, results, strict=True)
+            if not r.error_code
+        }
+        timeout_s = max(request.timeout_ms, 0) / 1000
+        if grown and not request.validate_only and timeout_s > 0:
+
+            def started(topic: str) -> bool:
+                known = self._metadata.topics.get(topic, {})
+                return len(known) >= grown[topic] and self._metadata.has_leaders(topic)
+
+            if not await self._metadata.wait_for(lambda: all(map(started, grown)), timeout_s):
+                for r in results:
+                    if r.name in grown and not started(r.name):
+                        r.error_code = RequestTimedOutError.code
+                        r.error_message = (
+                            f"topic {r.name!r} has {grown[r.name]} partitions now, but the "
+                            f"new ones' leaders were not known within {request.timeout_ms} "
+                            "ms; they will be usable shortly"
+                        )
+        return CreatePartitionsResponse(results=list(results))
+
+    async def _add_partitions(
+        self, topic: CreatePartitionsTopic, validate_only: bool, twice: set[str]
+    ) -> CreatePartitionsTopicResult:
+        try:
+            if topic.name in twice:
+                raise InvalidRequestError(f"topic {topic.name!r} is named twice in the request")
+            for attempt in range(_CAS_ATTEMPTS):
+                if attempt:  # lost a race: a jittered pause, so racers do not collide again
+                    await asyncio.sleep(random.uniform(0, _CAS_BACKOFF_S * attempt))
+                if await self._grow(topic, validate_only):
+                    break
+            else:
+                raise RequestTimedOutError(
+                    f"topic {topic.name!r}: its assignment kept changing under this request; "
+                    "try again"
+                )
+        except ApiError as exc:
+            return CreatePartitionsTopicResult(
+                name=topic.name, error_code=exc.code, error_message=exc.message
+            )
+        return CreatePartitionsTopicResult(name=topic.name)
+
+    async def _grow(self, topic: CreatePartitionsTopic, validate_only: bool) -> bool:
+        """One read-check-write round of :meth:`_add_partitions`; False if another writer
+        changed the assignment between our read and our write."""
+        name = topic.name
+        try:
+            data, stat = await self._zk.get(paths.topic(name))
+        except NoNode:
+            raise UnknownTopicOrPartitionError(f"topic {name!r} does not exist") from None
+        if await self._zk.exists(paths.delete_topic(name)) is not None:
+            raise InvalidTopicError(f"topic {name!r} is being deleted")
+        if name == OFFSETS_TOPIC:
+            raise InvalidRequestError(
+                f"the partitions of {OFFSETS_TOPIC} cannot be changed: each group's offsets "
+                "are kept in the partition its id hashes to among them"
+            )
+        current = TopicAssignment.from_json(name, data).partitions
+        brokers = sorted(int(b) for b in await self._zk.get_children(paths.BROKER_IDS))
+        added = _new_partitions(name, current, topic, brokers)
+        if validate_only:
+            return True
+        try:
+            await self._zk.set(
+                paths.topic(name),
+                TopicAssignment(name, {**current, **added}).to_json(),
+                version=stat.version,
+            )
+        except (VersionConflict, NoNode):
+            return False
+        self._log.info(
+            "topic.partitions_added", topic=name, partitions=topic.count, added=sorted(added)
+        )
+        return True
 
     # --- delete -------------------------------------------------------------------------
 
@@ -584,3 +671,62 @@ def _incrementing(
     topic: str, ops: list[IncrementalAlterableConfig], defaults: LogConfig
 ) -> Callable[[dict[str, str]], dict[str, str]]:
     return lambda current: incremental_overrides(topic, current, ops, defaults)
+
+
+def _new_partitions(
+    topic: str,
+    current: dict[int, list[int]],
+    request: CreatePartitionsTopic,
+    brokers: list[int],
+) -> dict[int, list[int]]:
+    """The replicas of the partitions ``request`` adds to ``current`` (Kafka's
+    AdminZkClient.addPartitions): given, and checked, or placed as a new topic's are, from
+    where partition 0's leader stands among the brokers, so the leaders keep spreading."""
+    have = len(current)
+    if request.count < have:
+        raise InvalidPartitionsError(
+            f"topic {topic!r} has {have} partitions, more than the {request.count} asked for; "
+            "partitions cannot be removed"
+        )
+    if request.count == have:
+        raise InvalidPartitionsError(f"topic {topic!r} already has {have} partitions")
+    first_replicas = current[min(current)]
+    factor = len(first_replicas)
+    first = range(have, request.count)
+    if request.assignments is None:
+        leader = first_replicas[0]
+        start = brokers.index(leader) if leader in brokers else None
+        return assign_replicas(
+            brokers,
+            len(first),
+            factor,
+            start_index=start,
+            replica_shift=start,
+            first_partition=have,
+        )
+    if len(request.assignments) != len(first):
+        raise InvalidReplicaAssignmentError(
+            f"topic {topic!r}: {len(request.assignments)} replica assignments for "
+            f"{len(first)} new partitions"
+        )
+    added = {p: list(a.broker_ids) for p, a in zip(first, request.assignments, strict=True)}
+    for partition, replicas in added.items():
+        if len(replicas) != factor:
+            raise InvalidReplicaAssignmentError(
+                f"topic {topic!r} partition {partition}: {len(replicas)} replicas; the "
+                f"topic's partitions have {factor}"
+            )
+        _check_replicas(topic, partition, replicas, brokers)
+    return added
+
+
+def _check_replicas(topic: str, partition: int, replicas: list[int], brokers: list[int]) -> None:
+    if len(set(replicas)) != len(replicas):
+        raise InvalidReplicaAssignmentError(
+            f"topic {topic!r} partition {partition}: a broker is listed twice"
+        )
+    unknown = [b for b in replicas if b not in brokers]
+    if unknown:
+        raise InvalidReplicaAssignmentError(
+            f"topic {topic!r} partition {partition}: no live broker {unknown}"
+        )

@@ -297,6 +297,7 @@ class Broker:
             ApiKey.METADATA: self._metadata,
             ApiKey.CREATE_TOPICS: _serve(admin.create_topics),
             ApiKey.DELETE_TOPICS: _serve(admin.delete_topics),
+            ApiKey.CREATE_PARTITIONS: _serve(admin.create_partitions),
             ApiKey.DESCRIBE_CONFIGS: _serve(admin.describe_configs),
             ApiKey.ALTER_CONFIGS: _serve(admin.alter_configs),
             ApiKey.INCREMENTAL_ALTER_CONFIGS: _serve(admin.incremental_alter_configs),

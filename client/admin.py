@@ -36,6 +36,7 @@ from client.types import (
     GroupListing,
     ListOffsetsResult,
     MemberDescription,
+    NewPartitions,
     NewTopic,
     OffsetSpec,
     PartitionDescription,
@@ -53,6 +54,10 @@ from protocol.apis import (
     ConfigSource,
     CreatableTopic,
     CreatableTopicConfig,
+    CreatePartitionsAssignment,
+    CreatePartitionsRequest,
+    CreatePartitionsResponse,
+    CreatePartitionsTopic,
     CreateTopicsRequest,
     CreateTopicsResponse,
     DeleteGroupsRequest,
@@ -177,6 +182,43 @@ class Admin:
                 raise error_for_code(
                     result.error_code,
                     result.error_message or f"topic {result.name!r} was not created",
+                )
+
+    async def create_partitions(
+        self,
+        new_partitions: Mapping[str, NewPartitions],
+        timeout_ms: int = 30_000,
+        validate_only: bool = False,
+    ) -> None:
+        """Grow each topic to ``NewPartitions.total_count`` partitions; returns once the
+        brokers know the new partitions' leaders (or raises). Partitions are never removed.
+        A keyed record may go to another partition afterwards (the partitioner hashes over
+        the new count), and consumer groups subscribed to the topic rebalance onto them."""
+        request = CreatePartitionsRequest(
+            topics=[
+                CreatePartitionsTopic(
+                    name=name,
+                    count=p.total_count,
+                    assignments=None
+                    if p.new_assignments is None
+                    else [
+                        CreatePartitionsAssignment(broker_ids=list(replicas))
+                        for replicas in p.new_assignments
+                    ],
+                )
+                for name, p in new_partitions.items()
+            ],
+            timeout_ms=timeout_ms,
+            validate_only=validate_only,
+        )
+        response: CreatePartitionsResponse = await self._send(
+            ApiKey.CREATE_PARTITIONS, request, idempotent=False
+        )
+        for result in response.results:
+            if result.error_code:
+                raise error_for_code(
+                    result.error_code,
+                    result.error_message or f"topic {result.name!r} did not get its partitions",
                 )
 
     async def delete_topics(self, topics: list[str], timeout_ms: int = 30_000) -> None:

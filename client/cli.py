@@ -424,6 +424,11 @@ def topics_create(
     metavar="NAME",
     help="Return a setting to the broker's default (repeatable).",
 )
+@click.option(
+    "--partitions",
+    type=click.IntRange(min=1),
+    help="Grow the topic to this many partitions (never fewer; keyed records may move).",
+)
 @click.option("--validate-only", is_flag=True, help="Only check the change; make none.")
 @bootstrap_option
 @click.pass_context
@@ -433,22 +438,33 @@ def topics_alter(
     name: str,
     configs: tuple[str, ...],
     deletes: tuple[str, ...],
+    partitions: int | None,
     validate_only: bool,
 ) -> None:
-    """Change topic NAME's settings; every broker applies them at once, no restart."""
+    """Change topic NAME's settings or partition count; every broker applies them at once,
+    no restart."""
     sets = parse_configs(configs)
     removed = parse_deleted(deletes, sets)
-    if not sets and not removed:
+    if not sets and not removed and partitions is None:
         raise click.UsageError(
-            "nothing to change: give --config NAME=VALUE or --delete-config NAME"
+            "nothing to change: give --config NAME=VALUE, --delete-config NAME or --partitions N"
         )
-    from client import AlterConfigOp, ConfigResource  # noqa: PLC0415  (see _admin)
+    from client import AlterConfigOp, ConfigResource, NewPartitions  # noqa: PLC0415  (see _admin)
 
-    ops = [AlterConfigOp(k, v) for k, v in sets.items()]
-    ops += [AlterConfigOp(k, op_type="DELETE") for k in removed]
-    changes = {ConfigResource("topic", name): ops}
-    _admin(ctx, lambda admin: admin.incremental_alter_configs(changes, validate_only=validate_only))
-    what = [f"set {k}={v}" for k, v in sets.items()] + [f"deleted {k}" for k in removed]
+    what = []
+    if partitions is not None:
+        grow = {name: NewPartitions(partitions)}
+        _admin(ctx, lambda admin: admin.create_partitions(grow, validate_only=validate_only))
+        what.append(f"{partitions} partitions")
+    if sets or removed:
+        ops = [AlterConfigOp(k, v) for k, v in sets.items()]
+        ops += [AlterConfigOp(k, op_type="DELETE") for k in removed]
+        changes = {ConfigResource("topic", name): ops}
+        _admin(
+            ctx,
+            lambda admin: admin.incremental_alter_configs(changes, validate_only=validate_only),
+        )
+        what += [f"set {k}={v}" for k, v in sets.items()] + [f"deleted {k}" for k in removed]
     verb = "Valid change of" if validate_only else "Altered"
     click.echo(f"{verb} topic {name}: {', '.join(what)}.")
 

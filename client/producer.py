@@ -40,6 +40,7 @@ Shaped like aiokafka's AIOKafkaProducer, behaving like Kafka's Java producer:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -96,6 +97,11 @@ from protocol.records import CODECS, HEADER_SIZE
 __all__ = ["Producer"]
 
 _log = logging.getLogger("headwater.client.producer")
+
+NEW_PARTITION_WAIT_S = 1.0
+"""How long ``send(partition=p)`` asks for metadata again before it refuses a partition
+the topic does not have (yet): long enough for every broker to hear of partitions just
+added, short enough that a wrong number fails soon."""
 
 Serializer = Callable[[Any], bytes | None]
 Header = tuple[str, bytes | None]
@@ -353,10 +359,7 @@ class Producer:
         if partition is None:
             partition = self._partitioner.partition(topic, key, count, metadata.available)
         elif not 0 <= partition < count:
-            raise ValueError(
-                f"partition {partition} is not in topic {topic!r}, which has partitions "
-                f"0..{count - 1}"
-            )
+            count = await self._partition_count(topic, partition, count)
         if self._accumulator.buffered_bytes + size + HELD_PER_RECORD > self.buffer_memory:
             await self._wait_for_space(size + HELD_PER_RECORD)
             self._check_running()  # as above
@@ -370,6 +373,34 @@ class Producer:
         return self._accumulator.append(  # positional: keywords cost the hot path a little
             partitions[partition], key, value, headers, timestamp_ms, size
         )
+
+    async def _partition_count(self, topic: str, partition: int, count: int) -> int:
+        """The topic's partition count once it is past ``partition``, else ValueError.
+
+        Metadata is asked for again for up to :data:`NEW_PARTITION_WAIT_S` (within
+        ``max_block_ms``): CreatePartitions may have added the partition since the last
+        answer, and the broker asked may not have heard of it yet. Kafka's producer waits
+        ``max_block_ms`` (a minute) for it, which a typo'd partition waits out too.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + min(NEW_PARTITION_WAIT_S, self.max_block_ms / 1000)
+        while partition >= count:
+            remaining_s = deadline - loop.time()
+            if remaining_s <= 0:
+                break
+            with contextlib.suppress(TimeoutError):
+                fresh = await asyncio.wait_for(self._cluster.refresh_new(topic), remaining_s)
+                found = fresh.topics.get(topic)
+                count = len(found.partitions) if found is not None else count
+            self._check_running()
+            if partition >= count:
+                await asyncio.sleep(min(self._cluster.retry_backoff_ms / 1000, remaining_s))
+        if not 0 <= partition < count:
+            raise ValueError(
+                f"partition {partition} is not in topic {topic!r}, which has partitions "
+                f"0..{count - 1}"
+            )
+        return count
 
     def create_batch(self) -> BatchBuilder:
         """An empty :class:`~client.batches.BatchBuilder` of ``batch_size`` bytes for
@@ -404,12 +435,8 @@ class Producer:
             if metadata is None:
                 metadata = await self._cluster.wait_for_topic(topic, self.max_block_ms)
                 self._check_running()
-            count = len(metadata.partitions)
-            if not 0 <= partition < count:
-                raise ValueError(
-                    f"partition {partition} is not in topic {topic!r}, which has partitions "
-                    f"0..{count - 1}"
-                )
+            if not 0 <= partition < len(metadata.partitions):
+                await self._partition_count(topic, partition, len(metadata.partitions))
             size = batch.size()
             if self._accumulator.buffered_bytes + HEADER_SIZE + size > self.buffer_memory:
                 await self._wait_for_space(HEADER_SIZE + size)

@@ -6,7 +6,7 @@ They are NamedTuples so a user can unpack them, compare them and use them as dic
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
@@ -21,6 +21,7 @@ __all__ = [
     "GroupListing",
     "ListOffsetsResult",
     "MemberDescription",
+    "NewPartitions",
     "NewTopic",
     "OffsetAndTimestamp",
     "OffsetSpec",
@@ -77,6 +78,16 @@ class NewTopic(NamedTuple):
     num_partitions: int = -1
     replication_factor: int = -1
     topic_configs: Mapping[str, str] = _NO_CONFIGS
+
+
+class NewPartitions(NamedTuple):
+    """A topic's partition count after :meth:`~client.Admin.create_partitions` (Kafka's
+    NewPartitions): ``total_count``, not how many to add. ``new_assignments`` lists the
+    new partitions' replicas (preferred leader first), in order; None lets the brokers
+    place them."""
+
+    total_count: int
+    new_assignments: Sequence[Sequence[int]] | None = None
 
 
 class BrokerDescription(NamedTuple):

@@ -82,6 +82,7 @@ class ApiKey(enum.IntEnum):
     OFFSET_FOR_LEADER_EPOCH = 23
     DESCRIBE_CONFIGS = 32
     ALTER_CONFIGS = 33
+    CREATE_PARTITIONS = 37
     DELETE_GROUPS = 42
     ELECT_LEADERS = 43
     INCREMENTAL_ALTER_CONFIGS = 44
@@ -416,6 +417,43 @@ class DeletableTopicResult:
 class DeleteTopicsResponse(Response):
     throttle_time_ms: int = 0
     responses: list[DeletableTopicResult] = field(default_factory=list)
+
+
+# --- CreatePartitions (37): more partitions for a topic ----------------------------------
+
+
+@dataclass(slots=True, kw_only=True)
+class CreatePartitionsAssignment:
+    broker_ids: list[int] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class CreatePartitionsTopic:
+    name: str
+    count: int
+    """The topic's partition count after the request (not how many to add)."""
+    assignments: list[CreatePartitionsAssignment] | None = None
+    """The new partitions' replicas, in order; None: the broker places them."""
+
+
+@dataclass(slots=True, kw_only=True)
+class CreatePartitionsRequest(Request):
+    topics: list[CreatePartitionsTopic] = field(default_factory=list)
+    timeout_ms: int = 30_000
+    validate_only: bool = False
+
+
+@dataclass(slots=True, kw_only=True)
+class CreatePartitionsTopicResult:
+    name: str
+    error_code: int = 0
+    error_message: str | None = None
+
+
+@dataclass(slots=True, kw_only=True)
+class CreatePartitionsResponse(Response):
+    throttle_time_ms: int = 0
+    results: list[CreatePartitionsTopicResult] = field(default_factory=list)
 
 
 # --- DescribeConfigs (32) and AlterConfigs (33) ----------------------------------------
@@ -1124,6 +1162,7 @@ APIS = _apis(
     Api(ApiKey.API_VERSIONS, 0, 0, ApiVersionsRequest, ApiVersionsResponse),
     Api(ApiKey.CREATE_TOPICS, 0, 0, CreateTopicsRequest, CreateTopicsResponse),
     Api(ApiKey.DELETE_TOPICS, 0, 0, DeleteTopicsRequest, DeleteTopicsResponse),
+    Api(ApiKey.CREATE_PARTITIONS, 0, 0, CreatePartitionsRequest, CreatePartitionsResponse),
     Api(ApiKey.DESCRIBE_CONFIGS, 0, 0, DescribeConfigsRequest, DescribeConfigsResponse),
     Api(ApiKey.ALTER_CONFIGS, 0, 0, AlterConfigsRequest, AlterConfigsResponse),
     Api(

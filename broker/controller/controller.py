@@ -120,6 +120,7 @@ class Controller:
         self._brokers_todo: tuple[set[int], set[int], set[int]] = (set(), set(), set())
         """Dead, born and bounced brokers a "brokers" event has not finished handling."""
         self._topics_todo: set[str] = set()  # new topics a "topics" event has not finished
+        self._partitions_todo: dict[str, set[int]] = {}  # as those, of a "partitions" event
         self._unclean: dict[str, bool] = {}  # topic configs read by the current _elect
         self.shutting_down: set[int] = set()
         self._epoch_zk_version = -1
@@ -190,6 +191,7 @@ class Controller:
         self._stopping.clear()
         self._brokers_todo = (set(), set(), set())
         self._topics_todo = set()
+        self._partitions_todo = {}
         self.shutting_down.clear()
         while not self._events.empty():
             self._events.get_nowait()
@@ -207,12 +209,12 @@ class Controller:
         self._pending.add((kind, arg))
         self._events.put_nowait((kind, arg))
 
-    def _watch(self, kind: str) -> Any:
+    def _watch(self, kind: str, arg: Any = None) -> Any:
         epoch = self.epoch
 
         def fire(event: object) -> None:
             if self.epoch == epoch:
-                self._enqueue(kind)
+                self._enqueue(kind, arg)
 
         return fire
 
@@ -221,6 +223,7 @@ class Controller:
             "startup": self._startup,
             "brokers": self._brokers_changed,
             "topics": self._topics_changed,
+            "partitions": self._partitions_changed,
             "deletions": self._deletions_changed,
             "deleted": self._topic_deleted,
             "isr_changes": self._isr_changed,
@@ -337,12 +340,55 @@ class Controller:
         await _pipelined(tps, self._load_state)
 
     async def _load_topic(self, topic: str) -> bool:
-        try:
-            data, _ = await self._zk.get(paths.topic(topic))
-        except NoNode:
+        assignment = await self._read_assignment(topic)
+        if assignment is None:
             return False
-        self.assignments[topic] = TopicAssignment.from_json(topic, data).partitions
+        self.assignments[topic] = assignment
         return True
+
+    async def _read_assignment(self, topic: str) -> dict[int, list[int]] | None:
+        """The topic's replica assignment, watched (CreatePartitions changes it, as
+        Kafka's PartitionModificationsHandler sees); None if the topic is gone."""
+        try:
+            data, _ = await self._zk.get(paths.topic(topic), watch=self._watch("partitions", topic))
+        except NoNode:
+            return None
+        return TopicAssignment.from_json(topic, data).partitions
+
+    async def _partitions_changed(self, topic: str) -> None:
+        """A topic's assignment changed: start the partitions it gained (CreatePartitions).
+        A change to an existing partition's replicas (a reassignment) is not supported:
+        logged and left, the partition keeps its replicas."""
+        known = self.assignments.get(topic)
+        if known is None or topic in self.deleting:
+            return  # new (the topics handler starts it whole) or on its way out
+        wanted = await self._read_assignment(topic)
+        if wanted is None or topic not in self.assignments or topic in self.deleting:
+            return
+        moved = sorted(p for p in known if p in wanted and wanted[p] != known[p])
+        if moved:
+            self._log.warning(
+                "controller.reassignment_ignored",
+                topic=topic,
+                partitions=moved,
+                why="changing an existing partition's replicas is not supported",
+            )
+        # as _topics_todo: a rerun (after a ZooKeeper error) must not find them known
+        todo = self._partitions_todo.setdefault(topic, set())
+        todo.update(p for p in wanted if p not in known)
+        if not todo:
+            del self._partitions_todo[topic]
+            return
+        known.update({p: wanted[p] for p in todo})
+        tps = [(topic, p) for p in sorted(todo)]
+        await self._initialize(tps)
+        await self._elect(tps)
+        self._log.info("controller.partitions_added", topic=topic, partitions=sorted(todo))
+        held = self._by_replica(tps)
+        for broker_id in self.brokers:
+            self._send_leader_and_isr(broker_id, held.get(broker_id, []))
+        self._send_update_metadata(tps)
+        del self._partitions_todo[topic]
 
     async def _load_state(self, tp: TP) -> bool:
         path = paths.partition_state(*tp)
@@ -430,6 +476,7 @@ class Controller:
         self._topics_todo = set()
 
     def _forget(self, topic: str) -> None:
+        self._partitions_todo.pop(topic, None)
         for partition in self.assignments.pop(topic, {}):
             self.states.pop((topic, partition), None)
         self.deleting.discard(topic)

@@ -22,6 +22,7 @@ from client import (
     ConfigurationError,
     Consumer,
     ConsumerRecord,
+    NewPartitions,
     NewTopic,
     NoOffsetForPartitionError,
     OffsetAndTimestamp,
@@ -32,6 +33,7 @@ from client import (
 from client.localcluster import ZooKeeperServer
 from protocol.errors import (
     InvalidPartitionsError,
+    InvalidReplicaAssignmentError,
     MessageTooLargeError,
     NetworkError,
     TopicAlreadyExistsError,
@@ -723,3 +725,58 @@ def test_client_package_exposes_the_contract() -> None:
     for name in contract.split():
         assert name in client.__all__, name
         assert hasattr(client, name), name
+
+
+async def test_create_partitions_grows_a_topic_that_producers_and_groups_follow(
+    shared: Cluster,
+) -> None:
+    """CreatePartitions: the topic gets its new partitions, each with a leader and all
+    its replicas; a producer that knew the old count sends to a new partition (it asks
+    for metadata once more before refusing), and a group's member rebalances onto them.
+    Bad requests get clear errors and change nothing."""
+    topic = _name()
+    async with Admin(bootstrap_servers=shared.bootstrap) as admin:
+        await admin.create_topics([NewTopic(topic, 2, 3)])
+        consumer = Consumer(
+            topic,
+            bootstrap_servers=shared.bootstrap,
+            group_id=f"g-{topic}",
+            auto_offset_reset="earliest",
+            metadata_max_age_ms=300,  # how soon a member sees the new count
+        )
+        values: list[bytes] = []
+
+        async def read_until(condition: Callable[[], bool]) -> None:
+            deadline = time.monotonic() + 30
+            while not condition():
+                assert time.monotonic() < deadline, f"assigned {consumer.assignment()}: {values}"
+                for records in (await consumer.getmany(timeout_ms=200)).values():
+                    values.extend(r.value for r in records)
+
+        async with consumer, Producer(bootstrap_servers=shared.bootstrap) as producer:
+            await read_until(lambda: len(consumer.assignment()) == 2)
+            assert (await (await producer.send(topic, b"before", partition=1))).offset == 0
+            await admin.create_partitions({topic: NewPartitions(5)})
+            (described,) = await admin.describe_topics([topic])
+            assert [p.partition for p in described.partitions] == [0, 1, 2, 3, 4]
+            for p in described.partitions:
+                assert sorted(p.replicas) == [1, 2, 3] and p.leader == p.replicas[0]
+            new = await (await producer.send(topic, b"new", partition=4))
+            assert (new.partition, new.offset) == (4, 0)
+            await read_until(lambda: len(consumer.assignment()) == 5 and b"new" in values)
+            assert sorted(values) == [b"before", b"new"]
+
+        with pytest.raises(InvalidPartitionsError, match="already has 5 partitions"):
+            await admin.create_partitions({topic: NewPartitions(5)})
+        with pytest.raises(InvalidPartitionsError, match="more than the 3 asked for"):
+            await admin.create_partitions({topic: NewPartitions(3)})
+        with pytest.raises(InvalidReplicaAssignmentError, match="2 replicas"):
+            await admin.create_partitions({topic: NewPartitions(6, [[1, 2]])})
+        with pytest.raises(UnknownTopicOrPartitionError, match="does not exist"):
+            await admin.create_partitions({_name(): NewPartitions(3)})
+        await admin.create_partitions({topic: NewPartitions(8)}, validate_only=True)
+        (described,) = await admin.describe_topics([topic])
+        assert len(described.partitions) == 5  # nothing made by a validation, or an error
+    async with Producer(bootstrap_servers=shared.bootstrap) as producer:
+        with pytest.raises(ValueError, match=r"partitions 0\.\.4"):
+            await producer.send(topic, b"v", partition=5)

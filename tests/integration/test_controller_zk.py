@@ -349,3 +349,42 @@ async def test_a_broker_gone_while_the_answers_were_lost_still_gets_its_leaders_
             assert channels[2].roles[("t", p)] == channels[3].roles[("t", p)] == 1
     finally:
         await controller.deactivate()
+
+
+async def test_partitions_added_to_a_topic_are_started_even_after_a_failed_try(
+    bridge: ZkBridge,
+) -> None:
+    """CreatePartitions writes the topic's assignment with more partitions; the controller,
+    watching it, gives the new ones their first state and tells their replicas. A
+    ZooKeeper error part way reruns the event, which must not find them known and skip
+    them. A changed replica list of an existing partition (a reassignment) is left."""
+    controller = await _started(bridge)
+    try:
+        real, failures = bridge.write_many, 0
+
+        async def failing_once(writes: list[GuardedWrite], **kwargs: Any) -> Any:
+            nonlocal failures
+            if failures == 0:
+                failures += 1
+                raise ZkError("connection lost (injected)")
+            return await real(writes, **kwargs)
+
+        bridge.write_many = failing_once  # type: ignore[method-assign]
+        grown = {p: _replicas(p) for p in range(PARTITIONS + 2)}
+        grown[0] = [3, 2, 1]  # not applied: partition 0 keeps its replicas
+        await bridge.set(paths.topic("t"), TopicAssignment("t", grown).to_json())
+        channels: dict[int, Any] = controller._channels  # type: ignore[assignment]
+        new = [("t", PARTITIONS), ("t", PARTITIONS + 1)]
+        for _ in range(500):
+            if all(tp in channels[b].roles for tp in new for b in (1, 2, 3)):
+                break
+            await asyncio.sleep(0.01)
+        assert failures == 1
+        for p in (PARTITIONS, PARTITIONS + 1):
+            state, version = await _state(bridge, p)
+            assert (state.leader, state.isr, version) == (_replicas(p)[0], _replicas(p), 0)
+            assert all(channels[b].roles[("t", p)] == 0 for b in (1, 2, 3))
+        assert controller.assignments["t"][0] == _replicas(0)
+        assert len(controller.states) == PARTITIONS + 2
+    finally:
+        await controller.deactivate()

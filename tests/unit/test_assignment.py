@@ -4,8 +4,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from broker.admin import _new_partitions
 from broker.controller.assignment import assign_replicas
-from protocol.errors import InvalidPartitionsError, InvalidReplicationFactorError
+from protocol.apis import CreatePartitionsAssignment, CreatePartitionsTopic
+from protocol.errors import (
+    InvalidPartitionsError,
+    InvalidReplicaAssignmentError,
+    InvalidReplicationFactorError,
+)
 
 
 def test_kafkas_documented_example() -> None:
@@ -62,3 +68,47 @@ def test_impossible_requests(
 ) -> None:
     with pytest.raises(error, match=match):
         assign_replicas(brokers, partitions, rf)
+
+
+def _grow(
+    count: int, assignments: list[list[int]] | None = None, brokers: list[int] | None = None
+) -> dict[int, list[int]]:
+    current = {0: [2, 3, 1], 1: [3, 1, 2]}
+    request = CreatePartitionsTopic(
+        name="t",
+        count=count,
+        assignments=None
+        if assignments is None
+        else [CreatePartitionsAssignment(broker_ids=a) for a in assignments],
+    )
+    return _new_partitions("t", current, request, brokers or [1, 2, 3])
+
+
+def test_new_partitions_go_on_from_partition_zeros_leader_as_kafka_places_them() -> None:
+    added = _grow(5)
+    # Kafka's addPartitions: start index and shift both partition 0's leader's index (2 -> 1)
+    assert added == assign_replicas(
+        [1, 2, 3], 3, 3, start_index=1, replica_shift=1, first_partition=2
+    )
+    assert sorted(added) == [2, 3, 4] and {r[0] for r in added.values()} == {1, 2, 3}
+    assert all(sorted(r) == [1, 2, 3] for r in added.values())
+
+
+def test_new_partitions_given_by_hand_are_checked() -> None:
+    assert _grow(3, [[1, 2, 3]]) == {2: [1, 2, 3]}
+    with pytest.raises(InvalidPartitionsError, match="has 2 partitions, more than the 1"):
+        _grow(1)
+    with pytest.raises(InvalidPartitionsError, match="already has 2 partitions"):
+        _grow(2)
+    with pytest.raises(InvalidReplicaAssignmentError, match="1 replica assignments for 2 new"):
+        _grow(4, [[1, 2, 3]])
+    with pytest.raises(
+        InvalidReplicaAssignmentError, match="2 replicas; the topic's partitions have 3"
+    ):
+        _grow(3, [[1, 2]])
+    with pytest.raises(InvalidReplicaAssignmentError, match="listed twice"):
+        _grow(3, [[1, 1, 2]])
+    with pytest.raises(InvalidReplicaAssignmentError, match=r"no live broker \[9\]"):
+        _grow(3, [[1, 2, 9]])
+    with pytest.raises(InvalidReplicationFactorError, match="larger than the 2 available"):
+        _grow(3, brokers=[1, 2])

@@ -8,15 +8,27 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from client import AlterConfigOp, ConfigResource, cli
+from client import AlterConfigOp, ConfigResource, NewPartitions, cli
 from client.types import ConfigEntry, PartitionDescription, TopicDescription
-from protocol.errors import InvalidConfigError, UnknownTopicOrPartitionError
+from protocol.errors import (
+    InvalidConfigError,
+    InvalidPartitionsError,
+    UnknownTopicOrPartitionError,
+)
 
 
 class FakeAdmin:
     def __init__(self) -> None:
         self.changes: list[tuple[dict[ConfigResource, list[AlterConfigOp]], bool]] = []
+        self.grown: list[tuple[dict[str, NewPartitions], bool]] = []
         self.refuse: Exception | None = None
+
+    async def create_partitions(
+        self, new_partitions: dict[str, NewPartitions], *, validate_only: bool = False
+    ) -> None:
+        if self.refuse is not None:
+            raise self.refuse
+        self.grown.append((new_partitions, validate_only))
 
     async def incremental_alter_configs(
         self, changes: dict[ConfigResource, list[AlterConfigOp]], *, validate_only: bool = False
@@ -94,6 +106,24 @@ def test_alter_sends_set_and_delete_ops(admin: FakeAdmin, run: Callable[..., Res
     checked = run("topics", "alter", "orders", "--config", "flush.ms=1", "--validate-only")
     assert checked.stdout == "Valid change of topic orders: set flush.ms=1.\n"
     assert admin.changes[-1][1] is True
+
+
+def test_alter_partitions_grows_the_topic(admin: FakeAdmin, run: Callable[..., Result]) -> None:
+    result = run("topics", "alter", "orders", "--partitions", "6")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "Altered topic orders: 6 partitions.\n"
+    assert admin.grown == [({"orders": NewPartitions(6)}, False)] and admin.changes == []
+    both = run(
+        "topics", "alter", "orders", "--partitions", "8", "--config", "a=1", "--validate-only"
+    )
+    assert both.stdout == "Valid change of topic orders: 8 partitions, set a=1.\n"
+    assert admin.grown[-1] == ({"orders": NewPartitions(8)}, True) and admin.changes[-1][1]
+    assert run("topics", "alter", "orders", "--partitions", "0").exit_code == 2
+    admin.refuse = InvalidPartitionsError("topic 'orders' already has 6 partitions")
+    _one_line(
+        run("topics", "alter", "orders", "--partitions", "6"),
+        "already has 6 partitions (INVALID_PARTITIONS)",
+    )
 
 
 def test_alter_argument_errors(admin: FakeAdmin, run: Callable[..., Result]) -> None:
