@@ -293,6 +293,7 @@ class Broker:
             ApiKey.PRODUCE: produce,
             ApiKey.FETCH: _serve(replicas.fetch),
             ApiKey.LIST_OFFSETS: _serve(replicas.list_offsets),
+            ApiKey.DELETE_RECORDS: _serve(replicas.delete_records),
             ApiKey.OFFSET_FOR_LEADER_EPOCH: _serve(replicas.offsets_for_leader_epoch),
             ApiKey.METADATA: self._metadata,
             ApiKey.CREATE_TOPICS: _serve(admin.create_topics),

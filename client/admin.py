@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from client.assignors import ProtocolError, decode_assignment
 from client.cluster import Cluster, ClusterMetadata, list_offsets_request, unknown_topic_error
@@ -62,6 +62,10 @@ from protocol.apis import (
     CreateTopicsResponse,
     DeleteGroupsRequest,
     DeleteGroupsResponse,
+    DeleteRecordsPartition,
+    DeleteRecordsRequest,
+    DeleteRecordsResponse,
+    DeleteRecordsTopic,
     DeleteTopicsRequest,
     DeleteTopicsResponse,
     DescribeConfigsRequest,
@@ -102,6 +106,8 @@ from protocol.errors import (
 )
 
 __all__ = ["Admin"]
+
+R = TypeVar("R")
 
 
 class Admin:
@@ -504,27 +510,57 @@ class Admin:
         the first offset whose record's timestamp is at least the one given (-1 if none
         is). Asked of each partition's leader, retried while leaders move."""
         todo = {TopicPartition(*tp): spec.timestamp for tp, spec in specs.items()}
+        return await self._of_leaders(
+            todo, lambda node, tps: self._list_offsets_of(node, tps, todo), "ListOffsets"
+        )
+
+    async def delete_records(
+        self, before: Mapping[TopicPartition, int], timeout_ms: int = 30_000
+    ) -> dict[TopicPartition, int]:
+        """Kafka's AdminClient.deleteRecords: each partition's records below the offset
+        given (-1: all that consumers can read, up to the high watermark) are deleted.
+        Consumers no longer read them, ``list_offsets`` earliest says the new start, and
+        their segments go at the next retention pass. Returns each partition's low
+        watermark: the lowest log start offset among its in-sync replicas, reached within
+        ``timeout_ms``. Not for compacted topics (``PolicyViolationError``)."""
+        todo = {TopicPartition(*tp): offset for tp, offset in before.items()}
+        return await self._of_leaders(
+            todo,
+            lambda node, tps: self._delete_records_of(node, tps, todo, timeout_ms),
+            "DeleteRecords",
+        )
+
+    async def _of_leaders(
+        self,
+        todo: dict[TopicPartition, int],
+        ask: Callable[[int, list[TopicPartition]], Awaitable[dict[TopicPartition, R | ApiError]]],
+        what: str,
+    ) -> dict[TopicPartition, R]:
+        """``ask`` each partition's leader about its partitions, all leaders at once,
+        again after a metadata refresh for those whose leader moved, until every
+        partition is answered or ``request_timeout_ms`` passes."""
         topics = sorted({tp.topic for tp in todo})
         deadline = time.monotonic() + self.request_timeout_ms / 1000
-        out: dict[TopicPartition, ListOffsetsResult] = {}
+        out: dict[TopicPartition, R] = {}
         while todo:
             metadata = await self._metadata(topics)
             _check_partitions_exist(metadata, todo)
-            last = await self._list_offsets_round(metadata, todo, out)
+            last = await self._leaders_round(metadata, todo, out, ask)
             if todo and time.monotonic() >= deadline:
                 raise last or RequestTimedOutError(
-                    f"no leader answered ListOffsets for {_names(todo)} within "
+                    f"no leader answered {what} for {_names(todo)} within "
                     f"{self.request_timeout_ms} ms"
                 )
             if todo:
                 await asyncio.sleep(self.retry_backoff_ms / 1000)
         return out
 
-    async def _list_offsets_round(
+    async def _leaders_round(
         self,
         metadata: ClusterMetadata,
         todo: dict[TopicPartition, int],
-        out: dict[TopicPartition, ListOffsetsResult],
+        out: dict[TopicPartition, R],
+        ask: Callable[[int, list[TopicPartition]], Awaitable[dict[TopicPartition, R | ApiError]]],
     ) -> ApiError | None:
         """Ask every leader for its partitions at once; answered ones move from ``todo``
         to ``out``. Returns the last retriable error; raises any other."""
@@ -534,8 +570,7 @@ class Admin:
             if leader is not None:
                 by_leader.setdefault(leader, []).append(tp)
         answers = await asyncio.gather(
-            *(self._list_offsets_of(node, tps, todo) for node, tps in by_leader.items()),
-            return_exceptions=True,
+            *(ask(node, tps) for node, tps in by_leader.items()), return_exceptions=True
         )
         last: ApiError | None = None
         for answer in answers:
@@ -551,6 +586,41 @@ class Admin:
                     out[tp] = result
                     del todo[tp]
         return last
+
+    async def _delete_records_of(
+        self,
+        node: int,
+        tps: list[TopicPartition],
+        offsets: Mapping[TopicPartition, int],
+        timeout_ms: int,
+    ) -> dict[TopicPartition, int | ApiError]:
+        by_topic: dict[str, list[DeleteRecordsPartition]] = {}
+        for tp in tps:
+            by_topic.setdefault(tp.topic, []).append(
+                DeleteRecordsPartition(partition_index=tp.partition, offset=offsets[tp])
+            )
+        request = DeleteRecordsRequest(
+            topics=[DeleteRecordsTopic(name=t, partitions=ps) for t, ps in by_topic.items()],
+            timeout_ms=timeout_ms,
+        )
+        response: DeleteRecordsResponse = await self._cluster.send(
+            node, ApiKey.DELETE_RECORDS, request
+        )
+        out: dict[TopicPartition, int | ApiError] = {}
+        for t in response.topics:
+            for p in t.partitions:
+                tp = TopicPartition(t.name, p.partition_index)
+                if not p.error_code:
+                    out[tp] = p.low_watermark
+                    continue
+                error = error_for_code(
+                    p.error_code,
+                    p.error_message or f"DeleteRecords of {t.name}-{p.partition_index}",
+                )
+                if not (error.retriable or error.invalid_metadata):
+                    raise error
+                out[tp] = error  # a leader that moved, or replicas still catching up
+        return out
 
     async def _list_offsets_of(
         self, node: int, tps: list[TopicPartition], timestamps: Mapping[TopicPartition, int]

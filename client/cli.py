@@ -600,6 +600,45 @@ def topics_elect_leaders(ctx: click.Context, name: str | None, partition: int | 
     )
 
 
+@topics.command("delete-records")
+@click.argument("name")
+@click.option(
+    "--before",
+    "offset",
+    type=click.IntRange(min=-1),
+    required=True,
+    help="Delete the records below this offset; -1: all up to the high watermark.",
+)
+@click.option(
+    "--partition",
+    "partitions",
+    type=click.IntRange(0),
+    multiple=True,
+    help="Only this partition (repeatable); every partition without it.",
+)
+@bootstrap_option
+@click.pass_context
+def topics_delete_records(
+    ctx: click.Context, name: str, offset: int, partitions: tuple[int, ...]
+) -> None:
+    """Delete topic NAME's records below an offset (Kafka's kafka-delete-records): consumers
+    no longer read them, and their segments go at the next retention pass."""
+    from client import TopicPartition  # noqa: PLC0415  (see _admin)
+
+    async def delete(admin: Any) -> Any:
+        (topic,) = await admin.describe_topics([name])
+        indexes = [p.partition for p in topic.partitions]
+        missing = sorted(set(partitions) - set(indexes))
+        if missing:
+            raise CliError(f"topic {name!r} has no partition {missing[0]} (it has {len(indexes)})")
+        chosen = sorted(set(partitions)) or indexes
+        return await admin.delete_records({TopicPartition(name, i): offset for i in chosen})
+
+    low_watermarks = _admin(ctx, delete)
+    for tp, low in sorted(low_watermarks.items()):
+        click.echo(f"{tp.topic}-{tp.partition}: records below {low} deleted.")
+
+
 @topics.command("delete")
 @click.argument("name")
 @click.option("--if-exists", is_flag=True, help="A missing topic is not an error.")

@@ -419,6 +419,49 @@ class DeleteTopicsResponse(Response):
     responses: list[DeletableTopicResult] = field(default_factory=list)
 
 
+# --- DeleteRecords (21): move partitions' log start offsets up -------------------------
+
+
+@dataclass(slots=True, kw_only=True)
+class DeleteRecordsPartition:
+    partition_index: int
+    offset: int
+    """Records below it go; -1: the high watermark (everything readable)."""
+
+
+@dataclass(slots=True, kw_only=True)
+class DeleteRecordsTopic:
+    name: str
+    partitions: list[DeleteRecordsPartition] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class DeleteRecordsRequest(Request):
+    topics: list[DeleteRecordsTopic] = field(default_factory=list)
+    timeout_ms: int = 30_000
+
+
+@dataclass(slots=True, kw_only=True)
+class DeleteRecordsPartitionResult:
+    partition_index: int
+    low_watermark: int = -1
+    """The lowest log start offset among the in-sync replicas after the deletion."""
+    error_code: int = 0
+    error_message: str | None = None
+
+
+@dataclass(slots=True, kw_only=True)
+class DeleteRecordsTopicResult:
+    name: str
+    partitions: list[DeleteRecordsPartitionResult] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class DeleteRecordsResponse(Response):
+    throttle_time_ms: int = 0
+    topics: list[DeleteRecordsTopicResult] = field(default_factory=list)
+
+
 # --- CreatePartitions (37): more partitions for a topic ----------------------------------
 
 
@@ -1163,6 +1206,7 @@ APIS = _apis(
     Api(ApiKey.CREATE_TOPICS, 0, 0, CreateTopicsRequest, CreateTopicsResponse),
     Api(ApiKey.DELETE_TOPICS, 0, 0, DeleteTopicsRequest, DeleteTopicsResponse),
     Api(ApiKey.CREATE_PARTITIONS, 0, 0, CreatePartitionsRequest, CreatePartitionsResponse),
+    Api(ApiKey.DELETE_RECORDS, 0, 0, DeleteRecordsRequest, DeleteRecordsResponse),
     Api(ApiKey.DESCRIBE_CONFIGS, 0, 0, DescribeConfigsRequest, DescribeConfigsResponse),
     Api(ApiKey.ALTER_CONFIGS, 0, 0, AlterConfigsRequest, AlterConfigsResponse),
     Api(

@@ -67,6 +67,7 @@ class SessionPartition:
         "fetch_offset",
         "index",
         "last_fetched_epoch",
+        "log_start_offset",
         "max_bytes",
         "sent_high_watermark",
         "sent_log_start_offset",
@@ -83,6 +84,7 @@ class SessionPartition:
         max_bytes: int,
         *,
         last_fetched_epoch: int = -1,
+        log_start_offset: int = -1,
     ) -> None:
         self.topic = topic
         self.index = index
@@ -91,6 +93,9 @@ class SessionPartition:
         self.current_leader_epoch = current_leader_epoch
         self.max_bytes = max_bytes
         self.last_fetched_epoch = last_fetched_epoch
+        self.log_start_offset = log_start_offset
+        """A follower's own log start offset (-1 from a consumer): DeleteRecords waits
+        for the in-sync followers' to pass the offset it deleted below."""
         self.sent_high_watermark = -2  # never sent: the first answer includes it
         self.sent_log_start_offset = -2
 
@@ -325,6 +330,7 @@ class FetchSessionCache:
                     known.current_leader_epoch = p.current_leader_epoch
                     known.max_bytes = p.partition_max_bytes
                     known.last_fetched_epoch = p.last_fetched_epoch
+                    known.log_start_offset = p.log_start_offset
                     # a named partition is answered in full: a fetcher that dropped an
                     # answer (re-added, a new epoch, a seek) still learns the high
                     # watermark and log start it missed (Kafka clears them the same way)
@@ -391,4 +397,5 @@ def _asked(topic: str, p: FetchPartition) -> SessionPartition:
         p.current_leader_epoch,
         p.partition_max_bytes,
         last_fetched_epoch=p.last_fetched_epoch,
+        log_start_offset=p.log_start_offset,
     )

@@ -44,6 +44,10 @@ from broker.replica.isr import IsrUpdater
 from broker.replica.partition import HighWatermarkWaiter, Partition
 from protocol.apis import (
     LATEST_TIMESTAMP,
+    DeleteRecordsPartitionResult,
+    DeleteRecordsRequest,
+    DeleteRecordsResponse,
+    DeleteRecordsTopicResult,
     DivergingEpoch,
     EpochEndOffset,
     FetchPartitionData,
@@ -76,6 +80,8 @@ from protocol.errors import (
     NotEnoughReplicasError,
     NotLeaderOrFollowerError,
     OffsetNotAvailableError,
+    OffsetOutOfRangeError,
+    PolicyViolationError,
     RequestTimedOutError,
     StaleControllerEpochError,
     UnknownLeaderEpochError,
@@ -283,6 +289,8 @@ class ReplicaManager:
         self._woken: dict[_DelayedFetch, None] = {}
         """Parked fetches to try again at the loop's next pass (see :meth:`_wake`)."""
         self._creating: dict[TopicPartition, asyncio.Future[Partition]] = {}
+        self._deletes: dict[TopicPartition, dict[asyncio.Future[int], int]] = {}
+        """DeleteRecords waiting for a partition's low watermark to reach an offset."""
         self._state_change = asyncio.Lock()
         """Held while a LeaderAndIsr is applied and while a StopReplica takes partitions
         away (Kafka's replicaStateChangeLock). A LeaderAndIsr opens new logs in worker
@@ -473,6 +481,7 @@ class ReplicaManager:
             partition.become_leader(_now_ms())
         else:
             partition.become_follower()
+            self._fail_deletes(tp, f"{partition.name} lost its leadership here")
             if leader is not None:
                 self._fetcher_for(leader).add(partition)
         self._tell_listeners(tp, partition)
@@ -520,6 +529,7 @@ class ReplicaManager:
                 tp = TopicPartition(p.topic_name, p.partition_index)
                 self._unfollow(tp)
                 gone = self.partitions.pop(tp, None)
+                self._fail_deletes(tp, f"{tp.topic}-{tp.partition} was stopped here")
                 if gone is not None:
                     self._tell_listeners(tp, None)
                     self.logs.high_watermarks[tp] = gone.high_watermark  # still checkpointed
@@ -813,6 +823,8 @@ class ReplicaManager:
                 continue
             if 0 <= sp.current_leader_epoch != partition.leader_epoch:
                 continue  # a fetch for another epoch says nothing about this one
+            if partition.update_follower_start(replica_id, sp.log_start_offset):
+                self._complete_deletes(tp, partition)
             if _diverging(partition, sp) is not None:
                 # its log parts from ours below its fetch offset: that offset is not what
                 # it holds of our log, and counted it could move the high watermark past
@@ -1017,6 +1029,100 @@ class ReplicaManager:
         self._isr_tasks.add(task)
         task.add_done_callback(self._isr_tasks.discard)
 
+    # --- DeleteRecords ------------------------------------------------------------------
+
+    async def delete_records(self, request: DeleteRecordsRequest) -> DeleteRecordsResponse:
+        """Move each partition's log start offset up to the offset given (-1: the high
+        watermark), as Kafka's DeleteRecords: records below it are no longer read, and
+        the segments wholly below it go at the next retention pass. Answered per
+        partition with the low watermark once every in-sync replica has moved its own
+        log start that far (followers learn it from their fetches), or REQUEST_TIMED_OUT
+        at ``timeout_ms``."""
+        waits: list[tuple[Partition, int, DeleteRecordsPartitionResult]] = []
+        topics = []
+        for topic in request.topics:
+            results = []
+            for p in topic.partitions:
+                result = DeleteRecordsPartitionResult(partition_index=p.partition_index)
+                results.append(result)
+                try:
+                    partition = self._leader_partition(topic.name, p.partition_index)
+                    waits.append((partition, _delete_below(partition, p.offset), result))
+                    self._log.info(
+                        "partition.records_deleted",
+                        topic=topic.name,
+                        partition=p.partition_index,
+                        below=waits[-1][1],
+                    )
+                except ApiError as exc:
+                    result.error_code, result.error_message = exc.code, exc.message
+            topics.append(DeleteRecordsTopicResult(name=topic.name, partitions=results))
+        if waits:
+            for partition, _, _ in waits:
+                self._wake(TopicPartition(partition.topic, partition.index), consumers=False)
+            await self.logs.checkpoint_async()  # the new log starts outlive a crash
+            await self._await_low_watermarks(waits, max(request.timeout_ms, 0) / 1000)
+        return DeleteRecordsResponse(topics=topics)
+
+    async def _await_low_watermarks(
+        self, waits: list[tuple[Partition, int, DeleteRecordsPartitionResult]], timeout_s: float
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        pending: list[tuple[TopicPartition, asyncio.Future[int]]] = []
+        for partition, offset, _ in waits:
+            tp = TopicPartition(partition.topic, partition.index)
+            future: asyncio.Future[int] = loop.create_future()
+            pending.append((tp, future))
+            if self.partitions.get(tp) is not partition or not partition.is_leader:
+                # lost during the checkpoint's await: its followers are no longer known here
+                future.set_exception(
+                    NotLeaderOrFollowerError(f"{partition.name} is no longer led here; retry")
+                )
+                continue
+            self._deletes.setdefault(tp, {})[future] = offset
+            self._complete_deletes(tp, partition)  # in sync already (a leader alone)
+        try:
+            futures = [f for _, f in pending]
+            if timeout_s > 0 and not all(f.done() for f in futures):
+                await asyncio.wait(futures, timeout=timeout_s)
+        finally:
+            for tp, future in pending:
+                waiting = self._deletes.get(tp)
+                if waiting is not None:
+                    waiting.pop(future, None)
+                    if not waiting:
+                        del self._deletes[tp]
+        for (partition, offset, result), (_, future) in zip(waits, pending, strict=True):
+            if not future.done():
+                future.cancel()
+                result.low_watermark = partition.low_watermark
+                result.error_code = RequestTimedOutError.code
+                result.error_message = (
+                    f"{partition.name}: the in-sync replicas' log starts reached "
+                    f"{result.low_watermark}, not {offset}, in time; they follow shortly"
+                )
+            elif (error := future.exception()) is not None:
+                assert isinstance(error, ApiError)
+                result.error_code, result.error_message = error.code, error.message
+            else:
+                result.low_watermark = future.result()
+
+    def _complete_deletes(self, tp: TopicPartition, partition: Partition) -> None:
+        waiting = self._deletes.get(tp)
+        if not waiting:
+            return
+        low = partition.low_watermark
+        for future, offset in list(waiting.items()):
+            if low >= offset:
+                del waiting[future]
+                if not future.done():
+                    future.set_result(low)
+
+    def _fail_deletes(self, tp: TopicPartition, why: str) -> None:
+        for future in self._deletes.pop(tp, {}):
+            if not future.done():
+                future.set_exception(NotLeaderOrFollowerError(f"{why}; retry at its new leader"))
+
     # --- offsets ------------------------------------------------------------------------
 
     def list_offsets(self, request: ListOffsetsRequest) -> ListOffsetsResponse:
@@ -1207,6 +1313,26 @@ def _check_epoch(partition: Partition, current_leader_epoch: int) -> None:
         f"{partition.name}: epoch {current_leader_epoch} is newer than this broker knows "
         f"({partition.leader_epoch}); retry shortly"
     )
+
+
+def _delete_below(partition: Partition, offset: int) -> int:
+    """DeleteRecords at the leader: the log start offset moved up to ``offset`` (-1: the
+    high watermark, never past it); the offset the replicas must reach."""
+    log = partition.log
+    if not log.config.delete:
+        raise PolicyViolationError(
+            f"{partition.name} has cleanup.policy={log.config.cleanup_policy}: its records "
+            "are removed by compaction, not DeleteRecords"
+        )
+    high_watermark = partition.high_watermark
+    wanted = high_watermark if offset == -1 else offset
+    if not 0 <= wanted <= high_watermark:
+        raise OffsetOutOfRangeError(
+            f"cannot delete {partition.name}'s records below offset {offset}: give an offset "
+            f"from 0 to its high watermark {high_watermark} (-1 for the high watermark)"
+        )
+    log.advance_log_start_offset(wanted)
+    return wanted
 
 
 def _error(tp: TopicPartition, error: type[ApiError] | None = None) -> PartitionError:

@@ -38,6 +38,8 @@ class FollowerState:
     last_caught_up_ms: int = 0
     last_fetch_ms: int = 0
     leader_end_at_last_fetch: int = -1
+    log_start_offset: int = -1
+    """As its fetches say (-1: not said yet)."""
 
 
 ReplicatedCallback = Callable[[ApiError | None], None]
@@ -140,6 +142,26 @@ class Partition:
         state.last_fetch_ms = now_ms
         state.leader_end_at_last_fetch = leader_end
         return moved
+
+    def update_follower_start(self, replica_id: int, log_start_offset: int) -> bool:
+        """A follower's fetch said its log start offset; whether that raised it."""
+        state = self.followers.get(replica_id)
+        if state is None or log_start_offset <= state.log_start_offset:
+            return False
+        state.log_start_offset = log_start_offset
+        return True
+
+    @property
+    def low_watermark(self) -> int:
+        """The lowest log start offset among this leader and its in-sync followers that
+        said theirs (Kafka's DeleteRecords low watermark): records below it are gone from
+        every replica that could lead next."""
+        low = self.log.log_start_offset
+        for replica in self.isr:
+            state = self.followers.get(replica)
+            if state is not None and state.log_start_offset >= 0:
+                low = min(low, state.log_start_offset)
+        return low
 
     def maybe_advance_high_watermark(self, *, answer: bool = True) -> bool:
         """Move the high watermark to the smallest log end offset in the ISR, if higher,

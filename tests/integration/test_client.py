@@ -26,6 +26,7 @@ from client import (
     NewTopic,
     NoOffsetForPartitionError,
     OffsetAndTimestamp,
+    OffsetSpec,
     Producer,
     RecordMetadata,
     TopicPartition,
@@ -36,6 +37,8 @@ from protocol.errors import (
     InvalidReplicaAssignmentError,
     MessageTooLargeError,
     NetworkError,
+    OffsetOutOfRangeError,
+    PolicyViolationError,
     TopicAlreadyExistsError,
     UnknownTopicOrPartitionError,
 )
@@ -780,3 +783,49 @@ async def test_create_partitions_grows_a_topic_that_producers_and_groups_follow(
     async with Producer(bootstrap_servers=shared.bootstrap) as producer:
         with pytest.raises(ValueError, match=r"partitions 0\.\.4"):
             await producer.send(topic, b"v", partition=5)
+
+
+async def test_delete_records_moves_the_start_of_the_partitions_for_every_replica(
+    shared: Cluster,
+) -> None:
+    """DeleteRecords: the records below the offset given are gone for consumers, earliest
+    is the new start, and the answer comes once every in-sync replica has moved its own
+    start (the low watermark). -1 means the high watermark. Bad requests get clear errors
+    and the brokers serve on."""
+    topic, compacted = _name(), _name()
+    tp0, tp1 = TopicPartition(topic, 0), TopicPartition(topic, 1)
+    async with Admin(bootstrap_servers=shared.bootstrap) as admin:
+        await admin.create_topics(
+            [NewTopic(topic, 2, 3), NewTopic(compacted, 1, 1, {"cleanup.policy": "compact"})]
+        )
+        async with Producer(bootstrap_servers=shared.bootstrap, acks="all") as producer:
+            for i in range(100):
+                await producer.send(topic, b"%d" % i, partition=0)
+            for i in range(10):
+                await producer.send(topic, b"%d" % i, partition=1)
+            await producer.send(compacted, b"v", key=b"k")
+        assert await admin.delete_records({tp0: 40, tp1: -1}) == {tp0: 40, tp1: 10}
+        earliest = await admin.list_offsets(
+            {tp0: OffsetSpec.earliest(), tp1: OffsetSpec.earliest()}
+        )
+        assert (earliest[tp0].offset, earliest[tp1].offset) == (40, 10)
+        assert await admin.delete_records({tp0: 10}) == {tp0: 40}  # never moves back
+
+        with pytest.raises(OffsetOutOfRangeError, match="from 0 to its high watermark 100"):
+            await admin.delete_records({tp0: 101})
+        with pytest.raises(PolicyViolationError, match=r"cleanup\.policy=compact"):
+            await admin.delete_records({TopicPartition(compacted, 0): 1})
+        with pytest.raises(UnknownTopicOrPartitionError):
+            await admin.delete_records({TopicPartition(_name(), 0): 1})
+
+    consumer = Consumer(bootstrap_servers=shared.bootstrap, auto_offset_reset="earliest")
+    async with consumer:
+        consumer.assign([tp0, tp1])
+        got: list[ConsumerRecord] = []
+        while len(got) < 60:
+            for records in (await consumer.getmany(timeout_ms=1000)).values():
+                got.extend(records)
+        assert [(r.partition, r.offset, r.value) for r in got] == [
+            (0, i, b"%d" % i) for i in range(40, 100)
+        ]
+        assert await consumer.position(tp1) == 10  # nothing left to read there

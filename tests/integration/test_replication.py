@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from client import Consumer, TopicPartition
+from client import Admin, Consumer, NewTopic, OffsetSpec, Producer, TopicPartition
 from protocol.apis import (
     LATEST_TIMESTAMP,
     ApiKey,
@@ -480,3 +480,42 @@ async def test_offline_partitions_are_reported_and_leaders_rebalance_by_themselv
         lambda: _scrape(_metrics_port(cluster, after.controller_id)),
         lambda m: m["headwater_offline_partitions"] == 0,
     )
+
+
+async def test_deleted_records_stay_deleted_after_the_leader_dies(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    """DeleteRecords is answered once every in-sync replica moved its log start: the
+    leader killed (kill -9) right after, the new leader starts at the same offset, and the
+    killed one had written its own new start to disk before it answered."""
+    cluster = make_cluster(3, FAST_ISR)
+    await _ready_cluster(cluster)
+    tp = TopicPartition("trimmed", 0)
+    async with Admin(bootstrap_servers=cluster.bootstrap) as admin:
+        await admin.create_topics([NewTopic("trimmed", 1, 3, {"min.insync.replicas": "2"})])
+        async with Producer(bootstrap_servers=cluster.bootstrap, acks="all") as producer:
+            for i in range(50):
+                await producer.send("trimmed", b"%d" % i)
+        assert await admin.delete_records({tp: 30}) == {tp: 30}
+        (described,) = await admin.describe_topics(["trimmed"])
+        leader = described.partitions[0].leader
+        cluster.brokers[leader].kill()
+
+        async def moved() -> int:
+            (d,) = await admin.describe_topics(["trimmed"])
+            return d.partitions[0].leader
+
+        await _until(moved, lambda b: b not in (-1, leader), timeout_s=30)
+        earliest = await admin.list_offsets({tp: OffsetSpec.earliest()})
+        assert earliest[tp].offset == 30
+        # the killed leader wrote its new start before answering (no checkpoint interval)
+        checkpoint = cluster.brokers[leader].directory / "data" / "log-start-offset-checkpoint"
+        assert "trimmed 0 30" in checkpoint.read_text().splitlines()
+    consumer = Consumer(bootstrap_servers=cluster.bootstrap, auto_offset_reset="earliest")
+    async with consumer:
+        consumer.assign([tp])
+        got: list[bytes] = []
+        while len(got) < 20:
+            for records in (await consumer.getmany(timeout_ms=1000)).values():
+                got.extend(r.value for r in records)
+    assert got == [b"%d" % i for i in range(30, 50)]
