@@ -243,45 +243,57 @@ class TopicAdmin:
     async def create_partitions(self, request: CreatePartitionsRequest) -> CreatePartitionsResponse:
         """CreatePartitions: each topic grows to ``count`` partitions. Its assignment znode
         gains the new partitions (compare-and-set on its version); the controller, watching
-        it, starts them. Answered once their leaders are known, or at ``timeout_ms``."""
+        it, starts them. Answered once the new partitions' leaders are known (as Kafka: not
+        the old ones', which may be offline), or at ``timeout_ms``."""
         names = [t.name for t in request.topics]
         twice = {n for n in names if names.count(n) > 1}
-        results = await asyncio.gather(
+        outcomes = await asyncio.gather(
             *(self._add_partitions(t, request.validate_only, twice) for t in request.topics)
         )
-        grown = {
-            t.name: t.count
-            for t, r in zip(request.topics, results, strict=True)
-            if not r.error_code
+        results = [result for result, _ in outcomes]
+        added = {
+            t.name: range(had, t.count)
+            for t, (result, had) in zip(request.topics, outcomes, strict=True)
+            if not result.error_code and had is not None
         }
         timeout_s = max(request.timeout_ms, 0) / 1000
-        if grown and not request.validate_only and timeout_s > 0:
+        if added and not request.validate_only and timeout_s > 0:
+            metadata = self._metadata
 
             def started(topic: str) -> bool:
-                known = self._metadata.topics.get(topic, {})
-                return len(known) >= grown[topic] and self._metadata.has_leaders(topic)
+                known = metadata.topics.get(topic)
+                if known is None:
+                    return True  # deleted meanwhile: said below, not waited for
+                return all(p in known and known[p].leader in metadata.brokers for p in added[topic])
 
-            if not await self._metadata.wait_for(lambda: all(map(started, grown)), timeout_s):
-                for r in results:
-                    if r.name in grown and not started(r.name):
-                        r.error_code = RequestTimedOutError.code
-                        r.error_message = (
-                            f"topic {r.name!r} has {grown[r.name]} partitions now, but the "
-                            f"new ones' leaders were not known within {request.timeout_ms} "
-                            "ms; they will be usable shortly"
-                        )
-        return CreatePartitionsResponse(results=list(results))
+            await metadata.wait_for(lambda: all(map(started, added)), timeout_s)
+            for r in results:
+                if r.name not in added:
+                    continue
+                if r.name not in metadata.topics:
+                    r.error_code = UnknownTopicOrPartitionError.code
+                    r.error_message = f"topic {r.name!r} was deleted while it was being grown"
+                elif not started(r.name):
+                    r.error_code = RequestTimedOutError.code
+                    r.error_message = (
+                        f"topic {r.name!r} has its new partitions, but their leaders were not "
+                        f"known within {request.timeout_ms} ms; they will be usable shortly"
+                    )
+        return CreatePartitionsResponse(results=results)
 
     async def _add_partitions(
         self, topic: CreatePartitionsTopic, validate_only: bool, twice: set[str]
-    ) -> CreatePartitionsTopicResult:
+    ) -> tuple[CreatePartitionsTopicResult, int | None]:
+        """The topic's result, and how many partitions it had before (None: none added)."""
         try:
             if topic.name in twice:
                 raise InvalidRequestError(f"topic {topic.name!r} is named twice in the request")
+            validate_topic_name(topic.name)
             for attempt in range(_CAS_ATTEMPTS):
                 if attempt:  # lost a race: a jittered pause, so racers do not collide again
                     await asyncio.sleep(random.uniform(0, _CAS_BACKOFF_S * attempt))
-                if await self._grow(topic, validate_only):
+                had = await self._grow(topic, validate_only)
+                if had is not None:
                     break
             else:
                 raise RequestTimedOutError(
@@ -289,14 +301,15 @@ class TopicAdmin:
                     "try again"
                 )
         except ApiError as exc:
-            return CreatePartitionsTopicResult(
+            result = CreatePartitionsTopicResult(
                 name=topic.name, error_code=exc.code, error_message=exc.message
             )
-        return CreatePartitionsTopicResult(name=topic.name)
+            return result, None
+        return CreatePartitionsTopicResult(name=topic.name), had
 
-    async def _grow(self, topic: CreatePartitionsTopic, validate_only: bool) -> bool:
-        """One read-check-write round of :meth:`_add_partitions`; False if another writer
-        changed the assignment between our read and our write."""
+    async def _grow(self, topic: CreatePartitionsTopic, validate_only: bool) -> int | None:
+        """One read-check-write round of :meth:`_add_partitions`: the partition count read;
+        None if another writer changed the assignment between our read and our write."""
         name = topic.name
         try:
             data, stat = await self._zk.get(paths.topic(name))
@@ -313,7 +326,7 @@ class TopicAdmin:
         brokers = sorted(int(b) for b in await self._zk.get_children(paths.BROKER_IDS))
         added = _new_partitions(name, current, topic, brokers)
         if validate_only:
-            return True
+            return len(current)
         try:
             await self._zk.set(
                 paths.topic(name),
@@ -321,11 +334,11 @@ class TopicAdmin:
                 version=stat.version,
             )
         except (VersionConflict, NoNode):
-            return False
+            return None
         self._log.info(
             "topic.partitions_added", topic=name, partitions=topic.count, added=sorted(added)
         )
-        return True
+        return len(current)
 
     # --- delete -------------------------------------------------------------------------
 
@@ -694,6 +707,11 @@ def _new_partitions(
     factor = len(first_replicas)
     first = range(have, request.count)
     if request.assignments is None:
+        if factor > len(brokers):
+            raise InvalidReplicationFactorError(
+                f"topic {topic!r} has {factor} replicas per partition, more than the "
+                f"{len(brokers)} live brokers; start brokers first"
+            )
         leader = first_replicas[0]
         start = brokers.index(leader) if leader in brokers else None
         return assign_replicas(

@@ -191,17 +191,25 @@ class BrokerRegistrar:
         except NodeExists:
             stat = await self._zk.exists(self.path)
             if stat is None or stat.ephemeralOwner != self._zk.session_id:
+                self.creating = False
                 holder = await self._holder()
                 raise BrokerIdInUseError(
                     f"broker id {self.registration.broker_id} is already registered by a live "
                     f"broker{holder}; stop it, or give this broker another broker.id"
                 ) from None
-        finally:
+        except ZkError:
+            # the create may have landed, its answer lost: still "creating" (a request
+            # stamped with the new epoch waits, a refusal of ours is retried) until a look
+            # at the znode says (see _keep_registered)
+            raise
+        except BaseException:
             self.creating = False
+            raise
         self._took(stat.czxid)
 
     def _took(self, czxid: int) -> None:
         """Our registration is the znode made in transaction ``czxid``."""
+        self.creating = False
         if czxid != self.epoch:
             self.epoch = czxid  # the broker epoch the controller stamps on its requests
             self._log.info("broker.registered", epoch=self.epoch)
@@ -244,10 +252,11 @@ class BrokerRegistrar:
                         break
                 except BrokerIdInUseError:
                     pass  # another session's znode, as below
-                except ZkError as exc:
+                except ZkError as exc:  # (a create's answer lost: still creating, see there)
                     self._log.info("broker.register_retry", error=str(exc))
                     await asyncio.sleep(_RETRY_S)
                     continue
+                self.creating = False
                 # Not ours. Our last session's znode went with it (ZooKeeper removes a
                 # session's ephemerals as it expires), so another broker holds our id, even
                 # one at our address (a copied config, "localhost" on two machines)

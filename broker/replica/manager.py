@@ -525,6 +525,9 @@ class ReplicaManager:
             ]
             if opening:
                 await asyncio.wait(opening)  # not gather: our cancellation must not cancel them
+                for done in opening:  # a failed open is the LeaderAndIsr's to report
+                    if not done.cancelled():
+                        done.exception()
             for p in partitions:
                 tp = TopicPartition(p.topic_name, p.partition_index)
                 self._unfollow(tp)

@@ -387,13 +387,16 @@ class RecordBatch:
         are ``lead`` followed by a :class:`Record`'s; decoded on each call, not cached.
         Raises :class:`InvalidRecordsError` if the batch is damaged.
         """
-        columns = self.columns()
+        columns = self.columns(rising=False)
         return columns.rows(cls, lead, 0, len(columns))
 
-    def columns(self) -> RecordColumns:
+    def columns(self, *, rising: bool = True) -> RecordColumns:
         """The records decoded as columns, each record's tuple made only when asked for
         (:meth:`RecordColumns.rows`); decoded on each call, not cached. Raises
-        :class:`InvalidRecordsError` if the batch is damaged.
+        :class:`InvalidRecordsError` if the batch is damaged, or with ``rising`` if its
+        offsets do not rise (a consumer finds its position among them by bisection; the
+        broker's cleaner and readers of whole batches take such a batch as it is, as
+        Kafka's do).
         """
         h = self.header
         payload = self._data[B.HEADER_SIZE :]
@@ -403,7 +406,7 @@ class RecordBatch:
             data = decompress(h.compression, payload, self._max_decompressed)
         try:
             offsets, timestamps, keys, values, headers = _decode_records(
-                data, h.record_count, h.base_offset, h.base_timestamp
+                data, h.record_count, h.base_offset, h.base_timestamp, rising=rising
             )
         except (IndexError, UnicodeDecodeError) as exc:
             raise InvalidRecordsError(
@@ -480,7 +483,7 @@ Columns = tuple[
 
 
 def _decode_records(  # noqa: C901, PLR0912, PLR0915 - the consumer's per-record loop, inlined
-    data: bytes, count: int, base_offset: int, base_ts: int
+    data: bytes, count: int, base_offset: int, base_ts: int, *, rising: bool = False
 ) -> Columns:
     """The ``count`` records in ``data``, as columns: offsets, timestamps, keys, values and
     headers (the caller zips them into records, in C).
@@ -599,7 +602,7 @@ def _decode_records(  # noqa: C901, PLR0912, PLR0915 - the consumer's per-record
             )
     if pos != size:
         raise InvalidRecordsError(f"{size - pos} bytes follow the batch's {count} records")
-    if count > first:  # runs' offset deltas are 0, 1, 2, ... by construction
+    if rising and count > first:  # runs' offset deltas are 0, 1, 2, ... by construction
         _check_rising(offsets[first - 1 :] if first else offsets, base_offset)
     headers: list[tuple[Header, ...]] = [()] * count
     for i, record_headers in with_headers.items():

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from client import Admin, Consumer, NewTopic, OffsetSpec, Producer, TopicPartition
+from client import Admin, Consumer, NewPartitions, NewTopic, OffsetSpec, Producer, TopicPartition
 from protocol.apis import (
     LATEST_TIMESTAMP,
     ApiKey,
@@ -519,3 +519,24 @@ async def test_deleted_records_stay_deleted_after_the_leader_dies(
             for records in (await consumer.getmany(timeout_ms=1000)).values():
                 got.extend(r.value for r in records)
     assert got == [b"%d" % i for i in range(30, 50)]
+
+
+async def test_a_topic_with_an_offline_partition_can_still_grow(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    """From a review: CreatePartitions waited for every partition of the topic to have a
+    leader, so a topic with one offline (its only replica's broker down) timed out though
+    the new partitions led at once. As Kafka, only the new ones are waited for."""
+    cluster = make_cluster(3, FAST_ISR)
+    await _ready_cluster(cluster)
+    async with Admin(bootstrap_servers=cluster.bootstrap) as admin:
+        await admin.create_topics([NewTopic("spread", 3, 1)])  # a partition on each broker
+        (described,) = await admin.describe_topics(["spread"])
+        gone = described.partitions[0].leader
+        cluster.brokers[gone].kill()
+        await _until(admin.describe_cluster, lambda c: gone not in {b.node_id for b in c.brokers})
+        await admin.create_partitions({"spread": NewPartitions(5)}, timeout_ms=10_000)
+        (described,) = await admin.describe_topics(["spread"])
+    leaders = {p.partition: p.leader for p in described.partitions}
+    assert leaders[0] == -1  # still offline
+    assert leaders[3] not in (-1, gone) and leaders[4] not in (-1, gone)

@@ -110,5 +110,8 @@ def test_new_partitions_given_by_hand_are_checked() -> None:
         _grow(3, [[1, 1, 2]])
     with pytest.raises(InvalidReplicaAssignmentError, match=r"no live broker \[9\]"):
         _grow(3, [[1, 2, 9]])
-    with pytest.raises(InvalidReplicationFactorError, match="larger than the 2 available"):
+    with pytest.raises(
+        InvalidReplicationFactorError,
+        match="3 replicas per partition, more than the 2 live brokers",
+    ):
         _grow(3, brokers=[1, 2])

@@ -4,7 +4,6 @@ against a plain field-by-field reference decoder, at the varint size boundaries,
 headers, null keys and values, compression, LogAppendTime, and with damaged bytes (it must
 raise InvalidRecordsError exactly when the reference finds the records malformed)."""
 
-import itertools
 import struct
 
 import pytest
@@ -19,6 +18,7 @@ from protocol.records import batch as B
 from protocol.records.codec import _decode_records
 from protocol.records.runs import decode_runs
 from protocol.records.varints import read_varint, varint
+from tests.unit.test_consumer_fetcher import _with_offset_deltas
 
 ALL_CODECS = ["none", "gzip", "snappy", "lz4", "zstd"]
 BASE_TS = 1_700_000_000_000
@@ -29,8 +29,7 @@ DELTAS = [0, 1, -1, 63, 64, -64, -65, 8191, 8192, -8192, -8193, 1 << 40, -(1 << 
 
 
 def reference(data: bytes, count: int, base_offset: int, base_ts: int) -> list[tuple]:
-    """Kafka's DefaultRecord.readFrom, one field at a time; raises on any malformation,
-    and on offsets that do not rise within the batch (a consumer bisects them)."""
+    """Kafka's DefaultRecord.readFrom, one field at a time; raises on any malformation."""
     out = []
     pos = 0
     for _ in range(count):
@@ -58,8 +57,6 @@ def reference(data: bytes, count: int, base_offset: int, base_ts: int) -> list[t
         out.append((base_offset + offset_delta, base_ts + ts_delta, key, value, tuple(headers)))
     if pos != len(data):
         raise InvalidRecordsError("trailing bytes")
-    if any(b[0] <= a[0] for a, b in itertools.pairwise(out)):
-        raise InvalidRecordsError("offsets must rise")  # ours, not Kafka's reader: see codec
     return out
 
 
@@ -591,3 +588,13 @@ def test_the_run_decoders_structs_are_bounded(monkeypatch: pytest.MonkeyPatch) -
         data = encode_batch([(None, b"v" * size, None, BASE_TS)] * 20)
         assert [r.value for r in next(decode_batches(data))] == [b"v" * size] * 20
         assert len(runs._UNPACKERS) <= runs._MAX_UNPACKERS
+
+
+def test_offsets_that_fall_back_are_refused_to_a_consumer_only() -> None:
+    """A consumer bisects a batch's offsets, so one whose offsets fall back is damaged to
+    it (records would be skipped unseen); the cleaner and whole-batch readers take it as
+    it is, as Kafka's do (the broker checks batches, not records, on produce)."""
+    (batch,) = decode_batches(_with_offset_deltas(4, [2, 3, 0, 1]))
+    assert [r.offset for r in batch.records] == [6, 7, 4, 5]
+    with pytest.raises(InvalidRecordsError, match="offset deltas must rise: 0 follows 3"):
+        batch.columns()

@@ -27,6 +27,8 @@ class FakeZk:
         self.zxid = 100
         self.lose_create_answer = False
         self.callbacks: list[Callable[[str], None]] = []
+        self.looked: list[bool] = []  # the registrar's ``creating`` at each exists()
+        self.registrar: BrokerRegistrar | None = None
 
     def on_state_change(self, callback: Callable[[str], None]) -> None:
         self.callbacks.append(callback)
@@ -53,6 +55,8 @@ class FakeZk:
 
     async def exists(self, path: str, watch: object = None) -> SimpleNamespace | None:
         await asyncio.sleep(0)
+        if self.registrar is not None:
+            self.looked.append(self.registrar.creating)
         got = self.znodes.get(path)
         return got[1] if got else None
 
@@ -84,9 +88,13 @@ async def test_a_registration_whose_answer_was_lost_still_gives_its_epoch() -> N
     registrar = BrokerRegistrar(zk, BrokerRegistration(broker_id=1, host="h", port=1))  # type: ignore[arg-type]
     first = await registrar.register()
     zk.lose_create_answer = True
+    zk.registrar = registrar
     zk.expire()
     await _until(lambda: registrar.path in zk.znodes and registrar.epoch != first)
     assert registrar.epoch == zk.znodes[registrar.path][1].czxid
+    # until that look, the registration counted as under way: a ControlledShutdown refused
+    # for the old epoch meanwhile is retried, not taken for a later run's
+    assert zk.looked == [False, True] and not registrar.creating
 
 
 async def test_another_broker_with_our_id_at_our_own_address_is_reported() -> None:
