@@ -604,7 +604,10 @@ class Admin:
             timeout_ms=timeout_ms,
         )
         response: DeleteRecordsResponse = await self._cluster.send(
-            node, ApiKey.DELETE_RECORDS, request
+            node,
+            ApiKey.DELETE_RECORDS,
+            request,
+            timeout_ms=timeout_ms + self.request_timeout_ms,  # the broker holds it that long
         )
         out: dict[TopicPartition, int | ApiError] = {}
         for t in response.topics:

@@ -123,6 +123,7 @@ class _DelayedFetch:
     partitions waiting for ``fetch.min.bytes`` while W produces trickle in read P x W."""
 
     __slots__ = (
+        "answer_now",
         "by_tp",
         "context",
         "deferred",
@@ -152,6 +153,9 @@ class _DelayedFetch:
         self.total = sum(self.found.values())
         self.woke: set[TopicPartition] = set()  # woken since its last look (no session)
         self.by_tp: dict[TopicPartition, SessionPartition] | None = None
+        self.answer_now = False
+        """A follower's: a log start moved (DeleteRecords), which it must hear of though
+        no record came (Kafka's followers wait for their fetch to expire)."""
 
 
 @dataclass(slots=True, eq=False)
@@ -479,6 +483,7 @@ class ReplicaManager:
         self._unfollow(tp)
         if partition.is_leader:
             partition.become_leader(_now_ms())
+            self._complete_deletes(tp, partition)  # its ISR may be smaller now
         else:
             partition.become_follower()
             self._fail_deletes(tp, f"{partition.name} lost its leadership here")
@@ -735,14 +740,15 @@ class ReplicaManager:
         try:
             woke, delayed.woke = delayed.woke, set()
             woke |= context.refresh()
-            if not expired and not self._enough(delayed, woke):
+            now = expired or delayed.answer_now
+            if not now and not self._enough(delayed, woke):
                 return
             response, size, failed = self._read(delayed.request, context, delayed.follower)
         except Exception as exc:
             self._unpark(delayed)
             delayed.deferred.fail(exc)
             return
-        if size < delayed.request.min_bytes and not failed and not expired:
+        if size < delayed.request.min_bytes and not failed and not now:
             delayed.found = context.sizes()
             delayed.total = size
             return
@@ -921,13 +927,21 @@ class ReplicaManager:
             )
         return partition
 
-    def _wake(self, tp: TopicPartition, *, followers: bool = True, consumers: bool = True) -> None:
+    def _wake(
+        self,
+        tp: TopicPartition,
+        *,
+        followers: bool = True,
+        consumers: bool = True,
+        answer_followers: bool = False,
+    ) -> None:
         """Something changed for ``tp`` (data, high watermark, role): the fetches parked on
         it try again once the request that changed it is done (Kafka's ActionQueue).
 
         Not inside the append: a produce to P partitions would re-read every parked fetch
         after each of them (P x P reads, and a follower answered one partition at a time).
-        The woken fetches are tried together, once each: by :meth:`produce` and
+        ``answer_followers``: the followers' are answered even with no records (a log start
+        that moved). The woken fetches are tried together, once each: by :meth:`produce` and
         :meth:`fetch` when their appends or high-watermark moves are all done (see there),
         else (a role change, a timer) in the loop's next pass.
 
@@ -951,9 +965,11 @@ class ReplicaManager:
             if waiters:
                 for delayed in waiters:
                     delayed.woke.add(tp)
+                    delayed.answer_now |= answer_followers and delayed.follower
                 self._woken.update(dict.fromkeys(waiters))
             for session in parked:
                 assert isinstance(session.parked, _DelayedFetch)
+                session.parked.answer_now |= answer_followers and session.parked.follower
                 self._woken[session.parked] = None
 
     def _complete_woken(self, limit: int | None = None) -> None:
@@ -1023,10 +1039,10 @@ class ReplicaManager:
                 if settled and partition.leader_epoch == epoch and not fenced:
                     # ZooKeeper's ISR is known again (written, or re-read on a conflict)
                     partition.joining.clear()
+                    tp = TopicPartition(partition.topic, partition.index)
                     if partition.maybe_advance_high_watermark():  # a smaller ISR may allow it
-                        self._wake(
-                            TopicPartition(partition.topic, partition.index), followers=False
-                        )
+                        self._wake(tp, followers=False)
+                    self._complete_deletes(tp, partition)  # one left behind may be out now
 
         task = asyncio.get_running_loop().create_task(write())
         self._isr_tasks.add(task)
@@ -1062,8 +1078,16 @@ class ReplicaManager:
             topics.append(DeleteRecordsTopicResult(name=topic.name, partitions=results))
         if waits:
             for partition, _, _ in waits:
-                self._wake(TopicPartition(partition.topic, partition.index), consumers=False)
-            await self.logs.checkpoint_async()  # the new log starts outlive a crash
+                tp = TopicPartition(partition.topic, partition.index)
+                self._wake(tp, consumers=False, answer_followers=True)
+            try:
+                await self.logs.checkpoint_async()  # the new log starts outlive a crash
+            except OSError as exc:
+                self._log.error("replica.checkpoint_failed", error=str(exc))
+                for _, _, result in waits:
+                    result.error_code = KafkaStorageError.code
+                    result.error_message = f"the new log start could not be written: {exc}"
+                return DeleteRecordsResponse(topics=topics)
             await self._await_low_watermarks(waits, max(request.timeout_ms, 0) / 1000)
         return DeleteRecordsResponse(topics=topics)
 
@@ -1095,14 +1119,19 @@ class ReplicaManager:
                     waiting.pop(future, None)
                     if not waiting:
                         del self._deletes[tp]
+                if future.done() and not future.cancelled():
+                    future.exception()  # retrieved, even if we were cancelled meanwhile
         for (partition, offset, result), (_, future) in zip(waits, pending, strict=True):
             if not future.done():
                 future.cancel()
-                result.low_watermark = partition.low_watermark
+                low = partition.low_watermark(self.metadata.brokers)
+                result.low_watermark = low
+                if low >= offset and partition.is_leader:
+                    continue  # reached as the wait ended (nothing told us: an ISR change)
                 result.error_code = RequestTimedOutError.code
                 result.error_message = (
-                    f"{partition.name}: the in-sync replicas' log starts reached "
-                    f"{result.low_watermark}, not {offset}, in time; they follow shortly"
+                    f"{partition.name}: a replica's log start is at {low}, not yet {offset} "
+                    "(it has not fetched since); retry to wait longer"
                 )
             elif (error := future.exception()) is not None:
                 assert isinstance(error, ApiError)
@@ -1114,7 +1143,7 @@ class ReplicaManager:
         waiting = self._deletes.get(tp)
         if not waiting:
             return
-        low = partition.low_watermark
+        low = partition.low_watermark(self.metadata.brokers)
         for future, offset in list(waiting.items()):
             if low >= offset:
                 del waiting[future]

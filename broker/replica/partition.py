@@ -17,7 +17,7 @@ leader's, capped at the local log end.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from dataclasses import dataclass, field
 
 import structlog
@@ -106,8 +106,14 @@ class Partition:
         self.epoch_start_offset = self.log.log_end_offset
         self.log.assign_epoch_start(self.leader_epoch)
         self.joining = set()
+        before = self.followers
         self.followers = {
-            r: FollowerState(last_caught_up_ms=now_ms if r in self.isr else 0)
+            r: FollowerState(
+                last_caught_up_ms=now_ms if r in self.isr else 0,
+                # kept over an epoch bump: a follower whose fetch session goes on says
+                # it again only when it changes
+                log_start_offset=before[r].log_start_offset if r in before else -1,
+            )
             for r in self.replicas
             if r != self.local_broker_id
         }
@@ -144,22 +150,22 @@ class Partition:
         return moved
 
     def update_follower_start(self, replica_id: int, log_start_offset: int) -> bool:
-        """A follower's fetch said its log start offset; whether that raised it."""
+        """A follower's fetch said its log start offset (kept as said: a restart may take
+        it back); whether that raised it."""
         state = self.followers.get(replica_id)
-        if state is None or log_start_offset <= state.log_start_offset:
+        if state is None or log_start_offset < 0:
             return False
+        rose = log_start_offset > state.log_start_offset
         state.log_start_offset = log_start_offset
-        return True
+        return rose
 
-    @property
-    def low_watermark(self) -> int:
-        """The lowest log start offset among this leader and its in-sync followers that
-        said theirs (Kafka's DeleteRecords low watermark): records below it are gone from
-        every replica that could lead next."""
+    def low_watermark(self, alive: Container[int] = ()) -> int:
+        """The lowest log start offset among this leader and its followers that are in
+        sync or ``alive`` (Kafka's DeleteRecords low watermark: every replica that could
+        lead next); -1 while one of them has not said its own (it fetches, and says)."""
         low = self.log.log_start_offset
-        for replica in self.isr:
-            state = self.followers.get(replica)
-            if state is not None and state.log_start_offset >= 0:
+        for replica, state in self.followers.items():
+            if replica in self.isr or replica in alive:
                 low = min(low, state.log_start_offset)
         return low
 
