@@ -20,9 +20,9 @@ starts where the last whole batch ended).
 
 from __future__ import annotations
 
-import bisect
 import collections
 import itertools
+from bisect import bisect_left
 from collections.abc import Callable, Container, Iterable, Mapping
 from typing import Any, NamedTuple, TypeVar
 
@@ -546,7 +546,7 @@ class Subscription:
                     _take_slice(chunk, state, budget - len(out), tp, out)
                 else:
                     _take_each(chunk, state, budget - len(out), tp=tp, make=make_record, out=out)
-                if chunk.index >= len(chunk.columns):
+                if chunk.index >= len(chunk.columns.offsets):
                     chunk.batches.popleft()
                     chunk.columns = None
                     assert state.position is not None
@@ -570,9 +570,12 @@ def _take_slice(
     columns = chunk.columns
     assert columns is not None and state.position is not None
     offsets = columns.offsets
-    first = bisect.bisect_left(offsets, state.position, chunk.index)
+    first = bisect_left(offsets, state.position, chunk.index)
     last = min(len(offsets), first + room)
-    if last > first:
+    if last - first == 1:
+        out.append(columns.row(ConsumerRecord, tp, first))  # getone(): no slices, no zip
+        state.position = offsets[first] + 1
+    elif last > first:
         out += columns.rows(ConsumerRecord, tp, first, last)
         state.position = offsets[last - 1] + 1
     chunk.index = last
@@ -591,8 +594,8 @@ def _take_each(
     deserializers), which may raise: the position stays on the record that failed."""
     columns = chunk.columns
     assert columns is not None and state.position is not None
-    chunk.index = bisect.bisect_left(columns.offsets, state.position, chunk.index)
-    stop = min(len(columns), chunk.index + room)
+    chunk.index = bisect_left(columns.offsets, state.position, chunk.index)
+    stop = min(len(columns.offsets), chunk.index + room)
     # one at a time: each Record is freed once ``make`` is done with it
     for record in columns.iter_rows(Record, (), chunk.index, stop):
         out.append(make(tp, record))
