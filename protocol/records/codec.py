@@ -458,13 +458,6 @@ class RecordColumns:
         fields are ``lead`` followed by a :class:`Record`'s."""
         return list(self.iter_rows(cls, lead, start, stop))
 
-    def row(self, cls: type[T], lead: tuple[Any, ...], i: int) -> T:
-        """Record ``i`` as a ``cls`` instance whose fields are ``lead`` and a Record's."""
-        at = self.timestamps[i] if self.append_time is None else self.append_time
-        fields = (*lead, self.offsets[i], at, self.keys[i], self.values[i], self.headers[i])
-        made: T = _tuple_new(cls, fields)
-        return made
-
     def iter_rows(self, cls: type[T], lead: tuple[Any, ...], start: int, stop: int) -> Iterator[T]:
         """:meth:`rows`, made one at a time as the iterator is read."""
         columns: list[Iterable[Any]] = [

@@ -402,6 +402,28 @@ def test_switching_to_deserializing_mid_batch_keeps_the_position() -> None:
     assert [r.offset for r in sub.take(None, None)[TP]] == [4, 5]
 
 
+def test_small_takes_across_blocks_and_paths_hand_out_every_record_once() -> None:
+    """Small takes (getone, a small max_records) are served from a block of records made
+    ahead: across its edges, and switching between ConsumerRecords and deserialized ones
+    (the block is of one kind), every record comes once, in order."""
+    sub = positioned(at=5)
+    answered(sub, fetch_one(sub), batch(0, 150) + batch(150, 100))
+    got: list[tuple[str, int]] = []
+    for i in range(200):
+        if i % 3 == 2:
+            taken = sub.take(None, 7, as_tuple)[TP]
+            got += [("made", r[2]) for r in taken]
+        else:
+            taken = sub.take(None, 1 + i % 7)[TP]
+            assert all(type(r) is ConsumerRecord for r in taken)
+            got += [("fast", r.offset) for r in taken]
+        if not sub.states[TP].chunks:
+            break
+    assert [offset for _, offset in got] == list(range(5, 250))
+    assert {kind for kind, _ in got} == {"made", "fast"}
+    assert sub.states[TP].position == 250
+
+
 def test_a_damaged_batch_raises_on_the_fast_path_after_the_good_ones() -> None:
     bad = bytearray(batch(3, 2))
     bad[HEADER_SIZE] = 0  # the first record's length: 0
