@@ -1054,9 +1054,10 @@ class ReplicaManager:
         """Move each partition's log start offset up to the offset given (-1: the high
         watermark), as Kafka's DeleteRecords: records below it are no longer read, and
         the segments wholly below it go at the next retention pass. Answered per
-        partition with the low watermark once every in-sync replica has moved its own
-        log start that far (followers learn it from their fetches), or REQUEST_TIMED_OUT
-        at ``timeout_ms``."""
+        partition with the low watermark once every follower in sync or on a live broker
+        has moved its own log start that far (their parked fetches are answered with the
+        new start at once, and their next fetch says theirs), or REQUEST_TIMED_OUT at
+        ``timeout_ms``."""
         waits: list[tuple[Partition, int, DeleteRecordsPartitionResult]] = []
         topics = []
         for topic in request.topics:
