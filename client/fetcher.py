@@ -593,23 +593,30 @@ def _take_slice(
     Offsets rise within a batch (the broker assigns them so), so the records below the
     position are a prefix: a fetch from the middle of a batch, or a seek into it.
     """
+    columns, first, last = _bounds(chunk, state, room)
+    if last > first:
+        if last - first < _BLOCK:
+            out += _made(chunk, ConsumerRecord, tp, first, last)
+        else:
+            out += columns.rows(ConsumerRecord, tp, first, last)
+        state.position = columns.offsets[last - 1] + 1
+    chunk.index = last
+
+
+def _bounds(chunk: _Chunk, state: PartitionState, room: int) -> tuple[RecordColumns, int, int]:
+    """The front batch's columns, and the bounds of the next ``room`` records at or past
+    the position (``chunk.index`` moved past those below it)."""
     columns = chunk.columns
     assert columns is not None and state.position is not None
     offsets = columns.offsets
     count = len(offsets)
     first = chunk.index
     if first < count and offsets[first] < state.position:  # not where the last take ended
-        first = bisect_left(offsets, state.position, first)
+        chunk.index = first = bisect_left(offsets, state.position, first)
     last = first + room
     if last > count:  # noqa: PLR1730 - min() is a call more on a getone()'s path
         last = count
-    if last > first:
-        if last - first < _BLOCK:
-            out += _made(chunk, ConsumerRecord, tp, first, last)
-        else:
-            out += columns.rows(ConsumerRecord, tp, first, last)
-        state.position = offsets[last - 1] + 1
-    chunk.index = last
+    return columns, first, last
 
 
 def _take_each(
@@ -623,16 +630,7 @@ def _take_each(
 ) -> None:
     """Hand out the current batch's next records one by one through ``make`` (the
     deserializers), which may raise: the position stays on the record that failed."""
-    columns = chunk.columns
-    assert columns is not None and state.position is not None
-    offsets = columns.offsets
-    count = len(offsets)
-    first = chunk.index
-    if first < count and offsets[first] < state.position:  # not where the last take ended
-        chunk.index = first = bisect_left(offsets, state.position, first)
-    stop = first + room
-    if stop > count:  # noqa: PLR1730 - as in _take_slice
-        stop = count
+    columns, first, stop = _bounds(chunk, state, room)
     # one at a time (each Record freed once ``make`` is done with it), or a small take's
     # from the block made ahead
     records = (
