@@ -782,7 +782,14 @@ class Log:
         """:meth:`delete_pending` in two halves: the descriptors are closed here, on the
         event loop (a read in flight re-reads ``fd`` between awaits and sees -1, never a
         number reused by another file); the files (``.deleted`` names, no longer anyone's)
-        are returned for the caller to unlink off the loop."""
+        are returned for the caller to unlink off the loop.
+
+        None while an fsync runs in a worker thread: it may hold these segments (made
+        dirty before they went), and closed under it they would fail it, which takes the
+        log offline. They go at a later pass.
+        """
+        if self._flushes:
+            return []
         paths: list[Path] = []
         for segment in self._due_deletes(force):
             for index in (segment.offset_index, segment.time_index):
