@@ -126,6 +126,7 @@ class Log:
         self._last_flush_ms = clock()
         self._pending_deletes: list[tuple[int, LogSegment]] = []
         self._flushes = 0  # fsyncs in worker threads now (their segments are in use there)
+        self._flush_held: list[list[LogSegment]] = []  # the segments each of them holds
         self._flushed: asyncio.Event | None = None
         self._deleting = False
         self.offline_reason: str | None = None
@@ -784,12 +785,10 @@ class Log:
         number reused by another file); the files (``.deleted`` names, no longer anyone's)
         are returned for the caller to unlink off the loop.
 
-        None while an fsync runs in a worker thread: it may hold these segments (made
-        dirty before they went), and closed under it they would fail it, which takes the
-        log offline. They go at a later pass.
+        A segment an fsync in a worker thread holds (it was dirty before it went) stays
+        for a later pass: closed under the fsync, it would fail it, which takes the log
+        offline.
         """
-        if self._flushes:
-            return []
         paths: list[Path] = []
         for segment in self._due_deletes(force):
             for index in (segment.offset_index, segment.time_index):
@@ -802,7 +801,10 @@ class Log:
 
     def _due_deletes(self, force: bool) -> list[LogSegment]:
         now = self._clock()
-        due = [(t, s) for t, s in self._pending_deletes if force or t <= now]
+        held = {id(s) for segments in self._flush_held for s in segments}
+        due = [
+            (t, s) for t, s in self._pending_deletes if (force or t <= now) and id(s) not in held
+        ]
         for item in due:
             self._pending_deletes.remove(item)
         return [segment for _, segment in due]
@@ -876,19 +878,21 @@ class Log:
             return  # closed: nothing left to make durable
         target, dirty = self._flush_plan()
         self._flushes += 1
+        self._flush_held.append(dirty)
         # counted until the thread is done, not until this task is: a cancelled await
         # leaves the thread running, on these segments
         running = asyncio.get_running_loop().run_in_executor(None, _fsync_all, dirty, self.epochs)
-        running.add_done_callback(self._flush_ended)
+        running.add_done_callback(lambda done: self._flush_ended(done, dirty))
         try:
             await asyncio.shield(running)
         except OSError as exc:
             self._go_offline(exc, "flushing")
         self._flush_done(target)
 
-    def _flush_ended(self, running: asyncio.Future[None]) -> None:
+    def _flush_ended(self, running: asyncio.Future[None], held: list[LogSegment]) -> None:
         if not running.cancelled():
             running.exception()  # seen here whoever awaited it (a cancelled flush raised none)
+        self._flush_held.remove(held)
         self._flushes -= 1
         if not self._flushes and self._flushed is not None:
             self._flushed.set()
