@@ -57,10 +57,13 @@ _BLOCK = 64
 """Records made together for a small take (getone, async for, a small max_records): one
 zip over 64 of a batch's columns costs about what one record made alone does, and 64
 alive stay far below the 700 that start a young collection."""
+_SMALL_TAKE = 16
+"""Takes of up to this many records come from the block; larger ones are made as they
+are (a take past the block's end makes a new one, most of which a large take wastes)."""
 
 
 def _made(chunk: _Chunk, cls: type, lead: tuple[Any, ...], first: int, last: int) -> list[Any]:
-    """Records ``first``..``last`` (fewer than :data:`_BLOCK`) of the front batch as
+    """Records ``first``..``last`` (at most :data:`_SMALL_TAKE`) of the front batch as
     ``cls``, from the block made ahead, made again from ``first`` when it lacks them."""
     block, at = chunk.block, chunk.block_at
     if chunk.block_type is not cls or first < at or last > at + len(block):
@@ -595,7 +598,7 @@ def _take_slice(
     """
     columns, first, last = _bounds(chunk, state, room)
     if last > first:
-        if last - first < _BLOCK:
+        if last - first <= _SMALL_TAKE:
             out += _made(chunk, ConsumerRecord, tp, first, last)
         else:
             out += columns.rows(ConsumerRecord, tp, first, last)
@@ -635,7 +638,7 @@ def _take_each(
     # from the block made ahead
     records = (
         _made(chunk, Record, (), first, stop)
-        if stop - first < _BLOCK
+        if stop - first <= _SMALL_TAKE
         else columns.iter_rows(Record, (), first, stop)
     )
     for record in records:

@@ -668,7 +668,7 @@ class Log:
 
         def truncate() -> None:
             while len(self.segments) > 1 and self.active.base_offset >= offset:
-                self.segments.pop().delete()
+                self._drop(self.segments.pop())
                 self._bases.pop()
             self.active.make_active()
             self.active.truncate_to(offset)
@@ -679,13 +679,23 @@ class Log:
         self.recovery_point = min(self.recovery_point, self.log_end_offset)
         self._log.info("log.truncated", offset=offset, log_end_offset=self.log_end_offset)
 
+    def _drop(self, segment: LogSegment) -> None:
+        """Delete a segment cut off by a truncation: now, or, while an fsync running in a
+        worker thread holds it (the newest segments are the dirty ones), renamed and due
+        at the next pass over pending deletions (closed under the fsync, it failed it)."""
+        if any(segment is held for segments in self._flush_held for held in segments):
+            segment.rename_for_delete()
+            self._pending_deletes.append((self._clock(), segment))
+        else:
+            segment.delete()
+
     def truncate_fully_and_start_at(self, offset: int) -> None:
         """Drop every segment; the log restarts empty at ``offset``."""
         self._note_truncation(offset)
 
         def restart() -> None:
             for segment in self.segments:
-                segment.delete()
+                self._drop(segment)
             self.segments.clear()
             self._bases.clear()
             segment = self._new_segment(offset, self._clock())
@@ -881,7 +891,14 @@ class Log:
         self._flush_held.append(dirty)
         # counted until the thread is done, not until this task is: a cancelled await
         # leaves the thread running, on these segments
-        running = asyncio.get_running_loop().run_in_executor(None, _fsync_all, dirty, self.epochs)
+        try:
+            running = asyncio.get_running_loop().run_in_executor(
+                None, _fsync_all, dirty, self.epochs
+            )
+        except BaseException:  # no thread (the executor is shut down): nothing holds them
+            self._flush_held.remove(dirty)
+            self._flushes -= 1
+            raise
         running.add_done_callback(lambda done: self._flush_ended(done, dirty))
         try:
             await asyncio.shield(running)

@@ -712,3 +712,36 @@ async def test_segments_due_for_deletion_wait_for_a_flush_that_may_hold_them(
     assert not fsync.errors and log.offline_reason is None
     assert held in [path.name for path in log.take_pending_deletes()]
     m.shutdown()
+
+
+@pytest.mark.parametrize("fully", [False, True])
+async def test_a_truncation_leaves_the_segments_a_flush_holds_until_it_ends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fully: bool
+) -> None:
+    """From a review: a follower truncating (a leader change, or a restart at its leader's
+    start) deleted the segments it cut at once, and the newest are the dirty ones an fsync
+    under way holds: the fsync met a closed descriptor and failed. They now go at the next
+    pass over pending deletions, once it has ended."""
+    m = _manager([tmp_path])
+    m.startup()
+    log = m.get_or_create_log("t", 0)
+    for i in range(1, 40):
+        log.append(encode_batch([(None, b"v" * 50, None, 1000 + i)]))
+    assert log.segment_count > 2
+    fsync = _HeldFsync(monkeypatch)
+    flushing = asyncio.ensure_future(log.flush_async())
+    assert await asyncio.to_thread(fsync.started.wait, 5)
+    if fully:
+        log.truncate_fully_and_start_at(log.log_end_offset + 100)
+    else:
+        log.truncate_to(log.segments[1].base_offset)
+    assert log.take_pending_deletes() == []  # held: not yet
+    fsync.go.set()
+    await flushing
+    assert not fsync.errors and log.offline_reason is None
+    gone = log.take_pending_deletes()
+    assert gone and all(path.name.endswith(".deleted") for path in gone)
+    for path in gone:
+        path.unlink()
+    assert not list(log.dir.glob("*.deleted"))
+    m.shutdown()
