@@ -188,7 +188,7 @@ class Consumer:
         self._pattern: str | None = None
         self._listener: RebalanceListener | None = None
         self._group_error: BaseException | None = None
-        self._holding = False  # on_partitions_assigned runs: records wait until it is done
+        self._holding = False  # a rebalance's revoke or on_partitions_assigned runs: records wait
         self._last_poll = time.monotonic()
         self._polling = 0
         self._commit_lock = asyncio.Lock()
@@ -370,14 +370,21 @@ class Consumer:
     async def _revoked(self) -> None:
         """The member gives its partitions up: commit them, tell the user, stop fetching."""
         revoked = self.assignment()
-        if self.enable_auto_commit:
-            await self._commit_quietly()
-        if self._listener is not None and revoked:
-            try:
-                await self._listener.on_partitions_revoked(revoked)
-            except Exception:
-                _log.exception("on_partitions_revoked raised; the rebalance goes on")
-        self._subscription.assign([])
+        # nothing more is handed out: the commit below (an await) is then of what the user
+        # got, and a record taken meanwhile is not read again by the next owner (Kafka's
+        # poll() drives its rebalance, so none can be taken during it there)
+        self._holding = True
+        try:
+            if self.enable_auto_commit:
+                await self._commit_quietly()
+            if self._listener is not None and revoked:
+                try:
+                    await self._listener.on_partitions_revoked(revoked)
+                except Exception:
+                    _log.exception("on_partitions_revoked raised; the rebalance goes on")
+            self._subscription.assign([])
+        finally:
+            self._holding = False
         self._wake()
 
     async def _assigned(self, tps: list[TopicPartition]) -> None:

@@ -219,3 +219,43 @@ async def test_assign_keeps_a_pause_and_a_group_rebalance_ends_it() -> None:
     await consumer._revoked()
     await consumer._assigned([TP, tp1])
     assert consumer.paused() == set()
+
+
+class _Member:
+    def polled(self) -> None:
+        pass
+
+
+async def test_nothing_is_handed_out_while_a_rebalance_commits_what_was(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Found by a flaky test: the rebalance's auto-commit is an await, and a poll meanwhile
+    took records past the offsets it was committing; the partition's next owner (here the
+    same member) then read them again. Polls get nothing until the revoke is done."""
+    consumer = Consumer(bootstrap_servers="unused:1", group_id="g")
+    consumer._cluster = _Topics()  # type: ignore[assignment]
+    consumer._state = "running"
+    consumer._data = asyncio.Event()
+    consumer._member = _Member()  # type: ignore[assignment]
+    consumer._subscribed = True
+    consumer._subscription.assign([TP])
+    consumer._subscription.seek(TP, 0)
+    (asked,) = _fetchable(consumer, 0).positions.values()
+    batch = encode_batch([(None, b"%d" % i, None, 1_000 + i) for i in range(4)])
+    consumer._subscription.add_fetched(asked, memoryview(batch))
+    committing, go_on = asyncio.Event(), asyncio.Event()
+    committed: list[int | None] = []
+
+    async def commit() -> None:
+        committed.append(consumer._subscription.states[TP].position)  # what it commits
+        committing.set()
+        await go_on.wait()
+
+    monkeypatch.setattr(consumer, "commit", commit)
+    assert [r.offset for r in consumer._take((), 2)[TP]] == [0, 1]
+    revoking = asyncio.ensure_future(consumer._revoked())
+    await committing.wait()
+    assert consumer._take((), 2) == {}  # held: the commit says 2
+    go_on.set()
+    await revoking
+    assert committed == [2] and consumer.assignment() == set()
