@@ -521,8 +521,9 @@ class Admin:
         given (-1: all that consumers can read, up to the high watermark) are deleted.
         Consumers no longer read them, ``list_offsets`` earliest says the new start, and
         their segments go at the next retention pass. Returns each partition's low
-        watermark: the lowest log start offset among its in-sync replicas, reached within
-        ``timeout_ms``. Not for compacted topics (``PolicyViolationError``)."""
+        watermark: the lowest log start offset among its replicas in sync or on a live
+        broker, reached within ``timeout_ms``. Not for compacted topics
+        (``PolicyViolationError``)."""
         todo = {TopicPartition(*tp): offset for tp, offset in before.items()}
         return await self._of_leaders(
             todo,

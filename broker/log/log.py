@@ -125,8 +125,8 @@ class Log:
         self._unflushed_records = 0
         self._last_flush_ms = clock()
         self._pending_deletes: list[tuple[int, LogSegment]] = []
-        self._flushes = 0  # fsyncs in worker threads now (their segments are in use there)
-        self._flush_held: list[list[LogSegment]] = []  # the segments each of them holds
+        self._flush_held: list[list[LogSegment]] = []
+        """The segments of each fsync running in a worker thread now (in use there)."""
         self._flushed: asyncio.Event | None = None
         self._deleting = False
         self.offline_reason: str | None = None
@@ -366,7 +366,7 @@ class Log:
     async def flushes_done(self) -> None:
         """Until no fsync of this log runs in a worker thread (they use its segments'
         descriptors and index maps: :meth:`close_for_delete` waits for them)."""
-        while self._flushes:
+        while self._flush_held:
             if self._flushed is None:
                 self._flushed = asyncio.Event()
             await self._flushed.wait()
@@ -683,7 +683,7 @@ class Log:
         """Delete a segment cut off by a truncation: now, or, while an fsync running in a
         worker thread holds it (the newest segments are the dirty ones), renamed and due
         at the next pass over pending deletions (closed under the fsync, it failed it)."""
-        if any(segment is held for segments in self._flush_held for held in segments):
+        if id(segment) in self._held_by_flushes():
             segment.rename_for_delete()
             self._pending_deletes.append((self._clock(), segment))
         else:
@@ -811,13 +811,17 @@ class Log:
 
     def _due_deletes(self, force: bool) -> list[LogSegment]:
         now = self._clock()
-        held = {id(s) for segments in self._flush_held for s in segments}
+        held = self._held_by_flushes()
         due = [
             (t, s) for t, s in self._pending_deletes if (force or t <= now) and id(s) not in held
         ]
         for item in due:
             self._pending_deletes.remove(item)
         return [segment for _, segment in due]
+
+    def _held_by_flushes(self) -> set[int]:
+        """The ids of the segments an fsync running in a worker thread holds."""
+        return {id(segment) for segments in self._flush_held for segment in segments}
 
     # --- compaction (broker.log.cleaner) ------------------------------------------------
 
@@ -887,7 +891,6 @@ class Log:
         if self._deleting:
             return  # closed: nothing left to make durable
         target, dirty = self._flush_plan()
-        self._flushes += 1
         self._flush_held.append(dirty)
         # counted until the thread is done, not until this task is: a cancelled await
         # leaves the thread running, on these segments
@@ -897,7 +900,6 @@ class Log:
             )
         except BaseException:  # no thread (the executor is shut down): nothing holds them
             self._flush_held.remove(dirty)
-            self._flushes -= 1
             raise
         running.add_done_callback(lambda done: self._flush_ended(done, dirty))
         try:
@@ -910,8 +912,7 @@ class Log:
         if not running.cancelled():
             running.exception()  # seen here whoever awaited it (a cancelled flush raised none)
         self._flush_held.remove(held)
-        self._flushes -= 1
-        if not self._flushes and self._flushed is not None:
+        if not self._flush_held and self._flushed is not None:
             self._flushed.set()
             self._flushed = None
 

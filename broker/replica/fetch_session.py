@@ -95,7 +95,7 @@ class SessionPartition:
         self.last_fetched_epoch = last_fetched_epoch
         self.log_start_offset = log_start_offset
         """A follower's own log start offset (-1 from a consumer): DeleteRecords waits
-        for the in-sync followers' to pass the offset it deleted below."""
+        for the followers' to pass the offset it deleted below."""
         self.sent_high_watermark = -2  # never sent: the first answer includes it
         self.sent_log_start_offset = -2
 

@@ -442,7 +442,8 @@ class RecordColumns:
         append_time: int | None = None,
     ) -> None:
         self.offsets = offsets
-        """In rising order, as the broker assigns them (a consumer bisects them)."""
+        """Rising when made by :meth:`RecordBatch.columns` with ``rising`` (a consumer
+        bisects them)."""
         self.timestamps = timestamps
         self.keys = keys
         self.values = values

@@ -4,8 +4,9 @@ time or when the leadership goes. (tests/integration has it between real brokers
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,24 +29,41 @@ from tests.unit.test_replica_fetch_wake import _Isr, _leader_state, _produce
 TP = TopicPartition("t", 0)
 
 
+Leading = Callable[..., Awaitable[ReplicaManager]]
+
+
 @pytest.fixture
-async def leader(tmp_path: Path) -> AsyncIterator[ReplicaManager]:
-    """Broker 1 leads t-0 with follower 2 in sync; 10 records, all replicated."""
+async def leading(tmp_path: Path) -> AsyncIterator[Leading]:
+    """``leading(in_sync, **settings)``: broker 1 leads t-0 with that ISR and holds 10
+    records; stopped at the end."""
     logs = LogManager([tmp_path], broker_id=1, cluster_id="c")
     logs.startup()
+    made: list[ReplicaManager] = []
 
-    async def load(topic: str) -> LogConfig:
-        return LogConfig()
+    async def make(in_sync: list[int], **settings: Any) -> ReplicaManager:
+        async def load(topic: str) -> LogConfig:
+            return LogConfig()
 
-    manager = ReplicaManager(1, logs, MetadataCache(), load)
-    await manager.become_leader_or_follower([_leader_state(isr=[1, 2])])
-    for _ in range(10):
-        manager.produce(_produce())
+        manager = ReplicaManager(1, logs, MetadataCache(), load, **settings)
+        made.append(manager)
+        await manager.become_leader_or_follower([_leader_state(isr=in_sync)])
+        for _ in range(10):
+            manager.produce(_produce())
+        return manager
+
+    yield make
+    for manager in made:
+        await manager.shutdown()
+    logs.shutdown()
+
+
+@pytest.fixture
+async def leader(leading: Leading) -> ReplicaManager:
+    """Broker 1 leads t-0 with follower 2 in sync; 10 records, all replicated."""
+    manager = await leading([1, 2])
     _follower_fetch(manager, 10, log_start=0)  # it has them all, from offset 0
     assert manager.partitions[TP].high_watermark == 10
-    yield manager
-    await manager.shutdown()
-    logs.shutdown()
+    return manager
 
 
 def _follower_fetch(manager: ReplicaManager, offset: int, *, log_start: int) -> None:
@@ -140,44 +158,24 @@ async def test_a_parked_follower_fetch_hears_of_the_new_start_at_once(
 
 
 async def test_an_in_sync_follower_that_never_said_its_start_is_waited_for(
-    tmp_path: Path,
+    leading: Leading,
 ) -> None:
     """From a review: a follower whose start is not known yet (a new leader, before the
     follower's first fetch) was left out, and the deletion answered at once while that
     replica, which could lead next, still held the records."""
-    logs = LogManager([tmp_path], broker_id=1, cluster_id="c")
-    logs.startup()
-
-    async def load(topic: str) -> LogConfig:
-        return LogConfig()
-
-    manager = ReplicaManager(1, logs, MetadataCache(), load)
-    await manager.become_leader_or_follower([_leader_state(isr=[1])])
-    for _ in range(10):
-        manager.produce(_produce())
+    manager = await leading([1])
     # follower 2 joins the ISR by the controller's word, and has not fetched since
     await manager.become_leader_or_follower(
         [dataclasses.replace(_leader_state(isr=[1, 2]), leader_epoch=2)]
     )
     (result,) = (await manager.delete_records(_delete(4, timeout_ms=50))).topics[0].partitions
     assert (result.error_code, result.low_watermark) == (RequestTimedOutError.code, -1)
-    await manager.shutdown()
-    logs.shutdown()
 
 
-async def test_an_isr_shrink_completes_a_waiting_deletion(tmp_path: Path) -> None:
+async def test_an_isr_shrink_completes_a_waiting_deletion(leading: Leading) -> None:
     """From a review: only a follower's fetch completed a waiting DeleteRecords, so one
     left out of the ISR (it stopped fetching) made it wait out its whole timeout."""
-    logs = LogManager([tmp_path], broker_id=1, cluster_id="c")
-    logs.startup()
-
-    async def load(topic: str) -> LogConfig:
-        return LogConfig()
-
-    manager = ReplicaManager(1, logs, MetadataCache(), load, _Isr(), replica_lag_time_max_ms=50)
-    await manager.become_leader_or_follower([_leader_state(isr=[1, 2], replicas=[1, 2])])
-    for _ in range(10):
-        manager.produce(_produce())
+    manager = await leading([1, 2], isr=_Isr(), replica_lag_time_max_ms=50)
     _follower_fetch(manager, 10, log_start=0)
     deleting = asyncio.ensure_future(manager.delete_records(_delete(4, timeout_ms=30_000)))
     await asyncio.sleep(0.2)  # follower 2 fetches no more: it lags past the 50 ms allowed
@@ -185,5 +183,3 @@ async def test_an_isr_shrink_completes_a_waiting_deletion(tmp_path: Path) -> Non
     (result,) = (await asyncio.wait_for(deleting, 5)).topics[0].partitions
     assert manager.partitions[TP].isr == [1]
     assert (result.error_code, result.low_watermark) == (0, 4)
-    await manager.shutdown()
-    logs.shutdown()
