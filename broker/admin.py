@@ -79,6 +79,7 @@ from protocol.errors import (
     InvalidReplicationFactorError,
     InvalidRequestError,
     InvalidTopicError,
+    ReassignmentInProgressError,
     RequestTimedOutError,
     TopicAlreadyExistsError,
     TopicDeletionDisabledError,
@@ -322,7 +323,13 @@ class TopicAdmin:
                 f"the partitions of {OFFSETS_TOPIC} cannot be changed: each group's offsets "
                 "are kept in the partition its id hashes to among them"
             )
-        current = TopicAssignment.from_json(name, data).partitions
+        known = TopicAssignment.from_json(name, data)
+        if known.reassigning:  # as Kafka: the write would have to carry the moves along
+            raise ReassignmentInProgressError(
+                f"topic {name!r} has partitions being reassigned "
+                f"({', '.join(map(str, sorted(known.reassigning)))}); grow it when they are done"
+            )
+        current = known.partitions
         brokers = sorted(int(b) for b in await self._zk.get_children(paths.BROKER_IDS))
         added = _new_partitions(name, current, topic, brokers)
         if validate_only:

@@ -40,6 +40,8 @@ from broker.replica.manager import ReplicaManager
 from broker.server import BrokerServer, CloseConnection
 from broker.zk import BrokerRegistration, SessionState, ZkBridge, ZkError
 from protocol.apis import (
+    AlterPartitionReassignmentsRequest,
+    AlterPartitionReassignmentsResponse,
     ApiKey,
     ControlledShutdownRequest,
     ControlledShutdownResponse,
@@ -50,13 +52,19 @@ from protocol.apis import (
     ElectLeadersTopicResult,
     LeaderAndIsrRequest,
     LeaderAndIsrResponse,
+    ListPartitionReassignmentsRequest,
+    ListPartitionReassignmentsResponse,
     MetadataBroker,
     MetadataPartition,
     MetadataRequest,
     MetadataResponse,
     MetadataTopic,
+    OngoingPartitionReassignment,
+    OngoingTopicReassignment,
     ProduceRequest,
     ProduceResponse,
+    ReassignablePartitionResponse,
+    ReassignableTopicResponse,
     RemainingPartition,
     StopReplicaRequest,
     StopReplicaResponse,
@@ -64,6 +72,7 @@ from protocol.apis import (
     UpdateMetadataResponse,
 )
 from protocol.errors import (
+    ApiError,
     BrokerNotAvailableError,
     InvalidRequestError,
     LeaderNotAvailableError,
@@ -318,6 +327,8 @@ class Broker:
             ApiKey.UPDATE_METADATA: self._update_metadata,
             ApiKey.CONTROLLED_SHUTDOWN: self._handle_controlled_shutdown,
             ApiKey.ELECT_LEADERS: self._elect_leaders,
+            ApiKey.ALTER_PARTITION_REASSIGNMENTS: self._alter_reassignments,
+            ApiKey.LIST_PARTITION_REASSIGNMENTS: self._list_reassignments,
         }
 
     def _on_session_state(self, state: str) -> None:
@@ -419,6 +430,60 @@ class Broker:
             replica_election_results=[
                 ElectLeadersTopicResult(topic=t, partition_result=r) for t, r in by_topic.items()
             ]
+        )
+
+    async def _alter_reassignments(
+        self, header: RequestHeader, request: AlterPartitionReassignmentsRequest
+    ) -> Any:
+        controller = self._active_controller()
+        wanted: dict[tuple[str, int], list[int] | None] = {}
+        twice: set[tuple[str, int]] = set()
+        for t in request.topics:
+            for p in t.partitions:
+                tp = (t.name, p.partition_index)
+                if tp in wanted:
+                    twice.add(tp)
+                wanted[tp] = p.replicas
+        outcome: dict[tuple[str, int], ApiError | None] = {
+            tp: InvalidRequestError(f"{tp[0]}-{tp[1]} is named twice in the request")
+            for tp in twice
+        }
+        asked = {tp: r for tp, r in wanted.items() if tp not in twice}
+        outcome.update(await controller.reassign(asked))
+        by_topic: dict[str, list[ReassignablePartitionResponse]] = {}
+        for (topic, partition), error in sorted(outcome.items()):
+            by_topic.setdefault(topic, []).append(
+                ReassignablePartitionResponse(
+                    partition_index=partition,
+                    error_code=0 if error is None else error.code,
+                    error_message=None if error is None else error.message,
+                )
+            )
+        return AlterPartitionReassignmentsResponse(
+            responses=[ReassignableTopicResponse(name=t, partitions=r) for t, r in by_topic.items()]
+        )
+
+    async def _list_reassignments(
+        self, header: RequestHeader, request: ListPartitionReassignmentsRequest
+    ) -> Any:
+        controller = self._active_controller()
+        tps = (
+            None
+            if request.topics is None
+            else [(t.name, p) for t in request.topics for p in t.partition_indexes]
+        )
+        by_topic: dict[str, list[OngoingPartitionReassignment]] = {}
+        for (topic, partition), move in sorted((await controller.list_reassignments(tps)).items()):
+            by_topic.setdefault(topic, []).append(
+                OngoingPartitionReassignment(
+                    partition_index=partition,
+                    replicas=list(move.replicas),
+                    adding_replicas=list(move.adding),
+                    removing_replicas=list(move.removing),
+                )
+            )
+        return ListPartitionReassignmentsResponse(
+            topics=[OngoingTopicReassignment(name=t, partitions=p) for t, p in by_topic.items()]
         )
 
     def _collect_metrics(self) -> list[Sample]:

@@ -190,18 +190,22 @@ class BrokerRegistration:
 
 @dataclass(frozen=True, slots=True)
 class TopicAssignment:
-    """``/brokers/topics/<topic>``: the replicas of each partition, preferred leader first."""
+    """``/brokers/topics/<topic>``: the replicas of each partition, preferred leader first,
+    and, of the partitions being reassigned, which replicas are being added and removed
+    (see :mod:`broker.controller.reassignment`)."""
 
     topic: str
     partitions: dict[int, list[int]]
+    adding: dict[int, list[int]] = field(default_factory=dict)
+    removing: dict[int, list[int]] = field(default_factory=dict)
 
     def to_json(self) -> bytes:
         return _encode(
             {
                 "version": 2,
                 "partitions": {str(p): r for p, r in sorted(self.partitions.items())},
-                "adding_replicas": {},
-                "removing_replicas": {},
+                "adding_replicas": {str(p): r for p, r in sorted(self.adding.items()) if r},
+                "removing_replicas": {str(p): r for p, r in sorted(self.removing.items()) if r},
             }
         )
 
@@ -210,9 +214,19 @@ class TopicAssignment:
         value = _decode(paths.topic(topic), data)
         try:
             parts = {int(p): [int(b) for b in r] for p, r in value["partitions"].items()}
+            # version 1 (before KIP-455) has neither
+            adding, removing = (
+                {int(p): [int(b) for b in r] for p, r in (value.get(key) or {}).items() if r}
+                for key in ("adding_replicas", "removing_replicas")
+            )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise CorruptZnode(f"{paths.topic(topic)} lacks valid partitions: {exc!r}") from None
-        return cls(topic, parts)
+        return cls(topic, parts, adding, removing)
+
+    @property
+    def reassigning(self) -> set[int]:
+        """The partitions being reassigned."""
+        return set(self.adding) | set(self.removing)
 
 
 @dataclass(frozen=True, slots=True)

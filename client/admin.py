@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -40,6 +40,7 @@ from client.types import (
     NewTopic,
     OffsetSpec,
     PartitionDescription,
+    PartitionReassignment,
     TopicDescription,
     TopicPartition,
 )
@@ -49,6 +50,8 @@ from protocol.apis import (
     AlterConfigsResource,
     AlterConfigsResourceResponse,
     AlterConfigsResponse,
+    AlterPartitionReassignmentsRequest,
+    AlterPartitionReassignmentsResponse,
     ApiKey,
     ConfigResourceType,
     ConfigSource,
@@ -85,9 +88,14 @@ from protocol.apis import (
     ListGroupsRequest,
     ListGroupsResponse,
     ListOffsetsResponse,
+    ListPartitionReassignmentsRequest,
+    ListPartitionReassignmentsResponse,
+    ListPartitionReassignmentsTopics,
     OffsetFetchRequest,
     OffsetFetchRequestTopic,
     OffsetFetchResponse,
+    ReassignablePartition,
+    ReassignableTopic,
 )
 from protocol.apis import AlterConfigOp as OpType
 from protocol.errors import (
@@ -428,11 +436,9 @@ class Admin:
         every partition it has committed (None); partitions without one are left out."""
         topics = None
         if partitions is not None:
-            by_topic: dict[str, list[int]] = {}
-            for tp in partitions:
-                by_topic.setdefault(tp.topic, []).append(tp.partition)
             topics = [
-                OffsetFetchRequestTopic(name=t, partition_indexes=ps) for t, ps in by_topic.items()
+                OffsetFetchRequestTopic(name=t, partition_indexes=ps)
+                for t, ps in _by_topic(partitions).items()
             ]
         response: OffsetFetchResponse = await self._coordinator(group_id).call(
             ApiKey.OFFSET_FETCH,
@@ -652,9 +658,7 @@ class Admin:
         """Preferred leader election (Kafka's ``kafka-leader-election --election-type
         preferred``): each partition's first replica leads again where it is alive and in
         sync. None: every partition. Per partition, None if it now leads, else why not."""
-        by_topic: dict[str, list[int]] = {}
-        for tp in partitions or []:
-            by_topic.setdefault(tp.topic, []).append(tp.partition)
+        by_topic = _by_topic(partitions or [])
         request = ElectLeadersRequest(
             election_type=ElectionType.PREFERRED,
             topic_partitions=None
@@ -664,17 +668,9 @@ class Admin:
             ],
             timeout_ms=timeout_ms,
         )
-        for attempt in range(5):  # the controller may move between metadata and request
-            metadata = await self._metadata([])
-            try:
-                response: ElectLeadersResponse = await self._cluster.send(
-                    metadata.controller_id, ApiKey.ELECT_LEADERS, request
-                )
-                break
-            except (NotControllerError, LeaderNotAvailableError):
-                if attempt == 4:
-                    raise
-                await asyncio.sleep(0.2 * (attempt + 1))
+        response: ElectLeadersResponse = await self._send_to_controller(
+            ApiKey.ELECT_LEADERS, request
+        )
         return {
             TopicPartition(t.topic, r.partition_id): (
                 None if not r.error_code else error_for_code(r.error_code, r.error_message)
@@ -682,6 +678,86 @@ class Admin:
             for t in response.replica_election_results
             for r in t.partition_result
         }
+
+    async def alter_partition_reassignments(
+        self,
+        reassignments: Mapping[TopicPartition, Sequence[int] | None],
+        timeout_ms: int = 60_000,
+    ) -> dict[TopicPartition, ApiError | None]:
+        """Move partitions to other brokers (Kafka's ``alterPartitionReassignments``,
+        ``kafka-reassign-partitions --execute``): each partition's new replicas, preferred
+        leader first; None cancels its move, back to the replicas it started from.
+
+        Returns once the moves have begun: the new replicas copy the log while the old
+        ones keep serving, and each move finishes by itself when every new replica is in
+        sync (the old ones are then deleted). Follow them with
+        :meth:`list_partition_reassignments`. Per partition, None if its move began, else
+        why not (INVALID_REPLICA_ASSIGNMENT, UNKNOWN_TOPIC_OR_PARTITION,
+        NO_REASSIGNMENT_IN_PROGRESS)."""
+        by_topic: dict[str, list[ReassignablePartition]] = {}
+        for tp, replicas in reassignments.items():
+            by_topic.setdefault(tp.topic, []).append(
+                ReassignablePartition(
+                    partition_index=tp.partition,
+                    replicas=None if replicas is None else [int(r) for r in replicas],
+                )
+            )
+        request = AlterPartitionReassignmentsRequest(
+            timeout_ms=timeout_ms,
+            topics=[ReassignableTopic(name=t, partitions=ps) for t, ps in by_topic.items()],
+        )
+        response: AlterPartitionReassignmentsResponse = await self._send_to_controller(
+            ApiKey.ALTER_PARTITION_REASSIGNMENTS, request
+        )
+        if response.error_code:
+            raise error_for_code(response.error_code, response.error_message)
+        return {
+            TopicPartition(t.name, p.partition_index): (
+                None
+                if not p.error_code
+                else error_for_code(
+                    p.error_code, p.error_message or f"{t.name}-{p.partition_index}"
+                )
+            )
+            for t in response.responses
+            for p in t.partitions
+        }
+
+    async def list_partition_reassignments(
+        self, partitions: Iterable[TopicPartition] | None = None, timeout_ms: int = 60_000
+    ) -> dict[TopicPartition, PartitionReassignment]:
+        """The moves under way (Kafka's ``listPartitionReassignments``), of ``partitions``
+        (None: all); a partition not being moved is not in the answer."""
+        topics = None
+        if partitions is not None:
+            topics = [
+                ListPartitionReassignmentsTopics(name=t, partition_indexes=ps)
+                for t, ps in _by_topic(partitions).items()
+            ]
+        request = ListPartitionReassignmentsRequest(timeout_ms=timeout_ms, topics=topics)
+        response: ListPartitionReassignmentsResponse = await self._send_to_controller(
+            ApiKey.LIST_PARTITION_REASSIGNMENTS, request
+        )
+        if response.error_code:
+            raise error_for_code(response.error_code, response.error_message)
+        return {
+            TopicPartition(t.name, p.partition_index): PartitionReassignment(
+                list(p.replicas), list(p.adding_replicas), list(p.removing_replicas)
+            )
+            for t in response.topics
+            for p in t.partitions
+        }
+
+    async def _send_to_controller(self, api_key: ApiKey, request: object) -> Any:
+        for attempt in range(5):  # the controller may move between metadata and request
+            metadata = await self._metadata([])
+            try:
+                return await self._cluster.send(metadata.controller_id, api_key, request)
+            except (NotControllerError, LeaderNotAvailableError):
+                if attempt == 4:
+                    raise
+                await asyncio.sleep(0.2 * (attempt + 1))
+        raise AssertionError("unreachable")
 
     async def _metadata(self, topics: list[str] | None) -> ClusterMetadata:
         self._check_running()
@@ -695,6 +771,14 @@ class Admin:
         if self._state != "running":
             what = "not started; call start()" if self._state == "new" else self._state
             raise ClientClosedError(f"the admin client is {what}")
+
+
+def _by_topic(partitions: Iterable[TopicPartition]) -> dict[str, list[int]]:
+    """The partition numbers of each topic, in the order given."""
+    out: dict[str, list[int]] = {}
+    for tp in partitions:
+        out.setdefault(tp.topic, []).append(tp.partition)
+    return out
 
 
 def _resource_type(value: str | int) -> int:

@@ -41,6 +41,7 @@ from protocol.errors import (
     GroupIdNotFoundError,
     HeadwaterError,
     MessageTooLargeError,
+    NoReassignmentInProgressError,
     RecordListTooLargeError,
     TopicAlreadyExistsError,
     UnknownTopicOrPartitionError,
@@ -54,6 +55,7 @@ VERSION = "0.1.0"
 BOOTSTRAP_ENV = "HEADWATER_BOOTSTRAP_SERVERS"
 _ADDRESS = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")
 _MAX_REPORTED_FAILURES = 10
+_METADATA_LAG_TRIES = 10  # of 0.2 s: --verify's wait for the brokers' metadata
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -654,6 +656,201 @@ def topics_delete(ctx: click.Context, name: str, if_exists: bool) -> None:
         click.echo(f"Topic {name} does not exist.")
         return
     click.echo(f"Deleted topic {name}.")
+
+
+# --- reassign-partitions ----------------------------------------------------------------
+
+
+@main.command("reassign-partitions")
+@click.option("--execute", "mode", flag_value="execute", help="Start the moves of the plan.")
+@click.option("--verify", "mode", flag_value="verify", help="Say whether they are done.")
+@click.option("--cancel", "mode", flag_value="cancel", help="Cancel those still under way.")
+@click.option("--list", "mode", flag_value="list", help="List every move under way.")
+@click.option(
+    "--generate", "mode", flag_value="generate", help="Propose a plan (nothing is moved)."
+)
+@click.option(
+    "--reassignment-json-file",
+    "plan_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The plan (Kafka's JSON), for --execute, --verify and --cancel.",
+)
+@click.option(
+    "--topics-to-move-json-file",
+    "topics_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="For --generate: the topics to spread.",
+)
+@click.option("--broker-list", help="For --generate: the brokers to spread them over, e.g. 1,2,3.")
+@click.option(
+    "--additional",
+    is_flag=True,
+    help="For --execute: replace moves already under way (refused without it).",
+)
+@bootstrap_option
+@click.pass_context
+def reassign_partitions(
+    ctx: click.Context,
+    *,
+    mode: str | None,
+    plan_file: Path | None,
+    topics_file: Path | None,
+    broker_list: str | None,
+    additional: bool,
+) -> None:
+    """Move partitions to other brokers (Kafka's kafka-reassign-partitions). New replicas
+    copy the log while the old ones serve; a move finishes by itself once its new
+    replicas are in sync, and the replicas it drops are deleted."""
+    from client import reassign  # noqa: PLC0415  (see _admin)
+
+    if mode is None:
+        raise click.UsageError(
+            "say what to do: --generate, --execute, --verify, --cancel or --list"
+        )
+    if mode == "list":
+        _print_moves(_admin(ctx, lambda admin: admin.list_partition_reassignments()))
+        return
+    if mode == "generate":
+        if topics_file is None or not broker_list:
+            raise click.UsageError("--generate needs --topics-to-move-json-file and --broker-list")
+        names = reassign.parse_topics_to_move(topics_file.read_text(), str(topics_file))
+        brokers = _broker_ids(broker_list)
+        current = _admin(ctx, lambda admin: _replicas_of(admin, names))
+        click.echo("Current partition replica assignment")
+        click.echo(reassign.plan_json(current))
+        click.echo("\nProposed partition reassignment configuration")
+        click.echo(reassign.plan_json(reassign.propose(current, brokers)))
+        return
+    if plan_file is None:
+        raise click.UsageError(f"--{mode} needs --reassignment-json-file")
+    plan = reassign.parse_plan(plan_file.read_text(), str(plan_file))
+    if mode == "execute":
+        _execute(ctx, plan, additional)
+    elif mode == "verify":
+        _verify(ctx, plan)
+    else:
+        _cancel(ctx, plan)
+
+
+def _broker_ids(value: str) -> list[int]:
+    try:
+        return [int(b) for b in value.split(",") if b.strip()]
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r}: broker ids separated by commas, e.g. 1,2,3", param_hint="--broker-list"
+        ) from None
+
+
+async def _replicas_of(admin: Admin, names: list[str]) -> dict[TopicPartition, list[int]]:
+    """Each partition's replica list now (the whole list while it moves)."""
+    from client import TopicPartition  # noqa: PLC0415
+
+    described = await admin.describe_topics(names)
+    return {
+        TopicPartition(t.name, p.partition): list(p.replicas)
+        for t in described
+        for p in t.partitions
+    }
+
+
+def _execute(ctx: click.Context, plan: dict[TopicPartition, list[int]], additional: bool) -> None:
+    from client import reassign  # noqa: PLC0415
+
+    async def start(admin: Admin) -> tuple[dict[Any, Any], dict[Any, Any]]:
+        moving = await admin.list_partition_reassignments(list(plan))
+        if moving and not additional:  # as Kafka's tool: a plan does not replace by accident
+            raise CliError(
+                f"{_names(sorted(moving))} {'is' if len(moving) == 1 else 'are'} being moved "
+                "already; --verify or --cancel that first, or add --additional to replace "
+                "those moves with this plan's"
+            )
+        current = await _replicas_of(admin, sorted({tp.topic for tp in plan}))
+        # a partition moving holds both lists: its origin is what a rollback goes back to
+        for tp, move in moving.items():
+            current[tp] = [r for r in move.replicas if r not in move.adding_replicas]
+        return current, await admin.alter_partition_reassignments(plan)
+
+    current, outcome = _admin(ctx, start)
+    before = {tp: current[tp] for tp in plan if tp in current}
+    click.echo("Current partition replica assignment\n")
+    click.echo(reassign.plan_json(before))
+    click.echo("\nSave this to use as the --reassignment-json-file option during rollback")
+    started = sorted(tp for tp, error in outcome.items() if error is None)
+    if started:
+        click.echo(f"Successfully started partition reassignments for {_names(started)}")
+    _refused(outcome)
+
+
+def _verify(ctx: click.Context, plan: dict[TopicPartition, list[int]]) -> None:
+    async def look(admin: Admin) -> tuple[dict[Any, Any], dict[Any, Any]]:
+        moving = await admin.list_partition_reassignments(list(plan))
+        topics = sorted({tp.topic for tp in plan})
+        current = await _replicas_of(admin, topics)
+        for _ in range(_METADATA_LAG_TRIES):
+            # a move the controller just finished reaches the brokers' metadata a moment
+            # later: not taken for a partition that ended up elsewhere
+            if all(tp in moving or current.get(tp) == r for tp, r in plan.items()):
+                break
+            await asyncio.sleep(0.2)
+            current = await _replicas_of(admin, topics)
+        return moving, current
+
+    moving, current = _admin(ctx, look)
+    click.echo("Status of partition reassignment:")
+    done = True
+    for tp, replicas in sorted(plan.items()):
+        name = f"{tp.topic}-{tp.partition}"
+        if tp in moving:
+            done = False
+            click.echo(f"Reassignment of partition {name} is still in progress.")
+        elif tp not in current:
+            done = False
+            click.echo(f"Partition {name} does not exist.")
+        elif current[tp] == replicas:
+            click.echo(f"Reassignment of partition {name} is completed.")
+        else:
+            done = False
+            click.echo(
+                f"There is no active reassignment of partition {name}, but its replicas are "
+                f"{_ids(current[tp])} rather than {_ids(replicas)}."
+            )
+    if not done:
+        ctx.exit(1)
+
+
+def _cancel(ctx: click.Context, plan: dict[TopicPartition, list[int]]) -> None:
+    outcome = _admin(ctx, lambda admin: admin.alter_partition_reassignments(dict.fromkeys(plan)))
+    idle = {tp for tp, error in outcome.items() if isinstance(error, NoReassignmentInProgressError)}
+    cancelled = sorted(tp for tp, error in outcome.items() if error is None)
+    if cancelled:
+        click.echo(f"Successfully cancelled partition reassignments for: {_names(cancelled)}")
+    for tp in sorted(idle):
+        click.echo(f"{tp.topic}-{tp.partition} was not being reassigned.")
+    _refused({tp: error for tp, error in outcome.items() if tp not in idle})
+
+
+def _refused(outcome: Mapping[TopicPartition, ApiError | None]) -> None:
+    failed = sorted((tp, error) for tp, error in outcome.items() if error is not None)
+    for tp, error in failed:
+        click.echo(f"headwater: {tp.topic}-{tp.partition}: {error_line(error)}", err=True)
+    if failed:
+        raise click.exceptions.Exit(1)
+
+
+def _print_moves(moves: Mapping[TopicPartition, Any]) -> None:
+    if not moves:
+        click.echo("No partition reassignments found.")
+        return
+    click.echo("Current partition reassignments:")
+    for tp, move in sorted(moves.items()):
+        click.echo(
+            f"{tp.topic}-{tp.partition}: replicas: {_ids(move.replicas)}. "
+            f"adding: {_ids(move.adding_replicas)}. removing: {_ids(move.removing_replicas)}."
+        )
+
+
+def _names(tps: Iterable[TopicPartition]) -> str:
+    return ",".join(f"{tp.topic}-{tp.partition}" for tp in tps)
 
 
 def _admin(ctx: click.Context, call: Callable[[Any], Any]) -> Any:

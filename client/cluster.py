@@ -487,8 +487,8 @@ class Cluster:
         for address in self._candidates():
             try:
                 conn = await self._connection(address, "")
-            except NetworkError as exc:
-                last = exc
+            except (NetworkError, RequestTimedOutError) as exc:  # a broker that does not
+                last = exc  # answer its handshake (stopped, overloaded) is passed over too
                 continue
             try:
                 return await self._request(conn, api_key, request, True)

@@ -26,6 +26,7 @@ __all__ = [
     "OffsetAndTimestamp",
     "OffsetSpec",
     "PartitionDescription",
+    "PartitionReassignment",
     "RecordMetadata",
     "TopicDescription",
     "TopicPartition",
@@ -88,6 +89,16 @@ class NewPartitions(NamedTuple):
 
     total_count: int
     new_assignments: Sequence[Sequence[int]] | None = None
+
+
+class PartitionReassignment(NamedTuple):
+    """A partition being moved (Kafka's PartitionReassignment): ``replicas`` holds both
+    sets while it lasts, the target's first; ``adding_replicas`` are copying the log,
+    ``removing_replicas`` go once every target replica is in sync."""
+
+    replicas: list[int]
+    adding_replicas: list[int]
+    removing_replicas: list[int]
 
 
 class BrokerDescription(NamedTuple):

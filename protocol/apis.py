@@ -86,6 +86,8 @@ class ApiKey(enum.IntEnum):
     DELETE_GROUPS = 42
     ELECT_LEADERS = 43
     INCREMENTAL_ALTER_CONFIGS = 44
+    ALTER_PARTITION_REASSIGNMENTS = 45
+    LIST_PARTITION_REASSIGNMENTS = 46
 
 
 LATEST_TIMESTAMP = -1
@@ -863,6 +865,80 @@ class ElectLeadersResponse(Response):
     replica_election_results: list[ElectLeadersTopicResult] = field(default_factory=list)
 
 
+# --- AlterPartitionReassignments (45), ListPartitionReassignments (46) -----------------
+
+
+@dataclass(slots=True, kw_only=True)
+class ReassignablePartition:
+    partition_index: int
+    replicas: list[int] | None = None
+    """The new replicas, preferred leader first; None cancels the partition's move."""
+
+
+@dataclass(slots=True, kw_only=True)
+class ReassignableTopic:
+    name: str
+    partitions: list[ReassignablePartition] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class AlterPartitionReassignmentsRequest(Request):
+    timeout_ms: int = 60_000
+    topics: list[ReassignableTopic] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class ReassignablePartitionResponse:
+    partition_index: int
+    error_code: int = 0
+    error_message: str | None = None
+
+
+@dataclass(slots=True, kw_only=True)
+class ReassignableTopicResponse:
+    name: str
+    partitions: list[ReassignablePartitionResponse] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class AlterPartitionReassignmentsResponse(Response):
+    throttle_time_ms: int = 0
+    responses: list[ReassignableTopicResponse] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class ListPartitionReassignmentsTopics:
+    name: str
+    partition_indexes: list[int] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class ListPartitionReassignmentsRequest(Request):
+    timeout_ms: int = 60_000
+    topics: list[ListPartitionReassignmentsTopics] | None = None
+    """None: every partition being reassigned."""
+
+
+@dataclass(slots=True, kw_only=True)
+class OngoingPartitionReassignment:
+    partition_index: int
+    replicas: list[int] = field(default_factory=list)
+    adding_replicas: list[int] = field(default_factory=list)
+    removing_replicas: list[int] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class OngoingTopicReassignment:
+    name: str
+    partitions: list[OngoingPartitionReassignment] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class ListPartitionReassignmentsResponse(Response):
+    throttle_time_ms: int = 0
+    topics: list[OngoingTopicReassignment] = field(default_factory=list)
+
+
 # --- consumer groups: FindCoordinator (10), OffsetCommit (8), OffsetFetch (9) -----------
 
 
@@ -1191,6 +1267,20 @@ APIS = _apis(
         OffsetForLeaderEpochResponse,
     ),
     Api(ApiKey.ELECT_LEADERS, 0, 0, ElectLeadersRequest, ElectLeadersResponse),
+    Api(
+        ApiKey.ALTER_PARTITION_REASSIGNMENTS,
+        0,
+        0,
+        AlterPartitionReassignmentsRequest,
+        AlterPartitionReassignmentsResponse,
+    ),
+    Api(
+        ApiKey.LIST_PARTITION_REASSIGNMENTS,
+        0,
+        0,
+        ListPartitionReassignmentsRequest,
+        ListPartitionReassignmentsResponse,
+    ),
     Api(ApiKey.FIND_COORDINATOR, 0, 0, FindCoordinatorRequest, FindCoordinatorResponse),
     Api(ApiKey.OFFSET_COMMIT, 0, 0, OffsetCommitRequest, OffsetCommitResponse),
     Api(ApiKey.OFFSET_FETCH, 0, 0, OffsetFetchRequest, OffsetFetchResponse),

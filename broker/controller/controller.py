@@ -27,7 +27,14 @@ state (leader, leader epoch, ISR) with its znode version. What it does:
   LeaderAndIsr for every partition it holds plus the full metadata;
 - a topic in ``/admin/delete_topics``: hidden from metadata at once, StopReplica with
   delete to every replica; when every replica confirmed, its znodes go. A replica on a
-  dead broker keeps the deletion pending until the broker returns (as Kafka).
+  dead broker keeps the deletion pending until the broker returns (as Kafka);
+- a partition reassignment (AlterPartitionReassignments, Kafka's KIP-455; the arithmetic
+  in :mod:`broker.controller.reassignment`): the assignment znode gets both replica sets
+  and the leader epoch is bumped, so the leader takes the new replicas as followers and
+  they copy its log; once every target replica is in the ISR (an ISR change the leader
+  wrote), the leader moves into the target if it was not there, the removed replicas
+  leave the ISR and the list, and they get StopReplica with delete. A new controller
+  goes on with the moves the znodes hold.
 
 Every state write is a compare-and-set on the znode version the controller read; every
 request carries the controller epoch, so brokers ignore a deposed controller.
@@ -37,6 +44,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -44,6 +52,7 @@ from typing import Any, TypeVar
 import structlog
 
 from broker.controller.channel import BrokerChannel
+from broker.controller.reassignment import ReplicaAssignment, check_target
 from broker.zk import (
     CREATE,
     BrokerRegistration,
@@ -75,7 +84,14 @@ from protocol.apis import (
     UpdateMetadataPartitionState,
     UpdateMetadataRequest,
 )
-from protocol.errors import NotControllerError, StaleBrokerEpochError
+from protocol.errors import (
+    ApiError,
+    InvalidReplicaAssignmentError,
+    NoReassignmentInProgressError,
+    NotControllerError,
+    StaleBrokerEpochError,
+    UnknownTopicOrPartitionError,
+)
 
 __all__ = ["Controller"]
 
@@ -88,6 +104,7 @@ _ANSWERS = (NoNode, NodeExists, VersionConflict, CorruptZnode)
 
 TP = tuple[str, int]
 _K = TypeVar("_K")
+_V = TypeVar("_V")
 
 
 @dataclass(slots=True)
@@ -115,6 +132,10 @@ class Controller:
         self.brokers: dict[int, BrokerRegistration] = {}
         self.assignments: dict[str, dict[int, list[int]]] = {}
         self.states: dict[TP, _State] = {}
+        self.reassignments: dict[TP, ReplicaAssignment] = {}
+        """The partitions being reassigned (``assignments`` holds their whole list)."""
+        self._strays: dict[int, set[TP]] = {}
+        """Replicas a move removed while their broker was down: deleted when it returns."""
         self.deleting: set[str] = set()
         self._stopping: dict[str, object] = {}  # deletions with StopReplica out: the attempt
         self._brokers_todo: tuple[set[int], set[int], set[int]] = (set(), set(), set())
@@ -132,6 +153,7 @@ class Controller:
         self._events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         self._pending: set[tuple[str, Any]] = set()  # queued events, to coalesce repeats
         self._calls: set[asyncio.Future[Any]] = set()  # submitted work not answered yet
+        self._attempted: object = None  # the call last begun (see _call)
         self._resync = False
         """An event failed partway: what it changed may not have been sent, and a rerun
         finds nothing left to send (the change is already in our state). Once the event
@@ -187,6 +209,8 @@ class Controller:
         self.brokers.clear()
         self.assignments.clear()
         self.states.clear()
+        self.reassignments.clear()
+        self._strays.clear()
         self.deleting.clear()
         self._stopping.clear()
         self._brokers_todo = (set(), set(), set())
@@ -294,6 +318,7 @@ class Controller:
         self._send_update_metadata(full_to=self.brokers)
         await self._deletions_changed(None)
         await self._isr_changed(None)
+        await self._resume_reassignments()
 
     async def _read_brokers(self) -> dict[int, BrokerRegistration]:
         ids = await self._zk.get_children(paths.BROKER_IDS, watch=self._watch("brokers"))
@@ -343,28 +368,37 @@ class Controller:
         assignment = await self._read_assignment(topic)
         if assignment is None:
             return False
-        self.assignments[topic] = assignment
+        self.assignments[topic] = assignment.partitions
+        for p in assignment.reassigning & assignment.partitions.keys():
+            self.reassignments[(topic, p)] = ReplicaAssignment(
+                tuple(assignment.partitions[p]),
+                tuple(assignment.adding.get(p, ())),
+                tuple(assignment.removing.get(p, ())),
+            )
         return True
 
-    async def _read_assignment(self, topic: str) -> dict[int, list[int]] | None:
+    async def _read_assignment(self, topic: str) -> TopicAssignment | None:
         """The topic's replica assignment, watched (CreatePartitions changes it, as
         Kafka's PartitionModificationsHandler sees); None if the topic is gone."""
         try:
             data, _ = await self._zk.get(paths.topic(topic), watch=self._watch("partitions", topic))
         except NoNode:
             return None
-        return TopicAssignment.from_json(topic, data).partitions
+        return TopicAssignment.from_json(topic, data)
 
     async def _partitions_changed(self, topic: str) -> None:
         """A topic's assignment changed: start the partitions it gained (CreatePartitions).
-        A change to an existing partition's replicas (a reassignment) is not supported:
-        logged and left, the partition keeps its replicas."""
+        Our own reassignment writes change nothing here (our state has them already); a
+        change to an existing partition's replicas made by hand, not through
+        AlterPartitionReassignments, is logged and left: the partition keeps its replicas
+        (taken as they are, they could drop the only in-sync ones)."""
         known = self.assignments.get(topic)
         if known is None or topic in self.deleting:
             return  # new (the topics handler starts it whole) or on its way out
-        wanted = await self._read_assignment(topic)
-        if wanted is None or topic not in self.assignments or topic in self.deleting:
+        read = await self._read_assignment(topic)
+        if read is None or topic not in self.assignments or topic in self.deleting:
             return
+        wanted = read.partitions
         moved = sorted(p for p in known if p in wanted and wanted[p] != known[p])
         if moved:
             self._log.warning(
@@ -449,6 +483,14 @@ class Controller:
         self._send_update_metadata(changed, full_to=born)
         if born and self.deleting:
             await self._deletions_changed(None, resend=True)
+        for broker_id in born:  # (a deletion under way sent them above, with its own)
+            for tp in sorted(self._strays.pop(broker_id, ())):
+                if tp[0] not in self.deleting and broker_id not in self.assignments.get(
+                    tp[0], {}
+                ).get(tp[1], ()):
+                    self._delete_replicas(tp, [broker_id])
+        # a move that waited for a live target replica to lead may go on now
+        await self._finish_reassignments(self.reassignments)
         self._brokers_todo = (set(), set(), set())
 
     # --- topics -------------------------------------------------------------------------
@@ -477,8 +519,11 @@ class Controller:
 
     def _forget(self, topic: str) -> None:
         self._partitions_todo.pop(topic, None)
+        for strays in self._strays.values():
+            strays.difference_update([tp for tp in strays if tp[0] == topic])
         for partition in self.assignments.pop(topic, {}):
             self.states.pop((topic, partition), None)
+            self.reassignments.pop((topic, partition), None)
         self.deleting.discard(topic)
         self._stopping.pop(topic, None)
 
@@ -767,8 +812,11 @@ class Controller:
 
     async def _call(self, arg: Any) -> None:
         work, future = arg
-        if future.done():
-            return
+        if future.done() and self._attempted is not arg:
+            return  # the caller gave up before it began: nothing of it was done
+        # a rerun (after a ZooKeeper error) goes on even if the caller gave up since:
+        # what the first try began (a znode written, a state not yet) must be finished
+        self._attempted = arg
         try:
             result = await work()
             if not future.done():  # the caller may have given up meanwhile
@@ -814,18 +862,7 @@ class Controller:
                 if self.states[tp].state.leader != broker_id
             ]
             if following and broker_id in self._channels:
-                self._channels[broker_id].send(
-                    ApiKey.STOP_REPLICA,
-                    StopReplicaRequest(
-                        controller_id=self.broker_id,
-                        controller_epoch=self.epoch,
-                        delete_partitions=False,
-                        partitions=[
-                            StopReplicaPartition(topic_name=t, partition_index=p)
-                            for t, p in following
-                        ],
-                    ),
-                )
+                self._send_stop_replica(broker_id, following, delete=False)
             self._tell_replicas(changed, exclude=broker_id)
             # Worth a retry only where another replica is alive and staying (one out of the
             # ISR may catch up meanwhile). With one replica (Kafka leaves those out too), or
@@ -930,6 +967,305 @@ class Controller:
                 self._send_leader_and_isr(broker_id, held.get(broker_id, []))
         self._send_update_metadata(changed)
 
+    # --- partition reassignment ---------------------------------------------------------
+
+    async def reassign(self, wanted: dict[TP, list[int] | None]) -> dict[TP, ApiError | None]:
+        """AlterPartitionReassignments: move each partition's replicas to its new list
+        (None: cancel its move, back to the replicas it started from). Answered once each
+        move has begun: the new replicas copy the log, and the move finishes when they are
+        all in sync (:meth:`_finish_reassignments`). Per partition, None or why not."""
+        outcome: dict[TP, ApiError | None] = {}
+        plan: dict[TP, tuple[ReplicaAssignment, tuple[int, ...]]] = {}
+        decided = False
+
+        async def work() -> dict[TP, ApiError | None]:
+            nonlocal decided
+            if not decided:  # once: a rerun (after a ZooKeeper error) goes on with it
+                decided = True
+                for tp, target in wanted.items():
+                    try:
+                        plan[tp] = self._plan_move(tp, target)
+                    except ApiError as exc:
+                        outcome[tp] = exc
+                        continue
+                    outcome[tp] = None
+            # topic by topic, each through to its replicas before the next: a failure
+            # leaves the topics before it moving and the ones after it untouched
+            for topic, moves in _by_topic(plan).items():
+                if topic in self.assignments and topic not in self.deleting:
+                    await self._begin_moves(topic, moves)
+            await self._finish_reassignments(plan)
+            return outcome
+
+        result: dict[TP, ApiError | None] = await self.submit(work)
+        return result
+
+    async def _begin_moves(
+        self, topic: str, moves: dict[int, tuple[ReplicaAssignment, tuple[int, ...]]]
+    ) -> None:
+        """The topic's moves into its assignment znode, then our state; then the leader
+        epochs bumped (the leader takes the new list, its followers, only so) and the
+        replicas told; then the replicas dropped at once deleted."""
+        await self._write_assignment(topic, {p: new for p, (new, _) in moves.items()})
+        tps = {(topic, p): move for p, move in moves.items()}
+        for (_, p), (new, _) in tps.items():
+            self.assignments[topic][p] = list(new.replicas)
+            if new.reassigning:
+                self.reassignments[(topic, p)] = new
+            else:
+                self.reassignments.pop((topic, p), None)
+        usable = self._usable()
+        written = await self._rewrite_states(
+            tps, lambda tp, s: _without(s, tps[tp][1], tps[tp][0].replicas, usable, self.epoch)
+        )
+        self._tell_replicas(written)
+        for tp, (_, gone) in tps.items():
+            # never a copy still in the ISR (the ISR emptied meanwhile: it keeps it)
+            isr = self.states[tp].state.isr if tp in written else gone
+            self._delete_replicas(tp, [r for r in gone if r not in isr])
+        self._log.info(
+            "controller.reassignments_started",
+            partitions=[
+                {
+                    "topic": t,
+                    "partition": p,
+                    "replicas": list(new.replicas),
+                    "adding": list(new.adding),
+                    "removing": list(new.removing),
+                    "dropped": list(gone),
+                }
+                for (t, p), (new, gone) in tps.items()
+            ],
+        )
+
+    def _plan_move(
+        self, tp: TP, target: list[int] | None
+    ) -> tuple[ReplicaAssignment, tuple[int, ...]]:
+        """The partition's new assignment and the replicas it drops at once (adding
+        replicas of a move it replaces that the new one does not name). Raises what
+        refuses it. The same move asked again is made again (its epoch bumped, its
+        replicas told): how a move a failed request left half begun is set going."""
+        name = f"{tp[0]}-{tp[1]}"
+        parts = self.assignments.get(tp[0])
+        if parts is None or tp[1] not in parts or tp[0] in self.deleting:
+            raise UnknownTopicOrPartitionError(f"no partition {name}")
+        current = self.reassignments.get(tp) or ReplicaAssignment(tuple(parts[tp[1]]))
+        if target is None:
+            if not current.reassigning:
+                raise NoReassignmentInProgressError(f"{name} is not being reassigned")
+            target = list(current.origin)
+        else:
+            check_target(name, target, self.brokers)
+        new = current.reassign_to(target)
+        gone = tuple(r for r in current.replicas if r not in new.replicas)
+        state = self.states.get(tp)
+        isr = state.state.isr if state is not None else []
+        if gone and isr and all(r in gone for r in isr):
+            # they hold every acked record: deleting them would lose it
+            held = ", ".join(map(str, isr))
+            raise InvalidReplicaAssignmentError(
+                f"{name}: this would drop broker{'s' if len(isr) > 1 else ''} {held}, the "
+                f"only in-sync replica{'s' if len(isr) > 1 else ''}; keep "
+                f"{'one of them' if len(isr) > 1 else 'it'} in the list, or wait until "
+                "others are in sync"
+            )
+        return new, gone
+
+    async def list_reassignments(self, tps: list[TP] | None) -> dict[TP, ReplicaAssignment]:
+        """ListPartitionReassignments: the moves under way, of ``tps`` (None: all)."""
+
+        async def work() -> dict[TP, ReplicaAssignment]:
+            wanted = self.reassignments if tps is None else tps
+            return {
+                tp: self.reassignments[tp]
+                for tp in wanted
+                if tp in self.reassignments and tp[0] not in self.deleting
+            }
+
+        result: dict[TP, ReplicaAssignment] = await self.submit(work)
+        return result
+
+    async def _finish_reassignments(self, tps: Iterable[TP]) -> None:
+        """Finish the moves of ``tps`` whose target replicas are all in sync: the leader
+        into the target if it is not there (the first live in-sync target replica), the
+        removed replicas out of the ISR (one state write, epoch bumped), then the
+        assignment znode with the target alone, then StopReplica with delete to the
+        removed. The state goes first: a controller that dies between the two writes
+        leaves a move its successor finishes again, never removed replicas in an ISR."""
+        ready = {
+            tp: move
+            for tp in list(tps)
+            if (move := self.reassignments.get(tp)) is not None
+            and tp[0] not in self.deleting
+            and tp in self.states
+            and move.complete(self.states[tp].state.isr)
+        }
+        if not ready:
+            return
+        usable = self._usable()
+
+        def finished(tp: TP, current: PartitionState) -> PartitionState | None:
+            move = ready[tp]
+            if not move.complete(current.isr):
+                return None
+            leader = current.leader
+            if leader not in move.target or leader not in usable:
+                leader = next((r for r in move.target if r in current.isr and r in usable), -1)
+            if leader == -1:
+                self._log.warning(
+                    "controller.reassignment_waiting",
+                    topic=tp[0],
+                    partition=tp[1],
+                    why="no target replica is alive and in sync to lead",
+                    isr=current.isr,
+                )
+                return None
+            return PartitionState(
+                leader=leader,
+                leader_epoch=current.leader_epoch + 1,
+                isr=[r for r in current.isr if r not in move.removing],
+                controller_epoch=self.epoch,
+            )
+
+        written = await self._rewrite_states(ready, finished)
+        done = {tp: ReplicaAssignment(ready[tp].target) for tp in written}
+        for topic, changes in _by_topic(done).items():
+            await self._write_assignment(topic, changes)
+        for tp in written:
+            self.assignments[tp[0]][tp[1]] = list(ready[tp].target)
+            del self.reassignments[tp]
+        self._tell_replicas(written)
+        for tp in written:
+            self._delete_replicas(tp, ready[tp].removing)
+        if written:
+            self._log.info(
+                "controller.reassignments_completed",
+                partitions=[
+                    {"topic": t, "partition": p, "replicas": list(ready[(t, p)].target)}
+                    for t, p in sorted(written)
+                ],
+            )
+
+    async def _resume_reassignments(self) -> None:
+        """A new controller goes on with the moves in the znodes. Their leader epoch is
+        bumped again (Kafka's onPartitionReassignment): the last controller may have died
+        after it wrote the new list but before the leader heard of it, and the leader
+        ignores a list at the epoch it has."""
+        moving = [tp for tp in self.reassignments if tp[0] not in self.deleting]
+        if not moving:
+            return
+        usable = self._usable()
+        written = await self._rewrite_states(
+            moving,
+            lambda tp, s: _without(s, (), self.assignments[tp[0]][tp[1]], usable, self.epoch),
+        )
+        self._tell_replicas(written)
+        self._log.info("controller.reassignments_resumed", partitions=len(moving))
+        await self._finish_reassignments(moving)
+
+    def _usable(self) -> set[int]:
+        """Brokers that may lead: registered and not stopping."""
+        return {b for b in self.brokers if b not in self.shutting_down}
+
+    async def _rewrite_states(
+        self,
+        tps: Iterable[TP],
+        decide: Callable[[TP, PartitionState], PartitionState | None],
+    ) -> set[TP]:
+        """Write ``decide(tp, state)`` for each of ``tps`` (None: leave it) in multis,
+        deciding again from a fresh read where a leader's ISR write won the race; the
+        partitions written."""
+        todo = [tp for tp in tps if tp in self.states]
+        written: set[TP] = set()
+        failed: list[ZkError] = []
+        while todo:
+            wanted = {
+                tp: state for tp in todo if (state := decide(tp, self.states[tp].state)) is not None
+            }
+            lost, refused = await self._write_states(wanted)
+            failed += refused.values()
+            written.update(tp for tp in wanted if tp not in refused and tp not in lost)
+            await _pipelined(lost, self._reload_state)
+            todo = lost
+        if failed:
+            raise _worst(failed)
+        return written
+
+    async def _write_assignment(self, topic: str, changes: dict[int, ReplicaAssignment]) -> None:
+        """Put ``changes`` in the topic's assignment znode: read, change, compare-and-set,
+        since any broker's CreatePartitions writes it too (a partition one added stays)."""
+        path = paths.topic(topic)
+        while True:
+            data, stat = await self._zk.get(path)
+            known = TopicAssignment.from_json(topic, data)
+            partitions, adding, removing = (
+                dict(known.partitions),
+                dict(known.adding),
+                dict(known.removing),
+            )
+            for p, move in changes.items():
+                partitions[p] = list(move.replicas)
+                adding[p] = list(move.adding)
+                removing[p] = list(move.removing)
+            value = TopicAssignment(topic, partitions, adding, removing).to_json()
+            try:
+                await self._zk.guarded(*self._guard, path, value, version=stat.version)
+                return
+            except VersionConflict:
+                continue
+
+    def _delete_replicas(self, tp: TP, brokers: Iterable[int]) -> None:
+        """StopReplica with delete for ``tp`` to each of ``brokers``. One that is down gets
+        it when it returns to this controller (a later controller does not know of it:
+        the copy then stays on that disk, unused, as in Kafka's ZooKeeper mode)."""
+        for broker_id in brokers:
+            if broker_id not in self.brokers or broker_id not in self._channels:
+                self._strays.setdefault(broker_id, set()).add(tp)
+                self._log.info(
+                    "controller.removed_replica_pending",
+                    topic=tp[0],
+                    partition=tp[1],
+                    broker=broker_id,
+                    why="its broker is down; its copy is deleted when it returns",
+                )
+                continue
+            answer = self._send_stop_replica(broker_id, [tp], delete=True)
+            answer.add_done_callback(
+                functools.partial(self._stop_answered, tp, broker_id, self.epoch)
+            )
+
+    def _stop_answered(
+        self, tp: TP, broker_id: int, epoch: int, answer: asyncio.Future[Any]
+    ) -> None:
+        """A removed replica's StopReplica not done (its broker bounced and the channel
+        dropped the request, or it failed there): sent again when that broker next
+        registers."""
+        if self._task is None or self.epoch != epoch:
+            return  # not ours any more (we stepped down, which closed the channels)
+        failed = answer.cancelled() or answer.exception() is not None
+        response = None if failed else answer.result()
+        if (
+            response is not None
+            and not response.error_code
+            and not any(p.error_code for p in response.partition_errors)
+        ):
+            return
+        if broker_id not in self.assignments.get(tp[0], {}).get(tp[1], ()):
+            self._strays.setdefault(broker_id, set()).add(tp)
+
+    def _send_stop_replica(
+        self, broker_id: int, tps: Iterable[TP], *, delete: bool
+    ) -> asyncio.Future[Any]:
+        return self._channels[broker_id].send(
+            ApiKey.STOP_REPLICA,
+            StopReplicaRequest(
+                controller_id=self.broker_id,
+                controller_epoch=self.epoch,
+                delete_partitions=delete,
+                partitions=[StopReplicaPartition(topic_name=t, partition_index=p) for t, p in tps],
+            ),
+        )
+
     # --- ISR changes written by leaders -------------------------------------------------
 
     async def _isr_changed(self, _: object) -> None:
@@ -950,6 +1286,8 @@ class Controller:
         for tp in changed:
             with contextlib.suppress(NoNode):
                 await self._reload_state(tp)
+        # before the notes go: a rerun (after a ZooKeeper error) must find them again
+        await self._finish_reassignments(changed)
         for name in names:
             with contextlib.suppress(NoNode):
                 await self._zk.delete(f"{paths.ISR_CHANGES}/{name}")
@@ -981,27 +1319,18 @@ class Controller:
 
     def _stop_replicas(self, topic: str) -> None:
         """StopReplica with delete to every replica; done when all confirm."""
-        replicas: dict[int, list[StopReplicaPartition]] = {}
+        replicas: dict[int, list[TP]] = {}
         for partition, brokers in self.assignments[topic].items():
             for b in brokers:
-                replicas.setdefault(b, []).append(
-                    StopReplicaPartition(topic_name=topic, partition_index=partition)
-                )
+                replicas.setdefault(b, []).append((topic, partition))
+        for b, strays in self._strays.items():  # copies moves left: they go too, or a
+            for tp in sorted(strays):  # topic made again under the name would find them
+                if tp[0] == topic and tp not in replicas.get(b, ()):
+                    replicas.setdefault(b, []).append(tp)
         if any(b not in self.brokers for b in replicas):
             return  # retried when the broker returns (a "brokers" event)
         token = self._stopping[topic] = object()  # this attempt, not an earlier one's
-        futures = [
-            self._channels[b].send(
-                ApiKey.STOP_REPLICA,
-                StopReplicaRequest(
-                    controller_id=self.broker_id,
-                    controller_epoch=self.epoch,
-                    delete_partitions=True,
-                    partitions=parts,
-                ),
-            )
-            for b, parts in replicas.items()
-        ]
+        futures = [self._send_stop_replica(b, tps, delete=True) for b, tps in replicas.items()]
 
         async def confirm() -> None:
             results = await asyncio.gather(*futures, return_exceptions=True)
@@ -1151,6 +1480,39 @@ class Controller:
             UpdateMetadataBroker(id=b, host=r.host, port=r.port, rack=r.rack)
             for b, r in sorted(self.brokers.items())
         ]
+
+
+def _without(
+    current: PartitionState,
+    dropped: Iterable[int],
+    replicas: Collection[int],
+    usable: set[int],
+    controller_epoch: int,
+) -> PartitionState:
+    """``current`` at the next leader epoch with the ``dropped`` replicas out of the ISR,
+    and out of the lead: a dropped leader hands it to the first in-sync replica left,
+    else the partition is offline with its ISR kept, as when its last in-sync broker
+    dies (the leader must come from the ISR)."""
+    gone = set(dropped)
+    isr = [r for r in current.isr if r not in gone]
+    leader = current.leader
+    if leader in gone:
+        leader = next((r for r in replicas if r in isr and r in usable), -1)
+        if not isr:
+            isr = list(current.isr)
+    return PartitionState(
+        leader=leader,
+        leader_epoch=current.leader_epoch + 1,
+        isr=isr,
+        controller_epoch=controller_epoch,
+    )
+
+
+def _by_topic(moves: dict[TP, _V]) -> dict[str, dict[int, _V]]:
+    out: dict[str, dict[int, _V]] = {}
+    for (topic, p), move in moves.items():
+        out.setdefault(topic, {})[p] = move
+    return out
 
 
 def _worst(errors: list[ZkError]) -> ZkError:

@@ -2,10 +2,12 @@
 byte stream (one read holding several, one answer over many reads), and what ends it."""
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator, Callable
 
 import pytest
 
+from client.cluster import Cluster
 from client.connection import BrokerConnection
 from protocol.apis import (
     ApiKey,
@@ -240,3 +242,33 @@ async def test_send_now_an_answer_to_another_request_fails_the_waiting_one() -> 
         assert response is None and isinstance(error, NetworkError)
         assert "answered correlation id 999" in str(error)
         assert not connected
+
+
+async def test_a_broker_silent_at_the_handshake_is_passed_over_for_one_that_answers() -> None:
+    """Found moving partitions with a broker stopped (SIGSTOP): a request to any broker
+    went to it first and failed at its ApiVersions timeout, not on to the next broker."""
+    held: list[asyncio.StreamWriter] = []
+    silent = await asyncio.start_server(lambda r, w: held.append(w), "127.0.0.1", 0)  # mute
+    quiet = silent.sockets[0].getsockname()[1]
+
+    def reply(writer: asyncio.StreamWriter, pending: list[bytes]) -> None:
+        writer.write(b"".join(pending))
+        pending.clear()
+
+    try:
+        async for port, _ in _broker(reply):
+            cluster = Cluster(
+                [f"127.0.0.1:{quiet}", f"127.0.0.1:{port}"], client_id="t", request_timeout_ms=300
+            )
+            # the silent one first
+            cluster._candidates = functools.partial(list, cluster.bootstrap)  # type: ignore[method-assign]
+            try:
+                answer = await cluster.send_any(ApiKey.METADATA, MetadataRequest(topics=[]))
+            finally:
+                await cluster.close()
+            assert answer.cluster_id == "c"
+    finally:
+        for writer in held:
+            writer.close()
+        silent.close()
+        await silent.wait_closed()

@@ -5,6 +5,7 @@ commands after it find the cluster through ./.headwater/cluster.json, without fl
 Whatever happens, the finalizer stops every process the record names, by verified pid.
 """
 
+import json
 import os
 import signal
 import subprocess
@@ -250,3 +251,72 @@ def test_replicated_topics_under_replication_and_preferred_leaders(run: Headwate
     assert "3 of 3 partitions led by their preferred replica" in elected
     rows = describe()
     assert all(r[2] == r[3].split(",")[0] for r in rows)  # leader == first replica
+    _partitions_move(run)
+
+
+def _partitions_move(run: Headwater) -> None:
+    """`reassign-partitions` as Kafka's tool is used: --generate, --execute a plan moving
+    each partition to the next broker, --verify until done, --list, --cancel."""
+    run("topics", "create", "moves", "--partitions", "2", "--replication-factor", "1")
+    lines = [f"m{i}" for i in range(40)]
+    run("produce", "moves", input="\n".join(lines) + "\n")
+    (run.folder / "topics.json").write_text('{"version":1,"topics":[{"topic":"moves"}]}')
+    generated = run(
+        "reassign-partitions",
+        "--generate",
+        "--topics-to-move-json-file",
+        "topics.json",
+        "--broker-list",
+        "1,2,3",
+    ).stdout.splitlines()
+    assert generated[0] == "Current partition replica assignment"
+    current = json.loads(generated[1])["partitions"]
+    assert generated[3] == "Proposed partition reassignment configuration"
+    proposed = json.loads(generated[4])["partitions"]
+    assert [(p["topic"], p["partition"], len(p["replicas"])) for p in proposed] == [
+        ("moves", 0, 1),
+        ("moves", 1, 1),
+    ]
+    plan = {
+        "version": 1,
+        "partitions": [
+            {**p, "replicas": [p["replicas"][0] % 3 + 1]}
+            for p in current  # the next broker
+        ],
+    }
+    (run.folder / "plan.json").write_text(json.dumps(plan))
+    started = run("reassign-partitions", "--execute", "--reassignment-json-file", "plan.json")
+    assert json.loads(started.stdout.splitlines()[2])["partitions"] == current  # for rollback
+    assert "Successfully started partition reassignments for moves-0,moves-1" in started.stdout
+
+    def verify() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*COMMAND, "reassign-partitions", "--verify", "--reassignment-json-file", "plan.json"],
+            cwd=run.folder,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=run.env,
+            check=False,
+        )
+
+    done = _until(verify, lambda v: v.returncode == 0)
+    assert "Reassignment of partition moves-1 is completed." in done.stdout
+    rows = _rows(run("topics", "describe", "moves").stdout)
+    assert [r[3] for r in rows] == [str(p["replicas"][0]) for p in plan["partitions"]]
+    listed = run("reassign-partitions", "--list").stdout
+    assert listed == "No partition reassignments found.\n"
+    cancelled = run("reassign-partitions", "--cancel", "--reassignment-json-file", "plan.json")
+    assert "moves-0 was not being reassigned." in cancelled.stdout
+    consumed = run(
+        "consume", "moves", "--from-beginning", "--max-messages", "40", "--timeout-ms", "10000"
+    ).stdout.splitlines()
+    assert sorted(consumed) == sorted(lines)
+    (run.folder / "bad.json").write_text('{"version":1,"partitions":[{"topic":"moves"}]}')
+    bad = run("reassign-partitions", "--execute", "--reassignment-json-file", "bad.json", rc=1)
+    assert 'partitions[0] needs a "partition" number' in bad.stderr
+    (run.folder / "far.json").write_text(
+        '{"version":1,"partitions":[{"topic":"moves","partition":0,"replicas":[9]}]}'
+    )
+    far = run("reassign-partitions", "--execute", "--reassignment-json-file", "far.json", rc=1)
+    assert "broker 9 is not alive" in far.stderr and "INVALID_REPLICA_ASSIGNMENT" in far.stderr

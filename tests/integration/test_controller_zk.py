@@ -8,6 +8,8 @@ to them record what the controller sends.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -388,3 +390,284 @@ async def test_partitions_added_to_a_topic_are_started_even_after_a_failed_try(
         assert len(controller.states) == PARTITIONS + 2
     finally:
         await controller.deactivate()
+
+
+# --- partition reassignment ---------------------------------------------------------------
+
+
+async def _register(bridge: ZkBridge, broker_id: int) -> None:
+    reg = BrokerRegistration(broker_id, "127.0.0.1", 9000 + broker_id)
+    await bridge.create(paths.broker(broker_id), reg.to_json(0), makepath=True)
+
+
+async def _until(check: Any, what: str) -> None:
+    for _ in range(500):
+        if await check():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"not within 5 s: {what}")
+
+
+async def _in_sync(bridge: ZkBridge, p: int, isr: list[int], topic: str = "t") -> None:
+    """What a leader does when followers catch up: its ISR written, the controller told."""
+    path = paths.partition_state(topic, p)
+    raw, stat = await bridge.get(path)
+    state = PartitionState.from_json(path, raw)
+    grown = PartitionState(state.leader, state.leader_epoch, isr, state.controller_epoch)
+    await bridge.set(path, grown.to_json(), version=stat.version)
+    note = json.dumps({"version": 1, "partitions": [{"topic": topic, "partition": p}]})
+    await bridge.create(
+        paths.ISR_CHANGES + "/isr_change_", note.encode(), sequence=True, makepath=True
+    )
+
+
+async def _assignment(bridge: ZkBridge) -> TopicAssignment:
+    data, _ = await bridge.get(paths.topic("t"))
+    return TopicAssignment.from_json("t", data)
+
+
+async def test_a_reassignment_copies_first_then_moves_the_leader_and_deletes_the_old_replica(
+    bridge: ZkBridge,
+) -> None:
+    """Partition 0 moves from [1, 2, 3] to [2, 3, 4]. First both sets, with 4 being added
+    and 1 removed, in the znode, and the leader epoch bumped so leader 1 takes 4 as a
+    follower; nothing leaves until 4 is in sync. Then the leadership goes to 2 (the first
+    in-sync target replica), 1 leaves the ISR and the list, and gets StopReplica with
+    delete."""
+    await _register(bridge, 4)
+    controller = await _started(bridge)
+    try:
+        channels: dict[int, Any] = controller._channels  # type: ignore[assignment]
+        outcome = await controller.reassign({("t", 0): [2, 3, 4]})
+        assert outcome == {("t", 0): None}
+        moving = await _assignment(bridge)
+        assert moving.partitions[0] == [2, 3, 4, 1]
+        assert (moving.adding, moving.removing) == ({0: [4]}, {0: [1]})
+        state, _ = await _state(bridge, 0)
+        assert (state.leader, state.leader_epoch, state.isr) == (1, 1, [1, 2, 3])
+        assert all(channels[b].roles[("t", 0)] == 1 for b in (1, 2, 3, 4))
+        listed = await controller.list_reassignments(None)
+        assert list(listed) == [("t", 0)] and listed[("t", 0)].adding == (4,)
+        assert not channels[1].deletes
+
+        await _in_sync(bridge, 0, [1, 2, 3, 4])
+
+        async def moved() -> bool:
+            return not (await _assignment(bridge)).reassigning and channels[1].deletes == ["t"]
+
+        await _until(moved, "the move finished")
+        done = await _assignment(bridge)
+        assert done.partitions[0] == [2, 3, 4] and done.partitions[1] == _replicas(1)
+        state, _ = await _state(bridge, 0)
+        assert (state.leader, state.leader_epoch, state.isr) == (2, 2, [2, 3, 4])
+        assert all(channels[b].roles[("t", 0)] == 2 for b in (2, 3, 4))
+        assert channels[1].roles[("t", 0)] == 1  # stopped, not told it follows
+        assert controller.assignments["t"][0] == [2, 3, 4]
+        assert await controller.list_reassignments(None) == {}
+    finally:
+        await controller.deactivate()
+
+
+async def test_a_cancelled_reassignment_drops_the_new_replica_and_keeps_the_old(
+    bridge: ZkBridge,
+) -> None:
+    """Cancelled, a move goes back to its origin (as Kafka, in the move's order: the
+    target's replicas first) and the replica it was adding is deleted at once."""
+    await _register(bridge, 4)
+    controller = await _started(bridge)
+    try:
+        channels: dict[int, Any] = controller._channels  # type: ignore[assignment]
+        assert await controller.reassign({("t", 1): [4, 3, 1]}) == {("t", 1): None}
+        assert (await _assignment(bridge)).partitions[1] == [4, 3, 1, 2]
+        assert await controller.reassign({("t", 1): None}) == {("t", 1): None}
+        back = await _assignment(bridge)
+        assert back.partitions[1] == [3, 1, 2] and not back.reassigning
+        assert channels[4].deletes == ["t"] and not channels[2].deletes
+        state, _ = await _state(bridge, 1)
+        assert (state.leader, state.isr) == (2, [2, 3, 1])
+        again = await controller.reassign({("t", 1): None})
+        assert type(again[("t", 1)]).__name__ == "NoReassignmentInProgressError"
+    finally:
+        await controller.deactivate()
+
+
+async def test_reassignments_that_cannot_be_made_are_refused_each_alone(bridge: ZkBridge) -> None:
+    controller = await _started(bridge)
+    try:
+        outcome = await controller.reassign(
+            {
+                ("t", 2): [1, 9],
+                ("t", 3): [1, 1, 2],
+                ("t", 4): [],
+                ("nope", 0): [1],
+                ("t", PARTITIONS): [1],
+                ("t", 5): [3, 1],
+            }
+        )
+        names = {tp: None if e is None else e.name for tp, e in outcome.items()}
+        assert names == {
+            ("t", 2): "INVALID_REPLICA_ASSIGNMENT",
+            ("t", 3): "INVALID_REPLICA_ASSIGNMENT",
+            ("t", 4): "INVALID_REPLICA_ASSIGNMENT",
+            ("nope", 0): "UNKNOWN_TOPIC_OR_PARTITION",
+            ("t", PARTITIONS): "UNKNOWN_TOPIC_OR_PARTITION",
+            ("t", 5): None,  # a replica fewer: every target replica is in sync already
+        }
+        assert "9 is not alive" in str(outcome[("t", 2)])
+        done = await _assignment(bridge)
+        assert done.partitions[5] == [3, 1] and not done.reassigning
+        assert done.partitions[2] == _replicas(2)
+    finally:
+        await controller.deactivate()
+
+
+async def test_a_new_controller_finishes_the_move_its_predecessor_began(bridge: ZkBridge) -> None:
+    """The first controller dies mid-move. Its successor reads the move from the znode,
+    bumps the epoch again (the leader may not have heard of the new list), and finishes
+    it when the new replica is in sync."""
+    await _register(bridge, 4)
+    first = await _started(bridge)
+    try:
+        assert await first.reassign({("t", 0): [4, 2, 3]}) == {("t", 0): None}
+    finally:
+        await first.deactivate()
+    await bridge.set(paths.CONTROLLER_EPOCH, b"2")
+    second = Controller(bridge, broker_id=2)
+    await second.activate(2)
+    try:
+        channels: dict[int, Any] = second._channels  # type: ignore[assignment]
+
+        async def bumped() -> bool:
+            return (await _state(bridge, 0))[0].leader_epoch == 2  # once by each controller
+
+        await _until(bumped, "the second controller bumped the epoch")
+        await _until(lambda: _true(channels[4].roles.get(("t", 0)) == 2), "4 told")
+        await _in_sync(bridge, 0, [1, 2, 3, 4])
+        await _until(lambda: _true(not second.reassignments), "the move finished")
+        state, _ = await _state(bridge, 0)
+        assert (state.leader, state.isr) == (4, [2, 3, 4])  # the target's first, in sync
+        assert (await _assignment(bridge)).partitions[0] == [4, 2, 3]
+        assert channels[1].deletes == ["t"]
+    finally:
+        await second.deactivate()
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def test_a_move_that_would_drop_the_only_in_sync_copy_is_refused(bridge: ZkBridge) -> None:
+    """From a review: partition 0 moving to [4, 5], its old replicas gone and 4 the only
+    one in sync. Cancelling (or any list without 4) would delete every acked record: it
+    is refused, and nothing is deleted."""
+    for b in (4, 5):
+        await _register(bridge, b)
+    controller = await _started(bridge)
+    try:
+        channels: dict[int, Any] = controller._channels  # type: ignore[assignment]
+        assert await controller.reassign({("t", 0): [4, 5]}) == {("t", 0): None}
+        state, version = await _state(bridge, 0)
+        alone = PartitionState(4, state.leader_epoch + 1, [4], state.controller_epoch)
+        await bridge.set(paths.partition_state("t", 0), alone.to_json(), version=version)
+        await controller._reload_state(("t", 0))
+        for target in (None, [1, 2], [5, 1]):
+            outcome = await controller.reassign({("t", 0): target})
+            error = outcome[("t", 0)]
+            assert error is not None and error.name == "INVALID_REPLICA_ASSIGNMENT", target
+            assert "the only in-sync replica" in str(error)
+        assert not channels[4].deletes
+        assert (await _assignment(bridge)).partitions[0] == [4, 5, 1, 2, 3]
+        assert await controller.reassign({("t", 0): [5, 4]}) == {("t", 0): None}  # keeps 4
+    finally:
+        await controller.deactivate()
+
+
+async def test_a_move_begun_is_finished_though_its_caller_gave_up_during_a_zookeeper_error(
+    bridge: ZkBridge,
+) -> None:
+    """From a review: the controller reruns an event after a ZooKeeper error, but a
+    request whose caller had gone (its connection closed) was skipped on the rerun, with
+    the move in the znode and its leader never told."""
+    await _register(bridge, 4)
+    controller = await _started(bridge)
+    try:
+        channels: dict[int, Any] = controller._channels  # type: ignore[assignment]
+        real, failures = bridge.write_many, 0
+        asking: asyncio.Task[Any] | None = None
+
+        async def failing_once(writes: list[GuardedWrite], **kwargs: Any) -> Any:
+            nonlocal failures
+            if failures == 0 and any(w.path.endswith("/state") for w in writes):
+                failures += 1
+                assert asking is not None
+                asking.cancel()  # the caller goes away...
+                raise ZkError("connection lost (injected)")  # ...as the state write fails
+            return await real(writes, **kwargs)
+
+        bridge.write_many = failing_once  # type: ignore[method-assign]
+        asking = asyncio.ensure_future(controller.reassign({("t", 0): [4, 2, 3]}))
+        with contextlib.suppress(asyncio.CancelledError):
+            await asking
+        await _until(lambda: _true(channels[4].roles.get(("t", 0)) == 1), "4 told")
+        assert failures == 1
+        assert (await _state(bridge, 0))[0].leader_epoch == 1
+        assert controller.reassignments[("t", 0)].adding == (4,)
+    finally:
+        await controller.deactivate()
+
+
+async def test_a_removed_replica_on_a_down_broker_is_deleted_when_it_returns(
+    bridge: ZkBridge,
+) -> None:
+    """Broker 1 is down when the move that removes it finishes: its copy is deleted when
+    it registers again."""
+    controller = await _moved_off_a_down_broker(bridge)
+    try:
+        await _register(bridge, 1)
+
+        async def deleted() -> bool:
+            channel: Any = controller._channels.get(1)
+            return channel is not None and channel.deletes == ["u"]
+
+        await _until(deleted, "broker 1 told to delete its copy")
+        assert controller._strays == {}
+    finally:
+        await controller.deactivate()
+
+
+async def test_a_topic_deletion_waits_for_the_copies_moves_left_on_down_brokers(
+    bridge: ZkBridge,
+) -> None:
+    """From a review: the deletion covered only the topic's replicas now, so a copy a move
+    left on a down broker outlived the topic, and a topic made again under the name
+    would have found it there."""
+    controller = await _moved_off_a_down_broker(bridge)
+    try:
+        channels: dict[int, Any] = controller._channels  # type: ignore[assignment]
+        await bridge.create(paths.delete_topic("u"), makepath=True)
+        await _until(lambda: _true("u" in controller.deleting), "the deletion began")
+        await asyncio.sleep(0.2)
+        assert not any(c.deletes for c in channels.values())  # broker 1 is awaited
+        await _register(bridge, 1)
+        await _until(
+            lambda: _true(1 in channels and channels[1].deletes == ["u"]), "broker 1 asked"
+        )
+        assert all(channels[b].deletes == ["u"] for b in (2, 3, 4))
+    finally:
+        await controller.deactivate()
+
+
+async def _moved_off_a_down_broker(bridge: ZkBridge) -> Controller:
+    """Topic ``u``'s one partition moved from [1, 2, 3] to [4, 2, 3] while broker 1 was
+    down (its only copy on broker 1)."""
+    await _register(bridge, 4)
+    controller = await _started(bridge)
+    await bridge.create(paths.topic("u"), TopicAssignment("u", {0: [1, 2, 3]}).to_json())
+    await _until(lambda: _true(("u", 0) in controller.states), "topic u started")
+    assert await controller.reassign({("u", 0): [4, 2, 3]}) == {("u", 0): None}
+    await bridge.delete(paths.broker(1))
+    await _until(lambda: _true(1 not in controller.brokers), "broker 1 gone")
+    await _in_sync(bridge, 0, [2, 3, 4], topic="u")
+    await _until(lambda: _true(not controller.reassignments), "the move finished")
+    assert controller._strays == {1: {("u", 0)}}
+    return controller

@@ -1,16 +1,16 @@
 """`headwater topics delete-records`, without a cluster: the Admin calls are answered by a
 fake that records them."""
 
-import asyncio
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 
-from client import TopicPartition, cli
+from client import TopicPartition
 from client.types import PartitionDescription, TopicDescription
 from protocol.errors import OffsetOutOfRangeError
+from tests.unit.conftest import serve_admin
 
 
 class FakeAdmin:
@@ -33,18 +33,8 @@ class FakeAdmin:
 
 @pytest.fixture
 def admin(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeAdmin:
-    fake = FakeAdmin()
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(cli, "_admin", lambda ctx, call: asyncio.run(call(fake)))
+    fake = serve_admin(FakeAdmin(), monkeypatch, tmp_path)
     return fake
-
-
-@pytest.fixture
-def run() -> Callable[..., Result]:
-    def invoke(*args: str) -> Result:
-        return CliRunner().invoke(cli.main, ["--bootstrap-server", "h:1", *args])
-
-    return invoke
 
 
 def test_every_partition_or_those_named(admin: FakeAdmin, run: Callable[..., Result]) -> None:

@@ -1,20 +1,20 @@
 """`headwater topics alter` and the Configs lines of `topics describe`, without a cluster:
 the Admin calls are answered by a fake that records them."""
 
-import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 
-from client import AlterConfigOp, ConfigResource, NewPartitions, cli
+from client import AlterConfigOp, ConfigResource, NewPartitions
 from client.types import ConfigEntry, PartitionDescription, TopicDescription
 from protocol.errors import (
     InvalidConfigError,
     InvalidPartitionsError,
     UnknownTopicOrPartitionError,
 )
+from tests.unit.conftest import serve_admin
 
 
 class FakeAdmin:
@@ -57,18 +57,8 @@ def _entry(name: str, value: str, source: str) -> ConfigEntry:
 
 @pytest.fixture
 def admin(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeAdmin:
-    fake = FakeAdmin()
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(cli, "_admin", lambda ctx, call: asyncio.run(call(fake)))
+    fake = serve_admin(FakeAdmin(), monkeypatch, tmp_path)
     return fake
-
-
-@pytest.fixture
-def run() -> Callable[..., Result]:
-    def invoke(*args: str) -> Result:
-        return CliRunner().invoke(cli.main, ["--bootstrap-server", "h:1", *args])
-
-    return invoke
 
 
 def _one_line(result: Result, fragment: str) -> None:

@@ -1,0 +1,144 @@
+"""Partition reassignment on real brokers: a partition's replicas move to other brokers
+while it is written to, through a controller's death and with the new replica's broker
+stopped (SIGSTOP) meanwhile, and a move is cancelled. What a user checks: every acked
+record readable at its offset, in order, once; the partition on the new brokers; the old
+copies deleted."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from client import Admin, Consumer, NewPartitions, NewTopic, Producer, TopicPartition
+from protocol.errors import ReassignmentInProgressError
+from tests.integration.conftest import Cluster
+from tests.integration.conftest import until as _until
+from tests.integration.test_topics import _ready_cluster
+
+pytestmark = pytest.mark.timeout(180)
+
+FAST_ISR = {"replica.lag.time.max.ms": "2000"}
+TP = TopicPartition("moving", 0)
+
+
+async def _cluster_with_a_spare(make_cluster: Callable[..., Cluster]) -> tuple[Cluster, int]:
+    """Brokers 1-3 and topic ``moving`` (one partition on all three, min.insync.replicas
+    2), then broker 4, which holds nothing; the controller id (never 4: it came last)."""
+    cluster = make_cluster(3, FAST_ISR)
+    await _ready_cluster(cluster)
+    async with Admin(bootstrap_servers=cluster.bootstrap) as admin:
+        await admin.create_topics([NewTopic("moving", 1, 3, {"min.insync.replicas": "2"})])
+        cluster.start_broker(4, FAST_ISR)
+        await _ready_cluster(cluster)
+        controller = (await admin.describe_cluster()).controller_id
+    assert controller in (1, 2, 3)
+    return cluster, controller
+
+
+async def _describe(admin: Admin) -> tuple[int, list[int], list[int]]:
+    (topic,) = await admin.describe_topics(["moving"])
+    p = topic.partitions[0]
+    return p.leader, p.replicas, p.isr
+
+
+async def _read_all(bootstrap: str, count: int) -> list[tuple[int, bytes]]:
+    consumer = Consumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    got: list[tuple[int, bytes]] = []
+    async with consumer:
+        consumer.assign([TP])
+        while len(got) < count:
+            for records in (await consumer.getmany(timeout_ms=1000)).values():
+                got.extend((r.offset, r.value) for r in records)
+    return got
+
+
+def _copy(cluster: Cluster, broker_id: int) -> Path:
+    return cluster.brokers[broker_id].directory / "data" / "moving-0"
+
+
+async def test_a_partition_moves_while_written_to_and_through_a_controller_death(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    """The move's new replica (broker 4) is stopped (SIGSTOP) as the move begins, so the
+    move stays under way: listed, the topic cannot grow meanwhile, and the controller is
+    killed (kill -9). The next controller goes on with it; broker 4 comes back, copies the
+    log while acks=all records keep coming, and the move finishes: the partition is on
+    its target, the killed broker's copy is deleted when it returns, and every acked
+    record is read back at its offset, in order, once, from broker 4 leading."""
+    cluster, controller = await _cluster_with_a_spare(make_cluster)
+    target = [4, *(b for b in (1, 2, 3) if b != controller)]
+    acked: list[tuple[int, bytes]] = []
+    async with (
+        Admin(bootstrap_servers=cluster.bootstrap, request_timeout_ms=3000) as admin,
+        Producer(
+            bootstrap_servers=cluster.bootstrap, acks="all", request_timeout_ms=5000
+        ) as producer,
+    ):
+
+        async def send(n: int) -> None:
+            for _ in range(n):
+                value = b"%d" % len(acked)
+                acked.append(((await producer.send_and_wait("moving", value)).offset, value))
+                await asyncio.sleep(0.002)
+
+        await send(100)
+        cluster.brokers[4].pause()  # registered still: its session lasts 2 s
+        outcome = await admin.alter_partition_reassignments({TP: target})
+        assert outcome == {TP: None}
+        listed = await admin.list_partition_reassignments()
+        assert listed[TP].replicas == [*target, controller]
+        assert (listed[TP].adding_replicas, listed[TP].removing_replicas) == ([4], [controller])
+        with pytest.raises(ReassignmentInProgressError):
+            await admin.create_partitions({"moving": NewPartitions(2)})
+        await send(100)
+        cluster.brokers[controller].kill()
+        await _until(admin.describe_cluster, lambda c: c.controller_id not in (-1, controller))
+        await send(100)
+        cluster.brokers[4].resume()
+        sending = asyncio.ensure_future(send(300))  # while broker 4 catches up
+        await _until(admin.list_partition_reassignments, lambda moves: not moves, timeout_s=60)
+        await sending
+        leader, replicas, isr = await _describe(admin)
+        assert replicas == target and sorted(isr) == sorted(target) and leader in target
+        assert (await admin.elect_leaders([TP]))[TP] is None  # 4, the target's first
+        await _until(lambda: _describe(admin), lambda d: d[0] == 4)
+    assert [offset for offset, _ in acked] == list(range(len(acked)))
+    assert await _read_all(cluster.brokers[4].bootstrap, len(acked)) == acked
+    assert _copy(cluster, controller).exists()  # down when the move finished
+    cluster.start_broker(controller, FAST_ISR)
+    await _until(lambda: _copy(cluster, controller).exists(), lambda there: not there)
+
+
+async def test_a_cancelled_move_leaves_the_partition_where_it_was(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    """Broker 4 stopped (SIGSTOP) so the move stays under way, then the move cancelled:
+    the replicas go back, and broker 4, back, deletes the copy it had begun."""
+    cluster, _ = await _cluster_with_a_spare(make_cluster)
+    async with (
+        Admin(bootstrap_servers=cluster.bootstrap, request_timeout_ms=3000) as admin,
+        Producer(
+            bootstrap_servers=cluster.bootstrap, acks="all", request_timeout_ms=5000
+        ) as producer,
+    ):
+        for i in range(50):
+            await producer.send("moving", b"%d" % i)
+        _, before, _ = await _describe(admin)
+        cluster.brokers[4].pause()
+        assert await admin.alter_partition_reassignments({TP: [4, *before[1:]]}) == {TP: None}
+        assert TP in await admin.list_partition_reassignments([TP])
+        assert await admin.alter_partition_reassignments({TP: None}) == {TP: None}
+        assert await admin.list_partition_reassignments() == {}
+        _, replicas, isr = await _describe(admin)
+        assert sorted(replicas) == sorted(before) and sorted(isr) == sorted(before)
+        again = await admin.alter_partition_reassignments({TP: None})
+        assert type(again[TP]).__name__ == "NoReassignmentInProgressError"
+        cluster.brokers[4].resume()
+        for i in range(50, 100):
+            await producer.send("moving", b"%d" % i)
+    await _until(lambda: _copy(cluster, 4).exists(), lambda there: not there)
+    got = await _read_all(cluster.bootstrap, 100)
+    assert [v for _, v in got] == [b"%d" % i for i in range(100)]

@@ -1,0 +1,166 @@
+"""`headwater reassign-partitions` without a cluster: the Admin calls are answered by a
+fake holding a partition's replicas and the moves under way."""
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import pytest
+from click.testing import Result
+
+from client import PartitionReassignment, TopicPartition, cli
+from client.types import PartitionDescription, TopicDescription
+from protocol.errors import ApiError, InvalidReplicaAssignmentError, NoReassignmentInProgressError
+from tests.unit.conftest import serve_admin
+
+T0, T1 = TopicPartition("orders", 0), TopicPartition("orders", 1)
+
+
+class FakeAdmin:
+    def __init__(self) -> None:
+        self.replicas = {T0: [1, 2], T1: [2, 3]}
+        self.moving: dict[TopicPartition, PartitionReassignment] = {}
+        self.asked: list[dict[TopicPartition, list[int] | None]] = []
+        self.stale_reads = 0  # describe answers from before the last move finished
+
+    async def describe_topics(self, names: list[str]) -> list[TopicDescription]:
+        replicas = dict(self.replicas)
+        if self.stale_reads:
+            self.stale_reads -= 1
+            replicas[T0] = [1, 2]
+        parts = [
+            PartitionDescription(tp.partition, r[0], 0, r, r, []) for tp, r in replicas.items()
+        ]
+        return [TopicDescription("orders", False, parts)]
+
+    async def list_partition_reassignments(
+        self, partitions: Sequence[TopicPartition] | None = None
+    ) -> dict[TopicPartition, PartitionReassignment]:
+        return {tp: m for tp, m in self.moving.items() if partitions is None or tp in partitions}
+
+    async def alter_partition_reassignments(
+        self, moves: Mapping[TopicPartition, Sequence[int] | None]
+    ) -> dict[TopicPartition, ApiError | None]:
+        self.asked.append({tp: None if r is None else list(r) for tp, r in moves.items()})
+        out: dict[TopicPartition, ApiError | None] = {}
+        for tp, r in moves.items():
+            if r is None:
+                out[tp] = None if self.moving.pop(tp, None) else NoReassignmentInProgressError("")
+            elif 9 in r:
+                out[tp] = InvalidReplicaAssignmentError(
+                    f"orders-{tp.partition}: broker 9 is not alive"
+                )
+            else:
+                out[tp] = None
+        return out
+
+
+@pytest.fixture
+def admin(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeAdmin:
+    fake = serve_admin(FakeAdmin(), monkeypatch, tmp_path)
+    monkeypatch.setattr(cli, "_METADATA_LAG_TRIES", 3)
+    return fake
+
+
+def _plan(path: str, moves: dict[TopicPartition, list[int]]) -> None:
+    entries = [
+        {"topic": tp.topic, "partition": tp.partition, "replicas": r} for tp, r in moves.items()
+    ]
+    Path(path).write_text(json.dumps({"version": 1, "partitions": entries}))
+
+
+def test_execute_prints_the_rollback_and_refuses_to_replace_a_move_unasked(
+    admin: FakeAdmin, run: Callable[..., Result]
+) -> None:
+    _plan("plan.json", {T0: [3, 2]})
+    started = run("reassign-partitions", "--execute", "--reassignment-json-file", "plan.json")
+    assert started.exit_code == 0, started.output
+    lines = started.stdout.splitlines()
+    assert json.loads(lines[2])["partitions"][0]["replicas"] == [1, 2]
+    assert lines[-1] == "Successfully started partition reassignments for orders-0"
+    admin.moving[T0] = PartitionReassignment([3, 2, 1], [3], [1])
+    again = run("reassign-partitions", "--execute", "--reassignment-json-file", "plan.json")
+    assert again.exit_code == 1 and "orders-0 is being moved already" in again.stderr
+    assert len(admin.asked) == 1
+    replaced = run(
+        "reassign-partitions", "--execute", "--additional", "--reassignment-json-file", "plan.json"
+    )
+    assert replaced.exit_code == 0
+    # the rollback of a partition moving is its origin, not both lists
+    assert json.loads(replaced.stdout.splitlines()[2])["partitions"][0]["replicas"] == [2, 1]
+
+
+def test_a_refused_partition_is_a_line_and_exit_code_1(
+    admin: FakeAdmin, run: Callable[..., Result]
+) -> None:
+    _plan("plan.json", {T0: [9], T1: [1]})
+    result = run("reassign-partitions", "--execute", "--reassignment-json-file", "plan.json")
+    assert result.exit_code == 1
+    assert "Successfully started partition reassignments for orders-1" in result.stdout
+    assert result.stderr == (
+        "headwater: orders-0: orders-0: broker 9 is not alive (INVALID_REPLICA_ASSIGNMENT)\n"
+    )
+
+
+def test_verify_waits_out_the_brokers_metadata_and_says_what_is_left(
+    admin: FakeAdmin, run: Callable[..., Result]
+) -> None:
+    _plan("plan.json", {T0: [3, 2], T1: [2, 3]})
+    admin.moving[T0] = PartitionReassignment([3, 2, 1], [3], [1])
+    moving = run("reassign-partitions", "--verify", "--reassignment-json-file", "plan.json")
+    assert moving.exit_code == 1
+    assert moving.stdout.splitlines()[1:] == [
+        "Reassignment of partition orders-0 is still in progress.",
+        "Reassignment of partition orders-1 is completed.",
+    ]
+    del admin.moving[T0]
+    admin.replicas[T0] = [3, 2]
+    admin.stale_reads = 2  # the move just finished: two answers still show the old list
+    done = run("reassign-partitions", "--verify", "--reassignment-json-file", "plan.json")
+    assert done.exit_code == 0, done.output
+    assert "Reassignment of partition orders-0 is completed." in done.stdout
+    admin.replicas[T0] = [1, 2]
+    elsewhere = run("reassign-partitions", "--verify", "--reassignment-json-file", "plan.json")
+    assert elsewhere.exit_code == 1
+    assert "but its replicas are 1,2 rather than 3,2." in elsewhere.stdout
+
+
+def test_cancel_and_list(admin: FakeAdmin, run: Callable[..., Result]) -> None:
+    _plan("plan.json", {T0: [3, 2], T1: [1]})
+    admin.moving[T0] = PartitionReassignment([3, 2, 1], [3], [1])
+    listed = run("reassign-partitions", "--list")
+    assert listed.stdout == (
+        "Current partition reassignments:\norders-0: replicas: 3,2,1. adding: 3. removing: 1.\n"
+    )
+    cancelled = run("reassign-partitions", "--cancel", "--reassignment-json-file", "plan.json")
+    assert cancelled.exit_code == 0, cancelled.output
+    assert cancelled.stdout.splitlines() == [
+        "Successfully cancelled partition reassignments for: orders-0",
+        "orders-1 was not being reassigned.",
+    ]
+    assert run("reassign-partitions", "--list").stdout == "No partition reassignments found.\n"
+
+
+def test_usage_mistakes(admin: FakeAdmin, run: Callable[..., Result]) -> None:
+    assert run("reassign-partitions").exit_code == 2
+    assert run("reassign-partitions", "--execute").exit_code == 2
+    assert run("reassign-partitions", "--generate", "--broker-list", "1").exit_code == 2
+    Path("t.json").write_text('{"version":1,"topics":[{"topic":"orders"}]}')
+    bad = run(
+        "reassign-partitions",
+        "--generate",
+        "--topics-to-move-json-file",
+        "t.json",
+        "--broker-list",
+        "1,x",
+    )
+    assert bad.exit_code == 2 and "broker ids separated by commas" in bad.output
+    one = run(
+        "reassign-partitions",
+        "--generate",
+        "--topics-to-move-json-file",
+        "t.json",
+        "--broker-list",
+        "5",
+    )
+    assert one.exit_code == 1 and "has 2 replicas but --broker-list names 1 broker" in one.stderr
