@@ -652,6 +652,9 @@ class Controller:
             else:  # never led (created while every replica was down): nothing to lose
                 candidates = [r for r in replicas if r in usable]
             if not candidates and await self._unclean_allowed(tp[0]):
+                moving = self.reassignments.get(tp)
+                if moving is not None:  # a replica still being added may hold nothing yet
+                    replicas = [*moving.origin, *moving.adding]
                 candidates = [r for r in replicas if r in usable]
                 if candidates:
                     self._log.warning(

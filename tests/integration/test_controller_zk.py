@@ -671,3 +671,23 @@ async def _moved_off_a_down_broker(bridge: ZkBridge) -> Controller:
     await _until(lambda: _true(not controller.reassignments), "the move finished")
     assert controller._strays == {1: {("u", 0)}}
     return controller
+
+
+async def test_an_unclean_election_during_a_move_prefers_a_replica_that_had_the_log(
+    bridge: ZkBridge,
+) -> None:
+    """Every in-sync replica of a moving partition gone, unclean election allowed: the
+    first live replica of the move's origin leads, not a new one still copying (listed
+    first, being the target's), which would have nothing."""
+    await _register(bridge, 4)
+    controller = await _started(bridge)
+    try:
+        assert await controller.reassign({("t", 0): [4, 2, 3]}) == {("t", 0): None}
+        state = controller.states[("t", 0)].state
+        lost = PartitionState(-1, state.leader_epoch, [1], state.controller_epoch)
+        controller._unclean = {"t": True}
+        controller.brokers.pop(1)
+        chosen = await controller._leader_for(("t", 0), lost)
+        assert chosen is not None and chosen.leader == 2 and chosen.isr == [2]
+    finally:
+        await controller.deactivate()
