@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import random
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 import structlog
 
@@ -31,6 +31,7 @@ from broker.log import LogConfig
 from broker.metadata import MetadataCache
 from broker.zk import (
     CREATE,
+    BrokerRegistration,
     NodeExists,
     NoNode,
     TopicAssignment,
@@ -170,7 +171,8 @@ class TopicAdmin:
             raise InvalidConfigError(f"topic {topic.name!r}: {exc}") from None
         # the registered brokers, as Kafka's AdminZkClient reads them: this broker's metadata
         # may not list them yet right after a start
-        brokers = sorted(int(b) for b in await self._zk.get_children(paths.BROKER_IDS))
+        racks = await self._registered()
+        brokers = sorted(racks)
         if topic.assignments:
             if topic.num_partitions != -1 or topic.replication_factor != -1:
                 raise InvalidRequestError(
@@ -186,8 +188,22 @@ class TopicAdmin:
             factor = topic.replication_factor
             if factor == -1:
                 factor = self._config["default.replication.factor"]
-            assignment = assign_replicas(brokers, partitions, factor)
+            assignment = assign_replicas(brokers, partitions, factor, racks=racks)
         return assignment, configs
+
+    async def _registered(self) -> dict[int, str | None]:
+        """The registered brokers and their racks (``broker.rack``), read from ZooKeeper."""
+        ids = sorted(int(b) for b in await self._zk.get_children(paths.BROKER_IDS))
+
+        async def rack(broker_id: int) -> str | None:
+            try:
+                data, stat = await self._zk.get(paths.broker(broker_id))
+            except NoNode:
+                return None  # gone since: it is not counted below
+            return BrokerRegistration.from_json(broker_id, data, stat).rack or ""
+
+        found = await asyncio.gather(*(rack(b) for b in ids))
+        return {b: r or None for b, r in zip(ids, found, strict=True) if r is not None}
 
     def _check_assignment(
         self, topic: str, assignment: dict[int, list[int]], brokers: list[int]
@@ -330,8 +346,8 @@ class TopicAdmin:
                 f"({', '.join(map(str, sorted(known.reassigning)))}); grow it when they are done"
             )
         current = known.partitions
-        brokers = sorted(int(b) for b in await self._zk.get_children(paths.BROKER_IDS))
-        added = _new_partitions(name, current, topic, brokers)
+        racks = await self._registered()
+        added = _new_partitions(name, current, topic, sorted(racks), racks)
         if validate_only:
             return len(current)
         try:
@@ -698,6 +714,7 @@ def _new_partitions(
     current: dict[int, list[int]],
     request: CreatePartitionsTopic,
     brokers: list[int],
+    racks: Mapping[int, str | None] | None = None,
 ) -> dict[int, list[int]]:
     """The replicas of the partitions ``request`` adds to ``current`` (Kafka's
     AdminZkClient.addPartitions): given, and checked, or placed as a new topic's are, from
@@ -725,6 +742,7 @@ def _new_partitions(
             brokers,
             len(first),
             factor,
+            racks=racks,
             start_index=start,
             replica_shift=start,
             first_partition=have,

@@ -206,7 +206,8 @@ class Broker:
         if adv_host == "0.0.0.0":
             adv_host = "127.0.0.1"
         self._registrar = BrokerRegistrar(
-            self._zk, BrokerRegistration(self.broker_id, adv_host, adv_port)
+            self._zk,
+            BrokerRegistration(self.broker_id, adv_host, adv_port, rack=cfg["broker.rack"] or None),
         )
         await self._registrar.register()
         self._controller = Controller(

@@ -94,6 +94,14 @@ SETTINGS: tuple[Setting, ...] = (
         check=lambda v: None if not v else _listeners(v),
     ),
     Setting(
+        "broker.rack",
+        str,
+        "",
+        "This broker's rack (or zone): each partition's replicas go to as many racks as "
+        "they can. Set on every broker or on none.",
+        check=lambda v: None if len(v) <= 255 else "at most 255 characters",
+    ),
+    Setting(
         "zookeeper.connect",
         str,
         "127.0.0.1:2181",

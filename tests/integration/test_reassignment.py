@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from client import Admin, Consumer, NewPartitions, NewTopic, Producer, TopicPartition
-from protocol.errors import ReassignmentInProgressError
+from protocol.errors import InvalidReplicaAssignmentError, ReassignmentInProgressError
 from tests.integration.conftest import Cluster
 from tests.integration.conftest import until as _until
 from tests.integration.test_topics import _ready_cluster
@@ -142,3 +142,31 @@ async def test_a_cancelled_move_leaves_the_partition_where_it_was(
     await _until(lambda: _copy(cluster, 4).exists(), lambda there: not there)
     got = await _read_all(cluster.bootstrap, 100)
     assert [v for _, v in got] == [b"%d" % i for i in range(100)]
+
+
+async def test_replicas_spread_over_racks_when_the_brokers_name_theirs(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    """Brokers 1 and 2 in zone a, 3 and 4 in zone b (``broker.rack``): every partition of
+    an RF=2 topic, made or grown, has a replica in each zone; the racks show in the
+    cluster's description. A broker without a rack among them makes placement refuse."""
+    cluster = make_cluster(0)
+    for broker_id, zone in ((1, "a"), (2, "a"), (3, "b"), (4, "b")):
+        cluster.start_broker(broker_id, {"broker.rack": zone})
+    await _ready_cluster(cluster)
+    zone = {1: "a", 2: "a", 3: "b", 4: "b"}
+    async with Admin(bootstrap_servers=cluster.bootstrap) as admin:
+        described = await admin.describe_cluster()
+        assert {b.node_id: b.rack for b in described.brokers} == zone
+        await admin.create_topics([NewTopic("zoned", 8, 2)])
+        await admin.create_partitions({"zoned": NewPartitions(12)})
+        (topic,) = await admin.describe_topics(["zoned"])
+        assert len(topic.partitions) == 12
+        for p in topic.partitions:
+            assert sorted(zone[b] for b in p.replicas) == ["a", "b"], p
+        leaders = [p.replicas[0] for p in topic.partitions]
+        assert sorted(leaders.count(b) for b in zone) == [3, 3, 3, 3]
+        cluster.start_broker(5)  # no broker.rack
+        await _ready_cluster(cluster)
+        with pytest.raises(InvalidReplicaAssignmentError, match="broker 5 has none"):
+            await admin.create_topics([NewTopic("mixed", 1, 2)])

@@ -5,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from broker.admin import _new_partitions
-from broker.controller.assignment import assign_replicas
+from broker.controller.assignment import assign_replicas, rack_alternated
 from protocol.apis import CreatePartitionsAssignment, CreatePartitionsTopic
 from protocol.errors import (
     InvalidPartitionsError,
@@ -115,3 +115,61 @@ def test_new_partitions_given_by_hand_are_checked() -> None:
         match="3 replicas per partition, more than the 2 live brokers",
     ):
         _grow(3, brokers=[1, 2])
+
+
+# --- rack-aware (broker.rack) --------------------------------------------------------------
+
+KAFKAS_RACKS = {0: "rack1", 1: "rack3", 2: "rack3", 3: "rack2", 4: "rack2", 5: "rack1"}
+
+
+def test_kafkas_rack_aware_example() -> None:
+    """Kafka's own test (AdminRackAwareTest): the brokers alternated by rack, then the
+    same walk as without racks, skipping a rack already used while another is not."""
+    assert rack_alternated(KAFKAS_RACKS) == [0, 3, 1, 5, 4, 2]
+    assert rack_alternated({b: r for b, r in KAFKAS_RACKS.items() if b != 5}) == [0, 3, 1, 4, 2]
+    placed = assign_replicas(
+        list(KAFKAS_RACKS), 7, 3, racks=KAFKAS_RACKS, start_index=0, replica_shift=0
+    )
+    assert placed == {
+        0: [0, 3, 1],
+        1: [3, 1, 5],
+        2: [1, 5, 4],
+        3: [5, 4, 2],
+        4: [4, 2, 0],
+        5: [2, 0, 3],
+        6: [0, 4, 2],
+    }
+
+
+@pytest.mark.parametrize(
+    ("racks", "factor"),
+    [
+        ({0: "a", 1: "b", 2: "b", 3: "c", 4: "c", 5: "a"}, 3),
+        ({0: "a", 1: "b", 2: "b", 3: "c", 4: "c", 5: "a"}, 2),
+        ({0: "a", 1: "a", 2: "b", 3: "c", 4: "c", 5: "a"}, 3),  # uneven racks
+        ({0: "a", 1: "b", 2: "b", 3: "c", 4: "c", 5: "b"}, 5),  # more replicas than racks
+        ({0: "a", 1: "a", 2: "a"}, 2),  # one rack: as without racks
+        ({1: "az-1", 2: "az-2", 4: "az-3"}, 2),
+    ],
+)
+def test_every_partition_spans_as_many_racks_as_it_can(racks: dict[int, str], factor: int) -> None:
+    rack_count = len(set(racks.values()))
+    for start in range(len(racks)):
+        placed = assign_replicas(
+            list(racks), 12, factor, racks=racks, start_index=start, replica_shift=start
+        )
+        for replicas in placed.values():
+            assert len(set(replicas)) == factor
+            assert len({racks[b] for b in replicas}) == min(factor, rack_count), replicas
+        leaders = [r[0] for r in placed.values()]
+        assert max(map(leaders.count, racks)) - min(map(leaders.count, racks)) <= 1
+
+
+def test_racks_on_some_brokers_only_are_refused() -> None:
+    with pytest.raises(InvalidReplicaAssignmentError, match=r"brokers 2, 3 have none"):
+        assign_replicas([1, 2, 3], 3, 2, racks={1: "a", 2: None, 3: ""})
+    # none at all: Kafka's rack-unaware placement, as before
+    assert assign_replicas([1, 2, 3], 2, 2, racks={}, start_index=0, replica_shift=0) == {
+        0: [1, 2],
+        1: [2, 3],
+    }
