@@ -135,7 +135,11 @@ class Controller:
         self.reassignments: dict[TP, ReplicaAssignment] = {}
         """The partitions being reassigned (``assignments`` holds their whole list)."""
         self._strays: dict[int, set[TP]] = {}
-        """Replicas a move removed while their broker was down: deleted when it returns."""
+        """Copies moves removed that their broker has not confirmed deleted yet (it was
+        down, or bounced before it answered): asked again when it registers."""
+        self._orphans: dict[int, set[TP]] = {}
+        """Strays of topics deleted since, on brokers still down: deleted first thing when
+        such a broker registers, before a topic made again under the name reaches it."""
         self.deleting: set[str] = set()
         self._stopping: dict[str, object] = {}  # deletions with StopReplica out: the attempt
         self._brokers_todo: tuple[set[int], set[int], set[int]] = (set(), set(), set())
@@ -211,6 +215,7 @@ class Controller:
         self.states.clear()
         self.reassignments.clear()
         self._strays.clear()
+        self._orphans.clear()
         self.deleting.clear()
         self._stopping.clear()
         self._brokers_todo = (set(), set(), set())
@@ -458,6 +463,11 @@ class Controller:
             born=sorted(born),
             bounced=sorted(bounced),
         )
+        orphans = {b: sorted(self._orphans.pop(b)) for b in sorted(born) if b in self._orphans}
+        for broker_id, tps in orphans.items():
+            # copies of deleted topics, before anything else it hears: a topic made again
+            # under the name, with this broker a replica, must not start from the old log
+            self._delete_replicas({tp: [broker_id] for tp in tps})
         changed: set[TP] = set()
         if bounced:
             # a restart between two reads is a failure then a start (Kafka's KAFKA-1120): it
@@ -483,12 +493,16 @@ class Controller:
         self._send_update_metadata(changed, full_to=born)
         if born and self.deleting:
             await self._deletions_changed(None, resend=True)
-        for broker_id in born:  # (a deletion under way sent them above, with its own)
-            for tp in sorted(self._strays.pop(broker_id, ())):
-                if tp[0] not in self.deleting and broker_id not in self.assignments.get(
-                    tp[0], {}
-                ).get(tp[1], ()):
-                    self._delete_replicas(tp, [broker_id])
+        for broker_id in born:
+            strays = self._strays.get(broker_id, set())
+            # those of a deletion under way went above, with it; one moved back here (it
+            # is a replica again) is its copy now
+            strays.difference_update(
+                [tp for tp in strays if broker_id in self.assignments.get(tp[0], {}).get(tp[1], ())]
+            )
+            again = [tp for tp in sorted(strays) if tp[0] not in self.deleting]
+            if again:
+                self._delete_replicas({tp: [broker_id] for tp in again})
         # a move that waited for a live target replica to lead may go on now
         await self._finish_reassignments(self.reassignments)
         self._brokers_todo = (set(), set(), set())
@@ -519,8 +533,11 @@ class Controller:
 
     def _forget(self, topic: str) -> None:
         self._partitions_todo.pop(topic, None)
-        for strays in self._strays.values():
-            strays.difference_update([tp for tp in strays if tp[0] == topic])
+        for broker_id, strays in self._strays.items():
+            gone = [tp for tp in strays if tp[0] == topic]
+            strays.difference_update(gone)  # a live broker's went with the deletion
+            if gone and broker_id not in self.brokers:
+                self._orphans.setdefault(broker_id, set()).update(gone)
         for partition in self.assignments.pop(topic, {}):
             self.states.pop((topic, partition), None)
             self.reassignments.pop((topic, partition), None)
@@ -996,7 +1013,7 @@ class Controller:
             # leaves the topics before it moving and the ones after it untouched
             for topic, moves in _by_topic(plan).items():
                 if topic in self.assignments and topic not in self.deleting:
-                    await self._begin_moves(topic, moves)
+                    await self._begin_moves(topic, moves, outcome)
             await self._finish_reassignments(plan)
             return outcome
 
@@ -1004,28 +1021,46 @@ class Controller:
         return result
 
     async def _begin_moves(
-        self, topic: str, moves: dict[int, tuple[ReplicaAssignment, tuple[int, ...]]]
+        self,
+        topic: str,
+        moves: dict[int, tuple[ReplicaAssignment, tuple[int, ...]]],
+        outcome: dict[TP, ApiError | None],
     ) -> None:
-        """The topic's moves into its assignment znode, then our state; then the leader
-        epochs bumped (the leader takes the new list, its followers, only so) and the
-        replicas told; then the replicas dropped at once deleted."""
-        await self._write_assignment(topic, {p: new for p, (new, _) in moves.items()})
+        """Begin the topic's moves. The states first, at the next leader epoch (the
+        leader takes the new list, its followers, only so) with the dropped replicas out
+        of the ISR; each decided on a fresh read, so a move that would now drop every
+        in-sync replica is refused, not made (the check at the request saw our cache).
+        Then the assignment znode, our state, the replicas told, the dropped deleted. A
+        failure after the states leaves the old move in the znode with an ISR that lacks
+        replicas it was adding: they rejoin as they catch up, and a rerun goes on."""
         tps = {(topic, p): move for p, move in moves.items()}
-        for (_, p), (new, _) in tps.items():
+        await _pipelined(list(tps), self._reload_state)
+        usable = self._usable()
+        refused: set[TP] = set()
+
+        def begun(tp: TP, current: PartitionState) -> PartitionState | None:
+            new, gone = tps[tp]
+            why = _drops_the_last(current, gone, usable)
+            if why is not None:
+                refused.add(tp)
+                outcome[tp] = InvalidReplicaAssignmentError(f"{tp[0]}-{tp[1]}: {why}")
+                return None
+            return _without(current, gone, new.replicas, usable, self.epoch)
+
+        written = await self._rewrite_states(tps, begun)
+        started = {p: tps[(topic, p)][0] for t, p in written if (t, p) not in refused}
+        if not started:
+            return
+        await self._write_assignment(topic, started)
+        for p, new in started.items():
             self.assignments[topic][p] = list(new.replicas)
             if new.reassigning:
                 self.reassignments[(topic, p)] = new
             else:
                 self.reassignments.pop((topic, p), None)
-        usable = self._usable()
-        written = await self._rewrite_states(
-            tps, lambda tp, s: _without(s, tps[tp][1], tps[tp][0].replicas, usable, self.epoch)
-        )
-        self._tell_replicas(written)
-        for tp, (_, gone) in tps.items():
-            # never a copy still in the ISR (the ISR emptied meanwhile: it keeps it)
-            isr = self.states[tp].state.isr if tp in written else gone
-            self._delete_replicas(tp, [r for r in gone if r not in isr])
+        done = {(topic, p) for p in started}
+        self._tell_replicas(done)
+        self._delete_replicas({tp: tps[tp][1] for tp in done})
         self._log.info(
             "controller.reassignments_started",
             partitions=[
@@ -1038,6 +1073,7 @@ class Controller:
                     "dropped": list(gone),
                 }
                 for (t, p), (new, gone) in tps.items()
+                if (t, p) in done
             ],
         )
 
@@ -1062,16 +1098,9 @@ class Controller:
         new = current.reassign_to(target)
         gone = tuple(r for r in current.replicas if r not in new.replicas)
         state = self.states.get(tp)
-        isr = state.state.isr if state is not None else []
-        if gone and isr and all(r in gone for r in isr):
-            # they hold every acked record: deleting them would lose it
-            held = ", ".join(map(str, isr))
-            raise InvalidReplicaAssignmentError(
-                f"{name}: this would drop broker{'s' if len(isr) > 1 else ''} {held}, the "
-                f"only in-sync replica{'s' if len(isr) > 1 else ''}; keep "
-                f"{'one of them' if len(isr) > 1 else 'it'} in the list, or wait until "
-                "others are in sync"
-            )
+        why = None if state is None else _drops_the_last(state.state, gone, self._usable())
+        if why is not None:
+            raise InvalidReplicaAssignmentError(f"{name}: {why}")
         return new, gone
 
     async def list_reassignments(self, tps: list[TP] | None) -> dict[TP, ReplicaAssignment]:
@@ -1138,8 +1167,7 @@ class Controller:
             self.assignments[tp[0]][tp[1]] = list(ready[tp].target)
             del self.reassignments[tp]
         self._tell_replicas(written)
-        for tp in written:
-            self._delete_replicas(tp, ready[tp].removing)
+        self._delete_replicas({tp: ready[tp].removing for tp in written})
         if written:
             self._log.info(
                 "controller.reassignments_completed",
@@ -1217,44 +1245,47 @@ class Controller:
             except VersionConflict:
                 continue
 
-    def _delete_replicas(self, tp: TP, brokers: Iterable[int]) -> None:
-        """StopReplica with delete for ``tp`` to each of ``brokers``. One that is down gets
-        it when it returns to this controller (a later controller does not know of it:
-        the copy then stays on that disk, unused, as in Kafka's ZooKeeper mode)."""
-        for broker_id in brokers:
-            if broker_id not in self.brokers or broker_id not in self._channels:
+    def _delete_replicas(self, removed: dict[TP, Iterable[int]]) -> None:
+        """StopReplica with delete for the replicas moves ``removed``, one request per
+        broker. Each is a stray (``_strays``) until its broker confirms it: one that is
+        down, or bounced before it answered (the channel drops what it holds), gets it
+        again when it registers with this controller (a later controller does not know
+        of it: the copy then stays on that disk, unused, as in Kafka's ZooKeeper mode)."""
+        by_broker: dict[int, list[TP]] = {}
+        for tp, brokers in removed.items():
+            for broker_id in brokers:
                 self._strays.setdefault(broker_id, set()).add(tp)
+                by_broker.setdefault(broker_id, []).append(tp)
+        for broker_id, tps in sorted(by_broker.items()):
+            if broker_id not in self.brokers or broker_id not in self._channels:
                 self._log.info(
-                    "controller.removed_replica_pending",
-                    topic=tp[0],
-                    partition=tp[1],
+                    "controller.removed_replicas_pending",
                     broker=broker_id,
-                    why="its broker is down; its copy is deleted when it returns",
+                    partitions=[f"{t}-{p}" for t, p in sorted(tps)],
+                    why="its broker is down; its copies are deleted when it returns",
                 )
                 continue
-            answer = self._send_stop_replica(broker_id, [tp], delete=True)
+            answer = self._send_stop_replica(broker_id, tps, delete=True)
             answer.add_done_callback(
-                functools.partial(self._stop_answered, tp, broker_id, self.epoch)
+                functools.partial(self._stop_answered, broker_id, tps, self.epoch)
             )
 
     def _stop_answered(
-        self, tp: TP, broker_id: int, epoch: int, answer: asyncio.Future[Any]
+        self, broker_id: int, tps: list[TP], epoch: int, answer: asyncio.Future[Any]
     ) -> None:
-        """A removed replica's StopReplica not done (its broker bounced and the channel
-        dropped the request, or it failed there): sent again when that broker next
-        registers."""
+        """A removal confirmed: its copy is no longer a stray. One refused, or dropped
+        with the channel, stays one."""
         if self._task is None or self.epoch != epoch:
             return  # not ours any more (we stepped down, which closed the channels)
-        failed = answer.cancelled() or answer.exception() is not None
-        response = None if failed else answer.result()
-        if (
-            response is not None
-            and not response.error_code
-            and not any(p.error_code for p in response.partition_errors)
-        ):
+        if answer.cancelled() or answer.exception() is not None:
             return
-        if broker_id not in self.assignments.get(tp[0], {}).get(tp[1], ()):
-            self._strays.setdefault(broker_id, set()).add(tp)
+        response = answer.result()
+        if response.error_code:
+            return
+        failed = {
+            (p.topic_name, p.partition_index) for p in response.partition_errors if p.error_code
+        }
+        self._strays.get(broker_id, set()).difference_update(tp for tp in tps if tp not in failed)
 
     def _send_stop_replica(
         self, broker_id: int, tps: Iterable[TP], *, delete: bool
@@ -1326,8 +1357,10 @@ class Controller:
         for partition, brokers in self.assignments[topic].items():
             for b in brokers:
                 replicas.setdefault(b, []).append((topic, partition))
-        for b, strays in self._strays.items():  # copies moves left: they go too, or a
-            for tp in sorted(strays):  # topic made again under the name would find them
+        for b, strays in self._strays.items():  # copies moves left go too, where their
+            if b not in self.brokers:  # broker is up: one down is not waited for (it gets
+                continue  # them when it returns; a move often retired it for good)
+            for tp in sorted(strays):
                 if tp[0] == topic and tp not in replicas.get(b, ()):
                     replicas.setdefault(b, []).append(tp)
         if any(b not in self.brokers for b in replicas):
@@ -1499,16 +1532,36 @@ def _without(
     gone = set(dropped)
     isr = [r for r in current.isr if r not in gone]
     leader = current.leader
+    if not isr:  # (refused before: see _drops_the_last) the ISR stays as it is
+        isr = list(current.isr)
     if leader in gone:
         leader = next((r for r in replicas if r in isr and r in usable), -1)
-        if not isr:
-            isr = list(current.isr)
     return PartitionState(
         leader=leader,
         leader_epoch=current.leader_epoch + 1,
         isr=isr,
         controller_epoch=controller_epoch,
     )
+
+
+def _drops_the_last(current: PartitionState, gone: Iterable[int], usable: set[int]) -> str | None:
+    """Why dropping ``gone`` at once would lose the partition: no in-sync replica left
+    (they hold every acked record), or none alive to lead when the leader goes."""
+    dropped = set(gone)
+    left = [r for r in current.isr if r not in dropped]
+    if dropped and current.isr and not left:
+        isr = ", ".join(map(str, current.isr))
+        plural = "s" if len(current.isr) > 1 else ""
+        return (
+            f"this would drop {isr}, the only in-sync replica{plural}; keep one in the "
+            "list, or wait until others are in sync"
+        )
+    if current.leader in dropped and left and not any(r in usable for r in left):
+        return (
+            f"this would drop the leader {current.leader}, and no other in-sync replica is "
+            "alive to lead; wait until one is"
+        )
+    return None
 
 
 def _by_topic(moves: dict[TP, _V]) -> dict[str, dict[int, _V]]:
