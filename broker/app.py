@@ -13,14 +13,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import re
+import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
 
+from broker import tls
 from broker.admin import TopicAdmin
-from broker.config import BrokerConfig
+from broker.config import BrokerConfig, listener_name
 from broker.controller.controller import Controller
 from broker.controller.election import ControllerElection
 from broker.coordinator.coordinator import GroupCoordinator
@@ -129,12 +132,15 @@ class Broker:
         self.broker_id = config.broker_id
         self.cluster_id = ""
         self.port = -1
+        self.ports: dict[str, int] = {}
+        """Each listener's bound port, by name (``port``: the first listener's)."""
         self.metadata = MetadataCache()
         self._zk: ZkBridge | None = None
         self._logs: LogManager | None = None
         self._replicas: ReplicaManager | None = None
         self._admin: TopicAdmin | None = None
-        self._server: BrokerServer | None = None
+        self._servers: dict[str, BrokerServer] = {}
+        self._peer_tls: ssl.SSLContext | None = None
         self._registrar: BrokerRegistrar | None = None
         self._election: ControllerElection | None = None
         self._controller: Controller | None = None
@@ -174,6 +180,9 @@ class Broker:
             self._zk, cfg.log_config(), self._logs, broker_id=self.broker_id
         )
         await self._topic_configs.start()  # the logs on disk get their topics' overrides
+        protocols = cfg.listener_protocols
+        if protocols[cfg.inter_broker_listener] == "SSL":
+            self._peer_tls = tls.client_context(cfg)
         self._admin = TopicAdmin(self._zk, cfg, self.metadata)
         self._replicas = ReplicaManager(
             self.broker_id,
@@ -186,6 +195,7 @@ class Broker:
             replica_fetch_max_bytes=cfg["replica.fetch.max.bytes"],
             fetch_session_slots=cfg["max.incremental.fetch.session.cache.slots"],
             config_known=self._topic_configs.ready,
+            peer_tls=self._peer_tls,
         )
         self._coordinator = GroupCoordinator(
             self.broker_id, cfg, self.metadata, self._replicas, self._admin
@@ -193,27 +203,26 @@ class Broker:
         self._coordinator.start()
         self._start_cleaner()
         self._producer_ids = ProducerIdManager(self.broker_id, self._zk)
-        host, port = _host_port(cfg["listeners"][0])
-        self._server = BrokerServer(
-            self._handlers(),
-            max_frame_bytes=cfg["socket.request.max.bytes"],
-            max_idle_ms=cfg["connections.max.idle.ms"],
-        )
-        self.port = await self._server.start(host, port)
-        adv_host, adv_port = _host_port(cfg.advertised_listeners[0])
-        if adv_port == 0:  # advertising a port-0 listener means: the port we bound
-            adv_port = self.port
-        if adv_host == "0.0.0.0":
-            adv_host = "127.0.0.1"
+        await self._listen(protocols)
+        advertised = self._advertised()
+        host, port = advertised[cfg.inter_broker_listener]
         self._registrar = BrokerRegistrar(
             self._zk,
-            BrokerRegistration(self.broker_id, adv_host, adv_port, rack=cfg["broker.rack"] or None),
+            BrokerRegistration(
+                self.broker_id,
+                host,
+                port,
+                rack=cfg["broker.rack"] or None,
+                endpoints=[f"{n}://{h}:{p}" for n, (h, p) in advertised.items()],
+                protocols={n: protocols[n] for n in advertised},
+            ),
         )
         await self._registrar.register()
         self._controller = Controller(
             self._zk,
             self.broker_id,
             unclean_leader_election=cfg["unclean.leader.election.enable"],
+            peer_tls=self._peer_tls,
         )
         self._topic_configs.on_change(self._on_topic_config)
         self._election = ControllerElection(
@@ -225,7 +234,14 @@ class Broker:
         if cfg["metrics.port"] >= 0:
             self._metrics = MetricsServer(self._collect_metrics)
             self.metrics_port = await self._metrics.start(cfg["metrics.host"], cfg["metrics.port"])
-        self._log.info("broker.ready", host=adv_host, port=adv_port, metrics_port=self.metrics_port)
+        adv_host, adv_port = next(iter(advertised.values()))
+        self._log.info(
+            "broker.ready",
+            host=adv_host,
+            port=adv_port,
+            listeners={n: p for n, (_, p) in advertised.items()},
+            metrics_port=self.metrics_port,
+        )
         self._changed()  # the logs loaded: settle once the controller's first requests are in
 
     async def stop(self) -> None:
@@ -236,8 +252,8 @@ class Broker:
         registered = self._registrar is not None and self._registrar.epoch >= 0
         if self.config["controlled.shutdown.enable"] and registered and zk_up:
             await self._controlled_shutdown()
-        if self._server is not None:
-            await self._server.stop()
+        if self._servers:
+            await asyncio.gather(*(server.stop() for server in self._servers.values()))
         if self._housekeeping is not None:
             self._housekeeping.cancel()
         if self._topic_configs is not None:
@@ -282,7 +298,35 @@ class Broker:
         except (TimeoutError, ZkError) as exc:
             self._log.warning("broker.stop_step_skipped", step=doing, error=repr(exc))
 
-    def _handlers(self) -> dict[ApiKey, Any]:
+    async def _listen(self, protocols: dict[str, str]) -> None:
+        """A server on each listener; an SSL one with TLS (Kafka's listeners, by name)."""
+        cfg = self.config
+        server_tls = None
+        if any(protocols[listener_name(item)] == "SSL" for item in cfg["listeners"]):
+            server_tls = tls.server_context(cfg)
+        for item in cfg["listeners"]:
+            name = listener_name(item)
+            host, port = _host_port(item)
+            server = BrokerServer(
+                self._handlers(name),
+                max_frame_bytes=cfg["socket.request.max.bytes"],
+                max_idle_ms=cfg["connections.max.idle.ms"],
+            )
+            self._servers[name] = server
+            secure = server_tls if protocols[name] == "SSL" else None
+            self.ports[name] = await server.start(host, port, tls=secure, listener=name)
+        self.port = next(iter(self.ports.values()))
+
+    def _advertised(self) -> dict[str, tuple[str, int]]:
+        """Where each listener is reached (a port-0 listener: the port it bound)."""
+        out: dict[str, tuple[str, int]] = {}
+        for item in self.config.advertised_listeners:
+            name = listener_name(item)
+            host, port = _host_port(item)
+            out[name] = ("127.0.0.1" if host == "0.0.0.0" else host, port or self.ports[name])
+        return out
+
+    def _handlers(self, listener: str = "PLAINTEXT") -> dict[ApiKey, Any]:
         assert self._replicas is not None and self._admin is not None
         assert self._coordinator is not None and self._producer_ids is not None
         replicas, admin, groups = self._replicas, self._admin, self._coordinator
@@ -305,7 +349,7 @@ class Broker:
             ApiKey.LIST_OFFSETS: _serve(replicas.list_offsets),
             ApiKey.DELETE_RECORDS: _serve(replicas.delete_records),
             ApiKey.OFFSET_FOR_LEADER_EPOCH: _serve(replicas.offsets_for_leader_epoch),
-            ApiKey.METADATA: self._metadata,
+            ApiKey.METADATA: functools.partial(self._metadata, listener=listener),
             ApiKey.CREATE_TOPICS: _serve(admin.create_topics),
             ApiKey.DELETE_TOPICS: _serve(admin.delete_topics),
             ApiKey.CREATE_PARTITIONS: _serve(admin.create_partitions),
@@ -348,7 +392,9 @@ class Broker:
             if controller is None:
                 remaining = ["no controller known"]
             else:
-                peer = PeerConnection(controller.host, controller.port, request_timeout_ms=30_000)
+                peer = PeerConnection(
+                    controller.host, controller.port, request_timeout_ms=30_000, tls=self._peer_tls
+                )
                 try:
                     sent_epoch = self._broker_epoch()
                     response: ControlledShutdownResponse = await peer.request(
@@ -488,7 +534,7 @@ class Broker:
         )
 
     def _collect_metrics(self) -> list[Sample]:
-        assert self._replicas is not None and self._server is not None
+        assert self._replicas is not None and self._servers
         controller = self._controller
         active = controller is not None and controller.active
         return [
@@ -496,7 +542,7 @@ class Broker:
             *(self._cleaner.metrics() if self._cleaner is not None else ()),
             (_ACTIVE_CONTROLLER, {}, int(active)),
             (_OFFLINE, {}, controller.offline_partitions() if controller and active else 0),
-            (_CONNECTIONS, {}, len(self._server.connections)),
+            (_CONNECTIONS, {}, sum(len(s.connections) for s in self._servers.values())),
             *gc_samples(),
         ]
 
@@ -730,7 +776,11 @@ class Broker:
 
     # --- Metadata -----------------------------------------------------------------------
 
-    async def _metadata(self, header: RequestHeader, request: MetadataRequest) -> Any:
+    async def _metadata(
+        self, header: RequestHeader, request: MetadataRequest, *, listener: str = "PLAINTEXT"
+    ) -> Any:
+        """Metadata, with each broker's address on the listener the request came in on
+        (a broker without that listener is left out, as in Kafka)."""
         assert self._admin is not None
         cache = self.metadata
         if cache.controller_epoch < 0:
@@ -760,10 +810,15 @@ class Broker:
                 )
             internal = name.startswith("__")
             topics.append(MetadataTopic(name=name, is_internal=internal, partitions=rows))
-        brokers = [
-            MetadataBroker(node_id=b.id, host=b.host, port=b.port, rack=b.rack)
-            for b in sorted(cache.brokers.values(), key=lambda b: b.id)
-        ]
+        brokers = []
+        for b in sorted(cache.brokers.values(), key=lambda b: b.id):
+            host, port = b.host, b.port  # a controller of an older build sends no endpoints
+            if b.endpoints:
+                found = next((e for e in b.endpoints if e.listener == listener), None)
+                if found is None:
+                    continue
+                host, port = found.host, found.port
+            brokers.append(MetadataBroker(node_id=b.id, host=host, port=port, rack=b.rack))
         return MetadataResponse(
             brokers=brokers,
             cluster_id=self.cluster_id,

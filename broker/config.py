@@ -48,13 +48,38 @@ class Setting:
 
 
 def _listeners(value: list[str]) -> str | None:
+    names: list[str] = []
     for item in value:
         match = _LISTENER.match(item)
         if match is None:
             return f"{item!r} is not NAME://HOST:PORT, e.g. PLAINTEXT://127.0.0.1:9092"
         if int(match["port"]) > 65535:
             return f"port {match['port']} is over 65535"
+        if match["name"] in names:
+            return f"the listener name {match['name']} is used twice"
+        names.append(match["name"])
     return None if value else "at least one listener is needed"
+
+
+def listener_name(listener: str) -> str:
+    """The NAME of a validated NAME://HOST:PORT."""
+    match = _LISTENER.match(listener)
+    assert match is not None, listener
+    return match["name"]
+
+
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL")
+_CLIENT_AUTH = ("none", "requested", "required")
+
+
+def _protocol_map(value: list[str]) -> str | None:
+    for item in value:
+        name, sep, protocol = item.partition(":")
+        if not sep or not name:
+            return f"{item!r} is not NAME:PROTOCOL, e.g. INTERNAL:PLAINTEXT"
+        if protocol not in SECURITY_PROTOCOLS:
+            return f"{item!r}: the protocol must be PLAINTEXT or SSL (SASL is not supported)"
+    return None
 
 
 _DAY_MS = 24 * 3600 * 1000
@@ -92,6 +117,49 @@ SETTINGS: tuple[Setting, ...] = (
         [],
         "Where clients should connect; defaults to listeners.",
         check=lambda v: None if not v else _listeners(v),
+    ),
+    Setting(
+        "listener.security.protocol.map",
+        list,
+        ["PLAINTEXT:PLAINTEXT", "SSL:SSL"],
+        "Each listener name's security protocol, NAME:PROTOCOL (PLAINTEXT or SSL).",
+        check=_protocol_map,
+    ),
+    Setting(
+        "inter.broker.listener.name",
+        str,
+        "",
+        "The listener brokers use to reach each other (replication, the controller); "
+        "empty: the first of listeners.",
+    ),
+    Setting(
+        "ssl.keystore.location",
+        str,
+        "",
+        "PEM file with this broker's certificate (chain) and private key, for SSL listeners.",
+    ),
+    Setting("ssl.key.password", str, "", "Password of the private key, if it is encrypted."),
+    Setting(
+        "ssl.truststore.location",
+        str,
+        "",
+        "PEM file of the CA certificates trusted for peers (clients with ssl.client.auth, "
+        "other brokers over SSL); empty: the system's.",
+    ),
+    Setting(
+        "ssl.client.auth",
+        str,
+        "none",
+        "Client certificates on SSL listeners: none, requested or required (mutual TLS).",
+        check=lambda v: None if v in _CLIENT_AUTH else "it must be none, requested or required",
+    ),
+    Setting(
+        "ssl.endpoint.identification.algorithm",
+        str,
+        "https",
+        "https: a broker connecting to another over SSL checks the name in its certificate; "
+        "empty: it does not.",
+        check=lambda v: None if v in ("https", "") else "it must be https or empty",
     ),
     Setting(
         "broker.rack",
@@ -489,7 +557,21 @@ class BrokerConfig:
 
     @property
     def advertised_listeners(self) -> list[str]:
-        return self._values["advertised.listeners"] or self._values["listeners"]
+        """Where each listener is reached: its advertised address where one is given for
+        its name, else the address it binds."""
+        given = {listener_name(a): a for a in self._values["advertised.listeners"]}
+        return [given.get(listener_name(i), i) for i in self._values["listeners"]]
+
+    @property
+    def listener_protocols(self) -> dict[str, str]:
+        """Each listener name's security protocol."""
+        return dict(i.split(":", 1) for i in self._values["listener.security.protocol.map"])
+
+    @property
+    def inter_broker_listener(self) -> str:
+        """The listener name brokers reach each other on."""
+        chosen: str = self._values["inter.broker.listener.name"]
+        return chosen or listener_name(self._values["listeners"][0])
 
     def log_config(self) -> LogConfig:
         """The broker-wide defaults of topic-level log settings."""
@@ -527,7 +609,37 @@ def load_config(
                 f"(set it in the config file, --set {setting.name}=..., or "
                 f"HEADWATER_{setting.name.upper().replace('.', '_')})"
             )
+    _check_listeners(values)
     return BrokerConfig(values, sources)
+
+
+def _check_listeners(values: Mapping[str, Any]) -> None:
+    """What the listener settings must agree on, one with another."""
+    names = [listener_name(item) for item in values["listeners"]]
+    protocols = dict(i.split(":", 1) for i in values["listener.security.protocol.map"])
+    for name in names:
+        if name not in protocols:
+            raise ConfigError(
+                f"listener {name} has no security protocol: add {name}:PLAINTEXT or "
+                f"{name}:SSL to listener.security.protocol.map"
+            )
+    for item in values["advertised.listeners"]:
+        name = listener_name(item)
+        if name not in names:
+            raise ConfigError(
+                f"advertised.listeners names {name}, which is not in listeners ({', '.join(names)})"
+            )
+    inter = values["inter.broker.listener.name"]
+    if inter and inter not in names:
+        raise ConfigError(
+            f"inter.broker.listener.name={inter!r} is not in listeners ({', '.join(names)})"
+        )
+    secure = [n for n in names if protocols[n] == "SSL"]
+    if secure and not values["ssl.keystore.location"]:
+        raise ConfigError(
+            f"listener {secure[0]} is SSL: set ssl.keystore.location to a PEM file holding "
+            "the broker's certificate and private key"
+        )
 
 
 def _assign(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import ssl
 from typing import Any
 
 from protocol.apis import APIS, ApiKey, Request, decode_response, encode_request
@@ -29,9 +30,17 @@ class PeerError(HeadwaterError):
 
 
 class PeerConnection:
-    def __init__(self, host: str, port: int, *, request_timeout_ms: int = 30_000) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        request_timeout_ms: int = 30_000,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.host = host
         self.port = port
+        self._tls = tls  # the inter-broker listener is SSL: its client side
         self._timeout_s = request_timeout_ms / 1000
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
@@ -56,7 +65,12 @@ class PeerConnection:
 
     async def _exchange(self, api_key: ApiKey, request: Request, version: int | None) -> Any:
         if self._writer is None:
-            self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+            self._reader, self._writer = await asyncio.open_connection(
+                self.host,
+                self.port,
+                ssl=self._tls,
+                server_hostname=self.host if self._tls is not None else None,
+            )
         assert self._reader is not None
         correlation_id = next(self._correlation)
         if version is None:

@@ -45,6 +45,7 @@ import collections
 import contextlib
 import contextvars
 import os
+import ssl
 import typing
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
@@ -83,6 +84,10 @@ Handler = Callable[[RequestHeader, Any], Awaitable[Any] | Deferred[Any] | Any]
 
 _READ_BUFFER_BYTES = 256 * 1024
 _INLINE_FILE_BYTES = 16 * 1024
+_HANDSHAKE_S = 10.0  # a TLS client that does not finish its handshake is dropped then
+_COPY_CHUNK_BYTES = 256 * 1024
+"""Over TLS, a file range goes in reads of this size: one chunk of memory at a time per
+connection, each read from the page cache on the loop (as the inlined small ranges)."""
 """A response's file ranges, up to this many bytes in all, are read and sent with its
 frame's header (one syscall, one segment); the rest are ``sendfile``d."""
 
@@ -144,7 +149,10 @@ class _Connection(asyncio.BufferedProtocol):
         self._context.run(PEER_HOST.set, str(peer[0]) if peer else "")
         # uvloop's transports are not asyncio.Transport subclasses, but behave as one
         self._transport = typing.cast(asyncio.Transport, transport)
-        self._transport.set_write_buffer_limits(high=0, low=0)
+        # a TLS transport pauses its writer when what it holds is *at least* the mark: at
+        # 0 it would pause for good (nothing held is "at least 0"), so 1 there
+        tls = self._server.ssl is not None
+        self._transport.set_write_buffer_limits(high=1 if tls else 0, low=0)
         self._log = _log.bind(peer=f"{peer[0]}:{peer[1]}" if peer else "?")
         self._server.connections.add(self)
 
@@ -379,17 +387,21 @@ class _Connection(asyncio.BufferedProtocol):
         self._transport.writelines(buffers)
         return []
 
-    def _read_region(self, region: FileRegion) -> bytes | None:
-        fd = region.fd
+    def _read_region(
+        self, region: FileRegion, position: int | None = None, size: int | None = None
+    ) -> bytes | None:
+        """The bytes of ``region`` (or of its ``size`` bytes at ``position``), read now."""
+        fd = region.fd  # re-read: the segment may have been closed since
         if fd < 0:
             self._abort("the segment was deleted while its bytes were being sent")
             return None
+        size = region.size if size is None else size
         try:
-            data = os.pread(fd, region.size, region.position)
+            data = os.pread(fd, size, region.position if position is None else position)
         except OSError as exc:
             self._abort(f"reading a segment failed: {exc}")
             return None
-        if len(data) != region.size:
+        if len(data) != size:
             self._abort("a segment file ended before the range being sent")
             return None
         return data
@@ -413,12 +425,32 @@ class _Connection(asyncio.BufferedProtocol):
                 if buffers:
                     self._transport.writelines(buffers)
                     buffers = []
-                if not await self._sendfile(part):
+                send = self._send_copy if self._server.ssl is not None else self._sendfile
+                if not await send(part):
                     return
             else:
                 buffers.append(part)
         if buffers and not self._closed:
             self._transport.writelines(buffers)
+
+    async def _send_copy(self, region: FileRegion) -> bool:
+        """Send ``region`` over TLS, which must see the bytes to encrypt them (as Kafka's
+        SSL listeners, no sendfile): read in chunks, each written once the transport has
+        sent the one before; False if the connection is gone."""
+        assert self._transport is not None
+        position, remaining = region.position, region.size
+        while remaining:
+            await self._drained_out.wait()
+            if self._closed:
+                return False
+            size = min(remaining, _COPY_CHUNK_BYTES)
+            data = self._read_region(region, position, size)
+            if data is None:
+                return False
+            self._transport.write(data)
+            position += size
+            remaining -= size
+        return True
 
     async def _sendfile(self, region: FileRegion) -> bool:
         """Send ``region`` from its file to the socket; False if the connection is gone."""
@@ -514,14 +546,29 @@ class BrokerServer:
         cost 256 KiB each (268 MB for 1,000 idle connections)."""
         self._server: asyncio.Server | None = None
         self._reaper: asyncio.Task[None] | None = None
+        self.ssl: ssl.SSLContext | None = None
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
-        """Listen; returns the bound port (useful with port 0)."""
+    async def start(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        tls: ssl.SSLContext | None = None,
+        listener: str = "PLAINTEXT",
+    ) -> int:
+        """Listen (with ``tls``: an SSL listener); returns the bound port (port 0: any)."""
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: _Connection(self), host, port)
+        self.ssl = tls
+        self._server = await loop.create_server(
+            lambda: _Connection(self),
+            host,
+            port,
+            ssl=tls,
+            ssl_handshake_timeout=_HANDSHAKE_S if tls is not None else None,
+        )
         bound = int(self._server.sockets[0].getsockname()[1])
         self._reaper = loop.create_task(self._close_idle())
-        _log.info("server.listening", host=host, port=bound)
+        _log.info("server.listening", host=host, port=bound, listener=listener, tls=tls is not None)
         return bound
 
     async def _close_idle(self) -> None:

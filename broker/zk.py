@@ -142,7 +142,9 @@ def _encode(value: dict[str, Any]) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class BrokerRegistration:
-    """``/brokers/ids/<id>``: where a live broker serves. ``epoch`` is the znode's czxid."""
+    """``/brokers/ids/<id>``: where a live broker serves. ``host``/``port`` are its
+    inter-broker listener's; ``endpoints`` every listener's (``NAME://HOST:PORT``), with
+    each name's security protocol in ``protocols``. ``epoch`` is the znode's czxid."""
 
     broker_id: int
     host: str
@@ -150,10 +152,23 @@ class BrokerRegistration:
     rack: str | None = None
     endpoints: list[str] = field(default_factory=list)
     epoch: int = -1
+    protocols: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.endpoints:  # the one plaintext listener, as Kafka writes it
             object.__setattr__(self, "endpoints", [f"PLAINTEXT://{self.host}:{self.port}"])
+        if not self.protocols:
+            names = [e.partition("://")[0] for e in self.endpoints]
+            object.__setattr__(self, "protocols", {n: n for n in names})
+
+    def listeners(self) -> list[tuple[str, str, int, str]]:
+        """Each listener: name, host, port, security protocol."""
+        out = []
+        for endpoint in self.endpoints:
+            name, _, address = endpoint.partition("://")
+            host, _, port = address.rpartition(":")
+            out.append((name, host, int(port), self.protocols.get(name, name)))
+        return out
 
     def to_json(self, timestamp_ms: int) -> bytes:
         return _encode(
@@ -163,7 +178,7 @@ class BrokerRegistration:
                 "port": self.port,
                 "rack": self.rack,
                 "endpoints": self.endpoints,
-                "listener_security_protocol_map": {"PLAINTEXT": "PLAINTEXT"},
+                "listener_security_protocol_map": self.protocols,
                 "jmx_port": -1,
                 "timestamp": str(timestamp_ms),
             }
@@ -176,14 +191,17 @@ class BrokerRegistration:
         path = paths.broker(broker_id)
         value = _decode(path, data)
         try:
-            return cls(
+            reg = cls(
                 broker_id=broker_id,
                 host=str(value["host"]),
                 port=int(value["port"]),
                 rack=value.get("rack"),
                 endpoints=list(value.get("endpoints", [])),
                 epoch=stat.czxid if stat is not None else -1,
+                protocols=dict(value.get("listener_security_protocol_map") or {}),
             )
+            reg.listeners()  # every endpoint NAME://HOST:PORT
+            return reg
         except (KeyError, TypeError, ValueError) as exc:
             raise CorruptZnode(f"{path} lacks a valid host/port: {exc!r}") from None
 

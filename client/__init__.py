@@ -12,9 +12,11 @@ from client.errors import (
     CommitFailedError,
     ConfigurationError,
     NoOffsetForPartitionError,
+    TlsError,
 )
 from client.membership import RebalanceListener
 from client.producer import Producer
+from client.security import create_ssl_context
 from client.types import (
     AlterConfigOp,
     BrokerDescription,
@@ -66,6 +68,8 @@ __all__ = [
     "RebalanceListener",
     "RecordFuture",
     "RecordMetadata",
+    "TlsError",
     "TopicDescription",
     "TopicPartition",
+    "create_ssl_context",
 ]

@@ -17,6 +17,7 @@ ListOffsets goes to each partition's leader.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
@@ -26,6 +27,7 @@ from client.assignors import ProtocolError, decode_assignment
 from client.cluster import Cluster, ClusterMetadata, list_offsets_request, unknown_topic_error
 from client.coordinator import GroupOffsets
 from client.errors import ClientClosedError
+from client.security import tls_for
 from client.types import (
     AlterConfigOp,
     BrokerDescription,
@@ -128,6 +130,8 @@ class Admin:
         client_id: str = "headwater-admin",
         request_timeout_ms: int = 30_000,
         retry_backoff_ms: int = 100,
+        security_protocol: str = "PLAINTEXT",
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.client_id = client_id
         self.request_timeout_ms = request_timeout_ms
@@ -138,6 +142,7 @@ class Admin:
             request_timeout_ms=request_timeout_ms,
             retry_backoff_ms=retry_backoff_ms,
             allow_auto_topic_creation=False,
+            tls=tls_for(security_protocol, ssl_context),
         )
         self._state = "new"
 

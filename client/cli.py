@@ -138,8 +138,24 @@ def _remember_bootstrap(ctx: click.Context, _param: click.Parameter, value: str 
         ctx.ensure_object(dict)["bootstrap"] = value  # a subcommand's flag wins (parsed later)
 
 
+def _remember_command_config(
+    ctx: click.Context, _param: click.Parameter, value: Path | None
+) -> None:
+    if value is not None:
+        ctx.ensure_object(dict)["command_config"] = value
+
+
 def bootstrap_option(f: F) -> F:
-    """``--bootstrap-server``, accepted before the subcommand (global) and after it."""
+    """``--bootstrap-server`` and ``--command-config``, accepted before the subcommand
+    (global) and after it."""
+    f = click.option(
+        "--command-config",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        expose_value=False,
+        callback=_remember_command_config,
+        help="Kafka's client properties file: security.protocol=SSL, ssl.truststore.location, "
+        "ssl.keystore.location (PEM files), ssl.key.password.",
+    )(f)
     return click.option(
         "--bootstrap-server",
         metavar="HOST:PORT[,...]",
@@ -152,6 +168,16 @@ def bootstrap_option(f: F) -> F:
 def _bootstrap(ctx: click.Context) -> str:
     flag = ctx.ensure_object(dict).get("bootstrap")
     return resolve_bootstrap(flag, os.environ, Path.cwd())
+
+
+def _security(ctx: click.Context) -> dict[str, Any]:
+    """The client settings ``--command-config`` makes (none without it)."""
+    path = ctx.ensure_object(dict).get("command_config")
+    if path is None:
+        return {}
+    from client.security import parse_properties, settings_from_properties  # noqa: PLC0415
+
+    return settings_from_properties(parse_properties(path.read_text()), str(path))
 
 
 # --- output -----------------------------------------------------------------------------
@@ -855,12 +881,12 @@ def _names(tps: Iterable[TopicPartition]) -> str:
 
 def _admin(ctx: click.Context, call: Callable[[Any], Any]) -> Any:
     """Run one Admin call against the resolved cluster and return its result."""
-    bootstrap = _bootstrap(ctx)
+    bootstrap, security = _bootstrap(ctx), _security(ctx)
     # imported here: the cluster commands need only the connection, and stay fast
     from client import Admin  # noqa: PLC0415
 
     async def run() -> Any:
-        async with Admin(bootstrap_servers=bootstrap) as admin:
+        async with Admin(bootstrap_servers=bootstrap, **security) as admin:
             return await call(admin)
 
     return asyncio.run(run())
@@ -1295,6 +1321,7 @@ def produce(
     settings = {
         "acks": "all" if acks in ("all", "-1") else int(acks),
         "compression_type": None if compression == "none" else compression,
+        **_security(ctx),
     }
     # Ctrl-C ends the input like Ctrl-D: what was read has been flushed by stop()
     with contextlib.suppress(KeyboardInterrupt):
@@ -1503,6 +1530,7 @@ def consume(
         timeout_ms=timeout_ms,
         fmt=_RecordFormat(print_key, print_offset, print_partition),
         group=group,
+        security=_security(ctx),
     )
     bootstrap = _bootstrap(ctx)
     # a second Ctrl-C or SIGTERM while stopping: the records so far are printed
@@ -1549,8 +1577,10 @@ class _ConsumeJob:
         timeout_ms: int | None,
         fmt: _RecordFormat,
         group: str | None = None,
+        security: dict[str, Any] | None = None,
     ) -> None:
         self.group = group
+        self.security = security or {}  # --command-config: TLS settings
         self.topic = topic
         self.partition = partition
         self.start = start
@@ -1576,11 +1606,16 @@ class _ConsumeJob:
                 group_id=self.group,
                 auto_offset_reset=reset,
                 enable_auto_commit=False,  # what was printed is committed, nothing more
+                **self.security,
             )
         elif self.partition is None:
-            consumer = Consumer(self.topic, bootstrap_servers=bootstrap, auto_offset_reset=reset)
+            consumer = Consumer(
+                self.topic, bootstrap_servers=bootstrap, auto_offset_reset=reset, **self.security
+            )
         else:
-            consumer = Consumer(bootstrap_servers=bootstrap, auto_offset_reset=reset)
+            consumer = Consumer(
+                bootstrap_servers=bootstrap, auto_offset_reset=reset, **self.security
+            )
         try:
             await consumer.start()
             if self.group is None:

@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import ssl
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,7 +38,7 @@ from types import MappingProxyType
 from typing import Any
 
 from client.connection import BrokerConnection
-from client.errors import ConfigurationError
+from client.errors import ConfigurationError, TlsError
 from client.types import TopicPartition
 from protocol.apis import (
     ApiKey,
@@ -232,8 +233,10 @@ class Cluster:
         retry_backoff_ms: int = 100,
         metadata_max_age_ms: int = 300_000,
         allow_auto_topic_creation: bool = True,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.bootstrap = parse_bootstrap(bootstrap_servers)
+        self.tls = tls
         self.client_id = client_id
         self.request_timeout_ms = request_timeout_ms
         self.retry_backoff_ms = retry_backoff_ms
@@ -252,6 +255,7 @@ class Cluster:
         self._last_refresh_start = -1e18
         self._periodic: asyncio.Task[None] | None = None
         self._closed = False
+        self._last_failure: TlsError | None = None  # a TLS mistake send_any met
 
     # --- life ------------------------------------------------------------------------------
 
@@ -261,6 +265,11 @@ class Cluster:
             await self.refresh()
         except NetworkError:
             where = ", ".join(f"{h}:{p}" for h, p in self.bootstrap)
+            why = self._last_failure
+            if why is not None:  # reached, but TLS is wrong: say how
+                raise TlsError(
+                    f"no bootstrap server ({where}) could be used: {why.message}"
+                ) from None
             raise NetworkError(
                 f"could not reach any bootstrap server ({where}): is the cluster up? "
                 f"try `headwater cluster status`"
@@ -484,11 +493,14 @@ class Cluster:
         moves it on to the next broker.
         """
         last: ApiError | None = None
+        self._last_failure = None
         for address in self._candidates():
             try:
                 conn = await self._connection(address, "")
             except (NetworkError, RequestTimedOutError) as exc:  # a broker that does not
                 last = exc  # answer its handshake (stopped, overloaded) is passed over too
+                if isinstance(exc, TlsError):
+                    self._last_failure = exc
                 continue
             try:
                 return await self._request(conn, api_key, request, True)
@@ -524,7 +536,7 @@ class Cluster:
     async def _connect(self, address: Address, key: tuple[str, int, str]) -> BrokerConnection:
         """Connect and keep the connection: the task does it, not its waiters, so a
         connection made after every waiter was cancelled is still closed by close()."""
-        conn = BrokerConnection(*address, request_timeout_ms=self.request_timeout_ms)
+        conn = BrokerConnection(*address, request_timeout_ms=self.request_timeout_ms, tls=self.tls)
         try:
             await conn.connect(timeout_s=min(self.request_timeout_ms / 1000, 10.0))
         except BaseException:

@@ -24,9 +24,11 @@ import collections
 import contextlib
 import itertools
 import logging
+import ssl
 from collections.abc import Callable
 from typing import Any
 
+from client.errors import TlsError
 from protocol.apis import (
     APIS,
     Api,
@@ -150,9 +152,11 @@ class BrokerConnection:
         *,
         request_timeout_ms: int = 30_000,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.host = host
         self.port = port
+        self.tls = tls  # an SSL listener: TLS, the broker's certificate checked
         self.request_timeout_ms = request_timeout_ms
         self.max_frame_bytes = max_frame_bytes
         self.versions: dict[int, ApiVersionRange] = {}
@@ -183,8 +187,18 @@ class BrokerConnection:
             # connection completes drops the new stream without closing it
             async with asyncio.timeout(timeout_s):
                 transport, protocol = await asyncio.get_running_loop().create_connection(
-                    lambda: _Protocol(self), self.host, self.port
+                    lambda: _Protocol(self),
+                    self.host,
+                    self.port,
+                    ssl=self.tls,
+                    server_hostname=self.host if self.tls is not None else None,
                 )
+        except ssl.SSLError as exc:
+            raise TlsError(
+                f"TLS with broker {self.host}:{self.port} failed ({exc.reason or exc}); check "
+                "that it is an SSL listener, that the CA of the ssl_context signed its "
+                "certificate and that the certificate names the host connected to"
+            ) from None
         except (OSError, TimeoutError) as exc:
             raise NetworkError(
                 f"cannot connect to broker {self.host}:{self.port} ({exc or 'timed out'}); "
@@ -193,13 +207,25 @@ class BrokerConnection:
         self._transport = transport
         self._protocol = protocol
         self._loop = asyncio.get_running_loop()
-        response = await self._send(
-            APIS[ApiKey.API_VERSIONS],
-            0,
-            ApiVersionsRequest(
-                client_software_name=CLIENT_SOFTWARE, client_software_version=CLIENT_VERSION
-            ),
-        )
+        try:
+            response = await self._send(
+                APIS[ApiKey.API_VERSIONS],
+                0,
+                ApiVersionsRequest(
+                    client_software_name=CLIENT_SOFTWARE, client_software_version=CLIENT_VERSION
+                ),
+            )
+        except NetworkError as exc:
+            # right after the handshake: a TLS listener drops a plaintext hello at once,
+            # and one that requires client certificates drops a client without one
+            hint = (
+                "if the listener requires client certificates (ssl.client.auth), give the "
+                "ssl_context one (create_ssl_context(certfile=...))"
+                if self.tls is not None
+                else f"if {self.host}:{self.port} is an SSL listener, connect with "
+                "security_protocol='SSL' and an ssl_context"
+            )
+            raise TlsError(f"{exc.message}; {hint}") from None
         self.versions = {r.api_key: r for r in response.api_keys}
 
     def version_for(self, api_key: ApiKey) -> int:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
@@ -45,6 +46,7 @@ from client.errors import (
 )
 from client.fetcher import FetchPosition, FetchSet, Subscription
 from client.membership import GroupMember, MemberHooks, RebalanceListener
+from client.security import tls_for
 from client.types import ConsumerRecord, OffsetAndTimestamp, TopicPartition
 from protocol.apis import (
     EARLIEST_TIMESTAMP,
@@ -109,6 +111,8 @@ class Consumer:
         request_timeout_ms: int = 30_000,
         retry_backoff_ms: int = 100,
         metadata_max_age_ms: int = 300_000,
+        security_protocol: str = "PLAINTEXT",
+        ssl_context: ssl.SSLContext | None = None,
         key_deserializer: Deserializer | None = None,
         value_deserializer: Deserializer | None = None,
     ) -> None:
@@ -155,6 +159,7 @@ class Consumer:
             retry_backoff_ms=retry_backoff_ms,
             metadata_max_age_ms=metadata_max_age_ms,
             allow_auto_topic_creation=True,
+            tls=tls_for(security_protocol, ssl_context),
         )
         # room for two answers per partition: the next one arrives while the user is still
         # decoding the last (with one, every Fetch waited for the user to finish)

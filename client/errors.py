@@ -9,13 +9,14 @@ allows), so code that catches :class:`~protocol.errors.OffsetOutOfRangeError` ca
 
 from __future__ import annotations
 
-from protocol.errors import HeadwaterError, OffsetOutOfRangeError
+from protocol.errors import HeadwaterError, NetworkError, OffsetOutOfRangeError
 
 __all__ = [
     "ClientClosedError",
     "CommitFailedError",
     "ConfigurationError",
     "NoOffsetForPartitionError",
+    "TlsError",
 ]
 
 
@@ -25,6 +26,14 @@ class ConfigurationError(HeadwaterError, ValueError):
 
 class NoOffsetForPartitionError(OffsetOutOfRangeError):
     """A partition has no position and ``auto_offset_reset='none'`` forbids choosing one."""
+
+
+class TlsError(NetworkError):
+    """A broker was reached but TLS with it is wrong (Kafka's SslAuthenticationException):
+    a plaintext client at an SSL listener, a certificate its CA did not sign or that does
+    not name the host. Not worth retrying as is; the message says what to check."""
+
+    retriable = False
 
 
 class ClientClosedError(HeadwaterError, RuntimeError):

@@ -257,6 +257,8 @@ class BrokerProcess:
         self.python = python
         self.process: subprocess.Popen[bytes] | None = None
         self.port = -1
+        self.ports: dict[str, int] = {}
+        """Each listener's advertised port, by name (``port``: the first listener's)."""
         self._log_offset = self._stderr_offset = 0  # where this run's output starts
 
     @property
@@ -318,6 +320,9 @@ class BrokerProcess:
                 seen += len(line)
                 event = _json_line(line.decode(errors="replace"))
                 if event.get("event") == "broker.ready":
+                    listeners = event.get("listeners")
+                    if isinstance(listeners, dict):
+                        self.ports = {str(n): int(str(p)) for n, p in listeners.items()}
                     return int(str(event["port"]))
             assert self.process is not None
             if self.process.poll() is not None:

@@ -42,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 from collections.abc import Callable, Sequence
 from types import TracebackType
@@ -65,6 +66,7 @@ from client.batches import (
 from client.cluster import Cluster, TopicMetadata, unknown_topic_error
 from client.errors import ClientClosedError, ConfigurationError
 from client.partitioner import Partitioner
+from client.security import tls_for
 from client.types import RecordMetadata, TopicPartition
 from protocol.apis import (
     ApiKey,
@@ -140,6 +142,8 @@ class Producer:
         retry_backoff_ms: int = 100,
         max_request_size: int = 1_048_576,
         metadata_max_age_ms: int = 300_000,
+        security_protocol: str = "PLAINTEXT",
+        ssl_context: ssl.SSLContext | None = None,
         max_block_ms: int = 60_000,
         key_serializer: Serializer | None = None,
         value_serializer: Serializer | None = None,
@@ -188,6 +192,7 @@ class Producer:
             retry_backoff_ms=retry_backoff_ms,
             metadata_max_age_ms=metadata_max_age_ms,
             allow_auto_topic_creation=True,
+            tls=tls_for(security_protocol, ssl_context),
         )
         self._partitioner = Partitioner()
         self._partitions: dict[str, list[TopicPartition]] = {}

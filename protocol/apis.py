@@ -732,11 +732,26 @@ class UpdateMetadataPartitionState:
 
 
 @dataclass(slots=True, kw_only=True)
+class UpdateMetadataEndpoint:
+    """One of a broker's listeners (Kafka's UpdateMetadataEndpoint)."""
+
+    listener: str
+    host: str
+    port: int
+    security_protocol: str = "PLAINTEXT"
+
+
+@dataclass(slots=True, kw_only=True)
 class UpdateMetadataBroker:
+    """A live broker; ``host``/``port`` are its inter-broker listener's, ``endpoints``
+    (v2) every listener's, so each broker answers a client with the address of the
+    listener the client came in on."""
+
     id: int
     host: str
     port: int
     rack: str | None = None
+    endpoints: list[UpdateMetadataEndpoint] = field(default_factory=list, since=2)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -1257,7 +1272,8 @@ APIS = _apis(
     Api(ApiKey.METADATA, 0, 0, MetadataRequest, MetadataResponse),
     Api(ApiKey.LEADER_AND_ISR, 0, 0, LeaderAndIsrRequest, LeaderAndIsrResponse),
     Api(ApiKey.STOP_REPLICA, 0, 0, StopReplicaRequest, StopReplicaResponse),
-    Api(ApiKey.UPDATE_METADATA, 0, 1, UpdateMetadataRequest, UpdateMetadataResponse),
+    # v1: incremental updates; v2: each broker's listeners (endpoints)
+    Api(ApiKey.UPDATE_METADATA, 0, 2, UpdateMetadataRequest, UpdateMetadataResponse),
     Api(ApiKey.CONTROLLED_SHUTDOWN, 0, 0, ControlledShutdownRequest, ControlledShutdownResponse),
     Api(
         ApiKey.OFFSET_FOR_LEADER_EPOCH,

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import dataclasses
 import itertools
+import ssl
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -59,6 +60,7 @@ class BrokerChannel:
         request_timeout_ms: int = 30_000,
         full_metadata: Callable[[], UpdateMetadataRequest] | None = None,
         broker_epoch: int = -1,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.broker_id = broker_id
         self.host = host
@@ -69,7 +71,7 @@ class BrokerChannel:
         is replaced when the broker re-registers."""
         self._full_metadata = full_metadata
         self.metadata_version = APIS[ApiKey.UPDATE_METADATA].max_version
-        self._peer = PeerConnection(host, port, request_timeout_ms=request_timeout_ms)
+        self._peer = PeerConnection(host, port, request_timeout_ms=request_timeout_ms, tls=tls)
         self._queue: asyncio.Queue[_Item] = asyncio.Queue()
         self._last: asyncio.Future[Any] | None = None  # answered last: they go in order
         self._sending: _Item | None = None
@@ -133,14 +135,17 @@ class BrokerChannel:
                 if (
                     version
                     and response.error_code == UnsupportedVersionError.code
-                    and self._full_metadata is not None
+                    and (version > 1 or self._full_metadata is not None)
                 ):
-                    self._log.warning(
-                        "controller.broker_without_incremental_metadata",
-                        detail=response.error_message,
-                    )
-                    self.metadata_version = 0
-                    continue  # the same update, whole, at v0
+                    # an older build: a version down (v2 adds the brokers' listeners, v1
+                    # incremental updates); at v0 the same update goes whole
+                    self.metadata_version = version - 1
+                    if self.metadata_version == 0:
+                        self._log.warning(
+                            "controller.broker_without_incremental_metadata",
+                            detail=response.error_message,
+                        )
+                    continue
                 self.reachable = True
                 if not item.future.done():
                     item.future.set_result(response)

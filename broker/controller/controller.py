@@ -45,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import ssl
 from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -81,6 +82,7 @@ from protocol.apis import (
     StopReplicaPartition,
     StopReplicaRequest,
     UpdateMetadataBroker,
+    UpdateMetadataEndpoint,
     UpdateMetadataPartitionState,
     UpdateMetadataRequest,
 )
@@ -123,11 +125,13 @@ class Controller:
         *,
         request_timeout_ms: int = 30_000,
         unclean_leader_election: bool = False,
+        peer_tls: ssl.SSLContext | None = None,
     ) -> None:
         self._zk = zk
         self.broker_id = broker_id
         self._unclean_default = unclean_leader_election
         self._request_timeout_ms = request_timeout_ms
+        self._peer_tls = peer_tls  # the inter-broker listener is SSL: channels use TLS
         self.epoch = -1
         self.brokers: dict[int, BrokerRegistration] = {}
         self.assignments: dict[str, dict[int, list[int]]] = {}
@@ -357,6 +361,7 @@ class Controller:
                     request_timeout_ms=self._request_timeout_ms,
                     full_metadata=self._full_metadata,
                     broker_epoch=reg.epoch,
+                    tls=self._peer_tls,
                 )
         return old
 
@@ -1513,7 +1518,18 @@ class Controller:
 
     def _live_brokers(self) -> list[UpdateMetadataBroker]:
         return [
-            UpdateMetadataBroker(id=b, host=r.host, port=r.port, rack=r.rack)
+            UpdateMetadataBroker(
+                id=b,
+                host=r.host,
+                port=r.port,
+                rack=r.rack,
+                endpoints=[
+                    UpdateMetadataEndpoint(
+                        listener=name, host=host, port=port, security_protocol=protocol
+                    )
+                    for name, host, port, protocol in r.listeners()
+                ],
+            )
             for b, r in sorted(self.brokers.items())
         ]
 

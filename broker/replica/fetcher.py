@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import cast
@@ -103,6 +104,7 @@ class ReplicaFetcher:
         response_max_bytes: int = 10 * 1024 * 1024,
         request_timeout_ms: int = 30_000,
         on_progress: Callable[[Partition], None] | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.local_broker_id = local_broker_id
         self.leader_id = leader_id
@@ -112,7 +114,7 @@ class ReplicaFetcher:
         self._max_bytes = max_bytes
         self._response_max_bytes = response_max_bytes
         self._peer = PeerConnection(
-            host, port, request_timeout_ms=max(request_timeout_ms, max_wait_ms + 5_000)
+            host, port, request_timeout_ms=max(request_timeout_ms, max_wait_ms + 5_000), tls=tls
         )
         self._followed: dict[TopicPartition, _Followed] = {}
         self._untruncated: set[TopicPartition] = set()

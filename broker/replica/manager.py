@@ -25,6 +25,7 @@ timer that only ends the wait. Nothing polls.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -266,6 +267,7 @@ class ReplicaManager:
         replica_fetch_max_bytes: int = 1024 * 1024,
         fetch_session_slots: int = 1000,
         config_known: Callable[[str], bool] = lambda topic: True,
+        peer_tls: ssl.SSLContext | None = None,
     ) -> None:
         self.broker_id = broker_id
         self.logs = logs
@@ -277,6 +279,7 @@ class ReplicaManager:
         self.replica_lag_time_max_ms = replica_lag_time_max_ms
         self._fetch_wait_max_ms = replica_fetch_wait_max_ms
         self._fetch_max_bytes = replica_fetch_max_bytes
+        self._peer_tls = peer_tls  # the inter-broker listener is SSL: fetchers use TLS
         # idle partitions of a session are looked at (their followers' caught-up times
         # refreshed) four times per replica.lag.time.max.ms; a shorter sweep (it was at
         # most 1 s) made each idle session's fetch look at hundreds of partitions at once
@@ -502,6 +505,7 @@ class ReplicaManager:
             leader.port,
             max_wait_ms=self._fetch_wait_max_ms,
             max_bytes=self._fetch_max_bytes,
+            tls=self._peer_tls,
         )
         self.fetchers[leader.broker_id] = new
         if fetcher is not None:

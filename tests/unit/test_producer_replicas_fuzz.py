@@ -392,6 +392,7 @@ class FakeCluster(fuzz.ClientFacing):
             shutting_down=set(),
             _excluded=set(),
             assignments={"t": {tp.partition: rng.sample(NODES, len(NODES)) for tp in tps}},
+            reassignments={},  # none moving
             epoch=1,
             _unclean_allowed=_always if unclean else _never,
             _log=structlog.get_logger("fuzz.controller"),

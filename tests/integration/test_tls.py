@@ -1,0 +1,159 @@
+"""SSL listeners on real brokers, with a throwaway CA (trustme): clients over TLS while the
+brokers replicate over a plaintext listener, a cluster whose brokers also reach each other
+over TLS with client certificates required (mutual TLS), and what a client that gets TLS
+wrong is told. What a user checks: acked records read back at their offsets, over TLS."""
+
+from __future__ import annotations
+
+import functools
+import ssl
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import trustme
+
+from client import Admin, Consumer, NewTopic, Producer, TlsError, TopicPartition, create_ssl_context
+from tests.integration.conftest import Cluster
+from tests.integration.conftest import until as _until
+from tests.integration.test_cli import COMMAND
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture
+def pki(ca: trustme.CA, tmp_path: Path) -> dict[str, str]:
+    """PEM files: the CA, a broker's certificate and key (for 127.0.0.1), a client's."""
+    files = {"ca": tmp_path / "ca.pem", "broker": tmp_path / "broker.pem"}
+    ca.cert_pem.write_to_path(str(files["ca"]))
+    ca.issue_cert("127.0.0.1", "localhost").private_key_and_cert_chain_pem.write_to_path(
+        str(files["broker"])
+    )
+    files["client"] = tmp_path / "client.pem"
+    ca.issue_cert("client.example").private_key_and_cert_chain_pem.write_to_path(
+        str(files["client"])
+    )
+    return {name: str(path) for name, path in files.items()}
+
+
+def _ssl_bootstrap(cluster: Cluster) -> str:
+    return ",".join(f"127.0.0.1:{b.ports['SSL']}" for b in cluster.brokers.values())
+
+
+async def _round_trip(bootstrap: str, context: ssl.SSLContext, topic: str) -> None:
+    """A replicated topic made, 300 records of 2 KB written with acks=all and read back
+    (fetches large enough to go by the TLS copy path, not inlined), all over TLS."""
+    values = [b"%04d" % i + b"x" * 2000 for i in range(300)]
+    tls = {"security_protocol": "SSL", "ssl_context": context}
+    async with Admin(bootstrap_servers=bootstrap, **tls) as admin:
+        await admin.create_topics([NewTopic(topic, 1, 3, {"min.insync.replicas": "2"})])
+        described = await admin.describe_cluster()
+        ssl_ports = {int(a.split(":")[1]) for a in bootstrap.split(",")}
+        assert {b.port for b in described.brokers} == ssl_ports  # the listener asked on
+    async with Producer(bootstrap_servers=bootstrap, acks="all", **tls) as producer:
+        offsets = [(await producer.send_and_wait(topic, v)).offset for v in values]
+    assert offsets == list(range(len(values)))
+    consumer = Consumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest", **tls)
+    got: list[bytes] = []
+    async with consumer:
+        consumer.assign([TopicPartition(topic, 0)])
+        while len(got) < len(values):
+            for records in (await consumer.getmany(timeout_ms=1000)).values():
+                got.extend(r.value for r in records)
+    assert got == values
+
+
+async def test_clients_over_tls_while_brokers_replicate_in_plaintext(
+    make_cluster: Callable[..., Cluster], pki: dict[str, str]
+) -> None:
+    settings = {
+        "listeners": "PLAINTEXT://127.0.0.1:0,SSL://127.0.0.1:0",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "ssl.keystore.location": pki["broker"],
+    }
+    cluster = make_cluster(3, settings)
+    context = create_ssl_context(cafile=pki["ca"])
+    await _round_trip(_ssl_bootstrap(cluster), context, "secured")
+    ssl_port = next(iter(cluster.brokers.values())).ports["SSL"]
+    plain = Admin(bootstrap_servers=f"127.0.0.1:{ssl_port}", request_timeout_ms=3000)
+    with pytest.raises(TlsError, match=r"security_protocol='SSL'"):
+        await plain.start()
+    await plain.close()
+    untrusted = Admin(
+        bootstrap_servers=f"127.0.0.1:{ssl_port}",
+        security_protocol="SSL",
+        ssl_context=create_ssl_context(),  # the system's CAs: not ours
+    )
+    with pytest.raises(TlsError, match="CERTIFICATE_VERIFY_FAILED"):
+        await untrusted.start()
+    await untrusted.close()
+    async with Admin(bootstrap_servers=cluster.bootstrap) as admin:  # PLAINTEXT still
+        assert "secured" in await admin.list_topics()
+    # the command, as Kafka's tools: --command-config with Kafka's client properties
+    props = Path(pki["ca"]).with_name("client.properties")
+    props.write_text(f"security.protocol=SSL\nssl.truststore.location={pki['ca']}\n")
+    tls_args = ["--bootstrap-server", _ssl_bootstrap(cluster), "--command-config", str(props)]
+    run = functools.partial(subprocess.run, capture_output=True, text=True, timeout=60)
+    listed = run([*COMMAND, *tls_args, "topics", "list"])
+    assert listed.returncode == 0 and "secured" in listed.stdout.split(), listed
+    assert run([*COMMAND, *tls_args, "produce", "secured"], input="a\nb\n").returncode == 0
+    read = run(
+        [
+            *COMMAND,
+            *tls_args,
+            "consume",
+            "secured",
+            "--partition",
+            "0",
+            "--offset",
+            "300",
+            "--max-messages",
+            "2",
+            "--timeout-ms",
+            "10000",
+        ]
+    )
+    assert read.stdout.splitlines() == ["a", "b"], read
+    plain = run([*COMMAND, "--bootstrap-server", _ssl_bootstrap(cluster), "topics", "list"])
+    assert plain.returncode == 1 and "security_protocol='SSL'" in plain.stderr, plain
+    assert plain.stderr.count("\n") == 1  # one line, no traceback
+
+
+async def test_brokers_reach_each_other_over_mutual_tls(
+    make_cluster: Callable[..., Cluster], pki: dict[str, str]
+) -> None:
+    """Only an SSL listener, client certificates required: replication, the controller's
+    requests and the clients all go over TLS, each side checking the other's."""
+    settings = {
+        "listeners": "SSL://127.0.0.1:0",
+        "ssl.keystore.location": pki["broker"],
+        "ssl.truststore.location": pki["ca"],
+        "ssl.client.auth": "required",
+    }
+    cluster = make_cluster(3, settings)
+    context = create_ssl_context(cafile=pki["ca"], certfile=pki["client"])
+    await _round_trip(_ssl_bootstrap(cluster), context, "mutual")
+    anonymous = Admin(
+        bootstrap_servers=_ssl_bootstrap(cluster),
+        security_protocol="SSL",
+        ssl_context=create_ssl_context(cafile=pki["ca"]),
+        request_timeout_ms=3000,
+    )
+    with pytest.raises(TlsError, match="requires client certificates"):
+        await anonymous.start()
+    await anonymous.close()
+
+    async def in_sync() -> list[int]:
+        async with Admin(
+            bootstrap_servers=_ssl_bootstrap(cluster), security_protocol="SSL", ssl_context=context
+        ) as admin:
+            (topic,) = await admin.describe_topics(["mutual"])
+            return topic.partitions[0].isr
+
+    assert sorted(await _until(in_sync, lambda isr: len(isr) == 3)) == [1, 2, 3]
