@@ -356,7 +356,9 @@ class Broker:
             ApiKey.DESCRIBE_CONFIGS: _serve(admin.describe_configs),
             ApiKey.ALTER_CONFIGS: _serve(admin.alter_configs),
             ApiKey.INCREMENTAL_ALTER_CONFIGS: _serve(admin.incremental_alter_configs),
-            ApiKey.FIND_COORDINATOR: _serve(groups.find_coordinator),
+            ApiKey.FIND_COORDINATOR: lambda header, request: groups.find_coordinator(
+                request, listener
+            ),
             ApiKey.OFFSET_COMMIT: _serve(groups.offset_commit),
             ApiKey.OFFSET_FETCH: _serve(groups.offset_fetch),
             ApiKey.JOIN_GROUP: _serve(groups.join_group),
@@ -812,13 +814,11 @@ class Broker:
             topics.append(MetadataTopic(name=name, is_internal=internal, partitions=rows))
         brokers = []
         for b in sorted(cache.brokers.values(), key=lambda b: b.id):
-            host, port = b.host, b.port  # a controller of an older build sends no endpoints
-            if b.endpoints:
-                found = next((e for e in b.endpoints if e.listener == listener), None)
-                if found is None:
-                    continue
-                host, port = found.host, found.port
-            brokers.append(MetadataBroker(node_id=b.id, host=host, port=port, rack=b.rack))
+            address = cache.address(b.id, listener)
+            if address is not None:
+                brokers.append(
+                    MetadataBroker(node_id=b.id, host=address[0], port=address[1], rack=b.rack)
+                )
         return MetadataResponse(
             brokers=brokers,
             cluster_id=self.cluster_id,

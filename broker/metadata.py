@@ -46,6 +46,20 @@ class MetadataCache:
         into (one queued for this broker's previous process), and is dropped."""
         self._waiters: set[asyncio.Future[None]] = set()
 
+    def address(self, broker_id: int, listener: str) -> tuple[str, int] | None:
+        """Where a client of ``listener`` reaches ``broker_id``; None if that broker is
+        not live or has no such listener. A controller of an older build sends no
+        listeners: its one address then."""
+        broker = self.brokers.get(broker_id)
+        if broker is None:
+            return None
+        if not broker.endpoints:
+            return broker.host, broker.port
+        for endpoint in broker.endpoints:
+            if endpoint.listener == listener:
+                return endpoint.host, endpoint.port
+        return None
+
     def update(self, request: UpdateMetadataRequest) -> None:
         """Take the controller's update (the caller checked its epoch): replace the
         picture with a full one, merge an incremental one."""

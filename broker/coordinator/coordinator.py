@@ -314,7 +314,11 @@ class GroupCoordinator:
 
     # --- FindCoordinator ----------------------------------------------------------------
 
-    async def find_coordinator(self, request: FindCoordinatorRequest) -> FindCoordinatorResponse:
+    async def find_coordinator(
+        self, request: FindCoordinatorRequest, listener: str = "PLAINTEXT"
+    ) -> FindCoordinatorResponse:
+        """The group's coordinator, at its address on ``listener`` (the one the request
+        came in on: a TLS client must be sent to a TLS port)."""
         if request.key_type != CoordinatorType.GROUP:
             raise InvalidRequestError("only group coordinators exist here (key_type 0)")
         if not request.key:
@@ -324,12 +328,13 @@ class GroupCoordinator:
             await self._create_offsets_topic()
             raise CoordinatorNotAvailableError(f"{OFFSETS_TOPIC} is being created; retry shortly")
         state = partitions.get(partition_for(request.key, self.num_partitions))
-        leader = self._metadata.brokers.get(state.leader) if state is not None else None
-        if leader is None:
+        leader = state.leader if state is not None else -1
+        address = self._metadata.address(leader, listener)
+        if address is None:
             raise CoordinatorNotAvailableError(
                 f"the coordinator of group {request.key!r} is not available; retry shortly"
             )
-        return FindCoordinatorResponse(node_id=leader.id, host=leader.host, port=leader.port)
+        return FindCoordinatorResponse(node_id=leader, host=address[0], port=address[1])
 
     async def _create_offsets_topic(self) -> None:
         factor = min(

@@ -15,6 +15,7 @@ import pytest
 import trustme
 
 from client import Admin, Consumer, NewTopic, Producer, TlsError, TopicPartition, create_ssl_context
+from protocol.apis import ApiKey, FindCoordinatorRequest
 from tests.integration.conftest import Cluster
 from tests.integration.conftest import until as _until
 from tests.integration.test_cli import COMMAND
@@ -50,11 +51,11 @@ async def _round_trip(bootstrap: str, context: ssl.SSLContext, topic: str) -> No
     """A replicated topic made, 300 records of 2 KB written with acks=all and read back
     (fetches large enough to go by the TLS copy path, not inlined), all over TLS."""
     values = [b"%04d" % i + b"x" * 2000 for i in range(300)]
+    ssl_ports = {int(a.split(":")[1]) for a in bootstrap.split(",")}
     tls = {"security_protocol": "SSL", "ssl_context": context}
     async with Admin(bootstrap_servers=bootstrap, **tls) as admin:
         await admin.create_topics([NewTopic(topic, 1, 3, {"min.insync.replicas": "2"})])
         described = await admin.describe_cluster()
-        ssl_ports = {int(a.split(":")[1]) for a in bootstrap.split(",")}
         assert {b.port for b in described.brokers} == ssl_ports  # the listener asked on
     async with Producer(bootstrap_servers=bootstrap, acks="all", **tls) as producer:
         offsets = [(await producer.send_and_wait(topic, v)).offset for v in values]
@@ -67,6 +68,21 @@ async def _round_trip(bootstrap: str, context: ssl.SSLContext, topic: str) -> No
             for records in (await consumer.getmany(timeout_ms=1000)).values():
                 got.extend(r.value for r in records)
     assert got == values
+    # a group: its coordinator is found, and reached, on the listener asked (TLS)
+    member = Consumer(
+        topic, bootstrap_servers=bootstrap, group_id="g", auto_offset_reset="earliest", **tls
+    )
+    async with member:
+        taken = 0
+        while taken < len(values):
+            taken += sum(len(r) for r in (await member.getmany(timeout_ms=1000)).values())
+        await member.commit()
+        assert await member.committed(TopicPartition(topic, 0)) == len(values)
+    async with Admin(bootstrap_servers=bootstrap, **tls) as admin:  # as Kafka's clients read it
+        found = await admin._cluster.send_any(
+            ApiKey.FIND_COORDINATOR, FindCoordinatorRequest(key="g")
+        )
+        assert found.port in ssl_ports, found
 
 
 async def test_clients_over_tls_while_brokers_replicate_in_plaintext(
