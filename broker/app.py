@@ -163,6 +163,7 @@ class Broker:
 
     async def start(self) -> None:
         cfg = self.config
+        server_tls, self._peer_tls = tls.contexts(cfg)  # a bad keystore stops us here
         self._zk = ZkBridge(
             cfg["zookeeper.connect"], session_timeout_ms=cfg["zookeeper.session.timeout.ms"]
         )
@@ -181,8 +182,6 @@ class Broker:
         )
         await self._topic_configs.start()  # the logs on disk get their topics' overrides
         protocols = cfg.listener_protocols
-        if protocols[cfg.inter_broker_listener] == "SSL":
-            self._peer_tls = tls.client_context(cfg)
         self._admin = TopicAdmin(self._zk, cfg, self.metadata)
         self._replicas = ReplicaManager(
             self.broker_id,
@@ -196,6 +195,7 @@ class Broker:
             fetch_session_slots=cfg["max.incremental.fetch.session.cache.slots"],
             config_known=self._topic_configs.ready,
             peer_tls=self._peer_tls,
+            inter_broker_listener=cfg.inter_broker_listener,
         )
         self._coordinator = GroupCoordinator(
             self.broker_id, cfg, self.metadata, self._replicas, self._admin
@@ -203,7 +203,7 @@ class Broker:
         self._coordinator.start()
         self._start_cleaner()
         self._producer_ids = ProducerIdManager(self.broker_id, self._zk)
-        await self._listen(protocols)
+        await self._listen(protocols, server_tls)
         advertised = self._advertised()
         host, port = advertised[cfg.inter_broker_listener]
         self._registrar = BrokerRegistrar(
@@ -223,6 +223,7 @@ class Broker:
             self.broker_id,
             unclean_leader_election=cfg["unclean.leader.election.enable"],
             peer_tls=self._peer_tls,
+            inter_broker_listener=cfg.inter_broker_listener,
         )
         self._topic_configs.on_change(self._on_topic_config)
         self._election = ControllerElection(
@@ -298,12 +299,9 @@ class Broker:
         except (TimeoutError, ZkError) as exc:
             self._log.warning("broker.stop_step_skipped", step=doing, error=repr(exc))
 
-    async def _listen(self, protocols: dict[str, str]) -> None:
+    async def _listen(self, protocols: dict[str, str], server_tls: ssl.SSLContext | None) -> None:
         """A server on each listener; an SSL one with TLS (Kafka's listeners, by name)."""
         cfg = self.config
-        server_tls = None
-        if any(protocols[listener_name(item)] == "SSL" for item in cfg["listeners"]):
-            server_tls = tls.server_context(cfg)
         for item in cfg["listeners"]:
             name = listener_name(item)
             host, port = _host_port(item)
@@ -390,13 +388,11 @@ class Broker:
         cfg = self.config
         attempts = cfg["controlled.shutdown.max.retries"] + 1
         for attempt in range(attempts):
-            controller = self.metadata.brokers.get(self.controller_id)
+            controller = self.metadata.address(self.controller_id, cfg.inter_broker_listener)
             if controller is None:
                 remaining = ["no controller known"]
             else:
-                peer = PeerConnection(
-                    controller.host, controller.port, request_timeout_ms=30_000, tls=self._peer_tls
-                )
+                peer = PeerConnection(*controller, request_timeout_ms=30_000, tls=self._peer_tls)
                 try:
                     sent_epoch = self._broker_epoch()
                     response: ControlledShutdownResponse = await peer.request(

@@ -58,6 +58,10 @@ def _listeners(value: list[str]) -> str | None:
         if match["name"] in names:
             return f"the listener name {match['name']} is used twice"
         names.append(match["name"])
+    addresses = [item.partition("://")[2] for item in value]
+    twice = sorted({a for a in addresses if addresses.count(a) > 1 and not a.endswith(":0")})
+    if twice:
+        return f"two listeners on {twice[0]}"
     return None if value else "at least one listener is needed"
 
 
@@ -73,10 +77,14 @@ _CLIENT_AUTH = ("none", "requested", "required")
 
 
 def _protocol_map(value: list[str]) -> str | None:
+    seen: set[str] = set()
     for item in value:
         name, sep, protocol = item.partition(":")
         if not sep or not name:
             return f"{item!r} is not NAME:PROTOCOL, e.g. INTERNAL:PLAINTEXT"
+        if name in seen:
+            return f"the listener name {name} is mapped twice"
+        seen.add(name)
         if protocol not in SECURITY_PROTOCOLS:
             return f"{item!r}: the protocol must be PLAINTEXT or SSL (SASL is not supported)"
     return None
@@ -639,6 +647,11 @@ def _check_listeners(values: Mapping[str, Any]) -> None:
         raise ConfigError(
             f"listener {secure[0]} is SSL: set ssl.keystore.location to a PEM file holding "
             "the broker's certificate and private key"
+        )
+    if secure and values["ssl.client.auth"] != "none" and not values["ssl.truststore.location"]:
+        raise ConfigError(
+            f"ssl.client.auth={values['ssl.client.auth']} needs ssl.truststore.location: the "
+            "CA certificates that signed the clients' certificates (PEM)"
         )
 
 

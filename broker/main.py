@@ -12,6 +12,7 @@ import click
 import structlog
 import uvloop
 
+from broker import tls
 from broker.app import Broker
 from broker.config import BrokerConfig, ConfigError, load_config
 from broker.heap import HeapSettler, settle_heap
@@ -159,6 +160,11 @@ def main(config_file: str | None, overrides: tuple[str, ...], check: bool) -> No
         click.echo(f"headwater-broker: {exc}", err=True)
         sys.exit(1)
     if check:
+        try:
+            tls.contexts(config)  # the keystore and truststore load
+        except ConfigError as exc:
+            click.echo(f"headwater-broker: {exc}", err=True)
+            sys.exit(1)
         for name, value in config.items():
             shown = ",".join(value) if isinstance(value, list) else value
             click.echo(f"{name}={shown}  # {config.sources[name]}")

@@ -84,12 +84,13 @@ Handler = Callable[[RequestHeader, Any], Awaitable[Any] | Deferred[Any] | Any]
 
 _READ_BUFFER_BYTES = 256 * 1024
 _INLINE_FILE_BYTES = 16 * 1024
-_HANDSHAKE_S = 10.0  # a TLS client that does not finish its handshake is dropped then
-_COPY_CHUNK_BYTES = 256 * 1024
-"""Over TLS, a file range goes in reads of this size: one chunk of memory at a time per
-connection, each read from the page cache on the loop (as the inlined small ranges)."""
 """A response's file ranges, up to this many bytes in all, are read and sent with its
 frame's header (one syscall, one segment); the rest are ``sendfile``d."""
+_HANDSHAKE_S = 10.0  # a TLS client that does not finish its handshake is dropped then
+_COPY_CHUNK_BYTES = 256 * 1024
+"""Over TLS, a file range goes in reads of this size, each read from the page cache on
+the loop (as the inlined small ranges) once the TLS transport has taken the one before
+(the socket below it may still hold its own buffer's worth)."""
 
 
 class CloseConnection(Exception):

@@ -12,15 +12,25 @@ from __future__ import annotations
 
 import ssl
 
-from broker.config import BrokerConfig, ConfigError
+from broker.config import BrokerConfig, ConfigError, listener_name
 
-__all__ = ["client_context", "server_context"]
+__all__ = ["client_context", "contexts", "server_context"]
 
 _CLIENT_AUTH = {
     "none": ssl.CERT_NONE,
     "requested": ssl.CERT_OPTIONAL,
     "required": ssl.CERT_REQUIRED,
 }
+
+
+def contexts(config: BrokerConfig) -> tuple[ssl.SSLContext | None, ssl.SSLContext | None]:
+    """What the broker's SSL listeners serve with, and what it reaches other brokers
+    with (None where plaintext); loading them first is how a bad file stops the start."""
+    protocols = config.listener_protocols
+    names = [listener_name(item) for item in config["listeners"]]
+    server = server_context(config) if any(protocols[n] == "SSL" for n in names) else None
+    peer = client_context(config) if protocols[config.inter_broker_listener] == "SSL" else None
+    return server, peer
 
 
 def server_context(config: BrokerConfig) -> ssl.SSLContext:

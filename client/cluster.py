@@ -255,7 +255,7 @@ class Cluster:
         self._last_refresh_start = -1e18
         self._periodic: asyncio.Task[None] | None = None
         self._closed = False
-        self._last_failure: TlsError | None = None  # a TLS mistake send_any met
+        self._last_failure: NetworkError | None = None  # a TLS mistake send_any met
 
     # --- life ------------------------------------------------------------------------------
 
@@ -266,10 +266,9 @@ class Cluster:
         except NetworkError:
             where = ", ".join(f"{h}:{p}" for h, p in self.bootstrap)
             why = self._last_failure
-            if why is not None:  # reached, but TLS is wrong: say how
-                raise TlsError(
-                    f"no bootstrap server ({where}) could be used: {why.message}"
-                ) from None
+            if why is not None:  # reached, but TLS is wrong (or looks it): say how
+                kind = TlsError if isinstance(why, TlsError) else NetworkError
+                raise kind(f"no bootstrap server ({where}) could be used: {why.message}") from None
             raise NetworkError(
                 f"could not reach any bootstrap server ({where}): is the cluster up? "
                 f"try `headwater cluster status`"
@@ -499,7 +498,9 @@ class Cluster:
                 conn = await self._connection(address, "")
             except (NetworkError, RequestTimedOutError) as exc:  # a broker that does not
                 last = exc  # answer its handshake (stopped, overloaded) is passed over too
-                if isinstance(exc, TlsError):
+                if isinstance(exc, NetworkError) and (
+                    isinstance(exc, TlsError) or getattr(exc, "tls_hint", False)
+                ):
                     self._last_failure = exc
                 continue
             try:

@@ -215,9 +215,17 @@ class BrokerConnection:
                     client_software_name=CLIENT_SOFTWARE, client_software_version=CLIENT_VERSION
                 ),
             )
+        except TlsError as exc:
+            # the peer's TLS ended it: a listener that requires client certificates says
+            # so (an alert) to a client without one, once the handshake is done
+            raise TlsError(
+                f"{exc.message}; if the listener requires client certificates "
+                "(ssl.client.auth), give the ssl_context one (create_ssl_context(certfile=...))"
+            ) from None
         except NetworkError as exc:
-            # right after the handshake: a TLS listener drops a plaintext hello at once,
-            # and one that requires client certificates drops a client without one
+            # a TLS listener drops a plaintext hello at once, and one that requires client
+            # certificates may drop a client without one; so may a broker going down: a
+            # hint, still a retriable NetworkError
             hint = (
                 "if the listener requires client certificates (ssl.client.auth), give the "
                 "ssl_context one (create_ssl_context(certfile=...))"
@@ -225,7 +233,9 @@ class BrokerConnection:
                 else f"if {self.host}:{self.port} is an SSL listener, connect with "
                 "security_protocol='SSL' and an ssl_context"
             )
-            raise TlsError(f"{exc.message}; {hint}") from None
+            hinted = NetworkError(f"{exc.message}; {hint}")
+            hinted.tls_hint = True  # type: ignore[attr-defined]
+            raise hinted from None
         self.versions = {r.api_key: r for r in response.api_keys}
 
     def version_for(self, api_key: ApiKey) -> int:
@@ -395,6 +405,9 @@ class BrokerConnection:
             head.settle(response, None)
 
     def _lost(self, exc: Exception | None) -> None:
+        if isinstance(exc, ssl.SSLError):  # the peer's TLS refused us (an alert)
+            self.close(TlsError(f"{self} ended TLS: {exc.reason or exc}"))
+            return
         why = type(exc).__name__ if exc is not None else "EOF"
         self.close(NetworkError(f"{self} closed the connection ({why})"))
 

@@ -126,12 +126,16 @@ class Controller:
         request_timeout_ms: int = 30_000,
         unclean_leader_election: bool = False,
         peer_tls: ssl.SSLContext | None = None,
+        inter_broker_listener: str = "PLAINTEXT",
     ) -> None:
         self._zk = zk
         self.broker_id = broker_id
         self._unclean_default = unclean_leader_election
         self._request_timeout_ms = request_timeout_ms
         self._peer_tls = peer_tls  # the inter-broker listener is SSL: channels use TLS
+        self._listener = inter_broker_listener
+        """Our inter-broker listener's name: each broker is reached on its listener of
+        that name (Kafka's), so brokers may differ in theirs while one is changed."""
         self.epoch = -1
         self.brokers: dict[int, BrokerRegistration] = {}
         self.assignments: dict[str, dict[int, list[int]]] = {}
@@ -343,7 +347,7 @@ class Controller:
             reg = live.get(broker_id)
             if (
                 reg is None
-                or (reg.host, reg.port) != (channel.host, channel.port)
+                or _address(reg, self._listener) != (channel.host, channel.port)
                 or channel.broker_epoch != reg.epoch  # the channel's own: a pass cut short
                 # before it replaced the channel would otherwise keep the old one for good
             ):
@@ -356,8 +360,7 @@ class Controller:
             if broker_id not in self._channels:
                 self._channels[broker_id] = BrokerChannel(
                     broker_id,
-                    reg.host,
-                    reg.port,
+                    *_address(reg, self._listener),
                     request_timeout_ms=self._request_timeout_ms,
                     full_metadata=self._full_metadata,
                     broker_epoch=reg.epoch,
@@ -1558,6 +1561,15 @@ def _without(
         isr=isr,
         controller_epoch=controller_epoch,
     )
+
+
+def _address(reg: BrokerRegistration, listener: str) -> tuple[str, int]:
+    """Where to reach a registered broker on ``listener``; its registered (inter-broker)
+    address if it has no listener of that name."""
+    for name, host, port, _ in reg.listeners():
+        if name == listener:
+            return host, port
+    return reg.host, reg.port
 
 
 def _drops_the_last(current: PartitionState, gone: Iterable[int], usable: set[int]) -> str | None:

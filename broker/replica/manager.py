@@ -268,6 +268,7 @@ class ReplicaManager:
         fetch_session_slots: int = 1000,
         config_known: Callable[[str], bool] = lambda topic: True,
         peer_tls: ssl.SSLContext | None = None,
+        inter_broker_listener: str = "PLAINTEXT",
     ) -> None:
         self.broker_id = broker_id
         self.logs = logs
@@ -280,6 +281,7 @@ class ReplicaManager:
         self._fetch_wait_max_ms = replica_fetch_wait_max_ms
         self._fetch_max_bytes = replica_fetch_max_bytes
         self._peer_tls = peer_tls  # the inter-broker listener is SSL: fetchers use TLS
+        self._listener = inter_broker_listener  # a leader is reached on its listener so named
         # idle partitions of a session are looked at (their followers' caught-up times
         # refreshed) four times per replica.lag.time.max.ms; a shorter sweep (it was at
         # most 1 s) made each idle session's fetch look at hundreds of partitions at once
@@ -495,14 +497,20 @@ class ReplicaManager:
         self._tell_listeners(tp, partition)
 
     def _fetcher_for(self, leader: LeaderAndIsrLiveLeader) -> ReplicaFetcher:
+        # on our inter-broker listener's name, as Kafka's follower looks its leader up (the
+        # controller's LeaderAndIsr gives the address on the controller's)
+        host, port = self.metadata.address(leader.broker_id, self._listener) or (
+            leader.host_name,
+            leader.port,
+        )
         fetcher = self.fetchers.get(leader.broker_id)
-        if fetcher is not None and (fetcher.host, fetcher.port) == (leader.host_name, leader.port):
+        if fetcher is not None and (fetcher.host, fetcher.port) == (host, port):
             return fetcher
         new = ReplicaFetcher(
             self.broker_id,
             leader.broker_id,
-            leader.host_name,
-            leader.port,
+            host,
+            port,
             max_wait_ms=self._fetch_wait_max_ms,
             max_bytes=self._fetch_max_bytes,
             tls=self._peer_tls,

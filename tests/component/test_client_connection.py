@@ -9,6 +9,7 @@ import pytest
 
 from client.cluster import Cluster
 from client.connection import BrokerConnection
+from client.errors import TlsError
 from protocol.apis import (
     ApiKey,
     ApiVersionsResponse,
@@ -272,3 +273,26 @@ async def test_a_broker_silent_at_the_handshake_is_passed_over_for_one_that_answ
             writer.close()
         silent.close()
         await silent.wait_closed()
+
+
+async def test_a_broker_that_drops_the_handshake_is_retriable_with_a_tls_hint() -> None:
+    """From a review: a plaintext connection dropped at ApiVersions (a TLS listener, or a
+    broker going down) was a TlsError, which is not retried; it is a NetworkError with a
+    hint, and only a TLS failure seen as such is a TlsError."""
+
+    async def drop(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1)
+        writer.close()
+
+    server = await asyncio.start_server(drop, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        conn = BrokerConnection("127.0.0.1", port, request_timeout_ms=2000)
+        with pytest.raises(NetworkError) as caught:
+            await conn.connect()
+        conn.close()
+        assert not isinstance(caught.value, TlsError) and caught.value.retriable
+        assert "connect with security_protocol='SSL'" in str(caught.value)
+    finally:
+        server.close()
+        await server.wait_closed()

@@ -16,6 +16,7 @@ import trustme
 
 from client import Admin, Consumer, NewTopic, Producer, TlsError, TopicPartition, create_ssl_context
 from protocol.apis import ApiKey, FindCoordinatorRequest
+from protocol.errors import NetworkError
 from tests.integration.conftest import Cluster
 from tests.integration.conftest import until as _until
 from tests.integration.test_cli import COMMAND
@@ -98,7 +99,7 @@ async def test_clients_over_tls_while_brokers_replicate_in_plaintext(
     await _round_trip(_ssl_bootstrap(cluster), context, "secured")
     ssl_port = next(iter(cluster.brokers.values())).ports["SSL"]
     plain = Admin(bootstrap_servers=f"127.0.0.1:{ssl_port}", request_timeout_ms=3000)
-    with pytest.raises(TlsError, match=r"security_protocol='SSL'"):
+    with pytest.raises(NetworkError, match=r"security_protocol='SSL'"):
         await plain.start()
     await plain.close()
     untrusted = Admin(
@@ -161,7 +162,7 @@ async def test_brokers_reach_each_other_over_mutual_tls(
         ssl_context=create_ssl_context(cafile=pki["ca"]),
         request_timeout_ms=3000,
     )
-    with pytest.raises(TlsError, match="requires client certificates"):
+    with pytest.raises(NetworkError, match="requires client certificates"):
         await anonymous.start()
     await anonymous.close()
 
@@ -173,3 +174,30 @@ async def test_brokers_reach_each_other_over_mutual_tls(
             return topic.partitions[0].isr
 
     assert sorted(await _until(in_sync, lambda isr: len(isr) == 3)) == [1, 2, 3]
+
+
+async def test_brokers_may_differ_in_their_inter_broker_listener_while_it_changes(
+    make_cluster: Callable[..., Cluster], pki: dict[str, str]
+) -> None:
+    """From a review: a broker reached its peers on the listener *they* registered for
+    inter-broker traffic, with TLS or not by its *own* setting, so a rolling change from
+    plaintext to TLS between brokers broke replication half way. As Kafka, each broker
+    reaches the others on its own listener's name: here broker 1 has moved to SSL, 2 and
+    3 not yet, and replication and the controller work both ways."""
+    both = {
+        "listeners": "PLAINTEXT://127.0.0.1:0,SSL://127.0.0.1:0",
+        "ssl.keystore.location": pki["broker"],
+        "ssl.truststore.location": pki["ca"],
+    }
+    cluster = make_cluster(0)
+    cluster.start_broker(1, {**both, "inter.broker.listener.name": "SSL"})
+    for broker_id in (2, 3):
+        cluster.start_broker(broker_id, {**both, "inter.broker.listener.name": "PLAINTEXT"})
+    async with Admin(bootstrap_servers=cluster.bootstrap) as admin:
+        await _until(admin.describe_cluster, lambda c: len(c.brokers) == 3)
+        await admin.create_topics([NewTopic("rolling", 3, 3, {"min.insync.replicas": "3"})])
+        async with Producer(bootstrap_servers=cluster.bootstrap, acks="all") as producer:
+            for i in range(60):
+                await producer.send_and_wait("rolling", b"%d" % i, partition=i % 3)
+        (topic,) = await admin.describe_topics(["rolling"])
+        assert all(sorted(p.isr) == [1, 2, 3] for p in topic.partitions), topic

@@ -42,6 +42,12 @@ def pem(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         (["inter.broker.listener.name=SSL"], "inter.broker.listener.name='SSL' is not in"),
         (["listeners=PLAINTEXT://h:1,SSL://h:2"], "listener SSL is SSL: set ssl.keystore"),
         (["ssl.client.auth=maybe"], "none, requested or required"),
+        (["listeners=A://h:1,B://h:1"], "two listeners on h:1"),
+        (["listener.security.protocol.map=A:SSL,A:PLAINTEXT"], "A is mapped twice"),
+        (
+            ["listeners=SSL://h:1", "ssl.keystore.location=/k.pem", "ssl.client.auth=required"],
+            "ssl.client.auth=required needs ssl.truststore.location",
+        ),
         (["ssl.endpoint.identification.algorithm=dns"], "https or empty"),
     ],
 )
