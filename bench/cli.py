@@ -208,6 +208,9 @@ def bench_broker(ctx: click.Context, **options: Any) -> None:
 def _run(ctx: click.Context, test: str, options: dict[str, Any]) -> None:
     as_json = options.pop("as_json")
     bootstrap = resolve_bootstrap(ctx.ensure_object(dict).get("bootstrap"), os.environ, Path.cwd())
+    command_config = ctx.ensure_object(dict).get("command_config")
+    if command_config is not None:  # TLS: a path, read again by each --producers child
+        options["command_config"] = str(command_config)
     workload = perf.Workload(**options).resolve(test)
     if sys.stderr.isatty():
         click.echo(describe(test, workload, workload.topic or "(fresh)"), err=True)

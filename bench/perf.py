@@ -54,6 +54,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from operator import itemgetter
+from pathlib import Path
 from typing import Any, TypeVar
 
 import uvloop
@@ -69,6 +70,7 @@ from client import (
     TopicPartition,
 )
 from client.connection import BrokerConnection
+from client.security import parse_properties, settings_from_properties
 from protocol.apis import ApiKey, ProducePartition, ProduceRequest, ProduceResponse, ProduceTopic
 from protocol.errors import (
     ApiError,
@@ -172,6 +174,9 @@ class Workload:
     topic: str | None = None
     keep_topic: bool = False
     """Keep the fresh topic (by default it is deleted afterwards; a named one is kept)."""
+    command_config: str | None = None
+    """A Kafka client properties file (``--command-config``): TLS for every connection.
+    A path, not a context: ``--producers`` children read it again."""
 
     def resolve(self, test: str) -> Workload:
         """Every default filled in for ``test``, checked; a BenchError says what is wrong."""
@@ -439,7 +444,7 @@ class _BenchTopic:
         self.name = w.topic or f"headwater-bench-{test}-{uuid.uuid4().hex[:8]}"
         self.created = False
         self.notes: list[str] = []
-        self.admin = Admin(bootstrap_servers=bootstrap, client_id="headwater-bench")
+        self.admin = Admin(bootstrap_servers=bootstrap, client_id="headwater-bench", **_tls(w))
 
     async def __aenter__(self) -> _BenchTopic:
         await self.admin.start()
@@ -500,11 +505,21 @@ def _values(record_size: int, count: int = VALUE_POOL) -> list[bytes]:
     return [os.urandom(half) + b"x" * (record_size - half) for _ in range(count)]
 
 
+def _tls(w: Workload) -> dict[str, Any]:
+    """The clients' security settings from ``--command-config`` (none without it)."""
+    if w.command_config is None:
+        return {}
+    return settings_from_properties(
+        parse_properties(Path(w.command_config).read_text()), w.command_config
+    )
+
+
 def _producer(bootstrap: str, w: Workload) -> Producer:
     assert w.linger_ms is not None  # resolved
     return Producer(
         bootstrap_servers=bootstrap,
         client_id="headwater-bench",
+        **_tls(w),
         acks="all" if w.acks == "all" else int(w.acks),
         batch_size=w.batch_size or 16_384,
         linger_ms=w.linger_ms,
@@ -932,6 +947,7 @@ async def _consume(bootstrap: str, topic: _BenchTopic, w: Workload, progress: Pr
         bootstrap_servers=bootstrap,
         client_id="headwater-bench",
         auto_offset_reset="earliest",
+        **_tls(w),
     )
     async with consumer:
         assigned = sorted(consumer.assignment())
@@ -994,6 +1010,7 @@ async def _e2e(bootstrap: str, topic: _BenchTopic, w: Workload, progress: Progre
         bootstrap_servers=bootstrap,
         client_id="headwater-bench",
         auto_offset_reset="latest",
+        **_tls(w),
     )
     loop = asyncio.get_running_loop()
     async with consumer, _producer(bootstrap, w) as producer:
@@ -1104,10 +1121,11 @@ def _batch(w: Workload) -> tuple[bytes, int]:
     return (data if w.compression == "none" else encoded(n, w.compression)), n
 
 
-async def _leaders(bootstrap: str, topic: str) -> dict[int, tuple[str, int]]:
+async def _leaders(bootstrap: str, topic: str, w: Workload) -> dict[int, tuple[str, int]]:
     """Each partition's leader address, waiting while a partition has none."""
     deadline = time.monotonic() + LEADER_WAIT_S
-    async with Admin(bootstrap_servers=bootstrap, client_id="headwater-bench") as admin:
+    admin = Admin(bootstrap_servers=bootstrap, client_id="headwater-bench", **_tls(w))
+    async with admin:
         while True:
             (described,) = await admin.describe_topics([topic])
             brokers = {
@@ -1131,11 +1149,12 @@ class _Replay:
         self.per_batch = per_batch
         self.connections: dict[tuple[str, int], BrokerConnection] = {}
         self.targets: dict[tuple[str, int], list[ProduceRequest]] = {}
+        self.tls = _tls(w).get("ssl_context")
 
     async def connect(self, leaders: dict[int, tuple[str, int]]) -> None:
         for partition, address in sorted(leaders.items()):
             if address not in self.connections:
-                connection = BrokerConnection(*address)
+                connection = BrokerConnection(*address, tls=self.tls)
                 await connection.connect()
                 self.connections[address] = connection
             self.targets.setdefault(address, []).append(self._request(partition))
@@ -1189,7 +1208,7 @@ async def _broker_part(
     replay = _Replay(topic, w, batch, per_batch)
     part = _Part()
     try:
-        await replay.connect(await _leaders(bootstrap, topic))
+        await replay.connect(await _leaders(bootstrap, topic, w))
         await replay.warm_up()
         if barrier is not None:
             await barrier()

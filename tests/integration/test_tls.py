@@ -6,6 +6,7 @@ wrong is told. What a user checks: acked records read back at their offsets, ove
 from __future__ import annotations
 
 import functools
+import json
 import ssl
 import subprocess
 from collections.abc import Callable
@@ -137,6 +138,10 @@ async def test_clients_over_tls_while_brokers_replicate_in_plaintext(
         ]
     )
     assert read.stdout.splitlines() == ["a", "b"], read
+    for test in ("produce", "broker"):  # the bench's clients, and its raw connections
+        bench = run([*COMMAND, *tls_args, "bench", test, "--num-records", "3000", "--json"])
+        assert bench.returncode == 0, bench
+        assert json.loads(bench.stdout)["records"] >= 3000, bench.stdout
     plain = run([*COMMAND, "--bootstrap-server", _ssl_bootstrap(cluster), "topics", "list"])
     assert plain.returncode == 1 and "security_protocol='SSL'" in plain.stderr, plain
     assert plain.stderr.count("\n") == 1  # one line, no traceback
