@@ -346,6 +346,7 @@ class Broker:
             ApiKey.FETCH: _serve(replicas.fetch),
             ApiKey.LIST_OFFSETS: _serve(replicas.list_offsets),
             ApiKey.DELETE_RECORDS: _serve(replicas.delete_records),
+            ApiKey.DESCRIBE_LOG_DIRS: _serve(replicas.describe_log_dirs),
             ApiKey.OFFSET_FOR_LEADER_EPOCH: _serve(replicas.offsets_for_leader_epoch),
             ApiKey.METADATA: functools.partial(self._metadata, listener=listener),
             ApiKey.CREATE_TOPICS: _serve(admin.create_topics),

@@ -37,12 +37,14 @@ from client.types import (
     GroupDescription,
     GroupListing,
     ListOffsetsResult,
+    LogDirDescription,
     MemberDescription,
     NewPartitions,
     NewTopic,
     OffsetSpec,
     PartitionDescription,
     PartitionReassignment,
+    ReplicaInfo,
     TopicDescription,
     TopicPartition,
 )
@@ -73,12 +75,15 @@ from protocol.apis import (
     DeleteRecordsTopic,
     DeleteTopicsRequest,
     DeleteTopicsResponse,
+    DescribableLogDirTopic,
     DescribeConfigsRequest,
     DescribeConfigsResource,
     DescribeConfigsResponse,
     DescribedGroup,
     DescribeGroupsRequest,
     DescribeGroupsResponse,
+    DescribeLogDirsRequest,
+    DescribeLogDirsResponse,
     ElectionType,
     ElectLeadersRequest,
     ElectLeadersResponse,
@@ -102,6 +107,7 @@ from protocol.apis import (
 from protocol.apis import AlterConfigOp as OpType
 from protocol.errors import (
     ApiError,
+    BrokerNotAvailableError,
     GroupIdNotFoundError,
     IllegalGenerationError,
     LeaderNotAvailableError,
@@ -752,6 +758,52 @@ class Admin:
             for t in response.topics
             for p in t.partitions
         }
+
+    async def describe_log_dirs(
+        self,
+        brokers: Iterable[int] | None = None,
+        partitions: Iterable[TopicPartition] | None = None,
+    ) -> dict[int, dict[str, LogDirDescription]]:
+        """Each broker's data directories and the partitions in them, with their sizes
+        (Kafka's ``describeLogDirs``, ``kafka-log-dirs --describe``): of ``brokers``
+        (None: every live one), and of ``partitions`` only (None: all)."""
+        metadata = await self._metadata([])
+        ids = sorted(metadata.brokers) if brokers is None else sorted(set(brokers))
+        missing = [b for b in ids if b not in metadata.brokers]
+        if missing:
+            raise BrokerNotAvailableError(
+                f"broker {missing[0]} is not live; the live ones are "
+                f"{', '.join(map(str, sorted(metadata.brokers)))}"
+            )
+        request = DescribeLogDirsRequest(
+            topics=None
+            if partitions is None
+            else [
+                DescribableLogDirTopic(topic=t, partitions=ps)
+                for t, ps in _by_topic(partitions).items()
+            ]
+        )
+        answers: list[DescribeLogDirsResponse] = await asyncio.gather(
+            *(self._cluster.send(b, ApiKey.DESCRIBE_LOG_DIRS, request) for b in ids)
+        )
+        out: dict[int, dict[str, LogDirDescription]] = {}
+        for broker_id, answer in zip(ids, answers, strict=True):
+            out[broker_id] = {
+                d.log_dir: LogDirDescription(
+                    None if not d.error_code else error_for_code(d.error_code, d.log_dir),
+                    {
+                        TopicPartition(t.name, p.partition_index): ReplicaInfo(
+                            p.partition_size, p.offset_lag, p.is_future_key
+                        )
+                        for t in d.topics
+                        for p in t.partitions
+                    },
+                    d.total_bytes,
+                    d.usable_bytes,
+                )
+                for d in answer.results
+            }
+        return out
 
     async def _send_to_controller(self, api_key: ApiKey, request: object) -> Any:
         for attempt in range(5):  # the controller may move between metadata and request

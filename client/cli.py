@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -682,6 +683,69 @@ def topics_delete(ctx: click.Context, name: str, if_exists: bool) -> None:
         click.echo(f"Topic {name} does not exist.")
         return
     click.echo(f"Deleted topic {name}.")
+
+
+# --- log-dirs -----------------------------------------------------------------------------
+
+
+@main.command("log-dirs")
+@click.option("--describe", is_flag=True, required=True, help="Describe the data directories.")
+@click.option("--broker-list", help="Only these brokers, e.g. 1,2,3 (default: every live one).")
+@click.option("--topic-list", help="Only these topics' partitions, e.g. orders,payments.")
+@bootstrap_option
+@click.pass_context
+def log_dirs(
+    ctx: click.Context, *, describe: bool, broker_list: str | None, topic_list: str | None
+) -> None:
+    """Each broker's data directories and the size of every partition in them (Kafka's
+    kafka-log-dirs --describe, and its JSON)."""
+    from client import TopicPartition  # noqa: PLC0415  (see _admin)
+
+    brokers = None if broker_list is None else _broker_ids(broker_list)
+    topics = None if topic_list is None else [t for t in topic_list.split(",") if t.strip()]
+
+    async def look(admin: Admin) -> Any:
+        partitions = None
+        if topics is not None:
+            described = await admin.describe_topics(topics)
+            partitions = [
+                TopicPartition(t.name, p.partition) for t in described for p in t.partitions
+            ]
+        return await admin.describe_log_dirs(brokers, partitions)
+
+    click.echo("Querying brokers for log directories information", err=True)
+    found = _admin(ctx, look)
+    click.echo(f"Received log directory information from brokers {_ids(sorted(found))}", err=True)
+    click.echo(json.dumps(log_dirs_json(found), separators=(",", ":")))
+
+
+def log_dirs_json(found: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
+    """Kafka's kafka-log-dirs JSON, from ``Admin.describe_log_dirs``'s answer."""
+    return {
+        "version": 1,
+        "brokers": [
+            {
+                "broker": broker,
+                "logDirs": [
+                    {
+                        "logDir": directory,
+                        "error": None if d.error is None else type(d.error).__name__,
+                        "partitions": [
+                            {
+                                "partition": f"{tp.topic}-{tp.partition}",
+                                "size": r.size,
+                                "offsetLag": r.offset_lag,
+                                "isFuture": r.is_future,
+                            }
+                            for tp, r in sorted(d.replicas.items())
+                        ],
+                    }
+                    for directory, d in sorted(dirs.items())
+                ],
+            }
+            for broker, dirs in sorted(found.items())
+        ],
+    }
 
 
 # --- reassign-partitions ----------------------------------------------------------------

@@ -20,6 +20,7 @@ __all__ = [
     "GroupDescription",
     "GroupListing",
     "ListOffsetsResult",
+    "LogDirDescription",
     "MemberDescription",
     "NewPartitions",
     "NewTopic",
@@ -28,6 +29,7 @@ __all__ = [
     "PartitionDescription",
     "PartitionReassignment",
     "RecordMetadata",
+    "ReplicaInfo",
     "TopicDescription",
     "TopicPartition",
 ]
@@ -99,6 +101,25 @@ class PartitionReassignment(NamedTuple):
     replicas: list[int]
     adding_replicas: list[int]
     removing_replicas: list[int]
+
+
+class ReplicaInfo(NamedTuple):
+    """A partition's copy in a broker's data directory (Kafka's ReplicaInfo): its bytes,
+    and how far its log end is behind the high watermark."""
+
+    size: int
+    offset_lag: int
+    is_future: bool = False
+
+
+class LogDirDescription(NamedTuple):
+    """One data directory of a broker (Kafka's LogDirDescription): ``error`` None unless
+    it cannot be read; its file system's size and free bytes (-1: unknown)."""
+
+    error: Exception | None
+    replicas: dict[TopicPartition, ReplicaInfo]
+    total_bytes: int = -1
+    usable_bytes: int = -1
 
 
 class BrokerDescription(NamedTuple):

@@ -82,6 +82,7 @@ class ApiKey(enum.IntEnum):
     OFFSET_FOR_LEADER_EPOCH = 23
     DESCRIBE_CONFIGS = 32
     ALTER_CONFIGS = 33
+    DESCRIBE_LOG_DIRS = 35
     CREATE_PARTITIONS = 37
     DELETE_GROUPS = 42
     ELECT_LEADERS = 43
@@ -880,6 +881,53 @@ class ElectLeadersResponse(Response):
     replica_election_results: list[ElectLeadersTopicResult] = field(default_factory=list)
 
 
+# --- DescribeLogDirs (35) ----------------------------------------------------------------
+
+
+@dataclass(slots=True, kw_only=True)
+class DescribableLogDirTopic:
+    topic: str
+    partitions: list[int] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class DescribeLogDirsRequest(Request):
+    topics: list[DescribableLogDirTopic] | None = None
+    """None: every partition the broker holds."""
+
+
+@dataclass(slots=True, kw_only=True)
+class DescribeLogDirsPartition:
+    partition_index: int
+    partition_size: int = 0
+    """Bytes of the partition's segments in this directory."""
+    offset_lag: int = 0
+    """How far its log end is behind the high watermark (Kafka's: 0 on a leader)."""
+    is_future_key: bool = False
+
+
+@dataclass(slots=True, kw_only=True)
+class DescribeLogDirsTopic:
+    name: str
+    partitions: list[DescribeLogDirsPartition] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class DescribeLogDirsResult:
+    error_code: int = 0
+    log_dir: str
+    topics: list[DescribeLogDirsTopic] = field(default_factory=list)
+    total_bytes: int = -1
+    """The directory's file system: its size and what is free (Kafka's v4 fields)."""
+    usable_bytes: int = -1
+
+
+@dataclass(slots=True, kw_only=True)
+class DescribeLogDirsResponse(Response):
+    throttle_time_ms: int = 0
+    results: list[DescribeLogDirsResult] = field(default_factory=list)
+
+
 # --- AlterPartitionReassignments (45), ListPartitionReassignments (46) -----------------
 
 
@@ -1314,6 +1362,7 @@ APIS = _apis(
     Api(ApiKey.CREATE_PARTITIONS, 0, 0, CreatePartitionsRequest, CreatePartitionsResponse),
     Api(ApiKey.DELETE_RECORDS, 0, 0, DeleteRecordsRequest, DeleteRecordsResponse),
     Api(ApiKey.DESCRIBE_CONFIGS, 0, 0, DescribeConfigsRequest, DescribeConfigsResponse),
+    Api(ApiKey.DESCRIBE_LOG_DIRS, 0, 0, DescribeLogDirsRequest, DescribeLogDirsResponse),
     Api(ApiKey.ALTER_CONFIGS, 0, 0, AlterConfigsRequest, AlterConfigsResponse),
     Api(
         ApiKey.INCREMENTAL_ALTER_CONFIGS,

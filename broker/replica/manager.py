@@ -25,6 +25,7 @@ timer that only ends the wait. Nothing polls.
 from __future__ import annotations
 
 import asyncio
+import shutil
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -49,6 +50,11 @@ from protocol.apis import (
     DeleteRecordsRequest,
     DeleteRecordsResponse,
     DeleteRecordsTopicResult,
+    DescribeLogDirsPartition,
+    DescribeLogDirsRequest,
+    DescribeLogDirsResponse,
+    DescribeLogDirsResult,
+    DescribeLogDirsTopic,
     DivergingEpoch,
     EpochEndOffset,
     FetchPartitionData,
@@ -1170,6 +1176,49 @@ class ReplicaManager:
 
     # --- offsets ------------------------------------------------------------------------
 
+    async def describe_log_dirs(self, request: DescribeLogDirsRequest) -> DescribeLogDirsResponse:
+        """DescribeLogDirs: each data directory, the partitions in it with their size and
+        how far each log end is behind the high watermark, and the directory's file
+        system (size, free). Sizes come from the segments in memory; only the file
+        systems are asked, in a worker thread (a network mount may be slow)."""
+        wanted = (
+            None
+            if request.topics is None
+            else {(t.topic, p) for t in request.topics for p in t.partitions}
+        )
+        by_dir: dict[str, dict[str, list[DescribeLogDirsPartition]]] = {
+            str(d): {} for d in self.logs.dirs
+        }
+        for tp, log in self.logs:
+            if wanted is not None and (tp.topic, tp.partition) not in wanted:
+                continue
+            partition = self.partitions.get(tp)
+            lag = 0 if partition is None else max(partition.high_watermark - log.log_end_offset, 0)
+            by_dir.setdefault(str(log.dir.parent), {}).setdefault(tp.topic, []).append(
+                DescribeLogDirsPartition(
+                    partition_index=tp.partition, partition_size=log.size_bytes, offset_lag=lag
+                )
+            )
+        usage = await asyncio.to_thread(_disk_usage, list(by_dir))
+        results = []
+        for directory, topics in by_dir.items():
+            space = usage[directory]
+            results.append(
+                DescribeLogDirsResult(
+                    error_code=0 if space is not None else KafkaStorageError.code,
+                    log_dir=directory,
+                    topics=[
+                        DescribeLogDirsTopic(
+                            name=name, partitions=sorted(parts, key=lambda p: p.partition_index)
+                        )
+                        for name, parts in sorted(topics.items())
+                    ],
+                    total_bytes=space[0] if space is not None else -1,
+                    usable_bytes=space[1] if space is not None else -1,
+                )
+            )
+        return DescribeLogDirsResponse(results=results)
+
     def list_offsets(self, request: ListOffsetsRequest) -> ListOffsetsResponse:
         follower = request.replica_id >= 0
         topics = []
@@ -1384,3 +1433,16 @@ def _error(tp: TopicPartition, error: type[ApiError] | None = None) -> Partition
     return PartitionError(
         topic_name=tp.topic, partition_index=tp.partition, error_code=error.code if error else 0
     )
+
+
+def _disk_usage(directories: list[str]) -> dict[str, tuple[int, int] | None]:
+    """Each directory's file system: (total, free) bytes; None if it cannot be read."""
+    out: dict[str, tuple[int, int] | None] = {}
+    for directory in directories:
+        try:
+            usage = shutil.disk_usage(directory)
+        except OSError:
+            out[directory] = None
+            continue
+        out[directory] = (usage.total, usage.free)
+    return out

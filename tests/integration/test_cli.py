@@ -304,6 +304,14 @@ def _partitions_move(run: Headwater) -> None:
     assert "Reassignment of partition moves-1 is completed." in done.stdout
     rows = _rows(run("topics", "describe", "moves").stdout)
     assert [r[3] for r in rows] == [str(p["replicas"][0]) for p in plan["partitions"]]
+    described = json.loads(run("log-dirs", "--describe", "--topic-list", "moves").stdout)
+    where = {
+        p["partition"]: b["broker"]
+        for b in described["brokers"]
+        for d in b["logDirs"]
+        for p in d["partitions"]
+    }
+    assert where == {f"moves-{p['partition']}": p["replicas"][0] for p in plan["partitions"]}
     listed = run("reassign-partitions", "--list").stdout
     assert listed == "No partition reassignments found.\n"
     cancelled = run("reassign-partitions", "--cancel", "--reassignment-json-file", "plan.json")

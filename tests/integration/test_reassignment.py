@@ -103,6 +103,20 @@ async def test_a_partition_moves_while_written_to_and_through_a_controller_death
         await sending
         leader, replicas, isr = await _describe(admin)
         assert replicas == target and sorted(isr) == sorted(target) and leader in target
+
+        # where the copies are now, as kafka-log-dirs shows them: on the target alone,
+        # every copy the same size once the followers have caught up
+        async def copies() -> dict[int, int]:
+            dirs = await admin.describe_log_dirs(partitions=[TP])
+            return {
+                b: r.size
+                for b, ds in dirs.items()
+                for d in ds.values()
+                for tp, r in d.replicas.items()
+            }
+
+        sizes = await _until(copies, lambda c: len(set(c.values())) == 1 and len(c) == 3)
+        assert sorted(sizes) == sorted(target) and next(iter(sizes.values())) > 0
         assert (await admin.elect_leaders([TP]))[TP] is None  # 4, the target's first
         await _until(lambda: _describe(admin), lambda d: d[0] == 4)
     assert [offset for offset, _ in acked] == list(range(len(acked)))
