@@ -367,6 +367,7 @@ class Broker:
             ApiKey.LIST_GROUPS: _serve(groups.list_groups),
             ApiKey.DESCRIBE_GROUPS: _serve(groups.describe_groups),
             ApiKey.DELETE_GROUPS: _serve(groups.delete_groups),
+            ApiKey.OFFSET_DELETE: _serve(groups.delete_offsets),
             ApiKey.INIT_PRODUCER_ID: _serve(self._producer_ids.init_producer_id),
             ApiKey.LEADER_AND_ISR: self._leader_and_isr,
             ApiKey.STOP_REPLICA: self._stop_replica,

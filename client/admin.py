@@ -98,6 +98,10 @@ from protocol.apis import (
     ListPartitionReassignmentsRequest,
     ListPartitionReassignmentsResponse,
     ListPartitionReassignmentsTopics,
+    OffsetDeleteRequest,
+    OffsetDeleteRequestPartition,
+    OffsetDeleteRequestTopic,
+    OffsetDeleteResponse,
     OffsetFetchRequest,
     OffsetFetchRequestTopic,
     OffsetFetchResponse,
@@ -109,6 +113,7 @@ from protocol.errors import (
     ApiError,
     BrokerNotAvailableError,
     GroupIdNotFoundError,
+    GroupSubscribedToTopicError,
     IllegalGenerationError,
     LeaderNotAvailableError,
     NonEmptyGroupError,
@@ -508,6 +513,36 @@ class Admin:
         )
         return refused[-1] if refused else None
 
+    async def delete_consumer_group_offsets(
+        self, group_id: str, partitions: Iterable[TopicPartition]
+    ) -> dict[TopicPartition, ApiError | None]:
+        """Delete the group's committed offsets of ``partitions`` (Kafka's
+        ``deleteConsumerGroupOffsets``, ``kafka-consumer-groups --delete-offsets``): the
+        group then starts them by its auto.offset.reset. Per partition, None if it has
+        no offset now, else why not: GROUP_SUBSCRIBED_TO_TOPIC while a member subscribes
+        to its topic. A group that does not exist (GROUP_ID_NOT_FOUND), or that has
+        members and is not a consumer group (NON_EMPTY_GROUP), is raised."""
+        wanted = list(dict.fromkeys(partitions))
+        request = OffsetDeleteRequest(
+            group_id=group_id,
+            topics=[
+                OffsetDeleteRequestTopic(
+                    name=t, partitions=[OffsetDeleteRequestPartition(partition_index=p) for p in ps]
+                )
+                for t, ps in _by_topic(wanted).items()
+            ],
+        )
+        response: OffsetDeleteResponse = await self._coordinator(group_id).call(
+            ApiKey.OFFSET_DELETE, request
+        )
+        return {
+            TopicPartition(t.name, p.partition_index): (
+                None if not p.error_code else _offset_delete_error(p.error_code, group_id, t.name)
+            )
+            for t in response.topics
+            for p in t.partitions
+        }
+
     def _coordinator(self, group_id: str) -> GroupOffsets:
         self._check_running()
         return GroupOffsets(
@@ -876,6 +911,15 @@ def _source_name(source: int) -> str:
         return ConfigSource(source).name
     except ValueError:
         return ConfigSource.UNKNOWN.name
+
+
+def _offset_delete_error(code: int, group_id: str, topic: str) -> ApiError:
+    if code == GroupSubscribedToTopicError.code:
+        return GroupSubscribedToTopicError(
+            f"a member of group {group_id!r} subscribes to {topic!r}: its offsets stay while "
+            "it does (stop the group's consumers, or unsubscribe them from it)"
+        )
+    return group_error(code, group_id, f"group {group_id!r}, topic {topic!r}")
 
 
 def group_error(code: int, group_id: str, message: str | None = None) -> ApiError:

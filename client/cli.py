@@ -1318,6 +1318,53 @@ async def _partitions_to_reset(
     return sorted(wanted)
 
 
+@groups.command("delete-offsets")
+@click.argument("group")
+@click.option(
+    "--topic",
+    "topic_specs",
+    multiple=True,
+    required=True,
+    help="TOPIC (every partition) or TOPIC:P[,P...]; repeatable.",
+)
+@bootstrap_option
+@click.pass_context
+def groups_delete_offsets(ctx: click.Context, group: str, topic_specs: tuple[str, ...]) -> None:
+    """Delete GROUP's committed offsets of the topics (Kafka's kafka-consumer-groups
+    --delete-offsets): the group starts those partitions by its auto.offset.reset. A
+    topic a member of the group subscribes to keeps its offsets."""
+    from client import TopicPartition  # noqa: PLC0415  (see _admin)
+
+    specs = [parse_topic_spec(v) for v in topic_specs]
+
+    async def delete(admin: Admin) -> Any:
+        whole = [t for t, parts in specs if parts is None]
+        described = {t.name: t for t in await admin.describe_topics(whole)} if whole else {}
+        partitions = [
+            TopicPartition(t, p)
+            for t, parts in specs
+            for p in (
+                parts if parts is not None else [d.partition for d in described[t].partitions]
+            )
+        ]
+        return await admin.delete_consumer_group_offsets(group, partitions)
+
+    outcome = _admin(ctx, delete)
+    print_table(
+        ["TOPIC", "PARTITION", "STATUS"],
+        [
+            (
+                tp.topic,
+                tp.partition,
+                "Successful" if error is None else f"Error: {error_line(error)}",
+            )
+            for tp, error in sorted(outcome.items())
+        ],
+    )
+    if any(error is not None for error in outcome.values()):
+        raise click.exceptions.Exit(1)
+
+
 @groups.command("delete")
 @click.argument("group")
 @click.option("--if-exists", is_flag=True, help="A missing group is not an error.")

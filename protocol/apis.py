@@ -89,6 +89,7 @@ class ApiKey(enum.IntEnum):
     INCREMENTAL_ALTER_CONFIGS = 44
     ALTER_PARTITION_REASSIGNMENTS = 45
     LIST_PARTITION_REASSIGNMENTS = 46
+    OFFSET_DELETE = 47
 
 
 LATEST_TIMESTAMP = -1
@@ -1287,6 +1288,44 @@ class DeleteGroupsResponse(Response):
     results: list[DeletableGroupResult] = field(default_factory=list)
 
 
+# --- OffsetDelete (47) --------------------------------------------------------------------
+
+
+@dataclass(slots=True, kw_only=True)
+class OffsetDeleteRequestPartition:
+    partition_index: int
+
+
+@dataclass(slots=True, kw_only=True)
+class OffsetDeleteRequestTopic:
+    name: str
+    partitions: list[OffsetDeleteRequestPartition] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class OffsetDeleteRequest(Request):
+    group_id: str
+    topics: list[OffsetDeleteRequestTopic] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class OffsetDeleteResponsePartition:
+    partition_index: int
+    error_code: int = 0
+
+
+@dataclass(slots=True, kw_only=True)
+class OffsetDeleteResponseTopic:
+    name: str
+    partitions: list[OffsetDeleteResponsePartition] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class OffsetDeleteResponse(Response):
+    throttle_time_ms: int = 0
+    topics: list[OffsetDeleteResponseTopic] = field(default_factory=list)
+
+
 # --- the registry ----------------------------------------------------------------------
 
 
@@ -1356,6 +1395,7 @@ APIS = _apis(
     Api(ApiKey.INIT_PRODUCER_ID, 0, 0, InitProducerIdRequest, InitProducerIdResponse),
     Api(ApiKey.DESCRIBE_GROUPS, 0, 0, DescribeGroupsRequest, DescribeGroupsResponse),
     Api(ApiKey.DELETE_GROUPS, 0, 0, DeleteGroupsRequest, DeleteGroupsResponse),
+    Api(ApiKey.OFFSET_DELETE, 0, 0, OffsetDeleteRequest, OffsetDeleteResponse),
     Api(ApiKey.API_VERSIONS, 0, 0, ApiVersionsRequest, ApiVersionsResponse),
     Api(ApiKey.CREATE_TOPICS, 0, 0, CreateTopicsRequest, CreateTopicsResponse),
     Api(ApiKey.DELETE_TOPICS, 0, 0, DeleteTopicsRequest, DeleteTopicsResponse),

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import struct
 import time
 from collections.abc import Awaitable
 from typing import TypeVar
@@ -61,6 +62,7 @@ from broker.coordinator.offsets import (
     OffsetStore,
     encode_group_key,
     encode_group_value,
+    encode_key,
     partition_for,
 )
 from broker.log.manager import TopicPartition
@@ -95,10 +97,15 @@ from protocol.apis import (
     OffsetCommitResponse,
     OffsetCommitResponsePartition,
     OffsetCommitResponseTopic,
+    OffsetDeleteRequest,
+    OffsetDeleteResponse,
+    OffsetDeleteResponsePartition,
+    OffsetDeleteResponseTopic,
     OffsetFetchRequest,
     OffsetFetchResponse,
     OffsetFetchResponsePartition,
     OffsetFetchResponseTopic,
+    ProducePartitionResponse,
     SyncGroupRequest,
     SyncGroupResponse,
 )
@@ -107,6 +114,7 @@ from protocol.errors import (
     CoordinatorLoadInProgressError,
     CoordinatorNotAvailableError,
     GroupIdNotFoundError,
+    GroupSubscribedToTopicError,
     InvalidCommitOffsetSizeError,
     InvalidGroupIdError,
     InvalidRequestError,
@@ -695,13 +703,7 @@ class GroupCoordinator:
             return exc
         group.delete()  # Dead: commits and joins arriving meanwhile are told to retry
         records = store.tombstones(group_id, group.pending_commits)
-        now = int(time.time() * 1000)
-        result = await self._replicas.append_records(
-            OFFSETS_TOPIC,
-            index,
-            encode_batch([(k, v, None, now) for k, v in records]),
-            timeout_ms=_COMMIT_TIMEOUT_MS,
-        )
+        result = await self._append(index, records)
         if result.base_offset < 0:  # not appended here at all: the group stays
             group.undelete()
             return _append_error(result.error_code, result.error_message, "the delete")
@@ -716,6 +718,76 @@ class GroupCoordinator:
         if result.error_code:  # e.g. not replicated in time: the answer says so
             return _append_error(result.error_code, result.error_message, "the delete")
         return None
+
+    async def delete_offsets(self, request: OffsetDeleteRequest) -> OffsetDeleteResponse:
+        """OffsetDelete (Kafka's handleDeleteOffsets, ``kafka-consumer-groups
+        --delete-offsets``): the group's committed offsets of these partitions go
+        (tombstones, appended with acks=all like a commit), so the group starts those
+        partitions afresh by its auto.offset.reset. An empty group loses any of them; a
+        consumer group with members only those of topics none of its members subscribes
+        to (the others are GROUP_SUBSCRIBED_TO_TOPIC); another group with members,
+        none (NON_EMPTY_GROUP). A partition without an offset is no error."""
+        group_id = request.group_id
+        index, store = self._store_for(group_id)
+        asked = [(t.name, p.partition_index) for t in request.topics for p in t.partitions]
+        group = self.groups.get(group_id)
+        committed = store.get(group_id)
+        if (group is not None and group.state == DEAD) or (group is None and not committed):
+            raise GroupIdNotFoundError(f"group {group_id!r} does not exist")
+        refused: dict[tuple[str, int], int] = {}
+        if group is not None and group.members:
+            if group.protocol_type != "consumer":
+                raise NonEmptyGroupError(
+                    f"group {group_id!r} has members and is not a consumer group; its "
+                    "offsets can be deleted once they have left"
+                )
+            subscribed = _subscribed_topics(group)
+            refused = {
+                tp: GroupSubscribedToTopicError.code
+                for tp in asked
+                if subscribed is None or tp[0] in subscribed
+            }
+        gone = [tp for tp in asked if tp not in refused and tp in committed]
+        if gone:
+            records: list[tuple[bytes, bytes | None]] = [
+                (encode_key(group_id, t, p), None) for t, p in gone
+            ]
+            result = await self._append(index, records)
+            if result.base_offset < 0:
+                raise _append_error(result.error_code, result.error_message, "the delete")
+            if self.stores.get(index) is store:
+                for key, value in records:
+                    store.apply(key, value)
+            self._log.info(
+                "coordinator.offsets_deleted",
+                group=group_id,
+                partitions=[f"{t}-{p}" for t, p in gone],
+            )
+            if result.error_code:
+                raise _append_error(result.error_code, result.error_message, "the delete")
+        by_topic: dict[str, list[OffsetDeleteResponsePartition]] = {}
+        for topic, partition in asked:
+            by_topic.setdefault(topic, []).append(
+                OffsetDeleteResponsePartition(
+                    partition_index=partition, error_code=refused.get((topic, partition), 0)
+                )
+            )
+        return OffsetDeleteResponse(
+            topics=[OffsetDeleteResponseTopic(name=n, partitions=p) for n, p in by_topic.items()]
+        )
+
+    async def _append(
+        self, index: int, records: list[tuple[bytes, bytes | None]]
+    ) -> ProducePartitionResponse:
+        """``records`` appended to the group's ``__consumer_offsets`` partition with
+        acks=all, as a commit is; the append's result."""
+        now = int(time.time() * 1000)
+        return await self._replicas.append_records(
+            OFFSETS_TOPIC,
+            index,
+            encode_batch([(k, v, None, now) for k, v in records]),
+            timeout_ms=_COMMIT_TIMEOUT_MS,
+        )
 
     def _deletable(self, group_id: str, store: OffsetStore) -> Group:
         group = self.groups.get(group_id)
@@ -802,3 +874,24 @@ def _append_error(code: int, message: str | None, what: str) -> ApiError:
             f"{what} could not be replicated ({error.name}); retry shortly"
         )
     return UnknownServerError(f"{what} failed: {error.name}")
+
+
+def _subscribed_topics(group: Group) -> set[str] | None:
+    """The topics a consumer group's members subscribe to, from the subscription bytes
+    of Kafka's ConsumerProtocol (``version:i16 | topics:[str16] | ...``); None if one
+    cannot be read (then every topic counts as subscribed, as Kafka's does)."""
+    topics: set[str] = set()
+    for member in group.members.values():
+        data = member.metadata(group.protocol_name)
+        try:
+            (count,) = struct.unpack_from(">i", data, 2)
+            pos = 6
+            for _ in range(count):
+                (size,) = struct.unpack_from(">h", data, pos)
+                if size < 0 or pos + 2 + size > len(data):
+                    return None
+                topics.add(data[pos + 2 : pos + 2 + size].decode())
+                pos += 2 + size
+        except (struct.error, UnicodeDecodeError):
+            return None
+    return topics

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from broker.coordinator.offsets import OFFSETS_TOPIC, partition_for
+from client import Admin, Consumer, NewTopic, Producer, TopicPartition
 from protocol.apis import (
     ApiKey,
     DeleteGroupsRequest,
@@ -319,3 +320,41 @@ async def test_a_dead_follower_of_the_offsets_partition_disturbs_no_member(
     b = await b_joining
     assert a2.generation_id == b.generation_id == 2 and a2.leader == a.member_id
     assert {m.member_id for m in a2.members} == {a.member_id, b.member_id}
+
+
+async def test_a_groups_offsets_deleted_except_of_topics_a_member_subscribes_to(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    """OffsetDelete (kafka-consumer-groups --delete-offsets): while a member subscribes
+    to topic a, a's offsets stay (GROUP_SUBSCRIBED_TO_TOPIC) and b's go; once the member
+    has left, a's go too; the group then starts a by its auto.offset.reset."""
+    cluster = make_cluster(1, GROUP_SETTINGS)
+    await _ready_cluster(cluster)
+    a, b = TopicPartition("a", 0), TopicPartition("b", 0)
+    async with Admin(bootstrap_servers=cluster.bootstrap) as admin:
+        await admin.create_topics([NewTopic("a", 1, 1), NewTopic("b", 1, 1)])
+        async with Producer(bootstrap_servers=cluster.bootstrap) as producer:
+            for i in range(10):
+                await producer.send_and_wait("a", b"%d" % i)
+                await producer.send_and_wait("b", b"%d" % i)
+        await admin.alter_group_offsets("g", {a: 5, b: 7})
+        member = Consumer(
+            "a", bootstrap_servers=cluster.bootstrap, group_id="g", enable_auto_commit=False
+        )
+        async with member:
+            await _until(member.assignment, lambda tps: tps == {a})
+            outcome = await admin.delete_consumer_group_offsets("g", [a, b])
+            assert outcome[b] is None
+            assert type(outcome[a]).__name__ == "GroupSubscribedToTopicError"
+            assert "subscribes to 'a'" in str(outcome[a])
+            assert await admin.list_group_offsets("g") == {a: 5}
+        assert await admin.delete_consumer_group_offsets("g", [a]) == {a: None}
+        assert await admin.list_group_offsets("g") == {}
+        with pytest.raises(GroupIdNotFoundError):
+            await admin.delete_consumer_group_offsets("nobody", [a])
+    again = Consumer(
+        "a", bootstrap_servers=cluster.bootstrap, group_id="g", auto_offset_reset="earliest"
+    )
+    async with again:
+        first = await again.getone()
+    assert first.offset == 0  # no committed offset: auto_offset_reset

@@ -37,7 +37,12 @@ from client.types import (
     TopicDescription,
     TopicPartition,
 )
-from protocol.errors import GroupIdNotFoundError, NonEmptyGroupError, UnknownMemberIdError
+from protocol.errors import (
+    GroupIdNotFoundError,
+    GroupSubscribedToTopicError,
+    NonEmptyGroupError,
+    UnknownMemberIdError,
+)
 
 T0, T1, T2 = (TopicPartition("t", p) for p in range(3))
 STARTS = {T0: 10, T1: 0, T2: 5}
@@ -197,6 +202,17 @@ class FakeAdmin:
 
     async def delete_groups(self, ids: list[str]) -> dict[str, Exception | None]:
         return {ids[0]: self.delete_error}
+
+    async def delete_consumer_group_offsets(
+        self, _group: str, partitions: list[TopicPartition]
+    ) -> dict[TopicPartition, Exception | None]:
+        self.deleted = list(partitions)
+        return {
+            tp: GroupSubscribedToTopicError(f"a member subscribes to {tp.topic!r}")
+            if tp.topic == "busy"
+            else None
+            for tp in partitions
+        }
 
     async def list_topics(self) -> list[str]:
         return ["t"]
@@ -368,3 +384,18 @@ def test_a_refused_commit_is_one_line(
         run("reset-offsets", "g", "--topic", "t", "--to-earliest", "--execute"),
         "stop its consumers first (UNKNOWN_MEMBER_ID)",
     )
+
+
+def test_delete_offsets_of_whole_topics_or_some_partitions(run: Callable[..., Result]) -> None:
+    result = run("delete-offsets", "g", "--topic", "t", "--topic", "busy:1")
+    assert result.exit_code == 1, result.output  # one partition refused
+    rows = _table(result.stdout)
+    assert rows[0] == ["TOPIC", "PARTITION", "STATUS"]
+    assert rows[1:] == [
+        ["busy", "1", "Error: a member subscribes to 'busy' (GROUP_SUBSCRIBED_TO_TOPIC)"],
+        ["t", "0", "Successful"],
+        ["t", "1", "Successful"],
+        ["t", "2", "Successful"],
+    ]
+    assert run("delete-offsets", "g", "--topic", "t:0").exit_code == 0
+    assert run("delete-offsets", "g").exit_code == 2  # --topic is required
