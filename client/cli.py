@@ -702,7 +702,7 @@ def log_dirs(
     from client import TopicPartition  # noqa: PLC0415  (see _admin)
 
     brokers = None if broker_list is None else _broker_ids(broker_list)
-    topics = None if topic_list is None else [t for t in topic_list.split(",") if t.strip()]
+    topics = None if topic_list is None else [t.strip() for t in topic_list.split(",") if t.strip()]
 
     async def look(admin: Admin) -> Any:
         partitions = None
@@ -1338,30 +1338,37 @@ def groups_delete_offsets(ctx: click.Context, group: str, topic_specs: tuple[str
     specs = [parse_topic_spec(v) for v in topic_specs]
 
     async def delete(admin: Admin) -> Any:
-        whole = [t for t, parts in specs if parts is None]
-        described = {t.name: t for t in await admin.describe_topics(whole)} if whole else {}
-        partitions = [
-            TopicPartition(t, p)
-            for t, parts in specs
-            for p in (
-                parts if parts is not None else [d.partition for d in described[t].partitions]
-            )
-        ]
-        return await admin.delete_consumer_group_offsets(group, partitions)
+        # a whole topic: its partitions now and those the group has offsets of (a topic
+        # deleted since keeps the group's offsets: removing them is what this is for)
+        committed = await admin.list_group_offsets(group)
+        partitions: list[TopicPartition] = []
+        unknown: list[str] = []
+        for topic, parts in specs:
+            if parts is not None:
+                partitions += [TopicPartition(topic, p) for p in parts]
+                continue
+            found = {tp.partition for tp in committed if tp.topic == topic}
+            try:
+                (described,) = await admin.describe_topics([topic])
+                found.update(p.partition for p in described.partitions)
+            except UnknownTopicOrPartitionError:
+                if not found:
+                    unknown.append(topic)
+            partitions += [TopicPartition(topic, p) for p in sorted(found)]
+        outcome = await admin.delete_consumer_group_offsets(group, partitions) if partitions else {}
+        return outcome, unknown
 
-    outcome = _admin(ctx, delete)
-    print_table(
-        ["TOPIC", "PARTITION", "STATUS"],
-        [
-            (
-                tp.topic,
-                tp.partition,
-                "Successful" if error is None else f"Error: {error_line(error)}",
-            )
-            for tp, error in sorted(outcome.items())
-        ],
-    )
-    if any(error is not None for error in outcome.values()):
+    outcome, unknown = _admin(ctx, delete)
+    rows: list[tuple[str, int, str]] = [
+        (t, -1, f"Error: topic {t!r} does not exist and group {group!r} has no offsets of it")
+        for t in unknown
+    ]
+    rows += [
+        (tp.topic, tp.partition, "Successful" if error is None else f"Error: {error_line(error)}")
+        for tp, error in sorted(outcome.items())
+    ]
+    print_table(["TOPIC", "PARTITION", "STATUS"], sorted(rows))
+    if unknown or any(error is not None for error in outcome.values()):
         raise click.exceptions.Exit(1)
 
 

@@ -747,7 +747,9 @@ class GroupCoordinator:
                 for tp in asked
                 if subscribed is None or tp[0] in subscribed
             }
-        gone = [tp for tp in asked if tp not in refused and tp in committed]
+        # with the commits still being written: their tombstones land after them
+        pending = group.pending_commits if group is not None else {}
+        gone = [tp for tp in asked if tp not in refused and (tp in committed or pending.get(tp))]
         if gone:
             records: list[tuple[bytes, bytes | None]] = [
                 (encode_key(group_id, t, p), None) for t, p in gone
@@ -885,6 +887,8 @@ def _subscribed_topics(group: Group) -> set[str] | None:
         data = member.metadata(group.protocol_name)
         try:
             (count,) = struct.unpack_from(">i", data, 2)
+            if count < 0:
+                return None  # a null list: unreadable, as Kafka takes it
             pos = 6
             for _ in range(count):
                 (size,) = struct.unpack_from(">h", data, pos)

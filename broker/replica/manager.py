@@ -1189,11 +1189,18 @@ class ReplicaManager:
         by_dir: dict[str, dict[str, list[DescribeLogDirsPartition]]] = {
             str(d): {} for d in self.logs.dirs
         }
+        failed: set[str] = set()  # a directory with a log taken offline by an I/O error
         for tp, log in self.logs:
+            if log.offline:
+                failed.add(str(log.dir.parent))
             if wanted is not None and (tp.topic, tp.partition) not in wanted:
                 continue
             partition = self.partitions.get(tp)
-            lag = 0 if partition is None else max(partition.high_watermark - log.log_end_offset, 0)
+            lag = (
+                -1  # Kafka's: unknown for a log offline or not hosted
+                if partition is None or log.offline
+                else max(partition.high_watermark - log.log_end_offset, 0)
+            )
             by_dir.setdefault(str(log.dir.parent), {}).setdefault(tp.topic, []).append(
                 DescribeLogDirsPartition(
                     partition_index=tp.partition, partition_size=log.size_bytes, offset_lag=lag
@@ -1205,7 +1212,9 @@ class ReplicaManager:
             space = usage[directory]
             results.append(
                 DescribeLogDirsResult(
-                    error_code=0 if space is not None else KafkaStorageError.code,
+                    error_code=0
+                    if space is not None and directory not in failed
+                    else KafkaStorageError.code,
                     log_dir=directory,
                     topics=[
                         DescribeLogDirsTopic(

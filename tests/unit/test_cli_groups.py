@@ -42,6 +42,7 @@ from protocol.errors import (
     GroupSubscribedToTopicError,
     NonEmptyGroupError,
     UnknownMemberIdError,
+    UnknownTopicOrPartitionError,
 )
 
 T0, T1, T2 = (TopicPartition("t", p) for p in range(3))
@@ -218,6 +219,8 @@ class FakeAdmin:
         return ["t"]
 
     async def describe_topics(self, names: list[str]) -> list[TopicDescription]:
+        if any(n in ("gone", "nope") for n in names):
+            raise UnknownTopicOrPartitionError("topic does not exist")
         partitions = [PartitionDescription(p, 1, 0, [1], [1], []) for p in range(3)]
         return [TopicDescription(n, False, partitions) for n in names]
 
@@ -398,4 +401,12 @@ def test_delete_offsets_of_whole_topics_or_some_partitions(run: Callable[..., Re
         ["t", "2", "Successful"],
     ]
     assert run("delete-offsets", "g", "--topic", "t:0").exit_code == 0
+    # a deleted topic's leftover offsets: found from the group's own offsets
+    FakeAdmin.committed = {TopicPartition("gone", 2): 5}
+    leftover = run("delete-offsets", "g", "--topic", "gone", "--topic", "nope")
+    assert leftover.exit_code == 1  # nope: neither a topic nor offsets of it
+    assert _table(leftover.stdout)[1:] == [
+        ["gone", "2", "Successful"],
+        ["nope", "-1", "Error: topic 'nope' does not exist and group 'g' has no offsets of it"],
+    ]
     assert run("delete-offsets", "g").exit_code == 2  # --topic is required

@@ -25,6 +25,12 @@ async def test_directories_partitions_and_sizes(
     assert topic.partitions[0].partition_size == log.size_bytes
     assert topic.partitions[0].offset_lag == 0  # a leader: its log end is its own
 
+    log.offline_reason = "an I/O error (injected)"  # what a failed write or fsync does
+    (result,) = (await manager.describe_log_dirs(DescribeLogDirsRequest())).results
+    assert result.error_code == 56  # KAFKA_STORAGE_ERROR: the directory has a bad log
+    assert result.topics[0].partitions[0].offset_lag == -1
+    log.offline_reason = None
+
     other = DescribeLogDirsRequest(topics=[DescribableLogDirTopic(topic="t", partitions=[5])])
     (result,) = (await manager.describe_log_dirs(other)).results
     assert result.topics == []  # a directory is listed even with none of those in it
