@@ -771,6 +771,8 @@ class Broker:
         await self._registration_known(request.broker_epoch)
         self._fence(request.controller_epoch, "UpdateMetadata", request.broker_epoch)
         self.metadata.update(request)
+        if request.deleted_topics and self._coordinator is not None:
+            self._coordinator.topics_deleted(request.deleted_topics)
         self._changed()
         return UpdateMetadataResponse()
 

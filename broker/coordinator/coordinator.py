@@ -45,7 +45,7 @@ import asyncio
 import collections
 import struct
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Collection
 from typing import TypeVar
 
 import structlog
@@ -162,6 +162,7 @@ class GroupCoordinator:
         self._replicas = replicas
         self._admin = admin
         self.num_partitions = int(config["offsets.topic.num.partitions"])
+        self._forgetting: set[asyncio.Task[None]] = set()  # deleted topics' offsets going
         self.stores: dict[int, OffsetStore] = {}
         self._loading: dict[int, asyncio.Task[None]] = {}
         self._load_retries: dict[int, asyncio.TimerHandle] = {}  # failed loads, waiting
@@ -180,6 +181,44 @@ class GroupCoordinator:
     async def stop(self) -> None:
         if self._ticker is not None:
             self._ticker.cancel()
+        for task in list(self._forgetting):
+            task.cancel()
+
+    def topics_deleted(self, topics: Collection[str]) -> None:
+        """The controller finished deleting ``topics``: every group this broker
+        coordinates loses its offsets of them (Kafka's handleDeletedPartitions), by
+        tombstones appended in the background, so a topic made again under the name does
+        not start its groups at the old topic's offsets (past its end, or inside it)."""
+        gone = set(topics)
+        for index, store in list(self.stores.items()):
+            records: list[tuple[bytes, bytes | None]] = [
+                (encode_key(group, t, p), None)
+                for group, offsets in store.groups.items()
+                for t, p in offsets
+                if t in gone
+            ]
+            if records:
+                task = asyncio.get_running_loop().create_task(self._forget(index, store, records))
+                self._forgetting.add(task)
+                task.add_done_callback(self._forgetting.discard)
+
+    async def _forget(
+        self, index: int, store: OffsetStore, records: list[tuple[bytes, bytes | None]]
+    ) -> None:
+        result = await self._append(index, records)
+        if result.base_offset < 0:  # not ours any more, or failing: the next leader's log
+            self._log.warning(  # still has them (as Kafka's, a deletion cleans up once)
+                "coordinator.deleted_topic_offsets_kept",
+                offsets_partition=index,
+                error=result.error_message or result.error_code,
+            )
+            return
+        if self.stores.get(index) is store:
+            for key, value in records:
+                store.apply(key, value)
+        self._log.info(
+            "coordinator.deleted_topic_offsets_removed", offsets_partition=index, count=len(records)
+        )
 
     async def _tick(self) -> None:
         """Session timeouts and rebalance deadlines: a sweep over the groups we hold."""

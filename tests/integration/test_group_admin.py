@@ -358,3 +358,30 @@ async def test_a_groups_offsets_deleted_except_of_topics_a_member_subscribes_to(
     async with again:
         first = await again.getone()
     assert first.offset == 0  # no committed offset: auto_offset_reset
+
+
+async def test_a_deleted_topics_offsets_leave_every_group(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    """Kafka's handleDeletedPartitions: when a topic's deletion finishes, the groups'
+    committed offsets of it go. Before, a topic made again under the name started its
+    groups at the old topic's offset: here 7, inside the new 10 records, so the group
+    silently skipped the first 7."""
+    cluster = make_cluster(1, GROUP_SETTINGS)
+    await _ready_cluster(cluster)
+    t0 = TopicPartition("again", 0)
+    async with Admin(bootstrap_servers=cluster.bootstrap) as admin:
+        await admin.create_topics([NewTopic("again", 1, 1)])
+        await admin.alter_group_offsets("g", {t0: 7})
+        await admin.delete_topics(["again"])
+        await _until(lambda: admin.list_group_offsets("g"), lambda offsets: offsets == {})
+        await admin.create_topics([NewTopic("again", 1, 1)])
+        async with Producer(bootstrap_servers=cluster.bootstrap) as producer:
+            for i in range(10):
+                await producer.send_and_wait("again", b"%d" % i)
+    consumer = Consumer(
+        "again", bootstrap_servers=cluster.bootstrap, group_id="g", auto_offset_reset="earliest"
+    )
+    async with consumer:
+        first = await consumer.getone()
+    assert (first.offset, first.value) == (0, b"0")
