@@ -1104,12 +1104,9 @@ class Controller:
         else:
             check_target(name, target, self.brokers)
         new = current.reassign_to(target)
-        gone = tuple(r for r in current.replicas if r not in new.replicas)
-        state = self.states.get(tp)
-        why = None if state is None else _drops_the_last(state.state, gone, self._usable())
-        if why is not None:
-            raise InvalidReplicaAssignmentError(f"{name}: {why}")
-        return new, gone
+        # (whether it would drop every in-sync replica is decided as it is made, on a
+        # fresh read of the state: see _begin_moves)
+        return new, tuple(r for r in current.replicas if r not in new.replicas)
 
     async def list_reassignments(self, tps: list[TP] | None) -> dict[TP, ReplicaAssignment]:
         """ListPartitionReassignments: the moves under way, of ``tps`` (None: all)."""

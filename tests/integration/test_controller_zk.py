@@ -574,7 +574,7 @@ async def test_a_move_that_would_drop_the_only_in_sync_copy_is_refused(bridge: Z
         alone = PartitionState(4, state.leader_epoch + 1, [4], state.controller_epoch)
         await bridge.set(paths.partition_state("t", 0), alone.to_json(), version=version)
         # not yet read by the controller (the leader's note still on its way): the move
-        # is decided again on what ZooKeeper holds when it is made
+        # is decided on what ZooKeeper holds when it is made
         stale = await controller.reassign({("t", 0): None})
         assert "the only in-sync replica" in str(stale[("t", 0)])
         assert controller.states[("t", 0)].state.isr == [4]
