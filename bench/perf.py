@@ -70,7 +70,7 @@ from client import (
     TopicPartition,
 )
 from client.connection import BrokerConnection
-from client.security import parse_properties, settings_from_properties
+from client.security import parse_properties, security_for, settings_from_properties
 from protocol.apis import ApiKey, ProducePartition, ProduceRequest, ProduceResponse, ProduceTopic
 from protocol.errors import (
     ApiError,
@@ -1149,12 +1149,12 @@ class _Replay:
         self.per_batch = per_batch
         self.connections: dict[tuple[str, int], BrokerConnection] = {}
         self.targets: dict[tuple[str, int], list[ProduceRequest]] = {}
-        self.tls = _tls(w).get("ssl_context")
+        self.tls, self.login = security_for(**_tls(w))
 
     async def connect(self, leaders: dict[int, tuple[str, int]]) -> None:
         for partition, address in sorted(leaders.items()):
             if address not in self.connections:
-                connection = BrokerConnection(*address, tls=self.tls)
+                connection = BrokerConnection(*address, tls=self.tls, login=self.login)
                 await connection.connect()
                 self.connections[address] = connection
             self.targets.setdefault(address, []).append(self._request(partition))

@@ -21,9 +21,9 @@ from typing import Any
 
 import structlog
 
-from broker import tls
+from broker import sasl, tls
 from broker.admin import TopicAdmin
-from broker.config import BrokerConfig, listener_name
+from broker.config import TLS_PROTOCOLS, BrokerConfig, listener_name
 from broker.controller.controller import Controller
 from broker.controller.election import ControllerElection
 from broker.coordinator.coordinator import GroupCoordinator
@@ -141,6 +141,9 @@ class Broker:
         self._admin: TopicAdmin | None = None
         self._servers: dict[str, BrokerServer] = {}
         self._peer_tls: ssl.SSLContext | None = None
+        self._peer_login: sasl.PeerLogin | None = None
+        self._credentials: sasl.ScramCredentials | None = None
+        self._sasl: dict[str, sasl.SaslListener] = {}
         self._registrar: BrokerRegistrar | None = None
         self._election: ControllerElection | None = None
         self._controller: Controller | None = None
@@ -164,9 +167,13 @@ class Broker:
     async def start(self) -> None:
         cfg = self.config
         server_tls, self._peer_tls = tls.contexts(cfg)  # a bad keystore stops us here
+        self._peer_login = sasl.peer_login(cfg)  # as does a bad JAAS line
+        sasl.sasl_listeners(cfg, None)
         self._zk = ZkBridge(
             cfg["zookeeper.connect"], session_timeout_ms=cfg["zookeeper.session.timeout.ms"]
         )
+        self._credentials = sasl.ScramCredentials(self._zk)
+        self._sasl = sasl.sasl_listeners(cfg, self._credentials)
         await self._zk.start(timeout_s=cfg["zookeeper.connection.timeout.ms"] / 1000)
         self.cluster_id = await get_or_create_cluster_id(self._zk)
         self._log = self._log.bind(cluster_id=self.cluster_id)
@@ -195,6 +202,7 @@ class Broker:
             fetch_session_slots=cfg["max.incremental.fetch.session.cache.slots"],
             config_known=self._topic_configs.ready,
             peer_tls=self._peer_tls,
+            peer_login=self._peer_login,
             inter_broker_listener=cfg.inter_broker_listener,
         )
         self._coordinator = GroupCoordinator(
@@ -223,6 +231,7 @@ class Broker:
             self.broker_id,
             unclean_leader_election=cfg["unclean.leader.election.enable"],
             peer_tls=self._peer_tls,
+            peer_login=self._peer_login,
             inter_broker_listener=cfg.inter_broker_listener,
         )
         self._topic_configs.on_change(self._on_topic_config)
@@ -309,9 +318,10 @@ class Broker:
                 self._handlers(name),
                 max_frame_bytes=cfg["socket.request.max.bytes"],
                 max_idle_ms=cfg["connections.max.idle.ms"],
+                sasl=self._sasl.get(name),
             )
             self._servers[name] = server
-            secure = server_tls if protocols[name] == "SSL" else None
+            secure = server_tls if protocols[name] in TLS_PROTOCOLS else None
             self.ports[name] = await server.start(host, port, tls=secure, listener=name)
         self.port = next(iter(self.ports.values()))
 
@@ -328,6 +338,8 @@ class Broker:
         assert self._replicas is not None and self._admin is not None
         assert self._coordinator is not None and self._producer_ids is not None
         replicas, admin, groups = self._replicas, self._admin, self._coordinator
+        credentials = self._credentials
+        assert credentials is not None
 
         def produce(header: RequestHeader, request: ProduceRequest) -> Any:
             # not async: acks=0/1 is answered in the loop iteration that read it (acks=all
@@ -369,6 +381,8 @@ class Broker:
             ApiKey.DELETE_GROUPS: _serve(groups.delete_groups),
             ApiKey.OFFSET_DELETE: _serve(groups.delete_offsets),
             ApiKey.INIT_PRODUCER_ID: _serve(self._producer_ids.init_producer_id),
+            ApiKey.DESCRIBE_USER_SCRAM_CREDENTIALS: _serve(credentials.describe),
+            ApiKey.ALTER_USER_SCRAM_CREDENTIALS: _serve(credentials.alter),
             ApiKey.LEADER_AND_ISR: self._leader_and_isr,
             ApiKey.STOP_REPLICA: self._stop_replica,
             ApiKey.UPDATE_METADATA: self._update_metadata,
@@ -394,7 +408,12 @@ class Broker:
             if controller is None:
                 remaining = ["no controller known"]
             else:
-                peer = PeerConnection(*controller, request_timeout_ms=30_000, tls=self._peer_tls)
+                peer = PeerConnection(
+                    *controller,
+                    request_timeout_ms=30_000,
+                    tls=self._peer_tls,
+                    login=self._peer_login,
+                )
                 try:
                     sent_epoch = self._broker_epoch()
                     response: ControlledShutdownResponse = await peer.request(

@@ -72,7 +72,12 @@ def listener_name(listener: str) -> str:
     return match["name"]
 
 
-SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL")
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+TLS_PROTOCOLS = ("SSL", "SASL_SSL")
+_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+_LISTENER_JAAS = re.compile(
+    r"^listener\.name\.[a-z_][a-z0-9_]*\.(plain|scram-sha-256|scram-sha-512)\.sasl\.jaas\.config$"
+)
 _CLIENT_AUTH = ("none", "requested", "required")
 
 
@@ -86,7 +91,7 @@ def _protocol_map(value: list[str]) -> str | None:
             return f"the listener name {name} is mapped twice"
         seen.add(name)
         if protocol not in SECURITY_PROTOCOLS:
-            return f"{item!r}: the protocol must be PLAINTEXT or SSL (SASL is not supported)"
+            return f"{item!r}: the protocol must be one of {', '.join(SECURITY_PROTOCOLS)}"
     return None
 
 
@@ -129,8 +134,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "listener.security.protocol.map",
         list,
-        ["PLAINTEXT:PLAINTEXT", "SSL:SSL"],
-        "Each listener name's security protocol, NAME:PROTOCOL (PLAINTEXT or SSL).",
+        [f"{p}:{p}" for p in SECURITY_PROTOCOLS],
+        "Each listener name's security protocol, NAME:PROTOCOL (PLAINTEXT, SSL, "
+        "SASL_PLAINTEXT or SASL_SSL).",
         check=_protocol_map,
     ),
     Setting(
@@ -168,6 +174,45 @@ SETTINGS: tuple[Setting, ...] = (
         "https: a broker connecting to another over SSL checks the name in its certificate; "
         "empty: it does not.",
         check=lambda v: None if v in ("https", "") else "it must be https or empty",
+    ),
+    Setting(
+        "sasl.enabled.mechanisms",
+        list,
+        list(_SASL_MECHANISMS),
+        "The SASL mechanisms SASL listeners offer: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512.",
+        check=lambda v: next(
+            (
+                f"{m!r} is not one of {', '.join(_SASL_MECHANISMS)}"
+                for m in v
+                if m not in _SASL_MECHANISMS
+            ),
+            None if v else "at least one mechanism is needed",
+        ),
+    ),
+    Setting(
+        "sasl.mechanism.inter.broker.protocol",
+        str,
+        "PLAIN",
+        "The mechanism a broker logs in to others with on a SASL inter-broker listener.",
+        check=lambda v: (
+            None if v in _SASL_MECHANISMS else f"use one of {', '.join(_SASL_MECHANISMS)}"
+        ),
+    ),
+    Setting(
+        "sasl.jaas.config",
+        str,
+        "",
+        "JAAS options of SASL listeners: username/password (this broker's own login to "
+        "others) and user_<name>=<password> (PLAIN's users). Kafka's "
+        "listener.name.<listener>.<mechanism>.sasl.jaas.config overrides it.",
+    ),
+    Setting(
+        "connection.failed.authentication.delay.ms",
+        int,
+        100,
+        "How long a failed SASL login waits before its answer and the close.",
+        0,
+        60_000,
     ),
     Setting(
         "broker.rack",
@@ -545,9 +590,17 @@ TOPIC_CONFIG_SYNONYMS = {
 class BrokerConfig:
     """The validated settings of one broker: ``config["log.dirs"]``."""
 
-    def __init__(self, values: Mapping[str, Any], sources: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        values: Mapping[str, Any],
+        sources: Mapping[str, str],
+        extra: Mapping[str, str] | None = None,
+    ) -> None:
         self._values = dict(values)
         self.sources = dict(sources)  # name -> "default", "file x.toml", "env X", "--set"
+        self.extra = dict(extra or {})
+        """Settings whose names carry a listener (Kafka's
+        ``listener.name.<listener>.<mechanism>.sasl.jaas.config``)."""
 
     def __getitem__(self, name: str) -> Any:
         return self._values[name]
@@ -569,6 +622,10 @@ class BrokerConfig:
         its name, else the address it binds."""
         given = {listener_name(a): a for a in self._values["advertised.listeners"]}
         return [given.get(listener_name(i), i) for i in self._values["listeners"]]
+
+    @property
+    def listener_names(self) -> list[str]:
+        return [listener_name(i) for i in self._values["listeners"]]
 
     @property
     def listener_protocols(self) -> dict[str, str]:
@@ -597,19 +654,20 @@ def load_config(
     """Merge defaults < file < ``HEADWATER_*`` env < ``--set`` flags, and validate."""
     values = {s.name: s.default for s in SETTINGS}
     sources = dict.fromkeys(values, "default")
+    extra: dict[str, str] = {}
     if file is not None:
         for name, raw in _read_toml(Path(file)).items():
-            _assign(values, sources, name, raw, f"file {file}")
+            _assign(values, sources, name, raw, f"file {file}", extra=extra)
     for key, raw in sorted((os.environ if env is None else env).items()):
         if key.startswith("HEADWATER_"):
             name = key[len("HEADWATER_") :].lower().replace("_", ".")
             if name in _BY_NAME:  # others (HEADWATER_BOOTSTRAP_SERVERS...) are the client's
-                _assign(values, sources, name, raw, f"env {key}")
+                _assign(values, sources, name, raw, f"env {key}", extra=extra)
     for item in overrides:
         name, sep, raw = item.partition("=")
         if not sep:
             raise ConfigError(f"--set {item!r} is not name=value, e.g. --set broker.id=1")
-        _assign(values, sources, name.strip(), raw.strip(), "--set")
+        _assign(values, sources, name.strip(), raw.strip(), "--set", extra=extra)
     for setting in SETTINGS:
         if setting.required and sources[setting.name] == "default":
             raise ConfigError(
@@ -618,7 +676,7 @@ def load_config(
                 f"HEADWATER_{setting.name.upper().replace('.', '_')})"
             )
     _check_listeners(values)
-    return BrokerConfig(values, sources)
+    return BrokerConfig(values, sources, extra=extra)
 
 
 def _check_listeners(values: Mapping[str, Any]) -> None:
@@ -628,8 +686,8 @@ def _check_listeners(values: Mapping[str, Any]) -> None:
     for name in names:
         if name not in protocols:
             raise ConfigError(
-                f"listener {name} has no security protocol: add {name}:PLAINTEXT or "
-                f"{name}:SSL to listener.security.protocol.map"
+                f"listener {name} has no security protocol: add {name}:PLAINTEXT (or SSL, "
+                "SASL_PLAINTEXT, SASL_SSL) to listener.security.protocol.map"
             )
     for item in values["advertised.listeners"]:
         name = listener_name(item)
@@ -642,11 +700,11 @@ def _check_listeners(values: Mapping[str, Any]) -> None:
         raise ConfigError(
             f"inter.broker.listener.name={inter!r} is not in listeners ({', '.join(names)})"
         )
-    secure = [n for n in names if protocols[n] == "SSL"]
+    secure = [n for n in names if protocols[n] in TLS_PROTOCOLS]
     if secure and not values["ssl.keystore.location"]:
         raise ConfigError(
-            f"listener {secure[0]} is SSL: set ssl.keystore.location to a PEM file holding "
-            "the broker's certificate and private key"
+            f"listener {secure[0]} is {protocols[secure[0]]}: set ssl.keystore.location to "
+            "a PEM file holding the broker's certificate and private key"
         )
     if secure and values["ssl.client.auth"] != "none" and not values["ssl.truststore.location"]:
         raise ConfigError(
@@ -656,8 +714,20 @@ def _check_listeners(values: Mapping[str, Any]) -> None:
 
 
 def _assign(
-    values: dict[str, Any], sources: dict[str, str], name: str, raw: Any, source: str
+    values: dict[str, Any],
+    sources: dict[str, str],
+    name: str,
+    raw: Any,
+    source: str,
+    *,
+    extra: dict[str, str],
 ) -> None:
+    if _LISTENER_JAAS.match(name.lower()):
+        if not isinstance(raw, str):
+            raise ConfigError(f"{name} (from {source}) is invalid: it must be a string")
+        extra[name.lower()] = raw
+        sources[name.lower()] = source
+        return
     setting = _BY_NAME.get(name)
     if setting is None:
         # a topic-level name given to the broker (retention.ms), or a typo (num.partition)

@@ -12,7 +12,7 @@ import click
 import structlog
 import uvloop
 
-from broker import tls
+from broker import sasl, tls
 from broker.app import Broker
 from broker.config import BrokerConfig, ConfigError, load_config
 from broker.heap import HeapSettler, settle_heap
@@ -162,11 +162,15 @@ def main(config_file: str | None, overrides: tuple[str, ...], check: bool) -> No
     if check:
         try:
             tls.contexts(config)  # the keystore and truststore load
+            sasl.peer_login(config)  # the JAAS lines read
+            sasl.sasl_listeners(config, None)
         except ConfigError as exc:
             click.echo(f"headwater-broker: {exc}", err=True)
             sys.exit(1)
-        for name, value in config.items():
+        for name, value in [*config.items(), *sorted(config.extra.items())]:
             shown = ",".join(value) if isinstance(value, list) else value
+            if value and ("password" in name or name.endswith("jaas.config")):
+                shown = "[hidden]"  # Kafka's mask for a password setting
             click.echo(f"{name}={shown}  # {config.sources[name]}")
         return
     configure_logging(json=not sys.stdout.isatty())

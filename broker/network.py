@@ -14,19 +14,38 @@ from __future__ import annotations
 import asyncio
 import itertools
 import ssl
+from dataclasses import dataclass
 from typing import Any
 
-from protocol.apis import APIS, ApiKey, Request, decode_response, encode_request
+from protocol.apis import (
+    APIS,
+    ApiKey,
+    Request,
+    SaslAuthenticateRequest,
+    SaslHandshakeRequest,
+    decode_response,
+    encode_request,
+)
 from protocol.errors import HeadwaterError, MalformedFrameError, MalformedMessageError
 from protocol.framing import LENGTH_SIZE, parse_response_header
+from protocol.sasl import SaslError, ScramClient, plain_message
 
-__all__ = ["PeerConnection", "PeerError"]
+__all__ = ["PeerConnection", "PeerError", "PeerLogin"]
 
 _MAX_RESPONSE_BYTES = 100 * 1024 * 1024
 
 
 class PeerError(HeadwaterError):
     """A request to another broker failed (connection, timeout, or a garbled answer)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PeerLogin:
+    """How this broker logs in to another broker's SASL listener."""
+
+    mechanism: str
+    username: str
+    password: str
 
 
 class PeerConnection:
@@ -37,10 +56,12 @@ class PeerConnection:
         *,
         request_timeout_ms: int = 30_000,
         tls: ssl.SSLContext | None = None,
+        login: PeerLogin | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self._tls = tls  # the inter-broker listener is SSL: its client side
+        self._login = login  # the inter-broker listener is SASL: our own login to it
         self._timeout_s = request_timeout_ms / 1000
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
@@ -59,6 +80,7 @@ class PeerConnection:
             EOFError,
             MalformedFrameError,
             MalformedMessageError,
+            SaslError,
         ) as exc:
             self.close()
             raise PeerError(f"{APIS[api_key].name} to {self.host}:{self.port}: {exc!r}") from exc
@@ -71,7 +93,33 @@ class PeerConnection:
                 ssl=self._tls,
                 server_hostname=self.host if self._tls is not None else None,
             )
-        assert self._reader is not None
+            if self._login is not None:
+                await self._authenticate(self._login)
+        return await self._roundtrip(api_key, request, version)
+
+    async def _authenticate(self, login: PeerLogin) -> None:
+        """Kafka's SASL exchange, before any other request on the connection."""
+        handshake = await self._roundtrip(
+            ApiKey.SASL_HANDSHAKE, SaslHandshakeRequest(mechanism=login.mechanism), None
+        )
+        _check(handshake, f"SaslHandshake ({login.mechanism})")
+        if login.mechanism == "PLAIN":
+            _check(await self._sasl(plain_message(login.username, login.password)), "PLAIN")
+            return
+        scram = ScramClient(login.mechanism, login.username, login.password)
+        first = await self._sasl(scram.first())
+        _check(first, login.mechanism)
+        final = await self._sasl(scram.final(bytes(first.auth_bytes)))
+        _check(final, login.mechanism)
+        scram.verify(bytes(final.auth_bytes))
+
+    async def _sasl(self, message: bytes) -> Any:
+        return await self._roundtrip(
+            ApiKey.SASL_AUTHENTICATE, SaslAuthenticateRequest(auth_bytes=message), None
+        )
+
+    async def _roundtrip(self, api_key: ApiKey, request: Request, version: int | None) -> Any:
+        assert self._reader is not None and self._writer is not None
         correlation_id = next(self._correlation)
         if version is None:
             version = APIS[api_key].max_version
@@ -90,3 +138,11 @@ class PeerConnection:
         if self._writer is not None:
             self._writer.close()
         self._reader = self._writer = None
+
+
+def _check(response: Any, what: str) -> None:
+    if response.error_code:
+        raise SaslError(
+            f"SASL login ({what}) refused: {response.error_message or response.error_code}; "
+            "check this broker's username/password in sasl.jaas.config"
+        )

@@ -53,6 +53,7 @@ from typing import Any
 import structlog
 
 from broker.deferred import Deferred
+from broker.sasl import Authenticator, SaslListener
 from protocol.apis import (
     APIS,
     ApiKey,
@@ -64,6 +65,7 @@ from protocol.apis import (
 )
 from protocol.errors import (
     ApiError,
+    IllegalSaslStateError,
     MalformedFrameError,
     MalformedMessageError,
     UnsupportedRequestError,
@@ -77,7 +79,7 @@ from protocol.framing import (
     RequestHeader,
 )
 
-__all__ = ["PEER_HOST", "BrokerServer", "CloseConnection", "Handler"]
+__all__ = ["PEER_HOST", "PEER_PRINCIPAL", "BrokerServer", "CloseConnection", "Handler"]
 
 Handler = Callable[[RequestHeader, Any], Awaitable[Any] | Deferred[Any] | Any]
 """Returns the response (None: send nothing), a coroutine, or a Deferred response."""
@@ -100,6 +102,8 @@ class CloseConnection(Exception):
 _CLOSE: list[Part] = []  # the writer's marker for "close here"
 
 PEER_HOST: contextvars.ContextVar[str] = contextvars.ContextVar("peer_host", default="")
+PEER_PRINCIPAL: contextvars.ContextVar[str] = contextvars.ContextVar("peer_principal", default="")
+"""``User:<name>`` of a connection authenticated with SASL ("" otherwise)."""
 """The address of the client whose request a handler is serving (DescribeGroups shows
 each member's host, as Kafka does; the handler signature need not carry it)."""
 _log = structlog.get_logger("headwater.server")
@@ -107,6 +111,18 @@ _log = structlog.get_logger("headwater.server")
 
 async def _api_versions(header: RequestHeader, request: Any) -> ApiVersionsResponse:
     return ApiVersionsResponse(api_keys=supported_versions())
+
+
+def _no_sasl(header: RequestHeader, request: Any) -> Any:
+    # on a SASL listener these reach the handlers only once authenticated
+    raise IllegalSaslStateError(
+        "this connection is already authenticated"
+        if PEER_PRINCIPAL.get()
+        else "this listener does not use SASL (its security protocol is PLAINTEXT or SSL)"
+    )
+
+
+_BEFORE_AUTHENTICATION = (ApiKey.API_VERSIONS, ApiKey.SASL_HANDSHAKE, ApiKey.SASL_AUTHENTICATE)
 
 
 class _Slot:
@@ -141,6 +157,7 @@ class _Connection(asyncio.BufferedProtocol):
         self._dup_fd = -1  # for awaiting writability around sendfile (see the module doc)
         self.last_active = self._loop.time()
         self._log = _log
+        self._auth: Authenticator | None = None  # a SASL listener: who this connection is
 
     # asyncio.BufferedProtocol
 
@@ -155,6 +172,8 @@ class _Connection(asyncio.BufferedProtocol):
         tls = self._server.ssl is not None
         self._transport.set_write_buffer_limits(high=1 if tls else 0, low=0)
         self._log = _log.bind(peer=f"{peer[0]}:{peer[1]}" if peer else "?")
+        if self._server.sasl is not None:
+            self._auth = Authenticator(self._server.sasl, f"{peer[0]}:{peer[1]}" if peer else "?")
         self._server.connections.add(self)
 
     def get_buffer(self, sizehint: int) -> memoryview:
@@ -218,16 +237,68 @@ class _Connection(asyncio.BufferedProtocol):
             self._abort(str(exc))
             return
         else:
+            if self._auth is not None and not self._auth.done and api.key != ApiKey.API_VERSIONS:
+                if api.key not in _BEFORE_AUTHENTICATION:
+                    # Kafka's rule: nothing but the SASL exchange before it succeeds; the
+                    # answer says so before the close, so the client can say what to do
+                    self._log.warning("connection.unauthenticated_request", api=api.name)
+                    refusal = IllegalSaslStateError(
+                        f"this listener ({self._server.sasl.name}) requires SASL "  # type: ignore[union-attr]
+                        f"authentication before {api.name}: connect with "
+                        "security_protocol='SASL_PLAINTEXT' (or 'SASL_SSL'), sasl_mechanism, "
+                        "sasl_plain_username and sasl_plain_password"
+                    )
+                    self._end_reading()
+                    refused = _Slot(encode_error_response(header.correlation_id, refusal))
+                    self._enqueue(refused, _Slot(_CLOSE))
+                    return
+                self._authenticate(header, api.key, request)
+                return
             slot = self._call(header, api.key, request)
             if slot.parts is _CLOSE:
                 self._end_reading()
-        self._queue.append(slot)
+        self._enqueue(slot)
+
+    def _enqueue(self, *slots: _Slot) -> None:
+        self._queue.extend(slots)
         self._drained.clear()
         self._pump()
         if len(self._queue) >= self._server.max_in_flight and not self._paused:
             assert self._transport is not None
             self._transport.pause_reading()
             self._paused = True
+
+    def _authenticate(self, header: RequestHeader, key: ApiKey, request: Any) -> None:
+        """A SaslHandshake or SaslAuthenticate before authentication: answered by this
+        connection's authenticator, and the connection closed after the answer if it
+        failed."""
+        auth = self._auth
+        assert auth is not None
+        slot, gate = _Slot(ready=False), _Slot(ready=False)
+        task = self._loop.create_task(auth.handle(key, request))
+        slot.waiting = task
+
+        def done(finished: asyncio.Task[Any]) -> None:
+            if finished.cancelled():
+                return  # the connection closed
+            failed = auth.failed
+            try:
+                response = finished.result()
+            except Exception as exc:
+                slot.parts, failed = self._failure(header, key, exc), True
+            else:
+                slot.parts = self._encode(header, key, response)
+            if auth.done:
+                self._context.run(PEER_PRINCIPAL.set, auth.principal or "")
+                self._log = self._log.bind(principal=auth.principal)
+            slot.ready, slot.waiting = True, None
+            gate.parts, gate.ready = (_CLOSE if failed else None), True
+            if failed:
+                self._end_reading()
+            self._pump()
+
+        task.add_done_callback(done)
+        self._enqueue(slot, gate)
 
     def _unsupported(self, exc: UnsupportedRequestError) -> list[Part]:
         header: RequestHeader = exc.header
@@ -534,8 +605,16 @@ class BrokerServer:
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         max_in_flight: int = 100,
         max_idle_ms: int = 600_000,
+        sasl: SaslListener | None = None,
     ) -> None:
-        self.handlers: dict[ApiKey, Handler] = {ApiKey.API_VERSIONS: _api_versions, **handlers}
+        self.handlers: dict[ApiKey, Handler] = {
+            ApiKey.API_VERSIONS: _api_versions,
+            ApiKey.SASL_HANDSHAKE: _no_sasl,
+            ApiKey.SASL_AUTHENTICATE: _no_sasl,
+            **handlers,
+        }
+        self.sasl = sasl
+        """A SASL listener's settings: every connection authenticates first."""
         self.max_frame_bytes = max_frame_bytes
         self.max_in_flight = max_in_flight
         self.max_idle_s = max_idle_ms / 1000
@@ -569,7 +648,14 @@ class BrokerServer:
         )
         bound = int(self._server.sockets[0].getsockname()[1])
         self._reaper = loop.create_task(self._close_idle())
-        _log.info("server.listening", host=host, port=bound, listener=listener, tls=tls is not None)
+        _log.info(
+            "server.listening",
+            host=host,
+            port=bound,
+            listener=listener,
+            tls=tls is not None,
+            sasl=list(self.sasl.mechanisms) if self.sasl is not None else None,
+        )
         return bound
 
     async def _close_idle(self) -> None:

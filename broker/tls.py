@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import ssl
 
-from broker.config import BrokerConfig, ConfigError, listener_name
+from broker.config import TLS_PROTOCOLS, BrokerConfig, ConfigError, listener_name
 
 __all__ = ["client_context", "contexts", "server_context"]
 
@@ -28,8 +28,10 @@ def contexts(config: BrokerConfig) -> tuple[ssl.SSLContext | None, ssl.SSLContex
     with (None where plaintext); loading them first is how a bad file stops the start."""
     protocols = config.listener_protocols
     names = [listener_name(item) for item in config["listeners"]]
-    server = server_context(config) if any(protocols[n] == "SSL" for n in names) else None
-    peer = client_context(config) if protocols[config.inter_broker_listener] == "SSL" else None
+    server = server_context(config) if any(protocols[n] in TLS_PROTOCOLS for n in names) else None
+    peer = (
+        client_context(config) if protocols[config.inter_broker_listener] in TLS_PROTOCOLS else None
+    )
     return server, peer
 
 

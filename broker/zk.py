@@ -23,6 +23,7 @@ import select
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
+from urllib.parse import quote, unquote
 
 from kazoo.client import KazooClient, KazooState
 from kazoo.exceptions import (
@@ -64,6 +65,7 @@ class paths:
     CONTROLLER_EPOCH = "/controller_epoch"
     CLUSTER_ID = "/cluster/id"
     TOPIC_CONFIGS = "/config/topics"
+    USER_CONFIGS = "/config/users"
     DELETE_TOPICS = "/admin/delete_topics"
     ISR_CHANGES = "/isr_change_notification"
     CONFIG_CHANGES = "/config/changes"
@@ -90,6 +92,15 @@ class paths:
     @staticmethod
     def topic_config(topic: str) -> str:
         return f"{paths.TOPIC_CONFIGS}/{topic}"
+
+    @staticmethod
+    def user_config(user: str) -> str:
+        """Kafka's sanitized name (URL-encoded, ``*`` as %2A): any user name is one znode."""
+        return f"{paths.USER_CONFIGS}/{quote(user, safe='').replace('*', '%2A')}"
+
+    @staticmethod
+    def user_of(znode_name: str) -> str:
+        return unquote(znode_name)
 
     @staticmethod
     def delete_topic(topic: str) -> str:
@@ -324,9 +335,10 @@ def topic_config_from_json(topic: str, data: bytes) -> dict[str, str]:
     return {str(k): str(v) for k, v in config.items()}
 
 
-def config_change_json(topic: str) -> bytes:
-    """A change notification naming a topic's config (Kafka's version 2 payload)."""
-    return _encode({"version": 2, "entity_path": f"topics/{topic}"})
+def config_change_json(name: str, kind: str = "topics") -> bytes:
+    """A change notification naming an entity's config (Kafka's version 2 payload):
+    ``topics/<topic>``, ``users/<sanitized user>``."""
+    return _encode({"version": 2, "entity_path": f"{kind}/{name}"})
 
 
 def config_change_from_json(path: str, data: bytes) -> tuple[str, str]:

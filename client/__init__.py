@@ -37,8 +37,12 @@ from client.types import (
     PartitionReassignment,
     RecordMetadata,
     ReplicaInfo,
+    ScramCredentialInfo,
     TopicDescription,
     TopicPartition,
+    UserScramCredentialDeletion,
+    UserScramCredentialsDescription,
+    UserScramCredentialUpsertion,
 )
 
 __all__ = [
@@ -72,8 +76,12 @@ __all__ = [
     "RecordFuture",
     "RecordMetadata",
     "ReplicaInfo",
+    "ScramCredentialInfo",
     "TlsError",
     "TopicDescription",
     "TopicPartition",
+    "UserScramCredentialDeletion",
+    "UserScramCredentialUpsertion",
+    "UserScramCredentialsDescription",
     "create_ssl_context",
 ]

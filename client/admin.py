@@ -17,6 +17,7 @@ ListOffsets goes to each partition's leader.
 from __future__ import annotations
 
 import asyncio
+import secrets
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -26,8 +27,8 @@ from typing import Any, TypeVar
 from client.assignors import ProtocolError, decode_assignment
 from client.cluster import Cluster, ClusterMetadata, list_offsets_request, unknown_topic_error
 from client.coordinator import GroupOffsets
-from client.errors import ClientClosedError
-from client.security import tls_for
+from client.errors import ClientClosedError, ConfigurationError
+from client.security import security_for
 from client.types import (
     AlterConfigOp,
     BrokerDescription,
@@ -45,10 +46,15 @@ from client.types import (
     PartitionDescription,
     PartitionReassignment,
     ReplicaInfo,
+    ScramCredentialInfo,
     TopicDescription,
     TopicPartition,
+    UserScramCredentialDeletion,
+    UserScramCredentialsDescription,
+    UserScramCredentialUpsertion,
 )
 from protocol.apis import (
+    SCRAM_MECHANISM_CODES,
     AlterableConfig,
     AlterConfigsRequest,
     AlterConfigsResource,
@@ -56,6 +62,8 @@ from protocol.apis import (
     AlterConfigsResponse,
     AlterPartitionReassignmentsRequest,
     AlterPartitionReassignmentsResponse,
+    AlterUserScramCredentialsRequest,
+    AlterUserScramCredentialsResponse,
     ApiKey,
     ConfigResourceType,
     ConfigSource,
@@ -84,6 +92,8 @@ from protocol.apis import (
     DescribeGroupsResponse,
     DescribeLogDirsRequest,
     DescribeLogDirsResponse,
+    DescribeUserScramCredentialsRequest,
+    DescribeUserScramCredentialsResponse,
     ElectionType,
     ElectLeadersRequest,
     ElectLeadersResponse,
@@ -107,6 +117,9 @@ from protocol.apis import (
     OffsetFetchResponse,
     ReassignablePartition,
     ReassignableTopic,
+    ScramCredentialDeletion,
+    ScramCredentialUpsertion,
+    UserName,
 )
 from protocol.apis import AlterConfigOp as OpType
 from protocol.errors import (
@@ -125,8 +138,11 @@ from protocol.errors import (
     UnknownTopicOrPartitionError,
     error_for_code,
 )
+from protocol.sasl import SCRAM_MAX_ITERATIONS, SCRAM_MIN_ITERATIONS, salted_password
 
 __all__ = ["Admin"]
+
+_SCRAM_NAMES = {code: name for name, code in SCRAM_MECHANISM_CODES.items()}
 
 R = TypeVar("R")
 
@@ -143,17 +159,24 @@ class Admin:
         retry_backoff_ms: int = 100,
         security_protocol: str = "PLAINTEXT",
         ssl_context: ssl.SSLContext | None = None,
+        sasl_mechanism: str = "PLAIN",
+        sasl_plain_username: str | None = None,
+        sasl_plain_password: str | None = None,
     ) -> None:
         self.client_id = client_id
         self.request_timeout_ms = request_timeout_ms
         self.retry_backoff_ms = retry_backoff_ms
+        tls, login = security_for(
+            security_protocol, ssl_context, sasl_mechanism, sasl_plain_username, sasl_plain_password
+        )
         self._cluster = Cluster(
             bootstrap_servers,
             client_id=client_id,
             request_timeout_ms=request_timeout_ms,
             retry_backoff_ms=retry_backoff_ms,
             allow_auto_topic_creation=False,
-            tls=tls_for(security_protocol, ssl_context),
+            tls=tls,
+            login=login,
         )
         self._state = "new"
 
@@ -850,6 +873,81 @@ class Admin:
                     raise
                 await asyncio.sleep(0.2 * (attempt + 1))
         raise AssertionError("unreachable")
+
+    # --- SCRAM users ----------------------------------------------------------------------
+
+    async def describe_user_scram_credentials(
+        self, users: Iterable[str] | None = None
+    ) -> dict[str, UserScramCredentialsDescription]:
+        """Each user's SCRAM mechanisms and iterations (Kafka's
+        ``describeUserScramCredentials``): of ``users`` (None: every user that has one).
+        A named user without any is ResourceNotFoundError."""
+        names = None if users is None else list(dict.fromkeys(users))
+        request = DescribeUserScramCredentialsRequest(
+            users=None if names is None else [UserName(name=n) for n in names]
+        )
+        response: DescribeUserScramCredentialsResponse = await self._send(
+            ApiKey.DESCRIBE_USER_SCRAM_CREDENTIALS, request
+        )
+        out: dict[str, UserScramCredentialsDescription] = {}
+        for result in response.results:
+            if result.error_code:
+                raise error_for_code(result.error_code, result.error_message or result.user)
+            out[result.user] = UserScramCredentialsDescription(
+                result.user,
+                [
+                    ScramCredentialInfo(
+                        _SCRAM_NAMES.get(i.mechanism, str(i.mechanism)), i.iterations
+                    )
+                    for i in result.credential_infos
+                ],
+            )
+        return out
+
+    async def alter_user_scram_credentials(
+        self, alterations: Iterable[UserScramCredentialUpsertion | UserScramCredentialDeletion]
+    ) -> None:
+        """Set or remove users' SCRAM passwords (Kafka's ``alterUserScramCredentials``);
+        every broker uses a change at the next login. The password is salted and hashed
+        here; only that travels. Raises the first user's error (each user is changed or
+        not on its own)."""
+        request = AlterUserScramCredentialsRequest()
+        for item in alterations:
+            code = SCRAM_MECHANISM_CODES.get(item.mechanism)
+            if code is None:
+                raise ConfigurationError(
+                    f"mechanism {item.mechanism!r}: use one of {', '.join(SCRAM_MECHANISM_CODES)}"
+                )
+            if isinstance(item, UserScramCredentialDeletion):
+                request.deletions.append(ScramCredentialDeletion(name=item.user, mechanism=code))
+                continue
+            if not SCRAM_MIN_ITERATIONS <= item.iterations <= SCRAM_MAX_ITERATIONS:
+                raise ConfigurationError(
+                    f"iterations={item.iterations}: SCRAM needs {SCRAM_MIN_ITERATIONS} to "
+                    f"{SCRAM_MAX_ITERATIONS}"
+                )
+            if not item.password:
+                raise ConfigurationError(f"user {item.user}: the password is empty")
+            salt = secrets.token_bytes(32)
+            request.upsertions.append(
+                ScramCredentialUpsertion(
+                    name=item.user,
+                    mechanism=code,
+                    iterations=item.iterations,
+                    salt=salt,
+                    salted_password=salted_password(
+                        item.mechanism, item.password, salt, item.iterations
+                    ),
+                )
+            )
+        if not request.deletions and not request.upsertions:
+            return
+        response: AlterUserScramCredentialsResponse = await self._send(
+            ApiKey.ALTER_USER_SCRAM_CREDENTIALS, request
+        )
+        for result in response.results:
+            if result.error_code:
+                raise error_for_code(result.error_code, result.error_message or result.user)
 
     async def _metadata(self, topics: list[str] | None) -> ClusterMetadata:
         self._check_running()

@@ -1391,6 +1391,116 @@ def groups_delete(ctx: click.Context, group: str, if_exists: bool) -> None:
     click.echo(f"Deleted group {group}.")
 
 
+# --- users ------------------------------------------------------------------------------
+
+_SCRAM = ("SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+@main.group()
+def users() -> None:
+    """SCRAM users of SASL listeners: list, describe, set a password, delete."""
+
+
+@users.command("list")
+@bootstrap_option
+@click.pass_context
+def users_list(ctx: click.Context) -> None:
+    """Every user with a SCRAM credential, and its mechanisms."""
+    found = _admin(ctx, lambda admin: admin.describe_user_scram_credentials())
+    _print_users(found.values())
+
+
+@users.command("describe")
+@click.argument("name", nargs=-1, required=True)
+@bootstrap_option
+@click.pass_context
+def users_describe(ctx: click.Context, name: tuple[str, ...]) -> None:
+    """NAME's mechanisms and iterations (never a password or its keys)."""
+    found = _admin(ctx, lambda admin: admin.describe_user_scram_credentials(name))
+    _print_users(found.values())
+
+
+def _print_users(found: Iterable[Any]) -> None:
+    print_table(
+        ["user", "mechanism", "iterations"],
+        [
+            (d.name, info.mechanism, info.iterations)
+            for d in sorted(found)
+            for info in sorted(d.credential_infos)
+        ],
+    )
+
+
+@users.command("set-password")
+@click.argument("name")
+@click.option(
+    "--mechanism",
+    "mechanisms",
+    type=click.Choice(_SCRAM),
+    multiple=True,
+    help="Repeat for both (default: SCRAM-SHA-256 and SCRAM-SHA-512).",
+)
+@click.option("--iterations", type=click.IntRange(4096, 16384), default=4096, show_default=True)
+@click.option(
+    "--password-file",
+    type=click.File("r"),
+    help="Read the password from the file's first line ('-': stdin). Default: ask for it.",
+)
+@bootstrap_option
+@click.pass_context
+def users_set_password(
+    ctx: click.Context,
+    name: str,
+    mechanisms: tuple[str, ...],
+    iterations: int,
+    password_file: Any,
+) -> None:
+    """Create NAME, or change its password (Kafka's kafka-configs --alter --add-config
+    'SCRAM-SHA-256=[password=...]' --entity-type users). Every broker takes it at the
+    next login. The password is salted and hashed here; only that is sent."""
+    from client import UserScramCredentialUpsertion  # noqa: PLC0415  (see _admin)
+
+    if password_file is not None:
+        password = password_file.readline().rstrip("\r\n")
+    else:
+        password = click.prompt(f"Password for {name}", hide_input=True, confirmation_prompt=True)
+    if not password:
+        raise click.UsageError("the password is empty")
+    chosen = mechanisms or _SCRAM
+    alterations = [UserScramCredentialUpsertion(name, m, password, iterations) for m in chosen]
+    _admin(ctx, lambda admin: admin.alter_user_scram_credentials(alterations))
+    click.echo(f"Set the password of user {name} for {', '.join(chosen)}.")
+
+
+@users.command("delete")
+@click.argument("name")
+@click.option(
+    "--mechanism",
+    "mechanisms",
+    type=click.Choice(_SCRAM),
+    multiple=True,
+    help="Only this mechanism's credential (default: every one the user has).",
+)
+@bootstrap_option
+@click.pass_context
+def users_delete(ctx: click.Context, name: str, mechanisms: tuple[str, ...]) -> None:
+    """Delete NAME's SCRAM credentials; its connections already logged in stay so."""
+    from client import UserScramCredentialDeletion  # noqa: PLC0415  (see _admin)
+
+    async def delete(admin: Admin) -> list[str]:
+        chosen = list(mechanisms)
+        if not chosen:
+            found = await admin.describe_user_scram_credentials([name])
+            chosen = [i.mechanism for i in found[name].credential_infos]
+        await admin.alter_user_scram_credentials(
+            [UserScramCredentialDeletion(name, m) for m in chosen]
+        )
+        return chosen
+
+    deleted = _admin(ctx, delete)
+    click.echo(f"Deleted the {', '.join(deleted)} credentials of user {name}.")
+
+
 # --- produce ----------------------------------------------------------------------------
 
 

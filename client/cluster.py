@@ -39,6 +39,7 @@ from typing import Any
 
 from client.connection import BrokerConnection
 from client.errors import ConfigurationError, TlsError
+from client.security import SaslLogin
 from client.types import TopicPartition
 from protocol.apis import (
     ApiKey,
@@ -234,9 +235,11 @@ class Cluster:
         metadata_max_age_ms: int = 300_000,
         allow_auto_topic_creation: bool = True,
         tls: ssl.SSLContext | None = None,
+        login: SaslLogin | None = None,
     ) -> None:
         self.bootstrap = parse_bootstrap(bootstrap_servers)
         self.tls = tls
+        self.login = login
         self.client_id = client_id
         self.request_timeout_ms = request_timeout_ms
         self.retry_backoff_ms = retry_backoff_ms
@@ -537,7 +540,9 @@ class Cluster:
     async def _connect(self, address: Address, key: tuple[str, int, str]) -> BrokerConnection:
         """Connect and keep the connection: the task does it, not its waiters, so a
         connection made after every waiter was cancelled is still closed by close()."""
-        conn = BrokerConnection(*address, request_timeout_ms=self.request_timeout_ms, tls=self.tls)
+        conn = BrokerConnection(
+            *address, request_timeout_ms=self.request_timeout_ms, tls=self.tls, login=self.login
+        )
         try:
             await conn.connect(timeout_s=min(self.request_timeout_ms / 1000, 10.0))
         except BaseException:

@@ -29,24 +29,31 @@ from collections.abc import Callable
 from typing import Any
 
 from client.errors import TlsError
+from client.security import SaslLogin
 from protocol.apis import (
     APIS,
     Api,
     ApiKey,
     ApiVersionRange,
     ApiVersionsRequest,
+    SaslAuthenticateRequest,
+    SaslHandshakeRequest,
     decode_response,
     encode_request,
     negotiate,
 )
 from protocol.errors import (
     ApiError,
+    IllegalSaslStateError,
     NetworkError,
     RequestTimedOutError,
+    SaslAuthenticationFailedError,
+    UnsupportedSaslMechanismError,
     UnsupportedVersionError,
     error_for_code,
 )
 from protocol.framing import DEFAULT_MAX_FRAME_BYTES, FrameDecoder, parse_response_header
+from protocol.sasl import SaslError, ScramClient, plain_message
 
 __all__ = ["BrokerConnection", "OnAnswer"]
 
@@ -153,10 +160,12 @@ class BrokerConnection:
         request_timeout_ms: int = 30_000,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         tls: ssl.SSLContext | None = None,
+        login: SaslLogin | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self.tls = tls  # an SSL listener: TLS, the broker's certificate checked
+        self.login = login  # a SASL listener: logged in before any other request
         self.request_timeout_ms = request_timeout_ms
         self.max_frame_bytes = max_frame_bytes
         self.versions: dict[int, ApiVersionRange] = {}
@@ -237,6 +246,47 @@ class BrokerConnection:
             hinted.tls_hint = True  # type: ignore[attr-defined]
             raise hinted from None
         self.versions = {r.api_key: r for r in response.api_keys}
+        if self.login is not None:
+            await self._authenticate(self.login)
+
+    async def _authenticate(self, login: SaslLogin) -> None:
+        """Kafka's SASL exchange: SaslHandshake naming the mechanism, then its messages in
+        SaslAuthenticate requests. A refusal is not retriable (the broker closes the
+        connection after it); a connection lost on the way is a NetworkError."""
+        where = f"broker {self.host}:{self.port}"
+        if ApiKey.SASL_HANDSHAKE not in self.versions:
+            raise UnsupportedSaslMechanismError(f"{where} does not speak SASL")
+        try:
+            await self.request(
+                ApiKey.SASL_HANDSHAKE, SaslHandshakeRequest(mechanism=login.mechanism)
+            )
+            if login.mechanism == "PLAIN":
+                await self._sasl(plain_message(login.username, login.password))
+            else:
+                scram = ScramClient(login.mechanism, login.username, login.password)
+                challenge = await self._sasl(scram.first())
+                scram.verify(await self._sasl(scram.final(challenge)))
+        except UnsupportedSaslMechanismError as exc:
+            raise UnsupportedSaslMechanismError(
+                f"{where}: {exc.message}; set sasl_mechanism to one it offers"
+            ) from None
+        except SaslAuthenticationFailedError as exc:
+            raise SaslAuthenticationFailedError(
+                f"{where}: {exc.message}; check sasl_plain_username and sasl_plain_password"
+            ) from None
+        except IllegalSaslStateError as exc:
+            raise IllegalSaslStateError(
+                f"{where}: {exc.message}; is it a SASL listener (SASL_PLAINTEXT, SASL_SSL)?"
+            ) from None
+        except SaslError as exc:
+            self.close()
+            raise SaslAuthenticationFailedError(f"{where}: {exc}") from None
+
+    async def _sasl(self, message: bytes) -> bytes:
+        response = await self.request(
+            ApiKey.SASL_AUTHENTICATE, SaslAuthenticateRequest(auth_bytes=message)
+        )
+        return bytes(response.auth_bytes)
 
     def version_for(self, api_key: ApiKey) -> int:
         theirs = self.versions.get(api_key)

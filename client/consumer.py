@@ -46,7 +46,7 @@ from client.errors import (
 )
 from client.fetcher import FetchPosition, FetchSet, Subscription
 from client.membership import GroupMember, MemberHooks, RebalanceListener
-from client.security import tls_for
+from client.security import security_for
 from client.types import ConsumerRecord, OffsetAndTimestamp, TopicPartition
 from protocol.apis import (
     EARLIEST_TIMESTAMP,
@@ -113,6 +113,9 @@ class Consumer:
         metadata_max_age_ms: int = 300_000,
         security_protocol: str = "PLAINTEXT",
         ssl_context: ssl.SSLContext | None = None,
+        sasl_mechanism: str = "PLAIN",
+        sasl_plain_username: str | None = None,
+        sasl_plain_password: str | None = None,
         key_deserializer: Deserializer | None = None,
         value_deserializer: Deserializer | None = None,
     ) -> None:
@@ -152,6 +155,9 @@ class Consumer:
         self.retry_backoff_ms = retry_backoff_ms
         self._key_deserializer = key_deserializer
         self._value_deserializer = value_deserializer
+        tls, login = security_for(
+            security_protocol, ssl_context, sasl_mechanism, sasl_plain_username, sasl_plain_password
+        )
         self._cluster = Cluster(
             bootstrap_servers,
             client_id=client_id,
@@ -159,7 +165,8 @@ class Consumer:
             retry_backoff_ms=retry_backoff_ms,
             metadata_max_age_ms=metadata_max_age_ms,
             allow_auto_topic_creation=True,
-            tls=tls_for(security_protocol, ssl_context),
+            tls=tls,
+            login=login,
         )
         # room for two answers per partition: the next one arrives while the user is still
         # decoding the last (with one, every Fetch waited for the user to finish)

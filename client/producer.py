@@ -66,7 +66,7 @@ from client.batches import (
 from client.cluster import Cluster, TopicMetadata, unknown_topic_error
 from client.errors import ClientClosedError, ConfigurationError
 from client.partitioner import Partitioner
-from client.security import tls_for
+from client.security import security_for
 from client.types import RecordMetadata, TopicPartition
 from protocol.apis import (
     ApiKey,
@@ -144,6 +144,9 @@ class Producer:
         metadata_max_age_ms: int = 300_000,
         security_protocol: str = "PLAINTEXT",
         ssl_context: ssl.SSLContext | None = None,
+        sasl_mechanism: str = "PLAIN",
+        sasl_plain_username: str | None = None,
+        sasl_plain_password: str | None = None,
         max_block_ms: int = 60_000,
         key_serializer: Serializer | None = None,
         value_serializer: Serializer | None = None,
@@ -185,6 +188,9 @@ class Producer:
         self.buffer_memory = buffer_memory
         self._key_serializer = key_serializer
         self._value_serializer = value_serializer
+        tls, login = security_for(
+            security_protocol, ssl_context, sasl_mechanism, sasl_plain_username, sasl_plain_password
+        )
         self._cluster = Cluster(
             bootstrap_servers,
             client_id=client_id,
@@ -192,7 +198,8 @@ class Producer:
             retry_backoff_ms=retry_backoff_ms,
             metadata_max_age_ms=metadata_max_age_ms,
             allow_auto_topic_creation=True,
-            tls=tls_for(security_protocol, ssl_context),
+            tls=tls,
+            login=login,
         )
         self._partitioner = Partitioner()
         self._partitions: dict[str, list[TopicPartition]] = {}

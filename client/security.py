@@ -1,28 +1,48 @@
-"""How a client reaches brokers: plain TCP, or TLS to an SSL listener.
+"""How a client reaches brokers: plain TCP or TLS, with or without a SASL login.
 
-As aiokafka: ``security_protocol="SSL"`` with an ``ssl_context``, which
-:func:`create_ssl_context` makes from PEM files (the CA that signed the brokers'
-certificates, and for listeners with ``ssl.client.auth`` the client's own certificate and
-key). The broker's certificate must name the host the client connects to (its advertised
-listener), unless ``check_hostname=False``.
+As aiokafka: ``security_protocol`` is PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL. TLS
+(SSL, SASL_SSL) takes an ``ssl_context``, which :func:`create_ssl_context` makes from PEM
+files (the CA that signed the brokers' certificates, and for listeners with
+``ssl.client.auth`` the client's own certificate and key); the broker's certificate must
+name the host the client connects to (its advertised listener), unless
+``check_hostname=False``. SASL (SASL_PLAINTEXT, SASL_SSL) takes ``sasl_mechanism`` (PLAIN,
+SCRAM-SHA-256 or SCRAM-SHA-512), ``sasl_plain_username`` and ``sasl_plain_password``
+(aiokafka's names, for SCRAM too); each connection logs in before its first request.
 """
 
 from __future__ import annotations
 
 import ssl
+from dataclasses import dataclass
 from pathlib import Path
 
 from client.errors import ConfigurationError
+from protocol.sasl import MECHANISMS, SaslError, parse_jaas
 
 __all__ = [
     "SECURITY_PROTOCOLS",
+    "SaslLogin",
     "create_ssl_context",
     "parse_properties",
+    "security_for",
     "settings_from_properties",
-    "tls_for",
 ]
 
-SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL")
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+_TLS = ("SSL", "SASL_SSL")
+_SASL = ("SASL_PLAINTEXT", "SASL_SSL")
+
+
+@dataclass(frozen=True, slots=True)
+class SaslLogin:
+    """Who the client is on a SASL listener."""
+
+    mechanism: str
+    username: str
+    password: str = ""
+
+    def __repr__(self) -> str:  # never the password, in a log or a traceback
+        return f"SaslLogin({self.mechanism}, {self.username!r})"
 
 
 def create_ssl_context(
@@ -59,25 +79,50 @@ def create_ssl_context(
     return context
 
 
-def tls_for(security_protocol: str, ssl_context: ssl.SSLContext | None) -> ssl.SSLContext | None:
-    """The context connections use (None: plain TCP), or why the settings do not fit."""
+def security_for(
+    security_protocol: str = "PLAINTEXT",
+    ssl_context: ssl.SSLContext | None = None,
+    sasl_mechanism: str = "PLAIN",
+    sasl_plain_username: str | None = None,
+    sasl_plain_password: str | None = None,
+) -> tuple[ssl.SSLContext | None, SaslLogin | None]:
+    """What connections use: a TLS context (None: plain TCP) and a SASL login (None:
+    none), or why the settings do not fit."""
     if security_protocol not in SECURITY_PROTOCOLS:
         raise ConfigurationError(
-            f"security_protocol={security_protocol!r}: use PLAINTEXT or SSL (SASL is not supported)"
+            f"security_protocol={security_protocol!r}: use one of {', '.join(SECURITY_PROTOCOLS)}"
         )
-    if security_protocol == "PLAINTEXT":
-        if ssl_context is not None:
+    tls: ssl.SSLContext | None = None
+    if security_protocol in _TLS:
+        if ssl_context is None:
             raise ConfigurationError(
-                "ssl_context is given but security_protocol is PLAINTEXT; "
-                "set security_protocol='SSL' to use it"
+                f"security_protocol='{security_protocol}' needs ssl_context: make one with "
+                "client.create_ssl_context(cafile=...)"
             )
-        return None
-    if ssl_context is None:
+        tls = ssl_context
+    elif ssl_context is not None:
         raise ConfigurationError(
-            "security_protocol='SSL' needs ssl_context: make one with "
-            "client.create_ssl_context(cafile=...)"
+            f"ssl_context is given but security_protocol is {security_protocol}; "
+            "set security_protocol='SSL' (or 'SASL_SSL') to use it"
         )
-    return ssl_context
+    login: SaslLogin | None = None
+    if security_protocol in _SASL:
+        if sasl_mechanism not in MECHANISMS:
+            raise ConfigurationError(
+                f"sasl_mechanism={sasl_mechanism!r}: use one of {', '.join(MECHANISMS)}"
+            )
+        if not sasl_plain_username or not sasl_plain_password:
+            raise ConfigurationError(
+                f"security_protocol='{security_protocol}' needs sasl_plain_username and "
+                f"sasl_plain_password (for {sasl_mechanism})"
+            )
+        login = SaslLogin(sasl_mechanism, sasl_plain_username, sasl_plain_password)
+    elif sasl_plain_username is not None or sasl_plain_password is not None:
+        raise ConfigurationError(
+            f"sasl_plain_username/sasl_plain_password are given but security_protocol is "
+            f"{security_protocol}; set security_protocol='SASL_PLAINTEXT' or 'SASL_SSL'"
+        )
+    return tls, login
 
 
 _PROPERTIES = {
@@ -88,6 +133,8 @@ _PROPERTIES = {
     "ssl.keystore.type",
     "ssl.key.password",
     "ssl.endpoint.identification.algorithm",
+    "sasl.mechanism",
+    "sasl.jaas.config",
 }
 
 
@@ -107,8 +154,10 @@ def parse_properties(text: str) -> dict[str, str]:
 
 def settings_from_properties(props: dict[str, str], source: str) -> dict[str, object]:
     """The client settings a Kafka ``--command-config`` file's security properties make:
-    ``security_protocol`` and ``ssl_context``. PEM files only (Kafka's
-    ``ssl.keystore.type=PEM``); other client properties are left to their own flags."""
+    ``security_protocol``, ``ssl_context`` and the ``sasl_*`` login (from
+    ``sasl.mechanism`` and the ``username``/``password`` of ``sasl.jaas.config``). PEM
+    files only (Kafka's ``ssl.keystore.type=PEM``); other client properties are left to
+    their own flags."""
     unknown = sorted(
         k for k in props if k.startswith(("ssl.", "security.", "sasl.")) and k not in _PROPERTIES
     )
@@ -123,16 +172,34 @@ def settings_from_properties(props: dict[str, str], source: str) -> dict[str, ob
                 "(e.g. keytool -importkeystore, then openssl pkcs12 -nodes)"
             )
     protocol = props.get("security.protocol", "PLAINTEXT").upper()
-    if protocol == "PLAINTEXT":
-        return {"security_protocol": protocol}
-    if protocol != "SSL":
+    if protocol not in SECURITY_PROTOCOLS:
         raise ConfigurationError(
-            f"{source}: security.protocol={props['security.protocol']}: use PLAINTEXT or SSL"
+            f"{source}: security.protocol={props['security.protocol']}: use one of "
+            f"{', '.join(SECURITY_PROTOCOLS)}"
         )
-    context = create_ssl_context(
-        cafile=props.get("ssl.truststore.location") or None,
-        certfile=props.get("ssl.keystore.location") or None,
-        password=props.get("ssl.key.password") or None,
-        check_hostname=props.get("ssl.endpoint.identification.algorithm", "https") == "https",
-    )
-    return {"security_protocol": "SSL", "ssl_context": context}
+    settings: dict[str, object] = {"security_protocol": protocol}
+    if protocol in _TLS:
+        settings["ssl_context"] = create_ssl_context(
+            cafile=props.get("ssl.truststore.location") or None,
+            certfile=props.get("ssl.keystore.location") or None,
+            password=props.get("ssl.key.password") or None,
+            check_hostname=props.get("ssl.endpoint.identification.algorithm", "https") == "https",
+        )
+    if protocol in _SASL:
+        try:
+            options = parse_jaas(props.get("sasl.jaas.config", ""))
+        except SaslError as exc:
+            raise ConfigurationError(f"{source}: sasl.jaas.config: {exc}") from None
+        settings["sasl_mechanism"] = props.get("sasl.mechanism", "GSSAPI")
+        settings["sasl_plain_username"] = options.get("username")
+        settings["sasl_plain_password"] = options.get("password")
+        if settings["sasl_mechanism"] not in MECHANISMS:
+            raise ConfigurationError(
+                f"{source}: sasl.mechanism={settings['sasl_mechanism']}: use one of "
+                f"{', '.join(MECHANISMS)}"
+            )
+        if not options.get("username") or not options.get("password"):
+            raise ConfigurationError(
+                f'{source}: sasl.jaas.config needs username="..." password="..."'
+            )
+    return settings

@@ -30,8 +30,12 @@ __all__ = [
     "PartitionReassignment",
     "RecordMetadata",
     "ReplicaInfo",
+    "ScramCredentialInfo",
     "TopicDescription",
     "TopicPartition",
+    "UserScramCredentialDeletion",
+    "UserScramCredentialUpsertion",
+    "UserScramCredentialsDescription",
 ]
 
 _NO_CONFIGS: Mapping[str, str] = MappingProxyType({})
@@ -120,6 +124,43 @@ class LogDirDescription(NamedTuple):
     replicas: dict[TopicPartition, ReplicaInfo]
     total_bytes: int = -1
     usable_bytes: int = -1
+
+
+class ScramCredentialInfo(NamedTuple):
+    """A user's credential for one SCRAM mechanism (never its password or keys)."""
+
+    mechanism: str
+    iterations: int
+
+
+class UserScramCredentialsDescription(NamedTuple):
+    """Kafka's UserScramCredentialsDescription: a user's SCRAM mechanisms."""
+
+    name: str
+    credential_infos: list[ScramCredentialInfo]
+
+
+class UserScramCredentialUpsertion(NamedTuple):
+    """Set a user's password for one mechanism (Kafka's UserScramCredentialUpsertion): the
+    client salts and hashes it, only the result travels (KIP-554)."""
+
+    user: str
+    mechanism: str
+    password: str
+    iterations: int = 4096
+
+    def __repr__(self) -> str:
+        return (  # never the password
+            f"UserScramCredentialUpsertion({self.user!r}, {self.mechanism}, "
+            f"iterations={self.iterations})"
+        )
+
+
+class UserScramCredentialDeletion(NamedTuple):
+    """Remove a user's credential for one mechanism."""
+
+    user: str
+    mechanism: str
 
 
 class BrokerDescription(NamedTuple):

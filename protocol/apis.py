@@ -74,6 +74,7 @@ class ApiKey(enum.IntEnum):
     SYNC_GROUP = 14
     DESCRIBE_GROUPS = 15
     LIST_GROUPS = 16
+    SASL_HANDSHAKE = 17
     API_VERSIONS = 18
     CREATE_TOPICS = 19
     DELETE_TOPICS = 20
@@ -83,6 +84,7 @@ class ApiKey(enum.IntEnum):
     DESCRIBE_CONFIGS = 32
     ALTER_CONFIGS = 33
     DESCRIBE_LOG_DIRS = 35
+    SASL_AUTHENTICATE = 36
     CREATE_PARTITIONS = 37
     DELETE_GROUPS = 42
     ELECT_LEADERS = 43
@@ -90,6 +92,8 @@ class ApiKey(enum.IntEnum):
     ALTER_PARTITION_REASSIGNMENTS = 45
     LIST_PARTITION_REASSIGNMENTS = 46
     OFFSET_DELETE = 47
+    DESCRIBE_USER_SCRAM_CREDENTIALS = 50
+    ALTER_USER_SCRAM_CREDENTIALS = 51
 
 
 LATEST_TIMESTAMP = -1
@@ -1326,6 +1330,105 @@ class OffsetDeleteResponse(Response):
     topics: list[OffsetDeleteResponseTopic] = field(default_factory=list)
 
 
+# --- SaslHandshake (17), SaslAuthenticate (36) --------------------------------------------
+
+
+@dataclass(slots=True, kw_only=True)
+class SaslHandshakeRequest(Request):
+    mechanism: str
+
+
+@dataclass(slots=True, kw_only=True)
+class SaslHandshakeResponse(Response):
+    mechanisms: list[str] = field(default_factory=list)
+    """The mechanisms the listener offers."""
+
+
+@dataclass(slots=True, kw_only=True)
+class SaslAuthenticateRequest(Request):
+    auth_bytes: bytes = b""
+
+
+@dataclass(slots=True, kw_only=True)
+class SaslAuthenticateResponse(Response):
+    auth_bytes: bytes = b""
+    session_lifetime_ms: int = 0
+    """0: the session does not expire (no re-authentication, Kafka's KIP-368, is asked)."""
+
+
+# --- DescribeUserScramCredentials (50), AlterUserScramCredentials (51) -------------------
+
+SCRAM_MECHANISM_CODES = {"SCRAM-SHA-256": 1, "SCRAM-SHA-512": 2}
+"""Kafka's ScramMechanism numbers, as these APIs carry them."""
+
+
+@dataclass(slots=True, kw_only=True)
+class UserName:
+    name: str
+
+
+@dataclass(slots=True, kw_only=True)
+class DescribeUserScramCredentialsRequest(Request):
+    users: list[UserName] | None = None
+    """None or empty: every user with a SCRAM credential."""
+
+
+@dataclass(slots=True, kw_only=True)
+class CredentialInfo:
+    mechanism: int
+    iterations: int
+
+
+@dataclass(slots=True, kw_only=True)
+class DescribeUserScramCredentialsResult:
+    user: str
+    error_code: int = 0
+    error_message: str | None = None
+    credential_infos: list[CredentialInfo] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class DescribeUserScramCredentialsResponse(Response):
+    throttle_time_ms: int = 0
+    results: list[DescribeUserScramCredentialsResult] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class ScramCredentialDeletion:
+    name: str
+    mechanism: int
+
+
+@dataclass(slots=True, kw_only=True)
+class ScramCredentialUpsertion:
+    name: str
+    mechanism: int
+    iterations: int
+    salt: bytes
+    salted_password: bytes
+    """PBKDF2 of the password with ``salt`` and ``iterations``: the password itself never
+    travels (Kafka's KIP-554)."""
+
+
+@dataclass(slots=True, kw_only=True)
+class AlterUserScramCredentialsRequest(Request):
+    deletions: list[ScramCredentialDeletion] = field(default_factory=list)
+    upsertions: list[ScramCredentialUpsertion] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class AlterUserScramCredentialsResult:
+    user: str
+    error_code: int = 0
+    error_message: str | None = None
+
+
+@dataclass(slots=True, kw_only=True)
+class AlterUserScramCredentialsResponse(Response):
+    throttle_time_ms: int = 0
+    results: list[AlterUserScramCredentialsResult] = field(default_factory=list)
+
+
 # --- the registry ----------------------------------------------------------------------
 
 
@@ -1397,6 +1500,22 @@ APIS = _apis(
     Api(ApiKey.DELETE_GROUPS, 0, 0, DeleteGroupsRequest, DeleteGroupsResponse),
     Api(ApiKey.OFFSET_DELETE, 0, 0, OffsetDeleteRequest, OffsetDeleteResponse),
     Api(ApiKey.API_VERSIONS, 0, 0, ApiVersionsRequest, ApiVersionsResponse),
+    Api(ApiKey.SASL_HANDSHAKE, 0, 0, SaslHandshakeRequest, SaslHandshakeResponse),
+    Api(ApiKey.SASL_AUTHENTICATE, 0, 0, SaslAuthenticateRequest, SaslAuthenticateResponse),
+    Api(
+        ApiKey.DESCRIBE_USER_SCRAM_CREDENTIALS,
+        0,
+        0,
+        DescribeUserScramCredentialsRequest,
+        DescribeUserScramCredentialsResponse,
+    ),
+    Api(
+        ApiKey.ALTER_USER_SCRAM_CREDENTIALS,
+        0,
+        0,
+        AlterUserScramCredentialsRequest,
+        AlterUserScramCredentialsResponse,
+    ),
     Api(ApiKey.CREATE_TOPICS, 0, 0, CreateTopicsRequest, CreateTopicsResponse),
     Api(ApiKey.DELETE_TOPICS, 0, 0, DeleteTopicsRequest, DeleteTopicsResponse),
     Api(ApiKey.CREATE_PARTITIONS, 0, 0, CreatePartitionsRequest, CreatePartitionsResponse),

@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 
 import structlog
 
-from broker.network import PeerConnection, PeerError
+from broker.network import PeerConnection, PeerError, PeerLogin
 from protocol.apis import (
     APIS,
     ApiKey,
@@ -61,6 +61,7 @@ class BrokerChannel:
         full_metadata: Callable[[], UpdateMetadataRequest] | None = None,
         broker_epoch: int = -1,
         tls: ssl.SSLContext | None = None,
+        login: PeerLogin | None = None,
     ) -> None:
         self.broker_id = broker_id
         self.host = host
@@ -71,7 +72,9 @@ class BrokerChannel:
         is replaced when the broker re-registers."""
         self._full_metadata = full_metadata
         self.metadata_version = APIS[ApiKey.UPDATE_METADATA].max_version
-        self._peer = PeerConnection(host, port, request_timeout_ms=request_timeout_ms, tls=tls)
+        self._peer = PeerConnection(
+            host, port, request_timeout_ms=request_timeout_ms, tls=tls, login=login
+        )
         self._queue: asyncio.Queue[_Item] = asyncio.Queue()
         self._last: asyncio.Future[Any] | None = None  # answered last: they go in order
         self._sending: _Item | None = None

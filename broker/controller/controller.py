@@ -54,6 +54,7 @@ import structlog
 
 from broker.controller.channel import BrokerChannel
 from broker.controller.reassignment import ReplicaAssignment, check_target
+from broker.network import PeerLogin
 from broker.zk import (
     CREATE,
     BrokerRegistration,
@@ -126,6 +127,7 @@ class Controller:
         request_timeout_ms: int = 30_000,
         unclean_leader_election: bool = False,
         peer_tls: ssl.SSLContext | None = None,
+        peer_login: PeerLogin | None = None,
         inter_broker_listener: str = "PLAINTEXT",
     ) -> None:
         self._zk = zk
@@ -133,6 +135,7 @@ class Controller:
         self._unclean_default = unclean_leader_election
         self._request_timeout_ms = request_timeout_ms
         self._peer_tls = peer_tls  # the inter-broker listener is SSL: channels use TLS
+        self._peer_login = peer_login  # ... and SASL: channels log in with it
         self._listener = inter_broker_listener
         """Our inter-broker listener's name: each broker is reached on its listener of
         that name (Kafka's), so brokers may differ in theirs while one is changed."""
@@ -365,6 +368,7 @@ class Controller:
                     full_metadata=self._full_metadata,
                     broker_epoch=reg.epoch,
                     tls=self._peer_tls,
+                    login=self._peer_login,
                 )
         return old
 

@@ -32,7 +32,7 @@ from typing import cast
 import structlog
 
 from broker.log.manager import TopicPartition
-from broker.network import PeerConnection, PeerError
+from broker.network import PeerConnection, PeerError, PeerLogin
 from broker.replica.partition import Partition
 from broker.replica.sweep import Sweep
 from protocol.apis import (
@@ -105,6 +105,7 @@ class ReplicaFetcher:
         request_timeout_ms: int = 30_000,
         on_progress: Callable[[Partition], None] | None = None,
         tls: ssl.SSLContext | None = None,
+        login: PeerLogin | None = None,
     ) -> None:
         self.local_broker_id = local_broker_id
         self.leader_id = leader_id
@@ -114,7 +115,11 @@ class ReplicaFetcher:
         self._max_bytes = max_bytes
         self._response_max_bytes = response_max_bytes
         self._peer = PeerConnection(
-            host, port, request_timeout_ms=max(request_timeout_ms, max_wait_ms + 5_000), tls=tls
+            host,
+            port,
+            request_timeout_ms=max(request_timeout_ms, max_wait_ms + 5_000),
+            tls=tls,
+            login=login,
         )
         self._followed: dict[TopicPartition, _Followed] = {}
         self._untruncated: set[TopicPartition] = set()

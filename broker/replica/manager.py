@@ -40,6 +40,7 @@ from broker.log import Log, LogConfig
 from broker.log.manager import LogManager, TopicPartition
 from broker.metadata import MetadataCache
 from broker.metrics import Counter, Sample, gauge
+from broker.network import PeerLogin
 from broker.replica.fetch_session import FetchContext, FetchSessionCache, SessionPartition
 from broker.replica.fetcher import ReplicaFetcher
 from broker.replica.isr import IsrUpdater
@@ -274,6 +275,7 @@ class ReplicaManager:
         fetch_session_slots: int = 1000,
         config_known: Callable[[str], bool] = lambda topic: True,
         peer_tls: ssl.SSLContext | None = None,
+        peer_login: PeerLogin | None = None,
         inter_broker_listener: str = "PLAINTEXT",
     ) -> None:
         self.broker_id = broker_id
@@ -287,6 +289,7 @@ class ReplicaManager:
         self._fetch_wait_max_ms = replica_fetch_wait_max_ms
         self._fetch_max_bytes = replica_fetch_max_bytes
         self._peer_tls = peer_tls  # the inter-broker listener is SSL: fetchers use TLS
+        self._peer_login = peer_login  # ... and SASL: fetchers log in with it
         self._listener = inter_broker_listener  # a leader is reached on its listener so named
         # idle partitions of a session are looked at (their followers' caught-up times
         # refreshed) four times per replica.lag.time.max.ms; a shorter sweep (it was at
@@ -520,6 +523,7 @@ class ReplicaManager:
             max_wait_ms=self._fetch_wait_max_ms,
             max_bytes=self._fetch_max_bytes,
             tls=self._peer_tls,
+            login=self._peer_login,
         )
         self.fetchers[leader.broker_id] = new
         if fetcher is not None:

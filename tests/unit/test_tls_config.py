@@ -36,7 +36,7 @@ def pem(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     [
         (["listeners=A://h:1,A://h:2"], "the listener name A is used twice"),
         (["listeners=INTERNAL://h:1"], "listener INTERNAL has no security protocol"),
-        (["listener.security.protocol.map=X:SASL_SSL"], "SASL is not supported"),
+        (["listener.security.protocol.map=X:SASL_SSH"], "one of PLAINTEXT, SSL, SASL_PLAINTEXT"),
         (["listener.security.protocol.map=X"], "is not NAME:PROTOCOL"),
         (["advertised.listeners=SSL://h:2"], "advertised.listeners names SSL"),
         (["inter.broker.listener.name=SSL"], "inter.broker.listener.name='SSL' is not in"),
@@ -98,8 +98,8 @@ def test_client_tls_settings_that_do_not_fit(pem: dict[str, str]) -> None:
         Admin(bootstrap_servers="h:1", security_protocol="SSL")
     with pytest.raises(ConfigurationError, match="security_protocol is PLAINTEXT"):
         Admin(bootstrap_servers="h:1", ssl_context=create_ssl_context(cafile=pem["ca"]))
-    with pytest.raises(ConfigurationError, match="SASL is not supported"):
-        Admin(bootstrap_servers="h:1", security_protocol="SASL_SSL")
+    with pytest.raises(ConfigurationError, match="use one of PLAINTEXT, SSL, SASL_PLAINTEXT"):
+        Admin(bootstrap_servers="h:1", security_protocol="TLS")
     with pytest.raises(ConfigurationError, match="cannot load CA certificates"):
         create_ssl_context(cafile=pem["junk"])
     with pytest.raises(ConfigurationError, match="cannot load a certificate and key"):
@@ -123,5 +123,5 @@ request.timeout.ms = 5000
         settings_from_properties({"ssl.truststore.type": "JKS"}, "client.properties")
     with pytest.raises(ConfigurationError, match=r"ssl\.truststore\.password is not supported"):
         settings_from_properties({"ssl.truststore.password": "x"}, "client.properties")
-    with pytest.raises(ConfigurationError, match="use PLAINTEXT or SSL"):
-        settings_from_properties({"security.protocol": "SASL_PLAINTEXT"}, "client.properties")
+    with pytest.raises(ConfigurationError, match="use one of PLAINTEXT, SSL"):
+        settings_from_properties({"security.protocol": "KERBEROS"}, "client.properties")

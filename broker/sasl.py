@@ -1,0 +1,498 @@
+"""SASL on SASL_PLAINTEXT and SASL_SSL listeners: who a connection is, before anything else.
+
+Kafka's exchange: on a SASL listener a client may send ApiVersions, then SaslHandshake
+naming a mechanism, then SaslAuthenticate requests carrying the mechanism's messages
+until it is in. Any other request before that closes the connection; a failed
+authentication is answered with SASL_AUTHENTICATION_FAILED (after
+``connection.failed.authentication.delay.ms``, which slows a password guesser) and then
+closed. The mechanisms' messages are :mod:`protocol.sasl`'s.
+
+- PLAIN: the users and passwords are the listener's JAAS options ``user_<name>="<pw>"``
+  (Kafka's PlainLoginModule on a broker). Only over TLS (SASL_SSL) is the password not
+  readable on the wire; on SASL_PLAINTEXT it is, as in Kafka.
+- SCRAM-SHA-256 / SCRAM-SHA-512: the credentials (salt, stored and server keys, never the
+  password) are in ZooKeeper, ``/config/users/<name>``, Kafka's znode and format, written
+  by AlterUserScramCredentials from any broker (``headwater users``). Each login reads the
+  user's znode, so a new or changed password works at once on every broker; when
+  ZooKeeper cannot answer, the last credential read here is used.
+
+A broker reaches others on a SASL inter-broker listener with the mechanism
+``sasl.mechanism.inter.broker.protocol`` and the ``username``/``password`` of its JAAS
+options (:func:`peer_login`).
+
+Concurrency: event loop thread only; ZooKeeper reads through :class:`ZkBridge`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from broker.config import BrokerConfig, ConfigError
+from broker.network import PeerLogin
+from broker.zk import (
+    CREATE,
+    CorruptZnode,
+    NodeExists,
+    NoNode,
+    VersionConflict,
+    ZkBridge,
+    ZkError,
+    config_change_json,
+    paths,
+    topic_config_from_json,
+    topic_config_json,
+)
+from protocol.apis import (
+    SCRAM_MECHANISM_CODES,
+    AlterUserScramCredentialsRequest,
+    AlterUserScramCredentialsResponse,
+    AlterUserScramCredentialsResult,
+    ApiKey,
+    CredentialInfo,
+    DescribeUserScramCredentialsRequest,
+    DescribeUserScramCredentialsResponse,
+    DescribeUserScramCredentialsResult,
+    SaslAuthenticateRequest,
+    SaslAuthenticateResponse,
+    SaslHandshakeRequest,
+    SaslHandshakeResponse,
+    ScramCredentialDeletion,
+    ScramCredentialUpsertion,
+)
+from protocol.errors import (
+    ApiError,
+    DuplicateResourceError,
+    IllegalSaslStateError,
+    KafkaStorageError,
+    ResourceNotFoundError,
+    SaslAuthenticationFailedError,
+    UnacceptableCredentialError,
+    UnsupportedSaslMechanismError,
+)
+from protocol.sasl import (
+    SCRAM_MAX_ITERATIONS,
+    SCRAM_MIN_ITERATIONS,
+    SaslError,
+    ScramCredential,
+    ScramServer,
+    parse_jaas,
+    parse_plain,
+)
+
+__all__ = [
+    "Authenticator",
+    "SaslListener",
+    "ScramCredentials",
+    "peer_login",
+    "sasl_listeners",
+]
+
+_log = structlog.get_logger("headwater.sasl")
+_MECHANISM_NAMES = {code: name for name, code in SCRAM_MECHANISM_CODES.items()}
+SASL_PROTOCOLS = ("SASL_PLAINTEXT", "SASL_SSL")
+
+
+@dataclass(slots=True)
+class SaslListener:
+    """What one SASL listener accepts."""
+
+    name: str
+    mechanisms: tuple[str, ...]
+    plain_users: dict[str, str]
+    credentials: ScramCredentials | None
+    failure_delay_s: float
+
+
+def _jaas(config: BrokerConfig, listener: str, mechanism: str) -> dict[str, str]:
+    """The JAAS options for a listener and mechanism: Kafka's
+    ``listener.name.<listener>.<mechanism>.sasl.jaas.config`` if set, else the broker's
+    ``sasl.jaas.config``."""
+    name = f"listener.name.{listener.lower()}.{mechanism.lower()}.sasl.jaas.config"
+    text = config.extra.get(name) or config["sasl.jaas.config"]
+    source = name if config.extra.get(name) else "sasl.jaas.config"
+    if not text:
+        return {}
+    try:
+        return parse_jaas(text)
+    except SaslError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+def sasl_listeners(
+    config: BrokerConfig, credentials: ScramCredentials | None
+) -> dict[str, SaslListener]:
+    """Each SASL listener's settings, by name (a bad JAAS line stops the start here)."""
+    out: dict[str, SaslListener] = {}
+    protocols = config.listener_protocols
+    mechanisms = tuple(config["sasl.enabled.mechanisms"])
+    for name in config.listener_names:
+        if protocols[name] not in SASL_PROTOCOLS:
+            continue
+        users: dict[str, str] = {}
+        if "PLAIN" in mechanisms:
+            options = _jaas(config, name, "PLAIN")
+            users = {k[5:]: v for k, v in options.items() if k.startswith("user_") and k[5:]}
+        for mechanism in mechanisms:
+            _jaas(config, name, mechanism)  # checked now, not at a client's login
+        out[name] = SaslListener(
+            name,
+            mechanisms,
+            users,
+            credentials,
+            config["connection.failed.authentication.delay.ms"] / 1000,
+        )
+    return out
+
+
+def peer_login(config: BrokerConfig) -> PeerLogin | None:
+    """This broker's login to the others' inter-broker listener (None: not SASL)."""
+    listener = config.inter_broker_listener
+    if config.listener_protocols[listener] not in SASL_PROTOCOLS:
+        return None
+    mechanism = config["sasl.mechanism.inter.broker.protocol"]
+    options = _jaas(config, listener, mechanism)
+    username, password = options.get("username"), options.get("password")
+    if not username or not password:
+        raise ConfigError(
+            f"the inter-broker listener {listener} is SASL: give this broker's own login as "
+            f'username="..." password="..." in sasl.jaas.config (mechanism {mechanism})'
+        )
+    return PeerLogin(mechanism, username, password)
+
+
+class Authenticator:
+    """One connection's authentication on a SASL listener. The server lets through only
+    ApiVersions and the two SASL requests until :attr:`principal` is set."""
+
+    __slots__ = ("_listener", "_mechanism", "_peer", "_scram", "failed", "principal")
+
+    def __init__(self, listener: SaslListener, peer: str) -> None:
+        self._listener = listener
+        self._mechanism: str | None = None
+        self._scram: ScramServer | None = None
+        self._peer = peer
+        self.principal: str | None = None
+        """``User:<name>`` once authenticated (Kafka's KafkaPrincipal)."""
+        self.failed = False
+
+    @property
+    def done(self) -> bool:
+        return self.principal is not None
+
+    async def handle(self, key: ApiKey, request: Any) -> Any:
+        """The answer to a SaslHandshake or SaslAuthenticate; :attr:`failed` is set when
+        the connection must close after it."""
+        if key == ApiKey.SASL_HANDSHAKE:
+            return self._handshake(request)
+        return await self._authenticate(request)
+
+    def _handshake(self, request: SaslHandshakeRequest) -> SaslHandshakeResponse:
+        offered = list(self._listener.mechanisms)
+        if self._mechanism is not None or self.done:
+            self.failed = True
+            return _refuse(
+                SaslHandshakeResponse(mechanisms=offered),
+                IllegalSaslStateError("SaslHandshake was already sent on this connection"),
+            )
+        if request.mechanism not in offered:
+            self.failed = True
+            return _refuse(
+                SaslHandshakeResponse(mechanisms=offered),
+                UnsupportedSaslMechanismError(
+                    f"listener {self._listener.name} does not offer {request.mechanism}; it "
+                    f"offers {', '.join(offered)} (sasl.enabled.mechanisms)"
+                ),
+            )
+        self._mechanism = request.mechanism
+        return SaslHandshakeResponse(mechanisms=offered)
+
+    async def _authenticate(self, request: SaslAuthenticateRequest) -> SaslAuthenticateResponse:
+        if self._mechanism is None or self.done:
+            self.failed = True
+            return _refuse(
+                SaslAuthenticateResponse(),
+                IllegalSaslStateError(
+                    "SaslAuthenticate before SaslHandshake"
+                    if self._mechanism is None
+                    else "this connection is already authenticated"
+                ),
+            )
+        try:
+            if self._mechanism == "PLAIN":
+                return self._plain(bytes(request.auth_bytes))
+            return await self._scram_step(bytes(request.auth_bytes))
+        except SaslError as exc:
+            self.failed = True
+            _log.info(
+                "sasl.authentication_failed",
+                peer=self._peer,
+                listener=self._listener.name,
+                mechanism=self._mechanism,
+                error=str(exc),
+            )
+            # slows a guesser down; the connection is closed after this answer
+            await asyncio.sleep(self._listener.failure_delay_s)
+            return _refuse(
+                SaslAuthenticateResponse(),
+                SaslAuthenticationFailedError(
+                    f"authentication failed with SASL mechanism {self._mechanism}: {exc}"
+                ),
+            )
+
+    def _plain(self, message: bytes) -> SaslAuthenticateResponse:
+        username, password = parse_plain(message)
+        expected = self._listener.plain_users.get(username)
+        # compared in constant time whether or not the user exists
+        if (
+            not hmac.compare_digest(
+                hashlib.sha256(password.encode()).digest(),
+                hashlib.sha256((expected or "\0no user").encode()).digest(),
+            )
+            or expected is None
+        ):
+            raise SaslError("invalid credentials")
+        self._in(username)
+        return SaslAuthenticateResponse()
+
+    async def _scram_step(self, message: bytes) -> SaslAuthenticateResponse:
+        assert self._mechanism is not None
+        if self._scram is None:
+            scram = ScramServer(self._mechanism)
+            username = scram.first(message)
+            store = self._listener.credentials
+            credential = None if store is None else await store.get(username, self._mechanism)
+            if credential is None:
+                raise SaslError("invalid credentials")  # not "no such user": no probing
+            self._scram = scram
+            return SaslAuthenticateResponse(auth_bytes=scram.challenge(credential))
+        answer = self._scram.final(message)
+        self._in(self._scram.username)
+        return SaslAuthenticateResponse(auth_bytes=answer)
+
+    def _in(self, username: str) -> None:
+        self.principal = f"User:{username}"
+        _log.debug(
+            "sasl.authenticated",
+            peer=self._peer,
+            listener=self._listener.name,
+            mechanism=self._mechanism,
+            principal=self.principal,
+        )
+
+
+def _refuse(response: Any, error: ApiError) -> Any:
+    response.error_code = error.code
+    response.error_message = str(error)
+    return response
+
+
+@dataclass(slots=True)
+class _Read:
+    version: int
+    config: dict[str, str] = field(default_factory=dict)
+
+
+class ScramCredentials:
+    """SCRAM credentials in ZooKeeper (``/config/users/<name>``, Kafka's layout)."""
+
+    def __init__(self, zk: ZkBridge) -> None:
+        self._zk = zk
+        self._last: dict[tuple[str, str], ScramCredential | None] = {}
+        """The last credential read per (user, mechanism): used when ZooKeeper cannot
+        answer, so a ZooKeeper outage does not lock every client out."""
+
+    async def get(self, user: str, mechanism: str) -> ScramCredential | None:
+        try:
+            read = await self._read(user)
+        except ZkError as exc:
+            if (user, mechanism) in self._last:
+                _log.warning("sasl.credential_from_cache", user=user, error=str(exc))
+                return self._last[(user, mechanism)]
+            raise SaslError("the credential store (ZooKeeper) cannot be read now") from None
+        except CorruptZnode as exc:
+            _log.warning("sasl.credential_unreadable", user=user, error=str(exc))
+            return None
+        text = read.config.get(mechanism)
+        credential = None
+        if text is not None:
+            try:
+                credential = ScramCredential.from_text(text)
+            except SaslError as exc:
+                _log.warning("sasl.credential_unreadable", user=user, error=str(exc))
+        self._last[(user, mechanism)] = credential
+        return credential
+
+    async def _read(self, user: str) -> _Read:
+        path = paths.user_config(user)
+        try:
+            data, stat = await self._zk.get(path)
+        except NoNode:
+            return _Read(CREATE)
+        return _Read(stat.version, topic_config_from_json(path, data))
+
+    async def describe(
+        self, request: DescribeUserScramCredentialsRequest
+    ) -> DescribeUserScramCredentialsResponse:
+        names = [u.name for u in request.users or []]
+        if not names:
+            try:
+                children = await self._zk.get_children(paths.USER_CONFIGS)
+            except NoNode:
+                children = []
+            every = True
+            names = sorted(paths.user_of(c) for c in children)
+        else:
+            every = False
+        results: list[DescribeUserScramCredentialsResult] = []
+        seen: set[str] = set()
+        for name in names:
+            if name in seen:
+                results.append(
+                    _describe_error(
+                        name, DuplicateResourceError(f"user {name} is named twice in the request")
+                    )
+                )
+                continue
+            seen.add(name)
+            try:
+                read = await self._read(name)
+            except (ZkError, CorruptZnode) as exc:
+                results.append(_describe_error(name, KafkaStorageError(str(exc))))
+                continue
+            infos = []
+            for mechanism, code in SCRAM_MECHANISM_CODES.items():
+                text = read.config.get(mechanism)
+                if text is None:
+                    continue
+                try:
+                    iterations = ScramCredential.from_text(text).iterations
+                except SaslError:
+                    continue
+                infos.append(CredentialInfo(mechanism=code, iterations=iterations))
+            if infos:
+                results.append(
+                    DescribeUserScramCredentialsResult(user=name, credential_infos=infos)
+                )
+            elif not every:
+                results.append(
+                    _describe_error(
+                        name, ResourceNotFoundError(f"user {name} has no SCRAM credential")
+                    )
+                )
+        return DescribeUserScramCredentialsResponse(results=results)
+
+    async def alter(
+        self, request: AlterUserScramCredentialsRequest
+    ) -> AlterUserScramCredentialsResponse:
+        changes: dict[str, list[tuple[str, str | None]]] = {}
+        errors: dict[str, ApiError] = {}
+        named: dict[str, set[str]] = {}
+        items: list[ScramCredentialDeletion | ScramCredentialUpsertion] = [
+            *request.deletions,
+            *request.upsertions,
+        ]
+        for item in items:
+            mechanism = _MECHANISM_NAMES.get(item.mechanism)
+            if mechanism is None:
+                errors.setdefault(
+                    item.name,
+                    UnacceptableCredentialError(
+                        f"unknown SCRAM mechanism {item.mechanism} (1: SCRAM-SHA-256, "
+                        "2: SCRAM-SHA-512)"
+                    ),
+                )
+                continue
+            if not item.name:
+                errors.setdefault(item.name, UnacceptableCredentialError("empty user name"))
+                continue
+            if mechanism in named.setdefault(item.name, set()):
+                errors.setdefault(
+                    item.name,
+                    DuplicateResourceError(
+                        f"user {item.name}: {mechanism} is changed twice in one request"
+                    ),
+                )
+                continue
+            named[item.name].add(mechanism)
+            if isinstance(item, ScramCredentialUpsertion):
+                problem = _unacceptable(item.iterations, item.salt, item.salted_password)
+                if problem:
+                    errors.setdefault(
+                        item.name, UnacceptableCredentialError(f"user {item.name}: {problem}")
+                    )
+                    continue
+                credential = ScramCredential.from_salted(
+                    mechanism, bytes(item.salted_password), bytes(item.salt), item.iterations
+                )
+                changes.setdefault(item.name, []).append((mechanism, credential.to_text()))
+            else:
+                changes.setdefault(item.name, []).append((mechanism, None))
+        results: list[AlterUserScramCredentialsResult] = []
+        for name in dict.fromkeys(named | errors):
+            error = errors.get(name)
+            if error is None:
+                try:
+                    await self._write(name, changes.get(name, []))
+                except ApiError as exc:  # one user's failure is its own result
+                    error = exc
+                except (ZkError, CorruptZnode) as exc:
+                    error = KafkaStorageError(f"writing {name}'s credentials failed: {exc}")
+            result = AlterUserScramCredentialsResult(user=name)
+            if error is not None:
+                result.error_code = error.code
+                result.error_message = str(error)
+            results.append(result)
+        return AlterUserScramCredentialsResponse(results=results)
+
+    async def _write(self, user: str, changes: list[tuple[str, str | None]]) -> None:
+        for _ in range(5):  # a concurrent writer of the same user: read again, redo
+            read = await self._read(user)
+            config = dict(read.config)
+            for mechanism, text in changes:
+                if text is None:
+                    if mechanism not in config:
+                        raise ResourceNotFoundError(
+                            f"user {user} has no {mechanism} credential to delete"
+                        )
+                    config.pop(mechanism)
+                else:
+                    config[mechanism] = text
+            if read.version == CREATE:
+                await self._zk.ensure_path(paths.USER_CONFIGS)
+            try:
+                await self._zk.write_and_notify(
+                    paths.user_config(user),
+                    topic_config_json(config),
+                    version=read.version,
+                    notice_prefix=f"{paths.CONFIG_CHANGES}/{paths.CONFIG_CHANGE_PREFIX}",
+                    notice=config_change_json(paths.user_config(user).rsplit("/", 1)[1], "users"),
+                )
+            except (VersionConflict, NodeExists, NoNode):
+                continue
+            for mechanism, _ in changes:
+                self._last.pop((user, mechanism), None)
+            _log.info("sasl.credentials_altered", user=user, mechanisms=[m for m, _ in changes])
+            return
+        raise KafkaStorageError(f"user {user}'s credentials kept changing under us; try again")
+
+
+def _unacceptable(iterations: int, salt: bytes, salted: bytes) -> str | None:
+    if not SCRAM_MIN_ITERATIONS <= iterations <= SCRAM_MAX_ITERATIONS:
+        return (
+            f"{iterations} iterations: SCRAM needs {SCRAM_MIN_ITERATIONS} to {SCRAM_MAX_ITERATIONS}"
+        )
+    if not salt or not salted:
+        return "an empty salt or salted password"
+    return None
+
+
+def _describe_error(name: str, error: ApiError) -> DescribeUserScramCredentialsResult:
+    return DescribeUserScramCredentialsResult(
+        user=name, error_code=error.code, error_message=str(error)
+    )
