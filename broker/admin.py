@@ -24,7 +24,8 @@ from collections.abc import Callable, Iterable, Mapping
 
 import structlog
 
-from broker.config import TOPIC_CONFIG_SYNONYMS, BrokerConfig
+from broker.authorizer import Authorizer, topic_not_authorized
+from broker.config import TOPIC_CONFIG_SYNONYMS, BrokerConfig, is_secret
 from broker.controller.assignment import assign_replicas
 from broker.coordinator.offsets import OFFSETS_TOPIC
 from broker.log import LogConfig
@@ -43,6 +44,7 @@ from broker.zk import (
     topic_config_from_json,
     topic_config_json,
 )
+from protocol.acls import Operation, ResourceType
 from protocol.apis import (
     AlterableConfig,
     AlterConfigOp,
@@ -110,17 +112,29 @@ def validate_topic_name(name: str) -> None:
 
 
 class TopicAdmin:
-    def __init__(self, zk: ZkBridge, config: BrokerConfig, metadata: MetadataCache) -> None:
+    def __init__(
+        self,
+        zk: ZkBridge,
+        config: BrokerConfig,
+        metadata: MetadataCache,
+        authorizer: Authorizer | None = None,
+    ) -> None:
         self._zk = zk
         self._config = config
         self._metadata = metadata
+        self._acl = authorizer or Authorizer()
         self._log = structlog.get_logger("headwater.admin").bind(broker_id=config.broker_id)
 
     # --- create -------------------------------------------------------------------------
 
     async def create_topics(self, request: CreateTopicsRequest) -> CreateTopicsResponse:
         results = await asyncio.gather(
-            *(self._create(t, request.validate_only) for t in request.topics)
+            *(
+                self._create(t, request.validate_only)
+                if self.may_create(t.name)
+                else _refused_creation(t.name)
+                for t in request.topics
+            )
         )
         created = {t.name for t, r in zip(request.topics, results, strict=True) if not r.error_code}
         timeout_s = max(request.timeout_ms, 0) / 1000
@@ -137,6 +151,12 @@ class TopicAdmin:
                             f"{request.timeout_ms} ms; it will be usable shortly"
                         )
         return CreateTopicsResponse(topics=list(results))
+
+    def may_create(self, topic: str) -> bool:
+        """Kafka's rule: CREATE on the cluster, or on the topic."""
+        return self._acl.allowed_on_cluster(Operation.CREATE) or self._acl.allowed(
+            Operation.CREATE, ResourceType.TOPIC, topic
+        )
 
     async def _create(self, topic: CreatableTopic, validate_only: bool) -> CreatableTopicResult:
         try:
@@ -303,6 +323,7 @@ class TopicAdmin:
     ) -> tuple[CreatePartitionsTopicResult, int | None]:
         """The topic's result, and how many partitions it had before (None: none added)."""
         try:
+            self._check(Operation.ALTER, topic.name)
             if topic.name in twice:
                 raise InvalidRequestError(f"topic {topic.name!r} is named twice in the request")
             validate_topic_name(topic.name)
@@ -383,6 +404,7 @@ class TopicAdmin:
 
     async def _delete(self, topic: str) -> DeletableTopicResult:
         try:
+            self._check(Operation.DELETE, topic)
             if not self._config["delete.topic.enable"]:
                 raise TopicDeletionDisabledError(
                     "topic deletion is disabled on this cluster (delete.topic.enable=false)"
@@ -463,6 +485,7 @@ class TopicAdmin:
         validate_only: bool,
     ) -> AlterConfigsResourceResponse:
         try:
+            self._check_configs(Operation.ALTER_CONFIGS, resource_type, name)
             if resource_type == ConfigResourceType.BROKER:
                 raise InvalidRequestError(
                     "only topic configs can be altered; broker settings are static (set them "
@@ -555,6 +578,9 @@ class TopicAdmin:
         self, resource: DescribeConfigsResource, synonyms: bool
     ) -> list[DescribeConfigsEntry]:
         keys = resource.configuration_keys
+        self._check_configs(
+            Operation.DESCRIBE_CONFIGS, resource.resource_type, resource.resource_name
+        )
         if resource.resource_type == ConfigResourceType.TOPIC:
             entries = await self._describe_topic(resource.resource_name, synonyms)
         elif resource.resource_type == ConfigResourceType.BROKER:
@@ -567,6 +593,16 @@ class TopicAdmin:
         else:
             raise InvalidRequestError(f"unknown config resource type {resource.resource_type}")
         return [e for e in entries if keys is None or e.name in keys]
+
+    def _check(self, operation: Operation, topic: str) -> None:
+        if not self._acl.allowed(operation, ResourceType.TOPIC, topic):
+            raise topic_not_authorized(topic, operation)
+
+    def _check_configs(self, operation: Operation, resource_type: int, name: str) -> None:
+        if resource_type == ConfigResourceType.TOPIC:
+            self._check(operation, name)
+        elif resource_type == ConfigResourceType.BROKER:
+            self._acl.check_cluster(operation, f"{operation.title} broker configs")
 
     async def _describe_topic(self, topic: str, synonyms: bool) -> list[DescribeConfigsEntry]:
         if await self._zk.exists(paths.topic(topic)) is None:
@@ -604,6 +640,14 @@ class TopicAdmin:
             text = str(value).lower()
         default = self._config.sources.get(name, "default") == "default"
         source = ConfigSource.DEFAULT_CONFIG if default else ConfigSource.STATIC_BROKER_CONFIG
+        if is_secret(name):  # Kafka's PASSWORD settings: never sent, only said to be there
+            return DescribeConfigsEntry(
+                name=name,
+                value=None,
+                read_only=True,
+                config_source=source.value,
+                is_sensitive=True,
+            )
         return DescribeConfigsEntry(
             name=name, value=text, read_only=True, config_source=source.value
         )
@@ -773,3 +817,8 @@ def _check_replicas(topic: str, partition: int, replicas: list[int], brokers: li
         raise InvalidReplicaAssignmentError(
             f"topic {topic!r} partition {partition}: no live broker {unknown}"
         )
+
+
+async def _refused_creation(topic: str) -> CreatableTopicResult:
+    error = topic_not_authorized(topic, Operation.CREATE)
+    return CreatableTopicResult(name=topic, error_code=error.code, error_message=error.message)

@@ -23,6 +23,7 @@ import structlog
 
 from broker import sasl, tls
 from broker.admin import TopicAdmin
+from broker.authorizer import Authorizer, topic_not_authorized
 from broker.config import TLS_PROTOCOLS, BrokerConfig, listener_name
 from broker.controller.controller import Controller
 from broker.controller.election import ControllerElection
@@ -42,6 +43,7 @@ from broker.replica.isr import IsrUpdater
 from broker.replica.manager import ReplicaManager
 from broker.server import BrokerServer, CloseConnection
 from broker.zk import BrokerRegistration, SessionState, ZkBridge, ZkError
+from protocol.acls import Operation, ResourceType
 from protocol.apis import (
     AlterPartitionReassignmentsRequest,
     AlterPartitionReassignmentsResponse,
@@ -144,6 +146,7 @@ class Broker:
         self._peer_login: sasl.PeerLogin | None = None
         self._credentials: sasl.ScramCredentials | None = None
         self._sasl: dict[str, sasl.SaslListener] = {}
+        self._acl = Authorizer()
         self._registrar: BrokerRegistrar | None = None
         self._election: ControllerElection | None = None
         self._controller: Controller | None = None
@@ -174,8 +177,10 @@ class Broker:
         )
         self._credentials = sasl.ScramCredentials(self._zk)
         self._sasl = sasl.sasl_listeners(cfg, self._credentials)
+        self._acl = Authorizer(self._zk, cfg)
         await self._zk.start(timeout_s=cfg["zookeeper.connection.timeout.ms"] / 1000)
         self.cluster_id = await get_or_create_cluster_id(self._zk)
+        await self._acl.start()  # every ACL read before anything is served
         self._log = self._log.bind(cluster_id=self.cluster_id)
         self._logs = LogManager(
             cfg.log_dirs,
@@ -189,7 +194,7 @@ class Broker:
         )
         await self._topic_configs.start()  # the logs on disk get their topics' overrides
         protocols = cfg.listener_protocols
-        self._admin = TopicAdmin(self._zk, cfg, self.metadata)
+        self._admin = TopicAdmin(self._zk, cfg, self.metadata, self._acl)
         self._replicas = ReplicaManager(
             self.broker_id,
             self._logs,
@@ -204,9 +209,10 @@ class Broker:
             peer_tls=self._peer_tls,
             peer_login=self._peer_login,
             inter_broker_listener=cfg.inter_broker_listener,
+            authorizer=self._acl,
         )
         self._coordinator = GroupCoordinator(
-            self.broker_id, cfg, self.metadata, self._replicas, self._admin
+            self.broker_id, cfg, self.metadata, self._replicas, self._admin, authorizer=self._acl
         )
         self._coordinator.start()
         self._start_cleaner()
@@ -268,6 +274,7 @@ class Broker:
             self._housekeeping.cancel()
         if self._topic_configs is not None:
             await self._topic_configs.stop()
+        await self._acl.stop()
         if self._metrics is not None:
             await self._metrics.stop()
         if self._coordinator is not None:
@@ -340,6 +347,28 @@ class Broker:
         replicas, admin, groups = self._replicas, self._admin, self._coordinator
         credentials = self._credentials
         assert credentials is not None
+        acl = self._acl
+
+        def cluster(operation: Operation, what: str, handler: Any) -> Any:
+            """``handler`` for those allowed ``operation`` on the cluster (Kafka's checks
+            of inter-broker and cluster-wide admin requests)."""
+
+            def guarded(header: RequestHeader, request: Any) -> Any:
+                acl.check_cluster(operation, what)
+                return handler(header, request)
+
+            return guarded
+
+        def init_producer_id(header: RequestHeader, request: Any) -> Any:
+            # Kafka's: IDEMPOTENT_WRITE on the cluster, or WRITE on some topic
+            if not acl.allowed_on_cluster(Operation.IDEMPOTENT_WRITE) and not (
+                acl.allowed_any_topic(Operation.WRITE)
+            ):
+                acl.check_cluster(Operation.IDEMPOTENT_WRITE, "produce idempotently")
+            return producer_ids.init_producer_id(request)
+
+        producer_ids = self._producer_ids
+        inter_broker = Operation.CLUSTER_ACTION
 
         def produce(header: RequestHeader, request: ProduceRequest) -> Any:
             # not async: acks=0/1 is answered in the loop iteration that read it (acks=all
@@ -380,16 +409,31 @@ class Broker:
             ApiKey.DESCRIBE_GROUPS: _serve(groups.describe_groups),
             ApiKey.DELETE_GROUPS: _serve(groups.delete_groups),
             ApiKey.OFFSET_DELETE: _serve(groups.delete_offsets),
-            ApiKey.INIT_PRODUCER_ID: _serve(self._producer_ids.init_producer_id),
-            ApiKey.DESCRIBE_USER_SCRAM_CREDENTIALS: _serve(credentials.describe),
-            ApiKey.ALTER_USER_SCRAM_CREDENTIALS: _serve(credentials.alter),
-            ApiKey.LEADER_AND_ISR: self._leader_and_isr,
-            ApiKey.STOP_REPLICA: self._stop_replica,
-            ApiKey.UPDATE_METADATA: self._update_metadata,
-            ApiKey.CONTROLLED_SHUTDOWN: self._handle_controlled_shutdown,
-            ApiKey.ELECT_LEADERS: self._elect_leaders,
-            ApiKey.ALTER_PARTITION_REASSIGNMENTS: self._alter_reassignments,
-            ApiKey.LIST_PARTITION_REASSIGNMENTS: self._list_reassignments,
+            ApiKey.INIT_PRODUCER_ID: init_producer_id,
+            ApiKey.DESCRIBE_USER_SCRAM_CREDENTIALS: cluster(
+                Operation.DESCRIBE, "describe users", _serve(credentials.describe)
+            ),
+            ApiKey.ALTER_USER_SCRAM_CREDENTIALS: cluster(
+                Operation.ALTER, "change users", _serve(credentials.alter)
+            ),
+            ApiKey.DESCRIBE_ACLS: _serve(acl.describe),
+            ApiKey.CREATE_ACLS: _serve(acl.create),
+            ApiKey.DELETE_ACLS: _serve(acl.delete),
+            ApiKey.LEADER_AND_ISR: cluster(inter_broker, "send LeaderAndIsr", self._leader_and_isr),
+            ApiKey.STOP_REPLICA: cluster(inter_broker, "send StopReplica", self._stop_replica),
+            ApiKey.UPDATE_METADATA: cluster(
+                inter_broker, "send UpdateMetadata", self._update_metadata
+            ),
+            ApiKey.CONTROLLED_SHUTDOWN: cluster(
+                inter_broker, "shut a broker down", self._handle_controlled_shutdown
+            ),
+            ApiKey.ELECT_LEADERS: cluster(Operation.ALTER, "elect leaders", self._elect_leaders),
+            ApiKey.ALTER_PARTITION_REASSIGNMENTS: cluster(
+                Operation.ALTER, "move partitions", self._alter_reassignments
+            ),
+            ApiKey.LIST_PARTITION_REASSIGNMENTS: cluster(
+                Operation.DESCRIBE, "list partition moves", self._list_reassignments
+            ),
         }
 
     def _on_session_state(self, state: str) -> None:
@@ -808,9 +852,19 @@ class Broker:
             # just started: what the cluster looks like arrives from the controller in a
             # moment; answering before would call every topic unknown
             await cache.wait_for(lambda: cache.controller_epoch >= 0, _FIRST_METADATA_WAIT_S)
-        names = sorted(cache.topics) if request.topics is None else request.topics
+        described = self._acl.decider(Operation.DESCRIBE, ResourceType.TOPIC)
+        if request.topics is None:  # all: those it may not DESCRIBE are left out (Kafka's)
+            names = [n for n in sorted(cache.topics) if described(n)]
+        else:
+            names = request.topics
         topics = []
         for name in names:
+            if not described(name):  # whether or not it exists: not told
+                error = topic_not_authorized(name, Operation.DESCRIBE)
+                topics.append(
+                    MetadataTopic(name=name, error_code=error.code, error_message=error.message)
+                )
+                continue
             partitions = cache.topics.get(name)
             if partitions is None:
                 topics.append(await self._missing_topic(name, request.allow_auto_topic_creation))
@@ -851,6 +905,7 @@ class Broker:
             allow_auto_create
             and self.config["auto.create.topics.enable"]
             and name not in self.metadata.deleting
+            and self._admin.may_create(name)
         ):
             await self._admin.auto_create(name)
             return MetadataTopic(

@@ -23,7 +23,7 @@ from typing import Any
 from broker.log.config import LogConfig
 from protocol.errors import HeadwaterError
 
-__all__ = ["SETTINGS", "BrokerConfig", "ConfigError", "Setting", "load_config"]
+__all__ = ["SETTINGS", "BrokerConfig", "ConfigError", "Setting", "is_secret", "load_config"]
 
 _LONG_MAX = 2**63 - 1
 _LISTENER = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_]*)://(?P<host>[^:/\s]*):(?P<port>\d{1,5})$")
@@ -65,6 +65,11 @@ def _listeners(value: list[str]) -> str | None:
     return None if value else "at least one listener is needed"
 
 
+def is_secret(name: str) -> bool:
+    """A password setting (Kafka's type PASSWORD): never shown, logged or sent."""
+    return "password" in name or name.endswith("jaas.config")
+
+
 def listener_name(listener: str) -> str:
     """The NAME of a validated NAME://HOST:PORT."""
     match = _LISTENER.match(listener)
@@ -75,6 +80,10 @@ def listener_name(listener: str) -> str:
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 TLS_PROTOCOLS = ("SSL", "SASL_SSL")
 _SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+_AUTHORIZERS = (
+    "kafka.security.authorizer.AclAuthorizer",
+    "kafka.security.auth.SimpleAclAuthorizer",
+)
 _LISTENER_JAAS = re.compile(
     r"^listener\.name\.[a-z_][a-z0-9_]*\.(plain|scram-sha-256|scram-sha-512)\.sasl\.jaas\.config$"
 )
@@ -174,6 +183,38 @@ SETTINGS: tuple[Setting, ...] = (
         "https: a broker connecting to another over SSL checks the name in its certificate; "
         "empty: it does not.",
         check=lambda v: None if v in ("https", "") else "it must be https or empty",
+    ),
+    Setting(
+        "authorizer.class.name",
+        str,
+        "",
+        "kafka.security.authorizer.AclAuthorizer turns ACLs on (kept in ZooKeeper); empty: "
+        "every request is allowed.",
+        check=lambda v: (
+            None
+            if v in ("", *_AUTHORIZERS)
+            else f"use {_AUTHORIZERS[0]}, or leave it empty for none"
+        ),
+    ),
+    Setting(
+        "super.users",
+        str,
+        "",
+        "Principals allowed everything, ';'-separated (User:admin;User:ANONYMOUS).",
+        check=lambda v: next(
+            (
+                f"{p.strip()!r} is not Type:name, e.g. User:admin"
+                for p in v.split(";")
+                if p.strip() and ":" not in p.strip()
+            ),
+            None,
+        ),
+    ),
+    Setting(
+        "allow.everyone.if.no.acl.found",
+        bool,
+        False,
+        "With ACLs on: a resource without any ACL is open to all (else to none).",
     ),
     Setting(
         "sasl.enabled.mechanisms",
@@ -624,6 +665,10 @@ class BrokerConfig:
         return [given.get(listener_name(i), i) for i in self._values["listeners"]]
 
     @property
+    def super_users(self) -> frozenset[str]:
+        return frozenset(p.strip() for p in self._values["super.users"].split(";") if p.strip())
+
+    @property
     def listener_names(self) -> list[str]:
         return [listener_name(i) for i in self._values["listeners"]]
 
@@ -675,11 +720,11 @@ def load_config(
                 f"(set it in the config file, --set {setting.name}=..., or "
                 f"HEADWATER_{setting.name.upper().replace('.', '_')})"
             )
-    _check_listeners(values)
+    _check_listeners(values, extra)
     return BrokerConfig(values, sources, extra=extra)
 
 
-def _check_listeners(values: Mapping[str, Any]) -> None:
+def _check_listeners(values: Mapping[str, Any], extra: Mapping[str, str]) -> None:
     """What the listener settings must agree on, one with another."""
     names = [listener_name(item) for item in values["listeners"]]
     protocols = dict(i.split(":", 1) for i in values["listener.security.protocol.map"])
@@ -699,6 +744,23 @@ def _check_listeners(values: Mapping[str, Any]) -> None:
     if inter and inter not in names:
         raise ConfigError(
             f"inter.broker.listener.name={inter!r} is not in listeners ({', '.join(names)})"
+        )
+    for name in extra:
+        listener = name.split(".")[2]
+        if listener not in [n.lower() for n in names]:
+            raise ConfigError(
+                f"{name} names listener {listener}, which is not in listeners ({', '.join(names)})"
+            )
+    inter = values["inter.broker.listener.name"] or names[0]
+    mechanism = values["sasl.mechanism.inter.broker.protocol"]
+    if (
+        protocols[inter] in ("SASL_PLAINTEXT", "SASL_SSL")
+        and mechanism not in values["sasl.enabled.mechanisms"]
+    ):
+        raise ConfigError(
+            f"sasl.mechanism.inter.broker.protocol={mechanism} is not in "
+            f"sasl.enabled.mechanisms ({','.join(values['sasl.enabled.mechanisms'])}): brokers "
+            "could not log in to each other"
         )
     secure = [n for n in names if protocols[n] in TLS_PROTOCOLS]
     if secure and not values["ssl.keystore.location"]:

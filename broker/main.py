@@ -14,7 +14,7 @@ import uvloop
 
 from broker import sasl, tls
 from broker.app import Broker
-from broker.config import BrokerConfig, ConfigError, load_config
+from broker.config import BrokerConfig, ConfigError, is_secret, load_config
 from broker.heap import HeapSettler, settle_heap
 from broker.metrics import GC_PAUSES
 from protocol.errors import HeadwaterError
@@ -169,7 +169,7 @@ def main(config_file: str | None, overrides: tuple[str, ...], check: bool) -> No
             sys.exit(1)
         for name, value in [*config.items(), *sorted(config.extra.items())]:
             shown = ",".join(value) if isinstance(value, list) else value
-            if value and ("password" in name or name.endswith("jaas.config")):
+            if value and is_secret(name):
                 shown = "[hidden]"  # Kafka's mask for a password setting
             click.echo(f"{name}={shown}  # {config.sources[name]}")
         return

@@ -47,6 +47,9 @@ class PeerLogin:
     username: str
     password: str
 
+    def __repr__(self) -> str:  # never the password, in a log or a traceback
+        return f"PeerLogin({self.mechanism}, {self.username!r})"
+
 
 class PeerConnection:
     def __init__(
@@ -109,7 +112,9 @@ class PeerConnection:
         scram = ScramClient(login.mechanism, login.username, login.password)
         first = await self._sasl(scram.first())
         _check(first, login.mechanism)
-        final = await self._sasl(scram.final(bytes(first.auth_bytes)))
+        # PBKDF2 (a few ms) in a worker thread: not on the loop that replicates
+        proof = await asyncio.to_thread(scram.final, bytes(first.auth_bytes))
+        final = await self._sasl(proof)
         _check(final, login.mechanism)
         scram.verify(bytes(final.auth_bytes))
 

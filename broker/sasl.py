@@ -96,6 +96,7 @@ __all__ = [
 _log = structlog.get_logger("headwater.sasl")
 _MECHANISM_NAMES = {code: name for name, code in SCRAM_MECHANISM_CODES.items()}
 SASL_PROTOCOLS = ("SASL_PLAINTEXT", "SASL_SSL")
+_CACHED_CREDENTIALS = 10_000
 
 
 @dataclass(slots=True)
@@ -188,6 +189,8 @@ class Authenticator:
     async def handle(self, key: ApiKey, request: Any) -> Any:
         """The answer to a SaslHandshake or SaslAuthenticate; :attr:`failed` is set when
         the connection must close after it."""
+        if self.failed:  # one failure ends the connection: nothing after it is tried
+            raise IllegalSaslStateError("this connection failed to authenticate")
         if key == ApiKey.SASL_HANDSHAKE:
             return self._handshake(request)
         return await self._authenticate(request)
@@ -268,7 +271,9 @@ class Authenticator:
             store = self._listener.credentials
             credential = None if store is None else await store.get(username, self._mechanism)
             if credential is None:
-                raise SaslError("invalid credentials")  # not "no such user": no probing
+                # the same words as a wrong password (the refusal comes a step earlier,
+                # as in Kafka)
+                raise SaslError("invalid credentials")
             self._scram = scram
             return SaslAuthenticateResponse(auth_bytes=scram.challenge(credential))
         answer = self._scram.final(message)
@@ -303,21 +308,21 @@ class ScramCredentials:
 
     def __init__(self, zk: ZkBridge) -> None:
         self._zk = zk
-        self._last: dict[tuple[str, str], ScramCredential | None] = {}
+        self._last: dict[tuple[str, str], ScramCredential] = {}
         """The last credential read per (user, mechanism): used when ZooKeeper cannot
         answer, so a ZooKeeper outage does not lock every client out."""
 
     async def get(self, user: str, mechanism: str) -> ScramCredential | None:
         try:
             read = await self._read(user)
+        except CorruptZnode as exc:  # before ZkError, its base: a bad znode is no outage
+            _log.warning("sasl.credential_unreadable", user=user, error=str(exc))
+            return None
         except ZkError as exc:
             if (user, mechanism) in self._last:
                 _log.warning("sasl.credential_from_cache", user=user, error=str(exc))
                 return self._last[(user, mechanism)]
             raise SaslError("the credential store (ZooKeeper) cannot be read now") from None
-        except CorruptZnode as exc:
-            _log.warning("sasl.credential_unreadable", user=user, error=str(exc))
-            return None
         text = read.config.get(mechanism)
         credential = None
         if text is not None:
@@ -325,7 +330,13 @@ class ScramCredentials:
                 credential = ScramCredential.from_text(text)
             except SaslError as exc:
                 _log.warning("sasl.credential_unreadable", user=user, error=str(exc))
-        self._last[(user, mechanism)] = credential
+        # only credentials that exist are kept: a stranger naming made-up users before
+        # logging in must not grow this; and a bounded number of them
+        self._last.pop((user, mechanism), None)
+        if credential is not None:
+            if len(self._last) >= _CACHED_CREDENTIALS:
+                self._last.pop(next(iter(self._last)))
+            self._last[(user, mechanism)] = credential
         return credential
 
     async def _read(self, user: str) -> _Read:

@@ -79,7 +79,14 @@ from protocol.framing import (
     RequestHeader,
 )
 
-__all__ = ["PEER_HOST", "PEER_PRINCIPAL", "BrokerServer", "CloseConnection", "Handler"]
+__all__ = [
+    "PEER_HOST",
+    "PEER_PRINCIPAL",
+    "BrokerServer",
+    "CloseConnection",
+    "Handler",
+    "certificate_dn",
+]
 
 Handler = Callable[[RequestHeader, Any], Awaitable[Any] | Deferred[Any] | Any]
 """Returns the response (None: send nothing), a coroutine, or a Deferred response."""
@@ -122,6 +129,39 @@ def _no_sasl(header: RequestHeader, request: Any) -> Any:
     )
 
 
+_DN_NAMES = {
+    "commonName": "CN",
+    "organizationalUnitName": "OU",
+    "organizationName": "O",
+    "localityName": "L",
+    "stateOrProvinceName": "ST",
+    "countryName": "C",
+    "domainComponent": "DC",
+    "streetAddress": "STREET",
+    "userId": "UID",
+    "emailAddress": "EMAILADDRESS",
+}
+
+
+def certificate_dn(cert: dict[str, Any]) -> str:
+    """The subject of a peer certificate (``ssl.getpeercert()``) as RFC 2253 writes it,
+    most specific part first, as Kafka's principal for a TLS client certificate
+    (``CN=alice,OU=eng,O=Example``)."""
+    parts: list[str] = []
+    for rdn in reversed(cert.get("subject", ())):
+        parts.append("+".join(f"{_DN_NAMES.get(k, k)}={_dn_escape(str(v))}" for k, v in rdn))
+    return ",".join(parts)
+
+
+def _dn_escape(value: str) -> str:
+    out = "".join(f"\\{c}" if c in ',+"\\<>;=' else c for c in value)
+    if out.startswith((" ", "#")):
+        out = "\\" + out
+    return out[:-1] + "\\ " if out.endswith(" ") else out
+
+
+_HELD_DURING_LOGIN = 16
+"""Requests a client may pipeline behind a SASL step still being answered."""
 _BEFORE_AUTHENTICATION = (ApiKey.API_VERSIONS, ApiKey.SASL_HANDSHAKE, ApiKey.SASL_AUTHENTICATE)
 
 
@@ -158,6 +198,9 @@ class _Connection(asyncio.BufferedProtocol):
         self.last_active = self._loop.time()
         self._log = _log
         self._auth: Authenticator | None = None  # a SASL listener: who this connection is
+        self._authenticated = False  # its login succeeded (and PEER_PRINCIPAL says who)
+        self._auth_busy = False  # a SASL step is being answered: later frames wait
+        self._held: list[bytes] = []  # ... here, copied (the read buffer is shared)
 
     # asyncio.BufferedProtocol
 
@@ -174,6 +217,9 @@ class _Connection(asyncio.BufferedProtocol):
         self._log = _log.bind(peer=f"{peer[0]}:{peer[1]}" if peer else "?")
         if self._server.sasl is not None:
             self._auth = Authenticator(self._server.sasl, f"{peer[0]}:{peer[1]}" if peer else "?")
+        elif self._server.ssl is not None and (cert := transport.get_extra_info("peercert")):
+            # a client certificate names the connection, as Kafka's default SSL principal
+            self._context.run(PEER_PRINCIPAL.set, f"User:{certificate_dn(cert)}")
         self._server.connections.add(self)
 
     def get_buffer(self, sizehint: int) -> memoryview:
@@ -191,6 +237,14 @@ class _Connection(asyncio.BufferedProtocol):
                 # a request before these asked to close the connection: requests read
                 # with it (pipelined) are not acted on, as none of them will be answered
                 return
+            if self._auth_busy:
+                # one SASL step at a time, and nothing decided before the last one is
+                # (Kafka mutes the channel the same way)
+                if len(self._held) >= _HELD_DURING_LOGIN:
+                    self._abort("too many requests pipelined during a SASL login")
+                    return
+                self._held.append(bytes(payload))
+                continue
             self._dispatch(payload)
 
     def eof_received(self) -> bool | None:
@@ -237,7 +291,11 @@ class _Connection(asyncio.BufferedProtocol):
             self._abort(str(exc))
             return
         else:
-            if self._auth is not None and not self._auth.done and api.key != ApiKey.API_VERSIONS:
+            if (
+                self._auth is not None
+                and not self._authenticated
+                and api.key != ApiKey.API_VERSIONS
+            ):
                 if api.key not in _BEFORE_AUTHENTICATION:
                     # Kafka's rule: nothing but the SASL exchange before it succeeds; the
                     # answer says so before the close, so the client can say what to do
@@ -275,6 +333,7 @@ class _Connection(asyncio.BufferedProtocol):
         auth = self._auth
         assert auth is not None
         slot, gate = _Slot(ready=False), _Slot(ready=False)
+        self._auth_busy = True
         task = self._loop.create_task(auth.handle(key, request))
         slot.waiting = task
 
@@ -288,14 +347,20 @@ class _Connection(asyncio.BufferedProtocol):
                 slot.parts, failed = self._failure(header, key, exc), True
             else:
                 slot.parts = self._encode(header, key, response)
-            if auth.done:
+            if auth.done and not failed:
+                # in the same step as the frames held meanwhile are let go
                 self._context.run(PEER_PRINCIPAL.set, auth.principal or "")
                 self._log = self._log.bind(principal=auth.principal)
+                self._authenticated = True
+            self._auth_busy = False
             slot.ready, slot.waiting = True, None
             gate.parts, gate.ready = (_CLOSE if failed else None), True
             if failed:
+                self._held.clear()
                 self._end_reading()
             self._pump()
+            while self._held and not self._auth_busy and not (self._ending or self._closed):
+                self._dispatch(memoryview(self._held.pop(0)))
 
         task.add_done_callback(done)
         self._enqueue(slot, gate)

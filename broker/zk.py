@@ -679,15 +679,24 @@ class ZkBridge:
         return None
 
     async def write_and_notify(
-        self, path: str, value: bytes, *, version: int, notice_prefix: str, notice: bytes
+        self,
+        path: str,
+        value: bytes,
+        *,
+        version: int,
+        notice_prefix: str,
+        notice: bytes,
+        delete: bool = False,
     ) -> None:
         """Write ``path`` (create it when ``version`` is CREATE, else set it at ``version``,
-        -1 for any) and create the sequential znode ``notice_prefix<seq>``, atomically (one
-        ZooKeeper multi): a config change never lacks its change notification, whatever
-        dies in between. Raises :class:`VersionConflict`, :class:`NodeExists` or
-        :class:`NoNode` for the write."""
+        -1 for any; with ``delete``, delete it at ``version``) and create the sequential
+        znode ``notice_prefix<seq>``, atomically (one ZooKeeper multi): a config change
+        never lacks its change notification, whatever dies in between. Raises
+        :class:`VersionConflict`, :class:`NodeExists` or :class:`NoNode` for the write."""
         transaction = self._client.transaction()
-        if version == _CREATE:
+        if delete:
+            transaction.delete(path, version)
+        elif version == _CREATE:
             transaction.create(path, value)
         else:
             transaction.set_data(path, value, version)

@@ -44,8 +44,18 @@ from client.types import (
     UserScramCredentialsDescription,
     UserScramCredentialUpsertion,
 )
+from protocol.acls import (
+    AclBinding,
+    AclBindingFilter,
+    Operation,
+    PatternType,
+    Permission,
+    ResourceType,
+)
 
 __all__ = [
+    "AclBinding",
+    "AclBindingFilter",
     "Admin",
     "AlterConfigOp",
     "BatchBuilder",
@@ -69,13 +79,17 @@ __all__ = [
     "NoOffsetForPartitionError",
     "OffsetAndTimestamp",
     "OffsetSpec",
+    "Operation",
     "PartitionDescription",
     "PartitionReassignment",
+    "PatternType",
+    "Permission",
     "Producer",
     "RebalanceListener",
     "RecordFuture",
     "RecordMetadata",
     "ReplicaInfo",
+    "ResourceType",
     "ScramCredentialInfo",
     "TlsError",
     "TopicDescription",

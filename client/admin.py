@@ -53,8 +53,18 @@ from client.types import (
     UserScramCredentialsDescription,
     UserScramCredentialUpsertion,
 )
+from protocol.acls import (
+    AclBinding,
+    AclBindingFilter,
+    AclError,
+    Operation,
+    PatternType,
+    Permission,
+    ResourceType,
+)
 from protocol.apis import (
     SCRAM_MECHANISM_CODES,
+    AclCreation,
     AlterableConfig,
     AlterConfigsRequest,
     AlterConfigsResource,
@@ -69,12 +79,17 @@ from protocol.apis import (
     ConfigSource,
     CreatableTopic,
     CreatableTopicConfig,
+    CreateAclsRequest,
+    CreateAclsResponse,
     CreatePartitionsAssignment,
     CreatePartitionsRequest,
     CreatePartitionsResponse,
     CreatePartitionsTopic,
     CreateTopicsRequest,
     CreateTopicsResponse,
+    DeleteAclsFilter,
+    DeleteAclsRequest,
+    DeleteAclsResponse,
     DeleteGroupsRequest,
     DeleteGroupsResponse,
     DeleteRecordsPartition,
@@ -84,6 +99,8 @@ from protocol.apis import (
     DeleteTopicsRequest,
     DeleteTopicsResponse,
     DescribableLogDirTopic,
+    DescribeAclsRequest,
+    DescribeAclsResponse,
     DescribeConfigsRequest,
     DescribeConfigsResource,
     DescribeConfigsResponse,
@@ -874,6 +891,90 @@ class Admin:
                 await asyncio.sleep(0.2 * (attempt + 1))
         raise AssertionError("unreachable")
 
+    # --- ACLs -------------------------------------------------------------------------------
+
+    async def create_acls(self, acls: Iterable[AclBinding]) -> None:
+        """Add ACLs (Kafka's ``createAcls``; ``kafka-acls --add``); every broker applies
+        them within moments, the one asked before it answers. Raises the first refusal."""
+        bindings = list(acls)
+        for acl in bindings:
+            try:
+                acl.check()
+            except AclError as exc:
+                raise ConfigurationError(f"ACL {acl.describe()}: {exc}") from None
+        if not bindings:
+            return
+        request = CreateAclsRequest(
+            creations=[
+                AclCreation(
+                    resource_type=a.resource_type,
+                    resource_name=a.resource_name,
+                    resource_pattern_type=a.pattern_type,
+                    principal=a.principal,
+                    host=a.host,
+                    operation=a.operation,
+                    permission_type=a.permission,
+                )
+                for a in bindings
+            ]
+        )
+        response: CreateAclsResponse = await self._send(ApiKey.CREATE_ACLS, request)
+        for acl, result in zip(bindings, response.results, strict=True):
+            if result.error_code:
+                raise error_for_code(
+                    result.error_code, result.error_message or f"ACL {acl.describe()}"
+                )
+
+    async def describe_acls(self, acl_filter: AclBindingFilter | None = None) -> list[AclBinding]:
+        """The ACLs the filter matches (Kafka's ``describeAcls``; default: every one)."""
+        wanted = acl_filter or AclBindingFilter()
+        response: DescribeAclsResponse = await self._send(
+            ApiKey.DESCRIBE_ACLS, DescribeAclsRequest(**_filter_fields(wanted))
+        )
+        return sorted(
+            AclBinding(
+                ResourceType(r.resource_type),
+                r.resource_name,
+                PatternType(r.pattern_type),
+                a.principal,
+                a.host,
+                Operation(a.operation),
+                Permission(a.permission_type),
+            )
+            for r in response.resources
+            for a in r.acls
+        )
+
+    async def delete_acls(self, filters: Iterable[AclBindingFilter]) -> list[AclBinding]:
+        """Delete the ACLs each filter matches (Kafka's ``deleteAcls``); returns them."""
+        wanted = list(filters)
+        if not wanted:
+            return []
+        response: DeleteAclsResponse = await self._send(
+            ApiKey.DELETE_ACLS,
+            DeleteAclsRequest(filters=[DeleteAclsFilter(**_filter_fields(f)) for f in wanted]),
+            idempotent=False,
+        )
+        deleted: list[AclBinding] = []
+        for result in response.filter_results:
+            if result.error_code:
+                raise error_for_code(result.error_code, result.error_message or "DeleteAcls")
+            for m in result.matching_acls:
+                if m.error_code:
+                    raise error_for_code(m.error_code, m.error_message or "DeleteAcls")
+                deleted.append(
+                    AclBinding(
+                        ResourceType(m.resource_type),
+                        m.resource_name,
+                        PatternType(m.pattern_type),
+                        m.principal,
+                        m.host,
+                        Operation(m.operation),
+                        Permission(m.permission_type),
+                    )
+                )
+        return sorted(set(deleted))
+
     # --- SCRAM users ----------------------------------------------------------------------
 
     async def describe_user_scram_credentials(
@@ -935,8 +1036,8 @@ class Admin:
                     mechanism=code,
                     iterations=item.iterations,
                     salt=salt,
-                    salted_password=salted_password(
-                        item.mechanism, item.password, salt, item.iterations
+                    salted_password=await asyncio.to_thread(  # PBKDF2: not on the loop
+                        salted_password, item.mechanism, item.password, salt, item.iterations
                     ),
                 )
             )
@@ -1085,3 +1186,15 @@ def _check_partitions_exist(metadata: ClusterMetadata, tps: Iterable[TopicPartit
 
 def _names(tps: Iterable[TopicPartition]) -> str:
     return ", ".join(f"{tp.topic}-{tp.partition}" for tp in sorted(tps))
+
+
+def _filter_fields(f: AclBindingFilter) -> dict[str, Any]:
+    return {
+        "resource_type_filter": f.resource_type,
+        "resource_name_filter": f.resource_name,
+        "pattern_type_filter": f.pattern_type,
+        "principal_filter": f.principal,
+        "host_filter": f.host,
+        "operation": f.operation,
+        "permission_type": f.permission,
+    }

@@ -1391,6 +1391,84 @@ def groups_delete(ctx: click.Context, group: str, if_exists: bool) -> None:
     click.echo(f"Deleted group {group}.")
 
 
+# --- acls -------------------------------------------------------------------------------
+
+
+@main.command("acls")
+@click.option("--add", "mode", flag_value="add", help="Add the ACLs the options describe.")
+@click.option("--remove", "mode", flag_value="remove", help="Remove the ACLs they match.")
+@click.option("--list", "mode", flag_value="list", help="List the ACLs they match (default).")
+@click.option("--allow-principal", multiple=True, help="Type:name, e.g. User:alice (repeatable).")
+@click.option("--deny-principal", multiple=True, help="Type:name to deny (repeatable).")
+@click.option("--allow-host", multiple=True, help="Where the allowed may come from (default *).")
+@click.option("--deny-host", multiple=True, help="Where the denied come from (default *).")
+@click.option(
+    "--operation",
+    "operations",
+    multiple=True,
+    help="Read, Write, Create, Delete, Alter, Describe, ClusterAction, DescribeConfigs, "
+    "AlterConfigs, IdempotentWrite, All (repeatable; default All).",
+)
+@click.option("--topic", "topics", multiple=True, help="A topic ('*': every one; repeatable).")
+@click.option("--group", "groups_", multiple=True, help="A group ('*': every one; repeatable).")
+@click.option("--cluster", is_flag=True, help="The cluster itself.")
+@click.option(
+    "--resource-pattern-type",
+    default=None,
+    help="LITERAL (default to --add/--remove), PREFIXED; to --list/--remove also ANY, MATCH.",
+)
+@click.option("--principal", help="--list: only this principal's.")
+@click.option(
+    "--producer", is_flag=True, help="A producer's: Write, Describe, Create on the topics."
+)
+@click.option(
+    "--consumer",
+    is_flag=True,
+    help="A consumer's: Read, Describe on the topics, Read on the groups.",
+)
+@click.option("--force", is_flag=True, help="Accepted for Kafka's scripts; nothing is asked.")
+@bootstrap_option
+@click.pass_context
+def acls(ctx: click.Context, /, **options: Any) -> None:
+    """Kafka's kafka-acls: add, remove and list ACLs (brokers with
+    authorizer.class.name=kafka.security.authorizer.AclAuthorizer)."""
+    from client.acls import AclCommand  # noqa: PLC0415  (see _admin)
+
+    try:
+        command = AclCommand(**options)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    if command.mode == "list":
+        found = _admin(ctx, command.matching)
+        _print_acls(found)
+    elif command.mode == "add":
+        added = _admin(ctx, command.add)
+        click.echo(f"Added {len(added)} ACL{'s' if len(added) != 1 else ''}:")
+        _print_acls(added)
+    else:
+        removed = _admin(ctx, command.remove)
+        click.echo(f"Removed {len(removed)} ACL{'s' if len(removed) != 1 else ''}:")
+        _print_acls(removed)
+
+
+def _print_acls(bindings: Iterable[Any]) -> None:
+    print_table(
+        ["resource-type", "name", "pattern", "principal", "host", "operation", "permission"],
+        [
+            (
+                a.resource_type.title,
+                a.resource_name,
+                a.pattern_type.title,
+                a.principal,
+                a.host,
+                a.operation.title,
+                a.permission.title,
+            )
+            for a in bindings
+        ],
+    )
+
+
 # --- users ------------------------------------------------------------------------------
 
 _SCRAM = ("SCRAM-SHA-256", "SCRAM-SHA-512")

@@ -265,7 +265,9 @@ class BrokerConnection:
             else:
                 scram = ScramClient(login.mechanism, login.username, login.password)
                 challenge = await self._sasl(scram.first())
-                scram.verify(await self._sasl(scram.final(challenge)))
+                # PBKDF2 (a few ms) in a worker thread, not on the application's loop
+                proof = await asyncio.to_thread(scram.final, challenge)
+                scram.verify(await self._sasl(proof))
         except UnsupportedSaslMechanismError as exc:
             raise UnsupportedSaslMechanismError(
                 f"{where}: {exc.message}; set sasl_mechanism to one it offers"

@@ -81,6 +81,9 @@ class ApiKey(enum.IntEnum):
     DELETE_RECORDS = 21
     INIT_PRODUCER_ID = 22
     OFFSET_FOR_LEADER_EPOCH = 23
+    DESCRIBE_ACLS = 29
+    CREATE_ACLS = 30
+    DELETE_ACLS = 31
     DESCRIBE_CONFIGS = 32
     ALTER_CONFIGS = 33
     DESCRIBE_LOG_DIRS = 35
@@ -1330,6 +1333,112 @@ class OffsetDeleteResponse(Response):
     topics: list[OffsetDeleteResponseTopic] = field(default_factory=list)
 
 
+# --- DescribeAcls (29), CreateAcls (30), DeleteAcls (31) -----------------------------------
+# codes: protocol.acls (ResourceType, PatternType, Operation, Permission)
+
+
+@dataclass(slots=True, kw_only=True)
+class AclFilterFields:
+    resource_type_filter: int
+    resource_name_filter: str | None = None
+    pattern_type_filter: int = 3  # LITERAL, as Kafka's v0
+    principal_filter: str | None = None
+    host_filter: str | None = None
+    operation: int
+    permission_type: int
+
+
+@dataclass(slots=True, kw_only=True)
+class DescribeAclsRequest(AclFilterFields, Request):
+    pass
+
+
+@dataclass(slots=True, kw_only=True)
+class AclDescription:
+    principal: str
+    host: str
+    operation: int
+    permission_type: int
+
+
+@dataclass(slots=True, kw_only=True)
+class DescribeAclsResource:
+    resource_type: int
+    resource_name: str
+    pattern_type: int
+    acls: list[AclDescription] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class DescribeAclsResponse(Response):
+    throttle_time_ms: int = 0
+    resources: list[DescribeAclsResource] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class AclCreation:
+    resource_type: int
+    resource_name: str
+    resource_pattern_type: int
+    principal: str
+    host: str
+    operation: int
+    permission_type: int
+
+
+@dataclass(slots=True, kw_only=True)
+class CreateAclsRequest(Request):
+    creations: list[AclCreation] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class AclCreationResult:
+    error_code: int = 0
+    error_message: str | None = None
+
+
+@dataclass(slots=True, kw_only=True)
+class CreateAclsResponse(Response):
+    throttle_time_ms: int = 0
+    results: list[AclCreationResult] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class DeleteAclsFilter(AclFilterFields):
+    pass
+
+
+@dataclass(slots=True, kw_only=True)
+class DeleteAclsRequest(Request):
+    filters: list[DeleteAclsFilter] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class DeleteAclsMatchingAcl:
+    error_code: int = 0
+    error_message: str | None = None
+    resource_type: int
+    resource_name: str
+    pattern_type: int
+    principal: str
+    host: str
+    operation: int
+    permission_type: int
+
+
+@dataclass(slots=True, kw_only=True)
+class DeleteAclsFilterResult:
+    error_code: int = 0
+    error_message: str | None = None
+    matching_acls: list[DeleteAclsMatchingAcl] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class DeleteAclsResponse(Response):
+    throttle_time_ms: int = 0
+    filter_results: list[DeleteAclsFilterResult] = field(default_factory=list)
+
+
 # --- SaslHandshake (17), SaslAuthenticate (36) --------------------------------------------
 
 
@@ -1501,6 +1610,9 @@ APIS = _apis(
     Api(ApiKey.OFFSET_DELETE, 0, 0, OffsetDeleteRequest, OffsetDeleteResponse),
     Api(ApiKey.API_VERSIONS, 0, 0, ApiVersionsRequest, ApiVersionsResponse),
     Api(ApiKey.SASL_HANDSHAKE, 0, 0, SaslHandshakeRequest, SaslHandshakeResponse),
+    Api(ApiKey.DESCRIBE_ACLS, 0, 0, DescribeAclsRequest, DescribeAclsResponse),
+    Api(ApiKey.CREATE_ACLS, 0, 0, CreateAclsRequest, CreateAclsResponse),
+    Api(ApiKey.DELETE_ACLS, 0, 0, DeleteAclsRequest, DeleteAclsResponse),
     Api(ApiKey.SASL_AUTHENTICATE, 0, 0, SaslAuthenticateRequest, SaslAuthenticateResponse),
     Api(
         ApiKey.DESCRIBE_USER_SCRAM_CREDENTIALS,

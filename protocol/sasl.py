@@ -209,8 +209,13 @@ class ScramClient:
             raise SaslError("SCRAM server-first-message lacks r, s or i") from None
         if not nonce.startswith(self._nonce) or nonce == self._nonce:
             raise SaslError("SCRAM: the server's nonce does not extend ours")
-        if iterations < 1:
-            raise SaslError(f"SCRAM: {iterations} iterations")
+        if not SCRAM_MIN_ITERATIONS <= iterations <= SCRAM_MAX_ITERATIONS:
+            # fewer would make our proof cheap to crack for whoever asked (Kafka's client
+            # refuses them too); more would stall us for as long as it likes
+            raise SaslError(
+                f"SCRAM: the server asks for {iterations} iterations; only "
+                f"{SCRAM_MIN_ITERATIONS} to {SCRAM_MAX_ITERATIONS} are accepted"
+            )
         salted = _salted(self._name, self._password, _unb64(salt, "salt"), iterations)
         client_key = _hmac(self._name, salted, b"Client Key")
         stored_key = hashlib.new(self._name, client_key).digest()
@@ -330,7 +335,11 @@ def parse_jaas(text: str) -> dict[str, str]:
             break
         match = _JAAS.match(rest, position)
         if match is None:
-            raise SaslError(f"sasl.jaas.config: cannot read options from {rest[position:]!r}")
+            # where, not what: the text may hold a password
+            raise SaslError(
+                f"sasl.jaas.config: cannot read an option at character {position + 1} of "
+                'its options (each is key="value"; a value with spaces needs the quotes)'
+            )
         value = match["quoted"] if match["quoted"] is not None else match["bare"]
         options[match["key"]] = re.sub(r"\\(.)", r"\1", value)
         position = match.end()

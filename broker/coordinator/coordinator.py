@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import struct
 import time
 from collections.abc import Awaitable, Collection
@@ -51,6 +52,7 @@ from typing import TypeVar
 import structlog
 
 from broker.admin import TopicAdmin
+from broker.authorizer import Authorizer, group_not_authorized
 from broker.config import BrokerConfig
 from broker.coordinator.group import DEAD, EMPTY, STABLE, Group, Member, Stored
 from broker.coordinator.offsets import (
@@ -70,6 +72,7 @@ from broker.metadata import MetadataCache
 from broker.replica.manager import ReplicaManager
 from broker.replica.partition import Partition
 from broker.server import PEER_HOST
+from protocol.acls import Operation, ResourceType
 from protocol.apis import (
     CoordinatorType,
     CreatableTopic,
@@ -113,6 +116,7 @@ from protocol.errors import (
     ApiError,
     CoordinatorLoadInProgressError,
     CoordinatorNotAvailableError,
+    GroupAuthorizationFailedError,
     GroupIdNotFoundError,
     GroupSubscribedToTopicError,
     InvalidCommitOffsetSizeError,
@@ -126,6 +130,7 @@ from protocol.errors import (
     NotLeaderOrFollowerError,
     OffsetMetadataTooLargeError,
     RecordListTooLargeError,
+    TopicAuthorizationFailedError,
     UnknownMemberIdError,
     UnknownServerError,
     error_for_code,
@@ -155,8 +160,11 @@ class GroupCoordinator:
         metadata: MetadataCache,
         replicas: ReplicaManager,
         admin: TopicAdmin,
+        *,
+        authorizer: Authorizer | None = None,
     ) -> None:
         self.broker_id = broker_id
+        self._acl = authorizer or Authorizer()
         self._config = config
         self._metadata = metadata
         self._replicas = replicas
@@ -177,6 +185,10 @@ class GroupCoordinator:
 
     def start(self) -> None:
         self._ticker = asyncio.get_running_loop().create_task(self._tick())
+
+    def _check_group(self, operation: Operation, group_id: str) -> None:
+        if not self._acl.allowed(operation, ResourceType.GROUP, group_id):
+            raise group_not_authorized(group_id, operation)
 
     async def stop(self) -> None:
         if self._ticker is not None:
@@ -370,6 +382,7 @@ class GroupCoordinator:
             raise InvalidRequestError("only group coordinators exist here (key_type 0)")
         if not request.key:
             raise InvalidGroupIdError("a group id must not be empty")
+        self._check_group(Operation.DESCRIBE, request.key)
         partitions = self._metadata.topics.get(OFFSETS_TOPIC)
         if partitions is None:
             await self._create_offsets_topic()
@@ -505,6 +518,7 @@ class GroupCoordinator:
         stored(_store_error(error))
 
     async def join_group(self, request: JoinGroupRequest) -> JoinGroupResponse:
+        self._check_group(Operation.READ, request.group_id)
         if not self._min_session_ms <= request.session_timeout_ms <= self._max_session_ms:
             raise InvalidSessionTimeoutError(
                 f"session_timeout_ms={request.session_timeout_ms} is outside "
@@ -537,6 +551,7 @@ class GroupCoordinator:
         )
 
     async def sync_group(self, request: SyncGroupRequest) -> SyncGroupResponse:
+        self._check_group(Operation.READ, request.group_id)
         group = self._known_group(request.group_id)
         assignments = {a.member_id: bytes(a.assignment) for a in request.assignments}
         synced = group.sync(  # answered once the log has the generation
@@ -545,12 +560,14 @@ class GroupCoordinator:
         return SyncGroupResponse(assignment=await _member_wait(synced, request.group_id))
 
     async def heartbeat(self, request: HeartbeatRequest) -> HeartbeatResponse:
+        self._check_group(Operation.READ, request.group_id)
         self._known_group(request.group_id).heartbeat(
             request.member_id, request.generation_id, request.group_instance_id
         )
         return HeartbeatResponse()
 
     async def leave_group(self, request: LeaveGroupRequest) -> LeaveGroupResponse:
+        self._check_group(Operation.READ, request.group_id)
         self._known_group(request.group_id).leave(request.member_id, request.group_instance_id)
         return LeaveGroupResponse()
 
@@ -558,14 +575,25 @@ class GroupCoordinator:
 
     async def offset_commit(self, request: OffsetCommitRequest) -> OffsetCommitResponse:
         error: ApiError | None
+        # Kafka's: the topics the member may not READ are refused, the others committed
+        denied = {
+            t.name
+            for t in request.topics
+            if not self._acl.allowed(Operation.READ, ResourceType.TOPIC, t.name)
+        }
+        allowed = dataclasses.replace(
+            request, topics=[t for t in request.topics if t.name not in denied]
+        )
         try:
+            self._check_group(Operation.READ, request.group_id)
             group = self._group(request.group_id)
             # a zombie's commit (unknown or fenced member, older generation) is refused
             group.check_commit(request.member_id, request.generation_id, request.group_instance_id)
-            error = await self._commit(group, request)
+            error = await self._commit(group, allowed) if allowed.topics else None
         except ApiError as exc:
             error = exc
         code = 0 if error is None else error.code
+        topic_code = TopicAuthorizationFailedError.code
         return OffsetCommitResponse(
             topics=[
                 OffsetCommitResponseTopic(
@@ -573,7 +601,11 @@ class GroupCoordinator:
                     partitions=[
                         OffsetCommitResponsePartition(
                             partition_index=p.partition_index,
-                            error_code=code if code else _partition_error(p.committed_metadata),
+                            error_code=(
+                                topic_code
+                                if t.name in denied and error is None
+                                else code or _partition_error(p.committed_metadata)
+                            ),
                         )
                         for p in t.partitions
                     ],
@@ -622,12 +654,15 @@ class GroupCoordinator:
     # --- OffsetFetch --------------------------------------------------------------------
 
     async def offset_fetch(self, request: OffsetFetchRequest) -> OffsetFetchResponse:
+        self._check_group(Operation.DESCRIBE, request.group_id)
         _, store = self._store_for(request.group_id)
         committed = store.get(request.group_id)
+        described = self._acl.decider(Operation.DESCRIBE, ResourceType.TOPIC)
         wanted: dict[str, list[int]] = {}
-        if request.topics is None:
+        if request.topics is None:  # all: those it may not DESCRIBE are left out (Kafka's)
             for topic, partition in sorted(committed):
-                wanted.setdefault(topic, []).append(partition)
+                if described(topic):
+                    wanted.setdefault(topic, []).append(partition)
         else:
             wanted = {t.name: list(t.partition_indexes) for t in request.topics}
         topics = []
@@ -636,7 +671,11 @@ class GroupCoordinator:
             for index in indexes:
                 value = committed.get((topic, index))
                 rows.append(
-                    OffsetFetchResponsePartition(partition_index=index)
+                    OffsetFetchResponsePartition(
+                        partition_index=index, error_code=TopicAuthorizationFailedError.code
+                    )
+                    if not described(topic)
+                    else OffsetFetchResponsePartition(partition_index=index)
                     if value is None
                     else OffsetFetchResponsePartition(
                         partition_index=index,
@@ -656,6 +695,9 @@ class GroupCoordinator:
         offsets partition loads, the answer says COORDINATOR_LOAD_IN_PROGRESS, with the
         groups known so far, as Kafka's does."""
         listed: dict[str, ListedGroup] = {}
+        # DESCRIBE on the cluster lists every group; else those it may DESCRIBE (Kafka's)
+        everything = self._acl.allowed_on_cluster(Operation.DESCRIBE)
+        described = self._acl.decider(Operation.DESCRIBE, ResourceType.GROUP)
         for store in self.stores.values():
             for group_id in store.groups:
                 listed[group_id] = ListedGroup(group_id=group_id, group_state=EMPTY)
@@ -669,7 +711,10 @@ class GroupCoordinator:
         # state names compared without case, as Kafka's ConsumerGroupState.parse does
         wanted = {state.lower() for state in request.states_filter}
         groups = [
-            g for _, g in sorted(listed.items()) if not wanted or g.group_state.lower() in wanted
+            g
+            for _, g in sorted(listed.items())
+            if (not wanted or g.group_state.lower() in wanted)
+            and (everything or described(g.group_id))
         ]
         if self._loading:
             return ListGroupsResponse(
@@ -680,7 +725,19 @@ class GroupCoordinator:
         return ListGroupsResponse(groups=groups)
 
     async def describe_groups(self, request: DescribeGroupsRequest) -> DescribeGroupsResponse:
-        return DescribeGroupsResponse(groups=[self._describe(g) for g in request.groups])
+        described = self._acl.decider(Operation.DESCRIBE, ResourceType.GROUP)
+        return DescribeGroupsResponse(
+            groups=[
+                self._describe(g)
+                if described(g)
+                else DescribedGroup(
+                    group_id=g,
+                    error_code=GroupAuthorizationFailedError.code,
+                    error_message=str(group_not_authorized(g, Operation.DESCRIBE)),
+                )
+                for g in request.groups
+            ]
+        )
 
     def _describe(self, group_id: str) -> DescribedGroup:
         """Kafka's handleDescribeGroup: a group this broker coordinates but does not know
@@ -718,7 +775,14 @@ class GroupCoordinator:
 
     async def delete_groups(self, request: DeleteGroupsRequest) -> DeleteGroupsResponse:
         names = list(dict.fromkeys(request.groups_names))
-        errors = await asyncio.gather(*(self._delete_group(name) for name in names))
+        errors = await asyncio.gather(
+            *(
+                self._delete_group(name)
+                if self._acl.allowed(Operation.DELETE, ResourceType.GROUP, name)
+                else _already(group_not_authorized(name, Operation.DELETE))
+                for name in names
+            )
+        )
         return DeleteGroupsResponse(
             results=[
                 DeletableGroupResult(
@@ -767,13 +831,17 @@ class GroupCoordinator:
         to (the others are GROUP_SUBSCRIBED_TO_TOPIC); another group with members,
         none (NON_EMPTY_GROUP). A partition without an offset is no error."""
         group_id = request.group_id
+        self._check_group(Operation.DELETE, group_id)
         index, store = self._store_for(group_id)
         asked = [(t.name, p.partition_index) for t in request.topics for p in t.partitions]
         group = self.groups.get(group_id)
         committed = store.get(group_id)
         if (group is not None and group.state == DEAD) or (group is None and not committed):
             raise GroupIdNotFoundError(f"group {group_id!r} does not exist")
-        refused: dict[tuple[str, int], int] = {}
+        readable = self._acl.decider(Operation.READ, ResourceType.TOPIC)
+        refused: dict[tuple[str, int], int] = {
+            tp: TopicAuthorizationFailedError.code for tp in asked if not readable(tp[0])
+        }
         if group is not None and group.members:
             if group.protocol_type != "consumer":
                 raise NonEmptyGroupError(
@@ -781,10 +849,10 @@ class GroupCoordinator:
                     "offsets can be deleted once they have left"
                 )
             subscribed = _subscribed_topics(group)
-            refused = {
+            refused |= {
                 tp: GroupSubscribedToTopicError.code
                 for tp in asked
-                if subscribed is None or tp[0] in subscribed
+                if tp not in refused and (subscribed is None or tp[0] in subscribed)
             }
         # with the commits still being written: their tombstones land after them
         pending = group.pending_commits if group is not None else {}
@@ -938,3 +1006,7 @@ def _subscribed_topics(group: Group) -> set[str] | None:
         except (struct.error, UnicodeDecodeError):
             return None
     return topics
+
+
+async def _already(error: ApiError) -> ApiError | None:
+    return error

@@ -54,6 +54,10 @@ EVICTION_MS = 120_000
 _MAX_EPOCH = 2**31 - 1
 
 
+def _everything(_topic: str) -> bool:
+    return True
+
+
 def _now_ms() -> int:
     return time.monotonic_ns() // 1_000_000
 
@@ -150,6 +154,7 @@ class FetchContext:
         "_unfinished",
         "incremental",
         "partitions",
+        "readable",
         "session",
         "session_id",
     )
@@ -165,6 +170,9 @@ class FetchContext:
         self.session = session
         self.session_id = session.id if session is not None else INVALID_SESSION_ID
         self.incremental = incremental
+        self.readable: Callable[[str], bool] = _everything
+        """Whether the fetch may read a topic (its ACLs, decided for the connection that
+        asked, whoever reads it again later)."""
         self._answered: list[tuple[SessionPartition, int, int, int]] = []
         self._errored: list[TopicPartition] = []
         self._unfinished: list[TopicPartition] = []

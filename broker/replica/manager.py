@@ -35,6 +35,7 @@ from typing import Any
 
 import structlog
 
+from broker.authorizer import Authorizer, topic_not_authorized
 from broker.deferred import Deferred
 from broker.log import Log, LogConfig
 from broker.log.manager import LogManager, TopicPartition
@@ -45,6 +46,7 @@ from broker.replica.fetch_session import FetchContext, FetchSessionCache, Sessio
 from broker.replica.fetcher import ReplicaFetcher
 from broker.replica.isr import IsrUpdater
 from broker.replica.partition import HighWatermarkWaiter, Partition
+from protocol.acls import Operation, ResourceType
 from protocol.apis import (
     LATEST_TIMESTAMP,
     DeleteRecordsPartitionResult,
@@ -277,8 +279,10 @@ class ReplicaManager:
         peer_tls: ssl.SSLContext | None = None,
         peer_login: PeerLogin | None = None,
         inter_broker_listener: str = "PLAINTEXT",
+        authorizer: Authorizer | None = None,
     ) -> None:
         self.broker_id = broker_id
+        self._acl = authorizer or Authorizer()
         self.logs = logs
         self.metadata = metadata
         self._load_config = load_config
@@ -590,8 +594,11 @@ class ReplicaManager:
         waits: list[tuple[ProducePartitionResponse, Partition, int]] = []
         for topic in request.topics:
             results = []
+            writable = self._acl.allowed(Operation.WRITE, ResourceType.TOPIC, topic.name)
             for p in topic.partitions:
                 try:
+                    if not writable:
+                        raise topic_not_authorized(topic.name, Operation.WRITE)
                     if request.acks not in (0, 1, -1):
                         raise InvalidRequiredAcksError(
                             f"acks={request.acks} is not one of 0, 1, -1 (all)"
@@ -706,8 +713,12 @@ class ReplicaManager:
         Deferred that the next append, high-watermark move or role change that satisfies it
         completes, in that event's own call (or ``max_wait_ms`` ends)."""
         self.fetch_requests.inc()
-        context = self.fetch_sessions.context(request)  # a session error answers the request
         follower = request.replica_id >= 0
+        if follower:
+            self._acl.check_cluster(Operation.CLUSTER_ACTION, "fetch as a follower")
+        context = self.fetch_sessions.context(request)  # a session error answers the request
+        if not follower:
+            context.readable = self._acl.decider(Operation.READ, ResourceType.TOPIC)
         if follower:
             moved: list[Partition] = []
             try:
@@ -800,7 +811,7 @@ class ReplicaManager:
             if sp is None:
                 continue  # dropped from its session meanwhile
             try:
-                partition = self._readable(sp, request, follower)
+                partition = self._readable(sp, request, context, follower)
                 if _diverging(partition, sp) is not None:
                     return True
                 log = partition.log
@@ -884,7 +895,7 @@ class ReplicaManager:
         context.begin()
         for sp in context.partitions:
             try:
-                partition = self._readable(sp, request, follower)
+                partition = self._readable(sp, request, context, follower)
                 log = partition.log
                 high_watermark = partition.high_watermark
                 end = log.log_end_offset if follower else high_watermark
@@ -937,8 +948,12 @@ class ReplicaManager:
         topics = [FetchTopicResponse(topic=t, partitions=ps) for t, ps in by_topic.items()]
         return FetchResponse(session_id=context.session_id, topics=topics), total, failed
 
-    def _readable(self, sp: SessionPartition, request: FetchRequest, follower: bool) -> Partition:
+    def _readable(
+        self, sp: SessionPartition, request: FetchRequest, context: FetchContext, follower: bool
+    ) -> Partition:
         """The partition ``sp`` reads, if this fetch may read it (else its ApiError)."""
+        if not context.readable(sp.topic):
+            raise topic_not_authorized(sp.topic, Operation.READ)
         partition = self._leader_partition(sp.topic, sp.index)
         _check_epoch(partition, sp.current_leader_epoch)
         if follower and request.replica_id not in partition.followers:
@@ -1084,10 +1099,13 @@ class ReplicaManager:
         topics = []
         for topic in request.topics:
             results = []
+            deletable = self._acl.allowed(Operation.DELETE, ResourceType.TOPIC, topic.name)
             for p in topic.partitions:
                 result = DeleteRecordsPartitionResult(partition_index=p.partition_index)
                 results.append(result)
                 try:
+                    if not deletable:
+                        raise topic_not_authorized(topic.name, Operation.DELETE)
                     partition = self._leader_partition(topic.name, p.partition_index)
                     waits.append((partition, _delete_below(partition, p.offset), result))
                     self._log.info(
@@ -1185,6 +1203,7 @@ class ReplicaManager:
         how far each log end is behind the high watermark, and the directory's file
         system (size, free). Sizes come from the segments in memory; only the file
         systems are asked, in a worker thread (a network mount may be slow)."""
+        self._acl.check_cluster(Operation.DESCRIBE, "describe log directories")
         wanted = (
             None
             if request.topics is None
@@ -1237,8 +1256,11 @@ class ReplicaManager:
         topics = []
         for topic in request.topics:
             results = []
+            described = self._acl.allowed(Operation.DESCRIBE, ResourceType.TOPIC, topic.name)
             for p in topic.partitions:
                 try:
+                    if not described:
+                        raise topic_not_authorized(topic.name, Operation.DESCRIBE)
                     partition = self._leader_partition(topic.name, p.partition_index)
                     _check_epoch(partition, p.current_leader_epoch)
                     if not follower and not partition.high_watermark_known:
@@ -1274,11 +1296,19 @@ class ReplicaManager:
         self, request: OffsetForLeaderEpochRequest
     ) -> OffsetForLeaderEpochResponse:
         """Where each asked-about epoch ended in this leader's log (KIP-101)."""
+        follower = request.replica_id >= 0
+        if follower:
+            self._acl.check_cluster(Operation.CLUSTER_ACTION, "ask as a follower")
         topics = []
         for topic in request.topics:
             results = []
+            described = follower or self._acl.allowed(
+                Operation.DESCRIBE, ResourceType.TOPIC, topic.topic
+            )
             for p in topic.partitions:
                 try:
+                    if not described:
+                        raise topic_not_authorized(topic.topic, Operation.DESCRIBE)
                     partition = self._leader_partition(topic.topic, p.partition)
                     _check_epoch(partition, p.current_leader_epoch)
                 except ApiError as exc:

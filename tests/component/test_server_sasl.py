@@ -52,8 +52,13 @@ class _Store:
         return self.users.get((user, mechanism))
 
 
+_SERVED: list[str] = []
+"""Who each Metadata request was served for."""
+
+
 async def _metadata(header: RequestHeader, request: MetadataRequest) -> MetadataResponse:
     # who asked, as the handlers see it
+    _SERVED.append(PEER_PRINCIPAL.get())
     return MetadataResponse(cluster_id=PEER_PRINCIPAL.get())
 
 
@@ -199,3 +204,122 @@ async def test_a_broker_logs_in_to_another_with_scram(port: int) -> None:
     with pytest.raises(PeerError, match=r"refused: .*invalid credentials.*sasl\.jaas\.config"):
         await wrong.request(ApiKey.METADATA, MetadataRequest())
     wrong.close()
+
+
+async def _answers(reader: asyncio.StreamReader) -> list[tuple[int, memoryview]]:
+    """Every response frame until the broker closes the connection."""
+    out = []
+    while True:
+        head = await asyncio.wait_for(reader.read(4), 5)
+        if not head:
+            return out
+        (size,) = struct.unpack(">I", head)
+        out.append(parse_response_header(memoryview(await reader.readexactly(size))))
+
+
+@pytest.mark.parametrize("round_", range(10))
+async def test_nothing_pipelined_after_a_failed_login_is_served(port: int, round_: int) -> None:
+    """From a review: SASL steps pipelined in one write ran side by side, and a request
+    read after a wrong guess could run as the connection succeeded with a second one."""
+    from protocol.sasl import plain_message
+
+    _SERVED.clear()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    frames = [
+        encode_request(ApiKey.SASL_HANDSHAKE, 0, 1, SaslHandshakeRequest(mechanism="PLAIN")),
+        encode_request(
+            ApiKey.SASL_AUTHENTICATE,
+            0,
+            2,
+            SaslAuthenticateRequest(auth_bytes=plain_message("bob", "wrong")),
+        ),
+        encode_request(
+            ApiKey.SASL_AUTHENTICATE,
+            0,
+            3,
+            SaslAuthenticateRequest(auth_bytes=plain_message("bob", "bob-pw")),
+        ),
+        encode_request(ApiKey.METADATA, 0, 4, MetadataRequest()),
+    ]
+    writer.writelines([part for frame in frames for part in frame])
+    answers = await _answers(reader)
+    assert [correlation for correlation, _ in answers] == [1, 2]  # then closed
+    failed = decode_response(APIS[ApiKey.SASL_AUTHENTICATE], 0, answers[1][1])
+    assert failed.error_code == SaslAuthenticationFailedError.code
+    assert _SERVED == []  # the Metadata behind the failure never ran, as anyone
+    writer.close()
+
+
+async def test_a_login_pipelined_with_requests_serves_them_as_the_user(port: int) -> None:
+    from protocol.sasl import plain_message
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    frames = [
+        encode_request(ApiKey.SASL_HANDSHAKE, 0, 1, SaslHandshakeRequest(mechanism="PLAIN")),
+        encode_request(
+            ApiKey.SASL_AUTHENTICATE,
+            0,
+            2,
+            SaslAuthenticateRequest(auth_bytes=plain_message("bob", "bob-pw")),
+        ),
+        encode_request(ApiKey.METADATA, 0, 3, MetadataRequest()),
+    ]
+    writer.writelines([part for frame in frames for part in frame])
+    seen = []
+    for _ in range(3):
+        (size,) = struct.unpack(">I", await asyncio.wait_for(reader.readexactly(4), 5))
+        seen.append(parse_response_header(memoryview(await reader.readexactly(size))))
+    assert [c for c, _ in seen] == [1, 2, 3]
+    assert decode_response(APIS[ApiKey.METADATA], 0, seen[2][1]).cluster_id == "User:bob"
+    writer.close()
+
+
+async def test_unknown_users_are_not_remembered() -> None:
+    """From a review: every name a stranger tried was kept, for ever."""
+
+    class _Empty:
+        async def get(self, path: str) -> tuple[bytes, object]:
+            from broker.zk import NoNode
+
+            raise NoNode(path)
+
+    store = ScramCredentials(_Empty())  # type: ignore[arg-type]
+    for i in range(100):
+        assert await store.get(f"stranger-{i}", "SCRAM-SHA-256") is None
+    assert not store._last
+
+
+async def test_a_client_certificate_names_the_connection(tmp_path: object) -> None:
+    """On an SSL listener requiring client certificates, the principal is the
+    certificate's subject as RFC 2253 writes it (Kafka's default SSL principal)."""
+    import ssl
+    from pathlib import Path
+
+    import cryptography.x509
+    import trustme
+
+    from client import create_ssl_context
+
+    folder = Path(str(tmp_path))
+    ca = trustme.CA()
+    server_cert = ca.issue_cert("127.0.0.1")
+    client_cert = ca.issue_cert("client.example", common_name="alice, the first")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_cert.configure_cert(context)
+    ca.configure_trust(context)
+    context.verify_mode = ssl.CERT_REQUIRED
+    (folder / "ca.pem").write_bytes(ca.cert_pem.bytes())
+    client_cert.private_key_and_cert_chain_pem.write_to_path(str(folder / "client.pem"))
+    server = BrokerServer({ApiKey.METADATA: _metadata})
+    port = await server.start(tls=context)
+    try:
+        tls = create_ssl_context(cafile=folder / "ca.pem", certfile=folder / "client.pem")
+        async with BrokerConnection("127.0.0.1", port, tls=tls) as conn:
+            answer = await conn.request(ApiKey.METADATA, MetadataRequest())
+    finally:
+        await server.stop()
+    subject = cryptography.x509.load_pem_x509_certificate(
+        client_cert.cert_chain_pems[0].bytes()
+    ).subject.rfc4514_string()
+    assert answer.cluster_id == f"User:{subject}"
+    assert answer.cluster_id.startswith("User:CN=alice\\, the first,OU=")

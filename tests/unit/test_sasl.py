@@ -141,3 +141,19 @@ def test_jaas_options_as_kafka_writes_them() -> None:
     for bad in ('username="x";', 'Module required username="x" ???'):
         with pytest.raises(SaslError, match=r"sasl\.jaas\.config|LoginModule"):
             parse_jaas(bad)
+
+
+@pytest.mark.parametrize("iterations", [1, 4095, 16385, 10_000_000])
+def test_a_client_refuses_iterations_outside_kafkas_bounds(iterations: int) -> None:
+    """From a review: i=1 made the proof cheap to crack for a rogue server, and a huge
+    count stalled the client as long as the server liked."""
+    client = ScramClient("SCRAM-SHA-256", "user", "pencil", nonce=_CLIENT_NONCE)
+    challenge = f"r={_CLIENT_NONCE}xyz,s=W22ZaJ0SNY7soEsUEjb6gQ==,i={iterations}".encode()
+    with pytest.raises(SaslError, match="only 4096 to 16384"):
+        client.final(challenge)
+
+
+def test_a_jaas_error_does_not_repeat_the_line() -> None:
+    with pytest.raises(SaslError) as caught:
+        parse_jaas('x.PlainLoginModule required username="admin" !! password="s3cret";')
+    assert "s3cret" not in str(caught.value) and "character" in str(caught.value)

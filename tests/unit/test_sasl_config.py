@@ -51,6 +51,18 @@ def test_sasl_listeners_take_their_users_and_brokers_their_own_login() -> None:
         (["sasl.mechanism.inter.broker.protocol=OAUTHBEARER"], "use one of PLAIN"),
         (["listeners=S://h:1", "listener.security.protocol.map=S:SASL_SSL"], "S is SASL_SSL: set"),
         (["listener.name.x.gssapi.sasl.jaas.config=a"], "unknown setting"),
+        (
+            ["listener.name.nowhere.plain.sasl.jaas.config=a"],
+            "names listener nowhere, which is not in listeners",
+        ),
+        (
+            [
+                "listeners=S://h:1",
+                "listener.security.protocol.map=S:SASL_PLAINTEXT",
+                "sasl.enabled.mechanisms=SCRAM-SHA-512",
+            ],
+            "sasl.mechanism.inter.broker.protocol=PLAIN is not in sasl.enabled.mechanisms",
+        ),
     ],
 )
 def test_sasl_settings_that_do_not_fit_are_one_line(overrides: list[str], why: str) -> None:
