@@ -901,12 +901,17 @@ class Broker:
 
     async def _missing_topic(self, name: str, allow_auto_create: bool) -> MetadataTopic:
         assert self._admin is not None
-        if (
+        auto = (
             allow_auto_create
             and self.config["auto.create.topics.enable"]
             and name not in self.metadata.deleting
-            and self._admin.may_create(name)
-        ):
+        )
+        if auto and not self._admin.may_create(name):
+            # Kafka's: a topic it would create but may not is an authorization error, so
+            # the producer fails at once instead of waiting for a topic never made
+            error = topic_not_authorized(name, Operation.CREATE)
+            return MetadataTopic(name=name, error_code=error.code, error_message=error.message)
+        if auto:
             await self._admin.auto_create(name)
             return MetadataTopic(
                 name=name,

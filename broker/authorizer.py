@@ -42,6 +42,7 @@ from broker.zk import CREATE, NodeExists, NoNode, SessionState, VersionConflict,
 from protocol.acls import (
     CLUSTER_NAME,
     WILDCARD,
+    WILDCARD_PRINCIPAL,
     AclBinding,
     AclBindingFilter,
     AclError,
@@ -242,9 +243,22 @@ class Authorizer:
             )
 
     def allowed_any_topic(self, operation: Operation) -> bool:
-        """Whether some ACL allows ``operation`` on some topic (Kafka's idempotent
-        producers need WRITE on any topic, or IDEMPOTENT_WRITE on the cluster)."""
+        """Whether ``operation`` is allowed on some topic (Kafka's
+        authorizeByResourceType: what an idempotent producer needs, short of
+        IDEMPOTENT_WRITE on the cluster): not if a DENY on every topic (literal ``*``)
+        matches; yes if ``allow.everyone.if.no.acl.found``; else if some ALLOW does."""
         if not self.enabled or principal() in self._super:
+            return True
+        who, host = principal(), PEER_HOST.get() or WILDCARD
+        for acl in self._literal.get((ResourceType.TOPIC, WILDCARD), ()):
+            if (
+                acl.permission == Permission.DENY
+                and acl.principal in (who, WILDCARD_PRINCIPAL)
+                and acl.host in (host, WILDCARD)
+                and acl.operation in (operation, Operation.ALL)
+            ):
+                return False
+        if self._allow_if_none:
             return True
         names = {name for (kind, name) in self._literal if kind == ResourceType.TOPIC}
         names |= {p for p, _ in self._prefixed.get(ResourceType.TOPIC, [])}
@@ -436,13 +450,22 @@ class Authorizer:
             else:
                 for _, acl in items:
                     self._log.info("acl.created", acl=acl.describe(), by=principal())
-        await self._reload()  # our own copy has it before we answer
+        await self._catch_up()
         return CreateAclsResponse(results=results)
+
+    async def _catch_up(self) -> None:
+        """Our own copy has what was just written before we answer; if ZooKeeper fails
+        now, the change is made all the same (the watch brings it here later)."""
+        try:
+            await self._reload()
+        except ZkError as exc:
+            self._log.warning("acl.reload_after_change_failed", error=str(exc))
+            self._wake.set()
 
     async def delete(self, request: DeleteAclsRequest) -> DeleteAclsResponse:
         self._check_enabled()
         self.check_cluster(Operation.ALTER, "delete ACLs")
-        await self._reload()  # decide on what is in ZooKeeper now, not on a stale copy
+        await self._catch_up()  # decide on what is in ZooKeeper now, not on a stale copy
         every = self._every()
         results: list[DeleteAclsFilterResult] = []
         for fields in request.filters:
@@ -472,7 +495,7 @@ class Authorizer:
                         self._log.info("acl.deleted", acl=acl.describe(), by=principal())
                     result.matching_acls.append(entry)
             results.append(result)
-        await self._reload()
+        await self._catch_up()
         return DeleteAclsResponse(filter_results=results)
 
     async def _change(

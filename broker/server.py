@@ -53,6 +53,7 @@ from typing import Any
 import structlog
 
 from broker.deferred import Deferred
+from broker.principal import certificate_principal
 from broker.sasl import Authenticator, SaslListener
 from protocol.apis import (
     APIS,
@@ -85,7 +86,6 @@ __all__ = [
     "BrokerServer",
     "CloseConnection",
     "Handler",
-    "certificate_dn",
 ]
 
 Handler = Callable[[RequestHeader, Any], Awaitable[Any] | Deferred[Any] | Any]
@@ -127,37 +127,6 @@ def _no_sasl(header: RequestHeader, request: Any) -> Any:
         if PEER_PRINCIPAL.get()
         else "this listener does not use SASL (its security protocol is PLAINTEXT or SSL)"
     )
-
-
-_DN_NAMES = {
-    "commonName": "CN",
-    "organizationalUnitName": "OU",
-    "organizationName": "O",
-    "localityName": "L",
-    "stateOrProvinceName": "ST",
-    "countryName": "C",
-    "domainComponent": "DC",
-    "streetAddress": "STREET",
-    "userId": "UID",
-    "emailAddress": "EMAILADDRESS",
-}
-
-
-def certificate_dn(cert: dict[str, Any]) -> str:
-    """The subject of a peer certificate (``ssl.getpeercert()``) as RFC 2253 writes it,
-    most specific part first, as Kafka's principal for a TLS client certificate
-    (``CN=alice,OU=eng,O=Example``)."""
-    parts: list[str] = []
-    for rdn in reversed(cert.get("subject", ())):
-        parts.append("+".join(f"{_DN_NAMES.get(k, k)}={_dn_escape(str(v))}" for k, v in rdn))
-    return ",".join(parts)
-
-
-def _dn_escape(value: str) -> str:
-    out = "".join(f"\\{c}" if c in ',+"\\<>;=' else c for c in value)
-    if out.startswith((" ", "#")):
-        out = "\\" + out
-    return out[:-1] + "\\ " if out.endswith(" ") else out
 
 
 _HELD_DURING_LOGIN = 16
@@ -217,9 +186,12 @@ class _Connection(asyncio.BufferedProtocol):
         self._log = _log.bind(peer=f"{peer[0]}:{peer[1]}" if peer else "?")
         if self._server.sasl is not None:
             self._auth = Authenticator(self._server.sasl, f"{peer[0]}:{peer[1]}" if peer else "?")
-        elif self._server.ssl is not None and (cert := transport.get_extra_info("peercert")):
+        elif self._server.ssl is not None:
             # a client certificate names the connection, as Kafka's default SSL principal
-            self._context.run(PEER_PRINCIPAL.set, f"User:{certificate_dn(cert)}")
+            tls = transport.get_extra_info("ssl_object")
+            named = certificate_principal(tls.getpeercert(binary_form=True) if tls else None)
+            if named is not None:
+                self._context.run(PEER_PRINCIPAL.set, named)
         self._server.connections.add(self)
 
     def get_buffer(self, sizehint: int) -> memoryview:

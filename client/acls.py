@@ -62,6 +62,11 @@ class AclCommand:
         self.producer, self.consumer = producer, consumer
         if self.mode != "list" and not self.resources:
             raise ValueError("name what the ACLs are on: --topic, --group or --cluster")
+        if self.mode != "list" and principal is not None:
+            raise ValueError(
+                "--principal only narrows --list; to --add or --remove, name the principal "
+                "with --allow-principal or --deny-principal"
+            )
         if self.mode == "add":
             if self.pattern not in (PatternType.LITERAL, PatternType.PREFIXED):
                 raise ValueError("--add takes --resource-pattern-type LITERAL or PREFIXED")
@@ -93,26 +98,22 @@ class AclCommand:
         )
 
     def remove_filters(self) -> list[AclBindingFilter]:
-        """What --remove deletes: on the resources named, of the principals and hosts
-        named (every one when none is), of the operations named (every one when none)."""
-        any_operation = not (self.operations or self.producer or self.consumer)
-        who: list[tuple[str | None, Permission, tuple[str | None, ...]]] = [
-            (p, permission, hosts if self.hosts_given else (None,))
-            for p, permission, hosts in self.who
-        ] or [(None, Permission.ANY, (None,))]
+        """What --remove deletes, as kafka-acls: without a principal, every ACL on the
+        resources named; with one, exactly the ACLs --add would make from the same options
+        (operation All and host * unless named)."""
+        if not self.who:
+            return [AclBindingFilter(kind, name, self.pattern) for kind, name in self.resources]
         return [
             AclBindingFilter(
-                kind,
-                name,
-                self.pattern,
-                p,
-                host,
-                Operation.ANY if any_operation else op,
-                permission,
+                a.resource_type,
+                a.resource_name,
+                a.pattern_type,
+                a.principal,
+                a.host,
+                a.operation,
+                a.permission,
             )
-            for kind, name, op in self._wanted()
-            for p, permission, hosts in who
-            for host in hosts
+            for a in self.bindings()
         ]
 
     def list_filters(self) -> list[AclBindingFilter]:

@@ -318,8 +318,12 @@ async def test_a_client_certificate_names_the_connection(tmp_path: object) -> No
             answer = await conn.request(ApiKey.METADATA, MetadataRequest())
     finally:
         await server.stop()
-    subject = cryptography.x509.load_pem_x509_certificate(
+    from cryptography.hazmat.primitives import serialization
+
+    from broker.principal import subject_dn
+
+    der = cryptography.x509.load_pem_x509_certificate(
         client_cert.cert_chain_pems[0].bytes()
-    ).subject.rfc4514_string()
-    assert answer.cluster_id == f"User:{subject}"
-    assert answer.cluster_id.startswith("User:CN=alice\\, the first,OU=")
+    ).public_bytes(serialization.Encoding.DER)
+    assert answer.cluster_id == f"User:{subject_dn(der)}"
+    assert answer.cluster_id.startswith("User:CN=alice\\, the first,OU=Testing cert \\#")

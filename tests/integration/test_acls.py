@@ -204,13 +204,18 @@ async def test_users_may_do_what_their_acls_say_on_every_broker(
 
         assert await _until(refused, bool)
 
-    # a prefix: everything alice makes under logs-
+    # a prefix: everything alice makes under logs-; writing to a topic it would have to
+    # create, without Create, fails at once (not after max_block_ms)
+    prefix = {"pattern": PatternType.PREFIXED}
     async with Admin(bootstrap_servers=cluster.bootstrap) as admin:
         await admin.create_acls(
-            [
-                _allow("alice", op, ResourceType.TOPIC, "logs-", pattern=PatternType.PREFIXED)
-                for op in (Operation.CREATE, Operation.WRITE)
-            ]
+            [_allow("alice", Operation.WRITE, ResourceType.TOPIC, "logs-", **prefix)]
+        )
+    with pytest.raises(TopicAuthorizationFailedError, match="may not Create topic 'logs-app'"):
+        await _produce(sasl, "alice", "logs-app", [b"x"])
+    async with Admin(bootstrap_servers=cluster.bootstrap) as admin:
+        await admin.create_acls(
+            [_allow("alice", Operation.CREATE, ResourceType.TOPIC, "logs-", **prefix)]
         )
     async with Admin(bootstrap_servers=sasl, **_as("alice")) as alice:
         await alice.create_topics([NewTopic("logs-app", 1, 3)])
@@ -225,7 +230,18 @@ async def test_users_may_do_what_their_acls_say_on_every_broker(
     assert ["Topic", "orders", "Literal", "User:bob", "*", "Read", "Deny"] in rows
     assert len(rows) == 5, rows  # alice's three, bob's allow and deny
     removed = run(
-        [*COMMAND, *plain, "acls", "--remove", "--topic", "orders", "--deny-principal", "User:bob"]
+        [
+            *COMMAND,
+            *plain,
+            "acls",
+            "--remove",
+            "--topic",
+            "orders",
+            "--deny-principal",
+            "User:bob",
+            "--operation",
+            "Read",
+        ]
     )
     assert removed.returncode == 0 and "Removed 1 ACL:" in removed.stdout, removed
     async with Admin(bootstrap_servers=cluster.bootstrap) as admin:

@@ -182,8 +182,13 @@ def test_the_command_removes_and_lists_what_it_names() -> None:
         "User:alice",
         ALLOW,
         Operation.READ,
-        None,
+        "*",
     )
+    # as kafka-acls: a principal without --operation means its ACL for All, not every one
+    (f,) = AclCommand(
+        mode="remove", topics=("orders",), deny_principal=("User:bob",)
+    ).remove_filters()
+    assert (f.operation, f.permission, f.host) == (Operation.ALL, DENY, "*")
     (f,) = AclCommand(mode=None, principal="User:bob").list_filters()
     assert (f.resource_type, f.principal) == (ResourceType.ANY, "User:bob")
 
@@ -203,6 +208,10 @@ def test_the_command_removes_and_lists_what_it_names() -> None:
             "LITERAL or PREFIXED",
         ),
         ({"mode": "list", "operations": ("Fly",)}, "not a Operation"),
+        (
+            {"mode": "remove", "topics": ("t",), "principal": "User:alice"},
+            "--principal only narrows --list",
+        ),
     ],
 )
 def test_the_command_refuses_what_cannot_be_meant(options: dict[str, object], why: str) -> None:
