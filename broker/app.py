@@ -29,6 +29,7 @@ from broker.controller.controller import Controller
 from broker.controller.election import ControllerElection
 from broker.coordinator.coordinator import GroupCoordinator
 from broker.coordinator.producer_ids import ProducerIdManager
+from broker.deferred import Deferred
 from broker.dynamic_config import TopicConfigs
 from broker.heap import HeapSettler
 from broker.log import LogConfig
@@ -38,6 +39,7 @@ from broker.log.manager import LogManager, TopicPartition
 from broker.metadata import MetadataCache
 from broker.metrics import MetricsServer, Sample, gauge, gc_samples
 from broker.network import PeerConnection, PeerError
+from broker.quotas import QuotaManager
 from broker.registration import BrokerRegistrar, get_or_create_cluster_id
 from broker.replica.isr import IsrUpdater
 from broker.replica.manager import ReplicaManager
@@ -55,6 +57,8 @@ from protocol.apis import (
     ElectLeadersRequest,
     ElectLeadersResponse,
     ElectLeadersTopicResult,
+    FetchRequest,
+    FetchResponse,
     LeaderAndIsrRequest,
     LeaderAndIsrResponse,
     ListPartitionReassignmentsRequest,
@@ -87,7 +91,7 @@ from protocol.errors import (
     StaleControllerEpochError,
     UnknownTopicOrPartitionError,
 )
-from protocol.framing import RequestHeader
+from protocol.framing import FileRegion, RequestHeader
 
 __all__ = ["Broker"]
 
@@ -147,6 +151,7 @@ class Broker:
         self._credentials: sasl.ScramCredentials | None = None
         self._sasl: dict[str, sasl.SaslListener] = {}
         self._acl = Authorizer()
+        self._quotas: QuotaManager | None = None
         self._registrar: BrokerRegistrar | None = None
         self._election: ControllerElection | None = None
         self._controller: Controller | None = None
@@ -178,9 +183,11 @@ class Broker:
         self._credentials = sasl.ScramCredentials(self._zk)
         self._sasl = sasl.sasl_listeners(cfg, self._credentials)
         self._acl = Authorizer(self._zk, cfg)
+        self._quotas = QuotaManager(self._zk, cfg)
         await self._zk.start(timeout_s=cfg["zookeeper.connection.timeout.ms"] / 1000)
         self.cluster_id = await get_or_create_cluster_id(self._zk)
         await self._acl.start()  # every ACL read before anything is served
+        await self._quotas.start()
         self._log = self._log.bind(cluster_id=self.cluster_id)
         self._logs = LogManager(
             cfg.log_dirs,
@@ -272,13 +279,16 @@ class Broker:
             await asyncio.gather(*(server.stop() for server in self._servers.values()))
         if self._housekeeping is not None:
             self._housekeeping.cancel()
-        if self._topic_configs is not None:
-            await self._topic_configs.stop()
-        await self._acl.stop()
-        if self._metrics is not None:
-            await self._metrics.stop()
-        if self._coordinator is not None:
-            await self._coordinator.stop()
+        # the parts that follow ZooKeeper or serve on their own, in start order reversed
+        for part in (
+            self._topic_configs,
+            self._acl,
+            self._quotas,
+            self._metrics,
+            self._coordinator,
+        ):
+            if part is not None:
+                await part.stop()
         if self._controller is not None and self._controller.active:
             await self._controller.drain(_ZK_STOP_STEP_S if zk_up else 0.5)
         # ZooKeeper may be gone: its steps are bounded, and the data is closed regardless
@@ -369,11 +379,18 @@ class Broker:
 
         producer_ids = self._producer_ids
         inter_broker = Operation.CLUSTER_ACTION
+        quotas = self._quotas
+        assert quotas is not None
+
+        fetch = _fetch_within_quotas(replicas, quotas)
 
         def produce(header: RequestHeader, request: ProduceRequest) -> Any:
             # not async: acks=0/1 is answered in the loop iteration that read it (acks=all
             # returns a Deferred, answered from the fetch that moves the high watermark)
             response = replicas.produce(request)
+            throttle = quotas.record("producer_byte_rate", _produced_bytes(request))
+            if throttle:
+                _throttle(response, throttle)
             if request.acks != 0:
                 return response
             assert isinstance(response, ProduceResponse)  # acks=0 never waits
@@ -384,7 +401,7 @@ class Broker:
 
         return {
             ApiKey.PRODUCE: produce,
-            ApiKey.FETCH: _serve(replicas.fetch),
+            ApiKey.FETCH: fetch,
             ApiKey.LIST_OFFSETS: _serve(replicas.list_offsets),
             ApiKey.DELETE_RECORDS: _serve(replicas.delete_records),
             ApiKey.DESCRIBE_LOG_DIRS: _serve(replicas.describe_log_dirs),
@@ -417,6 +434,12 @@ class Broker:
                 Operation.ALTER, "change users", _serve(credentials.alter)
             ),
             ApiKey.DESCRIBE_ACLS: _serve(acl.describe),
+            ApiKey.DESCRIBE_CLIENT_QUOTAS: cluster(
+                Operation.DESCRIBE_CONFIGS, "describe quotas", _serve(quotas.describe)
+            ),
+            ApiKey.ALTER_CLIENT_QUOTAS: cluster(
+                Operation.ALTER_CONFIGS, "change quotas", _serve(quotas.alter)
+            ),
             ApiKey.CREATE_ACLS: _serve(acl.create),
             ApiKey.DELETE_ACLS: _serve(acl.delete),
             ApiKey.LEADER_AND_ISR: cluster(inter_broker, "send LeaderAndIsr", self._leader_and_isr),
@@ -925,3 +948,61 @@ class Broker:
                 f"topic {name!r} does not exist; create it with `headwater topics create {name}`"
             ),
         )
+
+
+def _produced_bytes(request: ProduceRequest) -> int:
+    return sum(len(p.records) for t in request.topics for p in t.partitions if p.records)
+
+
+def _fetched_bytes(response: FetchResponse) -> int:
+    total = 0
+    for topic in response.topics:
+        for p in topic.partitions:
+            records = p.records
+            if records is not None:
+                total += records.size if isinstance(records, FileRegion) else len(records)
+    return total
+
+
+def _fetch_within_quotas(
+    replicas: ReplicaManager, quotas: QuotaManager
+) -> Callable[[RequestHeader, FetchRequest], Any]:
+    """The Fetch handler: a consumer's bytes counted against its quota (a follower's are
+    replication, not a client's), a parked fetch's once it is answered."""
+
+    def fetch(header: RequestHeader, request: FetchRequest) -> Any:
+        response = replicas.fetch(request)
+        if request.replica_id >= 0:
+            return response
+        if isinstance(response, Deferred):
+            meter = quotas.meter("consumer_byte_rate")  # who asked: not who answers
+
+            def count(done: Deferred[FetchResponse]) -> None:
+                with contextlib.suppress(Exception):  # a failed fetch read nothing
+                    answer = done.result()
+                    answer.throttle_time_ms = meter(_fetched_bytes(answer))
+
+            response.add_listener(count)  # before the server's: stamped, then sent
+            return response
+        response.throttle_time_ms = quotas.record("consumer_byte_rate", _fetched_bytes(response))
+        return response
+
+    return fetch
+
+
+def _throttle(response: Any, throttle_ms: int) -> bool:
+    """Say ``throttle_ms`` in the response (the server mutes the connection for it); a
+    Deferred gets it once it is answered."""
+    if isinstance(response, Deferred):
+        if not throttle_ms:
+            return True
+
+        def stamp(done: Deferred[Any]) -> None:
+            with contextlib.suppress(Exception):
+                done.result().throttle_time_ms = throttle_ms
+
+        response.add_listener(stamp)
+        return True
+    if response is not None:
+        response.throttle_time_ms = throttle_ms
+    return True

@@ -185,6 +185,22 @@ SETTINGS: tuple[Setting, ...] = (
         check=lambda v: None if v in ("https", "") else "it must be https or empty",
     ),
     Setting(
+        "quota.window.num",
+        int,
+        11,
+        "Samples a client's byte rate is measured over, for quotas.",
+        2,
+        1000,
+    ),
+    Setting(
+        "quota.window.size.seconds",
+        int,
+        1,
+        "Length of each quota sample.",
+        1,
+        3600,
+    ),
+    Setting(
         "authorizer.class.name",
         str,
         "",

@@ -81,6 +81,7 @@ from protocol.framing import (
 )
 
 __all__ = [
+    "PEER_CLIENT_ID",
     "PEER_HOST",
     "PEER_PRINCIPAL",
     "BrokerServer",
@@ -109,6 +110,8 @@ class CloseConnection(Exception):
 _CLOSE: list[Part] = []  # the writer's marker for "close here"
 
 PEER_HOST: contextvars.ContextVar[str] = contextvars.ContextVar("peer_host", default="")
+PEER_CLIENT_ID: contextvars.ContextVar[str] = contextvars.ContextVar("peer_client_id", default="")
+"""The client id a connection's ApiVersions named (for quotas)."""
 PEER_PRINCIPAL: contextvars.ContextVar[str] = contextvars.ContextVar("peer_principal", default="")
 """``User:<name>`` of a connection authenticated with SASL ("" otherwise)."""
 """The address of the client whose request a handler is serving (DescribeGroups shows
@@ -170,6 +173,8 @@ class _Connection(asyncio.BufferedProtocol):
         self._authenticated = False  # its login succeeded (and PEER_PRINCIPAL says who)
         self._auth_busy = False  # a SASL step is being answered: later frames wait
         self._held: list[bytes] = []  # ... here, copied (the read buffer is shared)
+        self._muted = False  # throttled by a quota: not read until the time is up
+        self._unmute_at = 0.0
 
     # asyncio.BufferedProtocol
 
@@ -263,6 +268,8 @@ class _Connection(asyncio.BufferedProtocol):
             self._abort(str(exc))
             return
         else:
+            if api.key == ApiKey.API_VERSIONS and request.client_id:
+                self._context.run(PEER_CLIENT_ID.set, request.client_id)
             if (
                 self._auth is not None
                 and not self._authenticated
@@ -431,6 +438,9 @@ class _Connection(asyncio.BufferedProtocol):
     def _encode(self, header: RequestHeader, key: ApiKey, response: Any) -> list[Part] | None:
         if response is None:
             return None
+        throttled = getattr(response, "throttle_time_ms", 0)
+        if throttled > 0:
+            self._mute(throttled)
         try:
             return encode_response(header.correlation_id, header.api_version, response)
         except Exception as exc:
@@ -467,9 +477,32 @@ class _Connection(asyncio.BufferedProtocol):
         if (
             self._paused
             and not self._ending
+            and not self._muted
             and len(queue) < max(self._server.max_in_flight // 2, 1)
         ):
             assert self._transport is not None
+            self._transport.resume_reading()
+            self._paused = False
+
+    def _mute(self, throttle_ms: int) -> None:
+        """A quota's throttle (Kafka's KIP-219): the answer goes out now, and nothing more
+        is read from this client for ``throttle_ms``."""
+        if self._transport is None or self._closed:
+            return
+        if not self._paused:
+            self._transport.pause_reading()
+            self._paused = True
+        self._muted = True
+        self._unmute_at = max(self._unmute_at, self._loop.time() + throttle_ms / 1000)
+        self._loop.call_at(self._unmute_at, self._unmute)
+
+    def _unmute(self) -> None:
+        if self._loop.time() < self._unmute_at:
+            return  # a later throttle's own timer ends it
+        self._muted = False
+        if self._closed or self._ending or not self._paused or self._transport is None:
+            return
+        if len(self._queue) < max(self._server.max_in_flight // 2, 1):
             self._transport.resume_reading()
             self._paused = False
 

@@ -328,6 +328,8 @@ def topic_config_json(config: dict[str, str]) -> bytes:
 
 
 def topic_config_from_json(topic: str, data: bytes) -> dict[str, str]:
+    if not data:  # a parent made for a child's sake (/config/users/<u>/clients/...)
+        return {}
     value = _decode(paths.topic_config(topic), data)
     config = value.get("config", {})
     if not isinstance(config, dict):

@@ -66,6 +66,9 @@ from protocol.apis import (
     SCRAM_MECHANISM_CODES,
     AclCreation,
     AlterableConfig,
+    AlterClientQuotasEntry,
+    AlterClientQuotasRequest,
+    AlterClientQuotasResponse,
     AlterConfigsRequest,
     AlterConfigsResource,
     AlterConfigsResourceResponse,
@@ -101,6 +104,8 @@ from protocol.apis import (
     DescribableLogDirTopic,
     DescribeAclsRequest,
     DescribeAclsResponse,
+    DescribeClientQuotasRequest,
+    DescribeClientQuotasResponse,
     DescribeConfigsRequest,
     DescribeConfigsResource,
     DescribeConfigsResponse,
@@ -132,6 +137,9 @@ from protocol.apis import (
     OffsetFetchRequest,
     OffsetFetchRequestTopic,
     OffsetFetchResponse,
+    QuotaEntityPart,
+    QuotaFilterComponent,
+    QuotaOp,
     ReassignablePartition,
     ReassignableTopic,
     ScramCredentialDeletion,
@@ -155,9 +163,19 @@ from protocol.errors import (
     UnknownTopicOrPartitionError,
     error_for_code,
 )
+from protocol.quotas import CLIENT, USER, Entity
 from protocol.sasl import SCRAM_MAX_ITERATIONS, SCRAM_MIN_ITERATIONS, salted_password
 
-__all__ = ["Admin"]
+__all__ = ["ANY_ENTITY", "Admin"]
+
+
+class _Any:
+    def __repr__(self) -> str:
+        return "ANY_ENTITY"
+
+
+ANY_ENTITY = _Any()
+"""``describe_client_quotas``: any entity of that type, or none."""
 
 _SCRAM_NAMES = {code: name for name, code in SCRAM_MECHANISM_CODES.items()}
 
@@ -974,6 +992,63 @@ class Admin:
                     )
                 )
         return sorted(set(deleted))
+
+    # --- client quotas --------------------------------------------------------------------
+
+    async def describe_client_quotas(
+        self,
+        *,
+        user: str | _Any | None = ANY_ENTITY,
+        client_id: str | _Any | None = ANY_ENTITY,
+        strict: bool = False,
+    ) -> dict[Entity, dict[str, float]]:
+        """The quotas set (Kafka's ``describeClientQuotas``), by entity: ``((type, name),
+        ...)``, name None for the default. ``user`` / ``client_id``: a name, None for the
+        default entity, or left out for any; ``strict``: only entities with exactly the
+        parts asked about."""
+        components = []
+        for kind, wanted in ((USER, user), (CLIENT, client_id)):
+            if wanted is ANY_ENTITY:
+                continue  # no condition on this part (with strict: entities without it)
+            components.append(
+                QuotaFilterComponent(entity_type=kind, match_type=1)
+                if wanted is None
+                else QuotaFilterComponent(entity_type=kind, match_type=0, match=str(wanted))
+            )
+        response: DescribeClientQuotasResponse = await self._send(
+            ApiKey.DESCRIBE_CLIENT_QUOTAS,
+            DescribeClientQuotasRequest(components=components, strict=strict),
+        )
+        return {
+            tuple((p.entity_type, p.entity_name) for p in e.entity): {
+                v.key: v.value for v in e.values
+            }
+            for e in response.entries or []
+        }
+
+    async def alter_client_quotas(
+        self, changes: Mapping[Entity, Mapping[str, float | None]], *, validate_only: bool = False
+    ) -> None:
+        """Set (a number) or remove (None) quotas (Kafka's ``alterClientQuotas``): e.g.
+        ``{(("user", "alice"),): {"producer_byte_rate": 1048576}}``; every broker applies
+        them at once. Raises the first entity's error."""
+        request = AlterClientQuotasRequest(
+            validate_only=validate_only,
+            entries=[
+                AlterClientQuotasEntry(
+                    entity=[QuotaEntityPart(entity_type=t, entity_name=n) for t, n in entity],
+                    ops=[
+                        QuotaOp(key=k, value=0.0 if v is None else float(v), remove=v is None)
+                        for k, v in ops.items()
+                    ],
+                )
+                for entity, ops in changes.items()
+            ],
+        )
+        response: AlterClientQuotasResponse = await self._send(ApiKey.ALTER_CLIENT_QUOTAS, request)
+        for result in response.entries:
+            if result.error_code:
+                raise error_for_code(result.error_code, result.error_message or "quotas")
 
     # --- SCRAM users ----------------------------------------------------------------------
 

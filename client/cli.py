@@ -1469,6 +1469,108 @@ def _print_acls(bindings: Iterable[Any]) -> None:
     )
 
 
+# --- quotas -----------------------------------------------------------------------------
+
+
+@main.command("quotas")
+@click.option("--describe", "mode", flag_value="describe", help="Show the quotas (default).")
+@click.option("--alter", "mode", flag_value="alter", help="Set or delete quotas.")
+@click.option("--user", help="The user's quotas (its principal's name).")
+@click.option("--user-defaults", is_flag=True, help="The default user's quotas.")
+@click.option("--client-id", help="The client id's quotas.")
+@click.option("--client-defaults", is_flag=True, help="The default client id's quotas.")
+@click.option(
+    "--add-config",
+    help="Kafka's form: producer_byte_rate=1048576,consumer_byte_rate=2097152.",
+)
+@click.option("--delete-config", help="Names to remove, e.g. producer_byte_rate.")
+@bootstrap_option
+@click.pass_context
+def quotas(
+    ctx: click.Context,
+    *,
+    mode: str | None,
+    user: str | None,
+    user_defaults: bool,
+    client_id: str | None,
+    client_defaults: bool,
+    add_config: str | None,
+    delete_config: str | None,
+) -> None:
+    """Client quotas (Kafka's kafka-configs --entity-type users/clients): byte rates per
+    user, client id, or both; every broker applies a change at once."""
+    from client.admin import ANY_ENTITY  # noqa: PLC0415  (see _admin)
+
+    if (user is not None and user_defaults) or (client_id is not None and client_defaults):
+        raise click.UsageError("name an entity, or its defaults, not both")
+    entity: list[tuple[str, str | None]] = []
+    if user is not None or user_defaults:
+        entity.append(("user", user))
+    if client_id is not None or client_defaults:
+        entity.append(("client-id", client_id))
+    if mode != "alter":
+        found = _admin(
+            ctx,
+            lambda admin: admin.describe_client_quotas(
+                user=user if user is not None or user_defaults else ANY_ENTITY,
+                client_id=client_id if client_id is not None or client_defaults else ANY_ENTITY,
+            ),
+        )
+        print_table(
+            ["user", "client-id", "quota", "value"],
+            [
+                (
+                    _quota_name(dict(e), "user"),
+                    _quota_name(dict(e), "client-id"),
+                    key,
+                    f"{value:g}",
+                )
+                for e, values in sorted(found.items(), key=lambda kv: repr(kv[0]))
+                for key, value in sorted(values.items())
+            ],
+        )
+        return
+    if not entity:
+        raise click.UsageError(
+            "--alter needs --user/--user-defaults and/or --client-id/--client-defaults"
+        )
+    changes = _quota_changes(add_config, delete_config)
+    _admin(ctx, lambda admin: admin.alter_client_quotas({tuple(entity): changes}))
+    click.echo(f"Altered the quotas of {_quota_entity(entity)}.")
+
+
+def _quota_changes(add: str | None, delete: str | None) -> dict[str, float | None]:
+    """kafka-configs' --add-config / --delete-config: a value per name, None to remove."""
+    changes: dict[str, float | None] = {}
+    for item in (add or "").split(","):
+        if not item.strip():
+            continue
+        key, sep, value = item.partition("=")
+        try:
+            if not sep:
+                raise ValueError(item)
+            changes[key.strip()] = float(value)
+        except ValueError:
+            raise click.UsageError(f"--add-config {item!r} is not name=number") from None
+    for key in (delete or "").split(","):
+        if key.strip():
+            changes[key.strip()] = None
+    if not changes:
+        raise click.UsageError("--alter needs --add-config or --delete-config")
+    return changes
+
+
+def _quota_name(parts: dict[str, str | None], kind: str) -> str:
+    if kind not in parts:
+        return "-"
+    name = parts[kind]
+    return "<default>" if name is None else name
+
+
+def _quota_entity(entity: list[tuple[str, str | None]]) -> str:
+    return " and ".join(f"{kind} {'<default>' if n is None else n}" for kind, n in entity)
+
+
 # --- users ------------------------------------------------------------------------------
 
 _SCRAM = ("SCRAM-SHA-256", "SCRAM-SHA-512")

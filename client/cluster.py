@@ -541,7 +541,11 @@ class Cluster:
         """Connect and keep the connection: the task does it, not its waiters, so a
         connection made after every waiter was cancelled is still closed by close()."""
         conn = BrokerConnection(
-            *address, request_timeout_ms=self.request_timeout_ms, tls=self.tls, login=self.login
+            *address,
+            request_timeout_ms=self.request_timeout_ms,
+            tls=self.tls,
+            login=self.login,
+            client_id=self.client_id,
         )
         try:
             await conn.connect(timeout_s=min(self.request_timeout_ms / 1000, 10.0))

@@ -161,9 +161,11 @@ class BrokerConnection:
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         tls: ssl.SSLContext | None = None,
         login: SaslLogin | None = None,
+        client_id: str = "",
     ) -> None:
         self.host = host
         self.port = port
+        self.client_id = client_id  # named once, at ApiVersions (the broker's quotas use it)
         self.tls = tls  # an SSL listener: TLS, the broker's certificate checked
         self.login = login  # a SASL listener: logged in before any other request
         self.request_timeout_ms = request_timeout_ms
@@ -221,7 +223,9 @@ class BrokerConnection:
                 APIS[ApiKey.API_VERSIONS],
                 0,
                 ApiVersionsRequest(
-                    client_software_name=CLIENT_SOFTWARE, client_software_version=CLIENT_VERSION
+                    client_software_name=CLIENT_SOFTWARE,
+                    client_software_version=CLIENT_VERSION,
+                    client_id=self.client_id,
                 ),
             )
         except TlsError as exc:

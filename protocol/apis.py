@@ -95,6 +95,8 @@ class ApiKey(enum.IntEnum):
     ALTER_PARTITION_REASSIGNMENTS = 45
     LIST_PARTITION_REASSIGNMENTS = 46
     OFFSET_DELETE = 47
+    DESCRIBE_CLIENT_QUOTAS = 48
+    ALTER_CLIENT_QUOTAS = 49
     DESCRIBE_USER_SCRAM_CREDENTIALS = 50
     ALTER_USER_SCRAM_CREDENTIALS = 51
 
@@ -124,6 +126,10 @@ class Response:
 class ApiVersionsRequest(Request):
     client_software_name: str = ""
     client_software_version: str = ""
+    client_id: str = ""
+    """The client's ``client_id`` (Kafka carries it in every request header; here once per
+    connection, which is what quotas and logs need). A broker that does not know the key
+    ignores it."""
 
 
 @dataclass(slots=True, kw_only=True)
@@ -1333,6 +1339,81 @@ class OffsetDeleteResponse(Response):
     topics: list[OffsetDeleteResponseTopic] = field(default_factory=list)
 
 
+# --- DescribeClientQuotas (48), AlterClientQuotas (49) -------------------------------------
+
+
+@dataclass(slots=True, kw_only=True)
+class QuotaFilterComponent:
+    entity_type: str
+    match_type: int = 0
+    """0: the name in ``match``; 1: the default entity; 2: any entity of the type."""
+    match: str | None = None
+
+
+@dataclass(slots=True, kw_only=True)
+class DescribeClientQuotasRequest(Request):
+    components: list[QuotaFilterComponent] = field(default_factory=list)
+    strict: bool = False
+    """Only entities with exactly these components (else also those with more)."""
+
+
+@dataclass(slots=True, kw_only=True)
+class QuotaEntityPart:
+    entity_type: str
+    entity_name: str | None = None
+    """None: the default entity of the type."""
+
+
+@dataclass(slots=True, kw_only=True)
+class QuotaValue:
+    key: str
+    value: float
+
+
+@dataclass(slots=True, kw_only=True)
+class DescribeClientQuotasEntry:
+    entity: list[QuotaEntityPart] = field(default_factory=list)
+    values: list[QuotaValue] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class DescribeClientQuotasResponse(Response):
+    throttle_time_ms: int = 0
+    entries: list[DescribeClientQuotasEntry] | None = None
+
+
+@dataclass(slots=True, kw_only=True)
+class QuotaOp:
+    key: str
+    value: float = 0.0
+    remove: bool = False
+
+
+@dataclass(slots=True, kw_only=True)
+class AlterClientQuotasEntry:
+    entity: list[QuotaEntityPart] = field(default_factory=list)
+    ops: list[QuotaOp] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class AlterClientQuotasRequest(Request):
+    entries: list[AlterClientQuotasEntry] = field(default_factory=list)
+    validate_only: bool = False
+
+
+@dataclass(slots=True, kw_only=True)
+class AlterClientQuotasResult:
+    error_code: int = 0
+    error_message: str | None = None
+    entity: list[QuotaEntityPart] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class AlterClientQuotasResponse(Response):
+    throttle_time_ms: int = 0
+    entries: list[AlterClientQuotasResult] = field(default_factory=list)
+
+
 # --- DescribeAcls (29), CreateAcls (30), DeleteAcls (31) -----------------------------------
 # codes: protocol.acls (ResourceType, PatternType, Operation, Permission)
 
@@ -1611,6 +1692,14 @@ APIS = _apis(
     Api(ApiKey.API_VERSIONS, 0, 0, ApiVersionsRequest, ApiVersionsResponse),
     Api(ApiKey.SASL_HANDSHAKE, 0, 0, SaslHandshakeRequest, SaslHandshakeResponse),
     Api(ApiKey.DESCRIBE_ACLS, 0, 0, DescribeAclsRequest, DescribeAclsResponse),
+    Api(
+        ApiKey.DESCRIBE_CLIENT_QUOTAS,
+        0,
+        0,
+        DescribeClientQuotasRequest,
+        DescribeClientQuotasResponse,
+    ),
+    Api(ApiKey.ALTER_CLIENT_QUOTAS, 0, 0, AlterClientQuotasRequest, AlterClientQuotasResponse),
     Api(ApiKey.CREATE_ACLS, 0, 0, CreateAclsRequest, CreateAclsResponse),
     Api(ApiKey.DELETE_ACLS, 0, 0, DeleteAclsRequest, DeleteAclsResponse),
     Api(ApiKey.SASL_AUTHENTICATE, 0, 0, SaslAuthenticateRequest, SaslAuthenticateResponse),

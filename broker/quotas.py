@@ -1,0 +1,334 @@
+"""Client quotas (Kafka's ClientQuotaManager, ZooKeeper mode): byte rates per user and
+client id, measured here and enforced by throttling.
+
+The quotas live in Kafka's znodes, ``/config/users/<user>``,
+``/config/users/<user>/clients/<client-id>`` and ``/config/clients/<client-id>`` (names
+URL-encoded, ``<default>`` for the default entity), as ``{"version":1,"config":
+{"producer_byte_rate":"1048576"}}``, next to a user's SCRAM credentials. AlterClientQuotas
+(any broker) rewrites an entity's znode with a version check and a config change
+notification (``users/alice/clients/app``) in the same multi. Every broker keeps a copy:
+read whole at start, and again on each change notification and each new ZooKeeper
+session.
+
+Each produce and each consumer fetch records its bytes on the rate of the entity whose
+quota applies (:func:`protocol.quotas.resolve`, Kafka's precedence; clients that map to
+one entity share it). Over the bound, the response carries ``throttle_time_ms`` and the
+server stops reading that connection for as long (Kafka's KIP-219: the answer goes out
+at once, the channel is muted). A connection's user is its principal's name (ANONYMOUS
+without a login) and its client id the one its ApiVersions named. With no quota
+configured the hot path pays one dict lookup per request.
+
+Concurrency: event loop thread only; ZooKeeper through :class:`ZkBridge`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import quote, unquote
+
+import structlog
+
+from broker.authorizer import principal
+from broker.config import BrokerConfig
+from broker.server import PEER_CLIENT_ID
+from broker.zk import (
+    CREATE,
+    CorruptZnode,
+    NodeExists,
+    NoNode,
+    SessionState,
+    VersionConflict,
+    ZkBridge,
+    ZkError,
+    config_change_json,
+    paths,
+    topic_config_from_json,
+    topic_config_json,
+)
+from protocol.apis import (
+    AlterClientQuotasRequest,
+    AlterClientQuotasResponse,
+    AlterClientQuotasResult,
+    DescribeClientQuotasEntry,
+    DescribeClientQuotasRequest,
+    DescribeClientQuotasResponse,
+    QuotaEntityPart,
+    QuotaValue,
+)
+from protocol.errors import ApiError, InvalidRequestError, KafkaStorageError
+from protocol.quotas import CLIENT, QUOTA_KEYS, USER, Entity, Rate, resolve, throttle_ms
+
+__all__ = ["QuotaManager"]
+
+_DEFAULT = "<default>"
+
+
+def _unmetered(_nbytes: int) -> int:
+    return 0
+
+
+_CLIENTS = "/config/clients"
+_RETRY_S = 1.0
+_MATCH_EXACT, _MATCH_DEFAULT, _MATCH_ANY = 0, 1, 2
+
+
+def _name(znode: str) -> str | None:
+    return None if znode == _DEFAULT else unquote(znode)
+
+
+def _znode(name: str | None) -> str:
+    return _DEFAULT if name is None else quote(name, safe="").replace("*", "%2A")
+
+
+def _path(entity: Entity) -> str:
+    parts = dict(entity)
+    if USER in parts:
+        path = f"{paths.USER_CONFIGS}/{_znode(parts[USER])}"
+        return f"{path}/clients/{_znode(parts[CLIENT])}" if CLIENT in parts else path
+    return f"{_CLIENTS}/{_znode(parts[CLIENT])}"
+
+
+def _notice(entity: Entity) -> bytes:
+    kind, _, rest = _path(entity).removeprefix("/config/").partition("/")
+    return config_change_json(rest, kind)
+
+
+def _entity(parts: list[QuotaEntityPart]) -> Entity:
+    by_type = {p.entity_type: p.entity_name for p in parts}
+    if len(by_type) != len(parts) or not by_type or set(by_type) - {USER, CLIENT}:
+        raise InvalidRequestError(
+            "a quota entity is a user, a client-id, or a user and a client-id "
+            f"(got {[p.entity_type for p in parts]})"
+        )
+    return tuple((t, by_type[t]) for t in (USER, CLIENT) if t in by_type)
+
+
+class QuotaManager:
+    """Measures produce and fetch bytes against the quotas that apply."""
+
+    def __init__(self, zk: ZkBridge | None, config: BrokerConfig) -> None:
+        self._zk = zk
+        self._samples = int(config["quota.window.num"])
+        self._window_ms = int(config["quota.window.size.seconds"]) * 1000
+        self._max_throttle_ms = self._samples * self._window_ms
+        self._quotas: dict[Entity, dict[str, float]] = {}
+        self._rates: dict[tuple[str, Entity], Rate] = {}
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._reading = asyncio.Lock()
+        self._log = structlog.get_logger("headwater.quotas").bind(broker_id=config.broker_id)
+
+    # --- measuring ------------------------------------------------------------------------
+
+    def record(self, key: str, nbytes: int) -> int:
+        """Count ``nbytes`` for the request being served against its ``key`` quota; the
+        milliseconds it is throttled for (0: within its quota, or none applies)."""
+        return self.meter(key)(nbytes)
+
+    def meter(self, key: str) -> Callable[[int], int]:
+        """:meth:`record` for the request being served now, to be called later (a parked
+        fetch is answered from another connection's append: its principal is not ours)."""
+        if not self._quotas:
+            return _unmetered
+        user, client_id = principal().partition(":")[2], PEER_CLIENT_ID.get()
+        return lambda nbytes: self._record(key, user, client_id, nbytes)
+
+    def _record(self, key: str, user: str, client_id: str, nbytes: int) -> int:
+        found = resolve(self._quotas, key, user, client_id)
+        if found is None:
+            return 0
+        entity, bound = found
+        rate = self._rates.get((key, entity))
+        if rate is None:
+            rate = self._rates[(key, entity)] = Rate(self._samples, self._window_ms)
+        now = int(time.monotonic() * 1000)
+        rate.record(nbytes, now)
+        return throttle_ms(rate.per_second(now), bound, rate.elapsed_ms(now), self._max_throttle_ms)
+
+    # --- the copy -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        assert self._zk is not None
+        await self._reload()
+        self._zk.on_state_change(self._on_session)
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def _on_watch(self, _event: Any) -> None:
+        self._wake.set()
+
+    def _on_session(self, state: str) -> None:
+        if state == SessionState.CONNECTED:
+            self._wake.set()
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self._reload()
+            except ZkError as exc:
+                self._log.warning("quota.reload_retry", error=str(exc))
+                await asyncio.sleep(_RETRY_S)
+                self._wake.set()
+            except Exception:  # our bug: logged loudly; the next change still runs
+                self._log.exception("quota.reload_failed")
+
+    async def _reload(self) -> None:
+        """Every quota znode read, the copy swapped whole (the change watch set first)."""
+        assert self._zk is not None
+        async with self._reading:
+            await self._zk.ensure_path(paths.CONFIG_CHANGES)
+            await self._zk.get_children(paths.CONFIG_CHANGES, watch=self._on_watch)
+            quotas: dict[Entity, dict[str, float]] = {}
+            for user in await self._children(paths.USER_CONFIGS):
+                await self._read_into(quotas, ((USER, _name(user)),))
+                for client in await self._children(f"{paths.USER_CONFIGS}/{user}/clients"):
+                    await self._read_into(quotas, ((USER, _name(user)), (CLIENT, _name(client))))
+            for client in await self._children(_CLIENTS):
+                await self._read_into(quotas, ((CLIENT, _name(client)),))
+            if quotas != self._quotas:
+                self._log.info("quota.loaded", entities=len(quotas))
+                # rates of entities whose quota went stay out of the way; the others keep
+                # what they measured
+                self._rates = {k: r for k, r in self._rates.items() if k[1] in quotas}
+            self._quotas = quotas
+
+    async def _children(self, path: str) -> list[str]:
+        assert self._zk is not None
+        try:
+            return sorted(await self._zk.get_children(path))
+        except NoNode:
+            return []
+
+    async def _read_into(self, quotas: dict[Entity, dict[str, float]], entity: Entity) -> None:
+        try:
+            config, _ = await self._read(entity)
+        except CorruptZnode as exc:
+            self._log.warning("quota.unreadable", error=str(exc))
+            return
+        values = {}
+        for key in QUOTA_KEYS:
+            if key in config:
+                try:
+                    values[key] = float(config[key])
+                except ValueError:
+                    self._log.warning("quota.unreadable", entity=entity, key=key)
+        if values:
+            quotas[entity] = values
+
+    async def _read(self, entity: Entity) -> tuple[dict[str, str], int]:
+        assert self._zk is not None
+        path = _path(entity)
+        try:
+            data, stat = await self._zk.get(path)
+        except NoNode:
+            return {}, CREATE
+        return topic_config_from_json(path, data), stat.version
+
+    # --- DescribeClientQuotas, AlterClientQuotas ------------------------------------------
+
+    async def describe(self, request: DescribeClientQuotasRequest) -> DescribeClientQuotasResponse:
+        await self._reload()  # what ZooKeeper holds now, not the copy of a moment ago
+        wanted = {}
+        for c in request.components:
+            if c.entity_type not in (USER, CLIENT) or c.entity_type in wanted:
+                raise InvalidRequestError(
+                    f"a quota filter names user and client-id once each, not {c.entity_type!r}"
+                )
+            wanted[c.entity_type] = c
+        entries = []
+        for entity, values in sorted(self._quotas.items(), key=lambda kv: repr(kv[0])):
+            parts = dict(entity)
+            if request.strict and set(parts) != set(wanted):
+                continue
+            if not all(_matches(c, parts) for c in wanted.values()):
+                continue
+            entries.append(
+                DescribeClientQuotasEntry(
+                    entity=[QuotaEntityPart(entity_type=t, entity_name=n) for t, n in entity],
+                    values=[QuotaValue(key=k, value=v) for k, v in sorted(values.items())],
+                )
+            )
+        return DescribeClientQuotasResponse(entries=entries)
+
+    async def alter(self, request: AlterClientQuotasRequest) -> AlterClientQuotasResponse:
+        results = []
+        for entry in request.entries:
+            result = AlterClientQuotasResult(entity=entry.entity)
+            try:
+                entity = _entity(entry.entity)
+                for op in entry.ops:
+                    if op.key not in QUOTA_KEYS:
+                        raise InvalidRequestError(
+                            f"quota {op.key!r} is not enforced here; use one of "
+                            f"{', '.join(QUOTA_KEYS)}"
+                        )
+                    if not op.remove and not op.value > 0:
+                        raise InvalidRequestError(f"{op.key}={op.value}: it must be above 0")
+                if not request.validate_only:
+                    await self._write(entity, entry.ops)
+                    self._log.info(
+                        "quota.altered",
+                        entity=_path(entity),
+                        ops={o.key: None if o.remove else o.value for o in entry.ops},
+                        by=principal(),
+                    )
+            except ApiError as exc:
+                result.error_code, result.error_message = exc.code, exc.message
+            except (ZkError, CorruptZnode) as exc:
+                error = KafkaStorageError(f"writing the quotas failed: {exc}")
+                result.error_code, result.error_message = error.code, error.message
+            results.append(result)
+        with contextlib.suppress(ZkError):
+            await self._reload()  # our own copy has it before we answer
+        return AlterClientQuotasResponse(entries=results)
+
+    async def _write(self, entity: Entity, ops: list[Any]) -> None:
+        assert self._zk is not None
+        path = _path(entity)
+        for _ in range(5):
+            config, version = await self._read(entity)
+            updated = dict(config)
+            for op in ops:
+                if op.remove:
+                    updated.pop(op.key, None)
+                else:
+                    updated[op.key] = repr(float(op.value)).removesuffix(".0")
+            if updated == config:
+                return
+            parent = path.rsplit("/", 1)[0]
+            await self._zk.ensure_path(parent)
+            try:
+                await self._zk.write_and_notify(
+                    path,
+                    topic_config_json(updated),
+                    version=version,
+                    notice_prefix=f"{paths.CONFIG_CHANGES}/{paths.CONFIG_CHANGE_PREFIX}",
+                    notice=_notice(entity),
+                )
+                return
+            except (VersionConflict, NodeExists, NoNode):
+                continue
+        raise KafkaStorageError(f"the quotas of {path} kept changing under us; try again")
+
+
+def _matches(component: Any, parts: dict[str, str | None]) -> bool:
+    if component.entity_type not in parts:
+        return False
+    name = parts[component.entity_type]
+    if component.match_type == _MATCH_DEFAULT:
+        return name is None
+    if component.match_type == _MATCH_EXACT:
+        return name is not None and name == component.match
+    return True  # _MATCH_ANY

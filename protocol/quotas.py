@@ -1,0 +1,116 @@
+"""Client quotas as Kafka defines them: which quota applies to a (user, client-id), how a
+byte rate is measured over sampled windows, and how long a client over it is throttled.
+Pure: the broker's quota manager keeps the configs and the rates and asks this.
+
+Kafka's precedence (ClientQuotaManager, highest first), for a user U and client id C;
+the first entity with the quota configured applies, and every client that maps to that
+entity shares it:
+
+1. user U, client C            5. default user, default client
+2. user U, default client      6. default user
+3. user U                      7. client C
+4. default user, client C      8. default client
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = [
+    "CLIENT",
+    "DEFAULT",
+    "QUOTA_KEYS",
+    "USER",
+    "Entity",
+    "Rate",
+    "resolve",
+    "throttle_ms",
+]
+
+USER = "user"
+CLIENT = "client-id"
+DEFAULT = None
+"""An entity part's name for "the default" (``<default>`` in ZooKeeper, null on the wire)."""
+QUOTA_KEYS = ("producer_byte_rate", "consumer_byte_rate")
+"""The quotas enforced here (Kafka's names; bytes per second)."""
+
+Entity = tuple[tuple[str, str | None], ...]
+"""An entity as Kafka's ClientQuotaEntity: ((type, name or None for the default), ...),
+user first: ``(("user", "alice"),)``, ``(("user", None), ("client-id", "app"))``."""
+
+
+def resolve(
+    quotas: dict[Entity, dict[str, float]], key: str, user: str, client_id: str
+) -> tuple[Entity, float] | None:
+    """The entity whose ``key`` quota applies to (user, client id), and its bound; None if
+    no quota applies. ``user`` is the principal's name (``ANONYMOUS`` without a login, as
+    in Kafka, so default-user quotas apply to it too)."""
+    candidates: list[Entity] = [
+        ((USER, user), (CLIENT, client_id)),
+        ((USER, user), (CLIENT, DEFAULT)),
+        ((USER, user),),
+        ((USER, DEFAULT), (CLIENT, client_id)),
+        ((USER, DEFAULT), (CLIENT, DEFAULT)),
+        ((USER, DEFAULT),),
+        ((CLIENT, client_id),),
+        ((CLIENT, DEFAULT),),
+    ]
+    for entity in candidates:
+        bound = quotas.get(entity, {}).get(key)
+        if bound is not None:
+            return entity, bound
+    return None
+
+
+@dataclass(slots=True)
+class Rate:
+    """Bytes per second over the last ``samples`` windows of ``window_ms`` (Kafka's
+    sampled Rate: the sum of the live samples over the time they span, at least
+    ``samples - 1`` whole windows once that much time has passed since the first)."""
+
+    samples: int = 11
+    window_ms: int = 1000
+    _starts: list[int] = field(default_factory=list)
+    _totals: list[float] = field(default_factory=list)
+    _first_ms: int = -1
+
+    def record(self, amount: float, now_ms: int) -> None:
+        if self._first_ms < 0:
+            self._first_ms = now_ms
+        if not self._starts or now_ms - self._starts[-1] >= self.window_ms:
+            self._starts.append(now_ms)
+            self._totals.append(0.0)
+        self._totals[-1] += amount
+        self._expire(now_ms)
+
+    def _expire(self, now_ms: int) -> None:
+        horizon = now_ms - self.samples * self.window_ms
+        while self._starts and self._starts[0] <= horizon:
+            self._starts.pop(0)
+            self._totals.pop(0)
+
+    def per_second(self, now_ms: int) -> float:
+        self._expire(now_ms)
+        if not self._starts:
+            return 0.0
+        return sum(self._totals) * 1000 / self.elapsed_ms(now_ms)
+
+    def elapsed_ms(self, now_ms: int) -> float:
+        """The time the rate is measured over (Kafka's windowSize): what the samples span,
+        and never less than ``samples - 1`` windows once the sensor has lived that long,
+        so a first burst does not read as an enormous rate."""
+        spanned = now_ms - self._starts[0] if self._starts else 0
+        lived = now_ms - self._first_ms if self._first_ms >= 0 else 0
+        floor = min((self.samples - 1) * self.window_ms, lived)
+        return max(spanned, floor, self.window_ms)
+
+
+def throttle_ms(rate: float, bound: float, window_ms: float, max_ms: int) -> int:
+    """How long a client measured at ``rate`` against ``bound`` waits so that its rate
+    over ``window_ms`` comes back to the bound (Kafka's
+    ``(observed - bound) / bound * windowSize``), at most ``max_ms``."""
+    if bound <= 0:
+        return max_ms
+    if rate <= bound:
+        return 0
+    return min(int((rate - bound) / bound * window_ms), max_ms)

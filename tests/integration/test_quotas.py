@@ -1,0 +1,158 @@
+"""Client quotas on real brokers: byte rates set through one broker (Admin and the
+command) are enforced on every broker within moments; a client over its bound gets
+``throttle_time_ms`` in its answers and is not read for that long; clients under no
+quota (another client id) are untouched; and removing the quota lifts it. The records
+written while throttled are all there, at their offsets."""
+
+from __future__ import annotations
+
+import functools
+import subprocess
+import time
+from collections.abc import Callable
+
+import pytest
+
+from client import Admin, Consumer, NewTopic, TopicPartition
+from client.connection import BrokerConnection
+from protocol.apis import (
+    ApiKey,
+    FetchPartition,
+    FetchRequest,
+    FetchTopic,
+    ProducePartition,
+    ProduceRequest,
+    ProduceTopic,
+)
+from protocol.errors import InvalidRequestError
+from protocol.records import encode_batch
+from tests.integration.conftest import Cluster
+from tests.integration.conftest import until as _until
+from tests.integration.test_cli import COMMAND
+
+pytestmark = pytest.mark.timeout(150)
+
+_BATCH = encode_batch([(None, b"x" * 1000, None, None) for _ in range(100)])  # ~100 KB
+
+
+async def _produce_throttles(bootstrap: str, client_id: str, rounds: int) -> list[int]:
+    """Each produce's throttle_time_ms, one ~100 KB batch after another, as ``client_id``."""
+    host, port = bootstrap.split(",", maxsplit=1)[0].split(":")
+    out = []
+    async with BrokerConnection(host, int(port), client_id=client_id) as conn:
+        for _ in range(rounds):
+            request = ProduceRequest(
+                acks=1,
+                timeout_ms=5000,
+                topics=[
+                    ProduceTopic(
+                        name="metered", partitions=[ProducePartition(index=0, records=_BATCH)]
+                    )
+                ],
+            )
+            response = await conn.request(ApiKey.PRODUCE, request)
+            assert not response.topics[0].partitions[0].error_code
+            out.append(response.throttle_time_ms)
+    return out
+
+
+async def test_quotas_throttle_over_their_bound_and_lift_when_removed(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    cluster = make_cluster(1)
+    bootstrap = cluster.bootstrap
+    async with Admin(bootstrap_servers=bootstrap) as admin:
+        await admin.create_topics([NewTopic("metered", 1, 1)])
+        await admin.alter_client_quotas(
+            {(("client-id", "slow"),): {"producer_byte_rate": 100_000}}  # 100 KB/s
+        )
+        assert await admin.describe_client_quotas(client_id="slow") == {
+            (("client-id", "slow"),): {"producer_byte_rate": 100_000.0}
+        }
+        with pytest.raises(InvalidRequestError, match="request_percentage"):
+            await admin.alter_client_quotas({(("user", None),): {"request_percentage": 50}})
+
+    # 1 MB at once is ten times the bound: answered, with a throttle, and the next request
+    # is read only after it (the client sees it as the time its next answer takes)
+    throttles = await _produce_throttles(bootstrap, "slow", 10)
+    assert throttles[-1] > 0, throttles
+    started = time.monotonic()
+    more = await _produce_throttles(bootstrap, "slow", 2)
+    assert more[-1] > 0
+    assert await _produce_throttles(bootstrap, "fast", 10) == [0] * 10  # no quota: free
+    # every batch is there, at its offset
+    consumer = Consumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    async with consumer:
+        consumer.assign([TopicPartition("metered", 0)])
+        count = 0
+        while count < 22 * 100:
+            for records in (await consumer.getmany(timeout_ms=1000)).values():
+                assert records[0].offset == count
+                count += len(records)
+    assert time.monotonic() - started > more[0] / 1000  # the mute held the second request
+
+    # consumers: a fetch over the bound is throttled the same way
+    async with Admin(bootstrap_servers=bootstrap) as admin:
+        await admin.alter_client_quotas({(("user", None),): {"consumer_byte_rate": 100_000}})
+    host, port = bootstrap.split(":")
+    async with BrokerConnection(host, int(port), client_id="reader") as conn:
+        fetch = FetchRequest(
+            max_wait_ms=0,
+            min_bytes=1,
+            topics=[
+                FetchTopic(
+                    topic="metered",
+                    partitions=[
+                        FetchPartition(partition=0, fetch_offset=0, partition_max_bytes=2_000_000)
+                    ],
+                )
+            ],
+        )
+        answer = await conn.request(ApiKey.FETCH, fetch)
+        assert answer.throttle_time_ms > 0  # ~2 MB against 100 KB/s, as ANONYMOUS
+
+    # the command: described, then removed; the next client is not throttled
+    run = functools.partial(subprocess.run, capture_output=True, text=True, timeout=60)
+    plain = ["--bootstrap-server", bootstrap]
+    shown = run([*COMMAND, *plain, "quotas", "--describe"])
+    assert shown.returncode == 0, shown
+    rows = [line.split("\t") for line in shown.stdout.splitlines()[1:]]
+    assert ["-", "slow", "producer_byte_rate", "100000"] in rows, rows
+    assert ["<default>", "-", "consumer_byte_rate", "100000"] in rows, rows
+    removed = run(
+        [
+            *COMMAND,
+            *plain,
+            "quotas",
+            "--alter",
+            "--client-id",
+            "slow",
+            "--delete-config",
+            "producer_byte_rate",
+        ]
+    )
+    assert removed.returncode == 0, removed
+    added = run(
+        [
+            *COMMAND,
+            *plain,
+            "quotas",
+            "--alter",
+            "--user",
+            "alice",
+            "--client-id",
+            "app",
+            "--add-config",
+            "producer_byte_rate=1024,consumer_byte_rate=2048",
+        ]
+    )
+    assert added.returncode == 0, added
+    async with Admin(bootstrap_servers=bootstrap) as admin:
+        found = await admin.describe_client_quotas(user="alice")
+        assert found == {
+            (("user", "alice"), ("client-id", "app")): {
+                "consumer_byte_rate": 2048.0,
+                "producer_byte_rate": 1024.0,
+            }
+        }
+    assert await _until(lambda: _produce_throttles(bootstrap, "slow", 3), lambda t: t == [0] * 3)

@@ -1,0 +1,61 @@
+"""Client quotas' rules (protocol.quotas): Kafka's precedence of entities, the sampled
+byte rate, and the throttle that brings a client back to its bound."""
+
+from __future__ import annotations
+
+import pytest
+
+from protocol.quotas import CLIENT, DEFAULT, USER, Rate, resolve, throttle_ms
+
+KEY = "producer_byte_rate"
+
+
+@pytest.mark.parametrize(
+    ("configured", "expected"),
+    [
+        ([((USER, "alice"), (CLIENT, "app"))], ((USER, "alice"), (CLIENT, "app"))),
+        ([((USER, "alice"), (CLIENT, DEFAULT))], ((USER, "alice"), (CLIENT, DEFAULT))),
+        ([((USER, "alice"),)], ((USER, "alice"),)),
+        ([((USER, DEFAULT), (CLIENT, "app"))], ((USER, DEFAULT), (CLIENT, "app"))),
+        ([((USER, DEFAULT), (CLIENT, DEFAULT))], ((USER, DEFAULT), (CLIENT, DEFAULT))),
+        ([((USER, DEFAULT),)], ((USER, DEFAULT),)),
+        ([((CLIENT, "app"),)], ((CLIENT, "app"),)),
+        ([((CLIENT, DEFAULT),)], ((CLIENT, DEFAULT),)),
+    ],
+)
+def test_each_level_of_kafkas_precedence_applies_alone(configured: list, expected: tuple) -> None:  # type: ignore[type-arg]
+    quotas = {entity: {KEY: 100.0} for entity in configured}
+    assert resolve(quotas, KEY, "alice", "app") == (expected, 100.0)
+
+
+def test_the_most_specific_configured_entity_wins_and_others_are_not_asked() -> None:
+    quotas = {
+        ((CLIENT, DEFAULT),): {KEY: 1.0},
+        ((USER, DEFAULT),): {KEY: 2.0},
+        ((USER, "alice"),): {KEY: 3.0, "consumer_byte_rate": 9.0},
+        ((USER, "alice"), (CLIENT, "app")): {"consumer_byte_rate": 4.0},
+    }
+    assert resolve(quotas, KEY, "alice", "app") == (((USER, "alice"),), 3.0)
+    assert resolve(quotas, "consumer_byte_rate", "alice", "app") == (
+        ((USER, "alice"), (CLIENT, "app")),
+        4.0,
+    )
+    assert resolve(quotas, KEY, "bob", "other") == (((USER, DEFAULT),), 2.0)
+    assert resolve({}, KEY, "bob", "other") is None
+
+
+def test_the_rate_is_over_the_samples_and_a_first_burst_is_not_enormous() -> None:
+    rate = Rate(samples=11, window_ms=1000)
+    rate.record(1000, now_ms=0)
+    assert rate.per_second(0) == 1000  # at least one window, not 1000 bytes in 0 ms
+    for second in range(1, 11):
+        rate.record(1000, now_ms=second * 1000)
+    assert rate.per_second(10_000) == pytest.approx(1100)  # 11,000 bytes over 10 s
+    assert rate.per_second(30_000) == 0  # all samples expired
+
+
+def test_the_throttle_brings_the_rate_back_to_the_bound() -> None:
+    assert throttle_ms(900, 1000, 10_000, 11_000) == 0
+    # 2,000 B/s measured over 10 s against 1,000: 10 s more at zero halves it
+    assert throttle_ms(2000, 1000, 10_000, 11_000) == 10_000
+    assert throttle_ms(10**9, 1000, 10_000, 11_000) == 11_000  # at most the whole window
