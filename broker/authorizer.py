@@ -25,7 +25,6 @@ Concurrency: event loop thread only; ZooKeeper through :class:`ZkBridge`.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import time
@@ -34,11 +33,10 @@ from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import quote, unquote
 
-import structlog
-
 from broker.config import BrokerConfig
+from broker.mirror import ZkMirror
 from broker.server import PEER_HOST, PEER_PRINCIPAL
-from broker.zk import CREATE, NodeExists, NoNode, SessionState, VersionConflict, ZkBridge, ZkError
+from broker.zk import CREATE, NodeExists, NoNode, VersionConflict, ZkBridge, ZkError
 from protocol.acls import (
     CLUSTER_NAME,
     WILDCARD,
@@ -93,7 +91,6 @@ _LITERAL_CHANGES = "/kafka-acl-changes"
 _PREFIXED_CHANGES = "/kafka-acl-extended-changes"
 _CHANGE_PREFIX = "acl_changes_"
 _PURGE_AFTER_MS = 15 * 60 * 1000
-_RETRY_S = 1.0
 _TYPES = [t for t in ResourceType if t.value > ResourceType.ANY]
 _Key = tuple[ResourceType, PatternType, str]
 
@@ -171,24 +168,24 @@ def _filter(fields: AclFilterFields) -> AclBindingFilter:
         raise InvalidRequestError(f"an ACL filter with an unknown code: {exc}") from None
 
 
-class Authorizer:
+class Authorizer(ZkMirror):
     """Decides requests on ACLs (``enabled``), or allows everything (not)."""
 
     def __init__(self, zk: ZkBridge | None = None, config: BrokerConfig | None = None) -> None:
         """Without a config: allows everything (what a broker without ACLs, or a test of
         another part, uses)."""
+        super().__init__(zk, "acl", config.broker_id if config is not None else -1)
         self.enabled = config is not None and bool(config["authorizer.class.name"])
-        self._zk = zk
         self._super = config.super_users if config is not None else frozenset()
         self._allow_if_none = config is not None and config["allow.everyone.if.no.acl.found"]
         self._literal: dict[tuple[ResourceType, str], tuple[AclBinding, ...]] = {}
         self._prefixed: dict[ResourceType, list[tuple[str, tuple[AclBinding, ...]]]] = {}
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._reading = asyncio.Lock()
-        self._log = structlog.get_logger("headwater.acl").bind(
-            broker_id=config.broker_id if config is not None else -1
-        )
+
+    async def start(self) -> None:
+        """Every ACL read (before the broker serves), then the changes followed; nothing
+        without an authorizer."""
+        if self.enabled:
+            await super().start()
 
     # --- deciding -------------------------------------------------------------------------
 
@@ -273,43 +270,7 @@ class Authorizer:
 
     # --- the copy -------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Read every ACL (before the broker serves), then follow the changes."""
-        if not self.enabled:
-            return
-        assert self._zk is not None
-        await self._reload()
-        self._zk.on_state_change(self._on_session)
-        self._task = asyncio.get_running_loop().create_task(self._run())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    def _on_watch(self, _event: Any) -> None:
-        self._wake.set()
-
-    def _on_session(self, state: str) -> None:
-        if state == SessionState.CONNECTED:  # the watches may have gone with a session
-            self._wake.set()
-
-    async def _run(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            try:
-                await self._reload()
-            except ZkError as exc:
-                self._log.warning("acl.reload_retry", error=str(exc))
-                await asyncio.sleep(_RETRY_S)
-                self._wake.set()
-            except Exception:  # our bug: logged loudly; the next change still runs
-                self._log.exception("acl.reload_failed")
-
-    async def _reload(self) -> None:
+    async def reload(self) -> None:
         """Every ACL znode read, the copy swapped whole; the change watches set first,
         so a change after a read always wakes another pass."""
         assert self._zk is not None
@@ -317,7 +278,7 @@ class Authorizer:
             changes: list[str] = []
             for root in (_LITERAL_CHANGES, _PREFIXED_CHANGES):
                 await self._zk.ensure_path(root)
-                names = await self._zk.get_children(root, watch=self._on_watch)
+                names = await self._zk.get_children(root, watch=self.on_watch)
                 changes += [f"{root}/{n}" for n in sorted(names)]
             literal: dict[tuple[ResourceType, str], tuple[AclBinding, ...]] = {}
             prefixed: dict[ResourceType, list[tuple[str, tuple[AclBinding, ...]]]] = {}
@@ -450,22 +411,13 @@ class Authorizer:
             else:
                 for _, acl in items:
                     self._log.info("acl.created", acl=acl.describe(), by=principal())
-        await self._catch_up()
+        await self.catch_up()
         return CreateAclsResponse(results=results)
-
-    async def _catch_up(self) -> None:
-        """Our own copy has what was just written before we answer; if ZooKeeper fails
-        now, the change is made all the same (the watch brings it here later)."""
-        try:
-            await self._reload()
-        except ZkError as exc:
-            self._log.warning("acl.reload_after_change_failed", error=str(exc))
-            self._wake.set()
 
     async def delete(self, request: DeleteAclsRequest) -> DeleteAclsResponse:
         self._check_enabled()
         self.check_cluster(Operation.ALTER, "delete ACLs")
-        await self._catch_up()  # decide on what is in ZooKeeper now, not on a stale copy
+        await self.catch_up()  # decide on what is in ZooKeeper now, not on a stale copy
         every = self._every()
         results: list[DeleteAclsFilterResult] = []
         for fields in request.filters:
@@ -495,7 +447,7 @@ class Authorizer:
                         self._log.info("acl.deleted", acl=acl.describe(), by=principal())
                     result.matching_acls.append(entry)
             results.append(result)
-        await self._catch_up()
+        await self.catch_up()
         return DeleteAclsResponse(filter_results=results)
 
     async def _change(

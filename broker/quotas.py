@@ -23,24 +23,20 @@ Concurrency: event loop thread only; ZooKeeper through :class:`ZkBridge`.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote, unquote
 
-import structlog
-
 from broker.authorizer import principal
 from broker.config import BrokerConfig
+from broker.mirror import ZkMirror
 from broker.server import PEER_CLIENT_ID
 from broker.zk import (
     CREATE,
     CorruptZnode,
     NodeExists,
     NoNode,
-    SessionState,
     VersionConflict,
     ZkBridge,
     ZkError,
@@ -72,7 +68,6 @@ def _unmetered(_nbytes: int) -> int:
 
 
 _CLIENTS = "/config/clients"
-_RETRY_S = 1.0
 _MATCH_EXACT, _MATCH_DEFAULT, _MATCH_ANY = 0, 1, 2
 
 
@@ -107,20 +102,16 @@ def _entity(parts: list[QuotaEntityPart]) -> Entity:
     return tuple((t, by_type[t]) for t in (USER, CLIENT) if t in by_type)
 
 
-class QuotaManager:
+class QuotaManager(ZkMirror):
     """Measures produce and fetch bytes against the quotas that apply."""
 
     def __init__(self, zk: ZkBridge | None, config: BrokerConfig) -> None:
-        self._zk = zk
+        super().__init__(zk, "quota", config.broker_id)
         self._samples = int(config["quota.window.num"])
         self._window_ms = int(config["quota.window.size.seconds"]) * 1000
         self._max_throttle_ms = self._samples * self._window_ms
         self._quotas: dict[Entity, dict[str, float]] = {}
         self._rates: dict[tuple[str, Entity], Rate] = {}
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._reading = asyncio.Lock()
-        self._log = structlog.get_logger("headwater.quotas").bind(broker_id=config.broker_id)
 
     # --- measuring ------------------------------------------------------------------------
 
@@ -151,45 +142,12 @@ class QuotaManager:
 
     # --- the copy -------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        assert self._zk is not None
-        await self._reload()
-        self._zk.on_state_change(self._on_session)
-        self._task = asyncio.get_running_loop().create_task(self._run())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    def _on_watch(self, _event: Any) -> None:
-        self._wake.set()
-
-    def _on_session(self, state: str) -> None:
-        if state == SessionState.CONNECTED:
-            self._wake.set()
-
-    async def _run(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            try:
-                await self._reload()
-            except ZkError as exc:
-                self._log.warning("quota.reload_retry", error=str(exc))
-                await asyncio.sleep(_RETRY_S)
-                self._wake.set()
-            except Exception:  # our bug: logged loudly; the next change still runs
-                self._log.exception("quota.reload_failed")
-
-    async def _reload(self) -> None:
+    async def reload(self) -> None:
         """Every quota znode read, the copy swapped whole (the change watch set first)."""
         assert self._zk is not None
         async with self._reading:
             await self._zk.ensure_path(paths.CONFIG_CHANGES)
-            await self._zk.get_children(paths.CONFIG_CHANGES, watch=self._on_watch)
+            await self._zk.get_children(paths.CONFIG_CHANGES, watch=self.on_watch)
             quotas: dict[Entity, dict[str, float]] = {}
             for user in await self._children(paths.USER_CONFIGS):
                 await self._read_into(quotas, ((USER, _name(user)),))
@@ -239,7 +197,7 @@ class QuotaManager:
     # --- DescribeClientQuotas, AlterClientQuotas ------------------------------------------
 
     async def describe(self, request: DescribeClientQuotasRequest) -> DescribeClientQuotasResponse:
-        await self._reload()  # what ZooKeeper holds now, not the copy of a moment ago
+        await self.reload()  # what ZooKeeper holds now, not the copy of a moment ago
         wanted = {}
         for c in request.components:
             if c.entity_type not in (USER, CLIENT) or c.entity_type in wanted:
@@ -290,8 +248,7 @@ class QuotaManager:
                 error = KafkaStorageError(f"writing the quotas failed: {exc}")
                 result.error_code, result.error_message = error.code, error.message
             results.append(result)
-        with contextlib.suppress(ZkError):
-            await self._reload()  # our own copy has it before we answer
+        await self.catch_up()
         return AlterClientQuotasResponse(entries=results)
 
     async def _write(self, entity: Entity, ops: list[Any]) -> None:
