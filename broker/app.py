@@ -43,7 +43,7 @@ from broker.quotas import QuotaManager
 from broker.registration import BrokerRegistrar, get_or_create_cluster_id
 from broker.replica.isr import IsrUpdater
 from broker.replica.manager import ReplicaManager
-from broker.server import BrokerServer, CloseConnection
+from broker.server import MUTE, BrokerServer, CloseConnection
 from broker.zk import BrokerRegistration, SessionState, ZkBridge, ZkError
 from protocol.acls import Operation, ResourceType
 from protocol.apis import (
@@ -393,6 +393,8 @@ class Broker:
                 _throttle(response, throttle)
             if request.acks != 0:
                 return response
+            if throttle:  # no answer to carry it: the connection is muted all the same
+                MUTE.get()(throttle)
             assert isinstance(response, ProduceResponse)  # acks=0 never waits
             failed = [p for t in response.topics for p in t.partitions if p.error_code]
             if failed:  # no answer to carry the error: closing is how the client learns

@@ -26,7 +26,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import quote, unquote
+from urllib.parse import unquote
 
 from broker.authorizer import principal
 from broker.config import BrokerConfig
@@ -61,6 +61,7 @@ from protocol.quotas import CLIENT, QUOTA_KEYS, USER, Entity, Rate, resolve, thr
 __all__ = ["QuotaManager"]
 
 _DEFAULT = "<default>"
+_SWEEP_MS = 60_000
 
 
 def _unmetered(_nbytes: int) -> int:
@@ -76,7 +77,7 @@ def _name(znode: str) -> str | None:
 
 
 def _znode(name: str | None) -> str:
-    return _DEFAULT if name is None else quote(name, safe="").replace("*", "%2A")
+    return _DEFAULT if name is None else paths.sanitize(name)
 
 
 def _path(entity: Entity) -> str:
@@ -112,6 +113,9 @@ class QuotaManager(ZkMirror):
         self._max_throttle_ms = self._samples * self._window_ms
         self._quotas: dict[Entity, dict[str, float]] = {}
         self._rates: dict[tuple[str, Entity], Rate] = {}
+        """By quota and the entity measured: a default entity's part replaced by the
+        actual user or client id."""
+        self._swept_ms = 0
 
     # --- measuring ------------------------------------------------------------------------
 
@@ -133,10 +137,17 @@ class QuotaManager(ZkMirror):
         if found is None:
             return 0
         entity, bound = found
-        rate = self._rates.get((key, entity))
-        if rate is None:
-            rate = self._rates[(key, entity)] = Rate(self._samples, self._window_ms)
+        # Kafka's metric tags: a default entity stands for each user (or client id) it
+        # covers, each measured on its own; a named entity is shared by its clients
+        names = {USER: user, CLIENT: client_id}
+        measured = tuple((kind, names[kind] if name is None else name) for kind, name in entity)
         now = int(time.monotonic() * 1000)
+        if now - self._swept_ms >= _SWEEP_MS:  # idle clients' rates go
+            self._swept_ms = now
+            self._rates = {k: r for k, r in self._rates.items() if not r.idle(now)}
+        rate = self._rates.get((key, measured))
+        if rate is None:
+            rate = self._rates[(key, measured)] = Rate(self._samples, self._window_ms)
         rate.record(nbytes, now)
         return throttle_ms(rate.per_second(now), bound, rate.elapsed_ms(now), self._max_throttle_ms)
 
@@ -157,9 +168,6 @@ class QuotaManager(ZkMirror):
                 await self._read_into(quotas, ((CLIENT, _name(client)),))
             if quotas != self._quotas:
                 self._log.info("quota.loaded", entities=len(quotas))
-                # rates of entities whose quota went stay out of the way; the others keep
-                # what they measured
-                self._rates = {k: r for k, r in self._rates.items() if k[1] in quotas}
             self._quotas = quotas
 
     async def _children(self, path: str) -> list[str]:
@@ -203,6 +211,10 @@ class QuotaManager(ZkMirror):
             if c.entity_type not in (USER, CLIENT) or c.entity_type in wanted:
                 raise InvalidRequestError(
                     f"a quota filter names user and client-id once each, not {c.entity_type!r}"
+                )
+            if c.match_type not in (_MATCH_EXACT, _MATCH_DEFAULT, _MATCH_ANY):
+                raise InvalidRequestError(
+                    f"match_type {c.match_type}: 0 (exact), 1 (default) or 2 (any)"
                 )
             wanted[c.entity_type] = c
         entries = []

@@ -81,6 +81,7 @@ from protocol.framing import (
 )
 
 __all__ = [
+    "MUTE",
     "PEER_CLIENT_ID",
     "PEER_HOST",
     "PEER_PRINCIPAL",
@@ -111,6 +112,11 @@ _CLOSE: list[Part] = []  # the writer's marker for "close here"
 
 PEER_HOST: contextvars.ContextVar[str] = contextvars.ContextVar("peer_host", default="")
 PEER_CLIENT_ID: contextvars.ContextVar[str] = contextvars.ContextVar("peer_client_id", default="")
+MUTE: contextvars.ContextVar[Callable[[int], None]] = contextvars.ContextVar(
+    "mute", default=lambda _ms: None
+)
+"""Mutes the connection being served for so many ms (a throttle with no answer to carry
+it: an acks=0 produce)."""
 """The client id a connection's ApiVersions named (for quotas)."""
 PEER_PRINCIPAL: contextvars.ContextVar[str] = contextvars.ContextVar("peer_principal", default="")
 """``User:<name>`` of a connection authenticated with SASL ("" otherwise)."""
@@ -175,6 +181,7 @@ class _Connection(asyncio.BufferedProtocol):
         self._held: list[bytes] = []  # ... here, copied (the read buffer is shared)
         self._muted = False  # throttled by a quota: not read until the time is up
         self._unmute_at = 0.0
+        self._unmute_timer: asyncio.TimerHandle | None = None
 
     # asyncio.BufferedProtocol
 
@@ -189,6 +196,7 @@ class _Connection(asyncio.BufferedProtocol):
         tls = self._server.ssl is not None
         self._transport.set_write_buffer_limits(high=1 if tls else 0, low=0)
         self._log = _log.bind(peer=f"{peer[0]}:{peer[1]}" if peer else "?")
+        self._context.run(MUTE.set, self._mute)
         if self._server.sasl is not None:
             self._auth = Authenticator(self._server.sasl, f"{peer[0]}:{peer[1]}" if peer else "?")
         elif self._server.ssl is not None:
@@ -214,6 +222,9 @@ class _Connection(asyncio.BufferedProtocol):
                 # a request before these asked to close the connection: requests read
                 # with it (pipelined) are not acted on, as none of them will be answered
                 return
+            if self._muted:  # throttled: what was read with the throttled request waits too
+                self._held.append(bytes(payload))
+                continue
             if self._auth_busy:
                 # one SASL step at a time, and nothing decided before the last one is
                 # (Kafka mutes the channel the same way)
@@ -493,16 +504,27 @@ class _Connection(asyncio.BufferedProtocol):
             self._transport.pause_reading()
             self._paused = True
         self._muted = True
-        self._unmute_at = max(self._unmute_at, self._loop.time() + throttle_ms / 1000)
-        self._loop.call_at(self._unmute_at, self._unmute)
+        until = self._loop.time() + throttle_ms / 1000
+        if until > self._unmute_at:
+            # one timer, moved to the latest end (a timer may fire a hair before its time
+            # on uvloop, so the time is not compared again when it does)
+            self._unmute_at = until
+            if self._unmute_timer is not None:
+                self._unmute_timer.cancel()
+            self._unmute_timer = self._loop.call_at(until, self._unmute)
 
     def _unmute(self) -> None:
-        if self._loop.time() < self._unmute_at:
-            return  # a later throttle's own timer ends it
+        self._unmute_timer = None
         self._muted = False
-        if self._closed or self._ending or not self._paused or self._transport is None:
+        if self._closed or self._ending or self._transport is None:
             return
-        if len(self._queue) < max(self._server.max_in_flight // 2, 1):
+        while self._held and not self._auth_busy and not self._muted and not self._ending:
+            self._dispatch(memoryview(self._held.pop(0)))  # read before the mute began
+        if (
+            self._paused
+            and not self._muted
+            and len(self._queue) < max(self._server.max_in_flight // 2, 1)
+        ):
             self._transport.resume_reading()
             self._paused = False
 

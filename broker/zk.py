@@ -96,7 +96,13 @@ class paths:
     @staticmethod
     def user_config(user: str) -> str:
         """Kafka's sanitized name (URL-encoded, ``*`` as %2A): any user name is one znode."""
-        return f"{paths.USER_CONFIGS}/{quote(user, safe='').replace('*', '%2A')}"
+        return f"{paths.USER_CONFIGS}/{paths.sanitize(user)}"
+
+    @staticmethod
+    def sanitize(name: str) -> str:
+        """Kafka's Sanitizer: URL-encoded, ``*`` and ``~`` too (a user or client id is a
+        znode name whatever it holds)."""
+        return quote(name, safe="").replace("*", "%2A").replace("~", "%7E")
 
     @staticmethod
     def user_of(znode_name: str) -> str:

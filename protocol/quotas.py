@@ -72,11 +72,8 @@ class Rate:
     window_ms: int = 1000
     _starts: list[int] = field(default_factory=list)
     _totals: list[float] = field(default_factory=list)
-    _first_ms: int = -1
 
     def record(self, amount: float, now_ms: int) -> None:
-        if self._first_ms < 0:
-            self._first_ms = now_ms
         if not self._starts or now_ms - self._starts[-1] >= self.window_ms:
             self._starts.append(now_ms)
             self._totals.append(0.0)
@@ -95,14 +92,20 @@ class Rate:
             return 0.0
         return sum(self._totals) * 1000 / self.elapsed_ms(now_ms)
 
+    def idle(self, now_ms: int) -> bool:
+        """No sample left: nothing was recorded for the whole measured time."""
+        self._expire(now_ms)
+        return not self._starts
+
     def elapsed_ms(self, now_ms: int) -> float:
-        """The time the rate is measured over (Kafka's windowSize): what the samples span,
-        and never less than ``samples - 1`` windows once the sensor has lived that long,
-        so a first burst does not read as an enormous rate."""
-        spanned = now_ms - self._starts[0] if self._starts else 0
-        lived = now_ms - self._first_ms if self._first_ms >= 0 else 0
-        floor = min((self.samples - 1) * self.window_ms, lived)
-        return max(spanned, floor, self.window_ms)
+        """The time the rate is measured over (Kafka's Rate.windowSize): from the oldest
+        sample's start, padded to ``samples - 1`` whole windows as if the missing ones
+        were there with nothing in them, so a first burst is not an enormous rate."""
+        elapsed = now_ms - self._starts[0] if self._starts else 0
+        full = elapsed // self.window_ms
+        if full < self.samples - 1:
+            elapsed += (self.samples - 1 - full) * self.window_ms
+        return elapsed
 
 
 def throttle_ms(rate: float, bound: float, window_ms: float, max_ms: int) -> int:

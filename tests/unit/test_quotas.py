@@ -45,13 +45,48 @@ def test_the_most_specific_configured_entity_wins_and_others_are_not_asked() -> 
 
 
 def test_the_rate_is_over_the_samples_and_a_first_burst_is_not_enormous() -> None:
+    """Kafka's Rate.windowSize: the missing windows of a new sensor count as empty ones
+    (a review found a first burst measured over 1 s, its throttle ten times Kafka's)."""
     rate = Rate(samples=11, window_ms=1000)
     rate.record(1000, now_ms=0)
-    assert rate.per_second(0) == 1000  # at least one window, not 1000 bytes in 0 ms
+    assert rate.per_second(0) == 100  # 1,000 bytes over the 10 windows before this one
+    assert rate.per_second(500) == pytest.approx(1000 / 10.5)
     for second in range(1, 11):
         rate.record(1000, now_ms=second * 1000)
     assert rate.per_second(10_000) == pytest.approx(1100)  # 11,000 bytes over 10 s
-    assert rate.per_second(30_000) == 0  # all samples expired
+    assert not rate.idle(20_000)
+    assert rate.per_second(30_000) == 0 and rate.idle(30_000)  # all samples expired
+
+
+def test_a_default_quota_bounds_each_user_on_its_own_a_named_one_its_clients_together() -> None:
+    """From a review: a default-user quota was one rate for every user it covers."""
+    import contextvars
+
+    from broker.config import load_config
+    from broker.quotas import QuotaManager
+    from broker.server import PEER_CLIENT_ID, PEER_PRINCIPAL
+
+    manager = QuotaManager(None, load_config(env={}, overrides=["broker.id=1"]))
+    manager._quotas = {  # what a reload from ZooKeeper would leave
+        ((USER, DEFAULT),): {KEY: 100_000.0},
+        ((CLIENT, "shared"),): {KEY: 100_000.0},
+    }
+
+    def send(user: str, client_id: str, nbytes: int) -> int:
+        def run() -> int:
+            PEER_PRINCIPAL.set(f"User:{user}")
+            PEER_CLIENT_ID.set(client_id)
+            return manager.record(KEY, nbytes)
+
+        return contextvars.copy_context().run(run)
+
+    # 10 windows of 100 KB/s: 1 MB each before a throttle
+    assert send("alice", "a", 900_000) == 0
+    assert send("bob", "b", 900_000) == 0  # bob has his own bound, not alice's rest
+    assert send("alice", "a", 900_000) > 0
+    # ANONYMOUS is a user too: the default-user quota (ahead of any client-id one) bounds
+    # it on its own
+    assert send("ANONYMOUS", "shared", 900_000) == 0
 
 
 def test_the_throttle_brings_the_rate_back_to_the_bound() -> None:
