@@ -388,7 +388,11 @@ class Broker:
             # not async: acks=0/1 is answered in the loop iteration that read it (acks=all
             # returns a Deferred, answered from the fetch that moves the high watermark)
             response = replicas.produce(request)
-            throttle = quotas.record("producer_byte_rate", _produced_bytes(request))
+            throttle = (
+                quotas.record("producer_byte_rate", _produced_bytes(request))
+                if quotas.active
+                else 0
+            )
             if throttle:
                 _throttle(response, throttle)
             if request.acks != 0:
@@ -974,7 +978,7 @@ def _fetch_within_quotas(
 
     def fetch(header: RequestHeader, request: FetchRequest) -> Any:
         response = replicas.fetch(request)
-        if request.replica_id >= 0:
+        if request.replica_id >= 0 or not quotas.active:
             return response
         if isinstance(response, Deferred):
             meter = quotas.meter("consumer_byte_rate")  # who asked: not who answers

@@ -119,6 +119,11 @@ class QuotaManager(ZkMirror):
 
     # --- measuring ------------------------------------------------------------------------
 
+    @property
+    def active(self) -> bool:
+        """Whether any quota is set (else there is nothing to count)."""
+        return bool(self._quotas)
+
     def record(self, key: str, nbytes: int) -> int:
         """Count ``nbytes`` for the request being served against its ``key`` quota; the
         milliseconds it is throttled for (0: within its quota, or none applies)."""
