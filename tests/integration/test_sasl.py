@@ -7,6 +7,7 @@ offsets, by an authenticated client, and a refused one gets a line that says why
 from __future__ import annotations
 
 import functools
+import json
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -189,6 +190,10 @@ async def test_scram_users_in_zookeeper_on_a_sasl_listener(
         'username="bob" password="bob-secret";\n'
     )
     as_bob = ["--bootstrap-server", sasl, "--command-config", str(props)]
+    for test in ("produce", "broker"):  # the bench's clients, and its raw connections
+        bench = run([*COMMAND, *as_bob, "bench", test, "--num-records", "3000", "--json"])
+        assert bench.returncode == 0, bench
+        assert json.loads(bench.stdout)["records"] >= 3000, bench.stdout
     topics = run([*COMMAND, *as_bob, "topics", "list"])
     assert topics.returncode == 0 and "scram" in topics.stdout.split(), topics
     assert run([*COMMAND, *as_bob, "produce", "scram"], input="a\nb\n").returncode == 0
