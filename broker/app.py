@@ -996,19 +996,15 @@ def _fetch_within_quotas(
     return fetch
 
 
-def _throttle(response: Any, throttle_ms: int) -> bool:
+def _throttle(response: Any, throttle_ms: int) -> None:
     """Say ``throttle_ms`` in the response (the server mutes the connection for it); a
     Deferred gets it once it is answered."""
     if isinstance(response, Deferred):
-        if not throttle_ms:
-            return True
 
         def stamp(done: Deferred[Any]) -> None:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception):  # a failed produce: an error answer
                 done.result().throttle_time_ms = throttle_ms
 
         response.add_listener(stamp)
-        return True
-    if response is not None:
+    elif response is not None:
         response.throttle_time_ms = throttle_ms
-    return True

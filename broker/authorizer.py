@@ -40,7 +40,6 @@ from broker.zk import CREATE, NodeExists, NoNode, VersionConflict, ZkBridge, ZkE
 from protocol.acls import (
     CLUSTER_NAME,
     WILDCARD,
-    WILDCARD_PRINCIPAL,
     AclBinding,
     AclBindingFilter,
     AclError,
@@ -49,6 +48,7 @@ from protocol.acls import (
     Permission,
     ResourceType,
     decide,
+    denied,
 )
 from protocol.apis import (
     AclCreationResult,
@@ -246,15 +246,9 @@ class Authorizer(ZkMirror):
         matches; yes if ``allow.everyone.if.no.acl.found``; else if some ALLOW does."""
         if not self.enabled or principal() in self._super:
             return True
-        who, host = principal(), PEER_HOST.get() or WILDCARD
-        for acl in self._literal.get((ResourceType.TOPIC, WILDCARD), ()):
-            if (
-                acl.permission == Permission.DENY
-                and acl.principal in (who, WILDCARD_PRINCIPAL)
-                and acl.host in (host, WILDCARD)
-                and acl.operation in (operation, Operation.ALL)
-            ):
-                return False
+        every_topic = self._literal.get((ResourceType.TOPIC, WILDCARD), ())
+        if denied(every_topic, principal(), PEER_HOST.get() or WILDCARD, operation):
+            return False
         if self._allow_if_none:
             return True
         names = {name for (kind, name) in self._literal if kind == ResourceType.TOPIC}
@@ -388,14 +382,14 @@ class Authorizer(ZkMirror):
         wanted: dict[_Key, list[tuple[int, AclBinding]]] = defaultdict(list)
         for i, c in enumerate(request.creations):
             try:
-                acl = AclBinding(
-                    ResourceType(c.resource_type),
+                acl = AclBinding.of(
+                    c.resource_type,
                     c.resource_name,
-                    PatternType(c.resource_pattern_type),
+                    c.resource_pattern_type,
                     c.principal,
                     c.host,
-                    Operation(c.operation),
-                    Permission(c.permission_type),
+                    c.operation,
+                    c.permission_type,
                 )
                 acl.check()
             except (ValueError, AclError) as exc:

@@ -349,8 +349,7 @@ class _Connection(asyncio.BufferedProtocol):
                 self._held.clear()
                 self._end_reading()
             self._pump()
-            while self._held and not self._auth_busy and not (self._ending or self._closed):
-                self._dispatch(memoryview(self._held.pop(0)))
+            self._release_held()
 
         task.add_done_callback(done)
         self._enqueue(slot, gate)
@@ -495,6 +494,12 @@ class _Connection(asyncio.BufferedProtocol):
             self._transport.resume_reading()
             self._paused = False
 
+    def _release_held(self) -> None:
+        """Handle the frames held back (read during a SASL step or a throttle), in order,
+        until one holds the rest again."""
+        while self._held and not (self._auth_busy or self._muted or self._ending or self._closed):
+            self._dispatch(memoryview(self._held.pop(0)))
+
     def _mute(self, throttle_ms: int) -> None:
         """A quota's throttle (Kafka's KIP-219): the answer goes out now, and nothing more
         is read from this client for ``throttle_ms``."""
@@ -518,8 +523,7 @@ class _Connection(asyncio.BufferedProtocol):
         self._muted = False
         if self._closed or self._ending or self._transport is None:
             return
-        while self._held and not self._auth_busy and not self._muted and not self._ending:
-            self._dispatch(memoryview(self._held.pop(0)))  # read before the mute began
+        self._release_held()
         if (
             self._paused
             and not self._muted

@@ -57,10 +57,6 @@ from protocol.acls import (
     AclBinding,
     AclBindingFilter,
     AclError,
-    Operation,
-    PatternType,
-    Permission,
-    ResourceType,
 )
 from protocol.apis import (
     SCRAM_MECHANISM_CODES,
@@ -950,14 +946,14 @@ class Admin:
             ApiKey.DESCRIBE_ACLS, DescribeAclsRequest(**_filter_fields(wanted))
         )
         return sorted(
-            AclBinding(
-                ResourceType(r.resource_type),
+            AclBinding.of(
+                r.resource_type,
                 r.resource_name,
-                PatternType(r.pattern_type),
+                r.pattern_type,
                 a.principal,
                 a.host,
-                Operation(a.operation),
-                Permission(a.permission_type),
+                a.operation,
+                a.permission_type,
             )
             for r in response.resources
             for a in r.acls
@@ -981,14 +977,14 @@ class Admin:
                 if m.error_code:
                     raise error_for_code(m.error_code, m.error_message or "DeleteAcls")
                 deleted.append(
-                    AclBinding(
-                        ResourceType(m.resource_type),
+                    AclBinding.of(
+                        m.resource_type,
                         m.resource_name,
-                        PatternType(m.pattern_type),
+                        m.pattern_type,
                         m.principal,
                         m.host,
-                        Operation(m.operation),
-                        Permission(m.permission_type),
+                        m.operation,
+                        m.permission_type,
                     )
                 )
         return sorted(set(deleted))

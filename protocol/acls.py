@@ -15,6 +15,7 @@ decides.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Self
 
@@ -32,6 +33,7 @@ __all__ = [
     "Permission",
     "ResourceType",
     "decide",
+    "denied",
 ]
 
 CLUSTER_NAME = "kafka-cluster"
@@ -133,6 +135,28 @@ class AclBinding:
     operation: Operation
     permission: Permission
 
+    @classmethod
+    def of(  # noqa: PLR0917 (the seven fields, as the wire carries them)
+        cls,
+        resource_type: int,
+        resource_name: str,
+        pattern_type: int,
+        principal: str,
+        host: str,
+        operation: int,
+        permission: int,
+    ) -> AclBinding:
+        """From the wire's codes (ValueError for an unknown one)."""
+        return cls(
+            ResourceType(resource_type),
+            resource_name,
+            PatternType(pattern_type),
+            principal,
+            host,
+            Operation(operation),
+            Permission(permission),
+        )
+
     def check(self) -> None:
         """Raise :class:`AclError` unless this is a binding one can create."""
         for field, value in (
@@ -203,6 +227,18 @@ class AclBindingFilter:
         return name is None or name == acl.resource_name
 
 
+def denied(acls: Iterable[AclBinding], principal: str, host: str, operation: Operation) -> bool:
+    """Whether a DENY among ``acls`` matches (principal or ``User:*``, host or ``*``, the
+    operation or ALL): it wins over any ALLOW."""
+    return any(
+        acl.permission == Permission.DENY
+        and acl.principal in (principal, WILDCARD_PRINCIPAL)
+        and acl.host in (host, WILDCARD)
+        and acl.operation in (operation, Operation.ALL)
+        for acl in acls
+    )
+
+
 def decide(
     acls: list[AclBinding],
     principal: str,
@@ -215,16 +251,10 @@ def decide(
     applies to the resource (its literal name, ``*`` and its prefixes)."""
     if not acls:
         return allow_if_none
+    if denied(acls, principal, host, operation):
+        return False
     principals = (principal, WILDCARD_PRINCIPAL)
     hosts = (host, WILDCARD)
-    for acl in acls:
-        if (
-            acl.permission == Permission.DENY
-            and acl.principal in principals
-            and acl.host in hosts
-            and acl.operation in (operation, Operation.ALL)
-        ):
-            return False
     permitted = _IMPLIED.get(operation, (operation,))
     return any(
         acl.permission == Permission.ALLOW
