@@ -448,6 +448,9 @@ class Broker:
             ),
             ApiKey.CREATE_ACLS: _serve(acl.create),
             ApiKey.DELETE_ACLS: _serve(acl.delete),
+            ApiKey.WRITE_TXN_MARKERS: cluster(
+                inter_broker, "write transaction markers", _serve(replicas.write_txn_markers)
+            ),
             ApiKey.LEADER_AND_ISR: cluster(inter_broker, "send LeaderAndIsr", self._leader_and_isr),
             ApiKey.STOP_REPLICA: cluster(inter_broker, "send StopReplica", self._stop_replica),
             ApiKey.UPDATE_METADATA: cluster(
@@ -657,11 +660,14 @@ class Broker:
         self._cleaner.start()
 
     def _cleanable_end(self, tp: TopicPartition) -> int:
-        """Compaction stops at the high watermark (Kafka: the last stable offset): a record
-        above it may yet be truncated, so it must not make older records of its key go."""
+        """Compaction stops at the last stable offset, as Kafka's: a record above the high
+        watermark may yet be truncated, one in a transaction still open may yet be
+        aborted; neither may make older records of its key go."""
         assert self._replicas is not None
         partition = self._replicas.partitions.get(tp)
-        return partition.high_watermark if partition is not None else 0
+        if partition is None:
+            return 0
+        return partition.log.last_stable_offset(partition.high_watermark)
 
     def _config_ready(self, tp: TopicPartition) -> bool:
         """Whether the partition's topic config was read from ZooKeeper: until it is, its

@@ -582,15 +582,20 @@ def _retrieve(task: asyncio.Future[Any]) -> None:
 
 
 def list_offsets_request(
-    tps: Iterable[TopicPartition], timestamps: Mapping[TopicPartition, int]
+    tps: Iterable[TopicPartition],
+    timestamps: Mapping[TopicPartition, int],
+    *,
+    isolation_level: int = 0,
 ) -> ListOffsetsRequest:
     """ListOffsets for ``tps`` (one leader's), each at its timestamp (or -1/-2: latest/
-    earliest), grouped by topic as the request wants them."""
+    earliest), grouped by topic as the request wants them. ``isolation_level`` 1
+    (read_committed): latest is the last stable offset."""
     by_topic: dict[str, list[ListOffsetsPartition]] = {}
     for tp in tps:
         by_topic.setdefault(tp.topic, []).append(
             ListOffsetsPartition(partition_index=tp.partition, timestamp=timestamps[tp])
         )
     return ListOffsetsRequest(
-        topics=[ListOffsetsTopic(name=t, partitions=ps) for t, ps in by_topic.items()]
+        isolation_level=isolation_level,
+        topics=[ListOffsetsTopic(name=t, partitions=ps) for t, ps in by_topic.items()],
     )

@@ -52,6 +52,8 @@ from protocol.apis import (
     EARLIEST_TIMESTAMP,
     INVALID_SESSION_ID,
     LATEST_TIMESTAMP,
+    READ_COMMITTED,
+    READ_UNCOMMITTED,
     ApiKey,
     FetchPartition,
     FetchRequest,
@@ -78,6 +80,7 @@ _log = logging.getLogger("headwater.client.consumer")
 
 Deserializer = Callable[[bytes | None], Any]
 _RESETS = {"earliest": EARLIEST_TIMESTAMP, "latest": LATEST_TIMESTAMP, "none": None}
+_ISOLATION_LEVELS = {"read_uncommitted": READ_UNCOMMITTED, "read_committed": READ_COMMITTED}
 _FETCH_PURPOSE = "fetch"  # long-polling fetches get their own connection per broker
 _TAILING_BYTES = 16_384
 """A Fetch answer this small means the consumer is caught up: wake the user before writing
@@ -103,6 +106,7 @@ class Consumer:
         heartbeat_interval_ms: int = 3_000,
         max_poll_interval_ms: int = 300_000,
         auto_offset_reset: str = "latest",
+        isolation_level: str = "read_uncommitted",
         fetch_max_wait_ms: int = 500,
         fetch_min_bytes: int = 1,
         fetch_max_bytes: int = 52_428_800,
@@ -134,6 +138,11 @@ class Consumer:
                 f"auto_offset_reset={auto_offset_reset!r} is invalid; use 'earliest', "
                 f"'latest' or 'none'"
             )
+        if isolation_level not in _ISOLATION_LEVELS:
+            raise ConfigurationError(
+                f"isolation_level={isolation_level!r} is invalid; use 'read_uncommitted' "
+                "(every record) or 'read_committed' (only committed transactions' records)"
+            )
         if max_poll_records is not None and max_poll_records < 1:
             raise ConfigurationError(f"max_poll_records={max_poll_records} must be at least 1")
         if request_timeout_ms <= fetch_max_wait_ms:
@@ -146,6 +155,8 @@ class Consumer:
         self.enable_auto_commit = enable_auto_commit and group_id is not None
         self.auto_commit_interval_ms = auto_commit_interval_ms
         self.auto_offset_reset = auto_offset_reset
+        self.isolation_level = isolation_level
+        self._isolation = _ISOLATION_LEVELS[isolation_level]
         self.fetch_max_wait_ms = fetch_max_wait_ms
         self.fetch_min_bytes = fetch_min_bytes
         self.fetch_max_bytes = fetch_max_bytes
@@ -540,6 +551,13 @@ class Consumer:
         hw = self._subscription.state(partition).high_watermark
         return hw if hw >= 0 else None
 
+    def last_stable_offset(self, partition: TopicPartition) -> int | None:
+        """The partition's last stable offset as of the last Fetch answer (None before
+        one): where a read_committed consumer stops while a transaction is open, and
+        ``last_stable_offset - position`` its lag."""
+        lso = self._subscription.state(partition).last_stable_offset
+        return lso if lso >= 0 else None
+
     async def _seek_to(self, timestamp: int, partitions: tuple[TopicPartition, ...]) -> None:
         tps = list(partitions) or list(self._subscription.states)
         for tp in tps:
@@ -922,6 +940,7 @@ class Consumer:
             max_wait_ms=self.fetch_max_wait_ms,
             min_bytes=self.fetch_min_bytes,
             max_bytes=self.fetch_max_bytes,
+            isolation_level=self._isolation,
             session_id=ask.session_id,
             session_epoch=ask.session_epoch,
             topics=ask.topics,
@@ -1036,13 +1055,24 @@ class Consumer:
                     arrived |= self._on_partition_error(asked, error_for_code(answer.error_code))
                     continue
                 state.high_watermark = answer.high_watermark
+                state.last_stable_offset = answer.last_stable_offset
                 state.log_start_offset = answer.log_start_offset
                 records = answer.records
                 assert records is None or isinstance(records, bytes | bytearray | memoryview)
                 if records is not None:
                     size += len(records)
+                aborted = answer.aborted_transactions
                 try:
-                    arrived |= self._subscription.add_fetched(asked, records) > 0
+                    arrived |= (
+                        self._subscription.add_fetched(
+                            asked,
+                            records,
+                            None
+                            if not aborted
+                            else [(a.producer_id, a.first_offset) for a in aborted],
+                        )
+                        > 0
+                    )
                 except ApiError as exc:  # a damaged batch: the user must see it
                     self._subscription.fail(asked, exc)
                     arrived = True
@@ -1127,7 +1157,7 @@ class Consumer:
             else:
                 self._raise_if_unknown_topic(tp.topic)
         for node, tps in by_node.items():
-            request = list_offsets_request(tps, todo)
+            request = list_offsets_request(tps, todo, isolation_level=self._isolation)
             try:
                 response: ListOffsetsResponse = await self._cluster.send(
                     node, ApiKey.LIST_OFFSETS, request

@@ -28,6 +28,7 @@ from typing import Any, NamedTuple, TypeVar
 
 from client.types import ConsumerRecord, TopicPartition
 from protocol.records import Record, RecordBatch, RecordColumns, decode_batches
+from protocol.records.control import AbortedFilter
 
 __all__ = ["FetchPosition", "FetchSet", "PartitionState", "Subscription"]
 
@@ -38,11 +39,14 @@ MakeRecord = Callable[[TopicPartition, Record], R]
 class _Chunk:
     """The batches of one Fetch answer for one partition, consumed from the front."""
 
-    __slots__ = ("batches", "block", "block_at", "block_type", "columns", "index", "size")
+    __slots__ = ("batches", "block", "block_at", "block_type", "columns", "end", "index", "size")
 
-    def __init__(self, batches: list[RecordBatch], size: int) -> None:
+    def __init__(self, batches: list[RecordBatch], size: int, end: int) -> None:
         self.batches = collections.deque(batches)
         self.size = size
+        self.end = end
+        """The offset after the answer's last batch: the position once the chunk is
+        consumed, past batches no user sees (transaction markers, aborted transactions)."""
         self.columns: RecordColumns | None = None
         """The front batch's records, decoded when the user reaches it; each record's
         tuple is made when the user takes it."""
@@ -85,6 +89,7 @@ class PartitionState:
         "fetch_offset",
         "generation",
         "high_watermark",
+        "last_stable_offset",
         "log_start_offset",
         "paused",
         "position",
@@ -100,6 +105,7 @@ class PartitionState:
         self.chunks: collections.deque[_Chunk] = collections.deque()
         self.buffered_bytes = 0
         self.high_watermark = -1
+        self.last_stable_offset = -1
         self.log_start_offset = -1
         self.error: BaseException | None = None
         self.retry_at_ms = 0.0
@@ -394,10 +400,15 @@ class Subscription:
         return state if state.fetch_offset == asked.offset else None
 
     def add_fetched(
-        self, asked: FetchPosition, records: bytes | bytearray | memoryview | None
+        self,
+        asked: FetchPosition,
+        records: bytes | bytearray | memoryview | None,
+        aborted: Iterable[tuple[int, int]] | None = None,
     ) -> int:
         """Buffer a Fetch answer's record data; returns how many bytes were kept.
 
+        ``aborted``: read_committed, the aborted transactions the answer names (producer
+        id, first offset), whose batches are dropped. Transaction markers always are.
         Raises the batch codec's error (CORRUPT_MESSAGE...) for damaged data, keeping
         nothing of it.
         """
@@ -407,13 +418,24 @@ class Subscription:
         batches = list(decode_batches(records, allow_partial_tail=True))
         if not batches:
             return 0
-        state.fetch_offset = max(asked.offset, batches[-1].next_offset)
+        end = batches[-1].next_offset
+        state.fetch_offset = max(asked.offset, end)
         self._touch(asked.tp)
-        wanted = [b for b in batches if b.next_offset > asked.offset and not b.is_control]
+        if aborted:
+            committed = AbortedFilter(aborted)
+            wanted = [b for b in batches if committed.keep(b) and b.next_offset > asked.offset]
+        else:
+            wanted = [b for b in batches if b.next_offset > asked.offset and not b.is_control]
         if not wanted:
+            # only batches no user sees: the position moves past them (at once if nothing
+            # is buffered before them, else once what is buffered is consumed)
+            if state.chunks:
+                state.chunks[-1].end = max(state.chunks[-1].end, end)
+            elif state.position is not None:
+                state.position = max(state.position, end)
             return 0
         size = sum(b.size_in_bytes for b in wanted)
-        state.chunks.append(_Chunk(wanted, size))
+        state.chunks.append(_Chunk(wanted, size, end))
         state.buffered_bytes += size
         self._buffered[asked.tp] = None
         return size
@@ -582,6 +604,8 @@ class Subscription:
                     state.position = max(state.position, batch.next_offset)  # compacted gaps
             if not chunk.batches:
                 state.chunks.popleft()
+                assert state.position is not None
+                state.position = max(state.position, chunk.end)
                 state.buffered_bytes -= chunk.size
                 self.chunks_consumed += 1
                 self._touch(tp)

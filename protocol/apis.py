@@ -81,6 +81,11 @@ class ApiKey(enum.IntEnum):
     DELETE_RECORDS = 21
     INIT_PRODUCER_ID = 22
     OFFSET_FOR_LEADER_EPOCH = 23
+    ADD_PARTITIONS_TO_TXN = 24
+    ADD_OFFSETS_TO_TXN = 25
+    END_TXN = 26
+    WRITE_TXN_MARKERS = 27
+    TXN_OFFSET_COMMIT = 28
     DESCRIBE_ACLS = 29
     CREATE_ACLS = 30
     DELETE_ACLS = 31
@@ -293,6 +298,18 @@ class DivergingEpoch:
 
 
 @dataclass(slots=True, kw_only=True)
+class AbortedTransaction:
+    producer_id: int
+    first_offset: int
+
+
+READ_UNCOMMITTED = 0
+READ_COMMITTED = 1
+"""``isolation_level`` of Fetch and ListOffsets: read_committed reads up to the last
+stable offset and is told of aborted transactions."""
+
+
+@dataclass(slots=True, kw_only=True)
 class FetchPartitionData:
     partition_index: int
     error_code: int = 0
@@ -302,6 +319,9 @@ class FetchPartitionData:
     diverging_epoch: DivergingEpoch | None = field(None, since=2)
     """Set instead of records when the fetcher's log parts from the leader's: the
     fetcher truncates (as after OffsetForLeaderEpoch) and fetches again."""
+    aborted_transactions: list[AbortedTransaction] | None = field(None, since=3)
+    """read_committed: the aborted transactions with records in the data, whose batches
+    the consumer drops (None for read_uncommitted)."""
     records: Records = None
 
 
@@ -1224,6 +1244,135 @@ class InitProducerIdResponse(Response):
     producer_epoch: int = -1
 
 
+# --- transactions: AddPartitionsToTxn (24), AddOffsetsToTxn (25), EndTxn (26),
+# WriteTxnMarkers (27), TxnOffsetCommit (28) -----------------------------------------
+
+
+@dataclass(slots=True, kw_only=True)
+class AddPartitionsToTxnTopic:
+    name: str
+    partitions: list[int] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class AddPartitionsToTxnRequest(Request):
+    transactional_id: str
+    producer_id: int
+    producer_epoch: int
+    topics: list[AddPartitionsToTxnTopic] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class AddPartitionsToTxnPartitionResult:
+    partition_index: int
+    error_code: int = 0
+    error_message: str | None = None
+
+
+@dataclass(slots=True, kw_only=True)
+class AddPartitionsToTxnTopicResult:
+    name: str
+    results: list[AddPartitionsToTxnPartitionResult] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class AddPartitionsToTxnResponse(Response):
+    throttle_time_ms: int = 0
+    results: list[AddPartitionsToTxnTopicResult] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class AddOffsetsToTxnRequest(Request):
+    transactional_id: str
+    producer_id: int
+    producer_epoch: int
+    group_id: str
+
+
+@dataclass(slots=True, kw_only=True)
+class AddOffsetsToTxnResponse(Response):
+    throttle_time_ms: int = 0
+
+
+@dataclass(slots=True, kw_only=True)
+class EndTxnRequest(Request):
+    transactional_id: str
+    producer_id: int
+    producer_epoch: int
+    committed: bool
+
+
+@dataclass(slots=True, kw_only=True)
+class EndTxnResponse(Response):
+    throttle_time_ms: int = 0
+
+
+@dataclass(slots=True, kw_only=True)
+class WritableTxnMarkerTopic:
+    name: str
+    partition_indexes: list[int] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class WritableTxnMarker:
+    producer_id: int
+    producer_epoch: int
+    transaction_result: bool
+    """True: COMMIT; False: ABORT."""
+    topics: list[WritableTxnMarkerTopic] = field(default_factory=list)
+    coordinator_epoch: int
+
+
+@dataclass(slots=True, kw_only=True)
+class WriteTxnMarkersRequest(Request):
+    markers: list[WritableTxnMarker] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class WritableTxnMarkerPartitionResult:
+    partition_index: int
+    error_code: int = 0
+    error_message: str | None = None
+
+
+@dataclass(slots=True, kw_only=True)
+class WritableTxnMarkerTopicResult:
+    name: str
+    partitions: list[WritableTxnMarkerPartitionResult] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class WritableTxnMarkerResult:
+    producer_id: int
+    topics: list[WritableTxnMarkerTopicResult] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class WriteTxnMarkersResponse(Response):
+    markers: list[WritableTxnMarkerResult] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class TxnOffsetCommitRequest(Request):
+    """OffsetCommit's partitions, held by the group until the transaction ends (written
+    to ``__consumer_offsets`` in the transaction, applied at its COMMIT marker)."""
+
+    transactional_id: str
+    group_id: str
+    producer_id: int
+    producer_epoch: int
+    generation_id: int = -1
+    member_id: str = ""
+    group_instance_id: str | None = None
+    topics: list[OffsetCommitRequestTopic] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class TxnOffsetCommitResponse(Response):
+    throttle_time_ms: int = 0
+    topics: list[OffsetCommitResponseTopic] = field(default_factory=list)
+
+
 # --- group administration: ListGroups (16), DescribeGroups (15), DeleteGroups (42) -----
 
 
@@ -1646,8 +1795,9 @@ def _apis(*apis: Api) -> MappingProxyType[int, Api]:
 
 APIS = _apis(
     Api(ApiKey.PRODUCE, 0, 0, ProduceRequest, ProduceResponse),
-    # v1: sessions; v2: last_fetched_epoch / diverging_epoch (followers truncate on fetch)
-    Api(ApiKey.FETCH, 0, 2, FetchRequest, FetchResponse),
+    # v1: sessions; v2: last_fetched_epoch / diverging_epoch (followers truncate on fetch);
+    # v3: aborted_transactions (read_committed)
+    Api(ApiKey.FETCH, 0, 3, FetchRequest, FetchResponse),
     Api(ApiKey.LIST_OFFSETS, 0, 0, ListOffsetsRequest, ListOffsetsResponse),
     Api(ApiKey.METADATA, 0, 0, MetadataRequest, MetadataResponse),
     Api(ApiKey.LEADER_AND_ISR, 0, 0, LeaderAndIsrRequest, LeaderAndIsrResponse),
@@ -1686,6 +1836,7 @@ APIS = _apis(
     Api(ApiKey.LEAVE_GROUP, 0, 0, LeaveGroupRequest, LeaveGroupResponse),
     Api(ApiKey.LIST_GROUPS, 0, 0, ListGroupsRequest, ListGroupsResponse),
     Api(ApiKey.INIT_PRODUCER_ID, 0, 0, InitProducerIdRequest, InitProducerIdResponse),
+    Api(ApiKey.WRITE_TXN_MARKERS, 0, 0, WriteTxnMarkersRequest, WriteTxnMarkersResponse),
     Api(ApiKey.DESCRIBE_GROUPS, 0, 0, DescribeGroupsRequest, DescribeGroupsResponse),
     Api(ApiKey.DELETE_GROUPS, 0, 0, DeleteGroupsRequest, DeleteGroupsResponse),
     Api(ApiKey.OFFSET_DELETE, 0, 0, OffsetDeleteRequest, OffsetDeleteResponse),

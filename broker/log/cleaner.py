@@ -7,6 +7,8 @@ What a cleaned log keeps, offsets unchanged:
 - a tombstone (a key with a null value) until ``delete.retention.ms`` after the round that
   first cleaned it: that round stamps the time into its batch (KIP-534, see
   :mod:`protocol.records.compaction`), a round after it drops the tombstone;
+- no record of an aborted transaction: its batches go as batches emptied by cleaning do,
+  and never count as their key's latest; transaction markers stay;
 - records without a key: Kafka refuses them at produce time and drops them here; this
   broker does not check keys on produce (that would decode every record), so it keeps them;
 - of every batch, its header: a batch keeps its base offset, last offset delta, leader
@@ -21,8 +23,9 @@ bytes of the non-active segments) is over ``min.cleanable.dirty.ratio``, or whic
 record older than ``max.compaction.lag.ms`` not yet cleaned:
 
 1. Plan (event loop): the first dirty offset (the checkpoint) and the first uncleanable
-   one: the lowest of the active segment's base offset, the high watermark (records above
-   it may yet be truncated; Kafka stops at the last stable offset), and the base offset of
+   one: the lowest of the active segment's base offset, the last stable offset (records
+   above the high watermark may yet be truncated, those of a transaction still open may
+   yet be aborted), and the base offset of
    the first dirty segment holding a record newer than ``min.compaction.lag.ms``; a
    snapshot of the segments with duplicated file descriptors (the worker's own, so closing
    or deleting the log cannot hand it someone else's file); the producers' last offsets.
@@ -77,6 +80,7 @@ from typing import Any, NamedTuple, TypeVar
 
 import structlog
 
+from broker.log.aborted import collect
 from broker.log.config import LogConfig
 from broker.log.log import Clock, Log, wall_clock_ms
 from broker.log.manager import (
@@ -94,6 +98,7 @@ from protocol.errors import HeadwaterError
 from protocol.records import Record, decode_batches, read_header, verify_crc
 from protocol.records.batch import HEADER, HEADER_SIZE, LOG_OVERHEAD, BatchHeader
 from protocol.records.compaction import delete_horizon_ms, empty_batch, retained_batch
+from protocol.records.control import AbortedFilter
 
 __all__ = ["CHECKPOINT", "CleanerConfig", "CleanerStats", "LogCleaner", "OffsetMap"]
 
@@ -238,6 +243,7 @@ class _Round:
     views: list[_SegmentView]
     now: int
     producer_last: dict[int, int]  # producer id -> last offset of its last batch
+    aborted: list[tuple[int, int, int, int]]  # the log's aborted transactions when planned
     truncations: int  # the log's count when planned: any other value voids the round
     stats: CleanerStats = field(default_factory=CleanerStats)
     cancelled: bool = False
@@ -307,12 +313,15 @@ def build_offset_map(job: _Round, memory_bytes: int) -> tuple[OffsetMap, int]:
     dirty = list(job.dirty_views())
     keys = sum(h.record_count for view, start in dirty for h in _headers(view, start))
     offset_map = OffsetMap.for_keys(keys, memory_bytes)
+    # an aborted transaction's records never count as a key's latest: a read_committed
+    # reader would then find neither them nor the committed record they replaced
+    committed = AbortedFilter(collect(job.aborted, job.first_dirty, job.uncleanable))
     for view, start in dirty:
         for header, data in _batches(view, start):
             job.check()
             if header.base_offset >= job.uncleanable:
                 return offset_map, job.uncleanable
-            if header.last_offset < job.first_dirty or header.is_control:
+            if not committed.keep(header) or header.last_offset < job.first_dirty:
                 continue
             stop = _map_batch(job, offset_map, _records(header, data))
             if stop is not None:
@@ -372,9 +381,11 @@ def clean_group(job: _Round, group: list[_SegmentView], offset_map: OffsetMap, e
     try:
         cleaned.make_active()
         batches = (batch for view in group for batch in _batches(view))
+        committed = AbortedFilter(collect(job.aborted, group[0].base, end))
         for (header, data), last in _with_last(batches):
             job.check()
-            out = _filter_batch(job, offset_map, end, header, data, last=last)
+            aborted = not committed.keep(header) and not header.is_control
+            out = _filter_batch(job, offset_map, end, header, data, last=last, aborted=aborted)
             if out is not None:
                 max_ts = read_header(out).max_timestamp
                 info = BatchInfo(header.base_offset, header.last_offset, max_ts, len(out))
@@ -402,13 +413,24 @@ def _with_last(items: Iterable[_T]) -> Iterator[tuple[_T, bool]]:
 
 
 def _filter_batch(
-    job: _Round, offset_map: OffsetMap, end: int, header: BatchHeader, data: bytes, *, last: bool
+    job: _Round,
+    offset_map: OffsetMap,
+    end: int,
+    header: BatchHeader,
+    data: bytes,
+    *,
+    last: bool,
+    aborted: bool = False,
 ) -> bytes | None:
-    """The batch as the cleaned log keeps it, or None if it goes (Kafka's filterTo)."""
+    """The batch as the cleaned log keeps it, or None if it goes (Kafka's filterTo).
+    ``aborted``: it belongs to an aborted transaction, and goes as a batch emptied by
+    cleaning does. Markers stay (a reader needs a producer's ABORT to end its range)."""
     job.stats.bytes_read += header.size
     job.stats.records_read += header.record_count
     if header.is_control:
-        out: bytes | None = data  # no transactions here: markers stay as they are
+        out: bytes | None = data
+    elif aborted and header.last_offset < end:
+        out = _emptied(job, header, data, last=last)
     else:
         out = _filter_records(job, offset_map, end, header, data, last=last)
     if out is not None:
@@ -430,6 +452,11 @@ def _filter_records(
         if horizon is None and tombstones:
             horizon = job.now + job.config.delete_retention_ms
         return retained_batch(header, kept, delete_horizon=horizon)
+    return _emptied(job, header, data, last=last)
+
+
+def _emptied(job: _Round, header: BatchHeader, data: bytes, *, last: bool) -> bytes | None:
+    """A batch none of whose records stay: gone, or a bare header where one must stay."""
     producers_last = header.producer_id >= 0 and (
         job.producer_last.get(header.producer_id) == header.last_offset
     )
@@ -730,6 +757,7 @@ class LogCleaner:
             views,
             now,
             _producers_last_offsets(log),
+            log.aborted.copy(),
             log.truncations,
         )
 

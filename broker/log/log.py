@@ -33,18 +33,21 @@ import shutil
 import time
 from bisect import bisect_right
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import structlog
 
+from broker.log.aborted import AbortedTransactions, AbortedTxn
 from broker.log.config import LogConfig
 from broker.log.epochs import LeaderEpochCache
-from broker.log.producer_state import ProducerBatch, ProducerState
+from broker.log.producer_state import NO_MARKER, CompletedTxn, ProducerBatch, ProducerState
 from broker.log.segment import BatchInfo, LogSegment
 from broker.log.swap import install, promote, recover_swaps, retire
 from protocol.apis import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP, MAX_TIMESTAMP
 from protocol.errors import (
+    CorruptBatchError,
     InvalidRecordError,
     KafkaStorageError,
     MessageTooLargeError,
@@ -54,6 +57,7 @@ from protocol.errors import (
 from protocol.framing import FileRegion
 from protocol.records import BatchHeader, scan_batches
 from protocol.records.batch import LEADER_EPOCH_POS
+from protocol.records.control import EndTxnMarker, encode_end_txn_marker, read_end_txn_marker
 
 __all__ = ["AppendInfo", "FetchData", "Log"]
 
@@ -132,6 +136,7 @@ class Log:
         self.offline_reason: str | None = None
         self.epochs = LeaderEpochCache(directory)
         self.producers = ProducerState(directory, directory.name)
+        self.aborted = AbortedTransactions(directory)
         self.truncations = 0  # bumped by every truncation: see _note_truncation
         self.on_truncate: Callable[[Log, int], None] | None = None
         """Set by the log manager; handed the log, so it need not hold it (a log and a
@@ -199,6 +204,7 @@ class Log:
         self._log_start_offset = max(log_start_offset, self.segments[0].base_offset)
         self.recovery_point = min(max(recovery_point, 0), self.log_end_offset)
         self._load_epochs(recovery_point, clean)
+        self.aborted.load()
         self._load_producers()
         if not clean:
             # what recovery checked is made durable once, so it is not checked again
@@ -229,7 +235,19 @@ class Log:
     def _load_producers(self) -> None:
         """Idempotent producers' state: the newest snapshot, then the batch headers after it."""
         start = self.producers.load(self._log_start_offset, self.log_end_offset)
-        self.producers.replay(self._producer_batches(start), self.log_end_offset)
+        self.aborted.truncate(start)  # the replay adds those from there on again
+        self.producers.replay(self._producer_batches(start), self.log_end_offset, self._aborted)
+
+    def _aborted(self, completed: CompletedTxn) -> None:
+        """Index a transaction an ABORT marker ended (appended or replayed)."""
+        self.aborted.append(
+            AbortedTxn(
+                completed.producer_id,
+                completed.first_offset,
+                completed.last_offset,
+                self.producers.stable_after(completed),
+            )
+        )
 
     def _reload_producers(self) -> None:
         """After a truncation: snapshots past the new end go, the state is rebuilt."""
@@ -247,8 +265,18 @@ class Log:
             # from the index entry at or below it, not the segment's start
             position = segment.offset_index.lookup(from_offset)[1] if k == 0 else 0
             for h in segment.headers(position):
-                if h.producer_id >= 0 and h.base_offset >= from_offset:
+                if h.producer_id < 0 or h.base_offset < from_offset:
+                    continue
+                if not h.is_control:
                     yield _producer_batch(h, h.base_offset, now)
+                    continue
+                data = segment.read(h.position, h.size)  # a marker: rare, and small
+                try:
+                    marker = read_end_txn_marker(data, h._replace(position=0))
+                except CorruptBatchError as exc:  # checked when written: not ours
+                    self._log.warning("log.bad_marker", offset=h.base_offset, error=str(exc))
+                    continue
+                yield _producer_batch(h, h.base_offset, now, marker)
 
     def _derive_epochs(self, from_offset: int) -> None:
         i = max(bisect_right(self._bases, from_offset) - 1, 0)
@@ -434,25 +462,37 @@ class Log:
         """Append the leader's batches exactly as they are (offsets must follow ours)."""
         return self._append(data, -1, assign_offsets=False)
 
-    def _append(self, data: Buffer, leader_epoch: int, *, assign_offsets: bool) -> AppendInfo:
+    def append_marker(
+        self,
+        *,
+        producer_id: int,
+        producer_epoch: int,
+        committed: bool,
+        coordinator_epoch: int,
+        leader_epoch: int = -1,
+    ) -> AppendInfo:
+        """End ``producer_id``'s transaction here with a COMMIT or ABORT marker, as the
+        leader (WriteTxnMarkers). Raises INVALID_PRODUCER_EPOCH for an older producer
+        epoch, TRANSACTION_COORDINATOR_FENCED for an older coordinator's marker."""
+        marker = encode_end_txn_marker(
+            producer_id=producer_id,
+            producer_epoch=producer_epoch,
+            committed=committed,
+            coordinator_epoch=coordinator_epoch,
+            timestamp_ms=self._clock(),
+        )
+        return self._append(marker, leader_epoch, assign_offsets=True, coordinator=True)
+
+    def _append(
+        self, data: Buffer, leader_epoch: int, *, assign_offsets: bool, coordinator: bool = False
+    ) -> AppendInfo:
         self._check_online()
         view = memoryview(data).cast("B")
         headers = scan_batches(view)
         if not headers:
             raise InvalidRecordError("a produce carried no record batches")
-        total = headers[-1].end
-        for h in headers:
-            if h.size > self.config.max_message_bytes:
-                raise MessageTooLargeError(
-                    f"a batch of {h.size} bytes is over max.message.bytes "
-                    f"({self.config.max_message_bytes}) for {self.name}"
-                )
-        if total > self.config.segment_bytes:
-            raise RecordListTooLargeError(
-                f"{total} bytes in one append is over segment.bytes "
-                f"({self.config.segment_bytes}) for {self.name}"
-            )
-        duplicate = self._check_producers(headers) if assign_offsets else None
+        markers = self._validate(headers, view, from_producer=assign_offsets and not coordinator)
+        duplicate = self._check_producers(headers, markers) if assign_offsets else None
         if duplicate is not None:
             return duplicate
         buffers: list[Buffer] = []
@@ -478,6 +518,7 @@ class Log:
             infos.append(BatchInfo(base, last, h.max_timestamp, h.size))
             next_offset = last + 1
             records += h.record_count
+        total = headers[-1].end
         self._maybe_roll(total, infos[0].base_offset, infos[-1].last_offset)
         self._write(lambda: self.active.append(buffers, infos), "appending to")
         epochs = (
@@ -489,9 +530,13 @@ class Log:
         if epochs[-1] > self.epochs.latest_epoch or self.epochs.unwritten:
             self._write(lambda: self._assign_epochs(epochs, infos), "recording leader epochs of")
         now = self._clock()
-        for h, info in zip(headers, infos, strict=True):
+        for i, (h, info) in enumerate(zip(headers, infos, strict=True)):
             if h.producer_id >= 0:
-                self.producers.update(_producer_batch(h, info.base_offset, now))
+                completed = self.producers.update(
+                    _producer_batch(h, info.base_offset, now, markers.get(i))
+                )
+                if completed is not None and completed.aborted:
+                    self._write(partial(self._aborted, completed), "indexing an abort in")
         self.producers.end_offset = infos[-1].last_offset + 1
         self._unflushed_records += records
         max_ts = max(i.max_timestamp for i in infos)
@@ -499,8 +544,39 @@ class Log:
             infos[0].base_offset, infos[-1].last_offset, max_ts, len(infos), records, total
         )
 
-    def _check_producers(self, headers: list[BatchHeader]) -> AppendInfo | None:
-        """The leader's idempotence check; the original offsets if this is a retry."""
+    def _validate(
+        self, headers: list[BatchHeader], view: memoryview, *, from_producer: bool
+    ) -> dict[int, EndTxnMarker]:
+        """Refuse what no append may write; returns the transaction markers among the
+        batches, by index, read before anything is written so a bad one is refused whole."""
+        limit = self.config.max_message_bytes
+        markers: dict[int, EndTxnMarker] = {}
+        for i, h in enumerate(headers):
+            if h.size > limit:
+                raise MessageTooLargeError(
+                    f"a batch of {h.size} bytes is over max.message.bytes ({limit}) for {self.name}"
+                )
+            if h.is_control:
+                if from_producer:
+                    raise InvalidRecordError(
+                        f"{self.name}: a producer may not write control batches; transaction "
+                        "markers are written by the transaction coordinator"
+                    )
+                if h.producer_id >= 0:
+                    markers[i] = read_end_txn_marker(view, h)
+        total = headers[-1].end
+        if total > self.config.segment_bytes:
+            raise RecordListTooLargeError(
+                f"{total} bytes in one append is over segment.bytes "
+                f"({self.config.segment_bytes}) for {self.name}"
+            )
+        return markers
+
+    def _check_producers(
+        self, headers: list[BatchHeader], markers: dict[int, EndTxnMarker]
+    ) -> AppendInfo | None:
+        """The leader's idempotence (and transaction) check; the original offsets if this
+        is a retry."""
         idempotent = [h for h in headers if h.producer_id >= 0]
         if not idempotent:
             return None
@@ -510,7 +586,7 @@ class Log:
                 f"request, not {len(headers)}"
             )
         h = idempotent[0]
-        kept = self.producers.check(_producer_batch(h, self.log_end_offset, -1))
+        kept = self.producers.check(_producer_batch(h, self.log_end_offset, -1, markers.get(0)))
         if kept is None:
             return None
         self._log.info(
@@ -542,6 +618,19 @@ class Log:
     def end_offset_for_epoch(self, epoch: int) -> tuple[int, int]:
         """OffsetsForLeaderEpoch: (largest epoch <= ``epoch`` here, the offset it ended at)."""
         return self.epochs.end_offset_for(epoch, self.log_end_offset)
+
+    # --- transactions -------------------------------------------------------------------
+
+    def last_stable_offset(self, high_watermark: int) -> int:
+        """What a read_committed reader may read up to (exclusive): the high watermark, or
+        the first offset of the oldest transaction not yet ended below it."""
+        first = self.producers.first_unstable_offset(high_watermark)
+        return high_watermark if first is None else min(first, high_watermark)
+
+    def aborted_transactions(self, start: int, upper: int) -> list[tuple[int, int]]:
+        """(producer id, first offset) of the aborted transactions with records in
+        [``start``, ``upper``): what a read_committed fetch from ``start`` is told."""
+        return self.aborted.collect(start, upper)
 
     def _maybe_roll(self, nbytes: int, first_offset: int, last_offset: int) -> None:
         seg = self.active
@@ -705,6 +794,7 @@ class Log:
         self._write(restart, "truncating")
         self.epochs.clear()
         self._write(lambda: self.producers.delete_snapshots_above(-1), "truncating")
+        self._write(self.aborted.clear, "truncating")
         self.producers.clear(offset)
         self._log_start_offset = offset
         self.recovery_point = offset
@@ -775,6 +865,7 @@ class Log:
             lambda: self.producers.delete_snapshots_below(self._log_start_offset),
             "deleting producer snapshots of",
         )
+        self._write(lambda: self.aborted.prune_below(self._log_start_offset), "pruning")
         self._log.info(
             "log.retention_deleted",
             segments=count,
@@ -883,7 +974,7 @@ class Log:
         if self._deleting:
             return
         target, dirty = self._flush_plan()
-        self._write(lambda: _fsync_all(dirty, self.epochs), "flushing")
+        self._write(lambda: _fsync_all(dirty, self.epochs, self.aborted), "flushing")
         self._flush_done(target)
 
     async def flush_async(self) -> None:
@@ -896,7 +987,7 @@ class Log:
         # leaves the thread running, on these segments
         try:
             running = asyncio.get_running_loop().run_in_executor(
-                None, _fsync_all, dirty, self.epochs
+                None, _fsync_all, dirty, self.epochs, self.aborted
             )
         except BaseException:  # no thread (the executor is shut down): nothing holds them
             self._flush_held.remove(dirty)
@@ -972,11 +1063,17 @@ def remove_log_dir(directory: Path) -> None:
     raise OSError(errno.ENOTEMPTY, f"{directory} is still there after two removals")
 
 
-def _fsync_all(segments: list[LogSegment], epochs: LeaderEpochCache | None = None) -> None:
+def _fsync_all(
+    segments: list[LogSegment],
+    epochs: LeaderEpochCache | None = None,
+    aborted: AbortedTransactions | None = None,
+) -> None:
     for segment in segments:
         segment.flush()
     if epochs is not None:
         epochs.flush()
+    if aborted is not None:
+        aborted.flush()
 
 
 def _storage_advice(exc: OSError, doing: str, directory: Path) -> str:
@@ -1000,7 +1097,19 @@ def _storage_advice(exc: OSError, doing: str, directory: Path) -> str:
     return f"{exc.strerror or exc} while {where}; check the disk, then restart the broker"
 
 
-def _producer_batch(header: BatchHeader, base_offset: int, appended_ms: int) -> ProducerBatch:
+def _producer_batch(
+    header: BatchHeader, base_offset: int, appended_ms: int, marker: EndTxnMarker | None = None
+) -> ProducerBatch:
+    """The producer fields of a batch; ``marker``: what a control batch holds."""
+    if marker is not None:
+        committed, coordinator_epoch = marker
+        marker_type, is_transactional = int(committed), True
+    else:
+        marker_type, coordinator_epoch, is_transactional = (
+            NO_MARKER,
+            -1,
+            header.is_transactional,
+        )
     return ProducerBatch(
         header.producer_id,
         header.producer_epoch,
@@ -1009,4 +1118,7 @@ def _producer_batch(header: BatchHeader, base_offset: int, appended_ms: int) -> 
         base_offset,
         base_offset + header.last_offset_delta,
         appended_ms,
+        is_transactional,
+        marker_type,
+        coordinator_epoch,
     )

@@ -89,6 +89,9 @@ class _Followed:
     OffsetForLeaderEpoch first."""
 
 
+_FOLLOWER_FETCH_VERSION = 2
+
+
 class ReplicaFetcher:
     """Fetches, from leader ``leader_id`` at ``host:port``, what this broker follows there."""
 
@@ -136,7 +139,8 @@ class ReplicaFetcher:
         self._session = FetchSessionBuilder()
         """This fetcher's fetch session at the leader (KIP-227): each fetch names only
         the partitions that moved, and the answer only those with news."""
-        self._fetch_version: int | None = None  # this build's highest, unless the leader's is lower
+        # v2, unless the leader's is lower: v3 adds only what read_committed consumers read
+        self._fetch_version: int | None = _FOLLOWER_FETCH_VERSION
         self._changed = asyncio.Event()
         self._on_progress = on_progress
         self._task = asyncio.get_running_loop().create_task(self._run())

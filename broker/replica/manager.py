@@ -49,6 +49,8 @@ from broker.replica.partition import HighWatermarkWaiter, Partition
 from protocol.acls import Operation, ResourceType
 from protocol.apis import (
     LATEST_TIMESTAMP,
+    READ_COMMITTED,
+    AbortedTransaction,
     DeleteRecordsPartitionResult,
     DeleteRecordsRequest,
     DeleteRecordsResponse,
@@ -79,6 +81,12 @@ from protocol.apis import (
     ProduceResponse,
     ProduceTopicResponse,
     StopReplicaPartition,
+    WritableTxnMarker,
+    WritableTxnMarkerPartitionResult,
+    WritableTxnMarkerResult,
+    WritableTxnMarkerTopicResult,
+    WriteTxnMarkersRequest,
+    WriteTxnMarkersResponse,
 )
 from protocol.errors import (
     ApiError,
@@ -118,6 +126,9 @@ _READ_ALL_BELOW = 8
 """A parked fetch woken reads all its partitions at once, answering if they have enough,
 when fewer than this many did not wake it; past that, the woken ones are looked at first
 (see :meth:`ReplicaManager._enough`)."""
+
+
+_MARKER_TIMEOUT_MS = 30_000  # Kafka's: request.timeout.ms, for its coordinator's markers
 
 
 def _now_ms() -> int:
@@ -172,7 +183,7 @@ class _DelayedFetch:
 class _Wait:
     """One partition of a delayed produce: its result, and its waiter until settled."""
 
-    result: ProducePartitionResponse
+    result: ProducePartitionResponse | WritableTxnMarkerPartitionResult
     partition: Partition
     waiter: HighWatermarkWaiter | None = None
 
@@ -188,7 +199,7 @@ class _DelayedProduce:
     def __init__(
         self,
         answer: object,
-        waits: list[tuple[ProducePartitionResponse, Partition, int]],
+        waits: list[tuple[Any, Partition, int]],
         timeout_ms: int,
         purgatory: set[_DelayedProduce],
     ) -> None:
@@ -686,6 +697,60 @@ class ReplicaManager:
         ).deferred
         return answered
 
+    async def write_txn_markers(self, request: WriteTxnMarkersRequest) -> WriteTxnMarkersResponse:
+        """Append each transaction marker as the leader of its partitions, answered once
+        every in-sync replica has it (as acks=all; Kafka's coordinator-origin appends)."""
+        results: list[WritableTxnMarkerResult] = []
+        waits: list[tuple[Any, Partition, int]] = []
+        for marker in request.markers:
+            topics = []
+            for topic in marker.topics:
+                written = []
+                for index in topic.partition_indexes:
+                    result = WritableTxnMarkerPartitionResult(partition_index=index)
+                    written.append(result)
+                    try:
+                        partition, end = self._append_marker(topic.name, index, marker)
+                    except ApiError as exc:
+                        result.error_code, result.error_message = exc.code, exc.message
+                        continue
+                    waits.append((result, partition, end))
+                topics.append(WritableTxnMarkerTopicResult(name=topic.name, partitions=written))
+            results.append(WritableTxnMarkerResult(producer_id=marker.producer_id, topics=topics))
+        self._complete_woken(WOKEN_FIRST)
+        response = WriteTxnMarkersResponse(markers=results)
+        if not waits:
+            return response
+        answered: WriteTxnMarkersResponse = await _DelayedProduce(
+            response, waits, _MARKER_TIMEOUT_MS, self.delayed_produces
+        ).deferred
+        return answered
+
+    def _append_marker(
+        self, topic: str, index: int, marker: WritableTxnMarker
+    ) -> tuple[Partition, int]:
+        partition = self._leader_partition(topic, index)
+        self._check_min_insync(partition)
+        log = partition.log
+        info = log.append_marker(
+            producer_id=marker.producer_id,
+            producer_epoch=marker.producer_epoch,
+            committed=marker.transaction_result,
+            coordinator_epoch=marker.coordinator_epoch,
+            leader_epoch=partition.leader_epoch,
+        )
+        self._log.debug(
+            "txn.marker_written",
+            topic=topic,
+            partition=index,
+            producer_id=marker.producer_id,
+            committed=marker.transaction_result,
+            offset=info.first_offset,
+        )
+        moved = partition.maybe_advance_high_watermark()
+        self._wake(TopicPartition(topic, index), consumers=moved)
+        return partition, info.last_offset + 1
+
     def _flush_soon(self, log: Log) -> None:
         """fsync in a worker thread, one at a time per log (flush.messages / flush.ms)."""
         if log in self._flushing:
@@ -805,6 +870,7 @@ class ReplicaManager:
                 delayed.by_tp = {sp.tp: sp for sp in context.partitions}
             held = delayed.by_tp
         request, follower = delayed.request, delayed.follower
+        isolation = request.isolation_level
         found = delayed.found
         for tp in woke:
             sp = held.get(tp)
@@ -818,7 +884,7 @@ class ReplicaManager:
                 data = log.read(
                     sp.fetch_offset,
                     sp.max_bytes,
-                    max_offset=None if follower else partition.high_watermark,
+                    max_offset=None if follower else _readable_end(partition, isolation),
                     min_one_batch=True,
                 )
             except ApiError:
@@ -891,6 +957,7 @@ class ReplicaManager:
         total = 0
         failed = False
         incremental = context.incremental
+        committed = not follower and request.isolation_level == READ_COMMITTED
         by_topic: dict[str, list[FetchPartitionData]] = {}
         context.begin()
         for sp in context.partitions:
@@ -898,7 +965,13 @@ class ReplicaManager:
                 partition = self._readable(sp, request, context, follower)
                 log = partition.log
                 high_watermark = partition.high_watermark
-                end = log.log_end_offset if follower else high_watermark
+                end = (
+                    log.log_end_offset
+                    if follower
+                    else high_watermark
+                    if not committed
+                    else log.last_stable_offset(high_watermark)
+                )
                 told = (
                     sp.sent_high_watermark == high_watermark
                     and sp.sent_log_start_offset == log.log_start_offset
@@ -912,7 +985,7 @@ class ReplicaManager:
                     else log.read(
                         sp.fetch_offset,
                         min(sp.max_bytes, budget),
-                        max_offset=None if follower else high_watermark,
+                        max_offset=None if follower else end,
                         min_one_batch=total == 0,  # KIP-74: the first batch always fits
                     )
                 )
@@ -939,9 +1012,19 @@ class ReplicaManager:
                 FetchPartitionData(
                     partition_index=sp.index,
                     high_watermark=high_watermark,
-                    last_stable_offset=high_watermark,
+                    last_stable_offset=(
+                        end if committed else log.last_stable_offset(high_watermark)
+                    ),
                     log_start_offset=log.log_start_offset,
                     diverging_epoch=diverging,
+                    aborted_transactions=(
+                        [
+                            AbortedTransaction(producer_id=pid, first_offset=first)
+                            for pid, first in log.aborted_transactions(sp.fetch_offset, end)
+                        ]
+                        if committed and data is not None
+                        else None
+                    ),
                     records=data.region() if data is not None else None,
                 )
             )
@@ -1269,7 +1352,11 @@ class ReplicaManager:
                             "caught up yet; retry shortly"
                         )
                     if p.timestamp == LATEST_TIMESTAMP:
-                        end = partition.log.log_end_offset if follower else partition.high_watermark
+                        end = (
+                            partition.log.log_end_offset
+                            if follower
+                            else _readable_end(partition, request.isolation_level)
+                        )
                         found: tuple[int, int] | None = (-1, end)
                     else:
                         found = partition.log.list_offset(p.timestamp)
@@ -1422,6 +1509,15 @@ def _as_topic_wants(config: LogConfig, records: Buffer) -> tuple[Buffer, int]:
         records, codec=codec, append_time_ms=append_time_ms if append_time_ms >= 0 else None
     )
     return rewritten, append_time_ms
+
+
+def _readable_end(partition: Partition, isolation_level: int) -> int:
+    """Where a consumer's reads stop: the high watermark, or for read_committed the last
+    stable offset (no transaction still open, or ended by a marker not yet replicated)."""
+    high_watermark = partition.high_watermark
+    if isolation_level == READ_COMMITTED:
+        return partition.log.last_stable_offset(high_watermark)
+    return high_watermark
 
 
 def _diverging(partition: Partition, sp: SessionPartition) -> DivergingEpoch | None:

@@ -44,6 +44,7 @@ __all__ = [
     "MAGIC",
     "BatchHeader",
     "read_header",
+    "refresh_crc",
     "scan_batches",
     "set_base_offset",
     "set_partition_leader_epoch",
@@ -235,5 +236,9 @@ def set_producer_fields(
     ``buf`` (a producer does it when it first sends the batch) and recompute the CRC they
     are covered by: O(bytes) in C, once per batch."""
     _PRODUCER.pack_into(buf, PRODUCER_POS, producer_id, producer_epoch, base_sequence)
-    crc = crc32c(memoryview(buf)[ATTRIBUTES_POS:])
-    _UINT32.pack_into(buf, CRC_POS, crc)
+    refresh_crc(buf)
+
+
+def refresh_crc(buf: bytearray) -> None:
+    """Recompute the CRC of the one batch in ``buf`` after a change to fields it covers."""
+    _UINT32.pack_into(buf, CRC_POS, crc32c(memoryview(buf)[ATTRIBUTES_POS:]))

@@ -219,6 +219,50 @@ async def test_a_producers_last_batch_survives_as_an_empty_batch(bench: Bench) -
     assert empty.partition_leader_epoch == 3
 
 
+async def test_aborted_records_go_and_never_replace_a_committed_value(bench: Bench) -> None:
+    bench.write([(b"a", b"committed"), (b"b", b"committed")])
+    txn = {"producer_id": 9, "producer_epoch": 0, "is_transactional": True}
+    aborted = bench.log.append(
+        encode_batch([(b"a", b"aborted", None, 1)], base_sequence=0, **txn)
+    ).first_offset
+    bench.log.append(encode_batch([(b"z", b"filler", None, 1)], base_sequence=1, **txn))
+    marker = bench.log.append_marker(
+        producer_id=9, producer_epoch=0, committed=False, coordinator_epoch=0
+    ).first_offset
+    newer = bench.write([(b"b", b"newer")])
+    bench.log.roll()
+    await bench.clean_all()
+    rows = [row for row in read_rows(bench.log) if row[0] != marker]
+    # the aborted record was the latest of "a": had it counted, "committed" would be gone
+    assert rows == [(0, b"a", b"committed"), (newer, b"b", b"newer")]
+    kept = {b.base_offset: b for b in batches(bench.log)}
+    assert aborted not in kept  # the aborted batch itself is gone...
+    assert len(kept[aborted + 1]) == 0  # ...its producer's last stays as a bare header
+    assert any(b.is_control for b in kept.values())  # the marker stays
+
+
+async def test_a_transaction_still_open_is_not_cleaned(tmp_path: Path) -> None:
+    """The broker bounds cleaning by the last stable offset (app's cleanable_end)."""
+    bench = Bench(tmp_path)
+    bench.cleaner = LogCleaner(
+        bench.manager,
+        CleanerConfig(),
+        clock=bench.clock,
+        cleanable_end=lambda tp: bench.log.last_stable_offset(bench.log.log_end_offset),
+    )
+    try:
+        bench.write([(b"a", b"1")])
+        txn = {"producer_id": 9, "producer_epoch": 0, "is_transactional": True}
+        bench.log.append(encode_batch([(b"a", b"open", None, 1)], base_sequence=0, **txn))
+        bench.write([(b"b", b"1")])
+        bench.log.roll()
+        assert bench.log.last_stable_offset(bench.log.log_end_offset) == 1
+        await bench.clean_all()
+        assert (0, b"a", b"1") in read_rows(bench.log)  # "a" may yet be aborted
+    finally:
+        await bench.close()
+
+
 async def test_the_last_batch_of_a_cleaned_segment_keeps_the_segments_end(
     tmp_path: Path,
 ) -> None:

@@ -309,12 +309,12 @@ class _HeldFsync:
         self.errors: list[BaseException] = []
         real = log_module._fsync_all
 
-        def held(segments: list[Any], epochs: Any = None) -> None:
+        def held(segments: list[Any], *others: Any) -> None:
             self.started.set()
             self.go.wait(5)
             self.fds.extend(s.fd for s in segments)
             try:
-                real(segments, epochs)
+                real(segments, *others)
             except BaseException as exc:
                 self.errors.append(exc)
                 raise

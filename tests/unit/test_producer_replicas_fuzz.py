@@ -765,7 +765,7 @@ def show(entries: list[tuple[int, bytes, int]]) -> list[tuple[int, str, int]]:
 def producers_of(state: ProducerState) -> dict[int, tuple[int, list[tuple[int, ...]]]]:
     return {
         pid: (epoch, [tuple(b) for b in batches])
-        for pid, (epoch, _, batches) in state.producers.items()
+        for pid, (epoch, _, batches, _, _) in state.producers.items()
     }
 
 
