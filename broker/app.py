@@ -23,12 +23,14 @@ import structlog
 
 from broker import sasl, tls
 from broker.admin import TopicAdmin
-from broker.authorizer import Authorizer, topic_not_authorized
+from broker.authorizer import Authorizer, topic_not_authorized, transactional_id_not_authorized
 from broker.config import TLS_PROTOCOLS, BrokerConfig, listener_name
 from broker.controller.controller import Controller
 from broker.controller.election import ControllerElection
 from broker.coordinator.coordinator import GroupCoordinator
+from broker.coordinator.markers import MarkerWriter
 from broker.coordinator.producer_ids import ProducerIdManager
+from broker.coordinator.transactions import TransactionCoordinator
 from broker.deferred import Deferred
 from broker.dynamic_config import TopicConfigs
 from broker.heap import HeapSettler
@@ -52,6 +54,7 @@ from protocol.apis import (
     ApiKey,
     ControlledShutdownRequest,
     ControlledShutdownResponse,
+    CoordinatorType,
     ElectionType,
     ElectLeadersPartitionResult,
     ElectLeadersRequest,
@@ -163,6 +166,7 @@ class Broker:
         self._coordinator: GroupCoordinator | None = None
         self._cleaner: LogCleaner | None = None
         self._producer_ids: ProducerIdManager | None = None
+        self._transactions: TransactionCoordinator | None = None
         self._rebalancing: asyncio.Task[None] | None = None
         self.metrics_port = -1
         self._stopping = False
@@ -224,6 +228,24 @@ class Broker:
         self._coordinator.start()
         self._start_cleaner()
         self._producer_ids = ProducerIdManager(self.broker_id, self._zk)
+        self._transactions = TransactionCoordinator(
+            self.broker_id,
+            cfg,
+            self.metadata,
+            self._replicas,
+            self._admin,
+            producer_ids=self._producer_ids,
+            markers=MarkerWriter(
+                self.broker_id,
+                self.metadata,
+                self._replicas,
+                listener=cfg.inter_broker_listener,
+                tls=self._peer_tls,
+                login=self._peer_login,
+            ),
+            authorizer=self._acl,
+        )
+        self._transactions.start()
         await self._listen(protocols, server_tls)
         advertised = self._advertised()
         host, port = advertised[cfg.inter_broker_listener]
@@ -286,6 +308,7 @@ class Broker:
             self._quotas,
             self._metrics,
             self._coordinator,
+            self._transactions,
         ):
             if part is not None:
                 await part.stop()
@@ -354,7 +377,9 @@ class Broker:
     def _handlers(self, listener: str = "PLAINTEXT") -> dict[ApiKey, Any]:
         assert self._replicas is not None and self._admin is not None
         assert self._coordinator is not None and self._producer_ids is not None
+        assert self._transactions is not None
         replicas, admin, groups = self._replicas, self._admin, self._coordinator
+        transactions = self._transactions
         credentials = self._credentials
         assert credentials is not None
         acl = self._acl
@@ -370,6 +395,8 @@ class Broker:
             return guarded
 
         def init_producer_id(header: RequestHeader, request: Any) -> Any:
+            if request.transactional_id is not None:  # Write on the id: the coordinator's
+                return transactions.init_producer_id(request)
             # Kafka's: IDEMPOTENT_WRITE on the cluster, or WRITE on some topic
             if not acl.allowed_on_cluster(Operation.IDEMPOTENT_WRITE) and not (
                 acl.allowed_any_topic(Operation.WRITE)
@@ -387,6 +414,11 @@ class Broker:
         def produce(header: RequestHeader, request: ProduceRequest) -> Any:
             # not async: acks=0/1 is answered in the loop iteration that read it (acks=all
             # returns a Deferred, answered from the fetch that moves the high watermark)
+            txn_id = request.transactional_id
+            if txn_id is not None and not acl.allowed(
+                Operation.WRITE, ResourceType.TRANSACTIONAL_ID, txn_id
+            ):
+                raise transactional_id_not_authorized(txn_id, Operation.WRITE)
             response = replicas.produce(request)
             throttle = (
                 quotas.record("producer_byte_rate", _produced_bytes(request))
@@ -419,9 +451,15 @@ class Broker:
             ApiKey.DESCRIBE_CONFIGS: _serve(admin.describe_configs),
             ApiKey.ALTER_CONFIGS: _serve(admin.alter_configs),
             ApiKey.INCREMENTAL_ALTER_CONFIGS: _serve(admin.incremental_alter_configs),
-            ApiKey.FIND_COORDINATOR: lambda header, request: groups.find_coordinator(
-                request, listener
+            ApiKey.FIND_COORDINATOR: lambda header, request: (
+                transactions.find_coordinator(request, listener)
+                if request.key_type == CoordinatorType.TRANSACTION
+                else groups.find_coordinator(request, listener)
             ),
+            ApiKey.ADD_PARTITIONS_TO_TXN: _serve(transactions.add_partitions),
+            ApiKey.ADD_OFFSETS_TO_TXN: _serve(transactions.add_offsets),
+            ApiKey.END_TXN: _serve(transactions.end_txn),
+            ApiKey.TXN_OFFSET_COMMIT: _serve(groups.txn_offset_commit),
             ApiKey.OFFSET_COMMIT: _serve(groups.offset_commit),
             ApiKey.OFFSET_FETCH: _serve(groups.offset_fetch),
             ApiKey.JOIN_GROUP: _serve(groups.join_group),

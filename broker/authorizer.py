@@ -72,6 +72,7 @@ from protocol.errors import (
     KafkaStorageError,
     SecurityDisabledError,
     TopicAuthorizationFailedError,
+    TransactionalIdAuthorizationFailedError,
 )
 
 __all__ = [
@@ -80,6 +81,7 @@ __all__ = [
     "group_not_authorized",
     "principal",
     "topic_not_authorized",
+    "transactional_id_not_authorized",
 ]
 
 ANONYMOUS = "User:ANONYMOUS"
@@ -510,6 +512,17 @@ def topic_not_authorized(topic: str, operation: Operation) -> TopicAuthorization
         f"{who} may not {operation.title} topic {topic!r}: it needs an ACL allowing it "
         f"(headwater acls --add --allow-principal {who} --operation {operation.title} "
         f"--topic {topic})"
+    )
+
+
+def transactional_id_not_authorized(
+    transactional_id: str, operation: Operation
+) -> TransactionalIdAuthorizationFailedError:
+    who = principal()
+    return TransactionalIdAuthorizationFailedError(
+        f"{who} may not {operation.title} transactional id {transactional_id!r}: it needs an "
+        f"ACL allowing it (headwater acls --add --allow-principal {who} --operation "
+        f"{operation.title} --transactional-id {transactional_id})"
     )
 
 

@@ -13,6 +13,8 @@ from client.errors import (
     ConfigurationError,
     NoOffsetForPartitionError,
     TlsError,
+    TransactionAbortedError,
+    TransactionStateError,
 )
 from client.membership import RebalanceListener
 from client.producer import Producer
@@ -94,6 +96,8 @@ __all__ = [
     "TlsError",
     "TopicDescription",
     "TopicPartition",
+    "TransactionAbortedError",
+    "TransactionStateError",
     "UserScramCredentialDeletion",
     "UserScramCredentialUpsertion",
     "UserScramCredentialsDescription",

@@ -53,9 +53,11 @@ from protocol.records import (
     decode_batches,
     set_producer_fields,
 )
+from protocol.records.batch import ATTRIBUTES_POS, TRANSACTIONAL_BIT
 
 __all__ = [
     "RECORD_OVERHEAD_BOUND",
+    "LeaderOf",
     "ProducerBatch",
     "ReadyCheck",
     "RecordAccumulator",
@@ -381,13 +383,23 @@ class ProducerBatch:
         stamped anew, under the producer's next epoch, when sent again."""
         self.producer_id, self.producer_epoch, self.base_sequence = -1, -1, -1
 
-    def stamp(self, producer_id: int, producer_epoch: int, base_sequence: int) -> None:
-        """An idempotent producer's id, epoch and sequence, into the built batch."""
+    def stamp(
+        self,
+        producer_id: int,
+        producer_epoch: int,
+        base_sequence: int,
+        *,
+        transactional: bool = False,
+    ) -> None:
+        """An idempotent producer's id, epoch and sequence, into the built batch (and,
+        for a transactional producer, the transactional flag)."""
         assert self.payload is not None
         payload = self.payload
         if self.attempts or not isinstance(payload, bytearray):
             # sent before: its request may still hold those bytes; never sent: in place
             payload = self.payload = bytearray(payload)
+        if transactional:
+            payload[ATTRIBUTES_POS + 1] |= TRANSACTIONAL_BIT  # the low byte; CRC'd below
         set_producer_fields(payload, producer_id, producer_epoch, base_sequence)
         self.producer_id, self.producer_epoch = producer_id, producer_epoch
         self.base_sequence = base_sequence
@@ -525,6 +537,10 @@ class RecordAccumulator:
         (pipelining may send it, or its linger needs a timer) once that one is out."""
         self.buffered_bytes = 0
         """Bound on the bytes of records appended and not yet finished (buffer.memory)."""
+        self.transactional = False
+        """Batches are stamped as a transaction's (a transactional producer's)."""
+        self.on_failure: Callable[[BaseException], None] | None = None
+        """Told of every batch that fails (a transaction that had one cannot commit)."""
 
     # --- the caller's side -----------------------------------------------------------------
 
@@ -745,7 +761,7 @@ class RecordAccumulator:
     def _sequence(self, batch: ProducerBatch) -> None:
         """The next sequence of its partition; a retry keeps the one it was sent with."""
         base = self._sequences.get(batch.tp, 0)
-        batch.stamp(self.producer_id, self.producer_epoch, base)
+        batch.stamp(self.producer_id, self.producer_epoch, base, transactional=self.transactional)
         self._sequences[batch.tp] = (base + batch.record_count) % _SEQUENCE_WRAP
 
     def expire(self) -> list[ProducerBatch]:
@@ -883,15 +899,31 @@ class RecordAccumulator:
 
     def fail_topic(self, topic: str, error: ApiError) -> int:
         """Fail every waiting batch of ``topic`` (it does not exist); returns how many."""
+        return self.fail_partitions(lambda tp: tp.topic == topic, error)
+
+    def fail_partitions(self, which: Callable[[TopicPartition], bool], error: ApiError) -> int:
+        """Fail every waiting batch of the partitions ``which`` picks (with none in flight);
+        returns how many."""
         failed = 0
         emptied = []
         for tp, queue in self._batches.items():
-            if tp.topic == topic and tp not in self._sent:
+            if which(tp) and tp not in self._sent:
                 emptied.append(tp)
                 while queue:
                     self._finish(queue.popleft(), error)
                     failed += 1
         self._drop_empty(emptied)
+        return failed
+
+    def fail_queued(self, error: BaseException) -> int:
+        """Fail every batch not sent yet (and not in flight), of every partition; returns
+        how many (a transaction that failed sends nothing more)."""
+        failed = 0
+        for queue in self._batches.values():
+            while queue:
+                self._finish(queue.popleft(), error)
+                failed += 1
+        self._batches.clear()
         return failed
 
     def fail_all(self, error: BaseException) -> None:
@@ -986,6 +1018,8 @@ class RecordAccumulator:
         return payload
 
     def _finish(self, batch: ProducerBatch, error: BaseException) -> None:
+        if self.on_failure is not None:
+            self.on_failure(error)
         if self._open.get(batch.tp) is batch:
             del self._open[batch.tp]  # its partition's next record opens a new one
         if batch.producer_id >= 0:

@@ -36,6 +36,7 @@ class AclCommand:
         operations: tuple[str, ...] = (),
         topics: tuple[str, ...] = (),
         groups_: tuple[str, ...] = (),
+        transactional_ids: tuple[str, ...] = (),
         cluster: bool = False,
         resource_pattern_type: str | None = None,
         principal: str | None = None,
@@ -54,6 +55,7 @@ class AclCommand:
         self.principal = principal
         self.resources = [(ResourceType.TOPIC, t) for t in topics]
         self.resources += [(ResourceType.GROUP, g) for g in groups_]
+        self.resources += [(ResourceType.TRANSACTIONAL_ID, t) for t in transactional_ids]
         if cluster:
             self.resources.append((ResourceType.CLUSTER, CLUSTER_NAME))
         self.who = [(p, Permission.ALLOW, allow_host or ("*",)) for p in allow_principal]
@@ -61,7 +63,9 @@ class AclCommand:
         self.hosts_given = bool(allow_host or deny_host)
         self.producer, self.consumer = producer, consumer
         if self.mode != "list" and not self.resources:
-            raise ValueError("name what the ACLs are on: --topic, --group or --cluster")
+            raise ValueError(
+                "name what the ACLs are on: --topic, --group, --transactional-id or --cluster"
+            )
         if self.mode != "list" and principal is not None:
             raise ValueError(
                 "--principal only narrows --list; to --add or --remove, name the principal "
@@ -83,6 +87,8 @@ class AclCommand:
                 out += [(kind, name, o) for o in _CONSUMER]
             if self.consumer and kind == ResourceType.GROUP:
                 out.append((kind, name, Operation.READ))
+            if self.producer and kind == ResourceType.TRANSACTIONAL_ID:
+                out += [(kind, name, o) for o in (Operation.WRITE, Operation.DESCRIBE)]
             if not (self.producer or self.consumer):
                 out += [(kind, name, o) for o in self.operations or [Operation.ALL]]
         return out

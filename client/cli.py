@@ -1411,6 +1411,12 @@ def groups_delete(ctx: click.Context, group: str, if_exists: bool) -> None:
 )
 @click.option("--topic", "topics", multiple=True, help="A topic ('*': every one; repeatable).")
 @click.option("--group", "groups_", multiple=True, help="A group ('*': every one; repeatable).")
+@click.option(
+    "--transactional-id",
+    "transactional_ids",
+    multiple=True,
+    help="A producer's transactional id ('*': every one; repeatable).",
+)
 @click.option("--cluster", is_flag=True, help="The cluster itself.")
 @click.option(
     "--resource-pattern-type",
@@ -1419,7 +1425,10 @@ def groups_delete(ctx: click.Context, group: str, if_exists: bool) -> None:
 )
 @click.option("--principal", help="--list: only this principal's.")
 @click.option(
-    "--producer", is_flag=True, help="A producer's: Write, Describe, Create on the topics."
+    "--producer",
+    is_flag=True,
+    help="A producer's: Write, Describe, Create on the topics; Write, Describe on the "
+    "transactional ids.",
 )
 @click.option(
     "--consumer",

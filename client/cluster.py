@@ -278,6 +278,10 @@ class Cluster:
             ) from None
         self._periodic = asyncio.get_running_loop().create_task(self._refresh_periodically())
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     async def close(self) -> None:
         self._closed = True
         tasks: list[asyncio.Task[Any]] = [

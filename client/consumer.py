@@ -157,6 +157,7 @@ class Consumer:
         self.auto_offset_reset = auto_offset_reset
         self.isolation_level = isolation_level
         self._isolation = _ISOLATION_LEVELS[isolation_level]
+        self._stable = self._isolation == READ_COMMITTED  # KIP-447: no offsets in flux
         self.fetch_max_wait_ms = fetch_max_wait_ms
         self.fetch_min_bytes = fetch_min_bytes
         self.fetch_max_bytes = fetch_max_bytes
@@ -502,7 +503,7 @@ class Consumer:
     async def committed(self, partition: TopicPartition) -> int | None:
         """The group's committed offset of ``partition`` (None: never committed)."""
         tp = TopicPartition(*partition)
-        return (await self._group_offsets().committed([tp]))[tp]
+        return (await self._group_offsets().committed([tp], require_stable=self._stable))[tp]
 
     def _group_offsets(self) -> GroupOffsets:
         self._check_running()
@@ -874,7 +875,7 @@ class Consumer:
             return policy
         generations = {tp: states[tp].generation for tp in asked}
         try:
-            committed = await self._offsets.committed(asked)
+            committed = await self._offsets.committed(asked, require_stable=self._stable)
         except ApiError as exc:
             if exc.retriable:
                 _log.debug("committed offsets will be read again: %s", exc)
@@ -899,7 +900,7 @@ class Consumer:
     async def _reset_offset(self, tp: TopicPartition) -> int:
         state = self._subscription.states.get(tp)
         if self._offsets is not None and state is not None and not state.reset_by_policy:
-            committed = (await self._offsets.committed([tp]))[tp]  # a group starts there
+            committed = (await self._offsets.committed([tp], require_stable=self._stable))[tp]
             if committed is not None:
                 return committed
         timestamp = _RESETS[self.auto_offset_reset]

@@ -19,6 +19,7 @@ from client.cluster import Cluster
 from client.types import TopicPartition
 from protocol.apis import (
     ApiKey,
+    CoordinatorType,
     FindCoordinatorRequest,
     FindCoordinatorResponse,
     OffsetCommitRequest,
@@ -38,20 +39,94 @@ from protocol.errors import (
     error_for_code,
 )
 
-__all__ = ["GroupOffsets"]
+__all__ = ["CoordinatorLine", "GroupOffsets"]
 
 _ASK_AGAIN = (NotCoordinatorError, CoordinatorNotAvailableError, CoordinatorLoadInProgressError)
 
 
-class GroupOffsets:
+class CoordinatorLine:
+    """Requests to the coordinator of ``key`` (a group, or a transactional id with
+    ``key_type`` :data:`CoordinatorType.TRANSACTION`), found again whenever it moves."""
+
     def __init__(
-        self, cluster: Cluster, group_id: str, *, request_timeout_ms: int, retry_backoff_ms: int
+        self,
+        cluster: Cluster,
+        key: str,
+        *,
+        key_type: int = CoordinatorType.GROUP,
+        request_timeout_ms: int,
+        retry_backoff_ms: int,
     ) -> None:
         self._cluster = cluster
-        self.group_id = group_id
+        self.key = key
+        self.key_type = key_type
         self._timeout_s = request_timeout_ms / 1000
         self._backoff_s = retry_backoff_ms / 1000
         self._coordinator: int | None = None
+
+    @property
+    def _what(self) -> str:
+        kind = "group" if self.key_type == CoordinatorType.GROUP else "transactional id"
+        return f"{kind} {self.key!r}"
+
+    async def call(self, api_key: ApiKey, request: Any, check: Any = None) -> Any:
+        """Send to the coordinator, finding it (again) and retrying while it moves.
+
+        ``check(response)`` may raise the typed error a response carries inside it; a
+        top-level error code is raised by the connection already."""
+        deadline = time.monotonic() + self._timeout_s
+        last: ApiError | None = None
+        while time.monotonic() < deadline:
+            try:
+                node = self._coordinator
+                if node is None:
+                    node = await self._find()
+                response = await self._cluster.send(node, api_key, request)
+                if check is not None:
+                    check(response)
+                return response
+            except ApiError as exc:
+                if not (isinstance(exc, _ASK_AGAIN) or exc.retriable) or self._cluster.closed:
+                    raise
+                last = exc
+                self._coordinator = None
+                await asyncio.sleep(self._backoff_s)
+        raise last or RequestTimedOutError(
+            f"{self._what}: no coordinator answered within {self._timeout_s:g} s"
+        )
+
+    async def coordinator(self) -> int:
+        """The coordinator's broker id, found if not known (one FindCoordinator)."""
+        node = self._coordinator
+        return node if node is not None else await self._find()
+
+    def coordinator_dead(self) -> None:
+        """The coordinator did not answer or said it is not: find it again next time."""
+        self._coordinator = None
+
+    async def _find(self) -> int:
+        response: FindCoordinatorResponse = await self._cluster.send_any(
+            ApiKey.FIND_COORDINATOR, FindCoordinatorRequest(key=self.key, key_type=self.key_type)
+        )
+        if response.node_id not in self._cluster.metadata.brokers:
+            await self._cluster.refresh()
+        self._coordinator = response.node_id
+        return response.node_id
+
+
+class GroupOffsets(CoordinatorLine):
+    """A group's offsets, through its coordinator."""
+
+    def __init__(
+        self, cluster: Cluster, group_id: str, *, request_timeout_ms: int, retry_backoff_ms: int
+    ) -> None:
+        super().__init__(
+            cluster,
+            group_id,
+            request_timeout_ms=request_timeout_ms,
+            retry_backoff_ms=retry_backoff_ms,
+        )
+        self.group_id = group_id
 
     async def commit(
         self,
@@ -90,8 +165,13 @@ class GroupOffsets:
 
         await self.call(ApiKey.OFFSET_COMMIT, request, check)
 
-    async def committed(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int | None]:
-        """The committed offset of each partition, None where the group has none."""
+    async def committed(
+        self, partitions: list[TopicPartition], *, require_stable: bool = False
+    ) -> dict[TopicPartition, int | None]:
+        """The committed offset of each partition, None where the group has none.
+        ``require_stable`` (read_committed consumers, KIP-447): wait while a transaction
+        holds offsets of them not yet committed or aborted (UNSTABLE_OFFSET_COMMIT, retried
+        until ``request_timeout_ms``)."""
         by_topic: dict[str, list[int]] = {}
         for tp in partitions:
             by_topic.setdefault(tp.topic, []).append(tp.partition)
@@ -100,57 +180,19 @@ class GroupOffsets:
             topics=[
                 OffsetFetchRequestTopic(name=t, partition_indexes=ps) for t, ps in by_topic.items()
             ],
+            require_stable=require_stable,
         )
-        response: OffsetFetchResponse = await self.call(ApiKey.OFFSET_FETCH, request, None)
+
+        def check(response: OffsetFetchResponse) -> None:
+            for topic in response.topics:
+                for p in topic.partitions:
+                    if p.error_code:
+                        raise error_for_code(p.error_code, f"{topic.name}-{p.partition_index}")
+
+        response: OffsetFetchResponse = await self.call(ApiKey.OFFSET_FETCH, request, check)
         out: dict[TopicPartition, int | None] = dict.fromkeys(partitions)
         for topic in response.topics:
             for p in topic.partitions:
-                if p.error_code:
-                    raise error_for_code(p.error_code, f"{topic.name}-{p.partition_index}")
                 tp = TopicPartition(topic.name, p.partition_index)
                 out[tp] = p.committed_offset if p.committed_offset >= 0 else None
         return out
-
-    async def call(self, api_key: ApiKey, request: Any, check: Any = None) -> Any:
-        """Send to the coordinator, finding it (again) and retrying while it moves.
-
-        ``check(response)`` may raise the typed error a response carries inside it; a
-        top-level error code is raised by the connection already."""
-        deadline = time.monotonic() + self._timeout_s
-        last: ApiError | None = None
-        while time.monotonic() < deadline:
-            try:
-                node = self._coordinator
-                if node is None:
-                    node = await self._find()
-                response = await self._cluster.send(node, api_key, request)
-                if check is not None:
-                    check(response)
-                return response
-            except ApiError as exc:
-                if not (isinstance(exc, _ASK_AGAIN) or exc.retriable):
-                    raise
-                last = exc
-                self._coordinator = None
-                await asyncio.sleep(self._backoff_s)
-        raise last or RequestTimedOutError(
-            f"group {self.group_id!r}: no coordinator answered within {self._timeout_s:g} s"
-        )
-
-    async def coordinator(self) -> int:
-        """The coordinator's broker id, found if not known (one FindCoordinator)."""
-        node = self._coordinator
-        return node if node is not None else await self._find()
-
-    def coordinator_dead(self) -> None:
-        """The coordinator did not answer or said it is not: find it again next time."""
-        self._coordinator = None
-
-    async def _find(self) -> int:
-        response: FindCoordinatorResponse = await self._cluster.send_any(
-            ApiKey.FIND_COORDINATOR, FindCoordinatorRequest(key=self.group_id)
-        )
-        if response.node_id not in self._cluster.metadata.brokers:
-            await self._cluster.refresh()
-        self._coordinator = response.node_id
-        return response.node_id

@@ -17,6 +17,8 @@ __all__ = [
     "ConfigurationError",
     "NoOffsetForPartitionError",
     "TlsError",
+    "TransactionAbortedError",
+    "TransactionStateError",
 ]
 
 
@@ -46,3 +48,14 @@ class CommitFailedError(HeadwaterError):
     to another member now, and the records after its last successful commit will be
     delivered again. Not retriable as is: the consumer rejoins; commit what you process
     next. The broker's answer (ILLEGAL_GENERATION, UNKNOWN_MEMBER_ID, ...) is the cause."""
+
+
+class TransactionStateError(HeadwaterError, RuntimeError):
+    """A transactional call out of turn (Kafka's IllegalStateException): ``send`` outside
+    a transaction, ``begin_transaction`` inside one, ``commit_transaction`` after a record
+    of the transaction failed (abort it instead). The message says which."""
+
+
+class TransactionAbortedError(HeadwaterError):
+    """A record of a transaction that failed before the record was sent (Kafka's
+    TransactionAbortedException): nothing more of it is sent; abort the transaction."""

@@ -44,13 +44,14 @@ import contextlib
 import logging
 import ssl
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from types import TracebackType
 from typing import Any
 
 from client.accumulator import (
     HELD_PER_RECORD,
     RECORD_OVERHEAD_BOUND,
+    LeaderOf,
     ProducerBatch,
     RecordAccumulator,
     RecordFuture,
@@ -64,9 +65,15 @@ from client.batches import (
     checked_timestamp,
 )
 from client.cluster import Cluster, TopicMetadata, unknown_topic_error
-from client.errors import ClientClosedError, ConfigurationError
+from client.errors import (
+    ClientClosedError,
+    ConfigurationError,
+    TransactionAbortedError,
+    TransactionStateError,
+)
 from client.partitioner import Partitioner
 from client.security import security_for
+from client.transactions import TransactionManager
 from client.types import RecordMetadata, TopicPartition
 from protocol.apis import (
     ApiKey,
@@ -104,6 +111,10 @@ NEW_PARTITION_WAIT_S = 1.0
 """How long ``send(partition=p)`` asks for metadata again before it refuses a partition
 the topic does not have (yet): long enough for every broker to hear of partitions just
 added, short enough that a wrong number fails soon."""
+
+_HELD = -2
+"""The leader a transactional producer's sender sees for a partition not yet in the
+transaction: its batches wait for AddPartitionsToTxn."""
 
 Serializer = Callable[[Any], bytes | None]
 Header = tuple[str, bytes | None]
@@ -151,10 +162,23 @@ class Producer:
         key_serializer: Serializer | None = None,
         value_serializer: Serializer | None = None,
         buffer_memory: int = 33_554_432,
+        transactional_id: str | None = None,
+        transaction_timeout_ms: int = 60_000,
     ) -> None:
         self.acks = _acks(acks)
+        if transactional_id is not None:
+            if not transactional_id:
+                raise ConfigurationError("transactional_id must not be empty")
+            if enable_idempotence is False:
+                raise ConfigurationError(
+                    "a transactional producer is idempotent: leave enable_idempotence on"
+                )
+            _positive("transaction_timeout_ms", transaction_timeout_ms, 1)
         self.enable_idempotence = _idempotence(
-            enable_idempotence, self.acks, max_in_flight_requests_per_connection, retries
+            True if transactional_id is not None else enable_idempotence,
+            self.acks,
+            max_in_flight_requests_per_connection,
+            retries,
         )
         if compression_type is not None and compression_type not in CODECS:
             raise ConfigurationError(
@@ -227,6 +251,19 @@ class Producer:
         self._sender_error: BaseException | None = None
         self._new_producer_id = False  # a sequence broke: a new epoch (or id) when idle
         self._resetting: asyncio.Task[None] | None = None
+        self.transactional_id = transactional_id
+        self._txn: TransactionManager | None = None
+        self._adding: asyncio.Task[None] | None = None  # AddPartitionsToTxn in flight
+        if transactional_id is not None:
+            self._txn = TransactionManager(
+                self._cluster,
+                transactional_id,
+                transaction_timeout_ms=transaction_timeout_ms,
+                max_block_ms=max_block_ms,
+                retry_backoff_ms=retry_backoff_ms,
+            )
+            self._accumulator.transactional = True
+            self._accumulator.on_failure = self._txn.fail
 
     # --- life ------------------------------------------------------------------------------
 
@@ -236,7 +273,9 @@ class Producer:
         self._space = asyncio.Event()
         await self._cluster.start()
         try:
-            if self.enable_idempotence:
+            if self._txn is not None:
+                self._accumulator.reset_producer(*await self._txn.init())
+            elif self.enable_idempotence:
                 await self._init_producer_id()
         except BaseException:
             await self._cluster.close()
@@ -271,7 +310,11 @@ class Producer:
         broker reads late (the client gave up on it) cannot land after newer records."""
         accumulator = self._accumulator
         try:
-            if 0 <= accumulator.producer_epoch < _MAX_EPOCH:
+            if self._txn is not None:
+                # the coordinator bumps the epoch (KIP-360), aborting the transaction
+                # open under the old one, which already failed (a batch of it did)
+                accumulator.reset_producer(*await self._txn.init())
+            elif 0 <= accumulator.producer_epoch < _MAX_EPOCH:
                 accumulator.reset_producer(accumulator.producer_id, accumulator.producer_epoch + 1)
             else:
                 await self._init_producer_id()
@@ -292,6 +335,12 @@ class Producer:
             self._state = "stopping"
             try:
                 await self.flush()
+                txn = self._txn
+                if txn is not None and txn.state in ("in_transaction", "abortable"):
+                    # Kafka's close: an incomplete transaction is aborted, not left to
+                    # hold its partitions' last stable offset until its timeout
+                    with contextlib.suppress(ApiError, TimeoutError):
+                        await txn.end(committed=False)
             finally:
                 await self._close()
         else:
@@ -302,8 +351,9 @@ class Producer:
         if self._timer is not None:
             self._timer.cancel()
         tasks = list(self._requests)
-        if self._resetting is not None:
-            tasks.append(self._resetting)
+        for task in (self._resetting, self._adding):
+            if task is not None:
+                tasks.append(task)
         await self._cluster.close()  # requests in flight fail at once: their tasks end
         for task in tasks:
             task.cancel()
@@ -344,6 +394,9 @@ class Producer:
         """
         if self._state != "running" or self._sender_error is not None:
             self._check_running()
+        txn = self._txn
+        if txn is not None:
+            txn.check_sendable()
         if self._key_serializer is not None or (key is not None and key.__class__ is not bytes):
             key = self._serialize("key", key, self._key_serializer)
         if self._value_serializer is not None or (
@@ -382,6 +435,9 @@ class Producer:
         partitions = self._partitions.get(topic)
         if partitions is None or len(partitions) <= partition:
             partitions = self._partitions[topic] = [TopicPartition(topic, p) for p in range(count)]
+        if txn is not None:
+            txn.check_sendable()  # again: a wait above may have seen the transaction end
+            txn.want(partitions[partition])
         return self._accumulator.append(  # positional: keywords cost the hot path a little
             partitions[partition], key, value, headers, timestamp_ms, size
         )
@@ -435,6 +491,8 @@ class Producer:
             raise TypeError(
                 f"send_batch() takes a batch from create_batch(), not {type(batch).__name__}"
             )
+        if self._txn is not None:
+            self._txn.check_sendable()
         if batch.sent:
             raise ValueError("this batch was sent already; create_batch() makes the next one")
         if not batch.record_count():
@@ -453,8 +511,12 @@ class Producer:
             if self._accumulator.buffered_bytes + HEADER_SIZE + size > self.buffer_memory:
                 await self._wait_for_space(HEADER_SIZE + size)
                 self._check_running()
+            tp = TopicPartition(topic, partition)
+            if self._txn is not None:
+                self._txn.check_sendable()
+                self._txn.want(tp)
             return self._accumulator.append_batch(
-                TopicPartition(topic, partition),
+                tp,
                 keys,
                 values,
                 timestamps,
@@ -578,8 +640,11 @@ class Producer:
         if self._accumulator.sequence_hole:  # see there: nothing more under this epoch
             self._accumulator.sequence_hole = False
             self._new_producer_id = True
-        leader_of = self._cluster.leader_for
+        leader_of: LeaderOf = self._cluster.leader_for
+        if self._txn is not None:
+            leader_of = self._transaction_pass(leader_of)
         check = self._accumulator.ready(leader_of)
+        check.nodes.discard(_HELD)
         delay_ms = check.delay_ms
         if check.unknown_leader_topics:
             self._cluster.add_topics(check.unknown_leader_topics)
@@ -589,7 +654,8 @@ class Producer:
         nodes = {n for n in check.nodes if self._in_flight.get(n, 0) < self.max_in_flight}
         if self._new_producer_id:
             nodes = set()  # nothing more under the old id; once idle, take a new one
-            if self._resetting is None and not any(self._in_flight.values()):
+            # (a transactional producer's comes after its transaction's abort)
+            if self._txn is None and self._resetting is None and not any(self._in_flight.values()):
                 self._resetting = asyncio.get_running_loop().create_task(self._reset_producer_id())
         if nodes:
             drained = self._accumulator.drain(nodes, leader_of, self.max_request_size)
@@ -599,6 +665,124 @@ class Producer:
             if self._accumulator.queued_behind and self._accumulator.max_in_flight > 1:
                 self._wake()  # the batches behind may follow (pipelining), or linger
         return delay_ms
+
+    def _transaction_pass(self, leader_of: LeaderOf) -> LeaderOf:
+        """A transactional producer's part of a sender pass: the leaders to send to, with
+        the partitions not in the transaction yet held (AddPartitionsToTxn is started
+        for them)."""
+        txn = self._txn
+        assert txn is not None
+        if txn.state in ("abortable", "fatal"):
+            # nothing more of a failed transaction is sent (Kafka's abortUndrainedBatches):
+            # under a sequence that broke, or an epoch since bumped, it would open a
+            # transaction of its own in the partition, which no marker would ever end
+            txn.wanted.clear()
+            self._accumulator.fail_queued(
+                TransactionAbortedError(
+                    f"the transaction failed ({txn.error}); this record was not sent"
+                )
+            )
+        if txn.wanted and self._adding is None:
+            self._adding = asyncio.get_running_loop().create_task(self._add_partitions())
+        added = txn.added
+
+        def held_unless_added(tp: TopicPartition) -> int | None:
+            return leader_of(tp) if tp in added else _HELD
+
+        return held_unless_added
+
+    async def _add_partitions(self) -> None:
+        """AddPartitionsToTxn for the partitions the transaction has records for; if it
+        fails, their batches fail (the transaction can only be aborted)."""
+        txn = self._txn
+        assert txn is not None
+        try:
+            await txn.add_partitions()
+        except (ApiError, TimeoutError) as exc:
+            error = exc if isinstance(exc, ApiError) else RequestTimedOutError(str(exc))
+            wanted = set(txn.wanted)
+            txn.wanted.clear()
+            self._accumulator.fail_partitions(wanted.__contains__, error)
+        except Exception as exc:  # a bug: loud, and nothing left waiting
+            _log.exception("adding partitions to the transaction failed")
+            txn.fail(exc)
+            txn.wanted.clear()
+            self._accumulator.fail_partitions(
+                lambda tp: tp not in txn.added, UnknownServerError(str(exc))
+            )
+        finally:
+            self._adding = None
+            self._wake()
+
+    # --- transactions ----------------------------------------------------------------------
+
+    def begin_transaction(self) -> None:
+        """Start a transaction: the records sent until :meth:`commit_transaction` are
+        read by read_committed consumers all together, or (aborted) not at all."""
+        self._check_running()
+        self._transactional().begin()
+
+    async def commit_transaction(self) -> None:
+        """Send everything of the transaction, then commit it. Raises the error that
+        failed a record of it (then :meth:`abort_transaction`), or
+        :class:`~protocol.errors.ProducerFencedError` if a newer producer with this
+        ``transactional_id`` took over (then only :meth:`stop`)."""
+        self._check_running()
+        txn = self._transactional()
+        txn.check_sendable()
+        await self.flush()
+        txn.check_sendable()  # a record of it failed meanwhile: it cannot commit
+        await txn.end(committed=True)
+
+    async def abort_transaction(self) -> None:
+        """Abort the transaction: its records are never read by read_committed
+        consumers (those sent are written, then marked aborted)."""
+        self._check_running()
+        txn = self._transactional()
+        txn.check_usable()
+        if txn.state == "ready":
+            raise TransactionStateError("no transaction is open: nothing to abort")
+        await self.flush()  # what is in flight lands (or fails) before the marker
+        await txn.end(committed=False)
+        if self._new_producer_id:
+            # a sequence broke in it: the next transaction starts under a new epoch,
+            # which the coordinator gives once this one is aborted (KIP-360)
+            await self._reset_producer_id()
+            if self._new_producer_id:
+                raise TransactionStateError(
+                    "the transaction was aborted, but no new producer epoch came; call "
+                    "abort_transaction() again"
+                )
+
+    async def send_offsets_to_transaction(
+        self, offsets: dict[TopicPartition, int], group_id: str
+    ) -> None:
+        """Commit a consumer group's ``offsets`` (the next offset to read, per partition)
+        as part of the transaction: only if it commits (consume-process-produce, exactly
+        once)."""
+        self._check_running()
+        await self._transactional().send_offsets(offsets, group_id)
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[None]:
+        """``async with producer.transaction(): ...`` commits at the end of the block, or
+        aborts if it raises (and re-raises)."""
+        self.begin_transaction()
+        try:
+            yield
+        except BaseException:
+            txn = self._transactional()
+            if txn.state != "fatal" and self._state == "running":
+                await self.abort_transaction()
+            raise
+        await self.commit_transaction()
+
+    def _transactional(self) -> TransactionManager:
+        if self._txn is None:
+            raise TransactionStateError(
+                "this producer has no transactional_id: transactions need one"
+            )
+        return self._txn
 
     def _fail_unknown_topics(self) -> None:
         """Batches for a topic the brokers say does not exist (deleted since) fail now."""
@@ -615,6 +799,7 @@ class Producer:
                 ProducePartition(index=batch.tp.partition, records=batch.payload)
             )
         request = ProduceRequest(
+            transactional_id=self.transactional_id,
             acks=self.acks,
             timeout_ms=self.request_timeout_ms,
             topics=[ProduceTopic(name=t, partitions=ps) for t, ps in topics.items()],

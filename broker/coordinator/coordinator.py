@@ -52,7 +52,11 @@ from typing import TypeVar
 import structlog
 
 from broker.admin import TopicAdmin
-from broker.authorizer import Authorizer, group_not_authorized
+from broker.authorizer import (
+    Authorizer,
+    group_not_authorized,
+    transactional_id_not_authorized,
+)
 from broker.config import BrokerConfig
 from broker.coordinator.group import DEAD, EMPTY, STABLE, Group, Member, Stored
 from broker.coordinator.offsets import (
@@ -67,6 +71,7 @@ from broker.coordinator.offsets import (
     encode_key,
     partition_for,
 )
+from broker.log import Log
 from broker.log.manager import TopicPartition
 from broker.metadata import MetadataCache
 from broker.replica.manager import ReplicaManager
@@ -97,6 +102,7 @@ from protocol.apis import (
     ListGroupsRequest,
     ListGroupsResponse,
     OffsetCommitRequest,
+    OffsetCommitRequestTopic,
     OffsetCommitResponse,
     OffsetCommitResponsePartition,
     OffsetCommitResponseTopic,
@@ -111,6 +117,8 @@ from protocol.apis import (
     ProducePartitionResponse,
     SyncGroupRequest,
     SyncGroupResponse,
+    TxnOffsetCommitRequest,
+    TxnOffsetCommitResponse,
 )
 from protocol.errors import (
     ApiError,
@@ -133,9 +141,11 @@ from protocol.errors import (
     TopicAuthorizationFailedError,
     UnknownMemberIdError,
     UnknownServerError,
+    UnstableOffsetCommitError,
     error_for_code,
 )
 from protocol.records import decode_batches, encode_batch
+from protocol.records.control import is_commit
 
 __all__ = ["GroupCoordinator"]
 
@@ -182,6 +192,7 @@ class GroupCoordinator:
         self._ticker: asyncio.Task[None] | None = None
         self._log = structlog.get_logger("headwater.coordinator").bind(broker_id=broker_id)
         replicas.on_role_change(self._on_role_change)
+        replicas.on_txn_marker(self._on_txn_marker)
 
     def start(self) -> None:
         self._ticker = asyncio.get_running_loop().create_task(self._tick())
@@ -314,29 +325,20 @@ class GroupCoordinator:
             self._start_load(index, partition, attempt)
 
     async def _load(self, index: int, partition: Partition) -> None:
-        """Read the partition from its start and apply every record, in order."""
+        """Read the partition from its start and apply every record, in order: in chunks
+        with the loop let go between them, then, with no await, what was appended
+        meanwhile (a transaction's marker written now must be read here, or its offsets
+        would wait for good: its listener finds no store yet)."""
         store = OffsetStore()
         log = partition.log
         offset = log.log_start_offset
-        end = log.log_end_offset
         records = 0
         started = time.monotonic()
-        while offset < end:
-            data = log.read(offset, _LOAD_READ_BYTES, max_offset=end)
-            if data is None:
-                break
-            for batch in decode_batches(data.read()):
-                for record in batch:
-                    if record.offset >= offset:
-                        try:
-                            store.apply(record.key, record.value)
-                        except BadRecordError as exc:
-                            self._log.warning(
-                                "coordinator.bad_record", partition=index, error=str(exc)
-                            )
-                        records += 1
-                offset = batch.next_offset
+        while offset < log.log_end_offset:
+            offset, records = self._read_into(store, index, log, offset, records)
             await asyncio.sleep(0)  # a large partition loads without holding the loop
+        while offset < log.log_end_offset:
+            offset, records = self._read_into(store, index, log, offset, records)
         if self._loading.get(index) is not asyncio.current_task():
             return  # led no more: the role change unloaded (and cancelled) this load
         assert partition.is_leader, "a leadership that ends is unloaded first"
@@ -348,6 +350,36 @@ class GroupCoordinator:
             records=records,
             seconds=round(time.monotonic() - started, 3),
         )
+
+    def _read_into(
+        self, store: OffsetStore, index: int, log: Log, offset: int, records: int
+    ) -> tuple[int, int]:
+        """One chunk of the partition from ``offset`` applied; (the next offset, records
+        applied so far)."""
+        end = log.log_end_offset
+        data = log.read(offset, _LOAD_READ_BYTES, max_offset=end)
+        if data is None:
+            return end, records
+        for batch in decode_batches(data.read()):
+            if batch.next_offset <= offset:
+                continue
+            if batch.is_control:  # a transaction's marker: its offsets count, or go
+                marker = next(iter(batch), None)
+                store.end_txn(batch.producer_id, marker is not None and is_commit(marker.key))
+            elif batch.is_transactional:  # TxnOffsetCommit: held until the marker
+                store.hold(batch.producer_id, ((r.key, r.value, r.offset) for r in batch))
+            else:
+                for record in batch:
+                    if record.offset >= offset:
+                        try:
+                            store.apply(record.key, record.value, record.offset)
+                        except BadRecordError as exc:
+                            self._log.warning(
+                                "coordinator.bad_record", partition=index, error=str(exc)
+                            )
+                        records += 1
+            offset = batch.next_offset
+        return offset, records
 
     def _loaded(self, index: int, store: OffsetStore) -> None:
         """The partition is read: its groups are served from here on, as stored."""
@@ -592,43 +624,12 @@ class GroupCoordinator:
             error = await self._commit(group, allowed) if allowed.topics else None
         except ApiError as exc:
             error = exc
-        code = 0 if error is None else error.code
-        topic_code = TopicAuthorizationFailedError.code
-        return OffsetCommitResponse(
-            topics=[
-                OffsetCommitResponseTopic(
-                    name=t.name,
-                    partitions=[
-                        OffsetCommitResponsePartition(
-                            partition_index=p.partition_index,
-                            error_code=(
-                                topic_code
-                                if t.name in denied and error is None
-                                else code or _partition_error(p.committed_metadata)
-                            ),
-                        )
-                        for p in t.partitions
-                    ],
-                )
-                for t in request.topics
-            ]
-        )
+        return OffsetCommitResponse(topics=_commit_results(request.topics, denied, error))
 
     async def _commit(self, group: Group, request: OffsetCommitRequest) -> ApiError | None:
         index, store = self._store_for(request.group_id)
         now = int(time.time() * 1000)
-        offsets = [
-            (
-                t.name,
-                p.partition_index,
-                OffsetAndMetadata(
-                    p.committed_offset, p.committed_leader_epoch, p.committed_metadata, now
-                ),
-            )
-            for t in request.topics
-            for p in t.partitions
-            if _partition_error(p.committed_metadata) == 0
-        ]
+        offsets = _offsets(request.topics, now)
         if not offsets:
             return None
         records = store.commit(request.group_id, offsets)
@@ -647,9 +648,72 @@ class GroupCoordinator:
         # re-checked after the await: still ours, and the group was not deleted meanwhile
         # (its delete wrote tombstones after these records)
         if self.stores.get(index) is store and group.state != DEAD:
-            for key, value in records:
-                store.apply(key, value)
+            for i, (key, value) in enumerate(records):
+                store.apply(key, value, result.base_offset + i)
         return None
+
+    # --- TxnOffsetCommit (transactions) ------------------------------------------------
+
+    async def txn_offset_commit(self, request: TxnOffsetCommitRequest) -> TxnOffsetCommitResponse:
+        """A transaction's offsets: appended to the group's partition inside the
+        transaction (its producer id and epoch, transactional), applied when its COMMIT
+        marker is written there, dropped at its ABORT (Kafka's, KIP-98; with a member id
+        and generation, checked against the group as a commit is, KIP-447)."""
+        error: ApiError | None = None
+        denied = {
+            t.name
+            for t in request.topics
+            if not self._acl.allowed(Operation.READ, ResourceType.TOPIC, t.name)
+        }
+        try:
+            if not self._acl.allowed(
+                Operation.WRITE, ResourceType.TRANSACTIONAL_ID, request.transactional_id
+            ):
+                raise transactional_id_not_authorized(request.transactional_id, Operation.WRITE)
+            self._check_group(Operation.READ, request.group_id)
+            index, store = self._store_for(request.group_id)
+            group = self.groups.get(request.group_id)
+            if group is not None and (request.member_id or request.generation_id >= 0):
+                group.check_commit(
+                    request.member_id, request.generation_id, request.group_instance_id
+                )
+            now = int(time.time() * 1000)
+            offsets = _offsets([t for t in request.topics if t.name not in denied], now)
+            if offsets:
+                records = store.commit(request.group_id, offsets)
+                batch = encode_batch(
+                    [(k, v, None, now) for k, v in records],
+                    producer_id=request.producer_id,
+                    producer_epoch=request.producer_epoch,
+                    is_transactional=True,
+                )
+                result = await self._replicas.append_records(
+                    OFFSETS_TOPIC, index, batch, timeout_ms=_COMMIT_TIMEOUT_MS
+                )
+                if result.error_code:
+                    error = _append_error(
+                        result.error_code, result.error_message, "the transaction's commit"
+                    )
+                elif self.stores.get(index) is store:
+                    store.hold(
+                        request.producer_id,
+                        ((k, v, result.base_offset + i) for i, (k, v) in enumerate(records)),
+                    )
+        except ApiError as exc:
+            error = exc
+        return TxnOffsetCommitResponse(topics=_commit_results(request.topics, denied, error))
+
+    def _on_txn_marker(self, topic: str, index: int, producer_id: int, committed: bool) -> None:
+        if topic != OFFSETS_TOPIC:
+            return
+        store = self.stores.get(index)
+        if store is not None and store.end_txn(producer_id, committed):
+            self._log.debug(
+                "coordinator.txn_offsets",
+                partition=index,
+                producer_id=producer_id,
+                committed=committed,
+            )
 
     # --- OffsetFetch --------------------------------------------------------------------
 
@@ -665,6 +729,9 @@ class GroupCoordinator:
                     wanted.setdefault(topic, []).append(partition)
         else:
             wanted = {t.name: list(t.partition_indexes) for t in request.topics}
+        # KIP-447: a read_committed consumer waits for a transaction's offsets to be
+        # committed or aborted, or it could start below records that transaction consumed
+        unstable = store.pending_partitions(request.group_id) if request.require_stable else ()
         topics = []
         for topic, indexes in wanted.items():
             rows = []
@@ -675,6 +742,10 @@ class GroupCoordinator:
                         partition_index=index, error_code=TopicAuthorizationFailedError.code
                     )
                     if not described(topic)
+                    else OffsetFetchResponsePartition(
+                        partition_index=index, error_code=UnstableOffsetCommitError.code
+                    )
+                    if (topic, index) in unstable
                     else OffsetFetchResponsePartition(partition_index=index)
                     if value is None
                     else OffsetFetchResponsePartition(
@@ -948,6 +1019,49 @@ def _group_record(group: Group, assignments: dict[str, bytes]) -> GroupMetadata:
             for m in group.members.values()
         ],
     )
+
+
+def _offsets(
+    topics: list[OffsetCommitRequestTopic], now: int
+) -> list[tuple[str, int, OffsetAndMetadata]]:
+    """The offsets a commit stores (those whose metadata is not too large)."""
+    return [
+        (
+            t.name,
+            p.partition_index,
+            OffsetAndMetadata(
+                p.committed_offset, p.committed_leader_epoch, p.committed_metadata, now
+            ),
+        )
+        for t in topics
+        for p in t.partitions
+        if _partition_error(p.committed_metadata) == 0
+    ]
+
+
+def _commit_results(
+    topics: list[OffsetCommitRequestTopic], denied: set[str], error: ApiError | None
+) -> list[OffsetCommitResponseTopic]:
+    """A commit's answer: ``error`` for every partition, else TOPIC_AUTHORIZATION_FAILED
+    for the ``denied`` topics (the others were committed) or a partition's own error."""
+    code = 0 if error is None else error.code
+    return [
+        OffsetCommitResponseTopic(
+            name=t.name,
+            partitions=[
+                OffsetCommitResponsePartition(
+                    partition_index=p.partition_index,
+                    error_code=(
+                        TopicAuthorizationFailedError.code
+                        if t.name in denied and error is None
+                        else code or _partition_error(p.committed_metadata)
+                    ),
+                )
+                for p in t.partitions
+            ],
+        )
+        for t in topics
+    ]
 
 
 def _partition_error(metadata: str | None) -> int:

@@ -284,11 +284,51 @@ class OffsetStore:
     def __init__(self) -> None:
         self.groups: dict[str, dict[tuple[str, int], OffsetAndMetadata]] = {}
         self.group_metadata: dict[str, GroupMetadata] = {}
+        self.pending: dict[int, list[tuple[bytes, bytes | None, int]]] = {}
+        """A transaction's offsets (TxnOffsetCommit), by producer id, with where each is
+        in the log: written in the transaction, applied at its COMMIT marker, dropped at
+        its ABORT."""
+        self._written_at: dict[bytes, int] = {}
+        """Where the offset record applied last for each key is in the log: a
+        transaction's record committed later applies only if it was written after it
+        (Kafka's handleTxnCompletion; compaction keeps the later one too)."""
 
-    def apply(self, key: bytes | None, value: bytes | None) -> None:
-        """One record of the offsets topic, in log order (later ones win)."""
+    def hold(
+        self, producer_id: int, records: Iterable[tuple[bytes | None, bytes | None, int]]
+    ) -> None:
+        """Records (key, value, log offset) of a transaction still open, kept until its
+        marker."""
+        held = self.pending.setdefault(producer_id, [])
+        held += [(k, v, o) for k, v, o in records if k is not None]
+
+    def end_txn(self, producer_id: int, committed: bool) -> int:
+        """A transaction's marker: its offsets count (COMMIT, those newer than the offset
+        already applied) or go (ABORT); returns how many it held."""
+        held = self.pending.pop(producer_id, [])
+        if committed:
+            for key, value, offset in held:
+                if offset > self._written_at.get(key, -1):
+                    self.apply(key, value, offset)
+        return len(held)
+
+    def pending_partitions(self, group: str) -> set[tuple[str, int]]:
+        """The partitions of ``group`` with a transaction's offsets not yet committed or
+        aborted (none, for nearly every fetch: no scan then)."""
+        found: set[tuple[str, int]] = set()
+        for records in self.pending.values():
+            for key, _, _ in records:
+                parsed = decode_key(key)
+                if parsed is not None and parsed[0] == group:
+                    found.add((parsed[1], parsed[2]))
+        return found
+
+    def apply(self, key: bytes | None, value: bytes | None, log_offset: int = -1) -> None:
+        """One record of the offsets topic, in log order (later ones win); ``log_offset``:
+        where it is in the log (-1: not known)."""
         if key is None:
             return
+        if log_offset >= 0:
+            self._written_at[key] = log_offset
         if key[:2] == _I16.pack(_GROUP_KEY_VERSION):
             self._apply_group(key, value)
             return

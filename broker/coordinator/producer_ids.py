@@ -3,7 +3,8 @@
 Ids are unique across the cluster and never reused: each broker claims a block of 1,000
 at a time by compare-and-set on ``/latest_producer_id_block`` (Kafka's znode and JSON),
 then hands them out from memory. A broker that dies wastes the rest of its block, as in
-Kafka. An idempotent producer gets epoch 0 of a fresh id; transactions are not served.
+Kafka. An idempotent producer gets epoch 0 of a fresh id; a transactional one asks its
+transaction coordinator (:mod:`broker.coordinator.transactions`), which takes ids here.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ class ProducerIdManager:
     async def init_producer_id(self, request: InitProducerIdRequest) -> InitProducerIdResponse:
         if request.transactional_id is not None:
             raise InvalidRequestError(
-                "transactions are not supported; an idempotent producer sends no transactional_id"
+                "a transactional producer's id comes from its transaction coordinator"
             )
         return InitProducerIdResponse(producer_id=await self.next_id(), producer_epoch=0)
 

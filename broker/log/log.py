@@ -205,7 +205,9 @@ class Log:
         self.recovery_point = min(max(recovery_point, 0), self.log_end_offset)
         self._load_epochs(recovery_point, clean)
         self.aborted.load()
-        self._load_producers()
+        # after a crash, from a snapshot the flushed log covers: the aborted index may
+        # have lost entries after the recovery point, and the replay re-adds them
+        self._load_producers(None if clean else self.recovery_point)
         if not clean:
             # what recovery checked is made durable once, so it is not checked again
             _fsync_all(self.segments)
@@ -232,9 +234,10 @@ class Log:
             self._derive_epochs(min(recovery_point, self.log_end_offset))
         self.epochs.truncate_from_start(self._log_start_offset)
 
-    def _load_producers(self) -> None:
-        """Idempotent producers' state: the newest snapshot, then the batch headers after it."""
-        start = self.producers.load(self._log_start_offset, self.log_end_offset)
+    def _load_producers(self, at_most: int | None = None) -> None:
+        """Idempotent producers' state: the newest snapshot (at or below ``at_most``),
+        then the batch headers after it."""
+        start = self.producers.load(self._log_start_offset, self.log_end_offset, at_most)
         self.aborted.truncate(start)  # the replay adds those from there on again
         self.producers.replay(self._producer_batches(start), self.log_end_offset, self._aborted)
 
@@ -454,9 +457,14 @@ class Log:
 
     # --- append -------------------------------------------------------------------------
 
-    def append(self, data: Buffer, *, leader_epoch: int = -1) -> AppendInfo:
-        """Append batches as the leader: offsets assigned, ``leader_epoch`` stamped."""
-        return self._append(data, leader_epoch, assign_offsets=True)
+    def append(
+        self, data: Buffer, *, leader_epoch: int = -1, coordinator: bool = False
+    ) -> AppendInfo:
+        """Append batches as the leader: offsets assigned, ``leader_epoch`` stamped.
+        ``coordinator``: a coordinator's own write (Kafka's AppendOrigin.Coordinator), whose
+        producer batches (a transaction's offsets) carry no sequence: only their epoch is
+        checked."""
+        return self._append(data, leader_epoch, assign_offsets=True, coordinator=coordinator)
 
     def append_as_follower(self, data: Buffer) -> AppendInfo:
         """Append the leader's batches exactly as they are (offsets must follow ours)."""
@@ -492,7 +500,7 @@ class Log:
         if not headers:
             raise InvalidRecordError("a produce carried no record batches")
         markers = self._validate(headers, view, from_producer=assign_offsets and not coordinator)
-        duplicate = self._check_producers(headers, markers) if assign_offsets else None
+        duplicate = self._check_producers(headers, markers, coordinator) if assign_offsets else None
         if duplicate is not None:
             return duplicate
         buffers: list[Buffer] = []
@@ -573,12 +581,16 @@ class Log:
         return markers
 
     def _check_producers(
-        self, headers: list[BatchHeader], markers: dict[int, EndTxnMarker]
+        self, headers: list[BatchHeader], markers: dict[int, EndTxnMarker], coordinator: bool
     ) -> AppendInfo | None:
         """The leader's idempotence (and transaction) check; the original offsets if this
         is a retry."""
         idempotent = [h for h in headers if h.producer_id >= 0]
         if not idempotent:
+            return None
+        if coordinator and not markers:
+            for h in idempotent:
+                self.producers.check_epoch(_producer_batch(h, self.log_end_offset, -1))
             return None
         if len(headers) > 1:
             raise InvalidRecordError(
@@ -625,7 +637,10 @@ class Log:
         """What a read_committed reader may read up to (exclusive): the high watermark, or
         the first offset of the oldest transaction not yet ended below it."""
         first = self.producers.first_unstable_offset(high_watermark)
-        return high_watermark if first is None else min(first, high_watermark)
+        if first is None:
+            return high_watermark
+        # an open transaction begun below the log start (DeleteRecords) holds it there
+        return min(max(first, self._log_start_offset), high_watermark)
 
     def aborted_transactions(self, start: int, upper: int) -> list[tuple[int, int]]:
         """(producer id, first offset) of the aborted transactions with records in

@@ -203,6 +203,16 @@ class ProducerState:
             )
         return None
 
+    def check_epoch(self, batch: ProducerBatch) -> None:
+        """A coordinator's write for a producer (a transaction's offsets): no sequence to
+        check, only that the producer was not fenced since."""
+        known = self.producers.get(batch.producer_id)
+        if known is not None and batch.producer_epoch < known[0]:
+            raise InvalidProducerEpochError(
+                f"{self.partition}: producer {batch.producer_id} epoch {batch.producer_epoch} "
+                f"is older than its current epoch {known[0]}: this producer was fenced"
+            )
+
     def _check_marker(self, batch: ProducerBatch, known: _Entry | None) -> None:
         """A transaction marker the coordinator asks this leader to write (Kafka's
         appendEndTxnMarker checks)."""
@@ -275,15 +285,22 @@ class ProducerState:
     def first_unstable_offset(self, high_watermark: int) -> int | None:
         """The first offset a read_committed reader may not pass: that of the oldest
         transaction open, or ended by a marker at or past ``high_watermark``."""
+        if not self.unreplicated and not self.ongoing:
+            return None  # no transaction here: what every fetch of most logs asks
+        self.on_high_watermark(high_watermark)
+        first = min(self.ongoing.values()) if self.ongoing else None
+        for txn in self.unreplicated:
+            if first is None or txn.first_offset < first:
+                first = txn.first_offset
+        return first
+
+    def on_high_watermark(self, high_watermark: int) -> None:
+        """Transactions whose marker the high watermark passed are replicated: they no
+        longer hold the last stable offset back (leaders and followers call this as
+        their high watermark moves, so the list stays short)."""
         unreplicated = self.unreplicated
         if unreplicated and unreplicated[0].last_offset < high_watermark:
-            self.unreplicated = unreplicated = [
-                t for t in unreplicated if t.last_offset >= high_watermark
-            ]
-        firsts = [t.first_offset for t in unreplicated]
-        if self.ongoing:
-            firsts.append(min(self.ongoing.values()))
-        return min(firsts) if firsts else None
+            self.unreplicated = [t for t in unreplicated if t.last_offset >= high_watermark]
 
     def stable_after(self, completed: CompletedTxn) -> int:
         """The last stable offset an ended transaction leaves (before the high watermark
@@ -380,23 +397,40 @@ class ProducerState:
         for old in self.snapshot_offsets()[:-_KEPT_SNAPSHOTS]:
             self.snapshot_path(old).unlink(missing_ok=True)
 
-    def load(self, log_start_offset: int, log_end_offset: int) -> int:
-        """The newest valid snapshot at or below the log end, loaded; returns the offset
-        the caller must replay the log from. Snapshots above the end (a truncated tail) or
-        unreadable ones are deleted. A snapshot older than the log start still holds the
-        producers whose batches retention removed (Kafka keeps them too)."""
+    def load(self, log_start_offset: int, log_end_offset: int, at_most: int | None = None) -> int:
+        """The newest valid snapshot at or below the log end (and ``at_most``: after an
+        unclean stop, the recovery point, so the replay rebuilds what the aborted index
+        may have lost), loaded; returns the offset the caller must replay the log from.
+        Snapshots above the end (a truncated tail) or unreadable ones are deleted.
+
+        A snapshot older than the log start still holds the producers whose batches
+        retention removed (Kafka keeps them too), but not their open transactions: the
+        replay starts at the log start, so a marker between the two would be missed and
+        the transaction held open for good. A transaction still open has its next batch
+        at or after the log start, and begins there again."""
         self.clear(log_start_offset)
         for leftover in self.dir.glob(f"*{_SUFFIX}.tmp"):  # a crash mid-write
             leftover.unlink(missing_ok=True)
         for offset in reversed(self.snapshot_offsets()):
+            if at_most is not None and log_start_offset < offset and at_most < offset:
+                continue  # newer than we may trust, but not wrong: kept
             path = self.snapshot_path(offset)
             if offset > log_end_offset or not self._read(path):
                 path.unlink(missing_ok=True)
                 self.clear(log_start_offset)
                 continue
+            if offset < log_start_offset:
+                self._forget_transactions()
             self.end_offset = max(self.end_offset, log_start_offset)
             return self.end_offset
         return log_start_offset
+
+    def _forget_transactions(self) -> None:
+        self.ongoing.clear()
+        self.producers = {
+            pid: (epoch, ts, batches, -1, coordinator_epoch)
+            for pid, (epoch, ts, batches, _, coordinator_epoch) in self.producers.items()
+        }
 
     def _read(self, path: Path) -> bool:
         try:

@@ -521,6 +521,7 @@ class ReplicaFetcher:
         partition.high_watermark = max(
             partition.high_watermark, min(data.high_watermark, partition.log.log_end_offset)
         )
+        partition.log.producers.on_high_watermark(partition.high_watermark)
         # the leader's retention moved its log start: ours follows (Kafka's followers do the
         # same), and our own retention pass deletes what falls below it
         partition.log.advance_log_start_offset(data.log_start_offset)

@@ -330,6 +330,7 @@ class ReplicaManager:
         threads; a StopReplica of one of them applied during that wait found no partition
         to stop, and the LeaderAndIsr then installed it, its log deleted or not hosted."""
         self._role_listeners: list[Callable[[TopicPartition, Partition | None], None]] = []
+        self._marker_listeners: list[Callable[[str, int, int, bool], None]] = []
         self._flushing: set[Log] = set()
         self._isr_tasks: set[asyncio.Task[None]] = set()
         self.isr_shrinks = Counter("headwater_isr_shrinks_total", "ISR shrinks written.")
@@ -641,7 +642,7 @@ class ReplicaManager:
         return response
 
     def _append(
-        self, topic: str, index: int, records: object, acks: int
+        self, topic: str, index: int, records: object, acks: int, coordinator: bool = False
     ) -> tuple[ProducePartitionResponse, Partition, int]:
         partition = self._leader_partition(topic, index)
         if not isinstance(records, bytes | bytearray | memoryview) or len(records) == 0:
@@ -649,7 +650,9 @@ class ReplicaManager:
         if acks == -1:
             self._check_min_insync(partition)
         records, append_time_ms = _as_topic_wants(partition.log.config, records)
-        info = partition.log.append(records, leader_epoch=partition.leader_epoch)
+        info = partition.log.append(
+            records, leader_epoch=partition.leader_epoch, coordinator=coordinator
+        )
         self.bytes_in.inc(info.size_bytes)
         moved = partition.maybe_advance_high_watermark()
         # consumers only if the high watermark moved (a single in-sync replica)
@@ -687,7 +690,7 @@ class ReplicaManager:
     ) -> ProducePartitionResponse:
         """Append as leader with acks=all (the coordinator's writes to its own topic)."""
         try:
-            result, partition, end = self._append(topic, index, records, -1)
+            result, partition, end = self._append(topic, index, records, -1, coordinator=True)
         except ApiError as exc:
             return ProducePartitionResponse(
                 index=index, error_code=exc.code, error_message=exc.message
@@ -720,11 +723,40 @@ class ReplicaManager:
         self._complete_woken(WOKEN_FIRST)
         response = WriteTxnMarkersResponse(markers=results)
         if not waits:
+            self._markers_written(request, response)
             return response
         answered: WriteTxnMarkersResponse = await _DelayedProduce(
             response, waits, _MARKER_TIMEOUT_MS, self.delayed_produces
         ).deferred
+        self._markers_written(request, answered)
         return answered
+
+    def on_txn_marker(self, listener: Callable[[str, int, int, bool], None]) -> None:
+        """Call ``listener(topic, partition, producer_id, committed)`` for each marker
+        written here and replicated (the group coordinator applies a transaction's
+        offsets at its COMMIT, as Kafka's scheduleHandleTxnCompletion)."""
+        self._marker_listeners.append(listener)
+
+    def _markers_written(
+        self, request: WriteTxnMarkersRequest, response: WriteTxnMarkersResponse
+    ) -> None:
+        if not self._marker_listeners:
+            return
+        for marker, result in zip(request.markers, response.markers, strict=True):
+            for topic in result.topics:
+                for p in topic.partitions:
+                    if p.error_code:
+                        continue
+                    for listener in self._marker_listeners:
+                        try:
+                            listener(
+                                topic.name,
+                                p.partition_index,
+                                marker.producer_id,
+                                marker.transaction_result,
+                            )
+                        except Exception:
+                            self._log.exception("txn.marker_listener_failed")
 
     def _append_marker(
         self, topic: str, index: int, marker: WritableTxnMarker
@@ -1013,7 +1045,11 @@ class ReplicaManager:
                     partition_index=sp.index,
                     high_watermark=high_watermark,
                     last_stable_offset=(
-                        end if committed else log.last_stable_offset(high_watermark)
+                        end
+                        if committed
+                        else high_watermark
+                        if follower
+                        else log.last_stable_offset(high_watermark)
                     ),
                     log_start_offset=log.log_start_offset,
                     diverging_epoch=diverging,

@@ -184,6 +184,7 @@ class Partition:
         if candidate <= self.high_watermark:
             return False
         self.high_watermark = candidate
+        self.log.producers.on_high_watermark(candidate)  # finished transactions: stable now
         if answer:
             self.complete_waiters()
         return True

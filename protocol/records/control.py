@@ -31,6 +31,7 @@ __all__ = [
     "AbortedFilter",
     "EndTxnMarker",
     "encode_end_txn_marker",
+    "is_commit",
     "read_end_txn_marker",
 ]
 
@@ -109,6 +110,11 @@ def read_end_txn_marker(data: B.Buffer, header: B.BatchHeader) -> EndTxnMarker:
     if version != _VERSION or kind not in (ABORT, COMMIT):
         raise CorruptBatchError(f"unknown transaction marker (version {version}, type {kind})")
     return EndTxnMarker(kind == COMMIT, coordinator_epoch)
+
+
+def is_commit(key: bytes | None) -> bool:
+    """Whether a marker's record key (a consumer's decoded control record) says COMMIT."""
+    return key is not None and len(key) >= _KEY.size and _KEY.unpack_from(key)[1] == COMMIT
 
 
 class AbortedFilter:

@@ -33,6 +33,7 @@ from protocol.errors import (
     GroupAuthorizationFailedError,
     SecurityDisabledError,
     TopicAuthorizationFailedError,
+    TransactionalIdAuthorizationFailedError,
 )
 from tests.integration.conftest import Cluster
 from tests.integration.conftest import until as _until
@@ -249,6 +250,56 @@ async def test_users_may_do_what_their_acls_say_on_every_broker(
     assert len(await _consume(sasl, "bob", "orders", 103, "again")) == 103  # reading again
     refused_cli = run([*COMMAND, "--bootstrap-server", sasl, "acls", "--list"])
     assert refused_cli.returncode == 1 and refused_cli.stderr.count("\n") == 1, refused_cli
+
+
+async def test_a_transactional_id_needs_its_own_acl(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    cluster = make_cluster(3, {**_SETTINGS, "transaction.state.log.num.partitions": "3"})
+    async with Admin(bootstrap_servers=cluster.bootstrap) as admin:
+        await admin.alter_user_scram_credentials(
+            [UserScramCredentialUpsertion("carol", "SCRAM-SHA-256", "carol-secret")]
+        )
+        await admin.create_topics([NewTopic("ledger", 1, 3)])
+        await admin.create_acls([_allow("carol", Operation.WRITE, ResourceType.TOPIC, "ledger")])
+    sasl = _sasl(cluster)
+    producer = Producer(bootstrap_servers=sasl, transactional_id="books", **_as("carol"))
+    with pytest.raises(TransactionalIdAuthorizationFailedError, match="--transactional-id books"):
+        await producer.start()
+    run = functools.partial(subprocess.run, capture_output=True, text=True, timeout=60)
+    added = run(
+        [
+            *COMMAND,
+            "--bootstrap-server",
+            cluster.bootstrap,
+            "acls",
+            "--add",
+            "--allow-principal",
+            "User:carol",
+            "--producer",
+            "--topic",
+            "ledger",
+            "--transactional-id",
+            "books",
+        ]
+    )
+    assert added.returncode == 0 and "TransactionalId" in added.stdout, added
+
+    async def started() -> Producer | None:
+        attempt = Producer(bootstrap_servers=sasl, transactional_id="books", **_as("carol"))
+        try:
+            await attempt.start()
+        except TransactionalIdAuthorizationFailedError:
+            return None  # this broker has not read the new ACL yet
+        return attempt
+
+    allowed = await _until(started, lambda p: p is not None)
+    assert allowed is not None
+    try:
+        async with allowed.transaction():
+            await allowed.send("ledger", b"entry")
+    finally:
+        await allowed.stop()
 
 
 async def test_acl_requests_without_an_authorizer_say_how_to_turn_it_on(

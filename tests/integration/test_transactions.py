@@ -8,7 +8,16 @@ from collections.abc import Iterator
 
 import pytest
 
-from client import Admin, Consumer, NewTopic, TopicPartition
+from client import (
+    Admin,
+    ClientClosedError,
+    Consumer,
+    NewTopic,
+    Producer,
+    TopicPartition,
+    TransactionAbortedError,
+    TransactionStateError,
+)
 from client.cluster import Cluster as ClientCluster
 from client.localcluster import ZooKeeperServer
 from protocol.apis import (
@@ -22,6 +31,7 @@ from protocol.apis import (
     WriteTxnMarkersRequest,
     WriteTxnMarkersResponse,
 )
+from protocol.errors import ProducerFencedError, UnknownProducerIdError
 from protocol.records import encode_batch
 from protocol.records.control import encode_end_txn_marker
 from tests.integration.conftest import Cluster, module_cluster
@@ -32,11 +42,19 @@ TOPIC = "txn-markers"
 TP = TopicPartition(TOPIC, 0)
 
 
+SETTINGS = {
+    "transaction.state.log.num.partitions": "3",
+    "offsets.topic.num.partitions": "3",
+    "group.initial.rebalance.delay.ms": "0",
+    "transaction.abort.timed.out.transaction.cleanup.interval.ms": "200",
+}
+
+
 @pytest.fixture(scope="module")
 def cluster(
     zookeeper: ZooKeeperServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Cluster]:
-    yield from module_cluster(zookeeper, tmp_path_factory.mktemp("txn"), "txn")
+    yield from module_cluster(zookeeper, tmp_path_factory.mktemp("txn"), "txn", SETTINGS)
 
 
 async def _raw(bootstrap: str) -> ClientCluster:
@@ -87,7 +105,7 @@ async def _end(raw: ClientCluster, pid: int, *, committed: bool) -> None:
 
 
 async def _read(
-    bootstrap: str, isolation_level: str, until: int
+    bootstrap: str, isolation_level: str, until: int, tp: TopicPartition = TP
 ) -> tuple[list[tuple[int, bytes]], int]:
     """(offset, value) of every record a consumer of ``isolation_level`` gets before its
     position reaches ``until``, and that position."""
@@ -97,13 +115,13 @@ async def _read(
         auto_offset_reset="earliest",
         fetch_max_wait_ms=100,
     ) as consumer:
-        consumer.assign([TP])
+        consumer.assign([tp])
         seen: list[tuple[int, bytes]] = []
         async with asyncio.timeout(20):
-            while await consumer.position(TP) < until:
+            while await consumer.position(tp) < until:
                 got = await consumer.getmany(timeout_ms=200)
-                seen += [(r.offset, r.value) for r in got.get(TP, [])]
-        return seen, await consumer.position(TP)
+                seen += [(r.offset, r.value) for r in got.get(tp, [])]
+        return seen, await consumer.position(tp)
 
 
 async def test_read_committed_sees_committed_transactions_only_and_survives_a_leader_kill(
@@ -171,3 +189,248 @@ async def test_markers_and_control_batches_are_refused_to_producers(cluster: Clu
         await _end(raw, 6000, committed=False)  # the broker still serves
     finally:
         await raw.close()
+
+
+# --- the transactional producer ------------------------------------------------------
+
+
+async def _topic(cluster: Cluster, name: str, partitions: int = 2) -> None:
+    async with Admin(bootstrap_servers=cluster.bootstrap) as admin:
+        await admin.create_topics([NewTopic(name, partitions, 3)])
+
+
+async def _committed_values(cluster: Cluster, topic: str, partitions: int = 2) -> list[bytes]:
+    """Every record a read_committed consumer gets, once it has reached each partition's
+    last stable offset, which must be the log end (no transaction left open)."""
+    values: list[bytes] = []
+    async with Consumer(
+        bootstrap_servers=cluster.bootstrap,
+        isolation_level="read_committed",
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=100,
+    ) as consumer:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        consumer.assign(tps)
+        async with Consumer(bootstrap_servers=cluster.bootstrap) as plain:
+            ends = await plain.end_offsets(tps)
+        assert await consumer.end_offsets(tps) == ends  # nothing open
+        async with asyncio.timeout(20):
+            for tp in tps:
+                while await consumer.position(tp) < ends[tp]:
+                    got = await consumer.getmany(tp, timeout_ms=200)
+                    values += [r.value for r in got.get(tp, [])]
+    return sorted(values)
+
+
+def _producer(cluster: Cluster, transactional_id: str, **settings: object) -> Producer:
+    return Producer(
+        bootstrap_servers=cluster.bootstrap, transactional_id=transactional_id, **settings
+    )
+
+
+async def test_committed_transactions_are_read_and_aborted_ones_are_not(cluster: Cluster) -> None:
+    topic = "txn-basic"
+    await _topic(cluster, topic)
+    async with _producer(cluster, "basic") as producer:
+        async with producer.transaction():
+            for i in range(10):
+                await producer.send(topic, b"committed-%d" % i, partition=i % 2)
+        producer.begin_transaction()
+        for i in range(5):
+            await producer.send(topic, b"aborted-%d" % i, partition=i % 2)
+        await producer.flush()  # written, then marked aborted
+        await producer.abort_transaction()
+        with pytest.raises(RuntimeError, match="inside"):
+            await producer.send(topic, b"outside")
+        with pytest.raises(ValueError, match="boom"):
+            async with producer.transaction():
+                await producer.send(topic, b"aborted-by-raise", partition=0)
+                raise ValueError("boom")
+        async with producer.transaction():
+            await producer.send(topic, b"last", partition=1)
+    assert await _committed_values(cluster, topic) == sorted(
+        [b"committed-%d" % i for i in range(10)] + [b"last"]
+    )
+
+
+async def test_a_new_producer_fences_the_old_and_aborts_what_it_left_open(
+    cluster: Cluster,
+) -> None:
+    topic = "txn-fence"
+    await _topic(cluster, topic)
+    old = _producer(cluster, "fence")
+    await old.start()
+    try:
+        old.begin_transaction()
+        await old.send_and_wait(topic, b"left-open", partition=0)
+        async with _producer(cluster, "fence") as new:  # aborts "left-open", fences old
+            async with new.transaction():
+                await new.send(topic, b"new", partition=0)
+            with pytest.raises(ProducerFencedError):
+                await old.commit_transaction()
+            with pytest.raises(ProducerFencedError):  # and stays so
+                old.begin_transaction()
+    finally:
+        await old.stop()
+    assert await _committed_values(cluster, topic) == [b"new"]
+
+
+async def test_a_transaction_past_its_timeout_is_aborted_and_its_producer_fenced(
+    cluster: Cluster,
+) -> None:
+    topic = "txn-timeout"
+    await _topic(cluster, topic)
+    async with _producer(cluster, "slow", transaction_timeout_ms=1000) as producer:
+        producer.begin_transaction()
+        await producer.send_and_wait(topic, b"too-slow", partition=1)
+        async with asyncio.timeout(20):  # the coordinator aborts it: the LSO moves on
+            tps = [TopicPartition(topic, p) for p in range(2)]
+            while not await _stable(cluster, *tps):  # noqa: ASYNC110 - polls the cluster
+                await asyncio.sleep(0.2)
+        with pytest.raises(ProducerFencedError):
+            await producer.commit_transaction()
+    assert await _committed_values(cluster, topic) == []
+
+
+async def _stable(cluster: Cluster, *tps: TopicPartition) -> bool:
+    """No transaction is open in ``tps``: their last stable offsets are their log ends."""
+    async with Consumer(bootstrap_servers=cluster.bootstrap) as plain:
+        ends = await plain.end_offsets(tps)
+    async with Consumer(
+        bootstrap_servers=cluster.bootstrap, isolation_level="read_committed"
+    ) as committed:
+        return await committed.end_offsets(tps) == ends
+
+
+async def test_consume_process_produce_commits_offsets_only_with_the_transaction(
+    cluster: Cluster,
+) -> None:
+    source, sink, group = "txn-in", "txn-out", "txn-copier"
+    await _topic(cluster, source, 1)
+    await _topic(cluster, sink, 1)
+    async with Producer(bootstrap_servers=cluster.bootstrap) as plain:
+        for i in range(6):
+            await plain.send(source, b"in-%d" % i, partition=0)
+    source_tp = TopicPartition(source, 0)
+
+    async def copy(count: int, *, commit: bool) -> None:
+        async with (
+            Consumer(
+                bootstrap_servers=cluster.bootstrap,
+                group_id=group,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                isolation_level="read_committed",
+            ) as consumer,
+            _producer(cluster, "copier") as producer,
+        ):
+            consumer.assign([source_tp])
+            got: list[bytes] = []
+            async with asyncio.timeout(20):
+                while len(got) < count:
+                    batch = await consumer.getmany(
+                        source_tp, timeout_ms=200, max_records=count - len(got)
+                    )
+                    got += [r.value for r in batch.get(source_tp, [])]
+            producer.begin_transaction()
+            for value in got:
+                await producer.send(sink, value.replace(b"in", b"out"), partition=0)
+            await producer.send_offsets_to_transaction(
+                {source_tp: await consumer.position(source_tp)}, group
+            )
+            if commit:
+                await producer.commit_transaction()
+            else:
+                await producer.abort_transaction()
+
+    await copy(3, commit=True)
+    await copy(3, commit=False)  # a crash's worth: neither the copies nor the offsets count
+    async with Consumer(bootstrap_servers=cluster.bootstrap, group_id=group) as reader:
+        assert await reader.committed(source_tp) == 3
+    await copy(3, commit=True)  # resumes at 3: every record copied exactly once
+    assert await _committed_values(cluster, sink, 1) == sorted(b"out-%d" % i for i in range(6))
+
+
+async def test_transactions_go_on_after_the_coordinator_is_killed(cluster: Cluster) -> None:
+    topic = "txn-failover"
+    await _topic(cluster, topic)
+    async with _producer(cluster, "survivor") as producer:
+        async with producer.transaction():
+            await producer.send(topic, b"before", partition=0)
+        txn = producer._txn
+        assert txn is not None
+        coordinator = await txn._line.coordinator()
+        cluster.brokers[coordinator].kill()  # kill -9
+        try:
+            async with producer.transaction():  # a new coordinator loads its state
+                await producer.send(topic, b"after", partition=1)
+                await producer.send(topic, b"after-2", partition=0)
+        finally:
+            cluster.start_broker(coordinator)
+    assert await _committed_values(cluster, topic) == [b"after", b"after-2", b"before"]
+
+
+async def test_a_leader_killed_mid_transaction_loses_and_duplicates_nothing(
+    cluster: Cluster,
+) -> None:
+    topic = "txn-leader-kill"
+    await _topic(cluster, topic, 1)
+    tp = TopicPartition(topic, 0)
+    async with _producer(cluster, "through-kill") as producer:
+        producer.begin_transaction()
+        first = [await producer.send(topic, b"v-%03d" % i, partition=0) for i in range(200)]
+        await asyncio.gather(*first)  # acknowledged by every in-sync replica
+        leader = producer._cluster.leader_for(tp)
+        assert leader is not None
+        cluster.brokers[leader].kill()  # kill -9, the transaction open
+        try:
+            for i in range(200, 400):
+                await producer.send(topic, b"v-%03d" % i, partition=0)
+            await producer.commit_transaction()  # retried to the new leader
+        finally:
+            cluster.start_broker(leader)
+    assert await _committed_values(cluster, topic, 1) == [b"v-%03d" % i for i in range(400)]
+
+
+async def test_a_transaction_whose_record_failed_sends_nothing_more_and_aborts_clean(
+    cluster: Cluster,
+) -> None:
+    topic = "txn-broken"
+    await _topic(cluster, topic, 1)
+    tp = TopicPartition(topic, 0)
+    async with _producer(cluster, "broken") as producer:
+        producer.begin_transaction()
+        await producer.send_and_wait(topic, b"a", partition=0)
+        epoch = producer._txn.producer_epoch if producer._txn else -1
+        queued = await producer.send(topic, b"b", partition=0, timestamp_ms=1)
+        # what a batch that failed after being sent leaves (its sequence is in doubt)
+        producer._accumulator.sequence_hole = True
+        producer._accumulator.on_failure(UnknownProducerIdError("gone"))  # type: ignore[misc]
+        with pytest.raises(TransactionAbortedError):
+            await queued  # never sent: it would open a transaction no marker ends
+        with pytest.raises(TransactionStateError, match="abort_transaction"):
+            await producer.commit_transaction()
+        await producer.abort_transaction()
+        assert producer._txn is not None and producer._txn.producer_epoch == epoch + 1
+        async with producer.transaction():  # under the new epoch, from sequence 0
+            await producer.send(topic, b"c", partition=0)
+    assert await _stable(cluster, tp)
+    assert await _committed_values(cluster, topic, 1) == [b"c"]
+
+
+async def test_stop_aborts_an_open_transaction_and_calls_after_it_fail_at_once(
+    cluster: Cluster,
+) -> None:
+    topic = "txn-stop"
+    await _topic(cluster, topic, 1)
+    tp = TopicPartition(topic, 0)
+    producer = _producer(cluster, "stopper", max_block_ms=60_000)
+    await producer.start()
+    producer.begin_transaction()
+    await producer.send_and_wait(topic, b"unfinished", partition=0)
+    await producer.stop()  # Kafka's close: the open transaction is aborted
+    assert await _stable(cluster, tp)
+    async with asyncio.timeout(5):
+        with pytest.raises(ClientClosedError):
+            await producer.commit_transaction()
+    assert await _committed_values(cluster, topic, 1) == []

@@ -140,6 +140,17 @@ def test_the_command_producer_and_consumer_shorthands() -> None:
         (Operation.DESCRIBE, "orders"),
         (Operation.CREATE, "orders"),
     }
+    transactional = AclCommand(
+        mode="add",
+        allow_principal=("User:alice",),
+        topics=("orders",),
+        transactional_ids=("payments",),
+        producer=True,
+    )
+    assert {(a.resource_type, a.operation) for a in transactional.bindings()} >= {
+        (ResourceType.TRANSACTIONAL_ID, Operation.WRITE),
+        (ResourceType.TRANSACTIONAL_ID, Operation.DESCRIBE),
+    }
     consumer = AclCommand(
         mode="add",
         allow_principal=("User:bob",),
@@ -196,7 +207,10 @@ def test_the_command_removes_and_lists_what_it_names() -> None:
 @pytest.mark.parametrize(
     ("options", "why"),
     [
-        ({"mode": "add", "allow_principal": ("User:a",)}, "--topic, --group or --cluster"),
+        (
+            {"mode": "add", "allow_principal": ("User:a",)},
+            "--topic, --group, --transactional-id or --cluster",
+        ),
         ({"mode": "add", "topics": ("t",)}, "--allow-principal or --deny-principal"),
         (
             {

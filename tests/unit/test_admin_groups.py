@@ -69,6 +69,8 @@ class ScriptedCluster:
     """Stands in for client.cluster.Cluster: ``handler(node, api_key, request)`` answers
     (node None for send_any); an ApiError it returns is raised, as a connection does."""
 
+    closed = False
+
     def __init__(self, brokers: list[int], handler: Handler, topics: dict[str, int]) -> None:
         self.handler = handler
         self.sent: list[tuple[int | None, ApiKey, Any]] = []

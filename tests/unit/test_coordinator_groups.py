@@ -21,10 +21,13 @@ from broker.coordinator.offsets import (
     OffsetStore,
     encode_group_key,
     encode_key,
+    encode_value,
     partition_for,
 )
+from broker.log import Log
 from broker.log.manager import TopicPartition
 from broker.metadata import MetadataCache
+from protocol.acls import ResourceType
 from protocol.apis import (
     DeleteGroupsRequest,
     DescribeGroupsRequest,
@@ -37,9 +40,11 @@ from protocol.apis import (
     OffsetCommitRequestPartition,
     OffsetCommitRequestTopic,
     OffsetFetchRequest,
+    OffsetFetchRequestTopic,
     ProducePartitionResponse,
     SyncGroupRequest,
     SyncGroupRequestAssignment,
+    TxnOffsetCommitRequest,
 )
 from protocol.errors import (
     CoordinatorLoadInProgressError,
@@ -74,6 +79,9 @@ class FakeReplicas:
 
     def on_role_change(self, callback: Any) -> None:
         pass
+
+    def on_txn_marker(self, callback: Any) -> None:
+        self.marker_listener = callback
 
     async def append_records(
         self, topic: str, index: int, records: bytes, *, timeout_ms: int
@@ -663,3 +671,109 @@ async def test_a_load_retry_stops_when_the_leadership_does() -> None:
     partition.leader_id = 2
     coordinator._on_role_change(TP, partition)  # type: ignore[arg-type]
     assert retry.cancelled() and not coordinator._load_retries and not coordinator._loading
+
+
+# --- a transaction's offsets (TxnOffsetCommit) ------------------------------------------
+
+
+def _txn_commit(group: str, offsets: dict[int, int], producer_id: int) -> TxnOffsetCommitRequest:
+    request = _commit(group, offsets)
+    return TxnOffsetCommitRequest(
+        transactional_id="tx",
+        group_id=group,
+        producer_id=producer_id,
+        producer_epoch=0,
+        topics=request.topics,
+    )
+
+
+async def test_a_transactions_offsets_count_at_its_commit_marker_and_go_at_its_abort() -> None:
+    coordinator, replicas = _coordinator()
+    await coordinator.offset_commit(_commit(OURS, {0: 5}))
+    answer = await coordinator.txn_offset_commit(_txn_commit(OURS, {0: 9, 1: 4}, producer_id=7))
+    assert all(p.error_code == 0 for t in answer.topics for p in t.partitions)
+    fetched = await coordinator.offset_fetch(OffsetFetchRequest(group_id=OURS))
+    assert {p.partition_index: p.committed_offset for p in fetched.topics[0].partitions} == {0: 5}
+    stable = await coordinator.offset_fetch(
+        OffsetFetchRequest(
+            group_id=OURS,
+            topics=[OffsetFetchRequestTopic(name="t", partition_indexes=[0, 1, 2])],
+            require_stable=True,  # KIP-447: a read_committed consumer waits for it
+        )
+    )
+    assert [p.error_code for p in stable.topics[0].partitions] == [88, 88, 0]
+    replicas.marker_listener(OFFSETS_TOPIC, 0, 7, True)  # the COMMIT marker, written here
+    fetched = await coordinator.offset_fetch(OffsetFetchRequest(group_id=OURS))
+    assert {p.partition_index: p.committed_offset for p in fetched.topics[0].partitions} == {
+        0: 9,
+        1: 4,
+    }
+    await coordinator.txn_offset_commit(_txn_commit(OURS, {0: 100}, producer_id=8))
+    replicas.marker_listener(OFFSETS_TOPIC, 0, 8, False)  # ABORT: they never count
+    replicas.marker_listener(OFFSETS_TOPIC, 0, 8, True)  # a stray later marker: nothing held
+    fetched = await coordinator.offset_fetch(OffsetFetchRequest(group_id=OURS))
+    assert {p.partition_index: p.committed_offset for p in fetched.topics[0].partitions}[0] == 9
+
+
+async def test_a_load_holds_a_transactions_offsets_until_its_marker(tmp_path: Any) -> None:
+    log = Log.open(tmp_path / "__consumer_offsets-0")
+    key = encode_key(OURS, "t", 0)
+
+    def offsets(value: int, producer_id: int) -> bytes:
+        record = (key, encode_value(OffsetAndMetadata(value, -1, None, 0)), None, 0)
+        return encode_batch(
+            [record], producer_id=producer_id, producer_epoch=0, is_transactional=True
+        )
+
+    log.append(offsets(42, 3), coordinator=True)
+    log.append_marker(producer_id=3, producer_epoch=0, committed=True, coordinator_epoch=0)
+    log.append(offsets(50, 4), coordinator=True)
+    log.append_marker(producer_id=4, producer_epoch=0, committed=False, coordinator_epoch=0)
+    log.append(offsets(60, 5), coordinator=True)  # still open when the coordinator loads
+    coordinator = _new_coordinator(FakeReplicas())
+    coordinator._start_load(0, SimpleNamespace(log=log, is_leader=True))  # type: ignore[arg-type]
+    await coordinator._loading[0]
+    store = coordinator.stores[0]
+    assert store.get(OURS)[("t", 0)].offset == 42  # 50 aborted, 60 not yet committed
+    coordinator._on_txn_marker(OFFSETS_TOPIC, 0, 5, True)
+    assert store.get(OURS)[("t", 0)].offset == 60
+    log.close()
+
+
+async def test_a_marker_written_while_the_partition_loads_is_not_lost(tmp_path: Any) -> None:
+    log = Log.open(tmp_path / "__consumer_offsets-0")
+    record = (encode_key(OURS, "t", 0), encode_value(OffsetAndMetadata(60, -1, None, 0)), None, 0)
+    txn = encode_batch([record], producer_id=5, producer_epoch=0, is_transactional=True)
+    log.append(txn, coordinator=True)
+    coordinator = _new_coordinator(FakeReplicas())
+    coordinator._start_load(0, SimpleNamespace(log=log, is_leader=True))  # type: ignore[arg-type]
+    await asyncio.sleep(0)  # the load has begun...
+    log.append_marker(producer_id=5, producer_epoch=0, committed=True, coordinator_epoch=0)
+    coordinator._on_txn_marker(OFFSETS_TOPIC, 0, 5, True)  # ...its listener finds no store
+    await coordinator._loading[0]
+    assert coordinator.stores[0].get(OURS)[("t", 0)].offset == 60
+    log.close()
+
+
+async def test_a_later_plain_commit_beats_an_earlier_transactions_offset() -> None:
+    coordinator, replicas = _coordinator()
+    await coordinator.txn_offset_commit(_txn_commit(OURS, {0: 9}, producer_id=7))
+    await coordinator.offset_commit(_commit(OURS, {0: 20}))  # written after it
+    replicas.marker_listener(OFFSETS_TOPIC, 0, 7, True)
+    fetched = await coordinator.offset_fetch(OffsetFetchRequest(group_id=OURS))
+    assert {p.partition_index: p.committed_offset for p in fetched.topics[0].partitions}[0] == 20
+
+
+async def test_a_transactions_offsets_need_write_on_its_transactional_id() -> None:
+    replicas = FakeReplicas()
+    coordinator = _new_coordinator(replicas)
+    coordinator._loaded(0, OffsetStore())
+
+    class NoTransactions:
+        def allowed(self, operation: Any, kind: Any, name: str) -> bool:
+            return kind != ResourceType.TRANSACTIONAL_ID
+
+    coordinator._acl = NoTransactions()  # type: ignore[assignment]
+    answer = await coordinator.txn_offset_commit(_txn_commit(OURS, {0: 9}, producer_id=7))
+    assert {p.error_code for t in answer.topics for p in t.partitions} == {53}
+    assert replicas.log == []  # nothing written

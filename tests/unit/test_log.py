@@ -371,7 +371,7 @@ def test_a_log_that_fails_part_way_through_opening_keeps_no_file_open(
     log.close()
     before = _open_files()
 
-    def fail(self: Log) -> None:
+    def fail(self: Log, at_most: int | None = None) -> None:
         raise error
 
     monkeypatch.setattr(Log, "_load_producers", fail)  # after every segment is open

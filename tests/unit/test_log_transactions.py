@@ -286,3 +286,68 @@ def test_a_torn_index_tail_is_cut(tmp_path: Path) -> None:
     again.load()
     assert again.entries == [(1, 0, 5, 6), (2, 3, 9, 10)]
     assert (tmp_path / FILE_NAME).stat().st_size == 68
+
+
+# --- found in review -------------------------------------------------------------------
+
+
+def test_a_torn_index_entry_below_the_newest_snapshot_is_rebuilt_after_a_crash(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "t-0"
+    log = _open(path)
+    log.append(_txn(1, 0, [b"x"]))
+    _end(log, 1, committed=False)  # 0, 1
+    log.append(_txn(2, 0, [b"y"]))
+    _end(log, 2, committed=False)  # 2, 3
+    while log.segment_count < 3:
+        log.append(_plain([b"filler"]))
+    assert min(log.producers.snapshot_offsets()) > 3  # the replay alone would start past both
+    end = log.log_end_offset
+    log.flush()
+    log.segments.clear()  # a crash...
+    index = path / FILE_NAME
+    index.write_bytes(index.read_bytes()[: 34 + 20])  # ...that tore the second entry
+    log = _open(path, clean_shutdown=False, recovery_point=0)
+    assert log.aborted_transactions(0, end) == [(1, 0), (2, 2)]
+    log.close()
+
+
+def test_a_snapshot_below_the_log_start_reopens_no_finished_transaction(tmp_path: Path) -> None:
+    log = _open(tmp_path / "t-0")
+    log.append(_txn(1, 0, [b"t"]))
+    while log.segment_count < 2:
+        log.append(_plain([b"filler"]))  # a snapshot with the transaction open
+    marker = _end(log, 1, committed=True)
+    log.append(_plain([b"a"]))
+    log.append(_plain([b"b"]))
+    end = log.log_end_offset
+    assert log.last_stable_offset(end) == end
+    assert log.advance_log_start_offset(marker + 1)  # DeleteRecords past the marker
+    log.truncate_to(end - 1)  # any reload: a leader change
+    assert dict(log.producers.ongoing) == {}
+    assert log.last_stable_offset(log.log_end_offset) == log.log_end_offset
+
+
+def test_a_follower_forgets_finished_transactions_as_its_high_watermark_moves(
+    tmp_path: Path,
+) -> None:
+    leader, follower = _open(tmp_path / "l"), _open(tmp_path / "f")
+    for i in range(50):
+        leader.append(_txn(1, i, [b"v"]))
+        _end(leader, 1, committed=i % 2 == 0)
+    while follower.log_end_offset < leader.log_end_offset:
+        data = leader.read(follower.log_end_offset, 1 << 20)
+        assert data is not None
+        follower.append_as_follower(data.read())
+        follower.producers.on_high_watermark(follower.log_end_offset)  # as the fetcher does
+    assert follower.producers.unreplicated == []
+
+
+def test_the_last_stable_offset_never_falls_below_the_log_start(tmp_path: Path) -> None:
+    log = _open(tmp_path / "t-0")
+    log.append(_txn(1, 0, [b"t"]))
+    for i in range(3):
+        log.append(_plain([b"p%d" % i]))
+    assert log.advance_log_start_offset(2)
+    assert log.last_stable_offset(log.log_end_offset) == 2

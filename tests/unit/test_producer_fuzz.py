@@ -108,6 +108,8 @@ class ClientFacing:
 class FakeCluster(ClientFacing):
     """Stands in for client.cluster.Cluster and for the brokers behind it."""
 
+    closed = False
+
     def __init__(self, tps: list[TopicPartition], directory: Path, rng: random.Random) -> None:
         partitions = [
             apis.MetadataPartition(partition_index=tp.partition, leader_id=1) for tp in tps

@@ -358,6 +358,8 @@ class FakeCluster(fuzz.ClientFacing):
     ReplicaManager with real ReplicaFetchers whose connections are :class:`Peer`), for
     ZooKeeper (:class:`FakeZk`) and for the controller."""
 
+    closed = False
+
     def __init__(
         self,
         tps: list[TopicPartition],

@@ -55,6 +55,8 @@ class ScriptedCluster:
     through :class:`ScriptedConnection`; without, every Produce goes by ``send`` (which
     connects first in the real Cluster)."""
 
+    closed = False
+
     connected = True
     writable = True  # the connection's transport is below its high-water mark
 

@@ -1,0 +1,719 @@
+"""The transaction coordinator (Kafka's TransactionCoordinator, KIP-98).
+
+A transactional id lives in partition ``abs(java_hash(id)) % transaction.state.log.num.
+partitions`` of ``__transaction_state`` (created, replicated, compacted, on the first
+FindCoordinator of key type 1); that partition's leader is the id's coordinator, and its
+leader epoch the coordinator epoch its markers carry. It loads the partition when it
+becomes leader (COORDINATOR_LOAD_IN_PROGRESS meanwhile) and forgets it when it stops
+(NOT_COORDINATOR). Every change of an id's state is appended with acks=all before it is
+answered (:mod:`broker.coordinator.txn_log` has the records), so a new coordinator
+resumes where the old one was: a transaction it finds in PrepareCommit or PrepareAbort
+gets its markers written again, and completes.
+
+The protocol, as Kafka's:
+
+- **InitProducerId** with a transactional id: a new id gets a producer id (from the
+  cluster's blocks, :class:`ProducerIdManager`) and epoch 0; a known one gets its epoch
+  bumped, which fences the previous incarnation (its requests are PRODUCER_FENCED from
+  then on). A transaction it left open is aborted first, under the new epoch
+  (CONCURRENT_TRANSACTIONS until done: the client retries). An epoch near the top of its
+  range moves to a new producer id. KIP-360: a producer retrying with the id and epoch
+  it had gets the bump it may have missed the answer to.
+- **AddPartitionsToTxn / AddOffsetsToTxn**: the transaction is Ongoing with those
+  partitions (the group's ``__consumer_offsets`` partition for offsets); its timeout
+  starts with the first.
+- **EndTxn**: PrepareCommit or PrepareAbort is written and answered; then markers go to
+  every partition (:class:`MarkerWriter`), and CompleteCommit/CompleteAbort is written.
+  Until then the id answers CONCURRENT_TRANSACTIONS (the client retries).
+- A transaction Ongoing past its ``transaction.timeout.ms`` is aborted by the coordinator
+  under a bumped epoch (the producer is fenced, as Kafka's); an id idle for
+  ``transactional.id.expiration.ms`` is forgotten (a tombstone).
+
+One change of an id at a time: a write in flight marks it ``pending`` and anything else
+for it is CONCURRENT_TRANSACTIONS, retriable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import structlog
+
+from broker.admin import TopicAdmin
+from broker.authorizer import (
+    Authorizer,
+    group_not_authorized,
+    topic_not_authorized,
+    transactional_id_not_authorized,
+)
+from broker.config import BrokerConfig
+from broker.coordinator.markers import MarkersFenced, MarkerWriter
+from broker.coordinator.offsets import OFFSETS_TOPIC, partition_for
+from broker.coordinator.producer_ids import ProducerIdManager
+from broker.coordinator.txn_log import (
+    TRANSACTION_TOPIC,
+    TxnMetadata,
+    TxnState,
+    decode_key,
+    decode_value,
+    encode_key,
+    encode_value,
+)
+from broker.log.manager import TopicPartition
+from broker.metadata import MetadataCache
+from broker.replica.manager import ReplicaManager
+from broker.replica.partition import Partition
+from protocol.acls import Operation, ResourceType
+from protocol.apis import (
+    AddOffsetsToTxnRequest,
+    AddOffsetsToTxnResponse,
+    AddPartitionsToTxnPartitionResult,
+    AddPartitionsToTxnRequest,
+    AddPartitionsToTxnResponse,
+    AddPartitionsToTxnTopicResult,
+    CreatableTopic,
+    CreatableTopicConfig,
+    EndTxnRequest,
+    EndTxnResponse,
+    FindCoordinatorRequest,
+    FindCoordinatorResponse,
+    InitProducerIdRequest,
+    InitProducerIdResponse,
+    WritableTxnMarker,
+)
+from protocol.errors import (
+    ApiError,
+    ConcurrentTransactionsError,
+    CoordinatorLoadInProgressError,
+    CoordinatorNotAvailableError,
+    CorruptMessageError,
+    InvalidProducerEpochError,
+    InvalidProducerIdMappingError,
+    InvalidRequestError,
+    InvalidTransactionTimeoutError,
+    InvalidTxnStateError,
+    NotCoordinatorError,
+    NotLeaderOrFollowerError,
+    OperationNotAttemptedError,
+    ProducerFencedError,
+    UnknownServerError,
+    UnknownTopicOrPartitionError,
+    error_for_code,
+)
+from protocol.records import decode_batches, encode_batch
+
+__all__ = ["TransactionCoordinator"]
+
+_MAX_EPOCH = 32_767 - 1  # Kafka bumps to a new producer id before the epoch overflows
+_WRITE_TIMEOUT_MS = 5_000
+_LOAD_READ_BYTES = 1 << 20
+_RETRY_S = 0.5
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class TransactionCoordinator:
+    def __init__(
+        self,
+        broker_id: int,
+        config: BrokerConfig,
+        metadata: MetadataCache,
+        replicas: ReplicaManager,
+        admin: TopicAdmin,
+        *,
+        producer_ids: ProducerIdManager,
+        markers: MarkerWriter,
+        authorizer: Authorizer | None = None,
+        clock: Callable[[], int] = _now_ms,
+    ) -> None:
+        self.broker_id = broker_id
+        self._config = config
+        self._metadata = metadata
+        self._replicas = replicas
+        self._admin = admin
+        self._producer_ids = producer_ids
+        self._markers = markers
+        self._acl = authorizer or Authorizer()
+        self._clock = clock
+        self.num_partitions = int(config["transaction.state.log.num.partitions"])
+        self._max_timeout_ms = int(config["transaction.max.timeout.ms"])
+        self._expiration_ms = int(config["transactional.id.expiration.ms"])
+        self.stores: dict[int, dict[str, TxnMetadata]] = {}
+        """Loaded partitions: transactional id -> its state."""
+        self.epochs: dict[int, int] = {}
+        """The coordinator epoch of each loaded partition (its leader epoch at the load)."""
+        self._loading: dict[int, asyncio.Task[None]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._ticker: asyncio.Task[None] | None = None
+        self._log = structlog.get_logger("headwater.txn_coordinator").bind(broker_id=broker_id)
+        replicas.on_role_change(self._on_role_change)
+
+    def start(self) -> None:
+        self._ticker = asyncio.get_running_loop().create_task(self._tick())
+
+    async def stop(self) -> None:
+        tasks = [t for t in (self._ticker, *self._loading.values(), *self._tasks) if t]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._markers.close()
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # --- which partitions are ours ------------------------------------------------------
+
+    def _on_role_change(self, tp: TopicPartition, partition: Partition | None) -> None:
+        if tp.topic != TRANSACTION_TOPIC:
+            return
+        index = tp.partition
+        leading = partition is not None and partition.is_leader
+        if leading and (index in self.stores or index in self._loading):
+            return  # still the leader (a follower left the ISR): nothing changes
+        self._unload(index)
+        if partition is not None and leading:
+            task = asyncio.get_running_loop().create_task(self._load(index, partition))
+            self._loading[index] = task
+
+    def _unload(self, index: int) -> None:
+        loading = self._loading.pop(index, None)
+        if loading is not None:
+            loading.cancel()
+        if self.stores.pop(index, None) is not None:
+            self.epochs.pop(index, None)
+            self._log.info("txn.unloaded", partition=index)
+
+    async def _load(self, index: int, partition: Partition) -> None:
+        """Read the partition from its start (later records win, tombstones forget), then
+        finish the transactions it left with markers to write. A failed read is tried
+        again while this broker leads."""
+        epoch = partition.leader_epoch
+        while True:
+            try:
+                store = await self._read(index, partition)
+                break
+            except Exception:
+                self._log.exception("txn.load_failed", partition=index)
+                await asyncio.sleep(_RETRY_S)
+        if self._loading.get(index) is not asyncio.current_task():
+            return
+        del self._loading[index]
+        self.stores[index] = store
+        self.epochs[index] = epoch
+        self._log.info("txn.loaded", partition=index, transactional_ids=len(store), epoch=epoch)
+        for meta in store.values():
+            if meta.state.completing:
+                self._spawn(self._complete(index, store, meta))
+
+    async def _read(self, index: int, partition: Partition) -> dict[str, TxnMetadata]:
+        store: dict[str, TxnMetadata] = {}
+        log = partition.log
+        offset, end = log.log_start_offset, log.log_end_offset
+        while offset < end:
+            data = log.read(offset, _LOAD_READ_BYTES, max_offset=end)
+            if data is None:
+                break
+            for batch in decode_batches(data.read()):
+                for record in batch:
+                    if record.offset < offset or record.key is None:
+                        continue
+                    try:
+                        txn_id = decode_key(record.key)
+                        if record.value is None:
+                            store.pop(txn_id, None)
+                        else:
+                            store[txn_id] = decode_value(txn_id, record.value)
+                    except CorruptMessageError as exc:
+                        self._log.warning("txn.bad_record", partition=index, error=str(exc))
+                offset = batch.next_offset
+            await asyncio.sleep(0)  # a large partition loads without holding the loop
+        return store
+
+    def _store_for(self, transactional_id: str) -> tuple[int, dict[str, TxnMetadata]]:
+        if not transactional_id:
+            raise InvalidRequestError("a transactional id must not be empty")
+        index = partition_for(transactional_id, self.num_partitions)
+        store = self.stores.get(index)
+        if store is not None:
+            return index, store
+        if index in self._loading:
+            raise CoordinatorLoadInProgressError(
+                f"transactional id {transactional_id!r}: its state is being loaded; retry"
+            )
+        raise NotCoordinatorError(
+            f"broker {self.broker_id} is not the coordinator of transactional id "
+            f"{transactional_id!r}; find it again"
+        )
+
+    # --- FindCoordinator ----------------------------------------------------------------
+
+    async def find_coordinator(
+        self, request: FindCoordinatorRequest, listener: str
+    ) -> FindCoordinatorResponse:
+        self._check_id(request.key)
+        partitions = self._metadata.topics.get(TRANSACTION_TOPIC)
+        if partitions is None:
+            await self._create_topic()
+            raise CoordinatorNotAvailableError(
+                f"{TRANSACTION_TOPIC} is being created; retry shortly"
+            )
+        state = partitions.get(partition_for(request.key, self.num_partitions))
+        leader = state.leader if state is not None else -1
+        address = self._metadata.address(leader, listener)
+        if address is None:
+            raise CoordinatorNotAvailableError(
+                f"the coordinator of transactional id {request.key!r} is not available; "
+                "retry shortly"
+            )
+        return FindCoordinatorResponse(node_id=leader, host=address[0], port=address[1])
+
+    async def _create_topic(self) -> None:
+        cfg = self._config
+        factor = max(
+            min(int(cfg["transaction.state.log.replication.factor"]), len(self._metadata.brokers)),
+            1,
+        )
+        min_isr = min(int(cfg["transaction.state.log.min.isr"]), factor)
+        await self._admin.create_internal(
+            CreatableTopic(
+                name=TRANSACTION_TOPIC,
+                num_partitions=self.num_partitions,
+                replication_factor=factor,
+                configs=[
+                    CreatableTopicConfig(name="cleanup.policy", value="compact"),
+                    CreatableTopicConfig(name="min.insync.replicas", value=str(min_isr)),
+                    CreatableTopicConfig(
+                        name="segment.bytes", value=str(cfg["transaction.state.log.segment.bytes"])
+                    ),
+                ],
+            )
+        )
+
+    def _check_id(self, transactional_id: str) -> None:
+        if not transactional_id:
+            raise InvalidRequestError("a transactional id must not be empty")
+        if not self._acl.allowed(Operation.WRITE, ResourceType.TRANSACTIONAL_ID, transactional_id):
+            raise transactional_id_not_authorized(transactional_id, Operation.WRITE)
+
+    # --- InitProducerId -----------------------------------------------------------------
+
+    async def init_producer_id(self, request: InitProducerIdRequest) -> InitProducerIdResponse:
+        assert request.transactional_id is not None
+        txn_id = request.transactional_id
+        self._check_id(txn_id)
+        timeout = request.transaction_timeout_ms
+        if not 0 < timeout <= self._max_timeout_ms:
+            raise InvalidTransactionTimeoutError(
+                f"transaction_timeout_ms={timeout} must be from 1 to the broker's "
+                f"transaction.max.timeout.ms ({self._max_timeout_ms})"
+            )
+        index, store = self._store_for(txn_id)
+        meta = store.get(txn_id)
+        if meta is None:
+            meta = store[txn_id] = TxnMetadata(txn_id, -1, -1, timeout, pending=True)
+            try:
+                producer_id = await self._producer_ids.next_id()
+                new = TxnMetadata(txn_id, producer_id, 0, timeout, TxnState.EMPTY)
+                new.last_update_ms = self._clock()
+                await self._write(index, store, meta, new)
+            except BaseException:
+                if store.get(txn_id) is meta and meta.producer_id < 0:
+                    del store[txn_id]  # never written: as if it had not come
+                raise
+            return InitProducerIdResponse(producer_id=meta.producer_id, producer_epoch=0)
+        if meta.pending or meta.state.completing:
+            raise _concurrent(txn_id)
+        if request.producer_id >= 0:
+            if (request.producer_id, request.producer_epoch) == (
+                meta.producer_id,
+                meta.last_producer_epoch,
+            ) and meta.state.idle:
+                # the answer to a bump was lost: this is the producer that asked for it
+                return InitProducerIdResponse(
+                    producer_id=meta.producer_id, producer_epoch=meta.producer_epoch
+                )
+            if (request.producer_id, request.producer_epoch) != (
+                meta.producer_id,
+                meta.producer_epoch,
+            ):
+                raise ProducerFencedError(
+                    f"transactional id {txn_id!r} has moved on from producer "
+                    f"{request.producer_id} epoch {request.producer_epoch}"
+                )
+        if meta.state == TxnState.ONGOING:
+            # the previous incarnation left it open: abort it under a new epoch (which
+            # fences that incarnation), and have this one retry once it is done
+            await self._end(index, store, meta, committed=False, bump=True)
+            raise _concurrent(txn_id)
+        new = _copy(meta)
+        new.timeout_ms = timeout
+        new.state = TxnState.EMPTY
+        new.partitions = set()
+        new.start_ms = -1
+        new.last_update_ms = self._clock()
+        new.last_producer_epoch = meta.producer_epoch
+        if meta.producer_epoch >= _MAX_EPOCH:
+            meta.pending = True  # nothing else changes it while a new id is fetched
+            try:
+                new.producer_id = await self._producer_ids.next_id()
+            finally:
+                meta.pending = False
+            if store.get(txn_id) is not meta or self.stores.get(index) is not store:
+                raise _concurrent(txn_id)
+            new.producer_epoch, new.last_producer_epoch = 0, -1
+        else:
+            new.producer_epoch = meta.producer_epoch + 1
+        await self._write(index, store, meta, new)
+        self._log.info(
+            "txn.producer_epoch",
+            transactional_id=txn_id,
+            producer_id=new.producer_id,
+            epoch=new.producer_epoch,
+        )
+        return InitProducerIdResponse(
+            producer_id=new.producer_id, producer_epoch=new.producer_epoch
+        )
+
+    # --- AddPartitionsToTxn / AddOffsetsToTxn -------------------------------------------
+
+    async def add_partitions(
+        self, request: AddPartitionsToTxnRequest
+    ) -> AddPartitionsToTxnResponse:
+        wanted = [(t.name, p) for t in request.topics for p in t.partitions]
+        try:
+            self._check_id(request.transactional_id)
+            refused = self._refused(wanted)
+            if not refused:
+                await self._add(
+                    request.transactional_id,
+                    request.producer_id,
+                    request.producer_epoch,
+                    set(wanted),
+                )
+        except ApiError as exc:
+            refused = dict.fromkeys(wanted, exc)
+        else:
+            if refused:
+                not_tried = OperationNotAttemptedError(
+                    "another partition of the request was refused: nothing was added"
+                )
+                refused = {tp: refused.get(tp, not_tried) for tp in wanted}
+        results: dict[str, list[AddPartitionsToTxnPartitionResult]] = {}
+        for topic, partition in wanted:
+            error = refused.get((topic, partition))
+            results.setdefault(topic, []).append(
+                AddPartitionsToTxnPartitionResult(
+                    partition_index=partition,
+                    error_code=0 if error is None else error.code,
+                    error_message=None if error is None else error.message,
+                )
+            )
+        return AddPartitionsToTxnResponse(
+            results=[AddPartitionsToTxnTopicResult(name=t, results=r) for t, r in results.items()]
+        )
+
+    def _refused(self, wanted: list[tuple[str, int]]) -> dict[tuple[str, int], ApiError]:
+        """The partitions that cannot be in a transaction: not writable, not there."""
+        refused: dict[tuple[str, int], ApiError] = {}
+        for topic, partition in wanted:
+            if not self._acl.allowed(Operation.WRITE, ResourceType.TOPIC, topic):
+                refused[(topic, partition)] = topic_not_authorized(topic, Operation.WRITE)
+            elif self._metadata.partition(topic, partition) is None:
+                refused[(topic, partition)] = UnknownTopicOrPartitionError(
+                    f"{topic}-{partition} does not exist"
+                )
+        return refused
+
+    async def add_offsets(self, request: AddOffsetsToTxnRequest) -> AddOffsetsToTxnResponse:
+        self._check_id(request.transactional_id)
+        if not self._acl.allowed(Operation.READ, ResourceType.GROUP, request.group_id):
+            raise group_not_authorized(request.group_id, Operation.READ)
+        offsets_partitions = int(self._config["offsets.topic.num.partitions"])
+        partition = partition_for(request.group_id, offsets_partitions)
+        await self._add(
+            request.transactional_id,
+            request.producer_id,
+            request.producer_epoch,
+            {(OFFSETS_TOPIC, partition)},
+        )
+        return AddOffsetsToTxnResponse()
+
+    async def _add(
+        self, txn_id: str, producer_id: int, producer_epoch: int, partitions: set[tuple[str, int]]
+    ) -> None:
+        index, store, meta = self._producer(txn_id, producer_id, producer_epoch)
+        if meta.pending or meta.state.completing:
+            raise _concurrent(txn_id)
+        if meta.state == TxnState.ONGOING and partitions <= meta.partitions:
+            return  # a retry, or partitions already in it
+        if meta.state not in (TxnState.ONGOING, *_IDLE):
+            raise InvalidTxnStateError(
+                f"transactional id {txn_id!r} is {meta.state.name}: partitions cannot be added"
+            )
+        new = _copy(meta)
+        now = self._clock()
+        if meta.state != TxnState.ONGOING:
+            new.partitions, new.start_ms = set(), now
+        new.state = TxnState.ONGOING
+        new.partitions |= partitions
+        new.last_update_ms = now
+        await self._write(index, store, meta, new)
+
+    # --- EndTxn ---------------------------------------------------------------------------
+
+    async def end_txn(self, request: EndTxnRequest) -> EndTxnResponse:
+        txn_id = request.transactional_id
+        self._check_id(txn_id)
+        index, store, meta = self._producer(txn_id, request.producer_id, request.producer_epoch)
+        committed = request.committed
+        if meta.pending:
+            raise _concurrent(txn_id)
+        state = meta.state
+        if state == TxnState.ONGOING:
+            await self._end(index, store, meta, committed=committed, bump=False)
+            return EndTxnResponse()
+        done = TxnState.COMPLETE_COMMIT if committed else TxnState.COMPLETE_ABORT
+        ending = TxnState.PREPARE_COMMIT if committed else TxnState.PREPARE_ABORT
+        if state == done:
+            return EndTxnResponse()  # a retry of one that is done
+        if state == ending:
+            raise _concurrent(txn_id)
+        raise InvalidTxnStateError(
+            f"transactional id {txn_id!r} is {state.name}: it cannot "
+            f"{'commit' if committed else 'abort'} (no transaction of it is open)"
+        )
+
+    async def _end(
+        self,
+        index: int,
+        store: dict[str, TxnMetadata],
+        meta: TxnMetadata,
+        *,
+        committed: bool,
+        bump: bool,
+    ) -> None:
+        """Write PrepareCommit/PrepareAbort (under a bumped epoch if ``bump``: a fence),
+        then have the markers written and the transaction completed in the background."""
+        new = _copy(meta)
+        new.state = TxnState.PREPARE_COMMIT if committed else TxnState.PREPARE_ABORT
+        new.last_update_ms = self._clock()
+        if bump and meta.producer_epoch < _MAX_EPOCH:
+            # a fence: no KIP-360 retry may claim this epoch (Kafka's
+            # prepareFenceProducerEpoch), or the fenced producer would take it back
+            new.last_producer_epoch = -1
+            new.producer_epoch = meta.producer_epoch + 1
+        await self._write(index, store, meta, new)
+        self._spawn(self._complete(index, store, meta))
+
+    async def _complete(self, index: int, store: dict[str, TxnMetadata], meta: TxnMetadata) -> None:
+        """Markers to every partition of the transaction, then CompleteCommit or
+        CompleteAbort, retried while this broker coordinates it."""
+        committed = meta.state == TxnState.PREPARE_COMMIT
+        marker = WritableTxnMarker(
+            producer_id=meta.producer_id,
+            producer_epoch=meta.producer_epoch,
+            transaction_result=committed,
+            coordinator_epoch=self.epochs.get(index, -1),
+        )
+
+        def still_ours() -> bool:
+            return self.stores.get(index) is store and store.get(meta.transactional_id) is meta
+
+        try:
+            await self._markers.write(marker, set(meta.partitions), still_ours)
+        except NotCoordinatorError:
+            return  # the new coordinator finishes it
+        except MarkersFenced as exc:
+            # as Kafka: the id stays Prepare* here (CONCURRENT_TRANSACTIONS) until its
+            # partition loads again, under the coordinator that fenced this one
+            self._log.error(
+                "txn.markers_fenced", transactional_id=meta.transactional_id, error=str(exc)
+            )
+            return
+        while still_ours():
+            new = _copy(meta)
+            new.state = TxnState.COMPLETE_COMMIT if committed else TxnState.COMPLETE_ABORT
+            new.partitions = set()
+            new.last_update_ms = self._clock()
+            try:
+                await self._write(index, store, meta, new)
+            except (CoordinatorNotAvailableError, ConcurrentTransactionsError) as exc:
+                self._log.info(
+                    "txn.complete_retry", transactional_id=meta.transactional_id, error=str(exc)
+                )
+                await asyncio.sleep(_RETRY_S)
+                continue
+            except ApiError:
+                return  # not ours any more
+            self._log.debug(
+                "txn.completed",
+                transactional_id=meta.transactional_id,
+                committed=committed,
+                partitions=len(marker.topics) or len(meta.partitions),
+            )
+            return
+
+    # --- the state ------------------------------------------------------------------------
+
+    def _producer(
+        self, txn_id: str, producer_id: int, producer_epoch: int
+    ) -> tuple[int, dict[str, TxnMetadata], TxnMetadata]:
+        """The id's state, if the request's producer is its current one."""
+        index, store = self._store_for(txn_id)
+        meta = store.get(txn_id)
+        if meta is None or meta.producer_id < 0:
+            raise InvalidProducerIdMappingError(
+                f"transactional id {txn_id!r} has no producer; call InitProducerId first"
+            )
+        if meta.producer_id != producer_id:
+            raise InvalidProducerIdMappingError(
+                f"transactional id {txn_id!r} belongs to producer {meta.producer_id}, not "
+                f"{producer_id}"
+            )
+        if producer_epoch < meta.producer_epoch:
+            raise ProducerFencedError(
+                f"producer {producer_id} epoch {producer_epoch} of transactional id "
+                f"{txn_id!r} was fenced by epoch {meta.producer_epoch}: a newer producer "
+                "with this transactional id took over; close this one"
+            )
+        if producer_epoch > meta.producer_epoch:
+            raise InvalidProducerEpochError(
+                f"producer {producer_id} epoch {producer_epoch} is newer than the "
+                f"coordinator's {meta.producer_epoch}"
+            )
+        return index, store, meta
+
+    async def _write(
+        self, index: int, store: dict[str, TxnMetadata], meta: TxnMetadata, new: TxnMetadata
+    ) -> None:
+        """Append ``new`` (acks=all), then make it ``meta``'s state. ``meta`` is pending
+        meanwhile; a failure leaves it as it was."""
+        meta.pending = True
+        try:
+            value = encode_value(new)
+            batch = encode_batch([(encode_key(meta.transactional_id), value, None, None)])
+            result = await self._replicas.append_records(
+                TRANSACTION_TOPIC, index, batch, timeout_ms=_WRITE_TIMEOUT_MS
+            )
+        finally:
+            meta.pending = False
+        if result.error_code:
+            raise _append_error(result.error_code, result.error_message)
+        if self.stores.get(index) is not store or store.get(meta.transactional_id) is not meta:
+            raise NotCoordinatorError(
+                f"broker {self.broker_id} stopped coordinating {meta.transactional_id!r}"
+            )
+        for name in TxnMetadata.__slots__:
+            if name != "pending":
+                setattr(meta, name, getattr(new, name))
+
+    # --- timeouts and expiry --------------------------------------------------------------
+
+    async def _tick(self) -> None:
+        cfg = self._config
+        abort_every_s = int(cfg["transaction.abort.timed.out.transaction.cleanup.interval.ms"])
+        expire_every_s = int(cfg["transaction.remove.expired.transaction.cleanup.interval.ms"])
+        loop = asyncio.get_running_loop()
+        next_expiry = loop.time() + expire_every_s / 1000
+        while True:
+            await asyncio.sleep(abort_every_s / 1000)
+            try:
+                await self.abort_timed_out()
+                if loop.time() >= next_expiry:
+                    next_expiry = loop.time() + expire_every_s / 1000
+                    await self.expire_ids()
+            except Exception:
+                self._log.exception("txn.tick_failed")
+
+    async def abort_timed_out(self) -> None:
+        """Abort (under a bumped epoch: the producer is fenced) each transaction Ongoing
+        past its timeout (Kafka's abortTimedOutTransactions)."""
+        now = self._clock()
+        for index, store in list(self.stores.items()):
+            for meta in list(store.values()):
+                if (
+                    meta.state == TxnState.ONGOING
+                    and not meta.pending
+                    and now - meta.start_ms > meta.timeout_ms
+                ):
+                    self._log.info(
+                        "txn.timed_out",
+                        transactional_id=meta.transactional_id,
+                        producer_id=meta.producer_id,
+                        timeout_ms=meta.timeout_ms,
+                    )
+                    try:
+                        await self._end(index, store, meta, committed=False, bump=True)
+                    except ApiError as exc:
+                        self._log.info(
+                            "txn.timeout_abort_retry",
+                            transactional_id=meta.transactional_id,
+                            error=str(exc),
+                        )
+
+    async def expire_ids(self) -> None:
+        """Forget the ids idle for ``transactional.id.expiration.ms`` (a tombstone each)."""
+        now = self._clock()
+        for index, store in list(self.stores.items()):
+            for meta in list(store.values()):
+                if (
+                    meta.state.idle
+                    and not meta.pending
+                    and now - meta.last_update_ms > self._expiration_ms
+                ):
+                    await self._forget(index, store, meta)
+
+    async def _forget(self, index: int, store: dict[str, TxnMetadata], meta: TxnMetadata) -> None:
+        meta.pending = True
+        try:
+            batch = encode_batch([(encode_key(meta.transactional_id), None, None, None)])
+            result = await self._replicas.append_records(
+                TRANSACTION_TOPIC, index, batch, timeout_ms=_WRITE_TIMEOUT_MS
+            )
+        finally:
+            meta.pending = False
+        if not result.error_code and store.get(meta.transactional_id) is meta:
+            del store[meta.transactional_id]
+            self._log.info("txn.id_expired", transactional_id=meta.transactional_id)
+
+
+_IDLE = (TxnState.EMPTY, TxnState.COMPLETE_COMMIT, TxnState.COMPLETE_ABORT)
+
+
+def _copy(meta: TxnMetadata) -> TxnMetadata:
+    return TxnMetadata(
+        meta.transactional_id,
+        meta.producer_id,
+        meta.producer_epoch,
+        meta.timeout_ms,
+        meta.state,
+        set(meta.partitions),
+        meta.last_update_ms,
+        meta.start_ms,
+        meta.last_producer_epoch,
+    )
+
+
+def _concurrent(txn_id: str) -> ConcurrentTransactionsError:
+    return ConcurrentTransactionsError(
+        f"transactional id {txn_id!r} is finishing another change; retry shortly"
+    )
+
+
+def _append_error(code: int, message: str | None) -> ApiError:
+    """The coordinator's answer for a failed write to its own topic (Kafka's mapping)."""
+    if code == NotLeaderOrFollowerError.code:
+        return NotCoordinatorError("this broker stopped coordinating it; find it again")
+    error = error_for_code(code, message)
+    if error.retriable:
+        return CoordinatorNotAvailableError(
+            f"the transaction state could not be replicated ({error.name}); retry shortly"
+        )
+    return UnknownServerError(f"the transaction state could not be written: {error.name}")

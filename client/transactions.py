@@ -1,0 +1,284 @@
+"""A transactional producer's side of Kafka's transaction protocol (the Java client's
+TransactionManager), without the records: :class:`~client.producer.Producer` sends those.
+
+States: ``ready`` (no transaction), ``in_transaction`` (after ``begin``), and two that
+only ``abort`` leaves: ``abortable`` (a record or a request of the transaction failed:
+it cannot commit) and ``fatal`` (fenced by a newer producer with the same transactional
+id, or refused for good: only ``stop`` is left). Every request goes to the id's
+transaction coordinator (:class:`CoordinatorLine`), found again when it moves, and is
+retried while the coordinator says CONCURRENT_TRANSACTIONS (it is finishing the last
+transaction) or is loading, until ``max_block_ms``.
+
+A partition joins the transaction (AddPartitionsToTxn) before its first batch of the
+transaction is sent: ``send`` names it, the producer's sender holds its batches until
+:meth:`TransactionManager.add_partitions` has added it. The offsets of a consume-process-
+produce loop join with :meth:`send_offsets` (AddOffsetsToTxn, then TxnOffsetCommit to the
+group's coordinator), and count only if the transaction commits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from client.cluster import Cluster
+from client.coordinator import CoordinatorLine, GroupOffsets
+from client.errors import TransactionStateError
+from client.types import TopicPartition
+from protocol.apis import (
+    AddOffsetsToTxnRequest,
+    AddPartitionsToTxnRequest,
+    AddPartitionsToTxnResponse,
+    AddPartitionsToTxnTopic,
+    ApiKey,
+    CoordinatorType,
+    EndTxnRequest,
+    InitProducerIdRequest,
+    InitProducerIdResponse,
+    OffsetCommitRequestPartition,
+    OffsetCommitRequestTopic,
+    TxnOffsetCommitRequest,
+    TxnOffsetCommitResponse,
+)
+from protocol.errors import (
+    ApiError,
+    ConcurrentTransactionsError,
+    InvalidProducerEpochError,
+    InvalidProducerIdMappingError,
+    InvalidTxnStateError,
+    ProducerFencedError,
+    TransactionalIdAuthorizationFailedError,
+    error_for_code,
+)
+
+__all__ = ["TransactionManager"]
+
+_CONCURRENT_BACKOFF_S = 0.02  # Kafka's: the coordinator is writing markers, soon done
+_FATAL = (
+    ProducerFencedError,
+    InvalidProducerEpochError,
+    InvalidProducerIdMappingError,
+    TransactionalIdAuthorizationFailedError,
+)
+
+
+class TransactionManager:
+    def __init__(
+        self,
+        cluster: Cluster,
+        transactional_id: str,
+        *,
+        transaction_timeout_ms: int,
+        max_block_ms: int,
+        retry_backoff_ms: int,
+    ) -> None:
+        self.transactional_id = transactional_id
+        self.timeout_ms = transaction_timeout_ms
+        self._cluster = cluster
+        self._line = CoordinatorLine(
+            cluster,
+            transactional_id,
+            key_type=CoordinatorType.TRANSACTION,
+            request_timeout_ms=max_block_ms,
+            retry_backoff_ms=retry_backoff_ms,
+        )
+        self._max_block_s = max_block_ms / 1000
+        self._retry_backoff_ms = retry_backoff_ms
+        self.state = "ready"
+        self.error: BaseException | None = None
+        """Why the transaction is abortable, or the producer fatally failed."""
+        self.producer_id = -1
+        self.producer_epoch = -1
+        self.added: set[TopicPartition] = set()
+        """Partitions in the transaction (their batches may be sent)."""
+        self.wanted: dict[TopicPartition, None] = {}
+        """Partitions with records in the transaction, not added yet."""
+        self.offsets_added = False
+        self._asked = False
+        """An Add* request went out in this transaction: the coordinator may hold it open
+        even if its answer was lost, so ending it always asks."""
+
+    # --- the producer id --------------------------------------------------------------------
+
+    async def init(self) -> tuple[int, int]:
+        """InitProducerId for the transactional id: fences any older producer of it,
+        aborting a transaction it left open. With a producer id already (a broken
+        sequence, KIP-360), asks for that one's next epoch."""
+        request = InitProducerIdRequest(
+            transactional_id=self.transactional_id,
+            transaction_timeout_ms=self.timeout_ms,
+            producer_id=self.producer_id,
+            producer_epoch=self.producer_epoch,
+        )
+        response: InitProducerIdResponse = await self._call(ApiKey.INIT_PRODUCER_ID, request)
+        self.producer_id, self.producer_epoch = response.producer_id, response.producer_epoch
+        return self.producer_id, self.producer_epoch
+
+    # --- the transaction ---------------------------------------------------------------------
+
+    def begin(self) -> None:
+        self.check_usable()
+        if self.state != "ready":
+            raise TransactionStateError(
+                "a transaction is open already: commit or abort it before beginning another"
+            )
+        self.state = "in_transaction"
+        self.added.clear()
+        self.wanted.clear()
+        self.offsets_added = self._asked = False
+
+    def check_usable(self) -> None:
+        if self.state == "fatal":
+            assert self.error is not None
+            raise self.error
+
+    def check_sendable(self) -> None:
+        """``send`` may add to the transaction now (raises why not)."""
+        if self.state == "in_transaction":
+            return
+        self.check_usable()
+        if self.state == "abortable":
+            raise TransactionStateError(
+                f"the transaction failed ({self.error}); abort_transaction() first"
+            )
+        raise TransactionStateError(
+            "a transactional producer sends inside a transaction: begin_transaction() first"
+        )
+
+    def want(self, tp: TopicPartition) -> None:
+        """``send`` put a record of the transaction in ``tp``."""
+        if tp not in self.added:
+            self.wanted[tp] = None
+
+    def fail(self, error: BaseException) -> None:
+        """A record or request of the transaction failed: it can only be aborted (or,
+        fenced, the producer is done)."""
+        if isinstance(error, _FATAL):
+            self.state, self.error = "fatal", error
+        elif self.state == "in_transaction":
+            self.state, self.error = "abortable", error
+
+    async def add_partitions(self) -> None:
+        """AddPartitionsToTxn for the wanted partitions (the sender starts it)."""
+        todo = list(self.wanted)
+        by_topic: dict[str, list[int]] = {}
+        for tp in todo:
+            by_topic.setdefault(tp.topic, []).append(tp.partition)
+        request = AddPartitionsToTxnRequest(
+            transactional_id=self.transactional_id,
+            producer_id=self.producer_id,
+            producer_epoch=self.producer_epoch,
+            topics=[AddPartitionsToTxnTopic(name=t, partitions=ps) for t, ps in by_topic.items()],
+        )
+
+        def check(response: AddPartitionsToTxnResponse) -> None:
+            for topic in response.results:
+                for p in topic.results:
+                    if p.error_code:
+                        raise error_for_code(
+                            p.error_code,
+                            p.error_message or f"{topic.name}-{p.partition_index} was not added",
+                        )
+
+        self._asked = True
+        try:
+            await self._call(ApiKey.ADD_PARTITIONS_TO_TXN, request, check)
+        except (ApiError, TimeoutError) as exc:
+            self.fail(exc)
+            raise
+        for tp in todo:
+            self.wanted.pop(tp, None)
+            self.added.add(tp)
+
+    async def send_offsets(self, offsets: dict[TopicPartition, int], group_id: str) -> None:
+        """The consumer positions ``offsets`` of ``group_id`` join the transaction: they are
+        the group's committed offsets if, and only if, it commits."""
+        if self.state != "in_transaction":
+            self.check_sendable()
+        self._asked = True
+        try:
+            await self._call(
+                ApiKey.ADD_OFFSETS_TO_TXN,
+                AddOffsetsToTxnRequest(
+                    transactional_id=self.transactional_id,
+                    producer_id=self.producer_id,
+                    producer_epoch=self.producer_epoch,
+                    group_id=group_id,
+                ),
+            )
+            self.offsets_added = True
+            await self._commit_offsets(offsets, group_id)
+        except (ApiError, TimeoutError) as exc:
+            self.fail(exc)
+            raise
+
+    async def _commit_offsets(self, offsets: dict[TopicPartition, int], group_id: str) -> None:
+        by_topic: dict[str, list[OffsetCommitRequestPartition]] = {}
+        for tp, offset in sorted(offsets.items()):
+            by_topic.setdefault(tp.topic, []).append(
+                OffsetCommitRequestPartition(partition_index=tp.partition, committed_offset=offset)
+            )
+        request = TxnOffsetCommitRequest(
+            transactional_id=self.transactional_id,
+            group_id=group_id,
+            producer_id=self.producer_id,
+            producer_epoch=self.producer_epoch,
+            topics=[OffsetCommitRequestTopic(name=t, partitions=ps) for t, ps in by_topic.items()],
+        )
+
+        def check(response: TxnOffsetCommitResponse) -> None:
+            for topic in response.topics:
+                for p in topic.partitions:
+                    if p.error_code:
+                        raise error_for_code(
+                            p.error_code,
+                            f"the transaction's commit of {topic.name}-{p.partition_index} "
+                            f"for group {group_id!r} was refused",
+                        )
+
+        group = GroupOffsets(
+            self._cluster,
+            group_id,
+            request_timeout_ms=int(self._max_block_s * 1000),
+            retry_backoff_ms=self._retry_backoff_ms,
+        )
+        await group.call(ApiKey.TXN_OFFSET_COMMIT, request, check)
+
+    async def end(self, committed: bool) -> None:
+        """EndTxn: commit or abort what the coordinator holds of this transaction (if
+        anything was added to it), then ready for the next."""
+        if self._asked:
+            request = EndTxnRequest(
+                transactional_id=self.transactional_id,
+                producer_id=self.producer_id,
+                producer_epoch=self.producer_epoch,
+                committed=committed,
+            )
+            try:
+                await self._call(ApiKey.END_TXN, request)
+            except InvalidTxnStateError:
+                if committed:
+                    raise
+                # nothing open there: the Add* whose answer was lost never took effect
+            except (ApiError, TimeoutError) as exc:
+                if committed or isinstance(exc, _FATAL):
+                    self.fail(exc)
+                raise
+        self.state, self.error = "ready", None
+        self.added.clear()
+        self.wanted.clear()
+        self.offsets_added = self._asked = False
+
+    # --- requests -------------------------------------------------------------------------
+
+    async def _call(self, api_key: ApiKey, request: object, check: object = None) -> Any:
+        """To the coordinator, retried while it is busy with the last transaction."""
+        deadline = time.monotonic() + self._max_block_s
+        while True:
+            try:
+                return await self._line.call(api_key, request, check)
+            except ConcurrentTransactionsError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(_CONCURRENT_BACKOFF_S)
