@@ -1909,6 +1909,13 @@ def _offset(value: str) -> int | str:
     help="Consume as a member of this group: share the partitions with its other members, "
     "start at its committed offsets, commit what is printed.",
 )
+@click.option(
+    "--isolation-level",
+    type=click.Choice(["read_uncommitted", "read_committed"]),
+    default="read_uncommitted",
+    show_default=True,
+    help="read_committed: only committed transactions' records (and those of none).",
+)
 @bootstrap_option
 @click.pass_context
 def consume(
@@ -1924,6 +1931,7 @@ def consume(
     print_offset: bool,
     print_partition: bool,
     group: str | None,
+    isolation_level: str,
 ) -> None:
     """Print TOPIC's records, one value per line, until --max-messages, --timeout-ms or Ctrl-C."""
     if group is not None and (partition is not None or offset is not None):
@@ -1947,7 +1955,7 @@ def consume(
         timeout_ms=timeout_ms,
         fmt=_RecordFormat(print_key, print_offset, print_partition),
         group=group,
-        security=_security(ctx),
+        security={**_security(ctx), "isolation_level": isolation_level},
     )
     bootstrap = _bootstrap(ctx)
     # a second Ctrl-C or SIGTERM while stopping: the records so far are printed

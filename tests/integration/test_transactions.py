@@ -4,6 +4,7 @@ last stable offset, through a leader's kill -9."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
 from collections.abc import Iterator
 
 import pytest
@@ -35,6 +36,7 @@ from protocol.errors import ProducerFencedError, UnknownProducerIdError
 from protocol.records import encode_batch
 from protocol.records.control import encode_end_txn_marker
 from tests.integration.conftest import Cluster, module_cluster
+from tests.integration.test_cli import COMMAND
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -249,6 +251,27 @@ async def test_committed_transactions_are_read_and_aborted_ones_are_not(cluster:
         async with producer.transaction():
             await producer.send(topic, b"last", partition=1)
     assert await _committed_values(cluster, topic) == sorted(
+        [b"committed-%d" % i for i in range(10)] + [b"last"]
+    )
+    printed = await asyncio.to_thread(
+        subprocess.run,
+        [
+            *COMMAND,
+            "--bootstrap-server",
+            cluster.bootstrap,
+            "consume",
+            topic,
+            "--from-beginning",
+            "--isolation-level",
+            "read_committed",
+            "--timeout-ms",
+            "3000",
+        ],
+        capture_output=True,
+        timeout=60,
+    )
+    assert printed.returncode == 0, printed
+    assert sorted(printed.stdout.split()) == sorted(
         [b"committed-%d" % i for i in range(10)] + [b"last"]
     )
 
