@@ -134,6 +134,25 @@ def _options(test: str) -> Callable[[F], F]:
                 "(to the partitions in turn) instead of send() per record.",
             ),
         )
+        options.insert(
+            -4,
+            click.option(
+                "--transactional-id",
+                default=None,
+                help="Send in transactions under this id (-<n> per producer process; "
+                "needs --acks all).",
+            ),
+        )
+        options.insert(
+            -4,
+            click.option(
+                "--transaction-duration-ms",
+                type=click.IntRange(1),
+                default=3000,
+                show_default=True,
+                help="With --transactional-id: commit each transaction after this long.",
+            ),
+        )
     if test in ("produce", "broker"):
         options.insert(
             -4,

@@ -171,6 +171,11 @@ class Workload:
     send_batch: bool = False
     """produce: fill batches with ``create_batch()`` and send them with ``send_batch()``
     (to the partitions in turn) instead of ``send()`` per record."""
+    transactional_id: str | None = None
+    """produce: send in transactions (Kafka's ``--transactional-id``), each producer
+    process under ``<id>-<n>``, committing every ``transaction_duration_ms``."""
+    transaction_duration_ms: int = 3000
+    """produce: how long each transaction lasts before it commits (Kafka's default)."""
     topic: str | None = None
     keep_topic: bool = False
     """Keep the fresh topic (by default it is deleted afterwards; a named one is kept)."""
@@ -218,6 +223,13 @@ class Workload:
             raise BenchError(f"compression={self.compression!r}; one of {', '.join(CODECS)}")
         if self.send_batch and test != "produce":
             raise BenchError("send_batch applies to the produce test only")
+        if self.transactional_id is not None:
+            if test != "produce" or self.send_batch:
+                raise BenchError("transactions apply to the produce test's send() only")
+            if self.acks != "all":
+                raise BenchError("a transactional producer is idempotent: it needs acks=all")
+            if self.transaction_duration_ms < 1:
+                raise BenchError("transaction_duration_ms must be at least 1")
         if self.producers > self.num_records:
             raise BenchError(f"{self.producers} producers for {self.num_records} records")
 
@@ -514,12 +526,13 @@ def _tls(w: Workload) -> dict[str, Any]:
     )
 
 
-def _producer(bootstrap: str, w: Workload) -> Producer:
+def _producer(bootstrap: str, w: Workload, index: int = 0) -> Producer:
     assert w.linger_ms is not None  # resolved
     return Producer(
         bootstrap_servers=bootstrap,
         client_id="headwater-bench",
         **_tls(w),
+        transactional_id=None if w.transactional_id is None else f"{w.transactional_id}-{index}",
         acks="all" if w.acks == "all" else int(w.acks),
         batch_size=w.batch_size or 16_384,
         linger_ms=w.linger_ms,
@@ -639,7 +652,7 @@ async def _produce_part(
     deliveries = _Deliveries()
     latencies = _Latencies(part.latencies_ms)
     loop = asyncio.get_running_loop()
-    async with _producer(bootstrap, w) as producer:
+    async with _producer(bootstrap, w, job.index) as producer:
         await producer.partitions_for(topic)  # metadata before the clock starts
         if barrier is not None:
             await barrier()
@@ -653,10 +666,14 @@ async def _produce_part(
                 )
             else:
                 sending = _SendLoop(producer, topic, values, stride, latencies, deliveries)
+                if w.transactional_id is not None:
+                    sending.transactions = _Transactions(producer, w.transaction_duration_ms)
                 if pacer.limited:
                     await sending.paced(count, pacer)
                 else:
                     await sending.flat_out(count)
+                if sending.transactions is not None:
+                    await sending.transactions.commit()
             await producer.flush()
             part.end = time.time()
     deliveries.finish()
@@ -665,6 +682,34 @@ async def _produce_part(
     part.bytes = deliveries.acked * w.record_size
     part.first_error = deliveries.first_error
     return part
+
+
+class _Transactions:
+    """A transactional producer's transactions in a send loop (Kafka's perf test): one
+    begun before the first record, committed once ``duration_ms`` has passed (looked at
+    between blocks of records) and at the end."""
+
+    def __init__(self, producer: Producer, duration_ms: int) -> None:
+        self._producer = producer
+        self._duration_s = duration_ms / 1000
+        self._began = -1.0
+        self.committed = 0
+
+    async def tick(self) -> None:
+        now = asyncio.get_running_loop().time()
+        if self._began < 0:
+            self._producer.begin_transaction()
+            self._began = now
+        elif now - self._began >= self._duration_s:
+            await self.commit()
+            self._producer.begin_transaction()
+            self._began = asyncio.get_running_loop().time()
+
+    async def commit(self) -> None:
+        if self._began >= 0:
+            await self._producer.commit_transaction()
+            self.committed += 1
+            self._began = -1.0
 
 
 @dataclasses.dataclass
@@ -678,6 +723,7 @@ class _SendLoop:
     stride: int
     latencies: _Latencies
     deliveries: _Deliveries
+    transactions: _Transactions | None = None
 
     async def paced(self, count: int, pacer: Pacer) -> None:
         loop = asyncio.get_running_loop()
@@ -687,7 +733,10 @@ class _SendLoop:
             self.values,
             self.deliveries,
         )
+        transactions = self.transactions
         for i in range(count):
+            if transactions is not None and i % YIELD_EVERY == 0:
+                await transactions.tick()
             if delay := pacer.delay(i, loop.time()):
                 await asyncio.sleep(delay)
             elif i % YIELD_EVERY == 0:
@@ -709,8 +758,11 @@ class _SendLoop:
         in Java, has next to none)."""
         send, topic, stride = self.producer.send, self.topic, self.stride
         assert len(self.values) == VALUE_POOL and VALUE_POOL % YIELD_EVERY == 0
+        transactions = self.transactions
         for start in range(0, count, YIELD_EVERY):
             await asyncio.sleep(0)  # as an application's own awaits would (YIELD_EVERY)
+            if transactions is not None:
+                await transactions.tick()
             at = start % VALUE_POOL  # a multiple of YIELD_EVERY: a block never wraps
             block = self.values[at : at + min(YIELD_EVERY, count - start)]
             futures: list[asyncio.Future[Any]] = []

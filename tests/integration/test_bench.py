@@ -94,6 +94,29 @@ def test_every_bench_against_one_broker(make_cluster: Callable[..., Cluster]) ->
     assert 2 <= batched["latency_ms"]["samples"] <= 5000 // 50  # one a batch, not a record
     assert any("send_batch" in note for note in batched["notes"])
 
+    # transactions (Kafka's --transactional-id), two processes, each its own id: every
+    # record committed, then read back whole by a read_committed consumer
+    transacted, _ = bench(
+        cluster,
+        "produce",
+        "--num-records",
+        "3000",
+        "--producers",
+        "2",
+        "--acks",
+        "all",
+        "--transactional-id",
+        "bench",
+        "--transaction-duration-ms",
+        "20",
+        "--topic",
+        "transacted",
+    )
+    sane(transacted, "produce", 3000)
+    assert transacted["settings"]["transactional_id"] == "bench"
+    read, _ = bench(cluster, "consume", "--num-records", "3000", "--topic", "transacted")
+    sane(read, "consume", 3000, latency=False)
+
     # fresh topics are deleted again; a named one stays
     listed = subprocess.run(
         [*COMMAND, "topics", "list", "--bootstrap-server", cluster.bootstrap],

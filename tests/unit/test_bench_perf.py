@@ -162,6 +162,14 @@ def test_workload_defaults_per_test() -> None:
         ("produce", Workload(num_records=2, producers=3), "3 producers for 2 records"),
         ("broker", Workload(max_in_flight=0), "max_in_flight"),
         ("consume", Workload(send_batch=True), "send_batch applies to the produce test only"),
+        ("produce", Workload(transactional_id="t"), "needs acks=all"),
+        ("e2e", Workload(transactional_id="t", acks="all"), "produce test's send"),
+        ("produce", Workload(transactional_id="t", acks="all", send_batch=True), "send\\(\\)"),
+        (
+            "produce",
+            Workload(transactional_id="t", acks="all", transaction_duration_ms=0),
+            "transaction_duration_ms",
+        ),
     ],
 )
 def test_workload_checks(test: str, workload: Workload, message: str) -> None:
