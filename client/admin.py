@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 from client.assignors import ProtocolError, decode_assignment
 from client.cluster import Cluster, ClusterMetadata, list_offsets_request, unknown_topic_error
-from client.coordinator import GroupOffsets
+from client.coordinator import CoordinatorLine, GroupOffsets
 from client.errors import ClientClosedError, ConfigurationError
 from client.security import security_for
 from client.types import (
@@ -45,10 +45,13 @@ from client.types import (
     OffsetSpec,
     PartitionDescription,
     PartitionReassignment,
+    ProducerState,
     ReplicaInfo,
     ScramCredentialInfo,
     TopicDescription,
     TopicPartition,
+    TransactionDescription,
+    TransactionListing,
     UserScramCredentialDeletion,
     UserScramCredentialsDescription,
     UserScramCredentialUpsertion,
@@ -76,6 +79,7 @@ from protocol.apis import (
     ApiKey,
     ConfigResourceType,
     ConfigSource,
+    CoordinatorType,
     CreatableTopic,
     CreatableTopicConfig,
     CreateAclsRequest,
@@ -110,6 +114,11 @@ from protocol.apis import (
     DescribeGroupsResponse,
     DescribeLogDirsRequest,
     DescribeLogDirsResponse,
+    DescribeProducersRequest,
+    DescribeProducersResponse,
+    DescribeProducersTopic,
+    DescribeTransactionsRequest,
+    DescribeTransactionsResponse,
     DescribeUserScramCredentialsRequest,
     DescribeUserScramCredentialsResponse,
     ElectionType,
@@ -126,6 +135,8 @@ from protocol.apis import (
     ListPartitionReassignmentsRequest,
     ListPartitionReassignmentsResponse,
     ListPartitionReassignmentsTopics,
+    ListTransactionsRequest,
+    ListTransactionsResponse,
     OffsetDeleteRequest,
     OffsetDeleteRequestPartition,
     OffsetDeleteRequestTopic,
@@ -141,6 +152,10 @@ from protocol.apis import (
     ScramCredentialDeletion,
     ScramCredentialUpsertion,
     UserName,
+    WritableTxnMarker,
+    WritableTxnMarkerTopic,
+    WriteTxnMarkersRequest,
+    WriteTxnMarkersResponse,
 )
 from protocol.apis import AlterConfigOp as OpType
 from protocol.errors import (
@@ -459,25 +474,188 @@ class Admin:
         return [merged[g] for g in sorted(merged)]
 
     async def _groups_of(self, node: int) -> list[GroupListing]:
-        """One broker's groups, asked again while it loads them or cannot be reached; a
-        broker that has left the cluster meanwhile has none (their new coordinator lists
+        """One broker's groups (a broker that left has none: their new coordinator lists
         them)."""
+        response: ListGroupsResponse | None = await self._each_broker(
+            node, ApiKey.LIST_GROUPS, ListGroupsRequest()
+        )
+        if response is None:
+            return []
+        return [GroupListing(g.group_id, g.protocol_type, g.group_state) for g in response.groups]
+
+    async def _each_broker(self, node: int, api_key: ApiKey, request: object) -> Any:
+        """One broker's answer to what every broker answers for its own part (ListGroups,
+        ListTransactions), asked again while it loads or cannot be reached; None if it
+        left the cluster meanwhile."""
         deadline = time.monotonic() + self.request_timeout_ms / 1000
         while True:
             try:
-                response: ListGroupsResponse = await self._cluster.send(
-                    node, ApiKey.LIST_GROUPS, ListGroupsRequest()
-                )
+                return await self._cluster.send(node, api_key, request)
             except ApiError as exc:
                 if not exc.retriable or time.monotonic() >= deadline:
                     raise
                 await asyncio.sleep(self.retry_backoff_ms / 1000)
                 if node not in (await self._metadata([])).brokers:
-                    return []
+                    return None
+
+    # --- transactions (kafka-transactions) -----------------------------------------------
+
+    async def list_transactions(
+        self, states: Iterable[str] = (), producer_ids: Iterable[int] = ()
+    ) -> list[TransactionListing]:
+        """Kafka's AdminClient.listTransactions: every transactional id the coordinators
+        hold, sorted, optionally only those in ``states`` (Kafka's names: Ongoing,
+        PrepareCommit, ...) or of ``producer_ids``. Every broker is asked for its own."""
+        request = ListTransactionsRequest(
+            state_filters=list(states), producer_id_filters=list(producer_ids)
+        )
+        metadata = await self._metadata([])
+        answers: list[ListTransactionsResponse | None] = await asyncio.gather(
+            *(
+                self._each_broker(node, ApiKey.LIST_TRANSACTIONS, request)
+                for node in metadata.brokers
+            )
+        )
+        merged: dict[str, TransactionListing] = {}
+        for answer in answers:
+            if answer is None:
                 continue
-            return [
-                GroupListing(g.group_id, g.protocol_type, g.group_state) for g in response.groups
+            if answer.unknown_state_filters:
+                raise ValueError(
+                    f"unknown transaction states {answer.unknown_state_filters}; use Kafka's: "
+                    "Empty, Ongoing, PrepareCommit, PrepareAbort, CompleteCommit, CompleteAbort"
+                )
+            for t in answer.transaction_states:
+                merged.setdefault(
+                    t.transactional_id,
+                    TransactionListing(t.transactional_id, t.producer_id, t.transaction_state),
+                )
+        return [merged[t] for t in sorted(merged)]
+
+    async def describe_transactions(
+        self, transactional_ids: Iterable[str]
+    ) -> list[TransactionDescription]:
+        """Kafka's AdminClient.describeTransactions, from each id's coordinator; an unknown
+        id raises :class:`~protocol.errors.TransactionalIdNotFoundError`."""
+        return list(
+            await asyncio.gather(*(self._describe_transaction(t) for t in transactional_ids))
+        )
+
+    async def _describe_transaction(self, txn_id: str) -> TransactionDescription:
+        self._check_running()
+        line = CoordinatorLine(
+            self._cluster,
+            txn_id,
+            key_type=CoordinatorType.TRANSACTION,
+            request_timeout_ms=self.request_timeout_ms,
+            retry_backoff_ms=self.retry_backoff_ms,
+        )
+
+        def check(response: DescribeTransactionsResponse) -> None:
+            for t in response.transaction_states:
+                if t.error_code:
+                    raise error_for_code(t.error_code, t.error_message)
+
+        response: DescribeTransactionsResponse = await line.call(
+            ApiKey.DESCRIBE_TRANSACTIONS,
+            DescribeTransactionsRequest(transactional_ids=[txn_id]),
+            check,
+        )
+        (t,) = response.transaction_states
+        return TransactionDescription(
+            t.transactional_id,
+            t.transaction_state,
+            t.producer_id,
+            t.producer_epoch,
+            t.transaction_timeout_ms,
+            t.transaction_start_time_ms,
+            tuple(TopicPartition(d.topic, p) for d in t.topics for p in d.partitions),
+        )
+
+    async def describe_producers(
+        self, partitions: Iterable[TopicPartition]
+    ) -> dict[TopicPartition, list[ProducerState]]:
+        """Kafka's AdminClient.describeProducers: the producers each partition's leader
+        knows, with the first offset of a transaction each has open there."""
+        todo = {TopicPartition(*tp): 0 for tp in partitions}
+        return await self._of_leaders(todo, self._producers_of, "DescribeProducers")
+
+    async def _producers_of(
+        self, node: int, tps: list[TopicPartition]
+    ) -> dict[TopicPartition, list[ProducerState] | ApiError]:
+        by_topic: dict[str, list[int]] = {}
+        for tp in tps:
+            by_topic.setdefault(tp.topic, []).append(tp.partition)
+        response: DescribeProducersResponse = await self._cluster.send(
+            node,
+            ApiKey.DESCRIBE_PRODUCERS,
+            DescribeProducersRequest(
+                topics=[
+                    DescribeProducersTopic(name=t, partition_indexes=ps)
+                    for t, ps in by_topic.items()
+                ]
+            ),
+        )
+        out: dict[TopicPartition, list[ProducerState] | ApiError] = {}
+        for t in response.topics:
+            for p in t.partitions:
+                tp = TopicPartition(t.name, p.partition_index)
+                if p.error_code:
+                    error = error_for_code(p.error_code, p.error_message)
+                    if not error.retriable:
+                        raise error
+                    out[tp] = error
+                    continue
+                out[tp] = [
+                    ProducerState(
+                        a.producer_id,
+                        a.producer_epoch,
+                        a.last_sequence,
+                        a.last_timestamp,
+                        a.coordinator_epoch,
+                        a.current_txn_start_offset,
+                    )
+                    for a in p.active_producers
+                ]
+        return out
+
+    async def abort_transaction(
+        self,
+        partition: TopicPartition,
+        producer_id: int,
+        producer_epoch: int,
+        coordinator_epoch: int,
+    ) -> None:
+        """Kafka's AdminClient.abortTransaction (KIP-664): write an ABORT marker for
+        ``producer_id``'s transaction open in ``partition``, as its coordinator would (for
+        a transaction left hanging, which its coordinator no longer knows). Needs
+        ClusterAction on the cluster; the marker is refused if the producer or the
+        coordinator has moved on since (INVALID_PRODUCER_EPOCH,
+        TRANSACTION_COORDINATOR_FENCED)."""
+        marker = WritableTxnMarker(
+            producer_id=producer_id,
+            producer_epoch=producer_epoch,
+            transaction_result=False,
+            coordinator_epoch=coordinator_epoch,
+        )
+
+        async def ask(node: int, tps: list[TopicPartition]) -> dict[TopicPartition, Any]:
+            (tp,) = tps
+            marker.topics = [
+                WritableTxnMarkerTopic(name=tp.topic, partition_indexes=[tp.partition])
             ]
+            response: WriteTxnMarkersResponse = await self._cluster.send(
+                node, ApiKey.WRITE_TXN_MARKERS, WriteTxnMarkersRequest(markers=[marker])
+            )
+            (result,) = response.markers[0].topics[0].partitions
+            if not result.error_code:
+                return {tp: None}
+            error = error_for_code(result.error_code, result.error_message)
+            if not error.retriable:
+                raise error
+            return {tp: error}
+
+        await self._of_leaders({TopicPartition(*partition): 0}, ask, "WriteTxnMarkers")
 
     async def describe_groups(self, group_ids: Iterable[str]) -> list[GroupDescription]:
         """State, assignment strategy, generation and members of each group, from its

@@ -21,6 +21,7 @@ import shutil
 import signal
 import sys
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -1688,6 +1689,240 @@ def users_delete(ctx: click.Context, name: str, mechanisms: tuple[str, ...]) -> 
 
     deleted = _admin(ctx, delete)
     click.echo(f"Deleted the {', '.join(deleted)} credentials of user {name}.")
+
+
+# --- transactions ------------------------------------------------------------------------
+
+
+@main.group()
+def transactions() -> None:
+    """Kafka's kafka-transactions: list, describe, and abort hanging transactions."""
+
+
+@transactions.command("list")
+@click.option("--state", "states", multiple=True, help="Only these states (Ongoing, ...).")
+@bootstrap_option
+@click.pass_context
+def transactions_list(ctx: click.Context, states: tuple[str, ...]) -> None:
+    """Every transactional id the coordinators hold: id, producer id, state."""
+    try:
+        listed = _admin(ctx, lambda admin: admin.list_transactions(states))
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    print_table(
+        ["transactional-id", "producer-id", "state"],
+        [(t.transactional_id, t.producer_id, t.state) for t in listed],
+    )
+
+
+@transactions.command("describe")
+@click.option("--transactional-id", required=True)
+@bootstrap_option
+@click.pass_context
+def transactions_describe(ctx: click.Context, transactional_id: str) -> None:
+    """One transactional id: its producer, state, timeout and open transaction."""
+    (t,) = _admin(ctx, lambda admin: admin.describe_transactions([transactional_id]))
+    started = t.transaction_start_time_ms
+    duration = int(time.time() * 1000) - started if started >= 0 else None
+    print_table(
+        [
+            "transactional-id",
+            "producer-id",
+            "producer-epoch",
+            "state",
+            "timeout-ms",
+            "start-time-ms",
+            "duration-ms",
+            "partitions",
+        ],
+        [
+            (
+                t.transactional_id,
+                t.producer_id,
+                t.producer_epoch,
+                t.state,
+                t.transaction_timeout_ms,
+                _cell(_or_none(started)),
+                _cell(duration),
+                ",".join(f"{tp.topic}-{tp.partition}" for tp in t.partitions) or "-",
+            )
+        ],
+    )
+
+
+@transactions.command("describe-producers")
+@click.option("--topic", required=True)
+@click.option("--partition", type=click.IntRange(0), required=True)
+@bootstrap_option
+@click.pass_context
+def transactions_describe_producers(ctx: click.Context, topic: str, partition: int) -> None:
+    """The producers a partition's leader knows, and where their open transaction began."""
+    from client import TopicPartition  # noqa: PLC0415  (see _admin)
+
+    tp = TopicPartition(topic, partition)
+    found = _admin(ctx, lambda admin: admin.describe_producers([tp]))[tp]
+    print_table(
+        [
+            "producer-id",
+            "producer-epoch",
+            "coordinator-epoch",
+            "last-sequence",
+            "last-timestamp",
+            "current-transaction-start-offset",
+        ],
+        [
+            (
+                p.producer_id,
+                p.producer_epoch,
+                _cell(_or_none(p.coordinator_epoch)),
+                p.last_sequence,
+                p.last_timestamp,
+                _cell(
+                    p.current_transaction_start_offset
+                    if p.current_transaction_start_offset >= 0
+                    else None
+                ),
+            )
+            for p in found
+        ],
+    )
+
+
+def _or_none(value: int) -> int | None:
+    """Kafka's -1 for "none", as None (shown as -)."""
+    return None if value < 0 else value
+
+
+@transactions.command("find-hanging")
+@click.option("--topic", required=True)
+@click.option("--partition", type=click.IntRange(0), default=None, help="Only this partition.")
+@click.option(
+    "--max-transaction-timeout",
+    type=click.IntRange(0),
+    default=15,
+    show_default=True,
+    help="Minutes: a transaction open longer than this may be hanging (the broker's "
+    "transaction.max.timeout.ms).",
+)
+@bootstrap_option
+@click.pass_context
+def transactions_find_hanging(
+    ctx: click.Context, topic: str, partition: int | None, max_transaction_timeout: int
+) -> None:
+    """Transactions open in the topic's partitions that no coordinator is completing:
+    open longer than the longest timeout, and not Ongoing there at their coordinator."""
+    from client import TopicPartition  # noqa: PLC0415  (see _admin)
+
+    async def find(admin: Any) -> list[tuple[TopicPartition, Any]]:
+        count = len((await admin.describe_topics([topic]))[0].partitions)
+        tps = [TopicPartition(topic, p) for p in range(count) if partition in (None, p)]
+        producers = await admin.describe_producers(tps)
+        cutoff = int(time.time() * 1000) - max_transaction_timeout * 60_000
+        open_ = [
+            (tp, p)
+            for tp, states in producers.items()
+            for p in states
+            if p.current_transaction_start_offset >= 0 and p.last_timestamp < cutoff
+        ]
+        if not open_:
+            return []
+        known = await admin.list_transactions(producer_ids={p.producer_id for _, p in open_})
+        described = {
+            d.producer_id: d
+            for d in await admin.describe_transactions([t.transactional_id for t in known])
+        }
+        return [
+            (tp, p)
+            for tp, p in open_
+            if (d := described.get(p.producer_id)) is None
+            or d.state != "Ongoing"
+            or tp not in d.partitions
+        ]
+
+    hanging = _admin(ctx, find)
+    print_table(
+        [
+            "topic",
+            "partition",
+            "producer-id",
+            "producer-epoch",
+            "coordinator-epoch",
+            "start-offset",
+            "last-timestamp",
+        ],
+        [
+            (
+                tp.topic,
+                tp.partition,
+                p.producer_id,
+                p.producer_epoch,
+                p.coordinator_epoch,
+                p.current_transaction_start_offset,
+                p.last_timestamp,
+            )
+            for tp, p in hanging
+        ],
+    )
+
+
+@transactions.command("abort")
+@click.option("--topic", required=True)
+@click.option("--partition", type=click.IntRange(0), required=True)
+@click.option(
+    "--start-offset",
+    type=click.IntRange(0),
+    default=None,
+    help="The first offset of the transaction to abort (its producer is looked up).",
+)
+@click.option("--producer-id", type=click.IntRange(0), default=None)
+@click.option("--producer-epoch", type=click.IntRange(0), default=None)
+@click.option("--coordinator-epoch", type=click.IntRange(0), default=None)
+@bootstrap_option
+@click.pass_context
+def transactions_abort(
+    ctx: click.Context,
+    *,
+    topic: str,
+    partition: int,
+    start_offset: int | None,
+    producer_id: int | None,
+    producer_epoch: int | None,
+    coordinator_epoch: int | None,
+) -> None:
+    """Write an ABORT marker for a hanging transaction in one partition (KIP-664), named
+    by --start-offset or by --producer-id, --producer-epoch and --coordinator-epoch."""
+    explicit = (producer_id, producer_epoch, coordinator_epoch)
+    if (start_offset is None) == all(v is None for v in explicit) or (
+        start_offset is None and any(v is None for v in explicit)
+    ):
+        raise click.UsageError(
+            "name the transaction by --start-offset, or by all of --producer-id, "
+            "--producer-epoch and --coordinator-epoch"
+        )
+    from client import TopicPartition  # noqa: PLC0415  (see _admin)
+
+    tp = TopicPartition(topic, partition)
+
+    async def abort(admin: Any) -> tuple[int, int, int]:
+        if start_offset is None:
+            assert producer_id is not None and producer_epoch is not None
+            assert coordinator_epoch is not None
+            pid, epoch, coordinator = producer_id, producer_epoch, coordinator_epoch
+        else:
+            states = (await admin.describe_producers([tp]))[tp]
+            match = [p for p in states if p.current_transaction_start_offset == start_offset]
+            if not match:
+                raise click.ClickException(
+                    f"no transaction open in {topic}-{partition} starts at offset "
+                    f"{start_offset}; see `headwater transactions describe-producers`"
+                )
+            pid, epoch = match[0].producer_id, match[0].producer_epoch
+            coordinator = max(match[0].coordinator_epoch, 0)
+        await admin.abort_transaction(tp, pid, epoch, coordinator)
+        return pid, epoch, coordinator
+
+    pid, epoch, _ = _admin(ctx, abort)
+    click.echo(f"Aborted the transaction of producer {pid} (epoch {epoch}) in {topic}-{partition}.")
 
 
 # --- produce ----------------------------------------------------------------------------

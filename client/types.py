@@ -28,11 +28,14 @@ __all__ = [
     "OffsetSpec",
     "PartitionDescription",
     "PartitionReassignment",
+    "ProducerState",
     "RecordMetadata",
     "ReplicaInfo",
     "ScramCredentialInfo",
     "TopicDescription",
     "TopicPartition",
+    "TransactionDescription",
+    "TransactionListing",
     "UserScramCredentialDeletion",
     "UserScramCredentialUpsertion",
     "UserScramCredentialsDescription",
@@ -218,6 +221,40 @@ class AlterConfigOp(NamedTuple):
     op_type: str = "SET"
     """``SET``, ``DELETE`` (back to the default), ``APPEND`` / ``SUBTRACT`` (list configs
     such as ``cleanup.policy``: add or remove items)."""
+
+
+# --- transactions (Admin, kafka-transactions) ---------------------------------------------
+
+
+class TransactionListing(NamedTuple):
+    transactional_id: str
+    producer_id: int
+    state: str
+    """Kafka's: Empty, Ongoing, PrepareCommit, PrepareAbort, CompleteCommit, CompleteAbort."""
+
+
+class TransactionDescription(NamedTuple):
+    transactional_id: str
+    state: str
+    producer_id: int
+    producer_epoch: int
+    transaction_timeout_ms: int
+    transaction_start_time_ms: int
+    """When the open transaction began (-1: none open)."""
+    partitions: tuple[TopicPartition, ...]
+    """The partitions of the open transaction."""
+
+
+class ProducerState(NamedTuple):
+    """What a partition's leader knows of one producer (DescribeProducers)."""
+
+    producer_id: int
+    producer_epoch: int
+    last_sequence: int
+    last_timestamp: int
+    coordinator_epoch: int
+    current_transaction_start_offset: int
+    """The first offset of its transaction open in the partition (-1: none)."""
 
 
 # --- consumer groups and offsets (Admin) --------------------------------------------------

@@ -104,6 +104,9 @@ class ApiKey(enum.IntEnum):
     ALTER_CLIENT_QUOTAS = 49
     DESCRIBE_USER_SCRAM_CREDENTIALS = 50
     ALTER_USER_SCRAM_CREDENTIALS = 51
+    DESCRIBE_PRODUCERS = 61
+    DESCRIBE_TRANSACTIONS = 65
+    LIST_TRANSACTIONS = 66
 
 
 LATEST_TIMESTAMP = -1
@@ -1373,6 +1376,103 @@ class TxnOffsetCommitResponse(Response):
     topics: list[OffsetCommitResponseTopic] = field(default_factory=list)
 
 
+# --- transaction administration: DescribeProducers (61), DescribeTransactions (65),
+# ListTransactions (66) --------------------------------------------------------------
+
+
+@dataclass(slots=True, kw_only=True)
+class DescribeProducersTopic:
+    name: str
+    partition_indexes: list[int] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class DescribeProducersRequest(Request):
+    topics: list[DescribeProducersTopic] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class ProducerStateData:
+    producer_id: int
+    producer_epoch: int
+    last_sequence: int = -1
+    last_timestamp: int = -1
+    coordinator_epoch: int = -1
+    current_txn_start_offset: int = -1
+    """The first offset of its transaction open in the partition (-1: none)."""
+
+
+@dataclass(slots=True, kw_only=True)
+class DescribeProducersPartition:
+    partition_index: int
+    error_code: int = 0
+    error_message: str | None = None
+    active_producers: list[ProducerStateData] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class DescribeProducersTopicResponse:
+    name: str
+    partitions: list[DescribeProducersPartition] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class DescribeProducersResponse(Response):
+    throttle_time_ms: int = 0
+    topics: list[DescribeProducersTopicResponse] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class DescribeTransactionsRequest(Request):
+    transactional_ids: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class TransactionTopicData:
+    topic: str
+    partitions: list[int] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class TransactionStateData:
+    error_code: int = 0
+    error_message: str | None = None
+    transactional_id: str
+    transaction_state: str = ""
+    transaction_timeout_ms: int = -1
+    transaction_start_time_ms: int = -1
+    producer_id: int = -1
+    producer_epoch: int = -1
+    topics: list[TransactionTopicData] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class DescribeTransactionsResponse(Response):
+    throttle_time_ms: int = 0
+    transaction_states: list[TransactionStateData] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class ListTransactionsRequest(Request):
+    state_filters: list[str] = field(default_factory=list)
+    """Kafka's state names (Ongoing, PrepareCommit, ...); none: every state."""
+    producer_id_filters: list[int] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class ListedTransaction:
+    transactional_id: str
+    producer_id: int
+    transaction_state: str
+
+
+@dataclass(slots=True, kw_only=True)
+class ListTransactionsResponse(Response):
+    throttle_time_ms: int = 0
+    unknown_state_filters: list[str] = field(default_factory=list)
+    transaction_states: list[ListedTransaction] = field(default_factory=list)
+
+
 # --- group administration: ListGroups (16), DescribeGroups (15), DeleteGroups (42) -----
 
 
@@ -1841,6 +1941,15 @@ APIS = _apis(
     Api(ApiKey.END_TXN, 0, 0, EndTxnRequest, EndTxnResponse),
     Api(ApiKey.WRITE_TXN_MARKERS, 0, 0, WriteTxnMarkersRequest, WriteTxnMarkersResponse),
     Api(ApiKey.TXN_OFFSET_COMMIT, 0, 0, TxnOffsetCommitRequest, TxnOffsetCommitResponse),
+    Api(ApiKey.DESCRIBE_PRODUCERS, 0, 0, DescribeProducersRequest, DescribeProducersResponse),
+    Api(
+        ApiKey.DESCRIBE_TRANSACTIONS,
+        0,
+        0,
+        DescribeTransactionsRequest,
+        DescribeTransactionsResponse,
+    ),
+    Api(ApiKey.LIST_TRANSACTIONS, 0, 0, ListTransactionsRequest, ListTransactionsResponse),
     Api(ApiKey.DESCRIBE_GROUPS, 0, 0, DescribeGroupsRequest, DescribeGroupsResponse),
     Api(ApiKey.DELETE_GROUPS, 0, 0, DeleteGroupsRequest, DeleteGroupsResponse),
     Api(ApiKey.OFFSET_DELETE, 0, 0, OffsetDeleteRequest, OffsetDeleteResponse),

@@ -76,12 +76,19 @@ from protocol.apis import (
     AddPartitionsToTxnTopicResult,
     CreatableTopic,
     CreatableTopicConfig,
+    DescribeTransactionsRequest,
+    DescribeTransactionsResponse,
     EndTxnRequest,
     EndTxnResponse,
     FindCoordinatorRequest,
     FindCoordinatorResponse,
     InitProducerIdRequest,
     InitProducerIdResponse,
+    ListedTransaction,
+    ListTransactionsRequest,
+    ListTransactionsResponse,
+    TransactionStateData,
+    TransactionTopicData,
     WritableTxnMarker,
 )
 from protocol.errors import (
@@ -99,6 +106,7 @@ from protocol.errors import (
     NotLeaderOrFollowerError,
     OperationNotAttemptedError,
     ProducerFencedError,
+    TransactionalIdNotFoundError,
     UnknownServerError,
     UnknownTopicOrPartitionError,
     error_for_code,
@@ -613,6 +621,65 @@ class TransactionCoordinator:
         for name in TxnMetadata.__slots__:
             if name != "pending":
                 setattr(meta, name, getattr(new, name))
+
+    # --- ListTransactions / DescribeTransactions (kafka-transactions) -------------------
+
+    async def list_transactions(self, request: ListTransactionsRequest) -> ListTransactionsResponse:
+        """The transactional ids this broker coordinates (each broker answers for its own
+        partitions), those the principal may Describe, filtered by state and producer id."""
+        states = {TxnState.by_title(t): t for t in request.state_filters}
+        unknown = [t for s, t in states.items() if s is None]
+        wanted = {s for s in states if s is not None}
+        pids = set(request.producer_id_filters)
+        listed = [
+            ListedTransaction(
+                transactional_id=meta.transactional_id,
+                producer_id=meta.producer_id,
+                transaction_state=meta.state.title,
+            )
+            for store in self.stores.values()
+            for meta in store.values()
+            if meta.producer_id >= 0
+            and (not request.state_filters or meta.state in wanted)
+            and (not pids or meta.producer_id in pids)
+            and self._acl.allowed(
+                Operation.DESCRIBE, ResourceType.TRANSACTIONAL_ID, meta.transactional_id
+            )
+        ]
+        listed.sort(key=lambda t: t.transactional_id)
+        return ListTransactionsResponse(unknown_state_filters=unknown, transaction_states=listed)
+
+    async def describe_transactions(
+        self, request: DescribeTransactionsRequest
+    ) -> DescribeTransactionsResponse:
+        return DescribeTransactionsResponse(
+            transaction_states=[self._describe(t) for t in request.transactional_ids]
+        )
+
+    def _describe(self, txn_id: str) -> TransactionStateData:
+        try:
+            if not self._acl.allowed(Operation.DESCRIBE, ResourceType.TRANSACTIONAL_ID, txn_id):
+                raise transactional_id_not_authorized(txn_id, Operation.DESCRIBE)
+            _, store = self._store_for(txn_id)
+            meta = store.get(txn_id)
+            if meta is None or meta.producer_id < 0:
+                raise TransactionalIdNotFoundError(f"transactional id {txn_id!r} is not known")
+        except ApiError as exc:
+            return TransactionStateData(
+                transactional_id=txn_id, error_code=exc.code, error_message=exc.message
+            )
+        by_topic: dict[str, list[int]] = {}
+        for topic, partition in sorted(meta.partitions):
+            by_topic.setdefault(topic, []).append(partition)
+        return TransactionStateData(
+            transactional_id=txn_id,
+            transaction_state=meta.state.title,
+            transaction_timeout_ms=meta.timeout_ms,
+            transaction_start_time_ms=meta.start_ms,
+            producer_id=meta.producer_id,
+            producer_epoch=meta.producer_epoch,
+            topics=[TransactionTopicData(topic=t, partitions=ps) for t, ps in by_topic.items()],
+        )
 
     # --- timeouts and expiry --------------------------------------------------------------
 

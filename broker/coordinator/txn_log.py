@@ -52,6 +52,15 @@ class TxnState(enum.IntEnum):
     PREPARE_EPOCH_FENCE = 7
 
     @property
+    def title(self) -> str:
+        """Kafka's name (ListTransactions, DescribeTransactions): PrepareCommit, ..."""
+        return "".join(part.capitalize() for part in self.name.split("_"))
+
+    @classmethod
+    def by_title(cls, title: str) -> TxnState | None:
+        return next((s for s in cls if s.title == title), None)
+
+    @property
     def completing(self) -> bool:
         """Markers are being written: no other change until they are."""
         return self in (TxnState.PREPARE_COMMIT, TxnState.PREPARE_ABORT)

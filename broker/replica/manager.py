@@ -60,6 +60,10 @@ from protocol.apis import (
     DescribeLogDirsResponse,
     DescribeLogDirsResult,
     DescribeLogDirsTopic,
+    DescribeProducersPartition,
+    DescribeProducersRequest,
+    DescribeProducersResponse,
+    DescribeProducersTopicResponse,
     DivergingEpoch,
     EpochEndOffset,
     FetchPartitionData,
@@ -79,6 +83,7 @@ from protocol.apis import (
     ProducePartitionResponse,
     ProduceRequest,
     ProduceResponse,
+    ProducerStateData,
     ProduceTopicResponse,
     StopReplicaPartition,
     WritableTxnMarker,
@@ -730,6 +735,45 @@ class ReplicaManager:
         ).deferred
         self._markers_written(request, answered)
         return answered
+
+    def describe_producers(self, request: DescribeProducersRequest) -> DescribeProducersResponse:
+        """The producers each partition led here knows (KIP-664: what kafka-transactions
+        looks at to find a transaction left open); Read on the topic."""
+        topics = []
+        for topic in request.topics:
+            readable = self._acl.allowed(Operation.READ, ResourceType.TOPIC, topic.name)
+            partitions = []
+            for index in topic.partition_indexes:
+                try:
+                    if not readable:
+                        raise topic_not_authorized(topic.name, Operation.READ)
+                    state = self._leader_partition(topic.name, index).log.producers
+                except ApiError as exc:
+                    partitions.append(
+                        DescribeProducersPartition(
+                            partition_index=index, error_code=exc.code, error_message=exc.message
+                        )
+                    )
+                    continue
+                active = []
+                for pid in sorted(state.producers):
+                    known = state.producer(pid)
+                    assert known is not None
+                    active.append(
+                        ProducerStateData(
+                            producer_id=pid,
+                            producer_epoch=known.epoch,
+                            last_sequence=known.batches[-1].last_sequence if known.batches else -1,
+                            last_timestamp=known.last_timestamp,
+                            coordinator_epoch=known.coordinator_epoch,
+                            current_txn_start_offset=known.txn_first_offset,
+                        )
+                    )
+                partitions.append(
+                    DescribeProducersPartition(partition_index=index, active_producers=active)
+                )
+            topics.append(DescribeProducersTopicResponse(name=topic.name, partitions=partitions))
+        return DescribeProducersResponse(topics=topics)
 
     def on_txn_marker(self, listener: Callable[[str, int, int, bool], None]) -> None:
         """Call ``listener(topic, partition, producer_id, committed)`` for each marker

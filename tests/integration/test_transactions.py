@@ -457,3 +457,79 @@ async def test_stop_aborts_an_open_transaction_and_calls_after_it_fail_at_once(
         with pytest.raises(ClientClosedError):
             await producer.commit_transaction()
     assert await _committed_values(cluster, topic, 1) == []
+
+
+# --- operators: kafka-transactions ---------------------------------------------------
+
+
+def _command(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*COMMAND, "--bootstrap-server", cluster.bootstrap, "transactions", *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+async def test_operators_list_describe_and_abort_a_hanging_transaction(cluster: Cluster) -> None:
+    topic = "txn-hanging"
+    await _topic(cluster, topic, 1)
+    tp = TopicPartition(topic, 0)
+    raw = await _raw(cluster.bootstrap)
+    try:
+        # a transaction no coordinator knows (its producer wrote, then vanished): it holds
+        # the partition's last stable offset for good
+        await raw.refresh_new(topic)
+        leader = raw.leader_for(tp)
+        assert leader is not None
+        hanging = encode_batch(
+            [(None, b"hanging", None, None)],
+            producer_id=777_777,
+            producer_epoch=3,
+            base_sequence=0,
+            is_transactional=True,
+        )
+        request = ProduceRequest(
+            acks=-1,
+            timeout_ms=10_000,
+            topics=[
+                ProduceTopic(name=topic, partitions=[ProducePartition(index=0, records=hanging)])
+            ],
+        )
+        answer: ProduceResponse = await raw.send(leader, ApiKey.PRODUCE, request)
+        assert answer.topics[0].partitions[0].error_code == 0
+    finally:
+        await raw.close()
+    async with _producer(cluster, "legit") as producer:
+        producer.begin_transaction()
+        await producer.send_and_wait(topic, b"legit", partition=0)
+        async with Admin(bootstrap_servers=cluster.bootstrap) as admin:
+            listed = {t.transactional_id: t for t in await admin.list_transactions(["Ongoing"])}
+            assert listed["legit"].state == "Ongoing"
+            (described,) = await admin.describe_transactions(["legit"])
+            assert described.state == "Ongoing" and described.partitions == (tp,)
+            producers = {p.producer_id: p for p in (await admin.describe_producers([tp]))[tp]}
+            assert producers[777_777].current_transaction_start_offset == 0
+            assert producers[described.producer_id].current_transaction_start_offset == 1
+            with pytest.raises(ValueError, match="unknown transaction states"):
+                await admin.list_transactions(["Running"])
+        found = _command(
+            cluster, "find-hanging", "--topic", topic, "--max-transaction-timeout", "0"
+        )
+        assert found.returncode == 0, found
+        rows = [line.split("\t") for line in found.stdout.splitlines()[1:]]
+        assert [r[2] for r in rows] == ["777777"]  # the legit one is Ongoing at its coordinator
+        described_cli = _command(cluster, "describe", "--transactional-id", "legit")
+        assert "Ongoing" in described_cli.stdout and f"{topic}-0" in described_cli.stdout
+        aborted = _command(
+            cluster, "abort", "--topic", topic, "--partition", "0", "--start-offset", "0"
+        )
+        assert aborted.returncode == 0 and "producer 777777" in aborted.stdout, aborted
+        await producer.commit_transaction()
+    assert await _stable(cluster, tp)  # nothing holds it any more
+    assert await _committed_values(cluster, topic, 1) == [b"legit"]
+    listed_cli = _command(cluster, "list")
+    assert "legit" in listed_cli.stdout and "CompleteCommit" in listed_cli.stdout, listed_cli
+    missing = _command(cluster, "describe", "--transactional-id", "nobody")
+    assert missing.returncode == 1 and missing.stderr.count("\n") == 1, missing
