@@ -48,6 +48,7 @@ from broker.replica.isr import IsrUpdater
 from broker.replica.partition import HighWatermarkWaiter, Partition
 from protocol.acls import Operation, ResourceType
 from protocol.apis import (
+    EARLIEST_TIMESTAMP,
     LATEST_TIMESTAMP,
     READ_COMMITTED,
     AbortedTransaction,
@@ -1440,6 +1441,13 @@ class ReplicaManager:
                         found: tuple[int, int] | None = (-1, end)
                     else:
                         found = partition.log.list_offset(p.timestamp)
+                        if (
+                            found is not None
+                            and p.timestamp != EARLIEST_TIMESTAMP
+                            and not follower
+                            and found[1] >= _readable_end(partition, request.isolation_level)
+                        ):
+                            found = None  # a record consumers cannot read yet (Kafka's)
                 except ApiError as exc:
                     results.append(
                         ListOffsetsPartitionResponse(

@@ -504,6 +504,14 @@ async def test_operators_list_describe_and_abort_a_hanging_transaction(cluster: 
     async with _producer(cluster, "legit") as producer:
         producer.begin_transaction()
         await producer.send_and_wait(topic, b"legit", partition=0)
+        # a lookup by time finds only what a consumer of its isolation level can read
+        async with Consumer(
+            bootstrap_servers=cluster.bootstrap, isolation_level="read_committed"
+        ) as committed_reader:
+            assert (await committed_reader.offsets_for_times({tp: 0}))[tp] is None
+        async with Consumer(bootstrap_servers=cluster.bootstrap) as reader:
+            found = (await reader.offsets_for_times({tp: 0}))[tp]
+            assert found is not None and found.offset == 0
         async with Admin(bootstrap_servers=cluster.bootstrap) as admin:
             listed = {t.transactional_id: t for t in await admin.list_transactions(["Ongoing"])}
             assert listed["legit"].state == "Ongoing"
