@@ -153,7 +153,10 @@ class ProducerState:
         self.end_offset = 0
         """The log offset the state covers up to (exclusive)."""
         self.ongoing: dict[int, int] = {}
-        """Producer id -> the first offset of its open transaction."""
+        """Producer id -> the first offset of its open transaction (a change marks the
+        cached oldest stale: ``_oldest_known``)."""
+        self._oldest: int | None = None
+        self._oldest_known = True
         self.unreplicated: list[CompletedTxn] = []
         """Transactions ended by a marker the high watermark has not passed yet."""
 
@@ -254,8 +257,9 @@ class ProducerState:
             last_timestamp = max(last_timestamp, batch.appended_ms)
             if batch.is_transactional and txn_first < 0:
                 txn_first = batch.base_offset
-        if txn_first >= 0:
+        if txn_first >= 0 and self.ongoing.get(pid) != txn_first:
             self.ongoing[pid] = txn_first
+            self._oldest_known = False
         self.producers[pid] = (epoch, last_timestamp, batches, txn_first, coordinator_epoch)
         return None
 
@@ -275,7 +279,8 @@ class ProducerState:
             -1,
             batch.coordinator_epoch,
         )
-        self.ongoing.pop(pid, None)
+        if self.ongoing.pop(pid, None) is not None:
+            self._oldest_known = False
         completed = CompletedTxn(
             pid, txn_first if txn_first >= 0 else offset, offset, batch.marker == 0
         )
@@ -288,7 +293,7 @@ class ProducerState:
         if not self.unreplicated and not self.ongoing:
             return None  # no transaction here: what every fetch of most logs asks
         self.on_high_watermark(high_watermark)
-        first = min(self.ongoing.values()) if self.ongoing else None
+        first = self._oldest_ongoing()
         for txn in self.unreplicated:
             if first is None or txn.first_offset < first:
                 first = txn.first_offset
@@ -305,9 +310,17 @@ class ProducerState:
     def stable_after(self, completed: CompletedTxn) -> int:
         """The last stable offset an ended transaction leaves (before the high watermark
         is counted): Kafka's, kept in the aborted transaction's index entry."""
-        if self.ongoing:
-            return min(self.ongoing.values())
-        return completed.last_offset + 1
+        oldest = self._oldest_ongoing()
+        return completed.last_offset + 1 if oldest is None else oldest
+
+    def _oldest_ongoing(self) -> int | None:
+        """The first offset of the oldest open transaction, recomputed only after the set
+        of open ones changed (not per fetch: hundreds of transactional producers on a
+        partition would make every read_committed fetch scan them)."""
+        if not self._oldest_known:
+            self._oldest = min(self.ongoing.values()) if self.ongoing else None
+            self._oldest_known = True
+        return self._oldest
 
     def producer(self, producer_id: int) -> Producer | None:
         known = self.producers.get(producer_id)
@@ -356,6 +369,7 @@ class ProducerState:
     def clear(self, offset: int) -> None:
         self.producers.clear()
         self.ongoing.clear()
+        self._oldest_known = False
         self.unreplicated.clear()
         self.end_offset = offset
 
@@ -427,6 +441,7 @@ class ProducerState:
 
     def _forget_transactions(self) -> None:
         self.ongoing.clear()
+        self._oldest_known = False
         self.producers = {
             pid: (epoch, ts, batches, -1, coordinator_epoch)
             for pid, (epoch, ts, batches, _, coordinator_epoch) in self.producers.items()
@@ -459,6 +474,7 @@ class ProducerState:
                     ongoing[int(pid)] = entry[3]
             self.producers = producers
             self.ongoing = ongoing
+            self._oldest_known = False
             self.unreplicated = []
             self.end_offset = int(document["end_offset"])
         except (OSError, ValueError, KeyError, TypeError):
