@@ -153,6 +153,17 @@ def _options(test: str) -> Callable[[F], F]:
                 help="With --transactional-id: commit each transaction after this long.",
             ),
         )
+    if test in ("consume", "e2e"):
+        options.insert(
+            -4,
+            click.option(
+                "--isolation-level",
+                type=click.Choice(["read_uncommitted", "read_committed"]),
+                default="read_uncommitted",
+                show_default=True,
+                help="The consumer's isolation level.",
+            ),
+        )
     if test in ("produce", "broker"):
         options.insert(
             -4,

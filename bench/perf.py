@@ -176,6 +176,9 @@ class Workload:
     process under ``<id>-<n>``, committing every ``transaction_duration_ms``."""
     transaction_duration_ms: int = 3000
     """produce: how long each transaction lasts before it commits (Kafka's default)."""
+    isolation_level: str = "read_uncommitted"
+    """consume and e2e: the consumer's (read_committed: up to the last stable offset,
+    aborted transactions dropped)."""
     topic: str | None = None
     keep_topic: bool = False
     """Keep the fresh topic (by default it is deleted afterwards; a named one is kept)."""
@@ -230,6 +233,10 @@ class Workload:
                 raise BenchError("a transactional producer is idempotent: it needs acks=all")
             if self.transaction_duration_ms < 1:
                 raise BenchError("transaction_duration_ms must be at least 1")
+        if self.isolation_level not in ("read_uncommitted", "read_committed"):
+            raise BenchError(
+                f"isolation_level={self.isolation_level!r}: read_uncommitted or read_committed"
+            )
         if self.producers > self.num_records:
             raise BenchError(f"{self.producers} producers for {self.num_records} records")
 
@@ -999,6 +1006,7 @@ async def _consume(bootstrap: str, topic: _BenchTopic, w: Workload, progress: Pr
         bootstrap_servers=bootstrap,
         client_id="headwater-bench",
         auto_offset_reset="earliest",
+        isolation_level=w.isolation_level,
         **_tls(w),
     )
     async with consumer:
@@ -1062,6 +1070,7 @@ async def _e2e(bootstrap: str, topic: _BenchTopic, w: Workload, progress: Progre
         bootstrap_servers=bootstrap,
         client_id="headwater-bench",
         auto_offset_reset="latest",
+        isolation_level=w.isolation_level,
         **_tls(w),
     )
     loop = asyncio.get_running_loop()

@@ -163,6 +163,7 @@ def test_workload_defaults_per_test() -> None:
         ("broker", Workload(max_in_flight=0), "max_in_flight"),
         ("consume", Workload(send_batch=True), "send_batch applies to the produce test only"),
         ("produce", Workload(transactional_id="t"), "needs acks=all"),
+        ("consume", Workload(isolation_level="serializable"), "isolation_level"),
         ("e2e", Workload(transactional_id="t", acks="all"), "produce test's send"),
         ("produce", Workload(transactional_id="t", acks="all", send_batch=True), "send\\(\\)"),
         (
