@@ -289,9 +289,10 @@ class OffsetStore:
         in the log: written in the transaction, applied at its COMMIT marker, dropped at
         its ABORT."""
         self._written_at: dict[bytes, int] = {}
-        """Where the offset record applied last for each key is in the log: a
-        transaction's record committed later applies only if it was written after it
-        (Kafka's handleTxnCompletion; compaction keeps the later one too)."""
+        """Where the offset record applied last for each live key is in the log (one int
+        per committed partition; a tombstone drops it): a transaction's record committed
+        later applies only if it was written after it (Kafka's handleTxnCompletion;
+        compaction keeps the later one too)."""
 
     def hold(
         self, producer_id: int, records: Iterable[tuple[bytes | None, bytes | None, int]]
@@ -327,7 +328,9 @@ class OffsetStore:
         where it is in the log (-1: not known)."""
         if key is None:
             return
-        if log_offset >= 0:
+        if value is None:
+            self._written_at.pop(key, None)  # gone with its offset: not kept for it
+        elif log_offset >= 0:
             self._written_at[key] = log_offset
         if key[:2] == _I16.pack(_GROUP_KEY_VERSION):
             self._apply_group(key, value)

@@ -676,7 +676,8 @@ class Log:
             # a close snapshot inside the segment just closed goes: the roll's is newer,
             # and the two roll snapshots kept are what a truncation falls back on
             self.producers.delete_snapshots_above(old.base_offset)
-            self.producers.take_snapshot()  # restarts replay from here, not the log start
+            # restarts replay from here, not the log start
+            self.producers.take_snapshot(keep_at_or_below=self.recovery_point)
 
         self._write(roll, "rolling a segment of")
         self._log.debug("log.rolled", base_offset=base, previous_size=old.size)

@@ -381,23 +381,32 @@ class ProducerState:
     def snapshot_offsets(self) -> list[int]:
         return sorted(int(p.name[: -len(_SUFFIX)]) for p in self.dir.glob(f"*{_SUFFIX}"))
 
-    def take_snapshot(self, *, prune: bool = True) -> None:
+    def take_snapshot(self, *, prune: bool = True, keep_at_or_below: int = -1) -> None:
         """Write the state as of :attr:`end_offset` (at a segment roll, and at a clean
         close with ``prune`` False: the newest two a roll keeps are what a truncation
-        falls back on, and two closes in one segment must not push them out)."""
+        falls back on, and two closes in one segment must not push them out).
+
+        Pruning also keeps the newest snapshot at or below ``keep_at_or_below`` (the
+        log's recovery point): after a crash the load starts from one there (see
+        :meth:`load`), and without it, a log rolled twice since its last flush would
+        replay every header from its start.
+
+        Version 2 is written while no producer has transaction state, so a build before
+        transactions (which reads 1 and 2, and deletes what it cannot read) still starts
+        from these snapshots after a downgrade."""
+        transactional = any(e[3] >= 0 or e[4] >= 0 for e in self.producers.values())
+        producers: list[list[object]] = [
+            [pid, epoch, last_timestamp, [list(b) for b in batches], txn_first, coord_epoch]
+            if transactional
+            else [pid, epoch, last_timestamp, [list(b) for b in batches]]
+            for pid, (epoch, last_timestamp, batches, txn_first, coord_epoch) in (
+                self.producers.items()
+            )
+        ]
         document = {
-            "version": _VERSION,
+            "version": _VERSION if transactional else 2,
             "end_offset": self.end_offset,
-            "producers": [
-                [pid, epoch, last_timestamp, [list(b) for b in batches], txn_first, coord_epoch]
-                for pid, (
-                    epoch,
-                    last_timestamp,
-                    batches,
-                    txn_first,
-                    coord_epoch,
-                ) in self.producers.items()
-            ],
+            "producers": producers,
         }
         body = json.dumps(document, separators=(",", ":")).encode()
         path = self.snapshot_path(self.end_offset)
@@ -408,8 +417,11 @@ class ProducerState:
         os.replace(temporary, path)
         if not prune:
             return
-        for old in self.snapshot_offsets()[:-_KEPT_SNAPSHOTS]:
-            self.snapshot_path(old).unlink(missing_ok=True)
+        offsets = self.snapshot_offsets()
+        anchor = max((o for o in offsets if o <= keep_at_or_below), default=None)
+        for old in offsets[:-_KEPT_SNAPSHOTS]:
+            if old != anchor:
+                self.snapshot_path(old).unlink(missing_ok=True)
 
     def load(self, log_start_offset: int, log_end_offset: int, at_most: int | None = None) -> int:
         """The newest valid snapshot at or below the log end (and ``at_most``: after an

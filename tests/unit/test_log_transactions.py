@@ -5,6 +5,7 @@ a truncation (the Log class, no sockets)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -351,3 +352,53 @@ def test_the_last_stable_offset_never_falls_below_the_log_start(tmp_path: Path) 
         log.append(_plain([b"p%d" % i]))
     assert log.advance_log_start_offset(2)
     assert log.last_stable_offset(log.log_end_offset) == 2
+
+
+def test_a_crash_replays_from_the_recovery_point_not_the_log_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The snapshot at or below the recovery point survives the rolls since: a crash
+    replays about what recovery re-reads, not every header of the log."""
+
+    def idempotent(seq: int) -> bytes:
+        return encode_batch(
+            [(None, b"x" * 40, None, 1_000)], producer_id=1, producer_epoch=0, base_sequence=seq
+        )
+
+    path, config, seq = tmp_path / "t-0", LogConfig(segment_bytes=1_000), 0
+    log = Log.open(path, config)
+    for _ in range(300):
+        log.append(idempotent(seq))
+        seq += 1
+    restart_end = log.log_end_offset
+    log.close()
+    log = Log.open(path, config, clean_shutdown=True, recovery_point=restart_end)
+    for _ in range(40):  # rolls, never flushed: the recovery point stays
+        log.append(idempotent(seq))
+        seq += 1
+    starts: list[int] = []
+    real = Log._producer_batches
+
+    def spy(self: Log, from_offset: int) -> Any:
+        starts.append(from_offset)
+        return real(self, from_offset)
+
+    monkeypatch.setattr(Log, "_producer_batches", spy)
+    crashed = Log.open(path, config, clean_shutdown=False, recovery_point=restart_end)
+    assert restart_end - 40 <= starts[0] <= restart_end
+    crashed.close()
+
+
+def test_snapshots_stay_readable_by_a_build_without_transactions(tmp_path: Path) -> None:
+    log = _open(tmp_path / "t-0")
+    log.append(
+        encode_batch([(None, b"x", None, 1)], producer_id=1, producer_epoch=0, base_sequence=0)
+    )
+    log.close()  # a close snapshot: no transaction state, so version 2
+    (snapshot,) = (tmp_path / "t-0").glob("*.snapshot")
+    assert b'"version":2' in snapshot.read_bytes()
+    log = _open(tmp_path / "t-0")
+    log.append(_txn(2, 0, [b"t"]))
+    log.close()
+    newest = max((tmp_path / "t-0").glob("*.snapshot"))
+    assert b'"version":3' in newest.read_bytes()
