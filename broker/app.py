@@ -676,6 +676,7 @@ class Broker:
         return [
             *self._replicas.metrics(),
             *(self._cleaner.metrics() if self._cleaner is not None else ()),
+            *(self._transactions.metrics() if self._transactions is not None else ()),
             (_ACTIVE_CONTROLLER, {}, int(active)),
             (_OFFLINE, {}, controller.offline_partitions() if controller and active else 0),
             (_CONNECTIONS, {}, sum(len(s.connections) for s in self._servers.values())),

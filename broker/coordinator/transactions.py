@@ -64,6 +64,7 @@ from broker.coordinator.txn_log import (
 )
 from broker.log.manager import TopicPartition
 from broker.metadata import MetadataCache
+from broker.metrics import Sample, counter, gauge
 from broker.replica.manager import ReplicaManager
 from broker.replica.partition import Partition
 from protocol.acls import Operation, ResourceType
@@ -115,6 +116,20 @@ from protocol.records import decode_batches, encode_batch
 
 __all__ = ["TransactionCoordinator"]
 
+_TXN_IDS = gauge(
+    "headwater_transactional_ids", "Transactional ids this broker coordinates, by state."
+)
+_COMMITTED = counter(
+    "headwater_transactions_committed_total", "Transactions this broker completed as committed."
+)
+_ABORTED = counter(
+    "headwater_transactions_aborted_total", "Transactions this broker completed as aborted."
+)
+_TIMED_OUT = counter(
+    "headwater_transactions_timed_out_total",
+    "Transactions this broker aborted past their transaction.timeout.ms.",
+)
+
 _MAX_EPOCH = 32_767 - 1  # Kafka bumps to a new producer id before the epoch overflows
 _WRITE_TIMEOUT_MS = 5_000
 _LOAD_READ_BYTES = 1 << 20
@@ -158,6 +173,8 @@ class TransactionCoordinator:
         self._loading: dict[int, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._ticker: asyncio.Task[None] | None = None
+        self.committed = self.aborted = self.timed_out = 0
+        """Transactions completed here (markers written, Complete* stored) since start."""
         self._log = structlog.get_logger("headwater.txn_coordinator").bind(broker_id=broker_id)
         replicas.on_role_change(self._on_role_change)
 
@@ -560,6 +577,10 @@ class TransactionCoordinator:
                 continue
             except ApiError:
                 return  # not ours any more
+            if committed:
+                self.committed += 1
+            else:
+                self.aborted += 1
             self._log.debug(
                 "txn.completed",
                 transactional_id=meta.transactional_id,
@@ -681,6 +702,27 @@ class TransactionCoordinator:
             topics=[TransactionTopicData(topic=t, partitions=ps) for t, ps in by_topic.items()],
         )
 
+    # --- metrics --------------------------------------------------------------------------
+
+    def metrics(self) -> list[Sample]:
+        """Transactional ids coordinated here by state, and the transactions completed
+        and timed out since start (scraped, never counted per record)."""
+        by_state: dict[TxnState, int] = dict.fromkeys(TxnState, 0)
+        for store in self.stores.values():
+            for meta in store.values():
+                if meta.producer_id >= 0:
+                    by_state[meta.state] += 1
+        return [
+            *(
+                (_TXN_IDS, {"state": state.title}, count)
+                for state, count in by_state.items()
+                if state not in (TxnState.DEAD, TxnState.PREPARE_EPOCH_FENCE)
+            ),
+            (_COMMITTED, {}, self.committed),
+            (_ABORTED, {}, self.aborted),
+            (_TIMED_OUT, {}, self.timed_out),
+        ]
+
     # --- timeouts and expiry --------------------------------------------------------------
 
     async def _tick(self) -> None:
@@ -710,6 +752,7 @@ class TransactionCoordinator:
                     and not meta.pending
                     and now - meta.start_ms > meta.timeout_ms
                 ):
+                    self.timed_out += 1
                     self._log.info(
                         "txn.timed_out",
                         transactional_id=meta.transactional_id,

@@ -37,6 +37,7 @@ from protocol.records import encode_batch
 from protocol.records.control import encode_end_txn_marker
 from tests.integration.conftest import Cluster, module_cluster
 from tests.integration.test_cli import COMMAND
+from tests.integration.test_replication import _metrics_port, _scrape
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -49,6 +50,7 @@ SETTINGS = {
     "offsets.topic.num.partitions": "3",
     "group.initial.rebalance.delay.ms": "0",
     "transaction.abort.timed.out.transaction.cleanup.interval.ms": "200",
+    "metrics.port": "0",
 }
 
 
@@ -271,6 +273,12 @@ async def test_committed_transactions_are_read_and_aborted_ones_are_not(cluster:
         timeout=60,
     )
     assert printed.returncode == 0, printed
+    # the coordinators' metrics: 2 committed, 2 aborted ("aborted" and the raise), one id
+    scraped = [await _scrape(_metrics_port(cluster, b)) for b in cluster.brokers]
+    assert sum(m["headwater_transactions_committed_total"] for m in scraped) >= 2
+    assert sum(m["headwater_transactions_aborted_total"] for m in scraped) >= 2
+    ids = [m.get('headwater_transactional_ids{state="CompleteCommit"}', 0) for m in scraped]
+    assert sum(ids) >= 1
     assert sorted(printed.stdout.split()) == sorted(
         [b"committed-%d" % i for i in range(10)] + [b"last"]
     )
