@@ -26,7 +26,6 @@ import contextlib
 import os
 import struct
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -103,16 +102,6 @@ class AbortedTransactions:
         if gone:
             del self.entries[:gone]
             del self._lasts[:gone]
-            self._rewrite()
-
-    def drop(self, last_offsets: Iterable[int]) -> None:
-        """Drop the entries of the markers at ``last_offsets`` (the cleaner removed those
-        markers, with every batch of their transactions)."""
-        gone = set(last_offsets)
-        kept = [e for e in self.entries if e[2] not in gone]
-        if len(kept) != len(self.entries):
-            self.entries = kept
-            self._lasts = [e[2] for e in kept]
             self._rewrite()
 
     def clear(self) -> None:

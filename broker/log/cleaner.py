@@ -8,10 +8,7 @@ What a cleaned log keeps, offsets unchanged:
   first cleaned it: that round stamps the time into its batch (KIP-534, see
   :mod:`protocol.records.compaction`), a round after it drops the tombstone;
 - no record of an aborted transaction: its batches go as batches emptied by cleaning do,
-  and never count as their key's latest;
-- a transaction marker until no batch of its transaction is left, it is below every
-  producer snapshot a reload could start from, and ``delete.retention.ms`` has passed
-  since it was written (then it goes, with its aborted-index entry);
+  and never count as their key's latest; transaction markers stay;
 - records without a key: Kafka refuses them at produce time and drops them here; this
   broker does not check keys on produce (that would decode every record), so it keeps them;
 - of every batch, its header: a batch keeps its base offset, last offset delta, leader
@@ -225,7 +222,6 @@ class CleanerStats:
     records_kept: int = 0
     keys_mapped: int = 0
     groups: int = 0
-    markers_removed: int = 0
     started: float = field(default_factory=time.monotonic)
 
 
@@ -249,15 +245,6 @@ class _Round:
     producer_last: dict[int, int]  # producer id -> last offset of its last batch
     aborted: list[tuple[int, int, int, int]]  # the log's aborted transactions when planned
     truncations: int  # the log's count when planned: any other value voids the round
-    marker_bound: int = 0
-    """Transaction markers below this may go (the oldest producer snapshot a reload could
-    start from: one taken before a marker would replay into where it was)."""
-    open_txns: dict[int, bool] = field(default_factory=dict)
-    """Producer id -> whether a batch of its transaction not yet ended by a marker was
-    kept, over the round's groups in order (a marker goes only if none was)."""
-    removed_markers: list[int] = field(default_factory=list)
-    """The offsets of the markers the group being cleaned dropped (its aborted
-    transactions' index entries go with them at the swap)."""
     stats: CleanerStats = field(default_factory=CleanerStats)
     cancelled: bool = False
 
@@ -398,14 +385,7 @@ def clean_group(job: _Round, group: list[_SegmentView], offset_map: OffsetMap, e
         for (header, data), last in _with_last(batches):
             job.check()
             aborted = not committed.keep(header) and not header.is_control
-            if _marker_goes(job, header, last=last):
-                job.removed_markers.append(header.base_offset)
-                job.stats.markers_removed += 1
-                continue
             out = _filter_batch(job, offset_map, end, header, data, last=last, aborted=aborted)
-            if header.is_transactional and not header.is_control and header.producer_id >= 0:
-                kept = job.open_txns.get(header.producer_id, False)
-                job.open_txns[header.producer_id] = kept or out is not None
             if out is not None:
                 max_ts = read_header(out).max_timestamp
                 info = BatchInfo(header.base_offset, header.last_offset, max_ts, len(out))
@@ -418,27 +398,6 @@ def clean_group(job: _Round, group: list[_SegmentView], offset_map: OffsetMap, e
         raise
     cleaned.close()
     job.stats.groups += 1
-
-
-def _marker_goes(job: _Round, header: BatchHeader, *, last: bool) -> bool:
-    """Whether a transaction marker can be dropped (Kafka's cleaner drops them too): no
-    batch of its transaction is left in the log (the records' own batches went, or the
-    transaction had none here), so no reader can need it to end an aborted range and no
-    replay of the producer state can see that transaction begin; it is below every
-    producer snapshot a reload could start from; it is older than ``delete.retention.ms``
-    (Kafka's delete horizon for markers); and it is not the last batch of its cleaned
-    segment (which keeps where the segment ends)."""
-    if not header.is_control or header.producer_id < 0:
-        return False
-    kept = job.open_txns.pop(header.producer_id, False)
-    return (
-        not kept
-        and not last
-        and header.last_offset < job.marker_bound
-        # as a tombstone: a replica that lags (out of the ISR) may not have fetched it
-        # yet, and must, or the transaction stays open there
-        and header.max_timestamp < job.now - job.config.delete_retention_ms
-    )
 
 
 def _with_last(items: Iterable[_T]) -> Iterator[tuple[_T, bool]]:
@@ -636,12 +595,9 @@ class LogCleaner:
     async def _clean(self, job: _Round) -> None:
         offset_map, end = await self._in_worker(build_offset_map, job, self.config.map_bytes)
         for group in group_segments(job, end):
-            job.removed_markers = []
             await self._in_worker(clean_group, job, group, offset_map, end)
             if not self._swap(job, group):  # the log changed while the worker ran
                 return
-            if job.removed_markers:  # in the swap's loop pass: no read sees one without the other
-                job.log.drop_aborted(job.removed_markers)
         if not self._current(job):  # truncated after the last swap (or with no group)
             return
         self.checkpoints[job.tp] = end
@@ -803,7 +759,6 @@ class LogCleaner:
             _producers_last_offsets(log),
             log.aborted.copy(),
             log.truncations,
-            marker_bound=_oldest_loadable_snapshot(log),
         )
 
     # --- checkpoints, truncations, pending deletes --------------------------------------
@@ -891,14 +846,6 @@ def _first_timestamp(segment: LogSegment) -> int | None:
     for header in segment.headers(0):
         return header.base_timestamp
     return None
-
-
-def _oldest_loadable_snapshot(log: Log) -> int:
-    """The oldest producer snapshot at or past the log start (a load from one below it
-    forgets open transactions and replays from the log start); the log end if none."""
-    start = log.log_start_offset
-    offsets = [o for o in log.producers.snapshot_offsets() if o >= start]
-    return min(offsets, default=log.log_end_offset)
 
 
 def _producers_last_offsets(log: Log) -> dict[int, int]:

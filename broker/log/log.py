@@ -963,10 +963,6 @@ class Log:
         self._write(swap, "swapping cleaned segments into")
         return self.segments[i]
 
-    def drop_aborted(self, marker_offsets: list[int]) -> None:
-        """The cleaner removed these ABORT (or COMMIT) markers: their index entries go."""
-        self._write(lambda: self.aborted.drop(marker_offsets), "pruning the aborted index of")
-
     def _note_truncation(self, offset: int) -> None:
         """Tell the cleaner, before anything is cut (Kafka's LogManager.truncateTo): a round
         in progress on this log is void (it compares :attr:`truncations` with what it saw

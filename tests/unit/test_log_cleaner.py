@@ -241,52 +241,6 @@ async def test_aborted_records_go_and_never_replace_a_committed_value(bench: Ben
     assert any(b.is_control for b in kept.values())  # the marker stays
 
 
-async def test_markers_go_once_their_transactions_left_nothing(bench: Bench) -> None:
-    log = bench.log
-
-    def txn(pid: int, seq: int, key: bytes, value: bytes, *, committed: bool) -> int:
-        data = encode_batch(
-            [(key, value, None, bench.clock.now)],
-            producer_id=pid,
-            producer_epoch=0,
-            base_sequence=seq,
-            is_transactional=True,
-        )
-        log.append(data, leader_epoch=3)
-        return log.append_marker(
-            producer_id=pid, producer_epoch=0, committed=committed, coordinator_epoch=0
-        ).first_offset
-
-    superseded = txn(9, 0, b"a", b"in-txn", committed=True)  # "a" is written again below
-    aborted = txn(10, 0, b"b", b"aborted", committed=False)  # its record goes with cleaning
-    bench.write([(b"a", b"newer")])
-    kept_commit = txn(9, 1, b"d", b"latest", committed=True)  # "d" stays: so does its marker
-    kept_other = txn(10, 1, b"e", b"latest", committed=True)
-    bench.write([(b"z", b"last")])
-    log.roll()  # a producer snapshot past every marker
-    assert log.aborted_transactions(0, log.log_end_offset) == [(10, aborted - 1)]
-    await bench.clean_all()
-    markers = {b.base_offset for b in batches(log) if b.is_control}
-    assert markers == {superseded, aborted, kept_commit, kept_other}  # too recent to go
-
-    bench.clock.now += RETENTION_MS + 1  # delete.retention.ms since they were written
-    log.append(encode_batch([(b"z", b"later", None, bench.clock.now)]))
-    log.roll()
-    await bench.clean_all()
-    markers = {b.base_offset for b in batches(log) if b.is_control}
-    assert markers == {kept_commit, kept_other}
-    assert log.aborted_transactions(0, log.log_end_offset) == []  # with its marker
-    rows = {(k, v) for _, k, v in read_rows(log)} - {(None, None)}
-    assert {(b"a", b"newer"), (b"d", b"latest"), (b"e", b"latest")} <= rows
-    assert all(v not in (b"in-txn", b"aborted") for _, v in rows)
-    end = log.log_end_offset
-    bench.manager.shutdown()  # reopened, its producer state from the cleaned log
-    reopened = Log.open(log.dir, COMPACT, clean_shutdown=False, recovery_point=0)
-    assert reopened.last_stable_offset(end) == end  # no transaction left half-seen
-    reopened.close()
-    bench.manager.startup()
-
-
 async def test_a_transaction_still_open_is_not_cleaned(tmp_path: Path) -> None:
     """The broker bounds cleaning by the last stable offset (app's cleanable_end)."""
     bench = Bench(tmp_path)
