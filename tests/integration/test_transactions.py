@@ -215,9 +215,9 @@ async def _committed_values(cluster: Cluster, topic: str, partitions: int = 2) -
     ) as consumer:
         tps = [TopicPartition(topic, p) for p in range(partitions)]
         consumer.assign(tps)
+        assert await _stable(cluster, *tps)  # nothing left open
         async with Consumer(bootstrap_servers=cluster.bootstrap) as plain:
             ends = await plain.end_offsets(tps)
-        assert await consumer.end_offsets(tps) == ends  # nothing open
         async with asyncio.timeout(20):
             for tp in tps:
                 while await consumer.position(tp) < ends[tp]:
@@ -314,23 +314,29 @@ async def test_a_transaction_past_its_timeout_is_aborted_and_its_producer_fenced
     async with _producer(cluster, "slow", transaction_timeout_ms=1000) as producer:
         producer.begin_transaction()
         await producer.send_and_wait(topic, b"too-slow", partition=1)
-        async with asyncio.timeout(20):  # the coordinator aborts it: the LSO moves on
-            tps = [TopicPartition(topic, p) for p in range(2)]
-            while not await _stable(cluster, *tps):  # noqa: ASYNC110 - polls the cluster
-                await asyncio.sleep(0.2)
+        tps = [TopicPartition(topic, p) for p in range(2)]
+        assert await _stable(cluster, *tps)  # the coordinator aborts it: the LSO moves on
         with pytest.raises(ProducerFencedError):
             await producer.commit_transaction()
     assert await _committed_values(cluster, topic) == []
 
 
-async def _stable(cluster: Cluster, *tps: TopicPartition) -> bool:
-    """No transaction is open in ``tps``: their last stable offsets are their log ends."""
-    async with Consumer(bootstrap_servers=cluster.bootstrap) as plain:
-        ends = await plain.end_offsets(tps)
-    async with Consumer(
-        bootstrap_servers=cluster.bootstrap, isolation_level="read_committed"
-    ) as committed:
-        return await committed.end_offsets(tps) == ends
+async def _stable(cluster: Cluster, *tps: TopicPartition, within_s: float = 20) -> bool:
+    """No transaction is open in ``tps``: their last stable offsets reach their log ends
+    within ``within_s`` (a commit or abort is answered once it is decided; its markers
+    are written right after, as in Kafka)."""
+    deadline = asyncio.get_running_loop().time() + within_s
+    async with (
+        Consumer(bootstrap_servers=cluster.bootstrap) as plain,
+        Consumer(bootstrap_servers=cluster.bootstrap, isolation_level="read_committed") as rc,
+    ):
+        while True:
+            ends = await plain.end_offsets(tps)
+            if await rc.end_offsets(tps) == ends:
+                return True
+            if asyncio.get_running_loop().time() > deadline:
+                return False
+            await asyncio.sleep(0.1)
 
 
 async def test_consume_process_produce_commits_offsets_only_with_the_transaction(
