@@ -300,6 +300,17 @@ async def test_a_transactional_id_needs_its_own_acl(
             await allowed.send("ledger", b"entry")
     finally:
         await allowed.stop()
+    # a super user's transactional id is left out of what carol may list or describe
+    admins = Producer(bootstrap_servers=cluster.bootstrap, transactional_id="vault")
+    async with admins, admins.transaction():
+        await admins.send("ledger", b"admin's")
+    async with Admin(bootstrap_servers=sasl, **_as("carol")) as carol:
+        assert [t.transactional_id for t in await carol.list_transactions()] == ["books"]
+        with pytest.raises(TransactionalIdAuthorizationFailedError):
+            await carol.describe_transactions(["vault"])
+    async with Admin(bootstrap_servers=cluster.bootstrap) as admin:
+        listed = [t.transactional_id for t in await admin.list_transactions()]
+        assert listed == ["books", "vault"]
 
 
 async def test_acl_requests_without_an_authorizer_say_how_to_turn_it_on(
