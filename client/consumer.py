@@ -47,7 +47,7 @@ from client.errors import (
 from client.fetcher import FetchPosition, FetchSet, Subscription
 from client.membership import GroupMember, MemberHooks, RebalanceListener
 from client.security import security_for
-from client.types import ConsumerRecord, OffsetAndTimestamp, TopicPartition
+from client.types import ConsumerGroupMetadata, ConsumerRecord, OffsetAndTimestamp, TopicPartition
 from protocol.apis import (
     EARLIEST_TIMESTAMP,
     INVALID_SESSION_ID,
@@ -545,6 +545,20 @@ class Consumer:
     def paused(self) -> set[TopicPartition]:
         """The assigned partitions paused by :meth:`pause`."""
         return self._subscription.paused()
+
+    def group_metadata(self) -> ConsumerGroupMetadata:
+        """This member's group, generation and member id, for a transactional producer's
+        ``send_offsets_to_transaction`` (Kafka's groupMetadata(), KIP-447): the coordinator
+        then refuses the offsets if the group has rebalanced since, so a member that lost
+        its partitions cannot commit a transaction that consumed from them."""
+        if self.group_id is None:
+            raise ConfigurationError("group_metadata() needs a group_id")
+        member = self._member if self._subscribed else None
+        if member is None:
+            return ConsumerGroupMetadata(self.group_id)
+        return ConsumerGroupMetadata(
+            self.group_id, member.generation_id, member.member_id, member.group_instance_id
+        )
 
     def highwater(self, partition: TopicPartition) -> int | None:
         """The partition's high watermark as of the last Fetch answer that carried it

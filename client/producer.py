@@ -74,7 +74,7 @@ from client.errors import (
 from client.partitioner import Partitioner
 from client.security import security_for
 from client.transactions import TransactionManager
-from client.types import RecordMetadata, TopicPartition
+from client.types import ConsumerGroupMetadata, RecordMetadata, TopicPartition
 from protocol.apis import (
     ApiKey,
     InitProducerIdRequest,
@@ -755,13 +755,17 @@ class Producer:
                 )
 
     async def send_offsets_to_transaction(
-        self, offsets: dict[TopicPartition, int], group_id: str
+        self, offsets: dict[TopicPartition, int], group: str | ConsumerGroupMetadata
     ) -> None:
         """Commit a consumer group's ``offsets`` (the next offset to read, per partition)
         as part of the transaction: only if it commits (consume-process-produce, exactly
-        once)."""
+        once). ``group``: the group id (aiokafka's), or the consumer's
+        ``group_metadata()`` (Kafka's, KIP-447): then the offsets are refused
+        (ILLEGAL_GENERATION, and the transaction can only abort) if the group rebalanced
+        since, so a member that lost its partitions cannot commit what it consumed."""
         self._check_running()
-        await self._transactional().send_offsets(offsets, group_id)
+        metadata = ConsumerGroupMetadata(group) if isinstance(group, str) else group
+        await self._transactional().send_offsets(offsets, metadata)
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[None]:

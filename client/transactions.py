@@ -25,7 +25,7 @@ from typing import Any
 from client.cluster import Cluster
 from client.coordinator import CoordinatorLine, GroupOffsets
 from client.errors import TransactionStateError
-from client.types import TopicPartition
+from client.types import ConsumerGroupMetadata, TopicPartition
 from protocol.apis import (
     AddOffsetsToTxnRequest,
     AddPartitionsToTxnRequest,
@@ -191,9 +191,12 @@ class TransactionManager:
             self.wanted.pop(tp, None)
             self.added.add(tp)
 
-    async def send_offsets(self, offsets: dict[TopicPartition, int], group_id: str) -> None:
-        """The consumer positions ``offsets`` of ``group_id`` join the transaction: they are
+    async def send_offsets(
+        self, offsets: dict[TopicPartition, int], group: ConsumerGroupMetadata
+    ) -> None:
+        """The consumer positions ``offsets`` of ``group`` join the transaction: they are
         the group's committed offsets if, and only if, it commits."""
+        group_id = group.group_id
         if self.state != "in_transaction":
             self.check_sendable()
         self._asked = True
@@ -208,12 +211,15 @@ class TransactionManager:
                 ),
             )
             self.offsets_added = True
-            await self._commit_offsets(offsets, group_id)
+            await self._commit_offsets(offsets, group)
         except (ApiError, TimeoutError) as exc:
             self.fail(exc)
             raise
 
-    async def _commit_offsets(self, offsets: dict[TopicPartition, int], group_id: str) -> None:
+    async def _commit_offsets(
+        self, offsets: dict[TopicPartition, int], group: ConsumerGroupMetadata
+    ) -> None:
+        group_id = group.group_id
         by_topic: dict[str, list[OffsetCommitRequestPartition]] = {}
         for tp, offset in sorted(offsets.items()):
             by_topic.setdefault(tp.topic, []).append(
@@ -224,6 +230,9 @@ class TransactionManager:
             group_id=group_id,
             producer_id=self.producer_id,
             producer_epoch=self.producer_epoch,
+            generation_id=group.generation_id,
+            member_id=group.member_id,
+            group_instance_id=group.group_instance_id,
             topics=[OffsetCommitRequestTopic(name=t, partitions=ps) for t, ps in by_topic.items()],
         )
 
@@ -237,13 +246,13 @@ class TransactionManager:
                             f"for group {group_id!r} was refused",
                         )
 
-        group = GroupOffsets(
+        coordinator = GroupOffsets(
             self._cluster,
             group_id,
             request_timeout_ms=int(self._max_block_s * 1000),
             retry_backoff_ms=self._retry_backoff_ms,
         )
-        await group.call(ApiKey.TXN_OFFSET_COMMIT, request, check)
+        await coordinator.call(ApiKey.TXN_OFFSET_COMMIT, request, check)
 
     async def end(self, committed: bool) -> None:
         """EndTxn: commit or abort what the coordinator holds of this transaction (if

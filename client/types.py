@@ -16,6 +16,7 @@ __all__ = [
     "ClusterDescription",
     "ConfigEntry",
     "ConfigResource",
+    "ConsumerGroupMetadata",
     "ConsumerRecord",
     "GroupDescription",
     "GroupListing",
@@ -255,6 +256,17 @@ class ProducerState(NamedTuple):
     coordinator_epoch: int
     current_transaction_start_offset: int
     """The first offset of its transaction open in the partition (-1: none)."""
+
+
+class ConsumerGroupMetadata(NamedTuple):
+    """A consumer's place in its group (``Consumer.group_metadata()``), for
+    ``send_offsets_to_transaction``: the coordinator refuses a transaction's offsets from a
+    member whose generation is over (KIP-447's zombie fencing)."""
+
+    group_id: str
+    generation_id: int = -1
+    member_id: str = ""
+    group_instance_id: str | None = None
 
 
 # --- consumer groups and offsets (Admin) --------------------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -32,7 +33,7 @@ from protocol.apis import (
     WriteTxnMarkersRequest,
     WriteTxnMarkersResponse,
 )
-from protocol.errors import ProducerFencedError, UnknownProducerIdError
+from protocol.errors import IllegalGenerationError, ProducerFencedError, UnknownProducerIdError
 from protocol.records import encode_batch
 from protocol.records.control import encode_end_txn_marker
 from tests.integration.conftest import Cluster, module_cluster
@@ -555,3 +556,43 @@ async def test_operators_list_describe_and_abort_a_hanging_transaction(cluster: 
     assert "legit" in listed_cli.stdout and "CompleteCommit" in listed_cli.stdout, listed_cli
     missing = _command(cluster, "describe", "--transactional-id", "nobody")
     assert missing.returncode == 1 and missing.stderr.count("\n") == 1, missing
+
+
+async def test_a_zombie_members_offsets_are_refused_with_its_old_generation(
+    cluster: Cluster,
+) -> None:
+    """KIP-447: offsets sent with a member's group metadata are refused once the group
+    rebalanced without it, so a zombie cannot commit a transaction that consumed."""
+    topic, group = "txn-zombie", "zombies"
+    await _topic(cluster, topic, 2)
+    settings: dict[str, Any] = {
+        "bootstrap_servers": cluster.bootstrap,
+        "group_id": group,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "isolation_level": "read_committed",
+    }
+    first, second = Consumer(topic, **settings), Consumer(topic, **settings)
+    await first.start()
+    try:
+        async with asyncio.timeout(30):
+            while not first.assignment():
+                await first.getmany(timeout_ms=200)
+        stale = first.group_metadata()
+        assert stale.generation_id >= 0 and stale.member_id
+        await second.start()
+        async with asyncio.timeout(30):  # both poll: the group rebalances with two
+            while first.group_metadata().generation_id == stale.generation_id:
+                await asyncio.gather(first.getmany(timeout_ms=200), second.getmany(timeout_ms=200))
+        tp = TopicPartition(topic, 0)
+        async with _producer(cluster, "zombie") as producer:
+            producer.begin_transaction()
+            await producer.send(topic, b"out", partition=1)
+            with pytest.raises(IllegalGenerationError):
+                await producer.send_offsets_to_transaction({tp: 1}, stale)
+            await producer.abort_transaction()
+            async with producer.transaction():  # the current generation is accepted
+                await producer.send_offsets_to_transaction({tp: 1}, first.group_metadata())
+        assert await first.committed(tp) == 1  # stable: waits for the marker (KIP-447)
+    finally:
+        await asyncio.gather(first.stop(), second.stop())
