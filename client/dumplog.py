@@ -27,6 +27,7 @@ from protocol.records import BatchHeader, Record, decode_batches, read_header, v
 from protocol.records.batch import HEADER, HEADER_SIZE, LOG_OVERHEAD
 from protocol.records.compaction import delete_horizon_ms
 from protocol.records.compression import CODEC_NAMES
+from protocol.records.control import read_end_txn_marker
 from protocol.records.files import (
     offset_index_entries,
     parse_segment_file_name,
@@ -192,15 +193,31 @@ def _emit_records(batch: _Batch, emit: Emit) -> bool:
     except (CorruptBatchError, InvalidRecordsError) as exc:
         emit(f"| records cannot be decoded: {exc}")
         return False
+    marker = _marker(batch) if h.is_control else None
     for r in records:
         sequence = h.base_sequence + (r.offset - h.base_offset) if h.base_sequence >= 0 else -1
-        emit(
+        head = (
             f"| offset: {r.offset} {time_type}: {r.timestamp} keySize: {_size(r.key)} "
             f"valueSize: {_size(r.value)} sequence: {sequence} "
-            f"headerKeys: [{','.join(k for k, _ in r.headers)}] key: {_text(r.key)} "
-            f"payload: {_text(r.value)}{_headers(r)}"
+            f"headerKeys: [{','.join(k for k, _ in r.headers)}]"
         )
+        if marker is not None:  # Kafka's dump prints a transaction marker so
+            emit(f"{head} endTxnMarker: {marker}")
+            continue
+        emit(f"{head} key: {_text(r.key)} payload: {_text(r.value)}{_headers(r)}")
     return True
+
+
+def _marker(batch: _Batch) -> str | None:
+    """A control batch's transaction marker, as Kafka's dump shows it; None if it holds
+    none that reads."""
+    try:
+        committed, coordinator_epoch = read_end_txn_marker(
+            batch.data, batch.header._replace(position=0)
+        )
+    except CorruptBatchError:
+        return None
+    return f"{'COMMIT' if committed else 'ABORT'} coordinatorEpoch: {coordinator_epoch}"
 
 
 def _headers(record: Record) -> str:

@@ -180,3 +180,25 @@ def test_a_live_segments_preallocated_index_ends_at_its_entries(tmp_path: Path) 
         for i in range(1, 6)  # 130-byte batches
     ]
     log.close()
+
+
+def test_transaction_markers_are_printed_as_kafkas_dump_does(tmp_path: Path) -> None:
+    log = Log.open(tmp_path / "t-0", CONFIG)
+    log.append(
+        encode_batch(
+            [(b"k", b"v", None, 1_000)],
+            producer_id=7,
+            producer_epoch=2,
+            base_sequence=0,
+            is_transactional=True,
+        )
+    )
+    log.append_marker(producer_id=7, producer_epoch=2, committed=False, coordinator_epoch=5)
+    log.close()
+    result = _run(str(tmp_path / "t-0" / segment_name(0, ".log")), "--print-data")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert "isTransactional: true isControl: false" in lines[2]
+    assert "isTransactional: true isControl: true" in lines[4]
+    assert lines[5].startswith("| offset: 1 ")
+    assert lines[5].endswith("endTxnMarker: ABORT coordinatorEpoch: 5")
