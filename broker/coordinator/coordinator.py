@@ -71,6 +71,7 @@ from broker.coordinator.offsets import (
     encode_key,
     partition_for,
 )
+from broker.coordinator.placement import coordinator_of, replication_factor
 from broker.log import Log
 from broker.log.manager import TopicPartition
 from broker.metadata import MetadataCache
@@ -415,27 +416,23 @@ class GroupCoordinator:
         if not request.key:
             raise InvalidGroupIdError("a group id must not be empty")
         self._check_group(Operation.DESCRIBE, request.key)
-        partitions = self._metadata.topics.get(OFFSETS_TOPIC)
-        if partitions is None:
-            await self._create_offsets_topic()
-            raise CoordinatorNotAvailableError(f"{OFFSETS_TOPIC} is being created; retry shortly")
-        state = partitions.get(partition_for(request.key, self.num_partitions))
-        leader = state.leader if state is not None else -1
-        address = self._metadata.address(leader, listener)
-        if address is None:
-            raise CoordinatorNotAvailableError(
-                f"the coordinator of group {request.key!r} is not available; retry shortly"
-            )
-        return FindCoordinatorResponse(node_id=leader, host=address[0], port=address[1])
+        return await coordinator_of(
+            self._metadata,
+            OFFSETS_TOPIC,
+            self.num_partitions,
+            request.key,
+            listener,
+            create=self._create_offsets_topic,
+            what="group",
+        )
 
     async def _create_offsets_topic(self) -> None:
-        factor = min(
-            int(self._config["offsets.topic.replication.factor"]), len(self._metadata.brokers)
-        )
         topic = CreatableTopic(
             name=OFFSETS_TOPIC,
             num_partitions=self.num_partitions,
-            replication_factor=max(factor, 1),
+            replication_factor=replication_factor(
+                int(self._config["offsets.topic.replication.factor"]), self._metadata
+            ),
             configs=[
                 # Kafka's offsets topic is compacted: a group's latest commit per partition
                 # survives, a tombstone (deleted group) goes after delete.retention.ms

@@ -52,6 +52,7 @@ from broker.authorizer import (
 from broker.config import BrokerConfig
 from broker.coordinator.markers import MarkersFenced, MarkerWriter
 from broker.coordinator.offsets import OFFSETS_TOPIC, partition_for
+from broker.coordinator.placement import coordinator_of, replication_factor
 from broker.coordinator.producer_ids import ProducerIdManager
 from broker.coordinator.txn_log import (
     TRANSACTION_TOPIC,
@@ -283,27 +284,20 @@ class TransactionCoordinator:
         self, request: FindCoordinatorRequest, listener: str
     ) -> FindCoordinatorResponse:
         self._check_id(request.key)
-        partitions = self._metadata.topics.get(TRANSACTION_TOPIC)
-        if partitions is None:
-            await self._create_topic()
-            raise CoordinatorNotAvailableError(
-                f"{TRANSACTION_TOPIC} is being created; retry shortly"
-            )
-        state = partitions.get(partition_for(request.key, self.num_partitions))
-        leader = state.leader if state is not None else -1
-        address = self._metadata.address(leader, listener)
-        if address is None:
-            raise CoordinatorNotAvailableError(
-                f"the coordinator of transactional id {request.key!r} is not available; "
-                "retry shortly"
-            )
-        return FindCoordinatorResponse(node_id=leader, host=address[0], port=address[1])
+        return await coordinator_of(
+            self._metadata,
+            TRANSACTION_TOPIC,
+            self.num_partitions,
+            request.key,
+            listener,
+            create=self._create_topic,
+            what="transactional id",
+        )
 
     async def _create_topic(self) -> None:
         cfg = self._config
-        factor = max(
-            min(int(cfg["transaction.state.log.replication.factor"]), len(self._metadata.brokers)),
-            1,
+        factor = replication_factor(
+            int(cfg["transaction.state.log.replication.factor"]), self._metadata
         )
         min_isr = min(int(cfg["transaction.state.log.min.isr"]), factor)
         await self._admin.create_internal(

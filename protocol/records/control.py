@@ -147,11 +147,6 @@ class AbortedFilter:
             return False
         return not (header.is_transactional and header.producer_id in self._open)
 
-    @property
-    def idle(self) -> bool:
-        """Nothing aborted to drop (then only markers go)."""
-        return not self._aborted
-
 
 class _HasHeader(Protocol):
     """What :meth:`AbortedFilter.keep` reads: a header, or a client's RecordBatch."""

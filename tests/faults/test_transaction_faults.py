@@ -10,9 +10,10 @@ from collections.abc import Callable
 
 import pytest
 
-from client import Admin, Consumer, NewTopic, Producer, TopicPartition
+from client import Admin, NewTopic, Producer
 from protocol.errors import ApiError
 from tests.integration.conftest import Cluster
+from tests.integration.test_transactions import _committed_values
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -70,26 +71,6 @@ async def _run_transactions(
     return committed, failed
 
 
-async def _read_committed(cluster: Cluster) -> list[bytes]:
-    tps = [TopicPartition(TOPIC, p) for p in range(PARTITIONS)]
-    values: list[bytes] = []
-    async with Consumer(bootstrap_servers=cluster.bootstrap) as plain:
-        ends = await plain.end_offsets(tps)
-    async with Consumer(
-        bootstrap_servers=cluster.bootstrap,
-        isolation_level="read_committed",
-        auto_offset_reset="earliest",
-        fetch_max_wait_ms=100,
-    ) as consumer:
-        consumer.assign(tps)
-        async with asyncio.timeout(60):  # every transaction ends: the LSO reaches the end
-            for tp in tps:
-                while await consumer.position(tp) < ends[tp]:
-                    got = await consumer.getmany(tp, timeout_ms=200)
-                    values += [r.value for r in got.get(tp, [])]
-    return values
-
-
 def _check(values: list[bytes], committed: set[int], failed: set[int], count: int) -> None:
     assert len(values) == len(set(values)), "a record was read twice"
     seen: dict[int, set[int]] = {}
@@ -123,7 +104,7 @@ async def test_the_coordinator_killed_mid_stream_leaves_every_transaction_whole_
     count = 30
     committed, failed = await _run_transactions(cluster, count, kill, at=10, delay_s=0.003)
     cluster.start_broker(killed[0])
-    _check(await _read_committed(cluster), committed, failed, count)
+    _check(await _committed_values(cluster, TOPIC, PARTITIONS), committed, failed, count)
     assert len(committed) >= count - 3  # it goes on under the new coordinator
 
 
@@ -146,4 +127,4 @@ async def test_a_paused_coordinator_leaves_every_transaction_whole_or_gone(
     finally:
         for pid in paused:
             os.kill(pid, signal.SIGCONT)
-    _check(await _read_committed(cluster), committed, failed, count)
+    _check(await _committed_values(cluster, TOPIC, PARTITIONS), committed, failed, count)

@@ -1,0 +1,48 @@
+"""Where a coordinator is: the leader of its key's partition of an internal topic
+(``__consumer_offsets`` for groups, ``__transaction_state`` for transactional ids), which
+the first FindCoordinator creates. Shared by both coordinators."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from broker.coordinator.offsets import partition_for
+from broker.metadata import MetadataCache
+from protocol.apis import FindCoordinatorResponse
+from protocol.errors import CoordinatorNotAvailableError
+
+__all__ = ["coordinator_of", "replication_factor"]
+
+
+async def coordinator_of(
+    metadata: MetadataCache,
+    topic: str,
+    partitions: int,
+    key: str,
+    listener: str,
+    *,
+    create: Callable[[], Coroutine[Any, Any, None]],
+    what: str,
+) -> FindCoordinatorResponse:
+    """The leader of ``key``'s partition of ``topic``, at its ``listener`` address (the
+    one the request came in on: a TLS client must be sent to a TLS port). A topic not
+    there yet is created (``create``), and the answer is COORDINATOR_NOT_AVAILABLE,
+    retriable, meanwhile."""
+    states = metadata.topics.get(topic)
+    if states is None:
+        await create()
+        raise CoordinatorNotAvailableError(f"{topic} is being created; retry shortly")
+    state = states.get(partition_for(key, partitions))
+    leader = state.leader if state is not None else -1
+    address = metadata.address(leader, listener)
+    if address is None:
+        raise CoordinatorNotAvailableError(
+            f"the coordinator of {what} {key!r} is not available; retry shortly"
+        )
+    return FindCoordinatorResponse(node_id=leader, host=address[0], port=address[1])
+
+
+def replication_factor(wanted: int, metadata: MetadataCache) -> int:
+    """An internal topic's replication factor: the setting, capped at the brokers there are."""
+    return max(min(wanted, len(metadata.brokers)), 1)
