@@ -18,6 +18,15 @@ Rebuilt from the log: the log replays batch headers after its producer snapshot 
 every open and truncation, and the entries from that offset on are dropped first and
 re-added by the replay (:meth:`Log._load_producers`). A torn tail is cut. fsync with the
 log's segments.
+
+The log cleaner removes a marker once nothing of its transaction is left, and its entry
+with it, in the same event-loop pass as the segment swap, but not in the same durable
+step: after a crash between the two, an entry may outlive its marker. Such an entry is
+harmful (a reader skips the producer's batches from its first offset until a marker, so
+it would hide the producer's next, committed, transaction), so a log opened after an
+unclean stop keeps only the entries whose marker it still holds
+(:meth:`Log.drop_aborted`). Kafka avoids it by keeping one index per segment, swapped
+with the segment.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ import contextlib
 import os
 import struct
 from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -103,6 +113,21 @@ class AbortedTransactions:
             del self.entries[:gone]
             del self._lasts[:gone]
             self._rewrite()
+
+    def drop(self, last_offsets: Iterable[int]) -> None:
+        """Drop the entries of the markers at ``last_offsets`` (the cleaner removed them)."""
+        gone = set(last_offsets)
+        self.retain(lambda entry: entry[2] not in gone)
+
+    def retain(self, keep: Callable[[tuple[int, int, int, int]], bool]) -> int:
+        """Keep only the entries ``keep`` accepts; how many went."""
+        kept = [e for e in self.entries if keep(e)]
+        gone = len(self.entries) - len(kept)
+        if gone:
+            self.entries = kept
+            self._lasts = [e[2] for e in kept]
+            self._rewrite()
+        return gone
 
     def clear(self) -> None:
         if self.entries or self.path.exists():

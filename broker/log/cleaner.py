@@ -8,7 +8,14 @@ What a cleaned log keeps, offsets unchanged:
   first cleaned it: that round stamps the time into its batch (KIP-534, see
   :mod:`protocol.records.compaction`), a round after it drops the tombstone;
 - no record of an aborted transaction: its batches go as batches emptied by cleaning do,
-  and never count as their key's latest; transaction markers stay;
+  and never count as their key's latest;
+- a transaction marker (COMMIT or ABORT) while a batch of its transaction is left, or it is
+  its producer's last batch, or a producer snapshot a reload could start from is older
+  than it (that replay would need it to end the transaction). Past all three, as a
+  tombstone: the round that first finds it so stamps a delete horizon into it (KIP-534),
+  a round after ``delete.retention.ms`` drops it, and the swap drops its aborted-index
+  entry (a load after a crash between the two checks the index against the markers, see
+  :meth:`Log.drop_aborted`). Kafka's cleaner removes markers alike;
 - records without a key: Kafka refuses them at produce time and drops them here; this
   broker does not check keys on produce (that would decode every record), so it keeps them;
 - of every batch, its header: a batch keeps its base offset, last offset delta, leader
@@ -222,6 +229,7 @@ class CleanerStats:
     records_kept: int = 0
     keys_mapped: int = 0
     groups: int = 0
+    markers_removed: int = 0
     started: float = field(default_factory=time.monotonic)
 
 
@@ -245,6 +253,14 @@ class _Round:
     producer_last: dict[int, int]  # producer id -> last offset of its last batch
     aborted: list[tuple[int, int, int, int]]  # the log's aborted transactions when planned
     truncations: int  # the log's count when planned: any other value voids the round
+    marker_bound: int
+    """Markers below this may go: the oldest producer snapshot a load could start from
+    (the log end if none; see :func:`_oldest_loadable_snapshot`)."""
+    open_txns: dict[int, bool] = field(default_factory=dict)
+    """Producer id -> whether a batch of its transaction not yet ended by a marker was
+    kept, over the round's groups in order."""
+    removed_markers: list[int] = field(default_factory=list)
+    """Offsets of the markers the group being cleaned dropped."""
     stats: CleanerStats = field(default_factory=CleanerStats)
     cancelled: bool = False
 
@@ -386,6 +402,9 @@ def clean_group(job: _Round, group: list[_SegmentView], offset_map: OffsetMap, e
             job.check()
             aborted = not committed.keep(header) and not header.is_control
             out = _filter_batch(job, offset_map, end, header, data, last=last, aborted=aborted)
+            if header.is_transactional and not header.is_control and header.producer_id >= 0:
+                pid = header.producer_id
+                job.open_txns[pid] = job.open_txns.get(pid, False) or out is not None
             if out is not None:
                 max_ts = read_header(out).max_timestamp
                 info = BatchInfo(header.base_offset, header.last_offset, max_ts, len(out))
@@ -424,11 +443,11 @@ def _filter_batch(
 ) -> bytes | None:
     """The batch as the cleaned log keeps it, or None if it goes (Kafka's filterTo).
     ``aborted``: it belongs to an aborted transaction, and goes as a batch emptied by
-    cleaning does. Markers stay (a reader needs a producer's ABORT to end its range)."""
+    cleaning does."""
     job.stats.bytes_read += header.size
     job.stats.records_read += header.record_count
     if header.is_control:
-        out: bytes | None = data
+        out: bytes | None = _filter_marker(job, end, header, data, last=last)
     elif aborted and header.last_offset < end:
         out = _emptied(job, header, data, last=last)
     else:
@@ -436,6 +455,45 @@ def _filter_batch(
     if out is not None:
         job.stats.bytes_written += len(out)
     return out
+
+
+def _filter_marker(
+    job: _Round, end: int, header: BatchHeader, data: bytes, *, last: bool
+) -> bytes | None:
+    """A transaction marker as the cleaned log keeps it (Kafka's onControlBatchRead and
+    its delete horizon). It stays while it is needed:
+
+    - a batch of its transaction was kept (a reader needs the ABORT to end the aborted
+      range, and a replica replaying the log needs either marker to end the transaction);
+    - it is its producer's last batch (the idempotence state of a replica that replays the
+      log from its start);
+    - a loadable producer snapshot is older (its replay would find the transaction open);
+    - it is the last batch of its cleaned segment (which keeps where the segment ends), or
+      past the map's reach this round.
+
+    Past those it is stamped with a delete horizon, and dropped by a round after it, so a
+    replica that fetched the transaction's records has ``delete.retention.ms`` to fetch
+    the marker too."""
+    pid = header.producer_id
+    kept = job.open_txns.pop(pid, False)
+    if (
+        kept
+        or last
+        or pid < 0
+        or header.record_count == 0
+        or header.last_offset >= min(end, job.marker_bound)
+        or job.producer_last.get(pid) == header.last_offset
+    ):
+        return data
+    horizon = delete_horizon_ms(header)
+    if horizon is None:
+        horizon = job.now + job.config.delete_retention_ms
+        return retained_batch(header, _records(header, data), delete_horizon=horizon)
+    if job.now < horizon:
+        return data
+    job.removed_markers.append(header.last_offset)
+    job.stats.markers_removed += 1
+    return None
 
 
 def _filter_records(
@@ -595,9 +653,12 @@ class LogCleaner:
     async def _clean(self, job: _Round) -> None:
         offset_map, end = await self._in_worker(build_offset_map, job, self.config.map_bytes)
         for group in group_segments(job, end):
+            job.removed_markers = []
             await self._in_worker(clean_group, job, group, offset_map, end)
             if not self._swap(job, group):  # the log changed while the worker ran
                 return
+            if job.removed_markers:  # in the swap's loop pass: no read sees one without the other
+                job.log.drop_aborted(job.removed_markers)
         if not self._current(job):  # truncated after the last swap (or with no group)
             return
         self.checkpoints[job.tp] = end
@@ -653,6 +714,7 @@ class LogCleaner:
             keys_mapped=stats.keys_mapped,
             records_read=stats.records_read,
             records_kept=stats.records_kept,
+            markers_removed=stats.markers_removed,
             bytes_read=stats.bytes_read,
             bytes_written=stats.bytes_written,
             seconds=round(time.monotonic() - stats.started, 3),
@@ -759,6 +821,7 @@ class LogCleaner:
             _producers_last_offsets(log),
             log.aborted.copy(),
             log.truncations,
+            _oldest_loadable_snapshot(log),
         )
 
     # --- checkpoints, truncations, pending deletes --------------------------------------
@@ -846,6 +909,14 @@ def _first_timestamp(segment: LogSegment) -> int | None:
     for header in segment.headers(0):
         return header.base_timestamp
     return None
+
+
+def _oldest_loadable_snapshot(log: Log) -> int:
+    """The oldest producer snapshot at or past the log start (one below it is loaded as
+    none: the replay then starts at the log start); the log end if there is none."""
+    start = log.log_start_offset
+    offsets = [o for o in log.producers.snapshot_offsets() if o >= start]
+    return min(offsets, default=log.log_end_offset)
 
 
 def _producers_last_offsets(log: Log) -> dict[int, int]:

@@ -209,6 +209,7 @@ class Log:
         # have lost entries after the recovery point, and the replay re-adds them
         self._load_producers(None if clean else self.recovery_point)
         if not clean:
+            self._check_aborted_markers()
             # what recovery checked is made durable once, so it is not checked again
             _fsync_all(self.segments)
             self.epochs.flush()
@@ -240,6 +241,26 @@ class Log:
         start = self.producers.load(self._log_start_offset, self.log_end_offset, at_most)
         self.aborted.truncate(start)  # the replay adds those from there on again
         self.producers.replay(self._producer_batches(start), self.log_end_offset, self._aborted)
+
+    def _check_aborted_markers(self) -> None:
+        """Drop aborted-index entries whose ABORT marker the log no longer holds: the
+        cleaner removed it and the stop came before the index was rewritten (see
+        :mod:`broker.log.aborted`). A header read per entry; after unclean stops only."""
+        gone = self.aborted.retain(lambda e: self._marker_at(e[2], e[0]))
+        if gone:
+            self._log.warning("log.aborted_index_pruned", entries=gone)
+
+    def _marker_at(self, offset: int, producer_id: int) -> bool:
+        if offset < self._log_start_offset or offset >= self.log_end_offset:
+            return False
+        segment = self.segments[max(bisect_right(self._bases, offset) - 1, 0)]
+        header = segment.find(offset)
+        return (
+            header is not None
+            and header.base_offset == offset
+            and header.is_control
+            and header.producer_id == producer_id
+        )
 
     def _aborted(self, completed: CompletedTxn) -> None:
         """Index a transaction an ABORT marker ended (appended or replayed)."""
@@ -962,6 +983,13 @@ class Log:
 
         self._write(swap, "swapping cleaned segments into")
         return self.segments[i]
+
+    def drop_aborted(self, marker_offsets: list[int]) -> None:
+        """The cleaner removed the markers at these offsets (every batch of their
+        transactions was gone already): their aborted-index entries go. Called in the
+        loop pass of the swap, so no read sees one without the other; a crash between the
+        swap and this write is repaired at the next load (:meth:`_check_aborted_markers`)."""
+        self._write(lambda: self.aborted.drop(marker_offsets), "pruning the aborted index of")
 
     def _note_truncation(self, offset: int) -> None:
         """Tell the cleaner, before anything is cut (Kafka's LogManager.truncateTo): a round

@@ -241,6 +241,134 @@ async def test_aborted_records_go_and_never_replace_a_committed_value(bench: Ben
     assert any(b.is_control for b in kept.values())  # the marker stays
 
 
+def _txn(bench: Bench, pid: int, seq: int, key: bytes, value: bytes, *, committed: bool) -> int:
+    """One transaction of one record, and its marker's offset."""
+    data = encode_batch(
+        [(key, value, None, bench.clock.now)],
+        producer_id=pid,
+        producer_epoch=0,
+        base_sequence=seq,
+        is_transactional=True,
+    )
+    bench.log.append(data, leader_epoch=3)
+    return bench.log.append_marker(
+        producer_id=pid, producer_epoch=0, committed=committed, coordinator_epoch=0
+    ).first_offset
+
+
+def _markers(log: Log) -> dict[int, Any]:
+    return {b.base_offset: b for b in batches(log) if b.is_control}
+
+
+async def test_markers_go_a_round_after_their_delete_horizon(bench: Bench) -> None:
+    log = bench.log
+    bench.clock.now -= 5 * RETENTION_MS  # written long ago: the horizon counts from cleaning
+    superseded = _txn(bench, 9, 0, b"a", b"in-txn", committed=True)  # "a" is written again
+    aborted = _txn(bench, 10, 0, b"b", b"aborted", committed=False)  # its record goes
+    alone = _txn(bench, 11, 0, b"c", b"aborted", committed=False)  # producer 11's last batch
+    bench.clock.now += 5 * RETENTION_MS
+    bench.write([(b"a", b"newer")])
+    kept_commit = _txn(bench, 9, 1, b"d", b"latest", committed=True)  # "d" stays: so does it
+    kept_other = _txn(bench, 10, 1, b"e", b"latest", committed=True)
+    bench.write([(b"z", b"last")])
+    log.roll()  # a producer snapshot past every marker
+    assert log.aborted_transactions(0, log.log_end_offset) == [
+        (10, aborted - 1),
+        (11, alone - 1),
+    ]
+    first_round = bench.clock.now
+    await bench.clean_all()
+    markers = _markers(log)
+    assert set(markers) == {superseded, aborted, alone, kept_commit, kept_other}
+    horizon = first_round + RETENTION_MS  # stamped, as a tombstone is (KIP-534)
+    assert [delete_horizon_ms(markers[o].header) for o in (superseded, aborted)] == [horizon] * 2
+    assert [delete_horizon_ms(markers[o].header) for o in (alone, kept_commit, kept_other)] == [
+        None
+    ] * 3
+
+    bench.clock.now = horizon - 1  # not yet: a round before the horizon keeps them
+    bench.write([(b"z", b"later")])
+    log.roll()
+    await bench.clean_all()
+    assert superseded in _markers(log)
+
+    bench.clock.now = horizon
+    bench.write([(b"z", b"later still")])
+    log.roll()
+    await bench.clean_all()
+    assert set(_markers(log)) == {alone, kept_commit, kept_other}
+    assert log.aborted_transactions(0, log.log_end_offset) == [(11, alone - 1)]
+    rows = {(k, v) for _, k, v in read_rows(log)} - {(None, None)}
+    assert {(b"a", b"newer"), (b"d", b"latest"), (b"e", b"latest")} <= rows
+    assert all(v not in (b"in-txn", b"aborted") for _, v in rows)
+    end = log.log_end_offset
+    replica = Log.open(bench.root / "replica-0", COMPACT)  # a new replica fetching it all
+    for segment in log.segments:
+        if segment.size:
+            replica.append_as_follower(segment.read(0, segment.size))
+    assert replica.log_end_offset == end
+    assert replica.last_stable_offset(end) == end
+    assert replica.aborted_transactions(0, end) == [(11, alone - 1)]
+    replica.close()
+    bench.manager.shutdown()  # reopened, its producer state from the cleaned log
+    for clean in (True, False):
+        reopened = Log.open(log.dir, COMPACT, clean_shutdown=clean, recovery_point=0)
+        assert reopened.last_stable_offset(end) == end  # no transaction left half-seen
+        assert reopened.aborted_transactions(0, end) == [(11, alone - 1)]
+        reopened.close()
+    bench.manager.startup()
+
+
+async def test_a_marker_stays_while_an_older_producer_snapshot_could_be_loaded(
+    bench: Bench,
+) -> None:
+    log = bench.log
+    bench.write([(b"x", b"1")])
+    log.roll()  # a snapshot before the transaction: a load from it replays the marker
+    aborted = _txn(bench, 10, 0, b"b", b"aborted", committed=False)
+    _txn(bench, 10, 1, b"e", b"latest", committed=True)
+    bench.write([(b"z", b"last")])
+    log.roll()
+    await bench.clean_all()
+    assert log.producers.snapshot_offsets()[0] <= aborted
+    assert delete_horizon_ms(_markers(log)[aborted].header) is None  # not even stamped
+    bench.clock.now += 2 * RETENTION_MS
+    bench.write([(b"z", b"later")])
+    log.roll()  # the roll keeps the newest two snapshots: the old one goes
+    assert log.producers.snapshot_offsets()[0] > aborted
+    await bench.clean_all()
+    assert delete_horizon_ms(_markers(log)[aborted].header) == bench.clock.now + RETENTION_MS
+
+
+async def test_an_aborted_index_entry_outliving_its_marker_goes_at_the_next_load(
+    bench: Bench, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A crash after the swap, before the index is rewritten: the entry would make readers
+    skip producer 10's next transaction, which committed."""
+    log = bench.log
+    aborted = _txn(bench, 10, 0, b"b", b"aborted", committed=False)
+    committed = _txn(bench, 10, 1, b"e", b"committed", committed=True)
+    bench.write([(b"z", b"1")])
+    log.roll()
+    await bench.clean_all()  # stamped
+    bench.clock.now += RETENTION_MS + 1
+    monkeypatch.setattr(Log, "drop_aborted", lambda self, offsets: None)  # the crash
+    bench.write([(b"z", b"2")])
+    log.roll()
+    await bench.clean_all()
+    assert aborted not in _markers(log)
+    end = log.log_end_offset
+    assert log.aborted_transactions(0, end) == [(10, aborted - 1)]  # stale
+    log.flush()
+    bench.manager.shutdown()
+    reopened = Log.open(log.dir, COMPACT, clean_shutdown=False, recovery_point=end)
+    assert reopened.aborted_transactions(0, end) == []
+    assert reopened.last_stable_offset(end) == end
+    assert (committed - 1, b"e", b"committed") in read_rows(reopened)
+    reopened.close()
+    bench.manager.startup()
+
+
 async def test_a_transaction_still_open_is_not_cleaned(tmp_path: Path) -> None:
     """The broker bounds cleaning by the last stable offset (app's cleanable_end)."""
     bench = Bench(tmp_path)
