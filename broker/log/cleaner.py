@@ -251,6 +251,7 @@ class _Round:
     views: list[_SegmentView]
     now: int
     producer_last: dict[int, int]  # producer id -> last offset of its last batch
+    bare_epochs: dict[int, int]  # producer id -> epoch, of the producers with no batch
     aborted: list[tuple[int, int, int, int]]  # the log's aborted transactions when planned
     truncations: int  # the log's count when planned: any other value voids the round
     marker_bound: int
@@ -466,7 +467,9 @@ def _filter_marker(
     - a batch of its transaction was kept (a reader needs the ABORT to end the aborted
       range, and a replica replaying the log needs either marker to end the transaction);
     - it is its producer's last batch (the idempotence state of a replica that replays the
-      log from its start);
+      log from its start): a producer known with no batch left (a coordinator's abort
+      bumped its epoch) keeps its markers of that epoch, as Kafka's
+      isBatchLastRecordOfProducer;
     - a loadable producer snapshot is older (its replay would find the transaction open);
     - it is the last batch of its cleaned segment (which keeps where the segment ends), or
       past the map's reach this round.
@@ -483,6 +486,7 @@ def _filter_marker(
         or header.record_count == 0
         or header.last_offset >= min(end, job.marker_bound)
         or job.producer_last.get(pid) == header.last_offset
+        or job.bare_epochs.get(pid) == header.producer_epoch
     ):
         return data
     horizon = delete_horizon_ms(header)
@@ -819,6 +823,7 @@ class LogCleaner:
             views,
             now,
             _producers_last_offsets(log),
+            log.producers.epochs_without_batches(),
             log.aborted.copy(),
             log.truncations,
             _oldest_loadable_snapshot(log),

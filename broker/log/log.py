@@ -881,9 +881,20 @@ class Log:
         offset = min(offset, self.log_end_offset)
         if offset <= self._log_start_offset:
             return False
-        self._log_start_offset = offset
+        since, self._log_start_offset = self._log_start_offset, offset
         self.epochs.truncate_from_start(offset)
+        self._start_passed(since)
         return True
+
+    def _start_passed(self, since: int) -> None:
+        """The log start moved up from ``since``: see
+        :meth:`ProducerState.forget_snapshot_transactions` (the cleaner's bound for
+        removing markers counts only the snapshots at or past the log start)."""
+        start = self._log_start_offset
+        self._write(
+            lambda: self.producers.forget_snapshot_transactions(since, start),
+            "rewriting producer snapshots of",
+        )
 
     def _delete_oldest(self, count: int, now: int) -> None:
         gone = self.segments[:count]
@@ -896,8 +907,11 @@ class Log:
         self._write(delete, "deleting old segments of")
         del self.segments[:count]
         del self._bases[:count]
+        since = self._log_start_offset
         self._log_start_offset = max(self._log_start_offset, self.segments[0].base_offset)
         self.epochs.truncate_from_start(self._log_start_offset)
+        if self._log_start_offset > since:
+            self._start_passed(since)
         self._write(
             lambda: self.producers.delete_snapshots_below(self._log_start_offset),
             "deleting producer snapshots of",

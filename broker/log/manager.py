@@ -196,11 +196,18 @@ class LogManager:
 
     def shutdown(self) -> None:
         """A clean stop: flush and close every log, checkpoint, leave the marker (await
-        :meth:`flushes_done` first on the event loop)."""
+        :meth:`flushes_done` first on the event loop). Not in a directory where a log went
+        offline (as Kafka, which writes it only in the live directories): a write that
+        failed may have left that log's files out of step with each other, and only the
+        checks of a load after an unclean stop put them right."""
+        offline = {log.dir.parent for log in self.logs.values() if log.offline}
         for log in self.logs.values():
             log.close()
         self.checkpoint()
         for directory in self.dirs:
+            if directory in offline:
+                self._log.warning("log_manager.no_clean_shutdown_marker", dir=str(directory))
+                continue
             (directory / CLEAN_SHUTDOWN).touch()
             fsync_dir(directory)
         self.logs.clear()

@@ -339,6 +339,11 @@ class ProducerState:
         """Producer id -> the last offset of its last batch."""
         return {pid: p[2][-1][3] for pid, p in self.producers.items() if p[2]}
 
+    def epochs_without_batches(self) -> dict[int, int]:
+        """Producer id -> epoch, of the producers known with no batch (a marker that bumped
+        the epoch, as a coordinator's abort does, left them so)."""
+        return {pid: p[0] for pid, p in self.producers.items() if not p[2]}
+
     def expire(self, now_ms: int, expiration_ms: int) -> int:
         """Forget the producers last heard of ``expiration_ms`` ago or longer; returns how
         many."""
@@ -498,6 +503,36 @@ class ProducerState:
         below = [o for o in self.snapshot_offsets() if o < offset]
         for old in below[:-1]:
             self.snapshot_path(old).unlink(missing_ok=True)
+
+    def forget_snapshot_transactions(self, since: int, below: int) -> None:
+        """The log start moved from ``since`` to ``below``: the snapshots it passed lose
+        their open transactions, on disk. A load from one of them forgets those anyway
+        (see :meth:`load`), but only when it knows the new log start: after a crash the
+        checkpointed one may be older, and then a transaction whose marker compaction has
+        removed since would stay open for good."""
+        for offset in self.snapshot_offsets():
+            if since <= offset < below:
+                self._rewrite_without_transactions(self.snapshot_path(offset))
+
+    def _rewrite_without_transactions(self, path: Path) -> None:
+        try:
+            body, checksum, _ = path.read_bytes().split(b"\n")
+            if int(checksum) != crc32c(body):
+                return  # passed over at load anyway
+            document = json.loads(body)
+            if document["version"] != _VERSION:
+                return
+            producers = document["producers"]
+            if not any(fields[4] >= 0 for fields in producers):
+                return
+            for fields in producers:
+                fields[4] = -1
+        except (OSError, ValueError, KeyError, TypeError, IndexError):
+            return
+        body = json.dumps(document, separators=(",", ":")).encode()
+        temporary = path.with_suffix(".snapshot.tmp")
+        temporary.write_bytes(body + b"\n" + str(crc32c(body)).encode() + b"\n")
+        os.replace(temporary, path)
 
     def delete_snapshots_above(self, offset: int) -> None:
         for old in self.snapshot_offsets():

@@ -11,6 +11,8 @@ each step of the swap recovers to the old or the new segments with nothing lost.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import errno
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -23,11 +25,14 @@ from hypothesis import strategies as st
 from broker.log import Log, LogConfig
 from broker.log import cleaner as cleaner_module
 from broker.log import swap as swap_module
+from broker.log.aborted import AbortedTransactions
 from broker.log.cleaner import CHECKPOINT, CleanerConfig, LogCleaner, OffsetMap
 from broker.log.manager import LogManager, TopicPartition, read_checkpoint
 from broker.log.segment import LogSegment
+from protocol.errors import InvalidProducerEpochError
 from protocol.records import decode_batches, encode_batch, scan_batches
 from protocol.records.compaction import delete_horizon_ms
+from protocol.records.control import AbortedFilter
 from protocol.records.files import offset_index_entries, segment_name, time_index_entries
 
 TP = TopicPartition("t", 0)
@@ -367,6 +372,184 @@ async def test_an_aborted_index_entry_outliving_its_marker_goes_at_the_next_load
     assert (committed - 1, b"e", b"committed") in read_rows(reopened)
     reopened.close()
     bench.manager.startup()
+
+
+# found in review: an I/O error after the swap, a marker that bumped the epoch, a stale
+# log-start checkpoint
+
+
+def _read_committed(log: Log, upper: int) -> list[tuple[int, bytes | None, bytes | None]]:
+    """What a read_committed consumer reading the whole log sees (one fetch)."""
+    keep = AbortedFilter(log.aborted_transactions(log.log_start_offset, upper))
+    rows = []
+    for b in batches(log):
+        if b.base_offset >= upper or not keep.keep(b):
+            continue
+        rows += [(r.offset, r.key, r.value) for r in b]
+    return rows
+
+
+async def test_index_write_failing_after_the_swap_leaves_a_stale_entry_a_clean_restart_keeps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The swap removed producer 10's ABORT marker; the index rewrite then fails (disk
+    full: the log goes offline, as designed). The operator restarts the broker (a clean
+    stop, as the offline message advises): the load is clean, so _check_aborted_markers
+    does not run, and the stale entry hides (and then lets the cleaner delete) producer
+    10's next transaction, which committed."""
+    bench = Bench(tmp_path)
+    log = bench.log
+    aborted = _txn(bench, 10, 0, b"b", b"aborted", committed=False)
+    committed = _txn(bench, 10, 1, b"e", b"committed", committed=True)
+    bench.write([(b"z", b"1")])
+    log.roll()
+    await bench.clean_all()  # the ABORT marker is stamped
+    bench.clock.now += RETENTION_MS + 1
+    bench.write([(b"z", b"2")])
+    log.roll()
+
+    def disk_full(self: AbortedTransactions) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as m:
+        m.setattr(AbortedTransactions, "_rewrite", disk_full)
+        await bench.clean_all()
+    assert log.offline
+    assert aborted not in _markers(log)  # the swap happened
+    end = log.log_end_offset
+
+    await bench.cleaner.stop()
+    bench.manager.shutdown()  # clean stop
+    bench.manager.startup()  # clean load
+    log = bench.log = bench.manager.logs[TP]
+    assert not log.offline
+    stale = log.aborted_transactions(0, end)
+    # a read_committed reader must see the committed record of producer 10's second txn
+    seen = (committed - 1, b"e", b"committed") in _read_committed(log, end)
+    # and the cleaner itself, trusting the stale entry, treats that record as aborted
+    bench.cleaner = type(bench.cleaner)(bench.manager, clock=bench.clock)
+    bench.write([(b"z", b"3")])
+    log.roll()
+    await bench.clean_all()
+    stored = (committed - 1, b"e", b"committed") in read_rows(log)
+    await bench.close()
+    assert (stale, seen, stored) == ([], True, True)
+
+
+async def test_a_marker_that_bumped_the_producer_epoch_is_its_last_batch_and_stays(
+    tmp_path: Path,
+) -> None:
+    """The coordinator aborts a timed-out transaction under a bumped epoch (ABORT marker,
+    epoch 1): the leader then fences epoch 0. Kafka's cleaner keeps such a marker (the
+    producer has no last data offset: isBatchLastRecordOfProducer's third case). Here
+    ProducerState.last_offsets() leaves the producer out (no batches after the bump), so
+    the marker is removed, and a replica that replays the cleaned log knows nothing of
+    producer 10: a zombie's retried first batch (epoch 0, sequence 0) is accepted there
+    and opens a transaction no marker will ever end."""
+    bench = Bench(tmp_path)
+    log = bench.log
+    data = encode_batch(
+        [(b"b", b"zombie", None, bench.clock.now)],
+        producer_id=10,
+        producer_epoch=0,
+        base_sequence=0,
+        is_transactional=True,
+    )
+    log.append(data, leader_epoch=3)
+    bumped = log.append_marker(
+        producer_id=10, producer_epoch=1, committed=False, coordinator_epoch=0
+    ).first_offset
+    bench.write([(b"z", b"1")])
+    log.roll()
+    await bench.clean_all()
+    bench.clock.now += RETENTION_MS + 1
+    bench.write([(b"z", b"2")])
+    log.roll()
+    await bench.clean_all()
+    assert log.producers.producer(10).epoch == 1
+    with pytest.raises(InvalidProducerEpochError):  # the leader fences the zombie
+        log.append(data, leader_epoch=3)
+
+    replica = Log.open(bench.root / "replica-0", COMPACT)
+    for segment in log.segments:
+        if segment.size:
+            replica.append_as_follower(segment.read(0, segment.size))
+    known = replica.producers.producer(10)
+    try:
+        zombie = replica.append(data, leader_epoch=4).first_offset  # the replica, now leader
+    except InvalidProducerEpochError:
+        zombie = None
+    replica.append(encode_batch([(b"y", b"later", None, bench.clock.now)]), leader_epoch=4)
+    hw = replica.log_end_offset
+    lso = replica.last_stable_offset(hw)  # no coordinator will end the zombie's txn
+    replica.close()
+    marker_kept = bumped in _markers(log)
+    await bench.close()
+    assert (marker_kept, known is not None, zombie, lso) == (True, True, None, hw), (
+        f"marker kept={marker_kept}, replica knows producer 10={known is not None}, "
+        f"zombie batch accepted at {zombie}, replica LSO {lso} (high watermark {hw})"
+    )
+
+
+async def test_a_snapshot_below_the_log_start_is_loadable_with_a_stale_start_checkpoint(
+    tmp_path: Path,
+) -> None:
+    """_oldest_loadable_snapshot leaves out snapshots below the in-memory log start, as
+    if a load always knew that start. A follower moves its start with each fetch
+    (advance_log_start_offset) but checkpoints it only with retention deletions or the
+    periodic checkpoint; after a crash in between, the load starts from the older
+    checkpointed start, takes the snapshot the cleaner did not count (producer 10's
+    transaction open in it) and replays a log whose COMMIT marker is gone: the
+    transaction never ends and the last stable offset is stuck."""
+    config = dataclasses.replace(COMPACT, cleanup_policy="compact,delete", retention_ms=-1)
+    bench = Bench(tmp_path, config)
+    log = bench.log
+    bench.write([(b"x", b"0")])  # 0
+    log.append(
+        encode_batch(
+            [(b"b", b"in-txn", None, bench.clock.now)],
+            producer_id=10,
+            producer_epoch=0,
+            base_sequence=0,
+            is_transactional=True,
+        ),
+        leader_epoch=3,
+    )  # 1
+    log.roll()  # snapshot 2: producer 10's transaction open since 1
+    bench.write([(b"y", b"2")])  # 2
+    log.flush()  # recovery point 3; the periodic checkpoint writes (3, start 0)
+    checkpointed = (log.recovery_point, log.log_start_offset)
+    assert log.advance_log_start_offset(3)  # the leader's start, from a fetch
+    commit = log.append_marker(
+        producer_id=10, producer_epoch=0, committed=True, coordinator_epoch=0
+    ).first_offset  # 3
+    bench.write([(b"b", b"newer")])  # 4: producer 10's record is superseded
+    bench.write([(b"z", b"5")])
+    # producer 10 stays idle past producer.id.expiration.ms: forgotten (KIP-854), so its
+    # last batch no longer has to stay
+    assert log.producers.expire(bench.clock.now + 10**9, 1) == 1
+    log.roll()
+    await bench.clean_all()  # stamps the marker
+    bench.clock.now += RETENTION_MS + 1
+    bench.write([(b"z", b"6")])
+    log.roll()
+    await bench.clean_all()  # removes it: the oldest snapshot at or past the start is 6
+    removed = commit not in _markers(log)
+    assert 2 in log.producers.snapshot_offsets()  # kept as the recovery point's anchor
+    end = log.log_end_offset
+    await bench.close()
+    recovery_point, start = checkpointed
+    reopened = Log.open(
+        log.dir,
+        config,
+        recovery_point=recovery_point,
+        log_start_offset=start,
+        clean_shutdown=False,
+    )
+    reopened.advance_log_start_offset(3)  # the next fetch from the leader
+    lso = reopened.last_stable_offset(end)
+    reopened.close()
+    assert lso == end, f"marker removed={removed}; LSO stuck at {lso}, high watermark {end}"
 
 
 async def test_a_transaction_still_open_is_not_cleaned(tmp_path: Path) -> None:
