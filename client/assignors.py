@@ -5,8 +5,9 @@ leader member receives every member's subscription (JoinGroup), decides, and sen
 member its share (SyncGroup). These are the bytes Kafka's Java consumer puts there
 (ConsumerProtocol), so a Headwater consumer speaks the same group protocol:
 
-    Subscription v1 = version:i16 | topics:[str16] | user_data:bytes | owned:[topic:str16,
-                      partitions:[i32]]                        (v0 stops after user_data)
+    Subscription v2 = version:i16 | topics:[str16] | user_data:bytes | owned:[topic:str16,
+                      partitions:[i32]] | generation:i32
+                      (v0 stops after user_data, v1 after owned; v3 adds rack:str16)
     Assignment  v0 = version:i16 | assigned:[topic:str16, partitions:[i32]] | user_data:bytes
 
 Arrays are an i32 count then the items; ``bytes`` an i32 length (-1: null) then the bytes.
@@ -15,7 +16,14 @@ Assignors, as Kafka's: ``range`` (per topic, contiguous ranges over the members 
 id), ``roundrobin`` (all partitions in order, dealt to the members in turn, skipping those
 not subscribed), and ``sticky`` (balanced, and moving as few partitions as possible from
 their owners: each member keeps what it owned up to its fair share, the rest goes to the
-least loaded). All are pure functions of the subscriptions.
+least loaded), and ``cooperative-sticky`` (KIP-429: sticky, but a partition owned by one
+member and given to another is given to nobody this round; its owner sees it missing from
+its assignment, gives it up and joins again, and the next round hands it over). All are
+pure functions of the subscriptions.
+
+A partition that two members claim to own (a member that lost its generation and does
+not know it yet) counts as owned by the one of the newer generation, and by neither if
+they claim the same one (Kafka's AbstractStickyAssignor).
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from client.types import TopicPartition
 
 __all__ = [
     "ASSIGNORS",
+    "COOPERATIVE",
     "Assignment",
     "Subscription",
     "decode_assignment",
@@ -45,6 +54,8 @@ class Subscription:
     topics: list[str]
     user_data: bytes | None = None
     owned: list[TopicPartition] = field(default_factory=list)
+    generation: int = -1
+    """The generation ``owned`` was assigned in (-1: unknown, a v0/v1 subscription)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,11 +137,12 @@ class _Reader:
 def encode_subscription(sub: Subscription) -> bytes:
     topics = b"".join(_str(t) for t in sorted(sub.topics))
     return (
-        _I16.pack(1)
+        _I16.pack(2)
         + _I32.pack(len(sub.topics))
         + topics
         + _bytes(sub.user_data)
         + _partitions(sub.owned)
+        + _I32.pack(sub.generation)
     )
 
 
@@ -141,9 +153,10 @@ def decode_subscription(data: bytes) -> Subscription:
         topics = [r.string() for _ in range(r.count())]
         user_data = r.blob()
         owned = r.partitions() if version >= 1 and r.pos < len(r.data) else []
+        generation = r.take(_I32) if version >= 2 and r.pos < len(r.data) else -1
     except UnicodeDecodeError as exc:
         raise ProtocolError(str(exc)) from None
-    return Subscription(topics, user_data, owned)
+    return Subscription(topics, user_data, owned, generation)  # a v3 rack is not used
 
 
 def encode_assignment(assignment: Assignment) -> bytes:
@@ -207,6 +220,25 @@ def roundrobin_assign(
     return out
 
 
+def _owned(members: Mapping[str, Subscription]) -> dict[str, list[TopicPartition]]:
+    """Each member's claims that stand: of two claims on one partition, the newer
+    generation's; of two in one generation, neither."""
+    best: dict[TopicPartition, tuple[int, str | None]] = {}
+    for member in sorted(members):
+        sub = members[member]
+        for tp in sub.owned:
+            held = best.get(tp)
+            if held is None or sub.generation > held[0]:
+                best[tp] = (sub.generation, member)
+            elif sub.generation == held[0]:
+                best[tp] = (held[0], None)
+    out: dict[str, list[TopicPartition]] = {m: [] for m in members}
+    for tp, (_, holder) in best.items():
+        if holder is not None:
+            out[holder].append(tp)
+    return out
+
+
 def sticky_assign(
     partitions: Mapping[str, int], members: Mapping[str, Subscription]
 ) -> dict[str, list[TopicPartition]]:
@@ -214,6 +246,7 @@ def sticky_assign(
     out: dict[str, list[TopicPartition]] = {m: [] for m in members}
     if not members:
         return out
+    owned = _owned(members)
     every = [
         TopicPartition(t, p)
         for t, n in sorted(partitions.items())
@@ -222,13 +255,13 @@ def sticky_assign(
     ]
     share, extra = divmod(len(every), len(members))
     # the members that may hold one more than the share: those owning the most first
-    by_owned = sorted(members, key=lambda m: (-len(members[m].owned), m))
+    by_owned = sorted(members, key=lambda m: (-len(owned[m]), m))
     quota = {m: share + (1 if i < extra else 0) for i, m in enumerate(by_owned)}
     taken: set[TopicPartition] = set()
     valid = set(every)
     for member in by_owned:
         sub = members[member]
-        for tp in sorted(sub.owned):
+        for tp in sorted(owned[member]):
             if len(out[member]) >= quota[member]:
                 break
             if tp in valid and tp not in taken and tp.topic in sub.topics:
@@ -244,9 +277,26 @@ def sticky_assign(
     return out
 
 
+def cooperative_sticky_assign(
+    partitions: Mapping[str, int], members: Mapping[str, Subscription]
+) -> dict[str, list[TopicPartition]]:
+    """:func:`sticky_assign`, less the partitions it moves from one member to another:
+    those wait a round, until their owner has given them up (Kafka's
+    CooperativeStickyAssignor)."""
+    shares = sticky_assign(partitions, members)
+    owner = {tp: m for m, tps in _owned(members).items() for tp in tps}
+    return {m: [tp for tp in tps if owner.get(tp, m) == m] for m, tps in shares.items()}
+
+
 ASSIGNORS: dict[str, Assignor] = {
     "range": range_assign,
     "roundrobin": roundrobin_assign,
     "sticky": sticky_assign,
+    "cooperative-sticky": cooperative_sticky_assign,
 }
 """By Kafka's protocol names (``partition.assignment.strategy``)."""
+
+COOPERATIVE = frozenset({"cooperative-sticky"})
+"""The assignors that support KIP-429's cooperative rebalancing: a consumer whose every
+strategy is one of these keeps its partitions through a rebalance and gives up only those
+that move."""

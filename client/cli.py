@@ -29,6 +29,7 @@ from typing import IO, TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import click
 
+from client.assignors import ASSIGNORS
 from client.localcluster import (
     DEFAULT_DIRECTORY,
     STATE_FILE,
@@ -2145,6 +2146,14 @@ def _offset(value: str) -> int | str:
     "start at its committed offsets, commit what is printed.",
 )
 @click.option(
+    "--partition-assignment-strategy",
+    "strategies",
+    multiple=True,
+    type=click.Choice(sorted(ASSIGNORS)),
+    help="With --group: how the group shares the partitions (repeatable, in order of "
+    "preference; default range). cooperative-sticky: rebalances move only what moves.",
+)
+@click.option(
     "--isolation-level",
     type=click.Choice(["read_uncommitted", "read_committed"]),
     default="read_uncommitted",
@@ -2166,9 +2175,12 @@ def consume(
     print_offset: bool,
     print_partition: bool,
     group: str | None,
+    strategies: tuple[str, ...],
     isolation_level: str,
 ) -> None:
     """Print TOPIC's records, one value per line, until --max-messages, --timeout-ms or Ctrl-C."""
+    if strategies and group is None:
+        raise click.UsageError("--partition-assignment-strategy needs --group")
     if group is not None and (partition is not None or offset is not None):
         raise click.UsageError(
             "--group shares the topic's partitions among the group's members; it excludes "
@@ -2191,6 +2203,7 @@ def consume(
         fmt=_RecordFormat(print_key, print_offset, print_partition),
         group=group,
         security={**_security(ctx), "isolation_level": isolation_level},
+        strategies=strategies,
     )
     bootstrap = _bootstrap(ctx)
     # a second Ctrl-C or SIGTERM while stopping: the records so far are printed
@@ -2238,9 +2251,11 @@ class _ConsumeJob:
         fmt: _RecordFormat,
         group: str | None = None,
         security: dict[str, Any] | None = None,
+        strategies: tuple[str, ...] = (),
     ) -> None:
         self.group = group
         self.security = security or {}  # --command-config: TLS settings
+        self.strategies = strategies
         self.topic = topic
         self.partition = partition
         self.start = start
@@ -2266,6 +2281,7 @@ class _ConsumeJob:
                 group_id=self.group,
                 auto_offset_reset=reset,
                 enable_auto_commit=False,  # what was printed is committed, nothing more
+                partition_assignment_strategy=self.strategies or ("range",),
                 **self.security,
             )
         elif self.partition is None:

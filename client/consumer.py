@@ -32,6 +32,7 @@ import logging
 import ssl
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextvars import ContextVar
 from types import TracebackType
 from typing import Any
 
@@ -77,6 +78,9 @@ from protocol.records import Record
 __all__ = ["Consumer"]
 
 _log = logging.getLogger("headwater.client.consumer")
+_IN_REBALANCE: ContextVar[bool] = ContextVar("headwater_in_rebalance", default=False)
+"""Set while a rebalance callback runs (and in what it awaits): a commit made there must
+not wait for the rebalance to end."""
 
 Deserializer = Callable[[bytes | None], Any]
 _RESETS = {"earliest": EARLIEST_TIMESTAMP, "latest": LATEST_TIMESTAMP, "none": None}
@@ -199,7 +203,13 @@ class Consumer:
             self._member = GroupMember(
                 self._cluster,
                 self._offsets,
-                MemberHooks(self._revoked, self._assigned, self._poll_age_ms, self._group_failed),
+                MemberHooks(
+                    self._revoked,
+                    self._assigned,
+                    self._poll_age_ms,
+                    self._group_failed,
+                    self._lost,
+                ),
                 group_instance_id=group_instance_id,
                 session_timeout_ms=session_timeout_ms,
                 heartbeat_interval_ms=heartbeat_interval_ms,
@@ -391,13 +401,15 @@ class Consumer:
         assert self._member is not None
         self._member.start()
 
-    async def _revoked(self) -> None:
-        """The member gives its partitions up: commit them, tell the user, stop fetching."""
-        revoked = self.assignment()
+    async def _revoked(self, partitions: set[TopicPartition] | None = None) -> None:
+        """The member gives partitions up (None: all): commit, tell the user, stop fetching."""
+        owned = self.assignment()
+        revoked = owned if partitions is None else owned & partitions
         # nothing more is handed out: the commit below (an await) is then of what the user
         # got, and a record taken meanwhile is not read again by the next owner (Kafka's
         # poll() drives its rebalance, so none can be taken during it there)
         self._holding = True
+        token = _IN_REBALANCE.set(True)
         try:
             if self.enable_auto_commit:
                 await self._commit_quietly()
@@ -406,22 +418,43 @@ class Consumer:
                     await self._listener.on_partitions_revoked(revoked)
                 except Exception:
                     _log.exception("on_partitions_revoked raised; the rebalance goes on")
-            self._subscription.assign([])
+            self._subscription.assign(tp for tp in self._subscription.states if tp not in revoked)
         finally:
+            _IN_REBALANCE.reset(token)
             self._holding = False
         self._wake()
 
-    async def _assigned(self, tps: list[TopicPartition]) -> None:
+    async def _lost(self) -> None:
+        """The group dropped this member: its partitions go at once, uncommitted (another
+        member may own them already), then the user hears of it."""
+        lost = self.assignment()
+        self._subscription.assign([])
+        self._wake()
+        if self._listener is None or not lost:
+            return
+        self._holding = True
+        token = _IN_REBALANCE.set(True)
+        try:
+            await self._listener.on_partitions_lost(lost)
+        except Exception:
+            _log.exception("on_partitions_lost raised; the rebalance goes on")
+        finally:
+            _IN_REBALANCE.reset(token)
+            self._holding = False
+
+    async def _assigned(self, tps: list[TopicPartition], added: set[TopicPartition]) -> None:
         self._subscription.assign(tps)
         self._cluster.add_topics(tp.topic for tp in tps)
         self._wake()
         if self._listener is not None:
             self._holding = True
+            token = _IN_REBALANCE.set(True)
             try:
-                await self._listener.on_partitions_assigned(set(tps))
+                await self._listener.on_partitions_assigned(set(added))
             except Exception:
                 _log.exception("on_partitions_assigned raised; the consumer goes on")
             finally:
+                _IN_REBALANCE.reset(token)
                 self._holding = False
                 self._data_arrived()
 
@@ -441,7 +474,9 @@ class Consumer:
 
         A group member whose generation is over (the group rebalanced without it) gets
         :class:`~client.errors.CommitFailedError`: its records after the last commit will
-        be delivered again, to whoever owns their partitions now.
+        be delivered again, to whoever owns their partitions now. With the cooperative
+        protocol a commit the coordinator defers because a rebalance is under way waits for
+        it to end and goes again, if this consumer still owns those partitions.
         """
         group = self._group_offsets()
         if offsets is None:
@@ -449,32 +484,54 @@ class Consumer:
         if not offsets:
             return
         wanted = {TopicPartition(*tp): o for tp, o in offsets.items()}
-        async with self._commit_lock:  # one at a time: a retried commit never goes backwards
+        deadline: float | None = None
+        while True:
             member = self._member if self._subscribed else None
-            if member is None:
-                await group.commit(wanted)
-                return
-            if member.generation_id < 0:
-                raise CommitFailedError(
-                    f"group {self.group_id!r} is rebalancing and this consumer has no "
-                    f"generation: the commit cannot be accepted; commit after the next poll"
-                )
             try:
-                await group.commit(
-                    wanted,
-                    generation_id=member.generation_id,
-                    member_id=member.member_id,
-                    group_instance_id=member.group_instance_id,
-                )
-            except _STALE_MEMBER as exc:
-                if not isinstance(exc, RebalanceInProgressError):
-                    member.request_rejoin(f"a commit was refused: {exc}")
-                raise CommitFailedError(
-                    f"group {self.group_id!r} refused the commit of generation "
-                    f"{member.generation_id} ({exc.name}): the group has rebalanced and these "
-                    f"partitions may belong to another member now; records after the last "
-                    f"commit will be delivered again"
-                ) from exc
+                async with self._commit_lock:  # one at a time: a retry never goes backwards
+                    await self._commit_once(group, member, wanted)
+                return
+            except CommitFailedError as failed:
+                assert member is not None
+                if not (
+                    member.cooperative
+                    and isinstance(failed.__cause__, RebalanceInProgressError)
+                    and not _IN_REBALANCE.get()  # the rebalance waits on this very callback
+                ):
+                    raise
+                if deadline is None:  # a rebalance ends within its timeout, or drops us
+                    deadline = time.monotonic() + member.max_poll_interval_ms / 1000
+                settled = await member.wait_settled(deadline - time.monotonic())
+                if not settled or not wanted.keys() <= self.assignment():
+                    raise
+
+    async def _commit_once(
+        self, group: GroupOffsets, member: GroupMember | None, wanted: dict[TopicPartition, int]
+    ) -> None:
+        if member is None:
+            await group.commit(wanted)
+            return
+        if member.generation_id < 0:
+            raise CommitFailedError(
+                f"group {self.group_id!r} is rebalancing and this consumer has no "
+                f"generation: the commit cannot be accepted; commit after the next poll"
+            )
+        try:
+            await group.commit(
+                wanted,
+                generation_id=member.generation_id,
+                member_id=member.member_id,
+                group_instance_id=member.group_instance_id,
+            )
+        except _STALE_MEMBER as exc:
+            if not isinstance(exc, RebalanceInProgressError):
+                member.request_rejoin(f"a commit was refused: {exc}")
+            raise CommitFailedError(
+                f"group {self.group_id!r} refused the commit of generation "
+                f"{member.generation_id} ({exc.name}): the group has rebalanced and these "
+                f"partitions may belong to another member now; records after the last "
+                f"commit will be delivered again"
+            ) from exc
 
     def _positions(self) -> dict[TopicPartition, int]:
         out = {}
@@ -526,8 +583,9 @@ class Consumer:
         what is buffered stays buffered, and positions stay where they are. For a slow
         sink: the group membership goes on (polls still count), unlike a loop that stops
         calling getmany(). :meth:`assign` keeps the pause of a partition it keeps; a group
-        rebalance ends every pause, as in Kafka (it revokes every partition first): pause
-        again in ``on_partitions_assigned`` if the sink is still slow."""
+        rebalance ends every pause with the eager protocol, as in Kafka (it revokes every
+        partition first): pause again in ``on_partitions_assigned`` if the sink is still
+        slow; with ``cooperative-sticky`` a partition the consumer keeps stays paused."""
         for tp in partitions:
             self._subscription.state(tp)  # not assigned: ValueError before any change
         for tp in partitions:

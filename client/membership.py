@@ -1,17 +1,29 @@
 """A consumer's membership in its group: join, sync, heartbeat, leave.
 
-This is Kafka's ConsumerCoordinator with the EAGER rebalance protocol, as one task:
+This is Kafka's ConsumerCoordinator, as one task, with both of its rebalance protocols:
+EAGER (every member gives up everything, then the group assigns anew) and, when every
+strategy the consumer names supports it (``cooperative-sticky``), KIP-429's COOPERATIVE
+(a member keeps consuming what it keeps, and gives up only what moves):
 
-- **Joining.** Before it joins, the member gives up its partitions (``revoke``: the
-  consumer commits, if auto-commit is on, and calls the user's ``on_partitions_revoked``
-  while its generation is still valid, so those commits are accepted). JoinGroup carries
-  the subscription in Kafka's ConsumerProtocol bytes, one per assignment strategy, in
+- **Joining.** Eager: before it joins, the member gives up its partitions (``revoke``:
+  the consumer commits, if auto-commit is on, and calls the user's
+  ``on_partitions_revoked`` while its generation is still valid, so those commits are
+  accepted). Cooperative: it gives up only the partitions of topics it no longer
+  subscribes to, and goes on consuming the rest through the rebalance. Either way, a
+  member the group dropped (its generation reset) has *lost* its partitions: they may be
+  another member's already, so it stops at once, commits nothing, and calls
+  ``on_partitions_lost``. JoinGroup carries the subscription in Kafka's ConsumerProtocol
+  bytes (with the partitions owned and their generation), one per assignment strategy, in
   preference order; the coordinator holds it until every member has rejoined or the
   rebalance timeout (``max_poll_interval_ms``, as Kafka) passes, so it is sent with that
   timeout plus a margin, on a connection of its own.
 - **Assigning.** The coordinator names one member leader and gives it every member's
   subscription; the leader reads the subscribed topics' partition counts and runs the
   chosen assignor (:mod:`client.assignors`). SyncGroup hands each member its share.
+  Cooperative: the member gives up what it owned and was not given (commit, then
+  ``on_partitions_revoked`` with just those) and joins again at once, so the next round
+  can hand them over (the assignor gives nobody a partition another member still owns);
+  ``on_partitions_assigned`` hears of the new ones only.
 - **Stable.** A heartbeat every ``heartbeat_interval_ms`` keeps the session. Its answer
   says when to rejoin: REBALANCE_IN_PROGRESS (someone joined or left), ILLEGAL_GENERATION
   or UNKNOWN_MEMBER_ID (we were dropped: the partitions may be someone else's already).
@@ -44,6 +56,7 @@ from typing import Any
 
 from client.assignors import (
     ASSIGNORS,
+    COOPERATIVE,
     Assignment,
     ProtocolError,
     Subscription,
@@ -96,9 +109,14 @@ _COORDINATOR_MOVED = (
 class RebalanceListener:
     """Kafka's ConsumerRebalanceListener: subclass it and pass it to ``subscribe()``.
 
-    ``on_partitions_revoked`` runs before the consumer rejoins, while it still owns the
-    partitions: commit what you have processed there. ``on_partitions_assigned`` runs
-    once the new assignment is known, before any of its records are returned.
+    ``on_partitions_revoked`` runs while the consumer still owns the partitions it is
+    giving up (eager: all of them, before it rejoins; cooperative: those that move, after
+    the rebalance): commit what you have processed there. ``on_partitions_assigned`` runs
+    once the new assignment is known, before any of its records are returned (eager: the
+    whole assignment; cooperative: the partitions new to this consumer, maybe none).
+    ``on_partitions_lost`` runs when the group dropped this consumer (a session or poll
+    timeout it did not notice in time): the partitions may have another owner already, so
+    a commit would be refused. By default it calls ``on_partitions_revoked``, as Kafka's.
     """
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
@@ -107,19 +125,28 @@ class RebalanceListener:
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         """Called with the partitions this consumer owns from now on."""
 
+    async def on_partitions_lost(self, lost: set[TopicPartition]) -> None:
+        """Called with the partitions this consumer no longer owns (it was dropped)."""
+        await self.on_partitions_revoked(lost)
+
 
 @dataclass(slots=True)
 class MemberHooks:
     """What the member needs from its consumer."""
 
-    revoke: Callable[[], Coroutine[Any, Any, None]]
-    """Give up the current partitions (commit, the user's callback, stop fetching them)."""
-    assign: Callable[[list[TopicPartition]], Awaitable[None]]
-    """Take a new assignment (fetch from committed offsets, the user's callback)."""
+    revoke: Callable[[set[TopicPartition] | None], Coroutine[Any, Any, None]]
+    """Give up these partitions, None for all (commit, the user's callback, stop fetching
+    them)."""
+    assign: Callable[[list[TopicPartition], set[TopicPartition]], Awaitable[None]]
+    """Take an assignment: all of it, and the partitions new to this member (fetch those
+    from committed offsets, the user's callback)."""
     poll_age_ms: Callable[[], float]
     """How long since the user last polled (0 while a poll is waiting)."""
     fail: Callable[[BaseException], None]
     """A fatal error: the consumer raises it to the user."""
+    lose: Callable[[], Coroutine[Any, Any, None]]
+    """Every partition is lost (the member was dropped): stop at once, no commit, the
+    user's callback."""
 
 
 class GroupMember:
@@ -146,6 +173,9 @@ class GroupMember:
         self.heartbeat_interval_ms = heartbeat_interval_ms
         self.max_poll_interval_ms = max_poll_interval_ms
         self.assignors = list(assignors)
+        self.cooperative = all(name in COOPERATIVE for name in self.assignors)
+        """KIP-429's protocol: only when every strategy named supports it (Kafka's rule: a
+        group upgrades by a rolling restart with both, then one without the eager ones)."""
         self._backoff_s = retry_backoff_ms / 1000
         self._pattern_refresh_s = metadata_max_age_ms / 1000
         self.member_id = ""
@@ -153,8 +183,11 @@ class GroupMember:
         self.topics: set[str] = set()
         self.pattern: re.Pattern[str] | None = None
         self.assignment: list[TopicPartition] = []
+        self._owned_generation = -1  # the generation ``assignment`` came from
         self._holds_assignment = False
         self._revoking: asyncio.Task[None] | None = None
+        self._revoking_what: set[TopicPartition] | None = None
+        self._settled = asyncio.Event()  # set while joined with no rejoin pending
         self._rejoin = True
         self._left_for_poll = False
         self._watched: dict[str, int] = {}  # partition counts the last assignment used
@@ -176,7 +209,14 @@ class GroupMember:
         if not self._rejoin:
             _log.info("group %r: rejoining: %s", self.group_id, why)
         self._rejoin = True
+        self._settled.clear()
         self._wake.set()
+
+    async def wait_settled(self, timeout_s: float) -> bool:
+        """Wait until the member has joined a generation and no rejoin is pending."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._settled.wait(), timeout_s)
+        return self.stable
 
     def polled(self) -> None:
         """The user polled: a member that left for a poll timeout joins again."""
@@ -202,7 +242,7 @@ class GroupMember:
             self._task = None
         with contextlib.suppress(ValueError):
             self._cluster.on_update.remove(self._on_metadata)
-        await self._revoke()
+        await self._give_up_all()
         await self._leave("the consumer is closing")
         self._left_for_poll = False
 
@@ -220,7 +260,7 @@ class GroupMember:
                     next_heartbeat = time.monotonic() + self.heartbeat_interval_ms / 1000
                     continue
                 if self._poll_timed_out():
-                    await self._revoke()
+                    await self._give_up_all()
                     await self._leave("poll timeout")
                     continue
                 await self._check_pattern()
@@ -262,7 +302,7 @@ class GroupMember:
 
     async def _join(self) -> None:
         """One attempt at a new generation; on any failure ``_rejoin`` stays set."""
-        await self._revoke()
+        await self._prepare()
         self._rejoin = False  # a change seen from here on asks for another round
         try:
             joined = await self._join_group()
@@ -283,43 +323,87 @@ class GroupMember:
             self._rejoin = True  # whatever went wrong, never carry on as if joined
             raise
         if self._rejoin:
-            return  # the world moved while we synced: round again before taking it
+            # the world moved while we synced: round again before taking it (cooperative:
+            # what we hold, we still hold, and the assignor gave it to nobody else)
+            return
         mine = [tp for tp in assignment.partitions if self._subscribed(tp.topic)]
+        owned = set(self.assignment) if self._holds_assignment else set()
+        revoked = owned.difference(mine)
+        if revoked:  # cooperative: what moves goes first, then the next round hands it over
+            await self._revoke(revoked)
+            self.request_rejoin(f"gave up {_names(revoked)} for other members")
         self.assignment = mine
+        self._owned_generation = self.generation_id
         self._holds_assignment = True
+        added = {tp for tp in mine if tp not in owned}
         _log.info(
-            "group %r: generation %d, member %s, assigned %s",
+            "group %r: generation %d, member %s, assigned %s%s",
             self.group_id,
             self.generation_id,
             self.member_id,
             sorted(mine),
+            f" ({len(added)} new, {len(revoked)} given up)" if self.cooperative else "",
         )
-        await self._hooks.assign(mine)
+        if not self._rejoin:
+            self._settled.set()
+        await self._hooks.assign(mine, added)
 
-    async def _revoke(self) -> None:
-        """Give the partitions up, once, even if the task is cancelled meanwhile (stop()
-        then waits for the same revocation: its commit and the user's callback)."""
-        if self._revoking is None:
-            if not self._holds_assignment:
+    async def _prepare(self) -> None:
+        """Before JoinGroup: what the member must give up (see the module docstring)."""
+        if not self._holds_assignment:
+            return
+        if self.generation_id < 0:
+            await self._give_up_all()
+        elif not self.cooperative:
+            await self._revoke()
+        else:
+            unsubscribed = {tp for tp in self.assignment if not self._subscribed(tp.topic)}
+            if unsubscribed:
+                await self._revoke(unsubscribed)
+
+    async def _give_up_all(self) -> None:
+        """Revoke everything, or, if the group dropped us, lose it."""
+        if self.generation_id < 0 and self._holds_assignment and self._revoking is None:
+            await self._release(None, lost=True)
+        else:
+            await self._revoke()
+
+    async def _revoke(self, partitions: set[TopicPartition] | None = None) -> None:
+        await self._release(partitions, lost=False)
+
+    async def _release(self, partitions: set[TopicPartition] | None, *, lost: bool) -> None:
+        """Give ``partitions`` up (None: all), once, even if the task is cancelled
+        meanwhile (stop() then waits for the same revocation: its commit and the user's
+        callback, and then gives up what is left)."""
+        while True:
+            if self._revoking is None:
+                if not self._holds_assignment:
+                    return
+                hook = self._hooks.lose() if lost else self._hooks.revoke(partitions)
+                self._revoking = asyncio.get_running_loop().create_task(hook)
+                self._revoking_what = None if lost else partitions
+            revoking, what = self._revoking, self._revoking_what
+            try:
+                await asyncio.shield(revoking)
+            finally:
+                if revoking.done() and self._revoking is revoking:
+                    self._revoking = None
+                    if what is None:
+                        self._holds_assignment = False  # self.assignment stays: what we owned
+                        if lost:  # not ours: the sticky assignor must not count it
+                            self.assignment, self._owned_generation = [], -1
+                    else:
+                        self.assignment = [tp for tp in self.assignment if tp not in what]
+            if what is None or what == partitions:
                 return
-            self._revoking = asyncio.get_running_loop().create_task(self._hooks.revoke())
-        revoking = self._revoking
-        try:
-            await asyncio.shield(revoking)
-        finally:
-            if revoking.done():
-                self._revoking = None
-                self._holds_assignment = False  # self.assignment stays: what we owned
 
     async def _join_group(self) -> JoinGroupResponse:
         topics = await self._subscribed_topics()
-        owned = list(self.assignment)
-        protocols = [
-            JoinGroupRequestProtocol(
-                name=name, metadata=encode_subscription(Subscription(sorted(topics), None, owned))
-            )
-            for name in self.assignors
-        ]
+        subscription = Subscription(
+            sorted(topics), None, list(self.assignment), self._owned_generation
+        )
+        metadata = encode_subscription(subscription)
+        protocols = [JoinGroupRequestProtocol(name=n, metadata=metadata) for n in self.assignors]
         request = JoinGroupRequest(
             group_id=self.group_id,
             session_timeout_ms=self.session_timeout_ms,
@@ -399,7 +483,8 @@ class GroupMember:
         """What an error from the coordinator means for this member; raises if fatal."""
         if isinstance(exc, UnknownMemberIdError):
             self.member_id, self.generation_id = "", -1
-            self.assignment = []  # lost, not owned: the sticky assignor must not count it
+            # lost, not owned: the sticky assignor must not count it
+            self.assignment, self._owned_generation = [], -1
         elif isinstance(exc, IllegalGenerationError):
             self.generation_id = -1
         elif isinstance(exc, _COORDINATOR_MOVED) or exc.retriable:
@@ -486,6 +571,10 @@ class GroupMember:
             if len(now) != count:
                 self.request_rejoin(f"{topic} has {len(now)} partitions, not {count}")
                 return
+
+
+def _names(tps: Iterable[TopicPartition]) -> str:
+    return ", ".join(f"{tp.topic}-{tp.partition}" for tp in sorted(tps))
 
 
 def _matches(pattern: re.Pattern[str], topic: str) -> bool:

@@ -486,7 +486,8 @@ async def test_the_console_consumer_in_a_group_resumes_where_it_committed(
     server = ["--bootstrap-server", cluster.bootstrap]
     group = [*server, "consume", "lines", "--group", "printers", "--from-beginning"]
     first = (await _headwater(*group, "--max-messages", "10", "--timeout-ms", "20000")).split()
-    rest = (await _headwater(*group, "--timeout-ms", "3000")).split()
+    cooperative = ["--partition-assignment-strategy", "cooperative-sticky"]
+    rest = (await _headwater(*group, *cooperative, "--timeout-ms", "3000")).split()
     assert len(first) == 10  # each run prints what the group has not committed yet
     assert sorted(first + rest, key=int) == [str(i) for i in range(30)]
     described = await _headwater(*server, "groups", "describe", "printers")
@@ -531,3 +532,71 @@ async def test_a_static_member_restarting_within_its_session_gets_its_partitions
         await b.stop()
         if restarted is not None:
             await restarted.stop()
+
+
+# --- the cooperative protocol (KIP-429) ------------------------------------------------------
+
+
+class _Tracking(Worker):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.revocations: list[set[TopicPartition]] = []
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        self.revocations.append(set(revoked))
+        await super().on_partitions_revoked(revoked)
+
+
+async def test_cooperative_rebalancing_moves_only_what_moves_and_the_rest_keeps_flowing(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    cluster = make_cluster(3, GROUP_BROKER)
+    await _topic(cluster, "jobs", 6)
+    every = {TopicPartition("jobs", p) for p in range(6)}
+    settings = {"partition_assignment_strategy": "cooperative-sticky"}
+    a = await _Tracking(cluster.bootstrap, "workers", ["jobs"], **settings).start()
+    b: _Tracking | None = None
+    low_water: list[int] = []
+    try:
+        await wait_for(lambda: a.owned == every, what="a owns all six")
+        producing = asyncio.get_running_loop().create_task(_produce_slowly(cluster, 3_000))
+        await wait_for(lambda: len(a.processed) >= 300, what="a is consuming")
+
+        async def watch() -> None:  # a's assignment through the rebalance
+            while True:
+                low_water.append(len(a.owned))
+                await asyncio.sleep(0.002)
+
+        watcher = asyncio.get_running_loop().create_task(watch())
+        b = await _Tracking(cluster.bootstrap, "workers", ["jobs"], **settings).start()
+        await wait_for(lambda: _balanced([a, b], 6), what="three partitions each")
+        watcher.cancel()
+        moved = b.owned
+        # a gave up exactly the three that moved, once, and never stopped owning the rest
+        assert a.revocations == [moved]
+        assert min(low_water) == 3 and a.owned == every - moved
+        assert b.revocations == [] and set().union(*b.assignments) == moved
+        await producing
+        await wait_for(lambda: sum(len(w.processed) for w in (a, b)) >= 3_000, 60)
+        await wait_for(lambda: not a.pending and not b.pending, what="commits done")
+        assert _values([a, b]) == Counter(str(i).encode() for i in range(3_000))
+        for w in (a, b):  # after the move, each processed only its own partitions
+            assert {tp for tp, _, _ in w.processed[-10:]} <= w.owned
+        async with Admin(bootstrap_servers=cluster.bootstrap) as admin:
+            (described,) = await admin.describe_groups(["workers"])
+        assert (described.state, described.strategy) == ("Stable", "cooperative-sticky")
+    finally:
+        await a.stop()
+        if b is not None:
+            await b.stop()
+
+
+async def _produce_slowly(cluster: Cluster, count: int) -> None:
+    """``count`` numbered records over a few seconds, keyed so every partition gets some."""
+    async with Producer(bootstrap_servers=cluster.bootstrap, acks="all", linger_ms=0) as p:
+        futures = []
+        for i in range(count):
+            futures.append(await p.send("jobs", str(i).encode(), key=str(i).encode()))
+            if i % 10 == 9:
+                await asyncio.sleep(0.01)
+        await asyncio.gather(*futures)

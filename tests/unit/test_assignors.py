@@ -11,6 +11,7 @@ from client.assignors import (
     Assignment,
     ProtocolError,
     Subscription,
+    cooperative_sticky_assign,
     decode_assignment,
     decode_subscription,
     encode_assignment,
@@ -23,12 +24,11 @@ from client.types import TopicPartition as TP
 
 
 def test_subscription_and_assignment_bytes_are_kafkas() -> None:
-    sub = Subscription(["orders"], b"ud", [TP("orders", 1)])
+    sub = Subscription(["orders"], b"ud", [TP("orders", 1)], generation=7)
     data = encode_subscription(sub)
-    # version 1 | 1 topic "orders" | user data "ud" | owned: orders [1]
-    assert data == (
-        b"\x00\x01"
-        + b"\x00\x00\x00\x01"
+    # version 2 | 1 topic "orders" | user data "ud" | owned: orders [1] | generation 7
+    v1 = (
+        b"\x00\x00\x00\x01"
         + b"\x00\x06orders"
         + b"\x00\x00\x00\x02ud"
         + b"\x00\x00\x00\x01"
@@ -36,7 +36,13 @@ def test_subscription_and_assignment_bytes_are_kafkas() -> None:
         + b"\x00\x00\x00\x01"
         + b"\x00\x00\x00\x01"
     )
+    assert data == b"\x00\x02" + v1 + b"\x00\x00\x00\x07"
     assert decode_subscription(data) == sub
+    assert decode_subscription(b"\x00\x01" + v1) == Subscription(
+        ["orders"], b"ud", [TP("orders", 1)]
+    )
+    v3 = b"\x00\x03" + v1 + b"\x00\x00\x00\x07" + b"\x00\x04rack"  # Kafka 3.5: + rack id
+    assert decode_subscription(v3) == sub
     v0 = b"\x00\x00\x00\x00\x00\x01\x00\x01t\xff\xff\xff\xff"  # Kafka's v0: no owned list
     assert decode_subscription(v0) == Subscription(["t"], None, [])
     assignment = Assignment([TP("a", 0), TP("a", 2), TP("b", 1)])
@@ -77,6 +83,63 @@ def test_sticky_keeps_owners_and_moves_only_what_balance_needs() -> None:
     # b leaves: its partitions go to the others, nothing else moves
     third = sticky_assign({"t": 6}, _subs({"a": ["t"], "c": ["t"]}, second))
     assert set(second["a"]) <= set(third["a"]) and set(second["c"]) <= set(third["c"])
+
+
+def test_cooperative_sticky_hands_a_partition_over_only_once_its_owner_gave_it_up() -> None:
+    first = cooperative_sticky_assign({"t": 6}, _subs({"a": ["t"], "b": ["t"]}))
+    assert sorted(len(v) for v in first.values()) == [3, 3]
+    three = {"a": ["t"], "b": ["t"], "c": ["t"]}
+    # c joins: a and b each give one up, but c gets nothing yet; nothing else moves
+    second = cooperative_sticky_assign({"t": 6}, _subs(three, first))
+    assert second["c"] == []
+    assert [len(second[m]) for m in ("a", "b")] == [2, 2]
+    assert set(second["a"]) < set(first["a"]) and set(second["b"]) < set(first["b"])
+    # a and b gave them up and joined again: now c gets exactly those two
+    third = cooperative_sticky_assign({"t": 6}, _subs(three, second))
+    freed = set(first["a"]) - set(second["a"]) | set(first["b"]) - set(second["b"])
+    assert set(third["c"]) == freed
+    assert third["a"] == second["a"] and third["b"] == second["b"]
+
+
+def test_a_claim_of_an_older_generation_loses_and_one_of_the_same_counts_for_neither() -> None:
+    tp = TP("t", 0)
+    subs = {
+        "old": Subscription(["t"], None, [tp], generation=3),  # dropped, and not told yet
+        "new": Subscription(["t"], None, [tp], generation=4),
+    }
+    assert cooperative_sticky_assign({"t": 1}, subs) == {"old": [], "new": [tp]}
+    subs["old"] = Subscription(["t"], None, [tp], generation=4)
+    # both in one generation: neither keeps it, so whoever gets it is a direct move
+    got = cooperative_sticky_assign({"t": 1}, subs)
+    assert sorted(len(v) for v in got.values()) == [0, 1]
+
+
+@given(
+    st.lists(st.sets(st.sampled_from("abcdef"), min_size=1), min_size=1, max_size=8),
+    st.integers(1, 12),
+)
+def test_cooperative_rounds_never_give_an_owned_partition_to_another_and_settle(
+    memberships: list[set[str]], partitions: int
+) -> None:
+    """Members come and go between rounds; each round's owners report what they hold.
+    Nobody is handed a partition another member holds, and after the members' follow-up
+    round (each one that gave something up joins again) the group is balanced."""
+    holding: dict[str, list[TP]] = {}
+    generation = 0
+    for members in memberships:
+        holding = {m: holding.get(m, []) for m in members}  # who left lost nothing to others
+        for _ in range(2):  # the round, and the follow-up a revocation causes
+            generation += 1
+            subs = {
+                m: Subscription(["t"], None, holding[m], generation - 1) for m in sorted(members)
+            }
+            got = cooperative_sticky_assign({"t": partitions}, subs)
+            for member, tps in got.items():
+                others = {tp for m, held in holding.items() if m != member for tp in held}
+                assert not set(tps) & others
+            holding = {m: list(tps) for m, tps in got.items()}
+        counts = [len(v) for v in holding.values()]
+        assert sum(counts) == partitions and max(counts) - min(counts) <= 1
 
 
 @given(

@@ -176,6 +176,8 @@ def test_bad_config_is_one_line_before_any_connection(run: Callable[..., Result]
         (["consume", "t", "--partition", "0", "--offset", "-3"], "must be an offset"),
         (["consume", "t", "--partition", "0", "--offset", "soon"], "must be an offset"),
         (["consume", "t", "--max-messages", "0"], "--max-messages"),
+        (["consume", "t", "--partition-assignment-strategy", "sticky"], "needs --group"),
+        (["consume", "t", "--group", "g", "--partition-assignment-strategy", "fair"], "fair"),
         (["produce", "t", "--acks", "2"], "--acks"),
         (["produce", "t", "--compression", "brotli"], "--compression"),
         (["produce", "t", "--key-separator", ""], "--key-separator"),

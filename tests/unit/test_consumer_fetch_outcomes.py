@@ -208,7 +208,8 @@ class _Topics:
 async def test_assign_keeps_a_pause_and_a_group_rebalance_ends_it() -> None:
     """As Kafka's consumer: assign() keeps a kept partition's pause; a group rebalance
     revokes every partition first, so each comes back unpaused (the user pauses again
-    in on_partitions_assigned)."""
+    in on_partitions_assigned). A cooperative rebalance revokes only what moves: a kept
+    partition stays paused."""
     tp1 = TopicPartition("t", 1)
     consumer = Consumer(bootstrap_servers="unused:1", enable_auto_commit=False)
     consumer._cluster = _Topics()  # type: ignore[assignment]
@@ -217,8 +218,12 @@ async def test_assign_keeps_a_pause_and_a_group_rebalance_ends_it() -> None:
     consumer.assign([TP])
     assert consumer.paused() == {TP}
     await consumer._revoked()
-    await consumer._assigned([TP, tp1])
+    await consumer._assigned([TP, tp1], {TP, tp1})
     assert consumer.paused() == set()
+    consumer.pause(TP, tp1)
+    await consumer._revoked({tp1})  # cooperative: tp1 moves to another member
+    await consumer._assigned([TP], set())
+    assert consumer.paused() == {TP}
 
 
 class _Member:

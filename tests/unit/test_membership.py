@@ -5,9 +5,18 @@ on as if it had joined; a revocation interrupted by stop() still completes once.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
-from client.assignors import Assignment, Subscription, encode_assignment, encode_subscription
+import pytest
+
+from client.assignors import (
+    Assignment,
+    Subscription,
+    decode_subscription,
+    encode_assignment,
+    encode_subscription,
+)
 from client.membership import GroupMember, MemberHooks
 from client.types import TopicPartition
 from protocol.apis import (
@@ -18,7 +27,7 @@ from protocol.apis import (
     LeaveGroupResponse,
     SyncGroupResponse,
 )
-from protocol.errors import NetworkError
+from protocol.errors import NetworkError, UnknownMemberIdError
 
 
 class _Offsets:
@@ -68,14 +77,20 @@ class _Cluster:
                 members=[JoinGroupResponseMember(member_id="me", metadata=subscription)],
             )
         if key == ApiKey.SYNC_GROUP:
-            (mine,) = request.assignments
+            (mine,) = [a for a in request.assignments if a.member_id == "me"]
             return SyncGroupResponse(assignment=mine.assignment)
         if key == ApiKey.HEARTBEAT:
             return HeartbeatResponse()
         return LeaveGroupResponse()
 
 
-def _member(cluster: _Cluster, hooks: MemberHooks) -> GroupMember:
+async def _lose() -> None:
+    raise AssertionError("nothing is lost here")
+
+
+def _member(
+    cluster: _Cluster, hooks: MemberHooks, *, assignors: list[str] | None = None
+) -> GroupMember:
     return GroupMember(
         cluster,  # type: ignore[arg-type]
         _Offsets(),  # type: ignore[arg-type]
@@ -84,7 +99,7 @@ def _member(cluster: _Cluster, hooks: MemberHooks) -> GroupMember:
         session_timeout_ms=1_000,
         heartbeat_interval_ms=20,
         max_poll_interval_ms=10_000,
-        assignors=["range"],
+        assignors=assignors or ["range"],
         retry_backoff_ms=10,
         metadata_max_age_ms=60_000,
     )
@@ -95,14 +110,14 @@ async def test_a_failed_lookup_while_assigning_means_joining_again() -> None:
     assigned: list[list[TopicPartition]] = []
     done = asyncio.Event()
 
-    async def revoke() -> None:
+    async def revoke(tps: set[TopicPartition] | None) -> None:
         pass
 
-    async def assign(tps: list[TopicPartition]) -> None:
+    async def assign(tps: list[TopicPartition], added: set[TopicPartition]) -> None:
         assigned.append(tps)
         done.set()
 
-    member = _member(cluster, MemberHooks(revoke, assign, lambda: 0.0, lambda e: None))
+    member = _member(cluster, MemberHooks(revoke, assign, lambda: 0.0, lambda e: None, _lose))
     member.subscribe(["t"], None)
     member.start()
     await asyncio.wait_for(done.wait(), 5)
@@ -122,16 +137,16 @@ async def test_a_revocation_interrupted_by_stop_completes_once() -> None:
     revocations = 0
     assigned = asyncio.Event()
 
-    async def revoke() -> None:
+    async def revoke(tps: set[TopicPartition] | None) -> None:
         nonlocal revocations
         revocations += 1
         started.set()
         await release.wait()  # the user's on_partitions_revoked commits, slowly
 
-    async def assign(tps: list[TopicPartition]) -> None:
+    async def assign(tps: list[TopicPartition], added: set[TopicPartition]) -> None:
         assigned.set()
 
-    member = _member(cluster, MemberHooks(revoke, assign, lambda: 0.0, lambda e: None))
+    member = _member(cluster, MemberHooks(revoke, assign, lambda: 0.0, lambda e: None, _lose))
     member.subscribe(["t"], None)
     member.start()
     await asyncio.wait_for(assigned.wait(), 5)
@@ -143,3 +158,136 @@ async def test_a_revocation_interrupted_by_stop_completes_once() -> None:
     release.set()
     await asyncio.wait_for(stopping, 5)
     assert revocations == 1
+
+
+class _Cooperative(_Cluster):
+    """A coordinator where we lead; from ``others`` on, a second member that owns
+    nothing joins with us. Records what we said in each JoinGroup."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.metadata_failures = 0
+        self.others: list[str] = []
+        self.joins: list[Subscription] = []
+        self.events: list[str] = []
+
+    async def fetch_metadata(self, topics: Any) -> _Metadata:
+        return _Metadata()
+
+    async def send(self, node: int, key: ApiKey, request: Any, **kw: Any) -> Any:
+        if key != ApiKey.JOIN_GROUP:
+            return await super().send(node, key, request, **kw)
+        self.calls.append((key, -1))
+        self.events.append("join")
+        (mine,) = {p.metadata for p in request.protocols}
+        self.joins.append(decode_subscription(mine))
+        theirs = encode_subscription(Subscription(["t"]))
+        return JoinGroupResponse(
+            generation_id=len(self.joins),
+            protocol_type="consumer",
+            protocol_name="cooperative-sticky",
+            leader="me",
+            member_id="me",
+            members=[
+                JoinGroupResponseMember(member_id="me", metadata=mine),
+                *(JoinGroupResponseMember(member_id=m, metadata=theirs) for m in self.others),
+            ],
+        )
+
+
+async def test_cooperative_keeps_what_stays_gives_up_only_what_moves_then_rejoins() -> None:
+    cluster = _Cooperative()
+    revoked: list[set[TopicPartition] | None] = []
+    added: list[set[TopicPartition]] = []
+    settled = asyncio.Event()
+
+    async def revoke(tps: set[TopicPartition] | None) -> None:
+        cluster.events.append("revoke")
+        revoked.append(tps)
+
+    async def assign(tps: list[TopicPartition], new: set[TopicPartition]) -> None:
+        cluster.events.append("assign")
+        added.append(new)
+        settled.set()
+
+    member = _member(
+        cluster,
+        MemberHooks(revoke, assign, lambda: 0.0, lambda e: None, _lose),
+        assignors=["cooperative-sticky"],
+    )
+    assert member.cooperative
+    member.subscribe(["t"], None)
+    member.start()
+    await asyncio.wait_for(settled.wait(), 5)
+    both = {TopicPartition("t", 0), TopicPartition("t", 1)}
+    assert added == [both] and set(member.assignment) == both
+    settled.clear()
+    cluster.others = ["other"]  # a second member: one partition must move to it
+    member.request_rejoin("a member joined")
+    await asyncio.wait_for(_until(lambda: len(cluster.joins) >= 3 and member.stable), 5)
+    await member.stop()
+    # nothing was given up before the second join; after it, exactly the partition that
+    # moves, and the member joined again at once, owning only what it kept
+    second = cluster.events.index("join", cluster.events.index("assign"))
+    assert cluster.events[second : second + 4] == ["join", "revoke", "assign", "join"]
+    (moved,) = revoked[0] or set()
+    assert revoked[0] == {moved} and added[1] == set()
+    assert cluster.joins[1].owned == sorted(both) and cluster.joins[1].generation == 1
+    assert set(cluster.joins[2].owned) == both - {moved}
+    assert cluster.joins[2].generation == 2
+    assert set(member.assignment) <= both - {moved}
+
+
+async def _until(check: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not check():
+        assert asyncio.get_running_loop().time() < deadline, "never happened"
+        await asyncio.sleep(0.01)
+
+
+class _Dropping(_Cooperative):
+    """The coordinator forgets us once (our session timed out): a heartbeat says so."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.drop = False
+
+    async def send(self, node: int, key: ApiKey, request: Any, **kw: Any) -> Any:
+        if key == ApiKey.HEARTBEAT and self.drop:
+            self.drop = False
+            raise UnknownMemberIdError("the member's session timed out")
+        return await super().send(node, key, request, **kw)
+
+
+@pytest.mark.parametrize("assignors", [["range"], ["cooperative-sticky"]])
+async def test_a_dropped_member_loses_its_partitions_without_revoking(
+    assignors: list[str],
+) -> None:
+    cluster = _Dropping()
+    calls: list[str] = []
+    joined = asyncio.Event()
+
+    async def revoke(tps: set[TopicPartition] | None) -> None:
+        calls.append("revoke")
+
+    async def assign(tps: list[TopicPartition], new: set[TopicPartition]) -> None:
+        calls.append("assign")
+        joined.set()
+
+    async def lose() -> None:
+        calls.append("lose")
+
+    member = _member(
+        cluster, MemberHooks(revoke, assign, lambda: 0.0, lambda e: None, lose), assignors=assignors
+    )
+    member.subscribe(["t"], None)
+    member.start()
+    await asyncio.wait_for(joined.wait(), 5)
+    joined.clear()
+    cluster.drop = True
+    await asyncio.wait_for(joined.wait(), 5)
+    await member.stop()
+    # lost, not revoked (no commit for partitions that may be another member's), and the
+    # next join claims nothing
+    assert calls[:3] == ["assign", "lose", "assign"]
+    assert cluster.joins[1].owned == [] and cluster.joins[1].generation == -1
