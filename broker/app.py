@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import inspect
 import re
 import ssl
 from collections.abc import Awaitable, Callable
@@ -31,6 +32,7 @@ from broker.coordinator.coordinator import GroupCoordinator
 from broker.coordinator.markers import MarkerWriter
 from broker.coordinator.producer_ids import ProducerIdManager
 from broker.coordinator.transactions import TransactionCoordinator
+from broker.coordinator.verification import TxnVerifier
 from broker.deferred import Deferred
 from broker.dynamic_config import TopicConfigs
 from broker.heap import HeapSettler
@@ -40,7 +42,7 @@ from broker.log.log import wall_clock_ms
 from broker.log.manager import LogManager, TopicPartition
 from broker.metadata import MetadataCache
 from broker.metrics import MetricsServer, Sample, gauge, gc_samples
-from broker.network import PeerConnection, PeerError
+from broker.network import PeerConnection, PeerError, PeerPool
 from broker.quotas import QuotaManager
 from broker.registration import BrokerRegistrar, get_or_create_cluster_id
 from broker.replica.isr import IsrUpdater
@@ -167,6 +169,7 @@ class Broker:
         self._cleaner: LogCleaner | None = None
         self._producer_ids: ProducerIdManager | None = None
         self._transactions: TransactionCoordinator | None = None
+        self._peers: PeerPool | None = None  # markers, and KIP-890's checks
         self._rebalancing: asyncio.Task[None] | None = None
         self.metrics_port = -1
         self._stopping = False
@@ -181,6 +184,11 @@ class Broker:
         server_tls, self._peer_tls = tls.contexts(cfg)  # a bad keystore stops us here
         self._peer_login = sasl.peer_login(cfg)  # as does a bad JAAS line
         sasl.sasl_listeners(cfg, None)
+        peers = self._peers = PeerPool(
+            lambda broker: self.metadata.address(broker, cfg.inter_broker_listener),
+            tls=self._peer_tls,
+            login=self._peer_login,
+        )
         self._zk = ZkBridge(
             cfg["zookeeper.connect"], session_timeout_ms=cfg["zookeeper.session.timeout.ms"]
         )
@@ -235,17 +243,18 @@ class Broker:
             self._replicas,
             self._admin,
             producer_ids=self._producer_ids,
-            markers=MarkerWriter(
-                self.broker_id,
-                self.metadata,
-                self._replicas,
-                listener=cfg.inter_broker_listener,
-                tls=self._peer_tls,
-                login=self._peer_login,
-            ),
+            markers=MarkerWriter(self.broker_id, self.metadata, self._replicas, peers),
             authorizer=self._acl,
         )
         self._transactions.start()
+        if cfg["transaction.partition.verification.enable"]:
+            self._replicas.txn_verify = TxnVerifier(
+                self.broker_id,
+                self.metadata,
+                peers,
+                lambda: int(self.config["transaction.state.log.num.partitions"]),
+                self._transactions.verify_partitions,
+            ).verify
         await self._listen(protocols, server_tls)
         advertised = self._advertised()
         host, port = advertised[cfg.inter_broker_listener]
@@ -312,6 +321,8 @@ class Broker:
         ):
             if part is not None:
                 await part.stop()
+        if self._peers is not None:
+            self._peers.close()
         if self._controller is not None and self._controller.active:
             await self._controller.drain(_ZK_STOP_STEP_S if zk_up else 0.5)
         # ZooKeeper may be gone: its steps are bounded, and the data is closed regardless
@@ -411,31 +422,7 @@ class Broker:
 
         fetch = _fetch_within_quotas(replicas, quotas)
 
-        def produce(header: RequestHeader, request: ProduceRequest) -> Any:
-            # not async: acks=0/1 is answered in the loop iteration that read it (acks=all
-            # returns a Deferred, answered from the fetch that moves the high watermark)
-            txn_id = request.transactional_id
-            if txn_id is not None and not acl.allowed(
-                Operation.WRITE, ResourceType.TRANSACTIONAL_ID, txn_id
-            ):
-                raise transactional_id_not_authorized(txn_id, Operation.WRITE)
-            response = replicas.produce(request)
-            throttle = (
-                quotas.record("producer_byte_rate", _produced_bytes(request))
-                if quotas.active
-                else 0
-            )
-            if throttle:
-                _throttle(response, throttle)
-            if request.acks != 0:
-                return response
-            if throttle:  # no answer to carry it: the connection is muted all the same
-                MUTE.get()(throttle)
-            assert isinstance(response, ProduceResponse)  # acks=0 never waits
-            failed = [p for t in response.topics for p in t.partitions if p.error_code]
-            if failed:  # no answer to carry the error: closing is how the client learns
-                raise CloseConnection(f"acks=0 produce failed: {failed[0].error_message}")
-            return None
+        produce = _produce_handler(replicas, quotas, acl)
 
         return {
             ApiKey.PRODUCE: produce,
@@ -1016,6 +1003,46 @@ def _fetched_bytes(response: FetchResponse) -> int:
             if records is not None:
                 total += records.size if isinstance(records, FileRegion) else len(records)
     return total
+
+
+def _produce_handler(
+    replicas: ReplicaManager, quotas: QuotaManager, acl: Authorizer
+) -> Callable[[RequestHeader, ProduceRequest], Any]:
+    """The Produce handler: Write on a transactional id, the producer's quota, acks=0."""
+
+    def produce(header: RequestHeader, request: ProduceRequest) -> Any:
+        # not async: acks=0/1 is answered in the loop iteration that read it (acks=all
+        # returns a Deferred, answered from the fetch that moves the high watermark)
+        txn_id = request.transactional_id
+        if txn_id is not None and not acl.allowed(
+            Operation.WRITE, ResourceType.TRANSACTIONAL_ID, txn_id
+        ):
+            raise transactional_id_not_authorized(txn_id, Operation.WRITE)
+        response = replicas.produce(request)
+        if inspect.isawaitable(response) and not isinstance(response, Deferred):
+            return _after(response, request)  # checked with a coordinator (KIP-890)
+        return answer(response, request)
+
+    async def _after(pending: Awaitable[ProduceResponse], request: ProduceRequest) -> Any:
+        return answer(await pending, request)
+
+    def answer(response: Any, request: ProduceRequest) -> Any:
+        throttle = (
+            quotas.record("producer_byte_rate", _produced_bytes(request)) if quotas.active else 0
+        )
+        if throttle:
+            _throttle(response, throttle)
+        if request.acks != 0:
+            return response
+        if throttle:  # no answer to carry it: the connection is muted all the same
+            MUTE.get()(throttle)
+        assert isinstance(response, ProduceResponse)  # acks=0 never waits
+        failed = [p for t in response.topics for p in t.partitions if p.error_code]
+        if failed:  # no answer to carry the error: closing is how the client learns
+            raise CloseConnection(f"acks=0 produce failed: {failed[0].error_message}")
+        return None
+
+    return produce
 
 
 def _fetch_within_quotas(

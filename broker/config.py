@@ -640,6 +640,13 @@ SETTINGS: tuple[Setting, ...] = (
         1,
     ),
     Setting(
+        "transaction.partition.verification.enable",
+        bool,
+        True,
+        "Check a transaction's first batch in a partition with its coordinator (KIP-890): "
+        "a late produce cannot open a transaction no marker ends.",
+    ),
+    Setting(
         "transactional.id.expiration.ms",
         int,
         604_800_000,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +31,7 @@ from protocol.errors import HeadwaterError, MalformedFrameError, MalformedMessag
 from protocol.framing import LENGTH_SIZE, parse_response_header
 from protocol.sasl import SaslError, ScramClient, plain_message
 
-__all__ = ["PeerConnection", "PeerError", "PeerLogin"]
+__all__ = ["PeerConnection", "PeerError", "PeerLogin", "PeerPool"]
 
 _MAX_RESPONSE_BYTES = 100 * 1024 * 1024
 
@@ -143,6 +144,44 @@ class PeerConnection:
         if self._writer is not None:
             self._writer.close()
         self._reader = self._writer = None
+
+
+class PeerPool:
+    """One connection per peer broker, shared by its callers and used by one request at
+    a time (the transaction coordinator's marker writes and the partition leaders'
+    transaction checks, KIP-890)."""
+
+    def __init__(
+        self,
+        address_of: Callable[[int], tuple[str, int] | None],
+        *,
+        request_timeout_ms: int = 30_000,
+        tls: ssl.SSLContext | None = None,
+        login: PeerLogin | None = None,
+    ) -> None:
+        self._address_of = address_of  # a broker's inter-broker listener, if known
+        self._timeout_ms = request_timeout_ms
+        self._tls = tls
+        self._login = login
+        self._peers: dict[tuple[str, int], tuple[PeerConnection, asyncio.Lock]] = {}
+
+    async def request(self, broker_id: int, api_key: ApiKey, request: Request) -> Any:
+        address = self._address_of(broker_id)
+        if address is None:
+            raise PeerError(f"broker {broker_id} has no inter-broker listener known")
+        peer = self._peers.get(address)
+        if peer is None:
+            connection = PeerConnection(
+                *address, request_timeout_ms=self._timeout_ms, tls=self._tls, login=self._login
+            )
+            peer = self._peers[address] = (connection, asyncio.Lock())
+        async with peer[1]:
+            return await peer[0].request(api_key, request)
+
+    def close(self) -> None:
+        for peer, _ in self._peers.values():
+            peer.close()
+        self._peers.clear()
 
 
 def _check(response: Any, what: str) -> None:

@@ -1263,6 +1263,10 @@ class AddPartitionsToTxnRequest(Request):
     producer_id: int
     producer_epoch: int
     topics: list[AddPartitionsToTxnTopic] = field(default_factory=list)
+    verify_only: bool = field(False, since=1)
+    """KIP-890: a partition leader asks whether the partitions are in the producer's
+    ongoing transaction, adding nothing (brokers only: ClusterAction). Kafka's v4 batches
+    several transactions per request; a leader here asks for one produce's at a time."""
 
 
 @dataclass(slots=True, kw_only=True)
@@ -1936,7 +1940,7 @@ APIS = _apis(
     Api(ApiKey.LEAVE_GROUP, 0, 0, LeaveGroupRequest, LeaveGroupResponse),
     Api(ApiKey.LIST_GROUPS, 0, 0, ListGroupsRequest, ListGroupsResponse),
     Api(ApiKey.INIT_PRODUCER_ID, 0, 0, InitProducerIdRequest, InitProducerIdResponse),
-    Api(ApiKey.ADD_PARTITIONS_TO_TXN, 0, 0, AddPartitionsToTxnRequest, AddPartitionsToTxnResponse),
+    Api(ApiKey.ADD_PARTITIONS_TO_TXN, 0, 1, AddPartitionsToTxnRequest, AddPartitionsToTxnResponse),
     Api(ApiKey.ADD_OFFSETS_TO_TXN, 0, 0, AddOffsetsToTxnRequest, AddOffsetsToTxnResponse),
     Api(ApiKey.END_TXN, 0, 0, EndTxnRequest, EndTxnResponse),
     Api(ApiKey.WRITE_TXN_MARKERS, 0, 0, WriteTxnMarkersRequest, WriteTxnMarkersResponse),

@@ -12,13 +12,12 @@ as Kafka abandons it. A leader that is this broker is called directly.
 from __future__ import annotations
 
 import asyncio
-import ssl
 from collections.abc import Callable
 
 import structlog
 
 from broker.metadata import MetadataCache
-from broker.network import PeerConnection, PeerError, PeerLogin
+from broker.network import PeerError, PeerPool
 from broker.replica.manager import ReplicaManager
 from protocol.apis import (
     ApiKey,
@@ -50,28 +49,16 @@ class MarkerWriter:
         broker_id: int,
         metadata: MetadataCache,
         replicas: ReplicaManager,
+        peers: PeerPool,
         *,
-        listener: str,
-        tls: ssl.SSLContext | None = None,
-        login: PeerLogin | None = None,
         retry_backoff_ms: int = 100,
-        request_timeout_ms: int = 30_000,
     ) -> None:
         self.broker_id = broker_id
         self._metadata = metadata
         self._replicas = replicas
-        self._listener = listener
-        self._tls = tls
-        self._login = login
+        self._peers = peers
         self._backoff_s = retry_backoff_ms / 1000
-        self._timeout_ms = request_timeout_ms
-        self._peers: dict[tuple[str, int], tuple[PeerConnection, asyncio.Lock]] = {}
         self._log = structlog.get_logger("headwater.txn_markers").bind(broker_id=broker_id)
-
-    def close(self) -> None:
-        for peer, _ in self._peers.values():
-            peer.close()
-        self._peers.clear()
 
     async def write(
         self,
@@ -160,17 +147,7 @@ class MarkerWriter:
     ) -> WriteTxnMarkersResponse:
         if leader == self.broker_id:
             return await self._replicas.write_txn_markers(request)
-        address = self._metadata.address(leader, self._listener)
-        if address is None:
-            raise PeerError(f"broker {leader} has no {self._listener} listener known")
-        peer = self._peers.get(address)
-        if peer is None:
-            connection = PeerConnection(
-                *address, request_timeout_ms=self._timeout_ms, tls=self._tls, login=self._login
-            )
-            peer = self._peers[address] = (connection, asyncio.Lock())
-        async with peer[1]:  # one request at a time per connection
-            response: WriteTxnMarkersResponse = await peer[0].request(
-                ApiKey.WRITE_TXN_MARKERS, request
-            )
-            return response
+        response: WriteTxnMarkersResponse = await self._peers.request(
+            leader, ApiKey.WRITE_TXN_MARKERS, request
+        )
+        return response

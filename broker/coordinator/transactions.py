@@ -187,7 +187,6 @@ class TransactionCoordinator:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        self._markers.close()
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
@@ -406,6 +405,9 @@ class TransactionCoordinator:
         self, request: AddPartitionsToTxnRequest
     ) -> AddPartitionsToTxnResponse:
         wanted = [(t.name, p) for t in request.topics for p in t.partitions]
+        if request.verify_only:  # from another broker's partition leader
+            self._acl.check_cluster(Operation.CLUSTER_ACTION, "verify a transaction's partitions")
+            return await self.verify_partitions(request)
         try:
             self._check_id(request.transactional_id)
             refused = self._refused(wanted)
@@ -424,19 +426,39 @@ class TransactionCoordinator:
                     "another partition of the request was refused: nothing was added"
                 )
                 refused = {tp: refused.get(tp, not_tried) for tp in wanted}
-        results: dict[str, list[AddPartitionsToTxnPartitionResult]] = {}
-        for topic, partition in wanted:
-            error = refused.get((topic, partition))
-            results.setdefault(topic, []).append(
-                AddPartitionsToTxnPartitionResult(
-                    partition_index=partition,
-                    error_code=0 if error is None else error.code,
-                    error_message=None if error is None else error.message,
-                )
+        return _results(wanted, refused)
+
+    async def verify_partitions(
+        self, request: AddPartitionsToTxnRequest
+    ) -> AddPartitionsToTxnResponse:
+        """KIP-890: which of the request's partitions are not in the producer's ongoing
+        transaction. A partition leader asks before it appends a transaction's first batch
+        there, so a produce request it reads late (after the transaction ended) cannot
+        open one that no marker will end. Adds nothing. Called directly by this broker's
+        own partition leaders (the produce's principal is not the one asking)."""
+        wanted = [(t.name, p) for t in request.topics for p in t.partitions]
+        return _results(wanted, self._unverified(request, wanted))
+
+    def _unverified(
+        self, request: AddPartitionsToTxnRequest, wanted: list[tuple[str, int]]
+    ) -> dict[tuple[str, int], ApiError]:
+        txn_id = request.transactional_id
+        try:
+            _, _, meta = self._producer(txn_id, request.producer_id, request.producer_epoch)
+        except ApiError as exc:
+            return dict.fromkeys(wanted, exc)
+        if meta.state == TxnState.ONGOING:
+            missing = [tp for tp in wanted if tp not in meta.partitions]
+        else:
+            missing = wanted
+        return {
+            tp: InvalidTxnStateError(
+                f"{tp[0]}-{tp[1]} is not in an ongoing transaction of transactional id "
+                f"{txn_id!r} (producer {meta.producer_id} epoch {meta.producer_epoch}, "
+                f"{meta.state.name}): a batch sent after its transaction ended is refused"
             )
-        return AddPartitionsToTxnResponse(
-            results=[AddPartitionsToTxnTopicResult(name=t, results=r) for t, r in results.items()]
-        )
+            for tp in missing
+        }
 
     def _refused(self, wanted: list[tuple[str, int]]) -> dict[tuple[str, int], ApiError]:
         """The partitions that cannot be in a transaction: not writable, not there."""
@@ -802,6 +824,24 @@ def _copy(meta: TxnMetadata) -> TxnMetadata:
         meta.last_update_ms,
         meta.start_ms,
         meta.last_producer_epoch,
+    )
+
+
+def _results(
+    wanted: list[tuple[str, int]], refused: dict[tuple[str, int], ApiError]
+) -> AddPartitionsToTxnResponse:
+    results: dict[str, list[AddPartitionsToTxnPartitionResult]] = {}
+    for topic, partition in wanted:
+        error = refused.get((topic, partition))
+        results.setdefault(topic, []).append(
+            AddPartitionsToTxnPartitionResult(
+                partition_index=partition,
+                error_code=0 if error is None else error.code,
+                error_message=None if error is None else error.message,
+            )
+        )
+    return AddPartitionsToTxnResponse(
+        results=[AddPartitionsToTxnTopicResult(name=t, results=r) for t, r in results.items()]
     )
 
 

@@ -159,6 +159,7 @@ class ProducerState:
         self._oldest_known = True
         self.unreplicated: list[CompletedTxn] = []
         """Transactions ended by a marker the high watermark has not passed yet."""
+        self._markers: dict[int, int] = {}  # never reset: see markers_seen
 
     # --- the checks and the updates ------------------------------------------------------
 
@@ -281,6 +282,7 @@ class ProducerState:
         )
         if self.ongoing.pop(pid, None) is not None:
             self._oldest_known = False
+        self._markers[pid] = self._markers.get(pid, 0) + 1
         completed = CompletedTxn(
             pid, txn_first if txn_first >= 0 else offset, offset, batch.marker == 0
         )
@@ -339,6 +341,13 @@ class ProducerState:
         """Producer id -> the last offset of its last batch."""
         return {pid: p[2][-1][3] for pid, p in self.producers.items() if p[2]}
 
+    def markers_seen(self, producer_id: int) -> int:
+        """How many markers of the producer this state has taken (a count that only grows,
+        also over a reload, which replays markers again): a partition leader that verified
+        a transactional batch with the coordinator (KIP-890) appends it only if no marker
+        came meanwhile."""
+        return self._markers.get(producer_id, 0)
+
     def epochs_without_batches(self) -> dict[int, int]:
         """Producer id -> epoch, of the producers known with no batch (a marker that bumped
         the epoch, as a coordinator's abort does, left them so)."""
@@ -354,6 +363,7 @@ class ProducerState:
         ]
         for pid in expired:
             del self.producers[pid]
+            self._markers.pop(pid, None)
         return len(expired)
 
     def replay(

@@ -99,6 +99,7 @@ from protocol.errors import (
     FencedLeaderEpochError,
     InvalidRecordError,
     InvalidRequiredAcksError,
+    InvalidTxnStateError,
     KafkaStorageError,
     NotEnoughReplicasAfterAppendError,
     NotEnoughReplicasError,
@@ -111,6 +112,7 @@ from protocol.errors import (
     UnknownLeaderEpochError,
     UnknownTopicOrPartitionError,
 )
+from protocol.records.batch import HEADER_SIZE, read_header
 from protocol.records.transform import rewrite_for_append, topic_codec
 
 __all__ = ["ReplicaManager"]
@@ -118,6 +120,9 @@ __all__ = ["ReplicaManager"]
 Buffer = bytes | bytearray | memoryview
 ConfigLoader = Callable[[str], Awaitable[LogConfig]]
 """The log config of a topic: broker defaults with the topic's overrides."""
+TxnVerify = Callable[[str, int, int, list[tuple[str, int]]], Awaitable[dict[Any, ApiError]]]
+"""(transactional id, producer id, epoch, partitions) -> the partitions to refuse, each
+with its error (:class:`broker.coordinator.verification.TxnVerifier`)."""
 
 _ROLES_PER_LINE = 1000  # partitions per "partition.roles" log line
 
@@ -192,6 +197,26 @@ class _Wait:
     result: ProducePartitionResponse | WritableTxnMarkerPartitionResult
     partition: Partition
     waiter: HighWatermarkWaiter | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Guard:
+    """What a partition knew of a producer when its batch went to be checked (Kafka's
+    VerificationGuard): the batch goes in only if no marker of the producer came since
+    (the transaction it was checked against is then over) and the log is the same one."""
+
+    producer_id: int
+    epoch: int
+    log: Log
+    truncations: int
+    markers: int
+
+    def holds(self) -> bool:
+        log = self.log
+        return (
+            log.truncations == self.truncations
+            and log.producers.markers_seen(self.producer_id) == self.markers
+        )
 
 
 class _DelayedProduce:
@@ -324,6 +349,9 @@ class ReplicaManager:
         """Parked fetches by partition (a dict: wakes go in the order they parked)."""
         self.parked_fetches = 0
         self.delayed_produces: set[_DelayedProduce] = set()
+        self.txn_verify: TxnVerify | None = None
+        """KIP-890's check of a transaction's first batch in a partition (set by the app
+        when ``transaction.partition.verification.enable``)."""
         """acks=all produces waiting for their replicas (Kafka's produce purgatory)."""
         self._woken: dict[_DelayedFetch, None] = {}
         """Parked fetches to try again at the loop's next pass (see :meth:`_wake`)."""
@@ -602,12 +630,90 @@ class ReplicaManager:
 
     # --- produce ------------------------------------------------------------------------
 
-    def produce(self, request: ProduceRequest) -> ProduceResponse | Deferred[ProduceResponse]:
+    def produce(
+        self, request: ProduceRequest
+    ) -> ProduceResponse | Deferred[ProduceResponse] | Awaitable[ProduceResponse]:
         """Append now; the response at once, or (acks=all) a Deferred answered from the
         call that moves the last high watermark it waits for. Not a coroutine: an
         acks=0/1 produce is answered in the loop iteration that read it, right after the
-        fetches its appends satisfy (up to :data:`WOKEN_FIRST` of them)."""
+        fetches its appends satisfy (up to :data:`WOKEN_FIRST` of them). The exception: a
+        transaction's first batch in a partition, checked with its coordinator first
+        (KIP-890, :attr:`txn_verify`), returns a coroutine."""
         self.produce_requests.inc()
+        if request.transactional_id is not None and self.txn_verify is not None:
+            unverified = self._unverified(request)
+            if unverified:
+                return self._produce_verified(request, request.transactional_id, unverified)
+        return self._produce(request, None)
+
+    def _unverified(self, request: ProduceRequest) -> dict[tuple[str, int], _Guard]:
+        """The partitions where the request's batch would begin a transaction: a
+        transactional batch whose producer has none open there (its first batch's header
+        says; O(partitions))."""
+        found: dict[tuple[str, int], _Guard] = {}
+        for topic in request.topics:
+            for p in topic.partitions:
+                records = p.records
+                if not isinstance(records, bytes | bytearray | memoryview):
+                    continue
+                if len(records) < HEADER_SIZE:
+                    continue  # the append's own checks answer it
+                header = read_header(records)
+                if not header.is_transactional or header.is_control or header.producer_id < 0:
+                    continue
+                partition = self.partitions.get(TopicPartition(topic.name, p.index))
+                if partition is None or not partition.is_leader:
+                    continue
+                log = partition.log
+                if header.producer_id in log.producers.ongoing:
+                    continue
+                found[(topic.name, p.index)] = _Guard(
+                    header.producer_id,
+                    header.producer_epoch,
+                    log,
+                    log.truncations,
+                    log.producers.markers_seen(header.producer_id),
+                )
+        return found
+
+    async def _produce_verified(
+        self, request: ProduceRequest, txn_id: str, unverified: dict[tuple[str, int], _Guard]
+    ) -> ProduceResponse:
+        assert self.txn_verify is not None
+        by_producer: dict[tuple[int, int], list[tuple[str, int]]] = {}
+        for tp, guard in unverified.items():
+            by_producer.setdefault((guard.producer_id, guard.epoch), []).append(tp)
+        refused: dict[tuple[str, int], ApiError] = {}
+        for (pid, epoch), tps in by_producer.items():
+            try:
+                refused.update(await self.txn_verify(txn_id, pid, epoch, tps))
+            except Exception as exc:  # a bug must not take the produce path down
+                self._log.exception("txn.verify_failed", transactional_id=txn_id)
+                refused.update(
+                    dict.fromkeys(tps, NotEnoughReplicasError(f"could not verify: {exc}"))
+                )
+        for tp, guard in unverified.items():
+            if tp not in refused and not guard.holds():
+                refused[tp] = InvalidTxnStateError(
+                    f"a marker of producer {guard.producer_id} reached {tp[0]}-{tp[1]} while "
+                    "its batch was being checked with the coordinator: the transaction it "
+                    "belonged to is over"
+                )
+        if refused:
+            self._log.info(
+                "txn.batches_refused",
+                transactional_id=txn_id,
+                partitions=sorted(f"{t}-{p}" for t, p in refused),
+                error=next(iter(refused.values())).name,
+            )
+        answer = self._produce(request, refused)
+        if isinstance(answer, Deferred):
+            return await answer
+        return answer
+
+    def _produce(
+        self, request: ProduceRequest, refused: dict[tuple[str, int], ApiError] | None
+    ) -> ProduceResponse | Deferred[ProduceResponse]:
         topics = []
         waits: list[tuple[ProducePartitionResponse, Partition, int]] = []
         for topic in request.topics:
@@ -621,6 +727,8 @@ class ReplicaManager:
                         raise InvalidRequiredAcksError(
                             f"acks={request.acks} is not one of 0, 1, -1 (all)"
                         )
+                    if refused and (error := refused.get((topic.name, p.index))) is not None:
+                        raise error
                     result, partition, end = self._append(
                         topic.name, p.index, p.records, request.acks
                     )

@@ -33,7 +33,12 @@ from protocol.apis import (
     WriteTxnMarkersRequest,
     WriteTxnMarkersResponse,
 )
-from protocol.errors import IllegalGenerationError, ProducerFencedError, UnknownProducerIdError
+from protocol.errors import (
+    IllegalGenerationError,
+    InvalidTxnStateError,
+    ProducerFencedError,
+    UnknownProducerIdError,
+)
 from protocol.records import encode_batch
 from protocol.records.control import encode_end_txn_marker
 from tests.integration.conftest import Cluster, module_cluster
@@ -596,3 +601,51 @@ async def test_a_zombie_members_offsets_are_refused_with_its_old_generation(
         assert await first.committed(tp) == 1  # stable: waits for the marker (KIP-447)
     finally:
         await asyncio.gather(first.stop(), second.stop())
+
+
+async def test_a_produce_read_after_its_transaction_ended_is_refused(cluster: Cluster) -> None:
+    """KIP-890: the partition leader checks a transaction's first batch there with the
+    coordinator. A batch of a transaction that was already aborted (a produce held up in
+    the network, or retried late) is refused with INVALID_TXN_STATE instead of opening a
+    transaction no marker would end; the producer's next transaction goes on."""
+    topic = "txn-late"
+    await _topic(cluster, topic, 1)
+    tp = TopicPartition(topic, 0)
+    async with _producer(cluster, "late") as producer:
+        producer.begin_transaction()
+        await producer.send_and_wait(topic, b"aborted", partition=0)
+        await producer.abort_transaction()
+        accumulator = producer._accumulator
+        pid, epoch = accumulator.producer_id, accumulator.producer_epoch
+        late = encode_batch(
+            [(None, b"late", None, None)],
+            producer_id=pid,
+            producer_epoch=epoch,
+            base_sequence=1,  # the next in line: only the transaction check stops it
+            is_transactional=True,
+        )
+        raw = await _raw(cluster.bootstrap)
+        try:
+            await raw.refresh_new(topic)
+            leader = raw.leader_for(tp)
+            assert leader is not None
+            request = ProduceRequest(
+                transactional_id="late",
+                acks=-1,
+                timeout_ms=10_000,
+                topics=[
+                    ProduceTopic(name=topic, partitions=[ProducePartition(index=0, records=late)])
+                ],
+            )
+            answer: ProduceResponse = await raw.send(leader, ApiKey.PRODUCE, request)
+            (result,) = answer.topics[0].partitions
+            assert result.error_code == InvalidTxnStateError.code, result
+            assert "not in an ongoing transaction" in (result.error_message or "")
+        finally:
+            await raw.close()
+        assert await _stable(cluster, tp)  # nothing was opened
+        async with producer.transaction():  # the producer goes on
+            await producer.send(topic, b"committed", partition=0)
+    assert await _committed_values(cluster, topic, 1) == [b"committed"]
+    found = _command(cluster, "find-hanging", "--topic", topic, "--max-transaction-timeout", "0")
+    assert found.returncode == 0 and len(found.stdout.splitlines()) <= 1, found
