@@ -31,6 +31,7 @@ import contextlib
 import logging
 import ssl
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextvars import ContextVar
 from types import TracebackType
@@ -226,6 +227,7 @@ class Consumer:
         self._last_poll = time.monotonic()
         self._polling = 0
         self._commit_lock = asyncio.Lock()
+        self._commit_order = _CommitOrder()
         self._auto_committer: asyncio.Task[None] | None = None
         self._fetcher: asyncio.Task[None] | None = None
         self._fetches: dict[int, asyncio.Task[None] | None] = {}
@@ -425,22 +427,24 @@ class Consumer:
         self._wake()
 
     async def _lost(self) -> None:
-        """The group dropped this member: its partitions go at once, uncommitted (another
-        member may own them already), then the user hears of it."""
+        """The group dropped this member: nothing more of its partitions is handed out
+        and nothing is committed (another member may own them already; a commit would be
+        refused for want of a generation); the user hears of it while their positions can
+        still be read (Kafka's order), then they go."""
         lost = self.assignment()
-        self._subscription.assign([])
-        self._wake()
-        if self._listener is None or not lost:
-            return
         self._holding = True
         token = _IN_REBALANCE.set(True)
         try:
-            await self._listener.on_partitions_lost(lost)
-        except Exception:
-            _log.exception("on_partitions_lost raised; the rebalance goes on")
+            if self._listener is not None and lost:
+                try:
+                    await self._listener.on_partitions_lost(lost)
+                except Exception:
+                    _log.exception("on_partitions_lost raised; the rebalance goes on")
+            self._subscription.assign([])
         finally:
             _IN_REBALANCE.reset(token)
             self._holding = False
+        self._wake()
 
     async def _assigned(self, tps: list[TopicPartition], added: set[TopicPartition]) -> None:
         self._subscription.assign(tps)
@@ -484,12 +488,17 @@ class Consumer:
         if not offsets:
             return
         wanted = {TopicPartition(*tp): o for tp, o in offsets.items()}
+        mine = self._commit_order.begin()
         deadline: float | None = None
         while True:
             member = self._member if self._subscribed else None
             try:
                 async with self._commit_lock:  # one at a time: a retry never goes backwards
+                    wanted = self._commit_order.not_overtaken(wanted, mine)
+                    if not wanted:
+                        return
                     await self._commit_once(group, member, wanted)
+                    self._commit_order.written(wanted, mine)
                 return
             except CommitFailedError as failed:
                 assert member is not None
@@ -1271,6 +1280,29 @@ _STALE_MEMBER = (
     RebalanceInProgressError,
     FencedInstanceIdError,
 )
+
+
+class _CommitOrder:
+    """Numbers the commit() calls, and remembers per partition the latest that wrote it:
+    a call retried after a rebalance (cooperative) skips the partitions a call begun
+    after it wrote meanwhile, so a committed offset never goes back to an older one."""
+
+    def __init__(self) -> None:
+        self._calls = 0
+        self._latest: defaultdict[TopicPartition, int] = defaultdict(int)
+
+    def begin(self) -> int:
+        self._calls += 1
+        return self._calls
+
+    def not_overtaken(
+        self, wanted: dict[TopicPartition, int], call: int
+    ) -> dict[TopicPartition, int]:
+        return {tp: o for tp, o in wanted.items() if self._latest[tp] < call}
+
+    def written(self, offsets: dict[TopicPartition, int], call: int) -> None:
+        for tp in offsets:
+            self._latest[tp] = max(self._latest[tp], call)
 
 
 def _strategies(value: str | Sequence[str]) -> list[str]:

@@ -213,7 +213,8 @@ class GroupMember:
         self._wake.set()
 
     async def wait_settled(self, timeout_s: float) -> bool:
-        """Wait until the member has joined a generation and no rejoin is pending."""
+        """Wait until the member has joined a generation and no rejoin is pending (or
+        stopped, or failed: then False at once)."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._settled.wait(), timeout_s)
         return self.stable
@@ -245,6 +246,7 @@ class GroupMember:
         await self._give_up_all()
         await self._leave("the consumer is closing")
         self._left_for_poll = False
+        self._settled.set()  # a commit waiting for the rebalance: there is none now
 
     # --- the task --------------------------------------------------------------------------
 
@@ -274,6 +276,8 @@ class GroupMember:
                 raise
             except _Fatal as fatal:
                 self._hooks.fail(fatal.error)
+                self.generation_id = -1
+                self._settled.set()  # nothing waits on a member that gave up
                 return
             except Exception:  # never a silent stop: log, back off, go on
                 _log.exception("group %r: the membership task failed; it retries", self.group_id)
@@ -399,11 +403,10 @@ class GroupMember:
 
     async def _join_group(self) -> JoinGroupResponse:
         topics = await self._subscribed_topics()
-        subscription = Subscription(
-            sorted(topics), None, list(self.assignment), self._owned_generation
-        )
-        metadata = encode_subscription(subscription)
-        protocols = [JoinGroupRequestProtocol(name=n, metadata=metadata) for n in self.assignors]
+        protocols = [
+            JoinGroupRequestProtocol(name=name, metadata=self._subscription(sorted(topics), name))
+            for name in self.assignors
+        ]
         request = JoinGroupRequest(
             group_id=self.group_id,
             session_timeout_ms=self.session_timeout_ms,
@@ -419,6 +422,19 @@ class GroupMember:
         self.member_id = response.member_id
         self.generation_id = response.generation_id
         return response
+
+    def _subscription(self, topics: list[str], assignor: str) -> bytes:
+        """Our subscription for ``assignor``, with the partitions we claim to own. A
+        cooperative member claims what it holds. An eager one has given everything up:
+        for a cooperative assignor it claims nothing (as Kafka's), since that assignor
+        gives nobody a partition another member claims, and nothing would hand over a
+        partition it claimed and no longer holds; for ``sticky`` it names what it had, so
+        the assignment stays where it was."""
+        if self.cooperative:
+            owned = list(self.assignment) if self._holds_assignment else []
+        else:
+            owned = [] if assignor in COOPERATIVE else list(self.assignment)
+        return encode_subscription(Subscription(topics, None, owned, self._owned_generation))
 
     async def _assign(self, joined: JoinGroupResponse) -> list[SyncGroupRequestAssignment]:
         """The leader's work: every member's share, by the strategy the group chose."""

@@ -600,3 +600,29 @@ async def _produce_slowly(cluster: Cluster, count: int) -> None:
             if i % 10 == 9:
                 await asyncio.sleep(0.01)
         await asyncio.gather(*futures)
+
+
+async def test_the_rolling_upgrades_first_step_shares_every_partition(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    """README: the move to cooperative-sticky starts with members offering it beside
+    range. They are still eager (range does not support the cooperative protocol) and the
+    group picks cooperative-sticky: a member joining gets its share at once, nothing is
+    left unowned (found in review: an eager member's claims held partitions back)."""
+    cluster = make_cluster(3, GROUP_BROKER)
+    await _topic(cluster, "jobs", 6)
+    every = {TopicPartition("jobs", p) for p in range(6)}
+    settings = {"partition_assignment_strategy": ["cooperative-sticky", "range"]}
+    a = await Worker(cluster.bootstrap, "workers", ["jobs"], **settings).start()
+    b: Worker | None = None
+    try:
+        await wait_for(lambda: a.owned == every, what="a owns all six")
+        b = await Worker(cluster.bootstrap, "workers", ["jobs"], **settings).start()
+        await wait_for(lambda: _balanced([a, b], 6), 20, what="three partitions each")
+        async with Admin(bootstrap_servers=cluster.bootstrap) as admin:
+            (described,) = await admin.describe_groups(["workers"])
+        assert described.strategy == "cooperative-sticky"
+    finally:
+        await a.stop()
+        if b is not None:
+            await b.stop()

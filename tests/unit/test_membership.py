@@ -179,13 +179,14 @@ class _Cooperative(_Cluster):
             return await super().send(node, key, request, **kw)
         self.calls.append((key, -1))
         self.events.append("join")
-        (mine,) = {p.metadata for p in request.protocols}
+        chosen = request.protocols[0]  # the group agrees on our first preference
+        mine = chosen.metadata
         self.joins.append(decode_subscription(mine))
         theirs = encode_subscription(Subscription(["t"]))
         return JoinGroupResponse(
             generation_id=len(self.joins),
             protocol_type="consumer",
-            protocol_name="cooperative-sticky",
+            protocol_name=chosen.name,
             leader="me",
             member_id="me",
             members=[
