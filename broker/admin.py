@@ -27,7 +27,6 @@ import structlog
 from broker.authorizer import Authorizer, topic_not_authorized
 from broker.config import TOPIC_CONFIG_SYNONYMS, BrokerConfig, is_secret
 from broker.controller.assignment import assign_replicas
-from broker.coordinator.offsets import OFFSETS_TOPIC
 from broker.log import LogConfig
 from broker.metadata import MetadataCache
 from broker.zk import (
@@ -88,6 +87,7 @@ from protocol.errors import (
     TopicDeletionDisabledError,
     UnknownTopicOrPartitionError,
 )
+from protocol.group_log import OFFSETS_TOPIC
 
 __all__ = ["TopicAdmin", "incremental_overrides", "replaced_overrides", "validate_topic_name"]
 

@@ -2373,11 +2373,38 @@ class _ConsumeJob:
 @click.option(
     "--print-data", is_flag=True, help="Each record too: offset, timestamp, key, value, headers."
 )
-def dump_log(paths: tuple[Path, ...], print_data: bool) -> None:
+@click.option(
+    "--offsets-decoder",
+    is_flag=True,
+    help="The records are __consumer_offsets': show committed offsets and groups (implies "
+    "--print-data).",
+)
+@click.option(
+    "--transaction-log-decoder",
+    is_flag=True,
+    help="The records are __transaction_state's: show each transactional id's state "
+    "(implies --print-data).",
+)
+def dump_log(
+    paths: tuple[Path, ...],
+    print_data: bool,
+    offsets_decoder: bool,
+    transaction_log_decoder: bool,
+) -> None:
     """Print what segment files hold: a .log's batches, an .index's or a .timeindex's
     entries, checked against the .log beside them (like kafka-dump-log). Exit code 1 if
     a file is damaged or an index disagrees with its log. Files are only read."""
-    from client.dumplog import DumpError, dump_file  # noqa: PLC0415  (only this command)
+    from client.dumplog import DECODERS, DumpError, dump_file  # noqa: PLC0415  (only this command)
+
+    if offsets_decoder and transaction_log_decoder:
+        raise click.UsageError("--offsets-decoder and --transaction-log-decoder exclude each other")
+    decoder = (
+        DECODERS["offsets"]
+        if offsets_decoder
+        else DECODERS["transaction-log"]
+        if transaction_log_decoder
+        else None
+    )
 
     def emit(line: str) -> None:
         sys.stdout.write(line + "\n")
@@ -2385,7 +2412,7 @@ def dump_log(paths: tuple[Path, ...], print_data: bool) -> None:
     damaged = []
     for path in paths:
         try:
-            if not dump_file(path, emit, print_data=print_data):
+            if not dump_file(path, emit, print_data=print_data, decoder=decoder):
                 damaged.append(str(path))
         except DumpError as exc:
             raise CliError(str(exc)) from None

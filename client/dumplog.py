@@ -6,7 +6,10 @@ of :mod:`protocol.records.files` and the batch codec; never imports the broker.
 
 - ``.log``: one line per batch (offsets, count, position, timestamp, size, codec, CRC
   check, producer fields, flags); with ``print_data`` a line per record under it. A batch
-  whose header or CRC is damaged is reported and the dump stops there.
+  whose header or CRC is damaged is reported and the dump stops there. A decoder reads
+  the records of an internal topic (Kafka's ``--offsets-decoder`` for
+  ``__consumer_offsets``, ``--transaction-log-decoder`` for ``__transaction_state``) and
+  shows them as Kafka's dump does: ``key: offset_commit::group=G,partition=T-P``.
 - ``.index`` / ``.timeindex``: one line per entry, then a check against the ``.log``
   beside it: every offset index entry must point at the start of a batch with that base
   offset; every time index entry must name the base offset of a batch whose maximum
@@ -22,7 +25,20 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
-from protocol.errors import CorruptBatchError, InvalidRecordsError, TruncatedBatchError
+from client.assignors import ProtocolError, decode_assignment
+from protocol.errors import (
+    CorruptBatchError,
+    CorruptMessageError,
+    InvalidRecordsError,
+    TruncatedBatchError,
+)
+from protocol.group_log import (
+    BadRecordError,
+    decode_group_key,
+    decode_group_value,
+    decode_key,
+    decode_value,
+)
 from protocol.records import BatchHeader, Record, decode_batches, read_header, verify_crc
 from protocol.records.batch import HEADER, HEADER_SIZE, LOG_OVERHEAD
 from protocol.records.compaction import delete_horizon_ms
@@ -34,10 +50,14 @@ from protocol.records.files import (
     segment_name,
     time_index_entries,
 )
+from protocol.txn_log import decode_key as decode_txn_key
+from protocol.txn_log import decode_value as decode_txn_value
 
-__all__ = ["DumpError", "dump_file"]
+__all__ = ["DECODERS", "DumpError", "dump_file"]
 
 Emit = Callable[[str], None]
+Decoder = Callable[[Record], tuple[str, str]]
+"""A record of an internal topic -> (key, payload) as text."""
 
 
 class DumpError(Exception):
@@ -49,8 +69,11 @@ class _Batch(NamedTuple):
     data: bytes
 
 
-def dump_file(path: Path, emit: Emit, *, print_data: bool = False) -> bool:
-    """Dump one file through ``emit`` (a line at a time); True if it is sound."""
+def dump_file(
+    path: Path, emit: Emit, *, print_data: bool = False, decoder: Decoder | None = None
+) -> bool:
+    """Dump one file through ``emit`` (a line at a time); True if it is sound. A
+    ``decoder`` (one of :data:`DECODERS`) prints the records, decoded."""
     parsed = parse_segment_file_name(path.name)
     if parsed is None:
         raise DumpError(
@@ -60,7 +83,7 @@ def dump_file(path: Path, emit: Emit, *, print_data: bool = False) -> bool:
         raise DumpError(f"{path}: no such file")
     emit(f"Dumping {path}")
     if parsed.kind == ".log":
-        return _dump_log(path, parsed.base_offset, emit, print_data)
+        return _dump_log(path, parsed.base_offset, emit, print_data, decoder)
     entries = _index_entries(path, parsed.kind, parsed.base_offset)
     log_path = path.with_name(segment_name(parsed.base_offset, ".log") + parsed.state)
     if parsed.kind == ".index":
@@ -97,12 +120,12 @@ def _index_entries(path: Path, kind: str, base: int) -> list[tuple[int, int]]:
 # --- .log ----------------------------------------------------------------------------------
 
 
-def _dump_log(path: Path, base: int, emit: Emit, print_data: bool) -> bool:
+def _dump_log(path: Path, base: int, emit: Emit, print_data: bool, decoder: Decoder | None) -> bool:
     emit(f"Log starting offset: {base}")
     scan = _Scan(path)
     sound = True
     for batch in scan:
-        sound &= _emit_batch(batch, emit, print_data)
+        sound &= _emit_batch(batch, emit, print_data or decoder is not None, decoder)
     if scan.error is not None:
         emit(scan.error)
     return sound and scan.error is None
@@ -158,7 +181,7 @@ class _Scan:
         return _Batch(read_header(data)._replace(position=position), data)  # magic, count
 
 
-def _emit_batch(batch: _Batch, emit: Emit, print_data: bool) -> bool:
+def _emit_batch(batch: _Batch, emit: Emit, print_data: bool, decoder: Decoder | None) -> bool:
     h = batch.header
     valid = True
     try:
@@ -180,11 +203,11 @@ def _emit_batch(batch: _Batch, emit: Emit, print_data: bool) -> bool:
         f"crc: {h.crc} isvalid: {_bool(valid)}"
     )
     if print_data and valid:
-        valid = _emit_records(batch, emit)
+        valid = _emit_records(batch, emit, decoder)
     return valid
 
 
-def _emit_records(batch: _Batch, emit: Emit) -> bool:
+def _emit_records(batch: _Batch, emit: Emit, decoder: Decoder | None) -> bool:
     h = batch.header
     time_type = "LogAppendTime" if h.timestamp_type else "CreateTime"
     try:
@@ -204,8 +227,96 @@ def _emit_records(batch: _Batch, emit: Emit) -> bool:
         if marker is not None:  # Kafka's dump prints a transaction marker so
             emit(f"{head} endTxnMarker: {marker}")
             continue
+        if decoder is not None:
+            key, payload = decoder(r)
+            emit(f"{head} key: {key} payload: {payload}")
+            continue
         emit(f"{head} key: {_text(r.key)} payload: {_text(r.value)}{_headers(r)}")
     return True
+
+
+# --- internal topics' records ----------------------------------------------------------------
+
+_DELETE = "<DELETE>"  # a tombstone, as Kafka's dump prints it
+
+
+def _undecodable(record: Record, why: object) -> tuple[str, str]:
+    return f"{_text(record.key)} (cannot be decoded: {why})", _text(record.value)
+
+
+def _offsets_record(record: Record) -> tuple[str, str]:
+    """A ``__consumer_offsets`` record (Kafka's OffsetsMessageParser)."""
+    if record.key is None:
+        return _undecodable(record, "no key")
+    try:
+        group = decode_group_key(record.key)
+        if group is not None:
+            return _group_record(group, record.value)
+        parsed = decode_key(record.key)
+        if parsed is None:
+            return _undecodable(record, "a key version this build does not know")
+        group, topic, partition = parsed
+        key = f"offset_commit::group={group},partition={topic}-{partition}"
+        if record.value is None:
+            return key, _DELETE
+        offset = decode_value(record.value)
+        return key, (
+            f"offset={offset.offset},leaderEpoch={offset.leader_epoch},"
+            f"metadata={offset.metadata or ''},commitTimestamp={offset.commit_timestamp}"
+        )
+    except (BadRecordError, CorruptMessageError, ValueError) as exc:
+        return _undecodable(record, exc)
+
+
+def _group_record(group: str, value: bytes | None) -> tuple[str, str]:
+    key = f"group_metadata::group={group}"
+    if value is None:
+        return key, _DELETE
+    meta = decode_group_value(value)
+    members = ",".join(
+        f"{m.member_id}={_assigned(meta.protocol_type, m.assignment)}" for m in meta.members
+    )
+    return key, (
+        f"{meta.protocol_type}:{meta.protocol or ''}:{{{members}}}"
+        f" generation={meta.generation} leader={meta.leader or ''}"
+    )
+
+
+def _assigned(protocol_type: str, assignment: bytes) -> str:
+    if protocol_type != "consumer":
+        return f"{len(assignment)} bytes"
+    try:
+        partitions = decode_assignment(assignment).partitions
+    except ProtocolError:
+        return "0x" + assignment.hex()
+    return "[" + ",".join(f"{tp.topic}-{tp.partition}" for tp in partitions) + "]"
+
+
+def _transaction_record(record: Record) -> tuple[str, str]:
+    """A ``__transaction_state`` record (Kafka's TransactionLogMessageParser)."""
+    if record.key is None:
+        return _undecodable(record, "no key")
+    try:
+        txn_id = decode_txn_key(record.key)
+        key = f"transaction_metadata::transactionalId={txn_id}"
+        if record.value is None:
+            return key, _DELETE
+        meta = decode_txn_value(txn_id, record.value)
+    except CorruptMessageError as exc:
+        return _undecodable(record, exc)
+    partitions = ",".join(f"{t}-{p}" for t, p in sorted(meta.partitions))
+    return key, (
+        f"producerId:{meta.producer_id},producerEpoch:{meta.producer_epoch},"
+        f"state={meta.state.title},partitions=[{partitions}],"
+        f"txnLastUpdateTimestamp={meta.last_update_ms},txnTimeoutMs={meta.timeout_ms}"
+    )
+
+
+DECODERS: dict[str, Decoder] = {
+    "offsets": _offsets_record,
+    "transaction-log": _transaction_record,
+}
+"""``headwater dump-log --offsets-decoder`` / ``--transaction-log-decoder``."""
 
 
 def _marker(batch: _Batch) -> str | None:

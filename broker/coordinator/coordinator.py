@@ -59,18 +59,7 @@ from broker.authorizer import (
 )
 from broker.config import BrokerConfig
 from broker.coordinator.group import DEAD, EMPTY, STABLE, Group, Member, Stored
-from broker.coordinator.offsets import (
-    OFFSETS_TOPIC,
-    BadRecordError,
-    GroupMetadata,
-    MemberMetadata,
-    OffsetAndMetadata,
-    OffsetStore,
-    encode_group_key,
-    encode_group_value,
-    encode_key,
-    partition_for,
-)
+from broker.coordinator.offsets import OffsetStore
 from broker.coordinator.placement import coordinator_of, replication_factor
 from broker.log import Log
 from broker.log.manager import TopicPartition
@@ -144,6 +133,17 @@ from protocol.errors import (
     UnknownServerError,
     UnstableOffsetCommitError,
     error_for_code,
+)
+from protocol.group_log import (
+    OFFSETS_TOPIC,
+    BadRecordError,
+    GroupMetadata,
+    MemberMetadata,
+    OffsetAndMetadata,
+    encode_group_key,
+    encode_group_value,
+    encode_key,
+    partition_for,
 )
 from protocol.records import decode_batches, encode_batch
 from protocol.records.control import is_commit

@@ -7,10 +7,10 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from broker.coordinator.offsets import partition_for
 from broker.metadata import MetadataCache
 from protocol.apis import FindCoordinatorResponse
 from protocol.errors import CoordinatorNotAvailableError
+from protocol.group_log import partition_for
 
 __all__ = ["coordinator_of", "replication_factor"]
 

@@ -6,7 +6,7 @@ FindCoordinator of key type 1); that partition's leader is the id's coordinator,
 leader epoch the coordinator epoch its markers carry. It loads the partition when it
 becomes leader (COORDINATOR_LOAD_IN_PROGRESS meanwhile) and forgets it when it stops
 (NOT_COORDINATOR). Every change of an id's state is appended with acks=all before it is
-answered (:mod:`broker.coordinator.txn_log` has the records), so a new coordinator
+answered (:mod:`protocol.txn_log` has the records), so a new coordinator
 resumes where the old one was: a transaction it finds in PrepareCommit or PrepareAbort
 gets its markers written again, and completes.
 
@@ -51,18 +51,8 @@ from broker.authorizer import (
 )
 from broker.config import BrokerConfig
 from broker.coordinator.markers import MarkersFenced, MarkerWriter
-from broker.coordinator.offsets import OFFSETS_TOPIC, partition_for
 from broker.coordinator.placement import coordinator_of, replication_factor
 from broker.coordinator.producer_ids import ProducerIdManager
-from broker.coordinator.txn_log import (
-    TRANSACTION_TOPIC,
-    TxnMetadata,
-    TxnState,
-    decode_key,
-    decode_value,
-    encode_key,
-    encode_value,
-)
 from broker.log.manager import TopicPartition
 from broker.metadata import MetadataCache
 from broker.metrics import Sample, counter, gauge
@@ -113,7 +103,17 @@ from protocol.errors import (
     UnknownTopicOrPartitionError,
     error_for_code,
 )
+from protocol.group_log import OFFSETS_TOPIC, partition_for
 from protocol.records import decode_batches, encode_batch
+from protocol.txn_log import (
+    TRANSACTION_TOPIC,
+    TxnMetadata,
+    TxnState,
+    decode_key,
+    decode_value,
+    encode_key,
+    encode_value,
+)
 
 __all__ = ["TransactionCoordinator"]
 

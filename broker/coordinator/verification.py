@@ -24,8 +24,6 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
-from broker.coordinator.offsets import partition_for
-from broker.coordinator.txn_log import TRANSACTION_TOPIC
 from broker.metadata import MetadataCache
 from broker.network import PeerError, PeerPool
 from protocol.apis import (
@@ -43,6 +41,8 @@ from protocol.errors import (
     UnsupportedVersionError,
     error_for_code,
 )
+from protocol.group_log import partition_for
+from protocol.txn_log import TRANSACTION_TOPIC
 
 __all__ = ["TxnVerifier"]
 

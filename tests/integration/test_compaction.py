@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from broker.coordinator.offsets import partition_for
 from broker.log.manager import read_checkpoint
 from client import Admin, Consumer, NewTopic, Producer, TopicPartition
 from protocol.apis import ApiKey
+from protocol.group_log import partition_for
 from protocol.records import decode_batches
 from tests.integration.conftest import Cluster
 from tests.integration.conftest import until as _until

@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 
-from broker.coordinator.offsets import OFFSETS_TOPIC, partition_for
 from client import Admin, Consumer, NewTopic, Producer, TopicPartition
 from protocol.apis import (
     ApiKey,
@@ -37,6 +36,7 @@ from protocol.errors import (
     RebalanceInProgressError,
     UnknownMemberIdError,
 )
+from protocol.group_log import OFFSETS_TOPIC, partition_for
 from tests.integration.conftest import Cluster
 from tests.integration.conftest import until as _until
 from tests.integration.test_offsets import _codes, _commit, _find, _retrying

@@ -15,15 +15,7 @@ import structlog
 from broker.config import BrokerConfig
 from broker.coordinator import coordinator as coordinator_module
 from broker.coordinator.coordinator import GroupCoordinator
-from broker.coordinator.offsets import (
-    OFFSETS_TOPIC,
-    OffsetAndMetadata,
-    OffsetStore,
-    encode_group_key,
-    encode_key,
-    encode_value,
-    partition_for,
-)
+from broker.coordinator.offsets import OffsetStore
 from broker.log import Log
 from broker.log.manager import TopicPartition
 from broker.metadata import MetadataCache
@@ -54,6 +46,14 @@ from protocol.errors import (
     NonEmptyGroupError,
     NotCoordinatorError,
     UnknownMemberIdError,
+)
+from protocol.group_log import (
+    OFFSETS_TOPIC,
+    OffsetAndMetadata,
+    encode_group_key,
+    encode_key,
+    encode_value,
+    partition_for,
 )
 from protocol.records import decode_batches, encode_batch
 

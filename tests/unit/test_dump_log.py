@@ -13,9 +13,22 @@ from click.testing import CliRunner, Result
 from broker.log import Log, LogConfig
 from broker.log.cleaner import LogCleaner
 from broker.log.manager import LogManager
-from client import cli
+from client import TopicPartition, cli
+from client.assignors import Assignment, encode_assignment
+from protocol.group_log import (
+    GroupMetadata,
+    MemberMetadata,
+    OffsetAndMetadata,
+    encode_group_key,
+    encode_group_value,
+    encode_key,
+    encode_value,
+)
 from protocol.records import encode_batch
 from protocol.records.files import OFFSET_INDEX_ENTRY, segment_name
+from protocol.txn_log import TxnMetadata, TxnState
+from protocol.txn_log import encode_key as encode_txn_key
+from protocol.txn_log import encode_value as encode_txn_value
 
 CONFIG = LogConfig(index_interval_bytes=100, cleanup_policy="compact", file_delete_delay_ms=0)
 
@@ -202,3 +215,59 @@ def test_transaction_markers_are_printed_as_kafkas_dump_does(tmp_path: Path) -> 
     assert "isTransactional: true isControl: true" in lines[4]
     assert lines[5].startswith("| offset: 1 ")
     assert lines[5].endswith("endTxnMarker: ABORT coordinatorEpoch: 5")
+
+
+def test_internal_topics_records_are_decoded_as_kafkas_dump_does(tmp_path: Path) -> None:
+    offsets = Log.open(tmp_path / "__consumer_offsets-0", CONFIG)
+    assignment = encode_assignment(Assignment([TopicPartition("orders", 0)]))
+    member = MemberMetadata("m-1", None, "app", "/10.0.0.1", 300_000, 45_000, b"", assignment)
+    group = GroupMetadata("consumer", 3, "range", "m-1", 1_000, [member])
+    records = [
+        (encode_key("billing", "orders", 0), encode_value(OffsetAndMetadata(42, 5, "", 1_000))),
+        (encode_group_key("billing"), encode_group_value(group)),
+        (encode_key("billing", "orders", 1), None),
+        (b"\x00\x09junk", b"junk"),  # a key kind this build does not know
+    ]
+    offsets.append(encode_batch([(k, v, None, 1_000) for k, v in records]))
+    offsets.close()
+    result = _run(
+        str(tmp_path / "__consumer_offsets-0" / segment_name(0, ".log")), "--offsets-decoder"
+    )
+    assert result.exit_code == 0, result.output
+    decoded = [
+        line.split(" key: ", 1)[1] for line in result.output.splitlines() if " key: " in line
+    ]
+    assert decoded == [
+        "offset_commit::group=billing,partition=orders-0 payload: "
+        "offset=42,leaderEpoch=5,metadata=,commitTimestamp=1000",
+        "group_metadata::group=billing payload: consumer:range:{m-1=[orders-0]} "
+        "generation=3 leader=m-1",
+        "offset_commit::group=billing,partition=orders-1 payload: <DELETE>",
+        "0x00096a756e6b (cannot be decoded: a key version this build does not know) payload: junk",
+    ]
+
+    txns = Log.open(tmp_path / "__transaction_state-0", CONFIG)
+    meta = TxnMetadata("app-1", 7, 2, 60_000, TxnState.ONGOING, {("orders", 1), ("orders", 0)}, 5)
+    txns.append(
+        encode_batch(
+            [
+                (encode_txn_key("app-1"), encode_txn_value(meta), None, 1_000),
+                (encode_txn_key("gone"), None, None, 1_000),
+            ]
+        )
+    )
+    txns.close()
+    path = tmp_path / "__transaction_state-0" / segment_name(0, ".log")
+    result = _run(str(path), "--transaction-log-decoder")
+    assert result.exit_code == 0, result.output
+    decoded = [
+        line.split(" key: ", 1)[1] for line in result.output.splitlines() if " key: " in line
+    ]
+    assert decoded == [
+        "transaction_metadata::transactionalId=app-1 payload: producerId:7,producerEpoch:2,"
+        "state=Ongoing,partitions=[orders-0,orders-1],txnLastUpdateTimestamp=5,"
+        "txnTimeoutMs=60000",
+        "transaction_metadata::transactionalId=gone payload: <DELETE>",
+    ]
+    both = _run(str(path), "--offsets-decoder", "--transaction-log-decoder")
+    assert both.exit_code == 2 and "exclude each other" in both.stderr

@@ -7,12 +7,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from broker.coordinator.offsets import (
+from broker.coordinator.offsets import OffsetStore
+from protocol.group_log import (
     BadRecordError,
     GroupMetadata,
     MemberMetadata,
     OffsetAndMetadata,
-    OffsetStore,
     decode_group_value,
     encode_group_key,
     encode_group_value,

@@ -2,10 +2,10 @@
 
 import pytest
 
-from broker.coordinator.offsets import (
+from broker.coordinator.offsets import OffsetStore
+from protocol.group_log import (
     BadRecordError,
     OffsetAndMetadata,
-    OffsetStore,
     decode_key,
     decode_value,
     encode_key,

@@ -7,7 +7,12 @@ import struct
 
 import pytest
 
-from broker.coordinator.txn_log import (
+from client.cluster import Cluster
+from client.errors import TransactionStateError
+from client.transactions import TransactionManager
+from client.types import TopicPartition
+from protocol.errors import CorruptMessageError, NotEnoughReplicasError, ProducerFencedError
+from protocol.txn_log import (
     TxnMetadata,
     TxnState,
     decode_key,
@@ -15,11 +20,6 @@ from broker.coordinator.txn_log import (
     encode_key,
     encode_value,
 )
-from client.cluster import Cluster
-from client.errors import TransactionStateError
-from client.transactions import TransactionManager
-from client.types import TopicPartition
-from protocol.errors import CorruptMessageError, NotEnoughReplicasError, ProducerFencedError
 
 
 def test_records_round_trip_in_kafkas_layout() -> None:
