@@ -1,11 +1,11 @@
 """A group member in a process of its own, for tests that kill -9 it.
 
-    python -m tests.integration.group_worker BOOTSTRAP GROUP TOPIC OUT [SESSION_MS]
+    python -m tests.integration.group_worker BOOTSTRAP GROUP TOPIC OUT [SESSION_MS [STRATEGY]]
 
 It processes records (appends ``processed <topic> <partition> <offset>`` to OUT) and then
 commits what it processed (``committed <partition> <offset>`` once the commit is
-acknowledged), and writes ``assigned <partitions>`` at every assignment, each line flushed,
-so the test knows exactly what it did before it died.
+acknowledged), and writes ``assigned <partitions>`` (all it owns) at every assignment,
+each line flushed, so the test knows exactly what it did before it died.
 """
 
 from __future__ import annotations
@@ -19,16 +19,20 @@ from client import CommitFailedError, Consumer, RebalanceListener, TopicPartitio
 
 
 class _Listener(RebalanceListener):
-    def __init__(self, out: IO[str]) -> None:
+    def __init__(self, out: IO[str], consumer: Consumer) -> None:
         self.out = out
+        self.consumer = consumer
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        parts = ",".join(str(tp.partition) for tp in sorted(assigned))
+        # all it owns: with cooperative-sticky, ``assigned`` is only what is new
+        parts = ",".join(str(tp.partition) for tp in sorted(self.consumer.assignment()))
         self.out.write(f"assigned {parts}\n")
         self.out.flush()
 
 
-async def main(bootstrap: str, group: str, topic: str, out: IO[str], session_ms: int) -> None:
+async def main(
+    bootstrap: str, group: str, topic: str, out: IO[str], *, session_ms: int, strategy: str
+) -> None:
     consumer = Consumer(
         bootstrap_servers=bootstrap,
         group_id=group,
@@ -36,9 +40,10 @@ async def main(bootstrap: str, group: str, topic: str, out: IO[str], session_ms:
         auto_offset_reset="earliest",
         session_timeout_ms=session_ms,
         heartbeat_interval_ms=max(session_ms // 6, 100),
+        partition_assignment_strategy=strategy,
     )
     await consumer.start()
-    consumer.subscribe([topic], listener=_Listener(out))
+    consumer.subscribe([topic], listener=_Listener(out, consumer))
     while True:
         batches = await consumer.getmany(timeout_ms=200)
         for tp, records in batches.items():
@@ -62,4 +67,7 @@ if __name__ == "__main__":
     args = sys.argv[1:]
     with open(args[3], "a", encoding="utf-8") as out_file:
         session = int(args[4]) if len(args) > 4 else 6000
-        asyncio.run(main(args[0], args[1], args[2], out_file, session))
+        strategy = args[5] if len(args) > 5 else "range"
+        asyncio.run(
+            main(args[0], args[1], args[2], out_file, session_ms=session, strategy=strategy)
+        )

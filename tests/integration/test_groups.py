@@ -207,8 +207,9 @@ def _read_worker_log(path: Path) -> tuple[list[tuple[int, int]], dict[int, int],
     return processed, committed, assigned
 
 
+@pytest.mark.parametrize("strategy", ["range", "cooperative-sticky"])
 async def test_a_member_killed_with_kill_9_loses_nothing_and_repeats_only_its_uncommitted(
-    make_cluster: Callable[..., Cluster], tmp_path: Path
+    make_cluster: Callable[..., Cluster], tmp_path: Path, strategy: str
 ) -> None:
     cluster = make_cluster(3, GROUP_BROKER)
     await _topic(cluster, "jobs", 6)
@@ -216,9 +217,20 @@ async def test_a_member_killed_with_kill_9_loses_nothing_and_repeats_only_its_un
     log.touch()
     command = [sys.executable, "-m", "tests.integration.group_worker", cluster.bootstrap]
     victim = await asyncio.create_subprocess_exec(
-        *command, "workers", "jobs", str(log), str(SESSION_MS), cwd=Path(__file__).parents[2]
+        *command,
+        "workers",
+        "jobs",
+        str(log),
+        str(SESSION_MS),
+        strategy,
+        cwd=Path(__file__).parents[2],
     )
-    workers = [await Worker(cluster.bootstrap, "workers", ["jobs"]).start() for _ in range(2)]
+    workers = [
+        await Worker(
+            cluster.bootstrap, "workers", ["jobs"], partition_assignment_strategy=strategy
+        ).start()
+        for _ in range(2)
+    ]
     try:
 
         def three_members() -> bool:
