@@ -22,7 +22,7 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from client.assignors import ProtocolError, decode_assignment
 from client.cluster import Cluster, ClusterMetadata, list_offsets_request, unknown_topic_error
@@ -191,6 +191,12 @@ ANY_ENTITY = _Any()
 _SCRAM_NAMES = {code: name for name, code in SCRAM_MECHANISM_CODES.items()}
 
 R = TypeVar("R")
+
+
+class _Refused(NamedTuple):
+    """A partition's answer that is final and an error (not retried)."""
+
+    error: ApiError
 
 
 class Admin:
@@ -807,13 +813,29 @@ class Admin:
         their segments go at the next retention pass. Returns each partition's low
         watermark: the lowest log start offset among its replicas in sync or on a live
         broker, reached within ``timeout_ms``. Not for compacted topics
-        (``PolicyViolationError``)."""
+        (``PolicyViolationError``).
+
+        A partition refused for good (compacted, an offset past its high watermark) does
+        not stop the others: every partition is answered, then the first refusal is
+        raised, its message naming every refusal and what was deleted."""
         todo = {TopicPartition(*tp): offset for tp, offset in before.items()}
-        return await self._of_leaders(
+        answers: dict[TopicPartition, int | _Refused] = await self._of_leaders(
             todo,
             lambda node, tps: self._delete_records_of(node, tps, todo, timeout_ms),
             "DeleteRecords",
         )
+        refused = {tp: a.error for tp, a in sorted(answers.items()) if isinstance(a, _Refused)}
+        done = {tp: a for tp, a in answers.items() if not isinstance(a, _Refused)}
+        if not refused:
+            return done
+        first = next(iter(refused.values()))
+        message = "; ".join(f"{_names([tp])}: {e.message}" for tp, e in refused.items())
+        if done:
+            deleted = ", ".join(
+                f"{_names([tp])} (low watermark {w})" for tp, w in sorted(done.items())
+            )
+            message += f"; the others' records were deleted: {deleted}"
+        raise error_for_code(first.code, message)
 
     async def _of_leaders(
         self,
@@ -866,7 +888,7 @@ class Admin:
                 continue
             for tp, result in answer.items():
                 if isinstance(result, ApiError):
-                    last = result
+                    last = result  # retriable: asked again
                 else:
                     out[tp] = result
                     del todo[tp]
@@ -878,7 +900,7 @@ class Admin:
         tps: list[TopicPartition],
         offsets: Mapping[TopicPartition, int],
         timeout_ms: int,
-    ) -> dict[TopicPartition, int | ApiError]:
+    ) -> dict[TopicPartition, int | _Refused | ApiError]:
         by_topic: dict[str, list[DeleteRecordsPartition]] = {}
         for tp in tps:
             by_topic.setdefault(tp.topic, []).append(
@@ -894,7 +916,7 @@ class Admin:
             request,
             timeout_ms=timeout_ms + self.request_timeout_ms,  # the broker holds it that long
         )
-        out: dict[TopicPartition, int | ApiError] = {}
+        out: dict[TopicPartition, int | _Refused | ApiError] = {}
         for t in response.topics:
             for p in t.partitions:
                 tp = TopicPartition(t.name, p.partition_index)
@@ -906,7 +928,8 @@ class Admin:
                     p.error_message or f"DeleteRecords of {t.name}-{p.partition_index}",
                 )
                 if not (error.retriable or error.invalid_metadata):
-                    raise error
+                    out[tp] = _Refused(error)  # answered: the others go on
+                    continue
                 out[tp] = error  # a leader that moved, or replicas still catching up
         return out
 

@@ -829,3 +829,14 @@ async def test_delete_records_moves_the_start_of_the_partitions_for_every_replic
             (0, i, b"%d" % i) for i in range(40, 100)
         ]
         assert await consumer.position(tp1) == 10  # nothing left to read there
+
+    async with Admin(bootstrap_servers=shared.bootstrap) as admin:
+        # a partition refused for good does not stop the others, nor hide what they did
+        with pytest.raises(PolicyViolationError) as refused:
+            await admin.delete_records({TopicPartition(compacted, 0): 1, tp0: 50})
+        assert f"{compacted}-0: " in str(refused.value)
+        assert f"the others' records were deleted: {topic}-0 (low watermark 50)" in str(
+            refused.value
+        )
+        earliest = await admin.list_offsets({tp0: OffsetSpec.earliest()})
+        assert earliest[tp0].offset == 50
