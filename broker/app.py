@@ -169,11 +169,21 @@ class Broker:
         self._cleaner: LogCleaner | None = None
         self._producer_ids: ProducerIdManager | None = None
         self._transactions: TransactionCoordinator | None = None
-        self._peers: PeerPool | None = None  # markers, and KIP-890's checks
+        self._peers: list[PeerPool] = []  # the marker writer's, KIP-890's checks
         self._rebalancing: asyncio.Task[None] | None = None
         self.metrics_port = -1
         self._stopping = False
         self._log = structlog.get_logger("headwater.broker").bind(broker_id=self.broker_id)
+
+    def _peer_pool(self) -> PeerPool:
+        listener = self.config.inter_broker_listener
+        pool = PeerPool(
+            lambda broker: self.metadata.address(broker, listener),
+            tls=self._peer_tls,
+            login=self._peer_login,
+        )
+        self._peers.append(pool)
+        return pool
 
     @property
     def controller_id(self) -> int:
@@ -184,11 +194,6 @@ class Broker:
         server_tls, self._peer_tls = tls.contexts(cfg)  # a bad keystore stops us here
         self._peer_login = sasl.peer_login(cfg)  # as does a bad JAAS line
         sasl.sasl_listeners(cfg, None)
-        peers = self._peers = PeerPool(
-            lambda broker: self.metadata.address(broker, cfg.inter_broker_listener),
-            tls=self._peer_tls,
-            login=self._peer_login,
-        )
         self._zk = ZkBridge(
             cfg["zookeeper.connect"], session_timeout_ms=cfg["zookeeper.session.timeout.ms"]
         )
@@ -243,7 +248,7 @@ class Broker:
             self._replicas,
             self._admin,
             producer_ids=self._producer_ids,
-            markers=MarkerWriter(self.broker_id, self.metadata, self._replicas, peers),
+            markers=MarkerWriter(self.broker_id, self.metadata, self._replicas, self._peer_pool()),
             authorizer=self._acl,
         )
         self._transactions.start()
@@ -251,7 +256,7 @@ class Broker:
             self._replicas.txn_verify = TxnVerifier(
                 self.broker_id,
                 self.metadata,
-                peers,
+                self._peer_pool(),  # its own: a check never waits behind a marker write
                 lambda: int(self.config["transaction.state.log.num.partitions"]),
                 self._transactions.verify_partitions,
             ).verify
@@ -321,8 +326,8 @@ class Broker:
         ):
             if part is not None:
                 await part.stop()
-        if self._peers is not None:
-            self._peers.close()
+        for pool in self._peers:
+            pool.close()
         if self._controller is not None and self._controller.active:
             await self._controller.drain(_ZK_STOP_STEP_S if zk_up else 0.5)
         # ZooKeeper may be gone: its steps are bounded, and the data is closed regardless

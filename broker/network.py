@@ -88,6 +88,9 @@ class PeerConnection:
         ) as exc:
             self.close()
             raise PeerError(f"{APIS[api_key].name} to {self.host}:{self.port}: {exc!r}") from exc
+        except BaseException:  # cancelled mid-exchange: its answer would reach the next one
+            self.close()
+            raise
 
     async def _exchange(self, api_key: ApiKey, request: Request, version: int | None) -> Any:
         if self._writer is None:
@@ -147,9 +150,9 @@ class PeerConnection:
 
 
 class PeerPool:
-    """One connection per peer broker, shared by its callers and used by one request at
-    a time (the transaction coordinator's marker writes and the partition leaders'
-    transaction checks, KIP-890)."""
+    """One connection per peer broker, used by one request at a time. Each kind of
+    traffic has its own pool (the transaction markers, KIP-890's checks): a check must
+    not wait behind a marker write, which waits for its replicas."""
 
     def __init__(
         self,

@@ -345,7 +345,8 @@ class ProducerState:
         """How many markers of the producer this state has taken (a count that only grows,
         also over a reload, which replays markers again): a partition leader that verified
         a transactional batch with the coordinator (KIP-890) appends it only if no marker
-        came meanwhile."""
+        came meanwhile. Kept when the producer expires (one int per transactional
+        producer: only those get markers)."""
         return self._markers.get(producer_id, 0)
 
     def epochs_without_batches(self) -> dict[int, int]:
@@ -362,8 +363,7 @@ class ProducerState:
             if now_ms - p[1] >= expiration_ms and p[3] < 0  # never one mid-transaction
         ]
         for pid in expired:
-            del self.producers[pid]
-            self._markers.pop(pid, None)
+            del self.producers[pid]  # its marker count stays: see markers_seen
         return len(expired)
 
     def replay(

@@ -85,6 +85,7 @@ from protocol.apis import (
     ProduceRequest,
     ProduceResponse,
     ProducerStateData,
+    ProduceTopic,
     ProduceTopicResponse,
     StopReplicaPartition,
     WritableTxnMarker,
@@ -109,10 +110,17 @@ from protocol.errors import (
     PolicyViolationError,
     RequestTimedOutError,
     StaleControllerEpochError,
+    TransactionalIdAuthorizationFailedError,
     UnknownLeaderEpochError,
     UnknownTopicOrPartitionError,
 )
-from protocol.records.batch import HEADER_SIZE, read_header
+from protocol.records.batch import (
+    ATTRIBUTES_POS,
+    CONTROL_BIT,
+    HEADER_SIZE,
+    TRANSACTIONAL_BIT,
+    read_header,
+)
 from protocol.records.transform import rewrite_for_append, topic_codec
 
 __all__ = ["ReplicaManager"]
@@ -197,6 +205,32 @@ class _Wait:
     result: ProducePartitionResponse | WritableTxnMarkerPartitionResult
     partition: Partition
     waiter: HighWatermarkWaiter | None = None
+
+
+def _transactional(records: object) -> bool:
+    """Whether a produce's (first) batch is transactional: the attributes' low byte, no
+    header parse (a record set whose later batch differs is refused by the log)."""
+    return (
+        isinstance(records, bytes | bytearray | memoryview)
+        and len(records) > ATTRIBUTES_POS + 1
+        # a control batch is refused by the log, with its own reason
+        and records[ATTRIBUTES_POS + 1] & (TRANSACTIONAL_BIT | CONTROL_BIT) == TRANSACTIONAL_BIT
+    )
+
+
+def _only(request: ProduceRequest, keep: Callable[[tuple[str, int]], bool]) -> ProduceRequest:
+    """The request with only the partitions ``keep`` accepts."""
+    topics = []
+    for topic in request.topics:
+        partitions = [p for p in topic.partitions if keep((topic.name, p.index))]
+        if partitions:
+            topics.append(ProduceTopic(name=topic.name, partitions=partitions))
+    return ProduceRequest(
+        transactional_id=request.transactional_id,
+        acks=request.acks,
+        timeout_ms=request.timeout_ms,
+        topics=topics,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -643,7 +677,14 @@ class ReplicaManager:
         if request.transactional_id is not None and self.txn_verify is not None:
             unverified = self._unverified(request)
             if unverified:
-                return self._produce_verified(request, request.transactional_id, unverified)
+                # the other partitions are appended now, in the order requests arrive: a
+                # later request of the producer's (pipelined) must not overtake them
+                now = _only(request, lambda tp: tp not in unverified)
+                first = self._produce(now, None) if now.topics else None
+                held = _only(request, lambda tp: tp in unverified)
+                return self._produce_verified(
+                    request, held, request.transactional_id, unverified, first
+                )
         return self._produce(request, None)
 
     def _unverified(self, request: ProduceRequest) -> dict[tuple[str, int], _Guard]:
@@ -677,8 +718,16 @@ class ReplicaManager:
         return found
 
     async def _produce_verified(
-        self, request: ProduceRequest, txn_id: str, unverified: dict[tuple[str, int], _Guard]
+        self,
+        request: ProduceRequest,
+        held: ProduceRequest,
+        txn_id: str,
+        unverified: dict[tuple[str, int], _Guard],
+        first: ProduceResponse | Deferred[ProduceResponse] | None,
     ) -> ProduceResponse:
+        """Check ``held`` (the partitions where the request's batch would begin a
+        transaction) with the coordinator, append what passes, and answer the whole
+        request (``first``: the rest, appended when it came)."""
         assert self.txn_verify is not None
         by_producer: dict[tuple[int, int], list[tuple[str, int]]] = {}
         for tp, guard in unverified.items():
@@ -693,7 +742,10 @@ class ReplicaManager:
                     dict.fromkeys(tps, NotEnoughReplicasError(f"could not verify: {exc}"))
                 )
         for tp, guard in unverified.items():
-            if tp not in refused and not guard.holds():
+            current = self.partitions.get(TopicPartition(*tp))
+            if tp in refused or current is None:
+                continue  # a partition gone meanwhile: the append says so
+            if current.log is not guard.log or not guard.holds():
                 refused[tp] = InvalidTxnStateError(
                     f"a marker of producer {guard.producer_id} reached {tp[0]}-{tp[1]} while "
                     "its batch was being checked with the coordinator: the transaction it "
@@ -706,10 +758,23 @@ class ReplicaManager:
                 partitions=sorted(f"{t}-{p}" for t, p in refused),
                 error=next(iter(refused.values())).name,
             )
-        answer = self._produce(request, refused)
-        if isinstance(answer, Deferred):
-            return await answer
-        return answer
+        answers = [first, self._produce(held, refused)]
+        results: dict[tuple[str, int], ProducePartitionResponse] = {}
+        for answer in answers:
+            if answer is None:
+                continue
+            done = await answer if isinstance(answer, Deferred) else answer
+            for topic in done.topics:
+                for p in topic.partitions:
+                    results[(topic.name, p.index)] = p
+        return ProduceResponse(
+            topics=[
+                ProduceTopicResponse(
+                    name=t.name, partitions=[results[(t.name, p.index)] for p in t.partitions]
+                )
+                for t in request.topics
+            ]
+        )
 
     def _produce(
         self, request: ProduceRequest, refused: dict[tuple[str, int], ApiError] | None
@@ -729,6 +794,12 @@ class ReplicaManager:
                         )
                     if refused and (error := refused.get((topic.name, p.index))) is not None:
                         raise error
+                    if request.transactional_id is None and _transactional(p.records):
+                        raise TransactionalIdAuthorizationFailedError(
+                            f"a transactional batch for {topic.name}-{p.index} came without "
+                            "its producer's transactional id: refused, as Kafka refuses it "
+                            "(no coordinator would know, or end, its transaction)"
+                        )
                     result, partition, end = self._append(
                         topic.name, p.index, p.records, request.acks
                     )

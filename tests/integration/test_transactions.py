@@ -67,6 +67,17 @@ def cluster(
     yield from module_cluster(zookeeper, tmp_path_factory.mktemp("txn"), "txn", SETTINGS)
 
 
+@pytest.fixture(scope="module")
+def raw_cluster(
+    zookeeper: ZooKeeperServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Cluster]:
+    """For the tests that play the coordinator themselves (transactional batches sent
+    raw, markers written with WriteTxnMarkers): the leaders' check with the coordinator
+    (KIP-890), which knows none of these transactions, is off."""
+    settings = {**SETTINGS, "transaction.partition.verification.enable": "false"}
+    yield from module_cluster(zookeeper, tmp_path_factory.mktemp("raw"), "txn-raw", settings)
+
+
 async def _raw(bootstrap: str) -> ClientCluster:
     raw = ClientCluster(bootstrap, client_id="test-raw")
     await raw.start()
@@ -85,6 +96,7 @@ async def _produce(raw: ClientCluster, pid: int, seq: int, values: list[bytes]) 
     leader = raw.leader_for(TP)
     assert leader is not None
     request = ProduceRequest(
+        transactional_id=f"raw-{pid}",  # a transactional batch comes with its id
         acks=-1,
         timeout_ms=10_000,
         topics=[ProduceTopic(name=TOPIC, partitions=[ProducePartition(index=0, records=batch)])],
@@ -135,8 +147,9 @@ async def _read(
 
 
 async def test_read_committed_sees_committed_transactions_only_and_survives_a_leader_kill(
-    cluster: Cluster,
+    raw_cluster: Cluster,
 ) -> None:
+    cluster = raw_cluster
     async with Admin(bootstrap_servers=cluster.bootstrap) as admin:
         await admin.create_topics([NewTopic(TOPIC, 1, 3)])
     raw = await _raw(cluster.bootstrap)
@@ -177,8 +190,10 @@ async def test_read_committed_sees_committed_transactions_only_and_survives_a_le
         await raw.close()
 
 
-async def test_markers_and_control_batches_are_refused_to_producers(cluster: Cluster) -> None:
-    raw = await _raw(cluster.bootstrap)
+async def test_markers_and_control_batches_are_refused_to_producers(
+    raw_cluster: Cluster,
+) -> None:
+    raw = await _raw(raw_cluster.bootstrap)
     try:
         await _produce(raw, 6000, 0, [b"x"])
         marker = encode_end_txn_marker(
@@ -492,7 +507,12 @@ def _command(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-async def test_operators_list_describe_and_abort_a_hanging_transaction(cluster: Cluster) -> None:
+async def test_operators_list_describe_and_abort_a_hanging_transaction(
+    raw_cluster: Cluster,
+) -> None:
+    """The leaders' check (KIP-890) keeps a producer from leaving a transaction open; one
+    can still hang with the check off, or from a bug: the operators' tools end it."""
+    cluster = raw_cluster
     topic = "txn-hanging"
     await _topic(cluster, topic, 1)
     tp = TopicPartition(topic, 0)
@@ -511,6 +531,7 @@ async def test_operators_list_describe_and_abort_a_hanging_transaction(cluster: 
             is_transactional=True,
         )
         request = ProduceRequest(
+            transactional_id="vanished",
             acks=-1,
             timeout_ms=10_000,
             topics=[

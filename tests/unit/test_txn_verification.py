@@ -11,7 +11,12 @@ from typing import Any
 
 from broker.replica.manager import ReplicaManager
 from protocol.apis import ProducePartition, ProduceRequest, ProduceResponse, ProduceTopic
-from protocol.errors import ApiError, InvalidTxnStateError, NotEnoughReplicasError
+from protocol.errors import (
+    ApiError,
+    InvalidTxnStateError,
+    NotEnoughReplicasError,
+    TransactionalIdAuthorizationFailedError,
+)
 from protocol.records import encode_batch
 from tests.unit.conftest import MakeLeader
 
@@ -79,10 +84,11 @@ async def test_a_transactions_first_batch_in_a_partition_is_checked_once(
     asked = len(coordinator.asked)
     response = replicas.produce(_request(1))  # the transaction is open here: no check
     assert isinstance(response, ProduceResponse) and len(coordinator.asked) == asked
-    # without a transactional id (an old client) or for a plain batch, nothing is asked
+    # a plain batch is not checked; a transactional one without its id is refused unasked
     log.append_marker(producer_id=7, producer_epoch=0, committed=True, coordinator_epoch=0)
-    for request in (_request(2, txn_id=None), _request(3, transactional=False)):
-        assert isinstance(replicas.produce(request), ProduceResponse)
+    assert (await _answer(replicas, _request(2, transactional=False)))[0] == 0
+    refused, _ = await _answer(replicas, _request(3, txn_id=None))
+    assert refused == TransactionalIdAuthorizationFailedError.code
     assert len(coordinator.asked) == asked
 
 
