@@ -31,7 +31,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import structlog
 
@@ -207,6 +207,14 @@ class _Wait:
     waiter: HighWatermarkWaiter | None = None
 
 
+class _Turn(NamedTuple):
+    """A held batch's place in its (topic, partition, producer id) queue."""
+
+    key: tuple[str, int, int]
+    ours: asyncio.Future[None]
+    before: asyncio.Future[None] | None
+
+
 def _transactional(records: object) -> bool:
     """Whether a produce's (first) batch is transactional: the attributes' low byte, no
     header parse (a record set whose later batch differs is refused by the log)."""
@@ -244,6 +252,9 @@ class _Guard:
     log: Log
     truncations: int
     markers: int
+    check: bool
+    """Whether the batch would begin a transaction here (asked of the coordinator), or
+    only waits behind one of the producer's that is held."""
 
     def holds(self) -> bool:
         log = self.log
@@ -383,6 +394,9 @@ class ReplicaManager:
         """Parked fetches by partition (a dict: wakes go in the order they parked)."""
         self.parked_fetches = 0
         self.delayed_produces: set[_DelayedProduce] = set()
+        self._held_batches: dict[tuple[str, int, int], asyncio.Future[None]] = {}
+        """(topic, partition, producer id) -> done when the last produce holding a batch
+        of it has appended (or refused) it: the next waits for it (see :meth:`produce`)."""
         self.txn_verify: TxnVerify | None = None
         """KIP-890's check of a transaction's first batch in a partition (set by the app
         when ``transaction.partition.verification.enable``)."""
@@ -675,22 +689,42 @@ class ReplicaManager:
         (KIP-890, :attr:`txn_verify`), returns a coroutine."""
         self.produce_requests.inc()
         if request.transactional_id is not None and self.txn_verify is not None:
-            unverified = self._unverified(request)
-            if unverified:
-                # the other partitions are appended now, in the order requests arrive: a
-                # later request of the producer's (pipelined) must not overtake them
-                now = _only(request, lambda tp: tp not in unverified)
+            guards = self._held(request)
+            if guards:
+                # the rest is appended now, as requests arrive; what is held waits for its
+                # check, and for the producer's batches held before it in that partition:
+                # a later request of the producer's (five may be in flight) must not
+                # overtake them (Kafka reads one request of a connection at a time)
+                now = _only(request, lambda tp: tp not in guards)
                 first = self._produce(now, None) if now.topics else None
-                held = _only(request, lambda tp: tp in unverified)
+                held = _only(request, lambda tp: tp in guards)
+                turns = self._take_turns(guards)
                 return self._produce_verified(
-                    request, held, request.transactional_id, unverified, first
+                    request,
+                    held=held,
+                    txn_id=request.transactional_id,
+                    guards=guards,
+                    first=first,
+                    turns=turns,
                 )
         return self._produce(request, None)
 
-    def _unverified(self, request: ProduceRequest) -> dict[tuple[str, int], _Guard]:
-        """The partitions where the request's batch would begin a transaction: a
-        transactional batch whose producer has none open there (its first batch's header
-        says; O(partitions))."""
+    def _take_turns(self, guards: dict[tuple[str, int], _Guard]) -> list[_Turn]:
+        """Queue the held partitions behind the producer's batches held before them."""
+        loop = asyncio.get_running_loop()
+        turns = []
+        for tp, guard in guards.items():
+            key = (tp[0], tp[1], guard.producer_id)
+            ours: asyncio.Future[None] = loop.create_future()
+            turns.append(_Turn(key, ours, self._held_batches.get(key)))
+            self._held_batches[key] = ours
+        return turns
+
+    def _held(self, request: ProduceRequest) -> dict[tuple[str, int], _Guard]:
+        """The partitions whose batch must wait: where it would begin a transaction (a
+        transactional batch whose producer has none open there: checked with the
+        coordinator, ``_Guard.check``), or where a batch of its producer waits already.
+        Each first batch's header is read: O(partitions)."""
         found: dict[tuple[str, int], _Guard] = {}
         for topic in request.topics:
             for p in topic.partitions:
@@ -706,64 +740,49 @@ class ReplicaManager:
                 if partition is None or not partition.is_leader:
                     continue
                 log = partition.log
-                if header.producer_id in log.producers.ongoing:
+                pid = header.producer_id
+                check = pid not in log.producers.ongoing
+                if not check and (topic.name, p.index, pid) not in self._held_batches:
                     continue
                 found[(topic.name, p.index)] = _Guard(
-                    header.producer_id,
+                    pid,
                     header.producer_epoch,
                     log,
                     log.truncations,
-                    log.producers.markers_seen(header.producer_id),
+                    log.producers.markers_seen(pid),
+                    check,
                 )
         return found
 
     async def _produce_verified(
         self,
         request: ProduceRequest,
+        *,
         held: ProduceRequest,
         txn_id: str,
-        unverified: dict[tuple[str, int], _Guard],
+        guards: dict[tuple[str, int], _Guard],
         first: ProduceResponse | Deferred[ProduceResponse] | None,
+        turns: list[_Turn],
     ) -> ProduceResponse:
-        """Check ``held`` (the partitions where the request's batch would begin a
-        transaction) with the coordinator, append what passes, and answer the whole
-        request (``first``: the rest, appended when it came)."""
-        assert self.txn_verify is not None
-        by_producer: dict[tuple[int, int], list[tuple[str, int]]] = {}
-        for tp, guard in unverified.items():
-            by_producer.setdefault((guard.producer_id, guard.epoch), []).append(tp)
-        refused: dict[tuple[str, int], ApiError] = {}
-        for (pid, epoch), tps in by_producer.items():
-            try:
-                refused.update(await self.txn_verify(txn_id, pid, epoch, tps))
-            except Exception as exc:  # a bug must not take the produce path down
-                self._log.exception("txn.verify_failed", transactional_id=txn_id)
-                refused.update(
-                    dict.fromkeys(tps, NotEnoughReplicasError(f"could not verify: {exc}"))
-                )
-        for tp, guard in unverified.items():
-            current = self.partitions.get(TopicPartition(*tp))
-            if tp in refused or current is None:
-                continue  # a partition gone meanwhile: the append says so
-            if current.log is not guard.log or not guard.holds():
-                refused[tp] = InvalidTxnStateError(
-                    f"a marker of producer {guard.producer_id} reached {tp[0]}-{tp[1]} while "
-                    "its batch was being checked with the coordinator: the transaction it "
-                    "belonged to is over"
-                )
-        if refused:
-            self._log.info(
-                "txn.batches_refused",
-                transactional_id=txn_id,
-                partitions=sorted(f"{t}-{p}" for t, p in refused),
-                error=next(iter(refused.values())).name,
-            )
-        answers = [first, self._produce(held, refused)]
+        """Check ``held`` with the coordinator where it would begin a transaction, wait
+        for the producer's batches held before it, append what passes, and answer the
+        whole request (``first``: the rest, appended when it came)."""
+        try:
+            refused = await self._verify(txn_id, guards)
+            for _, _, before in turns:
+                if before is not None:
+                    await asyncio.shield(before)
+            answer = self._produce(held, self._voided(txn_id, guards, refused))
+        finally:
+            for key, ours, _ in turns:
+                ours.set_result(None)
+                if self._held_batches.get(key) is ours:
+                    del self._held_batches[key]
         results: dict[tuple[str, int], ProducePartitionResponse] = {}
-        for answer in answers:
-            if answer is None:
+        for part in (first, answer):
+            if part is None:
                 continue
-            done = await answer if isinstance(answer, Deferred) else answer
+            done = await part if isinstance(part, Deferred) else part
             for topic in done.topics:
                 for p in topic.partitions:
                     results[(topic.name, p.index)] = p
@@ -775,6 +794,54 @@ class ReplicaManager:
                 for t in request.topics
             ]
         )
+
+    async def _verify(
+        self, txn_id: str, guards: dict[tuple[str, int], _Guard]
+    ) -> dict[tuple[str, int], ApiError]:
+        """Ask the coordinator about the partitions that need it: those to refuse."""
+        assert self.txn_verify is not None
+        by_producer: dict[tuple[int, int], list[tuple[str, int]]] = {}
+        for tp, guard in guards.items():
+            if guard.check:
+                by_producer.setdefault((guard.producer_id, guard.epoch), []).append(tp)
+        refused: dict[tuple[str, int], ApiError] = {}
+        for (pid, epoch), tps in by_producer.items():
+            try:
+                refused.update(await self.txn_verify(txn_id, pid, epoch, tps))
+            except Exception as exc:  # a bug must not take the produce path down
+                self._log.exception("txn.verify_failed", transactional_id=txn_id)
+                refused.update(
+                    dict.fromkeys(tps, NotEnoughReplicasError(f"could not verify: {exc}"))
+                )
+        return refused
+
+    def _voided(
+        self,
+        txn_id: str,
+        guards: dict[tuple[str, int], _Guard],
+        refused: dict[tuple[str, int], ApiError],
+    ) -> dict[tuple[str, int], ApiError]:
+        """``refused``, and the held batches whose producer's marker came meanwhile (the
+        transaction they belong to is over: appended, they would open one no marker
+        ends). Run right before the append, with no await between."""
+        for tp, guard in guards.items():
+            current = self.partitions.get(TopicPartition(*tp))
+            if tp in refused or current is None:
+                continue  # a partition gone meanwhile: the append says so
+            if current.log is not guard.log or not guard.holds():
+                refused[tp] = InvalidTxnStateError(
+                    f"a marker of producer {guard.producer_id} reached {tp[0]}-{tp[1]} while "
+                    "its batch was held (checked with the coordinator, or behind one that "
+                    "was): the transaction it belonged to is over"
+                )
+        if refused:
+            self._log.info(
+                "txn.batches_refused",
+                transactional_id=txn_id,
+                partitions=sorted(f"{t}-{p}" for t, p in refused),
+                error=next(iter(refused.values())).name,
+            )
+        return refused
 
     def _produce(
         self, request: ProduceRequest, refused: dict[tuple[str, int], ApiError] | None

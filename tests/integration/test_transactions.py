@@ -670,3 +670,36 @@ async def test_a_produce_read_after_its_transaction_ended_is_refused(cluster: Cl
     assert await _committed_values(cluster, topic, 1) == [b"committed"]
     found = _command(cluster, "find-hanging", "--topic", topic, "--max-transaction-timeout", "0")
     assert found.returncode == 0 and len(found.stdout.splitlines()) <= 1, found
+
+
+async def test_a_pipelining_transaction_that_adds_a_partition_commits(cluster: Cluster) -> None:
+    """Found in review of KIP-890: a producer with five requests in flight to one leader
+    adds a second partition there mid-transaction; the request carrying that partition's
+    first batch waits for the check, and the next one must not overtake its batch of the
+    first partition (it did: OUT_OF_ORDER_SEQUENCE, and the producer stalled)."""
+    topic, txn_id = "txn-pipeline", "pipeline"
+    await _topic(cluster, topic, 6)
+    raw = ClientCluster(cluster.bootstrap, client_id="test-raw")
+    await raw.start()
+    try:
+        await raw.refresh_new(topic)
+        by_leader: dict[int, list[int]] = {}
+        for p in range(6):
+            leader = raw.leader_for(TopicPartition(topic, p))
+            assert leader is not None
+            by_leader.setdefault(leader, []).append(p)
+    finally:
+        await raw.close()
+    a, b = next(ps for ps in by_leader.values() if len(ps) >= 2)[:2]
+    settings: dict[str, Any] = {"batch_size": 256, "linger_ms": 0}
+    async with _producer(cluster, txn_id, **settings) as producer:
+        for round_ in range(4):
+            producer.begin_transaction()
+            for i in range(400):
+                await producer.send(topic, b"%d-%d" % (round_, i), partition=a)
+                if i == 100:
+                    await producer.send(topic, b"b-%d" % round_, partition=b)
+            async with asyncio.timeout(40):
+                await producer.commit_transaction()
+    values = await _committed_values(cluster, topic, 6)
+    assert len(values) == 4 * 401 and len(set(values)) == len(values)

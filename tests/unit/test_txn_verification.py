@@ -103,7 +103,7 @@ async def test_a_marker_during_the_check_voids_it(make_leader: MakeLeader) -> No
         producer_id=7, producer_epoch=0, committed=False, coordinator_epoch=0
     )
     code, message = await _answer(replicas, _request(0))
-    assert code == InvalidTxnStateError.code and "while its batch was being checked" in message
+    assert code == InvalidTxnStateError.code and "while its batch was held" in message
     assert log.last_stable_offset(log.log_end_offset) == log.log_end_offset  # nothing hangs
 
 

@@ -257,3 +257,31 @@ async def test_a_check_cancelled_mid_request_leaves_the_shared_peer_connection_u
         for writer in writers:
             writer.close()
         await server.wait_closed()
+
+
+async def test_a_batch_behind_a_held_one_waits_for_it_though_the_transaction_opened(
+    make_leader: MakeLeader,
+) -> None:
+    """Found by the end-to-end test: the first two batches of a transaction in t-0 both
+    wait for the check; the first is appended (the transaction is open there now); a
+    third request, which needs no check any more, must still wait for the second."""
+    replicas = await make_leader([1], True)
+    delays = iter([1, 20])
+
+    async def verify(
+        txn_id: str, pid: int, epoch: int, tps: list[tuple[str, int]]
+    ) -> dict[tuple[str, int], ApiError]:
+        for _ in range(next(delays, 0)):
+            await asyncio.sleep(0)
+        return {}
+
+    replicas.txn_verify = verify
+    loop = asyncio.get_running_loop()
+    first = loop.create_task(replicas.produce(_request({0: _batch(0)})))  # type: ignore[arg-type]
+    second = loop.create_task(replicas.produce(_request({0: _batch(1)})))  # type: ignore[arg-type]
+    assert _codes(await first) == {0: (0, "")}
+    third = replicas.produce(_request({0: _batch(2)}))
+    assert inspect.isawaitable(third)  # held behind the second
+    assert _codes(await second) == {0: (0, "")}
+    assert _codes(await third) == {0: (0, "")}
+    assert not replicas._held_batches  # nothing left queued
