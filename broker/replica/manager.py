@@ -256,13 +256,6 @@ class _Guard:
     """Whether the batch would begin a transaction here (asked of the coordinator), or
     only waits behind one of the producer's that is held."""
 
-    def holds(self) -> bool:
-        log = self.log
-        return (
-            log.truncations == self.truncations
-            and log.producers.markers_seen(self.producer_id) == self.markers
-        )
-
 
 class _DelayedProduce:
     """An acks=all produce waiting for its partitions' high watermarks (Kafka's
@@ -699,15 +692,29 @@ class ReplicaManager:
                 first = self._produce(now, None) if now.topics else None
                 held = _only(request, lambda tp: tp in guards)
                 turns = self._take_turns(guards)
-                return self._produce_verified(
-                    request,
-                    held=held,
-                    txn_id=request.transactional_id,
-                    guards=guards,
-                    first=first,
-                    turns=turns,
+                task = asyncio.get_running_loop().create_task(
+                    self._produce_verified(
+                        request,
+                        held=held,
+                        txn_id=request.transactional_id,
+                        guards=guards,
+                        first=first,
+                        turns=turns,
+                    )
                 )
+                # the turns are given back however the task ends, even cancelled before
+                # its first step (a coroutine's own finally would not run then)
+                task.add_done_callback(lambda _: self._give_back(turns))
+                return task
         return self._produce(request, None)
+
+    def _give_back(self, turns: list[_Turn]) -> None:
+        """The held batches are appended or refused (or never will be): the next go."""
+        for turn in turns:
+            if not turn.ours.done():
+                turn.ours.set_result(None)
+            if self._held_batches.get(turn.key) is turn.ours:
+                del self._held_batches[turn.key]
 
     def _take_turns(self, guards: dict[tuple[str, int], _Guard]) -> list[_Turn]:
         """Queue the held partitions behind the producer's batches held before them."""
@@ -767,25 +774,29 @@ class ReplicaManager:
         """Check ``held`` with the coordinator where it would begin a transaction, wait
         for the producer's batches held before it, append what passes, and answer the
         whole request (``first``: the rest, appended when it came)."""
-        try:
-            refused = await self._verify(txn_id, guards)
-            for _, _, before in turns:
-                if before is not None:
-                    await asyncio.shield(before)
-            answer = self._produce(held, self._voided(txn_id, guards, refused))
-        finally:
-            for key, ours, _ in turns:
-                ours.set_result(None)
-                if self._held_batches.get(key) is ours:
-                    del self._held_batches[key]
+        answer: ProduceResponse | Deferred[ProduceResponse] | None = None
         results: dict[tuple[str, int], ProducePartitionResponse] = {}
-        for part in (first, answer):
-            if part is None:
-                continue
-            done = await part if isinstance(part, Deferred) else part
-            for topic in done.topics:
-                for p in topic.partitions:
-                    results[(topic.name, p.index)] = p
+        try:
+            try:
+                refused = await self._verify(txn_id, guards)
+                for turn in turns:
+                    if turn.before is not None:
+                        await asyncio.shield(turn.before)
+                answer = self._produce(held, self._voided(txn_id, guards, refused))
+            finally:
+                self._give_back(turns)
+            for part in (first, answer):
+                if part is None:
+                    continue
+                done = await part if isinstance(part, Deferred) else part
+                for topic in done.topics:
+                    for p in topic.partitions:
+                        results[(topic.name, p.index)] = p
+        except BaseException:  # the producer went away: nothing waits for replicas for it
+            for part in (first, answer):
+                if isinstance(part, Deferred) and not part.done:
+                    part.cancel()
+            raise
         return ProduceResponse(
             topics=[
                 ProduceTopicResponse(
@@ -826,9 +837,15 @@ class ReplicaManager:
         ends). Run right before the append, with no await between."""
         for tp, guard in guards.items():
             current = self.partitions.get(TopicPartition(*tp))
-            if tp in refused or current is None:
-                continue  # a partition gone meanwhile: the append says so
-            if current.log is not guard.log or not guard.holds():
+            if tp in refused or current is None or not current.is_leader:
+                continue  # gone or led elsewhere meanwhile: the append says so (retriable)
+            if current.log is not guard.log or current.log.truncations != guard.truncations:
+                # led elsewhere and back meanwhile: whether its transaction ended is not
+                # known here any more; the producer asks again (retriable)
+                refused[tp] = NotLeaderOrFollowerError(
+                    f"{tp[0]}-{tp[1]} changed leaders while the batch was held; retry"
+                )
+            elif current.log.producers.markers_seen(guard.producer_id) != guard.markers:
                 refused[tp] = InvalidTxnStateError(
                     f"a marker of producer {guard.producer_id} reached {tp[0]}-{tp[1]} while "
                     "its batch was held (checked with the coordinator, or behind one that "

@@ -18,6 +18,7 @@ from protocol.apis import ProducePartition, ProduceRequest, ProduceResponse, Pro
 from protocol.errors import (
     ApiError,
     InvalidTxnStateError,
+    NotLeaderOrFollowerError,
     TransactionalIdAuthorizationFailedError,
 )
 from protocol.records import encode_batch
@@ -108,7 +109,7 @@ async def test_a_pipelined_batch_does_not_overtake_one_held_for_verification(
     first = replicas.produce(_request({0: _batch(1), 1: _batch(0)}))
     assert inspect.isawaitable(first)
     # the server runs a coroutine answer as a task, and reads on
-    task = asyncio.get_running_loop().create_task(first)  # type: ignore[arg-type]
+    task = asyncio.ensure_future(first)  # type: ignore[arg-type]
     second = replicas.produce(_request({0: _batch(2)}))
     first_codes = _codes(await task)
     second_codes = _codes(await second if inspect.isawaitable(second) else second)
@@ -276,12 +277,96 @@ async def test_a_batch_behind_a_held_one_waits_for_it_though_the_transaction_ope
         return {}
 
     replicas.txn_verify = verify
-    loop = asyncio.get_running_loop()
-    first = loop.create_task(replicas.produce(_request({0: _batch(0)})))  # type: ignore[arg-type]
-    second = loop.create_task(replicas.produce(_request({0: _batch(1)})))  # type: ignore[arg-type]
+    first = asyncio.ensure_future(replicas.produce(_request({0: _batch(0)})))  # type: ignore[arg-type]
+    second = asyncio.ensure_future(replicas.produce(_request({0: _batch(1)})))  # type: ignore[arg-type]
     assert _codes(await first) == {0: (0, "")}
     third = replicas.produce(_request({0: _batch(2)}))
     assert inspect.isawaitable(third)  # held behind the second
     assert _codes(await second) == {0: (0, "")}
     assert _codes(await third) == {0: (0, "")}
     assert not replicas._held_batches  # nothing left queued
+
+
+async def test_leadership_lost_during_the_check_answers_not_leader(
+    make_leader: MakeLeader,
+) -> None:
+    """While t-0's first transactional batch is being checked, the leadership moves to
+    broker 2 and this (now follower) replica truncates to the new leader's log, as its
+    fetcher does. The batch cannot be appended here: Kafka answers NOT_LEADER_OR_FOLLOWER
+    (the leader check comes before the verification guard), which the producer retries at
+    the new leader; INVALID_TXN_STATE would make its transaction abortable for a mere
+    leader move."""
+    replicas = await make_leader([1], True)
+    partition = next(iter(replicas.partitions.values()))
+    log = partition.log
+    log.append(_batch(0, transactional=False, pid=99), leader_epoch=1)  # something to cut
+
+    async def verify(txn_id: str, pid: int, epoch: int, tps: Any) -> dict[Any, ApiError]:
+        await asyncio.sleep(0)
+        follower = dataclasses.replace(
+            _leader_state(isr=[2], replicas=[1, 2, 3]), leader=2, leader_epoch=2
+        )
+        await replicas.become_leader_or_follower([follower])  # no live leader: no fetcher
+        log.truncate_to(0)  # the fetcher's truncation to the new leader's epoch end
+        return {}
+
+    replicas.txn_verify = verify
+    response: Any = replicas.produce(_request({0: _batch(0)}))
+    assert inspect.isawaitable(response)
+    codes = _codes(await response)
+    assert not partition.is_leader
+    assert codes[0][0] == NotLeaderOrFollowerError.code, codes
+
+
+async def test_a_held_produce_whose_task_never_started_does_not_block_the_partition(
+    make_leader: MakeLeader,
+) -> None:
+    """produce() takes the request's turns in _held_batches synchronously; a task
+    cancelled before its first step must give them back too, or every later batch of the
+    producer for t-0 would wait behind it for good."""
+    replicas = await make_leader([1], True)
+
+    async def verify(txn_id: str, pid: int, epoch: int, tps: Any) -> dict[Any, ApiError]:
+        await asyncio.sleep(0)
+        return {}
+
+    replicas.txn_verify = verify
+    first = asyncio.ensure_future(replicas.produce(_request({0: _batch(0)})))  # type: ignore[arg-type]
+    first.cancel()  # e.g. the connection went before the task ran
+    await asyncio.sleep(0)
+    assert first.cancelled()
+    # the producer reconnects and sends the batch again
+    again: Any = replicas.produce(_request({0: _batch(0)}))
+    codes = _codes(await asyncio.wait_for(again, 1.0))
+    assert codes[0][0] == 0
+
+
+async def test_a_held_acks_all_produce_cancelled_leaves_nothing_in_purgatory(
+    make_leader: MakeLeader,
+) -> None:
+    """acks=all, t-0 open (not held, appended at once: its Deferred waits for broker 2)
+    and t-1's first batch held for the check. The producer's connection goes while the
+    check is out: the server cancels the task, and t-0's Deferred with it, as a plain
+    produce's (its DelayedProduce must not wait in the purgatory until its timeout)."""
+    replicas = await make_leader([1, 2], True)
+    await replicas.become_leader_or_follower(
+        [dataclasses.replace(_leader_state(isr=[1, 2], replicas=[1, 2, 3]), partition_index=1)]
+    )
+    gate = asyncio.Event()
+
+    async def verify(txn_id: str, pid: int, epoch: int, tps: Any) -> dict[Any, ApiError]:
+        await gate.wait()
+        return {}
+
+    p0 = next(p for p in replicas.partitions.values() if p.index == 0)
+    p0.log.append(_batch(0), leader_epoch=1)  # the transaction is open in t-0
+    replicas.txn_verify = verify
+    request = _request({0: _batch(1), 1: _batch(0)}, acks=-1)
+    request.timeout_ms = 60_000
+    task = asyncio.ensure_future(replicas.produce(request))  # type: ignore[arg-type]
+    await asyncio.sleep(0)
+    assert len(replicas.delayed_produces) == 1  # t-0's, appended as the request came
+    task.cancel()  # the producer's connection closed
+    await asyncio.sleep(0)
+    assert task.cancelled()
+    assert not replicas.delayed_produces, "t-0's DelayedProduce outlives its request"
