@@ -684,6 +684,17 @@ class GroupCoordinator:
                     producer_epoch=request.producer_epoch,
                     is_transactional=True,
                 )
+                # a TxnOffsetCommit read late must not open a transaction here that no
+                # marker ends: its held offsets would block require_stable fetches for good
+                refused = await self._replicas.check_txn_write(
+                    request.transactional_id,
+                    OFFSETS_TOPIC,
+                    index,
+                    request.producer_id,
+                    request.producer_epoch,
+                )
+                if refused is not None:
+                    raise refused
                 result = await self._replicas.append_records(
                     OFFSETS_TOPIC, index, batch, timeout_ms=_COMMIT_TIMEOUT_MS
                 )

@@ -826,6 +826,32 @@ class ReplicaManager:
                 )
         return refused
 
+    async def check_txn_write(
+        self, txn_id: str, topic: str, index: int, producer_id: int, producer_epoch: int
+    ) -> ApiError | None:
+        """KIP-890 for a coordinator's own transactional write (TxnOffsetCommit's offsets
+        in ``__consumer_offsets``): where the producer has no transaction open in the
+        partition, ask its coordinator, and say why not if the write must not go in. The
+        caller appends right after, with no await between (the guard's answer holds only
+        until then)."""
+        partition = self.partitions.get(TopicPartition(topic, index))
+        if self.txn_verify is None or partition is None or not partition.is_leader:
+            return None  # the append answers a partition not led here
+        log = partition.log
+        if producer_id in log.producers.ongoing:
+            return None
+        guard = _Guard(
+            producer_id,
+            producer_epoch,
+            log,
+            log.truncations,
+            log.producers.markers_seen(producer_id),
+            True,
+        )
+        tp = (topic, index)
+        refused = await self._verify(txn_id, {tp: guard})
+        return self._voided(txn_id, {tp: guard}, refused).get(tp)
+
     def _voided(
         self,
         txn_id: str,

@@ -21,13 +21,18 @@ from client import (
     TransactionStateError,
 )
 from client.cluster import Cluster as ClientCluster
+from client.coordinator import GroupOffsets
 from client.localcluster import ZooKeeperServer
 from protocol.apis import (
     ApiKey,
+    OffsetCommitRequestPartition,
+    OffsetCommitRequestTopic,
     ProducePartition,
     ProduceRequest,
     ProduceResponse,
     ProduceTopic,
+    TxnOffsetCommitRequest,
+    TxnOffsetCommitResponse,
     WritableTxnMarker,
     WritableTxnMarkerTopic,
     WriteTxnMarkersRequest,
@@ -703,3 +708,54 @@ async def test_a_pipelining_transaction_that_adds_a_partition_commits(cluster: C
                 await producer.commit_transaction()
     values = await _committed_values(cluster, topic, 6)
     assert len(values) == 4 * 401 and len(set(values)) == len(values)
+
+
+async def test_a_txn_offset_commit_read_after_its_transaction_ended_is_refused(
+    cluster: Cluster,
+) -> None:
+    """KIP-890 for the group's offsets: a TxnOffsetCommit read after its transaction was
+    aborted would open one in __consumer_offsets that no marker ends, its offsets held and
+    require_stable fetches (read_committed consumers) refused for good."""
+    topic, group = "txn-late-offsets", "late-offsets"
+    await _topic(cluster, topic, 1)
+    tp = TopicPartition(topic, 0)
+    async with _producer(cluster, "late-offsets") as producer:
+        producer.begin_transaction()
+        await producer.send_and_wait(topic, b"x", partition=0)
+        await producer.send_offsets_to_transaction({tp: 1}, group)
+        await producer.abort_transaction()
+        accumulator = producer._accumulator
+        pid, epoch = accumulator.producer_id, accumulator.producer_epoch
+        raw = ClientCluster(cluster.bootstrap, client_id="test-raw")
+        await raw.start()
+        try:
+            offsets = GroupOffsets(raw, group, request_timeout_ms=10_000, retry_backoff_ms=100)
+            node = await offsets.coordinator()
+            late = TxnOffsetCommitRequest(
+                transactional_id="late-offsets",
+                group_id=group,
+                producer_id=pid,
+                producer_epoch=epoch,
+                topics=[
+                    OffsetCommitRequestTopic(
+                        name=topic,
+                        partitions=[
+                            OffsetCommitRequestPartition(partition_index=0, committed_offset=1)
+                        ],
+                    )
+                ],
+            )
+            answer: TxnOffsetCommitResponse = await raw.send(node, ApiKey.TXN_OFFSET_COMMIT, late)
+            (result,) = answer.topics[0].partitions
+            assert result.error_code == InvalidTxnStateError.code, result
+        finally:
+            await raw.close()
+    async with Consumer(
+        topic,
+        bootstrap_servers=cluster.bootstrap,
+        group_id=group,
+        isolation_level="read_committed",
+        enable_auto_commit=False,
+    ) as consumer:
+        async with asyncio.timeout(20):  # a stable answer: nothing of the group is held
+            assert await consumer.committed(tp) is None

@@ -39,10 +39,12 @@ from protocol.apis import (
     TxnOffsetCommitRequest,
 )
 from protocol.errors import (
+    ApiError,
     CoordinatorLoadInProgressError,
     CoordinatorNotAvailableError,
     FencedInstanceIdError,
     GroupIdNotFoundError,
+    InvalidTxnStateError,
     NonEmptyGroupError,
     NotCoordinatorError,
     UnknownMemberIdError,
@@ -76,6 +78,10 @@ class FakeReplicas:
         self.log: list[tuple[bytes | None, bytes | None]] = []
         self.gate: asyncio.Future[None] | None = None
         self.fail_code = 0
+        self.refuse_txn: ApiError | None = None  # what KIP-890's check answers
+
+    async def check_txn_write(self, *args: object) -> ApiError | None:
+        return self.refuse_txn
 
     def on_role_change(self, callback: Any) -> None:
         pass
@@ -777,3 +783,16 @@ async def test_a_transactions_offsets_need_write_on_its_transactional_id() -> No
     answer = await coordinator.txn_offset_commit(_txn_commit(OURS, {0: 9}, producer_id=7))
     assert {p.error_code for t in answer.topics for p in t.partitions} == {53}
     assert replicas.log == []  # nothing written
+
+
+async def test_a_transactions_offsets_the_check_refuses_are_neither_written_nor_held() -> None:
+    """KIP-890: a TxnOffsetCommit read after its transaction ended would open one in the
+    offsets partition that no marker ends (its offsets held, require_stable fetches
+    refused, for good)."""
+    coordinator, replicas = _coordinator()
+    replicas.refuse_txn = InvalidTxnStateError("not in an ongoing transaction")
+    answer = await coordinator.txn_offset_commit(_txn_commit(OURS, {0: 9}, producer_id=7))
+    assert {p.error_code for t in answer.topics for p in t.partitions} == {
+        InvalidTxnStateError.code
+    }
+    assert replicas.log == [] and not coordinator.stores[0].pending

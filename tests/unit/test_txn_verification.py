@@ -120,3 +120,28 @@ async def test_a_coordinator_that_cannot_answer_makes_the_produce_retriable(
     assert code == NotEnoughReplicasError.code and NotEnoughReplicasError.retriable
     replicas.txn_verify = _Coordinator().verify  # the broker goes on serving
     assert (await _answer(replicas, _request(0)))[0] == 0
+
+
+async def test_a_coordinators_transactional_write_is_checked_too(make_leader: MakeLeader) -> None:
+    """TxnOffsetCommit's offsets (the group coordinator's own append) get the same check:
+    asked where the producer has no transaction open, and refused if a marker came."""
+    replicas = await make_leader([1], True)
+    coordinator = _Coordinator()
+    replicas.txn_verify = coordinator.verify
+    log = replicas.partitions[next(iter(replicas.partitions))].log
+    assert await replicas.check_txn_write(TXN_ID, "t", 0, 7, 0) is None
+    assert coordinator.asked == [(TXN_ID, 7, 0, [("t", 0)])]
+    coordinator.refuse = InvalidTxnStateError("not in an ongoing transaction")
+    refused = await replicas.check_txn_write(TXN_ID, "t", 0, 7, 0)
+    assert isinstance(refused, InvalidTxnStateError)
+    coordinator.refuse = None
+    coordinator.meanwhile = lambda: log.append_marker(
+        producer_id=7, producer_epoch=0, committed=False, coordinator_epoch=0
+    )
+    refused = await replicas.check_txn_write(TXN_ID, "t", 0, 7, 0)
+    assert isinstance(refused, InvalidTxnStateError) and "while its batch was held" in str(refused)
+    coordinator.meanwhile = None
+    assert (await _answer(replicas, _request(0)))[0] == 0  # the transaction opens here
+    asked = len(coordinator.asked)
+    assert await replicas.check_txn_write(TXN_ID, "t", 0, 7, 0) is None
+    assert len(coordinator.asked) == asked  # open: not asked
