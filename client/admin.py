@@ -55,6 +55,7 @@ from client.types import (
     UserScramCredentialDeletion,
     UserScramCredentialsDescription,
     UserScramCredentialUpsertion,
+    partition_names,
 )
 from protocol.acls import (
     AclBinding,
@@ -829,10 +830,10 @@ class Admin:
         if not refused:
             return done
         first = next(iter(refused.values()))
-        message = "; ".join(f"{_names([tp])}: {e.message}" for tp, e in refused.items())
+        message = "; ".join(f"{partition_names([tp])}: {e.message}" for tp, e in refused.items())
         if done:
             deleted = ", ".join(
-                f"{_names([tp])} (low watermark {w})" for tp, w in sorted(done.items())
+                f"{partition_names([tp])} (low watermark {w})" for tp, w in sorted(done.items())
             )
             message += f"; the others' records were deleted: {deleted}"
         raise error_for_code(first.code, message)
@@ -855,7 +856,7 @@ class Admin:
             last = await self._leaders_round(metadata, todo, out, ask)
             if todo and time.monotonic() >= deadline:
                 raise last or RequestTimedOutError(
-                    f"no leader answered {what} for {_names(todo)} within "
+                    f"no leader answered {what} for {partition_names(todo)} within "
                     f"{self.request_timeout_ms} ms"
                 )
             if todo:
@@ -1454,10 +1455,6 @@ def _check_partitions_exist(metadata: ClusterMetadata, tps: Iterable[TopicPartit
             raise UnknownTopicOrPartitionError(
                 f"topic {tp.topic!r} has no partition {tp.partition} (it has {len(partitions)})"
             )
-
-
-def _names(tps: Iterable[TopicPartition]) -> str:
-    return ", ".join(f"{tp.topic}-{tp.partition}" for tp in sorted(tps))
 
 
 def _filter_fields(f: AclBindingFilter) -> dict[str, Any]:

@@ -67,7 +67,7 @@ from client.assignors import (
 )
 from client.cluster import Cluster, ClusterMetadata
 from client.coordinator import GroupOffsets
-from client.types import TopicPartition
+from client.types import TopicPartition, partition_names
 from protocol.apis import (
     ApiKey,
     HeartbeatRequest,
@@ -335,7 +335,7 @@ class GroupMember:
         revoked = owned.difference(mine)
         if revoked:  # cooperative: what moves goes first, then the next round hands it over
             await self._revoke(revoked)
-            self.request_rejoin(f"gave up {_names(revoked)} for other members")
+            self.request_rejoin(f"gave up {partition_names(revoked)} for other members")
         self.assignment = mine
         self._owned_generation = self.generation_id
         self._holds_assignment = True
@@ -587,10 +587,6 @@ class GroupMember:
             if len(now) != count:
                 self.request_rejoin(f"{topic} has {len(now)} partitions, not {count}")
                 return
-
-
-def _names(tps: Iterable[TopicPartition]) -> str:
-    return ", ".join(f"{tp.topic}-{tp.partition}" for tp in sorted(tps))
 
 
 def _matches(pattern: re.Pattern[str], topic: str) -> bool:

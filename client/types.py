@@ -6,7 +6,7 @@ They are NamedTuples so a user can unpack them, compare them and use them as dic
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
@@ -48,6 +48,11 @@ _NO_CONFIGS: Mapping[str, str] = MappingProxyType({})
 class TopicPartition(NamedTuple):
     topic: str
     partition: int
+
+
+def partition_names(tps: Iterable[TopicPartition]) -> str:
+    """``t-0, t-1, u-3``: partitions in a message, sorted."""
+    return ", ".join(f"{tp.topic}-{tp.partition}" for tp in sorted(tps))
 
 
 class RecordMetadata(NamedTuple):

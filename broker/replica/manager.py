@@ -256,6 +256,18 @@ class _Guard:
     """Whether the batch would begin a transaction here (asked of the coordinator), or
     only waits behind one of the producer's that is held."""
 
+    @classmethod
+    def of(cls, log: Log, producer_id: int, epoch: int, check: bool) -> _Guard:
+        """What ``log`` knows of the producer now."""
+        return cls(
+            producer_id,
+            epoch,
+            log,
+            log.truncations,
+            log.producers.markers_seen(producer_id),
+            check,
+        )
+
 
 class _DelayedProduce:
     """An acks=all produce waiting for its partitions' high watermarks (Kafka's
@@ -387,13 +399,13 @@ class ReplicaManager:
         """Parked fetches by partition (a dict: wakes go in the order they parked)."""
         self.parked_fetches = 0
         self.delayed_produces: set[_DelayedProduce] = set()
+        """acks=all produces waiting for their replicas (Kafka's produce purgatory)."""
         self._held_batches: dict[tuple[str, int, int], asyncio.Future[None]] = {}
         """(topic, partition, producer id) -> done when the last produce holding a batch
         of it has appended (or refused) it: the next waits for it (see :meth:`produce`)."""
         self.txn_verify: TxnVerify | None = None
         """KIP-890's check of a transaction's first batch in a partition (set by the app
         when ``transaction.partition.verification.enable``)."""
-        """acks=all produces waiting for their replicas (Kafka's produce purgatory)."""
         self._woken: dict[_DelayedFetch, None] = {}
         """Parked fetches to try again at the loop's next pass (see :meth:`_wake`)."""
         self._creating: dict[TopicPartition, asyncio.Future[Partition]] = {}
@@ -751,14 +763,7 @@ class ReplicaManager:
                 check = pid not in log.producers.ongoing
                 if not check and (topic.name, p.index, pid) not in self._held_batches:
                     continue
-                found[(topic.name, p.index)] = _Guard(
-                    pid,
-                    header.producer_epoch,
-                    log,
-                    log.truncations,
-                    log.producers.markers_seen(pid),
-                    check,
-                )
+                found[(topic.name, p.index)] = _Guard.of(log, pid, header.producer_epoch, check)
         return found
 
     async def _produce_verified(
@@ -840,14 +845,7 @@ class ReplicaManager:
         log = partition.log
         if producer_id in log.producers.ongoing:
             return None
-        guard = _Guard(
-            producer_id,
-            producer_epoch,
-            log,
-            log.truncations,
-            log.producers.markers_seen(producer_id),
-            True,
-        )
+        guard = _Guard.of(log, producer_id, producer_epoch, check=True)
         tp = (topic, index)
         refused = await self._verify(txn_id, {tp: guard})
         return self._voided(txn_id, {tp: guard}, refused).get(tp)

@@ -78,11 +78,14 @@ async def test_eager_member_offering_cooperative_sticky_leaves_no_partition_unow
     cluster.others = ["other"]  # a second member joins: one partition moves to it
     member.request_rejoin("a member joined")
     await _until(lambda: len(cluster.syncs) >= 2 and member.stable)
-    await asyncio.sleep(0.3)  # 15 heartbeat intervals: time for any follow-up round
+    await _until(lambda: _shared_whole(cluster.syncs[1:]))  # no partition left unowned
     await member.stop()
-    last = cluster.syncs[-1]
+
+
+def _shared_whole(syncs: list[dict[str, list[TopicPartition]]]) -> bool:
+    """The latest of ``syncs`` hands out every partition of t (two)."""
     every = {TopicPartition("t", 0), TopicPartition("t", 1)}
-    assert set().union(*map(set, last.values())) == every
+    return bool(syncs) and set().union(*map(set, syncs[-1].values())) == every
 
 
 # --- the cooperative commit's wait -------------------------------------------------------
@@ -130,8 +133,10 @@ async def test_a_deferred_cooperative_commit_ends_when_the_consumer_stops() -> N
     consumer. The rebalance will never settle now: the commit must fail at once, not
     hang for max_poll_interval_ms (300 s by default)."""
     consumer, _ = _cooperative_consumer(max_poll_interval_ms=60_000)
+    offsets: _CommitOffsets = consumer._offsets  # type: ignore[assignment]
     committing = asyncio.ensure_future(consumer.commit({TopicPartition("t", 0): 5}))
-    await asyncio.sleep(0.05)
+    await _until(lambda: offsets.deferred == 0)  # its first try was deferred
+    await asyncio.sleep(0)
     assert not committing.done()  # waiting for the rebalance to settle
     await asyncio.wait_for(consumer.stop(), 5)
     with pytest.raises(CommitFailedError):  # at once, not after max_poll_interval_ms
@@ -147,7 +152,7 @@ async def test_a_retried_cooperative_commit_never_goes_backwards() -> None:
     offsets: _CommitOffsets = consumer._offsets  # type: ignore[assignment]
     tp = TopicPartition("t", 0)
     committing = asyncio.ensure_future(consumer.commit({tp: 5}))
-    await asyncio.sleep(0.05)
+    await _until(lambda: offsets.deferred == 0)  # its first try was deferred: it waits
     # the rebalance completes: its revoke commits in a rebalance callback (no wait) ...
     token = consumer_module._IN_REBALANCE.set(True)
     try:
@@ -207,15 +212,13 @@ async def test_a_cooperative_member_that_resubscribes_claims_nothing_it_gave_up(
     await asyncio.wait_for(joined.wait(), 5)
     await member.stop()  # what unsubscribe() does
     joined.clear()
+    before = len(cluster.syncs)
     cluster.others = ["other"]  # another consumer starts meanwhile
     member.subscribe(["t"], None)
     member.start()
     await asyncio.wait_for(joined.wait(), 5)
-    await asyncio.sleep(0.3)
+    await _until(lambda: _shared_whole(cluster.syncs[before:]))  # no partition left unowned
     await member.stop()
-    last = cluster.syncs[-1]
-    every = {TopicPartition("t", 0), TopicPartition("t", 1)}
-    assert set().union(*map(set, last.values())) == every
 
 
 async def test_stop_during_a_partial_cooperative_revoke_revokes_the_rest_once() -> None:
