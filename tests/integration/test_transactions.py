@@ -36,13 +36,13 @@ from protocol.apis import (
     WritableTxnMarker,
     WritableTxnMarkerTopic,
     WriteTxnMarkersRequest,
-    WriteTxnMarkersResponse,
 )
 from protocol.errors import (
     IllegalGenerationError,
     InvalidTxnStateError,
     ProducerFencedError,
     UnknownProducerIdError,
+    error_for_code,
 )
 from protocol.records import encode_batch
 from protocol.records.control import encode_end_txn_marker
@@ -98,23 +98,36 @@ async def _produce(raw: ClientCluster, pid: int, seq: int, values: list[bytes]) 
         base_sequence=seq,
         is_transactional=True,
     )
-    leader = raw.leader_for(TP)
-    assert leader is not None
     request = ProduceRequest(
         transactional_id=f"raw-{pid}",  # a transactional batch comes with its id
         acks=-1,
         timeout_ms=10_000,
         topics=[ProduceTopic(name=TOPIC, partitions=[ProducePartition(index=0, records=batch)])],
     )
-    response: ProduceResponse = await raw.send(leader, ApiKey.PRODUCE, request)
-    (result,) = response.topics[0].partitions
-    assert result.error_code == 0, result.error_message
+    result = await _to_leader(raw, ApiKey.PRODUCE, request, lambda r: r.topics[0].partitions[0])
     return result.base_offset
 
 
+async def _to_leader(
+    raw: ClientCluster, api_key: ApiKey, request: Any, result_of: Any, tp: TopicPartition = TP
+) -> Any:
+    """Sends ``request`` to ``tp``'s leader and returns its partition's result, retrying a
+    retriable error as a client does: a broker's metadata can name a new leader a moment
+    before that leader has taken the partition over."""
+    async with asyncio.timeout(20):
+        while True:
+            leader = raw.leader_for(tp)
+            if leader is not None:
+                result = result_of(await raw.send(leader, api_key, request))
+                if result.error_code == 0:
+                    return result
+                if not error_for_code(result.error_code).retriable:
+                    raise AssertionError(result.error_message)
+            await asyncio.sleep(0.1)
+            await raw.refresh_new(tp.topic)
+
+
 async def _end(raw: ClientCluster, pid: int, *, committed: bool) -> None:
-    leader = raw.leader_for(TP)
-    assert leader is not None
     request = WriteTxnMarkersRequest(
         markers=[
             WritableTxnMarker(
@@ -126,9 +139,12 @@ async def _end(raw: ClientCluster, pid: int, *, committed: bool) -> None:
             )
         ]
     )
-    response: WriteTxnMarkersResponse = await raw.send(leader, ApiKey.WRITE_TXN_MARKERS, request)
-    (written,) = response.markers[0].topics[0].partitions
-    assert written.error_code == 0, written.error_message
+    await _to_leader(
+        raw,
+        ApiKey.WRITE_TXN_MARKERS,
+        request,
+        lambda r: r.markers[0].topics[0].partitions[0],
+    )
 
 
 async def _read(
@@ -526,8 +542,6 @@ async def test_operators_list_describe_and_abort_a_hanging_transaction(
         # a transaction no coordinator knows (its producer wrote, then vanished): it holds
         # the partition's last stable offset for good
         await raw.refresh_new(topic)
-        leader = raw.leader_for(tp)
-        assert leader is not None
         hanging = encode_batch(
             [(None, b"hanging", None, None)],
             producer_id=777_777,
@@ -543,8 +557,7 @@ async def test_operators_list_describe_and_abort_a_hanging_transaction(
                 ProduceTopic(name=topic, partitions=[ProducePartition(index=0, records=hanging)])
             ],
         )
-        answer: ProduceResponse = await raw.send(leader, ApiKey.PRODUCE, request)
-        assert answer.topics[0].partitions[0].error_code == 0
+        await _to_leader(raw, ApiKey.PRODUCE, request, lambda r: r.topics[0].partitions[0], tp)
     finally:
         await raw.close()
     async with _producer(cluster, "legit") as producer:
