@@ -20,12 +20,20 @@ import asyncio
 import contextlib
 import random
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 
 import structlog
 
 from broker.authorizer import Authorizer, topic_not_authorized
-from broker.config import TOPIC_CONFIG_SYNONYMS, BrokerConfig, is_secret
+from broker.broker_configs import BrokerConfigs
+from broker.config import TOPIC_CONFIG_SYNONYMS, BrokerConfig
+from broker.config_changes import (
+    LIST_TOPIC_CONFIGS,
+    ConfigSubject,
+    incremented,
+    replaced,
+    topic_subject,
+)
 from broker.controller.assignment import assign_replicas
 from broker.log import LogConfig
 from broker.metadata import MetadataCache
@@ -46,7 +54,6 @@ from broker.zk import (
 from protocol.acls import Operation, ResourceType
 from protocol.apis import (
     AlterableConfig,
-    AlterConfigOp,
     AlterConfigsRequest,
     AlterConfigsResourceResponse,
     AlterConfigsResponse,
@@ -89,14 +96,12 @@ from protocol.errors import (
 )
 from protocol.group_log import OFFSETS_TOPIC
 
-__all__ = ["TopicAdmin", "incremental_overrides", "replaced_overrides", "validate_topic_name"]
+__all__ = ["TopicAdmin", "validate_topic_name"]
 
 _LEGAL = re.compile(r"^[a-zA-Z0-9._-]+$")
 _MAX_NAME = 249
 _CAS_ATTEMPTS = 20
 _CAS_BACKOFF_S = 0.005
-_LIST_CONFIGS = {"cleanup.policy"}
-"""Topic configs whose value is a comma-separated list (APPEND and SUBTRACT apply)."""
 
 
 def validate_topic_name(name: str) -> None:
@@ -118,11 +123,13 @@ class TopicAdmin:
         config: BrokerConfig,
         metadata: MetadataCache,
         authorizer: Authorizer | None = None,
+        broker_configs: BrokerConfigs | None = None,
     ) -> None:
         self._zk = zk
         self._config = config
         self._metadata = metadata
         self._acl = authorizer or Authorizer()
+        self.broker_configs = broker_configs or BrokerConfigs(zk, config)
         self._log = structlog.get_logger("headwater.admin").bind(broker_id=config.broker_id)
 
     # --- create -------------------------------------------------------------------------
@@ -454,13 +461,17 @@ class TopicAdmin:
     # --- config changes -----------------------------------------------------------------
 
     async def alter_configs(self, request: AlterConfigsRequest) -> AlterConfigsResponse:
-        """AlterConfigs: each topic's overrides become exactly the ones given (Kafka's
+        """AlterConfigs: each entity's overrides become exactly the ones given (Kafka's
         semantics: a config left out returns to its default)."""
         responses = []
         for r in request.resources:
-            plan = _replacing(r.resource_name, r.configs)
             responses.append(
-                await self._alter(r.resource_type, r.resource_name, plan, request.validate_only)
+                await self._alter(
+                    r.resource_type,
+                    r.resource_name,
+                    _replacing(r.configs),
+                    request.validate_only,
+                )
             )
         return AlterConfigsResponse(responses=responses)
 
@@ -468,12 +479,15 @@ class TopicAdmin:
         self, request: IncrementalAlterConfigsRequest
     ) -> IncrementalAlterConfigsResponse:
         """IncrementalAlterConfigs (KIP-339): SET, DELETE, APPEND, SUBTRACT single entries."""
-        defaults = self._config.log_config()
         responses = []
         for r in request.resources:
-            plan = _incrementing(r.resource_name, r.configs, defaults)
             responses.append(
-                await self._alter(r.resource_type, r.resource_name, plan, request.validate_only)
+                await self._alter(
+                    r.resource_type,
+                    r.resource_name,
+                    _incrementing(r.configs),
+                    request.validate_only,
+                )
             )
         return IncrementalAlterConfigsResponse(responses=responses)
 
@@ -481,19 +495,22 @@ class TopicAdmin:
         self,
         resource_type: int,
         name: str,
-        plan: Callable[[dict[str, str]], dict[str, str]],
+        change: Change,
         validate_only: bool,
     ) -> AlterConfigsResourceResponse:
+        what = f"topic {name!r}"
         try:
             self._check_configs(Operation.ALTER_CONFIGS, resource_type, name)
             if resource_type == ConfigResourceType.BROKER:
-                raise InvalidRequestError(
-                    "only topic configs can be altered; broker settings are static (set them "
-                    "in the broker's config file or with --set, then restart the broker)"
+                what = f"broker {name}" if name.strip() else "every broker's default"
+                await self.broker_configs.change(name, change, validate_only)
+            elif resource_type == ConfigResourceType.TOPIC:
+                subject = topic_subject(name, self._config.log_config())
+                await self._change_topic_config(
+                    name, lambda current: change(subject, current), validate_only
                 )
-            if resource_type != ConfigResourceType.TOPIC:
+            else:
                 raise InvalidRequestError(f"unknown config resource type {resource_type}")
-            await self._change_topic_config(name, plan, validate_only)
         except ApiError as exc:
             return AlterConfigsResourceResponse(
                 resource_type=resource_type,
@@ -507,8 +524,8 @@ class TopicAdmin:
                 resource_name=name,
                 error_code=RequestTimedOutError.code,
                 error_message=(
-                    f"ZooKeeper did not answer ({exc}); the change to topic {name!r} may or "
-                    "may not be made: describe its configs to see"
+                    f"ZooKeeper did not answer ({exc}); the change to {what} may or may not "
+                    "be made: describe its configs to see"
                 ),
             )
         return AlterConfigsResourceResponse(resource_type=resource_type, resource_name=name)
@@ -584,12 +601,7 @@ class TopicAdmin:
         if resource.resource_type == ConfigResourceType.TOPIC:
             entries = await self._describe_topic(resource.resource_name, synonyms)
         elif resource.resource_type == ConfigResourceType.BROKER:
-            if resource.resource_name not in ("", str(self._config.broker_id)):
-                raise InvalidRequestError(
-                    f"this is broker {self._config.broker_id}; ask broker "
-                    f"{resource.resource_name} for its own configs"
-                )
-            entries = [self._broker_entry(name) for name, _ in self._config.items()]
+            entries = self.broker_configs.describe(resource.resource_name, synonyms)
         else:
             raise InvalidRequestError(f"unknown config resource type {resource.resource_type}")
         return [e for e in entries if keys is None or e.name in keys]
@@ -610,12 +622,8 @@ class TopicAdmin:
         overrides = await self._overrides(topic)
         entries = []
         for name, broker_name in TOPIC_CONFIG_SYNONYMS.items():
-            broker_entry = self._broker_entry(broker_name)
-            chain = [
-                DescribeConfigsSynonym(
-                    name=broker_name, value=broker_entry.value, source=broker_entry.config_source
-                )
-            ]
+            broker_entry = self.broker_configs.entry(broker_name)
+            chain = self.broker_configs.synonyms(broker_name)
             value: str | None
             if name in overrides:
                 value, source = overrides[name], ConfigSource.DYNAMIC_TOPIC_CONFIG
@@ -633,124 +641,26 @@ class TopicAdmin:
             )
         return entries
 
-    def _broker_entry(self, name: str) -> DescribeConfigsEntry:
-        value = self._config[name]
-        text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
-        if isinstance(value, bool):
-            text = str(value).lower()
-        default = self._config.sources.get(name, "default") == "default"
-        source = ConfigSource.DEFAULT_CONFIG if default else ConfigSource.STATIC_BROKER_CONFIG
-        if is_secret(name):  # Kafka's PASSWORD settings: never sent, only said to be there
-            return DescribeConfigsEntry(
-                name=name,
-                value=None,
-                read_only=True,
-                config_source=source.value,
-                is_sensitive=True,
-            )
-        return DescribeConfigsEntry(
-            name=name, value=text, read_only=True, config_source=source.value
-        )
+
+Change = Callable[[ConfigSubject, dict[str, str]], dict[str, str]]
+"""What a request makes of an entity's overrides, given the entity and its overrides now."""
+
+
+def _replacing(configs: list[AlterableConfig]) -> Change:
+    return lambda subject, _current: replaced(subject, configs)
+
+
+def _incrementing(ops: list[IncrementalAlterableConfig]) -> Change:
+    return lambda subject, current: incremented(subject, current, ops)
 
 
 def _config_type(name: str) -> str:
     """Kafka's config type name of a topic config, from its declared default."""
-    if name in _LIST_CONFIGS:
+    if name in LIST_TOPIC_CONFIGS:
         return "list"
     default = LogConfig().properties()[name]
     kinds = {bool: "boolean", int: "long", float: "double", str: "string"}
     return kinds[type(default)]
-
-
-def _known(topic: str, name: str) -> None:
-    known = LogConfig().properties()
-    if name not in known:
-        raise InvalidConfigError(
-            f"topic {topic!r}: unknown topic config {name!r}; known: {', '.join(known)}"
-        )
-
-
-def _unique(topic: str, names: Iterable[str]) -> None:
-    seen: set[str] = set()
-    for name in names:
-        if name in seen:
-            raise InvalidRequestError(f"topic {topic!r}: {name} is given twice")
-        seen.add(name)
-
-
-def replaced_overrides(topic: str, configs: list[AlterableConfig]) -> dict[str, str]:
-    """AlterConfigs: the new overrides are exactly ``configs``."""
-    _unique(topic, (c.name for c in configs))
-    wanted = {}
-    for c in configs:
-        _known(topic, c.name)
-        if c.value is None:
-            raise InvalidConfigError(
-                f"topic {topic!r}: {c.name} has no value (AlterConfigs replaces every "
-                "override: leave a config out to return it to its default)"
-            )
-        wanted[c.name] = c.value.strip()
-    return wanted
-
-
-def incremental_overrides(
-    topic: str,
-    current: dict[str, str],
-    ops: list[IncrementalAlterableConfig],
-    defaults: LogConfig,
-) -> dict[str, str]:
-    """IncrementalAlterConfigs: ``current`` overrides with ``ops`` applied in order, as
-    Kafka's ``prepareIncrementalConfigs`` (APPEND/SUBTRACT start from the value in force:
-    the override, else the broker's default)."""
-    _unique(topic, (op.name for op in ops))
-    wanted = dict(current)
-    for op in ops:
-        _known(topic, op.name)
-        if op.config_operation == AlterConfigOp.DELETE:
-            wanted.pop(op.name, None)
-            continue
-        if op.value is None:
-            raise InvalidConfigError(f"topic {topic!r}: {op.name} has no value")
-        if op.config_operation == AlterConfigOp.SET:
-            wanted[op.name] = op.value.strip()
-        elif op.config_operation in (AlterConfigOp.APPEND, AlterConfigOp.SUBTRACT):
-            wanted[op.name] = _list_op(topic, op, wanted.get(op.name), defaults)
-        else:
-            raise InvalidRequestError(
-                f"topic {topic!r}: unknown config operation {op.config_operation} for "
-                f"{op.name} (0 SET, 1 DELETE, 2 APPEND, 3 SUBTRACT)"
-            )
-    return wanted
-
-
-def _list_op(
-    topic: str, op: IncrementalAlterableConfig, override: str | None, defaults: LogConfig
-) -> str:
-    if op.name not in _LIST_CONFIGS:
-        raise InvalidRequestError(
-            f"topic {topic!r}: {op.name} is not a list; APPEND and SUBTRACT are for list "
-            f"configs ({', '.join(sorted(_LIST_CONFIGS))})"
-        )
-    in_force = override if override is not None else str(defaults.properties()[op.name])
-    items = [i.strip() for i in in_force.split(",") if i.strip()]
-    given = [i.strip() for i in (op.value or "").split(",") if i.strip()]
-    if op.config_operation == AlterConfigOp.APPEND:
-        items += [i for i in given if i not in items]
-    else:
-        items = [i for i in items if i not in given]
-    return ",".join(items)
-
-
-def _replacing(
-    topic: str, configs: list[AlterableConfig]
-) -> Callable[[dict[str, str]], dict[str, str]]:
-    return lambda _current: replaced_overrides(topic, configs)
-
-
-def _incrementing(
-    topic: str, ops: list[IncrementalAlterableConfig], defaults: LogConfig
-) -> Callable[[dict[str, str]], dict[str, str]]:
-    return lambda current: incremental_overrides(topic, current, ops, defaults)
 
 
 def _new_partitions(

@@ -25,6 +25,7 @@ import structlog
 from broker import sasl, tls
 from broker.admin import TopicAdmin
 from broker.authorizer import Authorizer, topic_not_authorized, transactional_id_not_authorized
+from broker.broker_configs import BrokerConfigs
 from broker.config import TLS_PROTOCOLS, BrokerConfig, listener_name
 from broker.controller.controller import Controller
 from broker.controller.election import ControllerElection
@@ -157,6 +158,7 @@ class Broker:
         self._sasl: dict[str, sasl.SaslListener] = {}
         self._acl = Authorizer()
         self._quotas: QuotaManager | None = None
+        self._broker_configs: BrokerConfigs | None = None
         self._registrar: BrokerRegistrar | None = None
         self._election: ControllerElection | None = None
         self._controller: Controller | None = None
@@ -205,6 +207,8 @@ class Broker:
         self.cluster_id = await get_or_create_cluster_id(self._zk)
         await self._acl.start()  # every ACL read before anything is served
         await self._quotas.start()
+        self._broker_configs = BrokerConfigs(self._zk, cfg)
+        await self._broker_configs.start()  # the logs open with the dynamic defaults
         self._log = self._log.bind(cluster_id=self.cluster_id)
         self._logs = LogManager(
             cfg.log_dirs,
@@ -216,9 +220,13 @@ class Broker:
         self._topic_configs = TopicConfigs(
             self._zk, cfg.log_config(), self._logs, broker_id=self.broker_id
         )
+        self._logs.default_config = self._topic_configs.defaults  # changed during startup?
+        self._broker_configs.on_change(self._on_broker_config)  # from when the copy was made
         await self._topic_configs.start()  # the logs on disk get their topics' overrides
         protocols = cfg.listener_protocols
-        self._admin = TopicAdmin(self._zk, cfg, self.metadata, self._acl)
+        self._admin = TopicAdmin(
+            self._zk, cfg, self.metadata, self._acl, broker_configs=self._broker_configs
+        )
         self._replicas = ReplicaManager(
             self.broker_id,
             self._logs,
@@ -278,7 +286,7 @@ class Broker:
         self._controller = Controller(
             self._zk,
             self.broker_id,
-            unclean_leader_election=cfg["unclean.leader.election.enable"],
+            unclean_leader_election=lambda: bool(cfg["unclean.leader.election.enable"]),
             peer_tls=self._peer_tls,
             peer_login=self._peer_login,
             inter_broker_listener=cfg.inter_broker_listener,
@@ -318,6 +326,7 @@ class Broker:
         # the parts that follow ZooKeeper or serve on their own, in start order reversed
         for part in (
             self._topic_configs,
+            self._broker_configs,
             self._acl,
             self._quotas,
             self._metrics,
@@ -820,10 +829,26 @@ class Broker:
         offline partitions as soon as it allows unclean election, not at the next broker
         change; ours does the same (every broker hears the change; the active controller
         acts)."""
+        if config.unclean_leader_election_enable:
+            self._elect_unclean(topic)
+
+    def _on_broker_config(self, changed: set[str]) -> None:
+        """Dynamic broker configs changed here: the logs of topics without an override
+        follow the new defaults, and a default that now allows unclean election elects
+        leaders for the offline partitions at once, as a topic's change does."""
+        assert self._logs is not None  # registered once the logs are
+        defaults = self.config.log_config()
+        self._logs.default_config = defaults
+        if self._topic_configs is not None:
+            self._topic_configs.set_defaults(defaults)
+        if "unclean.leader.election.enable" in changed and defaults.unclean_leader_election_enable:
+            self._elect_unclean(None)
+
+    def _elect_unclean(self, topic: str | None) -> None:
+        """If this broker is the controller: elect leaders for ``topic``'s offline
+        partitions (None: every topic's) now that unclean election may."""
         controller = self._controller
-        if not config.unclean_leader_election_enable or controller is None:
-            return
-        if not controller.active:
+        if controller is None or not controller.active:
             return
         task = asyncio.get_running_loop().create_task(controller.elect_unclean(topic))
         self._config_tasks.add(task)

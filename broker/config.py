@@ -23,7 +23,17 @@ from typing import Any
 from broker.log.config import LogConfig
 from protocol.errors import HeadwaterError
 
-__all__ = ["SETTINGS", "BrokerConfig", "ConfigError", "Setting", "is_secret", "load_config"]
+__all__ = [
+    "DYNAMIC_BROKER_CONFIGS",
+    "SETTINGS",
+    "BrokerConfig",
+    "ConfigError",
+    "Setting",
+    "config_text",
+    "is_secret",
+    "load_config",
+    "parse_dynamic",
+]
 
 _LONG_MAX = 2**63 - 1
 _LISTENER = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_]*)://(?P<host>[^:/\s]*):(?P<port>\d{1,5})$")
@@ -710,6 +720,17 @@ TOPIC_CONFIG_SYNONYMS = {
 }
 """Topic config -> the broker setting that gives its default (Kafka's synonyms)."""
 
+DYNAMIC_BROKER_CONFIGS = frozenset(TOPIC_CONFIG_SYNONYMS.values())
+"""The settings that can be changed on a running cluster, per broker or as every broker's
+default (Kafka's KIP-226 dynamic broker configs: here, the broker defaults of the topic
+configs, which a topic without an override of its own follows at once)."""
+
+STATIC, DEFAULT = "STATIC_BROKER_CONFIG", "DEFAULT_CONFIG"
+DYNAMIC_BROKER, DYNAMIC_DEFAULT = "DYNAMIC_BROKER_CONFIG", "DYNAMIC_DEFAULT_BROKER_CONFIG"
+"""Where a setting's value comes from (Kafka's ConfigSource names), strongest first:
+this broker's dynamic value, every broker's dynamic default, its config file (or
+environment, or ``--set``), the built-in default."""
+
 
 class BrokerConfig:
     """The validated settings of one broker: ``config["log.dirs"]``."""
@@ -720,7 +741,10 @@ class BrokerConfig:
         sources: Mapping[str, str],
         extra: Mapping[str, str] | None = None,
     ) -> None:
-        self._values = dict(values)
+        self._static = dict(values)
+        self._values = self._static  # what is in force: the dynamic layers over _static
+        self.dynamic_default: dict[str, Any] = {}
+        self.dynamic_broker: dict[str, Any] = {}
         self.sources = dict(sources)  # name -> "default", "file x.toml", "env X", "--set"
         self.extra = dict(extra or {})
         """Settings whose names carry a listener (Kafka's
@@ -731,6 +755,35 @@ class BrokerConfig:
 
     def items(self) -> Iterable[tuple[str, Any]]:
         return sorted(self._values.items())
+
+    def set_dynamic(self, default: Mapping[str, Any], broker: Mapping[str, Any]) -> set[str]:
+        """Put the dynamic layers in force (values parsed with :func:`parse_dynamic`);
+        returns the names whose value in force changed."""
+        values = {**self._static, **default, **broker}
+        changed = {name for name, value in values.items() if self._values[name] != value}
+        self.dynamic_default, self.dynamic_broker = dict(default), dict(broker)
+        self._values = values
+        return changed
+
+    def with_dynamic(self, default: Mapping[str, Any], broker: Mapping[str, Any]) -> BrokerConfig:
+        """A copy with these dynamic layers over the same static settings (to validate a
+        change before it is made)."""
+        copy = BrokerConfig(self._static, self.sources, self.extra)
+        copy.set_dynamic(default, broker)
+        return copy
+
+    def layers(self, name: str) -> list[tuple[str, Any]]:
+        """Every value ``name`` has, with where it comes from, the one in force first
+        (Kafka's synonyms of a broker config)."""
+        found = []
+        if name in self.dynamic_broker:
+            found.append((DYNAMIC_BROKER, self.dynamic_broker[name]))
+        if name in self.dynamic_default:
+            found.append((DYNAMIC_DEFAULT, self.dynamic_default[name]))
+        if self.sources.get(name, "default") != "default":
+            found.append((STATIC, self._static[name]))
+        found.append((DEFAULT, _BY_NAME[name].default if name in _BY_NAME else None))
+        return found
 
     @property
     def broker_id(self) -> int:
@@ -926,6 +979,32 @@ def _number(kind: type, raw: Any, bad: Callable[[str], ConfigError]) -> Any:
         return kind(str(raw).replace("_", ""))
     except ValueError:
         raise bad(need) from None
+
+
+def parse_dynamic(name: str, raw: str, where: str) -> Any:
+    """A dynamic broker config's value, validated as the config file's would be; raises
+    :class:`ConfigError` naming ``where`` it was set (``broker 1``, ``every broker``)."""
+    setting = _BY_NAME.get(name)
+    if setting is None:
+        near = difflib.get_close_matches(name, sorted(DYNAMIC_BROKER_CONFIGS), n=1)
+        hint = f"; did you mean {near[0]}?" if near else ""
+        raise ConfigError(f"unknown broker config {name!r} ({where}){hint}")
+    if name not in DYNAMIC_BROKER_CONFIGS:
+        raise ConfigError(
+            f"{name} cannot be changed on a running broker ({where}): set it in the broker's "
+            "config file (or with --set) and restart it; the ones that can are "
+            + ", ".join(sorted(DYNAMIC_BROKER_CONFIGS))
+        )
+    return _parse(setting, raw.strip(), where)
+
+
+def config_text(value: Any) -> str:
+    """A setting's value as Kafka writes it: ``a,b`` for a list, ``true`` for a bool."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list):
+        return ",".join(map(str, value))
+    return str(value)
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

@@ -74,6 +74,7 @@ Listener = Callable[[str, LogConfig], None]
 @dataclass(frozen=True, slots=True)
 class _Known:
     zxid: int  # mzxid of /config/topics/<topic> when read; 0: no such znode
+    overrides: dict[str, str]
     config: LogConfig
 
 
@@ -225,8 +226,30 @@ class TopicConfigs:
         if known is not None and known.zxid > zxid:
             return known.config
         config = self.defaults.with_properties(overrides)
-        self._known[topic] = _Known(zxid, config)
+        self._known[topic] = _Known(zxid, overrides, config)
         return config
+
+    def set_defaults(self, defaults: LogConfig) -> None:
+        """The broker's defaults changed (a dynamic broker config): every topic here that
+        does not override a changed config takes the new value at once."""
+        if defaults == self.defaults:
+            return
+        self.defaults = defaults
+        for topic, known in list(self._known.items()):
+            try:
+                config = defaults.with_properties(known.overrides)
+            except ValueError as exc:  # its overrides and the new defaults disagree
+                self._log.warning("topic.config_invalid", topic=topic, error=str(exc))
+                continue
+            self._known[topic] = _Known(known.zxid, known.overrides, config)
+        for topic in sorted({tp.topic for tp, _ in self._logs}):
+            read = self._known.get(topic)
+            config = defaults if read is None else read.config
+            if topic not in self._unknown:
+                self._apply(topic, config)
+                continue
+            for log in self._logs.logs_of(topic):  # still left alone until it is read
+                log.config = config
 
     # --- changes ------------------------------------------------------------------------
 

@@ -41,8 +41,8 @@ from broker.zk import (
     ZkBridge,
     ZkError,
     config_change_json,
+    entity_config_from_json,
     paths,
-    topic_config_from_json,
     topic_config_json,
 )
 from protocol.apis import (
@@ -205,7 +205,7 @@ class QuotaManager(ZkMirror):
             data, stat = await self._zk.get(path)
         except NoNode:
             return {}, CREATE
-        return topic_config_from_json(path, data), stat.version
+        return entity_config_from_json(path, data), stat.version
 
     # --- DescribeClientQuotas, AlterClientQuotas ------------------------------------------
 

@@ -44,8 +44,8 @@ from broker.zk import (
     ZkBridge,
     ZkError,
     config_change_json,
+    entity_config_from_json,
     paths,
-    topic_config_from_json,
     topic_config_json,
 )
 from protocol.apis import (
@@ -345,7 +345,7 @@ class ScramCredentials:
             data, stat = await self._zk.get(path)
         except NoNode:
             return _Read(CREATE)
-        return _Read(stat.version, topic_config_from_json(path, data))
+        return _Read(stat.version, entity_config_from_json(path, data))
 
     async def describe(
         self, request: DescribeUserScramCredentialsRequest

@@ -66,6 +66,7 @@ class paths:
     CLUSTER_ID = "/cluster/id"
     TOPIC_CONFIGS = "/config/topics"
     USER_CONFIGS = "/config/users"
+    BROKER_CONFIGS = "/config/brokers"
     DELETE_TOPICS = "/admin/delete_topics"
     ISR_CHANGES = "/isr_change_notification"
     CONFIG_CHANGES = "/config/changes"
@@ -92,6 +93,11 @@ class paths:
     @staticmethod
     def topic_config(topic: str) -> str:
         return f"{paths.TOPIC_CONFIGS}/{topic}"
+
+    @staticmethod
+    def broker_config(entity: str) -> str:
+        """A broker's dynamic configs (``<default>``: every broker's)."""
+        return f"{paths.BROKER_CONFIGS}/{entity}"
 
     @staticmethod
     def user_config(user: str) -> str:
@@ -334,12 +340,17 @@ def topic_config_json(config: dict[str, str]) -> bytes:
 
 
 def topic_config_from_json(topic: str, data: bytes) -> dict[str, str]:
+    return entity_config_from_json(paths.topic_config(topic), data)
+
+
+def entity_config_from_json(path: str, data: bytes) -> dict[str, str]:
+    """The config of the entity at ``path`` (a topic, a broker, a user, a client id)."""
     if not data:  # a parent made for a child's sake (/config/users/<u>/clients/...)
         return {}
-    value = _decode(paths.topic_config(topic), data)
+    value = _decode(path, data)
     config = value.get("config", {})
     if not isinstance(config, dict):
-        raise CorruptZnode(f"{paths.topic_config(topic)}: config is not an object")
+        raise CorruptZnode(f"{path}: config is not an object")
     return {str(k): str(v) for k, v in config.items()}
 
 

@@ -35,6 +35,7 @@ from client.types import (
     ClusterDescription,
     ConfigEntry,
     ConfigResource,
+    ConfigSynonym,
     GroupDescription,
     GroupListing,
     ListOffsetsResult,
@@ -381,18 +382,32 @@ class Admin:
         ]
         return ClusterDescription(metadata.cluster_id, metadata.controller_id, brokers)
 
-    async def describe_configs(self, topic: str) -> dict[str, ConfigEntry]:
-        """The topic's settings: every one, with where its value comes from."""
+    async def describe_configs(self, resource: str | ConfigResource) -> dict[str, ConfigEntry]:
+        """A topic's settings (its name, or ``ConfigResource("topic", name)``) or a
+        broker's (``ConfigResource("broker", "1")``: every setting broker 1 has in force;
+        ``ConfigResource("broker", "")``: the ones set as every broker's default), each with
+        where its value comes from and, in ``synonyms``, every value it has."""
+        if isinstance(resource, str):
+            resource = ConfigResource("topic", resource)
+        kind = _resource_type(resource.resource_type)
         request = DescribeConfigsRequest(
-            resources=[
-                DescribeConfigsResource(resource_type=ConfigResourceType.TOPIC, resource_name=topic)
-            ]
+            resources=[DescribeConfigsResource(resource_type=kind, resource_name=resource.name)],
+            include_synonyms=True,
+            include_documentation=True,
         )
-        response: DescribeConfigsResponse = await self._send(ApiKey.DESCRIBE_CONFIGS, request)
+        node = _broker_node(kind, resource.name)
+        response: DescribeConfigsResponse = (
+            await self._send(ApiKey.DESCRIBE_CONFIGS, request)
+            if node is None
+            else await self._to_broker(node, ApiKey.DESCRIBE_CONFIGS, request)
+        )
         out: dict[str, ConfigEntry] = {}
         for result in response.results:
-            if result.error_code == UnknownTopicOrPartitionError.code:
-                raise unknown_topic_error(topic)
+            if (
+                kind == ConfigResourceType.TOPIC
+                and result.error_code == UnknownTopicOrPartitionError.code
+            ):
+                raise unknown_topic_error(resource.name)
             if result.error_code:
                 raise error_for_code(result.error_code, result.error_message)
             for entry in result.configs:
@@ -402,6 +417,11 @@ class Admin:
                     _source_name(entry.config_source),
                     entry.read_only,
                     entry.is_sensitive,
+                    tuple(
+                        ConfigSynonym(y.name, y.value, _source_name(y.source))
+                        for y in entry.synonyms
+                    ),
+                    entry.documentation,
                 )
         return out
 
@@ -412,21 +432,25 @@ class Admin:
         exactly its ``configs``; settings left out return to their defaults. Every broker
         applies the change live. A refusal (INVALID_CONFIG with the reason,
         UNKNOWN_TOPIC_OR_PARTITION, ...) raises; with several, the first."""
-        request = AlterConfigsRequest(
-            resources=[
-                AlterConfigsResource(
-                    resource_type=_resource_type(r.resource_type),
-                    resource_name=r.name,
-                    configs=[
-                        AlterableConfig(name=k, value=v) for k, v in (r.configs or {}).items()
-                    ],
+        wanted = [
+            AlterConfigsResource(
+                resource_type=_resource_type(r.resource_type),
+                resource_name=r.name,
+                configs=[AlterableConfig(name=k, value=v) for k, v in (r.configs or {}).items()],
+            )
+            for r in resources
+        ]
+        answers: list[AlterConfigsResponse] = await asyncio.gather(
+            *(
+                self._config_request(
+                    node,
+                    ApiKey.ALTER_CONFIGS,
+                    AlterConfigsRequest(resources=group, validate_only=validate_only),
                 )
-                for r in resources
-            ],
-            validate_only=validate_only,
+                for node, group in _by_node(wanted).items()
+            )
         )
-        response: AlterConfigsResponse = await self._send(ApiKey.ALTER_CONFIGS, request)
-        _raise_alter_errors(response.responses)
+        _raise_alter_errors([r for answer in answers for r in answer.responses])
 
     async def incremental_alter_configs(
         self,
@@ -461,11 +485,44 @@ class Admin:
         idempotent = all(
             c.config_operation in (OpType.SET, OpType.DELETE) for r in resources for c in r.configs
         )
-        request = IncrementalAlterConfigsRequest(resources=resources, validate_only=validate_only)
-        response: IncrementalAlterConfigsResponse = await self._send(
-            ApiKey.INCREMENTAL_ALTER_CONFIGS, request, idempotent=idempotent
+        answers: list[IncrementalAlterConfigsResponse] = await asyncio.gather(
+            *(
+                self._config_request(
+                    node,
+                    ApiKey.INCREMENTAL_ALTER_CONFIGS,
+                    IncrementalAlterConfigsRequest(resources=group, validate_only=validate_only),
+                    idempotent=idempotent,
+                )
+                for node, group in _by_node(resources).items()
+            )
         )
-        _raise_alter_errors(response.responses)
+        _raise_alter_errors([r for answer in answers for r in answer.responses])
+
+    async def _config_request(
+        self, node: int | None, api_key: ApiKey, request: object, *, idempotent: bool = True
+    ) -> Any:
+        if node is None:
+            return await self._send(api_key, request, idempotent=idempotent)
+        return await self._to_broker(node, api_key, request, idempotent=idempotent)
+
+    async def _to_broker(
+        self, node: int, api_key: ApiKey, request: object, *, idempotent: bool = True
+    ) -> Any:
+        """A request only broker ``node`` can answer (its own configs)."""
+        self._check_running()
+        if node not in (await self._metadata([])).brokers:
+            raise BrokerNotAvailableError(
+                f"broker {node} is not in the cluster (not registered, or down); "
+                "`headwater cluster status` or describe_cluster() lists the live ones"
+            )
+        deadline = time.monotonic() + self.request_timeout_ms / 1000
+        while True:
+            try:
+                return await self._cluster.send(node, api_key, request)
+            except ApiError as exc:
+                if not (exc.retriable and idempotent) or time.monotonic() >= deadline:
+                    raise
+                await asyncio.sleep(self.retry_backoff_ms / 1000)
 
     # --- consumer groups -----------------------------------------------------------------
 
@@ -1342,6 +1399,27 @@ def _by_topic(partitions: Iterable[TopicPartition]) -> dict[str, list[int]]:
     out: dict[str, list[int]] = {}
     for tp in partitions:
         out.setdefault(tp.topic, []).append(tp.partition)
+    return out
+
+
+def _broker_node(kind: int, name: str) -> int | None:
+    """The broker a config request about this resource must go to (a broker's own configs
+    are changed and described by that broker, as Kafka's admin client routes them); None:
+    any broker."""
+    if kind != ConfigResourceType.BROKER or not name.strip():
+        return None
+    if not name.strip().isdigit():
+        raise ValueError(
+            f"broker config resource {name!r}: give a broker id, or '' for the default"
+        )
+    return int(name)
+
+
+def _by_node(resources: Iterable[Any]) -> dict[int | None, list[Any]]:
+    """Config change resources grouped by the broker that must take them."""
+    out: dict[int | None, list[Any]] = {}
+    for r in resources:
+        out.setdefault(_broker_node(r.resource_type, r.resource_name), []).append(r)
     return out
 
 

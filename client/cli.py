@@ -1582,6 +1582,112 @@ def _quota_entity(entity: list[tuple[str, str | None]]) -> str:
     return " and ".join(f"{kind} {'<default>' if n is None else n}" for kind, n in entity)
 
 
+# --- broker configs ---------------------------------------------------------------------
+
+_DYNAMIC_SOURCES = ("DYNAMIC_BROKER_CONFIG", "DYNAMIC_DEFAULT_BROKER_CONFIG")
+
+
+@main.command("broker-configs")
+@click.option("--describe", "mode", flag_value="describe", help="Show the configs (default).")
+@click.option("--alter", "mode", flag_value="alter", help="Set or delete configs.")
+@click.option("--broker", type=click.IntRange(0), default=None, help="This broker's configs.")
+@click.option("--broker-defaults", is_flag=True, help="Every broker's default.")
+@click.option(
+    "--add-config",
+    help="Kafka's form: log.retention.ms=3600000,log.cleanup.policy=[compact,delete].",
+)
+@click.option("--delete-config", help="Names to remove, e.g. log.retention.ms.")
+@click.option(
+    "--all", "show_all", is_flag=True, help="--describe: every setting, not only dynamic ones."
+)
+@bootstrap_option
+@click.pass_context
+def broker_configs(
+    ctx: click.Context,
+    *,
+    mode: str | None,
+    broker: int | None,
+    broker_defaults: bool,
+    add_config: str | None,
+    delete_config: str | None,
+    show_all: bool,
+) -> None:
+    """Dynamic broker configs (Kafka's kafka-configs --entity-type brokers): change a
+    broker's settings, or every broker's default, on a running cluster. Topics without
+    an override of their own follow a new default at once."""
+    from client.types import AlterConfigOp, ConfigResource  # noqa: PLC0415  (see _admin)
+
+    if broker is not None and broker_defaults:
+        raise click.UsageError("give --broker or --broker-defaults, not both")
+    if mode == "alter":
+        if broker is None and not broker_defaults:
+            raise click.UsageError("--alter needs --broker ID or --broker-defaults")
+        ops = [AlterConfigOp(k, v) for k, v in parse_add_config(add_config).items()]
+        ops += [AlterConfigOp(k.strip(), op_type="DELETE") for k in _names_of(delete_config)]
+        if not ops:
+            raise click.UsageError("--alter needs --add-config or --delete-config")
+        resource = ConfigResource("broker", "" if broker is None else str(broker))
+        _admin(ctx, lambda admin: admin.incremental_alter_configs({resource: ops}))
+        whose = "every broker's default" if broker is None else f"broker {broker}"
+        click.echo(f"Altered the configs of {whose}.")
+        return
+
+    async def describe(admin: Any) -> list[tuple[str, Any]]:
+        if broker_defaults:
+            return [("<default>", await admin.describe_configs(ConfigResource("broker", "")))]
+        ids = (
+            [broker]
+            if broker is not None
+            else sorted(b.node_id for b in (await admin.describe_cluster()).brokers)
+        )
+        found = await asyncio.gather(
+            *(admin.describe_configs(ConfigResource("broker", str(i))) for i in ids)
+        )
+        listed = [(str(i), f) for i, f in zip(ids, found, strict=True)]
+        if broker is None:
+            default = await admin.describe_configs(ConfigResource("broker", ""))
+            listed.insert(0, ("<default>", default))
+        return listed
+
+    rows = []
+    for whose, entries in _admin(ctx, describe):
+        for e in sorted(entries.values()):
+            if not show_all and e.source not in _DYNAMIC_SOURCES:
+                continue
+            value = "(secret)" if e.is_sensitive else e.value
+            rows.append((whose, e.name, value, e.source))
+    print_table(["broker", "config", "value", "source"], rows)
+
+
+def parse_add_config(text: str | None) -> dict[str, str]:
+    """kafka-configs' --add-config: ``a=1,b=[x,y]`` (brackets hold a list's commas)."""
+    configs: dict[str, str] = {}
+    for item in _split_outside_brackets(text or ""):
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise click.UsageError(f"--add-config {item!r} is not name=value")
+        value = value.strip()
+        if value.startswith("[") and value.endswith("]"):
+            value = value[1:-1]
+        configs[name.strip()] = value
+    return configs
+
+
+def _split_outside_brackets(text: str) -> list[str]:
+    items, depth, start = [], 0, 0
+    for i, char in enumerate(text):
+        depth += {"[": 1, "]": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            items.append(text[start:i])
+            start = i + 1
+    items.append(text[start:])
+    return [i.strip() for i in items if i.strip()]
+
+
+def _names_of(text: str | None) -> list[str]:
+    return [n.strip() for n in (text or "").split(",") if n.strip()]
+
+
 # --- users ------------------------------------------------------------------------------
 
 _SCRAM = ("SCRAM-SHA-256", "SCRAM-SHA-512")

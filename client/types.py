@@ -200,13 +200,26 @@ class TopicDescription(NamedTuple):
     partitions: list[PartitionDescription]
 
 
+class ConfigSynonym(NamedTuple):
+    """One value a config has, and where it comes from (Kafka's ConfigSynonym)."""
+
+    name: str
+    value: str | None
+    source: str
+
+
 class ConfigEntry(NamedTuple):
     name: str
     value: str | None
     source: str
-    """Kafka's ConfigSource name: DEFAULT_CONFIG, DYNAMIC_TOPIC_CONFIG, ..."""
+    """Kafka's ConfigSource name: DEFAULT_CONFIG, STATIC_BROKER_CONFIG,
+    DYNAMIC_DEFAULT_BROKER_CONFIG, DYNAMIC_BROKER_CONFIG, DYNAMIC_TOPIC_CONFIG."""
     read_only: bool
     is_sensitive: bool
+    synonyms: tuple[ConfigSynonym, ...] = ()
+    """Every value it has, the one in force first (a topic's override, then its broker's
+    dynamic value, the brokers' dynamic default, the config file's, the default)."""
+    documentation: str | None = None
 
 
 class ConfigResource(NamedTuple):

@@ -125,14 +125,14 @@ class Controller:
         broker_id: int,
         *,
         request_timeout_ms: int = 30_000,
-        unclean_leader_election: bool = False,
+        unclean_leader_election: Callable[[], bool] = lambda: False,
         peer_tls: ssl.SSLContext | None = None,
         peer_login: PeerLogin | None = None,
         inter_broker_listener: str = "PLAINTEXT",
     ) -> None:
         self._zk = zk
         self.broker_id = broker_id
-        self._unclean_default = unclean_leader_election
+        self._unclean_default = unclean_leader_election  # this broker's, read when used
         self._request_timeout_ms = request_timeout_ms
         self._peer_tls = peer_tls  # the inter-broker listener is SSL: channels use TLS
         self._peer_login = peer_login  # ... and SASL: channels log in with it
@@ -719,14 +719,14 @@ class Controller:
         try:
             data, _ = await self._zk.get(paths.topic_config(topic))
         except NoNode:
-            return self._unclean_default
+            return self._unclean_default()
         try:
             config = topic_config_from_json(topic, data)
         except CorruptZnode as exc:
             self._log.warning("controller.topic_config_unreadable", topic=topic, error=str(exc))
-            return self._unclean_default
+            return self._unclean_default()
         value = config.get("unclean.leader.election.enable")
-        return self._unclean_default if value is None else value.strip().lower() == "true"
+        return self._unclean_default() if value is None else value.strip().lower() == "true"
 
     async def _write_states(
         self, states: dict[TP, PartitionState]
@@ -966,13 +966,15 @@ class Controller:
             )
             return None
 
-    async def elect_unclean(self, topic: str) -> None:
-        """``topic`` now allows unclean election: its offline partitions get a leader from
-        any live replica at once (Kafka's TopicUncleanLeaderElectionEnable event), rather
-        than at the next broker change. Partitions that have a leader are left alone."""
+    async def elect_unclean(self, topic: str | None) -> None:
+        """``topic`` (None: the broker default, so every topic without an override) now
+        allows unclean election: its offline partitions get a leader from any live replica
+        at once (Kafka's TopicUncleanLeaderElectionEnable event), rather than at the next
+        broker change. Partitions that have a leader are left alone."""
 
         async def work() -> None:
-            tps = [(topic, p) for p in self.assignments.get(topic, ())]
+            topics = list(self.assignments) if topic is None else [topic]
+            tps = [(t, p) for t in topics for p in self.assignments.get(t, ())]
             self._tell_replicas(await self._elect(tps))
 
         try:

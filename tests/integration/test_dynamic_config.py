@@ -172,7 +172,12 @@ async def test_alter_configs_replaces_and_refusals_change_nothing(
     code, _ = await _incremental(admin, "nope", _set("retention.ms", "1"))
     assert code == UnknownTopicOrPartitionError.code
     code, message = await _incremental(admin, "1", _set("retention.ms", "1"), kind=4)
-    assert code == InvalidRequestError.code and "only topic configs" in str(message)
+    assert code == InvalidConfigError.code  # a broker's config: its own names
+    assert "unknown broker config 'retention.ms' (broker 1); did you mean log.retention.ms" in (
+        str(message)
+    )
+    code, message = await _incremental(admin, "2", _set("log.retention.ms", "1"), kind=4)
+    assert code == InvalidRequestError.code and "send broker 2's config changes" in str(message)
     assert await _incremental(admin, "t", _set("retention.ms", "1"), validate_only=True) == (
         0,
         None,

@@ -7,8 +7,9 @@ import re
 
 import pytest
 
-from broker.admin import _config_type, incremental_overrides, replaced_overrides
+from broker.admin import _config_type
 from broker.config import SETTINGS, TOPIC_CONFIG_SYNONYMS, ConfigError, load_config
+from broker.config_changes import incremental_overrides, replaced_overrides
 from broker.dynamic_config import _sequence
 from broker.log import LogConfig
 from broker.zk import CorruptZnode, config_change_from_json, config_change_json
