@@ -621,15 +621,20 @@ class TopicAdmin:
             raise UnknownTopicOrPartitionError(f"topic {topic!r} does not exist")
         overrides = await self._overrides(topic)
         entries = []
-        for name, broker_name in TOPIC_CONFIG_SYNONYMS.items():
-            broker_entry = self.broker_configs.entry(broker_name)
-            chain = self.broker_configs.synonyms(broker_name)
+        for name, default in LogConfig().properties().items():
+            broker_name = TOPIC_CONFIG_SYNONYMS.get(name)
             value: str | None
+            if broker_name is None:  # a topic's own (the throttled replicas): no broker's
+                value, source = str(default), ConfigSource.DEFAULT_CONFIG
+                chain = [DescribeConfigsSynonym(name=name, value=value, source=source.value)]
+            else:
+                broker_entry = self.broker_configs.entry(broker_name)
+                value = broker_entry.value
+                source = ConfigSource(broker_entry.config_source)
+                chain = self.broker_configs.synonyms(broker_name)
             if name in overrides:
                 value, source = overrides[name], ConfigSource.DYNAMIC_TOPIC_CONFIG
                 chain.insert(0, DescribeConfigsSynonym(name=name, value=value, source=source.value))
-            else:
-                value, source = broker_entry.value, ConfigSource(broker_entry.config_source)
             entries.append(
                 DescribeConfigsEntry(
                     name=name,

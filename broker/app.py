@@ -26,7 +26,7 @@ from broker import sasl, tls
 from broker.admin import TopicAdmin
 from broker.authorizer import Authorizer, topic_not_authorized, transactional_id_not_authorized
 from broker.broker_configs import BrokerConfigs
-from broker.config import TLS_PROTOCOLS, BrokerConfig, listener_name
+from broker.config import TLS_PROTOCOLS, BrokerConfig, ConfigError, listener_name
 from broker.controller.controller import Controller
 from broker.controller.election import ControllerElection
 from broker.coordinator.coordinator import GroupCoordinator
@@ -48,6 +48,7 @@ from broker.quotas import QuotaManager
 from broker.registration import BrokerRegistrar, get_or_create_cluster_id
 from broker.replica.isr import IsrUpdater
 from broker.replica.manager import ReplicaManager
+from broker.replica.throttle import ReplicationQuota
 from broker.server import MUTE, BrokerServer, CloseConnection
 from broker.zk import BrokerRegistration, SessionState, ZkBridge, ZkError
 from protocol.acls import Operation, ResourceType
@@ -153,6 +154,7 @@ class Broker:
         self._admin: TopicAdmin | None = None
         self._servers: dict[str, BrokerServer] = {}
         self._peer_tls: ssl.SSLContext | None = None
+        self._server_tls: ssl.SSLContext | None = None
         self._peer_login: sasl.PeerLogin | None = None
         self._credentials: sasl.ScramCredentials | None = None
         self._sasl: dict[str, sasl.SaslListener] = {}
@@ -194,6 +196,7 @@ class Broker:
     async def start(self) -> None:
         cfg = self.config
         server_tls, self._peer_tls = tls.contexts(cfg)  # a bad keystore stops us here
+        self._server_tls = server_tls
         self._peer_login = sasl.peer_login(cfg)  # as does a bad JAAS line
         sasl.sasl_listeners(cfg, None)
         self._zk = ZkBridge(
@@ -208,6 +211,7 @@ class Broker:
         await self._acl.start()  # every ACL read before anything is served
         await self._quotas.start()
         self._broker_configs = BrokerConfigs(self._zk, cfg)
+        self._broker_configs.on_change(self._on_keystore)  # a dynamic one: before we listen
         await self._broker_configs.start()  # the logs open with the dynamic defaults
         self._log = self._log.bind(cluster_id=self.cluster_id)
         self._logs = LogManager(
@@ -242,6 +246,9 @@ class Broker:
             peer_login=self._peer_login,
             inter_broker_listener=cfg.inter_broker_listener,
             authorizer=self._acl,
+            # dynamic broker configs: read on each use, so a change applies at once
+            leader_quota=ReplicationQuota(lambda: cfg["leader.replication.throttled.rate"]),
+            follower_quota=ReplicationQuota(lambda: cfg["follower.replication.throttled.rate"]),
         )
         self._coordinator = GroupCoordinator(
             self.broker_id, cfg, self.metadata, self._replicas, self._admin, authorizer=self._acl
@@ -843,6 +850,20 @@ class Broker:
             self._topic_configs.set_defaults(defaults)
         if "unclean.leader.election.enable" in changed and defaults.unclean_leader_election_enable:
             self._elect_unclean(None)
+
+    def _on_keystore(self, changed: set[str]) -> None:
+        """``ssl.keystore.location`` changed, or was set again to load a file rotated in
+        place: the SSL listeners and the connections to other brokers show the new
+        certificate from their next handshake; connections made keep theirs."""
+        if "ssl.keystore.location" not in changed:
+            return
+        try:
+            loaded = tls.reload_keystore([self._server_tls, self._peer_tls], self.config)
+        except ConfigError as exc:  # changed since it was checked: the old one stays
+            self._log.error("broker.keystore_not_loaded", error=str(exc))
+            return
+        if loaded:
+            self._log.info("broker.keystore_loaded", path=self.config["ssl.keystore.location"])
 
     def _elect_unclean(self, topic: str | None) -> None:
         """If this broker is the controller: elect leaders for ``topic``'s offline

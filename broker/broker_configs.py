@@ -29,12 +29,14 @@ import random
 from collections.abc import Callable
 from typing import Any
 
+from broker import tls
 from broker.authorizer import principal
 from broker.config import (
     DEFAULT,
     DYNAMIC_BROKER,
     DYNAMIC_BROKER_CONFIGS,
     DYNAMIC_DEFAULT,
+    PER_BROKER_CONFIGS,
     SETTINGS,
     STATIC,
     TOPIC_CONFIG_SYNONYMS,
@@ -74,10 +76,16 @@ _SOURCES = {
     STATIC: ConfigSource.STATIC_BROKER_CONFIG,
     DEFAULT: ConfigSource.DEFAULT_CONFIG,
 }
-_LISTS = frozenset(TOPIC_CONFIG_SYNONYMS[n] for n in LIST_TOPIC_CONFIGS)
+_LISTS = frozenset(
+    TOPIC_CONFIG_SYNONYMS[n] for n in LIST_TOPIC_CONFIGS if n in TOPIC_CONFIG_SYNONYMS
+)
 _TYPES = {bool: "boolean", int: "long", float: "double", str: "string", list: "list"}
 _SETTING_TYPES = {s.name: "list" if s.name in _LISTS else _TYPES[s.type] for s in SETTINGS}
 _DOCS = {s.name: s.doc for s in SETTINGS}
+
+_FILES = frozenset({"ssl.keystore.location"})
+"""Settings naming a file: set to the same path again, the file is loaded again (Kafka's
+way to rotate a certificate in place)."""
 
 Listener = Callable[[set[str]], None]
 
@@ -147,6 +155,9 @@ class BrokerConfigs(ZkMirror):
             return
         shown = {n: "(secret)" if is_secret(n) else config_text(self._config[n]) for n in changed}
         self._log.info("broker_config.applied", changed=shown)
+        self._tell(changed)
+
+    def _tell(self, changed: set[str]) -> None:
         for listener in list(self._listeners):
             try:
                 listener(changed)
@@ -172,7 +183,12 @@ class BrokerConfigs(ZkMirror):
             current, version = await self._read(entity)
             wanted = change(subject, current)
             self._validate(entity, wanted, current)
-            if validate_only or wanted == current:
+            await self._check_files(entity, wanted)
+            if validate_only:
+                return
+            if wanted == current:
+                if _FILES & wanted.keys():  # the same path, a new file: load it again
+                    self._tell(set(_FILES & wanted.keys()))
                 return
             try:
                 await self._zk.write_and_notify(
@@ -194,6 +210,20 @@ class BrokerConfigs(ZkMirror):
         raise RequestTimedOutError(
             f"{_where(entity)}: its configs kept changing under this request; try again"
         )
+
+    async def _check_files(self, entity: str, wanted: dict[str, str]) -> None:
+        """A keystore this change names must load here before it is written (Kafka
+        checks a new keystore the same way): a bad one is refused, the old one stays."""
+        if entity == DEFAULT_ENTITY or not _FILES & wanted.keys():
+            return
+        trial = self._config.with_dynamic(
+            self._config.dynamic_default,
+            {n: parse_dynamic(n, v, _where(entity)) for n, v in wanted.items() if n in _FILES},
+        )
+        try:
+            await asyncio.to_thread(tls.check_keystore, trial)
+        except ConfigError as exc:
+            raise InvalidConfigError(f"{_where(entity)}: {exc}") from None
 
     def _entity(self, resource_name: str) -> str:
         name = resource_name.strip()
@@ -221,7 +251,16 @@ class BrokerConfigs(ZkMirror):
                 except ConfigError as exc:
                     raise InvalidConfigError(str(exc)) from None
 
-        return ConfigSubject(where, check_name, _LISTS, lambda n: config_text(self._config[n]))
+        def in_force(name: str) -> str:
+            """What APPEND and SUBTRACT start from with no value of the entity's own: for a
+            broker, its value without one (the default's, its file's, the built-in); for
+            the default, the built-in one (a broker's file is its own, as Kafka's)."""
+            layers = self._config.layers(name)
+            if entity == DEFAULT_ENTITY:
+                return config_text(layers[-1][1])
+            return config_text(next(v for s, v in layers if s != DYNAMIC_BROKER))
+
+        return ConfigSubject(where, check_name, _LISTS, in_force)
 
     def _validate(
         self, entity: str, wanted: dict[str, str], current: dict[str, str] | None = None
@@ -231,6 +270,11 @@ class BrokerConfigs(ZkMirror):
         broker's own). A bad value already there (written by hand) is not this change's
         fault: it stays ignored, and can be deleted."""
         current = current or {}
+        if entity == DEFAULT_ENTITY and (mine := PER_BROKER_CONFIGS & wanted.keys()):
+            raise InvalidConfigError(
+                f"{', '.join(sorted(mine))} can only be set for one broker (--broker ID), "
+                "not as every broker's default: each broker has its own certificate"
+            )
         parsed = {}
         for name, value in wanted.items():
             try:

@@ -25,6 +25,7 @@ from protocol.errors import HeadwaterError
 
 __all__ = [
     "DYNAMIC_BROKER_CONFIGS",
+    "PER_BROKER_CONFIGS",
     "SETTINGS",
     "BrokerConfig",
     "ConfigError",
@@ -687,6 +688,23 @@ SETTINGS: tuple[Setting, ...] = (
         1024,
     ),
     Setting(
+        "leader.replication.throttled.rate",
+        int,
+        _LONG_MAX,
+        "Bytes per second this broker sends, as a leader, to out-of-sync replicas the "
+        "topics list in leader.replication.throttled.replicas (set live, e.g. by "
+        "reassign-partitions --throttle).",
+        0,
+    ),
+    Setting(
+        "follower.replication.throttled.rate",
+        int,
+        _LONG_MAX,
+        "Bytes per second this broker fetches, as a follower, for out-of-sync replicas "
+        "the topics list in follower.replication.throttled.replicas.",
+        0,
+    ),
+    Setting(
         "log.cleaner.backoff.ms",
         int,
         15_000,
@@ -720,10 +738,22 @@ TOPIC_CONFIG_SYNONYMS = {
 }
 """Topic config -> the broker setting that gives its default (Kafka's synonyms)."""
 
-DYNAMIC_BROKER_CONFIGS = frozenset(TOPIC_CONFIG_SYNONYMS.values())
+PER_BROKER_CONFIGS = frozenset({"ssl.keystore.location"})
+"""Dynamic configs a broker has of its own, never every broker's default (Kafka's
+PerBrokerConfigs): each broker's certificate is its own."""
+
+DYNAMIC_BROKER_CONFIGS = frozenset(
+    {
+        *TOPIC_CONFIG_SYNONYMS.values(),
+        "leader.replication.throttled.rate",
+        "follower.replication.throttled.rate",
+        *PER_BROKER_CONFIGS,
+    }
+)
 """The settings that can be changed on a running cluster, per broker or as every broker's
 default (Kafka's KIP-226 dynamic broker configs: here, the broker defaults of the topic
-configs, which a topic without an override of its own follows at once)."""
+configs, which a topic without an override of its own follows at once, the replication
+throttles, and a broker's TLS certificate)."""
 
 STATIC, DEFAULT = "STATIC_BROKER_CONFIG", "DEFAULT_CONFIG"
 DYNAMIC_BROKER, DYNAMIC_DEFAULT = "DYNAMIC_BROKER_CONFIG", "DYNAMIC_DEFAULT_BROKER_CONFIG"

@@ -28,7 +28,13 @@ __all__ = [
     "topic_subject",
 ]
 
-LIST_TOPIC_CONFIGS = frozenset({"cleanup.policy"})
+LIST_TOPIC_CONFIGS = frozenset(
+    {
+        "cleanup.policy",
+        "leader.replication.throttled.replicas",
+        "follower.replication.throttled.replicas",
+    }
+)
 """Topic configs whose value is a comma-separated list (APPEND and SUBTRACT apply)."""
 
 Plan = Callable[[dict[str, str]], dict[str, str]]

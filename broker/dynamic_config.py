@@ -245,10 +245,13 @@ class TopicConfigs:
         for topic in sorted({tp.topic for tp, _ in self._logs}):
             read = self._known.get(topic)
             config = defaults if read is None else read.config
+            logs = self._logs.logs_of(topic)
+            if all(log.config == config for log in logs):
+                continue  # it overrides every setting that changed: nothing to tell
             if topic not in self._unknown:
                 self._apply(topic, config)
                 continue
-            for log in self._logs.logs_of(topic):  # still left alone until it is read
+            for log in logs:  # still left alone until it is read
                 log.config = config
 
     # --- changes ------------------------------------------------------------------------

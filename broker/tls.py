@@ -14,7 +14,7 @@ import ssl
 
 from broker.config import TLS_PROTOCOLS, BrokerConfig, ConfigError, listener_name
 
-__all__ = ["client_context", "contexts", "server_context"]
+__all__ = ["check_keystore", "client_context", "contexts", "reload_keystore", "server_context"]
 
 _CLIENT_AUTH = {
     "none": ssl.CERT_NONE,
@@ -57,6 +57,28 @@ def client_context(config: BrokerConfig) -> ssl.SSLContext:
     if config["ssl.keystore.location"]:
         _load_identity(context, config)
     return context
+
+
+def check_keystore(config: BrokerConfig) -> None:
+    """Raise :class:`ConfigError` unless ``config``'s keystore loads (a certificate and
+    its private key, opened with ``ssl.key.password``). Reads the file: off the loop."""
+    _load_identity(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), config)
+
+
+def reload_keystore(contexts: list[ssl.SSLContext | None], config: BrokerConfig) -> bool:
+    """Serve (and show other brokers) the certificate in ``config``'s keystore from the
+    next handshake on: each context is changed in place, so the listeners and peer
+    connections already made with it take it (a new certificate without a restart, as
+    Kafka's dynamic ``ssl.keystore.location``). Checked on a throwaway context first: a
+    bad file changes nothing (a failed load could leave a certificate without its key).
+    False if there is nothing to reload (no TLS here, or no keystore)."""
+    live = [c for c in contexts if c is not None]
+    if not live or not config["ssl.keystore.location"]:
+        return False
+    check_keystore(config)
+    for context in live:
+        _load_identity(context, config)
+    return True
 
 
 def _load_identity(context: ssl.SSLContext, config: BrokerConfig) -> None:

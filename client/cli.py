@@ -779,6 +779,19 @@ def log_dirs_json(found: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
     is_flag=True,
     help="For --execute: replace moves already under way (refused without it).",
 )
+@click.option(
+    "--throttle",
+    type=click.IntRange(0),
+    default=None,
+    metavar="BYTES/S",
+    help="For --execute: bound the copying to this many bytes per second on each broker "
+    "moving data (run --verify until the moves are done: it removes the throttle).",
+)
+@click.option(
+    "--preserve-throttles",
+    is_flag=True,
+    help="For --verify: keep the throttles once the moves are done.",
+)
 @bootstrap_option
 @click.pass_context
 def reassign_partitions(
@@ -789,6 +802,8 @@ def reassign_partitions(
     topics_file: Path | None,
     broker_list: str | None,
     additional: bool,
+    throttle: int | None,
+    preserve_throttles: bool,
 ) -> None:
     """Move partitions to other brokers (Kafka's kafka-reassign-partitions). New replicas
     copy the log while the old ones serve; a move finishes by itself once its new
@@ -816,10 +831,12 @@ def reassign_partitions(
     if plan_file is None:
         raise click.UsageError(f"--{mode} needs --reassignment-json-file")
     plan = reassign.parse_plan(plan_file.read_text(), str(plan_file))
+    if throttle is not None and mode != "execute":
+        raise click.UsageError("--throttle goes with --execute")
     if mode == "execute":
-        _execute(ctx, plan, additional)
+        _execute(ctx, plan, additional, throttle)
     elif mode == "verify":
-        _verify(ctx, plan)
+        _verify(ctx, plan, preserve_throttles)
     else:
         _cancel(ctx, plan)
 
@@ -845,7 +862,12 @@ async def _replicas_of(admin: Admin, names: list[str]) -> dict[TopicPartition, l
     }
 
 
-def _execute(ctx: click.Context, plan: dict[TopicPartition, list[int]], additional: bool) -> None:
+def _execute(
+    ctx: click.Context,
+    plan: dict[TopicPartition, list[int]],
+    additional: bool,
+    throttle: int | None,
+) -> None:
     from client import reassign  # noqa: PLC0415
 
     async def start(admin: Admin) -> tuple[dict[Any, Any], dict[Any, Any]]:
@@ -860,6 +882,15 @@ def _execute(ctx: click.Context, plan: dict[TopicPartition, list[int]], addition
         # a partition moving holds both lists: its origin is what a rollback goes back to
         for tp, move in moving.items():
             current[tp] = [r for r in move.replicas if r not in move.adding_replicas]
+        if throttle is not None:  # before the copying starts, as Kafka's tool
+            # with every move under way: a topic's lists are set whole, and must keep
+            # the replicas its other moves copy
+            origins, targets = dict(current), dict(plan)
+            for tp, move in (await admin.list_partition_reassignments()).items():
+                if tp not in plan:
+                    origins[tp] = [r for r in move.replicas if r not in move.adding_replicas]
+                    targets[tp] = [r for r in move.replicas if r not in move.removing_replicas]
+            await _set_throttles(admin, origins, targets, throttle)
         return current, await admin.alter_partition_reassignments(plan)
 
     current, outcome = _admin(ctx, start)
@@ -870,10 +901,59 @@ def _execute(ctx: click.Context, plan: dict[TopicPartition, list[int]], addition
     started = sorted(tp for tp, error in outcome.items() if error is None)
     if started:
         click.echo(f"Successfully started partition reassignments for {_names(started)}")
+    if throttle is not None:
+        click.echo(
+            f"The inter-broker throttle limit was set to {throttle} B/s\n"
+            "Warning: You must run --verify periodically, until the reassignment completes, "
+            "to ensure the throttle is removed."
+        )
     _refused(outcome)
 
 
-def _verify(ctx: click.Context, plan: dict[TopicPartition, list[int]]) -> None:
+async def _set_throttles(
+    admin: Admin,
+    current: Mapping[TopicPartition, list[int]],
+    plan: Mapping[TopicPartition, list[int]],
+    rate: int,
+) -> None:
+    """Kafka's tool: the moving replicas named in their topics' throttle configs, and the
+    rate on every broker that copies."""
+    from client import reassign  # noqa: PLC0415
+    from client.types import AlterConfigOp, ConfigResource  # noqa: PLC0415
+
+    changes: dict[Any, list[Any]] = {
+        ConfigResource("topic", topic): [AlterConfigOp(k, v) for k, v in configs.items()]
+        for topic, configs in reassign.throttled_replicas(current, plan).items()
+    }
+    for broker in reassign.throttled_brokers(current, plan):
+        changes[ConfigResource("broker", str(broker))] = [
+            AlterConfigOp(name, str(rate)) for name in reassign.THROTTLE_RATES
+        ]
+    if changes:
+        await admin.incremental_alter_configs(changes)
+
+
+async def _clear_throttles(admin: Admin, topics: list[str]) -> list[int]:
+    """--verify once the moves are done: the rates off every live broker, the throttled
+    replicas off the plan's topics (Kafka's tool); returns the brokers cleared."""
+    from client import reassign  # noqa: PLC0415
+    from client.types import AlterConfigOp, ConfigResource  # noqa: PLC0415
+
+    brokers = sorted(b.node_id for b in (await admin.describe_cluster()).brokers)
+    delete = [AlterConfigOp(n, op_type="DELETE") for n in reassign.THROTTLE_RATES]
+    changes: dict[Any, list[Any]] = {ConfigResource("broker", str(b)): delete for b in brokers}
+    for topic in topics:
+        changes[ConfigResource("topic", topic)] = [
+            AlterConfigOp(reassign.LEADER_THROTTLED, op_type="DELETE"),
+            AlterConfigOp(reassign.FOLLOWER_THROTTLED, op_type="DELETE"),
+        ]
+    await admin.incremental_alter_configs(changes)
+    return brokers
+
+
+def _verify(
+    ctx: click.Context, plan: dict[TopicPartition, list[int]], preserve_throttles: bool
+) -> None:
     async def look(admin: Admin) -> tuple[dict[Any, Any], dict[Any, Any]]:
         moving = await admin.list_partition_reassignments(list(plan))
         topics = sorted({tp.topic for tp in plan})
@@ -908,6 +988,13 @@ def _verify(ctx: click.Context, plan: dict[TopicPartition, list[int]]) -> None:
             )
     if not done:
         ctx.exit(1)
+    if preserve_throttles:
+        return
+    topics = sorted({tp.topic for tp in plan})
+    cleared = _admin(ctx, lambda admin: _clear_throttles(admin, topics))
+    click.echo(f"Clearing broker-level throttles on brokers {_ids(cleared)}")
+    for topic in topics:
+        click.echo(f"Clearing topic-level throttles on topic {topic}")
 
 
 def _cancel(ctx: click.Context, plan: dict[TopicPartition, list[int]]) -> None:

@@ -23,7 +23,22 @@ from typing import Any
 from client.types import TopicPartition
 from protocol.errors import HeadwaterError
 
-__all__ = ["PlanError", "parse_plan", "parse_topics_to_move", "plan_json", "propose"]
+__all__ = [
+    "FOLLOWER_THROTTLED",
+    "LEADER_THROTTLED",
+    "THROTTLE_RATES",
+    "PlanError",
+    "parse_plan",
+    "parse_topics_to_move",
+    "plan_json",
+    "propose",
+    "throttled_brokers",
+    "throttled_replicas",
+]
+
+LEADER_THROTTLED = "leader.replication.throttled.replicas"
+FOLLOWER_THROTTLED = "follower.replication.throttled.replicas"
+THROTTLE_RATES = ("leader.replication.throttled.rate", "follower.replication.throttled.rate")
 
 
 class PlanError(HeadwaterError):
@@ -129,6 +144,47 @@ def propose(
             lead = (first + shift + tp.partition) % len(ring)  # topics start apart
             plan[tp] = [ring[(lead + j) % len(ring)] for j in range(count)]
     return plan
+
+
+def throttled_replicas(
+    current: Mapping[TopicPartition, Sequence[int]], plan: Mapping[TopicPartition, Sequence[int]]
+) -> dict[str, dict[str, str]]:
+    """Each topic's throttle configs for a plan (Kafka's tool): the replicas a moving
+    partition has now send under their leader's throttle (any of them may lead), the
+    ones it gains fetch under their follower's throttle. Partitions that do not move
+    are left out."""
+    leaders: dict[str, set[tuple[int, int]]] = {}
+    followers: dict[str, set[tuple[int, int]]] = {}
+    for tp, wanted in plan.items():
+        now = list(current.get(tp, ()))
+        if list(wanted) == now:
+            continue
+        leaders.setdefault(tp.topic, set()).update((tp.partition, b) for b in now)
+        gained = [b for b in wanted if b not in now]
+        followers.setdefault(tp.topic, set()).update((tp.partition, b) for b in gained)
+    return {
+        topic: {
+            LEADER_THROTTLED: _pairs(leaders[topic]),
+            FOLLOWER_THROTTLED: _pairs(followers.get(topic, set())),
+        }
+        for topic in sorted(leaders)
+    }
+
+
+def throttled_brokers(
+    current: Mapping[TopicPartition, Sequence[int]], plan: Mapping[TopicPartition, Sequence[int]]
+) -> list[int]:
+    """The brokers a plan's moves copy from or to: their rates bound the copying."""
+    found: set[int] = set()
+    for tp, wanted in plan.items():
+        now = list(current.get(tp, ()))
+        if list(wanted) != now:
+            found.update(now, wanted)
+    return sorted(found)
+
+
+def _pairs(pairs: set[tuple[int, int]]) -> str:
+    return ",".join(f"{p}:{b}" for p, b in sorted(pairs))
 
 
 def _load(text: str, source: str) -> Any:

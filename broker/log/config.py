@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -29,10 +30,13 @@ _NAMES = {
     "min.cleanable.dirty.ratio": "min_cleanable_dirty_ratio",
     "message.timestamp.type": "message_timestamp_type",
     "compression.type": "compression_type",
+    "leader.replication.throttled.replicas": "leader_replication_throttled_replicas",
+    "follower.replication.throttled.replicas": "follower_replication_throttled_replicas",
 }
 _BOOLEANS = {"unclean.leader.election.enable"}
 _FLOATS = {"min.cleanable.dirty.ratio"}
-_STRINGS = {"cleanup.policy", "message.timestamp.type", "compression.type"}
+_THROTTLED = {"leader.replication.throttled.replicas", "follower.replication.throttled.replicas"}
+_STRINGS = {"cleanup.policy", "message.timestamp.type", "compression.type", *_THROTTLED}
 CLEANUP_POLICIES = ("delete", "compact")
 TIMESTAMP_TYPES = ("CreateTime", "LogAppendTime")
 COMPRESSION_TYPES = ("producer", "uncompressed", "gzip", "snappy", "lz4", "zstd")
@@ -67,6 +71,12 @@ class LogConfig:
     # what the leader does to a batch it appends
     message_timestamp_type: str = "CreateTime"
     compression_type: str = "producer"
+    # replication throttles (Kafka's KIP-73): the replicas whose copying from a leader
+    # counts against that broker's leader.replication.throttled.rate, and whose fetching
+    # counts against the follower's follower.replication.throttled.rate (in-sync replicas
+    # are never held back): "partition:broker,...", or "*" for every replica of the topic
+    leader_replication_throttled_replicas: str = ""
+    follower_replication_throttled_replicas: str = ""
 
     def __post_init__(self) -> None:
         checks = [
@@ -104,6 +114,10 @@ class LogConfig:
                 self.compression_type in COMPRESSION_TYPES,
                 "one of " + ", ".join(COMPRESSION_TYPES),
             ),
+        ]
+        checks += [
+            (name, _replicas(getattr(self, _NAMES[name])) is not None, _REPLICAS_FORM)
+            for name in _THROTTLED
         ]
         for name, ok, need in checks:
             if not ok:
@@ -145,12 +159,49 @@ class LogConfig:
         """Retention deletes old segments (``cleanup.policy`` includes delete)."""
         return "delete" in self.cleanup_policies
 
+    def leader_throttled(self, partition: int, broker_id: int) -> bool:
+        """Whether this topic's replica of ``partition`` on leader ``broker_id`` sends
+        under the leader's replication throttle."""
+        return _throttled(self.leader_replication_throttled_replicas, partition, broker_id)
+
+    def follower_throttled(self, partition: int, broker_id: int) -> bool:
+        """Whether the replica of ``partition`` on follower ``broker_id`` fetches under
+        the follower's replication throttle."""
+        return _throttled(self.follower_replication_throttled_replicas, partition, broker_id)
+
     def properties(self) -> dict[str, int | bool | float | str]:
         """Every setting under its Kafka name."""
         return {name: getattr(self, attr) for name, attr in _NAMES.items()}
 
     def with_overrides(self, **changes: Any) -> LogConfig:
         return dataclasses.replace(self, **changes)
+
+
+_EVERY: frozenset[tuple[int, int]] = frozenset({(-1, -1)})
+_REPLICAS_FORM = "partition:broker pairs, e.g. 0:1,0:2,1:2, or * for every replica"
+
+
+@functools.lru_cache(maxsize=1024)
+def _replicas(text: str) -> frozenset[tuple[int, int]] | None:
+    """The (partition, broker) pairs of a throttled-replicas list; :data:`_EVERY` for
+    ``*``; None if it is not one (parsed once per distinct value: a fetch asks often)."""
+    items = [i.strip() for i in text.split(",") if i.strip()]
+    if items == ["*"]:
+        return _EVERY
+    pairs = set()
+    for item in items:
+        partition, sep, broker = item.partition(":")
+        if not (sep and partition.strip().isdigit() and broker.strip().isdigit()):
+            return None
+        pairs.add((int(partition), int(broker)))
+    return frozenset(pairs)
+
+
+def _throttled(text: str, partition: int, broker_id: int) -> bool:
+    if not text:
+        return False
+    found = _replicas(text) or frozenset()  # validated when the config was made
+    return found is _EVERY or (partition, broker_id) in found
 
 
 def _number(name: str, value: str | int, kind: type[int] | type[float], what: str) -> Any:

@@ -59,6 +59,8 @@ from protocol.records import BatchHeader, scan_batches
 from protocol.records.batch import LEADER_EPOCH_POS
 from protocol.records.control import EndTxnMarker, encode_end_txn_marker, read_end_txn_marker
 
+_NO_LIMIT = 2**63 - 1
+
 __all__ = ["AppendInfo", "FetchData", "Log"]
 
 _LOGGER = structlog.get_logger("headwater.log")
@@ -520,7 +522,12 @@ class Log:
         headers = scan_batches(view)
         if not headers:
             raise InvalidRecordError("a produce carried no record batches")
-        markers = self._validate(headers, view, from_producer=assign_offsets and not coordinator)
+        markers = self._validate(
+            headers,
+            view,
+            from_producer=assign_offsets and not coordinator,
+            as_leader=assign_offsets,
+        )
         duplicate = self._check_producers(headers, markers, coordinator) if assign_offsets else None
         if duplicate is not None:
             return duplicate
@@ -574,11 +581,15 @@ class Log:
         )
 
     def _validate(
-        self, headers: list[BatchHeader], view: memoryview, *, from_producer: bool
+        self, headers: list[BatchHeader], view: memoryview, *, from_producer: bool, as_leader: bool
     ) -> dict[int, EndTxnMarker]:
         """Refuse what no append may write; returns the transaction markers among the
-        batches, by index, read before anything is written so a bad one is refused whole."""
-        limit = self.config.max_message_bytes
+        batches, by index, read before anything is written so a bad one is refused whole.
+
+        A follower takes batches of any size (Kafka's ignoreRecordSize): its leader
+        accepted them, and ``max.message.bytes`` may differ between the two (a broker's
+        dynamic value, or a lowered default) or have changed since."""
+        limit = self.config.max_message_bytes if as_leader else _NO_LIMIT
         markers: dict[int, EndTxnMarker] = {}
         for i, h in enumerate(headers):
             if h.size > limit:

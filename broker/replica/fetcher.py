@@ -35,6 +35,7 @@ from broker.log.manager import TopicPartition
 from broker.network import PeerConnection, PeerError, PeerLogin
 from broker.replica.partition import Partition
 from broker.replica.sweep import Sweep
+from broker.replica.throttle import UNLIMITED, ReplicationQuota
 from protocol.apis import (
     APIS,
     EARLIEST_TIMESTAMP,
@@ -66,6 +67,7 @@ from protocol.records import scan_batches
 __all__ = ["ReplicaFetcher"]
 
 _BACKOFF_S = 0.2
+_THROTTLE_S = 0.1  # how often a fetcher holding back only throttled replicas looks again
 _REFRESH_S = 5.0
 """About how often each followed partition's position is read again with no event (see
 ``_stale``)."""
@@ -87,6 +89,10 @@ class _Followed:
     on_fetch: bool = False
     """Truncates on its fetches (the leader's ``diverging_epoch``), not by a round of
     OffsetForLeaderEpoch first."""
+    leader_high_watermark: int = -1
+    """The leader's, as its last answer said: caught up to it, the replica is in sync for
+    the replication throttle (Kafka's lag <= 0; what the ISR list here says may be old:
+    only a LeaderAndIsr updates it)."""
 
 
 _FOLLOWER_FETCH_VERSION = 2
@@ -109,8 +115,13 @@ class ReplicaFetcher:
         on_progress: Callable[[Partition], None] | None = None,
         tls: ssl.SSLContext | None = None,
         login: PeerLogin | None = None,
+        quota: ReplicationQuota | None = None,
     ) -> None:
         self.local_broker_id = local_broker_id
+        self._quota = quota or ReplicationQuota(lambda: UNLIMITED)
+        """follower.replication.throttled.rate, shared by this broker's fetchers."""
+        self._held: set[TopicPartition] = set()
+        """Throttled partitions left out of the fetches while the quota is exceeded."""
         self.leader_id = leader_id
         self.host = host
         self.port = port
@@ -374,31 +385,18 @@ class ReplicaFetcher:
     async def _fetch(self) -> None:
         stale, self._stale = self._stale, set()
         stale.update(self._sweep.take(self._followed, asyncio.get_running_loop().time()))
+        held_back = self._quota.active and self._quota.exceeded()
+        if self._held and not held_back:  # under the throttle again: back in the fetches
+            stale |= self._held
+            self._held.clear()
         wanted = self._wanted
-        for tp in stale:
-            f = self._followed.get(tp)
-            if f is None or not f.truncated or f.delayed or f.partition.log.offline_reason:
-                wanted.pop(tp, None)  # gone, truncates first, backs off, or its log failed
-                continue
-            log = f.partition.log
-            end, start, last = log.log_end_offset, log.log_start_offset, f.asked
-            epoch = log.epochs.latest_epoch
-            if (
-                last is None
-                or last.fetch_offset != end
-                or last.log_start_offset != start
-                or last.current_leader_epoch != f.leader_epoch
-                or last.last_fetched_epoch != epoch
-            ):
-                last = f.asked = FetchPartition(
-                    partition=tp.partition,
-                    current_leader_epoch=f.leader_epoch,
-                    fetch_offset=end,
-                    last_fetched_epoch=epoch,
-                    log_start_offset=start,
-                    partition_max_bytes=self._max_bytes,
-                )
-            wanted[tp] = last
+        self._reposition(stale)
+        if held_back:
+            self._hold_back(wanted, stale)
+        if not wanted and self._held:  # only throttled ones: until the rate comes down
+            self._stale |= stale
+            await asyncio.sleep(_THROTTLE_S)
+            return
         if not wanted:  # every partition truncates first or backs off: until one is back
             # what left the session is still to be forgotten there, by the next fetch
             self._stale |= stale
@@ -452,6 +450,50 @@ class ReplicaFetcher:
         except BaseException:
             self._session.reset()  # the rest of the answer was not taken in
             raise
+
+    def _reposition(self, stale: set[TopicPartition]) -> None:
+        """Bring ``_wanted`` up to date for the partitions that may have moved."""
+        wanted = self._wanted
+        for tp in stale:
+            f = self._followed.get(tp)
+            if f is None or not f.truncated or f.delayed or f.partition.log.offline_reason:
+                wanted.pop(tp, None)  # gone, truncates first, backs off, or its log failed
+                continue
+            log = f.partition.log
+            end, start, last = log.log_end_offset, log.log_start_offset, f.asked
+            epoch = log.epochs.latest_epoch
+            if (
+                last is None
+                or last.fetch_offset != end
+                or last.log_start_offset != start
+                or last.current_leader_epoch != f.leader_epoch
+                or last.last_fetched_epoch != epoch
+            ):
+                last = f.asked = FetchPartition(
+                    partition=tp.partition,
+                    current_leader_epoch=f.leader_epoch,
+                    fetch_offset=end,
+                    last_fetched_epoch=epoch,
+                    log_start_offset=start,
+                    partition_max_bytes=self._max_bytes,
+                )
+            wanted[tp] = last
+
+    def _hold_back(
+        self, wanted: dict[TopicPartition, FetchPartition], stale: set[TopicPartition]
+    ) -> None:
+        """Over the follower's throttle: leave out the throttled replicas that are behind
+        their leader (the session forgets them until they are back). A caught-up one goes
+        on, so it can join the ISR and stay there (Kafka's follower checks its lag too)."""
+        me = self.local_broker_id
+        for tp in list(wanted):
+            followed = self._followed[tp]
+            log = followed.partition.log
+            in_sync = 0 <= followed.leader_high_watermark <= log.log_end_offset
+            if not in_sync and log.config.follower_throttled(tp.partition, me):
+                del wanted[tp]
+                stale.add(tp)
+                self._held.add(tp)
 
     async def _take(self, response: FetchResponse) -> None:
         """Apply an answer, partition by partition; one that failed backs off alone. The
@@ -516,7 +558,12 @@ class ReplicaFetcher:
                 ),
             )
             return
+        followed.leader_high_watermark = data.high_watermark
         if isinstance(data.records, memoryview) and len(data.records):
+            if self._quota.active and partition.log.config.follower_throttled(
+                partition.index, self.local_broker_id
+            ):
+                self._quota.record(len(data.records))
             self._append(partition, data.records)
         partition.high_watermark = max(
             partition.high_watermark, min(data.high_watermark, partition.log.log_end_offset)

@@ -46,6 +46,7 @@ from broker.replica.fetch_session import FetchContext, FetchSessionCache, Sessio
 from broker.replica.fetcher import ReplicaFetcher
 from broker.replica.isr import IsrUpdater
 from broker.replica.partition import HighWatermarkWaiter, Partition
+from broker.replica.throttle import UNLIMITED, ReplicationQuota
 from protocol.acls import Operation, ResourceType
 from protocol.apis import (
     EARLIEST_TIMESTAMP,
@@ -372,9 +373,15 @@ class ReplicaManager:
         peer_login: PeerLogin | None = None,
         inter_broker_listener: str = "PLAINTEXT",
         authorizer: Authorizer | None = None,
+        leader_quota: ReplicationQuota | None = None,
+        follower_quota: ReplicationQuota | None = None,
     ) -> None:
         self.broker_id = broker_id
         self._acl = authorizer or Authorizer()
+        self.leader_quota = leader_quota or ReplicationQuota(lambda: UNLIMITED)
+        """leader.replication.throttled.rate: what it sends of throttled replicas."""
+        self.follower_quota = follower_quota or ReplicationQuota(lambda: UNLIMITED)
+        """follower.replication.throttled.rate: what its fetchers fetch of them."""
         self.logs = logs
         self.metadata = metadata
         self._load_config = load_config
@@ -627,6 +634,7 @@ class ReplicaManager:
             max_bytes=self._fetch_max_bytes,
             tls=self._peer_tls,
             login=self._peer_login,
+            quota=self.follower_quota,
         )
         self.fetchers[leader.broker_id] = new
         if fetcher is not None:
@@ -1158,7 +1166,7 @@ class ReplicaManager:
             finally:
                 for partition in moved:
                     partition.complete_waiters()
-        response, size, failed = self._read(request, context, follower)
+        response, size, failed, throttled = self._read(request, context, follower)
         if (
             size >= request.min_bytes
             or failed
@@ -1166,6 +1174,7 @@ class ReplicaManager:
             or (context.session is None and not context.partitions)
         ):
             self.bytes_out.inc(size)
+            self.leader_quota.record(throttled)  # what goes out, once
             context.commit()
             return response
         if context.session is not None:
@@ -1205,7 +1214,9 @@ class ReplicaManager:
             now = expired or delayed.answer_now
             if not now and not self._enough(delayed, woke):
                 return
-            response, size, failed = self._read(delayed.request, context, delayed.follower)
+            response, size, failed, throttled = self._read(
+                delayed.request, context, delayed.follower
+            )
         except Exception as exc:
             self._unpark(delayed)
             delayed.deferred.fail(exc)
@@ -1216,6 +1227,7 @@ class ReplicaManager:
             return
         self._unpark(delayed)
         self.bytes_out.inc(size)
+        self.leader_quota.record(throttled)
         delayed.context.commit()
         delayed.deferred.resolve(response)
 
@@ -1311,9 +1323,10 @@ class ReplicaManager:
 
     def _read(
         self, request: FetchRequest, context: FetchContext, follower: bool
-    ) -> tuple[FetchResponse, int, bool]:
+    ) -> tuple[FetchResponse, int, bool, int]:
         """One pass over the partitions the fetch looks at: (response, bytes found,
-        whether any failed); what it found is noted in ``context`` (see FetchContext).
+        whether any failed, bytes of them that count against the leader's replication
+        throttle); what it found is noted in ``context`` (see FetchContext).
 
         An incremental fetch leaves out a partition with nothing to read whose high
         watermark and log start are as last sent."""
@@ -1323,11 +1336,17 @@ class ReplicaManager:
         incremental = context.incremental
         committed = not follower and request.isolation_level == READ_COMMITTED
         by_topic: dict[str, list[FetchPartitionData]] = {}
+        quota = self.leader_quota if follower and self.leader_quota.active else None
+        held_back = quota is not None and quota.exceeded()
+        throttled_bytes = 0
         context.begin()
         for sp in context.partitions:
             try:
                 partition = self._readable(sp, request, context, follower)
                 log = partition.log
+                throttled = quota is not None and log.config.leader_throttled(
+                    sp.index, self.broker_id
+                )
                 high_watermark = partition.high_watermark
                 end = (
                     log.log_end_offset
@@ -1346,6 +1365,8 @@ class ReplicaManager:
                 data = (
                     None
                     if diverging is not None  # no records: it truncates first, then fetches
+                    # over the leader's throttle, an out-of-sync replica's copy waits
+                    or (throttled and held_back and request.replica_id not in partition.isr)
                     else log.read(
                         sp.fetch_offset,
                         min(sp.max_bytes, budget),
@@ -1371,6 +1392,8 @@ class ReplicaManager:
                     continue
                 total += size
                 budget = max(budget - size, 0)
+                if throttled:
+                    throttled_bytes += size
                 context.answered(sp, high_watermark, log.log_start_offset, size)
             by_topic.setdefault(sp.topic, []).append(
                 FetchPartitionData(
@@ -1397,7 +1420,8 @@ class ReplicaManager:
                 )
             )
         topics = [FetchTopicResponse(topic=t, partitions=ps) for t, ps in by_topic.items()]
-        return FetchResponse(session_id=context.session_id, topics=topics), total, failed
+        response = FetchResponse(session_id=context.session_id, topics=topics)
+        return response, total, failed, throttled_bytes
 
     def _readable(
         self, sp: SessionPartition, request: FetchRequest, context: FetchContext, follower: bool
@@ -1796,6 +1820,8 @@ class ReplicaManager:
             (_PARKED_FETCHES, {}, self.parked_fetches),
             (_DELAYED_PRODUCES, {}, len(self.delayed_produces)),
             (_FETCH_SESSIONS, {}, len(self.fetch_sessions.sessions)),
+            (_THROTTLED_RATE, {"side": "leader"}, self.leader_quota.per_second()),
+            (_THROTTLED_RATE, {"side": "follower"}, self.follower_quota.per_second()),
         ]
         for tp, p in sorted(self.partitions.items()):
             labels = {"topic": tp.topic, "partition": str(tp.partition)}
@@ -1862,6 +1888,11 @@ _DELAYED_PRODUCES = gauge(
 _FETCH_SESSIONS = gauge(
     "headwater_fetch_sessions",
     "Fetch sessions kept (KIP-227; max.incremental.fetch.session.cache.slots).",
+)
+_THROTTLED_RATE = gauge(
+    "headwater_replication_throttled_bytes_per_second",
+    "Bytes per second of throttled replicas sent as a leader or fetched as a follower "
+    "(leader/follower.replication.throttled.rate bound them).",
 )
 _LOG_SIZE = gauge("headwater_log_size_bytes", "Bytes in a partition's log.")
 _LOG_END = gauge("headwater_log_end_offset", "A partition's log end offset.")

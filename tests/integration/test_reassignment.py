@@ -7,6 +7,8 @@ copies deleted."""
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from client import Admin, Consumer, NewPartitions, NewTopic, Producer, TopicPart
 from protocol.errors import InvalidReplicaAssignmentError, ReassignmentInProgressError
 from tests.integration.conftest import Cluster
 from tests.integration.conftest import until as _until
+from tests.integration.test_cli import COMMAND
 from tests.integration.test_topics import _ready_cluster
 
 pytestmark = pytest.mark.timeout(180)
@@ -184,3 +187,94 @@ async def test_replicas_spread_over_racks_when_the_brokers_name_theirs(
         await _ready_cluster(cluster)
         with pytest.raises(InvalidReplicaAssignmentError, match="broker 5 has none"):
             await admin.create_topics([NewTopic("mixed", 1, 2)])
+
+
+async def _command(bootstrap: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return await asyncio.to_thread(
+        subprocess.run,
+        [*COMMAND, "--bootstrap-server", bootstrap, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+async def test_a_throttled_move_copies_at_the_rate_and_verify_removes_the_throttle(
+    make_cluster: Callable[..., Cluster], tmp_path: Path
+) -> None:
+    """`reassign-partitions --execute --throttle`: the new replica copies at about the
+    rate (a 5 MB log at 100 KB/s is far from copied after 3 s; unthrottled it takes well
+    under one), while the leader serves; the rates lifted, the move finishes, and
+    `--verify` removes every throttle config. Every record is on the new replica."""
+    cluster = make_cluster(2, FAST_ISR)
+    await _ready_cluster(cluster)
+    bootstrap = cluster.bootstrap
+    async with Admin(bootstrap_servers=bootstrap) as admin:
+        await admin.create_topics([NewTopic("slow", 1, 1)])
+        (src,) = (await admin.describe_topics(["slow"]))[0].partitions[0].replicas
+    dst = 3 - src
+    async with Producer(bootstrap_servers=bootstrap, acks="all", linger_ms=5) as producer:
+        for i in range(25_000):
+            await producer.send("slow", b"%06d" % i + b"." * 194, partition=0)
+        await producer.flush()
+    plan = tmp_path / "plan.json"
+    plan.write_text(
+        f'{{"version":1,"partitions":[{{"topic":"slow","partition":0,"replicas":[{src},{dst}]}}]}}'
+    )
+    moving = ("reassign-partitions", "--reassignment-json-file", str(plan))
+    started = await _command(bootstrap, *moving, "--execute", "--throttle", "100000")
+    assert started.returncode == 0, started
+    assert "The inter-broker throttle limit was set to 100000 B/s" in started.stdout
+    rates = await _command(bootstrap, "broker-configs", "--describe")
+    for broker in ("1", "2"):
+        for side in ("leader", "follower"):
+            row = f"{broker}\t{side}.replication.throttled.rate\t100000\tDYNAMIC_BROKER_CONFIG"
+            assert row in rates.stdout, rates
+    described = await _command(bootstrap, "topics", "describe", "slow")
+    assert f"follower.replication.throttled.replicas=0:{dst}" in described.stdout, described
+    assert f"leader.replication.throttled.replicas=0:{src}" in described.stdout, described
+
+    await asyncio.sleep(3)
+    sizes = await _command(bootstrap, "log-dirs", "--describe", "--topic-list", "slow")
+    found = {
+        b["broker"]: sum(p["size"] for d in b["logDirs"] for p in d["partitions"])
+        for b in json.loads(sizes.stdout)["brokers"]
+    }
+    assert found[dst] < found[src] // 2, found  # 10 s of the rate, and a fetch, at most
+    still = await _command(bootstrap, *moving, "--verify")
+    assert still.returncode == 1 and "still in progress" in still.stdout, still
+    assert "Clearing" not in still.stdout  # the throttle stays while the move goes on
+
+    for broker in ("1", "2"):
+        lifted = await _command(
+            bootstrap,
+            "broker-configs",
+            "--alter",
+            "--broker",
+            broker,
+            "--delete-config",
+            "leader.replication.throttled.rate,follower.replication.throttled.rate",
+        )
+        assert lifted.returncode == 0, lifted
+    done = await _until(
+        lambda: _command(bootstrap, *moving, "--verify"), lambda r: r.returncode == 0
+    )
+    assert "Clearing broker-level throttles on brokers 1,2" in done.stdout, done
+    assert "Clearing topic-level throttles on topic slow" in done.stdout, done
+    described = await _command(bootstrap, "topics", "describe", "slow")
+    assert "throttled" not in described.stdout, described
+    cluster.brokers[src].kill()  # only the new copy is left to read from
+    tp = TopicPartition("slow", 0)
+    async with (
+        Consumer(
+            bootstrap_servers=cluster.brokers[dst].bootstrap, auto_offset_reset="earliest"
+        ) as consumer,
+        asyncio.timeout(60),
+    ):
+        consumer.assign([tp])
+        values: list[bytes] = []
+        while len(values) < 25_000:
+            got = await consumer.getmany(timeout_ms=1000)
+            values += [r.value[:6] for r in got.get(tp, [])]
+    assert values == [b"%06d" % i for i in range(25_000)]

@@ -5,8 +5,10 @@ wrong is told. What a user checks: acked records read back at their offsets, ove
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
+import socket
 import ssl
 import subprocess
 from collections.abc import Callable
@@ -206,3 +208,89 @@ async def test_brokers_may_differ_in_their_inter_broker_listener_while_it_change
                 await producer.send_and_wait("rolling", b"%d" % i, partition=i % 3)
         (topic,) = await admin.describe_topics(["rolling"])
         assert all(sorted(p.isr) == [1, 2, 3] for p in topic.partitions), topic
+
+
+def _served(port: int, ca: str) -> bytes:
+    """The certificate a new TLS connection to ``port`` is shown (DER)."""
+    context = create_ssl_context(cafile=ca)
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname="127.0.0.1") as secure,
+    ):
+        der = secure.getpeercert(binary_form=True)
+    assert der is not None
+    return der
+
+
+def _der(pem_file: str) -> bytes:
+    """The first certificate in a PEM file (the leaf: after the key, before the chain)."""
+    text = Path(pem_file).read_text()
+    begin = text.index("-----BEGIN CERTIFICATE-----")
+    end = text.index("-----END CERTIFICATE-----", begin) + len("-----END CERTIFICATE-----")
+    return ssl.PEM_cert_to_DER_cert(text[begin:end])
+
+
+async def test_a_brokers_certificate_is_replaced_without_a_restart(
+    make_cluster: Callable[..., Cluster], ca: trustme.CA, pki: dict[str, str], tmp_path: Path
+) -> None:
+    """Kafka's dynamic ssl.keystore.location: a new keystore for broker 1 is checked,
+    then shown from the next handshake on (a new path, or the same path holding a new
+    file); a bad one is refused and the old one stays; only a broker may have its own;
+    a restarted broker shows the dynamic one; clients go on over TLS throughout."""
+    settings = {
+        "listeners": "PLAINTEXT://127.0.0.1:0,SSL://127.0.0.1:0",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "ssl.keystore.location": pki["broker"],
+    }
+    cluster = make_cluster(1, settings)
+    port = cluster.brokers[1].ports["SSL"]
+    served = functools.partial(_served, ca=pki["ca"])
+    assert await asyncio.to_thread(served, port) == _der(pki["broker"])
+    rotated = tmp_path / "rotated.pem"
+    ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(rotated))
+    bootstrap = cluster.bootstrap
+
+    def alter(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*COMMAND, "--bootstrap-server", bootstrap, "broker-configs", "--alter", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    done = await asyncio.to_thread(
+        alter, "--broker", "1", "--add-config", f"ssl.keystore.location={rotated}"
+    )
+    assert done.returncode == 0, done
+    assert await asyncio.to_thread(served, port) == _der(str(rotated))
+    # the same path, a new file in it: set it again and it is loaded again
+    ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(rotated))
+    done = await asyncio.to_thread(
+        alter, "--broker", "1", "--add-config", f"ssl.keystore.location={rotated}"
+    )
+    assert done.returncode == 0, done
+    third = _der(str(rotated))
+    assert await asyncio.to_thread(served, port) == third
+    broken = tmp_path / "broken.pem"
+    broken.write_text("not a certificate\n")
+    refused = await asyncio.to_thread(
+        alter, "--broker", "1", "--add-config", f"ssl.keystore.location={broken}"
+    )
+    assert refused.returncode == 1, refused
+    assert "cannot load a certificate and private key" in refused.stderr
+    assert refused.stderr.count("\n") == 1
+    refused = await asyncio.to_thread(
+        alter, "--broker-defaults", "--add-config", f"ssl.keystore.location={rotated}"
+    )
+    assert refused.returncode == 1 and "can only be set for one broker" in refused.stderr
+    assert await asyncio.to_thread(served, port) == third  # nothing changed
+    tls_client = {"security_protocol": "SSL", "ssl_context": create_ssl_context(cafile=pki["ca"])}
+    async with Producer(bootstrap_servers=_ssl_bootstrap(cluster), **tls_client) as producer:
+        written = await producer.send_and_wait("rotated", b"over the new certificate")
+    assert written.offset == 0
+
+    cluster.brokers[1].stop()
+    cluster.start_broker(1)
+    port = cluster.brokers[1].ports["SSL"]
+    assert await asyncio.to_thread(served, port) == third  # read before it listens

@@ -4,6 +4,8 @@ may change and how a value is checked, what DescribeConfigs says, and the CLI's
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 import pytest
 
@@ -16,9 +18,11 @@ from broker.config import (
     parse_dynamic,
 )
 from broker.config_changes import incremented, replaced
+from broker.log import Log, LogConfig
 from client.cli import parse_add_config
 from protocol.apis import AlterableConfig, AlterConfigOp, ConfigSource, IncrementalAlterableConfig
-from protocol.errors import InvalidConfigError, InvalidRequestError
+from protocol.errors import InvalidConfigError, InvalidRequestError, MessageTooLargeError
+from protocol.records import encode_batch
 
 
 def _config(**static: str) -> BrokerConfigs:
@@ -50,7 +54,7 @@ def test_a_brokers_own_value_beats_the_default_which_beats_its_file() -> None:
 
 
 def test_what_may_change_and_how_a_value_is_checked() -> None:
-    assert set(TOPIC_CONFIG_SYNONYMS.values()) == DYNAMIC_BROKER_CONFIGS
+    assert set(TOPIC_CONFIG_SYNONYMS.values()) < DYNAMIC_BROKER_CONFIGS
     assert parse_dynamic("log.retention.ms", " 3600000 ", "broker 1") == 3_600_000
     assert parse_dynamic("unclean.leader.election.enable", "true", "broker 1") is True
     with pytest.raises(ConfigError, match=r"log.retention.ms='abc' \(from broker 1\) .*integer"):
@@ -143,3 +147,80 @@ def test_the_cli_reads_kafkas_add_config_form() -> None:
     assert parse_add_config(None) == {}
     with pytest.raises(click.UsageError, match="is not name=value"):
         parse_add_config("log.retention.ms")
+
+
+def test_a_follower_takes_what_its_leader_accepted_whatever_its_own_limit(
+    tmp_path: Path,
+) -> None:
+    """Found in review: a broker's own message.max.bytes above the default (or a default
+    lowered while a follower lags) made the followers refuse the leader's batch on every
+    fetch; they left the ISR for good. Kafka's followers append with ignoreRecordSize."""
+    leader = Log.open(tmp_path / "l" / "t-0", LogConfig(max_message_bytes=100_000))
+    follower = Log.open(tmp_path / "f" / "t-0", LogConfig(max_message_bytes=2000))
+    leader.append(encode_batch([(b"k", b"x" * 5000, None, 1000)]), leader_epoch=0)
+    data = leader.read(0, 1 << 20)
+    assert data is not None
+    follower.append_as_follower(data.read())
+    assert follower.log_end_offset == leader.log_end_offset == 1
+    with pytest.raises(MessageTooLargeError, match=r"over max\.message\.bytes \(2000\)"):
+        follower.append(encode_batch([(b"k", b"x" * 5000, None, 1000)]), leader_epoch=0)
+    leader.close()
+    follower.close()
+
+
+def test_append_to_a_list_starts_from_the_value_without_the_entitys_own() -> None:
+    """Found in review: APPEND on every broker's default started from the answering
+    broker's own value, which leaked into every broker's default."""
+    configs = _config()
+    configs._config.set_dynamic({}, {"log.cleanup.policy": "compact"})  # broker 2's own
+    append = [
+        IncrementalAlterableConfig(
+            name="log.cleanup.policy", config_operation=AlterConfigOp.APPEND, value="delete"
+        )
+    ]
+    assert incremented(configs._subject("<default>"), {}, append) == {
+        "log.cleanup.policy": "delete"
+    }
+    configs._config.set_dynamic({"log.cleanup.policy": "compact"}, {})
+    assert incremented(configs._subject("2"), {}, append) == {
+        "log.cleanup.policy": "compact,delete"  # the default's value is broker 2's too
+    }
+
+
+def test_new_defaults_reach_the_logs_of_topics_that_do_not_override_them(
+    tmp_path: Path,
+) -> None:
+    """TopicConfigs.set_defaults: a topic keeps its own overrides over the new defaults; a
+    topic whose config could not be read gets them but stays unknown (retention and the
+    cleaner leave it alone until it is read); listeners hear only of topics that
+    changed."""
+    from broker.dynamic_config import TopicConfigs, _Known
+    from broker.log.manager import LogManager
+
+    logs = LogManager([tmp_path], broker_id=1, cluster_id="c")
+    logs.startup()
+    try:
+        for topic in ("own", "plain", "unread", "all-own"):
+            logs.get_or_create_log(topic, 0)
+        configs = TopicConfigs(None, LogConfig(), logs, broker_id=1)  # type: ignore[arg-type]
+        own = {"retention.ms": "5"}
+        all_own = {"retention.ms": "6", "max.message.bytes": "7"}
+        configs._known["own"] = _Known(1, own, LogConfig().with_properties(own))
+        configs._known["all-own"] = _Known(2, all_own, LogConfig().with_properties(all_own))
+        for topic in ("own", "all-own"):
+            logs.logs_of(topic)[0].config = configs._known[topic].config
+        configs._unknown.add("unread")
+        heard: list[str] = []
+        configs.on_change(lambda topic, _config: heard.append(topic))
+
+        configs.set_defaults(
+            LogConfig().with_properties({"retention.ms": "1000", "max.message.bytes": "2000"})
+        )
+        config = {t: logs.logs_of(t)[0].config for t in ("own", "plain", "unread", "all-own")}
+        assert (config["own"].retention_ms, config["own"].max_message_bytes) == (5, 2000)
+        assert (config["plain"].retention_ms, config["plain"].max_message_bytes) == (1000, 2000)
+        assert config["unread"].retention_ms == 1000 and not configs.ready("unread")
+        assert (config["all-own"].retention_ms, config["all-own"].max_message_bytes) == (6, 7)
+        assert sorted(heard) == ["own", "plain"]
+    finally:
+        logs.shutdown()

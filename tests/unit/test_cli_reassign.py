@@ -9,7 +9,14 @@ import pytest
 from click.testing import Result
 
 from client import PartitionReassignment, TopicPartition, cli
-from client.types import PartitionDescription, TopicDescription
+from client.types import (
+    AlterConfigOp,
+    BrokerDescription,
+    ClusterDescription,
+    ConfigResource,
+    PartitionDescription,
+    TopicDescription,
+)
 from protocol.errors import ApiError, InvalidReplicaAssignmentError, NoReassignmentInProgressError
 from tests.unit.conftest import serve_admin
 
@@ -22,6 +29,21 @@ class FakeAdmin:
         self.moving: dict[TopicPartition, PartitionReassignment] = {}
         self.asked: list[dict[TopicPartition, list[int] | None]] = []
         self.stale_reads = 0  # describe answers from before the last move finished
+        self.configs: list[dict[tuple[str, str], list[tuple[str, str | None, str]]]] = []
+
+    async def describe_cluster(self) -> ClusterDescription:
+        brokers = [BrokerDescription(b, "127.0.0.1", 9000 + b, None) for b in (1, 2, 3)]
+        return ClusterDescription("c", 1, brokers)
+
+    async def incremental_alter_configs(
+        self, changes: Mapping[ConfigResource, Sequence[AlterConfigOp]]
+    ) -> None:
+        self.configs.append(
+            {
+                (str(r.resource_type), r.name): [(o.name, o.value, o.op_type) for o in ops]
+                for r, ops in changes.items()
+            }
+        )
 
     async def describe_topics(self, names: list[str]) -> list[TopicDescription]:
         replicas = dict(self.replicas)
@@ -116,9 +138,35 @@ def test_verify_waits_out_the_brokers_metadata_and_says_what_is_left(
     del admin.moving[T0]
     admin.replicas[T0] = [3, 2]
     admin.stale_reads = 2  # the move just finished: two answers still show the old list
+    assert admin.configs == []  # nothing cleared while a move goes on
     done = run("reassign-partitions", "--verify", "--reassignment-json-file", "plan.json")
     assert done.exit_code == 0, done.output
     assert "Reassignment of partition orders-0 is completed." in done.stdout
+    # all done: the throttles go (Kafka's tool: the rates off every broker)
+    assert done.stdout.splitlines()[-2:] == [
+        "Clearing broker-level throttles on brokers 1,2,3",
+        "Clearing topic-level throttles on topic orders",
+    ]
+    (cleared,) = admin.configs
+    rates = [
+        ("leader.replication.throttled.rate", None, "DELETE"),
+        ("follower.replication.throttled.rate", None, "DELETE"),
+    ]
+    assert cleared == {
+        **{("broker", str(b)): rates for b in (1, 2, 3)},
+        ("topic", "orders"): [
+            ("leader.replication.throttled.replicas", None, "DELETE"),
+            ("follower.replication.throttled.replicas", None, "DELETE"),
+        ],
+    }
+    kept = run(
+        "reassign-partitions",
+        "--verify",
+        "--preserve-throttles",
+        "--reassignment-json-file",
+        "plan.json",
+    )
+    assert kept.exit_code == 0 and "Clearing" not in kept.stdout and len(admin.configs) == 1
     admin.replicas[T0] = [1, 2]
     elsewhere = run("reassign-partitions", "--verify", "--reassignment-json-file", "plan.json")
     assert elsewhere.exit_code == 1
@@ -164,3 +212,43 @@ def test_usage_mistakes(admin: FakeAdmin, run: Callable[..., Result]) -> None:
         "5",
     )
     assert one.exit_code == 1 and "has 2 replicas but --broker-list names 1 broker" in one.stderr
+
+
+def test_execute_with_a_throttle_sets_it_before_the_moves(
+    admin: FakeAdmin, run: Callable[..., Result]
+) -> None:
+    _plan("plan.json", {T0: [3, 2], T1: [2, 3]})  # orders-1 stays where it is
+    other = TopicPartition("orders", 2)  # found in review: a move under way keeps its own
+    admin.moving[other] = PartitionReassignment([4, 1, 2], [4], [2])
+    started = run(
+        "reassign-partitions",
+        "--execute",
+        "--throttle",
+        "1048576",
+        "--reassignment-json-file",
+        "plan.json",
+    )
+    assert started.exit_code == 0, started.output
+    assert "The inter-broker throttle limit was set to 1048576 B/s" in started.stdout
+    assert "You must run --verify periodically" in started.stdout
+    (throttles,) = admin.configs
+    rates = [
+        ("leader.replication.throttled.rate", "1048576", "SET"),
+        ("follower.replication.throttled.rate", "1048576", "SET"),
+    ]
+    assert throttles == {
+        ("topic", "orders"): [
+            ("leader.replication.throttled.replicas", "0:1,0:2,2:1,2:2", "SET"),
+            ("follower.replication.throttled.replicas", "0:3,2:4", "SET"),
+        ],
+        **{("broker", str(b)): rates for b in (1, 2, 3, 4)},
+    }
+    verify = run(
+        "reassign-partitions",
+        "--verify",
+        "--throttle",
+        "1",
+        "--reassignment-json-file",
+        "plan.json",
+    )
+    assert verify.exit_code == 2 and "--throttle goes with --execute" in verify.output
