@@ -27,6 +27,7 @@ from broker.admin import TopicAdmin
 from broker.authorizer import Authorizer, topic_not_authorized, transactional_id_not_authorized
 from broker.broker_configs import BrokerConfigs
 from broker.config import TLS_PROTOCOLS, BrokerConfig, ConfigError, listener_name
+from broker.connection_quotas import ConnectionQuotas
 from broker.controller.controller import Controller
 from broker.controller.election import ControllerElection
 from broker.coordinator.coordinator import GroupCoordinator
@@ -155,6 +156,7 @@ class Broker:
         self._servers: dict[str, BrokerServer] = {}
         self._peer_tls: ssl.SSLContext | None = None
         self._server_tls: ssl.SSLContext | None = None
+        self._connection_quotas: ConnectionQuotas | None = None
         self._peer_login: sasl.PeerLogin | None = None
         self._credentials: sasl.ScramCredentials | None = None
         self._sasl: dict[str, sasl.SaslListener] = {}
@@ -383,6 +385,8 @@ class Broker:
     async def _listen(self, protocols: dict[str, str], server_tls: ssl.SSLContext | None) -> None:
         """A server on each listener; an SSL one with TLS (Kafka's listeners, by name)."""
         cfg = self.config
+        # dynamic broker configs, read on each new connection
+        self._connection_quotas = ConnectionQuotas(cfg.__getitem__, cfg.inter_broker_listener)
         for item in cfg["listeners"]:
             name = listener_name(item)
             host, port = _host_port(item)
@@ -391,6 +395,7 @@ class Broker:
                 max_frame_bytes=cfg["socket.request.max.bytes"],
                 max_idle_ms=cfg["connections.max.idle.ms"],
                 sasl=self._sasl.get(name),
+                quotas=self._connection_quotas,
             )
             self._servers[name] = server
             secure = server_tls if protocols[name] in TLS_PROTOCOLS else None

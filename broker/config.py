@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from broker.connection_quotas import parse_ip_overrides
 from broker.log.config import LogConfig
 from protocol.errors import HeadwaterError
 
@@ -37,6 +38,7 @@ __all__ = [
 ]
 
 _LONG_MAX = 2**63 - 1
+_INT_MAX = 2**31 - 1
 _LISTENER = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_]*)://(?P<host>[^:/\s]*):(?P<port>\d{1,5})$")
 
 
@@ -116,6 +118,14 @@ def _protocol_map(value: list[str]) -> str | None:
 
 
 _DAY_MS = 24 * 3600 * 1000
+
+
+def _ip_overrides(value: str) -> str | None:
+    try:
+        parse_ip_overrides(value)
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 def _topic_check(topic_name: str, value: Any) -> str | None:
@@ -460,6 +470,28 @@ SETTINGS: tuple[Setting, ...] = (
         2**31 - 1,
     ),
     Setting(
+        "max.connections",
+        int,
+        _INT_MAX,
+        "Client connections the broker takes in all (the inter-broker listener's are not "
+        "counted and always get in); one past it is closed at once.",
+        0,
+    ),
+    Setting(
+        "max.connections.per.ip",
+        int,
+        _INT_MAX,
+        "Connections one address may hold, on every listener; one past it is closed at once.",
+        0,
+    ),
+    Setting(
+        "max.connections.per.ip.overrides",
+        str,
+        "",
+        "Addresses with a limit of their own: IP:COUNT pairs, e.g. 10.0.0.7:50,10.0.0.8:0.",
+        check=_ip_overrides,
+    ),
+    Setting(
         "connections.max.idle.ms",
         int,
         600_000,
@@ -747,13 +779,16 @@ DYNAMIC_BROKER_CONFIGS = frozenset(
         *TOPIC_CONFIG_SYNONYMS.values(),
         "leader.replication.throttled.rate",
         "follower.replication.throttled.rate",
+        "max.connections",
+        "max.connections.per.ip",
+        "max.connections.per.ip.overrides",
         *PER_BROKER_CONFIGS,
     }
 )
 """The settings that can be changed on a running cluster, per broker or as every broker's
 default (Kafka's KIP-226 dynamic broker configs: here, the broker defaults of the topic
 configs, which a topic without an override of its own follows at once, the replication
-throttles, and a broker's TLS certificate)."""
+throttles, the connection limits, and a broker's TLS certificate)."""
 
 STATIC, DEFAULT = "STATIC_BROKER_CONFIG", "DEFAULT_CONFIG"
 DYNAMIC_BROKER, DYNAMIC_DEFAULT = "DYNAMIC_BROKER_CONFIG", "DYNAMIC_DEFAULT_BROKER_CONFIG"

@@ -52,6 +52,7 @@ from typing import Any
 
 import structlog
 
+from broker.connection_quotas import ConnectionQuotas
 from broker.deferred import Deferred
 from broker.principal import certificate_principal
 from broker.sasl import Authenticator, SaslListener
@@ -182,11 +183,22 @@ class _Connection(asyncio.BufferedProtocol):
         self._muted = False  # throttled by a quota: not read until the time is up
         self._unmute_at = 0.0
         self._unmute_timer: asyncio.TimerHandle | None = None
+        self._ip = ""
+        self._refused = False  # over a connection limit: closed as it came
 
     # asyncio.BufferedProtocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         peer = transport.get_extra_info("peername")
+        quotas = self._server.quotas
+        if quotas is not None:
+            self._ip = str(peer[0]) if peer else ""
+            refused = quotas.admit(self._ip, self._server.listener)
+            if refused is not None:
+                _log.info("connection.refused", peer=self._ip, reason=refused)
+                self._closed = self._refused = True
+                typing.cast(asyncio.Transport, transport).abort()
+                return
         self._context = contextvars.copy_context()  # what handlers of this connection see
         self._context.run(PEER_HOST.set, str(peer[0]) if peer else "")
         # uvloop's transports are not asyncio.Transport subclasses, but behave as one
@@ -241,8 +253,12 @@ class _Connection(asyncio.BufferedProtocol):
         return None  # close our side too; responses still queued are dropped
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._refused:
+            return  # never counted, never served
         self._closed = True
         self._server.connections.discard(self)
+        if self._server.quotas is not None:
+            self._server.quotas.release(self._ip, self._server.listener)
         queued = list(self._queue)
         self._queue.clear()
         for slot in queued:
@@ -702,6 +718,7 @@ class BrokerServer:
         max_in_flight: int = 100,
         max_idle_ms: int = 600_000,
         sasl: SaslListener | None = None,
+        quotas: ConnectionQuotas | None = None,
     ) -> None:
         self.handlers: dict[ApiKey, Handler] = {
             ApiKey.API_VERSIONS: _api_versions,
@@ -711,6 +728,9 @@ class BrokerServer:
         }
         self.sasl = sasl
         """A SASL listener's settings: every connection authenticates first."""
+        self.quotas = quotas
+        """The broker's connection limits, shared by its listeners (None: no limits)."""
+        self.listener = "PLAINTEXT"
         self.max_frame_bytes = max_frame_bytes
         self.max_in_flight = max_in_flight
         self.max_idle_s = max_idle_ms / 1000
@@ -735,6 +755,7 @@ class BrokerServer:
         """Listen (with ``tls``: an SSL listener); returns the bound port (port 0: any)."""
         loop = asyncio.get_running_loop()
         self.ssl = tls
+        self.listener = listener
         self._server = await loop.create_server(
             lambda: _Connection(self),
             host,

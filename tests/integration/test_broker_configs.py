@@ -16,6 +16,7 @@ broker's settings, or every broker's default, changed without a restart.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Callable, Iterator
 
@@ -26,12 +27,14 @@ from client import Admin, ConfigResource, NewTopic, Producer
 from client.localcluster import ZooKeeperServer
 from protocol.apis import (
     ApiKey,
+    ApiVersionsRequest,
     CreatableReplicaAssignment,
     CreatableTopic,
     CreateTopicsRequest,
     IncrementalAlterableConfig,
     IncrementalAlterConfigsRequest,
     IncrementalAlterConfigsResource,
+    encode_request,
 )
 from protocol.errors import InvalidRequestError, MessageTooLargeError
 from tests.integration.conftest import Cluster, module_cluster
@@ -283,3 +286,80 @@ async def test_unclean_election_enabled_as_the_default_elects_at_once(
     async with Producer(bootstrap_servers=f"127.0.0.1:{ports[3]}", acks=1) as producer:
         written = await producer.send_and_wait("unclean", b"writable again", partition=0)
     assert written.offset >= 0
+
+
+async def _served(port: int, source: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection from ``source`` that the broker answers (ApiVersions)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
+    try:
+        writer.writelines(encode_request(ApiKey.API_VERSIONS, 0, 1, ApiVersionsRequest()))
+        size = int.from_bytes(await asyncio.wait_for(reader.readexactly(4), 10))
+        await reader.readexactly(size)
+    except BaseException:
+        await _close(writer)
+        raise
+    return reader, writer
+
+
+async def _close(writer: asyncio.StreamWriter) -> None:
+    writer.close()
+    with contextlib.suppress(ConnectionError):
+        await writer.wait_closed()
+
+
+async def _dropped(port: int, source: str) -> bool:
+    """Whether the broker closes a new connection from ``source`` before answering."""
+    try:
+        _, writer = await _served(port, source)
+    except (asyncio.IncompleteReadError, ConnectionError):
+        return True
+    await _close(writer)
+    return False
+
+
+async def test_connection_limits_apply_to_the_next_connection(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    """max.connections.per.ip.overrides and max.connections set live: the connection past
+    a limit is closed as it comes and the broker serves the others; the inter-broker
+    listener is never shut out; a closed connection frees its slot."""
+    settings = {
+        "listeners": "INTERNAL://127.0.0.1:0,EXTERNAL://127.0.0.1:0",
+        "listener.security.protocol.map": "INTERNAL:PLAINTEXT,EXTERNAL:PLAINTEXT",
+        "inter.broker.listener.name": "INTERNAL",
+    }
+    cluster = make_cluster(1, settings)
+    broker = cluster.brokers[1]
+    internal, external = broker.ports["INTERNAL"], broker.ports["EXTERNAL"]
+    bootstrap = f"127.0.0.1:{internal}"
+    await _headwater(
+        bootstrap,
+        "broker-configs",
+        "--alter",
+        "--broker-defaults",
+        "--add-config",
+        "max.connections.per.ip.overrides=127.0.0.2:2",
+    )
+    held = [await _served(external, "127.0.0.2") for _ in range(2)]
+    assert await _dropped(external, "127.0.0.2")
+    assert await _dropped(internal, "127.0.0.2")  # an address's limit is on every listener
+    assert not await _dropped(external, "127.0.0.3")  # another address is not held back
+    await _close(held.pop()[1])
+    await _until(lambda: _dropped(external, "127.0.0.2"), lambda dropped: not dropped)
+
+    await _headwater(
+        bootstrap,
+        "broker-configs",
+        "--alter",
+        "--broker",
+        "1",
+        "--add-config",
+        "max.connections=3",
+    )
+    held += [await _served(external, "127.0.0.4") for _ in range(2)]  # 3 clients now
+    assert await _dropped(external, "127.0.0.5")
+    assert not await _dropped(internal, "127.0.0.5")  # replication and the controller get in
+    async with Admin(bootstrap_servers=bootstrap) as admin:  # so do tools on it
+        assert (await admin.describe_cluster()).brokers
+    for _, writer in held:
+        await _close(writer)
