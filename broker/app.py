@@ -26,7 +26,13 @@ from broker import sasl, tls
 from broker.admin import TopicAdmin
 from broker.authorizer import Authorizer, topic_not_authorized, transactional_id_not_authorized
 from broker.broker_configs import BrokerConfigs
-from broker.config import TLS_PROTOCOLS, BrokerConfig, ConfigError, listener_name
+from broker.config import (
+    RACK_AWARE_SELECTOR,
+    TLS_PROTOCOLS,
+    BrokerConfig,
+    ConfigError,
+    listener_name,
+)
 from broker.connection_quotas import ConnectionQuotas
 from broker.controller.controller import Controller
 from broker.controller.election import ControllerElection
@@ -251,6 +257,7 @@ class Broker:
             # dynamic broker configs: read on each use, so a change applies at once
             leader_quota=ReplicationQuota(lambda: cfg["leader.replication.throttled.rate"]),
             follower_quota=ReplicationQuota(lambda: cfg["follower.replication.throttled.rate"]),
+            rack_aware_reads=cfg["replica.selector.class"] == RACK_AWARE_SELECTOR,
         )
         self._coordinator = GroupCoordinator(
             self.broker_id, cfg, self.metadata, self._replicas, self._admin, authorizer=self._acl

@@ -38,6 +38,8 @@ __all__ = [
 ]
 
 _LONG_MAX = 2**63 - 1
+RACK_AWARE_SELECTOR = "org.apache.kafka.common.replica.RackAwareReplicaSelector"
+"""Kafka's class name of the replica selector that sends consumers to their rack."""
 _INT_MAX = 2**31 - 1
 _LISTENER = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_]*)://(?P<host>[^:/\s]*):(?P<port>\d{1,5})$")
 
@@ -718,6 +720,17 @@ SETTINGS: tuple[Setting, ...] = (
         134_217_728,
         "Memory for the cleaners' key maps (24 bytes per key), shared by the threads.",
         1024,
+    ),
+    Setting(
+        "replica.selector.class",
+        str,
+        "",
+        "How a leader picks the replica a consumer fetches from (KIP-392): empty, itself; "
+        f"{RACK_AWARE_SELECTOR}, a replica in the consumer's client.rack when the leader "
+        "is in another.",
+        check=lambda v: (
+            None if v in ("", RACK_AWARE_SELECTOR) else f"it must be empty or {RACK_AWARE_SELECTOR}"
+        ),
     ),
     Setting(
         "leader.replication.throttled.rate",

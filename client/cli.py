@@ -2353,6 +2353,12 @@ def _offset(value: str) -> int | str:
     show_default=True,
     help="read_committed: only committed transactions' records (and those of none).",
 )
+@click.option(
+    "--client-rack",
+    default="",
+    help="This consumer's rack: brokers with a rack-aware replica.selector.class serve it "
+    "from the replica there (KIP-392).",
+)
 @bootstrap_option
 @click.pass_context
 def consume(
@@ -2370,6 +2376,7 @@ def consume(
     group: str | None,
     strategies: tuple[str, ...],
     isolation_level: str,
+    client_rack: str,
 ) -> None:
     """Print TOPIC's records, one value per line, until --max-messages, --timeout-ms or Ctrl-C."""
     if strategies and group is None:
@@ -2395,7 +2402,11 @@ def consume(
         timeout_ms=timeout_ms,
         fmt=_RecordFormat(print_key, print_offset, print_partition),
         group=group,
-        security={**_security(ctx), "isolation_level": isolation_level},
+        security={
+            **_security(ctx),
+            "isolation_level": isolation_level,
+            "client_rack": client_rack,
+        },
         strategies=strategies,
     )
     bootstrap = _bootstrap(ctx)

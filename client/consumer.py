@@ -46,7 +46,7 @@ from client.errors import (
     ConfigurationError,
     NoOffsetForPartitionError,
 )
-from client.fetcher import FetchPosition, FetchSet, Subscription
+from client.fetcher import FetchPosition, FetchSet, ReadReplicas, Subscription
 from client.membership import GroupMember, MemberHooks, RebalanceListener
 from client.security import security_for
 from client.types import ConsumerGroupMetadata, ConsumerRecord, OffsetAndTimestamp, TopicPartition
@@ -120,6 +120,7 @@ class Consumer:
         request_timeout_ms: int = 30_000,
         retry_backoff_ms: int = 100,
         metadata_max_age_ms: int = 300_000,
+        client_rack: str = "",
         security_protocol: str = "PLAINTEXT",
         ssl_context: ssl.SSLContext | None = None,
         sasl_mechanism: str = "PLAIN",
@@ -170,6 +171,7 @@ class Consumer:
         self.max_poll_records = max_poll_records
         self.request_timeout_ms = request_timeout_ms
         self.retry_backoff_ms = retry_backoff_ms
+        self._read_replicas = ReadReplicas(client_rack, metadata_max_age_ms)
         self._key_deserializer = key_deserializer
         self._value_deserializer = value_deserializer
         tls, login = security_for(
@@ -827,7 +829,7 @@ class Consumer:
         now_ms = time.monotonic() * 1000
         subscription = self._subscription
         by_node = subscription.fetchable_by_leader(
-            now_ms, self._cluster.metadata.leaders(), busy=self._fetches
+            now_ms, self._targets(now_ms), busy=self._fetches
         )
         unknown = by_node.pop(None, None)
         unsent = {node for node in by_node if node is not None}
@@ -885,12 +887,14 @@ class Consumer:
         if self._state != "running" or node in self._fetches:
             return
         now_ms = time.monotonic() * 1000
-        by_node = self._subscription.fetchable_by_leader(
-            now_ms, self._cluster.metadata.leaders(), only=node
-        )
+        by_node = self._subscription.fetchable_by_leader(now_ms, self._targets(now_ms), only=node)
         fetch = by_node.get(node)
         if fetch is not None:
             self._start_fetch(node, fetch)
+
+    def _targets(self, now_ms: float) -> Mapping[TopicPartition, int]:
+        metadata = self._cluster.metadata
+        return self._read_replicas.targets(metadata.leaders(), metadata.brokers, now_ms)
 
     def _topic_missing(self, topic: str) -> bool:
         error = self._cluster.metadata.topic_errors.get(topic)
@@ -1027,6 +1031,7 @@ class Consumer:
             session_epoch=ask.session_epoch,
             topics=ask.topics,
             forgotten_topics_data=ask.forgotten,
+            rack_id=self._read_replicas.rack,
         )
 
     def _part(self, asked: FetchPosition) -> FetchPartition:
@@ -1077,6 +1082,8 @@ class Consumer:
                         _log.warning("fetch from broker %d failed", node, exc_info=error)
                     self._cluster.request_refresh()
                     self._back_off(positions.values())
+                for tp in positions:  # a replica read instead of its leader: the leader
+                    self._read_replicas.forget(tp, node)
             else:
                 assert response is not None
                 session = self._sessions.get(node)
@@ -1086,7 +1093,7 @@ class Consumer:
                     and not session.answered(sent, response)
                 ):
                     _log.debug("fetch session with broker %d disagreed: starts over", node)
-                arrived, size = self._on_fetched(positions, response)
+                arrived, size = self._on_fetched(node, positions, response)
         except Exception as exc:  # a bug: the getters raise it, never a silent stop
             _log.exception("handling a fetch answer from broker %d failed", node)
             for asked in positions.values():
@@ -1116,7 +1123,9 @@ class Consumer:
     def _fetch_ended(self, node: int) -> None:
         self._fetches.pop(node, None)
 
-    def _on_fetched(self, positions: _Positions, response: FetchResponse) -> tuple[bool, int]:
+    def _on_fetched(
+        self, node: int, positions: _Positions, response: FetchResponse
+    ) -> tuple[bool, int]:
         """Buffer the answer; (True if the user has something new (records or an error),
         the record bytes it carried)."""
         # the answer's partitions, not every one asked (in a session most have no news)
@@ -1134,9 +1143,19 @@ class Consumer:
                     # sent to the session in the next Fetch
                     continue
                 if answer.error_code:
-                    arrived |= self._on_partition_error(asked, error_for_code(answer.error_code))
+                    error = error_for_code(answer.error_code)
+                    arrived |= self._on_partition_error(asked, error, node)
                     continue
                 state.high_watermark = answer.high_watermark
+                if 0 <= answer.preferred_read_replica != node:  # KIP-392: ask that one
+                    self._read_replicas.prefer(asked.tp, answer.preferred_read_replica)
+                    _log.debug(
+                        "fetching %s from broker %d, in rack %r",
+                        asked.tp,
+                        answer.preferred_read_replica,
+                        self._read_replicas.rack,
+                    )
+                    continue
                 state.last_stable_offset = answer.last_stable_offset
                 state.log_start_offset = answer.log_start_offset
                 records = answer.records
@@ -1160,9 +1179,14 @@ class Consumer:
                     arrived = True
         return arrived, size
 
-    def _on_partition_error(self, asked: FetchPosition, error: ApiError) -> bool:
+    def _on_partition_error(self, asked: FetchPosition, error: ApiError, node: int) -> bool:
         """Handle one partition's Fetch error; True if the user must be told."""
         tp = asked.tp
+        if self._read_replicas.forget(tp, node):
+            # from the replica the leader named: the leader decides (an offset that replica
+            # does not have yet is out of range there, not in the partition; Kafka's too)
+            _log.debug("fetching %s from its leader again: broker %d said %s", tp, node, error)
+            return False
         if isinstance(error, OffsetOutOfRangeError):
             if self.auto_offset_reset == "none":
                 self._subscription.fail(

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import collections
 import itertools
+import math
+import time
 from bisect import bisect_left
 from collections.abc import Callable, Container, Iterable, Mapping
 from typing import Any, NamedTuple, TypeVar
@@ -669,3 +671,59 @@ def _take_each(
         out.append(make(tp, record))
         state.position = record.offset + 1
         chunk.index += 1
+
+
+class ReadReplicas:
+    """KIP-392: the replica each partition's leader said to fetch it from instead (one in
+    the consumer's ``client_rack``), until ``max_age_ms`` passes (Kafka's consumer keeps
+    it for metadata.max.age.ms, then asks the leader again) or it fails."""
+
+    def __init__(self, rack: str, max_age_ms: float) -> None:
+        self.rack = rack
+        """The consumer's ``client_rack`` (empty: none; no leader names a replica then)."""
+        self.max_age_ms = max_age_ms
+        self._named: dict[TopicPartition, tuple[int, float]] = {}
+        self._version = 0  # bumped on each change: the targets are made again
+        self._expiry = math.inf
+        self._cache: tuple[object, int, Mapping[TopicPartition, int]] | None = None
+
+    def targets(
+        self, leaders: Mapping[TopicPartition, int], live: Container[int], now_ms: float
+    ) -> Mapping[TopicPartition, int]:
+        """Where to fetch each partition from: the replica named while it holds and is
+        live, else the leader. The same object while nothing changes (a Subscription
+        groups the partitions again only for a new one)."""
+        if not self._named:
+            return leaders
+        if now_ms >= self._expiry:
+            for tp in [tp for tp, (_, until) in self._named.items() if until <= now_ms]:
+                self.forget(tp)
+            self._expiry = min((until for _, until in self._named.values()), default=math.inf)
+            if not self._named:
+                return leaders
+        cached = self._cache
+        if cached is not None and cached[0] is leaders and cached[1] == self._version:
+            return cached[2]
+        targets = dict(leaders)
+        for tp, (node, _) in self._named.items():
+            if tp in targets and node in live:  # with no leader, it waits for one
+                targets[tp] = node
+        self._cache = (leaders, self._version, targets)
+        return targets
+
+    def prefer(self, tp: TopicPartition, node: int, now_ms: float | None = None) -> None:
+        now = time.monotonic() * 1000 if now_ms is None else now_ms
+        until = now + self.max_age_ms
+        self._named[tp] = (node, until)
+        self._expiry = min(self._expiry, until)
+        self._version += 1
+
+    def forget(self, tp: TopicPartition, node: int | None = None) -> bool:
+        """Back to the leader for ``tp`` (only if it was read from ``node``, when given);
+        True if it was read from another replica."""
+        found = self._named.get(tp)
+        if found is None or (node is not None and found[0] != node):
+            return False
+        del self._named[tp]
+        self._version += 1
+        return True

@@ -288,6 +288,10 @@ class FetchRequest(Request):
     session_epoch: int = field(-1, since=1)
     topics: list[FetchTopic] = field(default_factory=list)
     forgotten_topics_data: list[FetchForgottenTopic] = field(default_factory=list, since=1)
+    rack_id: str = field("", since=4)
+    """A consumer's ``client.rack`` (KIP-392): a leader with a replica selector may name
+    a replica in that rack to fetch from instead, and a consumer that sends one may
+    fetch from a follower."""
 
 
 @dataclass(slots=True, kw_only=True)
@@ -325,6 +329,9 @@ class FetchPartitionData:
     aborted_transactions: list[AbortedTransaction] | None = field(None, since=3)
     """read_committed: the aborted transactions with records in the data, whose batches
     the consumer drops (None for read_uncommitted)."""
+    preferred_read_replica: int = field(-1, since=4)
+    """KIP-392: the replica (in the consumer's rack) to fetch this partition from
+    instead; set with no records. -1: fetch from where it asked."""
     records: Records = None
 
 
@@ -1901,7 +1908,8 @@ APIS = _apis(
     Api(ApiKey.PRODUCE, 0, 0, ProduceRequest, ProduceResponse),
     # v1: sessions; v2: last_fetched_epoch / diverging_epoch (followers truncate on fetch);
     # v3: aborted_transactions (read_committed)
-    Api(ApiKey.FETCH, 0, 3, FetchRequest, FetchResponse),
+    # v4: rack_id / preferred_read_replica (KIP-392, fetching from the closest replica)
+    Api(ApiKey.FETCH, 0, 4, FetchRequest, FetchResponse),
     Api(ApiKey.LIST_OFFSETS, 0, 0, ListOffsetsRequest, ListOffsetsResponse),
     Api(ApiKey.METADATA, 0, 0, MetadataRequest, MetadataResponse),
     Api(ApiKey.LEADER_AND_ISR, 0, 0, LeaderAndIsrRequest, LeaderAndIsrResponse),

@@ -254,6 +254,10 @@ class FetchSessionCache:
             "Fetch sessions dropped to make room for new ones.",
         )
 
+    def holds(self, tp: TopicPartition) -> bool:
+        """Whether any session holds ``tp``."""
+        return bool(self._holding.get(tp))
+
     def mark(self, tp: TopicPartition) -> list[FetchSession]:
         """Something changed for ``tp`` (records, high watermark, role): the sessions
         holding it look at it on their next read. Returns those with a parked fetch."""

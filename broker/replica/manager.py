@@ -28,7 +28,7 @@ import asyncio
 import shutil
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, NamedTuple
@@ -89,6 +89,7 @@ from protocol.apis import (
     ProduceTopic,
     ProduceTopicResponse,
     StopReplicaPartition,
+    UpdateMetadataBroker,
     WritableTxnMarker,
     WritableTxnMarkerPartitionResult,
     WritableTxnMarkerResult,
@@ -375,6 +376,7 @@ class ReplicaManager:
         authorizer: Authorizer | None = None,
         leader_quota: ReplicationQuota | None = None,
         follower_quota: ReplicationQuota | None = None,
+        rack_aware_reads: bool = False,
     ) -> None:
         self.broker_id = broker_id
         self._acl = authorizer or Authorizer()
@@ -382,6 +384,9 @@ class ReplicaManager:
         """leader.replication.throttled.rate: what it sends of throttled replicas."""
         self.follower_quota = follower_quota or ReplicationQuota(lambda: UNLIMITED)
         """follower.replication.throttled.rate: what its fetchers fetch of them."""
+        self.rack_aware_reads = rack_aware_reads
+        """``replica.selector.class`` is Kafka's RackAwareReplicaSelector: a consumer in
+        another rack than the leader is sent to a replica in its own (KIP-392)."""
         self.logs = logs
         self.metadata = metadata
         self._load_config = load_config
@@ -635,6 +640,7 @@ class ReplicaManager:
             tls=self._peer_tls,
             login=self._peer_login,
             quota=self.follower_quota,
+            on_progress=self._followed_progress,
         )
         self.fetchers[leader.broker_id] = new
         if fetcher is not None:
@@ -643,6 +649,13 @@ class ReplicaManager:
                 new.add(partition)
             asyncio.get_running_loop().create_task(fetcher.close())
         return new
+
+    def _followed_progress(self, partition: Partition) -> None:
+        """A followed partition took records or a high watermark from its leader: the
+        consumers fetching it from here (KIP-392), parked, may read on."""
+        tp = TopicPartition(partition.topic, partition.index)
+        if tp in self._fetch_waiters or self.fetch_sessions.holds(tp):
+            self._wake(tp, followers=False)
 
     def _unfollow(self, tp: TopicPartition) -> None:
         for fetcher in self.fetchers.values():
@@ -1339,11 +1352,30 @@ class ReplicaManager:
         quota = self.leader_quota if follower and self.leader_quota.active else None
         held_back = quota is not None and quota.exceeded()
         throttled_bytes = 0
+        rack = request.rack_id if self.rack_aware_reads and not follower else ""
         context.begin()
         for sp in context.partitions:
             try:
                 partition = self._readable(sp, request, context, follower)
                 log = partition.log
+                elsewhere = (
+                    preferred_replica(partition, rack, sp.fetch_offset, self.metadata.brokers)
+                    if rack
+                    else None
+                )
+                if elsewhere is not None:  # no records: the consumer asks that replica
+                    failed = True  # answered at once (Kafka's too)
+                    context.errored(sp)
+                    by_topic.setdefault(sp.topic, []).append(
+                        FetchPartitionData(
+                            partition_index=sp.index,
+                            high_watermark=partition.high_watermark,
+                            last_stable_offset=log.last_stable_offset(partition.high_watermark),
+                            log_start_offset=log.log_start_offset,
+                            preferred_read_replica=elsewhere,
+                        )
+                    )
+                    continue
                 throttled = quota is not None and log.config.leader_throttled(
                     sp.index, self.broker_id
                 )
@@ -1426,10 +1458,15 @@ class ReplicaManager:
     def _readable(
         self, sp: SessionPartition, request: FetchRequest, context: FetchContext, follower: bool
     ) -> Partition:
-        """The partition ``sp`` reads, if this fetch may read it (else its ApiError)."""
+        """The partition ``sp`` reads, if this fetch may read it (else its ApiError). A
+        consumer that says its rack may read a follower's copy (KIP-392): up to that
+        replica's high watermark, as from a leader."""
         if not context.readable(sp.topic):
             raise topic_not_authorized(sp.topic, Operation.READ)
-        partition = self._leader_partition(sp.topic, sp.index)
+        if request.rack_id and not follower:
+            partition = self._hosted_partition(sp.topic, sp.index)
+        else:
+            partition = self._leader_partition(sp.topic, sp.index)
         _check_epoch(partition, sp.current_leader_epoch)
         if follower and request.replica_id not in partition.followers:
             # only a replica reads past the high watermark (Kafka refuses the same way):
@@ -1849,6 +1886,13 @@ class ReplicaManager:
 
     # --- helpers ------------------------------------------------------------------------
 
+    def _hosted_partition(self, topic: str, index: int) -> Partition:
+        """The partition's replica here, leader or follower (else the leader's error)."""
+        partition = self.partitions.get(TopicPartition(topic, index))
+        if partition is not None and (partition.is_leader or partition.leader_id >= 0):
+            return partition
+        return self._leader_partition(topic, index)
+
     def _leader_partition(self, topic: str, index: int) -> Partition:
         partition = self.partitions.get(TopicPartition(topic, index))
         if partition is not None and partition.is_leader:
@@ -1915,6 +1959,31 @@ def _as_topic_wants(config: LogConfig, records: Buffer) -> tuple[Buffer, int]:
         records, codec=codec, append_time_ms=append_time_ms if append_time_ms >= 0 else None
     )
     return rewritten, append_time_ms
+
+
+def preferred_replica(
+    partition: Partition, rack: str, fetch_offset: int, brokers: Mapping[int, UpdateMetadataBroker]
+) -> int | None:
+    """Kafka's RackAwareReplicaSelector, for a consumer in ``rack`` fetching from this
+    leader: the live replica in that rack that has ``fetch_offset`` and is furthest along
+    (then the most recently caught up); None (the leader itself) when the leader is in
+    that rack, or no replica is."""
+    if not rack or not partition.is_leader:
+        return None
+    here = brokers.get(partition.local_broker_id)
+    if here is not None and here.rack == rack:
+        return None
+    best: tuple[int, int, int] | None = None
+    for replica, state in partition.followers.items():
+        broker = brokers.get(replica)
+        if broker is None or broker.rack != rack:
+            continue
+        if not 0 <= state.log_start_offset <= fetch_offset <= state.log_end_offset:
+            continue  # it does not have the offset asked for (yet, or any more)
+        candidate = (state.log_end_offset, state.last_caught_up_ms, replica)
+        if best is None or candidate > best:
+            best = candidate
+    return None if best is None else best[2]
 
 
 def _readable_end(partition: Partition, isolation_level: int) -> int:

@@ -1,0 +1,100 @@
+"""Fetching from the closest replica (KIP-392) on real brokers in three racks: a consumer
+that says its rack reads a partition from the follower there, every record once, in
+order; the follower's death sends it back to the leader without a gap; a consumer in the
+leader's rack, or with no rack, reads from the leader."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import pytest
+
+from broker.config import RACK_AWARE_SELECTOR
+from client import Admin, Consumer, NewTopic, Producer, TopicPartition
+from tests.integration.conftest import Cluster
+from tests.integration.test_replication import _metrics_port, _scrape
+from tests.integration.test_topics import _ready_cluster
+
+pytestmark = pytest.mark.timeout(120)
+
+TP = TopicPartition("near", 0)
+ZONE = {1: "a", 2: "b", 3: "c"}
+
+
+async def _sent(cluster: Cluster) -> dict[int, float]:
+    """Each live broker's record bytes sent to consumers and followers so far."""
+    out = {}
+    for broker_id, broker in cluster.brokers.items():
+        if broker.process is not None:
+            scraped = await _scrape(_metrics_port(cluster, broker_id))
+            out[broker_id] = scraped["headwater_bytes_out_total"]
+    return out
+
+
+async def _produce(bootstrap: str, start: int, count: int) -> None:
+    async with Producer(bootstrap_servers=bootstrap, acks="all", linger_ms=5) as producer:
+        for i in range(start, start + count):
+            await producer.send("near", b"%06d" % i + b"." * 994, partition=0)
+        await producer.flush()
+
+
+async def _read(consumer: Consumer, values: list[bytes], until: int) -> None:
+    async with asyncio.timeout(60):
+        while len(values) < until:
+            got = await consumer.getmany(timeout_ms=500)
+            values += [r.value[:6] for r in got.get(TP, [])]
+
+
+async def test_a_consumer_reads_from_the_replica_in_its_rack(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    cluster = make_cluster(0)
+    for broker_id, zone in ZONE.items():
+        cluster.start_broker(
+            broker_id,
+            {
+                "broker.rack": zone,
+                "replica.selector.class": RACK_AWARE_SELECTOR,
+                "replica.lag.time.max.ms": "2000",
+                "metrics.port": "0",
+            },
+        )
+    await _ready_cluster(cluster)
+    bootstrap = cluster.bootstrap
+    async with Admin(bootstrap_servers=bootstrap) as admin:
+        await admin.create_topics([NewTopic("near", 1, 3, {"min.insync.replicas": "2"})])
+        leader = (await admin.describe_topics(["near"]))[0].partitions[0].leader
+    near = next(b for b in ZONE if b != leader)
+    await _produce(bootstrap, 0, 3000)  # about 3 MB, on every replica (acks=all)
+    before = await _sent(cluster)
+
+    consumer = Consumer(
+        bootstrap_servers=bootstrap, client_rack=ZONE[near], auto_offset_reset="earliest"
+    )
+    values: list[bytes] = []
+    async with consumer:
+        consumer.assign([TP])
+        await _read(consumer, values, 3000)
+        after = await _sent(cluster)
+        assert after[near] - before[near] > 2_500_000, (before, after)  # it served them
+        assert after[leader] - before[leader] < 500_000, (before, after)  # not the leader
+
+        cluster.brokers[near].kill()  # kill -9: back to the leader, from where it was
+        await _produce(bootstrap, 3000, 1000)
+        await _read(consumer, values, 4000)
+    assert values == [b"%06d" % i for i in range(4000)]  # each once, in order
+
+    # in the leader's rack, or saying none: the leader serves
+    for rack in (ZONE[leader], ""):
+        before = await _sent(cluster)
+        alone = Consumer(
+            bootstrap_servers=bootstrap, client_rack=rack, auto_offset_reset="earliest"
+        )
+        got: list[bytes] = []
+        async with alone:
+            alone.assign([TP])
+            await _read(alone, got, 4000)
+        after = await _sent(cluster)
+        assert after[leader] - before[leader] > 3_500_000, (rack, before, after)
+        assert got == values
