@@ -690,6 +690,95 @@ def topics_delete(ctx: click.Context, name: str, if_exists: bool) -> None:
 # --- log-dirs -----------------------------------------------------------------------------
 
 
+_TIMES = {"latest": -1, "earliest": -2, "max-timestamp": -3}
+
+
+@main.command("get-offsets")
+@click.option(
+    "--topic",
+    "pattern",
+    default=None,
+    help="The topics to ask about: a name or a regular expression (default: every topic).",
+)
+@click.option("--partitions", default=None, help="Only these partitions, e.g. 0,1,2.")
+@click.option(
+    "--time",
+    "when",
+    default="latest",
+    show_default=True,
+    help="latest (-1: the high watermark), earliest (-2: the log start), max-timestamp "
+    "(-3: the record with the largest timestamp), or a timestamp in ms (the first record "
+    "at or after it).",
+)
+@click.option(
+    "--exclude-internal-topics", is_flag=True, help="Leave out __consumer_offsets and the like."
+)
+@bootstrap_option
+@click.pass_context
+def get_offsets(
+    ctx: click.Context,
+    *,
+    pattern: str | None,
+    partitions: str | None,
+    when: str,
+    exclude_internal_topics: bool,
+) -> None:
+    """Kafka's kafka-get-offsets: TOPIC:PARTITION:OFFSET for each partition (the offset
+    empty where no record is at or after the time)."""
+    from client.types import OffsetSpec, TopicPartition  # noqa: PLC0415  (see _admin)
+
+    spec = OffsetSpec(parse_offset_time(when))
+    matcher = _topic_matcher(pattern)
+    wanted = None if partitions is None else set(_broker_ids(partitions, "--partitions"))
+
+    async def look(admin: Admin) -> dict[TopicPartition, Any]:
+        described = await admin.describe_topics(None)
+        tps = [
+            TopicPartition(t.name, p.partition)
+            for t in described
+            if matcher(t.name) and not (exclude_internal_topics and t.is_internal)
+            for p in t.partitions
+            if wanted is None or p.partition in wanted
+        ]
+        if not tps:
+            asked = f"--topic {pattern!r}" if pattern is not None else "any topic"
+            if partitions is not None:
+                asked += f" --partitions {partitions}"
+            raise CliError(f"no partition matches {asked}; `headwater topics list` lists them")
+        return await admin.list_offsets(dict.fromkeys(tps, spec))
+
+    found = _admin(ctx, look)
+    for tp in sorted(found):
+        offset = found[tp].offset
+        click.echo(f"{tp.topic}:{tp.partition}:{offset if offset >= 0 else ''}")
+
+
+def parse_offset_time(value: str) -> int:
+    """--time: a name, Kafka's number for it, or a timestamp in ms."""
+    if value in _TIMES:
+        return _TIMES[value]
+    try:
+        number = int(value)
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r}: latest, earliest, max-timestamp, -1, -2, -3 or a timestamp in ms",
+            param_hint="--time",
+        ) from None
+    if number < -3:
+        raise click.BadParameter(f"{number}: a timestamp is 0 or more", param_hint="--time")
+    return number
+
+
+def _topic_matcher(pattern: str | None) -> Callable[[str], bool]:
+    if pattern is None:
+        return lambda _name: True
+    try:
+        compiled = re.compile(pattern)
+    except re.error as exc:
+        raise click.BadParameter(f"{pattern!r}: {exc}", param_hint="--topic") from None
+    return lambda name: name == pattern or compiled.fullmatch(name) is not None
+
+
 @main.command("log-dirs")
 @click.option("--describe", is_flag=True, required=True, help="Describe the data directories.")
 @click.option("--broker-list", help="Only these brokers, e.g. 1,2,3 (default: every live one).")
@@ -841,12 +930,12 @@ def reassign_partitions(
         _cancel(ctx, plan)
 
 
-def _broker_ids(value: str) -> list[int]:
+def _broker_ids(value: str, hint: str = "--broker-list") -> list[int]:
     try:
         return [int(b) for b in value.split(",") if b.strip()]
     except ValueError:
         raise click.BadParameter(
-            f"{value!r}: broker ids separated by commas, e.g. 1,2,3", param_hint="--broker-list"
+            f"{value!r}: numbers separated by commas, e.g. 1,2,3", param_hint=hint
         ) from None
 
 

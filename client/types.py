@@ -326,7 +326,8 @@ class OffsetSpec(NamedTuple):
     ``OffsetSpec.earliest()``, ``OffsetSpec.latest()``, ``OffsetSpec.for_timestamp(ms)``."""
 
     timestamp: int
-    """Milliseconds, or ListOffsets' specials: -2 earliest, -1 latest."""
+    """Milliseconds, or ListOffsets' specials: -2 earliest, -1 latest, -3 the record
+    with the largest timestamp."""
 
     @classmethod
     def earliest(cls) -> OffsetSpec:
@@ -335,6 +336,11 @@ class OffsetSpec(NamedTuple):
     @classmethod
     def latest(cls) -> OffsetSpec:
         return cls(-1)
+
+    @classmethod
+    def max_timestamp(cls) -> OffsetSpec:
+        """The offset of the record with the largest timestamp (KIP-734)."""
+        return cls(-3)
 
     @classmethod
     def for_timestamp(cls, timestamp_ms: int) -> OffsetSpec:

@@ -200,6 +200,19 @@ def test_a_user_session(run: Headwater) -> None:
     ).stdout.splitlines()
     assert last[-1].startswith("Offset:") and last[-1].endswith("\tk\tv")
 
+    # kafka-get-offsets: TOPIC:PARTITION:OFFSET, latest by default
+    latest = run("get-offsets", "--topic", "lines").stdout.splitlines()
+    assert [line.rsplit(":", 1)[0] for line in latest] == ["lines:0", "lines:1", "lines:2"]
+    assert sum(int(line.rsplit(":", 1)[1]) for line in latest) == len(lines) + 1
+    assert run("get-offsets", "--topic", "li.*", "--time", "earliest").stdout == (
+        "lines:0:0\nlines:1:0\nlines:2:0\n"
+    )
+    later = run("get-offsets", "--topic", "lines", "--partitions", "1", "--time", "9" * 13)
+    assert later.stdout == "lines:1:\n"  # no record that late
+    assert (
+        "no partition matches --topic 'nope'" in run("get-offsets", "--topic", "nope", rc=1).stderr
+    )
+
     nowhere = run("produce", "lines", "--partition", "7", input="x\n", rc=1)
     assert "has no partition 7 (its partitions are 0..2)" in nowhere.stderr
 
