@@ -393,7 +393,9 @@ class Broker:
         """A server on each listener; an SSL one with TLS (Kafka's listeners, by name)."""
         cfg = self.config
         # dynamic broker configs, read on each new connection
-        self._connection_quotas = ConnectionQuotas(cfg.__getitem__, cfg.inter_broker_listener)
+        self._connection_quotas = ConnectionQuotas(
+            cfg.__getitem__, cfg.inter_broker_listener, len(cfg["listeners"])
+        )
         for item in cfg["listeners"]:
             name = listener_name(item)
             host, port = _host_port(item)

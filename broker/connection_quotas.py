@@ -7,9 +7,10 @@ memory.
   one is closed at once (Kafka drops it the same way). ``max.connections.per.ip.overrides``
   gives some addresses their own (``127.0.0.1:200,10.0.0.7:0``; 0 shuts one out).
 - ``max.connections``: connections to the broker in all. One past it is closed at once,
-  except on the inter-broker listener: replication and the controller always get in (as
-  Kafka's; Kafka also closes another listener's least recently used connection then,
-  this broker does not).
+  except on the inter-broker listener when the broker has others: replication and the
+  controller always get in (as Kafka's; Kafka also closes another listener's least
+  recently used connection then, this broker does not). With one listener, it bounds
+  every connection, the other brokers' too (Kafka's as well).
 
 All three are dynamic broker configs: read on each new connection, so a change applies
 to the next one (connections already open stay). With the defaults (no limit) a new
@@ -56,9 +57,13 @@ def parse_ip_overrides(text: str) -> dict[str, int]:
 class ConnectionQuotas:
     """The connections each address holds now, against the limits in ``config``."""
 
-    def __init__(self, config: Callable[[str], Any], inter_broker_listener: str) -> None:
+    def __init__(
+        self, config: Callable[[str], Any], inter_broker_listener: str, listeners: int = 2
+    ) -> None:
         self._config = config
-        self._inter_broker = inter_broker_listener
+        # protected only beside another listener (Kafka's too): with one, every client
+        # comes in on it, and max.connections would bound nothing
+        self._inter_broker = inter_broker_listener if listeners > 1 else None
         self._by_ip: Counter[str] = Counter()
         self._clients = 0  # connections not on the inter-broker listener
         self._overrides_text = ""

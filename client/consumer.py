@@ -1072,18 +1072,7 @@ class Consumer:
         sent = self._asking.pop(node, None)
         try:
             if error is not None:
-                self._forget_session(node)  # the broker may or may not have taken it
-                if isinstance(error, SESSION_ERRORS):
-                    _log.debug("fetch session with broker %d starts over: %s", node, error)
-                else:
-                    if isinstance(error, ApiError):
-                        _log.debug("fetch from broker %d failed: %s", node, error)
-                    else:
-                        _log.warning("fetch from broker %d failed", node, exc_info=error)
-                    self._cluster.request_refresh()
-                    self._back_off(positions.values())
-                for tp in positions:  # a replica read instead of its leader: the leader
-                    self._read_replicas.forget(tp, node)
+                self._fetch_failed(node, positions, error)
             else:
                 assert response is not None
                 session = self._sessions.get(node)
@@ -1114,6 +1103,20 @@ class Consumer:
                 self._data_arrived()
             asyncio.get_running_loop().call_soon(self._fetch_again, node)
         self._wake()  # after the user's wake-up: the fetcher's pass may write a Fetch too
+
+    def _fetch_failed(self, node: int, positions: _Positions, error: BaseException) -> None:
+        self._forget_session(node)  # the broker may or may not have taken it
+        if isinstance(error, SESSION_ERRORS):  # a new session will do
+            _log.debug("fetch session with broker %d starts over: %s", node, error)
+            return
+        if isinstance(error, ApiError):
+            _log.debug("fetch from broker %d failed: %s", node, error)
+        else:
+            _log.warning("fetch from broker %d failed", node, exc_info=error)
+        self._cluster.request_refresh()
+        self._back_off(positions.values())
+        for tp in positions:  # a replica read instead of its leader: the leader next
+            self._read_replicas.forget(tp, node)
 
     def _forget_session(self, node: int) -> None:
         session = self._sessions.get(node)
@@ -1148,7 +1151,13 @@ class Consumer:
                     continue
                 state.high_watermark = answer.high_watermark
                 if 0 <= answer.preferred_read_replica != node:  # KIP-392: ask that one
-                    self._read_replicas.prefer(asked.tp, answer.preferred_read_replica)
+                    named = answer.preferred_read_replica
+                    if named not in self._cluster.metadata.brokers:
+                        # one our metadata does not know (it came back since): the leader
+                        # would name it on every Fetch, answered at once (Kafka's too)
+                        self._cluster.request_refresh()
+                        self._back_off([asked])
+                    self._read_replicas.prefer(asked.tp, named)
                     _log.debug(
                         "fetching %s from broker %d, in rack %r",
                         asked.tp,
@@ -1184,8 +1193,12 @@ class Consumer:
         tp = asked.tp
         if self._read_replicas.forget(tp, node):
             # from the replica the leader named: the leader decides (an offset that replica
-            # does not have yet is out of range there, not in the partition; Kafka's too)
+            # does not have yet is out of range there, not in the partition; Kafka's too),
+            # after a pause, so a replica failing for a while is not asked in a tight loop
             _log.debug("fetching %s from its leader again: broker %d said %s", tp, node, error)
+            if error.invalid_metadata:
+                self._cluster.request_refresh()
+            self._back_off([asked])
             return False
         if isinstance(error, OffsetOutOfRangeError):
             if self.auto_offset_reset == "none":

@@ -1458,12 +1458,14 @@ class ReplicaManager:
     def _readable(
         self, sp: SessionPartition, request: FetchRequest, context: FetchContext, follower: bool
     ) -> Partition:
-        """The partition ``sp`` reads, if this fetch may read it (else its ApiError). A
-        consumer that says its rack may read a follower's copy (KIP-392): up to that
-        replica's high watermark, as from a leader."""
+        """The partition ``sp`` reads, if this fetch may read it (else its ApiError). On a
+        cluster with a rack-aware replica selector, a consumer that says its rack may read
+        a follower's copy (KIP-392): up to that replica's high watermark, as from a leader.
+        (Elsewhere a follower answers NOT_LEADER_OR_FOLLOWER: a consumer with a rack and
+        stale metadata is sent to refresh it, not kept on a copy that may lag.)"""
         if not context.readable(sp.topic):
             raise topic_not_authorized(sp.topic, Operation.READ)
-        if request.rack_id and not follower:
+        if request.rack_id and not follower and self.rack_aware_reads:
             partition = self._hosted_partition(sp.topic, sp.index)
         else:
             partition = self._leader_partition(sp.topic, sp.index)
@@ -1965,9 +1967,9 @@ def preferred_replica(
     partition: Partition, rack: str, fetch_offset: int, brokers: Mapping[int, UpdateMetadataBroker]
 ) -> int | None:
     """Kafka's RackAwareReplicaSelector, for a consumer in ``rack`` fetching from this
-    leader: the live replica in that rack that has ``fetch_offset`` and is furthest along
-    (then the most recently caught up); None (the leader itself) when the leader is in
-    that rack, or no replica is."""
+    leader: the live in-sync replica in that rack that has ``fetch_offset`` and is
+    furthest along (then the most recently caught up); None (the leader itself) when the
+    leader is in that rack, or no replica is."""
     if not rack or not partition.is_leader:
         return None
     here = brokers.get(partition.local_broker_id)
@@ -1976,8 +1978,8 @@ def preferred_replica(
     best: tuple[int, int, int] | None = None
     for replica, state in partition.followers.items():
         broker = brokers.get(replica)
-        if broker is None or broker.rack != rack:
-            continue
+        if broker is None or broker.rack != rack or replica not in partition.isr:
+            continue  # not there, or lagging: it would hold the consumer back (Kafka's too)
         if not 0 <= state.log_start_offset <= fetch_offset <= state.log_end_offset:
             continue  # it does not have the offset asked for (yet, or any more)
         candidate = (state.log_end_offset, state.last_caught_up_ms, replica)

@@ -61,3 +61,16 @@ def test_overrides_are_ip_count_pairs() -> None:
             parse_ip_overrides(bad)
     with pytest.raises(ConfigError, match=r"host names are not resolved"):
         load_config(env={}, overrides=["broker.id=1", "max.connections.per.ip.overrides=h:1"])
+
+
+def test_one_listener_bounds_every_connection() -> None:
+    """Found in review: with one listener (the default) it is the inter-broker one, and
+    exempting it let max.connections bound nothing. Kafka protects it only beside others."""
+    config = load_config(env={}, overrides=["broker.id=1", "max.connections=2"])
+    quotas = ConnectionQuotas(
+        config.__getitem__, config.inter_broker_listener, len(config["listeners"])
+    )
+    listener = config.inter_broker_listener
+    assert quotas.admit("10.0.0.1", listener) is None
+    assert quotas.admit("10.0.0.2", listener) is None
+    assert quotas.admit("10.0.0.3", listener) is not None
