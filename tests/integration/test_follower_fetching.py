@@ -98,3 +98,64 @@ async def test_a_consumer_reads_from_the_replica_in_its_rack(
         after = await _sent(cluster)
         assert after[leader] - before[leader] > 3_500_000, (rack, before, after)
         assert got == values
+
+
+async def test_read_committed_from_a_follower_sees_committed_transactions_only(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    """The follower's own copy of the producers' state and aborted transactions decides
+    what a read_committed consumer there gets: the committed transactions' records, none
+    of the aborted one's, and nothing of the one still open (its last stable offset)."""
+    cluster = make_cluster(0)
+    for broker_id, zone in ZONE.items():
+        cluster.start_broker(
+            broker_id,
+            {
+                "broker.rack": zone,
+                "replica.selector.class": RACK_AWARE_SELECTOR,
+                "metrics.port": "0",
+                "transaction.state.log.replication.factor": "3",
+                "transaction.state.log.min.isr": "2",
+            },
+        )
+    await _ready_cluster(cluster)
+    bootstrap = cluster.bootstrap
+    async with Admin(bootstrap_servers=bootstrap) as admin:
+        await admin.create_topics([NewTopic("near", 1, 3, {"min.insync.replicas": "2"})])
+        leader = (await admin.describe_topics(["near"]))[0].partitions[0].leader
+    near = next(b for b in ZONE if b != leader)
+    async with Producer(bootstrap_servers=bootstrap, transactional_id="t") as producer:
+        async with producer.transaction():
+            for i in range(100):
+                await producer.send("near", b"c%03d" % i, partition=0)
+        producer.begin_transaction()
+        for i in range(50):
+            await producer.send("near", b"a%03d" % i, partition=0)
+        await producer.flush()
+        await producer.abort_transaction()
+        async with producer.transaction():
+            for i in range(100, 150):
+                await producer.send("near", b"c%03d" % i, partition=0)
+        producer.begin_transaction()  # left open: its records are past the stable offset
+        await producer.send("near", b"open", partition=0)
+        await producer.flush()
+        before = await _sent(cluster)
+        consumer = Consumer(
+            bootstrap_servers=bootstrap,
+            client_rack=ZONE[near],
+            isolation_level="read_committed",
+            auto_offset_reset="earliest",
+        )
+        got: list[bytes] = []
+        async with consumer:
+            consumer.assign([TP])
+            async with asyncio.timeout(30):
+                while len(got) < 150:
+                    batch = await consumer.getmany(timeout_ms=500)
+                    got += [r.value for r in batch.get(TP, [])]
+            assert not (await consumer.getmany(timeout_ms=1000)).get(TP)  # nothing open
+        after = await _sent(cluster)
+        await producer.abort_transaction()
+    assert got == [b"c%03d" % i for i in range(150)]
+    # the follower served the records (~2.6 KB in batches), the leader none of them
+    assert after[near] - before[near] > 1000 > after[leader] - before[leader], (before, after)
