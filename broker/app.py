@@ -611,24 +611,30 @@ class Broker:
 
     async def _elect_leaders(self, header: RequestHeader, request: ElectLeadersRequest) -> Any:
         controller = self._active_controller()
-        if request.election_type != ElectionType.PREFERRED:
+        if request.election_type not in (ElectionType.PREFERRED, ElectionType.UNCLEAN):
             raise InvalidRequestError(
-                "only preferred leader election is offered; unclean election happens by "
-                "itself for topics with unclean.leader.election.enable=true"
+                f"unknown election type {request.election_type} (0 preferred, 1 unclean)"
             )
         tps = (
             None
             if request.topic_partitions is None
             else [(t.topic, p) for t in request.topic_partitions for p in t.partitions]
         )
-        outcome = await controller.elect_preferred(tps)
+        outcome: dict[tuple[str, int], ApiError | None]
+        if request.election_type == ElectionType.UNCLEAN:
+            outcome = await controller.elect_unclean_now(tps)
+        else:
+            outcome = {
+                tp: None if why is None else PreferredLeaderNotAvailableError(why)
+                for tp, why in (await controller.elect_preferred(tps)).items()
+            }
         by_topic: dict[str, list[ElectLeadersPartitionResult]] = {}
-        for (topic, partition), why in sorted(outcome.items()):
+        for (topic, partition), error in sorted(outcome.items()):
             by_topic.setdefault(topic, []).append(
                 ElectLeadersPartitionResult(
                     partition_id=partition,
-                    error_code=0 if why is None else PreferredLeaderNotAvailableError.code,
-                    error_message=why,
+                    error_code=0 if error is None else error.code,
+                    error_message=None if error is None else error.message,
                 )
             )
         return ElectLeadersResponse(

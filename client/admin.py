@@ -1012,14 +1012,29 @@ class Admin:
     # --- inside --------------------------------------------------------------------------
 
     async def elect_leaders(
-        self, partitions: list[TopicPartition] | None = None, timeout_ms: int = 60_000
+        self,
+        partitions: list[TopicPartition] | None = None,
+        timeout_ms: int = 60_000,
+        *,
+        election_type: str = "preferred",
     ) -> dict[TopicPartition, ApiError | None]:
-        """Preferred leader election (Kafka's ``kafka-leader-election --election-type
-        preferred``): each partition's first replica leads again where it is alive and in
-        sync. None: every partition. Per partition, None if it now leads, else why not."""
+        """Leader election on demand (Kafka's ``kafka-leader-election``). ``"preferred"``:
+        each partition's first replica leads again where it is alive and in sync.
+        ``"unclean"`` (KIP-460): each partition with no live leader gets one from its live
+        replicas, in sync or not, whatever its topic's config says; records the last leader
+        had and that replica lacks are lost (ElectionNotNeededError: it has a leader;
+        EligibleLeadersNotAvailableError: no replica is alive). None: every partition (for
+        unclean, every one without a leader). Per partition, None if it is done, else why
+        not."""
+        try:
+            kind = ElectionType[election_type.upper()]
+        except KeyError:
+            raise ValueError(
+                f"election_type={election_type!r}: use 'preferred' or 'unclean'"
+            ) from None
         by_topic = _by_topic(partitions or [])
         request = ElectLeadersRequest(
-            election_type=ElectionType.PREFERRED,
+            election_type=kind,
             topic_partitions=None
             if partitions is None
             else [

@@ -41,6 +41,7 @@ from client.localcluster import (
 from protocol.apis import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP
 from protocol.errors import (
     ApiError,
+    ElectionNotNeededError,
     GroupIdNotFoundError,
     HeadwaterError,
     MessageTooLargeError,
@@ -599,19 +600,29 @@ async def topic_overrides(admin: Admin, topics: list[str]) -> dict[str, dict[str
 @topics.command("elect-leaders")
 @click.argument("name", required=False)
 @click.option("--partition", type=click.IntRange(0), default=None, help="Only this partition.")
+@click.option(
+    "--election-type",
+    type=click.Choice(["preferred", "unclean"]),
+    default="preferred",
+    show_default=True,
+    help="unclean: give a partition with no live leader one from its live replicas, in "
+    "sync or not (records only its last leader had are lost).",
+)
 @bootstrap_option
 @click.pass_context
-def topics_elect_leaders(ctx: click.Context, name: str | None, partition: int | None) -> None:
+def topics_elect_leaders(
+    ctx: click.Context, name: str | None, partition: int | None, election_type: str
+) -> None:
     """Move leadership back to each partition's preferred (first) replica, where it is alive
-    and in sync (Kafka's kafka-leader-election --election-type preferred). All topics
-    without NAME."""
+    and in sync, or, with --election-type unclean, give partitions without a leader one
+    (Kafka's kafka-leader-election). All topics without NAME."""
     if partition is not None and name is None:
         raise click.UsageError("--partition needs a topic NAME")
     from client import TopicPartition  # noqa: PLC0415  (see _admin)
 
     async def elect(admin: Any) -> Any:
         if name is None:
-            return await admin.elect_leaders(None)
+            return await admin.elect_leaders(None, election_type=election_type)
         (topic,) = await admin.describe_topics([name])
         indexes = [p.partition for p in topic.partitions]
         if partition is not None:
@@ -620,10 +631,23 @@ def topics_elect_leaders(ctx: click.Context, name: str | None, partition: int | 
                     f"topic {name!r} has no partition {partition} (it has {len(indexes)})"
                 )
             indexes = [partition]
-        return await admin.elect_leaders([TopicPartition(name, i) for i in indexes])
+        tps = [TopicPartition(name, i) for i in indexes]
+        return await admin.elect_leaders(tps, election_type=election_type)
 
     outcome = _admin(ctx, elect)
     failed = {tp: error for tp, error in outcome.items() if error is not None}
+    if election_type == "unclean":
+        led = {tp for tp, e in failed.items() if isinstance(e, ElectionNotNeededError)}
+        for tp, error in sorted(failed.items()):
+            if tp not in led:  # (the message names the partition)
+                click.echo(f"headwater: {error_line(error)}", err=True)
+        click.echo(
+            f"{len(outcome) - len(failed)} of {len(outcome) - len(led)} partitions without a "
+            f"leader got one by unclean election ({len(led)} had a leader)."
+        )
+        if len(failed) > len(led):
+            ctx.exit(1)
+        return
     for tp, error in sorted(failed.items()):
         click.echo(f"{tp.topic}-{tp.partition}: not moved: {error.message}", err=True)
     click.echo(

@@ -89,6 +89,8 @@ from protocol.apis import (
 )
 from protocol.errors import (
     ApiError,
+    ElectionNotNeededError,
+    EligibleLeadersNotAvailableError,
     InvalidReplicaAssignmentError,
     NoReassignmentInProgressError,
     NotControllerError,
@@ -618,7 +620,7 @@ class Controller:
         self._wrote.add(tp)  # its replicas have not heard of it yet
         return True
 
-    async def _elect(self, tps: Iterable[TP]) -> set[TP]:
+    async def _elect(self, tps: Iterable[TP], *, unclean: bool = False) -> set[TP]:
         """New leaders where the leader is gone; returns the partitions whose state changed.
 
         The new states go in multis (see :meth:`ZkBridge.write_many`); one that lost
@@ -629,6 +631,8 @@ class Controller:
         changed: set[TP] = set()
         failed: list[ZkError] = []  # raised once the others are decided
         self._unclean = {}  # a topic's config read once per election, not per partition
+        if unclean:  # asked for (KIP-460): whatever the topics' configs say
+            self._unclean = {tp[0]: True for tp in todo}
         while todo:
             wanted: dict[TP, PartitionState] = {}
             for tp in todo:
@@ -965,6 +969,44 @@ class Controller:
                 leader_epoch=state.leader_epoch,
             )
             return None
+
+    async def elect_unclean_now(self, tps: list[TP] | None) -> dict[TP, ApiError | None]:
+        """Unclean leader election on demand (Kafka's KIP-460, ``kafka-leader-election
+        --election-type unclean``): each partition with no live leader gets one from its
+        live replicas, in sync or not, whatever its topic's config says (records its last
+        leader had and that replica lacks are lost: the operator's call). Per partition,
+        None if it has a leader now; ELECTION_NOT_NEEDED if it had one; ELIGIBLE_LEADERS_
+        NOT_AVAILABLE if no replica is alive. None: every partition without a leader."""
+
+        async def work() -> dict[TP, ApiError | None]:
+            outcome: dict[TP, ApiError | None] = {}
+            offline: list[TP] = []
+            usable = {b for b in self.brokers if b not in self.shutting_down}
+            for tp in self._all_partitions() if tps is None else tps:
+                if tp not in self.states or tp[0] in self.deleting:
+                    outcome[tp] = UnknownTopicOrPartitionError(f"no partition {tp[0]}-{tp[1]}")
+                elif self.states[tp].state.leader in usable:
+                    if tps is not None:  # (every partition: only the offline ones are told)
+                        outcome[tp] = ElectionNotNeededError(
+                            f"{tp[0]}-{tp[1]} has a leader, broker {self.states[tp].state.leader}"
+                        )
+                else:
+                    offline.append(tp)
+            self._tell_replicas(await self._elect(offline, unclean=True))
+            for tp in offline:
+                leader = self.states[tp].state.leader
+                outcome[tp] = (
+                    None
+                    if leader in usable
+                    else EligibleLeadersNotAvailableError(
+                        f"{tp[0]}-{tp[1]}: none of its replicas "
+                        f"{self.assignments[tp[0]][tp[1]]} is alive"
+                    )
+                )
+            return outcome
+
+        result: dict[TP, ApiError | None] = await self.submit(work)
+        return result
 
     async def elect_unclean(self, topic: str | None) -> None:
         """``topic`` (None: the broker default, so every topic without an override) now

@@ -438,3 +438,37 @@ async def test_unclean_election_enabled_live_elects_at_once(
         lambda: _metadata(ports[3], ["unclean"]), lambda m: state(m).leader_id == 2
     )
     assert state(elected).isr_nodes == [2]
+
+
+async def test_unclean_election_on_demand_needs_no_config_change(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    """KIP-460: `topics elect-leaders --election-type unclean` gives an offline partition
+    a leader from its live, out-of-sync replica, while the topic's config still forbids
+    unclean election; a partition with a leader is left alone; with no replica alive the
+    operator is told so, exit code 1."""
+    cluster = make_cluster(3, SETTINGS)
+    ports = await offline_with_a_stale_replica(cluster)
+    bootstrap = f"127.0.0.1:{ports[3]}"
+    state = unclean_state
+    elect = ("topics", "elect-leaders", "unclean")
+    preferred = await _headwater(bootstrap, *elect)
+    assert "0 of 1 partitions led by their preferred replica" in preferred.stdout
+    done = await _headwater(bootstrap, *elect, "--election-type", "unclean")
+    assert "1 of 1 partitions without a leader got one by unclean election" in done.stdout
+    elected = await _until(
+        lambda: _metadata(ports[3], ["unclean"]), lambda m: state(m).leader_id == 2
+    )
+    assert state(elected).isr_nodes == [2]
+    assert (await _sources(bootstrap, "unclean"))["unclean.leader.election.enable"] == (
+        "false",
+        "DEFAULT_CONFIG",
+    )
+    again = await _headwater(bootstrap, *elect, "--election-type", "unclean")
+    assert "0 of 0 partitions without a leader got one by unclean election (1 had a leader)" in (
+        again.stdout
+    )
+    cluster.brokers[2].kill()  # its last replica gone: nobody to elect
+    await _until(lambda: _metadata(ports[3], ["unclean"]), lambda m: state(m).leader_id == -1)
+    none = await _headwater(bootstrap, *elect, "--election-type", "unclean", rc=1)
+    assert "none of its replicas [1, 2] is alive (ELIGIBLE_LEADERS_NOT_AVAILABLE)" in none.stderr
