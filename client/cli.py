@@ -1283,9 +1283,11 @@ async def _offsets(
 
 class ResetMode(NamedTuple):
     kind: str
-    """earliest, latest, offset, datetime or shift."""
+    """earliest, latest, offset, datetime, shift, current or file."""
     value: int = 0
     """The offset (offset), the time in ms (datetime), or the shift (shift)."""
+    offsets: Mapping[TopicPartition, int] | None = None
+    """file: each partition's new offset, as the file gives it."""
 
 
 class PlanRow(NamedTuple):
@@ -1302,8 +1304,15 @@ def reset_mode(
     to_offset: int | None,
     to_datetime_ms: int | None,
     shift_by: int | None,
+    to_current: bool = False,
+    by_duration_ms: int | None = None,
+    from_file: Mapping[TopicPartition, int] | None = None,
+    now_ms: int | None = None,
 ) -> ResetMode:
     """The one reset mode given; a usage error naming them all otherwise."""
+    if by_duration_ms is not None:  # the first record at or after now minus the duration
+        now = int(time.time() * 1000) if now_ms is None else now_ms
+        by_duration = ResetMode("datetime", max(now - by_duration_ms, 0))
     given = [
         ("--to-earliest", ResetMode("earliest") if to_earliest else None),
         ("--to-latest", ResetMode("latest") if to_latest else None),
@@ -1313,15 +1322,66 @@ def reset_mode(
             None if to_datetime_ms is None else ResetMode("datetime", to_datetime_ms),
         ),
         ("--shift-by", None if shift_by is None else ResetMode("shift", shift_by)),
+        ("--to-current", ResetMode("current") if to_current else None),
+        ("--by-duration", None if by_duration_ms is None else by_duration),
+        ("--from-file", None if from_file is None else ResetMode("file", offsets=from_file)),
     ]
     chosen = [(flag, mode) for flag, mode in given if mode is not None]
     if len(chosen) == 1:
         return chosen[0][1]
     what = "none" if not chosen else " and ".join(flag for flag, _ in chosen)
     raise click.UsageError(
-        "give exactly one of --to-earliest, --to-latest, --to-offset N, --to-datetime "
-        f"ISO8601, --shift-by N (got {what})"
+        "give exactly one of --to-earliest, --to-latest, --to-current, --to-offset N, "
+        "--to-datetime ISO8601, --by-duration PnDTnHnMnS, --shift-by N, --from-file CSV "
+        f"(got {what})"
     )
+
+
+_DURATION = re.compile(
+    r"^P(?:(?P<d>\d+)D)?(?:T(?:(?P<h>\d+)H)?(?:(?P<m>\d+)M)?(?:(?P<s>\d+(?:\.\d+)?)S)?)?$"
+)
+
+
+def parse_duration_ms(value: str) -> int:
+    """--by-duration: an ISO-8601 duration, PnDTnHnMnS (Kafka's java.time.Duration form:
+    P1D, PT15M, P1DT2H30M, PT0.5S), in ms."""
+    found = _DURATION.match(value.strip().upper())
+    if found is None or value.strip().upper() in ("P", "PT") or value.strip().endswith("T"):
+        raise click.BadParameter(
+            f"{value!r} is not a duration PnDTnHnMnS (e.g. PT15M, P1DT2H)",
+            param_hint="--by-duration",
+        )
+    parts = {k: float(v) for k, v in found.groupdict().items() if v}
+    seconds = (
+        parts.get("d", 0) * 86_400 + parts.get("h", 0) * 3600 + parts.get("m", 0) * 60
+    ) + parts.get("s", 0)
+    return int(seconds * 1000)
+
+
+def parse_offsets_file(path: Path) -> dict[TopicPartition, int]:
+    """--from-file: ``topic,partition,offset`` lines, as --export prints them."""
+    from client.types import TopicPartition  # noqa: PLC0415  (see _admin)
+
+    offsets: dict[TopicPartition, int] = {}
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        fields = [f.strip() for f in line.split(",")]
+        try:
+            if len(fields) != 3 or not fields[0]:
+                raise ValueError
+            tp, offset = TopicPartition(fields[0], int(fields[1])), int(fields[2])
+            if tp.partition < 0 or offset < 0:
+                raise ValueError
+        except ValueError:
+            raise click.BadParameter(
+                f"{path}:{number}: {line!r} is not topic,partition,offset",
+                param_hint="--from-file",
+            ) from None
+        offsets[tp] = offset
+    if not offsets:
+        raise click.BadParameter(f"{path} names no partition", param_hint="--from-file")
+    return offsets
 
 
 def plan_reset(
@@ -1351,6 +1411,8 @@ def plan_reset(
             "offset": mode.value,
             "datetime": (at_time or {}).get(tp, -1),
             "shift": (current or 0) + mode.value,
+            "current": end if current is None else current,  # none committed: the end
+            "file": (mode.offsets or {}).get(tp, end),
         }[mode.kind]
         if mode.kind == "datetime" and wanted < 0:
             wanted = end  # no record that late
@@ -1414,6 +1476,29 @@ def parse_datetime_ms(value: str) -> int:
     help="To the first record at or after this time (the log end if none).",
 )
 @click.option("--shift-by", type=int, default=None, metavar="N", help="Committed offset + N.")
+@click.option(
+    "--to-current",
+    is_flag=True,
+    help="To the committed offset (kept within the log; the log end where none is).",
+)
+@click.option(
+    "--by-duration",
+    "by_duration_ms",
+    callback=lambda _c, _p, v: None if v is None else parse_duration_ms(v),
+    metavar="PnDTnHnMnS",
+    default=None,
+    help="To the first record at or after now minus this duration, e.g. PT15M, P1D.",
+)
+@click.option(
+    "--from-file",
+    "from_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="To the offsets in this CSV of topic,partition,offset lines (as --export prints).",
+)
+@click.option(
+    "--export", is_flag=True, help="Print the plan as topic,partition,offset lines (CSV)."
+)
 @click.option("--execute", is_flag=True, help="Commit the new offsets (else a dry run).")
 @bootstrap_option
 @click.pass_context
@@ -1428,6 +1513,10 @@ def groups_reset_offsets(
     to_offset: int | None,
     to_datetime_ms: int | None,
     shift_by: int | None,
+    to_current: bool,
+    by_duration_ms: int | None,
+    from_file: Path | None,
+    export: bool,
     execute: bool,
 ) -> None:
     """Reset GROUP's committed offsets (dry run unless --execute).
@@ -1442,15 +1531,25 @@ def groups_reset_offsets(
         to_offset=to_offset,
         to_datetime_ms=to_datetime_ms,
         shift_by=shift_by,
+        to_current=to_current,
+        by_duration_ms=by_duration_ms,
+        from_file=None if from_file is None else parse_offsets_file(from_file),
     )
-    if bool(topic_specs) == all_topics:
+    if mode.kind == "file":
+        if topic_specs or all_topics:
+            raise click.UsageError("--from-file names the partitions: no --topic or --all-topics")
+    elif bool(topic_specs) == all_topics:
         raise click.UsageError("give the topics to reset: --topic TOPIC[:P,P...] or --all-topics")
     specs = [parse_topic_spec(s) for s in topic_specs]
     plan = _admin(ctx, lambda admin: _reset(admin, group, specs, mode, execute))
-    print_table(
-        ["topic", "partition", "current", "new"],
-        [(r.topic, r.partition, _cell(r.current), r.new) for r in plan],
-    )
+    if export:
+        for r in plan:
+            click.echo(f"{r.topic},{r.partition},{r.new}")
+    else:
+        print_table(
+            ["topic", "partition", "current", "new"],
+            [(r.topic, r.partition, _cell(r.current), r.new) for r in plan],
+        )
     if execute:
         click.echo(f"Committed new offsets of {len(plan)} partitions for group {group}.", err=True)
     else:
@@ -1466,7 +1565,12 @@ async def _reset(
 ) -> list[PlanRow]:
     await _check_inactive(admin, group)
     committed = await admin.list_group_offsets(group)
-    partitions = await _partitions_to_reset(admin, group, specs, committed)
+    if mode.offsets is not None:  # --from-file: its partitions, which must exist
+        partitions = await _partitions_to_reset(
+            admin, group, [(tp.topic, (tp.partition,)) for tp in mode.offsets], committed
+        )
+    else:
+        partitions = await _partitions_to_reset(admin, group, specs, committed)
     starts = await _offsets(admin, partitions, EARLIEST_TIMESTAMP)
     ends = await _offsets(admin, partitions, LATEST_TIMESTAMP)
     at_time = None

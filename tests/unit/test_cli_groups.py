@@ -49,6 +49,13 @@ T0, T1, T2 = (TopicPartition("t", p) for p in range(3))
 STARTS = {T0: 10, T1: 0, T2: 5}
 ENDS = {T0: 100, T1: 50, T2: 5}  # T2 is empty: start == end
 COMMITTED = {T0: 40, T1: 3}
+NO_MODE: dict[str, Any] = {
+    "to_earliest": False,
+    "to_latest": False,
+    "to_offset": None,
+    "to_datetime_ms": None,
+    "shift_by": None,
+}
 
 
 def _plan(mode: ResetMode, at_time: dict[TopicPartition, int] | None = None) -> list[int]:
@@ -107,6 +114,43 @@ def test_to_datetime_takes_the_first_offset_at_the_time_else_the_log_end() -> No
     assert _plan(ResetMode("datetime", 1_700_000_000_000), {T0: 60, T1: -1}) == [60, 50, 5]
 
 
+def test_to_current_keeps_the_committed_offset_within_the_log_else_the_end() -> None:
+    assert _plan(ResetMode("current")) == [40, 3, 5]  # T2 has none committed: its end
+    below = {**COMMITTED, T0: 2}  # deleted by retention since: moved up to the log start
+    rows = plan_reset(ResetMode("current"), [T0], committed=below, log_starts=STARTS, log_ends=ENDS)
+    assert [r.new for r in rows] == [10]
+
+
+def test_from_a_file_and_by_a_duration(tmp_path: Path) -> None:
+    csv = tmp_path / "offsets.csv"
+    csv.write_text("t,0,70\n\nt,1,1000\n")
+    offsets = cli.parse_offsets_file(csv)
+    assert offsets == {T0: 70, T1: 1000}
+    rows = plan_reset(
+        ResetMode("file", offsets=offsets),
+        [T0, T1],
+        committed=COMMITTED,
+        log_starts=STARTS,
+        log_ends=ENDS,
+    )
+    assert [r.new for r in rows] == [70, 50]  # past the log end: the end
+    for bad in ("t,0\n", "t,x,1\n", ",0,1\n", "t,0,-1\n", "\n"):
+        csv.write_text(bad)
+        with pytest.raises(click.BadParameter, match=r"topic,partition,offset|names no"):
+            cli.parse_offsets_file(csv)
+    assert cli.parse_duration_ms("PT15M") == 900_000
+    assert cli.parse_duration_ms("P1DT2H30M") == 95_400_000
+    for bad in ("15M", "P", "PT", "P1DT", "1 day"):
+        with pytest.raises(click.BadParameter, match="PnDTnHnMnS"):
+            cli.parse_duration_ms(bad)
+    none = NO_MODE
+    assert reset_mode(**none, by_duration_ms=60_000, now_ms=1_000_000) == ResetMode(
+        "datetime", 940_000
+    )
+    with pytest.raises(click.UsageError, match=r"\(got --to-current and --from-file\)"):
+        reset_mode(**none, to_current=True, from_file={T0: 1})
+
+
 # --- lag -------------------------------------------------------------------------------
 
 
@@ -132,13 +176,7 @@ def test_lag_rows_cover_committed_assigned_and_idle_members() -> None:
 
 
 def test_exactly_one_reset_mode() -> None:
-    none: dict[str, Any] = {
-        "to_earliest": False,
-        "to_latest": False,
-        "to_offset": None,
-        "to_datetime_ms": None,
-        "shift_by": None,
-    }
+    none = NO_MODE
     assert reset_mode(**{**none, "shift_by": -5}) == ResetMode("shift", -5)
     assert reset_mode(**{**none, "to_offset": 0}) == ResetMode("offset", 0)
     assert reset_mode(**{**none, "to_latest": True}) == ResetMode("latest")
@@ -311,6 +349,21 @@ def test_reset_dry_run_commits_nothing_and_execute_commits_the_plan(
     assert FakeAdmin.altered == [{T0: 100, T1: 50, T2: 5}]
     run("reset-offsets", "g", "--all-topics", "--to-offset", "20", "--execute")
     assert FakeAdmin.altered[-1] == {T0: 20, T1: 20}  # only what the group has committed
+
+
+def test_reset_exports_the_plan_and_takes_it_back_from_a_file(
+    run: Callable[..., Result], tmp_path: Path
+) -> None:
+    exported = run("reset-offsets", "g", "--topic", "t", "--to-current", "--export")
+    assert exported.exit_code == 0, exported.output
+    assert exported.stdout == "t,0,40\nt,1,3\nt,2,5\n"  # the committed ones, t-2's end
+    plan = tmp_path / "plan.csv"
+    plan.write_text("t,0,60\nt,2,0\n")
+    done = run("reset-offsets", "g", "--from-file", str(plan), "--execute")
+    assert done.exit_code == 0, done.output
+    assert FakeAdmin.altered == [{T0: 60, T2: 5}]  # t-2's log starts at 5
+    both = run("reset-offsets", "g", "--from-file", str(plan), "--all-topics")
+    assert both.exit_code == 2 and "--from-file names the partitions" in both.output
 
 
 def test_reset_to_datetime_asks_for_offsets_at_the_time(run: Callable[..., Result]) -> None:
