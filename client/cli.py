@@ -753,7 +753,11 @@ def get_offsets(
 
     spec = OffsetSpec(parse_offset_time(when))
     matcher = _topic_matcher(pattern)
-    wanted = None if partitions is None else set(_broker_ids(partitions, "--partitions"))
+    wanted = (
+        None
+        if partitions is None
+        else set(_broker_ids(partitions, "--partitions", "partition numbers"))
+    )
 
     async def look(admin: Admin) -> dict[TopicPartition, Any]:
         described = await admin.describe_topics(None)
@@ -954,12 +958,12 @@ def reassign_partitions(
         _cancel(ctx, plan)
 
 
-def _broker_ids(value: str, hint: str = "--broker-list") -> list[int]:
+def _broker_ids(value: str, hint: str = "--broker-list", what: str = "broker ids") -> list[int]:
     try:
         return [int(b) for b in value.split(",") if b.strip()]
     except ValueError:
         raise click.BadParameter(
-            f"{value!r}: numbers separated by commas, e.g. 1,2,3", param_hint=hint
+            f"{value!r}: {what} separated by commas, e.g. 1,2,3", param_hint=hint
         ) from None
 
 
