@@ -20,7 +20,9 @@ import asyncio
 import contextlib
 import random
 import re
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
 
 import structlog
 
@@ -37,6 +39,7 @@ from broker.config_changes import (
 from broker.controller.assignment import assign_replicas
 from broker.log import LogConfig
 from broker.metadata import MetadataCache
+from broker.quotas import QuotaManager
 from broker.zk import (
     CREATE,
     BrokerRegistration,
@@ -90,14 +93,17 @@ from protocol.errors import (
     InvalidTopicError,
     ReassignmentInProgressError,
     RequestTimedOutError,
+    ThrottlingQuotaExceededError,
     TopicAlreadyExistsError,
     TopicDeletionDisabledError,
     UnknownTopicOrPartitionError,
 )
 from protocol.group_log import OFFSETS_TOPIC
+from protocol.quotas import TokenBucket
 
 __all__ = ["TopicAdmin", "validate_topic_name"]
 
+_R = TypeVar("_R")
 _LEGAL = re.compile(r"^[a-zA-Z0-9._-]+$")
 _MAX_NAME = 249
 _CAS_ATTEMPTS = 20
@@ -123,9 +129,12 @@ class TopicAdmin:
         config: BrokerConfig,
         metadata: MetadataCache,
         authorizer: Authorizer | None = None,
+        *,
         broker_configs: BrokerConfigs | None = None,
+        quotas: QuotaManager | None = None,
     ) -> None:
         self._zk = zk
+        self._quotas = quotas  # controller_mutation_rate (KIP-599)
         self._config = config
         self._metadata = metadata
         self._acl = authorizer or Authorizer()
@@ -135,11 +144,15 @@ class TopicAdmin:
     # --- create -------------------------------------------------------------------------
 
     async def create_topics(self, request: CreateTopicsRequest) -> CreateTopicsResponse:
+        gate = _MutationGate(None if request.validate_only else self._mutations())
+        default = int(self._config["num.partitions"])
         results = await asyncio.gather(
             *(
-                self._create(t, request.validate_only)
-                if self.may_create(t.name)
-                else _refused_creation(t.name)
+                _refused_creation(t.name)
+                if not self.may_create(t.name)
+                else gate.refused(t.name, CreatableTopicResult)
+                if gate.over(t.name, _partitions_of(t, default))
+                else gate.counted(t.name, self._create(t, request.validate_only))
                 for t in request.topics
             )
         )
@@ -157,7 +170,10 @@ class TopicAdmin:
                             f"topic {r.name!r} was created but its leaders were not known within "
                             f"{request.timeout_ms} ms; it will be usable shortly"
                         )
-        return CreateTopicsResponse(topics=list(results))
+        return CreateTopicsResponse(topics=list(results), throttle_time_ms=gate.throttle_ms)
+
+    def _mutations(self) -> TokenBucket | None:
+        return None if self._quotas is None else self._quotas.mutations()
 
     def may_create(self, topic: str) -> bool:
         """Kafka's rule: CREATE on the cluster, or on the topic."""
@@ -291,8 +307,17 @@ class TopicAdmin:
         the old ones', which may be offline), or at ``timeout_ms``."""
         names = [t.name for t in request.topics]
         twice = {n for n in names if names.count(n) > 1}
+        gate = _MutationGate(None if request.validate_only else self._mutations())
+        known = self._metadata.topics
         outcomes = await asyncio.gather(
-            *(self._add_partitions(t, request.validate_only, twice) for t in request.topics)
+            *(
+                _paired(gate.refused(t.name, CreatePartitionsTopicResult))
+                if gate.over(t.name, max(t.count - len(known.get(t.name, ())), 0))
+                else gate.counted_pair(
+                    t.name, self._add_partitions(t, request.validate_only, twice)
+                )
+                for t in request.topics
+            )
         )
         results = [result for result, _ in outcomes]
         added = {
@@ -323,7 +348,7 @@ class TopicAdmin:
                         f"topic {r.name!r} has its new partitions, but their leaders were not "
                         f"known within {request.timeout_ms} ms; they will be usable shortly"
                     )
-        return CreatePartitionsResponse(results=results)
+        return CreatePartitionsResponse(results=results, throttle_time_ms=gate.throttle_ms)
 
     async def _add_partitions(
         self, topic: CreatePartitionsTopic, validate_only: bool, twice: set[str]
@@ -394,7 +419,16 @@ class TopicAdmin:
     # --- delete -------------------------------------------------------------------------
 
     async def delete_topics(self, request: DeleteTopicsRequest) -> DeleteTopicsResponse:
-        results = await asyncio.gather(*(self._delete(t) for t in request.topic_names))
+        gate = _MutationGate(self._mutations())
+        known = self._metadata.topics
+        results = await asyncio.gather(
+            *(
+                gate.refused(t, DeletableTopicResult)
+                if gate.over(t, len(known.get(t, ())))
+                else gate.counted(t, self._delete(t))
+                for t in request.topic_names
+            )
+        )
         marked = {r.name for r in results if not r.error_code}
         timeout_s = max(request.timeout_ms, 0) / 1000
         if marked and timeout_s > 0:
@@ -407,7 +441,7 @@ class TopicAdmin:
                         f"{request.timeout_ms} ms (a replica's broker may be down: it is "
                         "deleted when that broker returns)"
                     )
-        return DeleteTopicsResponse(responses=list(results))
+        return DeleteTopicsResponse(responses=list(results), throttle_time_ms=gate.throttle_ms)
 
     async def _delete(self, topic: str) -> DeletableTopicResult:
         try:
@@ -645,6 +679,64 @@ class TopicAdmin:
                 )
             )
         return entries
+
+
+class _MutationGate:
+    """The controller mutation quota over one request's topics, in their order (Kafka's
+    strict mode, KIP-599): a topic is let through while the quota is not in debt, and
+    takes its partitions even into debt; once in debt, the topics after it are refused
+    with THROTTLING_QUOTA_EXCEEDED and the answer says how long to wait. A topic that
+    fails for another reason gives its partitions back."""
+
+    def __init__(self, bucket: TokenBucket | None) -> None:
+        self._bucket = bucket
+        self.throttle_ms = 0
+        self._taken: dict[str, int] = {}
+        self._refused: dict[str, int] = {}
+
+    def over(self, topic: str, partitions: int) -> bool:
+        if self._bucket is None or topic in self._taken:
+            return False  # (a name given twice is refused on its own, as before)
+        wait = self._bucket.take(partitions, int(time.monotonic() * 1000))
+        if wait:
+            self._refused[topic] = wait
+            self.throttle_ms = max(self.throttle_ms, wait)
+            return True
+        self._taken[topic] = partitions
+        return False
+
+    async def refused(self, topic: str, result: Callable[..., _R]) -> _R:
+        error = ThrottlingQuotaExceededError(
+            f"topic {topic!r}: over controller_mutation_rate (partitions created or deleted "
+            f"per second); retry in {self._refused[topic]} ms"
+        )
+        return result(name=topic, error_code=error.code, error_message=error.message)
+
+    async def counted(self, topic: str, work: Awaitable[_R]) -> _R:
+        result = await work
+        self._settle(topic, result)
+        return result
+
+    async def counted_pair(self, topic: str, work: Awaitable[tuple[_R, Any]]) -> tuple[_R, Any]:
+        pair = await work
+        self._settle(topic, pair[0])
+        return pair
+
+    def _settle(self, topic: str, result: object) -> None:
+        if getattr(result, "error_code", 0) and self._bucket is not None:
+            self._bucket.give_back(self._taken.pop(topic, 0))
+
+
+async def _paired(result: Awaitable[CreatePartitionsTopicResult]) -> tuple[Any, None]:
+    return await result, None
+
+
+def _partitions_of(topic: CreatableTopic, default: int) -> int:
+    """How many partitions a CreateTopics entry makes (its assignment's, else its count,
+    else the broker's num.partitions)."""
+    if topic.assignments:
+        return len(topic.assignments)
+    return topic.num_partitions if topic.num_partitions > 0 else default
 
 
 Change = Callable[[ConfigSubject, dict[str, str]], dict[str, str]]

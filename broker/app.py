@@ -237,7 +237,12 @@ class Broker:
         await self._topic_configs.start()  # the logs on disk get their topics' overrides
         protocols = cfg.listener_protocols
         self._admin = TopicAdmin(
-            self._zk, cfg, self.metadata, self._acl, broker_configs=self._broker_configs
+            self._zk,
+            cfg,
+            self.metadata,
+            self._acl,
+            broker_configs=self._broker_configs,
+            quotas=self._quotas,
         )
         self._replicas = ReplicaManager(
             self.broker_id,

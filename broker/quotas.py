@@ -56,11 +56,21 @@ from protocol.apis import (
     QuotaValue,
 )
 from protocol.errors import ApiError, InvalidRequestError, KafkaStorageError
-from protocol.quotas import CLIENT, QUOTA_KEYS, USER, Entity, Rate, resolve, throttle_ms
+from protocol.quotas import (
+    CLIENT,
+    QUOTA_KEYS,
+    USER,
+    Entity,
+    Rate,
+    TokenBucket,
+    resolve,
+    throttle_ms,
+)
 
 __all__ = ["QuotaManager"]
 
 _DEFAULT = "<default>"
+_MUTATIONS = "controller_mutation_rate"
 _SWEEP_MS = 60_000
 
 
@@ -113,6 +123,7 @@ class QuotaManager(ZkMirror):
         self._max_throttle_ms = self._samples * self._window_ms
         self._quotas: dict[Entity, dict[str, float]] = {}
         self._rates: dict[tuple[str, Entity], Rate] = {}
+        self._buckets: dict[Entity, TokenBucket] = {}  # controller_mutation_rate's
         """By quota and the entity measured: a default entity's part replaced by the
         actual user or client id."""
         self._swept_ms = 0
@@ -137,6 +148,27 @@ class QuotaManager(ZkMirror):
         user, client_id = principal().partition(":")[2], PEER_CLIENT_ID.get()
         return lambda nbytes: self._record(key, user, client_id, nbytes)
 
+    def mutations(self) -> TokenBucket | None:
+        """The controller mutation quota (KIP-599) that applies to the request being
+        served (None: none does): a topic's partitions created or deleted are taken from
+        it (``take`` returns 0) unless it is in debt (``take`` returns the milliseconds to
+        wait: the topic is refused with THROTTLING_QUOTA_EXCEEDED)."""
+        if not self._quotas:
+            return None
+        user, client_id = principal().partition(":")[2], PEER_CLIENT_ID.get()
+        found = resolve(self._quotas, _MUTATIONS, user, client_id)
+        if found is None:
+            return None
+        entity, rate = found
+        names = {USER: user, CLIENT: client_id}
+        measured = tuple((kind, names[kind] if name is None else name) for kind, name in entity)
+        bucket = self._buckets.get(measured)
+        if bucket is None or bucket.rate != rate:
+            # Kafka's burst: what the rate adds up to over the quota's whole window
+            burst = rate * self._samples * self._window_ms / 1000
+            bucket = self._buckets[measured] = TokenBucket(rate, burst)
+        return bucket
+
     def _record(self, key: str, user: str, client_id: str, nbytes: int) -> int:
         found = resolve(self._quotas, key, user, client_id)
         if found is None:
@@ -150,6 +182,7 @@ class QuotaManager(ZkMirror):
         if now - self._swept_ms >= _SWEEP_MS:  # idle clients' rates go
             self._swept_ms = now
             self._rates = {k: r for k, r in self._rates.items() if not r.idle(now)}
+            self._buckets = {k: b for k, b in self._buckets.items() if not b.full(now)}
         rate = self._rates.get((key, measured))
         if rate is None:
             rate = self._rates[(key, measured)] = Rate(self._samples, self._window_ms)

@@ -17,6 +17,7 @@ ListOffsets goes to each partition's leader.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import secrets
 import ssl
 import time
@@ -171,6 +172,7 @@ from protocol.errors import (
     NotControllerError,
     RebalanceInProgressError,
     RequestTimedOutError,
+    ThrottlingQuotaExceededError,
     TopicAlreadyExistsError,
     UnknownMemberIdError,
     UnknownTopicOrPartitionError,
@@ -261,7 +263,10 @@ class Admin:
     async def create_topics(
         self, new_topics: list[NewTopic], timeout_ms: int = 30_000, validate_only: bool = False
     ) -> None:
-        """Create the topics; returns once the brokers know their leaders (or raises)."""
+        """Create the topics; returns once the brokers know their leaders (or raises).
+        Topics refused by a controller_mutation_rate quota (THROTTLING_QUOTA_EXCEEDED) are
+        asked for again once the throttle time has passed, until ``timeout_ms`` (Kafka's
+        retryOnQuotaViolation)."""
         request = CreateTopicsRequest(
             topics=[
                 CreatableTopic(
@@ -277,8 +282,8 @@ class Admin:
             timeout_ms=timeout_ms,
             validate_only=validate_only,
         )
-        response: CreateTopicsResponse = await self._send(
-            ApiKey.CREATE_TOPICS, request, idempotent=False
+        response: CreateTopicsResponse = await self._until_unthrottled(
+            ApiKey.CREATE_TOPICS, request, "topics", "topics", timeout_ms
         )
         for result in response.topics:
             if result.error_code == TopicAlreadyExistsError.code:
@@ -318,8 +323,8 @@ class Admin:
             timeout_ms=timeout_ms,
             validate_only=validate_only,
         )
-        response: CreatePartitionsResponse = await self._send(
-            ApiKey.CREATE_PARTITIONS, request, idempotent=False
+        response: CreatePartitionsResponse = await self._until_unthrottled(
+            ApiKey.CREATE_PARTITIONS, request, "topics", "results", timeout_ms
         )
         for result in response.results:
             if result.error_code:
@@ -329,9 +334,11 @@ class Admin:
                 )
 
     async def delete_topics(self, topics: list[str], timeout_ms: int = 30_000) -> None:
+        """Delete the topics; returns once they are gone (or raises). Throttled ones are
+        asked for again, as :meth:`create_topics` does."""
         request = DeleteTopicsRequest(topic_names=list(topics), timeout_ms=timeout_ms)
-        response: DeleteTopicsResponse = await self._send(
-            ApiKey.DELETE_TOPICS, request, idempotent=False
+        response: DeleteTopicsResponse = await self._until_unthrottled(
+            ApiKey.DELETE_TOPICS, request, "topic_names", "responses", timeout_ms
         )
         for result in response.responses:
             if result.error_code == UnknownTopicOrPartitionError.code:
@@ -341,6 +348,29 @@ class Admin:
                     result.error_code,
                     result.error_message or f"topic {result.name!r} was not deleted",
                 )
+
+    async def _until_unthrottled(
+        self, api_key: ApiKey, request: Any, asked: str, answered: str, timeout_ms: int
+    ) -> Any:
+        """Send a topic mutation; the topics a controller_mutation_rate quota refused go
+        again (alone) after the answer's throttle time, while ``timeout_ms`` allows. The
+        answer returned holds every topic's last result."""
+        deadline = time.monotonic() + timeout_ms / 1000
+        results: dict[str, Any] = {}
+        while True:
+            response = await self._send(api_key, request, idempotent=False)
+            throttled = set()
+            for result in getattr(response, answered):
+                results[result.name] = result
+                if result.error_code == ThrottlingQuotaExceededError.code:
+                    throttled.add(result.name)
+            wait_s = max(response.throttle_time_ms, self.retry_backoff_ms) / 1000
+            if not throttled or time.monotonic() + wait_s > deadline:
+                setattr(response, answered, list(results.values()))
+                return response
+            await asyncio.sleep(wait_s)
+            again = [t for t in getattr(request, asked) if getattr(t, "name", t) in throttled]
+            request = dataclasses.replace(request, **{asked: again})
 
     async def list_topics(self) -> list[str]:
         """Every topic's name, sorted, internal ones included."""

@@ -23,6 +23,7 @@ __all__ = [
     "USER",
     "Entity",
     "Rate",
+    "TokenBucket",
     "resolve",
     "throttle_ms",
 ]
@@ -31,8 +32,9 @@ USER = "user"
 CLIENT = "client-id"
 DEFAULT = None
 """An entity part's name for "the default" (``<default>`` in ZooKeeper, null on the wire)."""
-QUOTA_KEYS = ("producer_byte_rate", "consumer_byte_rate")
-"""The quotas enforced here (Kafka's names; bytes per second)."""
+QUOTA_KEYS = ("producer_byte_rate", "consumer_byte_rate", "controller_mutation_rate")
+"""The quotas enforced here (Kafka's names): bytes per second produced and fetched, and
+partitions created or deleted per second (KIP-599)."""
 
 Entity = tuple[tuple[str, str | None], ...]
 """An entity as Kafka's ClientQuotaEntity: ((type, name or None for the default), ...),
@@ -117,3 +119,43 @@ def throttle_ms(rate: float, bound: float, window_ms: float, max_ms: int) -> int
     if rate <= bound:
         return 0
     return min(int((rate - bound) / bound * window_ms), max_ms)
+
+
+@dataclass(slots=True)
+class TokenBucket:
+    """Kafka's TokenBucket for the controller mutation quota (KIP-599): ``rate`` tokens a
+    second, at most ``burst`` saved up. A request is let in while the bucket is not in
+    debt, and takes what it needs even into debt (a 1,000-partition topic is not refused
+    for ever by a rate of 10); the next ones wait until the debt is paid back."""
+
+    rate: float
+    burst: float
+    tokens: float | None = None  # None: full (set on first use)
+    last_ms: int = 0
+
+    def take(self, amount: int, now_ms: int) -> int:
+        """Take ``amount`` tokens and return 0, or, if the bucket is in debt, take none
+        and return the milliseconds until it is not."""
+        tokens = self._refill(now_ms)
+        if tokens < 0:
+            return int(-tokens / self.rate * 1000) + 1 if self.rate > 0 else 2**31 - 1
+        self.tokens = tokens - amount
+        return 0
+
+    def give_back(self, amount: int) -> None:
+        """A request that took ``amount`` did not do what it took them for (refused)."""
+        if self.tokens is not None:
+            self.tokens = min(self.burst, self.tokens + amount)
+
+    def full(self, now_ms: int) -> bool:
+        """Whether it holds its whole burst (then it is as good as a new one)."""
+        return self._refill(now_ms) >= self.burst
+
+    def _refill(self, now_ms: int) -> float:
+        if self.tokens is None:
+            self.tokens = self.burst
+        else:
+            gained = self.rate * max(now_ms - self.last_ms, 0) / 1000
+            self.tokens = min(self.burst, self.tokens + gained)
+        self.last_ms = now_ms
+        return self.tokens

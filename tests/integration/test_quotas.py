@@ -17,6 +17,8 @@ from client import Admin, Consumer, NewTopic, TopicPartition
 from client.connection import BrokerConnection
 from protocol.apis import (
     ApiKey,
+    CreatableTopic,
+    CreateTopicsRequest,
     FetchPartition,
     FetchRequest,
     FetchTopic,
@@ -24,7 +26,7 @@ from protocol.apis import (
     ProduceRequest,
     ProduceTopic,
 )
-from protocol.errors import InvalidRequestError
+from protocol.errors import InvalidRequestError, ThrottlingQuotaExceededError
 from protocol.records import encode_batch
 from tests.integration.conftest import Cluster
 from tests.integration.conftest import until as _until
@@ -166,3 +168,50 @@ async def test_quotas_throttle_over_their_bound_and_lift_when_removed(
             }
         }
     assert await _until(lambda: _produce_throttles(bootstrap, "slow", 3), lambda t: t == [0] * 3)
+
+
+async def test_a_controller_mutation_rate_refuses_topics_past_its_burst(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    """KIP-599: controller_mutation_rate=1 (a burst of 11 partitions over the 11 one-second
+    windows) lets two 10-partition topics through (the second into debt), then refuses
+    the next topics with THROTTLING_QUOTA_EXCEEDED and a throttle time (the connection is
+    not read meanwhile, as for any quota), a deletion too, through any connection; the
+    quota removed, all goes through."""
+    cluster = make_cluster(1)
+    bootstrap = cluster.bootstrap
+    host, port = bootstrap.split(":")
+
+    def fresh() -> Admin:  # a connection of its own: a refused one is not read for a while
+        return Admin(bootstrap_servers=bootstrap)
+
+    async with fresh() as admin:
+        await admin.alter_client_quotas({(("user", None),): {"controller_mutation_rate": 1}})
+        await admin.create_topics([NewTopic("m1", 10, 1)])
+        await admin.create_topics([NewTopic("m2", 10, 1)])  # 20 of 11: in debt
+    async with BrokerConnection(host, int(port)) as conn:
+        request = CreateTopicsRequest(
+            topics=[
+                CreatableTopic(name="m3", num_partitions=1, replication_factor=1),
+                CreatableTopic(name="m4", num_partitions=1, replication_factor=1),
+            ]
+        )
+        answer = await conn.request(ApiKey.CREATE_TOPICS, request)
+    assert [r.error_code for r in answer.topics] == [ThrottlingQuotaExceededError.code] * 2
+    assert "over controller_mutation_rate" in (answer.topics[0].error_message or "")
+    assert 5_000 < answer.throttle_time_ms <= 10_000  # 9 partitions of debt at 1/s
+    async with fresh() as admin:
+        started = time.monotonic()
+        with pytest.raises(ThrottlingQuotaExceededError, match="retry in"):
+            await admin.create_topics([NewTopic("m3", 1, 1)], timeout_ms=1_500)
+        assert time.monotonic() - started < 5  # not past its timeout
+    async with fresh() as admin:
+        with pytest.raises(ThrottlingQuotaExceededError):
+            await admin.delete_topics(["m1"], timeout_ms=1_000)
+    async with fresh() as admin:
+        assert {"m1", "m2"} <= set(await admin.list_topics())  # nothing deleted
+        assert "m3" not in await admin.list_topics()
+        await admin.alter_client_quotas({(("user", None),): {"controller_mutation_rate": None}})
+    async with fresh() as admin:
+        await admin.create_topics([NewTopic("m3", 1, 1)])
+        await admin.delete_topics(["m1", "m2"])

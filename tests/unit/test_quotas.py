@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from protocol.quotas import CLIENT, DEFAULT, USER, Rate, resolve, throttle_ms
+from protocol.quotas import CLIENT, DEFAULT, USER, Rate, TokenBucket, resolve, throttle_ms
 
 KEY = "producer_byte_rate"
 
@@ -94,3 +94,18 @@ def test_the_throttle_brings_the_rate_back_to_the_bound() -> None:
     # 2,000 B/s measured over 10 s against 1,000: 10 s more at zero halves it
     assert throttle_ms(2000, 1000, 10_000, 11_000) == 10_000
     assert throttle_ms(10**9, 1000, 10_000, 11_000) == 11_000  # at most the whole window
+
+
+def test_the_mutation_bucket_lets_a_request_into_debt_then_waits_it_out() -> None:
+    """KIP-599's token bucket: 2 a second, a burst of 10."""
+    bucket = TokenBucket(rate=2, burst=10)
+    assert bucket.take(8, now_ms=0) == 0  # from a full bucket: 2 left
+    assert bucket.take(8, now_ms=0) == 0  # not in debt yet: let in, 6 in debt
+    assert bucket.take(1, now_ms=0) == 3001  # 6 of debt at 2 a second
+    assert bucket.take(1, now_ms=1000) == 2001  # refused: nothing taken meanwhile
+    bucket.give_back(8)  # the second request failed: its 8 come back (4 at 1 s: 6 - 4 = 2)
+    assert bucket.take(1, now_ms=1000) == 0
+    assert not bucket.full(now_ms=1000)
+    assert bucket.full(now_ms=100_000)  # a whole burst saved up again, no more
+    assert bucket.take(10, now_ms=100_000) == 0 and bucket.take(1, now_ms=100_000) == 0
+    assert bucket.take(1, now_ms=100_000) == 501
