@@ -146,12 +146,17 @@ class TopicAdmin:
     async def create_topics(self, request: CreateTopicsRequest) -> CreateTopicsResponse:
         gate = _MutationGate(None if request.validate_only else self._mutations())
         default = int(self._config["num.partitions"])
+        names = [t.name for t in request.topics]
+        twice = {n for n in names if names.count(n) > 1}
         results = await asyncio.gather(
             *(
-                _refused_creation(t.name)
+                _named_twice(t.name)  # Kafka's too: none of them is made
+                if t.name in twice
+                else _refused_creation(t.name)
                 if not self.may_create(t.name)
+                # one that fails for another reason is not counted, nor said to be throttled
                 else gate.refused(t.name, CreatableTopicResult)
-                if gate.over(t.name, _partitions_of(t, default))
+                if self._creatable(t.name) and gate.over(t.name, _partitions_of(t, default))
                 else gate.counted(t.name, self._create(t, request.validate_only))
                 for t in request.topics
             )
@@ -174,6 +179,21 @@ class TopicAdmin:
 
     def _mutations(self) -> TokenBucket | None:
         return None if self._quotas is None else self._quotas.mutations()
+
+    def _creatable(self, topic: str) -> bool:
+        """Whether a creation of ``topic`` may succeed, as far as this broker can tell at
+        once (a valid name, not a topic already): only those count against a mutation
+        quota, so a doomed one gets its own error, not THROTTLING_QUOTA_EXCEEDED."""
+        try:
+            validate_topic_name(topic)
+        except ApiError:
+            return False
+        return topic not in self._metadata.topics
+
+    def _deletable(self, topic: str) -> bool:
+        return topic in self._metadata.topics and self._acl.allowed(
+            Operation.DELETE, ResourceType.TOPIC, topic
+        )
 
     def may_create(self, topic: str) -> bool:
         """Kafka's rule: CREATE on the cluster, or on the topic."""
@@ -312,7 +332,10 @@ class TopicAdmin:
         outcomes = await asyncio.gather(
             *(
                 _paired(gate.refused(t.name, CreatePartitionsTopicResult))
-                if gate.over(t.name, max(t.count - len(known.get(t.name, ())), 0))
+                if t.name not in twice
+                and t.count > len(known.get(t.name, ()))
+                and self._acl.allowed(Operation.ALTER, ResourceType.TOPIC, t.name)
+                and gate.over(t.name, t.count - len(known.get(t.name, ())))
                 else gate.counted_pair(
                     t.name, self._add_partitions(t, request.validate_only, twice)
                 )
@@ -424,7 +447,7 @@ class TopicAdmin:
         results = await asyncio.gather(
             *(
                 gate.refused(t, DeletableTopicResult)
-                if gate.over(t, len(known.get(t, ())))
+                if self._deletable(t) and gate.over(t, len(known.get(t, ())))
                 else gate.counted(t, self._delete(t))
                 for t in request.topic_names
             )
@@ -696,7 +719,7 @@ class _MutationGate:
 
     def over(self, topic: str, partitions: int) -> bool:
         if self._bucket is None or topic in self._taken:
-            return False  # (a name given twice is refused on its own, as before)
+            return False  # (a name given twice is refused before this, uncounted)
         wait = self._bucket.take(partitions, int(time.monotonic() * 1000))
         if wait:
             self._refused[topic] = wait
@@ -729,6 +752,11 @@ class _MutationGate:
 
 async def _paired(result: Awaitable[CreatePartitionsTopicResult]) -> tuple[Any, None]:
     return await result, None
+
+
+async def _named_twice(topic: str) -> CreatableTopicResult:
+    error = InvalidRequestError(f"topic {topic!r} is named more than once in the request")
+    return CreatableTopicResult(name=topic, error_code=error.code, error_message=error.message)
 
 
 def _partitions_of(topic: CreatableTopic, default: int) -> int:

@@ -124,6 +124,7 @@ class QuotaManager(ZkMirror):
         self._quotas: dict[Entity, dict[str, float]] = {}
         self._rates: dict[tuple[str, Entity], Rate] = {}
         self._buckets: dict[Entity, TokenBucket] = {}  # controller_mutation_rate's
+        self._buckets_swept_ms = 0
         """By quota and the entity measured: a default entity's part replaced by the
         actual user or client id."""
         self._swept_ms = 0
@@ -162,11 +163,18 @@ class QuotaManager(ZkMirror):
         entity, rate = found
         names = {USER: user, CLIENT: client_id}
         measured = tuple((kind, names[kind] if name is None else name) for kind, name in entity)
+        now = int(time.monotonic() * 1000)
+        if now - self._buckets_swept_ms >= _SWEEP_MS:  # full ones are as good as new: go
+            self._buckets_swept_ms = now
+            self._buckets = {k: b for k, b in self._buckets.items() if not b.full(now)}
         bucket = self._buckets.get(measured)
         if bucket is None or bucket.rate != rate:
-            # Kafka's burst: what the rate adds up to over the quota's whole window
+            # Kafka's burst: what the rate adds up to over the quota's whole window; a new
+            # rate keeps the debt (a quota changed is not a quota forgiven)
             burst = rate * self._samples * self._window_ms / 1000
-            bucket = self._buckets[measured] = TokenBucket(rate, burst)
+            old = None if bucket is None else bucket.tokens
+            tokens = None if old is None else min(old, burst)
+            bucket = self._buckets[measured] = TokenBucket(rate, burst, tokens, now)
         return bucket
 
     def _record(self, key: str, user: str, client_id: str, nbytes: int) -> int:
@@ -182,7 +190,6 @@ class QuotaManager(ZkMirror):
         if now - self._swept_ms >= _SWEEP_MS:  # idle clients' rates go
             self._swept_ms = now
             self._rates = {k: r for k, r in self._rates.items() if not r.idle(now)}
-            self._buckets = {k: b for k, b in self._buckets.items() if not b.full(now)}
         rate = self._rates.get((key, measured))
         if rate is None:
             rate = self._rates[(key, measured)] = Rate(self._samples, self._window_ms)

@@ -168,6 +168,7 @@ from protocol.errors import (
     GroupSubscribedToTopicError,
     IllegalGenerationError,
     LeaderNotAvailableError,
+    NetworkError,
     NonEmptyGroupError,
     NotControllerError,
     RebalanceInProgressError,
@@ -358,7 +359,7 @@ class Admin:
         deadline = time.monotonic() + timeout_ms / 1000
         results: dict[str, Any] = {}
         while True:
-            response = await self._send(api_key, request, idempotent=False)
+            response = await self._to_controller(api_key, request)
             throttled = set()
             for result in getattr(response, answered):
                 results[result.name] = result
@@ -370,7 +371,26 @@ class Admin:
                 return response
             await asyncio.sleep(wait_s)
             again = [t for t in getattr(request, asked) if getattr(t, "name", t) in throttled]
-            request = dataclasses.replace(request, **{asked: again})
+            left_ms = max(int((deadline - time.monotonic()) * 1000), 0)
+            request = dataclasses.replace(request, **{asked: again, "timeout_ms": left_ms})
+
+    async def _to_controller(self, api_key: ApiKey, request: Any) -> Any:
+        """A topic mutation goes to the controller, as Kafka's admin client sends it: its
+        broker counts a user's controller_mutation_rate for the whole cluster. Any broker
+        takes one (the brokers write the topic's znodes themselves), so with no controller
+        known, or one that just stepped down, another does."""
+        metadata = await self._metadata([])
+        controller = metadata.controller_id
+        if controller in metadata.brokers:
+            try:
+                await self._cluster.connect(controller)
+            except NetworkError:  # not reached, so not sent: another broker takes it
+                return await self._send(api_key, request, idempotent=False)
+            try:
+                return await self._cluster.send(controller, api_key, request)
+            except (NotControllerError, LeaderNotAvailableError):
+                pass  # not taken: any broker will do
+        return await self._send(api_key, request, idempotent=False)
 
     async def list_topics(self) -> list[str]:
         """Every topic's name, sorted, internal ones included."""

@@ -1349,8 +1349,9 @@ _DURATION = re.compile(
 def parse_duration_ms(value: str) -> int:
     """--by-duration: an ISO-8601 duration, PnDTnHnMnS (Kafka's java.time.Duration form:
     P1D, PT15M, P1DT2H30M, PT0.5S), in ms."""
-    found = _DURATION.match(value.strip().upper())
-    if found is None or value.strip().upper() in ("P", "PT") or value.strip().endswith("T"):
+    text = value.strip().upper()
+    found = _DURATION.match(text)
+    if found is None or text in ("P", "PT") or text.endswith("T"):
         raise click.BadParameter(
             f"{value!r} is not a duration PnDTnHnMnS (e.g. PT15M, P1DT2H)",
             param_hint="--by-duration",

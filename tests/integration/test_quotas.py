@@ -26,7 +26,12 @@ from protocol.apis import (
     ProduceRequest,
     ProduceTopic,
 )
-from protocol.errors import InvalidRequestError, ThrottlingQuotaExceededError
+from protocol.errors import (
+    InvalidRequestError,
+    ThrottlingQuotaExceededError,
+    TopicAlreadyExistsError,
+    UnknownTopicOrPartitionError,
+)
 from protocol.records import encode_batch
 from tests.integration.conftest import Cluster
 from tests.integration.conftest import until as _until
@@ -176,42 +181,57 @@ async def test_a_controller_mutation_rate_refuses_topics_past_its_burst(
     """KIP-599: controller_mutation_rate=1 (a burst of 11 partitions over the 11 one-second
     windows) lets two 10-partition topics through (the second into debt), then refuses
     the next topics with THROTTLING_QUOTA_EXCEEDED and a throttle time (the connection is
-    not read meanwhile, as for any quota), a deletion too, through any connection; the
+    not read meanwhile, as for any quota), a deletion too. The admin client sends them to
+    the controller, so one bucket counts them whichever broker it was given. A topic that
+    fails for another reason says so (and costs nothing); one named twice is refused. The
     quota removed, all goes through."""
-    cluster = make_cluster(1)
-    bootstrap = cluster.bootstrap
-    host, port = bootstrap.split(":")
+    cluster = make_cluster(2)
+    async with Admin(bootstrap_servers=cluster.bootstrap) as admin:
+        controller = (await admin.describe_cluster()).controller_id
+    other = 3 - controller
 
-    def fresh() -> Admin:  # a connection of its own: a refused one is not read for a while
-        return Admin(bootstrap_servers=bootstrap)
+    def fresh(broker: int) -> Admin:  # its own connection: a throttled one is not read
+        return Admin(bootstrap_servers=cluster.brokers[broker].bootstrap)
 
-    async with fresh() as admin:
+    async with fresh(other) as admin:  # given the other broker: counted at the controller
         await admin.alter_client_quotas({(("user", None),): {"controller_mutation_rate": 1}})
         await admin.create_topics([NewTopic("m1", 10, 1)])
         await admin.create_topics([NewTopic("m2", 10, 1)])  # 20 of 11: in debt
+    host, port = cluster.brokers[controller].bootstrap.split(":")
     async with BrokerConnection(host, int(port)) as conn:
         request = CreateTopicsRequest(
             topics=[
                 CreatableTopic(name="m3", num_partitions=1, replication_factor=1),
                 CreatableTopic(name="m4", num_partitions=1, replication_factor=1),
+                CreatableTopic(name="m1", num_partitions=1, replication_factor=1),
+                CreatableTopic(name="twice", num_partitions=1, replication_factor=1),
+                CreatableTopic(name="twice", num_partitions=1, replication_factor=1),
             ]
         )
         answer = await conn.request(ApiKey.CREATE_TOPICS, request)
-    assert [r.error_code for r in answer.topics] == [ThrottlingQuotaExceededError.code] * 2
-    assert "over controller_mutation_rate" in (answer.topics[0].error_message or "")
+    codes = {r.name: r.error_code for r in answer.topics}
+    assert codes["m3"] == codes["m4"] == ThrottlingQuotaExceededError.code
+    assert codes["m1"] == TopicAlreadyExistsError.code  # its own error, not a throttle
+    assert codes["twice"] == InvalidRequestError.code  # as Kafka: neither copy is made
+    assert "over controller_mutation_rate" in next(
+        r.error_message or "" for r in answer.topics if r.name == "m3"
+    )
     assert 5_000 < answer.throttle_time_ms <= 10_000  # 9 partitions of debt at 1/s
-    async with fresh() as admin:
+    async with fresh(other) as admin:
         started = time.monotonic()
         with pytest.raises(ThrottlingQuotaExceededError, match="retry in"):
             await admin.create_topics([NewTopic("m3", 1, 1)], timeout_ms=1_500)
         assert time.monotonic() - started < 5  # not past its timeout
-    async with fresh() as admin:
+    async with fresh(other) as admin:
         with pytest.raises(ThrottlingQuotaExceededError):
             await admin.delete_topics(["m1"], timeout_ms=1_000)
-    async with fresh() as admin:
+    async with fresh(other) as admin:
+        with pytest.raises(UnknownTopicOrPartitionError):  # at once: no use retrying
+            await admin.delete_topics(["no-such-topic"], timeout_ms=5_000)
+    async with fresh(other) as admin:
         assert {"m1", "m2"} <= set(await admin.list_topics())  # nothing deleted
-        assert "m3" not in await admin.list_topics()
+        assert not {"m3", "twice"} & set(await admin.list_topics())
         await admin.alter_client_quotas({(("user", None),): {"controller_mutation_rate": None}})
-    async with fresh() as admin:
+    async with fresh(other) as admin:
         await admin.create_topics([NewTopic("m3", 1, 1)])
         await admin.delete_topics(["m1", "m2"])

@@ -140,7 +140,7 @@ def test_from_a_file_and_by_a_duration(tmp_path: Path) -> None:
             cli.parse_offsets_file(csv)
     assert cli.parse_duration_ms("PT15M") == 900_000
     assert cli.parse_duration_ms("P1DT2H30M") == 95_400_000
-    for bad in ("15M", "P", "PT", "P1DT", "1 day"):
+    for bad in ("15M", "P", "PT", "P1DT", "p1dt", "1 day"):
         with pytest.raises(click.BadParameter, match="PnDTnHnMnS"):
             cli.parse_duration_ms(bad)
     none = NO_MODE

@@ -109,3 +109,45 @@ def test_the_mutation_bucket_lets_a_request_into_debt_then_waits_it_out() -> Non
     assert bucket.full(now_ms=100_000)  # a whole burst saved up again, no more
     assert bucket.take(10, now_ms=100_000) == 0 and bucket.take(1, now_ms=100_000) == 0
     assert bucket.take(1, now_ms=100_000) == 501
+
+
+def test_mutation_buckets_are_swept_once_full(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found in review: a default client-id controller_mutation_rate kept a bucket per
+    client id for ever (the sweep ran only with a byte-rate quota)."""
+    import contextvars
+    import time
+
+    from broker.config import load_config
+    from broker.quotas import QuotaManager
+    from broker.server import PEER_CLIENT_ID, PEER_PRINCIPAL
+
+    manager = QuotaManager(None, load_config(env={}, overrides=["broker.id=1"]))
+    manager._quotas = {((CLIENT, DEFAULT),): {"controller_mutation_rate": 10.0}}
+    clock = [1_000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+
+    def one(client_id: str) -> None:
+        PEER_PRINCIPAL.set("User:u")
+        PEER_CLIENT_ID.set(client_id)
+        bucket = manager.mutations()
+        assert bucket is not None
+        bucket.take(1, int(clock[0] * 1000))
+
+    for i in range(1000):
+        contextvars.copy_context().run(one, f"client-{i}")
+    clock[0] += 3600  # an hour idle: every bucket full again
+    contextvars.copy_context().run(one, "late")
+    assert len(manager._buckets) == 1
+
+
+def test_a_new_mutation_rate_keeps_the_debt() -> None:
+    from broker.config import load_config
+    from broker.quotas import QuotaManager
+
+    manager = QuotaManager(None, load_config(env={}, overrides=["broker.id=1"]))
+    manager._quotas = {((USER, DEFAULT),): {"controller_mutation_rate": 1.0}}
+    bucket = manager.mutations()
+    assert bucket is not None and bucket.take(20, 0) == 0
+    manager._quotas = {((USER, DEFAULT),): {"controller_mutation_rate": 2.0}}
+    again = manager.mutations()
+    assert again is not None and again.rate == 2 and (again.tokens or 0) < 0
