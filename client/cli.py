@@ -541,43 +541,97 @@ def topics_list(ctx: click.Context) -> None:
     is_flag=True,
     help="Only partitions without a live leader (offline).",
 )
+@click.option(
+    "--under-min-isr-partitions",
+    "under_min_isr",
+    is_flag=True,
+    help="Only partitions whose ISR is below the topic's min.insync.replicas (acks=all fails).",
+)
+@click.option(
+    "--at-min-isr-partitions",
+    "at_min_isr",
+    is_flag=True,
+    help="Only partitions whose ISR is exactly min.insync.replicas (one more loss stops acks=all).",
+)
+@click.option(
+    "--topics-with-overrides",
+    is_flag=True,
+    help="Only the topics with settings of their own (one line each).",
+)
 @bootstrap_option
 @click.pass_context
 def topics_describe(
-    ctx: click.Context, name: str | None, under_replicated: bool, unavailable: bool
+    ctx: click.Context,
+    name: str | None,
+    *,
+    under_replicated: bool,
+    unavailable: bool,
+    under_min_isr: bool,
+    at_min_isr: bool,
+    topics_with_overrides: bool,
 ) -> None:
     """One row per partition: topic, partition, leader, replicas, ISR (all topics without NAME),
     then a "Topic: NAME  Configs: k=v,..." line for each topic with settings of its own.
 
     As Kafka's kafka-topics --describe, the filters keep only the partitions in trouble;
-    with both, a partition in either kind of trouble is shown.
+    with several, a partition in any of those kinds of trouble is shown.
     """
     names = None if name is None else [name]
-    filtered = under_replicated or unavailable
+    filtered = under_replicated or unavailable or under_min_isr or at_min_isr
 
-    async def describe(admin: Any) -> tuple[list[Any], dict[str, dict[str, str]]]:
+    async def describe(admin: Any) -> tuple[list[Any], dict[str, dict[str, str]], dict[str, int]]:
         topics = await admin.describe_topics(names)
         overrides = {} if filtered else await topic_overrides(admin, [t.name for t in topics])
-        return topics, overrides
+        min_isr = {}
+        if under_min_isr or at_min_isr:
+            min_isr = await _min_isr(admin, [t.name for t in topics])
+        return topics, overrides, min_isr
 
-    described, overrides = _admin(ctx, describe)
+    described, overrides, min_isr = _admin(ctx, describe)
+    if topics_with_overrides:
+        for topic, configs in sorted(overrides.items()):
+            if configs:
+                listed = ",".join(f"{k}={v}" for k, v in sorted(configs.items()))
+                click.echo(f"Topic: {topic}\tConfigs: {listed}")
+        return
 
-    def shown(p: Any) -> bool:
-        if not (under_replicated or unavailable):
+    def shown(p: Any, topic: str) -> bool:
+        if not filtered:
             return True
-        return (under_replicated and len(p.isr) < len(p.replicas)) or (unavailable and p.leader < 0)
+        needed = min_isr.get(topic, 1)
+        return (
+            (under_replicated and len(p.isr) < len(p.replicas))
+            or (unavailable and p.leader < 0)
+            or (under_min_isr and len(p.isr) < needed)
+            or (at_min_isr and len(p.isr) == needed)
+        )
 
     rows = [
         (t.name, p.partition, p.leader if p.leader >= 0 else "none", _ids(p.replicas), _ids(p.isr))
         for t in sorted(described, key=lambda t: t.name)
         for p in sorted(t.partitions, key=lambda p: p.partition)
-        if shown(p)
+        if shown(p, t.name)
     ]
     print_table(["topic", "partition", "leader", "replicas", "isr"], rows)
     for topic, configs in sorted(overrides.items()):
         if configs:
             listed = ",".join(f"{k}={v}" for k, v in sorted(configs.items()))
             click.echo(f"Topic: {topic}\tConfigs: {listed}")
+
+
+async def _min_isr(admin: Admin, topics: list[str]) -> dict[str, int]:
+    """Each topic's min.insync.replicas in force (a topic deleted meanwhile: left out)."""
+
+    async def of(topic: str) -> int | None:
+        try:
+            entries = await admin.describe_configs(topic)
+        except UnknownTopicOrPartitionError:
+            return None
+        value = entries["min.insync.replicas"].value
+        return int(value) if value else 1
+
+    found = await asyncio.gather(*(of(t) for t in topics))
+    return {t: n for t, n in zip(topics, found, strict=True) if n is not None}
 
 
 async def topic_overrides(admin: Admin, topics: list[str]) -> dict[str, dict[str, str]]:
@@ -1231,15 +1285,48 @@ def _cell(value: object) -> object:
 
 @groups.command("describe")
 @click.argument("group")
+@click.option(
+    "--members",
+    "show",
+    flag_value="members",
+    help="One row per member: consumer-id, group-instance-id, host, client-id, #partitions.",
+)
+@click.option(
+    "--state", "show", flag_value="state", help="Only the group's state, strategy, members."
+)
+@click.option("--verbose", is_flag=True, help="With --members: each member's partitions too.")
 @bootstrap_option
 @click.pass_context
-def groups_describe(ctx: click.Context, group: str) -> None:
+def groups_describe(ctx: click.Context, group: str, show: str | None, verbose: bool) -> None:
     """Show GROUP's state, members, offsets and lag.
 
     State, strategy and members, the total lag, then one row per partition the group has
     committed or a member is assigned: committed offset, log end offset, lag, owner (as
     kafka-consumer-groups --describe); a member without partitions gets a row of its own.
+    --members lists the members instead, --state only the group's state.
     """
+    if verbose and show != "members":
+        raise click.UsageError("--verbose goes with --members")
+    if show is not None:
+        (found,) = _admin(ctx, lambda admin: admin.describe_groups([group]))
+        if found.state == "Dead":
+            raise CliError(
+                f"group {group!r} does not exist (`headwater groups list` shows the groups)"
+            )
+        if show == "state":
+            print_table(
+                ["group", "state", "strategy", "generation", "#members"],
+                [(group, found.state, found.strategy or "-", found.generation, len(found.members))],
+            )
+            return
+        headers = ["consumer-id", "group-instance-id", "host", "client-id", "#partitions"]
+        rows = [
+            (m.member_id, m.group_instance_id or "-", m.host, m.client_id, len(m.assignment))
+            + ((_names(sorted(m.assignment)) or "-",) if verbose else ())
+            for m in sorted(found.members, key=lambda m: m.member_id)
+        ]
+        print_table([*headers, *(["assignment"] if verbose else [])], rows)
+        return
     description, rows = _admin(ctx, lambda admin: _describe(admin, group))
     members = description.members
     leader = f" (leader: {description.leader})" if description.leader else ""

@@ -258,6 +258,14 @@ def test_replicated_topics_under_replication_and_preferred_leaders(run: Headwate
     under = _until(lambda: describe("--under-replicated"), lambda rows: len(rows) == 3)
     assert all(str(victim.broker_id) not in r[4].split(",") for r in under)
     assert describe("--unavailable") == []  # two replicas left in sync: all still led
+    # at min.insync.replicas=2 (one more loss stops acks=all), not under it
+    run("topics", "alter", "orders", "--config", "min.insync.replicas=2")
+    assert len(describe("--at-min-isr-partitions")) == 3
+    assert describe("--under-min-isr-partitions") == []
+    assert run("topics", "describe", "--topics-with-overrides").stdout == (
+        "Topic: orders\tConfigs: min.insync.replicas=2\n"
+    )
+    run("topics", "alter", "orders", "--delete-config", "min.insync.replicas")
     run("cluster", "up")  # completes the cluster: the killed broker comes back
     _until(lambda: describe("--under-replicated"), lambda rows: rows == [], timeout_s=60)
     elected = run("topics", "elect-leaders", "orders").stdout

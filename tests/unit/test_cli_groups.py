@@ -326,6 +326,31 @@ def test_describe_shows_lag_owners_and_the_total(run: Callable[..., Result]) -> 
     ]
 
 
+def test_describe_members_and_state(run: Callable[..., Result]) -> None:
+    members = [
+        MemberDescription("m-2", "static-2", "app", "/10.0.0.2", []),
+        MemberDescription("m-1", None, "app", "/10.0.0.1", [T1, T0]),
+    ]
+    FakeAdmin.group = GroupDescription("g", "Stable", "consumer", "range", 3, "m-1", members)
+    listed = run("describe", "g", "--members")
+    assert listed.exit_code == 0, listed.output
+    assert _table(listed.stdout) == [
+        ["CONSUMER-ID", "GROUP-INSTANCE-ID", "HOST", "CLIENT-ID", "#PARTITIONS"],
+        ["m-1", "-", "/10.0.0.1", "app", "2"],
+        ["m-2", "static-2", "/10.0.0.2", "app", "0"],
+    ]
+    verbose = run("describe", "g", "--members", "--verbose")
+    assert _table(verbose.stdout)[1][-1] == "t-0,t-1" and _table(verbose.stdout)[2][-1] == "-"
+    state = run("describe", "g", "--state")
+    assert _table(state.stdout) == [
+        ["GROUP", "STATE", "STRATEGY", "GENERATION", "#MEMBERS"],
+        ["g", "Stable", "range", "3", "2"],
+    ]
+    assert run("describe", "g", "--verbose").exit_code == 2  # --verbose needs --members
+    FakeAdmin.group = GroupDescription("g", "Dead", "", "", -1, "", [])
+    _one_line_error(run("describe", "g", "--state"), "group 'g' does not exist")
+
+
 def test_describe_of_an_unknown_group_is_one_line(run: Callable[..., Result]) -> None:
     FakeAdmin.group = GroupDescription("g", "Dead", "", "", -1, "", [])
     FakeAdmin.committed = {}
