@@ -651,6 +651,29 @@ async def topic_overrides(admin: Admin, topics: list[str]) -> dict[str, dict[str
     return dict(zip(topics, found, strict=True))
 
 
+@topics.command("configs")
+@click.argument("name")
+@click.option("--all", "show_all", is_flag=True, help="Every setting, not only the topic's own.")
+@bootstrap_option
+@click.pass_context
+def topics_configs(ctx: click.Context, name: str, show_all: bool) -> None:
+    """NAME's settings: CONFIG VALUE SOURCE SYNONYMS (Kafka's kafka-configs --describe
+    --entity-type topics): its own ones, or with --all every one, with where each value
+    comes from and every other value it has (the brokers' defaults under it)."""
+    entries = _admin(ctx, lambda admin: admin.describe_configs(name))
+    rows = [
+        (
+            e.name,
+            "(secret)" if e.is_sensitive else e.value,
+            e.source,
+            ", ".join(f"{y.source}:{y.name}={y.value}" for y in e.synonyms[1:]) or "-",
+        )
+        for e in sorted(entries.values())
+        if show_all or e.source == "DYNAMIC_TOPIC_CONFIG"
+    ]
+    print_table(["config", "value", "source", "synonyms"], rows)
+
+
 @topics.command("elect-leaders")
 @click.argument("name", required=False)
 @click.option("--partition", type=click.IntRange(0), default=None, help="Only this partition.")

@@ -195,6 +195,17 @@ async def test_retention_ms_altered_live_trims_leader_and_followers(shared: Clus
     assert sources["delete.retention.ms"] == ("3600000", "STATIC_BROKER_CONFIG")
     assert sources["retention.bytes"] == ("-1", "DEFAULT_CONFIG")
     assert sources["cleanup.policy"] == ("delete", "DEFAULT_CONFIG")
+    own = (await _headwater(bootstrap, "topics", "configs", topic)).stdout.splitlines()
+    assert own == [
+        "CONFIG\tVALUE\tSOURCE\tSYNONYMS",
+        "retention.ms\t1\tDYNAMIC_TOPIC_CONFIG\tDEFAULT_CONFIG:log.retention.ms=604800000",
+        "segment.bytes\t2048\tDYNAMIC_TOPIC_CONFIG\tDEFAULT_CONFIG:log.segment.bytes=1073741824",
+    ]
+    every = (await _headwater(bootstrap, "topics", "configs", topic, "--all")).stdout
+    assert (
+        "delete.retention.ms\t3600000\tSTATIC_BROKER_CONFIG\t"
+        "DEFAULT_CONFIG:log.cleaner.delete.retention.ms=86400000"
+    ) in every.splitlines()
 
     removed = await _headwater(
         bootstrap, "topics", "alter", topic, "--delete-config", "retention.ms"
