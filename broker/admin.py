@@ -191,8 +191,10 @@ class TopicAdmin:
         return topic not in self._metadata.topics
 
     def _deletable(self, topic: str) -> bool:
-        return topic in self._metadata.topics and self._acl.allowed(
-            Operation.DELETE, ResourceType.TOPIC, topic
+        return (
+            bool(self._config["delete.topic.enable"])
+            and topic in self._metadata.topics
+            and self._acl.allowed(Operation.DELETE, ResourceType.TOPIC, topic)
         )
 
     def may_create(self, topic: str) -> bool:
@@ -333,7 +335,8 @@ class TopicAdmin:
             *(
                 _paired(gate.refused(t.name, CreatePartitionsTopicResult))
                 if t.name not in twice
-                and t.count > len(known.get(t.name, ()))
+                and t.name in known
+                and t.count > len(known[t.name])
                 and self._acl.allowed(Operation.ALTER, ResourceType.TOPIC, t.name)
                 and gate.over(t.name, t.count - len(known.get(t.name, ())))
                 else gate.counted_pair(
@@ -719,7 +722,7 @@ class _MutationGate:
 
     def over(self, topic: str, partitions: int) -> bool:
         if self._bucket is None or topic in self._taken:
-            return False  # (a name given twice is refused before this, uncounted)
+            return False  # a name given twice is counted once (CreateTopics refuses it)
         wait = self._bucket.take(partitions, int(time.monotonic() * 1000))
         if wait:
             self._refused[topic] = wait

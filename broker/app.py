@@ -232,7 +232,8 @@ class Broker:
         self._topic_configs = TopicConfigs(
             self._zk, cfg.log_config(), self._logs, broker_id=self.broker_id
         )
-        self._logs.default_config = self._topic_configs.defaults  # changed during startup?
+        # a dynamic default that arrived while the logs were opening
+        self._logs.default_config = self._topic_configs.defaults
         self._broker_configs.on_change(self._on_broker_config)  # from when the copy was made
         await self._topic_configs.start()  # the logs on disk get their topics' overrides
         protocols = cfg.listener_protocols

@@ -262,18 +262,16 @@ class BrokerConfigs(ZkMirror):
 
         return ConfigSubject(where, check_name, _LISTS, in_force)
 
-    def _validate(
-        self, entity: str, wanted: dict[str, str], current: dict[str, str] | None = None
-    ) -> None:
+    def _validate(self, entity: str, wanted: dict[str, str], current: dict[str, str]) -> None:
         """Each value this change sets as the config file's would be, then all of them
         together with this broker's other layer (the default's values against this
         broker's own). A bad value already there (written by hand) is not this change's
         fault: it stays ignored, and can be deleted."""
-        current = current or {}
         if entity == DEFAULT_ENTITY and (mine := PER_BROKER_CONFIGS & wanted.keys()):
             raise InvalidConfigError(
-                f"{', '.join(sorted(mine))} can only be set for one broker (--broker ID), "
-                "not as every broker's default: each broker has its own certificate"
+                f"{', '.join(sorted(mine))} can only be set for one broker (a broker id as "
+                "the resource name), not as every broker's default: each broker has its "
+                "own certificate"
             )
         parsed = {}
         for name, value in wanted.items():

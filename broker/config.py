@@ -475,8 +475,9 @@ SETTINGS: tuple[Setting, ...] = (
         "max.connections",
         int,
         _INT_MAX,
-        "Client connections the broker takes in all (the inter-broker listener's are not "
-        "counted and always get in); one past it is closed at once.",
+        "Client connections the broker takes in all (beside other listeners, the "
+        "inter-broker listener's are not counted and always get in); one past it is "
+        "closed at once.",
         0,
     ),
     Setting(
@@ -736,9 +737,9 @@ SETTINGS: tuple[Setting, ...] = (
         "leader.replication.throttled.rate",
         int,
         _LONG_MAX,
-        "Bytes per second this broker sends, as a leader, to out-of-sync replicas the "
-        "topics list in leader.replication.throttled.replicas (set live, e.g. by "
-        "reassign-partitions --throttle).",
+        "Bytes per second this broker sends, as a leader, to out-of-sync followers of the "
+        "replicas it leads that the topics list in leader.replication.throttled.replicas "
+        "(set live, e.g. by reassign-partitions --throttle).",
         0,
     ),
     Setting(
@@ -1061,7 +1062,7 @@ def _number(kind: type, raw: Any, bad: Callable[[str], ConfigError]) -> Any:
 
 def parse_dynamic(name: str, raw: str, where: str) -> Any:
     """A dynamic broker config's value, validated as the config file's would be; raises
-    :class:`ConfigError` naming ``where`` it was set (``broker 1``, ``every broker``)."""
+    :class:`ConfigError` naming ``where`` it was set (``broker 1``, ``every broker's default``)."""
     setting = _BY_NAME.get(name)
     if setting is None:
         near = difflib.get_close_matches(name, sorted(DYNAMIC_BROKER_CONFIGS), n=1)

@@ -20,7 +20,6 @@ from protocol.errors import InvalidConfigError, InvalidRequestError
 __all__ = [
     "LIST_TOPIC_CONFIGS",
     "ConfigSubject",
-    "Plan",
     "incremental_overrides",
     "incremented",
     "replaced",
@@ -37,15 +36,12 @@ LIST_TOPIC_CONFIGS = frozenset(
 )
 """Topic configs whose value is a comma-separated list (APPEND and SUBTRACT apply)."""
 
-Plan = Callable[[dict[str, str]], dict[str, str]]
-"""The overrides an entity has now -> the ones it is to have."""
-
 
 class ConfigSubject(NamedTuple):
     """The entity whose overrides change, as the rules need it."""
 
     label: str
-    """How errors name it: ``topic 'orders'``, ``broker 1``, ``every broker``."""
+    """How errors name it: ``topic 'orders'``, ``broker 1``, ``every broker's default``."""
     check_name: Callable[[str], None]
     """Raises :class:`InvalidConfigError` for a config it cannot have."""
     lists: frozenset[str]

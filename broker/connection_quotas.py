@@ -78,7 +78,10 @@ class ConnectionQuotas:
             return f"{ip} has {self._by_ip[ip]} connections, its limit ({limit})"
         client = listener != self._inter_broker
         if client and self._clients >= self._config("max.connections"):
-            return f"the broker has {self._clients} client connections, max.connections"
+            limit = self._config("max.connections")
+            return (
+                f"the broker has {self._clients} client connections, its max.connections ({limit})"
+            )
         self._by_ip[ip] += 1
         self._clients += client
         return None

@@ -1,5 +1,6 @@
 """Client quotas (Kafka's ClientQuotaManager, ZooKeeper mode): byte rates per user and
-client id, measured here and enforced by throttling.
+client id, and the partitions they may create or delete per second
+(``controller_mutation_rate``, KIP-599), measured here and enforced by throttling.
 
 The quotas live in Kafka's znodes, ``/config/users/<user>``,
 ``/config/users/<user>/clients/<client-id>`` and ``/config/clients/<client-id>`` (names
@@ -123,10 +124,10 @@ class QuotaManager(ZkMirror):
         self._max_throttle_ms = self._samples * self._window_ms
         self._quotas: dict[Entity, dict[str, float]] = {}
         self._rates: dict[tuple[str, Entity], Rate] = {}
-        self._buckets: dict[Entity, TokenBucket] = {}  # controller_mutation_rate's
-        self._buckets_swept_ms = 0
         """By quota and the entity measured: a default entity's part replaced by the
         actual user or client id."""
+        self._buckets: dict[Entity, TokenBucket] = {}  # controller_mutation_rate's, so too
+        self._buckets_swept_ms = 0
         self._swept_ms = 0
 
     # --- measuring ------------------------------------------------------------------------
@@ -172,7 +173,7 @@ class QuotaManager(ZkMirror):
             # Kafka's burst: what the rate adds up to over the quota's whole window; a new
             # rate keeps the debt (a quota changed is not a quota forgiven)
             burst = rate * self._samples * self._window_ms / 1000
-            old = None if bucket is None else bucket.tokens
+            old = None if bucket is None else bucket.balance(now)
             tokens = None if old is None else min(old, burst)
             bucket = self._buckets[measured] = TokenBucket(rate, burst, tokens, now)
         return bucket

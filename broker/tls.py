@@ -61,7 +61,8 @@ def client_context(config: BrokerConfig) -> ssl.SSLContext:
 
 def check_keystore(config: BrokerConfig) -> None:
     """Raise :class:`ConfigError` unless ``config``'s keystore loads (a certificate and
-    its private key, opened with ``ssl.key.password``). Reads the file: off the loop."""
+    its private key, opened with ``ssl.key.password``). Reads a few KB of PEM: a change
+    checks it in a thread first; the reload that follows reads it on the loop."""
     _load_identity(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), config)
 
 

@@ -2,10 +2,13 @@
 consumer groups and their offsets, partitions' offsets.
 
 Shaped like aiokafka's AIOKafkaAdminClient, with answers as the NamedTuples of
-:mod:`client.types`. Any broker accepts CreateTopics and DeleteTopics (the broker
-forwards the work to the controller), so requests go to whichever broker answers. A
-refused topic raises its typed error (TOPIC_ALREADY_EXISTS, INVALID_PARTITIONS, ...)
-with a message naming the topic; when several are refused, the first one is raised.
+:mod:`client.types`. CreateTopics, CreatePartitions and DeleteTopics go to the
+controller, as Kafka's admin client sends them (its broker counts a user's
+controller_mutation_rate for the cluster); any broker takes them when the controller
+cannot be reached. A broker's own configs are described and changed through that broker;
+other requests go to whichever broker answers. A refused topic raises its typed error
+(TOPIC_ALREADY_EXISTS, INVALID_PARTITIONS, ...) with a message naming the topic; when
+several are refused, one of them is raised.
 
 Groups, as Kafka's AdminClient does them: each broker lists only the groups it
 coordinates, so ``list_groups`` asks every broker and merges; DescribeGroups, OffsetFetch,

@@ -578,6 +578,8 @@ def topics_describe(
     """
     names = None if name is None else [name]
     filtered = under_replicated or unavailable or under_min_isr or at_min_isr
+    if filtered and topics_with_overrides:
+        raise click.UsageError("--topics-with-overrides lists topics; the others, partitions")
 
     async def describe(admin: Any) -> tuple[list[Any], dict[str, dict[str, str]], dict[str, int]]:
         topics = await admin.describe_topics(names)
@@ -975,7 +977,7 @@ def log_dirs_json(found: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
 )
 @click.option(
     "--throttle",
-    type=click.IntRange(0),
+    type=click.IntRange(1),
     default=None,
     metavar="BYTES/S",
     help="For --execute: bound the copying to this many bytes per second on each broker "
@@ -1027,6 +1029,8 @@ def reassign_partitions(
     plan = reassign.parse_plan(plan_file.read_text(), str(plan_file))
     if throttle is not None and mode != "execute":
         raise click.UsageError("--throttle goes with --execute")
+    if preserve_throttles and mode != "verify":
+        raise click.UsageError("--preserve-throttles goes with --verify")
     if mode == "execute":
         _execute(ctx, plan, additional, throttle)
     elif mode == "verify":
@@ -1911,7 +1915,8 @@ def _print_acls(bindings: Iterable[Any]) -> None:
 @click.option("--client-defaults", is_flag=True, help="The default client id's quotas.")
 @click.option(
     "--add-config",
-    help="Kafka's form: producer_byte_rate=1048576,consumer_byte_rate=2097152.",
+    help="Kafka's form: producer_byte_rate=1048576,consumer_byte_rate=2097152,"
+    "controller_mutation_rate=10.",
 )
 @click.option("--delete-config", help="Names to remove, e.g. producer_byte_rate.")
 @bootstrap_option
@@ -1927,8 +1932,9 @@ def quotas(
     add_config: str | None,
     delete_config: str | None,
 ) -> None:
-    """Client quotas (Kafka's kafka-configs --entity-type users/clients): byte rates per
-    user, client id, or both; every broker applies a change at once."""
+    """Client quotas (Kafka's kafka-configs --entity-type users/clients): byte rates and
+    controller_mutation_rate (partitions created or deleted per second) per user, client
+    id, or both; every broker applies a change at once."""
     from client.admin import ANY_ENTITY  # noqa: PLC0415  (see _admin)
 
     if (user is not None and user_defaults) or (client_id is not None and client_defaults):
@@ -2038,6 +2044,8 @@ def broker_configs(
 
     if broker is not None and broker_defaults:
         raise click.UsageError("give --broker or --broker-defaults, not both")
+    if mode != "alter" and (add_config or delete_config):
+        raise click.UsageError("--add-config and --delete-config go with --alter")
     if mode == "alter":
         if broker is None and not broker_defaults:
             raise click.UsageError("--alter needs --broker ID or --broker-defaults")

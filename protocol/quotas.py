@@ -147,6 +147,10 @@ class TokenBucket:
         if self.tokens is not None:
             self.tokens = min(self.burst, self.tokens + amount)
 
+    def balance(self, now_ms: int) -> float:
+        """The tokens it holds now (negative: its debt)."""
+        return self._refill(now_ms)
+
     def full(self, now_ms: int) -> bool:
         """Whether it holds its whole burst (then it is as good as a new one)."""
         return self._refill(now_ms) >= self.burst

@@ -385,7 +385,7 @@ class ReplicaFetcher:
     async def _fetch(self) -> None:
         stale, self._stale = self._stale, set()
         stale.update(self._sweep.take(self._followed, asyncio.get_running_loop().time()))
-        held_back = self._quota.active and self._quota.exceeded()
+        held_back = self._quota.exceeded()  # (False with no rate set)
         if self._held and not held_back:  # under the throttle again: back in the fetches
             stale |= self._held
             self._held.clear()

@@ -13,7 +13,8 @@ broker configs). As Kafka's:
   from an out-of-sync follower gets no records of them (the high watermark and log start
   still go, so nothing else waits);
 - a follower counts the bytes it fetches of throttled replicas; while over its rate, it
-  leaves them out of its fetches, unless it is in the ISR;
+  leaves them out of its fetches, unless it has caught up to its leader's high watermark
+  (its own lag decides, as Kafka's: the ISR list it was last told may be old);
 - an in-sync replica is never held back: a throttle slows a copy, never a commit.
 
 The rate is measured as client quotas are (:class:`protocol.quotas.Rate`, Kafka's

@@ -80,11 +80,11 @@ def test_changes_are_planned_and_refused_with_the_reason() -> None:
     ]
     wanted = incremented(subject, {"log.retention.ms": "1"}, ops)
     assert wanted == {"log.cleanup.policy": "delete,compact"}  # from the value in force
-    configs._validate("2", wanted)
+    configs._validate("2", wanted, {})
     with pytest.raises(InvalidConfigError, match=r"log\.dirs cannot be changed"):
         replaced(subject, [AlterableConfig(name="log.dirs", value="/y")])
     with pytest.raises(InvalidConfigError, match=r"broker 2.*integer"):
-        configs._validate("2", {"log.segment.bytes": "big"})
+        configs._validate("2", {"log.segment.bytes": "big"}, {})
     # a bad value written by hand stays ignored; changing another one is not refused for it
     configs._validate(
         "2", {"log.segment.bytes": "big", "log.roll.ms": "9"}, {"log.segment.bytes": "big"}

@@ -42,7 +42,7 @@ def test_the_broker_takes_so_many_clients_but_always_its_peers() -> None:
     assert quotas.admit("10.0.0.1", "EXTERNAL") is None
     assert quotas.admit("10.0.0.2", "EXTERNAL") is None
     assert quotas.admit("10.0.0.3", "EXTERNAL") == (
-        "the broker has 2 client connections, max.connections"
+        "the broker has 2 client connections, its max.connections (2)"
     )
     assert quotas.admit("10.0.0.4", "INTERNAL") is None  # replication gets in
     quotas.release("10.0.0.4", "INTERNAL")

@@ -3,6 +3,8 @@ byte rate, and the throttle that brings a client back to its bound."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from protocol.quotas import CLIENT, DEFAULT, USER, Rate, TokenBucket, resolve, throttle_ms
@@ -147,7 +149,7 @@ def test_a_new_mutation_rate_keeps_the_debt() -> None:
     manager = QuotaManager(None, load_config(env={}, overrides=["broker.id=1"]))
     manager._quotas = {((USER, DEFAULT),): {"controller_mutation_rate": 1.0}}
     bucket = manager.mutations()
-    assert bucket is not None and bucket.take(20, 0) == 0
+    assert bucket is not None and bucket.take(20, int(time.monotonic() * 1000)) == 0
     manager._quotas = {((USER, DEFAULT),): {"controller_mutation_rate": 2.0}}
     again = manager.mutations()
     assert again is not None and again.rate == 2 and (again.tokens or 0) < 0
