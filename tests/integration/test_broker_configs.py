@@ -61,7 +61,8 @@ def shared(
 
 async def _accepted(bootstrap: str, topic: str, partition: int) -> bool:
     """Whether a 5,000-byte record is taken by the partition's leader now."""
-    async with Producer(bootstrap_servers=bootstrap, acks=1, retries=0) as producer:
+    # retries: a leader just restarted may answer NOT_LEADER_OR_FOLLOWER for a moment
+    async with Producer(bootstrap_servers=bootstrap, acks=1) as producer:
         try:
             await producer.send_and_wait(topic, BIG, partition=partition)
         except MessageTooLargeError as exc:
