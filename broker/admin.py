@@ -608,18 +608,13 @@ class TopicAdmin:
                 raise InvalidConfigError(f"topic {topic!r}: {exc}") from None
             if validate_only or wanted == current:
                 return
-            try:
-                await self._zk.write_and_notify(
-                    paths.topic_config(topic),
-                    topic_config_json(wanted),
-                    version=version,
-                    notice_prefix=f"{paths.CONFIG_CHANGES}/{paths.CONFIG_CHANGE_PREFIX}",
-                    notice=config_change_json(topic),
-                )
-            except (VersionConflict, NodeExists):
-                continue
-            except NoNode:  # the config znode went, or /config/changes is not there yet
-                await self._zk.ensure_path(paths.CONFIG_CHANGES)
+            written = await self._zk.write_config(
+                paths.topic_config(topic),
+                wanted,
+                version=version,
+                notice=config_change_json(topic),
+            )
+            if not written:
                 continue
             self._log.info("topic.config_changed", topic=topic, overrides=wanted)
             return

@@ -51,14 +51,11 @@ from broker.mirror import ZkMirror
 from broker.zk import (
     CREATE,
     CorruptZnode,
-    NodeExists,
     NoNode,
-    VersionConflict,
     ZkBridge,
     config_change_json,
     entity_config_from_json,
     paths,
-    topic_config_json,
 )
 from protocol.apis import ConfigSource, DescribeConfigsEntry, DescribeConfigsSynonym
 from protocol.errors import InvalidConfigError, InvalidRequestError, RequestTimedOutError
@@ -190,19 +187,14 @@ class BrokerConfigs(ZkMirror):
                 if _FILES & wanted.keys():  # the same path, a new file: load it again
                     self._tell(set(_FILES & wanted.keys()))
                 return
-            try:
-                await self._zk.write_and_notify(
-                    paths.broker_config(entity),
-                    topic_config_json(wanted),
-                    version=version,
-                    notice_prefix=f"{paths.CONFIG_CHANGES}/{paths.CONFIG_CHANGE_PREFIX}",
-                    notice=config_change_json(entity, "brokers"),
-                )
-            except (VersionConflict, NodeExists):
-                continue
-            except NoNode:  # /config/brokers or /config/changes is not there yet
-                await self._zk.ensure_path(paths.BROKER_CONFIGS)
-                await self._zk.ensure_path(paths.CONFIG_CHANGES)
+            written = await self._zk.write_config(
+                paths.broker_config(entity),
+                wanted,
+                version=version,
+                notice=config_change_json(entity, "brokers"),
+                parents=(paths.BROKER_CONFIGS,),
+            )
+            if not written:
                 continue
             self._log.info("broker_config.changed", entity=entity, overrides=wanted, by=principal())
             await self.catch_up()  # in force here before the answer goes

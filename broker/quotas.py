@@ -36,15 +36,12 @@ from broker.server import PEER_CLIENT_ID
 from broker.zk import (
     CREATE,
     CorruptZnode,
-    NodeExists,
     NoNode,
-    VersionConflict,
     ZkBridge,
     ZkError,
     config_change_json,
     entity_config_from_json,
     paths,
-    topic_config_json,
 )
 from protocol.apis import (
     AlterClientQuotasRequest,
@@ -324,17 +321,11 @@ class QuotaManager(ZkMirror):
                 return
             parent = path.rsplit("/", 1)[0]
             await self._zk.ensure_path(parent)
-            try:
-                await self._zk.write_and_notify(
-                    path,
-                    topic_config_json(updated),
-                    version=version,
-                    notice_prefix=f"{paths.CONFIG_CHANGES}/{paths.CONFIG_CHANGE_PREFIX}",
-                    notice=_notice(entity),
-                )
+            written = await self._zk.write_config(
+                path, updated, version=version, notice=_notice(entity), parents=(parent,)
+            )
+            if written:
                 return
-            except (VersionConflict, NodeExists, NoNode):
-                continue
         raise KafkaStorageError(f"the quotas of {path} kept changing under us; try again")
 
 

@@ -731,6 +731,35 @@ class ZkBridge:
             raise NoNode(f"{path} (or {notice_prefix.rsplit('/', 1)[0]}) does not exist")
         raise _refusal(path, error)
 
+    async def write_config(
+        self,
+        path: str,
+        config: dict[str, str],
+        *,
+        version: int,
+        notice: bytes,
+        parents: Sequence[str] = (),
+    ) -> bool:
+        """An entity's config znode (a topic's, a broker's, a user's...) written with its
+        change notification (:meth:`write_and_notify`, compare-and-set on ``version``).
+        False when it must be read again and retried: a concurrent change won, or a
+        parent (``parents``, ``/config/changes``) was missing and is made now."""
+        try:
+            await self.write_and_notify(
+                path,
+                topic_config_json(config),
+                version=version,
+                notice_prefix=f"{paths.CONFIG_CHANGES}/{paths.CONFIG_CHANGE_PREFIX}",
+                notice=notice,
+            )
+        except (VersionConflict, NodeExists):
+            return False
+        except NoNode:
+            for parent in (*parents, paths.CONFIG_CHANGES):
+                await self.ensure_path(parent)
+            return False
+        return True
+
     async def delete(self, path: str, *, version: int = -1, recursive: bool = False) -> None:
         if recursive:
             for child in await self.get_children(path):

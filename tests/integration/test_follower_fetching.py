@@ -32,6 +32,29 @@ async def _sent(cluster: Cluster) -> dict[int, float]:
     return out
 
 
+async def _racked(
+    make_cluster: Callable[..., Cluster], settings: dict[str, str]
+) -> tuple[Cluster, int]:
+    """Three brokers, one per rack of ZONE, with the rack-aware replica selector, and
+    topic ``near`` (one partition on all three, min.insync.replicas 2); its leader."""
+    cluster = make_cluster(0)
+    for broker_id, zone in ZONE.items():
+        cluster.start_broker(
+            broker_id,
+            {
+                "broker.rack": zone,
+                "replica.selector.class": RACK_AWARE_SELECTOR,
+                "metrics.port": "0",
+                **settings,
+            },
+        )
+    await _ready_cluster(cluster)
+    async with Admin(bootstrap_servers=cluster.bootstrap) as admin:
+        await admin.create_topics([NewTopic("near", 1, 3, {"min.insync.replicas": "2"})])
+        leader = (await admin.describe_topics(["near"]))[0].partitions[0].leader
+    return cluster, leader
+
+
 async def _produce(bootstrap: str, start: int, count: int) -> None:
     async with Producer(bootstrap_servers=bootstrap, acks="all", linger_ms=5) as producer:
         for i in range(start, start + count):
@@ -49,22 +72,8 @@ async def _read(consumer: Consumer, values: list[bytes], until: int) -> None:
 async def test_a_consumer_reads_from_the_replica_in_its_rack(
     make_cluster: Callable[..., Cluster],
 ) -> None:
-    cluster = make_cluster(0)
-    for broker_id, zone in ZONE.items():
-        cluster.start_broker(
-            broker_id,
-            {
-                "broker.rack": zone,
-                "replica.selector.class": RACK_AWARE_SELECTOR,
-                "replica.lag.time.max.ms": "2000",
-                "metrics.port": "0",
-            },
-        )
-    await _ready_cluster(cluster)
+    cluster, leader = await _racked(make_cluster, {"replica.lag.time.max.ms": "2000"})
     bootstrap = cluster.bootstrap
-    async with Admin(bootstrap_servers=bootstrap) as admin:
-        await admin.create_topics([NewTopic("near", 1, 3, {"min.insync.replicas": "2"})])
-        leader = (await admin.describe_topics(["near"]))[0].partitions[0].leader
     near = next(b for b in ZONE if b != leader)
     await _produce(bootstrap, 0, 3000)  # about 3 MB, on every replica (acks=all)
     before = await _sent(cluster)
@@ -106,23 +115,12 @@ async def test_read_committed_from_a_follower_sees_committed_transactions_only(
     """The follower's own copy of the producers' state and aborted transactions decides
     what a read_committed consumer there gets: the committed transactions' records, none
     of the aborted one's, and nothing of the one still open (its last stable offset)."""
-    cluster = make_cluster(0)
-    for broker_id, zone in ZONE.items():
-        cluster.start_broker(
-            broker_id,
-            {
-                "broker.rack": zone,
-                "replica.selector.class": RACK_AWARE_SELECTOR,
-                "metrics.port": "0",
-                "transaction.state.log.replication.factor": "3",
-                "transaction.state.log.min.isr": "2",
-            },
-        )
-    await _ready_cluster(cluster)
+    settings = {
+        "transaction.state.log.replication.factor": "3",
+        "transaction.state.log.min.isr": "2",
+    }
+    cluster, leader = await _racked(make_cluster, settings)
     bootstrap = cluster.bootstrap
-    async with Admin(bootstrap_servers=bootstrap) as admin:
-        await admin.create_topics([NewTopic("near", 1, 3, {"min.insync.replicas": "2"})])
-        leader = (await admin.describe_topics(["near"]))[0].partitions[0].leader
     near = next(b for b in ZONE if b != leader)
     async with Producer(bootstrap_servers=bootstrap, transactional_id="t") as producer:
         async with producer.transaction():
