@@ -143,6 +143,9 @@ class ClusterMetadata:
     _leaders: dict[TopicPartition, int] | None = field(
         default=None, init=False, compare=False, repr=False
     )
+    _epochs: dict[TopicPartition, int] | None = field(
+        default=None, init=False, compare=False, repr=False
+    )
 
     def leaders(self) -> Mapping[TopicPartition, int]:
         """Every partition with a live leader, to it: a dict lookup per partition where a
@@ -158,6 +161,21 @@ class ClusterMetadata:
             object.__setattr__(self, "_leaders", leaders)  # frozen: a cache, not state
             return leaders
         return self._leaders
+
+    def leader_epochs(self) -> Mapping[TopicPartition, int]:
+        """Every partition whose leader epoch the view knows, to it: what a consumer sends
+        as ``current_leader_epoch`` (KIP-320), so a broker with another leader epoch fences
+        its Fetch. Made once per view, on first use, as :meth:`leaders`."""
+        if self._epochs is None:
+            epochs = {
+                TopicPartition(name, p.partition): p.leader_epoch
+                for name, topic in self.topics.items()
+                for p in topic.partitions.values()
+                if p.leader_epoch >= 0
+            }
+            object.__setattr__(self, "_epochs", epochs)  # frozen: a cache, not state
+            return epochs
+        return self._epochs
 
     def leader_for(self, tp: TopicPartition) -> int | None:
         topic = self.topics.get(tp.topic)

@@ -44,9 +44,10 @@ from client.errors import (
     ClientClosedError,
     CommitFailedError,
     ConfigurationError,
+    LogTruncationError,
     NoOffsetForPartitionError,
 )
-from client.fetcher import FetchPosition, FetchSet, ReadReplicas, Subscription
+from client.fetcher import FetchPosition, FetchSet, PartitionState, ReadReplicas, Subscription
 from client.membership import GroupMember, MemberHooks, RebalanceListener
 from client.security import security_for
 from client.types import ConsumerGroupMetadata, ConsumerRecord, OffsetAndTimestamp, TopicPartition
@@ -61,6 +62,10 @@ from protocol.apis import (
     FetchRequest,
     FetchResponse,
     ListOffsetsResponse,
+    OffsetForLeaderEpochRequest,
+    OffsetForLeaderEpochResponse,
+    OffsetForLeaderPartition,
+    OffsetForLeaderTopic,
 )
 from protocol.errors import (
     ApiError,
@@ -231,6 +236,13 @@ class Consumer:
         self._commit_lock = asyncio.Lock()
         self._commit_order = _CommitOrder()
         self._auto_committer: asyncio.Task[None] | None = None
+        self._init_fetcher()
+        self._wakeup: asyncio.Event | None = None
+        self._data: asyncio.Event | None = None
+        self._state = "new"
+        self._rotation = 0
+
+    def _init_fetcher(self) -> None:
         self._fetcher: asyncio.Task[None] | None = None
         self._fetches: dict[int, asyncio.Task[None] | None] = {}
         """The Fetch in flight per broker: a task while it connects, else None (written
@@ -243,10 +255,8 @@ class Consumer:
         """What each broker's Fetch asks for: a partition's entry is made once per
         position (:class:`FetchPosition`) and kept while it holds, so a session sends
         only new entries."""
-        self._wakeup: asyncio.Event | None = None
-        self._data: asyncio.Event | None = None
-        self._state = "new"
-        self._rotation = 0
+        self._validator: asyncio.Task[None] | None = None
+        """Asking leaders whether positions read under an older leader still hold."""
 
     # --- life ------------------------------------------------------------------------------
 
@@ -296,7 +306,12 @@ class Consumer:
         await self._cluster.close()  # fails requests in flight, so the tasks end at once
         tasks = [
             t
-            for t in (self._fetcher, self._auto_committer, *self._fetches.values())
+            for t in (
+                self._fetcher,
+                self._auto_committer,
+                self._validator,
+                *self._fetches.values(),
+            )
             if t is not None
         ]  # a Fetch written with send_now failed with the connection: nothing to cancel
         for task in tasks:
@@ -485,8 +500,11 @@ class Consumer:
         it to end and goes again, if this consumer still owns those partitions.
         """
         group = self._group_offsets()
+        epochs: dict[TopicPartition, int] = {}
         if offsets is None:
             offsets = self._positions()
+            states = self._subscription.states
+            epochs = {tp: states[tp].epoch for tp in offsets}
         if not offsets:
             return
         wanted = {TopicPartition(*tp): o for tp, o in offsets.items()}
@@ -499,7 +517,7 @@ class Consumer:
                     wanted = self._commit_order.not_overtaken(wanted, mine)
                     if not wanted:
                         return
-                    await self._commit_once(group, member, wanted)
+                    await self._commit_once(group, member, wanted, epochs)
                     self._commit_order.written(wanted, mine)
                 return
             except CommitFailedError as failed:
@@ -517,10 +535,14 @@ class Consumer:
                     raise
 
     async def _commit_once(
-        self, group: GroupOffsets, member: GroupMember | None, wanted: dict[TopicPartition, int]
+        self,
+        group: GroupOffsets,
+        member: GroupMember | None,
+        wanted: dict[TopicPartition, int],
+        epochs: dict[TopicPartition, int],
     ) -> None:
         if member is None:
-            await group.commit(wanted)
+            await group.commit(wanted, epochs=epochs)
             return
         if member.generation_id < 0:
             raise CommitFailedError(
@@ -530,6 +552,7 @@ class Consumer:
         try:
             await group.commit(
                 wanted,
+                epochs=epochs,
                 generation_id=member.generation_id,
                 member_id=member.member_id,
                 group_instance_id=member.group_instance_id,
@@ -657,8 +680,8 @@ class Consumer:
         self._check_running()
         while (position := self._subscription.state(partition).position) is None:
             generation = self._subscription.state(partition).generation
-            offset = await self._reset_offset(partition)
-            self._subscription.set_reset_position(partition, offset, generation)
+            offset, epoch = await self._reset_offset(partition)
+            self._subscription.set_reset_position(partition, offset, generation, epoch)
             self._wake()
         return position
 
@@ -829,7 +852,10 @@ class Consumer:
         now_ms = time.monotonic() * 1000
         subscription = self._subscription
         by_node = subscription.fetchable_by_leader(
-            now_ms, self._targets(now_ms), busy=self._fetches
+            now_ms,
+            self._targets(now_ms),
+            epochs=self._cluster.metadata.leader_epochs(),
+            busy=self._fetches,
         )
         unknown = by_node.pop(None, None)
         unsent = {node for node in by_node if node is not None}
@@ -847,6 +873,12 @@ class Consumer:
         finally:
             for node in unsent:  # a bug raised: what these sets changed is compared again
                 subscription.not_sent(node)
+        if self._validator is None:
+            pending = subscription.needs_validation(now_ms)
+            if pending:  # beside the Fetches: a slow leader holds up only its partitions
+                self._validator = asyncio.get_running_loop().create_task(
+                    self._validate_positions(pending)
+                )
         retry_at = subscription.next_retry_ms(now_ms)
         if retry_at is not None:
             delay_ms = _earliest(delay_ms, retry_at - now_ms)
@@ -887,7 +919,12 @@ class Consumer:
         if self._state != "running" or node in self._fetches:
             return
         now_ms = time.monotonic() * 1000
-        by_node = self._subscription.fetchable_by_leader(now_ms, self._targets(now_ms), only=node)
+        by_node = self._subscription.fetchable_by_leader(
+            now_ms,
+            self._targets(now_ms),
+            epochs=self._cluster.metadata.leader_epochs(),
+            only=node,
+        )
         fetch = by_node.get(node)
         if fetch is not None:
             self._start_fetch(node, fetch)
@@ -960,7 +997,7 @@ class Consumer:
             return policy
         generations = {tp: states[tp].generation for tp in asked}
         try:
-            committed = await self._offsets.committed(asked, require_stable=self._stable)
+            committed = await self._offsets.committed_positions(asked, require_stable=self._stable)
         except ApiError as exc:
             if exc.retriable:
                 _log.debug("committed offsets will be read again: %s", exc)
@@ -973,19 +1010,22 @@ class Consumer:
             return policy
         rest = list(policy)
         for tp in asked:  # re-checked after the await: still assigned, not moved
-            offset = committed.get(tp)
+            found = committed.get(tp)
             if tp not in states or states[tp].generation != generations[tp]:
                 continue
-            if offset is None:
+            if found is None:
                 rest.append(tp)
             else:
-                self._subscription.set_reset_position(tp, offset, generations[tp])
+                offset, epoch = found
+                self._subscription.set_reset_position(tp, offset, generations[tp], epoch)
         return rest
 
-    async def _reset_offset(self, tp: TopicPartition) -> int:
+    async def _reset_offset(self, tp: TopicPartition) -> tuple[int, int]:
+        """(offset, its leader epoch or -1) where ``tp`` starts."""
         state = self._subscription.states.get(tp)
         if self._offsets is not None and state is not None and not state.reset_by_policy:
-            committed = (await self._offsets.committed([tp], require_stable=self._stable))[tp]
+            found = await self._offsets.committed_positions([tp], require_stable=self._stable)
+            committed = found[tp]
             if committed is not None:
                 return committed
         timestamp = _RESETS[self.auto_offset_reset]
@@ -995,7 +1035,7 @@ class Consumer:
                 f"seek() to an offset first"
             )
         offsets = await self._list_offsets({tp: timestamp})
-        return offsets[tp][0]
+        return offsets[tp][0], -1
 
     def _fetch_request(self, node: int, fetch: FetchSet) -> FetchRequest:
         session = self._sessions.get(node)
@@ -1041,6 +1081,7 @@ class Consumer:
         if part is None:
             part = asked.request = FetchPartition(
                 partition=asked.tp.partition,
+                current_leader_epoch=asked.leader_epoch,
                 fetch_offset=asked.offset,
                 partition_max_bytes=self.max_partition_fetch_bytes,
             )
@@ -1229,6 +1270,139 @@ class Consumer:
         retry_at = time.monotonic() * 1000 + self.retry_backoff_ms
         for asked in positions:
             self._subscription.back_off(asked, retry_at)
+
+    # --- truncation detection (KIP-320) ----------------------------------------------------
+
+    async def _validate_positions(
+        self, pending: list[tuple[TopicPartition, PartitionState]]
+    ) -> None:
+        """Ask each partition's leader where the epoch of the position's records ended in
+        its log (OffsetsForLeaderEpoch, as a follower does after a leader change). An end
+        below the position means the new leader's log parted from what this consumer read:
+        an unclean election cut records it had. Without this check the consumer would go
+        on from its position, past the new records that took their offsets."""
+        try:
+            await self._validate_all(pending)
+        except Exception as exc:  # a bug: the getters raise it, never a silent stop
+            _log.exception("validating positions failed")
+            for tp, state in pending:
+                if self._subscription.states.get(tp) is state:
+                    self._subscription.set_error(tp, exc)
+            self._data_arrived()
+        finally:
+            self._validator = None
+            self._wake()  # the partitions confirmed are fetched at once
+
+    async def _validate_all(self, pending: list[tuple[TopicPartition, PartitionState]]) -> None:
+        metadata = self._cluster.metadata
+        by_node: dict[int, list[tuple[TopicPartition, int, int, int, int]]] = {}
+        retry_at = time.monotonic() * 1000 + self.retry_backoff_ms
+        for tp, state in pending:
+            leader = metadata.leader_for(tp)
+            assert state.position is not None  # (needs_validation gives only those)
+            if leader is None:
+                self._cluster.request_refresh()
+                self._subscription.retry_validation(tp, state.generation, retry_at)
+                continue
+            by_node.setdefault(leader, []).append(
+                (tp, state.generation, state.position, state.epoch, state.leader_epoch)
+            )
+        await asyncio.gather(*(self._validate_at(node, asked) for node, asked in by_node.items()))
+
+    async def _validate_at(
+        self, node: int, asked: list[tuple[TopicPartition, int, int, int, int]]
+    ) -> None:
+        by_topic: dict[str, list[OffsetForLeaderPartition]] = defaultdict(list)
+        for tp, _generation, _position, epoch, leader_epoch in asked:
+            by_topic[tp.topic].append(
+                OffsetForLeaderPartition(
+                    partition=tp.partition, current_leader_epoch=leader_epoch, leader_epoch=epoch
+                )
+            )
+        request = OffsetForLeaderEpochRequest(
+            topics=[OffsetForLeaderTopic(topic=t, partitions=ps) for t, ps in by_topic.items()]
+        )
+        retry_at = time.monotonic() * 1000 + self.retry_backoff_ms
+        try:
+            response: OffsetForLeaderEpochResponse = await self._cluster.send(
+                node, ApiKey.OFFSET_FOR_LEADER_EPOCH, request
+            )
+        except ApiError as exc:
+            _log.debug("validating positions at broker %d failed: %s", node, exc)
+            self._cluster.request_refresh()
+            for tp, generation, *_ in asked:
+                self._subscription.retry_validation(tp, generation, retry_at)
+            return
+        answers = {
+            TopicPartition(t.topic, p.partition): p for t in response.topics for p in t.partitions
+        }
+        for tp, generation, position, epoch, _leader_epoch in asked:
+            answer = answers.get(tp)
+            if answer is None or answer.error_code:
+                error = error_for_code(answer.error_code) if answer is not None else None
+                if error is None or error.retriable or error.invalid_metadata:
+                    self._cluster.request_refresh()
+                    self._subscription.retry_validation(tp, generation, retry_at)
+                else:
+                    state = self._subscription.states.get(tp)
+                    if state is not None and state.generation == generation:
+                        self._subscription.set_error(tp, error)
+                        self._data_arrived()
+                continue
+            self._validation_answer(tp, generation, position, epoch, answer)
+
+    def _validation_answer(
+        self, tp: TopicPartition, generation: int, position: int, epoch: int, answer: Any
+    ) -> None:
+        state = self._subscription.states.get(tp)
+        if state is None or state.generation != generation or not state.validating:
+            return  # moved meanwhile (a seek, or the leader changed again)
+        end, end_epoch = answer.end_offset, answer.leader_epoch
+        if end < 0 or end_epoch < 0:
+            # the leader's log has no epochs at all: nothing to check the position against
+            self._on_position_lost(tp, position, f"the leader has no record of epoch {epoch}")
+            return
+        if end >= position:
+            self._subscription.validated(tp, generation)
+            return
+        if self.auto_offset_reset == "none":
+            self._subscription.set_error(
+                tp,
+                LogTruncationError(
+                    f"{tp.topic}-{tp.partition}: the leader's log ends epoch {epoch} at "
+                    f"offset {end}, below this consumer's position {position}: records it "
+                    f"read were lost in an unclean leader election; seek() to {end} to read "
+                    f"what took their place",
+                    {tp: end},
+                ),
+            )
+            self._data_arrived()
+            return
+        _log.warning(
+            "truncation detected for %s at offset %d: the leader's log parts from what was "
+            "read at offset %d (epoch %d); reading on from there",
+            tp,
+            position,
+            end,
+            end_epoch,
+        )
+        self._subscription.truncated(tp, end, end_epoch)
+
+    def _on_position_lost(self, tp: TopicPartition, position: int, why: str) -> None:
+        """The position cannot be checked: auto_offset_reset decides, as for an offset out
+        of range."""
+        if self.auto_offset_reset == "none":
+            self._subscription.set_error(
+                tp,
+                OffsetOutOfRangeError(
+                    f"{tp.topic}-{tp.partition}: {why}, so position {position} cannot be "
+                    f"checked and auto_offset_reset='none'; seek() to a valid offset"
+                ),
+            )
+            self._data_arrived()
+            return
+        _log.info("%s for %s; resetting (%s)", why, tp, self.auto_offset_reset)
+        self._subscription.request_reset(tp)
 
     # --- ListOffsets ---------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from client.cluster import Cluster
@@ -132,18 +133,26 @@ class GroupOffsets(CoordinatorLine):
         self,
         offsets: dict[TopicPartition, int],
         *,
+        epochs: Mapping[TopicPartition, int] | None = None,
         generation_id: int = -1,
         member_id: str = "",
         group_instance_id: str | None = None,
     ) -> None:
         """Commit ``offsets`` (the next offset to read, per partition); raises the typed
-        error of the first partition refused. A group member passes its generation and
-        member id (the coordinator refuses a zombie's); -1 and "" commit from outside
-        membership, which the coordinator allows only while the group has no members."""
+        error of the first partition refused. ``epochs``: the leader epoch of the record
+        before each offset, where known (KIP-320: whoever resumes from the offset checks
+        it against the leader's log). A group member passes its generation and member id
+        (the coordinator refuses a zombie's); -1 and "" commit from outside membership,
+        which the coordinator allows only while the group has no members."""
+        known = epochs or {}
         by_topic: dict[str, list[OffsetCommitRequestPartition]] = {}
         for tp, offset in sorted(offsets.items()):
             by_topic.setdefault(tp.topic, []).append(
-                OffsetCommitRequestPartition(partition_index=tp.partition, committed_offset=offset)
+                OffsetCommitRequestPartition(
+                    partition_index=tp.partition,
+                    committed_offset=offset,
+                    committed_leader_epoch=known.get(tp, -1),
+                )
             )
         request = OffsetCommitRequest(
             group_id=self.group_id,
@@ -172,6 +181,14 @@ class GroupOffsets(CoordinatorLine):
         ``require_stable`` (read_committed consumers, KIP-447): wait while a transaction
         holds offsets of them not yet committed or aborted (UNSTABLE_OFFSET_COMMIT, retried
         until ``request_timeout_ms``)."""
+        found = await self.committed_positions(partitions, require_stable=require_stable)
+        return {tp: None if at is None else at[0] for tp, at in found.items()}
+
+    async def committed_positions(
+        self, partitions: list[TopicPartition], *, require_stable: bool = False
+    ) -> dict[TopicPartition, tuple[int, int] | None]:
+        """As :meth:`committed`, each with its leader epoch: (offset, epoch), the epoch -1
+        where the committer did not know it."""
         by_topic: dict[str, list[int]] = {}
         for tp in partitions:
             by_topic.setdefault(tp.topic, []).append(tp.partition)
@@ -190,9 +207,10 @@ class GroupOffsets(CoordinatorLine):
                         raise error_for_code(p.error_code, f"{topic.name}-{p.partition_index}")
 
         response: OffsetFetchResponse = await self.call(ApiKey.OFFSET_FETCH, request, check)
-        out: dict[TopicPartition, int | None] = dict.fromkeys(partitions)
+        out: dict[TopicPartition, tuple[int, int] | None] = dict.fromkeys(partitions)
         for topic in response.topics:
             for p in topic.partitions:
                 tp = TopicPartition(topic.name, p.partition_index)
-                out[tp] = p.committed_offset if p.committed_offset >= 0 else None
+                if p.committed_offset >= 0:
+                    out[tp] = (p.committed_offset, p.committed_leader_epoch)
         return out

@@ -9,12 +9,18 @@ allows), so code that catches :class:`~protocol.errors.OffsetOutOfRangeError` ca
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from protocol.errors import HeadwaterError, NetworkError, OffsetOutOfRangeError
+
+if TYPE_CHECKING:
+    from client.types import TopicPartition
 
 __all__ = [
     "ClientClosedError",
     "CommitFailedError",
     "ConfigurationError",
+    "LogTruncationError",
     "NoOffsetForPartitionError",
     "TlsError",
     "TransactionAbortedError",
@@ -28,6 +34,18 @@ class ConfigurationError(HeadwaterError, ValueError):
 
 class NoOffsetForPartitionError(OffsetOutOfRangeError):
     """A partition has no position and ``auto_offset_reset='none'`` forbids choosing one."""
+
+
+class LogTruncationError(OffsetOutOfRangeError):
+    """The partition's new leader does not have every record this consumer read from the
+    old one (an unclean leader election cut them), and ``auto_offset_reset='none'`` forbids
+    moving on by itself (Kafka's LogTruncationException, KIP-320). ``divergent_offsets``:
+    per partition, the first offset whose record may differ from what was read; seek()
+    there to read what the new leader has in their place (raised again until a seek)."""
+
+    def __init__(self, message: str, divergent_offsets: dict[TopicPartition, int]) -> None:
+        super().__init__(message)
+        self.divergent_offsets = divergent_offsets
 
 
 class TlsError(NetworkError):

@@ -41,14 +41,26 @@ MakeRecord = Callable[[TopicPartition, Record], R]
 class _Chunk:
     """The batches of one Fetch answer for one partition, consumed from the front."""
 
-    __slots__ = ("batches", "block", "block_at", "block_type", "columns", "end", "index", "size")
+    __slots__ = (
+        "batches",
+        "block",
+        "block_at",
+        "block_type",
+        "columns",
+        "end",
+        "end_epoch",
+        "index",
+        "size",
+    )
 
-    def __init__(self, batches: list[RecordBatch], size: int, end: int) -> None:
+    def __init__(self, batches: list[RecordBatch], size: int, end: int, end_epoch: int) -> None:
         self.batches = collections.deque(batches)
         self.size = size
         self.end = end
         """The offset after the answer's last batch: the position once the chunk is
         consumed, past batches no user sees (transaction markers, aborted transactions)."""
+        self.end_epoch = end_epoch
+        """The leader epoch of the answer's last batch: the position's once consumed."""
         self.columns: RecordColumns | None = None
         """The front batch's records, decoded when the user reaches it; each record's
         tuple is made when the user takes it."""
@@ -87,16 +99,19 @@ class PartitionState:
         "asked",
         "buffered_bytes",
         "chunks",
+        "epoch",
         "error",
         "fetch_offset",
         "generation",
         "high_watermark",
         "last_stable_offset",
+        "leader_epoch",
         "log_start_offset",
         "paused",
         "position",
         "reset_by_policy",
         "retry_at_ms",
+        "validating",
     )
 
     def __init__(self) -> None:
@@ -118,10 +133,22 @@ class PartitionState:
         self.reset_by_policy = False
         """The position was out of range: auto_offset_reset decides, not a committed offset
         (which may be the very offset that was out of range)."""
+        self.epoch = -1
+        """The leader epoch of the records before the position (KIP-320): of the last batch
+        the user consumed, or of the committed offset; -1 where not known (a seek, a
+        reset), which is never validated."""
+        self.leader_epoch = -1
+        """The leader's epoch as the metadata last said (-1: not known): sent with every
+        Fetch, so a broker with another leader epoch refuses it."""
+        self.validating = False
+        """The leader changed since the position's records were read: not fetched until
+        the new leader says where ``epoch`` ended in its log (truncation detection)."""
 
-    def moved(self, offset: int | None) -> None:
+    def moved(self, offset: int | None, epoch: int = -1) -> None:
         """The user's position jumps: everything buffered or in flight is from before."""
         self.position = self.fetch_offset = offset
+        self.epoch = epoch
+        self.validating = False
         self.generation += 1
         self.chunks.clear()
         self.buffered_bytes = 0
@@ -132,12 +159,15 @@ class PartitionState:
 class FetchPosition:
     """One partition in a Fetch request, remembered to match its answer."""
 
-    __slots__ = ("generation", "offset", "request", "tp")
+    __slots__ = ("generation", "leader_epoch", "offset", "request", "tp")
 
-    def __init__(self, tp: TopicPartition, offset: int, generation: int) -> None:
+    def __init__(
+        self, tp: TopicPartition, offset: int, generation: int, leader_epoch: int = -1
+    ) -> None:
         self.tp = tp
         self.offset = offset
         self.generation = generation
+        self.leader_epoch = leader_epoch
         self.request: Any = None
         """The consumer's Fetch entry for this position, made once (see Consumer._part)."""
 
@@ -189,7 +219,9 @@ class Subscription:
         self._unpositioned: dict[TopicPartition, None] = {}
         """...that may have no position (assigned, or reset)..."""
         self._backing_off: dict[TopicPartition, None] = {}
-        """...and that may be backing off (:meth:`back_off`)."""
+        """...that may be backing off (:meth:`back_off`)..."""
+        self._validating: dict[TopicPartition, None] = {}
+        """...and that may wait for their position's validation (:meth:`needs_validation`)."""
         self._grouped: tuple[Mapping[TopicPartition, int], dict[TopicPartition, Any]] | None = None
         """The leaders and states ``_leds`` was grouped from (held: see :meth:`_by_leader`)."""
         self._leds: dict[int | None, _Led] = {}
@@ -259,15 +291,93 @@ class Subscription:
         states = self.states
         return min((states[tp].retry_at_ms for tp in self._backing_off), default=None)
 
-    def set_reset_position(self, tp: TopicPartition, offset: int, generation: int) -> bool:
-        """Apply an offset looked up for a reset, unless the user moved meanwhile."""
+    def set_reset_position(
+        self, tp: TopicPartition, offset: int, generation: int, epoch: int = -1
+    ) -> bool:
+        """Apply an offset looked up for a reset, unless the user moved meanwhile.
+        ``epoch``: a committed offset's leader epoch, checked against the leader's log
+        before the first Fetch (-1: not known, not checked)."""
         state = self.states.get(tp)
         if state is None or state.generation != generation or state.position is not None:
             return False
         state.position = state.fetch_offset = offset
+        state.epoch = epoch
         state.reset_by_policy = False
+        if epoch >= 0 and state.leader_epoch >= 0:
+            self._validate(tp, state)
         self._touch(tp)
         return True
+
+    # --- truncation detection (KIP-320) ----------------------------------------------------
+
+    def _validate(self, tp: TopicPartition, state: PartitionState) -> None:
+        """Hold ``tp`` until its new leader confirms the position: what is buffered or in
+        flight came from the leader before, whose log may have held records the new one
+        does not have (an unclean election), so it is dropped and read again."""
+        state.validating = True
+        state.generation += 1
+        state.chunks.clear()
+        state.buffered_bytes = 0
+        state.fetch_offset = state.position
+        state.retry_at_ms = 0.0
+        self._validating[tp] = None
+        self._touch(tp)
+
+    def needs_validation(self, now_ms: float) -> list[tuple[TopicPartition, PartitionState]]:
+        """The partitions to ask their leader about now: (tp, state), state as of now (its
+        generation tells whether an answer still applies)."""
+        if not self._validating:
+            return []
+        states = self.states
+        still = [tp for tp in self._validating if (s := states.get(tp)) and s.validating]
+        self._validating = dict.fromkeys(still)
+        return [
+            (tp, s)
+            for tp in still
+            if (s := states[tp]).error is None
+            and s.position is not None
+            and s.retry_at_ms <= now_ms
+        ]
+
+    def validated(self, tp: TopicPartition, generation: int) -> PartitionState | None:
+        """The leader's log holds the position's records: fetch again. The state, or None
+        if the answer no longer applies (the user moved, or the leader changed again)."""
+        state = self.states.get(tp)
+        if state is None or state.generation != generation or not state.validating:
+            return None
+        state.validating = False
+        self._validating.pop(tp, None)
+        self._touch(tp)
+        return state
+
+    def truncated(self, tp: TopicPartition, offset: int, epoch: int) -> None:
+        """The leader's log parted from what was read at ``offset`` (the first offset
+        whose record may differ): read on from there (auto_offset_reset allows it)."""
+        state = self.state(tp)
+        state.moved(offset, epoch)
+        self._validating.pop(tp, None)
+        self._touch(tp)
+
+    def retry_validation(self, tp: TopicPartition, generation: int, retry_at_ms: float) -> None:
+        """Ask again no sooner than ``retry_at_ms`` (the leader was not ready)."""
+        state = self.states.get(tp)
+        if state is not None and state.generation == generation and state.validating:
+            state.retry_at_ms = retry_at_ms
+            self._backing_off[tp] = None
+
+    def follow_epochs(self, epochs: Mapping[TopicPartition, int]) -> None:
+        """The metadata's leader epochs: each partition's new one is sent with its next
+        Fetch, and a position read under an older one is validated first (Kafka's
+        consumer does the same on every leader change). Never backwards: a broker whose
+        metadata lags may answer with an older epoch."""
+        for tp, state in self.states.items():
+            epoch = epochs.get(tp, -1)
+            if epoch <= state.leader_epoch:
+                continue
+            state.leader_epoch = epoch
+            self._touch(tp)
+            if state.position is not None and state.epoch >= 0:
+                self._validate(tp, state)
 
     # --- fetching ------------------------------------------------------------------------
 
@@ -276,12 +386,14 @@ class Subscription:
         now_ms: float,
         leaders: Mapping[TopicPartition, int],
         *,
+        epochs: Mapping[TopicPartition, int] | None = None,
         busy: Container[int | None] = (),
         only: int | None = None,
     ) -> dict[int | None, FetchSet]:
         """What to fetch now from each leader (None: not known) that is not ``busy`` (a
         leader with a Fetch out gets no other), or from ``only``; every set returned is
-        taken to be sent (its ``changed`` are not given again).
+        taken to be sent (its ``changed`` are not given again). ``epochs``: the leader
+        epochs of the same metadata view as ``leaders`` (see :meth:`follow_epochs`).
 
         Kept up to date as partitions change, not found by a pass over the assignment:
         every Fetch answer leads to one, and a consumer of 1,024 partitions spent ~0.8 ms
@@ -290,7 +402,7 @@ class Subscription:
         moved while a Fetch for it was out may be asked of the new one meanwhile: of two
         answers at one position, the second finds the position moved and is dropped.
         """
-        leds = self._by_leader(leaders)
+        leds = self._by_leader(leaders, epochs)
         self._expire_backoffs(now_ms)
         out: dict[int | None, FetchSet] = {}
         for leader in leds if only is None else (only,):
@@ -329,14 +441,18 @@ class Subscription:
                 and s.buffered_bytes < limit
                 and s.retry_at_ms <= now_ms
                 and not s.paused
+                and not s.validating
             ):
                 asked = s.asked
                 if (
                     asked is None
                     or asked.offset != s.fetch_offset
                     or asked.generation != s.generation
+                    or asked.leader_epoch != s.leader_epoch
                 ):
-                    asked = s.asked = FetchPosition(tp, s.fetch_offset, s.generation)
+                    asked = s.asked = FetchPosition(
+                        tp, s.fetch_offset, s.generation, s.leader_epoch
+                    )
                 if old is asked:
                     continue
                 if not copied:
@@ -372,10 +488,15 @@ class Subscription:
             del self._backing_off[tp]
             self._touch(tp)
 
-    def _by_leader(self, leaders: Mapping[TopicPartition, int]) -> dict[int | None, _Led]:
+    def _by_leader(
+        self,
+        leaders: Mapping[TopicPartition, int],
+        epochs: Mapping[TopicPartition, int] | None = None,
+    ) -> dict[int | None, _Led]:
         """The assignment grouped by leader, made again (every partition looked at) only
         for a new assignment or a new metadata view: both are replaced whole, never
-        changed, and held here, so neither object's identity can be taken over by another."""
+        changed, and held here, so neither object's identity can be taken over by another.
+        The view's leader epochs are taken in then too."""
         grouped = self._grouped
         if grouped is not None and grouped[0] is leaders and grouped[1] is self.states:
             return self._leds
@@ -392,6 +513,8 @@ class Subscription:
             led.dirty = dict.fromkeys(led.members)
         self._grouped = (leaders, self.states)
         self._leds, self._led_of = leds, led_of
+        if epochs is not None:
+            self.follow_epochs(epochs)
         return leds
 
     def current(self, asked: FetchPosition) -> PartitionState | None:
@@ -421,6 +544,7 @@ class Subscription:
         if not batches:
             return 0
         end = batches[-1].next_offset
+        end_epoch = batches[-1].partition_leader_epoch
         state.fetch_offset = max(asked.offset, end)
         self._touch(asked.tp)
         if aborted:
@@ -432,12 +556,15 @@ class Subscription:
             # only batches no user sees: the position moves past them (at once if nothing
             # is buffered before them, else once what is buffered is consumed)
             if state.chunks:
-                state.chunks[-1].end = max(state.chunks[-1].end, end)
-            elif state.position is not None:
-                state.position = max(state.position, end)
+                last = state.chunks[-1]
+                last.end = max(last.end, end)
+                last.end_epoch = max(last.end_epoch, end_epoch)
+            elif state.position is not None and end > state.position:
+                state.position = end
+                state.epoch = max(state.epoch, end_epoch)
             return 0
         size = sum(b.size_in_bytes for b in wanted)
-        state.chunks.append(_Chunk(wanted, size, end))
+        state.chunks.append(_Chunk(wanted, size, end, end_epoch))
         state.buffered_bytes += size
         self._buffered[asked.tp] = None
         return size
@@ -594,6 +721,8 @@ class Subscription:
                     chunk.columns = batch.columns()  # raises if damaged
                     chunk.index = 0
                     chunk.block, chunk.block_type = [], None
+                    # the records taken next are this batch's (once per batch, not per take)
+                    state.epoch = batch.partition_leader_epoch
                 if make_record is None:
                     _take_slice(chunk, state, budget - len(out), tp, out)
                 else:
@@ -608,6 +737,7 @@ class Subscription:
                 state.chunks.popleft()
                 assert state.position is not None
                 state.position = max(state.position, chunk.end)
+                state.epoch = max(state.epoch, chunk.end_epoch)
                 state.buffered_bytes -= chunk.size
                 self.chunks_consumed += 1
                 self._touch(tp)

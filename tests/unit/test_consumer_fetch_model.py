@@ -58,6 +58,9 @@ class Meta:
     def leaders(self):
         return self._leaders
 
+    def leader_epochs(self):
+        return {}  # (not modelled: see test_consumer_truncation.py)
+
 
 def batch_bytes(tp: TopicPartition, base: int) -> bytes:
     return encode_batch(

@@ -1,0 +1,140 @@
+"""A consumer finds its partition's log cut under it (KIP-320), on real brokers.
+
+Records only the old leader had are lost when an out-of-sync replica takes over (an
+unclean leader election), and the new leader writes new records at their offsets. A
+consumer that read the lost ones must not go on from its position as if nothing
+happened: it would skip the new records that took their offsets. It asks the new
+leader where the epoch of what it read ended (OffsetsForLeaderEpoch), and:
+
+- with ``auto_offset_reset`` set, reads on from the first offset that may differ: every
+  new record, none twice;
+- with ``auto_offset_reset='none'``, raises LogTruncationError naming that offset, also
+  when it resumes from a group's committed offset (committed with its leader epoch);
+  a seek there reads the new records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from client import Consumer, ConsumerRecord, Producer, TopicPartition
+from client.errors import LogTruncationError
+from protocol.apis import (
+    ApiKey,
+    CreatableReplicaAssignment,
+    CreatableTopic,
+    CreatableTopicConfig,
+    CreateTopicsRequest,
+)
+from tests.integration.conftest import Cluster
+from tests.integration.conftest import until as _until
+from tests.integration.test_topics import _metadata, _ready_cluster, _request
+
+pytestmark = pytest.mark.timeout(150)
+
+SETTINGS = {"replica.lag.time.max.ms": "2000"}
+TOPIC = "cut"
+TP = TopicPartition(TOPIC, 0)
+
+
+def _partition(meta: Any) -> Any:
+    return meta.topics[0].partitions[0]
+
+
+async def _produce(bootstrap: str, values: list[str]) -> list[int]:
+    async with Producer(bootstrap_servers=bootstrap, acks="all") as producer:
+        futures = [await producer.send(TOPIC, v.encode(), partition=0) for v in values]
+        return [(await f).offset for f in futures]
+
+
+async def _read(consumer: Consumer, count: int, timeout_s: float = 60) -> list[ConsumerRecord]:
+    got: list[ConsumerRecord] = []
+    deadline = time.monotonic() + timeout_s
+    while len(got) < count:
+        assert time.monotonic() < deadline, f"only {len(got)} of {count} records: {got}"
+        batch = await consumer.getmany(TP, timeout_ms=500, max_records=count - len(got))
+        got += batch.get(TP, [])
+    return got
+
+
+def _seen(records: list[ConsumerRecord]) -> list[tuple[int, bytes | None]]:
+    return [(r.offset, r.value) for r in records]
+
+
+async def test_a_consumer_reads_on_from_where_an_unclean_election_cut_the_log(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    cluster = make_cluster(3, SETTINGS)
+    ports = await _ready_cluster(cluster)
+    bootstrap = f"127.0.0.1:{ports[3]}"  # broker 3 stays up throughout
+    request = CreateTopicsRequest(
+        topics=[
+            CreatableTopic(
+                name=TOPIC,
+                assignments=[CreatableReplicaAssignment(partition_index=0, broker_ids=[1, 2])],
+                configs=[
+                    CreatableTopicConfig(name="unclean.leader.election.enable", value="true"),
+                    CreatableTopicConfig(name="min.insync.replicas", value="1"),
+                ],
+            )
+        ]
+    )
+    assert (await _request(ports[3], ApiKey.CREATE_TOPICS, request)).topics[0].error_code == 0
+    await _until(lambda: _metadata(ports[3], [TOPIC]), lambda m: _partition(m).isr_nodes == [1, 2])
+    assert await _produce(bootstrap, [f"kept-{i}" for i in range(20)]) == list(range(20))
+    cluster.brokers[2].kill()  # the follower goes: broker 1 alone has what comes next
+    await _until(lambda: _metadata(ports[3], [TOPIC]), lambda m: _partition(m).isr_nodes == [1])
+    assert await _produce(bootstrap, [f"lost-{i}" for i in range(20, 50)]) == list(range(20, 50))
+
+    reader = Consumer(
+        bootstrap_servers=bootstrap,
+        group_id="readers",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        metadata_max_age_ms=1000,
+    )
+    strict = Consumer(
+        bootstrap_servers=bootstrap,
+        group_id="readers",
+        enable_auto_commit=False,
+        auto_offset_reset="none",
+    )
+    await reader.start()
+    try:
+        reader.assign([TP])
+        read = await _read(reader, 50)
+        assert [r.value for r in read[20:]] == [f"lost-{i}".encode() for i in range(20, 50)]
+        await reader.commit()  # offset 50, with the leader epoch of what was read
+
+        cluster.brokers[1].kill()  # the last in-sync replica: the records 20-49 go with it
+        cluster.start_broker(2)  # out of sync, and its topic allows it to lead
+        await _until(lambda: _metadata(ports[3], [TOPIC]), lambda m: _partition(m).leader_id == 2)
+        new = [f"new-{i}" for i in range(20, 30)]
+        assert await _produce(bootstrap, new) == list(range(20, 30))
+
+        # the running consumer, at 50: on from 20, where broker 2's log parts from it
+        after = await _read(reader, 10)
+        assert _seen(after) == [(20 + i, v.encode()) for i, v in enumerate(new)]
+        assert await reader.position(TP) == 30
+
+        # a consumer resuming from the group's commit (50) with no reset allowed is told
+        await strict.start()
+        strict.assign([TP])
+        deadline = time.monotonic() + 30
+        with pytest.raises(LogTruncationError) as caught:
+            while time.monotonic() < deadline:
+                assert not await strict.getmany(timeout_ms=500)
+        assert caught.value.divergent_offsets == {TP: 20}
+        assert "seek() to 20" in str(caught.value)
+        with pytest.raises(LogTruncationError):  # again, until the user moves
+            await asyncio.wait_for(strict.getmany(timeout_ms=5_000), 10)
+        strict.seek(TP, 20)
+        assert _seen(await _read(strict, 10)) == [(20 + i, v.encode()) for i, v in enumerate(new)]
+    finally:
+        await reader.stop()
+        await strict.stop()

@@ -1,0 +1,291 @@
+"""The consumer's side of KIP-320 without a socket: the leader epoch of what was read,
+fencing by the metadata's leader epoch, and the check of a position after a leader
+change (the real brokers' case is in tests/integration/test_truncation_detection.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+import time
+from typing import Any
+
+import pytest
+
+from client import Consumer
+from client.errors import LogTruncationError
+from client.fetcher import FetchPosition, Subscription
+from client.types import TopicPartition
+from protocol.apis import (
+    ApiKey,
+    EpochEndOffset,
+    OffsetForLeaderEpochRequest,
+    OffsetForLeaderEpochResponse,
+    OffsetForLeaderTopicResult,
+)
+from protocol.errors import FencedLeaderEpochError, OffsetOutOfRangeError
+from protocol.records import encode_batch
+from protocol.records.control import encode_end_txn_marker
+
+TP = TopicPartition("t", 0)
+LEADERS = {TP: 1}
+
+
+def _batch(base: int, count: int, epoch: int) -> bytes:
+    data = bytearray(
+        encode_batch(
+            [(None, f"v{base + i}".encode(), None, 1000) for i in range(count)], base_offset=base
+        )
+    )
+    struct.pack_into(">i", data, 12, epoch)  # partitionLeaderEpoch: outside the CRC
+    return bytes(data)
+
+
+def _asked(sub: Subscription, epochs: dict[TopicPartition, int] | None = None) -> FetchPosition:
+    sets = sub.fetchable_by_leader(time.monotonic() * 1000, dict(LEADERS), epochs=epochs)
+    return sets[1].positions[TP]
+
+
+def _read(sub: Subscription, base: int, count: int, epoch: int) -> None:
+    """Fetch and take ``count`` records written under ``epoch``."""
+    asked = _asked(sub)
+    assert sub.add_fetched(asked, _batch(base, count, epoch)) > 0
+    assert len(sub.take(None, None)[TP]) == count
+
+
+def _subscription(position: int = 0) -> Subscription:
+    sub = Subscription(max_buffer_bytes=1 << 20)
+    sub.assign([TP])
+    sub.seek(TP, position)
+    return sub
+
+
+def test_the_position_carries_the_epoch_of_what_was_read() -> None:
+    sub = _subscription()
+    state = sub.states[TP]
+    assert state.epoch == -1  # a seek: not known, never checked
+    _read(sub, 0, 3, epoch=4)
+    assert (state.position, state.epoch) == (3, 4)
+    _read(sub, 3, 2, epoch=6)
+    assert (state.position, state.epoch) == (5, 6)
+    # a transaction marker the user never sees moves the position, and its epoch
+    marker = encode_end_txn_marker(
+        producer_id=9, producer_epoch=0, committed=True, coordinator_epoch=0, timestamp_ms=1000
+    )
+    struct.pack_into(">q", marker, 0, 5)  # base offset 5 and epoch 7: outside the CRC
+    struct.pack_into(">i", marker, 12, 7)
+    assert sub.add_fetched(_asked(sub), bytes(marker)) == 0
+    assert (state.position, state.epoch) == (6, 7)
+    sub.seek(TP, 2)
+    assert state.epoch == -1
+
+
+def test_a_new_leader_epoch_holds_the_partition_until_its_position_is_checked() -> None:
+    sub = _subscription()
+    asked = _asked(sub, {TP: 3})
+    assert asked.leader_epoch == 3  # what the Fetch says as current_leader_epoch
+    assert sub.add_fetched(asked, _batch(0, 4, epoch=3)) > 0
+    assert len(sub.take(None, 2)[TP]) == 2  # two read, two buffered
+    state = sub.states[TP]
+    generation = state.generation
+
+    sub.fetchable_by_leader(time.monotonic() * 1000, {TP: 2}, epochs={TP: 5})
+    assert state.validating and state.leader_epoch == 5
+    assert not state.chunks and state.fetch_offset == 2  # the old leader's data dropped
+    assert sub.take(None, None) == {}
+    assert sub.fetchable_by_leader(time.monotonic() * 1000, {TP: 2}, epochs={TP: 5}) == {}
+    [(tp, pending)] = sub.needs_validation(time.monotonic() * 1000)
+    assert tp == TP and pending.position == 2 and pending.epoch == 3
+    assert pending.generation != generation  # an answer from before is dropped
+
+    # an older view (a broker whose metadata lags) changes nothing
+    sub.fetchable_by_leader(time.monotonic() * 1000, {TP: 1}, epochs={TP: 4})
+    assert state.leader_epoch == 5 and state.validating
+
+    assert sub.validated(TP, generation) is None  # not this check's generation
+    assert sub.validated(TP, pending.generation) is state
+    sets = sub.fetchable_by_leader(time.monotonic() * 1000, {TP: 2}, epochs={TP: 5})
+    again = sets[2].positions[TP]
+    assert (again.offset, again.leader_epoch) == (2, 5)
+
+
+def test_a_position_of_unknown_epoch_is_not_checked_but_the_fetch_says_the_new_epoch() -> None:
+    sub = _subscription(7)
+    first = _asked(sub, {TP: 1})
+    sub.fetchable_by_leader(time.monotonic() * 1000, {TP: 1}, epochs={TP: 2})
+    state = sub.states[TP]
+    assert not state.validating
+    again = sub.fetchable_by_leader(time.monotonic() * 1000, {TP: 1}, epochs={TP: 2})
+    asked = again[1].positions[TP]
+    assert asked is not first and (asked.offset, asked.leader_epoch) == (7, 2)
+
+
+def test_a_committed_offset_with_its_epoch_is_checked_before_the_first_fetch() -> None:
+    sub = Subscription(max_buffer_bytes=1 << 20)
+    sub.assign([TP])
+    sub.fetchable_by_leader(time.monotonic() * 1000, dict(LEADERS), epochs={TP: 8})
+    state = sub.states[TP]
+    assert sub.set_reset_position(TP, 40, state.generation, epoch=6)
+    assert state.validating and state.epoch == 6
+    assert [tp for tp, _ in sub.needs_validation(time.monotonic() * 1000)] == [TP]
+    # without an epoch (an old commit), nothing to check
+    sub.assign([])
+    sub.assign([TP])
+    fresh = sub.states[TP]
+    assert sub.set_reset_position(TP, 40, fresh.generation, epoch=-1)
+    assert not fresh.validating
+
+
+# --- the consumer ----------------------------------------------------------------------
+
+
+class _Meta:
+    def __init__(self, leader: int | None, epoch: int) -> None:
+        self.leader, self.epoch = leader, epoch
+        self.topic_errors: dict[str, Any] = {}
+        self.brokers = {1: None, 2: None}
+
+    def leaders(self) -> dict[TopicPartition, int]:
+        return {} if self.leader is None else {TP: self.leader}
+
+    def leader_epochs(self) -> dict[TopicPartition, int]:
+        return {TP: self.epoch}
+
+    def leader_for(self, tp: TopicPartition) -> int | None:
+        return self.leader
+
+
+class _Leader:
+    """Answers OffsetsForLeaderEpoch from a script."""
+
+    def __init__(self, answers: list[Any]) -> None:
+        self.metadata = _Meta(2, 5)
+        self.answers = answers
+        self.asked: list[OffsetForLeaderEpochRequest] = []
+        self.refreshes = 0
+
+    def request_refresh(self) -> None:
+        self.refreshes += 1
+
+    async def send(self, node: int, api_key: ApiKey, request: Any, **kw: Any) -> Any:
+        assert api_key is ApiKey.OFFSET_FOR_LEADER_EPOCH and node == 2
+        self.asked.append(request)
+        answer = self.answers.pop(0)
+        if isinstance(answer, BaseException):
+            raise answer
+        return OffsetForLeaderEpochResponse(
+            topics=[OffsetForLeaderTopicResult(topic="t", partitions=[answer])]
+        )
+
+
+def _ends(epoch: int, end: int, error: int = 0) -> EpochEndOffset:
+    return EpochEndOffset(partition=0, leader_epoch=epoch, end_offset=end, error_code=error)
+
+
+def _consumer(cluster: _Leader, reset: str) -> Consumer:
+    """A consumer that read offsets 0-9 under leader epoch 3, now told of epoch 5."""
+    consumer = Consumer(bootstrap_servers="unused:1", auto_offset_reset=reset)
+    consumer._cluster = cluster  # type: ignore[assignment]
+    consumer._state = "running"
+    consumer._data = asyncio.Event()
+    consumer._wakeup = asyncio.Event()
+    sub = consumer._subscription
+    sub.assign([TP])
+    sub.seek(TP, 0)
+    asked = _asked(sub, {TP: 3})
+    sub.add_fetched(asked, _batch(0, 10, epoch=3))
+    assert len(sub.take(None, None)[TP]) == 10
+    sub.fetchable_by_leader(time.monotonic() * 1000, {TP: 2}, epochs={TP: 5})
+    return consumer
+
+
+async def _check(consumer: Consumer) -> None:
+    pending = consumer._subscription.needs_validation(time.monotonic() * 1000)
+    assert pending
+    await consumer._validate_positions(pending)
+
+
+async def test_a_position_the_new_leader_holds_is_fetched_on() -> None:
+    cluster = _Leader([_ends(3, 12)])
+    consumer = _consumer(cluster, "earliest")
+    await _check(consumer)
+    [request] = cluster.asked
+    [part] = request.topics[0].partitions
+    assert (part.current_leader_epoch, part.leader_epoch) == (5, 3)
+    assert request.replica_id == -1  # a consumer, not a follower
+    state = consumer._subscription.states[TP]
+    assert not state.validating and (state.position, state.epoch) == (10, 3)
+    sets = consumer._subscription.fetchable_by_leader(
+        time.monotonic() * 1000, {TP: 2}, epochs={TP: 5}
+    )
+    fetch = consumer._part(sets[2].positions[TP])
+    assert (fetch.fetch_offset, fetch.current_leader_epoch) == (10, 5)
+
+
+async def test_a_truncated_log_moves_the_position_to_where_it_parted() -> None:
+    cluster = _Leader([_ends(3, 6)])
+    consumer = _consumer(cluster, "latest")
+    await _check(consumer)
+    state = consumer._subscription.states[TP]
+    assert not state.validating and (state.position, state.epoch) == (6, 3)
+    sets = consumer._subscription.fetchable_by_leader(
+        time.monotonic() * 1000, {TP: 2}, epochs={TP: 5}
+    )
+    assert sets[2].positions[TP].offset == 6
+
+
+async def test_with_no_reset_allowed_a_truncated_log_raises_until_the_user_seeks() -> None:
+    cluster = _Leader([_ends(3, 6), _ends(3, 6)])
+    consumer = _consumer(cluster, "none")
+    await _check(consumer)
+    with pytest.raises(LogTruncationError) as caught:
+        consumer._take((), None)
+    assert isinstance(caught.value, OffsetOutOfRangeError)  # Kafka's class hierarchy
+    assert caught.value.divergent_offsets == {TP: 6}
+    assert "position 10" in str(caught.value) and "seek() to 6" in str(caught.value)
+    assert consumer._subscription.states[TP].position == 10  # not moved by itself
+    await _check(consumer)  # asked again: the same answer, the same error
+    with pytest.raises(LogTruncationError):
+        consumer._take((), None)
+    consumer.seek(TP, 6)
+    state = consumer._subscription.states[TP]
+    assert not state.validating and state.position == 6
+    assert consumer._subscription.needs_validation(time.monotonic() * 1000) == []
+
+
+async def test_a_leader_behind_the_metadata_is_asked_again_after_a_back_off() -> None:
+    cluster = _Leader([_ends(-1, -1, FencedLeaderEpochError.code), _ends(3, 10)])
+    consumer = _consumer(cluster, "none")
+    await _check(consumer)
+    state = consumer._subscription.states[TP]
+    assert state.validating and cluster.refreshes == 1
+    assert consumer._subscription.needs_validation(time.monotonic() * 1000) == []  # backing off
+    later = time.monotonic() * 1000 + consumer.retry_backoff_ms + 1
+    assert consumer._subscription.next_retry_ms(time.monotonic() * 1000) is not None
+    pending = consumer._subscription.needs_validation(later)
+    await consumer._validate_positions(pending)
+    assert not state.validating and state.position == 10
+
+
+async def test_a_leader_with_no_epochs_leaves_it_to_auto_offset_reset() -> None:
+    cluster = _Leader([_ends(-1, -1)])
+    consumer = _consumer(cluster, "earliest")
+    await _check(consumer)
+    state = consumer._subscription.states[TP]
+    assert state.position is None and state.reset_by_policy  # the reset looks it up
+
+
+async def test_commit_sends_the_leader_epoch_of_each_position() -> None:
+    committed: list[Any] = []
+
+    class _Offsets:
+        async def commit(self, offsets: dict[TopicPartition, int], **kw: Any) -> None:
+            committed.append((offsets, kw.get("epochs")))
+
+    consumer = _consumer(_Leader([_ends(3, 12)]), "earliest")
+    await _check(consumer)
+    consumer._offsets = _Offsets()  # type: ignore[assignment]
+    consumer.group_id = "g"
+    await consumer.commit()
+    assert committed == [({TP: 10}, {TP: 3})]
+    await consumer.commit({TP: 4})  # offsets the user names: no epoch known
+    assert committed[-1] == ({TP: 4}, {})
