@@ -74,6 +74,7 @@ from protocol.errors import (
     OffsetOutOfRangeError,
     RebalanceInProgressError,
     RequestTimedOutError,
+    UnknownLeaderEpochError,
     UnknownMemberIdError,
     UnknownTopicOrPartitionError,
     error_for_code,
@@ -1241,6 +1242,8 @@ class Consumer:
                 self._cluster.request_refresh()
             self._back_off([asked])
             return False
+        if isinstance(error, UnknownLeaderEpochError):
+            self._subscription.epoch_refused(tp)
         if isinstance(error, OffsetOutOfRangeError):
             if self.auto_offset_reset == "none":
                 self._subscription.fail(
@@ -1340,6 +1343,8 @@ class Consumer:
             answer = answers.get(tp)
             if answer is None or answer.error_code:
                 error = error_for_code(answer.error_code) if answer is not None else None
+                if isinstance(error, UnknownLeaderEpochError):
+                    self._subscription.epoch_refused(tp)
                 if error is None or error.retriable or error.invalid_metadata:
                     self._cluster.request_refresh()
                     self._subscription.retry_validation(tp, generation, retry_at)

@@ -222,6 +222,8 @@ class Subscription:
         """...that may be backing off (:meth:`back_off`)..."""
         self._validating: dict[TopicPartition, None] = {}
         """...and that may wait for their position's validation (:meth:`needs_validation`)."""
+        self._refused: dict[TopicPartition, None] = {}
+        """Partitions whose leader did not know their leader epoch (:meth:`epoch_refused`)."""
         self._grouped: tuple[Mapping[TopicPartition, int], dict[TopicPartition, Any]] | None = None
         """The leaders and states ``_leds`` was grouped from (held: see :meth:`_by_leader`)."""
         self._leds: dict[int | None, _Led] = {}
@@ -368,16 +370,35 @@ class Subscription:
     def follow_epochs(self, epochs: Mapping[TopicPartition, int]) -> None:
         """The metadata's leader epochs: each partition's new one is sent with its next
         Fetch, and a position read under an older one is validated first (Kafka's
-        consumer does the same on every leader change). Never backwards: a broker whose
-        metadata lags may answer with an older epoch."""
+        consumer does the same on every leader change). Never backwards (a broker whose
+        metadata lags may answer with an older epoch) unless the leader refused the
+        newer one (:meth:`epoch_refused`)."""
+        refused = self._refused
         for tp, state in self.states.items():
             epoch = epochs.get(tp, -1)
             if epoch <= state.leader_epoch:
+                if epoch < 0 or epoch == state.leader_epoch or tp not in refused:
+                    continue
+                # the leader knows no epoch as new as ours, and the metadata agrees: the
+                # topic was deleted and made again under its name (its epochs start over;
+                # Kafka tells by topic id), or the leader has not heard of the newer one
+                # yet. Its epoch is followed, with no check (there is nothing older to
+                # check against); a move up again from there is checked
+                del refused[tp]
+                state.leader_epoch = epoch
+                self._touch(tp)
                 continue
+            refused.pop(tp, None)
             state.leader_epoch = epoch
             self._touch(tp)
             if state.position is not None and state.epoch >= 0:
                 self._validate(tp, state)
+
+    def epoch_refused(self, tp: TopicPartition) -> None:
+        """``tp``'s leader answered UNKNOWN_LEADER_EPOCH: our epoch is newer than it knows.
+        The next metadata view's epoch is followed even if lower (see follow_epochs)."""
+        if tp in self.states:
+            self._refused[tp] = None
 
     # --- fetching ------------------------------------------------------------------------
 

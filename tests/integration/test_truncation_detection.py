@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from client import Consumer, ConsumerRecord, Producer, TopicPartition
+from client import Admin, Consumer, ConsumerRecord, NewTopic, Producer, TopicPartition
 from client.errors import LogTruncationError
 from protocol.apis import (
     ApiKey,
@@ -31,6 +31,7 @@ from protocol.apis import (
     CreatableTopicConfig,
     CreateTopicsRequest,
 )
+from protocol.errors import UnknownTopicOrPartitionError
 from tests.integration.conftest import Cluster
 from tests.integration.conftest import until as _until
 from tests.integration.test_topics import _metadata, _ready_cluster, _request
@@ -138,3 +139,59 @@ async def test_a_consumer_reads_on_from_where_an_unclean_election_cut_the_log(
     finally:
         await reader.stop()
         await strict.stop()
+
+
+async def test_a_consumer_follows_a_topic_made_again_under_its_name(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    """A topic deleted and made again starts its leader epochs over; a consumer that read
+    the old one under a later epoch is told UNKNOWN_LEADER_EPOCH by the new leader, and
+    then follows the metadata's lower epoch, not stuck retrying: its position is out of
+    the new log's range, and it reads the new topic by its auto_offset_reset. (With no
+    topic ids, as in Kafka before them, a position inside the new log reads on there.)"""
+    cluster = make_cluster(3, SETTINGS)
+    ports = await _ready_cluster(cluster)
+    bootstrap = cluster.bootstrap  # all three: the leader is stopped for a while
+    async with Admin(bootstrap_servers=bootstrap) as admin:
+        await admin.create_topics([NewTopic(TOPIC, 1, 3)])
+        first = _partition(await _metadata(ports[3], [TOPIC])).leader_id
+        up = next(p for b, p in ports.items() if b != first)
+        await _produce(bootstrap, [f"old-{i}" for i in range(20)])
+        reader = Consumer(
+            bootstrap_servers=bootstrap, auto_offset_reset="earliest", metadata_max_age_ms=500
+        )
+        await reader.start()
+        try:
+            reader.assign([TP])
+            assert len(await _read(reader, 10)) == 10
+            cluster.brokers[first].kill()  # a leader change: the reader sees epoch 1 or more
+            moved = await _until(
+                lambda: _metadata(up, [TOPIC]), lambda m: _partition(m).leader_id != first
+            )
+            assert _partition(moved).leader_epoch >= 1
+            assert _seen(await _read(reader, 10)) == [
+                (i, f"old-{i}".encode()) for i in range(10, 20)
+            ]
+            cluster.start_broker(first)
+            await _ready_cluster(cluster)
+
+            await admin.delete_topics([TOPIC])
+            await admin.create_topics([NewTopic(TOPIC, 1, 3)])
+            made = await _until(
+                lambda: _metadata(up, [TOPIC]), lambda m: _partition(m).leader_id >= 0
+            )
+            assert _partition(made).leader_epoch == 0
+            await _produce(bootstrap, [f"new-{i}" for i in range(5)])
+            got: list[ConsumerRecord] = []
+            deadline = time.monotonic() + 60
+            while len(got) < 5:
+                assert time.monotonic() < deadline, f"stuck: {_seen(got)}"
+                try:
+                    got += (await reader.getmany(TP, timeout_ms=500)).get(TP, [])
+                except UnknownTopicOrPartitionError:
+                    continue  # the moment between the deletion and the new topic
+            # position 20 is past the new log's end: auto_offset_reset, as for any offset
+            # out of range
+            assert _seen(got) == [(i, f"new-{i}".encode()) for i in range(5)]
+        finally:
+            await reader.stop()

@@ -289,3 +289,24 @@ async def test_commit_sends_the_leader_epoch_of_each_position() -> None:
     assert committed == [({TP: 10}, {TP: 3})]
     await consumer.commit({TP: 4})  # offsets the user names: no epoch known
     assert committed[-1] == ({TP: 4}, {})
+
+
+def test_a_lower_epoch_is_followed_only_after_the_leader_refused_ours() -> None:
+    """A recreated topic's epochs start over: once its leader answers UNKNOWN_LEADER_EPOCH,
+    the metadata's lower epoch is taken (unchecked); before that, a lagging view's is not."""
+    sub = _subscription()
+    _read(sub, 0, 3, epoch=7)
+    sub.fetchable_by_leader(time.monotonic() * 1000, {TP: 1}, epochs={TP: 7})
+    state = sub.states[TP]
+    state.validating = False  # (as if checked)
+    sub.fetchable_by_leader(time.monotonic() * 1000, {TP: 2}, epochs={TP: 0})
+    assert state.leader_epoch == 7
+    sub.epoch_refused(TP)
+    sets = sub.fetchable_by_leader(time.monotonic() * 1000, {TP: 1}, epochs={TP: 0})
+    assert state.leader_epoch == 0 and not state.validating
+    assert sets[1].positions[TP].leader_epoch == 0
+    # once only: a later lower view is a lagging one again
+    sub.fetchable_by_leader(time.monotonic() * 1000, {TP: 2}, epochs={TP: 2})
+    assert state.leader_epoch == 2 and state.validating  # up again: checked
+    sub.fetchable_by_leader(time.monotonic() * 1000, {TP: 1}, epochs={TP: 1})
+    assert state.leader_epoch == 2
