@@ -786,12 +786,20 @@ class Admin:
                 if group.error_code:
                     raise group_error(group.error_code, group.group_id, group.error_message)
 
-        response: DescribeGroupsResponse = await self._coordinator(group_id).call(
+        line = self._coordinator(group_id)
+        response: DescribeGroupsResponse = await line.call(
             ApiKey.DESCRIBE_GROUPS, DescribeGroupsRequest(groups=[group_id]), check
+        )
+        node = await line.coordinator()  # the one that answered: known, no request
+        broker = self._cluster.metadata.brokers.get(node)
+        coordinator = (
+            None
+            if broker is None
+            else BrokerDescription(node, broker.host, broker.port, broker.rack)
         )
         for group in response.groups:
             if group.group_id == group_id:
-                return group_description(group)
+                return group_description(group)._replace(coordinator=coordinator)
         raise GroupIdNotFoundError(f"the coordinator did not describe group {group_id!r}")
 
     async def list_group_offsets(

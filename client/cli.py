@@ -1340,10 +1340,19 @@ def groups_describe(ctx: click.Context, group: str, show: str | None, verbose: b
             raise CliError(
                 f"group {group!r} does not exist (`headwater groups list` shows the groups)"
             )
-        if show == "state":
+        if show == "state":  # kafka-consumer-groups --describe --state's columns
+            where = found.coordinator
             print_table(
-                ["group", "state", "strategy", "generation", "#members"],
-                [(group, found.state, found.strategy or "-", found.generation, len(found.members))],
+                ["group", "coordinator (id)", "assignment-strategy", "state", "#members"],
+                [
+                    (
+                        group,
+                        "-" if where is None else f"{where.host}:{where.port} ({where.node_id})",
+                        found.strategy or "-",
+                        found.state,
+                        len(found.members),
+                    )
+                ],
             )
             return
         headers = ["consumer-id", "group-instance-id", "host", "client-id", "#partitions"]
@@ -2009,8 +2018,6 @@ def _quota_entity(entity: list[tuple[str, str | None]]) -> str:
 
 # --- broker configs ---------------------------------------------------------------------
 
-_DYNAMIC_SOURCES = ("DYNAMIC_BROKER_CONFIG", "DYNAMIC_DEFAULT_BROKER_CONFIG")
-
 
 @main.command("broker-configs")
 @click.option("--describe", "mode", flag_value="describe", help="Show the configs (default).")
@@ -2078,8 +2085,11 @@ def broker_configs(
 
     rows = []
     for whose, entries in _admin(ctx, describe):
+        # as kafka-configs: a broker's own settings under it, the defaults once, under
+        # <default> (not again under every broker that inherits them)
+        own = "DYNAMIC_DEFAULT_BROKER_CONFIG" if whose == "<default>" else "DYNAMIC_BROKER_CONFIG"
         for e in sorted(entries.values()):
-            if not show_all and e.source not in _DYNAMIC_SOURCES:
+            if not show_all and e.source != own:
                 continue
             value = "(secret)" if e.is_sensitive else e.value
             rows.append((whose, e.name, value, e.source))

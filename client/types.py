@@ -319,6 +319,9 @@ class GroupDescription(NamedTuple):
     leader: str
     """The member id of the group's leader (it computes the assignment); empty if none."""
     members: list[MemberDescription]
+    coordinator: BrokerDescription | None = None
+    """The broker that answered for the group (Kafka's ConsumerGroupDescription
+    coordinator()); None if the metadata did not list it."""
 
 
 class OffsetSpec(NamedTuple):

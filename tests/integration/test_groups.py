@@ -182,6 +182,10 @@ async def test_three_members_share_six_partitions_and_process_each_record_once(
         }
         assert all(m.host == "127.0.0.1" for m in described.members)
         assert {m.client_id for m in described.members} == {"headwater-consumer"}
+        where = described.coordinator  # the broker that answered, with its address
+        assert where is not None
+        assert f"127.0.0.1:{where.port}" in cluster.bootstrap.split(",")
+        assert cluster.brokers[where.node_id].port == where.port
         committed = await workers[0].consumer.committed(TopicPartition("jobs", 0))
         async with Consumer(bootstrap_servers=cluster.bootstrap) as reader:
             ends = await reader.end_offsets([TopicPartition("jobs", p) for p in range(6)])

@@ -15,6 +15,7 @@ from client.admin import Admin
 from client.assignors import Assignment, encode_assignment
 from client.cluster import Broker, ClusterMetadata, PartitionMetadata, TopicMetadata
 from client.types import (
+    BrokerDescription,
     GroupDescription,
     GroupListing,
     ListOffsetsResult,
@@ -216,6 +217,7 @@ async def test_describe_decodes_consumer_assignments_at_the_coordinator() -> Non
             MemberDescription("m-2", None, "app", "/10.0.0.2", []),
             MemberDescription("m-3", None, "", "", []),
         ],
+        BrokerDescription(2, "127.0.0.1", 9002, None),  # the coordinator that answered
     )
     assert [(node, r.groups) for node, r in _sent(admin).of(ApiKey.DESCRIBE_GROUPS)] == [(2, ["g"])]
 

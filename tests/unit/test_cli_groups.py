@@ -28,6 +28,7 @@ from client.cli import (
     total_lag,
 )
 from client.types import (
+    BrokerDescription,
     GroupDescription,
     GroupListing,
     ListOffsetsResult,
@@ -342,10 +343,15 @@ def test_describe_members_and_state(run: Callable[..., Result]) -> None:
     verbose = run("describe", "g", "--members", "--verbose")
     assert _table(verbose.stdout)[1][-1] == "t-0,t-1" and _table(verbose.stdout)[2][-1] == "-"
     state = run("describe", "g", "--state")
-    assert _table(state.stdout) == [
-        ["GROUP", "STATE", "STRATEGY", "GENERATION", "#MEMBERS"],
-        ["g", "Stable", "range", "3", "2"],
+    assert _table(state.stdout) == [  # Kafka's columns
+        ["GROUP", "COORDINATOR (ID)", "ASSIGNMENT-STRATEGY", "STATE", "#MEMBERS"],
+        ["g", "-", "range", "Stable", "2"],
     ]
+    FakeAdmin.group = FakeAdmin.group._replace(
+        coordinator=BrokerDescription(2, "kafka-2.local", 9093, None)
+    )
+    state = run("describe", "g", "--state")
+    assert _table(state.stdout)[1] == ["g", "kafka-2.local:9093 (2)", "range", "Stable", "2"]
     assert run("describe", "g", "--verbose").exit_code == 2  # --verbose needs --members
     FakeAdmin.group = GroupDescription("g", "Dead", "", "", -1, "", [])
     _one_line_error(run("describe", "g", "--state"), "group 'g' does not exist")
