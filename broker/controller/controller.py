@@ -994,15 +994,17 @@ class Controller:
                     offline.append(tp)
             self._tell_replicas(await self._elect(offline, unclean=True))
             for tp in offline:
-                leader = self.states[tp].state.leader
-                outcome[tp] = (
-                    None
-                    if leader in usable
-                    else EligibleLeadersNotAvailableError(
-                        f"{tp[0]}-{tp[1]}: none of its replicas "
-                        f"{self.assignments[tp[0]][tp[1]]} is alive"
-                    )
+                if self.states[tp].state.leader in usable:
+                    outcome[tp] = None
+                    continue
+                replicas = self.assignments[tp[0]][tp[1]]
+                stopping = [r for r in replicas if r in self.brokers and r in self.shutting_down]
+                why = (
+                    f"its live replicas {stopping} are shutting down"
+                    if stopping
+                    else f"none of its replicas {replicas} is alive"
                 )
+                outcome[tp] = EligibleLeadersNotAvailableError(f"{tp[0]}-{tp[1]}: {why}")
             return outcome
 
         result: dict[TP, ApiError | None] = await self.submit(work)

@@ -739,3 +739,24 @@ async def test_an_unclean_election_during_a_move_prefers_a_replica_that_had_the_
         assert chosen is not None and chosen.leader == 2 and chosen.isr == [2]
     finally:
         await controller.deactivate()
+
+
+async def test_unclean_election_on_demand_names_a_replica_shutting_down(bridge: ZkBridge) -> None:
+    """KIP-460 with the only live replica shutting down: refused, and the operator is
+    told that (before: "none of its replicas is alive", with broker 1 up)."""
+    controller = await _started(bridge)
+    try:
+        for b in (2, 3):
+            await bridge.delete(paths.broker(b))
+        for _ in range(500):
+            if set(controller.brokers) == {1} and controller._events.empty():
+                break
+            await asyncio.sleep(0.01)
+        assert set(controller.brokers) == {1}
+        await controller.controlled_shutdown(1)  # nowhere to move its partitions
+        outcome = await controller.elect_unclean_now([("t", 0)])
+        error = outcome[("t", 0)]
+        assert error is not None and error.name == "ELIGIBLE_LEADERS_NOT_AVAILABLE"
+        assert "t-0: its live replicas [1] are shutting down" in str(error)
+    finally:
+        await controller.deactivate()
