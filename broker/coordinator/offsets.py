@@ -5,9 +5,11 @@ groups' metadata, applied from the records it writes or loads (their layout is
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 
 from protocol.group_log import (
+    BadRecordError,
     GroupMetadata,
     OffsetAndMetadata,
     decode_group_key,
@@ -34,6 +36,9 @@ class OffsetStore:
         """A transaction's offsets (TxnOffsetCommit), by producer id, with where each is
         in the log: written in the transaction, applied at its COMMIT marker, dropped at
         its ABORT."""
+        self._pending_of: dict[str, Counter[tuple[str, int]]] = {}
+        """The same, as each group's partitions held (for require_stable fetches: a look
+        up, not a decode of every open transaction's every record per fetch)."""
         self._written_at: dict[bytes, int] = {}
         """Where the offset record applied last for each live key is in the log (one int
         per committed partition; a tombstone drops it): a transaction's record committed
@@ -46,12 +51,32 @@ class OffsetStore:
         """Records (key, value, log offset) of a transaction still open, kept until its
         marker."""
         held = self.pending.setdefault(producer_id, [])
-        held += [(k, v, o) for k, v, o in records if k is not None]
+        added = [(k, v, o) for k, v, o in records if k is not None]
+        held += added
+        self._count_pending(added, 1)
+
+    def _count_pending(self, records: Iterable[tuple[bytes, bytes | None, int]], by: int) -> None:
+        of = self._pending_of
+        for key, _, _ in records:
+            try:
+                parsed = decode_key(key)
+            except BadRecordError:  # (applied, it is logged and skipped: see apply)
+                continue
+            if parsed is None:
+                continue
+            group, topic, partition = parsed
+            counts = of.setdefault(group, Counter())
+            counts[topic, partition] += by
+            if counts[topic, partition] <= 0:
+                del counts[topic, partition]
+                if not counts:
+                    del of[group]
 
     def end_txn(self, producer_id: int, committed: bool) -> int:
         """A transaction's marker: its offsets count (COMMIT, those newer than the offset
         already applied) or go (ABORT); returns how many it held."""
         held = self.pending.pop(producer_id, [])
+        self._count_pending(held, -1)
         if committed:
             for key, value, offset in held:
                 if offset > self._written_at.get(key, -1):
@@ -61,13 +86,8 @@ class OffsetStore:
     def pending_partitions(self, group: str) -> set[tuple[str, int]]:
         """The partitions of ``group`` with a transaction's offsets not yet committed or
         aborted (none, for nearly every fetch: no scan then)."""
-        found: set[tuple[str, int]] = set()
-        for records in self.pending.values():
-            for key, _, _ in records:
-                parsed = decode_key(key)
-                if parsed is not None and parsed[0] == group:
-                    found.add((parsed[1], parsed[2]))
-        return found
+        counts = self._pending_of.get(group)
+        return set(counts) if counts else set()
 
     def apply(self, key: bytes | None, value: bytes | None, log_offset: int = -1) -> None:
         """One record of the offsets topic, in log order (later ones win); ``log_offset``:

@@ -61,3 +61,23 @@ def test_the_store_applies_records_in_order_and_tombstones_delete() -> None:
     store.apply(encode_key("g", "t", 1), None)
     assert store.get("g") == {} and "g" not in store.groups
     assert store.get("other") == {}
+
+
+def test_a_groups_partitions_held_by_open_transactions() -> None:
+    """What require_stable fetches wait on: the partitions of a group with offsets in a
+    transaction not yet ended, kept as transactions hold and end (not found by decoding
+    every open transaction's records per fetch)."""
+    store = OffsetStore()
+    value = encode_value(OffsetAndMetadata(5))
+    store.hold(7, [(encode_key("g", "t", 0), value, 10), (encode_key("h", "t", 0), value, 11)])
+    store.hold(8, [(encode_key("g", "t", 0), value, 12), (encode_key("g", "u", 3), value, 13)])
+    store.hold(9, [(b"\x00\x01 not an offsets key", value, 14), (None, None, 15)])
+    assert store.pending_partitions("g") == {("t", 0), ("u", 3)}
+    assert store.pending_partitions("h") == {("t", 0)}
+    assert store.end_txn(8, committed=False) == 2
+    assert store.pending_partitions("g") == {("t", 0)}  # producer 7's still holds it
+    assert store.end_txn(7, committed=True) == 2
+    assert store.pending_partitions("g") == store.pending_partitions("h") == set()
+    assert store.get("g")[("t", 0)].offset == 5
+    assert store.end_txn(9, committed=False) == 1
+    assert store.pending_partitions("nobody") == set()
