@@ -35,7 +35,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextvars import ContextVar
 from types import TracebackType
-from typing import Any
+from typing import Any, NamedTuple
 
 from client.assignors import ASSIGNORS
 from client.cluster import Cluster, list_offsets_request, unknown_topic_error
@@ -97,6 +97,17 @@ _TAILING_BYTES = 16_384
 """A Fetch answer this small means the consumer is caught up: wake the user before writing
 the next Fetch (latency); a larger one, write it first (throughput)."""
 _Positions = Mapping[TopicPartition, FetchPosition]  # a Fetch's, by partition
+
+
+class _Check(NamedTuple):
+    """A position being validated (KIP-320), as it was when the leader was asked."""
+
+    tp: TopicPartition
+    state: PartitionState
+    generation: int
+    position: int
+    epoch: int
+    leader_epoch: int
 
 
 class Consumer:
@@ -1298,28 +1309,44 @@ class Consumer:
 
     async def _validate_all(self, pending: list[tuple[TopicPartition, PartitionState]]) -> None:
         metadata = self._cluster.metadata
-        by_node: dict[int, list[tuple[TopicPartition, int, int, int, int]]] = {}
+        by_node: dict[int, list[_Check]] = {}
         retry_at = time.monotonic() * 1000 + self.retry_backoff_ms
         for tp, state in pending:
-            leader = metadata.leader_for(tp)
             assert state.position is not None  # (needs_validation gives only those)
+            check = _Check(
+                tp, state, state.generation, state.position, state.epoch, state.leader_epoch
+            )
+            leader = metadata.leader_for(tp)
             if leader is None:
                 self._cluster.request_refresh()
-                self._subscription.retry_validation(tp, state.generation, retry_at)
+                self._retry(check, retry_at)
                 continue
-            by_node.setdefault(leader, []).append(
-                (tp, state.generation, state.position, state.epoch, state.leader_epoch)
-            )
+            by_node.setdefault(leader, []).append(check)
         await asyncio.gather(*(self._validate_at(node, asked) for node, asked in by_node.items()))
 
-    async def _validate_at(
-        self, node: int, asked: list[tuple[TopicPartition, int, int, int, int]]
-    ) -> None:
+    def _applies(self, check: _Check) -> bool:
+        """Whether an answer to ``check`` still applies: the same state (not one made for
+        the partition since it was given up and taken again, whose generations count from
+        0 again) at the same position, still waiting for it."""
+        state = check.state
+        return (
+            self._subscription.states.get(check.tp) is state
+            and state.validating
+            and state.generation == check.generation
+        )
+
+    def _retry(self, check: _Check, retry_at_ms: float) -> None:
+        if self._applies(check):
+            self._subscription.retry_validation(check.tp, retry_at_ms)
+
+    async def _validate_at(self, node: int, asked: list[_Check]) -> None:
         by_topic: dict[str, list[OffsetForLeaderPartition]] = defaultdict(list)
-        for tp, _generation, _position, epoch, leader_epoch in asked:
-            by_topic[tp.topic].append(
+        for check in asked:
+            by_topic[check.tp.topic].append(
                 OffsetForLeaderPartition(
-                    partition=tp.partition, current_leader_epoch=leader_epoch, leader_epoch=epoch
+                    partition=check.tp.partition,
+                    current_leader_epoch=check.leader_epoch,
+                    leader_epoch=check.epoch,
                 )
             )
         request = OffsetForLeaderEpochRequest(
@@ -1333,42 +1360,36 @@ class Consumer:
         except ApiError as exc:
             _log.debug("validating positions at broker %d failed: %s", node, exc)
             self._cluster.request_refresh()
-            for tp, generation, *_ in asked:
-                self._subscription.retry_validation(tp, generation, retry_at)
+            for check in asked:
+                self._retry(check, retry_at)
             return
         answers = {
             TopicPartition(t.topic, p.partition): p for t in response.topics for p in t.partitions
         }
-        for tp, generation, position, epoch, _leader_epoch in asked:
-            answer = answers.get(tp)
+        for check in asked:
+            answer = answers.get(check.tp)
             if answer is None or answer.error_code:
                 error = error_for_code(answer.error_code) if answer is not None else None
-                if isinstance(error, UnknownLeaderEpochError):
-                    self._subscription.epoch_refused(tp)
                 if error is None or error.retriable or error.invalid_metadata:
+                    if isinstance(error, UnknownLeaderEpochError) and self._applies(check):
+                        self._subscription.epoch_refused(check.tp)
                     self._cluster.request_refresh()
-                    self._subscription.retry_validation(tp, generation, retry_at)
-                else:
-                    state = self._subscription.states.get(tp)
-                    if state is not None and state.generation == generation:
-                        self._subscription.set_error(tp, error)
-                        self._data_arrived()
+                    self._retry(check, retry_at)
+                elif self._applies(check):
+                    self._subscription.set_error(check.tp, error)
+                    self._data_arrived()
                 continue
-            self._validation_answer(tp, generation, position, epoch, answer)
+            if self._applies(check):  # else moved meanwhile (a seek, a new leader, ...)
+                self._validation_answer(check, answer.end_offset, answer.leader_epoch)
 
-    def _validation_answer(
-        self, tp: TopicPartition, generation: int, position: int, epoch: int, answer: Any
-    ) -> None:
-        state = self._subscription.states.get(tp)
-        if state is None or state.generation != generation or not state.validating:
-            return  # moved meanwhile (a seek, or the leader changed again)
-        end, end_epoch = answer.end_offset, answer.leader_epoch
+    def _validation_answer(self, check: _Check, end: int, end_epoch: int) -> None:
+        tp, position, epoch = check.tp, check.position, check.epoch
         if end < 0 or end_epoch < 0:
             # the leader's log has no epochs at all: nothing to check the position against
             self._on_position_lost(tp, position, f"the leader has no record of epoch {epoch}")
             return
         if end >= position:
-            self._subscription.validated(tp, generation)
+            self._subscription.validated(tp)
             return
         if self.auto_offset_reset == "none":
             self._subscription.set_error(

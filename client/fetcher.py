@@ -341,16 +341,13 @@ class Subscription:
             and s.retry_at_ms <= now_ms
         ]
 
-    def validated(self, tp: TopicPartition, generation: int) -> PartitionState | None:
-        """The leader's log holds the position's records: fetch again. The state, or None
-        if the answer no longer applies (the user moved, or the leader changed again)."""
-        state = self.states.get(tp)
-        if state is None or state.generation != generation or not state.validating:
-            return None
+    def validated(self, tp: TopicPartition) -> None:
+        """The leader's log holds the position's records: fetch again. (The caller knows
+        the answer is about the position as it is now.)"""
+        state = self.state(tp)
         state.validating = False
         self._validating.pop(tp, None)
         self._touch(tp)
-        return state
 
     def truncated(self, tp: TopicPartition, offset: int, epoch: int) -> None:
         """The leader's log parted from what was read at ``offset`` (the first offset
@@ -360,12 +357,10 @@ class Subscription:
         self._validating.pop(tp, None)
         self._touch(tp)
 
-    def retry_validation(self, tp: TopicPartition, generation: int, retry_at_ms: float) -> None:
+    def retry_validation(self, tp: TopicPartition, retry_at_ms: float) -> None:
         """Ask again no sooner than ``retry_at_ms`` (the leader was not ready)."""
-        state = self.states.get(tp)
-        if state is not None and state.generation == generation and state.validating:
-            state.retry_at_ms = retry_at_ms
-            self._backing_off[tp] = None
+        self.state(tp).retry_at_ms = retry_at_ms
+        self._backing_off[tp] = None
 
     def follow_epochs(self, epochs: Mapping[TopicPartition, int]) -> None:
         """The metadata's leader epochs: each partition's new one is sent with its next
@@ -382,10 +377,13 @@ class Subscription:
                 # the leader knows no epoch as new as ours, and the metadata agrees: the
                 # topic was deleted and made again under its name (its epochs start over;
                 # Kafka tells by topic id), or the leader has not heard of the newer one
-                # yet. Its epoch is followed, with no check (there is nothing older to
-                # check against); a move up again from there is checked
+                # yet. Its epoch is followed, with no check (an epoch of a log that is gone
+                # would be checked against the new one: a "truncation" at its end, past
+                # its records); a move up again from there is checked
                 del refused[tp]
                 state.leader_epoch = epoch
+                state.validating = False
+                self._validating.pop(tp, None)
                 self._touch(tp)
                 continue
             refused.pop(tp, None)

@@ -101,8 +101,7 @@ def test_a_new_leader_epoch_holds_the_partition_until_its_position_is_checked() 
     sub.fetchable_by_leader(time.monotonic() * 1000, {TP: 1}, epochs={TP: 4})
     assert state.leader_epoch == 5 and state.validating
 
-    assert sub.validated(TP, generation) is None  # not this check's generation
-    assert sub.validated(TP, pending.generation) is state
+    sub.validated(TP)
     sets = sub.fetchable_by_leader(time.monotonic() * 1000, {TP: 2}, epochs={TP: 5})
     again = sets[2].positions[TP]
     assert (again.offset, again.leader_epoch) == (2, 5)
@@ -291,6 +290,24 @@ async def test_commit_sends_the_leader_epoch_of_each_position() -> None:
     assert committed[-1] == ({TP: 4}, {})
 
 
+def test_a_lower_epoch_after_a_refusal_ends_a_check_under_way() -> None:
+    """A check of an old topic's position against a topic made again under its name
+    would find "truncation" at the new log's end, past its records: the lower epoch
+    taken after the leader's refusal ends the check (an offset out of range resets)."""
+    sub = _subscription()
+    _read(sub, 0, 3, epoch=7)
+    sub.fetchable_by_leader(time.monotonic() * 1000, {TP: 1}, epochs={TP: 8})
+    state = sub.states[TP]
+    assert state.validating
+    sub.epoch_refused(TP)
+    sets = sub.fetchable_by_leader(time.monotonic() * 1000, {TP: 2}, epochs={TP: 0})
+    assert not state.validating and sub.needs_validation(time.monotonic() * 1000) == []
+    assert (sets[2].positions[TP].offset, sets[2].positions[TP].leader_epoch) == (3, 0)
+    assert state.epoch == 7  # kept: a move up again is checked
+    sub.fetchable_by_leader(time.monotonic() * 1000, {TP: 1}, epochs={TP: 9})
+    assert state.validating
+
+
 def test_a_lower_epoch_is_followed_only_after_the_leader_refused_ours() -> None:
     """A recreated topic's epochs start over: once its leader answers UNKNOWN_LEADER_EPOCH,
     the metadata's lower epoch is taken (unchecked); before that, a lagging view's is not."""
@@ -310,3 +327,46 @@ def test_a_lower_epoch_is_followed_only_after_the_leader_refused_ours() -> None:
     assert state.leader_epoch == 2 and state.validating  # up again: checked
     sub.fetchable_by_leader(time.monotonic() * 1000, {TP: 1}, epochs={TP: 1})
     assert state.leader_epoch == 2
+
+
+class _Gated(_Leader):
+    """Holds the OffsetsForLeaderEpoch request until ``gate`` opens."""
+
+    def __init__(self, answers: list[Any]) -> None:
+        super().__init__(answers)
+        self.gate = asyncio.Event()
+        self.sent = asyncio.Event()
+
+    async def send(self, node: int, api_key: ApiKey, request: Any, **kw: Any) -> Any:
+        self.sent.set()
+        await self.gate.wait()
+        return await super().send(node, api_key, request, **kw)
+
+
+async def test_an_answer_about_a_partition_given_up_meanwhile_does_not_apply_to_it_again() -> None:
+    """(Found in review.) A partition given up and taken again (a rebalance, assign())
+    gets a new state, whose generations count from 0 again: an answer about the old
+    position must not land on the new one (it moved it back: records delivered again)."""
+    cluster = _Gated([_ends(3, 6)])  # the leader's log parts at 6 from what was read to 10
+    consumer = Consumer(bootstrap_servers="unused:1", auto_offset_reset="earliest")
+    consumer._cluster = cluster  # type: ignore[assignment]
+    consumer._state = "running"
+    consumer._data = asyncio.Event()
+    consumer._wakeup = asyncio.Event()
+    sub = consumer._subscription
+    sub.assign([TP])
+    assert sub.set_reset_position(TP, 10, 0, epoch=3)  # the group's commit: 10, epoch 3
+    sub.fetchable_by_leader(time.monotonic() * 1000, {TP: 2}, epochs={TP: 5})
+    pending = sub.needs_validation(time.monotonic() * 1000)
+    assert [tp for tp, _ in pending] == [TP]
+    task = asyncio.create_task(consumer._validate_positions(pending))
+    await cluster.sent.wait()
+    sub.assign([])  # a rebalance takes it away and gives it back, committed at 20 now
+    sub.assign([TP])
+    sub.fetchable_by_leader(time.monotonic() * 1000, {TP: 2}, epochs={TP: 5})
+    fresh = sub.states[TP]
+    assert sub.set_reset_position(TP, 20, fresh.generation, epoch=5)
+    assert fresh.validating and fresh.generation == pending[0][1].generation
+    cluster.gate.set()
+    await task
+    assert fresh.position == 20 and fresh.validating  # to be checked itself
