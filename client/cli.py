@@ -30,6 +30,15 @@ from typing import IO, TYPE_CHECKING, Any, NamedTuple, TypeVar
 import click
 
 from client.assignors import ASSIGNORS
+from client.console import (
+    CONSUMER_PROPERTIES,
+    PRODUCER_PROPERTIES,
+    LineError,
+    LineReader,
+    RecordFormat,
+    client_settings,
+    parse_properties,
+)
 from client.localcluster import (
     DEFAULT_DIRECTORY,
     STATE_FILE,
@@ -2494,6 +2503,21 @@ def transactions_abort(
     default=None,
     help="Write every record to this partition.",
 )
+@click.option(
+    "--property",
+    "properties",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Kafka's line reader: parse.key, key.separator, parse.headers, headers.delimiter, "
+    "headers.separator, headers.key.separator, null.marker, ignore.error (repeatable).",
+)
+@click.option(
+    "--producer-property",
+    "producer_properties",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="A producer setting by Kafka's name, e.g. linger.ms=20 (repeatable).",
+)
 @bootstrap_option
 @click.pass_context
 def produce(
@@ -2504,20 +2528,35 @@ def produce(
     acks: str,
     compression: str,
     partition: int | None,
+    properties: tuple[str, ...],
+    producer_properties: tuple[str, ...],
 ) -> None:
-    """Write one record per line of stdin to TOPIC. Exit code 1 if any record failed."""
+    """Write one record per line of stdin to TOPIC. Exit code 1 if any record failed.
+
+    A line is [HEADERS<TAB>][KEY<TAB>]VALUE with --property parse.headers=true and
+    parse.key=true (headers as name:value,name:value), as Kafka's console producer."""
+    from client import Producer  # noqa: PLC0415  (see _admin)
+
     if key_separator == "":
         raise click.BadParameter("must not be empty", param_hint="--key-separator")
+    shorthand = []
+    if key_separator is not None:
+        shorthand = ["parse.key=true", f"key.separator={key_separator}"]
+    try:
+        reader = LineReader(
+            parse_properties([*shorthand, *properties], PRODUCER_PROPERTIES, "--property")
+        )
+        chosen = client_settings(Producer, producer_properties, "--producer-property")
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
     bootstrap = _bootstrap(ctx)
-    job = _ProduceJob(
-        topic,
-        None if key_separator is None else key_separator.encode(),
-        partition,
-    )
+    job = _ProduceJob(topic, reader, partition)
     settings = {
+        "linger_ms": 5,
         "acks": "all" if acks in ("all", "-1") else int(acks),
         "compression_type": None if compression == "none" else compression,
         **_security(ctx),
+        **chosen,
     }
     # Ctrl-C ends the input like Ctrl-D: what was read has been flushed by stop()
     with contextlib.suppress(KeyboardInterrupt):
@@ -2528,9 +2567,9 @@ def produce(
 class _ProduceJob:
     """Lines of stdin to records, delivery outcomes counted, failures reported."""
 
-    def __init__(self, topic: str, separator: bytes | None, partition: int | None) -> None:
+    def __init__(self, topic: str, reader: LineReader, partition: int | None) -> None:
         self.topic = topic
-        self.separator = separator
+        self.reader = reader
         self.partition = partition
         self.sent = 0
         self.acked = 0
@@ -2539,7 +2578,10 @@ class _ProduceJob:
     async def run(self, bootstrap: str, settings: dict[str, Any], stdin: IO[bytes]) -> None:
         from client import Producer  # noqa: PLC0415  (see _admin)
 
-        producer = Producer(bootstrap_servers=bootstrap, linger_ms=5, **settings)
+        try:
+            producer = Producer(bootstrap_servers=bootstrap, **settings)
+        except ValueError as exc:  # a --producer-property the producer refuses
+            raise CliError(str(exc)) from None
         await producer.start()
         try:
             if self.partition is not None:  # before any input is read
@@ -2554,14 +2596,15 @@ class _ProduceJob:
             await producer.stop()  # flushes: every future below is done after this
 
     async def _send(self, producer: Producer, line_number: int, line: bytes) -> None:
-        key: bytes | None = None
-        if self.separator is not None:
-            key, sep, line = line.partition(self.separator)
-            if not sep:
-                self._failed(line_number, f"no key separator {self.separator.decode()!r}")
-                return
         try:
-            future = await producer.send(self.topic, value=line, key=key, partition=self.partition)
+            key, value, headers = self.reader.parse(line)
+        except LineError as exc:
+            self._failed(line_number, str(exc))
+            return
+        try:
+            future = await producer.send(
+                self.topic, value=value, key=key, partition=self.partition, headers=headers or None
+            )
         except (MessageTooLargeError, RecordListTooLargeError) as exc:
             self._failed(line_number, error_line(exc))  # this record only
             return
@@ -2709,6 +2752,22 @@ def _offset(value: str) -> int | str:
     help="This consumer's rack: brokers with a rack-aware replica.selector.class serve it "
     "from the replica there (KIP-392).",
 )
+@click.option(
+    "--property",
+    "properties",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Kafka's formatter: print.timestamp, print.partition, print.offset, print.headers, "
+    "print.key, print.value, key.separator, line.separator, headers.separator, "
+    "headers.key.separator, null.literal (repeatable).",
+)
+@click.option(
+    "--consumer-property",
+    "consumer_properties",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="A consumer setting by Kafka's name, e.g. fetch.max.wait.ms=100 (repeatable).",
+)
 @bootstrap_option
 @click.pass_context
 def consume(
@@ -2727,8 +2786,15 @@ def consume(
     strategies: tuple[str, ...],
     isolation_level: str,
     client_rack: str,
+    properties: tuple[str, ...],
+    consumer_properties: tuple[str, ...],
 ) -> None:
-    """Print TOPIC's records, one value per line, until --max-messages, --timeout-ms or Ctrl-C."""
+    """Print TOPIC's records, one value per line, until --max-messages, --timeout-ms or Ctrl-C.
+
+    As Kafka's console consumer, --property print.key=true print.timestamp=true ... adds
+    columns: [CreateTime:TS<TAB>][Partition:P<TAB>][Offset:O<TAB>][HEADERS<TAB>][KEY<TAB>]VALUE."""
+    from client import Consumer  # noqa: PLC0415  (see _admin)
+
     if strategies and group is None:
         raise click.UsageError("--partition-assignment-strategy needs --group")
     if group is not None and (partition is not None or offset is not None):
@@ -2744,19 +2810,24 @@ def consume(
     start: int | str = (
         offset if offset is not None else ("earliest" if from_beginning else "latest")
     )
+    flags = {"key": print_key, "offset": print_offset, "partition": print_partition}
+    shorthand = [f"print.{name}=true" for name, on in flags.items() if on]
+    try:
+        props = parse_properties([*shorthand, *properties], CONSUMER_PROPERTIES, "--property")
+        RecordFormat(props)  # checked now, before anything is read
+        chosen = client_settings(Consumer, consumer_properties, "--consumer-property")
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
     job = _ConsumeJob(
         topic=topic,
         partition=partition,
         start=start,
         max_messages=max_messages,
         timeout_ms=timeout_ms,
-        fmt=_RecordFormat(print_key, print_offset, print_partition),
+        props=props,
         group=group,
-        security={
-            **_security(ctx),
-            "isolation_level": isolation_level,
-            "client_rack": client_rack,
-        },
+        security=_security(ctx),
+        settings={"isolation_level": isolation_level, "client_rack": client_rack, **chosen},
         strategies=strategies,
     )
     bootstrap = _bootstrap(ctx)
@@ -2765,30 +2836,6 @@ def consume(
         asyncio.run(job.run(bootstrap))
     if sys.stderr.isatty():
         click.echo(f"Processed a total of {job.count} messages", err=True)
-
-
-class _RecordFormat:
-    """Kafka's console consumer line: [Partition:P\\t][Offset:O\\t][key\\t]value."""
-
-    def __init__(self, key: bool, offset: bool, partition: bool) -> None:
-        self.key, self.offset, self.partition = key, offset, partition
-
-    def line(self, record: Any) -> bytes:
-        parts: list[bytes] = []
-        if self.partition:
-            parts.append(b"Partition:%d" % record.partition)
-        if self.offset:
-            parts.append(b"Offset:%d" % record.offset)
-        if self.key:
-            parts.append(_as_bytes(record.key))
-        parts.append(_as_bytes(record.value))
-        return b"\t".join(parts) + b"\n"
-
-
-def _as_bytes(value: object) -> bytes:
-    if value is None:
-        return b"null"  # as Kafka's console consumer prints it
-    return value if isinstance(value, bytes) else str(value).encode()
 
 
 class _ConsumeJob:
@@ -2802,20 +2849,23 @@ class _ConsumeJob:
         start: int | str,
         max_messages: int | None,
         timeout_ms: int | None,
-        fmt: _RecordFormat,
+        props: Mapping[str, str | None] = CONSUMER_PROPERTIES,
         group: str | None = None,
         security: dict[str, Any] | None = None,
+        settings: dict[str, Any] | None = None,
         strategies: tuple[str, ...] = (),
     ) -> None:
         self.group = group
-        self.security = security or {}  # --command-config: TLS settings
+        self.security = security or {}  # --command-config: TLS and SASL settings
+        self.settings = settings or {}  # the consumer's own (--consumer-property...)
         self.strategies = strategies
         self.topic = topic
         self.partition = partition
         self.start = start
         self.max_messages = max_messages
         self.timeout_ms = timeout_ms
-        self.fmt = fmt
+        self.props = props
+        self.fmt = RecordFormat(props)
         self.count = 0
         self.printed = 0  # of the last batch written
 
@@ -2828,25 +2878,25 @@ class _ConsumeJob:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, task.cancel)
         reset = "earliest" if self.start == "earliest" else "latest"
+        settings: dict[str, Any] = {
+            "bootstrap_servers": bootstrap,
+            "auto_offset_reset": reset,
+            **self.security,
+        }
+        topics: tuple[str, ...] = (self.topic,)
         if self.group is not None:  # where the group committed; else by --from-beginning
-            consumer = Consumer(
-                self.topic,
-                bootstrap_servers=bootstrap,
-                group_id=self.group,
-                auto_offset_reset=reset,
-                enable_auto_commit=False,  # what was printed is committed, nothing more
-                partition_assignment_strategy=self.strategies or ("range",),
-                **self.security,
-            )
-        elif self.partition is None:
-            consumer = Consumer(
-                self.topic, bootstrap_servers=bootstrap, auto_offset_reset=reset, **self.security
-            )
-        else:
-            consumer = Consumer(
-                bootstrap_servers=bootstrap, auto_offset_reset=reset, **self.security
-            )
+            settings["group_id"] = self.group
+            settings["enable_auto_commit"] = False  # what was printed is committed, no more
+            settings["partition_assignment_strategy"] = self.strategies or ("range",)
+        elif self.partition is not None:
+            topics = ()
         try:
+            consumer = Consumer(*topics, **{**settings, **self.settings})
+        except ValueError as exc:  # a --consumer-property the consumer refuses
+            raise CliError(str(exc)) from None
+        try:
+            if self.fmt.timestamp:
+                self.fmt = RecordFormat(self.props, await self._timestamp_type(bootstrap))
             await consumer.start()
             if self.group is None:
                 await self._position(consumer)
@@ -2855,6 +2905,19 @@ class _ConsumeJob:
             task.uncancel()  # Ctrl-C / SIGTERM: a normal way to stop
         finally:
             await consumer.stop()
+
+    async def _timestamp_type(self, bootstrap: str) -> str:
+        """CreateTime, or LogAppendTime where the topic has the brokers stamp its records
+        (ConsumerRecord does not carry it: the topic's config says)."""
+        from client import Admin  # noqa: PLC0415  (see _admin)
+
+        async with Admin(bootstrap_servers=bootstrap, **self.security) as admin:
+            entry = (await admin.describe_configs(self.topic)).get("message.timestamp.type")
+        return (
+            "LogAppendTime"
+            if entry is not None and entry.value == "LogAppendTime"
+            else ("CreateTime")
+        )
 
     async def _position(self, consumer: Consumer) -> None:
         from client import TopicPartition  # noqa: PLC0415  (see _admin)

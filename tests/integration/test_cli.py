@@ -213,6 +213,46 @@ def test_a_user_session(run: Headwater) -> None:
         "no partition matches --topic 'nope'" in run("get-offsets", "--topic", "nope", rc=1).stderr
     )
 
+    # Kafka's console tools' properties: headers, keys and nulls in; every column out
+    run(
+        "produce",
+        "lines",
+        "--partition",
+        "2",
+        "--property",
+        "parse.headers=true",
+        "--property",
+        "parse.key=true",
+        "--property",
+        "null.marker=NULL",
+        "--producer-property",
+        "linger.ms=0",
+        input="trace:7,span:NULL\tk2\tv2\n\tNULL\tkeyless\n",
+    )
+    columns = run(
+        "consume",
+        "lines",
+        "--partition",
+        "2",
+        "--offset",
+        "earliest",
+        "--timeout-ms",
+        "2000",
+        "--consumer-property",
+        "fetch.max.wait.ms=50",
+        *("--property", "print.timestamp=true", "--property", "print.headers=true"),
+        *("--property", "print.key=true", "--property", "print.partition=true"),
+        *("--property", "key.separator=|", "--property", "null.literal=~"),
+    ).stdout.splitlines()
+    first, second = (line.split("\t") for line in columns[-2:])
+    assert first[0].startswith("CreateTime:") and int(first[0].split(":")[1]) > 0
+    assert first[1:] == ["Partition:2", "trace:7,span:~", "k2|v2"]
+    assert second[1:] == ["Partition:2", "NO_HEADERS", "~|keyless"]
+    bad = run("consume", "lines", "--property", "print.colour=true", rc=2)
+    assert "'print.colour' is not a property of this command" in bad.stderr
+    bad = run("produce", "lines", "--producer-property", "lingr.ms=5", input="x\n", rc=2)
+    assert "'lingr.ms' is not a setting of the producer" in bad.stderr
+
     nowhere = run("produce", "lines", "--partition", "7", input="x\n", rc=1)
     assert "has no partition 7 (its partitions are 0..2)" in nowhere.stderr
 

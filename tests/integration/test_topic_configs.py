@@ -298,6 +298,12 @@ async def test_log_append_time_and_compression_type_apply_on_the_leader(shared: 
         meta.timestamp,
         b"x" * 200,
     )
+    printed = await _headwater(
+        bootstrap,
+        *("consume", topic, "--partition", "0", "--offset", str(meta.offset)),
+        *("--max-messages", "1", "--property", "print.timestamp=true"),
+    )
+    assert printed.stdout == f"LogAppendTime:{meta.timestamp}\t{'x' * 200}\n"  # the topic's
 
     def last_batches() -> list[Any]:
         found = []

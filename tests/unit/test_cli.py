@@ -20,12 +20,12 @@ from client import cli
 from client.cli import (
     CliError,
     _ProduceJob,
-    _RecordFormat,
     _stdin_lines,
     parse_bootstrap,
     parse_configs,
     resolve_bootstrap,
 )
+from client.console import PRODUCER_PROPERTIES, LineReader, parse_properties
 from client.localcluster import (
     STATE_FILE,
     BrokerEntry,
@@ -323,7 +323,12 @@ class _FakeProducer:
         self.sent: list[tuple[bytes | None, bytes, int | None]] = []
 
     async def send(
-        self, topic: str, value: bytes, key: bytes | None = None, partition: int | None = None
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes | None = None,
+        partition: int | None = None,
+        headers: Any = None,
     ) -> asyncio.Future[Any]:
         if value == b"unknown":
             raise UnknownTopicOrPartitionError(f"topic {topic!r} does not exist")
@@ -337,7 +342,8 @@ class _FakeProducer:
 
 
 async def test_produce_counts_and_reports_failures(capsys: pytest.CaptureFixture[str]) -> None:
-    job = _ProduceJob("t", b":", 2)
+    props = parse_properties(["parse.key=true", "key.separator=:"], PRODUCER_PROPERTIES, "-")
+    job = _ProduceJob("t", LineReader(props), 2)
     producer = _FakeProducer()
     for number, line in enumerate([b"k:v", b"no separator", b"k2:bad one", b":empty key"], 1):
         await job._send(producer, number, line)  # type: ignore[arg-type]
@@ -353,14 +359,6 @@ async def test_produce_counts_and_reports_failures(capsys: pytest.CaptureFixture
     ]
     with pytest.raises(UnknownTopicOrPartitionError):  # not per record: the whole command
         await job._send(producer, 5, b"k:unknown")  # type: ignore[arg-type]
-
-
-def test_record_format_is_kafkas() -> None:
-    class Record:
-        partition, offset, key, value = 2, 41, None, b"v"
-
-    assert _RecordFormat(False, False, False).line(Record) == b"v\n"
-    assert _RecordFormat(True, True, True).line(Record) == b"Partition:2\tOffset:41\tnull\tv\n"
 
 
 def test_the_module_runs_as_a_command() -> None:
