@@ -2703,7 +2703,14 @@ def _offset(value: str) -> int | str:
 
 
 @main.command()
-@click.argument("topic")
+@click.argument("topic", required=False)
+@click.option(
+    "--include",
+    metavar="REGEX",
+    default=None,
+    help="Every topic whose whole name matches REGEX instead of TOPIC (not the internal "
+    "__ ones); with --group, new ones as they come.",
+)
 @click.option("--from-beginning", is_flag=True, help="Start at the earliest record, not the end.")
 @click.option("--partition", type=click.IntRange(0), default=None, help="Read only this partition.")
 @click.option(
@@ -2773,7 +2780,8 @@ def _offset(value: str) -> int | str:
 def consume(
     ctx: click.Context,
     *,
-    topic: str,
+    topic: str | None,
+    include: str | None,
     from_beginning: bool,
     partition: int | None,
     offset: int | str | None,
@@ -2795,6 +2803,17 @@ def consume(
     columns: [CreateTime:TS<TAB>][Partition:P<TAB>][Offset:O<TAB>][HEADERS<TAB>][KEY<TAB>]VALUE."""
     from client import Consumer  # noqa: PLC0415  (see _admin)
 
+    if (topic is None) == (include is None):
+        raise click.UsageError("give a TOPIC or --include REGEX (one of them)")
+    if include is not None:
+        if partition is not None or offset is not None:
+            raise click.UsageError("--partition and --offset need a TOPIC, not --include")
+        try:
+            re.compile(include)
+        except re.error as exc:
+            raise click.UsageError(
+                f"--include {include!r} is not a regular expression: {exc}"
+            ) from None
     if strategies and group is None:
         raise click.UsageError("--partition-assignment-strategy needs --group")
     if group is not None and (partition is not None or offset is not None):
@@ -2820,6 +2839,7 @@ def consume(
         raise click.UsageError(str(exc)) from None
     job = _ConsumeJob(
         topic=topic,
+        include=include,
         partition=partition,
         start=start,
         max_messages=max_messages,
@@ -2844,7 +2864,8 @@ class _ConsumeJob:
     def __init__(
         self,
         *,
-        topic: str,
+        topic: str | None,
+        include: str | None = None,
         partition: int | None,
         start: int | str,
         max_messages: int | None,
@@ -2860,12 +2881,14 @@ class _ConsumeJob:
         self.settings = settings or {}  # the consumer's own (--consumer-property...)
         self.strategies = strategies
         self.topic = topic
+        self.include = include
         self.partition = partition
         self.start = start
         self.max_messages = max_messages
         self.timeout_ms = timeout_ms
-        self.props = props
-        self.fmt = RecordFormat(props)
+        self.timestamp_types: dict[str, str] = {}
+        """Per topic, what stamps its records (see :meth:`_learn_timestamp_types`)."""
+        self.fmt = RecordFormat(props, per_topic=self.timestamp_types)
         self.count = 0
         self.printed = 0  # of the last batch written
 
@@ -2883,7 +2906,7 @@ class _ConsumeJob:
             "auto_offset_reset": reset,
             **self.security,
         }
-        topics: tuple[str, ...] = (self.topic,)
+        topics: tuple[str, ...] = () if self.topic is None else (self.topic,)
         if self.group is not None:  # where the group committed; else by --from-beginning
             settings["group_id"] = self.group
             settings["enable_auto_commit"] = False  # what was printed is committed, no more
@@ -2894,35 +2917,57 @@ class _ConsumeJob:
             consumer = Consumer(*topics, **{**settings, **self.settings})
         except ValueError as exc:  # a --consumer-property the consumer refuses
             raise CliError(str(exc)) from None
+        self.bootstrap = bootstrap
         try:
-            if self.fmt.timestamp:
-                self.fmt = RecordFormat(self.props, await self._timestamp_type(bootstrap))
             await consumer.start()
             if self.group is None:
                 await self._position(consumer)
+            elif self.include is not None:
+                consumer.subscribe(pattern=self.include)
             await self._print_until_done(consumer)
         except asyncio.CancelledError:
             task.uncancel()  # Ctrl-C / SIGTERM: a normal way to stop
         finally:
             await consumer.stop()
 
-    async def _timestamp_type(self, bootstrap: str) -> str:
-        """CreateTime, or LogAppendTime where the topic has the brokers stamp its records
-        (ConsumerRecord does not carry it: the topic's config says)."""
+    async def _learn_timestamp_types(self, records: list[Any]) -> None:
+        """With print.timestamp: CreateTime, or LogAppendTime where a topic has the
+        brokers stamp its records (ConsumerRecord does not carry it: the topic's config
+        says), asked once per topic, when its first records come."""
         from client import Admin  # noqa: PLC0415  (see _admin)
 
-        async with Admin(bootstrap_servers=bootstrap, **self.security) as admin:
-            entry = (await admin.describe_configs(self.topic)).get("message.timestamp.type")
-        return (
-            "LogAppendTime"
-            if entry is not None and entry.value == "LogAppendTime"
-            else ("CreateTime")
-        )
+        new = {r.topic for r in records} - self.timestamp_types.keys()
+        if not new or not self.fmt.timestamp:
+            return
+        async with Admin(bootstrap_servers=self.bootstrap, **self.security) as admin:
+            for topic in sorted(new):
+                entry = (await admin.describe_configs(topic)).get("message.timestamp.type")
+                appended = entry is not None and entry.value == "LogAppendTime"
+                self.timestamp_types[topic] = "LogAppendTime" if appended else "CreateTime"
 
     async def _position(self, consumer: Consumer) -> None:
         from client import TopicPartition  # noqa: PLC0415  (see _admin)
 
-        if self.partition is not None:
+        if self.include is not None:
+            matched = sorted(
+                t
+                for t in await consumer.topics()
+                if re.fullmatch(self.include, t) and not t.startswith("__")  # (as subscribe)
+            )
+            if not matched:
+                raise UnknownTopicOrPartitionError(
+                    f"no topic matches --include {self.include!r} (`headwater topics list` "
+                    f"shows them)"
+                )
+            consumer.assign(
+                [
+                    TopicPartition(t, p)
+                    for t in matched
+                    for p in sorted(await consumer.partitions_for_topic(t))
+                ]
+            )
+        elif self.partition is not None:
+            assert self.topic is not None  # (--partition needs a TOPIC)
             partitions = await consumer.partitions_for_topic(self.topic)
             _check_partition(self.topic, self.partition, partitions)
             consumer.assign([TopicPartition(self.topic, self.partition)])
@@ -2952,6 +2997,7 @@ class _ConsumeJob:
             batches = await consumer.getmany(timeout_ms=wait_ms, max_records=left)
             records = [r for tp in sorted(batches) for r in batches[tp]][:left]
             if records:
+                await self._learn_timestamp_types(records)
                 idle_since = loop.time()
                 self._write(out, records)
                 if self.group is not None and records:

@@ -102,10 +102,16 @@ def _separator(props: Mapping[str, str | None], name: str, option: str) -> str:
 class RecordFormat:
     """A record as a line of Kafka's console consumer."""
 
-    def __init__(self, props: Mapping[str, str | None], timestamp_type: str = "CreateTime"):
+    def __init__(
+        self,
+        props: Mapping[str, str | None],
+        timestamp_type: str = "CreateTime",
+        per_topic: Mapping[str, str] | None = None,
+    ) -> None:
         """``props``: :data:`CONSUMER_PROPERTIES` as :func:`parse_properties` gives them;
-        ``timestamp_type``: what the topic stamps (CreateTime, or LogAppendTime where
-        its ``message.timestamp.type`` says so)."""
+        ``timestamp_type``: what stamps the records (CreateTime, or LogAppendTime where a
+        topic's ``message.timestamp.type`` says so), or ``per_topic`` by topic (read as
+        each record is printed: the caller may fill it as topics come)."""
         option = "--property"
         self.timestamp = _flag(props, "print.timestamp", option)
         self.partition = _flag(props, "print.partition", option)
@@ -118,13 +124,15 @@ class RecordFormat:
         self.headers_separator = (props["headers.separator"] or "").encode()
         self.headers_key_separator = (props["headers.key.separator"] or "").encode()
         self.null = (props["null.literal"] or "").encode()
-        self.timestamp_type = timestamp_type.encode()
+        self.timestamp_type = timestamp_type
+        self.per_topic = per_topic or {}
 
     def line(self, record: Any) -> bytes:
         columns: list[bytes] = []
         if self.timestamp:
+            kind = self.per_topic.get(record.topic, self.timestamp_type)
             columns.append(
-                b"%s:%d" % (self.timestamp_type, record.timestamp)
+                b"%s:%d" % (kind.encode(), record.timestamp)
                 if record.timestamp >= 0
                 else b"NO_TIMESTAMP"
             )

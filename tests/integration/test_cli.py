@@ -253,6 +253,24 @@ def test_a_user_session(run: Headwater) -> None:
     bad = run("produce", "lines", "--producer-property", "lingr.ms=5", input="x\n", rc=2)
     assert "'lingr.ms' is not a setting of the producer" in bad.stderr
 
+    # kafka-console-consumer --include: every topic whose whole name matches
+    run("topics", "create", "other", "--partitions", "1", "--replication-factor", "1")
+    run("produce", "other", input="o1\n")
+    everything = run(
+        *("consume", "--include", "lines|oth.*", "--from-beginning", "--timeout-ms", "3000"),
+    ).stdout.splitlines()
+    assert sorted(everything) == sorted([*lines, "v", "v2", "keyless", "o1"])
+    grouped = run(
+        *("consume", "--include", "oth.*", "--group", "g-include", "--from-beginning"),
+        *("--max-messages", "1", "--timeout-ms", "20000"),
+    )
+    assert grouped.stdout == "o1\n"
+    assert "no topic matches --include 'nothing.*'" in (
+        run("consume", "--include", "nothing.*", "--timeout-ms", "1000", rc=1).stderr
+    )
+    assert "give a TOPIC or --include REGEX" in run("consume", rc=2).stderr
+    assert "is not a regular expression" in run("consume", "--include", "(", rc=2).stderr
+
     nowhere = run("produce", "lines", "--partition", "7", input="x\n", rc=1)
     assert "has no partition 7 (its partitions are 0..2)" in nowhere.stderr
 
