@@ -2803,32 +2803,6 @@ def consume(
     columns: [CreateTime:TS<TAB>][Partition:P<TAB>][Offset:O<TAB>][HEADERS<TAB>][KEY<TAB>]VALUE."""
     from client import Consumer  # noqa: PLC0415  (see _admin)
 
-    if (topic is None) == (include is None):
-        raise click.UsageError("give a TOPIC or --include REGEX (one of them)")
-    if include is not None:
-        if partition is not None or offset is not None:
-            raise click.UsageError("--partition and --offset need a TOPIC, not --include")
-        try:
-            re.compile(include)
-        except re.error as exc:
-            raise click.UsageError(
-                f"--include {include!r} is not a regular expression: {exc}"
-            ) from None
-    if strategies and group is None:
-        raise click.UsageError("--partition-assignment-strategy needs --group")
-    if group is not None and (partition is not None or offset is not None):
-        raise click.UsageError(
-            "--group shares the topic's partitions among the group's members; it excludes "
-            "--partition and --offset (reset a group's offsets with `headwater groups "
-            "reset-offsets`)"
-        )
-    if offset is not None and partition is None:
-        raise click.UsageError("--offset needs --partition (an offset is per partition)")
-    if offset is not None and from_beginning:
-        raise click.UsageError("--offset and --from-beginning exclude each other")
-    start: int | str = (
-        offset if offset is not None else ("earliest" if from_beginning else "latest")
-    )
     flags = {"key": print_key, "offset": print_offset, "partition": print_partition}
     shorthand = [f"print.{name}=true" for name, on in flags.items() if on]
     try:
@@ -2837,6 +2811,16 @@ def consume(
         chosen = client_settings(Consumer, consumer_properties, "--consumer-property")
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
+    group, start = _where_to_read(
+        topic=topic,
+        include=include,
+        partition=partition,
+        offset=offset,
+        from_beginning=from_beginning,
+        group=group,
+        strategies=strategies,
+        chosen=chosen,
+    )
     job = _ConsumeJob(
         topic=topic,
         include=include,
@@ -2856,6 +2840,60 @@ def consume(
         asyncio.run(job.run(bootstrap))
     if sys.stderr.isatty():
         click.echo(f"Processed a total of {job.count} messages", err=True)
+
+
+def _where_to_read(
+    *,
+    topic: str | None,
+    include: str | None,
+    partition: int | None,
+    offset: int | str | None,
+    from_beginning: bool,
+    group: str | None,
+    strategies: tuple[str, ...],
+    chosen: dict[str, Any],
+) -> tuple[str | None, int | str]:
+    """consume's (group, where to start), from its options and the --consumer-property
+    settings that say the same (group.id as --group, auto.offset.reset as
+    --from-beginning: taken out of ``chosen``, as Kafka's console consumer takes them); a
+    usage error for options that exclude each other."""
+    if (topic is None) == (include is None):
+        raise click.UsageError("give a TOPIC or --include REGEX (one of them)")
+    if include is not None:
+        try:
+            re.compile(include)
+        except re.error as exc:
+            raise click.UsageError(
+                f"--include {include!r} is not a regular expression: {exc}"
+            ) from None
+    if "group_id" in chosen:
+        named = chosen.pop("group_id")
+        if group is not None and named != group:
+            raise click.UsageError("--group and --consumer-property group.id differ")
+        group = named
+    reset = chosen.get("auto_offset_reset")
+    if reset is not None and (from_beginning or offset is not None):
+        raise click.UsageError(
+            "--from-beginning or --offset and --consumer-property auto.offset.reset exclude "
+            "each other"
+        )
+    if reset in ("earliest", "latest"):  # ("none" stays the consumer's: a group's check)
+        del chosen["auto_offset_reset"]
+    if (partition is not None or offset is not None) and (include or group is not None):
+        raise click.UsageError(
+            "--partition and --offset read one partition of a TOPIC, as no group; they "
+            "exclude --include and --group (reset a group's offsets with `headwater groups "
+            "reset-offsets`)"
+        )
+    if strategies and group is None:
+        raise click.UsageError("--partition-assignment-strategy needs --group")
+    if offset is not None and partition is None:
+        raise click.UsageError("--offset needs --partition (an offset is per partition)")
+    if offset is not None and from_beginning:
+        raise click.UsageError("--offset and --from-beginning exclude each other")
+    if offset is not None:
+        return group, offset
+    return group, "earliest" if from_beginning or reset == "earliest" else "latest"
 
 
 class _ConsumeJob:
@@ -2886,9 +2924,7 @@ class _ConsumeJob:
         self.start = start
         self.max_messages = max_messages
         self.timeout_ms = timeout_ms
-        self.timestamp_types: dict[str, str] = {}
-        """Per topic, what stamps its records (see :meth:`_learn_timestamp_types`)."""
-        self.fmt = RecordFormat(props, per_topic=self.timestamp_types)
+        self.fmt = RecordFormat(props)
         self.count = 0
         self.printed = 0  # of the last batch written
 
@@ -2917,7 +2953,6 @@ class _ConsumeJob:
             consumer = Consumer(*topics, **{**settings, **self.settings})
         except ValueError as exc:  # a --consumer-property the consumer refuses
             raise CliError(str(exc)) from None
-        self.bootstrap = bootstrap
         try:
             await consumer.start()
             if self.group is None:
@@ -2929,21 +2964,6 @@ class _ConsumeJob:
             task.uncancel()  # Ctrl-C / SIGTERM: a normal way to stop
         finally:
             await consumer.stop()
-
-    async def _learn_timestamp_types(self, records: list[Any]) -> None:
-        """With print.timestamp: CreateTime, or LogAppendTime where a topic has the
-        brokers stamp its records (ConsumerRecord does not carry it: the topic's config
-        says), asked once per topic, when its first records come."""
-        from client import Admin  # noqa: PLC0415  (see _admin)
-
-        new = {r.topic for r in records} - self.timestamp_types.keys()
-        if not new or not self.fmt.timestamp:
-            return
-        async with Admin(bootstrap_servers=self.bootstrap, **self.security) as admin:
-            for topic in sorted(new):
-                entry = (await admin.describe_configs(topic)).get("message.timestamp.type")
-                appended = entry is not None and entry.value == "LogAppendTime"
-                self.timestamp_types[topic] = "LogAppendTime" if appended else "CreateTime"
 
     async def _position(self, consumer: Consumer) -> None:
         from client import TopicPartition  # noqa: PLC0415  (see _admin)
@@ -2997,7 +3017,6 @@ class _ConsumeJob:
             batches = await consumer.getmany(timeout_ms=wait_ms, max_records=left)
             records = [r for tp in sorted(batches) for r in batches[tp]][:left]
             if records:
-                await self._learn_timestamp_types(records)
                 idle_since = loop.time()
                 self._write(out, records)
                 if self.group is not None and records:

@@ -5,8 +5,8 @@ records out, and records in, lines out.
 - :class:`LineReader` is Kafka's LineMessageReader (``kafka-console-producer --property
   parse.key=true ...``): a line is ``[headers<headers.delimiter>][key<key.separator>]value``.
 - :class:`RecordFormat` is Kafka's DefaultMessageFormatter (``kafka-console-consumer
-  --property print.key=true ...``): ``[CreateTime:ts\\t][Partition:p\\t][Offset:o\\t]
-  [headers\\t][key<key.separator>]value<line.separator>``.
+  --property print.key=true ...``): ``[CreateTime:ts][Partition:p][Offset:o][headers]
+  [key]value``, the columns printed joined by ``key.separator``, then ``line.separator``.
 - :func:`client_settings` turns ``linger.ms=5`` into ``linger_ms=5`` for a client's
   constructor, typed as its signature says.
 """
@@ -14,6 +14,7 @@ records out, and records in, lines out.
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
@@ -76,9 +77,7 @@ def parse_properties(
                 f"{option} {name!r} is not a property of this command; known: "
                 f"{', '.join(sorted(known))}"
             )
-        for escaped, char in _ESCAPES.items():
-            value = value.replace(escaped, char)
-        out[name] = value
+        out[name] = re.sub(r"\\[tnr\\]", lambda m: _ESCAPES[m.group()], value)  # one pass
     return out
 
 
@@ -98,20 +97,14 @@ def _separator(props: Mapping[str, str | None], name: str, option: str) -> str:
 
 # --- the consumer's lines ----------------------------------------------------------------
 
+_TIMESTAMP_TYPES = {0: b"CreateTime", 1: b"LogAppendTime"}
+
 
 class RecordFormat:
     """A record as a line of Kafka's console consumer."""
 
-    def __init__(
-        self,
-        props: Mapping[str, str | None],
-        timestamp_type: str = "CreateTime",
-        per_topic: Mapping[str, str] | None = None,
-    ) -> None:
-        """``props``: :data:`CONSUMER_PROPERTIES` as :func:`parse_properties` gives them;
-        ``timestamp_type``: what stamps the records (CreateTime, or LogAppendTime where a
-        topic's ``message.timestamp.type`` says so), or ``per_topic`` by topic (read as
-        each record is printed: the caller may fill it as topics come)."""
+    def __init__(self, props: Mapping[str, str | None]) -> None:
+        """``props``: :data:`CONSUMER_PROPERTIES` as :func:`parse_properties` gives them."""
         option = "--property"
         self.timestamp = _flag(props, "print.timestamp", option)
         self.partition = _flag(props, "print.partition", option)
@@ -124,15 +117,12 @@ class RecordFormat:
         self.headers_separator = (props["headers.separator"] or "").encode()
         self.headers_key_separator = (props["headers.key.separator"] or "").encode()
         self.null = (props["null.literal"] or "").encode()
-        self.timestamp_type = timestamp_type
-        self.per_topic = per_topic or {}
 
     def line(self, record: Any) -> bytes:
         columns: list[bytes] = []
         if self.timestamp:
-            kind = self.per_topic.get(record.topic, self.timestamp_type)
             columns.append(
-                b"%s:%d" % (kind.encode(), record.timestamp)
+                b"%s:%d" % (_TIMESTAMP_TYPES[record.timestamp_type], record.timestamp)
                 if record.timestamp >= 0
                 else b"NO_TIMESTAMP"
             )
@@ -149,14 +139,13 @@ class RecordFormat:
                 if record.headers
                 else b"NO_HEADERS"
             )
-        tail: list[bytes] = []
         if self.key:
-            tail.append(self._bytes(record.key))
+            columns.append(self._bytes(record.key))
         if self.value:
-            tail.append(self._bytes(record.value))
-        if tail:
-            columns.append(self.key_separator.join(tail))
-        return b"\t".join(columns) + self.line_separator
+            columns.append(self._bytes(record.value))
+        if not columns:
+            return b""  # (Kafka's prints nothing at all)
+        return self.key_separator.join(columns) + self.line_separator
 
     def _bytes(self, value: object) -> bytes:
         if value is None:
@@ -191,12 +180,24 @@ class LineReader:
         self.headers_delimiter = _separator(props, "headers.delimiter", option).encode()
         self.headers_separator = _separator(props, "headers.separator", option).encode()
         self.headers_key_separator = _separator(props, "headers.key.separator", option).encode()
+        for a, b in (  # as Kafka's reader: a line could not be cut where it means
+            ("headers.delimiter", "headers.separator"),
+            ("headers.delimiter", "headers.key.separator"),
+            ("headers.separator", "headers.key.separator"),
+        ):
+            if props[a] == props[b]:
+                raise ValueError(f"{option} {a} and {b} may not be equal")
         marker = props["null.marker"]
         self.null_marker = None if marker is None else marker.encode()
         if self.null_marker is not None:
             if not self.null_marker:
                 raise ValueError(f"{option} null.marker must not be empty")
-            for name in ("key.separator", "headers.delimiter", "headers.separator"):
+            for name in (
+                "key.separator",
+                "headers.delimiter",
+                "headers.separator",
+                "headers.key.separator",
+            ):
                 if (props[name] or "").encode() == self.null_marker:
                     raise ValueError(f"{option} null.marker and {name} may not be equal")
 
@@ -206,8 +207,8 @@ class LineReader:
         headers: list[tuple[str, bytes | None]] = []
         if self.parse_headers:
             found, sep, rest = line.partition(self.headers_delimiter)
-            if sep:
-                headers = self._headers(found)
+            if sep:  # a headers column spelled as the null marker: no headers (Kafka's)
+                headers = [] if found == self.null_marker else self._headers(found)
                 line = rest
             elif not self.ignore_error:
                 raise LineError(f"no headers delimiter {self.headers_delimiter.decode()!r}")
@@ -226,7 +227,9 @@ class LineReader:
             if not pair:
                 continue
             name, sep, value = pair.partition(self.headers_key_separator)
-            if not sep:
+            if not sep and self.ignore_error:  # Kafka's: a header with a null value
+                name, value = pair, b""
+            elif not sep:
                 raise LineError(
                     f"no header key separator {self.headers_key_separator.decode()!r} in "
                     f"{pair.decode(errors='replace')!r}"
@@ -234,7 +237,7 @@ class LineReader:
             if self.null_marker is not None and name == self.null_marker:
                 raise LineError(f"a header key may not be the null marker {name.decode()!r}")
             try:
-                headers.append((name.decode(), self._nullable(value)))
+                headers.append((name.decode(), self._nullable(value) if sep else None))
             except UnicodeDecodeError:
                 raise LineError(f"header key {name!r} is not UTF-8") from None
         return headers
@@ -271,6 +274,9 @@ def client_settings(cls: type, pairs: Iterable[str], option: str) -> dict[str, A
         if key in _NOT_PROPERTIES:
             raise ValueError(f"{option} {name}: {_NOT_PROPERTIES[key]}")
         param = params.get(key)
+        settable = (param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY) if param else ()
+        if param is not None and param.kind not in settable:
+            param = None  # (*topics: not a setting)
         kinds = _kinds(param.annotation) if param is not None else None
         if param is None or key == "self" or not kinds:
             raise ValueError(f"{option} {name!r} is not a setting of the {cls.__name__.lower()}")

@@ -803,7 +803,14 @@ class Consumer:
         if self._value_deserializer is not None:
             value = self._value_deserializer(value)
         return ConsumerRecord(
-            tp.topic, tp.partition, record.offset, record.timestamp, key, value, record.headers
+            tp.topic,
+            tp.partition,
+            record.offset,
+            record.timestamp,
+            key,
+            value,
+            record.headers,
+            record.timestamp_type,
         )
 
     async def _wait_for_data(self, timeout_s: float | None) -> None:

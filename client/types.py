@@ -76,6 +76,10 @@ class ConsumerRecord(NamedTuple):
     value: Any
     headers: tuple[tuple[str, bytes | None], ...]
     """``(name, value)`` pairs; ``()`` when the record has none."""
+    timestamp_type: int = 0
+    """What ``timestamp`` is (aiokafka's ``timestamp_type``, Kafka's TimestampType): 0
+    CreateTime, set by the producer; 1 LogAppendTime, set by the broker when it appended
+    the record (a topic with ``message.timestamp.type=LogAppendTime``)."""
 
 
 class OffsetAndTimestamp(NamedTuple):

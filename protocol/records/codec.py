@@ -68,6 +68,8 @@ class Record(NamedTuple):
     headers: tuple[Header, ...]
     """Empty for most records: one shared empty tuple, not a new list per record (the
     lists' allocation and garbage collection cost a consumer a tenth of its time)."""
+    timestamp_type: int = 0
+    """The batch's: 0 CreateTime (the producer's), 1 LogAppendTime (the broker's)."""
 
 
 def _now_ms() -> int:
@@ -456,7 +458,8 @@ class RecordColumns:
 
     def rows(self, cls: type[T], lead: tuple[Any, ...], start: int, stop: int) -> list[T]:
         """Records ``start`` to ``stop`` (a slice's bounds) as ``cls`` instances whose
-        fields are ``lead`` followed by a :class:`Record`'s."""
+        fields are ``lead`` followed by a :class:`Record`'s (the timestamp type only if
+        ``cls`` has a field for it: a NamedTuple of one field more)."""
         return list(self.iter_rows(cls, lead, start, stop))
 
     def iter_rows(self, cls: type[T], lead: tuple[Any, ...], start: int, stop: int) -> Iterator[T]:
@@ -468,6 +471,8 @@ class RecordColumns:
             self.values,
             self.headers,
         ]
+        if len(getattr(cls, "_fields", ())) > len(lead) + len(columns):
+            columns.append(repeat(B.CREATE_TIME if self.append_time is None else B.LOG_APPEND_TIME))
         if start != 0 or stop < len(self.offsets):
             columns = [c[start:stop] if isinstance(c, list) else c for c in columns]
         # tuple.__new__ called from C (map over zip; the repeats are endless, hence not

@@ -244,10 +244,10 @@ def test_a_user_session(run: Headwater) -> None:
         *("--property", "print.key=true", "--property", "print.partition=true"),
         *("--property", "key.separator=|", "--property", "null.literal=~"),
     ).stdout.splitlines()
-    first, second = (line.split("\t") for line in columns[-2:])
+    first, second = (line.split("|") for line in columns[-2:])  # key.separator: between all
     assert first[0].startswith("CreateTime:") and int(first[0].split(":")[1]) > 0
-    assert first[1:] == ["Partition:2", "trace:7,span:~", "k2|v2"]
-    assert second[1:] == ["Partition:2", "NO_HEADERS", "~|keyless"]
+    assert first[1:] == ["Partition:2", "trace:7,span:~", "k2", "v2"]
+    assert second[1:] == ["Partition:2", "NO_HEADERS", "~", "keyless"]
     bad = run("consume", "lines", "--property", "print.colour=true", rc=2)
     assert "'print.colour' is not a property of this command" in bad.stderr
     bad = run("produce", "lines", "--producer-property", "lingr.ms=5", input="x\n", rc=2)
@@ -265,6 +265,12 @@ def test_a_user_session(run: Headwater) -> None:
         *("--max-messages", "1", "--timeout-ms", "20000"),
     )
     assert grouped.stdout == "o1\n"
+    as_properties = run(  # Kafka's console consumer takes these as --group/--from-beginning
+        *("consume", "other", "--consumer-property", "group.id=g-properties"),
+        *("--consumer-property", "auto.offset.reset=earliest"),
+        *("--max-messages", "1", "--timeout-ms", "20000"),
+    )
+    assert as_properties.stdout == "o1\n"
     assert "no topic matches --include 'nothing.*'" in (
         run("consume", "--include", "nothing.*", "--timeout-ms", "1000", rc=1).stderr
     )

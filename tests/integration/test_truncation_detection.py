@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -43,8 +44,14 @@ TOPIC = "cut"
 TP = TopicPartition(TOPIC, 0)
 
 
+_NOT_YET = SimpleNamespace(leader_id=-1, leader_epoch=-1, isr_nodes=[])
+
+
 def _partition(meta: Any) -> Any:
-    return meta.topics[0].partitions[0]
+    """Partition 0's metadata; no leader while the broker asked has not heard of the topic
+    yet (it hears a moment after CreateTopics answers: CI failed once on that)."""
+    partitions = meta.topics[0].partitions if meta.topics else []
+    return partitions[0] if partitions else _NOT_YET
 
 
 async def _produce(bootstrap: str, values: list[str]) -> list[int]:
@@ -154,7 +161,10 @@ async def test_a_consumer_follows_a_topic_made_again_under_its_name(
     bootstrap = cluster.bootstrap  # all three: the leader is stopped for a while
     async with Admin(bootstrap_servers=bootstrap) as admin:
         await admin.create_topics([NewTopic(TOPIC, 1, 3)])
-        first = _partition(await _metadata(ports[3], [TOPIC])).leader_id
+        created = await _until(
+            lambda: _metadata(ports[3], [TOPIC]), lambda m: _partition(m).leader_id >= 0
+        )
+        first = _partition(created).leader_id
         up = next(p for b, p in ports.items() if b != first)
         await _produce(bootstrap, [f"old-{i}" for i in range(20)])
         reader = Consumer(

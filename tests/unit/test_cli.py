@@ -6,6 +6,7 @@ import asyncio
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
 from click.testing import CliRunner, Result
 
@@ -370,3 +372,45 @@ def test_the_module_runs_as_a_command() -> None:
         env={k: v for k, v in os.environ.items() if k != cli.BOOTSTRAP_ENV},
     )
     assert out.stdout.strip() == f"headwater, version {cli.VERSION}"
+
+
+def test_consumer_properties_that_say_where_to_read_are_taken_as_the_options() -> None:
+    """(Found in review.) group.id is --group and auto.offset.reset=earliest is
+    --from-beginning, as in Kafka's console consumer; before, group.id made a subscribed
+    consumer taken for an assigning one ("topic does not exist"), and the reset was
+    overridden by the seek to the end."""
+    from client.cli import _where_to_read
+
+    def where(chosen: dict[str, Any], **kw: Any) -> tuple[Any, Any, dict[str, Any]]:
+        options: dict[str, Any] = {
+            "topic": "t",
+            "include": None,
+            "partition": None,
+            "offset": None,
+            "from_beginning": False,
+            "group": None,
+            "strategies": (),
+        }
+        group, start = _where_to_read(**{**options, **kw}, chosen=chosen)
+        return group, start, chosen
+
+    assert where({"group_id": "g", "client_rack": "r"}) == ("g", "latest", {"client_rack": "r"})
+    assert where({"group_id": "g"}, group="g")[:2] == ("g", "latest")
+    assert where({"auto_offset_reset": "earliest"}) == (None, "earliest", {})
+    assert where({"auto_offset_reset": "none"}, group="g") == (
+        "g",
+        "latest",
+        {"auto_offset_reset": "none"},  # the group's to apply
+    )
+    assert where({}, partition=1, offset=5)[:2] == (None, 5)
+    for chosen, kw, message in [
+        ({"group_id": "h"}, {"group": "g"}, "--group and --consumer-property group.id differ"),
+        ({"group_id": "g"}, {"partition": 0}, "exclude --include and --group"),
+        ({"auto_offset_reset": "latest"}, {"from_beginning": True}, "exclude each other"),
+        ({}, {"topic": None}, "give a TOPIC or --include REGEX"),
+        ({}, {"include": "a.*"}, "give a TOPIC or --include REGEX"),
+        ({}, {"topic": None, "include": "("}, "is not a regular expression"),
+        ({}, {"strategies": ("range",)}, "needs --group"),
+    ]:
+        with pytest.raises(click.UsageError, match=re.escape(message)):
+            where(chosen, **kw)

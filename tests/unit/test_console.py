@@ -19,8 +19,8 @@ from client.console import (
 from client.types import ConsumerRecord
 
 
-def _format(*pairs: str, timestamp_type: str = "CreateTime") -> RecordFormat:
-    return RecordFormat(parse_properties(pairs, CONSUMER_PROPERTIES, "--property"), timestamp_type)
+def _format(*pairs: str) -> RecordFormat:
+    return RecordFormat(parse_properties(pairs, CONSUMER_PROPERTIES, "--property"))
 
 
 def _reader(*pairs: str) -> LineReader:
@@ -42,6 +42,9 @@ def test_the_consumer_line_is_kafkas() -> None:
     assert everything.line(RECORD) == (
         b"CreateTime:1700000000000\tPartition:2\tOffset:41\th1:a,h2:null\tk\tv\n"
     )
+    # key.separator goes between every two columns (Kafka's writeSeparator)
+    piped = _format("print.partition=true", "print.key=true", "key.separator=|")
+    assert piped.line(RECORD) == b"Partition:2|k|v\n"
     no_headers = RECORD._replace(headers=(), key=None)
     assert everything.line(no_headers).split(b"\t")[3:] == [b"NO_HEADERS", b"null", b"v\n"]
     custom = _format(
@@ -53,12 +56,13 @@ def test_the_consumer_line_is_kafkas() -> None:
         "headers.key.separator==",
         "null.literal=<none>",
     )
-    assert custom.line(RECORD) == b"h1=a;h2=<none>\tk => v\r\n"
+    assert custom.line(RECORD) == b"h1=a;h2=<none> => k => v\r\n"
     keys_only = _format("print.key=true", "print.value=false")
     assert keys_only.line(RECORD) == b"k\n"
-    appended = _format("print.timestamp=true", timestamp_type="LogAppendTime")
-    assert appended.line(RECORD) == b"LogAppendTime:1700000000000\tv\n"
-    assert appended.line(RECORD._replace(timestamp=-1)) == b"NO_TIMESTAMP\tv\n"
+    assert _format("print.value=false").line(RECORD) == b""  # nothing at all, as Kafka's
+    stamped = _format("print.timestamp=true")
+    assert stamped.line(RECORD._replace(timestamp_type=1)) == b"LogAppendTime:1700000000000\tv\n"
+    assert stamped.line(RECORD._replace(timestamp=-1)) == b"NO_TIMESTAMP\tv\n"
 
 
 def test_bad_properties_are_refused_with_the_known_names() -> None:
@@ -72,6 +76,17 @@ def test_bad_properties_are_refused_with_the_known_names() -> None:
         _reader("parse.key=true", "key.separator=")
     with pytest.raises(ValueError, match=r"null.marker and key.separator may not be equal"):
         _reader("null.marker=\\t")
+    for pair in (  # Kafka's reader refuses these too: a line could not be cut
+        "headers.separator=\\t",
+        "headers.key.separator=\\t",
+        "headers.key.separator=,",
+        "null.marker=:",
+    ):
+        with pytest.raises(ValueError, match=r"may not be equal"):
+            _reader("parse.headers=true", pair)
+    # an escaped backslash stays one (found in review: \\t was a backslash and a tab)
+    escaped = parse_properties(["key.separator=\\\\t"], PRODUCER_PROPERTIES, "--property")
+    assert escaped["key.separator"] == "\\t"
 
 
 def test_the_producer_line_is_kafkas() -> None:
@@ -95,6 +110,11 @@ def test_the_producer_line_is_kafkas() -> None:
         full.parse(b"NULL:a\tk\tv")
     with pytest.raises(LineError, match=r"no headers delimiter"):
         full.parse(b"just a value")
+    assert full.parse(b"NULL\tk\tv") == ParsedLine(b"k", b"v", [])  # no headers (Kafka's)
+    lenient_headers = _reader("parse.headers=true", "ignore.error=true")
+    assert lenient_headers.parse(b"flag,a:1\tv") == ParsedLine(
+        None, b"v", [("flag", None), ("a", b"1")]
+    )
     custom = _reader(
         "parse.key=true",
         "key.separator=::",
@@ -137,3 +157,5 @@ def test_client_settings_take_kafkas_names_and_the_signatures_types() -> None:
         client_settings(Producer, ["bootstrap.servers=x:1"], "--producer-property")
     with pytest.raises(ValueError, match=r"'value.serializer' is not a setting"):
         client_settings(Producer, ["value.serializer=str"], "--producer-property")
+    with pytest.raises(ValueError, match=r"'topics' is not a setting of the consumer"):
+        client_settings(Consumer, ["topics=x"], "--consumer-property")  # (*topics)
