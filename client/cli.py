@@ -2842,6 +2842,16 @@ def consume(
         click.echo(f"Processed a total of {job.count} messages", err=True)
 
 
+def _check_regex(text: str | None, option: str) -> None:
+    if text is not None:
+        try:
+            re.compile(text)
+        except re.error as exc:
+            raise click.UsageError(
+                f"{option} {text!r} is not a regular expression: {exc}"
+            ) from None
+
+
 def _where_to_read(
     *,
     topic: str | None,
@@ -2859,13 +2869,7 @@ def _where_to_read(
     usage error for options that exclude each other."""
     if (topic is None) == (include is None):
         raise click.UsageError("give a TOPIC or --include REGEX (one of them)")
-    if include is not None:
-        try:
-            re.compile(include)
-        except re.error as exc:
-            raise click.UsageError(
-                f"--include {include!r} is not a regular expression: {exc}"
-            ) from None
+    _check_regex(include, "--include")
     if "group_id" in chosen:
         named = chosen.pop("group_id")
         if group is not None and named != group:
