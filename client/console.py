@@ -255,6 +255,8 @@ _NOT_PROPERTIES = {
     "sasl_mechanism": "use --command-config",
     "sasl_plain_username": "use --command-config",
     "sasl_plain_password": "use --command-config",
+    "partition_assignment_strategy": "use --partition-assignment-strategy",
+    "transactional_id": "the produce command writes no transactions (each record alone)",
 }
 
 

@@ -366,7 +366,11 @@ class GroupCoordinator:
                 continue
             if batch.is_control:  # a transaction's marker: its offsets count, or go
                 marker = next(iter(batch), None)
-                store.end_txn(batch.producer_id, marker is not None and is_commit(marker.key))
+                store.end_txn(
+                    batch.producer_id,
+                    marker is not None and is_commit(marker.key),
+                    lambda exc: self._bad_record(index, exc),
+                )
             elif batch.is_transactional:  # TxnOffsetCommit: held until the marker
                 store.hold(batch.producer_id, ((r.key, r.value, r.offset) for r in batch))
             else:
@@ -375,9 +379,7 @@ class GroupCoordinator:
                         try:
                             store.apply(record.key, record.value, record.offset)
                         except BadRecordError as exc:
-                            self._log.warning(
-                                "coordinator.bad_record", partition=index, error=str(exc)
-                            )
+                            self._bad_record(index, exc)
                         records += 1
             offset = batch.next_offset
         return offset, records
@@ -711,11 +713,17 @@ class GroupCoordinator:
             error = exc
         return TxnOffsetCommitResponse(topics=_commit_results(request.topics, denied, error))
 
+    def _bad_record(self, index: int, exc: BadRecordError) -> None:
+        """A record of the offsets topic that cannot be read: skipped, and said."""
+        self._log.warning("coordinator.bad_record", partition=index, error=str(exc))
+
     def _on_txn_marker(self, topic: str, index: int, producer_id: int, committed: bool) -> None:
         if topic != OFFSETS_TOPIC:
             return
         store = self.stores.get(index)
-        if store is not None and store.end_txn(producer_id, committed):
+        if store is not None and store.end_txn(
+            producer_id, committed, lambda exc: self._bad_record(index, exc)
+        ):
             self._log.debug(
                 "coordinator.txn_offsets",
                 partition=index,

@@ -6,7 +6,7 @@ groups' metadata, applied from the records it writes or loads (their layout is
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from protocol.group_log import (
     BadRecordError,
@@ -72,15 +72,26 @@ class OffsetStore:
                 if not counts:
                     del of[group]
 
-    def end_txn(self, producer_id: int, committed: bool) -> int:
+    def end_txn(
+        self,
+        producer_id: int,
+        committed: bool,
+        on_bad: Callable[[BadRecordError], None] | None = None,
+    ) -> int:
         """A transaction's marker: its offsets count (COMMIT, those newer than the offset
-        already applied) or go (ABORT); returns how many it held."""
+        already applied) or go (ABORT); returns how many it held. A record that cannot be
+        read is skipped and given to ``on_bad`` (as a load skips one outside a
+        transaction): the others still count."""
         held = self.pending.pop(producer_id, [])
         self._count_pending(held, -1)
         if committed:
             for key, value, offset in held:
                 if offset > self._written_at.get(key, -1):
-                    self.apply(key, value, offset)
+                    try:
+                        self.apply(key, value, offset)
+                    except BadRecordError as exc:
+                        if on_bad is not None:
+                            on_bad(exc)
         return len(held)
 
     def pending_partitions(self, group: str) -> set[tuple[str, int]]:

@@ -134,7 +134,7 @@ def test_client_settings_take_kafkas_names_and_the_signatures_types() -> None:
             "acks=all",
             "enable.idempotence=false",
             "compression.type=zstd",
-            "transactional.id=none",
+            "delivery.timeout.ms=60000",
         ],
         "--producer-property",
     ) == {
@@ -142,8 +142,9 @@ def test_client_settings_take_kafkas_names_and_the_signatures_types() -> None:
         "acks": "all",
         "enable_idempotence": False,
         "compression_type": "zstd",
-        "transactional_id": None,
+        "delivery_timeout_ms": 60000,
     }
+    assert client_settings(Producer, ["compression.type=none"], "-") == {"compression_type": None}
     assert client_settings(Producer, ["acks=-1"], "-")["acks"] == -1
     assert client_settings(Consumer, ["fetch.max.wait.ms=100", "client.rack=r1"], "-") == {
         "fetch_max_wait_ms": 100,
@@ -157,5 +158,9 @@ def test_client_settings_take_kafkas_names_and_the_signatures_types() -> None:
         client_settings(Producer, ["bootstrap.servers=x:1"], "--producer-property")
     with pytest.raises(ValueError, match=r"'value.serializer' is not a setting"):
         client_settings(Producer, ["value.serializer=str"], "--producer-property")
+    with pytest.raises(ValueError, match=r"transactional.id: the produce command writes no"):
+        client_settings(Producer, ["transactional.id=t"], "--producer-property")
+    with pytest.raises(ValueError, match=r"use --partition-assignment-strategy"):
+        client_settings(Consumer, ["partition.assignment.strategy=range"], "-")
     with pytest.raises(ValueError, match=r"'topics' is not a setting of the consumer"):
         client_settings(Consumer, ["topics=x"], "--consumer-property")  # (*topics)

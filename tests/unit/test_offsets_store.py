@@ -81,3 +81,16 @@ def test_a_groups_partitions_held_by_open_transactions() -> None:
     assert store.get("g")[("t", 0)].offset == 5
     assert store.end_txn(9, committed=False) == 1
     assert store.pending_partitions("nobody") == set()
+
+
+def test_a_committed_transactions_unreadable_record_is_skipped_not_raised() -> None:
+    """(Found in review.) A load went through end_txn without the care it takes outside a
+    transaction: one bad record stopped the coordinator's load part-way."""
+    store = OffsetStore()
+    good = (encode_key("g", "t", 0), encode_value(OffsetAndMetadata(5)), 10)
+    bad = (encode_key("g", "t", 1), b"\x00\x09 no such value version", 11)
+    store.hold(7, [bad, good])
+    skipped: list[BadRecordError] = []
+    assert store.end_txn(7, committed=True, on_bad=skipped.append) == 2
+    assert len(skipped) == 1
+    assert {tp: v.offset for tp, v in store.get("g").items()} == {("t", 0): 5}
