@@ -8,7 +8,12 @@ resets, leader moves, reassignments, back-offs, pauses and resumes. It checks:
 - D: the records handed out start at the position and follow one another (no duplicate,
   no gap), with the right values;
 - L: once quiet, every assigned, positioned, unpaused, error-free, not-full partition is in its
-  leader's Fetch in flight, and in that broker's session, at its fetch offset.
+  leader's Fetch in flight, and in that broker's session, at its fetch offset;
+- E (KIP-320): each leader move raises the partition's leader epoch; a partition is never
+  in a Fetch while its position waits for validation, a Fetch says the epoch the
+  consumer knows, and once quiet nothing is left waiting. The leaders answer the
+  validation at random: the position holds, the log parts below it (a truncation: the
+  position moves back, and D still holds), or FENCED_LEADER_EPOCH.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import struct
 from typing import Any
 
 import pytest
@@ -26,9 +32,13 @@ from client.types import TopicPartition
 from protocol.apis import (
     FINAL_EPOCH,
     INITIAL_EPOCH,
+    ApiKey,
+    EpochEndOffset,
     FetchPartitionData,
     FetchResponse,
     FetchTopicResponse,
+    OffsetForLeaderEpochResponse,
+    OffsetForLeaderTopicResult,
 )
 from protocol.errors import ApiError, FetchSessionIdNotFoundError, NetworkError
 from protocol.records import encode_batch
@@ -50,8 +60,9 @@ class Clock:
 
 
 class Meta:
-    def __init__(self, leaders: dict) -> None:
+    def __init__(self, leaders: dict, epochs: dict | None = None) -> None:
         self._leaders = leaders
+        self._epochs = dict(epochs or {})
         self.topic_errors: dict = {}
         self.brokers = {n: None for n in NODES}
 
@@ -59,17 +70,24 @@ class Meta:
         return self._leaders
 
     def leader_epochs(self):
-        return {}  # (not modelled: see test_consumer_truncation.py)
+        return self._epochs
+
+    def leader_for(self, tp):
+        return self._leaders.get(tp)
 
 
-def batch_bytes(tp: TopicPartition, base: int) -> bytes:
-    return encode_batch(
-        [
-            (None, f"{tp.topic}-{tp.partition}-{base + i}".encode(), None, 1000 + base + i)
-            for i in range(BATCH)
-        ],
-        base_offset=base,
+def batch_bytes(tp: TopicPartition, base: int, epoch: int = 0) -> bytes:
+    data = bytearray(
+        encode_batch(
+            [
+                (None, f"{tp.topic}-{tp.partition}-{base + i}".encode(), None, 1000 + base + i)
+                for i in range(BATCH)
+            ],
+            base_offset=base,
+        )
     )
+    struct.pack_into(">i", data, 12, epoch)  # partitionLeaderEpoch: outside the CRC
+    return bytes(data)
 
 
 class BrokerModel:
@@ -141,6 +159,7 @@ class Harness:
         self.positions_for: dict[int, object] = {}
         self.log: list[str] = []
         self.quiet = False  # answers carry no news, no errors
+        self.epochs: dict[TopicPartition, int] = {}
         c = self.consumer = Consumer(
             bootstrap_servers="unused:1",
             max_partition_fetch_bytes=self.rnd.choice([150, 400, 10_000]),
@@ -160,6 +179,11 @@ class Harness:
             states = c._subscription.states
             if any(tp in states and states[tp].paused for tp in fetch.positions):
                 raise Violation(f"a paused partition in a Fetch to node {node}")
+            for tp, asked in fetch.positions.items():
+                if tp in states and states[tp].validating:
+                    raise Violation(f"E: {tp} in a Fetch while its position waits for validation")
+                if tp in states and asked.leader_epoch != states[tp].leader_epoch:
+                    raise Violation(f"E: {tp} fetched under epoch {asked.leader_epoch}")
             self.positions_for[node] = fetch.positions
             orig_start(node, fetch)
 
@@ -179,17 +203,42 @@ class Harness:
     # --- cluster ----------------------------------------------------------------------
     def new_leaders(self, all_random: bool = False, same: bool = False) -> None:
         if same:
-            self.cluster.metadata = Meta(dict(self.cluster.metadata.leaders()))
+            self.cluster.metadata = Meta(dict(self.cluster.metadata.leaders()), self.epochs)
             return
         old = {} if all_random else dict(self.cluster.metadata.leaders())
         for tp in self.all_tps:
             if all_random or self.rnd.random() < 0.3:
                 choice = self.rnd.choice([*NODES, None])
+                self.epochs[tp] = self.epochs.get(tp, -1) + 1  # every change of leader
                 if choice is None:
                     old.pop(tp, None)
                 else:
                     old[tp] = choice
-        self.cluster.metadata = Meta(old)
+        self.cluster.metadata = Meta(old, self.epochs)
+
+    def epoch_answer(self, request: Any) -> OffsetForLeaderEpochResponse:
+        topics = []
+        for t in request.topics:
+            answers = []
+            for p in t.partitions:
+                x = self.rnd.random()
+                if not self.quiet and x < 0.1:
+                    answers.append(EpochEndOffset(partition=p.partition, error_code=74))
+                elif not self.quiet and x < 0.25:  # the log parts somewhere below 12
+                    end = self.rnd.randrange(0, 12)
+                    answers.append(
+                        EpochEndOffset(
+                            partition=p.partition, leader_epoch=p.leader_epoch, end_offset=end
+                        )
+                    )
+                else:
+                    answers.append(
+                        EpochEndOffset(
+                            partition=p.partition, leader_epoch=p.leader_epoch, end_offset=10**6
+                        )
+                    )
+            topics.append(OffsetForLeaderTopicResult(topic=t.topic, partitions=answers))
+        return OffsetForLeaderEpochResponse(topics=topics)
 
     def arrive(self, node: int, request, deliver) -> None:
         if node in self.pending:
@@ -241,9 +290,10 @@ class Harness:
             if x < 0.45:
                 base = offset // BATCH * BATCH
                 n = self.rnd.randint(1, 3)
-                recs = b"".join(batch_bytes(tp, base + i * BATCH) for i in range(n))
+                epoch = self.epochs.get(tp, 0)
+                recs = b"".join(batch_bytes(tp, base + i * BATCH, epoch) for i in range(n))
                 if self.rnd.random() < 0.2:
-                    recs += batch_bytes(tp, base + n * BATCH)[: self.rnd.randint(1, 40)]
+                    recs += batch_bytes(tp, base + n * BATCH, epoch)[: self.rnd.randint(1, 40)]
                 data = FetchPartitionData(partition_index=p, high_watermark=10**6, records=recs)
             elif x < 0.52:
                 data = FetchPartitionData(partition_index=p, error_code=6)
@@ -357,8 +407,10 @@ class Harness:
         c = self.consumer
         leaders = dict(self.cluster.metadata.leaders())
         for tp in self.all_tps:
-            leaders.setdefault(tp, self.rnd.choice(NODES))
-        self.cluster.metadata = Meta(leaders)
+            if tp not in leaders:
+                leaders[tp] = self.rnd.choice(NODES)
+                self.epochs[tp] = self.epochs.get(tp, -1) + 1
+        self.cluster.metadata = Meta(leaders, self.epochs)
         for _rnd_i in range(30):
             for _ in range(self.rnd.choice([0, 0, 1, 5])):
                 with contextlib.suppress(ApiError):
@@ -371,9 +423,15 @@ class Harness:
             await c._fetcher_pass()
             for _ in range(5):
                 await asyncio.sleep(0)
+        self.check_live(leaders)
+
+    def check_live(self, leaders: dict) -> None:
+        """L and E, once quiet."""
         # L: every fetchable partition is in its leader's Fetch at its fetch_offset
-        sub = c._subscription
+        sub = self.consumer._subscription
         for tp, s in sub.states.items():
+            if s.validating and s.error is None and s.position is not None:
+                raise Violation(f"E: {tp} still waits for validation once quiet")
             if (
                 s.fetch_offset is None
                 or s.error is not None
@@ -410,6 +468,9 @@ class _FakeCluster:
         pass
 
     async def send(self, node, api_key, request, **kw):
+        if api_key == ApiKey.OFFSET_FOR_LEADER_EPOCH:
+            await asyncio.sleep(0)
+            return self.h.epoch_answer(request)
         fut = asyncio.get_running_loop().create_future()
 
         def deliver(resp, err):
