@@ -39,7 +39,7 @@ from typing import Any, NamedTuple
 
 from client.assignors import ASSIGNORS
 from client.cluster import Cluster, list_offsets_request, unknown_topic_error
-from client.coordinator import GroupOffsets
+from client.coordinator import CommitOffsets, GroupOffsets
 from client.errors import (
     ClientClosedError,
     CommitFailedError,
@@ -50,7 +50,13 @@ from client.errors import (
 from client.fetcher import FetchPosition, FetchSet, PartitionState, ReadReplicas, Subscription
 from client.membership import GroupMember, MemberHooks, RebalanceListener
 from client.security import security_for
-from client.types import ConsumerGroupMetadata, ConsumerRecord, OffsetAndTimestamp, TopicPartition
+from client.types import (
+    ConsumerGroupMetadata,
+    ConsumerRecord,
+    OffsetAndMetadata,
+    OffsetAndTimestamp,
+    TopicPartition,
+)
 from protocol.apis import (
     EARLIEST_TIMESTAMP,
     INVALID_SESSION_ID,
@@ -501,9 +507,11 @@ class Consumer:
 
     # --- committed offsets (group_id) -------------------------------------------------
 
-    async def commit(self, offsets: dict[TopicPartition, int] | None = None) -> None:
-        """Commit ``offsets`` (the next offset to read per partition), or, without them,
-        the current position of every assigned partition. Needs ``group_id``.
+    async def commit(self, offsets: CommitOffsets | None = None) -> None:
+        """Commit ``offsets`` (per partition the next offset to read, or an
+        :class:`~client.types.OffsetAndMetadata` with a string of yours stored beside it),
+        or, without them, the current position of every assigned partition. Needs
+        ``group_id``.
 
         A group member whose generation is over (the group rebalanced without it) gets
         :class:`~client.errors.CommitFailedError`: its records after the last commit will
@@ -519,7 +527,7 @@ class Consumer:
             epochs = {tp: states[tp].epoch for tp in offsets}
         if not offsets:
             return
-        wanted = {TopicPartition(*tp): o for tp, o in offsets.items()}
+        wanted: CommitOffsets = {TopicPartition(*tp): o for tp, o in offsets.items()}
         mine = self._commit_order.begin()
         deadline: float | None = None
         while True:
@@ -550,7 +558,7 @@ class Consumer:
         self,
         group: GroupOffsets,
         member: GroupMember | None,
-        wanted: dict[TopicPartition, int],
+        wanted: CommitOffsets,
         epochs: dict[TopicPartition, int],
     ) -> None:
         if member is None:
@@ -607,6 +615,14 @@ class Consumer:
         """The group's committed offset of ``partition`` (None: never committed)."""
         tp = TopicPartition(*partition)
         return (await self._group_offsets().committed([tp], require_stable=self._stable))[tp]
+
+    async def committed_offsets(
+        self, partitions: Iterable[TopicPartition]
+    ) -> dict[TopicPartition, OffsetAndMetadata | None]:
+        """The group's committed offsets of ``partitions`` with their metadata and leader
+        epochs (Kafka's committed(Set)); None where the group has none."""
+        tps = [TopicPartition(*tp) for tp in partitions]
+        return await self._group_offsets().committed_offsets(tps, require_stable=self._stable)
 
     def _group_offsets(self) -> GroupOffsets:
         self._check_running()
@@ -1016,7 +1032,7 @@ class Consumer:
             return policy
         generations = {tp: states[tp].generation for tp in asked}
         try:
-            committed = await self._offsets.committed_positions(asked, require_stable=self._stable)
+            committed = await self._offsets.committed_offsets(asked, require_stable=self._stable)
         except ApiError as exc:
             if exc.retriable:
                 _log.debug("committed offsets will be read again: %s", exc)
@@ -1035,18 +1051,19 @@ class Consumer:
             if found is None:
                 rest.append(tp)
             else:
-                offset, epoch = found
-                self._subscription.set_reset_position(tp, offset, generations[tp], epoch)
+                self._subscription.set_reset_position(
+                    tp, found.offset, generations[tp], found.leader_epoch
+                )
         return rest
 
     async def _reset_offset(self, tp: TopicPartition) -> tuple[int, int]:
         """(offset, its leader epoch or -1) where ``tp`` starts."""
         state = self._subscription.states.get(tp)
         if self._offsets is not None and state is not None and not state.reset_by_policy:
-            found = await self._offsets.committed_positions([tp], require_stable=self._stable)
+            found = await self._offsets.committed_offsets([tp], require_stable=self._stable)
             committed = found[tp]
             if committed is not None:
-                return committed
+                return committed.offset, committed.leader_epoch
         timestamp = _RESETS[self.auto_offset_reset]
         if timestamp is None:
             raise NoOffsetForPartitionError(
@@ -1539,12 +1556,10 @@ class _CommitOrder:
         self._calls += 1
         return self._calls
 
-    def not_overtaken(
-        self, wanted: dict[TopicPartition, int], call: int
-    ) -> dict[TopicPartition, int]:
+    def not_overtaken(self, wanted: CommitOffsets, call: int) -> CommitOffsets:
         return {tp: o for tp, o in wanted.items() if self._latest[tp] < call}
 
-    def written(self, offsets: dict[TopicPartition, int], call: int) -> None:
+    def written(self, offsets: CommitOffsets, call: int) -> None:
         for tp in offsets:
             self._latest[tp] = max(self._latest[tp], call)
 

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from client.cluster import Cluster
-from client.types import TopicPartition
+from client.types import OffsetAndMetadata, TopicPartition
 from protocol.apis import (
     ApiKey,
     CoordinatorType,
@@ -40,7 +40,33 @@ from protocol.errors import (
     error_for_code,
 )
 
-__all__ = ["CoordinatorLine", "GroupOffsets"]
+__all__ = ["CommitOffsets", "CoordinatorLine", "GroupOffsets", "commit_topics"]
+
+CommitOffsets = Mapping[TopicPartition, "int | OffsetAndMetadata"]
+"""What a commit names: per partition the next offset to read, or an OffsetAndMetadata."""
+
+
+def commit_topics(
+    offsets: CommitOffsets, epochs: Mapping[TopicPartition, int] | None = None
+) -> list[OffsetCommitRequestTopic]:
+    """OffsetCommit's (and TxnOffsetCommit's) topics for ``offsets``; ``epochs``: the
+    leader epoch of each offset where the caller knows it and the offset does not say."""
+    known = epochs or {}
+    by_topic: dict[str, list[OffsetCommitRequestPartition]] = {}
+    for tp, value in sorted(offsets.items()):
+        at = value if isinstance(value, OffsetAndMetadata) else OffsetAndMetadata(value)
+        by_topic.setdefault(tp.topic, []).append(
+            OffsetCommitRequestPartition(
+                partition_index=tp.partition,
+                committed_offset=at.offset,
+                committed_leader_epoch=(
+                    at.leader_epoch if at.leader_epoch >= 0 else known.get(tp, -1)
+                ),
+                committed_metadata=at.metadata,
+            )
+        )
+    return [OffsetCommitRequestTopic(name=t, partitions=ps) for t, ps in by_topic.items()]
+
 
 _ASK_AGAIN = (NotCoordinatorError, CoordinatorNotAvailableError, CoordinatorLoadInProgressError)
 
@@ -131,7 +157,7 @@ class GroupOffsets(CoordinatorLine):
 
     async def commit(
         self,
-        offsets: dict[TopicPartition, int],
+        offsets: CommitOffsets,
         *,
         epochs: Mapping[TopicPartition, int] | None = None,
         generation_id: int = -1,
@@ -144,22 +170,12 @@ class GroupOffsets(CoordinatorLine):
         it against the leader's log). A group member passes its generation and member id
         (the coordinator refuses a zombie's); -1 and "" commit from outside membership,
         which the coordinator allows only while the group has no members."""
-        known = epochs or {}
-        by_topic: dict[str, list[OffsetCommitRequestPartition]] = {}
-        for tp, offset in sorted(offsets.items()):
-            by_topic.setdefault(tp.topic, []).append(
-                OffsetCommitRequestPartition(
-                    partition_index=tp.partition,
-                    committed_offset=offset,
-                    committed_leader_epoch=known.get(tp, -1),
-                )
-            )
         request = OffsetCommitRequest(
             group_id=self.group_id,
             generation_id=generation_id,
             member_id=member_id,
             group_instance_id=group_instance_id,
-            topics=[OffsetCommitRequestTopic(name=t, partitions=ps) for t, ps in by_topic.items()],
+            topics=commit_topics(offsets, epochs),
         )
 
         def check(response: OffsetCommitResponse) -> None:
@@ -181,14 +197,14 @@ class GroupOffsets(CoordinatorLine):
         ``require_stable`` (read_committed consumers, KIP-447): wait while a transaction
         holds offsets of them not yet committed or aborted (UNSTABLE_OFFSET_COMMIT, retried
         until ``request_timeout_ms``)."""
-        found = await self.committed_positions(partitions, require_stable=require_stable)
-        return {tp: None if at is None else at[0] for tp, at in found.items()}
+        found = await self.committed_offsets(partitions, require_stable=require_stable)
+        return {tp: None if at is None else at.offset for tp, at in found.items()}
 
-    async def committed_positions(
+    async def committed_offsets(
         self, partitions: list[TopicPartition], *, require_stable: bool = False
-    ) -> dict[TopicPartition, tuple[int, int] | None]:
-        """As :meth:`committed`, each with its leader epoch: (offset, epoch), the epoch -1
-        where the committer did not know it."""
+    ) -> dict[TopicPartition, OffsetAndMetadata | None]:
+        """As :meth:`committed`, each with its metadata and leader epoch (-1 where the
+        committer did not know it)."""
         by_topic: dict[str, list[int]] = {}
         for tp in partitions:
             by_topic.setdefault(tp.topic, []).append(tp.partition)
@@ -207,10 +223,12 @@ class GroupOffsets(CoordinatorLine):
                         raise error_for_code(p.error_code, f"{topic.name}-{p.partition_index}")
 
         response: OffsetFetchResponse = await self.call(ApiKey.OFFSET_FETCH, request, check)
-        out: dict[TopicPartition, tuple[int, int] | None] = dict.fromkeys(partitions)
+        out: dict[TopicPartition, OffsetAndMetadata | None] = dict.fromkeys(partitions)
         for topic in response.topics:
             for p in topic.partitions:
                 tp = TopicPartition(topic.name, p.partition_index)
                 if p.committed_offset >= 0:
-                    out[tp] = (p.committed_offset, p.committed_leader_epoch)
+                    out[tp] = OffsetAndMetadata(
+                        p.committed_offset, p.metadata or "", p.committed_leader_epoch
+                    )
         return out

@@ -65,6 +65,7 @@ from client.batches import (
     checked_timestamp,
 )
 from client.cluster import Cluster, TopicMetadata, unknown_topic_error
+from client.coordinator import CommitOffsets
 from client.errors import (
     ClientClosedError,
     ConfigurationError,
@@ -755,12 +756,12 @@ class Producer:
                 )
 
     async def send_offsets_to_transaction(
-        self, offsets: dict[TopicPartition, int], group: str | ConsumerGroupMetadata
+        self, offsets: CommitOffsets, group: str | ConsumerGroupMetadata
     ) -> None:
-        """Commit a consumer group's ``offsets`` (the next offset to read, per partition)
-        as part of the transaction: only if it commits (consume-process-produce, exactly
-        once). ``group``: the group id (aiokafka's), or the consumer's
-        ``group_metadata()`` (Kafka's, KIP-447): then the offsets are refused
+        """Commit a consumer group's ``offsets`` (the next offset to read, per partition,
+        or an OffsetAndMetadata) as part of the transaction: only if it commits
+        (consume-process-produce, exactly once). ``group``: the group id (aiokafka's), or
+        the consumer's ``group_metadata()`` (Kafka's, KIP-447): then the offsets are refused
         (ILLEGAL_GENERATION, and the transaction can only abort) if the group rebalanced
         since, so a member that lost its partitions cannot commit what it consumed."""
         self._check_running()

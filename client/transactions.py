@@ -23,7 +23,7 @@ import time
 from typing import Any
 
 from client.cluster import Cluster
-from client.coordinator import CoordinatorLine, GroupOffsets
+from client.coordinator import CommitOffsets, CoordinatorLine, GroupOffsets, commit_topics
 from client.errors import TransactionStateError
 from client.types import ConsumerGroupMetadata, TopicPartition
 from protocol.apis import (
@@ -36,8 +36,6 @@ from protocol.apis import (
     EndTxnRequest,
     InitProducerIdRequest,
     InitProducerIdResponse,
-    OffsetCommitRequestPartition,
-    OffsetCommitRequestTopic,
     TxnOffsetCommitRequest,
     TxnOffsetCommitResponse,
 )
@@ -191,9 +189,7 @@ class TransactionManager:
             self.wanted.pop(tp, None)
             self.added.add(tp)
 
-    async def send_offsets(
-        self, offsets: dict[TopicPartition, int], group: ConsumerGroupMetadata
-    ) -> None:
+    async def send_offsets(self, offsets: CommitOffsets, group: ConsumerGroupMetadata) -> None:
         """The consumer positions ``offsets`` of ``group`` join the transaction: they are
         the group's committed offsets if, and only if, it commits."""
         group_id = group.group_id
@@ -216,15 +212,8 @@ class TransactionManager:
             self.fail(exc)
             raise
 
-    async def _commit_offsets(
-        self, offsets: dict[TopicPartition, int], group: ConsumerGroupMetadata
-    ) -> None:
+    async def _commit_offsets(self, offsets: CommitOffsets, group: ConsumerGroupMetadata) -> None:
         group_id = group.group_id
-        by_topic: dict[str, list[OffsetCommitRequestPartition]] = {}
-        for tp, offset in sorted(offsets.items()):
-            by_topic.setdefault(tp.topic, []).append(
-                OffsetCommitRequestPartition(partition_index=tp.partition, committed_offset=offset)
-            )
         request = TxnOffsetCommitRequest(
             transactional_id=self.transactional_id,
             group_id=group_id,
@@ -233,7 +222,7 @@ class TransactionManager:
             generation_id=group.generation_id,
             member_id=group.member_id,
             group_instance_id=group.group_instance_id,
-            topics=[OffsetCommitRequestTopic(name=t, partitions=ps) for t, ps in by_topic.items()],
+            topics=commit_topics(offsets),
         )
 
         def check(response: TxnOffsetCommitResponse) -> None:

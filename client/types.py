@@ -25,6 +25,7 @@ __all__ = [
     "MemberDescription",
     "NewPartitions",
     "NewTopic",
+    "OffsetAndMetadata",
     "OffsetAndTimestamp",
     "OffsetSpec",
     "PartitionDescription",
@@ -80,6 +81,19 @@ class ConsumerRecord(NamedTuple):
     """What ``timestamp`` is (aiokafka's ``timestamp_type``, Kafka's TimestampType): 0
     CreateTime, set by the producer; 1 LogAppendTime, set by the broker when it appended
     the record (a topic with ``message.timestamp.type=LogAppendTime``)."""
+
+
+class OffsetAndMetadata(NamedTuple):
+    """A committed offset with what its committer stored beside it (aiokafka's and
+    Kafka's OffsetAndMetadata): ``commit({tp: OffsetAndMetadata(42, "batch 7")})``, read
+    back by :meth:`client.consumer.Consumer.committed_offsets`."""
+
+    offset: int
+    """The next offset to read."""
+    metadata: str = ""
+    """Up to ``offset.metadata.max.bytes`` (4096) of the committer's own."""
+    leader_epoch: int = -1
+    """The leader epoch of the record before ``offset`` (KIP-320), -1 if not known."""
 
 
 class OffsetAndTimestamp(NamedTuple):

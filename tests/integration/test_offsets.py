@@ -10,7 +10,15 @@ from typing import Any
 
 import pytest
 
-from client import Admin, ConfigurationError, Consumer, NewTopic, Producer, TopicPartition
+from client import (
+    Admin,
+    ConfigurationError,
+    Consumer,
+    NewTopic,
+    OffsetAndMetadata,
+    Producer,
+    TopicPartition,
+)
 from protocol.apis import (
     ApiKey,
     FindCoordinatorRequest,
@@ -164,6 +172,20 @@ async def test_a_consumer_commits_and_the_next_one_resumes_there(
         positions = {tp: await consumer.position(tp) for tp in tps}
         await consumer.commit()  # the positions of everything assigned
         assert {tp: await consumer.committed(tp) for tp in tps} == positions
+        # each with the leader epoch of the records before it (KIP-320), no metadata
+        found = await consumer.committed_offsets(tps)
+        assert {tp: (at.offset, at.metadata) for tp, at in found.items() if at} == {
+            tp: (offset, "") for tp, offset in positions.items()
+        }
+        read = [tp for tp in tps if positions[tp] > 0]  # (one may not have been read yet)
+        assert read and all((at := found[tp]) and at.leader_epoch >= 0 for tp in read)
+        # a string of the committer's own beside an offset (aiokafka's and Kafka's)
+        await consumer.commit({tps[0]: OffsetAndMetadata(positions[tps[0]], "batch 7 ✓")})
+        (kept,) = (await consumer.committed_offsets([tps[0]])).values()
+        assert kept == OffsetAndMetadata(positions[tps[0]], "batch 7 ✓", -1)
+        with pytest.raises(OffsetMetadataTooLargeError):  # offset.metadata.max.bytes
+            await consumer.commit({tps[0]: OffsetAndMetadata(1, "é" * 2_049)})
+        assert await consumer.committed(tps[0]) == positions[tps[0]]  # nothing changed
     assert sum(positions.values()) >= 40
 
     # the coordinator's broker dies; a new consumer of the group starts where it stopped

@@ -15,6 +15,7 @@ from client import (
     ClientClosedError,
     Consumer,
     NewTopic,
+    OffsetAndMetadata,
     Producer,
     TopicPartition,
     TransactionAbortedError,
@@ -414,8 +415,9 @@ async def test_consume_process_produce_commits_offsets_only_with_the_transaction
             producer.begin_transaction()
             for value in got:
                 await producer.send(sink, value.replace(b"in", b"out"), partition=0)
-            await producer.send_offsets_to_transaction(
-                {source_tp: await consumer.position(source_tp)}, group
+            position = await consumer.position(source_tp)
+            await producer.send_offsets_to_transaction(  # with a note of ours beside it
+                {source_tp: OffsetAndMetadata(position, f"copied {position}")}, group
             )
             if commit:
                 await producer.commit_transaction()
@@ -426,6 +428,8 @@ async def test_consume_process_produce_commits_offsets_only_with_the_transaction
     await copy(3, commit=False)  # a crash's worth: neither the copies nor the offsets count
     async with Consumer(bootstrap_servers=cluster.bootstrap, group_id=group) as reader:
         assert await reader.committed(source_tp) == 3
+        (kept,) = (await reader.committed_offsets([source_tp])).values()
+        assert kept is not None and kept.metadata == "copied 3"  # the aborted one's is not
     await copy(3, commit=True)  # resumes at 3: every record copied exactly once
     assert await _committed_values(cluster, sink, 1) == sorted(b"out-%d" % i for i in range(6))
 
