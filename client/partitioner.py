@@ -8,6 +8,11 @@
   that partition's batch is closed (full, or taken by the sender), then another available
   partition is picked at random. Batches fill up instead of many one-record batches being
   spread thinly over every partition, which is what made round-robin slow at low linger.
+- ``ignore_keys`` (Kafka's ``partitioner.ignore.keys``, KIP-794): keyed records are
+  sticky too, for throughput where keys need not pick partitions.
+- ``custom``: aiokafka's partitioner, a callable ``(key, all_partitions,
+  available_partitions) -> partition`` (the serialized key, or None), in place of all
+  of the above.
 """
 
 from __future__ import annotations
@@ -15,9 +20,13 @@ from __future__ import annotations
 import random
 import struct
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-__all__ = ["Partitioner", "murmur2", "partition_for_key", "to_positive"]
+__all__ = ["CustomPartitioner", "Partitioner", "murmur2", "partition_for_key", "to_positive"]
+
+CustomPartitioner = Callable[[bytes | None, Sequence[int], Sequence[int]], int]
+"""aiokafka's ``partitioner``: (serialized key or None, every partition, those with a
+leader) -> the partition."""
 
 _SEED = 0x9747B28C
 _M = 0x5BD1E995
@@ -82,11 +91,20 @@ class Partitioner:
     a new one. ``rng`` is injectable so tests can pin the choices.
     """
 
-    def __init__(self, rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        rng: random.Random | None = None,
+        *,
+        custom: CustomPartitioner | None = None,
+        ignore_keys: bool = False,
+    ) -> None:
         self._rng = rng or random.Random()
         self._sticky: dict[str, int] = {}
         self._previous: dict[str, int] = {}
         self._by_key: dict[tuple[bytes, int], int] = {}
+        self._custom = custom
+        self._ignore_keys = ignore_keys
+        self._all: dict[int, range] = {}
 
     def partition(
         self,
@@ -96,7 +114,9 @@ class Partitioner:
         available: Sequence[int],
     ) -> int:
         """The partition for a record of ``topic``; ``available`` are those with a leader."""
-        if key is not None:
+        if self._custom is not None:
+            return self._ask_custom(topic, key, partition_count, available)
+        if key is not None and not self._ignore_keys:
             if type(key) is not bytes:  # bytearray, memoryview: mutable, not hashable
                 return partition_for_key(key, partition_count)
             # murmur2 in Python is a loop per 4 bytes; keys repeat (ids), so remember them
@@ -113,6 +133,26 @@ class Partitioner:
             sticky = self._choose(topic, partition_count, available)
             self._sticky[topic] = sticky
         return sticky
+
+    def _ask_custom(
+        self,
+        topic: str,
+        key: bytes | bytearray | memoryview | None,
+        partition_count: int,
+        available: Sequence[int],
+    ) -> int:
+        assert self._custom is not None
+        every = self._all.get(partition_count)
+        if every is None:
+            every = self._all[partition_count] = range(partition_count)
+        raw = None if key is None else bytes(key)
+        chosen = self._custom(raw, every, available)
+        if type(chosen) is not int or not 0 <= chosen < partition_count:
+            raise ValueError(
+                f"the partitioner chose {chosen!r} for topic {topic!r}, whose partitions are "
+                f"0..{partition_count - 1}"
+            )
+        return chosen
 
     def batch_closed(self, topic: str, partition: int) -> None:
         if self._sticky.get(topic) == partition:

@@ -72,7 +72,7 @@ from client.errors import (
     TransactionAbortedError,
     TransactionStateError,
 )
-from client.partitioner import Partitioner
+from client.partitioner import CustomPartitioner, Partitioner
 from client.security import security_for
 from client.transactions import TransactionManager
 from client.types import ConsumerGroupMetadata, RecordMetadata, TopicPartition
@@ -165,6 +165,8 @@ class Producer:
         buffer_memory: int = 33_554_432,
         transactional_id: str | None = None,
         transaction_timeout_ms: int = 60_000,
+        partitioner: CustomPartitioner | None = None,
+        partitioner_ignore_keys: bool = False,
     ) -> None:
         self.acks = _acks(acks)
         if transactional_id is not None:
@@ -226,7 +228,7 @@ class Producer:
             tls=tls,
             login=login,
         )
-        self._partitioner = Partitioner()
+        self._partitioner = Partitioner(custom=partitioner, ignore_keys=partitioner_ignore_keys)
         self._partitions: dict[str, list[TopicPartition]] = {}
         """TopicPartitions made once per topic, not once per record."""
         self._accumulator = RecordAccumulator(

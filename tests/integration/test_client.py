@@ -13,6 +13,7 @@ import time
 import uuid
 from array import array
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from kafka.partitioner.default import murmur2 as kafka_python_murmur2
@@ -204,6 +205,32 @@ async def test_equal_keys_land_where_kafka_python_puts_them(shared: Cluster) -> 
     for key, (first, second) in zip(keys, zip(metas[::2], metas[1::2], strict=True), strict=True):
         expected = (kafka_python_murmur2(key) & 0x7FFFFFFF) % 7
         assert first.partition == second.partition == expected, key
+
+
+async def test_a_custom_partitioner_places_the_records(shared: Cluster) -> None:
+    """aiokafka's ``partitioner`` callable: given the serialized key, every partition and
+    the available ones; the records land (and are read back) where it said."""
+    topic = await _create(shared.bootstrap, partitions=5)
+
+    def by_last_digit(key: bytes | None, every: Any, available: Any) -> int:
+        return int(key[-1:]) % len(every) if key else available[0]
+
+    async with Producer(
+        bootstrap_servers=shared.bootstrap,
+        key_serializer=str.encode,
+        partitioner=by_last_digit,
+    ) as producer:
+        metas = [await producer.send_and_wait(topic, b"v", key=f"k{i}") for i in range(10)]
+    assert [m.partition for m in metas] == [i % 5 for i in range(10)]
+    async with Consumer(
+        topic, bootstrap_servers=shared.bootstrap, auto_offset_reset="earliest"
+    ) as consumer:
+        got: dict[int, list[bytes]] = {}
+        async with asyncio.timeout(20):
+            while sum(map(len, got.values())) < 10:
+                for tp, records in (await consumer.getmany(timeout_ms=500)).items():
+                    got.setdefault(tp.partition, []).extend(r.key for r in records)
+    assert got == {p: [b"k%d" % p, b"k%d" % (p + 5)] for p in range(5)}
 
 
 async def test_headers_timestamps_and_serializers_round_trip(shared: Cluster) -> None:

@@ -167,3 +167,37 @@ def test_murmur2_reads_words_little_endian_on_any_machine(monkeypatch: pytest.Mo
     words = memoryview(data[:36]).cast("I")  # a view of another format hashes as its bytes
     assert murmur2(words) == murmur2(data[:36])
     assert murmur2(memoryview(data)[::2]) == murmur2(data[::2])  # not contiguous
+
+
+def test_a_custom_partitioner_decides_with_aiokafkas_signature() -> None:
+    """aiokafka's ``partitioner``: (serialized key, all partitions, available ones), as
+    its DefaultPartitioner's ``__call__`` takes them."""
+    calls: list[tuple[Any, list[int], list[int]]] = []
+
+    def last_available(key: bytes | None, every: Any, available: Any) -> int:
+        calls.append((key, list(every), list(available)))
+        return available[-1]
+
+    custom = Partitioner(custom=last_available)
+    assert custom.partition("t", bytearray(b"k"), 4, available=(0, 2)) == 2
+    assert custom.partition("t", None, 4, available=(1,)) == 1
+    assert calls == [(b"k", [0, 1, 2, 3], [0, 2]), (None, [0, 1, 2, 3], [1])]
+
+    def aiokafkas(key: bytes | None, every: Any, available: Any) -> int:
+        assert key is not None  # (aiokafka's picks at random from available otherwise)
+        return (kafka_python_murmur2(key) & 0x7FFFFFFF) % len(every)
+
+    theirs = Partitioner(custom=aiokafkas)
+    for key in (b"order-42", b"", b"x" * 37):
+        assert theirs.partition("t", key, 12, available=range(12)) == partition_for_key(key, 12)
+    with pytest.raises(ValueError, match=r"chose 4 for topic 't', whose partitions are 0\.\.3"):
+        Partitioner(custom=lambda *_: 4).partition("t", b"k", 4, available=range(4))
+    with pytest.raises(ValueError, match=r"chose '1'"):
+        Partitioner(custom=lambda *_: "1").partition("t", b"k", 4, available=range(4))
+
+
+def test_ignore_keys_makes_keyed_records_sticky() -> None:
+    """Kafka's partitioner.ignore.keys (KIP-794)."""
+    sticky = Partitioner(random.Random(5), ignore_keys=True)
+    first = sticky.partition("t", b"a", 8, available=range(8))
+    assert {sticky.partition("t", bytes([i]), 8, available=range(8)) for i in range(40)} == {first}
