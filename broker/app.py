@@ -57,7 +57,14 @@ from broker.replica.isr import IsrUpdater
 from broker.replica.manager import ReplicaManager
 from broker.replica.throttle import ReplicationQuota
 from broker.server import MUTE, BrokerServer, CloseConnection
-from broker.zk import BrokerRegistration, SessionState, ZkBridge, ZkError
+from broker.zk import (
+    BrokerRegistration,
+    SessionState,
+    ZkBridge,
+    ZkError,
+    log_dir_event_json,
+    paths,
+)
 from protocol.acls import Operation, ResourceType
 from protocol.apis import (
     AlterPartitionReassignmentsRequest,
@@ -174,6 +181,8 @@ class Broker:
         self._controller: Controller | None = None
         self._controller_epoch = -1  # the newest seen: older controllers are fenced
         self._housekeeping: asyncio.Task[None] | None = None
+        self._log_dir_note: asyncio.Task[None] | None = None
+        self._log_dir_failed = False
         self._topic_configs: TopicConfigs | None = None
         self._config_tasks: set[asyncio.Task[None]] = set()
         self._metrics: MetricsServer | None = None
@@ -228,6 +237,8 @@ class Broker:
             cluster_id=self.cluster_id,
             default_config=cfg.log_config(),
         )
+        loop = asyncio.get_running_loop()
+        self._logs.add_offline_listener(lambda tp: _threadsafe(loop, self._log_went_offline, tp))
         await asyncio.to_thread(self._logs.startup)  # recovery may read whole segments
         self._topic_configs = TopicConfigs(
             self._zk, cfg.log_config(), self._logs, broker_id=self.broker_id
@@ -333,6 +344,31 @@ class Broker:
         )
         self._changed()  # the logs loaded: settle once the controller's first requests are in
 
+    def _log_went_offline(self, tp: TopicPartition) -> None:
+        """A disk error took ``tp``'s log offline: the controller is told (Kafka's
+        LogDirEventNotification, KIP-112) and asks which of ours are offline, to hand
+        their leadership to other replicas. One note for the offline logs of a moment."""
+        self._log.error("broker.log_offline", topic=tp.topic, partition=tp.partition)
+        self._log_dir_failed = True
+        if self._log_dir_note is None or self._log_dir_note.done():
+            self._log_dir_note = asyncio.get_running_loop().create_task(self._note_log_dir())
+
+    async def _note_log_dir(self) -> None:
+        while self._log_dir_failed and not self._stopping:
+            self._log_dir_failed = False
+            assert self._zk is not None
+            try:
+                await self._zk.create(
+                    f"{paths.LOG_DIR_EVENTS}/{paths.LOG_DIR_EVENT_PREFIX}",
+                    log_dir_event_json(self.broker_id),
+                    sequence=True,
+                    makepath=True,
+                )
+            except Exception as exc:  # the controller must hear of it: again, later
+                self._log.warning("broker.log_dir_event_failed", error=repr(exc))
+                self._log_dir_failed = True
+                await asyncio.sleep(1.0)
+
     async def stop(self) -> None:
         self._stopping = True
         self._log.info("broker.stopping")
@@ -343,20 +379,7 @@ class Broker:
             await self._controlled_shutdown()
         if self._servers:
             await asyncio.gather(*(server.stop() for server in self._servers.values()))
-        if self._housekeeping is not None:
-            self._housekeeping.cancel()
-        # the parts that follow ZooKeeper or serve on their own, in start order reversed
-        for part in (
-            self._topic_configs,
-            self._broker_configs,
-            self._acl,
-            self._quotas,
-            self._metrics,
-            self._coordinator,
-            self._transactions,
-        ):
-            if part is not None:
-                await part.stop()
+        await self._stop_parts()
         for pool in self._peers:
             pool.close()
         if self._controller is not None and self._controller.active:
@@ -372,6 +395,24 @@ class Broker:
         if self._zk is not None:
             await self._bounded("closing the ZooKeeper session", self._zk.stop())
         self._log.info("broker.stopped")
+
+    async def _stop_parts(self) -> None:
+        """Our tasks, then the parts that follow ZooKeeper or serve on their own, in start
+        order reversed."""
+        for task in (self._housekeeping, self._log_dir_note):
+            if task is not None:
+                task.cancel()
+        for part in (
+            self._topic_configs,
+            self._broker_configs,
+            self._acl,
+            self._quotas,
+            self._metrics,
+            self._coordinator,
+            self._transactions,
+        ):
+            if part is not None:
+                await part.stop()
 
     async def _close_storage(self) -> None:
         """Cleaner and fetchers stopped, high watermarks checkpointed, logs flushed and
@@ -1160,3 +1201,10 @@ def _throttle(response: Any, throttle_ms: int) -> None:
         response.add_listener(stamp)
     elif response is not None:
         response.throttle_time_ms = throttle_ms
+
+
+def _threadsafe(loop: asyncio.AbstractEventLoop, call: Callable[..., Any], *args: Any) -> None:
+    """``call(*args)`` on ``loop``, from any thread; dropped once the loop is closed (a
+    broker stopping: nothing is left to tell)."""
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(call, *args)

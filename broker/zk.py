@@ -69,6 +69,10 @@ class paths:
     BROKER_CONFIGS = "/config/brokers"
     DELETE_TOPICS = "/admin/delete_topics"
     ISR_CHANGES = "/isr_change_notification"
+    LOG_DIR_EVENTS = "/log_dir_event_notification"
+    LOG_DIR_EVENT_PREFIX = "log_dir_event_"
+    """``/log_dir_event_notification/log_dir_event_<seq>``: Kafka's (KIP-112) word from a
+    broker that a log of its own went offline (a disk error)."""
     CONFIG_CHANGES = "/config/changes"
     CONFIG_CHANGE_PREFIX = "config_change_"
     """``/config/changes/config_change_<seq>``: Kafka's config change notifications."""
@@ -311,6 +315,20 @@ def isr_change_from_json(path: str, data: bytes) -> list[tuple[str, int]]:
         return [(str(p["topic"]), int(p["partition"])) for p in value["partitions"]]
     except (KeyError, TypeError, ValueError) as exc:
         raise CorruptZnode(f"{path} lacks valid partitions: {exc!r}") from None
+
+
+def log_dir_event_json(broker_id: int) -> bytes:
+    """Kafka's LogDirEventNotification body: event 1 is LogDirFailure."""
+    return _encode({"version": 1, "broker": broker_id, "event": 1})
+
+
+def log_dir_event_from_json(path: str, data: bytes) -> int:
+    """The broker a ``/log_dir_event_notification/log_dir_event_N`` znode is from."""
+    value = _decode(path, data)
+    try:
+        return int(value["broker"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CorruptZnode(f"{path} lacks a broker id: {exc!r}") from None
 
 
 def controller_json(broker_id: int, timestamp_ms: int) -> bytes:

@@ -69,6 +69,7 @@ from broker.zk import (
     ZkBridge,
     ZkError,
     isr_change_from_json,
+    log_dir_event_from_json,
     paths,
     topic_config_from_json,
 )
@@ -80,6 +81,7 @@ from protocol.apis import (
     LeaderAndIsrLiveLeader,
     LeaderAndIsrPartitionState,
     LeaderAndIsrRequest,
+    LeaderAndIsrResponse,
     StopReplicaPartition,
     StopReplicaRequest,
     UpdateMetadataBroker,
@@ -92,6 +94,7 @@ from protocol.errors import (
     ElectionNotNeededError,
     EligibleLeadersNotAvailableError,
     InvalidReplicaAssignmentError,
+    KafkaStorageError,
     NoReassignmentInProgressError,
     NotControllerError,
     StaleBrokerEpochError,
@@ -110,6 +113,7 @@ _ANSWERS = (NoNode, NodeExists, VersionConflict, CorruptZnode)
 TP = tuple[str, int]
 _K = TypeVar("_K")
 _V = TypeVar("_V")
+_T = TypeVar("_T")
 
 
 @dataclass(slots=True)
@@ -161,6 +165,10 @@ class Controller:
         self._partitions_todo: dict[str, set[int]] = {}  # as those, of a "partitions" event
         self._unclean: dict[str, bool] = {}  # topic configs read by the current _elect
         self.shutting_down: set[int] = set()
+        self.offline_replicas: dict[TP, set[int]] = {}
+        """Replicas whose broker answered KAFKA_STORAGE_ERROR for them (a disk error took
+        the log offline, KIP-112): never leader nor in the ISR until that broker starts
+        again (Kafka's offline replicas)."""
         self._epoch_zk_version = -1
         self._excluded: set[int] = set()  # restarted brokers, while handled as failed
         self._channels: dict[int, BrokerChannel] = {}
@@ -261,7 +269,7 @@ class Controller:
         return fire
 
     async def _run(self) -> None:
-        handlers = {
+        handlers: dict[str, Callable[[Any], Awaitable[None]]] = {
             "startup": self._startup,
             "brokers": self._brokers_changed,
             "topics": self._topics_changed,
@@ -269,6 +277,8 @@ class Controller:
             "deletions": self._deletions_changed,
             "deleted": self._topic_deleted,
             "isr_changes": self._isr_changed,
+            "log_dir_events": self._log_dir_events,
+            "replicas_offline": self._replicas_offline,
             "call": self._call,
         }
         while True:
@@ -320,6 +330,7 @@ class Controller:
         await self._zk.ensure_path(paths.TOPICS)
         await self._zk.ensure_path(paths.DELETE_TOPICS)
         await self._zk.ensure_path(paths.ISR_CHANGES)
+        await self._zk.ensure_path(paths.LOG_DIR_EVENTS)
         await self._read_brokers()
         names = await self._zk.get_children(paths.TOPICS, watch=self._watch("topics"))
         await self._load_topics(names)
@@ -336,6 +347,7 @@ class Controller:
         self._send_update_metadata(full_to=self.brokers)
         await self._deletions_changed(None)
         await self._isr_changed(None)
+        await self._log_dir_events(None)
         await self._resume_reassignments()
 
     async def _read_brokers(self) -> dict[int, BrokerRegistration]:
@@ -471,6 +483,11 @@ class Controller:
         self.shutting_down -= dead | born
         if not dead and not born:
             return
+        for tp, offline in list(self.offline_replicas.items()):
+            # one that stopped or started again says anew, in its LeaderAndIsr answers
+            offline.difference_update(dead | born)
+            if not offline:
+                del self.offline_replicas[tp]
         self._log.info(
             "controller.brokers_changed",
             dead=sorted(dead),
@@ -671,6 +688,9 @@ class Controller:
         usable = {
             b for b in self.brokers if b not in self.shutting_down and b not in self._excluded
         }
+        offline = self.offline_replicas.get(tp)
+        if offline:  # (a disk error: that replica's log is gone, wherever its broker is)
+            usable -= offline
         live_isr = [r for r in current.isr if r in usable]
         if current.leader in usable:
             if live_isr == current.isr:
@@ -1357,29 +1377,40 @@ class Controller:
 
     # --- ISR changes written by leaders -------------------------------------------------
 
-    async def _isr_changed(self, _: object) -> None:
-        names = await self._zk.get_children(paths.ISR_CHANGES, watch=self._watch("isr_changes"))
-        if not names:
-            return
-        changed: set[TP] = set()
+    async def _notes(
+        self, root: str, kind: str, parse: Callable[[str, bytes], _T]
+    ) -> tuple[list[str], list[_T]]:
+        """The notification znodes under ``root`` (watched again, as event ``kind``) and
+        what each says; one gone meanwhile is skipped, an unreadable one logged."""
+        names = await self._zk.get_children(root, watch=self._watch(kind))
+        found: list[_T] = []
         for name in names:
-            path = f"{paths.ISR_CHANGES}/{name}"
+            path = f"{root}/{name}"
             try:
                 data, _ = await self._zk.get(path)
-                changed.update(isr_change_from_json(path, data))
+                found.append(parse(path, data))
             except NoNode:
                 continue
             except CorruptZnode as exc:
-                self._log.warning("controller.isr_change_unreadable", error=str(exc))
-        changed &= self.states.keys()
+                self._log.warning("controller.notification_unreadable", path=path, error=str(exc))
+        return names, found
+
+    async def _drop_notes(self, root: str, names: list[str]) -> None:
+        for name in names:
+            with contextlib.suppress(NoNode):
+                await self._zk.delete(f"{root}/{name}")
+
+    async def _isr_changed(self, _: object) -> None:
+        names, notes = await self._notes(paths.ISR_CHANGES, "isr_changes", isr_change_from_json)
+        if not names:
+            return
+        changed = {tp for note in notes for tp in note} & self.states.keys()
         for tp in changed:
             with contextlib.suppress(NoNode):
                 await self._reload_state(tp)
         # before the notes go: a rerun (after a ZooKeeper error) must find them again
         await self._finish_reassignments(changed)
-        for name in names:
-            with contextlib.suppress(NoNode):
-                await self._zk.delete(f"{paths.ISR_CHANGES}/{name}")
+        await self._drop_notes(paths.ISR_CHANGES, names)
         if changed:
             self._send_update_metadata(changed)
 
@@ -1510,7 +1541,65 @@ class Controller:
             partition_states=states,
             live_leaders=live_leaders,
         )
-        self._channels[broker_id].send(ApiKey.LEADER_AND_ISR, request)
+        answer = self._channels[broker_id].send(ApiKey.LEADER_AND_ISR, request)
+        answer.add_done_callback(lambda done: self._leader_and_isr_answered(broker_id, done))
+
+    def _leader_and_isr_answered(self, broker_id: int, done: asyncio.Future[Any]) -> None:
+        """Kafka's LeaderAndIsrResponseReceived: the partitions a broker answers with
+        KAFKA_STORAGE_ERROR have their log offline there (a disk error); they are handed
+        to other replicas by an event of their own."""
+        if done.cancelled() or done.exception() is not None:
+            return
+        response = done.result()
+        if not isinstance(response, LeaderAndIsrResponse):
+            return
+        failed = tuple(
+            sorted(
+                (e.topic_name, e.partition_index)
+                for e in response.partition_errors
+                if e.error_code == KafkaStorageError.code
+            )
+        )
+        known = [tp for tp in failed if broker_id in self.offline_replicas.get(tp, ())]
+        if failed and len(known) < len(failed):
+            self._enqueue("replicas_offline", (broker_id, failed))
+
+    async def _replicas_offline(self, arg: tuple[int, tuple[TP, ...]]) -> None:
+        """``broker_id``'s replicas of ``tps`` are offline: leaders elsewhere, out of the
+        ISR (KIP-112: a failed disk costs its partitions' leadership only a moment)."""
+        broker_id, tps = arg
+        if broker_id not in self.brokers:
+            return  # gone since: its registration's end took it out of everything
+        new = [
+            tp
+            for tp in tps
+            if tp in self.states
+            and broker_id in self.assignments[tp[0]][tp[1]]
+            and broker_id not in self.offline_replicas.get(tp, ())
+        ]
+        if not new:
+            return
+        for tp in new:
+            self.offline_replicas.setdefault(tp, set()).add(broker_id)
+        self._log.warning(
+            "controller.replicas_offline",
+            broker=broker_id,
+            partitions=[{"topic": t, "partition": p} for t, p in new],
+        )
+        changed = await self._elect(new)
+        self._tell_replicas(changed)
+        self._send_update_metadata(set(new) | changed)
+
+    async def _log_dir_events(self, _: object) -> None:
+        """A broker said a log of its went offline: it is sent LeaderAndIsr for every
+        partition it hosts, and its answer names the offline ones (Kafka's
+        LogDirEventNotification, then _leader_and_isr_answered)."""
+        names, brokers = await self._notes(
+            paths.LOG_DIR_EVENTS, "log_dir_events", log_dir_event_from_json
+        )
+        for broker_id in sorted(set(brokers) & self.brokers.keys()):
+            self._send_leader_and_isr(broker_id, self._partitions_of(broker_id))
+        await self._drop_notes(paths.LOG_DIR_EVENTS, names)
 
     def _send_update_metadata(
         self,
@@ -1563,7 +1652,11 @@ class Controller:
             isr=list(s.isr),
             zk_version=entry.version,
             replicas=list(replicas),
-            offline_replicas=[r for r in replicas if r not in self.brokers],
+            offline_replicas=[
+                r
+                for r in replicas
+                if r not in self.brokers or r in self.offline_replicas.get(tp, ())
+            ],
         )
 
     def _live_brokers(self) -> list[UpdateMetadataBroker]:

@@ -143,6 +143,9 @@ class Log:
         self.on_truncate: Callable[[Log, int], None] | None = None
         """Set by the log manager; handed the log, so it need not hold it (a log and a
         callback holding it would be a cycle: freed only by the cyclic collector)."""
+        self.on_offline: Callable[[Log], None] | None = None
+        """Set by the log manager, likewise: called once, when an I/O error takes this log
+        offline (from whichever thread did the I/O)."""
 
     @property
     def _log(self) -> structlog.typing.FilteringBoundLogger:
@@ -1105,8 +1108,14 @@ class Log:
 
     def _go_offline(self, exc: OSError, doing: str) -> None:
         reason = _storage_advice(exc, doing, self.dir)
+        first = self.offline_reason is None
         self.offline_reason = reason
         self._log.error("log.offline", reason=reason, errno=exc.errno)
+        if first and self.on_offline is not None:
+            try:
+                self.on_offline(self)
+            except Exception:  # the caller must still hear of the error below
+                self._log.exception("log.offline_listener_failed")
         raise KafkaStorageError(f"{self.name} is offline: {reason}") from exc
 
 

@@ -139,6 +139,7 @@ class LogManager:
         """Deletions under way (event loop), to whether the directory went."""
         self.high_watermarks: dict[TopicPartition, int] = {}  # as checkpointed at start
         self._truncation_listeners: list[TruncationListener] = []
+        self._offline_listeners: list[Callable[[TopicPartition], None]] = []
         self._checkpoint_lock = threading.Lock()  # one writer of the checkpoint files
         self._snapshots = itertools.count()  # next() is atomic: threads may take snapshots
         self._written = -1  # the sequence of the snapshot last written (under the lock)
@@ -385,6 +386,12 @@ class LogManager:
         with contextlib.suppress(ValueError):
             self._truncation_listeners.remove(listener)
 
+    def add_offline_listener(self, listener: Callable[[TopicPartition], None]) -> None:
+        """Call ``listener(tp)`` when an I/O error takes a log here offline: from the
+        thread that met the error (an fsync's worker, a log's opening), so a listener that
+        touches the loop hops to it (``call_soon_threadsafe``)."""
+        self._offline_listeners.append(listener)
+
     def _watched(self, tp: TopicPartition, log: Log) -> Log:
         def truncating(log: Log, offset: int) -> None:
             for listener in list(self._truncation_listeners):
@@ -393,7 +400,15 @@ class LogManager:
                 except Exception:  # the truncation itself must go on: replication needs it
                     self._log.exception("log_manager.truncation_listener_failed", log=log.name)
 
+        def going_offline(log: Log) -> None:
+            for listener in list(self._offline_listeners):
+                try:
+                    listener(tp)
+                except Exception:
+                    self._log.exception("log_manager.offline_listener_failed", log=log.name)
+
         log.on_truncate = truncating
+        log.on_offline = going_offline
         return log
 
     def _reserve_dir(self) -> Path:

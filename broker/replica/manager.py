@@ -502,6 +502,10 @@ class ReplicaManager:
                     self._log.warning("replica.create_failed", topic=tp.topic, error=exc.message)
                     errors.append(_error(tp, KafkaStorageError))  # ...this one alone fails
                     continue
+            if partition.log.offline:
+                self._offline_role(tp, partition, state)
+                errors.append(_error(tp, KafkaStorageError))  # (every time: see there)
+                continue
             if state.leader_epoch < partition.leader_epoch:
                 errors.append(_error(tp, StaleControllerEpochError))
                 continue
@@ -532,6 +536,24 @@ class ReplicaManager:
         for start in range(0, len(roles), _ROLES_PER_LINE):
             self._log.info("partition.roles", partitions=roles[start : start + _ROLES_PER_LINE])
         return errors
+
+    def _offline_role(
+        self, tp: TopicPartition, partition: Partition, state: LeaderAndIsrPartitionState
+    ) -> None:
+        """LeaderAndIsr for a partition whose log a disk error took offline here: it
+        neither fetches nor keeps what a leader holds, and the answer says
+        KAFKA_STORAGE_ERROR each time, so the controller (this one, or the next one, which
+        resends everything) hands the partition to the other replicas (KIP-112)."""
+        if state.leader_epoch >= partition.leader_epoch:
+            partition.leader_id = state.leader
+            partition.leader_epoch = state.leader_epoch
+            partition.isr = list(state.isr)
+            partition.replicas = list(state.replicas)
+        self._unfollow(tp)
+        if not partition.is_leader:
+            partition.become_follower()
+            self._fail_deletes(tp, f"{partition.name} is offline here")
+        self._wake(tp)
 
     async def _create_all(self, new: set[TopicPartition]) -> None:
         """Host ``new`` partitions: each topic's config read once, not once per partition

@@ -28,7 +28,15 @@ from broker.zk import (
     paths,
 )
 from client.localcluster import ZooKeeperServer
-from protocol.apis import ApiKey, LeaderAndIsrRequest, StopReplicaRequest, StopReplicaResponse
+from protocol.apis import (
+    ApiKey,
+    LeaderAndIsrRequest,
+    LeaderAndIsrResponse,
+    PartitionError,
+    StopReplicaRequest,
+    StopReplicaResponse,
+)
+from protocol.errors import KafkaStorageError
 
 PARTITIONS = 60
 
@@ -45,6 +53,7 @@ class _Channel:
         self.deletes: list[str] = []  # the topic of each StopReplica with delete
         self.sent_order: list[str] = []  # "stop" (with delete) or "lead" (LeaderAndIsr)
         self.held: list[tuple[set[str], asyncio.Future[Any]]] = []  # their answers
+        self.offline: set[tuple[str, int]] = set()  # answered KAFKA_STORAGE_ERROR (a disk)
 
     def send(self, api_key: ApiKey, request: Any) -> asyncio.Future[Any]:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -55,6 +64,18 @@ class _Channel:
                 self.sent_order.append("lead")
             for s in request.partition_states:
                 self.roles[(s.topic_name, s.partition_index)] = s.leader_epoch
+            answer = LeaderAndIsrResponse(
+                partition_errors=[
+                    PartitionError(
+                        topic_name=s.topic_name,
+                        partition_index=s.partition_index,
+                        error_code=KafkaStorageError.code
+                        if (s.topic_name, s.partition_index) in self.offline
+                        else 0,
+                    )
+                    for s in request.partition_states
+                ]
+            )
         elif api_key == ApiKey.STOP_REPLICA:
             assert isinstance(request, StopReplicaRequest)
             answer = StopReplicaResponse()
@@ -758,5 +779,53 @@ async def test_unclean_election_on_demand_names_a_replica_shutting_down(bridge: 
         error = outcome[("t", 0)]
         assert error is not None and error.name == "ELIGIBLE_LEADERS_NOT_AVAILABLE"
         assert "t-0: its live replicas [1] are shutting down" in str(error)
+    finally:
+        await controller.deactivate()
+
+
+async def test_replicas_a_broker_answers_offline_lose_leadership_and_isr(bridge: ZkBridge) -> None:
+    """KIP-112: a broker whose disk failed says so (a LogDirEventNotification); the
+    controller sends it LeaderAndIsr for all it hosts, and the partitions it answers with
+    KAFKA_STORAGE_ERROR get leaders elsewhere and lose it from their ISR, until it
+    starts again."""
+    controller = await _started(bridge)
+    try:
+        channels: dict[int, Any] = controller._channels  # type: ignore[assignment]
+        led = [p for p in range(PARTITIONS) if _replicas(p)[0] == 1][:2]
+        followed = next(p for p in range(PARTITIONS) if _replicas(p)[1] == 1)
+        channels[1].offline = {("t", p) for p in [*led, followed]}
+        await bridge.create(
+            f"{zk.paths.LOG_DIR_EVENTS}/{zk.paths.LOG_DIR_EVENT_PREFIX}",
+            zk.log_dir_event_json(1),
+            sequence=True,
+            makepath=True,
+        )
+        for _ in range(300):
+            if all(1 not in controller.states[("t", p)].state.isr for p in [*led, followed]):
+                break
+            await asyncio.sleep(0.01)
+        for p in led:
+            state, _ = await _state(bridge, p)
+            assert state.leader == _replicas(p)[1] and 1 not in state.isr
+            assert state.leader_epoch == 1
+        state, _ = await _state(bridge, followed)
+        assert state.leader == _replicas(followed)[0] and 1 not in state.isr
+        assert controller.offline_replicas[("t", led[0])] == {1}
+        metadata = controller._metadata_state(("t", led[0]))
+        assert metadata.offline_replicas == [1]
+        assert not await bridge.get_children(zk.paths.LOG_DIR_EVENTS)  # handled, removed
+        healthy = next(p for p in range(PARTITIONS) if _replicas(p)[0] == 1 and p not in led)
+        untouched, _ = await _state(bridge, healthy)  # its other replicas on that broker
+        assert (untouched.leader, untouched.leader_epoch) == (1, 0)
+        # the broker starts again (a new registration): its replicas count again
+        channels[1].offline = set()
+        await bridge.delete(paths.broker(1))
+        reg = BrokerRegistration(1, "127.0.0.1", 9001)
+        await bridge.create(paths.broker(1), reg.to_json(0), makepath=True)
+        for _ in range(300):
+            if not controller.offline_replicas:
+                break
+            await asyncio.sleep(0.01)
+        assert controller.offline_replicas == {}
     finally:
         await controller.deactivate()

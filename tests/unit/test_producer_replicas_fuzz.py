@@ -395,6 +395,7 @@ class FakeCluster(fuzz.ClientFacing):
             _excluded=set(),
             assignments={"t": {tp.partition: rng.sample(NODES, len(NODES)) for tp in tps}},
             reassignments={},  # none moving
+            offline_replicas={},  # no disk fails here
             epoch=1,
             _unclean_allowed=_always if unclean else _never,
             _log=structlog.get_logger("fuzz.controller"),
