@@ -48,6 +48,7 @@ from protocol.errors import (
 from protocol.records import encode_batch
 from protocol.records.control import encode_end_txn_marker
 from tests.integration.conftest import Cluster, module_cluster
+from tests.integration.conftest import until as _until
 from tests.integration.test_cli import COMMAND
 from tests.integration.test_replication import _metrics_port, _scrape
 
@@ -704,11 +705,16 @@ async def test_a_pipelining_transaction_that_adds_a_partition_commits(cluster: C
     raw = ClientCluster(cluster.bootstrap, client_id="test-raw")
     await raw.start()
     try:
-        await raw.refresh_new(topic)
+
+        async def leaders() -> list[int | None]:
+            await raw.refresh_new(topic)
+            return [raw.leader_for(TopicPartition(topic, p)) for p in range(6)]
+
+        # (the broker asked may hear of the new leaders a moment after CreateTopics
+        # answered: CI failed twice on a None here)
+        known = await _until(leaders, lambda found: None not in found)
         by_leader: dict[int, list[int]] = {}
-        for p in range(6):
-            leader = raw.leader_for(TopicPartition(topic, p))
-            assert leader is not None
+        for p, leader in enumerate(known):
             by_leader.setdefault(leader, []).append(p)
     finally:
         await raw.close()
