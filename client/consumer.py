@@ -273,8 +273,10 @@ class Consumer:
         """What each broker's Fetch asks for: a partition's entry is made once per
         position (:class:`FetchPosition`) and kept while it holds, so a session sends
         only new entries."""
-        self._validator: asyncio.Task[None] | None = None
-        """Asking leaders whether positions read under an older leader still hold."""
+        self._validators: dict[int, asyncio.Task[None]] = {}
+        """Per leader, the task asking it whether positions read under an older leader
+        still hold (one per leader: a slow one holds up only its own partitions)."""
+        self._checking: set[TopicPartition] = set()  # the partitions those tasks ask about
 
     # --- life ------------------------------------------------------------------------------
 
@@ -327,7 +329,7 @@ class Consumer:
             for t in (
                 self._fetcher,
                 self._auto_committer,
-                self._validator,
+                *self._validators.values(),
                 *self._fetches.values(),
             )
             if t is not None
@@ -908,12 +910,7 @@ class Consumer:
         finally:
             for node in unsent:  # a bug raised: what these sets changed is compared again
                 subscription.not_sent(node)
-        if self._validator is None:
-            pending = subscription.needs_validation(now_ms)
-            if pending:  # beside the Fetches: a slow leader holds up only its partitions
-                self._validator = asyncio.get_running_loop().create_task(
-                    self._validate_positions(pending)
-                )
+        self._start_validations(now_ms)
         retry_at = subscription.next_retry_ms(now_ms)
         if retry_at is not None:
             delay_ms = _earliest(delay_ms, retry_at - now_ms)
@@ -1311,30 +1308,23 @@ class Consumer:
 
     # --- truncation detection (KIP-320) ----------------------------------------------------
 
-    async def _validate_positions(
-        self, pending: list[tuple[TopicPartition, PartitionState]]
-    ) -> None:
+    def _start_validations(self, now_ms: float) -> None:
         """Ask each partition's leader where the epoch of the position's records ended in
         its log (OffsetsForLeaderEpoch, as a follower does after a leader change). An end
         below the position means the new leader's log parted from what this consumer read:
         an unclean election cut records it had. Without this check the consumer would go
-        on from its position, past the new records that took their offsets."""
-        try:
-            await self._validate_all(pending)
-        except Exception as exc:  # a bug: the getters raise it, never a silent stop
-            _log.exception("validating positions failed")
-            for tp, state in pending:
-                if self._subscription.states.get(tp) is state:
-                    self._subscription.set_error(tp, exc)
-            self._data_arrived()
-        finally:
-            self._validator = None
-            self._wake()  # the partitions confirmed are fetched at once
-
-    async def _validate_all(self, pending: list[tuple[TopicPartition, PartitionState]]) -> None:
+        on from its position, past the new records that took their offsets. Beside the
+        Fetches, a task per leader: a slow leader holds up only its own partitions."""
+        pending = [
+            (tp, s)
+            for tp, s in self._subscription.needs_validation(now_ms)
+            if tp not in self._checking
+        ]
+        if not pending:
+            return
         metadata = self._cluster.metadata
         by_node: dict[int, list[_Check]] = {}
-        retry_at = time.monotonic() * 1000 + self.retry_backoff_ms
+        retry_at = now_ms + self.retry_backoff_ms
         for tp, state in pending:
             assert state.position is not None  # (needs_validation gives only those)
             check = _Check(
@@ -1345,8 +1335,26 @@ class Consumer:
                 self._cluster.request_refresh()
                 self._retry(check, retry_at)
                 continue
-            by_node.setdefault(leader, []).append(check)
-        await asyncio.gather(*(self._validate_at(node, asked) for node, asked in by_node.items()))
+            if leader not in self._validators:  # (else after its task: it wakes us)
+                by_node.setdefault(leader, []).append(check)
+        loop = asyncio.get_running_loop()
+        for node, checks in by_node.items():
+            self._checking.update(c.tp for c in checks)
+            self._validators[node] = loop.create_task(self._validate_node(node, checks))
+
+    async def _validate_node(self, node: int, checks: list[_Check]) -> None:
+        try:
+            await self._validate_at(node, checks)
+        except Exception as exc:  # a bug: the getters raise it, never a silent stop
+            _log.exception("validating positions at broker %d failed", node)
+            for check in checks:
+                if self._applies(check):
+                    self._subscription.set_error(check.tp, exc)
+            self._data_arrived()
+        finally:
+            self._checking.difference_update(c.tp for c in checks)
+            self._validators.pop(node, None)
+            self._wake()  # the partitions confirmed are fetched at once
 
     def _applies(self, check: _Check) -> bool:
         """Whether an answer to ``check`` still applies: the same state (not one made for

@@ -5,6 +5,7 @@ change (the real brokers' case is in tests/integration/test_truncation_detection
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import struct
 import time
 from typing import Any
@@ -197,10 +198,11 @@ def _consumer(cluster: _Leader, reset: str) -> Consumer:
     return consumer
 
 
-async def _check(consumer: Consumer) -> None:
-    pending = consumer._subscription.needs_validation(time.monotonic() * 1000)
-    assert pending
-    await consumer._validate_positions(pending)
+async def _check(consumer: Consumer, now_ms: float | None = None) -> None:
+    """What the fetcher's pass starts: a validation task per leader, run to its end."""
+    consumer._start_validations(time.monotonic() * 1000 if now_ms is None else now_ms)
+    assert consumer._validators
+    await asyncio.gather(*consumer._validators.values())
 
 
 async def test_a_position_the_new_leader_holds_is_fetched_on() -> None:
@@ -260,8 +262,7 @@ async def test_a_leader_behind_the_metadata_is_asked_again_after_a_back_off() ->
     assert consumer._subscription.needs_validation(time.monotonic() * 1000) == []  # backing off
     later = time.monotonic() * 1000 + consumer.retry_backoff_ms + 1
     assert consumer._subscription.next_retry_ms(time.monotonic() * 1000) is not None
-    pending = consumer._subscription.needs_validation(later)
-    await consumer._validate_positions(pending)
+    await _check(consumer, later)
     assert not state.validating and state.position == 10
 
 
@@ -359,7 +360,8 @@ async def test_an_answer_about_a_partition_given_up_meanwhile_does_not_apply_to_
     sub.fetchable_by_leader(time.monotonic() * 1000, {TP: 2}, epochs={TP: 5})
     pending = sub.needs_validation(time.monotonic() * 1000)
     assert [tp for tp, _ in pending] == [TP]
-    task = asyncio.create_task(consumer._validate_positions(pending))
+    consumer._start_validations(time.monotonic() * 1000)
+    (task,) = consumer._validators.values()
     await cluster.sent.wait()
     sub.assign([])  # a rebalance takes it away and gives it back, committed at 20 now
     sub.assign([TP])
@@ -370,3 +372,40 @@ async def test_an_answer_about_a_partition_given_up_meanwhile_does_not_apply_to_
     cluster.gate.set()
     await task
     assert fresh.position == 20 and fresh.validating  # to be checked itself
+
+
+async def test_a_slow_leader_holds_up_only_its_own_partitions() -> None:
+    """A validation task per leader: one that does not answer leaves the other leader's
+    partitions free to be checked, and a partition already being asked about is not asked
+    again meanwhile."""
+    other = TopicPartition("t", 1)
+
+    class _TwoLeaders(_Leader):
+        def __init__(self) -> None:
+            super().__init__([_ends(3, 12)])
+            self.slow = asyncio.Event()
+
+        async def send(self, node: int, api_key: ApiKey, request: Any, **kw: Any) -> Any:
+            if node == 1:
+                await self.slow.wait()  # never answers, in this test
+            return await super().send(2, api_key, request, **kw)
+
+    cluster = _TwoLeaders()
+    cluster.metadata.leader_for = lambda tp: 1 if tp == other else 2  # type: ignore[method-assign]
+    consumer = _consumer(cluster, "earliest")
+    sub = consumer._subscription
+    sub.assign([TP, other])
+    sub.seek(other, 0)
+    sub.states[other].epoch = 3  # read under epoch 3 (as _consumer's partition)
+    sub._validate(other, sub.states[other])
+    consumer._start_validations(time.monotonic() * 1000)
+    assert set(consumer._validators) == {1, 2}
+    await consumer._validators[2]
+    assert not sub.states[TP].validating  # answered by its own leader
+    consumer._start_validations(time.monotonic() * 1000)
+    assert set(consumer._validators) == {1}  # the slow one is not asked twice
+    slow = consumer._validators[1]
+    slow.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await slow
+    assert not consumer._checking  # (asked again at the next pass)
