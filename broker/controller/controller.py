@@ -243,6 +243,7 @@ class Controller:
         self._topics_todo = set()
         self._partitions_todo = {}
         self.shutting_down.clear()
+        self.offline_replicas.clear()  # the next term learns them anew (LeaderAndIsr answers)
         while not self._events.empty():
             self._events.get_nowait()
         self._pending.clear()
@@ -279,6 +280,7 @@ class Controller:
             "isr_changes": self._isr_changed,
             "log_dir_events": self._log_dir_events,
             "replicas_offline": self._replicas_offline,
+            "replicas_online": self._replicas_online,
             "call": self._call,
         }
         while True:
@@ -570,6 +572,7 @@ class Controller:
             if gone and broker_id not in self.brokers:
                 self._orphans.setdefault(broker_id, set()).update(gone)
         for partition in self.assignments.pop(topic, {}):
+            self.offline_replicas.pop((topic, partition), None)  # (a topic made again: new logs)
             self.states.pop((topic, partition), None)
             self.reassignments.pop((topic, partition), None)
         self.deleting.discard(topic)
@@ -967,6 +970,8 @@ class Controller:
                 return None
             if preferred not in self.brokers or preferred in self.shutting_down:
                 return f"the preferred leader {preferred} is not alive"
+            if preferred in self.offline_replicas.get(tp, ()):
+                return f"the preferred leader {preferred} has its log offline (a disk error)"
             if preferred not in current.isr:
                 return f"the preferred leader {preferred} is not in sync (ISR {current.isr})"
             state = PartitionState(
@@ -1118,12 +1123,13 @@ class Controller:
 
         def begun(tp: TP, current: PartitionState) -> PartitionState | None:
             new, gone = tps[tp]
-            why = _drops_the_last(current, gone, usable)
+            ok = self._usable_for(tp, usable)
+            why = _drops_the_last(current, gone, ok)
             if why is not None:
                 refused.add(tp)
                 outcome[tp] = InvalidReplicaAssignmentError(f"{tp[0]}-{tp[1]}: {why}")
                 return None
-            return _without(current, gone, new.replicas, usable, self.epoch)
+            return _without(current, gone, new.replicas, ok, self.epoch)
 
         written = await self._rewrite_states(tps, begun)
         started = {p: tps[(topic, p)][0] for t, p in written if (t, p) not in refused}
@@ -1216,8 +1222,9 @@ class Controller:
             if not move.complete(current.isr):
                 return None
             leader = current.leader
-            if leader not in move.target or leader not in usable:
-                leader = next((r for r in move.target if r in current.isr and r in usable), -1)
+            ok = self._usable_for(tp, usable)
+            if leader not in move.target or leader not in ok:
+                leader = next((r for r in move.target if r in current.isr and r in ok), -1)
             if leader == -1:
                 self._log.warning(
                     "controller.reassignment_waiting",
@@ -1263,7 +1270,9 @@ class Controller:
         usable = self._usable()
         written = await self._rewrite_states(
             moving,
-            lambda tp, s: _without(s, (), self.assignments[tp[0]][tp[1]], usable, self.epoch),
+            lambda tp, s: _without(
+                s, (), self.assignments[tp[0]][tp[1]], self._usable_for(tp, usable), self.epoch
+            ),
         )
         self._tell_replicas(written)
         self._log.info("controller.reassignments_resumed", partitions=len(moving))
@@ -1272,6 +1281,11 @@ class Controller:
     def _usable(self) -> set[int]:
         """Brokers that may lead: registered and not stopping."""
         return {b for b in self.brokers if b not in self.shutting_down}
+
+    def _usable_for(self, tp: TP, usable: set[int]) -> set[int]:
+        """Of ``usable``, those whose replica of ``tp`` is not offline (a disk error)."""
+        offline = self.offline_replicas.get(tp)
+        return usable - offline if offline else usable
 
     async def _rewrite_states(
         self,
@@ -1560,9 +1574,25 @@ class Controller:
                 if e.error_code == KafkaStorageError.code
             )
         )
-        known = [tp for tp in failed if broker_id in self.offline_replicas.get(tp, ())]
-        if failed and len(known) < len(failed):
+
+        def settled(tp: TP) -> bool:  # marked, and neither leading nor in the ISR
+            entry = self.states.get(tp)
+            return broker_id in self.offline_replicas.get(tp, ()) and (
+                entry is None or broker_id not in (entry.state.leader, *entry.state.isr)
+            )
+
+        if not all(settled(tp) for tp in failed):
             self._enqueue("replicas_offline", (broker_id, failed))
+        healed = tuple(
+            sorted(
+                (e.topic_name, e.partition_index)
+                for e in response.partition_errors
+                if e.error_code == 0
+                and broker_id in self.offline_replicas.get((e.topic_name, e.partition_index), ())
+            )
+        )
+        if healed:  # (Kafka's: an answer without the error is an online replica again)
+            self._enqueue("replicas_online", (broker_id, healed))
 
     async def _replicas_offline(self, arg: tuple[int, tuple[TP, ...]]) -> None:
         """``broker_id``'s replicas of ``tps`` are offline: leaders elsewhere, out of the
@@ -1570,25 +1600,37 @@ class Controller:
         broker_id, tps = arg
         if broker_id not in self.brokers:
             return  # gone since: its registration's end took it out of everything
-        new = [
-            tp
-            for tp in tps
-            if tp in self.states
-            and broker_id in self.assignments[tp[0]][tp[1]]
-            and broker_id not in self.offline_replicas.get(tp, ())
+        offline = [
+            tp for tp in tps if tp in self.states and broker_id in self.assignments[tp[0]][tp[1]]
         ]
-        if not new:
-            return
+        new = [tp for tp in offline if broker_id not in self.offline_replicas.get(tp, ())]
         for tp in new:
             self.offline_replicas.setdefault(tp, set()).add(broker_id)
-        self._log.warning(
-            "controller.replicas_offline",
-            broker=broker_id,
-            partitions=[{"topic": t, "partition": p} for t, p in new],
-        )
-        changed = await self._elect(new)
+        if new:
+            self._log.warning(
+                "controller.replicas_offline",
+                broker=broker_id,
+                partitions=[{"topic": t, "partition": p} for t, p in new],
+            )
+        # all of them, not only the new: a rerun (after a ZooKeeper error) finds them
+        # marked already, and their elections still to make (a no-op where made)
+        changed = await self._elect(offline)
         self._tell_replicas(changed)
-        self._send_update_metadata(set(new) | changed)
+        self._send_update_metadata(set(offline) | changed)
+
+    async def _replicas_online(self, arg: tuple[int, tuple[TP, ...]]) -> None:
+        """``broker_id`` answered for ``tps`` without KAFKA_STORAGE_ERROR: their replicas
+        there count again (a leaderless partition may get it as leader)."""
+        broker_id, tps = arg
+        back = [tp for tp in tps if broker_id in self.offline_replicas.get(tp, ())]
+        for tp in back:
+            self.offline_replicas[tp].discard(broker_id)
+            if not self.offline_replicas[tp]:
+                del self.offline_replicas[tp]
+        if back:
+            changed = await self._elect(back)
+            self._tell_replicas(changed)
+            self._send_update_metadata(set(back) | changed)
 
     async def _log_dir_events(self, _: object) -> None:
         """A broker said a log of its went offline: it is sent LeaderAndIsr for every

@@ -544,6 +544,7 @@ class ReplicaManager:
         neither fetches nor keeps what a leader holds, and the answer says
         KAFKA_STORAGE_ERROR each time, so the controller (this one, or the next one, which
         resends everything) hands the partition to the other replicas (KIP-112)."""
+        led = partition.is_leader
         if state.leader_epoch >= partition.leader_epoch:
             partition.leader_id = state.leader
             partition.leader_epoch = state.leader_epoch
@@ -553,6 +554,8 @@ class ReplicaManager:
         if not partition.is_leader:
             partition.become_follower()
             self._fail_deletes(tp, f"{partition.name} is offline here")
+            if led:  # the coordinators let its groups and transactions go (found in review)
+                self._tell_listeners(tp, partition)
         self._wake(tp)
 
     async def _create_all(self, new: set[TopicPartition]) -> None:

@@ -122,6 +122,21 @@ async def bridge(
     await bridge.stop()
 
 
+def _fail_next_write(bridge: ZkBridge) -> list[int]:
+    """The bridge's next multi write fails with a ZooKeeper error, once (a connection
+    lost); the list counts the failures made."""
+    real, failures = bridge.write_many, [0]
+
+    async def failing_once(writes: list[GuardedWrite], **kwargs: Any) -> Any:
+        if failures[0] == 0:
+            failures[0] += 1
+            raise ZkError("connection lost (injected)")
+        return await real(writes, **kwargs)
+
+    bridge.write_many = failing_once  # type: ignore[method-assign]
+    return failures
+
+
 async def _state(bridge: ZkBridge, p: int) -> tuple[PartitionState, int]:
     path = paths.partition_state("t", p)
     raw, stat = await bridge.get(path)
@@ -387,16 +402,7 @@ async def test_partitions_added_to_a_topic_are_started_even_after_a_failed_try(
     them. A changed replica list of an existing partition (a reassignment) is left."""
     controller = await _started(bridge)
     try:
-        real, failures = bridge.write_many, 0
-
-        async def failing_once(writes: list[GuardedWrite], **kwargs: Any) -> Any:
-            nonlocal failures
-            if failures == 0:
-                failures += 1
-                raise ZkError("connection lost (injected)")
-            return await real(writes, **kwargs)
-
-        bridge.write_many = failing_once  # type: ignore[method-assign]
+        failures = _fail_next_write(bridge)
         grown = {p: _replicas(p) for p in range(PARTITIONS + 2)}
         grown[0] = [3, 2, 1]  # not applied: partition 0 keeps its replicas
         await bridge.set(paths.topic("t"), TopicAssignment("t", grown).to_json())
@@ -406,7 +412,7 @@ async def test_partitions_added_to_a_topic_are_started_even_after_a_failed_try(
             if all(tp in channels[b].roles for tp in new for b in (1, 2, 3)):
                 break
             await asyncio.sleep(0.01)
-        assert failures == 1
+        assert failures == [1]
         for p in (PARTITIONS, PARTITIONS + 1):
             state, version = await _state(bridge, p)
             assert (state.leader, state.isr, version) == (_replicas(p)[0], _replicas(p), 0)
@@ -827,5 +833,222 @@ async def test_replicas_a_broker_answers_offline_lose_leadership_and_isr(bridge:
                 break
             await asyncio.sleep(0.01)
         assert controller.offline_replicas == {}
+    finally:
+        await controller.deactivate()
+
+
+# --- review of 3197e04 (KIP-112) ------------------------------------------------------------
+
+
+async def _log_dir_event(bridge: ZkBridge, broker_id: int) -> None:
+    await bridge.create(
+        f"{zk.paths.LOG_DIR_EVENTS}/{zk.paths.LOG_DIR_EVENT_PREFIX}",
+        zk.log_dir_event_json(broker_id),
+        sequence=True,
+        makepath=True,
+    )
+
+
+async def test_offline_leader_is_replaced_even_after_a_zookeeper_error(
+    bridge: ZkBridge, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Broker 1's disk fails under a partition it leads. The controller's election write
+    meets a ZooKeeper error (connection lost): the event runs again, as every event does.
+    The rerun must still elect a new leader: the first attempt already put broker 1 in
+    offline_replicas, and the partition must not stay led by the failed replica."""
+    monkeypatch.setattr(controller_module, "_RETRY_S", 0.01)
+    controller = await _started(bridge)
+    try:
+        channels: dict[int, Any] = controller._channels  # type: ignore[assignment]
+        led = next(p for p in range(PARTITIONS) if _replicas(p)[0] == 1)
+        channels[1].offline = {("t", led)}
+        failures = _fail_next_write(bridge)
+        await _log_dir_event(bridge, 1)
+        for _ in range(300):
+            state, _ = await _state(bridge, led)
+            if state.leader != 1:
+                break
+            await asyncio.sleep(0.01)
+        assert failures == [1]
+        assert controller.offline_replicas == {("t", led): {1}}
+        state, _ = await _state(bridge, led)
+        assert state.leader == _replicas(led)[1] and 1 not in state.isr  # fails: leader 1
+    finally:
+        await controller.deactivate()
+
+
+async def test_offline_replicas_are_forgotten_when_the_controller_steps_down(
+    bridge: ZkBridge,
+) -> None:
+    """This broker's controller marks broker 1's replica offline, then loses the
+    controllership. Broker 1 restarts with its disk fixed (another controller sees that,
+    and the leader takes 1 back into the ISR once it caught up). When this broker is
+    elected again, its new term must not keep the old term's offline replicas: broker 1
+    would be taken out of the ISR again and could never lead, until it restarted again
+    under this controller."""
+    controller = await _started(bridge)
+    try:
+        channels: dict[int, Any] = controller._channels  # type: ignore[assignment]
+        followed = next(p for p in range(PARTITIONS) if _replicas(p)[0] == 2)
+        channels[1].offline = {("t", followed)}
+        await _log_dir_event(bridge, 1)
+        for _ in range(300):
+            if 1 not in controller.states[("t", followed)].state.isr:
+                break
+            await asyncio.sleep(0.01)
+        assert controller.offline_replicas == {("t", followed): {1}}
+        await controller.deactivate()
+
+        # meanwhile (another controller): broker 1 restarts, healthy, and catches up
+        await bridge.delete(paths.broker(1))
+        await bridge.create(
+            paths.broker(1), BrokerRegistration(1, "127.0.0.1", 9001).to_json(0), makepath=True
+        )
+        path = paths.partition_state("t", followed)
+        raw, stat = await bridge.get(path)
+        state = PartitionState.from_json(path, raw)
+        back = PartitionState(state.leader, state.leader_epoch, [*state.isr, 1], 1)
+        await bridge.set(path, back.to_json(), version=stat.version)
+
+        # this broker is elected again
+        await bridge.set(paths.CONTROLLER_EPOCH, b"2")
+        await controller.activate(2)
+        channels = controller._channels  # type: ignore[assignment]
+        await _until(  # its startup is through: every broker was sent LeaderAndIsr
+            lambda: asyncio.sleep(0, all(channels.get(b) and channels[b].roles for b in (1, 2, 3))),
+            "the new term's startup",
+        )
+        await asyncio.sleep(0.2)  # and the answers' events handled
+        state, _ = await _state(bridge, followed)
+        assert 1 in state.isr, state  # fails: the new term took healthy broker 1 out again
+        assert controller.offline_replicas == {}  # (it holds {("t", p): {1}}, last term's)
+        assert controller._metadata_state(("t", followed)).offline_replicas == []
+    finally:
+        await controller.deactivate()
+
+
+async def test_preferred_election_does_not_make_an_offline_replica_leader(
+    bridge: ZkBridge,
+) -> None:
+    """Partition p: replicas [1, 2, 3], its followers fell behind (ISR [1]); then broker
+    1's disk fails under it. Nobody in sync is left: it goes offline (leader -1), its ISR
+    kept as [1] (as Kafka's). A preferred leader election (or the auto leader rebalance,
+    which runs one for every partition) must not hand it back to broker 1, whose log is
+    offline: Kafka's PreferredReplicaPartitionLeaderElectionStrategy requires the
+    preferred replica to be online."""
+    controller = await _started(bridge)
+    try:
+        channels: dict[int, Any] = controller._channels  # type: ignore[assignment]
+        p = next(p for p in range(PARTITIONS) if _replicas(p)[0] == 1)
+        await _in_sync(bridge, p, [1])  # the leader shrank its ISR to itself
+        await _until(
+            lambda: asyncio.sleep(0, controller.states[("t", p)].state.isr == [1]),
+            "the ISR shrink read",
+        )
+        channels[1].offline = {("t", p)}
+        await _log_dir_event(bridge, 1)
+        await _until(
+            lambda: asyncio.sleep(0, controller.states[("t", p)].state.leader == -1),
+            "the partition offline",
+        )
+        assert controller.offline_replicas[("t", p)] == {1}
+        assert controller.offline_partitions() == 1
+
+        outcome = await controller.elect_preferred([("t", p)])
+        state, _ = await _state(bridge, p)
+        assert state.leader == -1, outcome  # fails: leader 1, outcome None ("elected")
+        assert outcome[("t", p)] is not None
+        assert controller.offline_partitions() == 1  # the metric still shows it offline
+    finally:
+        await controller.deactivate()
+
+
+async def test_a_finished_move_does_not_make_an_offline_replica_leader(
+    bridge: ZkBridge,
+) -> None:
+    """As above (ISR [1], broker 1's log offline, the partition leaderless), then a
+    reassignment to [1]: it is complete at once (its only target is in the ISR), and
+    finishing it picks the leader from the ISR among the live brokers, which broker 1
+    is: the offline replica leads again."""
+    controller = await _started(bridge)
+    try:
+        channels: dict[int, Any] = controller._channels  # type: ignore[assignment]
+        p = next(p for p in range(PARTITIONS) if _replicas(p)[0] == 1)
+        await _in_sync(bridge, p, [1])
+        await _until(
+            lambda: asyncio.sleep(0, controller.states[("t", p)].state.isr == [1]),
+            "the ISR shrink read",
+        )
+        channels[1].offline = {("t", p)}
+        await _log_dir_event(bridge, 1)
+        await _until(
+            lambda: asyncio.sleep(0, controller.states[("t", p)].state.leader == -1),
+            "the partition offline",
+        )
+        await controller.reassign({("t", p): [1]})
+        state, _ = await _state(bridge, p)
+        assert state.leader == -1, state  # fails: leader 1, its log offline
+    finally:
+        await controller.deactivate()
+
+
+async def test_a_topic_made_again_does_not_inherit_offline_replicas(
+    bridge: ZkBridge,
+) -> None:
+    """Topic d's replica on broker 1 went offline (a full disk); the topic is deleted (its
+    logs removed, which frees the disk) and made again under the name. The new partition
+    has nothing to do with the old log: broker 1's new replica must lead as the first
+    replica, and be in the ISR, not be taken for the deleted topic's offline replica."""
+    controller = await _started(bridge)
+    try:
+        channels: dict[int, Any] = controller._channels  # type: ignore[assignment]
+        await bridge.create(paths.topic("d"), TopicAssignment("d", {0: [1, 2, 3]}).to_json())
+        await _until(lambda: asyncio.sleep(0, ("d", 0) in controller.states), "d made")
+        channels[1].offline = {("d", 0)}
+        await _log_dir_event(bridge, 1)
+        await _until(
+            lambda: asyncio.sleep(0, controller.offline_replicas.get(("d", 0)) == {1}),
+            "d-0 on broker 1 offline",
+        )
+        await bridge.create(paths.delete_topic("d"), makepath=True)
+        await _until(lambda: asyncio.sleep(0, "d" in controller.deleting), "deletion begun")
+        for _ in range(100):
+            for channel in channels.values():
+                channel.answer_deletes("d")
+            if "d" not in controller.assignments:
+                break
+            await asyncio.sleep(0.01)
+        assert "d" not in controller.assignments
+        channels[1].offline = set()  # its log was deleted: the disk has room again
+
+        await bridge.create(paths.topic("d"), TopicAssignment("d", {0: [1, 2, 3]}).to_json())
+        await _until(lambda: asyncio.sleep(0, ("d", 0) in controller.states), "d made again")
+        await asyncio.sleep(0.2)
+        path = paths.partition_state("d", 0)
+        raw, _ = await bridge.get(path)
+        state = PartitionState.from_json(path, raw)
+        assert (state.leader, state.isr) == (1, [1, 2, 3]), state  # fails: leader 2, ISR [2, 3]
+        assert ("d", 0) not in controller.offline_replicas
+    finally:
+        await controller.deactivate()
+
+
+async def test_a_replica_answered_without_the_error_counts_again(bridge: ZkBridge) -> None:
+    """Kafka's rule: a LeaderAndIsr answer without KAFKA_STORAGE_ERROR for a replica
+    marked offline makes it online again (stale marks heal themselves)."""
+    controller = await _started(bridge)
+    try:
+        channels: dict[int, Any] = controller._channels  # type: ignore[assignment]
+        p = next(p for p in range(PARTITIONS) if _replicas(p)[1] == 1)
+        channels[1].offline = {("t", p)}
+        await _log_dir_event(bridge, 1)
+        await _until(
+            lambda: asyncio.sleep(0, controller.offline_replicas.get(("t", p)) == {1}),
+            "marked offline",
+        )
+        channels[1].offline = set()
+        await _log_dir_event(bridge, 1)  # asked again: it answers without the error
+        await _until(lambda: asyncio.sleep(0, not controller.offline_replicas), "online again")
+        assert controller._metadata_state(("t", p)).offline_replicas == []
     finally:
         await controller.deactivate()

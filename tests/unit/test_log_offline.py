@@ -6,6 +6,7 @@ real full disk, are in tests/integration (test_controller_zk, test_log_dir_failu
 
 from __future__ import annotations
 
+import asyncio
 import errno
 from pathlib import Path
 
@@ -68,5 +69,98 @@ async def test_an_offline_log_is_reported_and_answered_as_such(tmp_path: Path) -
         assert old.error_code == KafkaStorageError.code
         assert partition.leader_epoch == 2  # an older state changes nothing
     finally:
+        await manager.shutdown()
+        logs.shutdown()
+
+
+# --- review of 3197e04 --------------------------------------------------------------------
+
+
+async def test_an_offline_offsets_partition_handed_away_is_unloaded_here(
+    tmp_path: Path,
+) -> None:
+    """__consumer_offsets-0 led here loses its log to a disk error, and the controller
+    hands it to broker 2 (LeaderAndIsr: leader 2, epoch 2). The group coordinator here
+    must stop coordinating its groups (as any loss of leadership does, through the role
+    listeners): else the members still talking to this broker keep heartbeating a group
+    that broker 2 now coordinates too, from the log, rebalancing without them: two
+    coordinators of one group, two consumers of the same partitions."""
+    from broker.config import BrokerConfig
+    from broker.coordinator.coordinator import GroupCoordinator
+    from protocol.apis import HeartbeatRequest, JoinGroupRequest, JoinGroupRequestProtocol
+    from protocol.errors import NotCoordinatorError
+    from protocol.group_log import OFFSETS_TOPIC, partition_for
+
+    offsets_tp = TopicPartition(OFFSETS_TOPIC, 0)
+    logs = LogManager([tmp_path], broker_id=1, cluster_id="c")
+    logs.startup()
+
+    async def load(topic: str) -> LogConfig:
+        return LogConfig()
+
+    manager = ReplicaManager(1, logs, MetadataCache(), load, config_known=lambda t: True)
+    config = BrokerConfig(
+        {
+            "offsets.topic.num.partitions": 1,
+            "group.min.session.timeout.ms": 100,
+            "group.max.session.timeout.ms": 60_000,
+            "group.initial.rebalance.delay.ms": 0,
+        },
+        {},
+    )
+    coordinator = GroupCoordinator(1, config, MetadataCache(), manager, None)  # type: ignore[arg-type]
+
+    def state(leader: int, epoch: int) -> LeaderAndIsrPartitionState:
+        return LeaderAndIsrPartitionState(
+            topic_name=OFFSETS_TOPIC,
+            partition_index=0,
+            controller_epoch=1,
+            leader=leader,
+            leader_epoch=epoch,
+            isr=[1],
+            replicas=[1, 2],
+        )
+
+    try:
+        (ok,) = await manager.become_leader_or_follower([state(1, 1)])
+        assert ok.error_code == 0
+        for _ in range(100):
+            if 0 in coordinator.stores:
+                break
+            await asyncio.sleep(0.01)
+        assert 0 in coordinator.stores
+        group = "g"
+        assert partition_for(group, 1) == 0
+        # a member joins (its group's metadata written: the member id is in the log)
+        joined = await coordinator.join_group(
+            JoinGroupRequest(
+                group_id=group,
+                session_timeout_ms=10_000,
+                member_id="",
+                group_instance_id="host-1",
+                protocol_type="consumer",
+                protocols=[JoinGroupRequestProtocol(name="range", metadata=b"m")],
+            )
+        )
+        partition = manager.partitions[offsets_tp]
+        with pytest.raises(KafkaStorageError):  # the disk fails
+            partition.log._go_offline(OSError(errno.EIO, "I/O error"), "appending to")
+        leader = LeaderAndIsrLiveLeader(broker_id=2, host_name="127.0.0.1", port=9)
+        (moved,) = await manager.become_leader_or_follower([state(2, 2)], [leader])
+        assert moved.error_code == KafkaStorageError.code
+        assert not partition.is_leader
+
+        assert 0 not in coordinator.stores  # fails: still "coordinating" here
+        with pytest.raises(NotCoordinatorError):
+            await coordinator.heartbeat(
+                HeartbeatRequest(
+                    group_id=group,
+                    generation_id=joined.generation_id,
+                    member_id=joined.member_id,
+                    group_instance_id="host-1",
+                )
+            )
+    finally:
+        await coordinator.stop()
         await manager.shutdown()
         logs.shutdown()
