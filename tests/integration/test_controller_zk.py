@@ -938,19 +938,7 @@ async def test_preferred_election_does_not_make_an_offline_replica_leader(
     preferred replica to be online."""
     controller = await _started(bridge)
     try:
-        channels: dict[int, Any] = controller._channels  # type: ignore[assignment]
-        p = next(p for p in range(PARTITIONS) if _replicas(p)[0] == 1)
-        await _in_sync(bridge, p, [1])  # the leader shrank its ISR to itself
-        await _until(
-            lambda: asyncio.sleep(0, controller.states[("t", p)].state.isr == [1]),
-            "the ISR shrink read",
-        )
-        channels[1].offline = {("t", p)}
-        await _log_dir_event(bridge, 1)
-        await _until(
-            lambda: asyncio.sleep(0, controller.states[("t", p)].state.leader == -1),
-            "the partition offline",
-        )
+        p = await _offline_alone(controller, bridge)
         assert controller.offline_replicas[("t", p)] == {1}
         assert controller.offline_partitions() == 1
 
@@ -963,6 +951,25 @@ async def test_preferred_election_does_not_make_an_offline_replica_leader(
         await controller.deactivate()
 
 
+async def _offline_alone(controller: Controller, bridge: ZkBridge) -> int:
+    """A partition led by broker 1 with an ISR of [1], whose log then goes offline there:
+    leaderless (the ISR kept, as Kafka's). Returns its index."""
+    channels: dict[int, Any] = controller._channels  # type: ignore[assignment]
+    p = next(p for p in range(PARTITIONS) if _replicas(p)[0] == 1)
+    await _in_sync(bridge, p, [1])  # the leader shrank its ISR to itself
+    await _until(
+        lambda: asyncio.sleep(0, controller.states[("t", p)].state.isr == [1]),
+        "the ISR shrink read",
+    )
+    channels[1].offline = {("t", p)}
+    await _log_dir_event(bridge, 1)
+    await _until(
+        lambda: asyncio.sleep(0, controller.states[("t", p)].state.leader == -1),
+        "the partition offline",
+    )
+    return p
+
+
 async def test_a_finished_move_does_not_make_an_offline_replica_leader(
     bridge: ZkBridge,
 ) -> None:
@@ -972,19 +979,7 @@ async def test_a_finished_move_does_not_make_an_offline_replica_leader(
     is: the offline replica leads again."""
     controller = await _started(bridge)
     try:
-        channels: dict[int, Any] = controller._channels  # type: ignore[assignment]
-        p = next(p for p in range(PARTITIONS) if _replicas(p)[0] == 1)
-        await _in_sync(bridge, p, [1])
-        await _until(
-            lambda: asyncio.sleep(0, controller.states[("t", p)].state.isr == [1]),
-            "the ISR shrink read",
-        )
-        channels[1].offline = {("t", p)}
-        await _log_dir_event(bridge, 1)
-        await _until(
-            lambda: asyncio.sleep(0, controller.states[("t", p)].state.leader == -1),
-            "the partition offline",
-        )
+        p = await _offline_alone(controller, bridge)
         await controller.reassign({("t", p): [1]})
         state, _ = await _state(bridge, p)
         assert state.leader == -1, state  # fails: leader 1, its log offline
