@@ -103,8 +103,12 @@ class Partitioner:
         self._previous: dict[str, int] = {}
         self._by_key: dict[tuple[bytes, int], int] = {}
         self._custom = custom
-        self._ignore_keys = ignore_keys
         self._all: dict[int, range] = {}
+        # chosen once, not tested per record (the per-record path of every send)
+        if custom is not None:
+            self.partition = self._ask_custom  # type: ignore[method-assign]
+        elif ignore_keys:
+            self.partition = self._sticky_partition  # type: ignore[method-assign]
 
     def partition(
         self,
@@ -114,9 +118,7 @@ class Partitioner:
         available: Sequence[int],
     ) -> int:
         """The partition for a record of ``topic``; ``available`` are those with a leader."""
-        if self._custom is not None:
-            return self._ask_custom(topic, key, partition_count, available)
-        if key is not None and not self._ignore_keys:
+        if key is not None:
             if type(key) is not bytes:  # bytearray, memoryview: mutable, not hashable
                 return partition_for_key(key, partition_count)
             # murmur2 in Python is a loop per 4 bytes; keys repeat (ids), so remember them
@@ -133,6 +135,16 @@ class Partitioner:
             sticky = self._choose(topic, partition_count, available)
             self._sticky[topic] = sticky
         return sticky
+
+    def _sticky_partition(
+        self,
+        topic: str,
+        key: bytes | bytearray | memoryview | None,
+        partition_count: int,
+        available: Sequence[int],
+    ) -> int:
+        """:meth:`partition` with every key ignored (``ignore_keys``)."""
+        return Partitioner.partition(self, topic, None, partition_count, available)
 
     def _ask_custom(
         self,
