@@ -1555,10 +1555,14 @@ class Controller:
             partition_states=states,
             live_leaders=live_leaders,
         )
-        answer = self._channels[broker_id].send(ApiKey.LEADER_AND_ISR, request)
-        answer.add_done_callback(lambda done: self._leader_and_isr_answered(broker_id, done))
+        channel = self._channels[broker_id]
+        answer = channel.send(ApiKey.LEADER_AND_ISR, request)
+        epoch = channel.broker_epoch
+        answer.add_done_callback(lambda done: self._leader_and_isr_answered(broker_id, epoch, done))
 
-    def _leader_and_isr_answered(self, broker_id: int, done: asyncio.Future[Any]) -> None:
+    def _leader_and_isr_answered(
+        self, broker_id: int, broker_epoch: int, done: asyncio.Future[Any]
+    ) -> None:
         """Kafka's LeaderAndIsrResponseReceived: the partitions a broker answers with
         KAFKA_STORAGE_ERROR have their log offline there (a disk error); they are handed
         to other replicas by an event of their own."""
@@ -1582,7 +1586,7 @@ class Controller:
             )
 
         if not all(settled(tp) for tp in failed):
-            self._enqueue("replicas_offline", (broker_id, failed))
+            self._enqueue("replicas_offline", (broker_id, broker_epoch, failed))
         healed = tuple(
             sorted(
                 (e.topic_name, e.partition_index)
@@ -1592,14 +1596,20 @@ class Controller:
             )
         )
         if healed:  # (Kafka's: an answer without the error is an online replica again)
-            self._enqueue("replicas_online", (broker_id, healed))
+            self._enqueue("replicas_online", (broker_id, broker_epoch, healed))
 
-    async def _replicas_offline(self, arg: tuple[int, tuple[TP, ...]]) -> None:
+    def _registered_as(self, broker_id: int, broker_epoch: int) -> bool:
+        """Whether ``broker_id`` is registered still with ``broker_epoch``: an answer from
+        a broker's earlier process (it restarted since) says nothing of the new one."""
+        reg = self.brokers.get(broker_id)
+        return reg is not None and reg.epoch == broker_epoch
+
+    async def _replicas_offline(self, arg: tuple[int, int, tuple[TP, ...]]) -> None:
         """``broker_id``'s replicas of ``tps`` are offline: leaders elsewhere, out of the
         ISR (KIP-112: a failed disk costs its partitions' leadership only a moment)."""
-        broker_id, tps = arg
-        if broker_id not in self.brokers:
-            return  # gone since: its registration's end took it out of everything
+        broker_id, broker_epoch, tps = arg
+        if not self._registered_as(broker_id, broker_epoch):
+            return  # gone or restarted since: its registration's change handled it
         offline = [
             tp for tp in tps if tp in self.states and broker_id in self.assignments[tp[0]][tp[1]]
         ]
@@ -1618,10 +1628,12 @@ class Controller:
         self._tell_replicas(changed)
         self._send_update_metadata(set(offline) | changed)
 
-    async def _replicas_online(self, arg: tuple[int, tuple[TP, ...]]) -> None:
+    async def _replicas_online(self, arg: tuple[int, int, tuple[TP, ...]]) -> None:
         """``broker_id`` answered for ``tps`` without KAFKA_STORAGE_ERROR: their replicas
         there count again (a leaderless partition may get it as leader)."""
-        broker_id, tps = arg
+        broker_id, broker_epoch, tps = arg
+        if not self._registered_as(broker_id, broker_epoch):
+            return
         back = [tp for tp in tps if broker_id in self.offline_replicas.get(tp, ())]
         for tp in back:
             self.offline_replicas[tp].discard(broker_id)

@@ -1047,3 +1047,36 @@ async def test_a_replica_answered_without_the_error_counts_again(bridge: ZkBridg
         assert controller._metadata_state(("t", p)).offline_replicas == []
     finally:
         await controller.deactivate()
+
+
+async def test_an_answer_from_a_brokers_earlier_process_marks_nothing(bridge: ZkBridge) -> None:
+    """A LeaderAndIsr answer that comes after its broker restarted says nothing of the new
+    process: its KAFKA_STORAGE_ERROR is not taken for the new one's."""
+    controller = await _started(bridge)
+    try:
+        epoch = controller.brokers[1].epoch
+        answer: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        answer.set_result(
+            LeaderAndIsrResponse(
+                partition_errors=[
+                    PartitionError(
+                        topic_name="t", partition_index=0, error_code=KafkaStorageError.code
+                    )
+                ]
+            )
+        )
+        channels: dict[int, Any] = controller._channels  # type: ignore[assignment]
+        channels[2].offline = {("t", 0)}  # (its next answers say the same; broker 1's not)
+        # the event an earlier registration's answer makes: nothing marked
+        await controller._replicas_offline((1, epoch - 1, (("t", 0),)))
+        assert controller.offline_replicas == {}
+        controller._leader_and_isr_answered(1, epoch - 1, answer)  # (its event: the same)
+        controller._leader_and_isr_answered(2, controller.brokers[2].epoch, answer)
+        await _until(  # the current one counts
+            lambda: asyncio.sleep(0, 2 in controller.offline_replicas.get(("t", 0), ())),
+            "broker 2's replica offline",
+        )
+        await asyncio.sleep(0.1)
+        assert controller.offline_replicas[("t", 0)] == {2}  # not broker 1's
+    finally:
+        await controller.deactivate()

@@ -31,6 +31,7 @@ class _Channel:
     def __init__(self) -> None:
         self.sent: list[UpdateMetadataRequest] = []
         self.roles: list[LeaderAndIsrRequest] = []
+        self.broker_epoch = -1  # (as BrokerChannel's: the registration it was made for)
 
     def send(self, api_key: ApiKey, request: Any) -> asyncio.Future[Any]:
         if api_key == ApiKey.UPDATE_METADATA:
