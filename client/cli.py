@@ -1264,17 +1264,34 @@ def groups() -> None:
 
 
 @groups.command("list")
+@click.option(
+    "--state",
+    "states",
+    multiple=True,
+    help="Only groups in this state (Stable, Empty, PreparingRebalance, ...; repeatable; "
+    "any case), as kafka-consumer-groups --list --state.",
+)
 @bootstrap_option
 @click.pass_context
-def groups_list(ctx: click.Context) -> None:
+def groups_list(ctx: click.Context, states: tuple[str, ...]) -> None:
     """List the groups: id, protocol type, state.
 
     Every broker is asked (each knows the groups it coordinates)."""
     listed = _admin(ctx, lambda admin: admin.list_groups())
+    wanted = {s.lower() for s in states}
     print_table(
         ["group", "protocol-type", "state"],
-        [(g.group_id, g.protocol_type or "-", g.state or "-") for g in listed],
+        [
+            (g.group_id, g.protocol_type or "-", g.state or "-")
+            for g in listed
+            if not wanted or (g.state or "").lower() in wanted
+        ],
     )
+
+
+def _every_group(ctx: click.Context) -> list[str]:
+    """--all-groups: every group the brokers know, by name."""
+    return sorted(g.group_id for g in _admin(ctx, lambda admin: admin.list_groups()))
 
 
 class LagRow(NamedTuple):
@@ -1320,7 +1337,8 @@ def _cell(value: object) -> object:
 
 
 @groups.command("describe")
-@click.argument("group")
+@click.argument("group", required=False)
+@click.option("--all-groups", is_flag=True, help="Every group, one after the other.")
 @click.option(
     "--members",
     "show",
@@ -1333,8 +1351,10 @@ def _cell(value: object) -> object:
 @click.option("--verbose", is_flag=True, help="With --members: each member's partitions too.")
 @bootstrap_option
 @click.pass_context
-def groups_describe(ctx: click.Context, group: str, show: str | None, verbose: bool) -> None:
-    """Show GROUP's state, members, offsets and lag.
+def groups_describe(
+    ctx: click.Context, group: str | None, all_groups: bool, show: str | None, verbose: bool
+) -> None:
+    """Show GROUP's state, members, offsets and lag (or every group's, --all-groups).
 
     State, strategy and members, the total lag, then one row per partition the group has
     committed or a member is assigned: committed offset, log end offset, lag, owner (as
@@ -1343,6 +1363,21 @@ def groups_describe(ctx: click.Context, group: str, show: str | None, verbose: b
     """
     if verbose and show != "members":
         raise click.UsageError("--verbose goes with --members")
+    if (group is None) == (not all_groups):
+        raise click.UsageError("give a GROUP or --all-groups (one of them)")
+    if group is not None:
+        _describe_group(ctx, group, show, verbose)
+        return
+    for i, name in enumerate(_every_group(ctx)):
+        if i:
+            click.echo()
+        try:
+            _describe_group(ctx, name, show, verbose)
+        except (CliError, GroupIdNotFoundError):  # deleted since it was listed: the others
+            click.echo(f"headwater: group {name} is gone", err=True)
+
+
+def _describe_group(ctx: click.Context, group: str, show: str | None, verbose: bool) -> None:
     if show is not None:
         (found,) = _admin(ctx, lambda admin: admin.describe_groups([group]))
         if found.state == "Dead":
@@ -1816,14 +1851,28 @@ def groups_delete_offsets(ctx: click.Context, group: str, topic_specs: tuple[str
 
 
 @groups.command("delete")
-@click.argument("group")
+@click.argument("group", required=False)
+@click.option("--all-groups", is_flag=True, help="Every group (those with members refused).")
 @click.option("--if-exists", is_flag=True, help="A missing group is not an error.")
 @bootstrap_option
 @click.pass_context
-def groups_delete(ctx: click.Context, group: str, if_exists: bool) -> None:
-    """Delete GROUP and its committed offsets.
+def groups_delete(ctx: click.Context, group: str | None, all_groups: bool, if_exists: bool) -> None:
+    """Delete GROUP and its committed offsets (or every group, --all-groups).
 
     Refused while the group has members (NON_EMPTY_GROUP): stop its consumers first."""
+    if (group is None) == (not all_groups):
+        raise click.UsageError("give a GROUP or --all-groups (one of them)")
+    if group is None:
+        names = _every_group(ctx)
+        outcome = _admin(ctx, lambda admin: admin.delete_groups(names))
+        refused = [(n, e) for n, e in outcome.items() if e is not None]
+        for name in names:
+            if outcome.get(name) is None:
+                click.echo(f"Deleted group {name}.")
+        if refused:  # one line, as every error here
+            why = "; ".join(f"group {n}: {error_line(e)}" for n, e in refused)
+            raise CliError(f"{len(refused)} of {len(names)} groups were not deleted: {why}")
+        return
     outcome = _admin(ctx, lambda admin: admin.delete_groups([group]))
     error = outcome[group]
     if isinstance(error, GroupIdNotFoundError) and if_exists:

@@ -166,6 +166,14 @@ async def test_list_describe_reset_and_delete_a_group(
         assert "stop its consumers first" in refused.stderr
         refused = await hw("delete", "app", rc=1)
         assert "stop its consumers first (NON_EMPTY_GROUP)" in refused.stderr
+        # --list --state and --all-groups, as kafka-consumer-groups has them
+        stable = await hw.rows("list", "--state", "Stable")
+        assert ["app", "consumer", "Stable"] in stable
+        assert all(r[2] == "Stable" for r in stable)
+        every = (await hw("describe", "--all-groups", "--state")).stdout
+        assert any(line.startswith("app\t") for line in every.splitlines())
+        refused_all = await hw("delete", "--all-groups", rc=1)
+        assert "1 of 1 groups were not deleted: group app: " in refused_all.stderr
         assert await _committed(bootstrap) == {0: OLD, 1: OLD, 2: OLD}
 
     # delete: gone from the list, and describe says it does not exist

@@ -216,6 +216,7 @@ class FakeAdmin:
     committed: dict[TopicPartition, int] = {}
     altered: list[dict[TopicPartition, int]] = []
     delete_error: Exception | None = None
+    deleted_groups: list[str] = []
 
     def __init__(self, **_: Any) -> None:
         pass
@@ -241,7 +242,8 @@ class FakeAdmin:
         self.altered.append(dict(offsets))
 
     async def delete_groups(self, ids: list[str]) -> dict[str, Exception | None]:
-        return {ids[0]: self.delete_error}
+        FakeAdmin.deleted_groups = list(ids)
+        return {ids[0]: self.delete_error, **dict.fromkeys(ids[1:])}
 
     async def delete_consumer_group_offsets(
         self, _group: str, partitions: list[TopicPartition]
@@ -494,3 +496,26 @@ def test_delete_offsets_of_whole_topics_or_some_partitions(run: Callable[..., Re
         ["nope", "-1", "Error: topic 'nope' does not exist and group 'g' has no offsets of it"],
     ]
     assert run("delete-offsets", "g").exit_code == 2  # --topic is required
+
+
+def test_list_by_state_and_every_group_at_once(run: Callable[..., Result]) -> None:
+    """kafka-consumer-groups' --list --state, and --all-groups for describe and delete."""
+    FakeAdmin.group = GroupDescription("g", "Stable", "consumer", "range", 3, "m-1", [])
+    stable = run("list", "--state", "stable")
+    assert _table(stable.stdout) == [
+        ["GROUP", "PROTOCOL-TYPE", "STATE"],
+        ["g", "consumer", "Stable"],
+    ]
+    assert _table(run("list", "--state", "Dead").stdout) == [["GROUP", "PROTOCOL-TYPE", "STATE"]]
+    every = run("describe", "--all-groups", "--state")
+    assert every.exit_code == 0, every.output
+    assert _table(every.stdout.split("\n\n")[0])[1][:1] == ["g"]
+    assert "headwater: group o is gone" in every.stderr  # (the fake knows only g)
+    assert run("describe").exit_code == 2  # a GROUP or --all-groups
+    assert run("describe", "g", "--all-groups").exit_code == 2
+    FakeAdmin.delete_error = NonEmptyGroupError("the group has members")
+    deleted = run("delete", "--all-groups")
+    assert FakeAdmin.deleted_groups == ["g", "o"]
+    assert "Deleted group o." in deleted.stdout
+    _one_line_error(deleted, "1 of 2 groups were not deleted: group g: ")
+    FakeAdmin.delete_error = None
