@@ -1627,7 +1627,8 @@ def parse_datetime_ms(value: str) -> int:
 
 
 @groups.command("reset-offsets")
-@click.argument("group")
+@click.argument("group", required=False)
+@click.option("--all-groups", is_flag=True, help="Every group (those with members refused).")
 @click.option(
     "--topic",
     "topic_specs",
@@ -1677,7 +1678,8 @@ def parse_datetime_ms(value: str) -> int:
 def groups_reset_offsets(
     ctx: click.Context,
     *,
-    group: str,
+    group: str | None,
+    all_groups: bool,
     topic_specs: tuple[str, ...],
     all_topics: bool,
     to_earliest: bool,
@@ -1691,12 +1693,14 @@ def groups_reset_offsets(
     export: bool,
     execute: bool,
 ) -> None:
-    """Reset GROUP's committed offsets (dry run unless --execute).
+    """Reset GROUP's committed offsets, or every group's (dry run unless --execute).
 
     Prints the plan (current and new offset per partition) and, with --execute, commits
     it. Exactly one of the --to-*/--shift-by modes. Refused while the group has live
     members; new offsets stay within [log start, log end], as Kafka keeps them.
     """
+    if (group is None) == (not all_groups):
+        raise click.UsageError("give a GROUP or --all-groups (one of them)")
     mode = reset_mode(
         to_earliest=to_earliest,
         to_latest=to_latest,
@@ -1713,19 +1717,59 @@ def groups_reset_offsets(
     elif bool(topic_specs) == all_topics:
         raise click.UsageError("give the topics to reset: --topic TOPIC[:P,P...] or --all-topics")
     specs = [parse_topic_spec(s) for s in topic_specs]
-    plan = _admin(ctx, lambda admin: _reset(admin, group, specs, mode, execute))
-    if export:
-        for r in plan:
-            click.echo(f"{r.topic},{r.partition},{r.new}")
+    if group is not None:
+        plan = _admin(ctx, lambda admin: _reset(admin, group, specs, mode, execute))
+        if export:
+            for r in plan:
+                click.echo(f"{r.topic},{r.partition},{r.new}")
+        else:
+            print_table(
+                ["topic", "partition", "current", "new"],
+                [(r.topic, r.partition, _cell(r.current), r.new) for r in plan],
+            )
+        done = f"Committed new offsets of {len(plan)} partitions for group {group}."
     else:
-        print_table(
-            ["topic", "partition", "current", "new"],
-            [(r.topic, r.partition, _cell(r.current), r.new) for r in plan],
-        )
+        done = _reset_every_group(ctx, specs, mode, execute=execute, export=export)
     if execute:
-        click.echo(f"Committed new offsets of {len(plan)} partitions for group {group}.", err=True)
+        click.echo(done, err=True)
     else:
         click.echo("Dry run: nothing committed; add --execute to commit these offsets.", err=True)
+
+
+def _reset_every_group(
+    ctx: click.Context,
+    specs: list[tuple[str, tuple[int, ...] | None]],
+    mode: ResetMode,
+    *,
+    execute: bool,
+    export: bool,
+) -> str:
+    """reset-offsets --all-groups: each group's plan (a GROUP column first, as Kafka's);
+    groups that refuse (live members, nothing committed) are named on one line after."""
+    names = _every_group(ctx)
+
+    async def each(admin: Admin) -> tuple[list[tuple[str, PlanRow]], list[str]]:
+        rows: list[tuple[str, PlanRow]] = []
+        refused: list[str] = []
+        for name in names:
+            try:
+                rows += [(name, r) for r in await _reset(admin, name, specs, mode, execute)]
+            except (CliError, ApiError) as exc:
+                refused.append(f"group {name}: {exc}")
+        return rows, refused
+
+    rows, refused = _admin(ctx, each)
+    if export:
+        for name, r in rows:
+            click.echo(f"{name},{r.topic},{r.partition},{r.new}")
+    else:
+        print_table(
+            ["group", "topic", "partition", "current", "new"],
+            [(name, r.topic, r.partition, _cell(r.current), r.new) for name, r in rows],
+        )
+    if refused:
+        raise CliError(f"{len(refused)} of {len(names)} groups refused: {'; '.join(refused)}")
+    return f"Committed new offsets of {len(rows)} partitions for {len(names)} groups."
 
 
 async def _reset(

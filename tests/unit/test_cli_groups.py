@@ -519,3 +519,22 @@ def test_list_by_state_and_every_group_at_once(run: Callable[..., Result]) -> No
     assert "Deleted group o." in deleted.stdout
     _one_line_error(deleted, "1 of 2 groups were not deleted: group g: ")
     FakeAdmin.delete_error = None
+
+
+def test_reset_offsets_of_every_group(run: Callable[..., Result]) -> None:
+    """reset-offsets --all-groups: each group's plan under a GROUP column (Kafka's); a
+    group with live members is refused by name, the others reset."""
+    member = MemberDescription("m-1", None, "app", "/10.0.0.1", [T0])
+    FakeAdmin.group = GroupDescription("g", "Stable", "consumer", "range", 3, "m-1", [member])
+    done = run("reset-offsets", "--all-groups", "--all-topics", "--to-offset", "20", "--execute")
+    _one_line_error(done, "1 of 2 groups refused: group g: ", "stop its consumers first")
+    assert _table(done.stdout) == [
+        ["GROUP", "TOPIC", "PARTITION", "CURRENT", "NEW"],
+        ["o", "t", "0", "40", "20"],
+        ["o", "t", "1", "3", "20"],
+    ]
+    assert FakeAdmin.altered == [{T0: 20, T1: 20}]  # group o's (the fake gives both the same)
+    FakeAdmin.group = GroupDescription("g", "Empty", "consumer", "", -1, "", [])
+    exported = run("reset-offsets", "--all-groups", "--all-topics", "--to-current", "--export")
+    assert exported.stdout.splitlines()[:2] == ["g,t,0,40", "g,t,1,3"]
+    assert run("reset-offsets", "--all-topics", "--to-latest").exit_code == 2
