@@ -42,8 +42,9 @@ from protocol.errors import (
 
 __all__ = ["CommitOffsets", "CoordinatorLine", "GroupOffsets", "commit_topics"]
 
-CommitOffsets = Mapping[TopicPartition, "int | OffsetAndMetadata"]
-"""What a commit names: per partition the next offset to read, or an OffsetAndMetadata."""
+CommitOffsets = Mapping[TopicPartition, "int | OffsetAndMetadata | tuple[int, str]"]
+"""What a commit names: per partition the next offset to read, or an OffsetAndMetadata (or
+aiokafka's ``(offset, metadata)`` tuple)."""
 
 
 def commit_topics(
@@ -54,7 +55,13 @@ def commit_topics(
     known = epochs or {}
     by_topic: dict[str, list[OffsetCommitRequestPartition]] = {}
     for tp, value in sorted(offsets.items()):
-        at = value if isinstance(value, OffsetAndMetadata) else OffsetAndMetadata(value)
+        # aiokafka's (offset, metadata) tuples too: an OffsetAndMetadata is one
+        at = OffsetAndMetadata(*value) if isinstance(value, tuple) else OffsetAndMetadata(value)
+        if type(at.offset) is not int or at.offset < 0 or not isinstance(at.metadata, str):
+            raise ValueError(
+                f"commit of {tp.topic}-{tp.partition}: {value!r} is not an offset (0 or more) "
+                f"or an (offset, metadata) pair"
+            )
         by_topic.setdefault(tp.topic, []).append(
             OffsetCommitRequestPartition(
                 partition_index=tp.partition,

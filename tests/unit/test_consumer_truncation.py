@@ -409,3 +409,31 @@ async def test_a_slow_leader_holds_up_only_its_own_partitions() -> None:
     with contextlib.suppress(asyncio.CancelledError):
         await slow
     assert not consumer._checking  # (asked again at the next pass)
+
+
+def test_commit_takes_offsets_offset_and_metadata_and_aiokafkas_tuples() -> None:
+    from client.coordinator import commit_topics
+    from client.types import OffsetAndMetadata
+
+    other = TopicPartition("t", 1)
+    third = TopicPartition("u", 0)
+    (t, u) = commit_topics(
+        {TP: 5, other: (7, "seven"), third: OffsetAndMetadata(9, "nine", 4)}, {TP: 2, other: 3}
+    )
+    got = {
+        (topic.name, p.partition_index): (
+            p.committed_offset,
+            p.committed_metadata,
+            p.committed_leader_epoch,
+        )
+        for topic in (t, u)
+        for p in topic.partitions
+    }
+    assert got == {
+        ("t", 0): (5, "", 2),
+        ("t", 1): (7, "seven", 3),
+        ("u", 0): (9, "nine", 4),  # its own epoch wins
+    }
+    for bad in (-1, "5", (5, 6), 5.0):
+        with pytest.raises(ValueError, match="is not an offset"):
+            commit_topics({TP: bad})  # type: ignore[dict-item]
