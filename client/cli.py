@@ -1268,8 +1268,8 @@ def groups() -> None:
     "--state",
     "states",
     multiple=True,
-    help="Only groups in this state (Stable, Empty, PreparingRebalance, ...; repeatable; "
-    "any case), as kafka-consumer-groups --list --state.",
+    help="Only groups in these states (Stable, Empty, PreparingRebalance, ...; a comma list "
+    "or repeated; any case), as kafka-consumer-groups --list --state.",
 )
 @bootstrap_option
 @click.pass_context
@@ -1277,8 +1277,15 @@ def groups_list(ctx: click.Context, states: tuple[str, ...]) -> None:
     """List the groups: id, protocol type, state.
 
     Every broker is asked (each knows the groups it coordinates)."""
+    known = {s.lower(): s for s in _GROUP_STATES}
+    wanted = {s.strip().lower() for v in states for s in v.split(",") if s.strip()}
+    unknown = sorted(wanted - known.keys())
+    if unknown:
+        raise click.BadParameter(
+            f"{', '.join(unknown)}: not a group state; the states are {', '.join(_GROUP_STATES)}",
+            param_hint="--state",
+        )
     listed = _admin(ctx, lambda admin: admin.list_groups())
-    wanted = {s.lower() for s in states}
     print_table(
         ["group", "protocol-type", "state"],
         [
@@ -1287,6 +1294,10 @@ def groups_list(ctx: click.Context, states: tuple[str, ...]) -> None:
             if not wanted or (g.state or "").lower() in wanted
         ],
     )
+
+
+_GROUP_STATES = ("Empty", "PreparingRebalance", "CompletingRebalance", "Stable", "Dead")
+"""A group's states, as Kafka names them (ConsumerGroupState)."""
 
 
 def _every_group(ctx: click.Context) -> list[str]:
@@ -1701,6 +1712,11 @@ def groups_reset_offsets(
     """
     if (group is None) == (not all_groups):
         raise click.UsageError("give a GROUP or --all-groups (one of them)")
+    if all_groups and from_file is not None:
+        raise click.UsageError(
+            "--from-file holds one group's offsets: give the GROUP (with --all-groups it "
+            "would be written into every group)"
+        )
     mode = reset_mode(
         to_earliest=to_earliest,
         to_latest=to_latest,
@@ -1752,6 +1768,8 @@ def _reset_every_group(
         rows: list[tuple[str, PlanRow]] = []
         refused: list[str] = []
         for name in names:
+            if not specs and not await admin.list_group_offsets(name):
+                continue  # --all-topics of a group with nothing committed: nothing to do
             try:
                 rows += [(name, r) for r in await _reset(admin, name, specs, mode, execute)]
             except (CliError, ApiError) as exc:
@@ -1909,7 +1927,11 @@ def groups_delete(ctx: click.Context, group: str | None, all_groups: bool, if_ex
     if group is None:
         names = _every_group(ctx)
         outcome = _admin(ctx, lambda admin: admin.delete_groups(names))
-        refused = [(n, e) for n, e in outcome.items() if e is not None]
+        refused = [  # (one gone since it was listed is as good as deleted)
+            (n, e)
+            for n, e in outcome.items()
+            if e is not None and not isinstance(e, GroupIdNotFoundError)
+        ]
         for name in names:
             if outcome.get(name) is None:
                 click.echo(f"Deleted group {name}.")

@@ -276,7 +276,9 @@ class Consumer:
         self._validators: dict[int, asyncio.Task[None]] = {}
         """Per leader, the task asking it whether positions read under an older leader
         still hold (one per leader: a slow one holds up only its own partitions)."""
-        self._checking: set[TopicPartition] = set()  # the partitions those tasks ask about
+        self._checking: dict[TopicPartition, int] = {}
+        """The partitions those tasks ask about, at the generation asked: one moved since
+        (a new leader) is asked again at once, not after the old leader's request."""
 
     # --- life ------------------------------------------------------------------------------
 
@@ -1315,10 +1317,11 @@ class Consumer:
         an unclean election cut records it had. Without this check the consumer would go
         on from its position, past the new records that took their offsets. Beside the
         Fetches, a task per leader: a slow leader holds up only its own partitions."""
+        checking = self._checking
         pending = [
             (tp, s)
             for tp, s in self._subscription.needs_validation(now_ms)
-            if tp not in self._checking
+            if checking.get(tp) != s.generation
         ]
         if not pending:
             return
@@ -1339,7 +1342,7 @@ class Consumer:
                 by_node.setdefault(leader, []).append(check)
         loop = asyncio.get_running_loop()
         for node, checks in by_node.items():
-            self._checking.update(c.tp for c in checks)
+            self._checking.update((c.tp, c.generation) for c in checks)
             self._validators[node] = loop.create_task(self._validate_node(node, checks))
 
     async def _validate_node(self, node: int, checks: list[_Check]) -> None:
@@ -1352,7 +1355,9 @@ class Consumer:
                     self._subscription.set_error(check.tp, exc)
             self._data_arrived()
         finally:
-            self._checking.difference_update(c.tp for c in checks)
+            for check in checks:  # (not one asked again meanwhile, at a newer generation)
+                if self._checking.get(check.tp) == check.generation:
+                    del self._checking[check.tp]
             self._validators.pop(node, None)
             self._wake()  # the partitions confirmed are fetched at once
 

@@ -56,8 +56,17 @@ def commit_topics(
     by_topic: dict[str, list[OffsetCommitRequestPartition]] = {}
     for tp, value in sorted(offsets.items()):
         # aiokafka's (offset, metadata) tuples too: an OffsetAndMetadata is one
-        at = OffsetAndMetadata(*value) if isinstance(value, tuple) else OffsetAndMetadata(value)
-        if type(at.offset) is not int or at.offset < 0 or not isinstance(at.metadata, str):
+        at = (
+            OffsetAndMetadata(*value)
+            if isinstance(value, tuple | list) and 1 <= len(value) <= 3
+            else OffsetAndMetadata(value)
+        )
+        if (
+            type(at.offset) is not int
+            or at.offset < 0
+            or not isinstance(at.metadata, str)
+            or type(at.leader_epoch) is not int
+        ):
             raise ValueError(
                 f"commit of {tp.topic}-{tp.partition}: {value!r} is not an offset (0 or more) "
                 f"or an (offset, metadata) pair"

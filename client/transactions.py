@@ -36,6 +36,7 @@ from protocol.apis import (
     EndTxnRequest,
     InitProducerIdRequest,
     InitProducerIdResponse,
+    OffsetCommitRequestTopic,
     TxnOffsetCommitRequest,
     TxnOffsetCommitResponse,
 )
@@ -193,6 +194,7 @@ class TransactionManager:
         """The consumer positions ``offsets`` of ``group`` join the transaction: they are
         the group's committed offsets if, and only if, it commits."""
         group_id = group.group_id
+        topics = commit_topics(offsets)  # a bad offset is refused before anything is sent
         if self.state != "in_transaction":
             self.check_sendable()
         self._asked = True
@@ -207,12 +209,14 @@ class TransactionManager:
                 ),
             )
             self.offsets_added = True
-            await self._commit_offsets(offsets, group)
+            await self._commit_offsets(topics, group)
         except (ApiError, TimeoutError) as exc:
             self.fail(exc)
             raise
 
-    async def _commit_offsets(self, offsets: CommitOffsets, group: ConsumerGroupMetadata) -> None:
+    async def _commit_offsets(
+        self, topics: list[OffsetCommitRequestTopic], group: ConsumerGroupMetadata
+    ) -> None:
         group_id = group.group_id
         request = TxnOffsetCommitRequest(
             transactional_id=self.transactional_id,
@@ -222,7 +226,7 @@ class TransactionManager:
             generation_id=group.generation_id,
             member_id=group.member_id,
             group_instance_id=group.group_instance_id,
-            topics=commit_topics(offsets),
+            topics=topics,
         )
 
         def check(response: TxnOffsetCommitResponse) -> None:

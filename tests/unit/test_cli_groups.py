@@ -518,6 +518,8 @@ def test_list_by_state_and_every_group_at_once(run: Callable[..., Result]) -> No
     assert FakeAdmin.deleted_groups == ["g", "o"]
     assert "Deleted group o." in deleted.stdout
     _one_line_error(deleted, "1 of 2 groups were not deleted: group g: ")
+    FakeAdmin.delete_error = GroupIdNotFoundError("gone")  # deleted since it was listed
+    assert run("delete", "--all-groups").exit_code == 0
     FakeAdmin.delete_error = None
 
 
@@ -538,3 +540,27 @@ def test_reset_offsets_of_every_group(run: Callable[..., Result]) -> None:
     exported = run("reset-offsets", "--all-groups", "--all-topics", "--to-current", "--export")
     assert exported.stdout.splitlines()[:2] == ["g,t,0,40", "g,t,1,3"]
     assert run("reset-offsets", "--all-topics", "--to-latest").exit_code == 2
+
+
+def test_list_state_takes_kafkas_comma_list_and_refuses_unknown_states(
+    run: Callable[..., Result],
+) -> None:
+    """(Found in review.) Kafka's help shows --state stable,empty; a misspelt state was an
+    empty table with exit code 0."""
+    FakeAdmin.group = GroupDescription("g", "Stable", "consumer", "range", 3, "m-1", [])
+    both = run("list", "--state", "stable,empty")
+    assert [r[0] for r in _table(both.stdout)[1:]] == ["g", "o"]
+    wrong = run("list", "--state", "Stabel")
+    assert wrong.exit_code == 2 and "stabel: not a group state" in wrong.output
+
+
+def test_all_groups_never_writes_one_file_into_every_group(
+    run: Callable[..., Result], tmp_path: Path
+) -> None:
+    """(Found in review.) --from-file with --all-groups wrote one group's offsets into every
+    group: refused, before anything is asked."""
+    plan = tmp_path / "plan.csv"
+    plan.write_text("t,0,60\n")
+    refused = run("reset-offsets", "--all-groups", "--from-file", str(plan), "--execute")
+    assert refused.exit_code == 2 and "holds one group's offsets" in refused.output
+    assert FakeAdmin.altered == []

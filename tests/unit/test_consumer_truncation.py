@@ -434,6 +434,41 @@ def test_commit_takes_offsets_offset_and_metadata_and_aiokafkas_tuples() -> None
         ("t", 1): (7, "seven", 3),
         ("u", 0): (9, "nine", 4),  # its own epoch wins
     }
-    for bad in (-1, "5", (5, 6), 5.0):
+    (listed,) = commit_topics({TP: [5, "m"]})  # type: ignore[dict-item]
+    assert listed.partitions[0].committed_metadata == "m"
+    for bad in (-1, "5", (5, 6), 5.0, (5, "m", "x"), (), (1, "a", 2, 3)):
         with pytest.raises(ValueError, match="is not an offset"):
             commit_topics({TP: bad})  # type: ignore[dict-item]
+
+
+async def test_a_partition_whose_leader_moved_is_asked_at_the_new_one_at_once() -> None:
+    """(Found in review.) The leader asked hangs and the partition moves to another: it
+    is asked there at once, not after the hung request times out."""
+
+    class _Hung(_Leader):
+        async def send(self, node: int, api_key: ApiKey, request: Any, **kw: Any) -> Any:
+            if node == 1:
+                await asyncio.Event().wait()
+            return await super().send(2, api_key, request, **kw)
+
+    cluster = _Hung([_ends(5, 12)])
+    cluster.metadata.leader = 1
+    consumer = _consumer(cluster, "earliest")
+    sub = consumer._subscription
+    consumer._start_validations(time.monotonic() * 1000)
+    assert set(consumer._validators) == {1}
+    await asyncio.sleep(0)
+    cluster.metadata.leader = 2  # failover: node 2 leads under epoch 6
+    sub.fetchable_by_leader(time.monotonic() * 1000, {TP: 2}, epochs={TP: 6})
+    consumer._start_validations(time.monotonic() * 1000)
+    try:
+        assert set(consumer._validators) == {1, 2}
+        await consumer._validators[2]
+        assert not sub.states[TP].validating
+    finally:
+        hung = consumer._validators.get(1)
+        if hung is not None:
+            hung.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await hung
+    assert consumer._checking == {}
