@@ -17,6 +17,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import operator
 import random
 import struct
 import sys
@@ -159,6 +161,8 @@ class Partitioner:
             every = self._all[partition_count] = range(partition_count)
         raw = None if key is None else bytes(key)
         chosen = self._custom(raw, every, available)
+        with contextlib.suppress(TypeError):  # (not an index: said below)
+            chosen = operator.index(chosen)  # a numpy integer too, as aiokafka takes it
         if type(chosen) is not int or not 0 <= chosen < partition_count:
             raise ValueError(
                 f"the partitioner chose {chosen!r} for topic {topic!r}, whose partitions are "

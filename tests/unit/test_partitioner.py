@@ -192,6 +192,12 @@ def test_a_custom_partitioner_decides_with_aiokafkas_signature() -> None:
         assert theirs.partition("t", key, 12, available=range(12)) == partition_for_key(key, 12)
     with pytest.raises(ValueError, match=r"chose 4 for topic 't', whose partitions are 0\.\.3"):
         Partitioner(custom=lambda *_: 4).partition("t", b"k", 4, available=range(4))
+
+    class _Int:  # a numpy integer's shape: not an int, but an index
+        def __index__(self) -> int:
+            return 3
+
+    assert Partitioner(custom=lambda *_: _Int()).partition("t", b"k", 4, available=[0]) == 3
     with pytest.raises(ValueError, match=r"chose '1'"):
         Partitioner(custom=lambda *_: "1").partition("t", b"k", 4, available=range(4))
 
