@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from client import Admin, NewTopic, Producer
-from protocol.errors import NotEnoughReplicasError
+from protocol.errors import NotEnoughReplicasError, UnknownTopicOrPartitionError
 from tests.faults.workload import check, check_exactly_once, produce, read_back
 from tests.integration.conftest import Cluster
 from tests.integration.test_replication import _metrics_port, _scrape
@@ -46,14 +46,23 @@ async def _until(
 
 
 async def _describe(bootstrap: str, topic: str) -> Any:
+    """The topic's description; None while the broker asked has not heard of it yet (it
+    hears a moment after CreateTopics answers: CI failed once on that)."""
     async with Admin(bootstrap_servers=bootstrap) as admin:
-        (description,) = await admin.describe_topics([topic])
+        try:
+            (description,) = await admin.describe_topics([topic])
+        except UnknownTopicOrPartitionError:
+            return None
         return description
 
 
 def _full_isr(description: Any) -> bool:
-    return bool(description.partitions) and all(
-        sorted(p.isr) == sorted(p.replicas) and p.leader >= 0 for p in description.partitions
+    return (
+        description is not None
+        and bool(description.partitions)
+        and all(
+            sorted(p.isr) == sorted(p.replicas) and p.leader >= 0 for p in description.partitions
+        )
     )
 
 
