@@ -1279,23 +1279,7 @@ class Consumer:
         if isinstance(error, UnknownLeaderEpochError):
             self._subscription.epoch_refused(tp)
         if isinstance(error, OffsetOutOfRangeError):
-            if self.auto_offset_reset == "none":
-                self._subscription.fail(
-                    asked,
-                    OffsetOutOfRangeError(
-                        f"offset {asked.offset} is out of range for {tp.topic}-{tp.partition} "
-                        f"and auto_offset_reset='none'; seek() to a valid offset"
-                    ),
-                )
-                return True
-            _log.info(
-                "offset %d out of range for %s; resetting (%s)",
-                asked.offset,
-                tp,
-                self.auto_offset_reset,
-            )
-            self._subscription.request_reset(tp)
-            return False
+            return self._position_lost(tp, f"offset {asked.offset} is out of range")
         if error.retriable or error.invalid_metadata:
             self._cluster.request_refresh()
             self._back_off([asked])
@@ -1423,7 +1407,9 @@ class Consumer:
         tp, position, epoch = check.tp, check.position, check.epoch
         if end < 0 or end_epoch < 0:
             # the leader's log has no epochs at all: nothing to check the position against
-            self._on_position_lost(tp, position, f"the leader has no record of epoch {epoch}")
+            why = f"no record of epoch {epoch} at the leader to check position {position} by"
+            if self._position_lost(tp, why):
+                self._data_arrived()
             return
         if end >= position:
             self._subscription.validated(tp)
@@ -1451,21 +1437,21 @@ class Consumer:
         )
         self._subscription.truncated(tp, end, end_epoch)
 
-    def _on_position_lost(self, tp: TopicPartition, position: int, why: str) -> None:
-        """The position cannot be checked: auto_offset_reset decides, as for an offset out
-        of range."""
+    def _position_lost(self, tp: TopicPartition, why: str) -> bool:
+        """The position is out of the log's range, or cannot be checked against it:
+        auto_offset_reset decides. True if the user must be told (``none``)."""
         if self.auto_offset_reset == "none":
             self._subscription.set_error(
                 tp,
                 OffsetOutOfRangeError(
-                    f"{tp.topic}-{tp.partition}: {why}, so position {position} cannot be "
-                    f"checked and auto_offset_reset='none'; seek() to a valid offset"
+                    f"{tp.topic}-{tp.partition}: {why} and auto_offset_reset='none'; "
+                    f"seek() to a valid offset"
                 ),
             )
-            self._data_arrived()
-            return
+            return True
         _log.info("%s for %s; resetting (%s)", why, tp, self.auto_offset_reset)
         self._subscription.request_reset(tp)
+        return False
 
     # --- ListOffsets ---------------------------------------------------------------------
 

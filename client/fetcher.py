@@ -315,13 +315,10 @@ class Subscription:
     def _validate(self, tp: TopicPartition, state: PartitionState) -> None:
         """Hold ``tp`` until its new leader confirms the position: what is buffered or in
         flight came from the leader before, whose log may have held records the new one
-        does not have (an unclean election), so it is dropped and read again."""
+        does not have (an unclean election), so it is dropped and read again (as for a
+        move: an error it held was about that data too)."""
+        state.moved(state.position, state.epoch)
         state.validating = True
-        state.generation += 1
-        state.chunks.clear()
-        state.buffered_bytes = 0
-        state.fetch_offset = state.position
-        state.retry_at_ms = 0.0
         self._validating[tp] = None
         self._touch(tp)
 

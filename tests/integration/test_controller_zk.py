@@ -439,6 +439,19 @@ async def _until(check: Any, what: str) -> None:
     raise AssertionError(f"not within 5 s: {what}")
 
 
+async def _settled(controller: Controller) -> None:
+    """Every event queued so far handled, and those their brokers' answers queue (an
+    answer's callback queues its event after the request that event sent): a call on the
+    event task comes after them all, so a few in a row find it quiet."""
+
+    async def nothing() -> None:
+        return None
+
+    for _ in range(3):
+        await controller.submit(nothing)
+        await asyncio.sleep(0)  # (the answers' callbacks run)
+
+
 async def _in_sync(bridge: ZkBridge, p: int, isr: list[int], topic: str = "t") -> None:
     """What a leader does when followers catch up: its ISR written, the controller told."""
     path = paths.partition_state(topic, p)
@@ -918,7 +931,7 @@ async def test_offline_replicas_are_forgotten_when_the_controller_steps_down(
             lambda: asyncio.sleep(0, all(channels.get(b) and channels[b].roles for b in (1, 2, 3))),
             "the new term's startup",
         )
-        await asyncio.sleep(0.2)  # and the answers' events handled
+        await _settled(controller)  # and the answers' events handled
         state, _ = await _state(bridge, followed)
         assert 1 in state.isr, state  # fails: the new term took healthy broker 1 out again
         assert controller.offline_replicas == {}  # (it holds {("t", p): {1}}, last term's)
@@ -1018,7 +1031,7 @@ async def test_a_topic_made_again_does_not_inherit_offline_replicas(
 
         await bridge.create(paths.topic("d"), TopicAssignment("d", {0: [1, 2, 3]}).to_json())
         await _until(lambda: asyncio.sleep(0, ("d", 0) in controller.states), "d made again")
-        await asyncio.sleep(0.2)
+        await _settled(controller)
         path = paths.partition_state("d", 0)
         raw, _ = await bridge.get(path)
         state = PartitionState.from_json(path, raw)
@@ -1076,7 +1089,7 @@ async def test_an_answer_from_a_brokers_earlier_process_marks_nothing(bridge: Zk
             lambda: asyncio.sleep(0, 2 in controller.offline_replicas.get(("t", 0), ())),
             "broker 2's replica offline",
         )
-        await asyncio.sleep(0.1)
+        await _settled(controller)
         assert controller.offline_replicas[("t", 0)] == {2}  # not broker 1's
     finally:
         await controller.deactivate()

@@ -181,15 +181,21 @@ def _ends(epoch: int, end: int, error: int = 0) -> EpochEndOffset:
     return EpochEndOffset(partition=0, leader_epoch=epoch, end_offset=end, error_code=error)
 
 
-def _consumer(cluster: _Leader, reset: str) -> Consumer:
-    """A consumer that read offsets 0-9 under leader epoch 3, now told of epoch 5."""
+def _running(cluster: _Leader, reset: str) -> Consumer:
+    """A consumer as start() leaves it, on ``cluster``, with ``TP`` assigned."""
     consumer = Consumer(bootstrap_servers="unused:1", auto_offset_reset=reset)
     consumer._cluster = cluster  # type: ignore[assignment]
     consumer._state = "running"
     consumer._data = asyncio.Event()
     consumer._wakeup = asyncio.Event()
+    consumer._subscription.assign([TP])
+    return consumer
+
+
+def _consumer(cluster: _Leader, reset: str) -> Consumer:
+    """A consumer that read offsets 0-9 under leader epoch 3, now told of epoch 5."""
+    consumer = _running(cluster, reset)
     sub = consumer._subscription
-    sub.assign([TP])
     sub.seek(TP, 0)
     asked = _asked(sub, {TP: 3})
     sub.add_fetched(asked, _batch(0, 10, epoch=3))
@@ -349,13 +355,8 @@ async def test_an_answer_about_a_partition_given_up_meanwhile_does_not_apply_to_
     gets a new state, whose generations count from 0 again: an answer about the old
     position must not land on the new one (it moved it back: records delivered again)."""
     cluster = _Gated([_ends(3, 6)])  # the leader's log parts at 6 from what was read to 10
-    consumer = Consumer(bootstrap_servers="unused:1", auto_offset_reset="earliest")
-    consumer._cluster = cluster  # type: ignore[assignment]
-    consumer._state = "running"
-    consumer._data = asyncio.Event()
-    consumer._wakeup = asyncio.Event()
+    consumer = _running(cluster, "earliest")
     sub = consumer._subscription
-    sub.assign([TP])
     assert sub.set_reset_position(TP, 10, 0, epoch=3)  # the group's commit: 10, epoch 3
     sub.fetchable_by_leader(time.monotonic() * 1000, {TP: 2}, epochs={TP: 5})
     pending = sub.needs_validation(time.monotonic() * 1000)
