@@ -452,6 +452,7 @@ class Broker:
                 max_idle_ms=cfg["connections.max.idle.ms"],
                 sasl=self._sasl.get(name),
                 quotas=self._connection_quotas,
+                kafka_protocol=name in cfg.kafka_protocol_listeners,
             )
             self._servers[name] = server
             secure = server_tls if protocols[name] in TLS_PROTOCOLS else None

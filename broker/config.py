@@ -172,6 +172,14 @@ SETTINGS: tuple[Setting, ...] = (
         check=_protocol_map,
     ),
     Setting(
+        "kafka.protocol.listeners",
+        list,
+        [],
+        "Listener names that speak Kafka's own wire protocol (for Kafka clients: "
+        "kafka-python, aiokafka, confluent-kafka, kcat, Java); the others speak "
+        "Headwater's. Not the inter-broker listener.",
+    ),
+    Setting(
         "inter.broker.listener.name",
         str,
         "",
@@ -893,6 +901,11 @@ class BrokerConfig:
         return dict(i.split(":", 1) for i in self._values["listener.security.protocol.map"])
 
     @property
+    def kafka_protocol_listeners(self) -> frozenset[str]:
+        """The listener names that speak Kafka's wire protocol."""
+        return frozenset(self._values["kafka.protocol.listeners"])
+
+    @property
     def inter_broker_listener(self) -> str:
         """The listener name brokers reach each other on."""
         chosen: str = self._values["inter.broker.listener.name"]
@@ -967,6 +980,7 @@ def _check_listeners(values: Mapping[str, Any], extra: Mapping[str, str]) -> Non
                 f"{name} names listener {listener}, which is not in listeners ({', '.join(names)})"
             )
     inter = values["inter.broker.listener.name"] or names[0]
+    _check_kafka_listeners(values["kafka.protocol.listeners"], names, inter, protocols)
     mechanism = values["sasl.mechanism.inter.broker.protocol"]
     if (
         protocols[inter] in ("SASL_PLAINTEXT", "SASL_SSL")
@@ -988,6 +1002,28 @@ def _check_listeners(values: Mapping[str, Any], extra: Mapping[str, str]) -> Non
             f"ssl.client.auth={values['ssl.client.auth']} needs ssl.truststore.location: the "
             "CA certificates that signed the clients' certificates (PEM)"
         )
+
+
+def _check_kafka_listeners(
+    kafka: list[str], names: list[str], inter: str, protocols: Mapping[str, str]
+) -> None:
+    """``kafka.protocol.listeners`` against the listeners."""
+    for name in kafka:
+        if name not in names:
+            raise ConfigError(
+                f"kafka.protocol.listeners names {name}, which is not in listeners "
+                f"({', '.join(names)})"
+            )
+        if name == inter:
+            raise ConfigError(
+                f"kafka.protocol.listeners names {name}, the inter-broker listener: brokers "
+                "speak Headwater's protocol to each other; add a listener for Kafka clients"
+            )
+        if protocols[name] in ("SASL_PLAINTEXT", "SASL_SSL"):
+            raise ConfigError(
+                f"kafka.protocol.listeners names {name}, a {protocols[name]} listener: SASL "
+                "is not served in Kafka's protocol yet; use a PLAINTEXT or SSL listener"
+            )
 
 
 def _assign(

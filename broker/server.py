@@ -71,6 +71,7 @@ from protocol.errors import (
     MalformedFrameError,
     MalformedMessageError,
     UnsupportedRequestError,
+    UnsupportedVersionError,
 )
 from protocol.framing import (
     DEFAULT_MAX_FRAME_BYTES,
@@ -80,6 +81,7 @@ from protocol.framing import (
     Part,
     RequestHeader,
 )
+from protocol.kafka import wire as kafka_wire
 
 __all__ = [
     "MUTE",
@@ -185,6 +187,7 @@ class _Connection(asyncio.BufferedProtocol):
         self._unmute_timer: asyncio.TimerHandle | None = None
         self._ip = ""
         self._refused = False  # over a connection limit: closed as it came
+        self._kafka_client_id: str | None = None  # a Kafka-protocol client's, last said
 
     # asyncio.BufferedProtocol
 
@@ -283,6 +286,9 @@ class _Connection(asyncio.BufferedProtocol):
     # requests
 
     def _dispatch(self, payload: memoryview) -> None:
+        if self._server.kafka_protocol:
+            self._dispatch_kafka(payload)
+            return
         try:
             header, api, request = decode_request(payload)
         except UnsupportedRequestError as exc:
@@ -321,6 +327,40 @@ class _Connection(asyncio.BufferedProtocol):
             slot = self._call(header, api.key, request)
             if slot.parts is _CLOSE:
                 self._end_reading()
+        self._enqueue(slot)
+
+    def _dispatch_kafka(self, payload: memoryview) -> None:
+        """A request in Kafka's encoding (a Kafka-protocol listener): served by the same
+        handlers, answered in Kafka's encoding at the request's version."""
+        try:
+            header, api, request = kafka_wire.decode_request(payload)
+        except UnsupportedRequestError as exc:
+            asked = exc.header
+            if asked is not None and asked.api_key == ApiKey.API_VERSIONS:
+                slot = _Slot(kafka_wire.api_versions_response(asked, UnsupportedVersionError.code))
+                self._enqueue(slot)
+                return
+            # Kafka's response schemas share no error field: as Kafka does, the connection
+            # is closed (after the answers before it), and the log says why
+            self._log.warning("connection.unsupported_request", error=str(exc))
+            self._end_reading()
+            self._enqueue(_Slot(_CLOSE))
+            return
+        except (MalformedMessageError, MalformedFrameError) as exc:
+            self._log.warning("connection.malformed_kafka_request", error=str(exc))
+            self._end_reading()
+            self._enqueue(_Slot(_CLOSE))
+            return
+        if header.client_id and header.client_id != self._kafka_client_id:
+            # Kafka carries it in every header; quotas and logs read it per connection
+            self._kafka_client_id = header.client_id
+            self._context.run(PEER_CLIENT_ID.set, header.client_id)
+        if api.key == ApiKey.API_VERSIONS:
+            self._enqueue(_Slot(kafka_wire.api_versions_response(header)))
+            return
+        slot = self._call(header, api.key, request)  # type: ignore[arg-type]
+        if slot.parts is _CLOSE:
+            self._end_reading()
         self._enqueue(slot)
 
     def _enqueue(self, *slots: _Slot) -> None:
@@ -459,6 +499,8 @@ class _Connection(asyncio.BufferedProtocol):
             return _CLOSE
         if not isinstance(exc, ApiError):
             self._log.exception("request.failed", api_key=int(key), error=repr(exc))
+        if isinstance(header, kafka_wire.KafkaHeader):
+            return kafka_wire.encode_error_response(header, exc)
         return encode_error_response(header.correlation_id, exc)
 
     def _encode(self, header: RequestHeader, key: ApiKey, response: Any) -> list[Part] | None:
@@ -468,6 +510,8 @@ class _Connection(asyncio.BufferedProtocol):
         if throttled > 0:
             self._mute(throttled)
         try:
+            if isinstance(header, kafka_wire.KafkaHeader):
+                return kafka_wire.encode_response(header, response)
             return encode_response(header.correlation_id, header.api_version, response)
         except Exception as exc:
             return self._failure(header, key, exc)
@@ -719,6 +763,7 @@ class BrokerServer:
         max_idle_ms: int = 600_000,
         sasl: SaslListener | None = None,
         quotas: ConnectionQuotas | None = None,
+        kafka_protocol: bool = False,
     ) -> None:
         self.handlers: dict[ApiKey, Handler] = {
             ApiKey.API_VERSIONS: _api_versions,
@@ -731,6 +776,8 @@ class BrokerServer:
         self.quotas = quotas
         """The broker's connection limits, shared by its listeners (None: no limits)."""
         self.listener = "PLAINTEXT"
+        self.kafka_protocol = kafka_protocol
+        """Requests and answers in Kafka's encoding (a Kafka-protocol listener)."""
         self.max_frame_bytes = max_frame_bytes
         self.max_in_flight = max_in_flight
         self.max_idle_s = max_idle_ms / 1000

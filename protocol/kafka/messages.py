@@ -1,0 +1,810 @@
+"""The APIs a Kafka-protocol listener serves: Kafka's message specs, mapped onto Headwater's.
+
+Each :class:`KafkaApi` is one API key with the version range Headwater speaks in Kafka's
+encoding, the first flexible version, and two :class:`~protocol.kafka.codec.Struct` specs
+written from Kafka's JSON message specs (``clients/src/main/resources/common/message``),
+field for field and in order. A field whose Headwater name differs says so (``attr=``);
+one Headwater has no use for is read and dropped (``attr=None``) and written as its
+default. Requests decode into the dataclasses of :mod:`protocol.apis`, so the broker's
+handlers serve both listeners unchanged, and their responses encode from them.
+
+The version ranges start where Kafka 4.0's brokers start (KIP-896: Produce v3, Fetch v4,
+ListOffsets v1, Metadata v0 is gone too): record batches are RecordBatch v2 only, which
+is what Headwater stores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+from protocol.apis import (
+    AbortedTransaction,
+    ApiKey,
+    DivergingEpoch,
+    FetchForgottenTopic,
+    FetchPartition,
+    FetchRequest,
+    FetchTopic,
+    FindCoordinatorRequest,
+    HeartbeatRequest,
+    InitProducerIdRequest,
+    JoinGroupRequest,
+    JoinGroupRequestProtocol,
+    LeaveGroupRequest,
+    ListOffsetsPartition,
+    ListOffsetsRequest,
+    ListOffsetsTopic,
+    MetadataRequest,
+    OffsetCommitRequest,
+    OffsetCommitRequestPartition,
+    OffsetCommitRequestTopic,
+    OffsetFetchRequest,
+    OffsetFetchRequestTopic,
+    ProducePartition,
+    ProduceRequest,
+    ProduceTopic,
+    SyncGroupRequest,
+    SyncGroupRequestAssignment,
+)
+from protocol.kafka.codec import (
+    BOOL,
+    BYTES,
+    INT8,
+    INT16,
+    INT32,
+    INT64,
+    NULLABLE_STRING,
+    RECORDS,
+    STRING,
+    UUID,
+    Array,
+    Field,
+    Struct,
+)
+
+__all__ = ["KAFKA_APIS", "KafkaApi"]
+
+NO_OPERATIONS = -(2**31)
+"""Kafka's ``authorizedOperations`` when they were not asked for (INT32_MIN)."""
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaApi:
+    key: ApiKey
+    min_version: int
+    max_version: int
+    flexible_from: int
+    request: Struct
+    response: Struct
+    finish: Callable[[Any, int, str | None], Any] | None = None
+    """Applied to a decoded request with its version and the header's client id: what
+    they imply that no field says."""
+    answer: Callable[[Any, Any], Any] | None = None
+    """Applied to the handler's response with the request: fields Kafka's answer has and
+    Headwater's does not (a LeaveGroup v3 answer's members)."""
+
+    @property
+    def name(self) -> str:
+        return "".join(part.capitalize() for part in self.key.name.split("_"))
+
+    def supports(self, version: int) -> bool:
+        return self.min_version <= version <= self.max_version
+
+    def flexible(self, version: int) -> bool:
+        return version >= self.flexible_from
+
+
+def F(name: str, type_: Any, since: int = 0, until: int | None = None, **kw: Any) -> Field:
+    return Field(name, type_, (since, until), **kw)
+
+
+# --- ApiVersions (18): answered by the listener itself (protocol.kafka.wire) --------------
+
+_API_VERSIONS_REQUEST = Struct(
+    [
+        F("client_software_name", STRING, 3),
+        F("client_software_version", STRING, 3),
+    ]
+)
+_API_VERSION = Struct([F("api_key", INT16), F("min_version", INT16), F("max_version", INT16)])
+_API_VERSIONS_RESPONSE = Struct(
+    [
+        F("error_code", INT16),
+        F("api_keys", Array(_API_VERSION)),
+        F("throttle_time_ms", INT32, 1),
+    ]
+)
+
+# --- Metadata (3) ----------------------------------------------------------------------
+
+
+def _topic_name(name: str | None = None) -> str:
+    if name is None:
+        # v10+: a topic asked for by id alone; Headwater keeps no topic ids yet (KIP-516)
+        raise ValueError("topics are named, not asked for by topic id, on this broker")
+    return name
+
+
+_METADATA_REQUEST = Struct(
+    [
+        F(
+            "topics",
+            Array(
+                Struct(
+                    [F("topic_id", UUID, 10, attr=None), F("name", NULLABLE_STRING)],
+                    _topic_name,
+                ),
+                nullable=True,
+            ),
+        ),
+        F("allow_auto_topic_creation", BOOL, 4, default=True),
+        F("include_cluster_authorized_operations", BOOL, 8, 10, attr=None),
+        F("include_topic_authorized_operations", BOOL, 8, attr=None),
+    ],
+    MetadataRequest,
+)
+
+
+def _metadata_v3(request: MetadataRequest, version: int, client_id: str | None) -> MetadataRequest:
+    if version < 4:
+        request.allow_auto_topic_creation = True  # Kafka's rule before the field existed
+    return request
+
+
+_METADATA_RESPONSE = Struct(
+    [
+        F("throttle_time_ms", INT32, 3),
+        F(
+            "brokers",
+            Array(
+                Struct(
+                    [
+                        F("node_id", INT32),
+                        F("host", STRING),
+                        F("port", INT32),
+                        F("rack", NULLABLE_STRING, 1),
+                    ]
+                )
+            ),
+        ),
+        F("cluster_id", NULLABLE_STRING, 2),
+        F("controller_id", INT32, 1, default=-1),
+        F(
+            "topics",
+            Array(
+                Struct(
+                    [
+                        F("error_code", INT16),
+                        F("name", STRING),
+                        F("topic_id", UUID, 10, attr=None),
+                        F("is_internal", BOOL, 1),
+                        F(
+                            "partitions",
+                            Array(
+                                Struct(
+                                    [
+                                        F("error_code", INT16),
+                                        F("partition_index", INT32),
+                                        F("leader_id", INT32),
+                                        F("leader_epoch", INT32, 7, default=-1),
+                                        F("replica_nodes", Array(INT32)),
+                                        F("isr_nodes", Array(INT32)),
+                                        F("offline_replicas", Array(INT32), 5),
+                                    ]
+                                )
+                            ),
+                        ),
+                        F(
+                            "topic_authorized_operations",
+                            INT32,
+                            8,
+                            attr=None,
+                            default=NO_OPERATIONS,
+                        ),
+                    ]
+                )
+            ),
+        ),
+        F("cluster_authorized_operations", INT32, 8, 10, attr=None, default=NO_OPERATIONS),
+    ]
+)
+
+# --- Produce (0) -----------------------------------------------------------------------
+
+_PRODUCE_REQUEST = Struct(
+    [
+        F("transactional_id", NULLABLE_STRING, 3),
+        F("acks", INT16),
+        F("timeout_ms", INT32),
+        F(
+            "topic_data",
+            Array(
+                Struct(
+                    [
+                        F("name", STRING),
+                        F(
+                            "partition_data",
+                            Array(
+                                Struct(
+                                    [F("index", INT32), F("records", RECORDS)],
+                                    ProducePartition,
+                                )
+                            ),
+                            attr="partitions",
+                        ),
+                    ],
+                    ProduceTopic,
+                )
+            ),
+            attr="topics",
+        ),
+    ],
+    ProduceRequest,
+)
+
+_RECORD_ERROR = Struct([F("batch_index", INT32), F("batch_index_error_message", NULLABLE_STRING)])
+
+_PRODUCE_RESPONSE = Struct(
+    [
+        F(
+            "responses",
+            Array(
+                Struct(
+                    [
+                        F("name", STRING),
+                        F(
+                            "partition_responses",
+                            Array(
+                                Struct(
+                                    [
+                                        F("index", INT32),
+                                        F("error_code", INT16),
+                                        F("base_offset", INT64, default=-1),
+                                        F("log_append_time_ms", INT64, 2, default=-1),
+                                        F("log_start_offset", INT64, 5, default=-1),
+                                        F("record_errors", Array(_RECORD_ERROR), 8, attr=None),
+                                        F("error_message", NULLABLE_STRING, 8),
+                                    ]
+                                )
+                            ),
+                            attr="partitions",
+                        ),
+                    ]
+                )
+            ),
+            attr="topics",
+        ),
+        F("throttle_time_ms", INT32, 1),
+    ]
+)
+
+# --- Fetch (1) -------------------------------------------------------------------------
+
+_FETCH_REQUEST = Struct(
+    [
+        F("cluster_id", NULLABLE_STRING, 12, attr=None, tag=0),
+        F("replica_id", INT32),
+        F("max_wait_ms", INT32),
+        F("min_bytes", INT32),
+        F("max_bytes", INT32, 3, default=0x7FFFFFFF),
+        F("isolation_level", INT8, 4),
+        F("session_id", INT32, 7),
+        F("session_epoch", INT32, 7, default=-1),
+        F(
+            "topics",
+            Array(
+                Struct(
+                    [
+                        F("topic", STRING),
+                        F(
+                            "partitions",
+                            Array(
+                                Struct(
+                                    [
+                                        F("partition", INT32),
+                                        F("current_leader_epoch", INT32, 9, default=-1),
+                                        F("fetch_offset", INT64),
+                                        F("last_fetched_epoch", INT32, 12, default=-1),
+                                        F("log_start_offset", INT64, 5, default=-1),
+                                        F("partition_max_bytes", INT32),
+                                    ],
+                                    FetchPartition,
+                                )
+                            ),
+                        ),
+                    ],
+                    FetchTopic,
+                )
+            ),
+        ),
+        F(
+            "forgotten_topics_data",
+            Array(Struct([F("topic", STRING), F("partitions", Array(INT32))], FetchForgottenTopic)),
+            7,
+        ),
+        F("rack_id", STRING, 11),
+    ],
+    FetchRequest,
+)
+
+
+def _fetch_defaults(request: FetchRequest, version: int, client_id: str | None) -> FetchRequest:
+    if version < 7:
+        request.session_id, request.session_epoch = 0, -1  # no session: every partition
+    return request
+
+
+_FETCH_RESPONSE = Struct(
+    [
+        F("throttle_time_ms", INT32, 1),
+        F("error_code", INT16, 7),
+        F("session_id", INT32, 7),
+        F(
+            "responses",
+            Array(
+                Struct(
+                    [
+                        F("topic", STRING),
+                        F(
+                            "partitions",
+                            Array(
+                                Struct(
+                                    [
+                                        F("partition_index", INT32),
+                                        F("error_code", INT16),
+                                        F("high_watermark", INT64, default=-1),
+                                        F("last_stable_offset", INT64, 4, default=-1),
+                                        F("log_start_offset", INT64, 5, default=-1),
+                                        F(
+                                            "diverging_epoch",
+                                            Struct(
+                                                [
+                                                    F("epoch", INT32, default=-1),
+                                                    F("end_offset", INT64, default=-1),
+                                                ],
+                                                DivergingEpoch,
+                                            ),
+                                            12,
+                                            tag=0,
+                                        ),
+                                        F(
+                                            "aborted_transactions",
+                                            Array(
+                                                Struct(
+                                                    [
+                                                        F("producer_id", INT64),
+                                                        F("first_offset", INT64),
+                                                    ],
+                                                    AbortedTransaction,
+                                                ),
+                                                nullable=True,
+                                            ),
+                                            4,
+                                        ),
+                                        F("preferred_read_replica", INT32, 11, default=-1),
+                                        # Kafka's brokers send empty records, never
+                                        # null: clients (kafka-python) take len() of it
+                                        F("records", RECORDS, default=b""),
+                                    ]
+                                )
+                            ),
+                        ),
+                    ]
+                )
+            ),
+            attr="topics",
+        ),
+    ]
+)
+
+# --- ListOffsets (2) -------------------------------------------------------------------
+
+_LIST_OFFSETS_REQUEST = Struct(
+    [
+        F("replica_id", INT32),
+        F("isolation_level", INT8, 2),
+        F(
+            "topics",
+            Array(
+                Struct(
+                    [
+                        F("name", STRING),
+                        F(
+                            "partitions",
+                            Array(
+                                Struct(
+                                    [
+                                        F("partition_index", INT32),
+                                        F("current_leader_epoch", INT32, 4, default=-1),
+                                        F("timestamp", INT64),
+                                    ],
+                                    ListOffsetsPartition,
+                                )
+                            ),
+                        ),
+                    ],
+                    ListOffsetsTopic,
+                )
+            ),
+        ),
+    ],
+    ListOffsetsRequest,
+)
+
+_LIST_OFFSETS_RESPONSE = Struct(
+    [
+        F("throttle_time_ms", INT32, 2),
+        F(
+            "topics",
+            Array(
+                Struct(
+                    [
+                        F("name", STRING),
+                        F(
+                            "partitions",
+                            Array(
+                                Struct(
+                                    [
+                                        F("partition_index", INT32),
+                                        F("error_code", INT16),
+                                        F("timestamp", INT64, default=-1),
+                                        F("offset", INT64, default=-1),
+                                        F("leader_epoch", INT32, 4, default=-1),
+                                    ]
+                                )
+                            ),
+                        ),
+                    ]
+                )
+            ),
+        ),
+    ]
+)
+
+
+# --- FindCoordinator (10) --------------------------------------------------------------
+
+_FIND_COORDINATOR_REQUEST = Struct(
+    [F("key", STRING), F("key_type", INT8, 1)], FindCoordinatorRequest
+)
+_FIND_COORDINATOR_RESPONSE = Struct(
+    [
+        F("throttle_time_ms", INT32, 1),
+        F("error_code", INT16),
+        F("error_message", NULLABLE_STRING, 1),
+        F("node_id", INT32, default=-1),
+        F("host", STRING),
+        F("port", INT32, default=-1),
+    ]
+)
+
+# --- JoinGroup (11), SyncGroup (14), Heartbeat (12), LeaveGroup (13) ------------------
+
+
+def _with_client_id(request: Any, version: int, client_id: str | None) -> Any:
+    request.client_id = client_id or ""  # DescribeGroups shows it (Kafka: from the header)
+    return request
+
+
+_JOIN_GROUP_REQUEST = Struct(
+    [
+        F("group_id", STRING),
+        F("session_timeout_ms", INT32),
+        F("rebalance_timeout_ms", INT32, 1, default=-1),
+        F("member_id", STRING),
+        F("group_instance_id", NULLABLE_STRING, 5),
+        F("protocol_type", STRING),
+        F(
+            "protocols",
+            Array(Struct([F("name", STRING), F("metadata", BYTES)], JoinGroupRequestProtocol)),
+        ),
+        F("reason", NULLABLE_STRING, 8, attr=None),
+    ],
+    JoinGroupRequest,
+)
+_JOIN_GROUP_RESPONSE = Struct(
+    [
+        F("throttle_time_ms", INT32, 2),
+        F("error_code", INT16),
+        F("generation_id", INT32, default=-1),
+        F("protocol_type", NULLABLE_STRING, 7),
+        # nullable from v7 only: "" for none in every version, which all clients read
+        F("protocol_name", NULLABLE_STRING, default=""),
+        F("leader", STRING),
+        F("member_id", STRING),
+        F(
+            "members",
+            Array(
+                Struct(
+                    [
+                        F("member_id", STRING),
+                        F("group_instance_id", NULLABLE_STRING, 5),
+                        F("metadata", BYTES),
+                    ]
+                )
+            ),
+        ),
+    ]
+)
+
+
+_SYNC_GROUP_REQUEST = Struct(
+    [
+        F("group_id", STRING),
+        F("generation_id", INT32),
+        F("member_id", STRING),
+        F("group_instance_id", NULLABLE_STRING, 3),
+        F("protocol_type", NULLABLE_STRING, 5, attr=None),
+        F("protocol_name", NULLABLE_STRING, 5, attr=None),
+        F(
+            "assignments",
+            Array(
+                Struct([F("member_id", STRING), F("assignment", BYTES)], SyncGroupRequestAssignment)
+            ),
+        ),
+    ],
+    SyncGroupRequest,
+)
+_SYNC_GROUP_RESPONSE = Struct(
+    [
+        F("throttle_time_ms", INT32, 1),
+        F("error_code", INT16),
+        F("protocol_type", NULLABLE_STRING, 5, attr=None),
+        F("protocol_name", NULLABLE_STRING, 5, attr=None),
+        F("assignment", BYTES),
+    ]
+)
+
+_HEARTBEAT_REQUEST = Struct(
+    [
+        F("group_id", STRING),
+        F("generation_id", INT32),
+        F("member_id", STRING),
+        F("group_instance_id", NULLABLE_STRING, 3),
+    ],
+    HeartbeatRequest,
+)
+_HEARTBEAT_RESPONSE = Struct([F("throttle_time_ms", INT32, 1), F("error_code", INT16)])
+
+
+def _leave_group(
+    group_id: str, member_id: str = "", members: list[dict[str, Any]] | None = None
+) -> LeaveGroupRequest:
+    if members:  # v3+: a list; Kafka's consumers send themselves alone
+        if len(members) > 1:
+            raise ValueError("one member at a time leaves on this broker")
+        only = members[0]
+        return LeaveGroupRequest(
+            group_id=group_id,
+            member_id=only["member_id"],
+            group_instance_id=only["group_instance_id"],
+        )
+    return LeaveGroupRequest(group_id=group_id, member_id=member_id)
+
+
+_LEAVE_MEMBER = Struct(
+    [
+        F("member_id", STRING),
+        F("group_instance_id", NULLABLE_STRING),
+        F("reason", NULLABLE_STRING, 5, attr=None),
+    ]
+)
+_LEAVE_GROUP_REQUEST = Struct(
+    [
+        F("group_id", STRING),
+        F("member_id", STRING, 0, 2),
+        F("members", Array(_LEAVE_MEMBER), 3),
+    ],
+    _leave_group,
+)
+_LEAVE_GROUP_RESPONSE = Struct(
+    [
+        F("throttle_time_ms", INT32, 1),
+        F("error_code", INT16),
+        F(
+            "members",
+            Array(
+                Struct(
+                    [
+                        F("member_id", STRING),
+                        F("group_instance_id", NULLABLE_STRING),
+                        F("error_code", INT16),
+                    ]
+                )
+            ),
+            3,
+        ),
+    ]
+)
+
+
+def _leave_answer(response: Any, request: LeaveGroupRequest) -> dict[str, Any]:
+    # v3+ answers per member: the one that asked, with the request's outcome
+    member = {
+        "member_id": request.member_id,
+        "group_instance_id": request.group_instance_id,
+        "error_code": response.error_code,
+    }
+    return {
+        "throttle_time_ms": getattr(response, "throttle_time_ms", 0),
+        "error_code": response.error_code,
+        "members": [member],
+    }
+
+
+# --- OffsetCommit (8), OffsetFetch (9) -------------------------------------------------
+
+_OFFSET_COMMIT_REQUEST = Struct(
+    [
+        F("group_id", STRING),
+        F("generation_id", INT32, default=-1),
+        F("member_id", STRING),
+        F("group_instance_id", NULLABLE_STRING, 7),
+        F("retention_time_ms", INT64, 2, 4, default=-1),
+        F(
+            "topics",
+            Array(
+                Struct(
+                    [
+                        F("name", STRING),
+                        F(
+                            "partitions",
+                            Array(
+                                Struct(
+                                    [
+                                        F("partition_index", INT32),
+                                        F("committed_offset", INT64),
+                                        F("committed_leader_epoch", INT32, 6, default=-1),
+                                        F("committed_metadata", NULLABLE_STRING),
+                                    ],
+                                    OffsetCommitRequestPartition,
+                                )
+                            ),
+                        ),
+                    ],
+                    OffsetCommitRequestTopic,
+                )
+            ),
+        ),
+    ],
+    OffsetCommitRequest,
+)
+_OFFSET_COMMIT_RESPONSE = Struct(
+    [
+        F("throttle_time_ms", INT32, 3),
+        F(
+            "topics",
+            Array(
+                Struct(
+                    [
+                        F("name", STRING),
+                        F(
+                            "partitions",
+                            Array(Struct([F("partition_index", INT32), F("error_code", INT16)])),
+                        ),
+                    ]
+                )
+            ),
+        ),
+    ]
+)
+
+_OFFSET_FETCH_REQUEST = Struct(
+    [
+        F("group_id", STRING),
+        F(
+            "topics",
+            Array(
+                Struct(
+                    [F("name", STRING), F("partition_indexes", Array(INT32))],
+                    OffsetFetchRequestTopic,
+                ),
+                nullable=True,
+            ),
+        ),
+        F("require_stable", BOOL, 7),
+    ],
+    OffsetFetchRequest,
+)
+_OFFSET_FETCH_RESPONSE = Struct(
+    [
+        F("throttle_time_ms", INT32, 3),
+        F(
+            "topics",
+            Array(
+                Struct(
+                    [
+                        F("name", STRING),
+                        F(
+                            "partitions",
+                            Array(
+                                Struct(
+                                    [
+                                        F("partition_index", INT32),
+                                        F("committed_offset", INT64, default=-1),
+                                        F("committed_leader_epoch", INT32, 5, default=-1),
+                                        F("metadata", NULLABLE_STRING),
+                                        F("error_code", INT16),
+                                    ]
+                                )
+                            ),
+                        ),
+                    ]
+                )
+            ),
+        ),
+        F("error_code", INT16, 2),
+    ]
+)
+
+# --- InitProducerId (22) ---------------------------------------------------------------
+
+_INIT_PRODUCER_ID_REQUEST = Struct(
+    [
+        F("transactional_id", NULLABLE_STRING),
+        F("transaction_timeout_ms", INT32),
+        F("producer_id", INT64, 3, default=-1),
+        F("producer_epoch", INT16, 3, default=-1),
+    ],
+    InitProducerIdRequest,
+)
+_INIT_PRODUCER_ID_RESPONSE = Struct(
+    [
+        F("throttle_time_ms", INT32),
+        F("error_code", INT16),
+        F("producer_id", INT64, default=-1),
+        F("producer_epoch", INT16, default=-1),
+    ]
+)
+
+
+def _apis(*apis: KafkaApi) -> MappingProxyType[int, KafkaApi]:
+    return MappingProxyType({api.key.value: api for api in apis})
+
+
+API_VERSIONS = KafkaApi(ApiKey.API_VERSIONS, 0, 3, 3, _API_VERSIONS_REQUEST, _API_VERSIONS_RESPONSE)
+
+KAFKA_APIS = _apis(
+    API_VERSIONS,
+    KafkaApi(ApiKey.METADATA, 1, 12, 9, _METADATA_REQUEST, _METADATA_RESPONSE, _metadata_v3),
+    KafkaApi(ApiKey.PRODUCE, 3, 9, 9, _PRODUCE_REQUEST, _PRODUCE_RESPONSE),
+    KafkaApi(ApiKey.FETCH, 4, 12, 12, _FETCH_REQUEST, _FETCH_RESPONSE, _fetch_defaults),
+    KafkaApi(ApiKey.LIST_OFFSETS, 1, 7, 6, _LIST_OFFSETS_REQUEST, _LIST_OFFSETS_RESPONSE),
+    KafkaApi(
+        ApiKey.FIND_COORDINATOR, 0, 3, 3, _FIND_COORDINATOR_REQUEST, _FIND_COORDINATOR_RESPONSE
+    ),
+    KafkaApi(
+        ApiKey.JOIN_GROUP,
+        0,
+        7,
+        6,
+        _JOIN_GROUP_REQUEST,
+        _JOIN_GROUP_RESPONSE,
+        _with_client_id,
+    ),
+    KafkaApi(ApiKey.SYNC_GROUP, 0, 5, 4, _SYNC_GROUP_REQUEST, _SYNC_GROUP_RESPONSE),
+    KafkaApi(ApiKey.HEARTBEAT, 0, 4, 4, _HEARTBEAT_REQUEST, _HEARTBEAT_RESPONSE),
+    KafkaApi(
+        ApiKey.LEAVE_GROUP,
+        0,
+        4,
+        4,
+        _LEAVE_GROUP_REQUEST,
+        _LEAVE_GROUP_RESPONSE,
+        answer=_leave_answer,
+    ),
+    KafkaApi(ApiKey.OFFSET_COMMIT, 2, 8, 8, _OFFSET_COMMIT_REQUEST, _OFFSET_COMMIT_RESPONSE),
+    KafkaApi(ApiKey.OFFSET_FETCH, 1, 7, 6, _OFFSET_FETCH_REQUEST, _OFFSET_FETCH_RESPONSE),
+    KafkaApi(
+        ApiKey.INIT_PRODUCER_ID,
+        0,
+        4,
+        2,
+        _INIT_PRODUCER_ID_REQUEST,
+        _INIT_PRODUCER_ID_RESPONSE,
+    ),
+)
+"""What a Kafka-protocol listener serves, by key (its ApiVersions answer lists these)."""

@@ -1,0 +1,308 @@
+"""Kafka's own clients on a Kafka-protocol listener of real brokers: kafka-python (pure
+Python), aiokafka and confluent-kafka (librdkafka) produce, consume in groups and commit,
+and what they write is Headwater's like any other record (its client and tools read it)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import struct
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import TopicPartition as AioTopicPartition
+from confluent_kafka import Consumer as RdConsumer
+from confluent_kafka import Producer as RdProducer
+from kafka import KafkaConsumer, KafkaProducer
+from kafka import TopicPartition as KpTopicPartition
+
+from client import Admin, Consumer, NewTopic, TopicPartition
+from tests.integration.conftest import Cluster, until
+
+KAFKA_LISTENER = {
+    "listeners": "PLAINTEXT://127.0.0.1:0,KAFKA://127.0.0.1:0",
+    "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,KAFKA:PLAINTEXT",
+    "kafka.protocol.listeners": "KAFKA",
+}
+
+
+def kafka_bootstrap(cluster: Cluster) -> str:
+    return ",".join(
+        f"127.0.0.1:{b.ports['KAFKA']}" for b in cluster.brokers.values() if b.process is not None
+    )
+
+
+@pytest.fixture(autouse=True)
+def _quiet_clients() -> None:
+    # the clients log every retry at WARNING; the assertions say what went wrong
+    for name in ("kafka", "aiokafka"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+async def _topic(cluster: Cluster, name: str, partitions: int, replicas: int = 1) -> None:
+    async with Admin(bootstrap_servers=cluster.bootstrap) as admin:
+        await admin.create_topics([NewTopic(name, partitions, replicas)])
+
+        async def known_everywhere() -> bool:
+            # Kafka's clients ask any broker: every one must have heard of the topic
+            for broker in cluster.brokers.values():
+                async with Admin(bootstrap_servers=broker.bootstrap) as one:
+                    described = await one.describe_topics([name])
+                    if not described or any(p.leader < 0 for p in described[0].partitions):
+                        return False
+            return True
+
+        await until(known_everywhere, bool)
+
+
+def _read_all(
+    bootstrap: str, topic: str, partitions: int, expected: int
+) -> dict[int, list[tuple[int, bytes, bytes]]]:
+    """Every record of ``topic``, read by kafka-python from the start of each partition."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, consumer_timeout_ms=15_000)
+    tps = [KpTopicPartition(topic, p) for p in range(partitions)]
+    consumer.assign(tps)
+    consumer.seek_to_beginning(*tps)
+    out: dict[int, list[tuple[int, bytes, bytes]]] = {p: [] for p in range(partitions)}
+    for count, message in enumerate(consumer, 1):
+        out[message.partition].append((message.offset, message.key, message.value))
+        if count >= expected:
+            break
+    consumer.close()
+    return out
+
+
+async def test_kafka_python_writes_and_reads_back_every_record_at_its_offset(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    cluster = make_cluster(1, KAFKA_LISTENER)
+    await _topic(cluster, "kp", 3)
+    bootstrap = kafka_bootstrap(cluster)
+
+    def produce() -> dict[bytes, tuple[int, int]]:
+        producer = KafkaProducer(
+            bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5
+        )
+        futures = {
+            f"v{i}".encode(): producer.send("kp", f"v{i}".encode(), key=f"k{i % 7}".encode())
+            for i in range(300)
+        }
+        producer.flush()
+        placed = {v: (f.get().partition, f.get().offset) for v, f in futures.items()}
+        producer.close()
+        return placed
+
+    placed = await asyncio.to_thread(produce)
+    read = await asyncio.to_thread(_read_all, bootstrap, "kp", 3, 300)
+    got = {value: (p, offset) for p, rows in read.items() for offset, _key, value in rows}
+    assert got == placed  # every acknowledged record, once, at the offset it was given
+    for rows in read.values():
+        assert [offset for offset, _, _ in rows] == list(range(len(rows)))  # in order
+
+    # and Headwater's own consumer reads the same records
+    async with Consumer(bootstrap_servers=cluster.bootstrap, auto_offset_reset="earliest") as c:
+        c.assign([TopicPartition("kp", p) for p in range(3)])
+        ours: dict[bytes, tuple[int, int]] = {}
+        while len(ours) < 300:
+            for tp, records in (await c.getmany(timeout_ms=1000)).items():
+                ours.update({r.value: (tp.partition, r.offset) for r in records})
+    assert ours == placed
+
+
+async def test_librdkafka_group_consumer_commits_where_headwater_tools_see_it(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    cluster = make_cluster(1, KAFKA_LISTENER)
+    await _topic(cluster, "rd", 2)
+    bootstrap = kafka_bootstrap(cluster)
+
+    def run() -> tuple[list[tuple[Any, int, int]], list[tuple[int, int, bytes]]]:
+        producer = RdProducer(
+            {"bootstrap.servers": bootstrap, "enable.idempotence": True, "compression.type": "lz4"}
+        )
+        acked: list[tuple[Any, int, int]] = []
+        for i in range(100):
+            producer.produce(
+                "rd",
+                f"r{i}".encode(),
+                key=f"{i % 5}".encode(),
+                callback=lambda err, msg: acked.append((err, msg.partition(), msg.offset())),
+            )
+        assert producer.flush(30) == 0
+        consumer = RdConsumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": "rd-group",
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+            }
+        )
+        consumer.subscribe(["rd"])
+        seen: list[tuple[int, int, bytes]] = []
+        deadline = time.monotonic() + 60
+        while len(seen) < 100 and time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is None:
+                continue
+            assert message.error() is None, message.error()
+            seen.append((message.partition(), message.offset(), message.value()))
+        consumer.commit(asynchronous=False)
+        consumer.close()
+        return acked, seen
+
+    acked, seen = await asyncio.to_thread(run)
+    assert [err for err, _, _ in acked] == [None] * 100
+    assert sorted((p, o) for p, o, _ in seen) == sorted((p, o) for _, p, o in acked)
+    assert sorted(v for _, _, v in seen) == sorted(f"r{i}".encode() for i in range(100))
+    ends = {p: max(o for q, o, _ in seen if q == p) + 1 for p, _, _ in seen}
+    async with Admin(bootstrap_servers=cluster.bootstrap) as admin:
+        committed = await admin.list_group_offsets("rd-group")
+        (group,) = await admin.describe_groups(["rd-group"])
+    assert committed == {TopicPartition("rd", p): end for p, end in ends.items()}
+    assert group.state == "Empty"  # the consumer left when it closed
+
+
+async def test_aiokafka_in_a_group_beside_headwaters_own_consumer(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    cluster = make_cluster(1, KAFKA_LISTENER)
+    await _topic(cluster, "aio", 1)
+    bootstrap = kafka_bootstrap(cluster)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", compression_type="gzip")
+    await producer.start()
+    try:
+        sent = [await producer.send_and_wait("aio", f"a{i}".encode()) for i in range(50)]
+    finally:
+        await producer.stop()
+    assert [m.offset for m in sent] == list(range(50))
+    consumer = AIOKafkaConsumer(
+        "aio", bootstrap_servers=bootstrap, group_id="aio-group", auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    try:
+        values: list[bytes] = []
+        deadline = time.monotonic() + 30
+        while len(values) < 50 and time.monotonic() < deadline:
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                values += [r.value for r in records]
+        await consumer.commit()
+        tp = AioTopicPartition("aio", 0)
+        assert await consumer.end_offsets([tp]) == {tp: 50}
+        by_time = await consumer.offsets_for_times({tp: 0})
+        assert by_time[tp] is not None and by_time[tp].offset == 0
+    finally:
+        await consumer.stop()
+    assert values == [f"a{i}".encode() for i in range(50)]
+    # Headwater's consumer in the same group starts where aiokafka committed
+    async with Consumer("aio", bootstrap_servers=cluster.bootstrap, group_id="aio-group") as ours:
+        assert await ours.committed(TopicPartition("aio", 0)) == 50
+
+
+def _frame(key: int, version: int, correlation_id: int, body: bytes) -> bytes:
+    payload = struct.pack(">hhih", key, version, correlation_id, 1) + b"t" + body
+    return struct.pack(">I", len(payload)) + payload
+
+
+def _answer(sock: socket.socket) -> bytes | None:
+    head = b""
+    while len(head) < 4:
+        chunk = sock.recv(4 - len(head))
+        if not chunk:
+            return None  # closed
+        head += chunk
+    (length,) = struct.unpack(">I", head)
+    body = b""
+    while len(body) < length:
+        chunk = sock.recv(length - len(body))
+        if not chunk:
+            return None
+        body += chunk
+    return body
+
+
+async def test_bad_requests_close_only_their_connection_and_the_broker_serves_on(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    cluster = make_cluster(1, KAFKA_LISTENER)
+    await _topic(cluster, "bad", 1)
+    (broker,) = cluster.brokers.values()
+    port = broker.ports["KAFKA"]
+
+    def exchange(frame: bytes) -> bytes | None:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(frame)
+            return _answer(sock)
+
+    # ApiVersions of a version the broker does not speak: UNSUPPORTED_VERSION and the list
+    answer = await asyncio.to_thread(exchange, _frame(18, 99, 5, b""))
+    assert answer is not None
+    correlation_id, error_code, count = struct.unpack_from(">ihi", answer)
+    assert (correlation_id, error_code) == (5, 35) and count > 5
+    # Produce v2 (message format v1, which Kafka 4 dropped too), a cut body, an unknown
+    # key: the connection is closed, as a Kafka broker closes it
+    assert await asyncio.to_thread(exchange, _frame(0, 2, 6, b"\x00")) is None
+    assert await asyncio.to_thread(exchange, _frame(3, 1, 7, b"\x00\x00")) is None
+    assert await asyncio.to_thread(exchange, _frame(999, 0, 8, b"")) is None
+
+    def still_serves() -> int:
+        producer = KafkaProducer(bootstrap_servers=f"127.0.0.1:{port}", acks=1)
+        offset = producer.send("bad", b"after").get(timeout=30).offset
+        producer.close()
+        return offset
+
+    assert await asyncio.to_thread(still_serves) == 0
+    log = broker.log_path.read_text()
+    assert "connection.unsupported_request" in log and "Produce v2" in log
+    assert "connection.malformed_kafka_request" in log
+
+
+async def test_librdkafka_acks_all_survives_a_leader_killed(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    cluster = make_cluster(3, KAFKA_LISTENER)
+    await _topic(cluster, "failover", 1, replicas=3)
+    bootstrap = kafka_bootstrap(cluster)
+    async with Admin(bootstrap_servers=cluster.bootstrap) as admin:
+        (described,) = await admin.describe_topics(["failover"])
+    leader = described.partitions[0].leader
+    acked: list[tuple[Any, int]] = []
+    producer = RdProducer(
+        {
+            "bootstrap.servers": bootstrap,
+            "acks": "all",
+            "enable.idempotence": True,
+            "linger.ms": 5,
+            "message.timeout.ms": 60_000,
+        }
+    )
+
+    def send(first: int, count: int) -> None:
+        for i in range(first, first + count):
+            producer.produce(
+                "failover",
+                f"f{i}".encode(),
+                callback=lambda err, msg: acked.append((err, msg.offset())),
+            )
+            producer.poll(0)
+
+    await asyncio.to_thread(send, 0, 200)
+    assert await asyncio.to_thread(producer.flush, 30) == 0
+    pid = cluster.brokers[leader].pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)  # kill -9 the partition's leader, mid-stream
+    await asyncio.to_thread(send, 200, 200)
+    assert await asyncio.to_thread(producer.flush, 60) == 0
+    assert [err for err, _ in acked] == [None] * 400
+    survivors = ",".join(
+        f"127.0.0.1:{b.ports['KAFKA']}" for i, b in cluster.brokers.items() if i != leader
+    )
+    read = await asyncio.to_thread(_read_all, survivors, "failover", 1, 400)
+    values = [value for _offset, _key, value in read[0]]
+    assert values == [f"f{i}".encode() for i in range(400)]  # none lost, none twice, in order
+    assert sorted(offset for _, offset in acked) == [offset for offset, _, _ in read[0]]

@@ -1,0 +1,328 @@
+"""Kafka's encoding on a Kafka-protocol listener: bytes a Kafka client sends decode into
+Headwater's requests, Headwater's answers encode into what a Kafka client reads."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from broker.config import ConfigError, load_config
+from protocol.apis import (
+    ApiKey,
+    DivergingEpoch,
+    FetchPartitionData,
+    FetchRequest,
+    FetchResponse,
+    FetchTopicResponse,
+    LeaveGroupRequest,
+    MetadataRequest,
+    ProduceRequest,
+    Response,
+)
+from protocol.errors import (
+    MalformedFrameError,
+    MalformedMessageError,
+    NotLeaderOrFollowerError,
+    UnsupportedRequestError,
+)
+from protocol.framing import FileRegion
+from protocol.kafka.codec import (
+    INT32,
+    NULLABLE_STRING,
+    STRING,
+    Array,
+    Field,
+    Reader,
+    Struct,
+    Writer,
+    read_message,
+    write_message,
+)
+from protocol.kafka.messages import KAFKA_APIS
+from protocol.kafka.wire import (
+    KafkaHeader,
+    api_versions_response,
+    decode_request,
+    encode_error_response,
+    encode_response,
+)
+from protocol.records.varints import uvarint
+
+_uvarint = uvarint  # Kafka's unsigned varint (compact lengths, tags), as records use it
+
+
+def _compact(s: str) -> bytes:
+    data = s.encode()
+    return _uvarint(len(data) + 1) + data
+
+
+def _header(key: int, version: int, correlation_id: int, client_id: str, flexible: bool) -> bytes:
+    cid = client_id.encode()
+    head = struct.pack(">hhih", key, version, correlation_id, len(cid)) + cid
+    return head + (b"\x00" if flexible else b"")
+
+
+def _join(parts: list) -> bytes:
+    return b"".join(bytes(p) for p in parts)
+
+
+def test_api_versions_v3_from_a_kafka_client_is_answered_with_every_api() -> None:
+    # what librdkafka and Kafka's Java client send first: v3, flexible, header v2
+    payload = (
+        _header(18, 3, 7, "rdkafka", flexible=True)
+        + _compact("librdkafka")
+        + _compact("2.3.0")
+        + b"\x00"
+    )
+    header, _api, _request = decode_request(memoryview(payload))
+    assert (header.api_key, header.kafka_version, header.correlation_id) == (18, 3, 7)
+    assert header.client_id == "rdkafka"
+    frame = _join(api_versions_response(header))
+    (length, correlation_id) = struct.unpack_from(">Ii", frame)
+    assert length == len(frame) - 4 and correlation_id == 7
+    # ApiVersions' response header has no tagged fields, even at v3 (Kafka's rule)
+    r = Reader(memoryview(frame)[8:])
+    assert struct.unpack(">h", r.take(2))[0] == 0  # error_code
+    count = r.uvarint() - 1
+    keys = {}
+    for _ in range(count):
+        key, low, high = struct.unpack(">hhh", r.take(6))
+        assert r.uvarint() == 0  # the entry's tagged fields
+        keys[key] = (low, high)
+    assert keys[ApiKey.PRODUCE] == (3, 9) and keys[ApiKey.FETCH] == (4, 12)
+    assert set(keys) == set(KAFKA_APIS)
+
+
+def test_api_versions_of_a_version_not_spoken_is_answered_in_v0_with_the_list() -> None:
+    payload = _header(18, 42, 3, "future", flexible=False) + b"\x00\x00"
+    with pytest.raises(UnsupportedRequestError) as caught:
+        decode_request(memoryview(payload))
+    frame = _join(api_versions_response(caught.value.header, error_code=35))
+    body = memoryview(frame)[8:]
+    error_code, count = struct.unpack_from(">hi", body)
+    assert error_code == 35 and count == len(KAFKA_APIS)  # v0: int32 array length
+
+
+def test_other_unknown_versions_and_keys_are_refused_by_name() -> None:
+    for key, version in ((0, 2), (1, 13), (57, 0)):
+        with pytest.raises(UnsupportedRequestError, match="not served on a Kafka-protocol"):
+            decode_request(memoryview(_header(key, version, 1, "c", flexible=False) + b"x"))
+
+
+def _produce_v9(records: bytes) -> bytes:
+    return (
+        _header(0, 9, 11, "p", flexible=True)
+        + b"\x00"  # transactional_id: null (compact: length + 1 = 0)
+        + struct.pack(">hi", -1, 30_000)
+        + _uvarint(2)  # one topic
+        + _compact("orders")
+        + _uvarint(2)  # one partition
+        + struct.pack(">i", 4)
+        + _uvarint(len(records) + 1)
+        + records
+        + b"\x00"  # partition tagged fields
+        + b"\x00"  # topic tagged fields
+        + b"\x00"  # body tagged fields
+    )
+
+
+def test_a_flexible_produce_decodes_into_headwaters_request_without_copying_records() -> None:
+    records = bytes(range(70))
+    payload = memoryview(_produce_v9(records))
+    header, _api, request = decode_request(payload)
+    assert isinstance(request, ProduceRequest)
+    assert (request.acks, request.timeout_ms, request.transactional_id) == (-1, 30_000, None)
+    (topic,) = request.topics
+    (partition,) = topic.partitions
+    assert (topic.name, partition.index) == ("orders", 4)
+    assert isinstance(partition.records, memoryview) and bytes(partition.records) == records
+    assert partition.records.obj is payload.obj  # a view of the frame, not a copy
+    assert header.request is request
+
+
+def test_a_produce_error_is_answered_in_every_partition_it_named() -> None:
+    header, _api, _request = decode_request(memoryview(_produce_v9(b"r" * 10)))
+    frame = _join(encode_error_response(header, NotLeaderOrFollowerError("moved")))
+    r = Reader(memoryview(frame)[4:])
+    assert struct.unpack(">i", r.take(4))[0] == 11
+    assert r.uvarint() == 0  # response header v1: tagged fields
+    assert r.uvarint() == 2  # one topic
+    assert str(r.take(r.uvarint() - 1), "utf-8") == "orders"
+    assert r.uvarint() == 2
+    index, code = struct.unpack(">ih", r.take(6))
+    assert (index, code) == (4, NotLeaderOrFollowerError.code)
+
+
+def test_a_truncated_or_padded_body_is_malformed_and_names_where() -> None:
+    whole = _produce_v9(b"r" * 10)
+    with pytest.raises(MalformedMessageError, match="Produce v9"):
+        decode_request(memoryview(whole[:-5]))
+    with pytest.raises(MalformedMessageError, match="after the body's last field"):
+        decode_request(memoryview(whole + b"\x00"))
+    with pytest.raises(MalformedFrameError):
+        decode_request(memoryview(b"\x00\x00\x00"))
+    lying = bytearray(whole)
+    lying[lying.index(b"orders") - 2] = 0x7F  # an array claiming far more items than bytes
+    with pytest.raises(MalformedMessageError):
+        decode_request(memoryview(bytes(lying)))
+
+
+def test_fetch_v4_has_no_session_and_v12_reads_the_last_fetched_epoch() -> None:
+    v4 = (
+        _header(1, 4, 2, "c", flexible=False)
+        + struct.pack(">iiiib", -1, 500, 1, 1 << 20, 1)
+        + struct.pack(">i", 1)
+        + struct.pack(">h", 1)
+        + b"t"
+        + struct.pack(">i", 1)
+        + struct.pack(">iqi", 0, 42, 65536)
+    )
+    _h, _a, request = decode_request(memoryview(v4))
+    assert isinstance(request, FetchRequest)
+    assert (request.session_id, request.session_epoch, request.isolation_level) == (0, -1, 1)
+    assert request.topics[0].partitions[0].fetch_offset == 42
+    v12 = (
+        _header(1, 12, 2, "c", flexible=True)
+        + struct.pack(">iiiibii", -1, 500, 1, 1 << 20, 0, 0, 0)
+        + _uvarint(2)
+        + _compact("t")
+        + _uvarint(2)
+        + struct.pack(">iiqiqi", 3, 5, 42, 4, -1, 65536)
+        + b"\x00\x00"
+        + _uvarint(1)  # no forgotten topics
+        + _compact("rack-a")
+        # tagged: cluster_id (tag 0), which Headwater does not keep
+        + b"\x01\x00"
+        + _uvarint(len(_compact("x")))
+        + _compact("x")
+    )
+    _h, _a, request = decode_request(memoryview(v12))
+    partition = request.topics[0].partitions[0]
+    assert (partition.partition, partition.current_leader_epoch) == (3, 5)
+    assert (partition.fetch_offset, partition.last_fetched_epoch) == (42, 4)
+    assert request.rack_id == "rack-a"
+
+
+def test_fetch_records_from_a_file_stay_a_file_region_and_no_data_is_empty_not_null() -> None:
+    header = KafkaHeader(1, 4, 9, 12, "c", None)
+    region = FileRegion(5, 100, 4096)
+    response = FetchResponse(
+        topics=[
+            FetchTopicResponse(
+                topic="t",
+                partitions=[
+                    FetchPartitionData(partition_index=0, high_watermark=10, records=region),
+                    FetchPartitionData(
+                        partition_index=1, diverging_epoch=DivergingEpoch(epoch=3, end_offset=7)
+                    ),
+                ],
+            )
+        ]
+    )
+    parts = encode_response(header, response)
+    assert region in parts  # sendfile'd, never read into Python
+    before = parts[: parts.index(region)]
+    head = b"".join(bytes(p) for p in before)
+    assert head.endswith(_uvarint(4096 + 1))  # compact length of the records
+    (length,) = struct.unpack_from(">I", head)
+    assert length == sum(len(p) for p in parts) - 4
+    tail = bytes(parts[-1])
+    # partition 1: no aborted transactions (null), no preferred replica, empty (not null)
+    # records, then its tagged fields: the diverging epoch as tag 0 (a struct of 13 bytes,
+    # its own empty tags included); then the topic's and the body's empty tags
+    diverging = struct.pack(">iq", 3, 7) + b"\x00"
+    expected = b"\x00" + struct.pack(">i", -1) + b"\x01" + b"\x01\x00" + _uvarint(13) + diverging
+    assert tail.endswith(expected + b"\x00\x00")
+
+
+def test_metadata_by_topic_id_is_refused_as_malformed() -> None:
+    v12 = (
+        _header(3, 12, 1, "c", flexible=True)
+        + _uvarint(2)
+        + bytes(range(16))
+        + b"\x00"  # name: null (asked by id)
+        + b"\x00"
+        + b"\x01\x00\x00"  # allow auto creation, include topic operations, tagged
+    )
+    with pytest.raises(MalformedMessageError, match="topic id"):
+        decode_request(memoryview(v12))
+    v1_all = _header(3, 1, 1, "c", flexible=False) + struct.pack(">i", -1)
+    _h, _a, request = decode_request(memoryview(v1_all))
+    assert isinstance(request, MetadataRequest)
+    assert request.topics is None and request.allow_auto_topic_creation
+
+
+def test_leave_group_v3_takes_its_one_member_and_answers_for_it() -> None:
+    v3 = (
+        _header(13, 3, 4, "c", flexible=False)
+        + struct.pack(">h", 1)
+        + b"g"
+        + struct.pack(">i", 1)
+        + struct.pack(">h", 2)
+        + b"m1"
+        + struct.pack(">h", -1)
+    )
+    header, _a, request = decode_request(memoryview(v3))
+    assert request == LeaveGroupRequest(group_id="g", member_id="m1", group_instance_id=None)
+    frame = _join(encode_response(header, Response(error_code=25)))
+    body = memoryview(frame)[8:]
+    throttle, code, count = struct.unpack_from(">ihi", body)
+    assert (throttle, code, count) == (0, 25, 1)
+
+
+def test_struct_codec_round_trips_and_skips_unknown_tagged_fields() -> None:
+    spec = Struct(
+        [
+            Field("a", INT32),
+            Field("b", STRING, (1, None)),
+            Field("c", Array(NULLABLE_STRING)),
+            Field("d", INT32, (2, None), tag=5, default=-1),
+        ]
+    )
+    value = {"a": 1, "b": "x", "c": ["y", None], "d": 9}
+    for version, flexible in ((0, False), (1, False), (2, True)):
+        body = memoryview(_join(write_message(spec, value, version, flexible)))
+        back = read_message(spec, body, version, flexible)
+        assert back["a"] == 1 and back["c"] == ["y", None]
+        assert back.get("b") == ("x" if version >= 1 else None)
+    w = Writer()
+    w.buf += struct.pack(">i", 1) + _compact("x") + _uvarint(1)  # a, b, c: empty
+    w.buf += _uvarint(1) + _uvarint(77) + _uvarint(3) + b"abc"  # a tag from the future
+    assert read_message(spec, memoryview(bytes(w.buf)), 2, True)["a"] == 1
+
+
+@pytest.mark.parametrize(
+    ("overrides", "why"),
+    [
+        (["kafka.protocol.listeners=KAFKA"], "names KAFKA, which is not in listeners"),
+        (
+            ["kafka.protocol.listeners=PLAINTEXT"],
+            "the inter-broker listener: brokers speak Headwater's protocol",
+        ),
+        (
+            [
+                "listeners=PLAINTEXT://127.0.0.1:0,KAFKA://127.0.0.1:0",
+                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,KAFKA:SASL_PLAINTEXT",
+                "kafka.protocol.listeners=KAFKA",
+            ],
+            "SASL is not served in Kafka's protocol yet",
+        ),
+    ],
+)
+def test_kafka_protocol_listeners_that_cannot_work_stop_the_start(
+    overrides: list[str], why: str
+) -> None:
+    with pytest.raises(ConfigError, match=why):
+        load_config(env={}, overrides=["broker.id=1", "zookeeper.connect=z:1", *overrides])
+    fine = load_config(
+        env={},
+        overrides=[
+            "broker.id=1",
+            "zookeeper.connect=z:1",
+            "listeners=PLAINTEXT://127.0.0.1:0,KAFKA://127.0.0.1:0",
+            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,KAFKA:PLAINTEXT",
+            "kafka.protocol.listeners=KAFKA",
+        ],
+    )
+    assert fine.kafka_protocol_listeners == {"KAFKA"}
