@@ -22,8 +22,12 @@ from typing import Any
 
 from protocol.apis import (
     AbortedTransaction,
+    AddOffsetsToTxnRequest,
+    AddPartitionsToTxnRequest,
+    AddPartitionsToTxnTopic,
     ApiKey,
     DivergingEpoch,
+    EndTxnRequest,
     FetchForgottenTopic,
     FetchPartition,
     FetchRequest,
@@ -48,6 +52,7 @@ from protocol.apis import (
     ProduceTopic,
     SyncGroupRequest,
     SyncGroupRequestAssignment,
+    TxnOffsetCommitRequest,
 )
 from protocol.kafka.codec import (
     BOOL,
@@ -761,6 +766,122 @@ _INIT_PRODUCER_ID_RESPONSE = Struct(
 )
 
 
+# --- transactions: AddPartitionsToTxn (24), AddOffsetsToTxn (25), EndTxn (26),
+# TxnOffsetCommit (28) -----------------------------------------------------------------
+
+_ADD_PARTITIONS_TO_TXN_REQUEST = Struct(
+    [
+        F("transactional_id", STRING),
+        F("producer_id", INT64),
+        F("producer_epoch", INT16),
+        F(
+            "topics",
+            Array(
+                Struct([F("name", STRING), F("partitions", Array(INT32))], AddPartitionsToTxnTopic)
+            ),
+        ),
+    ],
+    AddPartitionsToTxnRequest,
+)
+_ADD_PARTITIONS_TO_TXN_RESPONSE = Struct(
+    [
+        F("throttle_time_ms", INT32),
+        F(
+            "results",
+            Array(
+                Struct(
+                    [
+                        F("name", STRING),
+                        F(
+                            "results",
+                            Array(Struct([F("partition_index", INT32), F("error_code", INT16)])),
+                        ),
+                    ]
+                )
+            ),
+        ),
+    ]
+)
+
+_ADD_OFFSETS_TO_TXN_REQUEST = Struct(
+    [
+        F("transactional_id", STRING),
+        F("producer_id", INT64),
+        F("producer_epoch", INT16),
+        F("group_id", STRING),
+    ],
+    AddOffsetsToTxnRequest,
+)
+_THROTTLE_AND_ERROR = Struct([F("throttle_time_ms", INT32), F("error_code", INT16)])
+
+_END_TXN_REQUEST = Struct(
+    [
+        F("transactional_id", STRING),
+        F("producer_id", INT64),
+        F("producer_epoch", INT16),
+        F("committed", BOOL),
+    ],
+    EndTxnRequest,
+)
+
+_TXN_OFFSET_COMMIT_REQUEST = Struct(
+    [
+        F("transactional_id", STRING),
+        F("group_id", STRING),
+        F("producer_id", INT64),
+        F("producer_epoch", INT16),
+        F("generation_id", INT32, 3, default=-1),
+        F("member_id", STRING, 3),
+        F("group_instance_id", NULLABLE_STRING, 3),
+        F(
+            "topics",
+            Array(
+                Struct(
+                    [
+                        F("name", STRING),
+                        F(
+                            "partitions",
+                            Array(
+                                Struct(
+                                    [
+                                        F("partition_index", INT32),
+                                        F("committed_offset", INT64),
+                                        F("committed_leader_epoch", INT32, 2, default=-1),
+                                        F("committed_metadata", NULLABLE_STRING),
+                                    ],
+                                    OffsetCommitRequestPartition,
+                                )
+                            ),
+                        ),
+                    ],
+                    OffsetCommitRequestTopic,
+                )
+            ),
+        ),
+    ],
+    TxnOffsetCommitRequest,
+)
+_TXN_OFFSET_COMMIT_RESPONSE = Struct(
+    [
+        F("throttle_time_ms", INT32),
+        F(
+            "topics",
+            Array(
+                Struct(
+                    [
+                        F("name", STRING),
+                        F(
+                            "partitions",
+                            Array(Struct([F("partition_index", INT32), F("error_code", INT16)])),
+                        ),
+                    ]
+                )
+            ),
+        ),
+    ]
+)
+
+
 def _apis(*apis: KafkaApi) -> MappingProxyType[int, KafkaApi]:
     return MappingProxyType({api.key.value: api for api in apis})
 
@@ -798,6 +919,24 @@ KAFKA_APIS = _apis(
     ),
     KafkaApi(ApiKey.OFFSET_COMMIT, 2, 8, 8, _OFFSET_COMMIT_REQUEST, _OFFSET_COMMIT_RESPONSE),
     KafkaApi(ApiKey.OFFSET_FETCH, 1, 7, 6, _OFFSET_FETCH_REQUEST, _OFFSET_FETCH_RESPONSE),
+    KafkaApi(
+        ApiKey.ADD_PARTITIONS_TO_TXN,
+        0,
+        3,
+        3,
+        _ADD_PARTITIONS_TO_TXN_REQUEST,
+        _ADD_PARTITIONS_TO_TXN_RESPONSE,
+    ),
+    KafkaApi(ApiKey.ADD_OFFSETS_TO_TXN, 0, 3, 3, _ADD_OFFSETS_TO_TXN_REQUEST, _THROTTLE_AND_ERROR),
+    KafkaApi(ApiKey.END_TXN, 0, 3, 3, _END_TXN_REQUEST, _THROTTLE_AND_ERROR),
+    KafkaApi(
+        ApiKey.TXN_OFFSET_COMMIT,
+        0,
+        3,
+        3,
+        _TXN_OFFSET_COMMIT_REQUEST,
+        _TXN_OFFSET_COMMIT_RESPONSE,
+    ),
     KafkaApi(
         ApiKey.INIT_PRODUCER_ID,
         0,

@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 
 from protocol.apis import (
     APIS,
+    AddPartitionsToTxnRequest,
     ApiKey,
     FetchRequest,
     ListOffsetsRequest,
@@ -28,6 +29,7 @@ from protocol.apis import (
     OffsetCommitRequest,
     ProduceRequest,
     Response,
+    TxnOffsetCommitRequest,
 )
 from protocol.errors import (
     ApiError,
@@ -174,6 +176,7 @@ UNSUPPORTED_VERSION = UnsupportedVersionError.code
 
 
 _MIRRORS: dict[type, tuple[str, str, str]] = {
+    TxnOffsetCommitRequest: ("name", "partition_index", "partition_index"),
     ProduceRequest: ("name", "index", "index"),
     FetchRequest: ("topic", "partition", "partition_index"),
     ListOffsetsRequest: ("name", "partition_index", "partition_index"),
@@ -190,6 +193,16 @@ def _error_answer(header: KafkaHeader, code: int, message: str | None) -> Any:
     request = header.request
     if isinstance(request, MetadataRequest):
         return {"topics": [{"name": n, "error_code": code} for n in request.topics or ()]}
+    if isinstance(request, AddPartitionsToTxnRequest):
+        return {
+            "results": [
+                {
+                    "name": t.name,
+                    "results": [{"partition_index": p, "error_code": code} for p in t.partitions],
+                }
+                for t in request.topics
+            ]
+        }
     shape = _MIRRORS.get(type(request))
     if shape is None:  # a request-level error code, which a bare Response carries
         return Response(error_code=code, error_message=message)

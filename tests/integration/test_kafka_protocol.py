@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka import TopicPartition as AioTopicPartition
 from confluent_kafka import Consumer as RdConsumer
 from confluent_kafka import Producer as RdProducer
+from confluent_kafka import TopicPartition as RdTopicPartition
 from kafka import KafkaConsumer, KafkaProducer
 from kafka import TopicPartition as KpTopicPartition
 
@@ -306,3 +307,65 @@ async def test_librdkafka_acks_all_survives_a_leader_killed(
     values = [value for _offset, _key, value in read[0]]
     assert values == [f"f{i}".encode() for i in range(400)]  # none lost, none twice, in order
     assert sorted(offset for _, offset in acked) == [offset for offset, _, _ in read[0]]
+
+
+async def test_librdkafka_transactions_commit_abort_and_offsets_exactly_once(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    cluster = make_cluster(1, KAFKA_LISTENER)
+    await _topic(cluster, "txn-in", 1)
+    await _topic(cluster, "txn-out", 1)
+    bootstrap = kafka_bootstrap(cluster)
+
+    def run() -> tuple[list[bytes], int]:
+        producer = RdProducer({"bootstrap.servers": bootstrap, "transactional.id": "copy-1"})
+        producer.init_transactions(30)
+        producer.begin_transaction()
+        for i in range(10):
+            producer.produce("txn-out", f"kept{i}".encode())
+        producer.commit_transaction(30)
+        producer.begin_transaction()
+        for i in range(10):
+            producer.produce("txn-out", f"dropped{i}".encode())
+        producer.abort_transaction(30)
+        # consume-transform-produce: the input's offsets commit with the output
+        consumer = RdConsumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": "copier",
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+            }
+        )
+        producer.begin_transaction()
+        producer.produce("txn-out", b"last")
+        producer.send_offsets_to_transaction(
+            [RdTopicPartition("txn-in", 0, 7)], consumer.consumer_group_metadata(), 30
+        )
+        producer.commit_transaction(30)
+        consumer.assign([RdTopicPartition("txn-out", 0, 0)])
+        values: list[bytes] = []
+        deadline = time.monotonic() + 30
+        while len(values) < 11 and time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is not None and message.error() is None:
+                values.append(message.value())
+        (committed,) = consumer.committed([RdTopicPartition("txn-in", 0)], 10)
+        consumer.close()
+        return values, committed.offset
+
+    values, committed = await asyncio.to_thread(run)
+    assert values == [f"kept{i}".encode() for i in range(10)] + [b"last"]
+    assert committed == 7
+    # Headwater's read_committed consumer sees the same records, none of the aborted
+    async with Consumer(
+        bootstrap_servers=cluster.bootstrap,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+    ) as ours:
+        ours.assign([TopicPartition("txn-out", 0)])
+        seen: list[bytes] = []
+        while len(seen) < 11:
+            for records in (await ours.getmany(timeout_ms=1000)).values():
+                seen += [r.value for r in records]
+    assert seen == values
