@@ -334,6 +334,9 @@ class Field:
     attr: str | None = ""
     default: Any = None
     tag: int | None = None
+    convert: Callable[[Any], Any] | None = None
+    """Applied to the Headwater value before it is written (a type name to Kafka's
+    number)."""
 
     def __post_init__(self) -> None:
         if self.attr == "":
@@ -422,6 +425,8 @@ def _attr(value: Any, get: Callable[[str], Any] | None, f: Field) -> Any:
     if f.attr is None:
         return f.value_default()
     item = get(f.attr) if get is not None else getattr(value, f.attr, None)
+    if f.convert is not None and item is not None:
+        item = f.convert(item)
     if item is None and (f.default is not None or not _nullable(f.type)):
         return f.value_default()  # Headwater's None where Kafka's spec wants a value
     return item
@@ -431,9 +436,11 @@ def _nullable(t: _Type) -> bool:
     return getattr(t, "nullable", False) or isinstance(t, Struct)
 
 
-def read_message(struct_: Struct, body: memoryview, version: int, flexible: bool) -> Any:
-    """Decode a whole body; every byte must be used. :class:`MalformedMessageError` names
-    the field that did not decode."""
+def read_message(
+    struct_: Struct, body: memoryview, version: int, flexible: bool, *, exact: bool = True
+) -> Any:
+    """Decode a whole body. :class:`MalformedMessageError` names the field that did not
+    decode; ``exact``: bytes left after the last field are an error too."""
     r = Reader(body)
     try:
         value = struct_.read(r, version, flexible)
@@ -441,7 +448,7 @@ def read_message(struct_: Struct, body: memoryview, version: int, flexible: bool
         raise MalformedMessageError(f"the body ends inside a field (at byte {r.pos})") from None
     except struct.error as exc:
         raise MalformedMessageError(str(exc)) from None
-    if r.pos != len(body):
+    if exact and r.pos != len(body):
         raise MalformedMessageError(f"{len(body) - r.pos} bytes after the body's last field")
     return value
 

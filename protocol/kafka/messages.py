@@ -15,8 +15,6 @@ is what Headwater stores.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
@@ -54,6 +52,7 @@ from protocol.apis import (
     SyncGroupRequestAssignment,
     TxnOffsetCommitRequest,
 )
+from protocol.kafka.admin import ADMIN_APIS
 from protocol.kafka.codec import (
     BOOL,
     BYTES,
@@ -66,45 +65,11 @@ from protocol.kafka.codec import (
     STRING,
     UUID,
     Array,
-    Field,
     Struct,
 )
+from protocol.kafka.spec import NO_OPERATIONS, F, KafkaApi, per_partition, per_topic
 
 __all__ = ["KAFKA_APIS", "KafkaApi"]
-
-NO_OPERATIONS = -(2**31)
-"""Kafka's ``authorizedOperations`` when they were not asked for (INT32_MIN)."""
-
-
-@dataclass(frozen=True, slots=True)
-class KafkaApi:
-    key: ApiKey
-    min_version: int
-    max_version: int
-    flexible_from: int
-    request: Struct
-    response: Struct
-    finish: Callable[[Any, int, str | None], Any] | None = None
-    """Applied to a decoded request with its version and the header's client id: what
-    they imply that no field says."""
-    answer: Callable[[Any, Any], Any] | None = None
-    """Applied to the handler's response with the request: fields Kafka's answer has and
-    Headwater's does not (a LeaveGroup v3 answer's members)."""
-
-    @property
-    def name(self) -> str:
-        return "".join(part.capitalize() for part in self.key.name.split("_"))
-
-    def supports(self, version: int) -> bool:
-        return self.min_version <= version <= self.max_version
-
-    def flexible(self, version: int) -> bool:
-        return version >= self.flexible_from
-
-
-def F(name: str, type_: Any, since: int = 0, until: int | None = None, **kw: Any) -> Field:
-    return Field(name, type_, (since, until), **kw)
-
 
 # --- ApiVersions (18): answered by the listener itself (protocol.kafka.wire) --------------
 
@@ -890,10 +855,45 @@ API_VERSIONS = KafkaApi(ApiKey.API_VERSIONS, 0, 3, 3, _API_VERSIONS_REQUEST, _AP
 
 KAFKA_APIS = _apis(
     API_VERSIONS,
-    KafkaApi(ApiKey.METADATA, 1, 12, 9, _METADATA_REQUEST, _METADATA_RESPONSE, _metadata_v3),
-    KafkaApi(ApiKey.PRODUCE, 3, 9, 9, _PRODUCE_REQUEST, _PRODUCE_RESPONSE),
-    KafkaApi(ApiKey.FETCH, 4, 12, 12, _FETCH_REQUEST, _FETCH_RESPONSE, _fetch_defaults),
-    KafkaApi(ApiKey.LIST_OFFSETS, 1, 7, 6, _LIST_OFFSETS_REQUEST, _LIST_OFFSETS_RESPONSE),
+    *ADMIN_APIS,
+    KafkaApi(
+        ApiKey.METADATA,
+        1,
+        12,
+        9,
+        _METADATA_REQUEST,
+        _METADATA_RESPONSE,
+        _metadata_v3,
+        refuse=per_topic("topics", "topics"),
+    ),
+    KafkaApi(
+        ApiKey.PRODUCE,
+        3,
+        9,
+        9,
+        _PRODUCE_REQUEST,
+        _PRODUCE_RESPONSE,
+        refuse=per_partition("index", "index"),
+    ),
+    KafkaApi(
+        ApiKey.FETCH,
+        4,
+        12,
+        12,
+        _FETCH_REQUEST,
+        _FETCH_RESPONSE,
+        _fetch_defaults,
+        refuse=per_partition("partition", "partition_index", topic="topic"),
+    ),
+    KafkaApi(
+        ApiKey.LIST_OFFSETS,
+        1,
+        7,
+        6,
+        _LIST_OFFSETS_REQUEST,
+        _LIST_OFFSETS_RESPONSE,
+        refuse=per_partition("partition_index", "partition_index"),
+    ),
     KafkaApi(
         ApiKey.FIND_COORDINATOR, 0, 3, 3, _FIND_COORDINATOR_REQUEST, _FIND_COORDINATOR_RESPONSE
     ),
@@ -917,7 +917,15 @@ KAFKA_APIS = _apis(
         _LEAVE_GROUP_RESPONSE,
         answer=_leave_answer,
     ),
-    KafkaApi(ApiKey.OFFSET_COMMIT, 2, 8, 8, _OFFSET_COMMIT_REQUEST, _OFFSET_COMMIT_RESPONSE),
+    KafkaApi(
+        ApiKey.OFFSET_COMMIT,
+        2,
+        8,
+        8,
+        _OFFSET_COMMIT_REQUEST,
+        _OFFSET_COMMIT_RESPONSE,
+        refuse=per_partition("partition_index", "partition_index"),
+    ),
     KafkaApi(ApiKey.OFFSET_FETCH, 1, 7, 6, _OFFSET_FETCH_REQUEST, _OFFSET_FETCH_RESPONSE),
     KafkaApi(
         ApiKey.ADD_PARTITIONS_TO_TXN,
@@ -926,6 +934,7 @@ KAFKA_APIS = _apis(
         3,
         _ADD_PARTITIONS_TO_TXN_REQUEST,
         _ADD_PARTITIONS_TO_TXN_RESPONSE,
+        refuse=per_partition("", "partition_index", listed="results", partitions="results"),
     ),
     KafkaApi(ApiKey.ADD_OFFSETS_TO_TXN, 0, 3, 3, _ADD_OFFSETS_TO_TXN_REQUEST, _THROTTLE_AND_ERROR),
     KafkaApi(ApiKey.END_TXN, 0, 3, 3, _END_TXN_REQUEST, _THROTTLE_AND_ERROR),
@@ -936,6 +945,7 @@ KAFKA_APIS = _apis(
         3,
         _TXN_OFFSET_COMMIT_REQUEST,
         _TXN_OFFSET_COMMIT_RESPONSE,
+        refuse=per_partition("partition_index", "partition_index"),
     ),
     KafkaApi(
         ApiKey.INIT_PRODUCER_ID,

@@ -18,8 +18,20 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka import TopicPartition as AioTopicPartition
 from confluent_kafka import Consumer as RdConsumer
+from confluent_kafka import ConsumerGroupTopicPartitions
+from confluent_kafka import KafkaError as RdKafkaError
+from confluent_kafka import KafkaException as RdKafkaException
 from confluent_kafka import Producer as RdProducer
 from confluent_kafka import TopicPartition as RdTopicPartition
+from confluent_kafka.admin import AdminClient as RdAdmin
+from confluent_kafka.admin import (
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewPartitions,
+    ResourceType,
+)
+from confluent_kafka.admin import NewTopic as NewRdTopic
 from kafka import KafkaConsumer, KafkaProducer
 from kafka import TopicPartition as KpTopicPartition
 
@@ -369,3 +381,82 @@ async def test_librdkafka_transactions_commit_abort_and_offsets_exactly_once(
             for records in (await ours.getmany(timeout_ms=1000)).values():
                 seen += [r.value for r in records]
     assert seen == values
+
+
+async def test_kafkas_admin_client_manages_topics_configs_records_and_groups(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    cluster = make_cluster(1, KAFKA_LISTENER)
+    bootstrap = kafka_bootstrap(cluster)
+
+    def run() -> dict[str, Any]:
+        admin = RdAdmin({"bootstrap.servers": bootstrap})
+        seen: dict[str, Any] = {}
+        made = admin.create_topics(
+            [
+                NewRdTopic("managed", 2, 1, config={"retention.ms": "3600000"}),
+                NewRdTopic("log", 1, 1),
+            ]
+        )
+        for future in made.values():
+            future.result(30)
+        try:
+            admin.create_topics([NewRdTopic("managed", 2, 1)])["managed"].result(30)
+        except RdKafkaException as exc:
+            seen["again"] = exc.args[0].code()
+        admin.create_partitions([NewPartitions("managed", 4)])["managed"].result(30)
+        resource = ConfigResource(ResourceType.TOPIC, "managed")
+        configs = admin.describe_configs([resource])[resource].result(30)
+        seen["retention"] = configs["retention.ms"].value
+        seen["cleanup"] = configs["cleanup.policy"].value
+        change = ConfigResource(
+            ResourceType.TOPIC,
+            "managed",
+            incremental_configs=[
+                ConfigEntry("retention.ms", "7200000", incremental_operation=AlterConfigOpType.SET)
+            ],
+        )
+        admin.incremental_alter_configs([change])[change].result(30)
+        producer = RdProducer({"bootstrap.servers": bootstrap})
+        for i in range(10):
+            producer.produce("log", f"l{i}".encode())
+        assert producer.flush(30) == 0
+        cut = RdTopicPartition("log", 0, 4)
+        seen["low"] = admin.delete_records([cut])[cut].result(30).low_watermark
+        consumer = RdConsumer(
+            {"bootstrap.servers": bootstrap, "group.id": "admins", "auto.offset.reset": "earliest"}
+        )
+        consumer.subscribe(["log"])
+        read = 0
+        deadline = time.monotonic() + 30
+        while read < 6 and time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is not None and message.error() is None:
+                read += 1
+        consumer.commit(asynchronous=False)
+        (described,) = [f.result(30) for f in admin.describe_consumer_groups(["admins"]).values()]
+        seen["members"] = len(described.members)
+        consumer.close()
+        seen["groups"] = [g.group_id for g in admin.list_consumer_groups().result(30).valid]
+        listed = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions("admins")])
+        seen["offsets"] = [
+            (tp.topic, tp.partition, tp.offset)
+            for tp in listed["admins"].result(30).topic_partitions
+        ]
+        admin.delete_consumer_groups(["admins"])["admins"].result(30)
+        admin.delete_topics(["log"])["log"].result(30)
+        return seen
+
+    seen = await asyncio.to_thread(run)
+    assert seen["again"] == RdKafkaError.TOPIC_ALREADY_EXISTS
+    assert (seen["retention"], seen["cleanup"]) == ("3600000", "delete")
+    assert seen["low"] == 4
+    assert seen["members"] == 1 and seen["groups"] == ["admins"]
+    assert seen["offsets"] == [("log", 0, 10)]
+    async with Admin(bootstrap_servers=cluster.bootstrap) as admin:
+        (managed,) = await admin.describe_topics(["managed"])
+        assert len(managed.partitions) == 4
+        configs = await admin.describe_configs("managed")
+        assert configs["retention.ms"].value == "7200000"  # as the Kafka client set it
+        await until(admin.list_topics, lambda names: "log" not in names)
+        assert await admin.list_groups() == []

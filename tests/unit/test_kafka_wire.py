@@ -158,8 +158,9 @@ def test_a_truncated_or_padded_body_is_malformed_and_names_where() -> None:
     whole = _produce_v9(b"r" * 10)
     with pytest.raises(MalformedMessageError, match="Produce v9"):
         decode_request(memoryview(whole[:-5]))
-    with pytest.raises(MalformedMessageError, match="after the body's last field"):
-        decode_request(memoryview(whole + b"\x00"))
+    # what follows the last field is left, as Kafka's brokers leave it (librdkafka's
+    # Metadata v12 for every topic carries three bytes more)
+    assert isinstance(decode_request(memoryview(whole + b"\x00"))[2], ProduceRequest)
     with pytest.raises(MalformedFrameError):
         decode_request(memoryview(b"\x00\x00\x00"))
     lying = bytearray(whole)

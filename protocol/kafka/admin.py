@@ -1,0 +1,630 @@
+"""Kafka's admin APIs on a Kafka-protocol listener: topics, partitions, records, configs
+and groups, as Kafka's AdminClient and tools (kafka-topics, kafka-configs,
+kafka-consumer-groups, kafka-delete-records) send them. Specs as in
+:mod:`protocol.kafka.messages`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from protocol.apis import (
+    AlterableConfig,
+    AlterConfigsRequest,
+    AlterConfigsResource,
+    ApiKey,
+    CreatableReplicaAssignment,
+    CreatableTopic,
+    CreatableTopicConfig,
+    CreatePartitionsAssignment,
+    CreatePartitionsRequest,
+    CreatePartitionsTopic,
+    CreateTopicsRequest,
+    DeleteGroupsRequest,
+    DeleteRecordsPartition,
+    DeleteRecordsRequest,
+    DeleteRecordsTopic,
+    DeleteTopicsRequest,
+    DescribeConfigsRequest,
+    DescribeConfigsResource,
+    DescribeGroupsRequest,
+    IncrementalAlterableConfig,
+    IncrementalAlterConfigsRequest,
+    IncrementalAlterConfigsResource,
+    ListGroupsRequest,
+    OffsetDeleteRequest,
+    OffsetDeleteRequestPartition,
+    OffsetDeleteRequestTopic,
+)
+from protocol.kafka.codec import (
+    BOOL,
+    BYTES,
+    INT8,
+    INT16,
+    INT32,
+    INT64,
+    NULLABLE_STRING,
+    STRING,
+    UUID,
+    Array,
+    Struct,
+)
+from protocol.kafka.spec import NO_OPERATIONS, F, KafkaApi, per_partition, per_topic
+
+__all__ = ["ADMIN_APIS"]
+
+# --- CreateTopics (19), DeleteTopics (20), CreatePartitions (37), DeleteRecords (21) --
+
+_CREATE_TOPICS_REQUEST = Struct(
+    [
+        F(
+            "topics",
+            Array(
+                Struct(
+                    [
+                        F("name", STRING),
+                        F("num_partitions", INT32),
+                        F("replication_factor", INT16),
+                        F(
+                            "assignments",
+                            Array(
+                                Struct(
+                                    [F("partition_index", INT32), F("broker_ids", Array(INT32))],
+                                    CreatableReplicaAssignment,
+                                )
+                            ),
+                        ),
+                        F(
+                            "configs",
+                            Array(
+                                Struct(
+                                    [F("name", STRING), F("value", NULLABLE_STRING)],
+                                    CreatableTopicConfig,
+                                )
+                            ),
+                        ),
+                    ],
+                    CreatableTopic,
+                )
+            ),
+        ),
+        F("timeout_ms", INT32),
+        F("validate_only", BOOL, 1),
+    ],
+    CreateTopicsRequest,
+)
+_CREATE_TOPICS_RESPONSE = Struct(
+    [
+        F("throttle_time_ms", INT32, 2),
+        F(
+            "topics",
+            Array(
+                Struct(
+                    [
+                        F("name", STRING),
+                        F("topic_id", UUID, 7, attr=None),
+                        F("error_code", INT16),
+                        F("error_message", NULLABLE_STRING, 1),
+                        F("topic_config_error_code", INT16, 5, attr=None, tag=0),
+                        F("num_partitions", INT32, 5, default=-1),
+                        F("replication_factor", INT16, 5, default=-1),
+                        # null: not described here (Kafka's when not authorised to)
+                        F(
+                            "configs",
+                            Array(
+                                Struct(
+                                    [
+                                        F("name", STRING),
+                                        F("value", NULLABLE_STRING),
+                                        F("read_only", BOOL),
+                                        F("config_source", INT8, default=-1),
+                                        F("is_sensitive", BOOL),
+                                    ]
+                                ),
+                                nullable=True,
+                            ),
+                            5,
+                            attr=None,
+                        ),
+                    ]
+                )
+            ),
+        ),
+    ]
+)
+
+_DELETE_TOPICS_REQUEST = Struct(
+    [F("topic_names", Array(STRING)), F("timeout_ms", INT32)], DeleteTopicsRequest
+)
+_DELETE_TOPICS_RESPONSE = Struct(
+    [
+        F("throttle_time_ms", INT32, 1),
+        F(
+            "responses",
+            Array(
+                Struct(
+                    [
+                        F("name", STRING),
+                        F("error_code", INT16),
+                        F("error_message", NULLABLE_STRING, 5),
+                    ]
+                )
+            ),
+        ),
+    ]
+)
+
+_CREATE_PARTITIONS_REQUEST = Struct(
+    [
+        F(
+            "topics",
+            Array(
+                Struct(
+                    [
+                        F("name", STRING),
+                        F("count", INT32),
+                        F(
+                            "assignments",
+                            Array(
+                                Struct([F("broker_ids", Array(INT32))], CreatePartitionsAssignment),
+                                nullable=True,
+                            ),
+                        ),
+                    ],
+                    CreatePartitionsTopic,
+                )
+            ),
+        ),
+        F("timeout_ms", INT32),
+        F("validate_only", BOOL),
+    ],
+    CreatePartitionsRequest,
+)
+_CREATE_PARTITIONS_RESPONSE = Struct(
+    [
+        F("throttle_time_ms", INT32),
+        F(
+            "results",
+            Array(
+                Struct(
+                    [
+                        F("name", STRING),
+                        F("error_code", INT16),
+                        F("error_message", NULLABLE_STRING),
+                    ]
+                )
+            ),
+        ),
+    ]
+)
+
+_DELETE_RECORDS_REQUEST = Struct(
+    [
+        F(
+            "topics",
+            Array(
+                Struct(
+                    [
+                        F("name", STRING),
+                        F(
+                            "partitions",
+                            Array(
+                                Struct(
+                                    [F("partition_index", INT32), F("offset", INT64)],
+                                    DeleteRecordsPartition,
+                                )
+                            ),
+                        ),
+                    ],
+                    DeleteRecordsTopic,
+                )
+            ),
+        ),
+        F("timeout_ms", INT32),
+    ],
+    DeleteRecordsRequest,
+)
+_DELETE_RECORDS_RESPONSE = Struct(
+    [
+        F("throttle_time_ms", INT32),
+        F(
+            "topics",
+            Array(
+                Struct(
+                    [
+                        F("name", STRING),
+                        F(
+                            "partitions",
+                            Array(
+                                Struct(
+                                    [
+                                        F("partition_index", INT32),
+                                        F("low_watermark", INT64, default=-1),
+                                        F("error_code", INT16),
+                                    ]
+                                )
+                            ),
+                        ),
+                    ]
+                )
+            ),
+        ),
+    ]
+)
+
+# --- DescribeConfigs (32), AlterConfigs (33), IncrementalAlterConfigs (44) -------------
+
+_CONFIG_TYPES = {
+    "boolean": 1,
+    "string": 2,
+    "int": 3,
+    "short": 4,
+    "long": 5,
+    "double": 6,
+    "list": 7,
+    "class": 8,
+    "password": 9,
+}
+"""Kafka's ConfigType (DescribeConfigs v3+), from Headwater's type names; 0: unknown."""
+
+
+def _config_type(name: Any) -> int:
+    return _CONFIG_TYPES.get(str(name).lower(), 0)
+
+
+_DESCRIBE_CONFIGS_REQUEST = Struct(
+    [
+        F(
+            "resources",
+            Array(
+                Struct(
+                    [
+                        F("resource_type", INT8),
+                        F("resource_name", STRING),
+                        F("configuration_keys", Array(STRING, nullable=True)),
+                    ],
+                    DescribeConfigsResource,
+                )
+            ),
+        ),
+        F("include_synonyms", BOOL, 1),
+        F("include_documentation", BOOL, 3),
+    ],
+    DescribeConfigsRequest,
+)
+_DESCRIBE_CONFIGS_RESPONSE = Struct(
+    [
+        F("throttle_time_ms", INT32),
+        F(
+            "results",
+            Array(
+                Struct(
+                    [
+                        F("error_code", INT16),
+                        F("error_message", NULLABLE_STRING),
+                        F("resource_type", INT8),
+                        F("resource_name", STRING),
+                        F(
+                            "configs",
+                            Array(
+                                Struct(
+                                    [
+                                        F("name", STRING),
+                                        F("value", NULLABLE_STRING),
+                                        F("read_only", BOOL),
+                                        F("config_source", INT8, 1, default=-1),
+                                        F("is_sensitive", BOOL),
+                                        F(
+                                            "synonyms",
+                                            Array(
+                                                Struct(
+                                                    [
+                                                        F("name", STRING),
+                                                        F("value", NULLABLE_STRING),
+                                                        F("source", INT8),
+                                                    ]
+                                                )
+                                            ),
+                                            1,
+                                        ),
+                                        F("config_type", INT8, 3, convert=_config_type),
+                                        F("documentation", NULLABLE_STRING, 3),
+                                    ]
+                                )
+                            ),
+                        ),
+                    ]
+                )
+            ),
+        ),
+    ]
+)
+
+_ALTER_CONFIGS_REQUEST = Struct(
+    [
+        F(
+            "resources",
+            Array(
+                Struct(
+                    [
+                        F("resource_type", INT8),
+                        F("resource_name", STRING),
+                        F(
+                            "configs",
+                            Array(
+                                Struct(
+                                    [F("name", STRING), F("value", NULLABLE_STRING)],
+                                    AlterableConfig,
+                                )
+                            ),
+                        ),
+                    ],
+                    AlterConfigsResource,
+                )
+            ),
+        ),
+        F("validate_only", BOOL),
+    ],
+    AlterConfigsRequest,
+)
+_ALTER_CONFIGS_RESPONSE = Struct(
+    [
+        F("throttle_time_ms", INT32),
+        F(
+            "responses",
+            Array(
+                Struct(
+                    [
+                        F("error_code", INT16),
+                        F("error_message", NULLABLE_STRING),
+                        F("resource_type", INT8),
+                        F("resource_name", STRING),
+                    ]
+                )
+            ),
+        ),
+    ]
+)
+
+_INCREMENTAL_ALTER_CONFIGS_REQUEST = Struct(
+    [
+        F(
+            "resources",
+            Array(
+                Struct(
+                    [
+                        F("resource_type", INT8),
+                        F("resource_name", STRING),
+                        F(
+                            "configs",
+                            Array(
+                                Struct(
+                                    [
+                                        F("name", STRING),
+                                        F("config_operation", INT8),
+                                        F("value", NULLABLE_STRING),
+                                    ],
+                                    IncrementalAlterableConfig,
+                                )
+                            ),
+                        ),
+                    ],
+                    IncrementalAlterConfigsResource,
+                )
+            ),
+        ),
+        F("validate_only", BOOL),
+    ],
+    IncrementalAlterConfigsRequest,
+)
+
+# --- ListGroups (16), DescribeGroups (15), DeleteGroups (42), OffsetDelete (47) -------
+
+_LIST_GROUPS_REQUEST = Struct([F("states_filter", Array(STRING), 4)], ListGroupsRequest)
+_LIST_GROUPS_RESPONSE = Struct(
+    [
+        F("throttle_time_ms", INT32, 1),
+        F("error_code", INT16),
+        F(
+            "groups",
+            Array(
+                Struct(
+                    [
+                        F("group_id", STRING),
+                        F("protocol_type", STRING),
+                        F("group_state", STRING, 4),
+                    ]
+                )
+            ),
+        ),
+    ]
+)
+
+_DESCRIBE_GROUPS_REQUEST = Struct(
+    [
+        F("groups", Array(STRING)),
+        F("include_authorized_operations", BOOL, 3, attr=None),
+    ],
+    DescribeGroupsRequest,
+)
+_DESCRIBE_GROUPS_RESPONSE = Struct(
+    [
+        F("throttle_time_ms", INT32, 1),
+        F(
+            "groups",
+            Array(
+                Struct(
+                    [
+                        F("error_code", INT16),
+                        F("group_id", STRING),
+                        F("group_state", STRING),
+                        F("protocol_type", STRING),
+                        F("protocol_data", STRING),
+                        F(
+                            "members",
+                            Array(
+                                Struct(
+                                    [
+                                        F("member_id", STRING),
+                                        F("group_instance_id", NULLABLE_STRING, 4),
+                                        F("client_id", STRING),
+                                        F("client_host", STRING),
+                                        F("member_metadata", BYTES),
+                                        F("member_assignment", BYTES),
+                                    ]
+                                )
+                            ),
+                        ),
+                        F(
+                            "authorized_operations",
+                            INT32,
+                            3,
+                            attr=None,
+                            default=NO_OPERATIONS,
+                        ),
+                    ]
+                )
+            ),
+        ),
+    ]
+)
+
+_DELETE_GROUPS_REQUEST = Struct([F("groups_names", Array(STRING))], DeleteGroupsRequest)
+_DELETE_GROUPS_RESPONSE = Struct(
+    [
+        F("throttle_time_ms", INT32),
+        F("results", Array(Struct([F("group_id", STRING), F("error_code", INT16)]))),
+    ]
+)
+
+_OFFSET_DELETE_REQUEST = Struct(
+    [
+        F("group_id", STRING),
+        F(
+            "topics",
+            Array(
+                Struct(
+                    [
+                        F("name", STRING),
+                        F(
+                            "partitions",
+                            Array(
+                                Struct([F("partition_index", INT32)], OffsetDeleteRequestPartition)
+                            ),
+                        ),
+                    ],
+                    OffsetDeleteRequestTopic,
+                )
+            ),
+        ),
+    ],
+    OffsetDeleteRequest,
+)
+_OFFSET_DELETE_RESPONSE = Struct(
+    [
+        F("error_code", INT16),
+        F("throttle_time_ms", INT32),
+        F(
+            "topics",
+            Array(
+                Struct(
+                    [
+                        F("name", STRING),
+                        F(
+                            "partitions",
+                            Array(Struct([F("partition_index", INT32), F("error_code", INT16)])),
+                        ),
+                    ]
+                )
+            ),
+        ),
+    ]
+)
+
+_PER_RESOURCE = ("resource_type", "resource_name")
+
+ADMIN_APIS = (
+    KafkaApi(
+        ApiKey.CREATE_TOPICS,
+        2,
+        7,
+        5,
+        _CREATE_TOPICS_REQUEST,
+        _CREATE_TOPICS_RESPONSE,
+        refuse=per_topic("topics", "topics"),
+    ),
+    KafkaApi(
+        ApiKey.DELETE_TOPICS,
+        1,
+        5,
+        4,
+        _DELETE_TOPICS_REQUEST,
+        _DELETE_TOPICS_RESPONSE,
+        refuse=per_topic("topic_names", "responses"),
+    ),
+    KafkaApi(
+        ApiKey.CREATE_PARTITIONS,
+        0,
+        3,
+        2,
+        _CREATE_PARTITIONS_REQUEST,
+        _CREATE_PARTITIONS_RESPONSE,
+        refuse=per_topic("topics", "results"),
+    ),
+    KafkaApi(
+        ApiKey.DELETE_RECORDS,
+        0,
+        2,
+        2,
+        _DELETE_RECORDS_REQUEST,
+        _DELETE_RECORDS_RESPONSE,
+        refuse=per_partition("partition_index", "partition_index"),
+    ),
+    KafkaApi(
+        ApiKey.DESCRIBE_CONFIGS,
+        1,
+        4,
+        4,
+        _DESCRIBE_CONFIGS_REQUEST,
+        _DESCRIBE_CONFIGS_RESPONSE,
+        refuse=per_topic("resources", "results", *_PER_RESOURCE),
+    ),
+    KafkaApi(
+        ApiKey.ALTER_CONFIGS,
+        0,
+        2,
+        2,
+        _ALTER_CONFIGS_REQUEST,
+        _ALTER_CONFIGS_RESPONSE,
+        refuse=per_topic("resources", "responses", *_PER_RESOURCE),
+    ),
+    KafkaApi(
+        ApiKey.INCREMENTAL_ALTER_CONFIGS,
+        0,
+        1,
+        1,
+        _INCREMENTAL_ALTER_CONFIGS_REQUEST,
+        _ALTER_CONFIGS_RESPONSE,
+        refuse=per_topic("resources", "responses", *_PER_RESOURCE),
+    ),
+    KafkaApi(ApiKey.LIST_GROUPS, 0, 4, 3, _LIST_GROUPS_REQUEST, _LIST_GROUPS_RESPONSE),
+    KafkaApi(
+        ApiKey.DESCRIBE_GROUPS,
+        0,
+        5,
+        5,
+        _DESCRIBE_GROUPS_REQUEST,
+        _DESCRIBE_GROUPS_RESPONSE,
+        refuse=per_topic("groups", "groups", "group_id"),
+    ),
+    KafkaApi(
+        ApiKey.DELETE_GROUPS,
+        0,
+        2,
+        2,
+        _DELETE_GROUPS_REQUEST,
+        _DELETE_GROUPS_RESPONSE,
+        refuse=per_topic("groups_names", "results", "group_id"),
+    ),
+    KafkaApi(ApiKey.OFFSET_DELETE, 0, 0, 9, _OFFSET_DELETE_REQUEST, _OFFSET_DELETE_RESPONSE),
+)
+"""The admin APIs a Kafka-protocol listener serves (added to ``KAFKA_APIS``)."""

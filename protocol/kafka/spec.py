@@ -1,0 +1,115 @@
+"""What one API of a Kafka-protocol listener is: its versions, its two message specs, and
+the few rules of Kafka's that no field says (see :mod:`protocol.kafka.messages`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from protocol.apis import ApiKey
+from protocol.kafka.codec import Field, Struct
+
+__all__ = ["NO_OPERATIONS", "F", "KafkaApi", "per_partition", "per_topic"]
+
+NO_OPERATIONS = -(2**31)
+"""Kafka's ``authorizedOperations`` when they were not asked for (INT32_MIN)."""
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaApi:
+    key: ApiKey
+    min_version: int
+    max_version: int
+    flexible_from: int
+    request: Struct
+    response: Struct
+    finish: Callable[[Any, int, str | None], Any] | None = None
+    """Applied to a decoded request with its version and the header's client id: what
+    they imply that no field says."""
+    answer: Callable[[Any, Any], Any] | None = None
+    """Applied to the handler's response with the request: fields Kafka's answer has and
+    Headwater's does not (a LeaveGroup v3 answer's members)."""
+    refuse: Callable[[Any, int, str | None], Any] | None = None
+    """The answer to a request refused whole (its handler raised, or answered with a
+    request-level error only) for an API whose answer has no request-level error code:
+    the code in every topic or partition the request named, as Kafka's
+    ``getErrorResponse``. None: the answer's own ``error_code`` says it."""
+
+    @property
+    def name(self) -> str:
+        return "".join(part.capitalize() for part in self.key.name.split("_"))
+
+    def supports(self, version: int) -> bool:
+        return self.min_version <= version <= self.max_version
+
+    def flexible(self, version: int) -> bool:
+        return version >= self.flexible_from
+
+
+def F(name: str, type_: Any, since: int = 0, until: int | None = None, **kw: Any) -> Field:
+    """A field present from version ``since`` through ``until``."""
+    return Field(name, type_, (since, until), **kw)
+
+
+def per_topic(
+    items: str, listed: str, *names: str
+) -> Callable[[Any, int, str | None], dict[str, Any]]:
+    """A refusal answering each item of the request's ``items`` (topics, resources,
+    groups) under ``listed``: with the item's ``names`` attributes (default ``name``; a
+    plain string item is the name itself) and the code."""
+    keys = names or ("name",)
+
+    def refuse(request: Any, code: int, message: str | None) -> dict[str, Any]:
+        listing: Iterable[Any] = getattr(request, items) or ()
+        return {
+            "error_code": code,
+            listed: [
+                {
+                    **(
+                        {keys[0]: item}
+                        if isinstance(item, str)
+                        else {k: getattr(item, k) for k in keys}
+                    ),
+                    "error_code": code,
+                    "error_message": message,
+                }
+                for item in listing
+            ],
+        }
+
+    return refuse
+
+
+def per_partition(
+    index: str,
+    answer_index: str,
+    *,
+    topic: str = "name",
+    listed: str = "topics",
+    partitions: str = "partitions",
+) -> Callable[[Any, int, str | None], dict[str, Any]]:
+    """A refusal answering each partition of each topic the request named: the request's
+    partition item's ``index`` attribute (or the item, a plain index) as the answer's
+    ``answer_index``, with the code."""
+
+    def refuse(request: Any, code: int, message: str | None) -> dict[str, Any]:
+        return {
+            "error_code": code,
+            listed: [
+                {
+                    topic: getattr(t, topic),
+                    partitions: [
+                        {
+                            answer_index: p if isinstance(p, int) else getattr(p, index),
+                            "error_code": code,
+                            "error_message": message,
+                        }
+                        for p in t.partitions
+                    ],
+                }
+                for t in request.topics
+            ],
+        }
+
+    return refuse
