@@ -1019,11 +1019,6 @@ def _check_kafka_listeners(
                 f"kafka.protocol.listeners names {name}, the inter-broker listener: brokers "
                 "speak Headwater's protocol to each other; add a listener for Kafka clients"
             )
-        if protocols[name] in ("SASL_PLAINTEXT", "SASL_SSL"):
-            raise ConfigError(
-                f"kafka.protocol.listeners names {name}, a {protocols[name]} listener: SASL "
-                "is not served in Kafka's protocol yet; use a PLAINTEXT or SSL listener"
-            )
 
 
 def _assign(

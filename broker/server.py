@@ -358,6 +358,16 @@ class _Connection(asyncio.BufferedProtocol):
         if api.key == ApiKey.API_VERSIONS:
             self._enqueue(_Slot(kafka_wire.api_versions_response(header)))
             return
+        if self._auth is not None and not self._authenticated:
+            if api.key not in _BEFORE_AUTHENTICATION:
+                # as Kafka's brokers: nothing but the SASL exchange before it succeeds,
+                # and the connection is closed (Kafka's answers have no room to say why)
+                self._log.warning("connection.unauthenticated_request", api=api.name)
+                self._end_reading()
+                self._enqueue(_Slot(_CLOSE))
+                return
+            self._authenticate(header, api.key, request)  # type: ignore[arg-type]
+            return
         slot = self._call(header, api.key, request)  # type: ignore[arg-type]
         if slot.parts is _CLOSE:
             self._end_reading()

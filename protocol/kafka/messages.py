@@ -48,6 +48,8 @@ from protocol.apis import (
     ProducePartition,
     ProduceRequest,
     ProduceTopic,
+    SaslAuthenticateRequest,
+    SaslHandshakeRequest,
     SyncGroupRequest,
     SyncGroupRequestAssignment,
     TxnOffsetCommitRequest,
@@ -847,6 +849,23 @@ _TXN_OFFSET_COMMIT_RESPONSE = Struct(
 )
 
 
+# --- SaslHandshake (17), SaslAuthenticate (36): a SASL listener's login ----------------
+# Handshake v0 is left out: after it the SASL tokens travel without Kafka's framing (no
+# SaslAuthenticate), which clients use only with brokers older than Kafka 1.0.
+
+_SASL_HANDSHAKE_REQUEST = Struct([F("mechanism", STRING)], SaslHandshakeRequest)
+_SASL_HANDSHAKE_RESPONSE = Struct([F("error_code", INT16), F("mechanisms", Array(STRING))])
+_SASL_AUTHENTICATE_REQUEST = Struct([F("auth_bytes", BYTES)], SaslAuthenticateRequest)
+_SASL_AUTHENTICATE_RESPONSE = Struct(
+    [
+        F("error_code", INT16),
+        F("error_message", NULLABLE_STRING),
+        F("auth_bytes", BYTES),
+        F("session_lifetime_ms", INT64, 1),
+    ]
+)
+
+
 def _apis(*apis: KafkaApi) -> MappingProxyType[int, KafkaApi]:
     return MappingProxyType({api.key.value: api for api in apis})
 
@@ -855,6 +874,15 @@ API_VERSIONS = KafkaApi(ApiKey.API_VERSIONS, 0, 3, 3, _API_VERSIONS_REQUEST, _AP
 
 KAFKA_APIS = _apis(
     API_VERSIONS,
+    KafkaApi(ApiKey.SASL_HANDSHAKE, 1, 1, 9, _SASL_HANDSHAKE_REQUEST, _SASL_HANDSHAKE_RESPONSE),
+    KafkaApi(
+        ApiKey.SASL_AUTHENTICATE,
+        0,
+        2,
+        2,
+        _SASL_AUTHENTICATE_REQUEST,
+        _SASL_AUTHENTICATE_RESPONSE,
+    ),
     *ADMIN_APIS,
     KafkaApi(
         ApiKey.METADATA,

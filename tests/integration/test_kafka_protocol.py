@@ -35,7 +35,7 @@ from confluent_kafka.admin import NewTopic as NewRdTopic
 from kafka import KafkaConsumer, KafkaProducer
 from kafka import TopicPartition as KpTopicPartition
 
-from client import Admin, Consumer, NewTopic, TopicPartition
+from client import Admin, Consumer, NewTopic, TopicPartition, UserScramCredentialUpsertion
 from tests.integration.conftest import Cluster, until
 
 KAFKA_LISTENER = {
@@ -460,3 +460,83 @@ async def test_kafkas_admin_client_manages_topics_configs_records_and_groups(
         assert configs["retention.ms"].value == "7200000"  # as the Kafka client set it
         await until(admin.list_topics, lambda names: "log" not in names)
         assert await admin.list_groups() == []
+
+
+async def test_scram_and_plain_logins_on_a_sasl_kafka_listener(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    jaas = 'org.apache.kafka.common.security.plain.PlainLoginModule required user_bob="bob-secret";'
+    cluster = make_cluster(
+        1,
+        {
+            "listeners": "PLAINTEXT://127.0.0.1:0,KSASL://127.0.0.1:0",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,KSASL:SASL_PLAINTEXT",
+            "kafka.protocol.listeners": "KSASL",
+            "sasl.enabled.mechanisms": "SCRAM-SHA-256,PLAIN",
+            "sasl.jaas.config": jaas,
+        },
+    )
+    await _topic(cluster, "logins", 1)
+    async with Admin(bootstrap_servers=cluster.bootstrap) as admin:
+        await admin.alter_user_scram_credentials(
+            [UserScramCredentialUpsertion("alice", "SCRAM-SHA-256", "alice-secret")]
+        )
+    (broker,) = cluster.brokers.values()
+    bootstrap = f"127.0.0.1:{broker.ports['KSASL']}"
+
+    def login(mechanism: str, user: str, password: str) -> dict[str, Any]:
+        return {
+            "bootstrap.servers": bootstrap,
+            "security.protocol": "SASL_PLAINTEXT",
+            "sasl.mechanism": mechanism,
+            "sasl.username": user,
+            "sasl.password": password,
+        }
+
+    def run() -> tuple[list[tuple[Any, int]], list[Any]]:
+        acked: list[tuple[Any, int]] = []
+        for mechanism, user, password in (
+            ("SCRAM-SHA-256", "alice", "alice-secret"),
+            ("PLAIN", "bob", "bob-secret"),
+        ):
+            producer = RdProducer(login(mechanism, user, password))
+            for i in range(3):
+                producer.produce(
+                    "logins",
+                    f"{user}{i}".encode(),
+                    callback=lambda err, msg: acked.append((err, msg.offset())),
+                )
+            assert producer.flush(30) == 0
+        refused: list[Any] = []
+        wrong = RdProducer(
+            {
+                **login("SCRAM-SHA-256", "alice", "not-it"),
+                "error_cb": refused.append,
+                "message.timeout.ms": 3000,
+            }
+        )
+        wrong.produce("logins", b"never")
+        deadline = time.monotonic() + 20
+        while not refused and time.monotonic() < deadline:
+            wrong.poll(0.2)
+        wrong.flush(5)
+        return acked, refused
+
+    def unauthenticated_metadata() -> bytes | None:
+        with socket.create_connection(("127.0.0.1", broker.ports["KSASL"]), timeout=10) as sock:
+            sock.sendall(_frame(3, 1, 1, struct.pack(">i", -1)))
+            return _answer(sock)
+
+    # nothing but the SASL exchange before a login: the connection is closed, as Kafka's
+    assert await asyncio.to_thread(unauthenticated_metadata) is None
+    acked, refused = await asyncio.to_thread(run)
+    assert acked == [(None, offset) for offset in range(6)]
+    assert refused and refused[0].code() == RdKafkaError._AUTHENTICATION, refused
+    assert "SASL_AUTHENTICATION_FAILED" in refused[0].str()
+    async with Consumer(bootstrap_servers=cluster.bootstrap, auto_offset_reset="earliest") as c:
+        c.assign([TopicPartition("logins", 0)])
+        values: list[bytes] = []
+        while len(values) < 6:
+            for records in (await c.getmany(timeout_ms=1000)).values():
+                values += [r.value for r in records]
+    assert values == [b"alice0", b"alice1", b"alice2", b"bob0", b"bob1", b"bob2"]

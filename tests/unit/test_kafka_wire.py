@@ -301,14 +301,6 @@ def test_struct_codec_round_trips_and_skips_unknown_tagged_fields() -> None:
             ["kafka.protocol.listeners=PLAINTEXT"],
             "the inter-broker listener: brokers speak Headwater's protocol",
         ),
-        (
-            [
-                "listeners=PLAINTEXT://127.0.0.1:0,KAFKA://127.0.0.1:0",
-                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,KAFKA:SASL_PLAINTEXT",
-                "kafka.protocol.listeners=KAFKA",
-            ],
-            "SASL is not served in Kafka's protocol yet",
-        ),
     ],
 )
 def test_kafka_protocol_listeners_that_cannot_work_stop_the_start(
