@@ -302,6 +302,11 @@ def _print_up(result: UpResult, directory: Path) -> None:
     }[result.outcome]
     click.echo(f"{what} ({zk_text}, controller: broker {metadata.controller_id}).")
     click.echo(f"Bootstrap servers: {state.bootstrap_servers}")
+    if state.kafka_bootstrap_servers:
+        click.echo(
+            f"Kafka's own clients (kafka-python, aiokafka, confluent-kafka): "
+            f"bootstrap.servers={state.kafka_bootstrap_servers}"
+        )
     hw = _command_name()
     click.echo()
     if (Path.cwd() / DEFAULT_DIRECTORY).absolute() == directory.absolute():
@@ -347,6 +352,7 @@ def _print_status(status: ClusterStatus, directory: Path) -> None:
     controller = status.controller_id
     click.echo(f"controller:        {f'broker {controller}' if controller >= 0 else '-'}")
     click.echo(f"bootstrap servers: {state.bootstrap_servers or '-'}")
+    click.echo(f"kafka clients:     {state.kafka_bootstrap_servers or '-'}")
     if metadata is None:
         click.echo(f"metadata:          unavailable ({status.metadata_error})")
     click.echo()

@@ -506,10 +506,16 @@ class BrokerEntry:
     port: int = -1
     pid: int | None = None
     start_ticks: int = 0
+    kafka_port: int = -1
+    """Its Kafka-protocol listener (for Kafka's own clients); -1 until it has listened."""
 
     @property
     def address(self) -> str:
         return f"{_HOST}:{self.port}"
+
+    @property
+    def kafka_address(self) -> str:
+        return f"{_HOST}:{self.kafka_port}"
 
     @property
     def markers(self) -> tuple[str, ...]:
@@ -524,10 +530,12 @@ class ClusterState:
     """What ``cluster.json`` records. Its JSON (``format`` 1)::
 
         {"format": 1, "bootstrap_servers": "127.0.0.1:40001,...",
+         "kafka_bootstrap_servers": "127.0.0.1:40011,...",
          "zookeeper": {"connect": "127.0.0.1:2181", "external": false,
                        "directory": "/abs/.headwater/zookeeper", "pid": 41, "start_ticks": 9},
          "brokers": [{"id": 1, "host": "127.0.0.1", "port": 40001, "pid": 42,
-                      "start_ticks": 9, "directory": "/abs/.headwater/broker-1"}, ...]}
+                      "start_ticks": 9, "directory": "/abs/.headwater/broker-1",
+                      "kafka_port": 40011}, ...]}
 
     ``pid`` is null for a process that is stopped; ports are kept, so the next
     ``cluster up`` reuses them when they are free and the bootstrap servers stay the same.
@@ -540,11 +548,17 @@ class ClusterState:
     def bootstrap_servers(self) -> str:
         return ",".join(b.address for b in self.brokers if b.port > 0)
 
+    @property
+    def kafka_bootstrap_servers(self) -> str:
+        """Where Kafka's own clients connect (each broker's Kafka-protocol listener)."""
+        return ",".join(b.kafka_address for b in self.brokers if b.kafka_port > 0)
+
     def to_json(self) -> dict[str, Any]:
         zk = self.zookeeper
         return {
             "format": _STATE_FORMAT,
             "bootstrap_servers": self.bootstrap_servers,
+            "kafka_bootstrap_servers": self.kafka_bootstrap_servers,
             "zookeeper": {
                 "connect": zk.connect,
                 "external": zk.external,
@@ -560,6 +574,7 @@ class ClusterState:
                     "pid": b.pid,
                     "start_ticks": b.start_ticks,
                     "directory": str(b.directory),
+                    "kafka_port": b.kafka_port,
                 }
                 for b in self.brokers
             ],
@@ -584,6 +599,7 @@ class ClusterState:
                 port=int(b["port"]),
                 pid=_optional_int(b["pid"]),
                 start_ticks=int(b["start_ticks"]),
+                kafka_port=int(b.get("kafka_port", -1)),  # absent: recorded before it existed
             )
             for b in data["brokers"]
         ]
@@ -884,11 +900,20 @@ class LocalCluster:
         Added to ``started`` before it is spawned, so an interruption never loses it.
         """
         port = entry.port if entry.port > 0 and _listen_port_free(entry.port) else 0
+        kafka = entry.kafka_port
+        kafka = kafka if kafka > 0 and kafka != port and _listen_port_free(kafka) else 0
         process = BrokerProcess(
             entry.broker_id,
             entry.directory,
             zookeeper_connect,
-            settings={**self.broker_settings, "listeners": f"PLAINTEXT://{_HOST}:{port}"},
+            settings={
+                **self.broker_settings,
+                # Headwater's listener first (the inter-broker one), then Kafka's own
+                # protocol for Kafka's clients (kafka-python, aiokafka, confluent-kafka)
+                "listeners": f"PLAINTEXT://{_HOST}:{port},KAFKA://{_HOST}:{kafka}",
+                "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,KAFKA:PLAINTEXT",
+                "kafka.protocol.listeners": "KAFKA",
+            },
             python=self.python,
         )
         started.append((entry, process))
@@ -918,6 +943,7 @@ class LocalCluster:
                 assert process.pid is not None
                 entry.pid, entry.start_ticks = process.pid, _start_ticks(process.pid)
             entry.port = process.port
+            entry.kafka_port = process.ports.get("KAFKA", -1)
 
     def _wait_formed(self, state: ClusterState) -> MetadataResponse:
         addresses = [(_HOST, b.port) for b in state.brokers]

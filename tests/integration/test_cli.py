@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kafka import KafkaProducer
 
 from client.localcluster import (
     BrokerEntry,
@@ -164,6 +165,16 @@ def test_a_user_session(run: Headwater) -> None:
     exists = run("topics", "create", "lines", "--partitions", "3", rc=1)
     assert "already exists" in exists.stderr
     assert "lines" in run("topics", "list").stdout.splitlines()
+    # every local broker has a Kafka-protocol listener too: Kafka's own clients write there
+    kafka_bootstrap = state.kafka_bootstrap_servers
+    assert len(kafka_bootstrap.split(",")) == 3
+    assert f"bootstrap.servers={kafka_bootstrap}\n" in up.stdout
+    assert f"kafka clients:     {kafka_bootstrap}\n" in status
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    assert producer.send("from-kafka", b"written by kafka-python").get(timeout=30).offset == 0
+    producer.close()  # the topic was made by the first Produce (auto.create.topics.enable)
+    read = run("consume", "from-kafka", "--from-beginning", "--max-messages", "1")
+    assert read.stdout == "written by kafka-python\n"
     describe = [line.split("\t") for line in run("topics", "describe", "lines").stdout.splitlines()]
     assert describe[0] == ["TOPIC", "PARTITION", "LEADER", "REPLICAS", "ISR"]
     assert [row[:2] for row in describe[1:]] == [["lines", "0"], ["lines", "1"], ["lines", "2"]]

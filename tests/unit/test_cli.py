@@ -235,6 +235,14 @@ def test_state_round_trip(tmp_path: Path) -> None:
     external = ClusterState(ZooKeeperEntry(connect="zk:2181/hw"), [])
     assert ClusterState.from_json(external.to_json()) == external
     assert external.zookeeper.running() is None
+    # each broker's Kafka-protocol listener, kept for Kafka's clients
+    state.brokers[0].kafka_port, state.brokers[1].kafka_port = 5, 6
+    data = json.loads(json.dumps(state.to_json()))
+    assert data["kafka_bootstrap_servers"] == "127.0.0.1:5,127.0.0.1:6"
+    assert ClusterState.from_json(data) == state
+    for broker in data["brokers"]:  # a record written before the listener existed
+        del broker["kafka_port"]
+    assert ClusterState.from_json(data).kafka_bootstrap_servers == ""
 
 
 def test_unknown_format_is_refused(tmp_path: Path) -> None:
