@@ -68,6 +68,11 @@ def test_advertised_addresses_are_reachable_where_they_are_advertised(
         assert host == service["hostname"] == name  # resolvable inside the network
         assert port == listen_port  # other brokers dial the same port
         assert f"{port}:{listen_port}" in service["ports"]  # and the host, with /etc/hosts
+        # Kafka's own clients: the second listener, advertised and published the same way
+        assert config.kafka_protocol_listeners == {"KAFKA"}
+        kafka_port = int(config["listeners"][1].rsplit(":", 1)[1])
+        assert config.advertised_listeners[1] == f"KAFKA://{name}:{kafka_port}"
+        assert f"{kafka_port}:{kafka_port}" in service["ports"]
 
 
 def test_the_dockerfile_installs_this_package_and_runs_the_broker() -> None:
