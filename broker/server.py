@@ -510,6 +510,11 @@ class _Connection(asyncio.BufferedProtocol):
         if not isinstance(exc, ApiError):
             self._log.exception("request.failed", api_key=int(key), error=repr(exc))
         if isinstance(header, kafka_wire.KafkaHeader):
+            if getattr(header.request, "acks", None) == 0:
+                # an acks=0 producer reads no answers: Kafka closes its connection, the
+                # one way it learns that the write failed
+                self._log.info("connection.closed_acks0_failure", error=repr(exc))
+                return _CLOSE
             return kafka_wire.encode_error_response(header, exc)
         return encode_error_response(header.correlation_id, exc)
 

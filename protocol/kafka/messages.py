@@ -712,6 +712,26 @@ _OFFSET_FETCH_RESPONSE = Struct(
     ]
 )
 
+
+def _offset_fetch_refused(
+    request: OffsetFetchRequest, code: int, message: str | None
+) -> dict[str, Any]:
+    # v1 has no request-level error code: Kafka puts it in every partition asked for
+    # (a v1 client would read an empty answer as "nothing committed" and reset)
+    return {
+        "error_code": code,
+        "topics": [
+            {
+                "name": t.name,
+                "partitions": [
+                    {"partition_index": p, "error_code": code} for p in t.partition_indexes
+                ],
+            }
+            for t in request.topics or ()
+        ],
+    }
+
+
 # --- InitProducerId (22) ---------------------------------------------------------------
 
 _INIT_PRODUCER_ID_REQUEST = Struct(
@@ -954,7 +974,15 @@ KAFKA_APIS = _apis(
         _OFFSET_COMMIT_RESPONSE,
         refuse=per_partition("partition_index", "partition_index"),
     ),
-    KafkaApi(ApiKey.OFFSET_FETCH, 1, 7, 6, _OFFSET_FETCH_REQUEST, _OFFSET_FETCH_RESPONSE),
+    KafkaApi(
+        ApiKey.OFFSET_FETCH,
+        1,
+        7,
+        6,
+        _OFFSET_FETCH_REQUEST,
+        _OFFSET_FETCH_RESPONSE,
+        refuse=_offset_fetch_refused,
+    ),
     KafkaApi(
         ApiKey.ADD_PARTITIONS_TO_TXN,
         0,

@@ -3,9 +3,16 @@ Headwater's requests, Headwater's answers encode into what a Kafka client reads.
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 import struct
+from typing import Any
 
+import kafka.protocol
 import pytest
+from kafka.protocol.consumer import OffsetFetchRequest as KpOffsetFetchRequest
+from kafka.protocol.consumer import OffsetFetchResponse as KpOffsetFetchResponse
+from kafka.protocol.metadata import ApiVersionsResponse as KpApiVersionsResponse
 
 from broker.config import ConfigError, load_config
 from protocol.apis import (
@@ -16,11 +23,13 @@ from protocol.apis import (
     FetchResponse,
     FetchTopicResponse,
     LeaveGroupRequest,
+    LeaveGroupResponse,
     MetadataRequest,
     ProduceRequest,
     Response,
 )
 from protocol.errors import (
+    CoordinatorLoadInProgressError,
     MalformedFrameError,
     MalformedMessageError,
     NotLeaderOrFollowerError,
@@ -319,3 +328,80 @@ def test_kafka_protocol_listeners_that_cannot_work_stop_the_start(
         ],
     )
     assert fine.kafka_protocol_listeners == {"KAFKA"}
+
+
+def test_an_offset_fetch_v1_refusal_is_in_every_partition_kafka_python_reads_it() -> None:
+    # kafka-python's own encoder and decoder (built from Kafka's JSON specs) on both ends
+    request = KpOffsetFetchRequest[1](
+        group_id="g",
+        topics=[KpOffsetFetchRequest.OffsetFetchRequestTopic(name="t", partition_indexes=[0, 1])],
+    )
+    request.with_header(correlation_id=3, client_id="kp")
+    header, _api, _req = decode_request(memoryview(request.encode(version=1, header=True)))
+    frame = _join(encode_error_response(header, CoordinatorLoadInProgressError("loading")))
+    response = KpOffsetFetchResponse.decode(frame[4:], version=1, header=True)
+    codes = [p.error_code for t in response.topics for p in t.partitions]
+    assert codes == [CoordinatorLoadInProgressError.code] * 2
+
+
+def _sample(t: Any) -> Any:
+    """A value of Kafka type ``t`` with every field set (not its default)."""
+    if isinstance(t, Array):
+        return [_sample(t.item), _sample(t.item)]
+    if isinstance(t, Struct):
+        return {f.attr or f.name: _sample(f.type) for f in t.fields}
+    return {
+        "bool": True,
+        "int8": 1,
+        "int16": 300,
+        "int32": 70_000,
+        "int64": 2**40,
+        "uuid": bytes(range(16)),
+        "string": "sé",
+        "nullable string": "sé",
+        "bytes": b"\x01\x02",
+        "nullable bytes": b"\x01\x02",
+        "records": b"\x01\x02",
+    }[t.name]
+
+
+def _kafka_python_class(name: str) -> Any:
+    for module in pkgutil.walk_packages(kafka.protocol.__path__, "kafka.protocol."):
+        found = getattr(importlib.import_module(module.name), name, None)
+        if found is not None and hasattr(found, "_VERSIONS"):
+            return found
+    raise LookupError(name)
+
+
+@pytest.mark.parametrize(
+    ("api", "version"),
+    [
+        (api, version)
+        for api in KAFKA_APIS.values()
+        if api.key != ApiKey.API_VERSIONS
+        for version in range(api.min_version, api.max_version + 1)
+    ],
+    ids=lambda x: x.name if hasattr(x, "key") else f"v{x}",
+)
+def test_every_answer_at_every_version_decodes_in_an_independent_implementation(
+    api: Any, version: int
+) -> None:
+    # kafka-python 3's message classes are generated from Kafka's own JSON specs: what
+    # they decode field for field is what Kafka's clients read
+    header = KafkaHeader(api.key, 0, 77, version, "c")
+    response = _sample(api.response)
+    if api.key == ApiKey.LEAVE_GROUP:  # its answer is built from the request (v3+: members)
+        header = header._replace(request=LeaveGroupRequest(group_id="g", member_id="m"))
+        response = LeaveGroupResponse(error_code=25)
+    frame = _join(encode_response(header, response))
+    decoded = _kafka_python_class(f"{api.name}Response").decode(
+        frame[4:], version=version, header=True
+    )
+    assert decoded.to_dict() is not None
+
+
+@pytest.mark.parametrize("version", [0, 1, 2, 3])
+def test_api_versions_answers_decode_in_kafka_python(version: int) -> None:
+    frame = _join(api_versions_response(KafkaHeader(18, 0, 9, version, "c")))
+    decoded = KpApiVersionsResponse.decode(frame[4:], version=version, header=True)
+    assert {k.api_key for k in decoded.api_keys} == set(KAFKA_APIS)
