@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from bench import perf
+from bench.compare import kafka_client
 from bench.compare.servers import Unavailable, rss_mb
 from bench.compare.table import Cell
 from bench.compare.workloads import Sizes, record, run_async, run_sections
@@ -28,14 +29,31 @@ from client import Admin, NewTopic, Producer
 from client.connection import BrokerConnection
 from client.localcluster import BrokerProcess, ZooKeeperServer
 
-__all__ = ["NAME", "SEND_BATCH_METRIC", "SEND_BATCH_RF3_METRIC", "BenchCluster", "run"]
+__all__ = [
+    "KAFKA_CLIENT_METRIC",
+    "KAFKA_CLIENT_RF3_METRIC",
+    "NAME",
+    "SEND_BATCH_METRIC",
+    "SEND_BATCH_RF3_METRIC",
+    "BenchCluster",
+    "run",
+]
 
 NAME = "Headwater"
 SEND_BATCH_METRIC = "produce_rf1_send_batch"
 """Headwater's own metrics (not in METRICS: the peers' produce rows are bulk already):
 produce_rf1's and produce_rf3's workloads through ``create_batch()``/``send_batch()``."""
 SEND_BATCH_RF3_METRIC = "produce_rf3_send_batch"
-_BROKER_SETTINGS = {"zookeeper.session.timeout.ms": "6000"}
+KAFKA_CLIENT_METRIC = "produce_rf1_librdkafka"
+"""produce_rf1's and produce_rf3's workloads from Kafka's own client (confluent-kafka,
+librdkafka) through the brokers' Kafka-protocol listeners."""
+KAFKA_CLIENT_RF3_METRIC = "produce_rf3_librdkafka"
+_BROKER_SETTINGS = {
+    "zookeeper.session.timeout.ms": "6000",
+    "listeners": "PLAINTEXT://127.0.0.1:0,KAFKA://127.0.0.1:0",
+    "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,KAFKA:PLAINTEXT",
+    "kafka.protocol.listeners": "KAFKA",
+}
 _BATCH_BYTES = 128 * 1024
 _PRODUCE_TOPIC = "bench-produce"
 _E2E_TOPIC = "bench-e2e"
@@ -54,6 +72,11 @@ class BenchCluster:
     @property
     def bootstrap(self) -> str:
         return ",".join(b.bootstrap for b in self.brokers)
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        """The brokers' Kafka-protocol listeners, for Kafka's own clients."""
+        return ",".join(f"127.0.0.1:{b.ports['KAFKA']}" for b in self.brokers)
 
     def start(self) -> None:
         self.zookeeper.start()
@@ -200,6 +223,14 @@ async def idle_footprint(cluster: BenchCluster, sizes: Sizes) -> float:
             connection.close()
 
 
+async def _kafka_client(cluster: BenchCluster, sizes: Sizes, acks: str, replicas: int) -> float:
+    """Records/s of Kafka's own client producing the produce rows' workload, on a topic of
+    its own."""
+    topic = f"bench-librdkafka-{replicas}"
+    await create_topic(cluster.bootstrap, topic, replicas=replicas)
+    return await kafka_client.produce(cluster.kafka_bootstrap, topic, sizes, acks)
+
+
 def _single(sizes: Sizes, directory: Path, results: dict[str, Cell]) -> None:
     with BenchCluster(directory, 1) as cluster:
         bootstrap = cluster.bootstrap
@@ -210,6 +241,12 @@ def _single(sizes: Sizes, directory: Path, results: dict[str, Cell]) -> None:
             (SEND_BATCH_METRIC,),
             sizes,
             lambda: produce(bootstrap, sizes, "1", 1, send_batch=True),
+        )
+        record(
+            results,
+            (KAFKA_CLIENT_METRIC,),
+            sizes,
+            lambda: _kafka_client(cluster, sizes, "1", 1),
         )
         record(
             results,
@@ -229,6 +266,12 @@ def _replicated(sizes: Sizes, directory: Path, results: dict[str, Cell]) -> None
             (SEND_BATCH_RF3_METRIC,),
             sizes,
             lambda: produce(bootstrap, sizes, "all", 3, send_batch=True),
+        )
+        record(
+            results,
+            (KAFKA_CLIENT_RF3_METRIC,),
+            sizes,
+            lambda: _kafka_client(cluster, sizes, "all", 3),
         )
         record(
             results,

@@ -127,9 +127,9 @@ def build_rows(
         ours, peers = cells(key)
         return Row(name, unit, higher, ours, peers, target)
 
-    def send_batch_row(name: str, key: str, peers_key: str, target: Target) -> Row:
-        """The batch API against the peers' produce figures (their pipelines are bulk
-        already)."""
+    def own_row(name: str, key: str, peers_key: str, target: Target) -> Row:
+        """A way of producing the peers have no counterpart of (the batch API, Kafka's own
+        client) against the peers' produce figures (their pipelines are bulk already)."""
         ours = results.get(headwater.NAME, {}).get(key, NotAvailable("not run"))
         return Row(name, "rec/s", True, ours, cells(peers_key)[1], target)
 
@@ -147,16 +147,28 @@ def build_rows(
     memory = f"RSS, {sizes.partitions:,} partitions + {sizes.idle_connections:,} idle connections"
     return [
         row("produce, 1 broker, RF=1, acks=1", "produce_rf1", "rec/s", True, _at_least(1e6)),
-        send_batch_row(
+        own_row(
             "produce with send_batch(), 1 broker, RF=1, acks=1",
             headwater.SEND_BATCH_METRIC,
             "produce_rf1",
             _at_least(1e6),
         ),
         row("produce, 3 brokers, RF=3, acks=all", "produce_rf3", "rec/s", True, _at_least(4e5)),
-        send_batch_row(
+        own_row(
             "produce with send_batch(), 3 brokers, RF=3, acks=all",
             headwater.SEND_BATCH_RF3_METRIC,
+            "produce_rf3",
+            _at_least(4e5),
+        ),
+        own_row(
+            "produce with Kafka's client (confluent-kafka), 1 broker, RF=1, acks=1",
+            headwater.KAFKA_CLIENT_METRIC,
+            "produce_rf1",
+            _at_least(1e6),
+        ),
+        own_row(
+            "produce with Kafka's client (confluent-kafka), 3 brokers, RF=3, acks=all",
+            headwater.KAFKA_CLIENT_RF3_METRIC,
             "produce_rf3",
             _at_least(4e5),
         ),
@@ -188,7 +200,11 @@ NOTES = [
     "1 MiB batch (5 requests in flight). The produce rows call send() per record; the "
     "send_batch() rows fill the same batches with the batch API (`bench produce "
     "--send-batch`: BatchBuilder.extend from lists of 256 values) and are set against the "
-    "peers' produce figures.",
+    "peers' produce figures. The confluent-kafka rows are Kafka's own client (librdkafka, "
+    "C under a Python API, idempotent, the same batches and linger) producing through "
+    "the brokers' Kafka-protocol listeners: what one producer process can hand the "
+    "broker when the client is not the bottleneck; also set against the peers' produce "
+    "figures.",
     "Redis Streams: redis-py with hiredis; produce = XADD pipelines of 1,000; consume = "
     "XREAD COUNT 1000; e2e = XADD per record + blocking XREAD; RF=3 = primary + 2 replicas "
     "with WAIT 2 after each pipeline (each record in e2e), read from a replica; 1 MiB rows "

@@ -5,6 +5,7 @@ and what they write is Headwater's like any other record (its client and tools r
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
@@ -37,6 +38,8 @@ from confluent_kafka.admin import NewTopic as NewRdTopic
 from kafka import KafkaConsumer, KafkaProducer
 from kafka import TopicPartition as KpTopicPartition
 
+from bench.compare import kafka_client
+from bench.compare.workloads import QUICK
 from client import Admin, Consumer, NewTopic, TopicPartition, UserScramCredentialUpsertion
 from tests.integration.conftest import Cluster, until
 
@@ -589,3 +592,17 @@ async def test_librdkafka_over_tls_on_an_ssl_kafka_listener(
         return got
 
     assert await asyncio.to_thread(run) == values
+
+
+async def test_the_benchs_kafka_client_row_measures_records_that_all_arrived(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    # `make bench`'s confluent-kafka rows: a rate, for records that are all in the log
+    cluster = make_cluster(1, KAFKA_LISTENER)
+    await _topic(cluster, "bench-kafka", 1)
+    sizes = dataclasses.replace(QUICK, produce_records=5_000, max_seconds=30.0)
+    rate = await kafka_client.produce(kafka_bootstrap(cluster), "bench-kafka", sizes, "all")
+    assert rate > 0
+    async with Consumer(bootstrap_servers=cluster.bootstrap) as ours:
+        tp = TopicPartition("bench-kafka", 0)
+        assert await ours.end_offsets([tp]) == {tp: 5_000}

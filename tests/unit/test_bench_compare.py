@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bench.compare import matrix
-from bench.compare.headwater import SEND_BATCH_METRIC
+from bench.compare.headwater import KAFKA_CLIENT_METRIC, SEND_BATCH_METRIC
 from bench.compare.servers import Unavailable
 from bench.compare.table import (
     NotAvailable,
@@ -136,6 +136,13 @@ def test_rows_follow_the_issue_targets_and_compute_the_share_of_raw_write() -> N
     again = {row.name: row for row in matrix.build_rows(with_batch, 3000.0, QUICK)}
     assert again["produce with send_batch(), 1 broker, RF=1, acks=1"].headwater == 2.5e6
     assert str(evaluate(again["produce with send_batch(), 1 broker, RF=1, acks=1"])) == "pass"
+    kafkas = rows["produce with Kafka's client (confluent-kafka), 1 broker, RF=1, acks=1"]
+    assert kafkas.peers == produce.peers and kafkas.target == produce.target
+    with_kafka = {**results, "Headwater": {**results["Headwater"], KAFKA_CLIENT_METRIC: 1.1e6}}
+    by_kafka = {row.name: row for row in matrix.build_rows(with_kafka, 3000.0, QUICK)}
+    assert by_kafka[kafkas.name].headwater == 1.1e6
+    kafkas_rf3 = rows["produce with Kafka's client (confluent-kafka), 3 brokers, RF=3, acks=all"]
+    assert kafkas_rf3.peers == rows["produce, 3 brokers, RF=3, acks=all"].peers
     replicated = rows["produce with send_batch(), 3 brokers, RF=3, acks=all"]
     assert replicated.peers == rows["produce, 3 brokers, RF=3, acks=all"].peers
     assert replicated.target == Target(at_least=4e5, peer_multiple=2)
