@@ -143,8 +143,12 @@ class TopicAdmin:
 
     # --- create -------------------------------------------------------------------------
 
-    async def create_topics(self, request: CreateTopicsRequest) -> CreateTopicsResponse:
-        gate = _MutationGate(None if request.validate_only else self._mutations())
+    async def create_topics(
+        self, request: CreateTopicsRequest, *, strict: bool = True
+    ) -> CreateTopicsResponse:
+        """``strict``: over the controller mutation quota, topics are refused (see
+        :class:`_MutationGate`; False: let through and throttled)."""
+        gate = _MutationGate(None if request.validate_only else self._mutations(), strict=strict)
         default = int(self._config["num.partitions"])
         names = [t.name for t in request.topics]
         twice = {n for n in names if names.count(n) > 1}
@@ -322,14 +326,16 @@ class TopicAdmin:
 
     # --- more partitions ----------------------------------------------------------------
 
-    async def create_partitions(self, request: CreatePartitionsRequest) -> CreatePartitionsResponse:
+    async def create_partitions(
+        self, request: CreatePartitionsRequest, *, strict: bool = True
+    ) -> CreatePartitionsResponse:
         """CreatePartitions: each topic grows to ``count`` partitions. Its assignment znode
         gains the new partitions (compare-and-set on its version); the controller, watching
         it, starts them. Answered once the new partitions' leaders are known (as Kafka: not
         the old ones', which may be offline), or at ``timeout_ms``."""
         names = [t.name for t in request.topics]
         twice = {n for n in names if names.count(n) > 1}
-        gate = _MutationGate(None if request.validate_only else self._mutations())
+        gate = _MutationGate(None if request.validate_only else self._mutations(), strict=strict)
         known = self._metadata.topics
         outcomes = await asyncio.gather(
             *(
@@ -444,8 +450,10 @@ class TopicAdmin:
 
     # --- delete -------------------------------------------------------------------------
 
-    async def delete_topics(self, request: DeleteTopicsRequest) -> DeleteTopicsResponse:
-        gate = _MutationGate(self._mutations())
+    async def delete_topics(
+        self, request: DeleteTopicsRequest, *, strict: bool = True
+    ) -> DeleteTopicsResponse:
+        gate = _MutationGate(self._mutations(), strict=strict)
         known = self._metadata.topics
         results = await asyncio.gather(
             *(
@@ -707,10 +715,16 @@ class _MutationGate:
     strict mode, KIP-599): a topic is let through while the quota is not in debt, and
     takes its partitions even into debt; once in debt, the topics after it are refused
     with THROTTLING_QUOTA_EXCEEDED and the answer says how long to wait. A topic that
-    fails for another reason gives its partitions back."""
+    fails for another reason gives its partitions back.
 
-    def __init__(self, bucket: TokenBucket | None) -> None:
+    Not ``strict`` (Kafka's permissive mode, for a Kafka client whose version of the API
+    predates the error: CreateTopics v5-, DeleteTopics v4-, CreatePartitions v2-): every
+    topic goes through and takes its partitions, and the answer's throttle says how long
+    the client must wait."""
+
+    def __init__(self, bucket: TokenBucket | None, *, strict: bool = True) -> None:
         self._bucket = bucket
+        self._strict = strict
         self.throttle_ms = 0
         self._taken: dict[str, int] = {}
         self._refused: dict[str, int] = {}
@@ -718,7 +732,12 @@ class _MutationGate:
     def over(self, topic: str, partitions: int) -> bool:
         if self._bucket is None or topic in self._taken:
             return False  # a name given twice is counted once (CreateTopics refuses it)
-        wait = self._bucket.take(partitions, int(time.monotonic() * 1000))
+        now_ms = int(time.monotonic() * 1000)
+        if not self._strict:
+            self.throttle_ms = max(self.throttle_ms, self._bucket.record(partitions, now_ms))
+            self._taken[topic] = partitions
+            return False
+        wait = self._bucket.take(partitions, now_ms)
         if wait:
             self._refused[topic] = wait
             self.throttle_ms = max(self.throttle_ms, wait)

@@ -142,6 +142,17 @@ def _serve(call: Callable[[Any], Any]) -> Callable[[RequestHeader, Any], Any]:
     return handler
 
 
+def _serve_mutation(call: Callable[..., Any]) -> Callable[[RequestHeader, Any], Any]:
+    """As :func:`_serve`, for a request the controller mutation quota counts: strict
+    (over the quota is refused) unless the request is a Kafka client's of a version
+    that predates THROTTLING_QUOTA_EXCEEDED (then it is only throttled, as Kafka's)."""
+
+    def handler(header: RequestHeader, request: Any) -> Any:
+        return call(request, strict=not getattr(header, "permissive_quota", False))
+
+    return handler
+
+
 def _host_port(listener: str) -> tuple[str, int]:
     match = _LISTENER.match(listener)
     assert match is not None, listener  # validated by broker.config
@@ -515,9 +526,9 @@ class Broker:
             ApiKey.DESCRIBE_LOG_DIRS: _serve(replicas.describe_log_dirs),
             ApiKey.OFFSET_FOR_LEADER_EPOCH: _serve(replicas.offsets_for_leader_epoch),
             ApiKey.METADATA: functools.partial(self._metadata, listener=listener),
-            ApiKey.CREATE_TOPICS: _serve(admin.create_topics),
-            ApiKey.DELETE_TOPICS: _serve(admin.delete_topics),
-            ApiKey.CREATE_PARTITIONS: _serve(admin.create_partitions),
+            ApiKey.CREATE_TOPICS: _serve_mutation(admin.create_topics),
+            ApiKey.DELETE_TOPICS: _serve_mutation(admin.delete_topics),
+            ApiKey.CREATE_PARTITIONS: _serve_mutation(admin.create_partitions),
             ApiKey.DESCRIBE_CONFIGS: _serve(admin.describe_configs),
             ApiKey.ALTER_CONFIGS: _serve(admin.alter_configs),
             ApiKey.INCREMENTAL_ALTER_CONFIGS: _serve(admin.incremental_alter_configs),

@@ -142,6 +142,16 @@ class TokenBucket:
         self.tokens = tokens - amount
         return 0
 
+    def record(self, amount: int, now_ms: int) -> int:
+        """Take ``amount`` tokens whatever the balance (Kafka's permissive mode, for
+        clients too old to be told THROTTLING_QUOTA_EXCEEDED); the milliseconds until the
+        bucket is out of debt again, which the answer's throttle says (0: not in debt)."""
+        tokens = self._refill(now_ms) - amount
+        self.tokens = tokens
+        if tokens >= 0:
+            return 0
+        return int(-tokens / self.rate * 1000) + 1 if self.rate > 0 else 2**31 - 1
+
     def give_back(self, amount: int) -> None:
         """A request that took ``amount`` did not do what it took them for (refused)."""
         if self.tokens is not None:

@@ -550,6 +550,7 @@ ADMIN_APIS = (
         5,
         _CREATE_TOPICS_REQUEST,
         _CREATE_TOPICS_RESPONSE,
+        strict_quota_from=6,
         refuse=per_topic("topics", "topics"),
     ),
     KafkaApi(
@@ -559,6 +560,7 @@ ADMIN_APIS = (
         4,
         _DELETE_TOPICS_REQUEST,
         _DELETE_TOPICS_RESPONSE,
+        strict_quota_from=5,
         refuse=per_topic("topic_names", "responses"),
     ),
     KafkaApi(
@@ -568,6 +570,7 @@ ADMIN_APIS = (
         2,
         _CREATE_PARTITIONS_REQUEST,
         _CREATE_PARTITIONS_RESPONSE,
+        strict_quota_from=3,
         refuse=per_topic("topics", "results"),
     ),
     KafkaApi(

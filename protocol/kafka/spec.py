@@ -30,6 +30,9 @@ class KafkaApi:
     answer: Callable[[Any, Any], Any] | None = None
     """Applied to the handler's response with the request: fields Kafka's answer has and
     Headwater's does not (a LeaveGroup v3 answer's members)."""
+    strict_quota_from: int | None = None
+    """KIP-599: the first version whose answer may say THROTTLING_QUOTA_EXCEEDED (Kafka's
+    ``strictSinceVersion``); below it a mutation over the quota is throttled instead."""
     refuse: Callable[[Any, int, str | None], Any] | None = None
     """The answer to a request refused whole (its handler raised, or answered with a
     request-level error only) for an API whose answer has no request-level error code:

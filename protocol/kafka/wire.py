@@ -59,6 +59,14 @@ class KafkaHeader(NamedTuple):
     request: Any = None
     """The decoded request: an error answer names its topics and partitions."""
 
+    @property
+    def permissive_quota(self) -> bool:
+        """The client's version of the API predates THROTTLING_QUOTA_EXCEEDED (KIP-599):
+        over the controller mutation quota it is throttled, not refused."""
+        api = KAFKA_APIS.get(self.api_key)
+        since = api.strict_quota_from if api is not None else None
+        return since is not None and self.kafka_version < since
+
 
 def decode_request(payload: memoryview) -> tuple[KafkaHeader, KafkaApi, Any]:
     """A request frame's payload (after the length) -> its header, API and Headwater

@@ -37,10 +37,13 @@ from confluent_kafka.admin import (
 from confluent_kafka.admin import NewTopic as NewRdTopic
 from kafka import KafkaConsumer, KafkaProducer
 from kafka import TopicPartition as KpTopicPartition
+from kafka.protocol.admin import CreateTopicsRequest as KpCreateTopics
+from kafka.protocol.admin import CreateTopicsResponse as KpCreateTopicsResponse
 
 from bench.compare import kafka_client
 from bench.compare.workloads import QUICK
 from client import Admin, Consumer, NewTopic, TopicPartition, UserScramCredentialUpsertion
+from protocol.errors import ThrottlingQuotaExceededError
 from tests.integration.conftest import Cluster, until
 
 KAFKA_LISTENER = {
@@ -606,3 +609,44 @@ async def test_the_benchs_kafka_client_row_measures_records_that_all_arrived(
     async with Consumer(bootstrap_servers=cluster.bootstrap) as ours:
         tp = TopicPartition("bench-kafka", 0)
         assert await ours.end_offsets([tp]) == {tp: 5_000}
+
+
+def _create_topic_raw(port: int, name: str, version: int) -> tuple[int, int]:
+    """(error code, throttle ms) of one CreateTopics at ``version``, encoded and decoded
+    by kafka-python's classes (generated from Kafka's specs)."""
+    topic = KpCreateTopics.CreatableTopic(
+        name=name, num_partitions=1, replication_factor=1, assignments=[], configs=[]
+    )
+    request = KpCreateTopics[version](topics=[topic], timeout_ms=5_000, validate_only=False)
+    request.with_header(correlation_id=7, client_id="quota")
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(_frame_raw(bytes(request.encode(version=version, header=True))))
+        answer = _answer(sock)
+    assert answer is not None
+    decoded = KpCreateTopicsResponse.decode(answer, version=version, header=True)
+    return decoded.topics[0].error_code, decoded.throttle_time_ms
+
+
+def _frame_raw(payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + payload
+
+
+async def test_the_mutation_quota_throttles_old_versions_and_refuses_new_ones(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    # KIP-599: THROTTLING_QUOTA_EXCEEDED exists from CreateTopics v6 (Kafka's strict
+    # mode); an older client over the quota is let through and throttled, as by Kafka
+    cluster = make_cluster(1, KAFKA_LISTENER)
+    (broker,) = cluster.brokers.values()
+    port = broker.ports["KAFKA"]
+    async with Admin(bootstrap_servers=cluster.bootstrap) as admin:
+        await admin.alter_client_quotas({(("user", None),): {"controller_mutation_rate": 1}})
+        await admin.create_topics([NewTopic("m1", 10, 1)])
+        await admin.create_topics([NewTopic("m2", 10, 1)])  # 20 of a burst of 11: in debt
+    code, throttle_ms = await asyncio.to_thread(_create_topic_raw, port, "m3", 4)
+    assert (code, throttle_ms > 0) == (0, True)  # created, the client told to wait
+    code, throttle_ms = await asyncio.to_thread(_create_topic_raw, port, "m4", 6)
+    assert (code, throttle_ms > 0) == (ThrottlingQuotaExceededError.code, True)
+    async with Admin(bootstrap_servers=cluster.bootstrap) as admin:
+        names = await admin.list_topics()
+    assert "m3" in names and "m4" not in names

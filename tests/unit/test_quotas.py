@@ -113,6 +113,17 @@ def test_the_mutation_bucket_lets_a_request_into_debt_then_waits_it_out() -> Non
     assert bucket.take(1, now_ms=100_000) == 501
 
 
+def test_permissive_mode_takes_into_debt_and_says_how_long_to_wait() -> None:
+    """Kafka's permissive mode (a client too old for THROTTLING_QUOTA_EXCEEDED): always
+    taken, the wait only reported (the answer's throttle)."""
+    bucket = TokenBucket(rate=2, burst=10)
+    assert bucket.record(8, now_ms=0) == 0  # 2 left: not in debt
+    assert bucket.record(8, now_ms=0) == 3001  # 6 of debt at 2 a second
+    assert bucket.record(2, now_ms=0) == 4001  # taken all the same: 8 of debt
+    assert bucket.take(1, now_ms=0) == 4001  # a strict request is refused meanwhile
+    assert bucket.record(1, now_ms=5000) == 0  # paid back (10 gained, at most the burst)
+
+
 def test_mutation_buckets_are_swept_once_full(monkeypatch: pytest.MonkeyPatch) -> None:
     """Found in review: a default client-id controller_mutation_rate kept a bucket per
     client id for ever (the sweep ran only with a byte-rate quota)."""
