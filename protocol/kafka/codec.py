@@ -363,6 +363,7 @@ class Struct(_Type):
         self.make = make
         self.name = getattr(make, "__name__", "struct")
         self._plans: dict[tuple[int, bool], tuple[list[Field], dict[int, Field]]] = {}
+        self._defaults: dict[int, list[tuple[str, Any]]] = {}
 
     def plan(self, version: int, flexible: bool) -> tuple[list[Field], dict[int, Field]]:
         """The fields in order at ``version``, and the tagged ones by tag."""
@@ -374,6 +375,18 @@ class Struct(_Type):
             plan = ([f for f in present if f.tag is None or not flexible], tagged)
             self._plans[key] = plan
         return plan
+
+    def defaults(self, version: int) -> list[tuple[str, Any]]:
+        """The fields not in ``version`` that have a default of Kafka's (a CreateAcls v0
+        creation's pattern type is LITERAL): what a decoded one takes for them."""
+        found = self._defaults.get(version)
+        if found is None:
+            found = self._defaults[version] = [
+                (f.attr, f.default)
+                for f in self.fields
+                if f.attr and f.default is not None and not f.exists(version)
+            ]
+        return found
 
     def read(self, r: Reader, v: int, flexible: bool) -> Any:
         ordered, tagged = self.plan(v, flexible)
@@ -390,6 +403,8 @@ class Struct(_Type):
             for f in tagged.values():
                 if f.attr is None:
                     out.pop(f.name, None)
+        for attr, default in self.defaults(v):
+            out.setdefault(attr, default)
         if self.make is None:
             return out
         try:

@@ -69,6 +69,7 @@ from protocol.kafka.codec import (
     Array,
     Struct,
 )
+from protocol.kafka.security import SECURITY_APIS
 from protocol.kafka.spec import NO_OPERATIONS, F, KafkaApi, per_partition, per_topic
 
 __all__ = ["KAFKA_APIS", "KafkaApi"]
@@ -904,6 +905,7 @@ KAFKA_APIS = _apis(
         _SASL_AUTHENTICATE_RESPONSE,
     ),
     *ADMIN_APIS,
+    *SECURITY_APIS,
     KafkaApi(
         ApiKey.METADATA,
         1,

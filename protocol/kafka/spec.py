@@ -10,7 +10,7 @@ from typing import Any
 from protocol.apis import ApiKey
 from protocol.kafka.codec import Field, Struct
 
-__all__ = ["NO_OPERATIONS", "F", "KafkaApi", "per_partition", "per_topic"]
+__all__ = ["NO_OPERATIONS", "F", "KafkaApi", "per_item", "per_partition", "per_topic"]
 
 NO_OPERATIONS = -(2**31)
 """Kafka's ``authorizedOperations`` when they were not asked for (INT32_MIN)."""
@@ -61,7 +61,14 @@ def per_topic(
     """A refusal answering each item of the request's ``items`` (topics, resources,
     groups) under ``listed``: with the item's ``names`` attributes (default ``name``; a
     plain string item is the name itself) and the code."""
-    keys = names or ("name",)
+    return per_item(items, listed, *(names or ("name",)))
+
+
+def per_item(
+    items: str, listed: str, *keys: str
+) -> Callable[[Any, int, str | None], dict[str, Any]]:
+    """As :func:`per_topic`, with the item's ``keys`` attributes only (none: an answer
+    per item in order, as CreateAcls's per creation)."""
 
     def refuse(request: Any, code: int, message: str | None) -> dict[str, Any]:
         listing: Iterable[Any] = getattr(request, items) or ()
@@ -71,7 +78,7 @@ def per_topic(
                 {
                     **(
                         {keys[0]: item}
-                        if isinstance(item, str)
+                        if isinstance(item, str) and keys
                         else {k: getattr(item, k) for k in keys}
                     ),
                     "error_code": code,

@@ -26,19 +26,32 @@ from confluent_kafka import KafkaError as RdKafkaError
 from confluent_kafka import KafkaException as RdKafkaException
 from confluent_kafka import Producer as RdProducer
 from confluent_kafka import TopicPartition as RdTopicPartition
-from confluent_kafka.admin import AdminClient as RdAdmin
 from confluent_kafka.admin import (
+    AclBinding,
+    AclBindingFilter,
+    AclOperation,
+    AclPermissionType,
     AlterConfigOpType,
     ConfigEntry,
     ConfigResource,
     NewPartitions,
+    ResourcePatternType,
     ResourceType,
+    ScramMechanism,
 )
+from confluent_kafka.admin import AdminClient as RdAdmin
 from confluent_kafka.admin import NewTopic as NewRdTopic
+from confluent_kafka.admin import ResourceType as RdResourceType
+from confluent_kafka.admin import ScramCredentialInfo as ScramCredentialInfo_
+from confluent_kafka.admin import UserScramCredentialUpsertion as UserScramCredentialUpsertion_
 from kafka import KafkaConsumer, KafkaProducer
 from kafka import TopicPartition as KpTopicPartition
+from kafka.protocol.admin import AlterClientQuotasRequest as KpAlterQuotas
+from kafka.protocol.admin import AlterClientQuotasResponse as KpAlterQuotasResponse
 from kafka.protocol.admin import CreateTopicsRequest as KpCreateTopics
 from kafka.protocol.admin import CreateTopicsResponse as KpCreateTopicsResponse
+from kafka.protocol.admin import DescribeClientQuotasRequest as KpDescribeQuotas
+from kafka.protocol.admin import DescribeClientQuotasResponse as KpDescribeQuotasResponse
 
 from bench.compare import kafka_client
 from bench.compare.workloads import QUICK
@@ -650,3 +663,96 @@ async def test_the_mutation_quota_throttles_old_versions_and_refuses_new_ones(
     async with Admin(bootstrap_servers=cluster.bootstrap) as admin:
         names = await admin.list_topics()
     assert "m3" in names and "m4" not in names
+
+
+async def test_acls_and_scram_users_from_kafkas_admin_client(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    settings = {
+        **KAFKA_LISTENER,
+        "authorizer.class.name": "kafka.security.authorizer.AclAuthorizer",
+        "super.users": "User:ANONYMOUS",
+    }
+    cluster = make_cluster(1, settings)
+    bootstrap = kafka_bootstrap(cluster)
+
+    def run() -> dict[str, Any]:
+        admin = RdAdmin({"bootstrap.servers": bootstrap})
+        binding = AclBinding(
+            RdResourceType.TOPIC,
+            "payments",
+            ResourcePatternType.PREFIXED,
+            "User:alice",
+            "*",
+            AclOperation.READ,
+            AclPermissionType.ALLOW,
+        )
+        seen: dict[str, Any] = {}
+        admin.create_acls([binding])[binding].result(30)
+        any_topic = AclBindingFilter(
+            RdResourceType.TOPIC,
+            None,
+            ResourcePatternType.ANY,
+            None,
+            None,
+            AclOperation.ANY,
+            AclPermissionType.ANY,
+        )
+        seen["described"] = admin.describe_acls(any_topic).result(30)
+        upsert = UserScramCredentialUpsertion_(
+            "bob", ScramCredentialInfo_(ScramMechanism.SCRAM_SHA_256, 8192), b"bob-secret"
+        )
+        for future in admin.alter_user_scram_credentials([upsert]).values():
+            future.result(30)
+        described = admin.describe_user_scram_credentials(["bob"])
+        seen["scram"] = [
+            (i.mechanism, i.iterations) for i in described["bob"].result(30).scram_credential_infos
+        ]
+        seen["deleted"] = admin.delete_acls([any_topic])[any_topic].result(30)
+        return seen
+
+    seen = await asyncio.to_thread(run)
+    (acl,) = seen["described"]
+    assert (acl.name, acl.principal, acl.operation) == ("payments", "User:alice", AclOperation.READ)
+    assert seen["scram"] == [(ScramMechanism.SCRAM_SHA_256, 8192)]
+    assert len(seen["deleted"]) == 1
+    async with Admin(bootstrap_servers=cluster.bootstrap) as admin:
+        # Headwater's own admin sees what Kafka's client did
+        described = await admin.describe_user_scram_credentials(["bob"])
+        assert [i.iterations for i in described["bob"].credential_infos] == [8192]
+
+
+def _exchange(port: int, request: Any, version: int, answer_class: Any) -> Any:
+    """One request encoded, and its answer decoded, by kafka-python's classes."""
+    request.with_header(correlation_id=9, client_id="raw")
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(_frame_raw(bytes(request.encode(version=version, header=True))))
+        answer = _answer(sock)
+    assert answer is not None
+    return answer_class.decode(answer, version=version, header=True)
+
+
+async def test_client_quotas_set_and_read_in_kafkas_encoding(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    cluster = make_cluster(1, KAFKA_LISTENER)
+    (broker,) = cluster.brokers.values()
+    port = broker.ports["KAFKA"]
+    entity = [KpAlterQuotas.EntryData.EntityData(entity_type="user", entity_name="alice")]
+    op = KpAlterQuotas.EntryData.OpData(key="consumer_byte_rate", value=2048.0, remove=False)
+    alter = KpAlterQuotas[1](entries=[KpAlterQuotas.EntryData(entity=entity, ops=[op])])
+    altered = await asyncio.to_thread(_exchange, port, alter, 1, KpAlterQuotasResponse)
+    assert [e.error_code for e in altered.entries] == [0]
+    match = KpDescribeQuotas.ComponentData(entity_type="user", match_type=0, match="alice")
+    described = await asyncio.to_thread(
+        _exchange,
+        port,
+        KpDescribeQuotas[1](components=[match], strict=False),
+        1,
+        KpDescribeQuotasResponse,
+    )
+    (entry,) = described.entries
+    assert [(v.key, v.value) for v in entry.values] == [("consumer_byte_rate", 2048.0)]
+    async with Admin(bootstrap_servers=cluster.bootstrap) as admin:  # Headwater's sees it
+        quotas = await admin.describe_client_quotas(user="alice")
+    assert list(quotas.values()) == [{"consumer_byte_rate": 2048.0}]

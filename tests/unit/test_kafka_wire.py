@@ -356,6 +356,7 @@ def _sample(t: Any) -> Any:
         "int16": 300,
         "int32": 70_000,
         "int64": 2**40,
+        "float64": 1.5,
         "uuid": bytes(range(16)),
         "string": "sé",
         "nullable string": "sé",
@@ -405,3 +406,43 @@ def test_api_versions_answers_decode_in_kafka_python(version: int) -> None:
     frame = _join(api_versions_response(KafkaHeader(18, 0, 9, version, "c")))
     decoded = KpApiVersionsResponse.decode(frame[4:], version=version, header=True)
     assert {k.api_key for k in decoded.api_keys} == set(KAFKA_APIS)
+
+
+@pytest.mark.parametrize(
+    ("api", "version"),
+    [
+        (api, version)
+        for api in KAFKA_APIS.values()
+        if api.key != ApiKey.API_VERSIONS
+        for version in range(api.min_version, api.max_version + 1)
+    ],
+    ids=lambda x: x.name if hasattr(x, "key") else f"v{x}",
+)
+def test_every_refusal_at_every_version_decodes_and_says_the_code_everywhere(
+    api: Any, version: int
+) -> None:
+    # a request with every field set, as this listener decodes it, refused whole: the
+    # answer (Kafka's getErrorResponse shape) must decode in kafka-python and carry the
+    # code wherever its schema has one
+    flexible = api.flexible(version)
+    sample = _sample(api.request)
+    if api.key == ApiKey.LEAVE_GROUP:
+        sample["members"] = sample["members"][:1]  # one member at a time (README)
+    body = memoryview(_join(write_message(api.request, sample, version, flexible)))
+    request = read_message(api.request, body, version, flexible)
+    header = KafkaHeader(api.key, 0, 5, version, "c", request)
+    frame = _join(encode_error_response(header, CoordinatorLoadInProgressError("loading")))
+    decoded = _kafka_python_class(f"{api.name}Response").decode(
+        frame[4:], version=version, header=True
+    )
+    codes = _error_codes(decoded.to_dict())
+    assert codes and set(codes) == {CoordinatorLoadInProgressError.code}, decoded
+
+
+def _error_codes(value: Any) -> list[int]:
+    if isinstance(value, dict):
+        found = [v for k, v in value.items() if k.endswith("error_code") and v]
+        return found + [c for v in value.values() for c in _error_codes(v)]
+    if isinstance(value, list):
+        return [c for v in value for c in _error_codes(v)]
+    return []
