@@ -11,6 +11,7 @@ from protocol.apis import (
     AlterableConfig,
     AlterConfigsRequest,
     AlterConfigsResource,
+    AlterPartitionReassignmentsRequest,
     ApiKey,
     CreatableReplicaAssignment,
     CreatableTopic,
@@ -24,16 +25,28 @@ from protocol.apis import (
     DeleteRecordsRequest,
     DeleteRecordsTopic,
     DeleteTopicsRequest,
+    DescribableLogDirTopic,
     DescribeConfigsRequest,
     DescribeConfigsResource,
     DescribeGroupsRequest,
+    DescribeLogDirsRequest,
+    DescribeProducersRequest,
+    DescribeProducersTopic,
+    DescribeTransactionsRequest,
+    ElectLeadersRequest,
+    ElectLeadersTopicPartitions,
     IncrementalAlterableConfig,
     IncrementalAlterConfigsRequest,
     IncrementalAlterConfigsResource,
     ListGroupsRequest,
+    ListPartitionReassignmentsRequest,
+    ListPartitionReassignmentsTopics,
+    ListTransactionsRequest,
     OffsetDeleteRequest,
     OffsetDeleteRequestPartition,
     OffsetDeleteRequestTopic,
+    ReassignablePartition,
+    ReassignableTopic,
 )
 from protocol.kafka.codec import (
     BOOL,
@@ -540,6 +553,338 @@ _OFFSET_DELETE_RESPONSE = Struct(
     ]
 )
 
+
+# --- ElectLeaders (43), AlterPartitionReassignments (45), ListPartitionReassignments
+# (46), DescribeLogDirs (35) -----------------------------------------------------------
+
+_ELECT_LEADERS_REQUEST = Struct(
+    [
+        F("election_type", INT8, 1),
+        F(
+            "topic_partitions",
+            Array(
+                Struct(
+                    [F("topic", STRING), F("partitions", Array(INT32))],
+                    ElectLeadersTopicPartitions,
+                ),
+                nullable=True,
+            ),
+        ),
+        F("timeout_ms", INT32, default=60_000),
+    ],
+    ElectLeadersRequest,
+)
+_ELECT_LEADERS_RESPONSE = Struct(
+    [
+        F("throttle_time_ms", INT32),
+        F("error_code", INT16, 1),
+        F(
+            "replica_election_results",
+            Array(
+                Struct(
+                    [
+                        F("topic", STRING),
+                        F(
+                            "partition_result",
+                            Array(
+                                Struct(
+                                    [
+                                        F("partition_id", INT32),
+                                        F("error_code", INT16),
+                                        F("error_message", NULLABLE_STRING),
+                                    ]
+                                )
+                            ),
+                        ),
+                    ]
+                )
+            ),
+        ),
+    ]
+)
+
+_ALTER_REASSIGNMENTS_REQUEST = Struct(
+    [
+        F("timeout_ms", INT32, default=60_000),
+        F(
+            "topics",
+            Array(
+                Struct(
+                    [
+                        F("name", STRING),
+                        F(
+                            "partitions",
+                            Array(
+                                Struct(
+                                    [
+                                        F("partition_index", INT32),
+                                        F("replicas", Array(INT32, nullable=True)),
+                                    ],
+                                    ReassignablePartition,
+                                )
+                            ),
+                        ),
+                    ],
+                    ReassignableTopic,
+                )
+            ),
+        ),
+    ],
+    AlterPartitionReassignmentsRequest,
+)
+_ALTER_REASSIGNMENTS_RESPONSE = Struct(
+    [
+        F("throttle_time_ms", INT32),
+        F("error_code", INT16),
+        F("error_message", NULLABLE_STRING),
+        F(
+            "responses",
+            Array(
+                Struct(
+                    [
+                        F("name", STRING),
+                        F(
+                            "partitions",
+                            Array(
+                                Struct(
+                                    [
+                                        F("partition_index", INT32),
+                                        F("error_code", INT16),
+                                        F("error_message", NULLABLE_STRING),
+                                    ]
+                                )
+                            ),
+                        ),
+                    ]
+                )
+            ),
+        ),
+    ]
+)
+
+_LIST_REASSIGNMENTS_REQUEST = Struct(
+    [
+        F("timeout_ms", INT32, default=60_000),
+        F(
+            "topics",
+            Array(
+                Struct(
+                    [F("name", STRING), F("partition_indexes", Array(INT32))],
+                    ListPartitionReassignmentsTopics,
+                ),
+                nullable=True,
+            ),
+        ),
+    ],
+    ListPartitionReassignmentsRequest,
+)
+_LIST_REASSIGNMENTS_RESPONSE = Struct(
+    [
+        F("throttle_time_ms", INT32),
+        F("error_code", INT16),
+        F("error_message", NULLABLE_STRING),
+        F(
+            "topics",
+            Array(
+                Struct(
+                    [
+                        F("name", STRING),
+                        F(
+                            "partitions",
+                            Array(
+                                Struct(
+                                    [
+                                        F("partition_index", INT32),
+                                        F("replicas", Array(INT32)),
+                                        F("adding_replicas", Array(INT32)),
+                                        F("removing_replicas", Array(INT32)),
+                                    ]
+                                )
+                            ),
+                        ),
+                    ]
+                )
+            ),
+        ),
+    ]
+)
+
+_DESCRIBE_LOG_DIRS_REQUEST = Struct(
+    [
+        F(
+            "topics",
+            Array(
+                Struct([F("topic", STRING), F("partitions", Array(INT32))], DescribableLogDirTopic),
+                nullable=True,
+            ),
+        )
+    ],
+    DescribeLogDirsRequest,
+)
+_DESCRIBE_LOG_DIRS_RESPONSE = Struct(
+    [
+        F("throttle_time_ms", INT32),
+        F("error_code", INT16, 3),
+        F(
+            "results",
+            Array(
+                Struct(
+                    [
+                        F("error_code", INT16),
+                        F("log_dir", STRING),
+                        F(
+                            "topics",
+                            Array(
+                                Struct(
+                                    [
+                                        F("name", STRING),
+                                        F(
+                                            "partitions",
+                                            Array(
+                                                Struct(
+                                                    [
+                                                        F("partition_index", INT32),
+                                                        F("partition_size", INT64),
+                                                        F("offset_lag", INT64),
+                                                        F("is_future_key", BOOL),
+                                                    ]
+                                                )
+                                            ),
+                                        ),
+                                    ]
+                                )
+                            ),
+                        ),
+                        F("total_bytes", INT64, 4, default=-1),
+                        F("usable_bytes", INT64, 4, default=-1),
+                    ]
+                )
+            ),
+        ),
+    ]
+)
+
+# --- DescribeProducers (61), DescribeTransactions (65), ListTransactions (66) ---------
+
+_DESCRIBE_PRODUCERS_REQUEST = Struct(
+    [
+        F(
+            "topics",
+            Array(
+                Struct(
+                    [F("name", STRING), F("partition_indexes", Array(INT32))],
+                    DescribeProducersTopic,
+                )
+            ),
+        )
+    ],
+    DescribeProducersRequest,
+)
+_DESCRIBE_PRODUCERS_RESPONSE = Struct(
+    [
+        F("throttle_time_ms", INT32),
+        F(
+            "topics",
+            Array(
+                Struct(
+                    [
+                        F("name", STRING),
+                        F(
+                            "partitions",
+                            Array(
+                                Struct(
+                                    [
+                                        F("partition_index", INT32),
+                                        F("error_code", INT16),
+                                        F("error_message", NULLABLE_STRING),
+                                        F(
+                                            "active_producers",
+                                            Array(
+                                                Struct(
+                                                    [
+                                                        F("producer_id", INT64),
+                                                        F("producer_epoch", INT32),
+                                                        F("last_sequence", INT32, default=-1),
+                                                        F("last_timestamp", INT64, default=-1),
+                                                        F("coordinator_epoch", INT32),
+                                                        F(
+                                                            "current_txn_start_offset",
+                                                            INT64,
+                                                            default=-1,
+                                                        ),
+                                                    ]
+                                                )
+                                            ),
+                                        ),
+                                    ]
+                                )
+                            ),
+                        ),
+                    ]
+                )
+            ),
+        ),
+    ]
+)
+
+_DESCRIBE_TRANSACTIONS_REQUEST = Struct(
+    [F("transactional_ids", Array(STRING))], DescribeTransactionsRequest
+)
+_DESCRIBE_TRANSACTIONS_RESPONSE = Struct(
+    [
+        F("throttle_time_ms", INT32),
+        F(
+            "transaction_states",
+            Array(
+                Struct(
+                    [
+                        F("error_code", INT16),
+                        F("transactional_id", STRING),
+                        F("transaction_state", STRING),
+                        F("transaction_timeout_ms", INT32),
+                        F("transaction_start_time_ms", INT64),
+                        F("producer_id", INT64),
+                        F("producer_epoch", INT16),
+                        F(
+                            "topics",
+                            Array(Struct([F("topic", STRING), F("partitions", Array(INT32))])),
+                        ),
+                    ]
+                )
+            ),
+        ),
+    ]
+)
+
+_LIST_TRANSACTIONS_REQUEST = Struct(
+    [
+        F("state_filters", Array(STRING)),
+        F("producer_id_filters", Array(INT64)),
+        # v1's duration and v2's id pattern: Headwater filters by state and producer only
+        F("duration_filter", INT64, 1, attr=None, default=-1),
+    ],
+    ListTransactionsRequest,
+)
+_LIST_TRANSACTIONS_RESPONSE = Struct(
+    [
+        F("throttle_time_ms", INT32),
+        F("error_code", INT16),
+        F("unknown_state_filters", Array(STRING)),
+        F(
+            "transaction_states",
+            Array(
+                Struct(
+                    [
+                        F("transactional_id", STRING),
+                        F("producer_id", INT64),
+                        F("transaction_state", STRING),
+                    ]
+                )
+            ),
+        ),
+    ]
+)
+
 _PER_RESOURCE = ("resource_type", "resource_name")
 
 ADMIN_APIS = (
@@ -629,5 +974,61 @@ ADMIN_APIS = (
         refuse=per_topic("groups_names", "results", "group_id"),
     ),
     KafkaApi(ApiKey.OFFSET_DELETE, 0, 0, 9, _OFFSET_DELETE_REQUEST, _OFFSET_DELETE_RESPONSE),
+    KafkaApi(
+        ApiKey.ELECT_LEADERS,
+        0,
+        2,
+        2,
+        _ELECT_LEADERS_REQUEST,
+        _ELECT_LEADERS_RESPONSE,
+        refuse=per_partition(
+            "",
+            "partition_id",
+            topics="topic_partitions",
+            topic="topic",
+            listed="replica_election_results",
+            partitions="partition_result",
+        ),
+    ),
+    KafkaApi(
+        ApiKey.ALTER_PARTITION_REASSIGNMENTS,
+        0,
+        0,
+        0,
+        _ALTER_REASSIGNMENTS_REQUEST,
+        _ALTER_REASSIGNMENTS_RESPONSE,
+    ),
+    KafkaApi(
+        ApiKey.LIST_PARTITION_REASSIGNMENTS,
+        0,
+        0,
+        0,
+        _LIST_REASSIGNMENTS_REQUEST,
+        _LIST_REASSIGNMENTS_RESPONSE,
+    ),
+    KafkaApi(
+        ApiKey.DESCRIBE_LOG_DIRS, 1, 4, 2, _DESCRIBE_LOG_DIRS_REQUEST, _DESCRIBE_LOG_DIRS_RESPONSE
+    ),
+    KafkaApi(
+        ApiKey.DESCRIBE_PRODUCERS,
+        0,
+        0,
+        0,
+        _DESCRIBE_PRODUCERS_REQUEST,
+        _DESCRIBE_PRODUCERS_RESPONSE,
+        refuse=per_partition("", "partition_index", asked="partition_indexes"),
+    ),
+    KafkaApi(
+        ApiKey.DESCRIBE_TRANSACTIONS,
+        0,
+        0,
+        0,
+        _DESCRIBE_TRANSACTIONS_REQUEST,
+        _DESCRIBE_TRANSACTIONS_RESPONSE,
+        refuse=per_topic("transactional_ids", "transaction_states", "transactional_id"),
+    ),
+    KafkaApi(
+        ApiKey.LIST_TRANSACTIONS, 0, 1, 0, _LIST_TRANSACTIONS_REQUEST, _LIST_TRANSACTIONS_RESPONSE
+    ),
 )
 """The admin APIs a Kafka-protocol listener serves (added to ``KAFKA_APIS``)."""

@@ -95,13 +95,17 @@ def per_partition(
     index: str,
     answer_index: str,
     *,
+    topics: str = "topics",
     topic: str = "name",
     listed: str = "topics",
     partitions: str = "partitions",
+    asked: str = "partitions",
 ) -> Callable[[Any, int, str | None], dict[str, Any]]:
-    """A refusal answering each partition of each topic the request named: the request's
-    partition item's ``index`` attribute (or the item, a plain index) as the answer's
-    ``answer_index``, with the code."""
+    """A refusal answering each partition of each topic the request named (its
+    ``topics``; a request's partitions may be listed under another name, as ElectLeaders'
+    ``partition_result``): the request's partition item's ``index`` attribute (or the
+    item, a plain index; listed under ``asked``) as the answer's ``answer_index``, with
+    the code."""
 
     def refuse(request: Any, code: int, message: str | None) -> dict[str, Any]:
         return {
@@ -115,10 +119,10 @@ def per_partition(
                             "error_code": code,
                             "error_message": message,
                         }
-                        for p in t.partitions
+                        for p in getattr(t, asked)
                     ],
                 }
-                for t in request.topics
+                for t in getattr(request, topics) or ()
             ],
         }
 

@@ -44,7 +44,7 @@ from confluent_kafka.admin import NewTopic as NewRdTopic
 from confluent_kafka.admin import ResourceType as RdResourceType
 from confluent_kafka.admin import ScramCredentialInfo as ScramCredentialInfo_
 from confluent_kafka.admin import UserScramCredentialUpsertion as UserScramCredentialUpsertion_
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka import TopicPartition as KpTopicPartition
 from kafka.protocol.admin import AlterClientQuotasRequest as KpAlterQuotas
 from kafka.protocol.admin import AlterClientQuotasResponse as KpAlterQuotasResponse
@@ -55,7 +55,14 @@ from kafka.protocol.admin import DescribeClientQuotasResponse as KpDescribeQuota
 
 from bench.compare import kafka_client
 from bench.compare.workloads import QUICK
-from client import Admin, Consumer, NewTopic, TopicPartition, UserScramCredentialUpsertion
+from client import (
+    Admin,
+    Consumer,
+    NewTopic,
+    Producer,
+    TopicPartition,
+    UserScramCredentialUpsertion,
+)
 from protocol.errors import ThrottlingQuotaExceededError
 from tests.integration.conftest import Cluster, until
 
@@ -756,3 +763,59 @@ async def test_client_quotas_set_and_read_in_kafkas_encoding(
     async with Admin(bootstrap_servers=cluster.bootstrap) as admin:  # Headwater's sees it
         quotas = await admin.describe_client_quotas(user="alice")
     assert list(quotas.values()) == [{"consumer_byte_rate": 2048.0}]
+
+
+async def test_kafka_pythons_admin_moves_elects_and_describes(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    cluster = make_cluster(2, KAFKA_LISTENER)
+    await _topic(cluster, "moved", 1)
+    async with Admin(bootstrap_servers=cluster.bootstrap) as admin:
+        (described,) = await admin.describe_topics(["moved"])
+    (source,) = described.partitions[0].replicas
+    target = 2 if source == 1 else 1
+    producer = Producer(bootstrap_servers=cluster.bootstrap, transactional_id="kp-open")
+    async with producer:
+        producer.begin_transaction()
+        await producer.send_and_wait("moved", b"open", partition=0)  # left open
+
+        def run() -> dict[str, Any]:
+            admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap(cluster))
+            seen: dict[str, Any] = {}
+            tp = KpTopicPartition("moved", 0)
+            seen["producers"] = admin.describe_producers([tp])
+            seen["listed"] = admin.list_transactions()
+            seen["described"] = admin.describe_transactions(["kp-open"])
+            seen["dirs"] = admin.describe_log_dirs()
+            admin.alter_partition_reassignments({tp: [target]})
+            seen["moving"] = admin.list_partition_reassignments()
+            admin.close()
+            return seen
+
+        seen = await asyncio.to_thread(run)
+        await producer.abort_transaction()
+    (state,) = seen["producers"][KpTopicPartition("moved", 0)].active_producers
+    assert state.current_transaction_start_offset == 0
+    listed = [t for ts in seen["listed"].values() for t in ts]
+    assert [t.transactional_id for t in listed] == ["kp-open"]
+    assert seen["described"]["kp-open"].topic_partitions == {KpTopicPartition("moved", 0)}
+    dirs = {
+        (b["broker"], t["name"]) for b in seen["dirs"] for d in b["log_dirs"] for t in d["topics"]
+    }
+    assert (source, "moved") in dirs
+    assert set(seen["moving"]) <= {KpTopicPartition("moved", 0)}  # done already, or this
+    async with Admin(bootstrap_servers=cluster.bootstrap) as admin:
+
+        async def replicas() -> list[int]:
+            (moved,) = await admin.describe_topics(["moved"])
+            return list(moved.partitions[0].replicas)
+
+        await until(replicas, lambda r: r == [target])  # the move Kafka's client asked for
+
+    def elect() -> list[int]:
+        admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap(cluster))
+        answer = admin.elect_leaders(0, {"moved": [0]})
+        admin.close()
+        return [p.error_code for r in answer.replica_election_results for p in r.partition_result]
+
+    assert await asyncio.to_thread(elect) == [0]  # its one replica leads: nothing to do

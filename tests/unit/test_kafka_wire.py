@@ -436,7 +436,15 @@ def test_every_refusal_at_every_version_decodes_and_says_the_code_everywhere(
         frame[4:], version=version, header=True
     )
     codes = _error_codes(decoded.to_dict())
+    if (api.name, version) in _NO_ROOM_FOR_AN_ERROR:
+        assert not codes
+        return
     assert codes and set(codes) == {CoordinatorLoadInProgressError.code}, decoded
+
+
+_NO_ROOM_FOR_AN_ERROR = {("DescribeLogDirs", 1), ("DescribeLogDirs", 2)}
+"""Answers before the request-level error code existed, with no item to carry one (Kafka's
+answer to them loses the error the same way)."""
 
 
 def _error_codes(value: Any) -> list[int]:
