@@ -1223,16 +1223,35 @@ class HeartbeatResponse(Response):
 
 
 @dataclass(slots=True, kw_only=True)
+class LeaveGroupMember:
+    member_id: str = ""
+    group_instance_id: str | None = None
+
+
+@dataclass(slots=True, kw_only=True)
 class LeaveGroupRequest(Request):
     group_id: str
     member_id: str = ""
     group_instance_id: str | None = None
     """A static member may be removed by its instance id (Kafka's LeaveGroup v3)."""
+    members: list[LeaveGroupMember] | None = field(None, since=1)
+    """v1 (Kafka's v3+): several members at once (an administrator's "remove members"),
+    each answered on its own; None: the one above."""
+
+
+@dataclass(slots=True, kw_only=True)
+class LeaveGroupMemberResponse:
+    member_id: str = ""
+    group_instance_id: str | None = None
+    error_code: int = 0
+    error_message: str | None = None
 
 
 @dataclass(slots=True, kw_only=True)
 class LeaveGroupResponse(Response):
     throttle_time_ms: int = 0
+    members: list[LeaveGroupMemberResponse] = field(default_factory=list, since=1)
+    """v1: each member of the request's ``members``, with whether it left."""
 
 
 # --- idempotent producers: InitProducerId (22) -------------------------------------------
@@ -1945,7 +1964,7 @@ APIS = _apis(
     Api(ApiKey.JOIN_GROUP, 0, 0, JoinGroupRequest, JoinGroupResponse),
     Api(ApiKey.SYNC_GROUP, 0, 0, SyncGroupRequest, SyncGroupResponse),
     Api(ApiKey.HEARTBEAT, 0, 0, HeartbeatRequest, HeartbeatResponse),
-    Api(ApiKey.LEAVE_GROUP, 0, 0, LeaveGroupRequest, LeaveGroupResponse),
+    Api(ApiKey.LEAVE_GROUP, 0, 1, LeaveGroupRequest, LeaveGroupResponse),
     Api(ApiKey.LIST_GROUPS, 0, 0, ListGroupsRequest, ListGroupsResponse),
     Api(ApiKey.INIT_PRODUCER_ID, 0, 0, InitProducerIdRequest, InitProducerIdResponse),
     Api(ApiKey.ADD_PARTITIONS_TO_TXN, 0, 1, AddPartitionsToTxnRequest, AddPartitionsToTxnResponse),

@@ -86,6 +86,7 @@ from protocol.apis import (
     JoinGroupRequest,
     JoinGroupResponse,
     JoinGroupResponseMember,
+    LeaveGroupMemberResponse,
     LeaveGroupRequest,
     LeaveGroupResponse,
     ListedGroup,
@@ -599,8 +600,28 @@ class GroupCoordinator:
 
     async def leave_group(self, request: LeaveGroupRequest) -> LeaveGroupResponse:
         self._check_group(Operation.READ, request.group_id)
-        self._known_group(request.group_id).leave(request.member_id, request.group_instance_id)
-        return LeaveGroupResponse()
+        group = self._known_group(request.group_id)
+        if request.members is None:
+            group.leave(request.member_id, request.group_instance_id)
+            return LeaveGroupResponse()
+        # several at once (an administrator's "remove members"): each answered on its own,
+        # as Kafka's, and the others still leave when one is unknown
+        answers = []
+        for member in request.members:
+            error: ApiError | None = None
+            try:
+                group.leave(member.member_id, member.group_instance_id)
+            except ApiError as exc:
+                error = exc
+            answers.append(
+                LeaveGroupMemberResponse(
+                    member_id=member.member_id,
+                    group_instance_id=member.group_instance_id,
+                    error_code=0 if error is None else error.code,
+                    error_message=None if error is None else error.message,
+                )
+            )
+        return LeaveGroupResponse(members=answers)
 
     # --- OffsetCommit -------------------------------------------------------------------
 

@@ -35,6 +35,7 @@ from protocol.apis import (
     InitProducerIdRequest,
     JoinGroupRequest,
     JoinGroupRequestProtocol,
+    LeaveGroupMember,
     LeaveGroupRequest,
     ListOffsetsPartition,
     ListOffsetsRequest,
@@ -546,14 +547,13 @@ _HEARTBEAT_RESPONSE = Struct([F("throttle_time_ms", INT32, 1), F("error_code", I
 def _leave_group(
     group_id: str, member_id: str = "", members: list[dict[str, Any]] | None = None
 ) -> LeaveGroupRequest:
-    if members:  # v3+: a list; Kafka's consumers send themselves alone
-        if len(members) > 1:
-            raise ValueError("one member at a time leaves on this broker")
-        only = members[0]
+    if members is not None:  # v3+: a list (a consumer sends itself, an admin several)
         return LeaveGroupRequest(
             group_id=group_id,
-            member_id=only["member_id"],
-            group_instance_id=only["group_instance_id"],
+            members=[
+                LeaveGroupMember(member_id=m["member_id"], group_instance_id=m["group_instance_id"])
+                for m in members
+            ],
         )
     return LeaveGroupRequest(group_id=group_id, member_id=member_id)
 
@@ -595,16 +595,20 @@ _LEAVE_GROUP_RESPONSE = Struct(
 
 
 def _leave_answer(response: Any, request: LeaveGroupRequest) -> dict[str, Any]:
-    # v3+ answers per member: the one that asked, with the request's outcome
-    member = {
-        "member_id": request.member_id,
-        "group_instance_id": request.group_instance_id,
-        "error_code": response.error_code,
-    }
+    # v3+ answers per member: each with its own outcome; a request refused whole (an
+    # unknown group) says its error for every member
+    members = getattr(response, "members", None) or [
+        {
+            "member_id": m.member_id,
+            "group_instance_id": m.group_instance_id,
+            "error_code": response.error_code,
+        }
+        for m in request.members or ()
+    ]
     return {
         "throttle_time_ms": getattr(response, "throttle_time_ms", 0),
         "error_code": response.error_code,
-        "members": [member],
+        "members": members,
     }
 
 

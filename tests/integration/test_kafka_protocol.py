@@ -46,6 +46,9 @@ from confluent_kafka.admin import ScramCredentialInfo as ScramCredentialInfo_
 from confluent_kafka.admin import UserScramCredentialUpsertion as UserScramCredentialUpsertion_
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka import TopicPartition as KpTopicPartition
+from kafka.admin import MemberToRemove
+from kafka.errors import NoError as KpNoError
+from kafka.errors import UnknownMemberIdError as KpUnknownMemberIdError
 from kafka.protocol.admin import AlterClientQuotasRequest as KpAlterQuotas
 from kafka.protocol.admin import AlterClientQuotasResponse as KpAlterQuotasResponse
 from kafka.protocol.admin import CreateTopicsRequest as KpCreateTopics
@@ -819,3 +822,48 @@ async def test_kafka_pythons_admin_moves_elects_and_describes(
         return [p.error_code for r in answer.replica_election_results for p in r.partition_result]
 
     assert await asyncio.to_thread(elect) == [0]  # its one replica leads: nothing to do
+
+
+async def test_an_administrator_removes_several_static_members_at_once(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    # Kafka's admin "remove members from a group" (LeaveGroup v3+, several members)
+    cluster = make_cluster(1, KAFKA_LISTENER)
+    await _topic(cluster, "statics", 2)
+    members = [
+        Consumer(
+            "statics",
+            bootstrap_servers=cluster.bootstrap,
+            group_id="statics",
+            group_instance_id=name,
+            session_timeout_ms=60_000,
+        )
+        for name in ("a", "b")
+    ]
+    for member in members:
+        await member.start()
+    async with Admin(bootstrap_servers=cluster.bootstrap) as admin:
+
+        async def joined() -> int:
+            (group,) = await admin.describe_groups(["statics"])
+            return len(group.members) if group.state == "Stable" else 0
+
+        await until(joined, lambda n: n == 2)
+        for member in members:
+            await member.stop()  # a static member's stop does not leave: it is still there
+        assert await joined() == 2
+
+        def remove() -> dict[str, Any]:
+            kafka_admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap(cluster))
+            gone = kafka_admin.remove_group_members(
+                "statics",
+                [MemberToRemove(group_instance_id=n) for n in ("a", "b", "never-joined")],
+            )
+            kafka_admin.close()
+            return gone
+
+        removed = await asyncio.to_thread(remove)
+        (group,) = await admin.describe_groups(["statics"])
+    assert removed["a"] is KpNoError and removed["b"] is KpNoError
+    assert removed["never-joined"] is KpUnknownMemberIdError
+    assert group.members == []

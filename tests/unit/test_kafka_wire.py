@@ -22,6 +22,7 @@ from protocol.apis import (
     FetchRequest,
     FetchResponse,
     FetchTopicResponse,
+    LeaveGroupMember,
     LeaveGroupRequest,
     LeaveGroupResponse,
     MetadataRequest,
@@ -263,7 +264,7 @@ def test_metadata_by_topic_id_is_refused_as_malformed() -> None:
     assert request.topics is None and request.allow_auto_topic_creation
 
 
-def test_leave_group_v3_takes_its_one_member_and_answers_for_it() -> None:
+def test_leave_group_v3_takes_its_members_and_answers_for_each() -> None:
     v3 = (
         _header(13, 3, 4, "c", flexible=False)
         + struct.pack(">h", 1)
@@ -274,7 +275,9 @@ def test_leave_group_v3_takes_its_one_member_and_answers_for_it() -> None:
         + struct.pack(">h", -1)
     )
     header, _a, request = decode_request(memoryview(v3))
-    assert request == LeaveGroupRequest(group_id="g", member_id="m1", group_instance_id=None)
+    assert request == LeaveGroupRequest(
+        group_id="g", members=[LeaveGroupMember(member_id="m1", group_instance_id=None)]
+    )
     frame = _join(encode_response(header, Response(error_code=25)))
     body = memoryview(frame)[8:]
     throttle, code, count = struct.unpack_from(">ihi", body)
@@ -426,8 +429,6 @@ def test_every_refusal_at_every_version_decodes_and_says_the_code_everywhere(
     # code wherever its schema has one
     flexible = api.flexible(version)
     sample = _sample(api.request)
-    if api.key == ApiKey.LEAVE_GROUP:
-        sample["members"] = sample["members"][:1]  # one member at a time (README)
     body = memoryview(_join(write_message(api.request, sample, version, flexible)))
     request = read_message(api.request, body, version, flexible)
     header = KafkaHeader(api.key, 0, 5, version, "c", request)
