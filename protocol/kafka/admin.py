@@ -61,7 +61,14 @@ from protocol.kafka.codec import (
     Array,
     Struct,
 )
-from protocol.kafka.spec import NO_OPERATIONS, F, KafkaApi, per_partition, per_topic
+from protocol.kafka.spec import (
+    NO_OPERATIONS,
+    F,
+    KafkaApi,
+    partition_errors,
+    per_partition,
+    per_topic,
+)
 
 __all__ = ["ADMIN_APIS"]
 
@@ -536,20 +543,7 @@ _OFFSET_DELETE_RESPONSE = Struct(
     [
         F("error_code", INT16),
         F("throttle_time_ms", INT32),
-        F(
-            "topics",
-            Array(
-                Struct(
-                    [
-                        F("name", STRING),
-                        F(
-                            "partitions",
-                            Array(Struct([F("partition_index", INT32), F("error_code", INT16)])),
-                        ),
-                    ]
-                )
-            ),
-        ),
+        F("topics", partition_errors()),
     ]
 )
 

@@ -71,7 +71,14 @@ from protocol.kafka.codec import (
     Struct,
 )
 from protocol.kafka.security import SECURITY_APIS
-from protocol.kafka.spec import NO_OPERATIONS, F, KafkaApi, per_partition, per_topic
+from protocol.kafka.spec import (
+    NO_OPERATIONS,
+    F,
+    KafkaApi,
+    partition_errors,
+    per_partition,
+    per_topic,
+)
 
 __all__ = ["KAFKA_APIS", "KafkaApi"]
 
@@ -652,20 +659,7 @@ _OFFSET_COMMIT_REQUEST = Struct(
 _OFFSET_COMMIT_RESPONSE = Struct(
     [
         F("throttle_time_ms", INT32, 3),
-        F(
-            "topics",
-            Array(
-                Struct(
-                    [
-                        F("name", STRING),
-                        F(
-                            "partitions",
-                            Array(Struct([F("partition_index", INT32), F("error_code", INT16)])),
-                        ),
-                    ]
-                )
-            ),
-        ),
+        F("topics", partition_errors()),
     ]
 )
 
@@ -778,20 +772,7 @@ _ADD_PARTITIONS_TO_TXN_REQUEST = Struct(
 _ADD_PARTITIONS_TO_TXN_RESPONSE = Struct(
     [
         F("throttle_time_ms", INT32),
-        F(
-            "results",
-            Array(
-                Struct(
-                    [
-                        F("name", STRING),
-                        F(
-                            "results",
-                            Array(Struct([F("partition_index", INT32), F("error_code", INT16)])),
-                        ),
-                    ]
-                )
-            ),
-        ),
+        F("results", partition_errors(partitions="results")),
     ]
 )
 
@@ -856,20 +837,7 @@ _TXN_OFFSET_COMMIT_REQUEST = Struct(
 _TXN_OFFSET_COMMIT_RESPONSE = Struct(
     [
         F("throttle_time_ms", INT32),
-        F(
-            "topics",
-            Array(
-                Struct(
-                    [
-                        F("name", STRING),
-                        F(
-                            "partitions",
-                            Array(Struct([F("partition_index", INT32), F("error_code", INT16)])),
-                        ),
-                    ]
-                )
-            ),
-        ),
+        F("topics", partition_errors()),
     ]
 )
 

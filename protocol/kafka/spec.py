@@ -8,9 +8,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from protocol.apis import ApiKey
-from protocol.kafka.codec import Field, Struct
+from protocol.kafka.codec import INT16, INT32, STRING, Array, Field, Struct
 
-__all__ = ["NO_OPERATIONS", "F", "KafkaApi", "per_item", "per_partition", "per_topic"]
+__all__ = [
+    "NO_OPERATIONS",
+    "F",
+    "KafkaApi",
+    "partition_errors",
+    "per_item",
+    "per_partition",
+    "per_topic",
+]
 
 NO_OPERATIONS = -(2**31)
 """Kafka's ``authorizedOperations`` when they were not asked for (INT32_MIN)."""
@@ -53,6 +61,19 @@ class KafkaApi:
 def F(name: str, type_: Any, since: int = 0, until: int | None = None, **kw: Any) -> Field:
     """A field present from version ``since`` through ``until``."""
     return Field(name, type_, (since, until), **kw)
+
+
+def partition_errors(*, partitions: str = "partitions") -> Array:
+    """Kafka's most common answer: topics, each with its partitions' error codes
+    (``[name, partitions: [partition_index, error_code]]``, OffsetCommit's and others')."""
+    return Array(
+        Struct(
+            [
+                F("name", STRING),
+                F(partitions, Array(Struct([F("partition_index", INT32), F("error_code", INT16)]))),
+            ]
+        )
+    )
 
 
 def per_topic(

@@ -377,7 +377,7 @@ def _kafka_python_class(name: str) -> Any:
     raise LookupError(name)
 
 
-@pytest.mark.parametrize(
+_EVERY_VERSION = pytest.mark.parametrize(
     ("api", "version"),
     [
         (api, version)
@@ -387,6 +387,11 @@ def _kafka_python_class(name: str) -> Any:
     ],
     ids=lambda x: x.name if hasattr(x, "key") else f"v{x}",
 )
+"""Every API this listener serves (but ApiVersions, answered by the listener), at every
+version."""
+
+
+@_EVERY_VERSION
 def test_every_answer_at_every_version_decodes_in_an_independent_implementation(
     api: Any, version: int
 ) -> None:
@@ -411,16 +416,7 @@ def test_api_versions_answers_decode_in_kafka_python(version: int) -> None:
     assert {k.api_key for k in decoded.api_keys} == set(KAFKA_APIS)
 
 
-@pytest.mark.parametrize(
-    ("api", "version"),
-    [
-        (api, version)
-        for api in KAFKA_APIS.values()
-        if api.key != ApiKey.API_VERSIONS
-        for version in range(api.min_version, api.max_version + 1)
-    ],
-    ids=lambda x: x.name if hasattr(x, "key") else f"v{x}",
-)
+@_EVERY_VERSION
 def test_every_refusal_at_every_version_decodes_and_says_the_code_everywhere(
     api: Any, version: int
 ) -> None:
