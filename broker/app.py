@@ -104,10 +104,10 @@ from protocol.apis import (
 from protocol.errors import (
     ApiError,
     BrokerNotAvailableError,
+    ElectionNotNeededError,
     InvalidRequestError,
     LeaderNotAvailableError,
     NotControllerError,
-    PreferredLeaderNotAvailableError,
     StaleBrokerEpochError,
     StaleControllerEpochError,
     UnknownTopicOrPartitionError,
@@ -683,10 +683,11 @@ class Broker:
         if request.election_type == ElectionType.UNCLEAN:
             outcome = await controller.elect_unclean_now(tps)
         else:
-            outcome = {
-                tp: None if why is None else PreferredLeaderNotAvailableError(why)
-                for tp, why in (await controller.elect_preferred(tps)).items()
-            }
+            outcome = await controller.elect_preferred(tps)
+            if tps is None:  # Kafka's: all partitions asked for, those moved are answered
+                outcome = {
+                    tp: e for tp, e in outcome.items() if not isinstance(e, ElectionNotNeededError)
+                }
         by_topic: dict[str, list[ElectLeadersPartitionResult]] = {}
         for (topic, partition), error in sorted(outcome.items()):
             by_topic.setdefault(topic, []).append(

@@ -167,6 +167,7 @@ from protocol.apis import AlterConfigOp as OpType
 from protocol.errors import (
     ApiError,
     BrokerNotAvailableError,
+    ElectionNotNeededError,
     GroupIdNotFoundError,
     GroupSubscribedToTopicError,
     IllegalGenerationError,
@@ -618,13 +619,20 @@ class Admin:
     # --- transactions (kafka-transactions) -----------------------------------------------
 
     async def list_transactions(
-        self, states: Iterable[str] = (), producer_ids: Iterable[int] = ()
+        self,
+        states: Iterable[str] = (),
+        producer_ids: Iterable[int] = (),
+        *,
+        duration_filter_ms: int = -1,
     ) -> list[TransactionListing]:
         """Kafka's AdminClient.listTransactions: every transactional id the coordinators
         hold, sorted, optionally only those in ``states`` (Kafka's names: Ongoing,
-        PrepareCommit, ...) or of ``producer_ids``. Every broker is asked for its own."""
+        PrepareCommit, ...), of ``producer_ids``, or whose transaction has run longer than
+        ``duration_filter_ms`` (KIP-994). Every broker is asked for its own."""
         request = ListTransactionsRequest(
-            state_filters=list(states), producer_id_filters=list(producer_ids)
+            state_filters=list(states),
+            producer_id_filters=list(producer_ids),
+            duration_filter=duration_filter_ms,
         )
         metadata = await self._metadata([])
         answers: list[ListTransactionsResponse | None] = await asyncio.gather(
@@ -1106,9 +1114,11 @@ class Admin:
         response: ElectLeadersResponse = await self._send_to_controller(
             ApiKey.ELECT_LEADERS, request
         )
+        # a preferred replica leading already is done too (Kafka's ELECTION_NOT_NEEDED)
+        done = (0, ElectionNotNeededError.code) if kind == ElectionType.PREFERRED else (0,)
         return {
             TopicPartition(t.topic, r.partition_id): (
-                None if not r.error_code else error_for_code(r.error_code, r.error_message)
+                None if r.error_code in done else error_for_code(r.error_code, r.error_message)
             )
             for t in response.replica_election_results
             for r in t.partition_result

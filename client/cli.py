@@ -744,6 +744,12 @@ def topics_elect_leaders(
         return
     for tp, error in sorted(failed.items()):
         click.echo(f"{tp.topic}-{tp.partition}: not moved: {error.message}", err=True)
+    if name is None:  # every partition asked: only those that needed an election answer
+        click.echo(
+            f"{len(outcome) - len(failed)} partitions moved back to their preferred replica; "
+            f"{len(failed)} could not be; the others were led by it already."
+        )
+        return
     click.echo(
         f"{len(outcome) - len(failed)} of {len(outcome)} partitions led by their preferred replica."
     )
@@ -2375,12 +2381,22 @@ def transactions() -> None:
 
 @transactions.command("list")
 @click.option("--state", "states", multiple=True, help="Only these states (Ongoing, ...).")
+@click.option(
+    "--duration-filter",
+    "duration_ms",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Only transactions running longer than this many ms (Kafka's, KIP-994).",
+)
 @bootstrap_option
 @click.pass_context
-def transactions_list(ctx: click.Context, states: tuple[str, ...]) -> None:
+def transactions_list(ctx: click.Context, states: tuple[str, ...], duration_ms: int | None) -> None:
     """Every transactional id the coordinators hold: id, producer id, state."""
+    longer = -1 if duration_ms is None else duration_ms
     try:
-        listed = _admin(ctx, lambda admin: admin.list_transactions(states))
+        listed = _admin(
+            ctx, lambda admin: admin.list_transactions(states, duration_filter_ms=longer)
+        )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     print_table(

@@ -1487,6 +1487,8 @@ class ListTransactionsRequest(Request):
     state_filters: list[str] = field(default_factory=list)
     """Kafka's state names (Ongoing, PrepareCommit, ...); none: every state."""
     producer_id_filters: list[int] = field(default_factory=list)
+    duration_filter: int = field(-1, since=1)
+    """v1 (Kafka's KIP-994): only transactions running longer than this many ms; -1: all."""
 
 
 @dataclass(slots=True, kw_only=True)
@@ -1980,7 +1982,7 @@ APIS = _apis(
         DescribeTransactionsRequest,
         DescribeTransactionsResponse,
     ),
-    Api(ApiKey.LIST_TRANSACTIONS, 0, 0, ListTransactionsRequest, ListTransactionsResponse),
+    Api(ApiKey.LIST_TRANSACTIONS, 0, 1, ListTransactionsRequest, ListTransactionsResponse),
     Api(ApiKey.DESCRIBE_GROUPS, 0, 0, DescribeGroupsRequest, DescribeGroupsResponse),
     Api(ApiKey.DELETE_GROUPS, 0, 0, DeleteGroupsRequest, DeleteGroupsResponse),
     Api(ApiKey.OFFSET_DELETE, 0, 0, OffsetDeleteRequest, OffsetDeleteResponse),

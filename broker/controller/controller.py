@@ -97,6 +97,7 @@ from protocol.errors import (
     KafkaStorageError,
     NoReassignmentInProgressError,
     NotControllerError,
+    PreferredLeaderNotAvailableError,
     StaleBrokerEpochError,
     UnknownTopicOrPartitionError,
 )
@@ -944,36 +945,43 @@ class Controller:
             )
         return result
 
-    async def elect_preferred(self, tps: list[TP] | None) -> dict[TP, str | None]:
+    async def elect_preferred(self, tps: list[TP] | None) -> dict[TP, ApiError | None]:
         """Preferred leader election for ``tps`` (None: all); per partition, None if its
-        preferred replica leads now, else why not."""
+        preferred replica was made leader, else why not, in Kafka's words:
+        ELECTION_NOT_NEEDED (it leads already), UNKNOWN_TOPIC_OR_PARTITION,
+        PREFERRED_LEADER_NOT_AVAILABLE (not alive, offline or out of sync)."""
 
-        async def work() -> dict[TP, str | None]:
+        async def work() -> dict[TP, ApiError | None]:
             wanted = self._all_partitions() if tps is None else tps
-            outcome: dict[TP, str | None] = {}
+            outcome: dict[TP, ApiError | None] = {}
             changed: set[TP] = set()
             for tp in wanted:
                 outcome[tp] = await self._make_preferred_leader(tp, changed)
             self._tell_replicas(changed)
             return outcome
 
-        result: dict[TP, str | None] = await self.submit(work)
+        result: dict[TP, ApiError | None] = await self.submit(work)
         return result
 
-    async def _make_preferred_leader(self, tp: TP, changed: set[TP]) -> str | None:
+    async def _make_preferred_leader(self, tp: TP, changed: set[TP]) -> ApiError | None:
         if tp not in self.states or tp[0] in self.deleting:
-            return f"no partition {tp[0]}-{tp[1]}"
+            return UnknownTopicOrPartitionError(f"no partition {tp[0]}-{tp[1]}")
         while True:
             current = self.states[tp].state
             preferred = self.assignments[tp[0]][tp[1]][0]
             if current.leader == preferred:
-                return None
+                return ElectionNotNeededError(
+                    f"{tp[0]}-{tp[1]} is led by its preferred replica {preferred} already"
+                )
+            why = None
             if preferred not in self.brokers or preferred in self.shutting_down:
-                return f"the preferred leader {preferred} is not alive"
-            if preferred in self.offline_replicas.get(tp, ()):
-                return f"the preferred leader {preferred} has its log offline (a disk error)"
-            if preferred not in current.isr:
-                return f"the preferred leader {preferred} is not in sync (ISR {current.isr})"
+                why = f"the preferred leader {preferred} is not alive"
+            elif preferred in self.offline_replicas.get(tp, ()):
+                why = f"the preferred leader {preferred} has its log offline (a disk error)"
+            elif preferred not in current.isr:
+                why = f"the preferred leader {preferred} is not in sync (ISR {current.isr})"
+            if why is not None:
+                return PreferredLeaderNotAvailableError(why)
             state = PartitionState(
                 leader=preferred,
                 leader_epoch=current.leader_epoch + 1,
@@ -1057,7 +1065,7 @@ class Controller:
             outcome = await self.elect_preferred(None)
         except NotControllerError:
             return
-        moved = [tp for tp, why in outcome.items() if why is None]
+        moved = [tp for tp, error in outcome.items() if error is None]
         if moved:
             self._log.debug("controller.leaders_rebalanced", partitions=len(moved))
 

@@ -600,16 +600,22 @@ class GroupCoordinator:
 
     async def leave_group(self, request: LeaveGroupRequest) -> LeaveGroupResponse:
         self._check_group(Operation.READ, request.group_id)
-        group = self._known_group(request.group_id)
         if request.members is None:
-            group.leave(request.member_id, request.group_instance_id)
+            self._known_group(request.group_id).leave(request.member_id, request.group_instance_id)
             return LeaveGroupResponse()
         # several at once (an administrator's "remove members"): each answered on its own,
-        # as Kafka's, and the others still leave when one is unknown
+        # as Kafka's, and the others still leave when one is unknown; a group this
+        # coordinator does not have leaves each of them unknown (Kafka's answer too)
+        try:
+            group: Group | None = self._known_group(request.group_id)
+        except UnknownMemberIdError as exc:
+            group, unknown = None, exc
         answers = []
         for member in request.members:
             error: ApiError | None = None
             try:
+                if group is None:
+                    raise unknown
                 group.leave(member.member_id, member.group_instance_id)
             except ApiError as exc:
                 error = exc

@@ -668,6 +668,7 @@ class TransactionCoordinator:
         unknown = [t for s, t in states.items() if s is None]
         wanted = {s for s in states if s is not None}
         pids = set(request.producer_id_filters)
+        now, longer_than = self._clock(), request.duration_filter
         listed = [
             ListedTransaction(
                 transactional_id=meta.transactional_id,
@@ -679,6 +680,9 @@ class TransactionCoordinator:
             if meta.producer_id >= 0
             and (not request.state_filters or meta.state in wanted)
             and (not pids or meta.producer_id in pids)
+            # Kafka's test, on the transaction's start (-1 when none is open: any filter
+            # takes it, as Kafka's does)
+            and (longer_than < 0 or now - meta.start_ms > longer_than)
             and self._acl.allowed(
                 Operation.DESCRIBE, ResourceType.TRANSACTIONAL_ID, meta.transactional_id
             )

@@ -854,8 +854,7 @@ _LIST_TRANSACTIONS_REQUEST = Struct(
     [
         F("state_filters", Array(STRING)),
         F("producer_id_filters", Array(INT64)),
-        # v1's duration and v2's id pattern: Headwater filters by state and producer only
-        F("duration_filter", INT64, 1, attr=None, default=-1),
+        F("duration_filter", INT64, 1, default=-1),
     ],
     ListTransactionsRequest,
 )

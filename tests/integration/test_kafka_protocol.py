@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 import struct
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -66,8 +67,13 @@ from client import (
     TopicPartition,
     UserScramCredentialUpsertion,
 )
-from protocol.errors import ThrottlingQuotaExceededError
+from protocol.errors import (
+    ElectionNotNeededError,
+    ThrottlingQuotaExceededError,
+    UnknownTopicOrPartitionError,
+)
 from tests.integration.conftest import Cluster, until
+from tests.integration.test_cli import COMMAND
 
 KAFKA_LISTENER = {
     "listeners": "PLAINTEXT://127.0.0.1:0,KAFKA://127.0.0.1:0",
@@ -821,7 +827,8 @@ async def test_kafka_pythons_admin_moves_elects_and_describes(
         admin.close()
         return [p.error_code for r in answer.replica_election_results for p in r.partition_result]
 
-    assert await asyncio.to_thread(elect) == [0]  # its one replica leads: nothing to do
+    # its one replica leads: nothing to do, in Kafka's words (kafka-python ignores it)
+    assert await asyncio.to_thread(elect) == [ElectionNotNeededError.code]
 
 
 async def test_an_administrator_removes_several_static_members_at_once(
@@ -867,3 +874,66 @@ async def test_an_administrator_removes_several_static_members_at_once(
     assert removed["a"] is KpNoError and removed["b"] is KpNoError
     assert removed["never-joined"] is KpUnknownMemberIdError
     assert group.members == []
+
+
+async def test_elections_and_transaction_listings_answer_as_kafkas(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    # KIP-460's answers to a preferred election, and KIP-994's duration filter
+    cluster = make_cluster(1, KAFKA_LISTENER)
+    await _topic(cluster, "elected", 1)
+    producer = Producer(bootstrap_servers=cluster.bootstrap, transactional_id="young")
+    async with producer:
+        producer.begin_transaction()
+        await producer.send_and_wait("elected", b"x", partition=0)
+
+        def run() -> dict[str, Any]:
+            admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap(cluster))
+            try:
+                answer = admin.elect_leaders(0, {"elected": [0, 7]}, raise_errors=False)
+                return {
+                    "elected": {
+                        (r.topic, p.partition_id): p.error_code
+                        for r in answer.replica_election_results
+                        for p in r.partition_result
+                    },
+                    "all": admin.list_transactions(),
+                    "old": admin.list_transactions(duration_filter_ms=3_600_000),
+                    "any": admin.list_transactions(duration_filter_ms=0),
+                }
+            finally:
+                admin.close()
+
+        seen = await asyncio.to_thread(run)
+
+        def listed(longer_ms: str) -> str:
+            return subprocess.run(
+                [
+                    *COMMAND,
+                    "--bootstrap-server",
+                    cluster.bootstrap,
+                    "transactions",
+                    "list",
+                    "--duration-filter",
+                    longer_ms,
+                ],
+                check=True,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            ).stdout
+
+        # Headwater's command takes the same filter (Kafka's kafka-transactions --duration-filter)
+        assert "young" in await asyncio.to_thread(listed, "0")
+        assert "young" not in await asyncio.to_thread(listed, "3600000")
+        await producer.abort_transaction()
+    assert seen["elected"] == {
+        ("elected", 0): ElectionNotNeededError.code,
+        ("elected", 7): UnknownTopicOrPartitionError.code,
+    }
+    names = {
+        k: [t.transactional_id for ts in v.values() for t in ts]
+        for k, v in seen.items()
+        if k != "elected"
+    }
+    assert names == {"all": ["young"], "old": [], "any": ["young"]}

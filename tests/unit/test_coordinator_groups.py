@@ -26,6 +26,7 @@ from protocol.apis import (
     HeartbeatRequest,
     JoinGroupRequest,
     JoinGroupRequestProtocol,
+    LeaveGroupMember,
     LeaveGroupRequest,
     ListGroupsRequest,
     OffsetCommitRequest,
@@ -796,3 +797,22 @@ async def test_a_transactions_offsets_the_check_refuses_are_neither_written_nor_
         InvalidTxnStateError.code
     }
     assert replicas.log == [] and not coordinator.stores[0].pending
+
+
+async def test_several_members_leaving_an_unknown_group_are_each_told() -> None:
+    # Kafka's LeaveGroup v3+ (an administrator's "remove members"): for a group the
+    # coordinator does not have, the request succeeds and each member is UNKNOWN_MEMBER_ID
+    coordinator, _ = _coordinator()
+    request = LeaveGroupRequest(
+        group_id=OURS,
+        members=[
+            LeaveGroupMember(group_instance_id="a"),
+            LeaveGroupMember(group_instance_id="b"),
+        ],
+    )
+    response = await coordinator.leave_group(request)
+    assert response.error_code == 0
+    assert [(m.group_instance_id, m.error_code) for m in response.members] == [
+        ("a", UnknownMemberIdError.code),
+        ("b", UnknownMemberIdError.code),
+    ]
