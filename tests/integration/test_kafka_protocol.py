@@ -103,7 +103,10 @@ async def _topic(cluster: Cluster, name: str, partitions: int, replicas: int = 1
             # Kafka's clients ask any broker: every one must have heard of the topic
             for broker in cluster.brokers.values():
                 async with Admin(bootstrap_servers=broker.bootstrap) as one:
-                    described = await one.describe_topics([name])
+                    try:
+                        described = await one.describe_topics([name])
+                    except UnknownTopicOrPartitionError:
+                        return False  # this broker has not heard of it yet (CI saw it)
                     if not described or any(p.leader < 0 for p in described[0].partitions):
                         return False
             return True
