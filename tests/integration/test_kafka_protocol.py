@@ -79,6 +79,8 @@ KAFKA_LISTENER = {
     "listeners": "PLAINTEXT://127.0.0.1:0,KAFKA://127.0.0.1:0",
     "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,KAFKA:PLAINTEXT",
     "kafka.protocol.listeners": "KAFKA",
+    # one consumer per group here: no 3 s wait for others to join first
+    "group.initial.rebalance.delay.ms": "0",
 }
 
 
@@ -598,6 +600,7 @@ async def test_librdkafka_over_tls_on_an_ssl_kafka_listener(
             "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,KSSL:SSL",
             "kafka.protocol.listeners": "KSSL",
             "ssl.keystore.location": str(broker_file),
+            "group.initial.rebalance.delay.ms": "0",
         },
     )
     await _topic(cluster, "secret", 1)
