@@ -1145,11 +1145,16 @@ def _produce_handler(
         # not async: acks=0/1 is answered in the loop iteration that read it (acks=all
         # returns a Deferred, answered from the fetch that moves the high watermark)
         txn_id = request.transactional_id
-        if txn_id is not None and not acl.allowed(
-            Operation.WRITE, ResourceType.TRANSACTIONAL_ID, txn_id
-        ):
-            raise transactional_id_not_authorized(txn_id, Operation.WRITE)
-        response = replicas.produce(request)
+        try:
+            if txn_id is not None and not acl.allowed(
+                Operation.WRITE, ResourceType.TRANSACTIONAL_ID, txn_id
+            ):
+                raise transactional_id_not_authorized(txn_id, Operation.WRITE)
+            response = replicas.produce(request)
+        except ApiError as exc:
+            if request.acks == 0:  # refused whole: no answer to carry it either (Kafka's)
+                raise CloseConnection(f"acks=0 produce refused: {exc.message}") from exc
+            raise
         if inspect.isawaitable(response) and not isinstance(response, Deferred):
             return _after(response, request)  # checked with a coordinator (KIP-890)
         return answer(response, request)

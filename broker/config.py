@@ -980,7 +980,7 @@ def _check_listeners(values: Mapping[str, Any], extra: Mapping[str, str]) -> Non
                 f"{name} names listener {listener}, which is not in listeners ({', '.join(names)})"
             )
     inter = values["inter.broker.listener.name"] or names[0]
-    _check_kafka_listeners(values["kafka.protocol.listeners"], names, inter, protocols)
+    _check_kafka_listeners(values["kafka.protocol.listeners"], names, inter)
     mechanism = values["sasl.mechanism.inter.broker.protocol"]
     if (
         protocols[inter] in ("SASL_PLAINTEXT", "SASL_SSL")
@@ -1004,9 +1004,7 @@ def _check_listeners(values: Mapping[str, Any], extra: Mapping[str, str]) -> Non
         )
 
 
-def _check_kafka_listeners(
-    kafka: list[str], names: list[str], inter: str, protocols: Mapping[str, str]
-) -> None:
+def _check_kafka_listeners(kafka: list[str], names: list[str], inter: str) -> None:
     """``kafka.protocol.listeners`` against the listeners."""
     for name in kafka:
         if name not in names:

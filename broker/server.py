@@ -340,16 +340,10 @@ class _Connection(asyncio.BufferedProtocol):
                 slot = _Slot(kafka_wire.api_versions_response(asked, UnsupportedVersionError.code))
                 self._enqueue(slot)
                 return
-            # Kafka's response schemas share no error field: as Kafka does, the connection
-            # is closed (after the answers before it), and the log says why
-            self._log.warning("connection.unsupported_request", error=str(exc))
-            self._end_reading()
-            self._enqueue(_Slot(_CLOSE))
+            self._close_after_answers("connection.unsupported_request", error=str(exc))
             return
         except (MalformedMessageError, MalformedFrameError) as exc:
-            self._log.warning("connection.malformed_kafka_request", error=str(exc))
-            self._end_reading()
-            self._enqueue(_Slot(_CLOSE))
+            self._close_after_answers("connection.malformed_kafka_request", error=str(exc))
             return
         if header.client_id and header.client_id != self._kafka_client_id:
             # Kafka carries it in every header; quotas and logs read it per connection
@@ -360,11 +354,8 @@ class _Connection(asyncio.BufferedProtocol):
             return
         if self._auth is not None and not self._authenticated:
             if api.key not in _BEFORE_AUTHENTICATION:
-                # as Kafka's brokers: nothing but the SASL exchange before it succeeds,
-                # and the connection is closed (Kafka's answers have no room to say why)
-                self._log.warning("connection.unauthenticated_request", api=api.name)
-                self._end_reading()
-                self._enqueue(_Slot(_CLOSE))
+                # as Kafka's brokers: nothing but the SASL exchange before it succeeds
+                self._close_after_answers("connection.unauthenticated_request", api=api.name)
                 return
             self._authenticate(header, api.key, request)  # type: ignore[arg-type]
             return
@@ -372,6 +363,14 @@ class _Connection(asyncio.BufferedProtocol):
         if slot.parts is _CLOSE:
             self._end_reading()
         self._enqueue(slot)
+
+    def _close_after_answers(self, event: str, **why: Any) -> None:
+        """A Kafka client's request that cannot be answered: Kafka's answers share no error
+        field, so, as Kafka does, the connection closes after the answers before it, and
+        the log says why."""
+        self._log.warning(event, **why)
+        self._end_reading()
+        self._enqueue(_Slot(_CLOSE))
 
     def _enqueue(self, *slots: _Slot) -> None:
         self._queue.extend(slots)
@@ -510,11 +509,6 @@ class _Connection(asyncio.BufferedProtocol):
         if not isinstance(exc, ApiError):
             self._log.exception("request.failed", api_key=int(key), error=repr(exc))
         if isinstance(header, kafka_wire.KafkaHeader):
-            if getattr(header.request, "acks", None) == 0:
-                # an acks=0 producer reads no answers: Kafka closes its connection, the
-                # one way it learns that the write failed
-                self._log.info("connection.closed_acks0_failure", error=repr(exc))
-                return _CLOSE
             return kafka_wire.encode_error_response(header, exc)
         return encode_error_response(header.correlation_id, exc)
 

@@ -16,7 +16,6 @@ may be a :class:`~protocol.framing.FileRegion` when encoding (sent with ``sendfi
 from __future__ import annotations
 
 import struct
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,13 +31,10 @@ __all__ = [
     "INT16",
     "INT32",
     "INT64",
-    "NULLABLE_BYTES",
     "NULLABLE_STRING",
     "RECORDS",
     "STRING",
-    "UINT16",
     "UUID",
-    "ZERO_UUID",
     "Array",
     "Field",
     "Reader",
@@ -151,7 +147,6 @@ class Writer:
 
 _I8 = struct.Struct(">b")
 _I16 = struct.Struct(">h")
-_U16 = struct.Struct(">H")
 _I32 = struct.Struct(">i")
 _I64 = struct.Struct(">q")
 _F64 = struct.Struct(">d")
@@ -201,7 +196,7 @@ class _Uuid(_Type):
         return bytes(r.take(16))
 
     def write(self, w: Writer, value: Any, v: int, flexible: bool) -> None:
-        data = value.bytes if isinstance(value, uuid.UUID) else bytes(value)
+        data = bytes(value)
         if len(data) != 16:
             raise ValueError(f"a uuid is 16 bytes, not {len(data)}")
         w.buf += data
@@ -269,7 +264,6 @@ class _Bytes(_Type):
 BOOL = _Bool()
 INT8 = _Fixed("int8", _I8, 0)
 INT16 = _Fixed("int16", _I16, 0)
-UINT16 = _Fixed("uint16", _U16, 0)
 INT32 = _Fixed("int32", _I32, 0)
 INT64 = _Fixed("int64", _I64, 0)
 FLOAT64 = _Fixed("float64", _F64, 0.0)
@@ -277,7 +271,6 @@ UUID = _Uuid()
 STRING = _String(nullable=False)
 NULLABLE_STRING = _String(nullable=True)
 BYTES = _Bytes(nullable=False)
-NULLABLE_BYTES = _Bytes(nullable=True)
 RECORDS = _Bytes(nullable=True, records=True)
 """Kafka's ``records`` type: record batches as nullable bytes, never copied."""
 

@@ -25,7 +25,6 @@ from protocol.errors import (
     MalformedFrameError,
     MalformedMessageError,
     UnsupportedRequestError,
-    UnsupportedVersionError,
     error_code_of,
 )
 from protocol.framing import FileRegion, Part
@@ -169,9 +168,6 @@ def api_versions_response(header: KafkaHeader, error_code: int = 0) -> list[Part
     return _frame(
         answer, write_message(API_VERSIONS.response, body, version, API_VERSIONS.flexible(version))
     )
-
-
-UNSUPPORTED_VERSION = UnsupportedVersionError.code
 
 
 def _error_answer(header: KafkaHeader, code: int, message: str | None) -> Any:
