@@ -24,7 +24,7 @@ from bench import perf
 from bench.compare import kafka_client
 from bench.compare.servers import Unavailable, rss_mb
 from bench.compare.table import Cell
-from bench.compare.workloads import Sizes, record, run_async, run_sections
+from bench.compare.workloads import Sizes, record, run_async, run_sections, two_rounds
 from client import Admin, NewTopic, Producer
 from client.connection import BrokerConnection
 from client.localcluster import BrokerProcess, ZooKeeperServer
@@ -254,7 +254,12 @@ def _single(sizes: Sizes, directory: Path, results: dict[str, Cell]) -> None:
             sizes,
             lambda: end_to_end(bootstrap, sizes, "1", 1),
         )
-        record(results, ("big_gbs",), sizes, lambda: broker_alone(bootstrap, sizes))
+        record(
+            results,
+            ("big_gbs", "big_gbs_first"),
+            sizes,
+            lambda: two_rounds(lambda _: broker_alone(bootstrap, sizes)),
+        )
 
 
 def _replicated(sizes: Sizes, directory: Path, results: dict[str, Cell]) -> None:

@@ -33,6 +33,7 @@ from bench.compare.workloads import (
     percentile,
     run_async,
     run_sections,
+    two_rounds,
 )
 
 REDIS, NATS = "Redis Streams", "NATS JetStream"
@@ -149,6 +150,8 @@ def test_rows_follow_the_issue_targets_and_compute_the_share_of_raw_write() -> N
     share = rows["broker alone, 1 MiB batches: % of raw os.write"]
     assert share.headwater == pytest.approx(50.0)  # 1.5 GB/s of 3,000 MB/s
     assert share.peers[REDIS] == NotAvailable("down")
+    first = rows["broker alone, 1 MiB batches: first round (new memory)"]
+    assert first.target == Target() and first.headwater == NotAvailable("not run")
     memory = next(r for r in rows.values() if r.name.startswith("RSS"))
     assert memory.target == Target(at_most=300) and str(evaluate(memory)) == "pass"
     assert f"{QUICK.partitions} partitions" in memory.name
@@ -158,6 +161,23 @@ def test_rows_follow_the_issue_targets_and_compute_the_share_of_raw_write() -> N
     assert next(r for r in no_raw if r.unit == "%").headwater == NotAvailable(
         "no raw os.write figure"
     )
+
+
+def test_two_rounds_reports_the_best_and_the_first_each_on_its_own_stream() -> None:
+    rounds: list[int] = []
+
+    async def one_round(number: int) -> float:
+        rounds.append(number)
+        return {1: 0.4, 2: 1.6}[number]
+
+    assert run_async(two_rounds(one_round)) == (1.6, 0.4)
+    assert rounds == [1, 2]
+
+    async def slower_second(number: int) -> float:
+        return {1: 1.2, 2: 0.9}[number]
+
+    assert run_async(two_rounds(slower_second)) == (1.2, 1.2)
+    assert "big_gbs_first" in SECTIONS["single"]
 
 
 def test_measure_turns_a_failure_into_n_a_for_what_is_missing() -> None:
