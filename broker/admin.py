@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import random
 import re
 import time
@@ -100,6 +101,7 @@ from protocol.errors import (
 )
 from protocol.group_log import OFFSETS_TOPIC
 from protocol.quotas import TokenBucket
+from protocol.topic_id import ZERO_TOPIC_ID, format_topic_id, new_topic_id
 
 __all__ = ["TopicAdmin", "validate_topic_name"]
 
@@ -210,11 +212,13 @@ class TopicAdmin:
     async def _create(self, topic: CreatableTopic, validate_only: bool) -> CreatableTopicResult:
         try:
             assignment, configs = await self._plan(topic)
+            topic_id = ZERO_TOPIC_ID  # (Kafka's answer to validate_only: no id yet)
             if not validate_only:
-                await self._write_topic(topic.name, assignment, configs)
+                topic_id = await self._write_topic(topic.name, assignment, configs)
                 self._log.info(
                     "topic.created",
                     topic=topic.name,
+                    topic_id=format_topic_id(topic_id),
                     partitions=len(assignment),
                     configs=configs,
                 )
@@ -224,6 +228,7 @@ class TopicAdmin:
             )
         return CreatableTopicResult(
             name=topic.name,
+            topic_id=topic_id,
             num_partitions=len(assignment),
             replication_factor=len(assignment[0]),
         )
@@ -293,21 +298,22 @@ class TopicAdmin:
 
     async def _write_topic(
         self, topic: str, assignment: dict[int, list[int]], configs: dict[str, str]
-    ) -> None:
+    ) -> bytes:
+        """Write the topic's config, then its assignment with a new id, which it returns."""
         # config first: the controller, seeing the assignment, may start the logs at once
         path = paths.topic_config(topic)
         try:
             await self._zk.create(path, topic_config_json(configs), makepath=True)
         except NodeExists:
             await self._zk.set(path, topic_config_json(configs))
+        written = TopicAssignment(topic, assignment, topic_id=new_topic_id())
         try:
-            await self._zk.create(
-                paths.topic(topic), TopicAssignment(topic, assignment).to_json(), makepath=True
-            )
+            await self._zk.create(paths.topic(topic), written.to_json(), makepath=True)
         except NodeExists:
             marked = await self._zk.exists(paths.delete_topic(topic))
             detail = " and is being deleted; try again shortly" if marked else ""
             raise TopicAlreadyExistsError(f"topic {topic!r} already exists{detail}") from None
+        return written.topic_id
 
     async def create_internal(self, topic: CreatableTopic) -> None:
         """Create an internal topic (``__consumer_offsets``); racing creators are fine."""
@@ -438,7 +444,7 @@ class TopicAdmin:
         try:
             await self._zk.set(
                 paths.topic(name),
-                TopicAssignment(name, {**current, **added}).to_json(),
+                dataclasses.replace(known, partitions={**current, **added}).to_json(),
                 version=stat.version,
             )
         except (VersionConflict, NoNode):

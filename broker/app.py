@@ -24,7 +24,12 @@ import structlog
 
 from broker import sasl, tls
 from broker.admin import TopicAdmin
-from broker.authorizer import Authorizer, topic_not_authorized, transactional_id_not_authorized
+from broker.authorizer import (
+    Authorizer,
+    principal,
+    topic_not_authorized,
+    transactional_id_not_authorized,
+)
 from broker.broker_configs import BrokerConfigs
 from broker.config import (
     RACK_AWARE_SELECTOR,
@@ -110,9 +115,12 @@ from protocol.errors import (
     NotControllerError,
     StaleBrokerEpochError,
     StaleControllerEpochError,
+    TopicAuthorizationFailedError,
+    UnknownTopicIdError,
     UnknownTopicOrPartitionError,
 )
 from protocol.framing import FileRegion, RequestHeader
+from protocol.topic_id import ZERO_TOPIC_ID, format_topic_id
 
 __all__ = ["Broker"]
 
@@ -1053,7 +1061,12 @@ class Broker:
         else:
             names = request.topics
         topics = []
-        for name in names:
+        asked: list[str | MetadataTopic] = list(names)
+        asked.extend(self._by_id(topic_id, described) for topic_id in request.topic_ids)
+        for name in asked:
+            if isinstance(name, MetadataTopic):
+                topics.append(name)
+                continue
             if not described(name):  # whether or not it exists: not told
                 error = topic_not_authorized(name, Operation.DESCRIBE)
                 topics.append(
@@ -1078,8 +1091,14 @@ class Broker:
                         offline_replicas=list(state.offline_replicas),
                     )
                 )
-            internal = name.startswith("__")
-            topics.append(MetadataTopic(name=name, is_internal=internal, partitions=rows))
+            topics.append(
+                MetadataTopic(
+                    name=name,
+                    topic_id=cache.topic_ids.get(name, ZERO_TOPIC_ID),
+                    is_internal=name.startswith("__"),
+                    partitions=rows,
+                )
+            )
         brokers = []
         for b in sorted(cache.brokers.values(), key=lambda b: b.id):
             address = cache.address(b.id, listener)
@@ -1092,6 +1111,26 @@ class Broker:
             cluster_id=self.cluster_id,
             controller_id=self.controller_id,
             topics=topics,
+        )
+
+    def _by_id(self, topic_id: bytes, described: Callable[[str], bool]) -> MetadataTopic | str:
+        """A topic asked for by id (KIP-516): its name, or the row that refuses it. An id
+        no topic has is UNKNOWN_TOPIC_ID; a topic the client may not describe is
+        TOPIC_AUTHORIZATION_FAILED without its name (Kafka's: ids are not secret, names
+        are). An id never creates a topic."""
+        name = self.metadata.topic_names.get(topic_id)
+        if name is None or name not in self.metadata.topics:
+            error: ApiError = UnknownTopicIdError(
+                f"no topic has id {format_topic_id(topic_id)} (deleted, or never made)"
+            )
+        elif not described(name):
+            error = TopicAuthorizationFailedError(
+                f"{principal()} may not Describe the topic with id {format_topic_id(topic_id)}"
+            )
+        else:
+            return name
+        return MetadataTopic(
+            name="", topic_id=topic_id, error_code=error.code, error_message=error.message
         )
 
     async def _missing_topic(self, name: str, allow_auto_create: bool) -> MetadataTopic:

@@ -39,6 +39,11 @@ class MetadataCache:
         self.brokers: dict[int, UpdateMetadataBroker] = {}
         self.topics: dict[str, dict[int, UpdateMetadataPartitionState]] = {}
         self.deleting: set[str] = set()
+        self.topic_ids: dict[str, bytes] = {}
+        """Each topic's id (KIP-516), as the controller's updates carry them (a controller
+        of an older build sends none: such topics are left out)."""
+        self.topic_names: dict[bytes, str] = {}
+        """The reverse of :attr:`topic_ids`."""
         self.controller_id = -1
         self.controller_epoch = -1
         self._whole = False
@@ -71,9 +76,18 @@ class MetadataCache:
             for name in request.deleted_topics:
                 topics.pop(name, None)
                 deleting.discard(name)
+            ids = self.topic_ids
+            if request.deleted_topics or any(ids.get(t) != i for t, i in request.topic_ids.items()):
+                gone = set(request.deleted_topics)
+                ids = {t: i for t, i in ids.items() if t not in gone}
+                ids.update(request.topic_ids)
         else:
             topics, deleting = {}, set()
+            ids = dict(request.topic_ids)
             self._whole = True
+        if ids is not self.topic_ids:
+            self.topic_ids = ids
+            self.topic_names = {i: t for t, i in ids.items()}
         copied: set[str] = set()  # topics whose partition map this update already owns
         for state in request.partition_states:
             name = state.topic_name

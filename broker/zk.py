@@ -39,6 +39,7 @@ from kazoo.interfaces import IAsyncResult
 from kazoo.protocol.states import WatchedEvent, ZnodeStat
 
 from protocol.errors import HeadwaterError
+from protocol.topic_id import ZERO_TOPIC_ID, format_topic_id, parse_topic_id
 
 __all__ = [
     "BrokerRegistration",
@@ -236,23 +237,27 @@ class BrokerRegistration:
 @dataclass(frozen=True, slots=True)
 class TopicAssignment:
     """``/brokers/topics/<topic>``: the replicas of each partition, preferred leader first,
-    and, of the partitions being reassigned, which replicas are being added and removed
-    (see :mod:`broker.controller.reassignment`)."""
+    of the partitions being reassigned which replicas are being added and removed (see
+    :mod:`broker.controller.reassignment`), and the topic's id (KIP-516; Kafka's version
+    3 of the znode, ``topic_id`` in its text form). A topic written by a build without
+    ids has :data:`ZERO_TOPIC_ID` until the controller gives it one."""
 
     topic: str
     partitions: dict[int, list[int]]
     adding: dict[int, list[int]] = field(default_factory=dict)
     removing: dict[int, list[int]] = field(default_factory=dict)
+    topic_id: bytes = ZERO_TOPIC_ID
 
     def to_json(self) -> bytes:
-        return _encode(
-            {
-                "version": 2,
-                "partitions": {str(p): r for p, r in sorted(self.partitions.items())},
-                "adding_replicas": {str(p): r for p, r in sorted(self.adding.items()) if r},
-                "removing_replicas": {str(p): r for p, r in sorted(self.removing.items()) if r},
-            }
-        )
+        value: dict[str, object] = {
+            "version": 3 if self.topic_id != ZERO_TOPIC_ID else 2,
+            "partitions": {str(p): r for p, r in sorted(self.partitions.items())},
+            "adding_replicas": {str(p): r for p, r in sorted(self.adding.items()) if r},
+            "removing_replicas": {str(p): r for p, r in sorted(self.removing.items()) if r},
+        }
+        if self.topic_id != ZERO_TOPIC_ID:
+            value["topic_id"] = format_topic_id(self.topic_id)
+        return _encode(value)
 
     @classmethod
     def from_json(cls, topic: str, data: bytes) -> TopicAssignment:
@@ -266,7 +271,12 @@ class TopicAssignment:
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise CorruptZnode(f"{paths.topic(topic)} lacks valid partitions: {exc!r}") from None
-        return cls(topic, parts, adding, removing)
+        text = value.get("topic_id")  # versions 1 and 2 (before KIP-516) have none
+        try:
+            topic_id = ZERO_TOPIC_ID if text is None else parse_topic_id(str(text))
+        except ValueError as exc:
+            raise CorruptZnode(f"{paths.topic(topic)}: {exc}") from None
+        return cls(topic, parts, adding, removing, topic_id)
 
     @property
     def reassigning(self) -> set[int]:

@@ -143,6 +143,7 @@ from protocol.apis import (
     ListPartitionReassignmentsTopics,
     ListTransactionsRequest,
     ListTransactionsResponse,
+    MetadataRequest,
     OffsetDeleteRequest,
     OffsetDeleteRequestPartition,
     OffsetDeleteRequestTopic,
@@ -181,10 +182,12 @@ from protocol.errors import (
     TopicAlreadyExistsError,
     UnknownMemberIdError,
     UnknownTopicOrPartitionError,
+    UnsupportedVersionError,
     error_for_code,
 )
 from protocol.quotas import CLIENT, USER, Entity
 from protocol.sasl import SCRAM_MAX_ITERATIONS, SCRAM_MIN_ITERATIONS, salted_password
+from protocol.topic_id import ZERO_TOPIC_ID, format_topic_id, parse_topic_id
 
 __all__ = ["ANY_ENTITY", "Admin"]
 
@@ -401,8 +404,17 @@ class Admin:
         metadata = await self._metadata(None)
         return sorted(metadata.topics)
 
-    async def describe_topics(self, names: list[str] | None = None) -> list[TopicDescription]:
-        """Leaders, replicas and ISR per partition; an unknown name raises (with what to do)."""
+    async def describe_topics(
+        self, names: list[str] | None = None, *, topic_ids: list[str] | None = None
+    ) -> list[TopicDescription]:
+        """Leaders, replicas and ISR per partition; an unknown name raises (with what to do).
+        ``topic_ids`` (Kafka's text form, as ``TopicDescription.topic_id``) describes topics
+        by id instead (KIP-516): an id no topic has raises ``UnknownTopicIdError``, so a
+        topic deleted and made again under its name is not taken for the old one."""
+        if topic_ids is not None:
+            if names is not None:
+                raise ValueError("describe topics by names or by topic_ids, not both")
+            return await self._describe_by_id(topic_ids)
         metadata = await self._metadata(names)
         for name in names or []:
             error = metadata.topic_errors.get(name)
@@ -425,7 +437,38 @@ class Admin:
                 )
                 for p in sorted(topic.partitions.values(), key=lambda p: p.partition)
             ]
-            out.append(TopicDescription(name, topic.is_internal, partitions))
+            topic_id = None if topic.topic_id == ZERO_TOPIC_ID else format_topic_id(topic.topic_id)
+            out.append(TopicDescription(name, topic.is_internal, partitions, topic_id))
+        return out
+
+    async def _describe_by_id(self, topic_ids: list[str]) -> list[TopicDescription]:
+        raw = [parse_topic_id(t) for t in topic_ids]
+        answer = await self._send(
+            ApiKey.METADATA,
+            MetadataRequest(topics=[], topic_ids=raw, allow_auto_topic_creation=False),
+        )
+        found = {t.topic_id: t for t in answer.topics}
+        out = []
+        for topic_id, text in zip(raw, topic_ids, strict=True):
+            topic = found.get(topic_id)
+            if topic is None:  # a broker of a build before ids reads no topic_ids
+                raise UnsupportedVersionError(
+                    "the brokers do not know topics by id; upgrade them, or describe by name"
+                )
+            if topic.error_code:
+                raise error_for_code(topic.error_code, topic.error_message)
+            partitions = [
+                PartitionDescription(
+                    p.partition_index,
+                    p.leader_id,
+                    p.leader_epoch,
+                    list(p.replica_nodes),
+                    list(p.isr_nodes),
+                    list(p.offline_replicas),
+                )
+                for p in sorted(topic.partitions, key=lambda p: p.partition_index)
+            ]
+            out.append(TopicDescription(topic.name, topic.is_internal, partitions, text))
         return out
 
     async def describe_cluster(self) -> ClusterDescription:

@@ -22,7 +22,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, NamedTuple, TypeVar
@@ -59,6 +59,7 @@ from protocol.errors import (
     TopicAlreadyExistsError,
     UnknownTopicOrPartitionError,
 )
+from protocol.topic_id import parse_topic_id
 
 if TYPE_CHECKING:
     from client import Admin, Consumer, Producer, RecordFuture
@@ -573,12 +574,19 @@ def topics_list(ctx: click.Context) -> None:
     is_flag=True,
     help="Only the topics with settings of their own (one line each).",
 )
+@click.option(
+    "--topic-id",
+    default=None,
+    metavar="ID",
+    help="The topic with this id (Kafka's --topic-id), instead of NAME.",
+)
 @bootstrap_option
 @click.pass_context
 def topics_describe(
     ctx: click.Context,
     name: str | None,
     *,
+    topic_id: str | None,
     under_replicated: bool,
     unavailable: bool,
     under_min_isr: bool,
@@ -586,18 +594,19 @@ def topics_describe(
     topics_with_overrides: bool,
 ) -> None:
     """One row per partition: topic, partition, leader, replicas, ISR (all topics without NAME),
-    then a "Topic: NAME  Configs: k=v,..." line for each topic with settings of its own.
+    then a "Topic: NAME  TopicId: ID  Configs: k=v,..." line for each topic (Configs when it
+    has settings of its own).
 
     As Kafka's kafka-topics --describe, the filters keep only the partitions in trouble;
     with several, a partition in any of those kinds of trouble is shown.
     """
-    names = None if name is None else [name]
     filtered = under_replicated or unavailable or under_min_isr or at_min_isr
     if filtered and topics_with_overrides:
         raise click.UsageError("--topics-with-overrides lists topics; the others, partitions")
+    asked = _describing(name, topic_id)
 
     async def describe(admin: Any) -> tuple[list[Any], dict[str, dict[str, str]], dict[str, int]]:
-        topics = await admin.describe_topics(names)
+        topics = await asked(admin)
         overrides = {} if filtered else await topic_overrides(admin, [t.name for t in topics])
         min_isr = {}
         if under_min_isr or at_min_isr:
@@ -605,11 +614,11 @@ def topics_describe(
         return topics, overrides, min_isr
 
     described, overrides, min_isr = _admin(ctx, describe)
+    ids = {t.name: t.topic_id for t in described}
     if topics_with_overrides:
         for topic, configs in sorted(overrides.items()):
             if configs:
-                listed = ",".join(f"{k}={v}" for k, v in sorted(configs.items()))
-                click.echo(f"Topic: {topic}\tConfigs: {listed}")
+                click.echo(_topic_line(topic, ids.get(topic), configs))
         return
 
     def shown(p: Any, topic: str) -> bool:
@@ -630,10 +639,34 @@ def topics_describe(
         if shown(p, t.name)
     ]
     print_table(["topic", "partition", "leader", "replicas", "isr"], rows)
-    for topic, configs in sorted(overrides.items()):
-        if configs:
-            listed = ",".join(f"{k}={v}" for k, v in sorted(configs.items()))
-            click.echo(f"Topic: {topic}\tConfigs: {listed}")
+    if not filtered:
+        for topic in sorted(ids):
+            if (line := _topic_line(topic, ids[topic], overrides.get(topic))) is not None:
+                click.echo(line)
+
+
+def _describing(name: str | None, topic_id: str | None) -> Callable[[Any], Awaitable[Any]]:
+    """How ``topics describe`` asks: by NAME, by ``--topic-id``, or for every topic."""
+    if topic_id is not None:
+        if name is not None:
+            raise click.UsageError("give NAME or --topic-id, not both")
+        try:
+            parse_topic_id(topic_id)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--topic-id") from None
+        return lambda admin: admin.describe_topics(topic_ids=[topic_id])
+    return lambda admin: admin.describe_topics(None if name is None else [name])
+
+
+def _topic_line(topic: str, topic_id: str | None, configs: dict[str, str] | None) -> str | None:
+    """Kafka's per-topic line of a describe: the topic's id, and its own settings if it has
+    any (None when there is neither: a broker of a build without ids)."""
+    fields = [f"Topic: {topic}"]
+    if topic_id is not None:
+        fields.append(f"TopicId: {topic_id}")
+    if configs:
+        fields.append("Configs: " + ",".join(f"{k}={v}" for k, v in sorted(configs.items())))
+    return "\t".join(fields) if len(fields) > 1 else None
 
 
 async def _min_isr(admin: Admin, topics: list[str]) -> dict[str, int]:

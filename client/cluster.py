@@ -57,6 +57,7 @@ from protocol.errors import (
     UnknownTopicOrPartitionError,
     error_for_code,
 )
+from protocol.topic_id import ZERO_TOPIC_ID
 
 __all__ = [
     "Broker",
@@ -127,6 +128,8 @@ class TopicMetadata:
     is_internal: bool = False
     available: tuple[int, ...] = field(default=())
     """Partitions with a live leader, sorted: where keyless records may go."""
+    topic_id: bytes = ZERO_TOPIC_ID
+    """The topic's id (KIP-516); zero from a broker of a build without them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,7 +221,7 @@ class ClusterMetadata:
             }
             available = tuple(sorted(i for i, p in partitions.items() if p.leader >= 0))
             topics[t.name] = TopicMetadata(
-                t.name, MappingProxyType(partitions), t.is_internal, available
+                t.name, MappingProxyType(partitions), t.is_internal, available, t.topic_id
             )
         return ClusterMetadata(
             brokers=MappingProxyType(

@@ -216,6 +216,9 @@ class TopicDescription(NamedTuple):
     name: str
     is_internal: bool
     partitions: list[PartitionDescription]
+    topic_id: str | None = None
+    """The topic's id in Kafka's text form (KIP-516: 22 characters of URL-safe base64);
+    None from a broker of a build that gives topics none."""
 
 
 class ConfigSynonym(NamedTuple):

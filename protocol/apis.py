@@ -34,6 +34,7 @@ from protocol.framing import (
     parse_request_header,
 )
 from protocol.schema import Records, decode_message, encode_message, field
+from protocol.topic_id import ZERO_TOPIC_ID
 
 __all__ = [
     "APIS",
@@ -158,8 +159,12 @@ class ApiVersionsResponse(Response):
 
 @dataclass(slots=True, kw_only=True)
 class MetadataRequest(Request):
+    """``topics`` None asks for every topic; v1's ``topic_ids`` asks for topics by id too
+    (KIP-516; an id no topic has is answered UNKNOWN_TOPIC_ID)."""
+
     topics: list[str] | None = None
     allow_auto_topic_creation: bool = True
+    topic_ids: list[bytes] = field(default_factory=list, since=1)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -186,6 +191,7 @@ class MetadataTopic:
     error_code: int = 0
     error_message: str | None = None
     name: str
+    topic_id: bytes = field(ZERO_TOPIC_ID, since=1)
     is_internal: bool = False
     partitions: list[MetadataPartition] = field(default_factory=list)
 
@@ -432,6 +438,7 @@ class CreateTopicsRequest(Request):
 @dataclass(slots=True, kw_only=True)
 class CreatableTopicResult:
     name: str
+    topic_id: bytes = field(ZERO_TOPIC_ID, since=1)
     error_code: int = 0
     error_message: str | None = None
     num_partitions: int = -1
@@ -806,7 +813,8 @@ class UpdateMetadataRequest(Request):
     is v0's meaning; :data:`UPDATE_METADATA_INCREMENTAL` carries only the partitions that
     changed, merged into the picture, and ``deleted_topics``, the topics whose deletion
     finished (their partitions already left with :data:`LEADER_DURING_DELETE`). The live
-    brokers are always all of them."""
+    brokers are always all of them. v3 adds ``topic_ids``: the id of each topic whose
+    partitions it carries (KIP-516)."""
 
     controller_id: int
     controller_epoch: int
@@ -815,6 +823,7 @@ class UpdateMetadataRequest(Request):
     partition_states: list[UpdateMetadataPartitionState] = field(default_factory=list)
     live_brokers: list[UpdateMetadataBroker] = field(default_factory=list)
     deleted_topics: list[str] = field(default_factory=list, since=1)
+    topic_ids: dict[str, bytes] = field(default_factory=dict, since=3)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -1932,11 +1941,11 @@ APIS = _apis(
     # v4: rack_id / preferred_read_replica (KIP-392, fetching from the closest replica)
     Api(ApiKey.FETCH, 0, 4, FetchRequest, FetchResponse),
     Api(ApiKey.LIST_OFFSETS, 0, 0, ListOffsetsRequest, ListOffsetsResponse),
-    Api(ApiKey.METADATA, 0, 0, MetadataRequest, MetadataResponse),
+    Api(ApiKey.METADATA, 0, 1, MetadataRequest, MetadataResponse),
     Api(ApiKey.LEADER_AND_ISR, 0, 0, LeaderAndIsrRequest, LeaderAndIsrResponse),
     Api(ApiKey.STOP_REPLICA, 0, 0, StopReplicaRequest, StopReplicaResponse),
     # v1: incremental updates; v2: each broker's listeners (endpoints)
-    Api(ApiKey.UPDATE_METADATA, 0, 2, UpdateMetadataRequest, UpdateMetadataResponse),
+    Api(ApiKey.UPDATE_METADATA, 0, 3, UpdateMetadataRequest, UpdateMetadataResponse),
     Api(ApiKey.CONTROLLED_SHUTDOWN, 0, 0, ControlledShutdownRequest, ControlledShutdownResponse),
     Api(
         ApiKey.OFFSET_FOR_LEADER_EPOCH,
@@ -2014,7 +2023,7 @@ APIS = _apis(
         AlterUserScramCredentialsRequest,
         AlterUserScramCredentialsResponse,
     ),
-    Api(ApiKey.CREATE_TOPICS, 0, 0, CreateTopicsRequest, CreateTopicsResponse),
+    Api(ApiKey.CREATE_TOPICS, 0, 1, CreateTopicsRequest, CreateTopicsResponse),
     Api(ApiKey.DELETE_TOPICS, 0, 0, DeleteTopicsRequest, DeleteTopicsResponse),
     Api(ApiKey.CREATE_PARTITIONS, 0, 0, CreatePartitionsRequest, CreatePartitionsResponse),
     Api(ApiKey.DELETE_RECORDS, 0, 0, DeleteRecordsRequest, DeleteRecordsResponse),

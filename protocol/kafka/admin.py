@@ -121,7 +121,7 @@ _CREATE_TOPICS_RESPONSE = Struct(
                 Struct(
                     [
                         F("name", STRING),
-                        F("topic_id", UUID, 7, attr=None),
+                        F("topic_id", UUID, 7),
                         F("error_code", INT16),
                         F("error_message", NULLABLE_STRING, 1),
                         F("topic_config_error_code", INT16, 5, attr=None, tag=0),

@@ -22,6 +22,7 @@ from typing import Any
 
 from protocol.errors import MalformedMessageError
 from protocol.framing import FileRegion, Part
+from protocol.topic_id import ZERO_TOPIC_ID
 
 __all__ = [
     "BOOL",
@@ -44,8 +45,8 @@ __all__ = [
     "write_message",
 ]
 
-ZERO_UUID = bytes(16)
-"""Kafka's ``Uuid.ZERO_UUID``: no topic id (Headwater keeps none yet, KIP-516)."""
+ZERO_UUID = ZERO_TOPIC_ID
+"""Kafka's ``Uuid.ZERO_UUID``: the default of a UUID field."""
 
 
 class _Short(Exception):

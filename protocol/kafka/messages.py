@@ -67,6 +67,7 @@ from protocol.kafka.codec import (
     RECORDS,
     STRING,
     UUID,
+    ZERO_UUID,
     Array,
     Struct,
 )
@@ -102,11 +103,14 @@ _API_VERSIONS_RESPONSE = Struct(
 # --- Metadata (3) ----------------------------------------------------------------------
 
 
-def _topic_name(name: str | None = None) -> str:
-    if name is None:
-        # v10+: a topic asked for by id alone; Headwater keeps no topic ids yet (KIP-516)
-        raise ValueError("topics are named, not asked for by topic id, on this broker")
-    return name
+def _topic_name(name: str | None = None, topic_id: bytes = ZERO_UUID) -> str | bytes:
+    """A topic asked for by name, or (v10+, KIP-516) by id alone: its id, which
+    :func:`_metadata_v3` moves to ``topic_ids``."""
+    if name is not None:
+        return name
+    if topic_id == ZERO_UUID:
+        raise ValueError("a topic needs a name or a topic id")
+    return topic_id
 
 
 _METADATA_REQUEST = Struct(
@@ -115,7 +119,7 @@ _METADATA_REQUEST = Struct(
             "topics",
             Array(
                 Struct(
-                    [F("topic_id", UUID, 10, attr=None), F("name", NULLABLE_STRING)],
+                    [F("topic_id", UUID, 10), F("name", NULLABLE_STRING)],
                     _topic_name,
                 ),
                 nullable=True,
@@ -132,6 +136,10 @@ _METADATA_REQUEST = Struct(
 def _metadata_v3(request: MetadataRequest, version: int, client_id: str | None) -> MetadataRequest:
     if version < 4:
         request.allow_auto_topic_creation = True  # Kafka's rule before the field existed
+    if request.topics is not None:
+        asked: list[str | bytes] = list(request.topics)
+        request.topics = [t for t in asked if isinstance(t, str)]
+        request.topic_ids = [t for t in asked if isinstance(t, bytes)]
     return request
 
 
@@ -160,7 +168,7 @@ _METADATA_RESPONSE = Struct(
                     [
                         F("error_code", INT16),
                         F("name", STRING),
-                        F("topic_id", UUID, 10, attr=None),
+                        F("topic_id", UUID, 10),
                         F("is_internal", BOOL, 1),
                         F(
                             "partitions",

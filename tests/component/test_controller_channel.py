@@ -136,6 +136,21 @@ async def test_a_broker_of_this_build_gets_only_what_changed(
     assert broker.got == [(1, delta)]
 
 
+async def test_a_broker_of_the_build_before_topic_ids_gets_the_update_without_them(
+    open_channel: Callable[..., Awaitable[Opened]],
+) -> None:
+    broker, channel = await open_channel(max_version=2)
+    delta = _request(UPDATE_METADATA_INCREMENTAL, [_state("t", 3)])
+    delta.topic_ids = {"t": bytes(range(16))}
+    assert (await _send(channel, delta)).error_code == 0
+    assert channel.metadata_version == 2
+    without = _request(UPDATE_METADATA_INCREMENTAL, [_state("t", 3)])  # v2: no topic_ids
+    assert broker.got == [(2, without)]
+    newer, again = await open_channel(max_version=3)
+    assert (await _send(again, delta)).error_code == 0
+    assert newer.got == [(3, delta)]
+
+
 async def test_a_broker_of_an_older_build_gets_the_whole_picture_at_v0(
     open_channel: Callable[..., Awaitable[Opened]],
 ) -> None:

@@ -118,8 +118,15 @@ async def test_users_may_do_what_their_acls_say_on_every_broker(
     # WRITE on some topic, or IDEMPOTENT_WRITE), the topic is not even shown
     with pytest.raises(ClusterAuthorizationFailedError, match="IdempotentWrite on the cluster"):
         await _produce(sasl, "alice", "orders", [b"x"])
+    async with Admin(bootstrap_servers=cluster.bootstrap) as admin:
+        (orders,) = await admin.describe_topics(["orders"])
+    assert orders.topic_id is not None
     async with Admin(bootstrap_servers=sasl, **_as("alice")) as alice:
         assert "orders" not in await alice.list_topics()
+        # by its id (KIP-516): refused, without its name (ids are not secret, names are)
+        with pytest.raises(TopicAuthorizationFailedError, match=orders.topic_id) as refused:
+            await alice.describe_topics(topic_ids=[orders.topic_id])
+        assert "orders" not in str(refused.value)
         with pytest.raises(TopicAuthorizationFailedError):
             await alice.create_topics([NewTopic("mine", 1, 1)])
         with pytest.raises(ClusterAuthorizationFailedError, match="Describe on the cluster"):

@@ -7,6 +7,7 @@ Whatever happens, the finalizer stops every process the record names, by verifie
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -175,10 +176,12 @@ def test_a_user_session(run: Headwater) -> None:
     producer.close()  # the topic was made by the first Produce (auto.create.topics.enable)
     read = run("consume", "from-kafka", "--from-beginning", "--max-messages", "1")
     assert read.stdout == "written by kafka-python\n"
-    describe = [line.split("\t") for line in run("topics", "describe", "lines").stdout.splitlines()]
+    *table, topic_line = run("topics", "describe", "lines").stdout.splitlines()
+    describe = [line.split("\t") for line in table]
     assert describe[0] == ["TOPIC", "PARTITION", "LEADER", "REPLICAS", "ISR"]
     assert [row[:2] for row in describe[1:]] == [["lines", "0"], ["lines", "1"], ["lines", "2"]]
     assert all(row[2] in {"1", "2", "3"} and row[2] == row[3] == row[4] for row in describe[1:])
+    assert re.fullmatch(r"Topic: lines\tTopicId: [\w-]{22}", topic_line)
     assert "does not exist" in run("topics", "describe", "nope", rc=1).stderr
 
     lines = [f"line {i}" for i in range(30)] + ["", "ünïcode ✓"]
@@ -305,8 +308,13 @@ def test_a_user_session(run: Headwater) -> None:
 
 
 def _rows(output: str) -> list[list[str]]:
-    """The data rows of a plain (tab-separated, header first) table."""
-    return [line.split("\t") for line in output.splitlines()[1:] if line]
+    """The data rows of a plain (tab-separated, header first) table; a describe's
+    per-topic lines after it are left out."""
+    return [
+        line.split("\t")
+        for line in output.splitlines()[1:]
+        if line and not line.startswith("Topic: ")
+    ]
 
 
 def _until(probe: Callable[[], Any], check: Callable[[Any], bool], timeout_s: float = 30) -> Any:
@@ -337,8 +345,9 @@ def test_replicated_topics_under_replication_and_preferred_leaders(run: Headwate
     run("topics", "alter", "orders", "--config", "min.insync.replicas=2")
     assert len(describe("--at-min-isr-partitions")) == 3
     assert describe("--under-min-isr-partitions") == []
-    assert run("topics", "describe", "--topics-with-overrides").stdout == (
-        "Topic: orders\tConfigs: min.insync.replicas=2\n"
+    assert re.fullmatch(
+        r"Topic: orders\tTopicId: [\w-]{22}\tConfigs: min.insync.replicas=2\n",
+        run("topics", "describe", "--topics-with-overrides").stdout,
     )
     run("topics", "alter", "orders", "--delete-config", "min.insync.replicas")
     run("cluster", "up")  # completes the cluster: the killed broker comes back

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
 import time
@@ -189,7 +190,10 @@ async def test_retention_ms_altered_live_trims_leader_and_followers(shared: Clus
         await _read_from_zero(bootstrap, topic, "none")
 
     described = (await _headwater(bootstrap, "topics", "describe", topic)).stdout.splitlines()
-    assert described[-1] == f"Topic: {topic}\tConfigs: retention.ms=1,segment.bytes=2048"
+    assert re.fullmatch(
+        rf"Topic: {topic}\tTopicId: [\w-]{{22}}\tConfigs: retention.ms=1,segment.bytes=2048",
+        described[-1],
+    )
     sources = await _sources(bootstrap, topic)
     assert sources["retention.ms"] == ("1", "DYNAMIC_TOPIC_CONFIG")
     assert sources["delete.retention.ms"] == ("3600000", "STATIC_BROKER_CONFIG")
@@ -216,7 +220,9 @@ async def test_retention_ms_altered_live_trims_leader_and_followers(shared: Clus
         "DEFAULT_CONFIG",
     )
     described = (await _headwater(bootstrap, "topics", "describe", topic)).stdout.splitlines()
-    assert described[-1] == f"Topic: {topic}\tConfigs: segment.bytes=2048"
+    assert re.fullmatch(
+        rf"Topic: {topic}\tTopicId: [\w-]{{22}}\tConfigs: segment.bytes=2048", described[-1]
+    )
 
 
 async def _segments_when_replicated(cluster: Cluster, topic: str) -> list[list[Path]]:

@@ -246,7 +246,8 @@ def test_a_newer_peers_extra_field_is_ignored_by_an_older_decoder() -> None:
 def test_api_for_and_negotiation() -> None:
     metadata = api_for(ApiKey.METADATA, 0)
     assert metadata.name == "Metadata"
-    assert negotiate(metadata, ApiVersionRange(api_key=3, min_version=0, max_version=12)) == 0
+    assert negotiate(metadata, ApiVersionRange(api_key=3, min_version=0, max_version=12)) == 1
+    assert negotiate(metadata, ApiVersionRange(api_key=3, min_version=0, max_version=0)) == 0
     with pytest.raises(UnsupportedRequestError, match="no common version"):
         negotiate(metadata, ApiVersionRange(api_key=3, min_version=4, max_version=12))
 

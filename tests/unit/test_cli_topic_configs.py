@@ -39,7 +39,8 @@ class FakeAdmin:
 
     async def describe_topics(self, names: list[str] | None) -> list[TopicDescription]:
         partition = PartitionDescription(0, 1, 0, [1, 2], [1, 2], [])
-        return [TopicDescription(n, False, [partition]) for n in ("plain", "tuned")]
+        ids = {"plain": None, "tuned": "tunedTopicIdIs22Chars_"}  # plain: an older broker's
+        return [TopicDescription(n, False, [partition], ids[n]) for n in ("plain", "tuned")]
 
     async def describe_configs(self, topic: str) -> dict[str, ConfigEntry]:
         if topic == "plain":
@@ -151,8 +152,12 @@ def test_describe_shows_each_topics_own_settings(
     lines = run("topics", "describe").stdout.splitlines()
     assert lines[0] == "TOPIC\tPARTITION\tLEADER\tREPLICAS\tISR"
     assert lines[1:3] == ["plain\t0\t1\t1,2\t1,2", "tuned\t0\t1\t1,2\t1,2"]
-    # only overrides (not broker defaults), sorted; nothing for a topic without any
-    assert lines[3:] == ["Topic: tuned\tConfigs: cleanup.policy=compact,retention.ms=1000"]
+    # its id and only overrides (not broker defaults), sorted; nothing for a topic with
+    # neither (an older broker gives no ids)
+    assert lines[3:] == [
+        "Topic: tuned\tTopicId: tunedTopicIdIs22Chars_\tConfigs: cleanup.policy=compact,"
+        "retention.ms=1000"
+    ]
     filtered = run("topics", "describe", "--under-replicated").stdout.splitlines()
     assert filtered == ["TOPIC\tPARTITION\tLEADER\tREPLICAS\tISR"]  # trouble only: no configs
 

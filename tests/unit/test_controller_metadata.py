@@ -26,6 +26,8 @@ from protocol.apis import (
     UpdateMetadataRequest,
 )
 
+_T_ID = bytes(range(16))
+
 
 class _Channel:
     def __init__(self) -> None:
@@ -59,6 +61,7 @@ async def controller(monkeypatch: pytest.MonkeyPatch) -> Any:
     async def startup(_: object) -> None:
         c.brokers = {b: BrokerRegistration(b, "127.0.0.1", 9000 + b, epoch=b) for b in (1, 2)}
         c.assignments = {"t": {0: [1, 2], 1: [2, 1]}}
+        c.topic_ids = {"t": _T_ID}
         c.states = {
             ("t", p): _State(
                 PartitionState(leader=r[0], leader_epoch=0, isr=r, controller_epoch=1), 0
@@ -95,6 +98,7 @@ async def test_a_change_goes_alone_and_a_failed_event_resends_the_whole_picture(
     c, channels, isr_changed = controller
     await _settle(c)
     assert [r.type for r in channels[2].sent] == [UPDATE_METADATA_FULL]
+    assert channels[2].sent[0].topic_ids == {"t": _T_ID}  # every topic's id with the picture
     attempts = 0
 
     async def moved(_: object) -> None:  # partition 1's leader moves to broker 1...
@@ -119,6 +123,7 @@ async def test_a_change_goes_alone_and_a_failed_event_resends_the_whole_picture(
     await _settle(c)
     delta = channels[2].sent[-1]
     assert (delta.type, _leaders(delta)) == (UPDATE_METADATA_INCREMENTAL, {1: 1})
+    assert delta.topic_ids == {"t": _T_ID}  # the ids of the topics a change names
 
     isr_changed[0] = fails_then_finds_nothing
     c._enqueue("isr_changes")

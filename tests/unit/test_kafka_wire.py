@@ -247,17 +247,23 @@ def test_fetch_records_from_a_file_stay_a_file_region_and_no_data_is_empty_not_n
     assert tail.endswith(expected + b"\x00\x00")
 
 
-def test_metadata_by_topic_id_is_refused_as_malformed() -> None:
-    v12 = (
-        _header(3, 12, 1, "c", flexible=True)
-        + _uvarint(2)
-        + bytes(range(16))
-        + b"\x00"  # name: null (asked by id)
-        + b"\x00"
-        + b"\x01\x00\x00"  # allow auto creation, include topic operations, tagged
+def test_metadata_asks_by_topic_id_or_name_and_neither_is_malformed() -> None:
+    def v12(*topics: tuple[bytes, bytes]) -> bytes:
+        return (
+            _header(3, 12, 1, "c", flexible=True)
+            + _uvarint(len(topics) + 1)
+            + b"".join(topic_id + name + b"\x00" for topic_id, name in topics)
+            + b"\x01\x00\x00"  # allow auto creation, include topic operations, tagged
+        )
+
+    by_id = bytes(range(1, 17))
+    _h, _a, request = decode_request(
+        memoryview(v12((by_id, b"\x00"), (bytes(16), _uvarint(3) + b"ab")))  # null; "ab"
     )
-    with pytest.raises(MalformedMessageError, match="topic id"):
-        decode_request(memoryview(v12))
+    assert isinstance(request, MetadataRequest)
+    assert request.topics == ["ab"] and request.topic_ids == [by_id]
+    with pytest.raises(MalformedMessageError, match="a name or a topic id"):
+        decode_request(memoryview(v12((bytes(16), b"\x00"))))
     v1_all = _header(3, 1, 1, "c", flexible=False) + struct.pack(">i", -1)
     _h, _a, request = decode_request(memoryview(v1_all))
     assert isinstance(request, MetadataRequest)

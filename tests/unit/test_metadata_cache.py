@@ -140,3 +140,30 @@ def test_a_topic_deleted_then_made_again_under_the_same_name() -> None:
     cache.update(_update(UPDATE_METADATA_INCREMENTAL, _state("a", 0, leader=2)))
     assert _leaders(cache) == {"a": {0: 2}}  # the new topic alone: nothing of the old one
     assert cache.deleting == set()
+
+
+def test_topic_ids_come_with_the_updates_and_go_with_the_topics() -> None:
+    a_id, b_id, a_again = (bytes([n]) * 16 for n in (1, 2, 3))
+    cache = MetadataCache()
+    full = _update(UPDATE_METADATA_FULL, _state("a", 0), _state("b", 0))
+    full.topic_ids = {"a": a_id, "b": b_id}
+    cache.update(full)
+    assert cache.topic_ids == {"a": a_id, "b": b_id}
+    assert cache.topic_names == {a_id: "a", b_id: "b"}
+    held = cache.topic_names
+    leader_moved = _update(UPDATE_METADATA_INCREMENTAL, _state("a", 0, leader=2))
+    leader_moved.topic_ids = {"a": a_id}
+    cache.update(leader_moved)
+    assert cache.topic_names is held  # nothing new: not rebuilt on every leader change
+    gone = _update(UPDATE_METADATA_INCREMENTAL, deleted=("a",))
+    cache.update(gone)
+    assert cache.topic_ids == {"b": b_id} and a_id not in cache.topic_names
+    made_again = _update(UPDATE_METADATA_INCREMENTAL, _state("a", 0))
+    made_again.topic_ids = {"a": a_again}
+    cache.update(made_again)
+    assert cache.topic_names == {a_again: "a", b_id: "b"}
+    # the ids travel from v3 on; to a broker of v2 the update goes without them
+    for version, expected in ((3, {"a": a_again}), (2, {})):
+        parts = encode_request(ApiKey.UPDATE_METADATA, version, 7, made_again)
+        _, _, decoded = decode_request(b"".join(bytes(p) for p in parts)[4:])
+        assert decoded.topic_ids == expected

@@ -1,0 +1,169 @@
+"""Topic ids (KIP-516) on real brokers: a topic is given one when it is made, keeps it,
+and a topic made again under the name gets another; Headwater's admin and command show
+it, Kafka's clients read it and ask for a topic by it on a Kafka-protocol listener; a topic
+a build without ids made is given one by the controller."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from confluent_kafka import TopicCollection
+from confluent_kafka.admin import AdminClient as RdAdmin
+from kafka.protocol.metadata import MetadataRequest as KpMetadata
+from kafka.protocol.metadata import MetadataResponse as KpMetadataResponse
+from kazoo.client import KazooClient
+
+from client import Admin, NewPartitions, NewTopic
+from protocol.errors import UnknownTopicIdError, UnknownTopicOrPartitionError
+from protocol.topic_id import format_topic_id, parse_topic_id
+from tests.integration.conftest import Cluster, until
+from tests.integration.test_cli import COMMAND
+from tests.integration.test_kafka_protocol import KAFKA_LISTENER, _exchange
+
+_UNKNOWN_TOPIC_ID = 100
+
+
+def _znode(cluster: Cluster, topic: str) -> dict[str, Any]:
+    zk = KazooClient(hosts=cluster.zookeeper_connect, timeout=10)
+    zk.start(timeout=10)
+    try:
+        data, _ = zk.get(f"/brokers/topics/{topic}")
+    finally:
+        zk.stop()
+        zk.close()
+    return json.loads(data)
+
+
+def _by_id(port: int, *topic_ids: str) -> list[tuple[int, str | None, str]]:
+    """(error code, name, id) of each topic a Metadata v12 asks for by id alone, encoded
+    and decoded by kafka-python's classes (generated from Kafka's specs)."""
+    asked = [
+        KpMetadata.MetadataRequestTopic(topic_id=uuid.UUID(bytes=parse_topic_id(t)), name=None)
+        for t in topic_ids
+    ]
+    request = KpMetadata[12](
+        topics=asked, allow_auto_topic_creation=True, include_topic_authorized_operations=False
+    )
+    decoded = _exchange(port, request, 12, KpMetadataResponse)
+    return [
+        (t.error_code, t.name, format_topic_id(t.topic_id.bytes))  # type: ignore[union-attr]
+        for t in decoded.topics
+    ]
+
+
+async def _describe(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
+    """``headwater topics describe ARGS``."""
+    return await asyncio.to_thread(
+        subprocess.run,
+        [*COMMAND, "--bootstrap-server", cluster.bootstrap, "topics", "describe", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+async def _id_of(cluster: Cluster, topic: str) -> str:
+    """The topic's id, once the broker knows the topic (and an id for it)."""
+    async with Admin(bootstrap_servers=cluster.bootstrap) as admin:
+
+        async def probe() -> str | None:
+            try:
+                (described,) = await admin.describe_topics([topic])
+            except UnknownTopicOrPartitionError:
+                return None
+            return described.topic_id
+
+        found: str = await until(probe, lambda topic_id: topic_id is not None)
+    return found
+
+
+async def test_a_topic_keeps_its_id_and_one_made_again_gets_another(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    cluster = make_cluster(1, KAFKA_LISTENER)
+    (broker,) = cluster.brokers.values()
+    port = broker.ports["KAFKA"]
+    async with Admin(bootstrap_servers=cluster.bootstrap) as admin:
+        await admin.create_topics([NewTopic("ids", 2, 1)])
+        first = await _id_of(cluster, "ids")
+        assert len(parse_topic_id(first)) == 16
+        znode = _znode(cluster, "ids")
+        assert (znode["version"], znode["topic_id"]) == (3, first)  # Kafka's version 3
+
+        # growing the topic keeps its id
+        await admin.create_partitions({"ids": NewPartitions(3)})
+        assert _znode(cluster, "ids")["topic_id"] == first
+        assert await _id_of(cluster, "ids") == first
+
+        completed = await _describe(cluster, "ids")
+        assert completed.returncode == 0, completed.stderr
+        shown = completed.stdout.splitlines()
+        assert shown[-1] == f"Topic: ids\tTopicId: {first}"
+        by_id = await _describe(cluster, "--topic-id", first)
+        assert by_id.stdout == completed.stdout
+        (described,) = await admin.describe_topics(topic_ids=[first])
+        assert (described.name, described.topic_id, len(described.partitions)) == ("ids", first, 3)
+
+        # Kafka's clients: librdkafka describes it with its id; a Metadata by id finds it
+        rd = RdAdmin({"bootstrap.servers": f"127.0.0.1:{port}"})
+        futures = rd.describe_topics(TopicCollection(["ids"]), request_timeout=20)
+        rd_described = await asyncio.to_thread(futures["ids"].result, 30)
+        rd_id = rd_described.topic_id  # (shown by librdkafka in standard base64, not URL-safe)
+        halves = (rd_id.get_most_significant_bits(), rd_id.get_least_significant_bits())
+        assert b"".join((h % 2**64).to_bytes(8, "big") for h in halves) == parse_topic_id(first)
+        nowhere = "AAAAAAAAAAAAAAAAAAAAAQ"  # Kafka's reserved metadata topic id: never a topic's
+        answers = await asyncio.to_thread(_by_id, port, first, nowhere)
+        assert answers[0] == (0, "ids", first)
+        assert answers[1][0] == _UNKNOWN_TOPIC_ID and answers[1][2] == nowhere
+
+        # made again under the name: another id, and the old one is no topic's
+        await admin.delete_topics(["ids"])
+        await admin.create_topics([NewTopic("ids", 1, 1)])
+        second = await _id_of(cluster, "ids")
+        assert second != first
+        answers = await asyncio.to_thread(_by_id, port, first, second)
+        assert answers[0][0] == _UNKNOWN_TOPIC_ID
+        assert answers[1] == (0, "ids", second)
+        with pytest.raises(UnknownTopicIdError, match=first):
+            await admin.describe_topics(topic_ids=[first])
+        gone = await _describe(cluster, "--topic-id", first)
+        assert gone.returncode == 1 and gone.stderr.count("\n") == 1, gone.stderr
+        assert f"no topic has id {first}" in gone.stderr
+
+
+async def test_a_topic_without_an_id_is_given_one_that_it_keeps(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    # a topic as a build without ids (or Kafka before 2.8) wrote it: version 2, no topic_id
+    cluster = make_cluster(1, KAFKA_LISTENER)
+    zk = KazooClient(hosts=cluster.zookeeper_connect, timeout=10)
+    zk.start(timeout=10)
+    try:
+        zk.create("/config/topics/older", b'{"version":1,"config":{}}', makepath=True)
+        zk.create(
+            "/brokers/topics/older",
+            b'{"version":2,"partitions":{"0":[1]},"adding_replicas":{},"removing_replicas":{}}',
+            makepath=True,
+        )
+    finally:
+        zk.stop()
+        zk.close()
+    given = await _id_of(cluster, "older")
+    assert _znode(cluster, "older") == {
+        "version": 3,
+        "partitions": {"0": [1]},
+        "adding_replicas": {},
+        "removing_replicas": {},
+        "topic_id": given,
+    }
+    # a new controller (the broker stopped and started again) reads it, and keeps it
+    (broker,) = cluster.brokers.values()
+    await asyncio.to_thread(broker.stop)
+    await asyncio.to_thread(cluster.start_broker, 1)
+    assert await _id_of(cluster, "older") == given

@@ -1,0 +1,84 @@
+"""Topic ids (KIP-516): Kafka's text form, fresh ids, and the assignment znode's version 3."""
+
+import json
+from typing import Any
+
+import pytest
+
+from broker.zk import CorruptZnode, TopicAssignment
+from protocol.apis import ApiKey, MetadataResponse
+from protocol.errors import UnsupportedVersionError
+from protocol.topic_id import ZERO_TOPIC_ID, format_topic_id, new_topic_id, parse_topic_id
+from tests.unit.test_admin_groups import _admin
+
+
+def test_the_text_form_is_kafkas() -> None:
+    # Kafka's Uuid.toString of these two longs (Uuid(0x0123456789abcdefL, 0x0fedcba987654321L))
+    raw = bytes.fromhex("0123456789abcdef0fedcba987654321")
+    assert format_topic_id(raw) == "ASNFZ4mrze8P7cuph2VDIQ"
+    assert parse_topic_id("ASNFZ4mrze8P7cuph2VDIQ") == raw
+    assert format_topic_id(ZERO_TOPIC_ID) == "AAAAAAAAAAAAAAAAAAAAAA"
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "short", "ASNFZ4mrze8P7cuph2VDIQ=", "ASNFZ4mrze8P7cuph2VD!Q", "ASNFZ4mrze8P7cuph2VDIR"],
+)
+def test_a_bad_text_form_is_refused_saying_what_is_expected(text: str) -> None:
+    with pytest.raises(ValueError, match="URL-safe base64"):
+        parse_topic_id(text)
+
+
+def test_fresh_ids_are_random_never_reserved_and_never_read_as_an_option() -> None:
+    ids = {new_topic_id() for _ in range(2000)}
+    assert len(ids) == 2000
+    for topic_id in ids:
+        assert len(topic_id) == 16 and topic_id != ZERO_TOPIC_ID
+        assert not format_topic_id(topic_id).startswith("-")
+        assert topic_id[6] >> 4 == 4  # a version-4 UUID, as Kafka's Uuid.randomUuid
+
+
+def test_the_znode_keeps_the_id_and_reads_kafkas_version_3_and_older() -> None:
+    # as Kafka 2.8+ writes /brokers/topics/<t>
+    kafkas = json.dumps(
+        {
+            "partitions": {"0": [1, 2]},
+            "topic_id": "ASNFZ4mrze8P7cuph2VDIQ",
+            "adding_replicas": {},
+            "removing_replicas": {},
+            "version": 3,
+        }
+    ).encode()
+    read = TopicAssignment.from_json("t", kafkas)
+    assert read.topic_id == bytes.fromhex("0123456789abcdef0fedcba987654321")
+    assert TopicAssignment.from_json("t", read.to_json()) == read
+    assert json.loads(read.to_json())["version"] == 3
+    older = json.dumps({"version": 2, "partitions": {"0": [1]}}).encode()
+    assert TopicAssignment.from_json("t", older).topic_id == ZERO_TOPIC_ID
+    # no id: written as version 2, so a build without ids reads nothing it does not know
+    assert json.loads(TopicAssignment("t", {0: [1]}).to_json()) == {
+        "version": 2,
+        "partitions": {"0": [1]},
+        "adding_replicas": {},
+        "removing_replicas": {},
+    }
+    bad = json.dumps({"version": 3, "partitions": {"0": [1]}, "topic_id": "nope"}).encode()
+    with pytest.raises(CorruptZnode, match="nope"):
+        TopicAssignment.from_json("t", bad)
+
+
+async def test_describing_by_id_where_the_brokers_know_no_ids_says_so() -> None:
+    seen: list[Any] = []
+
+    def older_broker(_node: int | None, api_key: ApiKey, request: Any) -> Any:
+        seen.append(request)  # as decoded by a broker of v0: the ids are not there
+        return MetadataResponse(topics=[])
+
+    admin = _admin(older_broker)
+    with pytest.raises(UnsupportedVersionError, match="do not know topics by id"):
+        await admin.describe_topics(topic_ids=["ASNFZ4mrze8P7cuph2VDIQ"])
+    assert seen[0].topic_ids == [] and seen[0].topics == []
+    with pytest.raises(ValueError, match="URL-safe base64"):
+        await admin.describe_topics(topic_ids=["orders"])
+    with pytest.raises(ValueError, match="not both"):
+        await admin.describe_topics(["orders"], topic_ids=["ASNFZ4mrze8P7cuph2VDIQ"])
