@@ -211,10 +211,10 @@ class TopicAdmin:
 
     async def _create(self, topic: CreatableTopic, validate_only: bool) -> CreatableTopicResult:
         try:
-            assignment, configs = await self._plan(topic)
+            assignment, configs, keeps_ids = await self._plan(topic)
             topic_id = ZERO_TOPIC_ID  # (Kafka's answer to validate_only: no id yet)
             if not validate_only:
-                topic_id = await self._write_topic(topic.name, assignment, configs)
+                topic_id = await self._write_topic(topic.name, assignment, configs, keeps_ids)
                 self._log.info(
                     "topic.created",
                     topic=topic.name,
@@ -233,8 +233,11 @@ class TopicAdmin:
             replication_factor=len(assignment[0]),
         )
 
-    async def _plan(self, topic: CreatableTopic) -> tuple[dict[int, list[int]], dict[str, str]]:
-        """Validate ``topic``: its replica assignment and its config overrides."""
+    async def _plan(
+        self, topic: CreatableTopic
+    ) -> tuple[dict[int, list[int]], dict[str, str], bool]:
+        """Validate ``topic``: its replica assignment and its config overrides; and whether
+        it gets an id (every registered broker keeps ids: see TOPIC_IDS_FEATURE)."""
         validate_topic_name(topic.name)
         if topic.name in self._metadata.topics:
             raise TopicAlreadyExistsError(f"topic {topic.name!r} already exists")
@@ -245,7 +248,8 @@ class TopicAdmin:
             raise InvalidConfigError(f"topic {topic.name!r}: {exc}") from None
         # the registered brokers, as Kafka's AdminZkClient reads them: this broker's metadata
         # may not list them yet right after a start
-        racks = await self._registered()
+        registered = await self._registered()
+        racks = {b: r.rack or None for b, r in registered.items()}
         brokers = sorted(racks)
         if topic.assignments:
             if topic.num_partitions != -1 or topic.replication_factor != -1:
@@ -263,21 +267,21 @@ class TopicAdmin:
             if factor == -1:
                 factor = self._config["default.replication.factor"]
             assignment = assign_replicas(brokers, partitions, factor, racks=racks)
-        return assignment, configs
+        return assignment, configs, all(r.keeps_topic_ids for r in registered.values())
 
-    async def _registered(self) -> dict[int, str | None]:
-        """The registered brokers and their racks (``broker.rack``), read from ZooKeeper."""
+    async def _registered(self) -> dict[int, BrokerRegistration]:
+        """The registered brokers, read from ZooKeeper."""
         ids = sorted(int(b) for b in await self._zk.get_children(paths.BROKER_IDS))
 
-        async def rack(broker_id: int) -> str | None:
+        async def read(broker_id: int) -> BrokerRegistration | None:
             try:
                 data, stat = await self._zk.get(paths.broker(broker_id))
             except NoNode:
                 return None  # gone since: it is not counted below
-            return BrokerRegistration.from_json(broker_id, data, stat).rack or ""
+            return BrokerRegistration.from_json(broker_id, data, stat)
 
-        found = await asyncio.gather(*(rack(b) for b in ids))
-        return {b: r or None for b, r in zip(ids, found, strict=True) if r is not None}
+        found = await asyncio.gather(*(read(b) for b in ids))
+        return {b: r for b, r in zip(ids, found, strict=True) if r is not None}
 
     def _check_assignment(
         self, topic: str, assignment: dict[int, list[int]], brokers: list[int]
@@ -297,16 +301,23 @@ class TopicAdmin:
             _check_replicas(topic, partition, replicas, brokers)
 
     async def _write_topic(
-        self, topic: str, assignment: dict[int, list[int]], configs: dict[str, str]
+        self,
+        topic: str,
+        assignment: dict[int, list[int]],
+        configs: dict[str, str],
+        with_id: bool = True,
     ) -> bytes:
-        """Write the topic's config, then its assignment with a new id, which it returns."""
+        """Write the topic's config, then its assignment with a new id (unless not
+        ``with_id``: a broker of a build without ids is registered, and the controller
+        gives the id later), which it returns."""
         # config first: the controller, seeing the assignment, may start the logs at once
         path = paths.topic_config(topic)
         try:
             await self._zk.create(path, topic_config_json(configs), makepath=True)
         except NodeExists:
             await self._zk.set(path, topic_config_json(configs))
-        written = TopicAssignment(topic, assignment, topic_id=new_topic_id())
+        topic_id = new_topic_id() if with_id else ZERO_TOPIC_ID
+        written = TopicAssignment(topic, assignment, topic_id=topic_id)
         try:
             await self._zk.create(paths.topic(topic), written.to_json(), makepath=True)
         except NodeExists:
@@ -437,7 +448,7 @@ class TopicAdmin:
                 f"({', '.join(map(str, sorted(known.reassigning)))}); grow it when they are done"
             )
         current = known.partitions
-        racks = await self._registered()
+        racks = {b: r.rack or None for b, r in (await self._registered()).items()}
         added = _new_partitions(name, current, topic, sorted(racks), racks)
         if validate_only:
             return len(current)

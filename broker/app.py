@@ -120,7 +120,7 @@ from protocol.errors import (
     UnknownTopicOrPartitionError,
 )
 from protocol.framing import FileRegion, RequestHeader
-from protocol.topic_id import ZERO_TOPIC_ID, format_topic_id
+from protocol.topic_id import TOPIC_IDS_FEATURE, ZERO_TOPIC_ID, format_topic_id
 
 __all__ = ["Broker"]
 
@@ -332,6 +332,7 @@ class Broker:
                 rack=cfg["broker.rack"] or None,
                 endpoints=[f"{n}://{h}:{p}" for n, (h, p) in advertised.items()],
                 protocols={n: protocols[n] for n in advertised},
+                features={TOPIC_IDS_FEATURE: (1, 1)},
             ),
         )
         await self._registrar.register()
@@ -1019,7 +1020,7 @@ class Broker:
         self._fence(request.controller_epoch, "LeaderAndIsr", request.broker_epoch)
         with self._changing():
             errors = await self._replicas.become_leader_or_follower(
-                request.partition_states, request.live_leaders
+                request.partition_states, request.live_leaders, request.topic_ids
             )
         return LeaderAndIsrResponse(partition_errors=errors)
 
@@ -1060,45 +1061,22 @@ class Broker:
             names = [n for n in sorted(cache.topics) if described(n)]
         else:
             names = request.topics
+        # those asked by id first, whole, with no await: a deletion seen during one of the
+        # awaits below would leave the name of the id's topic free to be auto-created
+        by_id = [self._by_id(topic_id, described) for topic_id in request.topic_ids]
         topics = []
-        asked: list[str | MetadataTopic] = list(names)
-        asked.extend(self._by_id(topic_id, described) for topic_id in request.topic_ids)
-        for name in asked:
-            if isinstance(name, MetadataTopic):
-                topics.append(name)
-                continue
+        for name in names:
             if not described(name):  # whether or not it exists: not told
                 error = topic_not_authorized(name, Operation.DESCRIBE)
                 topics.append(
                     MetadataTopic(name=name, error_code=error.code, error_message=error.message)
                 )
                 continue
-            partitions = cache.topics.get(name)
-            if partitions is None:
-                topics.append(await self._missing_topic(name, request.allow_auto_topic_creation))
-                continue
-            rows = []
-            for index, state in sorted(partitions.items()):
-                live = state.leader in cache.brokers
-                rows.append(
-                    MetadataPartition(
-                        error_code=0 if live else LeaderNotAvailableError.code,
-                        partition_index=index,
-                        leader_id=state.leader if live else -1,
-                        leader_epoch=state.leader_epoch,
-                        replica_nodes=list(state.replicas),
-                        isr_nodes=list(state.isr),
-                        offline_replicas=list(state.offline_replicas),
-                    )
-                )
-            topics.append(
-                MetadataTopic(
-                    name=name,
-                    topic_id=cache.topic_ids.get(name, ZERO_TOPIC_ID),
-                    is_internal=name.startswith("__"),
-                    partitions=rows,
-                )
-            )
+            found = self._topic_row(name)
+            if found is None:
+                found = await self._missing_topic(name, request.allow_auto_topic_creation)
+            topics.append(found)
+        topics.extend(by_id)
         brokers = []
         for b in sorted(cache.brokers.values(), key=lambda b: b.id):
             address = cache.address(b.id, listener)
@@ -1113,13 +1091,41 @@ class Broker:
             topics=topics,
         )
 
-    def _by_id(self, topic_id: bytes, described: Callable[[str], bool]) -> MetadataTopic | str:
-        """A topic asked for by id (KIP-516): its name, or the row that refuses it. An id
-        no topic has is UNKNOWN_TOPIC_ID; a topic the client may not describe is
+    def _topic_row(self, name: str) -> MetadataTopic | None:
+        """A known topic's row of a Metadata answer; None if it is not known."""
+        cache = self.metadata
+        partitions = cache.topics.get(name)
+        if partitions is None:
+            return None
+        rows = []
+        for index, state in sorted(partitions.items()):
+            live = state.leader in cache.brokers
+            rows.append(
+                MetadataPartition(
+                    error_code=0 if live else LeaderNotAvailableError.code,
+                    partition_index=index,
+                    leader_id=state.leader if live else -1,
+                    leader_epoch=state.leader_epoch,
+                    replica_nodes=list(state.replicas),
+                    isr_nodes=list(state.isr),
+                    offline_replicas=list(state.offline_replicas),
+                )
+            )
+        return MetadataTopic(
+            name=name,
+            topic_id=cache.topic_ids.get(name, ZERO_TOPIC_ID),
+            is_internal=name.startswith("__"),
+            partitions=rows,
+        )
+
+    def _by_id(self, topic_id: bytes, described: Callable[[str], bool]) -> MetadataTopic:
+        """The row of a topic asked for by id (KIP-516), or the one that refuses it. An
+        id no topic has is UNKNOWN_TOPIC_ID; a topic the client may not describe is
         TOPIC_AUTHORIZATION_FAILED without its name (Kafka's: ids are not secret, names
         are). An id never creates a topic."""
         name = self.metadata.topic_names.get(topic_id)
-        if name is None or name not in self.metadata.topics:
+        found = None if name is None else self._topic_row(name)
+        if name is None or found is None:
             error: ApiError = UnknownTopicIdError(
                 f"no topic has id {format_topic_id(topic_id)} (deleted, or never made)"
             )
@@ -1128,7 +1134,7 @@ class Broker:
                 f"{principal()} may not Describe the topic with id {format_topic_id(topic_id)}"
             )
         else:
-            return name
+            return found
         return MetadataTopic(
             name="", topic_id=topic_id, error_code=error.code, error_message=error.message
         )

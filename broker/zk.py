@@ -39,7 +39,7 @@ from kazoo.interfaces import IAsyncResult
 from kazoo.protocol.states import WatchedEvent, ZnodeStat
 
 from protocol.errors import HeadwaterError
-from protocol.topic_id import ZERO_TOPIC_ID, format_topic_id, parse_topic_id
+from protocol.topic_id import TOPIC_IDS_FEATURE, ZERO_TOPIC_ID, format_topic_id, parse_topic_id
 
 __all__ = [
     "BrokerRegistration",
@@ -181,6 +181,9 @@ class BrokerRegistration:
     endpoints: list[str] = field(default_factory=list)
     epoch: int = -1
     protocols: dict[str, str] = field(default_factory=dict)
+    features: dict[str, tuple[int, int]] = field(default_factory=dict)
+    """Kafka's ``features`` (KIP-584): each name's (min, max) version; a build before
+    them registers none."""
 
     def __post_init__(self) -> None:
         if not self.endpoints:  # the one plaintext listener, as Kafka writes it
@@ -209,8 +212,16 @@ class BrokerRegistration:
                 "listener_security_protocol_map": self.protocols,
                 "jmx_port": -1,
                 "timestamp": str(timestamp_ms),
+                "features": {
+                    name: {"min_version": low, "max_version": high}
+                    for name, (low, high) in sorted(self.features.items())
+                },
             }
         )
+
+    @property
+    def keeps_topic_ids(self) -> bool:
+        return TOPIC_IDS_FEATURE in self.features
 
     @classmethod
     def from_json(
@@ -227,6 +238,10 @@ class BrokerRegistration:
                 endpoints=list(value.get("endpoints", [])),
                 epoch=stat.czxid if stat is not None else -1,
                 protocols=dict(value.get("listener_security_protocol_map") or {}),
+                features={
+                    str(name): (int(v["min_version"]), int(v["max_version"]))
+                    for name, v in (value.get("features") or {}).items()
+                },
             )
             reg.listeners()  # every endpoint NAME://HOST:PORT
             return reg

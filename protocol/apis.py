@@ -731,11 +731,15 @@ class LeaderAndIsrLiveLeader:
 
 @dataclass(slots=True, kw_only=True)
 class LeaderAndIsrRequest(Request):
+    """v1 adds ``topic_ids``: the id of each topic whose partitions it carries (KIP-516),
+    which each replica's log keeps and is checked against."""
+
     controller_id: int
     controller_epoch: int
     broker_epoch: int = -1
     partition_states: list[LeaderAndIsrPartitionState] = field(default_factory=list)
     live_leaders: list[LeaderAndIsrLiveLeader] = field(default_factory=list)
+    topic_ids: dict[str, bytes] = field(default_factory=dict, since=1)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -1942,7 +1946,7 @@ APIS = _apis(
     Api(ApiKey.FETCH, 0, 4, FetchRequest, FetchResponse),
     Api(ApiKey.LIST_OFFSETS, 0, 0, ListOffsetsRequest, ListOffsetsResponse),
     Api(ApiKey.METADATA, 0, 1, MetadataRequest, MetadataResponse),
-    Api(ApiKey.LEADER_AND_ISR, 0, 0, LeaderAndIsrRequest, LeaderAndIsrResponse),
+    Api(ApiKey.LEADER_AND_ISR, 0, 1, LeaderAndIsrRequest, LeaderAndIsrResponse),
     Api(ApiKey.STOP_REPLICA, 0, 0, StopReplicaRequest, StopReplicaResponse),
     # v1: incremental updates; v2: each broker's listeners (endpoints)
     Api(ApiKey.UPDATE_METADATA, 0, 3, UpdateMetadataRequest, UpdateMetadataResponse),

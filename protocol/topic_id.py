@@ -9,13 +9,26 @@ import base64
 import binascii
 import uuid
 
-__all__ = ["ZERO_TOPIC_ID", "format_topic_id", "new_topic_id", "parse_topic_id"]
+__all__ = [
+    "TOPIC_IDS_FEATURE",
+    "ZERO_TOPIC_ID",
+    "format_topic_id",
+    "new_topic_id",
+    "parse_topic_id",
+]
 
 ZERO_TOPIC_ID = bytes(16)
 """No topic id (Kafka's ``Uuid.ZERO_UUID``): a topic made by a build that gave none, until
 the controller gives it one, and what a message that carries no id holds."""
 
 _METADATA_TOPIC_ID = (1).to_bytes(16, "big")  # Kafka reserves it for its metadata log
+
+TOPIC_IDS_FEATURE = "headwater.topic.ids"
+"""The feature (KIP-584's ``features`` of a broker's registration) of a build that keeps
+topic ids. A build without it rewrites a topic's znode without the id (growing the topic,
+or moving replicas as controller), so ids are given only while every registered broker
+has it, as Kafka gives them only once ``inter.broker.protocol.version`` says every broker
+is upgraded."""
 
 
 def new_topic_id() -> bytes:

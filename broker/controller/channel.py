@@ -6,9 +6,10 @@ sent (connection refused, reset, timed out) is retried with backoff until it is 
 or the broker leaves the cluster (the controller then closes the channel, and the waiting
 futures are cancelled). A broker that comes back gets a new channel and the full state.
 
-A broker of an older build (a rolling upgrade) may speak only UpdateMetadata v0, which
-is always the whole picture: when it refuses v1 as an unsupported version, this channel
-sends it v0 from then on, each update built whole at the time it is sent
+A broker of an older build (a rolling upgrade) may not speak the newest UpdateMetadata
+or LeaderAndIsr: when it refuses one as an unsupported version, this channel sends it the
+version below from then on (the fields added since are left out). UpdateMetadata v0 is
+always the whole picture: at v0 each update is built whole at the time it is sent
 (``full_metadata``), since an incremental one cannot be said in v0.
 """
 
@@ -40,6 +41,8 @@ __all__ = ["BrokerChannel"]
 _BACKOFF_S = (0.05, 0.1, 0.2, 0.5, 1.0)
 _EPOCHED = (LeaderAndIsrRequest, StopReplicaRequest, UpdateMetadataRequest)
 """The requests that carry the broker epoch they are meant for."""
+_STEPPED = (ApiKey.UPDATE_METADATA, ApiKey.LEADER_AND_ISR)
+"""The requests a broker of an older build is sent at an older version (a rolling upgrade)."""
 
 
 class _Item(NamedTuple):
@@ -71,7 +74,10 @@ class BrokerChannel:
         later run of the broker refuses what was meant for this one (KIP-380). A channel
         is replaced when the broker re-registers."""
         self._full_metadata = full_metadata
-        self.metadata_version = APIS[ApiKey.UPDATE_METADATA].max_version
+        self.versions = dict.fromkeys(_STEPPED, 0)
+        """The version each of :data:`_STEPPED` goes at to this broker: the newest it
+        speaks, found by its refusals."""
+        self._newest()
         self._peer = PeerConnection(
             host, port, request_timeout_ms=request_timeout_ms, tls=tls, login=login
         )
@@ -88,6 +94,14 @@ class BrokerChannel:
         self._queue.put_nowait(_Item(api_key, request, future))
         self._last = future
         return future
+
+    @property
+    def metadata_version(self) -> int:
+        return self.versions[ApiKey.UPDATE_METADATA]
+
+    def _newest(self) -> None:
+        for api_key in _STEPPED:
+            self.versions[api_key] = APIS[api_key].max_version
 
     async def drain(self) -> None:
         """Wait until every request sent so far is answered (or cancelled)."""
@@ -111,11 +125,13 @@ class BrokerChannel:
             for attempt in itertools.count():
                 if item.future.cancelled():
                     break
-                request, version = item.request, None
-                if item.api_key == ApiKey.UPDATE_METADATA:
-                    version = self.metadata_version
-                    if version == 0 and self._full_metadata is not None:
-                        request = self._full_metadata()
+                request, version = item.request, self.versions.get(item.api_key)
+                if (
+                    item.api_key == ApiKey.UPDATE_METADATA
+                    and version == 0
+                    and self._full_metadata is not None
+                ):
+                    request = self._full_metadata()
                 if (
                     self.broker_epoch >= 0
                     and isinstance(request, _EPOCHED)
@@ -126,8 +142,7 @@ class BrokerChannel:
                     response = await self._peer.request(item.api_key, request, version)
                 except PeerError as exc:
                     self.reachable = False
-                    # the broker may come back as another build: ask it for v1 again
-                    self.metadata_version = APIS[ApiKey.UPDATE_METADATA].max_version
+                    self._newest()  # the broker may come back as another build
                     delay = _BACKOFF_S[min(attempt, len(_BACKOFF_S) - 1)]
                     if attempt in (0, 5) or attempt % 50 == 0:
                         self._log.info(
@@ -138,12 +153,17 @@ class BrokerChannel:
                 if (
                     version
                     and response.error_code == UnsupportedVersionError.code
-                    and (version > 1 or self._full_metadata is not None)
+                    and (
+                        version > 1
+                        or item.api_key != ApiKey.UPDATE_METADATA
+                        or self._full_metadata is not None
+                    )
                 ):
-                    # an older build: a version down (v2 adds the brokers' listeners, v1
-                    # incremental updates); at v0 the same update goes whole
-                    self.metadata_version = version - 1
-                    if self.metadata_version == 0:
+                    # an older build: a version down (UpdateMetadata v3 adds topic ids, v2
+                    # the brokers' listeners, v1 incremental updates, and at v0 the same
+                    # update goes whole; LeaderAndIsr v1 adds topic ids)
+                    self.versions[item.api_key] = version - 1
+                    if item.api_key == ApiKey.UPDATE_METADATA and version == 1:
                         self._log.warning(
                             "controller.broker_without_incremental_metadata",
                             detail=response.error_message,

@@ -94,6 +94,7 @@ from protocol.errors import (
     ApiError,
     ElectionNotNeededError,
     EligibleLeadersNotAvailableError,
+    InconsistentTopicIdError,
     InvalidReplicaAssignmentError,
     KafkaStorageError,
     NoReassignmentInProgressError,
@@ -111,6 +112,8 @@ _PIPELINED = 128  # ZooKeeper requests in flight at once (see _pipelined)
 _STATES_PER_LINE = 1000  # partitions per "controller.leaders_elected" log line
 
 _ANSWERS = (NoNode, NodeExists, VersionConflict, CorruptZnode)
+_OFFLINE_CODES = (KafkaStorageError.code, InconsistentTopicIdError.code)
+"""LeaderAndIsr answers for a replica that cannot serve until its broker starts again."""
 """ZooKeeper's answers, not outages: an event they fail is not retried (see ``_run``)."""
 
 TP = tuple[str, int]
@@ -406,12 +409,13 @@ class Controller:
         assignment = await self._read_assignment(topic)
         if assignment is None:
             return False
-        if assignment.topic_id == ZERO_TOPIC_ID:
+        if assignment.topic_id == ZERO_TOPIC_ID and self._ids_kept():
             assignment = await self._give_id(topic)
             if assignment is None:
                 return False
         self.assignments[topic] = assignment.partitions
-        self.topic_ids[topic] = assignment.topic_id
+        if assignment.topic_id != ZERO_TOPIC_ID:
+            self.topic_ids[topic] = assignment.topic_id
         for p in assignment.reassigning & assignment.partitions.keys():
             self.reassignments[(topic, p)] = ReplicaAssignment(
                 tuple(assignment.partitions[p]),
@@ -420,10 +424,34 @@ class Controller:
             )
         return True
 
-    async def _give_id(self, topic: str) -> TopicAssignment | None:
+    def _ids_kept(self) -> bool:
+        """Whether every registered broker keeps topic ids (TOPIC_IDS_FEATURE): until
+        then none is given, since a build without them drops the id when it rewrites the
+        znode, and the id given next would be another."""
+        return all(reg.keeps_topic_ids for reg in self.brokers.values())
+
+    async def _give_missing_ids(self) -> set[TP]:
+        """Every topic still without an id gets one, once every registered broker keeps
+        them (the last one upgraded has registered); their partitions are returned, for
+        the brokers to be told."""
+        if not self._ids_kept():
+            return set()
+        given: set[TP] = set()
+        for topic in sorted(t for t in self.assignments if t not in self.topic_ids):
+            if topic in self.deleting:
+                continue
+            assignment = await self._give_id(topic)
+            if assignment is not None and topic in self.assignments:
+                self.topic_ids[topic] = assignment.topic_id
+                given.update((topic, p) for p in self.assignments[topic])
+        return given
+
+    async def _give_id(self, topic: str, kept: bytes | None = None) -> TopicAssignment | None:
         """A topic made by a build that gave none gets its id here, as Kafka's controller
-        gives one to the topics of a cluster upgraded to topic ids: compare-and-set, since
-        a broker's CreatePartitions writes the znode too. None if the topic is gone."""
+        gives one to the topics of a cluster upgraded to topic ids; or its id ``kept``
+        here is written back, where a build without ids rewrote the znode without it.
+        Compare-and-set, since a broker's CreatePartitions writes the znode too. None if
+        the topic is gone."""
         path = paths.topic(topic)
         while True:
             try:
@@ -433,7 +461,7 @@ class Controller:
             known = TopicAssignment.from_json(topic, data)
             if known.topic_id != ZERO_TOPIC_ID:
                 return known
-            given = dataclasses.replace(known, topic_id=new_topic_id())
+            given = dataclasses.replace(known, topic_id=kept or new_topic_id())
             try:
                 await self._zk.guarded(*self._guard, path, given.to_json(), version=stat.version)
             except VersionConflict:
@@ -441,7 +469,9 @@ class Controller:
             except NoNode:
                 return None
             self._log.info(
-                "controller.topic_id_given", topic=topic, topic_id=format_topic_id(given.topic_id)
+                "controller.topic_id_written_back" if kept else "controller.topic_id_given",
+                topic=topic,
+                topic_id=format_topic_id(given.topic_id),
             )
             return given
 
@@ -466,6 +496,11 @@ class Controller:
         read = await self._read_assignment(topic)
         if read is None or topic not in self.assignments or topic in self.deleting:
             return
+        kept = self.topic_ids.get(topic)
+        if read.topic_id == ZERO_TOPIC_ID and kept is not None:
+            # a broker of a build without ids grew the topic (a rolling upgrade): the id
+            # must not be lost, or the next controller would give the topic another
+            await self._give_id(topic, kept)
         wanted = read.partitions
         moved = sorted(p for p in known if p in wanted and wanted[p] != known[p])
         if moved:
@@ -531,6 +566,7 @@ class Controller:
             born=sorted(born),
             bounced=sorted(bounced),
         )
+        given = await self._give_missing_ids()  # the last broker without ids is gone
         orphans = {b: sorted(self._orphans.pop(b)) for b in sorted(born) if b in self._orphans}
         for broker_id, tps in orphans.items():
             # copies of deleted topics, before anything else it hears: a topic made again
@@ -547,6 +583,7 @@ class Controller:
                 self._excluded = set()
         changed |= await self._elect(self._all_partitions())
         changed |= await self._initialize(self._all_partitions())
+        changed |= given  # (their replicas keep the id: LeaderAndIsr; every broker: metadata)
         held = self._by_replica(changed)
         for broker_id in self.brokers:
             tps = self._partitions_of(broker_id) if broker_id in born else held.get(broker_id, [])
@@ -1597,6 +1634,7 @@ class Controller:
             controller_epoch=self.epoch,
             partition_states=states,
             live_leaders=live_leaders,
+            topic_ids=self._ids_of(states),
         )
         channel = self._channels[broker_id]
         answer = channel.send(ApiKey.LEADER_AND_ISR, request)
@@ -1607,8 +1645,10 @@ class Controller:
         self, broker_id: int, broker_epoch: int, done: asyncio.Future[Any]
     ) -> None:
         """Kafka's LeaderAndIsrResponseReceived: the partitions a broker answers with
-        KAFKA_STORAGE_ERROR have their log offline there (a disk error); they are handed
-        to other replicas by an event of their own."""
+        KAFKA_STORAGE_ERROR have their log offline there (a disk error), and those it
+        answers INCONSISTENT_TOPIC_ID have there a log of a deleted topic of the same name
+        (KIP-516), which it does not host; both are handed to other replicas by an event
+        of their own."""
         if done.cancelled() or done.exception() is not None:
             return
         response = done.result()
@@ -1618,7 +1658,7 @@ class Controller:
             sorted(
                 (e.topic_name, e.partition_index)
                 for e in response.partition_errors
-                if e.error_code == KafkaStorageError.code
+                if e.error_code in _OFFLINE_CODES
             )
         )
 
@@ -1739,7 +1779,9 @@ class Controller:
             topic_ids=self._ids_of(states),
         )
 
-    def _ids_of(self, states: Iterable[UpdateMetadataPartitionState]) -> dict[str, bytes]:
+    def _ids_of(
+        self, states: Iterable[UpdateMetadataPartitionState | LeaderAndIsrPartitionState]
+    ) -> dict[str, bytes]:
         names = {s.topic_name for s in states}
         return {t: i for t in sorted(names) if (i := self.topic_ids.get(t)) is not None}
 

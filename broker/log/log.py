@@ -42,6 +42,7 @@ import structlog
 from broker.log.aborted import AbortedTransactions, AbortedTxn
 from broker.log.config import LogConfig
 from broker.log.epochs import LeaderEpochCache
+from broker.log.partition_metadata import read_topic_id
 from broker.log.producer_state import NO_MARKER, CompletedTxn, ProducerBatch, ProducerState
 from broker.log.segment import BatchInfo, LogSegment
 from broker.log.swap import install, promote, recover_swaps, retire
@@ -140,6 +141,9 @@ class Log:
         self.producers = ProducerState(directory, directory.name)
         self.aborted = AbortedTransactions(directory)
         self.truncations = 0  # bumped by every truncation: see _note_truncation
+        self.topic_id: bytes | None = None
+        """The id of the topic this log belongs to (its ``partition.metadata``, KIP-516);
+        None until the replica is first told it."""
         self.on_truncate: Callable[[Log, int], None] | None = None
         """Set by the log manager; handed the log, so it need not hold it (a log and a
         callback holding it would be a cycle: freed only by the cyclic collector)."""
@@ -177,6 +181,7 @@ class Log:
         try:
             directory.mkdir(parents=True, exist_ok=True)
             log._load(recovery_point, log_start_offset, clean_shutdown)
+            log.topic_id = read_topic_id(directory)
         except BaseException as exc:
             # the segments opened so far hold a descriptor and two mappings each: a
             # broker retrying a log that cannot open would run out of them

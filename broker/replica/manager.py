@@ -39,6 +39,7 @@ from broker.authorizer import Authorizer, topic_not_authorized
 from broker.deferred import Deferred
 from broker.log import Log, LogConfig
 from broker.log.manager import LogManager, TopicPartition
+from broker.log.partition_metadata import write_topic_id
 from broker.metadata import MetadataCache
 from broker.metrics import Counter, Sample, gauge
 from broker.network import PeerLogin
@@ -100,6 +101,7 @@ from protocol.apis import (
 from protocol.errors import (
     ApiError,
     FencedLeaderEpochError,
+    InconsistentTopicIdError,
     InvalidRecordError,
     InvalidRequiredAcksError,
     InvalidTxnStateError,
@@ -124,6 +126,7 @@ from protocol.records.batch import (
     read_header,
 )
 from protocol.records.transform import rewrite_for_append, topic_codec
+from protocol.topic_id import format_topic_id
 
 __all__ = ["ReplicaManager"]
 
@@ -472,19 +475,29 @@ class ReplicaManager:
         self,
         states: list[LeaderAndIsrPartitionState],
         live_leaders: list[LeaderAndIsrLiveLeader] | None = None,
+        topic_ids: Mapping[str, bytes] | None = None,
     ) -> list[PartitionError]:
-        """Apply LeaderAndIsr: host each partition we are a replica of, in its new role."""
+        """Apply LeaderAndIsr: host each partition we are a replica of, in its new role.
+        ``topic_ids`` (v1) are checked against, and kept by, each replica's log."""
         async with self._state_change:
-            return await self._become_leader_or_follower(states, live_leaders)
+            errors = await self._become_leader_or_follower(states, live_leaders, topic_ids or {})
+            if topic_ids:  # (in the lock: a deletion must not remove the directory meanwhile)
+                await self._record_topic_ids(topic_ids)
+        return errors
 
     async def _become_leader_or_follower(
         self,
         states: list[LeaderAndIsrPartitionState],
         live_leaders: list[LeaderAndIsrLiveLeader] | None,
+        topic_ids: Mapping[str, bytes],
     ) -> list[PartitionError]:
         leaders = {b.broker_id: b for b in live_leaders or []}
         errors: list[PartitionError] = []
         mine = [s for s in states if self.broker_id in s.replicas]
+        if topic_ids:
+            refused = self._other_topics(mine, topic_ids)
+            errors.extend(_error(tp, InconsistentTopicIdError) for tp in refused)
+            mine = [s for s in mine if (s.topic_name, s.partition_index) not in refused]
         # new partitions' logs are opened together (worker threads): one after the other,
         # a 1,024-partition topic took 3 s here; a failure is raised below, in order
         new = {TopicPartition(s.topic_name, s.partition_index) for s in mine}
@@ -536,6 +549,62 @@ class ReplicaManager:
         for start in range(0, len(roles), _ROLES_PER_LINE):
             self._log.info("partition.roles", partitions=roles[start : start + _ROLES_PER_LINE])
         return errors
+
+    def _other_topics(
+        self, states: list[LeaderAndIsrPartitionState], topic_ids: Mapping[str, bytes]
+    ) -> set[TopicPartition]:
+        """The partitions whose log here belongs to another topic of the same name (its
+        ``partition.metadata`` names another id): one deleted while this broker was away,
+        then made again. Such a log is not hosted, and is never taken for the new topic's:
+        it is left on disk for an operator (as Kafka's ZooKeeper-mode brokers leave it),
+        the answer says INCONSISTENT_TOPIC_ID, and the controller counts the replica
+        offline, as for a disk error, until this broker starts again. A log being hosted
+        is stopped (the deletion of its topic never reached this broker)."""
+        refused: set[TopicPartition] = set()
+        for state in states:
+            tp = TopicPartition(state.topic_name, state.partition_index)
+            wanted = topic_ids.get(tp.topic)
+            hosted = self.partitions.get(tp)
+            log = hosted.log if hosted is not None else self.logs.get_log(tp.topic, tp.partition)
+            if wanted is None or log is None or log.topic_id in (None, wanted):
+                continue
+            refused.add(tp)
+            self._log.error(
+                "replica.inconsistent_topic_id",
+                topic=tp.topic,
+                partition=tp.partition,
+                directory=str(log.dir),
+                log_topic_id=format_topic_id(log.topic_id),
+                topic_id=format_topic_id(wanted),
+                advice=(
+                    f"the log in {log.dir} is of a topic {tp.topic!r} deleted while this "
+                    "broker was away, not of the topic of that name now: remove the "
+                    "directory (or move it away) and restart this broker, and the replica "
+                    "is made again from its leader"
+                ),
+            )
+            if hosted is not None:
+                self._stop_hosting(tp, f"{hosted.name} here is of a deleted topic")
+        return refused
+
+    async def _record_topic_ids(self, topic_ids: Mapping[str, bytes]) -> None:
+        """Give each hosted log told its topic's id for the first time its
+        ``partition.metadata``, in a worker thread (a cluster upgraded to topic ids writes
+        one for every replica, once)."""
+        unrecorded = [
+            (partition.log, topic_id)
+            for tp, partition in self.partitions.items()
+            if (topic_id := topic_ids.get(tp.topic)) is not None
+            and partition.log.topic_id is None
+            and not partition.log.offline
+        ]
+        if not unrecorded:
+            return
+        failed = await asyncio.to_thread(_write_topic_ids, unrecorded)
+        for log, exc in failed:
+            self._log.warning(
+                "replica.topic_id_not_written", directory=str(log.dir), error=str(exc)
+            )
 
     def _offline_role(
         self, tp: TopicPartition, partition: Partition, state: LeaderAndIsrPartitionState
@@ -706,14 +775,7 @@ class ReplicaManager:
                         done.exception()
             for p in partitions:
                 tp = TopicPartition(p.topic_name, p.partition_index)
-                self._unfollow(tp)
-                gone = self.partitions.pop(tp, None)
-                self._fail_deletes(tp, f"{tp.topic}-{tp.partition} was stopped here")
-                if gone is not None:
-                    self._tell_listeners(tp, None)
-                    self.logs.high_watermarks[tp] = gone.high_watermark  # still checkpointed
-                    gone.fail_waiters(NotLeaderOrFollowerError(f"{gone.name} was stopped here"))
-                self._wake(tp)
+                self._stop_hosting(tp, f"{tp.topic}-{tp.partition} was stopped here")
         # removed from disk outside the lock: a large log's removal must not hold up the
         # leadership changes of other partitions. delete_logs takes the logs out of the
         # manager before its first await, and the manager refuses to create a log while
@@ -726,6 +788,17 @@ class ReplicaManager:
             _error(tp, KafkaStorageError if tp in failed else None)
             for tp in (TopicPartition(p.topic_name, p.partition_index) for p in partitions)
         ]
+
+    def _stop_hosting(self, tp: TopicPartition, why: str) -> None:
+        """Neither lead nor follow ``tp`` any more (its log stays where it is)."""
+        self._unfollow(tp)
+        gone = self.partitions.pop(tp, None)
+        self._fail_deletes(tp, why)
+        if gone is not None:
+            self._tell_listeners(tp, None)
+            self.logs.high_watermarks[tp] = gone.high_watermark  # still checkpointed
+            gone.fail_waiters(NotLeaderOrFollowerError(why))
+        self._wake(tp)
 
     # --- produce ------------------------------------------------------------------------
 
@@ -2068,6 +2141,19 @@ def _delete_below(partition: Partition, offset: int) -> int:
         )
     log.advance_log_start_offset(wanted)
     return wanted
+
+
+def _write_topic_ids(logs: list[tuple[Log, bytes]]) -> list[tuple[Log, OSError]]:
+    """Write each log's ``partition.metadata`` (blocking); the ones that failed, and why."""
+    failed = []
+    for log, topic_id in logs:
+        try:
+            write_topic_id(log.dir, topic_id)
+        except OSError as exc:
+            failed.append((log, exc))
+        else:
+            log.topic_id = topic_id
+    return failed
 
 
 def _error(tp: TopicPartition, error: type[ApiError] | None = None) -> PartitionError:

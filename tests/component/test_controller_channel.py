@@ -13,6 +13,8 @@ from protocol.apis import (
     UPDATE_METADATA_FULL,
     UPDATE_METADATA_INCREMENTAL,
     ApiKey,
+    LeaderAndIsrRequest,
+    LeaderAndIsrResponse,
     UpdateMetadataBroker,
     UpdateMetadataPartitionState,
     UpdateMetadataRequest,
@@ -50,12 +52,15 @@ def _request(kind: int, states: list[UpdateMetadataPartitionState]) -> UpdateMet
 
 
 class _Broker:
-    """Answers UpdateMetadata up to ``max_version``, and refuses later versions as a
-    broker of an older build does (UNSUPPORTED_VERSION); keeps what it was sent."""
+    """Answers UpdateMetadata up to ``max_version`` (LeaderAndIsr up to
+    ``leader_and_isr_max``), and refuses later versions as a broker of an older build does
+    (UNSUPPORTED_VERSION); keeps what it was sent."""
 
-    def __init__(self, max_version: int) -> None:
+    def __init__(self, max_version: int, leader_and_isr_max: int = 1) -> None:
         self.max_version = max_version
+        self.leader_and_isr_max = leader_and_isr_max
         self.got: list[tuple[int, UpdateMetadataRequest]] = []
+        self.roles: list[tuple[int, LeaderAndIsrRequest]] = []
         self.arrived = asyncio.Event()
         self._writers: list[asyncio.StreamWriter] = []
         self.server: asyncio.Server | None = None
@@ -77,18 +82,19 @@ class _Broker:
             while True:
                 size = int.from_bytes(await reader.readexactly(LENGTH_SIZE), "big")
                 header, _, request = decode_request(await reader.readexactly(size))
-                assert header.api_key == ApiKey.UPDATE_METADATA
-                if header.api_version > self.max_version:
+                roles = header.api_key == ApiKey.LEADER_AND_ISR
+                assert roles or header.api_key == ApiKey.UPDATE_METADATA
+                newest = self.leader_and_isr_max if roles else self.max_version
+                if header.api_version > newest:
                     refusal = UnsupportedRequestError(
-                        f"UpdateMetadata v{header.api_version} is not supported"
+                        f"{ApiKey(header.api_key).name} v{header.api_version} is not supported"
                     )
                     frame = encode_error_response(header.correlation_id, refusal)
                 else:
-                    self.got.append((header.api_version, request))
+                    (self.roles if roles else self.got).append((header.api_version, request))
                     self.arrived.set()
-                    frame = encode_response(
-                        header.correlation_id, header.api_version, UpdateMetadataResponse()
-                    )
+                    answer = LeaderAndIsrResponse() if roles else UpdateMetadataResponse()
+                    frame = encode_response(header.correlation_id, header.api_version, answer)
                 writer.writelines(frame)
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
@@ -103,9 +109,11 @@ async def open_channel() -> AsyncIterator[Callable[..., Awaitable[Opened]]]:
     opened: list[Opened] = []
 
     async def open_(
-        max_version: int, full: Callable[[], UpdateMetadataRequest] | None = None
+        max_version: int,
+        full: Callable[[], UpdateMetadataRequest] | None = None,
+        leader_and_isr_max: int = 1,
     ) -> Opened:
-        broker = _Broker(max_version)
+        broker = _Broker(max_version, leader_and_isr_max)
         port = await broker.start()
         channel = BrokerChannel(
             2,
@@ -149,6 +157,19 @@ async def test_a_broker_of_the_build_before_topic_ids_gets_the_update_without_th
     newer, again = await open_channel(max_version=3)
     assert (await _send(again, delta)).error_code == 0
     assert newer.got == [(3, delta)]
+
+
+async def test_a_broker_of_the_build_before_topic_ids_gets_roles_without_them(
+    open_channel: Callable[..., Awaitable[Opened]],
+) -> None:
+    broker, channel = await open_channel(max_version=2, leader_and_isr_max=0)
+    roles = LeaderAndIsrRequest(controller_id=1, controller_epoch=1, topic_ids={"t": bytes(16)})
+    for _ in range(2):  # refused once, then sent at v0 at once
+        answer = await asyncio.wait_for(channel.send(ApiKey.LEADER_AND_ISR, roles), 10)
+        assert answer.error_code == 0
+    assert channel.versions[ApiKey.LEADER_AND_ISR] == 0
+    without = LeaderAndIsrRequest(controller_id=1, controller_epoch=1)
+    assert broker.roles == [(0, without), (0, without)]
 
 
 async def test_a_broker_of_an_older_build_gets_the_whole_picture_at_v0(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import subprocess
 import uuid
 from collections.abc import Callable
@@ -19,7 +20,7 @@ from kafka.protocol.metadata import MetadataRequest as KpMetadata
 from kafka.protocol.metadata import MetadataResponse as KpMetadataResponse
 from kazoo.client import KazooClient
 
-from client import Admin, NewPartitions, NewTopic
+from client import Admin, Consumer, NewPartitions, NewTopic, Producer, TopicPartition
 from protocol.errors import UnknownTopicIdError, UnknownTopicOrPartitionError
 from protocol.topic_id import format_topic_id, parse_topic_id
 from tests.integration.conftest import Cluster, until
@@ -167,3 +168,127 @@ async def test_a_topic_without_an_id_is_given_one_that_it_keeps(
     await asyncio.to_thread(broker.stop)
     await asyncio.to_thread(cluster.start_broker, 1)
     assert await _id_of(cluster, "older") == given
+
+
+async def test_a_log_of_a_deleted_topic_is_not_taken_for_one_made_again(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    # broker 2's copy of a topic whose deletion never reached it (its disk restored from
+    # a backup taken before): the topic made again under the name must not start from it
+    cluster = make_cluster(2)
+    async with Admin(bootstrap_servers=cluster.bootstrap) as admin:
+        await admin.create_topics([NewTopic("t", 1, 2)])
+        await _id_of(cluster, "t")
+        async with Producer(bootstrap_servers=cluster.bootstrap, acks="all") as producer:
+            for n in range(5):
+                await producer.send("t", f"old-{n}".encode(), partition=0)
+            await producer.flush()
+        second = cluster.brokers[2]
+        await asyncio.to_thread(second.stop)
+        stale = second.directory / "data" / "t-0"
+        backup = second.directory / "backup-t-0"
+        shutil.copytree(stale, backup)
+        old_id = (stale / "partition.metadata").read_text()
+        await asyncio.to_thread(cluster.start_broker, 2)
+        await admin.delete_topics(["t"])  # waits until both replicas removed their logs
+        await asyncio.to_thread(second.stop)
+        shutil.copytree(backup, stale)  # the restore
+        await asyncio.to_thread(cluster.start_broker, 2)
+        await admin.create_topics([NewTopic("t", 1, 2)])
+
+        async def broker_2_left_out() -> bool:
+            (described,) = await admin.describe_topics(["t"])
+            (p,) = described.partitions
+            return p.leader == 1 and p.isr == [1] and 2 in p.offline_replicas
+
+        await until(broker_2_left_out, bool)
+        # the old records are nowhere in the new topic, and it takes new ones
+        async with Producer(bootstrap_servers=cluster.bootstrap, acks="all") as producer:
+            meta = await (await producer.send("t", b"new", partition=0))
+        assert meta.offset == 0
+        async with Consumer(
+            bootstrap_servers=cluster.bootstrap, auto_offset_reset="earliest"
+        ) as consumer:
+            consumer.assign([TopicPartition("t", 0)])
+            read = await consumer.getmany(timeout_ms=5_000)
+        assert [r.value for rs in read.values() for r in rs] == [b"new"]
+        # the old log is left where it was, and the broker says what to do with it
+        assert (stale / "partition.metadata").read_text() == old_id
+        said = second.log_path.read_text()
+        assert "replica.inconsistent_topic_id" in said and str(stale) in said
+
+        # removed, and the broker started again: the replica is made afresh
+        await asyncio.to_thread(second.stop)
+        shutil.rmtree(stale)
+        await asyncio.to_thread(cluster.start_broker, 2)
+
+        async def back_in_sync() -> bool:
+            (described,) = await admin.describe_topics(["t"])
+            return sorted(described.partitions[0].isr) == [1, 2]
+
+        await until(back_in_sync, bool)
+        assert (stale / "partition.metadata").read_text() != old_id
+
+
+def _zk(cluster: Cluster) -> KazooClient:
+    zk = KazooClient(hosts=cluster.zookeeper_connect, timeout=10)
+    zk.start(timeout=10)
+    return zk
+
+
+async def test_ids_wait_for_every_broker_to_keep_them_and_survive_an_older_builds_writes(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    # a rolling upgrade: broker 9 is still of a build without ids (its registration has
+    # no features); such a build rewrites a topic's znode without the id
+    cluster = make_cluster(1)
+    older = json.dumps(
+        {"version": 5, "host": "127.0.0.1", "port": 1, "endpoints": ["PLAINTEXT://127.0.0.1:1"]}
+    ).encode()
+    zk = _zk(cluster)
+    try:
+        async with Admin(bootstrap_servers=cluster.bootstrap) as admin:
+            await admin.create_topics([NewTopic("grown", 1, 1)])
+            first = await _id_of(cluster, "grown")
+
+            zk.create("/brokers/ids/9", older, ephemeral=True)
+            await admin.create_topics([NewTopic("made-meanwhile", 1, 1)])
+            assert "topic_id" not in _znode(cluster, "made-meanwhile")
+            zk.create("/config/topics/waiting", b'{"version":1,"config":{}}', makepath=True)
+            zk.create(
+                "/brokers/topics/waiting", b'{"version":2,"partitions":{"0":[1]}}', makepath=True
+            )
+            # the older build grows "grown": version 2, its id left out
+            data, stat = zk.get("/brokers/topics/grown")
+            partitions = {**json.loads(data)["partitions"], "1": [1]}
+            zk.set(
+                "/brokers/topics/grown",
+                json.dumps({"version": 2, "partitions": partitions}).encode(),
+                version=stat.version,
+            )
+
+            async def shown() -> list[Any]:
+                try:
+                    return await admin.describe_topics(["grown", "waiting"])
+                except UnknownTopicOrPartitionError:
+                    return []
+
+            grown, waiting = await until(shown, lambda d: len(d) == 2 and len(d[0].partitions) == 2)
+            assert waiting.topic_id is None  # not given while broker 9 would drop it
+            assert (grown.topic_id, _znode(cluster, "grown").get("topic_id")) == (first, first)
+
+            zk.delete("/brokers/ids/9")  # upgraded: every broker keeps ids now
+            given = await _id_of(cluster, "waiting")
+            assert _znode(cluster, "waiting")["topic_id"] == given
+            assert _znode(cluster, "made-meanwhile")["topic_id"] == await _id_of(
+                cluster, "made-meanwhile"
+            )
+    finally:
+        zk.stop()
+        zk.close()
+    # a new controller reads both ids as they are
+    (broker,) = cluster.brokers.values()
+    await asyncio.to_thread(broker.stop)
+    await asyncio.to_thread(cluster.start_broker, 1)
+    assert await _id_of(cluster, "grown") == first
+    assert await _id_of(cluster, "waiting") == given
