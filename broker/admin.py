@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 import structlog
 
-from broker.authorizer import Authorizer, topic_not_authorized
+from broker.authorizer import Authorizer, principal, topic_not_authorized
 from broker.broker_configs import BrokerConfigs
 from broker.config import TOPIC_CONFIG_SYNONYMS, BrokerConfig
 from broker.config_changes import (
@@ -96,7 +96,9 @@ from protocol.errors import (
     RequestTimedOutError,
     ThrottlingQuotaExceededError,
     TopicAlreadyExistsError,
+    TopicAuthorizationFailedError,
     TopicDeletionDisabledError,
+    UnknownTopicIdError,
     UnknownTopicOrPartitionError,
 )
 from protocol.group_log import OFFSETS_TOPIC
@@ -472,13 +474,16 @@ class TopicAdmin:
     ) -> DeleteTopicsResponse:
         gate = _MutationGate(self._mutations(), strict=strict)
         known = self._metadata.topics
+        ids = self._metadata.topic_ids
+
+        def deletion(topic: str) -> Awaitable[DeletableTopicResult]:
+            if self._deletable(topic) and gate.over(topic, len(known.get(topic, ()))):
+                return gate.refused(topic, DeletableTopicResult)
+            return gate.counted(topic, self._delete(topic))
+
         results = await asyncio.gather(
-            *(
-                gate.refused(t, DeletableTopicResult)
-                if self._deletable(t) and gate.over(t, len(known.get(t, ())))
-                else gate.counted(t, self._delete(t))
-                for t in request.topic_names
-            )
+            *(_with_id(deletion(t), ids.get(t)) for t in request.topic_names),
+            *(self._by_id(i, deletion) for i in request.topic_ids),
         )
         marked = {r.name for r in results if not r.error_code}
         timeout_s = max(request.timeout_ms, 0) / 1000
@@ -493,6 +498,28 @@ class TopicAdmin:
                         "deleted when that broker returns)"
                     )
         return DeleteTopicsResponse(responses=list(results), throttle_time_ms=gate.throttle_ms)
+
+    async def _by_id(
+        self, topic_id: bytes, deletion: Callable[[str], Awaitable[DeletableTopicResult]]
+    ) -> DeletableTopicResult:
+        """A topic to delete named by its id (KIP-516): deleted as by its name, or refused
+        without the name: an id no topic has is UNKNOWN_TOPIC_ID, a topic the client may
+        not describe TOPIC_AUTHORIZATION_FAILED (Kafka's: ids are not secret, names are)."""
+        name = self._metadata.topic_names.get(topic_id)
+        error: ApiError
+        if name is None or name not in self._metadata.topics:
+            error = UnknownTopicIdError(
+                f"no topic has id {format_topic_id(topic_id)} (deleted, or never made)"
+            )
+        elif not self._acl.allowed(Operation.DESCRIBE, ResourceType.TOPIC, name):
+            error = TopicAuthorizationFailedError(
+                f"{principal()} may not Describe the topic with id {format_topic_id(topic_id)}"
+            )
+        else:
+            return await _with_id(deletion(name), topic_id)
+        return DeletableTopicResult(
+            name="", topic_id=topic_id, error_code=error.code, error_message=error.message
+        )
 
     async def _delete(self, topic: str) -> DeletableTopicResult:
         try:
@@ -782,6 +809,16 @@ class _MutationGate:
     def _settle(self, topic: str, result: object) -> None:
         if getattr(result, "error_code", 0) and self._bucket is not None:
             self._bucket.give_back(self._taken.pop(topic, 0))
+
+
+async def _with_id(
+    result: Awaitable[DeletableTopicResult], topic_id: bytes | None
+) -> DeletableTopicResult:
+    """The result, with the topic's id (Kafka's v6 answers it for a topic named too)."""
+    done = await result
+    if topic_id is not None:
+        done.topic_id = topic_id
+    return done
 
 
 async def _paired(result: Awaitable[CreatePartitionsTopicResult]) -> tuple[Any, None]:

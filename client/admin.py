@@ -341,13 +341,34 @@ class Admin:
                     result.error_message or f"topic {result.name!r} did not get its partitions",
                 )
 
-    async def delete_topics(self, topics: list[str], timeout_ms: int = 30_000) -> None:
+    async def delete_topics(
+        self,
+        topics: list[str] | None = None,
+        timeout_ms: int = 30_000,
+        *,
+        topic_ids: list[str] | None = None,
+    ) -> None:
         """Delete the topics; returns once they are gone (or raises). Throttled ones are
-        asked for again, as :meth:`create_topics` does."""
-        request = DeleteTopicsRequest(topic_names=list(topics), timeout_ms=timeout_ms)
+        asked for again, as :meth:`create_topics` does. ``topic_ids`` (Kafka's text form)
+        names them by id instead (KIP-516): a topic of the same name made since the one
+        meant was deleted is not deleted (``UnknownTopicIdError``)."""
+        if (topics is None) == (topic_ids is None):
+            raise ValueError("delete topics by names or by topic_ids (one of them)")
+        if topic_ids is not None:
+            request = DeleteTopicsRequest(
+                topic_ids=[parse_topic_id(t) for t in topic_ids], timeout_ms=timeout_ms
+            )
+            asked, by = "topic_ids", "topic_id"
+        else:
+            request = DeleteTopicsRequest(topic_names=list(topics or ()), timeout_ms=timeout_ms)
+            asked, by = "topic_names", "name"
         response: DeleteTopicsResponse = await self._until_unthrottled(
-            ApiKey.DELETE_TOPICS, request, "topic_names", "responses", timeout_ms
+            ApiKey.DELETE_TOPICS, request, asked, "responses", timeout_ms, by=by
         )
+        if topic_ids is not None and len(response.responses) < len(topic_ids):
+            raise UnsupportedVersionError(  # a broker of a build before ids reads none
+                "the brokers do not know topics by id; upgrade them, or delete by name"
+            )
         for result in response.responses:
             if result.error_code == UnknownTopicOrPartitionError.code:
                 raise UnknownTopicOrPartitionError(f"topic {result.name!r} does not exist")
@@ -358,20 +379,28 @@ class Admin:
                 )
 
     async def _until_unthrottled(
-        self, api_key: ApiKey, request: Any, asked: str, answered: str, timeout_ms: int
+        self,
+        api_key: ApiKey,
+        request: Any,
+        asked: str,
+        answered: str,
+        timeout_ms: int,
+        *,
+        by: str = "name",
     ) -> Any:
         """Send a topic mutation; the topics a controller_mutation_rate quota refused go
         again (alone) after the answer's throttle time, while ``timeout_ms`` allows. The
-        answer returned holds every topic's last result."""
+        answer returned holds every topic's last result (told apart by their ``by``: the
+        name, or the topic id of those asked by id)."""
         deadline = time.monotonic() + timeout_ms / 1000
-        results: dict[str, Any] = {}
+        results: dict[Any, Any] = {}
         while True:
             response = await self._to_controller(api_key, request)
             throttled = set()
             for result in getattr(response, answered):
-                results[result.name] = result
+                results[getattr(result, by)] = result
                 if result.error_code == ThrottlingQuotaExceededError.code:
-                    throttled.add(result.name)
+                    throttled.add(getattr(result, by))
             wait_s = max(response.throttle_time_ms, self.retry_backoff_ms) / 1000
             if not throttled or time.monotonic() + wait_s > deadline:
                 setattr(response, answered, list(results.values()))

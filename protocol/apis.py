@@ -456,13 +456,18 @@ class CreateTopicsResponse(Response):
 
 @dataclass(slots=True, kw_only=True)
 class DeleteTopicsRequest(Request):
+    """v1 adds ``topic_ids``: topics to delete named by id (KIP-516), each answered with
+    its id (and its name, unless the client may not describe it)."""
+
     topic_names: list[str] = field(default_factory=list)
     timeout_ms: int = 30_000
+    topic_ids: list[bytes] = field(default_factory=list, since=1)
 
 
 @dataclass(slots=True, kw_only=True)
 class DeletableTopicResult:
     name: str
+    topic_id: bytes = field(ZERO_TOPIC_ID, since=1)
     error_code: int = 0
     error_message: str | None = None
 
@@ -2028,7 +2033,7 @@ APIS = _apis(
         AlterUserScramCredentialsResponse,
     ),
     Api(ApiKey.CREATE_TOPICS, 0, 1, CreateTopicsRequest, CreateTopicsResponse),
-    Api(ApiKey.DELETE_TOPICS, 0, 0, DeleteTopicsRequest, DeleteTopicsResponse),
+    Api(ApiKey.DELETE_TOPICS, 0, 1, DeleteTopicsRequest, DeleteTopicsResponse),
     Api(ApiKey.CREATE_PARTITIONS, 0, 0, CreatePartitionsRequest, CreatePartitionsResponse),
     Api(ApiKey.DELETE_RECORDS, 0, 0, DeleteRecordsRequest, DeleteRecordsResponse),
     Api(ApiKey.DESCRIBE_CONFIGS, 0, 0, DescribeConfigsRequest, DescribeConfigsResponse),

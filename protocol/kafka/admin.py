@@ -65,9 +65,12 @@ from protocol.kafka.spec import (
     NO_OPERATIONS,
     F,
     KafkaApi,
+    name_or_id,
     partition_errors,
     per_partition,
     per_topic,
+    per_topic_or_id,
+    split_names_and_ids,
 )
 
 __all__ = ["ADMIN_APIS"]
@@ -153,8 +156,29 @@ _CREATE_TOPICS_RESPONSE = Struct(
 )
 
 _DELETE_TOPICS_REQUEST = Struct(
-    [F("topic_names", Array(STRING)), F("timeout_ms", INT32)], DeleteTopicsRequest
+    [
+        F(
+            "topics",
+            Array(Struct([F("name", NULLABLE_STRING), F("topic_id", UUID)], name_or_id)),
+            6,
+            attr="topic_ids",  # both names and ids: _delete_topics_v6 sets them apart
+        ),
+        F("topic_names", Array(STRING), 0, 5),
+        F("timeout_ms", INT32),
+    ],
+    DeleteTopicsRequest,
 )
+
+
+def _delete_topics_v6(
+    request: DeleteTopicsRequest, version: int, client_id: str | None
+) -> DeleteTopicsRequest:
+    if version >= 6:
+        named, request.topic_ids = split_names_and_ids(list(request.topic_ids))
+        request.topic_names = named
+    return request
+
+
 _DELETE_TOPICS_RESPONSE = Struct(
     [
         F("throttle_time_ms", INT32, 1),
@@ -164,6 +188,7 @@ _DELETE_TOPICS_RESPONSE = Struct(
                 Struct(
                     [
                         F("name", STRING),
+                        F("topic_id", UUID, 6),
                         F("error_code", INT16),
                         F("error_message", NULLABLE_STRING, 5),
                     ]
@@ -894,12 +919,13 @@ ADMIN_APIS = (
     KafkaApi(
         ApiKey.DELETE_TOPICS,
         1,
-        5,
+        6,
         4,
         _DELETE_TOPICS_REQUEST,
         _DELETE_TOPICS_RESPONSE,
+        _delete_topics_v6,
         strict_quota_from=5,
-        refuse=per_topic("topic_names", "responses"),
+        refuse=per_topic_or_id("topic_names", "topic_ids", "responses"),
     ),
     KafkaApi(
         ApiKey.CREATE_PARTITIONS,

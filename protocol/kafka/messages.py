@@ -67,7 +67,6 @@ from protocol.kafka.codec import (
     RECORDS,
     STRING,
     UUID,
-    ZERO_UUID,
     Array,
     Struct,
 )
@@ -76,9 +75,11 @@ from protocol.kafka.spec import (
     NO_OPERATIONS,
     F,
     KafkaApi,
+    name_or_id,
     partition_errors,
     per_partition,
-    per_topic,
+    per_topic_or_id,
+    split_names_and_ids,
 )
 
 __all__ = ["KAFKA_APIS", "KafkaApi"]
@@ -103,16 +104,6 @@ _API_VERSIONS_RESPONSE = Struct(
 # --- Metadata (3) ----------------------------------------------------------------------
 
 
-def _topic_name(name: str | None = None, topic_id: bytes = ZERO_UUID) -> str | bytes:
-    """A topic asked for by name, or (v10+, KIP-516) by id alone: its id, which
-    :func:`_metadata_v3` moves to ``topic_ids``."""
-    if name is not None:
-        return name
-    if topic_id == ZERO_UUID:
-        raise ValueError("a topic needs a name or a topic id")
-    return topic_id
-
-
 _METADATA_REQUEST = Struct(
     [
         F(
@@ -120,7 +111,7 @@ _METADATA_REQUEST = Struct(
             Array(
                 Struct(
                     [F("topic_id", UUID, 10), F("name", NULLABLE_STRING)],
-                    _topic_name,
+                    name_or_id,
                 ),
                 nullable=True,
             ),
@@ -137,9 +128,7 @@ def _metadata_v3(request: MetadataRequest, version: int, client_id: str | None) 
     if version < 4:
         request.allow_auto_topic_creation = True  # Kafka's rule before the field existed
     if request.topics is not None:
-        asked: list[str | bytes] = list(request.topics)
-        request.topics = [t for t in asked if isinstance(t, str)]
-        request.topic_ids = [t for t in asked if isinstance(t, bytes)]
+        request.topics, request.topic_ids = split_names_and_ids(list(request.topics))
     return request
 
 
@@ -894,7 +883,7 @@ KAFKA_APIS = _apis(
         _METADATA_REQUEST,
         _METADATA_RESPONSE,
         _metadata_v3,
-        refuse=per_topic("topics", "topics"),
+        refuse=per_topic_or_id("topics", "topic_ids", "topics"),
     ),
     KafkaApi(
         ApiKey.PRODUCE,

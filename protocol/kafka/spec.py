@@ -8,16 +8,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from protocol.apis import ApiKey
-from protocol.kafka.codec import INT16, INT32, STRING, Array, Field, Struct
+from protocol.kafka.codec import INT16, INT32, STRING, ZERO_UUID, Array, Field, Struct
 
 __all__ = [
     "NO_OPERATIONS",
     "F",
     "KafkaApi",
+    "name_or_id",
     "partition_errors",
     "per_item",
     "per_partition",
     "per_topic",
+    "per_topic_or_id",
+    "split_names_and_ids",
 ]
 
 NO_OPERATIONS = -(2**31)
@@ -83,6 +86,39 @@ def per_topic(
     groups) under ``listed``: with the item's ``names`` attributes (default ``name``; a
     plain string item is the name itself) and the code."""
     return per_item(items, listed, *(names or ("name",)))
+
+
+def name_or_id(name: str | None = None, topic_id: bytes = ZERO_UUID) -> str | bytes:
+    """A topic a request names, or (KIP-516) names by id alone: its id, which
+    :func:`split_names_and_ids` then sets apart."""
+    if name is not None:
+        return name
+    if topic_id == ZERO_UUID:
+        raise ValueError("a topic needs a name or a topic id")
+    return topic_id
+
+
+def split_names_and_ids(asked: list[str | bytes]) -> tuple[list[str], list[bytes]]:
+    """The names, and the ids, of what :func:`name_or_id` made of a request's topics."""
+    return [t for t in asked if isinstance(t, str)], [t for t in asked if isinstance(t, bytes)]
+
+
+def per_topic_or_id(
+    names: str, ids: str, listed: str
+) -> Callable[[Any, int, str | None], dict[str, Any]]:
+    """As :func:`per_topic` for a request naming topics (``names``) and ids (``ids``):
+    each is answered, an id with its id and no name."""
+    by_name = per_topic(names, listed)
+
+    def refuse(request: Any, code: int, message: str | None) -> dict[str, Any]:
+        answer = by_name(request, code, message)
+        answer[listed] += [
+            {"name": "", "topic_id": i, "error_code": code, "error_message": message}
+            for i in getattr(request, ids)
+        ]
+        return answer
+
+    return refuse
 
 
 def per_item(

@@ -127,6 +127,9 @@ async def test_users_may_do_what_their_acls_say_on_every_broker(
         with pytest.raises(TopicAuthorizationFailedError, match=orders.topic_id) as refused:
             await alice.describe_topics(topic_ids=[orders.topic_id])
         assert "orders" not in str(refused.value)
+        with pytest.raises(TopicAuthorizationFailedError, match=orders.topic_id) as refused:
+            await alice.delete_topics(topic_ids=[orders.topic_id])
+        assert "orders" not in str(refused.value)
         with pytest.raises(TopicAuthorizationFailedError):
             await alice.create_topics([NewTopic("mine", 1, 1)])
         with pytest.raises(ClusterAuthorizationFailedError, match="Describe on the cluster"):

@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 from confluent_kafka import TopicCollection
 from confluent_kafka.admin import AdminClient as RdAdmin
+from kafka.protocol.admin import DeleteTopicsRequest as KpDeleteTopics
+from kafka.protocol.admin import DeleteTopicsResponse as KpDeleteTopicsResponse
 from kafka.protocol.metadata import MetadataRequest as KpMetadata
 from kafka.protocol.metadata import MetadataResponse as KpMetadataResponse
 from kazoo.client import KazooClient
@@ -55,6 +57,22 @@ def _by_id(port: int, *topic_ids: str) -> list[tuple[int, str | None, str]]:
     return [
         (t.error_code, t.name, format_topic_id(t.topic_id.bytes))  # type: ignore[union-attr]
         for t in decoded.topics
+    ]
+
+
+def _delete_by_id(port: int, *topic_ids: str) -> list[tuple[int, str | None, str]]:
+    """(error code, name, id) of each topic a DeleteTopics v6 names by id alone, by
+    kafka-python's classes."""
+    asked = [
+        KpDeleteTopics.DeleteTopicState(name=None, topic_id=uuid.UUID(bytes=parse_topic_id(t)))
+        for t in topic_ids
+    ]
+    decoded = _exchange(
+        port, KpDeleteTopics[6](topics=asked, timeout_ms=30_000), 6, KpDeleteTopicsResponse
+    )
+    return [
+        (r.error_code, r.name, format_topic_id(r.topic_id.bytes))  # type: ignore[union-attr]
+        for r in decoded.responses
     ]
 
 
@@ -136,6 +154,19 @@ async def test_a_topic_keeps_its_id_and_one_made_again_gets_another(
         gone = await _describe(cluster, "--topic-id", first)
         assert gone.returncode == 1 and gone.stderr.count("\n") == 1, gone.stderr
         assert f"no topic has id {first}" in gone.stderr
+
+        # deleting by id: the old id deletes nothing (not the topic made again under the
+        # name); Kafka's DeleteTopics v6 by id deletes the topic it names
+        with pytest.raises(UnknownTopicIdError, match=first):
+            await admin.delete_topics(topic_ids=[first])
+        assert await _id_of(cluster, "ids") == second
+        deleted = await asyncio.to_thread(_delete_by_id, port, second, first)
+        assert deleted == [(0, "ids", second), (_UNKNOWN_TOPIC_ID, "", first)]
+        assert "ids" not in await admin.list_topics()
+        await admin.create_topics([NewTopic("ids", 1, 1)])
+        third = await _id_of(cluster, "ids")
+        await admin.delete_topics(topic_ids=[third])  # Headwater's admin, by id
+        assert "ids" not in await admin.list_topics()
 
 
 async def test_a_topic_without_an_id_is_given_one_that_it_keeps(

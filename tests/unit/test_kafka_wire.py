@@ -433,6 +433,8 @@ def test_every_refusal_at_every_version_decodes_and_says_the_code_everywhere(
     sample = _sample(api.request)
     body = memoryview(_join(write_message(api.request, sample, version, flexible)))
     request = read_message(api.request, body, version, flexible)
+    if api.finish is not None:  # as decode_request: what the handlers and refusals get
+        request = api.finish(request, version, "c")
     header = KafkaHeader(api.key, 0, 5, version, "c", request)
     frame = _join(encode_error_response(header, CoordinatorLoadInProgressError("loading")))
     decoded = _kafka_python_class(f"{api.name}Response").decode(

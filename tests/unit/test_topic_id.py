@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 
 from broker.zk import CorruptZnode, TopicAssignment
-from protocol.apis import ApiKey, MetadataResponse
+from protocol.apis import ApiKey, DeleteTopicsResponse, MetadataResponse
 from protocol.errors import UnsupportedVersionError
 from protocol.topic_id import ZERO_TOPIC_ID, format_topic_id, new_topic_id, parse_topic_id
 from tests.unit.test_admin_groups import _admin
@@ -82,3 +82,18 @@ async def test_describing_by_id_where_the_brokers_know_no_ids_says_so() -> None:
         await admin.describe_topics(topic_ids=["orders"])
     with pytest.raises(ValueError, match="not both"):
         await admin.describe_topics(["orders"], topic_ids=["ASNFZ4mrze8P7cuph2VDIQ"])
+
+
+async def test_deleting_by_id_where_the_brokers_know_no_ids_says_so() -> None:
+    seen: list[Any] = []
+
+    def older_broker(_node: int | None, api_key: ApiKey, request: Any) -> Any:
+        seen.append(request)  # DeleteTopics v0: no topic_ids, nothing to delete
+        return DeleteTopicsResponse(responses=[])
+
+    admin = _admin(older_broker)
+    with pytest.raises(UnsupportedVersionError, match="do not know topics by id"):
+        await admin.delete_topics(topic_ids=["ASNFZ4mrze8P7cuph2VDIQ"])
+    assert seen[0].topic_ids == [] and seen[0].topic_names == []
+    with pytest.raises(ValueError, match="one of them"):
+        await admin.delete_topics(["t"], topic_ids=["ASNFZ4mrze8P7cuph2VDIQ"])
