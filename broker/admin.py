@@ -326,6 +326,13 @@ class TopicAdmin:
             marked = await self._zk.exists(paths.delete_topic(topic))
             detail = " and is being deleted; try again shortly" if marked else ""
             raise TopicAlreadyExistsError(f"topic {topic!r} already exists{detail}") from None
+        if with_id:
+            try:
+                await self._zk.keep_topic_id(topic, topic_id)
+            except NoNode:
+                pass  # deleted already
+            except ZkError as exc:  # the topic is made: its id has one copy, in the znode
+                self._log.warning("topic.id_copy_not_written", topic=topic, error=str(exc))
         return written.topic_id
 
     async def create_internal(self, topic: CreatableTopic) -> None:

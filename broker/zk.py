@@ -378,6 +378,20 @@ def cluster_id_from_json(data: bytes) -> str:
         raise CorruptZnode(f"{paths.CLUSTER_ID} lacks an id") from None
 
 
+def kept_topic_id_from(data: bytes) -> bytes | None:
+    """The topic id a ``/brokers/topics/<t>/partitions`` znode keeps. Kafka leaves that
+    znode empty, and no build rewrites it, while a build without topic ids rewrites the
+    topic's own znode without its id (growing the topic, or moving replicas): the id is
+    kept here too, so a controller finding the topic without one gives back the same id
+    rather than another, which every replica's ``partition.metadata`` would refuse. A
+    deletion removes it with the topic. Anything else than the copy reads as none."""
+    try:
+        value = json.loads(data)
+        return parse_topic_id(str(value["topic_id"]))
+    except (ValueError, TypeError, KeyError):
+        return None
+
+
 def topic_config_json(config: dict[str, str]) -> bytes:
     return _encode({"version": 1, "config": config})
 
@@ -622,6 +636,26 @@ class ZkBridge:
 
     async def ensure_path(self, path: str) -> None:
         await self._await(self._client.ensure_path_async(path), path)
+
+    async def keep_topic_id(self, topic: str, topic_id: bytes) -> None:
+        """The copy of a topic's id in its ``/partitions`` znode (see
+        :func:`kept_topic_id_from`): created with it, or set (the controller may have made
+        the znode first, empty). Raises NoNode if the topic is gone (its znode is never
+        made again here: the controller would take it for a new topic)."""
+        value = _encode({"topic_id": format_topic_id(topic_id)})
+        try:
+            await self.create(paths.partitions(topic), value)
+        except NodeExists:
+            await self.set(paths.partitions(topic), value)
+
+    async def kept_topic_id(self, topic: str) -> bytes | None:
+        """The copy :meth:`keep_topic_id` wrote; None without one (a topic of a build before
+        it, or made but not yet copied)."""
+        try:
+            data, _ = await self.get(paths.partitions(topic))
+        except NoNode:
+            return None
+        return kept_topic_id_from(data)
 
     async def get(self, path: str, watch: WatchCallback | None = None) -> tuple[bytes, ZnodeStat]:
         data, stat = await self._await(self._client.get_async(path, self._watcher(watch)), path)

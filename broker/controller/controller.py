@@ -112,9 +112,9 @@ _PIPELINED = 128  # ZooKeeper requests in flight at once (see _pipelined)
 _STATES_PER_LINE = 1000  # partitions per "controller.leaders_elected" log line
 
 _ANSWERS = (NoNode, NodeExists, VersionConflict, CorruptZnode)
+"""ZooKeeper's answers, not outages: an event they fail is not retried (see ``_run``)."""
 _OFFLINE_CODES = (KafkaStorageError.code, InconsistentTopicIdError.code)
 """LeaderAndIsr answers for a replica that cannot serve until its broker starts again."""
-"""ZooKeeper's answers, not outages: an event they fail is not retried (see ``_run``)."""
 
 TP = tuple[str, int]
 _K = TypeVar("_K")
@@ -241,6 +241,7 @@ class Controller:
         self._channels.clear()
         self.brokers.clear()
         self.assignments.clear()
+        self.topic_ids.clear()  # (a topic may be deleted and made again before the next term)
         self.states.clear()
         self.reassignments.clear()
         self._strays.clear()
@@ -448,11 +449,18 @@ class Controller:
 
     async def _give_id(self, topic: str, kept: bytes | None = None) -> TopicAssignment | None:
         """A topic made by a build that gave none gets its id here, as Kafka's controller
-        gives one to the topics of a cluster upgraded to topic ids; or its id ``kept``
-        here is written back, where a build without ids rewrote the znode without it.
-        Compare-and-set, since a broker's CreatePartitions writes the znode too. None if
-        the topic is gone."""
+        gives one to the topics of a cluster upgraded to topic ids; or its id (``kept``
+        here, or the copy in its ``/partitions`` znode) is written back, where a build
+        without ids rewrote the znode without it. Compare-and-set, since a broker's
+        CreatePartitions writes the znode too. None if the topic is gone."""
         path = paths.topic(topic)
+        try:
+            kept = kept or await self._zk.kept_topic_id(topic)  # dropped by an older build
+            topic_id = kept or new_topic_id()
+            if kept is None:  # the copy first: a failure after it gives this id again
+                await self._zk.keep_topic_id(topic, topic_id)
+        except NoNode:
+            return None
         while True:
             try:
                 data, stat = await self._zk.get(path)
@@ -461,7 +469,7 @@ class Controller:
             known = TopicAssignment.from_json(topic, data)
             if known.topic_id != ZERO_TOPIC_ID:
                 return known
-            given = dataclasses.replace(known, topic_id=kept or new_topic_id())
+            given = dataclasses.replace(known, topic_id=topic_id)
             try:
                 await self._zk.guarded(*self._guard, path, given.to_json(), version=stat.version)
             except VersionConflict:

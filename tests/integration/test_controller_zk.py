@@ -37,6 +37,7 @@ from protocol.apis import (
     StopReplicaResponse,
 )
 from protocol.errors import KafkaStorageError
+from protocol.topic_id import TOPIC_IDS_FEATURE, ZERO_TOPIC_ID, new_topic_id
 
 PARTITIONS = 60
 
@@ -1091,5 +1092,65 @@ async def test_an_answer_from_a_brokers_earlier_process_marks_nothing(bridge: Zk
         )
         await _settled(controller)
         assert controller.offline_replicas[("t", 0)] == {2}  # not broker 1's
+    finally:
+        await controller.deactivate()
+
+
+async def test_a_new_term_does_not_keep_the_id_of_a_topic_deleted_meanwhile(
+    bridge: ZkBridge, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """This broker's controller knows topic "u" and its id, then loses the controllership.
+    Meanwhile "u" is deleted and made again without an id (an older build's broker 9 is
+    registered: CreateTopics gives none). Elected again, its new term must not take the
+    old topic's id for the new one: it would send it in LeaderAndIsr (the new logs keep
+    it, and a stale copy of the deleted topic passes the check), never give the new topic
+    an id of its own once broker 9 is gone, and write the old one back into its znode
+    (found in review)."""
+    sent: list[dict[str, bytes]] = []
+
+    class Recording(_Channel):
+        def send(self, api_key: ApiKey, request: Any) -> asyncio.Future[Any]:
+            if api_key == ApiKey.LEADER_AND_ISR:
+                sent.append(dict(request.topic_ids))
+            return super().send(api_key, request)
+
+    monkeypatch.setattr(controller_module, "BrokerChannel", Recording)
+    features = {TOPIC_IDS_FEATURE: (1, 1)}
+    for b in (1, 2, 3):  # this build's brokers
+        reg = BrokerRegistration(b, "127.0.0.1", 9000 + b, features=features)
+        await bridge.set(paths.broker(b), reg.to_json(0))
+    old_id = new_topic_id()
+    await bridge.create(
+        paths.topic("u"), TopicAssignment("u", {0: [1, 2, 3]}, topic_id=old_id).to_json()
+    )
+    controller = Controller(bridge, broker_id=1)
+    await controller.activate(1)
+    try:
+        await _until(lambda: asyncio.sleep(0, ("u", 0) in controller.states), "u started")
+        await _settled(controller)
+        assert controller.topic_ids["u"] == old_id
+        await controller.deactivate()
+
+        # meanwhile: broker 9 (an older build) registers; "u" deleted, made again
+        older = BrokerRegistration(9, "127.0.0.1", 9009)
+        await bridge.create(paths.broker(9), older.to_json(0), makepath=True)
+        await bridge.delete(paths.topic("u"), recursive=True)
+        await bridge.create(paths.topic("u"), TopicAssignment("u", {0: [2, 3, 1]}).to_json())
+
+        await bridge.set(paths.CONTROLLER_EPOCH, b"2")
+        sent.clear()
+        await controller.activate(2)
+        await _until(lambda: asyncio.sleep(0, ("u", 0) in controller.states), "u again")
+        await _settled(controller)
+        assert all(ids.get("u") != old_id for ids in sent), "the deleted topic's id was sent"
+
+        # broker 9 upgraded: every broker keeps ids, and the new "u" is given its own
+        await bridge.delete(paths.broker(9))
+
+        async def given() -> bool:
+            data, _ = await bridge.get(paths.topic("u"))
+            return TopicAssignment.from_json("u", data).topic_id != ZERO_TOPIC_ID
+
+        await _until(given, "the new topic given an id")
     finally:
         await controller.deactivate()

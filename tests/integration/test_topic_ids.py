@@ -323,3 +323,40 @@ async def test_ids_wait_for_every_broker_to_keep_them_and_survive_an_older_build
     await asyncio.to_thread(cluster.start_broker, 1)
     assert await _id_of(cluster, "grown") == first
     assert await _id_of(cluster, "waiting") == given
+
+
+async def test_an_id_dropped_with_no_controller_of_this_build_watching_is_given_back(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    # an older build rewrites the znode without the id while no controller of this build
+    # sees it (it was controller itself, or a failover fell between its write and the
+    # "partitions" event): the next controller of this build must give back the same id,
+    # kept in the topic's /partitions znode, not another, which the replica's
+    # partition.metadata would refuse (found in review)
+    cluster = make_cluster(1)
+    (broker,) = cluster.brokers.values()
+    async with Admin(bootstrap_servers=cluster.bootstrap) as admin:
+        await admin.create_topics([NewTopic("kept", 1, 1)])
+        first = await _id_of(cluster, "kept")
+    kept = broker.directory / "data" / "kept-0" / "partition.metadata"
+    await until(kept.exists, bool)
+    await asyncio.to_thread(broker.stop)
+    zk = _zk(cluster)
+    try:
+        data, stat = zk.get("/brokers/topics/kept")
+        partitions = json.loads(data)["partitions"]
+        zk.set(
+            "/brokers/topics/kept",
+            json.dumps({"version": 2, "partitions": partitions}).encode(),
+            version=stat.version,
+        )
+    finally:
+        zk.stop()
+        zk.close()
+    await asyncio.to_thread(cluster.start_broker, 1)
+    assert await _id_of(cluster, "kept") == first
+    assert _znode(cluster, "kept")["topic_id"] == first
+    async with Producer(bootstrap_servers=cluster.bootstrap, acks="all") as producer:
+        written = await (await producer.send("kept", b"still served", partition=0))
+    assert written.offset == 0
+    assert "replica.inconsistent_topic_id" not in broker.log_path.read_text()
