@@ -359,7 +359,7 @@ class _Connection(asyncio.BufferedProtocol):
                 return
             self._authenticate(header, api.key, request)  # type: ignore[arg-type]
             return
-        slot = self._call(header, api.key, request)  # type: ignore[arg-type]
+        slot = self._call(header, api.served_by or api.key, request)  # type: ignore[arg-type]
         if slot.parts is _CLOSE:
             self._end_reading()
         self._enqueue(slot)

@@ -105,6 +105,7 @@ class ApiKey(enum.IntEnum):
     ALTER_CLIENT_QUOTAS = 49
     DESCRIBE_USER_SCRAM_CREDENTIALS = 50
     ALTER_USER_SCRAM_CREDENTIALS = 51
+    DESCRIBE_CLUSTER = 60  # Kafka's listener only: served by Metadata's handler
     DESCRIBE_PRODUCERS = 61
     DESCRIBE_TRANSACTIONS = 65
     LIST_TRANSACTIONS = 66
@@ -1214,17 +1215,25 @@ class SyncGroupRequestAssignment:
 
 @dataclass(slots=True, kw_only=True)
 class SyncGroupRequest(Request):
+    """v1 adds Kafka's v5 ``protocol_type`` and ``protocol_name``: when given, they must
+    be the group's (INCONSISTENT_GROUP_PROTOCOL otherwise), and the answer says the
+    group's."""
+
     group_id: str
     generation_id: int
     member_id: str
     group_instance_id: str | None = None
     assignments: list[SyncGroupRequestAssignment] = field(default_factory=list)
+    protocol_type: str | None = field(None, since=1)
+    protocol_name: str | None = field(None, since=1)
 
 
 @dataclass(slots=True, kw_only=True)
 class SyncGroupResponse(Response):
     throttle_time_ms: int = 0
     assignment: bytes = b""
+    protocol_type: str | None = field(None, since=1)
+    protocol_name: str | None = field(None, since=1)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -1982,7 +1991,7 @@ APIS = _apis(
     Api(ApiKey.OFFSET_COMMIT, 0, 0, OffsetCommitRequest, OffsetCommitResponse),
     Api(ApiKey.OFFSET_FETCH, 0, 0, OffsetFetchRequest, OffsetFetchResponse),
     Api(ApiKey.JOIN_GROUP, 0, 0, JoinGroupRequest, JoinGroupResponse),
-    Api(ApiKey.SYNC_GROUP, 0, 0, SyncGroupRequest, SyncGroupResponse),
+    Api(ApiKey.SYNC_GROUP, 0, 1, SyncGroupRequest, SyncGroupResponse),
     Api(ApiKey.HEARTBEAT, 0, 0, HeartbeatRequest, HeartbeatResponse),
     Api(ApiKey.LEAVE_GROUP, 0, 1, LeaveGroupRequest, LeaveGroupResponse),
     Api(ApiKey.LIST_GROUPS, 0, 0, ListGroupsRequest, ListGroupsResponse),

@@ -587,9 +587,18 @@ class GroupCoordinator:
         group = self._known_group(request.group_id)
         assignments = {a.member_id: bytes(a.assignment) for a in request.assignments}
         synced = group.sync(  # answered once the log has the generation
-            request.member_id, request.generation_id, assignments, request.group_instance_id
+            request.member_id,
+            request.generation_id,
+            assignments,
+            request.group_instance_id,
+            (request.protocol_type, request.protocol_name),
         )
-        return SyncGroupResponse(assignment=await _member_wait(synced, request.group_id))
+        assignment = await _member_wait(synced, request.group_id)
+        return SyncGroupResponse(
+            assignment=assignment,
+            protocol_type=group.protocol_type or None,
+            protocol_name=group.protocol_name,
+        )
 
     async def heartbeat(self, request: HeartbeatRequest) -> HeartbeatResponse:
         self._check_group(Operation.READ, request.group_id)

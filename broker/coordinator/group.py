@@ -405,10 +405,20 @@ class Group:
         generation_id: int,
         assignments: dict[str, bytes],
         group_instance_id: str | None = None,
+        protocol: tuple[str | None, str | None] = (None, None),
     ) -> asyncio.Future[bytes]:
         """The future completes with the member's assignment once the leader's has been
-        written (Kafka's doSyncGroup), or fails with the write's error."""
+        written (Kafka's doSyncGroup), or fails with the write's error. ``protocol``, the
+        type and name the member says it joined with (Kafka's SyncGroup v5), must be the
+        group's where given."""
         member = self._check(member_id, generation_id, group_instance_id)
+        for said, own, what in zip(
+            protocol, (self.protocol_type, self.protocol_name), ("type", "name"), strict=True
+        ):
+            if said is not None and said != own:
+                raise InconsistentGroupProtocolError(
+                    f"group {self.group_id!r} uses protocol {what} {own!r}, not {said!r}"
+                )
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         if self.state == PREPARING:
             raise RebalanceInProgressError(f"group {self.group_id!r} is rebalancing; join again")

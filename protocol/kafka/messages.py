@@ -15,6 +15,7 @@ is what Headwater stores.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
@@ -41,6 +42,7 @@ from protocol.apis import (
     ListOffsetsRequest,
     ListOffsetsTopic,
     MetadataRequest,
+    MetadataResponse,
     OffsetCommitRequest,
     OffsetCommitRequestPartition,
     OffsetCommitRequestTopic,
@@ -55,6 +57,7 @@ from protocol.apis import (
     SyncGroupRequestAssignment,
     TxnOffsetCommitRequest,
 )
+from protocol.errors import MismatchedEndpointTypeError
 from protocol.kafka.admin import ADMIN_APIS
 from protocol.kafka.codec import (
     BOOL,
@@ -187,6 +190,75 @@ _METADATA_RESPONSE = Struct(
             ),
         ),
         F("cluster_authorized_operations", INT32, 8, 10, attr=None, default=NO_OPERATIONS),
+    ]
+)
+
+# --- DescribeCluster (60, KIP-700): Metadata's brokers, cluster id and controller ----
+
+
+@dataclass(slots=True, kw_only=True)
+class _DescribeCluster(MetadataRequest):
+    """A DescribeCluster, served as a Metadata for no topic."""
+
+    endpoint_type: int = 1
+
+
+def _describe_cluster(endpoint_type: int = 1) -> _DescribeCluster:
+    return _DescribeCluster(topics=[], allow_auto_topic_creation=False, endpoint_type=endpoint_type)
+
+
+def _cluster_described(response: Any, request: Any) -> Any:
+    if not isinstance(response, MetadataResponse):
+        return response  # a refusal: already Kafka's answer
+    if isinstance(request, _DescribeCluster) and request.endpoint_type != _BROKERS:
+        # Kafka's: a broker answers for the brokers (1), a KRaft controller for itself (2)
+        error = MismatchedEndpointTypeError(
+            f"this is a broker: endpoint type {request.endpoint_type} is not served here"
+        )
+        return {"error_code": error.code, "error_message": error.message, "cluster_id": ""}
+    return {
+        "endpoint_type": _BROKERS,
+        "cluster_id": response.cluster_id or "",
+        "controller_id": response.controller_id,
+        "brokers": [
+            {"broker_id": b.node_id, "host": b.host, "port": b.port, "rack": b.rack}
+            for b in response.brokers
+        ],
+    }
+
+
+_BROKERS = 1  # DescribeCluster's endpoint type of brokers
+
+_DESCRIBE_CLUSTER_REQUEST = Struct(
+    [
+        F("include_cluster_authorized_operations", BOOL, attr=None),
+        F("endpoint_type", INT8, 1, default=_BROKERS),
+    ],
+    _describe_cluster,
+)
+_DESCRIBE_CLUSTER_RESPONSE = Struct(
+    [
+        F("throttle_time_ms", INT32),
+        F("error_code", INT16),
+        F("error_message", NULLABLE_STRING),
+        F("endpoint_type", INT8, 1, default=_BROKERS),
+        F("cluster_id", STRING),
+        F("controller_id", INT32, default=-1),
+        F(
+            "brokers",
+            Array(
+                Struct(
+                    [
+                        F("broker_id", INT32),
+                        F("host", STRING),
+                        F("port", INT32),
+                        F("rack", NULLABLE_STRING),
+                    ]
+                )
+            ),
+        ),
+        # not computed (as Metadata's): the client is told none were asked for
+        F("cluster_authorized_operations", INT32, attr=None, default=NO_OPERATIONS),
     ]
 )
 
@@ -515,8 +587,8 @@ _SYNC_GROUP_REQUEST = Struct(
         F("generation_id", INT32),
         F("member_id", STRING),
         F("group_instance_id", NULLABLE_STRING, 3),
-        F("protocol_type", NULLABLE_STRING, 5, attr=None),
-        F("protocol_name", NULLABLE_STRING, 5, attr=None),
+        F("protocol_type", NULLABLE_STRING, 5),
+        F("protocol_name", NULLABLE_STRING, 5),
         F(
             "assignments",
             Array(
@@ -530,8 +602,8 @@ _SYNC_GROUP_RESPONSE = Struct(
     [
         F("throttle_time_ms", INT32, 1),
         F("error_code", INT16),
-        F("protocol_type", NULLABLE_STRING, 5, attr=None),
-        F("protocol_name", NULLABLE_STRING, 5, attr=None),
+        F("protocol_type", NULLABLE_STRING, 5),
+        F("protocol_name", NULLABLE_STRING, 5),
         F("assignment", BYTES),
     ]
 )
@@ -864,6 +936,16 @@ API_VERSIONS = KafkaApi(ApiKey.API_VERSIONS, 0, 3, 3, _API_VERSIONS_REQUEST, _AP
 
 KAFKA_APIS = _apis(
     API_VERSIONS,
+    KafkaApi(
+        ApiKey.DESCRIBE_CLUSTER,
+        0,
+        1,
+        0,
+        _DESCRIBE_CLUSTER_REQUEST,
+        _DESCRIBE_CLUSTER_RESPONSE,
+        answer=_cluster_described,
+        served_by=ApiKey.METADATA,
+    ),
     KafkaApi(ApiKey.SASL_HANDSHAKE, 1, 1, 9, _SASL_HANDSHAKE_REQUEST, _SASL_HANDSHAKE_RESPONSE),
     KafkaApi(
         ApiKey.SASL_AUTHENTICATE,

@@ -44,6 +44,9 @@ class KafkaApi:
     strict_quota_from: int | None = None
     """KIP-599: the first version whose answer may say THROTTLING_QUOTA_EXCEEDED (Kafka's
     ``strictSinceVersion``); below it a mutation over the quota is throttled instead."""
+    served_by: ApiKey | None = None
+    """The Headwater API whose handler serves it, where it is not its own (Kafka's
+    DescribeCluster: Metadata's)."""
     refuse: Callable[[Any, int, str | None], Any] | None = None
     """The answer to a request refused whole (its handler raised, or answered with a
     request-level error only) for an API whose answer has no request-level error code:

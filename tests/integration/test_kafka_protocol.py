@@ -487,6 +487,12 @@ async def test_kafkas_admin_client_manages_topics_configs_records_and_groups(
         ]
         admin.delete_consumer_groups(["admins"])["admins"].result(30)
         admin.delete_topics(["log"])["log"].result(30)
+        cluster_view = admin.describe_cluster().result(30)  # DescribeCluster (KIP-700)
+        seen["cluster"] = (
+            cluster_view.cluster_id,
+            cluster_view.controller.id,
+            [(n.id, n.host, n.port) for n in cluster_view.nodes],
+        )
         return seen
 
     seen = await asyncio.to_thread(run)
@@ -496,6 +502,13 @@ async def test_kafkas_admin_client_manages_topics_configs_records_and_groups(
     assert seen["members"] == 1 and seen["groups"] == ["admins"]
     assert seen["offsets"] == [("log", 0, 10)]
     async with Admin(bootstrap_servers=cluster.bootstrap) as admin:
+        ours = await admin.describe_cluster()
+        (broker,) = cluster.brokers.values()
+        assert seen["cluster"] == (
+            ours.cluster_id,
+            ours.controller_id,
+            [(broker.broker_id, "127.0.0.1", broker.ports["KAFKA"])],  # its Kafka listener's
+        )
         (managed,) = await admin.describe_topics(["managed"])
         assert len(managed.partitions) == 4
         configs = await admin.describe_configs("managed")

@@ -45,6 +45,7 @@ from protocol.errors import (
     CoordinatorNotAvailableError,
     FencedInstanceIdError,
     GroupIdNotFoundError,
+    InconsistentGroupProtocolError,
     InvalidTxnStateError,
     NonEmptyGroupError,
     NotCoordinatorError,
@@ -816,3 +817,30 @@ async def test_several_members_leaving_an_unknown_group_are_each_told() -> None:
         ("a", UnknownMemberIdError.code),
         ("b", UnknownMemberIdError.code),
     ]
+
+
+async def test_sync_checks_the_protocol_a_member_says_it_joined_with() -> None:
+    # Kafka's SyncGroup v5: a protocol type or name that is not the group's is
+    # INCONSISTENT_GROUP_PROTOCOL; the answer says the group's
+    coordinator, _ = _coordinator()
+    member = await _stable_member(coordinator, OURS)  # "consumer", "range" chosen
+
+    def sync(protocol_type: str | None, protocol_name: str | None) -> Any:
+        return coordinator.sync_group(
+            SyncGroupRequest(
+                group_id=OURS,
+                generation_id=1,
+                member_id=member,
+                group_instance_id="host-1",
+                protocol_type=protocol_type,
+                protocol_name=protocol_name,
+            )
+        )
+
+    for wrong in (("connect", None), (None, "sticky"), ("consumer", "roundrobin")):
+        with pytest.raises(InconsistentGroupProtocolError):
+            await sync(*wrong)
+    for right in (("consumer", "range"), (None, None), ("consumer", None)):
+        answer = await sync(*right)
+        assert (answer.protocol_type, answer.protocol_name) == ("consumer", "range")
+        assert answer.assignment == b"p0"

@@ -10,6 +10,7 @@ from typing import Any
 
 import kafka.protocol
 import pytest
+from kafka.protocol.admin import DescribeClusterResponse as KpDescribeClusterResponse
 from kafka.protocol.consumer import OffsetFetchRequest as KpOffsetFetchRequest
 from kafka.protocol.consumer import OffsetFetchResponse as KpOffsetFetchResponse
 from kafka.protocol.metadata import ApiVersionsResponse as KpApiVersionsResponse
@@ -25,7 +26,9 @@ from protocol.apis import (
     LeaveGroupMember,
     LeaveGroupRequest,
     LeaveGroupResponse,
+    MetadataBroker,
     MetadataRequest,
+    MetadataResponse,
     ProduceRequest,
     Response,
 )
@@ -33,6 +36,7 @@ from protocol.errors import (
     CoordinatorLoadInProgressError,
     MalformedFrameError,
     MalformedMessageError,
+    MismatchedEndpointTypeError,
     NotLeaderOrFollowerError,
     UnsupportedRequestError,
 )
@@ -459,3 +463,27 @@ def _error_codes(value: Any) -> list[int]:
     if isinstance(value, list):
         return [c for v in value for c in _error_codes(v)]
     return []
+
+
+@pytest.mark.parametrize("endpoint_type", [1, 2])
+def test_describe_cluster_is_metadata_for_no_topic_and_a_broker_answers_for_brokers(
+    endpoint_type: int,
+) -> None:
+    # KIP-700, as librdkafka's and Kafka's Java admin clients send it (v1, flexible)
+    v1 = _header(60, 1, 4, "c", flexible=True) + b"\x00" + bytes([endpoint_type]) + b"\x00"
+    header, _api, request = decode_request(memoryview(v1))
+    assert isinstance(request, MetadataRequest)
+    assert request.topics == [] and not request.allow_auto_topic_creation
+    served = MetadataResponse(
+        brokers=[MetadataBroker(node_id=3, host="h", port=9093, rack="r1")],
+        cluster_id="cid",
+        controller_id=3,
+    )
+    answer = KpDescribeClusterResponse.decode(
+        _join(encode_response(header, served))[4:], version=1, header=True
+    )
+    if endpoint_type == 2:  # a KRaft controller's: not this broker's to answer
+        assert answer.error_code == MismatchedEndpointTypeError.code and not answer.brokers
+        return
+    assert (answer.error_code, answer.cluster_id, answer.controller_id) == (0, "cid", 3)
+    assert [(b.broker_id, b.host, b.port, b.rack) for b in answer.brokers] == [(3, "h", 9093, "r1")]
