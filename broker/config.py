@@ -647,6 +647,23 @@ SETTINGS: tuple[Setting, ...] = (
         32_767,
     ),
     Setting(
+        "offsets.retention.minutes",
+        int,
+        10_080,
+        "Committed offsets of a group are kept this long once the group is empty (of a "
+        "group without members, from each commit; KIP-211), then deleted.",
+        1,
+        2**31 - 1,
+    ),
+    Setting(
+        "offsets.retention.check.interval.ms",
+        int,
+        600_000,
+        "How often the coordinator deletes expired offsets, and empty groups without any.",
+        1,
+        2**63 - 1,
+    ),
+    Setting(
         "offsets.topic.segment.bytes",
         int,
         104_857_600,

@@ -58,6 +58,7 @@ from broker.authorizer import (
     transactional_id_not_authorized,
 )
 from broker.config import BrokerConfig
+from broker.coordinator.expiry import expired_offsets
 from broker.coordinator.group import DEAD, EMPTY, STABLE, Group, Member, Stored
 from broker.coordinator.offsets import OffsetStore
 from broker.coordinator.placement import coordinator_of, replication_factor
@@ -192,20 +193,26 @@ class GroupCoordinator:
         self._max_session_ms = int(config["group.max.session.timeout.ms"])
         self._initial_delay_ms = int(config["group.initial.rebalance.delay.ms"])
         self._ticker: asyncio.Task[None] | None = None
+        self._expirer: asyncio.Task[None] | None = None
+        self._retention_ms = int(config["offsets.retention.minutes"]) * 60_000
+        self._expiry_every_s = int(config["offsets.retention.check.interval.ms"]) / 1000
         self._log = structlog.get_logger("headwater.coordinator").bind(broker_id=broker_id)
         replicas.on_role_change(self._on_role_change)
         replicas.on_txn_marker(self._on_txn_marker)
 
     def start(self) -> None:
-        self._ticker = asyncio.get_running_loop().create_task(self._tick())
+        loop = asyncio.get_running_loop()
+        self._ticker = loop.create_task(self._tick())
+        self._expirer = loop.create_task(self._expire_every())
 
     def _check_group(self, operation: Operation, group_id: str) -> None:
         if not self._acl.allowed(operation, ResourceType.GROUP, group_id):
             raise group_not_authorized(group_id, operation)
 
     async def stop(self) -> None:
-        if self._ticker is not None:
-            self._ticker.cancel()
+        for task in (self._ticker, self._expirer):
+            if task is not None:
+                task.cancel()
         for task in list(self._forgetting):
             task.cancel()
 
@@ -244,6 +251,88 @@ class GroupCoordinator:
         self._log.info(
             "coordinator.deleted_topic_offsets_removed", offsets_partition=index, count=len(records)
         )
+
+    async def _expire_every(self) -> None:
+        """Every ``offsets.retention.check.interval.ms``: :meth:`expire_offsets`."""
+        while True:
+            await asyncio.sleep(self._expiry_every_s)
+            try:
+                await self.expire_offsets()
+            except Exception:  # a bug: logged, and the next round tries again
+                self._log.exception("coordinator.offsets_expiry_failed")
+
+    async def expire_offsets(self) -> int:
+        """Kafka's cleanupGroupMetadata: in each offsets partition this broker holds, the
+        expired offsets (see :mod:`broker.coordinator.expiry`) get tombstones, and so does
+        each empty group left without any offset (it is Dead then: gone from ListGroups).
+        Returns how many records were written."""
+        written = 0
+        for index, store in list(self.stores.items()):
+            written += await self._expire_in(index, store, int(time.time() * 1000))
+        return written
+
+    async def _expire_in(self, index: int, store: OffsetStore, now_ms: int) -> int:
+        records, emptied = self._expired_in(index, store, now_ms)
+        if not records and not emptied:
+            return 0
+        for group in emptied:
+            group.delete()  # joins and commits meanwhile are told to find it again
+            records.append((encode_group_key(group.group_id), None))
+        result = await self._append(index, records)
+        if result.base_offset < 0:  # not written: next round
+            for group in emptied:
+                group.undelete()
+            self._log.warning(
+                "coordinator.offsets_expiry_not_written",
+                offsets_partition=index,
+                error=result.error_message or result.error_code,
+            )
+            return 0
+        for group in emptied:
+            if self.groups.get(group.group_id) is group:
+                del self.groups[group.group_id]
+        if self.stores.get(index) is store:
+            for key, value in records:
+                store.apply(key, value)
+        self._log.info(
+            "coordinator.offsets_expired",
+            offsets_partition=index,
+            offsets=len(records) - len(emptied),
+            groups_removed=sorted(g.group_id for g in emptied),
+        )
+        return len(records)
+
+    def _expired_in(
+        self, index: int, store: OffsetStore, now_ms: int
+    ) -> tuple[list[tuple[bytes, bytes | None]], list[Group]]:
+        """The tombstones of one offsets partition's expired offsets, and its empty
+        groups that have no offset left."""
+        records: list[tuple[bytes, bytes | None]] = []
+        emptied: list[Group] = []
+        names = set(store.groups) | {
+            g for g in self.groups if partition_for(g, self.num_partitions) == index
+        }
+        for group_id in sorted(names):
+            group = self.groups.get(group_id)
+            if group is not None and (group.state == DEAD or group_id in self._group_writes):
+                continue  # being deleted, or its metadata being written: the next round
+            offsets = store.groups.get(group_id, {})
+            held = store.pending_partitions(group_id)
+            if group is not None:
+                held |= set(group.pending_commits)
+            gone = expired_offsets(
+                group,
+                offsets,
+                now_ms=now_ms,
+                retention_ms=self._retention_ms,
+                subscribed=_subscribed_topics,
+                held=held,
+            )
+            records += [(encode_key(group_id, t, p), None) for t, p in gone]
+            none_left = len(gone) == len(offsets) and not held
+            if group is not None and group.state == EMPTY and none_left:
+                emptied.append(group)
+        return records, emptied
 
     async def _tick(self) -> None:
         """Session timeouts and rebalance deadlines: a sweep over the groups we hold."""
@@ -493,6 +582,7 @@ class GroupCoordinator:
             protocol_name=record.protocol,
             leader=record.leader,
             members=members,
+            stored_at_ms=record.current_state_timestamp,
         )
         return group
 

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -143,6 +144,11 @@ class Group:
     storing_generation: int = -1
     """The generation whose assignment is being written: a SyncGroup the leader repeats
     meanwhile waits for that write instead of starting another (the first one wins)."""
+    emptied_at_ms: int = -1
+    """Wall-clock ms when the group last became Empty (Kafka's currentStateTimestamp, as
+    stored with its metadata): its committed offsets expire from then (KIP-211). -1: not
+    known (a group that never had members, or stored by an older build)."""
+    wall_clock: Callable[[], int] = field(default=lambda: time.time_ns() // 1_000_000)
     _support: collections.Counter[str] = field(
         default_factory=collections.Counter, init=False, repr=False, compare=False
     )
@@ -539,12 +545,16 @@ class Group:
         protocol_name: str | None,
         leader: str | None,
         members: list[Member],
+        stored_at_ms: int = -1,
     ) -> None:
-        """The group as the coordinator stored it, loaded after a failover (Kafka's
-        GroupMetadata.loadGroup): Stable with these members, or Empty without. Their
-        sessions run from now, as Kafka schedules each loaded member's heartbeat afresh."""
+        """The group as the coordinator stored it (at ``stored_at_ms``, wall clock), loaded
+        after a failover (Kafka's GroupMetadata.loadGroup): Stable with these members, or
+        Empty without (since it was stored). Their sessions run from now, as Kafka
+        schedules each loaded member's heartbeat afresh."""
         assert self.state == EMPTY and not self.members
         now = self.clock()
+        if not members:
+            self.emptied_at_ms = stored_at_ms
         self.generation_id = generation_id
         self.protocol_type = protocol_type
         self.protocol_name = protocol_name
@@ -603,6 +613,7 @@ class Group:
 
     def _empty(self) -> None:
         self.state = EMPTY
+        self.emptied_at_ms = self.wall_clock()
         self.generation_id += 1
         self.protocol_name = None
         self.leader = None

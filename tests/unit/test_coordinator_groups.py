@@ -5,6 +5,7 @@ a reload would read back is exactly what was appended."""
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
@@ -49,6 +50,7 @@ from protocol.errors import (
     InvalidTxnStateError,
     NonEmptyGroupError,
     NotCoordinatorError,
+    NotLeaderOrFollowerError,
     UnknownMemberIdError,
 )
 from protocol.group_log import (
@@ -117,6 +119,8 @@ def _new_coordinator(replicas: FakeReplicas) -> GroupCoordinator:
             "group.min.session.timeout.ms": 100,
             "group.max.session.timeout.ms": 60_000,
             "group.initial.rebalance.delay.ms": 0,
+            "offsets.retention.minutes": 7 * 24 * 60,
+            "offsets.retention.check.interval.ms": 600_000,
         },
         {},
     )
@@ -844,3 +848,102 @@ async def test_sync_checks_the_protocol_a_member_says_it_joined_with() -> None:
         answer = await sync(*right)
         assert (answer.protocol_type, answer.protocol_name) == ("consumer", "range")
         assert answer.assignment == b"p0"
+
+
+# --- offsets.retention.minutes (KIP-211) ----------------------------------------------------
+
+_DAY_MS = 24 * 3600 * 1000
+_WEEK_MS = 7 * _DAY_MS  # offsets.retention.minutes' default
+
+
+async def test_expired_offsets_and_empty_groups_without_any_go_and_stay_gone() -> None:
+    coordinator, replicas = _coordinator()
+    now = int(time.time() * 1000)
+    await coordinator.offset_commit(_commit(OTHER, {0: 10, 1: 20}))  # no members ever
+    member = await _stable_member(coordinator, OURS)  # a consumer group, subscribed to "t"
+    await coordinator.offset_commit(_commit(OURS, {0: 5}, generation_id=1, member_id=member))
+    assert await coordinator._expire_in(0, coordinator.stores[0], now + _WEEK_MS - 60_000) == 0
+    written = len(replicas.log)
+
+    # a week on: the memberless group's offsets go (from their commit), then the group;
+    # the group with a member keeps its offsets of the topic it consumes
+    assert await coordinator._expire_in(0, coordinator.stores[0], now + _WEEK_MS + 60_000) == 3
+    assert replicas.log[written:] == [
+        (encode_key(OTHER, "t", 0), None),
+        (encode_key(OTHER, "t", 1), None),
+        (encode_group_key(OTHER), None),
+    ]
+    assert OTHER not in coordinator.groups
+    fetched = await coordinator.offset_fetch(OffsetFetchRequest(group_id=OURS))
+    assert [(t.name, [p.committed_offset for p in t.partitions]) for t in fetched.topics] == [
+        ("t", [5])
+    ]
+
+    # the member leaves: the group is empty from now, and its offsets go a week after that
+    await coordinator.leave_group(
+        LeaveGroupRequest(group_id=OURS, member_id=member, group_instance_id="host-1")
+    )
+    emptied = coordinator.groups[OURS].emptied_at_ms
+    assert emptied >= now
+    if (writing := coordinator._group_writes.get(OURS)) is not None:
+        await writing  # (an expiry leaves a group whose metadata is being written)
+    store = coordinator.stores[0]
+    assert await coordinator._expire_in(0, store, emptied + _WEEK_MS - 60_000) == 0
+    assert await coordinator._expire_in(0, store, emptied + _WEEK_MS) == 2
+    assert OURS not in coordinator.groups
+    listed = await coordinator.list_groups(ListGroupsRequest())
+    assert {g.group_id for g in listed.groups} == set()
+    reloaded = replicas.reload()  # and a coordinator loading the log has none of them
+    assert reloaded.groups == {} and reloaded.group_metadata == {}
+
+
+async def test_an_expiry_that_cannot_be_written_deletes_nothing() -> None:
+    coordinator, replicas = _coordinator()
+    now = int(time.time() * 1000)
+    await coordinator.offset_commit(_commit(OTHER, {0: 10}))
+    replicas.fail_code = NotLeaderOrFollowerError.code
+    assert await coordinator._expire_in(0, coordinator.stores[0], now + 2 * _WEEK_MS) == 0
+    assert coordinator.groups[OTHER].state == "Empty"  # not Dead: retried next round
+    assert coordinator.stores[0].get(OTHER)
+    replicas.fail_code = 0
+    assert await coordinator._expire_in(0, coordinator.stores[0], now + 2 * _WEEK_MS) == 2
+
+
+async def test_a_restored_empty_group_expires_from_when_it_was_stored() -> None:
+    coordinator, replicas = _coordinator()
+    member = await _stable_member(coordinator, OURS)
+    await coordinator.offset_commit(_commit(OURS, {0: 5}, generation_id=1, member_id=member))
+    await coordinator.leave_group(
+        LeaveGroupRequest(group_id=OURS, member_id=member, group_instance_id="host-1")
+    )
+    if (writing := coordinator._group_writes.get(OURS)) is not None:
+        await writing  # the emptied group's metadata is written
+    emptied = coordinator.groups[OURS].emptied_at_ms
+    failover, _ = _coordinator(replicas)  # another coordinator loads the same log
+    restored = failover.groups[OURS]
+    assert restored.state == "Empty" and abs(restored.emptied_at_ms - emptied) < 1000
+    assert await failover._expire_in(0, failover.stores[0], emptied + _WEEK_MS - 5_000) == 0
+    assert await failover._expire_in(0, failover.stores[0], emptied + _WEEK_MS + 5_000) == 2
+
+
+async def test_the_expiry_runs_every_check_interval_and_survives_a_failing_round() -> None:
+    coordinator, _ = _coordinator()
+    coordinator._expiry_every_s = 0.001
+    rounds: list[int] = []
+
+    async def expire() -> int:
+        rounds.append(len(rounds))
+        if len(rounds) == 1:
+            raise RuntimeError("a bug in one round")
+        return 0
+
+    coordinator.expire_offsets = expire  # type: ignore[method-assign]
+    coordinator.start()
+    try:
+        for _ in range(200):
+            await asyncio.sleep(0.005)
+            if len(rounds) >= 3:
+                break
+        assert len(rounds) >= 3
+    finally:
+        await coordinator.stop()

@@ -105,6 +105,8 @@ async def test_an_offline_offsets_partition_handed_away_is_unloaded_here(
             "group.min.session.timeout.ms": 100,
             "group.max.session.timeout.ms": 60_000,
             "group.initial.rebalance.delay.ms": 0,
+            "offsets.retention.minutes": 7 * 24 * 60,
+            "offsets.retention.check.interval.ms": 600_000,
         },
         {},
     )
