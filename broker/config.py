@@ -622,6 +622,15 @@ SETTINGS: tuple[Setting, ...] = (
         1,
     ),
     Setting(
+        "group.max.size",
+        int,
+        2**31 - 1,
+        "The most members a consumer group may have (KIP-389): a join beyond it is "
+        "GROUP_MAX_SIZE_REACHED.",
+        1,
+        2**31 - 1,
+    ),
+    Setting(
         "group.max.session.timeout.ms",
         int,
         1_800_000,

@@ -355,6 +355,7 @@ class Admin:
         if (topics is None) == (topic_ids is None):
             raise ValueError("delete topics by names or by topic_ids (one of them)")
         if topic_ids is not None:
+            topic_ids = list(dict.fromkeys(topic_ids))  # an answer each: asked once each
             request = DeleteTopicsRequest(
                 topic_ids=[parse_topic_id(t) for t in topic_ids], timeout_ms=timeout_ms
             )

@@ -156,6 +156,9 @@ _COMMIT_TIMEOUT_MS = 5_000  # Kafka's offsets.commit.timeout.ms
 _MAX_METADATA_BYTES = 4_096  # Kafka's offset.metadata.max.bytes
 _LOAD_READ_BYTES = 1 << 20
 _TICK_S = 0.1
+_EXPIRY_BATCH_BYTES = 512 * 1024
+"""A batch of expiry tombstones stays under this: well within max.message.bytes (1 MiB)."""
+_TOMBSTONE_OVERHEAD = 24  # a record's bytes in a batch beside its key (varints, attributes)
 _LOAD_RETRY_S = 0.5  # the first retry of a failed load; doubled up to _LOAD_RETRY_MAX_S
 _LOAD_RETRY_MAX_S = 30.0
 T = TypeVar("T")
@@ -189,9 +192,13 @@ class GroupCoordinator:
         self._load_retries: dict[int, asyncio.TimerHandle] = {}  # failed loads, waiting
         self.groups: dict[str, Group] = {}
         self._group_writes: dict[str, asyncio.Task[None]] = {}  # the latest, per group
+        self._txn_writes: dict[str, collections.Counter[tuple[str, int]]] = {}
+        """Per group, the partitions of TxnOffsetCommits being written (not held by the
+        store until their append returns): an expiry leaves them, as it leaves commits."""
         self._min_session_ms = int(config["group.min.session.timeout.ms"])
         self._max_session_ms = int(config["group.max.session.timeout.ms"])
         self._initial_delay_ms = int(config["group.initial.rebalance.delay.ms"])
+        self._max_group_size = int(config["group.max.size"])
         self._ticker: asyncio.Task[None] | None = None
         self._expirer: asyncio.Task[None] | None = None
         self._retention_ms = int(config["offsets.retention.minutes"]) * 60_000
@@ -272,67 +279,93 @@ class GroupCoordinator:
         return written
 
     async def _expire_in(self, index: int, store: OffsetStore, now_ms: int) -> int:
-        records, emptied = self._expired_in(index, store, now_ms)
-        if not records and not emptied:
-            return 0
-        for group in emptied:
-            group.delete()  # joins and commits meanwhile are told to find it again
-            records.append((encode_group_key(group.group_id), None))
-        result = await self._append(index, records)
-        if result.base_offset < 0:  # not written: next round
-            for group in emptied:
-                group.undelete()
-            self._log.warning(
-                "coordinator.offsets_expiry_not_written",
-                offsets_partition=index,
-                error=result.error_message or result.error_code,
-            )
-            return 0
-        for group in emptied:
-            if self.groups.get(group.group_id) is group:
-                del self.groups[group.group_id]
-        if self.stores.get(index) is store:
-            for key, value in records:
-                store.apply(key, value)
-        self._log.info(
-            "coordinator.offsets_expired",
-            offsets_partition=index,
-            offsets=len(records) - len(emptied),
-            groups_removed=sorted(g.group_id for g in emptied),
-        )
-        return len(records)
-
-    def _expired_in(
-        self, index: int, store: OffsetStore, now_ms: int
-    ) -> tuple[list[tuple[bytes, bytes | None]], list[Group]]:
-        """The tombstones of one offsets partition's expired offsets, and its empty
-        groups that have no offset left."""
-        records: list[tuple[bytes, bytes | None]] = []
-        emptied: list[Group] = []
+        """One offsets partition's expiry, a group at a time (as Kafka's, a batch per
+        group: one for a whole partition of stale groups could be over
+        ``max.message.bytes``, and refused every round)."""
         names = set(store.groups) | {
             g for g in self.groups if partition_for(g, self.num_partitions) == index
         }
+        written, removed = 0, []
         for group_id in sorted(names):
-            group = self.groups.get(group_id)
-            if group is not None and (group.state == DEAD or group_id in self._group_writes):
-                continue  # being deleted, or its metadata being written: the next round
-            offsets = store.groups.get(group_id, {})
-            held = store.pending_partitions(group_id)
-            if group is not None:
-                held |= set(group.pending_commits)
-            gone = expired_offsets(
-                group,
-                offsets,
-                now_ms=now_ms,
-                retention_ms=self._retention_ms,
-                subscribed=_subscribed_topics,
-                held=held,
+            if self.stores.get(index) is not store:
+                break  # no longer ours: the next leader expires them
+            count, gone = await self._expire_group(index, store, group_id, now_ms)
+            written += count
+            if gone:
+                removed.append(group_id)
+        if written:
+            self._log.info(
+                "coordinator.offsets_expired",
+                offsets_partition=index,
+                records=written,
+                groups_removed=removed,
             )
-            records += [(encode_key(group_id, t, p), None) for t, p in gone]
-            none_left = len(gone) == len(offsets) and not held
-            if group is not None and group.state == EMPTY and none_left:
-                emptied.append(group)
-        return records, emptied
+        return written
+
+    async def _expire_group(
+        self, index: int, store: OffsetStore, group_id: str, now_ms: int
+    ) -> tuple[int, bool]:
+        """The group's expired offsets get tombstones, in batches of at most
+        :data:`_EXPIRY_BATCH_BYTES`, each worked out right before it is appended (a commit
+        that lands meanwhile is never followed by a tombstone of its partition), and the
+        group one if it is empty with none left. Returns (records written, whether the
+        group went)."""
+        written = 0
+        while self.stores.get(index) is store:
+            group, gone, emptied = self._expired_of(store, group_id, now_ms)
+            chunk = _chunk(group_id, gone)
+            dead = group if emptied and len(chunk) == len(gone) else None
+            if not chunk and dead is None:
+                break
+            records: list[tuple[bytes, bytes | None]] = [
+                (encode_key(group_id, t, p), None) for t, p in chunk
+            ]
+            if dead is not None:
+                dead.delete()  # joins and commits meanwhile are told to find it again
+                records.append((encode_group_key(group_id), None))
+            result = await self._append(index, records)
+            if result.base_offset < 0:  # not written: the next round tries again
+                if dead is not None:
+                    dead.undelete()
+                self._log.warning(
+                    "coordinator.offsets_expiry_not_written",
+                    group=group_id,
+                    error=result.error_message or result.error_code,
+                )
+                break
+            if dead is not None and self.groups.get(group_id) is dead:
+                del self.groups[group_id]
+            if self.stores.get(index) is store:
+                for key, value in records:
+                    store.apply(key, value)
+            written += len(records)
+            if dead is not None:
+                return written, True
+            if len(chunk) == len(gone):
+                break
+        return written, False
+
+    def _expired_of(
+        self, store: OffsetStore, group_id: str, now_ms: int
+    ) -> tuple[Group | None, list[tuple[str, int]], bool]:
+        """The group, its expired offsets, and whether it goes too (empty, and none left)."""
+        group = self.groups.get(group_id)
+        if group is not None and (group.state == DEAD or group_id in self._group_writes):
+            return group, [], False  # being deleted, or its metadata being written
+        offsets = store.groups.get(group_id, {})
+        held = store.pending_partitions(group_id) | set(self._txn_writes.get(group_id, ()))
+        if group is not None:
+            held |= set(group.pending_commits)
+        gone = expired_offsets(
+            group,
+            offsets,
+            now_ms=now_ms,
+            retention_ms=self._retention_ms,
+            subscribed=_subscribed_topics,
+            held=held,
+        )
+        none_left = len(gone) == len(offsets) and not held
+        return group, gone, group is not None and group.state == EMPTY and none_left
 
     async def _tick(self) -> None:
         """Session timeouts and rebalance deadlines: a sweep over the groups we hold."""
@@ -557,7 +590,13 @@ class GroupCoordinator:
         return group
 
     def _new_group(self, group_id: str) -> Group:
-        return Group(group_id, _now_ms, self._initial_delay_ms, on_store=self._store_group)
+        return Group(
+            group_id,
+            _now_ms,
+            self._initial_delay_ms,
+            on_store=self._store_group,
+            max_size=self._max_group_size,
+        )
 
     def _restored(self, group_id: str, record: GroupMetadata) -> Group:
         group = self._new_group(group_id)
@@ -805,39 +844,60 @@ class GroupCoordinator:
             now = int(time.time() * 1000)
             offsets = _offsets([t for t in request.topics if t.name not in denied], now)
             if offsets:
-                records = store.commit(request.group_id, offsets)
-                batch = encode_batch(
-                    [(k, v, None, now) for k, v in records],
-                    producer_id=request.producer_id,
-                    producer_epoch=request.producer_epoch,
-                    is_transactional=True,
-                )
-                # a TxnOffsetCommit read late must not open a transaction here that no
-                # marker ends: its held offsets would block require_stable fetches for good
-                refused = await self._replicas.check_txn_write(
-                    request.transactional_id,
-                    OFFSETS_TOPIC,
-                    index,
-                    request.producer_id,
-                    request.producer_epoch,
-                )
-                if refused is not None:
-                    raise refused
-                result = await self._replicas.append_records(
-                    OFFSETS_TOPIC, index, batch, timeout_ms=_COMMIT_TIMEOUT_MS
-                )
-                if result.error_code:
-                    error = _append_error(
-                        result.error_code, result.error_message, "the transaction's commit"
-                    )
-                elif self.stores.get(index) is store:
-                    store.hold(
-                        request.producer_id,
-                        ((k, v, result.base_offset + i) for i, (k, v) in enumerate(records)),
-                    )
+                writing = collections.Counter((t, p) for t, p, _ in offsets)
+                in_flight = self._txn_writes.setdefault(request.group_id, collections.Counter())
+                in_flight.update(writing)
+                try:
+                    error = await self._txn_append(request, index, store, offsets, now)
+                finally:
+                    in_flight.subtract(writing)
+                    if not +in_flight:
+                        self._txn_writes.pop(request.group_id, None)
         except ApiError as exc:
             error = exc
         return TxnOffsetCommitResponse(topics=_commit_results(request.topics, denied, error))
+
+    async def _txn_append(
+        self,
+        request: TxnOffsetCommitRequest,
+        index: int,
+        store: OffsetStore,
+        offsets: list[tuple[str, int, OffsetAndMetadata]],
+        now: int,
+    ) -> ApiError | None:
+        """A TxnOffsetCommit's records appended in its transaction, then held until the
+        transaction's marker; the error, if any."""
+        records = store.commit(request.group_id, offsets)
+        batch = encode_batch(
+            [(k, v, None, now) for k, v in records],
+            producer_id=request.producer_id,
+            producer_epoch=request.producer_epoch,
+            is_transactional=True,
+        )
+        # a TxnOffsetCommit read late must not open a transaction here that no
+        # marker ends: its held offsets would block require_stable fetches for good
+        refused = await self._replicas.check_txn_write(
+            request.transactional_id,
+            OFFSETS_TOPIC,
+            index,
+            request.producer_id,
+            request.producer_epoch,
+        )
+        if refused is not None:
+            raise refused
+        result = await self._replicas.append_records(
+            OFFSETS_TOPIC, index, batch, timeout_ms=_COMMIT_TIMEOUT_MS
+        )
+        if result.error_code:
+            return _append_error(
+                result.error_code, result.error_message, "the transaction's commit"
+            )
+        if self.stores.get(index) is store:
+            store.hold(
+                request.producer_id,
+                ((k, v, result.base_offset + i) for i, (k, v) in enumerate(records)),
+            )
+        return None
 
     def _bad_record(self, index: int, exc: BadRecordError) -> None:
         """A record of the offsets topic that cannot be read: skipped, and said."""
@@ -1136,6 +1196,16 @@ async def _member_wait(waiting: Awaitable[T], group_id: str) -> T:
         raise UnknownMemberIdError(
             f"group {group_id!r}: this member was removed while it waited; join again"
         ) from None
+
+
+def _chunk(group_id: str, gone: list[tuple[str, int]]) -> list[tuple[str, int]]:
+    """The first of ``gone`` whose tombstones fit in :data:`_EXPIRY_BATCH_BYTES`."""
+    size = 0
+    for i, (topic, partition) in enumerate(gone):
+        size += len(encode_key(group_id, topic, partition)) + _TOMBSTONE_OVERHEAD
+        if size > _EXPIRY_BATCH_BYTES and i > 0:
+            return gone[:i]
+    return gone
 
 
 def _group_record(group: Group, assignments: dict[str, bytes]) -> GroupMetadata:

@@ -47,6 +47,7 @@ from protocol.errors import (
     ApiError,
     CoordinatorNotAvailableError,
     FencedInstanceIdError,
+    GroupMaxSizeReachedError,
     IllegalGenerationError,
     InconsistentGroupProtocolError,
     RebalanceInProgressError,
@@ -144,6 +145,8 @@ class Group:
     storing_generation: int = -1
     """The generation whose assignment is being written: a SyncGroup the leader repeats
     meanwhile waits for that write instead of starting another (the first one wins)."""
+    max_size: int = 2**31 - 1
+    """``group.max.size`` (KIP-389): a new member beyond it is refused."""
     emptied_at_ms: int = -1
     """Wall-clock ms when the group last became Empty (Kafka's currentStateTimestamp, as
     stored with its metadata): its committed offsets expire from then (KIP-211). -1: not
@@ -184,6 +187,7 @@ class Group:
         elif group_instance_id is not None and group_instance_id in self.static_members:
             member, previous = self._replace_static(group_instance_id)
         else:
+            self._check_room()
             member = self._add(group_instance_id, client_id, client_host, protocol_type, now)
         if member.join is not None and not member.join.done():
             member.join.cancel()  # a retried join replaces the one in flight
@@ -201,6 +205,17 @@ class Group:
             self._prepare_rebalance(now)
         self._maybe_complete_join(now)
         return member.join
+
+    def _check_room(self) -> None:
+        """A new member, while the group has fewer than ``max_size`` members (Kafka's
+        acceptJoiningMember counts, while a group rebalances, only the members waiting in
+        their join, and sheds the extra ones later: here the group is never over)."""
+        if len(self.members) < self.max_size:
+            return
+        raise GroupMaxSizeReachedError(
+            f"group {self.group_id!r} has reached group.max.size ({self.max_size} members); "
+            "add this consumer to another group, or raise group.max.size"
+        )
 
     def _add(
         self,

@@ -58,6 +58,7 @@ from protocol.kafka.codec import (
     NULLABLE_STRING,
     STRING,
     UUID,
+    ZERO_UUID,
     Array,
     Struct,
 )
@@ -155,11 +156,19 @@ _CREATE_TOPICS_RESPONSE = Struct(
     ]
 )
 
+
+def _id_or_name(name: str | None = None, topic_id: bytes = ZERO_UUID) -> str | bytes:
+    """A topic to delete, by its id where it is given (Kafka refuses a request naming a
+    topic by both with INVALID_REQUEST; here the id counts, so a topic made again under
+    the name is never the one deleted), else by its name."""
+    return name_or_id(None if topic_id != ZERO_UUID else name, topic_id)
+
+
 _DELETE_TOPICS_REQUEST = Struct(
     [
         F(
             "topics",
-            Array(Struct([F("name", NULLABLE_STRING), F("topic_id", UUID)], name_or_id)),
+            Array(Struct([F("name", NULLABLE_STRING), F("topic_id", UUID)], _id_or_name)),
             6,
             attr="topic_ids",  # both names and ids: _delete_topics_v6 sets them apart
         ),

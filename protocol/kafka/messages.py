@@ -57,7 +57,7 @@ from protocol.apis import (
     SyncGroupRequestAssignment,
     TxnOffsetCommitRequest,
 )
-from protocol.errors import MismatchedEndpointTypeError
+from protocol.errors import ApiError, MismatchedEndpointTypeError, UnsupportedEndpointTypeError
 from protocol.kafka.admin import ADMIN_APIS
 from protocol.kafka.codec import (
     BOOL,
@@ -212,8 +212,14 @@ def _cluster_described(response: Any, request: Any) -> Any:
         return response  # a refusal: already Kafka's answer
     if isinstance(request, _DescribeCluster) and request.endpoint_type != _BROKERS:
         # Kafka's: a broker answers for the brokers (1), a KRaft controller for itself (2)
-        error = MismatchedEndpointTypeError(
-            f"this is a broker: endpoint type {request.endpoint_type} is not served here"
+        error: ApiError = (
+            MismatchedEndpointTypeError(
+                "this is a broker: the controllers' endpoints (type 2) are not served here"
+            )
+            if request.endpoint_type == _CONTROLLERS
+            else UnsupportedEndpointTypeError(
+                f"endpoint type {request.endpoint_type} is neither brokers (1) nor controllers (2)"
+            )
         )
         return {"error_code": error.code, "error_message": error.message, "cluster_id": ""}
     return {
@@ -227,7 +233,7 @@ def _cluster_described(response: Any, request: Any) -> Any:
     }
 
 
-_BROKERS = 1  # DescribeCluster's endpoint type of brokers
+_BROKERS, _CONTROLLERS = 1, 2  # DescribeCluster's endpoint types
 
 _DESCRIBE_CLUSTER_REQUEST = Struct(
     [

@@ -26,6 +26,7 @@ from client import (
     RebalanceListener,
     TopicPartition,
 )
+from protocol.errors import GroupMaxSizeReachedError
 from tests.integration.conftest import Cluster
 from tests.integration.test_cli import COMMAND
 from tests.integration.test_replication import FAST_ISR
@@ -642,3 +643,23 @@ async def test_the_rolling_upgrades_first_step_shares_every_partition(
         await a.stop()
         if b is not None:
             await b.stop()
+
+
+async def test_a_consumer_beyond_group_max_size_is_told_and_the_group_goes_on(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    cluster = make_cluster(1, {**GROUP_BROKER, "group.max.size": "1"})
+    async with Admin(bootstrap_servers=cluster.bootstrap) as admin:
+        await admin.create_topics([NewTopic("jobs", 2, 1)])
+    first = await Worker(cluster.bootstrap, "full", ["jobs"]).start()
+    try:
+        await wait_for(lambda: len(first.owned) == 2, 30, "the first consumer owns both")
+        async with Consumer(
+            bootstrap_servers=cluster.bootstrap, group_id="full", auto_offset_reset="earliest"
+        ) as second:
+            second.subscribe(["jobs"])
+            with pytest.raises(GroupMaxSizeReachedError, match=r"group.max.size \(1 members\)"):
+                await second.getmany(timeout_ms=10_000)
+        assert len(first.owned) == 2  # no rebalance for the one refused
+    finally:
+        await first.stop()

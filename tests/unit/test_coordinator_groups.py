@@ -46,6 +46,7 @@ from protocol.errors import (
     CoordinatorNotAvailableError,
     FencedInstanceIdError,
     GroupIdNotFoundError,
+    GroupMaxSizeReachedError,
     InconsistentGroupProtocolError,
     InvalidTxnStateError,
     NonEmptyGroupError,
@@ -120,6 +121,7 @@ def _new_coordinator(replicas: FakeReplicas) -> GroupCoordinator:
             "group.max.session.timeout.ms": 60_000,
             "group.initial.rebalance.delay.ms": 0,
             "offsets.retention.minutes": 7 * 24 * 60,
+            "group.max.size": 2**31 - 1,
             "offsets.retention.check.interval.ms": 600_000,
         },
         {},
@@ -947,3 +949,85 @@ async def test_the_expiry_runs_every_check_interval_and_survives_a_failing_round
         assert len(rounds) >= 3
     finally:
         await coordinator.stop()
+
+
+async def test_a_new_member_beyond_group_max_size_is_refused() -> None:
+    coordinator, _ = _coordinator()
+    coordinator._max_group_size = 2  # group.max.size (KIP-389)
+    a, b = await _two_members(coordinator)  # Stable, full
+    with pytest.raises(GroupMaxSizeReachedError, match=r"group.max.size \(2 members\)"):
+        await coordinator.join_group(_join(OURS))
+    # its members rejoin (a rebalance): still two, and no room meanwhile
+    rejoin_b = asyncio.ensure_future(coordinator.join_group(_join(OURS, b)))
+    await asyncio.sleep(0)
+    assert coordinator.groups[OURS].state == "PreparingRebalance"
+    with pytest.raises(GroupMaxSizeReachedError):
+        await coordinator.join_group(_join(OURS))
+    rejoin_a = asyncio.ensure_future(coordinator.join_group(_join(OURS, a, "host-a")))
+    assert {(await rejoin_a).member_id, (await rejoin_b).member_id} == {a, b}
+    # one leaves: room for another
+    await coordinator.leave_group(LeaveGroupRequest(group_id=OURS, member_id=b))
+    third = asyncio.ensure_future(coordinator.join_group(_join(OURS)))
+    await asyncio.sleep(0)
+    assert len(coordinator.groups[OURS].members) == 2 and not third.done()
+    third.cancel()
+
+
+# --- offsets expiry, found in review -------------------------------------------------------
+
+
+class SizedReplicas(FakeReplicas):
+    """As the leader's log: a batch over max.message.bytes (1 MiB + 12, the offsets
+    topic's default) is refused whole (MESSAGE_TOO_LARGE)."""
+
+    async def append_records(
+        self, topic: str, index: int, records: bytes, *, timeout_ms: int
+    ) -> ProducePartitionResponse:
+        if len(records) > 1024 * 1024 + 12:
+            return ProducePartitionResponse(index=index, error_code=10)  # MESSAGE_TOO_LARGE
+        return await super().append_records(topic, index, records, timeout_ms=timeout_ms)
+
+
+async def test_many_expired_offsets_in_one_partition_still_expire() -> None:
+    # a cluster upgraded to this build: a partition with many stale groups (here 600
+    # consumer groups x 50 partitions, committed a month ago) must expire them; one
+    # batch of all their tombstones is over max.message.bytes, refused every round
+    coordinator, _ = _coordinator(SizedReplicas())
+    store = coordinator.stores[0]
+    old = int(time.time() * 1000) - 30 * _DAY_MS
+    groups = [g for g in (f"stale-group-{i}" for i in range(1300)) if partition_for(g, 2) == 0]
+    for group in groups[:600]:
+        for p in range(50):
+            value = OffsetAndMetadata(100, -1, None, old)
+            store.apply(encode_key(group, "orders-events", p), encode_value(value))
+    written = await coordinator._expire_in(0, store, int(time.time() * 1000))
+    assert written > 0, "nothing expired: the one batch was refused"
+    assert not any(g in store.groups for g in groups[:600])
+
+
+async def test_an_expiry_never_follows_a_transactions_offset_it_did_not_hold() -> None:
+    # a TxnOffsetCommit being replicated when the expiry runs: its record is in the log,
+    # but not yet held (store.hold runs after the append's await), so the expiry writes
+    # a tombstone for the same key after it. Compaction keeps the later record per key:
+    # the transaction's committed offset is gone after compaction (and a failover).
+    coordinator, replicas = _coordinator()
+    now = int(time.time() * 1000)
+    await coordinator.offset_commit(_commit(OTHER, {0: 10}))  # a week and more ago, below
+    replicas.gate = asyncio.get_running_loop().create_future()
+    txn = asyncio.ensure_future(
+        coordinator.txn_offset_commit(_txn_commit(OTHER, {0: 99}, producer_id=7))
+    )
+    for _ in range(5):
+        await asyncio.sleep(0)  # the transaction's record is appended, replicating
+    expiry = asyncio.ensure_future(
+        coordinator._expire_in(0, coordinator.stores[0], now + 2 * _WEEK_MS)
+    )
+    await asyncio.sleep(0)
+    replicas.gate.set_result(None)
+    await txn
+    await expiry
+    replicas.marker_listener(OFFSETS_TOPIC, 0, 7, True)  # the transaction commits
+    fetched = await coordinator.offset_fetch(OffsetFetchRequest(group_id=OTHER))
+    assert fetched.topics[0].partitions[0].committed_offset == 99  # in memory: kept
+    compacted = dict(replicas.log)  # what the log cleaner keeps: the last value per key
+    assert compacted[encode_key(OTHER, "t", 0)] is not None, "the tombstone followed it"

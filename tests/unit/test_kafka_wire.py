@@ -6,10 +6,12 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import struct
+import uuid
 from typing import Any
 
 import kafka.protocol
 import pytest
+from kafka.protocol.admin import DeleteTopicsRequest as KpDeleteTopics
 from kafka.protocol.admin import DescribeClusterResponse as KpDescribeClusterResponse
 from kafka.protocol.consumer import OffsetFetchRequest as KpOffsetFetchRequest
 from kafka.protocol.consumer import OffsetFetchResponse as KpOffsetFetchResponse
@@ -38,6 +40,7 @@ from protocol.errors import (
     MalformedMessageError,
     MismatchedEndpointTypeError,
     NotLeaderOrFollowerError,
+    UnsupportedEndpointTypeError,
     UnsupportedRequestError,
 )
 from protocol.framing import FileRegion
@@ -487,3 +490,27 @@ def test_describe_cluster_is_metadata_for_no_topic_and_a_broker_answers_for_brok
         return
     assert (answer.error_code, answer.cluster_id, answer.controller_id) == (0, "cid", 3)
     assert [(b.broker_id, b.host, b.port, b.rack) for b in answer.brokers] == [(3, "h", 9093, "r1")]
+
+
+def test_delete_topics_v6_naming_a_topic_by_name_and_id_deletes_by_the_id() -> None:
+    # Kafka refuses it (INVALID_REQUEST); the name must not win here, or a topic made again
+    # under it would be deleted, which the id is there to prevent (found in review)
+    asked = KpDeleteTopics[6](
+        topics=[KpDeleteTopics.DeleteTopicState(name="orders", topic_id=uuid.UUID(int=7))],
+        timeout_ms=30_000,
+    )
+    asked.with_header(correlation_id=9, client_id="c")
+    _, _api, request = decode_request(memoryview(bytes(asked.encode(version=6, header=True))))
+    assert request.topic_names == [] and request.topic_ids == [(7).to_bytes(16, "big")]
+
+
+@pytest.mark.parametrize("endpoint_type", [0, 3])
+def test_describe_cluster_of_an_unknown_endpoint_type_is_unsupported(endpoint_type: int) -> None:
+    # Kafka's: neither brokers (1) nor controllers (2) is UNSUPPORTED_ENDPOINT_TYPE
+    v1 = _header(60, 1, 4, "c", flexible=True) + b"\x00" + bytes([endpoint_type]) + b"\x00"
+    header, _api, _request = decode_request(memoryview(v1))
+    served = MetadataResponse(brokers=[], cluster_id="cid", controller_id=3)
+    answer = KpDescribeClusterResponse.decode(
+        _join(encode_response(header, served))[4:], version=1, header=True
+    )
+    assert answer.error_code == UnsupportedEndpointTypeError.code

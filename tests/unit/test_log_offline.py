@@ -106,6 +106,7 @@ async def test_an_offline_offsets_partition_handed_away_is_unloaded_here(
             "group.max.session.timeout.ms": 60_000,
             "group.initial.rebalance.delay.ms": 0,
             "offsets.retention.minutes": 7 * 24 * 60,
+            "group.max.size": 2**31 - 1,
             "offsets.retention.check.interval.ms": 600_000,
         },
         {},

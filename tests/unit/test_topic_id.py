@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 
 from broker.zk import CorruptZnode, TopicAssignment
-from protocol.apis import ApiKey, DeleteTopicsResponse, MetadataResponse
+from protocol.apis import ApiKey, DeletableTopicResult, DeleteTopicsResponse, MetadataResponse
 from protocol.errors import UnsupportedVersionError
 from protocol.topic_id import ZERO_TOPIC_ID, format_topic_id, new_topic_id, parse_topic_id
 from tests.unit.test_admin_groups import _admin
@@ -97,3 +97,19 @@ async def test_deleting_by_id_where_the_brokers_know_no_ids_says_so() -> None:
     assert seen[0].topic_ids == [] and seen[0].topic_names == []
     with pytest.raises(ValueError, match="one of them"):
         await admin.delete_topics(["t"], topic_ids=["ASNFZ4mrze8P7cuph2VDIQ"])
+
+
+async def test_deleting_the_same_id_twice_is_not_taken_for_an_older_broker() -> None:
+    topic_id = "ASNFZ4mrze8P7cuph2VDIQ"  # (found in review)
+    asked: list[Any] = []
+
+    async def to_controller(api_key: ApiKey, request: Any) -> Any:  # a broker of this build
+        asked.append(request)
+        return DeleteTopicsResponse(
+            responses=[DeletableTopicResult(name="orders", topic_id=i) for i in request.topic_ids]
+        )
+
+    admin = _admin(lambda *_: None)
+    admin._to_controller = to_controller  # type: ignore[method-assign]
+    await admin.delete_topics(topic_ids=[topic_id, topic_id])  # no error: it is gone
+    assert asked[0].topic_ids == [parse_topic_id(topic_id)]  # asked once
