@@ -83,8 +83,10 @@ from protocol.apis import (
     ElectLeadersRequest,
     ElectLeadersResponse,
     ElectLeadersTopicResult,
+    FetchForgottenTopic,
     FetchRequest,
     FetchResponse,
+    FetchTopic,
     LeaderAndIsrRequest,
     LeaderAndIsrResponse,
     ListPartitionReassignmentsRequest,
@@ -523,7 +525,7 @@ class Broker:
         quotas = self._quotas
         assert quotas is not None
 
-        fetch = _fetch_within_quotas(replicas, quotas)
+        fetch = _fetch_within_quotas(replicas, quotas, self.metadata)
 
         produce = _produce_handler(replicas, quotas, acl)
 
@@ -1227,13 +1229,19 @@ def _produce_handler(
 
 
 def _fetch_within_quotas(
-    replicas: ReplicaManager, quotas: QuotaManager
+    replicas: ReplicaManager, quotas: QuotaManager, metadata: MetadataCache
 ) -> Callable[[RequestHeader, FetchRequest], Any]:
     """The Fetch handler: a consumer's bytes counted against its quota (a follower's are
-    replication, not a client's), a parked fetch's once it is answered."""
+    replication, not a client's), a parked fetch's once it is answered. Kafka's Fetch
+    v13+ names topics by id: they are named here, and the answer carries the ids."""
 
     def fetch(header: RequestHeader, request: FetchRequest) -> Any:
+        by_id = getattr(header, "kafka_version", 0) >= _FETCH_BY_ID
+        if by_id:
+            _name_topics(request, metadata)
         response = replicas.fetch(request)
+        if by_id:
+            _when_answered(response, lambda answer: _give_ids(answer, metadata))
         if request.replica_id >= 0 or not quotas.active:
             return response
         if isinstance(response, Deferred):
@@ -1250,6 +1258,53 @@ def _fetch_within_quotas(
         return response
 
     return fetch
+
+
+_FETCH_BY_ID = 13  # Kafka's first Fetch version naming topics by id (KIP-516)
+_NO_SUCH_ID = "\x00"
+"""Begins the name given to a topic id this broker does not know (the hex id follows): no
+topic can have it (names are [a-zA-Z0-9._-]), so its partitions are answered unknown, and
+the answer gives the id back."""
+
+
+def _name_topics(request: FetchRequest, metadata: MetadataCache) -> None:
+    """Each topic of a Fetch v13+ (and each it forgets) named from its id."""
+    names, known = metadata.topic_names, metadata.topics
+    asked: list[FetchTopic | FetchForgottenTopic] = [
+        *request.topics,
+        *request.forgotten_topics_data,
+    ]
+    for topic in asked:
+        name = names.get(topic.topic_id)
+        topic.topic = name if name in known else _NO_SUCH_ID + topic.topic_id.hex()
+
+
+def _give_ids(response: FetchResponse, metadata: MetadataCache) -> None:
+    """A Fetch v13+'s answer: each topic's id; one of an id not known here is
+    UNKNOWN_TOPIC_ID in each partition (Kafka's answer), with no name."""
+    ids = metadata.topic_ids
+    for topic in response.topics:
+        if topic.topic.startswith(_NO_SUCH_ID):
+            topic.topic_id = bytes.fromhex(topic.topic[1:])
+            topic.topic = ""
+            for partition in topic.partitions:
+                partition.error_code = UnknownTopicIdError.code
+        else:
+            topic.topic_id = ids.get(topic.topic, ZERO_TOPIC_ID)
+
+
+def _when_answered(response: Any, then: Callable[[Any], None]) -> None:
+    """``then(answer)``: now, or once a parked request is answered (before the server's
+    listener encodes it)."""
+    if isinstance(response, Deferred):
+
+        def done(answered: Deferred[Any]) -> None:
+            with contextlib.suppress(Exception):  # a failed fetch: an error answer
+                then(answered.result())
+
+        response.add_listener(done)
+    elif response is not None:
+        then(response)
 
 
 def _throttle(response: Any, throttle_ms: int) -> None:

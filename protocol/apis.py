@@ -33,7 +33,7 @@ from protocol.framing import (
     pack_response_header,
     parse_request_header,
 )
-from protocol.schema import Records, decode_message, encode_message, field
+from protocol.schema import KAFKA_ONLY, Records, decode_message, encode_message, field
 from protocol.topic_id import ZERO_TOPIC_ID
 
 __all__ = [
@@ -270,12 +270,15 @@ class FetchPartition:
 class FetchTopic:
     topic: str
     partitions: list[FetchPartition] = field(default_factory=list)
+    topic_id: bytes = field(ZERO_TOPIC_ID, since=KAFKA_ONLY)
+    """Kafka's Fetch v13+ names the topic by id alone; the broker finds its name."""
 
 
 @dataclass(slots=True, kw_only=True)
 class FetchForgottenTopic:
     topic: str
     partitions: list[int] = field(default_factory=list)
+    topic_id: bytes = field(ZERO_TOPIC_ID, since=KAFKA_ONLY)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -346,6 +349,7 @@ class FetchPartitionData:
 class FetchTopicResponse:
     topic: str
     partitions: list[FetchPartitionData] = field(default_factory=list)
+    topic_id: bytes = field(ZERO_TOPIC_ID, since=KAFKA_ONLY)
 
 
 @dataclass(slots=True, kw_only=True)

@@ -36,6 +36,7 @@ from protocol.errors import MalformedMessageError
 from protocol.framing import FileRegion
 
 __all__ = [
+    "KAFKA_ONLY",
     "Records",
     "decode_message",
     "encode_message",
@@ -61,6 +62,11 @@ Records = Annotated[RecordData | None, RAW]
 
 _MISSING: Any = dataclasses.MISSING
 _HEAD_CHUNK = 4096
+
+
+KAFKA_ONLY = 1 << 30
+"""``field(since=KAFKA_ONLY)``: a field Headwater's own encoding never carries, set and
+read by a Kafka-protocol listener only (Kafka's Fetch v13+ topic ids)."""
 
 
 def field(

@@ -354,7 +354,8 @@ _FETCH_REQUEST = Struct(
             Array(
                 Struct(
                     [
-                        F("topic", STRING),
+                        F("topic", STRING, 0, 12, default=""),
+                        F("topic_id", UUID, 13),
                         F(
                             "partitions",
                             Array(
@@ -378,7 +379,16 @@ _FETCH_REQUEST = Struct(
         ),
         F(
             "forgotten_topics_data",
-            Array(Struct([F("topic", STRING), F("partitions", Array(INT32))], FetchForgottenTopic)),
+            Array(
+                Struct(
+                    [
+                        F("topic", STRING, 7, 12, default=""),
+                        F("topic_id", UUID, 13),
+                        F("partitions", Array(INT32)),
+                    ],
+                    FetchForgottenTopic,
+                )
+            ),
             7,
         ),
         F("rack_id", STRING, 11),
@@ -403,7 +413,8 @@ _FETCH_RESPONSE = Struct(
             Array(
                 Struct(
                     [
-                        F("topic", STRING),
+                        F("topic", STRING, 0, 12, default=""),
+                        F("topic_id", UUID, 13),
                         F(
                             "partitions",
                             Array(
@@ -985,7 +996,7 @@ KAFKA_APIS = _apis(
     KafkaApi(
         ApiKey.FETCH,
         4,
-        12,
+        13,
         12,
         _FETCH_REQUEST,
         _FETCH_RESPONSE,

@@ -173,6 +173,7 @@ def per_partition(
             listed: [
                 {
                     topic: getattr(t, topic),
+                    "topic_id": getattr(t, "topic_id", ZERO_UUID),  # (where answers have it)
                     partitions: [
                         {
                             answer_index: p if isinstance(p, int) else getattr(p, index),

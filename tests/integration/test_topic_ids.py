@@ -18,6 +18,8 @@ from confluent_kafka import TopicCollection
 from confluent_kafka.admin import AdminClient as RdAdmin
 from kafka.protocol.admin import DeleteTopicsRequest as KpDeleteTopics
 from kafka.protocol.admin import DeleteTopicsResponse as KpDeleteTopicsResponse
+from kafka.protocol.consumer import FetchRequest as KpFetch
+from kafka.protocol.consumer import FetchResponse as KpFetchResponse
 from kafka.protocol.metadata import MetadataRequest as KpMetadata
 from kafka.protocol.metadata import MetadataResponse as KpMetadataResponse
 from kazoo.client import KazooClient
@@ -73,6 +75,38 @@ def _delete_by_id(port: int, *topic_ids: str) -> list[tuple[int, str | None, str
     return [
         (r.error_code, r.name, format_topic_id(r.topic_id.bytes))  # type: ignore[union-attr]
         for r in decoded.responses
+    ]
+
+
+def _fetch_by_id(port: int, *topic_ids: str) -> list[tuple[str, int, bool]]:
+    """(id, error code, whether records came) of partition 0 of each topic a Fetch v13
+    names by id alone, by kafka-python's classes."""
+    partition = KpFetch.FetchTopic.FetchPartition(
+        partition=0, fetch_offset=0, partition_max_bytes=1 << 20
+    )
+    asked = KpFetch[13](
+        replica_id=-1,
+        max_wait_ms=0,
+        min_bytes=0,
+        max_bytes=1 << 20,
+        isolation_level=0,
+        session_id=0,
+        session_epoch=-1,
+        topics=[
+            KpFetch.FetchTopic(topic_id=uuid.UUID(bytes=parse_topic_id(t)), partitions=[partition])
+            for t in topic_ids
+        ],
+        forgotten_topics_data=[],
+        rack_id="",
+    )
+    decoded = _exchange(port, asked, 13, KpFetchResponse)
+    return [
+        (
+            format_topic_id(t.topic_id.bytes),  # type: ignore[union-attr]
+            t.partitions[0].error_code,
+            bool(t.partitions[0].records),
+        )
+        for t in decoded.responses
     ]
 
 
@@ -149,6 +183,11 @@ async def test_a_topic_keeps_its_id_and_one_made_again_gets_another(
         answers = await asyncio.to_thread(_by_id, port, first, second)
         assert answers[0][0] == _UNKNOWN_TOPIC_ID
         assert answers[1] == (0, "ids", second)
+        # Kafka's Fetch v13 names topics by id: the old one is unknown, the new one read
+        async with Producer(bootstrap_servers=cluster.bootstrap) as producer:
+            await (await producer.send("ids", b"of the new topic", partition=0))
+        fetched = await asyncio.to_thread(_fetch_by_id, port, first, second)
+        assert fetched == [(first, _UNKNOWN_TOPIC_ID, False), (second, 0, True)]
         with pytest.raises(UnknownTopicIdError, match=first):
             await admin.describe_topics(topic_ids=[first])
         gone = await _describe(cluster, "--topic-id", first)

@@ -107,7 +107,7 @@ def test_api_versions_v3_from_a_kafka_client_is_answered_with_every_api() -> Non
         key, low, high = struct.unpack(">hhh", r.take(6))
         assert r.uvarint() == 0  # the entry's tagged fields
         keys[key] = (low, high)
-    assert keys[ApiKey.PRODUCE] == (3, 9) and keys[ApiKey.FETCH] == (4, 12)
+    assert keys[ApiKey.PRODUCE] == (3, 9) and keys[ApiKey.FETCH] == (4, 13)
     assert set(keys) == set(KAFKA_APIS)
 
 
@@ -122,7 +122,7 @@ def test_api_versions_of_a_version_not_spoken_is_answered_in_v0_with_the_list() 
 
 
 def test_other_unknown_versions_and_keys_are_refused_by_name() -> None:
-    for key, version in ((0, 2), (1, 13), (57, 0)):
+    for key, version in ((0, 2), (1, 14), (57, 0)):
         with pytest.raises(UnsupportedRequestError, match="not served on a Kafka-protocol"):
             decode_request(memoryview(_header(key, version, 1, "c", flexible=False) + b"x"))
 

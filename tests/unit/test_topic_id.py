@@ -1,13 +1,34 @@
 """Topic ids (KIP-516): Kafka's text form, fresh ids, and the assignment znode's version 3."""
 
 import json
+import uuid
 from typing import Any
 
 import pytest
+from kafka.protocol.consumer import FetchRequest as KpFetch
+from kafka.protocol.consumer import FetchResponse as KpFetchResponse
 
+from broker.app import _give_ids, _name_topics
+from broker.metadata import MetadataCache
 from broker.zk import CorruptZnode, TopicAssignment
-from protocol.apis import ApiKey, DeletableTopicResult, DeleteTopicsResponse, MetadataResponse
-from protocol.errors import UnsupportedVersionError
+from protocol.apis import (
+    UPDATE_METADATA_FULL,
+    ApiKey,
+    DeletableTopicResult,
+    DeleteTopicsResponse,
+    FetchPartitionData,
+    FetchResponse,
+    FetchTopicResponse,
+    MetadataResponse,
+    UpdateMetadataPartitionState,
+    UpdateMetadataRequest,
+)
+from protocol.errors import (
+    UnknownTopicIdError,
+    UnknownTopicOrPartitionError,
+    UnsupportedVersionError,
+)
+from protocol.kafka.wire import decode_request, encode_response
 from protocol.topic_id import ZERO_TOPIC_ID, format_topic_id, new_topic_id, parse_topic_id
 from tests.unit.test_admin_groups import _admin
 
@@ -113,3 +134,67 @@ async def test_deleting_the_same_id_twice_is_not_taken_for_an_older_broker() -> 
     admin._to_controller = to_controller  # type: ignore[method-assign]
     await admin.delete_topics(topic_ids=[topic_id, topic_id])  # no error: it is gone
     assert asked[0].topic_ids == [parse_topic_id(topic_id)]  # asked once
+
+
+def test_fetch_v13_names_topics_by_id_and_answers_with_the_ids() -> None:
+    # Kafka's Fetch v13+ (librdkafka, Kafka's Java consumer): topics by id alone
+    known, gone = bytes(range(1, 17)), bytes(range(2, 18))
+    cache = MetadataCache()
+    full = UpdateMetadataRequest(
+        controller_id=1,
+        controller_epoch=1,
+        type=UPDATE_METADATA_FULL,
+        partition_states=[
+            UpdateMetadataPartitionState(
+                topic_name="orders",
+                partition_index=0,
+                controller_epoch=1,
+                leader=1,
+                leader_epoch=0,
+                isr=[1],
+                replicas=[1],
+            )
+        ],
+        topic_ids={"orders": known},
+    )
+    cache.update(full)
+    partition = KpFetch.FetchTopic.FetchPartition(
+        partition=0, fetch_offset=5, partition_max_bytes=1 << 20
+    )
+    asked = KpFetch[13](
+        max_wait_ms=0,
+        min_bytes=1,
+        topics=[
+            KpFetch.FetchTopic(topic_id=uuid.UUID(bytes=i), partitions=[partition])
+            for i in (known, gone)
+        ],
+        forgotten_topics_data=[],
+    )
+    asked.with_header(correlation_id=3, client_id="c")
+    header, _api, request = decode_request(memoryview(bytes(asked.encode(version=13, header=True))))
+    assert [t.topic_id for t in request.topics] == [known, gone]
+    _name_topics(request, cache)
+    assert request.topics[0].topic == "orders" and request.topics[1].topic != ""
+    # as the replica manager answers: the known topic's records, the other unknown
+    answer = FetchResponse(
+        topics=[
+            FetchTopicResponse(
+                topic=t.topic,
+                partitions=[
+                    FetchPartitionData(
+                        partition_index=0,
+                        error_code=0 if t.topic == "orders" else UnknownTopicOrPartitionError.code,
+                    )
+                ],
+            )
+            for t in request.topics
+        ]
+    )
+    _give_ids(answer, cache)
+    decoded = KpFetchResponse.decode(
+        b"".join(bytes(p) for p in encode_response(header, answer))[4:], version=13, header=True
+    )
+    assert [(t.topic_id.bytes, t.partitions[0].error_code) for t in decoded.responses] == [
+        (known, 0),
+        (gone, UnknownTopicIdError.code),
+    ]
