@@ -17,7 +17,7 @@ import functools
 import inspect
 import re
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import structlog
@@ -72,6 +72,8 @@ from broker.zk import (
 )
 from protocol.acls import Operation, ResourceType
 from protocol.apis import (
+    FINAL_EPOCH,
+    INVALID_SESSION_ID,
     AlterPartitionReassignmentsRequest,
     AlterPartitionReassignmentsResponse,
     ApiKey,
@@ -83,10 +85,8 @@ from protocol.apis import (
     ElectLeadersRequest,
     ElectLeadersResponse,
     ElectLeadersTopicResult,
-    FetchForgottenTopic,
     FetchRequest,
     FetchResponse,
-    FetchTopic,
     LeaderAndIsrRequest,
     LeaderAndIsrResponse,
     ListPartitionReassignmentsRequest,
@@ -1236,12 +1236,14 @@ def _fetch_within_quotas(
     v13+ names topics by id: they are named here, and the answer carries the ids."""
 
     def fetch(header: RequestHeader, request: FetchRequest) -> Any:
-        by_id = getattr(header, "kafka_version", 0) >= _FETCH_BY_ID
-        if by_id:
+        ids = (
             _name_topics(request, metadata)
+            if getattr(header, "kafka_version", 0) >= _FETCH_BY_ID
+            else None
+        )
         response = replicas.fetch(request)
-        if by_id:
-            _when_answered(response, lambda answer: _give_ids(answer, metadata))
+        if ids is not None:
+            _when_answered(response, lambda answer: _give_ids(answer, ids))
         if request.replica_id >= 0 or not quotas.active:
             return response
         if isinstance(response, Deferred):
@@ -1267,30 +1269,34 @@ topic can have it (names are [a-zA-Z0-9._-]), so its partitions are answered unk
 the answer gives the id back."""
 
 
-def _name_topics(request: FetchRequest, metadata: MetadataCache) -> None:
-    """Each topic of a Fetch v13+ (and each it forgets) named from its id."""
+def _name_topics(request: FetchRequest, metadata: MetadataCache) -> dict[str, bytes]:
+    """Each topic of a Fetch v13+ named from its id; returns the ids by those names.
+
+    Such a fetch gets no session (Kafka's brokers decline one too, when their session
+    cache is full; the client then sends every partition each time): a session holds its
+    partitions by name, and an id it took before this broker knew the topic, or a topic
+    deleted and made again during it, would be answered wrongly from then on (found in
+    review). Every partition is named, and answered by the id it was asked by."""
+    if request.session_id == INVALID_SESSION_ID:
+        request.session_epoch = FINAL_EPOCH  # a full fetch, and no session made for it
     names, known = metadata.topic_names, metadata.topics
-    asked: list[FetchTopic | FetchForgottenTopic] = [
-        *request.topics,
-        *request.forgotten_topics_data,
-    ]
-    for topic in asked:
+    ids: dict[str, bytes] = {}
+    for topic in request.topics:
         name = names.get(topic.topic_id)
         topic.topic = name if name in known else _NO_SUCH_ID + topic.topic_id.hex()
+        ids[topic.topic] = topic.topic_id
+    return ids
 
 
-def _give_ids(response: FetchResponse, metadata: MetadataCache) -> None:
-    """A Fetch v13+'s answer: each topic's id; one of an id not known here is
-    UNKNOWN_TOPIC_ID in each partition (Kafka's answer), with no name."""
-    ids = metadata.topic_ids
+def _give_ids(response: FetchResponse, ids: Mapping[str, bytes]) -> None:
+    """A Fetch v13+'s answer: each topic with the id it was asked by; one of an id not
+    known here is UNKNOWN_TOPIC_ID in each partition (Kafka's answer), with no name."""
     for topic in response.topics:
+        topic.topic_id = ids.get(topic.topic, ZERO_TOPIC_ID)
         if topic.topic.startswith(_NO_SUCH_ID):
-            topic.topic_id = bytes.fromhex(topic.topic[1:])
             topic.topic = ""
             for partition in topic.partitions:
                 partition.error_code = UnknownTopicIdError.code
-        else:
-            topic.topic_id = ids.get(topic.topic, ZERO_TOPIC_ID)
 
 
 def _when_answered(response: Any, then: Callable[[Any], None]) -> None:

@@ -12,7 +12,9 @@ from broker.app import _give_ids, _name_topics
 from broker.metadata import MetadataCache
 from broker.zk import CorruptZnode, TopicAssignment
 from protocol.apis import (
+    FINAL_EPOCH,
     UPDATE_METADATA_FULL,
+    UPDATE_METADATA_INCREMENTAL,
     ApiKey,
     DeletableTopicResult,
     DeleteTopicsResponse,
@@ -164,6 +166,8 @@ def test_fetch_v13_names_topics_by_id_and_answers_with_the_ids() -> None:
     asked = KpFetch[13](
         max_wait_ms=0,
         min_bytes=1,
+        session_id=0,
+        session_epoch=0,  # asks for a session
         topics=[
             KpFetch.FetchTopic(topic_id=uuid.UUID(bytes=i), partitions=[partition])
             for i in (known, gone)
@@ -173,8 +177,9 @@ def test_fetch_v13_names_topics_by_id_and_answers_with_the_ids() -> None:
     asked.with_header(correlation_id=3, client_id="c")
     header, _api, request = decode_request(memoryview(bytes(asked.encode(version=13, header=True))))
     assert [t.topic_id for t in request.topics] == [known, gone]
-    _name_topics(request, cache)
+    ids = _name_topics(request, cache)
     assert request.topics[0].topic == "orders" and request.topics[1].topic != ""
+    assert request.session_epoch == FINAL_EPOCH  # declined: a full fetch, no session
     # as the replica manager answers: the known topic's records, the other unknown
     answer = FetchResponse(
         topics=[
@@ -190,7 +195,15 @@ def test_fetch_v13_names_topics_by_id_and_answers_with_the_ids() -> None:
             for t in request.topics
         ]
     )
-    _give_ids(answer, cache)
+    cache.update(  # "orders" deleted before the answer: it still carries the id asked by
+        UpdateMetadataRequest(
+            controller_id=1,
+            controller_epoch=1,
+            type=UPDATE_METADATA_INCREMENTAL,
+            deleted_topics=["orders"],
+        )
+    )
+    _give_ids(answer, ids)
     decoded = KpFetchResponse.decode(
         b"".join(bytes(p) for p in encode_response(header, answer))[4:], version=13, header=True
     )
