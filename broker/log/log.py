@@ -42,7 +42,7 @@ import structlog
 from broker.log.aborted import AbortedTransactions, AbortedTxn
 from broker.log.config import LogConfig
 from broker.log.epochs import LeaderEpochCache
-from broker.log.partition_metadata import read_topic_id
+from broker.log.partition_metadata import read_topic_id, write_topic_id
 from broker.log.producer_state import NO_MARKER, CompletedTxn, ProducerBatch, ProducerState
 from broker.log.segment import BatchInfo, LogSegment
 from broker.log.swap import install, promote, recover_swaps, retire
@@ -1110,6 +1110,16 @@ class Log:
             action()
         except OSError as exc:
             self._go_offline(exc, doing)
+
+    def record_topic_id(self, topic_id: bytes) -> None:
+        """Keep ``topic_id`` in the log's ``partition.metadata`` (blocking: a worker
+        thread). A write that fails takes the log offline, as any I/O error of a log does
+        (Kafka's too): raises KafkaStorageError."""
+        try:
+            write_topic_id(self.dir, topic_id)
+        except OSError as exc:
+            self._go_offline(exc, "writing partition.metadata to")
+        self.topic_id = topic_id
 
     def _go_offline(self, exc: OSError, doing: str) -> None:
         reason = _storage_advice(exc, doing, self.dir)

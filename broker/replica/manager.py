@@ -25,6 +25,7 @@ timer that only ends the wait. Nothing polls.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import ssl
 import time
@@ -39,7 +40,6 @@ from broker.authorizer import Authorizer, topic_not_authorized
 from broker.deferred import Deferred
 from broker.log import Log, LogConfig
 from broker.log.manager import LogManager, TopicPartition
-from broker.log.partition_metadata import write_topic_id
 from broker.metadata import MetadataCache
 from broker.metrics import Counter, Sample, gauge
 from broker.network import PeerLogin
@@ -600,11 +600,7 @@ class ReplicaManager:
         ]
         if not unrecorded:
             return
-        failed = await asyncio.to_thread(_write_topic_ids, unrecorded)
-        for log, exc in failed:
-            self._log.warning(
-                "replica.topic_id_not_written", directory=str(log.dir), error=str(exc)
-            )
+        await asyncio.to_thread(_write_topic_ids, unrecorded)
 
     def _offline_role(
         self, tp: TopicPartition, partition: Partition, state: LeaderAndIsrPartitionState
@@ -2143,17 +2139,13 @@ def _delete_below(partition: Partition, offset: int) -> int:
     return wanted
 
 
-def _write_topic_ids(logs: list[tuple[Log, bytes]]) -> list[tuple[Log, OSError]]:
-    """Write each log's ``partition.metadata`` (blocking); the ones that failed, and why."""
-    failed = []
+def _write_topic_ids(logs: list[tuple[Log, bytes]]) -> None:
+    """Write each log's ``partition.metadata`` (blocking). One that fails takes its log
+    offline (the log manager's listeners hear of it, and the controller hands the
+    partition to other replicas, KIP-112); the others are still written."""
     for log, topic_id in logs:
-        try:
-            write_topic_id(log.dir, topic_id)
-        except OSError as exc:
-            failed.append((log, exc))
-        else:
-            log.topic_id = topic_id
-    return failed
+        with contextlib.suppress(KafkaStorageError):
+            log.record_topic_id(topic_id)
 
 
 def _error(tp: TopicPartition, error: type[ApiError] | None = None) -> PartitionError:

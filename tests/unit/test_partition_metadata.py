@@ -6,17 +6,19 @@ hosted, and left on disk. The controller's side and real brokers: tests/integrat
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 import pytest
 
+import broker.log.log as log_module
 from broker.log import Log, LogConfig
 from broker.log.manager import LogManager, TopicPartition
 from broker.log.partition_metadata import FILE_NAME, read_topic_id, write_topic_id
 from broker.metadata import MetadataCache
 from broker.replica.manager import ReplicaManager
 from protocol.apis import LeaderAndIsrPartitionState
-from protocol.errors import InconsistentTopicIdError
+from protocol.errors import InconsistentTopicIdError, KafkaStorageError
 from protocol.records import encode_batch
 
 TP = TopicPartition("t", 0)
@@ -105,3 +107,25 @@ async def test_a_new_replica_writes_its_topics_id(
     (ok,) = await manager.become_leader_or_follower([_state(1)], topic_ids={"t": NEW})
     assert ok.error_code == 0
     assert read_topic_id(manager.partitions[TP].log.dir) == NEW
+
+
+async def test_a_write_that_fails_takes_its_log_offline(
+    replicas: tuple[ReplicaManager, LogManager], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manager, logs = replicas
+    told: list[TopicPartition] = []
+    logs.add_offline_listener(told.append)
+    (ok,) = await manager.become_leader_or_follower([_state(1)])  # (no ids: none written)
+    assert ok.error_code == 0
+    log = manager.partitions[TP].log
+
+    def full(directory: Path, topic_id: bytes) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(log_module, "write_topic_id", full)
+    (answer,) = await manager.become_leader_or_follower([_state(1)], topic_ids={"t": NEW})
+    assert answer.error_code == 0  # (the partition's state was applied before)
+    assert log.offline and log.topic_id is None and told == [TP]
+    # from then on, as for any disk error: KAFKA_STORAGE_ERROR to the controller
+    (again,) = await manager.become_leader_or_follower([_state(2)], topic_ids={"t": NEW})
+    assert again.error_code == KafkaStorageError.code
