@@ -95,10 +95,6 @@ class BrokerChannel:
         self._last = future
         return future
 
-    @property
-    def metadata_version(self) -> int:
-        return self.versions[ApiKey.UPDATE_METADATA]
-
     def _newest(self) -> None:
         for api_key in _STEPPED:
             self.versions[api_key] = APIS[api_key].max_version

@@ -482,7 +482,7 @@ class ReplicaManager:
         async with self._state_change:
             errors = await self._become_leader_or_follower(states, live_leaders, topic_ids or {})
             if topic_ids:  # (in the lock: a deletion must not remove the directory meanwhile)
-                await self._record_topic_ids(topic_ids)
+                await self._record_topic_ids(states, topic_ids)
         return errors
 
     async def _become_leader_or_follower(
@@ -587,14 +587,19 @@ class ReplicaManager:
                 self._stop_hosting(tp, f"{hosted.name} here is of a deleted topic")
         return refused
 
-    async def _record_topic_ids(self, topic_ids: Mapping[str, bytes]) -> None:
-        """Give each hosted log told its topic's id for the first time its
-        ``partition.metadata``, in a worker thread (a cluster upgraded to topic ids writes
-        one for every replica, once)."""
+    async def _record_topic_ids(
+        self, states: list[LeaderAndIsrPartitionState], topic_ids: Mapping[str, bytes]
+    ) -> None:
+        """Give each log this LeaderAndIsr names that is hosted here, and told its topic's
+        id for the first time, its ``partition.metadata``, in a worker thread (a cluster
+        upgraded to topic ids writes one for every replica, once). Only the request's
+        partitions are looked at, not every one hosted."""
         unrecorded = [
             (partition.log, topic_id)
-            for tp, partition in self.partitions.items()
-            if (topic_id := topic_ids.get(tp.topic)) is not None
+            for s in states
+            if (topic_id := topic_ids.get(s.topic_name)) is not None
+            and (partition := self.partitions.get(TopicPartition(s.topic_name, s.partition_index)))
+            is not None
             and partition.log.topic_id is None
             and not partition.log.offline
         ]

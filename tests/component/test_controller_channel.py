@@ -151,7 +151,7 @@ async def test_a_broker_of_the_build_before_topic_ids_gets_the_update_without_th
     delta = _request(UPDATE_METADATA_INCREMENTAL, [_state("t", 3)])
     delta.topic_ids = {"t": bytes(range(16))}
     assert (await _send(channel, delta)).error_code == 0
-    assert channel.metadata_version == 2
+    assert channel.versions[ApiKey.UPDATE_METADATA] == 2
     without = _request(UPDATE_METADATA_INCREMENTAL, [_state("t", 3)])  # v2: no topic_ids
     assert broker.got == [(2, without)]
     newer, again = await open_channel(max_version=3)
@@ -187,7 +187,7 @@ async def test_a_broker_of_an_older_build_gets_the_whole_picture_at_v0(
     assert (await _send(channel, delta)).error_code == 0
     # v0 has no type: it decodes as the whole picture, which is what was sent
     assert broker.got == [(0, _request(UPDATE_METADATA_FULL, picture))]
-    assert channel.metadata_version == 0
+    assert channel.versions[ApiKey.UPDATE_METADATA] == 0
 
     # the next update goes at v0 at once, built whole when sent (not when queued)
     picture[1] = _state("t", 1, leader=2)
@@ -202,7 +202,7 @@ async def test_an_older_broker_restarted_as_this_build_gets_v1_again(
     old, channel = await open_channel(max_version=0)
     delta = _request(UPDATE_METADATA_INCREMENTAL, [_state("t", 0)])
     await _send(channel, delta)
-    assert channel.metadata_version == 0
+    assert channel.versions[ApiKey.UPDATE_METADATA] == 0
     await old.stop()
 
     new = _Broker(max_version=1)

@@ -35,8 +35,7 @@ _UNKNOWN_TOPIC_ID = 100
 
 
 def _znode(cluster: Cluster, topic: str) -> dict[str, Any]:
-    zk = KazooClient(hosts=cluster.zookeeper_connect, timeout=10)
-    zk.start(timeout=10)
+    zk = _zk(cluster)
     try:
         data, _ = zk.get(f"/brokers/topics/{topic}")
     finally:

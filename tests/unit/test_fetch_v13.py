@@ -25,7 +25,6 @@ from protocol.apis import (
     INVALID_SESSION_ID,
     UPDATE_METADATA_FULL,
     UPDATE_METADATA_INCREMENTAL,
-    FetchForgottenTopic,
     FetchPartition,
     FetchRequest,
     FetchResponse,
@@ -106,35 +105,17 @@ async def leader(tmp_path: Path) -> AsyncIterator[tuple[ReplicaManager, Metadata
     logs.shutdown()
 
 
-def _v13(
-    offset: int | None,
-    *,
-    session_id: int = INVALID_SESSION_ID,
-    epoch: int = INITIAL_EPOCH,
-    forget: bool = False,
-    max_wait_ms: int = 0,
-) -> FetchRequest:
-    """A consumer's Fetch v13 as decoded: topic t named by its id alone."""
+def _v13(offset: int, *, max_wait_ms: int = 0) -> FetchRequest:
+    """A consumer's Fetch v13 as decoded: topic t named by its id alone, and a new
+    session asked for (as Kafka's Java consumer starts)."""
+    partition = FetchPartition(partition=0, fetch_offset=offset, partition_max_bytes=1 << 20)
     return FetchRequest(
         replica_id=-1,
         max_wait_ms=max_wait_ms,
         min_bytes=1,
-        session_id=session_id,
-        session_epoch=epoch,
-        topics=[
-            FetchTopic(
-                topic="",
-                topic_id=X,
-                partitions=[
-                    FetchPartition(partition=0, fetch_offset=offset, partition_max_bytes=1 << 20)
-                ],
-            )
-        ]
-        if offset is not None
-        else [],
-        forgotten_topics_data=[FetchForgottenTopic(topic="", topic_id=X, partitions=[0])]
-        if forget
-        else [],
+        session_id=INVALID_SESSION_ID,
+        session_epoch=INITIAL_EPOCH,
+        topics=[FetchTopic(topic="", topic_id=X, partitions=[partition])],
     )
 
 
