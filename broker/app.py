@@ -53,7 +53,7 @@ from broker.log import LogConfig
 from broker.log.cleaner import CleanerConfig, LogCleaner
 from broker.log.log import wall_clock_ms
 from broker.log.manager import LogManager, TopicPartition
-from broker.metadata import MetadataCache
+from broker.metadata import MetadataCache, id_of_unknown_name
 from broker.metrics import MetricsServer, Sample, gauge, gc_samples
 from broker.network import PeerConnection, PeerError, PeerPool
 from broker.quotas import QuotaManager
@@ -72,8 +72,6 @@ from broker.zk import (
 )
 from protocol.acls import Operation, ResourceType
 from protocol.apis import (
-    FINAL_EPOCH,
-    INVALID_SESSION_ID,
     AlterPartitionReassignmentsRequest,
     AlterPartitionReassignmentsResponse,
     ApiKey,
@@ -1243,7 +1241,7 @@ def _fetch_within_quotas(
         )
         response = replicas.fetch(request)
         if ids is not None:
-            _when_answered(response, lambda answer: _give_ids(answer, ids))
+            _when_answered(response, lambda answer: _give_ids(answer, ids, metadata))
         if request.replica_id >= 0 or not quotas.active:
             return response
         if isinstance(response, Deferred):
@@ -1263,40 +1261,36 @@ def _fetch_within_quotas(
 
 
 _FETCH_BY_ID = 13  # Kafka's first Fetch version naming topics by id (KIP-516)
-_NO_SUCH_ID = "\x00"
-"""Begins the name given to a topic id this broker does not know (the hex id follows): no
-topic can have it (names are [a-zA-Z0-9._-]), so its partitions are answered unknown, and
-the answer gives the id back."""
 
 
 def _name_topics(request: FetchRequest, metadata: MetadataCache) -> dict[str, bytes]:
-    """Each topic of a Fetch v13+ named from its id; returns the ids by those names.
+    """Each topic (and each forgotten one) of a Fetch v13+ named from its id; returns
+    the ids by those names. An id that names no topic here goes by a name none has
+    (:func:`~broker.metadata.unknown_id_name`): read, it is answered UNKNOWN_TOPIC_ID.
 
-    Such a fetch gets no session (Kafka's brokers decline one too, when their session
-    cache is full; the client then sends every partition each time): a session holds its
-    partitions by name, and an id it took before this broker knew the topic, or a topic
-    deleted and made again during it, would be answered wrongly from then on (found in
-    review). Every partition is named, and answered by the id it was asked by."""
-    if request.session_id == INVALID_SESSION_ID:
-        request.session_epoch = FINAL_EPOCH  # a full fetch, and no session made for it
-    names, known = metadata.topic_names, metadata.topics
+    A session holds such partitions under those names; :meth:`MetadataCache.fetch_name`
+    changing renames them (see :mod:`broker.replica.fetch_session`)."""
+    name = metadata.fetch_name
     ids: dict[str, bytes] = {}
     for topic in request.topics:
-        name = names.get(topic.topic_id)
-        topic.topic = name if name in known else _NO_SUCH_ID + topic.topic_id.hex()
+        topic.topic = name(topic.topic_id)
         ids[topic.topic] = topic.topic_id
+    for forgotten in request.forgotten_topics_data:
+        forgotten.topic = name(forgotten.topic_id)
     return ids
 
 
-def _give_ids(response: FetchResponse, ids: Mapping[str, bytes]) -> None:
-    """A Fetch v13+'s answer: each topic with the id it was asked by; one of an id not
-    known here is UNKNOWN_TOPIC_ID in each partition (Kafka's answer), with no name."""
+def _give_ids(response: FetchResponse, ids: Mapping[str, bytes], metadata: MetadataCache) -> None:
+    """A Fetch v13+'s answer: each topic with its id (the one asked by; for a session's
+    partition not named this time, the id its name stands for, as the session holds it).
+    One of an id that names no topic here was answered UNKNOWN_TOPIC_ID (see
+    ReplicaManager._readable), and loses the name it went by."""
     for topic in response.topics:
-        topic.topic_id = ids.get(topic.topic, ZERO_TOPIC_ID)
-        if topic.topic.startswith(_NO_SUCH_ID):
+        name = topic.topic
+        unknown = id_of_unknown_name(name)
+        topic.topic_id = ids.get(name) or unknown or metadata.topic_ids.get(name, ZERO_TOPIC_ID)
+        if unknown is not None:
             topic.topic = ""
-            for partition in topic.partitions:
-                partition.error_code = UnknownTopicIdError.code
 
 
 def _when_answered(response: Any, then: Callable[[Any], None]) -> None:

@@ -15,12 +15,18 @@ rather than changing a map in place.
 
 Waiters (topic creation and deletion waiting until the cluster shows the change) are
 woken on every update; they re-check their condition themselves.
+
+A topic id names a topic here while the topic is known and not being deleted
+(:meth:`MetadataCache.fetch_name`); an id that names none has a name no topic can have
+(:func:`unknown_id_name`), so a read by it is answered UNKNOWN_TOPIC_ID. The listeners of
+:attr:`MetadataCache.renamed` hear of each id whose name that changes (the fetch sessions
+holding partitions by id, Kafka's Fetch v13+).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from broker.log.manager import TopicPartition
 from protocol.apis import (
@@ -31,7 +37,21 @@ from protocol.apis import (
     UpdateMetadataRequest,
 )
 
-__all__ = ["MetadataCache", "TopicPartition"]
+__all__ = ["MetadataCache", "TopicPartition", "id_of_unknown_name", "unknown_id_name"]
+
+_UNKNOWN_ID = "\x00"
+"""Begins the name of an id no topic here has (its hex follows): topic names are
+[a-zA-Z0-9._-], so none has it."""
+
+
+def unknown_id_name(topic_id: bytes) -> str:
+    """The name reads by ``topic_id`` go by while no topic here has that id."""
+    return _UNKNOWN_ID + topic_id.hex()
+
+
+def id_of_unknown_name(name: str) -> bytes | None:
+    """The id an :func:`unknown_id_name` was made of; None for a topic's name."""
+    return bytes.fromhex(name[1:]) if name.startswith(_UNKNOWN_ID) else None
 
 
 class MetadataCache:
@@ -44,6 +64,11 @@ class MetadataCache:
         of an older build sends none: such topics are left out)."""
         self.topic_names: dict[bytes, str] = {}
         """The reverse of :attr:`topic_ids`."""
+        self.fetchable: dict[bytes, str] = {}
+        """The ids that name a topic to read: known, and not being deleted."""
+        self.renamed: list[Callable[[Mapping[bytes, str]], None]] = []
+        """Called after an update with each id whose :meth:`fetch_name` changed, and
+        that name."""
         self.controller_id = -1
         self.controller_epoch = -1
         self._whole = False
@@ -104,9 +129,30 @@ class MetadataCache:
         self.brokers = {b.id: b for b in request.live_brokers}
         self.controller_id = request.controller_id
         self.controller_epoch = request.controller_epoch
+        self._rename()
         for waiter in self._waiters:
             if not waiter.done():
                 waiter.set_result(None)
+
+    def fetch_name(self, topic_id: bytes) -> str:
+        """The topic ``topic_id`` names, or (none known, or being deleted) the
+        :func:`unknown_id_name` a read by it goes by."""
+        name = self.fetchable.get(topic_id)
+        return name if name is not None else unknown_id_name(topic_id)
+
+    def _rename(self) -> None:
+        topics = self.topics
+        fetchable = {i: t for t, i in self.topic_ids.items() if t in topics}
+        before, self.fetchable = self.fetchable, fetchable
+        if fetchable == before or not self.renamed:
+            return
+        changed = {
+            i: self.fetch_name(i)
+            for i in before.keys() | fetchable.keys()
+            if before.get(i) != fetchable.get(i)
+        }
+        for listener in self.renamed:
+            listener(changed)
 
     def partition(self, topic: str, partition: int) -> UpdateMetadataPartitionState | None:
         return self.topics.get(topic, {}).get(partition)

@@ -20,6 +20,13 @@ share of them, so every one is looked at about once per ``sweep_ms`` (a quarter 
 replica.lag.time.max.ms). That refreshes the follower's caught-up time of idle
 partitions (the ISR) and catches what no event marks (a log start moved by retention).
 
+A Kafka client's Fetch v13+ names topics by id (KIP-516); its handler names each by
+:meth:`~broker.metadata.MetadataCache.fetch_name`, and a session holds such partitions
+under those names, with their ids. When an id's name changes (a topic this broker learns
+of after the session took it, one deleted, or made again under a new id) the sessions
+holding it are renamed (:meth:`FetchSessionCache.rename`), so an unchanged partition the
+fetcher no longer names is read, or answered unknown, by the id it was asked by.
+
 At most ``max.incremental.fetch.session.cache.slots`` sessions are kept. A new one takes
 the place of the one unused longest if that one has been idle for
 :data:`EVICTION_MS`, or of a consumer's if a follower asks (followers' sessions carry
@@ -33,7 +40,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from broker.log.manager import TopicPartition
 from broker.metrics import Counter
@@ -46,6 +53,7 @@ from protocol.apis import (
     FetchRequest,
 )
 from protocol.errors import FetchSessionIdNotFoundError, InvalidFetchSessionEpochError
+from protocol.topic_id import ZERO_TOPIC_ID
 
 __all__ = ["EVICTION_MS", "FetchContext", "FetchSessionCache", "SessionPartition"]
 
@@ -76,6 +84,7 @@ class SessionPartition:
         "sent_high_watermark",
         "sent_log_start_offset",
         "topic",
+        "topic_id",
         "tp",
     )
 
@@ -89,10 +98,14 @@ class SessionPartition:
         *,
         last_fetched_epoch: int = -1,
         log_start_offset: int = -1,
+        topic_id: bytes = ZERO_TOPIC_ID,
     ) -> None:
         self.topic = topic
         self.index = index
         self.tp = TopicPartition(topic, index)
+        self.topic_id = topic_id
+        """The id it was asked by (Kafka's Fetch v13+); zero if by name. ``topic`` is the
+        name this broker gives that id."""
         self.fetch_offset = fetch_offset
         self.current_leader_epoch = current_leader_epoch
         self.max_bytes = max_bytes
@@ -106,6 +119,7 @@ class SessionPartition:
 
 class FetchSession:
     __slots__ = (
+        "by_id",
         "dirty",
         "epoch",
         "errored",
@@ -133,6 +147,8 @@ class FetchSession:
         self.used_ms = now_ms
         self.sweep: Sweep[TopicPartition] = Sweep(sweep_ms, now_ms)
         """Each fetch also looks at its share of the partitions no event marked."""
+        self.by_id = False
+        """It has held a partition asked for by topic id: a rename may concern it."""
 
     @property
     def follower(self) -> bool:
@@ -318,12 +334,42 @@ class FetchSessionCache:
                 looking.append(swept)
         return FetchContext(looking, session, incremental=True)
 
+    def rename(self, names: Mapping[bytes, str]) -> list[FetchSession]:
+        """Each topic id of ``names`` now goes by that name (see the module's doc): the
+        sessions' partitions held by those ids are held under it, and looked at on the
+        next read (answered in full: records, or UNKNOWN_TOPIC_ID). Returns the sessions
+        renamed that have a parked fetch."""
+        parked = []
+        for session in self.sessions.values():
+            if not session.by_id:
+                continue
+            held = session.partitions
+            moved = [
+                sp
+                for sp in held.values()
+                if (name := names.get(sp.topic_id)) is not None and name != sp.topic
+            ]
+            for sp in moved:
+                del held[sp.tp]
+                self._release(session, sp.tp)
+                session.errored.discard(sp.tp)
+                session.dirty.discard(sp.tp)
+            for sp in moved:
+                sp.topic = names[sp.topic_id]
+                sp.tp = TopicPartition(sp.topic, sp.index)
+                sp.sent_high_watermark = sp.sent_log_start_offset = -2
+                self._hold(session, sp)  # one held under that name already is replaced
+                session.dirty.add(sp.tp)
+            if moved and session.parked is not None:
+                parked.append(session)
+        return parked
+
     def _apply(self, session: FetchSession, request: FetchRequest) -> set[TopicPartition]:
         """An incremental request's changes (partitions dropped, added, moved on); returns
         the partitions it named."""
         held = session.partitions
         for forgotten in request.forgotten_topics_data:
-            for index in forgotten.partitions:
+            for index in forgotten.partitions:  # (by the name given its id, v13+)
                 gone = held.pop(TopicPartition(forgotten.topic, index), None)
                 if gone is not None:
                     self._release(session, gone.tp)
@@ -336,8 +382,9 @@ class FetchSessionCache:
                 named.add(tp)
                 known = held.get(tp)
                 if known is None:
-                    self._hold(session, _asked(topic.topic, p))
+                    self._hold(session, _asked(topic.topic, p, topic.topic_id))
                 else:
+                    known.topic_id = topic.topic_id  # (the same, unless held by name)
                     known.fetch_offset = p.fetch_offset
                     known.current_leader_epoch = p.current_leader_epoch
                     known.max_bytes = p.partition_max_bytes
@@ -351,6 +398,8 @@ class FetchSessionCache:
 
     def _hold(self, session: FetchSession, sp: SessionPartition) -> None:
         session.partitions[sp.tp] = sp
+        if sp.topic_id != ZERO_TOPIC_ID:
+            session.by_id = True
         self._holding.setdefault(sp.tp, set()).add(session)
 
     def _release(self, session: FetchSession, tp: TopicPartition) -> None:
@@ -398,10 +447,12 @@ class FetchSessionCache:
 
 
 def _partitions(request: FetchRequest) -> list[SessionPartition]:
-    return [_asked(topic.topic, p) for topic in request.topics for p in topic.partitions]
+    return [
+        _asked(topic.topic, p, topic.topic_id) for topic in request.topics for p in topic.partitions
+    ]
 
 
-def _asked(topic: str, p: FetchPartition) -> SessionPartition:
+def _asked(topic: str, p: FetchPartition, topic_id: bytes) -> SessionPartition:
     return SessionPartition(
         topic,
         p.partition,
@@ -410,4 +461,5 @@ def _asked(topic: str, p: FetchPartition) -> SessionPartition:
         p.partition_max_bytes,
         last_fetched_epoch=p.last_fetched_epoch,
         log_start_offset=p.log_start_offset,
+        topic_id=topic_id,
     )

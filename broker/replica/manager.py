@@ -116,6 +116,7 @@ from protocol.errors import (
     StaleControllerEpochError,
     TransactionalIdAuthorizationFailedError,
     UnknownLeaderEpochError,
+    UnknownTopicIdError,
     UnknownTopicOrPartitionError,
 )
 from protocol.records.batch import (
@@ -126,7 +127,7 @@ from protocol.records.batch import (
     read_header,
 )
 from protocol.records.transform import rewrite_for_append, topic_codec
-from protocol.topic_id import format_topic_id
+from protocol.topic_id import ZERO_TOPIC_ID, format_topic_id
 
 __all__ = ["ReplicaManager"]
 
@@ -408,6 +409,7 @@ class ReplicaManager:
         self.fetch_sessions = FetchSessionCache(
             fetch_session_slots, sweep_ms=max(1, replica_lag_time_max_ms // 4)
         )
+        metadata.renamed.append(self._topics_renamed)
         self.partitions: dict[TopicPartition, Partition] = {}
         self.fetchers: dict[int, ReplicaFetcher] = {}
         self._fetch_waiters: dict[TopicPartition, dict[_DelayedFetch, None]] = {}
@@ -446,6 +448,8 @@ class ReplicaManager:
         self._log = structlog.get_logger("headwater.replica").bind(broker_id=broker_id)
 
     async def shutdown(self) -> None:
+        with contextlib.suppress(ValueError):
+            self.metadata.renamed.remove(self._topics_renamed)
         for fetcher in self.fetchers.values():
             await fetcher.close()
         self.fetchers.clear()
@@ -1562,6 +1566,14 @@ class ReplicaManager:
         a follower's copy (KIP-392): up to that replica's high watermark, as from a leader.
         (Elsewhere a follower answers NOT_LEADER_OR_FOLLOWER: a consumer with a rack and
         stale metadata is sent to refresh it, not kept on a copy that may lag.)"""
+        if sp.topic_id != ZERO_TOPIC_ID and self.metadata.fetchable.get(sp.topic_id) != sp.topic:
+            # an id this broker does not know (yet), or a fetch parked without a session
+            # (nothing renames it) while its topic was deleted or made again: the topic
+            # read by that name would not be the one asked for
+            raise UnknownTopicIdError(
+                f"topic id {format_topic_id(sp.topic_id)} names no topic to read on broker "
+                f"{self.broker_id} (not known here yet, or deleted): refresh metadata and retry"
+            )
         if not context.readable(sp.topic):
             raise topic_not_authorized(sp.topic, Operation.READ)
         if request.rack_id and not follower and self.rack_aware_reads:
@@ -1576,6 +1588,19 @@ class ReplicaManager:
                 f"broker {request.replica_id} is not a replica of {partition.name}"
             )
         return partition
+
+    def _topics_renamed(self, names: Mapping[bytes, str]) -> None:
+        """Topic ids named otherwise now (see MetadataCache.renamed): the fetch sessions
+        holding them follow, and a parked fetch of one is answered at once."""
+        parked = self.fetch_sessions.rename(names)
+        if not parked:
+            return
+        if not self._woken:
+            asyncio.get_running_loop().call_soon(self._complete_woken)
+        for session in parked:
+            assert isinstance(session.parked, _DelayedFetch)
+            session.parked.answer_now = True
+            self._woken[session.parked] = None
 
     def _wake(
         self,

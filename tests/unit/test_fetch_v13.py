@@ -1,12 +1,12 @@
 """Kafka's Fetch v13 (KIP-516): topics named by id, on a leader's ReplicaManager behind
-the broker's Fetch handler. Such a fetch gets no session (the broker declines it, as
-Kafka's does with a full session cache): a session holds partitions by name, and one
-taken by an id the broker did not know yet stayed unknown for good (found in review:
-Kafka's Java consumer names, in an incremental request, only the partitions whose
-position moved)."""
+the broker's Fetch handler, with and without a fetch session. Kafka's Java consumer names,
+in an incremental request, only the partitions whose position moved: a session holds the
+others by their ids, through this broker learning of a topic, its deletion, and its
+making again under a new id."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -21,10 +21,13 @@ from broker.log.manager import LogManager
 from broker.metadata import MetadataCache
 from broker.replica.manager import ReplicaManager
 from protocol.apis import (
+    FINAL_EPOCH,
     INITIAL_EPOCH,
     INVALID_SESSION_ID,
+    LEADER_DURING_DELETE,
     UPDATE_METADATA_FULL,
     UPDATE_METADATA_INCREMENTAL,
+    FetchForgottenTopic,
     FetchPartition,
     FetchRequest,
     FetchResponse,
@@ -37,6 +40,7 @@ from protocol.errors import UnknownTopicIdError
 from tests.unit.test_fetch_sessions import _produce
 
 X = bytes(range(1, 17))  # topic t's id
+Y = bytes(range(17, 33))  # t's id once made again
 V13 = SimpleNamespace(kafka_version=13)  # a Kafka-protocol listener's header
 
 
@@ -52,27 +56,32 @@ def _state(leader: int = 1) -> UpdateMetadataPartitionState:
     )
 
 
-def _knows_t(metadata: MetadataCache) -> None:
+def _knows_t(metadata: MetadataCache, topic_id: bytes = X) -> None:
     metadata.update(
         UpdateMetadataRequest(
             controller_id=1,
             controller_epoch=1,
             type=UPDATE_METADATA_FULL,
             partition_states=[_state()],
-            topic_ids={"t": X},
+            topic_ids={"t": topic_id},
         )
     )
 
 
-def _t_deleted(metadata: MetadataCache) -> None:
-    metadata.update(
-        UpdateMetadataRequest(
-            controller_id=1,
-            controller_epoch=1,
-            type=UPDATE_METADATA_INCREMENTAL,
-            deleted_topics=["t"],
+def _t_deleted(metadata: MetadataCache, *, marked_first: bool = False) -> None:
+    """The controller's update that t is deleted; first (``marked_first``) the one that
+    it is being deleted (its partitions' leader the deletion marker)."""
+    states = [[_state(LEADER_DURING_DELETE)], []] if marked_first else [[]]
+    for partition_states in states:
+        metadata.update(
+            UpdateMetadataRequest(
+                controller_id=1,
+                controller_epoch=1,
+                type=UPDATE_METADATA_INCREMENTAL,
+                partition_states=partition_states,
+                deleted_topics=[] if partition_states else ["t"],
+            )
         )
-    )
 
 
 @pytest.fixture
@@ -105,17 +114,49 @@ async def leader(tmp_path: Path) -> AsyncIterator[tuple[ReplicaManager, Metadata
     logs.shutdown()
 
 
-def _v13(offset: int, *, max_wait_ms: int = 0) -> FetchRequest:
+def _v13(offset: int, *, max_wait_ms: int = 0, session: bool = True) -> FetchRequest:
     """A consumer's Fetch v13 as decoded: topic t named by its id alone, and a new
-    session asked for (as Kafka's Java consumer starts)."""
+    session asked for (as Kafka's Java consumer starts), or none."""
     partition = FetchPartition(partition=0, fetch_offset=offset, partition_max_bytes=1 << 20)
     return FetchRequest(
         replica_id=-1,
         max_wait_ms=max_wait_ms,
         min_bytes=1,
         session_id=INVALID_SESSION_ID,
-        session_epoch=INITIAL_EPOCH,
+        session_epoch=INITIAL_EPOCH if session else FINAL_EPOCH,
         topics=[FetchTopic(topic="", topic_id=X, partitions=[partition])],
+    )
+
+
+def _next(
+    session_id: int,
+    epoch: int,
+    *,
+    add: dict[bytes, int] | None = None,
+    forget: list[bytes] | None = None,
+    max_wait_ms: int = 0,
+) -> FetchRequest:
+    """An incremental Fetch v13 of a session: partition 0 of each id of ``add`` at its
+    offset, and partition 0 of each of ``forget`` dropped (both by id alone)."""
+    return FetchRequest(
+        replica_id=-1,
+        max_wait_ms=max_wait_ms,
+        min_bytes=1,
+        session_id=session_id,
+        session_epoch=epoch,
+        topics=[
+            FetchTopic(
+                topic="",
+                topic_id=i,
+                partitions=[
+                    FetchPartition(partition=0, fetch_offset=o, partition_max_bytes=1 << 20)
+                ],
+            )
+            for i, o in (add or {}).items()
+        ],
+        forgotten_topics_data=[
+            FetchForgottenTopic(topic="", topic_id=i, partitions=[0]) for i in forget or []
+        ],
     )
 
 
@@ -129,43 +170,87 @@ def _seen(response: object) -> list[tuple[bytes, int, int, bool]]:
     ]
 
 
-async def test_a_topic_id_unknown_at_first_is_read_once_the_broker_knows_it(
+async def test_a_topic_id_unknown_at_first_is_read_in_its_session_once_the_broker_knows_it(
     leader: tuple[ReplicaManager, MetadataCache, Any],
 ) -> None:
     # a consumer learned t's id from another broker's metadata before this leader did
     manager, metadata, fetch = leader
-    first = fetch(V13, _v13(0))  # it asks for a session
-    assert first.session_id == INVALID_SESSION_ID  # declined: it sends everything again
+    first = fetch(V13, _v13(0))
+    session = first.session_id
+    assert session != INVALID_SESSION_ID
     assert _seen(first) == [(X, 0, UnknownTopicIdError.code, False)]
+    assert first.topics[0].topic == ""  # the name it went by is not sent back
+    # ... and goes on naming nothing (its position did not move)
+    assert _seen(fetch(V13, _next(session, 1))) == [(X, 0, UnknownTopicIdError.code, False)]
     _knows_t(metadata)
     _produce(manager, 0)
-    assert _seen(fetch(V13, _v13(0))) == [(X, 0, 0, True)]
+    assert _seen(fetch(V13, _next(session, 2))) == [(X, 0, 0, True)]
+    assert _seen(fetch(V13, _next(session, 3, add={X: 1}))) == [(X, 0, 0, False)]
+    assert _seen(fetch(V13, _next(session, 4))) == []  # nothing new: left out
+
+
+async def test_a_session_follows_its_topic_deleted_and_made_again_under_a_new_id(
+    leader: tuple[ReplicaManager, MetadataCache, Any],
+) -> None:
+    manager, metadata, fetch = leader
+    _knows_t(metadata)
+    _produce(manager, 0)
+    first = fetch(V13, _v13(0))
+    session = first.session_id
+    assert _seen(first) == [(X, 0, 0, True)]
+    assert _seen(fetch(V13, _next(session, 1, add={X: 1}))) == [(X, 0, 0, False)]
+    _t_deleted(metadata, marked_first=True)
+    # not named again, the partition is still answered by the id it was asked by
+    assert _seen(fetch(V13, _next(session, 2))) == [(X, 0, UnknownTopicIdError.code, False)]
+    _knows_t(metadata, Y)  # t made again: the old id names nothing, the new one t
+    _produce(manager, 0)
+    assert _seen(fetch(V13, _next(session, 3))) == [(X, 0, UnknownTopicIdError.code, False)]
+    # the consumer refreshed its metadata: it fetches the new id and drops the old
+    swapped = fetch(V13, _next(session, 4, add={Y: 0}, forget=[X]))
+    assert _seen(swapped) == [(Y, 0, 0, True)]
+    assert _seen(fetch(V13, _next(session, 5, add={Y: 2}))) == [(Y, 0, 0, False)]
+    _produce(manager, 0)
+    assert _seen(fetch(V13, _next(session, 6))) == [(Y, 0, 0, True)]  # the old id: gone
+
+
+async def test_a_partition_forgotten_by_id_is_answered_no_more(
+    leader: tuple[ReplicaManager, MetadataCache, Any],
+) -> None:
+    manager, metadata, fetch = leader
+    _knows_t(metadata)
+    session = fetch(V13, _v13(0)).session_id
+    assert _seen(fetch(V13, _next(session, 1, forget=[X]))) == []
+    _produce(manager, 0)
+    assert _seen(fetch(V13, _next(session, 2))) == []
+
+
+async def test_a_parked_session_fetch_is_answered_when_its_topic_is_deleted(
+    leader: tuple[ReplicaManager, MetadataCache, Any],
+) -> None:
+    _manager, metadata, fetch = leader
+    _knows_t(metadata)
+    session = fetch(V13, _v13(0)).session_id
+    parked = fetch(V13, _next(session, 1, max_wait_ms=30_000))
+    assert isinstance(parked, Deferred) and not parked.done
+    _t_deleted(metadata, marked_first=True)
+    answered = await asyncio.wait_for(parked, 5)  # not at the 30 s timeout
+    assert _seen(answered) == [(X, 0, UnknownTopicIdError.code, False)]
 
 
 async def test_a_parked_answer_carries_the_id_the_consumer_asked_by(
     leader: tuple[ReplicaManager, MetadataCache, Any],
 ) -> None:
-    # t is deleted while a consumer's fetch of it is parked, and answered after
+    # t is deleted while a consumer's sessionless fetch of it is parked, and answered
+    # after; and made again meanwhile under a new id, whose records it must not be given
     manager, metadata, fetch = leader
     _knows_t(metadata)
     _produce(manager, 0)
-    parked = fetch(V13, _v13(1, max_wait_ms=30_000))
+    parked = fetch(V13, _v13(1, max_wait_ms=30_000, session=False))
     assert isinstance(parked, Deferred) and not parked.done
     _t_deleted(metadata)
-    await manager.become_leader_or_follower(  # t-0 answers an error now
-        [
-            LeaderAndIsrPartitionState(
-                topic_name="t",
-                partition_index=0,
-                controller_epoch=1,
-                leader=2,
-                leader_epoch=2,
-                isr=[2],
-                replicas=[1, 2],
-            )
-        ]
-    )
-    answered = await parked
+    _knows_t(metadata, Y)
+    _produce(manager, 0)  # wakes it: records at t-0's position 1, but of another topic
+    answered = await asyncio.wait_for(parked, 5)
     # the id asked by: a zero one is no topic the consumer knows (Kafka's Java client
     # drops the whole answer, and starts again)
-    assert [t.topic_id for t in answered.topics] == [X]
+    assert _seen(answered) == [(X, 0, UnknownTopicIdError.code, False)]

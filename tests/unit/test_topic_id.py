@@ -12,7 +12,6 @@ from broker.app import _give_ids, _name_topics
 from broker.metadata import MetadataCache
 from broker.zk import CorruptZnode, TopicAssignment
 from protocol.apis import (
-    FINAL_EPOCH,
     UPDATE_METADATA_FULL,
     UPDATE_METADATA_INCREMENTAL,
     ApiKey,
@@ -27,7 +26,6 @@ from protocol.apis import (
 )
 from protocol.errors import (
     UnknownTopicIdError,
-    UnknownTopicOrPartitionError,
     UnsupportedVersionError,
 )
 from protocol.kafka.wire import decode_request, encode_response
@@ -172,14 +170,17 @@ def test_fetch_v13_names_topics_by_id_and_answers_with_the_ids() -> None:
             KpFetch.FetchTopic(topic_id=uuid.UUID(bytes=i), partitions=[partition])
             for i in (known, gone)
         ],
-        forgotten_topics_data=[],
+        forgotten_topics_data=[
+            KpFetch.ForgottenTopic(topic_id=uuid.UUID(bytes=known), partitions=[1])
+        ],
     )
     asked.with_header(correlation_id=3, client_id="c")
     header, _api, request = decode_request(memoryview(bytes(asked.encode(version=13, header=True))))
     assert [t.topic_id for t in request.topics] == [known, gone]
     ids = _name_topics(request, cache)
     assert request.topics[0].topic == "orders" and request.topics[1].topic != ""
-    assert request.session_epoch == FINAL_EPOCH  # declined: a full fetch, no session
+    assert request.forgotten_topics_data[0].topic == "orders"
+    assert request.session_epoch == 0  # the session asked for (held by these names)
     # as the replica manager answers: the known topic's records, the other unknown
     answer = FetchResponse(
         topics=[
@@ -188,7 +189,7 @@ def test_fetch_v13_names_topics_by_id_and_answers_with_the_ids() -> None:
                 partitions=[
                     FetchPartitionData(
                         partition_index=0,
-                        error_code=0 if t.topic == "orders" else UnknownTopicOrPartitionError.code,
+                        error_code=0 if t.topic == "orders" else UnknownTopicIdError.code,
                     )
                 ],
             )
@@ -203,7 +204,7 @@ def test_fetch_v13_names_topics_by_id_and_answers_with_the_ids() -> None:
             deleted_topics=["orders"],
         )
     )
-    _give_ids(answer, ids)
+    _give_ids(answer, ids, cache)
     decoded = KpFetchResponse.decode(
         b"".join(bytes(p) for p in encode_response(header, answer))[4:], version=13, header=True
     )
