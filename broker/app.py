@@ -240,6 +240,14 @@ class Broker:
         )
         self._credentials = sasl.ScramCredentials(self._zk)
         self._sasl = sasl.sasl_listeners(cfg, self._credentials)
+        for listener in self._sasl.values():
+            if listener.bearer is not None and not listener.bearer.signed:
+                self._log.warning(
+                    "sasl.oauthbearer_unsecured",
+                    listener=listener.name,
+                    hint="OAUTHBEARER takes unsigned tokens, which anyone can write: set "
+                    "sasl.oauthbearer.jwks.endpoint.url outside development",
+                )
         self._acl = Authorizer(self._zk, cfg)
         self._quotas = QuotaManager(self._zk, cfg)
         await self._zk.start(timeout_s=cfg["zookeeper.connection.timeout.ms"] / 1000)

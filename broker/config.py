@@ -94,13 +94,14 @@ def listener_name(listener: str) -> str:
 
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 TLS_PROTOCOLS = ("SSL", "SASL_SSL")
-_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+_PEER_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+_SASL_MECHANISMS = (*_PEER_MECHANISMS, "OAUTHBEARER")
 _AUTHORIZERS = (
     "kafka.security.authorizer.AclAuthorizer",
     "kafka.security.auth.SimpleAclAuthorizer",
 )
 _LISTENER_JAAS = re.compile(
-    r"^listener\.name\.[a-z_][a-z0-9_]*\.(plain|scram-sha-256|scram-sha-512)\.sasl\.jaas\.config$"
+    r"^listener\.name\.[a-z_][a-z0-9_]*\.(plain|scram-sha-256|scram-sha-512|oauthbearer)\.sasl\.jaas\.config$"
 )
 _CLIENT_AUTH = ("none", "requested", "required")
 
@@ -266,8 +267,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "sasl.enabled.mechanisms",
         list,
-        list(_SASL_MECHANISMS),
-        "The SASL mechanisms SASL listeners offer: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512.",
+        list(_PEER_MECHANISMS),
+        "The SASL mechanisms SASL listeners offer: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, "
+        "OAUTHBEARER (not by default: see sasl.oauthbearer.jwks.endpoint.url).",
         check=lambda v: next(
             (
                 f"{m!r} is not one of {', '.join(_SASL_MECHANISMS)}"
@@ -283,7 +285,7 @@ SETTINGS: tuple[Setting, ...] = (
         "PLAIN",
         "The mechanism a broker logs in to others with on a SASL inter-broker listener.",
         check=lambda v: (
-            None if v in _SASL_MECHANISMS else f"use one of {', '.join(_SASL_MECHANISMS)}"
+            None if v in _PEER_MECHANISMS else f"use one of {', '.join(_PEER_MECHANISMS)}"
         ),
     ),
     Setting(
@@ -293,6 +295,60 @@ SETTINGS: tuple[Setting, ...] = (
         "JAAS options of SASL listeners: username/password (this broker's own login to "
         "others) and user_<name>=<password> (PLAIN's users). Kafka's "
         "listener.name.<listener>.<mechanism>.sasl.jaas.config overrides it.",
+    ),
+    Setting(
+        "sasl.oauthbearer.jwks.endpoint.url",
+        str,
+        "",
+        "OAUTHBEARER: where the identity provider's signing keys (a JWKS) are read, "
+        "https://, http:// or file://; a token must be signed by one of them (KIP-768). "
+        "Unset, unsigned tokens are taken (Kafka's unsecured validator, for development).",
+        check=lambda v: (
+            None
+            if not v or v.startswith(("https://", "http://", "file:/"))
+            else "give an https://, http:// or file:// URL"
+        ),
+    ),
+    Setting(
+        "sasl.oauthbearer.jwks.endpoint.refresh.ms",
+        int,
+        3_600_000,
+        "How often the JWKS is read again (and at once for a token naming a key not seen).",
+        1_000,
+    ),
+    Setting(
+        "sasl.oauthbearer.expected.audience",
+        list,
+        [],
+        "OAUTHBEARER: a token's 'aud' must name one of these (empty: not checked).",
+    ),
+    Setting(
+        "sasl.oauthbearer.expected.issuer",
+        str,
+        "",
+        "OAUTHBEARER: a token's 'iss' must be this (empty: not checked).",
+    ),
+    Setting(
+        "sasl.oauthbearer.sub.claim.name",
+        str,
+        "sub",
+        "OAUTHBEARER: the claim naming the token's principal (User:<it>).",
+        check=lambda v: None if v else "name a claim",
+    ),
+    Setting(
+        "sasl.oauthbearer.scope.claim.name",
+        str,
+        "scope",
+        "OAUTHBEARER: the claim holding the token's scope.",
+        check=lambda v: None if v else "name a claim",
+    ),
+    Setting(
+        "sasl.oauthbearer.clock.skew.seconds",
+        int,
+        30,
+        "OAUTHBEARER: how far this broker's clock may be from the identity provider's.",
+        0,
+        3600,
     ),
     Setting(
         "connection.failed.authentication.delay.ms",

@@ -15,6 +15,11 @@ closed. The mechanisms' messages are :mod:`protocol.sasl`'s.
   by AlterUserScramCredentials from any broker (``headwater users``). Each login reads the
   user's znode, so a new or changed password works at once on every broker; when
   ZooKeeper cannot answer, the last credential read here is used.
+- OAUTHBEARER (KIP-255, KIP-768): a bearer token (a JWT) from the client's identity
+  provider, checked by :mod:`broker.oauth` (signed by a key of the provider's JWKS, or,
+  without one configured, Kafka's unsecured tokens); its principal claim is the user. A
+  token refused is answered as RFC 7628 says (an error challenge, which the client
+  acknowledges), then SASL_AUTHENTICATION_FAILED with why.
 
 A broker reaches others on a SASL inter-broker listener with the mechanism
 ``sasl.mechanism.inter.broker.protocol`` and the ``username``/``password`` of its JAAS
@@ -35,6 +40,7 @@ import structlog
 
 from broker.config import BrokerConfig, ConfigError
 from broker.network import PeerLogin
+from broker.oauth import BearerChecker, JwksSource
 from broker.zk import (
     CREATE,
     CorruptZnode,
@@ -75,6 +81,12 @@ from protocol.errors import (
     UnacceptableCredentialError,
     UnsupportedSaslMechanismError,
 )
+from protocol.oauthbearer import (
+    OAUTHBEARER,
+    InsufficientScope,
+    error_challenge,
+    parse_bearer_message,
+)
 from protocol.sasl import (
     SCRAM_MAX_ITERATIONS,
     SCRAM_MIN_ITERATIONS,
@@ -108,6 +120,8 @@ class SaslListener:
     plain_users: dict[str, str]
     credentials: ScramCredentials | None
     failure_delay_s: float
+    bearer: BearerChecker | None = None
+    """How OAUTHBEARER tokens are checked (None: the listener does not offer it)."""
 
 
 def _jaas(config: BrokerConfig, listener: str, mechanism: str) -> dict[str, str]:
@@ -132,6 +146,12 @@ def sasl_listeners(
     out: dict[str, SaslListener] = {}
     protocols = config.listener_protocols
     mechanisms = tuple(config["sasl.enabled.mechanisms"])
+    url = config["sasl.oauthbearer.jwks.endpoint.url"]
+    keys = (
+        JwksSource(url, config["sasl.oauthbearer.jwks.endpoint.refresh.ms"])
+        if url and OAUTHBEARER in mechanisms
+        else None
+    )
     for name in config.listener_names:
         if protocols[name] not in SASL_PROTOCOLS:
             continue
@@ -141,12 +161,16 @@ def sasl_listeners(
             users = {k[5:]: v for k, v in options.items() if k.startswith("user_") and k[5:]}
         for mechanism in mechanisms:
             _jaas(config, name, mechanism)  # checked now, not at a client's login
+        bearer = None
+        if OAUTHBEARER in mechanisms:
+            bearer = BearerChecker(config, _jaas(config, name, OAUTHBEARER), keys)
         out[name] = SaslListener(
             name,
             mechanisms,
             users,
             credentials,
             config["connection.failed.authentication.delay.ms"] / 1000,
+            bearer,
         )
     return out
 
@@ -171,12 +195,22 @@ class Authenticator:
     """One connection's authentication on a SASL listener. The server lets through only
     ApiVersions and the two SASL requests until :attr:`principal` is set."""
 
-    __slots__ = ("_listener", "_mechanism", "_peer", "_scram", "failed", "principal")
+    __slots__ = (
+        "_listener",
+        "_mechanism",
+        "_peer",
+        "_refused",
+        "_scram",
+        "failed",
+        "principal",
+    )
 
     def __init__(self, listener: SaslListener, peer: str) -> None:
         self._listener = listener
         self._mechanism: str | None = None
         self._scram: ScramServer | None = None
+        self._refused: str | None = None
+        """Why an OAUTHBEARER token was refused: the client's next message fails."""
         self._peer = peer
         self.principal: str | None = None
         """``User:<name>`` once authenticated (Kafka's KafkaPrincipal)."""
@@ -229,6 +263,8 @@ class Authenticator:
         try:
             if self._mechanism == "PLAIN":
                 return self._plain(bytes(request.auth_bytes))
+            if self._mechanism == OAUTHBEARER:
+                return await self._bearer(bytes(request.auth_bytes))
             return await self._scram_step(bytes(request.auth_bytes))
         except SaslError as exc:
             self.failed = True
@@ -261,6 +297,31 @@ class Authenticator:
         ):
             raise SaslError("invalid credentials")
         self._in(username)
+        return SaslAuthenticateResponse()
+
+    async def _bearer(self, message: bytes) -> SaslAuthenticateResponse:
+        if self._refused is not None:  # the client's answer to the error challenge
+            raise SaslError(self._refused)
+        bearer = self._listener.bearer
+        assert bearer is not None  # offered, so configured
+        sent = parse_bearer_message(message)
+        try:
+            token = await bearer.check(sent.token)
+            if sent.authzid and sent.authzid != token.principal:
+                raise SaslError(  # no impersonation (Kafka refuses it too)
+                    f"OAUTHBEARER: authorization id {sent.authzid!r} is not the token's "
+                    f"principal {token.principal!r}"
+                )
+        except SaslError as exc:
+            self._refused = str(exc)
+            scope = " ".join(exc.missing) if isinstance(exc, InsufficientScope) else None
+            # RFC 7628: the error as a challenge; the client's acknowledgement then fails
+            return SaslAuthenticateResponse(
+                auth_bytes=error_challenge(
+                    "insufficient_scope" if scope else "invalid_token", scope
+                )
+            )
+        self._in(token.principal)
         return SaslAuthenticateResponse()
 
     async def _scram_step(self, message: bytes) -> SaslAuthenticateResponse:

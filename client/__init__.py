@@ -18,7 +18,7 @@ from client.errors import (
 )
 from client.membership import RebalanceListener
 from client.producer import Producer
-from client.security import create_ssl_context
+from client.security import TokenProvider, UnsecuredTokenProvider, create_ssl_context
 from client.types import (
     AlterConfigOp,
     BrokerDescription,
@@ -104,12 +104,14 @@ __all__ = [
     "ResourceType",
     "ScramCredentialInfo",
     "TlsError",
+    "TokenProvider",
     "TopicDescription",
     "TopicPartition",
     "TransactionAbortedError",
     "TransactionDescription",
     "TransactionListing",
     "TransactionStateError",
+    "UnsecuredTokenProvider",
     "UserScramCredentialDeletion",
     "UserScramCredentialUpsertion",
     "UserScramCredentialsDescription",

@@ -32,7 +32,7 @@ from client.assignors import ProtocolError, decode_assignment
 from client.cluster import Cluster, ClusterMetadata, list_offsets_request, unknown_topic_error
 from client.coordinator import CoordinatorLine, GroupOffsets
 from client.errors import ClientClosedError, ConfigurationError
-from client.security import security_for
+from client.security import TokenProvider, security_for
 from client.types import (
     AlterConfigOp,
     BrokerDescription,
@@ -226,12 +226,18 @@ class Admin:
         sasl_mechanism: str = "PLAIN",
         sasl_plain_username: str | None = None,
         sasl_plain_password: str | None = None,
+        sasl_oauth_token_provider: TokenProvider | None = None,
     ) -> None:
         self.client_id = client_id
         self.request_timeout_ms = request_timeout_ms
         self.retry_backoff_ms = retry_backoff_ms
         tls, login = security_for(
-            security_protocol, ssl_context, sasl_mechanism, sasl_plain_username, sasl_plain_password
+            security_protocol,
+            ssl_context,
+            sasl_mechanism,
+            sasl_plain_username,
+            sasl_plain_password,
+            sasl_oauth_token_provider=sasl_oauth_token_provider,
         )
         self._cluster = Cluster(
             bootstrap_servers,

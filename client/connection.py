@@ -29,7 +29,7 @@ from collections.abc import Callable
 from typing import Any
 
 from client.errors import TlsError
-from client.security import SaslLogin
+from client.security import SaslLogin, TokenProvider
 from protocol.apis import (
     APIS,
     Api,
@@ -53,6 +53,7 @@ from protocol.errors import (
     error_for_code,
 )
 from protocol.framing import DEFAULT_MAX_FRAME_BYTES, FrameDecoder, parse_response_header
+from protocol.oauthbearer import KVSEP, bearer_message
 from protocol.sasl import SaslError, ScramClient, plain_message
 
 __all__ = ["BrokerConnection", "OnAnswer"]
@@ -266,6 +267,8 @@ class BrokerConnection:
             )
             if login.mechanism == "PLAIN":
                 await self._sasl(plain_message(login.username, login.password))
+            elif login.token_provider is not None:
+                await self._bearer(login.token_provider)
             else:
                 scram = ScramClient(login.mechanism, login.username, login.password)
                 challenge = await self._sasl(scram.first())
@@ -277,9 +280,12 @@ class BrokerConnection:
                 f"{where}: {exc.message}; set sasl_mechanism to one it offers"
             ) from None
         except SaslAuthenticationFailedError as exc:
-            raise SaslAuthenticationFailedError(
-                f"{where}: {exc.message}; check sasl_plain_username and sasl_plain_password"
-            ) from None
+            check = (
+                "the token sasl_oauth_token_provider gives"
+                if login.token_provider is not None
+                else "sasl_plain_username and sasl_plain_password"
+            )
+            raise SaslAuthenticationFailedError(f"{where}: {exc.message}; check {check}") from None
         except IllegalSaslStateError as exc:
             raise IllegalSaslStateError(
                 f"{where}: {exc.message}; is it a SASL listener (SASL_PLAINTEXT, SASL_SSL)?"
@@ -287,6 +293,17 @@ class BrokerConnection:
         except SaslError as exc:
             self.close()
             raise SaslAuthenticationFailedError(f"{where}: {exc}") from None
+
+    async def _bearer(self, provider: TokenProvider) -> None:
+        """OAUTHBEARER: the provider's token; a broker refusing it answers with an error
+        challenge (RFC 7628), acknowledged, and its refusal then says why."""
+        token = await provider.token()
+        extensions = getattr(provider, "extensions", None)
+        message = bearer_message(token, extensions=extensions() if extensions else None)
+        challenge = await self._sasl(message)
+        if challenge:
+            await self._sasl(KVSEP)  # the broker's refusal (SASL_AUTHENTICATION_FAILED)
+            raise SaslError(f"the broker refused the token: {challenge.decode(errors='replace')}")
 
     async def _sasl(self, message: bytes) -> bytes:
         response = await self.request(

@@ -49,7 +49,7 @@ from client.errors import (
 )
 from client.fetcher import FetchPosition, FetchSet, PartitionState, ReadReplicas, Subscription
 from client.membership import GroupMember, MemberHooks, RebalanceListener
-from client.security import security_for
+from client.security import TokenProvider, security_for
 from client.types import (
     ConsumerGroupMetadata,
     ConsumerRecord,
@@ -149,6 +149,7 @@ class Consumer:
         sasl_mechanism: str = "PLAIN",
         sasl_plain_username: str | None = None,
         sasl_plain_password: str | None = None,
+        sasl_oauth_token_provider: TokenProvider | None = None,
         key_deserializer: Deserializer | None = None,
         value_deserializer: Deserializer | None = None,
     ) -> None:
@@ -198,7 +199,12 @@ class Consumer:
         self._key_deserializer = key_deserializer
         self._value_deserializer = value_deserializer
         tls, login = security_for(
-            security_protocol, ssl_context, sasl_mechanism, sasl_plain_username, sasl_plain_password
+            security_protocol,
+            ssl_context,
+            sasl_mechanism,
+            sasl_plain_username,
+            sasl_plain_password,
+            sasl_oauth_token_provider=sasl_oauth_token_provider,
         )
         self._cluster = Cluster(
             bootstrap_servers,

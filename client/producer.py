@@ -73,7 +73,7 @@ from client.errors import (
     TransactionStateError,
 )
 from client.partitioner import CustomPartitioner, Partitioner
-from client.security import security_for
+from client.security import TokenProvider, security_for
 from client.transactions import TransactionManager
 from client.types import ConsumerGroupMetadata, RecordMetadata, TopicPartition
 from protocol.apis import (
@@ -159,6 +159,7 @@ class Producer:
         sasl_mechanism: str = "PLAIN",
         sasl_plain_username: str | None = None,
         sasl_plain_password: str | None = None,
+        sasl_oauth_token_provider: TokenProvider | None = None,
         max_block_ms: int = 60_000,
         key_serializer: Serializer | None = None,
         value_serializer: Serializer | None = None,
@@ -216,7 +217,12 @@ class Producer:
         self._key_serializer = key_serializer
         self._value_serializer = value_serializer
         tls, login = security_for(
-            security_protocol, ssl_context, sasl_mechanism, sasl_plain_username, sasl_plain_password
+            security_protocol,
+            ssl_context,
+            sasl_mechanism,
+            sasl_plain_username,
+            sasl_plain_password,
+            sasl_oauth_token_provider=sasl_oauth_token_provider,
         )
         self._cluster = Cluster(
             bootstrap_servers,

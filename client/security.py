@@ -8,20 +8,34 @@ name the host the client connects to (its advertised listener), unless
 ``check_hostname=False``. SASL (SASL_PLAINTEXT, SASL_SSL) takes ``sasl_mechanism`` (PLAIN,
 SCRAM-SHA-256 or SCRAM-SHA-512), ``sasl_plain_username`` and ``sasl_plain_password``
 (aiokafka's names, for SCRAM too); each connection logs in before its first request.
+OAUTHBEARER takes ``sasl_oauth_token_provider`` instead (aiokafka's): an object whose
+``async token()`` gives the bearer token (a JWT from the identity provider), asked
+again at each login, and whose ``extensions()`` (if any) gives SASL extensions.
+:class:`UnsecuredTokenProvider` makes unsigned tokens, for development brokers that take
+them (Kafka's ``unsecuredLoginStringClaim_sub``).
 """
 
 from __future__ import annotations
 
+import json
 import ssl
-from dataclasses import dataclass
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 from client.errors import ConfigurationError
-from protocol.sasl import MECHANISMS, SaslError, parse_jaas
+from protocol.oauthbearer import OAUTHBEARER, unsecured_token
+from protocol.sasl import MECHANISMS as _PASSWORD_MECHANISMS
+from protocol.sasl import SaslError, parse_jaas
 
 __all__ = [
+    "MECHANISMS",
     "SECURITY_PROTOCOLS",
     "SaslLogin",
+    "TokenProvider",
+    "UnsecuredTokenProvider",
     "create_ssl_context",
     "parse_properties",
     "security_for",
@@ -31,6 +45,51 @@ __all__ = [
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 _TLS = ("SSL", "SASL_SSL")
 _SASL = ("SASL_PLAINTEXT", "SASL_SSL")
+MECHANISMS = (*_PASSWORD_MECHANISMS, OAUTHBEARER)
+
+
+@runtime_checkable
+class TokenProvider(Protocol):
+    """Gives OAUTHBEARER bearer tokens (aiokafka's AbstractTokenProvider): ``token()`` is
+    awaited at each login, so it may fetch, cache and renew; an ``extensions()`` method,
+    if it has one, gives SASL extensions (key=value) to send with the token."""
+
+    async def token(self) -> str: ...
+
+
+class UnsecuredTokenProvider:
+    """Unsigned tokens naming ``principal`` (Kafka's OAuthBearerUnsecuredLoginCallbackHandler):
+    only a broker without ``sasl.oauthbearer.jwks.endpoint.url`` takes them, for
+    development. ``claims`` adds claims (``scope``: a list of strings)."""
+
+    def __init__(
+        self,
+        principal: str,
+        *,
+        lifetime_s: int = 3600,
+        principal_claim: str = "sub",
+        claims: Mapping[str, object] | None = None,
+        extensions: Mapping[str, str] | None = None,
+    ) -> None:
+        if not principal:
+            raise ConfigurationError("UnsecuredTokenProvider needs a principal")
+        self.principal = principal
+        self._lifetime_s = lifetime_s
+        self._principal_claim = principal_claim
+        self._claims = dict(claims or {})
+        self._extensions = dict(extensions or {})
+
+    async def token(self) -> str:
+        return unsecured_token(
+            self.principal,
+            time.time_ns() // 1_000_000,
+            lifetime_s=self._lifetime_s,
+            principal_claim=self._principal_claim,
+            claims=self._claims,
+        )
+
+    def extensions(self) -> dict[str, str]:
+        return dict(self._extensions)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +99,7 @@ class SaslLogin:
     mechanism: str
     username: str
     password: str = ""
+    token_provider: TokenProvider | None = field(default=None, compare=False)
 
     def __repr__(self) -> str:  # never the password, in a log or a traceback
         return f"SaslLogin({self.mechanism}, {self.username!r})"
@@ -85,6 +145,8 @@ def security_for(
     sasl_mechanism: str = "PLAIN",
     sasl_plain_username: str | None = None,
     sasl_plain_password: str | None = None,
+    *,
+    sasl_oauth_token_provider: TokenProvider | None = None,
 ) -> tuple[ssl.SSLContext | None, SaslLogin | None]:
     """What connections use: a TLS context (None: plain TCP) and a SASL login (None:
     none), or why the settings do not fit."""
@@ -110,6 +172,19 @@ def security_for(
         if sasl_mechanism not in MECHANISMS:
             raise ConfigurationError(
                 f"sasl_mechanism={sasl_mechanism!r}: use one of {', '.join(MECHANISMS)}"
+            )
+        if sasl_mechanism == OAUTHBEARER:
+            if not isinstance(sasl_oauth_token_provider, TokenProvider):
+                raise ConfigurationError(
+                    "sasl_mechanism='OAUTHBEARER' needs sasl_oauth_token_provider: an object "
+                    "with an async token() giving the bearer token (see "
+                    "client.UnsecuredTokenProvider for development)"
+                )
+            return tls, SaslLogin(OAUTHBEARER, "", token_provider=sasl_oauth_token_provider)
+        if sasl_oauth_token_provider is not None:
+            raise ConfigurationError(
+                f"sasl_oauth_token_provider is given but sasl_mechanism is {sasl_mechanism}; "
+                "set sasl_mechanism='OAUTHBEARER'"
             )
         if not sasl_plain_username or not sasl_plain_password:
             raise ConfigurationError(
@@ -191,6 +266,9 @@ def settings_from_properties(props: dict[str, str], source: str) -> dict[str, ob
         except SaslError as exc:
             raise ConfigurationError(f"{source}: sasl.jaas.config: {exc}") from None
         settings["sasl_mechanism"] = props.get("sasl.mechanism", "GSSAPI")
+        if settings["sasl_mechanism"] == OAUTHBEARER:
+            settings["sasl_oauth_token_provider"] = _unsecured_login(options, source)
+            return settings
         settings["sasl_plain_username"] = options.get("username")
         settings["sasl_plain_password"] = options.get("password")
         if settings["sasl_mechanism"] not in MECHANISMS:
@@ -203,3 +281,47 @@ def settings_from_properties(props: dict[str, str], source: str) -> dict[str, ob
                 f'{source}: sasl.jaas.config needs username="..." password="..."'
             )
     return settings
+
+
+_UNSECURED = "unsecuredLogin"
+
+
+def _unsecured_login(options: Mapping[str, str], source: str) -> UnsecuredTokenProvider:
+    """Kafka's OAuthBearerLoginModule options for unsigned tokens:
+    ``unsecuredLoginStringClaim_<name>``, ``unsecuredLoginNumberClaim_<name>``,
+    ``unsecuredLoginListClaim_<name>`` (its first character separates the items),
+    ``unsecuredLoginExtension_<name>``, ``unsecuredLoginPrincipalClaimName`` (default
+    sub) and ``unsecuredLoginLifetimeSeconds`` (default 3600)."""
+    claims: dict[str, object] = {}
+    extensions: dict[str, str] = {}
+    for key, value in options.items():
+        kind, _, name = key.partition("_")
+        if kind == f"{_UNSECURED}StringClaim" and name:
+            claims[name] = value
+        elif kind == f"{_UNSECURED}NumberClaim" and name:
+            try:
+                claims[name] = json.loads(value)
+            except ValueError:
+                raise ConfigurationError(f"{source}: {key}={value!r} is not a number") from None
+        elif kind == f"{_UNSECURED}ListClaim" and name:
+            claims[name] = [v for v in value[1:].split(value[0])] if value else []
+        elif kind == f"{_UNSECURED}Extension" and name:
+            extensions[name] = value
+    principal_claim = options.get(f"{_UNSECURED}PrincipalClaimName", "sub")
+    principal = claims.pop(principal_claim, None)
+    if not isinstance(principal, str) or not principal:
+        raise ConfigurationError(
+            f"{source}: sasl.mechanism=OAUTHBEARER takes Kafka's unsecured login here: "
+            f'give {_UNSECURED}StringClaim_{principal_claim}="<user>" in sasl.jaas.config '
+            "(for signed tokens, use the client library's sasl_oauth_token_provider)"
+        )
+    lifetime = options.get(f"{_UNSECURED}LifetimeSeconds", "3600")
+    if not lifetime.isdigit():
+        raise ConfigurationError(f"{source}: {_UNSECURED}LifetimeSeconds={lifetime!r}: seconds")
+    return UnsecuredTokenProvider(
+        principal,
+        lifetime_s=int(lifetime),
+        principal_claim=principal_claim,
+        claims=claims,
+        extensions=extensions,
+    )

@@ -1,0 +1,187 @@
+"""SASL/OAUTHBEARER on real brokers (KIP-255, KIP-768), with Headwater's client on its own
+listener and librdkafka on a Kafka listener: tokens of the development kind (unsigned)
+where no key set is configured, and tokens signed by an identity provider's key, read
+from its JWKS, where one is. What a user checks: acked records read back at their
+offsets, a refused token told why in one line, the broker serving on, and a key the
+provider rotated in taken at once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import Producer as RdProducer
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from client import Admin, Consumer, NewTopic, Producer, TopicPartition, UnsecuredTokenProvider
+from protocol.errors import SaslAuthenticationFailedError
+from protocol.oauthbearer import unsecured_token
+from tests.integration.conftest import Cluster
+from tests.unit.test_oauthbearer import RSA_KEY, _jwk, _sign
+
+pytestmark = pytest.mark.timeout(150)
+
+
+def _cluster_config(**more: str) -> dict[str, str]:
+    return {
+        "listeners": "PLAINTEXT://127.0.0.1:0,SASL_PLAINTEXT://127.0.0.1:0,KSASL://127.0.0.1:0",
+        "listener.security.protocol.map": (
+            "PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,KSASL:SASL_PLAINTEXT"
+        ),
+        "inter.broker.listener.name": "PLAINTEXT",
+        "kafka.protocol.listeners": "KSASL",
+        "sasl.enabled.mechanisms": "OAUTHBEARER",
+        **more,
+    }
+
+
+def _login(provider: Any) -> dict[str, Any]:
+    return {
+        "security_protocol": "SASL_PLAINTEXT",
+        "sasl_mechanism": "OAUTHBEARER",
+        "sasl_oauth_token_provider": provider,
+    }
+
+
+class _Fixed:
+    """A token provider giving one token (as an application's own would fetch one)."""
+
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    async def token(self) -> str:
+        return self._token
+
+
+async def _write_and_read(bootstrap: str, login: dict[str, Any], topic: str, n: int) -> None:
+    """n records acked (acks=all) at offsets 0..n-1, then read back in order."""
+    async with Producer(bootstrap_servers=bootstrap, acks="all", **login) as producer:
+        offsets = [(await producer.send_and_wait(topic, b"v%d" % i)).offset for i in range(n)]
+    assert offsets == list(range(n))
+    async with Consumer(
+        bootstrap_servers=bootstrap, auto_offset_reset="earliest", **login
+    ) as consumer:
+        consumer.assign([TopicPartition(topic, 0)])
+        got: list[bytes] = []
+        while len(got) < n:
+            for records in (await consumer.getmany(timeout_ms=1000)).values():
+                got += [r.value for r in records]
+    assert got == [b"v%d" % i for i in range(n)]
+
+
+async def _refused(bootstrap: str, login: dict[str, Any], match: str) -> None:
+    admin = Admin(bootstrap_servers=bootstrap, request_timeout_ms=5000, **login)
+    with pytest.raises(SaslAuthenticationFailedError, match=match):
+        await admin.start()
+    await admin.close()
+
+
+def _librdkafka_writes(bootstrap: str, topic: str, n: int, **login: Any) -> list[Any]:
+    acked: list[Any] = []
+    producer = RdProducer(
+        {
+            "bootstrap.servers": bootstrap,
+            "security.protocol": "SASL_PLAINTEXT",
+            "sasl.mechanism": "OAUTHBEARER",
+            "acks": "all",
+            **login,
+        }
+    )
+    for i in range(n):
+        producer.produce(
+            topic, b"rd%d" % i, callback=lambda err, msg: acked.append((err, msg.offset()))
+        )
+    assert producer.flush(30) == 0
+    return acked
+
+
+async def test_unsecured_tokens_where_no_key_set_is_configured(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    cluster = make_cluster(1, _cluster_config())
+    (broker,) = cluster.brokers.values()
+    sasl = f"127.0.0.1:{broker.ports['SASL_PLAINTEXT']}"
+    async with Admin(bootstrap_servers=cluster.bootstrap) as admin:
+        await admin.create_topics([NewTopic("dev", 1, 1)])
+    await _write_and_read(sasl, _login(UnsecuredTokenProvider("alice")), "dev", 5)
+    expired = unsecured_token("alice", int(time.time() * 1000) - 7_200_000)
+    await _refused(sasl, _login(_Fixed(expired)), "token has expired: get a new one")
+    signed = _sign(RSA_KEY, "RS256", {"sub": "alice", "exp": time.time() + 60})
+    await _refused(sasl, _login(_Fixed(signed)), "takes unsecured .* tokens only")
+    # librdkafka's own unsecured tokens, on the Kafka listener
+    acked = await asyncio.to_thread(
+        _librdkafka_writes,
+        f"127.0.0.1:{broker.ports['KSASL']}",
+        "dev",
+        3,
+        **{
+            "enable.sasl.oauthbearer.unsecure.jwt": True,
+            "sasl.oauthbearer.config": "principal=carol",
+        },
+    )
+    assert acked == [(None, 5), (None, 6), (None, 7)]
+    login = _login(UnsecuredTokenProvider("alice"))  # the refusals closed only their own
+    async with Producer(bootstrap_servers=sasl, **login) as producer:
+        assert (await producer.send_and_wait("dev", b"after")).offset == 8
+
+
+async def test_signed_tokens_checked_against_the_providers_key_set(
+    make_cluster: Callable[..., Cluster], tmp_path: Path
+) -> None:
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(json.dumps({"keys": [_jwk(RSA_KEY, "k1")]}))
+    cluster = make_cluster(
+        1,
+        _cluster_config(
+            **{
+                "sasl.oauthbearer.jwks.endpoint.url": jwks.as_uri(),
+                "sasl.oauthbearer.expected.audience": "headwater",
+                "sasl.oauthbearer.expected.issuer": "https://idp.test",
+            }
+        ),
+    )
+    (broker,) = cluster.brokers.values()
+    sasl = f"127.0.0.1:{broker.ports['SASL_PLAINTEXT']}"
+
+    def claims(**more: Any) -> dict[str, Any]:
+        now = time.time()
+        return {
+            "sub": "svc-orders",
+            "aud": "headwater",
+            "iss": "https://idp.test",
+            "iat": now,
+            "exp": now + 300,
+            **more,
+        }
+
+    async with Admin(bootstrap_servers=cluster.bootstrap) as admin:
+        await admin.create_topics([NewTopic("orders", 1, 1)])
+    await _write_and_read(sasl, _login(_Fixed(_sign(RSA_KEY, "RS256", claims()))), "orders", 4)
+    await _refused(
+        sasl, _login(UnsecuredTokenProvider("svc-orders")), "algorithm 'none' is not one"
+    )
+    await _refused(sasl, _login(_Fixed(_sign(RSA_KEY, "RS256", claims(aud="other")))), "audience")
+    intruder = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    await _refused(
+        sasl, _login(_Fixed(_sign(intruder, "RS256", claims()))), "signature does not verify"
+    )
+    # the provider rotates its keys: a token of the new key is taken at once
+    rotated = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwks.write_text(json.dumps({"keys": [_jwk(RSA_KEY, "k1"), _jwk(rotated, "k2")]}))
+    await asyncio.sleep(1.1)  # reads for an unknown key are a second apart at least
+    token = _sign(rotated, "RS256", claims(), kid="k2")
+    async with Admin(bootstrap_servers=sasl, **_login(_Fixed(token))) as admin:
+        assert "orders" in await admin.list_topics()
+
+    def oauth_cb(_config: str) -> tuple[str, float, str]:
+        return _sign(RSA_KEY, "RS256", claims()), time.time() + 300, "svc-orders"
+
+    acked = await asyncio.to_thread(
+        _librdkafka_writes, f"127.0.0.1:{broker.ports['KSASL']}", "orders", 2, oauth_cb=oauth_cb
+    )
+    assert acked == [(None, 4), (None, 5)]
