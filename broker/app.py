@@ -1247,7 +1247,7 @@ def _fetch_within_quotas(
             if getattr(header, "kafka_version", 0) >= _FETCH_BY_ID
             else None
         )
-        response = replicas.fetch(request)
+        response = replicas.fetch(request, by_id=ids is not None)
         if ids is not None:
             _when_answered(response, lambda answer: _give_ids(answer, ids, metadata))
         if request.replica_id >= 0 or not quotas.active:

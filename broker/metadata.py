@@ -37,21 +37,27 @@ from protocol.apis import (
     UpdateMetadataRequest,
 )
 
-__all__ = ["MetadataCache", "TopicPartition", "id_of_unknown_name", "unknown_id_name"]
+__all__ = [
+    "UNKNOWN_ID_PREFIX",
+    "MetadataCache",
+    "TopicPartition",
+    "id_of_unknown_name",
+    "unknown_id_name",
+]
 
-_UNKNOWN_ID = "\x00"
+UNKNOWN_ID_PREFIX = "\x00"
 """Begins the name of an id no topic here has (its hex follows): topic names are
 [a-zA-Z0-9._-], so none has it."""
 
 
 def unknown_id_name(topic_id: bytes) -> str:
     """The name reads by ``topic_id`` go by while no topic here has that id."""
-    return _UNKNOWN_ID + topic_id.hex()
+    return UNKNOWN_ID_PREFIX + topic_id.hex()
 
 
 def id_of_unknown_name(name: str) -> bytes | None:
     """The id an :func:`unknown_id_name` was made of; None for a topic's name."""
-    return bytes.fromhex(name[1:]) if name.startswith(_UNKNOWN_ID) else None
+    return bytes.fromhex(name[1:]) if name.startswith(UNKNOWN_ID_PREFIX) else None
 
 
 class MetadataCache:
@@ -93,9 +99,18 @@ class MetadataCache:
     def update(self, request: UpdateMetadataRequest) -> None:
         """Take the controller's update (the caller checked its epoch): replace the
         picture with a full one, merge an incremental one."""
+        old_ids, old_topics = self.topic_ids, self.topics
+        touched: set[str] | None = None  # the names whose id's fetch_name may change
         if request.type == UPDATE_METADATA_INCREMENTAL:
             if not self._whole:
                 return  # answering from part of the picture would be worse than waiting
+            touched = set(request.deleted_topics)
+            touched.update(t for t, i in request.topic_ids.items() if old_ids.get(t) != i)
+            touched.update(
+                s.topic_name
+                for s in request.partition_states
+                if s.leader == LEADER_DURING_DELETE or s.topic_name not in old_topics
+            )
             topics = dict(self.topics)
             deleting = set(self.deleting)
             for name in request.deleted_topics:
@@ -129,7 +144,7 @@ class MetadataCache:
         self.brokers = {b.id: b for b in request.live_brokers}
         self.controller_id = request.controller_id
         self.controller_epoch = request.controller_epoch
-        self._rename()
+        self._rename(touched, old_ids)
         for waiter in self._waiters:
             if not waiter.done():
                 waiter.set_result(None)
@@ -140,19 +155,33 @@ class MetadataCache:
         name = self.fetchable.get(topic_id)
         return name if name is not None else unknown_id_name(topic_id)
 
-    def _rename(self) -> None:
-        topics = self.topics
-        fetchable = {i: t for t, i in self.topic_ids.items() if t in topics}
-        before, self.fetchable = self.fetchable, fetchable
-        if fetchable == before or not self.renamed:
-            return
-        changed = {
-            i: self.fetch_name(i)
-            for i in before.keys() | fetchable.keys()
-            if before.get(i) != fetchable.get(i)
-        }
-        for listener in self.renamed:
-            listener(changed)
+    def _rename(self, touched: set[str] | None, old_ids: Mapping[str, bytes]) -> None:
+        """Bring :attr:`fetchable` up to date: for the ``touched`` names (an incremental
+        update: work in its size, not the cluster's), or all (a full one); tell the
+        listeners of each id named otherwise now."""
+        topics, ids = self.topics, self.topic_ids
+        if touched is None:
+            fetchable = {i: t for t, i in ids.items() if t in topics}
+            before, self.fetchable = self.fetchable, fetchable
+            if fetchable == before:
+                return
+            moved = before.keys() | fetchable.keys()
+        else:
+            if not touched:
+                return
+            fetchable = self.fetchable
+            moved = {i for t in touched for i in (old_ids.get(t), ids.get(t)) if i is not None}
+            before = {i: fetchable[i] for i in moved if i in fetchable}
+            for i in before:
+                del fetchable[i]
+            for name in touched:
+                topic_id = ids.get(name)
+                if topic_id is not None and name in topics:
+                    fetchable[topic_id] = name
+        changed = {i: self.fetch_name(i) for i in moved if before.get(i) != fetchable.get(i)}
+        if changed:
+            for listener in self.renamed:
+                listener(changed)
 
     def partition(self, topic: str, partition: int) -> UpdateMetadataPartitionState | None:
         return self.topics.get(topic, {}).get(partition)

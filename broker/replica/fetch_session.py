@@ -52,7 +52,11 @@ from protocol.apis import (
     FetchPartition,
     FetchRequest,
 )
-from protocol.errors import FetchSessionIdNotFoundError, InvalidFetchSessionEpochError
+from protocol.errors import (
+    FetchSessionIdNotFoundError,
+    FetchSessionTopicIdError,
+    InvalidFetchSessionEpochError,
+)
 from protocol.topic_id import ZERO_TOPIC_ID
 
 __all__ = ["EVICTION_MS", "FetchContext", "FetchSessionCache", "SessionPartition"]
@@ -124,6 +128,7 @@ class FetchSession:
         "epoch",
         "errored",
         "id",
+        "ids",
         "parked",
         "partitions",
         "replica_id",
@@ -131,7 +136,9 @@ class FetchSession:
         "used_ms",
     )
 
-    def __init__(self, session_id: int, replica_id: int, now_ms: int, sweep_ms: int) -> None:
+    def __init__(
+        self, session_id: int, replica_id: int, now_ms: int, sweep_ms: int, *, by_id: bool
+    ) -> None:
         self.id = session_id
         self.replica_id = replica_id
         self.epoch = 1  # the epoch its next request must carry
@@ -147,8 +154,11 @@ class FetchSession:
         self.used_ms = now_ms
         self.sweep: Sweep[TopicPartition] = Sweep(sweep_ms, now_ms)
         """Each fetch also looks at its share of the partitions no event marked."""
-        self.by_id = False
-        """It has held a partition asked for by topic id: a rename may concern it."""
+        self.by_id = by_id
+        """Made by a request naming topics by id (Kafka's Fetch v13+): only such requests
+        carry it on (Kafka's FETCH_SESSION_TOPIC_ID_ERROR otherwise)."""
+        self.ids: dict[bytes, dict[int, SessionPartition]] = {}
+        """The partitions held by topic id (none if by name), by id and index."""
 
     @property
     def follower(self) -> bool:
@@ -265,6 +275,8 @@ class FetchSessionCache:
         """By id, least recently used first."""
         self._holding: dict[TopicPartition, set[FetchSession]] = {}
         """The sessions each partition is in (for :meth:`mark`)."""
+        self._id_holders: dict[bytes, set[FetchSession]] = {}
+        """The sessions holding partitions of each topic id (for :meth:`rename`)."""
         self.evictions = Counter(
             "headwater_fetch_session_evictions_total",
             "Fetch sessions dropped to make room for new ones.",
@@ -287,10 +299,11 @@ class FetchSessionCache:
                 parked.append(session)
         return parked
 
-    def context(self, request: FetchRequest) -> FetchContext:
-        """The context of ``request``: sessionless, a new session, or the next step of one.
-        Raises FetchSessionIdNotFoundError or InvalidFetchSessionEpochError (the fetcher
-        then starts over with a full request)."""
+    def context(self, request: FetchRequest, *, by_id: bool = False) -> FetchContext:
+        """The context of ``request`` (``by_id``: its topics are named by id, Kafka's
+        Fetch v13+): sessionless, a new session, or the next step of one. Raises
+        FetchSessionIdNotFoundError, InvalidFetchSessionEpochError or
+        FetchSessionTopicIdError (the fetcher then starts over with a full request)."""
         epoch = request.session_epoch
         if epoch in (FINAL_EPOCH, INITIAL_EPOCH):
             closing = self.sessions.get(request.session_id)
@@ -299,22 +312,12 @@ class FetchSessionCache:
             partitions = _partitions(request)
             session = None
             if epoch == INITIAL_EPOCH:
-                session = self._create(request.replica_id)
+                session = self._create(request.replica_id, by_id)
                 if session is not None:
                     for sp in partitions:
                         self._hold(session, sp)
             return FetchContext(partitions, session, incremental=False)
-        session = self.sessions.get(request.session_id)
-        if session is None or session.replica_id != request.replica_id:
-            raise FetchSessionIdNotFoundError(
-                f"fetch session {request.session_id} is not on this broker (evicted, or "
-                f"the broker restarted): send a full fetch"
-            )
-        if epoch != session.epoch:
-            raise InvalidFetchSessionEpochError(
-                f"fetch session {session.id} expected epoch {session.epoch}, got {epoch}: "
-                f"send a full fetch"
-            )
+        session = self._continued(request, by_id)
         session.epoch = epoch + 1 if epoch < _MAX_EPOCH else 1
         now = session.used_ms = self._clock()
         del self.sessions[session.id]  # to the end: most recently used
@@ -334,31 +337,54 @@ class FetchSessionCache:
                 looking.append(swept)
         return FetchContext(looking, session, incremental=True)
 
+    def _continued(self, request: FetchRequest, by_id: bool) -> FetchSession:
+        """The session an incremental request carries on, if it may."""
+        session = self.sessions.get(request.session_id)
+        if session is None or session.replica_id != request.replica_id:
+            raise FetchSessionIdNotFoundError(
+                f"fetch session {request.session_id} is not on this broker (evicted, or "
+                f"the broker restarted): send a full fetch"
+            )
+        if request.session_epoch != session.epoch:
+            raise InvalidFetchSessionEpochError(
+                f"fetch session {session.id} expected epoch {session.epoch}, got "
+                f"{request.session_epoch}: send a full fetch"
+            )
+        if by_id != session.by_id:  # (Kafka's Java client drops to v12 for a topic
+            # without an id: its partitions held by id would be answered by names it
+            # cannot match)
+            raise FetchSessionTopicIdError(
+                f"fetch session {session.id} names topics by "
+                f"{'id' if session.by_id else 'name'} and this request by "
+                f"{'id' if by_id else 'name'}: send a full fetch"
+            )
+        return session
+
     def rename(self, names: Mapping[bytes, str]) -> list[FetchSession]:
         """Each topic id of ``names`` now goes by that name (see the module's doc): the
         sessions' partitions held by those ids are held under it, and looked at on the
         next read (answered in full: records, or UNKNOWN_TOPIC_ID). Returns the sessions
         renamed that have a parked fetch."""
+        moves: dict[FetchSession, list[tuple[SessionPartition, str]]] = {}
+        for topic_id, name in names.items():
+            for session in self._id_holders.get(topic_id, ()):
+                moves.setdefault(session, []).extend(
+                    (sp, name) for sp in session.ids[topic_id].values() if sp.topic != name
+                )
         parked = []
-        for session in self.sessions.values():
-            if not session.by_id:
-                continue
+        for session, moved in moves.items():
             held = session.partitions
-            moved = [
-                sp
-                for sp in held.values()
-                if (name := names.get(sp.topic_id)) is not None and name != sp.topic
-            ]
-            for sp in moved:
-                del held[sp.tp]
-                self._release(session, sp.tp)
+            for sp, _name in moved:  # all out before any in: two ids may swap names
+                if held.get(sp.tp) is sp:
+                    del held[sp.tp]
+                self._unhold_name(session, sp.tp)
                 session.errored.discard(sp.tp)
                 session.dirty.discard(sp.tp)
-            for sp in moved:
-                sp.topic = names[sp.topic_id]
-                sp.tp = TopicPartition(sp.topic, sp.index)
+            for sp, name in moved:
+                sp.topic = name
+                sp.tp = TopicPartition(name, sp.index)
                 sp.sent_high_watermark = sp.sent_log_start_offset = -2
-                self._hold(session, sp)  # one held under that name already is replaced
+                self._hold(session, sp)
                 session.dirty.add(sp.tp)
             if moved and session.parked is not None:
                 parked.append(session)
@@ -372,7 +398,7 @@ class FetchSessionCache:
             for index in forgotten.partitions:  # (by the name given its id, v13+)
                 gone = held.pop(TopicPartition(forgotten.topic, index), None)
                 if gone is not None:
-                    self._release(session, gone.tp)
+                    self._release(session, gone)
                     session.errored.discard(gone.tp)
                     session.dirty.discard(gone.tp)
         named = set()
@@ -383,8 +409,7 @@ class FetchSessionCache:
                 known = held.get(tp)
                 if known is None:
                     self._hold(session, _asked(topic.topic, p, topic.topic_id))
-                else:
-                    known.topic_id = topic.topic_id  # (the same, unless held by name)
+                else:  # (by the same id: held under the name it has)
                     known.fetch_offset = p.fetch_offset
                     known.current_leader_epoch = p.current_leader_epoch
                     known.max_bytes = p.partition_max_bytes
@@ -397,25 +422,45 @@ class FetchSessionCache:
         return named
 
     def _hold(self, session: FetchSession, sp: SessionPartition) -> None:
+        replaced = session.partitions.get(sp.tp)
+        if replaced is not None and replaced is not sp:
+            self._unhold_id(session, replaced)
         session.partitions[sp.tp] = sp
-        if sp.topic_id != ZERO_TOPIC_ID:
-            session.by_id = True
         self._holding.setdefault(sp.tp, set()).add(session)
+        if sp.topic_id != ZERO_TOPIC_ID:
+            session.ids.setdefault(sp.topic_id, {})[sp.index] = sp
+            self._id_holders.setdefault(sp.topic_id, set()).add(session)
 
-    def _release(self, session: FetchSession, tp: TopicPartition) -> None:
+    def _release(self, session: FetchSession, sp: SessionPartition) -> None:
+        self._unhold_name(session, sp.tp)
+        self._unhold_id(session, sp)
+
+    def _unhold_name(self, session: FetchSession, tp: TopicPartition) -> None:
         holding = self._holding.get(tp)
         if holding is not None:
             holding.discard(session)
             if not holding:
                 del self._holding[tp]
 
+    def _unhold_id(self, session: FetchSession, sp: SessionPartition) -> None:
+        by_index = session.ids.get(sp.topic_id)
+        if by_index is None or by_index.get(sp.index) is not sp:
+            return
+        del by_index[sp.index]
+        if not by_index:
+            del session.ids[sp.topic_id]
+            holders = self._id_holders[sp.topic_id]
+            holders.discard(session)
+            if not holders:
+                del self._id_holders[sp.topic_id]
+
     def _remove(self, session_id: int) -> None:
         session = self.sessions.pop(session_id, None)
         if session is not None:
-            for tp in session.partitions:
-                self._release(session, tp)
+            for sp in session.partitions.values():
+                self._release(session, sp)
 
-    def _create(self, replica_id: int) -> FetchSession | None:
+    def _create(self, replica_id: int, by_id: bool) -> FetchSession | None:
         if self.max_slots <= 0:
             return None
         now = self._clock()
@@ -425,7 +470,7 @@ class FetchSessionCache:
         while session_id == INVALID_SESSION_ID or session_id in self.sessions:
             session_id = random.randint(1, _MAX_EPOCH)
         session = self.sessions[session_id] = FetchSession(
-            session_id, replica_id, now, self._sweep_ms
+            session_id, replica_id, now, self._sweep_ms, by_id=by_id
         )
         return session
 

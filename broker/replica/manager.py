@@ -40,7 +40,7 @@ from broker.authorizer import Authorizer, topic_not_authorized
 from broker.deferred import Deferred
 from broker.log import Log, LogConfig
 from broker.log.manager import LogManager, TopicPartition
-from broker.metadata import MetadataCache
+from broker.metadata import UNKNOWN_ID_PREFIX, MetadataCache
 from broker.metrics import Counter, Sample, gauge
 from broker.network import PeerLogin
 from broker.replica.fetch_session import FetchContext, FetchSessionCache, SessionPartition
@@ -1261,15 +1261,19 @@ class ReplicaManager:
 
     # --- fetch --------------------------------------------------------------------------
 
-    def fetch(self, request: FetchRequest) -> FetchResponse | Deferred[FetchResponse]:
+    def fetch(
+        self, request: FetchRequest, *, by_id: bool = False
+    ) -> FetchResponse | Deferred[FetchResponse]:
         """The response now if there is enough to send (or nothing to wait for), else a
         Deferred that the next append, high-watermark move or role change that satisfies it
-        completes, in that event's own call (or ``max_wait_ms`` ends)."""
+        completes, in that event's own call (or ``max_wait_ms`` ends). ``by_id``: a Kafka
+        client's Fetch v13+, its topics named from their ids (see the Fetch handler)."""
         self.fetch_requests.inc()
         follower = request.replica_id >= 0
         if follower:
             self._acl.check_cluster(Operation.CLUSTER_ACTION, "fetch as a follower")
-        context = self.fetch_sessions.context(request)  # a session error answers the request
+        # a session error answers the request
+        context = self.fetch_sessions.context(request, by_id=by_id)
         if not follower:
             context.readable = self._acl.decider(Operation.READ, ResourceType.TOPIC)
         if follower:
@@ -1566,10 +1570,12 @@ class ReplicaManager:
         a follower's copy (KIP-392): up to that replica's high watermark, as from a leader.
         (Elsewhere a follower answers NOT_LEADER_OR_FOLLOWER: a consumer with a rack and
         stale metadata is sent to refresh it, not kept on a copy that may lag.)"""
-        if sp.topic_id != ZERO_TOPIC_ID and self.metadata.fetchable.get(sp.topic_id) != sp.topic:
-            # an id this broker does not know (yet), or a fetch parked without a session
-            # (nothing renames it) while its topic was deleted or made again: the topic
-            # read by that name would not be the one asked for
+        if (
+            sp.topic_id != ZERO_TOPIC_ID or sp.topic.startswith(UNKNOWN_ID_PREFIX)
+        ) and self.metadata.fetchable.get(sp.topic_id) != sp.topic:
+            # an id this broker does not know (yet; the zero one: never), or a fetch
+            # parked without a session (nothing renames it) while its topic was deleted
+            # or made again: the topic read by that name would not be the one asked for
             raise UnknownTopicIdError(
                 f"topic id {format_topic_id(sp.topic_id)} names no topic to read on broker "
                 f"{self.broker_id} (not known here yet, or deleted): refresh metadata and retry"

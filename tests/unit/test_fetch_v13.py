@@ -17,8 +17,9 @@ import pytest
 from broker.app import _fetch_within_quotas
 from broker.deferred import Deferred
 from broker.log import LogConfig
-from broker.log.manager import LogManager
-from broker.metadata import MetadataCache
+from broker.log.manager import LogManager, TopicPartition
+from broker.metadata import MetadataCache, unknown_id_name
+from broker.replica.fetch_session import FetchSessionCache
 from broker.replica.manager import ReplicaManager
 from protocol.apis import (
     FINAL_EPOCH,
@@ -36,12 +37,14 @@ from protocol.apis import (
     UpdateMetadataPartitionState,
     UpdateMetadataRequest,
 )
-from protocol.errors import UnknownTopicIdError
+from protocol.errors import FetchSessionTopicIdError, UnknownTopicIdError
+from protocol.topic_id import ZERO_TOPIC_ID
 from tests.unit.test_fetch_sessions import _produce
 
 X = bytes(range(1, 17))  # topic t's id
 Y = bytes(range(17, 33))  # t's id once made again
 V13 = SimpleNamespace(kafka_version=13)  # a Kafka-protocol listener's header
+V12 = SimpleNamespace(kafka_version=12)
 
 
 def _state(leader: int = 1) -> UpdateMetadataPartitionState:
@@ -254,3 +257,137 @@ async def test_a_parked_answer_carries_the_id_the_consumer_asked_by(
     # the id asked by: a zero one is no topic the consumer knows (Kafka's Java client
     # drops the whole answer, and starts again)
     assert _seen(answered) == [(X, 0, UnknownTopicIdError.code, False)]
+
+
+async def test_a_fetch_by_the_zero_topic_id_is_unknown_topic_id(
+    leader: tuple[ReplicaManager, MetadataCache, Any],
+) -> None:
+    _manager, metadata, fetch = leader
+    _knows_t(metadata)
+    for session in (False, True):
+        asked = _v13(0, session=session)
+        asked.topics[0].topic_id = ZERO_TOPIC_ID  # no topic has it (Kafka's answer: 100)
+        assert _seen(fetch(V13, asked)) == [(ZERO_TOPIC_ID, 0, UnknownTopicIdError.code, False)]
+
+
+async def test_a_session_by_id_is_not_carried_on_by_name_nor_the_other_way(
+    leader: tuple[ReplicaManager, MetadataCache, Any],
+) -> None:
+    # Kafka's Java client drops to v12 when a topic has no id: the partitions held by
+    # id would be answered under names it cannot match (Kafka refuses the mix too)
+    _manager, _metadata, fetch = leader
+    by_id = fetch(V13, _v13(0)).session_id
+    with pytest.raises(FetchSessionTopicIdError, match="by id and this request by name"):
+        fetch(V12, _next(by_id, 1))
+    by_name = _v13(0)
+    by_name.topics[0].topic, by_name.topics[0].topic_id = "t", ZERO_TOPIC_ID
+    session = fetch(V12, by_name).session_id
+    with pytest.raises(FetchSessionTopicIdError, match="by name and this request by id"):
+        fetch(V13, _next(session, 1))
+
+
+async def test_two_ids_trading_names_in_one_update_keep_their_own_partitions(
+    leader: tuple[ReplicaManager, MetadataCache, Any],
+) -> None:
+    # the consumer adds t's new id before this broker hears t was made again: its
+    # session holds both, X as t and Y unknown; one full update then swaps them
+    manager, metadata, fetch = leader
+    _knows_t(metadata)
+    session = fetch(V13, _v13(0)).session_id
+    assert _seen(fetch(V13, _next(session, 1, add={Y: 0}))) == [
+        (Y, 0, UnknownTopicIdError.code, False)
+    ]
+    _knows_t(metadata, Y)
+    _produce(manager, 0)
+    assert sorted(_seen(fetch(V13, _next(session, 2)))) == [
+        (X, 0, UnknownTopicIdError.code, False),
+        (Y, 0, 0, True),
+    ]
+    assert _seen(fetch(V13, _next(session, 3, add={Y: 1}, forget=[X]))) == [(Y, 0, 0, False)]
+    _produce(manager, 0)
+    assert _seen(fetch(V13, _next(session, 4))) == [(Y, 0, 0, True)]
+
+
+class _Counting(dict):  # type: ignore[type-arg]
+    """A dict that counts the passes over it."""
+
+    passes = 0
+
+    def _count(self) -> None:
+        type(self).passes += 1
+
+    def items(self):  # type: ignore[no-untyped-def]
+        self._count()
+        return super().items()
+
+    def values(self):  # type: ignore[no-untyped-def]
+        self._count()
+        return super().values()
+
+    def keys(self):  # type: ignore[no-untyped-def]
+        self._count()
+        return super().keys()
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        self._count()
+        return super().__iter__()
+
+
+def test_an_update_making_or_deleting_no_topic_passes_over_no_topic_id() -> None:
+    # the controller sends one for every ISR change and leader move: in a cluster of
+    # many topics, none may cost a pass over them all (found in review)
+    metadata = MetadataCache()
+    _knows_t(metadata)
+    metadata.topic_ids = _Counting(metadata.topic_ids)
+    metadata.fetchable = _Counting(metadata.fetchable)
+    _Counting.passes = 0
+    metadata.update(
+        UpdateMetadataRequest(
+            controller_id=1,
+            controller_epoch=1,
+            type=UPDATE_METADATA_INCREMENTAL,
+            partition_states=[_state()],
+            topic_ids={"t": X},  # (as sent with the partition: no change)
+        )
+    )
+    assert _Counting.passes == 0
+    assert metadata.fetch_name(X) == "t"
+    z = bytes(range(40, 56))  # topic u made, then deleted, by incremental updates
+    for states, deleted, name in (([_state(), _state_of("u")], [], "u"), ([], ["u"], None)):
+        metadata.update(
+            UpdateMetadataRequest(
+                controller_id=1,
+                controller_epoch=1,
+                type=UPDATE_METADATA_INCREMENTAL,
+                partition_states=states,
+                topic_ids={"u": z} if states else {},
+                deleted_topics=deleted,
+            )
+        )
+        assert metadata.fetch_name(z) == (name or unknown_id_name(z))
+        assert metadata.fetch_name(X) == "t"
+
+
+def _state_of(topic: str) -> UpdateMetadataPartitionState:
+    state = _state()
+    state.topic_name = topic
+    return state
+
+
+def test_a_rename_passes_only_over_the_sessions_holding_the_id() -> None:
+    cache = FetchSessionCache(10)
+    holding = []
+    for i in range(5):
+        asked = _v13(0)
+        asked.topics[0].topic, asked.topics[0].topic_id = f"t{i}", bytes([i + 1]) * 16
+        session = cache.context(asked, by_id=True).session
+        assert session is not None
+        session.partitions = _Counting(session.partitions)
+        holding.append(session)
+    _Counting.passes = 0
+    assert cache.rename({b"\xff" * 16: "made"}) == []  # a topic no session holds
+    assert _Counting.passes == 0
+    cache.rename({bytes([3]) * 16: unknown_id_name(bytes([3]) * 16)})
+    assert [list(s.partitions) for s in holding][2] == [
+        TopicPartition(unknown_id_name(bytes([3]) * 16), 0)
+    ]
