@@ -71,53 +71,54 @@ class JwksSource:
         self._keys: Jwks | None = None
         self._read_at: float | None = None
         self._tried_at: float | None = None
-        self._reading: asyncio.Future[None] | None = None
+        self._reading: asyncio.Task[None] | None = None
+        """The read in flight: its own task, so a login whose client goes away (its task
+        cancelled) does not cancel the read the others wait for."""
         self._error = ""
         self._missing: dict[str, float] = {}
         """When each key id not in the set last made a read (the latest few)."""
 
     async def keys(self, kid: str | None = None) -> Jwks:
-        """The key set, read again first if it is due, or lacks ``kid``."""
+        """The key set, read again first if it is due, or lacks ``kid``; a read in
+        flight is waited for (one at a time)."""
+        if self._reading is None and self._should_read(kid):
+            self._reading = asyncio.get_running_loop().create_task(self._read_now())
+        if self._reading is not None:
+            await asyncio.shield(self._reading)
+        if self._keys is None:  # (the URL is in the broker's log, not told to clients)
+            raise SaslError(f"the identity provider's keys cannot be read: {self._error}")
+        return self._keys
+
+    def _should_read(self, kid: str | None) -> bool:
         now = self._clock()
         tried = now - self._tried_at if self._tried_at is not None else None
         if self._read_at is None or now - self._read_at >= self._refresh_s:
-            if tried is None or tried >= self._retry_s:  # a provider down: not every login
-                await self._refresh()
-        elif kid is not None and self._keys is not None and kid not in self._keys.keys:
-            asked = self._missing.get(kid)
-            if (tried is None or tried >= _MIN_GAP_S) and (
-                asked is None or now - asked >= _MISSING_KEY_REFETCH_S
-            ):
-                self._missing.pop(kid, None)
-                self._missing[kid] = now
-                if len(self._missing) > _MISSING_KEPT:
-                    del self._missing[next(iter(self._missing))]
-                await self._refresh()
-        if self._keys is None:
-            raise SaslError(
-                f"the identity provider's keys (sasl.oauthbearer.jwks.endpoint.url "
-                f"{self.url}) cannot be read: {self._error}"
-            )
-        return self._keys
-
-    async def _refresh(self) -> None:
-        """One read at a time: logins meanwhile wait for it."""
-        if self._reading is None:
-            self._reading = asyncio.get_running_loop().create_future()
-            try:
-                await self._read_now()
-            finally:
-                reading, self._reading = self._reading, None
-                reading.set_result(None)
-        else:
-            await asyncio.shield(self._reading)
+            return tried is None or tried >= self._retry_s  # a provider down: not each login
+        if kid is None or self._keys is None or kid in self._keys.keys:
+            return False
+        asked = self._missing.get(kid)
+        if (tried is not None and tried < _MIN_GAP_S) or (
+            asked is not None and now - asked < _MISSING_KEY_REFETCH_S
+        ):
+            return False
+        self._missing.pop(kid, None)
+        self._missing[kid] = now
+        if len(self._missing) > _MISSING_KEPT:
+            del self._missing[next(iter(self._missing))]
+        return True
 
     async def _read_now(self) -> None:
         self._tried_at = self._clock()
         try:
+            await self._read_keys()
+        finally:
+            self._reading = None
+
+    async def _read_keys(self) -> None:
+        try:
             data = await asyncio.to_thread(self._read, self.url)
             keys = Jwks.parse(data)
-        except (OSError, ValueError, SaslError) as exc:
+        except Exception as exc:  # whatever the provider did: logged, and logins told
             self._error = str(exc) or type(exc).__name__
             _log.warning(
                 "oauth.jwks_unreadable",
@@ -131,7 +132,12 @@ class JwksSource:
             _log.warning("oauth.jwks_empty", url=self.url)
             return
         self._keys, self._read_at, self._error = keys, self._clock(), ""
-        _log.info("oauth.jwks_read", url=self.url, keys=sorted(str(k) for k in keys.keys))
+        _log.info(
+            "oauth.jwks_read",
+            url=self.url,
+            keys=sorted(str(k) for k in keys.keys),
+            skipped=keys.skipped or None,
+        )
 
 
 class BearerChecker:

@@ -84,6 +84,7 @@ from protocol.errors import (
 from protocol.oauthbearer import (
     OAUTHBEARER,
     InsufficientScope,
+    Token,
     error_challenge,
     parse_bearer_message,
 )
@@ -306,7 +307,7 @@ class Authenticator:
         assert bearer is not None  # offered, so configured
         sent = parse_bearer_message(message)
         try:
-            token = await bearer.check(sent.token)
+            token = await _checked(bearer, sent.token, self._peer)
             if sent.authzid and sent.authzid != token.principal:
                 raise SaslError(  # no impersonation (Kafka refuses it too)
                     f"OAUTHBEARER: authorization id {sent.authzid!r} is not the token's "
@@ -350,6 +351,18 @@ class Authenticator:
             mechanism=self._mechanism,
             principal=self.principal,
         )
+
+
+async def _checked(bearer: BearerChecker, token: str, peer: str) -> Token:
+    """The token checked; anything the check did not foresee is a refusal too (logged
+    once with its traceback), never an error out of the authenticator."""
+    try:
+        return await bearer.check(token)
+    except SaslError:
+        raise
+    except Exception:
+        _log.exception("sasl.oauthbearer_check_failed", peer=peer)
+        raise SaslError("OAUTHBEARER: the token cannot be read") from None
 
 
 def _refuse(response: Any, error: ApiError) -> Any:

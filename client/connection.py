@@ -297,7 +297,10 @@ class BrokerConnection:
     async def _bearer(self, provider: TokenProvider) -> None:
         """OAUTHBEARER: the provider's token; a broker refusing it answers with an error
         challenge (RFC 7628), acknowledged, and its refusal then says why."""
-        token = await provider.token()
+        try:
+            token = await provider.token()
+        except Exception as exc:  # its own failure (an identity provider down): said so
+            raise SaslError(f"sasl_oauth_token_provider.token() failed: {exc!r}") from None
         extensions = getattr(provider, "extensions", None)
         message = bearer_message(token, extensions=extensions() if extensions else None)
         challenge = await self._sasl(message)

@@ -17,6 +17,7 @@ them (Kafka's ``unsecuredLoginStringClaim_sub``).
 
 from __future__ import annotations
 
+import inspect
 import json
 import ssl
 import time
@@ -174,10 +175,12 @@ def security_for(
                 f"sasl_mechanism={sasl_mechanism!r}: use one of {', '.join(MECHANISMS)}"
             )
         if sasl_mechanism == OAUTHBEARER:
-            if not isinstance(sasl_oauth_token_provider, TokenProvider):
+            if not isinstance(
+                sasl_oauth_token_provider, TokenProvider
+            ) or not inspect.iscoroutinefunction(sasl_oauth_token_provider.token):
                 raise ConfigurationError(
                     "sasl_mechanism='OAUTHBEARER' needs sasl_oauth_token_provider: an object "
-                    "with an async token() giving the bearer token (see "
+                    "with an async def token() giving the bearer token (see "
                     "client.UnsecuredTokenProvider for development)"
                 )
             return tls, SaslLogin(OAUTHBEARER, "", token_provider=sasl_oauth_token_provider)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -73,6 +74,8 @@ def bearer_message(
     token: str, authzid: str = "", extensions: Mapping[str, str] | None = None
 ) -> bytes:
     """The client's one message (RFC 7628's initial client response)."""
+    for key, value in (extensions or {}).items():
+        _check_extension(key, value)
     gs2 = f"n,a={authzid}," if authzid else "n,,"
     parts = [f"auth=Bearer {token}", *(f"{k}={v}" for k, v in (extensions or {}).items())]
     return (gs2 + _SEP + _SEP.join(parts) + _SEP + _SEP).encode()
@@ -101,9 +104,16 @@ def parse_bearer_message(message: bytes) -> BearerMessage:
     if auth is None or auth["scheme"].lower() != "bearer":
         raise SaslError("OAUTHBEARER: the message has no 'auth=Bearer <token>'")
     for key, value in pairs.items():
-        if not _EXTENSION_KEY.fullmatch(key) or not _EXTENSION_VALUE.fullmatch(value):
-            raise SaslError(f"OAUTHBEARER: extension {key!r} is not a key=value RFC 7628 allows")
+        _check_extension(key, value)
     return BearerMessage(auth["token"], gs2["authzid"] or "", pairs)
+
+
+def _check_extension(key: str, value: str) -> None:
+    if key == "auth" or not _EXTENSION_KEY.fullmatch(key) or not _EXTENSION_VALUE.fullmatch(value):
+        raise SaslError(
+            f"OAUTHBEARER: extension {key!r} is not one RFC 7628 allows (a name of letters "
+            "other than 'auth', and a value of printable ASCII)"
+        )
 
 
 def error_challenge(status: str = "invalid_token", scope: str | None = None) -> bytes:
@@ -145,7 +155,7 @@ def _b64url(data: bytes) -> str:
 def _json_part(text: str, what: str) -> dict[str, Any]:
     try:
         value = json.loads(_unb64url(text, what))
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # (nested past the stack)
         raise SaslError(f"OAUTHBEARER: the token's {what} is not JSON") from None
     if not isinstance(value, dict):
         raise SaslError(f"OAUTHBEARER: the token's {what} is not a JSON object")
@@ -191,13 +201,27 @@ def _seconds(claims: Mapping[str, Any], name: str, *, required: bool) -> float |
         if required:
             raise SaslError(f"OAUTHBEARER: the token has no '{name}' claim")
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise SaslError(f"OAUTHBEARER: the token's '{name}' claim is not a number of seconds")
-    return float(value)
+    try:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError
+        seconds = float(value)  # (an int past a float's range: OverflowError)
+        if not math.isfinite(seconds) or abs(seconds) > _MAX_SECONDS:
+            raise ValueError
+    except (ValueError, OverflowError):
+        raise SaslError(
+            f"OAUTHBEARER: the token's '{name}' claim is not a time in seconds"
+        ) from None
+    return seconds
 
 
-def _times(claims: Mapping[str, Any], now_ms: int, skew_ms: int) -> int:
-    """The token's expiry (ms), after checking it has not expired and is already valid."""
+_MAX_SECONDS = 1e13  # past the year 300,000: no time a token means
+
+
+def _times(claims: Mapping[str, Any], now_ms: int, skew_ms: int, *, issued: bool) -> int:
+    """The token's expiry (ms), after checking it has not expired and is already valid
+    (``issued``: an ``iat`` claim is required)."""
+    if issued:
+        _seconds(claims, "iat", required=True)
     exp = _seconds(claims, "exp", required=True)
     assert exp is not None
     if exp * 1000 + skew_ms <= now_ms:
@@ -244,7 +268,7 @@ def check_unsecured(
             "OAUTHBEARER: this listener takes unsecured (unsigned, alg none) tokens only; "
             "set sasl.oauthbearer.jwks.endpoint.url to check signed ones"
         )
-    expires = _times(claims, now_ms, clock_skew_ms)
+    expires = _times(claims, now_ms, clock_skew_ms, issued=False)
     principal = _principal(claims, principal_claim)
     scope = _scope(claims, scope_claim)
     missing = sorted(set(required_scope) - scope)
@@ -285,24 +309,37 @@ class Jwks:
 
     def __init__(self, keys: Mapping[str | None, PublicKey]) -> None:
         self.keys = dict(keys)
+        self.skipped: list[str] = []
+        """The keys of the document left out, and why (for the broker's log)."""
 
     @classmethod
     def parse(cls, data: bytes) -> Jwks:
         try:
             document = json.loads(data)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise SaslError("the JWKS is not JSON") from None
         entries = document.get("keys") if isinstance(document, dict) else None
         if not isinstance(entries, list):
             raise SaslError('the JWKS has no "keys" list')
         keys: dict[str | None, PublicKey] = {}
+        skipped: list[str] = []
         for entry in entries:
             if not isinstance(entry, dict) or entry.get("use", "sig") != "sig":
                 continue
-            key = _public_key(entry)
+            kid = entry.get("kid")
+            try:
+                if kid is not None and not isinstance(kid, str):
+                    raise SaslError("its kid is not a string")
+                key = _public_key(entry)
+            except (SaslError, ValueError, TypeError) as exc:
+                # one key unusable is left out, not the set (jose4j's, Kafka's, too)
+                skipped.append(f"{kid!r}: {exc}")
+                continue
             if key is not None:
-                keys[entry.get("kid")] = key
-        return cls(keys)
+                keys[kid] = key
+        jwks = cls(keys)
+        jwks.skipped = skipped
+        return jwks
 
     def key_for(self, kid: str | None) -> PublicKey | None:
         """The key a token's ``kid`` names; without one, the only key there is."""
@@ -322,7 +359,8 @@ def _public_key(entry: Mapping[str, Any]) -> PublicKey | None:
     kty = entry.get("kty")
     if kty == "RSA":
         return rsa.RSAPublicNumbers(_int(entry, "e"), _int(entry, "n")).public_key()
-    curve = _CURVES.get(entry.get("crv", ""))
+    crv = entry.get("crv")
+    curve = _CURVES.get(crv) if isinstance(crv, str) else None
     if kty == "EC" and curve is not None:
         try:
             return ec.EllipticCurvePublicNumbers(
@@ -339,8 +377,8 @@ def _verify(alg: str, key: PublicKey, signing_input: bytes, signature: bytes) ->
         if alg.startswith("ES"):
             if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != _ALG_CURVES[alg]:
                 raise SaslError(f"OAUTHBEARER: the token's key is not a key for {alg}")
-            half = len(signature) // 2
-            if not half or len(signature) % 2:
+            half = (key.curve.key_size + 7) // 8
+            if len(signature) != 2 * half:  # RFC 7518 3.4: r and s, each of the curve's size
                 raise InvalidSignature
             der = encode_dss_signature(
                 int.from_bytes(signature[:half], "big"), int.from_bytes(signature[half:], "big")
@@ -384,7 +422,7 @@ def check_signed(
     given) for one of ``expected_audience`` and from ``expected_issuer``."""
     header, claims, signing_input, signature = _split(token)
     alg = header.get("alg")
-    if alg not in _ALGORITHMS:
+    if not isinstance(alg, str) or alg not in _ALGORITHMS:
         raise SaslError(
             f"OAUTHBEARER: the token's algorithm {alg!r} is not one a broker checks "
             f"({', '.join(sorted(_ALGORITHMS))})"
@@ -394,7 +432,7 @@ def check_signed(
     if key is None:
         raise SaslError(f"OAUTHBEARER: no key {kid!r} in the identity provider's key set")
     _verify(alg, key, signing_input, signature)
-    expires = _times(claims, now_ms, clock_skew_ms)
+    expires = _times(claims, now_ms, clock_skew_ms, issued=True)
     audience = set(expected_audience)
     if audience:
         aud = claims.get("aud")

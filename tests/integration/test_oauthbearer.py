@@ -58,6 +58,13 @@ class _Fixed:
         return self._token
 
 
+class _Down:
+    """A token provider whose identity provider does not answer."""
+
+    async def token(self) -> str:
+        raise OSError("identity provider down")
+
+
 async def _write_and_read(bootstrap: str, login: dict[str, Any], topic: str, n: int) -> None:
     """n records acked (acks=all) at offsets 0..n-1, then read back in order."""
     async with Producer(bootstrap_servers=bootstrap, acks="all", **login) as producer:
@@ -113,6 +120,7 @@ async def test_unsecured_tokens_where_no_key_set_is_configured(
     await _refused(sasl, _login(_Fixed(expired)), "token has expired: get a new one")
     signed = _sign(RSA_KEY, "RS256", {"sub": "alice", "exp": time.time() + 60})
     await _refused(sasl, _login(_Fixed(signed)), "takes unsecured .* tokens only")
+    await _refused(sasl, _login(_Down()), r"token\(\) failed: OSError\('identity provider down'\)")
     # librdkafka's own unsecured tokens, on the Kafka listener
     acked = await asyncio.to_thread(
         _librdkafka_writes,

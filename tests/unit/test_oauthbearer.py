@@ -152,7 +152,7 @@ def _unsigned(claims: dict[str, Any], alg: str = "none") -> str:
     [
         (unsecured_token("alice", NOW - 7_200_000), "has expired"),
         (_unsigned({"sub": "alice"}), "no 'exp' claim"),
-        (_unsigned({"sub": "alice", "exp": "soon"}), "'exp' claim is not a number"),
+        (_unsigned({"sub": "alice", "exp": "soon"}), "'exp' claim is not a time in seconds"),
         (_unsigned({"exp": NOW / 1000 + 60}), "'sub' claim .* is missing"),
         (_unsigned({"sub": "a", "exp": NOW / 1000 + 60, "iat": NOW / 1000 + 60}), "in the future"),
         (_unsigned({"sub": "a", "exp": NOW / 1000 + 60}, alg="RS256"), "unsecured .* only"),
@@ -205,6 +205,7 @@ def test_a_token_signed_by_a_key_of_the_set_is_taken(key: Any, alg: str, kid: st
         (lambda: _sign(RSA_KEY, "RS256", {**CLAIMS, "exp": NOW / 1000 - 60}), "has expired"),
         (lambda: _sign(RSA_KEY, "RS256", {**CLAIMS, "nbf": NOW / 1000 + 60}), "'nbf' is in"),
         (lambda: unsecured_token("alice", NOW), "algorithm 'none' is not one"),
+        (lambda: _sign(RSA_KEY, "RS256", {**CLAIMS, "iat": None}), "no 'iat' claim"),
         (lambda: _tampered(_sign(RSA_KEY, "RS256", CLAIMS)), "signature does not verify"),
     ],
 )
@@ -235,11 +236,19 @@ def test_a_set_of_one_key_checks_a_token_without_a_kid() -> None:
 
 @pytest.mark.parametrize(
     ("document", "problem"),
-    [(b"{", "not JSON"), (b"[]", 'no "keys" list'), (b'{"keys": [{"kty": "RSA"}]}', "no 'e'")],
+    [(b"{", "not JSON"), (b"[]", 'no "keys" list')],
 )
 def test_a_bad_jwks_is_a_clear_error(document: bytes, problem: str) -> None:
     with pytest.raises(SaslError, match=problem):
         Jwks.parse(document)
+
+
+def test_a_key_that_cannot_be_used_is_left_out_and_said_why() -> None:
+    jwks = Jwks.parse(
+        json.dumps({"keys": [{"kty": "RSA", "kid": "x"}, _jwk(RSA_KEY, "k1")]}).encode()
+    )
+    assert list(jwks.keys) == ["k1"]
+    assert jwks.skipped == ["'x': a JWKS key has no 'e'"]
 
 
 # --- the broker's key set ------------------------------------------------------------
@@ -428,6 +437,17 @@ def test_the_client_needs_a_token_provider_for_oauthbearer() -> None:
             sasl_plain_username="a",
             sasl_plain_password="b",
             sasl_oauth_token_provider=UnsecuredTokenProvider("alice"),
+        )
+
+    class Sync:
+        def token(self) -> str:
+            return "t"
+
+    with pytest.raises(ConfigurationError, match="async def token"):
+        security_for(
+            "SASL_PLAINTEXT",
+            sasl_mechanism="OAUTHBEARER",
+            sasl_oauth_token_provider=Sync(),  # type: ignore[arg-type]
         )
     provider = UnsecuredTokenProvider("alice")
     _tls, login = security_for(
