@@ -17,6 +17,7 @@ from client.errors import (
     TransactionStateError,
 )
 from client.membership import RebalanceListener
+from client.oauth import ClientCredentialsTokenProvider, TokenEndpointError
 from client.producer import Producer
 from client.security import TokenProvider, UnsecuredTokenProvider, create_ssl_context
 from client.types import (
@@ -70,6 +71,7 @@ __all__ = [
     "BatchRecordMetadata",
     "BrokerDescription",
     "ClientClosedError",
+    "ClientCredentialsTokenProvider",
     "ClusterDescription",
     "CommitFailedError",
     "ConfigEntry",
@@ -104,6 +106,7 @@ __all__ = [
     "ResourceType",
     "ScramCredentialInfo",
     "TlsError",
+    "TokenEndpointError",
     "TokenProvider",
     "TopicDescription",
     "TopicPartition",

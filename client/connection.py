@@ -300,7 +300,9 @@ class BrokerConnection:
         try:
             token = await provider.token()
         except Exception as exc:  # its own failure (an identity provider down): said so
-            raise SaslError(f"sasl_oauth_token_provider.token() failed: {exc!r}") from None
+            raise SaslError(
+                f"sasl_oauth_token_provider.token() failed: {type(exc).__name__}: {exc}"
+            ) from None
         extensions = getattr(provider, "extensions", None)
         message = bearer_message(token, extensions=extensions() if extensions else None)
         challenge = await self._sasl(message)

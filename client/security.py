@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from client.errors import ConfigurationError
+from client.oauth import ClientCredentialsTokenProvider
 from protocol.oauthbearer import OAUTHBEARER, unsecured_token
 from protocol.sasl import MECHANISMS as _PASSWORD_MECHANISMS
 from protocol.sasl import SaslError, parse_jaas
@@ -213,6 +214,8 @@ _PROPERTIES = {
     "ssl.endpoint.identification.algorithm",
     "sasl.mechanism",
     "sasl.jaas.config",
+    "sasl.oauthbearer.token.endpoint.url",
+    "sasl.login.callback.handler.class",
 }
 
 
@@ -270,7 +273,12 @@ def settings_from_properties(props: dict[str, str], source: str) -> dict[str, ob
             raise ConfigurationError(f"{source}: sasl.jaas.config: {exc}") from None
         settings["sasl_mechanism"] = props.get("sasl.mechanism", "GSSAPI")
         if settings["sasl_mechanism"] == OAUTHBEARER:
-            settings["sasl_oauth_token_provider"] = _unsecured_login(options, source)
+            url = props.get("sasl.oauthbearer.token.endpoint.url")
+            settings["sasl_oauth_token_provider"] = (
+                _client_credentials(url, options, source)
+                if url
+                else _unsecured_login(options, source)
+            )
             return settings
         settings["sasl_plain_username"] = options.get("username")
         settings["sasl_plain_password"] = options.get("password")
@@ -327,4 +335,19 @@ def _unsecured_login(options: Mapping[str, str], source: str) -> UnsecuredTokenP
         principal_claim=principal_claim,
         claims=claims,
         extensions=extensions,
+    )
+
+
+def _client_credentials(
+    url: str, options: Mapping[str, str], source: str
+) -> ClientCredentialsTokenProvider:
+    """Kafka's OIDC login: ``sasl.oauthbearer.token.endpoint.url`` and the JAAS options
+    ``clientId``, ``clientSecret`` and ``scope``."""
+    if not options.get("clientId") or not options.get("clientSecret"):
+        raise ConfigurationError(
+            f'{source}: sasl.oauthbearer.token.endpoint.url needs clientId="..." '
+            'clientSecret="..." in sasl.jaas.config'
+        )
+    return ClientCredentialsTokenProvider(
+        url, options["clientId"], options["clientSecret"], scope=options.get("scope")
     )

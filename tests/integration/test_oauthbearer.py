@@ -8,7 +8,10 @@ provider rotated in taken at once."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import http.server
 import json
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +21,15 @@ import pytest
 from confluent_kafka import Producer as RdProducer
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from client import Admin, Consumer, NewTopic, Producer, TopicPartition, UnsecuredTokenProvider
+from client import (
+    Admin,
+    ClientCredentialsTokenProvider,
+    Consumer,
+    NewTopic,
+    Producer,
+    TopicPartition,
+    UnsecuredTokenProvider,
+)
 from protocol.errors import SaslAuthenticationFailedError
 from protocol.oauthbearer import unsecured_token
 from tests.integration.conftest import Cluster
@@ -120,7 +131,7 @@ async def test_unsecured_tokens_where_no_key_set_is_configured(
     await _refused(sasl, _login(_Fixed(expired)), "token has expired: get a new one")
     signed = _sign(RSA_KEY, "RS256", {"sub": "alice", "exp": time.time() + 60})
     await _refused(sasl, _login(_Fixed(signed)), "takes unsecured .* tokens only")
-    await _refused(sasl, _login(_Down()), r"token\(\) failed: OSError\('identity provider down'\)")
+    await _refused(sasl, _login(_Down()), r"token\(\) failed: OSError: identity provider down")
     # librdkafka's own unsecured tokens, on the Kafka listener
     acked = await asyncio.to_thread(
         _librdkafka_writes,
@@ -193,3 +204,61 @@ async def test_signed_tokens_checked_against_the_providers_key_set(
         _librdkafka_writes, f"127.0.0.1:{broker.ports['KSASL']}", "orders", 2, oauth_cb=oauth_cb
     )
     assert acked == [(None, 4), (None, 5)]
+    # tokens from the provider's token endpoint, as Kafka's OIDC clients fetch them
+    with _TokenEndpoint(lambda: _sign(RSA_KEY, "RS256", claims())) as endpoint:
+        provider = ClientCredentialsTokenProvider(endpoint.url, "svc-orders", "s3cret")
+        async with Producer(bootstrap_servers=sasl, **_login(provider)) as producer:
+            assert (await producer.send_and_wait("orders", b"oidc")).offset == 6
+        wrong = ClientCredentialsTokenProvider(endpoint.url, "svc-orders", "guess")
+        await _refused(sasl, _login(wrong), "answered 401: invalid_client")
+        oidc = {
+            "sasl.oauthbearer.method": "oidc",
+            "sasl.oauthbearer.client.id": "svc-orders",
+            "sasl.oauthbearer.client.secret": "s3cret",
+            "sasl.oauthbearer.token.endpoint.url": endpoint.url,
+        }
+        acked = await asyncio.to_thread(
+            _librdkafka_writes, f"127.0.0.1:{broker.ports['KSASL']}", "orders", 1, **oidc
+        )
+        assert acked == [(None, 7)]
+        assert endpoint.granted >= 2
+
+
+class _TokenEndpoint:
+    """An identity provider's token endpoint (client credentials grant) on loopback."""
+
+    def __init__(self, issue: Callable[[], str]) -> None:
+        endpoint = self
+        self.granted = 0
+        expected = "Basic " + base64.b64encode(b"svc-orders:s3cret").decode()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                form = self.rfile.read(int(self.headers["Content-Length"])).decode()
+                good = self.headers["Authorization"] == expected
+                if good and "grant_type=client_credentials" in form:
+                    endpoint.granted += 1
+                    status, answer = 200, {"access_token": issue(), "expires_in": 300}
+                else:
+                    status, answer = 401, {"error": "invalid_client"}
+                body = json.dumps(answer).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *_args: Any) -> None:
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/token"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self) -> _TokenEndpoint:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()

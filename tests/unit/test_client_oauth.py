@@ -1,0 +1,153 @@
+"""OAUTHBEARER tokens from an OAuth 2 token endpoint (the client credentials grant, as
+Kafka's clients fetch them with sasl.oauthbearer.token.endpoint.url): what is sent, when
+a token is fetched again, and what a refusal says."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import urllib.parse
+from collections.abc import Mapping
+
+import pytest
+
+from client.errors import ConfigurationError
+from client.oauth import ClientCredentialsTokenProvider, TokenEndpointError
+from client.security import settings_from_properties
+from protocol.oauthbearer import unsecured_token
+
+
+class _Endpoint:
+    """A token endpoint, and a clock."""
+
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+        self.asked: list[tuple[str, dict[str, list[str]], dict[str, str]]] = []
+        self.answer: tuple[int, bytes] | Exception = (200, b"")
+        self.lifetime = 100
+        self.issued = 0
+
+    def post(
+        self, url: str, body: bytes, headers: Mapping[str, str], _timeout: float
+    ) -> tuple[int, bytes]:
+        self.asked.append((url, urllib.parse.parse_qs(body.decode()), dict(headers)))
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        if self.answer[1]:
+            return self.answer
+        self.issued += 1
+        token = f"token-{self.issued}"
+        return 200, json.dumps({"access_token": token, "expires_in": self.lifetime}).encode()
+
+    def provider(self, **more: object) -> ClientCredentialsTokenProvider:
+        return ClientCredentialsTokenProvider(
+            "https://idp.test/token",
+            "svc:orders",
+            "s3cr&t",
+            clock=lambda: self.now,
+            post=self.post,
+            **more,  # type: ignore[arg-type]
+        )
+
+
+async def test_the_grant_is_sent_as_kafkas_clients_send_it() -> None:
+    idp = _Endpoint()
+    assert await idp.provider(scope="kafka").token() == "token-1"
+    [(url, form, headers)] = idp.asked
+    assert url == "https://idp.test/token"
+    assert form == {"grant_type": ["client_credentials"], "scope": ["kafka"]}
+    # id and secret form-encoded, then Basic (Kafka's HttpAccessTokenRetriever)
+    assert (
+        base64.b64decode(headers["Authorization"].removeprefix("Basic "))
+        == b"svc%3Aorders:s3cr%26t"
+    )
+    assert "s3cr" not in repr(idp.provider())
+
+
+async def test_a_token_is_kept_until_most_of_its_life_has_passed() -> None:
+    idp = _Endpoint()
+    provider = idp.provider()
+    tokens = await asyncio.gather(*(provider.token() for _ in range(5)))
+    assert tokens == ["token-1"] * 5 and len(idp.asked) == 1  # one fetch for them all
+    idp.now += 79
+    assert await provider.token() == "token-1"
+    idp.now += 2  # past 80% of 100 s (Kafka's sasl.login.refresh.window.factor)
+    assert await provider.token() == "token-2" and len(idp.asked) == 2
+
+
+async def test_a_failed_renewal_keeps_the_token_until_it_expires() -> None:
+    idp = _Endpoint()
+    provider = idp.provider()
+    await provider.token()
+    idp.answer = OSError("connection refused")
+    idp.now += 90
+    assert await provider.token() == "token-1"  # still good for 10 s
+    idp.now += 11
+    with pytest.raises(TokenEndpointError, match=r"https://idp\.test/token: connection refused"):
+        await provider.token()
+    idp.answer = (200, b"")
+    assert await provider.token() == "token-2"
+
+
+@pytest.mark.parametrize(
+    ("answer", "problem"),
+    [
+        (
+            (401, b'{"error": "invalid_client", "error_description": "bad secret"}'),
+            "answered 401: invalid_client bad secret; check the client id",
+        ),
+        ((502, b"<html>\n<b>Bad gateway</b>\n</html>"), "answered 502: <html> <b>Bad gateway</b>"),
+        ((200, b'{"token_type": "Bearer"}'), "without an access_token"),
+        ((200, b"not json"), "without an access_token: not json"),
+    ],
+)
+async def test_a_refusal_says_what_the_endpoint_said(
+    answer: tuple[int, bytes], problem: str
+) -> None:
+    idp = _Endpoint()
+    idp.answer = answer
+    with pytest.raises(TokenEndpointError, match=problem):
+        await idp.provider().token()
+
+
+async def test_without_expires_in_the_tokens_own_expiry_counts() -> None:
+    idp = _Endpoint()
+    jwt = unsecured_token("svc", int(idp.now * 1000), lifetime_s=50)
+    idp.answer = (200, json.dumps({"access_token": jwt}).encode())
+    provider = idp.provider()
+    await provider.token()
+    idp.now += 39
+    await provider.token()
+    assert len(idp.asked) == 1
+    idp.now += 2  # past 80% of 50 s
+    await provider.token()
+    assert len(idp.asked) == 2
+
+
+def test_bad_settings_are_one_line() -> None:
+    with pytest.raises(ConfigurationError, match="https:// token endpoint"):
+        ClientCredentialsTokenProvider("idp.test/token", "a", "b")
+    with pytest.raises(ConfigurationError, match="needs client_id and client_secret"):
+        ClientCredentialsTokenProvider("https://idp.test/token", "a", "")
+
+
+def test_kafkas_oidc_login_in_a_properties_file() -> None:
+    props = {
+        "security.protocol": "SASL_SSL",
+        "sasl.mechanism": "OAUTHBEARER",
+        "sasl.login.callback.handler.class": "org.apache.kafka.common.security.oauthbearer."
+        "OAuthBearerLoginCallbackHandler",
+        "sasl.oauthbearer.token.endpoint.url": "https://idp.test/token",
+        "sasl.jaas.config": "org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule "
+        'required clientId="svc" clientSecret="pw" scope="kafka";',
+    }
+    with pytest.raises(ConfigurationError):  # (SASL_SSL wants a trust store it can read)
+        settings_from_properties({**props, "ssl.truststore.location": "/nowhere.pem"}, "c")
+    props["security.protocol"] = "SASL_PLAINTEXT"
+    provider = settings_from_properties(props, "c.properties")["sasl_oauth_token_provider"]
+    assert isinstance(provider, ClientCredentialsTokenProvider)
+    assert provider.url == "https://idp.test/token"
+    props["sasl.jaas.config"] = 'x.OAuthBearerLoginModule required clientId="svc";'
+    with pytest.raises(ConfigurationError, match=r'needs clientId="\.\.\." clientSecret'):
+        settings_from_properties(props, "c.properties")
