@@ -559,6 +559,15 @@ SETTINGS: tuple[Setting, ...] = (
         check=_ip_overrides,
     ),
     Setting(
+        "connections.max.reauth.ms",
+        int,
+        0,
+        "SASL sessions last at most this long (KIP-368; an OAUTHBEARER one no longer than "
+        "its token): a client re-authenticates on its connection before then, or the "
+        "connection is closed at its next request. 0: sessions do not expire.",
+        0,
+    ),
+    Setting(
         "connections.max.idle.ms",
         int,
         600_000,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import random
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -70,6 +71,9 @@ class PeerConnection:
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._correlation = itertools.count(1)
+        self._reauth_at: float | None = None
+        """When (loop time) to log in again: the other broker said the session ends
+        (KIP-368, connections.max.reauth.ms)."""
 
     async def request(self, api_key: ApiKey, request: Request, version: int | None = None) -> Any:
         """``request`` at ``version`` (default: this build's highest of the API)."""
@@ -102,6 +106,9 @@ class PeerConnection:
             )
             if self._login is not None:
                 await self._authenticate(self._login)
+        elif self._reauth_at is not None and asyncio.get_running_loop().time() >= self._reauth_at:
+            assert self._login is not None  # (one request at a time: nothing in between)
+            await self._authenticate(self._login)
         return await self._roundtrip(api_key, request, version)
 
     async def _authenticate(self, login: PeerLogin) -> None:
@@ -110,17 +117,23 @@ class PeerConnection:
             ApiKey.SASL_HANDSHAKE, SaslHandshakeRequest(mechanism=login.mechanism), None
         )
         _check(handshake, f"SaslHandshake ({login.mechanism})")
+        self._reauth_at = None
         if login.mechanism == "PLAIN":
-            _check(await self._sasl(plain_message(login.username, login.password)), "PLAIN")
-            return
-        scram = ScramClient(login.mechanism, login.username, login.password)
-        first = await self._sasl(scram.first())
-        _check(first, login.mechanism)
-        # PBKDF2 (a few ms) in a worker thread: not on the loop that replicates
-        proof = await asyncio.to_thread(scram.final, bytes(first.auth_bytes))
-        final = await self._sasl(proof)
-        _check(final, login.mechanism)
-        scram.verify(bytes(final.auth_bytes))
+            final = await self._sasl(plain_message(login.username, login.password))
+            _check(final, "PLAIN")
+        else:
+            scram = ScramClient(login.mechanism, login.username, login.password)
+            first = await self._sasl(scram.first())
+            _check(first, login.mechanism)
+            # PBKDF2 (a few ms) in a worker thread: not on the loop that replicates
+            proof = await asyncio.to_thread(scram.final, bytes(first.auth_bytes))
+            final = await self._sasl(proof)
+            _check(final, login.mechanism)
+            scram.verify(bytes(final.auth_bytes))
+        if final.session_lifetime_ms > 0:  # log in again at 85-95% of it, as Kafka's clients
+            self._reauth_at = asyncio.get_running_loop().time() + (
+                final.session_lifetime_ms / 1000 * (0.85 + 0.1 * random.random())
+            )
 
     async def _sasl(self, message: bytes) -> Any:
         return await self._roundtrip(

@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -123,6 +124,8 @@ class SaslListener:
     failure_delay_s: float
     bearer: BearerChecker | None = None
     """How OAUTHBEARER tokens are checked (None: the listener does not offer it)."""
+    max_reauth_ms: int = 0
+    """connections.max.reauth.ms: how long a session lasts (0: for ever)."""
 
 
 def _jaas(config: BrokerConfig, listener: str, mechanism: str) -> dict[str, str]:
@@ -172,6 +175,7 @@ def sasl_listeners(
             credentials,
             config["connection.failed.authentication.delay.ms"] / 1000,
             bearer,
+            config["connections.max.reauth.ms"],
         )
     return out
 
@@ -194,14 +198,21 @@ def peer_login(config: BrokerConfig) -> PeerLogin | None:
 
 class Authenticator:
     """One connection's authentication on a SASL listener. The server lets through only
-    ApiVersions and the two SASL requests until :attr:`principal` is set."""
+    ApiVersions and the two SASL requests until :attr:`principal` is set.
+
+    With ``connections.max.reauth.ms`` (KIP-368) a session ends at :attr:`expires_ms`:
+    before then the client sends SaslHandshake again, with the same mechanism, and logs
+    in anew as the same principal on the same connection (:attr:`reauthenticating`
+    meanwhile); a connection past its end is closed at its next other request."""
 
     __slots__ = (
         "_listener",
         "_mechanism",
         "_peer",
+        "_previous",
         "_refused",
         "_scram",
+        "expires_ms",
         "failed",
         "principal",
     )
@@ -212,6 +223,10 @@ class Authenticator:
         self._scram: ScramServer | None = None
         self._refused: str | None = None
         """Why an OAUTHBEARER token was refused: the client's next message fails."""
+        self._previous: str | None = None
+        """The principal a re-authentication must log in as again."""
+        self.expires_ms: int | None = None
+        """When the session ends (wall clock, ms); None: never."""
         self._peer = peer
         self.principal: str | None = None
         """``User:<name>`` once authenticated (Kafka's KafkaPrincipal)."""
@@ -220,6 +235,14 @@ class Authenticator:
     @property
     def done(self) -> bool:
         return self.principal is not None
+
+    @property
+    def reauthenticating(self) -> bool:
+        return self._previous is not None
+
+    def expired(self) -> bool:
+        """Whether the session has ended (it may be re-authenticated, nothing else)."""
+        return self.expires_ms is not None and _wall_ms() >= self.expires_ms
 
     async def handle(self, key: ApiKey, request: Any) -> Any:
         """The answer to a SaslHandshake or SaslAuthenticate; :attr:`failed` is set when
@@ -232,6 +255,19 @@ class Authenticator:
 
     def _handshake(self, request: SaslHandshakeRequest) -> SaslHandshakeResponse:
         offered = list(self._listener.mechanisms)
+        if self.done and not self.reauthenticating:  # KIP-368: log in anew, as before
+            if request.mechanism != self._mechanism:
+                self.failed = True
+                return _refuse(
+                    SaslHandshakeResponse(mechanisms=offered),
+                    IllegalSaslStateError(
+                        f"re-authentication must use the mechanism of the first login "
+                        f"({self._mechanism}), not {request.mechanism}"
+                    ),
+                )
+            self._previous, self.principal = self.principal, None
+            self._scram, self._refused = None, None
+            return SaslHandshakeResponse(mechanisms=offered)
         if self._mechanism is not None or self.done:
             self.failed = True
             return _refuse(
@@ -263,10 +299,15 @@ class Authenticator:
             )
         try:
             if self._mechanism == "PLAIN":
-                return self._plain(bytes(request.auth_bytes))
-            if self._mechanism == OAUTHBEARER:
-                return await self._bearer(bytes(request.auth_bytes))
-            return await self._scram_step(bytes(request.auth_bytes))
+                response = self._plain(bytes(request.auth_bytes))
+            elif self._mechanism == OAUTHBEARER:
+                response = await self._bearer(bytes(request.auth_bytes))
+            else:
+                response = await self._scram_step(bytes(request.auth_bytes))
+            if self.done and self.expires_ms is not None:
+                # (0 on the wire is "never": a session ending now says 1)
+                response.session_lifetime_ms = max(self.expires_ms - _wall_ms(), 1)
+            return response
         except SaslError as exc:
             self.failed = True
             _log.info(
@@ -322,7 +363,7 @@ class Authenticator:
                     "insufficient_scope" if scope else "invalid_token", scope
                 )
             )
-        self._in(token.principal)
+        self._in(token.principal, token.expires_ms)
         return SaslAuthenticateResponse()
 
     async def _scram_step(self, message: bytes) -> SaslAuthenticateResponse:
@@ -342,8 +383,19 @@ class Authenticator:
         self._in(self._scram.username)
         return SaslAuthenticateResponse(auth_bytes=answer)
 
-    def _in(self, username: str) -> None:
-        self.principal = f"User:{username}"
+    def _in(self, username: str, token_expires_ms: int | None = None) -> None:
+        principal = f"User:{username}"
+        if self._previous is not None and principal != self._previous:
+            raise SaslError(
+                f"re-authenticated as {principal}, but this connection is {self._previous}: "
+                "a connection keeps its principal (open another for another user)"
+            )
+        self.principal, self._previous = principal, None
+        max_ms = self._listener.max_reauth_ms
+        if max_ms > 0:  # (Kafka: without it, an OAUTHBEARER token's expiry is not enforced)
+            now = _wall_ms()
+            ends = now + max_ms
+            self.expires_ms = ends if token_expires_ms is None else min(ends, token_expires_ms)
         _log.debug(
             "sasl.authenticated",
             peer=self._peer,
@@ -363,6 +415,10 @@ async def _checked(bearer: BearerChecker, token: str, peer: str) -> Token:
     except Exception:
         _log.exception("sasl.oauthbearer_check_failed", peer=peer)
         raise SaslError("OAUTHBEARER: the token cannot be read") from None
+
+
+def _wall_ms() -> int:
+    return time.time_ns() // 1_000_000
 
 
 def _refuse(response: Any, error: ApiError) -> Any:

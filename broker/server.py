@@ -324,6 +324,8 @@ class _Connection(asyncio.BufferedProtocol):
                     return
                 self._authenticate(header, api.key, request)
                 return
+            if self._auth is not None and self._logged_in_again(header, api.key, request):
+                return
             slot = self._call(header, api.key, request)
             if slot.parts is _CLOSE:
                 self._end_reading()
@@ -352,17 +354,51 @@ class _Connection(asyncio.BufferedProtocol):
         if api.key == ApiKey.API_VERSIONS:
             self._enqueue(_Slot(kafka_wire.api_versions_response(header)))
             return
-        if self._auth is not None and not self._authenticated:
-            if api.key not in _BEFORE_AUTHENTICATION:
-                # as Kafka's brokers: nothing but the SASL exchange before it succeeds
-                self._close_after_answers("connection.unauthenticated_request", api=api.name)
-                return
-            self._authenticate(header, api.key, request)  # type: ignore[arg-type]
+        if self._auth is not None and self._kafka_sasl(header, api.key, request):  # type: ignore[arg-type]
             return
         slot = self._call(header, api.served_by or api.key, request)  # type: ignore[arg-type]
         if slot.parts is _CLOSE:
             self._end_reading()
         self._enqueue(slot)
+
+    def _kafka_sasl(self, header: RequestHeader, key: ApiKey, request: Any) -> bool:
+        """A Kafka client's request on a SASL listener: True if the login's (or a
+        re-authentication's) business, handled here."""
+        if self._authenticated:
+            return self._logged_in_again(header, key, request)
+        if key not in _BEFORE_AUTHENTICATION:
+            # as Kafka's brokers: nothing but the SASL exchange before it succeeds
+            self._close_after_answers("connection.unauthenticated_request", api=key.name)
+        else:
+            self._authenticate(header, key, request)
+        return True
+
+    def _logged_in_again(self, header: RequestHeader, key: ApiKey, request: Any) -> bool:
+        """An authenticated SASL connection's request: True if it is a re-authentication's
+        step (KIP-368), the authenticator's, or it closes the connection: a request of a
+        session that has ended, or one sent in the middle of a re-authentication (Kafka's
+        rule: nothing else until it is done)."""
+        auth = self._auth
+        assert auth is not None
+        if key == ApiKey.SASL_HANDSHAKE or (
+            key == ApiKey.SASL_AUTHENTICATE and auth.reauthenticating
+        ):
+            self._authenticate(header, key, request)
+            return True
+        if key == ApiKey.API_VERSIONS:
+            return False
+        if auth.reauthenticating:
+            self._close_after_answers("connection.request_during_reauthentication", api=key.name)
+            return True
+        if auth.expired():
+            self._close_after_answers(
+                "connection.session_expired",
+                api=key.name,
+                hint="the client did not re-authenticate within connections.max.reauth.ms "
+                "(or its token's lifetime)",
+            )
+            return True
+        return False
 
     def _close_after_answers(self, event: str, **why: Any) -> None:
         """A Kafka client's request that cannot be answered: Kafka's answers share no error

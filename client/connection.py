@@ -24,6 +24,7 @@ import collections
 import contextlib
 import itertools
 import logging
+import random
 import ssl
 from collections.abc import Callable
 from typing import Any
@@ -174,6 +175,12 @@ class BrokerConnection:
         self.versions: dict[int, ApiVersionRange] = {}
         self._ids = itertools.count(1)
         self._in_flight: collections.deque[_InFlight] = collections.deque()
+        self._reauth_at: float | None = None
+        """When (loop time) to log in again: the broker said the session ends (KIP-368)."""
+        self._held: list[tuple[list[Any], _InFlight | None]] | None = None
+        """Requests made while a re-authentication is under way: written after it (the
+        broker closes a connection sending anything else in its middle)."""
+        self._reauthenticating: asyncio.Task[None] | None = None
         self._transport: asyncio.Transport | None = None
         self._protocol: _Protocol | None = None
         self._decoder = FrameDecoder(max_frame_bytes)
@@ -262,7 +269,7 @@ class BrokerConnection:
         if ApiKey.SASL_HANDSHAKE not in self.versions:
             raise UnsupportedSaslMechanismError(f"{where} does not speak SASL")
         try:
-            await self.request(
+            await self._login_request(
                 ApiKey.SASL_HANDSHAKE, SaslHandshakeRequest(mechanism=login.mechanism)
             )
             if login.mechanism == "PLAIN":
@@ -311,10 +318,59 @@ class BrokerConnection:
             raise SaslError(f"the broker refused the token: {challenge.decode(errors='replace')}")
 
     async def _sasl(self, message: bytes) -> bytes:
-        response = await self.request(
+        response = await self._login_request(
             ApiKey.SASL_AUTHENTICATE, SaslAuthenticateRequest(auth_bytes=message)
         )
+        if response.session_lifetime_ms > 0:  # the last step's: when the session ends
+            assert self._loop is not None
+            # at 85-95% of it (Kafka's clients: not every connection at once)
+            self._reauth_at = self._loop.time() + response.session_lifetime_ms / 1000 * (
+                0.85 + 0.1 * random.random()
+            )
         return bytes(response.auth_bytes)
+
+    async def _login_request(self, api_key: ApiKey, request: Any) -> Any:
+        """A SASL step: written now, even during a re-authentication (its own steps)."""
+        return await self._send(APIS[api_key], self.version_for(api_key), request, login=True)
+
+    def _reauthenticate(self) -> None:
+        """The session is about to end: log in again on this connection (KIP-368), the
+        requests made meanwhile held until it is done; a failure closes the connection
+        (its requests fail as on any close, and are retried on a new one)."""
+        assert self.login is not None and self._loop is not None
+        self._reauth_at = None
+        self._held = []
+
+        async def again() -> None:
+            try:
+                await self._authenticate(self.login)  # type: ignore[arg-type]
+            except Exception as exc:  # the held fail with it (close settles them)
+                _log.warning("re-authentication to %s:%s failed: %s", self.host, self.port, exc)
+                self.close(exc if isinstance(exc, ApiError) else NetworkError(f"{self}: {exc!r}"))
+                return
+            held, self._held = self._held or [], None
+            if self._closed is not None or self._transport is None:
+                return  # close() failed what was in flight; the held were never sent
+            for parts, waiting in held:
+                self._write(parts, waiting)
+
+        self._reauthenticating = self._loop.create_task(again())
+
+    def _write(self, parts: list[Any], waiting: _InFlight | None, *, login: bool = False) -> None:
+        """Write a request (its answer awaited by ``waiting``, if any); during a
+        re-authentication, after it, unless it is one of its steps."""
+        if not login:
+            if self._reauth_at is not None and self._held is None:
+                assert self._loop is not None
+                if self._loop.time() >= self._reauth_at:
+                    self._reauthenticate()
+            if self._held is not None:
+                self._held.append((parts, waiting))
+                return
+        if waiting is not None:
+            self._in_flight.append(waiting)
+        assert self._transport is not None
+        self._transport.writelines(parts)
 
     def version_for(self, api_key: ApiKey) -> int:
         theirs = self.versions.get(api_key)
@@ -370,19 +426,19 @@ class BrokerConnection:
         api = APIS[api_key]
         correlation_id = next(self._ids) & 0x7FFFFFFF
         parts = encode_request(api.key, version, correlation_id, request)
-        try:
-            self._transport.writelines(parts)
-        except (OSError, RuntimeError) as exc:  # the transport went before we heard of it
-            error = NetworkError(f"lost the connection to {self.host}:{self.port} ({exc})")
-            self.close(error)
-            raise error from None
+        waiting = None
         if on_answer is not None:  # nothing can be answered before this returns
             waiting = _InFlight(correlation_id, api, version, None, on_answer)
             timeout_ms = self.request_timeout_ms if timeout_ms is None else timeout_ms
             waiting.timer = self._loop.call_later(
                 timeout_ms / 1000, self._timed_out, waiting, timeout_ms
             )
-            self._in_flight.append(waiting)
+        try:
+            self._write(parts, waiting)
+        except (OSError, RuntimeError) as exc:  # the transport went before we heard of it
+            error = NetworkError(f"lost the connection to {self.host}:{self.port} ({exc})")
+            self.close(error)
+            raise error from None
 
     def _timed_out(self, waiting: _InFlight, timeout_ms: int) -> None:
         waiting.timer = None
@@ -402,6 +458,7 @@ class BrokerConnection:
         *,
         expect_response: bool = True,
         timeout_ms: int | None = None,
+        login: bool = False,
     ) -> Any:
         # the frame is queued whole before the first await: a caller cancelled at any
         # await leaves no half request behind (Cluster relies on it: no task per request)
@@ -413,10 +470,11 @@ class BrokerConnection:
         timeout_ms = self.request_timeout_ms if timeout_ms is None else timeout_ms
         deadline = loop.time() + timeout_ms / 1000  # the write counts too
         future: asyncio.Future[Any] | None = None
+        waiting = None
         if expect_response:
             future = loop.create_future()
-            self._in_flight.append(_InFlight(correlation_id, api, version, future))
-        self._transport.writelines(parts)
+            waiting = _InFlight(correlation_id, api, version, future)
+        self._write(parts, waiting, login=login)
         assert self._protocol is not None
         writable = self._protocol.writable
         try:
@@ -494,10 +552,11 @@ class BrokerConnection:
         if self._closed is not None:
             return
         self._closed = cause or NetworkError(f"connection to {self.host}:{self.port} closed")
-        while self._in_flight:
-            self._in_flight.popleft().settle(
-                None, NetworkError(f"{self}: {self._closed}") if cause is None else cause
-            )
+        held, self._held = self._held or [], None
+        waiting = [*self._in_flight, *(w for _parts, w in held if w is not None)]
+        self._in_flight.clear()
+        for each in waiting:
+            each.settle(None, NetworkError(f"{self}: {self._closed}") if cause is None else cause)
         if self._transport is not None:
             if cause is None:
                 self._transport.close()  # ours to end: what is buffered still goes out

@@ -262,3 +262,45 @@ class _TokenEndpoint:
     def __exit__(self, *_exc: object) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+async def test_clients_log_in_again_before_their_sessions_end(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    # KIP-368: sessions of 1.5 s; a steady trickle of records over several of them, from
+    # Headwater's producer and librdkafka's, each on the connections it keeps
+    cluster = make_cluster(1, _cluster_config(**{"connections.max.reauth.ms": "1500"}))
+    (broker,) = cluster.brokers.values()
+    sasl = f"127.0.0.1:{broker.ports['SASL_PLAINTEXT']}"
+    async with Admin(bootstrap_servers=cluster.bootstrap) as admin:
+        await admin.create_topics([NewTopic("steady", 1, 1)])
+
+    def librdkafka_trickle() -> list[Any]:
+        acked: list[Any] = []
+        producer = RdProducer(
+            {
+                "bootstrap.servers": f"127.0.0.1:{broker.ports['KSASL']}",
+                "security.protocol": "SASL_PLAINTEXT",
+                "sasl.mechanism": "OAUTHBEARER",
+                "enable.sasl.oauthbearer.unsecure.jwt": True,
+                "sasl.oauthbearer.config": "principal=carol",
+                "acks": "all",
+            }
+        )
+        for i in range(40):
+            producer.produce("steady", b"rd%d" % i, callback=lambda err, msg: acked.append(err))
+            producer.poll(0.1)
+        assert producer.flush(30) == 0
+        return acked
+
+    rd = asyncio.create_task(asyncio.to_thread(librdkafka_trickle))
+    login = _login(UnsecuredTokenProvider("alice"))
+    async with Producer(bootstrap_servers=sasl, acks="all", **login) as producer:
+        offsets = []
+        for i in range(40):
+            offsets.append((await producer.send_and_wait("steady", b"hw%d" % i)).offset)
+            await asyncio.sleep(0.1)
+    assert offsets == sorted(offsets) and len(set(offsets)) == 40
+    assert await rd == [None] * 40
+    log = broker.log_path.read_text()
+    assert "connection.session_expired" not in log  # logged in again, none cut off

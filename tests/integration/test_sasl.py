@@ -6,6 +6,7 @@ offsets, by an authenticated client, and a refused one gets a line that says why
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import subprocess
@@ -246,7 +247,8 @@ async def test_brokers_log_in_to_each_other_with_plain_over_sasl_ssl(
 ) -> None:
     """Only a SASL_SSL listener: replication and the controller's requests log in as the
     broker's own user (PLAIN, its password readable by nobody on the wire), and so do the
-    clients."""
+    clients; sessions end every 1.5 s (KIP-368), and every connection, the brokers' own
+    included, logs in again in time."""
     ca = trustme.CA()
     ca_file, broker_pem = tmp_path / "ca.pem", tmp_path / "broker.pem"
     ca.cert_pem.write_to_path(str(ca_file))
@@ -265,6 +267,7 @@ async def test_brokers_log_in_to_each_other_with_plain_over_sasl_ssl(
             "sasl.enabled.mechanisms": "PLAIN",
             "sasl.mechanism.inter.broker.protocol": "PLAIN",
             "sasl.jaas.config": jaas,
+            "connections.max.reauth.ms": "1500",
         },
     )
     context = create_ssl_context(cafile=ca_file)
@@ -278,9 +281,15 @@ async def test_brokers_log_in_to_each_other_with_plain_over_sasl_ssl(
             return topic.partitions[0].isr
 
     assert sorted(await _until(in_sync, lambda isr: len(isr) == 3)) == [1, 2, 3]
+    async with Producer(bootstrap_servers=bootstrap, acks="all", **alice) as producer:
+        for i in range(30):  # over two more sessions, on the same connections
+            await producer.send_and_wait("plain", b"later%d" % i)
+            await asyncio.sleep(0.1)
+    assert sorted(await in_sync()) == [1, 2, 3]
     wrong = _login("PLAIN", "alice", "nope", ssl_context=context)
     await _refused(bootstrap, wrong, _FAILED, "invalid credentials")
     logs = [b.log_path.read_text() for b in cluster.brokers.values()]
     assert any('"sasl.authentication_failed"' in log for log in logs)
     assert not any("secret" in log for log in logs)  # no password in a log, nor "nope"
     assert not any("nope" in log for log in logs)
+    assert not any("connection.session_expired" in log for log in logs)

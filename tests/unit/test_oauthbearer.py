@@ -482,3 +482,15 @@ async def test_kafkas_unsecured_login_options_in_a_properties_file() -> None:
             },
             "client.properties",
         )
+
+
+async def test_with_reauthentication_a_session_ends_no_later_than_its_token() -> None:
+    listener = sasl_listeners(_listener_config("connections.max.reauth.ms=3600000"), None)["S"]
+    authenticator = Authenticator(listener, "peer")
+    token = unsecured_token("alice", int(time.time() * 1000), lifetime_s=60)
+    [answer] = await _login(authenticator, bearer_message(token))
+    assert 50_000 < answer.session_lifetime_ms <= 60_000  # the token's, not the hour
+    unbounded = sasl_listeners(_listener_config(), None)["S"]  # Kafka's default: 0
+    authenticator = Authenticator(unbounded, "peer")
+    [answer] = await _login(authenticator, bearer_message(token))
+    assert answer.session_lifetime_ms == 0 and not authenticator.expired()
