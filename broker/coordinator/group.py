@@ -184,6 +184,7 @@ class Group:
         previous: _Previous | None = None
         if member_id:
             member = self._current_member(member_id, group_instance_id)
+            self._check_rejoin_room(member)
         elif group_instance_id is not None and group_instance_id in self.static_members:
             member, previous = self._replace_static(group_instance_id)
         else:
@@ -215,6 +216,24 @@ class Group:
         raise GroupMaxSizeReachedError(
             f"group {self.group_id!r} has reached group.max.size ({self.max_size} members); "
             "add this consumer to another group, or raise group.max.size"
+        )
+
+    def _check_rejoin_room(self, member: Member) -> None:
+        """A member rejoining a group over ``max_size`` (loaded so, group.max.size lowered
+        since): while it rebalances, members rejoin up to the size, and the rest are
+        removed (Kafka's acceptJoiningMember; O(members) only for such a group)."""
+        if (
+            self.state != PREPARING
+            or len(self.members) <= self.max_size
+            or member.awaiting_join
+            or sum(1 for m in self.members.values() if m.awaiting_join) < self.max_size
+        ):
+            return
+        self._remove(member.member_id)
+        raise GroupMaxSizeReachedError(
+            f"group {self.group_id!r} is over group.max.size ({self.max_size} members) and "
+            "has as many again: this member is removed; add it to another group, or raise "
+            "group.max.size"
         )
 
     def _add(
@@ -581,6 +600,10 @@ class Group:
             if member.group_instance_id is not None:
                 self.static_members[member.group_instance_id] = member.member_id
         self.state = STABLE if members else EMPTY
+        if len(members) > self.max_size:
+            # group.max.size was lowered (Kafka's onGroupLoaded): a rebalance keeps as many
+            # as it allows, and the members commit their offsets on the way
+            self._prepare_rebalance(now)
 
     def unload(self, error: ApiError) -> None:
         """This coordinator no longer holds the group (Kafka's onGroupUnloaded): Dead, and

@@ -5,11 +5,12 @@ from collections.abc import Callable
 
 import pytest
 
-from broker.coordinator.group import Group, JoinResult
+from broker.coordinator.group import Group, JoinResult, Member
 from protocol.errors import (
     ApiError,
     CoordinatorNotAvailableError,
     FencedInstanceIdError,
+    GroupMaxSizeReachedError,
     IllegalGenerationError,
     InconsistentGroupProtocolError,
     NotCoordinatorError,
@@ -574,3 +575,30 @@ async def test_a_join_ended_by_its_connection_does_not_count_as_rejoined() -> No
     group.tick()
     kept = await asyncio.gather(late, back[1])
     assert {r.generation_id for r in kept} == {3} and len(group.members) == 2
+
+
+async def test_a_group_loaded_over_group_max_size_rebalances_down_to_it() -> None:
+    # group.max.size lowered to 2 while the group had 3 members (KIP-389, Kafka's
+    # onGroupLoaded and acceptJoiningMember): loaded, it rebalances; two rejoin, the third
+    # is removed with GROUP_MAX_SIZE_REACHED
+    clock = Clock()
+    group = Group("g", clock, max_size=2)
+    group.restore(
+        generation_id=5,
+        protocol_type="consumer",
+        protocol_name="range",
+        leader="a",
+        members=[
+            Member(m, None, "c", 1_000, 2_000, "consumer", [("range", b"")], 0, "h", b"")
+            for m in ("a", "b", "c")
+        ],
+    )
+    assert group.state == "PreparingRebalance"
+    a, b = _join(group, "a"), _join(group, "b")
+    with pytest.raises(GroupMaxSizeReachedError, match=r"over group.max.size \(2 members\)"):
+        _join(group, "c")
+    first, second = await asyncio.gather(a, b)
+    assert first.generation_id == second.generation_id == 6
+    assert set(group.members) == {"a", "b"}
+    with pytest.raises(UnknownMemberIdError):
+        group.heartbeat("c", 6)
