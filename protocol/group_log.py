@@ -7,6 +7,11 @@ record layout (GroupMetadataManager), so its tools, and ``headwater dump-log
             commit_timestamp:i64
     a null value (a tombstone) deletes the key
 
+A commit with a retention time of its own (OffsetCommit v2-v4's ``retention_time_ms``)
+is written as Kafka writes it, in value version 1, which has an expire time and no
+leader epoch: ``version:i16 (1) | offset:i64 | metadata:str16 | commit_timestamp:i64 |
+expire_timestamp:i64``.
+
 Group metadata (a group's last settled generation, Kafka's GroupMetadataValue v3):
 
     key   = version:i16 (2) | group:str16
@@ -60,6 +65,9 @@ class OffsetAndMetadata(NamedTuple):
     leader_epoch: int = -1
     metadata: str | None = None
     commit_timestamp: int = -1
+    expire_timestamp: int = -1
+    """When it expires, if its commit said (OffsetCommit v2-v4's retention time; Kafka's
+    old semantics, before KIP-211); -1: by offsets.retention.minutes."""
 
 
 class MemberMetadata(NamedTuple):
@@ -156,6 +164,14 @@ def decode_key(data: bytes) -> tuple[str, str, int] | None:
 
 
 def encode_value(value: OffsetAndMetadata) -> bytes:
+    if value.expire_timestamp >= 0:  # (Kafka's only version with the field)
+        return (
+            _I16.pack(1)
+            + _I64.pack(value.offset)
+            + _str16(value.metadata)
+            + _I64.pack(value.commit_timestamp)
+            + _I64.pack(value.expire_timestamp)
+        )
     return (
         _I16.pack(_VALUE_VERSION)
         + _I64.pack(value.offset)
@@ -176,9 +192,10 @@ def decode_value(data: bytes) -> OffsetAndMetadata:
             pos += 4
         metadata, pos = _read_str16(data, pos)
         (timestamp,) = _I64.unpack_from(data, pos)
+        expires = _I64.unpack_from(data, pos + 8)[0] if version == 1 else -1
     except (struct.error, UnicodeDecodeError) as exc:
         raise BadRecordError(f"not an offsets value: {exc}") from None
-    return OffsetAndMetadata(offset, epoch, metadata, timestamp)
+    return OffsetAndMetadata(offset, epoch, metadata, timestamp, expires)
 
 
 def encode_group_key(group: str) -> bytes:

@@ -793,7 +793,7 @@ class GroupCoordinator:
     async def _commit(self, group: Group, request: OffsetCommitRequest) -> ApiError | None:
         index, store = self._store_for(request.group_id)
         now = int(time.time() * 1000)
-        offsets = _offsets(request.topics, now)
+        offsets = _offsets(request.topics, now, request.retention_time_ms)
         if not offsets:
             return None
         records = store.commit(request.group_id, offsets)
@@ -1234,15 +1234,17 @@ def _group_record(group: Group, assignments: dict[str, bytes]) -> GroupMetadata:
 
 
 def _offsets(
-    topics: list[OffsetCommitRequestTopic], now: int
+    topics: list[OffsetCommitRequestTopic], now: int, retention_ms: int = -1
 ) -> list[tuple[str, int, OffsetAndMetadata]]:
-    """The offsets a commit stores (those whose metadata is not too large)."""
+    """The offsets a commit stores (those whose metadata is not too large); with a
+    ``retention_ms`` of its own (OffsetCommit v2-v4; -1: none), each expires then."""
+    expires = now + retention_ms if retention_ms >= 0 else -1
     return [
         (
             t.name,
             p.partition_index,
             OffsetAndMetadata(
-                p.committed_offset, p.committed_leader_epoch, p.committed_metadata, now
+                p.committed_offset, p.committed_leader_epoch, p.committed_metadata, now, expires
             ),
         )
         for t in topics

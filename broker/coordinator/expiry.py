@@ -9,6 +9,9 @@ Pure: the coordinator writes the tombstones.
 - A group that never had members (a consumer that assigns partitions itself and commits)
   loses each offset a retention after its commit.
 - An offset being written (a commit, or a transaction's not yet ended) stays.
+- An offset committed with a retention time of its own (OffsetCommit v2-v4) expires at
+  that time instead, whenever the rules above let offsets of the group go at all
+  (Kafka's getExpiredOffsets).
 """
 
 from __future__ import annotations
@@ -50,6 +53,10 @@ def expired_offsets(
     out = []
     for tp, value in offsets.items():
         if tp in held or tp[0] in kept:
+            continue
+        if value.expire_timestamp >= 0:
+            if now_ms >= value.expire_timestamp:
+                out.append(tp)
             continue
         base = since if since >= 0 else value.commit_timestamp
         if base >= 0 and now_ms - base >= retention_ms:

@@ -57,6 +57,7 @@ from protocol.errors import (
 from protocol.group_log import (
     OFFSETS_TOPIC,
     OffsetAndMetadata,
+    decode_value,
     encode_group_key,
     encode_key,
     encode_value,
@@ -1030,3 +1031,21 @@ async def test_an_expiry_never_follows_a_transactions_offset_it_did_not_hold() -
     assert fetched.topics[0].partitions[0].committed_offset == 99  # in memory: kept
     compacted = dict(replicas.log)  # what the log cleaner keeps: the last value per key
     assert compacted[encode_key(OTHER, "t", 0)] is not None, "the tombstone followed it"
+
+
+async def test_a_commit_with_a_retention_time_of_its_own_expires_then() -> None:
+    # OffsetCommit v2-v4's retention_time_ms (kafka-python, old clients): Kafka keeps an
+    # expire time with the offset (value version 1) and expires it then
+    coordinator, replicas = _coordinator()
+    now = int(time.time() * 1000)
+    await coordinator.offset_commit(_commit(OTHER, {0: 10}, retention_time_ms=_DAY_MS))
+    await coordinator.offset_commit(_commit(OTHER, {1: 20}))  # the broker's retention
+    (_key, value), *_ = replicas.log[-2:]
+    assert decode_value(value).expire_timestamp - decode_value(value).commit_timestamp == _DAY_MS
+    assert await coordinator._expire_in(0, coordinator.stores[0], now + _DAY_MS - 60_000) == 0
+    assert await coordinator._expire_in(0, coordinator.stores[0], now + _DAY_MS + 60_000) == 1
+    assert replicas.log[-1] == (encode_key(OTHER, "t", 0), None)
+    fetched = await coordinator.offset_fetch(OffsetFetchRequest(group_id=OTHER, topics=None))
+    assert [
+        (p.partition_index, p.committed_offset) for t in fetched.topics for p in t.partitions
+    ] == [(1, 20)]

@@ -53,3 +53,14 @@ def test_a_stable_consumer_group_loses_only_the_topics_it_no_longer_subscribes_t
     assert _expired(stable, offsets, subscribed=None) == []  # a subscription unreadable
     assert _expired(_group(STABLE, protocol_type="connect"), offsets, subscribed=set()) == []
     assert _expired(_group(PREPARING), offsets, subscribed=set()) == []  # rebalancing
+
+
+def test_an_offset_with_its_own_expire_time_expires_then() -> None:
+    # OffsetCommit v2-v4's retention time: Kafka's old semantics for that offset, when
+    # the group's offsets may go at all
+    own = {("t", 0): OffsetAndMetadata(5, -1, None, NOW - 1000, NOW - 1)}
+    assert _expired(None, own) == [("t", 0)]  # not a week: its own time
+    assert _expired(_group(EMPTY, emptied_days_ago=0), own) == [("t", 0)]
+    later = {("t", 0): OffsetAndMetadata(5, -1, None, NOW - 30 * DAY, NOW + 1)}
+    assert _expired(None, later) == []  # not yet, though committed a month ago
+    assert _expired(_group(PREPARING), own) == []  # rebalancing: nothing goes

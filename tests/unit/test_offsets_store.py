@@ -44,6 +44,18 @@ def test_records_round_trip_in_kafkas_layout() -> None:
     value = OffsetAndMetadata(42, 5, "host-a", 1_700_000_000_000)
     assert decode_value(encode_value(value)) == value
     assert decode_value(encode_value(OffsetAndMetadata(7))).metadata is None
+    # a commit with its own retention time: Kafka's value version 1 (an expire time, no
+    # leader epoch), byte for byte
+    expiring = OffsetAndMetadata(42, -1, "m", 1_000, 86_401_000)
+    raw = encode_value(expiring)
+    assert raw == (
+        b"\x00\x01"
+        + (42).to_bytes(8, "big")
+        + b"\x00\x01m"
+        + (1_000).to_bytes(8, "big")
+        + (86_401_000).to_bytes(8, "big")
+    )
+    assert decode_value(raw) == expiring
     assert decode_key(b"\x00\x02\x00\x01g") is None  # group metadata: not an offset key
     with pytest.raises(BadRecordError):
         decode_key(b"\x00\x01\x00\x09ab")
