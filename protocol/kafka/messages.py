@@ -48,6 +48,9 @@ from protocol.apis import (
     OffsetCommitRequestTopic,
     OffsetFetchRequest,
     OffsetFetchRequestTopic,
+    OffsetForLeaderEpochRequest,
+    OffsetForLeaderPartition,
+    OffsetForLeaderTopic,
     ProducePartition,
     ProduceRequest,
     ProduceTopic,
@@ -520,6 +523,71 @@ _LIST_OFFSETS_RESPONSE = Struct(
                                         F("timestamp", INT64, default=-1),
                                         F("offset", INT64, default=-1),
                                         F("leader_epoch", INT32, 4, default=-1),
+                                    ]
+                                )
+                            ),
+                        ),
+                    ]
+                )
+            ),
+        ),
+    ]
+)
+
+
+# --- OffsetForLeaderEpoch (23): a consumer's check of its position (KIP-320) -----------
+# Kafka's clients ask it after a leader change, to find whether the log they read was
+# truncated under them (an unclean election); Kafka 4.0's brokers start at v2 (KIP-896).
+
+_OFFSET_FOR_LEADER_EPOCH_REQUEST = Struct(
+    [
+        F("replica_id", INT32, 3, default=-1),
+        F(
+            "topics",
+            Array(
+                Struct(
+                    [
+                        F("topic", STRING),
+                        F(
+                            "partitions",
+                            Array(
+                                Struct(
+                                    [
+                                        F("partition", INT32),
+                                        F("current_leader_epoch", INT32, default=-1),
+                                        F("leader_epoch", INT32),
+                                    ],
+                                    OffsetForLeaderPartition,
+                                )
+                            ),
+                        ),
+                    ],
+                    OffsetForLeaderTopic,
+                )
+            ),
+        ),
+    ],
+    OffsetForLeaderEpochRequest,
+)
+
+_OFFSET_FOR_LEADER_EPOCH_RESPONSE = Struct(
+    [
+        F("throttle_time_ms", INT32),
+        F(
+            "topics",
+            Array(
+                Struct(
+                    [
+                        F("topic", STRING),
+                        F(
+                            "partitions",
+                            Array(
+                                Struct(
+                                    [
+                                        F("error_code", INT16),
+                                        F("partition", INT32),
+                                        F("leader_epoch", INT32, default=-1),
+                                        F("end_offset", INT64, default=-1),
                                     ]
                                 )
                             ),
@@ -1011,6 +1079,15 @@ KAFKA_APIS = _apis(
         _LIST_OFFSETS_REQUEST,
         _LIST_OFFSETS_RESPONSE,
         refuse=per_partition("partition_index", "partition_index"),
+    ),
+    KafkaApi(
+        ApiKey.OFFSET_FOR_LEADER_EPOCH,
+        2,
+        4,
+        4,
+        _OFFSET_FOR_LEADER_EPOCH_REQUEST,
+        _OFFSET_FOR_LEADER_EPOCH_RESPONSE,
+        refuse=per_partition("partition", "partition", topic="topic"),
     ),
     KafkaApi(
         ApiKey.FIND_COORDINATOR, 0, 3, 3, _FIND_COORDINATOR_REQUEST, _FIND_COORDINATOR_RESPONSE

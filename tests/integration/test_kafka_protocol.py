@@ -56,6 +56,10 @@ from kafka.protocol.admin import CreateTopicsRequest as KpCreateTopics
 from kafka.protocol.admin import CreateTopicsResponse as KpCreateTopicsResponse
 from kafka.protocol.admin import DescribeClientQuotasRequest as KpDescribeQuotas
 from kafka.protocol.admin import DescribeClientQuotasResponse as KpDescribeQuotasResponse
+from kafka.protocol.consumer.offsets import OffsetForLeaderEpochRequest as KpOffsetForLeaderEpoch
+from kafka.protocol.consumer.offsets import (
+    OffsetForLeaderEpochResponse as KpOffsetForLeaderEpochResponse,
+)
 
 from bench.compare import kafka_client
 from bench.compare.workloads import QUICK
@@ -361,6 +365,49 @@ async def test_librdkafka_acks_all_survives_a_leader_killed(
     values = [value for _offset, _key, value in read[0]]
     assert values == [f"f{i}".encode() for i in range(400)]  # none lost, none twice, in order
     assert sorted(offset for _, offset in acked) == [offset for offset, _, _ in read[0]]
+    # how Kafka's consumers check their position after a leader change (KIP-320): the
+    # new leader says where each epoch ended, in OffsetForLeaderEpoch's encoding
+    alive = next(b for i, b in cluster.brokers.items() if i != leader)
+    async with Admin(bootstrap_servers=alive.bootstrap) as admin:
+        (now,) = await admin.describe_topics(["failover"])
+    new_leader, epoch = now.partitions[0].leader, now.partitions[0].leader_epoch
+    answers = await asyncio.to_thread(
+        _epoch_ends, cluster.brokers[new_leader].ports["KAFKA"], "failover", [epoch - 1, epoch]
+    )
+    assert answers == [(0, epoch - 1, 200), (0, epoch, 400)]  # the kill came between
+
+
+def _epoch_ends(port: int, topic: str, epochs: list[int]) -> list[tuple[int, int, int]]:
+    """(error code, leader epoch, end offset) for partition 0 of ``topic`` at each of
+    ``epochs``, asked as a consumer in OffsetForLeaderEpoch v2 and v4 (each must agree)."""
+    out = []
+    for version in (2, 4):
+        answered = []
+        for correlation_id, epoch in enumerate(epochs):
+            asked = KpOffsetForLeaderEpoch[version](
+                replica_id=-1,
+                topics=[
+                    KpOffsetForLeaderEpoch.OffsetForLeaderTopic(
+                        topic=topic,
+                        partitions=[
+                            KpOffsetForLeaderEpoch.OffsetForLeaderTopic.OffsetForLeaderPartition(
+                                partition=0, current_leader_epoch=-1, leader_epoch=epoch
+                            )
+                        ],
+                    )
+                ],
+            )
+            asked.with_header(correlation_id=correlation_id, client_id="t")
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                sock.sendall(_frame_raw(bytes(asked.encode(version=version, header=True))))
+                raw = _answer(sock)
+            assert raw is not None
+            decoded = KpOffsetForLeaderEpochResponse.decode(raw, version=version, header=True)
+            (partition,) = decoded.topics[0].partitions
+            answered.append((partition.error_code, partition.leader_epoch, partition.end_offset))
+        out.append(answered)
+    assert out[0] == out[1], out
+    return out[0]
 
 
 async def test_librdkafka_transactions_commit_abort_and_offsets_exactly_once(
