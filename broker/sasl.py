@@ -200,13 +200,18 @@ class Authenticator:
     """One connection's authentication on a SASL listener. The server lets through only
     ApiVersions and the two SASL requests until :attr:`principal` is set.
 
-    With ``connections.max.reauth.ms`` (KIP-368) a session ends at :attr:`expires_ms`:
-    before then the client sends SaslHandshake again, with the same mechanism, and logs
-    in anew as the same principal on the same connection (:attr:`reauthenticating`
-    meanwhile); a connection past its end is closed at its next other request."""
+    With ``connections.max.reauth.ms`` (KIP-368) a session ends at :attr:`expires_ms`
+    (the monotonic clock's ms: a wall clock stepped back must not lengthen it): before
+    then the client sends SaslHandshake again, with the same mechanism, and logs in anew
+    as the same principal on the same connection (:attr:`reauthenticating` meanwhile); a
+    connection past its end is closed at its next other request. Without an end there is
+    no re-authentication, nor more than one a second (Kafka's rules,
+    :meth:`may_reauthenticate`): the SaslHandshake is then an ordinary request, answered
+    ILLEGAL_SASL_STATE."""
 
     __slots__ = (
         "_listener",
+        "_logged_in_at",
         "_mechanism",
         "_peer",
         "_previous",
@@ -226,6 +231,7 @@ class Authenticator:
         self._previous: str | None = None
         """The principal a re-authentication must log in as again."""
         self.expires_ms: int | None = None
+        self._logged_in_at = 0
         """When the session ends (wall clock, ms); None: never."""
         self._peer = peer
         self.principal: str | None = None
@@ -242,7 +248,16 @@ class Authenticator:
 
     def expired(self) -> bool:
         """Whether the session has ended (it may be re-authenticated, nothing else)."""
-        return self.expires_ms is not None and _wall_ms() >= self.expires_ms
+        return self.expires_ms is not None and _monotonic_ms() >= self.expires_ms
+
+    def may_reauthenticate(self) -> bool:
+        """Whether a SaslHandshake now starts a re-authentication: the session ends, and
+        the last login was a second ago or more (Kafka's; none while one runs)."""
+        return (
+            self.expires_ms is not None
+            and not self.reauthenticating
+            and _monotonic_ms() - self._logged_in_at >= _MIN_REAUTH_INTERVAL_MS
+        )
 
     async def handle(self, key: ApiKey, request: Any) -> Any:
         """The answer to a SaslHandshake or SaslAuthenticate; :attr:`failed` is set when
@@ -306,7 +321,7 @@ class Authenticator:
                 response = await self._scram_step(bytes(request.auth_bytes))
             if self.done and self.expires_ms is not None:
                 # (0 on the wire is "never": a session ending now says 1)
-                response.session_lifetime_ms = max(self.expires_ms - _wall_ms(), 1)
+                response.session_lifetime_ms = max(self.expires_ms - _monotonic_ms(), 1)
             return response
         except SaslError as exc:
             self.failed = True
@@ -391,11 +406,13 @@ class Authenticator:
                 "a connection keeps its principal (open another for another user)"
             )
         self.principal, self._previous = principal, None
+        self._logged_in_at = now = _monotonic_ms()
         max_ms = self._listener.max_reauth_ms
         if max_ms > 0:  # (Kafka: without it, an OAUTHBEARER token's expiry is not enforced)
-            now = _wall_ms()
-            ends = now + max_ms
-            self.expires_ms = ends if token_expires_ms is None else min(ends, token_expires_ms)
+            lasts = max_ms
+            if token_expires_ms is not None:  # (the wall clock's, read once, here)
+                lasts = min(lasts, token_expires_ms - _wall_ms())
+            self.expires_ms = now + lasts
         _log.debug(
             "sasl.authenticated",
             peer=self._peer,
@@ -419,6 +436,14 @@ async def _checked(bearer: BearerChecker, token: str, peer: str) -> Token:
 
 def _wall_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def _monotonic_ms() -> int:
+    return time.monotonic_ns() // 1_000_000
+
+
+_MIN_REAUTH_INTERVAL_MS = 1000
+"""Kafka's: a re-authentication starts at most a second after the last login."""
 
 
 def _refuse(response: Any, error: ApiError) -> Any:

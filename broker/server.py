@@ -380,16 +380,16 @@ class _Connection(asyncio.BufferedProtocol):
         rule: nothing else until it is done)."""
         auth = self._auth
         assert auth is not None
-        if key == ApiKey.SASL_HANDSHAKE or (
+        if (key == ApiKey.SASL_HANDSHAKE and auth.may_reauthenticate()) or (
             key == ApiKey.SASL_AUTHENTICATE and auth.reauthenticating
         ):
             self._authenticate(header, key, request)
             return True
-        if key == ApiKey.API_VERSIONS:
-            return False
         if auth.reauthenticating:
             self._close_after_answers("connection.request_during_reauthentication", api=key.name)
             return True
+        if key == ApiKey.API_VERSIONS or (key == ApiKey.SASL_HANDSHAKE and not auth.expired()):
+            return False  # (a handshake not starting a re-authentication: ILLEGAL_SASL_STATE)
         if auth.expired():
             self._close_after_answers(
                 "connection.session_expired",

@@ -345,6 +345,8 @@ class BrokerConnection:
             try:
                 await self._authenticate(self.login)  # type: ignore[arg-type]
             except Exception as exc:  # the held fail with it (close settles them)
+                if self._closed is not None:
+                    return  # closed meanwhile, for its own reason: that is the story
                 _log.warning("re-authentication to %s:%s failed: %s", self.host, self.port, exc)
                 self.close(exc if isinstance(exc, ApiError) else NetworkError(f"{self}: {exc!r}"))
                 return

@@ -215,6 +215,7 @@ _PROPERTIES = {
     "sasl.mechanism",
     "sasl.jaas.config",
     "sasl.oauthbearer.token.endpoint.url",
+    "sasl.oauthbearer.header.urlencode",
     "sasl.login.callback.handler.class",
 }
 
@@ -275,7 +276,12 @@ def settings_from_properties(props: dict[str, str], source: str) -> dict[str, ob
         if settings["sasl_mechanism"] == OAUTHBEARER:
             url = props.get("sasl.oauthbearer.token.endpoint.url")
             settings["sasl_oauth_token_provider"] = (
-                _client_credentials(url, options, source)
+                _client_credentials(
+                    url,
+                    options,
+                    source,
+                    urlencode=props.get("sasl.oauthbearer.header.urlencode", "false") == "true",
+                )
                 if url
                 else _unsecured_login(options, source)
             )
@@ -339,15 +345,20 @@ def _unsecured_login(options: Mapping[str, str], source: str) -> UnsecuredTokenP
 
 
 def _client_credentials(
-    url: str, options: Mapping[str, str], source: str
+    url: str, options: Mapping[str, str], source: str, *, urlencode: bool
 ) -> ClientCredentialsTokenProvider:
-    """Kafka's OIDC login: ``sasl.oauthbearer.token.endpoint.url`` and the JAAS options
-    ``clientId``, ``clientSecret`` and ``scope``."""
+    """Kafka's OIDC login: ``sasl.oauthbearer.token.endpoint.url`` (and
+    ``sasl.oauthbearer.header.urlencode``) and the JAAS options ``clientId``,
+    ``clientSecret`` and ``scope``."""
     if not options.get("clientId") or not options.get("clientSecret"):
         raise ConfigurationError(
             f'{source}: sasl.oauthbearer.token.endpoint.url needs clientId="..." '
             'clientSecret="..." in sasl.jaas.config'
         )
     return ClientCredentialsTokenProvider(
-        url, options["clientId"], options["clientSecret"], scope=options.get("scope")
+        url,
+        options["clientId"],
+        options["clientSecret"],
+        scope=options.get("scope"),
+        urlencode=urlencode,
     )

@@ -1,8 +1,13 @@
 """Re-authentication (Kafka's KIP-368, connections.max.reauth.ms) on an in-process SASL
 listener: the session's end is told at login, the client logs in again on the same
 connection before it (its requests made meanwhile held, then answered), a connection that
-does not is closed at its next request, and a re-authentication may change neither the
-principal nor the mechanism."""
+does not is closed at its next request (the monotonic clock decides: a wall clock stepped
+back does not lengthen a session), and a re-authentication may change neither the
+principal nor the mechanism. Without sessions that end, or within a second of the last
+login, a SaslHandshake is an ordinary request, refused (Kafka's rules).
+
+Sessions here are 600 ms, so the broker's one-second minimum between logins is lowered
+for these tests (one test keeps it)."""
 
 from __future__ import annotations
 
@@ -12,11 +17,12 @@ from typing import Any
 
 import pytest
 
+import broker.sasl
 from broker.sasl import Authenticator, SaslListener
 from broker.server import PEER_PRINCIPAL, BrokerServer
 from client.connection import BrokerConnection
 from client.security import SaslLogin
-from protocol.apis import ApiKey, MetadataRequest, MetadataResponse
+from protocol.apis import ApiKey, MetadataRequest, MetadataResponse, SaslHandshakeRequest
 from protocol.errors import IllegalSaslStateError, NetworkError, SaslAuthenticationFailedError
 from protocol.framing import RequestHeader
 from tests.component.test_server_sasl import _Store
@@ -29,8 +35,12 @@ async def _metadata(header: RequestHeader, request: MetadataRequest) -> Metadata
     return MetadataResponse(cluster_id=PEER_PRINCIPAL.get())
 
 
-@pytest.fixture
-async def port() -> AsyncIterator[int]:
+@pytest.fixture(autouse=True)
+def quick_logins(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(broker.sasl, "_MIN_REAUTH_INTERVAL_MS", 0)
+
+
+async def _listening(session_ms: int) -> BrokerServer:
     listener = SaslListener(
         "SASL_PLAINTEXT",
         ("PLAIN", "SCRAM-SHA-256"),
@@ -38,9 +48,14 @@ async def port() -> AsyncIterator[int]:
         _Store(),  # type: ignore[arg-type]
         0.0,
         None,
-        _SESSION_MS,
+        session_ms,
     )
-    server = BrokerServer({ApiKey.METADATA: _metadata}, sasl=listener)
+    return BrokerServer({ApiKey.METADATA: _metadata}, sasl=listener)
+
+
+@pytest.fixture
+async def port() -> AsyncIterator[int]:
+    server = await _listening(_SESSION_MS)
     yield await server.start()
     await server.stop()
 
@@ -134,3 +149,33 @@ async def test_a_broker_logs_in_again_to_another(
     finally:
         peer.close()
     assert len(logins) >= 3 and set(logins) == {user}
+
+
+async def test_a_wall_clock_stepped_back_does_not_lengthen_a_session(
+    port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with BrokerConnection("127.0.0.1", port, login=BOB) as conn:
+        conn._reauth_at = None  # a client that does not re-authenticate
+        real = broker.sasl._wall_ms
+        monkeypatch.setattr(broker.sasl, "_wall_ms", lambda: real() - 3_600_000)
+        await asyncio.sleep(_SESSION_MS / 1000 + 0.2)
+        with pytest.raises(NetworkError):
+            await conn.request(ApiKey.METADATA, MetadataRequest())
+
+
+@pytest.mark.parametrize(("session_ms", "min_interval_ms"), [(0, 0), (60_000, 1000)])
+async def test_a_handshake_that_may_not_start_a_re_authentication_is_refused_and_harmless(
+    monkeypatch: pytest.MonkeyPatch, session_ms: int, min_interval_ms: int
+) -> None:
+    # sessions that do not end (Kafka's default), or a login less than a second ago
+    monkeypatch.setattr(broker.sasl, "_MIN_REAUTH_INTERVAL_MS", min_interval_ms)
+    server = await _listening(session_ms)
+    port = await server.start()
+    try:
+        async with BrokerConnection("127.0.0.1", port, login=BOB) as conn:
+            with pytest.raises(IllegalSaslStateError, match="already authenticated"):
+                await conn.request(ApiKey.SASL_HANDSHAKE, SaslHandshakeRequest(mechanism="PLAIN"))
+            answer = await conn.request(ApiKey.METADATA, MetadataRequest())  # still open
+            assert answer.cluster_id == "User:bob"
+    finally:
+        await server.stop()
