@@ -230,6 +230,26 @@ class ProduceRequest(Request):
 
 
 @dataclass(slots=True, kw_only=True)
+class LeaderIdAndEpoch:
+    """The leader a broker knows of, told with NOT_LEADER_OR_FOLLOWER or
+    FENCED_LEADER_EPOCH (Kafka's KIP-951): the client goes there without first asking
+    for metadata."""
+
+    leader_id: int = -1
+    leader_epoch: int = -1
+
+
+@dataclass(slots=True, kw_only=True)
+class NodeEndpoint:
+    """Where a leader named in an answer is reached, on the listener asked (KIP-951)."""
+
+    node_id: int
+    host: str
+    port: int
+    rack: str | None = None
+
+
+@dataclass(slots=True, kw_only=True)
 class ProducePartitionResponse:
     index: int
     error_code: int = 0
@@ -237,6 +257,7 @@ class ProducePartitionResponse:
     base_offset: int = -1
     log_append_time_ms: int = -1
     log_start_offset: int = -1
+    current_leader: LeaderIdAndEpoch | None = field(None, since=KAFKA_ONLY)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -249,6 +270,7 @@ class ProduceTopicResponse:
 class ProduceResponse(Response):
     topics: list[ProduceTopicResponse] = field(default_factory=list)
     throttle_time_ms: int = 0
+    node_endpoints: list[NodeEndpoint] = field(default_factory=list, since=KAFKA_ONLY)
 
 
 # --- Fetch (1) -------------------------------------------------------------------------
@@ -343,6 +365,7 @@ class FetchPartitionData:
     """KIP-392: the replica (in the consumer's rack) to fetch this partition from
     instead; set with no records. -1: fetch from where it asked."""
     records: Records = None
+    current_leader: LeaderIdAndEpoch | None = field(None, since=KAFKA_ONLY)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -357,6 +380,7 @@ class FetchResponse(Response):
     throttle_time_ms: int = 0
     session_id: int = field(0, since=1)
     topics: list[FetchTopicResponse] = field(default_factory=list)
+    node_endpoints: list[NodeEndpoint] = field(default_factory=list, since=KAFKA_ONLY)
 
 
 INVALID_SESSION_ID = 0

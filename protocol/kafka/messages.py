@@ -36,6 +36,7 @@ from protocol.apis import (
     InitProducerIdRequest,
     JoinGroupRequest,
     JoinGroupRequestProtocol,
+    LeaderIdAndEpoch,
     LeaveGroupMember,
     LeaveGroupRequest,
     ListOffsetsPartition,
@@ -43,6 +44,7 @@ from protocol.apis import (
     ListOffsetsTopic,
     MetadataRequest,
     MetadataResponse,
+    NodeEndpoint,
     OffsetCommitRequest,
     OffsetCommitRequestPartition,
     OffsetCommitRequestTopic,
@@ -306,6 +308,24 @@ _PRODUCE_REQUEST = Struct(
 
 _RECORD_ERROR = Struct([F("batch_index", INT32), F("batch_index_error_message", NULLABLE_STRING)])
 
+# KIP-951: with NOT_LEADER_OR_FOLLOWER or FENCED_LEADER_EPOCH, the leader this broker
+# knows of, and where it is reached (Produce v10+, Fetch v16+, as tagged fields)
+_CURRENT_LEADER = Struct(
+    [F("leader_id", INT32, default=-1), F("leader_epoch", INT32, default=-1)],
+    LeaderIdAndEpoch,
+)
+_NODE_ENDPOINTS = Array(
+    Struct(
+        [
+            F("node_id", INT32),
+            F("host", STRING),
+            F("port", INT32),
+            F("rack", NULLABLE_STRING),
+        ],
+        NodeEndpoint,
+    )
+)
+
 _PRODUCE_RESPONSE = Struct(
     [
         F(
@@ -326,6 +346,7 @@ _PRODUCE_RESPONSE = Struct(
                                         F("log_start_offset", INT64, 5, default=-1),
                                         F("record_errors", Array(_RECORD_ERROR), 8, attr=None),
                                         F("error_message", NULLABLE_STRING, 8),
+                                        F("current_leader", _CURRENT_LEADER, 10, tag=0),
                                     ]
                                 )
                             ),
@@ -337,6 +358,7 @@ _PRODUCE_RESPONSE = Struct(
             attr="topics",
         ),
         F("throttle_time_ms", INT32, 1),
+        F("node_endpoints", _NODE_ENDPOINTS, 10, tag=0),
     ]
 )
 
@@ -345,7 +367,14 @@ _PRODUCE_RESPONSE = Struct(
 _FETCH_REQUEST = Struct(
     [
         F("cluster_id", NULLABLE_STRING, 12, attr=None, tag=0),
-        F("replica_id", INT32),
+        F("replica_id", INT32, 0, 14, default=-1),  # (v15+: in replica_state, a follower's)
+        F(
+            "replica_state",
+            Struct([F("replica_id", INT32, default=-1), F("replica_epoch", INT64, default=-1)]),
+            15,
+            attr=None,
+            tag=1,
+        ),
         F("max_wait_ms", INT32),
         F("min_bytes", INT32),
         F("max_bytes", INT32, 3, default=0x7FFFFFFF),
@@ -454,6 +483,7 @@ _FETCH_RESPONSE = Struct(
                                             ),
                                             4,
                                         ),
+                                        F("current_leader", _CURRENT_LEADER, 12, tag=1),
                                         F("preferred_read_replica", INT32, 11, default=-1),
                                         # Kafka's brokers send empty records, never
                                         # null: clients (kafka-python) take len() of it
@@ -467,6 +497,7 @@ _FETCH_RESPONSE = Struct(
             ),
             attr="topics",
         ),
+        F("node_endpoints", _NODE_ENDPOINTS, 16, tag=0),
     ]
 )
 
@@ -1055,7 +1086,7 @@ KAFKA_APIS = _apis(
     KafkaApi(
         ApiKey.PRODUCE,
         3,
-        9,
+        11,
         9,
         _PRODUCE_REQUEST,
         _PRODUCE_RESPONSE,
@@ -1064,7 +1095,7 @@ KAFKA_APIS = _apis(
     KafkaApi(
         ApiKey.FETCH,
         4,
-        13,
+        16,
         12,
         _FETCH_REQUEST,
         _FETCH_RESPONSE,

@@ -25,13 +25,18 @@ from protocol.apis import (
     FetchRequest,
     FetchResponse,
     FetchTopicResponse,
+    LeaderIdAndEpoch,
     LeaveGroupMember,
     LeaveGroupRequest,
     LeaveGroupResponse,
     MetadataBroker,
     MetadataRequest,
     MetadataResponse,
+    NodeEndpoint,
+    ProducePartitionResponse,
     ProduceRequest,
+    ProduceResponse,
+    ProduceTopicResponse,
     Response,
 )
 from protocol.errors import (
@@ -107,7 +112,7 @@ def test_api_versions_v3_from_a_kafka_client_is_answered_with_every_api() -> Non
         key, low, high = struct.unpack(">hhh", r.take(6))
         assert r.uvarint() == 0  # the entry's tagged fields
         keys[key] = (low, high)
-    assert keys[ApiKey.PRODUCE] == (3, 9) and keys[ApiKey.FETCH] == (4, 13)
+    assert keys[ApiKey.PRODUCE] == (3, 11) and keys[ApiKey.FETCH] == (4, 16)
     assert set(keys) == set(KAFKA_APIS)
 
 
@@ -122,7 +127,7 @@ def test_api_versions_of_a_version_not_spoken_is_answered_in_v0_with_the_list() 
 
 
 def test_other_unknown_versions_and_keys_are_refused_by_name() -> None:
-    for key, version in ((0, 2), (1, 14), (57, 0)):
+    for key, version in ((0, 2), (1, 17), (57, 0)):
         with pytest.raises(UnsupportedRequestError, match="not served on a Kafka-protocol"):
             decode_request(memoryview(_header(key, version, 1, "c", flexible=False) + b"x"))
 
@@ -514,3 +519,47 @@ def test_describe_cluster_of_an_unknown_endpoint_type_is_unsupported(endpoint_ty
         _join(encode_response(header, served))[4:], version=1, header=True
     )
     assert answer.error_code == UnsupportedEndpointTypeError.code
+
+
+@pytest.mark.parametrize(("key", "version"), [(ApiKey.FETCH, 16), (ApiKey.PRODUCE, 10)])
+def test_the_leader_named_with_a_refusal_reads_as_kafkas_clients_read_it(
+    key: ApiKey, version: int
+) -> None:
+    # KIP-951's tagged fields: CurrentLeader in the partition, NodeEndpoints in the answer
+    leader = LeaderIdAndEpoch(leader_id=2, leader_epoch=7)
+    endpoints = [NodeEndpoint(node_id=2, host="kafka-2", port=29092, rack="b")]
+    if key == ApiKey.FETCH:
+        response: Any = FetchResponse(
+            topics=[
+                FetchTopicResponse(
+                    topic="t",
+                    topic_id=bytes(range(16)),
+                    partitions=[
+                        FetchPartitionData(partition_index=0, error_code=6, current_leader=leader)
+                    ],
+                )
+            ],
+            node_endpoints=endpoints,
+        )
+    else:
+        response = ProduceResponse(
+            topics=[
+                ProduceTopicResponse(
+                    name="t",
+                    partitions=[
+                        ProducePartitionResponse(index=0, error_code=6, current_leader=leader)
+                    ],
+                )
+            ],
+            node_endpoints=endpoints,
+        )
+    frame = _join(encode_response(KafkaHeader(key, 0, 5, version, "c"), response))
+    api = KAFKA_APIS[key]
+    decoded = _kafka_python_class(f"{api.name}Response").decode(
+        frame[4:], version=version, header=True
+    )
+    topic = decoded.responses[0]
+    partition = (topic.partitions if key == ApiKey.FETCH else topic.partition_responses)[0]
+    assert (partition.current_leader.leader_id, partition.current_leader.leader_epoch) == (2, 7)
+    [node] = decoded.node_endpoints
+    assert (node.node_id, node.host, node.port, node.rack) == (2, "kafka-2", 29092, "b")
