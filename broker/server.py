@@ -352,7 +352,12 @@ class _Connection(asyncio.BufferedProtocol):
             self._kafka_client_id = header.client_id
             self._context.run(PEER_CLIENT_ID.set, header.client_id)
         if api.key == ApiKey.API_VERSIONS:
-            self._enqueue(_Slot(kafka_wire.api_versions_response(header)))
+            if not (  # (a session ended: closed, as for any other request)
+                self._auth is not None
+                and self._authenticated
+                and self._logged_in_again(header, api.key, request)  # type: ignore[arg-type]
+            ):
+                self._enqueue(_Slot(kafka_wire.api_versions_response(header)))
             return
         if self._auth is not None and self._kafka_sasl(header, api.key, request):  # type: ignore[arg-type]
             return
@@ -388,8 +393,8 @@ class _Connection(asyncio.BufferedProtocol):
         if auth.reauthenticating:
             self._close_after_answers("connection.request_during_reauthentication", api=key.name)
             return True
-        if key == ApiKey.API_VERSIONS or (key == ApiKey.SASL_HANDSHAKE and not auth.expired()):
-            return False  # (a handshake not starting a re-authentication: ILLEGAL_SASL_STATE)
+        if key == ApiKey.SASL_HANDSHAKE and not auth.expired():
+            return False  # (not starting a re-authentication: ILLEGAL_SASL_STATE)
         if auth.expired():
             self._close_after_answers(
                 "connection.session_expired",

@@ -22,7 +22,13 @@ from broker.sasl import Authenticator, SaslListener
 from broker.server import PEER_PRINCIPAL, BrokerServer
 from client.connection import BrokerConnection
 from client.security import SaslLogin
-from protocol.apis import ApiKey, MetadataRequest, MetadataResponse, SaslHandshakeRequest
+from protocol.apis import (
+    ApiKey,
+    ApiVersionsRequest,
+    MetadataRequest,
+    MetadataResponse,
+    SaslHandshakeRequest,
+)
 from protocol.errors import IllegalSaslStateError, NetworkError, SaslAuthenticationFailedError
 from protocol.framing import RequestHeader
 from tests.component.test_server_sasl import _Store
@@ -95,12 +101,14 @@ async def test_a_client_logs_in_again_before_its_session_ends_and_carries_on(
 async def test_a_connection_that_does_not_log_in_again_is_closed_at_its_next_request(
     port: int,
 ) -> None:
-    async with BrokerConnection("127.0.0.1", port, login=BOB) as conn:
-        conn._reauth_at = None  # a client without KIP-368 (Kafka's SaslAuthenticate v0)
-        await conn.request(ApiKey.METADATA, MetadataRequest())
-        await asyncio.sleep(_SESSION_MS / 1000 + 0.1)
-        with pytest.raises(NetworkError):
+    for late in (ApiKey.METADATA, ApiKey.API_VERSIONS):  # any request but a login
+        async with BrokerConnection("127.0.0.1", port, login=BOB) as conn:
+            conn._reauth_at = None  # a client without KIP-368 (Kafka's SaslAuthenticate v0)
             await conn.request(ApiKey.METADATA, MetadataRequest())
+            await asyncio.sleep(_SESSION_MS / 1000 + 0.1)
+            with pytest.raises(NetworkError):
+                asked = MetadataRequest() if late == ApiKey.METADATA else ApiVersionsRequest()
+                await conn.request(late, asked)
     async with BrokerConnection("127.0.0.1", port, login=BOB) as conn:  # the listener serves on
         assert (await conn.request(ApiKey.METADATA, MetadataRequest())).cluster_id == "User:bob"
 
