@@ -195,6 +195,7 @@ _METADATA_RESPONSE = Struct(
             ),
         ),
         F("cluster_authorized_operations", INT32, 8, 10, attr=None, default=NO_OPERATIONS),
+        F("error_code", INT16, 13),  # (KIP-1102's REBOOTSTRAP_REQUIRED: never said here)
     ]
 )
 
@@ -1076,7 +1077,7 @@ KAFKA_APIS = _apis(
     KafkaApi(
         ApiKey.METADATA,
         1,
-        12,
+        13,
         9,
         _METADATA_REQUEST,
         _METADATA_RESPONSE,
