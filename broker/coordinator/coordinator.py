@@ -1238,7 +1238,8 @@ def _offsets(
 ) -> list[tuple[str, int, OffsetAndMetadata]]:
     """The offsets a commit stores (those whose metadata is not too large); with a
     ``retention_ms`` of its own (OffsetCommit v2-v4; -1: none), each expires then."""
-    expires = now + retention_ms if retention_ms >= 0 else -1
+    # (Long.MAX_VALUE is "keep it": the sum stays an int64, as Kafka's Long does)
+    expires = min(now + retention_ms, 2**63 - 1) if retention_ms >= 0 else -1
     return [
         (
             t.name,

@@ -186,6 +186,8 @@ class Group:
             member = self._current_member(member_id, group_instance_id)
             self._check_rejoin_room(member)
         elif group_instance_id is not None and group_instance_id in self.static_members:
+            # a restarted static member of a group over its size: counted as its old self
+            self._check_rejoin_room(self.members[self.static_members[group_instance_id]])
             member, previous = self._replace_static(group_instance_id)
         else:
             self._check_room()

@@ -1049,3 +1049,13 @@ async def test_a_commit_with_a_retention_time_of_its_own_expires_then() -> None:
     assert [
         (p.partition_index, p.committed_offset) for t in fetched.topics for p in t.partitions
     ] == [(1, 20)]
+
+
+async def test_a_commit_kept_for_as_long_as_an_int64_says_is_stored() -> None:
+    # retention_time_ms = Long.MAX_VALUE ("keep it"): the expire time stays an int64
+    # (found in review: it overflowed the record's field and failed the commit)
+    coordinator, _ = _coordinator()
+    response = await coordinator.offset_commit(_commit(OTHER, {0: 10}, retention_time_ms=2**63 - 1))
+    assert [p.error_code for t in response.topics for p in t.partitions] == [0]
+    now = int(time.time() * 1000)
+    assert await coordinator._expire_in(0, coordinator.stores[0], now + 365 * _DAY_MS) == 0

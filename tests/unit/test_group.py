@@ -28,11 +28,15 @@ class Clock:
 
 
 def _join(
-    group: Group, member_id: str = "", protocols: tuple[str, ...] = ("range",)
+    group: Group,
+    member_id: str = "",
+    protocols: tuple[str, ...] = ("range",),
+    *,
+    instance: str | None = None,
 ) -> asyncio.Future:
     return group.join(
         member_id=member_id,
-        group_instance_id=None,
+        group_instance_id=instance,
         client_id="c",
         session_timeout_ms=1_000,
         rebalance_timeout_ms=2_000,
@@ -577,22 +581,39 @@ async def test_a_join_ended_by_its_connection_does_not_count_as_rejoined() -> No
     assert {r.generation_id for r in kept} == {3} and len(group.members) == 2
 
 
-async def test_a_group_loaded_over_group_max_size_rebalances_down_to_it() -> None:
-    # group.max.size lowered to 2 while the group had 3 members (KIP-389, Kafka's
-    # onGroupLoaded and acceptJoiningMember): loaded, it rebalances; two rejoin, the third
-    # is removed with GROUP_MAX_SIZE_REACHED
-    clock = Clock()
-    group = Group("g", clock, max_size=2)
+def _loaded_with_three(*, static: bool) -> Group:
+    """A group of members a, b and c (instances i-a... if ``static``), loaded with
+    group.max.size 2."""
+    group = Group("g", Clock(), max_size=2)
     group.restore(
         generation_id=5,
         protocol_type="consumer",
         protocol_name="range",
         leader="a",
         members=[
-            Member(m, None, "c", 1_000, 2_000, "consumer", [("range", b"")], 0, "h", b"")
+            Member(
+                m,
+                f"i-{m}" if static else None,
+                "c",
+                1_000,
+                2_000,
+                "consumer",
+                [("range", b"")],
+                0,
+                "h",
+                b"",
+            )
             for m in ("a", "b", "c")
         ],
     )
+    return group
+
+
+async def test_a_group_loaded_over_group_max_size_rebalances_down_to_it() -> None:
+    # group.max.size lowered to 2 while the group had 3 members (KIP-389, Kafka's
+    # onGroupLoaded and acceptJoiningMember): loaded, it rebalances; two rejoin, the third
+    # is removed with GROUP_MAX_SIZE_REACHED
+    group = _loaded_with_three(static=False)
     assert group.state == "PreparingRebalance"
     a, b = _join(group, "a"), _join(group, "b")
     with pytest.raises(GroupMaxSizeReachedError, match=r"over group.max.size \(2 members\)"):
@@ -602,3 +623,15 @@ async def test_a_group_loaded_over_group_max_size_rebalances_down_to_it() -> Non
     assert set(group.members) == {"a", "b"}
     with pytest.raises(UnknownMemberIdError):
         group.heartbeat("c", 6)
+
+
+async def test_a_restarted_static_member_does_not_join_a_group_loaded_over_its_size() -> None:
+    # the same, with static members: c restarts (no member id, its instance id) once a
+    # and b have rejoined up to the size; found in review
+    group = _loaded_with_three(static=True)
+
+    a, b = _join(group, "a", instance="i-a"), _join(group, "b", instance="i-b")
+    with pytest.raises(GroupMaxSizeReachedError):
+        _join(group, instance="i-c")
+    first, _second = await asyncio.gather(a, b)
+    assert first.generation_id == 6 and set(group.members) == {"a", "b"}
