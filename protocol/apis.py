@@ -1215,6 +1215,8 @@ class JoinGroupRequest(Request):
     client_id: str = ""
     """Shown by DescribeGroups. Kafka takes it from the request header, which ours lacks
     (DESIGN.md "The wire"), so the member says it here."""
+    reason: str | None = field(None, since=KAFKA_ONLY)
+    """Why the member (re)joins (Kafka's JoinGroup v8+, KIP-800): logged."""
 
 
 @dataclass(slots=True, kw_only=True)
@@ -1281,6 +1283,8 @@ class HeartbeatResponse(Response):
 class LeaveGroupMember:
     member_id: str = ""
     group_instance_id: str | None = None
+    reason: str | None = field(None, since=KAFKA_ONLY)
+    """Why it leaves (Kafka's LeaveGroup v5+, KIP-800): logged."""
 
 
 @dataclass(slots=True, kw_only=True)

@@ -59,7 +59,7 @@ from broker.authorizer import (
 )
 from broker.config import BrokerConfig
 from broker.coordinator.expiry import expired_offsets
-from broker.coordinator.group import DEAD, EMPTY, STABLE, Group, Member, Stored
+from broker.coordinator.group import DEAD, EMPTY, PREPARING, STABLE, Group, Member, Stored
 from broker.coordinator.offsets import OffsetStore
 from broker.coordinator.placement import coordinator_of, replication_factor
 from broker.log import Log
@@ -373,9 +373,26 @@ class GroupCoordinator:
             await asyncio.sleep(_TICK_S)
             for group in list(self.groups.values()):
                 try:
+                    was, generation = group.state, group.generation_id
                     group.tick()
+                    self._note_rebalance(group, was, generation, "a member's session expired")
                 except Exception:
                     self._log.exception("coordinator.tick_failed", group=group.group_id)
+
+    def _note_rebalance(
+        self, group: Group, was: str, generation: int, cause: str, **more: object
+    ) -> None:
+        """Log a rebalance that just started (Kafka's "Preparing to rebalance group"), with
+        what started it: an operator's first question when a group stops consuming."""
+        if group.state == PREPARING and was != PREPARING:
+            self._log.info(
+                "group.rebalancing",
+                group=group.group_id,
+                previous_state=was,
+                generation=generation,
+                cause=cause,
+                **{k: v for k, v in more.items() if v},
+            )
 
     # --- which offsets partitions are ours ----------------------------------------------
 
@@ -688,6 +705,7 @@ class GroupCoordinator:
             )
         group = self._group(request.group_id)
         rebalance_ms = request.rebalance_timeout_ms
+        was, generation = group.state, group.generation_id
         joined = group.join(
             member_id=request.member_id,
             group_instance_id=request.group_instance_id,
@@ -697,6 +715,16 @@ class GroupCoordinator:
             rebalance_timeout_ms=rebalance_ms if rebalance_ms > 0 else request.session_timeout_ms,
             protocol_type=request.protocol_type,
             protocols=[(p.name, bytes(p.metadata)) for p in request.protocols],
+        )
+        self._note_rebalance(
+            group,
+            was,
+            generation,
+            "a member rejoined" if request.member_id else "a member joined",
+            member=request.member_id,
+            instance=request.group_instance_id,
+            client_id=request.client_id,
+            reason=request.reason,  # (the client's, Kafka's JoinGroup v8+)
         )
         result = await _member_wait(joined, request.group_id)
         return JoinGroupResponse(
@@ -739,7 +767,12 @@ class GroupCoordinator:
     async def leave_group(self, request: LeaveGroupRequest) -> LeaveGroupResponse:
         self._check_group(Operation.READ, request.group_id)
         if request.members is None:
-            self._known_group(request.group_id).leave(request.member_id, request.group_instance_id)
+            leaving = self._known_group(request.group_id)
+            was, generation = leaving.state, leaving.generation_id
+            leaving.leave(request.member_id, request.group_instance_id)
+            self._note_rebalance(
+                leaving, was, generation, "a member left", member=request.member_id
+            )
             return LeaveGroupResponse()
         # several at once (an administrator's "remove members"): each answered on its own,
         # as Kafka's, and the others still leave when one is unknown; a group this
@@ -754,7 +787,17 @@ class GroupCoordinator:
             try:
                 if group is None:
                     raise unknown
+                was, generation = group.state, group.generation_id
                 group.leave(member.member_id, member.group_instance_id)
+                self._note_rebalance(
+                    group,
+                    was,
+                    generation,
+                    "a member left",
+                    member=member.member_id,
+                    instance=member.group_instance_id,
+                    reason=member.reason,  # (the client's, Kafka's LeaveGroup v5+)
+                )
             except ApiError as exc:
                 error = exc
             answers.append(

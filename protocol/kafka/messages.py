@@ -668,7 +668,7 @@ _JOIN_GROUP_REQUEST = Struct(
             "protocols",
             Array(Struct([F("name", STRING), F("metadata", BYTES)], JoinGroupRequestProtocol)),
         ),
-        F("reason", NULLABLE_STRING, 8, attr=None),
+        F("reason", NULLABLE_STRING, 8),
     ],
     JoinGroupRequest,
 )
@@ -744,7 +744,11 @@ def _leave_group(
         return LeaveGroupRequest(
             group_id=group_id,
             members=[
-                LeaveGroupMember(member_id=m["member_id"], group_instance_id=m["group_instance_id"])
+                LeaveGroupMember(
+                    member_id=m["member_id"],
+                    group_instance_id=m["group_instance_id"],
+                    reason=m.get("reason"),
+                )
                 for m in members
             ],
         )
@@ -755,7 +759,7 @@ _LEAVE_MEMBER = Struct(
     [
         F("member_id", STRING),
         F("group_instance_id", NULLABLE_STRING),
-        F("reason", NULLABLE_STRING, 5, attr=None),
+        F("reason", NULLABLE_STRING, 5),
     ]
 )
 _LEAVE_GROUP_REQUEST = Struct(
@@ -1127,7 +1131,7 @@ KAFKA_APIS = _apis(
     KafkaApi(
         ApiKey.JOIN_GROUP,
         0,
-        7,
+        8,
         6,
         _JOIN_GROUP_REQUEST,
         _JOIN_GROUP_RESPONSE,
@@ -1138,7 +1142,7 @@ KAFKA_APIS = _apis(
     KafkaApi(
         ApiKey.LEAVE_GROUP,
         0,
-        4,
+        5,
         4,
         _LEAVE_GROUP_REQUEST,
         _LEAVE_GROUP_RESPONSE,

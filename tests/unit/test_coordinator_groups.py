@@ -1059,3 +1059,46 @@ async def test_a_commit_kept_for_as_long_as_an_int64_says_is_stored() -> None:
     assert [p.error_code for t in response.topics for p in t.partitions] == [0]
     now = int(time.time() * 1000)
     assert await coordinator._expire_in(0, coordinator.stores[0], now + 365 * _DAY_MS) == 0
+
+
+async def test_each_rebalance_is_logged_with_what_started_it() -> None:
+    # Kafka's "Preparing to rebalance group ... (reason: ...)": a member joining with
+    # its client's reason (JoinGroup v8+), and one leaving with its reason (LeaveGroup v5+)
+    coordinator, _ = _coordinator()
+    a, b = await _two_members(coordinator)
+    with structlog.testing.capture_logs() as logs:
+        joining = _join(OURS)
+        joining.reason = "subscription changed"
+        third = asyncio.ensure_future(coordinator.join_group(joining))
+        await asyncio.sleep(0)
+        await coordinator.leave_group(
+            LeaveGroupRequest(
+                group_id=OURS,
+                members=[LeaveGroupMember(member_id=b, reason="the consumer is closing")],
+            )
+        )
+        third.cancel()
+    rebalances = [e for e in logs if e["event"] == "group.rebalancing"]
+    assert [(e["cause"], e.get("reason")) for e in rebalances] == [
+        ("a member joined", "subscription changed")
+    ]  # (the leave came during that rebalance: no second one)
+    assert rebalances[0]["group"] == OURS and rebalances[0]["previous_state"] == "Stable"
+    assert a  # (the static leader stays)
+
+
+async def test_a_rebalance_started_by_a_member_leaving_is_logged_with_its_reason() -> None:
+    coordinator, _ = _coordinator()
+    _a, b = await _two_members(coordinator)
+    with structlog.testing.capture_logs() as logs:
+        await coordinator.leave_group(
+            LeaveGroupRequest(
+                group_id=OURS,
+                members=[LeaveGroupMember(member_id=b, reason="the consumer is closing")],
+            )
+        )
+    [rebalance] = [e for e in logs if e["event"] == "group.rebalancing"]
+    assert (rebalance["cause"], rebalance["member"], rebalance["reason"]) == (
+        "a member left",
+        b,
+        "the consumer is closing",
+    )

@@ -563,3 +563,29 @@ def test_the_leader_named_with_a_refusal_reads_as_kafkas_clients_read_it(
     assert (partition.current_leader.leader_id, partition.current_leader.leader_epoch) == (2, 7)
     [node] = decoded.node_endpoints
     assert (node.node_id, node.host, node.port, node.rack) == (2, "kafka-2", 29092, "b")
+
+
+def test_a_join_and_a_leave_carry_the_clients_reason() -> None:
+    # KIP-800 (JoinGroup v8, LeaveGroup v5): what the coordinator logs
+    join_class = _kafka_python_class("JoinGroupRequest")
+    join = join_class[8](
+        group_id="g",
+        session_timeout_ms=10_000,
+        rebalance_timeout_ms=30_000,
+        member_id="",
+        group_instance_id=None,
+        protocol_type="consumer",
+        protocols=[],
+        reason="rebalance requested",
+    )
+    join.with_header(correlation_id=1, client_id="c")
+    _header, _api, joined = decode_request(memoryview(bytes(join.encode(version=8, header=True))))
+    assert joined.reason == "rebalance requested"
+    leave_class = _kafka_python_class("LeaveGroupRequest")
+    leave = leave_class[5](
+        group_id="g",
+        members=[leave_class.MemberIdentity(member_id="m", group_instance_id=None, reason="bye")],
+    )
+    leave.with_header(correlation_id=2, client_id="c")
+    _header, _api, left = decode_request(memoryview(bytes(leave.encode(version=5, header=True))))
+    assert [(m.member_id, m.reason) for m in left.members] == [("m", "bye")]
