@@ -1217,6 +1217,8 @@ class JoinGroupRequest(Request):
     (DESIGN.md "The wire"), so the member says it here."""
     reason: str | None = field(None, since=KAFKA_ONLY)
     """Why the member (re)joins (Kafka's JoinGroup v8+, KIP-800): logged."""
+    supports_skip_assignment: bool = field(False, since=KAFKA_ONLY)
+    """The client reads SkipAssignment (Kafka's JoinGroup v9+, KIP-814)."""
 
 
 @dataclass(slots=True, kw_only=True)
@@ -1235,6 +1237,9 @@ class JoinGroupResponse(Response):
     leader: str = ""
     member_id: str = ""
     members: list[JoinGroupResponseMember] = field(default_factory=list)
+    skip_assignment: bool = field(False, since=KAFKA_ONLY)
+    """KIP-814: the member is the leader but must not assign (a static leader's restart
+    in a Stable group); its SyncGroup gets its current assignment."""
 
 
 @dataclass(slots=True, kw_only=True)

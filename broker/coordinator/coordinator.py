@@ -715,6 +715,7 @@ class GroupCoordinator:
             rebalance_timeout_ms=rebalance_ms if rebalance_ms > 0 else request.session_timeout_ms,
             protocol_type=request.protocol_type,
             protocols=[(p.name, bytes(p.metadata)) for p in request.protocols],
+            skip_assignment=request.supports_skip_assignment,
         )
         self._note_rebalance(
             group,
@@ -728,6 +729,7 @@ class GroupCoordinator:
         )
         result = await _member_wait(joined, request.group_id)
         return JoinGroupResponse(
+            skip_assignment=result.skip_assignment,
             generation_id=result.generation_id,
             protocol_type=result.protocol_type,
             protocol_name=result.protocol_name,

@@ -85,6 +85,8 @@ class JoinResult(NamedTuple):
     leader: str
     member_id: str
     members: list[tuple[str, str | None, bytes]]  # the leader's: (id, instance id, metadata)
+    skip_assignment: bool = False
+    """KIP-814: the leader, told not to assign (see Group._store_static_rejoin)."""
 
 
 @dataclass(slots=True)
@@ -176,8 +178,10 @@ class Group:
         protocol_type: str,
         protocols: list[tuple[str, bytes]],
         client_host: str = "",
+        skip_assignment: bool = False,
     ) -> asyncio.Future[JoinResult]:
-        """A (re)join; the future completes when the generation forms."""
+        """A (re)join; the future completes when the generation forms. ``skip_assignment``:
+        the client reads SkipAssignment (Kafka's JoinGroup v9+)."""
         self._check_alive()
         self._check_protocols(protocol_type, protocols)
         now = self.clock()
@@ -202,7 +206,7 @@ class Group:
         member.last_seen_ms = now
         self.protocol_type = protocol_type
         if previous is not None and self._keeps_generation():
-            self._store_static_rejoin(member, previous)
+            self._store_static_rejoin(member, previous, skip_assignment)
             return member.join
         if self.state != PREPARING:
             self._prepare_rebalance(now)
@@ -304,14 +308,19 @@ class Group:
         if member.group_instance_id is not None:
             self.static_members[member.group_instance_id] = new_id
 
-    def _store_static_rejoin(self, member: Member, previous: _Previous) -> None:
+    def _store_static_rejoin(
+        self, member: Member, previous: _Previous, skip_assignment: bool = False
+    ) -> None:
         """A static member's restart in a Stable group (Kafka's
         updateStaticMemberAndRebalance): no rebalance, but the member hears its new id only
         once that is written, as a coordinator that restored the old id would fence it.
         The answer names the previous leader id, so a restarted leader does not compute an
         assignment nobody would receive (JoinGroup before v9 has no SkipAssignment); its
-        SyncGroup gets the old one. A failed write undoes the rejoin (the old id is back,
-        as the log has it) and answers the error."""
+        SyncGroup gets the old one. A client reading SkipAssignment (JoinGroup v9+, KIP-814)
+        is told instead that it leads, with the members, and not to assign: a leader
+        knowing it leads watches the topics (partitions added) for the group. A failed
+        write undoes the rejoin (the old id is back, as the log has it) and answers the
+        error."""
         generation, join, new_id = self.generation_id, member.join, member.member_id
         assert join is not None and member.group_instance_id is not None
         instance = member.group_instance_id
@@ -323,7 +332,12 @@ class Group:
                 return
             if error is None:
                 if not join.done():
-                    join.set_result(self._join_result(member, leader=previous.leader or ""))
+                    if skip_assignment:
+                        told = self._join_result(member)
+                        told = told._replace(skip_assignment=told.leader == member.member_id)
+                    else:
+                        told = self._join_result(member, leader=previous.leader or "")
+                    join.set_result(told)
                 return
             if self.static_members.get(instance) == new_id:  # not replaced again, nor gone
                 self._rename(member, previous.member_id)

@@ -656,6 +656,11 @@ def _with_client_id(request: Any, version: int, client_id: str | None) -> Any:
     return request
 
 
+def _join_group(request: JoinGroupRequest, version: int, client_id: str | None) -> Any:
+    request.supports_skip_assignment = version >= 9  # (KIP-814)
+    return _with_client_id(request, version, client_id)
+
+
 _JOIN_GROUP_REQUEST = Struct(
     [
         F("group_id", STRING),
@@ -681,6 +686,7 @@ _JOIN_GROUP_RESPONSE = Struct(
         # nullable from v7 only: "" for none in every version, which all clients read
         F("protocol_name", NULLABLE_STRING, default=""),
         F("leader", STRING),
+        F("skip_assignment", BOOL, 9),
         F("member_id", STRING),
         F(
             "members",
@@ -1131,11 +1137,11 @@ KAFKA_APIS = _apis(
     KafkaApi(
         ApiKey.JOIN_GROUP,
         0,
-        8,
+        9,
         6,
         _JOIN_GROUP_REQUEST,
         _JOIN_GROUP_RESPONSE,
-        _with_client_id,
+        _join_group,
     ),
     KafkaApi(ApiKey.SYNC_GROUP, 0, 5, 4, _SYNC_GROUP_REQUEST, _SYNC_GROUP_RESPONSE),
     KafkaApi(ApiKey.HEARTBEAT, 0, 4, 4, _HEARTBEAT_REQUEST, _HEARTBEAT_RESPONSE),

@@ -123,6 +123,8 @@ def _static(
     member_id: str = "",
     protocols: tuple[str, ...] = ("range",),
     session_timeout_ms: int = 1_000,
+    *,
+    skip_assignment: bool = False,
 ) -> asyncio.Future:
     return group.join(
         member_id=member_id,
@@ -132,6 +134,7 @@ def _static(
         rebalance_timeout_ms=2_000,
         protocol_type="consumer",
         protocols=[(p, f"{instance}:{p}".encode()) for p in protocols],
+        skip_assignment=skip_assignment,
     )
 
 
@@ -635,3 +638,19 @@ async def test_a_restarted_static_member_does_not_join_a_group_loaded_over_its_s
         _join(group, instance="i-c")
     first, _second = await asyncio.gather(a, b)
     assert first.generation_id == 6 and set(group.members) == {"a", "b"}
+
+
+async def test_a_static_leader_restarting_is_told_it_leads_and_not_to_assign() -> None:
+    # KIP-814 (Kafka's JoinGroup v9+): a client reading SkipAssignment learns it is the
+    # leader (so it watches the topics for the group) without running the assignor;
+    # an older client is told the old leader id instead, and so does not assign either
+    clock = Clock()
+    group = Group("g", clock)
+    a, b = await _stable_pair(group, clock)
+    again = await _static(group, "a", skip_assignment=True)
+    assert again.member_id != a.member_id and again.generation_id == 1
+    assert (again.leader, again.skip_assignment) == (again.member_id, True)
+    assert {m for m, _, _ in again.members} == {again.member_id, b.member_id}
+    assert group.state == "Stable" and await group.sync(again.member_id, 1, {}) == b"p0"
+    older = await _static(group, "a")
+    assert (older.leader, older.skip_assignment, older.members) == (again.member_id, False, [])

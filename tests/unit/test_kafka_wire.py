@@ -580,7 +580,19 @@ def test_a_join_and_a_leave_carry_the_clients_reason() -> None:
     )
     join.with_header(correlation_id=1, client_id="c")
     _header, _api, joined = decode_request(memoryview(bytes(join.encode(version=8, header=True))))
-    assert joined.reason == "rebalance requested"
+    assert joined.reason == "rebalance requested" and not joined.supports_skip_assignment
+    nine = join_class[9](
+        **{k: getattr(join, k) for k in ("group_id", "session_timeout_ms")},
+        rebalance_timeout_ms=30_000,
+        member_id="",
+        group_instance_id=None,
+        protocol_type="consumer",
+        protocols=[],
+        reason=None,
+    )
+    nine.with_header(correlation_id=3, client_id="c")
+    _header, _api, joined = decode_request(memoryview(bytes(nine.encode(version=9, header=True))))
+    assert joined.supports_skip_assignment  # it reads SkipAssignment (KIP-814)
     leave_class = _kafka_python_class("LeaveGroupRequest")
     leave = leave_class[5](
         group_id="g",
