@@ -485,6 +485,7 @@ class Broker:
                 sasl=self._sasl.get(name),
                 quotas=self._connection_quotas,
                 kafka_protocol=name in cfg.kafka_protocol_listeners,
+                request_quotas=self._quotas,
             )
             self._servers[name] = server
             secure = server_tls if protocols[name] in TLS_PROTOCOLS else None

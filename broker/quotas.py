@@ -69,6 +69,7 @@ __all__ = ["QuotaManager"]
 
 _DEFAULT = "<default>"
 _MUTATIONS = "controller_mutation_rate"
+_REQUESTS = "request_percentage"
 _SWEEP_MS = 60_000
 
 
@@ -124,6 +125,8 @@ class QuotaManager(ZkMirror):
         """By quota and the entity measured: a default entity's part replaced by the
         actual user or client id."""
         self._buckets: dict[Entity, TokenBucket] = {}  # controller_mutation_rate's, so too
+        self.times_requests = False
+        """Some request_percentage quota is set: the server times requests (else not)."""
         self._buckets_swept_ms = 0
         self._swept_ms = 0
 
@@ -146,6 +149,13 @@ class QuotaManager(ZkMirror):
             return _unmetered
         user, client_id = principal().partition(":")[2], PEER_CLIENT_ID.get()
         return lambda nbytes: self._record(key, user, client_id, nbytes)
+
+    def request_meter(self) -> Callable[[int], int]:
+        """For the request being served (KIP-124): the nanoseconds the broker spent on it
+        in, the milliseconds its client is throttled for out. Kafka's measure: a share of
+        one thread's time, as a percentage (10 ms of work each second is 1)."""
+        meter = self.meter(_REQUESTS)
+        return lambda nanoseconds: meter(nanoseconds * 100 / 1e9)  # type: ignore[arg-type]
 
     def mutations(self) -> TokenBucket | None:
         """The controller mutation quota (KIP-599) that applies to the request being
@@ -212,6 +222,7 @@ class QuotaManager(ZkMirror):
             if quotas != self._quotas:
                 self._log.info("quota.loaded", entities=len(quotas))
             self._quotas = quotas
+            self.times_requests = any(_REQUESTS in q for q in quotas.values())
 
     async def _children(self, path: str) -> list[str]:
         assert self._zk is not None

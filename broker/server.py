@@ -46,6 +46,7 @@ import contextlib
 import contextvars
 import os
 import ssl
+import time
 import typing
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
@@ -139,6 +140,67 @@ def _no_sasl(header: RequestHeader, request: Any) -> Any:
         if PEER_PRINCIPAL.get()
         else "this listener does not use SASL (its security protocol is PLAINTEXT or SSL)"
     )
+
+
+class RequestQuotas(typing.Protocol):
+    """What times requests against ``request_percentage`` quotas (the QuotaManager)."""
+
+    times_requests: bool
+
+    def request_meter(self) -> Callable[[int], int]: ...
+
+
+_UNTIMED = frozenset(
+    {
+        ApiKey.API_VERSIONS,
+        ApiKey.SASL_HANDSHAKE,
+        ApiKey.SASL_AUTHENTICATE,
+        ApiKey.LEADER_AND_ISR,
+        ApiKey.STOP_REPLICA,
+        ApiKey.UPDATE_METADATA,
+        ApiKey.CONTROLLED_SHUTDOWN,
+        ApiKey.WRITE_TXN_MARKERS,
+    }
+)
+"""Not counted against request quotas (Kafka's exempt ones: the login, and the cluster's
+own requests)."""
+
+
+class _Timed:
+    """Awaits a coroutine, adding up the time of each of its steps (not its waits)."""
+
+    __slots__ = ("_coro", "ns")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any]) -> None:
+        self._coro = coro
+        self.ns = 0
+
+    def __await__(self) -> typing.Generator[Any, Any, Any]:
+        steps = self._coro.__await__()
+        sent: Any = None
+        thrown: BaseException | None = None
+        while True:
+            started = time.perf_counter_ns()
+            try:
+                waiting = steps.throw(thrown) if thrown is not None else steps.send(sent)
+            except StopIteration as done:
+                self.ns += time.perf_counter_ns() - started
+                return done.value
+            except BaseException:
+                self.ns += time.perf_counter_ns() - started
+                raise
+            self.ns += time.perf_counter_ns() - started
+            try:
+                sent, thrown = (yield waiting), None
+            except BaseException as exc:  # (a cancellation: passed in)
+                sent, thrown = None, exc
+
+
+def _stamp(done: Deferred[Any], throttle_ms: int) -> None:
+    with contextlib.suppress(Exception):  # a failed request: an error answer
+        answer = done.result()
+        if hasattr(answer, "throttle_time_ms"):
+            answer.throttle_time_ms = max(answer.throttle_time_ms, throttle_ms)
 
 
 _HELD_DURING_LOGIN = 16
@@ -473,12 +535,17 @@ class _Connection(asyncio.BufferedProtocol):
 
     def _call(self, header: RequestHeader, key: ApiKey, request: Any) -> _Slot:
         """Run the handler; its slot, ready at once unless it has to wait."""
+        timed = self._server.request_quotas
+        if (
+            timed is not None
+            and timed.times_requests
+            and key not in _UNTIMED
+            and getattr(request, "replica_id", -1) < 0  # a follower's fetch: replication
+        ):
+            return self._timed_call(header, key, request, timed)
         context = self._context.copy()  # each request sees the connection's, changes its own
         try:
-            handler = self._server.handlers.get(key)
-            if handler is None:
-                raise UnsupportedRequestError(f"{APIS[key].name} is not served by this broker")
-            result = context.run(handler, header, request)
+            result = context.run(self._handler(key), header, request)
         except Exception as exc:
             return _Slot(self._failure(header, key, exc))
         if isinstance(result, Deferred):
@@ -493,6 +560,61 @@ class _Connection(asyncio.BufferedProtocol):
             task.add_done_callback(lambda done: self._task_done(slot, done))
             return slot
         return _Slot(self._encode(header, key, result))
+
+    def _handler(self, key: ApiKey) -> Handler:
+        handler = self._server.handlers.get(key)
+        if handler is None:
+            raise UnsupportedRequestError(f"{APIS[key].name} is not served by this broker")
+        return handler
+
+    def _timed_call(
+        self, header: RequestHeader, key: ApiKey, request: Any, quotas: RequestQuotas
+    ) -> _Slot:
+        """:meth:`_call`, its time on this loop counted against the client's
+        ``request_percentage`` quota (KIP-124): the handler's own steps, a coroutine's
+        included, not what it awaits (another broker, ZooKeeper, a parked fetch's wait).
+        Over the quota, the answer says the throttle and nothing more is read from the
+        client for as long, as with the byte quotas."""
+        context = self._context.copy()
+        meter = context.run(quotas.request_meter)  # the principal and client id asking
+        started = time.perf_counter_ns()
+        try:
+            result = context.run(self._handler(key), header, request)
+        except Exception as exc:
+            self._throttle_request(meter(time.perf_counter_ns() - started), None)
+            return _Slot(self._failure(header, key, exc))
+        spent = time.perf_counter_ns() - started
+        if isinstance(result, Coroutine):
+            stepped = _Timed(result)
+
+            async def measured() -> Any:
+                response = await stepped
+                self._throttle_request(meter(spent + stepped.ns), response)
+                return response
+
+            slot = _Slot(ready=False)
+            task = self._loop.create_task(self._run(header, key, measured()), context=context)
+            slot.waiting = task
+            task.add_done_callback(lambda done: self._task_done(slot, done))
+            return slot
+        throttle = meter(spent)
+        if isinstance(result, Deferred):
+            self._throttle_request(throttle, None)
+            if throttle:  # stamped once answered, before the server's own listener
+                result.add_listener(lambda done: _stamp(done, throttle))
+            slot = _Slot(ready=False)
+            slot.waiting = result
+            result.add_listener(lambda done: self._deferred_done(slot, header, key, done))
+            return slot
+        self._throttle_request(throttle, result)
+        return _Slot(self._encode(header, key, result))
+
+    def _throttle_request(self, throttle_ms: int, response: Any) -> None:
+        if throttle_ms <= 0:
+            return
+        if response is not None and hasattr(response, "throttle_time_ms"):
+            response.throttle_time_ms = max(response.throttle_time_ms, throttle_ms)
+        self._mute(throttle_ms)
 
     async def _run(
         self, header: RequestHeader, key: ApiKey, handling: Coroutine[Any, Any, Any]
@@ -814,6 +936,7 @@ class BrokerServer:
         sasl: SaslListener | None = None,
         quotas: ConnectionQuotas | None = None,
         kafka_protocol: bool = False,
+        request_quotas: RequestQuotas | None = None,
     ) -> None:
         self.handlers: dict[ApiKey, Handler] = {
             ApiKey.API_VERSIONS: _api_versions,
@@ -825,6 +948,8 @@ class BrokerServer:
         """A SASL listener's settings: every connection authenticates first."""
         self.quotas = quotas
         """The broker's connection limits, shared by its listeners (None: no limits)."""
+        self.request_quotas = request_quotas
+        """``request_percentage`` quotas (KIP-124): requests timed while one is set."""
         self.listener = "PLAINTEXT"
         self.kafka_protocol = kafka_protocol
         """Requests and answers in Kafka's encoding (a Kafka-protocol listener)."""

@@ -2094,7 +2094,7 @@ def _print_acls(bindings: Iterable[Any]) -> None:
 @click.option(
     "--add-config",
     help="Kafka's form: producer_byte_rate=1048576,consumer_byte_rate=2097152,"
-    "controller_mutation_rate=10.",
+    "request_percentage=50,controller_mutation_rate=10.",
 )
 @click.option("--delete-config", help="Names to remove, e.g. producer_byte_rate.")
 @bootstrap_option
@@ -2110,7 +2110,8 @@ def quotas(
     add_config: str | None,
     delete_config: str | None,
 ) -> None:
-    """Client quotas (Kafka's kafka-configs --entity-type users/clients): byte rates and
+    """Client quotas (Kafka's kafka-configs --entity-type users/clients): byte rates,
+    request_percentage (the share of a broker's time its requests may take) and
     controller_mutation_rate (partitions created or deleted per second) per user, client
     id, or both; every broker applies a change at once."""
     from client.admin import ANY_ENTITY  # noqa: PLC0415  (see _admin)

@@ -32,9 +32,15 @@ USER = "user"
 CLIENT = "client-id"
 DEFAULT = None
 """An entity part's name for "the default" (``<default>`` in ZooKeeper, null on the wire)."""
-QUOTA_KEYS = ("producer_byte_rate", "consumer_byte_rate", "controller_mutation_rate")
-"""The quotas enforced here (Kafka's names): bytes per second produced and fetched, and
-partitions created or deleted per second (KIP-599)."""
+QUOTA_KEYS = (
+    "producer_byte_rate",
+    "consumer_byte_rate",
+    "request_percentage",
+    "controller_mutation_rate",
+)
+"""The quotas enforced here (Kafka's names): bytes per second produced and fetched, the
+share of the broker's time its requests take (KIP-124: 100 is one thread's whole time),
+and partitions created or deleted per second (KIP-599)."""
 
 Entity = tuple[tuple[str, str | None], ...]
 """An entity as Kafka's ClientQuotaEntity: ((type, name or None for the default), ...),
