@@ -59,7 +59,7 @@ from broker.authorizer import (
 )
 from broker.config import BrokerConfig
 from broker.coordinator.expiry import expired_offsets
-from broker.coordinator.group import DEAD, EMPTY, PREPARING, STABLE, Group, Member, Stored
+from broker.coordinator.group import DEAD, EMPTY, STABLE, Group, Member, Stored
 from broker.coordinator.offsets import OffsetStore
 from broker.coordinator.placement import coordinator_of, replication_factor
 from broker.log import Log
@@ -156,6 +156,7 @@ _COMMIT_TIMEOUT_MS = 5_000  # Kafka's offsets.commit.timeout.ms
 _MAX_METADATA_BYTES = 4_096  # Kafka's offset.metadata.max.bytes
 _LOAD_READ_BYTES = 1 << 20
 _TICK_S = 0.1
+_REASON_CHARS = 255
 _EXPIRY_BATCH_BYTES = 512 * 1024
 """A batch of expiry tombstones stays under this: well within max.message.bytes (1 MiB)."""
 _TOMBSTONE_OVERHEAD = 24  # a record's bytes in a batch beside its key (varints, attributes)
@@ -373,26 +374,34 @@ class GroupCoordinator:
             await asyncio.sleep(_TICK_S)
             for group in list(self.groups.values()):
                 try:
-                    was, generation = group.state, group.generation_id
+                    was, generation, started = group.state, group.generation_id, group.rebalances
                     group.tick()
-                    self._note_rebalance(group, was, generation, "a member's session expired")
+                    self._note_rebalance(
+                        group, was, generation, started, "a member's session ran out"
+                    )
                 except Exception:
                     self._log.exception("coordinator.tick_failed", group=group.group_id)
 
     def _note_rebalance(
-        self, group: Group, was: str, generation: int, cause: str, **more: object
+        self, group: Group, was: str, generation: int, started: int, cause: str, **more: object
     ) -> None:
-        """Log a rebalance that just started (Kafka's "Preparing to rebalance group"), with
-        what started it: an operator's first question when a group stops consuming."""
-        if group.state == PREPARING and was != PREPARING:
-            self._log.info(
-                "group.rebalancing",
-                group=group.group_id,
-                previous_state=was,
-                generation=generation,
-                cause=cause,
-                **{k: v for k, v in more.items() if v},
-            )
+        """Log a rebalance the call just made started (Kafka's "Preparing to rebalance
+        group"), with what started it: an operator's first question when a group stops
+        consuming. A client's own words are cut to Kafka's 255 characters."""
+        if group.rebalances == started:
+            return
+        said = {k: v for k, v in more.items() if v}
+        reason = said.get("reason")
+        if isinstance(reason, str) and len(reason) > _REASON_CHARS:
+            said["reason"] = f"{reason[:_REASON_CHARS]}... ({len(reason)} characters)"
+        self._log.info(
+            "group.rebalancing",
+            group=group.group_id,
+            previous_state=was,
+            generation=generation,
+            cause=cause,
+            **said,
+        )
 
     # --- which offsets partitions are ours ----------------------------------------------
 
@@ -705,7 +714,7 @@ class GroupCoordinator:
             )
         group = self._group(request.group_id)
         rebalance_ms = request.rebalance_timeout_ms
-        was, generation = group.state, group.generation_id
+        was, generation, started = group.state, group.generation_id, group.rebalances
         joined = group.join(
             member_id=request.member_id,
             group_instance_id=request.group_instance_id,
@@ -721,6 +730,7 @@ class GroupCoordinator:
             group,
             was,
             generation,
+            started,
             "a member rejoined" if request.member_id else "a member joined",
             member=request.member_id,
             instance=request.group_instance_id,
@@ -770,10 +780,10 @@ class GroupCoordinator:
         self._check_group(Operation.READ, request.group_id)
         if request.members is None:
             leaving = self._known_group(request.group_id)
-            was, generation = leaving.state, leaving.generation_id
+            was, generation, started = leaving.state, leaving.generation_id, leaving.rebalances
             leaving.leave(request.member_id, request.group_instance_id)
             self._note_rebalance(
-                leaving, was, generation, "a member left", member=request.member_id
+                leaving, was, generation, started, "a member left", member=request.member_id
             )
             return LeaveGroupResponse()
         # several at once (an administrator's "remove members"): each answered on its own,
@@ -789,12 +799,13 @@ class GroupCoordinator:
             try:
                 if group is None:
                     raise unknown
-                was, generation = group.state, group.generation_id
+                was, generation, started = group.state, group.generation_id, group.rebalances
                 group.leave(member.member_id, member.group_instance_id)
                 self._note_rebalance(
                     group,
                     was,
                     generation,
+                    started,
                     "a member left",
                     member=member.member_id,
                     instance=member.group_instance_id,

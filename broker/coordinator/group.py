@@ -144,6 +144,10 @@ class Group:
     in the dict, then call back with the outcome. Asked when a generation is to settle (the
     leader's SyncGroup), when a static member rejoins a Stable group, and when the group
     empties. Without one (unit tests), every write succeeds at once."""
+    rebalances: int = 0
+    """Rebalances started (an emptying included): the coordinator logs each one a request
+    or a tick started, by comparing this before and after (one may start and complete
+    inside one call)."""
     storing_generation: int = -1
     """The generation whose assignment is being written: a SyncGroup the leader repeats
     meanwhile waits for that write instead of starting another (the first one wins)."""
@@ -402,6 +406,7 @@ class Group:
         return not ended
 
     def _prepare_rebalance(self, now: int) -> None:
+        self.rebalances += 1
         for member in self.members.values():
             if member.sync is not None and not member.sync.done():
                 member.sync.set_exception(
@@ -666,6 +671,7 @@ class Group:
             self._empty()
 
     def _empty(self) -> None:
+        self.rebalances += 1  # (Kafka's: a rebalance of no members)
         self.state = EMPTY
         self.emptied_at_ms = self.wall_clock()
         self.generation_id += 1

@@ -1102,3 +1102,20 @@ async def test_a_rebalance_started_by_a_member_leaving_is_logged_with_its_reason
         b,
         "the consumer is closing",
     )
+
+
+async def test_a_rebalance_begun_and_formed_in_one_call_is_logged_and_a_reason_is_cut() -> None:
+    # found in review: a one-member group's rejoin starts a rebalance and forms the next
+    # generation inside the join (the state after it says nothing), and a client's reason
+    # can be as long as its request (Kafka's clients cut theirs to 255 characters)
+    coordinator, _ = _coordinator()
+    member = await _stable_member(coordinator, OURS)
+    before = coordinator.groups[OURS].generation_id
+    with structlog.testing.capture_logs() as logs:
+        again = _join(OURS, member, "host-1")
+        again.reason = "x" * 1_000_000
+        joined = await coordinator.join_group(again)
+    assert joined.generation_id == before + 1
+    [rebalance] = [e for e in logs if e["event"] == "group.rebalancing"]
+    assert rebalance["cause"] == "a member rejoined"
+    assert rebalance["reason"] == "x" * 255 + "... (1000000 characters)"
