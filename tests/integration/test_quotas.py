@@ -22,6 +22,7 @@ from protocol.apis import (
     FetchPartition,
     FetchRequest,
     FetchTopic,
+    MetadataRequest,
     ProducePartition,
     ProduceRequest,
     ProduceTopic,
@@ -86,8 +87,20 @@ async def test_quotas_throttle_over_their_bound_and_lift_when_removed(
         assert await admin.describe_client_quotas(client_id="slow") == {
             (("client-id", "slow"),): {"producer_byte_rate": 100_000.0}
         }
-        with pytest.raises(InvalidRequestError, match="request_percentage"):
-            await admin.alter_client_quotas({(("user", None),): {"request_percentage": 50}})
+        with pytest.raises(InvalidRequestError, match="request_rate"):
+            await admin.alter_client_quotas({(("user", None),): {"request_rate": 50}})
+        # 0.1% of the broker's loop: 10 ms over the 10 s a new client is measured on
+        await admin.alter_client_quotas({(("client-id", "busy"),): {"request_percentage": 0.1}})
+    host, port = bootstrap.split(":")
+    for client_id, expected in (("busy", True), ("idle", False)):
+        async with BrokerConnection(host, int(port), client_id=client_id) as conn:
+            throttled = 0
+            for _ in range(5000 if expected else 300):
+                asked = MetadataRequest(topics=["metered"])
+                throttled = (await conn.request(ApiKey.METADATA, asked)).throttle_time_ms
+                if throttled:
+                    break
+        assert (throttled > 0) is expected, client_id
 
     # 1.5 MB at once is 1.5 times what 100 KB/s allows over the 10 s a new client is
     # measured on: answered, with a throttle, and the request after a throttled answer is
