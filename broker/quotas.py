@@ -125,12 +125,22 @@ class QuotaManager(ZkMirror):
         """By quota and the entity measured: a default entity's part replaced by the
         actual user or client id."""
         self._buckets: dict[Entity, TokenBucket] = {}  # controller_mutation_rate's, so too
-        self.times_requests = False
-        """Some request_percentage quota is set: the server times requests (else not)."""
         self._buckets_swept_ms = 0
         self._swept_ms = 0
+        self._times: tuple[object, bool] = (None, False)
 
     # --- measuring ------------------------------------------------------------------------
+
+    @property
+    def times_requests(self) -> bool:
+        """Some request_percentage quota is set: the server times requests (else not).
+        Asked per request: worked out once per copy of the quotas (a reload swaps it)."""
+        quotas = self._quotas
+        seen, times = self._times
+        if seen is not quotas:
+            times = any(_REQUESTS in q for q in quotas.values())
+            self._times = (quotas, times)
+        return times
 
     @property
     def active(self) -> bool:
@@ -154,8 +164,13 @@ class QuotaManager(ZkMirror):
         """For the request being served (KIP-124): the nanoseconds the broker spent on it
         in, the milliseconds its client is throttled for out. Kafka's measure: a share of
         one thread's time, as a percentage (10 ms of work each second is 1)."""
-        meter = self.meter(_REQUESTS)
-        return lambda nanoseconds: meter(nanoseconds * 100 / 1e9)  # type: ignore[arg-type]
+        if not self._quotas:
+            return _unmetered
+        user, client_id = principal().partition(":")[2], PEER_CLIENT_ID.get()
+        # at most one window's throttle (Kafka's ClientRequestQuotaManager), not eleven
+        return lambda nanoseconds: self._record(
+            _REQUESTS, user, client_id, nanoseconds * 100 / 1e9, max_ms=self._window_ms
+        )
 
     def mutations(self) -> TokenBucket | None:
         """The controller mutation quota (KIP-599) that applies to the request being
@@ -185,7 +200,9 @@ class QuotaManager(ZkMirror):
             bucket = self._buckets[measured] = TokenBucket(rate, burst, tokens, now)
         return bucket
 
-    def _record(self, key: str, user: str, client_id: str, nbytes: int) -> int:
+    def _record(
+        self, key: str, user: str, client_id: str, nbytes: float, *, max_ms: int | None = None
+    ) -> int:
         found = resolve(self._quotas, key, user, client_id)
         if found is None:
             return 0
@@ -202,7 +219,8 @@ class QuotaManager(ZkMirror):
         if rate is None:
             rate = self._rates[(key, measured)] = Rate(self._samples, self._window_ms)
         rate.record(nbytes, now)
-        return throttle_ms(rate.per_second(now), bound, rate.elapsed_ms(now), self._max_throttle_ms)
+        longest = self._max_throttle_ms if max_ms is None else max_ms
+        return throttle_ms(rate.per_second(now), bound, rate.elapsed_ms(now), longest)
 
     # --- the copy -------------------------------------------------------------------------
 
@@ -222,7 +240,6 @@ class QuotaManager(ZkMirror):
             if quotas != self._quotas:
                 self._log.info("quota.loaded", entities=len(quotas))
             self._quotas = quotas
-            self.times_requests = any(_REQUESTS in q for q in quotas.values())
 
     async def _children(self, path: str) -> list[str]:
         assert self._zk is not None

@@ -145,7 +145,8 @@ def _no_sasl(header: RequestHeader, request: Any) -> Any:
 class RequestQuotas(typing.Protocol):
     """What times requests against ``request_percentage`` quotas (the QuotaManager)."""
 
-    times_requests: bool
+    @property
+    def times_requests(self) -> bool: ...
 
     def request_meter(self) -> Callable[[int], int]: ...
 
@@ -194,6 +195,14 @@ class _Timed:
                 sent, thrown = (yield waiting), None
             except BaseException as exc:  # (a cancellation: passed in)
                 sent, thrown = None, exc
+
+
+def _exempt(key: ApiKey, request: Any) -> bool:
+    """Not held to request quotas, as in Kafka: a follower's fetch (replication), and an
+    acks=0 produce (no answer would say the throttle)."""
+    if key == ApiKey.FETCH:
+        return bool(request.replica_id >= 0)
+    return key == ApiKey.PRODUCE and request.acks == 0
 
 
 def _stamp(done: Deferred[Any], throttle_ms: int) -> None:
@@ -540,7 +549,7 @@ class _Connection(asyncio.BufferedProtocol):
             timed is not None
             and timed.times_requests
             and key not in _UNTIMED
-            and getattr(request, "replica_id", -1) < 0  # a follower's fetch: replication
+            and not _exempt(key, request)
         ):
             return self._timed_call(header, key, request, timed)
         context = self._context.copy()  # each request sees the connection's, changes its own
@@ -588,9 +597,12 @@ class _Connection(asyncio.BufferedProtocol):
             stepped = _Timed(result)
 
             async def measured() -> Any:
-                response = await stepped
-                self._throttle_request(meter(spent + stepped.ns), response)
-                return response
+                response = None
+                try:
+                    response = await stepped
+                    return response
+                finally:  # (an error answer counts too, as Kafka's)
+                    self._throttle_request(meter(spent + stepped.ns), response)
 
             slot = _Slot(ready=False)
             task = self._loop.create_task(self._run(header, key, measured()), context=context)

@@ -6,6 +6,7 @@ and the cluster's own requests, and a follower's fetches, are not counted."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import time
 from collections.abc import AsyncIterator, Callable
@@ -16,7 +17,17 @@ from broker.config import load_config
 from broker.quotas import QuotaManager
 from broker.server import PEER_CLIENT_ID, BrokerServer, _Timed
 from client.connection import BrokerConnection
-from protocol.apis import ApiKey, FetchRequest, FetchResponse, MetadataRequest, MetadataResponse
+from protocol.apis import (
+    ApiKey,
+    FetchRequest,
+    FetchResponse,
+    ListOffsetsRequest,
+    ListOffsetsResponse,
+    MetadataRequest,
+    MetadataResponse,
+    ProduceRequest,
+)
+from protocol.errors import InvalidRequestError
 from protocol.framing import RequestHeader
 from protocol.quotas import CLIENT
 
@@ -49,7 +60,6 @@ def _quotas(percent: float, windows: int = 2) -> QuotaManager:
     overrides = ["broker.id=1", f"quota.window.num={windows}"]
     manager = QuotaManager(None, load_config(env={}, overrides=overrides))
     manager._quotas = {((CLIENT, "greedy"),): {"request_percentage": percent}}
-    manager.times_requests = True  # (what a reload from ZooKeeper sets)
     return manager
 
 
@@ -130,14 +140,92 @@ async def test_a_coroutine_raising_or_cancelled_through_the_timer_behaves_as_its
 
 def test_the_meter_counts_a_share_of_one_threads_time() -> None:
     manager = _quotas(5, windows=11)  # Kafka's default samples
-
-    def spend(nanoseconds: int) -> int:
-        def run() -> int:
-            PEER_CLIENT_ID.set("greedy")
-            return manager.request_meter()(nanoseconds)
-
-        return contextvars.copy_context().run(run)
-
     # 5%: 50 ms a second, over 11 windows of a second; a first burst spread over 10 s
-    assert spend(400_000_000) == 0  # 400 ms: 4% of the 10 s
-    assert spend(200_000_000) > 0  # 600 ms: over
+    assert _spend(manager, 400_000_000) == 0  # 400 ms: 4% of the 10 s
+    assert _spend(manager, 200_000_000) > 0  # 600 ms: over
+
+
+# --- found in review ------------------------------------------------------------------
+
+_KEY = ("request_percentage", ((CLIENT, "greedy"),))
+
+
+def _recorded(manager: QuotaManager) -> float:
+    rate = manager._rates.get(_KEY)
+    return 0.0 if rate is None else sum(rate._totals)
+
+
+@contextlib.asynccontextmanager
+async def _greedy(
+    key: ApiKey, handler: Callable[..., object], manager: QuotaManager
+) -> AsyncIterator[tuple[BrokerConnection, BrokerServer]]:
+    """A listener serving ``key`` with ``handler``, and client "greedy" connected to it."""
+    server = BrokerServer({key: handler}, request_quotas=manager)
+    port = await server.start()
+    try:
+        async with BrokerConnection("127.0.0.1", port, client_id="greedy") as conn:
+            yield conn, server
+    finally:
+        await server.stop()
+
+
+def _spend(manager: QuotaManager, nanoseconds: int) -> int:
+    def run() -> int:
+        PEER_CLIENT_ID.set("greedy")
+        return manager.request_meter()(nanoseconds)
+
+    return contextvars.copy_context().run(run)
+
+
+async def test_a_coroutine_handler_that_fails_is_still_counted() -> None:
+    # an error answer's time counts too (Kafka's sendErrorResponseMaybeThrottle)
+    async def failing(header: RequestHeader, request: MetadataRequest) -> None:
+        await asyncio.sleep(0)
+        _busy(20)
+        raise InvalidRequestError("refused after 20 ms of work")
+
+    manager = _quotas(5)
+    async with _greedy(ApiKey.METADATA, failing, manager) as (conn, _server):
+        for _ in range(5):
+            with contextlib.suppress(InvalidRequestError):
+                await conn.request(ApiKey.METADATA, MetadataRequest())
+    assert _recorded(manager) >= 5  # 5 x 20 ms: 10 percent-seconds
+
+
+async def test_a_list_offsets_naming_a_replica_id_is_not_exempt() -> None:
+    # only a follower's Fetch is replication (Kafka's): a client cannot escape its quota
+    # by naming a replica id on another request
+    def list_offsets(header: RequestHeader, request: ListOffsetsRequest) -> ListOffsetsResponse:
+        _busy(20)
+        return ListOffsetsResponse()
+
+    async with _greedy(ApiKey.LIST_OFFSETS, list_offsets, _quotas(5)) as (conn, _server):
+        asked = ListOffsetsRequest(replica_id=7)
+        throttles = [
+            (await conn.request(ApiKey.LIST_OFFSETS, asked)).throttle_time_ms for _ in range(8)
+        ]
+    assert max(throttles) > 0
+
+
+def test_the_request_throttle_is_capped_at_one_quota_window() -> None:
+    # Kafka's ClientRequestQuotaManager: at most one window (1 s), not the byte quotas' 11
+    assert 0 < _spend(_quotas(5, windows=11), 5_000_000_000) <= 1000
+
+
+async def test_an_acks_0_produce_is_not_held_to_the_request_quota() -> None:
+    # Kafka's handleProduceRequest: "the request quota is not enforced if acks == 0" (no
+    # answer would say the throttle)
+    def produce(header: RequestHeader, request: ProduceRequest) -> None:
+        _busy(20)
+
+    manager = _quotas(5)
+    async with _greedy(ApiKey.PRODUCE, produce, manager) as (conn, server):
+        for _ in range(8):
+            await conn.request(
+                ApiKey.PRODUCE,
+                ProduceRequest(acks=0, timeout_ms=0, topics=[]),
+                expect_response=False,
+            )
+        await asyncio.sleep(0.3)
+        muted = [c._muted for c in server.connections]
+    assert _recorded(manager) == 0 and muted == [False]
