@@ -657,11 +657,19 @@ class GroupCoordinator:
         """Group.on_store: append the group's metadata as it is now, with these
         assignments (Kafka's storeGroup), then tell the group how that went. Writes start
         in the order they are asked for, so the log keeps the latest last."""
+
+        def told(error: ApiError | None) -> None:  # a failed write may start a rebalance
+            was, generation, started = group.state, group.generation_id, group.rebalances
+            stored(error)
+            if error is not None:
+                cause = "the group's metadata could not be written"
+                self._note_rebalance(group, was, generation, started, cause, error=str(error))
+
         if self.groups.get(group.group_id) is not group:  # the leadership moved
-            stored(self._not_coordinator(group.group_id))
+            told(self._not_coordinator(group.group_id))
             return
         record = _group_record(group, assignments)
-        task = asyncio.get_running_loop().create_task(self._append_group(group, record, stored))
+        task = asyncio.get_running_loop().create_task(self._append_group(group, record, told))
         self._group_writes[group.group_id] = task
         task.add_done_callback(lambda done: self._write_done(group.group_id, done))
 

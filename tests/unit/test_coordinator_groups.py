@@ -1119,3 +1119,23 @@ async def test_a_rebalance_begun_and_formed_in_one_call_is_logged_and_a_reason_i
     [rebalance] = [e for e in logs if e["event"] == "group.rebalancing"]
     assert rebalance["cause"] == "a member rejoined"
     assert rebalance["reason"] == "x" * 255 + "... (1000000 characters)"
+
+
+async def test_a_generation_that_could_not_be_written_is_logged_as_a_rebalance() -> None:
+    coordinator, replicas = _coordinator()
+    joined = await coordinator.join_group(_join(OURS))
+    replicas.fail_code = 19  # NOT_ENOUGH_REPLICAS: the assignment is not written
+    with structlog.testing.capture_logs() as logs, pytest.raises(ApiError):
+        await coordinator.sync_group(
+            SyncGroupRequest(
+                group_id=OURS,
+                generation_id=joined.generation_id,
+                member_id=joined.member_id,
+                assignments=[
+                    SyncGroupRequestAssignment(member_id=joined.member_id, assignment=b"p0")
+                ],
+            )
+        )
+    [rebalance] = [e for e in logs if e["event"] == "group.rebalancing"]
+    assert rebalance["cause"] == "the group's metadata could not be written"
+    assert "NOT_ENOUGH_REPLICAS" in rebalance["error"]
