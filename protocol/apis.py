@@ -38,10 +38,12 @@ from protocol.topic_id import ZERO_TOPIC_ID
 
 __all__ = [
     "APIS",
+    "EARLIEST_LOCAL_TIMESTAMP",
     "EARLIEST_TIMESTAMP",
     "FINAL_EPOCH",
     "INITIAL_EPOCH",
     "INVALID_SESSION_ID",
+    "LATEST_TIERED_TIMESTAMP",
     "LATEST_TIMESTAMP",
     "MAX_TIMESTAMP",
     "Api",
@@ -114,6 +116,11 @@ class ApiKey(enum.IntEnum):
 LATEST_TIMESTAMP = -1
 EARLIEST_TIMESTAMP = -2
 MAX_TIMESTAMP = -3
+EARLIEST_LOCAL_TIMESTAMP = -4
+"""Kafka's KIP-405 (ListOffsets v8): the first offset on local disk. No log here is
+tiered, so it is the log start offset."""
+LATEST_TIERED_TIMESTAMP = -5
+"""Kafka's KIP-1005 (ListOffsets v9): the last offset in remote storage; none here."""
 
 
 @dataclass(slots=True, kw_only=True)

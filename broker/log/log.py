@@ -46,7 +46,13 @@ from broker.log.partition_metadata import read_topic_id, write_topic_id
 from broker.log.producer_state import NO_MARKER, CompletedTxn, ProducerBatch, ProducerState
 from broker.log.segment import BatchInfo, LogSegment
 from broker.log.swap import install, promote, recover_swaps, retire
-from protocol.apis import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP, MAX_TIMESTAMP
+from protocol.apis import (
+    EARLIEST_LOCAL_TIMESTAMP,
+    EARLIEST_TIMESTAMP,
+    LATEST_TIERED_TIMESTAMP,
+    LATEST_TIMESTAMP,
+    MAX_TIMESTAMP,
+)
 from protocol.errors import (
     CorruptBatchError,
     InvalidRecordError,
@@ -765,11 +771,14 @@ class Log:
 
         ``timestamp`` is a time in ms, or Kafka's specials: -2 earliest (the log start
         offset), -1 latest (the log end offset), -3 the (first) record with the largest
-        timestamp.
+        timestamp, -4 earliest local (the log start offset: nothing is tiered here), -5
+        latest tiered (none: None).
         None if no record has a timestamp >= ``timestamp``.
         """
-        if timestamp == EARLIEST_TIMESTAMP:
+        if timestamp in (EARLIEST_TIMESTAMP, EARLIEST_LOCAL_TIMESTAMP):
             return -1, self._log_start_offset
+        if timestamp == LATEST_TIERED_TIMESTAMP:
+            return None
         if timestamp == LATEST_TIMESTAMP:
             return -1, self.log_end_offset
         if timestamp == MAX_TIMESTAMP:

@@ -50,6 +50,7 @@ from broker.replica.partition import HighWatermarkWaiter, Partition
 from broker.replica.throttle import UNLIMITED, ReplicationQuota
 from protocol.acls import Operation, ResourceType
 from protocol.apis import (
+    EARLIEST_LOCAL_TIMESTAMP,
     EARLIEST_TIMESTAMP,
     LATEST_TIMESTAMP,
     READ_COMMITTED,
@@ -1923,7 +1924,7 @@ class ReplicaManager:
                         found = partition.log.list_offset(p.timestamp)
                         if (
                             found is not None
-                            and p.timestamp != EARLIEST_TIMESTAMP
+                            and p.timestamp not in (EARLIEST_TIMESTAMP, EARLIEST_LOCAL_TIMESTAMP)
                             and not follower
                             and found[1] >= _readable_end(partition, request.isolation_level)
                         ):

@@ -532,6 +532,7 @@ _LIST_OFFSETS_REQUEST = Struct(
                 )
             ),
         ),
+        F("timeout_ms", INT32, 10, attr=None, default=0),  # (KIP-1075: remote reads; none here)
     ],
     ListOffsetsRequest,
 )
@@ -1116,7 +1117,7 @@ KAFKA_APIS = _apis(
     KafkaApi(
         ApiKey.LIST_OFFSETS,
         1,
-        7,
+        10,
         6,
         _LIST_OFFSETS_REQUEST,
         _LIST_OFFSETS_RESPONSE,

@@ -128,6 +128,8 @@ def test_offsets_by_timestamp(tmp_path: Path) -> None:
     assert log.list_offset(-2) == (-1, 0)  # earliest
     assert log.list_offset(-1) == (-1, 250)  # latest
     assert log.list_offset(-3) == (14_904, 249)  # the record with the largest timestamp
+    assert log.list_offset(-4) == (-1, 0)  # earliest local (KIP-405): nothing is tiered
+    assert log.list_offset(-5) is None  # latest tiered (KIP-1005): none
     assert log.list_offset(12_003) == (12_003, 103)
     log.apply_retention()  # (nothing expired: retention.ms is a week)
     log.truncate_fully_and_start_at(300)
