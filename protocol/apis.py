@@ -1601,6 +1601,9 @@ class ListGroupsResponse(Response):
 @dataclass(slots=True, kw_only=True)
 class DescribeGroupsRequest(Request):
     groups: list[str] = field(default_factory=list)
+    missing_is_an_error: bool = field(False, since=KAFKA_ONLY)
+    """Kafka's DescribeGroups v6+ (KIP-1043): a group that does not exist is
+    GROUP_ID_NOT_FOUND, not a Dead group without members."""
 
 
 @dataclass(slots=True, kw_only=True)

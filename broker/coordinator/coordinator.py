@@ -1065,7 +1065,7 @@ class GroupCoordinator:
         described = self._acl.decider(Operation.DESCRIBE, ResourceType.GROUP)
         return DescribeGroupsResponse(
             groups=[
-                self._describe(g)
+                self._describe(g, missing_is_an_error=request.missing_is_an_error)
                 if described(g)
                 else DescribedGroup(
                     group_id=g,
@@ -1076,9 +1076,10 @@ class GroupCoordinator:
             ]
         )
 
-    def _describe(self, group_id: str) -> DescribedGroup:
+    def _describe(self, group_id: str, *, missing_is_an_error: bool = False) -> DescribedGroup:
         """Kafka's handleDescribeGroup: a group this broker coordinates but does not know
-        is Dead without members (no error); one it does not coordinate gets that error."""
+        is Dead without members (no error; GROUP_ID_NOT_FOUND for ``missing_is_an_error``,
+        Kafka's v6+); one it does not coordinate gets that error."""
         try:
             _, store = self._store_for(group_id)
         except ApiError as exc:
@@ -1086,6 +1087,11 @@ class GroupCoordinator:
         group = self.groups.get(group_id)
         if group is None or group.state == DEAD:
             state = EMPTY if group is None and store.get(group_id) else DEAD
+            if state == DEAD and missing_is_an_error:
+                missing = GroupIdNotFoundError(f"group {group_id!r} does not exist")
+                return DescribedGroup(
+                    group_id=group_id, error_code=missing.code, error_message=missing.message
+                )
             return DescribedGroup(group_id=group_id, group_state=state)
         # Kafka's GroupMetadata.summary: metadata and assignments only once Stable (before,
         # they belong to no settled generation)

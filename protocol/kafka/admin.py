@@ -500,6 +500,15 @@ _DESCRIBE_GROUPS_REQUEST = Struct(
     ],
     DescribeGroupsRequest,
 )
+
+
+def _describe_groups(
+    request: DescribeGroupsRequest, version: int, client_id: str | None
+) -> DescribeGroupsRequest:
+    request.missing_is_an_error = version >= 6  # (KIP-1043)
+    return request
+
+
 _DESCRIBE_GROUPS_RESPONSE = Struct(
     [
         F("throttle_time_ms", INT32, 1),
@@ -509,6 +518,7 @@ _DESCRIBE_GROUPS_RESPONSE = Struct(
                 Struct(
                     [
                         F("error_code", INT16),
+                        F("error_message", NULLABLE_STRING, 6),
                         F("group_id", STRING),
                         F("group_state", STRING),
                         F("protocol_type", STRING),
@@ -986,10 +996,11 @@ ADMIN_APIS = (
     KafkaApi(
         ApiKey.DESCRIBE_GROUPS,
         0,
-        5,
+        6,
         5,
         _DESCRIBE_GROUPS_REQUEST,
         _DESCRIBE_GROUPS_RESPONSE,
+        _describe_groups,
         refuse=per_topic("groups", "groups", "group_id"),
     ),
     KafkaApi(

@@ -1139,3 +1139,19 @@ async def test_a_generation_that_could_not_be_written_is_logged_as_a_rebalance()
     [rebalance] = [e for e in logs if e["event"] == "group.rebalancing"]
     assert rebalance["cause"] == "the group's metadata could not be written"
     assert "NOT_ENOUGH_REPLICAS" in rebalance["error"]
+
+
+async def test_a_group_that_does_not_exist_is_not_found_for_those_who_ask_so() -> None:
+    # Kafka's DescribeGroups v6 (KIP-1043): GROUP_ID_NOT_FOUND, where older versions (and
+    # Headwater's own) get a Dead group without members
+    coordinator, _ = _coordinator()
+    await coordinator.offset_commit(_commit(OTHER, {0: 1}))  # offsets only: Empty
+    asked = DescribeGroupsRequest(groups=[OURS, OTHER], missing_is_an_error=True)
+    nowhere, offsets_only = (await coordinator.describe_groups(asked)).groups
+    assert (nowhere.error_code, nowhere.error_message) == (
+        GroupIdNotFoundError.code,
+        f"group {OURS!r} does not exist",
+    )
+    assert (offsets_only.error_code, offsets_only.group_state) == (0, "Empty")
+    older = await coordinator.describe_groups(DescribeGroupsRequest(groups=[OURS]))
+    assert (older.groups[0].error_code, older.groups[0].group_state) == (0, "Dead")

@@ -601,3 +601,15 @@ def test_a_join_and_a_leave_carry_the_clients_reason() -> None:
     leave.with_header(correlation_id=2, client_id="c")
     _header, _api, left = decode_request(memoryview(bytes(leave.encode(version=5, header=True))))
     assert [(m.member_id, m.reason) for m in left.members] == [("m", "bye")]
+
+
+@pytest.mark.parametrize(("version", "missing_is_an_error"), [(5, False), (6, True)])
+def test_describe_groups_v6_asks_for_missing_groups_as_errors(
+    version: int, missing_is_an_error: bool
+) -> None:
+    asked = _kafka_python_class("DescribeGroupsRequest")[version](
+        groups=["g"], include_authorized_operations=False
+    )
+    asked.with_header(correlation_id=1, client_id="c")
+    frame = memoryview(bytes(asked.encode(version=version, header=True)))
+    assert decode_request(frame)[2].missing_is_an_error is missing_is_an_error
