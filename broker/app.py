@@ -77,6 +77,7 @@ from protocol.apis import (
     ApiKey,
     ControlledShutdownRequest,
     ControlledShutdownResponse,
+    Coordinator,
     CoordinatorType,
     ElectionType,
     ElectLeadersPartitionResult,
@@ -85,6 +86,8 @@ from protocol.apis import (
     ElectLeadersTopicResult,
     FetchRequest,
     FetchResponse,
+    FindCoordinatorRequest,
+    FindCoordinatorResponse,
     LeaderAndIsrRequest,
     LeaderAndIsrResponse,
     LeaderIdAndEpoch,
@@ -556,10 +559,12 @@ class Broker:
             ApiKey.DESCRIBE_CONFIGS: _serve(admin.describe_configs),
             ApiKey.ALTER_CONFIGS: _serve(admin.alter_configs),
             ApiKey.INCREMENTAL_ALTER_CONFIGS: _serve(admin.incremental_alter_configs),
-            ApiKey.FIND_COORDINATOR: lambda header, request: (
-                transactions.find_coordinator(request, listener)
-                if request.key_type == CoordinatorType.TRANSACTION
-                else groups.find_coordinator(request, listener)
+            ApiKey.FIND_COORDINATOR: _each_key(
+                lambda request: (
+                    transactions.find_coordinator(request, listener)
+                    if request.key_type == CoordinatorType.TRANSACTION
+                    else groups.find_coordinator(request, listener)
+                )
             ),
             ApiKey.ADD_PARTITIONS_TO_TXN: _serve(transactions.add_partitions),
             ApiKey.ADD_OFFSETS_TO_TXN: _serve(transactions.add_offsets),
@@ -1194,6 +1199,34 @@ def _fetched_bytes(response: FetchResponse) -> int:
             if records is not None:
                 total += records.size if isinstance(records, FileRegion) else len(records)
     return total
+
+
+def _each_key(find: Callable[[FindCoordinatorRequest], Any]) -> Callable[..., Any]:
+    """The FindCoordinator handler: one key (Headwater's, Kafka's v0-3), or each of a
+    Kafka v4+ request's keys answered on its own (KIP-699: a client asks for many groups'
+    coordinators at once; one key's error is its own)."""
+
+    def found(header: RequestHeader, request: FindCoordinatorRequest) -> Any:
+        if not request.keys:
+            return find(request)
+        return _coordinators(find, request)
+
+    return found
+
+
+async def _coordinators(
+    find: Callable[[FindCoordinatorRequest], Any], request: FindCoordinatorRequest
+) -> FindCoordinatorResponse:
+    answers = []
+    for key in request.keys:
+        try:
+            one = find(FindCoordinatorRequest(key=key, key_type=request.key_type))
+            if inspect.isawaitable(one):
+                one = await one
+            answers.append(Coordinator(key=key, node_id=one.node_id, host=one.host, port=one.port))
+        except ApiError as exc:
+            answers.append(Coordinator(key=key, error_code=exc.code, error_message=exc.message))
+    return FindCoordinatorResponse(coordinators=answers)
 
 
 _FETCH_NAMES_LEADERS = 16

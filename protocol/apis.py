@@ -1112,6 +1112,20 @@ class CoordinatorType(enum.IntEnum):
 class FindCoordinatorRequest(Request):
     key: str
     key_type: int = CoordinatorType.GROUP
+    keys: list[str] = field(default_factory=list, since=KAFKA_ONLY)
+    """Kafka's v4+ (KIP-699): several keys of the type, each answered on its own."""
+
+
+@dataclass(slots=True, kw_only=True)
+class Coordinator:
+    """One key's coordinator in a FindCoordinator v4+ answer (KIP-699)."""
+
+    key: str
+    node_id: int = -1
+    host: str = ""
+    port: int = -1
+    error_code: int = 0
+    error_message: str | None = None
 
 
 @dataclass(slots=True, kw_only=True)
@@ -1120,6 +1134,7 @@ class FindCoordinatorResponse(Response):
     node_id: int = -1
     host: str = ""
     port: int = -1
+    coordinators: list[Coordinator] = field(default_factory=list, since=KAFKA_ONLY)
 
 
 @dataclass(slots=True, kw_only=True)

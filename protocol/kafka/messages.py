@@ -25,6 +25,7 @@ from protocol.apis import (
     AddPartitionsToTxnRequest,
     AddPartitionsToTxnTopic,
     ApiKey,
+    Coordinator,
     DivergingEpoch,
     EndTxnRequest,
     FetchForgottenTopic,
@@ -85,6 +86,7 @@ from protocol.kafka.spec import (
     KafkaApi,
     name_or_id,
     partition_errors,
+    per_item,
     per_partition,
     per_topic_or_id,
     split_names_and_ids,
@@ -636,16 +638,38 @@ _OFFSET_FOR_LEADER_EPOCH_RESPONSE = Struct(
 # --- FindCoordinator (10) --------------------------------------------------------------
 
 _FIND_COORDINATOR_REQUEST = Struct(
-    [F("key", STRING), F("key_type", INT8, 1)], FindCoordinatorRequest
+    [
+        F("key", STRING, 0, 3, default=""),
+        F("key_type", INT8, 1),
+        F("coordinator_keys", Array(STRING), 4, attr="keys"),  # (KIP-699)
+    ],
+    FindCoordinatorRequest,
 )
 _FIND_COORDINATOR_RESPONSE = Struct(
     [
         F("throttle_time_ms", INT32, 1),
-        F("error_code", INT16),
-        F("error_message", NULLABLE_STRING, 1),
-        F("node_id", INT32, default=-1),
-        F("host", STRING),
-        F("port", INT32, default=-1),
+        F("error_code", INT16, 0, 3),
+        F("error_message", NULLABLE_STRING, 1, 3),
+        F("node_id", INT32, 0, 3, default=-1),
+        F("host", STRING, 0, 3),
+        F("port", INT32, 0, 3, default=-1),
+        F(
+            "coordinators",
+            Array(
+                Struct(
+                    [
+                        F("key", STRING),
+                        F("node_id", INT32, default=-1),
+                        F("host", STRING),
+                        F("port", INT32, default=-1),
+                        F("error_code", INT16),
+                        F("error_message", NULLABLE_STRING),
+                    ],
+                    Coordinator,
+                )
+            ),
+            4,
+        ),
     ]
 )
 
@@ -1133,7 +1157,13 @@ KAFKA_APIS = _apis(
         refuse=per_partition("partition", "partition", topic="topic"),
     ),
     KafkaApi(
-        ApiKey.FIND_COORDINATOR, 0, 3, 3, _FIND_COORDINATOR_REQUEST, _FIND_COORDINATOR_RESPONSE
+        ApiKey.FIND_COORDINATOR,
+        0,
+        5,
+        3,
+        _FIND_COORDINATOR_REQUEST,
+        _FIND_COORDINATOR_RESPONSE,
+        refuse=per_item("keys", "coordinators", "key"),
     ),
     KafkaApi(
         ApiKey.JOIN_GROUP,

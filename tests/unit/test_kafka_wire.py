@@ -25,6 +25,8 @@ from protocol.apis import (
     FetchRequest,
     FetchResponse,
     FetchTopicResponse,
+    FindCoordinatorRequest,
+    FindCoordinatorResponse,
     LeaderIdAndEpoch,
     LeaveGroupMember,
     LeaveGroupRequest,
@@ -41,6 +43,7 @@ from protocol.apis import (
 )
 from protocol.errors import (
     CoordinatorLoadInProgressError,
+    CoordinatorNotAvailableError,
     MalformedFrameError,
     MalformedMessageError,
     MismatchedEndpointTypeError,
@@ -613,3 +616,28 @@ def test_describe_groups_v6_asks_for_missing_groups_as_errors(
     asked.with_header(correlation_id=1, client_id="c")
     frame = memoryview(bytes(asked.encode(version=version, header=True)))
     assert decode_request(frame)[2].missing_is_an_error is missing_is_an_error
+
+
+async def test_find_coordinator_v4_answers_each_key_on_its_own() -> None:
+    # KIP-699: several groups' coordinators in one request, one key's error its own
+    from broker.app import _each_key
+
+    async def find(request: FindCoordinatorRequest) -> FindCoordinatorResponse:
+        if request.key == "elsewhere":
+            raise CoordinatorNotAvailableError("not loaded yet")
+        return FindCoordinatorResponse(node_id=2, host="b2", port=9092)
+
+    asked = _kafka_python_class("FindCoordinatorRequest")[4](
+        key_type=0, coordinator_keys=["g1", "elsewhere"]
+    )
+    asked.with_header(correlation_id=9, client_id="c")
+    header, _api, request = decode_request(memoryview(bytes(asked.encode(version=4, header=True))))
+    answer = await _each_key(find)(header, request)
+    frame = _join(encode_response(header, answer))
+    decoded = _kafka_python_class("FindCoordinatorResponse").decode(
+        frame[4:], version=4, header=True
+    )
+    assert [(c.key, c.node_id, c.host, c.port, c.error_code) for c in decoded.coordinators] == [
+        ("g1", 2, "b2", 9092, 0),
+        ("elsewhere", -1, "", -1, CoordinatorNotAvailableError.code),
+    ]
