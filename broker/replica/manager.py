@@ -1942,7 +1942,8 @@ class ReplicaManager:
                         partition_index=p.partition_index,
                         timestamp=timestamp,
                         offset=offset,
-                        leader_epoch=partition.leader_epoch,
+                        # no offset, no epoch (Kafka's: a latest tiered offset, none here)
+                        leader_epoch=partition.leader_epoch if found is not None else -1,
                     )
                 )
             topics.append(ListOffsetsTopicResponse(name=topic.name, partitions=results))

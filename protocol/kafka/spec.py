@@ -134,6 +134,7 @@ def per_item(
         listing: Iterable[Any] = getattr(request, items) or ()
         return {
             "error_code": code,
+            "error_message": message,  # (where the answer has one at the top, too)
             listed: [
                 {
                     **(

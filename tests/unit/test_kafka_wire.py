@@ -641,3 +641,22 @@ async def test_find_coordinator_v4_answers_each_key_on_its_own() -> None:
         ("g1", 2, "b2", 9092, 0),
         ("elsewhere", -1, "", -1, CoordinatorNotAvailableError.code),
     ]
+
+
+@pytest.mark.parametrize("version", [1, 2, 3])
+def test_a_find_coordinator_v1_to_3_refusal_keeps_its_message(version: int) -> None:
+    # found in review: v4's per-key refusal had dropped v1-3's top-level message
+    asked = _kafka_python_class("FindCoordinatorRequest")[version](key="g", key_type=0)
+    asked.with_header(correlation_id=3, client_id="c")
+    header, _api, _request = decode_request(
+        memoryview(bytes(asked.encode(version=version, header=True)))
+    )
+    error = CoordinatorNotAvailableError("__consumer_offsets is being created; retry shortly")
+    frame = _join(encode_error_response(header, error))
+    decoded = _kafka_python_class("FindCoordinatorResponse").decode(
+        frame[4:], version=version, header=True
+    )
+    assert (decoded.error_code, decoded.error_message) == (
+        CoordinatorNotAvailableError.code,
+        "__consumer_offsets is being created; retry shortly",
+    )

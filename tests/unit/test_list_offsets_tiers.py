@@ -36,3 +36,4 @@ async def test_list_offsets_earliest_local_and_latest_tiered_answer_as_untiered_
     local, tiered = manager.list_offsets(asked).topics[0].partitions
     assert (local.error_code, local.timestamp, local.offset) == (0, -1, 0)  # the log start
     assert (tiered.error_code, tiered.timestamp, tiered.offset) == (0, -1, -1)  # none tiered
+    assert (local.leader_epoch, tiered.leader_epoch) == (1, -1)  # no offset, no epoch
