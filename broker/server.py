@@ -557,6 +557,13 @@ class _Connection(asyncio.BufferedProtocol):
             result = context.run(self._handler(key), header, request)
         except Exception as exc:
             return _Slot(self._failure(header, key, exc))
+        return self._slot(header, key, result, context)
+
+    def _slot(
+        self, header: RequestHeader, key: ApiKey, result: Any, context: contextvars.Context
+    ) -> _Slot:
+        """The handler's result as a slot: ready now, or once its Deferred or coroutine
+        is answered."""
         if isinstance(result, Deferred):
             slot = _Slot(ready=False)
             slot.waiting = result
@@ -604,22 +611,15 @@ class _Connection(asyncio.BufferedProtocol):
                 finally:  # (an error answer counts too, as Kafka's)
                     self._throttle_request(meter(spent + stepped.ns), response)
 
-            slot = _Slot(ready=False)
-            task = self._loop.create_task(self._run(header, key, measured()), context=context)
-            slot.waiting = task
-            task.add_done_callback(lambda done: self._task_done(slot, done))
-            return slot
+            return self._slot(header, key, measured(), context)
         throttle = meter(spent)
         if isinstance(result, Deferred):
             self._throttle_request(throttle, None)
             if throttle:  # stamped once answered, before the server's own listener
                 result.add_listener(lambda done: _stamp(done, throttle))
-            slot = _Slot(ready=False)
-            slot.waiting = result
-            result.add_listener(lambda done: self._deferred_done(slot, header, key, done))
-            return slot
-        self._throttle_request(throttle, result)
-        return _Slot(self._encode(header, key, result))
+        else:
+            self._throttle_request(throttle, result)
+        return self._slot(header, key, result, context)
 
     def _throttle_request(self, throttle_ms: int, response: Any) -> None:
         if throttle_ms <= 0:

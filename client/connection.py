@@ -369,10 +369,12 @@ class BrokerConnection:
             if self._held is not None:
                 self._held.append((parts, waiting))
                 return
+        assert self._transport is not None
+        # written first: a transport already gone raises here, with nothing left waiting
+        # (nothing can be answered before this returns)
+        self._transport.writelines(parts)
         if waiting is not None:
             self._in_flight.append(waiting)
-        assert self._transport is not None
-        self._transport.writelines(parts)
 
     def version_for(self, api_key: ApiKey) -> int:
         theirs = self.versions.get(api_key)
@@ -438,6 +440,8 @@ class BrokerConnection:
         try:
             self._write(parts, waiting)
         except (OSError, RuntimeError) as exc:  # the transport went before we heard of it
+            if waiting is not None and waiting.timer is not None:
+                waiting.timer.cancel()  # the raise below is its one outcome
             error = NetworkError(f"lost the connection to {self.host}:{self.port} ({exc})")
             self.close(error)
             raise error from None
