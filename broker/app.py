@@ -476,7 +476,10 @@ class Broker:
         cfg = self.config
         # dynamic broker configs, read on each new connection
         self._connection_quotas = ConnectionQuotas(
-            cfg.__getitem__, cfg.inter_broker_listener, len(cfg["listeners"])
+            cfg.__getitem__,
+            cfg.inter_broker_listener,
+            len(cfg["listeners"]),
+            ip_rate=None if self._quotas is None else self._quotas.connection_rate,
         )
         for item in cfg["listeners"]:
             name = listener_name(item)

@@ -552,6 +552,15 @@ SETTINGS: tuple[Setting, ...] = (
         0,
     ),
     Setting(
+        "max.connection.creation.rate",
+        int,
+        _INT_MAX,
+        "New client connections a second the broker takes (KIP-612; beside other "
+        "listeners, the inter-broker listener's are not counted). Past it, new connections "
+        "wait their turn: each is read only when the rate allows.",
+        0,
+    ),
+    Setting(
         "max.connections.per.ip.overrides",
         str,
         "",
@@ -895,13 +904,14 @@ DYNAMIC_BROKER_CONFIGS = frozenset(
         "max.connections",
         "max.connections.per.ip",
         "max.connections.per.ip.overrides",
+        "max.connection.creation.rate",
         *PER_BROKER_CONFIGS,
     }
 )
 """The settings that can be changed on a running cluster, per broker or as every broker's
 default (Kafka's KIP-226 dynamic broker configs: here, the broker defaults of the topic
 configs, which a topic without an override of its own follows at once, the replication
-throttles, the connection limits, and a broker's TLS certificate)."""
+throttles, the connection limits and rate, and a broker's TLS certificate)."""
 
 STATIC, DEFAULT = "STATIC_BROKER_CONFIG", "DEFAULT_CONFIG"
 DYNAMIC_BROKER, DYNAMIC_DEFAULT = "DYNAMIC_BROKER_CONFIG", "DYNAMIC_DEFAULT_BROKER_CONFIG"

@@ -12,9 +12,23 @@ memory.
   recently used connection then, this broker does not). With one listener, it bounds
   every connection, the other brokers' too (Kafka's as well).
 
-All three are dynamic broker configs: read on each new connection, so a change applies
-to the next one (connections already open stay). With the defaults (no limit) a new
-connection costs two dict updates.
+And the rates new connections come in at (KIP-612), measured as Kafka's quotas are
+(``quota.window.num`` windows of ``quota.window.size.seconds``):
+
+- ``max.connection.creation.rate``: new client connections a second, broker-wide (the
+  inter-broker listener beside others is not counted, as Kafka's). Past it, Kafka's
+  acceptor stops accepting for the throttle time, so the connection and every one after
+  it on that listener wait their turn. The server does the same with the connections
+  asyncio has accepted (:meth:`ConnectionQuotas.take`): each waits, unread, in its
+  listener's queue. The client sees what Kafka's would: connected, its first request
+  answered late.
+- an address's ``connection_creation_rate`` quota (``ip`` entities, set with
+  AlterClientQuotas): a connection past it is not served, and is closed after its
+  throttle time (Kafka's ConnectionThrottledException); it is not counted on any rate.
+
+All four configs are dynamic broker configs: read on each new connection, so a change
+applies to the next one (connections already open stay). With the defaults (no limit) a
+new connection costs two dict updates and a sample on the broker's rate.
 
 Concurrency: event loop thread only.
 """
@@ -22,11 +36,18 @@ Concurrency: event loop thread only.
 from __future__ import annotations
 
 import ipaddress
+import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["ConnectionQuotas", "parse_ip_overrides"]
+from protocol.quotas import Rate, throttle_ms
+
+__all__ = ["NO_RATE", "ConnectionQuotas", "parse_ip_overrides"]
+
+NO_RATE = 2**31 - 1
+"""``max.connection.creation.rate``'s default, Kafka's: no bound."""
+_SWEEP_MS = 60_000
 
 
 def parse_ip_overrides(text: str) -> dict[str, int]:
@@ -58,9 +79,21 @@ class ConnectionQuotas:
     """The connections each address holds now, against the limits in ``config``."""
 
     def __init__(
-        self, config: Callable[[str], Any], inter_broker_listener: str, listeners: int = 2
+        self,
+        config: Callable[[str], Any],
+        inter_broker_listener: str,
+        listeners: int = 2,
+        *,
+        ip_rate: Callable[[str], float | None] | None = None,
     ) -> None:
+        """``ip_rate``: an address's connection_creation_rate quota, None for none."""
         self._config = config
+        self._ip_rate = ip_rate
+        self._samples = int(config("quota.window.num"))
+        self._window_ms = int(config("quota.window.size.seconds")) * 1000
+        self._rate = Rate(self._samples, self._window_ms)  # client connections, broker-wide
+        self._ip_rates: dict[str, Rate] = {}
+        self._swept_ms = 0
         # protected only beside another listener (Kafka's too): with one, every client
         # comes in on it, and max.connections would bound nothing
         self._inter_broker = inter_broker_listener if listeners > 1 else None
@@ -86,6 +119,44 @@ class ConnectionQuotas:
         self._clients += client
         return None
 
+    def take(self, listener: str, now_ms: int | None = None) -> int:
+        """The listener's acceptor takes a new connection (Kafka's waitForConnectionSlot):
+        it is counted on the broker's connection rate, and the milliseconds the acceptor
+        then waits are returned (0: within ``max.connection.creation.rate``). The caller
+        takes the listener's next connection only once they have passed."""
+        if listener == self._inter_broker:
+            return 0
+        now = _now_ms() if now_ms is None else now_ms
+        rate = self._rate
+        rate.record(1, now)
+        limit = self._config("max.connection.creation.rate")
+        if limit >= NO_RATE:
+            return 0
+        return throttle_ms(rate.per_second(now), limit, rate.elapsed_ms(now), self._window_ms)
+
+    def held(self, ip: str, listener: str, now_ms: int | None = None) -> int:
+        """A connection taken from ``ip`` on ``listener``, against the address's
+        connection_creation_rate: 0, or the milliseconds it is held before it is closed
+        (then it is counted on no rate, as Kafka un-records a throttled one)."""
+        bound = None if self._ip_rate is None else self._ip_rate(_normal(ip))
+        if bound is None or bound >= NO_RATE:
+            return 0
+        ip = _normal(ip)
+        now = _now_ms() if now_ms is None else now_ms
+        if now - self._swept_ms >= _SWEEP_MS:  # idle addresses' rates go
+            self._swept_ms = now
+            self._ip_rates = {k: r for k, r in self._ip_rates.items() if not r.idle(now)}
+        rate = self._ip_rates.get(ip)
+        if rate is None:
+            rate = self._ip_rates[ip] = Rate(self._samples, self._window_ms)
+        rate.record(1, now)
+        hold = throttle_ms(rate.per_second(now), bound, rate.elapsed_ms(now), self._window_ms)
+        if hold:
+            rate.record(-1, now)
+            if listener != self._inter_broker:
+                self._rate.record(-1, now)
+        return hold
+
     def release(self, ip: str, listener: str) -> None:
         ip = _normal(ip)
         self._by_ip[ip] -= 1
@@ -98,6 +169,10 @@ class ConnectionQuotas:
         if text != self._overrides_text:  # parsed once per value (validated when set)
             self._overrides, self._overrides_text = parse_ip_overrides(text), text
         return self._overrides.get(ip, self._config("max.connections.per.ip"))
+
+
+def _now_ms() -> int:
+    return int(time.monotonic() * 1000)
 
 
 def _normal(ip: str) -> str:

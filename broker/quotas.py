@@ -5,8 +5,10 @@ client id, and the partitions they may create or delete per second
 The quotas live in Kafka's znodes, ``/config/users/<user>``,
 ``/config/users/<user>/clients/<client-id>`` and ``/config/clients/<client-id>`` (names
 URL-encoded, ``<default>`` for the default entity), as ``{"version":1,"config":
-{"producer_byte_rate":"1048576"}}``, next to a user's SCRAM credentials. AlterClientQuotas
-(any broker) rewrites an entity's znode with a version check and a config change
+{"producer_byte_rate":"1048576"}}``, next to a user's SCRAM credentials; an address's
+``connection_creation_rate`` (KIP-612) in ``/config/ips/<ip>``, which
+:class:`broker.connection_quotas.ConnectionQuotas` asks through ``connection_rate``.
+AlterClientQuotas (any broker) rewrites an entity's znode with a version check and a config change
 notification (``users/alice/clients/app``) in the same multi. Every broker keeps a copy:
 read whole at start, and again on each change notification and each new ZooKeeper
 session.
@@ -24,6 +26,9 @@ Concurrency: event loop thread only; ZooKeeper through :class:`ZkBridge`.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import ipaddress
 import time
 from collections.abc import Callable
 from typing import Any
@@ -56,6 +61,8 @@ from protocol.apis import (
 from protocol.errors import ApiError, InvalidRequestError, KafkaStorageError
 from protocol.quotas import (
     CLIENT,
+    IP,
+    IP_QUOTA_KEYS,
     QUOTA_KEYS,
     USER,
     Entity,
@@ -78,6 +85,7 @@ def _unmetered(_nbytes: int) -> int:
 
 
 _CLIENTS = "/config/clients"
+_IPS = "/config/ips"
 _MATCH_EXACT, _MATCH_DEFAULT, _MATCH_ANY = 0, 1, 2
 
 
@@ -91,6 +99,8 @@ def _znode(name: str | None) -> str:
 
 def _path(entity: Entity) -> str:
     parts = dict(entity)
+    if IP in parts:
+        return f"{_IPS}/{_znode(parts[IP])}"
     if USER in parts:
         path = f"{paths.USER_CONFIGS}/{_znode(parts[USER])}"
         return f"{path}/clients/{_znode(parts[CLIENT])}" if CLIENT in parts else path
@@ -104,12 +114,32 @@ def _notice(entity: Entity) -> bytes:
 
 def _entity(parts: list[QuotaEntityPart]) -> Entity:
     by_type = {p.entity_type: p.entity_name for p in parts}
+    if by_type.keys() == {IP} and len(parts) == 1:
+        return ((IP, _ip_name(by_type[IP])),)
     if len(by_type) != len(parts) or not by_type or set(by_type) - {USER, CLIENT}:
         raise InvalidRequestError(
-            "a quota entity is a user, a client-id, or a user and a client-id "
+            "a quota entity is a user, a client-id, a user and a client-id, or an ip alone "
             f"(got {[p.entity_type for p in parts]})"
         )
     return tuple((t, by_type[t]) for t in (USER, CLIENT) if t in by_type)
+
+
+def _ip_name(name: str | None) -> str | None:
+    """An ip entity's name in its one spelling (``::1`` however written), or None for the
+    default. Kafka also takes a host name and resolves it; here an address is needed."""
+    if name is None:
+        return None
+    try:
+        return str(ipaddress.ip_address(name.strip()))
+    except ValueError:
+        raise InvalidRequestError(
+            f"{name!r} is not an IP address (an ip quota names an address: host names are "
+            "not resolved)"
+        ) from None
+
+
+def _keys_of(entity: Entity) -> tuple[str, ...]:
+    return IP_QUOTA_KEYS if entity[0][0] == IP else QUOTA_KEYS
 
 
 class QuotaManager(ZkMirror):
@@ -121,6 +151,9 @@ class QuotaManager(ZkMirror):
         self._window_ms = int(config["quota.window.size.seconds"]) * 1000
         self._max_throttle_ms = self._samples * self._window_ms
         self._quotas: dict[Entity, dict[str, float]] = {}
+        self._ip_rates: dict[str | None, float] = {}
+        """connection_creation_rate by address (None: the default), kept apart so that an
+        ip quota costs the produce and fetch paths nothing."""
         self._rates: dict[tuple[str, Entity], Rate] = {}
         """By quota and the entity measured: a default entity's part replaced by the
         actual user or client id."""
@@ -146,6 +179,15 @@ class QuotaManager(ZkMirror):
     def active(self) -> bool:
         """Whether any quota is set (else there is nothing to count)."""
         return bool(self._quotas)
+
+    def connection_rate(self, ip: str) -> float | None:
+        """New connections a second ``ip`` may open (its quota, else the default ip
+        quota); None: no bound."""
+        rates = self._ip_rates
+        if not rates:
+            return None
+        found = rates.get(ip)
+        return rates.get(None) if found is None else found
 
     def record(self, key: str, nbytes: int) -> int:
         """Count ``nbytes`` for the request being served against its ``key`` quota; the
@@ -237,9 +279,27 @@ class QuotaManager(ZkMirror):
                     await self._read_into(quotas, ((USER, _name(user)), (CLIENT, _name(client))))
             for client in await self._children(_CLIENTS):
                 await self._read_into(quotas, ((CLIENT, _name(client)),))
-            if quotas != self._quotas:
-                self._log.info("quota.loaded", entities=len(quotas))
+            ips: dict[Entity, dict[str, float]] = {}
+            for ip in await self._children(_IPS):
+                name = _name(ip)
+                try:
+                    entity: Entity = ((IP, _ip_name(name)),)
+                except InvalidRequestError:  # made by hand, or by a Kafka tool with a host
+                    self._log.warning("quota.unreadable", ip=name)
+                    continue
+                await self._read_into(ips, entity)
+            if quotas != self._quotas or ips.keys() != self._ip_quotas().keys():
+                self._log.info("quota.loaded", entities=len(quotas) + len(ips))
             self._quotas = quotas
+            self._ip_rates = {
+                dict(e)[IP]: v[key] for e, v in ips.items() for key in IP_QUOTA_KEYS if key in v
+            }
+
+    def _ip_quotas(self) -> dict[Entity, dict[str, float]]:
+        return {
+            ((IP, ip),): {IP_QUOTA_KEYS[0]: rate}
+            for ip, rate in sorted(self._ip_rates.items(), key=lambda kv: kv[0] or "")
+        }
 
     async def _children(self, path: str) -> list[str]:
         assert self._zk is not None
@@ -255,7 +315,7 @@ class QuotaManager(ZkMirror):
             self._log.warning("quota.unreadable", error=str(exc))
             return
         values = {}
-        for key in QUOTA_KEYS:
+        for key in _keys_of(entity):
             if key in config:
                 try:
                     values[key] = float(config[key])
@@ -279,17 +339,26 @@ class QuotaManager(ZkMirror):
         await self.reload()  # what ZooKeeper holds now, not the copy of a moment ago
         wanted = {}
         for c in request.components:
-            if c.entity_type not in (USER, CLIENT) or c.entity_type in wanted:
+            if c.entity_type not in (USER, CLIENT, IP) or c.entity_type in wanted:
                 raise InvalidRequestError(
-                    f"a quota filter names user and client-id once each, not {c.entity_type!r}"
+                    f"a quota filter names user, client-id and ip once each, not {c.entity_type!r}"
                 )
             if c.match_type not in (_MATCH_EXACT, _MATCH_DEFAULT, _MATCH_ANY):
                 raise InvalidRequestError(
                     f"match_type {c.match_type}: 0 (exact), 1 (default) or 2 (any)"
                 )
             wanted[c.entity_type] = c
+            if c.entity_type == IP and c.match_type == _MATCH_EXACT and c.match is not None:
+                with contextlib.suppress(InvalidRequestError):  # (not an address: no match)
+                    wanted[IP] = dataclasses.replace(c, match=_ip_name(c.match))
+        if IP in wanted and len(wanted) > 1:
+            raise InvalidRequestError(  # Kafka's words
+                "Invalid entity filter component combination, IP filter component should not "
+                "be used with user or clientId filter component."
+            )
         entries = []
-        for entity, values in sorted(self._quotas.items(), key=lambda kv: repr(kv[0])):
+        every = {**self._quotas, **self._ip_quotas()}
+        for entity, values in sorted(every.items(), key=lambda kv: repr(kv[0])):
             parts = dict(entity)
             if request.strict and set(parts) != set(wanted):
                 continue
@@ -309,13 +378,17 @@ class QuotaManager(ZkMirror):
             result = AlterClientQuotasResult(entity=entry.entity)
             try:
                 entity = _entity(entry.entity)
+                keys = _keys_of(entity)
                 for op in entry.ops:
-                    if op.key not in QUOTA_KEYS:
+                    if op.key not in keys:
+                        kind = "an ip" if keys is IP_QUOTA_KEYS else "a user or client-id"
                         raise InvalidRequestError(
-                            f"quota {op.key!r} is not enforced here; use one of "
-                            f"{', '.join(QUOTA_KEYS)}"
+                            f"quota {op.key!r} is not one {kind} has here; use one of "
+                            f"{', '.join(keys)}"
                         )
-                    if not op.remove and not op.value > 0:
+                    if not op.remove and keys is IP_QUOTA_KEYS:
+                        _check_connection_rate(op.key, op.value)
+                    elif not op.remove and not op.value > 0:
                         raise InvalidRequestError(f"{op.key}={op.value}: it must be above 0")
                 if not request.validate_only:
                     await self._write(entity, entry.ops)
@@ -355,6 +428,12 @@ class QuotaManager(ZkMirror):
             if written:
                 return
         raise KafkaStorageError(f"the quotas of {path} kept changing under us; try again")
+
+
+def _check_connection_rate(key: str, value: float) -> None:
+    """Kafka's: an integer, at least 0 (0 lets one connection in a window through)."""
+    if not (0 <= value < 2**31) or abs(value - round(value)) > 1e-6:
+        raise InvalidRequestError(f"{key}={value}: it must be a whole number, 0 or more")
 
 
 def _matches(component: Any, parts: dict[str, str | None]) -> bool:

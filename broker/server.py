@@ -102,6 +102,7 @@ _INLINE_FILE_BYTES = 16 * 1024
 """A response's file ranges, up to this many bytes in all, are read and sent with its
 frame's header (one syscall, one segment); the rest are ``sendfile``d."""
 _HANDSHAKE_S = 10.0  # a TLS client that does not finish its handshake is dropped then
+_TOLD_MAX = 10_000  # addresses remembered for tell_throttled's rate limit
 _COPY_CHUNK_BYTES = 256 * 1024
 """Over TLS, a file range goes in reads of this size, each read from the page cache on
 the loop (as the inlined small ranges) once the TLS transport has taken the one before
@@ -256,27 +257,51 @@ class _Connection(asyncio.BufferedProtocol):
         self._muted = False  # throttled by a quota: not read until the time is up
         self._unmute_at = 0.0
         self._unmute_timer: asyncio.TimerHandle | None = None
-        self._ip = ""
-        self._refused = False  # over a connection limit: closed as it came
+        self.ip = ""
+        self.waited = False  # its reading paused while it waited its turn (a rate)
+        self._raw: asyncio.Transport | None = None  # ... its transport meanwhile
+        self._early: list[bytes] = []  # ... and what was read of it before the pause
+        self._refused = False  # not counted: waiting its turn, or refused by a limit or rate
+        self._close_timer: asyncio.TimerHandle | None = None  # ... closed when it fires
         self._kafka_client_id: str | None = None  # a Kafka-protocol client's, last said
 
     # asyncio.BufferedProtocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses, but behave as one
+        raw = typing.cast(asyncio.Transport, transport)
+        if self._server.quotas is None:
+            self.accept(raw)
+            return
+        peer = transport.get_extra_info("peername")
+        self.ip = str(peer[0]) if peer else ""
+        self._refused = True  # counted once accepted
+        self._raw = raw
+        self._server.arrive(self, raw)
+
+    def accept(self, transport: asyncio.Transport) -> None:
+        """Taken by the listener's acceptor (at once without a connection rate, else in
+        its turn: see :meth:`BrokerServer.arrive`): checked against its address's rate and
+        the connection limits, then served."""
         peer = transport.get_extra_info("peername")
         quotas = self._server.quotas
         if quotas is not None:
-            self._ip = str(peer[0]) if peer else ""
-            refused = quotas.admit(self._ip, self._server.listener)
-            if refused is not None:
-                _log.info("connection.refused", peer=self._ip, reason=refused)
-                self._closed = self._refused = True
-                typing.cast(asyncio.Transport, transport).abort()
+            if self._closed:  # gone while it waited its turn
                 return
+            held_ms = quotas.held(self.ip, self._server.listener)
+            if held_ms:
+                self._hold_and_close(transport, held_ms)
+                return
+            refused = quotas.admit(self.ip, self._server.listener)
+            if refused is not None:
+                _log.info("connection.refused", peer=self.ip, reason=refused)
+                self._closed = True
+                transport.abort()
+                return
+            self._refused = False
         self._context = contextvars.copy_context()  # what handlers of this connection see
         self._context.run(PEER_HOST.set, str(peer[0]) if peer else "")
-        # uvloop's transports are not asyncio.Transport subclasses, but behave as one
-        self._transport = typing.cast(asyncio.Transport, transport)
+        self._transport = transport
         # a TLS transport pauses its writer when what it holds is *at least* the mark: at
         # 0 it would pause for good (nothing held is "at least 0"), so 1 there
         tls = self._server.ssl is not None
@@ -292,14 +317,51 @@ class _Connection(asyncio.BufferedProtocol):
             if named is not None:
                 self._context.run(PEER_PRINCIPAL.set, named)
         self._server.connections.add(self)
+        self._raw = None
+        if self.waited:
+            self.waited = False
+            transport.resume_reading()
+        early, self._early = self._early, []
+        for data in early:
+            self._received(memoryview(data))
+
+    @property
+    def gone(self) -> bool:
+        """Closed (by its client, or refused) before it was served."""
+        return self._closed
+
+    def _hold_and_close(self, transport: asyncio.Transport, hold_ms: int) -> None:
+        """An address over its connection_creation_rate: nothing is read, and the
+        connection is closed after its throttle time (Kafka's ConnectionThrottledException:
+        a client reconnecting at once is slowed to the rate, not spun)."""
+        self._closed = True
+        if not self.waited:
+            transport.pause_reading()
+        self._close_timer = self._loop.call_later(hold_ms / 1000, transport.close)
+        self._server.tell_throttled(self.ip, "connection.throttled", close_in_ms=hold_ms)
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self._server.read_buffer
 
     def buffer_updated(self, nbytes: int) -> None:
+        if self._transport is None:
+            self._read_early(nbytes)
+            return
+        self._received(self._server.read_buffer[:nbytes])
+
+    def _read_early(self, nbytes: int) -> None:
+        """Bytes of a connection not taken yet (uvloop starts reading after
+        ``connection_made`` even if it paused): kept for :meth:`accept`, and reading paused
+        again. One held to be closed keeps none."""
+        if self._raw is None or self._closed:
+            return
+        self._early.append(bytes(self._server.read_buffer[:nbytes]))
+        self._raw.pause_reading()
+
+    def _received(self, data: memoryview) -> None:
         self.last_active = self._loop.time()
         try:
-            frames = self._decoder.feed(self._server.read_buffer[:nbytes])
+            frames = self._decoder.feed(data)
         except MalformedFrameError as exc:
             self._abort(str(exc))
             return
@@ -328,11 +390,15 @@ class _Connection(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._refused:
+            self._closed = True  # (one waiting its turn is passed over)
+            if self._close_timer is not None:  # it went first
+                self._close_timer.cancel()
+                self._close_timer = None
             return  # never counted, never served
         self._closed = True
         self._server.connections.discard(self)
         if self._server.quotas is not None:
-            self._server.quotas.release(self._ip, self._server.listener)
+            self._server.quotas.release(self.ip, self._server.listener)
         queued = list(self._queue)
         self._queue.clear()
         for slot in queued:
@@ -977,6 +1043,58 @@ class BrokerServer:
         self._server: asyncio.Server | None = None
         self._reaper: asyncio.Task[None] | None = None
         self.ssl: ssl.SSLContext | None = None
+        self._told: dict[tuple[str, str], float] = {}  # (address, event) -> logged at
+        self._waiting: collections.deque[tuple[_Connection, asyncio.Transport]] = (
+            collections.deque()
+        )
+        """Connections accepted while this listener's acceptor waits out the connection
+        rate: taken in turn (Kafka's acceptor leaves them in the backlog meanwhile)."""
+        self._acceptor: asyncio.TimerHandle | None = None  # set while the acceptor waits
+
+    def arrive(self, connection: _Connection, transport: asyncio.Transport) -> None:
+        """A new connection, with connection limits set: taken now, or when its turn in
+        :attr:`_waiting` comes (unread meanwhile)."""
+        if self._acceptor is not None or self._waiting:
+            connection.waited = True
+            transport.pause_reading()
+            self._waiting.append((connection, transport))
+            return
+        self._take(connection, transport)
+
+    def _take(self, connection: _Connection, transport: asyncio.Transport) -> None:
+        assert self.quotas is not None
+        wait_ms = self.quotas.take(self.listener)
+        if not wait_ms:
+            connection.accept(transport)
+            return
+        # past max.connection.creation.rate: this one and those after it wait (Kafka's
+        # acceptor sleeps with it in hand)
+        if not connection.waited:
+            connection.waited = True
+            transport.pause_reading()
+        self.tell_throttled(connection.ip, "connection.delayed", wait_ms=wait_ms)
+        self._acceptor = asyncio.get_running_loop().call_later(
+            wait_ms / 1000, self._taken, connection, transport
+        )
+
+    def _taken(self, connection: _Connection, transport: asyncio.Transport) -> None:
+        self._acceptor = None
+        connection.accept(transport)
+        while self._waiting and self._acceptor is None:
+            following, its_transport = self._waiting.popleft()
+            if not following.gone:
+                self._take(following, its_transport)
+
+    def tell_throttled(self, ip: str, event: str, **fields: int) -> None:
+        """Log a connection slowed or refused by a rate, at most once a second per address
+        and event: a reconnect storm must not become a log storm."""
+        now = time.monotonic()
+        if now - self._told.get((ip, event), -2.0) < 1.0:
+            return
+        if len(self._told) > _TOLD_MAX:  # many addresses: forget the old ones
+            self._told = {k: t for k, t in self._told.items() if now - t < 1.0}
+        self._told[(ip, event)] = now
+        _log.info(event, peer=ip, listener=self.listener, **fields)
 
     async def start(
         self,
@@ -1027,6 +1145,11 @@ class BrokerServer:
             self._server.close()
         if self._reaper is not None:
             self._reaper.cancel()
+        if self._acceptor is not None:
+            self._acceptor.cancel()
+            self._acceptor = None
+        while self._waiting:  # never served: closed with the listener
+            self._waiting.popleft()[1].abort()
         connections = list(self.connections)
         try:
             await asyncio.wait_for(asyncio.gather(*(c.drain() for c in connections)), timeout_s)

@@ -185,7 +185,7 @@ from protocol.errors import (
     UnsupportedVersionError,
     error_for_code,
 )
-from protocol.quotas import CLIENT, USER, Entity
+from protocol.quotas import CLIENT, IP, USER, Entity
 from protocol.sasl import SCRAM_MAX_ITERATIONS, SCRAM_MIN_ITERATIONS, salted_password
 from protocol.topic_id import ZERO_TOPIC_ID, format_topic_id, parse_topic_id
 
@@ -1420,14 +1420,16 @@ class Admin:
         *,
         user: str | _Any | None = ANY_ENTITY,
         client_id: str | _Any | None = ANY_ENTITY,
+        ip: str | _Any | None = ANY_ENTITY,
         strict: bool = False,
     ) -> dict[Entity, dict[str, float]]:
         """The quotas set (Kafka's ``describeClientQuotas``), by entity: ``((type, name),
-        ...)``, name None for the default. ``user`` / ``client_id``: a name, None for the
-        default entity, or left out for any; ``strict``: only entities with exactly the
-        parts asked about."""
+        ...)``, name None for the default. ``user`` / ``client_id`` / ``ip``: a name, None
+        for the default entity, or left out for any (an ip is asked about alone: its
+        entities have no other part); ``strict``: only entities with exactly the parts
+        asked about."""
         components = []
-        for kind, wanted in ((USER, user), (CLIENT, client_id)):
+        for kind, wanted in ((USER, user), (CLIENT, client_id), (IP, ip)):
             if wanted is ANY_ENTITY:
                 continue  # no condition on this part (with strict: entities without it)
             components.append(
@@ -1450,8 +1452,10 @@ class Admin:
         self, changes: Mapping[Entity, Mapping[str, float | None]], *, validate_only: bool = False
     ) -> None:
         """Set (a number) or remove (None) quotas (Kafka's ``alterClientQuotas``): e.g.
-        ``{(("user", "alice"),): {"producer_byte_rate": 1048576}}``; every broker applies
-        them at once. Raises the first entity's error."""
+        ``{(("user", "alice"),): {"producer_byte_rate": 1048576}}``, or an address's new
+        connections a second, ``{(("ip", "10.0.0.7"),): {"connection_creation_rate": 10}}``
+        (``("ip", None)``: every address's default); every broker applies them at once.
+        Raises the first entity's error."""
         request = AlterClientQuotasRequest(
             validate_only=validate_only,
             entries=[

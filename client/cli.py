@@ -2091,10 +2091,13 @@ def _print_acls(bindings: Iterable[Any]) -> None:
 @click.option("--user-defaults", is_flag=True, help="The default user's quotas.")
 @click.option("--client-id", help="The client id's quotas.")
 @click.option("--client-defaults", is_flag=True, help="The default client id's quotas.")
+@click.option("--ip", help="An address's quota (connection_creation_rate; alone).")
+@click.option("--ip-defaults", is_flag=True, help="Every address's default quota.")
 @click.option(
     "--add-config",
     help="Kafka's form: producer_byte_rate=1048576,consumer_byte_rate=2097152,"
-    "request_percentage=50,controller_mutation_rate=10.",
+    "request_percentage=50,controller_mutation_rate=10; for an ip, "
+    "connection_creation_rate=10.",
 )
 @click.option("--delete-config", help="Names to remove, e.g. producer_byte_rate.")
 @bootstrap_option
@@ -2107,36 +2110,50 @@ def quotas(
     user_defaults: bool,
     client_id: str | None,
     client_defaults: bool,
+    ip: str | None,
+    ip_defaults: bool,
     add_config: str | None,
     delete_config: str | None,
 ) -> None:
-    """Client quotas (Kafka's kafka-configs --entity-type users/clients): byte rates,
+    """Client quotas (Kafka's kafka-configs --entity-type users/clients/ips): byte rates,
     request_percentage (the share of a broker's time its requests may take) and
     controller_mutation_rate (partitions created or deleted per second) per user, client
-    id, or both; every broker applies a change at once."""
+    id, or both; and connection_creation_rate (new connections a second) per address.
+    Every broker applies a change at once."""
     from client.admin import ANY_ENTITY  # noqa: PLC0415  (see _admin)
 
-    if (user is not None and user_defaults) or (client_id is not None and client_defaults):
+    if (
+        (user is not None and user_defaults)
+        or (client_id is not None and client_defaults)
+        or (ip is not None and ip_defaults)
+    ):
         raise click.UsageError("name an entity, or its defaults, not both")
     entity: list[tuple[str, str | None]] = []
     if user is not None or user_defaults:
         entity.append(("user", user))
     if client_id is not None or client_defaults:
         entity.append(("client-id", client_id))
+    if ip is not None or ip_defaults:
+        if entity:
+            raise click.UsageError("an ip's quota stands alone: no --user or --client-id with it")
+        entity.append(("ip", ip))
     if mode != "alter":
+        named = dict(entity)
         found = _admin(
             ctx,
             lambda admin: admin.describe_client_quotas(
-                user=user if user is not None or user_defaults else ANY_ENTITY,
-                client_id=client_id if client_id is not None or client_defaults else ANY_ENTITY,
+                user=named.get("user", ANY_ENTITY),
+                client_id=named.get("client-id", ANY_ENTITY),
+                ip=named.get("ip", ANY_ENTITY),
             ),
         )
         print_table(
-            ["user", "client-id", "quota", "value"],
+            ["user", "client-id", "ip", "quota", "value"],
             [
                 (
                     _quota_name(dict(e), "user"),
                     _quota_name(dict(e), "client-id"),
+                    _quota_name(dict(e), "ip"),
                     key,
                     f"{value:g}",
                 )
@@ -2147,7 +2164,8 @@ def quotas(
         return
     if not entity:
         raise click.UsageError(
-            "--alter needs --user/--user-defaults and/or --client-id/--client-defaults"
+            "--alter needs --user/--user-defaults and/or --client-id/--client-defaults, "
+            "or --ip/--ip-defaults"
         )
     changes = _quota_changes(add_config, delete_config)
     _admin(ctx, lambda admin: admin.alter_client_quotas({tuple(entity): changes}))

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 __all__ = [
     "CLIENT",
     "DEFAULT",
+    "IP",
+    "IP_QUOTA_KEYS",
     "QUOTA_KEYS",
     "USER",
     "Entity",
@@ -30,6 +32,8 @@ __all__ = [
 
 USER = "user"
 CLIENT = "client-id"
+IP = "ip"
+"""An address's entity (KIP-612): its own, never combined with a user or a client id."""
 DEFAULT = None
 """An entity part's name for "the default" (``<default>`` in ZooKeeper, null on the wire)."""
 QUOTA_KEYS = (
@@ -41,6 +45,8 @@ QUOTA_KEYS = (
 """The quotas enforced here (Kafka's names): bytes per second produced and fetched, the
 share of the broker's time its requests take (KIP-124: 100 is one thread's whole time),
 and partitions created or deleted per second (KIP-599)."""
+IP_QUOTA_KEYS = ("connection_creation_rate",)
+"""The quotas an address (an ``ip`` entity) may have: new connections a second (KIP-612)."""
 
 Entity = tuple[tuple[str, str | None], ...]
 """An entity as Kafka's ClientQuotaEntity: ((type, name or None for the default), ...),

@@ -313,20 +313,29 @@ async def _dropped(port: int, source: str) -> bool:
     return False
 
 
+async def _defaults(bootstrap: str, *args: str, rc: int = 0) -> None:
+    """``headwater broker-configs --alter --broker-defaults`` with ``args``."""
+    await _headwater(bootstrap, "broker-configs", "--alter", "--broker-defaults", *args, rc=rc)
+
+
+def _two_listeners(make_cluster: Callable[..., Cluster]) -> tuple[int, int]:
+    """One broker with an inter-broker listener and a client one: their ports."""
+    settings = {
+        "listeners": "INTERNAL://127.0.0.1:0,EXTERNAL://127.0.0.1:0",
+        "listener.security.protocol.map": "INTERNAL:PLAINTEXT,EXTERNAL:PLAINTEXT",
+        "inter.broker.listener.name": "INTERNAL",
+    }
+    ports = make_cluster(1, settings).brokers[1].ports
+    return ports["INTERNAL"], ports["EXTERNAL"]
+
+
 async def test_connection_limits_apply_to_the_next_connection(
     make_cluster: Callable[..., Cluster],
 ) -> None:
     """max.connections.per.ip.overrides and max.connections set live: the connection past
     a limit is closed as it comes and the broker serves the others; the inter-broker
     listener is never shut out; a closed connection frees its slot."""
-    settings = {
-        "listeners": "INTERNAL://127.0.0.1:0,EXTERNAL://127.0.0.1:0",
-        "listener.security.protocol.map": "INTERNAL:PLAINTEXT,EXTERNAL:PLAINTEXT",
-        "inter.broker.listener.name": "INTERNAL",
-    }
-    cluster = make_cluster(1, settings)
-    broker = cluster.brokers[1]
-    internal, external = broker.ports["INTERNAL"], broker.ports["EXTERNAL"]
+    internal, external = _two_listeners(make_cluster)
     bootstrap = f"127.0.0.1:{internal}"
     await _headwater(
         bootstrap,
@@ -359,3 +368,80 @@ async def test_connection_limits_apply_to_the_next_connection(
         assert (await admin.describe_cluster()).brokers
     for _, writer in held:
         await _close(writer)
+
+
+async def _answered_in(port: int, source: str) -> float | None:
+    """Seconds until a new connection from ``source`` is answered; None: closed first."""
+    started = asyncio.get_running_loop().time()
+    try:
+        _, writer = await _served(port, source)
+    except (asyncio.IncompleteReadError, ConnectionError):
+        return None
+    await _close(writer)
+    return asyncio.get_running_loop().time() - started
+
+
+async def test_connection_rates_set_live_slow_and_turn_away_new_connections(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    """KIP-612 on a real broker. An address's connection_creation_rate (set with the
+    command, shown with it): past its burst its new connections are closed unanswered,
+    other addresses are untouched, and removing it lifts it. The broker-wide
+    max.connection.creation.rate (a dynamic default): past it, new client connections
+    are all answered, but late; the inter-broker listener is not slowed."""
+    internal, external = _two_listeners(make_cluster)
+    bootstrap = f"127.0.0.1:{internal}"
+    await _headwater(
+        bootstrap,
+        "quotas",
+        "--alter",
+        "--ip",
+        "127.0.0.2",
+        "--add-config",
+        "connection_creation_rate=1",
+    )
+    shown = await _headwater(bootstrap, "quotas", "--describe", "--ip", "127.0.0.2")
+    rows = [line.split("\t") for line in shown.stdout.splitlines()[1:]]
+    assert rows == [["-", "-", "127.0.0.2", "connection_creation_rate", "1"]]
+    # every broker reads it from its change notification; ten fit the 11 s burst
+    await _until(lambda: _answered_in(external, "127.0.0.2"), lambda t: t is None)
+    assert await _answered_in(internal, "127.0.0.2") is None  # an address's: any listener
+    assert await _answered_in(external, "127.0.0.3") is not None  # another: untouched
+    async with Admin(bootstrap_servers=bootstrap) as admin:
+        assert await admin.describe_client_quotas(ip="127.0.0.2") == {
+            (("ip", "127.0.0.2"),): {"connection_creation_rate": 1.0}
+        }
+        with pytest.raises(InvalidRequestError, match="not an IP address"):
+            await admin.alter_client_quotas(
+                {(("ip", "broker-1"),): {"connection_creation_rate": 1}}
+            )
+        with pytest.raises(InvalidRequestError, match="whole number"):
+            await admin.alter_client_quotas({(("ip", None),): {"connection_creation_rate": 1.5}})
+        with pytest.raises(InvalidRequestError, match="connection_creation_rate"):
+            await admin.alter_client_quotas({(("ip", None),): {"producer_byte_rate": 100}})
+        with pytest.raises(InvalidRequestError, match="producer_byte_rate"):
+            await admin.alter_client_quotas({(("user", None),): {"connection_creation_rate": 1}})
+        with pytest.raises(InvalidRequestError, match="IP filter component"):
+            await admin.describe_client_quotas(user="alice", ip="127.0.0.2")  # Kafka's words
+        await admin.alter_client_quotas({(("ip", "0:0::1"),): {"connection_creation_rate": 0}})
+        assert await admin.describe_client_quotas(ip="::1") == {  # one spelling
+            (("ip", "::1"),): {"connection_creation_rate": 0.0}
+        }
+        await admin.alter_client_quotas(
+            {(("ip", "127.0.0.2"),): {"connection_creation_rate": None}}
+        )
+    await _until(lambda: _answered_in(external, "127.0.0.2"), lambda t: t is not None)
+
+    await _defaults(bootstrap, "--add-config", "max.connection.creation.rate=2")
+    # past the burst (20 over the 11 s, some used above), a connection waits its turn
+    waits = []
+    for _ in range(40):
+        waits.append(await _answered_in(external, "127.0.0.4"))
+        if waits[-1] is not None and waits[-1] >= 0.4:
+            break
+    assert None not in waits  # slowed, never turned away
+    assert waits[-1] is not None and waits[-1] >= 0.4, waits
+    async with Admin(bootstrap_servers=bootstrap) as admin:  # the brokers' listener: free
+        assert (await admin.describe_cluster()).brokers
+    await _defaults(bootstrap, "--delete-config", "max.connection.creation.rate")
+    await _defaults(bootstrap, "--add-config", "max.connection.creation.rate=-1", rc=1)

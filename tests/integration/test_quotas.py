@@ -147,8 +147,8 @@ async def test_quotas_throttle_over_their_bound_and_lift_when_removed(
     shown = run([*COMMAND, *plain, "quotas", "--describe"])
     assert shown.returncode == 0, shown
     rows = [line.split("\t") for line in shown.stdout.splitlines()[1:]]
-    assert ["-", "slow", "producer_byte_rate", "100000"] in rows, rows
-    assert ["<default>", "-", "consumer_byte_rate", "100000"] in rows, rows
+    assert ["-", "slow", "-", "producer_byte_rate", "100000"] in rows, rows
+    assert ["<default>", "-", "-", "consumer_byte_rate", "100000"] in rows, rows
     removed = run(
         [
             *COMMAND,
@@ -210,6 +210,14 @@ async def test_a_controller_mutation_rate_refuses_topics_past_its_burst(
         await admin.alter_client_quotas({(("user", None),): {"controller_mutation_rate": 1}})
         await admin.create_topics([NewTopic("m1", 10, 1)])
         await admin.create_topics([NewTopic("m2", 10, 1)])  # 20 of 11: in debt
+
+    async def topics_seen_by_other() -> set[str]:
+        async with fresh(other) as admin:
+            return set(await admin.list_topics())
+
+    # the controller answered once it knew the leaders; the other broker learns of them
+    # from its UpdateMetadata moments later (as in Kafka), after its own LeaderAndIsr
+    await _until(topics_seen_by_other, lambda seen: {"m1", "m2"} <= seen)
     host, port = cluster.brokers[controller].bootstrap.split(":")
     async with BrokerConnection(host, int(port)) as conn:
         request = CreateTopicsRequest(

@@ -1,24 +1,37 @@
 """Connection limits without sockets: what an address may hold, what the broker takes in
-all, the inter-broker listener's exemption, and the overrides' form."""
+all, the inter-broker listener's exemption, and the overrides' form; and the connection
+rates (KIP-612) on a clock the tests move: when a connection is read, and which are held
+and closed."""
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import pytest
 
 from broker.config import ConfigError, load_config
-from broker.connection_quotas import ConnectionQuotas, parse_ip_overrides
+from broker.connection_quotas import NO_RATE, ConnectionQuotas, parse_ip_overrides
 
 
-def _quotas(**settings: Any) -> tuple[ConnectionQuotas, dict[str, Any]]:
+def _quotas(
+    ip_rates: dict[str | None, float] | None = None, **settings: Any
+) -> tuple[ConnectionQuotas, dict[str, Any]]:
     config: dict[str, Any] = {
         "max.connections": 2**31 - 1,
         "max.connections.per.ip": 2**31 - 1,
         "max.connections.per.ip.overrides": "",
+        "max.connection.creation.rate": NO_RATE,
+        "quota.window.num": 11,
+        "quota.window.size.seconds": 1,
         **{k.replace("_", "."): v for k, v in settings.items()},
     }
-    return ConnectionQuotas(config.__getitem__, "INTERNAL"), config
+
+    def ip_rate(ip: str) -> float | None:
+        rates = ip_rates or {}
+        return rates.get(ip, rates.get(None))
+
+    return ConnectionQuotas(config.__getitem__, "INTERNAL", ip_rate=ip_rate), config
 
 
 def test_an_address_holds_at_most_its_limit_and_a_release_frees_a_slot() -> None:
@@ -74,3 +87,79 @@ def test_one_listener_bounds_every_connection() -> None:
     assert quotas.admit("10.0.0.1", listener) is None
     assert quotas.admit("10.0.0.2", listener) is None
     assert quotas.admit("10.0.0.3", listener) is not None
+
+
+def _accept_in_turn(quotas: ConnectionQuotas, n: int, listener: str, t: int) -> list[int]:
+    """When each of ``n`` connections arriving at ``t`` is taken, as the server's
+    acceptor takes them: one at a time, the next once the wait of the one before is over."""
+    taken = []
+    for _ in range(n):
+        t += quotas.take(listener, t)
+        taken.append(t)
+    return taken
+
+
+def test_past_the_broker_connection_rate_each_connection_waits_its_turn() -> None:
+    """max.connection.creation.rate=2 over 11 one-second windows: the first 20 in a burst
+    are taken at once (Kafka's rate counts a new one over at least 10 windows), then the
+    acceptor waits after each, at most a window: never more than the rate over the time
+    since the first, plus the 11-second window's worth."""
+    quotas, config = _quotas(max_connection_creation_rate=2)
+    t = 1_000_000
+    taken = [at - t for at in _accept_in_turn(quotas, 80, "EXTERNAL", t)]
+    assert taken[:21] == [0] * 20 + [500]  # the 21st waits (21/10 s - 2) / 2 * 10 s
+    assert all(0 <= b - a <= 1000 for a, b in itertools.pairwise(taken))
+    for i, at in enumerate(taken):  # 2/s, plus the window's 22
+        assert i + 1 <= 2 * (at / 1000 + 11), (i, at)
+    assert taken[-1] >= 25_000  # 80 connections: well past 20 s
+    end = t + taken[-1]
+    assert quotas.take("INTERNAL", end) == 0  # the brokers' own are not counted
+    # once time has passed, the rate is back under the bound: taken at once
+    assert quotas.take("EXTERNAL", end + 30_000) == 0
+    config["max.connection.creation.rate"] = NO_RATE  # dynamic: read per connection
+    assert _accept_in_turn(quotas, 50, "EXTERNAL", end + 30_000) == [end + 30_000] * 50
+
+
+def test_the_broker_connection_rate_is_shared_by_its_client_listeners() -> None:
+    quotas, _ = _quotas(max_connection_creation_rate=2)
+    t = 1_000_000
+    assert _accept_in_turn(quotas, 20, "EXTERNAL", t) == [t] * 20
+    assert quotas.take("OTHER", t) == 500  # its own acceptor, the broker's rate
+    assert quotas.take("INTERNAL", t) == 0
+
+
+def test_an_address_over_its_connection_rate_is_held_then_closed_and_not_counted() -> None:
+    """connection_creation_rate=1 for 10.0.0.1 (KIP-612's ip quota): ten in a burst are
+    taken, the eleventh is held a window then closed; a held one counts on no rate. Other
+    addresses have no bound (no default set), and the default applies to every address
+    without its own."""
+    rates: dict[str | None, float] = {"10.0.0.1": 1}
+    quotas, _ = _quotas(rates)
+    t = 1_000_000
+    assert [quotas.held("10.0.0.1", "EXTERNAL", t) for _ in range(10)] == [0] * 10
+    assert quotas.held("10.0.0.1", "EXTERNAL", t) == 1000  # (11/10 - 1) / 1 * 10 s: capped
+    assert quotas.held("10.0.0.1", "INTERNAL", t) > 0  # an address's rate: any listener
+    assert [quotas.held("10.0.0.2", "EXTERNAL", t) for _ in range(30)] == [0] * 30
+    # the burst's ten are counted until their window leaves the 11 s measured (Kafka's)
+    assert quotas.held("10.0.0.1", "EXTERNAL", t + 5_000) > 0
+    assert quotas.held("10.0.0.1", "EXTERNAL", t + 11_000) == 0
+    rates[None] = 5  # a default: every other address gets it
+    held = [quotas.held("10.0.0.3", "EXTERNAL", t) for _ in range(60)]
+    assert held.count(0) == 50 and all(h > 0 for h in held[50:])  # 50 in the burst
+    assert quotas.held("::1", "EXTERNAL", t) == 0  # its own count
+    assert [quotas.held("0:0::1", "EXTERNAL", t) for _ in range(50)].count(0) == 49
+
+
+def test_a_held_connection_is_taken_off_the_broker_rate_too() -> None:
+    """With both rates set, connections an address's quota turned away do not use up the
+    broker's rate (Kafka un-records them there), so other clients are not slowed by them."""
+    quotas, _ = _quotas({"10.0.0.1": 1}, max_connection_creation_rate=2)
+    t = 1_000_000
+    for _ in range(10):
+        assert quotas.take("EXTERNAL", t) == 0
+        assert quotas.held("10.0.0.1", "EXTERNAL", t) == 0
+    for _ in range(100):
+        assert quotas.take("EXTERNAL", t) == 0
+        assert quotas.held("10.0.0.1", "EXTERNAL", t) > 0
+    # the broker's rate holds the 10 taken: 10 more at once, the 21st waits
+    assert [quotas.take("EXTERNAL", t) for _ in range(11)] == [0] * 10 + [500]

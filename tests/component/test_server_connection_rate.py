@@ -1,0 +1,99 @@
+"""Connection rates in the listener (KIP-612), on real sockets: past
+``max.connection.creation.rate`` a new connection is accepted but not read until its turn,
+and the ones after it wait behind it, in order; none is refused. An address over its
+``connection_creation_rate`` quota gets no answer and is closed after its throttle time,
+while the connections it already has, and other clients, are served throughout."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from broker.connection_quotas import NO_RATE, ConnectionQuotas
+from broker.server import BrokerServer
+from client.connection import BrokerConnection
+from protocol.apis import ApiKey, MetadataRequest, MetadataResponse
+from protocol.errors import NetworkError
+from protocol.framing import RequestHeader
+
+
+def _metadata(header: RequestHeader, request: MetadataRequest) -> MetadataResponse:
+    return MetadataResponse(cluster_id="served")
+
+
+def _config(**settings: Any) -> dict[str, Any]:
+    return {
+        "max.connections": NO_RATE,
+        "max.connections.per.ip": NO_RATE,
+        "max.connections.per.ip.overrides": "",
+        "max.connection.creation.rate": NO_RATE,
+        # two one-second windows: a burst of one second's worth, then the rate
+        "quota.window.num": 2,
+        "quota.window.size.seconds": 1,
+        **settings,
+    }
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Callable[..., Any]]:
+    servers: list[BrokerServer] = []
+
+    async def start(config: dict[str, Any], ip_rates: dict[str, float] | None = None) -> int:
+        rates = ip_rates or {}
+        quotas = ConnectionQuotas(config.__getitem__, "INTERNAL", ip_rate=rates.get)
+        server = BrokerServer({ApiKey.METADATA: _metadata}, quotas=quotas)
+        servers.append(server)
+        return await server.start(listener="EXTERNAL")
+
+    yield start
+    for server in servers:
+        await server.stop()
+
+
+async def _served(port: int) -> float:
+    """Connect, ask once; when the answer came (monotonic)."""
+    async with BrokerConnection("127.0.0.1", port, request_timeout_ms=20_000) as conn:
+        answer = await conn.request(ApiKey.METADATA, MetadataRequest(topics=[]))
+        assert answer.cluster_id == "served"
+        return time.monotonic()
+
+
+async def test_connections_past_the_broker_rate_wait_their_turn_and_are_all_served(
+    serve: Callable[..., Any],
+) -> None:
+    """max.connection.creation.rate=2: two go at once (the burst of the first window),
+    the third waits half a second, the fourth behind it; each is served in the end."""
+    port = await serve(_config(**{"max.connection.creation.rate": 2}))
+    started = time.monotonic()
+    first = await asyncio.gather(_served(port), _served(port))
+    later = [asyncio.create_task(_served(port)) for _ in range(2)]
+    done, _ = await asyncio.wait(later, timeout=0.3)
+    assert not done  # accepted, but not read yet
+    answered = sorted(await asyncio.gather(*later))
+    assert max(first) - started < answered[0] - started
+    assert answered[0] - started >= 0.45  # (3/1 s - 2) / 2 * 1 s: half a second
+    assert answered[1] - started >= 0.9  # taken after the third's wait: its own too
+
+
+async def test_an_address_over_its_quota_is_closed_unanswered_and_others_are_served(
+    serve: Callable[..., Any],
+) -> None:
+    """connection_creation_rate=1 for 127.0.0.1: its first connection is served; its
+    second is held (no answer) and closed after its throttle time; the first stays
+    served meanwhile."""
+    port = await serve(_config(), {"127.0.0.1": 1})
+    async with BrokerConnection("127.0.0.1", port, request_timeout_ms=20_000) as kept:
+        assert (await kept.request(ApiKey.METADATA, MetadataRequest(topics=[]))).cluster_id
+        started = time.monotonic()
+        held = asyncio.create_task(_served(port))
+        done, _ = await asyncio.wait([held], timeout=0.3)
+        assert not done
+        # the connection it has is served while its new one is held
+        assert (await kept.request(ApiKey.METADATA, MetadataRequest(topics=[]))).cluster_id
+        with pytest.raises(NetworkError):
+            await held  # closed, never answered
+        assert time.monotonic() - started >= 0.45  # (2/1 s - 1) / 1 * 1 s, capped at 1 s
