@@ -62,6 +62,7 @@ from broker.replica.isr import IsrUpdater
 from broker.replica.manager import ReplicaManager
 from broker.replica.throttle import ReplicationQuota
 from broker.server import MUTE, BrokerServer, CloseConnection
+from broker.tokens import DelegationTokens
 from broker.zk import (
     BrokerRegistration,
     SessionState,
@@ -201,6 +202,7 @@ class Broker:
         self._sasl: dict[str, sasl.SaslListener] = {}
         self._acl = Authorizer()
         self._quotas: QuotaManager | None = None
+        self._tokens: DelegationTokens | None = None
         self._broker_configs: BrokerConfigs | None = None
         self._registrar: BrokerRegistrar | None = None
         self._election: ControllerElection | None = None
@@ -257,10 +259,14 @@ class Broker:
                 )
         self._acl = Authorizer(self._zk, cfg)
         self._quotas = QuotaManager(self._zk, cfg)
+        self._tokens = DelegationTokens(self._zk, cfg, self._acl)
+        for listener in self._sasl.values():
+            listener.tokens = self._tokens
         await self._zk.start(timeout_s=cfg["zookeeper.connection.timeout.ms"] / 1000)
         self.cluster_id = await get_or_create_cluster_id(self._zk)
         await self._acl.start()  # every ACL read before anything is served
         await self._quotas.start()
+        await self._tokens.start()  # (nothing to do while tokens are off)
         self._broker_configs = BrokerConfigs(self._zk, cfg)
         self._broker_configs.on_change(self._on_keystore)  # a dynamic one: before we listen
         await self._broker_configs.start()  # the logs open with the dynamic defaults
@@ -442,6 +448,7 @@ class Broker:
             self._broker_configs,
             self._acl,
             self._quotas,
+            self._tokens,
             self._metrics,
             self._coordinator,
             self._transactions,
@@ -541,6 +548,8 @@ class Broker:
         inter_broker = Operation.CLUSTER_ACTION
         quotas = self._quotas
         assert quotas is not None
+        tokens = self._tokens
+        assert tokens is not None
 
         fetch = _fetch_within_quotas(replicas, quotas, self.metadata)
         produce = _produce_handler(replicas, quotas, acl)
@@ -600,6 +609,10 @@ class Broker:
             ApiKey.ALTER_CLIENT_QUOTAS: cluster(
                 Operation.ALTER_CONFIGS, "change quotas", _serve(quotas.alter)
             ),
+            ApiKey.CREATE_DELEGATION_TOKEN: _serve(tokens.create),
+            ApiKey.RENEW_DELEGATION_TOKEN: _serve(tokens.renew),
+            ApiKey.EXPIRE_DELEGATION_TOKEN: _serve(tokens.expire),
+            ApiKey.DESCRIBE_DELEGATION_TOKEN: _serve(tokens.describe),
             ApiKey.CREATE_ACLS: _serve(acl.create),
             ApiKey.DELETE_ACLS: _serve(acl.delete),
             ApiKey.WRITE_TXN_MARKERS: cluster(

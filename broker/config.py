@@ -82,7 +82,7 @@ def _listeners(value: list[str]) -> str | None:
 
 def is_secret(name: str) -> bool:
     """A password setting (Kafka's type PASSWORD): never shown, logged or sent."""
-    return "password" in name or name.endswith("jaas.config")
+    return "password" in name or name.endswith(("jaas.config", ".secret.key"))
 
 
 def listener_name(listener: str) -> str:
@@ -215,6 +215,35 @@ SETTINGS: tuple[Setting, ...] = (
         "https: a broker connecting to another over SSL checks the name in its certificate; "
         "empty: it does not.",
         check=lambda v: None if v in ("https", "") else "it must be https or empty",
+    ),
+    Setting(
+        "delegation.token.secret.key",
+        str,
+        "",
+        "The secret delegation tokens' HMACs are made with (KIP-48); the same on every "
+        "broker. Empty: tokens are off.",
+    ),
+    Setting(
+        "delegation.token.max.lifetime.ms",
+        int,
+        7 * 24 * 3_600_000,
+        "A delegation token never lives longer, however often it is renewed.",
+        1,
+    ),
+    Setting(
+        "delegation.token.expiry.time.ms",
+        int,
+        24 * 3_600_000,
+        "A delegation token expires this long after it is made or renewed (unless renewed "
+        "for another time).",
+        1,
+    ),
+    Setting(
+        "delegation.token.expiry.check.interval.ms",
+        int,
+        3_600_000,
+        "How often each broker deletes expired delegation tokens.",
+        1,
     ),
     Setting(
         "quota.window.num",

@@ -35,10 +35,12 @@ import hashlib
 import hmac
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
+if TYPE_CHECKING:
+    from broker.tokens import TokenLogin
 from broker.config import BrokerConfig, ConfigError
 from broker.network import PeerLogin
 from broker.oauth import BearerChecker, JwksSource
@@ -126,6 +128,14 @@ class SaslListener:
     """How OAUTHBEARER tokens are checked (None: the listener does not offer it)."""
     max_reauth_ms: int = 0
     """connections.max.reauth.ms: how long a session lasts (0: for ever)."""
+    tokens: TokenLogins | None = None
+    """Delegation tokens' SCRAM logins (``tokenauth=true``; None: not taken)."""
+
+
+class TokenLogins(Protocol):
+    """Where a delegation token's SCRAM login is checked (``broker.tokens``)."""
+
+    def login(self, token_id: str, mechanism: str) -> TokenLogin | None: ...
 
 
 def _jaas(config: BrokerConfig, listener: str, mechanism: str) -> dict[str, str]:
@@ -217,6 +227,8 @@ class Authenticator:
         "_previous",
         "_refused",
         "_scram",
+        "_token",
+        "by_token",
         "expires_ms",
         "failed",
         "principal",
@@ -226,6 +238,7 @@ class Authenticator:
         self._listener = listener
         self._mechanism: str | None = None
         self._scram: ScramServer | None = None
+        self._token: TokenLogin | None = None  # a delegation token's login under way
         self._refused: str | None = None
         """Why an OAUTHBEARER token was refused: the client's next message fails."""
         self._previous: str | None = None
@@ -236,6 +249,8 @@ class Authenticator:
         self._peer = peer
         self.principal: str | None = None
         """``User:<name>`` once authenticated (Kafka's KafkaPrincipal)."""
+        self.by_token = False
+        """Logged in with a delegation token (its owner is :attr:`principal`)."""
         self.failed = False
 
     @property
@@ -386,8 +401,14 @@ class Authenticator:
         if self._scram is None:
             scram = ScramServer(self._mechanism)
             username = scram.first(message)
-            store = self._listener.credentials
-            credential = None if store is None else await store.get(username, self._mechanism)
+            if scram.extensions.get("tokenauth", "").lower() == "true":
+                tokens = self._listener.tokens
+                self._token = None if tokens is None else tokens.login(username, self._mechanism)
+                credential = None if self._token is None else self._token.credential
+            else:
+                self._token = None
+                store = self._listener.credentials
+                credential = None if store is None else await store.get(username, self._mechanism)
             if credential is None:
                 # the same words as a wrong password (the refusal comes a step earlier,
                 # as in Kafka)
@@ -395,7 +416,12 @@ class Authenticator:
             self._scram = scram
             return SaslAuthenticateResponse(auth_bytes=scram.challenge(credential))
         answer = self._scram.final(message)
-        self._in(self._scram.username)
+        token = self._token
+        if token is None:
+            self._in(self._scram.username)
+        else:  # the token's owner, for as long as the token lasts (Kafka's)
+            self._in(token.owner.partition(":")[2], token_expires_ms=token.expiry_ms)
+            self.by_token = True
         return SaslAuthenticateResponse(auth_bytes=answer)
 
     def _in(self, username: str, token_expires_ms: int | None = None) -> None:

@@ -88,6 +88,7 @@ __all__ = [
     "MUTE",
     "PEER_CLIENT_ID",
     "PEER_HOST",
+    "PEER_LOGIN",
     "PEER_PRINCIPAL",
     "BrokerServer",
     "CloseConnection",
@@ -116,17 +117,20 @@ class CloseConnection(Exception):
 _CLOSE: list[Part] = []  # the writer's marker for "close here"
 
 PEER_HOST: contextvars.ContextVar[str] = contextvars.ContextVar("peer_host", default="")
+"""The address of the client whose request a handler is serving (DescribeGroups shows
+each member's host, as Kafka does; the handler signature need not carry it)."""
 PEER_CLIENT_ID: contextvars.ContextVar[str] = contextvars.ContextVar("peer_client_id", default="")
+"""The client id a connection's ApiVersions named (for quotas)."""
 MUTE: contextvars.ContextVar[Callable[[int], None]] = contextvars.ContextVar(
     "mute", default=lambda _ms: None
 )
 """Mutes the connection being served for so many ms (a throttle with no answer to carry
 it: an acks=0 produce)."""
-"""The client id a connection's ApiVersions named (for quotas)."""
 PEER_PRINCIPAL: contextvars.ContextVar[str] = contextvars.ContextVar("peer_principal", default="")
-"""``User:<name>`` of a connection authenticated with SASL ("" otherwise)."""
-"""The address of the client whose request a handler is serving (DescribeGroups shows
-each member's host, as Kafka does; the handler signature need not carry it)."""
+"""``User:<name>`` of a connection logged in with SASL or a client certificate ("" if not)."""
+PEER_LOGIN: contextvars.ContextVar[str] = contextvars.ContextVar("peer_login", default="")
+"""How the connection logged in: ``sasl`` (a password or an OAuth token), ``token`` (a
+delegation token, KIP-48), ``certificate`` (a TLS client certificate), or "" (none)."""
 _log = structlog.get_logger("headwater.server")
 
 
@@ -316,6 +320,7 @@ class _Connection(asyncio.BufferedProtocol):
             named = certificate_principal(tls.getpeercert(binary_form=True) if tls else None)
             if named is not None:
                 self._context.run(PEER_PRINCIPAL.set, named)
+                self._context.run(PEER_LOGIN.set, "certificate")
         self._server.connections.add(self)
         self._raw = None
         if self.waited:
@@ -583,6 +588,7 @@ class _Connection(asyncio.BufferedProtocol):
             if auth.done and not failed:
                 # in the same step as the frames held meanwhile are let go
                 self._context.run(PEER_PRINCIPAL.set, auth.principal or "")
+                self._context.run(PEER_LOGIN.set, "token" if auth.by_token else "sasl")
                 self._log = self._log.bind(principal=auth.principal)
                 self._authenticated = True
             self._auth_busy = False

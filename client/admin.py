@@ -40,6 +40,7 @@ from client.types import (
     ConfigEntry,
     ConfigResource,
     ConfigSynonym,
+    DelegationToken,
     GroupDescription,
     GroupListing,
     ListOffsetsResult,
@@ -90,6 +91,8 @@ from protocol.apis import (
     CreatableTopicConfig,
     CreateAclsRequest,
     CreateAclsResponse,
+    CreateDelegationTokenRequest,
+    CreateDelegationTokenResponse,
     CreatePartitionsAssignment,
     CreatePartitionsRequest,
     CreatePartitionsResponse,
@@ -115,6 +118,8 @@ from protocol.apis import (
     DescribeConfigsRequest,
     DescribeConfigsResource,
     DescribeConfigsResponse,
+    DescribeDelegationTokenRequest,
+    DescribeDelegationTokenResponse,
     DescribedGroup,
     DescribeGroupsRequest,
     DescribeGroupsResponse,
@@ -131,6 +136,8 @@ from protocol.apis import (
     ElectLeadersRequest,
     ElectLeadersResponse,
     ElectLeadersTopicPartitions,
+    ExpireDelegationTokenRequest,
+    ExpireDelegationTokenResponse,
     IncrementalAlterableConfig,
     IncrementalAlterConfigsRequest,
     IncrementalAlterConfigsResource,
@@ -156,8 +163,11 @@ from protocol.apis import (
     QuotaOp,
     ReassignablePartition,
     ReassignableTopic,
+    RenewDelegationTokenRequest,
+    RenewDelegationTokenResponse,
     ScramCredentialDeletion,
     ScramCredentialUpsertion,
+    TokenPrincipal,
     UserName,
     WritableTxnMarker,
     WritableTxnMarkerTopic,
@@ -227,6 +237,7 @@ class Admin:
         sasl_plain_username: str | None = None,
         sasl_plain_password: str | None = None,
         sasl_oauth_token_provider: TokenProvider | None = None,
+        sasl_token_auth: bool = False,
     ) -> None:
         self.client_id = client_id
         self.request_timeout_ms = request_timeout_ms
@@ -238,6 +249,7 @@ class Admin:
             sasl_plain_username,
             sasl_plain_password,
             sasl_oauth_token_provider=sasl_oauth_token_provider,
+            sasl_token_auth=sasl_token_auth,
         )
         self._cluster = Cluster(
             bootstrap_servers,
@@ -1474,6 +1486,102 @@ class Admin:
             if result.error_code:
                 raise error_for_code(result.error_code, result.error_message or "quotas")
 
+    # --- delegation tokens (KIP-48) --------------------------------------------------------
+
+    async def create_delegation_token(
+        self,
+        *,
+        renewers: Iterable[str] = (),
+        max_lifetime_ms: int = -1,
+        owner: str | None = None,
+    ) -> DelegationToken:
+        """A delegation token for the user this client logged in as (Kafka's
+        ``createDelegationToken``): ``renewers`` may renew it too (``User:<name>``);
+        ``max_lifetime_ms`` (-1: the broker's ``delegation.token.max.lifetime.ms``) caps
+        its life; ``owner`` makes it another user's (KIP-373: needs CREATE_TOKENS on that
+        user). Needs a connection logged in with SASL or a client certificate, not with a
+        token. Hand the token's id and :attr:`DelegationToken.password` to the job."""
+        owner_type = owner_name = None
+        if owner is not None:
+            owner_type, owner_name = _principal_parts(owner)
+        request = CreateDelegationTokenRequest(
+            owner_principal_type=owner_type,
+            owner_principal_name=owner_name,
+            renewers=[
+                TokenPrincipal(principal_type=t, principal_name=n)
+                for t, n in map(_principal_parts, renewers)
+            ],
+            max_lifetime_ms=max_lifetime_ms,
+        )
+        answer: CreateDelegationTokenResponse = await self._send(
+            ApiKey.CREATE_DELEGATION_TOKEN, request, idempotent=False
+        )
+        _raise_for(answer, "creating a delegation token")
+        return DelegationToken(
+            token_id=answer.token_id,
+            hmac=answer.hmac,
+            owner=f"{answer.principal_type}:{answer.principal_name}",
+            requester=(
+                f"{answer.token_requester_principal_type}:{answer.token_requester_principal_name}"
+            ),
+            renewers=[f"{t}:{n}" for t, n in map(_principal_parts, renewers)],
+            issue_timestamp_ms=answer.issue_timestamp_ms,
+            expiry_timestamp_ms=answer.expiry_timestamp_ms,
+            max_timestamp_ms=answer.max_timestamp_ms,
+        )
+
+    async def renew_delegation_token(self, hmac: bytes, renew_period_ms: int = -1) -> int:
+        """Push the token's expiry to ``renew_period_ms`` from now (-1: the broker's
+        ``delegation.token.expiry.time.ms``), never past its max; the new expiry (wall
+        clock ms). Its owner, requester and renewers may."""
+        answer: RenewDelegationTokenResponse = await self._send(
+            ApiKey.RENEW_DELEGATION_TOKEN,
+            RenewDelegationTokenRequest(hmac=hmac, renew_period_ms=renew_period_ms),
+        )
+        _raise_for(answer, "renewing the delegation token")
+        return answer.expiry_timestamp_ms
+
+    async def expire_delegation_token(self, hmac: bytes, expiry_time_period_ms: int = -1) -> int:
+        """End the token ``expiry_time_period_ms`` from now (-1: at once, and it is
+        deleted); the new expiry (wall clock ms). Its owner, requester and renewers may."""
+        answer: ExpireDelegationTokenResponse = await self._send(
+            ApiKey.EXPIRE_DELEGATION_TOKEN,
+            ExpireDelegationTokenRequest(hmac=hmac, expiry_time_period_ms=expiry_time_period_ms),
+        )
+        _raise_for(answer, "expiring the delegation token")
+        return answer.expiry_timestamp_ms
+
+    async def describe_delegation_tokens(
+        self, owners: Iterable[str] | None = None
+    ) -> list[DelegationToken]:
+        """The tokens this user may see (its own, those it may renew, and those ACLs let
+        it describe), of ``owners`` only if given (``User:<name>``)."""
+        request = DescribeDelegationTokenRequest(
+            owners=None
+            if owners is None
+            else [
+                TokenPrincipal(principal_type=t, principal_name=n)
+                for t, n in map(_principal_parts, owners)
+            ]
+        )
+        answer: DescribeDelegationTokenResponse = await self._send(
+            ApiKey.DESCRIBE_DELEGATION_TOKEN, request
+        )
+        _raise_for(answer, "describing delegation tokens")
+        return [
+            DelegationToken(
+                token_id=t.token_id,
+                hmac=t.hmac,
+                owner=f"{t.principal_type}:{t.principal_name}",
+                requester=f"{t.token_requester_principal_type}:{t.token_requester_principal_name}",
+                renewers=[f"{r.principal_type}:{r.principal_name}" for r in t.renewers],
+                issue_timestamp_ms=t.issue_timestamp,
+                expiry_timestamp_ms=t.expiry_timestamp,
+                max_timestamp_ms=t.max_timestamp,
+            )
+            for t in answer.tokens
+        ]
+
     # --- SCRAM users ----------------------------------------------------------------------
 
     async def describe_user_scram_credentials(
@@ -1561,6 +1669,21 @@ class Admin:
         if self._state != "running":
             what = "not started; call start()" if self._state == "new" else self._state
             raise ClientClosedError(f"the admin client is {what}")
+
+
+def _principal_parts(who: str) -> tuple[str, str]:
+    """``User:alice`` -> ("User", "alice"); a bare name is a user's."""
+    kind, sep, name = who.partition(":")
+    if not sep:
+        return "User", who
+    if not kind or not name:
+        raise ConfigurationError(f"{who!r} is not a principal: give User:<name>")
+    return kind, name
+
+
+def _raise_for(answer: Any, what: str) -> None:
+    if answer.error_code:
+        raise error_for_code(answer.error_code, answer.error_message or what)
 
 
 def _by_topic(partitions: Iterable[TopicPartition]) -> dict[str, list[int]]:

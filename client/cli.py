@@ -13,6 +13,7 @@ stderr and exit code 1; bad arguments are click's usage errors (exit code 2).
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import os
@@ -2311,6 +2312,117 @@ def _split_outside_brackets(text: str) -> list[str]:
 
 def _names_of(text: str | None) -> list[str]:
     return [n.strip() for n in (text or "").split(",") if n.strip()]
+
+
+# --- delegation tokens ------------------------------------------------------------------
+
+
+@main.command("delegation-tokens")
+@click.option("--create", "mode", flag_value="create", help="Make a token for the login.")
+@click.option("--renew", "mode", flag_value="renew", help="Push a token's expiry out.")
+@click.option("--expire", "mode", flag_value="expire", help="End a token (now, or later).")
+@click.option("--describe", "mode", flag_value="describe", help="Show tokens (default).")
+@click.option(
+    "--renewer-principal",
+    multiple=True,
+    help="--create: a user who may renew it too (User:<name>; repeatable).",
+)
+@click.option(
+    "--owner-principal",
+    multiple=True,
+    help="--create: whose token it is (default: the login's; needs CREATE_TOKENS on that "
+    "user). --describe: only these owners' tokens (repeatable).",
+)
+@click.option(
+    "--max-life-time-period",
+    type=int,
+    default=-1,
+    help="--create: its longest life in ms (-1: the broker's delegation.token.max.lifetime.ms).",
+)
+@click.option("--hmac", help="--renew / --expire: the token's HMAC (base64, as printed).")
+@click.option(
+    "--renew-time-period",
+    type=int,
+    default=-1,
+    help="--renew: ms from now (-1: the broker's delegation.token.expiry.time.ms).",
+)
+@click.option(
+    "--expiry-time-period",
+    type=int,
+    default=-1,
+    help="--expire: ms from now (-1: at once; the token is deleted).",
+)
+@bootstrap_option
+@click.pass_context
+def delegation_tokens(
+    ctx: click.Context,
+    *,
+    mode: str | None,
+    renewer_principal: tuple[str, ...],
+    owner_principal: tuple[str, ...],
+    max_life_time_period: int,
+    hmac: str | None,
+    renew_time_period: int,
+    expiry_time_period: int,
+) -> None:
+    """Delegation tokens (Kafka's kafka-delegation-tokens): short-lived SCRAM logins a
+    user hands to its jobs. Run with a --command-config that logs in with a password or
+    a client certificate (not with a token). A job logs in with the token's id as
+    username and its HMAC as password, and tokenauth="true" in its sasl.jaas.config
+    (``sasl_token_auth=True`` in the Python clients)."""
+    if mode == "create":
+        if len(owner_principal) > 1:
+            raise click.UsageError("--create takes one --owner-principal")
+        owner = owner_principal[0] if owner_principal else None
+        made = _admin(
+            ctx,
+            lambda admin: admin.create_delegation_token(
+                renewers=renewer_principal, max_lifetime_ms=max_life_time_period, owner=owner
+            ),
+        )
+        _print_tokens([made])
+        return
+    if mode in ("renew", "expire"):
+        if not hmac:
+            raise click.UsageError(f"--{mode} needs --hmac (the token's, base64)")
+        try:
+            raw = base64.b64decode(hmac, validate=True)
+        except ValueError:
+            raise click.UsageError("--hmac is not base64 (as --create prints it)") from None
+        if mode == "renew":
+            expiry = _admin(ctx, lambda admin: admin.renew_delegation_token(raw, renew_time_period))
+        else:
+            expiry = _admin(
+                ctx, lambda admin: admin.expire_delegation_token(raw, expiry_time_period)
+            )
+        click.echo(f"The token's expiry is now {_when(expiry)}.")
+        return
+    owners = list(owner_principal) or None
+    _print_tokens(_admin(ctx, lambda admin: admin.describe_delegation_tokens(owners)))
+
+
+def _print_tokens(tokens: Iterable[Any]) -> None:
+    print_table(
+        ["TOKENID", "HMAC", "OWNER", "REQUESTER", "RENEWERS", "ISSUEDATE", "EXPIRYDATE", "MAXDATE"],
+        [
+            (
+                t.token_id,
+                t.password,
+                t.owner,
+                t.requester,
+                ",".join(t.renewers) or "-",
+                _when(t.issue_timestamp_ms),
+                _when(t.expiry_timestamp_ms),
+                _when(t.max_timestamp_ms),
+            )
+            for t in tokens
+        ],
+    )
+
+
+def _when(ms: int) -> str:
+    """A wall-clock time in ms, as UTC ISO 8601 to the second."""
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # --- users ------------------------------------------------------------------------------

@@ -277,7 +277,12 @@ class BrokerConnection:
             elif login.token_provider is not None:
                 await self._bearer(login.token_provider)
             else:
-                scram = ScramClient(login.mechanism, login.username, login.password)
+                scram = ScramClient(
+                    login.mechanism,
+                    login.username,
+                    login.password,
+                    extensions={"tokenauth": "true"} if login.token_auth else None,
+                )
                 challenge = await self._sasl(scram.first())
                 # PBKDF2 (a few ms) in a worker thread, not on the application's loop
                 proof = await asyncio.to_thread(scram.final, challenge)

@@ -150,6 +150,7 @@ class Consumer:
         sasl_plain_username: str | None = None,
         sasl_plain_password: str | None = None,
         sasl_oauth_token_provider: TokenProvider | None = None,
+        sasl_token_auth: bool = False,
         key_deserializer: Deserializer | None = None,
         value_deserializer: Deserializer | None = None,
     ) -> None:
@@ -205,6 +206,7 @@ class Consumer:
             sasl_plain_username,
             sasl_plain_password,
             sasl_oauth_token_provider=sasl_oauth_token_provider,
+            sasl_token_auth=sasl_token_auth,
         )
         self._cluster = Cluster(
             bootstrap_servers,

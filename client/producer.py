@@ -160,6 +160,7 @@ class Producer:
         sasl_plain_username: str | None = None,
         sasl_plain_password: str | None = None,
         sasl_oauth_token_provider: TokenProvider | None = None,
+        sasl_token_auth: bool = False,
         max_block_ms: int = 60_000,
         key_serializer: Serializer | None = None,
         value_serializer: Serializer | None = None,
@@ -223,6 +224,7 @@ class Producer:
             sasl_plain_username,
             sasl_plain_password,
             sasl_oauth_token_provider=sasl_oauth_token_provider,
+            sasl_token_auth=sasl_token_auth,
         )
         self._cluster = Cluster(
             bootstrap_servers,

@@ -102,6 +102,9 @@ class SaslLogin:
     username: str
     password: str = ""
     token_provider: TokenProvider | None = field(default=None, compare=False)
+    token_auth: bool = False
+    """SCRAM with a delegation token (Kafka's ``tokenauth=true`` extension): the token's
+    id as the username, its HMAC in base64 as the password."""
 
     def __repr__(self) -> str:  # never the password, in a log or a traceback
         return f"SaslLogin({self.mechanism}, {self.username!r})"
@@ -149,26 +152,12 @@ def security_for(
     sasl_plain_password: str | None = None,
     *,
     sasl_oauth_token_provider: TokenProvider | None = None,
+    sasl_token_auth: bool = False,
 ) -> tuple[ssl.SSLContext | None, SaslLogin | None]:
     """What connections use: a TLS context (None: plain TCP) and a SASL login (None:
-    none), or why the settings do not fit."""
-    if security_protocol not in SECURITY_PROTOCOLS:
-        raise ConfigurationError(
-            f"security_protocol={security_protocol!r}: use one of {', '.join(SECURITY_PROTOCOLS)}"
-        )
-    tls: ssl.SSLContext | None = None
-    if security_protocol in _TLS:
-        if ssl_context is None:
-            raise ConfigurationError(
-                f"security_protocol='{security_protocol}' needs ssl_context: make one with "
-                "client.create_ssl_context(cafile=...)"
-            )
-        tls = ssl_context
-    elif ssl_context is not None:
-        raise ConfigurationError(
-            f"ssl_context is given but security_protocol is {security_protocol}; "
-            "set security_protocol='SSL' (or 'SASL_SSL') to use it"
-        )
+    none), or why the settings do not fit. ``sasl_token_auth``: the SCRAM login is a
+    delegation token's (Kafka's JAAS ``tokenauth="true"``)."""
+    tls = _tls_for(security_protocol, ssl_context)
     login: SaslLogin | None = None
     if security_protocol in _SASL:
         if sasl_mechanism not in MECHANISMS:
@@ -195,13 +184,40 @@ def security_for(
                 f"security_protocol='{security_protocol}' needs sasl_plain_username and "
                 f"sasl_plain_password (for {sasl_mechanism})"
             )
-        login = SaslLogin(sasl_mechanism, sasl_plain_username, sasl_plain_password)
+        if sasl_token_auth and not sasl_mechanism.startswith("SCRAM-"):
+            raise ConfigurationError(
+                f"sasl_token_auth logs in with a delegation token over SCRAM; set "
+                f"sasl_mechanism='SCRAM-SHA-256' or 'SCRAM-SHA-512' (not {sasl_mechanism})"
+            )
+        login = SaslLogin(
+            sasl_mechanism, sasl_plain_username, sasl_plain_password, token_auth=sasl_token_auth
+        )
     elif sasl_plain_username is not None or sasl_plain_password is not None:
         raise ConfigurationError(
             f"sasl_plain_username/sasl_plain_password are given but security_protocol is "
             f"{security_protocol}; set security_protocol='SASL_PLAINTEXT' or 'SASL_SSL'"
         )
     return tls, login
+
+
+def _tls_for(security_protocol: str, ssl_context: ssl.SSLContext | None) -> ssl.SSLContext | None:
+    if security_protocol not in SECURITY_PROTOCOLS:
+        raise ConfigurationError(
+            f"security_protocol={security_protocol!r}: use one of {', '.join(SECURITY_PROTOCOLS)}"
+        )
+    if security_protocol in _TLS:
+        if ssl_context is None:
+            raise ConfigurationError(
+                f"security_protocol='{security_protocol}' needs ssl_context: make one with "
+                "client.create_ssl_context(cafile=...)"
+            )
+        return ssl_context
+    if ssl_context is not None:
+        raise ConfigurationError(
+            f"ssl_context is given but security_protocol is {security_protocol}; "
+            "set security_protocol='SSL' (or 'SASL_SSL') to use it"
+        )
+    return None
 
 
 _PROPERTIES = {
@@ -288,6 +304,8 @@ def settings_from_properties(props: dict[str, str], source: str) -> dict[str, ob
             return settings
         settings["sasl_plain_username"] = options.get("username")
         settings["sasl_plain_password"] = options.get("password")
+        if options.get("tokenauth", "false").lower() == "true":  # a delegation token
+            settings["sasl_token_auth"] = True
         if settings["sasl_mechanism"] not in MECHANISMS:
             raise ConfigurationError(
                 f"{source}: sasl.mechanism={settings['sasl_mechanism']}: use one of "

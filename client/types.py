@@ -6,6 +6,7 @@ They are NamedTuples so a user can unpack them, compare them and use them as dic
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, NamedTuple
@@ -381,3 +382,24 @@ class ListOffsetsResult(NamedTuple):
     timestamp: int
     """The found record's timestamp; -1 for earliest and latest."""
     leader_epoch: int
+
+
+class DelegationToken(NamedTuple):
+    """A delegation token (Kafka's ``DelegationToken`` and its ``TokenInformation``):
+    log in with it as ``sasl_plain_username=token.token_id``,
+    ``sasl_plain_password=token.password``, ``sasl_token_auth=True`` over SCRAM.
+    Principals in Kafka's text form (``User:alice``); times in wall-clock ms."""
+
+    token_id: str
+    hmac: bytes
+    owner: str
+    requester: str
+    renewers: list[str]
+    issue_timestamp_ms: int
+    expiry_timestamp_ms: int
+    max_timestamp_ms: int
+
+    @property
+    def password(self) -> str:
+        """The HMAC in base64: the SCRAM password a token logs in with (Kafka's)."""
+        return base64.b64encode(self.hmac).decode()

@@ -97,6 +97,10 @@ class ApiKey(enum.IntEnum):
     DESCRIBE_LOG_DIRS = 35
     SASL_AUTHENTICATE = 36
     CREATE_PARTITIONS = 37
+    CREATE_DELEGATION_TOKEN = 38
+    RENEW_DELEGATION_TOKEN = 39
+    EXPIRE_DELEGATION_TOKEN = 40
+    DESCRIBE_DELEGATION_TOKEN = 41
     DELETE_GROUPS = 42
     ELECT_LEADERS = 43
     INCREMENTAL_ALTER_CONFIGS = 44
@@ -1992,6 +1996,93 @@ class AlterUserScramCredentialsResponse(Response):
 # --- the registry ----------------------------------------------------------------------
 
 
+# --- delegation tokens (38-41, KIP-48) --------------------------------------------------
+
+
+@dataclass(slots=True, kw_only=True)
+class TokenPrincipal:
+    principal_type: str
+    """``User`` (the only type a token's owner or renewer may have, as in Kafka)."""
+    principal_name: str
+
+
+@dataclass(slots=True, kw_only=True)
+class CreateDelegationTokenRequest(Request):
+    owner_principal_type: str | None = None
+    """With ``owner_principal_name``: the token is another principal's (KIP-373: needs
+    CREATE_TOKENS on that user); None: the requester's own."""
+    owner_principal_name: str | None = None
+    renewers: list[TokenPrincipal] = field(default_factory=list)
+    max_lifetime_ms: int = -1
+    """At most ``delegation.token.max.lifetime.ms``; -1 (or 0): that."""
+
+
+@dataclass(slots=True, kw_only=True)
+class CreateDelegationTokenResponse(Response):
+    principal_type: str = ""
+    principal_name: str = ""
+    token_requester_principal_type: str = ""
+    token_requester_principal_name: str = ""
+    issue_timestamp_ms: int = -1
+    expiry_timestamp_ms: int = -1
+    max_timestamp_ms: int = -1
+    token_id: str = ""
+    hmac: bytes = b""
+    throttle_time_ms: int = 0
+
+
+@dataclass(slots=True, kw_only=True)
+class RenewDelegationTokenRequest(Request):
+    hmac: bytes
+    renew_period_ms: int = -1
+    """From now; -1: ``delegation.token.expiry.time.ms``; never past the token's max."""
+
+
+@dataclass(slots=True, kw_only=True)
+class RenewDelegationTokenResponse(Response):
+    expiry_timestamp_ms: int = -1
+    throttle_time_ms: int = 0
+
+
+@dataclass(slots=True, kw_only=True)
+class ExpireDelegationTokenRequest(Request):
+    hmac: bytes
+    expiry_time_period_ms: int = -1
+    """From now; negative: at once (the token is removed)."""
+
+
+@dataclass(slots=True, kw_only=True)
+class ExpireDelegationTokenResponse(Response):
+    expiry_timestamp_ms: int = -1
+    throttle_time_ms: int = 0
+
+
+@dataclass(slots=True, kw_only=True)
+class DescribeDelegationTokenRequest(Request):
+    owners: list[TokenPrincipal] | None = None
+    """None: every token the requester may see; empty: none."""
+
+
+@dataclass(slots=True, kw_only=True)
+class DescribedDelegationToken:
+    principal_type: str
+    principal_name: str
+    token_requester_principal_type: str
+    token_requester_principal_name: str
+    issue_timestamp: int
+    expiry_timestamp: int
+    max_timestamp: int
+    token_id: str
+    hmac: bytes
+    renewers: list[TokenPrincipal] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class DescribeDelegationTokenResponse(Response):
+    tokens: list[DescribedDelegationToken] = field(default_factory=list)
+    throttle_time_ms: int = 0
+
+
 @dataclass(frozen=True, slots=True)
 class Api:
     """One API: its key, the version range this build speaks, and its two schemas."""
@@ -2102,6 +2193,34 @@ APIS = _apis(
         0,
         AlterUserScramCredentialsRequest,
         AlterUserScramCredentialsResponse,
+    ),
+    Api(
+        ApiKey.CREATE_DELEGATION_TOKEN,
+        0,
+        0,
+        CreateDelegationTokenRequest,
+        CreateDelegationTokenResponse,
+    ),
+    Api(
+        ApiKey.RENEW_DELEGATION_TOKEN,
+        0,
+        0,
+        RenewDelegationTokenRequest,
+        RenewDelegationTokenResponse,
+    ),
+    Api(
+        ApiKey.EXPIRE_DELEGATION_TOKEN,
+        0,
+        0,
+        ExpireDelegationTokenRequest,
+        ExpireDelegationTokenResponse,
+    ),
+    Api(
+        ApiKey.DESCRIBE_DELEGATION_TOKEN,
+        0,
+        0,
+        DescribeDelegationTokenRequest,
+        DescribeDelegationTokenResponse,
     ),
     Api(ApiKey.CREATE_TOPICS, 0, 1, CreateTopicsRequest, CreateTopicsResponse),
     Api(ApiKey.DELETE_TOPICS, 0, 1, DeleteTopicsRequest, DeleteTopicsResponse),

@@ -188,11 +188,23 @@ class ScramClient:
     then :meth:`verify` of the server's last (which proves the server knew the
     credential, not just accepted us)."""
 
-    def __init__(self, mechanism: str, username: str, password: str, nonce: str = "") -> None:
+    def __init__(
+        self,
+        mechanism: str,
+        username: str,
+        password: str,
+        nonce: str = "",
+        *,
+        extensions: dict[str, str] | None = None,
+    ) -> None:
+        """``extensions``: Kafka's SCRAM extensions, ``{"tokenauth": "true"}`` to log in
+        with a delegation token (its id as ``username``, its HMAC in base64 as
+        ``password``)."""
         self._name = _hash(mechanism)
         self._password = password
         self._nonce = nonce or secrets.token_urlsafe(_NONCE_BYTES)
-        self._first_bare = f"n={_escape(username)},r={self._nonce}"
+        extra = "".join(f",{k}={v}" for k, v in (extensions or {}).items())
+        self._first_bare = f"n={_escape(username)},r={self._nonce}{extra}"
         self._server_signature = b""
 
     def first(self) -> bytes:
@@ -249,6 +261,9 @@ class ScramServer:
         self._name = _hash(mechanism)
         self._server_nonce = nonce or secrets.token_urlsafe(_NONCE_BYTES)
         self.username = ""
+        self.extensions: dict[str, str] = {}
+        """Kafka's SCRAM extensions the client sent (``tokenauth=true``: a delegation
+        token's login)."""
         self._client_first_bare = ""
         self._gs2_header = ""
         self._server_first = ""
@@ -264,13 +279,20 @@ class ScramServer:
             raise SaslError(
                 "SCRAM client-first-message must start n,, (channel binding is not offered)"
             )
-        fields = _attributes(bare, "client-first-message")
-        if "m" in fields:
+        # RFC 5802's attributes (n, r), then Kafka's extensions (key=value, any key)
+        parts = bare.split(",")
+        fields = _attributes(",".join(parts[:2]), "client-first-message")
+        if "m" in fields or any(p.startswith("m=") for p in parts[2:]):
             raise SaslError("SCRAM: extensions (m=) are not supported")
         try:
             username, client_nonce = _unescape(fields["n"]), fields["r"]
         except KeyError:
             raise SaslError("SCRAM client-first-message lacks n or r") from None
+        for extension in parts[2:]:
+            key, sep, value = extension.partition("=")
+            if not sep or not key or not value:
+                raise SaslError(f"SCRAM: extension {extension!r} is not key=value")
+            self.extensions[key] = value
         if authzid and _unescape(authzid.removeprefix("a=")) != username:
             raise SaslError("SCRAM: authorization id is not the username")
         if not username or not client_nonce:
