@@ -1087,6 +1087,12 @@ class Broker:
         """Metadata, with each broker's address on the listener the request came in on
         (a broker without that listener is left out, as in Kafka)."""
         assert self._admin is not None
+        asked_at = getattr(header, "kafka_version", None)
+        if request.topic_ids and asked_at is not None and asked_at < 12:
+            # Kafka's: v10-11 carry the field, but only v12 may name a topic by it
+            raise InvalidRequestError(
+                f"Topic IDs are not supported in requests for version {asked_at}"
+            )
         cache = self.metadata
         if cache.controller_epoch < 0:
             # just started: what the cluster looks like arrives from the controller in a

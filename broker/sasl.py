@@ -437,7 +437,11 @@ class Authenticator:
         if max_ms > 0:  # (Kafka: without it, an OAUTHBEARER token's expiry is not enforced)
             lasts = max_ms
             if token_expires_ms is not None:  # (the wall clock's, read once, here)
-                lasts = min(lasts, token_expires_ms - _wall_ms())
+                # a token taken inside the clock skew may be past its time already: its
+                # session lasts long enough for the client to log in again (one a second
+                # at most, Kafka's) rather than a moment it could never use
+                left = max(token_expires_ms - _wall_ms(), _SHORTEST_TOKEN_SESSION_MS)
+                lasts = min(lasts, left)
             self.expires_ms = now + lasts
         _log.debug(
             "sasl.authenticated",
@@ -469,6 +473,7 @@ def _monotonic_ms() -> int:
 
 
 _MIN_REAUTH_INTERVAL_MS = 1000
+_SHORTEST_TOKEN_SESSION_MS = 2 * _MIN_REAUTH_INTERVAL_MS
 """Kafka's: a re-authentication starts at most a second after the last login."""
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
+
 from broker.app import Broker
 from broker.metadata import MetadataCache
 from protocol.apis import (
@@ -20,7 +22,8 @@ from protocol.apis import (
     UpdateMetadataPartitionState,
     UpdateMetadataRequest,
 )
-from protocol.errors import UnknownTopicIdError
+from protocol.errors import InvalidRequestError, UnknownTopicIdError
+from protocol.kafka.wire import KafkaHeader
 
 _OLD_ID = bytes(range(1, 17))
 
@@ -87,3 +90,24 @@ async def test_a_topic_asked_by_id_is_never_created_by_its_name() -> None:
     (gone,) = again.topics
     assert (gone.topic_id, gone.error_code) == (_OLD_ID, UnknownTopicIdError.code)
     assert admin.created == ["new"]
+
+
+async def test_a_kafka_client_names_topics_by_id_from_metadata_v12_only() -> None:
+    """Kafka's rule: v10 and v11 carry topic ids, but a request naming a topic by its id
+    before v12 is INVALID_REQUEST (Headwater's own protocol takes ids at any version)."""
+    broker: Any = object.__new__(Broker)
+    broker._admin = object()
+    asked = MetadataRequest(topics=[], topic_ids=[_OLD_ID])
+    for version in (10, 11):
+        header = KafkaHeader(3, 0, 1, version, "c", asked)
+        with pytest.raises(InvalidRequestError, match=f"version {version}"):
+            await broker._metadata(header, asked)
+    by_name = MetadataRequest(topics=["old"])
+    cache = MetadataCache()
+    cache.controller_epoch = 1
+    broker.metadata, broker._admin = cache, _Admin(cache)
+    broker._acl = SimpleNamespace(decider=lambda *_: lambda _name: True)
+    broker.config = {"auto.create.topics.enable": False}
+    broker.cluster_id, broker._election = "c", None
+    answer = await broker._metadata(KafkaHeader(3, 0, 1, 11, "c", by_name), by_name)
+    assert [t.name for t in answer.topics] == ["old"]  # by name: as ever

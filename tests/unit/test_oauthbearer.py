@@ -350,6 +350,25 @@ async def test_a_good_unsecured_token_logs_in_as_its_principal() -> None:
     assert answer.error_code == 0 and authenticator.principal == "User:alice"
 
 
+async def test_a_token_taken_inside_the_clock_skew_gets_a_session_it_can_use() -> None:
+    """exp 10 s ago, inside a 30 s skew: taken, and its session lasts the two seconds a
+    client needs to log in again with a fresh token (not a moment)."""
+    listener = sasl_listeners(
+        _listener_config(
+            "connections.max.reauth.ms=3600000",
+            "listener.name.s.oauthbearer.sasl.jaas.config=x.OAuthBearerLoginModule required "
+            'unsecuredValidatorAllowableClockSkewMs="30000";',
+        ),
+        None,
+    )["S"]
+    authenticator = Authenticator(listener, "peer")
+    issued = int(time.time() * 1000) - 3_610_000
+    [answer] = await _login(authenticator, bearer_message(unsecured_token("alice", issued)))
+    assert answer.error_code == 0 and authenticator.principal == "User:alice"
+    assert 1_900 <= answer.session_lifetime_ms <= 2_000
+    assert not authenticator.expired()
+
+
 async def test_a_refused_token_gets_the_error_challenge_then_the_failure() -> None:
     listener = sasl_listeners(
         _listener_config(
