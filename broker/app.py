@@ -499,6 +499,7 @@ class Broker:
                 quotas=self._connection_quotas,
                 kafka_protocol=name in cfg.kafka_protocol_listeners,
                 request_quotas=self._quotas,
+                backlog=cfg["socket.listen.backlog.size"],
             )
             self._servers[name] = server
             secure = server_tls if protocols[name] in TLS_PROTOCOLS else None

@@ -581,6 +581,14 @@ SETTINGS: tuple[Setting, ...] = (
         0,
     ),
     Setting(
+        "socket.listen.backlog.size",
+        int,
+        50,
+        "Connections a listener holds before it takes them: the kernel's backlog, and "
+        "those waiting their turn past max.connection.creation.rate.",
+        1,
+    ),
+    Setting(
         "max.connection.creation.rate",
         int,
         _INT_MAX,

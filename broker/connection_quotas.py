@@ -86,7 +86,8 @@ class ConnectionQuotas:
         *,
         ip_rate: Callable[[str], float | None] | None = None,
     ) -> None:
-        """``ip_rate``: an address's connection_creation_rate quota, None for none."""
+        """``ip_rate``: an address's connection_creation_rate quota (asked with the address
+        as the peer's; its own spelling is its business), None for none."""
         self._config = config
         self._ip_rate = ip_rate
         self._samples = int(config("quota.window.num"))
@@ -138,7 +139,7 @@ class ConnectionQuotas:
         """A connection taken from ``ip`` on ``listener``, against the address's
         connection_creation_rate: 0, or the milliseconds it is held before it is closed
         (then it is counted on no rate, as Kafka un-records a throttled one)."""
-        bound = None if self._ip_rate is None else self._ip_rate(_normal(ip))
+        bound = None if self._ip_rate is None else self._ip_rate(ip)
         if bound is None or bound >= NO_RATE:
             return 0
         ip = _normal(ip)

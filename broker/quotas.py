@@ -182,10 +182,12 @@ class QuotaManager(ZkMirror):
 
     def connection_rate(self, ip: str) -> float | None:
         """New connections a second ``ip`` may open (its quota, else the default ip
-        quota); None: no bound."""
+        quota); None: no bound. Costs one test while no ip quota is set."""
         rates = self._ip_rates
         if not rates:
             return None
+        with contextlib.suppress(ValueError):  # (one spelling, as the quotas are kept)
+            ip = str(ipaddress.ip_address(ip))
         found = rates.get(ip)
         return rates.get(None) if found is None else found
 
@@ -416,6 +418,8 @@ class QuotaManager(ZkMirror):
             for op in ops:
                 if op.remove:
                     updated.pop(op.key, None)
+                elif op.key in IP_QUOTA_KEYS:  # an INT in Kafka: its brokers read it so
+                    updated[op.key] = str(round(op.value))
                 else:
                     updated[op.key] = repr(float(op.value)).removesuffix(".0")
             if updated == config:
@@ -431,8 +435,9 @@ class QuotaManager(ZkMirror):
 
 
 def _check_connection_rate(key: str, value: float) -> None:
-    """Kafka's: an integer, at least 0 (0 lets one connection in a window through)."""
-    if not (0 <= value < 2**31) or abs(value - round(value)) > 1e-6:
+    """Kafka's: a whole number (within 1e-6), 0 or more (0 shuts the address out: each
+    new connection is held a window, then closed)."""
+    if not (-1e-6 < value < 2**31) or abs(value - round(value)) > 1e-6:
         raise InvalidRequestError(f"{key}={value}: it must be a whole number, 0 or more")
 
 

@@ -335,6 +335,10 @@ class _Connection(asyncio.BufferedProtocol):
         """Closed (by its client, or refused) before it was served."""
         return self._closed
 
+    @gone.setter
+    def gone(self, value: bool) -> None:
+        self._closed = value
+
     def _hold_and_close(self, transport: asyncio.Transport, hold_ms: int) -> None:
         """An address over its connection_creation_rate: nothing is read, and the
         connection is closed after its throttle time (Kafka's ConnectionThrottledException:
@@ -342,8 +346,14 @@ class _Connection(asyncio.BufferedProtocol):
         self._closed = True
         if not self.waited:
             transport.pause_reading()
-        self._close_timer = self._loop.call_later(hold_ms / 1000, transport.close)
+        self._server.holding.add(transport)
+        self._close_timer = self._loop.call_later(hold_ms / 1000, self._close_held, transport)
         self._server.tell_throttled(self.ip, "connection.throttled", close_in_ms=hold_ms)
+
+    def _close_held(self, transport: asyncio.Transport) -> None:
+        self._close_timer = None
+        self._server.holding.discard(transport)
+        transport.close()
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self._server.read_buffer
@@ -358,9 +368,10 @@ class _Connection(asyncio.BufferedProtocol):
         """Bytes of a connection not taken yet (uvloop starts reading after
         ``connection_made`` even if it paused): kept for :meth:`accept`, and reading paused
         again. One held to be closed keeps none."""
-        if self._raw is None or self._closed:
+        if self._raw is None:
             return
-        self._early.append(bytes(self._server.read_buffer[:nbytes]))
+        if not self._closed:  # (one held to be closed: its bytes are not wanted)
+            self._early.append(bytes(self._server.read_buffer[:nbytes]))
         self._raw.pause_reading()
 
     def _received(self, data: memoryview) -> None:
@@ -399,6 +410,8 @@ class _Connection(asyncio.BufferedProtocol):
             if self._close_timer is not None:  # it went first
                 self._close_timer.cancel()
                 self._close_timer = None
+                if self._raw is not None:
+                    self._server.holding.discard(self._raw)
             return  # never counted, never served
         self._closed = True
         self._server.connections.discard(self)
@@ -1021,6 +1034,7 @@ class BrokerServer:
         quotas: ConnectionQuotas | None = None,
         kafka_protocol: bool = False,
         request_quotas: RequestQuotas | None = None,
+        backlog: int = 50,
     ) -> None:
         self.handlers: dict[ApiKey, Handler] = {
             ApiKey.API_VERSIONS: _api_versions,
@@ -1054,13 +1068,28 @@ class BrokerServer:
             collections.deque()
         )
         """Connections accepted while this listener's acceptor waits out the connection
-        rate: taken in turn (Kafka's acceptor leaves them in the backlog meanwhile)."""
+        rate: taken in turn (Kafka's acceptor leaves them in the socket's backlog
+        meanwhile), at most ``backlog`` of them (past it, closed as they come, as the
+        kernel drops a full backlog's connections)."""
+        self.backlog = backlog
         self._acceptor: asyncio.TimerHandle | None = None  # set while the acceptor waits
+        self._taking: asyncio.Transport | None = None  # ... with this connection in hand
+        self.holding: set[asyncio.Transport] = set()
+        """Connections of addresses over their rate, held until they are closed."""
+        self._stopping = False
 
     def arrive(self, connection: _Connection, transport: asyncio.Transport) -> None:
         """A new connection, with connection limits set: taken now, or when its turn in
         :attr:`_waiting` comes (unread meanwhile)."""
+        if self._stopping:
+            transport.abort()
+            return
         if self._acceptor is not None or self._waiting:
+            if len(self._waiting) >= self.backlog:
+                self.tell_throttled(connection.ip, "connection.backlog_full")
+                connection.gone = True
+                transport.abort()
+                return
             connection.waited = True
             transport.pause_reading()
             self._waiting.append((connection, transport))
@@ -1071,7 +1100,7 @@ class BrokerServer:
         assert self.quotas is not None
         wait_ms = self.quotas.take(self.listener)
         if not wait_ms:
-            connection.accept(transport)
+            self._accept(connection, transport)
             return
         # past max.connection.creation.rate: this one and those after it wait (Kafka's
         # acceptor sleeps with it in hand)
@@ -1079,17 +1108,28 @@ class BrokerServer:
             connection.waited = True
             transport.pause_reading()
         self.tell_throttled(connection.ip, "connection.delayed", wait_ms=wait_ms)
+        self._taking = transport
         self._acceptor = asyncio.get_running_loop().call_later(
             wait_ms / 1000, self._taken, connection, transport
         )
 
     def _taken(self, connection: _Connection, transport: asyncio.Transport) -> None:
-        self._acceptor = None
-        connection.accept(transport)
+        self._acceptor = self._taking = None
+        self._accept(connection, transport)
         while self._waiting and self._acceptor is None:
             following, its_transport = self._waiting.popleft()
             if not following.gone:
                 self._take(following, its_transport)
+
+    def _accept(self, connection: _Connection, transport: asyncio.Transport) -> None:
+        """One connection's accept; a failure of its own loses it alone, never the
+        listener's queue behind it."""
+        try:
+            connection.accept(transport)
+        except Exception:
+            _log.exception("connection.accept_failed", peer=connection.ip)
+            connection.gone = True
+            transport.abort()
 
     def tell_throttled(self, ip: str, event: str, **fields: int) -> None:
         """Log a connection slowed or refused by a rate, at most once a second per address
@@ -1120,6 +1160,7 @@ class BrokerServer:
             port,
             ssl=tls,
             ssl_handshake_timeout=_HANDSHAKE_S if tls is not None else None,
+            backlog=self.backlog,
         )
         bound = int(self._server.sockets[0].getsockname()[1])
         self._reaper = loop.create_task(self._close_idle())
@@ -1151,11 +1192,19 @@ class BrokerServer:
             self._server.close()
         if self._reaper is not None:
             self._reaper.cancel()
+        self._stopping = True
         if self._acceptor is not None:
             self._acceptor.cancel()
             self._acceptor = None
-        while self._waiting:  # never served: closed with the listener
-            self._waiting.popleft()[1].abort()
+        # never served: closed with the listener (the one the acceptor holds, those
+        # waiting behind it, those held to be closed)
+        unserved = [self._taking, *(t for _, t in self._waiting), *self.holding]
+        self._taking = None
+        self._waiting.clear()
+        self.holding.clear()
+        for transport in unserved:
+            if transport is not None:
+                transport.abort()
         connections = list(self.connections)
         try:
             await asyncio.wait_for(asyncio.gather(*(c.drain() for c in connections)), timeout_s)

@@ -97,3 +97,80 @@ async def test_an_address_over_its_quota_is_closed_unanswered_and_others_are_ser
         with pytest.raises(NetworkError):
             await held  # closed, never answered
         assert time.monotonic() - started >= 0.45  # (2/1 s - 1) / 1 * 1 s, capped at 1 s
+
+
+async def test_stop_closes_the_connection_the_acceptor_waits_with_and_those_behind(
+    serve: Callable[..., Any],
+) -> None:
+    """From a review: the connection the acceptor held in its wait was left open, unread,
+    by a stopped listener (and its transport leaked)."""
+    config = _config(**{"max.connection.creation.rate": 1})
+    server = BrokerServer(
+        {ApiKey.METADATA: _metadata}, quotas=ConnectionQuotas(config.__getitem__, "INTERNAL")
+    )
+    port = await server.start(listener="EXTERNAL")
+    assert await _served(port)  # the first: at once
+    held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
+    await asyncio.sleep(0.1)  # the acceptor waits with the first, the second behind it
+    await server.stop(timeout_s=1.0)
+    for reader, writer in held:  # a stopped listener closes what it accepted
+        try:
+            data = await asyncio.wait_for(reader.read(), 3.0)
+        except ConnectionError:
+            data = b""
+        assert data == b""
+        writer.close()
+
+
+async def test_a_connection_whose_accept_fails_is_lost_alone(serve: Callable[..., Any]) -> None:
+    """From a review: one accept raising stalled the listener's queue for good (every
+    later connection queued, unread). Only that connection is lost now."""
+    config = _config(**{"max.connection.creation.rate": 1})
+    failures = iter([None, None, RuntimeError("injected")])  # the third one's accept fails
+
+    def ip_rate(ip: str) -> float | None:
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
+        return None
+
+    quotas = ConnectionQuotas(config.__getitem__, "INTERNAL", ip_rate=ip_rate)
+    server = BrokerServer({ApiKey.METADATA: _metadata}, quotas=quotas)
+    port = await server.start(listener="EXTERNAL")
+    try:
+        assert await _served(port)
+        second = asyncio.create_task(_served(port))  # the acceptor waits with it
+        await asyncio.sleep(0.1)
+        third = asyncio.create_task(_served(port))  # queued; its accept raises
+        await asyncio.sleep(0.1)
+        fourth = asyncio.create_task(_served(port))  # queued behind it
+        assert await asyncio.wait_for(second, 10)
+        with pytest.raises(NetworkError):
+            await asyncio.wait_for(third, 10)
+        assert await asyncio.wait_for(fourth, 10)  # taken in its turn
+    finally:
+        await server.stop(timeout_s=0.1)
+
+
+async def test_past_the_backlog_waiting_connections_are_closed_as_they_come(
+    serve: Callable[..., Any],
+) -> None:
+    """socket.listen.backlog.size bounds the connections waiting their turn (Kafka's
+    acceptor leaves them in a backlog of that size): one more is closed at once, not
+    held; those waiting are served in turn."""
+    config = _config(**{"max.connection.creation.rate": 1})
+    server = BrokerServer(
+        {ApiKey.METADATA: _metadata},
+        quotas=ConnectionQuotas(config.__getitem__, "INTERNAL"),
+        backlog=2,
+    )
+    port = await server.start(listener="EXTERNAL")
+    try:
+        assert await _served(port)
+        waiting = [asyncio.create_task(_served(port)) for _ in range(3)]  # 1 taken, 2 behind
+        await asyncio.sleep(0.2)
+        with pytest.raises(NetworkError):  # the backlog is full
+            await asyncio.wait_for(_served(port), 10)
+        assert all(await asyncio.wait_for(asyncio.gather(*waiting), 15))
+    finally:
+        await server.stop(timeout_s=0.1)
