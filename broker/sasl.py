@@ -421,7 +421,7 @@ class Authenticator:
             self._in(self._scram.username)
         else:  # the token's owner, for as long as the token lasts (Kafka's)
             self._in(token.owner.partition(":")[2], token_expires_ms=token.expiry_ms)
-            self.by_token = True
+        self.by_token = token is not None  # (each login says anew: KIP-368's too)
         return SaslAuthenticateResponse(auth_bytes=answer)
 
     def _in(self, username: str, token_expires_ms: int | None = None) -> None:

@@ -35,12 +35,22 @@ import json
 import time
 import uuid
 from typing import Any
+from urllib.parse import unquote
 
 from broker.authorizer import Authorizer, principal
 from broker.config import BrokerConfig
 from broker.mirror import ZkMirror
 from broker.server import PEER_LOGIN
-from broker.zk import CREATE, CorruptZnode, NodeExists, NoNode, VersionConflict, ZkBridge, ZkError
+from broker.zk import (
+    CREATE,
+    CorruptZnode,
+    NodeExists,
+    NoNode,
+    VersionConflict,
+    ZkBridge,
+    ZkError,
+    paths,
+)
 from protocol.acls import Operation, ResourceType
 from protocol.apis import (
     CreateDelegationTokenRequest,
@@ -104,12 +114,14 @@ class TokenInfo:
     max_ms: int
 
     def to_json(self) -> bytes:
+        """Kafka's znode (DelegationTokenManagerZk): principals URL-encoded by its
+        Sanitizer (``User%3Aalice``)."""
         return json.dumps(
             {
                 "version": 3,
-                "owner": self.owner,
-                "tokenRequester": self.requester,
-                "renewers": list(self.renewers),
+                "owner": paths.sanitize(self.owner),
+                "tokenRequester": paths.sanitize(self.requester),
+                "renewers": [paths.sanitize(r) for r in self.renewers],
                 "issueTimestamp": self.issue_ms,
                 "maxTimestamp": self.max_ms,
                 "expiryTimestamp": self.expiry_ms,
@@ -122,12 +134,13 @@ class TokenInfo:
     def from_json(cls, path: str, data: bytes) -> TokenInfo:
         try:
             value = json.loads(data)
-            owner = str(value["owner"])
+            owner = unquote(str(value["owner"]))
+            requester = value.get("tokenRequester")
             return cls(
                 token_id=str(value["tokenId"]),
                 owner=owner,
-                requester=str(value.get("tokenRequester") or owner),  # version 1-2: the owner
-                renewers=tuple(str(r) for r in value.get("renewers") or ()),
+                requester=unquote(str(requester)) if requester else owner,  # v1-2: the owner
+                renewers=tuple(unquote(str(r)) for r in value.get("renewers") or ()),
                 issue_ms=int(value["issueTimestamp"]),
                 expiry_ms=int(value["expiryTimestamp"]),
                 max_ms=int(value["maxTimestamp"]),
@@ -270,16 +283,17 @@ class DelegationTokens(ZkMirror):
     # --- the APIs -------------------------------------------------------------------------
 
     def _allowed(self) -> None:
-        if not self.enabled:
-            raise DelegationTokenAuthDisabledError(
-                "delegation tokens are off on this broker: set delegation.token.secret.key "
-                "(the same on every broker) to use them"
-            )
+        """Kafka's checks, in its order: the connection's login, then tokens being on."""
         if PEER_LOGIN.get() not in LOGINS_ALLOWED_TOKENS:
             how = "a delegation token" if PEER_LOGIN.get() == "token" else "no login"
             raise DelegationTokenRequestNotAllowedError(
                 f"this connection is logged in with {how}: ask for tokens on a connection "
                 "logged in with SASL (a password) or a TLS client certificate"
+            )
+        if not self.enabled:
+            raise DelegationTokenAuthDisabledError(
+                "delegation tokens are off on this broker: set delegation.token.secret.key "
+                "(the same on every broker) to use them"
             )
 
     async def create(self, request: CreateDelegationTokenRequest) -> CreateDelegationTokenResponse:
@@ -352,52 +366,60 @@ class DelegationTokens(ZkMirror):
     async def _change(self, token_hmac_: bytes, period_ms: int, *, renew: bool) -> int:
         """Renew (``period_ms`` from now, -1: the default) or expire (``period_ms`` from
         now, negative: at once, the token deleted) the token whose HMAC is given; its new
-        expiry."""
+        expiry. Decided on the token as ZooKeeper holds it, written at the version read:
+        another broker's change this one has not heard of yet is never written over."""
         self._allowed()
-        for _ in range(_WRITE_TRIES):
+        token_id = self._by_hmac.get(bytes(token_hmac_))
+        if token_id is None:  # made on another broker a moment ago, perhaps
+            await self.catch_up()
             token_id = self._by_hmac.get(bytes(token_hmac_))
-            token = None if token_id is None else self._tokens.get(token_id)
-            if token is None:
+        if token_id is None:
+            raise DelegationTokenNotFoundError("no delegation token has this HMAC")
+        who = principal()
+        for _ in range(_WRITE_TRIES):
+            read = await self._read(token_id)
+            if read is None:
                 raise DelegationTokenNotFoundError("no delegation token has this HMAC")
-            who = principal()
+            token, version = read
             if not token.may_renew(who):
                 raise DelegationTokenOwnerMismatchError(
-                    f"{who} is not the owner, the requester or a renewer of token {token.token_id}"
+                    f"{who} is not the owner, the requester or a renewer of token {token_id}"
                 )
             now = _wall_ms()
-            if token.expired(now):
-                raise DelegationTokenExpiredError(f"token {token.token_id} has expired")
-            path = f"{TOKENS}/{token.token_id}"
-            assert self._zk is not None
-            try:
-                _, stat = await self._zk.get(path)
-            except NoNode:
-                await self.catch_up()
-                continue
-            except ZkError as exc:
-                raise KafkaStorageError(f"reading the token failed: {exc}") from None
-            if not renew and period_ms < 0:
+            changed: TokenInfo | None = None
+            if not renew and period_ms < 0:  # (Kafka's: before the expiry check)
                 expiry = now
-                changed: TokenInfo | None = None
+            elif token.expired(now):
+                raise DelegationTokenExpiredError(f"token {token_id} has expired")
             else:
-                if renew and period_ms < 0:
-                    period_ms = self._renew_ms
-                expiry = min(token.max_ms, now + period_ms)
+                period = self._renew_ms if renew and period_ms < 0 else period_ms
+                expiry = min(token.max_ms, now + period)
                 changed = dataclasses.replace(token, expiry_ms=expiry)
             try:
-                await self._write(changed or token, stat.version, delete=changed is None)
+                await self._write(changed or token, version, delete=changed is None)
             except (VersionConflict, NoNode):
-                await self.catch_up()  # changed under us: read again, and decide again
-                continue
+                continue  # changed under us: read again, and decide again
             self._log.info(
                 "delegation_token.renewed" if renew else "delegation_token.expired",
-                token_id=token.token_id,
+                token_id=token_id,
                 expiry_ms=expiry,
                 by=who,
             )
             await self.catch_up()
             return expiry
         raise KafkaStorageError("the token kept changing under us; try again")
+
+    async def _read(self, token_id: str) -> tuple[TokenInfo, int] | None:
+        """The token as ZooKeeper holds it now, and its version (None: gone)."""
+        assert self._zk is not None
+        path = f"{TOKENS}/{token_id}"
+        try:
+            data, stat = await self._zk.get(path)
+            return TokenInfo.from_json(path, data), stat.version
+        except NoNode:
+            return None
+        except ZkError as exc:  # (CorruptZnode too)
+            raise KafkaStorageError(f"reading token {token_id} failed: {exc}") from None
 
     async def describe(
         self, request: DescribeDelegationTokenRequest
@@ -416,8 +438,8 @@ class DelegationTokens(ZkMirror):
         who = principal()
         tokens = []
         for token in sorted(self._tokens.values(), key=lambda t: t.issue_ms):
-            if owners is not None and token.owner not in owners:
-                continue
+            if owners is not None and not any(map(token.may_renew, owners)):
+                continue  # (Kafka's: one of them is its owner, requester or a renewer)
             if not self._may_see(who, token):
                 continue
             tokens.append(
@@ -466,8 +488,11 @@ class DelegationTokens(ZkMirror):
             except NoNode:
                 if version != CREATE:
                     raise
-                await self._zk.ensure_path(TOKENS)  # (a parent gone: made, then again)
-                await self._zk.ensure_path(CHANGES)
+                try:  # (a parent gone: made, then again)
+                    await self._zk.ensure_path(TOKENS)
+                    await self._zk.ensure_path(CHANGES)
+                except ZkError as exc:
+                    raise KafkaStorageError(f"writing the token failed: {exc}") from None
             except NodeExists:  # a 128-bit random id taken: not in this universe
                 raise KafkaStorageError("a token id clashed; try again") from None
             except VersionConflict:
@@ -492,15 +517,26 @@ class DelegationTokens(ZkMirror):
         assert self._zk is not None
         now = _wall_ms() if now_ms is None else now_ms
         gone = []
-        for token in list(self._tokens.values()):
+        for token_id, token in list(self._tokens.items()):
             if not token.expired(now):
                 continue
+            # as ZooKeeper holds it: renewed on another broker a moment ago, it stays
             try:
-                await self._write(token, -1, delete=True)
-            except (NoNode, KafkaStorageError):
-                continue  # another broker was first
-            gone.append(token.token_id)
-            self._log.info("delegation_token.removed_expired", token_id=token.token_id)
+                read = await self._read(token_id)
+            except KafkaStorageError as exc:
+                self._log.warning("delegation_token.sweep_failed", error=exc.message)
+                break
+            if read is None or not read[0].expired(now):
+                continue
+            try:
+                await self._write(read[0], read[1], delete=True)
+            except (NoNode, VersionConflict):
+                continue  # another broker deleted or renewed it first
+            except KafkaStorageError as exc:  # ZooKeeper away: the next sweep
+                self._log.warning("delegation_token.sweep_failed", error=exc.message)
+                break
+            gone.append(token_id)
+            self._log.info("delegation_token.removed_expired", token_id=token_id)
         for name in sorted(await self._zk.get_children(CHANGES)):
             path = f"{CHANGES}/{name}"
             stat = await self._zk.exists(path)

@@ -1537,6 +1537,7 @@ class Admin:
         answer: RenewDelegationTokenResponse = await self._send(
             ApiKey.RENEW_DELEGATION_TOKEN,
             RenewDelegationTokenRequest(hmac=hmac, renew_period_ms=renew_period_ms),
+            idempotent=False,
         )
         _raise_for(answer, "renewing the delegation token")
         return answer.expiry_timestamp_ms
@@ -1547,6 +1548,7 @@ class Admin:
         answer: ExpireDelegationTokenResponse = await self._send(
             ApiKey.EXPIRE_DELEGATION_TOKEN,
             ExpireDelegationTokenRequest(hmac=hmac, expiry_time_period_ms=expiry_time_period_ms),
+            idempotent=False,  # (a retried expire-at-once would say NOT_FOUND)
         )
         _raise_for(answer, "expiring the delegation token")
         return answer.expiry_timestamp_ms

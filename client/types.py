@@ -403,3 +403,6 @@ class DelegationToken(NamedTuple):
     def password(self) -> str:
         """The HMAC in base64: the SCRAM password a token logs in with (Kafka's)."""
         return base64.b64encode(self.hmac).decode()
+
+    def __repr__(self) -> str:  # never the HMAC (the password), in a log or a traceback
+        return f"DelegationToken({self.token_id!r}, owner={self.owner!r})"

@@ -116,7 +116,7 @@ def _attributes(message: str, what: str) -> dict[str, str]:
     for part in message.split(","):
         key, sep, value = part.partition("=")
         if not sep or len(key) != 1:
-            raise SaslError(f"SCRAM {what}: {part!r} is not a=value")
+            raise SaslError(f"SCRAM {what}: {part[:40]!r} is not a=value")
         out[key] = value
     return out
 
@@ -203,7 +203,11 @@ class ScramClient:
         self._name = _hash(mechanism)
         self._password = password
         self._nonce = nonce or secrets.token_urlsafe(_NONCE_BYTES)
-        extra = "".join(f",{k}={v}" for k, v in (extensions or {}).items())
+        extra = ""
+        for key, value in (extensions or {}).items():
+            if not key or not value or "," in key + value or "=" in key:
+                raise SaslError(f"SCRAM extension {key!r}: key=value, no ',' (nor '=' in the key)")
+            extra += f",{key}={value}"
         self._first_bare = f"n={_escape(username)},r={self._nonce}{extra}"
         self._server_signature = b""
 
@@ -291,7 +295,8 @@ class ScramServer:
         for extension in parts[2:]:
             key, sep, value = extension.partition("=")
             if not sep or not key or not value:
-                raise SaslError(f"SCRAM: extension {extension!r} is not key=value")
+                # (a part of it: before a login the message may be 100 MB)
+                raise SaslError(f"SCRAM: extension {extension[:40]!r}... is not key=value")
             self.extensions[key] = value
         if authzid and _unescape(authzid.removeprefix("a=")) != username:
             raise SaslError("SCRAM: authorization id is not the username")
