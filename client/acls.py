@@ -37,6 +37,8 @@ class AclCommand:
         topics: tuple[str, ...] = (),
         groups_: tuple[str, ...] = (),
         transactional_ids: tuple[str, ...] = (),
+        delegation_tokens: tuple[str, ...] = (),
+        user_principals: tuple[str, ...] = (),
         cluster: bool = False,
         resource_pattern_type: str | None = None,
         principal: str | None = None,
@@ -56,6 +58,12 @@ class AclCommand:
         self.resources = [(ResourceType.TOPIC, t) for t in topics]
         self.resources += [(ResourceType.GROUP, g) for g in groups_]
         self.resources += [(ResourceType.TRANSACTIONAL_ID, t) for t in transactional_ids]
+        self.resources += [(ResourceType.DELEGATION_TOKEN, t) for t in delegation_tokens]
+        for user in user_principals:  # KIP-373: the users whose tokens one may make or see
+            kind, sep, name = user.partition(":")
+            if not sep or kind != "User" or not name:
+                raise ValueError(f"--user-principal {user!r}: give User:<name>")
+            self.resources.append((ResourceType.USER, user))
         if cluster:
             self.resources.append((ResourceType.CLUSTER, CLUSTER_NAME))
         self.who = [(p, Permission.ALLOW, allow_host or ("*",)) for p in allow_principal]
@@ -64,7 +72,8 @@ class AclCommand:
         self.producer, self.consumer = producer, consumer
         if self.mode != "list" and not self.resources:
             raise ValueError(
-                "name what the ACLs are on: --topic, --group, --transactional-id or --cluster"
+                "name what the ACLs are on: --topic, --group, --transactional-id, "
+                "--delegation-token, --user-principal or --cluster"
             )
         if self.mode != "list" and principal is not None:
             raise ValueError(

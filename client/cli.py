@@ -2011,7 +2011,8 @@ def groups_delete(ctx: click.Context, group: str | None, all_groups: bool, if_ex
     "operations",
     multiple=True,
     help="Read, Write, Create, Delete, Alter, Describe, ClusterAction, DescribeConfigs, "
-    "AlterConfigs, IdempotentWrite, All (repeatable; default All).",
+    "AlterConfigs, IdempotentWrite, CreateTokens, DescribeTokens, All (repeatable; "
+    "default All).",
 )
 @click.option("--topic", "topics", multiple=True, help="A topic ('*': every one; repeatable).")
 @click.option("--group", "groups_", multiple=True, help="A group ('*': every one; repeatable).")
@@ -2020,6 +2021,19 @@ def groups_delete(ctx: click.Context, group: str | None, all_groups: bool, if_ex
     "transactional_ids",
     multiple=True,
     help="A producer's transactional id ('*': every one; repeatable).",
+)
+@click.option(
+    "--delegation-token",
+    "delegation_tokens",
+    multiple=True,
+    help="A delegation token's id (Describe lets one see it; repeatable).",
+)
+@click.option(
+    "--user-principal",
+    "user_principals",
+    multiple=True,
+    help="A user, User:<name>, whose tokens one may make (CreateTokens) or see "
+    "(DescribeTokens); repeatable.",
 )
 @click.option("--cluster", is_flag=True, help="The cluster itself.")
 @click.option(

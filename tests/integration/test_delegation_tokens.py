@@ -225,6 +225,25 @@ async def test_the_command_makes_renews_describes_and_expires_tokens(
         *base, "delegation-tokens", "--renew", "--hmac", hmac, "--renew-time-period", "5000"
     )
     assert renewed.stdout.startswith("The token's expiry is now ")
+    # KIP-373's ACL, with kafka-acls' flag: carol may see alice's tokens
+    carol = tmp_path / "carol.properties"
+    carol.write_text(alice.read_text().replace("alice", "carol"))
+    as_carol = ["--bootstrap-server", _sasl(cluster), "--command-config", str(carol)]
+    assert _run(*as_carol, "delegation-tokens", "--describe").stdout.splitlines()[1:] == []
+    _run(
+        "--bootstrap-server",
+        cluster.bootstrap,
+        "acls",
+        "--add",
+        "--allow-principal",
+        "User:carol",
+        "--operation",
+        "DescribeTokens",
+        "--user-principal",
+        "User:alice",
+    )
+    seen = _run(*as_carol, "delegation-tokens", "--describe").stdout.splitlines()[1:]
+    assert [line.split("\t")[0] for line in seen] == [token_id]
 
     job = tmp_path / "job.properties"
     job.write_text(

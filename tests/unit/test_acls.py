@@ -209,7 +209,7 @@ def test_the_command_removes_and_lists_what_it_names() -> None:
     [
         (
             {"mode": "add", "allow_principal": ("User:a",)},
-            "--topic, --group, --transactional-id or --cluster",
+            "--delegation-token, --user-principal or --cluster",
         ),
         ({"mode": "add", "topics": ("t",)}, "--allow-principal or --deny-principal"),
         (
@@ -223,6 +223,10 @@ def test_the_command_removes_and_lists_what_it_names() -> None:
         ),
         ({"mode": "list", "operations": ("Fly",)}, "not a Operation"),
         (
+            {"mode": "add", "user_principals": ("alice",), "allow_principal": ("User:b",)},
+            "User:<name>",
+        ),
+        (
             {"mode": "remove", "topics": ("t",), "principal": "User:alice"},
             "--principal only narrows --list",
         ),
@@ -231,3 +235,26 @@ def test_the_command_removes_and_lists_what_it_names() -> None:
 def test_the_command_refuses_what_cannot_be_meant(options: dict[str, object], why: str) -> None:
     with pytest.raises(ValueError, match=why):
         AclCommand(**options)  # type: ignore[arg-type]
+
+
+def test_the_command_grants_on_delegation_tokens_and_users() -> None:
+    """kafka-acls' --delegation-token and --user-principal (KIP-48, KIP-373)."""
+    command = AclCommand(
+        mode="add",
+        allow_principal=("User:carol",),
+        operations=("DescribeTokens", "CreateTokens"),
+        user_principals=("User:alice",),
+    )
+    assert [(a.resource_type, a.resource_name, a.operation) for a in command.bindings()] == [
+        (ResourceType.USER, "User:alice", Operation.CREATE_TOKENS),
+        (ResourceType.USER, "User:alice", Operation.DESCRIBE_TOKENS),
+    ]
+    token = AclCommand(
+        mode="add",
+        allow_principal=("User:ops",),
+        operations=("Describe",),
+        delegation_tokens=("t1",),
+    )
+    assert [(a.resource_type, a.resource_name) for a in token.bindings()] == [
+        (ResourceType.DELEGATION_TOKEN, "t1")
+    ]
