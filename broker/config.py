@@ -583,9 +583,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "socket.listen.backlog.size",
         int,
-        50,
+        1024,
         "Connections a listener holds before it takes them: the kernel's backlog, and "
-        "those waiting their turn past max.connection.creation.rate.",
+        "those waiting their turn past max.connection.creation.rate (Kafka's default is "
+        "50: here a burst of 100 connections then cost a 1 s SYN retransmit).",
         1,
     ),
     Setting(

@@ -1034,7 +1034,7 @@ class BrokerServer:
         quotas: ConnectionQuotas | None = None,
         kafka_protocol: bool = False,
         request_quotas: RequestQuotas | None = None,
-        backlog: int = 50,
+        backlog: int = 1024,
     ) -> None:
         self.handlers: dict[ApiKey, Handler] = {
             ApiKey.API_VERSIONS: _api_versions,
