@@ -46,6 +46,7 @@ from broker.zk import (
     CorruptZnode,
     NodeExists,
     NoNode,
+    SessionState,
     VersionConflict,
     ZkBridge,
     ZkError,
@@ -191,6 +192,12 @@ def _people(token: TokenInfo) -> dict[str, Any]:
     }
 
 
+def _sequence(name: str) -> int:
+    """The sequence number of ``token_change_0000000042``; -1 for a stranger."""
+    digits = name.removeprefix(_CHANGE_PREFIX.rsplit("/", 1)[1])
+    return int(digits) if digits.isdigit() else -1
+
+
 def _wall_ms() -> int:
     return int(time.time() * 1000)
 
@@ -209,6 +216,8 @@ class DelegationTokens(ZkMirror):
         self._by_hmac: dict[bytes, str] = {}
         self._logins: dict[tuple[str, str], TokenLogin] = {}  # (id, mechanism): made once
         self._sweeper: asyncio.Task[None] | None = None
+        self._last_sequence = -1  # the last change notification read
+        self._whole_needed = True  # the next pass reads every token
 
     @property
     def enabled(self) -> bool:
@@ -233,25 +242,60 @@ class DelegationTokens(ZkMirror):
     # --- the copy -------------------------------------------------------------------------
 
     async def reload(self) -> None:
+        """Bring the copy up to date: the tokens the notifications since the last pass
+        name, each read again (Kafka's: a change costs its own token's read, not every
+        token's); every token at the start, after a new ZooKeeper session, and when a
+        notification went (purged) before it was read."""
         assert self._zk is not None
         async with self._reading:
             await self._zk.ensure_path(CHANGES)
             await self._zk.ensure_path(TOKENS)
-            await self._zk.get_children(CHANGES, watch=self.on_watch)
-            tokens: dict[str, TokenInfo] = {}
-            for token_id in await self._zk.get_children(TOKENS):
-                path = f"{TOKENS}/{token_id}"
+            names = await self._zk.get_children(CHANGES, watch=self.on_watch)
+            newest = max((_sequence(n) for n in names), default=self._last_sequence)
+            fresh = sorted(n for n in names if _sequence(n) > self._last_sequence)
+            changed: set[str] | None = None if self._whole_needed else set()
+            for name in fresh:
+                if changed is None:
+                    break
                 try:
-                    data, _ = await self._zk.get(path)
-                    token = TokenInfo.from_json(path, data)
-                except NoNode:
-                    continue  # expired and deleted since the listing
-                except CorruptZnode as exc:
-                    self._log.warning("delegation_token.unreadable", error=str(exc))
-                    continue
-                if token.token_id == token_id:
-                    tokens[token_id] = token
+                    data, _ = await self._zk.get(f"{CHANGES}/{name}")
+                except NoNode:  # purged before we read it: read everything
+                    changed = None
+                    break
+                changed.add(data.decode(errors="replace"))
+            if changed is None:
+                listed = await self._zk.get_children(TOKENS)
+                tokens = {t: token for t in listed if (token := await self._read_copy(t))}
+                self._whole_needed = False
+            else:
+                tokens = dict(self._tokens)
+                for token_id in changed:
+                    token = await self._read_copy(token_id)
+                    if token is None:
+                        tokens.pop(token_id, None)
+                    else:
+                        tokens[token_id] = token
+            self._last_sequence = max(newest, self._last_sequence)
             self._install(tokens)
+
+    async def _read_copy(self, token_id: str) -> TokenInfo | None:
+        """A token for the copy (None: gone, or unreadable: logged)."""
+        assert self._zk is not None
+        path = f"{TOKENS}/{token_id}"
+        try:
+            data, _ = await self._zk.get(path)
+            token = TokenInfo.from_json(path, data)
+        except NoNode:
+            return None  # expired and deleted since it was named
+        except CorruptZnode as exc:
+            self._log.warning("delegation_token.unreadable", error=str(exc))
+            return None
+        return token if token.token_id == token_id else None
+
+    def _on_session(self, state: str) -> None:
+        if state == SessionState.CONNECTED:  # what was missed meanwhile: all read again
+            self._whole_needed = True
+        super()._on_session(state)
 
     def _install(self, tokens: dict[str, TokenInfo]) -> None:
         if tokens.keys() != self._tokens.keys():

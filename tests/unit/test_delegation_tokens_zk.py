@@ -298,3 +298,60 @@ def test_a_huge_malformed_extension_is_not_echoed_whole() -> None:
     with pytest.raises(SaslError) as refused:
         ScramServer("SCRAM-SHA-256").first(b"n,,n=a,r=b," + b"x" * 1_000_000)
     assert len(str(refused.value)) < 1_000
+
+
+# --- the copy -----------------------------------------------------------------------------
+
+
+class _CountingZk(_FakeZk):
+    def __init__(self) -> None:
+        super().__init__()
+        self.token_reads: list[str] = []
+        self.listed_then_purged: list[str] = []  # notifications gone between list and read
+
+    async def get_children(self, path: str, watch: Any = None) -> list[str]:
+        names = await super().get_children(path, watch)
+        return names + (self.listed_then_purged if path.endswith("token_changes") else [])
+
+    async def get(self, path: str, watch: Any = None) -> tuple[bytes, Any]:
+        if path.startswith(TOKENS + "/"):
+            self.token_reads.append(path.rsplit("/", 1)[1])
+        return await super().get(path, watch)
+
+
+async def test_a_change_costs_the_other_brokers_a_read_of_its_token_alone() -> None:
+    """Kafka's: a notification names its token, and only that token is read again (not
+    every token at each change); a new ZooKeeper session, or a notification purged before
+    it was read, reads them all."""
+    zk = _CountingZk()
+    here = await _tokens(zk)
+    made = [await _create(here) for _ in range(5)]
+    other = await _tokens(zk)  # the other broker: every token at its start
+    assert len(other._tokens) == 5
+    renewed = await _run(
+        _as("User:alice"), here.renew(RenewDelegationTokenRequest(hmac=made[0].hmac))
+    )
+    assert renewed.error_code == 0
+    zk.token_reads.clear()
+    await other.reload()  # its watch fired
+    assert zk.token_reads == [made[0].token_id]
+    assert other._tokens[made[0].token_id].expiry_ms == renewed.expiry_timestamp_ms
+    expired = await _run(
+        _as("User:alice"),
+        here.expire(ExpireDelegationTokenRequest(hmac=made[1].hmac, expiry_time_period_ms=-1)),
+    )
+    assert expired.error_code == 0
+    zk.token_reads.clear()
+    await other.reload()
+    assert zk.token_reads == [made[1].token_id] and made[1].token_id not in other._tokens
+    # a notification purged unread: everything is read again
+    await _create(here)
+    zk.listed_then_purged.append("token_change_9999999999")
+    zk.token_reads.clear()
+    await other.reload()
+    assert len(other._tokens) == 5 and len(zk.token_reads) == 5  # 4 left + the new one
+    # a new session: read whole again
+    other._on_session("CONNECTED")
+    zk.token_reads.clear()
+    await other.reload()
+    assert len(zk.token_reads) == 5
