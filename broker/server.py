@@ -1098,7 +1098,13 @@ class BrokerServer:
 
     def _take(self, connection: _Connection, transport: asyncio.Transport) -> None:
         assert self.quotas is not None
-        wait_ms = self.quotas.take(self.listener)
+        try:
+            wait_ms = self.quotas.take(self.listener)
+        except Exception:  # (lost alone: the queue behind it goes on)
+            _log.exception("connection.accept_failed", peer=connection.ip)
+            connection.gone = True
+            transport.abort()
+            return
         if not wait_ms:
             self._accept(connection, transport)
             return

@@ -253,7 +253,11 @@ class DelegationTokens(ZkMirror):
             names = await self._zk.get_children(CHANGES, watch=self.on_watch)
             newest = max((_sequence(n) for n in names), default=self._last_sequence)
             fresh = sorted(n for n in names if _sequence(n) > self._last_sequence)
-            changed: set[str] | None = None if self._whole_needed else set()
+            # numbered anew (the parent made again: its sequence starts over): the ones
+            # below the last read may be new, so everything is read
+            whole = self._whole_needed or (bool(names) and newest < self._last_sequence)
+            self._whole_needed = False  # (a session reported during this pass asks again)
+            changed: set[str] | None = None if whole else set()
             for name in fresh:
                 if changed is None:
                     break
@@ -266,7 +270,6 @@ class DelegationTokens(ZkMirror):
             if changed is None:
                 listed = await self._zk.get_children(TOKENS)
                 tokens = {t: token for t in listed if (token := await self._read_copy(t))}
-                self._whole_needed = False
             else:
                 tokens = dict(self._tokens)
                 for token_id in changed:
@@ -275,7 +278,7 @@ class DelegationTokens(ZkMirror):
                         tokens.pop(token_id, None)
                     else:
                         tokens[token_id] = token
-            self._last_sequence = max(newest, self._last_sequence)
+            self._last_sequence = newest if whole else max(newest, self._last_sequence)
             self._install(tokens)
 
     async def _read_copy(self, token_id: str) -> TokenInfo | None:

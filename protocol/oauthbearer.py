@@ -98,7 +98,7 @@ def parse_bearer_message(message: bytes) -> BearerMessage:
     for item in rest[1:-2].split(_SEP):
         key, sep, value = item.partition("=")
         if not sep or key in pairs:
-            raise SaslError(f"OAUTHBEARER: {key!r} is not one key=value of the message")
+            raise SaslError(f"OAUTHBEARER: {key[:40]!r} is not one key=value of the message")
         pairs[key] = value
     auth = _AUTH.fullmatch(pairs.pop("auth", ""))
     if auth is None or auth["scheme"].lower() != "bearer":
@@ -111,7 +111,7 @@ def parse_bearer_message(message: bytes) -> BearerMessage:
 def _check_extension(key: str, value: str) -> None:
     if key == "auth" or not _EXTENSION_KEY.fullmatch(key) or not _EXTENSION_VALUE.fullmatch(value):
         raise SaslError(
-            f"OAUTHBEARER: extension {key!r} is not one RFC 7628 allows (a name of letters "
+            f"OAUTHBEARER: extension {key[:40]!r} is not one RFC 7628 allows (a name of letters "
             "other than 'auth', and a value of printable ASCII)"
         )
 

@@ -69,7 +69,7 @@ def parse_plain(message: bytes) -> tuple[str, str]:
     if not username or not password:
         raise SaslError("PLAIN needs a username and a password")
     if authzid and authzid != username:
-        raise SaslError(f"PLAIN: authorization id {authzid!r} is not the username")
+        raise SaslError(f"PLAIN: authorization id {authzid[:40]!r} is not the username")
     return username, password
 
 

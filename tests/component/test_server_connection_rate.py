@@ -113,13 +113,7 @@ async def test_stop_closes_the_connection_the_acceptor_waits_with_and_those_behi
     held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
     await asyncio.sleep(0.1)  # the acceptor waits with the first, the second behind it
     await server.stop(timeout_s=1.0)
-    for reader, writer in held:  # a stopped listener closes what it accepted
-        try:
-            data = await asyncio.wait_for(reader.read(), 3.0)
-        except ConnectionError:
-            data = b""
-        assert data == b""
-        writer.close()
+    await _all_closed(held)  # a stopped listener closes what it accepted
 
 
 async def test_a_connection_whose_accept_fails_is_lost_alone(serve: Callable[..., Any]) -> None:
@@ -134,22 +128,9 @@ async def test_a_connection_whose_accept_fails_is_lost_alone(serve: Callable[...
             raise failure
         return None
 
-    quotas = ConnectionQuotas(config.__getitem__, "INTERNAL", ip_rate=ip_rate)
-    server = BrokerServer({ApiKey.METADATA: _metadata}, quotas=quotas)
-    port = await server.start(listener="EXTERNAL")
-    try:
-        assert await _served(port)
-        second = asyncio.create_task(_served(port))  # the acceptor waits with it
-        await asyncio.sleep(0.1)
-        third = asyncio.create_task(_served(port))  # queued; its accept raises
-        await asyncio.sleep(0.1)
-        fourth = asyncio.create_task(_served(port))  # queued behind it
-        assert await asyncio.wait_for(second, 10)
-        with pytest.raises(NetworkError):
-            await asyncio.wait_for(third, 10)
-        assert await asyncio.wait_for(fourth, 10)  # taken in its turn
-    finally:
-        await server.stop(timeout_s=0.1)
+    await _the_third_is_lost_alone(
+        ConnectionQuotas(config.__getitem__, "INTERNAL", ip_rate=ip_rate)
+    )
 
 
 async def test_past_the_backlog_waiting_connections_are_closed_as_they_come(
@@ -174,3 +155,80 @@ async def test_past_the_backlog_waiting_connections_are_closed_as_they_come(
         assert all(await asyncio.wait_for(asyncio.gather(*waiting), 15))
     finally:
         await server.stop(timeout_s=0.1)
+
+
+@pytest.mark.parametrize(("rate", "ip_rate"), [(2, None), (1000, 1), (3, 2)])
+async def test_stop_leaves_no_connection_open_whatever_its_state(
+    rate: int, ip_rate: int | None
+) -> None:
+    """From review 89: 40 connections, some closed by their clients, in every state the
+    rates make (served, taken late, waiting, held, past the backlog): a stopped listener
+    leaves none open, no timer pending, and takes no more."""
+    config = _config(**{"max.connection.creation.rate": rate})
+    rates = {"127.0.0.1": ip_rate} if ip_rate is not None else {}
+    quotas = ConnectionQuotas(config.__getitem__, "INTERNAL", ip_rate=rates.get)
+    server = BrokerServer({ApiKey.METADATA: _metadata}, quotas=quotas, backlog=10)
+    port = await server.start(listener="EXTERNAL")
+    opened = []
+    for i in range(40):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"\x00\x00\x00\x20abc")  # a frame's start, never finished
+        opened.append((reader, writer))
+        if i % 7 == 0:
+            writer.close()
+        await asyncio.sleep(0.005)
+    await asyncio.sleep(0.3)
+    await server.stop(timeout_s=0.5)
+    await _all_closed([(r, w) for r, w in opened if not w.is_closing()])
+    assert not server.holding and not server._waiting and server._taking is None
+    with pytest.raises((OSError, NetworkError)):
+        await asyncio.wait_for(_served(port), 5)
+
+
+async def test_a_failing_turn_of_the_acceptor_is_lost_alone() -> None:
+    """From review 89: the acceptor's own step (the rate's take) raising for a queued
+    connection stalled the queue behind it, as a failing accept once did."""
+    config = _config(**{"max.connection.creation.rate": 1})
+    quotas = ConnectionQuotas(config.__getitem__, "INTERNAL")
+    real_take = quotas.take
+    calls = iter(range(100))
+
+    def take(listener: str, now_ms: int | None = None) -> int:
+        if next(calls) == 2:  # the third connection's turn
+            raise RuntimeError("injected")
+        return real_take(listener, now_ms)
+
+    quotas.take = take  # type: ignore[method-assign]
+    await _the_third_is_lost_alone(quotas)
+
+
+async def _the_third_is_lost_alone(quotas: ConnectionQuotas) -> None:
+    """Four connections at max.connection.creation.rate=1 (``quotas`` fails the third's
+    turn): the acceptor waits with the second, the third is lost, the fourth is served
+    in its turn."""
+    server = BrokerServer({ApiKey.METADATA: _metadata}, quotas=quotas)
+    port = await server.start(listener="EXTERNAL")
+    try:
+        assert await _served(port)
+        second = asyncio.create_task(_served(port))  # the acceptor waits with it
+        await asyncio.sleep(0.1)
+        third = asyncio.create_task(_served(port))  # queued; its turn fails
+        await asyncio.sleep(0.1)
+        fourth = asyncio.create_task(_served(port))  # queued behind it
+        assert await asyncio.wait_for(second, 10)
+        with pytest.raises(NetworkError):
+            await asyncio.wait_for(third, 10)
+        assert await asyncio.wait_for(fourth, 10)  # taken in its turn
+    finally:
+        await server.stop(timeout_s=0.1)
+
+
+async def _all_closed(connections: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]) -> None:
+    """Each connection reads EOF (or a reset) from the broker: it was closed."""
+    for reader, writer in connections:
+        try:
+            data = await asyncio.wait_for(reader.read(), 3.0)
+        except ConnectionError:
+            data = b""
+        assert data == b""
+        writer.close()

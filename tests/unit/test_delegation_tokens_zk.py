@@ -21,7 +21,7 @@ import broker.sasl
 from broker.authorizer import Authorizer
 from broker.sasl import Authenticator, sasl_listeners
 from broker.server import PEER_LOGIN, PEER_PRINCIPAL
-from broker.tokens import TOKENS, DelegationTokens, TokenInfo, TokenLogin
+from broker.tokens import CHANGES, TOKENS, DelegationTokens, TokenInfo, TokenLogin
 from broker.zk import CREATE, NodeExists, NoNode, VersionConflict
 from protocol.apis import (
     CreateDelegationTokenRequest,
@@ -355,3 +355,73 @@ async def test_a_change_costs_the_other_brokers_a_read_of_its_token_alone() -> N
     zk.token_reads.clear()
     await other.reload()
     assert len(zk.token_reads) == 5
+
+
+# --- found in review 89: notifications numbered anew, a session during a whole pass ----------
+
+
+def _changes_made_again(zk: _FakeZk) -> None:
+    """/delegation_token/token_changes deleted with its children and made again (an
+    operator's deleteall, a ZooKeeper restored from a snapshot, _write's own ensure_path
+    after a parent vanished): ZooKeeper numbers its sequential children by the parent's
+    cversion, so from 0000000000 again."""
+    for path in [p for p in zk.nodes if p.startswith(CHANGES)]:
+        del zk.nodes[path]
+    zk.nodes[CHANGES] = (b"", 0, 0)
+    zk._seq = 0
+
+
+async def test_a_token_made_after_the_notifications_are_numbered_anew_is_seen() -> None:
+    zk = _FakeZk()
+    here = await _tokens(zk)
+    for _ in range(3):
+        await _create(here)  # token_change_0000000001..3: _last_sequence 3 on both
+    other = await _tokens(zk)
+    _changes_made_again(zk)
+    made = await _create(here)  # token_change_0000000001 (its watch fired on the others)
+    await other.reload()
+    assert made.token_id in here._tokens  # (the broker that made it, too)
+    assert made.token_id in other._tokens
+
+
+async def test_a_token_expired_after_the_notifications_are_numbered_anew_cannot_log_in() -> None:
+    zk = _FakeZk()
+    here = await _tokens(zk)
+    made = [await _create(here) for _ in range(3)]
+    other = await _tokens(zk)
+    _changes_made_again(zk)
+    # the owner ends a leaked token at once: its znode is deleted (notification 0000000001)
+    answer = await _run(
+        _as("User:alice"),
+        here.expire(ExpireDelegationTokenRequest(hmac=made[0].hmac, expiry_time_period_ms=-1)),
+    )
+    assert answer.error_code == 0
+    await other.reload()
+    # ... and neither broker logs it in any more
+    assert here.login(made[0].token_id, "SCRAM-SHA-512") is None
+    assert other.login(made[0].token_id, "SCRAM-SHA-512") is None
+
+
+class _SessionMidPassZk(_FakeZk):
+    """A new ZooKeeper session reported while a whole pass reads its tokens."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.during_whole_read: Any = None
+
+    async def get(self, path: str, watch: Any = None) -> tuple[bytes, Any]:
+        if path.startswith(TOKENS + "/") and self.during_whole_read is not None:
+            hook, self.during_whole_read = self.during_whole_read, None
+            hook()
+        return await super().get(path, watch)
+
+
+async def test_a_new_session_reported_during_a_whole_pass_still_asks_for_one() -> None:
+    zk = _SessionMidPassZk()
+    here = await _tokens(zk)
+    for _ in range(2):
+        await _create(here)
+    here._on_session("CONNECTED")  # a pass reading every token
+    zk.during_whole_read = lambda: here._on_session("CONNECTED")  # ... and another session
+    await here.reload()
+    assert here._whole_needed  # the second session asks for another whole pass

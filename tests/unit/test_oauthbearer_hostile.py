@@ -19,7 +19,7 @@ import pytest
 from broker.oauth import BearerChecker, JwksSource
 from broker.sasl import Authenticator, sasl_listeners
 from protocol.errors import SaslAuthenticationFailedError
-from protocol.oauthbearer import KVSEP, Jwks, bearer_message, check_signed
+from protocol.oauthbearer import KVSEP, Jwks, bearer_message, check_signed, parse_bearer_message
 from protocol.sasl import SaslError
 from tests.unit.test_oauthbearer import (
     CLAIMS,
@@ -195,3 +195,10 @@ async def test_a_cancelled_login_does_not_cancel_the_key_read_of_the_others() ->
     finally:
         release.set()
     assert reads == 1
+
+
+def test_a_huge_oauthbearer_item_is_not_echoed_whole() -> None:
+    """From review 89: a refusal must not carry a hostile message whole."""
+    with pytest.raises(SaslError) as refused:
+        parse_bearer_message(b"n,,\x01" + b"k" * 1_000_000 + b"\x01\x01")
+    assert len(str(refused.value)) < 1_000

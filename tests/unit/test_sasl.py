@@ -157,3 +157,11 @@ def test_a_jaas_error_does_not_repeat_the_line() -> None:
     with pytest.raises(SaslError) as caught:
         parse_jaas('x.PlainLoginModule required username="admin" !! password="s3cret";')
     assert "s3cret" not in str(caught.value) and "character" in str(caught.value)
+
+
+def test_a_huge_plain_authzid_is_not_echoed_whole() -> None:
+    """From review 89: before a login a message may be 100 MB; its refusal (logged, and
+    sent back) must not carry it whole."""
+    with pytest.raises(SaslError) as refused:
+        parse_plain(b"x" * 1_000_000 + b"\0alice\0pw")
+    assert len(str(refused.value)) < 1_000
