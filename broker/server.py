@@ -104,6 +104,7 @@ _INLINE_FILE_BYTES = 16 * 1024
 frame's header (one syscall, one segment); the rest are ``sendfile``d."""
 _HANDSHAKE_S = 10.0  # a TLS client that does not finish its handshake is dropped then
 _TOLD_MAX = 10_000  # addresses remembered for tell_throttled's rate limit
+_EARLY_MAX_BYTES = 64 * 1024  # read of a connection waiting its turn, at most
 _COPY_CHUNK_BYTES = 256 * 1024
 """Over TLS, a file range goes in reads of this size, each read from the page cache on
 the loop (as the inlined small ranges) once the TLS transport has taken the one before
@@ -372,6 +373,13 @@ class _Connection(asyncio.BufferedProtocol):
             return
         if not self._closed:  # (one held to be closed: its bytes are not wanted)
             self._early.append(bytes(self._server.read_buffer[:nbytes]))
+            if sum(map(len, self._early)) > _EARLY_MAX_BYTES:
+                # a client sends a request or two before its first answer; more is not
+                # one to keep waiting (a full backlog of them must not cost 256 MB)
+                self._closed = True
+                self._early.clear()
+                self._raw.abort()
+                return
         self._raw.pause_reading()
 
     def _received(self, data: memoryview) -> None:

@@ -232,3 +232,28 @@ async def _all_closed(connections: list[tuple[asyncio.StreamReader, asyncio.Stre
             data = b""
         assert data == b""
         writer.close()
+
+
+async def test_a_connection_waiting_its_turn_keeps_a_bounded_read() -> None:
+    """From review 89: uvloop reads a connection before its turn (once: then it pauses
+    it), and a full backlog of such reads of 256 KiB each would be 256 MB. One that has
+    sent more than 64 KiB before its first answer is closed; the rest keep what they sent."""
+    config = _config(**{"max.connection.creation.rate": 1})
+    server = BrokerServer(
+        {ApiKey.METADATA: _metadata}, quotas=ConnectionQuotas(config.__getitem__, "INTERNAL")
+    )
+    port = await server.start(listener="EXTERNAL")
+    writers = []
+    try:
+        assert await _served(port)
+        for size in (100, 200_000, 200_000):
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write((size + 8).to_bytes(4, "big") + b"x" * size)
+            writers.append(writer)
+        await asyncio.sleep(0.3)
+        waiting = [c for c, _ in server._waiting]
+        assert all(sum(map(len, c._early)) <= 64 * 1024 for c in waiting)
+    finally:
+        for writer in writers:
+            writer.close()
+        await server.stop(timeout_s=0.1)
