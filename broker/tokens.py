@@ -257,16 +257,16 @@ class DelegationTokens(ZkMirror):
             # below the last read may be new, so everything is read
             whole = self._whole_needed or (bool(names) and newest < self._last_sequence)
             self._whole_needed = False  # (a session reported during this pass asks again)
-            changed: set[str] | None = None if whole else set()
-            for name in fresh:
-                if changed is None:
-                    break
-                try:
-                    data, _ = await self._zk.get(f"{CHANGES}/{name}")
-                except NoNode:  # purged before we read it: read everything
-                    changed = None
-                    break
-                changed.add(data.decode(errors="replace"))
+            changed: set[str] | None = None
+            if not whole:
+                changed = set()
+                for name in fresh:
+                    try:
+                        data, _ = await self._zk.get(f"{CHANGES}/{name}")
+                    except NoNode:  # purged before we read it: read everything
+                        changed = None
+                        break
+                    changed.add(data.decode(errors="replace"))
             if changed is None:
                 listed = await self._zk.get_children(TOKENS)
                 tokens = {t: token for t in listed if (token := await self._read_copy(t))}
@@ -304,7 +304,8 @@ class DelegationTokens(ZkMirror):
         if tokens.keys() != self._tokens.keys():
             self._log.info("delegation_token.loaded", tokens=len(tokens))
         self._tokens = tokens
-        self._by_hmac = {token_hmac(self._secret, t): t for t in tokens}
+        known = {t: h for h, t in self._by_hmac.items()}  # (an HMAC is made once per token)
+        self._by_hmac = {known.get(t) or token_hmac(self._secret, t): t for t in tokens}
         # a token renewed keeps its credential; one gone takes it along
         self._logins = {k: v for k, v in self._logins.items() if k[0] in tokens}
 
