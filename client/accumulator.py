@@ -44,6 +44,7 @@ from collections.abc import Callable, Generator, Iterable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from client.metrics import ProducerMetrics
 from client.types import RecordMetadata, TopicPartition
 from protocol.errors import ApiError, MessageTooLargeError, RequestTimedOutError
 from protocol.records import (
@@ -537,10 +538,17 @@ class RecordAccumulator:
         (pipelining may send it, or its linger needs a timer) once that one is out."""
         self.buffered_bytes = 0
         """Bound on the bytes of records appended and not yet finished (buffer.memory)."""
+        self.buffer_memory = 2**62
+        """The producer's ``buffer_memory``: :meth:`append_to` leaves a record that would
+        pass it to :meth:`append`'s caller, which waits for space."""
+        self.value_max = 2**62
+        """The largest value :meth:`append_to` takes (the rest of ``max_request_size``)."""
         self.transactional = False
         """Batches are stamped as a transaction's (a transactional producer's)."""
         self.on_failure: Callable[[BaseException], None] | None = None
         """Told of every batch that fails (a transaction that had one cannot commit)."""
+        self.metrics: ProducerMetrics | None = None
+        """Told of every batch retried, split or failed (the producer's metrics)."""
 
     # --- the caller's side -----------------------------------------------------------------
 
@@ -587,6 +595,46 @@ class RecordAccumulator:
             written += 1 if index < 1 << 20 else 3
         written = batch.written = batch.written + written
         held = size_bound + HELD_PER_RECORD
+        batch.size_bound += held
+        self.buffered_bytes += held
+        batch.count = index + 1
+        if written >= self.batch_size:
+            self._close(batch)
+            self._wakeup()
+        return RecordFuture(batch, index)
+
+    def append_to(
+        self, batch: ProducerBatch, value: bytes, timestamp_ms: int
+    ) -> RecordFuture | None:
+        """:meth:`append` of a record with only a value onto ``batch``, the open batch its
+        partition was last given (the producer's fast path, see ``Producer._lanes``); None
+        if that batch is closed or cannot take it, or the buffer is full: then
+        :meth:`append` goes the whole way (a new batch, a wait for space, an error)."""
+        if batch.builder is None:
+            return None
+        size = len(value)
+        # append()'s accounting, for a record with no key and no headers
+        written = size + (9 if size < 56 else 12 if size < 8180 else 15 if size < 1_048_000 else 20)
+        held = size + (RECORD_OVERHEAD_BOUND + HELD_PER_RECORD)
+        if (
+            batch.written + written > self.batch_size
+            or self.buffered_bytes + held > self.buffer_memory
+            or size > self.value_max
+        ):
+            return None
+        index = batch.count
+        timestamps = batch.timestamps
+        if not 0 <= timestamp_ms - timestamps[0] < 8192:
+            written += 8
+        if index >= 8192:
+            written += 1 if index < 1 << 20 else 3
+        batch.values.append(value)
+        timestamps.append(timestamp_ms)
+        if batch.keys is not None:
+            batch.keys.append(None)
+        if batch.headers is not None:
+            batch.headers.append(None)
+        written = batch.written = batch.written + written
         batch.size_bound += held
         self.buffered_bytes += held
         batch.count = index + 1
@@ -803,6 +851,8 @@ class RecordAccumulator:
         batch.retry_at_ms = self._clock() + self.retry_backoff_ms
         self._landed(batch)
         self._requeue(batch)
+        if self.metrics is not None:
+            self.metrics.retried(batch.tp.topic, batch.record_count)
 
     def forget_sequences(self, batch: ProducerBatch) -> None:
         """The partition refused ``batch``'s sequence: neither it nor any batch sent after it
@@ -859,6 +909,8 @@ class RecordAccumulator:
         """Re-encode a batch the broker found too large as two halves, back into its queue
         in its place (Kafka splits on MESSAGE_TOO_LARGE the same way)."""
         assert batch.record_count > 1
+        if self.metrics is not None:
+            self.metrics.split()
         self._landed(batch)
         self._release(batch)
         records = batch.records()
@@ -1020,6 +1072,8 @@ class RecordAccumulator:
     def _finish(self, batch: ProducerBatch, error: BaseException) -> None:
         if self.on_failure is not None:
             self.on_failure(error)
+        if not batch.finished and self.metrics is not None:
+            self.metrics.failed(batch.tp.topic, batch.record_count)
         if self._open.get(batch.tp) is batch:
             del self._open[batch.tp]  # its partition's next record opens a new one
         if batch.producer_id >= 0:

@@ -39,6 +39,7 @@ from typing import Any, NamedTuple
 
 from client.assignors import ASSIGNORS
 from client.cluster import Cluster, list_offsets_request, unknown_topic_error
+from client.consumer_metrics import ConsumerMetrics
 from client.coordinator import CommitOffsets, GroupOffsets
 from client.errors import (
     ClientClosedError,
@@ -49,6 +50,7 @@ from client.errors import (
 )
 from client.fetcher import FetchPosition, FetchSet, PartitionState, ReadReplicas, Subscription
 from client.membership import GroupMember, MemberHooks, RebalanceListener
+from client.metrics import monotonic_ms
 from client.security import TokenProvider, security_for
 from client.types import (
     ConsumerGroupMetadata,
@@ -153,7 +155,10 @@ class Consumer:
         sasl_token_auth: bool = False,
         key_deserializer: Deserializer | None = None,
         value_deserializer: Deserializer | None = None,
+        metrics_num_samples: int = 2,
+        metrics_sample_window_ms: int = 30_000,
     ) -> None:
+        _check_metrics_settings(metrics_num_samples, metrics_sample_window_ms)
         if group_id is not None and not group_id:
             raise ConfigurationError("group_id must not be empty")
         strategies = _strategies(partition_assignment_strategy)
@@ -221,6 +226,19 @@ class Consumer:
         # room for two answers per partition: the next one arrives while the user is still
         # decoding the last (with one, every Fetch waited for the user to finish)
         self._subscription = Subscription(max_buffer_bytes=2 * max_partition_fetch_bytes)
+        # the module's clock, looked up now: a test drives the metrics' time through it
+        self._clock = monotonic_ms
+        self._last_poll: float | None = None
+        """When the user last polled (ms on ``_clock``); None: never."""
+        self._started_ms = self._clock()
+        self._metrics = ConsumerMetrics(
+            samples=metrics_num_samples,
+            window_ms=metrics_sample_window_ms,
+            clock=self._clock,
+            # Kafka's consumer has coordinator metrics only with a group.id
+            assigned_partitions=None if group_id is None else self._assigned_count,
+            last_poll_ms=lambda: self._last_poll,
+        )
         self.group_id = group_id
         self._offsets = (
             None
@@ -230,6 +248,7 @@ class Consumer:
                 group_id,
                 request_timeout_ms=request_timeout_ms,
                 retry_backoff_ms=retry_backoff_ms,
+                metrics=self._metrics.group,
             )
         )
         self._member: GroupMember | None = None
@@ -251,13 +270,13 @@ class Consumer:
                 assignors=strategies,
                 retry_backoff_ms=retry_backoff_ms,
                 metadata_max_age_ms=metadata_max_age_ms,
+                metrics=self._metrics.group,
             )
         self._subscribed = False
         self._pattern: str | None = None
         self._listener: RebalanceListener | None = None
         self._group_error: BaseException | None = None
         self._holding = False  # a rebalance's revoke or on_partitions_assigned runs: records wait
-        self._last_poll = time.monotonic()
         self._polling = 0
         self._commit_lock = asyncio.Lock()
         self._commit_order = _CommitOrder()
@@ -277,6 +296,7 @@ class Consumer:
         """A fetch session per broker (KIP-227): a Fetch names only the partitions whose
         position moved, and the answer carries only those with news."""
         self._asking: dict[int, SessionRequest] = {}  # the Fetch in flight to each broker
+        self._fetch_sent_ms: dict[int, float] = {}  # when each broker's Fetch went out
         self._parts: dict[int, dict[tuple[str, int], FetchPartition]] = {}
         """What each broker's Fetch asks for: a partition's entry is made once per
         position (:class:`FetchPosition`) and kept while it holds, so a session sends
@@ -303,14 +323,14 @@ class Consumer:
                 for topic in self._initial_topics:
                     meta = await self._cluster.wait_for_topic(topic, self.request_timeout_ms)
                     tps += [TopicPartition(topic, p) for p in sorted(meta.partitions)]
-                self._subscription.assign(tps)
+                self._assign_partitions(tps)
         except BaseException:
             await self._cluster.close()
             self._state = "stopped"
             raise
         self._cluster.set_topics(tp.topic for tp in self._subscription.states)
         self._state = "running"
-        self._last_poll = time.monotonic()
+        self._started_ms = self._clock()  # the poll timeout counts from here until a poll
         loop = asyncio.get_running_loop()
         self._fetcher = loop.create_task(self._run_fetcher())
         if self._initial_topics and self._member is not None and not self._subscribed:
@@ -391,7 +411,7 @@ class Consumer:
                 "subscribe() exclude each other; unsubscribe() first"
             )
         tps = [TopicPartition(*tp) for tp in partitions]
-        self._subscription.assign(tps)
+        self._assign_partitions(tps)
         self._cluster.set_topics(tp.topic for tp in tps)
         if self._state == "running":
             self._cluster.request_refresh()
@@ -399,6 +419,65 @@ class Consumer:
 
     def assignment(self) -> set[TopicPartition]:
         return set(self._subscription.states)
+
+    def _assign_partitions(self, tps: Iterable[TopicPartition]) -> None:
+        """The new assignment; the metrics of partitions given up go (as Kafka's)."""
+        self._subscription.assign(tps)
+        self._metrics.keep_partitions(self._subscription.states)
+
+    def _assigned_count(self) -> int:
+        return len(self._subscription.states)
+
+    # --- metrics ---------------------------------------------------------------------------
+
+    def metrics(self) -> dict[str, dict[str, float]]:
+        """Kafka's consumer metrics now, as ``{group: {name: value}}`` (kafka-python's
+        ``metrics()``), before ``start()`` and after ``stop()`` too. The ``-avg``,
+        ``-max`` and ``-rate`` metrics span the last ``metrics_num_samples`` windows of
+        ``metrics_sample_window_ms`` (NaN when nothing was recorded in them; rates per
+        second); ``-total`` ones count since the consumer was made.
+
+        ``consumer-fetch-manager-metrics``:
+
+        - ``records-consumed-total``/``-rate``: records handed to the application
+          (getone, getmany, ``async for``); ``bytes-consumed-total``/``-rate``: their
+          bytes, counted as the record batches' size on the wire (header included,
+          compressed if the batch is), each batch once the application has had its last
+          record (Kafka counts each record's size as it hands it out);
+        - ``fetch-total``, ``fetch-rate``: Fetch responses; ``fetch-latency-avg``/``-max``:
+          ms from a Fetch request to its response; ``fetch-size-avg``/``-max``: record
+          bytes per response; ``records-per-request-avg``: records per response (in the
+          batches the application will see); ``fetch-throttle-time-avg``/``-max``: the
+          response's throttle_time_ms;
+        - ``records-lag-max``: the largest lag of any partition (high watermark, or the
+          last stable offset with read_committed, minus the position) recorded as Fetch
+          responses update them; ``records-lead-min``: the least lead (position minus
+          the log start offset).
+
+        ``consumer-fetch-manager-metrics.<topic>``: ``records-consumed-total``/``-rate``
+        and ``bytes-consumed-total``/``-rate`` of that topic.
+
+        ``consumer-fetch-manager-metrics.<topic>-<partition>``, from the partition's first
+        Fetch response until it is unassigned: ``records-lag`` (the latest),
+        ``records-lag-avg``, ``records-lag-max``, and ``records-lead``,
+        ``records-lead-avg``, ``records-lead-min``.
+
+        ``consumer-coordinator-metrics`` (with a ``group_id`` only): ``commit-total``,
+        ``commit-rate``, ``commit-latency-avg``/``-max`` (OffsetCommit round trips, by
+        commit() and auto-commit); ``assigned-partitions``; ``rebalance-total``,
+        ``rebalance-rate-per-hour``, ``rebalance-latency-avg``/``-max``/``-total`` (ms from
+        the first JoinGroup to the SyncGroup that ends it), ``failed-rebalance-total``,
+        ``failed-rebalance-rate-per-hour``, ``last-rebalance-seconds-ago``;
+        ``heartbeat-total``, ``heartbeat-rate``, ``heartbeat-response-time-max``,
+        ``last-heartbeat-seconds-ago`` (the ``seconds-ago`` ones: -1 before any).
+
+        ``consumer-metrics``: ``last-poll-seconds-ago`` (-1 before any poll; getone and
+        iteration are polls too); ``time-between-poll-avg``/``-max`` (ms from one
+        getmany() start to the next) and ``poll-idle-ratio-avg`` (the share of that time
+        spent inside getmany()): of getmany() calls only, since a sensor update per
+        getone() would be one per record.
+        """
+        return self._metrics.snapshot(self._subscription.taken_bytes)
 
     # --- group membership (subscribe) ----------------------------------------------------
 
@@ -467,7 +546,7 @@ class Consumer:
                     await self._listener.on_partitions_revoked(revoked)
                 except Exception:
                     _log.exception("on_partitions_revoked raised; the rebalance goes on")
-            self._subscription.assign(tp for tp in self._subscription.states if tp not in revoked)
+            self._assign_partitions(tp for tp in self._subscription.states if tp not in revoked)
         finally:
             _IN_REBALANCE.reset(token)
             self._holding = False
@@ -487,14 +566,14 @@ class Consumer:
                     await self._listener.on_partitions_lost(lost)
                 except Exception:
                     _log.exception("on_partitions_lost raised; the rebalance goes on")
-            self._subscription.assign([])
+            self._assign_partitions([])
         finally:
             _IN_REBALANCE.reset(token)
             self._holding = False
         self._wake()
 
     async def _assigned(self, tps: list[TopicPartition], added: set[TopicPartition]) -> None:
-        self._subscription.assign(tps)
+        self._assign_partitions(tps)
         self._cluster.add_topics(tp.topic for tp in tps)
         self._wake()
         if self._listener is not None:
@@ -510,7 +589,10 @@ class Consumer:
                 self._data_arrived()
 
     def _poll_age_ms(self) -> float:
-        return 0.0 if self._polling else (time.monotonic() - self._last_poll) * 1000
+        if self._polling:
+            return 0.0
+        last = self._last_poll
+        return self._clock() - (self._started_ms if last is None else last)
 
     def _group_failed(self, error: BaseException) -> None:
         _log.error("group %r: %s", self.group_id, error)
@@ -770,8 +852,9 @@ class Consumer:
         """The next record (of ``partitions``, or of any assigned one), waiting for it."""
         while True:
             got = self._take(partitions, 1)
-            if got:
-                return next(iter(got.values()))[0]
+            for tp, records in got.items():
+                self._metrics.unrecorded[tp.topic] += 1  # a count: a sensor per record is slow
+                return records[0]
             await self._wait_for_data(None)
 
     async def getmany(
@@ -780,10 +863,14 @@ class Consumer:
         """What is buffered now, or what arrives within ``timeout_ms``; {} if nothing."""
         deadline = time.monotonic() + timeout_ms / 1000
         limit = max_records if max_records is not None else self.max_poll_records
+        metrics = self._metrics
+        started = metrics.poll_started()
         while True:
             got = self._take(partitions, limit)
             remaining_s = deadline - time.monotonic()
             if got or remaining_s <= 0:
+                metrics.consumed(got)  # counted; the sensors take it at the next fetch
+                metrics.poll_ended(started)
                 return got
             await self._wait_for_data(remaining_s)
 
@@ -804,7 +891,7 @@ class Consumer:
         self._check_running()
         assert self._data is not None
         self._data.clear()
-        self._last_poll = time.monotonic()
+        self._last_poll = self._clock()
         if self._group_error is not None:
             raise self._group_error
         if self._member is not None and self._subscribed:
@@ -853,7 +940,7 @@ class Consumer:
             return
         finally:
             self._polling -= 1
-            self._last_poll = time.monotonic()
+            self._last_poll = self._clock()
 
     def _check_running(self) -> None:
         if self._state != "running":
@@ -940,6 +1027,7 @@ class Consumer:
 
     def _send_fetch(self, node: int, fetch: FetchSet) -> None:
         positions, request = fetch.positions, self._fetch_request(node, fetch)
+        self._fetch_sent_ms[node] = self._clock()  # (fetch-latency: connecting included)
         conn = self._cluster.connection_now(node, _FETCH_PURPOSE)
         if conn is None:  # not connected yet: a task connects first
             task = asyncio.get_running_loop().create_task(self._fetch(node, positions, request))
@@ -1166,7 +1254,16 @@ class Consumer:
                     and not session.answered(sent, response)
                 ):
                     _log.debug("fetch session with broker %d disagreed: starts over", node)
-                arrived, size = self._on_fetched(node, positions, response)
+                arrived, size, records = self._on_fetched(node, positions, response)
+                sent_ms = self._fetch_sent_ms.get(node)
+                metrics = self._metrics
+                metrics.fetched(
+                    0.0 if sent_ms is None else metrics.clock() - sent_ms,
+                    response.throttle_time_ms,
+                    size,
+                    records,
+                )
+                metrics.flush(self._subscription.taken_bytes)  # getone()'s counts, now and then
         except Exception as exc:  # a bug: the getters raise it, never a silent stop
             _log.exception("handling a fetch answer from broker %d failed", node)
             for asked in positions.values():
@@ -1212,13 +1309,15 @@ class Consumer:
 
     def _on_fetched(
         self, node: int, positions: _Positions, response: FetchResponse
-    ) -> tuple[bool, int]:
+    ) -> tuple[bool, int, int]:
         """Buffer the answer; (True if the user has something new (records or an error),
-        the record bytes it carried)."""
+        the record bytes it carried, the records it buffered)."""
         # the answer's partitions, not every one asked (in a session most have no news)
         asked_at = positions
         arrived = False
-        size = 0
+        size = count = 0
+        committed = self._isolation == READ_COMMITTED
+        metrics = self._metrics
         for topic in response.topics:
             for answer in topic.partitions:
                 asked = asked_at.get(TopicPartition(topic.topic, answer.partition_index))
@@ -1251,26 +1350,33 @@ class Consumer:
                     continue
                 state.last_stable_offset = answer.last_stable_offset
                 state.log_start_offset = answer.log_start_offset
+                position = state.position
+                if position is not None:  # Kafka's lag: to the LSO with read_committed
+                    end = answer.last_stable_offset if committed else answer.high_watermark
+                    log_start = answer.log_start_offset
+                    metrics.partition_fetched(
+                        asked.tp, end - position, position - log_start if log_start >= 0 else None
+                    )
                 records = answer.records
                 assert records is None or isinstance(records, bytes | bytearray | memoryview)
                 if records is not None:
                     size += len(records)
                 aborted = answer.aborted_transactions
                 try:
-                    arrived |= (
-                        self._subscription.add_fetched(
-                            asked,
-                            records,
-                            None
-                            if not aborted
-                            else [(a.producer_id, a.first_offset) for a in aborted],
-                        )
-                        > 0
+                    kept = self._subscription.add_fetched(
+                        asked,
+                        records,
+                        None if not aborted else [(a.producer_id, a.first_offset) for a in aborted],
                     )
                 except ApiError as exc:  # a damaged batch: the user must see it
                     self._subscription.fail(asked, exc)
                     arrived = True
-        return arrived, size
+                    continue
+                if kept > 0:
+                    arrived = True
+                    # the chunk just buffered: O(batches), each batch's header has its count
+                    count += sum(len(batch) for batch in state.chunks[-1].batches)
+        return arrived, size, count
 
     def _on_partition_error(self, asked: FetchPosition, error: ApiError, node: int) -> bool:
         """Handle one partition's Fetch error; True if the user must be told."""
@@ -1580,6 +1686,19 @@ def _strategies(value: str | Sequence[str]) -> list[str]:
             f"{', '.join(sorted(ASSIGNORS))}, in order of preference"
         )
     return names
+
+
+def _check_metrics_settings(samples: int, window_ms: int) -> None:
+    if samples < 1:
+        raise ConfigurationError(
+            f"metrics_num_samples={samples} must be at least 1 (Kafka's metrics.num.samples: "
+            f"how many sample windows the -avg, -max and -rate metrics span)"
+        )
+    if window_ms < 1:
+        raise ConfigurationError(
+            f"metrics_sample_window_ms={window_ms} must be at least 1 (Kafka's "
+            f"metrics.sample.window.ms: the length of each sample window, in ms)"
+        )
 
 
 def _check_group_settings(

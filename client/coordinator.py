@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from client.cluster import Cluster
+from client.metrics import monotonic_ms
 from client.types import OffsetAndMetadata, TopicPartition
 from protocol.apis import (
     ApiKey,
@@ -39,6 +40,9 @@ from protocol.errors import (
     RequestTimedOutError,
     error_for_code,
 )
+
+if TYPE_CHECKING:
+    from client.consumer_metrics import GroupMetrics
 
 __all__ = ["CommitOffsets", "CoordinatorLine", "GroupOffsets", "commit_topics"]
 
@@ -112,11 +116,20 @@ class CoordinatorLine:
         kind = "group" if self.key_type == CoordinatorType.GROUP else "transactional id"
         return f"{kind} {self.key!r}"
 
-    async def call(self, api_key: ApiKey, request: Any, check: Any = None) -> Any:
+    async def call(
+        self,
+        api_key: ApiKey,
+        request: Any,
+        check: Any = None,
+        *,
+        answered: Callable[[float], None] | None = None,
+        clock: Callable[[], float] = monotonic_ms,
+    ) -> Any:
         """Send to the coordinator, finding it (again) and retrying while it moves.
 
         ``check(response)`` may raise the typed error a response carries inside it; a
-        top-level error code is raised by the connection already."""
+        top-level error code is raised by the connection already. ``answered(ms)``: each
+        answer's round trip, on ``clock`` (ms; a metric's)."""
         deadline = time.monotonic() + self._timeout_s
         last: ApiError | None = None
         while time.monotonic() < deadline:
@@ -124,7 +137,10 @@ class CoordinatorLine:
                 node = self._coordinator
                 if node is None:
                     node = await self._find()
+                sent = clock()
                 response = await self._cluster.send(node, api_key, request)
+                if answered is not None:
+                    answered(clock() - sent)
                 if check is not None:
                     check(response)
                 return response
@@ -161,7 +177,13 @@ class GroupOffsets(CoordinatorLine):
     """A group's offsets, through its coordinator."""
 
     def __init__(
-        self, cluster: Cluster, group_id: str, *, request_timeout_ms: int, retry_backoff_ms: int
+        self,
+        cluster: Cluster,
+        group_id: str,
+        *,
+        request_timeout_ms: int,
+        retry_backoff_ms: int,
+        metrics: GroupMetrics | None = None,
     ) -> None:
         super().__init__(
             cluster,
@@ -170,6 +192,8 @@ class GroupOffsets(CoordinatorLine):
             retry_backoff_ms=retry_backoff_ms,
         )
         self.group_id = group_id
+        self.metrics = metrics
+        """A consumer's coordinator metrics: each commit's round trip is recorded there."""
 
     async def commit(
         self,
@@ -204,7 +228,17 @@ class GroupOffsets(CoordinatorLine):
                             f"{self.group_id!r} refused",
                         )
 
-        await self.call(ApiKey.OFFSET_COMMIT, request, check)
+        metrics = self.metrics
+        if metrics is None:
+            await self.call(ApiKey.OFFSET_COMMIT, request, check)
+        else:
+            await self.call(
+                ApiKey.OFFSET_COMMIT,
+                request,
+                check,
+                answered=metrics.committed,
+                clock=metrics.clock,
+            )
 
     async def committed(
         self, partitions: list[TopicPartition], *, require_stable: bool = False

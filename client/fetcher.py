@@ -209,6 +209,9 @@ class Subscription:
         self.states: dict[TopicPartition, PartitionState] = {}
         self.chunks_consumed = 0
         """Counts buffered answers used up: buffer space the fetcher may fill again."""
+        self.taken_bytes: collections.defaultdict[str, int] = collections.defaultdict(int)
+        """Per topic, the bytes of the batches the user has had every record of, until the
+        consumer's metrics take them (bytes-consumed: one addition per batch)."""
         self._take_start = 0
         self._buffered: dict[TopicPartition, None] = {}
         """The partitions that may have records buffered (a superset: a seek empties a
@@ -745,6 +748,7 @@ class Subscription:
                     _take_each(chunk, state, budget - len(out), tp=tp, make=make_record, out=out)
                 if chunk.index >= len(chunk.columns.offsets):
                     chunk.batches.popleft()
+                    self.taken_bytes[tp.topic] += batch.size_in_bytes
                     chunk.columns = None
                     chunk.block = []
                     assert state.position is not None

@@ -66,7 +66,9 @@ from client.assignors import (
     encode_subscription,
 )
 from client.cluster import Cluster, ClusterMetadata
+from client.consumer_metrics import GroupMetrics
 from client.coordinator import GroupOffsets
+from client.metrics import Metrics
 from client.types import TopicPartition, partition_names
 from protocol.apis import (
     ApiKey,
@@ -163,8 +165,11 @@ class GroupMember:
         assignors: Sequence[str],
         retry_backoff_ms: int,
         metadata_max_age_ms: int,
+        metrics: GroupMetrics | None = None,
     ) -> None:
         self._cluster = cluster
+        self._metrics = metrics or GroupMetrics(Metrics(), lambda: len(self.assignment))
+        """Kafka's consumer-coordinator-metrics (a consumer passes its own)."""
         self._offsets = offsets
         self._hooks = hooks
         self.group_id = offsets.group_id
@@ -308,24 +313,30 @@ class GroupMember:
         """One attempt at a new generation; on any failure ``_rejoin`` stays set."""
         await self._prepare()
         self._rejoin = False  # a change seen from here on asks for another round
+        self._metrics.rebalance_started()  # after the revocation, where Kafka's clock starts
         try:
             joined = await self._join_group()
             assignments = await self._assign(joined) if joined.leader == self.member_id else []
             assignment = await self._sync(assignments)
         except _RetryJoin as retry:
             self._rejoin = True
+            self._metrics.rebalance_failed()
             if retry.backoff:
                 await asyncio.sleep(self._backoff_s)
             return
         except ApiError as exc:  # a metadata lookup on the way (the leader's, a pattern's)
             self._rejoin = True
+            self._metrics.rebalance_failed()
             self._on_error(exc)
             _log.warning("group %r: the join will be retried: %s", self.group_id, exc)
             await asyncio.sleep(self._backoff_s)
             return
-        except BaseException:
+        except BaseException as exc:
             self._rejoin = True  # whatever went wrong, never carry on as if joined
+            if not isinstance(exc, asyncio.CancelledError):  # (stop() is no failure)
+                self._metrics.rebalance_failed()
             raise
+        self._metrics.rebalance_done()  # SyncGroup answered: Kafka's end of a rebalance
         if self._rejoin:
             # the world moved while we synced: round again before taking it (cooperative:
             # what we hold, we still hold, and the assignor gave it to nobody else)
@@ -517,10 +528,13 @@ class GroupMember:
             member_id=self.member_id,
             group_instance_id=self.group_instance_id,
         )
+        sent = self._metrics.heartbeat_sent()
         try:
             await self._call(ApiKey.HEARTBEAT, request)
+            self._metrics.heartbeat_answered(sent)
         except _RetryJoin as retry:
-            if isinstance(retry.__cause__, _REJOIN):
+            if isinstance(retry.__cause__, _REJOIN):  # answered, with news
+                self._metrics.heartbeat_answered(sent)
                 self.request_rejoin(f"the coordinator answered {retry.__cause__}")
             elif retry.backoff:
                 await asyncio.sleep(self._backoff_s)

@@ -28,6 +28,7 @@ from bench.perf import (
     _Latencies,
     _record_bytes,
     _SendLoop,
+    _SendTally,
     _shares,
 )
 from bench.stats import MIN_SLEEP_S, Latency, Pacer, RateMeter, percentile, sample_stride
@@ -380,8 +381,7 @@ async def test_the_send_loops_send_every_record_and_time_one_in_stride(
     producer = _FakeProducer()
     values = [b"%d" % i for i in range(VALUE_POOL)]
     latencies = _Watched(producer)
-    deliveries = _Deliveries()
-    loop = _SendLoop(producer, "t", values, stride, latencies, deliveries)  # type: ignore[arg-type]
+    loop = _SendLoop(producer, "t", values, stride, latencies)  # type: ignore[arg-type]
     if paced:
         await loop.paced(count, Pacer(1e9, asyncio.get_running_loop().time()))
     else:
@@ -390,8 +390,47 @@ async def test_the_send_loops_send_every_record_and_time_one_in_stride(
     assert latencies.timed == list(range(0, count, stride))
     await asyncio.sleep(0)  # the latency callbacks run
     assert len(latencies.samples) == len(latencies.timed)
-    deliveries.finish()
-    assert deliveries.acked == count and deliveries.failed == 0
+    assert latencies.first_error is None
+
+
+async def test_a_sampled_failure_is_the_first_error() -> None:
+    loop = asyncio.get_running_loop()
+    latencies = _Latencies(array("d"))
+    failed, later = loop.create_future(), loop.create_future()
+    latencies.watch(failed, time.perf_counter())
+    latencies.watch(later, time.perf_counter())
+    failed.set_exception(NotLeaderOrFollowerError("gone"))
+    later.set_exception(ValueError("second"))
+    await asyncio.sleep(0)
+    assert latencies.first_error == "gone (NOT_LEADER_OR_FOLLOWER)"
+
+
+class _MeteredProducer:
+    """A producer's three counters as its metrics() shows them."""
+
+    def __init__(self) -> None:
+        self.counts = {
+            "record-send-total": 0.0,
+            "record-retry-total": 0.0,
+            "record-error-total": 0.0,
+        }
+
+    def metrics(self) -> dict[str, dict[str, float]]:
+        return {"producer-metrics": dict(self.counts), "producer-topic-metrics.t": {}}
+
+
+def test_the_send_tally_counts_from_the_producers_metrics_since_it_began() -> None:
+    producer = _MeteredProducer()
+    producer.counts.update(
+        {"record-send-total": 50, "record-retry-total": 5, "record-error-total": 2}
+    )
+    tally = _SendTally(producer)  # type: ignore[arg-type]
+    assert tally.written() == 0 and tally.failed() == 0
+    producer.counts["record-send-total"] += 1_000  # 100 of them sent again
+    producer.counts["record-retry-total"] += 100
+    producer.counts["record-error-total"] += 30
+    assert tally.written() == 900  # first attempts only
+    assert tally.failed() == 30
 
 
 class _FakeBatchProducer:

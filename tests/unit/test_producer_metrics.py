@@ -1,0 +1,312 @@
+"""The producer's metrics (Kafka's names, counted per batch) and its fast path for records
+with only a value (``Producer._lanes``), against the scripted cluster (no socket)."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections import defaultdict
+from typing import Any
+
+import pytest
+
+from client import ClientClosedError, ConfigurationError, Producer
+from client.metrics import Metrics, Sensor, tagged
+from client.types import TopicPartition
+from protocol.apis import ProduceRequest, ProduceResponse
+from protocol.errors import (
+    InvalidRequiredAcksError,
+    MessageTooLargeError,
+    NotLeaderOrFollowerError,
+    RequestTimedOutError,
+)
+from protocol.records import decode_batches
+from tests.unit.test_producer_sender import ScriptedCluster, answer_all, ok, started
+
+pytestmark = pytest.mark.timeout(20)
+
+
+# --- the core: Kafka's windowed stats ------------------------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_sensor_averages_and_maxes_over_its_live_samples_and_totals_forever() -> None:
+    clock = Clock()
+    sensor = Sensor(samples=2, window_ms=1_000, clock=clock)
+    assert math.isnan(sensor.avg()) and math.isnan(sensor.max())  # Kafka's NaN: none yet
+    for value in (10, 30):
+        sensor.record(value)
+    clock.now += 1_000  # a new window
+    sensor.record(5)
+    assert (sensor.avg(), sensor.max(), sensor.total, sensor.count) == (15, 30, 45, 3)
+    clock.now += 1_000  # the first window is two windows old: expired
+    sensor.record(7)
+    assert (sensor.avg(), sensor.max(), sensor.total, sensor.count) == (6, 7, 52, 4)
+    clock.now += 5_000  # everything expired; the totals stay
+    assert math.isnan(sensor.avg()) and math.isnan(sensor.max())
+    assert sensor.rate() == 0 and sensor.total == 52
+
+
+def test_a_rate_spans_at_least_samples_minus_one_windows_as_kafkas() -> None:
+    clock = Clock()
+    sensor = Sensor(samples=2, window_ms=30_000, clock=clock)
+    sensor.record(600)
+    clock.now += 1_000
+    assert sensor.rate() == pytest.approx(600 / 31)  # 1 s elapsed + one whole window
+    assert sensor.count_rate() == pytest.approx(1 / 31)
+    clock.now += 44_000  # 45 s after the first sample: one full window, no padding
+    sensor.record(300)
+    assert sensor.rate() == pytest.approx(900 / 45)
+
+
+def test_sensor_and_registry_settings_are_checked() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        Sensor(samples=0)
+    with pytest.raises(ValueError, match="positive"):
+        Metrics(window_ms=0)
+
+
+def test_the_registry_reads_by_group_and_forgets_a_group() -> None:
+    clock = Clock()
+    metrics = Metrics(clock=clock)
+    sensor = metrics.sensor("g", "s")
+    assert metrics.sensor("g", "s") is sensor
+    metrics.measure("g", "thing", sensor, avg=True, max=True, total=True)
+    topic = tagged("g", "orders", 3)
+    metrics.add(topic, "lag", lambda: 12)
+    sensor.record(4)
+    sensor.record(8)
+    assert metrics.snapshot() == {
+        "g": {"thing-avg": 6.0, "thing-max": 8.0, "thing-total": 12.0},
+        "g.orders-3": {"lag": 12.0},
+    }
+    metrics.remove_group(topic)
+    assert not metrics.has_group(topic) and list(metrics.snapshot()) == ["g"]
+
+
+# --- the producer's metrics ------------------------------------------------------------------
+
+
+def metric(producer: Producer, name: str, group: str = "producer-metrics") -> float:
+    return producer.metrics()[group][name]
+
+
+async def test_sends_count_records_bytes_batches_and_requests() -> None:
+    leaders = {TopicPartition("a", 0): 1, TopicPartition("a", 1): 1, TopicPartition("b", 0): 1}
+    cluster = ScriptedCluster(leaders)
+    producer = await started(cluster, linger_ms=50, acks=1)
+    assert metric(producer, "record-send-total") == 0
+    for i in range(10):
+        await producer.send("a", b"v%d" % i, partition=i % 2)
+    for _ in range(5):
+        await producer.send("b", b"w" * 100)
+    await producer.flush()
+    (request,) = [r for _, r, _ in cluster.requests]
+    sizes = {(t.name, p.index): len(p.records or b"") for t in request.topics for p in t.partitions}
+    assert metric(producer, "record-send-total") == 15
+    assert metric(producer, "record-send-total", "producer-topic-metrics.a") == 10
+    assert metric(producer, "record-send-total", "producer-topic-metrics.b") == 5
+    assert metric(producer, "byte-total", "producer-topic-metrics.b") == sizes["b", 0]
+    assert metric(producer, "batch-size-max") == max(sizes.values())
+    assert metric(producer, "batch-size-avg") == pytest.approx(sum(sizes.values()) / 3)
+    assert metric(producer, "records-per-request-avg") == 15  # one request, three batches
+    assert metric(producer, "compression-rate-avg") == 1.0  # not compressed
+    assert metric(producer, "record-queue-time-max") >= 0
+    assert metric(producer, "request-latency-avg") >= 0
+    assert metric(producer, "record-error-total") == 0
+    assert metric(producer, "record-retry-total") == 0
+    assert metric(producer, "buffer-available-bytes") == metric(producer, "buffer-total-bytes")
+    assert metric(producer, "buffer-total-bytes") == 33_554_432
+    assert metric(producer, "requests-in-flight") == 0
+    await producer.stop()
+
+
+async def test_retries_and_failures_are_counted_in_records() -> None:
+    retried, failing = TopicPartition("a", 0), TopicPartition("b", 0)
+    cluster = ScriptedCluster({retried: 1, failing: 1})
+
+    def refuse(request: ProduceRequest) -> ProduceResponse:
+        response = answer_all(request, NotLeaderOrFollowerError.code)
+        for topic in response.topics:
+            for p in topic.partitions:
+                if topic.name == "b":
+                    p.error_code = InvalidRequiredAcksError.code
+        return response
+
+    cluster.answers = [refuse, ok]
+    producer = await started(cluster, linger_ms=20)
+    futures = [await producer.send(t, b"x") for t in ("a", "a", "a", "b", "b")]
+    await producer.flush()
+    assert [f.exception() is None for f in futures] == [True] * 3 + [False] * 2
+    assert metric(producer, "record-retry-total") == 3
+    assert metric(producer, "record-retry-total", "producer-topic-metrics.a") == 3
+    assert metric(producer, "record-error-total") == 2
+    assert metric(producer, "record-error-total", "producer-topic-metrics.b") == 2
+    assert metric(producer, "record-send-total") == 5 + 3  # the retry is sent again
+    await producer.stop()
+
+
+async def test_every_failed_record_is_an_error_once_even_unsent() -> None:
+    """What the bench counts on: once flush() returns, sent - record-error-total were
+    acknowledged. Records failed by stop() before they went out count, and once."""
+    cluster = ScriptedCluster({TopicPartition("a", 0): 1})
+    cluster.release.clear()  # nothing answered
+    producer = await started(cluster, linger_ms=60_000, delivery_timeout_ms=120_000)
+    futures = [await producer.send("a", b"x") for _ in range(7)]
+    stopping = asyncio.ensure_future(producer.stop())
+    await asyncio.sleep(0.05)
+    stopping.cancel()  # skip the wait: unsent records fail
+    with pytest.raises(asyncio.CancelledError):
+        await stopping
+    assert all(f.done() and f.exception() is not None for f in futures)
+    assert metric(producer, "record-error-total") == 7
+
+
+async def test_a_split_batch_is_counted() -> None:
+    cluster = ScriptedCluster({TopicPartition("a", 0): 1})
+    cluster.answers = [lambda r: answer_all(r, MessageTooLargeError.code), ok, ok]
+    producer = await started(cluster, linger_ms=20)
+    futures = [await producer.send("a", b"x") for _ in range(4)]
+    await producer.flush()
+    assert all(f.exception() is None for f in futures)
+    assert metric(producer, "batch-split-total") == 1
+    await producer.stop()
+
+
+async def test_throttle_time_and_buffer_waits_are_measured() -> None:
+    cluster = ScriptedCluster({TopicPartition("a", 0): 1})
+
+    def throttled(request: ProduceRequest) -> ProduceResponse:
+        response = ok(request)
+        response.throttle_time_ms = 250
+        return response
+
+    cluster.answers = [throttled] * 100
+    cluster.release.clear()
+    producer = await started(cluster, buffer_memory=2_000, batch_size=500, acks=1)
+    assert metric(producer, "waiting-threads") == 0
+    sends = asyncio.ensure_future(  # noqa: RUF006 - awaited below
+        asyncio.gather(*[producer.send("a", b"x" * 100) for _ in range(30)])
+    )
+    await asyncio.sleep(0.05)
+    assert metric(producer, "waiting-threads") >= 1  # blocked on buffer_memory
+    assert metric(producer, "buffer-available-bytes") < 500
+    cluster.release.set()
+    await asyncio.wait_for(sends, 5)
+    await producer.flush()
+    assert metric(producer, "waiting-threads") == 0
+    assert metric(producer, "bufferpool-wait-time-ns-total") >= 40_000_000  # ~50 ms blocked
+    assert metric(producer, "produce-throttle-time-max") == 250
+    await producer.stop()
+
+
+def test_metrics_settings_are_checked() -> None:
+    with pytest.raises(ConfigurationError, match="metrics_num_samples"):
+        Producer(bootstrap_servers="h:1", metrics_num_samples=0)
+    with pytest.raises(ConfigurationError, match="metrics_sample_window_ms"):
+        Producer(bootstrap_servers="h:1", metrics_sample_window_ms=0)
+
+
+def test_metrics_before_start_are_all_zero_or_none_yet() -> None:
+    producer = Producer(bootstrap_servers="h:1")
+    found = producer.metrics()["producer-metrics"]
+    assert found["record-send-total"] == 0 and math.isnan(found["request-latency-avg"])
+
+
+# --- the fast path: a record with only a value goes straight onto its topic's open batch ---
+
+
+class Leader:
+    """Every partition's log, in order; each batch gets the next offsets."""
+
+    def __init__(self) -> None:
+        self.logs: defaultdict[tuple[str, int], list[bytes | None]] = defaultdict(list)
+
+    def __call__(self, request: ProduceRequest) -> ProduceResponse:
+        response = ok(request)
+        for topic, answer in zip(request.topics, response.topics, strict=True):
+            for p, a in zip(topic.partitions, answer.partitions, strict=True):
+                (batch,) = decode_batches(bytes(p.records or b""))
+                log = self.logs[topic.name, p.index]
+                a.base_offset = len(log)
+                log += [r.value for r in batch]
+        return response
+
+
+async def test_records_with_only_a_value_land_in_order_at_their_offsets() -> None:
+    """Sticky partitioning with the fast path: a batch's records stay together, a full
+    batch moves the topic on to another partition, keyed and pinned records go where
+    their key or partition says, and every future says where its record is."""
+    tps = {TopicPartition("a", p): 1 for p in range(3)}
+    cluster = ScriptedCluster(tps)
+    leader = Leader()
+    cluster.answers = [leader] * 1_000
+    producer = await started(cluster, batch_size=1_000, linger_ms=5, acks=1)
+    sent: list[tuple[Any, bytes]] = []
+    for i in range(300):
+        value = b"%04d" % i + b"." * 40
+        if i % 50 == 7:
+            future = await producer.send("a", value, key=b"k%d" % i)
+        elif i % 50 == 9:
+            future = await producer.send("a", value, partition=2)
+        else:
+            future = await producer.send("a", value)
+        sent.append((future, value))
+    await producer.flush()
+    for future, value in sent:
+        meta = future.result()
+        assert leader.logs["a", meta.partition][meta.offset] == value
+    assert sum(len(log) for log in leader.logs.values()) == 300
+    used = {future.result().partition for future, _ in sent}
+    assert used == {0, 1, 2}  # full batches moved the sticky partition on
+    assert producer._lanes  # the fast path was taken
+    await producer.stop()
+
+
+async def test_no_fast_path_once_stopping_or_with_serializers_or_transactions() -> None:
+    cluster = ScriptedCluster({TopicPartition("a", 0): 1})
+    producer = await started(cluster, linger_ms=60_000)
+    await producer.send("a", b"x")
+    assert producer._lanes
+    await producer.stop()
+    with pytest.raises(ClientClosedError):
+        await producer.send("a", b"y")
+
+    seen: list[object] = []
+
+    def serialize(value: object) -> bytes:
+        seen.append(value)
+        return b"s"
+
+    producer = await started(
+        ScriptedCluster({TopicPartition("a", 0): 1}), value_serializer=serialize
+    )
+    for _ in range(3):
+        await producer.send("a", b"x")
+    assert seen == [b"x"] * 3 and not producer._lanes
+    await producer.stop()
+
+
+async def test_the_fast_path_leaves_too_large_records_and_a_full_buffer_to_send() -> None:
+    cluster = ScriptedCluster({TopicPartition("a", 0): 1})
+    cluster.release.clear()
+    producer = await started(
+        cluster, max_request_size=1_000, batch_size=100_000, buffer_memory=3_000, max_block_ms=100
+    )
+    await producer.send("a", b"x")
+    assert producer._lanes
+    with pytest.raises(MessageTooLargeError, match="max_request_size=1000"):
+        await producer.send("a", b"x" * 990)
+    with pytest.raises(RequestTimedOutError, match="no room in the producer's buffer"):
+        for _ in range(100):
+            await producer.send("a", b"x" * 100)
+    assert producer._accumulator.buffered_bytes <= 3_000
+    cluster.release.set()
+    await producer.stop()
