@@ -164,6 +164,16 @@ def _options(test: str) -> Callable[[F], F]:
                 help="The consumer's isolation level.",
             ),
         )
+    if test != "broker":
+        options.insert(
+            -4,
+            click.option(
+                "--print-metrics",
+                is_flag=True,
+                help="Print the clients' metrics at the end (Kafka's names; --json: under "
+                '"metrics").',
+            ),
+        )
     if test in ("produce", "broker"):
         options.insert(
             -4,
@@ -254,6 +264,9 @@ def _run(ctx: click.Context, test: str, options: dict[str, Any]) -> None:
         for note in result.notes:
             click.echo(f"note: {note}", err=True)
         print_results([result])
+        for client in result.metrics:
+            click.echo(f"\n{client.client} metrics")
+            print_table(["Metric Name", "Value"], client.lines())
     if result.failed:
         raise CliError(
             f"{result.failed:,} of {result.failed + result.records:,} records failed: "

@@ -185,6 +185,9 @@ class Workload:
     command_config: str | None = None
     """A Kafka client properties file (``--command-config``): TLS for every connection.
     A path, not a context: ``--producers`` children read it again."""
+    print_metrics: bool = False
+    """Keep each client's metrics at the end of the test (Kafka's ``--print-metrics``):
+    ``Result.metrics``. The broker test has no client (its raw connections), so none."""
 
     def resolve(self, test: str) -> Workload:
         """Every default filled in for ``test``, checked; a BenchError says what is wrong."""
@@ -279,6 +282,8 @@ class Result:
     first_error: str | None = None
     notes: tuple[str, ...] = ()
     workload: Workload = field(default_factory=Workload)
+    metrics: tuple[ClientMetrics, ...] = ()
+    """With ``print_metrics``: each client's ``metrics()`` at the end, producers first."""
 
     @property
     def records_per_s(self) -> float:
@@ -326,7 +331,40 @@ class Result:
             "first_error": self.first_error,
             "notes": list(self.notes),
             "settings": self.workload.settings(),
+            "metrics": [
+                {
+                    "client": m.client,
+                    "client_id": m.client_id,
+                    # NaN (an average of nothing, as Kafka's) is not JSON: null
+                    "metrics": {
+                        group: {n: None if math.isnan(v) else v for n, v in values.items()}
+                        for group, values in m.groups.items()
+                    },
+                }
+                for m in self.metrics
+            ]
+            if self.workload.print_metrics
+            else None,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class ClientMetrics:
+    """One client's ``metrics()`` at the end of a test."""
+
+    client: str
+    """Which client of the test: ``producer``, ``producer 2`` (of --producers),
+    ``consumer``."""
+    client_id: str
+    groups: dict[str, dict[str, float]]
+
+    def lines(self) -> list[tuple[str, str]]:
+        """Kafka's --print-metrics rows: ``group:name:{client-id=...}`` and the value."""
+        return [
+            (f"{group}:{name}:{{client-id={self.client_id}}}", f"{value:.3f}")
+            for group, values in self.groups.items()
+            for name, value in values.items()
+        ]
 
 
 @dataclass(slots=True)
@@ -342,6 +380,7 @@ class _Part:
     end: float = 0.0
     latencies_ms: array[float] = field(default_factory=lambda: array("d"))
     first_error: str | None = None
+    metrics: list[ClientMetrics] = field(default_factory=list)
 
 
 def _merge(
@@ -364,6 +403,7 @@ def _merge(
         first_error=errors[0] if errors else None,
         notes=tuple(notes),
         workload=w,
+        metrics=tuple(m for part in parts for m in part.metrics),
     )
 
 
@@ -717,6 +757,9 @@ async def _produce_part(
                     await sending.transactions.commit()
             await producer.flush()
             part.end = time.time()
+        if w.print_metrics:
+            name = "producer" if w.producers == 1 else f"producer {job.index + 1}"
+            part.metrics.append(ClientMetrics(name, producer.client_id, producer.metrics()))
         if not w.send_batch:
             part.failed = tally.failed()
             part.records = count - part.failed
@@ -1042,6 +1085,8 @@ async def _consume(bootstrap: str, topic: _BenchTopic, w: Workload, progress: Pr
             part.start = time.time()
             await _read(consumer, part, total)
             part.end = time.time()
+        if w.print_metrics:
+            part.metrics.append(ClientMetrics("consumer", consumer.client_id, consumer.metrics()))
     progress("consume", part.records, total)
     return _merge("consume", topic.name, w, [part], notes=notes)
 
@@ -1123,6 +1168,11 @@ async def _e2e(bootstrap: str, topic: _BenchTopic, w: Workload, progress: Progre
                     break  # it failed: its error is raised below
             await producer.flush()
             await _finish_receiving(receiving, part, total)
+        if w.print_metrics:
+            part.metrics += [
+                ClientMetrics("producer", producer.client_id, producer.metrics()),
+                ClientMetrics("consumer", consumer.client_id, consumer.metrics()),
+            ]
     deliveries.finish()
     progress("e2e", part.records, total)
     part.failed, part.first_error = deliveries.failed, deliveries.first_error

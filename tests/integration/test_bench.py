@@ -54,9 +54,15 @@ def test_every_bench_against_one_broker(make_cluster: Callable[..., Cluster]) ->
     assert produced["settings"]["num_records"] == 2000 and produced["settings"]["acks"] == "1"
     assert produced["notes"] == []  # created, with the default partitions and RF
 
-    consumed, _ = bench(cluster, "consume", "--num-records", "2000", "--topic", "filled")
+    consumed, _ = bench(
+        cluster, "consume", "--num-records", "2000", "--topic", "filled", "--print-metrics"
+    )
     sane(consumed, "consume", 2000, latency=False)
     assert consumed["bytes"] == 2000 * 100
+    ((client, fetching),) = [(m["client"], m["metrics"]) for m in consumed["metrics"]]
+    assert client == "consumer"
+    assert fetching["consumer-fetch-manager-metrics"]["records-consumed-total"] == 2000
+    assert fetching["consumer-fetch-manager-metrics.filled-0"]["records-lag"] is not None
     assert not any("pre-filled" in note for note in consumed["notes"])
 
     # a fresh topic is empty: the command fills it first and says so
@@ -79,11 +85,18 @@ def test_every_bench_against_one_broker(make_cluster: Callable[..., Cluster]) ->
 
     # several producer processes: their results merged into one
     merged, _ = bench(
-        cluster, "produce", "--num-records", "3000", "--producers", "2", "--acks", "all"
+        cluster,
+        *("produce", "--num-records", "3000", "--producers", "2", "--acks", "all"),
+        "--print-metrics",
     )
     sane(merged, "produce", 3000)
     assert merged["latency_ms"]["samples"] == 3000
     assert merged["settings"]["producers"] == 2
+    sent = {m["client"]: m["metrics"]["producer-metrics"] for m in merged["metrics"]}
+    assert sorted(sent) == ["producer 1", "producer 2"]
+    assert sum(m["record-send-total"] for m in sent.values()) == 3000
+    assert all(m["record-error-total"] == 0 for m in sent.values())
+    assert produced["metrics"] is None  # not asked for
 
     # send_batch(): every record acknowledged, one latency sample per batch
     batched, _ = bench(

@@ -20,6 +20,7 @@ from bench import perf, report
 from bench.perf import (
     VALUE_POOL,
     BenchError,
+    ClientMetrics,
     Result,
     Workload,
     _batch,
@@ -189,7 +190,7 @@ def test_shares_differ_by_at_most_one() -> None:
 
 RESULT_KEYS = (
     *("test", "topic", "records", "failed", "bytes", "elapsed_s", "records_per_s", "mb_per_s"),
-    *("batches", "batches_per_s", "latency_ms", "first_error", "notes", "settings"),
+    *("batches", "batches_per_s", "latency_ms", "first_error", "notes", "settings", "metrics"),
 )
 LATENCY_KEYS = ("measures", "samples", "sampled_every", "avg", "p50", "p95", "p99", "p99_9", "max")
 
@@ -237,6 +238,31 @@ def test_result_json_has_every_key_for_every_test() -> None:
         assert settings["num_records"] == 2_000 and settings["acks"] == "1"
     assert all(shape == shapes[0] for shape in shapes)  # one schema for all
     assert shapes[0] == sorted(RESULT_KEYS)
+
+
+def test_clients_metrics_print_as_kafkas_and_are_json_without_nan() -> None:
+    producer = ClientMetrics(
+        "producer",
+        "bench",
+        {"producer-metrics": {"record-send-total": 2_000.0, "request-latency-avg": math.nan}},
+    )
+    assert producer.lines() == [
+        ("producer-metrics:record-send-total:{client-id=bench}", "2000.000"),
+        ("producer-metrics:request-latency-avg:{client-id=bench}", "nan"),
+    ]
+    asked = Workload(num_records=2_000, print_metrics=True).resolve("produce")
+    out = _result(workload=asked, metrics=(producer,)).to_json()
+    text = json.dumps(out, allow_nan=False)  # NaN is not JSON: it must be null
+    assert json.loads(text)["metrics"] == [
+        {
+            "client": "producer",
+            "client_id": "bench",
+            "metrics": {
+                "producer-metrics": {"record-send-total": 2_000.0, "request-latency-avg": None}
+            },
+        }
+    ]
+    assert _result(metrics=(producer,)).to_json()["metrics"] is None  # not asked for
 
 
 def test_table_columns_follow_the_results() -> None:
