@@ -450,9 +450,10 @@ class Consumer:
           batches the application will see); ``fetch-throttle-time-avg``/``-max``: the
           response's throttle_time_ms;
         - ``records-lag-max``: the largest lag of any partition (high watermark, or the
-          last stable offset with read_committed, minus the position) recorded as Fetch
-          responses update them; ``records-lead-min``: the least lead (position minus
-          the log start offset).
+          last stable offset with read_committed, minus the position the user will be at
+          once it has read what the answer brought: Kafka records it as it hands those
+          records out), recorded as Fetch answers come; ``records-lead-min``: the least
+          lead (that position minus the log start offset).
 
         ``consumer-fetch-manager-metrics.<topic>``: ``records-consumed-total``/``-rate``
         and ``bytes-consumed-total``/``-rate`` of that topic.
@@ -1350,13 +1351,6 @@ class Consumer:
                     continue
                 state.last_stable_offset = answer.last_stable_offset
                 state.log_start_offset = answer.log_start_offset
-                position = state.position
-                if position is not None:  # Kafka's lag: to the LSO with read_committed
-                    end = answer.last_stable_offset if committed else answer.high_watermark
-                    log_start = answer.log_start_offset
-                    metrics.partition_fetched(
-                        asked.tp, end - position, position - log_start if log_start >= 0 else None
-                    )
                 records = answer.records
                 assert records is None or isinstance(records, bytes | bytearray | memoryview)
                 if records is not None:
@@ -1372,10 +1366,21 @@ class Consumer:
                     self._subscription.fail(asked, exc)
                     arrived = True
                     continue
+                after = asked.offset  # where the user will be once this answer is read
                 if kept > 0:
                     arrived = True
+                    chunk = state.chunks[-1]
                     # the chunk just buffered: O(batches), each batch's header has its count
-                    count += sum(len(batch) for batch in state.chunks[-1].batches)
+                    count += sum(len(batch) for batch in chunk.batches)
+                    after = chunk.end
+                if state.position is not None:
+                    # Kafka's lag and lead as of the position past these records (it records
+                    # them as it hands the records out); lag to the LSO with read_committed
+                    end = answer.last_stable_offset if committed else answer.high_watermark
+                    start = answer.log_start_offset
+                    metrics.partition_fetched(
+                        asked.tp, end - after, after - start if start >= 0 else None
+                    )
         return arrived, size, count
 
     def _on_partition_error(self, asked: FetchPosition, error: ApiError, node: int) -> bool:

@@ -172,12 +172,14 @@ async def test_fetches_records_bytes_and_lag_as_the_user_consumes(clock: _Clock)
     assert fetch["fetch-size-avg"] == fetch["fetch-size-max"] == len(t0_data) + len(u0_data)
     assert fetch["records-per-request-avg"] == 8
     assert fetch["fetch-throttle-time-avg"] == fetch["fetch-throttle-time-max"] == 4
-    assert fetch["records-lag-max"] == 10  # t-0: high watermark 10, position 0
+    # Kafka's lag and lead as of the position past the records fetched (it records them
+    # as it hands them out): t-0's high watermark 10 - position 6 once read
+    assert fetch["records-lag-max"] == 4
     assert fetch["records-consumed-total"] == 0  # buffered, not yet handed out
     t0 = consumer.metrics()[f"{FETCH}.t-0"]
-    assert t0["records-lag"] == t0["records-lag-max"] == 10
-    assert t0["records-lead"] == 0  # position 0 - log start 0
-    assert consumer.metrics()[f"{FETCH}.u-0"]["records-lag"] == 2
+    assert t0["records-lag"] == t0["records-lag-max"] == 4
+    assert t0["records-lead"] == 6  # position 6 - log start 0
+    assert consumer.metrics()[f"{FETCH}.u-0"]["records-lag"] == 0
 
     got = await consumer.getmany(TP0, max_records=4)
     assert [r.offset for r in got[TP0]] == [0, 1, 2, 3]
@@ -199,14 +201,14 @@ async def test_fetches_records_bytes_and_lag_as_the_user_consumes(clock: _Clock)
     # 8 records over the 7 ms the sensor has lived plus (samples - 1) whole windows (Kafka's)
     assert metrics[FETCH]["records-consumed-rate"] == pytest.approx(8 / 30.007)
 
-    # the next answer: t-0's high watermark is 12 and the user is at 6; the log starts at 3
-    await _fetch(consumer, _answer({TP0: (_batch(6, 2), 12, 3)}))
+    # the next answer: t-0's high watermark is 15, the answer ends at 8, the log starts at 3
+    await _fetch(consumer, _answer({TP0: (_batch(6, 2), 15, 3)}))
     metrics = consumer.metrics()
     t0 = metrics[f"{FETCH}.t-0"]
-    assert t0["records-lag"] == 6
-    assert t0["records-lag-max"] == 10 and t0["records-lag-avg"] == 8
-    assert t0["records-lead"] == 3 and t0["records-lead-min"] == 0
-    assert metrics[FETCH]["records-lag-max"] == 10
+    assert t0["records-lag"] == 7
+    assert t0["records-lag-max"] == 7 and t0["records-lag-avg"] == 5.5
+    assert t0["records-lead"] == 5 and t0["records-lead-min"] == 5
+    assert metrics[FETCH]["records-lag-max"] == 7
     assert metrics[FETCH]["fetch-total"] == 2
     assert metrics[FETCH]["records-per-request-avg"] == 5  # (8 + 2) / 2
 
@@ -220,7 +222,7 @@ async def test_a_partitions_metrics_go_when_it_is_unassigned(clock: _Clock) -> N
     consumer.assign([TP1])
     metrics = consumer.metrics()
     assert f"{FETCH}.t-0" not in metrics
-    assert metrics[f"{FETCH}.t-1"]["records-lag"] == 9
+    assert metrics[f"{FETCH}.t-1"]["records-lag"] == 8  # high watermark 9 - position 1
     assert metrics[f"{FETCH}.t"]["records-consumed-total"] == 2  # the topic's stay
     consumer._assign_partitions([])  # as a rebalance that takes everything does
     assert not any(group.startswith(f"{FETCH}.t-") for group in consumer.metrics())
