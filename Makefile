@@ -58,8 +58,16 @@ lint: $(STAMP)
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy
 
+# The unit and component tests (CPU-bound, in-process) run on both cores (pytest-xdist);
+# the integration and fault tests, which start real ZooKeeper and broker processes and
+# time what they do, one at a time. PYTEST_ARGS runs what it names, one at a time.
 test: setup lint
+ifeq ($(strip $(PYTEST_ARGS)),)
+	$(PY) -m pytest -n 2 tests/unit tests/component
+	$(PY) -m pytest tests/integration tests/faults
+else
 	$(PY) -m pytest $(PYTEST_ARGS)
+endif
 
 # The comparison (bench/compare): Headwater beside Redis Streams and NATS JetStream. Their
 # servers come from Debian's packages; the bench runs its own on free loopback ports (never
