@@ -613,15 +613,17 @@ class RecordAccumulator:
         if batch.builder is None:
             return None
         size = len(value)
-        # append()'s accounting, for a record with no key and no headers
-        written = size + (9 if size < 56 else 12 if size < 8180 else 15 if size < 1_048_000 else 20)
-        held = size + (RECORD_OVERHEAD_BOUND + HELD_PER_RECORD)
+        # append()'s room check (Kafka's hasRoomFor: the record at its widest) and
+        # accounting, for a record with no key and no headers
         if (
-            batch.written + written > self.batch_size
-            or self.buffered_bytes + held > self.buffer_memory
+            batch.written + size + RECORD_OVERHEAD_BOUND > self.batch_size
+            or self.buffered_bytes + size + (RECORD_OVERHEAD_BOUND + HELD_PER_RECORD)
+            > self.buffer_memory
             or size > self.value_max
         ):
             return None
+        written = size + (9 if size < 56 else 12 if size < 8180 else 15 if size < 1_048_000 else 20)
+        held = size + (RECORD_OVERHEAD_BOUND + HELD_PER_RECORD)
         index = batch.count
         timestamps = batch.timestamps
         if not 0 <= timestamp_ms - timestamps[0] < 8192:
@@ -909,11 +911,11 @@ class RecordAccumulator:
         """Re-encode a batch the broker found too large as two halves, back into its queue
         in its place (Kafka splits on MESSAGE_TOO_LARGE the same way)."""
         assert batch.record_count > 1
-        if self.metrics is not None:
-            self.metrics.split()
         self._landed(batch)
         self._release(batch)
         records = batch.records()
+        if self.metrics is not None:
+            self.metrics.split()
         middle = len(records) // 2
         halves: list[ProducerBatch] = []
         offset = 0

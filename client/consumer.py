@@ -239,6 +239,7 @@ class Consumer:
             assigned_partitions=None if group_id is None else self._assigned_count,
             last_poll_ms=lambda: self._last_poll,
         )
+        self._unrecorded = self._metrics.unrecorded  # getone()'s count, one lookup less
         self.group_id = group_id
         self._offsets = (
             None
@@ -458,7 +459,7 @@ class Consumer:
         ``consumer-fetch-manager-metrics.<topic>``: ``records-consumed-total``/``-rate``
         and ``bytes-consumed-total``/``-rate`` of that topic.
 
-        ``consumer-fetch-manager-metrics.<topic>-<partition>``, from the partition's first
+        ``consumer-fetch-manager-metrics.<topic>[<partition>]``, from the partition's first
         Fetch response until it is unassigned: ``records-lag`` (the latest),
         ``records-lag-avg``, ``records-lag-max``, and ``records-lead``,
         ``records-lead-avg``, ``records-lead-min``.
@@ -854,7 +855,7 @@ class Consumer:
         while True:
             got = self._take(partitions, 1)
             for tp, records in got.items():
-                self._metrics.unrecorded[tp.topic] += 1  # a count: a sensor per record is slow
+                self._unrecorded[tp.topic] += 1  # a count: a sensor per record is slow
                 return records[0]
             await self._wait_for_data(None)
 

@@ -14,7 +14,7 @@ flat out records one sensor update per batch it ships.
 
 The registry reads as kafka-python's ``metrics()``: ``{group: {name: value}}``; a metric
 tagged with a topic (or a topic and partition) is in the group ``<group>.<topic>`` (or
-``<group>.<topic>-<partition>``).
+``<group>.<topic>[<partition>]``).
 """
 
 from __future__ import annotations
@@ -69,7 +69,9 @@ class Sensor:
         self._samples = samples
         self._window_ms = window_ms
         self._clock = clock
-        self._start = clock()  # the current sample: its start, sum, count and max
+        self._start: float | None = None
+        """The current sample's start (then its sum, count and max); made by the first
+        record or read, as Kafka's first sample is."""
         self._sum = 0.0
         self._count = 0
         self._max = -math.inf
@@ -82,7 +84,10 @@ class Sensor:
 
     def record(self, value: float = 1.0, now_ms: float | None = None) -> None:
         now = self._clock() if now_ms is None else now_ms
-        if now - self._start >= self._window_ms:
+        start = self._start
+        if start is None:
+            self._start = now
+        elif now - start >= self._window_ms:
             self._advance(now)
         self._sum += value
         self._count += 1
@@ -94,6 +99,7 @@ class Sensor:
     def _advance(self, now: float) -> None:
         """A new current sample from ``now``; the oldest goes (Kafka's ring of samples)."""
         older = self._older
+        assert self._start is not None
         older.append((self._start, self._sum, self._count, self._max))
         if len(older) >= self._samples:
             del older[0]
@@ -101,6 +107,8 @@ class Sensor:
 
     def _live(self, now: float) -> list[tuple[float, float, int, float]]:
         """The samples not yet expired: younger than ``samples`` windows (Kafka's purge)."""
+        if self._start is None:
+            self._start = now  # Kafka's stats make their first sample when first read too
         expire = self._samples * self._window_ms
         every = [*self._older, (self._start, self._sum, self._count, self._max)]
         return [s for s in every if now - s[0] < expire]
@@ -155,15 +163,15 @@ class Metrics:
         self.window_ms = window_ms
         self.clock = clock
         self._readings: dict[str, dict[str, Reading]] = {}
-        self._sensors: dict[tuple[str, str], Sensor] = {}
+        self._sensors: dict[str, dict[str, Sensor]] = {}
 
     def sensor(self, group: str, name: str) -> Sensor:
         """The sensor registered as ``name`` in ``group``, made on first use (a topic's
         sensors are made when the client first meets the topic)."""
-        key = (group, name)
-        found = self._sensors.get(key)
+        sensors = self._sensors.setdefault(group, {})
+        found = sensors.get(name)
         if found is None:
-            found = self._sensors[key] = Sensor(
+            found = sensors[name] = Sensor(
                 samples=self.samples, window_ms=self.window_ms, clock=self.clock
             )
         return found
@@ -200,8 +208,7 @@ class Metrics:
     def remove_group(self, group: str) -> None:
         """Forget a group's metrics (a partition no longer assigned)."""
         self._readings.pop(group, None)
-        for key in [k for k in self._sensors if k[0] == group]:
-            del self._sensors[key]
+        self._sensors.pop(group, None)
 
     def has_group(self, group: str) -> bool:
         return group in self._readings
@@ -214,9 +221,13 @@ class Metrics:
         }
 
 
-def tagged(group: str, *tags: object) -> str:
-    """The group of a metric tagged with ``tags`` (a topic; a topic and partition)."""
-    return f"{group}.{'-'.join(str(tag) for tag in tags)}"
+def tagged(group: str, topic: str, partition: int | None = None) -> str:
+    """The group of a metric tagged with a topic (``<group>.<topic>``), or a topic and a
+    partition (``<group>.<topic>[<partition>]``: brackets, which no topic name has, so
+    partition 1 of ``orders`` and topic ``orders-1`` are two groups)."""
+    if partition is None:
+        return f"{group}.{topic}"
+    return f"{group}.{topic}[{partition}]"
 
 
 class ProducerMetrics:

@@ -170,6 +170,11 @@ class Partitioner:
             )
         return chosen
 
+    def sticks_to(self, topic: str, partition: int) -> bool:
+        """Whether ``topic``'s records without a key go to ``partition`` now (the
+        producer's fast path follows the sticky partition only while this holds)."""
+        return self._sticky.get(topic) == partition
+
     def batch_closed(self, topic: str, partition: int) -> None:
         if self._sticky.get(topic) == partition:
             del self._sticky[topic]

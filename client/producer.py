@@ -326,9 +326,15 @@ class Producer:
             await self._cluster.close()
             self._state = "stopped"
             raise
-        self._cluster.on_update.append(lambda _metadata: self._wake())
+        self._cluster.on_update.append(self._metadata_updated)
         self._loop = asyncio.get_running_loop()
         self._state = "running"
+        self._wake()
+
+    def _metadata_updated(self, _metadata: object) -> None:
+        # a topic deleted, made again, given partitions: the next record of each topic
+        # goes the whole way once (the partitioner looks at the partitions again)
+        self._lanes.clear()
         self._wake()
 
     async def _init_producer_id(self) -> None:
@@ -501,7 +507,13 @@ class Producer:
         future = self._accumulator.append(  # positional: keywords cost the hot path a little
             partitions[partition], key, value, headers, timestamp_ms, size
         )
-        if key is None and headers is None and pinned is None and self._lanes_allowed:
+        if (
+            key is None
+            and headers is None
+            and pinned is None
+            and self._lanes_allowed
+            and self._partitioner.sticks_to(topic, partition)  # not if append() rolled
+        ):
             self._lanes[topic] = future._batch
         return future
 

@@ -62,7 +62,7 @@ def test_every_bench_against_one_broker(make_cluster: Callable[..., Cluster]) ->
     ((client, fetching),) = [(m["client"], m["metrics"]) for m in consumed["metrics"]]
     assert client == "consumer"
     assert fetching["consumer-fetch-manager-metrics"]["records-consumed-total"] == 2000
-    assert fetching["consumer-fetch-manager-metrics.filled-0"]["records-lag"] is not None
+    assert fetching["consumer-fetch-manager-metrics.filled[0]"]["records-lag"] is not None
     assert not any("pre-filled" in note for note in consumed["notes"])
 
     # a fresh topic is empty: the command fills it first and says so

@@ -16,6 +16,7 @@ import pytest
 import client.consumer as consumer_module
 from client import Consumer
 from client.assignors import Subscription, encode_subscription
+from client.consumer_metrics import ConsumerMetrics
 from client.errors import ConfigurationError
 from client.types import TopicPartition
 from protocol.apis import (
@@ -33,7 +34,12 @@ from protocol.apis import (
     OffsetCommitResponseTopic,
     SyncGroupResponse,
 )
-from protocol.errors import ApiError, NetworkError
+from protocol.errors import (
+    ApiError,
+    NetworkError,
+    RebalanceInProgressError,
+    UnknownMemberIdError,
+)
 from protocol.records import encode_batch
 
 FETCH = "consumer-fetch-manager-metrics"
@@ -176,10 +182,10 @@ async def test_fetches_records_bytes_and_lag_as_the_user_consumes(clock: _Clock)
     # as it hands them out): t-0's high watermark 10 - position 6 once read
     assert fetch["records-lag-max"] == 4
     assert fetch["records-consumed-total"] == 0  # buffered, not yet handed out
-    t0 = consumer.metrics()[f"{FETCH}.t-0"]
+    t0 = consumer.metrics()[f"{FETCH}.t[0]"]
     assert t0["records-lag"] == t0["records-lag-max"] == 4
     assert t0["records-lead"] == 6  # position 6 - log start 0
-    assert consumer.metrics()[f"{FETCH}.u-0"]["records-lag"] == 0
+    assert consumer.metrics()[f"{FETCH}.u[0]"]["records-lag"] == 0
 
     got = await consumer.getmany(TP0, max_records=4)
     assert [r.offset for r in got[TP0]] == [0, 1, 2, 3]
@@ -198,13 +204,14 @@ async def test_fetches_records_bytes_and_lag_as_the_user_consumes(clock: _Clock)
     assert metrics[f"{FETCH}.u"]["records-consumed-total"] == 2
     assert metrics[FETCH]["bytes-consumed-total"] == len(t0_data) + len(u0_data)
     assert metrics[f"{FETCH}.u"]["bytes-consumed-total"] == len(u0_data)
-    # 8 records over the 7 ms the sensor has lived plus (samples - 1) whole windows (Kafka's)
-    assert metrics[FETCH]["records-consumed-rate"] == pytest.approx(8 / 30.007)
+    # 8 records over one whole window (Kafka's least span, samples - 1 windows): the
+    # sensor's first sample began when it was first read, and no time has passed since
+    assert metrics[FETCH]["records-consumed-rate"] == pytest.approx(8 / 30)
 
     # the next answer: t-0's high watermark is 15, the answer ends at 8, the log starts at 3
     await _fetch(consumer, _answer({TP0: (_batch(6, 2), 15, 3)}))
     metrics = consumer.metrics()
-    t0 = metrics[f"{FETCH}.t-0"]
+    t0 = metrics[f"{FETCH}.t[0]"]
     assert t0["records-lag"] == 7
     assert t0["records-lag-max"] == 7 and t0["records-lag-avg"] == 5.5
     assert t0["records-lead"] == 5 and t0["records-lead-min"] == 5
@@ -218,14 +225,14 @@ async def test_a_partitions_metrics_go_when_it_is_unassigned(clock: _Clock) -> N
     consumer = _consumer(broker, TP0, TP1)
     await _fetch(consumer, _answer({TP0: (_batch(0, 1), 5, 0), TP1: (_batch(0, 1), 9, 0)}))
     await consumer.getmany()
-    assert {f"{FETCH}.t-0", f"{FETCH}.t-1", f"{FETCH}.t"} <= consumer.metrics().keys()
+    assert {f"{FETCH}.t[0]", f"{FETCH}.t[1]", f"{FETCH}.t"} <= consumer.metrics().keys()
     consumer.assign([TP1])
     metrics = consumer.metrics()
-    assert f"{FETCH}.t-0" not in metrics
-    assert metrics[f"{FETCH}.t-1"]["records-lag"] == 8  # high watermark 9 - position 1
+    assert f"{FETCH}.t[0]" not in metrics
+    assert metrics[f"{FETCH}.t[1]"]["records-lag"] == 8  # high watermark 9 - position 1
     assert metrics[f"{FETCH}.t"]["records-consumed-total"] == 2  # the topic's stay
     consumer._assign_partitions([])  # as a rebalance that takes everything does
-    assert not any(group.startswith(f"{FETCH}.t-") for group in consumer.metrics())
+    assert not any(group.startswith(f"{FETCH}.t[") for group in consumer.metrics())
 
 
 async def test_polls_between_and_since(clock: _Clock) -> None:
@@ -254,6 +261,7 @@ class _Coordinator:
         self.clock = clock
         self.round_trip_ms = round_trip_ms
         self.refuse = 0
+        self.refusals: list[ApiError] = []  # raised by the next calls, one a call
         self.metadata_failures = 1
         self.on_update: list[Any] = []
         self.metadata = SimpleNamespace(brokers={1: None})
@@ -281,6 +289,8 @@ class _Coordinator:
 
     async def send(self, node: int, key: ApiKey, request: Any, **kw: Any) -> Any:
         self.clock.now += self.round_trip_ms
+        if self.refusals:
+            raise self.refusals.pop(0)
         if key == ApiKey.OFFSET_COMMIT:
             (topic,) = request.topics
             return OffsetCommitResponse(
@@ -340,7 +350,9 @@ async def test_commits_are_counted_and_timed_refused_ones_too(clock: _Clock) -> 
     assert commits["commit-total"] == 3
     assert commits["commit-latency-max"] == 11
     assert commits["commit-latency-avg"] == 9  # (5 + 11 + 11) / 3
-    assert commits["commit-rate"] == pytest.approx(3 / 30.027)  # 27 ms and one window
+    # from the first commit's answer (5 ms, where the first sample began) to now (27 ms),
+    # and one whole window
+    assert commits["commit-rate"] == pytest.approx(3 / 30.022)
 
 
 async def test_rebalances_and_heartbeats(clock: _Clock) -> None:
@@ -359,7 +371,8 @@ async def test_rebalances_and_heartbeats(clock: _Clock) -> None:
     # from the first JoinGroup of the rebalance to the SyncGroup that ended it
     assert group["rebalance-latency-max"] == group["rebalance-latency-avg"] == 90
     assert group["rebalance-latency-total"] == 90
-    assert group["rebalance-rate-per-hour"] == pytest.approx(3600 / 30.09)
+    # from the metrics' first read (30 ms, the failed attempt) to now (90 ms), and a window
+    assert group["rebalance-rate-per-hour"] == pytest.approx(3600 / 30.06)
     assert group["assigned-partitions"] == 2
     assert consumer.assignment() == {TP0, TP1}
     clock.now += 2_500
@@ -370,3 +383,38 @@ async def test_rebalances_and_heartbeats(clock: _Clock) -> None:
     assert group["heartbeat-response-time-max"] == 30
     assert group["last-heartbeat-seconds-ago"] == 1  # 1.03 s since it was sent
     assert group["last-rebalance-seconds-ago"] == 3  # 3.53 s
+
+    # a heartbeat answered with a rebalance: answered all the same (Kafka counts it)
+    coordinator.refusals = [RebalanceInProgressError("rebalancing")]
+    await member._heartbeat()
+    group = consumer.metrics()[COORDINATOR]
+    assert group["heartbeat-total"] == 2
+    # the JoinGroup of the next round refused (the member unknown): a failed rebalance
+    coordinator.refusals = [UnknownMemberIdError("who?")]
+    await member._join()
+    group = consumer.metrics()[COORDINATOR]
+    assert group["failed-rebalance-total"] == 2 and group["rebalance-total"] == 1
+
+
+def test_a_partitions_metrics_going_leave_a_topic_named_like_it_alone() -> None:
+    """Review 90: partition 1 of topic ``orders`` and topic ``orders-1`` are two groups
+    (a partition's is ``<group>.<topic>[<partition>]``): when the partition is unassigned,
+    the topic's records-consumed stays."""
+    now = [1_000_000.0]
+    metrics = ConsumerMetrics(samples=2, window_ms=30_000, clock=lambda: now[0])
+    orders_1, orders_p1 = TopicPartition("orders-1", 0), TopicPartition("orders", 1)
+    metrics.partition_fetched(orders_p1, 5, None)  # a Fetch answer for orders, partition 1
+    metrics.consumed({orders_1: [object()] * 3})  # 3 records of topic orders-1 handed out
+    snapshot = metrics.snapshot({})
+    assert snapshot[f"{FETCH}.orders-1"] == {
+        "bytes-consumed-rate": 0.0,
+        "bytes-consumed-total": 0.0,
+        "records-consumed-rate": pytest.approx(3 / 30),
+        "records-consumed-total": 3.0,
+    }
+    assert snapshot[f"{FETCH}.orders[1]"]["records-lag"] == 5
+    metrics.keep_partitions({orders_1})  # partition 1 of orders is revoked
+    metrics.consumed({orders_1: [object()] * 2})
+    snapshot = metrics.snapshot({})
+    assert f"{FETCH}.orders[1]" not in snapshot
+    assert snapshot[f"{FETCH}.orders-1"]["records-consumed-total"] == 5

@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import math
+import random
+import time
 from collections import defaultdict
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from client import ClientClosedError, ConfigurationError, Producer
-from client.metrics import Metrics, Sensor, tagged
+from client.accumulator import RecordAccumulator
+from client.metrics import Metrics, ProducerMetrics, Sensor, tagged
 from client.types import TopicPartition
 from protocol.apis import ProduceRequest, ProduceResponse
 from protocol.errors import (
@@ -85,7 +90,7 @@ def test_the_registry_reads_by_group_and_forgets_a_group() -> None:
     sensor.record(8)
     assert metrics.snapshot() == {
         "g": {"thing-avg": 6.0, "thing-max": 8.0, "thing-total": 12.0},
-        "g.orders-3": {"lag": 12.0},
+        "g.orders[3]": {"lag": 12.0},
     }
     metrics.remove_group(topic)
     assert not metrics.has_group(topic) and list(metrics.snapshot()) == ["g"]
@@ -310,3 +315,143 @@ async def test_the_fast_path_leaves_too_large_records_and_a_full_buffer_to_send(
     assert producer._accumulator.buffered_bytes <= 3_000
     cluster.release.set()
     await producer.stop()
+
+
+async def _partitions_of_200(*, fast: bool) -> list[int]:
+    """The partition of each of 200 keyless records (50 bytes, 15 to a batch): with only
+    a value (the fast path), or with a timestamp too (send()'s whole way)."""
+    cluster = ScriptedCluster({TopicPartition("a", p): 1 for p in range(4)})
+    producer = await started(cluster, batch_size=1_000, linger_ms=60_000)
+    producer._partitioner._rng = random.Random(1)  # the same choices for both runs
+    futures = []
+    for _ in range(200):
+        if fast:
+            futures.append(await producer.send("a", b"." * 50))
+        else:
+            now_ms = time.time_ns() // 1_000_000
+            futures.append(await producer.send("a", b"." * 50, timestamp_ms=now_ms))
+    partitions = [f._batch.tp.partition for f in futures]
+    await producer.stop()
+    return partitions
+
+
+async def test_the_fast_path_moves_to_a_new_sticky_partition_when_the_slow_path_does() -> None:
+    """Review 90: the 16th record does not fit the sticky partition's batch: append()
+    closes it (the partitioner forgets its sticky partition) and opens a new batch on the
+    same partition for it. That batch must not become the topic's lane, or the records
+    after it would go on filling the old partition where the partitioner picks anew."""
+    slow = await _partitions_of_200(fast=False)
+    fast = await _partitions_of_200(fast=True)
+    assert slow[15] == slow[0] != slow[16]  # the slow path: a new partition from record 17
+    assert fast == slow
+
+
+def _fill(accumulator: RecordAccumulator, values: list[bytes], stamps: list[int]) -> list[Any]:
+    """Each record by append_to() onto the partition's open batch when it takes it, else
+    by append(), as the producer does."""
+    tp = TopicPartition("a", 0)
+    futures = []
+    for value, stamp in zip(values, stamps, strict=True):
+        batch = accumulator._open.get(tp)
+        future = None if batch is None else accumulator.append_to(batch, value, stamp)
+        if future is None:
+            future = accumulator.append(tp, None, value, None, stamp)
+        futures.append(future)
+    return futures
+
+
+@given(
+    st.lists(st.tuples(st.binary(max_size=300), st.integers(0, 20_000)), min_size=1, max_size=120),
+    st.integers(200, 3_000),
+)
+@settings(max_examples=150, deadline=None)
+def test_append_to_fills_batches_exactly_as_append(
+    records: list[tuple[bytes, int]], batch_size: int
+) -> None:
+    """Review 90: the fast path's room check and accounting are append()'s: the same
+    batches, bounds and bytes held, for records of any size and timestamps spread over
+    more than 8 s (the wider timestamp delta)."""
+    asyncio.run(_fill_both(records, batch_size))  # a batch needs a running loop (its future)
+
+
+async def _fill_both(records: list[tuple[bytes, int]], batch_size: int) -> None:
+    values = [value for value, _ in records]
+    stamps = [1_000_000 + offset for _, offset in records]
+    slow = RecordAccumulator(batch_size=batch_size, clock=lambda: 0.0)
+    fast = RecordAccumulator(batch_size=batch_size, clock=lambda: 0.0)
+    by_append = [
+        slow.append(TopicPartition("a", 0), None, v, None, t)
+        for v, t in zip(values, stamps, strict=True)
+    ]
+    by_lane = _fill(fast, values, stamps)
+
+    def shape(futures: list[Any]) -> list[tuple[int, int, int, int]]:
+        """Per record: its batch's ordinal, its index there, and the batch's bounds."""
+        ordinals: dict[int, int] = {}
+        return [
+            (
+                ordinals.setdefault(id(f._batch), len(ordinals)),
+                f._index,
+                f._batch.written,
+                f._batch.size_bound,
+            )
+            for f in futures
+        ]
+
+    assert shape(by_append) == shape(by_lane)
+    assert slow.buffered_bytes == fast.buffered_bytes
+
+
+async def test_the_lanes_go_when_stop_begins_the_sender_fails_or_metadata_changes() -> None:
+    cluster = ScriptedCluster({TopicPartition("a", 0): 1})
+    cluster.release.clear()  # answers wait: stop() waits in its flush
+    producer = await started(cluster, linger_ms=60_000)
+    first = await producer.send("a", b"x")
+    assert producer._lanes
+    stopping = asyncio.ensure_future(producer.stop())
+    await asyncio.sleep(0)  # stop() began: its flush's sender pass has not run yet
+    assert first._batch.is_open
+    with pytest.raises(ClientClosedError, match="stopping"):
+        await producer.send("a", b"y")  # not onto the batch still open
+    cluster.release.set()
+    await stopping
+
+    producer = await started(ScriptedCluster({TopicPartition("a", 0): 1}), linger_ms=60_000)
+    await producer.send("a", b"x")
+    producer._metadata_updated(producer._cluster.metadata)  # a topic made again, say
+    assert not producer._lanes
+    await producer.send("a", b"x")
+    assert producer._lanes
+    producer._accumulator.ready = None  # type: ignore[assignment, method-assign] # a bug
+    producer._sender_pass()  # the sender fails: every record so far fails with it
+    assert producer._sender_error is not None and not producer._lanes
+    with pytest.raises(ClientClosedError, match="sender failed"):
+        await producer.send("a", b"z")
+    assert metric(producer, "record-error-total") == 2
+    await producer.stop()
+
+
+async def test_a_batch_failed_twice_is_counted_once() -> None:
+    accumulator = RecordAccumulator(batch_size=1_000, clock=lambda: 0.0)
+    metrics = ProducerMetrics(Metrics())
+    accumulator.metrics = metrics
+    future = accumulator.append(TopicPartition("a", 0), None, b"x", None, 1_000)
+    accumulator.fail(future._batch, NotLeaderOrFollowerError("gone"))
+    accumulator.fail(future._batch, NotLeaderOrFollowerError("again"))
+    assert metrics.errors.total == 1
+
+
+def test_a_sensors_first_sample_starts_at_its_first_record_as_kafkas() -> None:
+    """Review 90: Kafka's SampledStat makes its first sample at the first record (or
+    read), not when it is made: a sensor made 29 s before its first value neither
+    expires it 29 s early nor divides its rate by 29 s more."""
+    clock = Clock()
+    sensor = Sensor(samples=2, window_ms=30_000, clock=clock)
+    clock.now += 29_000
+    sensor.record(600)
+    clock.now += 1_000
+    assert sensor.rate() == pytest.approx(600 / 31)  # 1 s + one whole window
+    clock.now += 31_000  # 32 s after the record: its sample lives 60 s
+    assert sensor.avg() == sensor.max() == 600
+    clock.now += 28_000  # 60 s after it: expired, exactly at samples x window (Kafka's >=)
+    assert math.isnan(sensor.avg())
