@@ -615,15 +615,15 @@ class RecordAccumulator:
         size = len(value)
         # append()'s room check (Kafka's hasRoomFor: the record at its widest) and
         # accounting, for a record with no key and no headers
+        bound = size + RECORD_OVERHEAD_BOUND
+        held = bound + HELD_PER_RECORD
         if (
-            batch.written + size + RECORD_OVERHEAD_BOUND > self.batch_size
-            or self.buffered_bytes + size + (RECORD_OVERHEAD_BOUND + HELD_PER_RECORD)
-            > self.buffer_memory
+            batch.written + bound > self.batch_size
+            or self.buffered_bytes + held > self.buffer_memory
             or size > self.value_max
         ):
             return None
         written = size + (9 if size < 56 else 12 if size < 8180 else 15 if size < 1_048_000 else 20)
-        held = size + (RECORD_OVERHEAD_BOUND + HELD_PER_RECORD)
         index = batch.count
         timestamps = batch.timestamps
         if not 0 <= timestamp_ms - timestamps[0] < 8192:
