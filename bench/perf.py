@@ -1133,7 +1133,6 @@ async def _e2e(bootstrap: str, topic: _BenchTopic, w: Workload, progress: Progre
     tag = os.urandom(8)  # records of this run; anything else on the topic is skipped
     fillers = [v[E2E_HEADER_BYTES:] for v in _values(w.record_size)]
     part = _Part()
-    deliveries = _Deliveries()
     consumer = Consumer(
         topic.name,
         bootstrap_servers=bootstrap,
@@ -1149,6 +1148,7 @@ async def _e2e(bootstrap: str, topic: _BenchTopic, w: Workload, progress: Progre
         for tp in assigned:
             await consumer.position(tp)  # fixed before the first record is sent
         await _probe(producer, consumer, topic.name, assigned)
+        tally = _SendTally(producer)  # no future kept: see there (and the collector below)
         receiving = loop.create_task(_receive(consumer, tag, part, total))
         async with _every(PROGRESS_INTERVAL_S, lambda: progress("e2e", part.records, total)):
             pacer = Pacer(w.throughput, loop.time())
@@ -1157,25 +1157,24 @@ async def _e2e(bootstrap: str, topic: _BenchTopic, w: Workload, progress: Progre
                 if pacer.limited and (delay := pacer.delay(i, loop.time())):
                     await asyncio.sleep(delay)
                 stamp = time.perf_counter_ns().to_bytes(8, "big")
-                deliveries.add(
-                    await producer.send(topic.name, tag + stamp + fillers[i % VALUE_POOL])
-                )
-                if i % _Deliveries.CHUNK == 0:
-                    # as the produce loop: acknowledged futures go as the run goes (each
-                    # holds its batch, one per record at linger 0), not all at the end
-                    deliveries.sweep()
+                await producer.send(topic.name, tag + stamp + fillers[i % VALUE_POOL])
                 if receiving.done():
                     break  # it failed: its error is raised below
             await producer.flush()
+            part.failed = tally.failed()
+            if part.failed:  # their records never come: say why rather than time out
+                receiving.cancel()
+                raise BenchError(
+                    f"{part.failed:,} of {total:,} records failed to be written (the "
+                    f"producer's log says why)"
+                )
             await _finish_receiving(receiving, part, total)
         if w.print_metrics:
             part.metrics += [
                 ClientMetrics("producer", producer.client_id, producer.metrics()),
                 ClientMetrics("consumer", consumer.client_id, consumer.metrics()),
             ]
-    deliveries.finish()
     progress("e2e", part.records, total)
-    part.failed, part.first_error = deliveries.failed, deliveries.first_error
     notes = [*topic.notes, "one probe record per partition went first, not counted"]
     return _merge("e2e", topic.name, w, [part], notes=notes)
 
