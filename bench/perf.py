@@ -589,69 +589,44 @@ def _producer(bootstrap: str, w: Workload, index: int = 0) -> Producer:
 
 
 class _Deliveries:
-    """Counts records acknowledged and failed without a callback per record.
+    """Counts the records of ``send_batch()`` futures (one a batch) acknowledged and
+    failed, as they finish (the futures of ``send()`` are not kept: see _SendTally).
 
-    Futures are kept in chunks in send order; :meth:`sweep` tallies the oldest chunks
-    once every future in them is done (acks complete a partition's records in order, so
-    the front finishes first, near enough). Memory stays bounded by what is in flight or
-    buffered in the producer, not by the run's length.
+    Futures are kept in send order; :meth:`sweep` tallies those finished at the front
+    (acks complete a partition's batches in order, so the front finishes first, near
+    enough). Memory stays bounded by the batches in flight, not by the run's length.
     """
-
-    CHUNK = 1024
 
     def __init__(self) -> None:
         self.acked = 0
         self.failed = 0
         self.first_error: str | None = None
-        self._chunks: deque[list[asyncio.Future[Any]]] = deque()
-        self._open: list[asyncio.Future[Any]] = []
-        self._weights: dict[int, int] = {}
-        """Records a future stands for, where not one (a batch's future), by its id."""
-
-    def add(self, future: asyncio.Future[Any]) -> None:
-        self.add_many([future])
-
-    def add_many(self, futures: list[asyncio.Future[Any]]) -> None:
-        """Keep ``futures``; a chunk closes at CHUNK futures or more (more: added at once)."""
-        self._open += futures
-        if len(self._open) >= self.CHUNK:
-            self._chunks.append(self._open)
-            self._open = []
+        self._waiting: deque[tuple[asyncio.Future[Any], int]] = deque()
 
     def add_batch(self, future: asyncio.Future[Any], records: int) -> None:
-        """Keep the future of a batch of ``records`` (``send_batch``): a chunk of its own,
-        so it is tallied as soon as it is done."""
-        self._weights[id(future)] = records  # alive in its chunk until tallied
-        if self._open:
-            self._chunks.append(self._open)
-            self._open = []
-        self._chunks.append([future])
+        """Keep the future of a batch of ``records``."""
+        self._waiting.append((future, records))
 
     def sweep(self) -> int:
-        """Tally the finished chunks at the front; the records acknowledged so far."""
-        chunks = self._chunks
-        while chunks and chunks[0][-1].done() and all(f.done() for f in chunks[0]):
-            self._tally(chunks.popleft())
+        """Tally the finished futures at the front; the records acknowledged so far."""
+        waiting = self._waiting
+        while waiting and waiting[0][0].done():
+            self._tally(*waiting.popleft())
         return self.acked
 
     def finish(self) -> None:
         """Tally everything (after the producer's flush(), every future is done)."""
-        while self._chunks:
-            self._tally(self._chunks.popleft())
-        self._tally(self._open)
-        self._open = []
+        while self._waiting:
+            self._tally(*self._waiting.popleft())
 
-    def _tally(self, chunk: list[asyncio.Future[Any]]) -> None:
-        weights = self._weights
-        for future in chunk:
-            records = weights.pop(id(future), 1) if weights else 1
-            error = "cancelled" if future.cancelled() else future.exception()
-            if error is None:
-                self.acked += records
-                continue
-            self.failed += records
-            if self.first_error is None:
-                self.first_error = _error_line(error)
+    def _tally(self, future: asyncio.Future[Any], records: int) -> None:
+        error = "cancelled" if future.cancelled() else future.exception()
+        if error is None:
+            self.acked += records
+            return
+        self.failed += records
+        if self.first_error is None:
+            self.first_error = _error_line(error)
 
 
 def _error_line(error: object) -> str:

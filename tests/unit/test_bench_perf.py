@@ -338,24 +338,22 @@ def test_broker_batch_compressed_and_at_least_one_record() -> None:
 # --- counting deliveries ---------------------------------------------------------------
 
 
-async def test_deliveries_count_acks_and_failures_in_chunks() -> None:
+async def test_deliveries_count_batches_records_as_they_finish_in_order() -> None:
     loop = asyncio.get_running_loop()
     deliveries = _Deliveries()
-    futures = [loop.create_future() for _ in range(2 * _Deliveries.CHUNK + 10)]
-    for future in futures:
-        deliveries.add(future)
+    futures = [loop.create_future() for _ in range(4)]
+    for future, records in zip(futures, (10, 20, 30, 40), strict=True):
+        deliveries.add_batch(future, records)
     assert deliveries.sweep() == 0  # nothing done
-    for future in futures[: _Deliveries.CHUNK - 1]:
-        future.set_result(None)
-    assert deliveries.sweep() == 0  # the first chunk is not finished yet
-    futures[_Deliveries.CHUNK - 1].set_exception(NotLeaderOrFollowerError("gone"))
-    assert deliveries.sweep() == _Deliveries.CHUNK - 1  # first chunk tallied
-    assert deliveries.failed == 1 and deliveries.first_error == "gone (NOT_LEADER_OR_FOLLOWER)"
-    for future in futures[_Deliveries.CHUNK :]:
-        future.set_result(None)
-    futures[-1].cancel() if not futures[-1].done() else None
+    futures[1].set_result(None)
+    assert deliveries.sweep() == 0  # the first is not finished yet: tallied in order
+    futures[0].set_exception(NotLeaderOrFollowerError("gone"))
+    assert deliveries.sweep() == 20
+    assert deliveries.failed == 10 and deliveries.first_error == "gone (NOT_LEADER_OR_FOLLOWER)"
+    futures[2].cancel()
+    futures[3].set_result(None)
     deliveries.finish()
-    assert deliveries.acked == len(futures) - 1 and deliveries.failed == 1
+    assert (deliveries.acked, deliveries.failed) == (60, 40)
 
 
 async def test_latencies_of_acknowledged_records_only() -> None:
