@@ -34,7 +34,6 @@ from broker.authorizer import principal
 from broker.config import (
     DEFAULT,
     DYNAMIC_BROKER,
-    DYNAMIC_BROKER_CONFIGS,
     DYNAMIC_DEFAULT,
     PER_BROKER_CONFIGS,
     SETTINGS,
@@ -42,9 +41,12 @@ from broker.config import (
     TOPIC_CONFIG_SYNONYMS,
     BrokerConfig,
     ConfigError,
+    check_listener_settings,
     config_text,
+    is_dynamic,
     is_secret,
     parse_dynamic,
+    setting_for,
 )
 from broker.config_changes import LIST_TOPIC_CONFIGS, ConfigSubject
 from broker.mirror import ZkMirror
@@ -79,6 +81,20 @@ _LISTS = frozenset(
 _TYPES = {bool: "boolean", int: "long", float: "double", str: "string", list: "list"}
 _SETTING_TYPES = {s.name: "list" if s.name in _LISTS else _TYPES[s.type] for s in SETTINGS}
 _DOCS = {s.name: s.doc for s in SETTINGS}
+
+
+def _type_of(name: str) -> str:
+    found = _SETTING_TYPES.get(name)
+    if found is None:  # a listener's own limit: its base setting's type
+        setting = setting_for(name)
+        found = "string" if setting is None else _TYPES[setting.type]
+    return found
+
+
+def _doc_of(name: str) -> str | None:
+    setting = setting_for(name)
+    return None if setting is None else setting.doc
+
 
 _FILES = frozenset({"ssl.keystore.location"})
 """Settings naming a file: set to the same path again, the file is loaded again (Kafka's
@@ -237,7 +253,7 @@ class BrokerConfigs(ZkMirror):
         where = _where(entity)
 
         def check_name(name: str) -> None:
-            if name not in DYNAMIC_BROKER_CONFIGS:
+            if not is_dynamic(name):
                 try:
                     parse_dynamic(name, "", where)
                 except ConfigError as exc:
@@ -276,6 +292,12 @@ class BrokerConfigs(ZkMirror):
             layers = (parsed, self._config.dynamic_broker)
         else:
             layers = (self._config.dynamic_default, parsed)
+            # a broker's own listener settings name its listeners (every broker's default
+            # may name a listener some brokers have and others not, as Kafka's)
+            try:
+                check_listener_settings(parsed, self._config.listener_names)
+            except ConfigError as exc:
+                raise InvalidConfigError(f"{_where(entity)}: {exc}") from None
         try:
             self._config.with_dynamic(*layers).log_config()
         except ValueError as exc:
@@ -324,10 +346,10 @@ class BrokerConfigs(ZkMirror):
         return DescribeConfigsEntry(
             name=name,
             value=None if secret else config_text(value),  # a secret is only said to be set
-            read_only=name not in DYNAMIC_BROKER_CONFIGS,
+            read_only=not is_dynamic(name),
             config_source=_SOURCES[source].value,
             is_sensitive=secret,
             synonyms=self.synonyms(name) if synonyms and only is None else [],
-            config_type=_SETTING_TYPES.get(name, "string"),
-            documentation=_DOCS.get(name),
+            config_type=_type_of(name),
+            documentation=_doc_of(name),
         )

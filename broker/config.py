@@ -16,7 +16,7 @@ import os
 import re
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +31,13 @@ __all__ = [
     "BrokerConfig",
     "ConfigError",
     "Setting",
+    "check_listener_settings",
     "config_text",
+    "is_dynamic",
     "is_secret",
     "load_config",
     "parse_dynamic",
+    "setting_for",
 ]
 
 _LONG_MAX = 2**63 - 1
@@ -103,6 +106,12 @@ _AUTHORIZERS = (
 _LISTENER_JAAS = re.compile(
     r"^listener\.name\.[a-z_][a-z0-9_]*\.(plain|scram-sha-256|scram-sha-512|oauthbearer)\.sasl\.jaas\.config$"
 )
+_LISTENER_LIMIT = re.compile(
+    r"^listener\.name\.(?P<listener>[a-z_][a-z0-9_]*)\."
+    r"(?P<base>max\.connections|max\.connection\.creation\.rate)$"
+)
+"""Kafka's listener-level connection limits (KIP-402, KIP-612):
+``listener.name.<listener>.max.connections`` and ``...max.connection.creation.rate``."""
 _CLIENT_AUTH = ("none", "requested", "required")
 
 
@@ -907,6 +916,33 @@ SETTINGS: tuple[Setting, ...] = (
 
 _BY_NAME = {s.name: s for s in SETTINGS}
 
+
+def setting_for(name: str) -> Setting | None:
+    """A setting by its name: one of :data:`SETTINGS`, or a listener's own connection
+    limit (``listener.name.<listener>.max.connections``, ``...max.connection.creation.rate``:
+    the broker-wide one's type and bounds, and no limit unless set)."""
+    found = _BY_NAME.get(name)
+    if found is not None:
+        return found
+    match = _LISTENER_LIMIT.match(name)
+    if match is None:
+        return None
+    base = _BY_NAME[match["base"]]
+    what = "connections" if match["base"] == "max.connections" else "new connections a second"
+    return replace(
+        base,
+        name=name,
+        doc=f"The {what} listener {match['listener'].upper()} takes (beside "
+        f"{match['base']}, which counts every listener but the inter-broker one; this one "
+        "counts that listener's, the inter-broker listener's too).",
+    )
+
+
+def is_dynamic(name: str) -> bool:
+    """Whether ``name`` can be changed on a running broker (a dynamic broker config)."""
+    return name in DYNAMIC_BROKER_CONFIGS or _LISTENER_LIMIT.match(name) is not None
+
+
 TOPIC_CONFIG_SYNONYMS = {
     "segment.bytes": "log.segment.bytes",
     "segment.ms": "log.roll.ms",
@@ -977,7 +1013,13 @@ class BrokerConfig:
         ``listener.name.<listener>.<mechanism>.sasl.jaas.config``)."""
 
     def __getitem__(self, name: str) -> Any:
-        return self._values[name]
+        try:
+            return self._values[name]
+        except KeyError:
+            setting = setting_for(name)  # a listener's own limit, not set: none
+            if setting is None:
+                raise
+            return setting.default
 
     def items(self) -> Iterable[tuple[str, Any]]:
         return sorted(self._values.items())
@@ -986,7 +1028,12 @@ class BrokerConfig:
         """Put the dynamic layers in force (values parsed with :func:`parse_dynamic`);
         returns the names whose value in force changed."""
         values = {**self._static, **default, **broker}
-        changed = {name for name, value in values.items() if self._values[name] != value}
+        gone = object()  # a listener's limit set before and not now
+        changed = {
+            name
+            for name in values.keys() | self._values.keys()
+            if values.get(name, gone) != self._values.get(name, gone)
+        }
         self.dynamic_default, self.dynamic_broker = dict(default), dict(broker)
         self._values = values
         return changed
@@ -1008,7 +1055,8 @@ class BrokerConfig:
             found.append((DYNAMIC_DEFAULT, self.dynamic_default[name]))
         if self.sources.get(name, "default") != "default":
             found.append((STATIC, self._static[name]))
-        found.append((DEFAULT, _BY_NAME[name].default if name in _BY_NAME else None))
+        setting = setting_for(name)
+        found.append((DEFAULT, setting.default if setting is not None else None))
         return found
 
     @property
@@ -1112,12 +1160,7 @@ def _check_listeners(values: Mapping[str, Any], extra: Mapping[str, str]) -> Non
         raise ConfigError(
             f"inter.broker.listener.name={inter!r} is not in listeners ({', '.join(names)})"
         )
-    for name in extra:
-        listener = name.split(".")[2]
-        if listener not in [n.lower() for n in names]:
-            raise ConfigError(
-                f"{name} names listener {listener}, which is not in listeners ({', '.join(names)})"
-            )
+    check_listener_settings([*extra, *values], names)
     inter = values["inter.broker.listener.name"] or names[0]
     _check_kafka_listeners(values["kafka.protocol.listeners"], names, inter)
     mechanism = values["sasl.mechanism.inter.broker.protocol"]
@@ -1141,6 +1184,18 @@ def _check_listeners(values: Mapping[str, Any], extra: Mapping[str, str]) -> Non
             f"ssl.client.auth={values['ssl.client.auth']} needs ssl.truststore.location: the "
             "CA certificates that signed the clients' certificates (PEM)"
         )
+
+
+def check_listener_settings(settings: Iterable[str], names: list[str]) -> None:
+    """Each listener-prefixed setting names one of the listeners ``names``."""
+    for name in settings:
+        if not name.startswith("listener.name."):
+            continue
+        listener = name.split(".")[2]
+        if listener not in [n.lower() for n in names]:
+            raise ConfigError(
+                f"{name} names listener {listener}, which is not in listeners ({', '.join(names)})"
+            )
 
 
 def _check_kafka_listeners(kafka: list[str], names: list[str], inter: str) -> None:
@@ -1173,7 +1228,7 @@ def _assign(
         extra[name.lower()] = raw
         sources[name.lower()] = source
         return
-    setting = _BY_NAME.get(name)
+    setting = setting_for(name)
     if setting is None:
         # a topic-level name given to the broker (retention.ms), or a typo (num.partition)
         near = [s for s in _BY_NAME if s.endswith("." + name)]
@@ -1231,12 +1286,12 @@ def _number(kind: type, raw: Any, bad: Callable[[str], ConfigError]) -> Any:
 def parse_dynamic(name: str, raw: str, where: str) -> Any:
     """A dynamic broker config's value, validated as the config file's would be; raises
     :class:`ConfigError` naming ``where`` it was set (``broker 1``, ``every broker's default``)."""
-    setting = _BY_NAME.get(name)
+    setting = setting_for(name)
     if setting is None:
         near = difflib.get_close_matches(name, sorted(DYNAMIC_BROKER_CONFIGS), n=1)
         hint = f"; did you mean {near[0]}?" if near else ""
         raise ConfigError(f"unknown broker config {name!r} ({where}){hint}")
-    if name not in DYNAMIC_BROKER_CONFIGS:
+    if not is_dynamic(name):
         raise ConfigError(
             f"{name} cannot be changed on a running broker ({where}): set it in the broker's "
             "config file (or with --set) and restart it; the ones that can are "

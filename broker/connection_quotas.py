@@ -26,9 +26,19 @@ And the rates new connections come in at (KIP-612), measured as Kafka's quotas a
   AlterClientQuotas): a connection past it is not served, and is closed after its
   throttle time (Kafka's ConnectionThrottledException); it is not counted on any rate.
 
-All four configs are dynamic broker configs: read on each new connection, so a change
+And each listener's own, Kafka's listener-prefixed configs (KIP-402, KIP-612):
+
+- ``listener.name.<listener>.max.connections``: connections on that listener (the
+  inter-broker one's too: a listener's own limit is for it whatever it carries). One past
+  it is closed at once, as one past ``max.connections``.
+- ``listener.name.<listener>.max.connection.creation.rate``: new connections a second on
+  that listener (the inter-broker one's too); the acceptor waits out the longer of its
+  throttle and the broker's.
+
+All six configs are dynamic broker configs: read on each new connection, so a change
 applies to the next one (connections already open stay). With the defaults (no limit) a
-new connection costs two dict updates and a sample on the broker's rate.
+new connection costs three dict updates and a sample on its listener's and the broker's
+rates.
 
 Concurrency: event loop thread only.
 """
@@ -43,11 +53,17 @@ from typing import Any
 
 from protocol.quotas import Rate, throttle_ms
 
-__all__ = ["NO_RATE", "ConnectionQuotas", "parse_ip_overrides"]
+__all__ = ["NO_RATE", "ConnectionQuotas", "listener_setting", "parse_ip_overrides"]
 
 NO_RATE = 2**31 - 1
 """``max.connection.creation.rate``'s default, Kafka's: no bound."""
 _SWEEP_MS = 60_000
+
+
+def listener_setting(listener: str, base: str) -> str:
+    """The name of ``listener``'s own ``base`` setting (Kafka's listener prefix, lower
+    case: ``listener.name.external.max.connections``)."""
+    return f"listener.name.{listener.lower()}.{base}"
 
 
 def parse_ip_overrides(text: str) -> dict[str, int]:
@@ -99,6 +115,8 @@ class ConnectionQuotas:
         # comes in on it, and max.connections would bound nothing
         self._inter_broker = inter_broker_listener if listeners > 1 else None
         self._by_ip: Counter[str] = Counter()
+        self._by_listener: Counter[str] = Counter()
+        self._listener_rates: dict[str, Rate] = {}
         self._clients = 0  # connections not on the inter-broker listener
         self._overrides_text = ""
         self._overrides: dict[str, int] = {}
@@ -110,6 +128,10 @@ class ConnectionQuotas:
         limit = self._ip_limit(ip)
         if self._by_ip[ip] >= limit:
             return f"{ip} has {self._by_ip[ip]} connections, its limit ({limit})"
+        own = listener_setting(listener, "max.connections")
+        if self._by_listener[listener] >= (limit := self._config(own)):
+            held = self._by_listener[listener]
+            return f"listener {listener} has {held} connections, its {own} ({limit})"
         client = listener != self._inter_broker
         if client and self._clients >= self._config("max.connections"):
             limit = self._config("max.connections")
@@ -117,6 +139,7 @@ class ConnectionQuotas:
                 f"the broker has {self._clients} client connections, its max.connections ({limit})"
             )
         self._by_ip[ip] += 1
+        self._by_listener[listener] += 1
         self._clients += client
         return None
 
@@ -124,16 +147,29 @@ class ConnectionQuotas:
         """The listener's acceptor takes a new connection (Kafka's waitForConnectionSlot):
         it is counted on the broker's connection rate, and the milliseconds the acceptor
         then waits are returned (0: within ``max.connection.creation.rate``). The caller
-        takes the listener's next connection only once they have passed."""
-        if listener == self._inter_broker:
-            return 0
+        takes the listener's next connection only once they have passed. The listener's
+        own rate counts it too (the inter-broker listener's as well); the longer wait of
+        the two is the answer."""
         now = _now_ms() if now_ms is None else now_ms
-        rate = self._rate
-        rate.record(1, now)
-        limit = self._config("max.connection.creation.rate")
+        own = self._listener_rate(listener)
+        own.record(1, now)
+        wait = self._throttle(own, listener_setting(listener, "max.connection.creation.rate"), now)
+        if listener == self._inter_broker:
+            return wait
+        self._rate.record(1, now)
+        return max(wait, self._throttle(self._rate, "max.connection.creation.rate", now))
+
+    def _throttle(self, rate: Rate, setting: str, now: int) -> int:
+        limit = self._config(setting)
         if limit >= NO_RATE:
             return 0
         return throttle_ms(rate.per_second(now), limit, rate.elapsed_ms(now), self._window_ms)
+
+    def _listener_rate(self, listener: str) -> Rate:
+        found = self._listener_rates.get(listener)
+        if found is None:
+            found = self._listener_rates[listener] = Rate(self._samples, self._window_ms)
+        return found
 
     def held(self, ip: str, listener: str, now_ms: int | None = None) -> int:
         """A connection taken from ``ip`` on ``listener``, against the address's
@@ -152,8 +188,9 @@ class ConnectionQuotas:
             rate = self._ip_rates[ip] = Rate(self._samples, self._window_ms)
         rate.record(1, now)
         hold = throttle_ms(rate.per_second(now), bound, rate.elapsed_ms(now), self._window_ms)
-        if hold:
+        if hold:  # not made after all: off every rate it was counted on (as Kafka's)
             rate.record(-1, now)
+            self._listener_rate(listener).record(-1, now)
             if listener != self._inter_broker:
                 self._rate.record(-1, now)
         return hold
@@ -163,6 +200,7 @@ class ConnectionQuotas:
         self._by_ip[ip] -= 1
         if self._by_ip[ip] <= 0:
             del self._by_ip[ip]
+        self._by_listener[listener] -= 1
         self._clients -= listener != self._inter_broker
 
     def _ip_limit(self, ip: str) -> int:

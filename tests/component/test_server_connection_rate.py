@@ -25,17 +25,28 @@ def _metadata(header: RequestHeader, request: MetadataRequest) -> MetadataRespon
     return MetadataResponse(cluster_id="served")
 
 
+class _Settings(dict[str, Any]):
+    """The settings by name; a listener's own limit not set is none (BrokerConfig's)."""
+
+    def __missing__(self, name: str) -> Any:
+        if name.startswith("listener.name."):
+            return NO_RATE
+        raise KeyError(name)
+
+
 def _config(**settings: Any) -> dict[str, Any]:
-    return {
-        "max.connections": NO_RATE,
-        "max.connections.per.ip": NO_RATE,
-        "max.connections.per.ip.overrides": "",
-        "max.connection.creation.rate": NO_RATE,
-        # two one-second windows: a burst of one second's worth, then the rate
-        "quota.window.num": 2,
-        "quota.window.size.seconds": 1,
-        **settings,
-    }
+    return _Settings(
+        {
+            "max.connections": NO_RATE,
+            "max.connections.per.ip": NO_RATE,
+            "max.connections.per.ip.overrides": "",
+            "max.connection.creation.rate": NO_RATE,
+            # two one-second windows: a burst of one second's worth, then the rate
+            "quota.window.num": 2,
+            "quota.window.size.seconds": 1,
+            **settings,
+        }
+    )
 
 
 @pytest.fixture

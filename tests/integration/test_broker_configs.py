@@ -366,6 +366,22 @@ async def test_connection_limits_apply_to_the_next_connection(
     assert not await _dropped(internal, "127.0.0.5")  # replication and the controller get in
     async with Admin(bootstrap_servers=bootstrap) as admin:  # so do tools on it
         assert (await admin.describe_cluster()).brokers
+
+    # a listener's own limit (KIP-402), set live: the external listener holds 3 now
+    await _headwater(
+        bootstrap,
+        *("broker-configs", "--alter", "--broker", "1", "--add-config"),
+        "max.connections=1000,listener.name.external.max.connections=3",
+    )
+    assert await _dropped(external, "127.0.0.6")
+    assert not await _dropped(internal, "127.0.0.6")
+    # ...and the inter-broker listener's own limit holds for it too (0: shut)
+    await _headwater(
+        bootstrap,
+        *("broker-configs", "--alter", "--broker", "1", "--add-config"),
+        "listener.name.internal.max.connections=0",
+    )
+    assert await _dropped(internal, "127.0.0.7")
     for _, writer in held:
         await _close(writer)
 

@@ -224,3 +224,57 @@ def test_new_defaults_reach_the_logs_of_topics_that_do_not_override_them(
         assert sorted(heard) == ["own", "plain"]
     finally:
         logs.shutdown()
+
+
+def test_a_listeners_own_connection_limits_are_settings_static_and_dynamic() -> None:
+    """Kafka's listener-prefixed connection limits (KIP-402, KIP-612): in the file or with
+    --set for a listener the broker has; changed on a running broker like the others."""
+    configs = _config(
+        listeners="PLAINTEXT://127.0.0.1:0,EXTERNAL://127.0.0.1:0",
+        listener_security_protocol_map="PLAINTEXT:PLAINTEXT,EXTERNAL:PLAINTEXT",
+    )
+    config = configs._config
+    limit, rate = (
+        "listener.name.external.max.connections",
+        "listener.name.external.max.connection.creation.rate",
+    )
+    assert config[limit] == config[rate] == 2**31 - 1  # not set: no limit of its own
+    with pytest.raises(KeyError):
+        config["listener.name.external.max.connectionz"]
+    static = load_config(
+        env={},
+        overrides=[
+            "broker.id=2",
+            "log.dirs=/tmp/x",
+            "listeners=PLAINTEXT://127.0.0.1:0,EXTERNAL://127.0.0.1:0",
+            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,EXTERNAL:PLAINTEXT",
+            f"{limit}=50",
+        ],
+    )
+    assert static[limit] == 50 and static.sources[limit] == "--set"
+    with pytest.raises(ConfigError, match=r"names listener internal, which is not in listeners"):
+        load_config(
+            env={},
+            overrides=[
+                "broker.id=2",
+                "log.dirs=/tmp/x",
+                "listener.name.internal.max.connections=5",
+            ],
+        )
+    with pytest.raises(
+        ConfigError, match=r"listener.name.external.max.connections='-1'.*at least 0"
+    ):
+        parse_dynamic(limit, "-1", "broker 2")
+    assert parse_dynamic(rate, "30", "broker 2") == 30
+    # dynamic: this broker's own, checked against its listeners; in force at once
+    configs._validate("2", {rate: "30"}, {})
+    with pytest.raises(InvalidConfigError, match=r"broker 2: listener\.name\.internal"):
+        configs._validate("2", {"listener.name.internal.max.connections": "5"}, {})
+    assert config.set_dynamic({}, {rate: 30}) == {rate}
+    assert config[rate] == 30
+    entry = {e.name: e for e in configs.describe("2", synonyms=True)}[rate]
+    assert (entry.value, entry.read_only, entry.config_type) == ("30", False, "long")
+    assert entry.config_source == ConfigSource.DYNAMIC_BROKER_CONFIG
+    assert "listener EXTERNAL" in (entry.documentation or "")
+    assert config.set_dynamic({}, {}) == {rate}  # deleted: a change too, back to no limit
+    assert config[rate] == 2**31 - 1

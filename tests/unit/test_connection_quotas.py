@@ -31,7 +31,12 @@ def _quotas(
         rates = ip_rates or {}
         return rates.get(ip, rates.get(None))
 
-    return ConnectionQuotas(config.__getitem__, "INTERNAL", ip_rate=ip_rate), config
+    def lookup(name: str) -> Any:
+        if name.startswith("listener.name.") and name not in config:
+            return 2**31 - 1  # a listener's own limit, not set: none (BrokerConfig's)
+        return config[name]
+
+    return ConnectionQuotas(lookup, "INTERNAL", ip_rate=ip_rate), config
 
 
 def test_an_address_holds_at_most_its_limit_and_a_release_frees_a_slot() -> None:
@@ -163,3 +168,36 @@ def test_a_held_connection_is_taken_off_the_broker_rate_too() -> None:
         assert quotas.held("10.0.0.1", "EXTERNAL", t) > 0
     # the broker's rate holds the 10 taken: 10 more at once, the 21st waits
     assert [quotas.take("EXTERNAL", t) for _ in range(11)] == [0] * 10 + [500]
+
+
+def test_a_listener_holds_at_most_its_own_limit_the_inter_broker_one_too() -> None:
+    quotas, config = _quotas(**{"listener.name.external.max.connections": 2})
+    config["listener.name.internal.max.connections"] = 1
+    assert quotas.admit("10.0.0.1", "EXTERNAL") is None
+    assert quotas.admit("10.0.0.2", "EXTERNAL") is None
+    assert quotas.admit("10.0.0.3", "EXTERNAL") == (
+        "listener EXTERNAL has 2 connections, its listener.name.external.max.connections (2)"
+    )
+    assert quotas.admit("10.0.0.3", "CLIENTS") is None  # another listener: not its limit
+    assert quotas.admit("10.0.0.4", "INTERNAL") is None
+    assert quotas.admit("10.0.0.5", "INTERNAL") is not None  # its own limit holds for it
+    quotas.release("10.0.0.1", "EXTERNAL")
+    assert quotas.admit("10.0.0.3", "EXTERNAL") is None
+
+
+def test_a_listeners_own_rate_throttles_that_listener_and_the_longer_wait_wins() -> None:
+    """A listener's max.connection.creation.rate=1 over 11 one-second windows: ten in a
+    burst at once, then its acceptor waits; the other listeners do not. The inter-broker
+    listener is on no broker rate but on its own; the longer of the two waits wins."""
+    quotas, config = _quotas(**{"listener.name.external.max.connection.creation.rate": 1})
+    now = 1_000_000
+    assert [quotas.take("EXTERNAL", now) for _ in range(10)] == [0] * 10
+    assert quotas.take("EXTERNAL", now) == 1000  # (11/10 - 1) / 1 * 10 s: capped
+    assert quotas.take("CLIENTS", now) == 0  # another listener: no rate of its own
+    config["max.connection.creation.rate"] = 1
+    config["listener.name.internal.max.connection.creation.rate"] = 1
+    assert [quotas.take("INTERNAL", now) for _ in range(10)] == [0] * 10
+    assert quotas.take("INTERNAL", now) == 1000
+    # CLIENTS: its own rate has room, the broker's (12 client connections) does not
+    config["listener.name.clients.max.connection.creation.rate"] = 1_000
+    assert quotas.take("CLIENTS", now) == 1000
