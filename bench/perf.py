@@ -50,7 +50,6 @@ import queue
 import time
 import uuid
 from array import array
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from operator import itemgetter
@@ -361,7 +360,10 @@ class ClientMetrics:
     def lines(self) -> list[tuple[str, str]]:
         """Kafka's --print-metrics rows: ``group:name:{client-id=...}`` and the value."""
         return [
-            (f"{group}:{name}:{{client-id={self.client_id}}}", f"{value:.3f}")
+            (
+                f"{group}:{name}:{{client-id={self.client_id}}}",
+                "NaN" if math.isnan(value) else f"{value:.3f}",  # as Java prints it
+            )
             for group, values in self.groups.items()
             for name, value in values.items()
         ]
@@ -577,7 +579,9 @@ def _producer(bootstrap: str, w: Workload, index: int = 0) -> Producer:
     assert w.linger_ms is not None  # resolved
     return Producer(
         bootstrap_servers=bootstrap,
-        client_id="headwater-bench",
+        # --producers N: a client id each, so their metrics (and the brokers' logs and
+        # quotas) tell them apart
+        client_id="headwater-bench" if w.producers == 1 else f"headwater-bench-{index + 1}",
         **_tls(w),
         transactional_id=None if w.transactional_id is None else f"{w.transactional_id}-{index}",
         acks="all" if w.acks == "all" else int(w.acks),
@@ -586,47 +590,6 @@ def _producer(bootstrap: str, w: Workload, index: int = 0) -> Producer:
         compression_type=None if w.compression == "none" else w.compression,
         max_in_flight_requests_per_connection=w.max_in_flight,
     )
-
-
-class _Deliveries:
-    """Counts the records of ``send_batch()`` futures (one a batch) acknowledged and
-    failed, as they finish (the futures of ``send()`` are not kept: see _SendTally).
-
-    Futures are kept in send order; :meth:`sweep` tallies those finished at the front
-    (acks complete a partition's batches in order, so the front finishes first, near
-    enough). Memory stays bounded by the batches in flight, not by the run's length.
-    """
-
-    def __init__(self) -> None:
-        self.acked = 0
-        self.failed = 0
-        self.first_error: str | None = None
-        self._waiting: deque[tuple[asyncio.Future[Any], int]] = deque()
-
-    def add_batch(self, future: asyncio.Future[Any], records: int) -> None:
-        """Keep the future of a batch of ``records``."""
-        self._waiting.append((future, records))
-
-    def sweep(self) -> int:
-        """Tally the finished futures at the front; the records acknowledged so far."""
-        waiting = self._waiting
-        while waiting and waiting[0][0].done():
-            self._tally(*waiting.popleft())
-        return self.acked
-
-    def finish(self) -> None:
-        """Tally everything (after the producer's flush(), every future is done)."""
-        while self._waiting:
-            self._tally(*self._waiting.popleft())
-
-    def _tally(self, future: asyncio.Future[Any], records: int) -> None:
-        error = "cancelled" if future.cancelled() else future.exception()
-        if error is None:
-            self.acked += records
-            return
-        self.failed += records
-        if self.first_error is None:
-            self.first_error = _error_line(error)
 
 
 def _error_line(error: object) -> str:
@@ -703,7 +666,6 @@ async def _produce_part(
     values = _values(w.record_size)
     stride = sample_stride(w.num_records)
     part = _Part()
-    deliveries = _Deliveries()
     latencies = _Latencies(part.latencies_ms)
     loop = asyncio.get_running_loop()
     async with _producer(bootstrap, w, job.index) as producer:
@@ -711,15 +673,12 @@ async def _produce_part(
         tally = _SendTally(producer)
         if barrier is not None:
             await barrier()
-        progress = deliveries.sweep if w.send_batch else tally.written
-        async with _every(PROGRESS_INTERVAL_S, lambda: report(progress())):
+        async with _every(PROGRESS_INTERVAL_S, lambda: report(tally.written())):
             pacer = Pacer(w.throughput / w.producers, loop.time())
             part.start = time.time()
             if w.send_batch:
                 partitions = len(await producer.partitions_for(topic))
-                await _BatchLoop(producer, topic, values, latencies, deliveries).run(
-                    count, pacer, partitions
-                )
+                await _BatchLoop(producer, topic, values, latencies).run(count, pacer, partitions)
             else:
                 sending = _SendLoop(producer, topic, values, stride, latencies)
                 if w.transactional_id is not None:
@@ -735,16 +694,13 @@ async def _produce_part(
         if w.print_metrics:
             name = "producer" if w.producers == 1 else f"producer {job.index + 1}"
             part.metrics.append(ClientMetrics(name, producer.client_id, producer.metrics()))
-        if not w.send_batch:
-            part.failed = tally.failed()
-            part.records = count - part.failed
-            part.first_error = latencies.first_error
-            if part.failed and part.first_error is None:
-                part.first_error = f"{part.failed} record(s) failed (the producer's log says why)"
-    if w.send_batch:
-        deliveries.finish()
-        part.records, part.failed = deliveries.acked, deliveries.failed
-        part.first_error = deliveries.first_error
+        # by record, whatever the futures say: a send_batch() batch split in two halves
+        # has its future settled by the first, and the second may fail
+        part.failed = tally.failed()
+        part.records = count - part.failed
+        part.first_error = latencies.first_error
+        if part.failed and part.first_error is None:
+            part.first_error = f"{part.failed} record(s) failed (the producer's log says why)"
     report(part.records)
     part.bytes = part.records * w.record_size
     return part
@@ -843,13 +799,11 @@ class _BatchLoop:
         topic: str,
         values: list[bytes],
         latencies: _Latencies,
-        deliveries: _Deliveries,
     ) -> None:
         self.producer = producer
         self.topic = topic
         self.values = values
         self.latencies = latencies
-        self.deliveries = deliveries
         self._partitions = 1
         self._shipped = 0
         self._batch = producer.create_batch()
@@ -895,8 +849,6 @@ class _BatchLoop:
         partition = self._shipped % self._partitions
         future = await self.producer.send_batch(batch, self.topic, partition=partition)
         self.latencies.watch(future, self._started)
-        self.deliveries.add_batch(future, batch.record_count())
-        self.deliveries.sweep()
         self._shipped += 1
         self._batch = self.producer.create_batch()
         self._started = time.perf_counter()
@@ -1128,22 +1080,29 @@ async def _e2e(bootstrap: str, topic: _BenchTopic, w: Workload, progress: Progre
         async with _every(PROGRESS_INTERVAL_S, lambda: progress("e2e", part.records, total)):
             pacer = Pacer(w.throughput, loop.time())
             part.start = time.time()
-            for i in range(total):
-                if pacer.limited and (delay := pacer.delay(i, loop.time())):
-                    await asyncio.sleep(delay)
-                stamp = time.perf_counter_ns().to_bytes(8, "big")
-                await producer.send(topic.name, tag + stamp + fillers[i % VALUE_POOL])
-                if receiving.done():
-                    break  # it failed: its error is raised below
-            await producer.flush()
-            part.failed = tally.failed()
-            if part.failed:  # their records never come: say why rather than time out
-                receiving.cancel()
-                raise BenchError(
-                    f"{part.failed:,} of {total:,} records failed to be written (the "
-                    f"producer's log says why)"
-                )
-            await _finish_receiving(receiving, part, total)
+            try:
+                for i in range(total):
+                    if pacer.limited and (delay := pacer.delay(i, loop.time())):
+                        await asyncio.sleep(delay)
+                    stamp = time.perf_counter_ns().to_bytes(8, "big")
+                    await producer.send(topic.name, tag + stamp + fillers[i % VALUE_POOL])
+                    if receiving.done():
+                        break  # it failed: its error is raised below
+                    if i % _FAILURE_CHECK_EVERY == 0 and tally.failed():
+                        break  # records are failing: stop sending, say so below
+                await producer.flush()
+                part.failed = tally.failed()
+                if part.failed:  # their records never come: say why rather than time out
+                    raise BenchError(
+                        f"{part.failed:,} record(s) failed to be written (the producer's "
+                        f"log says why)"
+                    )
+                await _finish_receiving(receiving, part, total)
+            finally:
+                if not receiving.done():
+                    receiving.cancel()  # a send or the flush failed: no reader left behind
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await receiving
         if w.print_metrics:
             part.metrics += [
                 ClientMetrics("producer", producer.client_id, producer.metrics()),
@@ -1152,6 +1111,11 @@ async def _e2e(bootstrap: str, topic: _BenchTopic, w: Workload, progress: Progre
     progress("e2e", part.records, total)
     notes = [*topic.notes, "one probe record per partition went first, not counted"]
     return _merge("e2e", topic.name, w, [part], notes=notes)
+
+
+_FAILURE_CHECK_EVERY = 1_000
+"""The e2e loop looks at the producer's failures every so many records (a metrics
+snapshot, ~50 us: not per record)."""
 
 
 async def _probe(

@@ -240,6 +240,7 @@ class Consumer:
             last_poll_ms=lambda: self._last_poll,
         )
         self._unrecorded = self._metrics.unrecorded  # getone()'s count, one lookup less
+        self._moved = self._subscription.moved  # partitions moved past a batch: their lag
         self.group_id = group_id
         self._offsets = (
             None
@@ -451,10 +452,10 @@ class Consumer:
           batches the application will see); ``fetch-throttle-time-avg``/``-max``: the
           response's throttle_time_ms;
         - ``records-lag-max``: the largest lag of any partition (high watermark, or the
-          last stable offset with read_committed, minus the position the user will be at
-          once it has read what the answer brought: Kafka records it as it hands those
-          records out), recorded as Fetch answers come; ``records-lead-min``: the least
-          lead (that position minus the log start offset).
+          last stable offset with read_committed, minus the position), recorded as the
+          position moves (each getmany() for the partitions it returned from, a step past
+          markers, and a getone() once per batch it finishes); ``records-lead-min``: the
+          least lead (the position minus the log start offset).
 
         ``consumer-fetch-manager-metrics.<topic>``: ``records-consumed-total``/``-rate``
         and ``bytes-consumed-total``/``-rate`` of that topic.
@@ -856,6 +857,8 @@ class Consumer:
             got = self._take(partitions, 1)
             for tp, records in got.items():
                 self._unrecorded[tp.topic] += 1  # a count: a sensor per record is slow
+                if self._moved:  # a batch finished: its partition's lag, once per batch
+                    self._record_lags(())
                 return records[0]
             await self._wait_for_data(None)
 
@@ -872,6 +875,8 @@ class Consumer:
             remaining_s = deadline - time.monotonic()
             if got or remaining_s <= 0:
                 metrics.consumed(got)  # counted; the sensors take it at the next fetch
+                if got or self._moved:
+                    self._record_lags(got)
                 metrics.poll_ended(started)
                 return got
             await self._wait_for_data(remaining_s)
@@ -1318,8 +1323,6 @@ class Consumer:
         asked_at = positions
         arrived = False
         size = count = 0
-        committed = self._isolation == READ_COMMITTED
-        metrics = self._metrics
         for topic in response.topics:
             for answer in topic.partitions:
                 asked = asked_at.get(TopicPartition(topic.topic, answer.partition_index))
@@ -1367,22 +1370,35 @@ class Consumer:
                     self._subscription.fail(asked, exc)
                     arrived = True
                     continue
-                after = asked.offset  # where the user will be once this answer is read
                 if kept > 0:
                     arrived = True
-                    chunk = state.chunks[-1]
                     # the chunk just buffered: O(batches), each batch's header has its count
-                    count += sum(len(batch) for batch in chunk.batches)
-                    after = chunk.end
-                if state.position is not None:
-                    # Kafka's lag and lead as of the position past these records (it records
-                    # them as it hands the records out); lag to the LSO with read_committed
-                    end = answer.last_stable_offset if committed else answer.high_watermark
-                    start = answer.log_start_offset
-                    metrics.partition_fetched(
-                        asked.tp, end - after, after - start if start >= 0 else None
-                    )
+                    count += sum(len(batch) for batch in state.chunks[-1].batches)
+        if self._moved:  # past batches no user sees (markers): Kafka records the lag then
+            self._record_lags(())
         return arrived, size, count
+
+    def _record_lags(self, handed_out: Iterable[TopicPartition]) -> None:
+        """Kafka's records-lag and records-lead of the partitions just handed out from (a
+        getmany()'s, as Kafka records them at each poll) and of those whose position moved
+        past a whole batch since (a getone()'s, or past markers): from the position now to
+        the high watermark (the last stable offset with read_committed), and from the log
+        start. A getone() is not a record each: per batch it finishes."""
+        states = self._subscription.states
+        committed = self._isolation == READ_COMMITTED
+        metrics = self._metrics
+        moved = self._moved
+        for tp in {*handed_out, *moved} if moved else handed_out:
+            state = states.get(tp)
+            if state is None or state.position is None:
+                continue
+            end = state.last_stable_offset if committed else state.high_watermark
+            if end < 0:  # not known yet (Kafka records nothing then either)
+                continue
+            start = state.log_start_offset
+            position = state.position
+            metrics.partition_lag(tp, end - position, position - start if start >= 0 else None)
+        moved.clear()
 
     def _on_partition_error(self, asked: FetchPosition, error: ApiError, node: int) -> bool:
         """Handle one partition's Fetch error; True if the user must be told."""

@@ -48,9 +48,9 @@ class _Partition:
 
     def publish_lead(self, metrics: Metrics, tp: TopicPartition) -> None:
         """The lead's metrics, once a Fetch answer gave the log start offset."""
-        group = tagged(FETCH_MANAGER, tp.topic, tp.partition)
         if self.lead_published:
             return
+        group = tagged(FETCH_MANAGER, tp.topic, tp.partition)
         self.lead_published = True
         metrics.add(group, "records-lead", lambda: self.lead)
         metrics.measure(group, "records-lead", self.lead_sensor, avg=True)
@@ -245,10 +245,10 @@ class ConsumerMetrics:
         self._fetch_size.record(size, now)
         self._per_request.record(records, now)
 
-    def partition_fetched(self, tp: TopicPartition, lag: int, lead: int | None) -> None:
-        """A Fetch answer updated ``tp``: its lag (high watermark, or last stable offset
-        read_committed, minus the position) and lead (position minus log start offset;
-        None if the answer did not carry the log start offset)."""
+    def partition_lag(self, tp: TopicPartition, lag: int, lead: int | None) -> None:
+        """``tp``'s position moved (records handed out, or batches skipped): its lag (high
+        watermark, or last stable offset read_committed, minus the position) and lead
+        (position minus log start offset; None if no answer carried the log start)."""
         now = self.clock()
         state = self._partitions.get(tp)
         if state is None:
@@ -257,7 +257,8 @@ class ConsumerMetrics:
         state.lag_sensor.record(lag, now)
         self._lag.record(lag, now)
         if lead is not None:
-            state.publish_lead(self.registry, tp)
+            if not state.lead_published:
+                state.publish_lead(self.registry, tp)
             state.lead = lead
             state.lead_sensor.record(lead, now)
             state.lead_low.record(-lead, now)

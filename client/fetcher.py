@@ -209,6 +209,9 @@ class Subscription:
         self.states: dict[TopicPartition, PartitionState] = {}
         self.chunks_consumed = 0
         """Counts buffered answers used up: buffer space the fetcher may fill again."""
+        self.moved: set[TopicPartition] = set()
+        """Partitions whose position moved past a whole batch since the consumer last
+        recorded their lag (its records-lag metrics: once per batch, not per record)."""
         self.taken_bytes: collections.defaultdict[str, int] = collections.defaultdict(int)
         """Per topic, the bytes of the batches the user has had every record of, until the
         consumer's metrics take them (bytes-consumed: one addition per batch)."""
@@ -581,6 +584,7 @@ class Subscription:
             elif state.position is not None and end > state.position:
                 state.position = end
                 state.epoch = max(state.epoch, end_epoch)
+                self.moved.add(asked.tp)
             return 0
         size = sum(b.size_in_bytes for b in wanted)
         state.chunks.append(_Chunk(wanted, size, end, end_epoch))
@@ -749,6 +753,7 @@ class Subscription:
                 if chunk.index >= len(chunk.columns.offsets):
                     chunk.batches.popleft()
                     self.taken_bytes[tp.topic] += batch.size_in_bytes
+                    self.moved.add(tp)
                     chunk.columns = None
                     chunk.block = []
                     assert state.position is not None

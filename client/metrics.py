@@ -107,11 +107,14 @@ class Sensor:
 
     def _live(self, now: float) -> list[tuple[float, float, int, float]]:
         """The samples not yet expired: younger than ``samples`` windows (Kafka's purge)."""
-        if self._start is None:
-            self._start = now  # Kafka's stats make their first sample when first read too
         expire = self._samples * self._window_ms
-        every = [*self._older, (self._start, self._sum, self._count, self._max)]
-        return [s for s in every if now - s[0] < expire]
+        if self._start is None or now - self._start >= expire:
+            # Kafka's stats make their first sample when first read too, and a read
+            # restarts an expired one (purgeObsoleteSamples: reset to now), so a value
+            # recorded within a window of the read goes into it
+            self._start, self._sum, self._count, self._max = now, 0.0, 0, -math.inf
+        self._older = [s for s in self._older if now - s[0] < expire]
+        return [*self._older, (self._start, self._sum, self._count, self._max)]
 
     def avg(self, now_ms: float | None = None) -> float:
         live = self._live(self._clock() if now_ms is None else now_ms)

@@ -25,7 +25,6 @@ from bench.perf import (
     Workload,
     _batch,
     _BatchLoop,
-    _Deliveries,
     _Latencies,
     _record_bytes,
     _SendLoop,
@@ -35,8 +34,14 @@ from bench.perf import (
 from bench.stats import MIN_SLEEP_S, Latency, Pacer, RateMeter, percentile, sample_stride
 from client import ConsumerRecord, cli
 from client.batches import BatchBuilder
-from protocol.errors import NotLeaderOrFollowerError
+from client.types import TopicPartition
+from protocol.errors import (
+    MessageTooLargeError,
+    NotLeaderOrFollowerError,
+    TopicAuthorizationFailedError,
+)
 from protocol.records import HEADER_SIZE, decode_batches
+from tests.unit.test_producer_sender import ScriptedCluster, answer_all, ok, started
 
 # --- percentiles -----------------------------------------------------------------------
 
@@ -248,7 +253,7 @@ def test_clients_metrics_print_as_kafkas_and_are_json_without_nan() -> None:
     )
     assert producer.lines() == [
         ("producer-metrics:record-send-total:{client-id=bench}", "2000.000"),
-        ("producer-metrics:request-latency-avg:{client-id=bench}", "nan"),
+        ("producer-metrics:request-latency-avg:{client-id=bench}", "NaN"),
     ]
     asked = Workload(num_records=2_000, print_metrics=True).resolve("produce")
     out = _result(workload=asked, metrics=(producer,)).to_json()
@@ -338,22 +343,27 @@ def test_broker_batch_compressed_and_at_least_one_record() -> None:
 # --- counting deliveries ---------------------------------------------------------------
 
 
-async def test_deliveries_count_batches_records_as_they_finish_in_order() -> None:
-    loop = asyncio.get_running_loop()
-    deliveries = _Deliveries()
-    futures = [loop.create_future() for _ in range(4)]
-    for future, records in zip(futures, (10, 20, 30, 40), strict=True):
-        deliveries.add_batch(future, records)
-    assert deliveries.sweep() == 0  # nothing done
-    futures[1].set_result(None)
-    assert deliveries.sweep() == 0  # the first is not finished yet: tallied in order
-    futures[0].set_exception(NotLeaderOrFollowerError("gone"))
-    assert deliveries.sweep() == 20
-    assert deliveries.failed == 10 and deliveries.first_error == "gone (NOT_LEADER_OR_FOLLOWER)"
-    futures[2].cancel()
-    futures[3].set_result(None)
-    deliveries.finish()
-    assert (deliveries.acked, deliveries.failed) == (60, 40)
+async def test_a_split_send_batch_batch_whose_second_half_failed_counts_as_failed() -> None:
+    """Review 91: send_batch()'s future is its batch's first record's: a batch the broker
+    splits (MESSAGE_TOO_LARGE) may have its first half written and its second fail. The
+    bench counts by record from the producer's record-error-total, not by that future."""
+    cluster = ScriptedCluster({TopicPartition("t", 0): 1})
+    cluster.answers = [
+        lambda r: answer_all(r, MessageTooLargeError.code),  # the batch of 4: split
+        ok,  # the first half (records 0, 1): written
+        lambda r: answer_all(r, TopicAuthorizationFailedError.code),  # the second: failed
+    ]
+    producer = await started(cluster, acks=1)
+    tally = _SendTally(producer)
+    batch = producer.create_batch()
+    for i in range(4):
+        batch.append(value=b"v%d" % i)
+    future = await producer.send_batch(batch, "t", partition=0)
+    await producer.flush()
+    assert len(cluster.requests) == 3
+    assert future.exception() is None  # the first record's: written
+    assert tally.failed() == 2
+    await producer.stop()
 
 
 async def test_latencies_of_acknowledged_records_only() -> None:
@@ -489,8 +499,8 @@ async def test_the_batch_loop_sends_every_record_in_full_batches_to_each_partiti
     producer = _FakeBatchProducer(batch_size=1_000)  # 7 records of 100 bytes a batch
     values = [b"%03d" % i + bytes(97) for i in range(VALUE_POOL)]
     samples: array[float] = array("d")
-    deliveries = _Deliveries()
-    sending = _BatchLoop(producer, "t", values, _Latencies(samples), deliveries)  # type: ignore[arg-type]
+    latencies = _Latencies(samples)
+    sending = _BatchLoop(producer, "t", values, latencies)  # type: ignore[arg-type]
     rate = 1e9 if paced else -1
     await sending.run(count, Pacer(rate, asyncio.get_running_loop().time()), partitions=3)
     sent = [v for _, batch in producer.batches for v in batch]
@@ -499,10 +509,9 @@ async def test_the_batch_loop_sends_every_record_in_full_batches_to_each_partiti
     if not paced:  # paced at this rate it never sleeps, so the batches fill up as well
         assert all(len(batch) == 7 for _, batch in producer.batches[:-1])
     await asyncio.sleep(0)  # the latency callbacks run
-    deliveries.finish()
-    failed = sum(len(b) for i, (_, b) in enumerate(producer.batches) if (i + 1) % 3 == 0)
-    assert (deliveries.acked, deliveries.failed) == (count - failed, failed)
     assert len(samples) == len(producer.batches) - len(producer.batches) // 3  # acked ones
+    failing = len(producer.batches) >= 3
+    assert (latencies.first_error == "gone (NOT_LEADER_OR_FOLLOWER)") is failing
 
 
 # --- the command -----------------------------------------------------------------------

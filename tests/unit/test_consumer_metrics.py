@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import struct
 from types import SimpleNamespace
 from typing import Any
 
@@ -20,6 +21,7 @@ from client.consumer_metrics import ConsumerMetrics
 from client.errors import ConfigurationError
 from client.types import TopicPartition
 from protocol.apis import (
+    AbortedTransaction,
     ApiKey,
     FetchPartitionData,
     FetchRequest,
@@ -41,6 +43,7 @@ from protocol.errors import (
     UnknownMemberIdError,
 )
 from protocol.records import encode_batch
+from protocol.records.control import encode_end_txn_marker
 
 FETCH = "consumer-fetch-manager-metrics"
 COORDINATOR = "consumer-coordinator-metrics"
@@ -178,18 +181,17 @@ async def test_fetches_records_bytes_and_lag_as_the_user_consumes(clock: _Clock)
     assert fetch["fetch-size-avg"] == fetch["fetch-size-max"] == len(t0_data) + len(u0_data)
     assert fetch["records-per-request-avg"] == 8
     assert fetch["fetch-throttle-time-avg"] == fetch["fetch-throttle-time-max"] == 4
-    # Kafka's lag and lead as of the position past the records fetched (it records them
-    # as it hands them out): t-0's high watermark 10 - position 6 once read
-    assert fetch["records-lag-max"] == 4
+    # Kafka records lag and lead as it hands records out: nothing yet
+    assert math.isnan(fetch["records-lag-max"])
+    assert f"{FETCH}.t[0]" not in consumer.metrics()
     assert fetch["records-consumed-total"] == 0  # buffered, not yet handed out
-    t0 = consumer.metrics()[f"{FETCH}.t[0]"]
-    assert t0["records-lag"] == t0["records-lag-max"] == 4
-    assert t0["records-lead"] == 6  # position 6 - log start 0
-    assert consumer.metrics()[f"{FETCH}.u[0]"]["records-lag"] == 0
 
     got = await consumer.getmany(TP0, max_records=4)
     assert [r.offset for r in got[TP0]] == [0, 1, 2, 3]
     metrics = consumer.metrics()
+    t0 = metrics[f"{FETCH}.t[0]"]
+    assert t0["records-lag"] == 6  # high watermark 10 - position 4
+    assert t0["records-lead"] == 4  # position 4 - log start 0
     assert metrics[FETCH]["records-consumed-total"] == 4
     assert metrics[f"{FETCH}.t"]["records-consumed-total"] == 4
     # the first batch is used up, the second is not: bytes count whole batches
@@ -204,18 +206,24 @@ async def test_fetches_records_bytes_and_lag_as_the_user_consumes(clock: _Clock)
     assert metrics[f"{FETCH}.u"]["records-consumed-total"] == 2
     assert metrics[FETCH]["bytes-consumed-total"] == len(t0_data) + len(u0_data)
     assert metrics[f"{FETCH}.u"]["bytes-consumed-total"] == len(u0_data)
+    # getone(): each partition's lag once a batch is done, not a record each
+    assert metrics[f"{FETCH}.t[0]"]["records-lag"] == 4  # 10 - 6
+    assert metrics[f"{FETCH}.t[0]"]["records-lag-avg"] == 5  # 6 and 4
+    assert metrics[f"{FETCH}.u[0]"]["records-lag"] == 0
     # 8 records over one whole window (Kafka's least span, samples - 1 windows): the
     # sensor's first sample began when it was first read, and no time has passed since
     assert metrics[FETCH]["records-consumed-rate"] == pytest.approx(8 / 30)
 
-    # the next answer: t-0's high watermark is 15, the answer ends at 8, the log starts at 3
+    # the next answer: t-0's high watermark is 15, the log starts at 3; read to 8
     await _fetch(consumer, _answer({TP0: (_batch(6, 2), 15, 3)}))
+    await consumer.getmany()
     metrics = consumer.metrics()
     t0 = metrics[f"{FETCH}.t[0]"]
     assert t0["records-lag"] == 7
-    assert t0["records-lag-max"] == 7 and t0["records-lag-avg"] == 5.5
-    assert t0["records-lead"] == 5 and t0["records-lead-min"] == 5
+    assert t0["records-lag-max"] == 7 and t0["records-lag-avg"] == pytest.approx(17 / 3)
+    assert t0["records-lead"] == 5 and t0["records-lead-min"] == 4  # 4, 6, 5
     assert metrics[FETCH]["records-lag-max"] == 7
+    assert metrics[FETCH]["records-lead-min"] == 2  # u-0's: position 2 - log start 0
     assert metrics[FETCH]["fetch-total"] == 2
     assert metrics[FETCH]["records-per-request-avg"] == 5  # (8 + 2) / 2
 
@@ -403,7 +411,7 @@ def test_a_partitions_metrics_going_leave_a_topic_named_like_it_alone() -> None:
     now = [1_000_000.0]
     metrics = ConsumerMetrics(samples=2, window_ms=30_000, clock=lambda: now[0])
     orders_1, orders_p1 = TopicPartition("orders-1", 0), TopicPartition("orders", 1)
-    metrics.partition_fetched(orders_p1, 5, None)  # a Fetch answer for orders, partition 1
+    metrics.partition_lag(orders_p1, 5, None)  # a Fetch answer for orders, partition 1
     metrics.consumed({orders_1: [object()] * 3})  # 3 records of topic orders-1 handed out
     snapshot = metrics.snapshot({})
     assert snapshot[f"{FETCH}.orders-1"] == {
@@ -418,3 +426,48 @@ def test_a_partitions_metrics_going_leave_a_topic_named_like_it_alone() -> None:
     snapshot = metrics.snapshot({})
     assert f"{FETCH}.orders[1]" not in snapshot
     assert snapshot[f"{FETCH}.orders-1"]["records-consumed-total"] == 5
+
+
+def _marker(base: int, *, committed: bool) -> bytes:
+    marker = encode_end_txn_marker(
+        producer_id=9, producer_epoch=0, committed=committed, coordinator_epoch=0, timestamp_ms=1000
+    )
+    struct.pack_into(">q", marker, 0, base)  # the base offset: outside the CRC
+    return bytes(marker)
+
+
+async def test_lag_after_batches_no_user_sees_is_from_the_position_past_them(
+    clock: _Clock,
+) -> None:
+    """Review 91: an answer of only an aborted transaction and its marker (read_committed)
+    moves the position past them, and Kafka records the lag then: 0 at the log's end."""
+    consumer = _consumer(_Broker(clock, round_trip_ms=1), TP0, isolation_level="read_committed")
+    aborted = encode_batch(
+        [(None, b"x%d" % i, None, 1000) for i in range(100)],
+        base_offset=0,
+        producer_id=9,
+        producer_epoch=0,
+        base_sequence=0,
+        is_transactional=True,
+    )
+    answer = _answer({TP0: (aborted + _marker(100, committed=False), 101, 0)})
+    answer.topics[0].partitions[0].aborted_transactions = [
+        AbortedTransaction(producer_id=9, first_offset=0)
+    ]
+    await _fetch(consumer, answer)
+    assert consumer._subscription.states[TP0].position == 101  # past the transaction
+    metrics = consumer.metrics()
+    assert metrics[f"{FETCH}.t[0]"]["records-lag"] == 0  # last stable offset 101 - 101
+    assert metrics[f"{FETCH}.t[0]"]["records-lead"] == 101
+    assert metrics[FETCH]["records-lag-max"] == 0
+
+
+async def test_lag_is_recorded_per_getmany_as_kafka_does_per_poll(clock: _Clock) -> None:
+    """Review 91: Kafka records the lag each time it hands records out: 6 records (high
+    watermark 10) read 2 at a time record 8, 6 and 4."""
+    consumer = _consumer(_Broker(clock, round_trip_ms=1), TP0)
+    await _fetch(consumer, _answer({TP0: (_batch(0, 6), 10, 0)}))
+    for _ in range(3):
+        assert len((await consumer.getmany(TP0, max_records=2))[TP0]) == 2
+    t0 = consumer.metrics()[f"{FETCH}.t[0]"]
+    assert (t0["records-lag-max"], t0["records-lag-avg"], t0["records-lag"]) == (8, 6, 4)

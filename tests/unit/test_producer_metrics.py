@@ -455,3 +455,15 @@ def test_a_sensors_first_sample_starts_at_its_first_record_as_kafkas() -> None:
     assert sensor.avg() == sensor.max() == 600
     clock.now += 28_000  # 60 s after it: expired, exactly at samples x window (Kafka's >=)
     assert math.isnan(sensor.avg())
+
+
+def test_a_read_restarts_an_expired_sample_as_kafkas_purge_does() -> None:
+    """Review 91: Kafka's purgeObsoleteSamples resets an obsolete sample to start at the
+    read; a value recorded within a window of that read goes into it, and the rate spans
+    from there."""
+    sensor = Sensor(samples=2, window_ms=30_000, clock=lambda: 0.0)
+    sensor.record(1.0, now_ms=0.0)
+    assert sensor.rate(now_ms=70_000.0) == 0  # obsolete: restarted at 70 s
+    sensor.record(1.0, now_ms=99_000.0)  # 29 s after: in that sample
+    assert sensor.rate(now_ms=99_000.0) == pytest.approx(1 / 59)  # 29 s + one window
+    assert sensor.total == 2 and sensor.count == 2
