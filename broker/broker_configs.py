@@ -292,10 +292,13 @@ class BrokerConfigs(ZkMirror):
             layers = (parsed, self._config.dynamic_broker)
         else:
             layers = (self._config.dynamic_default, parsed)
-            # a broker's own listener settings name its listeners (every broker's default
-            # may name a listener some brokers have and others not, as Kafka's)
+            # a broker's own listener settings this change sets name its listeners (every
+            # broker's default may name a listener some brokers have and others not, as
+            # Kafka's; one already there for a listener since gone is not this change's)
             try:
-                check_listener_settings(parsed, self._config.listener_names)
+                check_listener_settings(
+                    [n for n in parsed if current.get(n) != wanted[n]], self._config.listener_names
+                )
             except ConfigError as exc:
                 raise InvalidConfigError(f"{_where(entity)}: {exc}") from None
         try:
@@ -329,11 +332,11 @@ class BrokerConfigs(ZkMirror):
         """Every value the setting has here, the one in force first."""
         return [
             DescribeConfigsSynonym(
-                name=name,
+                name=under,
                 value=None if is_secret(name) else config_text(value),
                 source=_SOURCES[source].value,
             )
-            for source, value in self._config.layers(name)
+            for under, source, value in self._config.synonyms(name)
             if value is not None
         ]
 

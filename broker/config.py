@@ -73,9 +73,9 @@ def _listeners(value: list[str]) -> str | None:
             return f"{item!r} is not NAME://HOST:PORT, e.g. PLAINTEXT://127.0.0.1:9092"
         if int(match["port"]) > 65535:
             return f"port {match['port']} is over 65535"
-        if match["name"] in names:
+        if match["name"].lower() in names:  # listener.name.<l>.* settings are lower case
             return f"the listener name {match['name']} is used twice"
-        names.append(match["name"])
+        names.append(match["name"].lower())
     addresses = [item.partition("://")[2] for item in value]
     twice = sorted({a for a in addresses if addresses.count(a) > 1 and not a.endswith(":0")})
     if twice:
@@ -920,22 +920,39 @@ _BY_NAME = {s.name: s for s in SETTINGS}
 def setting_for(name: str) -> Setting | None:
     """A setting by its name: one of :data:`SETTINGS`, or a listener's own connection
     limit (``listener.name.<listener>.max.connections``, ``...max.connection.creation.rate``:
-    the broker-wide one's type and bounds, and no limit unless set)."""
+    the broker-wide one's type, at least 1 as Kafka's, and its value unless set)."""
     found = _BY_NAME.get(name)
     if found is not None:
         return found
-    match = _LISTENER_LIMIT.match(name)
-    if match is None:
+    base = base_of(name)
+    if base is None:
         return None
-    base = _BY_NAME[match["base"]]
-    what = "connections" if match["base"] == "max.connections" else "new connections a second"
+    what = "connections" if base == "max.connections" else "new connections a second"
+    listener = name.split(".")[2]
     return replace(
-        base,
+        _BY_NAME[base],
         name=name,
-        doc=f"The {what} listener {match['listener'].upper()} takes (beside "
-        f"{match['base']}, which counts every listener but the inter-broker one; this one "
-        "counts that listener's, the inter-broker listener's too).",
+        minimum=1,  # Kafka refuses 0 (it would shut the listener, the brokers' one too)
+        doc=f"The {what} the listener named {listener} takes, its own connections counted "
+        f"(the inter-broker listener's too); not set, {base}'s value (Kafka's listener "
+        "prefix).",
     )
+
+
+def base_of(name: str) -> str | None:
+    """The broker-wide setting a listener's own one overrides (``max.connections`` for
+    ``listener.name.<listener>.max.connections``); None for any other name."""
+    match = _LISTENER_LIMIT.match(name)
+    return None if match is None else match["base"]
+
+
+def _in_force(values: Mapping[str, Any], name: str) -> Any:
+    """``name``'s value among ``values``: a listener's own limit not there is the
+    broker-wide one's (Kafka's valuesWithPrefixOverride)."""
+    if name in values:
+        return values[name]
+    base = base_of(name)
+    return values[base] if base is not None else None
 
 
 def is_dynamic(name: str) -> bool:
@@ -1008,6 +1025,7 @@ class BrokerConfig:
         self.dynamic_default: dict[str, Any] = {}
         self.dynamic_broker: dict[str, Any] = {}
         self.sources = dict(sources)  # name -> "default", "file x.toml", "env X", "--set"
+        self._bases: dict[str, str] = {}
         self.extra = dict(extra or {})
         """Settings whose names carry a listener (Kafka's
         ``listener.name.<listener>.<mechanism>.sasl.jaas.config``)."""
@@ -1016,10 +1034,13 @@ class BrokerConfig:
         try:
             return self._values[name]
         except KeyError:
-            setting = setting_for(name)  # a listener's own limit, not set: none
-            if setting is None:
-                raise
-            return setting.default
+            base = self._bases.get(name)  # a listener's own limit, not set: the broker's
+            if base is None:
+                base = base_of(name)
+                if base is None:
+                    raise
+                self._bases[name] = base  # once per name: this runs per connection
+            return self._values[base]
 
     def items(self) -> Iterable[tuple[str, Any]]:
         return sorted(self._values.items())
@@ -1028,11 +1049,10 @@ class BrokerConfig:
         """Put the dynamic layers in force (values parsed with :func:`parse_dynamic`);
         returns the names whose value in force changed."""
         values = {**self._static, **default, **broker}
-        gone = object()  # a listener's limit set before and not now
-        changed = {
+        changed = {  # a listener's own limit set or gone is a change if its value is
             name
             for name in values.keys() | self._values.keys()
-            if values.get(name, gone) != self._values.get(name, gone)
+            if _in_force(values, name) != _in_force(self._values, name)
         }
         self.dynamic_default, self.dynamic_broker = dict(default), dict(broker)
         self._values = values
@@ -1048,15 +1068,24 @@ class BrokerConfig:
     def layers(self, name: str) -> list[tuple[str, Any]]:
         """Every value ``name`` has, with where it comes from, the one in force first
         (Kafka's synonyms of a broker config)."""
+        return [(source, value) for _, source, value in self.synonyms(name)]
+
+    def synonyms(self, name: str) -> list[tuple[str, str, Any]]:
+        """:meth:`layers` with the name each value is set under: a listener's own limit's
+        values, then the broker-wide setting's (Kafka lists a listener-prefixed config's
+        synonyms so)."""
         found = []
         if name in self.dynamic_broker:
-            found.append((DYNAMIC_BROKER, self.dynamic_broker[name]))
+            found.append((name, DYNAMIC_BROKER, self.dynamic_broker[name]))
         if name in self.dynamic_default:
-            found.append((DYNAMIC_DEFAULT, self.dynamic_default[name]))
+            found.append((name, DYNAMIC_DEFAULT, self.dynamic_default[name]))
         if self.sources.get(name, "default") != "default":
-            found.append((STATIC, self._static[name]))
+            found.append((name, STATIC, self._static[name]))
+        base = base_of(name)
+        if base is not None:
+            return found + self.synonyms(base)
         setting = setting_for(name)
-        found.append((DEFAULT, setting.default if setting is not None else None))
+        found.append((name, DEFAULT, setting.default if setting is not None else None))
         return found
 
     @property
@@ -1233,10 +1262,18 @@ def _assign(
         # a topic-level name given to the broker (retention.ms), or a typo (num.partition)
         near = [s for s in _BY_NAME if s.endswith("." + name)]
         near += difflib.get_close_matches(name, list(_BY_NAME), n=1)
+        near[:0] = _lower_listener(name)
         hint = f"; did you mean {near[0]}?" if near else ""
         raise ConfigError(f"unknown setting {name!r} (from {source}){hint}")
     values[name] = _parse(setting, raw, source)
     sources[name] = source
+
+
+def _lower_listener(name: str) -> list[str]:
+    """``[the name with its listener in lower case]`` where that is a setting (Kafka's
+    listener prefix is lower case: ``listener.name.external.max.connections``), else []."""
+    lower = name.lower()
+    return [lower] if lower != name and base_of(lower) is not None else []
 
 
 def _parse(setting: Setting, raw: Any, source: str) -> Any:
@@ -1288,7 +1325,8 @@ def parse_dynamic(name: str, raw: str, where: str) -> Any:
     :class:`ConfigError` naming ``where`` it was set (``broker 1``, ``every broker's default``)."""
     setting = setting_for(name)
     if setting is None:
-        near = difflib.get_close_matches(name, sorted(DYNAMIC_BROKER_CONFIGS), n=1)
+        near = [*_lower_listener(name)]
+        near += difflib.get_close_matches(name, sorted(DYNAMIC_BROKER_CONFIGS), n=1)
         hint = f"; did you mean {near[0]}?" if near else ""
         raise ConfigError(f"unknown broker config {name!r} ({where}){hint}")
     if not is_dynamic(name):

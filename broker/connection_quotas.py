@@ -35,6 +35,10 @@ And each listener's own, Kafka's listener-prefixed configs (KIP-402, KIP-612):
   that listener (the inter-broker one's too); the acceptor waits out the longer of its
   throttle and the broker's.
 
+Not set, a listener's own limit is the broker-wide one's value (Kafka's prefix override),
+applied to that listener's own count: with ``max.connections=100`` the inter-broker
+listener, though not counted in the broker's 100, holds at most 100 of its own.
+
 All six configs are dynamic broker configs: read on each new connection, so a change
 applies to the next one (connections already open stay). With the defaults (no limit) a
 new connection costs three dict updates and a sample on its listener's and the broker's
@@ -128,16 +132,16 @@ class ConnectionQuotas:
         limit = self._ip_limit(ip)
         if self._by_ip[ip] >= limit:
             return f"{ip} has {self._by_ip[ip]} connections, its limit ({limit})"
-        own = listener_setting(listener, "max.connections")
-        if self._by_listener[listener] >= (limit := self._config(own)):
-            held = self._by_listener[listener]
-            return f"listener {listener} has {held} connections, its {own} ({limit})"
         client = listener != self._inter_broker
         if client and self._clients >= self._config("max.connections"):
             limit = self._config("max.connections")
             return (
                 f"the broker has {self._clients} client connections, its max.connections ({limit})"
             )
+        own = listener_setting(listener, "max.connections")
+        if self._by_listener[listener] >= (limit := self._config(own)):
+            held = self._by_listener[listener]
+            return f"listener {listener} has {held} connections, its {own} ({limit})"
         self._by_ip[ip] += 1
         self._by_listener[listener] += 1
         self._clients += client

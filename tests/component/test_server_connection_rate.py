@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from broker.config import base_of
 from broker.connection_quotas import NO_RATE, ConnectionQuotas
 from broker.server import BrokerServer
 from client.connection import BrokerConnection
@@ -29,8 +30,9 @@ class _Settings(dict[str, Any]):
     """The settings by name; a listener's own limit not set is none (BrokerConfig's)."""
 
     def __missing__(self, name: str) -> Any:
-        if name.startswith("listener.name."):
-            return NO_RATE
+        base = base_of(name)  # a listener's own limit not set: the broker-wide one's
+        if base is not None:
+            return self[base]
         raise KeyError(name)
 
 

@@ -375,11 +375,19 @@ async def test_connection_limits_apply_to_the_next_connection(
     )
     assert await _dropped(external, "127.0.0.6")
     assert not await _dropped(internal, "127.0.0.6")
-    # ...and the inter-broker listener's own limit holds for it too (0: shut)
-    await _headwater(
+    # ...and the inter-broker listener's own limit holds for it too; never 0 (Kafka's)
+    refused = await _headwater(
         bootstrap,
         *("broker-configs", "--alter", "--broker", "1", "--add-config"),
         "listener.name.internal.max.connections=0",
+        rc=1,
+    )
+    assert "must be at least 1" in refused.stderr
+    held.append(await _served(internal, "127.0.0.7"))  # one of its own, at least
+    await _headwater(
+        bootstrap,
+        *("broker-configs", "--alter", "--broker", "1", "--add-config"),
+        "listener.name.internal.max.connections=1",
     )
     assert await _dropped(internal, "127.0.0.7")
     for _, writer in held:

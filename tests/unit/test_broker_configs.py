@@ -226,19 +226,26 @@ def test_new_defaults_reach_the_logs_of_topics_that_do_not_override_them(
         logs.shutdown()
 
 
+def _two_listeners(**static: str) -> BrokerConfigs:
+    return _config(
+        listeners="INTERNAL://127.0.0.1:0,EXTERNAL://127.0.0.1:0",
+        listener_security_protocol_map="INTERNAL:PLAINTEXT,EXTERNAL:PLAINTEXT",
+        inter_broker_listener_name="INTERNAL",
+        **static,
+    )
+
+
 def test_a_listeners_own_connection_limits_are_settings_static_and_dynamic() -> None:
     """Kafka's listener-prefixed connection limits (KIP-402, KIP-612): in the file or with
     --set for a listener the broker has; changed on a running broker like the others."""
-    configs = _config(
-        listeners="PLAINTEXT://127.0.0.1:0,EXTERNAL://127.0.0.1:0",
-        listener_security_protocol_map="PLAINTEXT:PLAINTEXT,EXTERNAL:PLAINTEXT",
-    )
+    configs = _two_listeners(max_connections="300")
     config = configs._config
     limit, rate = (
         "listener.name.external.max.connections",
         "listener.name.external.max.connection.creation.rate",
     )
-    assert config[limit] == config[rate] == 2**31 - 1  # not set: no limit of its own
+    # not set: the broker-wide value (Kafka's prefix override)
+    assert (config[limit], config[rate]) == (300, 2**31 - 1)
     with pytest.raises(KeyError):
         config["listener.name.external.max.connectionz"]
     static = load_config(
@@ -261,20 +268,56 @@ def test_a_listeners_own_connection_limits_are_settings_static_and_dynamic() -> 
                 "listener.name.internal.max.connections=5",
             ],
         )
-    with pytest.raises(
-        ConfigError, match=r"listener.name.external.max.connections='-1'.*at least 0"
-    ):
-        parse_dynamic(limit, "-1", "broker 2")
+    with pytest.raises(ConfigError, match=r"did you mean listener\.name\.external\.max\.conn"):
+        load_config(
+            env={},
+            overrides=[
+                "broker.id=2",
+                "log.dirs=/tmp/x",
+                "listener.name.EXTERNAL.max.connections=5",
+            ],
+        )
+    # at least 1, as Kafka's: 0 would shut the listener (the brokers' own one too)
+    for name in (limit, rate):
+        with pytest.raises(ConfigError, match=r"='0' \(from broker 2\) .*at least 1"):
+            parse_dynamic(name, "0", "broker 2")
     assert parse_dynamic(rate, "30", "broker 2") == 30
     # dynamic: this broker's own, checked against its listeners; in force at once
     configs._validate("2", {rate: "30"}, {})
-    with pytest.raises(InvalidConfigError, match=r"broker 2: listener\.name\.internal"):
-        configs._validate("2", {"listener.name.internal.max.connections": "5"}, {})
+    with pytest.raises(InvalidConfigError, match=r"broker 2: listener\.name\.other"):
+        configs._validate("2", {"listener.name.other.max.connections": "5"}, {})
+    configs._validate("<default>", {"listener.name.other.max.connections": "5"}, {})
+    # one already there for a listener since gone does not hold up another change
+    stale = {"listener.name.old.max.connections": "5"}
+    configs._validate("2", {**stale, "log.retention.ms": "3600000"}, stale)
     assert config.set_dynamic({}, {rate: 30}) == {rate}
     assert config[rate] == 30
     entry = {e.name: e for e in configs.describe("2", synonyms=True)}[rate]
     assert (entry.value, entry.read_only, entry.config_type) == ("30", False, "long")
     assert entry.config_source == ConfigSource.DYNAMIC_BROKER_CONFIG
-    assert "listener EXTERNAL" in (entry.documentation or "")
-    assert config.set_dynamic({}, {}) == {rate}  # deleted: a change too, back to no limit
+    assert "listener named external" in (entry.documentation or "")
+    assert [(y.name, y.value, y.source) for y in entry.synonyms] == [
+        (rate, "30", ConfigSource.DYNAMIC_BROKER_CONFIG),
+        ("max.connection.creation.rate", "2147483647", ConfigSource.DEFAULT_CONFIG),
+    ]
+    assert config.set_dynamic({}, {}) == {rate}  # deleted: a change too, back to the broker's
     assert config[rate] == 2**31 - 1
+    # set to what is in force already, or deleted when it was that: no change
+    assert config.set_dynamic({}, {limit: 300}) == set()
+    assert config.set_dynamic({}, {}) == set()
+    # the broker-wide value moves a listener's that is not set with it
+    assert config.set_dynamic({"max.connections": 10}, {}) == {"max.connections"}
+    assert config[limit] == 10
+
+
+def test_listener_names_differing_only_in_case_are_refused() -> None:
+    with pytest.raises(ConfigError, match="the listener name External is used twice"):
+        load_config(
+            env={},
+            overrides=[
+                "broker.id=2",
+                "log.dirs=/tmp/x",
+                "listeners=EXTERNAL://127.0.0.1:0,External://127.0.0.1:0",
+                "listener.security.protocol.map=EXTERNAL:PLAINTEXT,External:PLAINTEXT",
+            ],
+        )

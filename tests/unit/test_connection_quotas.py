@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from broker.config import ConfigError, load_config
+from broker.config import ConfigError, base_of, load_config
 from broker.connection_quotas import NO_RATE, ConnectionQuotas, parse_ip_overrides
 
 
@@ -33,7 +33,7 @@ def _quotas(
 
     def lookup(name: str) -> Any:
         if name.startswith("listener.name.") and name not in config:
-            return 2**31 - 1  # a listener's own limit, not set: none (BrokerConfig's)
+            return config[base_of(name) or name]  # not set: the broker's (BrokerConfig's)
         return config[name]
 
     return ConnectionQuotas(lookup, "INTERNAL", ip_rate=ip_rate), config
