@@ -1039,8 +1039,20 @@ class BrokerConfig:
                 base = base_of(name)
                 if base is None:
                     raise
+                if self._brokers_own(name):
+                    base = ""  # ...but never the brokers' own listener's (see there)
                 self._bases[name] = base  # once per name: this runs per connection
-            return self._values[base]
+            return self._values[base] if base else _INT_MAX  # the brokers' own: no limit
+
+    def _brokers_own(self, name: str) -> bool:
+        """Whether ``name`` is a limit of the inter-broker listener beside others: the
+        broker-wide limits never touch that one here (``max.connections=0`` shuts the
+        clients out, never replication or the controller), so its own limit is none
+        unless set (Kafka's prefix override would give it the broker-wide value)."""
+        return (
+            len(self._values["listeners"]) > 1
+            and name.split(".")[2] == self.inter_broker_listener.lower()
+        )
 
     def items(self) -> Iterable[tuple[str, Any]]:
         return sorted(self._values.items())

@@ -35,9 +35,10 @@ And each listener's own, Kafka's listener-prefixed configs (KIP-402, KIP-612):
   that listener (the inter-broker one's too); the acceptor waits out the longer of its
   throttle and the broker's.
 
-Not set, a listener's own limit is the broker-wide one's value (Kafka's prefix override),
-applied to that listener's own count: with ``max.connections=100`` the inter-broker
-listener, though not counted in the broker's 100, holds at most 100 of its own.
+Not set, a client listener's own limit is the broker-wide one's value (Kafka's prefix
+override), applied to that listener's own count; the inter-broker listener's is none
+(beside others: the broker-wide limits never touch it here, see
+``BrokerConfig._brokers_own``).
 
 All six configs are dynamic broker configs: read on each new connection, so a change
 applies to the next one (connections already open stay). With the defaults (no limit) a

@@ -30,9 +30,9 @@ class _Settings(dict[str, Any]):
     """The settings by name; a listener's own limit not set is none (BrokerConfig's)."""
 
     def __missing__(self, name: str) -> Any:
-        base = base_of(name)  # a listener's own limit not set: the broker-wide one's
-        if base is not None:
-            return self[base]
+        base = base_of(name)  # a listener's own limit not set: the broker-wide one's,
+        if base is not None:  # none for the inter-broker listener (BrokerConfig's)
+            return NO_RATE if name.startswith("listener.name.internal.") else self[base]
         raise KeyError(name)
 
 

@@ -18,6 +18,7 @@ from broker.config import (
     parse_dynamic,
 )
 from broker.config_changes import incremented, replaced
+from broker.connection_quotas import ConnectionQuotas
 from broker.log import Log, LogConfig
 from client.cli import parse_add_config
 from protocol.apis import AlterableConfig, AlterConfigOp, ConfigSource, IncrementalAlterableConfig
@@ -321,3 +322,25 @@ def test_listener_names_differing_only_in_case_are_refused() -> None:
                 "listener.security.protocol.map=EXTERNAL:PLAINTEXT,External:PLAINTEXT",
             ],
         )
+
+
+def test_the_brokers_own_listener_takes_no_broker_wide_limit_unless_its_own_is_set() -> None:
+    """Review 93: the broker-wide limits never touch the inter-broker listener beside
+    others, set or not (max.connections=0 shuts the clients out, never replication or the
+    controller); its own limit, when set, holds."""
+    configs = _two_listeners(max_connections="0", max_connection_creation_rate="0")
+    config = configs._config
+    internal = "listener.name.internal.max.connections"
+    assert config["listener.name.external.max.connections"] == 0  # the broker-wide value
+    assert config[internal] == 2**31 - 1
+    assert config["listener.name.internal.max.connection.creation.rate"] == 2**31 - 1
+    quotas = ConnectionQuotas(config.__getitem__, config.inter_broker_listener, 2)
+    assert quotas.admit("10.0.0.1", "EXTERNAL") is not None  # clients: shut out
+    assert quotas.admit("10.0.0.2", "INTERNAL") is None  # the brokers' own: in
+    assert [quotas.take("INTERNAL", 10_000) for _ in range(3)] == [0, 0, 0]
+    config.set_dynamic({}, {internal: 1})
+    assert config[internal] == 1
+    assert quotas.admit("10.0.0.3", "INTERNAL") is not None  # its own limit, set: holds
+    # one listener only: it is every connection's, and takes the broker-wide value
+    alone = _config(max_connections="7")._config
+    assert alone["listener.name.plaintext.max.connections"] == 7

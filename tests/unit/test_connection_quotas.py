@@ -32,8 +32,12 @@ def _quotas(
         return rates.get(ip, rates.get(None))
 
     def lookup(name: str) -> Any:
+        """As BrokerConfig: a listener's own limit not set is the broker-wide one's,
+        but none for the inter-broker listener (INTERNAL)."""
         if name.startswith("listener.name.") and name not in config:
-            return config[base_of(name) or name]  # not set: the broker's (BrokerConfig's)
+            if name.startswith("listener.name.internal."):
+                return 2**31 - 1
+            return config[base_of(name) or name]
         return config[name]
 
     return ConnectionQuotas(lookup, "INTERNAL", ip_rate=ip_rate), config
