@@ -50,7 +50,7 @@ from client.errors import (
 )
 from client.fetcher import FetchPosition, FetchSet, PartitionState, ReadReplicas, Subscription
 from client.membership import GroupMember, MemberHooks, RebalanceListener
-from client.metrics import monotonic_ms
+from client.metrics import NUM_SAMPLES, SAMPLE_WINDOW_MS, monotonic_ms
 from client.security import TokenProvider, security_for
 from client.types import (
     ConsumerGroupMetadata,
@@ -155,8 +155,8 @@ class Consumer:
         sasl_token_auth: bool = False,
         key_deserializer: Deserializer | None = None,
         value_deserializer: Deserializer | None = None,
-        metrics_num_samples: int = 2,
-        metrics_sample_window_ms: int = 30_000,
+        metrics_num_samples: int = NUM_SAMPLES,
+        metrics_sample_window_ms: int = SAMPLE_WINDOW_MS,
     ) -> None:
         _check_metrics_settings(metrics_num_samples, metrics_sample_window_ms)
         if group_id is not None and not group_id:

@@ -213,9 +213,6 @@ class Metrics:
         self._readings.pop(group, None)
         self._sensors.pop(group, None)
 
-    def has_group(self, group: str) -> bool:
-        return group in self._readings
-
     def snapshot(self) -> dict[str, dict[str, float]]:
         """Every metric's value now: ``{group: {name: value}}``."""
         return {
