@@ -79,6 +79,7 @@ from protocol.framing import (
     Buffer,
     FileRegion,
     FrameDecoder,
+    FramePool,
     Part,
     RequestHeader,
 )
@@ -99,6 +100,9 @@ Handler = Callable[[RequestHeader, Any], Awaitable[Any] | Deferred[Any] | Any]
 """Returns the response (None: send nothing), a coroutine, or a Deferred response."""
 
 _READ_BUFFER_BYTES = 256 * 1024
+_FRAME_POOL_BYTES = 64 * 1024 * 1024
+"""What a listener keeps for large frames' buffers (each reused once nothing refers to
+it): enough for a few dozen 1 MiB produce requests in flight; more take the copy."""
 _INLINE_FILE_BYTES = 16 * 1024
 """A response's file ranges, up to this many bytes in all, are read and sent with its
 frame's header (one syscall, one segment); the rest are ``sendfile``d."""
@@ -239,7 +243,8 @@ class _Connection(asyncio.BufferedProtocol):
     def __init__(self, server: BrokerServer) -> None:
         self._server = server
         self._loop = asyncio.get_running_loop()
-        self._decoder = FrameDecoder(server.max_frame_bytes)
+        self._decoder = FrameDecoder(server.max_frame_bytes, server.frame_pool)
+        self._direct = False  # the last read went into a frame's own buffer
         self._queue: collections.deque[_Slot] = collections.deque()
         self._busy = False  # the writer task is sending a response (the queue waits)
         self._drained = asyncio.Event()  # set while nothing is queued or being written
@@ -357,13 +362,18 @@ class _Connection(asyncio.BufferedProtocol):
         transport.close()
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        return self._server.read_buffer
+        rest = self._decoder.read_into()  # a large frame: the rest of it straight to its buffer
+        self._direct = rest is not None
+        return self._server.read_buffer if rest is None else rest
 
     def buffer_updated(self, nbytes: int) -> None:
-        if self._transport is None:
+        if self._direct:
+            self.last_active = self._loop.time()
+            self._frames(self._decoder.filled(nbytes))
+        elif self._transport is None:
             self._read_early(nbytes)
-            return
-        self._received(self._server.read_buffer[:nbytes])
+        else:
+            self._received(self._server.read_buffer[:nbytes])
 
     def _read_early(self, nbytes: int) -> None:
         """Bytes of a connection not taken yet (uvloop starts reading after
@@ -389,6 +399,9 @@ class _Connection(asyncio.BufferedProtocol):
         except MalformedFrameError as exc:
             self._abort(str(exc))
             return
+        self._frames(frames)
+
+    def _frames(self, frames: list[memoryview]) -> None:
         for payload in frames:
             if self._ending or self._closed:
                 # a request before these asked to close the connection: requests read
@@ -1068,6 +1081,9 @@ class BrokerServer:
         buffer, reads into it and calls buffer_updated in one step, and the frame decoder
         copies what it keeps, so nothing refers to it between reads. One per connection
         cost 256 KiB each (268 MB for 1,000 idle connections)."""
+        self.frame_pool = FramePool(_FRAME_POOL_BYTES)
+        """Large frames (a produce of big batches) are read into buffers of their own from
+        this pool, shared by the listener's connections: no copy out of ``read_buffer``."""
         self._server: asyncio.Server | None = None
         self._reaper: asyncio.Task[None] | None = None
         self.ssl: ssl.SSLContext | None = None

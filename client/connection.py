@@ -53,7 +53,12 @@ from protocol.errors import (
     UnsupportedVersionError,
     error_for_code,
 )
-from protocol.framing import DEFAULT_MAX_FRAME_BYTES, FrameDecoder, parse_response_header
+from protocol.framing import (
+    DEFAULT_MAX_FRAME_BYTES,
+    FrameDecoder,
+    FramePool,
+    parse_response_header,
+)
 from protocol.oauthbearer import KVSEP, bearer_message
 from protocol.sasl import SaslError, ScramClient, plain_message
 
@@ -69,6 +74,9 @@ CLIENT_VERSION = "0.1.0"
 
 
 _READ_BUFFER_BYTES = 256 * 1024
+_FRAME_POOL_BYTES = 16 * 1024 * 1024
+"""What a connection keeps for large responses' buffers (each reused once nothing refers
+to it): a few fetch responses of a few MiB; a larger one is copied out of the read buffer."""
 
 
 class _Protocol(asyncio.BufferedProtocol):
@@ -78,15 +86,22 @@ class _Protocol(asyncio.BufferedProtocol):
     def __init__(self, connection: BrokerConnection) -> None:
         self._connection = connection
         self._buffer = memoryview(bytearray(_READ_BUFFER_BYTES))
+        self._direct: memoryview | None = None
         self.writable = asyncio.Event()
         self.writable.set()
         self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        return self._buffer
+        # a large response (a fetch): the rest of it straight into a buffer of its own
+        self._direct = self._connection._decoder.read_into()
+        return self._buffer if self._direct is None else self._direct
 
     def buffer_updated(self, nbytes: int) -> None:
-        self._connection._received(self._buffer[:nbytes])
+        if self._direct is not None:
+            self._direct = None
+            self._connection._filled(nbytes)
+        else:
+            self._connection._received(self._buffer[:nbytes])
 
     def eof_received(self) -> bool:
         return False  # the broker closed its side: close ours (connection_lost follows)
@@ -183,7 +198,7 @@ class BrokerConnection:
         self._reauthenticating: asyncio.Task[None] | None = None
         self._transport: asyncio.Transport | None = None
         self._protocol: _Protocol | None = None
-        self._decoder = FrameDecoder(max_frame_bytes)
+        self._decoder = FrameDecoder(max_frame_bytes, FramePool(_FRAME_POOL_BYTES))
         self._closed: BaseException | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -518,8 +533,14 @@ class BrokerConnection:
     # --- reading (from _Protocol) ------------------------------------------------------
 
     def _received(self, data: memoryview) -> None:
+        self._answers(self._decoder.feed, data)
+
+    def _filled(self, nbytes: int) -> None:
+        self._answers(self._decoder.filled, nbytes)
+
+    def _answers(self, read: Callable[[Any], list[memoryview]], data: Any) -> None:
         try:
-            for payload in self._decoder.feed(data):
+            for payload in read(data):
                 if self._closed is not None:
                     return
                 self._answer(payload)

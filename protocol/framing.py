@@ -8,7 +8,9 @@ Wire format (big-endian)::
 
 A frame is checked against the maximum before any of it is buffered, so a peer cannot make
 us allocate what it claims. :class:`FrameDecoder` takes bytes as TCP delivers them (any
-chunking) and returns whole frame payloads; it never copies a frame more than once.
+chunking) and returns whole frame payloads; it never copies a frame more than once. Given a
+:class:`FramePool`, it copies a large frame not at all: once its length is known, the rest of
+it is read straight into a buffer of its own (``read_into`` / ``filled``).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ __all__ = [
     "RESPONSE_HEADER_SIZE",
     "FileRegion",
     "FrameDecoder",
+    "FramePool",
     "RequestHeader",
     "frame",
     "parse_request_header",
@@ -134,24 +137,56 @@ class FrameDecoder:
     Not thread-safe; one decoder per connection.
     """
 
-    __slots__ = ("_failed", "_max", "_need", "_pending")
+    __slots__ = ("_failed", "_frame", "_have", "_max", "_need", "_pending", "_pool", "_rest")
 
-    def __init__(self, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
+    def __init__(
+        self, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES, pool: FramePool | None = None
+    ) -> None:
         if max_frame_bytes < 0:
             raise ValueError("max_frame_bytes must be >= 0")
         self._max = max_frame_bytes
         self._pending = bytearray()  # the partial frame (length prefix included)
         self._need = -1  # payload length of the partial frame, -1 while its prefix is short
         self._failed = False
+        self._pool = pool
+        # a large partial frame in a buffer of its own (from the pool): its payload so far
+        # is _frame[:_have], and _rest is where the next read goes
+        self._frame: memoryview | None = None
+        self._have = 0
+        self._rest: memoryview | None = None
 
     @property
     def buffered_bytes(self) -> int:
         """Bytes held for a frame not yet complete."""
+        if self._frame is not None:
+            return LENGTH_SIZE + self._have
         return len(self._pending)
+
+    def read_into(self) -> memoryview | None:
+        """Where the next read should go when the frame in progress has a buffer of its own:
+        the rest of that frame (then call :meth:`filled`); None: read into your own buffer
+        and :meth:`feed` it."""
+        return self._rest
+
+    def filled(self, nbytes: int) -> list[memoryview]:
+        """``nbytes`` were read into :meth:`read_into`'s buffer: the frame, once complete."""
+        rest = self._rest
+        if rest is None or not 0 < nbytes <= len(rest):
+            raise ValueError(f"filled({nbytes}) with {0 if rest is None else len(rest)} expected")
+        self._have += nbytes
+        if self._have < self._need:
+            self._rest = rest[nbytes:]
+            return []
+        payload = self._frame[: self._need]  # type: ignore[index]
+        self._frame = self._rest = None
+        self._need = -1
+        return [payload]
 
     def feed(self, data: Buffer) -> list[memoryview]:
         if self._failed:
             raise MalformedFrameError("the stream lost its framing after an earlier error")
+        if self._rest is not None:
+            raise ValueError("feed() while a frame is read into its own buffer: use filled()")
         view = memoryview(data).cast("B")
         frames: list[memoryview] = []
         pos = 0
@@ -167,16 +202,17 @@ class FrameDecoder:
                 break
             frames.append(memoryview(bytes(view[pos + LENGTH_SIZE : stop])))
             pos = stop
-        if pos < end:
+        if pos < end and not self._own_buffer(view[pos:]):
             self._pending += view[pos:]
             self._update_need()
         return frames
 
     def close(self) -> None:
         """Declare the end of the stream."""
-        if self._pending:
-            have = len(self._pending)
+        have = self.buffered_bytes
+        if have:
             self._pending = bytearray()
+            self._frame = self._rest = None
             raise TruncatedFrameError(f"the stream ended {have} bytes into a frame")
 
     def _fill_pending(self, view: memoryview, frames: list[memoryview]) -> int:
@@ -189,6 +225,13 @@ class FrameDecoder:
             self._update_need()
             if self._need < 0:
                 return pos
+            if self._own_buffer(memoryview(self._pending)):
+                # the rest of what came goes to the frame's own buffer (one copy, as here)
+                take = min(len(self._rest), len(view) - pos)  # type: ignore[arg-type]
+                if take:
+                    self._rest[:take] = view[pos : pos + take]  # type: ignore[index]
+                    frames += self.filled(take)
+                return pos + take
         missing = LENGTH_SIZE + self._need - len(self._pending)
         take = min(missing, len(view) - pos)
         self._pending += view[pos : pos + take]
@@ -198,6 +241,25 @@ class FrameDecoder:
             self._pending = bytearray()
             self._need = -1
         return pos
+
+    def _own_buffer(self, partial: memoryview) -> bool:
+        """Put a large partial frame (its length prefix checked and included) into a pooled
+        buffer of its own, so that the rest of it is read there; False: not done."""
+        pool = self._pool
+        if pool is None or len(partial) < LENGTH_SIZE:
+            return False
+        (length,) = _LENGTH.unpack_from(partial)
+        have = len(partial) - LENGTH_SIZE
+        if length - have < pool.min_read_bytes:
+            return False
+        buffer = pool.take(length)
+        if buffer is None:
+            return False
+        buffer[:have] = partial[LENGTH_SIZE:]
+        self._pending = bytearray()
+        self._frame, self._have, self._need = buffer, have, length
+        self._rest = buffer[have:length]
+        return True
 
     def _update_need(self) -> None:
         if len(self._pending) >= LENGTH_SIZE:
@@ -212,3 +274,66 @@ class FrameDecoder:
                 f"frame of {length} bytes is over the maximum of {self._max} "
                 f"(socket.request.max.bytes)"
             )
+
+
+class FramePool:
+    """Buffers for large frames, reused: a frame read into one costs no copy, and a reused
+    one not even the zeroing a new ``bytearray`` pays.
+
+    A buffer goes out as the memory under a frame's payload and is never handed back
+    explicitly: it is taken again only once nothing refers to its bytes any more. That is
+    asked of the buffer itself: a ``bytearray`` cannot change size while a ``memoryview``
+    (or any other export) of it is alive, so whatever kept a view of a frame (a handler, a
+    queued write, a record set) keeps the buffer out of the pool. Holding at most
+    ``budget_bytes``; a frame it cannot serve is buffered as before, so a flood of large
+    frames costs memory only as their bytes arrive, as without a pool.
+    """
+
+    __slots__ = ("_buffers", "_held", "budget_bytes", "min_read_bytes")
+
+    def __init__(self, budget_bytes: int, min_read_bytes: int = 64 * 1024) -> None:
+        self.budget_bytes = budget_bytes
+        self.min_read_bytes = min_read_bytes
+        """Frames with less than this left to read are copied (a read of their own would
+        cost more than the copy)."""
+        self._buffers: list[bytearray] = []
+        self._held = 0
+
+    @property
+    def held_bytes(self) -> int:
+        return self._held
+
+    def take(self, size: int) -> memoryview | None:
+        """A view of a buffer of at least ``size`` bytes that nothing else refers to, or
+        None. The buffer stays out of the pool for as long as this view, or any view of it,
+        is alive."""
+        spare: list[bytearray] = []
+        for buffer in self._buffers:
+            if _unshared(buffer):
+                if size <= len(buffer) <= 2 * size:
+                    return memoryview(buffer)
+                spare.append(buffer)
+        if size > self.budget_bytes:
+            return None
+        spare.sort(key=len, reverse=True)  # the biggest idle ones make room first
+        while self._held + size > self.budget_bytes and spare:
+            gone = spare.pop(0)
+            self._buffers.remove(gone)
+            self._held -= len(gone)
+        if self._held + size > self.budget_bytes:
+            return None
+        buffer = bytearray(size + 1)
+        del buffer[size:]  # capacity for one more byte: _unshared's test never reallocates
+        self._buffers.append(buffer)
+        self._held += size
+        return memoryview(buffer)
+
+
+def _unshared(buffer: bytearray) -> bool:
+    """Nothing refers to ``buffer``'s bytes: it can change size, so it has no exports."""
+    try:
+        buffer.append(0)
+    except BufferError:
+        return False
+    del buffer[-1]
+    return True

@@ -14,25 +14,41 @@
   it all durable). Best of two rounds each, with a ``sync`` before each so neither pays
   for the other's writeback. And once more after a pause, as a workload's first write
   comes: on a VM that gives freed memory back to its host, several times slower.
+- A Python store: the ceiling under the broker-alone rows. A store process (Python on
+  uvloop) reads length-prefixed 1 MiB frames straight into one reused buffer, checks each
+  one's CRC32C, writes it (``os.write``) to a file on the data disk and answers 4 bytes; this
+  process sends them, 5 in flight, as ``bench broker`` does. The same copies and checksum
+  as a broker taking 1 MiB batches, with nothing else done: best of two rounds of a
+  gigabyte, the file unlinked in between.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
 import os
 import socket
+import struct
 import time
+from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import cast
 
 import uvloop
+from crc32c import crc32c
 
 from bench.compare.servers import Unavailable
 from bench.compare.workloads import LatencyProbe, Sizes, paced_latencies, run_async
 
-__all__ = ["disk_write_idle_mb_s", "disk_write_mb_s", "loopback_gb_s", "relay_latency_us"]
+__all__ = [
+    "disk_write_idle_mb_s",
+    "disk_write_mb_s",
+    "loopback_gb_s",
+    "relay_latency_us",
+    "store_gb_s",
+]
 
 _CHUNK = 1024 * 1024
 
@@ -138,17 +154,40 @@ class _Relay(asyncio.Protocol):
 _SINK = b"SINK"
 
 
-def _relay(ready: Connection) -> None:
-    """The relay process: serves on a free loopback port (sent on ``ready``) until killed."""
+def _serve(factory: Callable[[], asyncio.BaseProtocol], ready: Connection) -> None:
+    """In a child process: serves ``factory``'s protocol on a free loopback port (sent on
+    ``ready``) until killed."""
 
     async def serve() -> None:
-        sinks: list[asyncio.Transport] = []
         loop = asyncio.get_running_loop()
-        server = await loop.create_server(lambda: _Relay(sinks), "127.0.0.1", 0)
+        server = await loop.create_server(factory, "127.0.0.1", 0)
         ready.send(server.sockets[0].getsockname()[1])
         await server.serve_forever()
 
     uvloop.run(serve())
+
+
+@contextlib.contextmanager
+def _child(target: Callable[..., None], *args: object) -> Iterator[int]:
+    """Runs ``target(*args, ready)`` in a fresh process (nothing of this one inherited);
+    yields the port it serves on, and kills it on the way out."""
+    context = multiprocessing.get_context("spawn")
+    ours, theirs = context.Pipe(duplex=False)
+    child = context.Process(target=target, args=(*args, theirs), daemon=True)
+    child.start()
+    try:
+        if not ours.poll(30):
+            raise Unavailable(f"the {target.__name__.strip('_')} process did not start")
+        yield ours.recv()
+    finally:
+        child.kill()
+        child.join(10)
+
+
+def _relay(ready: Connection) -> None:
+    """The relay process."""
+    sinks: list[asyncio.Transport] = []
+    _serve(lambda: _Relay(sinks), ready)
 
 
 class _Sink(asyncio.Protocol):
@@ -188,15 +227,123 @@ async def _through_relay(port: int, sizes: Sizes) -> tuple[float, float]:
 
 def relay_latency_us(sizes: Sizes) -> tuple[float, float]:
     """(p50, p99) us of 2 loopback hops through a relay process (see the module doc)."""
-    context = multiprocessing.get_context("spawn")
-    ours, theirs = context.Pipe(duplex=False)
-    relay = context.Process(target=_relay, args=(theirs,), daemon=True)
-    relay.start()
-    try:
-        if not ours.poll(30):
-            raise Unavailable("the relay process did not start")
-        port = ours.recv()
+    with _child(_relay) as port:
         return run_async(asyncio.wait_for(_through_relay(port, sizes), 60))
+
+
+_FRAME = struct.Struct(">I")
+_STORED = b"\x00\x00\x00\x00"
+
+
+class _Store(asyncio.BufferedProtocol):
+    """One connection of the store: each frame read into one buffer (no copy in Python),
+    its CRC32C taken, written to the connection's file, answered."""
+
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / f"store-{os.getpid()}-{id(self)}.bin"
+        self.fd = -1
+        self.head = memoryview(bytearray(_FRAME.size))
+        self.frame = memoryview(bytearray(_CHUNK))
+        self.have = 0
+        self.size = -1  # the frame's length, -1 while its prefix is short
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        try:
+            self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        except OSError:
+            self.transport.abort()  # the feeder sees the close: the row is n/a, not a hang
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        if self.size < 0:
+            return self.head[self.have :]
+        return self.frame[self.have : self.size]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.have += nbytes
+        if self.size < 0:
+            if self.have == _FRAME.size:
+                (self.size,) = _FRAME.unpack(self.head)
+                self.have = 0
+                if self.size > len(self.frame):
+                    self.frame = memoryview(bytearray(self.size))
+            return
+        if self.have < self.size:
+            return
+        payload = self.frame[: self.size]
+        crc32c(payload)
+        written = 0
+        while written < self.size:
+            written += os.write(self.fd, payload[written:])
+        self.transport.write(_STORED)
+        self.have, self.size = 0, -1
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.path.unlink()
+
+
+def _store(directory: Path, ready: Connection) -> None:
+    """The store process."""
+    _serve(lambda: _Store(directory), ready)
+
+
+class _Feeder(asyncio.Protocol):
+    """Sends ``count`` 1 MiB frames, ``in_flight`` unanswered at a time."""
+
+    def __init__(self, count: int, in_flight: int, done: asyncio.Future[float]) -> None:
+        self.frame = _FRAME.pack(_CHUNK) + os.urandom(_CHUNK)
+        self.count, self.in_flight, self.done = count, in_flight, done
+        self.sent = self.answered = self.pending = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.started = time.perf_counter()
+        for _ in range(self.in_flight):
+            self.send()
+
+    def send(self) -> None:
+        if self.sent < self.count:
+            self.sent += 1
+            self.transport.write(self.frame)
+
+    def data_received(self, data: bytes) -> None:
+        self.pending += len(data)
+        while self.pending >= len(_STORED):
+            self.pending -= len(_STORED)
+            self.answered += 1
+            if self.answered == self.count and not self.done.done():
+                self.done.set_result(time.perf_counter() - self.started)
+            self.send()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            self.done.set_exception(Unavailable(f"the store closed the connection ({exc})"))
+
+
+async def _feed(port: int, total: int, in_flight: int) -> float:
+    loop = asyncio.get_running_loop()
+    count = max(1, total // _CHUNK)
+    done: asyncio.Future[float] = loop.create_future()
+    transport, _ = await loop.create_connection(
+        lambda: _Feeder(count, in_flight, done), "127.0.0.1", port
+    )
+    try:
+        elapsed = await asyncio.wait_for(done, 120)
     finally:
-        relay.kill()
-        relay.join(10)
+        transport.close()
+    return count * _CHUNK / elapsed / 1e9
+
+
+def store_gb_s(directory: Path, total_bytes: int, rounds: int = 2, in_flight: int = 5) -> float:
+    """GB/s (10^9) of 1 MiB frames into a Python store process (see the module doc)."""
+    with _child(_store, directory) as port:
+        best = 0.0
+        for _ in range(rounds):
+            os.sync()
+            best = max(best, run_async(_feed(port, total_bytes, in_flight)))
+            deadline = time.monotonic() + 10
+            while any(directory.glob("store-*.bin")) and time.monotonic() < deadline:
+                time.sleep(0.01)  # its file is unlinked when the store sees the close
+        return best

@@ -59,6 +59,7 @@ class Limits:
     disk_idle_mb_s: Cell
     relay_p50_us: Cell
     relay_p99_us: Cell
+    store_gb_s: Cell
 
     def rows(self) -> list[tuple[str, Cell, str]]:
         relay = "latency of 2 loopback hops through a Python (uvloop) relay at the e2e rate"
@@ -73,6 +74,12 @@ class Limits:
             ),
             (f"{relay}: p50", self.relay_p50_us, "us"),
             (f"{relay}: p99", self.relay_p99_us, "us"),
+            (
+                "1 MiB frames into a Python (uvloop) store: read into one buffer, CRC32C, "
+                "os.write, 5 in flight",
+                self.store_gb_s,
+                "GB/s",
+            ),
         ]
 
 
@@ -94,7 +101,12 @@ def measure_limits(sizes: Sizes, directory: Path) -> Limits:
     measure(results, ("loopback",), loopback)
     measure(results, ("cached", "synced"), disk)
     measure(results, ("idle",), idle)
+
+    def store() -> None:
+        results["store"] = limits.store_gb_s(directory, sizes.big_total_bytes)
+
     measure(results, ("relay_p50", "relay_p99"), relay)
+    measure(results, ("store",), store)
     return Limits(
         results["loopback"],
         results["cached"],
@@ -102,6 +114,7 @@ def measure_limits(sizes: Sizes, directory: Path) -> Limits:
         results["idle"],
         results["relay_p50"],
         results["relay_p99"],
+        results["store"],
     )
 
 
@@ -229,7 +242,8 @@ NOTES = [
     "Machine limits: the relay latency is the floor under every e2e row (a value through "
     "two loopback hops and three Python processes, nothing done on the way); the write "
     "after 5 s idle is what a workload's first gigabyte meets on a VM that hands freed "
-    "memory back to its host.",
+    "memory back to its host; the Python store is the ceiling under the broker-alone rows "
+    "(the same copies and checksum per MiB as a broker's, nothing else done).",
     "1 MiB rows: two rounds of a gigabyte, each into a topic / stream of its own that it "
     "deletes at its end, the best of the two shown, as the raw os.write row is measured "
     "(best of two rounds, the file unlinked in between): the second round writes into the "

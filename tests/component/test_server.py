@@ -504,3 +504,62 @@ async def test_requests_read_with_one_that_closes_the_connection_are_not_acted_o
         writer.close()
     finally:
         await srv.stop()
+
+
+async def test_large_frames_read_into_pooled_buffers_stay_whole_while_held() -> None:
+    """Frames over 64 KiB are read straight into buffers of their own, reused once nothing
+    refers to them: records a handler keeps a view of (as a write waiting its turn would)
+    must not change when later requests arrive, and big answers reach the client whole,
+    pipelined, while it holds the earlier ones."""
+    kept: list[tuple[memoryview, bytes]] = []
+    sent = [os.urandom(300_000 + 4_096 * i) for i in range(8)]
+
+    async def keep(header: RequestHeader, request: ProduceRequest) -> ProduceResponse:
+        records = request.topics[0].partitions[0].records
+        assert isinstance(records, memoryview)
+        kept.append((records, bytes(records)))  # the view, and what it held on arrival
+        await asyncio.sleep(0.01 * (header.correlation_id % 3))  # later ones overtake it
+        return ProduceResponse()
+
+    async def fetch(header: RequestHeader, request: FetchRequest) -> FetchResponse:
+        part = FetchPartitionData(partition_index=0, records=sent[header.correlation_id % 8])
+        return FetchResponse(topics=[FetchTopicResponse(topic="t", partitions=[part])])
+
+    srv = BrokerServer({ApiKey.PRODUCE: keep, ApiKey.FETCH: fetch})
+    port = await srv.start()
+    try:
+        async with BrokerConnection("127.0.0.1", port) as conn:
+            for _ in range(2):
+                await asyncio.gather(
+                    *(
+                        conn.request(
+                            ApiKey.PRODUCE,
+                            ProduceRequest(
+                                acks=1,
+                                timeout_ms=1000,
+                                topics=[
+                                    ProduceTopic(
+                                        name="t",
+                                        partitions=[ProducePartition(index=0, records=data)],
+                                    )
+                                ],
+                            ),
+                        )
+                        for data in sent
+                    )
+                )
+            fetched = []
+            for _ in range(3):
+                fetched += await asyncio.gather(
+                    *(
+                        conn.request(ApiKey.FETCH, FetchRequest(max_wait_ms=0, min_bytes=0))
+                        for _ in range(8)
+                    )
+                )
+        assert sorted(bytes(view) for view, _ in kept) == sorted(sent * 2)
+        assert all(view == arrived for view, arrived in kept)
+        for response in fetched:
+            assert bytes(response.topics[0].partitions[0].records) in sent
+        assert 0 < srv.frame_pool.held_bytes <= 64 << 20
+    finally:
+        await srv.stop()

@@ -90,3 +90,8 @@ def test_machine_limits_measure_something(tmp_path: Path) -> None:
     p50, p99 = limits.relay_latency_us(TINY)
     assert 0 < p50 <= p99
     assert {child.pid for child in multiprocessing.active_children()} <= before  # relay gone
+    assert limits.store_gb_s(tmp_path, 8 * 1024 * 1024) > 0
+    assert list(tmp_path.iterdir()) == []  # its file is removed
+    assert {child.pid for child in multiprocessing.active_children()} <= before  # store gone
+    with pytest.raises(Unavailable, match="the store closed the connection"):
+        limits.store_gb_s(tmp_path / "missing", 1024 * 1024)  # a clear n/a, not a hang

@@ -1,3 +1,4 @@
+import os
 import struct
 
 import pytest
@@ -11,6 +12,7 @@ from protocol.errors import (
 )
 from protocol.framing import (
     FrameDecoder,
+    FramePool,
     RequestHeader,
     frame,
     pack_response_header,
@@ -143,3 +145,126 @@ def test_a_large_frame_fed_in_pieces_is_the_same() -> None:
     truncated.feed(stream[:50_000])
     with pytest.raises(TruncatedFrameError, match="50000 bytes into a frame"):
         truncated.close()
+
+
+# FramePool: a large frame read straight into a buffer of its own, reused once nothing
+# refers to it.
+
+
+def _read(decoder: FrameDecoder, stream: bytes, sizes: list[int]) -> list[memoryview]:
+    """What a connection does: each read goes where ``read_into`` says (the frame's own
+    buffer) or to its own buffer, then ``filled`` or ``feed``; sizes are the reads' caps."""
+    frames: list[memoryview] = []
+    pos, turn = 0, 0
+    while pos < len(stream):
+        cap = sizes[turn % len(sizes)] if sizes else 1 << 20
+        turn += 1
+        into = decoder.read_into()
+        if into is not None:
+            n = min(cap, len(into), len(stream) - pos)
+            into[:n] = stream[pos : pos + n]
+            frames += decoder.filled(n)
+        else:
+            n = min(cap, len(stream) - pos)
+            frames += decoder.feed(stream[pos : pos + n])
+        pos += n
+    return frames
+
+
+@given(
+    st.lists(st.integers(0, 3_000), max_size=10),
+    st.lists(st.integers(1, 5_000), max_size=8),
+    st.integers(0, 20_000),
+)
+def test_pooled_reads_give_the_same_frames_and_never_reuse_a_live_one(
+    lengths: list[int], sizes: list[int], budget: int
+) -> None:
+    payloads = [bytes([i + 1]) * n for i, n in enumerate(lengths)]  # each its own byte
+    pool = FramePool(budget, min_read_bytes=16)
+    decoder = FrameDecoder(1 << 20, pool)
+    frames = _read(decoder, _frames(payloads), sizes)
+    # every frame is held to the end: a buffer lent to one must not have been handed
+    # to a later one, or these would have changed under us
+    assert [bytes(f) for f in frames] == payloads
+    assert decoder.buffered_bytes == 0
+    assert pool.held_bytes <= budget
+    decoder.close()
+
+
+def test_a_large_frame_goes_to_its_own_buffer_and_the_buffer_is_reused() -> None:
+    pool = FramePool(4 << 20)
+    decoder = FrameDecoder(8 << 20, pool)
+    big, other = os.urandom(1 << 20), os.urandom(1 << 20)
+    stream = _framed(big)
+    assert decoder.feed(stream[:100_000]) == []
+    into = decoder.read_into()
+    assert into is not None and len(into) == (1 << 20) - (100_000 - 4)
+    into[:] = stream[100_000:]
+    (first,) = decoder.filled(len(into))
+    assert first == big and decoder.read_into() is None
+    assert pool.held_bytes == 1 << 20
+    del into
+    # the first frame is still held: the next one gets another buffer
+    (second,) = _read(decoder, _framed(other), [256 * 1024])
+    assert second == other and first == big and pool.held_bytes == 2 << 20
+    del first, second
+    # nothing refers to either now: reused, no more memory
+    for _ in range(3):
+        (again,) = _read(decoder, stream, [256 * 1024])
+        assert again == big
+        del again
+    assert pool.held_bytes == 2 << 20
+
+
+def test_a_view_of_a_view_keeps_the_buffer_out_of_the_pool() -> None:
+    pool = FramePool(1 << 20, min_read_bytes=1)
+    decoder = FrameDecoder(1 << 20, pool)
+    (frame_,) = _read(decoder, _framed(b"a" * 1000), [10])
+    kept = frame_[10:20][2:4]
+    del frame_
+    (other,) = _read(decoder, _framed(b"b" * 1000), [10])
+    assert bytes(kept) == b"aa" and bytes(other) == b"b" * 1000
+    assert pool.held_bytes == 2000
+
+
+def test_a_full_pool_falls_back_to_copying() -> None:
+    pool = FramePool(150_000, min_read_bytes=1)
+    decoder = FrameDecoder(1 << 20, pool)
+    payloads = [bytes([i]) * 100_000 for i in range(3)]
+    frames = _read(decoder, _frames(payloads), [4096])
+    assert [bytes(f) for f in frames] == payloads
+    assert pool.held_bytes == 100_000  # one pooled; the others were buffered as before
+    too_big = FramePool(10, min_read_bytes=1)
+    assert too_big.take(11) is None and too_big.held_bytes == 0
+
+
+def test_an_idle_buffer_of_the_wrong_size_makes_room() -> None:
+    pool = FramePool(300_000, min_read_bytes=1)
+    small = pool.take(10_000)
+    assert small is not None
+    del small
+    big = pool.take(295_000)  # over the budget beside the idle small one: it goes
+    assert big is not None and len(big) == 295_000 and pool.held_bytes == 295_000
+    assert pool.take(50_000) is None  # the big one is lent (its view is alive): no room
+    del big
+    again = pool.take(200_000)  # the big one is back, and not too big for this
+    assert again is not None and len(again) == 295_000 and pool.held_bytes == 295_000
+
+
+def test_the_stream_ending_inside_a_pooled_frame_is_truncated() -> None:
+    decoder = FrameDecoder(1 << 20, FramePool(1 << 20, min_read_bytes=1))
+    decoder.feed(_framed(b"x" * 1000)[:304])
+    assert decoder.read_into() is not None
+    with pytest.raises(TruncatedFrameError, match="ended 304 bytes into a frame"):
+        decoder.close()
+
+
+def test_reading_past_the_frame_or_feeding_into_it_is_a_caller_bug() -> None:
+    decoder = FrameDecoder(1 << 20, FramePool(1 << 20, min_read_bytes=1))
+    decoder.feed(_framed(b"x" * 1000)[:10])
+    with pytest.raises(ValueError, match="use filled"):
+        decoder.feed(b"x")
+    with pytest.raises(ValueError, match="filled"):
+        decoder.filled(995)
+    with pytest.raises(ValueError, match="filled"):
+        FrameDecoder().filled(1)
