@@ -101,6 +101,7 @@ Handler = Callable[[RequestHeader, Any], Awaitable[Any] | Deferred[Any] | Any]
 
 _READ_BUFFER_BYTES = 256 * 1024
 _FRAME_POOL_BYTES = 64 * 1024 * 1024
+_AFTER_LARGE_READ_BYTES = 4096
 """What a listener keeps for large frames' buffers (each reused once nothing refers to
 it): enough for a few dozen 1 MiB produce requests in flight; more take the copy."""
 _INLINE_FILE_BYTES = 16 * 1024
@@ -245,6 +246,7 @@ class _Connection(asyncio.BufferedProtocol):
         self._loop = asyncio.get_running_loop()
         self._decoder = FrameDecoder(server.max_frame_bytes, server.frame_pool)
         self._direct = False  # the last read went into a frame's own buffer
+        self._after_large = False  # ... and finished a frame: the next read is short
         self._queue: collections.deque[_Slot] = collections.deque()
         self._busy = False  # the writer task is sending a response (the queue waits)
         self._drained = asyncio.Event()  # set while nothing is queued or being written
@@ -364,12 +366,21 @@ class _Connection(asyncio.BufferedProtocol):
     def get_buffer(self, sizehint: int) -> memoryview:
         rest = self._decoder.read_into()  # a large frame: the rest of it straight to its buffer
         self._direct = rest is not None
-        return self._server.read_buffer if rest is None else rest
+        if rest is not None:
+            return rest
+        if self._after_large:
+            # after a large frame most likely another: a short read takes its head, and
+            # its body follows straight into its own buffer (not copied from this one)
+            self._after_large = False
+            return self._server.read_buffer[:_AFTER_LARGE_READ_BYTES]
+        return self._server.read_buffer
 
     def buffer_updated(self, nbytes: int) -> None:
         if self._direct:
             self.last_active = self._loop.time()
-            self._frames(self._decoder.filled(nbytes))
+            frames = self._decoder.filled(nbytes)
+            self._after_large = bool(frames)
+            self._frames(frames)
         elif self._transport is None:
             self._read_early(nbytes)
         else:
@@ -435,6 +446,9 @@ class _Connection(asyncio.BufferedProtocol):
                     self._server.holding.discard(self._raw)
             return  # never counted, never served
         self._closed = True
+        # a frame cut off by the close: its pooled buffer goes back now, not when the
+        # collector frees this connection (the broker freezes long-lived objects)
+        self._decoder.discard()
         self._server.connections.discard(self)
         if self._server.quotas is not None:
             self._server.quotas.release(self.ip, self._server.listener)

@@ -75,6 +75,7 @@ CLIENT_VERSION = "0.1.0"
 
 _READ_BUFFER_BYTES = 256 * 1024
 _FRAME_POOL_BYTES = 16 * 1024 * 1024
+_AFTER_LARGE_READ_BYTES = 4096
 """What a connection keeps for large responses' buffers (each reused once nothing refers
 to it): a few fetch responses of a few MiB; a larger one is copied out of the read buffer."""
 
@@ -87,6 +88,7 @@ class _Protocol(asyncio.BufferedProtocol):
         self._connection = connection
         self._buffer = memoryview(bytearray(_READ_BUFFER_BYTES))
         self._direct: memoryview | None = None
+        self._after_large = False  # a read finished a large frame: the next one is short
         self.writable = asyncio.Event()
         self.writable.set()
         self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -94,12 +96,17 @@ class _Protocol(asyncio.BufferedProtocol):
     def get_buffer(self, sizehint: int) -> memoryview:
         # a large response (a fetch): the rest of it straight into a buffer of its own
         self._direct = self._connection._decoder.read_into()
-        return self._buffer if self._direct is None else self._direct
+        if self._direct is not None:
+            return self._direct
+        if self._after_large:  # most likely another: its head, then its body straight in
+            self._after_large = False
+            return self._buffer[:_AFTER_LARGE_READ_BYTES]
+        return self._buffer
 
     def buffer_updated(self, nbytes: int) -> None:
         if self._direct is not None:
             self._direct = None
-            self._connection._filled(nbytes)
+            self._after_large = self._connection._filled(nbytes)
         else:
             self._connection._received(self._buffer[:nbytes])
 
@@ -535,19 +542,23 @@ class BrokerConnection:
     def _received(self, data: memoryview) -> None:
         self._answers(self._decoder.feed, data)
 
-    def _filled(self, nbytes: int) -> None:
-        self._answers(self._decoder.filled, nbytes)
+    def _filled(self, nbytes: int) -> bool:
+        """``nbytes`` read into the large frame's own buffer; True: that finished it."""
+        return self._answers(self._decoder.filled, nbytes)
 
-    def _answers(self, read: Callable[[Any], list[memoryview]], data: Any) -> None:
+    def _answers(self, read: Callable[[Any], list[memoryview]], data: Any) -> bool:
         try:
-            for payload in read(data):
+            payloads = read(data)
+            for payload in payloads:
                 if self._closed is not None:
-                    return
+                    break
                 self._answer(payload)
+            return bool(payloads)
         except ApiError as exc:  # a frame over max_frame_bytes, a broken stream
             self.close(exc)
         except Exception as exc:  # anything else ends the stream too: never a silent reader
             self.close(NetworkError(f"{self}: reading failed ({exc!r})"))
+        return False
 
     def _answer(self, payload: memoryview) -> None:
         correlation_id, body = parse_response_header(payload)
@@ -584,6 +595,7 @@ class BrokerConnection:
         if self._closed is not None:
             return
         self._closed = cause or NetworkError(f"connection to {self.host}:{self.port} closed")
+        self._decoder.discard()  # (a response cut off by the close)
         held, self._held = self._held or [], None
         waiting = [*self._in_flight, *(w for _parts, w in held if w is not None)]
         self._in_flight.clear()

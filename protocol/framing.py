@@ -134,6 +134,11 @@ class FrameDecoder:
     any error the decoder is unusable (the stream has lost its framing), as is the connection.
     ``close`` raises :class:`TruncatedFrameError` if the stream ended inside a frame.
 
+    With a :class:`FramePool`, a large frame whose length is known is finished in a buffer
+    of its own when the pool has one free: :meth:`read_into` says where the next read
+    should go (then :meth:`filled`), so its bytes are not copied at all. ``feed`` still
+    works then (it copies).
+
     Not thread-safe; one decoder per connection.
     """
 
@@ -149,8 +154,8 @@ class FrameDecoder:
         self._need = -1  # payload length of the partial frame, -1 while its prefix is short
         self._failed = False
         self._pool = pool
-        # a large partial frame in a buffer of its own (from the pool): its payload so far
-        # is _frame[:_have], and _rest is where the next read goes
+        # a large partial frame in a pooled buffer of its own: the frame (length prefix
+        # included) so far is _frame[:_have], and _rest is where the next read goes
         self._frame: memoryview | None = None
         self._have = 0
         self._rest: memoryview | None = None
@@ -159,7 +164,7 @@ class FrameDecoder:
     def buffered_bytes(self) -> int:
         """Bytes held for a frame not yet complete."""
         if self._frame is not None:
-            return LENGTH_SIZE + self._have
+            return self._have
         return len(self._pending)
 
     def read_into(self) -> memoryview | None:
@@ -174,10 +179,10 @@ class FrameDecoder:
         if rest is None or not 0 < nbytes <= len(rest):
             raise ValueError(f"filled({nbytes}) with {0 if rest is None else len(rest)} expected")
         self._have += nbytes
-        if self._have < self._need:
+        if nbytes < len(rest):
             self._rest = rest[nbytes:]
             return []
-        payload = self._frame[: self._need]  # type: ignore[index]
+        payload = self._frame[LENGTH_SIZE : self._have]  # type: ignore[index]
         self._frame = self._rest = None
         self._need = -1
         return [payload]
@@ -185,12 +190,12 @@ class FrameDecoder:
     def feed(self, data: Buffer) -> list[memoryview]:
         if self._failed:
             raise MalformedFrameError("the stream lost its framing after an earlier error")
-        if self._rest is not None:
-            raise ValueError("feed() while a frame is read into its own buffer: use filled()")
         view = memoryview(data).cast("B")
         frames: list[memoryview] = []
         pos = 0
-        if self._pending:
+        if self._rest is not None:
+            pos = self._fill_own(view, frames)
+        elif self._pending:
             pos = self._fill_pending(view, frames)
         end = len(view)
         # Fast path: whole frames straight from the chunk, one copy each.
@@ -207,13 +212,27 @@ class FrameDecoder:
             self._update_need()
         return frames
 
+    def discard(self) -> None:
+        """Drop a frame in progress (the connection is gone): its pooled buffer, if it
+        had one, can be taken again."""
+        self._pending = bytearray()
+        self._frame = self._rest = None
+        self._need = -1
+
     def close(self) -> None:
         """Declare the end of the stream."""
         have = self.buffered_bytes
+        self.discard()
         if have:
-            self._pending = bytearray()
-            self._frame = self._rest = None
             raise TruncatedFrameError(f"the stream ended {have} bytes into a frame")
+
+    def _fill_own(self, view: memoryview, frames: list[memoryview]) -> int:
+        """Copy what ``view`` holds of the frame in its own buffer there."""
+        take = min(len(self._rest), len(view))  # type: ignore[arg-type]
+        if take:
+            self._rest[:take] = view[:take]  # type: ignore[index]
+            frames += self.filled(take)
+        return take
 
     def _fill_pending(self, view: memoryview, frames: list[memoryview]) -> int:
         """Complete the partial frame from ``view``; returns how much of ``view`` it used."""
@@ -226,39 +245,37 @@ class FrameDecoder:
             if self._need < 0:
                 return pos
             if self._own_buffer(memoryview(self._pending)):
-                # the rest of what came goes to the frame's own buffer (one copy, as here)
-                take = min(len(self._rest), len(view) - pos)  # type: ignore[arg-type]
-                if take:
-                    self._rest[:take] = view[pos : pos + take]  # type: ignore[index]
-                    frames += self.filled(take)
-                return pos + take
+                return pos + self._fill_own(view[pos:], frames)
         missing = LENGTH_SIZE + self._need - len(self._pending)
         take = min(missing, len(view) - pos)
         self._pending += view[pos : pos + take]
         pos += take
         if take == missing:
             frames.append(memoryview(self._pending)[LENGTH_SIZE:])
+            if self._pool is not None and self._need >= self._pool.min_read_bytes:
+                # its memory came as its bytes did: the pool may keep it for the next ones
+                self._pool.adopt(self._pending)
             self._pending = bytearray()
             self._need = -1
         return pos
 
     def _own_buffer(self, partial: memoryview) -> bool:
-        """Put a large partial frame (its length prefix checked and included) into a pooled
-        buffer of its own, so that the rest of it is read there; False: not done."""
+        """Put a large partial frame (its length prefix checked and included) into a free
+        pooled buffer of its own, so that the rest of it is read there; False: not done."""
         pool = self._pool
         if pool is None or len(partial) < LENGTH_SIZE:
             return False
         (length,) = _LENGTH.unpack_from(partial)
-        have = len(partial) - LENGTH_SIZE
-        if length - have < pool.min_read_bytes:
+        if LENGTH_SIZE + length - len(partial) < pool.min_read_bytes:
             return False
-        buffer = pool.take(length)
+        buffer = pool.take(LENGTH_SIZE + length)
         if buffer is None:
             return False
-        buffer[:have] = partial[LENGTH_SIZE:]
+        have = len(partial)
+        buffer[:have] = partial
         self._pending = bytearray()
         self._frame, self._have, self._need = buffer, have, length
-        self._rest = buffer[have:length]
+        self._rest = buffer[have : LENGTH_SIZE + length]
         return True
 
     def _update_need(self) -> None:
@@ -277,25 +294,27 @@ class FrameDecoder:
 
 
 class FramePool:
-    """Buffers for large frames, reused: a frame read into one costs no copy, and a reused
-    one not even the zeroing a new ``bytearray`` pays.
+    """Buffers of large frames, reused: a frame read into one is not copied at all.
 
-    A buffer goes out as the memory under a frame's payload and is never handed back
-    explicitly: it is taken again only once nothing refers to its bytes any more. That is
-    asked of the buffer itself: a ``bytearray`` cannot change size while a ``memoryview``
-    (or any other export) of it is alive, so whatever kept a view of a frame (a handler, a
-    queued write, a record set) keeps the buffer out of the pool. Holding at most
-    ``budget_bytes``; a frame it cannot serve is buffered as before, so a flood of large
-    frames costs memory only as their bytes arrive, as without a pool.
+    The pool never allocates: it keeps the buffers large frames were assembled in the
+    usual way (as their bytes arrived, ``adopt``), so a peer costs memory only with bytes
+    it sent, as without a pool; a length prefix alone gets nothing. A buffer goes out as
+    the memory under a frame and is never handed back explicitly: it is taken again only
+    once nothing refers to its bytes any more. That is asked of the buffer itself: a
+    ``bytearray`` cannot change size while a ``memoryview`` (or any other export) of it is
+    alive, so whatever kept a view of a frame (a handler, a queued write, a record set)
+    keeps the buffer out of the pool. It holds at most ``budget_bytes``.
     """
 
     __slots__ = ("_buffers", "_held", "budget_bytes", "min_read_bytes")
 
     def __init__(self, budget_bytes: int, min_read_bytes: int = 64 * 1024) -> None:
+        if min_read_bytes < 1:
+            raise ValueError("min_read_bytes must be >= 1")
         self.budget_bytes = budget_bytes
         self.min_read_bytes = min_read_bytes
         """Frames with less than this left to read are copied (a read of their own would
-        cost more than the copy)."""
+        cost more than the copy), and smaller ones are not kept."""
         self._buffers: list[bytearray] = []
         self._held = 0
 
@@ -304,29 +323,31 @@ class FramePool:
         return self._held
 
     def take(self, size: int) -> memoryview | None:
-        """A view of a buffer of at least ``size`` bytes that nothing else refers to, or
-        None. The buffer stays out of the pool for as long as this view, or any view of it,
+        """A view of a buffer of ``size`` to ``2 * size`` bytes that nothing else refers
+        to, or None. The buffer stays out of the pool while this view, or any view of it,
         is alive."""
-        spare: list[bytearray] = []
         for buffer in self._buffers:
-            if _unshared(buffer):
-                if size <= len(buffer) <= 2 * size:
-                    return memoryview(buffer)
-                spare.append(buffer)
+            if size <= len(buffer) <= 2 * size and _unshared(buffer):
+                return memoryview(buffer)
+        return None
+
+    def adopt(self, buffer: bytearray) -> None:
+        """Keep ``buffer`` (a frame's, perhaps still in use) for later frames, if it fits in
+        the budget once idle buffers of other sizes make room; the oldest go first."""
+        size = len(buffer)
         if size > self.budget_bytes:
-            return None
-        spare.sort(key=len, reverse=True)  # the biggest idle ones make room first
-        while self._held + size > self.budget_bytes and spare:
-            gone = spare.pop(0)
-            self._buffers.remove(gone)
-            self._held -= len(gone)
+            return
         if self._held + size > self.budget_bytes:
-            return None
-        buffer = bytearray(size + 1)
-        del buffer[size:]  # capacity for one more byte: _unshared's test never reallocates
-        self._buffers.append(buffer)
-        self._held += size
-        return memoryview(buffer)
+            kept: list[bytearray] = []  # (by identity: equal bytes are not the same buffer)
+            for held in self._buffers:
+                if self._held + size > self.budget_bytes and _unshared(held):
+                    self._held -= len(held)
+                else:
+                    kept.append(held)
+            self._buffers = kept
+        if self._held + size <= self.budget_bytes:
+            self._buffers.append(buffer)
+            self._held += size
 
 
 def _unshared(buffer: bytearray) -> bool:

@@ -1,9 +1,10 @@
 """The broker's listener in-process on port 0, with the client's connection and raw sockets."""
 
 import asyncio
+import gc
 import os
 import struct
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import msgpack
@@ -562,4 +563,77 @@ async def test_large_frames_read_into_pooled_buffers_stay_whole_while_held() -> 
             assert bytes(response.topics[0].partitions[0].records) in sent
         assert 0 < srv.frame_pool.held_bytes <= 64 << 20
     finally:
+        await srv.stop()
+
+
+async def _until(check: Callable[[], bool], what: str) -> None:
+    for _ in range(500):
+        if check():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def test_a_length_prefix_alone_does_not_make_the_broker_allocate_the_frame() -> None:
+    """Any peer, before authenticating, sends 4 bytes declaring a 60 MiB frame and nothing
+    more: the broker holds 4 bytes for it, not 60 MiB (review 94)."""
+    srv = BrokerServer({ApiKey.PRODUCE: produce})
+    port = await srv.start()
+    try:
+        _, writer = await _raw(port)
+        writer.write(struct.pack(">I", 60 << 20))
+        await writer.drain()
+        await _until(
+            lambda: any(c._decoder.buffered_bytes == 4 for c in srv.connections),
+            "the prefix to be read",
+        )
+        assert srv.frame_pool.held_bytes == 0
+        writer.close()
+    finally:
+        await srv.stop()
+
+
+async def test_a_connection_lost_inside_a_pooled_frame_gives_its_buffer_back() -> None:
+    """A peer gone 100 KB into a 1 MiB frame read into a pooled buffer: the buffer is free
+    for others at once, not when the collector frees the connection (the broker freezes
+    long-lived objects out of it; gc is off here to stand for that; review 94)."""
+    srv = BrokerServer({ApiKey.PRODUCE: produce})
+    port = await srv.start()
+    gc.disable()
+    try:
+        frame_ = b"".join(
+            bytes(p)
+            for p in encode_request(
+                ApiKey.PRODUCE,
+                0,
+                1,
+                ProduceRequest(
+                    acks=1,
+                    timeout_ms=100,
+                    topics=[
+                        ProduceTopic(
+                            name="t",
+                            partitions=[ProducePartition(index=0, records=os.urandom(1 << 20))],
+                        )
+                    ],
+                ),
+            )
+        )
+        reader, writer = await _raw(port)
+        writer.write(frame_)  # assembled as it came, then kept by the pool
+        await _read_frame(reader)
+        assert srv.frame_pool.held_bytes == len(frame_)
+        writer.write(frame_[:100_000])  # the next one goes to that buffer
+        await writer.drain()
+        await _until(
+            lambda: any(c._decoder.read_into() is not None for c in srv.connections),
+            "the frame to be read into its own buffer",
+        )
+        assert srv.frame_pool.take(len(frame_)) is None  # lent
+        writer.close()
+        await _until(lambda: not srv.connections, "the broker to see the close")
+        assert srv.frame_pool.take(len(frame_)) is not None
+        assert srv.frame_pool.held_bytes == len(frame_)
+    finally:
+        gc.enable()
         await srv.stop()

@@ -151,16 +151,19 @@ def test_a_large_frame_fed_in_pieces_is_the_same() -> None:
 # refers to it.
 
 
-def _read(decoder: FrameDecoder, stream: bytes, sizes: list[int]) -> list[memoryview]:
+def _read(
+    decoder: FrameDecoder, stream: bytes, sizes: list[int], feed_anyway: int = 0
+) -> list[memoryview]:
     """What a connection does: each read goes where ``read_into`` says (the frame's own
-    buffer) or to its own buffer, then ``filled`` or ``feed``; sizes are the reads' caps."""
+    buffer) or to its own buffer, then ``filled`` or ``feed``; sizes are the reads' caps.
+    Every ``feed_anyway``-th read is fed even when ``read_into`` has a buffer."""
     frames: list[memoryview] = []
     pos, turn = 0, 0
     while pos < len(stream):
         cap = sizes[turn % len(sizes)] if sizes else 1 << 20
         turn += 1
         into = decoder.read_into()
-        if into is not None:
+        if into is not None and not (feed_anyway and turn % feed_anyway == 0):
             n = min(cap, len(into), len(stream) - pos)
             into[:n] = stream[pos : pos + n]
             frames += decoder.filled(n)
@@ -172,48 +175,64 @@ def _read(decoder: FrameDecoder, stream: bytes, sizes: list[int]) -> list[memory
 
 
 @given(
-    st.lists(st.integers(0, 3_000), max_size=10),
+    st.lists(st.integers(0, 3_000), max_size=12),
     st.lists(st.integers(1, 5_000), max_size=8),
     st.integers(0, 20_000),
+    st.integers(0, 4),
+    st.lists(st.booleans(), max_size=12),
 )
 def test_pooled_reads_give_the_same_frames_and_never_reuse_a_live_one(
-    lengths: list[int], sizes: list[int], budget: int
+    lengths: list[int], sizes: list[int], budget: int, feed_anyway: int, dropped: list[bool]
 ) -> None:
     payloads = [bytes([i + 1]) * n for i, n in enumerate(lengths)]  # each its own byte
     pool = FramePool(budget, min_read_bytes=16)
     decoder = FrameDecoder(1 << 20, pool)
-    frames = _read(decoder, _frames(payloads), sizes)
-    # every frame is held to the end: a buffer lent to one must not have been handed
-    # to a later one, or these would have changed under us
-    assert [bytes(f) for f in frames] == payloads
+    stream = _frames(payloads)
+    kept: list[tuple[memoryview, bytes]] = []
+    for round_ in range(2):  # the second round meets the buffers the first one left
+        frames = _read(decoder, stream, sizes, feed_anyway)
+        assert [bytes(f) for f in frames] == payloads
+        # some frames are dropped at once (their buffers free for the next ones), the
+        # rest are held to the end: a buffer lent to one must not go to a later one
+        for i, f in enumerate(frames):
+            if not (dropped[i] if i < len(dropped) else round_):
+                kept.append((f, payloads[i]))
+        del frames
+    assert all(bytes(view) == payload for view, payload in kept)
     assert decoder.buffered_bytes == 0
     assert pool.held_bytes <= budget
     decoder.close()
 
 
-def test_a_large_frame_goes_to_its_own_buffer_and_the_buffer_is_reused() -> None:
+def test_a_large_frame_goes_to_a_buffer_of_its_own_once_the_pool_has_one() -> None:
     pool = FramePool(4 << 20)
     decoder = FrameDecoder(8 << 20, pool)
-    big, other = os.urandom(1 << 20), os.urandom(1 << 20)
-    stream = _framed(big)
-    assert decoder.feed(stream[:100_000]) == []
-    into = decoder.read_into()
-    assert into is not None and len(into) == (1 << 20) - (100_000 - 4)
-    into[:] = stream[100_000:]
-    (first,) = decoder.filled(len(into))
-    assert first == big and decoder.read_into() is None
-    assert pool.held_bytes == 1 << 20
-    del into
-    # the first frame is still held: the next one gets another buffer
-    (second,) = _read(decoder, _framed(other), [256 * 1024])
-    assert second == other and first == big and pool.held_bytes == 2 << 20
+    big, other, third = (os.urandom(1 << 20) for _ in range(3))
+    # the first is assembled as its bytes come (the pool has nothing), then kept by it
+    (first,) = _read(decoder, _framed(big), [256 * 1024])
+    assert first == big and pool.held_bytes == 4 + (1 << 20)
+    # the first is still held: the second cannot have its buffer, and is kept too
+    assert decoder.feed(_framed(other)[:100_000]) == [] and decoder.read_into() is None
+    (second,) = decoder.feed(_framed(other)[100_000:])
+    assert second == other and first == big and pool.held_bytes == 2 * (4 + (1 << 20))
     del first, second
-    # nothing refers to either now: reused, no more memory
-    for _ in range(3):
-        (again,) = _read(decoder, stream, [256 * 1024])
-        assert again == big
-        del again
-    assert pool.held_bytes == 2 << 20
+    # nothing refers to them now: the third's rest is read straight into one of them
+    assert decoder.feed(_framed(third)[:4096]) == []
+    into = decoder.read_into()
+    assert into is not None and len(into) == 4 + (1 << 20) - 4096
+    into[:] = _framed(third)[4096:]
+    (got,) = decoder.filled(len(into))
+    assert got == third and decoder.read_into() is None
+    assert pool.held_bytes == 2 * (4 + (1 << 20))  # no new memory
+
+
+def test_a_length_prefix_alone_costs_no_memory() -> None:
+    """Four bytes declaring a 60 MiB frame get four bytes held, pool or not (review 94)."""
+    pool = FramePool(64 << 20)
+    decoder = FrameDecoder(100 << 20, pool)
+    assert decoder.feed(struct.pack(">I", 60 << 20)) == []
+    assert decoder.buffered_bytes == 4 and decoder.read_into() is None
+    assert pool.held_bytes == 0
 
 
 def test_a_view_of_a_view_keeps_the_buffer_out_of_the_pool() -> None:
@@ -224,47 +243,71 @@ def test_a_view_of_a_view_keeps_the_buffer_out_of_the_pool() -> None:
     del frame_
     (other,) = _read(decoder, _framed(b"b" * 1000), [10])
     assert bytes(kept) == b"aa" and bytes(other) == b"b" * 1000
-    assert pool.held_bytes == 2000
+    assert pool.held_bytes == 2 * 1004
+    del kept, other
+    decoder.feed(_framed(b"c" * 1000)[:10])
+    assert decoder.read_into() is not None  # a freed one serves the next
 
 
-def test_a_full_pool_falls_back_to_copying() -> None:
+def test_a_full_pool_keeps_what_fits_and_the_frames_are_whole() -> None:
     pool = FramePool(150_000, min_read_bytes=1)
     decoder = FrameDecoder(1 << 20, pool)
     payloads = [bytes([i]) * 100_000 for i in range(3)]
     frames = _read(decoder, _frames(payloads), [4096])
     assert [bytes(f) for f in frames] == payloads
-    assert pool.held_bytes == 100_000  # one pooled; the others were buffered as before
-    too_big = FramePool(10, min_read_bytes=1)
-    assert too_big.take(11) is None and too_big.held_bytes == 0
+    assert pool.held_bytes == 100_004  # one kept; the others were not, over the budget
+    pool.adopt(bytearray(150_001))
+    assert pool.held_bytes == 100_004  # never more than the budget, even alone
 
 
-def test_an_idle_buffer_of_the_wrong_size_makes_room() -> None:
-    pool = FramePool(300_000, min_read_bytes=1)
-    small = pool.take(10_000)
-    assert small is not None
-    del small
-    big = pool.take(295_000)  # over the budget beside the idle small one: it goes
-    assert big is not None and len(big) == 295_000 and pool.held_bytes == 295_000
-    assert pool.take(50_000) is None  # the big one is lent (its view is alive): no room
-    del big
-    again = pool.take(200_000)  # the big one is back, and not too big for this
-    assert again is not None and len(again) == 295_000 and pool.held_bytes == 295_000
+def test_idle_buffers_make_room_but_lent_ones_stay() -> None:
+    pool = FramePool(300_000)
+    pool.adopt(bytearray(100_000))
+    pool.adopt(bytearray(100_000))
+    lent = pool.take(100_000)  # one of them is lent out now
+    assert lent is not None
+    pool.adopt(bytearray(150_000))  # the idle one goes to make room; the lent one stays
+    assert pool.held_bytes == 250_000
+    other = pool.take(100_000)  # not the lent one: the new one (up to twice the size)
+    assert other is not None and len(other) == 150_000
+    assert pool.take(100_000) is None  # both lent
+    del lent
+    again = pool.take(100_000)
+    assert again is not None and len(again) == 100_000
 
 
 def test_the_stream_ending_inside_a_pooled_frame_is_truncated() -> None:
-    decoder = FrameDecoder(1 << 20, FramePool(1 << 20, min_read_bytes=1))
+    pool = FramePool(1 << 20, min_read_bytes=1)
+    pool.adopt(bytearray(1004))
+    decoder = FrameDecoder(1 << 20, pool)
     decoder.feed(_framed(b"x" * 1000)[:304])
     assert decoder.read_into() is not None
     with pytest.raises(TruncatedFrameError, match="ended 304 bytes into a frame"):
         decoder.close()
+    assert pool.take(1004) is not None  # and its buffer is free again
 
 
-def test_reading_past_the_frame_or_feeding_into_it_is_a_caller_bug() -> None:
-    decoder = FrameDecoder(1 << 20, FramePool(1 << 20, min_read_bytes=1))
-    decoder.feed(_framed(b"x" * 1000)[:10])
-    with pytest.raises(ValueError, match="use filled"):
-        decoder.feed(b"x")
+def test_discard_frees_the_pooled_buffer_of_a_frame_in_progress() -> None:
+    pool = FramePool(1 << 20, min_read_bytes=1)
+    pool.adopt(bytearray(1004))
+    decoder = FrameDecoder(1 << 20, pool)
+    decoder.feed(_framed(b"x" * 1000)[:304])
+    assert pool.take(1004) is None
+    decoder.discard()
+    assert decoder.buffered_bytes == 0 and pool.take(1004) is not None
+
+
+def test_feeding_into_a_pooled_frame_copies_and_reading_past_it_is_a_caller_bug() -> None:
+    pool = FramePool(1 << 20, min_read_bytes=1)
+    pool.adopt(bytearray(1004))
+    decoder = FrameDecoder(1 << 20, pool)
+    stream = _framed(b"x" * 1000) + _framed(b"next")
+    decoder.feed(stream[:10])
+    assert decoder.read_into() is not None
     with pytest.raises(ValueError, match="filled"):
         decoder.filled(995)
+    assert [bytes(f) for f in decoder.feed(stream[10:])] == [b"x" * 1000, b"next"]
     with pytest.raises(ValueError, match="filled"):
         FrameDecoder().filled(1)
+    with pytest.raises(ValueError, match="min_read_bytes"):
+        FramePool(1 << 20, min_read_bytes=0)
