@@ -501,7 +501,9 @@ class RecordAccumulator:
         queue empties leaves it: the sender's passes (ready, drain, expire) go over the
         partitions with batches, not every partition ever written (with 1,024 of them,
         a third of an e2e run's client time)."""
-        self._open: dict[TopicPartition, ProducerBatch] = {}
+        self.open_batches: dict[TopicPartition, ProducerBatch] = {}
+        """Each partition's open batch (read by the producer's fast path, for a keyed
+        record: only the accumulator changes it, and never replaces the dict)."""
         """Each partition's batch taking records, if any (the last of its queue)."""
         self.max_in_flight = max_in_flight
         """Batches of one partition in flight at once; more than 1 only while batches are
@@ -542,7 +544,8 @@ class RecordAccumulator:
         """The producer's ``buffer_memory``: :meth:`append_to` leaves a record that would
         pass it to :meth:`append`'s caller, which waits for space."""
         self.value_max = 2**62
-        """The largest value :meth:`append_to` takes (the rest of ``max_request_size``)."""
+        """The largest key and value :meth:`append_to` takes (the rest of
+        ``max_request_size``)."""
         self.transactional = False
         """Batches are stamped as a transaction's (a transactional producer's)."""
         self.on_failure: Callable[[BaseException], None] | None = None
@@ -564,7 +567,7 @@ class RecordAccumulator:
         if size_bound is None:
             size_bound = record_size_upper_bound(key, value, headers)
         # the producer's hot path, one call per record: hence flat, no helper calls
-        batch = self._open.get(tp)
+        batch = self.open_batches.get(tp)
         if (
             batch is None
             or batch.builder is None  # closed, or finished early (expired, failed)
@@ -604,17 +607,18 @@ class RecordAccumulator:
         return RecordFuture(batch, index)
 
     def append_to(
-        self, batch: ProducerBatch, value: bytes, timestamp_ms: int
+        self, batch: ProducerBatch, value: bytes, timestamp_ms: int, key: bytes | None = None
     ) -> RecordFuture | None:
-        """:meth:`append` of a record with only a value onto ``batch``, the open batch its
-        partition was last given (the producer's fast path, see ``Producer._lanes``); None
-        if that batch is closed or cannot take it, or the buffer is full: then
-        :meth:`append` goes the whole way (a new batch, a wait for space, an error)."""
+        """:meth:`append` of a record with a value (and perhaps a key) but no headers onto
+        ``batch``, its partition's open batch (the producer's fast path, see
+        ``Producer._lanes``); None if that batch is closed or cannot take it, or the buffer
+        is full: then :meth:`append` goes the whole way (a new batch, a wait for space, an
+        error)."""
         if batch.builder is None:
             return None
-        size = len(value)
+        size = len(value) if key is None else len(value) + len(key)
         # append()'s room check (Kafka's hasRoomFor: the record at its widest) and
-        # accounting, for a record with no key and no headers
+        # accounting, for a record with no headers
         bound = size + RECORD_OVERHEAD_BOUND
         held = bound + HELD_PER_RECORD
         if (
@@ -632,8 +636,11 @@ class RecordAccumulator:
             written += 1 if index < 1 << 20 else 3
         batch.values.append(value)
         timestamps.append(timestamp_ms)
-        if batch.keys is not None:
-            batch.keys.append(None)
+        if key is not None or batch.keys is not None:
+            keys = batch.keys
+            if keys is None:
+                keys = batch.keys = [None] * index
+            keys.append(key)
         if batch.headers is not None:
             batch.headers.append(None)
         written = batch.written = batch.written + written
@@ -679,7 +686,7 @@ class RecordAccumulator:
         batch.count = len(values)
         batch.size_bound = HEADER_SIZE + size_bound
         batch.close()  # complete: sendable at once, never lingers
-        current = self._open.get(tp)
+        current = self.open_batches.get(tp)
         if current is not None and current.builder is not None:
             self._close(current)  # the partition's records appended before go first
         queue = self._batches.get(tp)
@@ -696,7 +703,7 @@ class RecordAccumulator:
         if full is not None and full.builder is not None:
             self._close(full)
         batch = self._new_batch(tp)
-        self._open[tp] = batch
+        self.open_batches[tp] = batch
         queue = self._batches.get(tp)
         if queue is None:
             queue = self._batches[tp] = collections.deque()
@@ -1066,8 +1073,8 @@ class RecordAccumulator:
         was_open = batch.is_open
         payload = batch.close()
         if was_open:
-            if self._open.get(batch.tp) is batch:
-                del self._open[batch.tp]
+            if self.open_batches.get(batch.tp) is batch:
+                del self.open_batches[batch.tp]
             self._on_batch_closed(batch.tp.topic, batch.tp.partition)
         return payload
 
@@ -1076,8 +1083,8 @@ class RecordAccumulator:
             self.on_failure(error)
         if not batch.finished and self.metrics is not None:
             self.metrics.failed(batch.tp.topic, batch.record_count)
-        if self._open.get(batch.tp) is batch:
-            del self._open[batch.tp]  # its partition's next record opens a new one
+        if self.open_batches.get(batch.tp) is batch:
+            del self.open_batches[batch.tp]  # its partition's next record opens a new one
         if batch.producer_id >= 0:
             self.sequence_hole = True
         batch.fail(error)

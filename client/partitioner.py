@@ -103,7 +103,9 @@ class Partitioner:
         self._rng = rng or random.Random()
         self._sticky: dict[str, int] = {}
         self._previous: dict[str, int] = {}
-        self._by_key: dict[tuple[bytes, int], int] = {}
+        self.by_key: dict[tuple[bytes, int], int] = {}
+        """(key, partition count) -> partition, for keys seen lately (read by the
+        producer's fast path; cleared, never replaced, when full)."""
         self._custom = custom
         self._all: dict[int, range] = {}
         # chosen once, not tested per record (the per-record path of every send)
@@ -124,13 +126,11 @@ class Partitioner:
             if type(key) is not bytes:  # bytearray, memoryview: mutable, not hashable
                 return partition_for_key(key, partition_count)
             # murmur2 in Python is a loop per 4 bytes; keys repeat (ids), so remember them
-            cached = self._by_key.get((key, partition_count))
+            cached = self.by_key.get((key, partition_count))
             if cached is None:
-                if len(self._by_key) >= _KEY_CACHE_SIZE:
-                    self._by_key.clear()
-                cached = self._by_key[key, partition_count] = partition_for_key(
-                    key, partition_count
-                )
+                if len(self.by_key) >= _KEY_CACHE_SIZE:
+                    self.by_key.clear()
+                cached = self.by_key[key, partition_count] = partition_for_key(key, partition_count)
             return cached
         sticky = self._sticky.get(topic)
         if sticky is None or sticky >= partition_count:

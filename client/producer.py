@@ -308,6 +308,13 @@ class Producer:
             and value_serializer is None
             and partitioner is None
         )
+        self._keyed: dict[str, tuple[int, list[TopicPartition]]] = {}
+        """Per topic, its partition count and partitions when its last record with a bytes
+        key went the whole way: the next one whose key the partitioner has seen goes
+        straight onto its partition's open batch. Kept and emptied with ``_lanes``."""
+        self._keyed_allowed = self._lanes_allowed and not partitioner_ignore_keys
+        self._key_partitions = self._partitioner.by_key
+        self._open_batches = self._accumulator.open_batches
         self._waiting = 0  # sends blocked on buffer_memory
 
     # --- life ------------------------------------------------------------------------------
@@ -331,10 +338,15 @@ class Producer:
         self._state = "running"
         self._wake()
 
+    def _drop_lanes(self) -> None:
+        """The fast paths go: the next record of each topic goes the whole way once."""
+        self._lanes.clear()
+        self._keyed.clear()
+
     def _metadata_updated(self, _metadata: object) -> None:
         # a topic deleted, made again, given partitions: the next record of each topic
         # goes the whole way once (the partitioner looks at the partitions again)
-        self._lanes.clear()
+        self._drop_lanes()
         self._wake()
 
     async def _init_producer_id(self) -> None:
@@ -384,7 +396,7 @@ class Producer:
         """
         if self._state == "running":
             self._state = "stopping"
-            self._lanes.clear()
+            self._drop_lanes()
             try:
                 await self.flush()
                 txn = self._txn
@@ -400,7 +412,7 @@ class Producer:
 
     async def _close(self) -> None:
         self._state = "stopped"
-        self._lanes.clear()
+        self._drop_lanes()
         if self._timer is not None:
             self._timer.cancel()
         tasks = list(self._requests)
@@ -430,7 +442,7 @@ class Producer:
 
     # --- the API ---------------------------------------------------------------------------
 
-    async def send(  # noqa: PLR0917, PLR0912, C901 - aiokafka's signature; flat: the hot path
+    async def send(  # noqa: PLR0917, PLR0912, PLR0915, C901 - aiokafka's signature; flat: hot path
         self,
         topic: str,
         value: Any = None,
@@ -446,17 +458,27 @@ class Producer:
         path: everything here is a dict lookup or a length).
         """
         if (
-            key is None
-            and partition is None
+            partition is None
             and timestamp_ms is None
             and headers is None
             and value.__class__ is bytes
         ):
-            lane = self._lanes.get(topic)
-            if lane is not None:
-                future = self._accumulator.append_to(lane, value, _time_ns() // 1_000_000)
-                if future is not None:
-                    return future
+            if key is None:
+                lane = self._lanes.get(topic)
+                if lane is not None:
+                    future = self._accumulator.append_to(lane, value, _time_ns() // 1_000_000)
+                    if future is not None:
+                        return future
+            elif key.__class__ is bytes and (keyed := self._keyed.get(topic)) is not None:
+                at = self._key_partitions.get((key, keyed[0]))
+                if at is not None:
+                    batch = self._open_batches.get(keyed[1][at])
+                    if batch is not None:
+                        future = self._accumulator.append_to(
+                            batch, value, _time_ns() // 1_000_000, key
+                        )
+                        if future is not None:
+                            return future
         if self._state != "running" or self._sender_error is not None:
             self._check_running()
         txn = self._txn
@@ -507,14 +529,12 @@ class Producer:
         future = self._accumulator.append(  # positional: keywords cost the hot path a little
             partitions[partition], key, value, headers, timestamp_ms, size
         )
-        if (
-            key is None
-            and headers is None
-            and pinned is None
-            and self._lanes_allowed
-            and self._partitioner.sticks_to(topic, partition)  # not if append() rolled
-        ):
-            self._lanes[topic] = future._batch
+        if headers is None and pinned is None:
+            if key is None:
+                if self._lanes_allowed and self._partitioner.sticks_to(topic, partition):
+                    self._lanes[topic] = future._batch  # (not if append() rolled)
+            elif self._keyed_allowed and key.__class__ is bytes and topic not in self._keyed:
+                self._keyed[topic] = (count, partitions)
         return future
 
     async def _partition_count(self, topic: str, partition: int, count: int) -> int:
@@ -715,7 +735,7 @@ class Producer:
         except Exception as exc:  # a bug: fail loudly, never leave futures hanging
             _log.exception("the producer's sender failed")
             self._sender_error = exc
-            self._lanes.clear()
+            self._drop_lanes()
             self._accumulator.fail_all(exc)
             return
         if delay_ms is not None:

@@ -368,7 +368,7 @@ async def test_a_batch_that_expires_open_lets_go_of_its_records() -> None:
     (expired,) = acc.expire()
     assert future.done() and isinstance(future.exception(), RequestTimedOutError)
     assert expired.values == [] and acc.buffered_bytes == 0
-    assert A0 not in acc._open  # the partition's next record opens a new batch
+    assert A0 not in acc.open_batches  # the partition's next record opens a new batch
     again = append(acc, A0, b"next")
     acc.begin_flush()
     (batch,) = acc.drain({1}, leader_of, 1 << 20)[1]

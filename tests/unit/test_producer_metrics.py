@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from client import ClientClosedError, ConfigurationError, Producer
 from client.accumulator import RecordAccumulator
 from client.metrics import Metrics, ProducerMetrics, Sensor, tagged
+from client.partitioner import partition_for_key
 from client.types import TopicPartition
 from protocol.apis import ProduceRequest, ProduceResponse
 from protocol.errors import (
@@ -233,6 +234,7 @@ class Leader:
 
     def __init__(self) -> None:
         self.logs: defaultdict[tuple[str, int], list[bytes | None]] = defaultdict(list)
+        self.keys: defaultdict[tuple[str, int], list[bytes | None]] = defaultdict(list)
 
     def __call__(self, request: ProduceRequest) -> ProduceResponse:
         response = ok(request)
@@ -242,6 +244,7 @@ class Leader:
                 log = self.logs[topic.name, p.index]
                 a.base_offset = len(log)
                 log += [r.value for r in batch]
+                self.keys[topic.name, p.index] += [r.key for r in batch]
         return response
 
 
@@ -272,6 +275,52 @@ async def test_records_with_only_a_value_land_in_order_at_their_offsets() -> Non
     used = {future.result().partition for future, _ in sent}
     assert used == {0, 1, 2}  # full batches moved the sticky partition on
     assert producer._lanes  # the fast path was taken
+    await producer.stop()
+
+
+async def test_keyed_records_land_where_their_key_says_with_their_keys() -> None:
+    """The keyed fast path (a bytes key the partitioner has seen, onto its partition's open
+    batch): every record lands on murmur2(key) % partitions, in send order per
+    partition, with its key, at the offset its future says; keyless ones keep sticking."""
+    tps = {TopicPartition("a", p): 1 for p in range(5)}
+    cluster = ScriptedCluster(tps)
+    leader = Leader()
+    cluster.answers = [leader] * 1_000
+    producer = await started(cluster, batch_size=2_000, linger_ms=5, acks=1)
+    sent: list[tuple[Any, bytes | None, bytes]] = []
+    for i in range(2_000):
+        key = None if i % 10 == 3 else b"user-%d" % (i % 37)
+        value = b"%05d" % i + b"." * 30
+        sent.append((await producer.send("a", value, key=key), key, value))
+    assert producer._keyed  # the keyed fast path was taken
+    await producer.flush()
+    for future, key, value in sent:
+        meta = future.result()
+        assert leader.logs["a", meta.partition][meta.offset] == value
+        assert leader.keys["a", meta.partition][meta.offset] == key
+        if key is not None:
+            assert meta.partition == partition_for_key(key, 5)
+    for log in leader.logs.values():  # in send order within each partition
+        assert log == sorted(log)  # type: ignore[type-var]
+    assert sum(len(log) for log in leader.logs.values()) == 2_000
+    await producer.stop()
+
+
+async def test_no_keyed_fast_path_when_keys_are_ignored_or_serialized() -> None:
+    cluster = ScriptedCluster({TopicPartition("a", p): 1 for p in range(4)})
+    producer = await started(cluster, linger_ms=60_000, partitioner_ignore_keys=True)
+    futures = [await producer.send("a", b"v", key=b"k%d" % i) for i in range(20)]
+    assert not producer._keyed
+    assert len({f._batch.tp for f in futures}) == 1  # the keys are ignored: one sticky
+    await producer.stop()
+    producer = await started(
+        ScriptedCluster({TopicPartition("a", p): 1 for p in range(4)}),
+        linger_ms=60_000,
+        key_serializer=lambda key: key.encode(),
+    )
+    for i in range(5):
+        await producer.send("a", b"v", key=f"k{i % 2}")
+    assert not producer._keyed
     await producer.stop()
 
 
@@ -346,44 +395,65 @@ async def test_the_fast_path_moves_to_a_new_sticky_partition_when_the_slow_path_
     assert fast == slow
 
 
-def _fill(accumulator: RecordAccumulator, values: list[bytes], stamps: list[int]) -> list[Any]:
+def _fill(
+    accumulator: RecordAccumulator,
+    keys: list[bytes | None],
+    values: list[bytes],
+    stamps: list[int],
+) -> list[Any]:
     """Each record by append_to() onto the partition's open batch when it takes it, else
     by append(), as the producer does."""
     tp = TopicPartition("a", 0)
     futures = []
-    for value, stamp in zip(values, stamps, strict=True):
-        batch = accumulator._open.get(tp)
-        future = None if batch is None else accumulator.append_to(batch, value, stamp)
+    for key, value, stamp in zip(keys, values, stamps, strict=True):
+        batch = accumulator.open_batches.get(tp)
+        future = None if batch is None else accumulator.append_to(batch, value, stamp, key)
         if future is None:
-            future = accumulator.append(tp, None, value, None, stamp)
+            future = accumulator.append(tp, key, value, None, stamp)
         futures.append(future)
     return futures
 
 
 @given(
-    st.lists(st.tuples(st.binary(max_size=300), st.integers(0, 20_000)), min_size=1, max_size=120),
+    st.lists(
+        st.tuples(
+            st.one_of(st.none(), st.binary(max_size=80)),
+            st.binary(max_size=300),
+            st.integers(0, 20_000),
+        ),
+        min_size=1,
+        max_size=120,
+    ),
     st.integers(200, 3_000),
 )
 @settings(max_examples=150, deadline=None)
 def test_append_to_fills_batches_exactly_as_append(
-    records: list[tuple[bytes, int]], batch_size: int
+    records: list[tuple[bytes | None, bytes, int]], batch_size: int
 ) -> None:
     """Review 90: the fast path's room check and accounting are append()'s: the same
-    batches, bounds and bytes held, for records of any size and timestamps spread over
-    more than 8 s (the wider timestamp delta)."""
+    batches, bounds, bytes held and encoded records, for records with and without keys
+    (the keyed fast path), of any size, and timestamps spread over more than 8 s (the
+    wider timestamp delta)."""
     asyncio.run(_fill_both(records, batch_size))  # a batch needs a running loop (its future)
 
 
-async def _fill_both(records: list[tuple[bytes, int]], batch_size: int) -> None:
-    values = [value for value, _ in records]
-    stamps = [1_000_000 + offset for _, offset in records]
+async def _fill_both(records: list[tuple[bytes | None, bytes, int]], batch_size: int) -> None:
+    keys = [key for key, _, _ in records]
+    values = [value for _, value, _ in records]
+    stamps = [1_000_000 + offset for _, _, offset in records]
     slow = RecordAccumulator(batch_size=batch_size, clock=lambda: 0.0)
     fast = RecordAccumulator(batch_size=batch_size, clock=lambda: 0.0)
     by_append = [
-        slow.append(TopicPartition("a", 0), None, v, None, t)
-        for v, t in zip(values, stamps, strict=True)
+        slow.append(TopicPartition("a", 0), k, v, None, t)
+        for k, v, t in zip(keys, values, stamps, strict=True)
     ]
-    by_lane = _fill(fast, values, stamps)
+    by_lane = _fill(fast, keys, values, stamps)
+    for futures in (by_append, by_lane):
+        for batch in {id(f._batch): f._batch for f in futures}.values():
+            batch.close()
+    assert [bytes(f._batch.payload) for f in by_append] == [
+        bytes(f._batch.payload) for f in by_lane
+    ]
 
     def shape(futures: list[Any]) -> list[tuple[int, int, int, int]]:
         """Per record: its batch's ordinal, its index there, and the batch's bounds."""
@@ -418,16 +488,21 @@ async def test_the_lanes_go_when_stop_begins_the_sender_fails_or_metadata_change
 
     producer = await started(ScriptedCluster({TopicPartition("a", 0): 1}), linger_ms=60_000)
     await producer.send("a", b"x")
+    await producer.send("a", b"x", key=b"k")
+    assert producer._keyed
     producer._metadata_updated(producer._cluster.metadata)  # a topic made again, say
-    assert not producer._lanes
+    assert not producer._lanes and not producer._keyed
     await producer.send("a", b"x")
-    assert producer._lanes
+    await producer.send("a", b"x", key=b"k")
+    assert producer._lanes and producer._keyed
     producer._accumulator.ready = None  # type: ignore[assignment, method-assign] # a bug
     producer._sender_pass()  # the sender fails: every record so far fails with it
-    assert producer._sender_error is not None and not producer._lanes
+    assert producer._sender_error is not None and not producer._lanes and not producer._keyed
     with pytest.raises(ClientClosedError, match="sender failed"):
         await producer.send("a", b"z")
-    assert metric(producer, "record-error-total") == 2
+    with pytest.raises(ClientClosedError, match="sender failed"):
+        await producer.send("a", b"z", key=b"k")
+    assert metric(producer, "record-error-total") == 4
     await producer.stop()
 
 
