@@ -296,26 +296,34 @@ class Producer:
         self._accumulator.metrics = self._metrics
         self._accumulator.buffer_memory = buffer_memory
         self._accumulator.value_max = max_request_size - HEADER_SIZE - RECORD_OVERHEAD_BOUND
-        self._lanes: dict[str, ProducerBatch] = {}
-        """Per topic, the open batch its last record with only a value went to (the sticky
-        partition's): the next such record goes straight onto it (a third of ``send()``'s
-        cost, measured: no partitioner, metadata or buffer wait in between). Only kept
-        while no per-record step can differ: running, no transaction, serializer or custom
-        partitioner; emptied when the producer stops or its sender fails."""
         self._lanes_allowed = (
             self._txn is None
             and key_serializer is None
             and value_serializer is None
             and partitioner is None
         )
+        self._init_lanes(keyed=self._lanes_allowed and not partitioner_ignore_keys)
+        self._waiting = 0  # sends blocked on buffer_memory
+
+    def _init_lanes(self, *, keyed: bool) -> None:
+        """The fast paths of ``send()`` (``_lanes_allowed`` says whether keyless records
+        may take one; ``keyed``, whether keyed ones may)."""
+        self._lanes: dict[str, ProducerBatch] = {}
+        """Per topic, the open batch its last record with only a value went to (the sticky
+        partition's): the next such record goes straight onto it (a third of ``send()``'s
+        cost, measured: no partitioner, metadata or buffer wait in between). Only kept
+        while no per-record step can differ: running, no transaction, serializer or custom
+        partitioner; emptied when the producer stops or its sender fails."""
         self._keyed: dict[str, tuple[int, list[TopicPartition]]] = {}
         """Per topic, its partition count and partitions when its last record with a bytes
         key went the whole way: the next one whose key the partitioner has seen goes
         straight onto its partition's open batch. Kept and emptied with ``_lanes``."""
-        self._keyed_allowed = self._lanes_allowed and not partitioner_ignore_keys
+        self._keyed_allowed = keyed
+        self._lanes_dropped = 0
+        """How many times the lanes were dropped: a send that saw them dropped while it
+        waited (for metadata or buffer space) registers none."""
         self._key_partitions = self._partitioner.by_key
         self._open_batches = self._accumulator.open_batches
-        self._waiting = 0  # sends blocked on buffer_memory
 
     # --- life ------------------------------------------------------------------------------
 
@@ -342,6 +350,7 @@ class Producer:
         """The fast paths go: the next record of each topic goes the whole way once."""
         self._lanes.clear()
         self._keyed.clear()
+        self._lanes_dropped += 1
 
     def _metadata_updated(self, _metadata: object) -> None:
         # a topic deleted, made again, given partitions: the next record of each topic
@@ -481,6 +490,7 @@ class Producer:
                             return future
         if self._state != "running" or self._sender_error is not None:
             self._check_running()
+        lanes_from = self._lanes_dropped  # (a lane is kept only if none were dropped since)
         txn = self._txn
         if txn is not None:
             txn.check_sendable()
@@ -521,7 +531,7 @@ class Producer:
         elif timestamp_ms.__class__ is not int or not 0 <= timestamp_ms < TIMESTAMP_LIMIT:
             timestamp_ms = checked_timestamp(timestamp_ms, "timestamp_ms")  # raises
         partitions = self._partitions.get(topic)
-        if partitions is None or len(partitions) <= partition:
+        if partitions is None or len(partitions) < count:  # (partition < count)
             partitions = self._partitions[topic] = [TopicPartition(topic, p) for p in range(count)]
         if txn is not None:
             txn.check_sendable()  # again: a wait above may have seen the transaction end
@@ -529,7 +539,8 @@ class Producer:
         future = self._accumulator.append(  # positional: keywords cost the hot path a little
             partitions[partition], key, value, headers, timestamp_ms, size
         )
-        if headers is None and pinned is None:
+        if headers is None and pinned is None and lanes_from == self._lanes_dropped:
+            # (a metadata update while this send waited: what it read may be stale)
             if key is None:
                 if self._lanes_allowed and self._partitioner.sticks_to(topic, partition):
                     self._lanes[topic] = future._batch  # (not if append() rolled)

@@ -324,6 +324,69 @@ async def test_no_keyed_fast_path_when_keys_are_ignored_or_serialized() -> None:
     await producer.stop()
 
 
+def _grow(cluster: ScriptedCluster, topic: str, count: int) -> None:
+    """The topic now has ``count`` partitions (CreatePartitions), as a refresh learns it."""
+    grown = ScriptedCluster({TopicPartition(topic, p): 1 for p in range(count)})
+    cluster.metadata = grown.metadata
+    for callback in list(cluster.on_update):
+        callback(cluster.metadata)
+
+
+def _key(below: int, count: int, *, low: bool) -> bytes:
+    """A key whose partition among ``count`` is below ``below`` (low) or not."""
+    for i in range(10_000):
+        key = b"key-%d" % i
+        if (partition_for_key(key, count) < below) == low:
+            return key
+    raise AssertionError("no such key")
+
+
+async def test_keyed_records_after_partitions_were_added_go_by_the_new_count() -> None:
+    """Review 95: after partitions were added, a keyed record going the whole way to an
+    old partition kept the topic's old (short) partitions list beside the new count; a
+    later key of a new partition, once cached, indexed past it (IndexError)."""
+    cluster = ScriptedCluster({TopicPartition("a", p): 1 for p in range(4)})
+    producer = await started(cluster, linger_ms=60_000)
+    await producer.send("a", b"v", key=b"first")
+    _grow(cluster, "a", 8)
+    low, high = _key(4, 8, low=True), _key(4, 8, low=False)
+    for key in (low, high, high, low):
+        future = await producer.send("a", b"v", key=key)
+        assert future._batch.tp.partition == partition_for_key(key, 8)
+    assert producer._keyed["a"][0] == 8
+    await producer.stop()
+
+
+async def test_a_send_that_waited_across_a_metadata_update_registers_no_lane() -> None:
+    """Review 95: a keyed send waiting for buffer space while partitions were added (the
+    lanes dropped) registered the old partition count once it went on: later records of
+    its key went by the old count, where the whole path uses the new one."""
+    cluster = ScriptedCluster({TopicPartition("a", p): 1 for p in range(4)})
+    cluster.release.clear()  # Produce answers held: the buffer stays full
+    producer = await started(cluster, linger_ms=60_000, buffer_memory=2_000, batch_size=16_384)
+    key = next(
+        b"k%d" % i
+        for i in range(10_000)
+        if partition_for_key(b"k%d" % i, 4) != partition_for_key(b"k%d" % i, 8)
+    )
+    filler = producer.create_batch()  # sendable at once (a complete batch)
+    filler.append(key=None, value=b"x" * 1_500, timestamp=None)
+    await producer.send_batch(filler, "a", partition=0)
+    waiting = asyncio.create_task(producer.send("a", b"v" * 600, key=key))  # no room: waits
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not waiting.done() and producer._waiting == 1
+    _grow(cluster, "a", 8)  # partitions added meanwhile: the lanes go
+    assert not producer._keyed
+    cluster.release.set()  # the filler is answered: room again
+    await asyncio.wait_for(waiting, 5)
+    assert not producer._keyed  # what that send read before its wait may be stale
+    for _ in range(3):
+        later = await producer.send("a", b"w", key=key)
+        assert later._batch.tp.partition == partition_for_key(key, 8)
+    await producer.stop()
+
+
 async def test_no_fast_path_once_stopping_or_with_serializers_or_transactions() -> None:
     cluster = ScriptedCluster({TopicPartition("a", 0): 1})
     producer = await started(cluster, linger_ms=60_000)
