@@ -101,9 +101,11 @@ Handler = Callable[[RequestHeader, Any], Awaitable[Any] | Deferred[Any] | Any]
 
 _READ_BUFFER_BYTES = 256 * 1024
 _FRAME_POOL_BYTES = 64 * 1024 * 1024
+"""The most a listener's pool keeps of the buffers large frames arrived in (each reused
+once nothing refers to it): a few dozen 1 MiB produce requests in flight; more are copied."""
 _AFTER_LARGE_READ_BYTES = 4096
-"""What a listener keeps for large frames' buffers (each reused once nothing refers to
-it): enough for a few dozen 1 MiB produce requests in flight; more take the copy."""
+"""The read after a large frame: short, so that if another large frame follows, only its
+head is copied out of the read buffer and its body goes straight into its own."""
 _INLINE_FILE_BYTES = 16 * 1024
 """A response's file ranges, up to this many bytes in all, are read and sent with its
 frame's header (one syscall, one segment); the rest are ``sendfile``d."""

@@ -75,9 +75,11 @@ CLIENT_VERSION = "0.1.0"
 
 _READ_BUFFER_BYTES = 256 * 1024
 _FRAME_POOL_BYTES = 16 * 1024 * 1024
+"""The most a connection's pool keeps of the buffers large responses arrived in (each
+reused once nothing refers to it): a few fetch responses of a few MiB; more are copied."""
 _AFTER_LARGE_READ_BYTES = 4096
-"""What a connection keeps for large responses' buffers (each reused once nothing refers
-to it): a few fetch responses of a few MiB; a larger one is copied out of the read buffer."""
+"""The read after a large frame: short, so that if another large frame follows, only its
+head is copied out of the read buffer and its body goes straight into its own."""
 
 
 class _Protocol(asyncio.BufferedProtocol):

@@ -9,8 +9,8 @@ Wire format (big-endian)::
 A frame is checked against the maximum before any of it is buffered, so a peer cannot make
 us allocate what it claims. :class:`FrameDecoder` takes bytes as TCP delivers them (any
 chunking) and returns whole frame payloads; it never copies a frame more than once. Given a
-:class:`FramePool`, it copies a large frame not at all: once its length is known, the rest of
-it is read straight into a buffer of its own (``read_into`` / ``filled``).
+:class:`FramePool` with a buffer free, it copies only the first piece of a large frame: once
+its length is known, the rest is read straight into that buffer (``read_into`` / ``filled``).
 """
 
 from __future__ import annotations
@@ -136,8 +136,8 @@ class FrameDecoder:
 
     With a :class:`FramePool`, a large frame whose length is known is finished in a buffer
     of its own when the pool has one free: :meth:`read_into` says where the next read
-    should go (then :meth:`filled`), so its bytes are not copied at all. ``feed`` still
-    works then (it copies).
+    should go (then :meth:`filled`), so the rest of its bytes are not copied. ``feed``
+    still works then (it copies).
 
     Not thread-safe; one decoder per connection.
     """
