@@ -1372,8 +1372,14 @@ class Consumer:
                     continue
                 if kept > 0:
                     arrived = True
-                    # the chunk just buffered: O(batches), each batch's header has its count
-                    count += sum(len(batch) for batch in state.chunks[-1].batches)
+                    # the chunk just buffered: O(batches), each batch's header has its count;
+                    # of the first, only the records from the offset asked for (a fetch
+                    # answers whole batches; those before it are never handed out)
+                    batches = state.chunks[-1].batches
+                    first = batches[0]
+                    count += sum(len(batch) for batch in batches) - max(
+                        0, len(first) - (first.next_offset - asked.offset)
+                    )
         if self._moved:  # past batches no user sees (markers): Kafka records the lag then
             self._record_lags(())
         return arrived, size, count

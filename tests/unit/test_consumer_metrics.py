@@ -227,6 +227,13 @@ async def test_fetches_records_bytes_and_lag_as_the_user_consumes(clock: _Clock)
     assert metrics[FETCH]["fetch-total"] == 2
     assert metrics[FETCH]["records-per-request-avg"] == 5  # (8 + 2) / 2
 
+    # an answer from offset 8 starting with a batch from 6 (a fetch answers whole
+    # batches): the records before 8 are never handed out, and not counted as fetched
+    await _fetch(consumer, _answer({TP0: (_batch(6, 4) + _batch(10, 2), 15, 3)}))
+    got = await consumer.getmany()
+    assert [r.offset for r in got[TP0]] == [8, 9, 10, 11]
+    assert consumer.metrics()[FETCH]["records-per-request-avg"] == pytest.approx(14 / 3)
+
 
 async def test_a_partitions_metrics_go_when_it_is_unassigned(clock: _Clock) -> None:
     broker = _Broker(clock, round_trip_ms=1)
