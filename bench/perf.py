@@ -358,15 +358,24 @@ class ClientMetrics:
     groups: dict[str, dict[str, float]]
 
     def lines(self) -> list[tuple[str, str]]:
-        """Kafka's --print-metrics rows: ``group:name:{client-id=...}`` and the value."""
-        return [
-            (
-                f"{group}:{name}:{{client-id={self.client_id}}}",
-                "NaN" if math.isnan(value) else f"{value:.3f}",  # as Java prints it
-            )
-            for group, values in self.groups.items()
-            for name, value in values.items()
-        ]
+        """Kafka's --print-metrics rows, ``group:name:{client-id=..., topic=...,
+        partition=...}``, and the value: a topic's or partition's group
+        (``<group>.<topic>[<partition>]`` in ``metrics()``) becomes Kafka's tags."""
+        rows = []
+        for group, values in self.groups.items():
+            base, _, topic = group.partition(".")  # (no group name has a dot; topics may)
+            tags = f"client-id={self.client_id}"
+            if topic:
+                partition = None
+                if topic.endswith("]") and "[" in topic:  # (no topic name has a bracket)
+                    topic, _, partition = topic[:-1].rpartition("[")
+                tags += f", topic={topic}"
+                if partition is not None:
+                    tags += f", partition={partition}"
+            for name, value in values.items():
+                shown = "NaN" if math.isnan(value) else f"{value:.3f}"  # as Java prints it
+                rows.append((f"{base}:{name}:{{{tags}}}", shown))
+        return rows
 
 
 @dataclass(slots=True)

@@ -255,6 +255,25 @@ def test_clients_metrics_print_as_kafkas_and_are_json_without_nan() -> None:
         ("producer-metrics:record-send-total:{client-id=bench}", "2000.000"),
         ("producer-metrics:request-latency-avg:{client-id=bench}", "NaN"),
     ]
+    consumer = ClientMetrics(
+        "consumer",
+        "c-1",
+        {
+            "consumer-fetch-manager-metrics.my.topic": {"records-consumed-total": 5.0},
+            "consumer-fetch-manager-metrics.my.topic[12]": {"records-lag": 3.0},
+        },
+    )
+    assert consumer.lines() == [  # Kafka's tags, in its order
+        (
+            "consumer-fetch-manager-metrics:records-consumed-total:{client-id=c-1, topic=my.topic}",
+            "5.000",
+        ),
+        (
+            "consumer-fetch-manager-metrics:records-lag:"
+            "{client-id=c-1, topic=my.topic, partition=12}",
+            "3.000",
+        ),
+    ]
     asked = Workload(num_records=2_000, print_metrics=True).resolve("produce")
     out = _result(workload=asked, metrics=(producer,)).to_json()
     text = json.dumps(out, allow_nan=False)  # NaN is not JSON: it must be null
