@@ -507,6 +507,14 @@ async def test_requests_read_with_one_that_closes_the_connection_are_not_acted_o
         await srv.stop()
 
 
+def _records_to_t0(records: bytes) -> ProduceRequest:
+    """An acks=1 Produce of ``records`` to partition 0 of topic t."""
+    partition = ProducePartition(index=0, records=records)
+    return ProduceRequest(
+        acks=1, timeout_ms=1000, topics=[ProduceTopic(name="t", partitions=[partition])]
+    )
+
+
 async def test_large_frames_read_into_pooled_buffers_stay_whole_while_held() -> None:
     """Frames over 64 KiB are read straight into buffers of their own, reused once nothing
     refers to them: records a handler keeps a view of (as a write waiting its turn would)
@@ -532,22 +540,7 @@ async def test_large_frames_read_into_pooled_buffers_stay_whole_while_held() -> 
         async with BrokerConnection("127.0.0.1", port) as conn:
             for _ in range(2):
                 await asyncio.gather(
-                    *(
-                        conn.request(
-                            ApiKey.PRODUCE,
-                            ProduceRequest(
-                                acks=1,
-                                timeout_ms=1000,
-                                topics=[
-                                    ProduceTopic(
-                                        name="t",
-                                        partitions=[ProducePartition(index=0, records=data)],
-                                    )
-                                ],
-                            ),
-                        )
-                        for data in sent
-                    )
+                    *(conn.request(ApiKey.PRODUCE, _records_to_t0(data)) for data in sent)
                 )
             fetched = []
             for _ in range(3):
@@ -603,21 +596,7 @@ async def test_a_connection_lost_inside_a_pooled_frame_gives_its_buffer_back() -
     try:
         frame_ = b"".join(
             bytes(p)
-            for p in encode_request(
-                ApiKey.PRODUCE,
-                0,
-                1,
-                ProduceRequest(
-                    acks=1,
-                    timeout_ms=100,
-                    topics=[
-                        ProduceTopic(
-                            name="t",
-                            partitions=[ProducePartition(index=0, records=os.urandom(1 << 20))],
-                        )
-                    ],
-                ),
-            )
+            for p in encode_request(ApiKey.PRODUCE, 0, 1, _records_to_t0(os.urandom(1 << 20)))
         )
         reader, writer = await _raw(port)
         writer.write(frame_)  # assembled as it came, then kept by the pool
