@@ -1,0 +1,445 @@
+"""The soak: a seeded random nemesis against a real cluster, for minutes, under load.
+
+Three real brokers on a real ZooKeeper; a topic of 6 partitions, RF=3,
+min.insync.replicas=2. For ``HEADWATER_SOAK_S`` seconds an idempotent acks=all producer
+writes numbered records while a consumer group member reads them and commits, a
+transactional producer commits transactions of one record per partition of a second topic,
+and a nemesis does to the cluster what the design says it survives, one fault after another and
+sometimes two at once, often before the last one has healed:
+
+- ``kill``: SIGKILL a broker, restart it on its data a moment later;
+- ``kill-controller``: the same to the controller;
+- ``pause``: SIGSTOP a broker past its ZooKeeper session (or not), then SIGCONT;
+- ``stop``: SIGTERM (controlled shutdown), then restart;
+- ``zookeeper-pause``: SIGSTOP ZooKeeper itself, so every broker loses it at once;
+- ``double``: two of the above on two brokers together (acks=all waits meanwhile).
+
+Afterwards, what a user would check, and what Kafka promises:
+- every acknowledged record is at its acknowledged offset, exactly once, in send order per
+  partition, and no send failed (the producer retried through every fault);
+- everything the consumer was handed is in the log at the offset it was handed at (a
+  consumer never sees a record that is later lost: reads stop at the high watermark), and
+  it was handed every acknowledged record;
+- every transaction whose commit returned is read whole by a read_committed consumer, every
+  one whose commit failed whole or not at all, and no record twice;
+- the three replicas of every partition hold the same batches (same offsets, leader
+  epochs and CRCs): no replica diverged through the elections and truncations.
+
+``make soak`` runs it (``SOAK_S=...`` for the duration, ``SOAK_SEED=...`` to replay a
+run's faults); ``make test`` does not. A failure prints the seed and the faults it did.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import random
+import signal
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from client import Admin, Consumer, NewTopic, Producer, TopicPartition
+from client.dumplog import _Scan
+from client.localcluster import BrokerStartError, ZooKeeperServer
+from protocol.errors import ApiError
+from tests.faults.test_replication_faults import _until
+from tests.faults.workload import Outcome, _sequence, check_exactly_once, read_back
+from tests.integration.conftest import Cluster
+from tests.integration.test_transactions import _committed_values
+
+SOAK_S = float(os.environ.get("HEADWATER_SOAK_S", "0"))
+SEED = int(os.environ.get("HEADWATER_SOAK_SEED") or time.time_ns() % 1_000_000)
+
+pytestmark = [
+    pytest.mark.skipif(SOAK_S <= 0, reason="the soak runs under `make soak` (HEADWATER_SOAK_S)"),
+    pytest.mark.timeout(SOAK_S + 900),
+]
+
+TOPIC = "soak"
+TXN_TOPIC = "soak-txn"
+PARTITIONS = 6
+SETTINGS = {
+    "replica.lag.time.max.ms": "2000",
+    "controlled.shutdown.retry.backoff.ms": "200",
+    "leader.imbalance.check.interval.seconds": "5",  # preferred leaders come back: more moves
+    "transaction.abort.timed.out.transaction.cleanup.interval.ms": "500",
+}
+RATE = 10_000
+"""Records a second the producer offers (it falls behind while acks=all cannot be met)."""
+HEAL_S = 120.0
+"""How long the cluster gets, once the nemesis stops, to have every replica in sync."""
+
+
+@dataclass
+class Nemesis:
+    """The faults done so far, for the report (and to replay with the seed)."""
+
+    rng: random.Random
+    cluster: Cluster
+    zookeeper: ZooKeeperServer
+    started: float = field(default_factory=time.monotonic)
+    done: list[str] = field(default_factory=list)
+    kinds: Counter[str] = field(default_factory=Counter)
+
+    def note(self, kind: str, what: str) -> None:
+        self.kinds[kind] += 1
+        self.done.append(f"{time.monotonic() - self.started:7.1f}s {kind}: {what}")
+
+    async def run(self, seconds: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while loop.time() < deadline:
+            await asyncio.sleep(self.rng.uniform(0.2, 3.0))  # sometimes before the last healed
+            kind = self.rng.choices(
+                ["kill", "kill-controller", "pause", "stop", "zookeeper-pause", "double"],
+                weights=[4, 2, 4, 2, 1, 2],
+            )[0]
+            if kind == "double":
+                first, second = self.rng.sample(sorted(self.cluster.brokers), 2)
+                await asyncio.gather(self._broker_fault(first), self._broker_fault(second))
+            elif kind == "zookeeper-pause":
+                await self._pause_zookeeper(self.rng.uniform(0.5, 4.0))
+            else:
+                victim = (
+                    await self._controller()
+                    if kind == "kill-controller"
+                    else self.rng.choice(sorted(self.cluster.brokers))
+                )
+                await self._broker_fault(victim, "kill" if kind == "kill-controller" else kind)
+
+    async def _broker_fault(self, broker_id: int, kind: str | None = None) -> None:
+        kind = kind or self.rng.choice(["kill", "pause", "stop"])
+        broker = self.cluster.brokers[broker_id]
+        down_s = self.rng.uniform(0.2, 6.0)
+        self.note(kind, f"broker {broker_id} for {down_s:.1f}s")
+        if kind == "pause":
+            broker.pause()
+            try:
+                await asyncio.sleep(down_s)
+            finally:
+                broker.resume()
+            return
+        if kind == "kill":
+            broker.kill()
+        else:
+            code = await asyncio.to_thread(broker.stop)  # controlled shutdown: seconds
+            assert code == 0, f"broker {broker_id} exited {code} on SIGTERM"
+        await asyncio.sleep(down_s)
+        await self._restart(broker_id)
+
+    async def _restart(self, broker_id: int) -> None:
+        """Start the broker on its data again. Until the dead one's ZooKeeper session
+        expires its registration stands, and the broker refuses to start (as Kafka's): try
+        again, for longer than a session."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 30
+        while True:
+            try:
+                await asyncio.to_thread(self.cluster.start_broker, broker_id)
+                return
+            except BrokerStartError as exc:
+                if "already registered" not in str(exc) or loop.time() > deadline:
+                    raise
+            await asyncio.sleep(0.5)
+
+    async def _pause_zookeeper(self, seconds: float) -> None:
+        pid = self.zookeeper.pid
+        assert pid is not None
+        self.note("zookeeper-pause", f"{seconds:.1f}s")
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+
+    async def _controller(self) -> int:
+        with contextlib.suppress(Exception):
+            async with Admin(bootstrap_servers=self.cluster.bootstrap) as admin:
+                controller = (await asyncio.wait_for(admin.describe_cluster(), 5)).controller_id
+                if controller in self.cluster.brokers:
+                    return int(controller)
+        return self.rng.choice(sorted(self.cluster.brokers))
+
+
+async def _produce(bootstrap: str, stop: asyncio.Event, outcome: Outcome) -> None:
+    """Numbered records, keyed (so each partition gets its numbers in order), at ``RATE``
+    until ``stop``; every future's outcome kept."""
+
+    def done(seq: int, future: asyncio.Future[Any]) -> None:
+        if future.cancelled():
+            outcome.failed[seq] = asyncio.CancelledError()
+        elif (error := future.exception()) is not None:
+            outcome.failed[seq] = error
+        else:
+            outcome.acked[seq] = future.result()
+
+    async with Producer(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        linger_ms=2,
+        request_timeout_ms=10_000,
+        delivery_timeout_ms=300_000,  # past the longest the nemesis keeps acks=all from holding
+        retry_backoff_ms=100,
+    ) as producer:
+        futures = []
+        seq = 0
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        while not stop.is_set():
+            future = await producer.send(TOPIC, value=str(seq).encode(), key=str(seq % 64).encode())
+            future.add_done_callback(lambda f, seq=seq: done(seq, f))
+            futures.append(future)
+            seq += 1
+            if seq % 100 == 0 and (ahead := began + seq / RATE - loop.time()) > 0:
+                await asyncio.sleep(ahead)
+        await producer.flush()
+        await asyncio.gather(*futures, return_exceptions=True)
+
+
+@dataclass
+class Transactions:
+    """The transactional producer's: those whose commit returned, those that raised (their
+    outcome unknown: whole or not at all), and how many were begun."""
+
+    committed: set[int] = field(default_factory=set)
+    failed: set[int] = field(default_factory=set)
+    count: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+
+
+async def _transact(bootstrap: str, stop: asyncio.Event, txns: Transactions) -> None:
+    """Transactions of one record per partition until ``stop``. A producer whose
+    transaction failed is replaced by a new one with the same transactional id, as an
+    application restarts (it fences the old one and aborts what that left open)."""
+
+    def make() -> Producer:
+        return Producer(
+            bootstrap_servers=bootstrap,
+            transactional_id="soak",
+            transaction_timeout_ms=10_000,
+            request_timeout_ms=5_000,
+            delivery_timeout_ms=30_000,
+            max_block_ms=120_000,
+        )
+
+    producer = make()
+    await producer.start()
+    try:
+        while not stop.is_set():
+            i = txns.count
+            txns.count += 1
+            try:
+                producer.begin_transaction()
+                for p in range(PARTITIONS):
+                    await producer.send(TXN_TOPIC, b"%d/%d" % (i, p), partition=p)
+                await producer.commit_transaction()
+            except (ApiError, TimeoutError, RuntimeError) as exc:
+                txns.failed.add(i)
+                txns.errors[type(exc).__name__] += 1
+                with contextlib.suppress(ApiError, TimeoutError, RuntimeError):
+                    await producer.stop()
+                producer = make()
+                await producer.start()
+                continue
+            txns.committed.add(i)
+    finally:
+        await producer.stop()
+
+
+def _check_transactions(values: list[bytes], txns: Transactions) -> None:
+    """Each transaction read whole or not at all; every committed one read; none read
+    that was never begun; no record twice."""
+    assert len(values) == len(set(values)), "a transactional record was read twice"
+    seen: dict[int, set[int]] = {}
+    for value in values:
+        txn, partition = map(int, value.split(b"/"))
+        seen.setdefault(txn, set()).add(partition)
+    half = sorted(t for t, partitions in seen.items() if partitions != set(range(PARTITIONS)))
+    assert not half, f"transactions read in part: {half[:10]}"
+    unread = sorted(txns.committed - set(seen))
+    assert not unread, f"transactions committed but not read: {unread[:10]}"
+    stray = sorted(set(seen) - txns.committed - txns.failed)
+    assert not stray, f"transactions read that were never committed: {stray[:10]}"
+
+
+@dataclass
+class Reading:
+    """What the group member was handed: partition -> offset -> the record's number."""
+
+    at: dict[int, dict[int, int]] = field(default_factory=dict)
+    conflicts: list[str] = field(default_factory=list)
+    commit_errors: Counter[str] = field(default_factory=Counter)
+
+    def take(self, partition: int, offset: int, seq: int) -> None:
+        seen = self.at.setdefault(partition, {})
+        before = seen.setdefault(offset, seq)
+        if before != seq:  # the same offset handed out twice with different records
+            self.conflicts.append(f"partition {partition} offset {offset}: {before} then {seq}")
+
+
+async def _consume(bootstrap: str, stop: asyncio.Event, reading: Reading) -> None:
+    """A group member reading from the start, committing every second; after ``stop``
+    until it has read to the end of every partition."""
+    async with Consumer(
+        TOPIC,
+        bootstrap_servers=bootstrap,
+        group_id="soak",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        session_timeout_ms=10_000,
+        heartbeat_interval_ms=1_000,
+    ) as consumer:
+        loop = asyncio.get_running_loop()
+        committed_at = loop.time()
+        ends: dict[TopicPartition, int] | None = None
+        while True:
+            for tp, records in (await consumer.getmany(timeout_ms=500)).items():
+                for record in records:
+                    reading.take(tp.partition, record.offset, _sequence(record.value))
+            if loop.time() - committed_at > 1.0:
+                committed_at = loop.time()
+                try:
+                    await consumer.commit()
+                except Exception as exc:  # a coordinator moving, a rebalance: next second
+                    reading.commit_errors[type(exc).__name__] += 1
+            if stop.is_set():
+                tps = [TopicPartition(TOPIC, p) for p in range(PARTITIONS)]
+                ends = ends or await consumer.end_offsets(tps)
+                if len(consumer.assignment()) == PARTITIONS and all(
+                    [await consumer.position(tp) >= ends[tp] for tp in tps]
+                ):
+                    return
+
+
+async def _describe(bootstrap: str) -> Any:
+    """The topic's description, or why there is none (a broker may be down or busy)."""
+    try:
+        async with Admin(bootstrap_servers=bootstrap) as admin:
+            (description,) = await asyncio.wait_for(admin.describe_topics([TOPIC]), 10)
+            return description
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+
+def _in_sync(description: Any) -> bool:
+    return not isinstance(description, str) and all(
+        sorted(p.isr) == sorted(p.replicas) and p.leader >= 0 for p in description.partitions
+    )
+
+
+def _batches(directory: Path) -> Iterator[tuple[int, int, int, int]]:
+    """(base offset, last offset, leader epoch, CRC) of every batch of a replica's log."""
+    for segment in sorted(directory.glob("*.log")):
+        for batch in _Scan(segment, headers_only=True):
+            h = batch.header
+            yield (
+                h.base_offset,
+                h.base_offset + h.last_offset_delta,
+                h.partition_leader_epoch,
+                h.crc,
+            )
+
+
+def _replicas_differ(cluster: Cluster) -> list[str]:
+    """Partitions whose replicas do not hold the same batches, and how."""
+    differ = []
+    for topic, partition in itertools.product((TOPIC, TXN_TOPIC), range(PARTITIONS)):
+        logs = {
+            broker_id: list(_batches(broker.directory / "data" / f"{topic}-{partition}"))
+            for broker_id, broker in cluster.brokers.items()
+        }
+        if len({tuple(batches) for batches in logs.values()}) > 1:
+            shapes = {b: (len(x), x[-1] if x else None) for b, x in logs.items()}
+            first = min(
+                (
+                    i
+                    for i in range(max(map(len, logs.values())))
+                    if len({x[i] if i < len(x) else None for x in logs.values()}) > 1
+                ),
+                default=-1,
+            )
+            differ.append(
+                f"{topic}-{partition}: batches/last {shapes}, first difference at #{first}"
+            )
+    return differ
+
+
+async def test_nemesis_loses_and_duplicates_nothing(
+    make_cluster: Callable[..., Cluster], zookeeper: ZooKeeperServer
+) -> None:
+    cluster = make_cluster(3, SETTINGS)
+    for broker in cluster.brokers.values():
+        # a restart comes back on the same port, as a deployed broker does (the harness's
+        # default is a fresh one each time): the clients' addresses stay good
+        broker.settings["listeners"] = f"PLAINTEXT://127.0.0.1:{broker.port}"
+    async with Admin(bootstrap_servers=cluster.bootstrap) as admin:
+        await admin.create_topics(
+            [NewTopic(t, PARTITIONS, 3, {"min.insync.replicas": "2"}) for t in (TOPIC, TXN_TOPIC)]
+        )
+    await _until(lambda: _describe(cluster.bootstrap), _in_sync, 60)
+    bootstrap = cluster.bootstrap  # every broker: the clients always find one that is up
+    nemesis = Nemesis(random.Random(SEED), cluster, zookeeper)
+    outcome, reading, txns, stop = Outcome(), Reading(), Transactions(), asyncio.Event()
+    producing = asyncio.ensure_future(_produce(bootstrap, stop, outcome))
+    consuming = asyncio.ensure_future(_consume(bootstrap, stop, reading))
+    transacting = asyncio.ensure_future(_transact(bootstrap, stop, txns))
+    report = f"seed {SEED} (HEADWATER_SOAK_SEED replays its faults)"
+    try:
+        await nemesis.run(SOAK_S)
+        for broker_id, broker in cluster.brokers.items():  # every fault over: all up
+            assert broker.process is not None and broker.process.poll() is None, broker_id
+        stop.set()
+        await asyncio.wait_for(producing, HEAL_S)
+        await asyncio.wait_for(consuming, HEAL_S)
+        await asyncio.wait_for(transacting, HEAL_S)
+        await _until(lambda: _describe(bootstrap), _in_sync, HEAL_S)
+        stored = await read_back(bootstrap, TOPIC)
+        transacted = await _committed_values(cluster, TXN_TOPIC, PARTITIONS)
+
+        async def replicas() -> list[str]:
+            return _replicas_differ(cluster)
+
+        await _until(replicas, lambda differ: not differ, 60)
+    except BaseException:
+        print("\n".join([report, *nemesis.done]))
+        raise
+    finally:
+        stop.set()
+        for task in (producing, consuming, transacting):
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+    print(
+        f"\nsoak: {SOAK_S:.0f} s, {report}; faults {dict(nemesis.kinds)}; "
+        f"{len(outcome.acked):,} records acknowledged, "
+        f"{sum(map(len, reading.at.values())):,} offsets read by the group; "
+        f"commit errors {dict(reading.commit_errors)}; {len(txns.committed):,} transactions "
+        f"committed, {len(txns.failed):,} failed {dict(txns.errors)}"
+    )
+    assert sum(nemesis.kinds.values()) >= SOAK_S / 10, "the nemesis did too little"
+    try:
+        check_exactly_once(outcome, stored)
+        assert not reading.conflicts, reading.conflicts[:10]
+        stored_at = {p: dict(records) for p, records in stored.items()}
+        phantom = [
+            (p, offset, seq)
+            for p, seen in reading.at.items()
+            for offset, seq in seen.items()
+            if stored_at[p].get(offset) != seq
+        ]
+        assert not phantom, f"read but not in the log at that offset: {phantom[:10]}"
+        read = {seq for seen in reading.at.values() for seq in seen.values()}
+        unread = sorted(set(outcome.acked) - read)
+        assert not unread, f"acknowledged but never read by the group: {unread[:10]}"
+        _check_transactions(transacted, txns)
+    except AssertionError:
+        print("\n".join([report, *nemesis.done]))
+        raise
