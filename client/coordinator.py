@@ -34,6 +34,7 @@ from protocol.apis import (
 )
 from protocol.errors import (
     ApiError,
+    ConcurrentTransactionsError,
     CoordinatorLoadInProgressError,
     CoordinatorNotAvailableError,
     NotCoordinatorError,
@@ -89,6 +90,9 @@ def commit_topics(
 
 
 _ASK_AGAIN = (NotCoordinatorError, CoordinatorNotAvailableError, CoordinatorLoadInProgressError)
+_STILL_COORDINATOR = (CoordinatorLoadInProgressError, ConcurrentTransactionsError)
+"""Answers of the coordinator itself that it is busy: asked again, not looked for again
+(Kafka's handlers re-enqueue these without a FindCoordinator)."""
 
 
 class CoordinatorLine:
@@ -124,12 +128,15 @@ class CoordinatorLine:
         *,
         answered: Callable[[float], None] | None = None,
         clock: Callable[[], float] = monotonic_ms,
+        busy: tuple[type[ApiError], ...] = (),
     ) -> Any:
         """Send to the coordinator, finding it (again) and retrying while it moves.
 
         ``check(response)`` may raise the typed error a response carries inside it; a
         top-level error code is raised by the connection already. ``answered(ms)``: each
-        answer's round trip, on ``clock`` (ms; a metric's)."""
+        answer's round trip, on ``clock`` (ms; a metric's). ``busy``: errors of a
+        coordinator that is there but not ready for this yet, raised at once for the
+        caller to wait out its own way (CONCURRENT_TRANSACTIONS: a few ms)."""
         deadline = time.monotonic() + self._timeout_s
         last: ApiError | None = None
         while time.monotonic() < deadline:
@@ -145,10 +152,15 @@ class CoordinatorLine:
                     check(response)
                 return response
             except ApiError as exc:
-                if not (isinstance(exc, _ASK_AGAIN) or exc.retriable) or self._cluster.closed:
+                if (
+                    isinstance(exc, busy)
+                    or not (isinstance(exc, _ASK_AGAIN) or exc.retriable)
+                    or self._cluster.closed
+                ):
                     raise
                 last = exc
-                self._coordinator = None
+                if not isinstance(exc, _STILL_COORDINATOR):
+                    self._coordinator = None  # moved, gone or unknown: find it again
                 await asyncio.sleep(self._backoff_s)
         raise last or RequestTimedOutError(
             f"{self._what}: no coordinator answered within {self._timeout_s:g} s"

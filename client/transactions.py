@@ -53,7 +53,10 @@ from protocol.errors import (
 
 __all__ = ["TransactionManager"]
 
-_CONCURRENT_BACKOFF_S = 0.02  # Kafka's: the coordinator is writing markers, soon done
+_CONCURRENT_BACKOFF_S = (0.001, 0.002, 0.005, 0.01, 0.02)
+"""Waits before asking again while the coordinator answers CONCURRENT_TRANSACTIONS: it is
+writing the last transaction's markers, which takes a few ms. Kafka's producer waits 20 ms
+each time; starting at 1 ms, the next transaction begins ~20 ms sooner."""
 _FATAL = (
     ProducerFencedError,
     InvalidProducerEpochError,
@@ -277,10 +280,16 @@ class TransactionManager:
     async def _call(self, api_key: ApiKey, request: object, check: object = None) -> Any:
         """To the coordinator, retried while it is busy with the last transaction."""
         deadline = time.monotonic() + self._max_block_s
+        tries = 0
         while True:
             try:
-                return await self._line.call(api_key, request, check)
+                return await self._line.call(
+                    api_key, request, check, busy=(ConcurrentTransactionsError,)
+                )
             except ConcurrentTransactionsError:
                 if time.monotonic() > deadline:
                     raise
-                await asyncio.sleep(_CONCURRENT_BACKOFF_S)
+                await asyncio.sleep(
+                    _CONCURRENT_BACKOFF_S[min(tries, len(_CONCURRENT_BACKOFF_S) - 1)]
+                )
+                tries += 1
