@@ -729,6 +729,11 @@ class RecordAccumulator:
     def has_batches(self) -> bool:
         return bool(self._incomplete)
 
+    def topic_unfinished(self, topic: str) -> bool:
+        """Whether a batch of ``topic`` is still to be delivered (queued, in flight or
+        waiting to be tried again)."""
+        return any(b.tp.topic == topic for b in self._incomplete)
+
     # --- the sender's side -----------------------------------------------------------------
 
     def ready(self, leader_of: LeaderOf) -> ReadyCheck:

@@ -234,6 +234,19 @@ class ClusterMetadata:
             updated_at=self.updated_at if partial else time.monotonic(),
         )
 
+    def without(self, topics: set[str]) -> ClusterMetadata:
+        """This view, forgetting ``topics`` (its age kept)."""
+        return ClusterMetadata(
+            brokers=self.brokers,
+            cluster_id=self.cluster_id,
+            controller_id=self.controller_id,
+            topics=MappingProxyType({t: m for t, m in self.topics.items() if t not in topics}),
+            topic_errors=MappingProxyType(
+                {t: e for t, e in self.topic_errors.items() if t not in topics}
+            ),
+            updated_at=self.updated_at,
+        )
+
 
 Address = tuple[str, int]
 
@@ -257,8 +270,13 @@ class Cluster:
         allow_auto_topic_creation: bool = True,
         tls: ssl.SSLContext | None = None,
         login: SaslLogin | None = None,
+        keep_topic: Callable[[str], bool] | None = None,
     ) -> None:
         self.bootstrap = parse_bootstrap(bootstrap_servers)
+        self.keep_topic = keep_topic
+        """Asked of each topic before a refresh of them all: False forgets it (its metadata
+        is no longer asked for; a later use asks again). The producer's
+        metadata_max_idle_ms (Kafka's retainTopic)."""
         self.tls = tls
         self.login = login
         self.client_id = client_id
@@ -341,6 +359,7 @@ class Cluster:
         while True:
             task = self._refreshing
             if task is None or task.done():
+                self._forget_unused()
                 self._refreshing_topics = frozenset(self._topics)
                 self._last_refresh_start = time.monotonic()
                 task = asyncio.get_running_loop().create_task(
@@ -354,6 +373,14 @@ class Cluster:
             # the refresh in flight misses a topic added since: let it end, start another
             with contextlib.suppress(ApiError):
                 await asyncio.shield(task)
+
+    def _forget_unused(self) -> None:
+        if self.keep_topic is None:
+            return
+        unused = {t for t in self._topics if not self.keep_topic(t)}
+        if unused:
+            self._topics -= unused
+            self.metadata = self.metadata.without(unused)
 
     def request_refresh(self) -> None:
         """Refresh soon without waiting for it: at most once per ``retry_backoff_ms``."""

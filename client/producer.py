@@ -155,6 +155,7 @@ class Producer:
         retry_backoff_ms: int = 100,
         max_request_size: int = 1_048_576,
         metadata_max_age_ms: int = 300_000,
+        metadata_max_idle_ms: int = 300_000,
         security_protocol: str = "PLAINTEXT",
         ssl_context: ssl.SSLContext | None = None,
         sasl_mechanism: str = "PLAIN",
@@ -205,6 +206,7 @@ class Producer:
             ("buffer_memory", buffer_memory, 1),
             ("metrics_num_samples", metrics_num_samples, 1),
             ("metrics_sample_window_ms", metrics_sample_window_ms, 1),
+            ("metadata_max_idle_ms", metadata_max_idle_ms, 5_000),  # Kafka's minimum
         ):
             _positive(name, value, minimum)
         if delivery_timeout_ms < linger_ms + request_timeout_ms:
@@ -240,7 +242,12 @@ class Producer:
             allow_auto_topic_creation=True,
             tls=tls,
             login=login,
+            keep_topic=self._keep_topic,
         )
+        self._idle_s = metadata_max_idle_ms / 1000
+        self._topic_used: dict[str, float] = {}
+        """When each topic was last sent to (by the whole path of send(): once a batch,
+        at least), for metadata_max_idle_ms."""
         self._partitioner = Partitioner(custom=partitioner, ignore_keys=partitioner_ignore_keys)
         self._partitions: dict[str, list[TopicPartition]] = {}
         """TopicPartitions made once per topic, not once per record."""
@@ -351,6 +358,24 @@ class Producer:
         self._lanes.clear()
         self._keyed.clear()
         self._lanes_dropped += 1
+
+    def _keep_topic(self, topic: str) -> bool:
+        """Whether the metadata refreshes still ask for ``topic``: sent to within
+        metadata_max_idle_ms, or with records still to deliver (Kafka's retainTopic). A
+        topic forgotten is asked for again at its next send; until then a topic deleted
+        since is not made again by auto-creation, and a producer that once wrote to many
+        topics does not ask for them all for ever."""
+        used = self._topic_used.get(topic)
+        if (
+            used is not None and time.monotonic() - used < self._idle_s
+        ) or self._accumulator.topic_unfinished(topic):
+            return True
+        self._topic_used.pop(topic, None)
+        self._partitions.pop(topic, None)
+        lane, keyed = self._lanes.pop(topic, None), self._keyed.pop(topic, None)
+        if lane is not None or keyed is not None:
+            self._lanes_dropped += 1  # (a send waiting meanwhile registers no lane)
+        return False
 
     def _metadata_updated(self, _metadata: object) -> None:
         # a topic deleted, made again, given partitions: the next record of each topic
@@ -513,6 +538,7 @@ class Producer:
                 f"max_request_size={self.max_request_size}; send a smaller record or raise "
                 f"max_request_size (and the topic's max.message.bytes)"
             )
+        self._topic_used[topic] = time.monotonic()
         metadata = self._cluster.metadata.topics.get(topic)
         if metadata is None:
             metadata = await self._cluster.wait_for_topic(topic, self.max_block_ms)
@@ -606,6 +632,7 @@ class Producer:
         if partition.__class__ is not int:
             raise TypeError(f"partition must be an int, not {type(partition).__name__}")
         keys, values, timestamps, headers = batch._take()  # closed to appends from here
+        self._topic_used[topic] = time.monotonic()
         try:
             metadata = self._cluster.metadata.topics.get(topic)
             if metadata is None:
@@ -665,6 +692,7 @@ class Producer:
 
     async def partitions_for(self, topic: str) -> set[int]:
         self._check_running()
+        self._topic_used[topic] = time.monotonic()
         return set((await self._topic(topic)).partitions)
 
     # --- send's helpers --------------------------------------------------------------------

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from client import Admin, NewTopic, Producer
 from client.connection import BrokerConnection
 from protocol.apis import (
     EARLIEST_TIMESTAMP,
@@ -451,3 +452,27 @@ async def test_every_broker_keeps_the_same_picture_through_changes(cluster: Clus
     )
     assert set(whole[0]["topics"]) == {"a", "b", "c"}
     assert [len(whole[0]["topics"][t]) for t in ("a", "b")] == [3, 6]
+
+
+async def test_a_producer_forgets_a_topic_idle_for_metadata_max_idle_ms(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    cluster = make_cluster(1)  # auto.create.topics.enable: on, Kafka's default
+    bootstrap = cluster.bootstrap
+    async with (
+        Admin(bootstrap_servers=bootstrap) as admin,
+        Producer(bootstrap_servers=bootstrap, metadata_max_idle_ms=5_000) as producer,
+    ):
+        await admin.create_topics([NewTopic("used", 1, 1), NewTopic("idle", 1, 1)])
+        for topic in ("used", "idle"):
+            await producer.send_and_wait(topic, b"x")
+        await admin.delete_topics(["used", "idle"])
+        assert not {"used", "idle"} & set(await admin.list_topics())
+        producer._topic_used["idle"] -= 6  # as if last sent to 6 s ago (5 s is the limit)
+        await producer._cluster.refresh()
+        # a topic still in use is asked for, and the broker makes it again (as Kafka's
+        # does); the idle one is no longer asked for, so it stays deleted
+        await _until(admin.list_topics, lambda topics: "used" in topics)
+        assert "idle" not in await admin.list_topics()
+        assert producer._cluster.topics == {"used"}
+        assert (await producer.send_and_wait("idle", b"again")).offset == 0  # asked again

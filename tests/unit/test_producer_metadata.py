@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from client import Producer
 from client.cluster import Cluster, ClusterMetadata, parse_bootstrap
 from client.errors import ConfigurationError
 from client.types import TopicPartition
@@ -22,6 +23,7 @@ from protocol.errors import (
     RequestTimedOutError,
     UnknownTopicOrPartitionError,
 )
+from tests.unit.test_producer_sender import ScriptedCluster, ok, started
 
 
 def test_bootstrap_as_a_string_or_a_list() -> None:
@@ -237,3 +239,41 @@ async def test_closing_the_client_fails_a_new_topic_request_in_flight_clearly() 
     await cluster.close()
     with pytest.raises(NetworkError, match="closed"):
         await waiting
+
+
+async def test_a_topic_keep_topic_refuses_leaves_the_next_refresh_and_the_view() -> None:
+    cluster = CountingCluster(keep_topic=lambda topic: topic != "old")
+    cluster.add_topics(["old", "new"])
+    cluster.metadata = cluster.metadata.merged(_response(_topic("old", [1])), ["old"])
+    view = await cluster.refresh()
+    assert cluster.asked == [["new"]]
+    assert set(view.topics) == {"new"}  # a later use of "old" asks for it again
+    assert cluster.topics == {"new"}
+    await cluster.close()
+
+
+async def test_the_producer_forgets_a_topic_idle_for_metadata_max_idle_ms() -> None:
+    tp = TopicPartition("a", 0)
+    cluster = ScriptedCluster({tp: 1})
+    cluster.release.clear()  # the broker holds its answers: the batch stays unfinished
+    producer = await started(cluster, metadata_max_idle_ms=5_000)
+    future = await producer.send("a", b"v")
+    assert producer._keep_topic("a")
+    producer._topic_used["a"] -= 6  # idle past metadata_max_idle_ms...
+    assert producer._keep_topic("a")  # ...but a record is still to be delivered
+    cluster.answers.append(ok)
+    cluster.release.set()
+    await future
+    assert not producer._keep_topic("a")
+    assert "a" not in producer._topic_used and "a" not in producer._partitions
+    assert "a" not in producer._lanes  # its next record goes the whole way, and asks
+    assert not producer._keep_topic("never-sent-to")
+    await producer.send("a", b"w")
+    assert producer._keep_topic("a")
+    cluster.answers.append(ok)
+    await producer.stop()
+
+
+def test_metadata_max_idle_ms_is_at_least_5_s() -> None:
+    with pytest.raises(ConfigurationError, match="metadata_max_idle_ms"):
+        Producer(bootstrap_servers="h:1", metadata_max_idle_ms=4_999)
