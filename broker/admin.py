@@ -228,6 +228,16 @@ class TopicAdmin:
             return CreatableTopicResult(
                 name=topic.name, error_code=exc.code, error_message=exc.message
             )
+        except ZkError as exc:  # (this broker's session expired, ZooKeeper unreachable)
+            self._log.warning("topic.create_failed", topic=topic.name, error=str(exc))
+            return CreatableTopicResult(
+                name=topic.name,
+                error_code=RequestTimedOutError.code,
+                error_message=(
+                    f"topic {topic.name!r}: this broker could not reach ZooKeeper ({exc}); "
+                    "it may or may not be created: list the topics, or try again"
+                ),
+            )
         return CreatableTopicResult(
             name=topic.name,
             topic_id=topic_id,

@@ -57,6 +57,7 @@ from broker.connection_quotas import ConnectionQuotas
 from broker.deferred import Deferred
 from broker.principal import certificate_principal
 from broker.sasl import Authenticator, SaslListener
+from broker.zk import ZkError
 from protocol.apis import (
     APIS,
     ApiKey,
@@ -71,6 +72,7 @@ from protocol.errors import (
     IllegalSaslStateError,
     MalformedFrameError,
     MalformedMessageError,
+    RequestTimedOutError,
     UnsupportedRequestError,
     UnsupportedVersionError,
 )
@@ -803,6 +805,12 @@ class _Connection(asyncio.BufferedProtocol):
         if isinstance(exc, CloseConnection):
             self._log.info("connection.closed_by_handler", reason=str(exc))
             return _CLOSE
+        if isinstance(exc, ZkError):  # an outage, not a bug: retriable, and no traceback
+            self._log.warning("request.zookeeper_unavailable", api_key=int(key), error=str(exc))
+            exc = RequestTimedOutError(
+                f"this broker could not reach ZooKeeper ({exc}); the request may or may not "
+                "have been done: check, or try again"
+            )
         if not isinstance(exc, ApiError):
             self._log.exception("request.failed", api_key=int(key), error=repr(exc))
         if isinstance(header, kafka_wire.KafkaHeader):

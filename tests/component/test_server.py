@@ -11,6 +11,7 @@ import msgpack
 import pytest
 
 from broker.server import BrokerServer, CloseConnection
+from broker.zk import ZkError
 from client.connection import BrokerConnection
 from protocol.apis import (
     APIS,
@@ -51,6 +52,8 @@ async def metadata(header: RequestHeader, request: MetadataRequest) -> MetadataR
         raise RuntimeError("a handler bug")
     if request.topics == ["not-controller"]:
         raise NotControllerError("ask broker 2")
+    if request.topics == ["zookeeper-gone"]:
+        raise ZkError("ZooKeeper refused an operation on /brokers/ids: SessionExpiredError()")
     if request.topics == ["cancelled-inside"]:
         raise asyncio.CancelledError  # e.g. a future it awaited was cancelled by someone
     return MetadataResponse(
@@ -137,6 +140,10 @@ async def test_handler_errors_become_error_codes(server: tuple[BrokerServer, int
             await conn.request(ApiKey.METADATA, MetadataRequest(topics=["not-controller"]))
         with pytest.raises(UnknownServerError):
             await conn.request(ApiKey.METADATA, MetadataRequest(topics=["boom"]))
+        # ZooKeeper out of reach is an outage, not a bug: retriable, and it says so
+        with pytest.raises(RequestTimedOutError, match="could not reach ZooKeeper") as caught:
+            await conn.request(ApiKey.METADATA, MetadataRequest(topics=["zookeeper-gone"]))
+        assert caught.value.retriable
         assert (await conn.request(ApiKey.METADATA, MetadataRequest())).cluster_id == "all"
 
 

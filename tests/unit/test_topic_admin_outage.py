@@ -1,0 +1,47 @@
+"""CreateTopics on a broker that cannot reach ZooKeeper (its session expired, ZooKeeper
+paused): each topic gets a retriable error that says so, the other topics of the request
+are answered for themselves, and nothing raises out of the handler.
+
+Found by the soak: the ZooKeeper error escaped the handler, so the whole request was
+answered UNKNOWN_SERVER_ERROR (not retriable) and logged as a broker bug.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from broker.admin import TopicAdmin
+from broker.config import load_config
+from broker.metadata import MetadataCache
+from broker.zk import ZkError
+from protocol.apis import CreatableTopic, CreateTopicsRequest
+from protocol.errors import InvalidTopicError, RequestTimedOutError
+
+
+class _ZooKeeperGone:
+    """Every read fails as kazoo's expired session makes ZkBridge fail it."""
+
+    async def get_children(self, path: str, *_: Any, **__: Any) -> list[str]:
+        raise ZkError(f"ZooKeeper refused an operation on {path}: SessionExpiredError()")
+
+    async def get(self, path: str, *_: Any, **__: Any) -> Any:
+        raise ZkError(f"ZooKeeper refused an operation on {path}: SessionExpiredError()")
+
+
+async def test_create_topics_without_zookeeper_answers_each_topic_retriably() -> None:
+    config = load_config(env={}, overrides=["broker.id=1"])
+    admin = TopicAdmin(_ZooKeeperGone(), config, MetadataCache())  # type: ignore[arg-type]
+    request = CreateTopicsRequest(
+        topics=[
+            CreatableTopic(name="orders", num_partitions=3, replication_factor=3),
+            CreatableTopic(name="bad name!", num_partitions=1, replication_factor=1),
+        ],
+        timeout_ms=30_000,
+    )
+    response = await admin.create_topics(request)
+    results = {t.name: t for t in response.topics}
+    orders = results["orders"]
+    assert orders.error_code == RequestTimedOutError.code
+    assert RequestTimedOutError.retriable
+    assert "could not reach ZooKeeper" in (orders.error_message or "")
+    assert results["bad name!"].error_code == InvalidTopicError.code  # answered on its own
