@@ -4,8 +4,9 @@ Three real brokers on a real ZooKeeper; a topic of 6 partitions, RF=3,
 min.insync.replicas=2. For ``HEADWATER_SOAK_S`` seconds an idempotent acks=all producer
 writes numbered records while a consumer group member reads them and commits, a
 transactional producer commits transactions of one record per partition of a second topic,
-and a nemesis does to the cluster what the design says it survives, one fault after another and
-sometimes two at once, often before the last one has healed:
+an admin creates, writes to and deletes a topic every second or so, and a nemesis does to
+the cluster what the design says it survives, one fault after another and sometimes two at
+once, often before the last one has healed:
 
 - ``kill``: SIGKILL a broker, restart it on its data a moment later;
 - ``kill-controller``: the same to the controller;
@@ -22,6 +23,7 @@ Afterwards, what a user would check, and what Kafka promises:
   it was handed every acknowledged record;
 - every transaction whose commit returned is read whole by a read_committed consumer, every
   one whose commit failed whole or not at all, and no record twice;
+- every topic the admin deleted is gone: from the metadata and from every broker's disk;
 - the three replicas of every partition hold the same batches (same offsets, leader
   epochs and CRCs): no replica diverged through the elections and truncations.
 
@@ -39,7 +41,7 @@ import random
 import signal
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,7 +51,7 @@ import pytest
 from client import Admin, Consumer, NewTopic, Producer, TopicPartition
 from client.dumplog import _Scan
 from client.localcluster import BrokerStartError, ZooKeeperServer
-from protocol.errors import ApiError
+from protocol.errors import ApiError, TopicAlreadyExistsError, UnknownTopicOrPartitionError
 from tests.faults.test_replication_faults import _until
 from tests.faults.workload import Outcome, _sequence, check_exactly_once, read_back
 from tests.integration.conftest import Cluster
@@ -71,6 +73,9 @@ SETTINGS = {
     "controlled.shutdown.retry.backoff.ms": "200",
     "leader.imbalance.check.interval.seconds": "5",  # preferred leaders come back: more moves
     "transaction.abort.timed.out.transaction.cleanup.interval.ms": "500",
+    # as clusters are run: else a client still asking for a deleted topic's metadata makes
+    # it again (Kafka's producers do too, for metadata.max.idle.ms), and it is not deleted
+    "auto.create.topics.enable": "false",
 }
 RATE = 10_000
 """Records a second the producer offers (it falls behind while acks=all cannot be met)."""
@@ -271,6 +276,66 @@ def _check_transactions(values: list[bytes], txns: Transactions) -> None:
 
 
 @dataclass
+class Churn:
+    """The admin's topics: those it made (or may have: a create whose answer was lost),
+    all of them deleted before it stopped."""
+
+    made: list[str] = field(default_factory=list)
+    errors: Counter[str] = field(default_factory=Counter)
+
+
+async def _churn(bootstrap: str, stop: asyncio.Event, churn: Churn) -> None:
+    """A topic made (3 partitions, RF=3), a record written to each partition with
+    acks=all, the topic deleted; again until ``stop``. A step that fails is tried again
+    (a create that was done after all answers TOPIC_ALREADY_EXISTS, a delete that was
+    UNKNOWN_TOPIC_OR_PARTITION)."""
+
+    async def until_done(step: Callable[[], Awaitable[object]], done: type[ApiError]) -> None:
+        while True:
+            try:
+                await step()
+                return
+            except done:
+                return
+            except (ApiError, TimeoutError) as exc:
+                churn.errors[type(exc).__name__] += 1
+                await asyncio.sleep(0.5)
+
+    async with (
+        Admin(bootstrap_servers=bootstrap, request_timeout_ms=10_000) as admin,
+        Producer(bootstrap_servers=bootstrap, acks="all", request_timeout_ms=10_000) as producer,
+    ):
+        while not stop.is_set():
+            name = f"churn-{len(churn.made)}"
+            churn.made.append(name)
+            await until_done(
+                lambda name=name: admin.create_topics([NewTopic(name, 3, 3)]),
+                TopicAlreadyExistsError,
+            )
+            try:  # (a broker that has not heard of the topic yet says it does not exist)
+                futures = [await producer.send(name, b"x", partition=p) for p in range(3)]
+                await asyncio.wait_for(asyncio.gather(*futures), 30)
+            except (ApiError, TimeoutError) as exc:
+                churn.errors[f"send: {type(exc).__name__}"] += 1
+            await until_done(
+                lambda name=name: admin.delete_topics([name]), UnknownTopicOrPartitionError
+            )
+            await asyncio.sleep(0.5)
+
+
+async def _churned_away(cluster: Cluster, churn: Churn) -> list[str]:
+    """What is left of the deleted topics: in the metadata, or a directory on a disk."""
+    left = []
+    async with Admin(bootstrap_servers=cluster.bootstrap) as admin:
+        left += [t for t in await admin.list_topics() if t.startswith("churn-")]
+    for broker_id, broker in cluster.brokers.items():
+        left += [
+            f"{d.name} on broker {broker_id}" for d in (broker.directory / "data").glob("churn-*")
+        ]
+    return left
+
+
+@dataclass
 class Reading:
     """What the group member was handed: partition -> offset -> the record's number."""
 
@@ -285,9 +350,9 @@ class Reading:
             self.conflicts.append(f"partition {partition} offset {offset}: {before} then {seq}")
 
 
-async def _consume(bootstrap: str, stop: asyncio.Event, reading: Reading) -> None:
-    """A group member reading from the start, committing every second; after ``stop``
-    until it has read to the end of every partition."""
+async def _consume(bootstrap: str, produced: asyncio.Event, reading: Reading) -> None:
+    """A group member reading from the start, committing every second; once everything
+    is ``produced``, until it has read to the end of every partition."""
     async with Consumer(
         TOPIC,
         bootstrap_servers=bootstrap,
@@ -310,7 +375,7 @@ async def _consume(bootstrap: str, stop: asyncio.Event, reading: Reading) -> Non
                     await consumer.commit()
                 except Exception as exc:  # a coordinator moving, a rebalance: next second
                     reading.commit_errors[type(exc).__name__] += 1
-            if stop.is_set():
+            if produced.is_set():
                 tps = [TopicPartition(TOPIC, p) for p in range(PARTITIONS)]
                 ends = ends or await consumer.end_offsets(tps)
                 if len(consumer.assignment()) == PARTITIONS and all(
@@ -387,10 +452,13 @@ async def test_nemesis_loses_and_duplicates_nothing(
     await _until(lambda: _describe(cluster.bootstrap), _in_sync, 60)
     bootstrap = cluster.bootstrap  # every broker: the clients always find one that is up
     nemesis = Nemesis(random.Random(SEED), cluster, zookeeper)
-    outcome, reading, txns, stop = Outcome(), Reading(), Transactions(), asyncio.Event()
+    outcome, reading, txns = Outcome(), Reading(), Transactions()
+    stop, produced = asyncio.Event(), asyncio.Event()
     producing = asyncio.ensure_future(_produce(bootstrap, stop, outcome))
-    consuming = asyncio.ensure_future(_consume(bootstrap, stop, reading))
+    consuming = asyncio.ensure_future(_consume(bootstrap, produced, reading))
     transacting = asyncio.ensure_future(_transact(bootstrap, stop, txns))
+    churn = Churn()
+    churning = asyncio.ensure_future(_churn(bootstrap, stop, churn))
     report = f"seed {SEED} (HEADWATER_SOAK_SEED replays its faults)"
     try:
         await nemesis.run(SOAK_S)
@@ -398,8 +466,10 @@ async def test_nemesis_loses_and_duplicates_nothing(
             assert broker.process is not None and broker.process.poll() is None, broker_id
         stop.set()
         await asyncio.wait_for(producing, HEAL_S)
+        produced.set()  # (its last records were acknowledged after the stop)
         await asyncio.wait_for(consuming, HEAL_S)
         await asyncio.wait_for(transacting, HEAL_S)
+        await asyncio.wait_for(churning, HEAL_S)
         await _until(lambda: _describe(bootstrap), _in_sync, HEAL_S)
         stored = await read_back(bootstrap, TOPIC)
         transacted = await _committed_values(cluster, TXN_TOPIC, PARTITIONS)
@@ -408,12 +478,17 @@ async def test_nemesis_loses_and_duplicates_nothing(
             return _replicas_differ(cluster)
 
         await _until(replicas, lambda differ: not differ, 60)
+
+        async def churned() -> list[str]:
+            return await _churned_away(cluster, churn)
+
+        await _until(churned, lambda left: not left, 60)
     except BaseException:
         print("\n".join([report, *nemesis.done]))
         raise
     finally:
         stop.set()
-        for task in (producing, consuming, transacting):
+        for task in (producing, consuming, transacting, churning):
             task.cancel()
             with contextlib.suppress(BaseException):
                 await task
@@ -422,7 +497,8 @@ async def test_nemesis_loses_and_duplicates_nothing(
         f"{len(outcome.acked):,} records acknowledged, "
         f"{sum(map(len, reading.at.values())):,} offsets read by the group; "
         f"commit errors {dict(reading.commit_errors)}; {len(txns.committed):,} transactions "
-        f"committed, {len(txns.failed):,} failed {dict(txns.errors)}"
+        f"committed, {len(txns.failed):,} failed {dict(txns.errors)}; {len(churn.made):,} "
+        f"topics made and deleted (errors retried: {dict(churn.errors)})"
     )
     assert sum(nemesis.kinds.values()) >= SOAK_S / 10, "the nemesis did too little"
     try:
