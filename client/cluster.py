@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import random
 import ssl
@@ -250,6 +251,11 @@ class ClusterMetadata:
 
 Address = tuple[str, int]
 
+_answered: contextvars.ContextVar[Address | None] = contextvars.ContextVar(
+    "_answered", default=None
+)
+"""The address whose answer :meth:`Cluster.send_any` returned last in this task."""
+
 
 class Cluster:
     """Bootstrap, metadata and connections for one client (producer, consumer or admin).
@@ -425,7 +431,7 @@ class Cluster:
         request = MetadataRequest(
             topics=topics, allow_auto_topic_creation=self.allow_auto_topic_creation
         )
-        response: MetadataResponse = await self.send_any(ApiKey.METADATA, request)
+        response = await self._metadata(request)
         self.metadata = self.metadata.merged(response, topics, partial=partial)
         for callback in list(self.on_update):
             callback(self.metadata)
@@ -441,10 +447,51 @@ class Cluster:
         request = MetadataRequest(
             topics=topics, allow_auto_topic_creation=allow_auto_topic_creation
         )
-        response: MetadataResponse = await self.send_any(ApiKey.METADATA, request)
+        response = await self._metadata(request)
         answer = ClusterMetadata().merged(response, topics)
         self.metadata = self.metadata.merged(response, topics if topics is not None else [])
         return answer
+
+    async def _metadata(self, request: MetadataRequest) -> MetadataResponse:
+        """A Metadata answer whose "no such topic" is the controller's word.
+
+        A broker that has just started, or that was cut off for a while, has not yet been
+        told of every topic by the controller, and answers UNKNOWN_TOPIC_OR_PARTITION for
+        topics that exist: believed, a producer would fail its records and a group member
+        would see its topic gone. So a topic one broker says is unknown is asked of the
+        controller (which tells every broker, itself first); if the controller cannot be
+        asked, the topic is left out of the answer, as if not yet heard of (what was known
+        of it stays, and the next refresh asks again)."""
+        _answered.set(None)
+        response: MetadataResponse = await self.send_any(ApiKey.METADATA, request)
+        unknown = {
+            t.name for t in response.topics if t.error_code == UnknownTopicOrPartitionError.code
+        }
+        if not unknown:
+            return response
+        controller = next(
+            (b for b in response.brokers if b.node_id == response.controller_id), None
+        )
+        where = None if controller is None else (controller.host, controller.port)
+        if where is not None and where == _answered.get():
+            return response  # the controller's own answer
+        confirmed: dict[str, Any] = {}
+        if where is not None:
+            try:
+                second: MetadataResponse = await self._send_to(
+                    where,
+                    ApiKey.METADATA,
+                    MetadataRequest(topics=sorted(unknown), allow_auto_topic_creation=False),
+                )
+                confirmed = {t.name: t for t in second.topics}
+            except (NetworkError, RequestTimedOutError):
+                pass  # cannot be asked now: none of them is believed unknown
+        response.topics = [
+            confirmed[t.name] if t.name in unknown else t
+            for t in response.topics
+            if t.name not in unknown or t.name in confirmed
+        ]
+        return response
 
     async def _refresh_periodically(self) -> None:
         failures = 0
@@ -559,12 +606,20 @@ class Cluster:
                     self._last_failure = exc
                 continue
             try:
-                return await self._request(conn, api_key, request, True)
+                response = await self._request(conn, api_key, request, True)
             except (NetworkError, RequestTimedOutError) as exc:
                 if not idempotent:
                     raise
                 last = exc
+                continue
+            _answered.set(address)
+            return response
         raise NetworkError(f"no broker answered: {last}")
+
+    async def _send_to(self, address: Address, api_key: ApiKey, request: Any) -> Any:
+        """One request to the broker at ``address`` (connecting if need be)."""
+        conn = await self._connection(address, "")
+        return await self._request(conn, api_key, request, True)
 
     def _candidates(self) -> list[Address]:
         known = [(b.host, b.port) for b in self.metadata.brokers.values()]

@@ -12,6 +12,7 @@ COORDINATOR_NOT_AVAILABLE, COORDINATOR_LOAD_IN_PROGRESS, a lost connection) unti
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -89,6 +90,8 @@ def commit_topics(
     return [OffsetCommitRequestTopic(name=t, partitions=ps) for t, ps in by_topic.items()]
 
 
+_log = logging.getLogger(__name__)
+
 _ASK_AGAIN = (NotCoordinatorError, CoordinatorNotAvailableError, CoordinatorLoadInProgressError)
 _STILL_COORDINATOR = (CoordinatorLoadInProgressError, ConcurrentTransactionsError)
 """Answers of the coordinator itself that it is busy: asked again, not looked for again
@@ -114,6 +117,7 @@ class CoordinatorLine:
         self._timeout_s = request_timeout_ms / 1000
         self._backoff_s = retry_backoff_ms / 1000
         self._coordinator: int | None = None
+        self._found = -1  # the last one found: a change is logged
 
     @property
     def _what(self) -> str:
@@ -160,7 +164,7 @@ class CoordinatorLine:
                     raise
                 last = exc
                 if not isinstance(exc, _STILL_COORDINATOR):
-                    self._coordinator = None  # moved, gone or unknown: find it again
+                    self.coordinator_dead(exc)  # moved, gone or unknown: find it again
                 await asyncio.sleep(self._backoff_s)
         raise last or RequestTimedOutError(
             f"{self._what}: no coordinator answered within {self._timeout_s:g} s"
@@ -171,8 +175,16 @@ class CoordinatorLine:
         node = self._coordinator
         return node if node is not None else await self._find()
 
-    def coordinator_dead(self) -> None:
+    def coordinator_dead(self, cause: object = None) -> None:
         """The coordinator did not answer or said it is not: find it again next time."""
+        if self._coordinator is not None:
+            # Kafka's "Group coordinator ... is unavailable or invalid": a failover's trace
+            _log.info(
+                "%s: coordinator broker %d is unavailable or moved (%s); looking for it again",
+                self._what,
+                self._coordinator,
+                cause,
+            )
         self._coordinator = None
 
     async def _find(self) -> int:
@@ -181,6 +193,9 @@ class CoordinatorLine:
         )
         if response.node_id not in self._cluster.metadata.brokers:
             await self._cluster.refresh()
+        if response.node_id != self._found:
+            _log.info("%s: coordinator is broker %d", self._what, response.node_id)
+            self._found = response.node_id
         self._coordinator = response.node_id
         return response.node_id
 

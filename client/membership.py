@@ -515,7 +515,7 @@ class GroupMember:
         elif isinstance(exc, IllegalGenerationError):
             self.generation_id = -1
         elif isinstance(exc, _COORDINATOR_MOVED) or exc.retriable:
-            self._offsets.coordinator_dead()
+            self._offsets.coordinator_dead(exc)
         elif not isinstance(exc, RebalanceInProgressError):
             raise _Fatal(exc)
 

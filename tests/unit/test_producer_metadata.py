@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from client import Producer
-from client.cluster import Cluster, ClusterMetadata, parse_bootstrap
+from client.cluster import Cluster, ClusterMetadata, _answered, parse_bootstrap
 from client.errors import ConfigurationError
 from client.types import TopicPartition
 from protocol.apis import (
@@ -162,17 +162,82 @@ async def test_refresh_requests_are_rate_limited_by_retry_backoff() -> None:
     await cluster.close()
 
 
-async def test_wait_for_topic_fails_fast_on_an_unknown_topic() -> None:
-    class Refusing(CountingCluster):
-        async def send_any(self, api_key: ApiKey, request: Any, *, idempotent: bool = True) -> Any:
-            self.asked.append(request.topics)
-            missing = MetadataTopic(name="x", error_code=UnknownTopicOrPartitionError.code)
-            return _response(missing)
+class StaleCluster(CountingCluster):
+    """Every broker but the controller (broker 2, h2:2) says ``stale`` topics do not
+    exist; the controller answers from ``truth`` (a topic missing there is unknown to
+    it too), or cannot be reached when ``truth`` is None."""
 
-    cluster = Refusing()
+    def __init__(self, stale: set[str], truth: dict[str, list[int]] | None, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.stale, self.truth = stale, truth
+        self.controller_asked: list[list[str]] = []
+
+    async def send_any(self, api_key: ApiKey, request: Any, *, idempotent: bool = True) -> Any:
+        self.asked.append(request.topics)
+        return _response(
+            *(
+                MetadataTopic(name=t, error_code=UnknownTopicOrPartitionError.code)
+                if t in self.stale
+                else _topic(t, [1])
+                for t in request.topics or []
+            )
+        )
+
+    async def _send_to(self, address: Any, api_key: ApiKey, request: Any) -> Any:
+        assert address == ("h2", 2) and api_key == ApiKey.METADATA
+        self.controller_asked.append(request.topics)
+        if self.truth is None:
+            raise NetworkError("cannot connect to broker h2:2")
+        return _response(
+            *(
+                _topic(t, self.truth[t])
+                if t in self.truth
+                else MetadataTopic(name=t, error_code=UnknownTopicOrPartitionError.code)
+                for t in request.topics
+            )
+        )
+
+
+async def test_wait_for_topic_fails_fast_on_a_topic_the_controller_does_not_know() -> None:
+    cluster = StaleCluster({"x"}, truth={})
     with pytest.raises(UnknownTopicOrPartitionError, match="headwater topics create x"):
         await cluster.wait_for_topic("x", timeout_ms=60_000)
-    assert len(cluster.asked) == 1
+    assert cluster.asked == [["x"]]
+    assert cluster.controller_asked == [["x"]]  # one broker's word is not enough
+    await cluster.close()
+
+
+async def test_a_broker_that_has_not_heard_of_a_topic_yet_is_not_believed() -> None:
+    # a broker just restarted (or cut off for a while) before the controller's news
+    cluster = StaleCluster({"x"}, truth={"x": [1, 2]})
+    found = await cluster.wait_for_topic("x", timeout_ms=60_000)
+    assert sorted(found.partitions) == [0, 1]
+    assert "x" not in cluster.metadata.topic_errors
+    await cluster.close()
+
+
+async def test_a_known_topic_keeps_its_metadata_while_the_controller_cannot_be_asked() -> None:
+    cluster = StaleCluster(set(), truth=None)
+    cluster.add_topics(["a"])
+    await cluster.refresh()
+    cluster.stale = {"a"}
+    view = await cluster.refresh()
+    assert view.partitions_for("a") == {0}  # as before: not gone on one broker's word
+    assert "a" not in view.topic_errors
+    assert cluster.controller_asked == [["a"]]
+    await cluster.close()
+
+
+async def test_the_controllers_own_answer_is_believed_without_asking_again() -> None:
+    class Controller(StaleCluster):
+        async def send_any(self, api_key: ApiKey, request: Any, *, idempotent: bool = True) -> Any:
+            _answered.set(("h2", 2))  # as the real send_any records who answered
+            return await super().send_any(api_key, request)
+
+    cluster = Controller({"x"}, truth={"x": [1]})
+    with pytest.raises(UnknownTopicOrPartitionError):
+        await cluster.wait_for_topic("x", timeout_ms=60_000)
+    assert cluster.controller_asked == []
     await cluster.close()
 
 
