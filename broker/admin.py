@@ -50,6 +50,7 @@ from broker.zk import (
     VersionConflict,
     ZkBridge,
     ZkError,
+    ZkUnavailable,
     config_change_json,
     paths,
     topic_config_from_json,
@@ -228,7 +229,7 @@ class TopicAdmin:
             return CreatableTopicResult(
                 name=topic.name, error_code=exc.code, error_message=exc.message
             )
-        except ZkError as exc:  # (this broker's session expired, ZooKeeper unreachable)
+        except ZkUnavailable as exc:  # (this broker's session expired, ZooKeeper paused)
             self._log.warning("topic.create_failed", topic=topic.name, error=str(exc))
             return CreatableTopicResult(
                 name=topic.name,

@@ -57,7 +57,7 @@ from broker.connection_quotas import ConnectionQuotas
 from broker.deferred import Deferred
 from broker.principal import certificate_principal
 from broker.sasl import Authenticator, SaslListener
-from broker.zk import ZkError
+from broker.zk import ZkUnavailable
 from protocol.apis import (
     APIS,
     ApiKey,
@@ -805,7 +805,7 @@ class _Connection(asyncio.BufferedProtocol):
         if isinstance(exc, CloseConnection):
             self._log.info("connection.closed_by_handler", reason=str(exc))
             return _CLOSE
-        if isinstance(exc, ZkError):  # an outage, not a bug: retriable, and no traceback
+        if isinstance(exc, ZkUnavailable):  # an outage, not a bug: retriable, no traceback
             self._log.warning("request.zookeeper_unavailable", api_key=int(key), error=str(exc))
             exc = RequestTimedOutError(
                 f"this broker could not reach ZooKeeper ({exc}); the request may or may not "

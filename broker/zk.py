@@ -28,10 +28,13 @@ from urllib.parse import quote, unquote
 from kazoo.client import KazooClient, KazooState
 from kazoo.exceptions import (
     BadVersionError,
+    ConnectionLoss,
     NodeExistsError,
     NoNodeError,
+    OperationTimeoutError,
     RolledBackError,
     RuntimeInconsistency,
+    SessionExpiredError,
     ZookeeperError,
 )
 from kazoo.handlers.threading import SequentialThreadingHandler
@@ -52,6 +55,7 @@ __all__ = [
     "VersionConflict",
     "ZkBridge",
     "ZkError",
+    "ZkUnavailable",
     "paths",
 ]
 
@@ -129,6 +133,11 @@ class paths:
 
 class ZkError(HeadwaterError):
     """A ZooKeeper operation failed (connection, session, or unexpected server error)."""
+
+
+class ZkUnavailable(ZkError):
+    """ZooKeeper could not be asked: the connection is lost, the session expired, or it
+    did not answer in time (an outage, not a refusal: the operation may be tried again)."""
 
 
 class NoNode(ZkError):
@@ -870,13 +879,20 @@ class ZkBridge:
             raise NodeExists(f"{path} already exists") from None
         except BadVersionError:
             raise VersionConflict(f"{path} changed since it was read") from None
+        except _UNAVAILABLE as exc:
+            raise ZkUnavailable(f"ZooKeeper unavailable for {path}: {exc!r}") from exc
         except ZookeeperError as exc:
             raise ZkError(f"ZooKeeper refused an operation on {path}: {exc!r}") from exc
         except Exception as exc:
-            # kazoo's connection-level errors (ConnectionLoss, SessionExpired, ...)
+            # kazoo's other connection-level errors (its own timeouts, a closed client)
             if type(exc).__module__.startswith("kazoo"):
-                raise ZkError(f"ZooKeeper unavailable for {path}: {type(exc).__name__}") from exc
+                raise ZkUnavailable(
+                    f"ZooKeeper unavailable for {path}: {type(exc).__name__}"
+                ) from exc
             raise
+
+
+_UNAVAILABLE = (ConnectionLoss, SessionExpiredError, OperationTimeoutError)
 
 
 def _refusal(path: str, error: Exception) -> ZkError:

@@ -251,6 +251,9 @@ class ClusterMetadata:
 
 Address = tuple[str, int]
 
+CONFIRM_S = 2.0
+"""The longest a Metadata answer waits for the controller to confirm a "no such topic"."""
+
 _answered: contextvars.ContextVar[Address | None] = contextvars.ContextVar(
     "_answered", default=None
 )
@@ -412,6 +415,8 @@ class Cluster:
 
     def _request_new(self, answer: asyncio.Future[ClusterMetadata]) -> None:
         topics, self._new_topics, self._new_request = sorted(self._new_topics), set(), None
+        # (a full refresh may have forgotten one since it was asked for: it is wanted)
+        self._topics.update(topics)
         task = asyncio.get_running_loop().create_task(self._refresh(topics, partial=True))
         self._new_tasks.add(task)
 
@@ -431,7 +436,7 @@ class Cluster:
         request = MetadataRequest(
             topics=topics, allow_auto_topic_creation=self.allow_auto_topic_creation
         )
-        response = await self._metadata(request)
+        response, _ = await self._metadata(request)
         self.metadata = self.metadata.merged(response, topics, partial=partial)
         for callback in list(self.on_update):
             callback(self.metadata)
@@ -447,51 +452,56 @@ class Cluster:
         request = MetadataRequest(
             topics=topics, allow_auto_topic_creation=allow_auto_topic_creation
         )
-        response = await self._metadata(request)
-        answer = ClusterMetadata().merged(response, topics)
+        response, unchecked = await self._metadata(request)
         self.metadata = self.metadata.merged(response, topics if topics is not None else [])
-        return answer
+        # the caller asked: it gets the answer it got, unchecked "no such topic" included
+        response.topics = [*response.topics, *unchecked]
+        return ClusterMetadata().merged(response, topics)
 
-    async def _metadata(self, request: MetadataRequest) -> MetadataResponse:
-        """A Metadata answer whose "no such topic" is the controller's word.
+    async def _metadata(self, request: MetadataRequest) -> tuple[MetadataResponse, list[Any]]:
+        """A Metadata answer whose "no such topic" is the controller's word, and the
+        answers of "no such topic" that could not be checked (left out of the first).
 
         A broker that has just started, or that was cut off for a while, has not yet been
         told of every topic by the controller, and answers UNKNOWN_TOPIC_OR_PARTITION for
         topics that exist: believed, a producer would fail its records and a group member
         would see its topic gone. So a topic one broker says is unknown is asked of the
-        controller (which tells every broker, itself first); if the controller cannot be
-        asked, the topic is left out of the answer, as if not yet heard of (what was known
-        of it stays, and the next refresh asks again)."""
+        controller (which tells every broker, itself first), for at most
+        :data:`CONFIRM_S`: a controller that cannot be asked (down, paused) must not hold
+        up the rest of the answer. A topic left out is as if not yet heard of: what was
+        known of it stays, and the next refresh asks again."""
         _answered.set(None)
         response: MetadataResponse = await self.send_any(ApiKey.METADATA, request)
         unknown = {
             t.name for t in response.topics if t.error_code == UnknownTopicOrPartitionError.code
         }
         if not unknown:
-            return response
+            return response, []
         controller = next(
             (b for b in response.brokers if b.node_id == response.controller_id), None
         )
         where = None if controller is None else (controller.host, controller.port)
         if where is not None and where == _answered.get():
-            return response  # the controller's own answer
+            return response, []  # the controller's own answer
         confirmed: dict[str, Any] = {}
         if where is not None:
             try:
-                second: MetadataResponse = await self._send_to(
-                    where,
-                    ApiKey.METADATA,
-                    MetadataRequest(topics=sorted(unknown), allow_auto_topic_creation=False),
-                )
+                async with asyncio.timeout(min(CONFIRM_S, self.request_timeout_ms / 1000)):
+                    second: MetadataResponse = await self._send_to(
+                        where,
+                        ApiKey.METADATA,
+                        MetadataRequest(topics=sorted(unknown), allow_auto_topic_creation=False),
+                    )
                 confirmed = {t.name: t for t in second.topics}
-            except (NetworkError, RequestTimedOutError):
+            except (NetworkError, RequestTimedOutError, TimeoutError):
                 pass  # cannot be asked now: none of them is believed unknown
+        unchecked = [t for t in response.topics if t.name in unknown and t.name not in confirmed]
         response.topics = [
             confirmed[t.name] if t.name in unknown else t
             for t in response.topics
             if t.name not in unknown or t.name in confirmed
         ]
-        return response
+        return response, unchecked
 
     async def _refresh_periodically(self) -> None:
         failures = 0

@@ -536,8 +536,10 @@ class GroupMember:
             if isinstance(retry.__cause__, _REJOIN):  # answered, with news
                 self._metrics.heartbeat_answered(sent)
                 self.request_rejoin(f"the coordinator answered {retry.__cause__}")
-            elif retry.backoff:
-                await asyncio.sleep(self._backoff_s)
+            else:  # Kafka's "Attempt to heartbeat failed": a failover's trace
+                _log.info("group %r: a heartbeat failed: %s", self.group_id, retry.__cause__)
+                if retry.backoff:
+                    await asyncio.sleep(self._backoff_s)
 
     async def _leave(self, why: str) -> None:
         """LeaveGroup for a dynamic member (a static one keeps its place: KIP-345)."""

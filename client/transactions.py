@@ -290,6 +290,8 @@ class TransactionManager:
                 if time.monotonic() > deadline:
                     raise
                 await asyncio.sleep(
-                    _CONCURRENT_BACKOFF_S[min(tries, len(_CONCURRENT_BACKOFF_S) - 1)]
+                    _CONCURRENT_BACKOFF_S[tries]
+                    if tries < len(_CONCURRENT_BACKOFF_S)
+                    else self._retry_backoff_ms / 1000
                 )
                 tries += 1

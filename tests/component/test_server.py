@@ -11,7 +11,7 @@ import msgpack
 import pytest
 
 from broker.server import BrokerServer, CloseConnection
-from broker.zk import ZkError
+from broker.zk import ZkError, ZkUnavailable
 from client.connection import BrokerConnection
 from protocol.apis import (
     APIS,
@@ -53,7 +53,9 @@ async def metadata(header: RequestHeader, request: MetadataRequest) -> MetadataR
     if request.topics == ["not-controller"]:
         raise NotControllerError("ask broker 2")
     if request.topics == ["zookeeper-gone"]:
-        raise ZkError("ZooKeeper refused an operation on /brokers/ids: SessionExpiredError()")
+        raise ZkUnavailable("ZooKeeper unavailable for /brokers/ids: SessionExpiredError()")
+    if request.topics == ["zookeeper-refused"]:
+        raise ZkError("ZooKeeper refused an operation on /brokers/ids: NoAuthError()")
     if request.topics == ["cancelled-inside"]:
         raise asyncio.CancelledError  # e.g. a future it awaited was cancelled by someone
     return MetadataResponse(
@@ -144,6 +146,8 @@ async def test_handler_errors_become_error_codes(server: tuple[BrokerServer, int
         with pytest.raises(RequestTimedOutError, match="could not reach ZooKeeper") as caught:
             await conn.request(ApiKey.METADATA, MetadataRequest(topics=["zookeeper-gone"]))
         assert caught.value.retriable
+        with pytest.raises(UnknownServerError):  # a refusal is not an outage: a bug to see
+            await conn.request(ApiKey.METADATA, MetadataRequest(topics=["zookeeper-refused"]))
         assert (await conn.request(ApiKey.METADATA, MetadataRequest())).cluster_id == "all"
 
 

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from client import Producer
-from client.cluster import Cluster, ClusterMetadata, _answered, parse_bootstrap
+from client.cluster import CONFIRM_S, Cluster, ClusterMetadata, _answered, parse_bootstrap
 from client.errors import ConfigurationError
 from client.types import TopicPartition
 from protocol.apis import (
@@ -342,3 +342,81 @@ async def test_the_producer_forgets_a_topic_idle_for_metadata_max_idle_ms() -> N
 def test_metadata_max_idle_ms_is_at_least_5_s() -> None:
     with pytest.raises(ConfigurationError, match="metadata_max_idle_ms"):
         Producer(bootstrap_servers="h:1", metadata_max_idle_ms=4_999)
+
+
+async def test_describing_a_missing_topic_while_the_controller_is_down_says_it_is_missing() -> None:
+    # "nope" does not exist; the broker answering says so, and the controller (h2:2) is
+    # down: the caller asked, so it gets that answer (review 96: it was a KeyError)
+    cluster = StaleCluster({"nope"}, truth=None)
+    answer = await cluster.fetch_metadata(["nope"])
+    assert isinstance(answer.topic_errors.get("nope"), UnknownTopicOrPartitionError)
+    assert "nope" not in cluster.metadata.topic_errors  # the shared view does not believe it
+    await cluster.close()
+
+
+async def test_a_hung_controller_does_not_hold_a_metadata_refresh() -> None:
+    # a topic still missing (not made yet, deleted since) is asked of the controller at
+    # each refresh; a paused controller would hold every refresh for request_timeout_ms
+    # and a leader move of the other topics would be learnt that late (review 96)
+    class HungController(StaleCluster):
+        async def _send_to(self, address: Any, api_key: ApiKey, request: Any) -> Any:
+            self.controller_asked.append(request.topics)
+            await asyncio.sleep(self.request_timeout_ms / 1000)
+            raise RequestTimedOutError("no answer from h2:2")
+
+    cluster = HungController({"missing"}, truth=None, request_timeout_ms=30_000)
+    cluster.add_topics(["a", "missing"])
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    view = await asyncio.wait_for(cluster.refresh(), 10)
+    assert loop.time() - began < CONFIRM_S + 1  # not request_timeout_ms
+    assert view.partitions_for("a") == {0}
+    await cluster.close()
+
+
+async def test_a_topic_forgotten_while_its_send_waits_for_metadata_is_still_refreshed() -> None:
+    # metadata_max_idle_ms below max_block_ms: the topic is forgotten by a full refresh
+    # while its first send waits for it; the answer that send gets brings it back into
+    # the view, so the refreshes must ask for it again (review 96: a leader move of it
+    # was never learnt)
+    class Creating(CountingCluster):
+        ready = False
+
+        async def send_any(self, api_key: ApiKey, request: Any, *, idempotent: bool = True) -> Any:
+            self.asked.append(request.topics)
+            await asyncio.sleep(self.delay_s)
+            return _response(
+                *(
+                    MetadataTopic(name=t, error_code=LeaderNotAvailableError.code)
+                    if t == "t" and not self.ready
+                    else _topic(t, [1])
+                    for t in request.topics or []
+                )
+            )
+
+    producer = Producer(
+        bootstrap_servers="unused:1",
+        metadata_max_idle_ms=5_000,
+        enable_idempotence=False,
+        acks=1,
+        linger_ms=60_000,  # the batch waits here: no Produce is sent in this test
+        retry_backoff_ms=10,
+    )
+    cluster = Creating(keep_topic=producer._keep_topic, retry_backoff_ms=10)
+    producer._cluster = cluster  # type: ignore[assignment]
+    await producer.start()
+    sending = asyncio.create_task(producer.send("t", b"v"))
+    await asyncio.sleep(0.05)  # send() waits in wait_for_topic (LEADER_NOT_AVAILABLE)
+    assert not sending.done() and "t" in cluster.topics
+    producer._topic_used["t"] -= 6  # idle past the limit while it waits...
+    await cluster.refresh()  # ...when a full refresh begins
+    cluster.ready = True
+    await asyncio.wait_for(sending, 5)
+    assert "t" in cluster.metadata.topics
+    cluster.asked.clear()
+    await cluster.refresh()
+    try:
+        assert "t" in cluster.topics
+        assert cluster.asked == [["t"]]
+    finally:
+        await producer._close()

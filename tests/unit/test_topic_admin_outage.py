@@ -8,12 +8,21 @@ answered UNKNOWN_SERVER_ERROR (not retriable) and logged as a broker bug.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
+
+import pytest
+from kazoo.exceptions import (
+    ConnectionLoss,
+    NoAuthError,
+    OperationTimeoutError,
+    SessionExpiredError,
+)
 
 from broker.admin import TopicAdmin
 from broker.config import load_config
 from broker.metadata import MetadataCache
-from broker.zk import ZkError
+from broker.zk import ZkBridge, ZkError, ZkUnavailable
 from protocol.apis import CreatableTopic, CreateTopicsRequest
 from protocol.errors import InvalidTopicError, RequestTimedOutError
 
@@ -22,10 +31,10 @@ class _ZooKeeperGone:
     """Every read fails as kazoo's expired session makes ZkBridge fail it."""
 
     async def get_children(self, path: str, *_: Any, **__: Any) -> list[str]:
-        raise ZkError(f"ZooKeeper refused an operation on {path}: SessionExpiredError()")
+        raise ZkUnavailable(f"ZooKeeper unavailable for {path}: SessionExpiredError()")
 
     async def get(self, path: str, *_: Any, **__: Any) -> Any:
-        raise ZkError(f"ZooKeeper refused an operation on {path}: SessionExpiredError()")
+        raise ZkUnavailable(f"ZooKeeper unavailable for {path}: SessionExpiredError()")
 
 
 async def test_create_topics_without_zookeeper_answers_each_topic_retriably() -> None:
@@ -45,3 +54,30 @@ async def test_create_topics_without_zookeeper_answers_each_topic_retriably() ->
     assert RequestTimedOutError.retriable
     assert "could not reach ZooKeeper" in (orders.error_message or "")
     assert results["bad name!"].error_code == InvalidTopicError.code  # answered on its own
+
+
+@pytest.mark.parametrize(
+    ("kazoo_error", "outage"),
+    [
+        (SessionExpiredError(), True),
+        (ConnectionLoss(), True),
+        (OperationTimeoutError(), True),
+        (NoAuthError(), False),  # a refusal, not an outage
+    ],
+)
+async def test_zookeeper_outages_are_told_from_refusals(
+    kazoo_error: Exception, outage: bool
+) -> None:
+    bridge = ZkBridge.__new__(ZkBridge)  # only its loop is used by _await
+    bridge._loop = asyncio.get_running_loop()
+
+    class _Failed:
+        def rawlink(self, callback: Any) -> None:
+            callback(self)
+
+        def get_nowait(self) -> Any:
+            raise kazoo_error
+
+    with pytest.raises(ZkError) as caught:
+        await bridge._await(_Failed(), "/brokers/ids")  # type: ignore[arg-type]
+    assert isinstance(caught.value, ZkUnavailable) is outage
