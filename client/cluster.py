@@ -254,6 +254,10 @@ Address = tuple[str, int]
 CONFIRM_S = 2.0
 """The longest a Metadata answer waits for the controller to confirm a "no such topic"."""
 
+STALLED_S = 2.0
+"""A connection with a request unanswered this long is tried last by send_any (a long-poll
+fetch is answered within fetch_max_wait_ms: half a second by default)."""
+
 _answered: contextvars.ContextVar[Address | None] = contextvars.ContextVar(
     "_answered", default=None
 )
@@ -632,11 +636,26 @@ class Cluster:
         return await self._request(conn, api_key, request, True)
 
     def _candidates(self) -> list[Address]:
+        """Where :meth:`send_any` tries, in order: brokers connected and answering, then
+        the other known brokers, then the bootstrap servers, and last the brokers with a
+        request unanswered for :data:`STALLED_S` (paused, overloaded: Kafka's
+        leastLoadedNode passes over busy nodes too), which would hold a request for
+        ``request_timeout_ms``."""
         known = [(b.host, b.port) for b in self.metadata.brokers.values()]
         random.shuffle(known)
-        connected = {(h, p) for (h, p, _), c in self._connections.items() if c.connected}
-        ordered = [a for a in known if a in connected] + [a for a in known if a not in connected]
-        ordered += [a for a in self.bootstrap if a not in ordered]
+        connected: set[Address] = set()
+        stalled: set[Address] = set()
+        now = asyncio.get_running_loop().time()
+        for (host, port, _), conn in self._connections.items():
+            if conn.connected:
+                connected.add((host, port))
+                since = conn.waiting_since()
+                if since is not None and now - since > STALLED_S:
+                    stalled.add((host, port))
+        ordered = [a for a in known if a in connected and a not in stalled]
+        ordered += [a for a in known if a not in connected]
+        ordered += [a for a in self.bootstrap if a not in ordered and a not in stalled]
+        ordered += [a for a in known if a in stalled]
         return ordered
 
     async def _connection(self, address: Address, purpose: str) -> BrokerConnection:

@@ -136,7 +136,7 @@ def _time_out(future: asyncio.Future[Any]) -> None:
 class _InFlight:
     """A request waiting for its answer: an awaiting caller's future, or a callback."""
 
-    __slots__ = ("api", "correlation_id", "future", "on_answer", "timer", "version")
+    __slots__ = ("api", "correlation_id", "future", "on_answer", "sent_at", "timer", "version")
 
     def __init__(
         self,
@@ -145,12 +145,15 @@ class _InFlight:
         version: int,
         future: asyncio.Future[Any] | None,
         on_answer: OnAnswer | None = None,
+        *,
+        sent_at: float = 0.0,
     ) -> None:
         self.correlation_id = correlation_id
         self.api = api
         self.version = version
         self.future = future
         self.on_answer = on_answer
+        self.sent_at = sent_at  # the loop's time
         self.timer: asyncio.TimerHandle | None = None
 
     def settle(self, response: Any, error: BaseException | None) -> None:
@@ -217,6 +220,12 @@ class BrokerConnection:
     @property
     def connected(self) -> bool:
         return self._transport is not None and self._closed is None
+
+    def waiting_since(self) -> float | None:
+        """When (the loop's time) the oldest request still unanswered was sent; None if
+        every request is answered. A broker that stops answering (paused, overloaded)
+        shows here long before its requests time out."""
+        return self._in_flight[0].sent_at if self._in_flight else None
 
     @property
     def writable(self) -> bool:
@@ -461,7 +470,9 @@ class BrokerConnection:
         parts = encode_request(api.key, version, correlation_id, request)
         waiting = None
         if on_answer is not None:  # nothing can be answered before this returns
-            waiting = _InFlight(correlation_id, api, version, None, on_answer)
+            waiting = _InFlight(
+                correlation_id, api, version, None, on_answer, sent_at=self._loop.time()
+            )
             timeout_ms = self.request_timeout_ms if timeout_ms is None else timeout_ms
             waiting.timer = self._loop.call_later(
                 timeout_ms / 1000, self._timed_out, waiting, timeout_ms
@@ -503,12 +514,13 @@ class BrokerConnection:
         parts = encode_request(api.key, version, correlation_id, request)
         loop = asyncio.get_running_loop()
         timeout_ms = self.request_timeout_ms if timeout_ms is None else timeout_ms
-        deadline = loop.time() + timeout_ms / 1000  # the write counts too
+        now = loop.time()
+        deadline = now + timeout_ms / 1000  # the write counts too
         future: asyncio.Future[Any] | None = None
         waiting = None
         if expect_response:
             future = loop.create_future()
-            waiting = _InFlight(correlation_id, api, version, future)
+            waiting = _InFlight(correlation_id, api, version, future, sent_at=now)
         self._write(parts, waiting, login=login)
         assert self._protocol is not None
         writable = self._protocol.writable

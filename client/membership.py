@@ -529,8 +529,12 @@ class GroupMember:
             group_instance_id=self.group_instance_id,
         )
         sent = self._metrics.heartbeat_sent()
+        # a coordinator that does not answer within half the session is given up on (the
+        # connection closed, the coordinator looked for again) while the session may
+        # still be saved at the next one; Kafka's member does so at the full session
+        timeout_ms = min(self.session_timeout_ms // 2, self._cluster.request_timeout_ms)
         try:
-            await self._call(ApiKey.HEARTBEAT, request)
+            await self._call(ApiKey.HEARTBEAT, request, timeout_ms=timeout_ms)
             self._metrics.heartbeat_answered(sent)
         except _RetryJoin as retry:
             if isinstance(retry.__cause__, _REJOIN):  # answered, with news

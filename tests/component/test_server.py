@@ -121,6 +121,24 @@ async def test_a_cancelled_request_does_not_break_the_connection(
         assert conn.connected
 
 
+async def test_a_connection_tells_since_when_a_request_is_unanswered(
+    server: tuple[BrokerServer, int],
+) -> None:
+    _, port = server
+    async with BrokerConnection("127.0.0.1", port) as conn:
+        assert conn.waiting_since() is None
+        loop = asyncio.get_running_loop()
+        sent = loop.time()
+        slow = asyncio.ensure_future(
+            conn.request(ApiKey.METADATA, MetadataRequest(topics=["slow"]))
+        )
+        await asyncio.sleep(0.01)  # the handler takes 50 ms
+        since = conn.waiting_since()
+        assert since is not None and sent <= since <= loop.time()
+        await slow
+        assert conn.waiting_since() is None
+
+
 async def test_no_response_for_acks_0_and_the_next_answer_still_matches(
     server: tuple[BrokerServer, int],
 ) -> None:

@@ -271,6 +271,7 @@ class _Coordinator:
     and heartbeats, ``round_trip_ms`` on the clock each; its first metadata lookup fails."""
 
     client_id = "c"
+    request_timeout_ms = 30_000
 
     def __init__(self, clock: _Clock, round_trip_ms: float) -> None:
         self.clock = clock

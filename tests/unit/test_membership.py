@@ -36,7 +36,7 @@ class _Offsets:
     async def coordinator(self) -> int:
         return 1
 
-    def coordinator_dead(self) -> None:
+    def coordinator_dead(self, cause: object = None) -> None:
         pass
 
 
@@ -49,10 +49,13 @@ class _Cluster:
     """A coordinator that makes us leader; the first metadata lookup fails."""
 
     client_id = "c"
+    request_timeout_ms = 30_000
 
     def __init__(self) -> None:
         self.on_update: list[Any] = []
         self.calls: list[tuple[ApiKey, int]] = []
+        self.timeouts: dict[ApiKey, int | None] = {}
+        self.heartbeat = asyncio.Event()
         self.metadata_failures = 1
 
     def add_topics(self, topics: Any) -> None:
@@ -66,6 +69,7 @@ class _Cluster:
 
     async def send(self, node: int, key: ApiKey, request: Any, **kw: Any) -> Any:
         self.calls.append((key, getattr(request, "generation_id", -1)))
+        self.timeouts[key] = kw.get("timeout_ms")
         if key == ApiKey.JOIN_GROUP:
             subscription = encode_subscription(Subscription(["t"]))
             return JoinGroupResponse(
@@ -80,6 +84,7 @@ class _Cluster:
             (mine,) = [a for a in request.assignments if a.member_id == "me"]
             return SyncGroupResponse(assignment=mine.assignment)
         if key == ApiKey.HEARTBEAT:
+            self.heartbeat.set()
             return HeartbeatResponse()
         return LeaveGroupResponse()
 
@@ -292,3 +297,26 @@ async def test_a_dropped_member_loses_its_partitions_without_revoking(
     # next join claims nothing
     assert calls[:3] == ["assign", "lose", "assign"]
     assert cluster.joins[1].owned == [] and cluster.joins[1].generation == -1
+
+
+async def test_a_heartbeat_waits_at_most_half_the_session() -> None:
+    # a coordinator that stops answering (paused, cut off) is given up on while the
+    # session can still be saved at the coordinator that takes over; at request_timeout_ms
+    # (30 s) the member's 10 s session had run out there (seen in the soak)
+    cluster = _Cluster()
+    cluster.metadata_failures = 0
+    joined = asyncio.Event()
+
+    async def assign(tps: list[TopicPartition], added: set[TopicPartition]) -> None:
+        joined.set()
+
+    async def revoke(tps: set[TopicPartition] | None) -> None:
+        pass
+
+    member = _member(cluster, MemberHooks(revoke, assign, lambda: 0.0, lambda e: None, _lose))
+    member.subscribe(["t"], None)
+    member.start()
+    await asyncio.wait_for(joined.wait(), 5)
+    await asyncio.wait_for(cluster.heartbeat.wait(), 5)
+    await member.stop()
+    assert cluster.timeouts[ApiKey.HEARTBEAT] == 500  # session_timeout_ms=1_000

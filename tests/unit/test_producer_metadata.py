@@ -420,3 +420,25 @@ async def test_a_topic_forgotten_while_its_send_waits_for_metadata_is_still_refr
         assert cluster.asked == [["t"]]
     finally:
         await producer._close()
+
+
+async def test_a_broker_that_stopped_answering_is_tried_last() -> None:
+    # a paused broker's connection stays open: tried first, it held a FindCoordinator or
+    # a Metadata request for request_timeout_ms (Kafka's leastLoadedNode passes it over)
+    class _Conn:
+        connected = True
+
+        def __init__(self, since: float | None) -> None:
+            self.since = since
+
+        def waiting_since(self) -> float | None:
+            return self.since
+
+    cluster = Cluster("b:9", client_id="t")
+    cluster.metadata = ClusterMetadata().merged(_response(), None)  # brokers h1:1 and h2:2
+    now = asyncio.get_running_loop().time()
+    cluster._connections[("h1", 1, "")] = _Conn(now - 5)  # unanswered for 5 s
+    cluster._connections[("h2", 2, "")] = _Conn(None)
+    cluster._connections[("h2", 2, "fetch")] = _Conn(now - 0.3)  # a long poll: fine
+    for _ in range(10):  # the known brokers are shuffled first
+        assert cluster._candidates() == [("h2", 2), ("b", 9), ("h1", 1)]
