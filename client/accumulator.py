@@ -502,9 +502,9 @@ class RecordAccumulator:
         partitions with batches, not every partition ever written (with 1,024 of them,
         a third of an e2e run's client time)."""
         self.open_batches: dict[TopicPartition, ProducerBatch] = {}
-        """Each partition's open batch (read by the producer's fast path, for a keyed
-        record: only the accumulator changes it, and never replaces the dict)."""
-        """Each partition's batch taking records, if any (the last of its queue)."""
+        """Each partition's batch taking records, if any (the last of its queue). Read by
+        the producer's fast path for keyed records: only the accumulator changes it, and
+        it never replaces the dict."""
         self.max_in_flight = max_in_flight
         """Batches of one partition in flight at once; more than 1 only while batches are
         stamped with a producer id (the producer passes more when idempotent)."""

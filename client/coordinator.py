@@ -163,8 +163,7 @@ class CoordinatorLine:
                 ):
                     raise
                 last = exc
-                if not isinstance(exc, _STILL_COORDINATOR):
-                    self.coordinator_dead(exc)  # moved, gone or unknown: find it again
+                self.coordinator_dead(exc)
                 await asyncio.sleep(self._backoff_s)
         raise last or RequestTimedOutError(
             f"{self._what}: no coordinator answered within {self._timeout_s:g} s"
@@ -176,7 +175,11 @@ class CoordinatorLine:
         return node if node is not None else await self._find()
 
     def coordinator_dead(self, cause: object = None) -> None:
-        """The coordinator did not answer or said it is not: find it again next time."""
+        """The coordinator did not answer or said it is not: find it again next time. A
+        ``cause`` that says it is busy (loading, finishing a transaction) keeps it: the
+        same broker is asked again (for every caller: commits, membership, transactions)."""
+        if isinstance(cause, _STILL_COORDINATOR):
+            return
         if self._coordinator is not None:
             # Kafka's "Group coordinator ... is unavailable or invalid": a failover's trace
             _log.info(

@@ -55,8 +55,9 @@ __all__ = ["TransactionManager"]
 
 _CONCURRENT_BACKOFF_S = (0.001, 0.002, 0.005, 0.01, 0.02)
 """Waits before asking again while the coordinator answers CONCURRENT_TRANSACTIONS: it is
-writing the last transaction's markers, which takes a few ms. Kafka's producer waits 20 ms
-each time; starting at 1 ms, the next transaction begins ~20 ms sooner."""
+writing the last transaction's markers, which takes a few ms. Kafka's producer waits 20 ms;
+starting at 1 ms, the next transaction begins ~20 ms sooner. After these, retry_backoff_ms
+each time (markers held up by a partition without a leader: not 50 requests a second)."""
 _FATAL = (
     ProducerFencedError,
     InvalidProducerEpochError,

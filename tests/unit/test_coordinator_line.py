@@ -144,3 +144,13 @@ async def test_a_transaction_waits_for_the_last_ones_markers_briefly_at_the_same
     # from 1 ms up to Kafka's 20 ms (markers take a few ms), then retry_backoff_ms: a
     # transaction whose markers are held up is not asked about 50 times a second
     assert sleeps == [0.001, 0.002, 0.005, 0.01, 0.02, 0.1]
+
+
+def test_a_member_told_its_coordinator_is_busy_keeps_it() -> None:
+    # membership reports errors through coordinator_dead too: one rule for every caller
+    line = _line(_Cluster([]))
+    line._coordinator = 2
+    line.coordinator_dead(CoordinatorLoadInProgressError("loading"))
+    assert line._coordinator == 2
+    line.coordinator_dead(NotCoordinatorError("moved"))
+    assert line._coordinator is None
