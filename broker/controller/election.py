@@ -6,6 +6,13 @@ epoch fences requests from an older controller. The others watch ``/controller``
 again when it disappears. A controller whose session is lost resigns at once (it can no
 longer prove it is the controller) and runs for election again on the new session.
 
+A session's loss can be told after this broker has already won on its next session (the
+election it was retrying went through first): the controller resigns only if the session
+that holds ``/controller`` is not the live one. And a ``/controller`` that names this
+broker on its live session while it is not acting as controller is given up, so that an
+election runs: either would otherwise leave the cluster without a controller for as long
+as this broker's session lives (found by the soak: two minutes, no leader moved).
+
 Concurrency: watches and session changes only put a wake-up into one queue; one task
 drains it and does all ZooKeeper work, so elections never interleave.
 """
@@ -51,6 +58,8 @@ class ControllerElection:
         self._on_resigned = on_resigned
         self.controller_id = -1
         self.epoch = -1
+        self._owner: int | None = None
+        """The session that created ``/controller`` when this broker won."""
         self._events: asyncio.Queue[str] = asyncio.Queue(maxsize=16)
         self._task: asyncio.Task[None] | None = None
         self._log = structlog.get_logger("headwater.controller").bind(broker_id=broker_id)
@@ -92,9 +101,11 @@ class ControllerElection:
         while True:
             event = await self._events.get()
             if event == "resign":
-                if self.is_controller:
-                    self._log.warning("controller.resigning", reason="ZooKeeper session in doubt")
+                live = self._zk.session_id
+                if self.is_controller and (self._owner is None or self._owner != live):
+                    self._log.warning("controller.resigning", reason="ZooKeeper session lost")
                     await self._resign()
+                    self._enqueue("check")  # run again on the new session
                 continue
             while True:
                 try:
@@ -121,13 +132,24 @@ class ControllerElection:
             current = controller_from_json(data)
             if current == self.broker_id and stat.ephemeralOwner != self._zk.session_id:
                 return  # left by our expired session: ZooKeeper removes it, the watch fires
+            if current == self.broker_id and not self.is_controller:
+                # ours, on this session, but not acted on: give it up and elect again
+                self._log.warning("controller.abandoned_znode", session=stat.ephemeralOwner)
+                with contextlib.suppress(NoNode):
+                    await self._zk.delete(paths.CONTROLLER, version=stat.version)
+                self._enqueue("check")
+                return
             if current != self.broker_id and self.is_controller:
                 await self._resign()
             self.controller_id = current
             return
+        if self.is_controller:  # won again on a new session before its loss was told
+            self._log.warning("controller.resigning", reason="ZooKeeper session lost")
+            await self._resign()
         self.epoch = await self._bump_epoch()
+        stat = await self._zk.exists(paths.CONTROLLER, watch=self._on_watch)
+        self._owner = stat.ephemeralOwner if stat is not None else None
         self.controller_id = self.broker_id
-        await self._zk.exists(paths.CONTROLLER, watch=self._on_watch)
         self._log.info("controller.elected", epoch=self.epoch)
         await self._on_elected(self.epoch)
 

@@ -10,7 +10,7 @@ from kazoo.client import KazooClient
 from broker import registration
 from broker.controller.election import ControllerElection
 from broker.registration import BrokerIdInUseError, BrokerRegistrar, get_or_create_cluster_id
-from broker.zk import BrokerRegistration, ZkBridge, paths
+from broker.zk import BrokerRegistration, SessionState, ZkBridge, paths
 from client.localcluster import ZooKeeperServer
 
 
@@ -237,3 +237,56 @@ async def test_a_controller_that_loses_its_session_resigns(
     assert a.elected[1] > a.elected[0]
     await a.election.stop()
     await a.bridge.stop()
+
+
+async def _settled(election: ControllerElection) -> None:
+    """Until the election has taken every event put to it so far."""
+    await wait_until(lambda: _true(election._events.empty()))
+    for _ in range(20):  # (its handling of the last one runs a few steps on)
+        await asyncio.sleep(0)
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def test_a_session_loss_told_after_winning_on_the_next_session_keeps_the_controller(
+    zookeeper: ZooKeeperServer, chroot: str
+) -> None:
+    """The soak: a controller's session expired while its election was being retried; the
+    retry won on the new session, then the old session's LOST was handled and it resigned,
+    leaving its live /controller behind: no controller for as long as that session lived."""
+    a = Candidate(await _bridge(zookeeper, chroot), 1)
+    b = Candidate(await _bridge(zookeeper, chroot), 2)
+    try:
+        await a.election.start()
+        await wait_until(lambda: _true(a.election.is_controller))
+        a.election._on_state(SessionState.LOST)  # an earlier session's, told late
+        await _settled(a.election)
+        assert a.election.is_controller and a.resigned == 0 and len(a.elected) == 1
+        await b.election.start()
+        await wait_until(lambda: _true(b.election.controller_id == 1))
+        assert not b.election.is_controller
+    finally:
+        await a.election.stop()
+        await b.election.stop()
+        await a.bridge.stop()
+        await b.bridge.stop()
+
+
+async def test_a_controller_znode_of_ours_not_acted_on_is_given_up_and_won_again(
+    zookeeper: ZooKeeperServer, chroot: str
+) -> None:
+    """However a broker came to hold /controller on its live session without acting as
+    controller, its next look at /controller gives it up, and an election runs."""
+    a = Candidate(await _bridge(zookeeper, chroot), 1)
+    try:
+        await a.election.start()
+        await wait_until(lambda: _true(len(a.elected) == 1))
+        await a.election._resign()  # not acting; /controller still ours
+        a.election._on_watch(None)
+        await wait_until(lambda: _true(len(a.elected) == 2))
+        assert a.election.is_controller and a.elected[1] > a.elected[0]
+    finally:
+        await a.election.stop()
+        await a.bridge.stop()
