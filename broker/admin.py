@@ -157,6 +157,7 @@ class TopicAdmin:
         default = int(self._config["num.partitions"])
         names = [t.name for t in request.topics]
         twice = {n for n in names if names.count(n) > 1}
+        creating: set[str] = set()
         results = await asyncio.gather(
             *(
                 _named_twice(t.name)  # Kafka's too: none of them is made
@@ -166,15 +167,19 @@ class TopicAdmin:
                 # one that fails for another reason is not counted, nor said to be throttled
                 else gate.refused(t.name, CreatableTopicResult)
                 if self._creatable(t.name) and gate.over(t.name, _partitions_of(t, default))
-                else gate.counted(t.name, self._create(t, request.validate_only))
+                else gate.counted(t.name, self._create(t, request.validate_only, creating))
                 for t in request.topics
             )
         )
         created = {t.name for t, r in zip(request.topics, results, strict=True) if not r.error_code}
+        # a topic another request is creating (a client's retry of a create whose answer it
+        # lost): TOPIC_ALREADY_EXISTS too waits until this broker knows its leaders, so
+        # "it exists" means a producer can use it, as after a create that made it
         timeout_s = max(request.timeout_ms, 0) / 1000
-        if created and not request.validate_only and timeout_s > 0:
+        if (created or creating) and not request.validate_only and timeout_s > 0:
             ready = await self._metadata.wait_for(
-                lambda: all(self._metadata.has_leaders(t) for t in created), timeout_s
+                lambda: all(self._metadata.has_leaders(t) for t in created | creating),
+                timeout_s,
             )
             if not ready:
                 for r in results:
@@ -212,7 +217,11 @@ class TopicAdmin:
             Operation.CREATE, ResourceType.TOPIC, topic
         )
 
-    async def _create(self, topic: CreatableTopic, validate_only: bool) -> CreatableTopicResult:
+    async def _create(
+        self, topic: CreatableTopic, validate_only: bool, creating: set[str] | None = None
+    ) -> CreatableTopicResult:
+        """``creating`` gets the topic's name if another request made it (in ZooKeeper) and
+        this broker's metadata does not show it yet."""
         try:
             assignment, configs, keeps_ids = await self._plan(topic)
             topic_id = ZERO_TOPIC_ID  # (Kafka's answer to validate_only: no id yet)
@@ -226,6 +235,8 @@ class TopicAdmin:
                     configs=configs,
                 )
         except ApiError as exc:
+            if isinstance(exc, _ExistsInZooKeeper) and creating is not None:
+                creating.add(topic.name)
             return CreatableTopicResult(
                 name=topic.name, error_code=exc.code, error_message=exc.message
             )
@@ -334,9 +345,11 @@ class TopicAdmin:
         try:
             await self._zk.create(paths.topic(topic), written.to_json(), makepath=True)
         except NodeExists:
-            marked = await self._zk.exists(paths.delete_topic(topic))
-            detail = " and is being deleted; try again shortly" if marked else ""
-            raise TopicAlreadyExistsError(f"topic {topic!r} already exists{detail}") from None
+            if await self._zk.exists(paths.delete_topic(topic)) is not None:
+                raise TopicAlreadyExistsError(
+                    f"topic {topic!r} already exists and is being deleted; try again shortly"
+                ) from None
+            raise _ExistsInZooKeeper(f"topic {topic!r} already exists") from None
         if with_id:
             try:
                 await self._zk.keep_topic_id(topic, topic_id)
@@ -770,6 +783,10 @@ class TopicAdmin:
                 )
             )
         return entries
+
+
+class _ExistsInZooKeeper(TopicAlreadyExistsError):
+    """TOPIC_ALREADY_EXISTS for a topic ZooKeeper has and this broker's metadata not yet."""
 
 
 class _MutationGate:

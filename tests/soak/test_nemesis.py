@@ -226,6 +226,9 @@ class Transactions:
     failed: set[int] = field(default_factory=set)
     count: int = 0
     errors: Counter[str] = field(default_factory=Counter)
+    why: list[str] = field(default_factory=list)
+    """The first failures' messages: whether each was a fault's due (a transaction
+    timed out while a broker was paused) or a bug."""
 
 
 async def _transact(bootstrap: str, stop: asyncio.Event, txns: Transactions) -> None:
@@ -257,6 +260,8 @@ async def _transact(bootstrap: str, stop: asyncio.Event, txns: Transactions) -> 
             except (ApiError, TimeoutError, RuntimeError) as exc:
                 txns.failed.add(i)
                 txns.errors[type(exc).__name__] += 1
+                if len(txns.why) < 5:
+                    txns.why.append(f"{type(exc).__name__}: {exc}")
                 with contextlib.suppress(ApiError, TimeoutError, RuntimeError):
                     await producer.stop()
                 producer = make()
@@ -521,6 +526,8 @@ async def test_nemesis_loses_and_duplicates_nothing(
         f"topics made and deleted (errors retried: {dict(churn.errors)}); the test's own "
         f"event loop late by at most {max(lags, default=0):.2f} s"
     )
+    for why in txns.why:
+        print(f"  a transaction failed: {why}")
     assert sum(nemesis.kinds.values()) >= SOAK_S / 10, "the nemesis did too little"
     try:
         check_exactly_once(outcome, stored)
