@@ -334,7 +334,11 @@ class TopicAdmin:
         """Write the topic's config, then its assignment with a new id (unless not
         ``with_id``: a broker of a build without ids is registered, and the controller
         gives the id later), which it returns."""
-        # config first: the controller, seeing the assignment, may start the logs at once
+        # config first: the controller, seeing the assignment, may start the logs at once;
+        # but not over the config of a topic that is there already (this broker's metadata
+        # may not show it yet): its brokers would not hear of the change
+        if await self._zk.exists(paths.topic(topic)) is not None:
+            await self._exists(topic)
         path = paths.topic_config(topic)
         try:
             await self._zk.create(path, topic_config_json(configs), makepath=True)
@@ -345,11 +349,7 @@ class TopicAdmin:
         try:
             await self._zk.create(paths.topic(topic), written.to_json(), makepath=True)
         except NodeExists:
-            if await self._zk.exists(paths.delete_topic(topic)) is not None:
-                raise TopicAlreadyExistsError(
-                    f"topic {topic!r} already exists and is being deleted; try again shortly"
-                ) from None
-            raise _ExistsInZooKeeper(f"topic {topic!r} already exists") from None
+            await self._exists(topic)
         if with_id:
             try:
                 await self._zk.keep_topic_id(topic, topic_id)
@@ -358,6 +358,14 @@ class TopicAdmin:
             except ZkError as exc:  # the topic is made: its id has one copy, in the znode
                 self._log.warning("topic.id_copy_not_written", topic=topic, error=str(exc))
         return written.topic_id
+
+    async def _exists(self, topic: str) -> None:
+        """Raise the TOPIC_ALREADY_EXISTS for ``topic``, which ZooKeeper has."""
+        if await self._zk.exists(paths.delete_topic(topic)) is not None:
+            raise TopicAlreadyExistsError(
+                f"topic {topic!r} already exists and is being deleted; try again shortly"
+            )
+        raise _ExistsInZooKeeper(f"topic {topic!r} already exists")
 
     async def create_internal(self, topic: CreatableTopic) -> None:
         """Create an internal topic (``__consumer_offsets``); racing creators are fine."""

@@ -489,6 +489,7 @@ class SessionState:
 
 WatchCallback = Callable[[WatchedEvent], None]
 StateCallback = Callable[[str], None]
+LossCallback = Callable[[int | None], None]
 
 
 _READABLE = select.POLLIN | select.POLLPRI | select.POLLHUP | select.POLLERR
@@ -555,6 +556,7 @@ class ZkBridge:
             hosts=hosts, timeout=session_timeout_ms / 1000, handler=_PollHandler()
         )
         self._state_callbacks: list[StateCallback] = []
+        self._loss_callbacks: list[LossCallback] = []
         self._client.add_listener(self._on_state)
         self.hosts = hosts
 
@@ -601,6 +603,13 @@ class ZkBridge:
         """Call ``callback(SessionState.X)`` on the loop thread at every session change."""
         self._state_callbacks.append(callback)
 
+    def on_session_lost(self, callback: LossCallback) -> None:
+        """Call ``callback(session_id)`` on the loop thread when a session is lost, with
+        that session's id (None if kazoo no longer knew it). By the time the loop runs it,
+        :attr:`session_id` may be a newer session's, or None between connections: a
+        caller that must know *which* session ended (the controller's) asks here."""
+        self._loss_callbacks.append(callback)
+
     def _on_state(self, state: str) -> None:  # kazoo's thread
         mapped = {
             KazooState.CONNECTED: SessionState.CONNECTED,
@@ -609,6 +618,11 @@ class ZkBridge:
         }[state]
         for callback in list(self._state_callbacks):
             self._loop.call_soon_threadsafe(callback, mapped)
+        if mapped == SessionState.LOST:
+            # kazoo tells its listeners before it forgets the session's id (_reset)
+            lost = getattr(self._client, "_session_id", None)
+            for lost_callback in list(self._loss_callbacks):
+                self._loop.call_soon_threadsafe(lost_callback, lost)
 
     # operations
 

@@ -8,10 +8,12 @@ longer prove it is the controller) and runs for election again on the new sessio
 
 A session's loss can be told after this broker has already won on its next session (the
 election it was retrying went through first): the controller resigns only if the session
-that holds ``/controller`` is not the live one. And a ``/controller`` that names this
-broker on its live session while it is not acting as controller is given up, so that an
-election runs: either would otherwise leave the cluster without a controller for as long
-as this broker's session lives (found by the soak: two minutes, no leader moved).
+that was lost is the one that created its ``/controller`` (ZkBridge tells which session
+ended; its current session id says nothing between connections). And a ``/controller``
+that names this broker on its live session but is not the term it acts on is given up,
+so that an election runs: either would otherwise leave the cluster without a controller
+for as long as this broker's session lives (found by the soak: two minutes, no leader
+moved).
 
 Concurrency: watches and session changes only put a wake-up into one queue; one task
 drains it and does all ZooKeeper work, so elections never interleave.
@@ -60,6 +62,8 @@ class ControllerElection:
         self.epoch = -1
         self._owner: int | None = None
         """The session that created ``/controller`` when this broker won."""
+        self._lost: set[int | None] = set()
+        """Sessions lost since the last event was taken (None: one whose id was unknown)."""
         self._events: asyncio.Queue[str] = asyncio.Queue(maxsize=16)
         self._task: asyncio.Task[None] | None = None
         self._log = structlog.get_logger("headwater.controller").bind(broker_id=broker_id)
@@ -70,6 +74,7 @@ class ControllerElection:
 
     async def start(self) -> None:
         self._zk.on_state_change(self._on_state)
+        self._zk.on_session_lost(self._on_lost)
         self._task = asyncio.get_running_loop().create_task(self._run())
         self._enqueue("check")
 
@@ -89,10 +94,13 @@ class ControllerElection:
 
     def _on_state(self, state: str) -> None:
         # SUSPENDED: the session may yet live (and /controller with it): wait and see.
-        if state == SessionState.LOST:
-            self._enqueue("resign")
-        elif state == SessionState.CONNECTED:
+        # LOST: see _on_lost, which knows which session it was.
+        if state == SessionState.CONNECTED:
             self._enqueue("check")
+
+    def _on_lost(self, session: int | None) -> None:
+        self._lost.add(session)
+        self._enqueue("resign")  # (if the queue is full, the next event looks at _lost)
 
     def _on_watch(self, event: object) -> None:
         self._enqueue("check")
@@ -100,20 +108,25 @@ class ControllerElection:
     async def _run(self) -> None:
         while True:
             event = await self._events.get()
+            await self._resign_if_lost()
             if event == "resign":
-                live = self._zk.session_id
-                if self.is_controller and (self._owner is None or self._owner != live):
-                    self._log.warning("controller.resigning", reason="ZooKeeper session lost")
-                    await self._resign()
-                    self._enqueue("check")  # run again on the new session
                 continue
             while True:
                 try:
+                    await self._resign_if_lost()
                     await self._check()
                     break
                 except ZkError as exc:
                     self._log.info("controller.election_retry", error=str(exc))
                     await asyncio.sleep(_RETRY_S)
+
+    async def _resign_if_lost(self) -> None:
+        """Resign if the session this term was won on is among those lost."""
+        lost, self._lost = self._lost, set()
+        if self.is_controller and (self._owner in lost or None in lost or self._owner is None):
+            self._log.warning("controller.resigning", reason="ZooKeeper session lost")
+            await self._resign()
+            self._enqueue("check")  # run again on the new session
 
     async def _check(self) -> None:
         """Become controller if there is none; otherwise learn who it is and watch it."""
@@ -132,11 +145,15 @@ class ControllerElection:
             current = controller_from_json(data)
             if current == self.broker_id and stat.ephemeralOwner != self._zk.session_id:
                 return  # left by our expired session: ZooKeeper removes it, the watch fires
-            if current == self.broker_id and not self.is_controller:
-                # ours, on this session, but not acted on: give it up and elect again
+            if current == self.broker_id and (
+                not self.is_controller or stat.ephemeralOwner != self._owner
+            ):
+                # ours, on this session, but not the term acted on: give it up, elect again
                 self._log.warning("controller.abandoned_znode", session=stat.ephemeralOwner)
+                if self.is_controller:
+                    await self._resign()
                 with contextlib.suppress(NoNode):
-                    await self._zk.delete(paths.CONTROLLER, version=stat.version)
+                    await self._zk.delete(paths.CONTROLLER)
                 self._enqueue("check")
                 return
             if current != self.broker_id and self.is_controller:
@@ -147,8 +164,15 @@ class ControllerElection:
             self._log.warning("controller.resigning", reason="ZooKeeper session lost")
             await self._resign()
         self.epoch = await self._bump_epoch()
-        stat = await self._zk.exists(paths.CONTROLLER, watch=self._on_watch)
-        self._owner = stat.ephemeralOwner if stat is not None else None
+        try:
+            data, stat = await self._zk.get(paths.CONTROLLER, watch=self._on_watch)
+        except NoNode:
+            self._enqueue("check")  # gone with the session that made it
+            return
+        if controller_from_json(data) != self.broker_id:
+            self._enqueue("check")  # ours went with its session, another broker won since
+            return
+        self._owner = stat.ephemeralOwner
         self.controller_id = self.broker_id
         self._log.info("controller.elected", epoch=self.epoch)
         await self._on_elected(self.epoch)

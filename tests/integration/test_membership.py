@@ -250,6 +250,14 @@ async def _true(value: bool) -> bool:
     return value
 
 
+class _BetweenConnections(ZkBridge):
+    """A bridge whose client is reconnecting: kazoo reports no session id."""
+
+    @property
+    def session_id(self) -> int | None:
+        return None
+
+
 async def test_a_session_loss_told_after_winning_on_the_next_session_keeps_the_controller(
     zookeeper: ZooKeeperServer, chroot: str
 ) -> None:
@@ -261,8 +269,12 @@ async def test_a_session_loss_told_after_winning_on_the_next_session_keeps_the_c
     try:
         await a.election.start()
         await wait_until(lambda: _true(a.election.is_controller))
-        a.election._on_state(SessionState.LOST)  # an earlier session's, told late
+        won_on = a.bridge.session_id
+        assert won_on is not None
+        a.bridge.__class__ = _BetweenConnections  # (kazoo knows no session id meanwhile)
+        a.election._on_lost(won_on - 1)  # an earlier session's, told late
         await _settled(a.election)
+        a.bridge.__class__ = ZkBridge
         assert a.election.is_controller and a.resigned == 0 and len(a.elected) == 1
         await b.election.start()
         await wait_until(lambda: _true(b.election.controller_id == 1))
@@ -288,5 +300,27 @@ async def test_a_controller_znode_of_ours_not_acted_on_is_given_up_and_won_again
         await wait_until(lambda: _true(len(a.elected) == 2))
         assert a.election.is_controller and a.elected[1] > a.elected[0]
     finally:
+        await a.election.stop()
+        await a.bridge.stop()
+
+
+async def test_a_term_whose_session_was_lost_is_resigned_even_if_told_between_connections(
+    zookeeper: ZooKeeperServer, chroot: str
+) -> None:
+    """The loss of the session a term was won on ends the term, whatever session (or
+    none) the bridge has by the time it is told; the broker then wins again."""
+    a = Candidate(await _bridge(zookeeper, chroot), 1)
+    try:
+        await a.election.start()
+        await wait_until(lambda: _true(len(a.elected) == 1))
+        a.bridge.__class__ = _BetweenConnections
+        a.election._on_lost(a.election._owner)
+        await wait_until(lambda: _true(a.resigned == 1))
+        a.bridge.__class__ = ZkBridge
+        a.election._on_state(SessionState.CONNECTED)  # as kazoo tells once connected again
+        await wait_until(lambda: _true(len(a.elected) == 2))  # its /controller given up
+        assert a.election.is_controller
+    finally:
+        a.bridge.__class__ = ZkBridge
         await a.election.stop()
         await a.bridge.stop()

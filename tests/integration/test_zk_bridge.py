@@ -172,6 +172,8 @@ async def test_session_expiry_is_reported_and_ephemerals_go(
     bridge = await _bridge(zookeeper, session_timeout_ms=2_000)
     states: asyncio.Queue[str] = asyncio.Queue()
     bridge.on_state_change(states.put_nowait)
+    lost: list[int | None] = []
+    bridge.on_session_lost(lost.append)
     try:
         await bridge.ensure_path(zk_root)
         await bridge.create(f"{zk_root}/me", b"", ephemeral=True)
@@ -189,6 +191,7 @@ async def test_session_expiry_is_reported_and_ephemerals_go(
         while seen[-1] != SessionState.CONNECTED:  # kazoo opens a new session by itself
             seen.append(await asyncio.wait_for(states.get(), 15))
         assert bridge.session_id != session_id
+        assert lost == [session_id]  # which session ended: the controller's question
         assert await bridge.exists(f"{zk_root}/me") is None  # the ephemeral went with it
     finally:
         await bridge.stop()

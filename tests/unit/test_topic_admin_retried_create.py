@@ -32,6 +32,7 @@ class _ZooKeeperWithTopic:
 
     def __init__(self, marked: bool = False) -> None:
         self.marked = marked
+        self.written: list[str] = []
 
     async def get_children(self, path: str, *_: Any, **__: Any) -> list[str]:
         assert path == paths.BROKER_IDS
@@ -43,12 +44,15 @@ class _ZooKeeperWithTopic:
     async def create(self, path: str, *_: Any, **__: Any) -> str:
         if path == paths.topic("orders"):
             raise NodeExists(path)
+        self.written.append(path)
         return path
 
     async def set(self, path: str, *_: Any, **__: Any) -> None:
-        return None
+        self.written.append(path)
 
     async def exists(self, path: str, *_: Any, **__: Any) -> object | None:
+        if path == paths.topic("orders"):
+            return object()
         return object() if self.marked and path == paths.delete_topic("orders") else None
 
 
@@ -80,7 +84,8 @@ def _request(timeout_ms: int) -> CreateTopicsRequest:
 async def test_already_exists_waits_until_the_leaders_are_known() -> None:
     metadata = MetadataCache()
     config = load_config(env={}, overrides=["broker.id=1"])
-    admin = TopicAdmin(_ZooKeeperWithTopic(), config, metadata)  # type: ignore[arg-type]
+    zk = _ZooKeeperWithTopic()
+    admin = TopicAdmin(zk, config, metadata)  # type: ignore[arg-type]
     answer = asyncio.ensure_future(admin.create_topics(_request(30_000)))
     for _ in range(20):  # the answer waits for the controller's UpdateMetadata
         await asyncio.sleep(0)
@@ -89,6 +94,7 @@ async def test_already_exists_waits_until_the_leaders_are_known() -> None:
     (result,) = (await asyncio.wait_for(answer, 5)).topics
     assert result.error_code == TopicAlreadyExistsError.code
     assert metadata.has_leaders("orders")
+    assert zk.written == []  # the topic's config is left as its creator wrote it
 
 
 async def test_already_exists_says_so_after_the_timeout_if_the_leaders_never_come() -> None:
