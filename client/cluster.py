@@ -472,8 +472,9 @@ class Cluster:
         would see its topic gone. So a topic one broker says is unknown is asked of the
         controller (which tells every broker, itself first), for at most
         :data:`CONFIRM_S`: a controller that cannot be asked (down, paused) must not hold
-        up the rest of the answer. A topic left out is as if not yet heard of: what was
-        known of it stays, and the next refresh asks again."""
+        up the rest of the answer; one that no longer names itself controller (the first
+        broker's news was old) is not believed either. A topic left out is as if not yet
+        heard of: what was known of it stays, and the next refresh asks again."""
         _answered.set(None)
         response: MetadataResponse = await self.send_any(ApiKey.METADATA, request)
         unknown = {
@@ -485,7 +486,13 @@ class Cluster:
             (b for b in response.brokers if b.node_id == response.controller_id), None
         )
         where = None if controller is None else (controller.host, controller.port)
-        if where is not None and where == _answered.get():
+        first = _answered.get()
+        if where is not None and where == first:
+            _log.info(
+                "topic(s) %s do not exist: broker %s, the controller, says so",
+                sorted(unknown),
+                response.controller_id,
+            )
             return response, []  # the controller's own answer
         confirmed: dict[str, Any] = {}
         if where is not None:
@@ -496,9 +503,25 @@ class Cluster:
                         ApiKey.METADATA,
                         MetadataRequest(topics=sorted(unknown), allow_auto_topic_creation=False),
                     )
-                confirmed = {t.name: t for t in second.topics}
+                # a broker named controller by a stale one may be deposed, and as far
+                # behind: its word counts only while it still names itself
+                if second.controller_id == response.controller_id:
+                    confirmed = {t.name: t for t in second.topics}
             except (NetworkError, RequestTimedOutError, TimeoutError):
                 pass  # cannot be asked now: none of them is believed unknown
+        gone = sorted(
+            t
+            for t, found in confirmed.items()
+            if found.error_code == UnknownTopicOrPartitionError.code
+        )
+        if gone:
+            _log.info(
+                "topic(s) %s do not exist: a broker at %s says so and the controller, broker "
+                "%s, confirms",
+                gone,
+                f"{first[0]}:{first[1]}" if first else "?",
+                response.controller_id,
+            )
         unchecked = [t for t in response.topics if t.name in unknown and t.name not in confirmed]
         response.topics = [
             confirmed[t.name] if t.name in unknown else t

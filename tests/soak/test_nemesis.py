@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import os
 import random
 import signal
@@ -305,6 +306,8 @@ class Churn:
 
     made: list[str] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
+    sends: list[str] = field(default_factory=list)
+    """The first failed sends (a topic just made, written to): when and why."""
 
 
 async def _churn(bootstrap: str, stop: asyncio.Event, churn: Churn) -> None:
@@ -340,6 +343,9 @@ async def _churn(bootstrap: str, stop: asyncio.Event, churn: Churn) -> None:
                 await asyncio.wait_for(asyncio.gather(*futures), 30)
             except (ApiError, TimeoutError) as exc:
                 churn.errors[f"send: {type(exc).__name__}"] += 1
+                if len(churn.sends) < 5:
+                    when = time.strftime("%H:%M:%S", time.gmtime())
+                    churn.sends.append(f"{when} UTC {name}: {type(exc).__name__}: {exc}")
             await until_done(
                 lambda name=name: admin.delete_topics([name]), UnknownTopicOrPartitionError
             )
@@ -460,8 +466,31 @@ def _replicas_differ(cluster: Cluster) -> list[str]:
     return differ
 
 
+@pytest.fixture
+def client_log(tmp_path: Path) -> Iterator[Path]:
+    """The clients' INFO log, timestamped to the millisecond as the brokers' logs are
+    (UTC), beside them: what a failed send or a rebalance is read from afterwards."""
+    path = tmp_path / "clients.log"
+    formatter = logging.Formatter("%(asctime)s %(name)s %(message)s")
+    formatter.converter = time.gmtime
+    formatter.default_time_format = "%Y-%m-%dT%H:%M:%S"
+    formatter.default_msec_format = "%s.%03dZ"
+    handler = logging.FileHandler(path)
+    handler.setFormatter(formatter)
+    logger = logging.getLogger("headwater.client")
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    try:
+        yield path
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        handler.close()
+
+
 async def test_nemesis_loses_and_duplicates_nothing(
-    make_cluster: Callable[..., Cluster], zookeeper: ZooKeeperServer
+    make_cluster: Callable[..., Cluster], zookeeper: ZooKeeperServer, client_log: Path
 ) -> None:
     cluster = make_cluster(3, SETTINGS)
     for broker in cluster.brokers.values():
@@ -528,6 +557,9 @@ async def test_nemesis_loses_and_duplicates_nothing(
     )
     for why in txns.why:
         print(f"  a transaction failed: {why}")
+    for why in churn.sends:
+        print(f"  a send to a churned topic failed: {why}")
+    print(f"  the clients' log: {client_log}; the brokers': {cluster.directory}")
     assert sum(nemesis.kinds.values()) >= SOAK_S / 10, "the nemesis did too little"
     try:
         check_exactly_once(outcome, stored)

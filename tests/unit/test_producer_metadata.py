@@ -228,6 +228,26 @@ async def test_a_known_topic_keeps_its_metadata_while_the_controller_cannot_be_a
     await cluster.close()
 
 
+async def test_a_deposed_controller_named_by_a_stale_broker_is_not_believed() -> None:
+    # the answering broker's news is old: it names broker 2, which has since stepped down
+    # (and names broker 1) and may be as far behind on topics
+    class Deposed(StaleCluster):
+        async def _send_to(self, address: Any, api_key: ApiKey, request: Any) -> Any:
+            answer = await super()._send_to(address, api_key, request)
+            answer.controller_id = 1
+            return answer
+
+    cluster = Deposed(set(), truth={})
+    cluster.add_topics(["a"])
+    await cluster.refresh()
+    cluster.stale = {"a"}
+    view = await cluster.refresh()
+    assert view.partitions_for("a") == {0}  # kept: neither broker's word is the controller's
+    assert "a" not in view.topic_errors
+    assert cluster.controller_asked == [["a"]]
+    await cluster.close()
+
+
 async def test_the_controllers_own_answer_is_believed_without_asking_again() -> None:
     class Controller(StaleCluster):
         async def send_any(self, api_key: ApiKey, request: Any, *, idempotent: bool = True) -> Any:
