@@ -1201,6 +1201,21 @@ class Broker:
                 error_code=LeaderNotAvailableError.code,
                 error_message=f"topic {name!r} is being created; ask again shortly",
             )
+        controller = self._controller
+        if (
+            controller is not None
+            and controller.active
+            and name in controller.assignments
+            and name not in controller.deleting
+        ):
+            # the controller has it, and its news has not reached this broker's own cache
+            # yet (other brokers may have it first): clients take a controller's
+            # UNKNOWN_TOPIC_OR_PARTITION as the truth, so this one must not say it
+            return MetadataTopic(
+                name=name,
+                error_code=LeaderNotAvailableError.code,
+                error_message=f"topic {name!r} is being created; ask again shortly",
+            )
         return MetadataTopic(
             name=name,
             error_code=UnknownTopicOrPartitionError.code,

@@ -364,11 +364,16 @@ class Producer:
         metadata_max_idle_ms, or with records still to deliver (Kafka's retainTopic). A
         topic forgotten is asked for again at its next send; until then a topic deleted
         since is not made again by auto-creation, and a producer that once wrote to many
-        topics does not ask for them all for ever."""
+        topics does not ask for them all for ever. A topic the controller says does not
+        exist (deleted) with nothing left to deliver is forgotten at once: each refresh
+        would ask the controller about it again."""
+        if self._accumulator.topic_unfinished(topic):
+            return True
         used = self._topic_used.get(topic)
-        if (
-            used is not None and time.monotonic() - used < self._idle_s
-        ) or self._accumulator.topic_unfinished(topic):
+        gone = isinstance(
+            self._cluster.metadata.topic_errors.get(topic), UnknownTopicOrPartitionError
+        )
+        if used is not None and time.monotonic() - used < self._idle_s and not gone:
             return True
         self._topic_used.pop(topic, None)
         self._partitions.pop(topic, None)

@@ -79,6 +79,7 @@ async def test_a_topic_asked_by_id_is_never_created_by_its_name() -> None:
     broker.config = {"auto.create.topics.enable": True}
     broker.cluster_id = "c"
     broker._election = None
+    broker._controller = None
     answer = await broker._metadata(
         None, MetadataRequest(topics=["new"], topic_ids=[_OLD_ID], allow_auto_topic_creation=True)
     )
@@ -108,6 +109,6 @@ async def test_a_kafka_client_names_topics_by_id_from_metadata_v12_only() -> Non
     broker.metadata, broker._admin = cache, _Admin(cache)
     broker._acl = SimpleNamespace(decider=lambda *_: lambda _name: True)
     broker.config = {"auto.create.topics.enable": False}
-    broker.cluster_id, broker._election = "c", None
+    broker.cluster_id, broker._election, broker._controller = "c", None, None
     answer = await broker._metadata(KafkaHeader(3, 0, 1, 11, "c", by_name), by_name)
     assert [t.name for t in answer.topics] == ["old"]  # by name: as ever

@@ -2,6 +2,8 @@
 metadata view built from Metadata answers, without a socket."""
 
 import asyncio
+import dataclasses
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -356,6 +358,25 @@ async def test_the_producer_forgets_a_topic_idle_for_metadata_max_idle_ms() -> N
     await producer.send("a", b"w")
     assert producer._keep_topic("a")
     cluster.answers.append(ok)
+    await producer.stop()
+
+
+async def test_the_producer_forgets_at_once_a_deleted_topic_with_nothing_to_deliver() -> None:
+    """The soak's admin made and deleted a topic every second or so: its producer asked
+    for (and had the controller confirm) every deleted one at each refresh, for five
+    minutes each. A topic the controller says is gone leaves at the next refresh."""
+    tp = TopicPartition("a", 0)
+    cluster = ScriptedCluster({tp: 1})
+    producer = await started(cluster, metadata_max_idle_ms=300_000)
+    cluster.answers.append(ok)
+    await (await producer.send("a", b"v"))
+    assert producer._keep_topic("a")  # sent to a moment ago
+    gone = UnknownTopicOrPartitionError("topic 'a' does not exist")
+    cluster.metadata = dataclasses.replace(
+        cluster.metadata, topic_errors=MappingProxyType({"a": gone})
+    )
+    assert not producer._keep_topic("a")
+    assert "a" not in producer._topic_used and "a" not in producer._partitions
     await producer.stop()
 
 
