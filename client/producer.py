@@ -370,8 +370,11 @@ class Producer:
         if self._accumulator.topic_unfinished(topic):
             return True
         used = self._topic_used.get(topic)
-        gone = isinstance(
-            self._cluster.metadata.topic_errors.get(topic), UnknownTopicOrPartitionError
+        view = self._cluster.metadata
+        # gone by the controller's word, and not sent to since that word came (a send
+        # since may be waiting for the topic made again: review 99)
+        gone = isinstance(view.topic_errors.get(topic), UnknownTopicOrPartitionError) and (
+            used is None or used <= view.updated_at
         )
         if used is not None and time.monotonic() - used < self._idle_s and not gone:
             return True

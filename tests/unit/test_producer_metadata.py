@@ -3,6 +3,7 @@ metadata view built from Metadata answers, without a socket."""
 
 import asyncio
 import dataclasses
+import time
 from types import MappingProxyType
 from typing import Any
 
@@ -372,10 +373,11 @@ async def test_the_producer_forgets_at_once_a_deleted_topic_with_nothing_to_deli
     await (await producer.send("a", b"v"))
     assert producer._keep_topic("a")  # sent to a moment ago
     gone = UnknownTopicOrPartitionError("topic 'a' does not exist")
-    cluster.metadata = dataclasses.replace(
-        cluster.metadata, topic_errors=MappingProxyType({"a": gone})
-    )
-    assert not producer._keep_topic("a")
+    before = dataclasses.replace(cluster.metadata, topic_errors=MappingProxyType({"a": gone}))
+    cluster.metadata = before
+    assert producer._keep_topic("a")  # sent to after that view: it may be made again
+    cluster.metadata = dataclasses.replace(before, updated_at=time.monotonic())
+    assert not producer._keep_topic("a")  # the controller's word came after the last send
     assert "a" not in producer._topic_used and "a" not in producer._partitions
     await producer.stop()
 
