@@ -1039,14 +1039,16 @@ class Producer:
                 for batch in batches:
                     self._accumulator.fail(batch, error)
             else:
-                self._on_response(batches, response)
+                self._on_response(batches, response, node)
         finally:
             self._in_flight[node] -= 1
             self._wake()
             if self._space is not None:
                 self._space.set()
 
-    def _on_response(self, batches: list[ProducerBatch], response: ProduceResponse | None) -> None:
+    def _on_response(
+        self, batches: list[ProducerBatch], response: ProduceResponse | None, node: int = -1
+    ) -> None:
         if response is None:  # acks=0: written is all we will ever know
             for batch in batches:
                 self._accumulator.complete(batch, -1, -1)
@@ -1059,7 +1061,8 @@ class Producer:
                     batch, UnknownServerError(f"the broker's answer left out {batch.tp}")
                 )
             elif answer.error_code:
-                self._on_error(batch, error_for_code(answer.error_code, answer.error_message))
+                error = error_for_code(answer.error_code, answer.error_message)
+                self._on_error(batch, error, node=node)
             else:
                 self._accumulator.complete(batch, answer.base_offset, answer.log_append_time_ms)
 
@@ -1070,9 +1073,10 @@ class Producer:
             0 <= batch.producer_epoch < accumulator.producer_epoch
         )
 
-    def _on_error(  # noqa: C901, PLR0911
-        self, batch: ProducerBatch, error: ApiError, *, written: bool = True
+    def _on_error(
+        self, batch: ProducerBatch, error: ApiError, *, written: bool = True, node: int = -1
     ) -> None:
+        """``node``: the broker that answered (-1: none did)."""
         if isinstance(error, MessageTooLargeError) and batch.record_count > 1:
             self._accumulator.split(batch)
             return
@@ -1093,26 +1097,12 @@ class Producer:
             else:  # not another producer's fencing, as the error would say: out of time
                 self._accumulator.fail(batch, RequestTimedOutError(_expired(batch)))
             return
-        if batch.producer_id >= 0 and isinstance(error, _SEQUENCE_BROKEN):
-            if self._accumulator.earlier_unsettled(batch):
-                # a batch sent before it is being retried or is still out: the leader
-                # refused this one for that gap, and takes it (as it is) after that one
-                if in_time:
-                    _log.debug("%s waits for an earlier batch: %s", batch, error)
-                    self._accumulator.retry(batch)
-                    return
-            else:
-                # KIP-360: the partition cannot take this sequence; under a new epoch it
-                # starts at 0, so the batch goes again (within delivery_timeout_ms)
-                _log.info("%s refused the sequence of %s: %s", batch.tp, batch, error)
-                self._new_producer_id = True
-                if batch.in_doubt:
-                    self._fail_in_doubt(batch, error)
-                    return
-                if in_time:
-                    self._accumulator.forget_sequences(batch)  # refused: not written
-                    self._accumulator.retry(batch)
-                    return
+        if (
+            batch.producer_id >= 0
+            and isinstance(error, _SEQUENCE_BROKEN)
+            and self._on_refused_sequence(batch, error, node, in_time=in_time)
+        ):
+            return
         if error.invalid_metadata:
             self._cluster.request_refresh()
         if (
@@ -1135,6 +1125,42 @@ class Producer:
             error,
         )
         self._accumulator.fail(batch, error)
+
+    def _on_refused_sequence(
+        self, batch: ProducerBatch, error: ApiError, node: int, *, in_time: bool
+    ) -> bool:
+        """The partition refused ``batch``'s sequence (or forgot its producer): True if
+        that is dealt with here, False to go on as for any error (out of time)."""
+        leader = self._cluster.leader_for(batch.tp)
+        if node >= 0 and leader is not None and leader != node:
+            # refused by a broker that no longer leads the partition and has not heard
+            # yet (paused while a new leader took over, which has what it lacks): its
+            # log says nothing of the leader's; the batch goes to the leader as it is
+            # (found by the soak: such a refusal failed batches as "in doubt")
+            if in_time:
+                _log.debug("%s refused by broker %d, not its leader: %s", batch, node, error)
+                self._accumulator.retry(batch)
+                return True
+        elif self._accumulator.earlier_unsettled(batch):
+            # a batch sent before it is being retried or is still out: the leader
+            # refused this one for that gap, and takes it (as it is) after that one
+            if in_time:
+                _log.debug("%s waits for an earlier batch: %s", batch, error)
+                self._accumulator.retry(batch)
+                return True
+        else:
+            # KIP-360: the partition cannot take this sequence; under a new epoch it
+            # starts at 0, so the batch goes again (within delivery_timeout_ms)
+            _log.info("%s refused the sequence of %s: %s", batch.tp, batch, error)
+            self._new_producer_id = True
+            if batch.in_doubt:
+                self._fail_in_doubt(batch, error)
+                return True
+            if in_time:
+                self._accumulator.forget_sequences(batch)  # refused: not written
+                self._accumulator.retry(batch)
+                return True
+        return False
 
     def _weigh_doubt(self, batch: ProducerBatch, error: ApiError) -> None:
         """An attempt ended with ``error``: is the batch now in doubt (see ``in_doubt``)?"""

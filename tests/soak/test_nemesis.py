@@ -468,8 +468,9 @@ def _replicas_differ(cluster: Cluster) -> list[str]:
 
 @pytest.fixture
 def client_log(tmp_path: Path) -> Iterator[Path]:
-    """The clients' INFO log, timestamped to the millisecond as the brokers' logs are
-    (UTC), beside them: what a failed send or a rebalance is read from afterwards."""
+    """The clients' log (INFO; HEADWATER_SOAK_CLIENT_LOG=DEBUG for every batch's retry),
+    timestamped to the millisecond as the brokers' logs are (UTC), beside them: what a
+    failed send or a rebalance is read from afterwards."""
     path = tmp_path / "clients.log"
     formatter = logging.Formatter("%(asctime)s %(name)s %(message)s")
     formatter.converter = time.gmtime
@@ -479,7 +480,7 @@ def client_log(tmp_path: Path) -> Iterator[Path]:
     handler.setFormatter(formatter)
     logger = logging.getLogger("headwater.client")
     level = logger.level
-    logger.setLevel(logging.INFO)
+    logger.setLevel(os.environ.get("HEADWATER_SOAK_CLIENT_LOG") or logging.INFO)
     logger.addHandler(handler)
     try:
         yield path

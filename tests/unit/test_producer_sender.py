@@ -783,3 +783,31 @@ async def test_a_sent_batch_failed_as_its_topic_gone_moves_the_producer_to_a_new
     stamps = [f for _, r, _ in cluster.requests for f in _producer_fields(r)]
     assert stamps == [(0, 1001, 0, 0), (0, 1001, 1, 0)]  # the next batch: a new epoch
     await producer.stop()
+
+
+async def test_a_sequence_refused_by_a_broker_no_longer_leading_goes_to_the_leader() -> None:
+    """The soak: a leader paused while another took over (and took the batch before this
+    one); resumed, and not yet told, it refused this batch's sequence (it never had the one
+    before). The batch was in doubt (an earlier attempt's answer was lost), so it failed as
+    "may or may not have been written". A refusal from a broker the client knows no longer
+    leads says nothing of the leader's log: the batch goes to the leader, stamp unchanged."""
+    tp = TopicPartition("a", 0)
+    cluster = ScriptedCluster({tp: 1})
+    moved = ScriptedCluster({tp: 2}).metadata
+
+    def lost(request: ProduceRequest) -> Any:
+        raise NetworkError("the answer was lost")  # in doubt from here
+
+    def refused_by_the_old_leader(request: ProduceRequest) -> Any:
+        cluster.metadata = moved  # meanwhile the client learned of the new leader
+        return answer_all(request, OutOfOrderSequenceNumberError.code)
+
+    cluster.answers = [lost, refused_by_the_old_leader, ok]
+    producer = await started(cluster)
+    meta = await asyncio.wait_for(producer.send_and_wait("a", b"v"), 5)
+    assert meta.offset == 0
+    assert [node for node, _, _ in cluster.requests] == [1, 1, 2]
+    stamps = [f for _, r, _ in cluster.requests for f in _producer_fields(r)]
+    assert len(set(stamps)) == 1  # the same producer id, epoch and sequence each time
+    assert cluster.producer_ids == 1  # no new epoch: the sequence did not break
+    await producer.stop()
