@@ -64,6 +64,8 @@ class ControllerElection:
         """The session that created ``/controller`` when this broker won."""
         self._lost: set[int | None] = set()
         """Sessions lost since the last event was taken (None: one whose id was unknown)."""
+        self._woken = asyncio.Event()
+        """Set by a lost session: it cuts an election retry's pause short."""
         self._events: asyncio.Queue[str] = asyncio.Queue(maxsize=16)
         self._task: asyncio.Task[None] | None = None
         self._log = structlog.get_logger("headwater.controller").bind(broker_id=broker_id)
@@ -100,6 +102,7 @@ class ControllerElection:
 
     def _on_lost(self, session: int | None) -> None:
         self._lost.add(session)
+        self._woken.set()
         self._enqueue("resign")  # (if the queue is full, the next event looks at _lost)
 
     def _on_watch(self, event: object) -> None:
@@ -118,7 +121,18 @@ class ControllerElection:
                     break
                 except ZkError as exc:
                     self._log.info("controller.election_retry", error=str(exc))
-                    await asyncio.sleep(_RETRY_S)
+                    await self._pause()
+
+    async def _pause(self) -> None:
+        """:data:`_RETRY_S` before an election is tried again, or until a session is lost:
+        a controller whose session went must stop saying it is controller at once (the
+        soak: one answered Metadata as controller for the half second of this pause, and
+        a client took its "no such topic" for the truth)."""
+        self._woken.clear()
+        if self._lost:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._woken.wait(), _RETRY_S)
 
     async def _resign_if_lost(self) -> None:
         """Resign if the session this term was won on is among those lost."""

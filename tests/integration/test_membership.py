@@ -8,9 +8,10 @@ import structlog
 from kazoo.client import KazooClient
 
 from broker import registration
+from broker.controller import election as election_module
 from broker.controller.election import ControllerElection
 from broker.registration import BrokerIdInUseError, BrokerRegistrar, get_or_create_cluster_id
-from broker.zk import BrokerRegistration, SessionState, ZkBridge, paths
+from broker.zk import BrokerRegistration, SessionState, ZkBridge, ZkError, paths
 from client.localcluster import ZooKeeperServer
 
 
@@ -322,5 +323,33 @@ async def test_a_term_whose_session_was_lost_is_resigned_even_if_told_between_co
         assert a.election.is_controller
     finally:
         a.bridge.__class__ = ZkBridge
+        await a.election.stop()
+        await a.bridge.stop()
+
+
+async def test_a_controller_whose_session_is_lost_resigns_without_waiting_out_a_retry(
+    zookeeper: ZooKeeperServer, chroot: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The soak: the session expired while the election was retrying a ZooKeeper error
+    (a pause between tries); the controller resigned only after the pause, and meanwhile
+    answered Metadata as controller. A lost session cuts the pause short."""
+    monkeypatch.setattr(election_module, "_RETRY_S", 3600.0)
+    a = Candidate(await _bridge(zookeeper, chroot), 1)
+    try:
+        await a.election.start()
+        await wait_until(lambda: _true(len(a.elected) == 1))
+        tries: list[int] = []
+
+        async def failing_check() -> None:
+            tries.append(1)
+            raise ZkError("ZooKeeper unavailable for /controller: ConnectionLoss()")
+
+        a.election._check = failing_check  # type: ignore[method-assign]
+        a.election._on_watch(None)
+        await wait_until(lambda: _true(bool(tries)))  # now in the retry's pause
+        a.election._on_lost(a.election._owner)
+        await wait_until(lambda: _true(a.resigned == 1))
+        assert not a.election.is_controller
+    finally:
         await a.election.stop()
         await a.bridge.stop()
