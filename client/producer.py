@@ -1132,11 +1132,14 @@ class Producer:
         """The partition refused ``batch``'s sequence (or forgot its producer): True if
         that is dealt with here, False to go on as for any error (out of time)."""
         leader = self._cluster.leader_for(batch.tp)
-        if node >= 0 and leader is not None and leader != node:
+        if batch.in_doubt and node >= 0 and leader is not None and leader != node:
             # refused by a broker that no longer leads the partition and has not heard
             # yet (paused while a new leader took over, which has what it lacks): its
             # log says nothing of the leader's; the batch goes to the leader as it is
-            # (found by the soak: such a refusal failed batches as "in doubt")
+            # (found by the soak: such a refusal failed batches as "in doubt"). Only a
+            # batch in doubt, which would fail otherwise: the client's metadata can be
+            # the stale one, and a batch not in doubt is sent again safely under a new
+            # epoch (review 100)
             if in_time:
                 _log.debug("%s refused by broker %d, not its leader: %s", batch, node, error)
                 self._accumulator.retry(batch)

@@ -811,3 +811,31 @@ async def test_a_sequence_refused_by_a_broker_no_longer_leading_goes_to_the_lead
     assert len(set(stamps)) == 1  # the same producer id, epoch and sequence each time
     assert cluster.producer_ids == 1  # no new epoch: the sequence did not break
     await producer.stop()
+
+
+async def test_the_leaders_refusal_read_under_stale_metadata_still_moves_to_a_new_epoch() -> None:
+    """Review 100: the leader (broker 1) refuses a batch not in doubt for real (it forgot
+    the producer), but a stale Metadata answer meanwhile names broker 2. The batch is not
+    sent to broker 2 unchanged (its NOT_LEADER_OR_FOLLOWER would put it in doubt, and the
+    leader's next refusal would fail it): as before, a new epoch and the batch again."""
+    tp = TopicPartition("a", 0)
+    cluster = ScriptedCluster({tp: 1})
+    at_2 = ScriptedCluster({tp: 2}).metadata  # what a broker with a stale cache says
+    at_1 = cluster.metadata
+
+    def leader_1(request: ProduceRequest) -> Any:
+        ((_, _, epoch, sequence),) = _producer_fields(request)
+        if epoch == 0 and sequence != 0:  # broker 1 forgot the producer's epoch 0
+            cluster.metadata = at_2
+            return answer_all(request, UnknownProducerIdError.code)
+        return ok(request)
+
+    def broker_2(request: ProduceRequest) -> Any:
+        cluster.metadata = at_1
+        return answer_all(request, NotLeaderOrFollowerError.code)
+
+    producer = await started(cluster)
+    await asyncio.wait_for(producer.send_and_wait("a", b"A"), 5)  # sequence 0: written
+    cluster.answers = [leader_1, broker_2, leader_1, leader_1, leader_1]
+    assert await asyncio.wait_for(producer.send_and_wait("a", b"B"), 5)
+    await producer.stop()
