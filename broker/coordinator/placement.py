@@ -32,7 +32,11 @@ async def coordinator_of(
     states = metadata.topics.get(topic)
     if states is None:
         await create()
-        raise CoordinatorNotAvailableError(f"{topic} is being created; retry shortly")
+        # (also a broker just restarted, not yet told of the topic: the create is refused)
+        raise CoordinatorNotAvailableError(
+            f"{topic} is not known to this broker yet (being created, or not yet heard "
+            "of); retry shortly"
+        )
     state = states.get(partition_for(key, partitions))
     leader = state.leader if state is not None else -1
     address = metadata.address(leader, listener)
