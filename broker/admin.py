@@ -338,7 +338,7 @@ class TopicAdmin:
         # but not over the config of a topic that is there already (this broker's metadata
         # may not show it yet): its brokers would not hear of the change
         if await self._zk.exists(paths.topic(topic)) is not None:
-            await self._exists(topic)
+            await self._already_exists(topic)
         path = paths.topic_config(topic)
         try:
             await self._zk.create(path, topic_config_json(configs), makepath=True)
@@ -349,7 +349,7 @@ class TopicAdmin:
         try:
             await self._zk.create(paths.topic(topic), written.to_json(), makepath=True)
         except NodeExists:
-            await self._exists(topic)
+            await self._already_exists(topic)
         if with_id:
             try:
                 await self._zk.keep_topic_id(topic, topic_id)
@@ -359,7 +359,7 @@ class TopicAdmin:
                 self._log.warning("topic.id_copy_not_written", topic=topic, error=str(exc))
         return written.topic_id
 
-    async def _exists(self, topic: str) -> None:
+    async def _already_exists(self, topic: str) -> None:
         """Raise the TOPIC_ALREADY_EXISTS for ``topic``, which ZooKeeper has."""
         if await self._zk.exists(paths.delete_topic(topic)) is not None:
             raise TopicAlreadyExistsError(

@@ -1196,21 +1196,17 @@ class Broker:
             return MetadataTopic(name=name, error_code=error.code, error_message=error.message)
         if auto:
             await self._admin.auto_create(name)
-            return MetadataTopic(
-                name=name,
-                error_code=LeaderNotAvailableError.code,
-                error_message=f"topic {name!r} is being created; ask again shortly",
-            )
         controller = self._controller
-        if (
+        # the controller has it, and its news has not reached this broker's own cache yet
+        # (other brokers may have it first): clients take a controller's
+        # UNKNOWN_TOPIC_OR_PARTITION as the truth, so this one must not say it
+        being_made = (
             controller is not None
             and controller.active
             and name in controller.assignments
             and name not in controller.deleting
-        ):
-            # the controller has it, and its news has not reached this broker's own cache
-            # yet (other brokers may have it first): clients take a controller's
-            # UNKNOWN_TOPIC_OR_PARTITION as the truth, so this one must not say it
+        )
+        if auto or being_made:
             return MetadataTopic(
                 name=name,
                 error_code=LeaderNotAvailableError.code,

@@ -23,7 +23,7 @@ from protocol.apis import (
     UpdateMetadataPartitionState,
     UpdateMetadataRequest,
 )
-from protocol.errors import RequestTimedOutError, TopicAlreadyExistsError
+from protocol.errors import TopicAlreadyExistsError
 
 
 class _ZooKeeperWithTopic:
@@ -93,7 +93,6 @@ async def test_already_exists_waits_until_the_leaders_are_known() -> None:
     metadata.update(_leaders_known("orders"))
     (result,) = (await asyncio.wait_for(answer, 5)).topics
     assert result.error_code == TopicAlreadyExistsError.code
-    assert metadata.has_leaders("orders")
     assert zk.written == []  # the topic's config is left as its creator wrote it
 
 
@@ -102,7 +101,6 @@ async def test_already_exists_says_so_after_the_timeout_if_the_leaders_never_com
     admin = TopicAdmin(_ZooKeeperWithTopic(), config, MetadataCache())  # type: ignore[arg-type]
     (result,) = (await admin.create_topics(_request(50))).topics
     assert result.error_code == TopicAlreadyExistsError.code  # the truth, not a timeout
-    assert result.error_code != RequestTimedOutError.code
 
 
 async def test_a_topic_being_deleted_is_answered_at_once() -> None:
