@@ -300,6 +300,7 @@ class ProducerBatch:
         "split_into",
         "timestamps",
         "tp",
+        "txn_rechecked",
         "values",
         "watchers",
         "written",
@@ -339,6 +340,8 @@ class ProducerBatch:
         a timeout, NOT_LEADER_OR_FOLLOWER): some replica's log may hold it, and one that
         holds it can still become leader. Such a batch is never sent again under a new
         sequence (see ``Producer._on_error``)."""
+        self.txn_rechecked = False
+        """Sent again once after an INVALID_TXN_STATE (see ``Producer._on_error``)."""
         self.retry_at_ms = 0.0
         self.payload: bytes | bytearray | None = None
         self.producer_id = -1  # stamped with (and sequenced under) this producer id

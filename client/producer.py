@@ -93,6 +93,7 @@ from protocol.errors import (
     InvalidRecordError,
     InvalidRequiredAcksError,
     InvalidTimestampError,
+    InvalidTxnStateError,
     MessageTooLargeError,
     NotEnoughReplicasError,
     OutOfOrderSequenceNumberError,
@@ -1103,6 +1104,10 @@ class Producer:
             and self._on_refused_sequence(batch, error, node, in_time=in_time)
         ):
             return
+        if isinstance(error, InvalidTxnStateError) and self._recheck_txn(
+            batch, error, node, in_time=in_time
+        ):
+            return
         if error.invalid_metadata:
             self._cluster.request_refresh()
         if (
@@ -1165,6 +1170,30 @@ class Producer:
                 return True
         return False
 
+    def _recheck_txn(
+        self, batch: ProducerBatch, error: ApiError, node: int, *, in_time: bool
+    ) -> bool:
+        """KIP-890's check refused ``batch`` (its leader's transaction coordinator says the
+        transaction is not open there): True if it goes once more, after a metadata
+        refresh. The refusal can be a paused broker's, which answered from what it knew
+        before: as the partition's leader, or as the transaction's coordinator, which
+        another broker has been since (the soak: a new transaction's first batch refused
+        by a resumed broker that still held the last one as committed). Refused, the batch
+        is in no log, and the transaction is still open here (commit and abort wait for
+        every batch), so the current leader's check with the current coordinator decides.
+        Once, or again while the refusal came from a broker the metadata no longer names
+        as the leader."""
+        if not in_time or node < 0 or batch.attempts > self.retries:
+            return False
+        leader = self._cluster.leader_for(batch.tp)
+        if batch.txn_rechecked and (leader is None or leader == node):
+            return False
+        batch.txn_rechecked = True
+        _log.info("%s refused by broker %d (%s); sent again after a refresh", batch, node, error)
+        self._cluster.request_refresh()
+        self._accumulator.retry(batch)
+        return True
+
     def _weigh_doubt(self, batch: ProducerBatch, error: ApiError) -> None:
         """An attempt ended with ``error``: is the batch now in doubt (see ``in_doubt``)?"""
         if self._accumulator.unwritten(batch):
@@ -1207,6 +1236,7 @@ _REFUSED = (
     InvalidRecordError,
     InvalidTimestampError,
     InvalidRequiredAcksError,
+    InvalidTxnStateError,  # KIP-890's check, before the append
     NotEnoughReplicasError,  # refused before the append (not ..._AFTER_APPEND)
     UnknownTopicOrPartitionError,
 )

@@ -34,6 +34,7 @@ from protocol.errors import (
     ApiError,
     InvalidProducerEpochError,
     InvalidRequiredAcksError,
+    InvalidTxnStateError,
     NetworkError,
     NotLeaderOrFollowerError,
     OutOfOrderSequenceNumberError,
@@ -810,6 +811,73 @@ async def test_a_sequence_refused_by_a_broker_no_longer_leading_goes_to_the_lead
     stamps = [f for _, r, _ in cluster.requests for f in _producer_fields(r)]
     assert len(set(stamps)) == 1  # the same producer id, epoch and sequence each time
     assert cluster.producer_ids == 1  # no new epoch: the sequence did not break
+    await producer.stop()
+
+
+async def test_a_transaction_check_refused_once_is_asked_again_after_a_refresh() -> None:
+    """The soak: a broker paused while another took over the partition and the
+    transaction's coordinator answered, when it resumed, from what it knew before: the
+    transaction was over (INVALID_TXN_STATE). Refused before the append, the batch goes
+    once more, unchanged and not in doubt, after a metadata refresh."""
+    tp = TopicPartition("a", 0)
+    cluster = ScriptedCluster({tp: 1})
+    cluster.answers = [lambda r: answer_all(r, InvalidTxnStateError.code), ok]
+    producer = await started(cluster)
+    meta = await asyncio.wait_for(producer.send_and_wait("a", b"v"), 5)
+    assert meta.offset == 0
+    assert cluster.refreshes >= 1
+    stamps = [f for _, r, _ in cluster.requests for f in _producer_fields(r)]
+    assert len(stamps) == 2 and len(set(stamps)) == 1  # the same batch, as it was
+    assert cluster.producer_ids == 1
+    await producer.stop()
+
+
+async def test_the_leaders_second_transaction_refusal_fails_the_batch() -> None:
+    """Asked again, the leader the client knows refuses it again: the transaction is over
+    there, and the batch fails with that error (not as "in doubt": it was never written)."""
+    tp = TopicPartition("a", 0)
+    cluster = ScriptedCluster({tp: 1})
+    cluster.answers = [lambda r: answer_all(r, InvalidTxnStateError.code)] * 3
+    producer = await started(cluster)
+    future = await producer.send("a", b"v")
+    with pytest.raises(InvalidTxnStateError):
+        await asyncio.wait_for(future, 5)
+    assert [node for node, _, _ in cluster.requests] == [1, 1]
+    await producer.stop()
+
+
+async def test_transaction_refusals_from_a_broker_no_longer_leading_go_to_the_leader() -> None:
+    """Refused twice by broker 1, the second time after the client learned that broker 2
+    leads: the refusal is a former leader's, and the batch goes to broker 2."""
+    tp = TopicPartition("a", 0)
+    cluster = ScriptedCluster({tp: 1})
+    moved = ScriptedCluster({tp: 2}).metadata
+
+    def refused_by_the_old_leader(request: ProduceRequest) -> Any:
+        cluster.metadata = moved
+        return answer_all(request, InvalidTxnStateError.code)
+
+    cluster.answers = [
+        lambda r: answer_all(r, InvalidTxnStateError.code),
+        refused_by_the_old_leader,
+        ok,
+    ]
+    producer = await started(cluster)
+    meta = await asyncio.wait_for(producer.send_and_wait("a", b"v"), 5)
+    assert meta.offset == 0
+    assert [node for node, _, _ in cluster.requests] == [1, 1, 2]
+    await producer.stop()
+
+
+async def test_retries_zero_fails_a_transaction_refusal_at_once() -> None:
+    tp = TopicPartition("a", 0)
+    cluster = ScriptedCluster({tp: 1})
+    cluster.answers = [lambda r: answer_all(r, InvalidTxnStateError.code), ok]
+    producer = await started(cluster, retries=0, enable_idempotence=False)
+    future = await producer.send("a", b"v")
+    with pytest.raises(InvalidTxnStateError):
+        await asyncio.wait_for(future, 5)
+    assert len(cluster.requests) == 1
     await producer.stop()
 
 
