@@ -949,7 +949,12 @@ class RecordAccumulator:
             half.size_bound = len(half.close())
             if batch.producer_id >= 0:  # the halves take the refused batch's sequences
                 sequence = (batch.base_sequence + offset) % _SEQUENCE_WRAP
-                half.stamp(batch.producer_id, batch.producer_epoch, sequence)
+                half.stamp(
+                    batch.producer_id,
+                    batch.producer_epoch,
+                    sequence,
+                    transactional=self.transactional,  # (review 101: the halves had lost it)
+                )
             offset += half.record_count
             half.attempts = batch.attempts
             half.in_doubt = batch.in_doubt  # an earlier attempt of the whole may be written

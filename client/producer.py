@@ -888,9 +888,13 @@ class Producer:
         self._check_running()
         txn = self._transactional()
         txn.check_sendable()
-        await self.flush()
-        txn.check_sendable()  # a record of it failed meanwhile: it cannot commit
-        await txn.end(committed=True)
+        txn.ending = "committed"
+        try:
+            await self.flush()
+            txn.check_open()  # a record of it failed meanwhile: it cannot commit
+            await txn.end(committed=True)
+        finally:
+            txn.ending = None
 
     async def abort_transaction(self) -> None:
         """Abort the transaction: its records are never read by read_committed
@@ -900,8 +904,14 @@ class Producer:
         txn.check_usable()
         if txn.state == "ready":
             raise TransactionStateError("no transaction is open: nothing to abort")
-        await self.flush()  # what is in flight lands (or fails) before the marker
-        await txn.end(committed=False)
+        if txn.ending is not None:
+            raise TransactionStateError(f"the transaction is being {txn.ending} already")
+        txn.ending = "aborted"
+        try:
+            await self.flush()  # what is in flight lands (or fails) before the marker
+            await txn.end(committed=False)
+        finally:
+            txn.ending = None
         if self._new_producer_id:
             # a sequence broke in it: the next transaction starts under a new epoch,
             # which the coordinator gives once this one is aborted (KIP-360)

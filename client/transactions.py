@@ -98,6 +98,10 @@ class TransactionManager:
         self.wanted: dict[TopicPartition, None] = {}
         """Partitions with records in the transaction, not added yet."""
         self.offsets_added = False
+        self.ending: str | None = None
+        """"committed" or "aborted" while commit_transaction() or abort_transaction() is
+        under way (Kafka's COMMITTING_TRANSACTION and ABORTING_TRANSACTION): nothing more
+        joins the transaction, so every batch of it is older than the flush before EndTxn."""
         self._asked = False
         """An Add* request went out in this transaction: the coordinator may hold it open
         even if its answer was lost, so ending it always asks."""
@@ -138,6 +142,21 @@ class TransactionManager:
 
     def check_sendable(self) -> None:
         """``send`` may add to the transaction now (raises why not)."""
+        if self.state == "in_transaction" and self.ending is None:
+            return
+        self.check_usable()
+        if self.ending is not None:
+            # Kafka refuses it too: sent now, a batch could reach its partition after
+            # the marker, and be taken into the producer's next transaction there
+            raise TransactionStateError(
+                f"the transaction is being {self.ending}: nothing more joins it; send "
+                "after commit_transaction() or abort_transaction() returns, in the next "
+                "transaction"
+            )
+        self.check_open()
+
+    def check_open(self) -> None:
+        """The transaction is open and can still commit (raises why not)."""
         if self.state == "in_transaction":
             return
         self.check_usable()
@@ -199,8 +218,7 @@ class TransactionManager:
         the group's committed offsets if, and only if, it commits."""
         group_id = group.group_id
         topics = commit_topics(offsets)  # a bad offset is refused before anything is sent
-        if self.state != "in_transaction":
-            self.check_sendable()
+        self.check_sendable()
         self._asked = True
         try:
             await self._call(

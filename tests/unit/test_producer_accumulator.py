@@ -736,6 +736,29 @@ async def test_split_halves_go_back_before_the_batches_sent_after_them() -> None
     assert [b.base_sequence for b in order] == [0, first.record_count // 2, first.record_count]
 
 
+async def test_a_transactional_batchs_halves_stay_transactional() -> None:
+    """Review 101: split halves were stamped without the transactional flag, so a
+    transaction's records split on MESSAGE_TOO_LARGE went into the log outside it (read
+    even if the transaction aborted)."""
+    clock = Clock()
+    acc = pipelined(clock)
+    acc.transactional = True
+    fill(acc, A0, 2)
+    acc.begin_flush()
+    whole = drain_one(acc)
+    assert whole is not None and whole.record_count == 2
+    acc.split(whole)
+    sequences = []
+    for _ in range(2):  # (a retry goes out alone: the second half after the first)
+        half = drain_one(acc)
+        assert half is not None and half.payload is not None
+        (batch,) = decode_batches(half.payload)
+        assert batch.is_transactional and batch.producer_id == 7
+        sequences.append(batch.base_sequence)
+        acc.complete(half, base_offset=0, log_append_time_ms=-1)
+    assert sequences == [0, 1]
+
+
 async def test_no_more_than_max_in_flight_are_sent_past_a_batch_not_yet_settled() -> None:
     """From a review: the first batch's answer is still out (its leader moved) while the
     new leader answers the next ones. Sending past five would let the leader forget the
