@@ -443,7 +443,11 @@ class Producer:
             try:
                 await self.flush()
                 txn = self._txn
-                if txn is not None and txn.state in ("in_transaction", "abortable"):
+                if (
+                    txn is not None
+                    and txn.state in ("in_transaction", "abortable")
+                    and txn.ending is None  # (else the commit or abort under way ends it)
+                ):
                     # Kafka's close: an incomplete transaction is aborted, not left to
                     # hold its partitions' last stable offset until its timeout
                     with contextlib.suppress(ApiError, TimeoutError):
