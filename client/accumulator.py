@@ -863,13 +863,22 @@ class RecordAccumulator:
         self._landed(batch)
         self._finish(batch, error)
 
-    def retry(self, batch: ProducerBatch) -> None:
-        """Back into its partition's queue in send order, resent after the backoff."""
-        batch.retry_at_ms = self._clock() + self.retry_backoff_ms
+    def retry(self, batch: ProducerBatch, after_ms: float | None = None) -> None:
+        """Back into its partition's queue in send order, resent after the backoff (or
+        ``after_ms``: its partition's batches wait behind it till then, or
+        :meth:`retry_now`)."""
+        batch.retry_at_ms = self._clock() + (
+            self.retry_backoff_ms if after_ms is None else after_ms
+        )
         self._landed(batch)
         self._requeue(batch)
         if self.metrics is not None:
             self.metrics.retried(batch.tp.topic, batch.record_count)
+
+    def retry_now(self, batch: ProducerBatch) -> None:
+        """A batch waiting to be retried may go at the next drain."""
+        if not batch.finished:
+            batch.retry_at_ms = min(batch.retry_at_ms, self._clock())
 
     def forget_sequences(self, batch: ProducerBatch) -> None:
         """The partition refused ``batch``'s sequence: neither it nor any batch sent after it

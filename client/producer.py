@@ -1196,7 +1196,8 @@ class Producer:
         is in no log, and the transaction is still open here (commit and abort wait for
         every batch), so the current leader's check with the current coordinator decides.
         Once, or again while the refusal came from a broker the metadata no longer names
-        as the leader."""
+        as the leader; each time once a metadata refresh has come back (review 101: a
+        retry after the backoff alone went to the same broker before the refresh did)."""
         if not in_time or node < 0 or batch.attempts > self.retries:
             return False
         leader = self._cluster.leader_for(batch.tp)
@@ -1204,9 +1205,22 @@ class Producer:
             return False
         batch.txn_rechecked = True
         _log.info("%s refused by broker %d (%s); sent again after a refresh", batch, node, error)
-        self._cluster.request_refresh()
-        self._accumulator.retry(batch)
+        # held until the metadata is fresh: sent at once, it would go where it was refused
+        self._accumulator.retry(batch, after_ms=self.request_timeout_ms)
+        assert self._loop is not None
+        task = self._loop.create_task(self._retry_after_refresh(batch))
+        self._requests.add(task)
+        task.add_done_callback(self._requests.discard)
         return True
+
+    async def _retry_after_refresh(self, batch: ProducerBatch) -> None:
+        try:
+            await asyncio.wait_for(self._cluster.refresh(), self.request_timeout_ms / 1000)
+        except (ApiError, TimeoutError) as exc:  # no fresh view: it goes when its hold ends
+            _log.debug("no metadata refresh for %s: %s", batch, exc)
+            return
+        self._accumulator.retry_now(batch)
+        self._wake()
 
     def _weigh_doubt(self, batch: ProducerBatch, error: ApiError) -> None:
         """An attempt ended with ``error``: is the batch now in doubt (see ``in_doubt``)?"""

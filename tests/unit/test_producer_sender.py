@@ -112,6 +112,10 @@ class ScriptedCluster:
     def request_refresh(self) -> None:
         self.refreshes += 1
 
+    async def refresh(self) -> ClusterMetadata:
+        self.refreshes += 1
+        return self.metadata
+
     def add_topics(self, topics: object) -> bool:
         return False
 
@@ -829,6 +833,31 @@ async def test_a_transaction_check_refused_once_is_asked_again_after_a_refresh()
     stamps = [f for _, r, _ in cluster.requests for f in _producer_fields(r)]
     assert len(stamps) == 2 and len(set(stamps)) == 1  # the same batch, as it was
     assert cluster.producer_ids == 1
+    await producer.stop()
+
+
+async def test_a_transaction_refusal_is_sent_again_only_once_the_metadata_is_fresh() -> None:
+    """Review 101: sent again after the backoff alone, the batch went to the broker that
+    refused it before the refresh came back. It waits for the refresh (here slow, and
+    naming broker 2 as the leader), then goes to the leader it names."""
+    tp = TopicPartition("a", 0)
+    gate = asyncio.Event()
+
+    class SlowRefresh(ScriptedCluster):
+        async def refresh(self) -> ClusterMetadata:
+            await gate.wait()
+            self.metadata = ScriptedCluster({tp: 2}).metadata
+            return await super().refresh()
+
+    cluster = SlowRefresh({tp: 1})
+    cluster.answers = [lambda r: answer_all(r, InvalidTxnStateError.code), ok]
+    producer = await started(cluster)
+    future = await producer.send("a", b"v")
+    await asyncio.sleep(0.2)  # 20 backoffs of 10 ms
+    assert [node for node, _, _ in cluster.requests] == [1]
+    gate.set()
+    assert (await asyncio.wait_for(future, 5)).offset == 0
+    assert [node for node, _, _ in cluster.requests] == [1, 2]
     await producer.stop()
 
 
