@@ -876,9 +876,10 @@ class RecordAccumulator:
             self.metrics.retried(batch.tp.topic, batch.record_count)
 
     def retry_now(self, batch: ProducerBatch) -> None:
-        """A batch waiting to be retried may go at the next drain."""
+        """A batch held by :meth:`retry`'s ``after_ms`` goes after the usual backoff
+        from now."""
         if not batch.finished:
-            batch.retry_at_ms = min(batch.retry_at_ms, self._clock())
+            batch.retry_at_ms = min(batch.retry_at_ms, self._clock() + self.retry_backoff_ms)
 
     def forget_sequences(self, batch: ProducerBatch) -> None:
         """The partition refused ``batch``'s sequence: neither it nor any batch sent after it
@@ -1076,8 +1077,8 @@ class RecordAccumulator:
     def _wait_ms(self, queue: collections.deque[ProducerBatch], now: float) -> float:
         """How long the partition's first batch must still wait; <= 0 means send it now."""
         batch = queue[0]
-        if batch.attempts:
-            return batch.retry_at_ms - now
+        if batch.attempts:  # (held past its deadline: the pass then expires it)
+            return min(batch.retry_at_ms, batch.deadline_ms) - now
         if not batch.is_open or len(queue) > 1 or self._flushes:
             return 0
         return batch.created_ms + self.linger_ms - now

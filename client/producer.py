@@ -75,7 +75,7 @@ from client.errors import (
 from client.metrics import NUM_SAMPLES, SAMPLE_WINDOW_MS, Metrics, ProducerMetrics
 from client.partitioner import CustomPartitioner, Partitioner
 from client.security import TokenProvider, security_for
-from client.transactions import TransactionManager
+from client.transactions import TransactionManager, outcome_unknown
 from client.types import ConsumerGroupMetadata, RecordMetadata, TopicPartition
 from protocol.apis import (
     ApiKey,
@@ -271,6 +271,7 @@ class Producer:
         self._space: asyncio.Event | None = None
         self._in_flight: dict[int, int] = {}
         self._requests: set[asyncio.Task[None]] = set()  # Produces waiting for a connection
+        self._ending: asyncio.Future[None] | None = None  # a commit or abort under way
         self._state = "new"
         self._sender_error: BaseException | None = None
         self._new_producer_id = False  # a sequence broke: a new epoch (or id) when idle
@@ -442,6 +443,8 @@ class Producer:
             self._drop_lanes()
             try:
                 await self.flush()
+                if self._ending is not None:  # a commit or abort under way ends it first
+                    await asyncio.shield(self._ending)
                 txn = self._txn
                 if (
                     txn is not None
@@ -888,17 +891,20 @@ class Producer:
         """Send everything of the transaction, then commit it. Raises the error that
         failed a record of it (then :meth:`abort_transaction`), or
         :class:`~protocol.errors.ProducerFencedError` if a newer producer with this
-        ``transactional_id`` took over (then only :meth:`stop`)."""
+        ``transactional_id`` took over (then only :meth:`stop`). If the commit itself got
+        no answer (a timeout, a lost connection), it may have been made: that error is
+        raised, and only this call again (a commit already made is answered as done) or
+        :meth:`stop` is accepted, as in Kafka's producer."""
         self._check_running()
         txn = self._transactional()
-        txn.check_sendable()
-        txn.ending = "committed"
-        try:
-            await self.flush()
-            txn.check_open()  # a record of it failed meanwhile: it cannot commit
-            await txn.end(committed=True)
-        finally:
-            txn.ending = None
+        if self._ending is not None:
+            raise TransactionStateError(f"the transaction is being {txn.ending} already")
+        if txn.outcome_unknown:
+            if txn.ending != "committed":
+                raise TransactionStateError(txn.unknown_outcome_message())
+        else:
+            txn.check_sendable()
+        await self._end_transaction(txn, committed=True)
 
     async def abort_transaction(self) -> None:
         """Abort the transaction: its records are never read by read_committed
@@ -906,16 +912,14 @@ class Producer:
         self._check_running()
         txn = self._transactional()
         txn.check_usable()
-        if txn.state == "ready":
-            raise TransactionStateError("no transaction is open: nothing to abort")
-        if txn.ending is not None:
+        if self._ending is not None:
             raise TransactionStateError(f"the transaction is being {txn.ending} already")
-        txn.ending = "aborted"
-        try:
-            await self.flush()  # what is in flight lands (or fails) before the marker
-            await txn.end(committed=False)
-        finally:
-            txn.ending = None
+        if txn.outcome_unknown and txn.ending != "aborted":
+            raise TransactionStateError(txn.unknown_outcome_message())
+        if txn.state != "ready":
+            await self._end_transaction(txn, committed=False)
+        elif not self._new_producer_id:  # (else an abort whose new epoch did not come)
+            raise TransactionStateError("no transaction is open: nothing to abort")
         if self._new_producer_id:
             # a sequence broke in it: the next transaction starts under a new epoch,
             # which the coordinator gives once this one is aborted (KIP-360)
@@ -925,6 +929,37 @@ class Producer:
                     "the transaction was aborted, but no new producer epoch came; call "
                     "abort_transaction() again"
                 )
+
+    async def _end_transaction(self, txn: TransactionManager, *, committed: bool) -> None:
+        """Everything of the transaction settled (its batches and its offsets), then
+        EndTxn; nothing joins it meanwhile (``txn.ending``). After an EndTxn whose outcome
+        is unknown, only the EndTxn again. :meth:`stop` waits for this."""
+        assert self._loop is not None
+        done = self._ending = self._loop.create_future()
+        try:
+            if not txn.outcome_unknown:
+                txn.ending = "committed" if committed else "aborted"
+                try:
+                    await self.flush()  # what is in flight lands (or fails) before the marker
+                    await txn.offsets_settled()
+                    if committed:
+                        txn.check_open()  # a record of it failed meanwhile: it cannot commit
+                except BaseException:
+                    txn.ending = None  # no EndTxn went out: the transaction is as it was
+                    raise
+            try:
+                await txn.end(committed=committed)
+            except BaseException as exc:
+                # answered: over (a failure, or fatal); no answer: it may be ended there
+                # (review 102: a lost commit's answer, then an abort, said "aborted")
+                txn.outcome_unknown = txn.state != "fatal" and outcome_unknown(exc)
+                if not txn.outcome_unknown:
+                    txn.ending = None
+                raise
+            txn.ending, txn.outcome_unknown = None, False
+        finally:
+            self._ending = None
+            done.set_result(None)
 
     async def send_offsets_to_transaction(
         self, offsets: CommitOffsets, group: str | ConsumerGroupMetadata
@@ -1216,9 +1251,10 @@ class Producer:
     async def _retry_after_refresh(self, batch: ProducerBatch) -> None:
         try:
             await asyncio.wait_for(self._cluster.refresh(), self.request_timeout_ms / 1000)
-        except (ApiError, TimeoutError) as exc:  # no fresh view: it goes when its hold ends
+        except (ApiError, TimeoutError) as exc:  # no fresh view: after the backoff, as any
             _log.debug("no metadata refresh for %s: %s", batch, exc)
-            return
+        except Exception:  # a bug: loud, and the batch is not held for it
+            _log.exception("refreshing metadata for %s failed", batch)
         self._accumulator.retry_now(batch)
         self._wake()
 

@@ -58,6 +58,16 @@ _CONCURRENT_BACKOFF_S = (0.001, 0.002, 0.005, 0.01, 0.02)
 writing the last transaction's markers, which takes a few ms. Kafka's producer waits 20 ms;
 starting at 1 ms, the next transaction begins ~20 ms sooner. After these, retry_backoff_ms
 each time (markers held up by a partition without a leader: not 50 requests a second)."""
+
+
+def outcome_unknown(error: BaseException) -> bool:
+    """Whether a request that raised ``error`` may still have been carried out: no answer
+    came (a timeout, a lost connection, cancelled) or only a retriable one."""
+    if isinstance(error, ApiError):
+        return error.retriable
+    return isinstance(error, (TimeoutError, asyncio.CancelledError, OSError))
+
+
 _FATAL = (
     ProducerFencedError,
     InvalidProducerEpochError,
@@ -101,7 +111,16 @@ class TransactionManager:
         self.ending: str | None = None
         """"committed" or "aborted" while commit_transaction() or abort_transaction() is
         under way (Kafka's COMMITTING_TRANSACTION and ABORTING_TRANSACTION): nothing more
-        joins the transaction, so every batch of it is older than the flush before EndTxn."""
+        joins the transaction, so every batch of it is older than the flush before EndTxn.
+        It stays set after an EndTxn whose outcome is not known (``outcome_unknown``)."""
+        self.outcome_unknown = False
+        """The EndTxn got no answer (a timeout, a lost connection, cancelled): the
+        coordinator may have ended the transaction. Only the same end may be asked again
+        (a commit already made is answered as done), or the producer stopped: Kafka's rule
+        after a commit times out."""
+        self._offsets_busy = 0
+        self._offsets_idle = asyncio.Event()
+        self._offsets_idle.set()
         self._asked = False
         """An Add* request went out in this transaction: the coordinator may hold it open
         even if its answer was lost, so ending it always asks."""
@@ -126,6 +145,8 @@ class TransactionManager:
 
     def begin(self) -> None:
         self.check_usable()
+        if self.outcome_unknown:
+            raise TransactionStateError(self.unknown_outcome_message())
         if self.state != "ready":
             raise TransactionStateError(
                 "a transaction is open already: commit or abort it before beginning another"
@@ -145,6 +166,8 @@ class TransactionManager:
         if self.state == "in_transaction" and self.ending is None:
             return
         self.check_usable()
+        if self.outcome_unknown:
+            raise TransactionStateError(self.unknown_outcome_message())
         if self.ending is not None:
             # Kafka refuses it too: sent now, a batch could reach its partition after
             # the marker, and be taken into the producer's next transaction there
@@ -154,6 +177,19 @@ class TransactionManager:
                 "transaction"
             )
         self.check_open()
+
+    def unknown_outcome_message(self) -> str:
+        again = "commit_transaction()" if self.ending == "committed" else "abort_transaction()"
+        return (
+            f"the transaction's EndTxn got no answer, so it may have been {self.ending}: call "
+            f"{again} again (one already done is answered as done), or stop(); nothing else "
+            "can be done with it"
+        )
+
+    async def offsets_settled(self) -> None:
+        """Until no ``send_offsets`` is under way (commit and abort wait: offsets that
+        reached the group after the marker would be left pending there)."""
+        await self._offsets_idle.wait()
 
     def check_open(self) -> None:
         """The transaction is open and can still commit (raises why not)."""
@@ -220,6 +256,8 @@ class TransactionManager:
         topics = commit_topics(offsets)  # a bad offset is refused before anything is sent
         self.check_sendable()
         self._asked = True
+        self._offsets_busy += 1
+        self._offsets_idle.clear()
         try:
             await self._call(
                 ApiKey.ADD_OFFSETS_TO_TXN,
@@ -235,6 +273,10 @@ class TransactionManager:
         except (ApiError, TimeoutError) as exc:
             self.fail(exc)
             raise
+        finally:
+            self._offsets_busy -= 1
+            if not self._offsets_busy:
+                self._offsets_idle.set()
 
     async def _commit_offsets(
         self, topics: list[OffsetCommitRequestTopic], group: ConsumerGroupMetadata
@@ -286,8 +328,8 @@ class TransactionManager:
                     raise
                 # nothing open there: the Add* whose answer was lost never took effect
             except (ApiError, TimeoutError) as exc:
-                if committed or isinstance(exc, _FATAL):
-                    self.fail(exc)
+                if isinstance(exc, _FATAL) or (committed and not outcome_unknown(exc)):
+                    self.fail(exc)  # (an unknown outcome: see outcome_unknown)
                 raise
         self.state, self.error = "ready", None
         self.added.clear()

@@ -9,6 +9,7 @@ last transaction's markers) was handled as if the coordinator had moved.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
@@ -66,7 +67,7 @@ def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     async def sleep(seconds: float) -> None:
         asked.append(seconds)
 
-    fake = SimpleNamespace(sleep=sleep)
+    fake = SimpleNamespace(**{**vars(asyncio), "sleep": sleep})  # the rest as it is
     monkeypatch.setattr(coordinator_module, "asyncio", fake)
     monkeypatch.setattr(transactions_module, "asyncio", fake)
     return asked

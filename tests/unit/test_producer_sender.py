@@ -861,6 +861,49 @@ async def test_a_transaction_refusal_is_sent_again_only_once_the_metadata_is_fre
     await producer.stop()
 
 
+async def test_a_refresh_that_fails_at_once_does_not_hold_the_batch() -> None:
+    """Review 102: a refresh that failed at once left the batch (and its partition) held
+    for all of request_timeout_ms, not the backoff."""
+    tp = TopicPartition("a", 0)
+
+    class NoRefresh(ScriptedCluster):
+        async def refresh(self) -> ClusterMetadata:
+            raise NetworkError("no broker answered")
+
+    cluster = NoRefresh({tp: 1})
+    cluster.answers = [lambda r: answer_all(r, InvalidTxnStateError.code), ok]
+    producer = await started(cluster, request_timeout_ms=30_000)
+    meta = await asyncio.wait_for(producer.send_and_wait("a", b"v"), 5)  # not 30 s
+    assert meta.offset == 0
+    assert [node for node, _, _ in cluster.requests] == [1, 1]
+    await producer.stop()
+
+
+async def test_a_held_batch_expires_at_its_delivery_timeout() -> None:
+    """Review 102: the sender's next pass was set by the hold's end alone, so a batch
+    held for a refresh that did not come expired that much past its delivery timeout."""
+    tp = TopicPartition("a", 0)
+
+    class HangingRefresh(ScriptedCluster):
+        async def refresh(self) -> ClusterMetadata:
+            await asyncio.Event().wait()
+            raise AssertionError("unreachable")
+
+    cluster = HangingRefresh({tp: 1})
+    cluster.release.clear()
+    cluster.answers = [lambda r: answer_all(r, InvalidTxnStateError.code)]
+    producer = await started(cluster, request_timeout_ms=3_000, delivery_timeout_ms=3_000)
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    future = await producer.send("a", b"v")
+    await asyncio.sleep(2.0)
+    cluster.release.set()  # refused at 2 s: held till 5 s, past its deadline at 3 s
+    with pytest.raises(RequestTimedOutError, match="delivery_timeout_ms"):
+        await asyncio.wait_for(future, 10)
+    assert loop.time() - began < 4.5  # at its deadline, not at the hold's end
+    await producer.stop()
+
+
 async def test_the_leaders_second_transaction_refusal_fails_the_batch() -> None:
     """Asked again, the leader the client knows refuses it again: the transaction is over
     there, and the batch fails with that error (not as "in doubt": it was never written)."""

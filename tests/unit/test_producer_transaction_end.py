@@ -1,0 +1,220 @@
+"""The end of a transaction, on the producer's side (a scripted cluster and coordinator,
+no socket): what waits for what, and what an EndTxn without an answer leaves (review 102)."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from client import Producer, TransactionStateError
+from client.types import TopicPartition
+from protocol.apis import ApiKey, EndTxnRequest, InitProducerIdResponse
+from protocol.errors import RequestTimedOutError
+from tests.unit.test_producer_sender import ScriptedCluster
+
+pytestmark = pytest.mark.timeout(20)
+
+TP = TopicPartition("a", 0)
+
+
+class Coordinator:
+    """A transaction coordinator's answers: every EndTxn is answered as done (Headwater's
+    answers one repeating how the transaction ended so), unless told to lose answers."""
+
+    def __init__(self) -> None:
+        self.ended: list[str] = []  # what the coordinator did, in order
+        self.calls: list[str] = []
+        self.gate = asyncio.Event()  # an EndTxn is answered once this is set
+        self.gate.set()
+        self.end_sent = asyncio.Event()
+        self.lose_answers = 0  # EndTxn carried out, its answer lost, this many times
+        self.init_failures = 0
+
+    async def call(self, api_key: ApiKey, request: Any, check: Any = None) -> Any:
+        if api_key == ApiKey.INIT_PRODUCER_ID:
+            if self.init_failures:
+                self.init_failures -= 1
+                raise RequestTimedOutError("InitProducerId got no answer")
+            return InitProducerIdResponse(producer_id=5, producer_epoch=0)
+        self.calls.append(api_key.name)
+        if api_key == ApiKey.END_TXN:
+            assert isinstance(request, EndTxnRequest)
+            self.end_sent.set()
+            await self.gate.wait()
+            self.ended.append("committed" if request.committed else "aborted")
+            if self.lose_answers:
+                self.lose_answers -= 1
+                raise RequestTimedOutError("EndTxn got no answer")
+        return SimpleNamespace(results=[])
+
+
+async def transactional(cluster: ScriptedCluster, coordinator: Coordinator) -> Producer:
+    producer = Producer(bootstrap_servers="unused:1", retry_backoff_ms=10, transactional_id="t")
+    producer._cluster = cluster  # type: ignore[assignment]
+    assert producer._txn is not None
+    producer._txn._call = coordinator.call  # type: ignore[method-assign]
+    await producer.start()
+    return producer
+
+
+async def test_stop_waits_for_the_commit_under_way() -> None:
+    """Review 102: stop() left the transaction to the commit under way, then closed the
+    connections under it; the EndTxn was cut off and the transaction left open."""
+    cluster = ScriptedCluster({TP: 1})
+    closed = asyncio.Event()
+    real_close = cluster.close
+
+    async def close() -> None:
+        closed.set()
+        await real_close()
+
+    cluster.close = close  # type: ignore[method-assign]
+    coordinator = Coordinator()
+    coordinator.gate.clear()
+    producer = await transactional(cluster, coordinator)
+    producer.begin_transaction()
+    await asyncio.wait_for(await producer.send("a", b"in it"), 5)
+    commit = asyncio.create_task(producer.commit_transaction())
+    await asyncio.wait_for(coordinator.end_sent.wait(), 5)
+    stop = asyncio.create_task(producer.stop())
+    await asyncio.sleep(0.05)
+    assert not closed.is_set()  # waiting for the commit's answer
+    coordinator.gate.set()
+    await asyncio.wait_for(stop, 5)
+    await asyncio.wait_for(commit, 5)
+    assert coordinator.ended == ["committed"]
+
+
+async def test_a_commit_waits_for_offsets_being_sent() -> None:
+    """Review 102: offsets sent before the commit began reached the group after the
+    marker (left pending there) when their TxnOffsetCommit was slow."""
+    cluster = ScriptedCluster({TP: 1})
+    coordinator = Coordinator()
+    producer = await transactional(cluster, coordinator)
+    txn = producer._txn
+    assert txn is not None
+    slow = asyncio.Event()
+
+    async def commit_offsets(topics: Any, group: Any) -> None:
+        await slow.wait()
+        coordinator.calls.append("TXN_OFFSET_COMMIT")
+
+    txn._commit_offsets = commit_offsets  # type: ignore[method-assign]
+    try:
+        producer.begin_transaction()
+        offsets = asyncio.create_task(
+            producer.send_offsets_to_transaction({TopicPartition("x", 0): 1}, "g")
+        )
+        await asyncio.sleep(0.02)
+        commit = asyncio.create_task(producer.commit_transaction())
+        await asyncio.sleep(0.05)
+        assert "END_TXN" not in coordinator.calls
+        slow.set()
+        await asyncio.wait_for(asyncio.gather(offsets, commit), 5)
+        assert coordinator.calls == ["ADD_OFFSETS_TO_TXN", "TXN_OFFSET_COMMIT", "END_TXN"]
+    finally:
+        await producer.stop()
+
+
+async def test_a_commit_without_an_answer_can_only_be_asked_again() -> None:
+    """Review 102: the commit was made but its answer lost; the transaction became
+    abortable, and abort_transaction()'s refused EndTxn read as "nothing was open": the
+    caller was told "aborted" of a committed transaction, and would have sent its records
+    again. As in Kafka's producer, only the commit again (answered as done) or stop()."""
+    cluster = ScriptedCluster({TP: 1})
+    coordinator = Coordinator()
+    coordinator.lose_answers = 1
+    producer = await transactional(cluster, coordinator)
+    try:
+        producer.begin_transaction()
+        await asyncio.wait_for(await producer.send("a", b"in it"), 5)
+        with pytest.raises(RequestTimedOutError):
+            await producer.commit_transaction()
+        for refused in (
+            producer.abort_transaction(),
+            producer.send("a", b"more"),
+            producer.send_offsets_to_transaction({TopicPartition("x", 0): 1}, "g"),
+        ):
+            with pytest.raises(TransactionStateError, match=r"commit_transaction\(\) again"):
+                await refused
+        with pytest.raises(TransactionStateError, match=r"commit_transaction\(\) again"):
+            producer.begin_transaction()
+        await producer.commit_transaction()  # answered as done
+        assert coordinator.ended == ["committed", "committed"]
+        producer.begin_transaction()  # the next transaction
+        await asyncio.wait_for(await producer.send("a", b"next"), 5)
+        await producer.commit_transaction()
+    finally:
+        await producer.stop()
+
+
+async def test_a_commit_cancelled_while_its_endtxn_is_out_leaves_it_to_be_asked_again() -> None:
+    """Review 102: cancelled (a caller's timeout) while its EndTxn was out, the commit
+    let sends into a transaction the coordinator may have committed."""
+    cluster = ScriptedCluster({TP: 1})
+    coordinator = Coordinator()
+    coordinator.gate.clear()
+    producer = await transactional(cluster, coordinator)
+    try:
+        producer.begin_transaction()
+        await asyncio.wait_for(await producer.send("a", b"in it"), 5)
+        commit = asyncio.create_task(producer.commit_transaction())
+        await asyncio.wait_for(coordinator.end_sent.wait(), 5)
+        commit.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await commit
+        with pytest.raises(TransactionStateError, match=r"commit_transaction\(\) again"):
+            await producer.send("a", b"late")
+        coordinator.gate.set()
+        await producer.commit_transaction()
+    finally:
+        await producer.stop()
+
+
+async def test_a_commit_cancelled_before_its_endtxn_leaves_the_transaction_open() -> None:
+    """Cancelled while its records were still out, the commit sent no EndTxn: the
+    transaction goes on as it was."""
+    cluster = ScriptedCluster({TP: 1})
+    cluster.release.clear()  # the Produce is not answered yet
+    coordinator = Coordinator()
+    producer = await transactional(cluster, coordinator)
+    try:
+        producer.begin_transaction()
+        first = await producer.send("a", b"in it")
+        commit = asyncio.create_task(producer.commit_transaction())
+        await asyncio.sleep(0.05)
+        commit.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await commit
+        cluster.release.set()
+        await asyncio.wait_for(first, 5)
+        await asyncio.wait_for(await producer.send("a", b"more"), 5)
+        await producer.commit_transaction()
+        assert coordinator.calls.count("END_TXN") == 1
+    finally:
+        await producer.stop()
+
+
+async def test_an_abort_whose_new_epoch_did_not_come_can_be_asked_again() -> None:
+    """Review 102: an abort after a broken sequence raised "call abort_transaction()
+    again" when no new epoch came, and then refused the call: nothing was open."""
+    cluster = ScriptedCluster({TP: 1})
+    coordinator = Coordinator()
+    producer = await transactional(cluster, coordinator)
+    try:
+        producer.begin_transaction()
+        await asyncio.wait_for(await producer.send("a", b"in it"), 5)
+        producer._new_producer_id = True  # as a broken sequence leaves it
+        coordinator.init_failures = 10**6
+        producer._txn._max_block_s = 0.05  # type: ignore[union-attr]
+        with pytest.raises(TransactionStateError, match=r"abort_transaction\(\) again"):
+            await producer.abort_transaction()
+        coordinator.init_failures = 0
+        await producer.abort_transaction()
+        assert not producer._new_producer_id
+        producer.begin_transaction()
+    finally:
+        await producer.stop()
