@@ -446,15 +446,15 @@ class Producer:
                 if self._ending is not None:  # a commit or abort under way ends it first
                     await asyncio.shield(self._ending)
                 txn = self._txn
-                if (
-                    txn is not None
-                    and txn.state in ("in_transaction", "abortable")
-                    and txn.ending is None  # (else the commit or abort under way ends it)
-                ):
+                if txn is not None and txn.state in ("in_transaction", "abortable"):
                     # Kafka's close: an incomplete transaction is aborted, not left to
-                    # hold its partitions' last stable offset until its timeout
+                    # hold its partitions' last stable offset until its timeout; one whose
+                    # EndTxn got no answer is ended that way again (review 103)
+                    committed = txn.outcome_unknown and txn.ending == "committed"
                     with contextlib.suppress(ApiError, TimeoutError):
-                        await txn.end(committed=False)
+                        await txn.offsets_settled()  # (their marker after them)
+                        await txn.end(committed=committed)
+                        txn.ending, txn.outcome_unknown = None, False
             finally:
                 await self._close()
         else:

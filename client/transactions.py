@@ -60,20 +60,20 @@ starting at 1 ms, the next transaction begins ~20 ms sooner. After these, retry_
 each time (markers held up by a partition without a leader: not 50 requests a second)."""
 
 
-def outcome_unknown(error: BaseException) -> bool:
-    """Whether a request that raised ``error`` may still have been carried out: no answer
-    came (a timeout, a lost connection, cancelled) or only a retriable one."""
-    if isinstance(error, ApiError):
-        return error.retriable
-    return isinstance(error, (TimeoutError, asyncio.CancelledError, OSError))
-
-
 _FATAL = (
     ProducerFencedError,
     InvalidProducerEpochError,
     InvalidProducerIdMappingError,
     TransactionalIdAuthorizationFailedError,
 )
+
+
+def outcome_unknown(error: BaseException) -> bool:
+    """Whether an EndTxn that raised ``error`` may still have been carried out: anything
+    but the coordinator's INVALID_TXN_STATE (no transaction of it open: not ended now)
+    and the fatal answers (review 103: an unexpected error, UNKNOWN_SERVER_ERROR say,
+    proves nothing either; Kafka's producer takes those as fatal)."""
+    return not isinstance(error, (InvalidTxnStateError, *_FATAL))
 
 
 class TransactionManager:
@@ -323,14 +323,18 @@ class TransactionManager:
             )
             try:
                 await self._call(ApiKey.END_TXN, request)
-            except InvalidTxnStateError:
+            except InvalidTxnStateError as exc:
                 if committed:
+                    # not committed there (aborted, or nothing of it open): it can only be
+                    # aborted now (review 103: it stayed open to sends)
+                    self.fail(exc)
                     raise
-                # nothing open there: the Add* whose answer was lost never took effect
+                # nothing open there: the Add* whose answer was lost never took effect (a
+                # commit before it got INVALID_TXN_STATE too, or abort would be refused)
             except (ApiError, TimeoutError) as exc:
-                if isinstance(exc, _FATAL) or (committed and not outcome_unknown(exc)):
-                    self.fail(exc)  # (an unknown outcome: see outcome_unknown)
-                raise
+                if isinstance(exc, _FATAL):
+                    self.fail(exc)
+                raise  # any other: its outcome is unknown (see outcome_unknown)
         self.state, self.error = "ready", None
         self.added.clear()
         self.wanted.clear()

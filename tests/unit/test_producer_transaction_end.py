@@ -12,7 +12,7 @@ import pytest
 from client import Producer, TransactionStateError
 from client.types import TopicPartition
 from protocol.apis import ApiKey, EndTxnRequest, InitProducerIdResponse
-from protocol.errors import RequestTimedOutError
+from protocol.errors import InvalidTxnStateError, RequestTimedOutError, UnknownServerError
 from tests.unit.test_producer_sender import ScriptedCluster
 
 pytestmark = pytest.mark.timeout(20)
@@ -215,6 +215,110 @@ async def test_an_abort_whose_new_epoch_did_not_come_can_be_asked_again() -> Non
         coordinator.init_failures = 0
         await producer.abort_transaction()
         assert not producer._new_producer_id
+        producer.begin_transaction()
+    finally:
+        await producer.stop()
+
+
+def _lost(coordinator: Coordinator) -> Any:
+    async def call(api_key: ApiKey, request: Any, check: Any = None) -> Any:
+        coordinator.calls.append(api_key.name)
+        raise RequestTimedOutError("EndTxn got no answer (it never reached the coordinator)")
+
+    return call
+
+
+@pytest.mark.parametrize("ending", ["commit", "abort"])
+async def test_stop_ends_a_transaction_whose_endtxn_got_no_answer(ending: str) -> None:
+    """Review 103: after an EndTxn without an answer stop() sent none, and the transaction
+    stayed open at the coordinator (holding its partitions' last stable offset) until its
+    timeout. It is ended the way it was asked, as Kafka's close completes a pending one."""
+    cluster = ScriptedCluster({TP: 1})
+    coordinator = Coordinator()
+    producer = await transactional(cluster, coordinator)
+    txn = producer._txn
+    assert txn is not None
+    producer.begin_transaction()
+    await asyncio.wait_for(await producer.send("a", b"in it"), 5)
+    txn._call = _lost(coordinator)  # type: ignore[method-assign]
+    with pytest.raises(RequestTimedOutError):
+        await (
+            producer.commit_transaction() if ending == "commit" else producer.abort_transaction()
+        )
+    txn._call = coordinator.call  # type: ignore[method-assign]
+    await producer.stop()
+    assert coordinator.ended == ["committed" if ending == "commit" else "aborted"]
+
+
+async def test_stops_abort_waits_for_offsets_being_sent() -> None:
+    """Review 103: stop()'s own abort went out before a TxnOffsetCommit under way."""
+    cluster = ScriptedCluster({TP: 1})
+    coordinator = Coordinator()
+    producer = await transactional(cluster, coordinator)
+    txn = producer._txn
+    assert txn is not None
+    slow = asyncio.Event()
+
+    async def commit_offsets(topics: Any, group: Any) -> None:
+        await slow.wait()
+        coordinator.calls.append("TXN_OFFSET_COMMIT")
+
+    txn._commit_offsets = commit_offsets  # type: ignore[method-assign]
+    producer.begin_transaction()
+    offsets = asyncio.create_task(
+        producer.send_offsets_to_transaction({TopicPartition("x", 0): 1}, "g")
+    )
+    await asyncio.sleep(0.02)
+    stop = asyncio.create_task(producer.stop())
+    await asyncio.sleep(0.05)
+    slow.set()
+    await asyncio.wait_for(stop, 5)
+    await asyncio.gather(offsets, return_exceptions=True)
+    assert coordinator.calls == ["ADD_OFFSETS_TO_TXN", "TXN_OFFSET_COMMIT", "END_TXN"]
+    assert coordinator.ended == ["aborted"]
+
+
+@pytest.mark.parametrize(
+    ("answer", "then"),
+    [
+        (InvalidTxnStateError("transactional id 't' is COMPLETE_ABORT"), "aborted"),
+        (UnknownServerError("the coordinator failed after writing PrepareCommit"), "committed"),
+    ],
+)
+async def test_what_a_refused_commit_leaves(answer: Exception, then: str) -> None:
+    """Review 103. INVALID_TXN_STATE: no transaction of it is open at the coordinator
+    (aborted there, by its timeout say), so it was not committed; nothing more joins it
+    (it stayed open to sends) and only an abort goes through. Any other answer but a
+    fatal one (UNKNOWN_SERVER_ERROR here) proves nothing: it may have been committed, so
+    it is not aborted (an abort refused by a committed transaction would read as done)."""
+    cluster = ScriptedCluster({TP: 1})
+    coordinator = Coordinator()
+    producer = await transactional(cluster, coordinator)
+    txn = producer._txn
+    assert txn is not None
+    try:
+        producer.begin_transaction()
+        await asyncio.wait_for(await producer.send("a", b"in it"), 5)
+
+        async def refusing(api_key: ApiKey, request: Any, check: Any = None) -> Any:
+            raise answer
+
+        txn._call = refusing  # type: ignore[method-assign]
+        with pytest.raises(type(answer)):
+            await producer.commit_transaction()
+        with pytest.raises(TransactionStateError):
+            await producer.send("a", b"more")
+        with pytest.raises(TransactionStateError):  # the other end
+            if then == "aborted":
+                await producer.commit_transaction()
+            else:
+                await producer.abort_transaction()
+        txn._call = coordinator.call  # type: ignore[method-assign]
+        if then == "aborted":
+            await producer.abort_transaction()
+        else:
+            await producer.commit_transaction()
+        assert coordinator.ended == [then]
         producer.begin_transaction()
     finally:
         await producer.stop()
