@@ -174,6 +174,10 @@ class TransactionCoordinator:
         self._loading: dict[int, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._ticker: asyncio.Task[None] | None = None
+        self._timed_out: dict[str, tuple[int, int]] = {}
+        """Transactional id -> (the epoch its timeout's abort fenced it with, the timeout
+        ms): a producer fenced so is told why, not that another producer took over. Kept
+        here only (a new coordinator says the general reason)."""
         self.committed = self.aborted = self.timed_out = 0
         """Transactions completed here (markers written, Complete* stored) since start."""
         self._log = structlog.get_logger("headwater.txn_coordinator").bind(broker_id=broker_id)
@@ -623,9 +627,17 @@ class TransactionCoordinator:
                 f"{producer_id}"
             )
         if producer_epoch < meta.producer_epoch:
+            fenced = f"producer {producer_id} epoch {producer_epoch} of transactional id {txn_id!r}"
+            timed_out = self._timed_out.get(txn_id)
+            if timed_out is not None and timed_out[0] == meta.producer_epoch:
+                raise ProducerFencedError(
+                    f"{fenced}: its transaction ran past transaction_timeout_ms "
+                    f"({timed_out[1]} ms) and was aborted, which fences it (epoch "
+                    f"{meta.producer_epoch}); close it and start a new producer, and end "
+                    "transactions sooner or raise transaction_timeout_ms"
+                )
             raise ProducerFencedError(
-                f"producer {producer_id} epoch {producer_epoch} of transactional id "
-                f"{txn_id!r} was fenced by epoch {meta.producer_epoch}: a newer producer "
+                f"{fenced} was fenced by epoch {meta.producer_epoch}: a newer producer "
                 "with this transactional id took over; close this one"
             )
         if producer_epoch > meta.producer_epoch:
@@ -781,6 +793,12 @@ class TransactionCoordinator:
                     )
                     try:
                         await self._end(index, store, meta, committed=False, bump=True)
+                        bumped = store.get(meta.transactional_id)
+                        if bumped is not None:
+                            self._timed_out[meta.transactional_id] = (
+                                bumped.producer_epoch,
+                                meta.timeout_ms,
+                            )
                     except ApiError as exc:
                         self._log.info(
                             "txn.timeout_abort_retry",
@@ -811,6 +829,7 @@ class TransactionCoordinator:
             meta.pending = False
         if not result.error_code and store.get(meta.transactional_id) is meta:
             del store[meta.transactional_id]
+            self._timed_out.pop(meta.transactional_id, None)
             self._log.info("txn.id_expired", transactional_id=meta.transactional_id)
 
 

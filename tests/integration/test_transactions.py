@@ -341,7 +341,7 @@ async def test_a_new_producer_fences_the_old_and_aborts_what_it_left_open(
         async with _producer(cluster, "fence") as new:  # aborts "left-open", fences old
             async with new.transaction():
                 await new.send(topic, b"new", partition=0)
-            with pytest.raises(ProducerFencedError):
+            with pytest.raises(ProducerFencedError, match="a newer producer"):
                 await old.commit_transaction()
             with pytest.raises(ProducerFencedError):  # and stays so
                 old.begin_transaction()
@@ -360,7 +360,8 @@ async def test_a_transaction_past_its_timeout_is_aborted_and_its_producer_fenced
         await producer.send_and_wait(topic, b"too-slow", partition=1)
         tps = [TopicPartition(topic, p) for p in range(2)]
         assert await _stable(cluster, *tps)  # the coordinator aborts it: the LSO moves on
-        with pytest.raises(ProducerFencedError):
+        # told why: its own timeout (not "a newer producer took over", as a fence says)
+        with pytest.raises(ProducerFencedError, match=r"ran past transaction_timeout_ms \(1000"):
             await producer.commit_transaction()
     assert await _committed_values(cluster, topic) == []
 
