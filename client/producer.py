@@ -453,6 +453,7 @@ class Producer:
                     committed = txn.outcome_unknown and txn.ending == "committed"
                     with contextlib.suppress(ApiError, TimeoutError):
                         await txn.offsets_settled()  # (their marker after them)
+                        await self._partitions_added()
                         await txn.end(committed=committed)
                         txn.ending, txn.outcome_unknown = None, False
             finally:
@@ -533,8 +534,10 @@ class Producer:
             self._check_running()
         lanes_from = self._lanes_dropped  # (a lane is kept only if none were dropped since)
         txn = self._txn
+        generation = 0
         if txn is not None:
             txn.check_sendable()
+            generation = txn.generation
         if self._key_serializer is not None or (key is not None and key.__class__ is not bytes):
             key = self._serialize("key", key, self._key_serializer)
         if self._value_serializer is not None or (
@@ -576,7 +579,7 @@ class Producer:
         if partitions is None or len(partitions) < count:  # (partition < count)
             partitions = self._partitions[topic] = [TopicPartition(topic, p) for p in range(count)]
         if txn is not None:
-            txn.check_sendable()  # again: a wait above may have seen the transaction end
+            txn.check_still(generation)  # a wait above may have seen the transaction end
             txn.want(partitions[partition])
         future = self._accumulator.append(  # positional: keywords cost the hot path a little
             partitions[partition], key, value, headers, timestamp_ms, size
@@ -639,8 +642,10 @@ class Producer:
             raise TypeError(
                 f"send_batch() takes a batch from create_batch(), not {type(batch).__name__}"
             )
+        generation = 0
         if self._txn is not None:
             self._txn.check_sendable()
+            generation = self._txn.generation
         if batch.sent:
             raise ValueError("this batch was sent already; create_batch() makes the next one")
         if not batch.record_count():
@@ -662,7 +667,7 @@ class Producer:
                 self._check_running()
             tp = TopicPartition(topic, partition)
             if self._txn is not None:
-                self._txn.check_sendable()
+                self._txn.check_still(generation)
                 self._txn.want(tp)
             return self._accumulator.append_batch(
                 tp,
@@ -888,8 +893,9 @@ class Producer:
         self._transactional().begin()
 
     async def commit_transaction(self) -> None:
-        """Send everything of the transaction, then commit it. Raises the error that
-        failed a record of it (then :meth:`abort_transaction`), or
+        """Send everything of the transaction, then commit it. Raises
+        :class:`~client.errors.TransactionStateError` naming the error that failed a
+        record of it (then :meth:`abort_transaction`), or
         :class:`~protocol.errors.ProducerFencedError` if a newer producer with this
         ``transactional_id`` took over (then only :meth:`stop`). If the commit itself got
         no answer (a timeout, a lost connection), it may have been made: that error is
@@ -930,6 +936,15 @@ class Producer:
                     "abort_transaction() again"
                 )
 
+    async def _partitions_added(self) -> None:
+        """Until no AddPartitionsToTxn is under way (review 104: one answered after the
+        EndTxn added its partitions to the next transaction's sets, or, reaching the
+        coordinator after it, opened a transaction nobody would end)."""
+        while (adding := self._adding) is not None:
+            await asyncio.wait([adding])  # (it handles its own errors)
+            if self._adding is adding:
+                break
+
     async def _end_transaction(self, txn: TransactionManager, *, committed: bool) -> None:
         """Everything of the transaction settled (its batches and its offsets), then
         EndTxn; nothing joins it meanwhile (``txn.ending``). After an EndTxn whose outcome
@@ -942,6 +957,7 @@ class Producer:
                 try:
                     await self.flush()  # what is in flight lands (or fails) before the marker
                     await txn.offsets_settled()
+                    await self._partitions_added()
                     if committed:
                         txn.check_open()  # a record of it failed meanwhile: it cannot commit
                 except BaseException:
@@ -986,7 +1002,15 @@ class Producer:
             if txn.state != "fatal" and self._state == "running":
                 await self.abort_transaction()
             raise
-        await self.commit_transaction()
+        try:
+            await self.commit_transaction()
+        except BaseException:
+            # refused (a record of it failed): aborted, so the next transaction() can
+            # begin (review 104); one whose outcome is unknown is left to the caller
+            txn = self._transactional()
+            if txn.state == "abortable" and not txn.outcome_unknown and self._state == "running":
+                await self.abort_transaction()
+            raise
 
     def _transactional(self) -> TransactionManager:
         if self._txn is None:
@@ -1212,6 +1236,14 @@ class Producer:
             self._new_producer_id = True
             if batch.in_doubt:
                 self._fail_in_doubt(batch, error)
+                return True
+            if self._txn is not None:
+                # a transaction cannot go on under a new epoch: its coordinator gives one
+                # only once it is aborted. The batch (not written) fails, and with it the
+                # transaction, as Kafka's producer makes it abortable (review 104: held
+                # for the new epoch, it kept commit and abort waiting delivery_timeout_ms)
+                self._accumulator.forget_sequences(batch)
+                self._accumulator.fail(batch, error)
                 return True
             if in_time:
                 self._accumulator.forget_sequences(batch)  # refused: not written

@@ -1,10 +1,13 @@
 """A transactional producer's side of Kafka's transaction protocol (the Java client's
 TransactionManager), without the records: :class:`~client.producer.Producer` sends those.
 
-States: ``ready`` (no transaction), ``in_transaction`` (after ``begin``), and two that
-only ``abort`` leaves: ``abortable`` (a record or a request of the transaction failed:
-it cannot commit) and ``fatal`` (fenced by a newer producer with the same transactional
-id, or refused for good: only ``stop`` is left). Every request goes to the id's
+States: ``ready`` (no transaction), ``in_transaction`` (after ``begin``), ``abortable``
+(a record or a request of the transaction failed: it cannot commit, only ``abort``
+leaves it) and ``fatal`` (fenced, or refused for good: only ``stop`` is left). While a
+commit or abort is under way ``ending`` says which (Kafka's COMMITTING_TRANSACTION and
+ABORTING_TRANSACTION: nothing joins the transaction), and stays set with
+``outcome_unknown`` after an EndTxn whose outcome is not known: only the same end again,
+or ``stop``. Every request goes to the id's
 transaction coordinator (:class:`CoordinatorLine`), found again when it moves, and is
 retried while the coordinator says CONCURRENT_TRANSACTIONS (it is finishing the last
 transaction) or is loading, until ``max_block_ms``.
@@ -113,9 +116,13 @@ class TransactionManager:
         under way (Kafka's COMMITTING_TRANSACTION and ABORTING_TRANSACTION): nothing more
         joins the transaction, so every batch of it is older than the flush before EndTxn.
         It stays set after an EndTxn whose outcome is not known (``outcome_unknown``)."""
+        self.generation = 0
+        """Counts the transactions begun: a step that waited (a send, an Add) checks it
+        is still in the one it began in (review 104)."""
         self.outcome_unknown = False
-        """The EndTxn got no answer (a timeout, a lost connection, cancelled): the
-        coordinator may have ended the transaction. Only the same end may be asked again
+        """The EndTxn got no answer (a timeout, a lost connection, cancelled), or one that
+        proves nothing (see :func:`outcome_unknown`): the coordinator may have ended the
+        transaction. Only the same end may be asked again
         (a commit already made is answered as done), or the producer stopped: Kafka's rule
         after a commit times out."""
         self._offsets_busy = 0
@@ -152,6 +159,7 @@ class TransactionManager:
                 "a transaction is open already: commit or abort it before beginning another"
             )
         self.state = "in_transaction"
+        self.generation += 1
         self.added.clear()
         self.wanted.clear()
         self.offsets_added = self._asked = False
@@ -181,15 +189,26 @@ class TransactionManager:
     def unknown_outcome_message(self) -> str:
         again = "commit_transaction()" if self.ending == "committed" else "abort_transaction()"
         return (
-            f"the transaction's EndTxn got no answer, so it may have been {self.ending}: call "
-            f"{again} again (one already done is answered as done), or stop(); nothing else "
-            "can be done with it"
+            f"the transaction's EndTxn got no clear answer, so it may have been "
+            f"{self.ending}: call {again} again (one already done is answered as done), or "
+            "stop(); nothing else can be done with it"
         )
 
     async def offsets_settled(self) -> None:
         """Until no ``send_offsets`` is under way (commit and abort wait: offsets that
         reached the group after the marker would be left pending there)."""
         await self._offsets_idle.wait()
+
+    def check_still(self, generation: int) -> None:
+        """:meth:`check_sendable`, and still in the transaction ``generation`` (a send
+        that waited for metadata or buffer space must not join the next one)."""
+        self.check_sendable()
+        if self.generation != generation:
+            raise TransactionStateError(
+                "the transaction this record was sent in ended while send() waited (for "
+                "metadata or buffer space): it was not sent; send it again if it belongs "
+                "in the transaction open now"
+            )
 
     def check_open(self) -> None:
         """The transaction is open and can still commit (raises why not)."""
@@ -240,11 +259,16 @@ class TransactionManager:
                         )
 
         self._asked = True
+        generation = self.generation
         try:
             await self._call(ApiKey.ADD_PARTITIONS_TO_TXN, request, check)
         except (ApiError, TimeoutError) as exc:
+            if self.generation != generation:
+                return  # answered after its transaction ended: nothing of the next one's
             self.fail(exc)
             raise
+        if self.generation != generation:
+            return
         for tp in todo:
             self.wanted.pop(tp, None)
             self.added.add(tp)

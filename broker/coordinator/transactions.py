@@ -174,10 +174,11 @@ class TransactionCoordinator:
         self._loading: dict[int, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._ticker: asyncio.Task[None] | None = None
-        self._timed_out: dict[str, tuple[int, int]] = {}
-        """Transactional id -> (the epoch its timeout's abort fenced it with, the timeout
-        ms): a producer fenced so is told why, not that another producer took over. Kept
-        here only (a new coordinator says the general reason)."""
+        self._timed_out: dict[str, tuple[int, int, int]] = {}
+        """Transactional id -> (producer id, the epoch its timeout's abort fenced it with,
+        the timeout ms): a producer fenced so is told why, not that another producer took
+        over. Held while the id's partition is loaded here (a coordinator elsewhere says
+        the general reason), and only while that fence is the id's latest."""
         self.committed = self.aborted = self.timed_out = 0
         """Transactions completed here (markers written, Complete* stored) since start."""
         self._log = structlog.get_logger("headwater.txn_coordinator").bind(broker_id=broker_id)
@@ -215,8 +216,11 @@ class TransactionCoordinator:
         loading = self._loading.pop(index, None)
         if loading is not None:
             loading.cancel()
-        if self.stores.pop(index, None) is not None:
+        store = self.stores.pop(index, None)
+        if store is not None:
             self.epochs.pop(index, None)
+            for txn_id in store:
+                self._timed_out.pop(txn_id, None)
             self._log.info("txn.unloaded", partition=index)
 
     async def _load(self, index: int, partition: Partition) -> None:
@@ -628,11 +632,11 @@ class TransactionCoordinator:
             )
         if producer_epoch < meta.producer_epoch:
             fenced = f"producer {producer_id} epoch {producer_epoch} of transactional id {txn_id!r}"
-            timed_out = self._timed_out.get(txn_id)
-            if timed_out is not None and timed_out[0] == meta.producer_epoch:
+            if self._timed_out.get(txn_id, ())[:2] == (producer_id, meta.producer_epoch):
+                timeout_ms = self._timed_out[txn_id][2]
                 raise ProducerFencedError(
                     f"{fenced}: its transaction ran past transaction_timeout_ms "
-                    f"({timed_out[1]} ms) and was aborted, which fences it (epoch "
+                    f"({timeout_ms} ms) and was aborted, which fences it (epoch "
                     f"{meta.producer_epoch}); close it and start a new producer, and end "
                     "transactions sooner or raise transaction_timeout_ms"
                 )
@@ -791,12 +795,13 @@ class TransactionCoordinator:
                         producer_id=meta.producer_id,
                         timeout_ms=meta.timeout_ms,
                     )
+                    epoch = meta.producer_epoch
                     try:
                         await self._end(index, store, meta, committed=False, bump=True)
-                        bumped = store.get(meta.transactional_id)
-                        if bumped is not None:
+                        if meta.producer_epoch != epoch:  # (none at the last: nobody fenced)
                             self._timed_out[meta.transactional_id] = (
-                                bumped.producer_epoch,
+                                meta.producer_id,
+                                meta.producer_epoch,
                                 meta.timeout_ms,
                             )
                     except ApiError as exc:

@@ -14,7 +14,7 @@ import pytest
 
 from broker.log.producer_state import ProducerBatch as BrokerProducerBatch
 from broker.log.producer_state import ProducerState
-from client import ConfigurationError, Producer, RecordMetadata, TransactionStateError
+from client import ConfigurationError, Producer, RecordMetadata
 from client.accumulator import RecordFuture
 from client.cluster import ClusterMetadata, TopicMetadata
 from client.types import TopicPartition
@@ -939,58 +939,6 @@ async def test_transaction_refusals_from_a_broker_no_longer_leading_go_to_the_le
     assert meta.offset == 0
     assert [node for node, _, _ in cluster.requests] == [1, 1, 2]
     await producer.stop()
-
-
-async def test_nothing_joins_a_transaction_while_it_is_being_committed() -> None:
-    """Review 101: send() was taken while EndTxn was out. Its batch, refused as its
-    transaction was over and sent again, went into the producer's next transaction.
-    Kafka's producer refuses a send while it commits or aborts, and so does this one; the
-    next transaction takes sends again."""
-    cluster = ScriptedCluster({TopicPartition("a", 0): 1})
-    end_sent, end_done = asyncio.Event(), asyncio.Event()
-
-    async def coordinator(api_key: ApiKey, request: Any, check: Any = None) -> Any:
-        if api_key == ApiKey.INIT_PRODUCER_ID:
-            return InitProducerIdResponse(producer_id=5, producer_epoch=0)
-        if api_key == ApiKey.END_TXN:
-            end_sent.set()
-            await end_done.wait()
-        return SimpleNamespace(results=[])
-
-    producer = Producer(bootstrap_servers="unused:1", retry_backoff_ms=10, transactional_id="t")
-    producer._cluster = cluster  # type: ignore[assignment]
-    assert producer._txn is not None
-    producer._txn._call = coordinator  # type: ignore[method-assign]
-    await producer.start()
-    try:
-        for ending in (producer.commit_transaction, producer.abort_transaction):
-            end_sent.clear()
-            end_done.clear()
-            producer.begin_transaction()
-            await asyncio.wait_for(await producer.send("a", b"in it"), 5)
-            task = asyncio.create_task(ending())
-            await asyncio.wait_for(end_sent.wait(), 5)
-            with pytest.raises(TransactionStateError, match="being"):
-                await producer.send("a", b"late")
-            with pytest.raises(TransactionStateError, match="being"):
-                await producer.send_offsets_to_transaction({TopicPartition("x", 0): 1}, "g")
-            with pytest.raises(TransactionStateError, match="being"):
-                await producer.commit_transaction()
-            end_done.set()
-            await asyncio.wait_for(task, 5)
-        producer.begin_transaction()
-        assert (await asyncio.wait_for(await producer.send("a", b"next"), 5)).offset == 0
-        values = [
-            r.value
-            for _, request, _ in cluster.requests
-            for t in request.topics
-            for p in t.partitions
-            for b in decode_batches(bytes(p.records or b""))
-            for r in b
-        ]
-        assert values == [b"in it", b"in it", b"next"]
-    finally:
-        await producer.stop()
 
 
 async def test_retries_zero_fails_a_transaction_refusal_at_once() -> None:

@@ -4,6 +4,7 @@ no socket): what waits for what, and what an EndTxn without an answer leaves (re
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from types import SimpleNamespace
 from typing import Any
 
@@ -12,8 +13,15 @@ import pytest
 from client import Producer, TransactionStateError
 from client.types import TopicPartition
 from protocol.apis import ApiKey, EndTxnRequest, InitProducerIdResponse
-from protocol.errors import InvalidTxnStateError, RequestTimedOutError, UnknownServerError
-from tests.unit.test_producer_sender import ScriptedCluster
+from protocol.errors import (
+    InvalidRecordError,
+    InvalidTxnStateError,
+    OutOfOrderSequenceNumberError,
+    RequestTimedOutError,
+    UnknownServerError,
+)
+from protocol.records import decode_batches
+from tests.unit.test_producer_sender import ScriptedCluster, answer_all, ok
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -51,11 +59,17 @@ class Coordinator:
         return SimpleNamespace(results=[])
 
 
-async def transactional(cluster: ScriptedCluster, coordinator: Coordinator) -> Producer:
+Call = Callable[..., Awaitable[Any]]
+
+
+async def transactional(cluster: ScriptedCluster, coordinator: Coordinator | Call) -> Producer:
+    """A started transactional producer over ``cluster``, its coordinator's answers from
+    ``coordinator`` (a :class:`Coordinator`, or a ``_call`` of its own)."""
     producer = Producer(bootstrap_servers="unused:1", retry_backoff_ms=10, transactional_id="t")
     producer._cluster = cluster  # type: ignore[assignment]
     assert producer._txn is not None
-    producer._txn._call = coordinator.call  # type: ignore[method-assign]
+    call = coordinator.call if isinstance(coordinator, Coordinator) else coordinator
+    producer._txn._call = call  # type: ignore[method-assign]
     await producer.start()
     return producer
 
@@ -320,5 +334,156 @@ async def test_what_a_refused_commit_leaves(answer: Exception, then: str) -> Non
             await producer.commit_transaction()
         assert coordinator.ended == [then]
         producer.begin_transaction()
+    finally:
+        await producer.stop()
+
+
+async def test_a_send_waiting_for_metadata_does_not_join_the_next_transaction() -> None:
+    """Review 104: a send begun in one transaction, waiting for its topic's metadata
+    while that transaction committed and the next began, joined the next one."""
+    cluster = ScriptedCluster({TP: 1})
+    b0 = TopicPartition("b", 0)
+    with_b, known = ScriptedCluster({TP: 1, b0: 1}).metadata, asyncio.Event()
+
+    async def wait_for_topic(topic: str, timeout_ms: float) -> Any:
+        await known.wait()
+        cluster.metadata = with_b
+        return with_b.topics[topic]
+
+    cluster.wait_for_topic = wait_for_topic  # type: ignore[method-assign]
+    coordinator = Coordinator()
+    producer = await transactional(cluster, coordinator)
+    try:
+        producer.begin_transaction()
+        await asyncio.wait_for(await producer.send("a", b"t1"), 5)
+        late = asyncio.create_task(producer.send("b", b"sent during t1"))
+        await asyncio.sleep(0.02)
+        await producer.commit_transaction()
+        producer.begin_transaction()
+        known.set()
+        with pytest.raises(TransactionStateError, match="ended while send"):
+            await asyncio.wait_for(late, 5)
+        await producer.commit_transaction()
+        assert coordinator.calls.count("ADD_PARTITIONS_TO_TXN") == 1  # a-0, in the first
+    finally:
+        await producer.stop()
+
+
+async def test_a_broken_sequence_makes_the_transaction_abortable_at_once() -> None:
+    """Review 104: a broken sequence (KIP-360) held the batch for a new epoch, which a
+    transactional producer only gets once it aborts: commit waited delivery_timeout_ms.
+    The batch fails, and the transaction can only be aborted (Kafka's abortable error)."""
+    cluster = ScriptedCluster({TP: 1})
+    cluster.answers = [lambda r: answer_all(r, OutOfOrderSequenceNumberError.code), ok, ok]
+    coordinator = Coordinator()
+    producer = await transactional(cluster, coordinator)
+    try:
+        producer.begin_transaction()
+        future = await producer.send("a", b"v")
+        with pytest.raises(OutOfOrderSequenceNumberError):
+            await asyncio.wait_for(future, 5)
+        with pytest.raises(TransactionStateError, match=r"abort_transaction\(\) first"):
+            await asyncio.wait_for(producer.commit_transaction(), 5)
+        await asyncio.wait_for(producer.abort_transaction(), 5)  # a new epoch after it
+        producer.begin_transaction()
+        assert (await asyncio.wait_for(await producer.send("a", b"again"), 5)).offset == 0
+        await producer.commit_transaction()
+    finally:
+        await producer.stop()
+
+
+async def test_an_abort_waits_for_an_add_partitions_under_way() -> None:
+    """Review 104: b-0's AddPartitionsToTxn was slow; a-0's batch failed and the abort's
+    EndTxn went out before the Add's answer, which then added b-0 to the *next*
+    transaction's partitions: its batch went without an AddPartitionsToTxn of its own."""
+    a0, b0 = TopicPartition("a", 0), TopicPartition("b", 0)
+    cluster = ScriptedCluster({a0: 1, b0: 1})
+    cluster.release.clear()
+    cluster.answers = [lambda r: answer_all(r, InvalidRecordError.code), ok]
+    calls: list[str] = []
+    slow_add = asyncio.Event()
+
+    async def call(api_key: ApiKey, request: Any, check: Any = None) -> Any:
+        if api_key == ApiKey.INIT_PRODUCER_ID:
+            return InitProducerIdResponse(producer_id=5, producer_epoch=0)
+        topics = ",".join(t.name for t in getattr(request, "topics", []))
+        calls.append(f"add {topics}" if api_key == ApiKey.ADD_PARTITIONS_TO_TXN else api_key.name)
+        if topics == "b" and not slow_add.is_set():
+            asyncio.get_running_loop().call_later(0.3, slow_add.set)
+            await slow_add.wait()
+        return SimpleNamespace(results=[])
+
+    producer = await transactional(cluster, call)
+    try:
+        producer.begin_transaction()
+        first = await producer.send("a", b"fails")
+        await asyncio.sleep(0.05)  # a-0 added, its batch out
+        held = await producer.send("b", b"held")
+        await asyncio.sleep(0.05)  # b-0's Add out (slow)
+        cluster.release.set()  # a-0 refused: abortable, b-0's batch failed unsent
+        await asyncio.gather(first, held, return_exceptions=True)
+        await producer.abort_transaction()
+        producer.begin_transaction()
+        await asyncio.wait_for(await producer.send("b", b"t2"), 5)
+        assert calls == ["add a", "add b", "END_TXN", "add b"]
+    finally:
+        await producer.stop()
+
+
+async def test_a_transaction_block_whose_commit_is_refused_is_aborted() -> None:
+    """Review 104: the ``transaction()`` block's commit refused (a record of it failed)
+    left the transaction open, and the next ``transaction()`` could not begin."""
+    cluster = ScriptedCluster({TP: 1})
+    cluster.answers = [lambda r: answer_all(r, InvalidRecordError.code)]
+    coordinator = Coordinator()
+    producer = await transactional(cluster, coordinator)
+    try:
+        with pytest.raises(TransactionStateError, match="INVALID_RECORD"):
+            async with producer.transaction():
+                await producer.send("a", b"refused")
+        assert coordinator.ended == ["aborted"]
+        async with producer.transaction():
+            await producer.send("a", b"next")
+        assert coordinator.ended == ["aborted", "committed"]
+    finally:
+        await producer.stop()
+
+
+async def test_nothing_joins_a_transaction_while_it_is_being_committed() -> None:
+    """Review 101: send() was taken while EndTxn was out. Its batch, refused as its
+    transaction was over and sent again, went into the producer's next transaction.
+    Kafka's producer refuses a send while it commits or aborts, and so does this one; the
+    next transaction takes sends again."""
+    cluster = ScriptedCluster({TP: 1})
+    coordinator = Coordinator()
+    end_sent, end_done = coordinator.end_sent, coordinator.gate
+    producer = await transactional(cluster, coordinator)
+    try:
+        for ending in (producer.commit_transaction, producer.abort_transaction):
+            end_sent.clear()
+            end_done.clear()
+            producer.begin_transaction()
+            await asyncio.wait_for(await producer.send("a", b"in it"), 5)
+            task = asyncio.create_task(ending())
+            await asyncio.wait_for(end_sent.wait(), 5)
+            with pytest.raises(TransactionStateError, match="being"):
+                await producer.send("a", b"late")
+            with pytest.raises(TransactionStateError, match="being"):
+                await producer.send_offsets_to_transaction({TopicPartition("x", 0): 1}, "g")
+            with pytest.raises(TransactionStateError, match="being"):
+                await producer.commit_transaction()
+            end_done.set()
+            await asyncio.wait_for(task, 5)
+        producer.begin_transaction()
+        assert (await asyncio.wait_for(await producer.send("a", b"next"), 5)).offset == 0
+        values = [
+            r.value
+            for _, request, _ in cluster.requests
+            for t in request.topics
+            for p in t.partitions
+            for b in decode_batches(bytes(p.records or b""))
+            for r in b
+        ]
+        assert values == [b"in it", b"in it", b"next"]
     finally:
         await producer.stop()

@@ -1,0 +1,118 @@
+"""The transaction coordinator's reason for a fence (no socket, no log): a producer
+fenced by its own transaction's timeout is told so, and only that producer at that epoch
+(review 104: after the id's partition moved away and back, or at the last epoch, which
+fences nobody, another fence was called a timeout)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from broker.coordinator.transactions import TransactionCoordinator
+from protocol.apis import EndTxnRequest, InitProducerIdRequest
+from protocol.errors import ProducerFencedError
+from protocol.txn_log import TxnState
+
+pytestmark = pytest.mark.timeout(20)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.ms = 1_000_000
+
+    def __call__(self) -> int:
+        return self.ms
+
+
+async def _written(*_: Any, **__: Any) -> Any:
+    return SimpleNamespace(error_code=0, error_message=None)
+
+
+def _coordinator(clock: Clock) -> TransactionCoordinator:
+    ids = iter(range(2000, 10**6, 1000))
+
+    async def next_id() -> int:
+        return next(ids)
+
+    config = {
+        "transaction.state.log.num.partitions": "1",
+        "transaction.max.timeout.ms": "900000",
+        "transactional.id.expiration.ms": "604800000",
+    }
+    coordinator = TransactionCoordinator(
+        1,
+        config,  # type: ignore[arg-type]
+        SimpleNamespace(),  # type: ignore[arg-type]
+        SimpleNamespace(on_role_change=lambda cb: None, append_records=_written),  # type: ignore[arg-type]
+        SimpleNamespace(),  # type: ignore[arg-type]
+        producer_ids=SimpleNamespace(next_id=next_id),  # type: ignore[arg-type]
+        markers=SimpleNamespace(write=_written),  # type: ignore[arg-type]
+        clock=clock,
+    )
+    coordinator.stores[0], coordinator.epochs[0] = {}, 0
+    return coordinator
+
+
+async def _init(c: TransactionCoordinator, pid: int = -1, epoch: int = -1) -> tuple[int, int]:
+    answer = await c.init_producer_id(
+        InitProducerIdRequest(
+            transactional_id="t",
+            transaction_timeout_ms=1000,
+            producer_id=pid,
+            producer_epoch=epoch,
+        )
+    )
+    return answer.producer_id, answer.producer_epoch
+
+
+async def _time_out(c: TransactionCoordinator, clock: Clock, epoch: int | None = None) -> None:
+    meta = c.stores[0]["t"]
+    if epoch is not None:
+        meta.producer_epoch = epoch
+    meta.state, meta.start_ms, meta.partitions = TxnState.ONGOING, clock.ms, {("a", 0)}
+    clock.ms += 5_000
+    await c.abort_timed_out()
+    for task in list(c._tasks):
+        await task
+
+
+async def _commit(c: TransactionCoordinator, pid: int, epoch: int) -> None:
+    await c.end_txn(
+        EndTxnRequest(transactional_id="t", producer_id=pid, producer_epoch=epoch, committed=True)
+    )
+
+
+async def test_a_producer_fenced_by_its_transactions_timeout_is_told_so() -> None:
+    clock = Clock()
+    c = _coordinator(clock)
+    pid, epoch = await _init(c)
+    await _time_out(c, clock)
+    with pytest.raises(ProducerFencedError, match=r"ran past transaction_timeout_ms \(1000 ms\)"):
+        await _commit(c, pid, epoch)
+    await _init(c, pid, epoch + 1)  # a new producer (its InitProducerId) fences again
+    with pytest.raises(ProducerFencedError, match="a newer producer"):
+        await _commit(c, pid, epoch + 1)
+
+
+async def test_a_recreated_ids_fence_is_not_called_a_timeout() -> None:
+    clock = Clock()
+    c = _coordinator(clock)
+    await _init(c)
+    await _time_out(c, clock)
+    c._unload(0)  # moved away (the id expired there), then back: a new producer id
+    c.stores[0], c.epochs[0] = {}, 1
+    pid, _ = await _init(c)
+    assert await _init(c, pid, 0) == (pid, 1)  # a newer producer fences epoch 0
+    with pytest.raises(ProducerFencedError, match="a newer producer"):
+        await _commit(c, pid, 0)
+
+
+async def test_a_timeout_at_the_last_epoch_fences_nobody_and_is_not_named() -> None:
+    clock = Clock()
+    c = _coordinator(clock)
+    pid, _ = await _init(c)
+    await _time_out(c, clock, epoch=32_766)  # aborted without a bump
+    with pytest.raises(ProducerFencedError, match="a newer producer"):
+        await _commit(c, pid, 32_765)
