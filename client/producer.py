@@ -426,7 +426,13 @@ class Producer:
             else:
                 await self._init_producer_id()
             self._new_producer_id = False
+            accumulator.sequence_hole = False  # (review 105: a stale one asked again)
         except ApiError as exc:
+            if self._txn is not None:
+                self._txn.fail(exc)  # fenced (review 105): fatal, not "try again"
+                if self._txn.state == "fatal":
+                    _log.warning("no new producer epoch: %s", exc)
+                    return
             _log.warning("could not get a new producer id (will retry): %s", exc)
         finally:
             self._resetting = None
@@ -890,7 +896,21 @@ class Producer:
         """Start a transaction: the records sent until :meth:`commit_transaction` are
         read by read_committed consumers all together, or (aborted) not at all."""
         self._check_running()
-        self._transactional().begin()
+        txn = self._transactional()
+        txn.check_usable()
+        if self._ending is not None:
+            raise TransactionStateError(
+                "the last transaction is still being ended: begin once "
+                "commit_transaction() or abort_transaction() has returned"
+            )
+        if self._new_producer_id and txn.state == "ready":
+            # (review 105: begun under the old epoch, its batches waited for a new one
+            # that only an abort asks for, and its Add could be fenced)
+            raise TransactionStateError(
+                "the last abort did not get the producer's new epoch: call "
+                "abort_transaction() again before beginning"
+            )
+        txn.begin()
 
     async def commit_transaction(self) -> None:
         """Send everything of the transaction, then commit it. Raises
@@ -926,15 +946,32 @@ class Producer:
             await self._end_transaction(txn, committed=False)
         elif not self._new_producer_id:  # (else an abort whose new epoch did not come)
             raise TransactionStateError("no transaction is open: nothing to abort")
-        if self._new_producer_id:
-            # a sequence broke in it: the next transaction starts under a new epoch,
-            # which the coordinator gives once this one is aborted (KIP-360)
+        await self._new_epoch_after_abort(txn)
+
+    async def _new_epoch_after_abort(self, txn: TransactionManager) -> None:
+        """A sequence broke in the aborted transaction (or a batch failed after it was
+        sent): the next transaction starts under a new epoch, which the coordinator
+        gives once this one is aborted (KIP-360). Nothing begins meanwhile (``_ending``:
+        review 105, a transaction begun during it went under the old epoch)."""
+        accumulator = self._accumulator
+        if accumulator.sequence_hole:  # (the sender's pass may not have run since)
+            accumulator.sequence_hole = False
+            self._new_producer_id = True
+        if not self._new_producer_id:
+            return
+        assert self._loop is not None
+        done = self._ending = self._loop.create_future()
+        try:
             await self._reset_producer_id()
-            if self._new_producer_id:
-                raise TransactionStateError(
-                    "the transaction was aborted, but no new producer epoch came; call "
-                    "abort_transaction() again"
-                )
+        finally:
+            self._ending = None
+            done.set_result(None)
+        txn.check_usable()  # fenced meanwhile: only stop() is left
+        if self._new_producer_id:
+            raise TransactionStateError(
+                "the transaction was aborted, but no new producer epoch came; call "
+                "abort_transaction() again"
+            )
 
     async def _partitions_added(self) -> None:
         """Until no AddPartitionsToTxn is under way (review 104: one answered after the

@@ -16,7 +16,9 @@ from protocol.apis import ApiKey, EndTxnRequest, InitProducerIdResponse
 from protocol.errors import (
     InvalidRecordError,
     InvalidTxnStateError,
+    NotLeaderOrFollowerError,
     OutOfOrderSequenceNumberError,
+    ProducerFencedError,
     RequestTimedOutError,
     UnknownServerError,
 )
@@ -485,5 +487,151 @@ async def test_nothing_joins_a_transaction_while_it_is_being_committed() -> None
             for r in b
         ]
         assert values == [b"in it", b"in it", b"next"]
+    finally:
+        await producer.stop()
+
+
+def _broken_sequence_then_ok(cluster: ScriptedCluster) -> None:
+    cluster.answers = [lambda r: answer_all(r, OutOfOrderSequenceNumberError.code), ok, ok]
+
+
+async def _a_sequence_breaks(producer: Producer) -> None:
+    """A transaction whose one record is refused OUT_OF_ORDER_SEQUENCE_NUMBER."""
+    producer.begin_transaction()
+    with pytest.raises(OutOfOrderSequenceNumberError):
+        await asyncio.wait_for(await producer.send("a", b"v"), 5)
+
+
+async def _next_is_held(producer: Producer) -> bool:
+    producer.begin_transaction()
+    future = asyncio.ensure_future(await producer.send("a", b"next"))
+    done, _ = await asyncio.wait([future], timeout=3)
+    return not done
+
+
+async def test_a_batch_failing_behind_a_broken_sequence_does_not_hold_the_next() -> None:
+    """Review 105: a batch in flight behind the refused one came back NOT_LEADER during
+    the abort and failed, which marked a sequence hole *after* the abort took its new
+    epoch; the hole then stopped the next transaction's sends until their timeout."""
+    cluster = ScriptedCluster({TP: 1})
+    cluster.answers = [
+        lambda r: answer_all(r, OutOfOrderSequenceNumberError.code),
+        lambda r: answer_all(r, NotLeaderOrFollowerError.code),
+        ok,
+    ]
+    gates, real_send = [asyncio.Event(), asyncio.Event()], cluster.send
+    first_gate, second_gate = gates
+
+    async def send(node: int, api_key: ApiKey, request: Any, *, expect_response: bool) -> Any:
+        if gates:
+            await gates.pop(0).wait()
+        return await real_send(node, api_key, request, expect_response=expect_response)
+
+    cluster.send = send  # type: ignore[method-assign]
+    coordinator = Coordinator()
+
+    async def round_trip(api_key: ApiKey, request: Any, check: Any = None) -> Any:
+        await asyncio.sleep(0.01)
+        return await coordinator.call(api_key, request, check)
+
+    producer = await transactional(cluster, round_trip)
+    try:
+        producer.begin_transaction()
+        first = await producer.send("a", b"first")
+        await asyncio.sleep(0.05)
+        behind = await producer.send("a", b"behind")  # in flight behind it
+        await asyncio.sleep(0.02)
+        first_gate.set()
+        with pytest.raises(OutOfOrderSequenceNumberError):
+            await asyncio.wait_for(first, 5)
+        abort = asyncio.create_task(producer.abort_transaction())
+        await asyncio.sleep(0.02)
+        second_gate.set()
+        await asyncio.wait_for(abort, 5)
+        await asyncio.gather(behind, return_exceptions=True)
+        assert not await _next_is_held(producer)
+    finally:
+        await producer._close()
+
+
+async def test_no_transaction_begins_while_the_new_epoch_is_owed() -> None:
+    """Review 105: the abort's InitProducerId failed ("call abort_transaction() again"),
+    but begin_transaction() was taken, and its records waited for an epoch nobody asked
+    for. It is refused until an abort gets the new epoch."""
+    cluster = ScriptedCluster({TP: 1})
+    _broken_sequence_then_ok(cluster)
+    coordinator = Coordinator()
+    producer = await transactional(cluster, coordinator)
+    txn = producer._txn
+    assert txn is not None
+    try:
+        await _a_sequence_breaks(producer)
+        coordinator.init_failures = 10**6
+        txn._max_block_s = 0.05
+        with pytest.raises(TransactionStateError, match=r"abort_transaction\(\) again"):
+            await producer.abort_transaction()
+        with pytest.raises(TransactionStateError, match=r"abort_transaction\(\) again"):
+            producer.begin_transaction()
+        coordinator.init_failures = 0
+        await producer.abort_transaction()
+        assert not await _next_is_held(producer)
+    finally:
+        await producer._close()
+
+
+async def test_no_transaction_begins_during_the_aborts_epoch_bump() -> None:
+    """Review 105: begun while the abort waited for its new epoch, a transaction's
+    AddPartitionsToTxn went under the old epoch and its batch under the new."""
+    cluster = ScriptedCluster({TP: 1})
+    _broken_sequence_then_ok(cluster)
+    coordinator = Coordinator()
+    asked, gate = asyncio.Event(), asyncio.Event()
+    epochs: list[int] = []
+
+    async def call(api_key: ApiKey, request: Any, check: Any = None) -> Any:
+        if api_key == ApiKey.INIT_PRODUCER_ID and epochs:
+            asked.set()
+            await gate.wait()
+            epochs.append(1)
+            return InitProducerIdResponse(producer_id=5, producer_epoch=1)
+        if api_key == ApiKey.INIT_PRODUCER_ID:
+            epochs.append(0)
+        return await coordinator.call(api_key, request, check)
+
+    producer = await transactional(cluster, call)
+    try:
+        await _a_sequence_breaks(producer)
+        abort = asyncio.create_task(producer.abort_transaction())
+        await asyncio.wait_for(asked.wait(), 5)
+        with pytest.raises(TransactionStateError, match="still being ended"):
+            producer.begin_transaction()
+        gate.set()
+        await asyncio.wait_for(abort, 5)
+        assert epochs == [0, 1]
+        assert not await _next_is_held(producer)
+    finally:
+        gate.set()
+        await producer._close()
+
+
+async def test_a_fenced_epoch_bump_is_fatal() -> None:
+    """Review 105: the abort's InitProducerId refused PRODUCER_FENCED was read as "no
+    answer": "call abort_transaction() again", forever. It is fatal: only stop()."""
+    cluster = ScriptedCluster({TP: 1})
+    _broken_sequence_then_ok(cluster)
+    coordinator = Coordinator()
+
+    async def call(api_key: ApiKey, request: Any, check: Any = None) -> Any:
+        if api_key == ApiKey.INIT_PRODUCER_ID and coordinator.calls:
+            raise ProducerFencedError("a newer producer with this transactional id took over")
+        return await coordinator.call(api_key, request, check)
+
+    producer = await transactional(cluster, call)
+    try:
+        await _a_sequence_breaks(producer)
+        with pytest.raises(ProducerFencedError):
+            await producer.abort_transaction()
+        with pytest.raises(ProducerFencedError):
+            producer.begin_transaction()
     finally:
         await producer.stop()
