@@ -449,8 +449,8 @@ class Producer:
             self._drop_lanes()
             try:
                 await self.flush()
-                if self._ending is not None:  # a commit or abort under way ends it first
-                    await asyncio.shield(self._ending)
+                while (ending := self._ending) is not None:  # a commit or abort under way
+                    await asyncio.shield(ending)  # (an abort's epoch bump takes a new one)
                 txn = self._txn
                 if txn is not None and txn.state in ("in_transaction", "abortable"):
                     # Kafka's close: an incomplete transaction is aborted, not left to
@@ -924,7 +924,7 @@ class Producer:
         self._check_running()
         txn = self._transactional()
         if self._ending is not None:
-            raise TransactionStateError(f"the transaction is being {txn.ending} already")
+            raise TransactionStateError(_ending_message(txn))
         if txn.outcome_unknown:
             if txn.ending != "committed":
                 raise TransactionStateError(txn.unknown_outcome_message())
@@ -939,7 +939,7 @@ class Producer:
         txn = self._transactional()
         txn.check_usable()
         if self._ending is not None:
-            raise TransactionStateError(f"the transaction is being {txn.ending} already")
+            raise TransactionStateError(_ending_message(txn))
         if txn.outcome_unknown and txn.ending != "aborted":
             raise TransactionStateError(txn.unknown_outcome_message())
         if txn.state != "ready":
@@ -1350,6 +1350,12 @@ class Producer:
         _log.warning("%s", message)
         kind = UnknownProducerIdError if isinstance(error, UnknownProducerIdError) else None
         self._accumulator.fail(batch, (kind or OutOfOrderSequenceNumberError)(message))
+
+
+def _ending_message(txn: TransactionManager) -> str:
+    if txn.ending is not None:
+        return f"the transaction is being {txn.ending} already"
+    return "the last transaction's abort is still getting the producer's new epoch"
 
 
 def _expired(batch: ProducerBatch) -> str:

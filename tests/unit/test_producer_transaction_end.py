@@ -16,6 +16,7 @@ from protocol.apis import ApiKey, EndTxnRequest, InitProducerIdResponse
 from protocol.errors import (
     InvalidRecordError,
     InvalidTxnStateError,
+    NetworkError,
     NotLeaderOrFollowerError,
     OutOfOrderSequenceNumberError,
     ProducerFencedError,
@@ -581,7 +582,8 @@ async def test_no_transaction_begins_while_the_new_epoch_is_owed() -> None:
 
 async def test_no_transaction_begins_during_the_aborts_epoch_bump() -> None:
     """Review 105: begun while the abort waited for its new epoch, a transaction's
-    AddPartitionsToTxn went under the old epoch and its batch under the new."""
+    AddPartitionsToTxn went under the old epoch and its batch under the new. A commit or
+    abort meanwhile says what is going on."""
     cluster = ScriptedCluster({TP: 1})
     _broken_sequence_then_ok(cluster)
     coordinator = Coordinator()
@@ -605,6 +607,10 @@ async def test_no_transaction_begins_during_the_aborts_epoch_bump() -> None:
         await asyncio.wait_for(asked.wait(), 5)
         with pytest.raises(TransactionStateError, match="still being ended"):
             producer.begin_transaction()
+        for ending in (producer.commit_transaction, producer.abort_transaction):
+            # (review 106: they said "the transaction is being None already")
+            with pytest.raises(TransactionStateError, match="still getting the producer's new"):
+                await ending()
         gate.set()
         await asyncio.wait_for(abort, 5)
         assert epochs == [0, 1]
@@ -635,3 +641,41 @@ async def test_a_fenced_epoch_bump_is_fatal() -> None:
             producer.begin_transaction()
     finally:
         await producer.stop()
+
+
+async def test_stop_waits_for_the_aborts_epoch_bump() -> None:
+    """Review 106: stop() waited for the abort's EndTxn but not for the epoch bump that
+    follows it: it closed the connections under the InitProducerId, and the abort then
+    asked a stopped producer to "call abort_transaction() again"."""
+    cluster = ScriptedCluster({TP: 1})
+    _broken_sequence_then_ok(cluster)
+    coordinator = Coordinator()
+    bumped = asyncio.Event()
+
+    async def call(api_key: ApiKey, request: Any, check: Any = None) -> Any:
+        if api_key == ApiKey.INIT_PRODUCER_ID and coordinator.calls:
+            await asyncio.sleep(0.05)
+            if cluster.closed:
+                raise NetworkError("the client is closed")
+            bumped.set()
+            return InitProducerIdResponse(producer_id=5, producer_epoch=1)
+        return await coordinator.call(api_key, request, check)
+
+    real_close = cluster.close
+
+    async def close() -> None:
+        cluster.closed = True
+        await real_close()
+
+    cluster.close = close  # type: ignore[method-assign]
+    producer = await transactional(cluster, call)
+    await _a_sequence_breaks(producer)
+    coordinator.gate.clear()
+    abort = asyncio.create_task(producer.abort_transaction())
+    await asyncio.wait_for(coordinator.end_sent.wait(), 5)
+    stop = asyncio.create_task(producer.stop())
+    await asyncio.sleep(0.02)
+    coordinator.gate.set()
+    await asyncio.wait_for(stop, 5)
+    assert abort.done() and bumped.is_set()
+    await abort  # it went through
