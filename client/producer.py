@@ -983,8 +983,9 @@ class Producer:
                 break
 
     async def _end_transaction(self, txn: TransactionManager, *, committed: bool) -> None:
-        """Everything of the transaction settled (its batches and its offsets), then
-        EndTxn; nothing joins it meanwhile (``txn.ending``). After an EndTxn whose outcome
+        """Everything of the transaction settled (its batches, its offsets, an
+        AddPartitionsToTxn under way), then EndTxn; nothing joins it meanwhile
+        (``txn.ending``). After an EndTxn whose outcome
         is unknown, only the EndTxn again. :meth:`stop` waits for this."""
         assert self._loop is not None
         done = self._ending = self._loop.create_future()

@@ -7,10 +7,12 @@ leaves it) and ``fatal`` (fenced, or refused for good: only ``stop`` is left). W
 commit or abort is under way ``ending`` says which (Kafka's COMMITTING_TRANSACTION and
 ABORTING_TRANSACTION: nothing joins the transaction), and stays set with
 ``outcome_unknown`` after an EndTxn whose outcome is not known: only the same end again,
-or ``stop``. Every request goes to the id's
-transaction coordinator (:class:`CoordinatorLine`), found again when it moves, and is
-retried while the coordinator says CONCURRENT_TRANSACTIONS (it is finishing the last
-transaction) or is loading, until ``max_block_ms``.
+or ``stop``.
+
+Every request goes to the id's transaction coordinator (:class:`CoordinatorLine`),
+found again when it moves, and is retried while the coordinator says
+CONCURRENT_TRANSACTIONS (it is finishing the last transaction) or is loading, until
+``max_block_ms``.
 
 A partition joins the transaction (AddPartitionsToTxn) before its first batch of the
 transaction is sent: ``send`` names it, the producer's sender holds its batches until
@@ -122,9 +124,9 @@ class TransactionManager:
         self.outcome_unknown = False
         """The EndTxn got no answer (a timeout, a lost connection, cancelled), or one that
         proves nothing (see :func:`outcome_unknown`): the coordinator may have ended the
-        transaction. Only the same end may be asked again
-        (a commit already made is answered as done), or the producer stopped: Kafka's rule
-        after a commit times out."""
+        transaction. Only the same end may be asked again (a commit already made is
+        answered as done), or the producer stopped: Kafka's rule after a commit times
+        out."""
         self._offsets_busy = 0
         self._offsets_idle = asyncio.Event()
         self._offsets_idle.set()
