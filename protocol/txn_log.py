@@ -86,6 +86,10 @@ class TxnMetadata:
     last_producer_epoch: int = -1
     """The epoch before the last bump (KIP-360: a producer that lost the answer to its
     InitProducerId retries with the one it had)."""
+    last_producer_id: int = -1
+    """The producer id before the last rotation (its epochs spent: a new id), for the
+    same retry (Kafka's lastProducerId). Neither is in the log's v0 layout: a coordinator
+    that loads the id knows none, as Kafka 3's."""
     pending: bool = False
     """A write of a new state is in flight: other changes wait (CONCURRENT_TRANSACTIONS)."""
 

@@ -357,11 +357,7 @@ class TransactionCoordinator:
         if meta.pending or meta.state.completing:
             raise _concurrent(txn_id)
         if request.producer_id >= 0:
-            if (request.producer_id, request.producer_epoch) == (
-                meta.producer_id,
-                meta.last_producer_epoch,
-            ) and meta.state.idle:
-                # the answer to a bump was lost: this is the producer that asked for it
+            if _answer_lost(meta, request.producer_id, request.producer_epoch):
                 return InitProducerIdResponse(
                     producer_id=meta.producer_id, producer_epoch=meta.producer_epoch
                 )
@@ -394,6 +390,7 @@ class TransactionCoordinator:
             if store.get(txn_id) is not meta or self.stores.get(index) is not store:
                 raise _concurrent(txn_id)
             new.producer_epoch, new.last_producer_epoch = 0, -1
+            new.last_producer_id = meta.producer_id
         else:
             new.producer_epoch = meta.producer_epoch + 1
         await self._write(index, store, meta, new)
@@ -841,6 +838,21 @@ class TransactionCoordinator:
 _IDLE = (TxnState.EMPTY, TxnState.COMPLETE_COMMIT, TxnState.COMPLETE_ABORT)
 
 
+def _answer_lost(meta: TxnMetadata, producer_id: int, producer_epoch: int) -> bool:
+    """Whether an InitProducerId with ``producer_id`` and ``producer_epoch`` is the
+    producer that asked for the id's last bump, asking again: it lost the answer."""
+    if not meta.state.idle:
+        return False
+    if (producer_id, producer_epoch) == (meta.producer_id, meta.last_producer_epoch):
+        return True  # a bump
+    # a rotation (its epochs spent, the producer got a new id; review 106: it was fenced)
+    return (
+        producer_id == meta.last_producer_id
+        and producer_epoch >= _MAX_EPOCH
+        and (meta.producer_epoch, meta.last_producer_epoch) == (0, -1)
+    )
+
+
 def _copy(meta: TxnMetadata) -> TxnMetadata:
     return TxnMetadata(
         meta.transactional_id,
@@ -852,6 +864,7 @@ def _copy(meta: TxnMetadata) -> TxnMetadata:
         meta.last_update_ms,
         meta.start_ms,
         meta.last_producer_epoch,
+        meta.last_producer_id,
     )
 
 

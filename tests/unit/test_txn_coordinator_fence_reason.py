@@ -116,3 +116,22 @@ async def test_a_timeout_at_the_last_epoch_fences_nobody_and_is_not_named() -> N
     await _time_out(c, clock, epoch=32_766)  # aborted without a bump
     with pytest.raises(ProducerFencedError, match="a newer producer"):
         await _commit(c, pid, 32_765)
+
+
+async def test_a_producer_that_lost_the_answer_to_its_id_rotation_gets_it_again() -> None:
+    """Review 106: a bump past the last epoch gives the producer a new id; if that answer
+    was lost, its retry under the old id and epoch was fenced (fatal for it). As Kafka's
+    lastProducerId, the retry gets the new id; one under an epoch not spent is fenced,
+    and so is the retry once the new id has moved on."""
+    clock = Clock()
+    c = _coordinator(clock)
+    old, _ = await _init(c)
+    c.stores[0]["t"].producer_epoch = 32_766  # its epochs spent
+    new, epoch = await _init(c, old, 32_766)  # the answer is lost
+    assert new != old and epoch == 0
+    assert await _init(c, old, 32_766) == (new, 0)  # asked again: the same answer
+    with pytest.raises(ProducerFencedError):
+        await _init(c, old, 5)
+    assert await _init(c, new, 0) == (new, 1)  # the new id moves on
+    with pytest.raises(ProducerFencedError):
+        await _init(c, old, 32_766)
