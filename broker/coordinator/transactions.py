@@ -380,19 +380,7 @@ class TransactionCoordinator:
         new.partitions = set()
         new.start_ms = -1
         new.last_update_ms = self._clock()
-        new.last_producer_epoch = meta.producer_epoch
-        if meta.producer_epoch >= _MAX_EPOCH:
-            meta.pending = True  # nothing else changes it while a new id is fetched
-            try:
-                new.producer_id = await self._producer_ids.next_id()
-            finally:
-                meta.pending = False
-            if store.get(txn_id) is not meta or self.stores.get(index) is not store:
-                raise _concurrent(txn_id)
-            new.producer_epoch, new.last_producer_epoch = 0, -1
-            new.last_producer_id = meta.producer_id
-        else:
-            new.producer_epoch = meta.producer_epoch + 1
+        await self._bump(index, store, meta, new, asked=request.producer_id >= 0)
         await self._write(index, store, meta, new)
         self._log.info(
             "txn.producer_epoch",
@@ -403,6 +391,35 @@ class TransactionCoordinator:
         return InitProducerIdResponse(
             producer_id=new.producer_id, producer_epoch=new.producer_epoch
         )
+
+    async def _bump(
+        self,
+        index: int,
+        store: dict[str, TxnMetadata],
+        meta: TxnMetadata,
+        new: TxnMetadata,
+        *,
+        asked: bool,
+    ) -> None:
+        """``new``'s epoch: the next, or epoch 0 of a new producer id once they are spent.
+        Only the producer's own bump (``asked``: KIP-360, it gave its id) may be asked
+        for again with what it had; a new incarnation's fences the old one (review 107:
+        its zombie was handed the new id and epoch)."""
+        new.last_producer_epoch = meta.producer_epoch if asked else -1
+        new.last_producer_id = -1
+        if meta.producer_epoch < _MAX_EPOCH:
+            new.producer_epoch = meta.producer_epoch + 1
+            return
+        meta.pending = True  # nothing else changes it while a new id is fetched
+        try:
+            new.producer_id = await self._producer_ids.next_id()
+        finally:
+            meta.pending = False
+        if store.get(meta.transactional_id) is not meta or self.stores.get(index) is not store:
+            raise _concurrent(meta.transactional_id)
+        new.producer_epoch = 0
+        if asked:
+            new.last_producer_id = meta.producer_id
 
     # --- AddPartitionsToTxn / AddOffsetsToTxn -------------------------------------------
 
@@ -841,16 +858,12 @@ _IDLE = (TxnState.EMPTY, TxnState.COMPLETE_COMMIT, TxnState.COMPLETE_ABORT)
 def _answer_lost(meta: TxnMetadata, producer_id: int, producer_epoch: int) -> bool:
     """Whether an InitProducerId with ``producer_id`` and ``producer_epoch`` is the
     producer that asked for the id's last bump, asking again: it lost the answer."""
-    if not meta.state.idle:
+    if not meta.state.idle or meta.last_producer_epoch < 0:
         return False
-    if (producer_id, producer_epoch) == (meta.producer_id, meta.last_producer_epoch):
-        return True  # a bump
-    # a rotation (its epochs spent, the producer got a new id; review 106: it was fenced)
-    return (
-        producer_id == meta.last_producer_id
-        and producer_epoch >= _MAX_EPOCH
-        and (meta.producer_epoch, meta.last_producer_epoch) == (0, -1)
-    )
+    # after a rotation (its epochs spent, it got a new id) it asks with the old id
+    # (review 106: it was fenced)
+    before = meta.last_producer_id if meta.last_producer_id >= 0 else meta.producer_id
+    return (producer_id, producer_epoch) == (before, meta.last_producer_epoch)
 
 
 def _copy(meta: TxnMetadata) -> TxnMetadata:

@@ -135,3 +135,22 @@ async def test_a_producer_that_lost_the_answer_to_its_id_rotation_gets_it_again(
     assert await _init(c, new, 0) == (new, 1)  # the new id moves on
     with pytest.raises(ProducerFencedError):
         await _init(c, old, 32_766)
+
+
+async def test_a_new_incarnations_bump_is_not_handed_to_the_producer_it_fences() -> None:
+    """Review 107: a new incarnation's InitProducerId (no id given) bumped the epoch and
+    recorded the old one as if its holder had asked: the old producer, now a zombie,
+    asking with what it had, was answered with the new incarnation's id and epoch (two
+    producers as one). Only the producer's own bump may be asked for again; also when
+    it rotated to a new id."""
+    clock = Clock()
+    c = _coordinator(clock)
+    pid, epoch = await _init(c)
+    assert await _init(c) == (pid, epoch + 1)  # a new incarnation
+    with pytest.raises(ProducerFencedError):
+        await _init(c, pid, epoch)  # the zombie
+    c.stores[0]["t"].producer_epoch = 32_766
+    new, new_epoch = await _init(c)  # a new incarnation whose bump rotates the id
+    assert new != pid and new_epoch == 0
+    with pytest.raises(ProducerFencedError):
+        await _init(c, pid, 32_766)
