@@ -25,7 +25,11 @@ from kafka.protocol.metadata import MetadataResponse as KpMetadataResponse
 from kazoo.client import KazooClient
 
 from client import Admin, Consumer, NewPartitions, NewTopic, Producer, TopicPartition
-from protocol.errors import UnknownTopicIdError, UnknownTopicOrPartitionError
+from protocol.errors import (
+    LeaderNotAvailableError,
+    UnknownTopicIdError,
+    UnknownTopicOrPartitionError,
+)
 from protocol.topic_id import format_topic_id, parse_topic_id
 from tests.integration.conftest import Cluster, until
 from tests.integration.test_cli import COMMAND
@@ -340,7 +344,9 @@ async def test_ids_wait_for_every_broker_to_keep_them_and_survive_an_older_build
             async def shown() -> list[Any]:
                 try:
                     return await admin.describe_topics(["grown", "waiting"])
-                except UnknownTopicOrPartitionError:
+                except (UnknownTopicOrPartitionError, LeaderNotAvailableError):
+                    # not known yet, or (the controller has it, its cache not yet, since
+                    # session 34) "being created": both are "not yet" here
                     return []
 
             grown, waiting = await until(shown, lambda d: len(d) == 2 and len(d[0].partitions) == 2)
