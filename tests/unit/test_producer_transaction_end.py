@@ -105,17 +105,20 @@ async def test_stop_waits_for_the_commit_under_way() -> None:
     assert coordinator.ended == ["committed"]
 
 
-async def test_a_commit_waits_for_offsets_being_sent() -> None:
-    """Review 102: offsets sent before the commit began reached the group after the
-    marker (left pending there) when their TxnOffsetCommit was slow."""
+@pytest.mark.parametrize("ending", ["commit", "abort", "stop"])
+async def test_the_end_waits_for_offsets_being_sent(ending: str) -> None:
+    """Review 102 (commit, abort) and 103 (stop()'s own abort): offsets sent before the
+    end began reached the group after the marker (left pending there) when their
+    TxnOffsetCommit was slow. The EndTxn waits for them."""
     cluster = ScriptedCluster({TP: 1})
     coordinator = Coordinator()
     producer = await transactional(cluster, coordinator)
     txn = producer._txn
     assert txn is not None
-    slow = asyncio.Event()
+    reached, slow = asyncio.Event(), asyncio.Event()
 
     async def commit_offsets(topics: Any, group: Any) -> None:
+        reached.set()
         await slow.wait()
         coordinator.calls.append("TXN_OFFSET_COMMIT")
 
@@ -125,13 +128,20 @@ async def test_a_commit_waits_for_offsets_being_sent() -> None:
         offsets = asyncio.create_task(
             producer.send_offsets_to_transaction({TopicPartition("x", 0): 1}, "g")
         )
-        await asyncio.sleep(0.02)
-        commit = asyncio.create_task(producer.commit_transaction())
-        await asyncio.sleep(0.05)
+        await asyncio.wait_for(reached.wait(), 5)
+        end = asyncio.create_task(
+            producer.commit_transaction()
+            if ending == "commit"
+            else producer.abort_transaction()
+            if ending == "abort"
+            else producer.stop()
+        )
+        await asyncio.sleep(0.05)  # long enough for an EndTxn that does not wait
         assert "END_TXN" not in coordinator.calls
         slow.set()
-        await asyncio.wait_for(asyncio.gather(offsets, commit), 5)
+        await asyncio.wait_for(asyncio.gather(offsets, end), 5)
         assert coordinator.calls == ["ADD_OFFSETS_TO_TXN", "TXN_OFFSET_COMMIT", "END_TXN"]
+        assert coordinator.ended == ["committed" if ending == "commit" else "aborted"]
     finally:
         await producer.stop()
 
@@ -267,34 +277,6 @@ async def test_stop_ends_a_transaction_whose_endtxn_got_no_answer(ending: str) -
     assert coordinator.ended == ["committed" if ending == "commit" else "aborted"]
 
 
-async def test_stops_abort_waits_for_offsets_being_sent() -> None:
-    """Review 103: stop()'s own abort went out before a TxnOffsetCommit under way."""
-    cluster = ScriptedCluster({TP: 1})
-    coordinator = Coordinator()
-    producer = await transactional(cluster, coordinator)
-    txn = producer._txn
-    assert txn is not None
-    slow = asyncio.Event()
-
-    async def commit_offsets(topics: Any, group: Any) -> None:
-        await slow.wait()
-        coordinator.calls.append("TXN_OFFSET_COMMIT")
-
-    txn._commit_offsets = commit_offsets  # type: ignore[method-assign]
-    producer.begin_transaction()
-    offsets = asyncio.create_task(
-        producer.send_offsets_to_transaction({TopicPartition("x", 0): 1}, "g")
-    )
-    await asyncio.sleep(0.02)
-    stop = asyncio.create_task(producer.stop())
-    await asyncio.sleep(0.05)
-    slow.set()
-    await asyncio.wait_for(stop, 5)
-    await asyncio.gather(offsets, return_exceptions=True)
-    assert coordinator.calls == ["ADD_OFFSETS_TO_TXN", "TXN_OFFSET_COMMIT", "END_TXN"]
-    assert coordinator.ended == ["aborted"]
-
-
 @pytest.mark.parametrize(
     ("answer", "then"),
     [
@@ -404,7 +386,14 @@ async def test_an_abort_waits_for_an_add_partitions_under_way() -> None:
     cluster.release.clear()
     cluster.answers = [lambda r: answer_all(r, InvalidRecordError.code), ok]
     calls: list[str] = []
-    slow_add = asyncio.Event()
+    slow_add, b_asked, batch_out = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    real_send = cluster.send
+
+    async def send(node: int, api_key: ApiKey, request: Any, *, expect_response: bool) -> Any:
+        batch_out.set()
+        return await real_send(node, api_key, request, expect_response=expect_response)
+
+    cluster.send = send  # type: ignore[method-assign]
 
     async def call(api_key: ApiKey, request: Any, check: Any = None) -> Any:
         if api_key == ApiKey.INIT_PRODUCER_ID:
@@ -412,6 +401,7 @@ async def test_an_abort_waits_for_an_add_partitions_under_way() -> None:
         topics = ",".join(t.name for t in getattr(request, "topics", []))
         calls.append(f"add {topics}" if api_key == ApiKey.ADD_PARTITIONS_TO_TXN else api_key.name)
         if topics == "b" and not slow_add.is_set():
+            b_asked.set()
             asyncio.get_running_loop().call_later(0.3, slow_add.set)
             await slow_add.wait()
         return SimpleNamespace(results=[])
@@ -420,9 +410,9 @@ async def test_an_abort_waits_for_an_add_partitions_under_way() -> None:
     try:
         producer.begin_transaction()
         first = await producer.send("a", b"fails")
-        await asyncio.sleep(0.05)  # a-0 added, its batch out
+        await asyncio.wait_for(batch_out.wait(), 5)  # a-0 added, its batch out
         held = await producer.send("b", b"held")
-        await asyncio.sleep(0.05)  # b-0's Add out (slow)
+        await asyncio.wait_for(b_asked.wait(), 5)  # b-0's Add out (slow)
         cluster.release.set()  # a-0 refused: abortable, b-0's batch failed unsent
         await asyncio.gather(first, held, return_exceptions=True)
         await producer.abort_transaction()
