@@ -54,7 +54,7 @@ from broker.log.cleaner import CleanerConfig, LogCleaner
 from broker.log.log import wall_clock_ms
 from broker.log.manager import LogManager, TopicPartition
 from broker.metadata import MetadataCache, id_of_unknown_name
-from broker.metrics import MetricsServer, Sample, gauge, gc_samples
+from broker.metrics import MetricsServer, Sample, counter, gauge, gc_samples
 from broker.network import PeerConnection, PeerError, PeerPool
 from broker.quotas import QuotaManager
 from broker.registration import BrokerRegistrar, get_or_create_cluster_id
@@ -62,12 +62,14 @@ from broker.replica.isr import IsrUpdater
 from broker.replica.manager import ReplicaManager
 from broker.replica.throttle import ReplicationQuota
 from broker.server import MUTE, BrokerServer, CloseConnection
+from broker.stall import StallGuard
 from broker.tokens import DelegationTokens
 from broker.zk import (
     BrokerRegistration,
     SessionState,
     ZkBridge,
     ZkError,
+    ZkUnavailable,
     log_dir_event_json,
     paths,
 )
@@ -145,6 +147,11 @@ _OFFLINE = gauge(
     "Partitions without a live leader (reported by the active controller).",
 )
 _CONNECTIONS = gauge("headwater_connections", "Open client and broker connections.")
+_STALLS = counter(
+    "headwater_loop_stalls_total",
+    "Times this broker's loop stalled past a third of its ZooKeeper session and held "
+    "requests until the session was known.",
+)
 
 
 def _serve(call: Callable[[Any], Any]) -> Callable[[RequestHeader, Any], Any]:
@@ -222,6 +229,8 @@ class Broker:
         self._rebalancing: asyncio.Task[None] | None = None
         self.metrics_port = -1
         self._stopping = False
+        self._sessions_lost = 0  # ZooKeeper sessions lost (and leaderships fenced)
+        self._stall: StallGuard | None = None
         self._log = structlog.get_logger("headwater.broker").bind(broker_id=self.broker_id)
 
     def _peer_pool(self) -> PeerPool:
@@ -371,6 +380,7 @@ class Broker:
         )
         await self._election.start()
         self._zk.on_state_change(self._on_session_state)
+        self._arm_stall_guard()
         self._housekeeping = asyncio.get_running_loop().create_task(self._keep_house())
         if cfg["metrics.port"] >= 0:
             self._metrics = MetricsServer(self._collect_metrics)
@@ -413,6 +423,8 @@ class Broker:
     async def stop(self) -> None:
         self._stopping = True
         self._log.info("broker.stopping")
+        if self._stall is not None:
+            self._stall.stop()
         zk_up = self._zk is not None and self._zk.connected
         # a broker that never registered (its id refused at start) has nothing to hand over
         registered = self._registrar is not None and self._registrar.epoch >= 0
@@ -641,6 +653,37 @@ class Broker:
             return  # closing our own session is not news
         if state == SessionState.LOST and self._replicas is not None:
             self._replicas.fence_leaders("this broker's ZooKeeper session expired")
+            self._sessions_lost += 1
+
+    def _arm_stall_guard(self) -> None:
+        """From here on, a stall of the loop holds what the listeners read until the
+        session is known (broker/stall.py): the state it would be served from is ours."""
+        session_s = self.config["zookeeper.session.timeout.ms"] / 1000
+        self._stall = StallGuard(
+            self._session_known, threshold_s=session_s / 3, hold_max_s=session_s, log=self._log
+        )
+        for server in self._servers.values():
+            server.stall = self._stall
+        self._stall.start()
+
+    async def _session_known(self) -> str:
+        """The stall guard's check (broker/stall.py): a ZooKeeper round trip on this
+        broker's session, retried while ZooKeeper is out of reach. It answers on the old
+        session only while that lives, and on a new one only after the old one's loss
+        reached :meth:`_on_session_state` (kazoo reports it first, in the same queue)."""
+        assert self._zk is not None
+        lost = self._sessions_lost
+        while True:
+            try:
+                await self._zk.exists(paths.broker(self.broker_id))
+            except ZkUnavailable:
+                if self._sessions_lost == lost:
+                    await asyncio.sleep(0.05)  # kazoo reconnects, or reports the loss
+                    if self._sessions_lost == lost:
+                        continue
+            if self._sessions_lost > lost:  # (no need to wait for the new session)
+                return "the ZooKeeper session was lost: this broker's leaderships are fenced"
+            return "the ZooKeeper session is alive"
 
     async def _controlled_shutdown(self) -> None:
         """Ask the controller to move our leaderships away first (Kafka's controlled
@@ -814,6 +857,7 @@ class Broker:
             (_ACTIVE_CONTROLLER, {}, int(active)),
             (_OFFLINE, {}, controller.offline_partitions() if controller and active else 0),
             (_CONNECTIONS, {}, sum(len(s.connections) for s in self._servers.values())),
+            (_STALLS, {}, self._stall.stalls if self._stall is not None else 0),
             *gc_samples(),
         ]
 

@@ -57,6 +57,7 @@ from broker.connection_quotas import ConnectionQuotas
 from broker.deferred import Deferred
 from broker.principal import certificate_principal
 from broker.sasl import Authenticator, SaslListener
+from broker.stall import DISARMED, StallGuard
 from broker.zk import ZkUnavailable
 from protocol.apis import (
     APIS,
@@ -271,6 +272,7 @@ class _Connection(asyncio.BufferedProtocol):
         self._auth_busy = False  # a SASL step is being answered: later frames wait
         self._held: list[bytes] = []  # ... here, copied (the read buffer is shared)
         self._muted = False  # throttled by a quota: not read until the time is up
+        self._stalled = False  # read after a stall: not served until the session is known
         self._unmute_at = 0.0
         self._unmute_timer: asyncio.TimerHandle | None = None
         self.ip = ""
@@ -417,12 +419,16 @@ class _Connection(asyncio.BufferedProtocol):
         self._frames(frames)
 
     def _frames(self, frames: list[memoryview]) -> None:
+        if self.last_active > self._server.stall.deadline and not self._stalled:
+            self._stall()
         for payload in frames:
             if self._ending or self._closed:
                 # a request before these asked to close the connection: requests read
                 # with it (pipelined) are not acted on, as none of them will be answered
                 return
-            if self._muted:  # throttled: what was read with the throttled request waits too
+            if self._muted or self._stalled:
+                # throttled, or the broker's state is in doubt after a stall (see
+                # broker/stall.py): what was read waits too
                 self._held.append(bytes(payload))
                 continue
             if self._auth_busy:
@@ -862,6 +868,7 @@ class _Connection(asyncio.BufferedProtocol):
             self._paused
             and not self._ending
             and not self._muted
+            and not self._stalled
             and len(queue) < max(self._server.max_in_flight // 2, 1)
         ):
             assert self._transport is not None
@@ -871,7 +878,9 @@ class _Connection(asyncio.BufferedProtocol):
     def _release_held(self) -> None:
         """Handle the frames held back (read during a SASL step or a throttle), in order,
         until one holds the rest again."""
-        while self._held and not (self._auth_busy or self._muted or self._ending or self._closed):
+        while self._held and not (
+            self._auth_busy or self._muted or self._stalled or self._ending or self._closed
+        ):
             self._dispatch(memoryview(self._held.pop(0)))
 
     def _mute(self, throttle_ms: int) -> None:
@@ -895,12 +904,31 @@ class _Connection(asyncio.BufferedProtocol):
     def _unmute(self) -> None:
         self._unmute_timer = None
         self._muted = False
+        self._read_again()
+
+    def _stall(self) -> None:
+        """A read after the broker's loop stalled: held, with nothing more read, until the
+        guard knows the broker's ZooKeeper session (see broker/stall.py)."""
+        if not self._server.stall.hold(self.last_active, self._unstall):
+            return
+        self._stalled = True
+        if not self._paused and self._transport is not None:
+            self._transport.pause_reading()
+            self._paused = True
+
+    def _unstall(self) -> None:
+        self._stalled = False
+        self._read_again()
+
+    def _read_again(self) -> None:
+        """What was held, served; reading resumed unless something still holds it."""
         if self._closed or self._ending or self._transport is None:
             return
         self._release_held()
         if (
             self._paused
             and not self._muted
+            and not self._stalled
             and len(self._queue) < max(self._server.max_in_flight // 2, 1)
         ):
             self._transport.resume_reading()
@@ -1099,6 +1127,8 @@ class BrokerServer:
         self.max_frame_bytes = max_frame_bytes
         self.max_in_flight = max_in_flight
         self.max_idle_s = max_idle_ms / 1000
+        self.stall: StallGuard = DISARMED
+        """The broker's stall guard, shared by its listeners (broker/stall.py)."""
         self.connections: set[_Connection] = set()
         self.read_buffer = memoryview(bytearray(_READ_BUFFER_BYTES))
         """Every connection reads into this one buffer: the loop hands a connection the

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from client import Admin, NewTopic, Producer
+from client import Admin, Consumer, NewTopic, Producer, TopicPartition
 from protocol.errors import NotEnoughReplicasError, UnknownTopicOrPartitionError
 from tests.faults.workload import check, check_exactly_once, produce, read_back
 from tests.integration.conftest import Cluster
@@ -301,3 +301,82 @@ async def test_leader_paused_past_its_session_is_fenced_and_rejoins(
     log = cluster.brokers[leader].log_path.read_text()
     assert "replica.leaders_fenced" in log  # it stopped acting as leader on its own
     check(outcome, await read_back(cluster.bootstrap, "events"))
+
+
+async def test_a_write_waiting_in_a_resumed_leaders_socket_is_not_acked_from_before_the_pause(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    """A leader paused past its session holds, in its socket, a write sent to it meanwhile.
+    It resumes before it hears its session is gone: it must not take that write as the
+    leader it was (with acks=1 it would ack it, then cut it as the new leader's follower:
+    an acknowledged record lost); the write goes to the new leader."""
+    cluster = make_cluster(3, {**SETTINGS, "zookeeper.session.timeout.ms": "2000"})
+    await _topic(cluster, "events", partitions=1)
+    bootstrap = cluster.bootstrap
+    leader = _leader_of(await _describe(bootstrap, "events"))
+    others = ",".join(b.bootstrap for i, b in cluster.brokers.items() if i != leader)
+    async with Producer(
+        bootstrap_servers=bootstrap, acks=1, request_timeout_ms=60_000, linger_ms=0
+    ) as producer:
+        # (connected to the leader: the write below waits in its socket, not in a connect)
+        first = await producer.send_and_wait("events", b"1", key=b"k")
+        await _until(lambda: _high_watermark(bootstrap), lambda hw: hw > first.offset)
+        cluster.brokers[leader].pause()
+        try:
+            waiting = asyncio.ensure_future(producer.send_and_wait("events", b"2", key=b"k"))
+            await _until(
+                lambda: _describe(others, "events"),
+                lambda d: d is not None and d.partitions[0].leader not in (-1, leader),
+            )
+            await asyncio.sleep(0.5)  # the write is in the paused leader's socket by now
+            assert not waiting.done()
+        finally:
+            cluster.brokers[leader].resume()
+        during = await waiting
+        after = await producer.send_and_wait("events", b"3", key=b"k")
+    await _until(lambda: _describe(others, "events"), _full_isr)
+    stored = await read_back(cluster.bootstrap, "events")
+    assert stored[0] == [(first.offset, 1), (during.offset, 2), (after.offset, 3)]
+    log = cluster.brokers[leader].log_path.read_text()
+    assert "broker.stalled" in log and "the ZooKeeper session was lost" in log
+
+
+async def test_a_leader_paused_within_its_session_serves_what_waited_once_it_knows(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    """The way back: paused past the stall threshold (a third of the session) but not
+    past the session, the leader holds what waited in its socket for one ZooKeeper round
+    trip, finds its session alive, and serves it as the leader it still is."""
+    cluster = make_cluster(
+        3,
+        {**SETTINGS, "zookeeper.session.timeout.ms": "6000", "replica.lag.time.max.ms": "10000"},
+    )
+    await _topic(cluster, "events", partitions=1)
+    bootstrap = cluster.bootstrap
+    leader = _leader_of(await _describe(bootstrap, "events"))
+    async with Producer(
+        bootstrap_servers=bootstrap, acks=1, request_timeout_ms=30_000, linger_ms=0
+    ) as producer:
+        first = await producer.send_and_wait("events", b"1", key=b"k")
+        cluster.brokers[leader].pause()
+        try:
+            waiting = asyncio.ensure_future(producer.send_and_wait("events", b"2", key=b"k"))
+            await asyncio.sleep(3)  # past 2 s (the threshold), well inside the 6 s session
+            assert not waiting.done()
+        finally:
+            cluster.brokers[leader].resume()
+        during = await waiting
+    assert during.offset == first.offset + 1
+    assert _leader_of(await _describe(bootstrap, "events")) == leader
+    stored = await read_back(bootstrap, "events")
+    assert stored[0] == [(first.offset, 1), (during.offset, 2)]
+    log = cluster.brokers[leader].log_path.read_text()
+    assert "broker.stalled" in log and "the ZooKeeper session is alive" in log
+    assert "replica.leaders_fenced" not in log
+
+
+async def _high_watermark(bootstrap: str) -> int:
+    """Partition 0's high watermark: a record below it is on every replica of the ISR."""
+    async with Consumer(bootstrap_servers=bootstrap) as consumer:
+        tp = TopicPartition("events", 0)
+        return int((await consumer.end_offsets([tp]))[tp])

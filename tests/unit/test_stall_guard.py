@@ -1,0 +1,112 @@
+"""StallGuard's own rules (broker/stall.py), without a socket: what trips it, what its
+check's outcomes do, and that it arms again after each stall."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import math
+import time
+
+from broker.stall import DISARMED, StallGuard
+
+
+def _guard(confirm, hold_max_s: float = 2.0) -> StallGuard:  # type: ignore[no-untyped-def]
+    return StallGuard(confirm, threshold_s=0.1, hold_max_s=hold_max_s, tick_s=0.01)
+
+
+def _stall_loop(seconds: float) -> None:
+    """Block the event loop, on purpose: the stall under test."""
+    time.sleep(seconds)
+
+
+async def _known() -> str:
+    return "known"
+
+
+async def test_a_late_read_trips_it_and_the_release_comes_once_the_check_answers() -> None:
+    answer = asyncio.Event()
+
+    async def confirm() -> str:
+        await answer.wait()
+        return "alive"
+
+    guard = _guard(confirm)
+    guard.start()
+    loop = asyncio.get_running_loop()
+    released: list[str] = []
+    assert not guard.hold(loop.time(), lambda: released.append("early"))  # in time
+    assert loop.time() <= guard.deadline
+    assert guard.hold(guard.deadline + 0.01, lambda: released.append("a"))
+    assert guard.holding and guard.deadline == -math.inf  # every read asks now
+    assert guard.hold(loop.time(), lambda: released.append("b"))
+    await asyncio.sleep(0.05)
+    assert released == []
+    answer.set()
+    await asyncio.sleep(0.02)
+    assert released == ["a", "b"] and not guard.holding
+    assert guard.stalls == 1 and guard.held_connections == 2
+    assert loop.time() < guard.deadline < math.inf  # armed again
+    guard.stop()
+
+
+async def test_the_late_tick_trips_it_when_nothing_is_read_first() -> None:
+    calls: list[int] = []
+
+    async def confirm() -> str:
+        calls.append(1)
+        return "alive"
+
+    guard = _guard(confirm)
+    guard.start()
+    _stall_loop(0.3)  # the loop stalls; no read comes after it
+    await asyncio.sleep(0.05)
+    assert calls == [1] and guard.stalls == 1 and not guard.holding
+    # and again: each stall is its own
+    _stall_loop(0.3)
+    await asyncio.sleep(0.05)
+    assert calls == [1, 1] and guard.stalls == 2
+    guard.stop()
+
+
+async def test_a_loop_that_keeps_time_never_trips_it() -> None:
+    guard = _guard(_known)
+    guard.start()
+    for _ in range(20):
+        _stall_loop(0.03)  # busy, but well inside the threshold between ticks
+        await asyncio.sleep(0.005)
+    assert guard.stalls == 0
+    guard.stop()
+
+
+async def test_a_check_that_fails_or_hangs_still_releases() -> None:
+    async def broken() -> str:
+        raise RuntimeError("a bug")
+
+    async def hangs() -> str:
+        await asyncio.Event().wait()
+        return "never"
+
+    for confirm in (broken, hangs):
+        guard = _guard(confirm, hold_max_s=0.1)
+        guard.start()
+        released: list[int] = []
+        assert guard.hold(guard.deadline + 1, functools.partial(released.append, 1))
+        await asyncio.sleep(0.3)
+        assert released == [1] and not guard.holding
+        guard.stop()
+
+
+async def test_stop_releases_and_disarms() -> None:
+    guard = _guard(lambda: asyncio.Event().wait())
+    guard.start()
+    released: list[int] = []
+    assert guard.hold(guard.deadline + 1, lambda: released.append(1))
+    guard.stop()
+    assert released == [1] and not guard.holding and guard.deadline == math.inf
+    assert not guard.hold(asyncio.get_running_loop().time() + 3600, lambda: None)
+    await asyncio.sleep(0)
+
+
+def test_a_listener_without_a_broker_guard_never_asks() -> None:
+    assert DISARMED.deadline == math.inf
