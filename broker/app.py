@@ -230,6 +230,7 @@ class Broker:
         self.metrics_port = -1
         self._stopping = False
         self._sessions_lost = 0  # ZooKeeper sessions lost (and leaderships fenced)
+        self._closing_session = False  # stop() closes it: its end is not a loss
         self._stall: StallGuard | None = None
         self._log = structlog.get_logger("headwater.broker").bind(broker_id=self.broker_id)
 
@@ -423,15 +424,16 @@ class Broker:
     async def stop(self) -> None:
         self._stopping = True
         self._log.info("broker.stopping")
-        if self._stall is not None:
-            self._stall.stop()
         zk_up = self._zk is not None and self._zk.connected
         # a broker that never registered (its id refused at start) has nothing to hand over
         registered = self._registrar is not None and self._registrar.epoch >= 0
         if self.config["controlled.shutdown.enable"] and registered and zk_up:
             await self._controlled_shutdown()
         if self._servers:
+            # (a stall's hold goes on meanwhile: what it holds is closed, never served)
             await asyncio.gather(*(server.stop() for server in self._servers.values()))
+        if self._stall is not None:
+            self._stall.stop()
         await self._stop_parts()
         for pool in self._peers:
             pool.close()
@@ -446,6 +448,7 @@ class Broker:
             await self._bounded("deregistering", self._registrar.deregister())
         await self._close_storage()
         if self._zk is not None:
+            self._closing_session = True
             await self._bounded("closing the ZooKeeper session", self._zk.stop())
         self._log.info("broker.stopped")
 
@@ -649,8 +652,9 @@ class Broker:
         }
 
     def _on_session_state(self, state: str) -> None:
-        if self._stopping:
+        if self._closing_session:
             return  # closing our own session is not news
+        # (a broker stopping still serves, through its controlled shutdown: a loss fences)
         if state == SessionState.LOST and self._replicas is not None:
             self._replicas.fence_leaders("this broker's ZooKeeper session expired")
             self._sessions_lost += 1
@@ -666,13 +670,16 @@ class Broker:
             server.stall = self._stall
         self._stall.start()
 
-    async def _session_known(self) -> str:
-        """The stall guard's check (broker/stall.py): a ZooKeeper round trip on this
-        broker's session, retried while ZooKeeper is out of reach. It answers on the old
-        session only while that lives, and on a new one only after the old one's loss
-        reached :meth:`_on_session_state` (kazoo reports it first, in the same queue)."""
+    def _session_known(self) -> Awaitable[str]:
+        """The stall guard's check (broker/stall.py), called at the trip: a ZooKeeper
+        round trip on this broker's session, retried while ZooKeeper is out of reach. It
+        answers on the old session only while that lives, and on a new one only after the
+        old one's loss reached :meth:`_on_session_state` (kazoo reports it first, in the
+        same queue). Which of the two, for the log: a loss counted since the trip."""
+        return self._round_trip(self._sessions_lost)
+
+    async def _round_trip(self, lost: int) -> str:
         assert self._zk is not None
-        lost = self._sessions_lost
         while True:
             try:
                 await self._zk.exists(paths.broker(self.broker_id))

@@ -420,7 +420,7 @@ class _Connection(asyncio.BufferedProtocol):
 
     def _frames(self, frames: list[memoryview]) -> None:
         if self.last_active > self._server.stall.deadline and not self._stalled:
-            self._stall()
+            self._stall(self.last_active)
         for payload in frames:
             if self._ending or self._closed:
                 # a request before these asked to close the connection: requests read
@@ -878,6 +878,12 @@ class _Connection(asyncio.BufferedProtocol):
     def _release_held(self) -> None:
         """Handle the frames held back (read during a SASL step or a throttle), in order,
         until one holds the rest again."""
+        if self._held and not self._stalled:
+            # frames held before a stall, let go during its hold: held on (the state they
+            # would be served from is in doubt too)
+            now = self._loop.time()
+            if now > self._server.stall.deadline:
+                self._stall(now)
         while self._held and not (
             self._auth_busy or self._muted or self._stalled or self._ending or self._closed
         ):
@@ -906,10 +912,10 @@ class _Connection(asyncio.BufferedProtocol):
         self._muted = False
         self._read_again()
 
-    def _stall(self) -> None:
-        """A read after the broker's loop stalled: held, with nothing more read, until the
-        guard knows the broker's ZooKeeper session (see broker/stall.py)."""
-        if not self._server.stall.hold(self.last_active, self._unstall):
+    def _stall(self, now: float) -> None:
+        """Frames read (or let go) after the broker's loop stalled: held, with nothing more
+        read, until the guard knows the broker's ZooKeeper session (broker/stall.py)."""
+        if not self._server.stall.hold(now, self._unstall):
             return
         self._stalled = True
         if not self._paused and self._transport is not None:

@@ -60,6 +60,7 @@ class StallGuard:
         self._ticked = 0.0
         self._ticker: asyncio.TimerHandle | None = None
         self._confirming: asyncio.Task[None] | None = None
+        self._check: asyncio.Future[str] | None = None  # ... awaiting this
         self._waiting: list[Release] = []
         self.stalls = 0  # stalls seen (a metric)
         self.held_connections = 0  # ... and the connections held across them
@@ -76,7 +77,8 @@ class StallGuard:
         self._ticker = loop.call_later(self._tick_s, self._tick)
 
     def stop(self) -> None:
-        """Let everything held go, and hold nothing more."""
+        """Let everything held go, and hold nothing more. A broker stopping calls it once
+        its listeners are closed: what they held is never served from a state in doubt."""
         self.deadline = math.inf
         if self._ticker is not None:
             self._ticker.cancel()
@@ -84,6 +86,9 @@ class StallGuard:
         if self._confirming is not None:
             self._confirming.cancel()
             self._confirming = None
+        if self._check is not None:
+            self._check.cancel()
+            self._check = None
         self._release()
 
     def hold(self, now: float, release: Release) -> bool:
@@ -118,11 +123,13 @@ class StallGuard:
             hint="this broker's loop did not run for that long (paused, frozen or "
             "swapping); requests wait until its ZooKeeper session is known",
         )
-        self._confirming = self._loop.create_task(self._settle(now))
+        # asked now, not in the task: what it compares against is as of the trip
+        self._check = asyncio.ensure_future(self._confirm())
+        self._confirming = self._loop.create_task(self._settle(now, self._check))
 
-    async def _settle(self, tripped: float) -> None:
+    async def _settle(self, tripped: float, confirming: Awaitable[str]) -> None:
         try:
-            outcome = await asyncio.wait_for(self._confirm(), self.hold_max_s)
+            outcome = await asyncio.wait_for(confirming, self.hold_max_s)
         except TimeoutError:
             outcome = "ZooKeeper did not answer: serving from the state held"
         except asyncio.CancelledError:
@@ -136,7 +143,7 @@ class StallGuard:
             connections=len(self._waiting),
             outcome=outcome,
         )
-        self._confirming = None
+        self._confirming = self._check = None
         self._ticked = now
         self.deadline = now + self.threshold_s
         self._ticker = self._loop.call_later(self._tick_s, self._tick)
@@ -146,7 +153,10 @@ class StallGuard:
         waiting, self._waiting = self._waiting, []
         self.held_connections += len(waiting)
         for release in waiting:
-            release()
+            try:
+                release()
+            except Exception:  # one connection's failure must not leave the others held
+                self._log.exception("broker.stall_release_failed")
 
 
 DISARMED = StallGuard(lambda: asyncio.sleep(0, "unused"), threshold_s=math.inf, hold_max_s=0)

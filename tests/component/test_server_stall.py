@@ -27,7 +27,8 @@ from protocol.apis import (
 )
 from protocol.framing import RequestHeader, parse_response_header
 
-THRESHOLD_S = 0.15
+THRESHOLD_S = 0.3
+_LISTENERS: dict[int, BrokerServer] = {}  # the fixture's, by port
 
 
 class Check:
@@ -44,7 +45,9 @@ class Check:
 
 
 def _metadata(header: RequestHeader, request: MetadataRequest) -> MetadataResponse:
-    return MetadataResponse(cluster_id=(request.topics or ["-"])[0])
+    name = (request.topics or ["-"])[0]
+    # "throttle": the answer carries a throttle, so the connection is muted (KIP-219)
+    return MetadataResponse(cluster_id=name, throttle_time_ms=200 if name == "throttle" else 0)
 
 
 @pytest.fixture
@@ -54,10 +57,12 @@ async def served() -> AsyncIterator[tuple[int, StallGuard, Check]]:
     server = BrokerServer({ApiKey.METADATA: _metadata})
     server.stall = guard
     port = await server.start()
+    _LISTENERS[port] = server
     guard.start()
     yield port, guard, check
     guard.stop()
     await server.stop()
+    del _LISTENERS[port]
 
 
 def _frame(correlation: int, name: str) -> list[bytes]:
@@ -146,6 +151,46 @@ async def test_a_check_that_never_answers_holds_for_hold_max_at_most() -> None:
     finally:
         guard.stop()
         await server.stop()
+
+
+async def test_a_request_a_throttle_held_is_held_on_if_the_throttle_ends_in_a_stall(
+    served: tuple[int, StallGuard, Check],
+) -> None:
+    """From a review: a request held by a throttle (or a SASL step) before the stall was
+    let go when the throttle ended, during the hold, and served from the state in doubt."""
+    port, guard, check = served
+    reader, writer = await _connected(port)
+    # one read: the first is answered and mutes the connection for 200 ms, the second
+    # (read with it) is held by the throttle
+    writer.writelines([*_frame(1, "throttle"), *_frame(2, "a")])
+    await writer.drain()
+    assert await _answer(reader) == (1, "throttle")
+    _stall_loop(THRESHOLD_S * 3)  # past the threshold and the throttle
+    await asyncio.sleep(0.05)
+    assert guard.holding
+    with pytest.raises(asyncio.TimeoutError):
+        await _answer(reader, timeout_s=0.3)
+    check.known.set()
+    assert await _answer(reader) == (2, "a")
+    writer.close()
+
+
+async def test_a_listener_stopping_closes_what_a_stall_holds_unanswered(
+    served: tuple[int, StallGuard, Check],
+) -> None:
+    """A broker stopping (SIGTERM after the pause) closes its listeners before it stops
+    the guard: what the hold kept is never served from the state in doubt."""
+    port, guard, _ = served
+    reader, writer = await _connected(port)
+    writer.writelines(_frame(1, "a"))
+    await writer.drain()
+    _stall_loop(THRESHOLD_S * 3)
+    await asyncio.sleep(0.1)
+    assert guard.holding
+    await _LISTENERS[port].stop(timeout_s=1)
+    assert await asyncio.wait_for(reader.read(), 5) == b""  # closed, nothing answered
+    guard.stop()
+    writer.close()
 
 
 async def test_stopping_the_guard_lets_what_it_holds_go(

@@ -11,8 +11,10 @@ import time
 from broker.stall import DISARMED, StallGuard
 
 
-def _guard(confirm, hold_max_s: float = 2.0) -> StallGuard:  # type: ignore[no-untyped-def]
-    return StallGuard(confirm, threshold_s=0.1, hold_max_s=hold_max_s, tick_s=0.01)
+def _guard(  # type: ignore[no-untyped-def]
+    confirm, hold_max_s: float = 2.0, threshold_s: float = 0.1
+) -> StallGuard:
+    return StallGuard(confirm, threshold_s=threshold_s, hold_max_s=hold_max_s, tick_s=0.01)
 
 
 def _stall_loop(seconds: float) -> None:
@@ -70,10 +72,10 @@ async def test_the_late_tick_trips_it_when_nothing_is_read_first() -> None:
 
 
 async def test_a_loop_that_keeps_time_never_trips_it() -> None:
-    guard = _guard(_known)
+    guard = _guard(_known, threshold_s=0.3)
     guard.start()
     for _ in range(20):
-        _stall_loop(0.03)  # busy, but well inside the threshold between ticks
+        _stall_loop(0.05)  # busy, but well inside the threshold between ticks
         await asyncio.sleep(0.005)
     assert guard.stalls == 0
     guard.stop()
@@ -110,3 +112,45 @@ async def test_stop_releases_and_disarms() -> None:
 
 def test_a_listener_without_a_broker_guard_never_asks() -> None:
     assert DISARMED.deadline == math.inf
+
+
+async def test_one_release_that_fails_leaves_no_other_connection_held() -> None:
+    """From a review: a release callback that raised left the rest held for good."""
+    answer = asyncio.Event()
+
+    async def confirm() -> str:
+        await answer.wait()
+        return "alive"
+
+    guard = _guard(confirm)
+    guard.start()
+    released: list[str] = []
+
+    def broken() -> None:
+        raise RuntimeError("one connection's release fails")
+
+    assert guard.hold(guard.deadline + 0.001, broken)
+    assert guard.hold(asyncio.get_running_loop().time(), lambda: released.append("b"))
+    answer.set()
+    await asyncio.sleep(0.05)
+    assert released == ["b"] and not guard.holding
+    guard.stop()
+
+
+async def test_the_check_is_asked_at_the_trip_not_when_its_task_first_runs() -> None:
+    """From a review: the broker's check compares the sessions lost since it was asked;
+    asked a few iterations late, a loss in between was reported as a live session."""
+    asked: list[str] = []
+
+    def confirm() -> asyncio.Future[str]:
+        asked.append("at the trip")
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        future.set_result("alive")
+        return future
+
+    guard = _guard(confirm)
+    guard.start()
+    assert guard.hold(guard.deadline + 1, lambda: None)
+    assert asked == ["at the trip"]  # before the loop ran anything else
+    await asyncio.sleep(0.02)
+    guard.stop()
