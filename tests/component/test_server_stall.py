@@ -88,6 +88,19 @@ async def _connected(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWri
     return reader, writer
 
 
+async def _one_held(
+    port: int, guard: StallGuard
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection whose request (correlation 1, "a") a stall's hold keeps."""
+    reader, writer = await _connected(port)
+    writer.writelines(_frame(1, "a"))
+    await writer.drain()
+    _stall_loop(THRESHOLD_S * 3)
+    await asyncio.sleep(0.1)
+    assert guard.holding
+    return reader, writer
+
+
 async def test_requests_read_after_a_stall_wait_until_the_session_is_known(
     served: tuple[int, StallGuard, Check],
 ) -> None:
@@ -181,12 +194,7 @@ async def test_a_listener_stopping_closes_what_a_stall_holds_unanswered(
     """A broker stopping (SIGTERM after the pause) closes its listeners before it stops
     the guard: what the hold kept is never served from the state in doubt."""
     port, guard, _ = served
-    reader, writer = await _connected(port)
-    writer.writelines(_frame(1, "a"))
-    await writer.drain()
-    _stall_loop(THRESHOLD_S * 3)
-    await asyncio.sleep(0.1)
-    assert guard.holding
+    reader, writer = await _one_held(port, guard)
     await _LISTENERS[port].stop(timeout_s=1)
     assert await asyncio.wait_for(reader.read(), 5) == b""  # closed, nothing answered
     guard.stop()
@@ -197,12 +205,7 @@ async def test_stopping_the_guard_lets_what_it_holds_go(
     served: tuple[int, StallGuard, Check],
 ) -> None:
     port, guard, _ = served
-    reader, writer = await _connected(port)
-    writer.writelines(_frame(1, "a"))
-    await writer.drain()
-    _stall_loop(THRESHOLD_S * 3)
-    await asyncio.sleep(0.1)
-    assert guard.holding
+    reader, writer = await _one_held(port, guard)
     guard.stop()  # the broker stopping
     assert await _answer(reader) == (1, "a")
     writer.close()

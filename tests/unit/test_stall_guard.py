@@ -26,14 +26,14 @@ async def _known() -> str:
     return "known"
 
 
+async def _alive_once(answer: asyncio.Event) -> str:
+    await answer.wait()
+    return "alive"
+
+
 async def test_a_late_read_trips_it_and_the_release_comes_once_the_check_answers() -> None:
     answer = asyncio.Event()
-
-    async def confirm() -> str:
-        await answer.wait()
-        return "alive"
-
-    guard = _guard(confirm)
+    guard = _guard(functools.partial(_alive_once, answer))
     guard.start()
     loop = asyncio.get_running_loop()
     released: list[str] = []
@@ -117,12 +117,7 @@ def test_a_listener_without_a_broker_guard_never_asks() -> None:
 async def test_one_release_that_fails_leaves_no_other_connection_held() -> None:
     """From a review: a release callback that raised left the rest held for good."""
     answer = asyncio.Event()
-
-    async def confirm() -> str:
-        await answer.wait()
-        return "alive"
-
-    guard = _guard(confirm)
+    guard = _guard(functools.partial(_alive_once, answer))
     guard.start()
     released: list[str] = []
 
