@@ -662,13 +662,24 @@ class Broker:
     def _arm_stall_guard(self) -> None:
         """From here on, a stall of the loop holds what the listeners read until the
         session is known (broker/stall.py): the state it would be served from is ours."""
-        session_s = self.config["zookeeper.session.timeout.ms"] / 1000
-        self._stall = StallGuard(
+        assert self._zk is not None
+        session_s = self._zk.negotiated_session_timeout_s or (
+            self.config["zookeeper.session.timeout.ms"] / 1000
+        )
+        guard = StallGuard(
             self._session_known, threshold_s=session_s / 3, hold_max_s=session_s, log=self._log
         )
+        self._stall = guard
+
+        def granted(seconds: float) -> None:
+            # ZooKeeper may grant less than asked (at most 20 of its ticks): the stall
+            # that can cost the session is a third of what it granted
+            guard.threshold_s, guard.hold_max_s = seconds / 3, seconds
+
+        self._zk.on_negotiated_timeout(granted)
         for server in self._servers.values():
-            server.stall = self._stall
-        self._stall.start()
+            server.stall = guard
+        guard.start()
 
     def _session_known(self) -> Awaitable[str]:
         """The stall guard's check (broker/stall.py), called at the trip: a ZooKeeper

@@ -22,7 +22,9 @@ and the broker then serves from the state it has, as it does whenever ZooKeeper 
 reach.
 A stall below the threshold cannot have cost the session: kazoo is heard from at least
 every third of the session, and the session lasts a whole one from then. The threshold
-is a third of the session timeout, so a false alarm costs one round trip, never data.
+is a third of the session timeout ZooKeeper granted (the broker updates it with each
+session: ZooKeeper may grant less than was asked), so a false alarm costs one round trip,
+never data.
 """
 
 from __future__ import annotations

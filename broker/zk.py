@@ -559,6 +559,11 @@ class ZkBridge:
         self._loss_callbacks: list[LossCallback] = []
         self._client.add_listener(self._on_state)
         self.hosts = hosts
+        self.negotiated_session_timeout_s: float | None = None
+        """The session timeout ZooKeeper granted the last session (it clamps what is asked
+        to 2-20 of its ticks); None before the first."""
+        self._negotiated_callbacks: list[Callable[[float], None]] = []
+        self._learn_negotiated_timeout()
 
     # life cycle
 
@@ -602,6 +607,30 @@ class ZkBridge:
     def on_state_change(self, callback: StateCallback) -> None:
         """Call ``callback(SessionState.X)`` on the loop thread at every session change."""
         self._state_callbacks.append(callback)
+
+    def on_negotiated_timeout(self, callback: Callable[[float], None]) -> None:
+        """Call ``callback(seconds)`` on the loop thread with each new session's timeout,
+        as ZooKeeper granted it."""
+        self._negotiated_callbacks.append(callback)
+
+    def _learn_negotiated_timeout(self) -> None:
+        """kazoo keeps the granted timeout in a local of its connect step (and derives
+        its read timeout, two thirds of it, from that): the step is wrapped to learn it.
+        A kazoo without that step leaves it unknown."""
+        connection: Any = getattr(self._client, "_connection", None)
+        connect = getattr(connection, "_connect", None)
+        if connect is None:
+            return
+
+        def connecting(*args: Any) -> Any:  # kazoo's thread
+            read_timeout_ms, connect_timeout_ms = connect(*args)
+            granted = read_timeout_ms * 1.5 / 1000
+            self.negotiated_session_timeout_s = granted
+            for callback in list(self._negotiated_callbacks):
+                self._loop.call_soon_threadsafe(callback, granted)
+            return read_timeout_ms, connect_timeout_ms
+
+        connection._connect = connecting
 
     def on_session_lost(self, callback: LossCallback) -> None:
         """Call ``callback(session_id)`` on the loop thread when a session is lost, with

@@ -1154,3 +1154,23 @@ async def test_a_new_term_does_not_keep_the_id_of_a_topic_deleted_meanwhile(
         await _until(given, "the new topic given an id")
     finally:
         await controller.deactivate()
+
+
+async def test_the_session_timeout_zookeeper_grants_is_known(
+    zookeeper: ZooKeeperServer, chroot: str
+) -> None:
+    """ZooKeeper clamps a session's timeout to 2-20 of its ticks (the test server's tick
+    is 500 ms: at most 10 s); the stall guard's threshold is a third of what it grants,
+    not of what was asked."""
+    granted: list[float] = []
+    bridge = ZkBridge(zookeeper.connect_string + chroot, session_timeout_ms=60_000)
+    bridge.on_negotiated_timeout(granted.append)
+    await bridge.start(timeout_s=10)
+    try:
+        assert bridge.negotiated_session_timeout_s == pytest.approx(
+            20 * zookeeper.tick_time_ms / 1000
+        )
+        await asyncio.sleep(0.05)
+        assert granted == [bridge.negotiated_session_timeout_s]
+    finally:
+        await bridge.stop()
