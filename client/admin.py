@@ -463,7 +463,7 @@ class Admin:
             if names is not None:
                 raise ValueError("describe topics by names or by topic_ids, not both")
             return await self._describe_by_id(topic_ids)
-        metadata = await self._metadata(names)
+        metadata = await self._created(names)
         for name in names or []:
             error = metadata.topic_errors.get(name)
             if isinstance(error, UnknownTopicOrPartitionError):
@@ -488,6 +488,24 @@ class Admin:
             topic_id = None if topic.topic_id == ZERO_TOPIC_ID else format_topic_id(topic.topic_id)
             out.append(TopicDescription(name, topic.is_internal, partitions, topic_id))
         return out
+
+    async def _created(self, names: list[str] | None) -> ClusterMetadata:
+        """Metadata for ``names``, asked again while one is being created
+        (LEADER_NOT_AVAILABLE: the controller has it and the broker asked does not yet),
+        for up to ``request_timeout_ms``, as Kafka's admin retries a retriable error until
+        its timeout. A topic no broker knows is not waited for: that is an answer."""
+        deadline = time.monotonic() + self.request_timeout_ms / 1000
+        while True:
+            metadata = await self._metadata(names)
+            if not any(
+                isinstance(metadata.topic_errors.get(name), LeaderNotAvailableError)
+                for name in names or []
+            ):
+                return metadata
+            remaining_s = deadline - time.monotonic()
+            if remaining_s <= 0:
+                return metadata  # (raised below, as the broker said it)
+            await asyncio.sleep(min(self.retry_backoff_ms / 1000, remaining_s))
 
     async def _describe_by_id(self, topic_ids: list[str]) -> list[TopicDescription]:
         raw = [parse_topic_id(t) for t in topic_ids]
