@@ -12,7 +12,8 @@ PYTEST_ARGS ?=
 HEADWATER := $(VENV)/bin/headwater
 CLUSTER_DIR ?= .headwater
 
-.PHONY: run test soak bench bench-profile bench-peers lint setup zookeeper clean cluster-up cluster-down
+.PHONY: run test soak bench bench-profile bench-peers lint setup zookeeper netns-tools clean \
+	cluster-up cluster-down
 
 setup: $(STAMP) zookeeper
 
@@ -34,6 +35,19 @@ zookeeper:
 	         $$SUDO apt-get install -y -q --no-install-recommends zookeeper >/dev/null; }; \
 	fi
 	@test -f $(ZOOKEEPER_JAR) || { echo "ZooKeeper is missing: apt-get install zookeeper" >&2; exit 1; }
+
+# iproute2 (`ip`): the partition fault tests put each broker in a network namespace of its
+# own and cut the links between them (tests/faults/network.py); without it they are skipped.
+netns-tools:
+	@if ! PATH="$$PATH:/usr/sbin:/sbin" command -v ip >/dev/null; then \
+	  echo "installing iproute2 (Debian package)"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO="sudo -n"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  $$SUDO apt-get install -y -q --no-install-recommends iproute2 >/dev/null \
+	    || { $$SUDO apt-get update -q >/dev/null && \
+	         $$SUDO apt-get install -y -q --no-install-recommends iproute2 >/dev/null; } \
+	    || echo "could not install iproute2: the partition fault tests are skipped" >&2; \
+	fi
 
 # A local 3-broker cluster (private ZooKeeper, brokers on free loopback ports, data and
 # logs in $(CLUSTER_DIR)/) that keeps running after make returns; idempotent.
@@ -61,7 +75,7 @@ lint: $(STAMP)
 # The unit and component tests (CPU-bound, in-process) run on both cores (pytest-xdist);
 # the integration and fault tests, which start real ZooKeeper and broker processes and
 # time what they do, one at a time. PYTEST_ARGS runs what it names, one at a time.
-test: setup lint
+test: setup lint netns-tools
 ifeq ($(strip $(PYTEST_ARGS)),)
 	$(PY) -m pytest -n 2 tests/unit tests/component
 	$(PY) -m pytest tests/integration tests/faults

@@ -111,7 +111,8 @@ def four_letter_word(host: str, port: int, word: str, timeout_s: float = 1.0) ->
 
 
 class ZooKeeperServer:
-    """One standalone ZooKeeper on 127.0.0.1, its data and log under ``directory``.
+    """One standalone ZooKeeper on 127.0.0.1 (or ``host``), its data and log under
+    ``directory``.
 
     ``tick_time_ms`` sets the session timeout floor (2 ticks): 500 ms lets fault tests
     expire sessions in about a second; production deployments keep ZooKeeper's defaults.
@@ -125,8 +126,10 @@ class ZooKeeperServer:
         tick_time_ms: int = 500,
         heap_mb: int = 256,
         java: str = "java",
+        host: str = "127.0.0.1",
     ) -> None:
         self.directory = Path(directory)
+        self.host = host
         self.port = port
         self.tick_time_ms = tick_time_ms
         self.heap_mb = heap_mb
@@ -135,7 +138,7 @@ class ZooKeeperServer:
 
     @property
     def connect_string(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
     @property
     def pid(self) -> int | None:
@@ -162,7 +165,7 @@ class ZooKeeperServer:
             if self._wait_serving(timeout_s):
                 return
             self.stop()
-        raise ZooKeeperError(f"ZooKeeper did not start on 127.0.0.1 (see {self.log_path})")
+        raise ZooKeeperError(f"ZooKeeper did not start on {self.host} (see {self.log_path})")
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """SIGTERM, then SIGKILL after ``timeout_s``; only our own process."""
@@ -193,7 +196,7 @@ class ZooKeeperServer:
             f"tickTime={self.tick_time_ms}\n"
             f"dataDir={data}\n"
             f"clientPort={self.port}\n"
-            "clientPortAddress=127.0.0.1\n"
+            f"clientPortAddress={self.host}\n"
             "admin.enableServer=false\n"
             "4lw.commands.whitelist=ruok,srvr,stat,mntr\n"
             "maxClientCnxns=0\n"
@@ -229,14 +232,15 @@ class ZooKeeperServer:
             if self.process is None or self.process.poll() is not None:
                 return False  # it exited: most likely the port was taken
             with contextlib.suppress(OSError):
-                if "Mode:" in four_letter_word("127.0.0.1", self.port, "srvr"):
+                if "Mode:" in four_letter_word(self.host, self.port, "srvr"):
                     return self.process.poll() is None
             time.sleep(0.05)  # a synchronous start-up poll, never on an event loop
         return False
 
 
 class BrokerProcess:
-    """One ``headwater-broker`` process on loopback, its files under ``directory``.
+    """One ``headwater-broker`` process on loopback (or ``host``, in network namespace
+    ``netns``: fault tests that cut links), its files under ``directory``.
 
     Ready when it logs ``broker.ready`` (with its bound port); never by sleeping.
     """
@@ -249,8 +253,12 @@ class BrokerProcess:
         *,
         settings: dict[str, str] | None = None,
         python: str = sys.executable,
+        host: str = "127.0.0.1",
+        netns: str | None = None,
     ) -> None:
         self.broker_id = broker_id
+        self.host = host
+        self.netns = netns
         self.directory = Path(directory)
         self.zookeeper_connect = zookeeper_connect
         self.settings = settings or {}
@@ -275,7 +283,7 @@ class BrokerProcess:
 
     @property
     def bootstrap(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
     def start(self, timeout_s: float = 30.0) -> None:
         """Spawn and wait until it is ready."""
@@ -287,12 +295,14 @@ class BrokerProcess:
         self.directory.mkdir(parents=True, exist_ok=True)
         settings = {
             "broker.id": str(self.broker_id),
-            "listeners": "PLAINTEXT://127.0.0.1:0",
+            "listeners": f"PLAINTEXT://{self.host}:0",
             "zookeeper.connect": self.zookeeper_connect,
             "log.dirs": str(self.directory / "data"),
             **self.settings,
         }
-        args = [self.python, "-m", "broker"]
+        # (`ip netns exec` execs the broker: the pid is the broker's own, for kill and pause)
+        args = ["ip", "netns", "exec", self.netns] if self.netns else []
+        args += [self.python, "-m", "broker"]
         for name, value in settings.items():
             args += ["--set", f"{name}={value}"]
         with self.log_path.open("ab") as out, self.stderr_path.open("ab") as err:

@@ -55,15 +55,21 @@ class Cluster:
         """Start (or restart, on the same data) broker ``broker_id``."""
         broker = self.brokers.get(broker_id)
         if broker is None:
-            broker = BrokerProcess(
-                broker_id,
-                self.directory / f"broker-{broker_id}",
-                self.zookeeper_connect,
-                settings={**FAST_BROKER, **(settings or {})},
-            )
+            broker = self.new_broker(broker_id, {**FAST_BROKER, **(settings or {})})
             self.brokers[broker_id] = broker
         broker.start()
         return broker
+
+    def new_broker(self, broker_id: int, settings: dict[str, str], **where: Any) -> BrokerProcess:
+        """Broker ``broker_id``'s process, not started; ``where`` is BrokerProcess's host
+        and netns (a subclass's)."""
+        return BrokerProcess(
+            broker_id,
+            self.directory / f"broker-{broker_id}",
+            self.zookeeper_connect,
+            settings=settings,
+            **where,
+        )
 
     def kill_all(self) -> None:
         for broker in self.brokers.values():

@@ -1,0 +1,181 @@
+"""Replication under network partitions (Jepsen's fault, where a pause or a kill is not
+enough): each broker in a network namespace of its own (tests/faults/network.py), links
+cut while an acks=all producer writes, then healed; afterwards, as in the other fault
+tests, every acknowledged record is at its acknowledged offset, in send order, exactly
+once, and no send failed.
+
+Skipped where network namespaces cannot be made (not root): CI and this machine run as
+root."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from client import Admin
+from client.localcluster import BrokerProcess, ZooKeeperServer
+from tests.faults import network
+from tests.faults.test_replication_faults import (
+    SETTINGS,
+    _describe,
+    _full_isr,
+    _leader_of,
+    _topic,
+    _until,
+)
+from tests.faults.workload import check_exactly_once, produce, read_back
+from tests.integration.conftest import Cluster
+
+pytestmark = [
+    pytest.mark.timeout(240),
+    pytest.mark.skipif(bool(network.available()), reason=network.available() or ""),
+]
+
+RECORDS = 20_000
+
+
+class PartitionedCluster(Cluster):
+    """Three brokers, each in its namespace of ``net``, on a ZooKeeper on the bridge."""
+
+    def __init__(self, net: network.Network, zookeeper_connect: str, directory: Path) -> None:
+        super().__init__(zookeeper_connect, directory)
+        self.net = net
+
+    def new_broker(self, broker_id: int, settings: dict[str, str], **where: Any) -> BrokerProcess:
+        return super().new_broker(
+            broker_id,
+            settings,
+            host=self.net.address(broker_id),
+            netns=self.net.host(broker_id),
+        )
+
+    def isolate(self, broker_id: int) -> None:
+        """Cut ``broker_id`` off from ZooKeeper and the other brokers (not the clients)."""
+        self.net.cut(broker_id, self.net.zookeeper)
+        for other in self.brokers:
+            if other != broker_id:
+                self.net.part(broker_id, other)
+
+
+@pytest.fixture
+def partitioned(tmp_path: Path) -> Iterator[Callable[..., PartitionedCluster]]:
+    net = network.Network()
+    zookeeper = ZooKeeperServer(tmp_path / "zookeeper", host=net.zookeeper)
+    made: list[PartitionedCluster] = []
+    try:
+        zookeeper.start()
+
+        def make(settings: dict[str, str] | None = None) -> PartitionedCluster:
+            cluster = PartitionedCluster(net, zookeeper.connect_string, tmp_path / "cluster")
+            made.append(cluster)
+            for broker_id in (1, 2, 3):
+                cluster.start_broker(broker_id, {**SETTINGS, **(settings or {})})
+            return cluster
+
+        yield make
+    finally:
+        for cluster in made:
+            cluster.kill_all()  # only the processes this test started, by pid
+        zookeeper.stop()
+        net.close()
+
+
+async def _cut_until(
+    cluster: PartitionedCluster, bootstrap: str, seen: Callable[[Any], bool], hold_s: float
+) -> None:
+    """With links cut: until ``seen`` holds of the topic as ``bootstrap`` describes it,
+    then ``hold_s`` more (the producer meets the cut meanwhile); healed, until every
+    replica is back in the ISR."""
+    try:
+        await _until(lambda: _describe(bootstrap, "events"), lambda d: d is not None and seen(d))
+        await asyncio.sleep(hold_s)
+    finally:
+        cluster.net.heal_all()
+    await _until(lambda: _describe(bootstrap, "events"), _full_isr, timeout_s=60)
+
+
+async def _written_through(
+    cluster: PartitionedCluster, fault: Callable[[], Awaitable[None]]
+) -> None:
+    """The acks=all producer's run with ``fault`` in it, and its exactly-once check."""
+    outcome = await produce(cluster.bootstrap, "events", RECORDS, fault=fault, fault_after=3_000)
+    check_exactly_once(outcome, await read_back(cluster.bootstrap, "events"))
+
+
+async def test_a_leader_cut_off_from_zookeeper_and_its_followers_loses_no_acked_write(
+    partitioned: Callable[..., PartitionedCluster],
+) -> None:
+    """The leader can still be reached by clients, but not by ZooKeeper or its followers.
+    Its session expires and another replica leads. Until it hears its session is gone,
+    it still believes it leads: acks=all writes sent to it must not be acknowledged
+    (its followers are gone, and it cannot shrink its ISR without ZooKeeper), and the
+    producer must find the new leader. Healed, it follows and cuts what it alone has."""
+    cluster = partitioned({"zookeeper.session.timeout.ms": "2000"})
+    await _topic(cluster, "events", partitions=1)
+    leader = _leader_of(await _describe(cluster.bootstrap, "events"))
+    others = ",".join(b.bootstrap for i, b in cluster.brokers.items() if i != leader)
+
+    async def partition_the_leader() -> None:
+        cluster.isolate(leader)
+        await _cut_until(cluster, others, lambda d: d.partitions[0].leader not in (-1, leader), 3)
+
+    await _written_through(cluster, partition_the_leader)
+    log = cluster.brokers[leader].log_path.read_text()
+    assert "replica.leaders_fenced" in log  # told of its lost session once healed
+
+
+async def test_a_leader_cut_off_from_its_followers_only_refuses_acks_all_until_healed(
+    partitioned: Callable[..., PartitionedCluster],
+) -> None:
+    """Every broker still reaches ZooKeeper, so nobody else is elected: the leader leads
+    alone. It shrinks its ISR to itself through ZooKeeper, and with
+    min.insync.replicas=2 refuses acks=all writes (NOT_ENOUGH_REPLICAS, retriable) rather
+    than acknowledging what only it has. Healed, the followers catch up and rejoin, and
+    the producer's retries go through: no send fails, nothing is lost or doubled."""
+    cluster = partitioned()
+    await _topic(cluster, "events", partitions=1)
+    leader = _leader_of(await _describe(cluster.bootstrap, "events"))
+
+    async def part_the_leader_from_its_followers() -> None:
+        for follower in (b for b in cluster.brokers if b != leader):
+            cluster.net.part(leader, follower)
+        await _cut_until(cluster, cluster.bootstrap, lambda d: d.partitions[0].isr == [leader], 2)
+
+    await _written_through(cluster, part_the_leader_from_its_followers)
+    assert _leader_of(await _describe(cluster.bootstrap, "events")) == leader  # nobody else
+
+
+async def test_what_the_controller_could_not_tell_a_parted_broker_reaches_it_once_healed(
+    partitioned: Callable[..., PartitionedCluster],
+) -> None:
+    """The controller is parted from one broker (both still reach ZooKeeper), then a third
+    broker is killed: the controller elects new leaders, some of them on the broker it
+    cannot reach, and cannot tell it. Its channel keeps the requests and sends them once
+    the link is back (as Kafka's ControllerChannelManager): the parted broker takes up
+    its leaderships, and the producer's retries go through."""
+    cluster = partitioned()
+    await _topic(cluster, "events", partitions=6)
+    bootstrap = cluster.bootstrap
+    async with Admin(bootstrap_servers=bootstrap) as admin:
+        controller = (await admin.describe_cluster()).controller_id
+    parted, killed = (b for b in cluster.brokers if b != controller)
+
+    async def part_then_kill() -> None:
+        cluster.net.part(controller, parted)
+        try:
+            cluster.brokers[killed].kill()
+            await _until(  # elected in ZooKeeper: what the controller's metadata says
+                lambda: _describe(cluster.brokers[controller].bootstrap, "events"),
+                lambda d: d is not None and all(p.leader not in (-1, killed) for p in d.partitions),
+            )
+            await asyncio.sleep(2)  # the parted broker's new leaderships wait meanwhile
+        finally:
+            cluster.net.heal_all()
+        cluster.start_broker(killed)
+        await _until(lambda: _describe(cluster.bootstrap, "events"), _full_isr, timeout_s=60)
+
+    await _written_through(cluster, part_then_kill)
