@@ -84,13 +84,14 @@ else
 endif
 
 # The soak (tests/soak): a seeded random nemesis (kill -9, SIGSTOP, controlled shutdown,
-# ZooKeeper paused, two brokers at once) against three real brokers under load for
+# ZooKeeper paused, two brokers at once, network partitions where the brokers can run in
+# namespaces of their own: root and iproute2) against three real brokers under load for
 # SOAK_S seconds, then what a user checks: nothing acknowledged lost or doubled, nothing
 # read that is not in the log, every replica the same. SOAK_SEED replays a run's faults.
 # Not part of `make test` (minutes of wall time); run it after replication changes.
 SOAK_S ?= 300
 SOAK_SEED ?=
-soak: setup
+soak: setup netns-tools
 	HEADWATER_SOAK_S=$(SOAK_S) HEADWATER_SOAK_SEED=$(SOAK_SEED) $(PY) -m pytest -s tests/soak
 
 # The comparison (bench/compare): Headwater beside Redis Streams and NATS JetStream. Their

@@ -341,6 +341,7 @@ class Broker:
             producer_ids=self._producer_ids,
             markers=MarkerWriter(self.broker_id, self.metadata, self._replicas, self._peer_pool()),
             authorizer=self._acl,
+            state_known=self._state_known,
         )
         self._transactions.start()
         if cfg["transaction.partition.verification.enable"]:
@@ -658,6 +659,17 @@ class Broker:
         if state == SessionState.LOST and self._replicas is not None:
             self._replicas.fence_leaders("this broker's ZooKeeper session expired")
             self._sessions_lost += 1
+
+    def _state_known(self) -> bool:
+        """Whether what this broker holds of the cluster is current: its ZooKeeper session
+        connected, and no stall's hold under way (broker/stall.py). A broker cut off from
+        ZooKeeper may have lost its roles without hearing of it yet."""
+        zk = self._zk
+        return (
+            zk is not None
+            and zk.connected
+            and not (self._stall is not None and self._stall.holding)
+        )
 
     def _arm_stall_guard(self) -> None:
         """From here on, a stall of the loop holds what the listeners read until the

@@ -154,8 +154,12 @@ class TransactionCoordinator:
         markers: MarkerWriter,
         authorizer: Authorizer | None = None,
         clock: Callable[[], int] = _now_ms,
+        state_known: Callable[[], bool] = lambda: True,
     ) -> None:
+        """``state_known``: whether this broker's view of who coordinates what is current
+        (its ZooKeeper session connected, no stall's hold under way)."""
         self.broker_id = broker_id
+        self._state_known = state_known
         self._config = config
         self._metadata = metadata
         self._replicas = replicas
@@ -459,6 +463,15 @@ class TransactionCoordinator:
         open one that no marker will end. Adds nothing. Called directly by this broker's
         own partition leaders (the produce's principal is not the one asking)."""
         wanted = [(t.name, p) for t in request.topics for p in t.partitions]
+        if not self._state_known():
+            # its refusal ends the producer's transaction: not given from a view that may
+            # be stale (cut off from ZooKeeper, another broker may coordinate the id by
+            # now and have the partition in its transaction). Retriable for the producer
+            not_now = CoordinatorNotAvailableError(
+                f"broker {self.broker_id} cannot tell whether it still coordinates "
+                f"{request.transactional_id!r}: its ZooKeeper session is not connected"
+            )
+            return _results(wanted, dict.fromkeys(wanted, not_now))
         return _results(wanted, self._unverified(request, wanted))
 
     def _unverified(

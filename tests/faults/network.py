@@ -10,6 +10,7 @@ cuts both ways between brokers. Only iproute2 and the kernel's core routing are 
 (this machine has no netfilter tools and no tc qdisc modules).
 
 Root only (namespaces, links); :func:`available` says whether this machine can.
+:class:`PartitionedCluster` is the integration tests' cluster with its brokers placed so.
 """
 
 from __future__ import annotations
@@ -18,6 +19,11 @@ import contextlib
 import os
 import secrets
 import subprocess
+from pathlib import Path
+from typing import Any
+
+from client.localcluster import BrokerProcess
+from tests.integration.conftest import Cluster
 
 
 def _ip(*args: str, netns: str | None = None) -> None:
@@ -107,3 +113,26 @@ class Network:
         self.hosts.clear()
         with contextlib.suppress(RuntimeError):
             _ip("link", "del", self.bridge)
+
+
+class PartitionedCluster(Cluster):
+    """Three brokers, each in its namespace of ``net``, on a ZooKeeper on the bridge."""
+
+    def __init__(self, net: Network, zookeeper_connect: str, directory: Path) -> None:
+        super().__init__(zookeeper_connect, directory)
+        self.net = net
+
+    def new_broker(self, broker_id: int, settings: dict[str, str], **where: Any) -> BrokerProcess:
+        return super().new_broker(
+            broker_id,
+            settings,
+            host=self.net.address(broker_id),
+            netns=self.net.host(broker_id),
+        )
+
+    def isolate(self, broker_id: int) -> None:
+        """Cut ``broker_id`` off from ZooKeeper and the other brokers (not the clients)."""
+        self.net.cut(broker_id, self.net.zookeeper)
+        for other in self.brokers:
+            if other != broker_id:
+                self.net.part(broker_id, other)

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from client import Admin
-from client.localcluster import BrokerProcess, ZooKeeperServer
+from client.localcluster import ZooKeeperServer
 from tests.faults import network
 from tests.faults.test_replication_faults import (
     SETTINGS,
@@ -28,7 +28,6 @@ from tests.faults.test_replication_faults import (
     _until,
 )
 from tests.faults.workload import check_exactly_once, produce, read_back
-from tests.integration.conftest import Cluster
 
 pytestmark = [
     pytest.mark.timeout(240),
@@ -38,39 +37,18 @@ pytestmark = [
 RECORDS = 20_000
 
 
-class PartitionedCluster(Cluster):
-    """Three brokers, each in its namespace of ``net``, on a ZooKeeper on the bridge."""
-
-    def __init__(self, net: network.Network, zookeeper_connect: str, directory: Path) -> None:
-        super().__init__(zookeeper_connect, directory)
-        self.net = net
-
-    def new_broker(self, broker_id: int, settings: dict[str, str], **where: Any) -> BrokerProcess:
-        return super().new_broker(
-            broker_id,
-            settings,
-            host=self.net.address(broker_id),
-            netns=self.net.host(broker_id),
-        )
-
-    def isolate(self, broker_id: int) -> None:
-        """Cut ``broker_id`` off from ZooKeeper and the other brokers (not the clients)."""
-        self.net.cut(broker_id, self.net.zookeeper)
-        for other in self.brokers:
-            if other != broker_id:
-                self.net.part(broker_id, other)
-
-
 @pytest.fixture
-def partitioned(tmp_path: Path) -> Iterator[Callable[..., PartitionedCluster]]:
+def partitioned(tmp_path: Path) -> Iterator[Callable[..., network.PartitionedCluster]]:
     net = network.Network()
     zookeeper = ZooKeeperServer(tmp_path / "zookeeper", host=net.zookeeper)
-    made: list[PartitionedCluster] = []
+    made: list[network.PartitionedCluster] = []
     try:
         zookeeper.start()
 
-        def make(settings: dict[str, str] | None = None) -> PartitionedCluster:
-            cluster = PartitionedCluster(net, zookeeper.connect_string, tmp_path / "cluster")
+        def make(settings: dict[str, str] | None = None) -> network.PartitionedCluster:
+            cluster = network.PartitionedCluster(
+                net, zookeeper.connect_string, tmp_path / "cluster"
+            )
             made.append(cluster)
             for broker_id in (1, 2, 3):
                 cluster.start_broker(broker_id, {**SETTINGS, **(settings or {})})
@@ -85,7 +63,7 @@ def partitioned(tmp_path: Path) -> Iterator[Callable[..., PartitionedCluster]]:
 
 
 async def _cut_until(
-    cluster: PartitionedCluster, bootstrap: str, seen: Callable[[Any], bool], hold_s: float
+    cluster: network.PartitionedCluster, bootstrap: str, seen: Callable[[Any], bool], hold_s: float
 ) -> None:
     """With links cut: until ``seen`` holds of the topic as ``bootstrap`` describes it,
     then ``hold_s`` more (the producer meets the cut meanwhile); healed, until every
@@ -99,7 +77,7 @@ async def _cut_until(
 
 
 async def _written_through(
-    cluster: PartitionedCluster, fault: Callable[[], Awaitable[None]]
+    cluster: network.PartitionedCluster, fault: Callable[[], Awaitable[None]]
 ) -> None:
     """The acks=all producer's run with ``fault`` in it, and its exactly-once check."""
     outcome = await produce(cluster.bootstrap, "events", RECORDS, fault=fault, fault_after=3_000)
@@ -107,7 +85,7 @@ async def _written_through(
 
 
 async def test_a_leader_cut_off_from_zookeeper_and_its_followers_loses_no_acked_write(
-    partitioned: Callable[..., PartitionedCluster],
+    partitioned: Callable[..., network.PartitionedCluster],
 ) -> None:
     """The leader can still be reached by clients, but not by ZooKeeper or its followers.
     Its session expires and another replica leads. Until it hears its session is gone,
@@ -129,7 +107,7 @@ async def test_a_leader_cut_off_from_zookeeper_and_its_followers_loses_no_acked_
 
 
 async def test_a_leader_cut_off_from_its_followers_only_refuses_acks_all_until_healed(
-    partitioned: Callable[..., PartitionedCluster],
+    partitioned: Callable[..., network.PartitionedCluster],
 ) -> None:
     """Every broker still reaches ZooKeeper, so nobody else is elected: the leader leads
     alone. It shrinks its ISR to itself through ZooKeeper, and with
@@ -150,7 +128,7 @@ async def test_a_leader_cut_off_from_its_followers_only_refuses_acks_all_until_h
 
 
 async def test_what_the_controller_could_not_tell_a_parted_broker_reaches_it_once_healed(
-    partitioned: Callable[..., PartitionedCluster],
+    partitioned: Callable[..., network.PartitionedCluster],
 ) -> None:
     """The controller is parted from one broker (both still reach ZooKeeper), then a third
     broker is killed: the controller elects new leaders, some of them on the broker it

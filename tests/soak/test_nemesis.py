@@ -13,7 +13,12 @@ once, often before the last one has healed:
 - ``pause``: SIGSTOP a broker past its ZooKeeper session (or not), then SIGCONT;
 - ``stop``: SIGTERM (controlled shutdown), then restart;
 - ``zookeeper-pause``: SIGSTOP ZooKeeper itself, so every broker loses it at once;
-- ``double``: two of the above on two brokers together (acks=all waits meanwhile).
+- ``double``: two of the above on two brokers together (acks=all waits meanwhile);
+- ``partition``: cut links for 0.5-8 s, then heal them: a broker from ZooKeeper and the
+  other brokers (clients still reach it), two brokers from each other, a broker from
+  ZooKeeper only, or a broker from the clients. Only where each broker can run in a
+  network namespace of its own (tests/faults/network.py: root); elsewhere the brokers run
+  on loopback and the soak says it made no partitions.
 
 Afterwards, what a user would check, and what Kafka promises:
 - every acknowledged record is at its acknowledged offset, exactly once, in send order per
@@ -53,6 +58,7 @@ from client import Admin, Consumer, NewTopic, Producer, TopicPartition
 from client.dumplog import _Scan
 from client.localcluster import BrokerStartError, ZooKeeperServer
 from protocol.errors import ApiError, TopicAlreadyExistsError, UnknownTopicOrPartitionError
+from tests.faults import network
 from tests.faults.test_replication_faults import _until
 from tests.faults.workload import Outcome, _sequence, check_exactly_once, read_back
 from tests.integration.conftest import Cluster
@@ -91,6 +97,7 @@ class Nemesis:
     rng: random.Random
     cluster: Cluster
     zookeeper: ZooKeeperServer
+    net: network.Network | None = None
     started: float = field(default_factory=time.monotonic)
     done: list[str] = field(default_factory=list)
     kinds: Counter[str] = field(default_factory=Counter)
@@ -104,11 +111,14 @@ class Nemesis:
         deadline = loop.time() + seconds
         while loop.time() < deadline:
             await asyncio.sleep(self.rng.uniform(0.2, 3.0))  # sometimes before the last healed
-            kind = self.rng.choices(
-                ["kill", "kill-controller", "pause", "stop", "zookeeper-pause", "double"],
-                weights=[4, 2, 4, 2, 1, 2],
-            )[0]
-            if kind == "double":
+            kinds = ["kill", "kill-controller", "pause", "stop", "zookeeper-pause", "double"]
+            weights = [4, 2, 4, 2, 1, 2]
+            if self.net is not None:
+                kinds, weights = [*kinds, "partition"], [*weights, 4]
+            kind = self.rng.choices(kinds, weights=weights)[0]
+            if kind == "partition":
+                await self._partition(self.net)  # type: ignore[arg-type]
+            elif kind == "double":
                 first, second = self.rng.sample(sorted(self.cluster.brokers), 2)
                 await asyncio.gather(self._broker_fault(first), self._broker_fault(second))
             elif kind == "zookeeper-pause":
@@ -155,6 +165,33 @@ class Nemesis:
                 if "already registered" not in str(exc) or loop.time() > deadline:
                     raise
             await asyncio.sleep(0.5)
+
+    async def _partition(self, net: network.Network) -> None:
+        brokers = sorted(self.cluster.brokers)
+        shape = self.rng.choice(["isolate", "pair", "zookeeper", "clients"])
+        seconds = self.rng.uniform(0.5, 8.0)
+        victim = self.rng.choice(brokers)
+        if shape == "isolate":  # from ZooKeeper and the other brokers; clients reach it
+            cuts = [(victim, net.zookeeper)]
+            for other in brokers:
+                if other != victim:
+                    cuts += [(victim, net.address(other)), (other, net.address(victim))]
+            what = f"broker {victim} from ZooKeeper and the other brokers"
+        elif shape == "pair":
+            a, b = self.rng.sample(brokers, 2)
+            cuts, what = [(a, net.address(b)), (b, net.address(a))], f"brokers {a} and {b}"
+        elif shape == "zookeeper":
+            cuts, what = [(victim, net.zookeeper)], f"broker {victim} from ZooKeeper"
+        else:
+            cuts, what = [(victim, net.clients)], f"broker {victim} from the clients"
+        self.note("partition", f"{what} for {seconds:.1f}s")
+        for cut in cuts:
+            net.cut(*cut)
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            for cut in cuts:
+                net.heal(*cut)
 
     async def _pause_zookeeper(self, seconds: float) -> None:
         pid = self.zookeeper.pid
@@ -490,21 +527,47 @@ def client_log(tmp_path: Path) -> Iterator[Path]:
         handler.close()
 
 
+@pytest.fixture
+def soak_cluster(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[tuple[Cluster, ZooKeeperServer, network.Network | None]]:
+    """Three brokers, each in a network namespace of its own where that can be done (the
+    nemesis then cuts links too), else on loopback; killed by pid afterwards."""
+    if network.available() is not None:
+        make_cluster = request.getfixturevalue("make_cluster")
+        yield make_cluster(3, SETTINGS), request.getfixturevalue("zookeeper"), None
+        return
+    net = network.Network()
+    zookeeper = ZooKeeperServer(tmp_path / "zookeeper", host=net.zookeeper)
+    cluster: network.PartitionedCluster | None = None
+    try:
+        zookeeper.start()
+        cluster = network.PartitionedCluster(net, zookeeper.connect_string, tmp_path / "cluster-0")
+        for broker_id in (1, 2, 3):
+            cluster.start_broker(broker_id, SETTINGS)
+        yield cluster, zookeeper, net
+    finally:
+        if cluster is not None:
+            cluster.kill_all()  # only the processes this fixture started, by pid
+        zookeeper.stop()
+        net.close()
+
+
 async def test_nemesis_loses_and_duplicates_nothing(
-    make_cluster: Callable[..., Cluster], zookeeper: ZooKeeperServer, client_log: Path
+    soak_cluster: tuple[Cluster, ZooKeeperServer, network.Network | None], client_log: Path
 ) -> None:
-    cluster = make_cluster(3, SETTINGS)
+    cluster, zookeeper, net = soak_cluster
     for broker in cluster.brokers.values():
         # a restart comes back on the same port, as a deployed broker does (the harness's
         # default is a fresh one each time): the clients' addresses stay good
-        broker.settings["listeners"] = f"PLAINTEXT://127.0.0.1:{broker.port}"
+        broker.settings["listeners"] = f"PLAINTEXT://{broker.host}:{broker.port}"
     async with Admin(bootstrap_servers=cluster.bootstrap) as admin:
         await admin.create_topics(
             [NewTopic(t, PARTITIONS, 3, {"min.insync.replicas": "2"}) for t in (TOPIC, TXN_TOPIC)]
         )
     await _until(lambda: _describe(cluster.bootstrap), _in_sync, 60)
     bootstrap = cluster.bootstrap  # every broker: the clients always find one that is up
-    nemesis = Nemesis(random.Random(SEED), cluster, zookeeper)
+    nemesis = Nemesis(random.Random(SEED), cluster, zookeeper, net)
     outcome, reading, txns = Outcome(), Reading(), Transactions()
     stop, produced = asyncio.Event(), asyncio.Event()
     producing = asyncio.ensure_future(_produce(bootstrap, stop, outcome))
@@ -542,6 +605,8 @@ async def test_nemesis_loses_and_duplicates_nothing(
         print("\n".join([report, *nemesis.done]))
         raise
     finally:
+        if net is not None:
+            net.heal_all()
         stop.set()
         for task in (producing, consuming, transacting, churning, watching):
             task.cancel()
@@ -561,6 +626,8 @@ async def test_nemesis_loses_and_duplicates_nothing(
     for why in churn.sends:
         print(f"  a send to a churned topic failed: {why}")
     print(f"  the clients' log: {client_log}; the brokers': {cluster.directory}")
+    if net is None:
+        print(f"  no partitions: {network.available()}")
     assert sum(nemesis.kinds.values()) >= SOAK_S / 10, "the nemesis did too little"
     try:
         check_exactly_once(outcome, stored)

@@ -154,3 +154,34 @@ async def test_a_new_incarnations_bump_is_not_handed_to_the_producer_it_fences()
     assert new != pid and new_epoch == 0
     with pytest.raises(ProducerFencedError):
         await _init(c, pid, 32_766)
+
+
+async def test_a_coordinator_cut_off_from_zookeeper_refuses_no_batch_it_cannot_vouch_for() -> None:
+    """From the soak's partitions: a broker cut off from ZooKeeper still coordinated 'soak'
+    in its own view, though another broker had taken the id over and added the partition
+    to the producer's new transaction there. Its verification said "not in an ongoing
+    transaction", and the producer's transaction failed. While its session is not
+    connected it now says it cannot tell (retriable: the produce is tried again)."""
+    from protocol.apis import AddPartitionsToTxnRequest, AddPartitionsToTxnTopic
+    from protocol.errors import CoordinatorNotAvailableError, InvalidTxnStateError
+
+    known = [True]
+    c = _coordinator(Clock())
+    c._state_known = lambda: known[0]
+    pid, epoch = await _init(c)
+    request = AddPartitionsToTxnRequest(
+        transactional_id="t",
+        producer_id=pid,
+        producer_epoch=epoch,
+        topics=[AddPartitionsToTxnTopic(name="a", partitions=[0])],
+        verify_only=True,
+    )
+
+    def error(answer: Any) -> int:
+        (topic,) = answer.results
+        (result,) = topic.results
+        return int(result.error_code)
+
+    assert error(await c.verify_partitions(request)) == InvalidTxnStateError.code
+    known[0] = False
+    assert error(await c.verify_partitions(request)) == CoordinatorNotAvailableError.code
