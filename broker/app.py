@@ -662,12 +662,13 @@ class Broker:
 
     def _state_known(self) -> bool:
         """Whether what this broker holds of the cluster is current: its ZooKeeper session
-        connected, and no stall's hold under way (broker/stall.py). A broker cut off from
-        ZooKeeper may have lost its roles without hearing of it yet."""
+        surely alive (``ZkBridge.session_current``), and no stall's hold under way
+        (broker/stall.py). A broker cut off from ZooKeeper may have lost its roles
+        without hearing of it yet."""
         zk = self._zk
         return (
             zk is not None
-            and zk.connected
+            and zk.session_current
             and not (self._stall is not None and self._stall.holding)
         )
 

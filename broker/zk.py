@@ -20,6 +20,7 @@ import asyncio
 import errno
 import json
 import select
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -563,6 +564,8 @@ class ZkBridge:
         """The session timeout ZooKeeper granted the last session (it clamps what is asked
         to 2-20 of its ticks); None before the first."""
         self._negotiated_callbacks: list[Callable[[float], None]] = []
+        self._heard_at = -1e18  # monotonic: ZooKeeper's last answer on the session
+        self._losses = self._losses_settled = 0  # (kazoo's thread; the loop's)
         self._learn_negotiated_timeout()
 
     # life cycle
@@ -626,11 +629,36 @@ class ZkBridge:
             read_timeout_ms, connect_timeout_ms = connect(*args)
             granted = read_timeout_ms * 1.5 / 1000
             self.negotiated_session_timeout_s = granted
+            self._heard_at = time.monotonic()
             for callback in list(self._negotiated_callbacks):
                 self._loop.call_soon_threadsafe(callback, granted)
             return read_timeout_ms, connect_timeout_ms
 
         connection._connect = connecting
+        read = getattr(connection, "_read_socket", None)
+        if read is None:
+            return
+
+        def reading(*args: Any) -> Any:  # kazoo's thread: an answer, a ping's, an event
+            answer = read(*args)
+            self._heard_at = time.monotonic()
+            return answer
+
+        connection._read_socket = reading
+
+    @property
+    def session_current(self) -> bool:
+        """Whether this session is surely still alive and every loss before it has been
+        acted on: ZooKeeper answered on it less than 0.9 of the granted timeout ago (the
+        server expires a session a whole timeout after it last heard from it, never
+        sooner), and no loss kazoo reported is still on its way to the loop. Not
+        ``connected``: kazoo keeps that True while requests go out unanswered (each
+        postpones its ping check), and sets it on a new session before the loop has heard
+        of the old one's loss."""
+        if self._losses != self._losses_settled or self._client.state == KazooState.LOST:
+            return False
+        granted = self.negotiated_session_timeout_s or self.session_timeout_s
+        return time.monotonic() - self._heard_at < 0.9 * granted
 
     def on_session_lost(self, callback: LossCallback) -> None:
         """Call ``callback(session_id)`` on the loop thread when a session is lost, with
@@ -648,10 +676,16 @@ class ZkBridge:
         for callback in list(self._state_callbacks):
             self._loop.call_soon_threadsafe(callback, mapped)
         if mapped == SessionState.LOST:
+            self._losses += 1
             # kazoo tells its listeners before it forgets the session's id (_reset)
             lost = getattr(self._client, "_session_id", None)
             for lost_callback in list(self._loss_callbacks):
                 self._loop.call_soon_threadsafe(lost_callback, lost)
+            self._loop.call_soon_threadsafe(self._loss_acted_on, self._losses)
+
+    def _loss_acted_on(self, losses: int) -> None:
+        # after every callback of the loss (state and loss ones, queued before it)
+        self._losses_settled = losses
 
     # operations
 

@@ -157,7 +157,8 @@ class TransactionCoordinator:
         state_known: Callable[[], bool] = lambda: True,
     ) -> None:
         """``state_known``: whether this broker's view of who coordinates what is current
-        (its ZooKeeper session connected, no stall's hold under way)."""
+        (its ZooKeeper session surely alive, no stall's hold under way); every answer
+        from a loaded partition waits for it (COORDINATOR_NOT_AVAILABLE meanwhile)."""
         self.broker_id = broker_id
         self._state_known = state_known
         self._config = config
@@ -279,6 +280,16 @@ class TransactionCoordinator:
         index = partition_for(transactional_id, self.num_partitions)
         store = self.stores.get(index)
         if store is not None:
+            if not self._state_known():
+                # cut off from ZooKeeper, this broker may have lost the id to another
+                # without hearing of it: no answer from a view that may be stale (a
+                # verification's "not in a transaction", a commit already complete, a
+                # fence all end something for the producer). Retriable: it looks again
+                raise CoordinatorNotAvailableError(
+                    f"broker {self.broker_id} cannot tell whether it still coordinates "
+                    f"transactional id {transactional_id!r}: its ZooKeeper session is in "
+                    "doubt; retry"
+                )
             return index, store
         if index in self._loading:
             raise CoordinatorLoadInProgressError(
@@ -463,15 +474,6 @@ class TransactionCoordinator:
         open one that no marker will end. Adds nothing. Called directly by this broker's
         own partition leaders (the produce's principal is not the one asking)."""
         wanted = [(t.name, p) for t in request.topics for p in t.partitions]
-        if not self._state_known():
-            # its refusal ends the producer's transaction: not given from a view that may
-            # be stale (cut off from ZooKeeper, another broker may coordinate the id by
-            # now and have the partition in its transaction). Retriable for the producer
-            not_now = CoordinatorNotAvailableError(
-                f"broker {self.broker_id} cannot tell whether it still coordinates "
-                f"{request.transactional_id!r}: its ZooKeeper session is not connected"
-            )
-            return _results(wanted, dict.fromkeys(wanted, not_now))
         return _results(wanted, self._unverified(request, wanted))
 
     def _unverified(

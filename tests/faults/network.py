@@ -16,6 +16,7 @@ Root only (namespaces, links); :func:`available` says whether this machine can.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import secrets
 import subprocess
@@ -33,8 +34,9 @@ def _ip(*args: str, netns: str | None = None) -> None:
         raise RuntimeError(f"{' '.join(command)}: {done.stderr.strip()}")
 
 
+@functools.cache
 def available() -> str | None:
-    """None if namespaces and bridges can be made here, else why not."""
+    """None if namespaces and bridges can be made here, else why not (asked once)."""
     if os.geteuid() != 0:
         return "cutting links needs root (network namespaces)"
     probe = f"hwp{secrets.token_hex(3)}"
@@ -47,12 +49,29 @@ def available() -> str | None:
     return None
 
 
+def _free_prefix() -> str:
+    """A 10.77.x /24 no interface here has (another network's, a soak's beside a test's,
+    or one a killed run left): two bridges on one subnet would route each other's
+    traffic."""
+    for _ in range(50):
+        prefix = f"10.77.{secrets.randbelow(240) + 10}"
+        taken = subprocess.run(
+            ["ip", "-o", "addr", "show", "to", f"{prefix}.0/24"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if taken.returncode == 0 and not taken.stdout.strip():
+            return prefix
+    raise RuntimeError("no free 10.77.x.0/24 subnet for a test network")
+
+
 class Network:
     """See the module doc. ``close()`` removes every namespace and link it made."""
 
     def __init__(self) -> None:
         self.tag = secrets.token_hex(2)  # link names are at most 15 characters
-        self.prefix = f"10.77.{secrets.randbelow(240) + 10}"
+        self.prefix = _free_prefix()
         self.bridge = f"hwb{self.tag}"
         self.clients = f"{self.prefix}.1"
         self.zookeeper = f"{self.prefix}.2"
@@ -60,6 +79,8 @@ class Network:
         self._cuts: set[tuple[int, str]] = set()
         _ip("link", "add", self.bridge, "type", "bridge")
         try:
+            # .1 first: the bridge's primary address, the source of the clients' packets
+            # (a cut to .1 parts a broker from them, not from ZooKeeper at .2)
             for address in (self.clients, self.zookeeper):
                 _ip("addr", "add", f"{address}/24", "dev", self.bridge)
             _ip("link", "set", self.bridge, "up")

@@ -76,6 +76,11 @@ async def _cut_until(
     await _until(lambda: _describe(bootstrap, "events"), _full_isr, timeout_s=60)
 
 
+async def _controller(cluster: network.PartitionedCluster) -> int:
+    async with Admin(bootstrap_servers=cluster.bootstrap) as admin:
+        return int((await admin.describe_cluster()).controller_id)
+
+
 async def _written_through(
     cluster: network.PartitionedCluster, fault: Callable[[], Awaitable[None]]
 ) -> None:
@@ -117,11 +122,13 @@ async def test_a_leader_cut_off_from_its_followers_only_refuses_acks_all_until_h
     cluster = partitioned()
     await _topic(cluster, "events", partitions=1)
     leader = _leader_of(await _describe(cluster.bootstrap, "events"))
+    # asked of the controller: the others' metadata may not hear of the ISR meanwhile
+    controller = cluster.brokers[await _controller(cluster)].bootstrap
 
     async def part_the_leader_from_its_followers() -> None:
         for follower in (b for b in cluster.brokers if b != leader):
             cluster.net.part(leader, follower)
-        await _cut_until(cluster, cluster.bootstrap, lambda d: d.partitions[0].isr == [leader], 2)
+        await _cut_until(cluster, controller, lambda d: d.partitions[0].isr == [leader], 2)
 
     await _written_through(cluster, part_the_leader_from_its_followers)
     assert _leader_of(await _describe(cluster.bootstrap, "events")) == leader  # nobody else
@@ -137,19 +144,19 @@ async def test_what_the_controller_could_not_tell_a_parted_broker_reaches_it_onc
     its leaderships, and the producer's retries go through."""
     cluster = partitioned()
     await _topic(cluster, "events", partitions=6)
-    bootstrap = cluster.bootstrap
-    async with Admin(bootstrap_servers=bootstrap) as admin:
-        controller = (await admin.describe_cluster()).controller_id
+    controller = await _controller(cluster)
     parted, killed = (b for b in cluster.brokers if b != controller)
 
     async def part_then_kill() -> None:
         cluster.net.part(controller, parted)
         try:
             cluster.brokers[killed].kill()
-            await _until(  # elected in ZooKeeper: what the controller's metadata says
+            elected = await _until(  # in ZooKeeper: what the controller's metadata says
                 lambda: _describe(cluster.brokers[controller].bootstrap, "events"),
                 lambda d: d is not None and all(p.leader not in (-1, killed) for p in d.partitions),
             )
+            # (the case under test: leaderships the parted broker has not been told of)
+            assert any(p.leader == parted for p in elected.partitions), elected
             await asyncio.sleep(2)  # the parted broker's new leaderships wait meanwhile
         finally:
             cluster.net.heal_all()

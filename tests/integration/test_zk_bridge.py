@@ -1,6 +1,8 @@
 """The kazoo bridge against a real ZooKeeper: results and watches arrive on the loop."""
 
 import asyncio
+import os
+import signal
 import threading
 
 import pytest
@@ -229,3 +231,25 @@ def test_payloads_are_kafkas_json() -> None:
 def test_corrupt_znodes_are_named(payload: bytes) -> None:
     with pytest.raises(zk.CorruptZnode, match="/brokers/ids/4"):
         zk.BrokerRegistration.from_json(4, payload)
+
+
+async def test_a_live_session_stays_current_and_a_silent_zookeeper_makes_it_not(
+    zookeeper: ZooKeeperServer,
+) -> None:
+    """``session_current`` is kept fresh by kazoo's pings (every third of the session)
+    while ZooKeeper answers, and goes within 0.9 of the session once it stops answering
+    (here: paused), whatever kazoo's ``connected`` says meanwhile."""
+    bridge = await _bridge(zookeeper, session_timeout_ms=2_000)
+    try:
+        await asyncio.sleep(2.5)  # past 0.9 of the session: only pings keep it current
+        assert bridge.session_current
+        pid = zookeeper.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            await asyncio.sleep(2.0)
+            assert not bridge.session_current
+        finally:
+            os.kill(pid, signal.SIGCONT)
+    finally:
+        await bridge.stop()

@@ -156,32 +156,58 @@ async def test_a_new_incarnations_bump_is_not_handed_to_the_producer_it_fences()
         await _init(c, pid, 32_766)
 
 
-async def test_a_coordinator_cut_off_from_zookeeper_refuses_no_batch_it_cannot_vouch_for() -> None:
-    """From the soak's partitions: a broker cut off from ZooKeeper still coordinated 'soak'
-    in its own view, though another broker had taken the id over and added the partition
-    to the producer's new transaction there. Its verification said "not in an ongoing
-    transaction", and the producer's transaction failed. While its session is not
-    connected it now says it cannot tell (retriable: the produce is tried again)."""
+async def test_a_coordinator_whose_session_is_in_doubt_answers_nothing_final() -> None:
+    """From the soak's partitions, and review 109: a broker cut off from ZooKeeper still
+    coordinated 'soak' in its own view, though another broker had taken the id over.
+    Its verification said "not in an ongoing transaction" (the producer's transaction
+    failed); an EndTxn for a transaction opened at the new coordinator would have been
+    answered "committed" from the last one's COMPLETE_COMMIT, with nothing written; a
+    producer bumped there would have been told it is fenced. While its session is in
+    doubt every answer is COORDINATOR_NOT_AVAILABLE: retriable, the producer looks again."""
     from protocol.apis import AddPartitionsToTxnRequest, AddPartitionsToTxnTopic
-    from protocol.errors import CoordinatorNotAvailableError, InvalidTxnStateError
+    from protocol.errors import (
+        CoordinatorNotAvailableError,
+        InvalidProducerEpochError,
+        InvalidTxnStateError,
+    )
 
     known = [True]
     c = _coordinator(Clock())
     c._state_known = lambda: known[0]
+    c._metadata = SimpleNamespace(partition=lambda topic, index: object())
     pid, epoch = await _init(c)
-    request = AddPartitionsToTxnRequest(
-        transactional_id="t",
-        producer_id=pid,
-        producer_epoch=epoch,
-        topics=[AddPartitionsToTxnTopic(name="a", partitions=[0])],
-        verify_only=True,
-    )
+
+    def add(producer_epoch: int, verify_only: bool = False) -> AddPartitionsToTxnRequest:
+        return AddPartitionsToTxnRequest(
+            transactional_id="t",
+            producer_id=pid,
+            producer_epoch=producer_epoch,
+            topics=[AddPartitionsToTxnTopic(name="a", partitions=[0])],
+            verify_only=verify_only,
+        )
 
     def error(answer: Any) -> int:
         (topic,) = answer.results
         (result,) = topic.results
         return int(result.error_code)
 
-    assert error(await c.verify_partitions(request)) == InvalidTxnStateError.code
+    commit = EndTxnRequest(
+        transactional_id="t", producer_id=pid, producer_epoch=epoch, committed=True
+    )
+    assert error(await c.verify_partitions(add(epoch, True))) == InvalidTxnStateError.code
+    assert error(await c.add_partitions(add(epoch + 1))) == InvalidProducerEpochError.code
+    await c.add_partitions(add(epoch))
+    await c.end_txn(commit)
+    for task in list(c._tasks):
+        await task
+    assert c.stores[0]["t"].state == TxnState.COMPLETE_COMMIT
     known[0] = False
-    assert error(await c.verify_partitions(request)) == CoordinatorNotAvailableError.code
+    for answer in (
+        await c.verify_partitions(add(epoch, True)),  # not "not in a transaction"
+        await c.add_partitions(add(epoch + 1)),  # not "fenced by a newer epoch"
+    ):
+        assert error(answer) == CoordinatorNotAvailableError.code
+    with pytest.raises(CoordinatorNotAvailableError):
+        await c.end_txn(commit)  # not "committed", from the last one's state
+    with pytest.raises(CoordinatorNotAvailableError):
+        await _init(c, pid, epoch)

@@ -1,0 +1,57 @@
+"""``ZkBridge.session_current`` (review 109): what a broker asks before it answers from
+its view of who leads and coordinates what. Not kazoo's ``connected``: that is set on a
+new session before the loop has acted on the old one's loss, and stays set while
+requests go out unanswered. Driven through kazoo's own state changes, no server."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from kazoo.protocol.states import KeeperState
+
+from broker.zk import SessionState, ZkBridge
+
+
+def _bridge(seen: list[str]) -> ZkBridge:
+    bridge = ZkBridge("127.0.0.1:1", session_timeout_ms=2000)
+    bridge.on_state_change(seen.append)
+    return bridge
+
+
+async def test_a_new_session_is_not_current_until_the_old_ones_loss_is_acted_on() -> None:
+    seen: list[str] = []
+    bridge = _bridge(seen)
+    client = bridge._client
+    client._session_callback(KeeperState.CONNECTED)
+    bridge._heard_at = time.monotonic()
+    await asyncio.sleep(0)
+    assert bridge.session_current
+    # kazoo's thread: the session expired, and a new one is made, before the loop runs
+    client._session_callback(KeeperState.CONNECTING)
+    client._session_callback(KeeperState.EXPIRED_SESSION)
+    client._session_callback(KeeperState.CONNECTED)
+    bridge._heard_at = time.monotonic()
+    assert client.connected  # kazoo's own flag already says so
+    assert not bridge.session_current
+    await asyncio.sleep(0)  # the loop runs the loss's callbacks
+    assert seen[-2:] == [SessionState.LOST, SessionState.CONNECTED]
+    assert bridge.session_current
+    client._live.clear()
+
+
+async def test_a_session_zookeeper_has_not_answered_on_lately_is_not_current() -> None:
+    bridge = _bridge([])
+    client = bridge._client
+    client._session_callback(KeeperState.CONNECTED)
+    bridge._heard_at = time.monotonic() - 1.0  # within 0.9 of the 2 s session
+    assert bridge.session_current
+    bridge._heard_at = time.monotonic() - 1.9  # kazoo may still say connected
+    assert client.connected and not bridge.session_current
+    bridge.negotiated_session_timeout_s = 6.0  # what ZooKeeper granted counts
+    assert bridge.session_current
+    client._live.clear()
+
+
+async def test_a_bridge_never_connected_is_not_current() -> None:
+    assert not ZkBridge("127.0.0.1:1").session_current
