@@ -66,6 +66,7 @@ from broker.stall import StallGuard
 from broker.tokens import DelegationTokens
 from broker.zk import (
     BrokerRegistration,
+    PartitionState,
     SessionState,
     ZkBridge,
     ZkError,
@@ -131,6 +132,7 @@ from protocol.errors import (
 )
 from protocol.framing import FileRegion, RequestHeader
 from protocol.topic_id import TOPIC_IDS_FEATURE, ZERO_TOPIC_ID, format_topic_id
+from protocol.txn_log import TRANSACTION_TOPIC
 
 __all__ = ["Broker"]
 
@@ -342,6 +344,7 @@ class Broker:
             markers=MarkerWriter(self.broker_id, self.metadata, self._replicas, self._peer_pool()),
             authorizer=self._acl,
             state_known=self._state_known,
+            still_leads=self._still_leads_txn_log,
         )
         self._transactions.start()
         if cfg["transaction.partition.verification.enable"]:
@@ -671,6 +674,23 @@ class Broker:
             and zk.session_current
             and not (self._stall is not None and self._stall.holding)
         )
+
+    async def _still_leads_txn_log(self, partition: int) -> bool:
+        """ZooKeeper's word that this broker leads ``partition`` of the transaction log at
+        the leader epoch it has for it (the coordinator's check before an answer from its
+        state alone): a controller that could not reach it may have moved it, or bumped
+        its epoch, meanwhile. False if ZooKeeper cannot say."""
+        assert self._zk is not None and self._replicas is not None
+        local = self._replicas.partitions.get(TopicPartition(TRANSACTION_TOPIC, partition))
+        if local is None or not local.is_leader:
+            return False
+        path = paths.partition_state(TRANSACTION_TOPIC, partition)
+        try:
+            raw, _ = await self._zk.get(path)
+            state = PartitionState.from_json(path, raw)
+        except ZkError:
+            return False
+        return state.leader == self.broker_id and state.leader_epoch == local.leader_epoch
 
     def _arm_stall_guard(self) -> None:
         """From here on, a stall of the loop holds what the listeners read until the

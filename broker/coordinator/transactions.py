@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import structlog
@@ -155,12 +155,16 @@ class TransactionCoordinator:
         authorizer: Authorizer | None = None,
         clock: Callable[[], int] = _now_ms,
         state_known: Callable[[], bool] = lambda: True,
+        still_leads: Callable[[int], Awaitable[bool]] | None = None,
     ) -> None:
         """``state_known``: whether this broker's view of who coordinates what is current
         (its ZooKeeper session surely alive, no stall's hold under way); every answer
         from a loaded partition waits for it (COORDINATOR_NOT_AVAILABLE meanwhile)."""
         self.broker_id = broker_id
         self._state_known = state_known
+        self._still_leads = still_leads
+        """``still_leads(partition)``: ZooKeeper's word that this broker leads that
+        partition of the log at the leader epoch it knows (None: not asked)."""
         self._config = config
         self._metadata = metadata
         self._replicas = replicas
@@ -474,7 +478,26 @@ class TransactionCoordinator:
         open one that no marker will end. Adds nothing. Called directly by this broker's
         own partition leaders (the produce's principal is not the one asking)."""
         wanted = [(t.name, p) for t in request.topics for p in t.partitions]
-        return _results(wanted, self._unverified(request, wanted))
+        refused = self._unverified(request, wanted)
+        if any(isinstance(e, InvalidTxnStateError) for e in refused.values()):
+            try:
+                await self._vouch(request.transactional_id)
+            except NotCoordinatorError as exc:
+                refused = dict.fromkeys(refused, exc)
+        return _results(wanted, refused)
+
+    async def _vouch(self, txn_id: str) -> None:
+        """Before an answer from state alone that ends something for the producer (a
+        refusal, a commit said to be done): ZooKeeper's word that this broker still
+        leads the id's partition at the leader epoch it knows. A controller that could
+        not reach this broker may have moved it elsewhere, its session alive."""
+        if self._still_leads is None:
+            return
+        if not await self._still_leads(partition_for(txn_id, self.num_partitions)):
+            raise NotCoordinatorError(
+                f"broker {self.broker_id} no longer coordinates transactional id "
+                f"{txn_id!r}; find it again"
+            )
 
     def _unverified(
         self, request: AddPartitionsToTxnRequest, wanted: list[tuple[str, int]]
@@ -559,10 +582,11 @@ class TransactionCoordinator:
             return EndTxnResponse()
         done = TxnState.COMPLETE_COMMIT if committed else TxnState.COMPLETE_ABORT
         ending = TxnState.PREPARE_COMMIT if committed else TxnState.PREPARE_ABORT
-        if state == done:
-            return EndTxnResponse()  # a retry of one that is done
         if state == ending:
             raise _concurrent(txn_id)
+        await self._vouch(txn_id)  # nothing is written: the answer is the state's alone
+        if state == done:
+            return EndTxnResponse()  # a retry of one that is done
         raise InvalidTxnStateError(
             f"transactional id {txn_id!r} is {state.name}: it cannot "
             f"{'commit' if committed else 'abort'} (no transaction of it is open)"

@@ -5,6 +5,7 @@ fences nobody, another fence was called a timeout)."""
 
 from __future__ import annotations
 
+import dataclasses
 from types import SimpleNamespace
 from typing import Any
 
@@ -211,3 +212,54 @@ async def test_a_coordinator_whose_session_is_in_doubt_answers_nothing_final() -
         await c.end_txn(commit)  # not "committed", from the last one's state
     with pytest.raises(CoordinatorNotAvailableError):
         await _init(c, pid, epoch)
+
+
+async def test_answers_from_state_alone_are_vouched_for_by_zookeeper_first() -> None:
+    """Review 109: a controller that cannot reach a coordinator can move the log's
+    partition elsewhere while the coordinator's session lives (a preferred election, say):
+    its session is current and its state stale. Before an answer given from the state
+    alone (the partition check's refusal, EndTxn's "already committed" or "nothing open")
+    it asks ZooKeeper whether it still leads the partition at the leader epoch it knows;
+    if not, NOT_COORDINATOR (retriable) instead."""
+    from protocol.apis import AddPartitionsToTxnRequest, AddPartitionsToTxnTopic
+    from protocol.errors import InvalidTxnStateError, NotCoordinatorError
+
+    leads: list[int] = []
+    still = [True]
+
+    async def still_leads(partition: int) -> bool:
+        leads.append(partition)
+        return still[0]
+
+    c = _coordinator(Clock())
+    c._still_leads = still_leads
+    c._metadata = SimpleNamespace(partition=lambda topic, index: object())
+    pid, epoch = await _init(c)
+    check = AddPartitionsToTxnRequest(
+        transactional_id="t",
+        producer_id=pid,
+        producer_epoch=epoch,
+        topics=[AddPartitionsToTxnTopic(name="a", partitions=[0])],
+        verify_only=True,
+    )
+    commit = EndTxnRequest(
+        transactional_id="t", producer_id=pid, producer_epoch=epoch, committed=True
+    )
+
+    def error(answer: Any) -> int:
+        (topic,) = answer.results
+        (result,) = topic.results
+        return int(result.error_code)
+
+    assert error(await c.verify_partitions(check)) == InvalidTxnStateError.code
+    assert leads == [0]
+    with pytest.raises(InvalidTxnStateError):
+        await c.end_txn(commit)  # nothing open
+    still[0] = False  # moved elsewhere meanwhile
+    assert error(await c.verify_partitions(check)) == NotCoordinatorError.code
+    with pytest.raises(NotCoordinatorError):
+        await c.end_txn(commit)
+    leads.clear()
+    add = dataclasses.replace(check, verify_only=False)
+    assert error(await c.add_partitions(add)) == 0  # written: the log's replication decides
+    assert leads == []
