@@ -95,7 +95,7 @@ async def _one_held(
     reader, writer = await _connected(port)
     writer.writelines(_frame(1, "a"))
     await writer.drain()
-    _stall_loop(THRESHOLD_S * 3)
+    _stall_loop(THRESHOLD_S * 2)
     await asyncio.sleep(0.1)
     assert guard.holding
     return reader, writer
@@ -108,7 +108,7 @@ async def test_requests_read_after_a_stall_wait_until_the_session_is_known(
     reader, writer = await _connected(port)
     writer.writelines([*_frame(1, "a"), *_frame(2, "b")])
     await writer.drain()
-    _stall_loop(THRESHOLD_S * 3)  # the loop stalls with both requests in the socket
+    _stall_loop(THRESHOLD_S * 2)  # the loop stalls with both requests in the socket
     await asyncio.sleep(0.2)
     assert guard.holding and check.calls == 1
     # a connection made during the hold is held too, and a request written later
@@ -155,7 +155,7 @@ async def test_a_check_that_never_answers_holds_for_hold_max_at_most() -> None:
         reader, writer = await _connected(port)
         writer.writelines(_frame(1, "a"))
         await writer.drain()
-        _stall_loop(THRESHOLD_S * 3)
+        _stall_loop(THRESHOLD_S * 2)
         started = time.monotonic()
         assert await _answer(reader) == (1, "a")
         assert time.monotonic() - started >= 0.4  # held, then served from what it has
@@ -178,7 +178,7 @@ async def test_a_request_a_throttle_held_is_held_on_if_the_throttle_ends_in_a_st
     writer.writelines([*_frame(1, "throttle"), *_frame(2, "a")])
     await writer.drain()
     assert await _answer(reader) == (1, "throttle")
-    _stall_loop(THRESHOLD_S * 3)  # past the threshold and the throttle
+    _stall_loop(THRESHOLD_S * 2)  # past the threshold and the throttle
     await asyncio.sleep(0.05)
     assert guard.holding
     with pytest.raises(asyncio.TimeoutError):

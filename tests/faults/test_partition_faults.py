@@ -10,11 +10,13 @@ root."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from kazoo.client import KazooClient
 
 from client import Admin
 from client.localcluster import ZooKeeperServer
@@ -37,29 +39,52 @@ pytestmark = [
 RECORDS = 20_000
 
 
-@pytest.fixture
-def partitioned(tmp_path: Path) -> Iterator[Callable[..., network.PartitionedCluster]]:
+@pytest.fixture(scope="module")
+def network_zookeeper(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[network.Network, ZooKeeperServer]]:
+    """One network and one ZooKeeper on its bridge for the module's tests (each test's
+    cluster in a chroot of its own); removed and stopped by pid afterwards."""
     net = network.Network()
-    zookeeper = ZooKeeperServer(tmp_path / "zookeeper", host=net.zookeeper)
-    made: list[network.PartitionedCluster] = []
+    zookeeper = ZooKeeperServer(tmp_path_factory.mktemp("zookeeper"), host=net.zookeeper)
     try:
         zookeeper.start()
+        yield net, zookeeper
+    finally:
+        zookeeper.stop()
+        net.close()
 
-        def make(settings: dict[str, str] | None = None) -> network.PartitionedCluster:
-            cluster = network.PartitionedCluster(
-                net, zookeeper.connect_string, tmp_path / "cluster"
-            )
-            made.append(cluster)
-            for broker_id in (1, 2, 3):
-                cluster.start_broker(broker_id, {**SETTINGS, **(settings or {})})
-            return cluster
 
+@pytest.fixture
+def partitioned(
+    network_zookeeper: tuple[network.Network, ZooKeeperServer], tmp_path: Path
+) -> Iterator[Callable[..., network.PartitionedCluster]]:
+    net, zookeeper = network_zookeeper
+    root = f"/partitions-{uuid.uuid4().hex[:12]}"
+    zk = KazooClient(hosts=zookeeper.connect_string, timeout=10)
+    zk.start(timeout=10)
+    try:
+        zk.ensure_path(root)
+    finally:
+        zk.stop()
+        zk.close()
+    made: list[network.PartitionedCluster] = []
+
+    def make(settings: dict[str, str] | None = None) -> network.PartitionedCluster:
+        cluster = network.PartitionedCluster(
+            net, zookeeper.connect_string + root, tmp_path / "cluster"
+        )
+        made.append(cluster)
+        for broker_id in (1, 2, 3):
+            cluster.start_broker(broker_id, {**SETTINGS, **(settings or {})})
+        return cluster
+
+    try:
         yield make
     finally:
         for cluster in made:
             cluster.kill_all()  # only the processes this test started, by pid
-        zookeeper.stop()
-        net.close()
+        net.heal_all()
 
 
 async def _cut_until(
@@ -104,7 +129,7 @@ async def test_a_leader_cut_off_from_zookeeper_and_its_followers_loses_no_acked_
 
     async def partition_the_leader() -> None:
         cluster.isolate(leader)
-        await _cut_until(cluster, others, lambda d: d.partitions[0].leader not in (-1, leader), 3)
+        await _cut_until(cluster, others, lambda d: d.partitions[0].leader not in (-1, leader), 2)
 
     await _written_through(cluster, partition_the_leader)
     log = cluster.brokers[leader].log_path.read_text()
@@ -128,7 +153,7 @@ async def test_a_leader_cut_off_from_its_followers_only_refuses_acks_all_until_h
     async def part_the_leader_from_its_followers() -> None:
         for follower in (b for b in cluster.brokers if b != leader):
             cluster.net.part(leader, follower)
-        await _cut_until(cluster, controller, lambda d: d.partitions[0].isr == [leader], 2)
+        await _cut_until(cluster, controller, lambda d: d.partitions[0].isr == [leader], 1)
 
     await _written_through(cluster, part_the_leader_from_its_followers)
     assert _leader_of(await _describe(cluster.bootstrap, "events")) == leader  # nobody else
@@ -157,7 +182,7 @@ async def test_what_the_controller_could_not_tell_a_parted_broker_reaches_it_onc
             )
             # (the case under test: leaderships the parted broker has not been told of)
             assert any(p.leader == parted for p in elected.partitions), elected
-            await asyncio.sleep(2)  # the parted broker's new leaderships wait meanwhile
+            await asyncio.sleep(1)  # the parted broker's new leaderships wait meanwhile
         finally:
             cluster.net.heal_all()
         cluster.start_broker(killed)
