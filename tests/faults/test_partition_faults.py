@@ -10,13 +10,11 @@ root."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from kazoo.client import KazooClient
 
 from client import Admin
 from client.localcluster import ZooKeeperServer
@@ -30,6 +28,7 @@ from tests.faults.test_replication_faults import (
     _until,
 )
 from tests.faults.workload import check_exactly_once, produce, read_back
+from tests.integration.conftest import new_chroot
 
 pytestmark = [
     pytest.mark.timeout(240),
@@ -60,20 +59,11 @@ def partitioned(
     network_zookeeper: tuple[network.Network, ZooKeeperServer], tmp_path: Path
 ) -> Iterator[Callable[..., network.PartitionedCluster]]:
     net, zookeeper = network_zookeeper
-    root = f"/partitions-{uuid.uuid4().hex[:12]}"
-    zk = KazooClient(hosts=zookeeper.connect_string, timeout=10)
-    zk.start(timeout=10)
-    try:
-        zk.ensure_path(root)
-    finally:
-        zk.stop()
-        zk.close()
+    connect = new_chroot(zookeeper, "partitions")
     made: list[network.PartitionedCluster] = []
 
     def make(settings: dict[str, str] | None = None) -> network.PartitionedCluster:
-        cluster = network.PartitionedCluster(
-            net, zookeeper.connect_string + root, tmp_path / "cluster"
-        )
+        cluster = network.PartitionedCluster(net, connect, tmp_path / "cluster")
         made.append(cluster)
         for broker_id in (1, 2, 3):
             cluster.start_broker(broker_id, {**SETTINGS, **(settings or {})})

@@ -76,14 +76,9 @@ class Cluster:
             broker.kill()  # only the processes this test started, by pid
 
 
-def module_cluster(
-    zookeeper: ZooKeeperServer,
-    directory: Path,
-    name: str,
-    settings: dict[str, str] | None = None,
-) -> Iterator[Cluster]:
-    """Three brokers shared by a module's tests that keep every broker up, in a ZooKeeper
-    chroot of their own; killed by pid afterwards. Use from a module-scoped fixture."""
+def new_chroot(zookeeper: ZooKeeperServer, name: str) -> str:
+    """A new path of its own on ``zookeeper``, made; its connect string with the path as
+    chroot (brokers on it see nothing of other tests')."""
     root = f"/{name}-{uuid.uuid4().hex[:12]}"
     zk = KazooClient(hosts=zookeeper.connect_string, timeout=10)
     zk.start(timeout=10)
@@ -92,7 +87,18 @@ def module_cluster(
     finally:
         zk.stop()
         zk.close()
-    cluster = Cluster(zookeeper.connect_string + root, directory)
+    return zookeeper.connect_string + root
+
+
+def module_cluster(
+    zookeeper: ZooKeeperServer,
+    directory: Path,
+    name: str,
+    settings: dict[str, str] | None = None,
+) -> Iterator[Cluster]:
+    """Three brokers shared by a module's tests that keep every broker up, in a ZooKeeper
+    chroot of their own; killed by pid afterwards. Use from a module-scoped fixture."""
+    cluster = Cluster(new_chroot(zookeeper, name), directory)
     try:
         for broker_id in (1, 2, 3):
             cluster.start_broker(broker_id, settings)
