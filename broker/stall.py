@@ -65,7 +65,6 @@ class StallGuard:
         self._check: asyncio.Future[str] | None = None  # ... awaiting this
         self._waiting: list[Release] = []
         self.stalls = 0  # stalls seen (a metric)
-        self.held_connections = 0  # ... and the connections held across them
 
     @property
     def holding(self) -> bool:
@@ -134,8 +133,6 @@ class StallGuard:
             outcome = await asyncio.wait_for(confirming, self.hold_max_s)
         except TimeoutError:
             outcome = "ZooKeeper did not answer: serving from the state held"
-        except asyncio.CancelledError:
-            raise
         except Exception as exc:  # a bug in confirm must not keep every request held
             outcome = f"the check failed ({exc!r}): serving from the state held"
         now = self._loop.time()
@@ -153,7 +150,6 @@ class StallGuard:
 
     def _release(self) -> None:
         waiting, self._waiting = self._waiting, []
-        self.held_connections += len(waiting)
         for release in waiting:
             try:
                 release()

@@ -566,7 +566,7 @@ class ZkBridge:
         self._negotiated_callbacks: list[Callable[[float], None]] = []
         self._heard_at = -1e18  # monotonic: ZooKeeper's last answer on the session
         self._losses = self._losses_settled = 0  # (kazoo's thread; the loop's)
-        self._learn_negotiated_timeout()
+        self._watch_connection()
 
     # life cycle
 
@@ -616,10 +616,11 @@ class ZkBridge:
         as ZooKeeper granted it."""
         self._negotiated_callbacks.append(callback)
 
-    def _learn_negotiated_timeout(self) -> None:
-        """kazoo keeps the granted timeout in a local of its connect step (and derives
-        its read timeout, two thirds of it, from that): the step is wrapped to learn it.
-        A kazoo without that step leaves it unknown."""
+    def _watch_connection(self) -> None:
+        """kazoo's connection steps, wrapped: its connect step, for the timeout ZooKeeper
+        granted (kazoo keeps it in a local, and derives its read timeout, two thirds of
+        it, from that); its read step, for when ZooKeeper last answered on the session
+        (:attr:`session_current`). A kazoo without them leaves both unknown."""
         connection: Any = getattr(self._client, "_connection", None)
         connect = getattr(connection, "_connect", None)
         if connect is None:

@@ -327,8 +327,7 @@ async def test_a_write_waiting_in_a_resumed_leaders_socket_is_not_acked_from_bef
             await _until(
                 lambda: _describe(others, "events"),
                 lambda d: d is not None and d.partitions[0].leader not in (-1, leader),
-            )
-            await asyncio.sleep(0.5)  # the write is in the paused leader's socket by now
+            )  # (a session's time after the send: it is in the paused leader's socket)
             assert not waiting.done()
         finally:
             cluster.brokers[leader].resume()

@@ -47,7 +47,7 @@ async def test_a_late_read_trips_it_and_the_release_comes_once_the_check_answers
     answer.set()
     await asyncio.sleep(0.02)
     assert released == ["a", "b"] and not guard.holding
-    assert guard.stalls == 1 and guard.held_connections == 2
+    assert guard.stalls == 1
     assert loop.time() < guard.deadline < math.inf  # armed again
     guard.stop()
 
