@@ -72,13 +72,16 @@ lint: $(STAMP)
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy
 
-# The unit and component tests (CPU-bound, in-process) run on both cores (pytest-xdist);
-# the integration and fault tests, which start real ZooKeeper and broker processes and
-# time what they do, one at a time. PYTEST_ARGS runs what it names, one at a time.
+# The unit and component tests (CPU-bound, in-process) run on both cores (pytest-xdist).
+# The integration tests, which start real ZooKeeper and broker processes and mostly wait
+# on them (a quarter of a core, one at a time), run two modules at a time, each on its
+# own ZooKeeper: half the wall time. The fault tests, which time pauses, kills and cuts
+# against session timeouts, one at a time. PYTEST_ARGS runs what it names, one at a time.
 test: setup lint netns-tools
 ifeq ($(strip $(PYTEST_ARGS)),)
 	$(PY) -m pytest -n 2 tests/unit tests/component
-	$(PY) -m pytest tests/integration tests/faults
+	$(PY) -m pytest -n 2 --dist loadfile tests/integration
+	$(PY) -m pytest tests/faults
 else
 	$(PY) -m pytest $(PYTEST_ARGS)
 endif

@@ -42,6 +42,7 @@ from broker.connection_quotas import ConnectionQuotas
 from broker.controller.controller import Controller
 from broker.controller.election import ControllerElection
 from broker.coordinator.coordinator import GroupCoordinator
+from broker.coordinator.doubt import Doubt
 from broker.coordinator.markers import MarkerWriter
 from broker.coordinator.producer_ids import ProducerIdManager
 from broker.coordinator.transactions import TransactionCoordinator
@@ -154,6 +155,15 @@ _STALLS = counter(
     "Times this broker's loop stalled past a third of its ZooKeeper session and held "
     "requests until the session was known.",
 )
+_DOUBTS = counter(
+    "headwater_coordinator_doubts_total",
+    "Times this broker's coordinators could not tell whether they still coordinated what "
+    "they held (ZooKeeper session in doubt, or a stall's hold) and refused meanwhile.",
+)
+_DOUBT_REFUSALS = counter(
+    "headwater_coordinator_doubt_refusals_total",
+    "Group and transaction requests refused (COORDINATOR_NOT_AVAILABLE) while in doubt.",
+)
 
 
 def _serve(call: Callable[[Any], Any]) -> Callable[[RequestHeader, Any], Any]:
@@ -234,6 +244,7 @@ class Broker:
         self._sessions_lost = 0  # ZooKeeper sessions lost (and leaderships fenced)
         self._closing_session = False  # stop() closes it: its end is not a loss
         self._stall: StallGuard | None = None
+        self._doubt: Doubt | None = None
         self._log = structlog.get_logger("headwater.broker").bind(broker_id=self.broker_id)
 
     def _peer_pool(self) -> PeerPool:
@@ -328,33 +339,7 @@ class Broker:
             follower_quota=ReplicationQuota(lambda: cfg["follower.replication.throttled.rate"]),
             rack_aware_reads=cfg["replica.selector.class"] == RACK_AWARE_SELECTOR,
         )
-        self._coordinator = GroupCoordinator(
-            self.broker_id, cfg, self.metadata, self._replicas, self._admin, authorizer=self._acl
-        )
-        self._coordinator.start()
-        self._start_cleaner()
-        self._producer_ids = ProducerIdManager(self.broker_id, self._zk)
-        self._transactions = TransactionCoordinator(
-            self.broker_id,
-            cfg,
-            self.metadata,
-            self._replicas,
-            self._admin,
-            producer_ids=self._producer_ids,
-            markers=MarkerWriter(self.broker_id, self.metadata, self._replicas, self._peer_pool()),
-            authorizer=self._acl,
-            state_known=self._state_known,
-            still_leads=self._still_leads_txn_log,
-        )
-        self._transactions.start()
-        if cfg["transaction.partition.verification.enable"]:
-            self._replicas.txn_verify = TxnVerifier(
-                self.broker_id,
-                self.metadata,
-                self._peer_pool(),  # its own: a check never waits behind a marker write
-                lambda: int(self.config["transaction.state.log.num.partitions"]),
-                self._transactions.verify_partitions,
-            ).verify
+        self._start_coordinators()
         await self._listen(protocols, server_tls)
         advertised = self._advertised()
         host, port = advertised[cfg.inter_broker_listener]
@@ -655,6 +640,47 @@ class Broker:
             ),
         }
 
+    def _start_coordinators(self) -> None:
+        """The group and transaction coordinators, and the log cleaner between them."""
+        cfg = self.config
+        assert self._replicas is not None and self._admin is not None and self._zk is not None
+        # one for both coordinators: a doubt is logged and counted once, and the group
+        # coordinator's 100-ms tick notices it on an idle broker
+        self._doubt = Doubt(self._state_known, broker_id=self.broker_id)
+        self._coordinator = GroupCoordinator(
+            self.broker_id,
+            cfg,
+            self.metadata,
+            self._replicas,
+            self._admin,
+            authorizer=self._acl,
+            doubt=self._doubt,
+        )
+        self._coordinator.start()
+        self._start_cleaner()
+        self._producer_ids = ProducerIdManager(self.broker_id, self._zk)
+        self._transactions = TransactionCoordinator(
+            self.broker_id,
+            cfg,
+            self.metadata,
+            self._replicas,
+            self._admin,
+            producer_ids=self._producer_ids,
+            markers=MarkerWriter(self.broker_id, self.metadata, self._replicas, self._peer_pool()),
+            authorizer=self._acl,
+            doubt=self._doubt,
+            still_leads=self._still_leads_txn_log,
+        )
+        self._transactions.start()
+        if cfg["transaction.partition.verification.enable"]:
+            self._replicas.txn_verify = TxnVerifier(
+                self.broker_id,
+                self.metadata,
+                self._peer_pool(),  # its own: a check never waits behind a marker write
+                lambda: int(self.config["transaction.state.log.num.partitions"]),
+                self._transactions.verify_partitions,
+            ).verify
+
     def _on_session_state(self, state: str) -> None:
         if self._closing_session:
             return  # closing our own session is not news
@@ -909,6 +935,8 @@ class Broker:
             (_OFFLINE, {}, controller.offline_partitions() if controller and active else 0),
             (_CONNECTIONS, {}, sum(len(s.connections) for s in self._servers.values())),
             (_STALLS, {}, self._stall.stalls if self._stall is not None else 0),
+            (_DOUBTS, {}, self._doubt.doubts if self._doubt is not None else 0),
+            (_DOUBT_REFUSALS, {}, self._doubt.refusals if self._doubt is not None else 0),
             *gc_samples(),
         ]
 

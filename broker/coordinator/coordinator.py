@@ -58,6 +58,7 @@ from broker.authorizer import (
     transactional_id_not_authorized,
 )
 from broker.config import BrokerConfig
+from broker.coordinator.doubt import Doubt
 from broker.coordinator.expiry import expired_offsets
 from broker.coordinator.group import DEAD, EMPTY, STABLE, Group, Member, Stored
 from broker.coordinator.offsets import OffsetStore
@@ -165,10 +166,6 @@ _LOAD_RETRY_MAX_S = 30.0
 T = TypeVar("T")
 
 
-def _now_ms() -> int:
-    return time.monotonic_ns() // 1_000_000
-
-
 class GroupCoordinator:
     def __init__(
         self,
@@ -179,8 +176,13 @@ class GroupCoordinator:
         admin: TopicAdmin,
         *,
         authorizer: Authorizer | None = None,
+        doubt: Doubt | None = None,
     ) -> None:
+        """``doubt``: whether this broker's view of who coordinates what is current;
+        every answer from a loaded partition waits for it (COORDINATOR_NOT_AVAILABLE
+        meanwhile), and the groups' timers stand still in the meantime."""
         self.broker_id = broker_id
+        self._doubt = doubt or Doubt(lambda: True, broker_id=broker_id)
         self._acl = authorizer or Authorizer()
         self._config = config
         self._metadata = metadata
@@ -273,7 +275,9 @@ class GroupCoordinator:
         """Kafka's cleanupGroupMetadata: in each offsets partition this broker holds, the
         expired offsets (see :mod:`broker.coordinator.expiry`) get tombstones, and so does
         each empty group left without any offset (it is Dead then: gone from ListGroups).
-        Returns how many records were written."""
+        Returns how many records were written. None while in doubt."""
+        if not self._doubt.known():
+            return 0
         written = 0
         for index, store in list(self.stores.items()):
             written += await self._expire_in(index, store, int(time.time() * 1000))
@@ -369,9 +373,12 @@ class GroupCoordinator:
         return group, gone, group is not None and group.state == EMPTY and none_left
 
     async def _tick(self) -> None:
-        """Session timeouts and rebalance deadlines: a sweep over the groups we hold."""
+        """Session timeouts and rebalance deadlines: a sweep over the groups we hold. None
+        while in doubt: the members' requests are refused, and their clock stands still."""
         while True:
             await asyncio.sleep(_TICK_S)
+            if not self._doubt.known():
+                continue
             for group in list(self.groups.values()):
                 try:
                     was, generation, started = group.state, group.generation_id, group.rebalances
@@ -546,6 +553,16 @@ class GroupCoordinator:
         index = partition_for(group, self.num_partitions)
         store = self.stores.get(index)
         if store is not None:
+            if not self._doubt.known():
+                self._doubt.refused()
+                # this broker may have lost the group to another coordinator without
+                # hearing of it: a heartbeat answered here would keep a member on an
+                # assignment given away, an OffsetFetch would read offsets from before
+                # the new coordinator's commits. Retriable: the member looks again
+                raise CoordinatorNotAvailableError(
+                    f"broker {self.broker_id} cannot tell whether it still coordinates "
+                    f"group {group!r}: its ZooKeeper session is in doubt; retry"
+                )
             return index, store
         if index in self._loading:
             raise CoordinatorLoadInProgressError(
@@ -575,6 +592,8 @@ class GroupCoordinator:
             listener,
             create=self._create_offsets_topic,
             what="group",
+            broker_id=self.broker_id,
+            doubt=self._doubt,
         )
 
     async def _create_offsets_topic(self) -> None:
@@ -618,7 +637,7 @@ class GroupCoordinator:
     def _new_group(self, group_id: str) -> Group:
         return Group(
             group_id,
-            _now_ms,
+            self._doubt.clock,
             self._initial_delay_ms,
             on_store=self._store_group,
             max_size=self._max_group_size,

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from broker.coordinator.doubt import Doubt
 from broker.metadata import MetadataCache
 from protocol.apis import FindCoordinatorResponse
 from protocol.errors import CoordinatorNotAvailableError
@@ -24,11 +25,14 @@ async def coordinator_of(
     *,
     create: Callable[[], Coroutine[Any, Any, None]],
     what: str,
+    broker_id: int,
+    doubt: Doubt,
 ) -> FindCoordinatorResponse:
     """The leader of ``key``'s partition of ``topic``, at its ``listener`` address (the
     one the request came in on: a TLS client must be sent to a TLS port). A topic not
     there yet is created (``create``), and the answer is COORDINATOR_NOT_AVAILABLE,
-    retriable, meanwhile."""
+    retriable, meanwhile. So is "this broker" while in ``doubt``: a member refused here
+    must ask another broker, which may know the new coordinator."""
     states = metadata.topics.get(topic)
     if states is None:
         await create()
@@ -40,6 +44,12 @@ async def coordinator_of(
     state = states.get(partition_for(key, partitions))
     leader = state.leader if state is not None else -1
     address = metadata.address(leader, listener)
+    if leader == broker_id and address is not None and not doubt.known():
+        doubt.refused()
+        raise CoordinatorNotAvailableError(
+            f"broker {broker_id} cannot tell whether it still coordinates {what} {key!r}: "
+            "its ZooKeeper session is in doubt; retry"
+        )
     if address is None:
         raise CoordinatorNotAvailableError(
             f"the coordinator of {what} {key!r} is not available; retry shortly"

@@ -50,6 +50,7 @@ from broker.authorizer import (
     transactional_id_not_authorized,
 )
 from broker.config import BrokerConfig
+from broker.coordinator.doubt import Doubt
 from broker.coordinator.markers import MarkersFenced, MarkerWriter
 from broker.coordinator.placement import coordinator_of, replication_factor
 from broker.coordinator.producer_ids import ProducerIdManager
@@ -154,14 +155,15 @@ class TransactionCoordinator:
         markers: MarkerWriter,
         authorizer: Authorizer | None = None,
         clock: Callable[[], int] = _now_ms,
-        state_known: Callable[[], bool] = lambda: True,
+        doubt: Doubt | None = None,
         still_leads: Callable[[int], Awaitable[bool]] | None = None,
     ) -> None:
-        """``state_known``: whether this broker's view of who coordinates what is current
-        (its ZooKeeper session surely alive, no stall's hold under way); every answer
-        from a loaded partition waits for it (COORDINATOR_NOT_AVAILABLE meanwhile)."""
+        """``doubt``: whether this broker's view of who coordinates what is current (its
+        ZooKeeper session surely alive, no stall's hold under way); every answer from a
+        loaded partition waits for it (COORDINATOR_NOT_AVAILABLE meanwhile), and a
+        transaction's timeout does not count the time it was in doubt."""
         self.broker_id = broker_id
-        self._state_known = state_known
+        self._doubt = doubt or Doubt(lambda: True, broker_id=broker_id)
         self._still_leads = still_leads
         """``still_leads(partition)``: ZooKeeper's word that this broker leads that
         partition of the log at the leader epoch it knows (None: not asked)."""
@@ -284,7 +286,8 @@ class TransactionCoordinator:
         index = partition_for(transactional_id, self.num_partitions)
         store = self.stores.get(index)
         if store is not None:
-            if not self._state_known():
+            if not self._doubt.known():
+                self._doubt.refused()
                 # cut off from ZooKeeper, this broker may have lost the id to another
                 # without hearing of it: no answer from a view that may be stale (a
                 # verification's "not in a transaction", a commit already complete, a
@@ -318,6 +321,8 @@ class TransactionCoordinator:
             listener,
             create=self._create_topic,
             what="transactional id",
+            broker_id=self.broker_id,
+            doubt=self._doubt,
         )
 
     async def _create_topic(self) -> None:
@@ -832,7 +837,11 @@ class TransactionCoordinator:
 
     async def abort_timed_out(self) -> None:
         """Abort (under a bumped epoch: the producer is fenced) each transaction Ongoing
-        past its timeout (Kafka's abortTimedOutTransactions)."""
+        past its timeout (Kafka's abortTimedOutTransactions). Not while in doubt (this
+        broker may no longer coordinate them), and the time in doubt, when the producer's
+        requests were refused, is not counted against a transaction."""
+        if not self._doubt.known():
+            return
         now = self._clock()
         for index, store in list(self.stores.items()):
             for meta in list(store.values()):
@@ -840,6 +849,8 @@ class TransactionCoordinator:
                     meta.state == TxnState.ONGOING
                     and not meta.pending
                     and now - meta.start_ms > meta.timeout_ms
+                    and now - meta.start_ms - self._doubt.within_ms(now - meta.start_ms)
+                    > meta.timeout_ms
                 ):
                     self.timed_out += 1
                     self._log.info(
@@ -865,7 +876,10 @@ class TransactionCoordinator:
                         )
 
     async def expire_ids(self) -> None:
-        """Forget the ids idle for ``transactional.id.expiration.ms`` (a tombstone each)."""
+        """Forget the ids idle for ``transactional.id.expiration.ms`` (a tombstone each);
+        not while in doubt."""
+        if not self._doubt.known():
+            return
         now = self._clock()
         for index, store in list(self.stores.items()):
             for meta in list(store.values()):

@@ -2,7 +2,8 @@
 enough): each broker in a network namespace of its own (tests/faults/network.py), links
 cut while an acks=all producer writes, then healed; afterwards, as in the other fault
 tests, every acknowledged record is at its acknowledged offset, in send order, exactly
-once, and no send failed.
+once, and no send failed. And a group's coordinator cut off so gives its member no
+stale answer.
 
 Skipped where network namespaces cannot be made (not root): CI and this machine run as
 root."""
@@ -17,7 +18,23 @@ from typing import Any
 import pytest
 
 from client import Admin
+from client.connection import BrokerConnection
 from client.localcluster import ZooKeeperServer
+from protocol.apis import (
+    ApiKey,
+    FindCoordinatorRequest,
+    HeartbeatRequest,
+    JoinGroupRequest,
+    JoinGroupRequestProtocol,
+    OffsetCommitRequest,
+    OffsetCommitRequestPartition,
+    OffsetCommitRequestTopic,
+    OffsetFetchRequest,
+    OffsetFetchRequestTopic,
+    SyncGroupRequest,
+    SyncGroupRequestAssignment,
+)
+from protocol.errors import ApiError, CoordinatorNotAvailableError, NotCoordinatorError
 from tests.faults import network
 from tests.faults.test_replication_faults import (
     SETTINGS,
@@ -179,3 +196,107 @@ async def test_what_the_controller_could_not_tell_a_parted_broker_reaches_it_onc
         await _until(lambda: _describe(cluster.bootstrap, "events"), _full_isr, timeout_s=60)
 
     await _written_through(cluster, part_then_kill)
+
+
+async def _answer(bootstrap: str, api_key: ApiKey, request: Any) -> Any:
+    """The response, or the error code it was refused with (a top-level error raises)."""
+    host, port = bootstrap.rsplit(":", 1)
+    try:
+        async with BrokerConnection(host, int(port)) as conn:
+            return await conn.request(api_key, request)
+    except ApiError as exc:
+        return exc.code
+
+
+async def test_a_group_coordinator_cut_off_from_zookeeper_gives_no_stale_answer(
+    partitioned: Callable[..., network.PartitionedCluster],
+) -> None:
+    """The group's coordinator can still be reached by its member, but not by ZooKeeper
+    or the other brokers. Its session expires and another broker takes the group over
+    (the offsets partition's new leader), where the member commits. Until the cut-off
+    broker hears of its lost session, it used to go on answering from what it held: the
+    member's heartbeats (keeping it on an assignment the new coordinator can give away),
+    the offsets from before the commit (a consumer starting there reads again what was
+    processed), and itself as the coordinator (so the member came straight back). Now
+    it refuses all three (COORDINATOR_NOT_AVAILABLE, retriable) once its session is in
+    doubt, and after the heal it says where the group went."""
+    cluster = partitioned(
+        {"zookeeper.session.timeout.ms": "2000", "offsets.topic.num.partitions": "3"}
+    )
+    await _topic(cluster, "orders", partitions=1)
+    brokers = {i: b.bootstrap for i, b in cluster.brokers.items()}
+    find = FindCoordinatorRequest(key="g")
+    found = await _until(
+        lambda: _answer(brokers[1], ApiKey.FIND_COORDINATOR, find),
+        lambda r: not isinstance(r, int),
+    )
+    old = brokers[found.node_id]
+    join = JoinGroupRequest(
+        group_id="g",
+        session_timeout_ms=30_000,
+        protocol_type="consumer",
+        protocols=[JoinGroupRequestProtocol(name="range", metadata=b"orders")],
+    )
+    joined = await _until(
+        lambda: _answer(old, ApiKey.JOIN_GROUP, join), lambda r: not isinstance(r, int)
+    )
+    member = joined.member_id
+    await _answer(
+        old,
+        ApiKey.SYNC_GROUP,
+        SyncGroupRequest(
+            group_id="g",
+            generation_id=1,
+            member_id=member,
+            assignments=[SyncGroupRequestAssignment(member_id=member, assignment=b"orders-0")],
+        ),
+    )
+    beat = HeartbeatRequest(group_id="g", generation_id=1, member_id=member)
+    fetch = OffsetFetchRequest(
+        group_id="g", topics=[OffsetFetchRequestTopic(name="orders", partition_indexes=[0])]
+    )
+    assert (await _answer(old, ApiKey.HEARTBEAT, beat)).error_code == 0
+
+    cluster.isolate(found.node_id)
+    try:
+        others = [b for i, b in brokers.items() if i != found.node_id]
+        moved = await _until(
+            lambda: _answer(others[0], ApiKey.FIND_COORDINATOR, find),
+            lambda r: not isinstance(r, int) and r.node_id not in (-1, found.node_id),
+        )
+        new = brokers[moved.node_id]
+        await _until(  # loaded there, the member restored with the generation it had
+            lambda: _answer(new, ApiKey.HEARTBEAT, beat), lambda r: getattr(r, "error_code", 1) == 0
+        )
+        commit = OffsetCommitRequest(
+            group_id="g",
+            generation_id=1,
+            member_id=member,
+            topics=[
+                OffsetCommitRequestTopic(
+                    name="orders",
+                    partitions=[
+                        OffsetCommitRequestPartition(partition_index=0, committed_offset=42)
+                    ],
+                )
+            ],
+        )
+        committed = await _answer(new, ApiKey.OFFSET_COMMIT, commit)
+        assert committed.topics[0].partitions[0].error_code == 0
+
+        stale = CoordinatorNotAvailableError.code
+        assert await _answer(old, ApiKey.HEARTBEAT, beat) == stale
+        fetched = await _answer(old, ApiKey.OFFSET_FETCH, fetch)
+        assert fetched == stale or fetched.topics[0].partitions[0].error_code == stale, fetched
+        assert await _answer(old, ApiKey.FIND_COORDINATOR, find) == stale
+    finally:
+        cluster.net.heal_all()
+
+    # healed: it hears of its lost session, lets the group go, and says where it went
+    await _until(
+        lambda: _answer(old, ApiKey.FIND_COORDINATOR, find),
+        lambda r: not isinstance(r, int) and r.node_id == moved.node_id,
+    )
+    assert await _answer(old, ApiKey.HEARTBEAT, beat) == NotCoordinatorError.code
+    fetched = await _answer(new, ApiKey.OFFSET_FETCH, fetch)
+    assert fetched.topics[0].partitions[0].committed_offset == 42

@@ -15,6 +15,7 @@ import structlog
 
 from broker.config import BrokerConfig
 from broker.coordinator import coordinator as coordinator_module
+from broker.coordinator import doubt as doubt_module
 from broker.coordinator.coordinator import GroupCoordinator
 from broker.coordinator.offsets import OffsetStore
 from broker.log import Log
@@ -446,7 +447,7 @@ class Clock:
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     """The coordinator's clock, for the groups it creates from now on."""
     fake = Clock()
-    monkeypatch.setattr(coordinator_module, "_now_ms", fake)
+    monkeypatch.setattr(doubt_module, "_monotonic_ms", fake)
     return fake
 
 

@@ -12,8 +12,10 @@ from broker.stall import DISARMED, StallGuard
 
 
 def _guard(  # type: ignore[no-untyped-def]
-    confirm, hold_max_s: float = 2.0, threshold_s: float = 0.1
+    confirm, hold_max_s: float = 2.0, threshold_s: float = 1.0
 ) -> StallGuard:
+    # a threshold a loaded test machine does not reach by itself (a CI run tripped one of
+    # 0.1 s, delayed 0.35 s): the tests trip it themselves, or pass a smaller one
     return StallGuard(confirm, threshold_s=threshold_s, hold_max_s=hold_max_s, tick_s=0.01)
 
 
@@ -59,20 +61,21 @@ async def test_the_late_tick_trips_it_when_nothing_is_read_first() -> None:
         calls.append(1)
         return "alive"
 
-    guard = _guard(confirm)
+    guard = _guard(confirm, threshold_s=0.1)
     guard.start()
     _stall_loop(0.3)  # the loop stalls; no read comes after it
     await asyncio.sleep(0.05)
-    assert calls == [1] and guard.stalls == 1 and not guard.holding
-    # and again: each stall is its own
+    assert calls and guard.stalls == len(calls) and not guard.holding
+    # and again: each stall is its own (a loaded machine may add one of its own)
+    before = guard.stalls
     _stall_loop(0.3)
     await asyncio.sleep(0.05)
-    assert calls == [1, 1] and guard.stalls == 2
+    assert guard.stalls > before and guard.stalls == len(calls)
     guard.stop()
 
 
 async def test_a_loop_that_keeps_time_never_trips_it() -> None:
-    guard = _guard(_known, threshold_s=0.3)
+    guard = _guard(_known)
     guard.start()
     for _ in range(20):
         _stall_loop(0.05)  # busy, but well inside the threshold between ticks

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from broker.coordinator.doubt import Doubt
 from broker.coordinator.transactions import TransactionCoordinator
 from protocol.apis import EndTxnRequest, InitProducerIdRequest
 from protocol.errors import ProducerFencedError
@@ -174,7 +175,7 @@ async def test_a_coordinator_whose_session_is_in_doubt_answers_nothing_final() -
 
     known = [True]
     c = _coordinator(Clock())
-    c._state_known = lambda: known[0]
+    c._doubt = Doubt(lambda: known[0])
     c._metadata = SimpleNamespace(partition=lambda topic, index: object())
     pid, epoch = await _init(c)
 
