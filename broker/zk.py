@@ -41,6 +41,7 @@ from kazoo.exceptions import (
 from kazoo.handlers.threading import SequentialThreadingHandler
 from kazoo.interfaces import IAsyncResult
 from kazoo.protocol.states import WatchedEvent, ZnodeStat
+from kazoo.retry import KazooRetry
 
 from protocol.errors import HeadwaterError
 from protocol.topic_id import TOPIC_IDS_FEATURE, ZERO_TOPIC_ID, format_topic_id, parse_topic_id
@@ -493,6 +494,12 @@ StateCallback = Callable[[str], None]
 LossCallback = Callable[[int | None], None]
 
 
+_RECONNECT_MAX_DELAY_S = 1.0
+"""The longest wait between attempts to reach ZooKeeper. kazoo's own backoff doubles up
+to an hour: a broker cut off from ZooKeeper for a minute waited up to another minute
+after it came back, its coordinators refusing (their session in doubt) and its
+leaderships unknown. Kafka's ZooKeeper client tries again within a second."""
+
 _READABLE = select.POLLIN | select.POLLPRI | select.POLLHUP | select.POLLERR
 _WRITABLE = select.POLLOUT | select.POLLHUP | select.POLLERR
 
@@ -553,8 +560,18 @@ class ZkBridge:
     ) -> None:
         self._loop = loop or asyncio.get_running_loop()
         self.session_timeout_s = session_timeout_ms / 1000
+        handler = _PollHandler()
         self._client = KazooClient(
-            hosts=hosts, timeout=session_timeout_ms / 1000, handler=_PollHandler()
+            hosts=hosts,
+            timeout=session_timeout_ms / 1000,
+            handler=handler,
+            connection_retry=KazooRetry(
+                max_tries=-1,
+                delay=0.1,
+                backoff=2,
+                max_delay=_RECONNECT_MAX_DELAY_S,
+                sleep_func=handler.sleep_func,
+            ),
         )
         self._state_callbacks: list[StateCallback] = []
         self._loss_callbacks: list[LossCallback] = []

@@ -621,16 +621,27 @@ class Cluster:
         conn = self._connections.get((broker.host, broker.port, purpose))
         return conn if conn is not None and conn.connected else None
 
-    async def send_any(self, api_key: ApiKey, request: Any, *, idempotent: bool = True) -> Any:
+    async def send_any(
+        self,
+        api_key: ApiKey,
+        request: Any,
+        *,
+        idempotent: bool = True,
+        pass_over: tuple[type[ApiError], ...] = (),
+    ) -> Any:
         """Send to the first broker that answers: connected ones first, then the other
         known brokers, then the bootstrap servers (all known ones may have moved).
 
         A request that is not ``idempotent`` (CreateTopics, DeleteTopics) is sent once:
         if its answer is lost it may still have been done, and a second broker would then
         answer TOPIC_ALREADY_EXISTS for the caller's own topic. Only failing to connect
-        moves it on to the next broker.
+        moves it on to the next broker. An answer with an error of ``pass_over`` moves
+        an idempotent request on too (a broker that cannot say where a coordinator is
+        may be the one cut off: another may know); if every broker answers so, the last
+        such error is raised.
         """
         last: ApiError | None = None
+        refused: ApiError | None = None
         self._last_failure = None
         for address in self._candidates():
             try:
@@ -649,8 +660,15 @@ class Cluster:
                     raise
                 last = exc
                 continue
+            except pass_over as exc:
+                if not idempotent:
+                    raise
+                refused = exc
+                continue
             _answered.set(address)
             return response
+        if refused is not None:
+            raise refused
         raise NetworkError(f"no broker answered: {last}")
 
     async def _send_to(self, address: Address, api_key: ApiKey, request: Any) -> Any:

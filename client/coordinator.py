@@ -192,7 +192,11 @@ class CoordinatorLine:
 
     async def _find(self) -> int:
         response: FindCoordinatorResponse = await self._cluster.send_any(
-            ApiKey.FIND_COORDINATOR, FindCoordinatorRequest(key=self.key, key_type=self.key_type)
+            ApiKey.FIND_COORDINATOR,
+            FindCoordinatorRequest(key=self.key, key_type=self.key_type),
+            # a broker cut off from ZooKeeper will not name itself (its session in
+            # doubt): asked again and again, it would hold the member from the new one
+            pass_over=(CoordinatorNotAvailableError,),
         )
         if response.node_id not in self._cluster.metadata.brokers:
             await self._cluster.refresh()

@@ -292,8 +292,8 @@ class GroupCoordinator:
         }
         written, removed = 0, []
         for group_id in sorted(names):
-            if self.stores.get(index) is not store:
-                break  # no longer ours: the next leader expires them
+            if self.stores.get(index) is not store or not self._doubt.known():
+                break  # no longer ours (or maybe not): the next leader expires them
             count, gone = await self._expire_group(index, store, group_id, now_ms)
             written += count
             if gone:

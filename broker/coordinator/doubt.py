@@ -55,6 +55,7 @@ class Doubt:
         self._last_known = self._clock()
         self._spans: collections.deque[tuple[int, int]] = collections.deque()
         self._ended_ms = 0
+        self._handed_out = -(2**63)
         self.doubts = 0
         """Spans started (the metric ``headwater_coordinator_doubts_total``)."""
         self.refusals = 0
@@ -82,12 +83,20 @@ class Doubt:
         """Count a request refused for the doubt."""
         self.refusals += 1
 
+    def now(self) -> int:
+        """This clock's milliseconds, doubt and all (to mark when something began)."""
+        return self._clock()
+
     def clock(self) -> int:
         """Monotonic milliseconds that stand still while in doubt: a timer on it (a
         member's session, a rebalance's deadline) does not run out for want of requests
-        the coordinator itself refused."""
+        the coordinator itself refused. Asking it asks :meth:`known`, so a doubt is never
+        counted from before a time it handed out: it never goes back."""
+        self.known()
         now = self._clock()
-        return now - self._ended_ms - (now - self._since if self._since is not None else 0)
+        held = self._ended_ms + (now - self._since if self._since is not None else 0)
+        self._handed_out = max(self._handed_out, now - held)
+        return self._handed_out
 
     def within_ms(self, window_ms: int) -> int:
         """How much of the last ``window_ms`` milliseconds was in doubt (an ongoing

@@ -183,6 +183,8 @@ class TransactionCoordinator:
         self.epochs: dict[int, int] = {}
         """The coordinator epoch of each loaded partition (its leader epoch at the load)."""
         self._loading: dict[int, asyncio.Task[None]] = {}
+        self._loaded_at: dict[int, int] = {}
+        """When each loaded partition was (the doubt's clock)."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._ticker: asyncio.Task[None] | None = None
         self._timed_out: dict[str, tuple[int, int, int]] = {}
@@ -223,10 +225,25 @@ class TransactionCoordinator:
             task = asyncio.get_running_loop().create_task(self._load(index, partition))
             self._loading[index] = task
 
+    def _loaded(self, index: int, store: dict[str, TxnMetadata], epoch: int) -> None:
+        self.stores[index] = store
+        self.epochs[index] = epoch
+        self._loaded_at[index] = self._doubt.now()
+
+    def _doubt_since(self, index: int, window_ms: int) -> int:
+        """How much of the last ``window_ms`` this broker was in doubt while it held
+        ``index``: a doubt before it loaded the partition refused none of its producers
+        (the transaction had another coordinator then)."""
+        loaded_at = self._loaded_at.get(index)
+        if loaded_at is not None:
+            window_ms = min(window_ms, self._doubt.now() - loaded_at)
+        return self._doubt.within_ms(window_ms)
+
     def _unload(self, index: int) -> None:
         loading = self._loading.pop(index, None)
         if loading is not None:
             loading.cancel()
+        self._loaded_at.pop(index, None)
         store = self.stores.pop(index, None)
         if store is not None:
             self.epochs.pop(index, None)
@@ -249,8 +266,7 @@ class TransactionCoordinator:
         if self._loading.get(index) is not asyncio.current_task():
             return
         del self._loading[index]
-        self.stores[index] = store
-        self.epochs[index] = epoch
+        self._loaded(index, store, epoch)
         self._log.info("txn.loaded", partition=index, transactional_ids=len(store), epoch=epoch)
         for meta in store.values():
             if meta.state.completing:
@@ -840,16 +856,16 @@ class TransactionCoordinator:
         past its timeout (Kafka's abortTimedOutTransactions). Not while in doubt (this
         broker may no longer coordinate them), and the time in doubt, when the producer's
         requests were refused, is not counted against a transaction."""
-        if not self._doubt.known():
-            return
         now = self._clock()
         for index, store in list(self.stores.items()):
             for meta in list(store.values()):
+                if not self._doubt.known():
+                    return  # (each abort is a write: a doubt may begin during one)
                 if (
                     meta.state == TxnState.ONGOING
                     and not meta.pending
                     and now - meta.start_ms > meta.timeout_ms
-                    and now - meta.start_ms - self._doubt.within_ms(now - meta.start_ms)
+                    and now - meta.start_ms - self._doubt_since(index, now - meta.start_ms)
                     > meta.timeout_ms
                 ):
                     self.timed_out += 1
@@ -878,11 +894,11 @@ class TransactionCoordinator:
     async def expire_ids(self) -> None:
         """Forget the ids idle for ``transactional.id.expiration.ms`` (a tombstone each);
         not while in doubt."""
-        if not self._doubt.known():
-            return
         now = self._clock()
         for index, store in list(self.stores.items()):
             for meta in list(store.values()):
+                if not self._doubt.known():
+                    return
                 if (
                     meta.state.idle
                     and not meta.pending

@@ -282,7 +282,7 @@ class _Coordinator:
         self.on_update: list[Any] = []
         self.metadata = SimpleNamespace(brokers={1: None})
 
-    async def send_any(self, key: ApiKey, request: Any) -> FindCoordinatorResponse:
+    async def send_any(self, key: ApiKey, request: Any, **_: Any) -> FindCoordinatorResponse:
         return FindCoordinatorResponse(node_id=1)  # found again after a failure: at once
 
     def add_topics(self, topics: Any) -> None:

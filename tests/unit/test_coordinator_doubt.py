@@ -5,6 +5,7 @@ whose requests they refused (broker/coordinator/doubt.py)."""
 
 from __future__ import annotations
 
+import dataclasses
 from types import SimpleNamespace
 from typing import Any
 
@@ -12,7 +13,12 @@ import pytest
 
 from broker.coordinator.doubt import Doubt
 from broker.coordinator.placement import coordinator_of
+from broker.coordinator.transactions import TransactionCoordinator
+from client.cluster import Broker, Cluster, ClusterMetadata
+from client.coordinator import CoordinatorLine
 from protocol.apis import (
+    ApiKey,
+    FindCoordinatorResponse,
     HeartbeatRequest,
     OffsetFetchRequest,
     OffsetFetchRequestTopic,
@@ -22,7 +28,7 @@ from protocol.errors import CoordinatorNotAvailableError, NotCoordinatorError
 from protocol.group_log import OFFSETS_TOPIC
 from protocol.txn_log import TxnState
 from tests.unit.test_coordinator_groups import NOT_OURS, OURS, _commit, _coordinator, _join
-from tests.unit.test_txn_coordinator_fence_reason import Clock, _init
+from tests.unit.test_txn_coordinator_fence_reason import Clock, _init, _written
 from tests.unit.test_txn_coordinator_fence_reason import _coordinator as _txn_coordinator
 
 pytestmark = pytest.mark.timeout(20)
@@ -34,6 +40,17 @@ class Session:
 
     def __call__(self) -> bool:
         return self.current
+
+
+async def _ongoing(clock: Clock, session: Session) -> tuple[TransactionCoordinator, Any]:
+    """A transaction coordinator on ``clock`` and ``session``, and its id "t" in an
+    ongoing transaction (1-s timeout) begun now."""
+    c = _txn_coordinator(clock)
+    c._doubt = Doubt(session, clock)
+    await _init(c)
+    meta = c.stores[0]["t"]
+    meta.state, meta.start_ms, meta.partitions = TxnState.ONGOING, clock.ms, {("a", 0)}
+    return c, meta
 
 
 def test_a_doubt_runs_from_the_last_moment_known_and_its_clock_stands_still() -> None:
@@ -105,7 +122,7 @@ async def test_in_doubt_the_group_coordinator_refuses_what_it_would_answer_from_
 async def test_a_member_refused_while_in_doubt_keeps_its_session() -> None:
     """Its heartbeats were refused for longer than its session: once the coordinator
     knows it still coordinates the group, the member is still in it, as if the doubt had
-    not happened. Without a doubt, the same silence removes it (the control)."""
+    not happened; the time before the doubt still counts."""
     coordinator, _ = _coordinator()
     clock, session = Clock(), Session()
     coordinator._doubt = Doubt(session, clock)
@@ -114,8 +131,8 @@ async def test_a_member_refused_while_in_doubt_keeps_its_session() -> None:
     group = coordinator.groups[OURS]
 
     clock.ms += 9_000  # its session is 10 s
+    assert coordinator._doubt.known()  # (the coordinator's tick asks every 100 ms)
     session.current = False
-    assert not coordinator._doubt.known()
     clock.ms += 30_000
     group.tick()  # (the coordinator's tick skips its groups in doubt; their clock stands still)
     assert member in group.members
@@ -123,20 +140,14 @@ async def test_a_member_refused_while_in_doubt_keeps_its_session() -> None:
     assert coordinator._doubt.known()
     group.tick()
     assert member in group.members
-    await coordinator.heartbeat(HeartbeatRequest(group_id=OURS, generation_id=1, member_id=member))
-
-    clock.ms += 10_001  # silent past its session, with no doubt
+    clock.ms += 1_001  # the 9 s before the doubt still count: 10.001 s silent
     group.tick()
     assert member not in group.members
 
 
 async def test_a_transaction_is_not_aborted_for_time_its_coordinator_spent_in_doubt() -> None:
     clock, session = Clock(), Session()
-    c = _txn_coordinator(clock)
-    c._doubt = Doubt(session, clock)
-    await _init(c)  # a 1-s transaction timeout
-    meta = c.stores[0]["t"]
-    meta.state, meta.start_ms, meta.partitions = TxnState.ONGOING, clock.ms, {("a", 0)}
+    c, meta = await _ongoing(clock, session)  # a 1-s transaction timeout
 
     clock.ms += 800
     assert c._doubt.known()  # (the group coordinator's tick asks every 100 ms)
@@ -192,3 +203,94 @@ async def test_in_doubt_find_coordinator_does_not_name_this_broker() -> None:
     assert (await find(NOT_OURS)).node_id == 2
     session.current = True
     assert (await find(OURS)).host == "host-1"
+
+
+def test_the_doubt_clock_never_goes_back() -> None:
+    """From a review: read after the session went out of date but before anything asked
+    (a group write's callback, a load), the clock handed out live time, and the doubt,
+    noticed later, was counted from before it: the clock jumped back."""
+    clock, session = Clock(), Session()
+    doubt = Doubt(session, clock)
+    assert doubt.known()
+    clock.ms += 80
+    session.current = False
+    before = doubt.clock()
+    assert not doubt.known()
+    clock.ms += 500
+    assert doubt.clock() >= before
+    session.current = True
+    clock.ms += 10
+    assert doubt.clock() >= before
+
+
+async def test_a_doubt_before_the_partition_was_loaded_here_is_not_credited() -> None:
+    """From a review: the doubt is the broker's; a transaction taken over after its
+    first coordinator failed was credited with doubts from before, when this broker
+    refused none of its producer's requests, and was aborted that much late."""
+    clock, session = Clock(), Session()
+    c, meta = await _ongoing(clock, session)
+    meta.timeout_ms = 900_000
+    c._unload(0)  # coordinated elsewhere
+    clock.ms += 60_000
+    assert c._doubt.known()
+    session.current = False  # this broker is cut off for 9 minutes
+    assert not c._doubt.known()
+    clock.ms += 540_000
+    session.current = True
+    assert c._doubt.known()
+    clock.ms += 120_000  # the other coordinator fails: the partition loads here
+    c._loaded(0, {"t": meta}, 1)
+    clock.ms += 181_000  # 15 min 1 s since it began
+    await c.abort_timed_out()
+    for task in list(c._tasks):
+        await task
+    assert c.timed_out == 1 and meta.state != TxnState.ONGOING
+
+
+async def test_a_doubt_that_begins_during_the_timeout_sweep_stops_it() -> None:
+    """From a review: the sweep asked once, then wrote an abort per transaction; a
+    doubt that began during one write did not stop the next."""
+    clock, session = Clock(), Session()
+    c, t = await _ongoing(clock, session)
+    u = dataclasses.replace(t, transactional_id="u", producer_id=t.producer_id + 1)
+    c.stores[0]["u"] = u
+    clock.ms += 5_000  # both past their 1-s timeout, no doubt so far
+
+    async def append(*args: Any, **kw: Any) -> Any:
+        if session.current:
+            session.current = False  # cut off while the first abort is written
+            clock.ms += 150
+        return await _written()
+
+    c._replicas = SimpleNamespace(append_records=append)  # type: ignore[assignment]
+    await c.abort_timed_out()
+    assert c.timed_out == 1 and u.state == TxnState.ONGOING
+
+
+async def test_a_member_refused_find_coordinator_asks_another_broker() -> None:
+    """From a review: the client raised a broker's refusal to name a coordinator and
+    asked connected brokers first, so a member connected only to the broker in doubt
+    asked it again and again while another broker knew the new coordinator."""
+    cluster = Cluster("old:1,new:2", client_id="review")
+    cluster.metadata = ClusterMetadata(
+        brokers={1: Broker(1, "old", 1), 2: Broker(2, "new", 2)}  # type: ignore[arg-type]
+    )
+    cluster._connections[("old", 1, "")] = SimpleNamespace(  # type: ignore[assignment]
+        connected=True, waiting_since=lambda: None
+    )
+    asked: list[Any] = []
+
+    async def connection(address: Any, purpose: str) -> Any:
+        return address
+
+    async def request(conn: Any, api_key: ApiKey, req: Any, *args: Any, **kw: Any) -> Any:
+        asked.append(conn)
+        if conn == ("old", 1):
+            raise CoordinatorNotAvailableError("broker 1 ... in doubt; retry")
+        return FindCoordinatorResponse(node_id=2, host="new", port=2)
+
+    cluster._connection = connection  # type: ignore[method-assign]
+    cluster._request = request  # type: ignore[method-assign]
+    line = CoordinatorLine(cluster, "g", request_timeout_ms=1_000, retry_backoff_ms=10)
+    assert await line._find() == 2
+    assert asked == [("old", 1), ("new", 2)]  # the connected one first, then on

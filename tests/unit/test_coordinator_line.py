@@ -43,7 +43,7 @@ class _Cluster:
         self.metadata = SimpleNamespace(brokers={1: None, 2: None, 3: None})
         self.closed = False
 
-    async def send_any(self, api_key: ApiKey, request: Any) -> Any:
+    async def send_any(self, api_key: ApiKey, request: Any, **_: Any) -> Any:
         assert api_key == ApiKey.FIND_COORDINATOR
         self.finds += 1
         return FindCoordinatorResponse(node_id=self.coordinator)

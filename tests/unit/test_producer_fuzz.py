@@ -93,7 +93,9 @@ class ClientFacing:
     async def close(self) -> None:
         return None
 
-    async def send_any(self, api_key: object, request: object) -> apis.InitProducerIdResponse:
+    async def send_any(
+        self, api_key: object, request: object, **_: object
+    ) -> apis.InitProducerIdResponse:
         self.producer_ids += 1
         return apis.InitProducerIdResponse(producer_id=1000 + self.producer_ids, producer_epoch=0)
 

@@ -107,7 +107,9 @@ class CountingCluster(Cluster):
         self.asked: list[list[str] | None] = []
         self.delay_s = 0.01
 
-    async def send_any(self, api_key: ApiKey, request: Any, *, idempotent: bool = True) -> Any:
+    async def send_any(
+        self, api_key: ApiKey, request: Any, *, idempotent: bool = True, **_: Any
+    ) -> Any:
         assert api_key == ApiKey.METADATA
         self.asked.append(request.topics)
         await asyncio.sleep(self.delay_s)
@@ -175,7 +177,9 @@ class StaleCluster(CountingCluster):
         self.stale, self.truth = stale, truth
         self.controller_asked: list[list[str]] = []
 
-    async def send_any(self, api_key: ApiKey, request: Any, *, idempotent: bool = True) -> Any:
+    async def send_any(
+        self, api_key: ApiKey, request: Any, *, idempotent: bool = True, **_: Any
+    ) -> Any:
         self.asked.append(request.topics)
         return _response(
             *(
@@ -253,7 +257,9 @@ async def test_a_deposed_controller_named_by_a_stale_broker_is_not_believed() ->
 
 async def test_the_controllers_own_answer_is_believed_without_asking_again() -> None:
     class Controller(StaleCluster):
-        async def send_any(self, api_key: ApiKey, request: Any, *, idempotent: bool = True) -> Any:
+        async def send_any(
+            self, api_key: ApiKey, request: Any, *, idempotent: bool = True, **_: Any
+        ) -> Any:
             _answered.set(("h2", 2))  # as the real send_any records who answered
             return await super().send_any(api_key, request)
 
@@ -266,7 +272,9 @@ async def test_the_controllers_own_answer_is_believed_without_asking_again() -> 
 
 async def test_wait_for_topic_waits_out_leader_not_available_then_times_out() -> None:
     class Creating(CountingCluster):
-        async def send_any(self, api_key: ApiKey, request: Any, *, idempotent: bool = True) -> Any:
+        async def send_any(
+            self, api_key: ApiKey, request: Any, *, idempotent: bool = True, **_: Any
+        ) -> Any:
             self.asked.append(request.topics)
             return _response(MetadataTopic(name="x", error_code=LeaderNotAvailableError.code))
 
@@ -298,7 +306,9 @@ async def test_a_new_topic_is_asked_for_alone_and_together_with_others_new_at_on
 
 async def test_a_new_topic_request_that_fails_fails_its_callers_and_the_next_is_new() -> None:
     class Failing(CountingCluster):
-        async def send_any(self, api_key: ApiKey, request: Any, *, idempotent: bool = True) -> Any:
+        async def send_any(
+            self, api_key: ApiKey, request: Any, *, idempotent: bool = True, **_: Any
+        ) -> Any:
             if not self.asked:
                 self.asked.append(request.topics)
                 raise RequestTimedOutError("no broker answered")
@@ -423,7 +433,9 @@ async def test_a_topic_forgotten_while_its_send_waits_for_metadata_is_still_refr
     class Creating(CountingCluster):
         ready = False
 
-        async def send_any(self, api_key: ApiKey, request: Any, *, idempotent: bool = True) -> Any:
+        async def send_any(
+            self, api_key: ApiKey, request: Any, *, idempotent: bool = True, **_: Any
+        ) -> Any:
             self.asked.append(request.topics)
             await asyncio.sleep(self.delay_s)
             return _response(

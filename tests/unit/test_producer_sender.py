@@ -88,7 +88,9 @@ class ScriptedCluster:
     async def start(self) -> None:
         return None
 
-    async def send_any(self, api_key: ApiKey, request: object) -> InitProducerIdResponse:
+    async def send_any(
+        self, api_key: ApiKey, request: object, **_: object
+    ) -> InitProducerIdResponse:
         assert api_key == ApiKey.INIT_PRODUCER_ID
         self.producer_ids += 1
         return InitProducerIdResponse(producer_id=1000 + self.producer_ids, producer_epoch=0)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+from kazoo.exceptions import ConnectionLoss
 from kazoo.protocol.states import KeeperState
 
 from broker.zk import SessionState, ZkBridge
@@ -55,3 +56,33 @@ async def test_a_session_zookeeper_has_not_answered_on_lately_is_not_current() -
 
 async def test_a_bridge_never_connected_is_not_current() -> None:
     assert not ZkBridge("127.0.0.1:1").session_current
+
+
+async def test_zookeeper_is_tried_again_within_a_second_however_long_it_was_away() -> None:
+    """kazoo's reconnect backoff doubled up to an hour: cut off for a minute, a broker
+    waited up to another minute after ZooKeeper came back. Driven here as kazoo's
+    connection thread drives it, with the sleeps counted instead of slept."""
+    bridge = ZkBridge("127.0.0.1:1")
+    retry = bridge._client._connection.retry_sleeper.copy()
+    waits: list[float] = []
+    slept = [0.0]
+
+    def sleep(seconds: float) -> None:
+        slept[0] += seconds
+
+    retry.sleep_func = sleep
+    retry.interrupt = lambda: False  # (kazoo's: the client stopped; never started here)
+    attempts = [0]
+
+    def connect() -> None:
+        if attempts[0]:
+            waits.append(slept[0])
+            slept[0] = 0.0
+        attempts[0] += 1
+        if attempts[0] <= 40:  # unreachable for 40 attempts (minutes, at kazoo's pace)
+            raise ConnectionLoss("unreachable")
+
+    retry(connect)
+    assert len(waits) == 40
+    assert waits[0] < 0.2  # the first again at once
+    assert max(waits) <= 1.0 * 1.4 + 0.1  # the cap, its jitter, the interrupt's slices
