@@ -60,6 +60,7 @@ class Doubt:
         """Spans started (the metric ``headwater_coordinator_doubts_total``)."""
         self.refusals = 0
         """Requests refused while in doubt (``headwater_coordinator_doubt_refusals_total``)."""
+        self._refusals_before = 0  # at the current doubt's start: its own are logged
         self._log = structlog.get_logger("headwater.coordinator").bind(broker_id=broker_id)
 
     def _clock(self) -> int:
@@ -75,6 +76,7 @@ class Doubt:
             return True
         if self._since is None:
             self._since = self._last_known
+            self._refusals_before = self.refusals
             self.doubts += 1
             self._log.info("coordinator.in_doubt", since_ms_ago=now - self._since)
         return False
@@ -117,4 +119,8 @@ class Doubt:
         self._ended_ms += now - since
         while self._spans and self._spans[0][1] < now - _KEEP_MS:
             self._spans.popleft()
-        self._log.info("coordinator.doubt_settled", held_ms=now - since, refusals=self.refusals)
+        self._log.info(
+            "coordinator.doubt_settled",
+            held_ms=now - since,
+            refusals=self.refusals - self._refusals_before,
+        )

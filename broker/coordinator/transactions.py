@@ -405,6 +405,7 @@ class TransactionCoordinator:
                 meta.producer_id,
                 meta.producer_epoch,
             ):
+                await self._vouch(txn_id)  # a fence from state alone: ours to give?
                 raise ProducerFencedError(
                     f"transactional id {txn_id!r} has moved on from producer "
                     f"{request.producer_id} epoch {request.producer_epoch}"
@@ -500,12 +501,24 @@ class TransactionCoordinator:
         own partition leaders (the produce's principal is not the one asking)."""
         wanted = [(t.name, p) for t in request.topics for p in t.partitions]
         refused = self._unverified(request, wanted)
-        if any(isinstance(e, InvalidTxnStateError) for e in refused.values()):
+        if any(isinstance(e, (InvalidTxnStateError, *_FENCES)) for e in refused.values()):
             try:
                 await self._vouch(request.transactional_id)
             except NotCoordinatorError as exc:
                 refused = dict.fromkeys(refused, exc)
         return _results(wanted, refused)
+
+    async def _vouched_producer(
+        self, txn_id: str, producer_id: int, producer_epoch: int
+    ) -> tuple[int, dict[str, TxnMetadata], TxnMetadata]:
+        """:meth:`_producer`, with a fence vouched for first: a fence is fatal to the
+        producer, and a coordinator whose log partition moved without its knowing has
+        an older view of the id than the new one (review 109)."""
+        try:
+            return self._producer(txn_id, producer_id, producer_epoch)
+        except _FENCES:
+            await self._vouch(txn_id)
+            raise
 
     async def _vouch(self, txn_id: str) -> None:
         """Before an answer from state alone that ends something for the producer (a
@@ -570,12 +583,13 @@ class TransactionCoordinator:
     async def _add(
         self, txn_id: str, producer_id: int, producer_epoch: int, partitions: set[tuple[str, int]]
     ) -> None:
-        index, store, meta = self._producer(txn_id, producer_id, producer_epoch)
+        index, store, meta = await self._vouched_producer(txn_id, producer_id, producer_epoch)
         if meta.pending or meta.state.completing:
             raise _concurrent(txn_id)
         if meta.state == TxnState.ONGOING and partitions <= meta.partitions:
             return  # a retry, or partitions already in it
         if meta.state not in (TxnState.ONGOING, *_IDLE):
+            await self._vouch(txn_id)
             raise InvalidTxnStateError(
                 f"transactional id {txn_id!r} is {meta.state.name}: partitions cannot be added"
             )
@@ -593,7 +607,9 @@ class TransactionCoordinator:
     async def end_txn(self, request: EndTxnRequest) -> EndTxnResponse:
         txn_id = request.transactional_id
         self._check_id(txn_id)
-        index, store, meta = self._producer(txn_id, request.producer_id, request.producer_epoch)
+        index, store, meta = await self._vouched_producer(
+            txn_id, request.producer_id, request.producer_epoch
+        )
         committed = request.committed
         if meta.pending:
             raise _concurrent(txn_id)
@@ -922,6 +938,8 @@ class TransactionCoordinator:
 
 
 _IDLE = (TxnState.EMPTY, TxnState.COMPLETE_COMMIT, TxnState.COMPLETE_ABORT)
+_FENCES = (InvalidProducerIdMappingError, ProducerFencedError, InvalidProducerEpochError)
+"""What :meth:`TransactionCoordinator._producer` ends a producer with: vouched for."""
 
 
 def _answer_lost(meta: TxnMetadata, producer_id: int, producer_epoch: int) -> bool:

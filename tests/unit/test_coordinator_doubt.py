@@ -10,6 +10,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import structlog.testing
 
 from broker.coordinator.doubt import Doubt
 from broker.coordinator.placement import coordinator_of
@@ -294,3 +295,18 @@ async def test_a_member_refused_find_coordinator_asks_another_broker() -> None:
     line = CoordinatorLine(cluster, "g", request_timeout_ms=1_000, retry_backoff_ms=10)
     assert await line._find() == 2
     assert asked == [("old", 1), ("new", 2)]  # the connected one first, then on
+
+
+def test_each_doubt_logs_its_own_refusals() -> None:
+    session = Session()
+    doubt = Doubt(session)
+    with structlog.testing.capture_logs() as logs:
+        for refused in (3, 2):
+            session.current = False
+            assert not doubt.known()
+            for _ in range(refused):
+                doubt.refused()
+            session.current = True
+            assert doubt.known()
+    settled = [e["refusals"] for e in logs if e["event"] == "coordinator.doubt_settled"]
+    assert settled == [3, 2] and doubt.refusals == 5 and doubt.doubts == 2

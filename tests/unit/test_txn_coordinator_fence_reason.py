@@ -80,6 +80,26 @@ async def _time_out(c: TransactionCoordinator, clock: Clock, epoch: int | None =
         await task
 
 
+def _add_request(producer_id: int, producer_epoch: int, verify_only: bool = False) -> Any:
+    """AddPartitionsToTxn of partition a-0 for id "t" (``verify_only``: KIP-890's check)."""
+    from protocol.apis import AddPartitionsToTxnRequest, AddPartitionsToTxnTopic
+
+    return AddPartitionsToTxnRequest(
+        transactional_id="t",
+        producer_id=producer_id,
+        producer_epoch=producer_epoch,
+        topics=[AddPartitionsToTxnTopic(name="a", partitions=[0])],
+        verify_only=verify_only,
+    )
+
+
+def _error(answer: Any) -> int:
+    """The one partition's error code of an AddPartitionsToTxn answer."""
+    (topic,) = answer.results
+    (result,) = topic.results
+    return int(result.error_code)
+
+
 async def _commit(c: TransactionCoordinator, pid: int, epoch: int) -> None:
     await c.end_txn(
         EndTxnRequest(transactional_id="t", producer_id=pid, producer_epoch=epoch, committed=True)
@@ -166,7 +186,7 @@ async def test_a_coordinator_whose_session_is_in_doubt_answers_nothing_final() -
     answered "committed" from the last one's COMPLETE_COMMIT, with nothing written; a
     producer bumped there would have been told it is fenced. While its session is in
     doubt every answer is COORDINATOR_NOT_AVAILABLE: retriable, the producer looks again."""
-    from protocol.apis import AddPartitionsToTxnRequest, AddPartitionsToTxnTopic
+    from protocol.apis import AddPartitionsToTxnRequest
     from protocol.errors import (
         CoordinatorNotAvailableError,
         InvalidProducerEpochError,
@@ -180,24 +200,13 @@ async def test_a_coordinator_whose_session_is_in_doubt_answers_nothing_final() -
     pid, epoch = await _init(c)
 
     def add(producer_epoch: int, verify_only: bool = False) -> AddPartitionsToTxnRequest:
-        return AddPartitionsToTxnRequest(
-            transactional_id="t",
-            producer_id=pid,
-            producer_epoch=producer_epoch,
-            topics=[AddPartitionsToTxnTopic(name="a", partitions=[0])],
-            verify_only=verify_only,
-        )
-
-    def error(answer: Any) -> int:
-        (topic,) = answer.results
-        (result,) = topic.results
-        return int(result.error_code)
+        return _add_request(pid, producer_epoch, verify_only)
 
     commit = EndTxnRequest(
         transactional_id="t", producer_id=pid, producer_epoch=epoch, committed=True
     )
-    assert error(await c.verify_partitions(add(epoch, True))) == InvalidTxnStateError.code
-    assert error(await c.add_partitions(add(epoch + 1))) == InvalidProducerEpochError.code
+    assert _error(await c.verify_partitions(add(epoch, True))) == InvalidTxnStateError.code
+    assert _error(await c.add_partitions(add(epoch + 1))) == InvalidProducerEpochError.code
     await c.add_partitions(add(epoch))
     await c.end_txn(commit)
     for task in list(c._tasks):
@@ -208,7 +217,7 @@ async def test_a_coordinator_whose_session_is_in_doubt_answers_nothing_final() -
         await c.verify_partitions(add(epoch, True)),  # not "not in a transaction"
         await c.add_partitions(add(epoch + 1)),  # not "fenced by a newer epoch"
     ):
-        assert error(answer) == CoordinatorNotAvailableError.code
+        assert _error(answer) == CoordinatorNotAvailableError.code
     with pytest.raises(CoordinatorNotAvailableError):
         await c.end_txn(commit)  # not "committed", from the last one's state
     with pytest.raises(CoordinatorNotAvailableError):
@@ -247,20 +256,66 @@ async def test_answers_from_state_alone_are_vouched_for_by_zookeeper_first() -> 
         transactional_id="t", producer_id=pid, producer_epoch=epoch, committed=True
     )
 
-    def error(answer: Any) -> int:
-        (topic,) = answer.results
-        (result,) = topic.results
-        return int(result.error_code)
-
-    assert error(await c.verify_partitions(check)) == InvalidTxnStateError.code
+    assert _error(await c.verify_partitions(check)) == InvalidTxnStateError.code
     assert leads == [0]
     with pytest.raises(InvalidTxnStateError):
         await c.end_txn(commit)  # nothing open
     still[0] = False  # moved elsewhere meanwhile
-    assert error(await c.verify_partitions(check)) == NotCoordinatorError.code
+    assert _error(await c.verify_partitions(check)) == NotCoordinatorError.code
     with pytest.raises(NotCoordinatorError):
         await c.end_txn(commit)
     leads.clear()
     add = dataclasses.replace(check, verify_only=False)
-    assert error(await c.add_partitions(add)) == 0  # written: the log's replication decides
+    assert _error(await c.add_partitions(add)) == 0  # written: the log's replication decides
     assert leads == []
+
+
+async def test_a_fence_is_vouched_for_by_zookeeper_first() -> None:
+    """A fence ends the producer. A coordinator whose log partition moved without its
+    knowing (its session current) has an older view of the id than the new coordinator:
+    the producer, bumped there, is "newer than the coordinator's" epoch here, or has a
+    producer id this one never gave. So a fence, too, is given only once ZooKeeper says
+    this broker still leads the id's partition; else NOT_COORDINATOR (retriable)."""
+    from protocol.errors import (
+        InvalidProducerEpochError,
+        InvalidProducerIdMappingError,
+        NotCoordinatorError,
+    )
+
+    still = [True]
+
+    async def still_leads(partition: int) -> bool:
+        return still[0]
+
+    c = _coordinator(Clock())
+    c._still_leads = still_leads
+    c._metadata = SimpleNamespace(partition=lambda topic, index: object())
+    pid, epoch = await _init(c)
+
+    def end(producer_id: int, producer_epoch: int) -> EndTxnRequest:
+        return EndTxnRequest(
+            transactional_id="t",
+            producer_id=producer_id,
+            producer_epoch=producer_epoch,
+            committed=True,
+        )
+
+    async def added(who: tuple[int, int], verify_only: bool = False) -> int:
+        ask = c.verify_partitions if verify_only else c.add_partitions
+        return _error(await ask(_add_request(*who, verify_only)))
+
+    bumped, other = (pid, epoch + 1), (pid + 1, 0)  # as the new coordinator may have them
+    assert await added(bumped) == InvalidProducerEpochError.code
+    assert await added(other) == InvalidProducerIdMappingError.code
+    assert await added(bumped, verify_only=True) == InvalidProducerEpochError.code
+    with pytest.raises(InvalidProducerEpochError):
+        await c.end_txn(end(*bumped))
+    still[0] = False  # moved elsewhere meanwhile
+    for who in (bumped, other):
+        assert await added(who) == NotCoordinatorError.code
+        assert await added(who, verify_only=True) == NotCoordinatorError.code
+        with pytest.raises(NotCoordinatorError):
+            await c.end_txn(end(*who))
+    with pytest.raises(NotCoordinatorError):  # the old incarnation, asking again
+        await _init(c, pid + 1, 0)
+    assert await added((pid, epoch)) == 0  # its own: written, as before
