@@ -338,6 +338,7 @@ class Broker:
             leader_quota=ReplicationQuota(lambda: cfg["leader.replication.throttled.rate"]),
             follower_quota=ReplicationQuota(lambda: cfg["follower.replication.throttled.rate"]),
             rack_aware_reads=cfg["replica.selector.class"] == RACK_AWARE_SELECTOR,
+            state_known=self._state_known,
         )
         self._start_coordinators()
         await self._listen(protocols, server_tls)

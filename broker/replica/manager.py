@@ -103,6 +103,7 @@ from protocol.errors import (
     ApiError,
     FencedLeaderEpochError,
     InconsistentTopicIdError,
+    InvalidProducerEpochError,
     InvalidRecordError,
     InvalidRequiredAcksError,
     InvalidTxnStateError,
@@ -112,11 +113,13 @@ from protocol.errors import (
     NotLeaderOrFollowerError,
     OffsetNotAvailableError,
     OffsetOutOfRangeError,
+    OutOfOrderSequenceNumberError,
     PolicyViolationError,
     RequestTimedOutError,
     StaleControllerEpochError,
     TransactionalIdAuthorizationFailedError,
     UnknownLeaderEpochError,
+    UnknownProducerIdError,
     UnknownTopicIdError,
     UnknownTopicOrPartitionError,
 )
@@ -140,6 +143,14 @@ TxnVerify = Callable[[str, int, int, list[tuple[str, int]]], Awaitable[dict[Any,
 with its error (:class:`broker.coordinator.verification.TxnVerifier`)."""
 
 _ROLES_PER_LINE = 1000  # partitions per "partition.roles" log line
+_PRODUCER_REFUSALS = (
+    OutOfOrderSequenceNumberError,
+    UnknownProducerIdError,
+    InvalidProducerEpochError,
+    InvalidTxnStateError,
+)
+"""A leader's refusals from its producers' state alone, each fatal or abortable for the
+producer: given only while the leader can tell it still leads (see ``state_known``)."""
 
 WOKEN_FIRST = 8
 """How many parked fetches a produce (or a follower's fetch) answers before its own
@@ -382,9 +393,14 @@ class ReplicaManager:
         leader_quota: ReplicationQuota | None = None,
         follower_quota: ReplicationQuota | None = None,
         rack_aware_reads: bool = False,
+        state_known: Callable[[], bool] = lambda: True,
     ) -> None:
         self.broker_id = broker_id
         self._acl = authorizer or Authorizer()
+        self._state_known = state_known
+        """Whether this broker's view of who leads what is current (its ZooKeeper session
+        surely alive, no stall's hold under way): a leader cut off from ZooKeeper may have
+        been replaced, and its producers' state be behind the new leader's."""
         self.leader_quota = leader_quota or ReplicationQuota(lambda: UNLIMITED)
         """leader.replication.throttled.rate: what it sends of throttled replicas."""
         self.follower_quota = follower_quota or ReplicationQuota(lambda: UNLIMITED)
@@ -845,6 +861,21 @@ class ReplicaManager:
                 return task
         return self._produce(request, None)
 
+    def _in_doubt(self, topic: str, index: int, refusal: ApiError) -> ApiError:
+        """A refusal from the producers' state, said while this broker cannot tell whether
+        it still leads: its producers' state may be behind a new leader's (the producer
+        went on there: "out of order" here), and the refusal would end the producer or
+        its transaction. NOT_LEADER_OR_FOLLOWER instead (retriable): the producer finds
+        the leader again. Nothing was appended either way."""
+        self._log.info(
+            "replica.refusal_in_doubt", topic=topic, partition=index, refusal=refusal.name
+        )
+        return NotLeaderOrFollowerError(
+            f"broker {self.broker_id} cannot tell whether it still leads {topic}-{index} "
+            f"(its ZooKeeper session is in doubt), so it does not answer {refusal.name}; "
+            "retry"
+        )
+
     def _give_back(self, turns: list[_Turn]) -> None:
         """The held batches are appended or refused (or never will be): the next go."""
         for turn in turns:
@@ -1040,6 +1071,8 @@ class ReplicaManager:
                     if request.acks == -1:
                         waits.append((result, partition, end))
                 except ApiError as exc:
+                    if isinstance(exc, _PRODUCER_REFUSALS) and not self._state_known():
+                        exc = self._in_doubt(topic.name, p.index, exc)
                     results.append(
                         ProducePartitionResponse(
                             index=p.index, error_code=exc.code, error_message=exc.message
