@@ -142,6 +142,7 @@ _REGISTRATION_ANSWER_S = 5.0  # a request stamped with our epoch waits for our c
 _FIRST_METADATA_WAIT_S = 5.0
 _LISTENER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*://(?P<host>[^:/]*):(?P<port>\d+)$")
 _FLUSH_CHECK_S = 1.0
+_VOUCH_POLL_S = 0.1  # how often a vouch's ZooKeeper read looks at the session meanwhile
 
 
 _ACTIVE_CONTROLLER = gauge("headwater_active_controller", "1 on the active controller.")
@@ -712,11 +713,22 @@ class Broker:
         if local is None or not local.is_leader:
             return False
         path = paths.partition_state(TRANSACTION_TOPIC, partition)
+        zk = self._zk
+        # kazoo queues a read while it reconnects, and the answer waits for ZooKeeper:
+        # given up on once the session is in doubt (a review: a fence, and the produce
+        # whose KIP-890 check asked for it, were held for a whole outage)
+        read = asyncio.ensure_future(zk.get(path))
         try:
-            raw, _ = await self._zk.get(path)
+            while not read.done():
+                await asyncio.wait({read}, timeout=_VOUCH_POLL_S)
+                if not read.done() and not zk.session_current:
+                    return False
+            raw, _ = read.result()
             state = PartitionState.from_json(path, raw)
         except ZkError:
             return False
+        finally:
+            read.cancel()
         return state.leader == self.broker_id and state.leader_epoch == local.leader_epoch
 
     def _arm_stall_guard(self) -> None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import shutil
 import ssl
 import time
@@ -398,6 +399,7 @@ class ReplicaManager:
         self.broker_id = broker_id
         self._acl = authorizer or Authorizer()
         self._state_known = state_known
+        self._doubt_logged: dict[tuple[str, int], float] = {}  # (monotonic s)
         """Whether this broker's view of who leads what is current (its ZooKeeper session
         surely alive, no stall's hold under way): a leader cut off from ZooKeeper may have
         been replaced, and its producers' state be behind the new leader's."""
@@ -865,12 +867,20 @@ class ReplicaManager:
         """A refusal from the producers' state, said while this broker cannot tell whether
         it still leads: its producers' state may be behind a new leader's (the producer
         went on there: "out of order" here), and the refusal would end the producer or
-        its transaction. NOT_LEADER_OR_FOLLOWER instead (retriable): the producer finds
-        the leader again. Nothing was appended either way."""
-        self._log.info(
-            "replica.refusal_in_doubt", topic=topic, partition=index, refusal=refusal.name
-        )
-        return NotLeaderOrFollowerError(
+        its transaction. NOT_ENOUGH_REPLICAS instead: retriable, and to the producer
+        "refused before the append" (NOT_LEADER_OR_FOLLOWER would say "maybe written",
+        and a batch in doubt is failed, not sent again, on the real refusal that may
+        follow: a review). The doubt ends with a fence (NOT_LEADER_OR_FOLLOWER, and the
+        producer finds the new leader) or with this leader's own answer. Logged once a
+        second per partition: a producer retries every ``retry_backoff_ms``."""
+        now = time.monotonic()
+        key = (topic, index)
+        if now - self._doubt_logged.get(key, -math.inf) >= 1.0:
+            self._doubt_logged[key] = now
+            self._log.info(
+                "replica.refusal_in_doubt", topic=topic, partition=index, refusal=refusal.name
+            )
+        return NotEnoughReplicasError(
             f"broker {self.broker_id} cannot tell whether it still leads {topic}-{index} "
             f"(its ZooKeeper session is in doubt), so it does not answer {refusal.name}; "
             "retry"
@@ -1064,15 +1074,18 @@ class ReplicaManager:
                             "its producer's transactional id: refused, as Kafka refuses it "
                             "(no coordinator would know, or end, its transaction)"
                         )
-                    result, partition, end = self._append(
-                        topic.name, p.index, p.records, request.acks
-                    )
+                    try:
+                        result, partition, end = self._append(
+                            topic.name, p.index, p.records, request.acks
+                        )
+                    except _PRODUCER_REFUSALS as exc:
+                        if self._state_known():
+                            raise
+                        raise self._in_doubt(topic.name, p.index, exc) from exc
                     results.append(result)
                     if request.acks == -1:
                         waits.append((result, partition, end))
                 except ApiError as exc:
-                    if isinstance(exc, _PRODUCER_REFUSALS) and not self._state_known():
-                        exc = self._in_doubt(topic.name, p.index, exc)
                     results.append(
                         ProducePartitionResponse(
                             index=p.index, error_code=exc.code, error_message=exc.message

@@ -5,6 +5,7 @@ fences nobody, another fence was called a timeout)."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from types import SimpleNamespace
 from typing import Any
@@ -319,3 +320,41 @@ async def test_a_fence_is_vouched_for_by_zookeeper_first() -> None:
     with pytest.raises(NotCoordinatorError):  # the old incarnation, asking again
         await _init(c, pid + 1, 0)
     assert await added((pid, epoch)) == 0  # its own: written, as before
+
+
+async def test_the_vouch_gives_up_once_zookeeper_cannot_say() -> None:
+    """From a review: kazoo queues a read while it reconnects, and the vouch's read of
+    the partition state waited for ZooKeeper to come back, holding a fence (and the
+    produce whose KIP-890 check asked for it) for a whole outage. It gives up once the
+    session is in doubt: "cannot say" is False, NOT_COORDINATOR to the producer."""
+    from broker.app import Broker
+    from broker.log.manager import TopicPartition
+    from protocol.txn_log import TRANSACTION_TOPIC
+
+    never: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    class QueuedZk:
+        """A get kazoo queued while reconnecting; the session stops being current."""
+
+        session_current = True
+
+        async def get(self, path: str, watch: object = None) -> tuple[bytes, object]:
+            await never  # ZooKeeper is down: the queued request is never sent
+            raise AssertionError
+
+    zk = QueuedZk()
+    leader = SimpleNamespace(is_leader=True, leader_epoch=3)
+    broker = SimpleNamespace(
+        broker_id=1,
+        _zk=zk,
+        _replicas=SimpleNamespace(partitions={TopicPartition(TRANSACTION_TOPIC, 0): leader}),
+        _stall=None,
+    )
+
+    async def session_no_longer_current() -> None:
+        await asyncio.sleep(0.2)
+        zk.session_current = False
+
+    asyncio.get_running_loop().create_task(session_no_longer_current())
+    asked = Broker._still_leads_txn_log(broker, 0)  # type: ignore[arg-type]
+    assert await asyncio.wait_for(asked, 3) is False  # not held for the whole outage
