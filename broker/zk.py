@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 from urllib.parse import quote, unquote
 
+import kazoo
+import structlog
 from kazoo.client import KazooClient, KazooState
 from kazoo.exceptions import (
     BadVersionError,
@@ -582,6 +584,7 @@ class ZkBridge:
         to 2-20 of its ticks); None before the first."""
         self._negotiated_callbacks: list[Callable[[float], None]] = []
         self._heard_at = -1e18  # monotonic: ZooKeeper's last answer on the session
+        self._watching = False  # whether kazoo's steps could be wrapped to time it
         self._losses = self._losses_settled = 0  # (kazoo's thread; the loop's)
         self._watch_connection()
 
@@ -637,10 +640,20 @@ class ZkBridge:
         """kazoo's connection steps, wrapped: its connect step, for the timeout ZooKeeper
         granted (kazoo keeps it in a local, and derives its read timeout, two thirds of
         it, from that); its read step, for when ZooKeeper last answered on the session
-        (:attr:`session_current`). A kazoo without them leaves both unknown."""
+        (:attr:`session_current`). A kazoo without them (they are not its public API)
+        leaves the granted timeout unknown, and :attr:`session_current` falls back on
+        kazoo's ``connected``, with a warning: less exact, never stuck."""
         connection: Any = getattr(self._client, "_connection", None)
         connect = getattr(connection, "_connect", None)
-        if connect is None:
+        read = getattr(connection, "_read_socket", None)
+        if connect is None or read is None:
+            structlog.get_logger("headwater.zk").warning(
+                "zk.session_watch_unavailable",
+                kazoo=getattr(kazoo, "__version__", "?"),
+                hint="this kazoo lacks the connection steps Headwater times; whether the "
+                "session is current is taken from kazoo's connected state (less exact); "
+                "install the kazoo version pyproject.toml names",
+            )
             return
 
         def connecting(*args: Any) -> Any:  # kazoo's thread
@@ -653,9 +666,6 @@ class ZkBridge:
             return read_timeout_ms, connect_timeout_ms
 
         connection._connect = connecting
-        read = getattr(connection, "_read_socket", None)
-        if read is None:
-            return
 
         def reading(*args: Any) -> Any:  # kazoo's thread: an answer, a ping's, an event
             answer = read(*args)
@@ -663,6 +673,7 @@ class ZkBridge:
             return answer
 
         connection._read_socket = reading
+        self._watching = True
 
     @property
     def session_current(self) -> bool:
@@ -675,6 +686,8 @@ class ZkBridge:
         of the old one's loss."""
         if self._losses != self._losses_settled or self._client.state == KazooState.LOST:
             return False
+        if not self._watching:
+            return bool(self._client.connected)
         granted = self.negotiated_session_timeout_s or self.session_timeout_s
         return time.monotonic() - self._heard_at < 0.9 * granted
 

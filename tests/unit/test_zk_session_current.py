@@ -8,7 +8,10 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
+import structlog.testing
 from kazoo.exceptions import ConnectionLoss
+from kazoo.protocol.connection import ConnectionHandler
 from kazoo.protocol.states import KeeperState
 
 from broker.zk import SessionState, ZkBridge
@@ -86,3 +89,20 @@ async def test_zookeeper_is_tried_again_within_a_second_however_long_it_was_away
     assert len(waits) == 40
     assert waits[0] < 0.2  # the first again at once
     assert max(waits) <= 1.0 * 1.4 + 0.1  # the cap, its jitter, the interrupt's slices
+
+
+async def test_a_kazoo_without_the_steps_it_times_falls_back_on_connected(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """From a review: the steps wrapped are kazoo's private ones; a kazoo without them
+    left the session never current, and every coordinator request was refused for good,
+    with no word of why. Now a warning, and kazoo's ``connected`` (less exact)."""
+    monkeypatch.delattr(ConnectionHandler, "_read_socket")
+    with structlog.testing.capture_logs() as logs:
+        bridge = _bridge([])
+    assert [e["event"] for e in logs] == ["zk.session_watch_unavailable"]
+    assert not bridge.session_current
+    bridge._client._session_callback(KeeperState.CONNECTED)
+    assert bridge.session_current  # no answer timed, yet current: kazoo says connected
+    bridge._client._live.clear()
+    assert not bridge.session_current
