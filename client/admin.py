@@ -242,6 +242,10 @@ class Admin:
         self.client_id = client_id
         self.request_timeout_ms = request_timeout_ms
         self.retry_backoff_ms = retry_backoff_ms
+        self._made: dict[str, tuple[int, float]] = {}
+        """Topics this admin made or grew: name -> (partitions it has now, until when
+        (monotonic s) a broker that does not know that yet is asked again): read your
+        own writes (see :meth:`_created`)."""
         tls, login = security_for(
             security_protocol,
             ssl_context,
@@ -311,6 +315,10 @@ class Admin:
         response: CreateTopicsResponse = await self._until_unthrottled(
             ApiKey.CREATE_TOPICS, request, "topics", "topics", timeout_ms
         )
+        wanted = {t.name: t.num_partitions for t in new_topics}
+        for result in response.topics:
+            if not result.error_code and not validate_only:
+                self._wrote(result.name, max(wanted.get(result.name, 1), 1))
         for result in response.topics:
             if result.error_code == TopicAlreadyExistsError.code:
                 raise TopicAlreadyExistsError(
@@ -353,6 +361,9 @@ class Admin:
             ApiKey.CREATE_PARTITIONS, request, "topics", "results", timeout_ms
         )
         for result in response.results:
+            if not result.error_code and not validate_only:
+                self._wrote(result.name, new_partitions[result.name].total_count)
+        for result in response.results:
             if result.error_code:
                 raise error_for_code(
                     result.error_code,
@@ -384,6 +395,8 @@ class Admin:
         response: DeleteTopicsResponse = await self._until_unthrottled(
             ApiKey.DELETE_TOPICS, request, asked, "responses", timeout_ms, by=by
         )
+        for result in response.responses:
+            self._made.pop(result.name or "", None)
         if topic_ids is not None and len(response.responses) < len(topic_ids):
             raise UnsupportedVersionError(  # a broker of a build before ids reads none
                 "the brokers do not know topics by id; upgrade them, or delete by name"
@@ -489,18 +502,39 @@ class Admin:
             out.append(TopicDescription(name, topic.is_internal, partitions, topic_id))
         return out
 
+    def _wrote(self, topic: str, partitions: int) -> None:
+        self._made[topic] = (partitions, time.monotonic() + self.request_timeout_ms / 1000)
+
+    def _behind(self, metadata: ClusterMetadata, names: list[str] | None) -> bool:
+        """Whether the broker that answered has not yet heard of a topic this admin made
+        or grew (a broker a moment behind the controller: CreateTopics and
+        CreatePartitions answer once the broker that took them knows)."""
+        now = time.monotonic()
+        for name, (partitions, until) in list(self._made.items()):
+            if until < now:
+                del self._made[name]
+            elif names is None or name in names:
+                topic = metadata.topics.get(name)
+                if topic is None or len(topic.partitions) < partitions:
+                    return True
+        return False
+
     async def _created(self, names: list[str] | None) -> ClusterMetadata:
         """Metadata for ``names``, asked again while one is being created
         (LEADER_NOT_AVAILABLE: the controller has it and the broker asked does not yet),
         for up to ``request_timeout_ms``, as Kafka's admin retries a retriable error until
-        its timeout. A topic no broker knows is not waited for: that is an answer."""
+        its timeout. A topic no broker knows is not waited for: that is an answer, unless
+        this admin made it (or grew it) in the last ``request_timeout_ms``: then the
+        broker asked is behind, and is asked again until it knows (read your writes:
+        Kafka's admin leaves that to its caller, who then sees a topic it just made
+        missing, or with its old partition count)."""
         deadline = time.monotonic() + self.request_timeout_ms / 1000
         while True:
             metadata = await self._metadata(names)
             if not any(
                 isinstance(metadata.topic_errors.get(name), LeaderNotAvailableError)
                 for name in names or []
-            ):
+            ) and not self._behind(metadata, names):
                 return metadata
             remaining_s = deadline - time.monotonic()
             if remaining_s <= 0:
