@@ -875,8 +875,6 @@ class TransactionCoordinator:
         now = self._clock()
         for index, store in list(self.stores.items()):
             for meta in list(store.values()):
-                if not self._doubt.known():
-                    return  # (each abort is a write: a doubt may begin during one)
                 if (
                     meta.state == TxnState.ONGOING
                     and not meta.pending
@@ -884,6 +882,8 @@ class TransactionCoordinator:
                     and now - meta.start_ms - self._doubt_since(index, now - meta.start_ms)
                     > meta.timeout_ms
                 ):
+                    if not self._doubt.known():
+                        return  # (asked before each abort: a doubt may begin during one)
                     self.timed_out += 1
                     self._log.info(
                         "txn.timed_out",
@@ -913,13 +913,13 @@ class TransactionCoordinator:
         now = self._clock()
         for index, store in list(self.stores.items()):
             for meta in list(store.values()):
-                if not self._doubt.known():
-                    return
                 if (
                     meta.state.idle
                     and not meta.pending
                     and now - meta.last_update_ms > self._expiration_ms
                 ):
+                    if not self._doubt.known():
+                        return
                     await self._forget(index, store, meta)
 
     async def _forget(self, index: int, store: dict[str, TxnMetadata], meta: TxnMetadata) -> None:
