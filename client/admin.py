@@ -461,8 +461,9 @@ class Admin:
         return await self._send(api_key, request, idempotent=False)
 
     async def list_topics(self) -> list[str]:
-        """Every topic's name, sorted, internal ones included."""
-        metadata = await self._metadata(None)
+        """Every topic's name, sorted, internal ones included; one this admin made within
+        ``request_timeout_ms`` is waited for (read your writes, as ``describe_topics``)."""
+        metadata = await self._created(None)
         return sorted(metadata.topics)
 
     async def describe_topics(

@@ -129,3 +129,14 @@ async def test_only_what_this_admin_wrote_is_waited_for_and_not_for_ever() -> No
     # never heard of by the broker asked: asked again until request_timeout_ms, then said
     assert len((await admin.describe_topics(["t"]))[0].partitions) == 1
     assert cluster.asked > 2
+
+
+async def test_a_topic_this_admin_made_is_listed_once_the_broker_asked_knows_it() -> None:
+    """``list_topics`` reads its own writes too (a review: an integration test listed a
+    topic just made and could reach a broker that had not heard of it)."""
+    cluster = _Cluster(ClusterMetadata(), ClusterMetadata(), _READY)
+    admin = _admin(cluster)
+    _answering(admin, CreateTopicsResponse(topics=[CreatableTopicResult(name="t")]))
+    assert await admin.list_topics() == [] and cluster.asked == 1  # not made here: an answer
+    await admin.create_topics([NewTopic("t", 1, 1)])
+    assert await admin.list_topics() == ["t"] and cluster.asked == 3
