@@ -195,8 +195,9 @@ async def test_rolling_restart_under_load_fails_no_send(
 
     async def roll() -> None:
         for broker_id in sorted(cluster.brokers):
-            assert cluster.brokers[broker_id].stop() == 0  # SIGTERM: controlled shutdown
-            cluster.start_broker(broker_id)
+            # SIGTERM: controlled shutdown (waited for off the loop: the producer goes on)
+            assert await asyncio.to_thread(cluster.brokers[broker_id].stop) == 0
+            await asyncio.to_thread(cluster.start_broker, broker_id)
             await _until(lambda: _describe(cluster.bootstrap, "events"), _full_isr)
 
     outcome = await produce(cluster.bootstrap, "events", RECORDS, fault=roll, fault_after=2_000)
@@ -218,6 +219,10 @@ async def test_kip101_a_returning_leader_truncates_its_unreplicated_tail(
             "replica.lag.time.max.ms": "30000",
             "replica.fetch.wait.max.ms": "200",
             "metrics.port": "0",
+            # the paused followers must stay registered (in the ISR) until the leader is
+            # killed: with 2-s sessions a slow machine let them expire first (a review),
+            # and the partition was left with no leader to elect
+            "zookeeper.session.timeout.ms": "6000",
         },
     )
     await _topic(cluster, "events", partitions=1)
@@ -237,9 +242,10 @@ async def test_kip101_a_returning_leader_truncates_its_unreplicated_tail(
     for b in followers:
         cluster.brokers[b].resume()
     survivors = cluster.bootstrap
-    await _until(
+    await _until(  # the killed leader's session ends first: up to 6 s
         lambda: _describe(survivors, "events"),
         lambda d: d.partitions[0].leader in followers,
+        timeout_s=60,
     )
     diverging = await produce(survivors, "events", 500)  # new records at the tail's offsets
     cluster.start_broker(leader)
@@ -292,8 +298,12 @@ async def test_leader_paused_past_its_session_is_fenced_and_rejoins(
             )
         finally:
             cluster.brokers[leader].resume()
-        # it learns its session is gone, stops leading, re-registers, and catches up
-        await _until(lambda: _describe(others, "events"), _full_isr)
+        # it learns its session is gone, stops leading, re-registers, and catches up (a
+        # broker not yet told of the new leader would show the ISR from before the pause)
+        await _until(
+            lambda: _describe(others, "events"),
+            lambda d: _full_isr(d) and d.partitions[0].leader != leader,
+        )
 
     outcome = await produce(
         bootstrap, "events", RECORDS, fault=expire_leaders_session, fault_after=3_000
@@ -348,7 +358,9 @@ async def test_a_leader_paused_within_its_session_serves_what_waited_once_it_kno
     trip, finds its session alive, and serves it as the leader it still is."""
     cluster = make_cluster(
         3,
-        {**SETTINGS, "zookeeper.session.timeout.ms": "6000", "replica.lag.time.max.ms": "10000"},
+        # 10 s (ZooKeeper's most, 20 of its ticks): kazoo may have last written a third of a
+        # session before the pause, and a slow machine resumes late (6 s left 1 s spare)
+        {**SETTINGS, "zookeeper.session.timeout.ms": "10000", "replica.lag.time.max.ms": "15000"},
     )
     await _topic(cluster, "events", partitions=1)
     bootstrap = cluster.bootstrap
@@ -360,7 +372,7 @@ async def test_a_leader_paused_within_its_session_serves_what_waited_once_it_kno
         cluster.brokers[leader].pause()
         try:
             waiting = asyncio.ensure_future(producer.send_and_wait("events", b"2", key=b"k"))
-            await asyncio.sleep(3)  # past 2 s (the threshold), well inside the 6 s session
+            await asyncio.sleep(4.5)  # past 3.3 s (the threshold), inside the 10-s session
             assert not waiting.done()
         finally:
             cluster.brokers[leader].resume()
