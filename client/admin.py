@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import secrets
 import ssl
 import time
@@ -67,6 +68,10 @@ from protocol.acls import (
     AclBinding,
     AclBindingFilter,
     AclError,
+    Operation,
+    PatternType,
+    Permission,
+    ResourceType,
 )
 from protocol.apis import (
     SCRAM_MECHANISM_CODES,
@@ -178,6 +183,7 @@ from protocol.apis import AlterConfigOp as OpType
 from protocol.errors import (
     ApiError,
     BrokerNotAvailableError,
+    ClusterAuthorizationFailedError,
     ElectionNotNeededError,
     GroupIdNotFoundError,
     GroupSubscribedToTopicError,
@@ -188,6 +194,7 @@ from protocol.errors import (
     NotControllerError,
     RebalanceInProgressError,
     RequestTimedOutError,
+    SecurityDisabledError,
     ThrottlingQuotaExceededError,
     TopicAlreadyExistsError,
     UnknownMemberIdError,
@@ -211,6 +218,12 @@ ANY_ENTITY = _Any()
 """``describe_client_quotas``: any entity of that type, or none."""
 
 _SCRAM_NAMES = {code: name for name, code in SCRAM_MECHANISM_CODES.items()}
+
+_ACL_POLL_S = 0.02
+"""How often a broker that has not yet applied an ACL change is asked again (it reads
+ZooKeeper's notification within milliseconds, as a rule)."""
+
+_log = logging.getLogger("headwater.client.admin")
 
 R = TypeVar("R")
 
@@ -1397,8 +1410,8 @@ class Admin:
     # --- ACLs -------------------------------------------------------------------------------
 
     async def create_acls(self, acls: Iterable[AclBinding]) -> None:
-        """Add ACLs (Kafka's ``createAcls``; ``kafka-acls --add``); every broker applies
-        them within moments, the one asked before it answers. Raises the first refusal."""
+        """Add ACLs (Kafka's ``createAcls``; ``kafka-acls --add``); returns once every
+        broker applies them (see :meth:`_in_force`). Raises the first refusal."""
         bindings = list(acls)
         for acl in bindings:
             try:
@@ -1427,6 +1440,7 @@ class Admin:
                 raise error_for_code(
                     result.error_code, result.error_message or f"ACL {acl.describe()}"
                 )
+        await self._in_force(set(bindings), present=True)
 
     async def describe_acls(self, acl_filter: AclBindingFilter | None = None) -> list[AclBinding]:
         """The ACLs the filter matches (Kafka's ``describeAcls``; default: every one)."""
@@ -1449,7 +1463,8 @@ class Admin:
         )
 
     async def delete_acls(self, filters: Iterable[AclBindingFilter]) -> list[AclBinding]:
-        """Delete the ACLs each filter matches (Kafka's ``deleteAcls``); returns them."""
+        """Delete the ACLs each filter matches (Kafka's ``deleteAcls``); returns them once
+        no broker applies them any more (see :meth:`_in_force`)."""
         wanted = list(filters)
         if not wanted:
             return []
@@ -1476,7 +1491,70 @@ class Admin:
                         m.permission_type,
                     )
                 )
+        await self._in_force(set(deleted), present=False)
         return sorted(set(deleted))
+
+    async def _in_force(self, bindings: set[AclBinding], *, present: bool) -> None:
+        """Wait, for up to ``request_timeout_ms``, until every broker's authorizer holds
+        ``bindings`` (or, ``present`` false, none of them), asking each with DescribeAcls.
+
+        The broker that took the change applies it before it answers; the others read it
+        from ZooKeeper's change notification a moment later (Kafka's brokers too, whose
+        admin returns at once: a user allowed a moment ago could be refused by the next
+        broker, and one denied could still be let in). A broker that cannot be asked
+        (down: it reads every ACL when it starts) is not waited for; past the timeout the
+        change stands, and the log says which brokers had not applied it yet."""
+        if not bindings:
+            return
+        probe = DescribeAclsRequest(**_filter_fields(_narrowest(bindings)))
+        deadline = time.monotonic() + self.request_timeout_ms / 1000
+        waiting = set((await self._metadata([])).brokers)
+
+        async def applied(node: int) -> bool:
+            remaining_ms = int((deadline - time.monotonic()) * 1000)
+            try:
+                answer: DescribeAclsResponse = await self._cluster.send(
+                    node, ApiKey.DESCRIBE_ACLS, probe, timeout_ms=max(remaining_ms, 1)
+                )
+            except (ClusterAuthorizationFailedError, SecurityDisabledError):
+                raise  # cannot be asked at all: said once, below
+            except ApiError:
+                return True  # unreachable, or gone: not waited for
+            held = {
+                AclBinding.of(
+                    r.resource_type,
+                    r.resource_name,
+                    r.pattern_type,
+                    a.principal,
+                    a.host,
+                    a.operation,
+                    a.permission_type,
+                )
+                for r in answer.resources
+                for a in r.acls
+            }
+            return bindings <= held if present else not bindings & held
+
+        while True:
+            nodes = sorted(waiting)
+            try:
+                done = await asyncio.gather(*(applied(node) for node in nodes))
+            except (ClusterAuthorizationFailedError, SecurityDisabledError) as exc:
+                _log.info("ACLs changed; not waiting for every broker to apply them: %s", exc)
+                return
+            waiting -= {node for node, ok in zip(nodes, done, strict=True) if ok}
+            if not waiting:
+                return
+            if time.monotonic() >= deadline:
+                _log.warning(
+                    "ACLs changed, but broker(s) %s had not applied the change within "
+                    "request_timeout_ms (%d ms); they will once ZooKeeper's notification "
+                    "reaches them",
+                    ", ".join(map(str, sorted(waiting))),
+                    self.request_timeout_ms,
+                )
+                return
+            await asyncio.sleep(_ACL_POLL_S)
 
     # --- client quotas --------------------------------------------------------------------
 
@@ -1880,6 +1958,24 @@ def _check_partitions_exist(metadata: ClusterMetadata, tps: Iterable[TopicPartit
             raise UnknownTopicOrPartitionError(
                 f"topic {tp.topic!r} has no partition {tp.partition} (it has {len(partitions)})"
             )
+
+
+def _narrowest(bindings: set[AclBinding]) -> AclBindingFilter:
+    """The narrowest filter matching every one of ``bindings``: each field they share,
+    ANY for the others (one DescribeAcls per broker asks for them all)."""
+
+    def shared(values: set[Any], anything: Any) -> Any:
+        return next(iter(values)) if len(values) == 1 else anything
+
+    return AclBindingFilter(
+        resource_type=shared({b.resource_type for b in bindings}, ResourceType.ANY),
+        resource_name=shared({b.resource_name for b in bindings}, None),
+        pattern_type=shared({b.pattern_type for b in bindings}, PatternType.ANY),
+        principal=shared({b.principal for b in bindings}, None),
+        host=shared({b.host for b in bindings}, None),
+        operation=shared({b.operation for b in bindings}, Operation.ANY),
+        permission=shared({b.permission for b in bindings}, Permission.ANY),
+    )
 
 
 def _filter_fields(f: AclBindingFilter) -> dict[str, Any]:

@@ -1,0 +1,219 @@
+"""``Admin.create_acls`` and ``delete_acls`` return once every broker applies the change.
+
+The broker that takes it applies it before it answers; the others read it from
+ZooKeeper's change notification a moment later. Kafka's admin returns at once, and a
+user allowed a moment ago could then be refused by the next broker it reached: a CI run
+of ours failed on that (a consumer's FindCoordinator, GROUP_AUTHORIZATION_FAILED). Each
+broker here is scripted: it holds ACLs, answers DescribeAcls with the request's filter
+applied, and applies a change only after it has been asked ``lag`` times."""
+
+from __future__ import annotations
+
+import logging
+from types import MappingProxyType
+from typing import Any
+
+import pytest
+
+from client import Admin
+from client.cluster import ClusterMetadata
+from protocol.acls import (
+    AclBinding,
+    AclBindingFilter,
+    Operation,
+    PatternType,
+    Permission,
+    ResourceType,
+)
+from protocol.apis import (
+    AclCreationResult,
+    AclDescription,
+    ApiKey,
+    CreateAclsResponse,
+    DeleteAclsFilterResult,
+    DeleteAclsMatchingAcl,
+    DeleteAclsResponse,
+    DescribeAclsResource,
+    DescribeAclsResponse,
+)
+from protocol.errors import ClusterAuthorizationFailedError, NetworkError
+
+
+def _allow(user: str, operation: Operation, name: str = "orders") -> AclBinding:
+    return AclBinding(
+        ResourceType.TOPIC,
+        name,
+        PatternType.LITERAL,
+        f"User:{user}",
+        "*",
+        operation,
+        Permission.ALLOW,
+    )
+
+
+class _Broker:
+    def __init__(self, lag: int = 0) -> None:
+        self.acls: set[AclBinding] = set()
+        self.lag = lag
+        self.asked = 0
+        self._coming: list[tuple[set[AclBinding], set[AclBinding]]] = []
+        self.refusal: Exception | None = None
+
+    def change(self, add: set[AclBinding], remove: set[AclBinding], *, now: bool) -> None:
+        if now or self.lag == 0:
+            self.acls = (self.acls | add) - remove
+        else:
+            self._coming.append((add, remove))
+
+    def describe(self, request: Any) -> DescribeAclsResponse:
+        self.asked += 1
+        if self.refusal is not None:
+            raise self.refusal
+        if self.asked >= self.lag:
+            for add, remove in self._coming:
+                self.acls = (self.acls | add) - remove
+            self._coming = []
+        wanted = AclBindingFilter(
+            ResourceType(request.resource_type_filter),
+            request.resource_name_filter,
+            PatternType(request.pattern_type_filter),
+            request.principal_filter,
+            request.host_filter,
+            Operation(request.operation),
+            Permission(request.permission_type),
+        )
+        return DescribeAclsResponse(
+            resources=[
+                DescribeAclsResource(
+                    resource_type=a.resource_type,
+                    resource_name=a.resource_name,
+                    pattern_type=a.pattern_type,
+                    acls=[
+                        AclDescription(
+                            principal=a.principal,
+                            host=a.host,
+                            operation=a.operation,
+                            permission_type=a.permission,
+                        )
+                    ],
+                )
+                for a in sorted(self.acls)
+                if wanted.matches(a)
+            ]
+        )
+
+
+class _Cluster:
+    """Brokers 1-3; the admin's CreateAcls and DeleteAcls reach broker 1."""
+
+    def __init__(self, **lags: int) -> None:
+        self.brokers = {b: _Broker(lags.get(f"b{b}", 0)) for b in (1, 2, 3)}
+        self.down: set[int] = set()
+        self.attempts = dict.fromkeys(self.brokers, 0)
+
+    async def fetch_metadata(self, _topics: Any, **_: Any) -> ClusterMetadata:
+        return ClusterMetadata(brokers=MappingProxyType(dict.fromkeys(self.brokers)))  # type: ignore[arg-type]
+
+    async def send_any(self, api_key: ApiKey, request: Any, **_: Any) -> Any:
+        if api_key == ApiKey.CREATE_ACLS:
+            made = {
+                AclBinding.of(
+                    c.resource_type,
+                    c.resource_name,
+                    c.resource_pattern_type,
+                    c.principal,
+                    c.host,
+                    c.operation,
+                    c.permission_type,
+                )
+                for c in request.creations
+            }
+            for node, broker in self.brokers.items():
+                broker.change(made, set(), now=node == 1)
+            return CreateAclsResponse(results=[AclCreationResult() for _ in request.creations])
+        assert api_key == ApiKey.DELETE_ACLS
+        gone = set(self.brokers[1].acls)  # (these tests delete everything)
+        for node, broker in self.brokers.items():
+            broker.change(set(), gone, now=node == 1)
+        return DeleteAclsResponse(
+            filter_results=[
+                DeleteAclsFilterResult(
+                    matching_acls=[
+                        DeleteAclsMatchingAcl(
+                            resource_type=a.resource_type,
+                            resource_name=a.resource_name,
+                            pattern_type=a.pattern_type,
+                            principal=a.principal,
+                            host=a.host,
+                            operation=a.operation,
+                            permission_type=a.permission,
+                        )
+                        for a in sorted(gone)
+                    ]
+                )
+            ]
+        )
+
+    async def send(self, node: int, api_key: ApiKey, request: Any, **_: Any) -> Any:
+        assert api_key == ApiKey.DESCRIBE_ACLS
+        self.attempts[node] += 1
+        if node in self.down:
+            raise NetworkError(f"connection to broker {node} refused")
+        return self.brokers[node].describe(request)
+
+
+def _admin(cluster: _Cluster, timeout_ms: int = 5000) -> Admin:
+    admin = Admin(bootstrap_servers="127.0.0.1:1", request_timeout_ms=timeout_ms)
+    admin._cluster = cluster  # type: ignore[assignment]
+    admin._state = "running"
+    return admin
+
+
+async def test_create_acls_returns_once_every_broker_has_them() -> None:
+    cluster = _Cluster(b3=4)
+    made = {_allow("bob", Operation.READ), _allow("bob", Operation.DESCRIBE)}
+    await _admin(cluster).create_acls(made)
+    assert all(b.acls == made for b in cluster.brokers.values())
+    assert cluster.brokers[3].asked == 4  # asked again until it had them
+    assert cluster.brokers[1].asked == cluster.brokers[2].asked == 1
+
+
+async def test_one_describe_per_broker_asks_for_bindings_of_several_resources() -> None:
+    cluster = _Cluster(b2=2)
+    made = {_allow("bob", Operation.READ), _allow("alice", Operation.WRITE, "payments")}
+    await _admin(cluster).create_acls(made)
+    assert cluster.brokers[2].acls == made and cluster.brokers[2].asked == 2
+
+
+async def test_delete_acls_returns_once_no_broker_applies_them() -> None:
+    cluster = _Cluster()
+    admin = _admin(cluster)
+    await admin.create_acls([_allow("bob", Operation.READ)])
+    cluster.brokers[2].lag = cluster.brokers[2].asked + 3
+    deleted = await admin.delete_acls([AclBindingFilter()])
+    assert deleted == [_allow("bob", Operation.READ)]
+    assert all(not b.acls for b in cluster.brokers.values())  # a DENY's removal too
+
+
+async def test_a_broker_that_cannot_be_reached_is_not_waited_for() -> None:
+    cluster = _Cluster(b3=1_000)
+    cluster.down.add(3)
+    await _admin(cluster).create_acls([_allow("bob", Operation.READ)])
+    assert cluster.attempts[3] == 1  # tried once, then let be (it reads them as it starts)
+
+
+async def test_past_the_timeout_the_change_stands_and_the_log_says_who_lags(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cluster = _Cluster(b2=1_000_000)
+    with caplog.at_level(logging.WARNING, logger="headwater.client.admin"):
+        await _admin(cluster, timeout_ms=100).create_acls([_allow("bob", Operation.READ)])
+    assert cluster.brokers[2].asked > 1
+    assert "broker(s) 2 had not applied the change" in caplog.text
+
+
+async def test_an_admin_that_may_not_describe_acls_does_not_wait() -> None:
+    cluster = _Cluster(b3=1_000_000)
+    cluster.brokers[3].refusal = ClusterAuthorizationFailedError("may not Describe")
+    await _admin(cluster).create_acls([_allow("bob", Operation.READ)])
+    assert cluster.brokers[3].asked == 1
