@@ -183,7 +183,6 @@ from protocol.apis import AlterConfigOp as OpType
 from protocol.errors import (
     ApiError,
     BrokerNotAvailableError,
-    ClusterAuthorizationFailedError,
     ElectionNotNeededError,
     GroupIdNotFoundError,
     GroupSubscribedToTopicError,
@@ -194,7 +193,6 @@ from protocol.errors import (
     NotControllerError,
     RebalanceInProgressError,
     RequestTimedOutError,
-    SecurityDisabledError,
     ThrottlingQuotaExceededError,
     TopicAlreadyExistsError,
     UnknownMemberIdError,
@@ -219,9 +217,9 @@ ANY_ENTITY = _Any()
 
 _SCRAM_NAMES = {code: name for name, code in SCRAM_MECHANISM_CODES.items()}
 
-_ACL_POLL_S = 0.02
-"""How often a broker that has not yet applied an ACL change is asked again (it reads
-ZooKeeper's notification within milliseconds, as a rule)."""
+_POLL_S = 0.02
+"""How often a broker that has not yet applied an ACL or token change is asked again (it
+reads ZooKeeper's notification within milliseconds, as a rule)."""
 
 _log = logging.getLogger("headwater.client.admin")
 
@@ -1495,31 +1493,12 @@ class Admin:
         return sorted(set(deleted))
 
     async def _in_force(self, bindings: set[AclBinding], *, present: bool) -> None:
-        """Wait, for up to ``request_timeout_ms``, until every broker's authorizer holds
-        ``bindings`` (or, ``present`` false, none of them), asking each with DescribeAcls.
-
-        The broker that took the change applies it before it answers; the others read it
-        from ZooKeeper's change notification a moment later (Kafka's brokers too, whose
-        admin returns at once: a user allowed a moment ago could be refused by the next
-        broker, and one denied could still be let in). A broker that cannot be asked
-        (down: it reads every ACL when it starts) is not waited for; past the timeout the
-        change stands, and the log says which brokers had not applied it yet."""
+        """Until every broker's authorizer holds ``bindings`` (or, ``present`` false, none
+        of them): :meth:`_on_every_broker` with one DescribeAcls asking for them all."""
         if not bindings:
             return
-        probe = DescribeAclsRequest(**_filter_fields(_narrowest(bindings)))
-        deadline = time.monotonic() + self.request_timeout_ms / 1000
-        waiting = set((await self._metadata([])).brokers)
 
-        async def applied(node: int) -> bool:
-            remaining_ms = int((deadline - time.monotonic()) * 1000)
-            try:
-                answer: DescribeAclsResponse = await self._cluster.send(
-                    node, ApiKey.DESCRIBE_ACLS, probe, timeout_ms=max(remaining_ms, 1)
-                )
-            except (ClusterAuthorizationFailedError, SecurityDisabledError):
-                raise  # cannot be asked at all: said once, below
-            except ApiError:
-                return True  # unreachable, or gone: not waited for
+        def applied(answer: DescribeAclsResponse) -> bool:
             held = {
                 AclBinding.of(
                     r.resource_type,
@@ -1535,26 +1514,53 @@ class Admin:
             }
             return bindings <= held if present else not bindings & held
 
+        probe = DescribeAclsRequest(**_filter_fields(_narrowest(bindings)))
+        await self._on_every_broker(ApiKey.DESCRIBE_ACLS, probe, applied, "ACLs changed")
+
+    async def _on_every_broker(
+        self, api_key: ApiKey, probe: object, applied: Callable[[Any], bool], what: str
+    ) -> None:
+        """Wait, for up to ``request_timeout_ms``, until ``applied`` holds of every
+        broker's answer to ``probe``, asking again every 20 ms those that lag.
+
+        For what each broker keeps a copy of (ACLs, delegation tokens): the broker that
+        took a change applies it before it answers; the others read it from ZooKeeper's
+        change notification a moment later. Kafka's brokers do the same, and its admin
+        returns at once: a user allowed a moment ago can be refused by the next broker,
+        and a job given a new token can fail to log in there. A broker that cannot be
+        asked, or refuses to say (down: it reads everything as it starts; or this client
+        may not describe it), is not waited for; past the timeout the change stands, and
+        the log says which brokers had not applied it yet."""
+        deadline = time.monotonic() + self.request_timeout_ms / 1000
+        waiting = set((await self._metadata([])).brokers)
+
+        async def asked(node: int) -> bool:
+            remaining_ms = int((deadline - time.monotonic()) * 1000)
+            try:
+                answer = await self._cluster.send(
+                    node, api_key, probe, timeout_ms=max(remaining_ms, 1)
+                )
+            except ApiError:
+                return True  # unreachable, gone, or refused: not waited for
+            return bool(getattr(answer, "error_code", 0)) or applied(answer)
+
         while True:
             nodes = sorted(waiting)
-            try:
-                done = await asyncio.gather(*(applied(node) for node in nodes))
-            except (ClusterAuthorizationFailedError, SecurityDisabledError) as exc:
-                _log.info("ACLs changed; not waiting for every broker to apply them: %s", exc)
-                return
+            done = await asyncio.gather(*(asked(node) for node in nodes))
             waiting -= {node for node, ok in zip(nodes, done, strict=True) if ok}
             if not waiting:
                 return
             if time.monotonic() >= deadline:
                 _log.warning(
-                    "ACLs changed, but broker(s) %s had not applied the change within "
+                    "%s, but broker(s) %s had not applied the change within "
                     "request_timeout_ms (%d ms); they will once ZooKeeper's notification "
                     "reaches them",
+                    what,
                     ", ".join(map(str, sorted(waiting))),
                     self.request_timeout_ms,
                 )
                 return
-            await asyncio.sleep(_ACL_POLL_S)
+            await asyncio.sleep(_POLL_S)
 
     # --- client quotas --------------------------------------------------------------------
 
@@ -1648,6 +1654,7 @@ class Admin:
             ApiKey.CREATE_DELEGATION_TOKEN, request, idempotent=False
         )
         _raise_for(answer, "creating a delegation token")
+        await self._token_everywhere(answer.hmac, answer.expiry_timestamp_ms, "token created")
         return DelegationToken(
             token_id=answer.token_id,
             hmac=answer.hmac,
@@ -1671,6 +1678,7 @@ class Admin:
             idempotent=False,
         )
         _raise_for(answer, "renewing the delegation token")
+        await self._token_everywhere(hmac, answer.expiry_timestamp_ms, "token renewed")
         return answer.expiry_timestamp_ms
 
     async def expire_delegation_token(self, hmac: bytes, expiry_time_period_ms: int = -1) -> int:
@@ -1682,7 +1690,24 @@ class Admin:
             idempotent=False,  # (a retried expire-at-once would say NOT_FOUND)
         )
         _raise_for(answer, "expiring the delegation token")
+        deleted = expiry_time_period_ms < 0
+        await self._token_everywhere(
+            hmac, None if deleted else answer.expiry_timestamp_ms, "token expired"
+        )
         return answer.expiry_timestamp_ms
+
+    async def _token_everywhere(self, hmac: bytes, expiry_ms: int | None, what: str) -> None:
+        """Until every broker has the token with this expiry (None: has it no more), so
+        that a job given it can log in on any broker at once, and one expired cannot:
+        :meth:`_on_every_broker` with DescribeDelegationToken (its owner, requester and
+        renewers may see it)."""
+
+        def applied(answer: DescribeDelegationTokenResponse) -> bool:
+            expiries = {t.expiry_timestamp for t in answer.tokens if t.hmac == hmac}
+            return expiries == (set() if expiry_ms is None else {expiry_ms})
+
+        probe = DescribeDelegationTokenRequest(owners=None)
+        await self._on_every_broker(ApiKey.DESCRIBE_DELEGATION_TOKEN, probe, applied, what)
 
     async def describe_delegation_tokens(
         self, owners: Iterable[str] | None = None

@@ -1,11 +1,13 @@
-"""``Admin.create_acls`` and ``delete_acls`` return once every broker applies the change.
+"""The admin's ACL and delegation-token changes return once every broker applies them.
 
-The broker that takes it applies it before it answers; the others read it from
+The broker that takes a change applies it before it answers; the others read it from
 ZooKeeper's change notification a moment later. Kafka's admin returns at once, and a
-user allowed a moment ago could then be refused by the next broker it reached: a CI run
-of ours failed on that (a consumer's FindCoordinator, GROUP_AUTHORIZATION_FAILED). Each
-broker here is scripted: it holds ACLs, answers DescribeAcls with the request's filter
-applied, and applies a change only after it has been asked ``lag`` times."""
+user allowed a moment ago could then be refused by the next broker it reached (a CI run
+of ours failed on that: a consumer's FindCoordinator, GROUP_AUTHORIZATION_FAILED), or a
+job handed a new token fail to log in there. Each broker here is scripted: it holds ACLs
+(or tokens), answers DescribeAcls with the request's filter applied (DescribeDelegation
+Token with what it holds), and applies a change only after it has been asked ``lag``
+times."""
 
 from __future__ import annotations
 
@@ -30,13 +32,22 @@ from protocol.apis import (
     AclDescription,
     ApiKey,
     CreateAclsResponse,
+    CreateDelegationTokenResponse,
     DeleteAclsFilterResult,
     DeleteAclsMatchingAcl,
     DeleteAclsResponse,
     DescribeAclsResource,
     DescribeAclsResponse,
+    DescribedDelegationToken,
+    DescribeDelegationTokenResponse,
+    ExpireDelegationTokenResponse,
+    RenewDelegationTokenResponse,
 )
-from protocol.errors import ClusterAuthorizationFailedError, NetworkError
+from protocol.errors import (
+    ClusterAuthorizationFailedError,
+    DelegationTokenAuthDisabledError,
+    NetworkError,
+)
 
 
 def _allow(user: str, operation: Operation, name: str = "orders") -> AclBinding:
@@ -217,3 +228,95 @@ async def test_an_admin_that_may_not_describe_acls_does_not_wait() -> None:
     cluster.brokers[3].refusal = ClusterAuthorizationFailedError("may not Describe")
     await _admin(cluster).create_acls([_allow("bob", Operation.READ)])
     assert cluster.brokers[3].asked == 1
+
+
+# --- delegation tokens ---------------------------------------------------------------------
+
+_HMAC = b"\x01" * 32
+
+
+class _TokenCluster:
+    """Brokers 1-2, each holding {hmac: expiry}; the admin's requests reach broker 1, and
+    broker 2 applies each change after it has been asked ``lag`` more times."""
+
+    def __init__(self, lag: int) -> None:
+        self.held: dict[int, dict[bytes, int]] = {1: {}, 2: {}}
+        self.lag = lag
+        self.asked = {1: 0, 2: 0}
+        self._coming: list[tuple[int, dict[bytes, int]]] = []  # (asked by then, state)
+        self.disabled: set[int] = set()
+
+    async def fetch_metadata(self, _topics: Any, **_: Any) -> ClusterMetadata:
+        return ClusterMetadata(brokers=MappingProxyType(dict.fromkeys(self.held)))  # type: ignore[arg-type]
+
+    def _change(self, state: dict[bytes, int]) -> None:
+        self.held[1] = dict(state)
+        self._coming.append((self.asked[2] + self.lag, dict(state)))
+
+    async def send_any(self, api_key: ApiKey, request: Any, **_: Any) -> Any:
+        if api_key == ApiKey.CREATE_DELEGATION_TOKEN:
+            self._change({_HMAC: 1_000})
+            return CreateDelegationTokenResponse(
+                token_id="t1", hmac=_HMAC, expiry_timestamp_ms=1_000, max_timestamp_ms=9_000
+            )
+        if api_key == ApiKey.RENEW_DELEGATION_TOKEN:
+            self._change({_HMAC: 2_000})
+            return RenewDelegationTokenResponse(expiry_timestamp_ms=2_000)
+        assert api_key == ApiKey.EXPIRE_DELEGATION_TOKEN
+        if request.expiry_time_period_ms < 0:
+            self._change({})
+            return ExpireDelegationTokenResponse(expiry_timestamp_ms=500)
+        self._change({_HMAC: 1_500})
+        return ExpireDelegationTokenResponse(expiry_timestamp_ms=1_500)
+
+    async def send(self, node: int, api_key: ApiKey, request: Any, **_: Any) -> Any:
+        assert api_key == ApiKey.DESCRIBE_DELEGATION_TOKEN and request.owners is None
+        self.asked[node] += 1
+        if node in self.disabled:
+            error = DelegationTokenAuthDisabledError("delegation tokens are off")
+            return DescribeDelegationTokenResponse(error_code=error.code)
+        if node == 2:
+            while self._coming and self._coming[0][0] <= self.asked[2]:
+                self.held[2] = self._coming.pop(0)[1]
+        return DescribeDelegationTokenResponse(
+            tokens=[
+                DescribedDelegationToken(
+                    principal_type="User",
+                    principal_name="alice",
+                    token_requester_principal_type="User",
+                    token_requester_principal_name="alice",
+                    issue_timestamp=0,
+                    expiry_timestamp=expiry,
+                    max_timestamp=9_000,
+                    token_id="t1",
+                    hmac=hmac,
+                )
+                for hmac, expiry in self.held[node].items()
+            ]
+        )
+
+
+async def test_a_new_token_is_on_every_broker_when_create_returns() -> None:
+    cluster = _TokenCluster(lag=3)
+    token = await _admin(cluster).create_delegation_token()  # type: ignore[arg-type]
+    assert token.hmac == _HMAC and cluster.held[2] == {_HMAC: 1_000}
+    assert cluster.asked[2] == 3
+
+
+async def test_renew_and_expire_return_once_every_broker_has_the_new_expiry() -> None:
+    cluster = _TokenCluster(lag=2)
+    admin = _admin(cluster)  # type: ignore[arg-type]
+    await admin.create_delegation_token()
+    assert await admin.renew_delegation_token(_HMAC, 60_000) == 2_000
+    assert cluster.held[2] == {_HMAC: 2_000}  # not the old expiry: a login past it works
+    assert await admin.expire_delegation_token(_HMAC, 0) == 1_500
+    assert cluster.held[2] == {_HMAC: 1_500}
+    await admin.expire_delegation_token(_HMAC)  # at once: deleted, on every broker
+    assert cluster.held[2] == {}  # a job's login there fails now, as on the first
+
+
+async def test_a_broker_with_tokens_off_is_not_waited_for() -> None:
+    cluster = _TokenCluster(lag=1_000_000)
+    cluster.disabled.add(2)
+    await _admin(cluster).create_delegation_token()  # type: ignore[arg-type]
+    assert cluster.asked[2] == 1
