@@ -217,9 +217,10 @@ ANY_ENTITY = _Any()
 
 _SCRAM_NAMES = {code: name for name, code in SCRAM_MECHANISM_CODES.items()}
 
-_POLL_S = 0.02
-"""How often a broker that has not yet applied an ACL or token change is asked again (it
-reads ZooKeeper's notification within milliseconds, as a rule)."""
+_POLL_FIRST_S = 0.01
+_POLL_MAX_S = 0.2
+"""How soon a broker that has not yet applied an ACL or token change is asked again: it
+reads ZooKeeper's notification within milliseconds, as a rule."""
 
 _log = logging.getLogger("headwater.client.admin")
 
@@ -1521,46 +1522,53 @@ class Admin:
         self, api_key: ApiKey, probe: object, applied: Callable[[Any], bool], what: str
     ) -> None:
         """Wait, for up to ``request_timeout_ms``, until ``applied`` holds of every
-        broker's answer to ``probe``, asking again every 20 ms those that lag.
+        broker's answer to ``probe``: each broker asked on its own, again after 10 ms,
+        20, 40 ... (at most 200) while it lags, so a slow one holds up no other.
 
         For what each broker keeps a copy of (ACLs, delegation tokens): the broker that
         took a change applies it before it answers; the others read it from ZooKeeper's
         change notification a moment later. Kafka's brokers do the same, and its admin
         returns at once: a user allowed a moment ago can be refused by the next broker,
-        and a job given a new token can fail to log in there. A broker that cannot be
-        asked, or refuses to say (down: it reads everything as it starts; or this client
-        may not describe it), is not waited for; past the timeout the change stands, and
-        the log says which brokers had not applied it yet."""
-        deadline = time.monotonic() + self.request_timeout_ms / 1000
-        waiting = set((await self._metadata([])).brokers)
+        and a job given a new token can fail to log in there.
 
-        async def asked(node: int) -> bool:
-            remaining_ms = int((deadline - time.monotonic()) * 1000)
-            try:
-                answer = await self._cluster.send(
-                    node, api_key, probe, timeout_ms=max(remaining_ms, 1)
-                )
-            except ApiError:
-                return True  # unreachable, gone, or refused: not waited for
-            return bool(getattr(answer, "error_code", 0)) or applied(answer)
+        The change is made when this is called, so nothing here raises (but a caller's
+        cancellation): a broker whose connection fails (down: it reads everything as it
+        starts) or that refuses to say (this client may not describe it) is not waited
+        for; one that has not applied the change, or not answered, by the timeout is
+        named in a warning; and any other trouble is logged."""
+        try:
+            brokers = sorted((await self._metadata([])).brokers)
+        except Exception as exc:  # (the change stands: said, not raised)
+            _log.warning("%s; whether every broker has applied it is unknown: %s", what, exc)
+            return
+        refused: dict[int, ApiError] = {}
 
-        while True:
-            nodes = sorted(waiting)
-            done = await asyncio.gather(*(asked(node) for node in nodes))
-            waiting -= {node for node, ok in zip(nodes, done, strict=True) if ok}
-            if not waiting:
-                return
-            if time.monotonic() >= deadline:
-                _log.warning(
-                    "%s, but broker(s) %s had not applied the change within "
-                    "request_timeout_ms (%d ms); they will once ZooKeeper's notification "
-                    "reaches them",
-                    what,
-                    ", ".join(map(str, sorted(waiting))),
-                    self.request_timeout_ms,
-                )
-                return
-            await asyncio.sleep(_POLL_S)
+        async def settled(node: int) -> None:
+            delay = _POLL_FIRST_S
+            while True:
+                try:
+                    if applied(await self._cluster.send(node, api_key, probe)):
+                        return
+                except NetworkError:
+                    return  # down, or gone: it reads everything as it starts
+                except RequestTimedOutError:
+                    pass  # slow: asked again (and named, if the deadline comes first)
+                except ApiError as exc:
+                    refused[node] = exc
+                    return
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _POLL_MAX_S)
+
+        tasks = {node: asyncio.create_task(settled(node)) for node in brokers}
+        if not tasks:
+            return
+        try:
+            _, behind = await asyncio.wait(tasks.values(), timeout=self.request_timeout_ms / 1000)
+        finally:
+            for task in tasks.values():
+                task.cancel()  # (a request cancelled leaves its connection as it was)
+            await asyncio.gather(*tasks.values(), return_exceptions=True)
+        _say_who_lags(what, tasks, behind, refused, self.request_timeout_ms)
 
     # --- client quotas --------------------------------------------------------------------
 
@@ -1654,8 +1662,7 @@ class Admin:
             ApiKey.CREATE_DELEGATION_TOKEN, request, idempotent=False
         )
         _raise_for(answer, "creating a delegation token")
-        await self._token_everywhere(answer.hmac, answer.expiry_timestamp_ms, "token created")
-        return DelegationToken(
+        token = DelegationToken(
             token_id=answer.token_id,
             hmac=answer.hmac,
             owner=f"{answer.principal_type}:{answer.principal_name}",
@@ -1667,6 +1674,16 @@ class Admin:
             expiry_timestamp_ms=answer.expiry_timestamp_ms,
             max_timestamp_ms=answer.max_timestamp_ms,
         )
+        owners = [
+            TokenPrincipal(
+                principal_type=answer.principal_type, principal_name=answer.principal_name
+            )
+        ]
+        expiry = answer.expiry_timestamp_ms
+        await self._token_everywhere(
+            answer.hmac, lambda held: held is not None and held >= expiry, "token created", owners
+        )
+        return token
 
     async def renew_delegation_token(self, hmac: bytes, renew_period_ms: int = -1) -> int:
         """Push the token's expiry to ``renew_period_ms`` from now (-1: the broker's
@@ -1678,8 +1695,12 @@ class Admin:
             idempotent=False,
         )
         _raise_for(answer, "renewing the delegation token")
-        await self._token_everywhere(hmac, answer.expiry_timestamp_ms, "token renewed")
-        return answer.expiry_timestamp_ms
+        expiry = answer.expiry_timestamp_ms
+        # (a later renewal, by another renewer, moves it on: that is applied too)
+        await self._token_everywhere(
+            hmac, lambda held: held is not None and held >= expiry, "token renewed"
+        )
+        return expiry
 
     async def expire_delegation_token(self, hmac: bytes, expiry_time_period_ms: int = -1) -> int:
         """End the token ``expiry_time_period_ms`` from now (-1: at once, and it is
@@ -1690,23 +1711,32 @@ class Admin:
             idempotent=False,  # (a retried expire-at-once would say NOT_FOUND)
         )
         _raise_for(answer, "expiring the delegation token")
-        deleted = expiry_time_period_ms < 0
-        await self._token_everywhere(
-            hmac, None if deleted else answer.expiry_timestamp_ms, "token expired"
-        )
-        return answer.expiry_timestamp_ms
+        expiry = answer.expiry_timestamp_ms
+        if expiry_time_period_ms < 0:  # deleted: gone from every broker
+            await self._token_everywhere(hmac, lambda held: held is None, "token expired")
+        else:  # (gone too, once a broker's sweep has deleted it)
+            await self._token_everywhere(
+                hmac, lambda held: held is None or held <= expiry, "token expired"
+            )
+        return expiry
 
-    async def _token_everywhere(self, hmac: bytes, expiry_ms: int | None, what: str) -> None:
-        """Until every broker has the token with this expiry (None: has it no more), so
-        that a job given it can log in on any broker at once, and one expired cannot:
-        :meth:`_on_every_broker` with DescribeDelegationToken (its owner, requester and
-        renewers may see it)."""
+    async def _token_everywhere(
+        self,
+        hmac: bytes,
+        settled: Callable[[int | None], bool],
+        what: str,
+        owners: list[TokenPrincipal] | None = None,
+    ) -> None:
+        """Until ``settled`` holds of the token's expiry on every broker (None: it has it
+        no more), so that a job given it can log in on any broker at once, and one ended
+        cannot: :meth:`_on_every_broker` with DescribeDelegationToken (its owner,
+        requester and renewers may see it; ``owners`` narrows what each broker lists)."""
 
         def applied(answer: DescribeDelegationTokenResponse) -> bool:
-            expiries = {t.expiry_timestamp for t in answer.tokens if t.hmac == hmac}
-            return expiries == (set() if expiry_ms is None else {expiry_ms})
+            held = [t.expiry_timestamp for t in answer.tokens if t.hmac == hmac]
+            return settled(held[0] if held else None)
 
-        probe = DescribeDelegationTokenRequest(owners=None)
+        probe = DescribeDelegationTokenRequest(owners=owners)
         await self._on_every_broker(ApiKey.DESCRIBE_DELEGATION_TOKEN, probe, applied, what)
 
     async def describe_delegation_tokens(
@@ -1983,6 +2013,35 @@ def _check_partitions_exist(metadata: ClusterMetadata, tps: Iterable[TopicPartit
             raise UnknownTopicOrPartitionError(
                 f"topic {tp.topic!r} has no partition {tp.partition} (it has {len(partitions)})"
             )
+
+
+def _say_who_lags(
+    what: str,
+    tasks: dict[int, asyncio.Task[None]],
+    behind: set[asyncio.Task[None]],
+    refused: dict[int, ApiError],
+    timeout_ms: int,
+) -> None:
+    """The log of :meth:`Admin._on_every_broker`'s wait: the brokers it did not wait for,
+    and why; those still behind at the timeout."""
+    for node, error in sorted(refused.items()):
+        _log.info("%s; not waiting for broker %d to apply it: %s", what, node, error)
+    for node, task in sorted(tasks.items()):
+        if task not in behind and task.exception() is not None:
+            _log.warning(
+                "%s; whether broker %d has applied it is unknown: %r",
+                what,
+                node,
+                task.exception(),
+            )
+    if behind:
+        _log.warning(
+            "%s, but broker(s) %s had not applied the change within request_timeout_ms "
+            "(%d ms); they will once ZooKeeper's notification reaches them",
+            what,
+            ", ".join(str(n) for n, t in sorted(tasks.items()) if t in behind),
+            timeout_ms,
+        )
 
 
 def _narrowest(bindings: set[AclBinding]) -> AclBindingFilter:

@@ -11,6 +11,7 @@ times."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from types import MappingProxyType
 from typing import Any
@@ -245,6 +246,8 @@ class _TokenCluster:
         self.asked = {1: 0, 2: 0}
         self._coming: list[tuple[int, dict[bytes, int]]] = []  # (asked by then, state)
         self.disabled: set[int] = set()
+        self.swept = False
+        self.owners_asked: Any = None
 
     async def fetch_metadata(self, _topics: Any, **_: Any) -> ClusterMetadata:
         return ClusterMetadata(brokers=MappingProxyType(dict.fromkeys(self.held)))  # type: ignore[arg-type]
@@ -257,7 +260,12 @@ class _TokenCluster:
         if api_key == ApiKey.CREATE_DELEGATION_TOKEN:
             self._change({_HMAC: 1_000})
             return CreateDelegationTokenResponse(
-                token_id="t1", hmac=_HMAC, expiry_timestamp_ms=1_000, max_timestamp_ms=9_000
+                principal_type="User",
+                principal_name="alice",
+                token_id="t1",
+                hmac=_HMAC,
+                expiry_timestamp_ms=1_000,
+                max_timestamp_ms=9_000,
             )
         if api_key == ApiKey.RENEW_DELEGATION_TOKEN:
             self._change({_HMAC: 2_000})
@@ -270,11 +278,13 @@ class _TokenCluster:
         return ExpireDelegationTokenResponse(expiry_timestamp_ms=1_500)
 
     async def send(self, node: int, api_key: ApiKey, request: Any, **_: Any) -> Any:
-        assert api_key == ApiKey.DESCRIBE_DELEGATION_TOKEN and request.owners is None
+        assert api_key == ApiKey.DESCRIBE_DELEGATION_TOKEN
+        self.owners_asked = request.owners
         self.asked[node] += 1
-        if node in self.disabled:
-            error = DelegationTokenAuthDisabledError("delegation tokens are off")
-            return DescribeDelegationTokenResponse(error_code=error.code)
+        if node in self.disabled:  # (the connection raises an answer's error)
+            raise DelegationTokenAuthDisabledError("delegation tokens are off")
+        if node == 2 and self.swept:
+            self.held[2] = {}  # its own sweep deleted the token, before it read the change
         if node == 2:
             while self._coming and self._coming[0][0] <= self.asked[2]:
                 self.held[2] = self._coming.pop(0)[1]
@@ -301,6 +311,10 @@ async def test_a_new_token_is_on_every_broker_when_create_returns() -> None:
     token = await _admin(cluster).create_delegation_token()  # type: ignore[arg-type]
     assert token.hmac == _HMAC and cluster.held[2] == {_HMAC: 1_000}
     assert cluster.asked[2] == 3
+    # each broker lists its owner's tokens only, not every token the caller may see
+    assert [(o.principal_type, o.principal_name) for o in cluster.owners_asked] == [
+        ("User", "alice")
+    ]
 
 
 async def test_renew_and_expire_return_once_every_broker_has_the_new_expiry() -> None:
@@ -320,3 +334,60 @@ async def test_a_broker_with_tokens_off_is_not_waited_for() -> None:
     cluster.disabled.add(2)
     await _admin(cluster).create_delegation_token()  # type: ignore[arg-type]
     assert cluster.asked[2] == 1
+
+
+async def test_a_token_expired_and_swept_before_a_broker_read_the_expiry_is_settled(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """From a review: a broker may go from the old expiry straight to no token (its sweep
+    deleted the expired token first); waiting for the new expiry there never ended."""
+    cluster = _TokenCluster(lag=0)
+    admin = _admin(cluster, timeout_ms=1_000)  # type: ignore[arg-type]
+    await admin.create_delegation_token()
+    cluster.lag = 1_000_000
+    cluster.swept = True
+    with caplog.at_level(logging.WARNING, logger="headwater.client.admin"):
+        assert await admin.expire_delegation_token(_HMAC, 0) == 1_500
+    assert cluster.held[2] == {} and "had not applied" not in caplog.text
+
+
+class _Hung(_Cluster):
+    """Broker 3 takes the request and never answers; broker 2 lags a few asks."""
+
+    async def send(self, node: int, api_key: ApiKey, request: Any, **kw: Any) -> Any:
+        if node == 3:
+            self.attempts[3] += 1
+            await asyncio.Event().wait()
+        return await super().send(node, api_key, request, **kw)
+
+
+async def test_a_broker_that_does_not_answer_holds_up_no_other_and_is_named(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """From a review: each round waited for its slowest broker, so a lagging broker was
+    not asked again while one hung, and the warning named the wrong one."""
+    cluster = _Hung(b2=4)
+    with caplog.at_level(logging.WARNING, logger="headwater.client.admin"):
+        await _admin(cluster, timeout_ms=300).create_acls([_allow("bob", Operation.READ)])
+    assert cluster.brokers[2].asked == 4 and cluster.attempts[3] == 1
+    assert "broker(s) 3 had not applied the change" in caplog.text
+
+
+async def test_the_wait_never_fails_a_change_already_made(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """From a review: the metadata read for the wait raised after the change was made; a
+    new token's password was lost with it (and a retry would make a second token)."""
+
+    async def unreachable(*_: Any, **__: Any) -> ClusterMetadata:
+        raise NetworkError("no broker answers")
+
+    acls = _Cluster()
+    acls.fetch_metadata = unreachable  # type: ignore[method-assign]
+    tokens = _TokenCluster(lag=0)
+    tokens.fetch_metadata = unreachable  # type: ignore[method-assign]
+    with caplog.at_level(logging.WARNING, logger="headwater.client.admin"):
+        await _admin(acls).create_acls([_allow("bob", Operation.READ)])
+        token = await _admin(tokens).create_delegation_token()  # type: ignore[arg-type]
+    assert acls.brokers[1].acls == {_allow("bob", Operation.READ)} and token.hmac == _HMAC
+    assert caplog.text.count("whether every broker has applied it is unknown") == 2
