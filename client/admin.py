@@ -640,8 +640,9 @@ class Admin:
     ) -> None:
         """AlterConfigs (aiokafka's ``alter_configs``): each resource's overrides become
         exactly its ``configs``; settings left out return to their defaults. Every broker
-        applies the change live. A refusal (INVALID_CONFIG with the reason,
-        UNKNOWN_TOPIC_OR_PARTITION, ...) raises; with several, the first."""
+        applies the change live; a change of every broker's default returns once every
+        broker has it (see :meth:`_defaults_everywhere`). A refusal (INVALID_CONFIG with
+        the reason, UNKNOWN_TOPIC_OR_PARTITION, ...) raises; with several, the first."""
         wanted = [
             AlterConfigsResource(
                 resource_type=_resource_type(r.resource_type),
@@ -650,6 +651,7 @@ class Admin:
             )
             for r in resources
         ]
+        groups, defaults_at = await self._config_groups(wanted)
         answers: list[AlterConfigsResponse] = await asyncio.gather(
             *(
                 self._config_request(
@@ -657,10 +659,12 @@ class Admin:
                     ApiKey.ALTER_CONFIGS,
                     AlterConfigsRequest(resources=group, validate_only=validate_only),
                 )
-                for node, group in _by_node(wanted).items()
+                for node, group in groups.items()
             )
         )
         _raise_alter_errors([r for answer in answers for r in answer.responses])
+        if defaults_at is not None and not validate_only:
+            await self._defaults_everywhere(defaults_at)
 
     async def incremental_alter_configs(
         self,
@@ -695,6 +699,7 @@ class Admin:
         idempotent = all(
             c.config_operation in (OpType.SET, OpType.DELETE) for r in resources for c in r.configs
         )
+        groups, defaults_at = await self._config_groups(resources)
         answers: list[IncrementalAlterConfigsResponse] = await asyncio.gather(
             *(
                 self._config_request(
@@ -703,10 +708,52 @@ class Admin:
                     IncrementalAlterConfigsRequest(resources=group, validate_only=validate_only),
                     idempotent=idempotent,
                 )
-                for node, group in _by_node(resources).items()
+                for node, group in groups.items()
             )
         )
         _raise_alter_errors([r for answer in answers for r in answer.responses])
+        if defaults_at is not None and not validate_only:
+            await self._defaults_everywhere(defaults_at)
+
+    async def _config_groups(
+        self, resources: list[Any]
+    ) -> tuple[dict[int | None, list[Any]], int | None]:
+        """The resources grouped by the broker that must take them (:func:`_by_node`);
+        and, if one is every broker's default, the broker picked to take those that any
+        broker may (so that what it has in force afterwards is known: the others are
+        then waited for until they agree with it)."""
+        groups = _by_node(resources)
+        if not any(
+            r.resource_type == ConfigResourceType.BROKER and not r.resource_name.strip()
+            for r in groups.get(None, [])
+        ):
+            return groups, None
+        node = min((await self._metadata([])).brokers, default=None)
+        if node is not None:
+            groups.setdefault(node, []).extend(groups.pop(None))
+        return groups, node
+
+    async def _defaults_everywhere(self, node: int) -> None:
+        """Until every broker has the defaults broker ``node`` has now: ``node`` took the
+        change and applied it before it answered; the others read it from ZooKeeper's
+        notification a moment later, as Kafka's do (whose admin returns at once, so a
+        default lowered a moment ago may not be in force yet on the next broker). Values
+        are compared as the brokers show them (their own spelling of a value, a secret
+        as unset-or-set); see :meth:`_on_every_broker` for what is not waited for."""
+        probe = DescribeConfigsRequest(
+            resources=[
+                DescribeConfigsResource(resource_type=ConfigResourceType.BROKER, resource_name="")
+            ]
+        )
+        what = "every broker's default configs changed"
+        try:
+            expected = _defaults_of(await self._cluster.send(node, ApiKey.DESCRIBE_CONFIGS, probe))
+        except ApiError as exc:
+            _log.warning("%s; whether every broker has applied it is unknown: %s", what, exc)
+            return
+        await self._on_every_broker(
+            ApiKey.DESCRIBE_CONFIGS, probe, lambda answer: _defaults_of(answer) == expected, what
+        )
 
     async def _config_request(
         self, node: int | None, api_key: ApiKey, request: object, *, idempotent: bool = True
@@ -1893,6 +1940,14 @@ def _broker_node(kind: int, name: str) -> int | None:
             f"broker config resource {name!r}: give a broker id, or '' for the default"
         )
     return int(name)
+
+
+def _defaults_of(answer: DescribeConfigsResponse) -> dict[str, str | None]:
+    """A broker's every-broker defaults, from its DescribeConfigs of broker ``""``."""
+    (result,) = answer.results
+    if result.error_code:
+        raise error_for_code(result.error_code, result.error_message)
+    return {e.name: e.value for e in result.configs}
 
 
 def _by_node(resources: Iterable[Any]) -> dict[int | None, list[Any]]:

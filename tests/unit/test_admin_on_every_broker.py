@@ -1,4 +1,5 @@
-"""The admin's ACL and delegation-token changes return once every broker applies them.
+"""The admin's ACL, delegation-token and broker-default changes return once every broker
+applies them.
 
 The broker that takes a change applies it before it answers; the others read it from
 ZooKeeper's change notification a moment later. Kafka's admin returns at once, and a
@@ -18,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from client import Admin
+from client import Admin, AlterConfigOp, ConfigResource
 from client.cluster import ClusterMetadata
 from protocol.acls import (
     AclBinding,
@@ -31,6 +32,7 @@ from protocol.acls import (
 from protocol.apis import (
     AclCreationResult,
     AclDescription,
+    AlterConfigsResourceResponse,
     ApiKey,
     CreateAclsResponse,
     CreateDelegationTokenResponse,
@@ -39,9 +41,13 @@ from protocol.apis import (
     DeleteAclsResponse,
     DescribeAclsResource,
     DescribeAclsResponse,
+    DescribeConfigsEntry,
+    DescribeConfigsResponse,
+    DescribeConfigsResult,
     DescribedDelegationToken,
     DescribeDelegationTokenResponse,
     ExpireDelegationTokenResponse,
+    IncrementalAlterConfigsResponse,
     RenewDelegationTokenResponse,
 )
 from protocol.errors import (
@@ -391,3 +397,92 @@ async def test_the_wait_never_fails_a_change_already_made(
         token = await _admin(tokens).create_delegation_token()  # type: ignore[arg-type]
     assert acls.brokers[1].acls == {_allow("bob", Operation.READ)} and token.hmac == _HMAC
     assert caplog.text.count("whether every broker has applied it is unknown") == 2
+
+
+# --- every broker's default configs --------------------------------------------------------
+
+
+class _ConfigCluster:
+    """Brokers 1-3, each with its every-broker defaults; a change goes to the broker the
+    admin picks, which applies it at once, and broker 3 after it has been asked ``lag``
+    more times. Each broker spells a value its own way: upper case here."""
+
+    def __init__(self, lag: int) -> None:
+        self.defaults: dict[int, dict[str, str]] = {1: {}, 2: {}, 3: {}}
+        self.lag = lag
+        self.asked = {1: 0, 2: 0, 3: 0}
+        self.took: list[int] = []
+        self._coming: list[tuple[int, dict[str, str]]] = []
+
+    async def fetch_metadata(self, _topics: Any, **_: Any) -> ClusterMetadata:
+        return ClusterMetadata(brokers=MappingProxyType(dict.fromkeys(self.defaults)))  # type: ignore[arg-type]
+
+    async def send_any(self, api_key: ApiKey, request: Any, **_: Any) -> Any:
+        raise AssertionError("a default's change goes to a broker the admin picked")
+
+    async def send(self, node: int, api_key: ApiKey, request: Any, **_: Any) -> Any:
+        if api_key == ApiKey.INCREMENTAL_ALTER_CONFIGS:
+            self.took.append(node)
+            (resource,) = request.resources
+            changed = dict(self.defaults[node])
+            for c in resource.configs:
+                if c.value is None:
+                    changed.pop(c.name, None)
+                else:
+                    changed[c.name] = c.value.upper()
+            for other in self.defaults:
+                if other == node or other != 3:
+                    self.defaults[other] = dict(changed)
+                else:
+                    self._coming.append((self.asked[3] + self.lag, changed))
+            return IncrementalAlterConfigsResponse(
+                responses=[
+                    AlterConfigsResourceResponse(
+                        resource_type=resource.resource_type, resource_name=""
+                    )
+                ]
+            )
+        assert api_key == ApiKey.DESCRIBE_CONFIGS
+        self.asked[node] += 1
+        if node == 3:
+            while self._coming and self._coming[0][0] <= self.asked[3]:
+                self.defaults[3] = self._coming.pop(0)[1]
+        return DescribeConfigsResponse(
+            results=[
+                DescribeConfigsResult(
+                    resource_type=4,
+                    resource_name="",
+                    configs=[
+                        DescribeConfigsEntry(name=n, value=v)
+                        for n, v in sorted(self.defaults[node].items())
+                    ],
+                )
+            ]
+        )
+
+
+async def test_a_default_changed_is_in_force_on_every_broker_when_the_call_returns() -> None:
+    cluster = _ConfigCluster(lag=3)
+    admin = _admin(cluster)  # type: ignore[arg-type]
+    default = ConfigResource("broker", "")
+    await admin.incremental_alter_configs({default: [AlterConfigOp("log.cleaner.x", "on")]})
+    assert cluster.took == [1]  # (the broker picked: its answer is the one to agree with)
+    assert all(d == {"log.cleaner.x": "ON"} for d in cluster.defaults.values())
+    assert cluster.asked[3] == 3
+    await admin.incremental_alter_configs(
+        {default: [AlterConfigOp("log.cleaner.x", op_type="DELETE")]}
+    )
+    assert all(d == {} for d in cluster.defaults.values())
+
+
+async def test_a_broker_own_config_or_a_validation_waits_for_no_other() -> None:
+    cluster = _ConfigCluster(lag=1_000_000)
+    admin = _admin(cluster, timeout_ms=100)  # type: ignore[arg-type]
+    await admin.incremental_alter_configs(
+        {ConfigResource("broker", ""): [AlterConfigOp("log.cleaner.x", "on")]},
+        validate_only=True,
+    )
+    await admin.incremental_alter_configs(
+        {ConfigResource("broker", "2"): [AlterConfigOp("log.cleaner.x", "on")]}
+    )
+    assert cluster.asked == {1: 0, 2: 0, 3: 0}
