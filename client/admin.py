@@ -651,7 +651,7 @@ class Admin:
             )
             for r in resources
         ]
-        groups, defaults_at = await self._config_groups(wanted)
+        groups, defaults_at = await self._config_groups(wanted, replaces=not validate_only)
         answers: list[AlterConfigsResponse] = await asyncio.gather(
             *(
                 self._config_request(
@@ -699,7 +699,7 @@ class Admin:
         idempotent = all(
             c.config_operation in (OpType.SET, OpType.DELETE) for r in resources for c in r.configs
         )
-        groups, defaults_at = await self._config_groups(resources)
+        groups, defaults_at = await self._config_groups(resources, replaces=False)
         answers: list[IncrementalAlterConfigsResponse] = await asyncio.gather(
             *(
                 self._config_request(
@@ -716,44 +716,68 @@ class Admin:
             await self._defaults_everywhere(defaults_at)
 
     async def _config_groups(
-        self, resources: list[Any]
-    ) -> tuple[dict[int | None, list[Any]], int | None]:
+        self, resources: list[Any], *, replaces: bool
+    ) -> tuple[dict[int | None, list[Any]], _Defaults | None]:
         """The resources grouped by the broker that must take them (:func:`_by_node`);
         and, if one is every broker's default, the broker picked to take those that any
-        broker may (so that what it has in force afterwards is known: the others are
-        then waited for until they agree with it)."""
+        broker may (the first that can be reached), with the default settings the change
+        touches: the others are then waited for until they hold those as it does.
+        ``replaces``: AlterConfigs, which also drops the defaults it does not name."""
         groups = _by_node(resources)
-        if not any(
-            r.resource_type == ConfigResourceType.BROKER and not r.resource_name.strip()
+        touched = {
+            c.name
             for r in groups.get(None, [])
-        ):
+            if r.resource_type == ConfigResourceType.BROKER and not r.resource_name.strip()
+            for c in r.configs
+        }
+        defaults = [
+            r
+            for r in groups.get(None, [])
+            if r.resource_type == ConfigResourceType.BROKER and not r.resource_name.strip()
+        ]
+        if not defaults:
             return groups, None
-        node = min((await self._metadata([])).brokers, default=None)
-        if node is not None:
+        for node in sorted((await self._metadata([])).brokers):
+            try:
+                await self._cluster.connect(node)  # (its errors: nothing was sent)
+            except ApiError:
+                continue  # down, or gone: the next one
+            if replaces:
+                try:
+                    touched |= (await self._defaults_at(node)).keys()
+                except ApiError:
+                    return groups, None  # (its answer will say why, if it refuses)
             groups.setdefault(node, []).extend(groups.pop(None))
-        return groups, node
+            return groups, _Defaults(node, frozenset(touched))
+        return groups, None  # none can be reached: any broker, as before, and no wait
 
-    async def _defaults_everywhere(self, node: int) -> None:
-        """Until every broker has the defaults broker ``node`` has now: ``node`` took the
-        change and applied it before it answered; the others read it from ZooKeeper's
-        notification a moment later, as Kafka's do (whose admin returns at once, so a
-        default lowered a moment ago may not be in force yet on the next broker). Values
-        are compared as the brokers show them (their own spelling of a value, a secret
-        as unset-or-set); see :meth:`_on_every_broker` for what is not waited for."""
-        probe = DescribeConfigsRequest(
-            resources=[
-                DescribeConfigsResource(resource_type=ConfigResourceType.BROKER, resource_name="")
-            ]
-        )
+    async def _defaults_at(self, node: int) -> dict[str, str | None]:
+        """Broker ``node``'s every-broker defaults (DescribeConfigs of broker ``""``)."""
+        answer = await self._cluster.send(node, ApiKey.DESCRIBE_CONFIGS, _DEFAULTS_PROBE)
+        return _defaults_of(answer)
+
+    async def _defaults_everywhere(self, picked: _Defaults) -> None:
+        """Until every broker holds the defaults the change touched as the broker that
+        took it does: that one applied it before it answered; the others read it from
+        ZooKeeper's notification a moment later, as Kafka's do (whose admin returns at
+        once, so a default lowered a moment ago may not be in force yet on the next
+        broker). Values are compared as the brokers show them (their own spelling of a
+        value); only the settings the change touched are, so a default another broker
+        leaves out (a newer version's, ``broker_config.ignored``) holds up nothing. See
+        :meth:`_on_every_broker` for what is not waited for."""
         what = "every broker's default configs changed"
         try:
-            expected = _defaults_of(await self._cluster.send(node, ApiKey.DESCRIBE_CONFIGS, probe))
+            held = await self._defaults_at(picked.node)
         except ApiError as exc:
             _log.warning("%s; whether every broker has applied it is unknown: %s", what, exc)
             return
-        await self._on_every_broker(
-            ApiKey.DESCRIBE_CONFIGS, probe, lambda answer: _defaults_of(answer) == expected, what
-        )
+        expected = {n: held.get(n) for n in picked.touched}
+
+        def applied(answer: DescribeConfigsResponse) -> bool:
+            defaults = _defaults_of(answer)
+            return {n: defaults.get(n) for n in picked.touched} == expected
+
+        await self._on_every_broker(ApiKey.DESCRIBE_CONFIGS, _DEFAULTS_PROBE, applied, what)
 
     async def _config_request(
         self, node: int | None, api_key: ApiKey, request: object, *, idempotent: bool = True
@@ -1942,6 +1966,19 @@ def _broker_node(kind: int, name: str) -> int | None:
     return int(name)
 
 
+class _Defaults(NamedTuple):
+    """The broker picked to take a change of every broker's default, and the settings
+    the change touches."""
+
+    node: int
+    touched: frozenset[str]
+
+
+_DEFAULTS_PROBE = DescribeConfigsRequest(
+    resources=[DescribeConfigsResource(resource_type=ConfigResourceType.BROKER, resource_name="")]
+)
+
+
 def _defaults_of(answer: DescribeConfigsResponse) -> dict[str, str | None]:
     """A broker's every-broker defaults, from its DescribeConfigs of broker ``""``."""
     (result,) = answer.results
@@ -2092,7 +2129,8 @@ def _say_who_lags(
     if behind:
         _log.warning(
             "%s, but broker(s) %s had not applied the change within request_timeout_ms "
-            "(%d ms); they will once ZooKeeper's notification reaches them",
+            "(%d ms), or hold another value since; a broker behind applies it once "
+            "ZooKeeper's notification reaches it",
             what,
             ", ".join(str(n) for n, t in sorted(tasks.items()) if t in behind),
             timeout_ms,

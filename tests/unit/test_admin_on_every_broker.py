@@ -413,6 +413,12 @@ class _ConfigCluster:
         self.asked = {1: 0, 2: 0, 3: 0}
         self.took: list[int] = []
         self._coming: list[tuple[int, dict[str, str]]] = []
+        self.down: set[int] = set()
+        self.extra: dict[str, str] = {}  # what broker 3 alone shows (a newer version's)
+
+    async def connect(self, node: int, _purpose: str = "") -> None:
+        if node in self.down:
+            raise NetworkError(f"connection to broker {node} refused")
 
     async def fetch_metadata(self, _topics: Any, **_: Any) -> ClusterMetadata:
         return ClusterMetadata(brokers=MappingProxyType(dict.fromkeys(self.defaults)))  # type: ignore[arg-type]
@@ -421,12 +427,13 @@ class _ConfigCluster:
         raise AssertionError("a default's change goes to a broker the admin picked")
 
     async def send(self, node: int, api_key: ApiKey, request: Any, **_: Any) -> Any:
-        if api_key == ApiKey.INCREMENTAL_ALTER_CONFIGS:
+        if api_key in (ApiKey.INCREMENTAL_ALTER_CONFIGS, ApiKey.ALTER_CONFIGS):
             self.took.append(node)
             (resource,) = request.resources
-            changed = dict(self.defaults[node])
+            replace = api_key == ApiKey.ALTER_CONFIGS
+            changed = {} if replace else dict(self.defaults[node])
             for c in resource.configs:
-                if c.value is None:
+                if c.value is None or getattr(c, "config_operation", 0) == 1:  # DELETE
                     changed.pop(c.name, None)
                 else:
                     changed[c.name] = c.value.upper()
@@ -454,7 +461,9 @@ class _ConfigCluster:
                     resource_name="",
                     configs=[
                         DescribeConfigsEntry(name=n, value=v)
-                        for n, v in sorted(self.defaults[node].items())
+                        for n, v in sorted(
+                            {**self.defaults[node], **(self.extra if node == 3 else {})}.items()
+                        )
                     ],
                 )
             ]
@@ -486,3 +495,39 @@ async def test_a_broker_own_config_or_a_validation_waits_for_no_other() -> None:
         {ConfigResource("broker", "2"): [AlterConfigOp("log.cleaner.x", "on")]}
     )
     assert cluster.asked == {1: 0, 2: 0, 3: 0}
+
+
+async def test_only_the_settings_changed_are_compared(caplog: pytest.LogCaptureFixture) -> None:
+    """From a review: the whole set was compared, so a default one broker leaves out (a
+    newer version's, which an older broker ignores) held up every later change for the
+    whole timeout, with a warning that said it would catch up."""
+    cluster = _ConfigCluster(lag=2)
+    cluster.extra = {"newer.x": "1"}
+    with caplog.at_level(logging.WARNING, logger="headwater.client.admin"):
+        await _admin(cluster, timeout_ms=2_000).incremental_alter_configs(  # type: ignore[arg-type]
+            {ConfigResource("broker", ""): [AlterConfigOp("log.cleaner.x", "on")]}
+        )
+    assert cluster.defaults[3] == {"log.cleaner.x": "ON"} and cluster.asked[3] == 2
+    assert "had not applied" not in caplog.text
+
+
+async def test_alter_configs_waits_until_the_defaults_it_drops_are_gone_everywhere() -> None:
+    cluster = _ConfigCluster(lag=0)
+    admin = _admin(cluster)  # type: ignore[arg-type]
+    await admin.alter_configs([ConfigResource("broker", "", {"a.x": "1"})])
+    cluster.lag, asked = 3, cluster.asked[3]
+    await admin.alter_configs([ConfigResource("broker", "", {"b.x": "2"})])
+    assert cluster.defaults[3] == {"b.x": "2"}  # a.x gone there too
+    assert cluster.asked[3] - asked == 3  # (until a.x is gone there, and b.x set)
+
+
+async def test_a_default_goes_to_the_first_broker_that_can_be_reached() -> None:
+    """From a review: the lowest id was picked whether it could be reached or not (a
+    broker killed stays in the metadata until its session ends): the change failed
+    where any broker used to take it."""
+    cluster = _ConfigCluster(lag=0)
+    cluster.down.add(1)
+    await _admin(cluster).incremental_alter_configs(  # type: ignore[arg-type]
+        {ConfigResource("broker", ""): [AlterConfigOp("log.cleaner.x", "on")]}
+    )
+    assert cluster.took == [2] and cluster.defaults[3] == {"log.cleaner.x": "ON"}
