@@ -724,12 +724,6 @@ class Admin:
         touches: the others are then waited for until they hold those as it does.
         ``replaces``: AlterConfigs, which also drops the defaults it does not name."""
         groups = _by_node(resources)
-        touched = {
-            c.name
-            for r in groups.get(None, [])
-            if r.resource_type == ConfigResourceType.BROKER and not r.resource_name.strip()
-            for c in r.configs
-        }
         defaults = [
             r
             for r in groups.get(None, [])
@@ -737,6 +731,7 @@ class Admin:
         ]
         if not defaults:
             return groups, None
+        touched = {c.name for r in defaults for c in r.configs}
         for node in sorted((await self._metadata([])).brokers):
             try:
                 await self._cluster.connect(node)  # (its errors: nothing was sent)
@@ -1518,19 +1513,7 @@ class Admin:
         response: DescribeAclsResponse = await self._send(
             ApiKey.DESCRIBE_ACLS, DescribeAclsRequest(**_filter_fields(wanted))
         )
-        return sorted(
-            AclBinding.of(
-                r.resource_type,
-                r.resource_name,
-                r.pattern_type,
-                a.principal,
-                a.host,
-                a.operation,
-                a.permission_type,
-            )
-            for r in response.resources
-            for a in r.acls
-        )
+        return sorted(_bindings_of(response))
 
     async def delete_acls(self, filters: Iterable[AclBindingFilter]) -> list[AclBinding]:
         """Delete the ACLs each filter matches (Kafka's ``deleteAcls``); returns them once
@@ -1571,19 +1554,7 @@ class Admin:
             return
 
         def applied(answer: DescribeAclsResponse) -> bool:
-            held = {
-                AclBinding.of(
-                    r.resource_type,
-                    r.resource_name,
-                    r.pattern_type,
-                    a.principal,
-                    a.host,
-                    a.operation,
-                    a.permission_type,
-                )
-                for r in answer.resources
-                for a in r.acls
-            }
+            held = set(_bindings_of(answer))
             return bindings <= held if present else not bindings & held
 
         probe = DescribeAclsRequest(**_filter_fields(_narrowest(bindings)))
@@ -2135,6 +2106,23 @@ def _say_who_lags(
             ", ".join(str(n) for n, t in sorted(tasks.items()) if t in behind),
             timeout_ms,
         )
+
+
+def _bindings_of(answer: DescribeAclsResponse) -> list[AclBinding]:
+    """The ACLs a DescribeAcls answer lists."""
+    return [
+        AclBinding.of(
+            r.resource_type,
+            r.resource_name,
+            r.pattern_type,
+            a.principal,
+            a.host,
+            a.operation,
+            a.permission_type,
+        )
+        for r in answer.resources
+        for a in r.acls
+    ]
 
 
 def _narrowest(bindings: set[AclBinding]) -> AclBindingFilter:
