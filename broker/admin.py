@@ -38,6 +38,7 @@ from broker.config_changes import (
     topic_subject,
 )
 from broker.controller.assignment import assign_replicas
+from broker.dynamic_config import TopicConfigs
 from broker.log import LogConfig
 from broker.metadata import MetadataCache
 from broker.quotas import QuotaManager
@@ -137,9 +138,11 @@ class TopicAdmin:
         *,
         broker_configs: BrokerConfigs | None = None,
         quotas: QuotaManager | None = None,
+        topic_configs: TopicConfigs | None = None,
     ) -> None:
         self._zk = zk
         self._quotas = quotas  # controller_mutation_rate (KIP-599)
+        self._topic_configs = topic_configs  # what a describe reads, it applies here
         self._config = config
         self._metadata = metadata
         self._acl = authorizer or Authorizer()
@@ -765,7 +768,10 @@ class TopicAdmin:
     async def _describe_topic(self, topic: str, synonyms: bool) -> list[DescribeConfigsEntry]:
         if await self._zk.exists(paths.topic(topic)) is None:
             raise UnknownTopicOrPartitionError(f"topic {topic!r} does not exist")
-        overrides = await self._overrides(topic)
+        if self._topic_configs is None:
+            overrides = await self._overrides(topic)
+        else:
+            overrides = await self._topic_configs.describe(topic)
         entries = []
         for name, default in LogConfig().properties().items():
             broker_name = TOPIC_CONFIG_SYNONYMS.get(name)

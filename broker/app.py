@@ -319,6 +319,7 @@ class Broker:
             self._acl,
             broker_configs=self._broker_configs,
             quotas=self._quotas,
+            topic_configs=self._topic_configs,
         )
         self._replicas = ReplicaManager(
             self.broker_id,

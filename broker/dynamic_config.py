@@ -100,6 +100,7 @@ class TopicConfigs:
         self._listeners: list[Listener] = []
         self._task: asyncio.Task[None] | None = None
         self._unknown: set[str] = set()  # topics whose config could not be read yet
+        self._invalid: dict[str, int] = {}  # topic -> zxid of overrides describe could not apply
         self._reread: asyncio.Task[None] | None = None  # re-reads them until they are
         self._reconnected = asyncio.Event()
         self._log = structlog.get_logger("headwater.config").bind(broker_id=broker_id)
@@ -170,6 +171,39 @@ class TopicConfigs:
             return known.config
         self._unreadable(topic, error)
         return self.defaults
+
+    async def describe(self, topic: str) -> dict[str, str]:
+        """The topic's overrides for DescribeConfigs: ZooKeeper's, read now, and applied
+        to this broker's logs of the topic first if they are newer than what it holds (or
+        the topic's config is unknown); what it holds if it cannot apply them (settings
+        it does not know, a newer version's) or the read is older. So, for a broker with
+        a log of the topic, the answer is what its logs are run with.
+
+        A change's notification can still be on its way when the admin client asks: it
+        waits after a change until every broker describes the topic as the broker that
+        made it does (:meth:`client.Admin.alter_configs`). Kafka's brokers describe
+        ZooKeeper's copy and apply the notification when it comes. Applies are ordered by
+        the znode's ``mzxid``, so a read here never undoes a newer one. A broker with no
+        log of the topic answers ZooKeeper's copy and keeps nothing (a tool describing
+        every topic does not make every broker track every topic)."""
+        zxid, overrides = await self._read(topic)
+        if topic not in self._unknown and not self._logs.logs_of(topic):
+            return overrides
+        known = self._known.get(topic)
+        held = 0 if known is None else known.zxid
+        if zxid < held:
+            return known.overrides if known is not None else {}
+        if zxid > held or topic in self._unknown:
+            try:
+                config = self._keep(topic, zxid, overrides)
+            except ValueError as exc:  # as a notification's read: what we have stays
+                if self._invalid.get(topic) != zxid:  # (once, not on every describe)
+                    self._invalid[topic] = zxid
+                    self._log.warning("topic.config_invalid", topic=topic, error=str(exc))
+                return {} if known is None else known.overrides
+            self._invalid.pop(topic, None)
+            self._apply(topic, config)
+        return overrides
 
     def _unreadable(self, topic: str, error: Exception | None) -> None:
         """The topic's config is unknown: its logs are left alone until a re-read succeeds."""

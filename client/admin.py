@@ -20,7 +20,9 @@ ListOffsets goes to each partition's leader.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import ipaddress
 import logging
 import secrets
 import ssl
@@ -200,7 +202,7 @@ from protocol.errors import (
     UnsupportedVersionError,
     error_for_code,
 )
-from protocol.quotas import CLIENT, IP, USER, Entity
+from protocol.quotas import CLIENT, IP, IP_QUOTA_KEYS, USER, Entity
 from protocol.sasl import SCRAM_MAX_ITERATIONS, SCRAM_MIN_ITERATIONS, salted_password
 from protocol.topic_id import ZERO_TOPIC_ID, format_topic_id, parse_topic_id
 
@@ -640,9 +642,10 @@ class Admin:
     ) -> None:
         """AlterConfigs (aiokafka's ``alter_configs``): each resource's overrides become
         exactly its ``configs``; settings left out return to their defaults. Every broker
-        applies the change live; a change of every broker's default returns once every
-        broker has it (see :meth:`_defaults_everywhere`). A refusal (INVALID_CONFIG with
-        the reason, UNKNOWN_TOPIC_OR_PARTITION, ...) raises; with several, the first."""
+        applies the change live; a change of a topic's configs or every broker's default
+        returns once every broker has it (see :meth:`_configs_everywhere`). A refusal
+        (INVALID_CONFIG with the reason, UNKNOWN_TOPIC_OR_PARTITION, ...) raises; with
+        several, the first."""
         wanted = [
             AlterConfigsResource(
                 resource_type=_resource_type(r.resource_type),
@@ -651,20 +654,21 @@ class Admin:
             )
             for r in resources
         ]
-        groups, defaults_at = await self._config_groups(wanted, replaces=not validate_only)
+        groups, picked = await self._config_groups(wanted, replaces=not validate_only)
         answers: list[AlterConfigsResponse] = await asyncio.gather(
             *(
                 self._config_request(
                     node,
                     ApiKey.ALTER_CONFIGS,
                     AlterConfigsRequest(resources=group, validate_only=validate_only),
+                    picked=picked,
                 )
                 for node, group in groups.items()
             )
         )
         _raise_alter_errors([r for answer in answers for r in answer.responses])
-        if defaults_at is not None and not validate_only:
-            await self._defaults_everywhere(defaults_at)
+        if picked is not None and not validate_only:
+            await self._configs_everywhere(picked)
 
     async def incremental_alter_configs(
         self,
@@ -681,6 +685,8 @@ class Admin:
                     AlterConfigOp("segment.bytes", op_type="DELETE"),  # back to the default
                 ]
             })
+
+        It returns once every broker has the change, as :meth:`alter_configs`.
         """
         resources = [
             IncrementalAlterConfigsResource(
@@ -699,7 +705,7 @@ class Admin:
         idempotent = all(
             c.config_operation in (OpType.SET, OpType.DELETE) for r in resources for c in r.configs
         )
-        groups, defaults_at = await self._config_groups(resources, replaces=False)
+        groups, picked = await self._config_groups(resources, replaces=False)
         answers: list[IncrementalAlterConfigsResponse] = await asyncio.gather(
             *(
                 self._config_request(
@@ -707,43 +713,52 @@ class Admin:
                     ApiKey.INCREMENTAL_ALTER_CONFIGS,
                     IncrementalAlterConfigsRequest(resources=group, validate_only=validate_only),
                     idempotent=idempotent,
+                    picked=picked,
                 )
                 for node, group in groups.items()
             )
         )
         _raise_alter_errors([r for answer in answers for r in answer.responses])
-        if defaults_at is not None and not validate_only:
-            await self._defaults_everywhere(defaults_at)
+        if picked is not None and not validate_only:
+            await self._configs_everywhere(picked)
 
     async def _config_groups(
         self, resources: list[Any], *, replaces: bool
-    ) -> tuple[dict[int | None, list[Any]], _Defaults | None]:
-        """The resources grouped by the broker that must take them (:func:`_by_node`);
-        and, if one is every broker's default, the broker picked to take those that any
-        broker may (the first that can be reached), with the default settings the change
-        touches: the others are then waited for until they hold those as it does.
-        ``replaces``: AlterConfigs, which also drops the defaults it does not name."""
+    ) -> tuple[dict[int | None, list[Any]], _Picked | None]:
+        """The resources grouped by the broker that must take them (:func:`_by_node`;
+        None: any broker); and, for those any broker may take (topics, every broker's
+        default), the broker picked to take them: the first that can be reached, those
+        connected first, lowest id first. The others are then waited for until they
+        describe those as it does (see :meth:`_configs_everywhere`). ``replaces``:
+        AlterConfigs, which also drops the defaults it does not name (those are compared
+        too)."""
         groups = _by_node(resources)
+        anywhere = groups.get(None, [])
+        if not anywhere:
+            return groups, None
         defaults = [
             r
-            for r in groups.get(None, [])
+            for r in anywhere
             if r.resource_type == ConfigResourceType.BROKER and not r.resource_name.strip()
         ]
-        if not defaults:
-            return groups, None
-        touched = {c.name for r in defaults for c in r.configs}
-        for node in sorted((await self._metadata([])).brokers):
+        touched = frozenset(c.name for r in defaults for c in r.configs) if defaults else None
+        topics = tuple(
+            dict.fromkeys(r.resource_name for r in anywhere if r.resource_type != _BROKER)
+        )
+        brokers = (await self._metadata([])).brokers
+        for node in sorted(brokers, key=lambda n: (self._cluster.connection_now(n) is None, n)):
             try:
                 await self._cluster.connect(node)  # (its errors: nothing was sent)
             except ApiError:
                 continue  # down, or gone: the next one
-            if replaces:
+            if replaces and touched is not None:
                 try:
                     touched |= (await self._defaults_at(node)).keys()
+                except (NetworkError, RequestTimedOutError):
+                    continue  # gone since, or not answering: the next one
                 except ApiError:
-                    return groups, None  # (its answer will say why, if it refuses)
-            groups.setdefault(node, []).extend(groups.pop(None))
-            return groups, _Defaults(node, frozenset(touched))
+                    pass  # it may not describe them: the change's answer will say why
+            return groups, _Picked(node, touched, topics)
         return groups, None  # none can be reached: any broker, as before, and no wait
 
     async def _defaults_at(self, node: int) -> dict[str, str | None]:
@@ -751,35 +766,85 @@ class Admin:
         answer = await self._cluster.send(node, ApiKey.DESCRIBE_CONFIGS, _DEFAULTS_PROBE)
         return _defaults_of(answer)
 
-    async def _defaults_everywhere(self, picked: _Defaults) -> None:
-        """Until every broker holds the defaults the change touched as the broker that
-        took it does: that one applied it before it answered; the others read it from
-        ZooKeeper's notification a moment later, as Kafka's do (whose admin returns at
-        once, so a default lowered a moment ago may not be in force yet on the next
-        broker). Values are compared as the brokers show them (their own spelling of a
-        value); only the settings the change touched are, so a default another broker
-        leaves out (a newer version's, ``broker_config.ignored``) holds up nothing. See
-        :meth:`_on_every_broker` for what is not waited for."""
-        what = "every broker's default configs changed"
+    async def _configs_everywhere(self, picked: _Picked) -> None:
+        """Until every broker describes the topics and the defaults changed as the broker
+        that took the change does, for up to ``request_timeout_ms`` (see
+        :meth:`_on_every_broker` for what is not waited for).
+
+        That broker applied a default before it answered, and wrote a topic's change to
+        ZooKeeper, whose answers to its own session then show it; the others read both
+        from ZooKeeper's notification a moment later, as Kafka's do, whose admin returns
+        at once: a default lowered, or a topic's ``max.message.bytes`` or
+        ``min.insync.replicas`` changed, a moment ago may not be in force yet where the
+        next record goes. Every broker's defaults are its own copy, what it applies. A
+        topic's are read from ZooKeeper when asked, and a broker with a log of the topic
+        applies what it reads if it is newer than what it holds, and answers what it
+        holds if it cannot apply it (:meth:`broker.dynamic_config.TopicConfigs.describe`),
+        so its answer is true of its logs. A broker of an older version answers
+        ZooKeeper's copy without applying it: it is not waited for in effect.
+
+        Values are compared as the brokers show them (their own spelling of a value).
+        Of the defaults, only the settings the change touched are compared, so a default
+        another broker leaves out (a newer version's, ``broker_config.ignored``) holds up
+        nothing; of a topic, whether each setting both brokers know is the topic's own
+        and, if so, its value (a setting left to the broker's default may differ between
+        brokers, each with its own). A resource a broker refuses to describe is not waited
+        for on that broker (a topic deleted meanwhile: silently), nor are the others, if
+        it refuses them all."""
+        changed = ["every broker's default configs"] if picked.touched is not None else []
+        if picked.topics:
+            changed.append(f"the configs of topic(s) {', '.join(picked.topics)}")
+        what = f"{' and '.join(changed)} changed"
+        probe = DescribeConfigsRequest(
+            resources=[
+                *(_DEFAULTS_PROBE.resources if picked.touched is not None else []),
+                *(
+                    DescribeConfigsResource(resource_type=ConfigResourceType.TOPIC, resource_name=t)
+                    for t in picked.topics
+                ),
+            ]
+        )
         try:
-            held = await self._defaults_at(picked.node)
-        except ApiError as exc:
+            expected = _described(
+                await self._cluster.send(picked.node, ApiKey.DESCRIBE_CONFIGS, probe), picked
+            )
+        except Exception as exc:  # (the change stands: said, not raised)
             _log.warning("%s; whether every broker has applied it is unknown: %s", what, exc)
             return
-        expected = {n: held.get(n) for n in picked.touched}
 
         def applied(answer: DescribeConfigsResponse) -> bool:
-            defaults = _defaults_of(answer)
-            return {n: defaults.get(n) for n in picked.touched} == expected
+            held = _described(answer, picked)
+            for resource, settings in expected.items():
+                theirs = held.get(resource)
+                if theirs is not None and any(
+                    theirs[n] != settings[n] for n in theirs.keys() & settings.keys()
+                ):
+                    return False
+            return True
 
-        await self._on_every_broker(ApiKey.DESCRIBE_CONFIGS, _DEFAULTS_PROBE, applied, what)
+        await self._on_every_broker(ApiKey.DESCRIBE_CONFIGS, probe, applied, what)
 
     async def _config_request(
-        self, node: int | None, api_key: ApiKey, request: object, *, idempotent: bool = True
+        self,
+        node: int | None,
+        api_key: ApiKey,
+        request: object,
+        *,
+        idempotent: bool = True,
+        picked: _Picked | None = None,
     ) -> Any:
-        if node is None:
-            return await self._send(api_key, request, idempotent=idempotent)
-        return await self._to_broker(node, api_key, request, idempotent=idempotent)
+        """``request`` to broker ``node``, or (None) to the broker ``picked``, else any.
+        If the broker picked cannot be reached after all, another takes the change (the
+        wait then has no answer to agree with, and says so)."""
+        if node is not None:
+            return await self._to_broker(node, api_key, request, idempotent=idempotent)
+        if picked is not None:
+            try:
+                return await self._cluster.send(picked.node, api_key, request)
+            except (NetworkError, RequestTimedOutError):
+                if not idempotent:
+                    raise  # (it may have been made: an APPEND made twice is not made once)
+        return await self._send(api_key, request, idempotent=idempotent)
 
     async def _to_broker(
         self, node: int, api_key: ApiKey, request: object, *, idempotent: bool = True
@@ -1672,6 +1737,44 @@ class Admin:
         for result in response.entries:
             if result.error_code:
                 raise error_for_code(result.error_code, result.error_message or "quotas")
+        if not validate_only:
+            await self._quotas_everywhere(changes)
+
+    async def _quotas_everywhere(
+        self, changes: Mapping[Entity, Mapping[str, float | None]]
+    ) -> None:
+        """Until every broker's copy of the quotas, what it enforces, holds the ones
+        changed, for up to ``request_timeout_ms`` (see :meth:`_on_every_broker` for what is
+        not waited for). The broker that took the change read its copy again before it
+        answered; the others read theirs on ZooKeeper's notification a moment later, as
+        Kafka's do, whose admin returns at once: a client throttled a moment ago may not
+        be yet on the next broker. A broker reads its copy again on DescribeClientQuotas
+        too, so one answer from each usually settles it. Values are compared as a broker
+        keeps them (an ip's connection rate a whole number)."""
+        what = "client quotas changed"
+        try:
+            expected = {
+                _quota_entity(entity): {k: _quota_value(k, v) for k, v in ops.items()}
+                for entity, ops in changes.items()
+            }
+        except Exception as exc:  # (the change stands: said, not raised)
+            _log.warning("%s; whether every broker has applied it is unknown: %s", what, exc)
+            return
+
+        def applied(answer: DescribeClientQuotasResponse) -> bool:
+            held = {
+                _quota_entity([(p.entity_type, p.entity_name) for p in e.entity]): {
+                    v.key: v.value for v in e.values
+                }
+                for e in answer.entries or []
+            }
+            return all(
+                held.get(entity, {}).get(key) == value
+                for entity, values in expected.items()
+                for key, value in values.items()
+            )
+
+        await self._on_every_broker(ApiKey.DESCRIBE_CLIENT_QUOTAS, _QUOTAS_PROBE, applied, what)
 
     # --- delegation tokens (KIP-48) --------------------------------------------------------
 
@@ -1937,16 +2040,19 @@ def _broker_node(kind: int, name: str) -> int | None:
     return int(name)
 
 
-class _Defaults(NamedTuple):
-    """The broker picked to take a change of every broker's default, and the settings
-    the change touches."""
+class _Picked(NamedTuple):
+    """The broker picked to take the config changes any broker may take, and what they
+    change: the default settings touched (None: no default is changed), the topics."""
 
     node: int
-    touched: frozenset[str]
+    touched: frozenset[str] | None
+    topics: tuple[str, ...]
 
 
+_BROKER = ConfigResourceType.BROKER
+_TOPIC_OWN = ConfigSource.DYNAMIC_TOPIC_CONFIG
 _DEFAULTS_PROBE = DescribeConfigsRequest(
-    resources=[DescribeConfigsResource(resource_type=ConfigResourceType.BROKER, resource_name="")]
+    resources=[DescribeConfigsResource(resource_type=_BROKER, resource_name="")]
 )
 
 
@@ -1956,6 +2062,56 @@ def _defaults_of(answer: DescribeConfigsResponse) -> dict[str, str | None]:
     if result.error_code:
         raise error_for_code(result.error_code, result.error_message)
     return {e.name: e.value for e in result.configs}
+
+
+_QUOTAS_PROBE = DescribeClientQuotasRequest(components=[], strict=False)
+"""Every entity's quotas: a broker reads them from ZooKeeper to answer."""
+
+
+def _quota_entity(parts: Iterable[tuple[str, str | None]]) -> frozenset[tuple[str, str | None]]:
+    """A quota entity as a broker names it back: an ip in its one spelling."""
+    out = set()
+    for kind, name in parts:
+        spelled = name
+        if kind == IP and name is not None:
+            with contextlib.suppress(ValueError):  # (not an address: the broker refused it)
+                spelled = str(ipaddress.ip_address(name.strip()))
+        out.add((kind, spelled))
+    return frozenset(out)
+
+
+def _quota_value(key: str, value: float | None) -> float | None:
+    """A quota's value as a broker keeps it (None: removed), from the float sent."""
+    if value is None:
+        return None
+    sent = float(value)
+    return float(round(sent)) if key in IP_QUOTA_KEYS else sent
+
+
+def _described(
+    answer: DescribeConfigsResponse, picked: _Picked
+) -> dict[tuple[int, str], dict[str, str | None]]:
+    """What :meth:`Admin._configs_everywhere` compares of a broker's answer, by resource:
+    of the defaults, each setting touched (None: not set); of a topic, each setting's
+    own value (None: the topic does not set it). A resource refused (a topic deleted) is
+    left out; if every one is refused for another reason, the first refusal is raised
+    (that broker is not waited for)."""
+    out: dict[tuple[int, str], dict[str, str | None]] = {}
+    refusal: ApiError | None = None
+    for result in answer.results:
+        if result.error_code:
+            if result.error_code != UnknownTopicOrPartitionError.code and refusal is None:
+                refusal = error_for_code(result.error_code, result.error_message)
+        elif result.resource_type == _BROKER:
+            values = {e.name: e.value for e in result.configs}
+            out[_BROKER, ""] = {n: values.get(n) for n in picked.touched or ()}
+        else:
+            out[result.resource_type, result.resource_name] = {
+                e.name: e.value if e.config_source == _TOPIC_OWN else None for e in result.configs
+            }
+    if refusal is not None and not out:
+        raise refusal
+    return out
 
 
 def _by_node(resources: Iterable[Any]) -> dict[int | None, list[Any]]:

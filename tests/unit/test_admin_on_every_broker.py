@@ -1,14 +1,14 @@
-"""The admin's ACL, delegation-token and broker-default changes return once every broker
-applies them.
+"""The admin's ACL, delegation-token, config (a topic's, every broker's default) and
+client-quota changes return once every broker applies them.
 
 The broker that takes a change applies it before it answers; the others read it from
 ZooKeeper's change notification a moment later. Kafka's admin returns at once, and a
 user allowed a moment ago could then be refused by the next broker it reached (a CI run
 of ours failed on that: a consumer's FindCoordinator, GROUP_AUTHORIZATION_FAILED), or a
 job handed a new token fail to log in there. Each broker here is scripted: it holds ACLs
-(or tokens), answers DescribeAcls with the request's filter applied (DescribeDelegation
-Token with what it holds), and applies a change only after it has been asked ``lag``
-times."""
+(or tokens, configs, quotas), answers DescribeAcls with the request's filter applied
+(DescribeDelegationToken, DescribeConfigs, DescribeClientQuotas with what it holds), and
+applies a change only after it has been asked ``lag`` times."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from broker.quotas import _entity as broker_entity
 from client import Admin, AlterConfigOp, ConfigResource
 from client.cluster import ClusterMetadata
 from protocol.acls import (
@@ -32,8 +33,11 @@ from protocol.acls import (
 from protocol.apis import (
     AclCreationResult,
     AclDescription,
+    AlterClientQuotasResponse,
+    AlterClientQuotasResult,
     AlterConfigsResourceResponse,
     ApiKey,
+    ConfigSource,
     CreateAclsResponse,
     CreateDelegationTokenResponse,
     DeleteAclsFilterResult,
@@ -41,6 +45,8 @@ from protocol.apis import (
     DeleteAclsResponse,
     DescribeAclsResource,
     DescribeAclsResponse,
+    DescribeClientQuotasEntry,
+    DescribeClientQuotasResponse,
     DescribeConfigsEntry,
     DescribeConfigsResponse,
     DescribeConfigsResult,
@@ -48,12 +54,15 @@ from protocol.apis import (
     DescribeDelegationTokenResponse,
     ExpireDelegationTokenResponse,
     IncrementalAlterConfigsResponse,
+    QuotaEntityPart,
+    QuotaValue,
     RenewDelegationTokenResponse,
 )
 from protocol.errors import (
     ClusterAuthorizationFailedError,
     DelegationTokenAuthDisabledError,
     NetworkError,
+    UnknownTopicOrPartitionError,
 )
 
 
@@ -420,6 +429,9 @@ class _ConfigCluster:
         if node in self.down:
             raise NetworkError(f"connection to broker {node} refused")
 
+    def connection_now(self, node: int, _purpose: str = "") -> None:
+        return None  # none open yet: lowest id first
+
     async def fetch_metadata(self, _topics: Any, **_: Any) -> ClusterMetadata:
         return ClusterMetadata(brokers=MappingProxyType(dict.fromkeys(self.defaults)))  # type: ignore[arg-type]
 
@@ -531,3 +543,230 @@ async def test_a_default_goes_to_the_first_broker_that_can_be_reached() -> None:
         {ConfigResource("broker", ""): [AlterConfigOp("log.cleaner.x", "on")]}
     )
     assert cluster.took == [2] and cluster.defaults[3] == {"log.cleaner.x": "ON"}
+
+
+# --- a topic's configs -----------------------------------------------------------------------
+
+
+class _TopicCluster:
+    """Brokers 1-3 describing topic "orders": a setting is the topic's own (its value from
+    ZooKeeper) or the broker's default, broker 3's default retention its own. A change goes
+    to the broker the admin picks; broker 3 describes it only once it has been asked
+    ``lag`` more times (ZooKeeper's answer to it lags, or it is an older version that does
+    not apply on a describe: either way it has not applied the change)."""
+
+    def __init__(self, lag: int) -> None:
+        self.own: dict[int, dict[str, str]] = {1: {}, 2: {}, 3: {}}
+        self.lag = lag
+        self.asked = {1: 0, 2: 0, 3: 0}
+        self.took: list[int] = []
+        self._coming: list[tuple[int, dict[str, str]]] = []
+        self.deleted_on: set[int] = set()  # brokers on which "deleted" is gone
+        self.connected: set[int] = set()
+        self.gone: set[int] = set()  # connected, but gone by the change's request
+
+    async def connect(self, node: int, _purpose: str = "") -> None:
+        return None
+
+    def connection_now(self, node: int, _purpose: str = "") -> object | None:
+        return object() if node in self.connected else None
+
+    async def fetch_metadata(self, _topics: Any, **_: Any) -> ClusterMetadata:
+        return ClusterMetadata(brokers=MappingProxyType(dict.fromkeys(self.own)))  # type: ignore[arg-type]
+
+    async def send_any(self, api_key: ApiKey, request: Any, **_: Any) -> Any:
+        assert self.gone, "a topic's change goes to a broker the admin picked"
+        return await self.send(min(set(self.own) - self.gone), api_key, request)
+
+    async def send(self, node: int, api_key: ApiKey, request: Any, **_: Any) -> Any:
+        if node in self.gone:
+            raise NetworkError(f"connection to broker {node} lost")
+        if api_key in (ApiKey.INCREMENTAL_ALTER_CONFIGS, ApiKey.ALTER_CONFIGS):
+            self.took.append(node)
+            resource = request.resources[0]  # (each topic's change is the same here)
+            changed = {} if api_key == ApiKey.ALTER_CONFIGS else dict(self.own[node])
+            for c in resource.configs:
+                if c.value is None or getattr(c, "config_operation", 0) == 1:  # DELETE
+                    changed.pop(c.name, None)
+                else:
+                    changed[c.name] = c.value
+            for other in self.own:
+                if other != 3:
+                    self.own[other] = dict(changed)
+                else:
+                    self._coming.append((self.asked[3] + self.lag, changed))
+            return IncrementalAlterConfigsResponse(
+                responses=[
+                    AlterConfigsResourceResponse(resource_type=2, resource_name=r.resource_name)
+                    for r in request.resources
+                ]
+            )
+        assert api_key == ApiKey.DESCRIBE_CONFIGS
+        self.asked[node] += 1
+        if node == 3:
+            while self._coming and self._coming[0][0] <= self.asked[3]:
+                self.own[3] = self._coming.pop(0)[1]
+        defaults = {"max.message.bytes": "1048588", "retention.ms": str(node * 1000)}
+        own = self.own[node]
+        return DescribeConfigsResponse(
+            results=[
+                DescribeConfigsResult(
+                    resource_type=2,
+                    resource_name=r.resource_name,
+                    error_code=UnknownTopicOrPartitionError.code,
+                )
+                if r.resource_name == "deleted" and node in self.deleted_on
+                else DescribeConfigsResult(
+                    resource_type=2,
+                    resource_name=r.resource_name,
+                    configs=[
+                        DescribeConfigsEntry(
+                            name=n,
+                            value=own.get(n, v),
+                            config_source=ConfigSource.DYNAMIC_TOPIC_CONFIG
+                            if n in own
+                            else ConfigSource.DEFAULT_CONFIG,
+                        )
+                        for n, v in sorted(defaults.items())
+                    ],
+                )
+                for r in request.resources
+            ]
+        )
+
+
+async def test_a_topic_config_changed_is_in_force_on_every_broker_when_the_call_returns() -> None:
+    cluster = _TopicCluster(lag=3)
+    admin = _admin(cluster)  # type: ignore[arg-type]
+    orders = ConfigResource("topic", "orders")
+    await admin.incremental_alter_configs({orders: [AlterConfigOp("max.message.bytes", "1000")]})
+    assert cluster.took == [1]  # (the broker picked: its answer is the one to agree with)
+    assert all(own == {"max.message.bytes": "1000"} for own in cluster.own.values())
+    assert cluster.asked == {1: 2, 2: 1, 3: 3}  # broker 1: once for the answer, once asked
+    await admin.alter_configs([ConfigResource("topic", "orders", {"retention.ms": "5"})])
+    assert all(own == {"retention.ms": "5"} for own in cluster.own.values())  # 1000 gone too
+
+
+async def test_a_topic_setting_left_to_each_broker_default_holds_up_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Each broker shows its own default for a setting the topic does not set (broker
+    3's retention here): only the topic's own settings must agree."""
+    cluster = _TopicCluster(lag=2)
+    with caplog.at_level(logging.WARNING, logger="headwater.client.admin"):
+        await _admin(cluster, timeout_ms=2_000).incremental_alter_configs(  # type: ignore[arg-type]
+            {ConfigResource("topic", "orders"): [AlterConfigOp("max.message.bytes", "1000")]}
+        )
+    assert cluster.asked[3] == 2
+    assert "had not applied" not in caplog.text
+
+
+async def test_a_topic_deleted_meanwhile_is_not_waited_for_and_the_others_are() -> None:
+    cluster = _TopicCluster(lag=3)
+    cluster.deleted_on.add(3)
+    change = [AlterConfigOp("max.message.bytes", "1000")]
+    await _admin(cluster, timeout_ms=5_000).incremental_alter_configs(  # type: ignore[arg-type]
+        {ConfigResource("topic", "deleted"): change, ConfigResource("topic", "orders"): change}
+    )
+    assert cluster.asked[3] == 3 and cluster.own[3] == {"max.message.bytes": "1000"}
+
+
+async def test_a_broker_already_connected_is_picked_and_one_gone_is_stood_in_for(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """From a review: the broker picked was the lowest id that could be reached, where
+    any broker used to take a topic's change: a broker paused (not yet dropped from the
+    metadata) held the change up for its connection timeout, and one gone between the
+    pick and the change failed it, with no other tried."""
+    cluster = _TopicCluster(lag=0)
+    cluster.connected = {2}
+    admin = _admin(cluster)  # type: ignore[arg-type]
+    orders = ConfigResource("topic", "orders")
+    await admin.incremental_alter_configs({orders: [AlterConfigOp("max.message.bytes", "1")]})
+    assert cluster.took == [2]
+    cluster.gone = {2}
+    with caplog.at_level(logging.WARNING, logger="headwater.client.admin"):
+        await admin.incremental_alter_configs({orders: [AlterConfigOp("max.message.bytes", "2")]})
+    assert cluster.took == [2, 1] and cluster.own[1] == {"max.message.bytes": "2"}
+    assert "whether every broker has applied it is unknown" in caplog.text
+
+
+# --- client quotas ---------------------------------------------------------------------------
+
+
+class _QuotaCluster:
+    """Brokers 1-3, each with its copy of the quotas (entity -> {key: value}); a change
+    reaches broker 1 at once and broker 3 once it has been asked ``lag`` more times. An
+    entity is named as a broker names it (an ip in one spelling)."""
+
+    def __init__(self, lag: int) -> None:
+        self.held: dict[int, dict[frozenset[Any], dict[str, float]]] = {1: {}, 2: {}, 3: {}}
+        self.lag = lag
+        self.asked = {1: 0, 2: 0, 3: 0}
+        self._coming: list[tuple[int, dict[frozenset[Any], dict[str, float]]]] = []
+
+    async def fetch_metadata(self, _topics: Any, **_: Any) -> ClusterMetadata:
+        return ClusterMetadata(brokers=MappingProxyType(dict.fromkeys(self.held)))  # type: ignore[arg-type]
+
+    async def send_any(self, api_key: ApiKey, request: Any, **_: Any) -> Any:
+        assert api_key == ApiKey.ALTER_CLIENT_QUOTAS
+        quotas = {e: dict(v) for e, v in self.held[1].items()}
+        for entry in request.entries:
+            entity = frozenset(broker_entity(entry.entity))  # (the broker's own naming)
+            values = quotas.setdefault(entity, {})
+            for op in entry.ops:
+                if op.remove:
+                    values.pop(op.key, None)
+                else:
+                    ip = op.key == "connection_creation_rate"
+                    values[op.key] = float(round(op.value)) if ip else op.value
+            if not values:
+                del quotas[entity]
+        self.held[1] = self.held[2] = quotas
+        self._coming.append((self.asked[3] + self.lag, quotas))
+        return AlterClientQuotasResponse(
+            entries=[AlterClientQuotasResult(entity=e.entity) for e in request.entries]
+        )
+
+    async def send(self, node: int, api_key: ApiKey, request: Any, **_: Any) -> Any:
+        assert api_key == ApiKey.DESCRIBE_CLIENT_QUOTAS
+        assert not request.components and not request.strict  # every entity
+        self.asked[node] += 1
+        if node == 3:
+            while self._coming and self._coming[0][0] <= self.asked[3]:
+                self.held[3] = self._coming.pop(0)[1]
+        return DescribeClientQuotasResponse(
+            entries=[
+                DescribeClientQuotasEntry(
+                    entity=[QuotaEntityPart(entity_type=t, entity_name=n) for t, n in sorted(e)],
+                    values=[QuotaValue(key=k, value=v) for k, v in values.items()],
+                )
+                for e, values in self.held[node].items()
+            ]
+        )
+
+
+async def test_client_quotas_changed_are_in_force_on_every_broker_when_the_call_returns() -> None:
+    cluster = _QuotaCluster(lag=3)
+    admin = _admin(cluster)  # type: ignore[arg-type]
+    await admin.alter_client_quotas(
+        {
+            (("user", "alice"), ("client-id", "app")): {"producer_byte_rate": 1024},
+            (("ip", " 0:0::1"),): {"connection_creation_rate": 10},  # kept at ::1
+        }
+    )
+    assert cluster.held[3] == {
+        frozenset({("user", "alice"), ("client-id", "app")}): {"producer_byte_rate": 1024.0},
+        frozenset({("ip", "::1")}): {"connection_creation_rate": 10.0},
+    }
+    assert cluster.asked[3] == 3
+    await admin.alter_client_quotas({(("ip", "::1"),): {"connection_creation_rate": None}})
+    assert frozenset({("ip", "::1")}) not in cluster.held[3]  # removed everywhere
+
+
+async def test_a_quota_check_only_waits_for_nothing() -> None:
+    cluster = _QuotaCluster(lag=1_000_000)
+    await _admin(cluster, timeout_ms=100).alter_client_quotas(  # type: ignore[arg-type]
+        {(("user", "alice"),): {"producer_byte_rate": 1024}}, validate_only=True
+    )
+    assert cluster.asked == {1: 0, 2: 0, 3: 0}

@@ -344,3 +344,81 @@ def test_the_brokers_own_listener_takes_no_broker_wide_limit_unless_its_own_is_s
     # one listener only: it is every connection's, and takes the broker-wide value
     alone = _config(max_connections="7")._config
     assert alone["listener.name.plaintext.max.connections"] == 7
+
+
+async def test_a_describe_applies_a_topic_config_its_notification_has_not_brought(
+    tmp_path: Path,
+) -> None:
+    """TopicConfigs.describe: DescribeConfigs reads ZooKeeper's copy of a topic's
+    overrides, and a broker with a log of the topic applies what it read if it is newer
+    than what it holds (the admin client waits after a change until every broker describes
+    it, and that answer is then true of the broker's logs); an older read, or one it
+    cannot apply, undoes nothing and is not what it answers; a topic whose config could
+    not be read is known once a describe reads it."""
+    import dataclasses
+    import json
+    from types import SimpleNamespace
+
+    from broker.dynamic_config import TopicConfigs
+    from broker.log.manager import LogManager
+    from broker.zk import NoNode, paths
+
+    class _Zk:
+        def __init__(self) -> None:
+            self.znodes: dict[str, tuple[bytes, int]] = {}
+
+        def write(self, topic: str, zxid: int, **overrides: str) -> None:
+            data = json.dumps({"version": 1, "config": overrides}).encode()
+            self.znodes[paths.topic_config(topic)] = (data, zxid)
+
+        async def get(self, path: str) -> tuple[bytes, object]:
+            if path not in self.znodes:
+                raise NoNode(path)
+            data, zxid = self.znodes[path]
+            return data, SimpleNamespace(mzxid=zxid)
+
+    zk = _Zk()
+    logs = LogManager([tmp_path], broker_id=1, cluster_id="c")
+    logs.startup()
+    try:
+        log = logs.get_or_create_log("orders", 0)
+        configs = TopicConfigs(zk, LogConfig(), logs, broker_id=1)  # type: ignore[arg-type]
+        heard: list[str] = []
+        configs.on_change(lambda topic, _config: heard.append(topic))
+
+        zk.write("orders", 10, **{"max.message.bytes": "1000"})
+        assert await configs.describe("orders") == {"max.message.bytes": "1000"}
+        assert log.config.max_message_bytes == 1000  # in force, with no notification
+        assert heard == ["orders"]
+        assert await configs.describe("orders") == {"max.message.bytes": "1000"}
+        assert heard == ["orders"]  # nothing newer: nothing applied again
+
+        known = configs._known["orders"]
+        configs._known["orders"] = dataclasses.replace(known, zxid=20)  # (a newer one held)
+        zk.write("orders", 15, **{"max.message.bytes": "5"})  # a read older than it
+        assert await configs.describe("orders") == {"max.message.bytes": "1000"}  # held
+        assert log.config.max_message_bytes == 1000 and heard == ["orders"]
+
+        configs._unknown.add("orders")
+        zk.write("orders", 30, **{"max.message.bytes": "2000"})
+        await configs.describe("orders")
+        assert configs.ready("orders") and log.config.max_message_bytes == 2000
+
+        # a setting this version does not know (a newer one's): nothing of it applies
+        # here, and the answer says what does, so the admin's wait names this broker
+        zk.write("orders", 40, **{"max.message.bytes": "3000", "newer.setting": "x"})
+        assert await configs.describe("orders") == {"max.message.bytes": "2000"}
+        assert log.config.max_message_bytes == 2000
+
+        # an unknown topic with no config znode at all: known (the defaults) once read
+        logs.get_or_create_log("plain", 0)
+        configs._unknown.add("plain")
+        assert await configs.describe("plain") == {}
+        assert configs.ready("plain")
+
+        # no log of the topic here: ZooKeeper's copy is the answer, and nothing is kept
+        zk.write("elsewhere", 50, **{"retention.ms": "5"})
+        assert await configs.describe("elsewhere") == {"retention.ms": "5"}
+        assert "elsewhere" not in configs._known and heard == ["orders", "orders", "plain"]
+    finally:
+        logs.shutdown()
