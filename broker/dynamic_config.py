@@ -162,7 +162,11 @@ class TopicConfigs:
                 error = exc
                 break
             else:
-                if topic in self._unknown:  # the topic's other logs wait for it
+                # the topic's other logs wait for it (unknown), or have an older one (read
+                # before a notification not handled yet: a describe would vouch for them)
+                if topic in self._unknown or any(
+                    log.config != config for log in self._logs.logs_of(topic)
+                ):
                     self._apply(topic, config)
                 return config
         known = self._known.get(topic)
@@ -193,7 +197,10 @@ class TopicConfigs:
         held = 0 if known is None else known.zxid
         if zxid < held:
             return known.overrides if known is not None else {}
-        if zxid > held or topic in self._unknown:
+        behind = known is not None and any(
+            log.config != known.config for log in self._logs.logs_of(topic)
+        )
+        if zxid > held or topic in self._unknown or behind:
             try:
                 config = self._keep(topic, zxid, overrides)
             except ValueError as exc:  # as a notification's read: what we have stays
@@ -201,7 +208,6 @@ class TopicConfigs:
                     self._invalid[topic] = zxid
                     self._log.warning("topic.config_invalid", topic=topic, error=str(exc))
                 return {} if known is None else known.overrides
-            self._invalid.pop(topic, None)
             self._apply(topic, config)
         return overrides
 
@@ -356,6 +362,7 @@ class TopicConfigs:
         logs = [log for log in self._logs.logs_of(topic) if log.config != config]
         for log in logs:
             log.config = config
+        self._invalid.pop(topic, None)
         if topic in self._unknown:
             self._unknown.discard(topic)
             self._log.info("topic.config_known", topic=topic, logs=len(logs))

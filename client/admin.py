@@ -32,7 +32,13 @@ from types import TracebackType
 from typing import Any, NamedTuple, TypeVar
 
 from client.assignors import ProtocolError, decode_assignment
-from client.cluster import Cluster, ClusterMetadata, list_offsets_request, unknown_topic_error
+from client.cluster import (
+    STALLED_S,
+    Cluster,
+    ClusterMetadata,
+    list_offsets_request,
+    unknown_topic_error,
+)
 from client.coordinator import CoordinatorLine, GroupOffsets
 from client.errors import ClientClosedError, ConfigurationError
 from client.security import TokenProvider, security_for
@@ -702,7 +708,7 @@ class Admin:
             for r, ops in changes.items()
         ]
         # APPEND and SUBTRACT applied twice are not applied once: no blind resend of those
-        idempotent = all(
+        idempotent = validate_only or all(
             c.config_operation in (OpType.SET, OpType.DELETE) for r in resources for c in r.configs
         )
         groups, picked = await self._config_groups(resources, replaces=False)
@@ -745,8 +751,7 @@ class Admin:
         topics = tuple(
             dict.fromkeys(r.resource_name for r in anywhere if r.resource_type != _BROKER)
         )
-        brokers = (await self._metadata([])).brokers
-        for node in sorted(brokers, key=lambda n: (self._cluster.connection_now(n) is None, n)):
+        for node in self._pick_order((await self._metadata([])).brokers):
             try:
                 await self._cluster.connect(node)  # (its errors: nothing was sent)
             except ApiError:
@@ -760,6 +765,21 @@ class Admin:
                     pass  # it may not describe them: the change's answer will say why
             return groups, _Picked(node, touched, topics)
         return groups, None  # none can be reached: any broker, as before, and no wait
+
+    def _pick_order(self, brokers: Iterable[int]) -> list[int]:
+        """Brokers connected and answering first, then the others, then those with a
+        request unanswered for :data:`~client.cluster.STALLED_S` (paused, overloaded), each
+        by id: as :meth:`Cluster.send_any` tries them."""
+        now = asyncio.get_running_loop().time()
+
+        def rank(node: int) -> tuple[int, int]:
+            conn = self._cluster.connection_now(node)
+            if conn is None:
+                return 1, node
+            since = conn.waiting_since()
+            return (2 if since is not None and now - since > STALLED_S else 0), node
+
+        return sorted(brokers, key=rank)
 
     async def _defaults_at(self, node: int) -> dict[str, str | None]:
         """Broker ``node``'s every-broker defaults (DescribeConfigs of broker ``""``)."""
@@ -795,6 +815,14 @@ class Admin:
         if picked.topics:
             changed.append(f"the configs of topic(s) {', '.join(picked.topics)}")
         what = f"{' and '.join(changed)} changed"
+        if picked.stood_in:
+            _log.warning(
+                "%s; whether every broker has applied it is unknown: broker %d, picked to "
+                "take it, could not, and another did",
+                what,
+                picked.node,
+            )
+            return
         probe = DescribeConfigsRequest(
             resources=[
                 *(_DEFAULTS_PROBE.resources if picked.touched is not None else []),
@@ -840,10 +868,16 @@ class Admin:
             return await self._to_broker(node, api_key, request, idempotent=idempotent)
         if picked is not None:
             try:
-                return await self._cluster.send(picked.node, api_key, request)
-            except (NetworkError, RequestTimedOutError):
-                if not idempotent:
-                    raise  # (it may have been made: an APPEND made twice is not made once)
+                await self._cluster.connect(picked.node)
+            except ApiError:  # gone since it was picked: nothing was sent
+                picked.stood_in = True
+            else:
+                try:
+                    return await self._cluster.send(picked.node, api_key, request)
+                except (NetworkError, RequestTimedOutError):
+                    if not idempotent:
+                        raise  # (it may have been made: an APPEND made twice is not once)
+                    picked.stood_in = True
         return await self._send(api_key, request, idempotent=idempotent)
 
     async def _to_broker(
@@ -2040,13 +2074,17 @@ def _broker_node(kind: int, name: str) -> int | None:
     return int(name)
 
 
-class _Picked(NamedTuple):
+@dataclasses.dataclass(slots=True)
+class _Picked:
     """The broker picked to take the config changes any broker may take, and what they
     change: the default settings touched (None: no default is changed), the topics."""
 
     node: int
     touched: frozenset[str] | None
     topics: tuple[str, ...]
+    stood_in: bool = False
+    """Another broker took the change (the one picked could not): the wait has no answer
+    to agree with."""
 
 
 _BROKER = ConfigResourceType.BROKER

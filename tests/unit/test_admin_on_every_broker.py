@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from types import MappingProxyType
+from types import MappingProxyType, SimpleNamespace
 from typing import Any
 
 import pytest
@@ -61,6 +61,7 @@ from protocol.apis import (
 from protocol.errors import (
     ClusterAuthorizationFailedError,
     DelegationTokenAuthDisabledError,
+    LeaderNotAvailableError,
     NetworkError,
     UnknownTopicOrPartitionError,
 )
@@ -562,21 +563,27 @@ class _TopicCluster:
         self.took: list[int] = []
         self._coming: list[tuple[int, dict[str, str]]] = []
         self.deleted_on: set[int] = set()  # brokers on which "deleted" is gone
-        self.connected: set[int] = set()
-        self.gone: set[int] = set()  # connected, but gone by the change's request
+        self.connected: dict[int, float | None] = {}  # node -> its oldest request unanswered
+        self.gone: set[int] = set()  # connected, but its connection lost with the change
+        self.dropped: set[int] = set()  # left the metadata once it was picked
 
     async def connect(self, node: int, _purpose: str = "") -> None:
-        return None
+        if node in self.dropped and self.took.count(-node) == 1:
+            raise LeaderNotAvailableError(f"broker {node} is not in the cluster metadata")
+        if node in self.dropped:
+            self.took.append(-node)  # (picked: connected to once)
 
-    def connection_now(self, node: int, _purpose: str = "") -> object | None:
-        return object() if node in self.connected else None
+    def connection_now(self, node: int, _purpose: str = "") -> Any:
+        if node not in self.connected:
+            return None
+        return SimpleNamespace(waiting_since=lambda: self.connected[node])
 
     async def fetch_metadata(self, _topics: Any, **_: Any) -> ClusterMetadata:
         return ClusterMetadata(brokers=MappingProxyType(dict.fromkeys(self.own)))  # type: ignore[arg-type]
 
     async def send_any(self, api_key: ApiKey, request: Any, **_: Any) -> Any:
-        assert self.gone, "a topic's change goes to a broker the admin picked"
-        return await self.send(min(set(self.own) - self.gone), api_key, request)
+        assert self.gone | self.dropped, "a topic's change goes to a broker the admin picked"
+        return await self.send(min(set(self.own) - self.gone - self.dropped), api_key, request)
 
     async def send(self, node: int, api_key: ApiKey, request: Any, **_: Any) -> Any:
         if node in self.gone:
@@ -674,21 +681,39 @@ async def test_a_topic_deleted_meanwhile_is_not_waited_for_and_the_others_are() 
 async def test_a_broker_already_connected_is_picked_and_one_gone_is_stood_in_for(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """From a review: the broker picked was the lowest id that could be reached, where
-    any broker used to take a topic's change: a broker paused (not yet dropped from the
+    """From reviews: the broker picked was the lowest id that could be reached, where any
+    broker used to take a topic's change: a broker paused (not yet dropped from the
     metadata) held the change up for its connection timeout, and one gone between the
-    pick and the change failed it, with no other tried."""
+    pick and the change failed it, with no other tried (left the metadata, or an APPEND
+    whose connection failed before anything was sent); and a change another broker took
+    was then waited for against the one picked."""
     cluster = _TopicCluster(lag=0)
-    cluster.connected = {2}
+    cluster.connected = {2: None}
     admin = _admin(cluster)  # type: ignore[arg-type]
     orders = ConfigResource("topic", "orders")
-    await admin.incremental_alter_configs({orders: [AlterConfigOp("max.message.bytes", "1")]})
-    assert cluster.took == [2]
-    cluster.gone = {2}
+
+    async def change(value: str, op: str = "SET") -> None:
+        await admin.incremental_alter_configs(
+            {orders: [AlterConfigOp("cleanup.policy", value, op)]}
+        )
+
+    await change("compact")
+    assert cluster.took == [2]  # connected: first
+    cluster.connected = {2: asyncio.get_running_loop().time() - 60}  # stalled: last
+    await change("delete")
+    assert cluster.took == [2, 1]
+    cluster.connected = {2: None}
+    cluster.dropped = {2}  # picked, then gone from the metadata before the change
     with caplog.at_level(logging.WARNING, logger="headwater.client.admin"):
-        await admin.incremental_alter_configs({orders: [AlterConfigOp("max.message.bytes", "2")]})
-    assert cluster.took == [2, 1] and cluster.own[1] == {"max.message.bytes": "2"}
-    assert "whether every broker has applied it is unknown" in caplog.text
+        await admin.incremental_alter_configs(
+            {orders: [AlterConfigOp("cleanup.policy", "compact", "APPEND")]}
+        )
+    assert cluster.took == [2, 1, -2, 1] and cluster.own[1] == {"cleanup.policy": "compact"}
+    assert caplog.text.count("broker 2, picked to take it, could not") == 1
+    cluster.dropped, cluster.gone = set(), {2}  # connected, its connection lost with it
+    await change("delete")
+    assert cluster.took[4:] == [1] and cluster.own[1] == {"cleanup.policy": "delete"}
+    assert caplog.text.count("could not, and another did") == 2
 
 
 # --- client quotas ---------------------------------------------------------------------------

@@ -416,9 +416,18 @@ async def test_a_describe_applies_a_topic_config_its_notification_has_not_brough
         assert await configs.describe("plain") == {}
         assert configs.ready("plain")
 
+        # a partition opened (load) between a change and its notification: the topic's
+        # other logs take the change with it, not only the new one (from a review: a
+        # describe then vouched for a log still on the old config)
+        zk.write("orders", 60, **{"max.message.bytes": "4000"})
+        assert (await configs.load("orders")).max_message_bytes == 4000
+        assert log.config.max_message_bytes == 4000
+        assert await configs.describe("orders") == {"max.message.bytes": "4000"}
+
         # no log of the topic here: ZooKeeper's copy is the answer, and nothing is kept
         zk.write("elsewhere", 50, **{"retention.ms": "5"})
         assert await configs.describe("elsewhere") == {"retention.ms": "5"}
-        assert "elsewhere" not in configs._known and heard == ["orders", "orders", "plain"]
+        assert "elsewhere" not in configs._known
+        assert heard == ["orders", "orders", "plain", "orders"]
     finally:
         logs.shutdown()
