@@ -89,6 +89,7 @@ from protocol.errors import (
 )
 from protocol.fetch_session import SESSION_ERRORS, FetchSessionBuilder, SessionRequest
 from protocol.records import Record
+from protocol.topic_id import ZERO_TOPIC_ID
 
 __all__ = ["Consumer"]
 
@@ -309,6 +310,12 @@ class Consumer:
         self._checking: dict[TopicPartition, int] = {}
         """The partitions those tasks ask about, at the generation asked: one moved since
         (a new leader) is asked again at once, not after the old leader's request."""
+        self._topic_ids: dict[str, bytes] = {}
+        """The id each assigned topic had in the metadata (KIP-516; see
+        :meth:`_follow_topic_ids`), the ids each had before, and the metadata view and
+        assignment last looked at."""
+        self._retired_ids: dict[str, set[bytes]] = {}
+        self._ids_view: tuple[object, object] | None = None
 
     # --- life ------------------------------------------------------------------------------
 
@@ -987,6 +994,7 @@ class Consumer:
 
     async def _fetcher_pass(self) -> float | None:
         """Reset unknown positions, send the Fetches due; returns ms until the next pass."""
+        self._follow_topic_ids()
         delay_ms: float | None = None
         if self._subscription.needs_position():
             delay_ms = await self._reset_positions()
@@ -1055,6 +1063,7 @@ class Consumer:
         than at a pass of the fetcher a few loop iterations later."""
         if self._state != "running" or node in self._fetches:
             return
+        self._follow_topic_ids()
         now_ms = time.monotonic() * 1000
         by_node = self._subscription.fetchable_by_leader(
             now_ms,
@@ -1079,7 +1088,7 @@ class Consumer:
 
         A partition of a topic that does not exist gets that error; the others go on.
         """
-        tps = self._subscription.needs_position()
+        tps = await self._ids_before_reset(self._subscription.needs_position())
         if self._offsets is not None and tps:
             rest = await self._positions_from_commits(tps)
             if rest is None:
@@ -1120,6 +1129,18 @@ class Consumer:
         for tp, (offset, _ts) in offsets.items():
             self._subscription.set_reset_position(tp, offset, generations[tp])
         return self.retry_backoff_ms if missing else None
+
+    async def _ids_before_reset(self, tps: list[TopicPartition]) -> list[TopicPartition]:
+        """``tps`` again after a metadata refresh if one of them lost its position (out
+        of range): its topic may have been made again, and the new id is taken in first
+        (:meth:`_follow_topic_ids`), or a later view showing it would reset the position
+        chosen now, from the new topic, a second time."""
+        states = self._subscription.states
+        if not any(states[tp].reset_by_policy for tp in tps):
+            return tps
+        await self._refresh_quietly()
+        self._follow_topic_ids()
+        return self._subscription.needs_position()
 
     async def _positions_from_commits(
         self, tps: list[TopicPartition]
@@ -1578,6 +1599,55 @@ class Consumer:
             end_epoch,
         )
         self._subscription.truncated(tp, end, end_epoch)
+
+    def _follow_topic_ids(self) -> None:
+        """A topic deleted and made again under its name has another id in the metadata
+        (KIP-516): the positions of its partitions here are the old topic's, so
+        auto_offset_reset chooses them again (``none``: the user is told, then told
+        there is no position until a seek), as for a position out of range. Without it a
+        position inside the new log would read on from there, past the new topic's first
+        records (Kafka's consumer does so). Its leader epochs start over too.
+
+        Looked at once per metadata view and per assignment. A topic missing from a
+        view, or shown without an id (a broker of an older build), keeps the id last
+        seen; a view showing an id the topic had before (a broker whose metadata lags)
+        is not taken for another change."""
+        metadata, states = self._cluster.metadata, self._subscription.states
+        view = self._ids_view
+        if view is not None and view[0] is metadata and view[1] is states:
+            return
+        seen: dict[str, bytes] = {}
+        told = False
+        for topic in {tp.topic for tp in states}:
+            before = self._topic_ids.get(topic)
+            found = metadata.topics.get(topic)
+            now = before if found is None or found.topic_id == ZERO_TOPIC_ID else found.topic_id
+            if now is None or now in self._retired_ids.get(topic, ()):
+                now = before
+            if now is None:
+                continue
+            seen[topic] = now
+            if before is None or before == now:
+                continue
+            self._retired_ids.setdefault(topic, set()).add(before)
+            why = f"topic {topic!r} was deleted and made again (it has another topic id)"
+            for tp in self._subscription.topic_remade(topic):
+                if self.auto_offset_reset == "none":
+                    self._subscription.set_error(
+                        tp,
+                        OffsetOutOfRangeError(
+                            f"{tp.topic}-{tp.partition}: {why} and auto_offset_reset='none'; "
+                            "seek() to an offset of the new topic"
+                        ),
+                    )
+                    told = True
+                else:
+                    _log.info("%s: %s reset (%s)", why, tp, self.auto_offset_reset)
+        self._topic_ids = seen
+        self._retired_ids = {t: ids for t, ids in self._retired_ids.items() if t in seen}
+        self._ids_view = (metadata, states)
+        if told:
+            self._data_arrived()
 
     def _position_lost(self, tp: TopicPartition, why: str) -> bool:
         """The position is out of the log's range, or cannot be checked against it:

@@ -395,6 +395,23 @@ class Subscription:
             if state.position is not None and state.epoch >= 0:
                 self._validate(tp, state)
 
+    def topic_remade(self, topic: str) -> list[TopicPartition]:
+        """``topic`` was deleted and made again under its name (the metadata gives it
+        another topic id): each of its partitions forgets its position, the old topic's,
+        and what was buffered or asked for at it, and auto_offset_reset chooses it again
+        (as :meth:`request_reset`; a reset or committed-offset lookup under way is
+        dropped too); its leader epochs start over, so it takes the next metadata view's,
+        unchecked. Returns the partitions."""
+        out = [tp for tp in self.states if tp.topic == topic]
+        for tp in out:
+            state = self.states[tp]
+            state.leader_epoch = -1
+            self._refused.pop(tp, None)
+            self._validating.pop(tp, None)
+            self.request_reset(tp)  # (moved: validating off, the generation bumped)
+        self._grouped = None  # the epochs are taken in again, from the view then current
+        return out
+
     def epoch_refused(self, tp: TopicPartition) -> None:
         """``tp``'s leader answered UNKNOWN_LEADER_EPOCH: our epoch is newer than it knows.
         The next metadata view's epoch is followed even if lower (see follow_epochs)."""

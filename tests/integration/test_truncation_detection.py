@@ -33,6 +33,7 @@ from protocol.apis import (
     CreateTopicsRequest,
 )
 from protocol.errors import UnknownTopicOrPartitionError
+from protocol.topic_id import format_topic_id
 from tests.integration.conftest import Cluster
 from tests.integration.conftest import until as _until
 from tests.integration.test_topics import _metadata, _ready_cluster, _request
@@ -205,3 +206,39 @@ async def test_a_consumer_follows_a_topic_made_again_under_its_name(
             assert _seen(got) == [(i, f"new-{i}".encode()) for i in range(5)]
         finally:
             await reader.stop()
+
+
+async def test_a_position_inside_a_topic_made_again_is_chosen_again_by_its_id(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    """The new topic has grown past the reader's position by the time it fetches again
+    (the reader paused meanwhile): its metadata's new topic id says the position is the
+    old topic's, and auto_offset_reset reads the new topic from its start. Before, and in
+    Kafka's consumer, it read on from the old position, past the new first records."""
+    cluster = make_cluster(1)
+    bootstrap = cluster.bootstrap
+    async with Admin(bootstrap_servers=bootstrap) as admin:
+        await admin.create_topics([NewTopic(TOPIC, 1, 1)])
+        await _produce(bootstrap, [f"old-{i}" for i in range(10)])
+        reader = Consumer(
+            bootstrap_servers=bootstrap, auto_offset_reset="earliest", metadata_max_age_ms=300
+        )
+        await reader.start()
+        try:
+            reader.assign([TP])
+            assert len(await _read(reader, 10)) == 10
+            reader.pause(TP)
+            await admin.delete_topics([TOPIC])
+            await admin.create_topics([NewTopic(TOPIC, 1, 1)])
+            made = (await admin.describe_topics([TOPIC]))[0].topic_id
+            await _produce(bootstrap, [f"new-{i}" for i in range(15)])
+            # (its metadata, refreshed every 300 ms, has the new topic's id)
+            await _until(
+                lambda: asyncio.sleep(0.1, reader._cluster.metadata.topics.get(TOPIC)),
+                lambda t: t is not None and format_topic_id(t.topic_id) == made,
+            )
+            reader.resume(TP)
+            got = await _read(reader, 15)
+        finally:
+            await reader.stop()
+    assert _seen(got) == [(i, f"new-{i}".encode()) for i in range(15)]

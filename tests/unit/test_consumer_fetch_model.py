@@ -64,6 +64,7 @@ class Meta:
         self._leaders = leaders
         self._epochs = dict(epochs or {})
         self.topic_errors: dict = {}
+        self.topics: dict = {}  # (no topic ids: none made again)
         self.brokers = {n: None for n in NODES}
 
     def leaders(self):

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import struct
 import time
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -26,6 +27,7 @@ from protocol.apis import (
 from protocol.errors import FencedLeaderEpochError, OffsetOutOfRangeError
 from protocol.records import encode_batch
 from protocol.records.control import encode_end_txn_marker
+from protocol.topic_id import ZERO_TOPIC_ID
 
 TP = TopicPartition("t", 0)
 LEADERS = {TP: 1}
@@ -473,3 +475,96 @@ async def test_a_partition_whose_leader_moved_is_asked_at_the_new_one_at_once() 
             with contextlib.suppress(asyncio.CancelledError):
                 await hung
     assert consumer._checking == {}
+
+
+class _Views:
+    """The consumer's metadata: a view per change, with the topic's id and leader epoch."""
+
+    def __init__(self) -> None:
+        self.metadata: Any = None
+        self.refreshes = 0
+        self.coming: tuple[bytes | None, int] | None = None  # what a refresh shows
+
+    def show(self, topic_id: bytes | None, epoch: int) -> None:
+        from client.cluster import TopicMetadata
+
+        topics = {} if topic_id is None else {"t": TopicMetadata("t", {}, topic_id=topic_id)}
+        self.metadata = SimpleNamespace(topics=topics, leader_epochs=lambda: {TP: epoch})
+
+    def request_refresh(self) -> None:
+        self.refreshes += 1
+
+    async def refresh(self) -> None:
+        self.refreshes += 1
+        if self.coming is not None:
+            self.show(*self.coming)
+
+
+@pytest.mark.parametrize("reset", ["earliest", "none"])
+def test_a_topic_made_again_under_its_name_is_read_by_auto_offset_reset(reset: str) -> None:
+    """The metadata gives the topic another id (KIP-516): the position is the old topic's.
+    auto_offset_reset chooses it again (``none``: the user is told, and the partition has
+    no position until a seek), as for a position out of range; before, a position inside
+    the new log read on from there, past the new topic's first records (Kafka's consumer
+    does so). Its leader epochs start over: the new view's lower one is taken as it is,
+    with no check. A view without an id, without the topic, or with the old id again (a
+    broker whose metadata lags) changes nothing."""
+    views = _Views()
+    consumer = Consumer(bootstrap_servers="unused:1", auto_offset_reset=reset)
+    consumer._cluster = views  # type: ignore[assignment]
+    sub = consumer._subscription
+    sub.assign([TP])
+    sub.seek(TP, 0)
+    old, new = b"\x01" * 16, b"\x02" * 16
+    views.show(old, 5)
+    consumer._follow_topic_ids()
+    _asked(sub, epochs={TP: 5})
+    _read(sub, 0, 20, epoch=5)
+    for shown in (None, ZERO_TOPIC_ID, old):  # deleted; an older broker's view; as before
+        views.show(shown, 5)
+        consumer._follow_topic_ids()
+        assert sub.states[TP].position == 20
+    views.show(new, 0)  # made again
+    consumer._follow_topic_ids()
+    state = sub.states[TP]
+    assert state.position is None and not sub.fetchable_by_leader(
+        time.monotonic() * 1000, dict(LEADERS), epochs={TP: 0}
+    )  # nothing asked at the old position, no check of the old epoch
+    assert not state.validating and state.leader_epoch == 0  # the new view's, as it is
+    if reset == "none":
+        assert isinstance(state.error, OffsetOutOfRangeError)
+        assert "deleted and made again" in str(state.error)
+        assert sub.needs_position() == []  # held for the user: no silent reset
+    else:
+        assert state.error is None and state.reset_by_policy
+        assert sub.needs_position() == [TP]
+    sub.seek(TP, 3)  # (as the reset, or the user, would)
+    views.show(old, 5)  # a lagging broker's view: the old id is not a change again
+    consumer._follow_topic_ids()
+    views.show(new, 0)
+    consumer._follow_topic_ids()
+    assert sub.states[TP].position == 3 and sub.states[TP].error is None
+
+
+async def test_a_position_lost_out_of_range_takes_the_new_id_in_before_its_reset() -> None:
+    """From a review: the topic made again between two Fetches, the position out of range
+    there was reset from the new topic before the consumer's metadata showed the new id;
+    the view that did, minutes later, reset that position a second time (every record
+    since read twice). A lost position now has the metadata refreshed, and the id taken
+    in, before auto_offset_reset chooses it."""
+    views = _Views()
+    consumer = Consumer(bootstrap_servers="unused:1", auto_offset_reset="earliest")
+    consumer._cluster = views  # type: ignore[assignment]
+    sub = consumer._subscription
+    sub.assign([TP])
+    sub.seek(TP, 20)
+    views.show(b"\x01" * 16, 0)
+    consumer._follow_topic_ids()
+    consumer._position_lost(TP, "offset 20 is out of range")  # (a Fetch's answer)
+    views.coming = (b"\x02" * 16, 0)
+    assert await consumer._ids_before_reset(sub.needs_position()) == [TP]
+    assert views.refreshes == 1
+    sub.set_reset_position(TP, 0, sub.states[TP].generation)  # (the reset's ListOffsets)
+    views.show(b"\x02" * 16, 0)  # a later view
+    consumer._follow_topic_ids()
+    assert sub.states[TP].position == 0
