@@ -315,6 +315,7 @@ class Consumer:
         :meth:`_follow_topic_ids`), the ids each had before, and the metadata view and
         assignment last looked at."""
         self._retired_ids: dict[str, set[bytes]] = {}
+        self._ids_refreshed_at = float("-inf")  # (monotonic) see _ids_before_reset
         self._ids_view: tuple[object, object] | None = None
 
     # --- life ------------------------------------------------------------------------------
@@ -998,6 +999,7 @@ class Consumer:
         delay_ms: float | None = None
         if self._subscription.needs_position():
             delay_ms = await self._reset_positions()
+            self._follow_topic_ids()  # before any Fetch under a view its waits brought in
         now_ms = time.monotonic() * 1000
         subscription = self._subscription
         by_node = subscription.fetchable_by_leader(
@@ -1126,7 +1128,8 @@ class Consumer:
                     self._subscription.set_error(tp, exc)
             self._data_arrived()
             return self.retry_backoff_ms
-        for tp, (offset, _ts) in offsets.items():
+        self._follow_topic_ids()  # a view the waits brought in: a topic made again meanwhile
+        for tp, (offset, _ts) in offsets.items():  # (is reset again: its generation moved)
             self._subscription.set_reset_position(tp, offset, generations[tp])
         return self.retry_backoff_ms if missing else None
 
@@ -1136,10 +1139,15 @@ class Consumer:
         (:meth:`_follow_topic_ids`), or a later view showing it would reset the position
         chosen now, from the new topic, a second time."""
         states = self._subscription.states
-        if not any(states[tp].reset_by_policy for tp in tps):
-            return tps
-        await self._refresh_quietly()
-        self._follow_topic_ids()
+        if _RESETS[self.auto_offset_reset] is None or not any(
+            states[tp].reset_by_policy for tp in tps
+        ):
+            return tps  # (none: no position is chosen, so none can be chosen twice)
+        now = time.monotonic()
+        if now - self._ids_refreshed_at >= self.retry_backoff_ms / 1000:
+            self._ids_refreshed_at = now  # (a consumer trailing retention: at most so often)
+            await self._refresh_quietly()
+            self._follow_topic_ids()
         return self._subscription.needs_position()
 
     async def _positions_from_commits(

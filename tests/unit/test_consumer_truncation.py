@@ -489,7 +489,9 @@ class _Views:
         from client.cluster import TopicMetadata
 
         topics = {} if topic_id is None else {"t": TopicMetadata("t", {}, topic_id=topic_id)}
-        self.metadata = SimpleNamespace(topics=topics, leader_epochs=lambda: {TP: epoch})
+        self.metadata = SimpleNamespace(
+            topics=topics, topic_errors={}, leader_epochs=lambda: {TP: epoch}
+        )
 
     def request_refresh(self) -> None:
         self.refreshes += 1
@@ -568,3 +570,38 @@ async def test_a_position_lost_out_of_range_takes_the_new_id_in_before_its_reset
     views.show(b"\x02" * 16, 0)  # a later view
     consumer._follow_topic_ids()
     assert sub.states[TP].position == 0
+
+
+async def test_a_view_that_comes_while_a_reset_waits_is_looked_at_before_it_applies() -> None:
+    """From a review: the reset's ListOffsets answered from the new topic while the view
+    its wait brought in showed the new id, and the offset was applied, to be reset again
+    by the next look (duplicates under earliest). And with auto_offset_reset='none' no
+    position is chosen, so no metadata is asked for before one (the user's every poll
+    that raises would have asked)."""
+    views = _Views()
+    consumer = Consumer(bootstrap_servers="unused:1", auto_offset_reset="earliest")
+    consumer._cluster = views  # type: ignore[assignment]
+    sub = consumer._subscription
+    sub.assign([TP])
+    sub.seek(TP, 20)
+    old, new = b"\x01" * 16, b"\x02" * 16
+    views.show(old, 0)
+    consumer._follow_topic_ids()
+    consumer._position_lost(TP, "offset 20 is out of range")
+
+    async def list_offsets(timestamps: dict[TopicPartition, int]) -> dict[Any, Any]:
+        views.show(new, 0)  # the view a retry inside the lookup brought in
+        return dict.fromkeys(timestamps, (15, -1))  # (the new topic's answer)
+
+    consumer._list_offsets = list_offsets  # type: ignore[method-assign]
+    await consumer._reset_positions()
+    assert sub.states[TP].position is None and sub.needs_position() == [TP]  # chosen again
+    assert consumer._topic_ids["t"] == new
+
+    strict = Consumer(bootstrap_servers="unused:1", auto_offset_reset="none")
+    strict._cluster = views  # type: ignore[assignment]
+    strict._subscription.assign([TP])
+    strict._subscription.request_reset(TP)
+    before = views.refreshes
+    assert await strict._ids_before_reset([TP]) == [TP]
+    assert views.refreshes == before
