@@ -502,6 +502,22 @@ class _Views:
             self.show(*self.coming)
 
 
+OLD_ID, NEW_ID = b"\x01" * 16, b"\x02" * 16
+
+
+def _watching(reset: str, position: int, epoch: int) -> tuple[_Views, Consumer, Subscription]:
+    """A consumer of ``TP`` at ``position``, its metadata showing the topic's first id."""
+    views = _Views()
+    consumer = Consumer(bootstrap_servers="unused:1", auto_offset_reset=reset)
+    consumer._cluster = views  # type: ignore[assignment]
+    sub = consumer._subscription
+    sub.assign([TP])
+    sub.seek(TP, position)
+    views.show(OLD_ID, epoch)
+    consumer._follow_topic_ids()
+    return views, consumer, sub
+
+
 @pytest.mark.parametrize("reset", ["earliest", "none"])
 def test_a_topic_made_again_under_its_name_is_read_by_auto_offset_reset(reset: str) -> None:
     """The metadata gives the topic another id (KIP-516): the position is the old topic's.
@@ -511,15 +527,8 @@ def test_a_topic_made_again_under_its_name_is_read_by_auto_offset_reset(reset: s
     does so). Its leader epochs start over: the new view's lower one is taken as it is,
     with no check. A view without an id, without the topic, or with the old id again (a
     broker whose metadata lags) changes nothing."""
-    views = _Views()
-    consumer = Consumer(bootstrap_servers="unused:1", auto_offset_reset=reset)
-    consumer._cluster = views  # type: ignore[assignment]
-    sub = consumer._subscription
-    sub.assign([TP])
-    sub.seek(TP, 0)
-    old, new = b"\x01" * 16, b"\x02" * 16
-    views.show(old, 5)
-    consumer._follow_topic_ids()
+    views, consumer, sub = _watching(reset, 0, 5)
+    old, new = OLD_ID, NEW_ID
     _asked(sub, epochs={TP: 5})
     _read(sub, 0, 20, epoch=5)
     for shown in (None, ZERO_TOPIC_ID, old):  # deleted; an older broker's view; as before
@@ -578,25 +587,17 @@ async def test_a_view_that_comes_while_a_reset_waits_is_looked_at_before_it_appl
     by the next look (duplicates under earliest). And with auto_offset_reset='none' no
     position is chosen, so no metadata is asked for before one (the user's every poll
     that raises would have asked)."""
-    views = _Views()
-    consumer = Consumer(bootstrap_servers="unused:1", auto_offset_reset="earliest")
-    consumer._cluster = views  # type: ignore[assignment]
-    sub = consumer._subscription
-    sub.assign([TP])
-    sub.seek(TP, 20)
-    old, new = b"\x01" * 16, b"\x02" * 16
-    views.show(old, 0)
-    consumer._follow_topic_ids()
+    views, consumer, sub = _watching("earliest", 20, 0)
     consumer._position_lost(TP, "offset 20 is out of range")
 
     async def list_offsets(timestamps: dict[TopicPartition, int]) -> dict[Any, Any]:
-        views.show(new, 0)  # the view a retry inside the lookup brought in
+        views.show(NEW_ID, 0)  # the view a retry inside the lookup brought in
         return dict.fromkeys(timestamps, (15, -1))  # (the new topic's answer)
 
     consumer._list_offsets = list_offsets  # type: ignore[method-assign]
     await consumer._reset_positions()
     assert sub.states[TP].position is None and sub.needs_position() == [TP]  # chosen again
-    assert consumer._topic_ids["t"] == new
+    assert consumer._topic_ids["t"] == NEW_ID
 
     strict = Consumer(bootstrap_servers="unused:1", auto_offset_reset="none")
     strict._cluster = views  # type: ignore[assignment]
