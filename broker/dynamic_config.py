@@ -151,7 +151,9 @@ class TopicConfigs:
         error: Exception | None = None
         for attempt in range(_LOAD_ATTEMPTS):
             try:
-                config = self._keep(topic, *await self._read(topic))
+                zxid, overrides = await self._read(topic)
+                known = self._known.get(topic)
+                config = self._keep(topic, zxid, overrides)
             except CorruptZnode as exc:
                 error = exc
                 break
@@ -162,11 +164,10 @@ class TopicConfigs:
                 error = exc
                 break
             else:
-                # the topic's other logs wait for it (unknown), or have an older one (read
-                # before a notification not handled yet: a describe would vouch for them)
-                if topic in self._unknown or any(
-                    log.config != config for log in self._logs.logs_of(topic)
-                ):
+                # the topic's other logs wait for it (unknown), or run an older one (read
+                # before a notification not handled yet: a describe would vouch for them).
+                # Only then: a pass over them per partition opened is quadratic in them
+                if topic in self._unknown or zxid > (0 if known is None else known.zxid):
                     self._apply(topic, config)
                 return config
         known = self._known.get(topic)

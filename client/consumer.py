@@ -1640,17 +1640,7 @@ class Consumer:
             self._retired_ids.setdefault(topic, set()).add(before)
             why = f"topic {topic!r} was deleted and made again (it has another topic id)"
             for tp in self._subscription.topic_remade(topic):
-                if self.auto_offset_reset == "none":
-                    self._subscription.set_error(
-                        tp,
-                        OffsetOutOfRangeError(
-                            f"{tp.topic}-{tp.partition}: {why} and auto_offset_reset='none'; "
-                            "seek() to an offset of the new topic"
-                        ),
-                    )
-                    told = True
-                else:
-                    _log.info("%s: %s reset (%s)", why, tp, self.auto_offset_reset)
+                told |= self._position_lost(tp, why)
         self._topic_ids = seen
         self._retired_ids = {t: ids for t, ids in self._retired_ids.items() if t in seen}
         self._ids_view = (metadata, states)
