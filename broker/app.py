@@ -1211,9 +1211,9 @@ class Broker:
     async def _update_metadata(self, header: RequestHeader, request: UpdateMetadataRequest) -> Any:
         await self._registration_known(request.broker_epoch)
         self._fence(request.controller_epoch, "UpdateMetadata", request.broker_epoch)
-        self.metadata.update(request)
-        if request.deleted_topics and self._coordinator is not None:
-            self._coordinator.topics_deleted(request.deleted_topics)
+        deleted = self.metadata.update(request)
+        if deleted and self._coordinator is not None:
+            self._coordinator.topics_deleted(deleted)
         self._changed()
         return UpdateMetadataResponse()
 

@@ -82,6 +82,12 @@ class MetadataCache:
         into (one queued for this broker's previous process), and is dropped."""
         self._waiters: set[asyncio.Future[None]] = set()
 
+    @property
+    def whole(self) -> bool:
+        """Whether the controller's full picture has come (since this process started):
+        before it, a topic missing here may well exist."""
+        return self._whole
+
     def address(self, broker_id: int, listener: str) -> tuple[str, int] | None:
         """Where a client of ``listener`` reaches ``broker_id``; None if that broker is
         not live or has no such listener. A controller of an older build sends no
@@ -96,14 +102,18 @@ class MetadataCache:
                 return endpoint.host, endpoint.port
         return None
 
-    def update(self, request: UpdateMetadataRequest) -> None:
+    def update(self, request: UpdateMetadataRequest) -> list[str]:
         """Take the controller's update (the caller checked its epoch): replace the
-        picture with a full one, merge an incremental one."""
+        picture with a full one, merge an incremental one. Returns the topics whose
+        deletion it says is done: an incremental one's ``deleted_topics``, and those a
+        full one leaves out that were here (their incremental update may never have
+        come: this broker was cut off, or the controller changed, meanwhile)."""
         old_ids, old_topics = self.topic_ids, self.topics
+        old_deleting = self.deleting
         touched: set[str] | None = None  # the names whose id's fetch_name may change
         if request.type == UPDATE_METADATA_INCREMENTAL:
             if not self._whole:
-                return  # answering from part of the picture would be worse than waiting
+                return []  # answering from part of the picture would be worse than waiting
             touched = set(request.deleted_topics)
             touched.update(t for t, i in request.topic_ids.items() if old_ids.get(t) != i)
             touched.update(
@@ -148,6 +158,9 @@ class MetadataCache:
         for waiter in self._waiters:
             if not waiter.done():
                 waiter.set_result(None)
+        if touched is not None:
+            return list(request.deleted_topics)
+        return sorted((old_topics.keys() | old_deleting) - topics.keys() - deleting)
 
     def fetch_name(self, topic_id: bytes) -> str:
         """The topic ``topic_id`` names, or (none known, or being deleted) the

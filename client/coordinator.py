@@ -12,6 +12,7 @@ COORDINATOR_NOT_AVAILABLE, COORDINATOR_LOAD_IN_PROGRESS, a lost connection) unti
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -32,6 +33,7 @@ from protocol.apis import (
     OffsetFetchRequest,
     OffsetFetchRequestTopic,
     OffsetFetchResponse,
+    TxnOffsetCommitRequest,
 )
 from protocol.errors import (
     ApiError,
@@ -40,6 +42,7 @@ from protocol.errors import (
     CoordinatorNotAvailableError,
     NotCoordinatorError,
     RequestTimedOutError,
+    UnknownTopicOrPartitionError,
     error_for_code,
 )
 
@@ -133,6 +136,7 @@ class CoordinatorLine:
         answered: Callable[[float], None] | None = None,
         clock: Callable[[], float] = monotonic_ms,
         busy: tuple[type[ApiError], ...] = (),
+        timeout_s: float | None = None,
     ) -> Any:
         """Send to the coordinator, finding it (again) and retrying while it moves.
 
@@ -140,8 +144,10 @@ class CoordinatorLine:
         top-level error code is raised by the connection already. ``answered(ms)``: each
         answer's round trip, on ``clock`` (ms; a metric's). ``busy``: errors of a
         coordinator that is there but not ready for this yet, raised at once for the
-        caller to wait out its own way (CONCURRENT_TRANSACTIONS: a few ms)."""
-        deadline = time.monotonic() + self._timeout_s
+        caller to wait out its own way (CONCURRENT_TRANSACTIONS: a few ms). ``timeout_s``:
+        instead of ``request_timeout_ms``."""
+        timeout_s = self._timeout_s if timeout_s is None else timeout_s
+        deadline = time.monotonic() + timeout_s
         last: ApiError | None = None
         while time.monotonic() < deadline:
             try:
@@ -166,7 +172,7 @@ class CoordinatorLine:
                 self.coordinator_dead(exc)
                 await asyncio.sleep(self._backoff_s)
         raise last or RequestTimedOutError(
-            f"{self._what}: no coordinator answered within {self._timeout_s:g} s"
+            f"{self._what}: no coordinator answered within {timeout_s:g} s"
         )
 
     async def coordinator(self) -> int:
@@ -252,27 +258,78 @@ class GroupOffsets(CoordinatorLine):
             topics=commit_topics(offsets, epochs),
         )
 
-        def check(response: OffsetCommitResponse) -> None:
-            for topic in response.topics:
-                for p in topic.partitions:
-                    if p.error_code:
-                        raise error_for_code(
-                            p.error_code,
-                            f"commit of {topic.name}-{p.partition_index} for group "
-                            f"{self.group_id!r} refused",
-                        )
-
         metrics = self.metrics
         if metrics is None:
-            await self.call(ApiKey.OFFSET_COMMIT, request, check)
+            await self.commit_call(ApiKey.OFFSET_COMMIT, request, "commit")
         else:
-            await self.call(
+            await self.commit_call(
                 ApiKey.OFFSET_COMMIT,
                 request,
-                check,
+                "commit",
                 answered=metrics.committed,
                 clock=metrics.clock,
             )
+
+    async def commit_call(
+        self,
+        api_key: ApiKey,
+        request: OffsetCommitRequest | TxnOffsetCommitRequest,
+        what: str,
+        *,
+        answered: Callable[[float], None] | None = None,
+        clock: Callable[[], float] = monotonic_ms,
+    ) -> None:
+        """Send a commit (OffsetCommit, or TxnOffsetCommit: ``what`` names it in errors);
+        raise the typed error of the first partition refused.
+
+        A partition refused UNKNOWN_TOPIC_OR_PARTITION has its topic looked up in a fresh
+        metadata answer. If it is there, the coordinator's broker has not heard of a topic
+        (or a partition) just made: the partitions so refused are sent again, alone, until
+        ``request_timeout_ms`` in all (Kafka's clients retry it too). If not (deleted,
+        never made), the error is raised at once: Kafka's consumer retries that until its
+        timeout too, and a rebalance's commit for a topic just deleted would hold the
+        rebalance that long for nothing."""
+        deadline = time.monotonic() + self._timeout_s
+        unknown: list[tuple[str, int]] = []
+
+        def check(response: OffsetCommitResponse) -> None:
+            unknown.clear()  # (each answer, its own: an earlier one may have failed)
+            for topic in response.topics:
+                for p in topic.partitions:
+                    if p.error_code == UnknownTopicOrPartitionError.code:
+                        unknown.append((topic.name, p.partition_index))
+                    elif p.error_code:
+                        raise error_for_code(
+                            p.error_code,
+                            f"{what} of {topic.name}-{p.partition_index} for group "
+                            f"{self.key!r} refused",
+                        )
+
+        timeout_s: float | None = None  # the first call: all of request_timeout_ms
+        while True:
+            await self.call(
+                api_key, request, check, answered=answered, clock=clock, timeout_s=timeout_s
+            )
+            if not unknown:
+                return
+            view = await self._cluster.fetch_metadata(sorted({t for t, _ in unknown}))
+            for t, p in unknown:
+                # (a partition of a topic there is one just added: partitions never go)
+                if view.partitions_for(t) is None:
+                    raise UnknownTopicOrPartitionError(
+                        f"{what} of {t}-{p} for group {self.key!r} refused: the cluster has "
+                        f"no topic {t!r} (deleted?); its offset is not stored"
+                    )
+            timeout_s = deadline - time.monotonic()
+            if timeout_s <= 0:
+                t, p = unknown[0]
+                raise UnknownTopicOrPartitionError(
+                    f"{what} of {t}-{p} for group {self.key!r} refused: the group's "
+                    f"coordinator has not heard of it yet (just made?); commit again"
+                )
+            await asyncio.sleep(min(self._backoff_s, timeout_s))
+            timeout_s = max(deadline - time.monotonic(), 0.001)
+            request = dataclasses.replace(request, topics=_only(request.topics, set(unknown)))
 
     async def committed(
         self, partitions: list[TopicPartition], *, require_stable: bool = False
@@ -316,3 +373,15 @@ class GroupOffsets(CoordinatorLine):
                         p.committed_offset, p.metadata or "", p.committed_leader_epoch
                     )
         return out
+
+
+def _only(
+    topics: list[OffsetCommitRequestTopic], wanted: set[tuple[str, int]]
+) -> list[OffsetCommitRequestTopic]:
+    """A commit's ``topics`` cut to the ``wanted`` partitions."""
+    kept = []
+    for t in topics:
+        partitions = [p for p in t.partitions if (t.name, p.partition_index) in wanted]
+        if partitions:
+            kept.append(dataclasses.replace(t, partitions=partitions))
+    return kept

@@ -43,7 +43,6 @@ from protocol.apis import (
     InitProducerIdResponse,
     OffsetCommitRequestTopic,
     TxnOffsetCommitRequest,
-    TxnOffsetCommitResponse,
 )
 from protocol.errors import (
     ApiError,
@@ -319,23 +318,13 @@ class TransactionManager:
             topics=topics,
         )
 
-        def check(response: TxnOffsetCommitResponse) -> None:
-            for topic in response.topics:
-                for p in topic.partitions:
-                    if p.error_code:
-                        raise error_for_code(
-                            p.error_code,
-                            f"the transaction's commit of {topic.name}-{p.partition_index} "
-                            f"for group {group_id!r} was refused",
-                        )
-
         coordinator = GroupOffsets(
             self._cluster,
             group_id,
             request_timeout_ms=int(self._max_block_s * 1000),
             retry_backoff_ms=self._retry_backoff_ms,
         )
-        await coordinator.call(ApiKey.TXN_OFFSET_COMMIT, request, check)
+        await coordinator.commit_call(ApiKey.TXN_OFFSET_COMMIT, request, "the transaction's commit")
 
     async def end(self, committed: bool) -> None:
         """EndTxn: commit or abort what the coordinator holds of this transaction (if

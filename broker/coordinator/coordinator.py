@@ -134,6 +134,7 @@ from protocol.errors import (
     TopicAuthorizationFailedError,
     UnknownMemberIdError,
     UnknownServerError,
+    UnknownTopicOrPartitionError,
     UnstableOffsetCommitError,
     error_for_code,
 )
@@ -233,16 +234,27 @@ class GroupCoordinator:
         not start its groups at the old topic's offsets (past its end, or inside it)."""
         gone = set(topics)
         for index, store in list(self.stores.items()):
-            records: list[tuple[bytes, bytes | None]] = [
-                (encode_key(group, t, p), None)
+            keys = [
+                encode_key(group, t, p)
                 for group, offsets in store.groups.items()
                 for t, p in offsets
                 if t in gone
             ]
-            if records:
-                task = asyncio.get_running_loop().create_task(self._forget(index, store, records))
-                self._forgetting.add(task)
-                task.add_done_callback(self._forgetting.discard)
+            # an open transaction's offsets of them go too (Kafka's removeOffsets), now,
+            # and in the log by the same tombstones: its COMMIT marker must not bring
+            # them back, here or in a load of the partition
+            applied = set(keys)
+            keys += [k for k in store.forget_held(gone) if k not in applied]
+            if keys:
+                self._forget_later(index, store, [(k, None) for k in keys])
+
+    def _forget_later(
+        self, index: int, store: OffsetStore, records: list[tuple[bytes, bytes | None]]
+    ) -> None:
+        """Tombstones ``records`` appended in the background, applied once written."""
+        task = asyncio.get_running_loop().create_task(self._forget(index, store, records))
+        self._forgetting.add(task)
+        task.add_done_callback(self._forgetting.discard)
 
     async def _forget(
         self, index: int, store: OffsetStore, records: list[tuple[bytes, bytes | None]]
@@ -256,8 +268,8 @@ class GroupCoordinator:
             )
             return
         if self.stores.get(index) is store:
-            for key, value in records:
-                store.apply(key, value)
+            for i, (key, value) in enumerate(records):
+                store.apply(key, value, result.base_offset + i)
         self._log.info(
             "coordinator.deleted_topic_offsets_removed", offsets_partition=index, count=len(records)
         )
@@ -340,8 +352,8 @@ class GroupCoordinator:
             if dead is not None and self.groups.get(group_id) is dead:
                 del self.groups[group_id]
             if self.stores.get(index) is store:
-                for key, value in records:
-                    store.apply(key, value)
+                for i, (key, value) in enumerate(records):
+                    store.apply(key, value, result.base_offset + i)
             written += len(records)
             if dead is not None:
                 return written, True
@@ -859,20 +871,47 @@ class GroupCoordinator:
             for t in request.topics
             if not self._acl.allowed(Operation.READ, ResourceType.TOPIC, t.name)
         }
-        allowed = dataclasses.replace(
-            request, topics=[t for t in request.topics if t.name not in denied]
-        )
+        unknown: set[tuple[str, int]] = set()
         try:
             self._check_group(Operation.READ, request.group_id)
             group = self._group(request.group_id)
+            unknown = self._unknown(request.topics, denied)
+            allowed = dataclasses.replace(request, topics=_known(request.topics, denied, unknown))
             # a zombie's commit (unknown or fenced member, older generation) is refused
             group.check_commit(request.member_id, request.generation_id, request.group_instance_id)
-            error = await self._commit(group, allowed) if allowed.topics else None
+            error = await self._commit(group, allowed, unknown) if allowed.topics else None
         except ApiError as exc:
             error = exc
-        return OffsetCommitResponse(topics=_commit_results(request.topics, denied, error))
+        return OffsetCommitResponse(topics=_commit_results(request.topics, denied, error, unknown))
 
-    async def _commit(self, group: Group, request: OffsetCommitRequest) -> ApiError | None:
+    def _unknown(
+        self, topics: list[OffsetCommitRequestTopic], denied: set[str]
+    ) -> set[tuple[str, int]]:
+        """The partitions of a commit that this broker's metadata does not have (a topic
+        deleted, being deleted, or never made): refused UNKNOWN_TOPIC_OR_PARTITION, as
+        Kafka's KafkaApis does. An offset kept for a deleted topic would start its groups
+        inside a topic made again under the name. (A topic just made that this broker has
+        not heard of yet is refused too: retriable, the client asks again.) Before the
+        controller's full picture has come (it sends a starting broker its roles first), a
+        missing topic may exist: the whole commit waits (COORDINATOR_LOAD_IN_PROGRESS)."""
+        if not self._metadata.whole:
+            raise CoordinatorLoadInProgressError(
+                "this broker has not had the cluster's metadata yet; retry shortly"
+            )
+        metadata = self._metadata.topics
+        return {
+            (t.name, p.partition_index)
+            for t in topics
+            if t.name not in denied
+            for p in t.partitions
+            if p.partition_index not in metadata.get(t.name, ())
+        }
+
+    async def _commit(
+        self, group: Group, request: OffsetCommitRequest, unknown: set[tuple[str, int]]
+    ) -> ApiError | None:
+        """``request``'s offsets written and applied; the error, if any. A partition whose
+        topic was deleted while its offset was being written is added to ``unknown``."""
         index, store = self._store_for(request.group_id)
         now = int(time.time() * 1000)
         offsets = _offsets(request.topics, now, request.retention_time_ms)
@@ -894,8 +933,21 @@ class GroupCoordinator:
         # re-checked after the await: still ours, and the group was not deleted meanwhile
         # (its delete wrote tombstones after these records)
         if self.stores.get(index) is store and group.state != DEAD:
-            for i, (key, value) in enumerate(records):
-                store.apply(key, value, result.base_offset + i)
+            # a topic deleted meanwhile had its offsets forgotten before these landed:
+            # they are not applied, and a tombstone follows them in the log (Kafka's
+            # onOffsetCommitAppend drops them from memory only: a reload revives them)
+            metadata = self._metadata.topics
+            gone: list[tuple[bytes, bytes | None]] = []
+            for i, ((topic, partition, _), (key, value)) in enumerate(
+                zip(offsets, records, strict=True)
+            ):
+                if partition in metadata.get(topic, ()):
+                    store.apply(key, value, result.base_offset + i)
+                else:
+                    gone.append((key, None))
+                    unknown.add((topic, partition))
+            if gone:
+                self._forget_later(index, store, gone)
         return None
 
     # --- TxnOffsetCommit (transactions) ------------------------------------------------
@@ -911,6 +963,7 @@ class GroupCoordinator:
             for t in request.topics
             if not self._acl.allowed(Operation.READ, ResourceType.TOPIC, t.name)
         }
+        unknown: set[tuple[str, int]] = set()
         try:
             if not self._acl.allowed(
                 Operation.WRITE, ResourceType.TRANSACTIONAL_ID, request.transactional_id
@@ -918,26 +971,31 @@ class GroupCoordinator:
                 raise transactional_id_not_authorized(request.transactional_id, Operation.WRITE)
             self._check_group(Operation.READ, request.group_id)
             index, store = self._store_for(request.group_id)
+            unknown = self._unknown(request.topics, denied)
             group = self.groups.get(request.group_id)
             if group is not None and (request.member_id or request.generation_id >= 0):
                 group.check_commit(
                     request.member_id, request.generation_id, request.group_instance_id
                 )
             now = int(time.time() * 1000)
-            offsets = _offsets([t for t in request.topics if t.name not in denied], now)
+            offsets = _offsets(_known(request.topics, denied, unknown), now)
             if offsets:
                 writing = collections.Counter((t, p) for t, p, _ in offsets)
                 in_flight = self._txn_writes.setdefault(request.group_id, collections.Counter())
                 in_flight.update(writing)
                 try:
-                    error = await self._txn_append(request, index, store, offsets, now)
+                    error = await self._txn_append(
+                        request, index, store, offsets, now, unknown=unknown
+                    )
                 finally:
                     in_flight.subtract(writing)
                     if not +in_flight:
                         self._txn_writes.pop(request.group_id, None)
         except ApiError as exc:
             error = exc
-        return TxnOffsetCommitResponse(topics=_commit_results(request.topics, denied, error))
+        return TxnOffsetCommitResponse(
+            topics=_commit_results(request.topics, denied, error, unknown)
+        )
 
     async def _txn_append(
         self,
@@ -946,9 +1004,12 @@ class GroupCoordinator:
         store: OffsetStore,
         offsets: list[tuple[str, int, OffsetAndMetadata]],
         now: int,
+        *,
+        unknown: set[tuple[str, int]],
     ) -> ApiError | None:
         """A TxnOffsetCommit's records appended in its transaction, then held until the
-        transaction's marker; the error, if any."""
+        transaction's marker; the error, if any. A partition whose topic was deleted
+        meanwhile is added to ``unknown``."""
         records = store.commit(request.group_id, offsets)
         batch = encode_batch(
             [(k, v, None, now) for k, v in records],
@@ -975,10 +1036,19 @@ class GroupCoordinator:
                 result.error_code, result.error_message, "the transaction's commit"
             )
         if self.stores.get(index) is store:
-            store.hold(
-                request.producer_id,
-                ((k, v, result.base_offset + i) for i, (k, v) in enumerate(records)),
-            )
+            # a topic deleted meanwhile: not held, so its marker cannot apply it
+            metadata = self._metadata.topics
+            held = []
+            gone: list[tuple[bytes, bytes | None]] = []
+            for i, ((topic, partition, _), (k, v)) in enumerate(zip(offsets, records, strict=True)):
+                if partition in metadata.get(topic, ()):
+                    held.append((k, v, result.base_offset + i))
+                else:
+                    gone.append((k, None))  # (a load drops the record at its tombstone)
+                    unknown.add((topic, partition))
+            store.hold(request.producer_id, held)
+            if gone:
+                self._forget_later(index, store, gone)
         return None
 
     def _bad_record(self, index: int, exc: BadRecordError) -> None:
@@ -1176,8 +1246,8 @@ class GroupCoordinator:
         if self.groups.get(group_id) is group:
             del self.groups[group_id]
         if self.stores.get(index) is store:
-            for key, value in records:
-                store.apply(key, value)
+            for i, (key, value) in enumerate(records):
+                store.apply(key, value, result.base_offset + i)
         self._log.info("coordinator.group_deleted", group=group_id, tombstones=len(records))
         if result.error_code:  # e.g. not replicated in time: the answer says so
             return _append_error(result.error_code, result.error_message, "the delete")
@@ -1226,8 +1296,8 @@ class GroupCoordinator:
             if result.base_offset < 0:
                 raise _append_error(result.error_code, result.error_message, "the delete")
             if self.stores.get(index) is store:
-                for key, value in records:
-                    store.apply(key, value)
+                for i, (key, value) in enumerate(records):
+                    store.apply(key, value, result.base_offset + i)
             self._log.info(
                 "coordinator.offsets_deleted",
                 group=group_id,
@@ -1342,11 +1412,32 @@ def _offsets(
     ]
 
 
+def _known(
+    topics: list[OffsetCommitRequestTopic], denied: set[str], unknown: set[tuple[str, int]]
+) -> list[OffsetCommitRequestTopic]:
+    """The part of a commit to store: its topics not ``denied``, their partitions not
+    ``unknown``."""
+    if not unknown:
+        return [t for t in topics if t.name not in denied]
+    kept = []
+    for t in topics:
+        if t.name in denied:
+            continue
+        partitions = [p for p in t.partitions if (t.name, p.partition_index) not in unknown]
+        if partitions:
+            kept.append(dataclasses.replace(t, partitions=partitions))
+    return kept
+
+
 def _commit_results(
-    topics: list[OffsetCommitRequestTopic], denied: set[str], error: ApiError | None
+    topics: list[OffsetCommitRequestTopic],
+    denied: set[str],
+    error: ApiError | None,
+    unknown: set[tuple[str, int]],
 ) -> list[OffsetCommitResponseTopic]:
     """A commit's answer: ``error`` for every partition, else TOPIC_AUTHORIZATION_FAILED
-    for the ``denied`` topics (the others were committed) or a partition's own error."""
+    for the ``denied`` topics and UNKNOWN_TOPIC_OR_PARTITION for the ``unknown``
+    partitions (the others were committed), or a partition's own error."""
     code = 0 if error is None else error.code
     return [
         OffsetCommitResponseTopic(
@@ -1355,9 +1446,14 @@ def _commit_results(
                 OffsetCommitResponsePartition(
                     partition_index=p.partition_index,
                     error_code=(
-                        TopicAuthorizationFailedError.code
-                        if t.name in denied and error is None
-                        else code or _partition_error(p.committed_metadata)
+                        code
+                        or (
+                            TopicAuthorizationFailedError.code
+                            if t.name in denied
+                            else UnknownTopicOrPartitionError.code
+                            if (t.name, p.partition_index) in unknown
+                            else _partition_error(p.committed_metadata)
+                        )
                     ),
                 )
                 for p in t.partitions

@@ -72,6 +72,29 @@ class OffsetStore:
                 if not counts:
                     del of[group]
 
+    def forget_held(self, topics: set[str]) -> list[bytes]:
+        """Open transactions' offsets of ``topics`` (deleted) dropped, so their markers
+        apply only the others; returns their keys (the caller's tombstones of them drop
+        them again in a load: see :meth:`apply`)."""
+        keys = {k for held in self.pending.values() for k, _, _ in held if _topic_of(k) in topics}
+        if keys:
+            self._drop_held(keys, before=None)
+        return sorted(keys)
+
+    def _drop_held(self, keys: set[bytes], before: int | None) -> None:
+        """Held records of ``keys`` dropped (only those written before log offset
+        ``before``, unless None)."""
+        for producer_id, held in list(self.pending.items()):
+            gone = [r for r in held if r[0] in keys and (before is None or r[2] < before)]
+            if not gone:
+                continue
+            self._count_pending(gone, -1)
+            kept = [r for r in held if r not in gone]
+            if kept:
+                self.pending[producer_id] = kept
+            else:
+                del self.pending[producer_id]
+
     def end_txn(
         self,
         producer_id: int,
@@ -125,6 +148,11 @@ class OffsetStore:
             offsets.pop((topic, partition), None)
             if not offsets:
                 del self.groups[group]
+            # an open transaction's offset written before it goes too (Kafka drops them
+            # from memory at a delete; here a load of the log agrees, so a deleted
+            # topic's offset does not come back at the transaction's COMMIT marker)
+            if log_offset >= 0 and (topic, partition) in self._pending_of.get(group, ()):
+                self._drop_held({key}, before=log_offset)
         else:
             offsets[(topic, partition)] = decode_value(value)
 
@@ -149,3 +177,12 @@ class OffsetStore:
 
     def get(self, group: str) -> dict[tuple[str, int], OffsetAndMetadata]:
         return dict(self.groups.get(group, {}))
+
+
+def _topic_of(key: bytes) -> str | None:
+    """The topic an offset record's key names (None: another kind, or unreadable)."""
+    try:
+        parsed = decode_key(key)
+    except BadRecordError:
+        return None
+    return None if parsed is None else parsed[1]

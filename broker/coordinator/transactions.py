@@ -192,6 +192,11 @@ class TransactionCoordinator:
         the timeout ms): a producer fenced so is told why, not that another producer took
         over. Held while the id's partition is loaded here (a coordinator elsewhere says
         the general reason), and only while that fence is the id's latest."""
+        self._moved_on: dict[str, tuple[TxnMetadata, int, int]] = {}
+        """Transactional id -> (its state, producer id, epoch): that producer asked to add
+        partitions while its last transaction's markers were being written (refused
+        CONCURRENT_TRANSACTIONS), so it has begun the next one. An abort of that one,
+        empty, is answered as done (:meth:`end_txn`). Held until the id's next change."""
         self.committed = self.aborted = self.timed_out = 0
         """Transactions completed here (markers written, Complete* stored) since start."""
         self._log = structlog.get_logger("headwater.txn_coordinator").bind(broker_id=broker_id)
@@ -249,6 +254,7 @@ class TransactionCoordinator:
             self.epochs.pop(index, None)
             for txn_id in store:
                 self._timed_out.pop(txn_id, None)
+                self._moved_on.pop(txn_id, None)
             self._log.info("txn.unloaded", partition=index)
 
     async def _load(self, index: int, partition: Partition) -> None:
@@ -410,6 +416,7 @@ class TransactionCoordinator:
                     f"transactional id {txn_id!r} has moved on from producer "
                     f"{request.producer_id} epoch {request.producer_epoch}"
                 )
+        self._moved_on.pop(txn_id, None)
         if meta.state == TxnState.ONGOING:
             # the previous incarnation left it open: abort it under a new epoch (which
             # fences that incarnation), and have this one retry once it is done
@@ -556,6 +563,10 @@ class TransactionCoordinator:
 
     def _refused(self, wanted: list[tuple[str, int]]) -> dict[tuple[str, int], ApiError]:
         """The partitions that cannot be in a transaction: not writable, not there."""
+        if not self._metadata.whole:  # the controller sends a new broker's roles first
+            raise CoordinatorLoadInProgressError(
+                "this broker has not had the cluster's metadata yet; retry shortly"
+            )
         refused: dict[tuple[str, int], ApiError] = {}
         for topic, partition in wanted:
             if not self._acl.allowed(Operation.WRITE, ResourceType.TOPIC, topic):
@@ -585,7 +596,10 @@ class TransactionCoordinator:
     ) -> None:
         index, store, meta = await self._vouched_producer(txn_id, producer_id, producer_epoch)
         if meta.pending or meta.state.completing:
+            if meta.state.completing:  # (its EndTxn was answered: this is the next one's)
+                self._moved_on[txn_id] = (meta, producer_id, producer_epoch)
             raise _concurrent(txn_id)
+        self._moved_on.pop(txn_id, None)
         if meta.state == TxnState.ONGOING and partitions <= meta.partitions:
             return  # a retry, or partitions already in it
         if meta.state not in (TxnState.ONGOING, *_IDLE):
@@ -615,12 +629,43 @@ class TransactionCoordinator:
             raise _concurrent(txn_id)
         state = meta.state
         if state == TxnState.ONGOING:
+            self._moved_on.pop(txn_id, None)
             await self._end(index, store, meta, committed=committed, bump=False)
             return EndTxnResponse()
         done = TxnState.COMPLETE_COMMIT if committed else TxnState.COMPLETE_ABORT
         ending = TxnState.PREPARE_COMMIT if committed else TxnState.PREPARE_ABORT
         if state == ending:
             raise _concurrent(txn_id)
+        moved_on = self._moved_on.get(txn_id)
+        if (
+            not committed
+            and moved_on is not None
+            and moved_on[0] is meta
+            and moved_on[1:] == (request.producer_id, request.producer_epoch)
+        ):
+            # The abort of a transaction begun while the last one's markers were being
+            # written: its partitions were refused, so nothing of it was written, and
+            # aborting it is done once those markers are. Kafka answers
+            # INVALID_TXN_STATE, which librdkafka takes as fatal (its issue 4849: it
+            # counts a refused AddPartitionsToTxn as added). An abort sent after an
+            # uncertain commit, with no next transaction begun, is still refused below.
+            if state.completing:
+                raise _concurrent(txn_id)
+            if state in _IDLE:
+                entry = self._moved_on[txn_id]
+                await self._vouch(txn_id)
+                # still so after the wait (a retried AddPartitionsToTxn may have opened
+                # the transaction meanwhile: then it is aborted as any other)
+                if (
+                    self._moved_on.get(txn_id) is entry
+                    and store.get(txn_id) is meta
+                    and meta.state in _IDLE
+                    and not meta.pending
+                ):
+                    del self._moved_on[txn_id]
+                    self._log.info("txn.empty_abort", transactional_id=txn_id, after=state.title)
+                    return EndTxnResponse()
+                return await self.end_txn(request)
         await self._vouch(txn_id)  # nothing is written: the answer is the state's alone
         if state == done:
             return EndTxnResponse()  # a retry of one that is done
@@ -934,6 +979,7 @@ class TransactionCoordinator:
         if not result.error_code and store.get(meta.transactional_id) is meta:
             del store[meta.transactional_id]
             self._timed_out.pop(meta.transactional_id, None)
+            self._moved_on.pop(meta.transactional_id, None)
             self._log.info("txn.id_expired", transactional_id=meta.transactional_id)
 
 

@@ -19,7 +19,14 @@ from protocol.group_log import partition_for
 from protocol.records import decode_batches
 from tests.integration.conftest import Cluster
 from tests.integration.conftest import until as _until
-from tests.integration.test_offsets import _codes, _commit, _fetch_offsets, _find, _retrying
+from tests.integration.test_offsets import (
+    _codes,
+    _commit,
+    _fetch_offsets,
+    _find,
+    _make_orders,
+    _retrying,
+)
 from tests.integration.test_replication import FAST_ISR
 from tests.integration.test_topics import _ready_cluster, _request
 
@@ -132,6 +139,7 @@ async def test_committed_offsets_survive_compaction_and_a_coordinator_failover(
     }
     cluster = make_cluster(3, settings)
     ports = await _ready_cluster(cluster)
+    await _make_orders(cluster)
     coordinator = (await _find(ports[1], "billing")).node_id
     async with Admin(bootstrap_servers=cluster.bootstrap) as admin:
         configs = await admin.describe_configs("__consumer_offsets")

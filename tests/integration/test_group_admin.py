@@ -35,11 +35,12 @@ from protocol.errors import (
     NotCoordinatorError,
     RebalanceInProgressError,
     UnknownMemberIdError,
+    UnknownTopicOrPartitionError,
 )
 from protocol.group_log import OFFSETS_TOPIC, partition_for
 from tests.integration.conftest import Cluster
 from tests.integration.conftest import until as _until
-from tests.integration.test_offsets import _codes, _commit, _find, _retrying
+from tests.integration.test_offsets import _codes, _commit, _find, _make_orders, _retrying
 from tests.integration.test_replication import FAST_ISR
 from tests.integration.test_topics import _metadata, _ready_cluster, _request
 
@@ -95,6 +96,7 @@ async def test_list_describe_delete_and_a_deleted_group_stays_deleted_after_fail
 ) -> None:
     cluster = make_cluster(3, GROUP_SETTINGS)
     ports = await _ready_cluster(cluster)
+    await _make_orders(cluster)
     workers = await _coordinator_port(ports, "workers")
     archive = await _coordinator_port(ports, "archive")
 
@@ -375,6 +377,11 @@ async def test_a_deleted_topics_offsets_leave_every_group(
         await admin.alter_group_offsets("g", {t0: 7})
         await admin.delete_topics(["again"])
         await _until(lambda: admin.list_group_offsets("g"), lambda offsets: offsets == {})
+        # a commit of it now (a consumer that has not seen the deletion yet) is refused
+        # as Kafka's is, at once (the client looks it up), and keeps nothing
+        with pytest.raises(UnknownTopicOrPartitionError, match="no topic 'again'"):
+            await admin.alter_group_offsets("g", {t0: 7})
+        assert await admin.list_group_offsets("g") == {}
         await admin.create_topics([NewTopic("again", 1, 1)])
         async with Producer(bootstrap_servers=cluster.bootstrap) as producer:
             for i in range(10):

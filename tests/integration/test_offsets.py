@@ -49,6 +49,20 @@ from tests.integration.test_topics import _metadata, _ready_cluster, _request
 pytestmark = pytest.mark.timeout(120)
 
 
+async def _make_orders(cluster: Cluster, partitions: int = 4) -> None:
+    """The topic the raw commits here name, known to every broker: a coordinator refuses
+    offsets of a topic its broker has no metadata for (UNKNOWN_TOPIC_OR_PARTITION, as
+    Kafka's)."""
+    replicas = min(3, len(cluster.brokers))
+    async with Admin(bootstrap_servers=cluster.bootstrap) as admin:
+        await admin.create_topics([NewTopic("orders", partitions, replicas)])
+    for broker in cluster.brokers.values():
+        await _until(
+            lambda port=broker.port: _metadata(port, ["orders"]),
+            lambda m: len(m.topics[0].partitions) == partitions,
+        )
+
+
 async def _find(port: int, group: str) -> Any:
     """The coordinator's answer, retried while it is being set up (retriable errors)."""
     request = FindCoordinatorRequest(key=group)
@@ -94,6 +108,7 @@ async def test_commits_are_kept_by_the_coordinator_and_survive_its_death(
 ) -> None:
     cluster = make_cluster(3, {**FAST_ISR, "offsets.topic.num.partitions": "6"})
     ports = await _ready_cluster(cluster)
+    await _make_orders(cluster)
     found = await _find(ports[1], "billing")
     meta = await _metadata(ports[1], ["__consumer_offsets"])
     offsets_topic = meta.topics[0]
@@ -220,6 +235,7 @@ async def test_membership_generations_and_a_zombies_commit_refused(
         },
     )
     ports = await _ready_cluster(cluster)
+    await _make_orders(cluster)
     port = ports[(await _find(ports[1], "workers")).node_id]
 
     async def call(api: ApiKey, request: Any) -> Any:

@@ -23,6 +23,7 @@ from broker.log.manager import TopicPartition
 from broker.metadata import MetadataCache
 from protocol.acls import ResourceType
 from protocol.apis import (
+    UPDATE_METADATA_FULL,
     DeleteGroupsRequest,
     DescribeGroupsRequest,
     HeartbeatRequest,
@@ -40,6 +41,8 @@ from protocol.apis import (
     SyncGroupRequest,
     SyncGroupRequestAssignment,
     TxnOffsetCommitRequest,
+    UpdateMetadataPartitionState,
+    UpdateMetadataRequest,
 )
 from protocol.errors import (
     ApiError,
@@ -128,7 +131,33 @@ def _new_coordinator(replicas: FakeReplicas) -> GroupCoordinator:
         },
         {},
     )
-    return GroupCoordinator(1, config, MetadataCache(), replicas, None)  # type: ignore[arg-type]
+    return GroupCoordinator(1, config, _knowing("t"), replicas, None)  # type: ignore[arg-type]
+
+
+def _knowing(*topics: str, partitions: int = 8) -> MetadataCache:
+    """A broker's metadata that has ``topics``, each with ``partitions`` partitions."""
+    metadata = MetadataCache()
+    metadata.update(
+        UpdateMetadataRequest(
+            controller_id=1,
+            controller_epoch=1,
+            type=UPDATE_METADATA_FULL,
+            partition_states=[
+                UpdateMetadataPartitionState(
+                    topic_name=t,
+                    partition_index=p,
+                    controller_epoch=1,
+                    leader=1,
+                    leader_epoch=0,
+                    isr=[1],
+                    replicas=[1],
+                )
+                for t in topics
+                for p in range(partitions)
+            ],
+        )
+    )
+    return metadata
 
 
 def _coordinator(replicas: FakeReplicas | None = None) -> tuple[GroupCoordinator, FakeReplicas]:

@@ -15,7 +15,11 @@ import pytest
 from broker.coordinator.doubt import Doubt
 from broker.coordinator.transactions import TransactionCoordinator
 from protocol.apis import EndTxnRequest, InitProducerIdRequest
-from protocol.errors import ProducerFencedError
+from protocol.errors import (
+    ConcurrentTransactionsError,
+    InvalidTxnStateError,
+    ProducerFencedError,
+)
 from protocol.txn_log import TxnState
 
 pytestmark = pytest.mark.timeout(20)
@@ -197,7 +201,7 @@ async def test_a_coordinator_whose_session_is_in_doubt_answers_nothing_final() -
     known = [True]
     c = _coordinator(Clock())
     c._doubt = Doubt(lambda: known[0])
-    c._metadata = SimpleNamespace(partition=lambda topic, index: object())
+    c._metadata = SimpleNamespace(partition=lambda topic, index: object(), whole=True)
     pid, epoch = await _init(c)
 
     def add(producer_epoch: int, verify_only: bool = False) -> AddPartitionsToTxnRequest:
@@ -244,7 +248,7 @@ async def test_answers_from_state_alone_are_vouched_for_by_zookeeper_first() -> 
 
     c = _coordinator(Clock())
     c._still_leads = still_leads
-    c._metadata = SimpleNamespace(partition=lambda topic, index: object())
+    c._metadata = SimpleNamespace(partition=lambda topic, index: object(), whole=True)
     pid, epoch = await _init(c)
     check = AddPartitionsToTxnRequest(
         transactional_id="t",
@@ -290,7 +294,7 @@ async def test_a_fence_is_vouched_for_by_zookeeper_first() -> None:
 
     c = _coordinator(Clock())
     c._still_leads = still_leads
-    c._metadata = SimpleNamespace(partition=lambda topic, index: object())
+    c._metadata = SimpleNamespace(partition=lambda topic, index: object(), whole=True)
     pid, epoch = await _init(c)
 
     def end(producer_id: int, producer_epoch: int) -> EndTxnRequest:
@@ -358,3 +362,129 @@ async def test_the_vouch_gives_up_once_zookeeper_cannot_say() -> None:
     asyncio.get_running_loop().create_task(session_no_longer_current())
     asked = Broker._still_leads_txn_log(broker, 0)  # type: ignore[arg-type]
     assert await asyncio.wait_for(asked, 3) is False  # not held for the whole outage
+
+
+# --- an abort of a transaction begun while the last one's markers were being written ---
+
+
+def _gated(clock: Clock) -> tuple[TransactionCoordinator, asyncio.Event]:
+    """A coordinator whose markers wait for the event: its transactions stay PrepareCommit
+    (or PrepareAbort) until it is set."""
+    c = _coordinator(clock)
+    markers_go = asyncio.Event()
+
+    async def write(*_: Any, **__: Any) -> None:
+        await markers_go.wait()
+
+    c._markers = SimpleNamespace(write=write)  # type: ignore[assignment]
+    c._metadata = SimpleNamespace(partition=lambda *_: "a-0 is there", whole=True)  # type: ignore[assignment]
+    return c, markers_go
+
+
+def _end(pid: int, epoch: int, committed: bool) -> EndTxnRequest:
+    return EndTxnRequest(
+        transactional_id="t", producer_id=pid, producer_epoch=epoch, committed=committed
+    )
+
+
+async def _drain(c: TransactionCoordinator) -> None:
+    for task in list(c._tasks):
+        await task
+
+
+async def test_an_abort_of_a_transaction_whose_partitions_were_refused_as_concurrent_is_done() -> (
+    None
+):
+    """librdkafka's issue 4849: it begins the next transaction at once after a commit;
+    its AddPartitionsToTxn is refused CONCURRENT_TRANSACTIONS (the commit's markers still
+    going out), and an abort then sends EndTxn(abort) anyway. Kafka answers
+    INVALID_TXN_STATE, fatal to librdkafka; nothing of that transaction was written, so
+    the abort is done once the markers are."""
+    clock = Clock()
+    c, markers_go = _gated(clock)
+    pid, epoch = await _init(c)
+    await c.add_partitions(_add_request(pid, epoch))
+    await c.end_txn(_end(pid, epoch, committed=True))  # answered at PrepareCommit
+    assert c.stores[0]["t"].state == TxnState.PREPARE_COMMIT
+    refused = await c.add_partitions(_add_request(pid, epoch))  # the next transaction's
+    assert _error(refused) == ConcurrentTransactionsError.code
+    with pytest.raises(ConcurrentTransactionsError):  # the markers still going out
+        await c.end_txn(_end(pid, epoch, committed=False))
+    markers_go.set()
+    await _drain(c)
+    assert c.stores[0]["t"].state == TxnState.COMPLETE_COMMIT
+    await c.end_txn(_end(pid, epoch, committed=False))  # done: nothing to abort
+    assert c.stores[0]["t"].state == TxnState.COMPLETE_COMMIT  # the commit stands
+    assert c.committed == 1 and c.aborted == 0
+    # once: the next abort without a transaction is refused as before
+    with pytest.raises(InvalidTxnStateError):
+        await c.end_txn(_end(pid, epoch, committed=False))
+
+
+async def test_an_abort_after_a_commit_with_no_next_transaction_begun_is_still_refused() -> None:
+    """An abort sent for a commit whose answer was lost must not be answered as done: the
+    commit stands, and the producer must be told so (review 103)."""
+    clock = Clock()
+    c, markers_go = _gated(clock)
+    markers_go.set()
+    pid, epoch = await _init(c)
+    await c.add_partitions(_add_request(pid, epoch))
+    await c.end_txn(_end(pid, epoch, committed=True))
+    await _drain(c)
+    with pytest.raises(InvalidTxnStateError, match="COMPLETE_COMMIT"):
+        await c.end_txn(_end(pid, epoch, committed=False))
+
+
+async def test_a_refusal_of_the_next_transaction_counts_only_until_the_id_changes() -> None:
+    clock = Clock()
+    c, markers_go = _gated(clock)
+    pid, epoch = await _init(c)
+    await c.add_partitions(_add_request(pid, epoch))
+    await c.end_txn(_end(pid, epoch, committed=True))
+    await c.add_partitions(_add_request(pid, epoch))  # refused: the markers are going out
+    markers_go.set()
+    await _drain(c)
+    assert _error(await c.add_partitions(_add_request(pid, epoch))) == 0  # its retry: in
+    await c.end_txn(_end(pid, epoch, committed=True))
+    await _drain(c)
+    with pytest.raises(InvalidTxnStateError):  # this abort is of a commit: refused
+        await c.end_txn(_end(pid, epoch, committed=False))
+    # a commit is never answered so: its records were not written
+    markers_go.clear()
+    await c.add_partitions(_add_request(pid, epoch))
+    await c.end_txn(_end(pid, epoch, committed=False))  # PrepareAbort
+    await c.add_partitions(_add_request(pid, epoch))  # refused
+    markers_go.set()
+    await _drain(c)
+    with pytest.raises(InvalidTxnStateError):
+        await c.end_txn(_end(pid, epoch, committed=True))
+
+
+async def test_an_abort_waiting_on_zookeeper_while_the_next_transaction_opens_aborts_it() -> None:
+    """Review 120: the abort's ZooKeeper check is a wait, during which the producer's
+    retried AddPartitionsToTxn may open the transaction. The abort then ended in a
+    KeyError (an unknown server error to the client); it aborts that transaction."""
+    clock = Clock()
+    c, markers_go = _gated(clock)
+    pid, epoch = await _init(c)
+    await c.add_partitions(_add_request(pid, epoch))
+    await c.end_txn(_end(pid, epoch, committed=True))
+    await c.add_partitions(_add_request(pid, epoch))  # refused: the markers going out
+    markers_go.set()
+    await _drain(c)
+    zookeeper_answers = asyncio.Event()
+
+    async def still_leads(_: int) -> bool:
+        await zookeeper_answers.wait()
+        return True
+
+    c._still_leads = still_leads
+    abort = asyncio.ensure_future(c.end_txn(_end(pid, epoch, committed=False)))
+    await asyncio.sleep(0)
+    assert _error(await c.add_partitions(_add_request(pid, epoch))) == 0  # its retry: in
+    assert c.stores[0]["t"].state == TxnState.ONGOING
+    zookeeper_answers.set()
+    await abort
+    await _drain(c)
+    assert c.stores[0]["t"].state == TxnState.COMPLETE_ABORT
+    assert c.committed == 1 and c.aborted == 1
