@@ -1619,7 +1619,7 @@ class Consumer:
         Looked at once per metadata view and per assignment. A topic missing from a
         view, or shown without an id (a broker of an older build), keeps the id last
         seen; a view showing an id the topic had before (a broker whose metadata lags)
-        is not taken for another change."""
+        is not taken for another change, nor, for a topic assigned again, for its id."""
         metadata, states = self._cluster.metadata, self._subscription.states
         view = self._ids_view
         if view is not None and view[0] is metadata and view[1] is states:
@@ -1642,7 +1642,12 @@ class Consumer:
             for tp in self._subscription.topic_remade(topic):
                 told |= self._position_lost(tp, why)
         self._topic_ids = seen
-        self._retired_ids = {t: ids for t, ids in self._retired_ids.items() if t in seen}
+        # the old ids outlive the assignment while the topic is in the metadata: after an
+        # eager rebalance gives it back, a lagging broker's view with the old id is not
+        # taken for the topic's id (then the next view's would reset the position again)
+        self._retired_ids = {
+            t: ids for t, ids in self._retired_ids.items() if t in seen or t in metadata.topics
+        }
         self._ids_view = (metadata, states)
         if told:
             self._data_arrived()

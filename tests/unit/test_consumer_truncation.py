@@ -557,6 +557,25 @@ def test_a_topic_made_again_under_its_name_is_read_by_auto_offset_reset(reset: s
     assert sub.states[TP].position == 3 and sub.states[TP].error is None
 
 
+def test_a_topic_given_back_by_a_rebalance_takes_no_lagging_view_for_its_id() -> None:
+    """An eager rebalance takes the assignment away and gives it back: the topic's old id
+    stays known, so a lagging broker's view with it is not taken for the topic's id,
+    and the next view's (the new one) does not reset the position the group gave."""
+    views, consumer, sub = _watching("earliest", 0, 5)
+    views.show(NEW_ID, 0)  # made again: the position is reset
+    consumer._follow_topic_ids()
+    sub.assign([])  # the rebalance takes the partition away...
+    consumer._follow_topic_ids()
+    sub.assign([TP])  # ...and gives it back, at the group's committed offset
+    sub.seek(TP, 7)
+    views.show(OLD_ID, 5)  # the first view after it, from a broker behind
+    consumer._follow_topic_ids()
+    views.show(NEW_ID, 0)
+    consumer._follow_topic_ids()
+    assert sub.states[TP].position == 7 and not sub.states[TP].reset_by_policy
+    assert consumer._topic_ids["t"] == NEW_ID
+
+
 async def test_a_position_lost_out_of_range_takes_the_new_id_in_before_its_reset() -> None:
     """From a review: the topic made again between two Fetches, the position out of range
     there was reset from the new topic before the consumer's metadata showed the new id;
