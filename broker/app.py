@@ -339,6 +339,9 @@ class Broker:
             # dynamic broker configs: read on each use, so a change applies at once
             leader_quota=ReplicationQuota(lambda: cfg["leader.replication.throttled.rate"]),
             follower_quota=ReplicationQuota(lambda: cfg["follower.replication.throttled.rate"]),
+            move_quota=ReplicationQuota(
+                lambda: cfg["replica.alter.log.dirs.io.max.bytes.per.second"]
+            ),
             rack_aware_reads=cfg["replica.selector.class"] == RACK_AWARE_SELECTOR,
             state_known=self._state_known,
         )
@@ -571,6 +574,7 @@ class Broker:
             ApiKey.LIST_OFFSETS: _serve(replicas.list_offsets),
             ApiKey.DELETE_RECORDS: _serve(replicas.delete_records),
             ApiKey.DESCRIBE_LOG_DIRS: _serve(replicas.describe_log_dirs),
+            ApiKey.ALTER_REPLICA_LOG_DIRS: _serve(replicas.alter_replica_log_dirs),
             ApiKey.OFFSET_FOR_LEADER_EPOCH: _serve(replicas.offsets_for_leader_epoch),
             ApiKey.METADATA: functools.partial(self._metadata, listener=listener),
             ApiKey.CREATE_TOPICS: _serve_mutation(admin.create_topics),

@@ -906,6 +906,14 @@ SETTINGS: tuple[Setting, ...] = (
         0,
     ),
     Setting(
+        "replica.alter.log.dirs.io.max.bytes.per.second",
+        int,
+        _LONG_MAX,
+        "Bytes per second this broker copies, in all, for moves of logs between its "
+        "log.dirs (AlterReplicaLogDirs; set live with `headwater configs`).",
+        1,
+    ),
+    Setting(
         "log.cleaner.backoff.ms",
         int,
         15_000,
@@ -992,6 +1000,7 @@ DYNAMIC_BROKER_CONFIGS = frozenset(
         *TOPIC_CONFIG_SYNONYMS.values(),
         "leader.replication.throttled.rate",
         "follower.replication.throttled.rate",
+        "replica.alter.log.dirs.io.max.bytes.per.second",
         "max.connections",
         "max.connections.per.ip",
         "max.connections.per.ip.overrides",

@@ -65,6 +65,7 @@ from client.types import (
     ScramCredentialInfo,
     TopicDescription,
     TopicPartition,
+    TopicPartitionReplica,
     TransactionDescription,
     TransactionListing,
     UserScramCredentialDeletion,
@@ -94,6 +95,10 @@ from protocol.apis import (
     AlterConfigsResponse,
     AlterPartitionReassignmentsRequest,
     AlterPartitionReassignmentsResponse,
+    AlterReplicaLogDir,
+    AlterReplicaLogDirsRequest,
+    AlterReplicaLogDirsResponse,
+    AlterReplicaLogDirTopic,
     AlterUserScramCredentialsRequest,
     AlterUserScramCredentialsResponse,
     ApiKey,
@@ -1513,6 +1518,71 @@ class Admin:
             for t in response.topics
             for p in t.partitions
         }
+
+    async def alter_replica_log_dirs(
+        self,
+        moves: Mapping[TopicPartitionReplica, str] | Mapping[tuple[str, int, int], str],
+    ) -> dict[TopicPartitionReplica, ApiError | None]:
+        """Move each replica's log to the data directory named, on its broker (Kafka's
+        ``alterReplicaLogDirs``; the ``log_dirs`` of kafka-reassign-partitions' plans).
+        The log is copied there while it serves, and swapped in once the copy has caught
+        up; :meth:`describe_log_dirs` shows the copy (``is_future``) until then.
+
+        Returns once each broker has begun its moves: per replica None (begun, or there
+        already; asking for the directory it is in calls a move under way off), or the
+        error: ``LogDirNotFoundError`` (not one of that broker's ``log.dirs``),
+        ``ReplicaNotAvailableError`` (not on that broker yet: it will be made in that
+        directory when it is), ``KafkaStorageError`` (a data directory of that broker is
+        offline), or the broker's own (not reachable, not authorized)."""
+        wanted: dict[int, dict[str, dict[str, list[int]]]] = {}
+        for replica, path in moves.items():
+            topic, partition, broker = replica
+            wanted.setdefault(broker, {}).setdefault(path, {}).setdefault(topic, []).append(
+                partition
+            )
+
+        async def ask(broker: int) -> dict[TopicPartitionReplica, ApiError | None]:
+            request = AlterReplicaLogDirsRequest(
+                dirs=[
+                    AlterReplicaLogDir(
+                        path=path,
+                        topics=[
+                            AlterReplicaLogDirTopic(name=t, partitions=ps)
+                            for t, ps in topics.items()
+                        ],
+                    )
+                    for path, topics in wanted[broker].items()
+                ]
+            )
+            asked = [
+                TopicPartitionReplica(t, p, broker)
+                for topics in wanted[broker].values()
+                for t, ps in topics.items()
+                for p in ps
+            ]
+            try:
+                answer: AlterReplicaLogDirsResponse = await self._cluster.send(
+                    broker, ApiKey.ALTER_REPLICA_LOG_DIRS, request
+                )
+            except ApiError as exc:
+                return dict.fromkeys(asked, exc)
+            return {
+                TopicPartitionReplica(t.topic_name, p.partition_index, broker): (
+                    None
+                    if not p.error_code
+                    else error_for_code(
+                        p.error_code,
+                        f"{t.topic_name}-{p.partition_index} on broker {broker}",
+                    )
+                )
+                for t in answer.results
+                for p in t.partitions
+            }
+
+        out: dict[TopicPartitionReplica, ApiError | None] = {}
+        for answered in await asyncio.gather(*(ask(b) for b in sorted(wanted))):
+            out.update(answered)
+        return out
 
     async def describe_log_dirs(
         self,

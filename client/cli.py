@@ -57,6 +57,7 @@ from protocol.errors import (
     MessageTooLargeError,
     NoReassignmentInProgressError,
     RecordListTooLargeError,
+    ReplicaNotAvailableError,
     TopicAlreadyExistsError,
     UnknownTopicOrPartitionError,
 )
@@ -64,7 +65,12 @@ from protocol.topic_id import parse_topic_id
 
 if TYPE_CHECKING:
     from client import Admin, Consumer, Producer, RecordFuture
-    from client.types import GroupDescription, MemberDescription, TopicPartition
+    from client.types import (
+        GroupDescription,
+        MemberDescription,
+        TopicPartition,
+        TopicPartitionReplica,
+    )
 
 VERSION = "0.1.0"
 BOOTSTRAP_ENV = "HEADWATER_BOOTSTRAP_SERVERS"
@@ -1043,6 +1049,16 @@ def log_dirs_json(found: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
     is_flag=True,
     help="For --verify: keep the throttles once the moves are done.",
 )
+@click.option(
+    "--timeout",
+    "timeout_ms",
+    type=click.IntRange(0),
+    default=10_000,
+    show_default=True,
+    metavar="MS",
+    help="For --execute: how long to wait for a new replica to exist on its broker before "
+    "its log can be moved to the data directory the plan names.",
+)
 @bootstrap_option
 @click.pass_context
 def reassign_partitions(
@@ -1055,10 +1071,13 @@ def reassign_partitions(
     additional: bool,
     throttle: int | None,
     preserve_throttles: bool,
+    timeout_ms: int,
 ) -> None:
     """Move partitions to other brokers (Kafka's kafka-reassign-partitions). New replicas
     copy the log while the old ones serve; a move finishes by itself once its new
-    replicas are in sync, and the replicas it drops are deleted."""
+    replicas are in sync, and the replicas it drops are deleted. A plan's "log_dirs"
+    (one per replica: "any", or one of that broker's log.dirs) move each replica's log to
+    that data directory on its broker as well."""
     from client import reassign  # noqa: PLC0415  (see _admin)
 
     if mode is None:
@@ -1081,15 +1100,17 @@ def reassign_partitions(
         return
     if plan_file is None:
         raise click.UsageError(f"--{mode} needs --reassignment-json-file")
-    plan = reassign.parse_plan(plan_file.read_text(), str(plan_file))
+    text = plan_file.read_text()
+    plan = reassign.parse_plan(text, str(plan_file))
+    dirs = reassign.parse_log_dirs(text, str(plan_file))
     if throttle is not None and mode != "execute":
         raise click.UsageError("--throttle goes with --execute")
     if preserve_throttles and mode != "verify":
         raise click.UsageError("--preserve-throttles goes with --verify")
     if mode == "execute":
-        _execute(ctx, plan, additional, throttle)
+        _execute(ctx, plan, additional, throttle, dirs, timeout_ms / 1000)
     elif mode == "verify":
-        _verify(ctx, plan, preserve_throttles)
+        _verify(ctx, plan, preserve_throttles, dirs)
     else:
         _cancel(ctx, plan)
 
@@ -1115,15 +1136,17 @@ async def _replicas_of(admin: Admin, names: list[str]) -> dict[TopicPartition, l
     }
 
 
-def _execute(
+def _execute(  # noqa: PLR0917 - the command's options
     ctx: click.Context,
     plan: dict[TopicPartition, list[int]],
     additional: bool,
     throttle: int | None,
+    dirs: dict[TopicPartitionReplica, str],
+    timeout_s: float,
 ) -> None:
     from client import reassign  # noqa: PLC0415
 
-    async def start(admin: Admin) -> tuple[dict[Any, Any], dict[Any, Any]]:
+    async def start(admin: Admin) -> tuple[dict[Any, Any], dict[Any, Any], dict[Any, Any]]:
         moving = await admin.list_partition_reassignments(list(plan))
         if moving and not additional:  # as Kafka's tool: a plan does not replace by accident
             raise CliError(
@@ -1144,9 +1167,14 @@ def _execute(
                     origins[tp] = [r for r in move.replicas if r not in move.adding_replicas]
                     targets[tp] = [r for r in move.replicas if r not in move.removing_replicas]
             await _set_throttles(admin, origins, targets, throttle)
-        return current, await admin.alter_partition_reassignments(plan)
+        # as Kafka's tool: the moves between data directories first (a replica not on
+        # its broker yet is then made in the directory named), then the reassignment
+        moved = await admin.alter_replica_log_dirs(dirs) if dirs else {}
+        outcome = await admin.alter_partition_reassignments(plan)
+        moved.update(await _log_dirs_once_there(admin, moved, dirs, timeout_s))
+        return current, outcome, moved
 
-    current, outcome = _admin(ctx, start)
+    current, outcome, moved = _admin(ctx, start)
     before = {tp: current[tp] for tp in plan if tp in current}
     click.echo("Current partition replica assignment\n")
     click.echo(reassign.plan_json(before))
@@ -1154,13 +1182,53 @@ def _execute(
     started = sorted(tp for tp, error in outcome.items() if error is None)
     if started:
         click.echo(f"Successfully started partition reassignments for {_names(started)}")
+    begun = sorted(r for r, error in moved.items() if error is None)
+    if begun:
+        click.echo(f"Successfully started log directory move for: {_replica_names(begun)}")
     if throttle is not None:
         click.echo(
             f"The inter-broker throttle limit was set to {throttle} B/s\n"
             "Warning: You must run --verify periodically, until the reassignment completes, "
             "to ensure the throttle is removed."
         )
-    _refused(outcome)
+    failed = sorted((r, error) for r, error in moved.items() if error is not None)
+    for r, error in failed:
+        click.echo(f"headwater: {_replica_names([r])}: {error_line(error)}", err=True)
+    _refused(outcome, failed=bool(failed))
+
+
+async def _log_dirs_once_there(
+    admin: Admin,
+    moved: Mapping[TopicPartitionReplica, ApiError | None],
+    dirs: Mapping[TopicPartitionReplica, str],
+    timeout_s: float,
+) -> dict[TopicPartitionReplica, ApiError | None]:
+    """The moves of replicas that were not on their brokers yet, asked again until they
+    are (the reassignment makes them) or ``timeout_s`` has passed (Kafka's --timeout)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    waiting = {r: dirs[r] for r, e in moved.items() if isinstance(e, ReplicaNotAvailableError)}
+    out: dict[TopicPartitionReplica, ApiError | None] = {}
+    while waiting:
+        if loop.time() >= deadline:
+            for r in waiting:
+                out[r] = ReplicaNotAvailableError(
+                    f"not on broker {r.broker_id} after {timeout_s:g} s: its log will be made "
+                    f"in {dirs[r]} when it is (raise --timeout to wait for it)"
+                )
+            break
+        await asyncio.sleep(min(0.5, max(deadline - loop.time(), 0)))
+        answered = await admin.alter_replica_log_dirs(waiting)
+        out.update(answered)
+        waiting = {
+            r: dirs[r] for r, e in answered.items() if isinstance(e, ReplicaNotAvailableError)
+        }
+    return out
+
+
+def _replica_names(replicas: Iterable[TopicPartitionReplica]) -> str:
+    """Kafka's TopicPartitionReplica spelling: ``topic-partition-broker``."""
+    return ",".join(f"{r.topic}-{r.partition}-{r.broker_id}" for r in replicas)
 
 
 async def _set_throttles(
@@ -1205,9 +1273,14 @@ async def _clear_throttles(admin: Admin, topics: list[str]) -> list[int]:
 
 
 def _verify(
-    ctx: click.Context, plan: dict[TopicPartition, list[int]], preserve_throttles: bool
+    ctx: click.Context,
+    plan: dict[TopicPartition, list[int]],
+    preserve_throttles: bool,
+    dirs: dict[TopicPartitionReplica, str],
 ) -> None:
-    async def look(admin: Admin) -> tuple[dict[Any, Any], dict[Any, Any]]:
+    async def look(admin: Admin) -> tuple[dict[Any, Any], dict[Any, Any], dict[Any, Any]]:
+        from client import TopicPartition  # noqa: PLC0415  (see _admin)
+
         moving = await admin.list_partition_reassignments(list(plan))
         topics = sorted({tp.topic for tp in plan})
         current = await _replicas_of(admin, topics)
@@ -1218,27 +1291,29 @@ def _verify(
                 break
             await asyncio.sleep(0.2)
             current = await _replicas_of(admin, topics)
-        return moving, current
+        found = (
+            await admin.describe_log_dirs(
+                sorted({r.broker_id for r in dirs}),
+                sorted({TopicPartition(r.topic, r.partition) for r in dirs}),
+            )
+            if dirs
+            else {}
+        )
+        return moving, current, found
 
-    moving, current = _admin(ctx, look)
+    moving, current, found = _admin(ctx, look)
     click.echo("Status of partition reassignment:")
     done = True
     for tp, replicas in sorted(plan.items()):
-        name = f"{tp.topic}-{tp.partition}"
-        if tp in moving:
-            done = False
-            click.echo(f"Reassignment of partition {name} is still in progress.")
-        elif tp not in current:
-            done = False
-            click.echo(f"Partition {name} does not exist.")
-        elif current[tp] == replicas:
-            click.echo(f"Reassignment of partition {name} is completed.")
-        else:
-            done = False
-            click.echo(
-                f"There is no active reassignment of partition {name}, but its replicas are "
-                f"{_ids(current[tp])} rather than {_ids(replicas)}."
-            )
+        line, finished = _partition_status(tp, replicas, moving, current)
+        click.echo(line)
+        done = done and finished
+    if dirs:
+        click.echo("")
+    for replica, target in sorted(dirs.items()):
+        line, finished = _log_dir_status(replica, target, found.get(replica.broker_id, {}))
+        click.echo(line)
+        done = done and finished
     if not done:
         ctx.exit(1)
     if preserve_throttles:
@@ -1248,6 +1323,62 @@ def _verify(
     click.echo(f"Clearing broker-level throttles on brokers {_ids(cleared)}")
     for topic in topics:
         click.echo(f"Clearing topic-level throttles on topic {topic}")
+
+
+def _partition_status(
+    tp: TopicPartition,
+    replicas: list[int],
+    moving: Mapping[TopicPartition, Any],
+    current: Mapping[TopicPartition, list[int]],
+) -> tuple[str, bool]:
+    """--verify's line for a partition (Kafka's words), and whether its move is done."""
+    name = f"{tp.topic}-{tp.partition}"
+    if tp in moving:
+        return f"Reassignment of partition {name} is still in progress.", False
+    if tp not in current:
+        return f"Partition {name} does not exist.", False
+    if current[tp] == replicas:
+        return f"Reassignment of partition {name} is completed.", True
+    return (
+        f"There is no active reassignment of partition {name}, but its replicas are "
+        f"{_ids(current[tp])} rather than {_ids(replicas)}.",
+        False,
+    )
+
+
+def _log_dir_status(
+    replica: TopicPartitionReplica, target: str, dirs: Mapping[str, Any]
+) -> tuple[str, bool]:
+    """--verify's line for a replica's move between data directories (Kafka's words),
+    and whether it is done, from its broker's DescribeLogDirs."""
+    from client import TopicPartition  # noqa: PLC0415
+
+    tp = TopicPartition(replica.topic, replica.partition)
+    here = [(d, desc.replicas[tp]) for d, desc in dirs.items() if tp in desc.replicas]
+    log = next((d for d, info in here if not info.is_future), None)
+    copy = next((d for d, info in here if info.is_future), None)
+    name, where = _replica_names([replica]), f"{tp.topic}-{tp.partition}"
+    if log == target and copy is None:
+        return f"Reassignment of replica {name} completed successfully.", True
+    if copy == target:
+        return f"Reassignment of replica {name} is still in progress.", False
+    if log is None:
+        return (
+            f"Partition {where} is not found in any live log dir on broker "
+            f"{replica.broker_id}. There is likely an offline log directory on the broker.",
+            False,
+        )
+    if copy is not None:
+        return (
+            f"Partition {where} on broker {replica.broker_id} is being moved to log dir "
+            f"{copy} instead of {target}.",
+            False,
+        )
+    return (
+        f"Partition {where} on broker {replica.broker_id} is not being moved from log dir "
+        f"{log} to {target}.",
+        False,
+    )
 
 
 def _cancel(ctx: click.Context, plan: dict[TopicPartition, list[int]]) -> None:
@@ -1261,11 +1392,12 @@ def _cancel(ctx: click.Context, plan: dict[TopicPartition, list[int]]) -> None:
     _refused({tp: error for tp, error in outcome.items() if tp not in idle})
 
 
-def _refused(outcome: Mapping[TopicPartition, ApiError | None]) -> None:
-    failed = sorted((tp, error) for tp, error in outcome.items() if error is not None)
-    for tp, error in failed:
+def _refused(outcome: Mapping[TopicPartition, ApiError | None], *, failed: bool = False) -> None:
+    """Each partition refused, on stderr; exit code 1 if any was (or ``failed``)."""
+    refused = sorted((tp, error) for tp, error in outcome.items() if error is not None)
+    for tp, error in refused:
         click.echo(f"headwater: {tp.topic}-{tp.partition}: {error_line(error)}", err=True)
-    if failed:
+    if refused or failed:
         raise click.exceptions.Exit(1)
 
 

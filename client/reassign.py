@@ -5,8 +5,10 @@ A plan is Kafka's JSON, so plans move between the two tools unchanged::
     {"version": 1,
      "partitions": [{"topic": "orders", "partition": 0, "replicas": [2, 3, 4]}]}
 
-(``log_dirs`` in Kafka's plans is accepted and must say ``any``: a Headwater broker has
-one data directory.) Topics to move, for ``--generate``::
+Each replica may name the data directory it is to be in (``log_dirs``, one per replica:
+``any``, or one of that broker's ``log.dirs``); ``--execute`` then moves its log there
+(AlterReplicaLogDirs) once the replica is on that broker. Topics to move, for
+``--generate``::
 
     {"version": 1, "topics": [{"topic": "orders"}]}
 
@@ -20,7 +22,7 @@ import random
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from client.types import TopicPartition
+from client.types import TopicPartition, TopicPartitionReplica
 from protocol.errors import HeadwaterError
 
 __all__ = [
@@ -28,6 +30,7 @@ __all__ = [
     "LEADER_THROTTLED",
     "THROTTLE_RATES",
     "PlanError",
+    "parse_log_dirs",
     "parse_plan",
     "parse_topics_to_move",
     "plan_json",
@@ -67,19 +70,44 @@ def parse_plan(text: str, source: str) -> dict[TopicPartition, list[int]]:
             raise PlanError(f'{where} needs a "partition" number, 0 or more')
         if not isinstance(replicas, list) or not replicas or not all(map(_is_int, replicas)):
             raise PlanError(f'{where} needs "replicas", a non-empty list of broker ids')
-        dirs = entry.get("log_dirs")
-        if dirs is not None and (
-            not isinstance(dirs, list) or len(dirs) != len(replicas) or set(dirs) != {"any"}
-        ):
-            raise PlanError(
-                f'{where}: "log_dirs" can only be "any" for each replica (a broker has one '
-                "data directory); leave it out"
-            )
+        _dirs_of(entry, replicas, where)
         tp = TopicPartition(topic, partition)
         if tp in plan:
             raise PlanError(f"{where}: {topic}-{partition} is in the plan twice")
         plan[tp] = list(replicas)
     return plan
+
+
+def parse_log_dirs(text: str, source: str) -> dict[TopicPartitionReplica, str]:
+    """The data directory each replica of a plan is to be in, where it names one (not
+    ``any``); the plan is checked as :func:`parse_plan` checks it."""
+    parse_plan(text, source)
+    dirs: dict[TopicPartitionReplica, str] = {}
+    for i, entry in enumerate(_load(text, source)["partitions"]):
+        replicas = entry["replicas"]
+        for broker, path in zip(
+            replicas, _dirs_of(entry, replicas, f"{source}: partitions[{i}]"), strict=True
+        ):
+            if path != "any":
+                dirs[TopicPartitionReplica(entry["topic"], entry["partition"], broker)] = path
+    return dirs
+
+
+def _dirs_of(entry: dict[str, Any], replicas: list[int], where: str) -> list[str]:
+    """An entry's ``log_dirs`` (all ``any`` when left out), checked."""
+    dirs = entry.get("log_dirs")
+    if dirs is None:
+        return ["any"] * len(replicas)
+    if (
+        not isinstance(dirs, list)
+        or len(dirs) != len(replicas)
+        or not all(isinstance(d, str) and (d == "any" or d.startswith("/")) for d in dirs)
+    ):
+        raise PlanError(
+            f'{where}: "log_dirs" needs one entry per replica, each "any" or an absolute '
+            "path of that broker's log.dirs"
+        )
+    return dirs
 
 
 def parse_topics_to_move(text: str, source: str) -> list[str]:

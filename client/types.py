@@ -37,6 +37,7 @@ __all__ = [
     "ScramCredentialInfo",
     "TopicDescription",
     "TopicPartition",
+    "TopicPartitionReplica",
     "TransactionDescription",
     "TransactionListing",
     "UserScramCredentialDeletion",
@@ -50,6 +51,14 @@ _NO_CONFIGS: Mapping[str, str] = MappingProxyType({})
 class TopicPartition(NamedTuple):
     topic: str
     partition: int
+
+
+class TopicPartitionReplica(NamedTuple):
+    """A partition's replica on one broker (Kafka's TopicPartitionReplica)."""
+
+    topic: str
+    partition: int
+    broker_id: int
 
 
 def partition_names(tps: Iterable[TopicPartition]) -> str:

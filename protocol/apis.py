@@ -94,6 +94,7 @@ class ApiKey(enum.IntEnum):
     DELETE_ACLS = 31
     DESCRIBE_CONFIGS = 32
     ALTER_CONFIGS = 33
+    ALTER_REPLICA_LOG_DIRS = 34
     DESCRIBE_LOG_DIRS = 35
     SASL_AUTHENTICATE = 36
     CREATE_PARTITIONS = 37
@@ -981,6 +982,45 @@ class ElectLeadersTopicResult:
 class ElectLeadersResponse(Response):
     throttle_time_ms: int = 0
     replica_election_results: list[ElectLeadersTopicResult] = field(default_factory=list)
+
+
+# --- AlterReplicaLogDirs (34) ------------------------------------------------------------
+
+
+@dataclass(slots=True, kw_only=True)
+class AlterReplicaLogDirTopic:
+    name: str
+    partitions: list[int] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class AlterReplicaLogDir:
+    path: str
+    """One of the broker's ``log.dirs``: where these partitions' logs are to be."""
+    topics: list[AlterReplicaLogDirTopic] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class AlterReplicaLogDirsRequest(Request):
+    dirs: list[AlterReplicaLogDir] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class AlterReplicaLogDirPartitionResult:
+    partition_index: int
+    error_code: int = 0
+
+
+@dataclass(slots=True, kw_only=True)
+class AlterReplicaLogDirTopicResult:
+    topic_name: str
+    partitions: list[AlterReplicaLogDirPartitionResult] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class AlterReplicaLogDirsResponse(Response):
+    throttle_time_ms: int = 0
+    results: list[AlterReplicaLogDirTopicResult] = field(default_factory=list)
 
 
 # --- DescribeLogDirs (35) ----------------------------------------------------------------
@@ -2228,6 +2268,13 @@ APIS = _apis(
     Api(ApiKey.DELETE_RECORDS, 0, 0, DeleteRecordsRequest, DeleteRecordsResponse),
     Api(ApiKey.DESCRIBE_CONFIGS, 0, 0, DescribeConfigsRequest, DescribeConfigsResponse),
     Api(ApiKey.DESCRIBE_LOG_DIRS, 0, 0, DescribeLogDirsRequest, DescribeLogDirsResponse),
+    Api(
+        ApiKey.ALTER_REPLICA_LOG_DIRS,
+        0,
+        0,
+        AlterReplicaLogDirsRequest,
+        AlterReplicaLogDirsResponse,
+    ),
     Api(ApiKey.ALTER_CONFIGS, 0, 0, AlterConfigsRequest, AlterConfigsResponse),
     Api(
         ApiKey.INCREMENTAL_ALTER_CONFIGS,

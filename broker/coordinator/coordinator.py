@@ -498,15 +498,16 @@ class GroupCoordinator:
         meanwhile (a transaction's marker written now must be read here, or its offsets
         would wait for good: its listener finds no store yet)."""
         store = OffsetStore()
-        log = partition.log
-        offset = log.log_start_offset
+        offset = partition.log.log_start_offset
         records = 0
         started = time.monotonic()
-        while offset < log.log_end_offset:
-            offset, records = self._read_into(store, index, log, offset, records)
+        # the partition's log is looked up for each chunk: a move between data
+        # directories may swap in its copy (the same records at the same offsets)
+        while offset < partition.log.log_end_offset:
+            offset, records = self._read_into(store, index, partition.log, offset, records)
             await asyncio.sleep(0)  # a large partition loads without holding the loop
-        while offset < log.log_end_offset:
-            offset, records = self._read_into(store, index, log, offset, records)
+        while offset < partition.log.log_end_offset:
+            offset, records = self._read_into(store, index, partition.log, offset, records)
         if self._loading.get(index) is not asyncio.current_task():
             return  # led no more: the role change unloaded (and cancelled) this load
         assert partition.is_leader, "a leadership that ends is unloaded first"

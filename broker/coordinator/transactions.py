@@ -280,10 +280,11 @@ class TransactionCoordinator:
 
     async def _read(self, index: int, partition: Partition) -> dict[str, TxnMetadata]:
         store: dict[str, TxnMetadata] = {}
-        log = partition.log
-        offset, end = log.log_start_offset, log.log_end_offset
+        offset, end = partition.log.log_start_offset, partition.log.log_end_offset
         while offset < end:
-            data = log.read(offset, _LOAD_READ_BYTES, max_offset=end)
+            # looked up for each chunk: a move between data directories may swap in
+            # its copy (the same records at the same offsets)
+            data = partition.log.read(offset, _LOAD_READ_BYTES, max_offset=end)
             if data is None:
                 break
             for batch in decode_batches(data.read()):

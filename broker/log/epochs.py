@@ -74,6 +74,13 @@ class LeaderEpochCache:
         else:
             self.unwritten = True
 
+    def replace_with(self, entries: list[EpochEntry]) -> None:
+        """Take ``entries`` as they are: a move's copy, at its swap, takes the log's
+        (epochs a leader began with no batch yet are in no batch it copied)."""
+        if entries != self.entries:
+            self.entries = list(entries)
+            self._write()
+
     def write(self) -> None:
         """Write what :meth:`assign` left in memory only."""
         if self.unwritten:

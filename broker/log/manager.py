@@ -42,6 +42,7 @@ import itertools
 import os
 import shutil
 import threading
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -78,6 +79,15 @@ LOG_START_OFFSETS = "log-start-offset-checkpoint"
 HIGH_WATERMARKS = "replication-offset-checkpoint"
 HIGH_WATERMARKS = "replication-offset-checkpoint"
 CLEAN_SHUTDOWN = ".clean_shutdown"
+FUTURE = ".future"
+"""In a partition's directory: a copy of its log being made there (AlterReplicaLogDirs),
+not the partition's log until the move swaps it in (Kafka names such a directory
+``<topic>-<partition>.<id>-future``: here the name is the final one, so the swap renames
+only the log it replaces, and a log's open files never change paths)."""
+_NEW_SUFFIX = "-new"  # a copy's directory being made, renamed into place with its marker
+DELETE_SUFFIX = "-delete"
+"""A log a move replaced, renamed ``<topic>-<partition>.<id>-delete`` (Kafka's name):
+removed once closed, or at the next start."""
 
 
 class InconsistentBrokerIdError(HeadwaterError):
@@ -138,6 +148,13 @@ class LogManager:
         self._removing: dict[TopicPartition, asyncio.Future[bool]] = {}
         """Deletions under way (event loop), to whether the directory went."""
         self.high_watermarks: dict[TopicPartition, int] = {}  # as checkpointed at start
+        self.futures: dict[TopicPartition, Log] = {}
+        self._undeleted_copies: dict[TopicPartition, Path] = {}
+        """Copies whose removal failed: no log of their partition is made until gone."""
+        """Copies being made in another log dir (AlterReplicaLogDirs), by partition."""
+        self.preferred_dirs: dict[TopicPartition, Path] = {}
+        """Where a partition not hosted yet is to be created (AlterReplicaLogDirs before
+        the replica exists, as Kafka's maybeUpdatePreferredLogDir)."""
         self._truncation_listeners: list[TruncationListener] = []
         self._offline_listeners: list[Callable[[TopicPartition], None]] = []
         self._checkpoint_lock = threading.Lock()  # one writer of the checkpoint files
@@ -155,15 +172,29 @@ class LogManager:
         for directory in self.dirs:
             directory.mkdir(parents=True, exist_ok=True)
             self._claim(directory)
+        futures: list[tuple[TopicPartition, Path, bool]] = []
+        swapping: set[TopicPartition] = set()  # a replaced log's directory was found
+        all_starts: dict[TopicPartition, int] = {}
         for directory in self.dirs:
             marker = directory / CLEAN_SHUTDOWN
             clean = marker.exists()
             recovery = read_checkpoint(directory / RECOVERY_POINTS)
             starts = read_checkpoint(directory / LOG_START_OFFSETS)
+            for known, start in starts.items():
+                all_starts[known] = max(start, all_starts.get(known, 0))
             self.high_watermarks.update(read_checkpoint(directory / HIGH_WATERMARKS))
             for path in sorted(directory.iterdir()):
+                if path.is_dir() and path.name.endswith((DELETE_SUFFIX, _NEW_SUFFIX)):
+                    replaced = parse_partition_dir(path.name.rpartition(".")[0])
+                    if path.name.endswith(DELETE_SUFFIX) and replaced is not None:
+                        swapping.add(replaced)
+                    self._remove_leftover(path)  # a log a move replaced, a copy half made
+                    continue
                 tp = parse_partition_dir(path.name) if path.is_dir() else None
                 if tp is None:
+                    continue
+                if (path / FUTURE).exists():
+                    futures.append((tp, path, clean))  # once every live log is known
                     continue
                 if tp in self.logs:  # Kafka refuses to start too: either may be stale
                     raise DuplicateLogDirError(
@@ -186,13 +217,190 @@ class LogManager:
             # From here on a crash must be seen as one: the marker goes until a clean stop.
             marker.unlink(missing_ok=True)
             fsync_dir(directory)
+        self._reopen_futures(futures, swapping, all_starts, configs)
         self.checkpoint()
         self._log.info("log_manager.started", dirs=[str(d) for d in self.dirs], logs=len(self.logs))
+
+    def _remove_leftover(self, path: Path) -> None:
+        """A directory no log is read from: removed; one that cannot be is said, and the
+        start goes on (its name is no partition's)."""
+        try:
+            remove_log_dir(path)
+        except OSError as exc:
+            self._log.error(
+                "log.delete_failed", log=path.name, error=str(exc), fix=f"remove {path} by hand"
+            )
+
+    def _reopen_futures(
+        self,
+        futures: list[tuple[TopicPartition, Path, bool]],
+        swapping: set[TopicPartition],
+        starts: dict[TopicPartition, int],
+        configs: dict[TopicPartition, LogConfig],
+    ) -> None:
+        """The moves' copies found at start, once every log is known."""
+        for tp, path, clean in futures:
+            config = configs.get(tp, self.default_config)
+            if tp in self.logs:
+                self._resume_future(tp, path, clean, config)
+            elif tp in swapping:
+                self._promote_future(tp, path, clean, config, starts.get(tp, 0))
+            else:  # no log, no swap: its partition was deleted while it was made
+                self._log.warning("log_manager.stray_copy_removed", dir=str(path))
+                remove_log_dir(path)
+
+    def _resume_future(
+        self, tp: TopicPartition, path: Path, clean: bool, config: LogConfig
+    ) -> None:
+        """A move's copy found at start beside its log: the copying goes on (the replica
+        manager resumes it once the partition is hosted). One that cannot open is
+        dropped: the move starts over when asked again."""
+        if tp in self.futures:  # two copies (a move to a third dir, cut short): keep one
+            remove_log_dir(path)
+            return
+        try:
+            log = Log.open(path, config, clean_shutdown=clean, clock=self._clock)
+        except HeadwaterError as exc:
+            self._log.error("log_manager.move_dropped", dir=str(path), error=str(exc))
+            with contextlib.suppress(OSError):
+                remove_log_dir(path)
+            return
+        self.futures[tp] = log
+        self._log.info("log_manager.move_resumed", log=log.name, dir=str(path.parent))
+
+    def _promote_future(
+        self, tp: TopicPartition, path: Path, clean: bool, config: LogConfig, start: int
+    ) -> None:
+        """A copy found at start with its log renamed away (``-delete``): the stop came
+        in the swap, after the copy had everything. It is the log (its log start the
+        highest any checkpoint had: the old log's directory had it)."""
+        if tp in self.logs:  # two such copies cannot be: keep the one met first
+            remove_log_dir(path)
+            return
+        log = Log.open(
+            path, config, log_start_offset=start, clean_shutdown=clean, clock=self._clock
+        )
+        (path / FUTURE).unlink()
+        fsync_dir(path)
+        self._added(tp, log)
+        self._log.info("log_manager.move_finished_at_start", log=log.name, dir=str(path.parent))
+
+    # --- moves between log dirs (AlterReplicaLogDirs) -----------------------------------
+
+    def dir_of(self, path: str) -> Path | None:
+        """The log dir ``path`` names (as configured, or the same directory), or None."""
+        for directory in self.dirs:
+            if path == str(directory) or os.path.realpath(path) == os.path.realpath(directory):
+                return directory
+        return None
+
+    def offline_dirs(self) -> set[Path]:
+        """The log dirs where an I/O error took a log (or a move's copy) offline."""
+        return {
+            log.dir.parent for log in [*self.logs.values(), *self.futures.values()] if log.offline
+        }
+
+    def make_future(self, tp: TopicPartition, directory: Path, config: LogConfig) -> Log:
+        """A new, empty copy of ``tp``'s log in ``directory`` (blocking: a worker thread),
+        marked as a copy (:data:`FUTURE`) before its first segment is made. Not yet
+        one of :attr:`futures`: the caller adds it on the loop, if its log is still
+        there (:meth:`add_future`), or drops it."""
+        path = directory / partition_dir_name(*tp)
+        if path.exists():  # a copy dropped before its removal finished
+            remove_log_dir(path)
+        # made under another name, with its marker, then renamed into place: a stop
+        # meanwhile never leaves a second unmarked directory of the partition
+        new = path.with_name(f"{path.name}.{uuid.uuid4().hex}{_NEW_SUFFIX}")
+        new.mkdir()
+        write_atomically(new / FUTURE, "")
+        os.rename(new, path)
+        fsync_dir(directory)
+        return Log.open(path, config, clean_shutdown=True, clock=self._clock)
+
+    def add_future(self, tp: TopicPartition, future: Log, of: Log) -> bool:
+        """Take ``future`` as the copy of ``tp``'s log, if ``of`` is still its log and it
+        has no copy (on the loop); False if not (the caller drops it)."""
+        if self.logs.get(tp) is not of or tp in self.futures:
+            return False
+        self.futures[tp] = future
+        return True
+
+    async def abandon_future(self, tp: TopicPartition, future: Log) -> None:
+        """Drop a copy (a move cancelled, its partition deleted, its dir failed)."""
+        if self.futures.get(tp) is future:
+            del self.futures[tp]
+        await future.flushes_done()
+        future.close_for_delete()
+        gone = _doomed_name(future.dir)
+
+        def remove() -> None:
+            os.rename(future.dir, gone)  # first: a stop mid-removal leaves no marked copy
+            fsync_dir(gone.parent)
+            remove_log_dir(gone)
+
+        try:
+            await asyncio.to_thread(remove)
+        except OSError as exc:
+            if future.dir.exists():  # not renamed: a new log of the name must not open it
+                self._undeleted_copies[tp] = future.dir
+            self._log.error(
+                "log.delete_failed",
+                log=future.name,
+                error=str(exc),
+                fix=f"remove {future.dir} by hand before this broker starts again",
+            )
+
+    def swap_future(self, tp: TopicPartition) -> tuple[Log, Path]:
+        """The copy becomes ``tp``'s log, here and now (on the loop, with no await: the
+        caller made it equal to the log first). The log it replaces is renamed
+        ``...-delete`` and returned with that path, for :meth:`finish_swap`. A stop
+        before that ends promotes the copy at the next start (its marker is still
+        there, and no live log beside it)."""
+        current = self.logs[tp]
+        gone = _doomed_name(current.dir)
+        os.rename(current.dir, gone)  # first: if it fails, nothing has changed
+        future = self.futures.pop(tp)
+        self._removed(tp)
+        self._added(tp, future)
+        return current, gone
+
+    async def finish_swap(self, future: Log, old: Log, gone: Path) -> None:
+        """After :meth:`swap_future`: the copy fsynced and checkpointed (with its log
+        start) before its marker goes, so the old log's removal never loses what it
+        had made durable; the old log closed only after ``file.delete.delay.ms`` (a
+        fetch answer being sent reads its files, as a deleted segment's), then removed."""
+        try:
+            await future.flush_async()
+            await self.checkpoint_async()
+
+            def settle() -> None:
+                fsync_dir(gone.parent)  # the rename, before the marker goes
+                (future.dir / FUTURE).unlink(missing_ok=True)
+                fsync_dir(future.dir)
+
+            await asyncio.to_thread(settle)
+        except (OSError, HeadwaterError) as exc:  # (the next start finishes it)
+            self._log.error("log_manager.swap_unfinished", log=future.name, error=str(exc))
+            return
+        try:
+            await asyncio.sleep(old.config.file_delete_delay_ms / 1000)
+        finally:  # (a stop meanwhile: closed now, its directory removed at the next start)
+            await old.flushes_done()
+            old.close_for_delete()
+        try:
+            await asyncio.to_thread(remove_log_dir, gone)
+        except OSError as exc:
+            self._log.error(
+                "log.delete_failed",
+                log=gone.name,
+                error=str(exc),
+                fix=f"remove {gone} by hand (the next start removes it too)",
+            )
 
     async def flushes_done(self) -> None:
         """Until no log's fsync runs in a worker thread (before :meth:`shutdown` closes
         their files: a cancelled flush task leaves its thread running)."""
-        for log in list(self.logs.values()):
+        for log in [*self.logs.values(), *self.futures.values()]:
             await log.flushes_done()
 
     def shutdown(self) -> None:
@@ -201,8 +409,10 @@ class LogManager:
         offline (as Kafka, which writes it only in the live directories): a write that
         failed may have left that log's files out of step with each other, and only the
         checks of a load after an unclean stop put them right."""
-        offline = {log.dir.parent for log in self.logs.values() if log.offline}
-        for log in self.logs.values():
+        offline = {
+            log.dir.parent for log in [*self.logs.values(), *self.futures.values()] if log.offline
+        }
+        for log in [*self.logs.values(), *self.futures.values()]:
             log.close()
         self.checkpoint()
         for directory in self.dirs:
@@ -212,6 +422,7 @@ class LogManager:
             (directory / CLEAN_SHUTDOWN).touch()
             fsync_dir(directory)
         self.logs.clear()
+        self.futures.clear()
         self._per_dir.clear()
         self._per_topic.clear()
 
@@ -266,6 +477,11 @@ class LogManager:
         topic, partition = tp
         log = self.logs.get(tp)
         if log is None:
+            if tp in self._undeleted_copies:
+                raise KafkaStorageError(
+                    f"{topic}-{partition}: a copy of its deleted log could not be removed "
+                    f"from {self._undeleted_copies[tp]}; remove it, then create it again"
+                )
             if tp in self._removing or tp in self._undeleted:
                 # a new log would take the old one's path: its removal (under way, or to be
                 # retried) would remove the new log, or the new one would open its records
@@ -274,7 +490,7 @@ class LogManager:
                     f"{'still being removed' if tp in self._removing else 'still there'} "
                     f"on this broker; it cannot be created again until it is gone"
                 )
-            directory = self._reserve_dir()
+            directory = self._reserve_dir(tp)
             path = directory / partition_dir_name(topic, partition)
             existed = path.exists()
             try:
@@ -332,6 +548,10 @@ class LogManager:
         one and answers as it does: answered "done" at once, the controller could finish
         the deletion, and a topic of the same name made again would have its new log's
         directory removed by the first."""
+        copies = [(tp, f) for tp in tps if (f := self.futures.pop(tp, None)) is not None]
+        stale = [(tp, p) for tp in tps if (p := self._undeleted_copies.get(tp)) is not None]
+        for tp in tps:
+            self.preferred_dirs.pop(tp, None)
         under_way = [(tp, done) for tp in tps if (done := self._removing.get(tp)) is not None]
         busy = {tp for tp, _ in under_way}
         gone = [
@@ -348,8 +568,11 @@ class LogManager:
         for tp, _ in dirs:
             self._removing[tp] = loop.create_future()
         failed: list[tuple[TopicPartition, Path, OSError]] = []
+        failed_copies: set[TopicPartition] = set()
         removed: set[TopicPartition] = set()  # stays empty if cancelled part way
         try:
+            # a move's copy first: a stop meanwhile leaves no copy alone, taken for the log
+            failed_copies = await self._drop_copies(copies, stale)
             if dirs:
                 for _, log in gone:
                     await log.flushes_done()  # an fsync in a worker thread is using its files
@@ -375,7 +598,26 @@ class LogManager:
                 fix=f"remove {path} by hand before this broker starts again",
             )
         others = [tp for tp, done in under_way if not await done]
-        return [tp for tp, _, _ in failed] + others
+        return (
+            [tp for tp, _, _ in failed]
+            + others
+            + sorted(failed_copies - {tp for tp, _, _ in failed})
+        )
+
+    async def _drop_copies(
+        self, copies: list[tuple[TopicPartition, Log]], stale: list[tuple[TopicPartition, Path]]
+    ) -> set[TopicPartition]:
+        """Deleted partitions' copies removed (and those a removal failed on before);
+        returns the partitions one of whose copies is still there."""
+        for tp, future in copies:
+            await self.abandon_future(tp, future)
+        failed = (
+            {tp for tp, _, _ in await asyncio.to_thread(_remove_dirs, stale)} if stale else set()
+        )
+        for tp, _ in stale:
+            if tp not in failed:
+                self._undeleted_copies.pop(tp, None)
+        return failed | {tp for tp, _ in copies if tp in self._undeleted_copies}
 
     def on_truncation(self, listener: TruncationListener) -> None:
         """Call ``listener(tp, log, offset)`` (event loop) when a log here is about to be
@@ -411,14 +653,17 @@ class LogManager:
         log.on_offline = going_offline
         return log
 
-    def _reserve_dir(self) -> Path:
-        """The log dir with the fewest partitions (Kafka's choice for a new log), from
+    def _reserve_dir(self, tp: TopicPartition) -> Path:
+        """The log dir a move asked for before the partition was here, else the one
+        with the fewest partitions (Kafka's choice for a new log), from
         counts kept as logs come and go: counting them per new log made creating a topic
         of N partitions O(N x logs) (1,024 partitions beside 3,000 took seconds). The new
         log counts from the choice, not from its open: logs open in worker threads side
         by side, and each would otherwise pick the same dir."""
         with self._indexing:
-            directory = min(self.dirs, key=lambda d: self._per_dir[d])
+            directory = self.preferred_dirs.pop(tp, None) or min(
+                self.dirs, key=lambda d: self._per_dir[d]
+            )
             self._per_dir[directory] += 1
         return directory
 
@@ -529,6 +774,11 @@ class LogManager:
 
 
 # --- file formats ----------------------------------------------------------------------
+
+
+def _doomed_name(path: Path) -> Path:
+    """Where a log directory goes before its removal (Kafka's ``.<id>-delete``)."""
+    return path.with_name(f"{path.name}.{uuid.uuid4().hex}{DELETE_SUFFIX}")
 
 
 def render_checkpoint(offsets: Mapping[TopicPartition, int]) -> str:

@@ -47,6 +47,7 @@ from broker.network import PeerLogin
 from broker.replica.fetch_session import FetchContext, FetchSessionCache, SessionPartition
 from broker.replica.fetcher import ReplicaFetcher
 from broker.replica.isr import IsrUpdater
+from broker.replica.moves import LogDirMoves
 from broker.replica.partition import HighWatermarkWaiter, Partition
 from broker.replica.throttle import UNLIMITED, ReplicationQuota
 from protocol.acls import Operation, ResourceType
@@ -56,6 +57,10 @@ from protocol.apis import (
     LATEST_TIMESTAMP,
     READ_COMMITTED,
     AbortedTransaction,
+    AlterReplicaLogDirPartitionResult,
+    AlterReplicaLogDirsRequest,
+    AlterReplicaLogDirsResponse,
+    AlterReplicaLogDirTopicResult,
     DeleteRecordsPartitionResult,
     DeleteRecordsRequest,
     DeleteRecordsResponse,
@@ -393,6 +398,7 @@ class ReplicaManager:
         authorizer: Authorizer | None = None,
         leader_quota: ReplicationQuota | None = None,
         follower_quota: ReplicationQuota | None = None,
+        move_quota: ReplicationQuota | None = None,
         rack_aware_reads: bool = False,
         state_known: Callable[[], bool] = lambda: True,
     ) -> None:
@@ -465,8 +471,16 @@ class ReplicaManager:
         self.produce_requests = Counter("headwater_produce_requests_total", "Produce requests.")
         self.fetch_requests = Counter("headwater_fetch_requests_total", "Fetch requests.")
         self._log = structlog.get_logger("headwater.replica").bind(broker_id=broker_id)
+        self.moves = LogDirMoves(
+            logs,
+            self.partitions,
+            broker_id=broker_id,
+            quota=move_quota or ReplicationQuota(lambda: UNLIMITED),
+        )
+        """Moves of logs between this broker's log dirs (AlterReplicaLogDirs)."""
 
     async def shutdown(self) -> None:
+        await self.moves.stop()
         with contextlib.suppress(ValueError):
             self.metadata.renamed.remove(self._topics_renamed)
         for fetcher in self.fetchers.values():
@@ -700,8 +714,10 @@ class ReplicaManager:
             # read again now that the log manager lists the log: a change applied while
             # it was being opened missed it; the loader never answers older than it applied
             log.config = await self._load_config(tp.topic)
+        # a move between log dirs may have swapped the log in meanwhile
+        log = self.logs.get_log(tp.topic, tp.partition) or log
         # the awaits above may have raced another LeaderAndIsr for this partition
-        return self.partitions.setdefault(
+        partition = self.partitions.setdefault(
             tp,
             Partition(
                 topic=tp.topic,
@@ -711,6 +727,8 @@ class ReplicaManager:
                 high_watermark=min(self.logs.high_watermarks.get(tp, 0), log.log_end_offset),
             ),
         )
+        self.moves.resume(tp)  # a move's copy found at start goes on
+        return partition
 
     def on_role_change(self, listener: Callable[[TopicPartition, Partition | None], None]) -> None:
         """Call ``listener(tp, partition)`` when a partition's role here changes (None: it
@@ -1889,6 +1907,39 @@ class ReplicaManager:
 
     # --- offsets ------------------------------------------------------------------------
 
+    async def alter_replica_log_dirs(
+        self, request: AlterReplicaLogDirsRequest
+    ) -> AlterReplicaLogDirsResponse:
+        """AlterReplicaLogDirs: move each partition's log to the log dir named (Alter on
+        the cluster, as Kafka's). Answered once each move has begun (its copy made), not
+        when it is done: DescribeLogDirs shows the copy (``is_future_key``) and how far
+        it is behind until it is swapped in."""
+        self._acl.check_cluster(Operation.ALTER, "move replicas between log directories")
+        results: dict[str, list[AlterReplicaLogDirPartitionResult]] = {}
+        for directory in request.dirs:
+            for topic in directory.topics:
+                for index in topic.partitions:
+                    error = await self.moves.move(TopicPartition(topic.name, index), directory.path)
+                    results.setdefault(topic.name, []).append(
+                        AlterReplicaLogDirPartitionResult(
+                            partition_index=index, error_code=0 if error is None else error.code
+                        )
+                    )
+                    if error is not None:
+                        self._log.info(
+                            "log_move.refused",
+                            topic=topic.name,
+                            partition=index,
+                            dir=directory.path,
+                            error=str(error),
+                        )
+        return AlterReplicaLogDirsResponse(
+            results=[
+                AlterReplicaLogDirTopicResult(topic_name=name, partitions=parts)
+                for name, parts in results.items()
+            ]
+        )
+
     async def describe_log_dirs(self, request: DescribeLogDirsRequest) -> DescribeLogDirsResponse:
         """DescribeLogDirs: each data directory, the partitions in it with their size and
         how far each log end is behind the high watermark, and the directory's file
@@ -1918,6 +1969,19 @@ class ReplicaManager:
             by_dir.setdefault(str(log.dir.parent), {}).setdefault(tp.topic, []).append(
                 DescribeLogDirsPartition(
                     partition_index=tp.partition, partition_size=log.size_bytes, offset_lag=lag
+                )
+            )
+        for tp, future in list(self.logs.futures.items()):  # moves under way: their copies
+            if future.offline:
+                failed.add(str(future.dir.parent))
+            if wanted is not None and (tp.topic, tp.partition) not in wanted:
+                continue
+            by_dir.setdefault(str(future.dir.parent), {}).setdefault(tp.topic, []).append(
+                DescribeLogDirsPartition(
+                    partition_index=tp.partition,
+                    partition_size=future.size_bytes,
+                    offset_lag=self.moves.lag(tp),  # (Kafka's: behind the log, for a copy)
+                    is_future_key=True,
                 )
             )
         usage = await asyncio.to_thread(_disk_usage, list(by_dir))

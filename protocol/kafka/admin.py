@@ -12,6 +12,9 @@ from protocol.apis import (
     AlterConfigsRequest,
     AlterConfigsResource,
     AlterPartitionReassignmentsRequest,
+    AlterReplicaLogDir,
+    AlterReplicaLogDirsRequest,
+    AlterReplicaLogDirTopic,
     ApiKey,
     CreatableReplicaAssignment,
     CreatableTopic,
@@ -747,6 +750,68 @@ _LIST_REASSIGNMENTS_RESPONSE = Struct(
     ]
 )
 
+# --- AlterReplicaLogDirs (34) -----------------------------------------------------------
+
+_ALTER_REPLICA_LOG_DIRS_REQUEST = Struct(
+    [
+        F(
+            "dirs",
+            Array(
+                Struct(
+                    [
+                        F("path", STRING),
+                        F(
+                            "topics",
+                            Array(
+                                Struct(
+                                    [F("name", STRING), F("partitions", Array(INT32))],
+                                    AlterReplicaLogDirTopic,
+                                )
+                            ),
+                        ),
+                    ],
+                    AlterReplicaLogDir,
+                )
+            ),
+        )
+    ],
+    AlterReplicaLogDirsRequest,
+)
+_ALTER_REPLICA_LOG_DIRS_RESPONSE = Struct(
+    [
+        F("throttle_time_ms", INT32),
+        F(
+            "results",
+            Array(
+                Struct(
+                    [
+                        F("topic_name", STRING),
+                        F(
+                            "partitions",
+                            Array(Struct([F("partition_index", INT32), F("error_code", INT16)])),
+                        ),
+                    ]
+                )
+            ),
+        ),
+    ]
+)
+
+
+def _refuse_moves(request: Any, code: int, message: str | None) -> dict[str, Any]:
+    """AlterReplicaLogDirs refused whole: the code for every partition of every dir."""
+    return {
+        "results": [
+            {
+                "topic_name": t.name,
+                "partitions": [{"partition_index": p, "error_code": code} for p in t.partitions],
+            }
+            for d in request.dirs
+            for t in d.topics
+        ]
+    }
+
+
 _DESCRIBE_LOG_DIRS_REQUEST = Struct(
     [
         F(
@@ -1047,6 +1112,15 @@ ADMIN_APIS = (
     ),
     KafkaApi(
         ApiKey.DESCRIBE_LOG_DIRS, 1, 4, 2, _DESCRIBE_LOG_DIRS_REQUEST, _DESCRIBE_LOG_DIRS_RESPONSE
+    ),
+    KafkaApi(
+        ApiKey.ALTER_REPLICA_LOG_DIRS,
+        1,
+        2,
+        2,
+        _ALTER_REPLICA_LOG_DIRS_REQUEST,
+        _ALTER_REPLICA_LOG_DIRS_RESPONSE,
+        refuse=_refuse_moves,
     ),
     KafkaApi(
         ApiKey.DESCRIBE_PRODUCERS,

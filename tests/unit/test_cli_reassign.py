@@ -14,10 +14,19 @@ from client.types import (
     BrokerDescription,
     ClusterDescription,
     ConfigResource,
+    LogDirDescription,
     PartitionDescription,
+    ReplicaInfo,
     TopicDescription,
+    TopicPartitionReplica,
 )
-from protocol.errors import ApiError, InvalidReplicaAssignmentError, NoReassignmentInProgressError
+from protocol.errors import (
+    ApiError,
+    InvalidReplicaAssignmentError,
+    LogDirNotFoundError,
+    NoReassignmentInProgressError,
+    ReplicaNotAvailableError,
+)
 from tests.unit.conftest import serve_admin
 
 T0, T1 = TopicPartition("orders", 0), TopicPartition("orders", 1)
@@ -252,3 +261,91 @@ def test_execute_with_a_throttle_sets_it_before_the_moves(
         "plan.json",
     )
     assert verify.exit_code == 2 and "--throttle goes with --execute" in verify.output
+
+
+class DirsAdmin(FakeAdmin):
+    """Also moves logs between data directories: ``dirs`` per replica (log, copy)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dirs: dict[TopicPartitionReplica, tuple[str | None, str | None]] = {
+            TopicPartitionReplica("orders", 0, 1): ("/a", None),
+        }
+        self.not_there_yet = 2  # answers before the reassignment's new replica exists
+        self.moves: list[dict[TopicPartitionReplica, str]] = []
+
+    async def alter_replica_log_dirs(
+        self, moves: Mapping[TopicPartitionReplica, str]
+    ) -> dict[TopicPartitionReplica, ApiError | None]:
+        self.moves.append(dict(moves))
+        out: dict[TopicPartitionReplica, ApiError | None] = {}
+        for replica, path in moves.items():
+            if path == "/nowhere":
+                out[replica] = LogDirNotFoundError(f"{path} is not one of its log.dirs")
+            elif replica not in self.dirs and self.not_there_yet:
+                self.not_there_yet -= 1
+                out[replica] = ReplicaNotAvailableError("not here yet")
+            else:
+                log, _ = self.dirs.get(replica, (path, None))
+                self.dirs[replica] = (log, None if log == path else path)
+                out[replica] = None
+        return out
+
+    async def describe_log_dirs(
+        self, brokers: Sequence[int], partitions: Sequence[TopicPartition]
+    ) -> dict[int, dict[str, LogDirDescription]]:
+        found: dict[int, dict[str, LogDirDescription]] = {}
+        for replica, (log, copy) in self.dirs.items():
+            tp = TopicPartition(replica.topic, replica.partition)
+            for path, future in ((log, False), (copy, True)):
+                if path is not None:
+                    described = found.setdefault(replica.broker_id, {}).setdefault(
+                        path, LogDirDescription(None, {})
+                    )
+                    described.replicas[tp] = ReplicaInfo(10, 0, future)
+        return found
+
+
+def _plan_with_dirs(path: str, entries: list[dict[str, object]]) -> None:
+    Path(path).write_text(json.dumps({"version": 1, "partitions": entries}))
+
+
+def test_a_plans_log_dirs_move_each_replica_once_it_is_on_its_broker(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, run: Callable[..., Result]
+) -> None:
+    admin = serve_admin(DirsAdmin(), monkeypatch, tmp_path)
+    monkeypatch.setattr(cli, "_METADATA_LAG_TRIES", 3)
+    _plan_with_dirs(
+        "plan.json",
+        [{"topic": "orders", "partition": 0, "replicas": [1, 3], "log_dirs": ["/b", "/c"]}],
+    )
+    started = run("reassign-partitions", "--execute", "--reassignment-json-file", "plan.json")
+    assert started.exit_code == 0, started.output
+    assert started.stdout.splitlines()[-2:] == [
+        "Successfully started partition reassignments for orders-0",
+        "Successfully started log directory move for: orders-0-1,orders-0-3",
+    ]
+    # the new replica on broker 3 was asked for until it was there
+    assert [sorted(m) for m in admin.moves] == [
+        [TopicPartitionReplica("orders", 0, 1), TopicPartitionReplica("orders", 0, 3)],
+        [TopicPartitionReplica("orders", 0, 3)],
+        [TopicPartitionReplica("orders", 0, 3)],
+    ]
+    admin.replicas[T0] = [1, 3]
+    verified = run("reassign-partitions", "--verify", "--reassignment-json-file", "plan.json")
+    assert verified.exit_code == 1, (verified.output, verified.exception)
+    assert verified.stdout.splitlines()[1:4] == [
+        "Reassignment of partition orders-0 is completed.",
+        "",
+        "Reassignment of replica orders-0-1 is still in progress.",
+    ]
+    assert "Reassignment of replica orders-0-3 completed successfully." in verified.stdout
+    admin.dirs[TopicPartitionReplica("orders", 0, 1)] = ("/b", None)
+    done = run("reassign-partitions", "--verify", "--reassignment-json-file", "plan.json")
+    assert done.exit_code == 0, done.output
+    _plan_with_dirs(
+        "bad.json", [{"topic": "orders", "partition": 1, "replicas": [2], "log_dirs": ["/nowhere"]}]
+    )
+    refused = run("reassign-partitions", "--execute", "--reassignment-json-file", "bad.json")
+    assert refused.exit_code == 1
+    assert "headwater: orders-1-2: /nowhere is not one of its log.dirs" in refused.stderr

@@ -9,8 +9,15 @@ import pytest
 
 from broker.controller.reassignment import ReplicaAssignment, check_target
 from broker.zk import CorruptZnode, TopicAssignment
-from client.reassign import PlanError, parse_plan, parse_topics_to_move, plan_json, propose
-from client.types import TopicPartition
+from client.reassign import (
+    PlanError,
+    parse_log_dirs,
+    parse_plan,
+    parse_topics_to_move,
+    plan_json,
+    propose,
+)
+from client.types import TopicPartition, TopicPartitionReplica
 from protocol.errors import InvalidReplicaAssignmentError
 
 
@@ -80,8 +87,12 @@ def test_a_plan_is_kafkas_json_both_ways() -> None:
         ('{"partitions":[{"topic":"a","partition":0,"replicas":["1"]}]}', '"replicas"'),
         ('{"partitions":[{"topic":"a","partition":0,"replicas":[]}]}', '"replicas"'),
         (
-            '{"partitions":[{"topic":"a","partition":0,"replicas":[1],"log_dirs":["/d"]}]}',
-            "one\ndata directory|log_dirs",
+            '{"partitions":[{"topic":"a","partition":0,"replicas":[1,2],"log_dirs":["/d"]}]}',
+            '"log_dirs" needs one entry per replica',
+        ),
+        (
+            '{"partitions":[{"topic":"a","partition":0,"replicas":[1],"log_dirs":["d"]}]}',
+            "an absolute\npath|absolute",
         ),
         (
             '{"partitions":[{"topic":"a","partition":0,"replicas":[1]},'
@@ -93,6 +104,18 @@ def test_a_plan_is_kafkas_json_both_ways() -> None:
 def test_a_bad_plan_says_where(text: str, why: str) -> None:
     with pytest.raises(PlanError, match=why):
         parse_plan(text, "plan.json")
+
+
+def test_a_plan_may_name_the_data_directory_of_each_replica() -> None:
+    text = (
+        '{"version":1,"partitions":[{"topic":"a","partition":0,"replicas":[1,2],'
+        '"log_dirs":["/disk-b","any"]},{"topic":"b","partition":3,"replicas":[2]}]}'
+    )
+    assert parse_plan(text, "plan.json") == {
+        TopicPartition("a", 0): [1, 2],
+        TopicPartition("b", 3): [2],
+    }
+    assert parse_log_dirs(text, "plan.json") == {TopicPartitionReplica("a", 0, 1): "/disk-b"}
 
 
 def test_topics_to_move() -> None:

@@ -1,0 +1,118 @@
+"""A partition's log moved between a broker's data directories while it is written
+(AlterReplicaLogDirs, Kafka's ``kafka-reassign-partitions`` with ``log_dirs``): a real
+broker with two ``log.dirs``, a producer writing through the move, and every record
+acknowledged read back at its offset afterwards."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from client import (
+    Admin,
+    AlterConfigOp,
+    ConfigResource,
+    Consumer,
+    NewTopic,
+    Producer,
+    TopicPartition,
+    TopicPartitionReplica,
+)
+from protocol.errors import LogDirNotFoundError
+from tests.integration.conftest import Cluster, until
+from tests.integration.test_topics import _ready_cluster
+
+pytestmark = pytest.mark.timeout(120)
+
+TP = TopicPartition("moved", 0)
+REPLICA = TopicPartitionReplica("moved", 0, 1)
+
+
+async def where_is(admin: Admin, broker: int = 1) -> tuple[str | None, str | None]:
+    """(the dir holding the partition's log, the dir holding a copy of it being made)."""
+    found = (await admin.describe_log_dirs([broker], [TP]))[broker]
+    log = next(
+        (d for d, desc in found.items() if TP in desc.replicas and not desc.replicas[TP].is_future),
+        None,
+    )
+    copy = next(
+        (d for d, desc in found.items() if TP in desc.replicas and desc.replicas[TP].is_future),
+        None,
+    )
+    return log, copy
+
+
+async def read_all(bootstrap: str, count: int) -> list[tuple[int, bytes]]:
+    async with Consumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest") as consumer:
+        consumer.assign([TP])
+        seen: list[tuple[int, bytes]] = []
+        while len(seen) < count:
+            for records in (await consumer.getmany(timeout_ms=1000)).values():
+                seen += [(r.offset, r.value) for r in records]
+    return seen
+
+
+THROTTLE = "replica.alter.log.dirs.io.max.bytes.per.second"
+VALUE = b"v" * 1000
+
+
+def _value(i: int) -> bytes:
+    return b"%06d" % i + VALUE
+
+
+async def throttle(admin: Admin, rate: int | None) -> None:
+    """Broker 1's copying rate for moves (None: unbounded), set live."""
+    op = AlterConfigOp(THROTTLE, str(rate)) if rate else AlterConfigOp(THROTTLE, op_type="DELETE")
+    await admin.incremental_alter_configs({ConfigResource("broker", "1"): [op]})
+
+
+async def two_dirs(
+    make_cluster: Callable[..., Cluster], tmp_path: Path
+) -> tuple[Cluster, str, str]:
+    """Broker 1 alone, with two data directories, and the topic "moved" (one partition,
+    a replaced log's files kept 0.5 s); (the cluster, the directory the partition is in,
+    the other)."""
+    dirs = [tmp_path / "disk-a", tmp_path / "disk-b"]
+    cluster = make_cluster(0)
+    cluster.start_broker(1, {"log.dirs": ",".join(map(str, dirs)), "log.segment.bytes": "262144"})
+    await _ready_cluster(cluster)
+    async with Admin(bootstrap_servers=cluster.bootstrap) as admin:
+        await admin.create_topics([NewTopic("moved", 1, 1, {"file.delete.delay.ms": "500"})])
+        source, _ = await where_is(admin)
+    assert source is not None
+    return cluster, source, str(next(d for d in dirs if str(d) != source))
+
+
+async def test_a_log_moves_to_another_data_directory_while_it_is_written(
+    make_cluster: Callable[..., Cluster], tmp_path: Path
+) -> None:
+    cluster, source, target = await two_dirs(make_cluster, tmp_path)
+    async with Admin(bootstrap_servers=cluster.bootstrap) as admin:
+        nowhere = await admin.alter_replica_log_dirs({REPLICA: str(tmp_path / "disk-c")})
+        assert isinstance(nowhere[REPLICA], LogDirNotFoundError)
+        copies_seen = 0
+        async with Producer(bootstrap_servers=cluster.bootstrap, acks="all") as producer:
+            futures = [await producer.send("moved", _value(i)) for i in range(3000)]
+            await producer.flush()
+            await throttle(admin, 100_000)  # (measured over 11 s: held after 2 MiB)
+            assert await admin.alter_replica_log_dirs({REPLICA: target}) == {REPLICA: None}
+            for i in range(3000, 6000):
+                futures.append(await producer.send("moved", _value(i)))
+                if i % 500 == 0:
+                    await producer.flush()
+                    copies_seen += (await where_is(admin))[1] == target
+            offsets = [(await f).offset for f in futures]
+        assert offsets == list(range(6000))
+        assert copies_seen  # written to while its copy was being made
+        await throttle(admin, None)
+        await until(lambda: where_is(admin), lambda found: found == (target, None), timeout_s=30)
+    assert await read_all(cluster.bootstrap, 6000) == [(i, _value(i)) for i in range(6000)]
+    # the old log, its files kept open file.delete.delay.ms after the swap, then removed
+    await until(lambda: _leftovers(Path(source)), lambda left: left == [], timeout_s=10)
+
+
+def _leftovers(directory: Path) -> list[str]:
+    """The partition's directories left in a data directory it moved from."""
+    return sorted(p.name for p in directory.iterdir() if p.name.startswith("moved-"))
