@@ -54,7 +54,7 @@ from typing import Any
 
 import pytest
 
-from client import Admin, Consumer, NewTopic, Producer, TopicPartition
+from client import Admin, Consumer, NewTopic, Producer, TopicPartition, TopicPartitionReplica
 from client.dumplog import _Scan
 from client.localcluster import BrokerStartError, ZooKeeperServer
 from protocol.errors import ApiError, TopicAlreadyExistsError, UnknownTopicOrPartitionError
@@ -83,6 +83,9 @@ SETTINGS = {
     # as clusters are run: else a client still asking for a deleted topic's metadata makes
     # it again (Kafka's producers do too, for metadata.max.idle.ms), and it is not deleted
     "auto.create.topics.enable": "false",
+    # moves between data directories slow enough that the other faults cut them short
+    # (the rate is measured over 11 s: a move is held once it has copied about 2 MB)
+    "replica.alter.log.dirs.io.max.bytes.per.second": "200000",
 }
 RATE = 10_000
 """Records a second the producer offers (it falls behind while acks=all cannot be met)."""
@@ -111,8 +114,16 @@ class Nemesis:
         deadline = loop.time() + seconds
         while loop.time() < deadline:
             await asyncio.sleep(self.rng.uniform(0.2, 3.0))  # sometimes before the last healed
-            kinds = ["kill", "kill-controller", "pause", "stop", "zookeeper-pause", "double"]
-            weights = [4, 2, 4, 2, 1, 2]
+            kinds = [
+                "kill",
+                "kill-controller",
+                "pause",
+                "stop",
+                "zookeeper-pause",
+                "double",
+                "move",
+            ]
+            weights = [4, 2, 4, 2, 1, 2, 4]
             if self.net is not None:
                 kinds, weights = [*kinds, "partition"], [*weights, 4]
             kind = self.rng.choices(kinds, weights=weights)[0]
@@ -123,6 +134,8 @@ class Nemesis:
                 await asyncio.gather(self._broker_fault(first), self._broker_fault(second))
             elif kind == "zookeeper-pause":
                 await self._pause_zookeeper(self.rng.uniform(0.5, 4.0))
+            elif kind == "move":
+                await self._move_log(self.rng.choice(sorted(self.cluster.brokers)))
             else:
                 victim = (
                     await self._controller()
@@ -202,6 +215,31 @@ class Nemesis:
             await asyncio.sleep(seconds)
         finally:
             os.kill(pid, signal.SIGCONT)
+
+    async def _move_log(self, broker_id: int) -> None:
+        """One of the broker's logs (the soak's topics, or a coordinator's) to its other
+        data directory (AlterReplicaLogDirs), while the other faults go on: a move cut
+        short by a kill resumes, or finishes, at the restart."""
+        rng = random.Random(self.rng.random())  # (the same draws whatever the broker says)
+        with contextlib.suppress(Exception):  # a broker down, paused or cut off: no move
+            async with Admin(bootstrap_servers=self.cluster.bootstrap) as admin:
+                found = await asyncio.wait_for(admin.describe_log_dirs([broker_id]), 5)
+                dirs = found[broker_id]
+                homes = {
+                    tp: d
+                    for d, desc in dirs.items()
+                    for tp, info in desc.replicas.items()
+                    if not info.is_future and not tp.topic.startswith("churn-")
+                }
+                if len(dirs) < 2 or not homes:
+                    return
+                busy = [tp for tp in sorted(homes) if tp.topic in (TOPIC, TXN_TOPIC)]
+                tp = rng.choice(busy if busy and rng.random() < 0.75 else sorted(homes))
+                target = next(d for d in sorted(dirs) if d != homes[tp])
+                replica = TopicPartitionReplica(tp.topic, tp.partition, broker_id)
+                answer = await asyncio.wait_for(admin.alter_replica_log_dirs({replica: target}), 5)
+                if answer[replica] is None:
+                    self.note("move", f"{tp.topic}-{tp.partition} on broker {broker_id}")
 
     async def _controller(self) -> int:
         with contextlib.suppress(Exception):
@@ -396,7 +434,9 @@ async def _churned_away(cluster: Cluster, churn: Churn) -> list[str]:
         left += [t for t in await admin.list_topics() if t.startswith("churn-")]
     for broker_id, broker in cluster.brokers.items():
         left += [
-            f"{d.name} on broker {broker_id}" for d in (broker.directory / "data").glob("churn-*")
+            f"{d.name} on broker {broker_id}"
+            for data in _data_dirs(broker)
+            for d in data.glob("churn-*")
         ]
     return left
 
@@ -484,7 +524,7 @@ def _replicas_differ(cluster: Cluster) -> list[str]:
     differ = []
     for topic, partition in itertools.product((TOPIC, TXN_TOPIC), range(PARTITIONS)):
         logs = {
-            broker_id: list(_batches(broker.directory / "data" / f"{topic}-{partition}"))
+            broker_id: list(_batches(_log_dir(broker, f"{topic}-{partition}")))
             for broker_id, broker in cluster.brokers.items()
         }
         if len({tuple(batches) for batches in logs.values()}) > 1:
@@ -527,6 +567,26 @@ def client_log(tmp_path: Path) -> Iterator[Path]:
         handler.close()
 
 
+def _settings(cluster: Cluster, broker_id: int) -> dict[str, str]:
+    """SETTINGS, with two data directories (the nemesis moves logs between them)."""
+    home = cluster.directory / f"broker-{broker_id}"
+    return {**SETTINGS, "log.dirs": f"{home / 'data'},{home / 'data-b'}"}
+
+
+def _data_dirs(broker: Any) -> list[Path]:
+    return [broker.directory / "data", broker.directory / "data-b"]
+
+
+def _log_dir(broker: Any, name: str) -> Path:
+    """Where the broker's log ``name`` is: the directory of that name in either data
+    directory that is not a move's copy (``.future`` in it)."""
+    for data in _data_dirs(broker):
+        path = data / name
+        if path.is_dir() and not (path / ".future").exists():
+            return path
+    return broker.directory / "data" / name  # (none: read as empty)
+
+
 @pytest.fixture
 def soak_cluster(
     request: pytest.FixtureRequest, tmp_path: Path
@@ -534,8 +594,10 @@ def soak_cluster(
     """Three brokers, each in a network namespace of its own where that can be done (the
     nemesis then cuts links too), else on loopback; killed by pid afterwards."""
     if network.available() is not None:
-        make_cluster = request.getfixturevalue("make_cluster")
-        yield make_cluster(3, SETTINGS), request.getfixturevalue("zookeeper"), None
+        cluster = request.getfixturevalue("make_cluster")(0)
+        for broker_id in (1, 2, 3):
+            cluster.start_broker(broker_id, _settings(cluster, broker_id))
+        yield cluster, request.getfixturevalue("zookeeper"), None
         return
     net = network.Network()
     zookeeper = ZooKeeperServer(tmp_path / "zookeeper", host=net.zookeeper)
@@ -544,7 +606,7 @@ def soak_cluster(
         zookeeper.start()
         cluster = network.PartitionedCluster(net, zookeeper.connect_string, tmp_path / "cluster-0")
         for broker_id in (1, 2, 3):
-            cluster.start_broker(broker_id, SETTINGS)
+            cluster.start_broker(broker_id, _settings(cluster, broker_id))
         yield cluster, zookeeper, net
     finally:
         if cluster is not None:
