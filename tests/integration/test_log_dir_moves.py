@@ -22,6 +22,7 @@ from client import (
 )
 from protocol.errors import LogDirNotFoundError
 from tests.integration.conftest import Cluster, until
+from tests.integration.test_reassignment import _command
 from tests.integration.test_topics import _ready_cluster
 
 pytestmark = pytest.mark.timeout(120)
@@ -116,3 +117,39 @@ async def test_a_log_moves_to_another_data_directory_while_it_is_written(
 def _leftovers(directory: Path) -> list[str]:
     """The partition's directories left in a data directory it moved from."""
     return sorted(p.name for p in directory.iterdir() if p.name.startswith("moved-"))
+
+
+async def test_a_reassignment_plan_moves_a_replica_to_the_data_directory_it_names(
+    make_cluster: Callable[..., Cluster], tmp_path: Path
+) -> None:
+    """`headwater reassign-partitions --execute` with a plan whose `log_dirs` names the
+    other directory (the replicas unchanged), then `--verify` until it says the replica's
+    move completed, as Kafka's tool does."""
+    cluster, _, target = await two_dirs(make_cluster, tmp_path)
+    async with Producer(bootstrap_servers=cluster.bootstrap, acks="all") as producer:
+        for i in range(500):
+            await producer.send("moved", _value(i))
+    plan = tmp_path / "plan.json"
+    plan.write_text(
+        '{"version":1,"partitions":[{"topic":"moved","partition":0,"replicas":[1],'
+        f'"log_dirs":["{target}"]}}]}}'
+    )
+    started = await _command(
+        cluster.bootstrap, "reassign-partitions", "--execute", "--reassignment-json-file", str(plan)
+    )
+    assert started.returncode == 0, started.stderr
+    assert "Successfully started log directory move for: moved-0-1" in started.stdout
+    verified = await until(
+        lambda: _command(
+            cluster.bootstrap,
+            "reassign-partitions",
+            "--verify",
+            "--reassignment-json-file",
+            str(plan),
+        ),
+        lambda done: done.returncode == 0,
+    )
+    assert "Reassignment of replica moved-0-1 completed successfully." in verified.stdout
+    async with Admin(bootstrap_servers=cluster.bootstrap) as admin:
+        assert await where_is(admin) == (target, None)
+    assert await read_all(cluster.bootstrap, 500) == [(i, _value(i)) for i in range(500)]
