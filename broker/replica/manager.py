@@ -2103,6 +2103,8 @@ class ReplicaManager:
             (_FETCH_SESSIONS, {}, len(self.fetch_sessions.sessions)),
             (_THROTTLED_RATE, {"side": "leader"}, self.leader_quota.per_second()),
             (_THROTTLED_RATE, {"side": "follower"}, self.follower_quota.per_second()),
+            (_MOVES_UNDER_WAY, {}, len(self.logs.futures)),
+            (_MOVE_MAX_LAG, {}, self.moves.max_lag()),
         ]
         for tp, p in sorted(self.partitions.items()):
             labels = {"topic": tp.topic, "partition": str(tp.partition)}
@@ -2119,6 +2121,7 @@ class ReplicaManager:
             self.produce_requests,
             self.fetch_requests,
             self.fetch_sessions.evictions,
+            self.moves.moved,
         )
         samples += [(c.name, {}, c.value) for c in counters]
         return samples
@@ -2176,6 +2179,14 @@ _DELAYED_PRODUCES = gauge(
 _FETCH_SESSIONS = gauge(
     "headwater_fetch_sessions",
     "Fetch sessions kept (KIP-227; max.incremental.fetch.session.cache.slots).",
+)
+_MOVES_UNDER_WAY = gauge(
+    "headwater_log_dir_moves_in_progress",
+    "Logs being copied to another of this broker's data directories (AlterReplicaLogDirs).",
+)
+_MOVE_MAX_LAG = gauge(
+    "headwater_log_dir_move_max_lag",
+    "The most any such copy is behind its log, in offsets (Kafka's ReplicaAlterLogDirs MaxLag).",
 )
 _THROTTLED_RATE = gauge(
     "headwater_replication_throttled_bytes_per_second",

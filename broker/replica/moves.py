@@ -34,6 +34,7 @@ from broker.log import Log
 from broker.log.log import FetchData
 from broker.log.manager import FUTURE, LogManager, TopicPartition
 from broker.log.swap import fsync_dir
+from broker.metrics import Counter
 from broker.replica.partition import Partition
 from broker.replica.throttle import ReplicationQuota
 from protocol.errors import (
@@ -65,22 +66,22 @@ class LogDirMoves:
         *,
         broker_id: int,
         quota: ReplicationQuota | None = None,
-        on_swap: Callable[[TopicPartition, Log], None] | None = None,
         chunk_bytes: int = _CHUNK_BYTES,
         tail_bytes: int = _TAIL_BYTES,
     ) -> None:
-        """``quota``: replica.alter.log.dirs.io.max.bytes.per.second, over every copy.
-        ``on_swap(tp, log)``: called when ``log`` has become ``tp``'s, on the loop."""
+        """``quota``: replica.alter.log.dirs.io.max.bytes.per.second, over every copy."""
         self._logs = logs
         self._quota = quota
         self._partitions = partitions
-        self._on_swap = on_swap
         self._chunk = chunk_bytes
         self._tail = min(tail_bytes, chunk_bytes)
         self._copies: dict[TopicPartition, asyncio.Task[None]] = {}
         self._finishing: set[asyncio.Task[None]] = set()  # old logs being removed
         self._changing: dict[TopicPartition, asyncio.Lock] = {}
-        self.moved = 0
+        self.moved = Counter(
+            "headwater_log_dir_moves_total",
+            "Moves of logs between this broker's data directories done (AlterReplicaLogDirs).",
+        )
         self._log = structlog.get_logger("headwater.log_moves").bind(broker_id=broker_id)
         self._listening = False  # to truncations: from the first copy on
 
@@ -201,6 +202,10 @@ class LogDirMoves:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
+    def max_lag(self) -> int:
+        """The most any copy under way is behind its log (offsets), 0 with none."""
+        return max((self.lag(tp) for tp in list(self._logs.futures)), default=0)
+
     def lag(self, tp: TopicPartition) -> int:
         """How far the copy's end is behind the log's (DescribeLogDirs' offset lag)."""
         future, log = self._logs.futures.get(tp), self._logs.logs.get(tp)
@@ -286,9 +291,7 @@ class LogDirMoves:
         partition = self._partitions.get(tp)
         if partition is not None:
             partition.log = future
-        if self._on_swap is not None:
-            self._on_swap(tp, future)
-        self.moved += 1
+        self.moved.inc()
         self._log.info(
             "log_move.done",
             topic=tp.topic,

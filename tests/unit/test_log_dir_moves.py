@@ -167,8 +167,15 @@ async def test_describe_log_dirs_shows_the_copy_and_its_lag(
     }
     assert by_dir[str(tmp_path / "a")] == [(0, False, 0)]
     assert by_dir[str(tmp_path / "b")] == [(0, True, 50)]
+    metrics = {name: value for name, _, value in manager.metrics()}
+    assert metrics["headwater_log_dir_moves_in_progress"] == 1
+    assert metrics["headwater_log_dir_move_max_lag"] == 50
+    assert metrics["headwater_log_dir_moves_total"] == 0
     gate.set()
     await _until_moved(logs, tmp_path / "b")
+    metrics = {name: value for name, _, value in manager.metrics()}
+    assert metrics["headwater_log_dir_moves_in_progress"] == 0
+    assert metrics["headwater_log_dir_moves_total"] == 1
     described = await manager.describe_log_dirs(DescribeLogDirsRequest())
     assert [d.topics for d in described.results if d.log_dir == str(tmp_path / "a")] == [[]]
 
