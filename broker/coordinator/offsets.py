@@ -85,11 +85,13 @@ class OffsetStore:
         """Held records of ``keys`` dropped (only those written before log offset
         ``before``, unless None)."""
         for producer_id, held in list(self.pending.items()):
-            gone = [r for r in held if r[0] in keys and (before is None or r[2] < before)]
+            gone: list[tuple[bytes, bytes | None, int]] = []
+            kept: list[tuple[bytes, bytes | None, int]] = []
+            for r in held:
+                (gone if r[0] in keys and (before is None or r[2] < before) else kept).append(r)
             if not gone:
                 continue
             self._count_pending(gone, -1)
-            kept = [r for r in held if r not in gone]
             if kept:
                 self.pending[producer_id] = kept
             else:

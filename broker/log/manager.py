@@ -149,9 +149,9 @@ class LogManager:
         """Deletions under way (event loop), to whether the directory went."""
         self.high_watermarks: dict[TopicPartition, int] = {}  # as checkpointed at start
         self.futures: dict[TopicPartition, Log] = {}
+        """Copies being made in another log dir (AlterReplicaLogDirs), by partition."""
         self._undeleted_copies: dict[TopicPartition, Path] = {}
         """Copies whose removal failed: no log of their partition is made until gone."""
-        """Copies being made in another log dir (AlterReplicaLogDirs), by partition."""
         self.preferred_dirs: dict[TopicPartition, Path] = {}
         """Where a partition not hosted yet is to be created (AlterReplicaLogDirs before
         the replica exists, as Kafka's maybeUpdatePreferredLogDir)."""
@@ -247,7 +247,7 @@ class LogManager:
                 self._promote_future(tp, path, clean, config, starts.get(tp, 0))
             else:  # no log, no swap: its partition was deleted while it was made
                 self._log.warning("log_manager.stray_copy_removed", dir=str(path))
-                remove_log_dir(path)
+                self._remove_leftover(path)
 
     def _resume_future(
         self, tp: TopicPartition, path: Path, clean: bool, config: LogConfig
@@ -256,14 +256,13 @@ class LogManager:
         manager resumes it once the partition is hosted). One that cannot open is
         dropped: the move starts over when asked again."""
         if tp in self.futures:  # two copies (a move to a third dir, cut short): keep one
-            remove_log_dir(path)
+            self._remove_leftover(path)
             return
         try:
             log = Log.open(path, config, clean_shutdown=clean, clock=self._clock)
         except HeadwaterError as exc:
             self._log.error("log_manager.move_dropped", dir=str(path), error=str(exc))
-            with contextlib.suppress(OSError):
-                remove_log_dir(path)
+            self._remove_leftover(path)
             return
         self.futures[tp] = log
         self._log.info("log_manager.move_resumed", log=log.name, dir=str(path.parent))
@@ -275,7 +274,7 @@ class LogManager:
         in the swap, after the copy had everything. It is the log (its log start the
         highest any checkpoint had: the old log's directory had it)."""
         if tp in self.logs:  # two such copies cannot be: keep the one met first
-            remove_log_dir(path)
+            self._remove_leftover(path)
             return
         log = Log.open(
             path, config, log_start_offset=start, clean_shutdown=clean, clock=self._clock

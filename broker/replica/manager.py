@@ -1916,10 +1916,12 @@ class ReplicaManager:
         it is behind until it is swapped in."""
         self._acl.check_cluster(Operation.ALTER, "move replicas between log directories")
         results: dict[str, list[AlterReplicaLogDirPartitionResult]] = {}
+        offline = self.logs.offline_dirs()
         for directory in request.dirs:
             for topic in directory.topics:
                 for index in topic.partitions:
-                    error = await self.moves.move(TopicPartition(topic.name, index), directory.path)
+                    tp = TopicPartition(topic.name, index)
+                    error = await self.moves.move(tp, directory.path, offline)
                     results.setdefault(topic.name, []).append(
                         AlterReplicaLogDirPartitionResult(
                             partition_index=index, error_code=0 if error is None else error.code

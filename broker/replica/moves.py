@@ -87,19 +87,22 @@ class LogDirMoves:
 
     # --- asked ----------------------------------------------------------------------------
 
-    async def move(self, tp: TopicPartition, path: str) -> ApiError | None:
+    async def move(
+        self, tp: TopicPartition, path: str, offline: set[Path] | None = None
+    ) -> ApiError | None:
         """Have ``tp``'s log moved to the log dir ``path``; the error to answer, if any.
         Asked for the dir it is in, a move under way is called off; asked for another
         dir than one under way, that one is called off and this one begun; asked for a
         partition not here yet, it will be made in ``path`` (REPLICA_NOT_AVAILABLE, as
-        Kafka answers)."""
+        Kafka answers). ``offline``: :meth:`LogManager.offline_dirs`, if the caller has
+        it (a pass over every log: once per request, not per partition)."""
         directory = self._logs.dir_of(path)
         if directory is None:
             return LogDirNotFoundError(
                 f"{path} is not one of this broker's log.dirs "
                 f"({', '.join(str(d) for d in self._logs.dirs)})"
             )
-        offline = self._logs.offline_dirs()
+        offline = self._logs.offline_dirs() if offline is None else offline
         if offline:  # (Kafka's too: a copy is never made while a dir is failed)
             return KafkaStorageError(
                 f"log dir {', '.join(sorted(map(str, offline)))} is offline on this broker: "

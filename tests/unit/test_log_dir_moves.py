@@ -365,7 +365,8 @@ async def test_the_old_log_goes_only_once_the_copy_is_on_disk(
     logs, manager = broker
     logs.logs[TP].config = LogConfig(segment_bytes=4096, flush_messages=1, file_delete_delay_ms=0)
     _produce_batches(manager, 40, 5)
-    await asyncio.sleep(0.2)  # the flushes flush.messages=1 asked for
+    await asyncio.sleep(0)  # (the flushes flush.messages=1 asked for begin)
+    await logs.logs[TP].flushes_done()
     assert _codes(await manager.alter_replica_log_dirs(_move(tmp_path / "b"))) == [0]
     await _until_moved(logs, tmp_path / "b")
     for _ in range(200):
