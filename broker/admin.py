@@ -777,7 +777,8 @@ class TopicAdmin:
             broker_name = TOPIC_CONFIG_SYNONYMS.get(name)
             value: str | None
             if broker_name is None:  # a topic's own (the throttled replicas): no broker's
-                value, source = str(default), ConfigSource.DEFAULT_CONFIG
+                value = str(default).lower() if isinstance(default, bool) else str(default)
+                source = ConfigSource.DEFAULT_CONFIG
                 chain = [DescribeConfigsSynonym(name=name, value=value, source=source.value)]
             else:
                 broker_entry = self.broker_configs.entry(broker_name)

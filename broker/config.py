@@ -729,11 +729,77 @@ SETTINGS: tuple[Setting, ...] = (
         check=lambda v: _topic_check("message.timestamp.type", v),
     ),
     Setting(
+        "log.message.timestamp.before.max.ms",
+        int,
+        _LONG_MAX,
+        "A CreateTime record older than this by the leader's clock is refused with "
+        "INVALID_TIMESTAMP (KIP-937).",
+        0,
+    ),
+    Setting(
+        "log.message.timestamp.after.max.ms",
+        int,
+        _LONG_MAX,
+        "A CreateTime record ahead of the leader's clock by more than this is refused with "
+        "INVALID_TIMESTAMP (KIP-937).",
+        0,
+    ),
+    Setting(
         "compression.type",
         str,
         "producer",
         "Codec batches are stored in: producer (as sent), uncompressed, gzip, snappy, lz4, zstd.",
         check=lambda v: _topic_check("compression.type", v),
+    ),
+    Setting(
+        "compression.gzip.level",
+        int,
+        -1,
+        "The level of the broker's gzip compression when compression.type is gzip (KIP-390): "
+        "1-9, or -1 for zlib's default.",
+        check=lambda v: _topic_check("compression.gzip.level", v),
+    ),
+    Setting(
+        "compression.lz4.level",
+        int,
+        9,
+        "The level of the broker's lz4 compression when compression.type is lz4 (KIP-390): "
+        "1-17; 9 is lz4's fast mode, others its high-compression one.",
+        check=lambda v: _topic_check("compression.lz4.level", v),
+    ),
+    Setting(
+        "compression.zstd.level",
+        int,
+        3,
+        "The level of the broker's zstd compression when compression.type is zstd (KIP-390): "
+        "-131072 to 22.",
+        check=lambda v: _topic_check("compression.zstd.level", v),
+    ),
+    Setting(
+        "log.roll.jitter.ms",
+        int,
+        0,
+        "Up to this much is taken off log.roll.ms, chosen per segment, so logs made together "
+        "do not all roll at once.",
+        0,
+    ),
+    Setting(
+        "log.preallocate",
+        bool,
+        False,
+        "Preallocate segment files (Kafka's; only false here).",
+        check=lambda v: _topic_check("preallocate", v),
+    ),
+    *(
+        Setting(
+            f"log.local.retention.{unit}",
+            int,
+            -2,
+            f"Tiered storage's local retention in {unit} (KIP-405; -2: log.retention.{unit}); "
+            "kept and shown only, as tiered storage is not in Headwater.",
+            -2,
+        )
+        for unit in ("ms", "bytes")
     ),
     Setting(
         "group.min.session.timeout.ms",
@@ -987,7 +1053,16 @@ TOPIC_CONFIG_SYNONYMS = {
     "max.compaction.lag.ms": "log.cleaner.max.compaction.lag.ms",
     "min.cleanable.dirty.ratio": "log.cleaner.min.cleanable.ratio",
     "message.timestamp.type": "log.message.timestamp.type",
+    "message.timestamp.before.max.ms": "log.message.timestamp.before.max.ms",
+    "message.timestamp.after.max.ms": "log.message.timestamp.after.max.ms",
     "compression.type": "compression.type",
+    "compression.gzip.level": "compression.gzip.level",
+    "compression.lz4.level": "compression.lz4.level",
+    "compression.zstd.level": "compression.zstd.level",
+    "segment.jitter.ms": "log.roll.jitter.ms",
+    "preallocate": "log.preallocate",
+    "local.retention.ms": "log.local.retention.ms",
+    "local.retention.bytes": "log.local.retention.bytes",
 }
 """Topic config -> the broker setting that gives its default (Kafka's synonyms)."""
 

@@ -307,10 +307,17 @@ class ProducerBatch:
     )
 
     def __init__(
-        self, tp: TopicPartition, compression: str, created_ms: float, deadline_ms: float, seq: int
+        self,
+        tp: TopicPartition,
+        compression: tuple[str, int | None],
+        created_ms: float,
+        deadline_ms: float,
+        seq: int,
     ) -> None:
+        """``compression``: the codec's name and level (None: its default)."""
         self.tp = tp
-        self.builder: BatchBuilder | None = BatchBuilder(compression=compression)
+        codec, level = compression
+        self.builder: BatchBuilder | None = BatchBuilder(compression=codec, level=level)
         self.count = 0
         """Records appended; the accumulator appends them (its hot path) straight onto
         the columns below, encoded into ``builder`` when the batch closes."""
@@ -484,6 +491,7 @@ class RecordAccumulator:
         batch_size: int = 16_384,
         linger_ms: float = 0,
         compression: str = "none",
+        compression_level: int | None = None,
         retry_backoff_ms: float = 100,
         delivery_timeout_ms: float = 120_000,
         max_in_flight: int = 1,
@@ -493,7 +501,7 @@ class RecordAccumulator:
     ) -> None:
         self.batch_size = batch_size
         self.linger_ms = linger_ms
-        self.compression = compression
+        self.compression = (compression, compression_level)
         self.retry_backoff_ms = retry_backoff_ms
         self.delivery_timeout_ms = delivery_timeout_ms
         self._clock = clock

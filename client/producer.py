@@ -105,6 +105,7 @@ from protocol.errors import (
     error_for_code,
 )
 from protocol.records import CODECS, HEADER_SIZE
+from protocol.records.compression import DEFAULT_LEVELS, level_problem
 
 __all__ = ["Producer"]
 
@@ -149,6 +150,9 @@ class Producer:
         linger_ms: int = 0,
         batch_size: int = 16_384,
         compression_type: str | None = None,
+        compression_gzip_level: int = DEFAULT_LEVELS["gzip"],
+        compression_lz4_level: int = DEFAULT_LEVELS["lz4"],
+        compression_zstd_level: int = DEFAULT_LEVELS["zstd"],
         max_in_flight_requests_per_connection: int = 5,
         retries: int = 2**31 - 1,
         delivery_timeout_ms: int = 120_000,
@@ -195,6 +199,7 @@ class Producer:
                 f"compression_type={compression_type!r} is invalid; use one of "
                 f"{', '.join(repr(c) for c in CODECS if c != 'none')} or None"
             )
+        levels = _levels(compression_gzip_level, compression_lz4_level, compression_zstd_level)
         for name, value, minimum in (
             ("linger_ms", linger_ms, 0),
             ("batch_size", batch_size, 1),
@@ -256,6 +261,7 @@ class Producer:
             batch_size=batch_size,
             linger_ms=linger_ms,
             compression=self.compression,
+            compression_level=levels.get(self.compression),
             retry_backoff_ms=retry_backoff_ms,
             delivery_timeout_ms=delivery_timeout_ms,
             # Kafka's max.in.flight per connection also bounds one partition's batches in
@@ -1386,6 +1392,18 @@ produce it appended and could not replicate before it lost the leadership.
 (DUPLICATE_SEQUENCE_NUMBER is not here: in Kafka it means the batch is in the log.)"""
 _MAX_EPOCH = 2**15 - 1  # an int16 on the wire
 _time_ns = time.time_ns  # bound once: send() reads the clock for every record
+
+
+def _levels(gzip: int, lz4: int, zstd: int) -> dict[str, int]:
+    """The codecs' compression levels (KIP-390), each checked against Kafka's range."""
+    levels = {"gzip": gzip, "lz4": lz4, "zstd": zstd}
+    for codec, level in levels.items():
+        problem = level_problem(codec, level)
+        if problem is not None:
+            raise ConfigurationError(
+                f"compression_{codec}_level={level} is invalid: it must be {problem}"
+            )
+    return levels
 
 
 def _idempotence(wanted: bool | None, acks: int, max_in_flight: int, retries: int) -> bool:

@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from protocol.records.compression import DEFAULT_LEVELS, level_problem
+
 __all__ = ["LogConfig"]
 
 _NAMES = {
@@ -29,11 +31,29 @@ _NAMES = {
     "max.compaction.lag.ms": "max_compaction_lag_ms",
     "min.cleanable.dirty.ratio": "min_cleanable_dirty_ratio",
     "message.timestamp.type": "message_timestamp_type",
+    "message.timestamp.before.max.ms": "message_timestamp_before_max_ms",
+    "message.timestamp.after.max.ms": "message_timestamp_after_max_ms",
     "compression.type": "compression_type",
+    "compression.gzip.level": "compression_gzip_level",
+    "compression.lz4.level": "compression_lz4_level",
+    "compression.zstd.level": "compression_zstd_level",
+    "segment.jitter.ms": "segment_jitter_ms",
+    "preallocate": "preallocate",
+    "remote.storage.enable": "remote_storage_enable",
+    "remote.log.copy.disable": "remote_log_copy_disable",
+    "remote.log.delete.on.disable": "remote_log_delete_on_disable",
+    "local.retention.ms": "local_retention_ms",
+    "local.retention.bytes": "local_retention_bytes",
     "leader.replication.throttled.replicas": "leader_replication_throttled_replicas",
     "follower.replication.throttled.replicas": "follower_replication_throttled_replicas",
 }
-_BOOLEANS = {"unclean.leader.election.enable"}
+_BOOLEANS = {
+    "unclean.leader.election.enable",
+    "preallocate",
+    "remote.storage.enable",
+    "remote.log.copy.disable",
+    "remote.log.delete.on.disable",
+}
 _FLOATS = {"min.cleanable.dirty.ratio"}
 _THROTTLED = {"leader.replication.throttled.replicas", "follower.replication.throttled.replicas"}
 _STRINGS = {"cleanup.policy", "message.timestamp.type", "compression.type", *_THROTTLED}
@@ -70,7 +90,27 @@ class LogConfig:
     min_cleanable_dirty_ratio: float = 0.5
     # what the leader does to a batch it appends
     message_timestamp_type: str = "CreateTime"
+    # KIP-937: a CreateTime record further than these from the leader's clock is refused
+    # (INVALID_TIMESTAMP); Kafka's Long.MAX_VALUE default checks nothing
+    message_timestamp_before_max_ms: int = _NO_LIMIT
+    message_timestamp_after_max_ms: int = _NO_LIMIT
     compression_type: str = "producer"
+    # KIP-390: the level of the leader's recompression into compression.type's codec
+    # (-1: zlib's default; lz4's 9 is its fast mode, as Kafka's)
+    compression_gzip_level: int = DEFAULT_LEVELS["gzip"]
+    compression_lz4_level: int = DEFAULT_LEVELS["lz4"]
+    compression_zstd_level: int = DEFAULT_LEVELS["zstd"]
+    segment_jitter_ms: int = 0
+    """Up to this much off segment.ms, chosen per segment, so that logs made together do
+    not all roll at once (Kafka's)."""
+    preallocate: bool = False
+    # Kafka's tiered storage (KIP-405), not in Headwater: accepted only as off, and the
+    # settings that matter only with it on are kept and shown, as Kafka does then
+    remote_storage_enable: bool = False
+    remote_log_copy_disable: bool = False
+    remote_log_delete_on_disable: bool = False
+    local_retention_ms: int = -2
+    local_retention_bytes: int = -2
     # replication throttles (Kafka's KIP-73): the replicas whose copying from a leader
     # counts against that broker's leader.replication.throttled.rate, and whose fetching
     # counts against the follower's follower.replication.throttled.rate (in-sync replicas
@@ -114,6 +154,44 @@ class LogConfig:
                 self.compression_type in COMPRESSION_TYPES,
                 "one of " + ", ".join(COMPRESSION_TYPES),
             ),
+            (
+                "message.timestamp.before.max.ms",
+                self.message_timestamp_before_max_ms >= 0,
+                "0 or more",
+            ),
+            (
+                "message.timestamp.after.max.ms",
+                self.message_timestamp_after_max_ms >= 0,
+                "0 or more",
+            ),
+            *(
+                (f"compression.{codec}.level", problem is None, problem)
+                for codec, level in (
+                    ("gzip", self.compression_gzip_level),
+                    ("lz4", self.compression_lz4_level),
+                    ("zstd", self.compression_zstd_level),
+                )
+                for problem in [level_problem(codec, level)]
+            ),
+            ("segment.jitter.ms", self.segment_jitter_ms >= 0, "0 or more"),
+            (
+                "preallocate",
+                not self.preallocate,
+                "false: Headwater does not preallocate segment files (on Linux Kafka's "
+                "preallocation makes a sparse file, which buys nothing)",
+            ),
+            (
+                "remote.storage.enable",
+                not self.remote_storage_enable,
+                "false: tiered storage (KIP-405) is not in Headwater; every segment stays on "
+                "the broker's disks",
+            ),
+            ("local.retention.ms", self.local_retention_ms >= -2, "-2 (retention.ms) or more"),
+            (
+                "local.retention.bytes",
+                self.local_retention_bytes >= -2,
+                "-2 (retention.bytes) or more",
+            ),
         ]
         checks += [
             (name, _replicas(getattr(self, _NAMES[name])) is not None, _REPLICAS_FORM)
@@ -122,6 +200,8 @@ class LogConfig:
         for name, ok, need in checks:
             if not ok:
                 value = getattr(self, _NAMES[name])
+                if isinstance(value, bool):
+                    value = str(value).lower()
                 raise ValueError(f"{name}={value} is invalid: it must be {need}")
 
     @classmethod
@@ -145,6 +225,16 @@ class LogConfig:
             else:
                 kwargs[field] = _number(name, value, int, "an integer")
         return dataclasses.replace(self, **kwargs)
+
+    @property
+    def compression_level(self) -> int | None:
+        """The level of ``compression.type``'s codec (None: a codec without levels, or
+        ``producer``/``uncompressed``)."""
+        return {
+            "gzip": self.compression_gzip_level,
+            "lz4": self.compression_lz4_level,
+            "zstd": self.compression_zstd_level,
+        }.get(self.compression_type)
 
     @property
     def cleanup_policies(self) -> set[str]:

@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import errno
 import os
+import random
 import shutil
 import time
 from bisect import bisect_right
@@ -56,6 +57,7 @@ from protocol.apis import (
 from protocol.errors import (
     CorruptBatchError,
     InvalidRecordError,
+    InvalidTimestampError,
     KafkaStorageError,
     MessageTooLargeError,
     OffsetOutOfRangeError,
@@ -65,6 +67,7 @@ from protocol.framing import FileRegion
 from protocol.records import BatchHeader, scan_batches
 from protocol.records.batch import LEADER_EPOCH_POS
 from protocol.records.control import EndTxnMarker, encode_end_txn_marker, read_end_txn_marker
+from protocol.records.transform import timestamp_outside
 
 _NO_LIMIT = 2**63 - 1
 
@@ -371,13 +374,16 @@ class Log:
         return cut_total
 
     def _new_segment(self, base: int, now: int) -> LogSegment:
-        return LogSegment(
+        segment = LogSegment(
             self.dir,
             base,
             index_interval_bytes=self.config.index_interval_bytes,
             max_index_bytes=self.config.segment_index_bytes,
             created_ms=now,
         )
+        jitter = min(self.config.segment_jitter_ms, self.config.segment_ms)
+        segment.roll_jitter_ms = random.randrange(jitter) if jitter > 0 else 0
+        return segment
 
     def _add_segment(self, segment: LogSegment) -> None:
         self.segments.append(segment)
@@ -618,6 +624,8 @@ class Log:
                     )
                 if h.producer_id >= 0:
                     markers[i] = read_end_txn_marker(view, h)
+        if from_producer:
+            self._check_timestamps(headers, view)
         total = headers[-1].end
         if total > self.config.segment_bytes:
             raise RecordListTooLargeError(
@@ -625,6 +633,36 @@ class Log:
                 f"({self.config.segment_bytes}) for {self.name}"
             )
         return markers
+
+    def _check_timestamps(self, headers: list[BatchHeader], view: memoryview) -> None:
+        """Kafka's KIP-937 bounds on a producer's CreateTime timestamps, by this broker's
+        clock: ``message.timestamp.after.max.ms`` by each batch's max timestamp (its
+        header), ``message.timestamp.before.max.ms`` by every record's (decoded: a
+        record may be older than its batch's first). Kafka's defaults check nothing."""
+        config = self.config
+        before = config.message_timestamp_before_max_ms
+        after = config.message_timestamp_after_max_ms
+        if (before == after == _NO_LIMIT) or config.message_timestamp_type != "CreateTime":
+            return
+        now = self._clock()
+        low, high = now - before, now + after
+        for h in headers:
+            if h.is_control:
+                continue
+            found = timestamp_outside(
+                view[h.position : h.end], low, high, every_record=before != _NO_LIMIT
+            )
+            if found is None:
+                continue
+            if found > high:
+                name, limit, gap, way = "after", after, found - now, "ahead of"
+            else:
+                name, limit, gap, way = "before", before, now - found, "behind"
+            raise InvalidTimestampError(
+                f"{self.name}: a record's timestamp {found} is {gap} ms {way} this broker's "
+                f"clock, more than message.timestamp.{name}.max.ms={limit} allows: send "
+                f"records stamped with the current time, or raise the topic's limit"
+            )
 
     def _check_producers(
         self, headers: list[BatchHeader], markers: dict[int, EndTxnMarker], coordinator: bool
@@ -700,7 +738,7 @@ class Log:
         now = self._clock()
         if (
             seg.size + nbytes > self.config.segment_bytes
-            or now - seg.created_ms >= self.config.segment_ms
+            or now - seg.created_ms >= self.config.segment_ms - seg.roll_jitter_ms
             or not seg.room_for_entries(nbytes)
             or last_offset - seg.base_offset >= 2**31  # relative offsets are u32 in indexes
         ):

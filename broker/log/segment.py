@@ -98,6 +98,8 @@ class LogSegment:
             raise
         self.index_missing = index_missing
         self.created_ms = created_ms
+        self.roll_jitter_ms = 0
+        """Taken off segment.ms for this segment's time-based roll (segment.jitter.ms)."""
         self.next_offset = base_offset
         self.max_timestamp = -1
         self.offset_of_max_timestamp = base_offset

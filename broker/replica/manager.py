@@ -2213,7 +2213,10 @@ def _as_topic_wants(config: LogConfig, records: Buffer) -> tuple[Buffer, int]:
     if append_time_ms < 0 and codec is None:
         return records, -1
     rewritten = rewrite_for_append(
-        records, codec=codec, append_time_ms=append_time_ms if append_time_ms >= 0 else None
+        records,
+        codec=codec,
+        append_time_ms=append_time_ms if append_time_ms >= 0 else None,
+        level=config.compression_level,
     )
     return rewritten, append_time_ms
 

@@ -93,6 +93,7 @@ class BatchBuilder:
         "_codec",
         "_count",
         "_is_transactional",
+        "_level",
         "_max_ts",
         "_producer_epoch",
         "_producer_id",
@@ -107,8 +108,11 @@ class BatchBuilder:
         producer_epoch: int = -1,
         base_sequence: int = -1,
         is_transactional: bool = False,
+        level: int | None = None,
     ) -> None:
+        """``level``: the codec's compression level, Kafka's (None: its default)."""
         self._codec = codec_id(compression)
+        self._level = level
         self._base_offset = base_offset
         self._producer_id = producer_id
         self._producer_epoch = producer_epoch
@@ -240,7 +244,7 @@ class BatchBuilder:
             attributes |= B.TRANSACTIONAL_BIT
         buf = self._buf
         if self._codec != NONE:
-            compressed = compress(self._codec, memoryview(buf)[B.HEADER_SIZE :])
+            compressed = compress(self._codec, memoryview(buf)[B.HEADER_SIZE :], self._level)
             buf = bytearray(B.HEADER_SIZE)
             buf += compressed
         B.HEADER.pack_into(

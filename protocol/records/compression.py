@@ -1,6 +1,9 @@
 """Per-batch compression codecs, in the framings Kafka's Java client writes.
 
 - gzip: a gzip member (``GZIPOutputStream``); zlib's default level, as Kafka's.
+
+Each codec but snappy takes a level (Kafka's KIP-390), for a producer's batches or a
+broker's recompression into a topic's ``compression.type``.
 - snappy: xerial's block framing (``SnappyOutputStream``: magic, version, compat, then
   length-prefixed raw blocks of 32 KiB input); plain raw snappy is also read.
 - lz4: the standard LZ4 frame, 64 KiB independent blocks (Kafka's block output stream).
@@ -21,7 +24,15 @@ import zstandard
 
 from protocol.errors import InvalidRecordsError
 
-__all__ = ["CODECS", "CODEC_NAMES", "DEFAULT_MAX_DECOMPRESSED_BYTES", "compress", "decompress"]
+__all__ = [
+    "CODECS",
+    "CODEC_NAMES",
+    "DEFAULT_LEVELS",
+    "DEFAULT_MAX_DECOMPRESSED_BYTES",
+    "compress",
+    "decompress",
+    "level_problem",
+]
 
 Buffer = bytes | bytearray | memoryview
 
@@ -30,6 +41,20 @@ CODECS: dict[str, int] = {"none": NONE, "gzip": GZIP, "snappy": SNAPPY, "lz4": L
 CODEC_NAMES: dict[int, str] = {v: k for k, v in CODECS.items()}
 
 DEFAULT_MAX_DECOMPRESSED_BYTES = 256 * 1024 * 1024
+LZ4_DEFAULT_LEVEL, ZSTD_DEFAULT_LEVEL = 9, 3
+DEFAULT_LEVELS: dict[str, int] = {"gzip": -1, "lz4": LZ4_DEFAULT_LEVEL, "zstd": ZSTD_DEFAULT_LEVEL}
+"""Kafka's (KIP-390) default level of each codec that has levels (gzip's -1: zlib's)."""
+_LEVEL_RANGES = {"gzip": (1, 9), "lz4": (1, 17), "zstd": (-131072, 22)}
+
+
+def level_problem(codec_name: str, level: int) -> str | None:
+    """What a level must be for ``codec_name`` (Kafka's ranges), or None if it is one."""
+    low, high = _LEVEL_RANGES[codec_name]
+    if low <= level <= high or (codec_name == "gzip" and level == -1):
+        return None
+    extra = ", or -1 (zlib's default)" if codec_name == "gzip" else ""
+    return f"between {low} and {high}{extra}"
+
 
 _XERIAL_MAGIC = b"\x82SNAPPY\x00"
 _XERIAL_HEADER = _XERIAL_MAGIC + struct.pack(">ii", 1, 1)
@@ -45,22 +70,30 @@ def codec_id(name: str) -> int:
         raise ValueError(f"unknown compression {name!r}; use one of: {', '.join(CODECS)}") from None
 
 
-def compress(codec: int, data: Buffer) -> bytes:
+def compress(codec: int, data: Buffer, level: int | None = None) -> bytes:
+    """``data`` in ``codec``; ``level`` in Kafka's terms (KIP-390: gzip 1-9 or -1, lz4
+    1-17, zstd -131072 to 22; snappy has none), None for Kafka's default."""
     if codec == GZIP:
-        c = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+        gzip_level = zlib.Z_DEFAULT_COMPRESSION if level is None else level
+        c = zlib.compressobj(gzip_level, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
         return c.compress(data) + c.flush()
     if codec == SNAPPY:
         return _xerial_compress(data)
     if codec == LZ4:
         return lz4.frame.compress(
             data,
+            # Kafka's default, 9, is lz4's fast compressor; any other level its
+            # high-compression one (lz4 itself stops at 12)
+            compression_level=0 if level in (None, LZ4_DEFAULT_LEVEL) else level,
             block_size=lz4.frame.BLOCKSIZE_MAX64KB,
             block_linked=False,
             content_checksum=False,
             store_size=False,
         )
     if codec == ZSTD:
-        return zstandard.ZstdCompressor(level=3).compress(data)
+        return zstandard.ZstdCompressor(
+            level=ZSTD_DEFAULT_LEVEL if level is None else level
+        ).compress(data)
     raise ValueError(f"no compression codec {codec}")
 
 

@@ -34,6 +34,7 @@ from protocol.records.batch import (
     scan_batches,
     verify_crc,
 )
+from protocol.records.codec import RecordBatch
 from protocol.records.compression import (
     CODECS,
     DEFAULT_MAX_DECOMPRESSED_BYTES,
@@ -42,10 +43,17 @@ from protocol.records.compression import (
     decompress,
 )
 
-__all__ = ["recompress_batch", "rewrite_for_append", "set_log_append_time", "topic_codec"]
+__all__ = [
+    "recompress_batch",
+    "rewrite_for_append",
+    "set_log_append_time",
+    "timestamp_outside",
+    "topic_codec",
+]
 
 Buffer = bytes | bytearray | memoryview
 
+NO_TIMESTAMP = -1
 _MAX_TIMESTAMP_POS = 35  # attributes (2) + last offset delta (4) + base timestamp (8) after 21
 _INT16 = struct.Struct(">h")
 _INT32 = struct.Struct(">i")
@@ -68,11 +76,13 @@ def rewrite_for_append(
     *,
     codec: int | None,
     append_time_ms: int | None,
+    level: int | None = None,
     max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES,
 ) -> Buffer:
     """``data`` (whole batches) as the topic wants them appended.
 
-    ``codec``: the topic's codec, None to keep each batch's; ``append_time_ms``: the
+    ``codec``: the topic's codec, None to keep each batch's; ``level``: its level
+    (None: the codec's default); ``append_time_ms``: the
     LogAppendTime to stamp, None for CreateTime. Returns ``data`` itself when no batch
     changes (the common case costs a header walk, no copy). Raises the
     :class:`~protocol.errors.CorruptBatchError` family for a damaged batch.
@@ -90,7 +100,7 @@ def rewrite_for_append(
         verify_crc(view, h)
         rewritten = bytearray(batch)
         if codec is not None and codec != h.compression:
-            rewritten = recompress_batch(rewritten, codec, max_decompressed_bytes)
+            rewritten = recompress_batch(rewritten, codec, max_decompressed_bytes, level)
         if append_time_ms is not None:
             set_log_append_time(rewritten, append_time_ms)
         out += rewritten
@@ -98,15 +108,19 @@ def rewrite_for_append(
 
 
 def recompress_batch(
-    batch: Buffer, codec: int, max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES
+    batch: Buffer,
+    codec: int,
+    max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES,
+    level: int | None = None,
 ) -> bytearray:
-    """One whole batch with its records section in ``codec``; every other field kept."""
+    """One whole batch with its records section in ``codec`` (at ``level``, None: its
+    default); every other field kept."""
     header = read_header(batch)
     payload = memoryview(batch)[HEADER_SIZE : header.end]
     raw: Buffer = payload
     if header.compression != NONE:
         raw = decompress(header.compression, payload, max_decompressed_bytes)
-    records = raw if codec == NONE else compress(codec, raw)
+    records = raw if codec == NONE else compress(codec, raw, level)
     out = bytearray(memoryview(batch)[:HEADER_SIZE])
     out += records
     _INT32.pack_into(out, LENGTH_POS, HEADER_SIZE - LOG_OVERHEAD + len(records))
@@ -126,3 +140,34 @@ def _set_attributes(batch: bytearray, attributes: int) -> None:
     _INT16.pack_into(batch, ATTRIBUTES_POS, attributes)
     crc = crc32c(memoryview(batch)[ATTRIBUTES_POS:])
     batch[CRC_POS:ATTRIBUTES_POS] = crc.to_bytes(4, "big")
+
+
+def timestamp_outside(
+    batch: Buffer,
+    low: int,
+    high: int,
+    *,
+    every_record: bool,
+    max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES,
+) -> int | None:
+    """A record timestamp of one whole CreateTime batch outside [``low``, ``high``], or
+    None (Kafka's KIP-937 check; a record without a timestamp, -1, is never outside).
+
+    Without ``every_record`` only the header's first and max timestamps are looked at: no
+    record is decoded, and a record older than the batch's first one is not seen. With
+    it, every record's timestamp is decoded (decompressed first), as Kafka's LogValidator
+    reads them: a cost per record, paid only by a topic that bounds how old a record may
+    be. Raises :class:`~protocol.errors.InvalidRecordsError` for records that do not
+    decode."""
+    header = read_header(batch)
+    if header.max_timestamp > high:
+        return header.max_timestamp
+    if not every_record:
+        first = header.base_timestamp
+        return first if first != NO_TIMESTAMP and first < low else None
+    view = memoryview(batch).cast("B")
+    columns = RecordBatch(header, view, max_decompressed_bytes).columns(rising=False)
+    for timestamp in columns.timestamps:
+        if timestamp != NO_TIMESTAMP and not low <= timestamp <= high:
+            return timestamp
+    return None

@@ -576,6 +576,22 @@ async def test_kafkas_admin_client_manages_topics_configs_records_and_groups(
         ]
         admin.delete_consumer_groups(["admins"])["admins"].result(30)
         admin.delete_topics(["log"])["log"].result(30)
+        # Kafka 4.0's timestamp bounds (KIP-937), set by Kafka's admin client: a record
+        # an hour ahead is refused with INVALID_TIMESTAMP, the one beside it delivered
+        bounded = NewRdTopic("bounded", 1, 1, config={"message.timestamp.after.max.ms": "60000"})
+        admin.create_topics([bounded])["bounded"].result(30)
+        outcomes: list[tuple[int | None, int | None]] = []
+
+        def report(err: Any, message: Any) -> None:
+            outcomes.append((None if err is None else err.code(), message.offset()))
+
+        stamper = RdProducer({"bootstrap.servers": bootstrap})
+        now_ms = int(time.time() * 1000)
+        stamper.produce("bounded", b"later", timestamp=now_ms + 3_600_000, on_delivery=report)
+        assert stamper.flush(30) == 0
+        stamper.produce("bounded", b"now", timestamp=now_ms, on_delivery=report)
+        assert stamper.flush(30) == 0
+        seen["bounded"] = outcomes
         cluster_view = admin.describe_cluster().result(30)  # DescribeCluster (KIP-700)
         seen["cluster"] = (
             cluster_view.cluster_id,
@@ -590,6 +606,7 @@ async def test_kafkas_admin_client_manages_topics_configs_records_and_groups(
     assert seen["low"] == 4
     assert seen["members"] == 1 and seen["groups"] == ["admins"]
     assert seen["offsets"] == [("log", 0, 10)]
+    assert seen["bounded"] == [(RdKafkaError.INVALID_TIMESTAMP, None), (None, 0)]
     async with Admin(bootstrap_servers=cluster.bootstrap) as admin:
         ours = await admin.describe_cluster()
         (broker,) = cluster.brokers.values()

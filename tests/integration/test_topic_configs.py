@@ -45,6 +45,7 @@ from client.localcluster import ZooKeeperServer
 from protocol.apis import ApiKey, CreatableReplicaAssignment, CreatableTopic, CreateTopicsRequest
 from protocol.errors import (
     InvalidConfigError,
+    InvalidTimestampError,
     NotEnoughReplicasError,
     OffsetOutOfRangeError,
 )
@@ -323,6 +324,80 @@ async def test_log_append_time_and_compression_type_apply_on_the_leader(shared: 
         assert batch.compression == "zstd" and batch.header.compression == CODECS["zstd"]
         assert batch.timestamp_type == LOG_APPEND_TIME
         assert [(r.timestamp, r.value) for r in batch.records] == [(meta.timestamp, b"x" * 200)]
+
+
+async def test_timestamp_bounds_and_compression_levels_of_kafka_4(shared: Cluster) -> None:
+    bootstrap = shared.bootstrap
+    topic = await _create(
+        bootstrap,
+        {
+            "message.timestamp.before.max.ms": "86400000",
+            "message.timestamp.after.max.ms": "3600000",
+            "compression.type": "gzip",
+            "compression.gzip.level": "1",
+        },
+    )
+    hour = 3_600_000
+    async with Producer(bootstrap_servers=bootstrap, acks="all") as producer:
+        now = time.time_ns() // 1_000_000
+        with pytest.raises(InvalidTimestampError, match=r"after\.max\.ms=3600000 allows"):
+            await producer.send_and_wait(topic, b"later", timestamp_ms=now + 2 * hour)
+        with pytest.raises(InvalidTimestampError, match=r"before\.max\.ms=86400000 allows"):
+            await producer.send_and_wait(topic, b"old", timestamp_ms=now - 25 * hour)
+        # the same producer goes on, and nothing of the refused records was written
+        first = await producer.send_and_wait(topic, b"now", timestamp_ms=now)
+        within = await producer.send_and_wait(topic, b"soon", timestamp_ms=now + hour // 2)
+    assert (first.offset, within.offset) == (0, 1)
+    tp = TopicPartition(topic, 0)
+    async with Consumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest") as consumer:
+        consumer.assign([tp])
+        records = (await asyncio.wait_for(consumer.getmany(timeout_ms=5_000), 15))[tp]
+    assert [(r.offset, r.value, r.timestamp) for r in records] == [
+        (0, b"now", now),
+        (1, b"soon", now + hour // 2),
+    ]
+    sources = await _sources(bootstrap, topic)
+    assert sources["compression.gzip.level"] == ("1", "DYNAMIC_TOPIC_CONFIG")
+    assert sources["segment.jitter.ms"] == ("0", "DEFAULT_CONFIG")
+    assert sources["remote.storage.enable"] == ("false", "DEFAULT_CONFIG")
+    assert sources["local.retention.ms"] == ("-2", "DEFAULT_CONFIG")
+
+    def stored_codecs() -> list[int]:
+        found = []
+        for files in _segments(shared, topic).values():
+            data = b"".join(f.read_bytes() for f in files)
+            found += [b.header.compression for b in decode_batches(data)]
+        return found
+
+    # recompressed by the leader (the producer sent them uncompressed), as every replica has
+    assert await _until(stored_codecs, lambda codecs: len(codecs) == 6) == [CODECS["gzip"]] * 6
+    refused = await _headwater(
+        bootstrap,
+        "topics",
+        "create",
+        f"p-{uuid.uuid4().hex[:8]}",
+        "--config",
+        "preallocate=true",
+        rc=1,
+    )
+    assert "preallocate=true is invalid: it must be false" in refused.stderr
+    # a broker default, changed live: a topic without its own bound follows it
+    plain = await _create(bootstrap, {})
+    every_broker = ConfigResource("broker", "")
+    async with Admin(bootstrap_servers=bootstrap) as admin:
+        bound = [AlterConfigOp("log.message.timestamp.after.max.ms", "60000")]
+        await admin.incremental_alter_configs({every_broker: bound})
+        try:
+            async with Producer(bootstrap_servers=bootstrap, acks="all") as producer:
+                now = time.time_ns() // 1_000_000
+                with pytest.raises(InvalidTimestampError, match=r"after\.max\.ms=60000"):
+                    await producer.send_and_wait(plain, b"later", timestamp_ms=now + hour)
+        finally:
+            unbound = [AlterConfigOp("log.message.timestamp.after.max.ms", op_type="DELETE")]
+            await admin.incremental_alter_configs({every_broker: unbound})
+    async with Producer(bootstrap_servers=bootstrap, acks="all") as producer:
+        later = time.time_ns() // 1_000_000 + hour
+        assert (await producer.send_and_wait(plain, b"later", timestamp_ms=later)).offset == 0
 
 
 # --- refusals -----------------------------------------------------------------------------

@@ -7,10 +7,12 @@ from pathlib import Path
 import pytest
 
 from broker.log import Log, LogConfig
+from broker.log import log as log_module
 from broker.log import segment as segment_module
 from protocol.errors import (
     CrcMismatchError,
     InvalidRecordError,
+    InvalidTimestampError,
     KafkaStorageError,
     MessageTooLargeError,
     OffsetOutOfRangeError,
@@ -517,3 +519,97 @@ def test_opening_removes_what_a_crash_left_and_indexes_without_their_log(
         assert log.log_end_offset == 5
     finally:
         log.close()
+
+
+# --- message.timestamp.before/after.max.ms (KIP-937) ----------------------------------------
+
+
+def _at(*timestamps: int) -> bytes:
+    return encode_batch([(None, b"v%d" % i, None, ts) for i, ts in enumerate(timestamps)])
+
+
+def test_timestamp_bounds_refuse_a_producer_batch_whole(tmp_path: Path) -> None:
+    clock = Clock(now=10_000_000)
+    bounded = SMALL.with_overrides(
+        message_timestamp_before_max_ms=60_000, message_timestamp_after_max_ms=1_000
+    )
+    log = Log.open(tmp_path / "t-0", bounded, clock=clock)
+    now = clock.now
+    assert log.append(_at(now - 60_000, now + 1_000)).first_offset == 0  # the bounds are in
+    with pytest.raises(InvalidTimestampError) as ahead:
+        log.append(_at(now, now + 1_001))
+    assert ahead.value.message == (
+        "t-0: a record's timestamp 10001001 is 1001 ms ahead of this broker's clock, more "
+        "than message.timestamp.after.max.ms=1000 allows: send records stamped with the "
+        "current time, or raise the topic's limit"
+    )
+    # older than the batch's first record: found by reading every record, as Kafka does
+    with pytest.raises(
+        InvalidTimestampError, match=r"60001 ms behind .*timestamp\.before\.max\.ms=60000"
+    ):
+        log.append(_at(now, now - 60_001, now))
+    gzipped = encode_batch([(None, b"x", None, now), (None, b"y", None, 5)], compression="gzip")
+    with pytest.raises(InvalidTimestampError, match="behind"):
+        log.append(gzipped)
+    assert log.log_end_offset == 2  # nothing of the refused batches was written
+    assert log.append(_at(now, -1)).first_offset == 2  # no timestamp (-1): not checked
+    # the clock moves on: what was ahead is now in bounds
+    clock.now += 5_000
+    assert log.append(_at(now + 5_000)).first_offset == 4
+    # followers and coordinators take what their leader or they wrote
+    log.append_as_follower(encode_batch([(None, b"f", None, 1)], base_offset=5))
+    log.append(_at(1), coordinator=True)
+    assert [(o, v) for o, _, v, _ in read_all(log)] == [
+        (0, b"v0"),
+        (1, b"v1"),
+        (2, b"v0"),
+        (3, b"v1"),
+        (4, b"v0"),
+        (5, b"f"),
+        (6, b"v0"),
+    ]
+    log.close()
+
+
+def test_timestamp_bounds_check_nothing_by_default_or_with_log_append_time(
+    tmp_path: Path,
+) -> None:
+    clock = Clock(now=10_000_000)
+    log = Log.open(tmp_path / "a-0", SMALL, clock=clock)
+    log.append(_at(0, 2**62))  # Kafka's defaults: Long.MAX_VALUE either way
+    log.close()
+    stamped = SMALL.with_overrides(
+        message_timestamp_type="LogAppendTime",
+        message_timestamp_before_max_ms=0,
+        message_timestamp_after_max_ms=0,
+    )
+    log = Log.open(tmp_path / "b-0", stamped, clock=clock)
+    log.append(_at(0))  # the leader's clock replaces it: nothing to check
+    log.close()
+
+
+def test_segment_jitter_takes_up_to_segment_ms_off_each_roll(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asked: list[int] = []
+
+    def randrange(stop: int) -> int:
+        asked.append(stop)
+        return 400
+
+    monkeypatch.setattr(log_module.random, "randrange", randrange)
+    clock = Clock()
+    cfg = SMALL.with_overrides(segment_ms=1_000, segment_jitter_ms=5_000)
+    log = Log.open(tmp_path / "t-0", cfg, clock=clock)
+    log.append(_batch(0))
+    clock.now += 599
+    log.append(_batch(5))
+    assert log.segment_count == 1
+    clock.now += 1  # 600 ms: segment.ms less this segment's 400 ms of jitter
+    log.append(_batch(10))
+    assert log.segment_count == 2 and log.active.base_offset == 10
+    assert asked == [1_000, 1_000]  # never more than segment.ms; one draw per segment
+    log.close()
+    log = Log.open(tmp_path / "u-0", SMALL.with_overrides(segment_ms=1_000), clock=clock)
+    assert log.active.roll_jitter_ms == 0 and len(asked) == 2  # none set: no draw
+    log.close()

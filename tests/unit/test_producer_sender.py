@@ -981,3 +981,26 @@ async def test_the_leaders_refusal_read_under_stale_metadata_still_moves_to_a_ne
     cluster.answers = [leader_1, broker_2, leader_1, leader_1, leader_1]
     assert await asyncio.wait_for(producer.send_and_wait("a", b"B"), 5)
     await producer.stop()
+
+
+async def test_a_compression_level_reaches_the_batches_and_a_bad_one_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match=r"compression_zstd_level=23 is invalid: it must"):
+        Producer(bootstrap_servers="unused:1", compression_zstd_level=23)
+    with pytest.raises(ConfigurationError, match=r"between 1 and 9, or -1"):
+        Producer(bootstrap_servers="unused:1", compression_gzip_level=0)
+    value = b" ".join(b"word %d of a text that repeats itself %d" % (i, i % 5) for i in range(300))
+    sizes = []
+    for level in (1, 9):
+        tp = TopicPartition("t", 0)
+        cluster = ScriptedCluster({tp: 1})
+        producer = await started(
+            cluster, compression_type="gzip", compression_gzip_level=level, linger_ms=0
+        )
+        await producer.send_and_wait("t", value, partition=0)
+        await producer.stop()
+        (request,) = [r for _, r, _ in cluster.requests]
+        (data,) = [p.records for t in request.topics for p in t.partitions]
+        (batch,) = decode_batches(bytes(data or b""))
+        assert batch.compression == "gzip" and [r.value for r in batch] == [value]
+        sizes.append(len(data or b""))
+    assert sizes[1] < sizes[0]  # level 9 compresses tighter than level 1

@@ -1,6 +1,7 @@
 """The leader's per-batch rewrites: LogAppendTime stamps and recompression to the topic's
-codec. Round trips: the CRC is valid, the timestamps are what the topic asks, the records
-(keys, values, headers, offsets) and every other header field are unchanged."""
+codec (at its level, KIP-390). Round trips: the CRC is valid, the timestamps are what the
+topic asks, the records (keys, values, headers, offsets) and every other header field are
+unchanged. And the KIP-937 timestamp bounds: by the header, or by every record."""
 
 import pytest
 from hypothesis import given
@@ -14,6 +15,7 @@ from protocol.records.transform import (
     recompress_batch,
     rewrite_for_append,
     set_log_append_time,
+    timestamp_outside,
     topic_codec,
 )
 from tests.strategies import CODECS, RECORDS
@@ -158,3 +160,52 @@ def test_any_records_survive_any_rewrite(
     ]
     expected = [NOW] * len(records) if stamp else [ts for *_, ts in records]
     assert [r.timestamp for r in batch.records] == expected
+
+
+# --- compression levels (KIP-390) ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("codec", "fast", "small"), [("gzip", 1, 9), ("lz4", 9, 12), ("zstd", -50, 19)]
+)
+def test_a_topic_level_is_the_recompression_s(codec: str, fast: int, small: int) -> None:
+    text = b" ".join(
+        b"record %d of a run of words that repeat, %d" % (i, i % 7) for i in range(400)
+    )
+    data = encode_batch([(None, text, None, 1_000 + i) for i in range(8)])
+    quick = rewrite_for_append(data, codec=CODEC_IDS[codec], append_time_ms=None, level=fast)
+    tight = rewrite_for_append(data, codec=CODEC_IDS[codec], append_time_ms=None, level=small)
+    default = rewrite_for_append(data, codec=CODEC_IDS[codec], append_time_ms=None)
+    assert len(tight) < len(quick)  # the level reached the codec
+    for out in (quick, tight, default):
+        (header,) = scan_batches(out)  # CRC valid
+        assert header.compression == CODEC_IDS[codec]
+        assert _records(out) == _records(data)
+    if codec == "lz4":  # Kafka's default level, 9, is lz4's fast compressor
+        assert bytes(default) == bytes(quick)
+
+
+# --- timestamp bounds (KIP-937) -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("codec", ["none", "gzip", "zstd"])
+def test_timestamp_outside_by_header_or_by_every_record(codec: str) -> None:
+    # the middle record is older than the batch's first: only a decode sees it
+    data = encode_batch(
+        [(None, b"a", None, 5_000), (None, b"b", None, 1_000), (None, b"c", None, 6_000)],
+        compression=codec,
+    )
+    assert timestamp_outside(data, 4_000, 10_000, every_record=False) is None
+    assert timestamp_outside(data, 4_000, 10_000, every_record=True) == 1_000
+    assert timestamp_outside(data, 500, 10_000, every_record=True) is None
+    # the max timestamp is the header's: either way
+    assert timestamp_outside(data, 0, 5_999, every_record=False) == 6_000
+    assert timestamp_outside(data, 0, 5_999, every_record=True) == 6_000
+    assert timestamp_outside(data, 5_500, 10_000, every_record=False) == 5_000
+
+
+def test_a_record_without_a_timestamp_is_never_outside() -> None:
+    data = encode_batch([(None, b"a", None, -1), (None, b"b", None, -1)])
+    assert read_header(data).base_timestamp == -1
+    for every in (False, True):
+        assert timestamp_outside(data, 1_000, 2_000, every_record=every) is None

@@ -128,6 +128,10 @@ def test_every_topic_config_has_a_broker_default_setting() -> None:
     topic_only = {
         "leader.replication.throttled.replicas",
         "follower.replication.throttled.replicas",
+        # tiered storage's, without a broker default in Kafka either
+        "remote.storage.enable",
+        "remote.log.copy.disable",
+        "remote.log.delete.on.disable",
     }
     assert set(TOPIC_CONFIG_SYNONYMS) == set(DEFAULTS.properties()) - topic_only
     assert set(TOPIC_CONFIG_SYNONYMS.values()) <= settings
@@ -142,8 +146,19 @@ def test_every_topic_config_has_a_broker_default_setting() -> None:
             "compression.type=lz4",
             "log.cleaner.min.cleanable.ratio=0.25",
             "log.cleaner.delete.retention.ms=5",
+            "log.message.timestamp.before.max.ms=60000",
+            "log.message.timestamp.after.max.ms=1000",
+            "compression.lz4.level=12",
+            "compression.gzip.level=1",
+            "compression.zstd.level=-5",
+            "log.roll.jitter.ms=100",
         ],
     ).log_config()
+    assert changed.message_timestamp_before_max_ms == 60_000
+    assert changed.message_timestamp_after_max_ms == 1_000
+    assert changed.compression_level == 12  # compression.type=lz4's
+    assert (changed.compression_gzip_level, changed.compression_zstd_level) == (1, -5)
+    assert changed.segment_jitter_ms == 100
     assert changed.cleanup_policy == "compact" and changed.compression_type == "lz4"
     assert changed.message_timestamp_type == "LogAppendTime"
     assert (changed.min_cleanable_dirty_ratio, changed.delete_retention_ms) == (0.25, 5)
@@ -157,6 +172,12 @@ def test_every_topic_config_has_a_broker_default_setting() -> None:
         ("log.cleaner.min.cleanable.ratio=2", "it must be between 0 and 1"),
         ("log.cleaner.min.cleanable.ratio=half", "it must be a number"),
         ("log.message.timestamp.type=now", "CreateTime or LogAppendTime"),
+        ("log.message.timestamp.after.max.ms=-1", "at least 0"),
+        ("compression.gzip.level=0", "between 1 and 9, or -1"),
+        ("compression.lz4.level=18", "between 1 and 17"),
+        ("compression.zstd.level=23", "between -131072 and 22"),
+        ("log.preallocate=true", "Headwater does not preallocate"),
+        ("log.local.retention.ms=-3", "at least -2"),
     ],
 )
 def test_bad_broker_defaults_stop_the_start(setting: str, message: str) -> None:
