@@ -22,6 +22,8 @@ from typing import Any
 
 from broker.connection_quotas import parse_ip_overrides
 from broker.log.config import LogConfig
+from broker.properties import SPELLINGS as _KAFKA_SPELLINGS
+from broker.properties import PropertiesError, kafka_names, read_properties
 from protocol.errors import HeadwaterError
 
 __all__ = [
@@ -1110,6 +1112,8 @@ class BrokerConfig:
         self.dynamic_broker: dict[str, Any] = {}
         self.sources = dict(sources)  # name -> "default", "file x.toml", "env X", "--set"
         self._bases: dict[str, str] = {}
+        self.ignored: list[str] = []
+        """A line for each of Kafka's settings given and ignored (no meaning here)."""
         self.extra = dict(extra or {})
         """Settings whose names carry a listener (Kafka's
         ``listener.name.<listener>.<mechanism>.sasl.jaas.config``)."""
@@ -1240,19 +1244,34 @@ def load_config(
     values = {s.name: s.default for s in SETTINGS}
     sources = dict.fromkeys(values, "default")
     extra: dict[str, str] = {}
+    ignored: list[str] = []
+
+    def take(items: Mapping[str, Any], source: str) -> None:
+        try:
+            named = kafka_names(items)
+        except PropertiesError as exc:
+            raise ConfigError(f"{exc} (from {source})") from None
+        for name, raw in named.settings.items():
+            _assign(values, sources, name, raw, source, extra=extra)
+        ignored.extend(f"{line} (from {source})" for line in named.ignored)
+
     if file is not None:
-        for name, raw in _read_toml(Path(file)).items():
-            _assign(values, sources, name, raw, f"file {file}", extra=extra)
+        path = Path(file)
+        take(
+            _read_properties(path) if path.suffix == ".properties" else _read_toml(path),
+            f"file {file}",
+        )
     for key, raw in sorted((os.environ if env is None else env).items()):
         if key.startswith("HEADWATER_"):
             name = key[len("HEADWATER_") :].lower().replace("_", ".")
-            if name in _BY_NAME:  # others (HEADWATER_BOOTSTRAP_SERVERS...) are the client's
-                _assign(values, sources, name, raw, f"env {key}", extra=extra)
+            # others (HEADWATER_BOOTSTRAP_SERVERS...) are the client's
+            if name in _BY_NAME or name in _KAFKA_SPELLINGS:
+                take({name: raw}, f"env {key}")
     for item in overrides:
         name, sep, raw = item.partition("=")
         if not sep:
             raise ConfigError(f"--set {item!r} is not name=value, e.g. --set broker.id=1")
-        _assign(values, sources, name.strip(), raw.strip(), "--set", extra=extra)
+        take({name.strip(): raw.strip()}, "--set")
     for setting in SETTINGS:
         if setting.required and sources[setting.name] == "default":
             raise ConfigError(
@@ -1261,7 +1280,9 @@ def load_config(
                 f"HEADWATER_{setting.name.upper().replace('.', '_')})"
             )
     _check_listeners(values, extra)
-    return BrokerConfig(values, sources, extra=extra)
+    config = BrokerConfig(values, sources, extra=extra)
+    config.ignored = ignored
+    return config
 
 
 def _check_listeners(values: Mapping[str, Any], extra: Mapping[str, str]) -> None:
@@ -1450,8 +1471,20 @@ def _read_toml(path: Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+        raise ConfigError(
+            f"config file {path} is not valid TOML: {exc} (a Kafka server.properties file "
+            "is read as one when its name ends in .properties)"
+        ) from None
     return dict(_flatten(data))
+
+
+def _read_properties(path: Path) -> dict[str, str]:
+    try:
+        return read_properties(path)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not UTF-8 text: {exc}") from None
 
 
 def _flatten(data: Mapping[str, Any], prefix: str = "") -> Iterable[tuple[str, Any]]:

@@ -137,7 +137,8 @@ async def serve(config: BrokerConfig) -> int:
     "config_file",
     type=click.Path(dir_okay=False),
     default=None,
-    help="A TOML file of settings (Kafka's names).",
+    help="A TOML file of settings (Kafka's names), or a Kafka server.properties (a file "
+    "whose name ends in .properties).",
 )
 @click.option(
     "--set",
@@ -172,8 +173,12 @@ def main(config_file: str | None, overrides: tuple[str, ...], check: bool) -> No
             if value and is_secret(name):
                 shown = "[hidden]"  # Kafka's mask for a password setting
             click.echo(f"{name}={shown}  # {config.sources[name]}")
+        for line in config.ignored:
+            click.echo(f"# {line}")
         return
     configure_logging(json=not sys.stdout.isatty())
+    for line in config.ignored:
+        structlog.get_logger("headwater.broker").warning("broker.setting_ignored", setting=line)
     before, after = raise_open_files_limit()
     if after != before:
         structlog.get_logger("headwater.broker").info(

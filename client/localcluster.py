@@ -255,8 +255,12 @@ class BrokerProcess:
         python: str = sys.executable,
         host: str = "127.0.0.1",
         netns: str | None = None,
+        config_file: Path | None = None,
     ) -> None:
+        """``config_file``: given with ``--config`` (TOML, or Kafka's server.properties);
+        ``settings`` are given with ``--set``, over it."""
         self.broker_id = broker_id
+        self.config_file = config_file
         self.host = host
         self.netns = netns
         self.directory = Path(directory)
@@ -303,6 +307,8 @@ class BrokerProcess:
         # (`ip netns exec` execs the broker: the pid is the broker's own, for kill and pause)
         args = ["ip", "netns", "exec", self.netns] if self.netns else []
         args += [self.python, "-m", "broker"]
+        if self.config_file is not None:
+            args += ["--config", str(self.config_file)]
         for name, value in settings.items():
             args += ["--set", f"{name}={value}"]
         with self.log_path.open("ab") as out, self.stderr_path.open("ab") as err:
