@@ -95,6 +95,7 @@ from protocol.apis import (
     ListGroupsRequest,
     ListGroupsResponse,
     OffsetCommitRequest,
+    OffsetCommitRequestPartition,
     OffsetCommitRequestTopic,
     OffsetCommitResponse,
     OffsetCommitResponsePartition,
@@ -873,17 +874,27 @@ class GroupCoordinator:
             if not self._acl.allowed(Operation.READ, ResourceType.TOPIC, t.name)
         }
         unknown: set[tuple[str, int]] = set()
+        whole = True  # an error before the partitions are sorted is every partition's
         try:
             self._check_group(Operation.READ, request.group_id)
-            group = self._group(request.group_id)
             unknown = self._unknown(request.topics, denied)
+            whole = False
             allowed = dataclasses.replace(request, topics=_known(request.topics, denied, unknown))
-            # a zombie's commit (unknown or fenced member, older generation) is refused
-            group.check_commit(request.member_id, request.generation_id, request.group_instance_id)
-            error = await self._commit(group, allowed, unknown) if allowed.topics else None
+            # As Kafka's KafkaApis, the group is asked only for what is left: a commit of
+            # topics that are not there makes no group, and a group's refusal (a zombie's
+            # commit: unknown or fenced member, older generation) is not theirs.
+            error = None
+            if allowed.topics:
+                group = self._group(request.group_id)
+                group.check_commit(
+                    request.member_id, request.generation_id, request.group_instance_id
+                )
+                error = await self._commit(group, allowed, unknown)
         except ApiError as exc:
             error = exc
-        return OffsetCommitResponse(topics=_commit_results(request.topics, denied, error, unknown))
+        return OffsetCommitResponse(
+            topics=_commit_results(request.topics, denied, error, unknown, whole=whole)
+        )
 
     def _unknown(
         self, topics: list[OffsetCommitRequestTopic], denied: set[str]
@@ -965,14 +976,21 @@ class GroupCoordinator:
             if not self._acl.allowed(Operation.READ, ResourceType.TOPIC, t.name)
         }
         unknown: set[tuple[str, int]] = set()
+        whole = True
         try:
             if not self._acl.allowed(
                 Operation.WRITE, ResourceType.TRANSACTIONAL_ID, request.transactional_id
             ):
                 raise transactional_id_not_authorized(request.transactional_id, Operation.WRITE)
             self._check_group(Operation.READ, request.group_id)
-            index, store = self._store_for(request.group_id)
             unknown = self._unknown(request.topics, denied)
+            whole = False
+            if not _known(request.topics, denied, unknown):
+                # nothing left for the group (Kafka's KafkaApis answers without asking it)
+                return TxnOffsetCommitResponse(
+                    topics=_commit_results(request.topics, denied, None, unknown)
+                )
+            index, store = self._store_for(request.group_id)
             group = self.groups.get(request.group_id)
             if group is not None and (request.member_id or request.generation_id >= 0):
                 group.check_commit(
@@ -995,7 +1013,7 @@ class GroupCoordinator:
         except ApiError as exc:
             error = exc
         return TxnOffsetCommitResponse(
-            topics=_commit_results(request.topics, denied, error, unknown)
+            topics=_commit_results(request.topics, denied, error, unknown, whole=whole)
         )
 
     async def _txn_append(
@@ -1435,27 +1453,31 @@ def _commit_results(
     denied: set[str],
     error: ApiError | None,
     unknown: set[tuple[str, int]],
+    *,
+    whole: bool = False,
 ) -> list[OffsetCommitResponseTopic]:
-    """A commit's answer: ``error`` for every partition, else TOPIC_AUTHORIZATION_FAILED
-    for the ``denied`` topics and UNKNOWN_TOPIC_OR_PARTITION for the ``unknown``
-    partitions (the others were committed), or a partition's own error."""
+    """A commit's answer: TOPIC_AUTHORIZATION_FAILED for the ``denied`` topics,
+    UNKNOWN_TOPIC_OR_PARTITION for the ``unknown`` partitions, and for the others
+    ``error`` (the group's or the write's), else a partition's own error (else committed).
+    ``whole``: ``error`` came before the partitions were sorted (the group may not be
+    read), and is every partition's."""
     code = 0 if error is None else error.code
+
+    def answer(topic: str, p: OffsetCommitRequestPartition) -> int:
+        if whole and code:
+            return code
+        if topic in denied:
+            return TopicAuthorizationFailedError.code
+        if (topic, p.partition_index) in unknown:
+            return UnknownTopicOrPartitionError.code
+        return code or _partition_error(p.committed_metadata)
+
     return [
         OffsetCommitResponseTopic(
             name=t.name,
             partitions=[
                 OffsetCommitResponsePartition(
-                    partition_index=p.partition_index,
-                    error_code=(
-                        code
-                        or (
-                            TopicAuthorizationFailedError.code
-                            if t.name in denied
-                            else UnknownTopicOrPartitionError.code
-                            if (t.name, p.partition_index) in unknown
-                            else _partition_error(p.committed_metadata)
-                        )
-                    ),
+                    partition_index=p.partition_index, error_code=answer(t.name, p)
                 )
                 for p in t.partitions
             ],

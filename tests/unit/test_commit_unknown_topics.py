@@ -20,7 +20,11 @@ from protocol.apis import (
     OffsetFetchRequest,
     UpdateMetadataRequest,
 )
-from protocol.errors import CoordinatorLoadInProgressError, UnknownTopicOrPartitionError
+from protocol.errors import (
+    CoordinatorLoadInProgressError,
+    IllegalGenerationError,
+    UnknownTopicOrPartitionError,
+)
 from protocol.group_log import OFFSETS_TOPIC, OffsetAndMetadata, encode_key, encode_value
 from tests.unit.test_coordinator_groups import (
     OURS,
@@ -29,6 +33,7 @@ from tests.unit.test_coordinator_groups import (
     _coordinator,
     _knowing,
     _new_coordinator,
+    _stable_member,
     _txn_commit,
 )
 
@@ -259,3 +264,23 @@ def test_a_full_metadata_update_says_which_topics_went_while_it_was_not_told() -
         deleted_topics=["u"],
     )
     assert metadata.update(gone) == ["u"]
+
+
+async def test_unknown_partitions_are_answered_so_whatever_the_group_says() -> None:
+    """Kafka's KafkaApis sorts a commit's partitions before it asks the group: those not
+    there are UNKNOWN_TOPIC_OR_PARTITION even when the group refuses the rest (a zombie's
+    generation), and a commit of nothing that is there makes no group at all."""
+    coordinator, replicas = _coordinator()
+    member = await _stable_member(coordinator, OURS)
+    written = len(replicas.log)  # the generation's metadata
+    zombie = _commit(OURS, {0: 5, 9: 6}, member_id=member, generation_id=99)
+    answer = await coordinator.offset_commit(zombie)
+    assert _errors(answer) == {("t", 0): IllegalGenerationError.code, ("t", 9): UNKNOWN}
+    # only unknown partitions: answered without the group, which is not made
+    answer = await coordinator.offset_commit(_commit("never-made", {9: 1}))
+    assert _errors(answer) == {("t", 9): UNKNOWN}
+    assert "never-made" not in coordinator.groups
+    txn = await coordinator.txn_offset_commit(_txn_commit("never-made-2", {9: 1}, producer_id=3))
+    assert _errors(txn) == {("t", 9): UNKNOWN}
+    assert "never-made-2" not in coordinator.groups
+    assert len(replicas.log) == written  # no offset written
