@@ -342,6 +342,7 @@ class Broker:
             move_quota=ReplicationQuota(
                 lambda: cfg["replica.alter.log.dirs.io.max.bytes.per.second"]
             ),
+            move_threads=cfg["num.replica.alter.log.dirs.threads"] or len(cfg.log_dirs),
             rack_aware_reads=cfg["replica.selector.class"] == RACK_AWARE_SELECTOR,
             state_known=self._state_known,
         )

@@ -982,6 +982,15 @@ SETTINGS: tuple[Setting, ...] = (
         1,
     ),
     Setting(
+        "num.replica.alter.log.dirs.threads",
+        int,
+        0,
+        "Reads of logs being moved between log.dirs that run at once (each in a worker "
+        "thread); 0, Kafka's unset: one per log dir.",
+        0,
+        1024,
+    ),
+    Setting(
         "log.cleaner.backoff.ms",
         int,
         15_000,

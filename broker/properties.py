@@ -53,8 +53,6 @@ IGNORED: dict[str, str] = {
     "num.recovery.threads.per.data.dir": "logs are opened and recovered one after another "
     "in a worker thread at start-up",
     "num.replica.fetchers": "a follower fetches from each leader on one connection",
-    "num.replica.alter.log.dirs.threads": "each move between data directories copies in "
-    "steps on the event loop and reads in worker threads",
     "socket.send.buffer.bytes": "the kernel sizes socket buffers itself (Linux autotuning)",
     "socket.receive.buffer.bytes": "the kernel sizes socket buffers itself (Linux autotuning)",
     "replica.socket.receive.buffer.bytes": "the kernel sizes socket buffers itself",

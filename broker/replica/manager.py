@@ -399,6 +399,7 @@ class ReplicaManager:
         leader_quota: ReplicationQuota | None = None,
         follower_quota: ReplicationQuota | None = None,
         move_quota: ReplicationQuota | None = None,
+        move_threads: int = 1,
         rack_aware_reads: bool = False,
         state_known: Callable[[], bool] = lambda: True,
     ) -> None:
@@ -476,6 +477,7 @@ class ReplicaManager:
             self.partitions,
             broker_id=broker_id,
             quota=move_quota or ReplicationQuota(lambda: UNLIMITED),
+            threads=move_threads,
         )
         """Moves of logs between this broker's log dirs (AlterReplicaLogDirs)."""
 

@@ -68,8 +68,11 @@ class LogDirMoves:
         quota: ReplicationQuota | None = None,
         chunk_bytes: int = _CHUNK_BYTES,
         tail_bytes: int = _TAIL_BYTES,
+        threads: int = 1,
     ) -> None:
-        """``quota``: replica.alter.log.dirs.io.max.bytes.per.second, over every copy."""
+        """``quota``: replica.alter.log.dirs.io.max.bytes.per.second, over every copy;
+        ``threads``: num.replica.alter.log.dirs.threads, the reads in worker threads at
+        once, over every copy (each copy steps in turn: all of them go on)."""
         self._logs = logs
         self._quota = quota
         self._partitions = partitions
@@ -78,6 +81,8 @@ class LogDirMoves:
         self._copies: dict[TopicPartition, asyncio.Task[None]] = {}
         self._finishing: set[asyncio.Task[None]] = set()  # old logs being removed
         self._changing: dict[TopicPartition, asyncio.Lock] = {}
+        self._reads = asyncio.Semaphore(threads)
+        self.steps_running = 0  # (for tests: never over ``threads``)
         self.moved = Counter(
             "headwater_log_dir_moves_total",
             "Moves of logs between this broker's data directories done (AlterReplicaLogDirs).",
@@ -219,28 +224,45 @@ class LogDirMoves:
     # --- the copy -------------------------------------------------------------------------
 
     async def _copy(self, tp: TopicPartition, future: Log) -> None:
-        while self._logs.futures.get(tp) is future:
-            log = self._logs.logs.get(tp)
-            if log is None:  # its partition deleted: the deletion drops the copy
+        while True:
+            # a step at a time per slot of num.replica.alter.log.dirs.threads (its read
+            # runs in a worker thread); what the step works on is looked at once the slot
+            # is had, as the wait may be long
+            async with self._reads:
+                self.steps_running += 1
+                try:
+                    done = await self._step_if_still(tp, future)
+                except (OSError, HeadwaterError) as exc:  # a segment gone meanwhile
+                    self._log.info(
+                        "log_move.retry", topic=tp.topic, partition=tp.partition, error=str(exc)
+                    )
+                    done = False
+                    retry = True
+                else:
+                    retry = False
+                finally:
+                    self.steps_running -= 1
+            if done:
                 return
-            if log.offline or future.offline:
-                why = "its log" if log.offline else "the copy"
-                self._log.error(
-                    "log_move.abandoned",
-                    topic=tp.topic,
-                    partition=tp.partition,
-                    why=f"{why} failed",
-                )
-                await self._logs.abandon_future(tp, future)
-                return
-            try:
-                if await self._step(tp, log, future):
-                    return
-            except (OSError, HeadwaterError) as exc:  # a read of a segment gone meanwhile
-                self._log.info(
-                    "log_move.retry", topic=tp.topic, partition=tp.partition, error=str(exc)
-                )
+            if retry:
                 await asyncio.sleep(_RETRY_S)
+
+    async def _step_if_still(self, tp: TopicPartition, future: Log) -> bool:
+        """A step of ``tp``'s copy into ``future``; True once there is nothing more to do
+        (swapped, called off, the partition gone, or a log failed)."""
+        if self._logs.futures.get(tp) is not future:
+            return True
+        log = self._logs.logs.get(tp)
+        if log is None:  # its partition deleted: the deletion drops the copy
+            return True
+        if log.offline or future.offline:
+            why = "its log" if log.offline else "the copy"
+            self._log.error(
+                "log_move.abandoned", topic=tp.topic, partition=tp.partition, why=f"{why} failed"
+            )
+            await self._logs.abandon_future(tp, future)
+            return True
+        return await self._step(tp, log, future)
 
     async def _step(self, tp: TopicPartition, log: Log, future: Log) -> bool:
         """One read of the log appended to the copy, or the swap; True once swapped."""

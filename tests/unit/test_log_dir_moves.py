@@ -5,6 +5,7 @@ manager leading t-0, two log dirs in a temporary folder, no sockets."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 from broker.log import LogConfig
 from broker.log.manager import DELETE_SUFFIX, FUTURE, LogManager, TopicPartition
 from broker.metadata import MetadataCache
+from broker.replica import moves as moves_module
 from broker.replica.manager import ReplicaManager
 from protocol.apis import (
     AlterReplicaLogDir,
@@ -531,3 +533,70 @@ async def test_transactions_and_their_aborts_read_the_same_after_the_move(
     assert _codes(await manager.alter_replica_log_dirs(_move(tmp_path / "b"))) == [0]
     await _until_moved(logs, tmp_path / "b")
     assert seen(logs.logs[TP]) == before
+
+
+async def test_moves_at_once_share_num_replica_alter_log_dirs_threads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three logs moved at once with one slot: their reads in worker threads run one at
+    a time (Kafka's num.replica.alter.log.dirs.threads), and every move still ends with
+    every record."""
+    dirs = [tmp_path / "a", tmp_path / "b"]
+    logs = LogManager(dirs, broker_id=1, cluster_id="c")
+    logs.startup()
+    tps = [TopicPartition("t", p) for p in range(3)]
+    for tp in tps:
+        logs.preferred_dirs[tp] = dirs[0]
+
+    async def load(topic: str) -> LogConfig:
+        return SMALL
+
+    manager = ReplicaManager(1, logs, MetadataCache(), load, move_threads=1)
+    manager.moves._chunk = manager.moves._tail = 512  # many steps per move
+    await manager.become_leader_or_follower(
+        [dataclasses.replace(_leader_state(isr=[1]), partition_index=p) for p in range(3)]
+    )
+    try:
+        for p in range(3):
+            for i in range(60):
+                partition = ProducePartition(
+                    index=p, records=encode_batch([(None, b"v%d-%d" % (p, i), None, 1000)])
+                )
+                manager.produce(
+                    ProduceRequest(
+                        acks=1,
+                        timeout_ms=1000,
+                        topics=[ProduceTopic(name="t", partitions=[partition])],
+                    )
+                )
+        most = 0
+        real = moves_module._detached
+
+        def counted(data: object) -> object:
+            nonlocal most
+            most = max(most, manager.moves.steps_running)
+            return real(data)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(moves_module, "_detached", counted)
+        request = AlterReplicaLogDirsRequest(
+            dirs=[
+                AlterReplicaLogDir(
+                    path=str(dirs[1]),
+                    topics=[AlterReplicaLogDirTopic(name="t", partitions=[0, 1, 2])],
+                )
+            ]
+        )
+        assert _codes(await manager.alter_replica_log_dirs(request)) == [0, 0, 0]
+        for _ in range(4000):
+            if not logs.futures and all(logs.logs[tp].dir.parent == dirs[1] for tp in tps):
+                break
+            await asyncio.sleep(0.005)
+        else:
+            raise AssertionError("the moves did not end")
+        assert most == 1  # never two reads at once
+        for p, tp in enumerate(tps):
+            assert _values(logs.logs[tp]) == [b"v%d-%d" % (p, i) for i in range(60)]
+    finally:
+        await manager.shutdown()
+        await logs.flushes_done()
+        logs.shutdown()
