@@ -737,14 +737,16 @@ SETTINGS: tuple[Setting, ...] = (
         "A CreateTime record older than this by the leader's clock is refused with "
         "INVALID_TIMESTAMP (KIP-937).",
         0,
+        _LONG_MAX,
     ),
     Setting(
         "log.message.timestamp.after.max.ms",
         int,
-        _LONG_MAX,
+        3_600_000,
         "A CreateTime record ahead of the leader's clock by more than this is refused with "
-        "INVALID_TIMESTAMP (KIP-937).",
+        "INVALID_TIMESTAMP (KIP-937; Kafka 4.0's default, KIP-1030: an hour).",
         0,
+        _LONG_MAX,
     ),
     Setting(
         "compression.type",

@@ -91,9 +91,10 @@ class LogConfig:
     # what the leader does to a batch it appends
     message_timestamp_type: str = "CreateTime"
     # KIP-937: a CreateTime record further than these from the leader's clock is refused
-    # (INVALID_TIMESTAMP); Kafka's Long.MAX_VALUE default checks nothing
+    # (INVALID_TIMESTAMP); Long.MAX_VALUE checks nothing. Kafka 4.0's defaults (KIP-1030):
+    # any age, at most an hour ahead
     message_timestamp_before_max_ms: int = _NO_LIMIT
-    message_timestamp_after_max_ms: int = _NO_LIMIT
+    message_timestamp_after_max_ms: int = 3_600_000
     compression_type: str = "producer"
     # KIP-390: the level of the leader's recompression into compression.type's codec
     # (-1: zlib's default; lz4's 9 is its fast mode, as Kafka's)
@@ -156,13 +157,13 @@ class LogConfig:
             ),
             (
                 "message.timestamp.before.max.ms",
-                self.message_timestamp_before_max_ms >= 0,
-                "0 or more",
+                0 <= self.message_timestamp_before_max_ms <= _NO_LIMIT,
+                f"between 0 and {_NO_LIMIT}",
             ),
             (
                 "message.timestamp.after.max.ms",
-                self.message_timestamp_after_max_ms >= 0,
-                "0 or more",
+                0 <= self.message_timestamp_after_max_ms <= _NO_LIMIT,
+                f"between 0 and {_NO_LIMIT}",
             ),
             *(
                 (f"compression.{codec}.level", problem is None, problem)

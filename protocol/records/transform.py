@@ -22,6 +22,7 @@ import struct
 
 from crc32c import crc32c
 
+from protocol.errors import InvalidRecordError, InvalidRecordsError
 from protocol.records.batch import (
     ATTRIBUTES_POS,
     COMPRESSION_MASK,
@@ -166,7 +167,12 @@ def timestamp_outside(
         first = header.base_timestamp
         return first if first != NO_TIMESTAMP and first < low else None
     view = memoryview(batch).cast("B")
-    columns = RecordBatch(header, view, max_decompressed_bytes).columns(rising=False)
+    try:
+        columns = RecordBatch(header, view, max_decompressed_bytes).columns(rising=False)
+    except InvalidRecordsError as exc:
+        # its CRC held: the producer made it so, and sending it again cannot help
+        # (Kafka's INVALID_RECORD, not the retriable CORRUPT_MESSAGE)
+        raise InvalidRecordError(f"records that do not decode: {exc.message}") from None
     for timestamp in columns.timestamps:
         if timestamp != NO_TIMESTAMP and not low <= timestamp <= high:
             return timestamp

@@ -5,6 +5,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from crc32c import crc32c
 
 from broker.log import Log, LogConfig
 from broker.log import log as log_module
@@ -571,12 +572,15 @@ def test_timestamp_bounds_refuse_a_producer_batch_whole(tmp_path: Path) -> None:
     log.close()
 
 
-def test_timestamp_bounds_check_nothing_by_default_or_with_log_append_time(
+def test_timestamp_bounds_by_default_are_kafka_4s_and_log_append_time_has_none(
     tmp_path: Path,
 ) -> None:
     clock = Clock(now=10_000_000)
     log = Log.open(tmp_path / "a-0", SMALL, clock=clock)
-    log.append(_at(0, 2**62))  # Kafka's defaults: Long.MAX_VALUE either way
+    # Kafka 4.0's defaults (KIP-1030): any age, at most an hour ahead
+    log.append(_at(0, clock.now + 3_600_000))
+    with pytest.raises(InvalidTimestampError, match=r"after\.max\.ms=3600000"):
+        log.append(_at(clock.now + 3_600_001))
     log.close()
     stamped = SMALL.with_overrides(
         message_timestamp_type="LogAppendTime",
@@ -612,4 +616,21 @@ def test_segment_jitter_takes_up_to_segment_ms_off_each_roll(
     log.close()
     log = Log.open(tmp_path / "u-0", SMALL.with_overrides(segment_ms=1_000), clock=clock)
     assert log.active.roll_jitter_ms == 0 and len(asked) == 2  # none set: no draw
+    log.close()
+
+
+def test_records_that_do_not_decode_are_invalid_record_not_retriable(tmp_path: Path) -> None:
+    """With message.timestamp.before.max.ms the records are decoded: a batch whose CRC
+    holds but whose records do not decode is INVALID_RECORD (Kafka's; not retriable), not
+    CORRUPT_MESSAGE, which a producer would send again until its delivery timeout."""
+    clock = Clock(now=10_000_000)
+    log = Log.open(
+        tmp_path / "t-0", SMALL.with_overrides(message_timestamp_before_max_ms=60_000), clock=clock
+    )
+    bad = bytearray(_at(clock.now, clock.now))
+    bad[61] = 0x7E  # the first record's length (a varint): 63, past the batch's end
+    bad[17:21] = crc32c(memoryview(bad)[21:]).to_bytes(4, "big")  # a CRC that holds
+    with pytest.raises(InvalidRecordError, match="records that do not decode"):
+        log.append(bytes(bad))
+    assert log.log_end_offset == 0
     log.close()

@@ -812,6 +812,8 @@ class Run:
             segment_index_bytes=4096,
             max_message_bytes=260,  # a bigger batch is MESSAGE_TOO_LARGE (split)
             min_insync_replicas=min_insync,
+            # the brokers run on the test's clock, the records carry the wall clock's time
+            message_timestamp_after_max_ms=2**63 - 1,
         )
         lag_ms = self.rng.choice([10, 50, 500])  # replica.lag.time.max.ms
         self.cluster = FakeCluster(

@@ -137,6 +137,10 @@ def test_every_topic_config_has_a_broker_default_setting() -> None:
     assert set(TOPIC_CONFIG_SYNONYMS.values()) <= settings
     broker = load_config(env={}, overrides=["broker.id=1"])
     assert broker.log_config() == DEFAULTS  # Kafka's defaults on both levels
+    assert DEFAULTS.message_timestamp_after_max_ms == 3_600_000  # Kafka 4.0's (KIP-1030)
+    for name in ("message.timestamp.before.max.ms", "message.timestamp.after.max.ms"):
+        with pytest.raises(ValueError, match=name.replace(".", r"\.")):
+            LogConfig.from_properties({name: str(2**63)})  # past Kafka's LONG
     changed = load_config(
         env={},
         overrides=[
@@ -173,6 +177,7 @@ def test_every_topic_config_has_a_broker_default_setting() -> None:
         ("log.cleaner.min.cleanable.ratio=half", "it must be a number"),
         ("log.message.timestamp.type=now", "CreateTime or LogAppendTime"),
         ("log.message.timestamp.after.max.ms=-1", "at least 0"),
+        (f"log.message.timestamp.before.max.ms={2**63}", f"at most {2**63 - 1}"),
         ("compression.gzip.level=0", "between 1 and 9, or -1"),
         ("compression.lz4.level=18", "between 1 and 17"),
         ("compression.zstd.level=23", "between -131072 and 22"),
