@@ -801,6 +801,10 @@ class VoterNotFoundError(ApiError, code=127, name="VOTER_NOT_FOUND"):
     """The voter is not part of the set of voters."""
 
 
+class InvalidRegularExpressionError(ApiError, code=128, name="INVALID_REGULAR_EXPRESSION"):
+    """The regular expression is not valid."""
+
+
 ERRORS: Mapping[int, type[ApiError]] = MappingProxyType(_registry)
 """Every registered error class by code."""
 

@@ -1,0 +1,666 @@
+"""A consumer group of Kafka's new protocol (KIP-848, ConsumerGroupHeartbeat): the group
+coordinator assigns the partitions, and each member converges to its share one heartbeat
+at a time. Pure: no sockets, no log; time passes through :meth:`ConsumerGroup.tick`.
+
+Epochs (Kafka's):
+
+- the **group epoch** goes up whenever what the assignment depends on changes: a member
+  joins with a subscription, changes it, leaves or is fenced, or a subscribed topic is
+  made, deleted or grows;
+- the **assignment epoch** is the group epoch the target assignment was computed at
+  (lazily, at the next heartbeat after a bump: one assignor run for every member);
+- a **member epoch** is the assignment epoch the member has converged to.
+
+A member converges in steps (Kafka's CurrentAssignmentBuilder): it keeps the partitions
+it has that its target keeps; partitions it must give up are revoked first (state
+UNREVOKED_PARTITIONS, epoch unchanged) until a heartbeat no longer lists them as owned;
+then it gets the epoch of the target and the new partitions that no other member still
+holds (UNRELEASED_PARTITIONS while some are held, STABLE once it has them all). So no
+partition is owned by two members at once.
+
+A member that is not heard from for the session timeout is fenced (removed, its
+partitions free), as is one that does not revoke within its rebalance timeout.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from protocol.errors import (
+    FencedInstanceIdError,
+    FencedMemberEpochError,
+    GroupMaxSizeReachedError,
+    InvalidRegularExpressionError,
+    StaleMemberEpochError,
+    UnknownMemberIdError,
+    UnreleasedInstanceIdError,
+    UnsupportedAssignorError,
+)
+
+__all__ = [
+    "ASSIGNORS",
+    "ConsumerGroup",
+    "ConsumerMember",
+    "HeartbeatAnswer",
+    "TopicInfo",
+    "assign_range",
+    "assign_uniform",
+    "new_member_id",
+]
+
+STABLE, UNREVOKED_PARTITIONS, UNRELEASED_PARTITIONS = 0, 1, 2
+"""A member's state (Kafka's MemberState)."""
+LEAVE, STATIC_LEAVE = -1, -2
+"""Member epochs a heartbeat sends to leave (a static member: for now, to come back)."""
+
+Assignment = dict[bytes, frozenset[int]]
+"""Topic id -> partitions."""
+
+
+class TopicInfo(NamedTuple):
+    """What the cluster says of a topic: its id and partition count."""
+
+    topic_id: bytes
+    partitions: int
+
+
+Topics = Callable[[], Mapping[str, TopicInfo]]
+"""The cluster's topics now (the broker's metadata), by name."""
+
+
+@dataclass(slots=True)
+class ConsumerMember:
+    member_id: str
+    instance_id: str | None = None
+    rack_id: str | None = None
+    client_id: str = ""
+    client_host: str = ""
+    rebalance_timeout_ms: int = 300_000
+    subscribed: tuple[str, ...] = ()
+    regex: str | None = None
+    server_assignor: str | None = None
+    epoch: int = 0
+    previous_epoch: int = -1
+    state: int = STABLE
+    assigned: Assignment = field(default_factory=dict)
+    pending: Assignment = field(default_factory=dict)
+    """Partitions being revoked: still the member's until a heartbeat says otherwise."""
+    session_deadline_ms: int = 0
+    revocation_deadline_ms: int | None = None
+    revocation_epoch: int = -1
+
+
+class HeartbeatAnswer(NamedTuple):
+    member_id: str
+    epoch: int
+    assignment: Assignment | None
+    """None: unchanged since the member's last heartbeat (not sent)."""
+
+
+@dataclass(slots=True)
+class ConsumerGroup:
+    """One group of the new protocol. ``assignors``: the server assignors by name, the
+    first the default (``group.consumer.assignors``)."""
+
+    group_id: str
+    topics: Topics
+    session_timeout_ms: int = 45_000
+    heartbeat_interval_ms: int = 5_000
+    max_size: int = 2**31 - 1
+    assignor_names: tuple[str, ...] = ("uniform", "range")
+    epoch: int = 0
+    assignment_epoch: int = 0
+    members: dict[str, ConsumerMember] = field(default_factory=dict)
+    target: dict[str, Assignment] = field(default_factory=dict)
+    owners: dict[tuple[bytes, int], str] = field(default_factory=dict)
+    """Each partition a member holds (assigned or being revoked), to its member."""
+    subscribed_topics: dict[str, TopicInfo] = field(default_factory=dict)
+    """The subscribed topics as the target assignment saw them: a change bumps the epoch."""
+    _instances: dict[str, str] = field(default_factory=dict)  # instance id -> member id
+
+    # --- what a heartbeat does ---------------------------------------------------------
+
+    def heartbeat(
+        self,
+        member_id: str,
+        member_epoch: int,
+        now_ms: int,
+        *,
+        instance_id: str | None = None,
+        rack_id: str | None = None,
+        rebalance_timeout_ms: int = -1,
+        subscribed: list[str] | None = None,
+        regex: str | None = None,
+        server_assignor: str | None = None,
+        owned: Assignment | None = None,
+        client_id: str = "",
+        client_host: str = "",
+    ) -> HeartbeatAnswer:
+        """A ConsumerGroupHeartbeat with a member epoch of 0 (join) or more; for -1 and
+        -2 see :meth:`leave`. Raises the request's error (nothing changed then)."""
+        if server_assignor is not None and server_assignor not in self.assignor_names:
+            raise UnsupportedAssignorError(
+                f"server assignor {server_assignor!r} is not one of this broker's "
+                f"group.consumer.assignors ({', '.join(self.assignor_names)})"
+            )
+        if regex is not None:
+            _compiled(regex)
+        member = self._member_for(member_id, member_epoch, instance_id, owned)
+        full = rebalance_timeout_ms != -1 and owned is not None
+        full = full and (subscribed is not None or regex is not None)
+        before = (dict(member.assigned), member.epoch)
+        changed = self._update(
+            member,
+            rack_id=rack_id,
+            rebalance_timeout_ms=rebalance_timeout_ms,
+            subscribed=subscribed,
+            regex=regex,
+            server_assignor=server_assignor,
+            client_id=client_id,
+            client_host=client_host,
+        )
+        if changed or self.epoch == 0:
+            self.epoch += 1
+        self._refresh_topics()
+        if self.epoch > self.assignment_epoch:
+            self._assign()
+        self._reconcile(member, owned, now_ms)
+        member.session_deadline_ms = now_ms + self.session_timeout_ms
+        send = member_epoch == 0 or full or member.assigned != before[0]
+        return HeartbeatAnswer(
+            member.member_id, member.epoch, dict(member.assigned) if send else None
+        )
+
+    def leave(self, member_id: str, member_epoch: int, instance_id: str | None) -> int:
+        """A heartbeat with epoch -1 (leave) or -2 (a static member leaving for now: it
+        keeps its partitions until its session timeout). Returns the epoch to answer."""
+        if instance_id is not None:
+            holder = self._instances.get(instance_id)
+            if holder is None:
+                raise UnknownMemberIdError(f"instance id {instance_id!r} is unknown")
+            if holder != member_id:
+                raise FencedInstanceIdError(
+                    f"instance id {instance_id!r} is held by another member"
+                )
+        member = self.members.get(member_id)
+        if member is None:
+            raise UnknownMemberIdError(f"member {member_id!r} is not in group {self.group_id!r}")
+        if member_epoch == STATIC_LEAVE and instance_id is not None:
+            member.epoch = STATIC_LEAVE
+            self._release(member, member.pending)
+            member.pending = {}
+            member.revocation_deadline_ms = None
+            return STATIC_LEAVE
+        self.fence(member_id)
+        return LEAVE
+
+    def fence(self, member_id: str) -> None:
+        """``member_id`` removed: its partitions are free, the group epoch goes up."""
+        member = self.members.pop(member_id, None)
+        if member is None:
+            return
+        self._release(member, member.assigned)
+        self._release(member, member.pending)
+        self.target.pop(member_id, None)
+        if member.instance_id is not None and self._instances.get(member.instance_id) == member_id:
+            del self._instances[member.instance_id]
+        self.epoch += 1
+
+    def tick(self, now_ms: int) -> list[str]:
+        """Time passes: members silent for the session timeout, and members that did not
+        revoke within their rebalance timeout, are fenced. Returns them."""
+        gone = []
+        for member_id, member in list(self.members.items()):
+            late = member.revocation_deadline_ms is not None and (
+                now_ms >= member.revocation_deadline_ms
+                and member.state == UNREVOKED_PARTITIONS
+                and member.epoch == member.revocation_epoch
+            )
+            if now_ms >= member.session_deadline_ms or late:
+                self.fence(member_id)
+                gone.append(member_id)
+        return gone
+
+    def topics_changed(self) -> bool:
+        """The cluster's topics changed: the group epoch goes up if a subscribed topic was
+        made, deleted or grew (its members learn at their next heartbeat). Returns
+        whether it did."""
+        now = self._subscribed_now()
+        if now == self.subscribed_topics:
+            return False
+        self.subscribed_topics = now
+        self.epoch += 1
+        return True
+
+    # --- what others ask ---------------------------------------------------------------
+
+    @property
+    def state(self) -> str:
+        """Kafka's: Empty, Assigning, Reconciling or Stable."""
+        if not self.members:
+            return "Empty"
+        if self.epoch > self.assignment_epoch:
+            return "Assigning"
+        for member in self.members.values():
+            if member.state != STABLE or member.epoch != self.assignment_epoch:
+                return "Reconciling"
+        return "Stable"
+
+    @property
+    def assignor(self) -> str:
+        """The server assignor most members name (Kafka's), else the broker's first."""
+        counts: dict[str, int] = {}
+        for member in self.members.values():
+            if member.server_assignor is not None:
+                counts[member.server_assignor] = counts.get(member.server_assignor, 0) + 1
+        if not counts:
+            return self.assignor_names[0]
+        return max(sorted(counts), key=lambda name: counts[name])
+
+    def subscribed_topic_names(self) -> set[str]:
+        """Every topic some member subscribes to (by name or by its regex), that exists."""
+        return set(self._subscribed_now())
+
+    def check_commit(self, member_id: str, member_epoch: int) -> None:
+        """An OffsetCommit (or OffsetFetch with a member) against this group (Kafka's
+        ConsumerGroup.validateOffsetCommit): a member's epoch must be its current one."""
+        if member_epoch < 0 and not self.members:
+            return  # an admin's or a member-less consumer's commit
+        member = self.members.get(member_id)
+        if member is None:
+            raise UnknownMemberIdError(f"member {member_id!r} is not in group {self.group_id!r}")
+        if member_epoch != member.epoch:
+            raise StaleMemberEpochError(
+                f"member {member_id!r} is at epoch {member.epoch}, not {member_epoch}"
+            )
+
+    # --- the steps ----------------------------------------------------------------------
+
+    def _member_for(
+        self, member_id: str, epoch: int, instance_id: str | None, owned: Assignment | None
+    ) -> ConsumerMember:
+        if instance_id is not None:
+            return self._static_member(member_id, epoch, instance_id, owned)
+        member = self.members.get(member_id)
+        if member is None:
+            if epoch != 0:
+                raise UnknownMemberIdError(
+                    f"member {member_id!r} is not in group {self.group_id!r}; join again "
+                    "(member epoch 0)"
+                )
+            self._check_size(member_id)
+            member = ConsumerMember(member_id)
+            self.members[member_id] = member
+            return member
+        self._check_epoch(member, epoch, owned)
+        return member
+
+    def _static_member(
+        self, member_id: str, epoch: int, instance_id: str, owned: Assignment | None
+    ) -> ConsumerMember:
+        holder_id = self._instances.get(instance_id)
+        holder = None if holder_id is None else self.members.get(holder_id)
+        if epoch == 0:
+            if holder is None:
+                self._check_size(member_id)
+                member = ConsumerMember(member_id, instance_id=instance_id)
+                self.members[member_id] = member
+                self._instances[instance_id] = member_id
+                return member
+            if holder.member_id == member_id and holder.epoch != STATIC_LEAVE:
+                self._check_epoch(holder, epoch, owned)
+                return holder
+            if holder.epoch != STATIC_LEAVE:
+                raise UnreleasedInstanceIdError(
+                    f"instance id {instance_id!r} is still held by member "
+                    f"{holder.member_id!r}, which has not left"
+                )
+            # the static member back under a new member id: its partitions are its own
+            del self.members[holder.member_id]
+            for key, owner in list(self.owners.items()):
+                if owner == holder.member_id:
+                    self.owners[key] = member_id
+            if holder.member_id in self.target:
+                self.target[member_id] = self.target.pop(holder.member_id)
+            holder.member_id, holder.epoch, holder.previous_epoch = member_id, 0, 0
+            self.members[member_id] = holder
+            self._instances[instance_id] = member_id
+            return holder
+        if holder is None:
+            raise UnknownMemberIdError(f"instance id {instance_id!r} is unknown")
+        if holder.member_id != member_id:
+            raise FencedInstanceIdError(
+                f"instance id {instance_id!r} is held by member {holder.member_id!r}"
+            )
+        self._check_epoch(holder, epoch, owned)
+        return holder
+
+    def _check_size(self, member_id: str) -> None:
+        if len(self.members) >= self.max_size:
+            raise GroupMaxSizeReachedError(
+                f"group {self.group_id!r} has {len(self.members)} members, its most "
+                "(group.consumer.max.size)"
+            )
+
+    @staticmethod
+    def _check_epoch(member: ConsumerMember, epoch: int, owned: Assignment | None) -> None:
+        """Kafka's: a newer epoch is fenced; an older one only if it is the member's
+        previous one and what it owns is within its assignment (its last answer lost)."""
+        if epoch > member.epoch:
+            raise FencedMemberEpochError(
+                f"member {member.member_id!r} sent epoch {epoch}, newer than its "
+                f"{member.epoch}; rejoin"
+            )
+        if epoch < member.epoch and not (
+            epoch == member.previous_epoch and owned is not None and _within(owned, member.assigned)
+        ):
+            raise FencedMemberEpochError(
+                f"member {member.member_id!r} sent epoch {epoch}, older than its "
+                f"{member.epoch}; rejoin"
+            )
+
+    def _update(
+        self,
+        member: ConsumerMember,
+        *,
+        rack_id: str | None,
+        rebalance_timeout_ms: int,
+        subscribed: list[str] | None,
+        regex: str | None,
+        server_assignor: str | None,
+        client_id: str,
+        client_host: str,
+    ) -> bool:
+        """The member's fields the request gives (null: unchanged); whether the group
+        epoch must go up (what it subscribes to changed)."""
+        changed = False
+        if rack_id is not None:
+            member.rack_id = rack_id
+        if rebalance_timeout_ms != -1:
+            member.rebalance_timeout_ms = rebalance_timeout_ms
+        if server_assignor is not None:
+            member.server_assignor = server_assignor
+        if subscribed is not None:
+            names = tuple(sorted(set(subscribed)))
+            changed = names != member.subscribed
+            member.subscribed = names
+        if regex is not None:
+            wanted = regex or None
+            changed = changed or wanted != member.regex
+            member.regex = wanted
+        member.client_id, member.client_host = client_id, client_host
+        return changed
+
+    def _refresh_topics(self) -> None:
+        now = self._subscribed_now()
+        if now != self.subscribed_topics:
+            self.subscribed_topics = now
+            if self.epoch == self.assignment_epoch:
+                self.epoch += 1
+
+    def _subscribed_now(self) -> dict[str, TopicInfo]:
+        topics = self.topics()
+        names: set[str] = set()
+        for member in self.members.values():
+            names.update(member.subscribed)
+            if member.regex is not None:
+                names.update(_matching(member.regex, topics))
+        return {name: topics[name] for name in sorted(names) if name in topics}
+
+    def _subscription(self, member: ConsumerMember, topics: Mapping[str, TopicInfo]) -> set[str]:
+        names = {n for n in member.subscribed if n in topics}
+        if member.regex is not None:
+            names.update(_matching(member.regex, topics))
+        return names
+
+    def _assign(self) -> None:
+        """A new target for every member, at the group epoch."""
+        topics = self.subscribed_topics
+        subscriptions = {m.member_id: self._subscription(m, topics) for m in self.members.values()}
+        order = sorted(
+            self.members.values(),
+            key=lambda m: (m.instance_id is None, m.instance_id or m.member_id),
+        )
+        members = [(m.member_id, subscriptions[m.member_id]) for m in order]
+        assign = ASSIGNORS[self.assignor]
+        self.target = assign(members, topics, self.target)
+        self.assignment_epoch = self.epoch
+
+    def _reconcile(self, member: ConsumerMember, owned: Assignment | None, now_ms: int) -> None:
+        target = self.target.get(member.member_id, {})
+        member.epoch = max(member.epoch, 0)  # (a static member back, from -2)
+        if member.state == UNREVOKED_PARTITIONS:
+            if owned is None or _overlaps(owned, member.pending):
+                return  # not revoked yet
+            self._release(member, member.pending)
+            member.pending = {}
+            self._next(member, min(member.epoch + 1, self.assignment_epoch), target, owned)
+        elif member.state == UNRELEASED_PARTITIONS or member.epoch != self.assignment_epoch:
+            self._next(member, member.epoch, target, owned)
+        if member.state == UNREVOKED_PARTITIONS:
+            if member.revocation_deadline_ms is None or member.revocation_epoch != member.epoch:
+                member.revocation_deadline_ms = now_ms + member.rebalance_timeout_ms
+                member.revocation_epoch = member.epoch
+        else:
+            member.revocation_deadline_ms = None
+
+    def _next(
+        self, member: ConsumerMember, epoch: int, target: Assignment, owned: Assignment | None
+    ) -> None:
+        """Kafka's computeNextAssignment: toward ``target`` as far as can be now."""
+        keep: Assignment = {}
+        revoke: Assignment = {}
+        add: Assignment = {}
+        unreleased = False
+        for topic_id in set(target) | set(member.assigned):
+            wanted = target.get(topic_id, frozenset())
+            has = member.assigned.get(topic_id, frozenset())
+            if kept := has & wanted:
+                keep[topic_id] = kept
+            if gone := has - wanted:
+                revoke[topic_id] = gone
+            free = set()
+            for p in wanted - has:
+                holder = self.owners.get((topic_id, p))
+                if holder is None or holder == member.member_id:
+                    free.add(p)
+                else:
+                    unreleased = True
+            if free:
+                add[topic_id] = frozenset(free)
+        if revoke and (owned is None or _overlaps(owned, revoke)):
+            self._set(member, keep, revoke)
+            member.state = UNREVOKED_PARTITIONS
+            self._move_epoch(member, epoch)
+            return
+        if revoke:  # it owns none of them any more: they are free now
+            self._release(member, revoke)
+        merged = dict(keep)
+        for topic_id, parts in add.items():
+            merged[topic_id] = merged.get(topic_id, frozenset()) | parts
+        self._set(member, merged, {})
+        member.state = UNRELEASED_PARTITIONS if unreleased else STABLE
+        self._move_epoch(member, self.assignment_epoch)
+
+    @staticmethod
+    def _move_epoch(member: ConsumerMember, epoch: int) -> None:
+        if epoch != member.epoch:
+            member.previous_epoch, member.epoch = member.epoch, epoch
+
+    def _set(self, member: ConsumerMember, assigned: Assignment, pending: Assignment) -> None:
+        """The member's partitions: the owners map follows."""
+        for topic_id, parts in [*member.assigned.items(), *member.pending.items()]:
+            for p in parts:
+                if self.owners.get((topic_id, p)) == member.member_id:
+                    del self.owners[(topic_id, p)]
+        member.assigned = {t: p for t, p in assigned.items() if p}
+        member.pending = {t: p for t, p in pending.items() if p}
+        for topic_id, parts in [*member.assigned.items(), *member.pending.items()]:
+            for p in parts:
+                self.owners[(topic_id, p)] = member.member_id
+
+    def _release(self, member: ConsumerMember, partitions: Assignment) -> None:
+        for topic_id, parts in partitions.items():
+            for p in parts:
+                if self.owners.get((topic_id, p)) == member.member_id:
+                    del self.owners[(topic_id, p)]
+
+
+# --- helpers ----------------------------------------------------------------------------
+
+
+def new_member_id() -> str:
+    """A member id made by the coordinator (ConsumerGroupHeartbeat v0; Kafka's random
+    UUID in its base64 form)."""
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+
+
+def _within(owned: Assignment, assigned: Assignment) -> bool:
+    return all(parts <= assigned.get(topic_id, frozenset()) for topic_id, parts in owned.items())
+
+
+def _overlaps(owned: Assignment, partitions: Assignment) -> bool:
+    return any(parts & partitions.get(topic_id, frozenset()) for topic_id, parts in owned.items())
+
+
+_INTERNAL = frozenset({"__consumer_offsets", "__transaction_state"})
+
+
+def _compiled(regex: str) -> re.Pattern[str]:
+    try:
+        return _cache(regex)
+    except re.error as exc:
+        raise InvalidRegularExpressionError(
+            f"subscribed topic regex {regex!r} does not compile: {exc}"
+        ) from None
+
+
+_PATTERNS: dict[str, re.Pattern[str]] = {}
+
+
+def _cache(regex: str) -> re.Pattern[str]:
+    found = _PATTERNS.get(regex)
+    if found is None:
+        if len(_PATTERNS) > 1024:
+            _PATTERNS.clear()
+        found = _PATTERNS[regex] = re.compile(regex)
+    return found
+
+
+def _matching(regex: str, topics: Iterable[str]) -> set[str]:
+    """The topics ``regex`` matches whole (Java's ``matches``), internal ones left out."""
+    pattern = _compiled(regex)
+    return {t for t in topics if t not in _INTERNAL and pattern.fullmatch(t)}
+
+
+# --- the server assignors -----------------------------------------------------------------
+
+Members = list[tuple[str, set[str]]]
+"""Each member id with the topic names it subscribes to, in the assignor's order."""
+
+
+def assign_range(
+    members: Members, topics: Mapping[str, TopicInfo], previous: Mapping[str, Assignment]
+) -> dict[str, Assignment]:
+    """Kafka's range assignor: per topic, its subscribers in order get contiguous
+    ranges, the first ``partitions % subscribers`` of them one more (so topics with as
+    many partitions are co-partitioned). Not sticky."""
+    out: dict[str, Assignment] = {member_id: {} for member_id, _ in members}
+    for name, info in topics.items():
+        subscribers = [m for m, wanted in members if name in wanted]
+        if not subscribers:
+            continue
+        quota, extra = divmod(info.partitions, len(subscribers))
+        start = 0
+        for i, member_id in enumerate(subscribers):
+            count = quota + (1 if i < extra else 0)
+            if count:
+                out[member_id][info.topic_id] = frozenset(range(start, start + count))
+            start += count
+    return out
+
+
+def assign_uniform(
+    members: Members, topics: Mapping[str, TopicInfo], previous: Mapping[str, Assignment]
+) -> dict[str, Assignment]:
+    """Kafka's uniform assignor: as even as the subscriptions allow (with one
+    subscription for all, no two members more than one partition apart), moving as few
+    partitions from where the previous target had them as that takes."""
+    by_id = {info.topic_id: name for name, info in topics.items()}
+    wants = dict(members)
+    held: dict[str, dict[tuple[str, int], None]] = {m: {} for m, _ in members}
+    owner: dict[tuple[str, int], str] = {}
+    for member_id, _ in members:  # what the previous target gave, where it still may be
+        for topic_id, parts in previous.get(member_id, {}).items():
+            name = by_id.get(topic_id)
+            if name is None or name not in wants[member_id]:
+                continue
+            for p in sorted(parts):
+                if p < topics[name].partitions and (name, p) not in owner:
+                    owner[(name, p)] = member_id
+                    held[member_id][(name, p)] = None
+    order = [m for m, _ in members]
+    rank = {m: i for i, m in enumerate(order)}
+    subscribers = {name: [m for m in order if name in wants[m]] for name in topics}
+    # partitions no one has: fewest subscribers first, each to the least loaded
+    for name in sorted(topics, key=lambda n: (len(subscribers[n]), n)):
+        if not subscribers[name]:
+            continue
+        for p in range(topics[name].partitions):
+            if (name, p) in owner:
+                continue
+            member_id = min(subscribers[name], key=lambda m: (len(held[m]), rank[m]))
+            owner[(name, p)] = member_id
+            held[member_id][(name, p)] = None
+    _balance(topics, subscribers, held, owner, rank)
+    out: dict[str, Assignment] = {}
+    for member_id, partitions in held.items():
+        grouped: dict[bytes, set[int]] = {}
+        for name, p in partitions:
+            grouped.setdefault(topics[name].topic_id, set()).add(p)
+        out[member_id] = {t: frozenset(ps) for t, ps in grouped.items()}
+    return out
+
+
+def _balance(
+    topics: Mapping[str, TopicInfo],
+    subscribers: Mapping[str, list[str]],
+    held: dict[str, dict[tuple[str, int], None]],
+    owner: dict[tuple[str, int], str],
+    rank: Mapping[str, int],
+) -> None:
+    """Moves partitions from the most to the least loaded of a topic's subscribers while
+    they are more than one apart (each move makes the spread smaller: it ends)."""
+    for _ in range(64):
+        moved = False
+        for name in sorted(topics):
+            candidates = subscribers.get(name, [])
+            if len(candidates) < 2:
+                continue
+            while True:
+                holders = [m for m in candidates if any(k[0] == name for k in held[m])]
+                if not holders:
+                    break
+                most = max(holders, key=lambda m: (len(held[m]), -rank[m]))
+                least = min(candidates, key=lambda m: (len(held[m]), rank[m]))
+                if len(held[most]) - len(held[least]) <= 1:
+                    break
+                key = max(k for k in held[most] if k[0] == name)
+                del held[most][key]
+                held[least][key] = None
+                owner[key] = least
+                moved = True
+        if not moved:
+            return
+
+
+ASSIGNORS: dict[
+    str,
+    Callable[[Members, Mapping[str, TopicInfo], Mapping[str, Assignment]], dict[str, Assignment]],
+] = {"uniform": assign_uniform, "range": assign_range}
+"""The server assignors (``group.remote.assignor`` / ServerAssignor), by Kafka's names."""
