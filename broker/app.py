@@ -601,6 +601,7 @@ class Broker:
             ApiKey.OFFSET_COMMIT: _serve(groups.offset_commit),
             ApiKey.OFFSET_FETCH: _serve(groups.offset_fetch),
             ApiKey.JOIN_GROUP: _serve(groups.join_group),
+            ApiKey.CONSUMER_GROUP_HEARTBEAT: _serve(groups.consumer_group_heartbeat),
             ApiKey.SYNC_GROUP: _serve(groups.sync_group),
             ApiKey.HEARTBEAT: _serve(groups.heartbeat),
             ApiKey.LEAVE_GROUP: _serve(groups.leave_group),
@@ -1217,8 +1218,10 @@ class Broker:
         await self._registration_known(request.broker_epoch)
         self._fence(request.controller_epoch, "UpdateMetadata", request.broker_epoch)
         deleted = self.metadata.update(request)
-        if deleted and self._coordinator is not None:
-            self._coordinator.topics_deleted(deleted)
+        if self._coordinator is not None:
+            if deleted:
+                self._coordinator.topics_deleted(deleted)
+            self._coordinator.topics_changed()
         self._changed()
         return UpdateMetadataResponse()
 

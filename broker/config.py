@@ -142,6 +142,16 @@ def _ip_overrides(value: str) -> str | None:
     return None
 
 
+def _assignors(value: list[str]) -> str | None:
+    """Kafka's two server assignors, by name (a class name of Kafka's is not taken)."""
+    if not value:
+        return "name at least one of uniform, range"
+    unknown = [name for name in value if name not in ("uniform", "range")]
+    if unknown:
+        return f"{unknown[0]} is not a server assignor here; the assignors are uniform, range"
+    return None
+
+
 def _topic_check(topic_name: str, value: Any) -> str | None:
     """A broker default of a topic setting is checked by the topic setting's own rule."""
     try:
@@ -834,6 +844,41 @@ SETTINGS: tuple[Setting, ...] = (
         3_000,
         "How long a new group waits for more members before its first generation.",
         0,
+    ),
+    Setting(
+        "group.consumer.session.timeout.ms",
+        int,
+        45_000,
+        "A member of a group of the new consumer protocol (KIP-848) not heard from for this "
+        "long is removed (the client's session.timeout.ms is not used there).",
+        1,
+        2**31 - 1,
+    ),
+    Setting(
+        "group.consumer.heartbeat.interval.ms",
+        int,
+        5_000,
+        "How often members of a group of the new consumer protocol heartbeat (told to them "
+        "in each answer).",
+        1,
+        2**31 - 1,
+    ),
+    Setting(
+        "group.consumer.max.size",
+        int,
+        2**31 - 1,
+        "The most members a group of the new consumer protocol may have: a join beyond it is "
+        "GROUP_MAX_SIZE_REACHED.",
+        1,
+        2**31 - 1,
+    ),
+    Setting(
+        "group.consumer.assignors",
+        list,
+        ["uniform", "range"],
+        "The server assignors a group of the new consumer protocol may name "
+        "(group.remote.assignor); the first is used where none is named.",
+        check=_assignors,
     ),
     Setting(
         "offsets.topic.num.partitions", int, 50, "Partitions of __consumer_offsets.", 1, 10_000

@@ -116,6 +116,7 @@ class ApiKey(enum.IntEnum):
     DESCRIBE_PRODUCERS = 61
     DESCRIBE_TRANSACTIONS = 65
     LIST_TRANSACTIONS = 66
+    CONSUMER_GROUP_HEARTBEAT = 68
 
 
 LATEST_TIMESTAMP = -1
@@ -1635,6 +1636,51 @@ class ListTransactionsResponse(Response):
     transaction_states: list[ListedTransaction] = field(default_factory=list)
 
 
+# --- the new consumer group protocol (KIP-848): ConsumerGroupHeartbeat (68) --------------
+
+
+@dataclass(slots=True, kw_only=True)
+class ConsumerGroupTopicPartitions:
+    topic_id: bytes
+    partitions: list[int] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class ConsumerGroupHeartbeatRequest(Request):
+    """A member's heartbeat: joins with ``member_epoch`` 0, leaves with -1 (-2: a static
+    member, for now). A null field is unchanged since the last heartbeat."""
+
+    group_id: str
+    member_id: str = ""
+    """Made by the client (Kafka's v1, KIP-1082); v0: made by the coordinator."""
+    member_epoch: int = 0
+    instance_id: str | None = None
+    rack_id: str | None = None
+    rebalance_timeout_ms: int = -1
+    subscribed_topic_names: list[str] | None = None
+    subscribed_topic_regex: str | None = None
+    server_assignor: str | None = None
+    topic_partitions: list[ConsumerGroupTopicPartitions] | None = None
+    """The partitions the member owns now."""
+    client_id: str = ""
+    """Shown when the group is described (Kafka takes it from the request header)."""
+
+
+@dataclass(slots=True, kw_only=True)
+class ConsumerGroupAssignment:
+    topic_partitions: list[ConsumerGroupTopicPartitions] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class ConsumerGroupHeartbeatResponse(Response):
+    throttle_time_ms: int = 0
+    member_id: str | None = None
+    member_epoch: int = 0
+    heartbeat_interval_ms: int = 0
+    assignment: ConsumerGroupAssignment | None = None
+    """None: the member's partitions are as they were."""
+
+
 # --- group administration: ListGroups (16), DescribeGroups (15), DeleteGroups (42) -----
 
 
@@ -2203,6 +2249,13 @@ APIS = _apis(
         DescribeTransactionsResponse,
     ),
     Api(ApiKey.LIST_TRANSACTIONS, 0, 1, ListTransactionsRequest, ListTransactionsResponse),
+    Api(
+        ApiKey.CONSUMER_GROUP_HEARTBEAT,
+        0,
+        0,
+        ConsumerGroupHeartbeatRequest,
+        ConsumerGroupHeartbeatResponse,
+    ),
     Api(ApiKey.DESCRIBE_GROUPS, 0, 0, DescribeGroupsRequest, DescribeGroupsResponse),
     Api(ApiKey.DELETE_GROUPS, 0, 0, DeleteGroupsRequest, DeleteGroupsResponse),
     Api(ApiKey.OFFSET_DELETE, 0, 0, OffsetDeleteRequest, OffsetDeleteResponse),

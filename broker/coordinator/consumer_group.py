@@ -25,7 +25,9 @@ partitions free), as is one that does not revoke within its rebalance timeout.
 from __future__ import annotations
 
 import base64
+import collections
 import re
+import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -50,6 +52,8 @@ __all__ = [
     "TopicInfo",
     "assign_range",
     "assign_uniform",
+    "consumer_protocol_assignment",
+    "consumer_protocol_subscription",
     "new_member_id",
 ]
 
@@ -122,6 +126,17 @@ class ConsumerGroup:
     subscribed_topics: dict[str, TopicInfo] = field(default_factory=dict)
     """The subscribed topics as the target assignment saw them: a change bumps the epoch."""
     _instances: dict[str, str] = field(default_factory=dict)  # instance id -> member id
+    # what the coordinator's offsets paths ask of any group (as of a classic one)
+    protocol_type: str = "consumer"
+    pending_commits: collections.Counter[tuple[str, int]] = field(
+        default_factory=collections.Counter
+    )
+    """Partitions whose commits are being written (an expiry or delete leaves them)."""
+    emptied_at_ms: int = -1
+    """When the last member went (wall clock): an empty group's offsets expire from then."""
+    dead: bool = False
+    """Being deleted: commits and heartbeats are told to retry."""
+    wall_clock: Callable[[], int] = field(default=lambda: time.time_ns() // 1_000_000)
 
     # --- what a heartbeat does ---------------------------------------------------------
 
@@ -204,6 +219,8 @@ class ConsumerGroup:
         member = self.members.pop(member_id, None)
         if member is None:
             return
+        if not self.members:
+            self.emptied_at_ms = self.wall_clock()
         self._release(member, member.assigned)
         self._release(member, member.pending)
         self.target.pop(member_id, None)
@@ -241,7 +258,9 @@ class ConsumerGroup:
 
     @property
     def state(self) -> str:
-        """Kafka's: Empty, Assigning, Reconciling or Stable."""
+        """Kafka's: Empty, Assigning, Reconciling or Stable (Dead while deleted)."""
+        if self.dead:
+            return "Dead"
         if not self.members:
             return "Empty"
         if self.epoch > self.assignment_epoch:
@@ -266,9 +285,21 @@ class ConsumerGroup:
         """Every topic some member subscribes to (by name or by its regex), that exists."""
         return set(self._subscribed_now())
 
-    def check_commit(self, member_id: str, member_epoch: int) -> None:
+    def delete(self) -> None:
+        self.dead = True
+
+    def undelete(self) -> None:
+        self.dead = False
+
+    def unload(self, error: Exception) -> None:
+        """Its coordinator moved: nothing waits here (a heartbeat is answered at once)."""
+
+    def check_commit(
+        self, member_id: str, member_epoch: int, instance_id: str | None = None
+    ) -> None:
         """An OffsetCommit (or OffsetFetch with a member) against this group (Kafka's
-        ConsumerGroup.validateOffsetCommit): a member's epoch must be its current one."""
+        ConsumerGroup.validateOffsetCommit): a member's epoch must be its current one.
+        (``instance_id``: taken as a classic group's check takes it; not needed here.)"""
         if member_epoch < 0 and not self.members:
             return  # an admin's or a member-less consumer's commit
         member = self.members.get(member_id)
@@ -512,6 +543,31 @@ class ConsumerGroup:
 
 
 # --- helpers ----------------------------------------------------------------------------
+
+
+def _str16(text: str) -> bytes:
+    data = text.encode()
+    return len(data).to_bytes(2, "big") + data
+
+
+def consumer_protocol_subscription(topics: list[str]) -> bytes:
+    """Kafka's ConsumerProtocol Subscription v0 (``version | topics | user_data``): how a
+    classic DescribeGroups shows a member's topics."""
+    out = bytearray(b"\x00\x00") + len(topics).to_bytes(4, "big")
+    for topic in topics:
+        out += _str16(topic)
+    return bytes(out + b"\xff\xff\xff\xff")  # user data: null
+
+
+def consumer_protocol_assignment(partitions: Mapping[str, list[int]]) -> bytes:
+    """Kafka's ConsumerProtocol Assignment v0 (``version | [topic, partitions] |
+    user_data``)."""
+    out = bytearray(b"\x00\x00") + len(partitions).to_bytes(4, "big")
+    for topic, parts in sorted(partitions.items()):
+        out += _str16(topic) + len(parts).to_bytes(4, "big")
+        for p in parts:
+            out += p.to_bytes(4, "big")
+    return bytes(out + b"\xff\xff\xff\xff")
 
 
 def new_member_id() -> str:

@@ -55,9 +55,20 @@ from broker.admin import TopicAdmin
 from broker.authorizer import (
     Authorizer,
     group_not_authorized,
+    topic_not_authorized,
     transactional_id_not_authorized,
 )
 from broker.config import BrokerConfig
+from broker.coordinator.consumer_group import (
+    LEAVE,
+    STATIC_LEAVE,
+    Assignment,
+    ConsumerGroup,
+    TopicInfo,
+    consumer_protocol_assignment,
+    consumer_protocol_subscription,
+    new_member_id,
+)
 from broker.coordinator.doubt import Doubt
 from broker.coordinator.expiry import expired_offsets
 from broker.coordinator.group import DEAD, EMPTY, STABLE, Group, Member, Stored
@@ -71,6 +82,10 @@ from broker.replica.partition import Partition
 from broker.server import PEER_HOST
 from protocol.acls import Operation, ResourceType
 from protocol.apis import (
+    ConsumerGroupAssignment,
+    ConsumerGroupHeartbeatRequest,
+    ConsumerGroupHeartbeatResponse,
+    ConsumerGroupTopicPartitions,
     CoordinatorType,
     CreatableTopic,
     CreatableTopicConfig,
@@ -121,6 +136,8 @@ from protocol.errors import (
     GroupAuthorizationFailedError,
     GroupIdNotFoundError,
     GroupSubscribedToTopicError,
+    IllegalGenerationError,
+    InconsistentGroupProtocolError,
     InvalidCommitOffsetSizeError,
     InvalidGroupIdError,
     InvalidRequestError,
@@ -132,6 +149,7 @@ from protocol.errors import (
     NotLeaderOrFollowerError,
     OffsetMetadataTooLargeError,
     RecordListTooLargeError,
+    StaleMemberEpochError,
     TopicAuthorizationFailedError,
     UnknownMemberIdError,
     UnknownServerError,
@@ -195,7 +213,15 @@ class GroupCoordinator:
         self.stores: dict[int, OffsetStore] = {}
         self._loading: dict[int, asyncio.Task[None]] = {}
         self._load_retries: dict[int, asyncio.TimerHandle] = {}  # failed loads, waiting
-        self.groups: dict[str, Group] = {}
+        self.groups: dict[str, Group | ConsumerGroup] = {}
+        """Classic groups (JoinGroup, SyncGroup) and groups of the new consumer protocol
+        (KIP-848, ConsumerGroupHeartbeat) under one id space, as Kafka's."""
+        self._consumer_session_ms = int(config["group.consumer.session.timeout.ms"])
+        self._consumer_heartbeat_ms = int(config["group.consumer.heartbeat.interval.ms"])
+        self._consumer_max_size = int(config["group.consumer.max.size"])
+        self._consumer_assignors = tuple(config["group.consumer.assignors"])
+        self._topics_seen: tuple[object, object] | None = None
+        self._topics_view: dict[str, TopicInfo] = {}
         self._group_writes: dict[str, asyncio.Task[None]] = {}  # the latest, per group
         self._txn_writes: dict[str, collections.Counter[tuple[str, int]]] = {}
         """Per group, the partitions of TxnOffsetCommits being written (not held by the
@@ -364,7 +390,7 @@ class GroupCoordinator:
 
     def _expired_of(
         self, store: OffsetStore, group_id: str, now_ms: int
-    ) -> tuple[Group | None, list[tuple[str, int]], bool]:
+    ) -> tuple[Group | ConsumerGroup | None, list[tuple[str, int]], bool]:
         """The group, its expired offsets, and whether it goes too (empty, and none left)."""
         group = self.groups.get(group_id)
         if group is not None and (group.state == DEAD or group_id in self._group_writes):
@@ -392,6 +418,9 @@ class GroupCoordinator:
             if not self._doubt.known():
                 continue
             for group in list(self.groups.values()):
+                if isinstance(group, ConsumerGroup):
+                    self._tick_consumer_group(group)
+                    continue
                 try:
                     was, generation, started = group.state, group.generation_id, group.rebalances
                     group.tick()
@@ -400,6 +429,19 @@ class GroupCoordinator:
                     )
                 except Exception:
                     self._log.exception("coordinator.tick_failed", group=group.group_id)
+
+    def _tick_consumer_group(self, group: ConsumerGroup) -> None:
+        try:
+            for member in group.tick(self._doubt.clock()):
+                self._log.info(
+                    "group.member_fenced",
+                    group=group.group_id,
+                    member=member,
+                    epoch=group.epoch,
+                    cause="its session or its rebalance timeout ran out",
+                )
+        except Exception:
+            self._log.exception("coordinator.tick_failed", group=group.group_id)
 
     def _note_rebalance(
         self, group: Group, was: str, generation: int, started: int, cause: str, **more: object
@@ -629,7 +671,7 @@ class GroupCoordinator:
 
     # --- membership ---------------------------------------------------------------------
 
-    def _group(self, group_id: str) -> Group:
+    def _group(self, group_id: str) -> Group | ConsumerGroup:
         """The group, created (Empty) if new: a JoinGroup or a commit makes a group."""
         self._store_for(group_id)  # only the coordinator, once loaded, holds groups
         group = self.groups.get(group_id)
@@ -638,6 +680,24 @@ class GroupCoordinator:
             self.groups[group_id] = group
         return group
 
+    def _classic_group(self, group_id: str) -> Group:
+        """A JoinGroup's group: a group of the consumer protocol with members refuses it
+        (INCONSISTENT_GROUP_PROTOCOL, as Kafka's without its online migration); an
+        empty one is replaced."""
+        group = self._group(group_id)
+        if not isinstance(group, ConsumerGroup):
+            return group
+        if group.members or group.dead:
+            raise InconsistentGroupProtocolError(
+                f"group {group_id!r} is a group of the consumer protocol (KIP-848) with "
+                "members; a classic member cannot join it (set group.protocol=consumer, or "
+                "use another group id)"
+            )
+        del self.groups[group_id]
+        classic = self._group(group_id)
+        assert isinstance(classic, Group)
+        return classic
+
     def _known_group(self, group_id: str) -> Group:
         """The group of a SyncGroup, Heartbeat or LeaveGroup: an unknown one means the
         member is unknown (Kafka's answer), and is not created."""
@@ -645,6 +705,11 @@ class GroupCoordinator:
         group = self.groups.get(group_id)
         if group is None:
             raise UnknownMemberIdError(f"group {group_id!r} has no members; join again")
+        if isinstance(group, ConsumerGroup):  # (Kafka's answer to a classic request there)
+            raise UnknownMemberIdError(
+                f"group {group_id!r} is a group of the consumer protocol (KIP-848): its "
+                "members heartbeat with ConsumerGroupHeartbeat"
+            )
         return group
 
     def _new_group(self, group_id: str) -> Group:
@@ -752,7 +817,7 @@ class GroupCoordinator:
                 f"[{self._min_session_ms}, {self._max_session_ms}] "
                 "(group.min/max.session.timeout.ms)"
             )
-        group = self._group(request.group_id)
+        group = self._classic_group(request.group_id)
         rebalance_ms = request.rebalance_timeout_ms
         was, generation, started = group.state, group.generation_id, group.rebalances
         joined = group.join(
@@ -863,6 +928,151 @@ class GroupCoordinator:
             )
         return LeaveGroupResponse(members=answers)
 
+    # --- ConsumerGroupHeartbeat: the new consumer group protocol (KIP-848) ---------------
+
+    async def consumer_group_heartbeat(
+        self, request: ConsumerGroupHeartbeatRequest
+    ) -> ConsumerGroupHeartbeatResponse:
+        """A member of a group of the new protocol joins (epoch 0), heartbeats (its epoch),
+        or leaves (-1; -2: a static member, for now). The coordinator assigns; see
+        :mod:`broker.coordinator.consumer_group`. An error changes nothing."""
+        try:
+            self._check_group(Operation.READ, request.group_id)
+            _check_heartbeat(request)
+            for topic in request.subscribed_topic_names or ():
+                if not self._acl.allowed(Operation.DESCRIBE, ResourceType.TOPIC, topic):
+                    raise topic_not_authorized(topic, Operation.DESCRIBE)
+            return self._consumer_heartbeat(request)
+        except ApiError as exc:
+            return ConsumerGroupHeartbeatResponse(
+                error_code=exc.code,
+                error_message=exc.message,
+                member_id=request.member_id or None,
+                member_epoch=-1,
+            )
+
+    def _consumer_heartbeat(
+        self, request: ConsumerGroupHeartbeatRequest
+    ) -> ConsumerGroupHeartbeatResponse:
+        epoch = request.member_epoch
+        if epoch in (LEAVE, STATIC_LEAVE):
+            group = self._consumer_group(request.group_id, epoch)
+            answered = group.leave(request.member_id, epoch, request.instance_id)
+            self._log.info(
+                "group.member_left",
+                group=request.group_id,
+                member=request.member_id,
+                instance=request.instance_id,
+                epoch=group.epoch,
+            )
+            return ConsumerGroupHeartbeatResponse(
+                member_id=request.member_id,
+                member_epoch=answered,
+                heartbeat_interval_ms=group.heartbeat_interval_ms,
+            )
+        group = self._consumer_group(request.group_id, epoch)
+        before = group.epoch
+        answer = group.heartbeat(
+            request.member_id or new_member_id(),
+            epoch,
+            self._doubt.clock(),
+            instance_id=request.instance_id,
+            rack_id=request.rack_id,
+            rebalance_timeout_ms=request.rebalance_timeout_ms,
+            subscribed=request.subscribed_topic_names,
+            regex=request.subscribed_topic_regex,
+            server_assignor=request.server_assignor,
+            owned=_owned(request.topic_partitions),
+            client_id=request.client_id,
+            client_host=PEER_HOST.get(),
+        )
+        if group.epoch != before:
+            self._log.info(
+                "group.epoch_bumped",
+                group=request.group_id,
+                epoch=group.epoch,
+                member=answer.member_id,
+                cause="a member joined" if epoch == 0 else "a member's subscription changed",
+            )
+        return ConsumerGroupHeartbeatResponse(
+            member_id=answer.member_id,
+            member_epoch=answer.epoch,
+            heartbeat_interval_ms=group.heartbeat_interval_ms,
+            assignment=None
+            if answer.assignment is None
+            else ConsumerGroupAssignment(
+                topic_partitions=[
+                    ConsumerGroupTopicPartitions(topic_id=t, partitions=sorted(ps))
+                    for t, ps in sorted(answer.assignment.items())
+                ]
+            ),
+        )
+
+    def _consumer_group(self, group_id: str, epoch: int) -> ConsumerGroup:
+        """The group of a ConsumerGroupHeartbeat; made by a join (epoch 0), taking the
+        place of an empty classic group of the id (Kafka's)."""
+        self._store_for(group_id)
+        group = self.groups.get(group_id)
+        if isinstance(group, ConsumerGroup):
+            if group.dead:
+                raise CoordinatorNotAvailableError(
+                    f"group {group_id!r} is being deleted; try again"
+                )
+            return group
+        if group is not None and (group.members or group.state != EMPTY):
+            raise GroupIdNotFoundError(
+                f"group {group_id!r} is a group of the classic protocol with members; "
+                "its members must leave before it can be one of the consumer protocol"
+            )
+        if epoch != 0:
+            # (Kafka says GROUP_ID_NOT_FOUND; here the groups of this protocol are not
+            # kept in the log yet, so one lost to a move of its coordinator is answered
+            # so that its members join it again: librdkafka rejoins on this one)
+            raise UnknownMemberIdError(
+                f"group {group_id!r} has no such member here; join again (member epoch 0)"
+            )
+        if group is not None:
+            del self.groups[group_id]  # an empty classic group: replaced
+        made = ConsumerGroup(
+            group_id,
+            self._topics_now,
+            session_timeout_ms=self._consumer_session_ms,
+            heartbeat_interval_ms=self._consumer_heartbeat_ms,
+            max_size=self._consumer_max_size,
+            assignor_names=self._consumer_assignors,
+        )
+        self.groups[group_id] = made
+        return made
+
+    def _topics_now(self) -> dict[str, TopicInfo]:
+        """The cluster's topics with their ids and partition counts (made again only when
+        the metadata changed: a heartbeat asks for them)."""
+        metadata = self._metadata
+        seen = (metadata.topics, metadata.topic_ids)
+        if self._topics_seen is None or any(
+            a is not b for a, b in zip(seen, self._topics_seen, strict=True)
+        ):
+            ids = metadata.topic_ids
+            self._topics_view = {
+                name: TopicInfo(ids[name], len(partitions))
+                for name, partitions in metadata.topics.items()
+                if name in ids and name not in metadata.deleting
+            }
+            self._topics_seen = seen
+        return self._topics_view
+
+    def topics_changed(self) -> None:
+        """The cluster's topics changed (an UpdateMetadata): a group of the new protocol
+        that subscribes to one made, deleted or grown gets a new epoch."""
+        for group in list(self.groups.values()):
+            if isinstance(group, ConsumerGroup) and group.members and group.topics_changed():
+                self._log.info(
+                    "group.epoch_bumped",
+                    group=group.group_id,
+                    epoch=group.epoch,
+                    cause="a subscribed topic was made, deleted or grew",
+                )
+
     # --- OffsetCommit -------------------------------------------------------------------
 
     async def offset_commit(self, request: OffsetCommitRequest) -> OffsetCommitResponse:
@@ -920,7 +1130,10 @@ class GroupCoordinator:
         }
 
     async def _commit(
-        self, group: Group, request: OffsetCommitRequest, unknown: set[tuple[str, int]]
+        self,
+        group: Group | ConsumerGroup,
+        request: OffsetCommitRequest,
+        unknown: set[tuple[str, int]],
     ) -> ApiError | None:
         """``request``'s offsets written and applied; the error, if any. A partition whose
         topic was deleted while its offset was being written is added to ``unknown``."""
@@ -993,9 +1206,12 @@ class GroupCoordinator:
             index, store = self._store_for(request.group_id)
             group = self.groups.get(request.group_id)
             if group is not None and (request.member_id or request.generation_id >= 0):
-                group.check_commit(
-                    request.member_id, request.generation_id, request.group_instance_id
-                )
+                try:
+                    group.check_commit(
+                        request.member_id, request.generation_id, request.group_instance_id
+                    )
+                except StaleMemberEpochError as exc:  # (Kafka's, for TxnOffsetCommit)
+                    raise IllegalGenerationError(exc.message) from None
             now = int(time.time() * 1000)
             offsets = _offsets(_known(request.topics, denied, unknown), now)
             if offsets:
@@ -1192,7 +1408,9 @@ class GroupCoordinator:
         except ApiError as exc:
             return DescribedGroup(group_id=group_id, error_code=exc.code, error_message=exc.message)
         group = self.groups.get(group_id)
-        if group is None or group.state == DEAD:
+        if isinstance(group, ConsumerGroup) and not group.dead:
+            return _described_consumer_group(group, self._topics_now())
+        if group is None or isinstance(group, ConsumerGroup) or group.state == DEAD:
             state = EMPTY if group is None and store.get(group_id) else DEAD
             if state == DEAD and missing_is_an_error:
                 missing = GroupIdNotFoundError(f"group {group_id!r} does not exist")
@@ -1348,7 +1566,7 @@ class GroupCoordinator:
             timeout_ms=_COMMIT_TIMEOUT_MS,
         )
 
-    def _deletable(self, group_id: str, store: OffsetStore) -> Group:
+    def _deletable(self, group_id: str, store: OffsetStore) -> Group | ConsumerGroup:
         group = self.groups.get(group_id)
         if group is not None and group.members:
             raise NonEmptyGroupError(
@@ -1486,6 +1704,70 @@ def _commit_results(
     ]
 
 
+def _described_consumer_group(group: ConsumerGroup, topics: dict[str, TopicInfo]) -> DescribedGroup:
+    """A group of the new protocol in DescribeGroups' classic form (Kafka 4.0 answers
+    GROUP_ID_NOT_FOUND there and describes it with ConsumerGroupDescribe, not served here
+    yet): its epoch as the generation, its assignor as the protocol, and each member's
+    subscription and partitions in Kafka's ConsumerProtocol encoding, as Kafka's tools
+    read a consumer group's."""
+    names = {info.topic_id: name for name, info in topics.items()}
+    return DescribedGroup(
+        group_id=group.group_id,
+        group_state=group.state,
+        protocol_type="consumer",
+        protocol_data=group.assignor,
+        generation_id=group.epoch,
+        members=[
+            DescribedGroupMember(
+                member_id=m.member_id,
+                group_instance_id=m.instance_id,
+                client_id=m.client_id,
+                client_host=m.client_host,
+                member_metadata=consumer_protocol_subscription(sorted(m.subscribed)),
+                member_assignment=consumer_protocol_assignment(
+                    {names[t]: sorted(ps) for t, ps in m.assigned.items() if t in names}
+                ),
+            )
+            for m in group.members.values()
+        ],
+    )
+
+
+def _check_heartbeat(request: ConsumerGroupHeartbeatRequest) -> None:
+    """Kafka's checks of a ConsumerGroupHeartbeat before it touches the group."""
+    epoch = request.member_epoch
+    if not request.group_id:
+        raise InvalidRequestError("GroupId can't be empty.")
+    if request.instance_id == "" or request.rack_id == "":
+        raise InvalidRequestError("InstanceId and RackId can't be empty (null if not set).")
+    if epoch < STATIC_LEAVE:
+        raise InvalidRequestError(f"MemberEpoch {epoch} is invalid.")
+    if not request.member_id and epoch != 0:
+        raise InvalidRequestError("MemberId can't be empty.")
+    if epoch == STATIC_LEAVE and request.instance_id is None:
+        raise InvalidRequestError("InstanceId can't be null when MemberEpoch is -2.")
+    if epoch == 0:
+        if request.rebalance_timeout_ms == -1:
+            raise InvalidRequestError("RebalanceTimeoutMs must be provided in first request.")
+        if request.topic_partitions is None or request.topic_partitions:
+            raise InvalidRequestError("TopicPartitions must be empty when (re-)joining.")
+        if request.subscribed_topic_names is None and request.subscribed_topic_regex is None:
+            raise InvalidRequestError(
+                "SubscribedTopicNames or SubscribedTopicRegex must be set in first request."
+            )
+
+
+def _owned(topics: list[ConsumerGroupTopicPartitions] | None) -> Assignment | None:
+    if topics is None:
+        return None
+    owned: Assignment = {}
+    for t in topics:
+        owned[bytes(t.topic_id)] = owned.get(bytes(t.topic_id), frozenset()) | frozenset(
+            t.partitions
+        )
+    return owned
+
+
 def _partition_error(metadata: str | None) -> int:
     if metadata is not None and len(metadata.encode()) > _MAX_METADATA_BYTES:
         return OffsetMetadataTooLargeError.code
@@ -1521,10 +1803,13 @@ def _append_error(code: int, message: str | None, what: str) -> ApiError:
     return UnknownServerError(f"{what} failed: {error.name}")
 
 
-def _subscribed_topics(group: Group) -> set[str] | None:
+def _subscribed_topics(group: Group | ConsumerGroup) -> set[str] | None:
     """The topics a consumer group's members subscribe to, from the subscription bytes
     of Kafka's ConsumerProtocol (``version:i16 | topics:[str16] | ...``); None if one
-    cannot be read (then every topic counts as subscribed, as Kafka's does)."""
+    cannot be read (then every topic counts as subscribed, as Kafka's does). A group of
+    the new protocol says its own."""
+    if isinstance(group, ConsumerGroup):
+        return group.subscribed_topic_names()
     topics: set[str] = set()
     for member in group.members.values():
         data = member.metadata(group.protocol_name)

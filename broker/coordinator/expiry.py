@@ -2,8 +2,8 @@
 Pure: the coordinator writes the tombstones.
 
 - A group with members never loses the offsets of what it consumes: those of a consumer
-  group (Stable) go only for topics none of its members subscribes to any more, each a
-  retention after its commit.
+  group (Stable; a group of the new consumer protocol too) go only for topics none of its
+  members subscribes to any more, each a retention after its commit.
 - An empty group's offsets go a retention after it became empty (Kafka's
   ``currentStateTimestamp``), or after each commit where that is not known.
 - A group that never had members (a consumer that assigns partitions itself and commits)
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping
 
+from broker.coordinator.consumer_group import ConsumerGroup
 from broker.coordinator.group import EMPTY, STABLE, Group
 from protocol.group_log import OffsetAndMetadata
 
@@ -25,12 +26,12 @@ __all__ = ["expired_offsets"]
 
 
 def expired_offsets(
-    group: Group | None,
+    group: Group | ConsumerGroup | None,
     offsets: Mapping[tuple[str, int], OffsetAndMetadata],
     *,
     now_ms: int,
     retention_ms: int,
-    subscribed: Callable[[Group], set[str] | None],
+    subscribed: Callable[[Group | ConsumerGroup], set[str] | None],
     held: Collection[tuple[str, int]] = (),
 ) -> list[tuple[str, int]]:
     """The (topic, partition)s of ``offsets`` that have expired at ``now_ms`` (wall

@@ -38,6 +38,7 @@ __all__ = [
     "UUID",
     "Array",
     "Field",
+    "NullableStruct",
     "Reader",
     "Struct",
     "Writer",
@@ -428,6 +429,29 @@ class Struct(_Type):
             w.uvarint(tag)
             w.uvarint(len(data))
             w.buf += data
+
+
+class NullableStruct(_Type):
+    """A struct field Kafka's spec makes nullable: an int8 before it, -1 for null, 1
+    then the struct."""
+
+    def __init__(self, struct_: Struct) -> None:
+        self.struct = struct_
+        self.name = struct_.name
+        self.nullable = True
+        self.default = None
+
+    def read(self, r: Reader, v: int, flexible: bool) -> Any:
+        if r.unpack(_I8) < 0:
+            return None
+        return self.struct.read(r, v, flexible)
+
+    def write(self, w: Writer, value: Any, v: int, flexible: bool) -> None:
+        if value is None:
+            w.buf.append(0xFF)
+            return
+        w.buf.append(1)
+        self.struct.write(w, value, v, flexible)
 
 
 def _attr(value: Any, get: Callable[[str], Any] | None, f: Field) -> Any:

@@ -79,6 +79,7 @@ from protocol.kafka.codec import (
     Array,
     Struct,
 )
+from protocol.kafka.consumer_groups import CONSUMER_GROUP_APIS
 from protocol.kafka.security import SECURITY_APIS
 from protocol.kafka.spec import (
     NO_OPERATIONS,
@@ -1109,6 +1110,7 @@ KAFKA_APIS = _apis(
     ),
     *ADMIN_APIS,
     *SECURITY_APIS,
+    *CONSUMER_GROUP_APIS,
     KafkaApi(
         ApiKey.METADATA,
         1,

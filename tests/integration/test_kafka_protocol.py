@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 import os
 import signal
@@ -67,6 +68,7 @@ from client import (
     Admin,
     Consumer,
     NewTopic,
+    OffsetSpec,
     Producer,
     TopicPartition,
     UserScramCredentialUpsertion,
@@ -1062,3 +1064,108 @@ async def test_elections_and_transaction_listings_answer_as_kafkas(
         if k != "elected"
     }
     assert names == {"all": ["young"], "old": [], "any": ["young"]}
+
+
+async def test_librdkafka_consumers_of_the_new_group_protocol_share_and_hand_over(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    """librdkafka with ``group.protocol=consumer`` (KIP-848): the broker assigns. Two
+    consumers share a topic's partitions (the first gives half up before the second
+    gets them), commit with their member epochs, and when one closes the other takes
+    its partitions from the committed offsets: every record read, none twice within a
+    consumer's partition, and the group's offsets where the consumers left off."""
+    settings = {**KAFKA_LISTENER, "group.consumer.heartbeat.interval.ms": "300"}
+    cluster = make_cluster(1, settings)
+    await _topic(cluster, "kip848", 6)
+    bootstrap = kafka_bootstrap(cluster)
+
+    def consumer() -> RdConsumer:
+        made = RdConsumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": "new-protocol",
+                "group.protocol": "consumer",
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": True,
+                "auto.commit.interval.ms": 200,
+            }
+        )
+        made.subscribe(["kip848"])
+        return made
+
+    def produce(first: int, count: int) -> None:
+        _rd_produce(bootstrap, "kip848", first, count)
+
+    def run() -> tuple[dict[str, list[tuple[int, int, bytes]]], dict[str, set[int]], int]:
+        produce(0, 300)
+        first = consumer()
+        seen: dict[str, list[tuple[int, int, bytes]]] = {"first": [], "second": []}
+        _rd_drain({"first": first}, seen, 300)  # alone: every partition
+        second = consumer()
+        owned: dict[str, set[int]] = {"first": set(), "second": set()}
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (owned["first"] and owned["second"]):
+            for name, c in (("first", first), ("second", second)):
+                message = c.poll(0.05)
+                if message is not None and message.error() is None:
+                    seen[name].append((message.partition(), message.offset(), message.value()))
+                owned[name] = {tp.partition for tp in c.assignment()}
+        shared = {name: set(parts) for name, parts in owned.items()}
+        produce(300, 300)
+        _rd_drain({"first": first, "second": second}, seen, 600)
+        first.commit(asynchronous=False)
+        first.close()  # leaves (epoch -1): its partitions go to the second
+        produce(600, 300)
+        _rd_drain({"second": second}, seen, 900)
+        second.commit(asynchronous=False)
+        assigned_at_end = len(second.assignment())
+        second.close()
+        return seen, shared, assigned_at_end
+
+    seen, shared, assigned_at_end = await asyncio.to_thread(run)
+    # the new protocol it was: the broker assigned (group epochs), no classic rebalance
+    (broker,) = cluster.brokers.values()
+    events = [json.loads(line).get("event") for line in broker.log_path.read_text().splitlines()]
+    assert events.count("group.epoch_bumped") >= 2 and "group.member_left" in events
+    assert "group.rebalancing" not in events
+    assert shared["first"] and shared["second"]  # both had some at once...
+    assert not shared["first"] & shared["second"]  # ...never the same partition
+    assert shared["first"] | shared["second"] == set(range(6))
+    assert assigned_at_end == 6  # the one left has them all
+    values = [v for s in seen.values() for _, _, v in s]
+    assert set(values) == {f"r{i}".encode() for i in range(900)}  # every record read
+    for records in seen.values():
+        _in_order_once_per_partition(records)
+    async with Admin(bootstrap_servers=cluster.bootstrap) as admin:
+        committed = await admin.list_group_offsets("new-protocol")
+        latest = {TopicPartition("kip848", p): OffsetSpec.latest() for p in range(6)}
+        ends = await admin.list_offsets(latest)
+    assert committed == {tp: at.offset for tp, at in ends.items()}
+
+
+def _rd_produce(bootstrap: str, topic: str, first: int, count: int) -> None:
+    producer = RdProducer({"bootstrap.servers": bootstrap})
+    for i in range(first, first + count):
+        producer.produce(topic, f"r{i}".encode(), key=f"{i}".encode())
+    assert producer.flush(30) == 0
+
+
+def _rd_drain(
+    consumers: dict[str, RdConsumer], seen: dict[str, list[tuple[int, int, bytes]]], want: int
+) -> None:
+    """Poll each consumer in turn until ``want`` records are read in all (or a minute)."""
+    deadline = time.monotonic() + 60
+    while sum(len(s) for s in seen.values()) < want and time.monotonic() < deadline:
+        for name, c in consumers.items():
+            message = c.poll(0.05)
+            if message is not None and message.error() is None:
+                seen[name].append((message.partition(), message.offset(), message.value()))
+
+
+def _in_order_once_per_partition(records: list[tuple[int, int, bytes]]) -> None:
+    """What one consumer read: each partition's offsets rising, none read twice."""
+    by_partition: dict[int, list[int]] = {}
+    for p, o, _ in records:
+        by_partition.setdefault(p, []).append(o)
+    for offsets in by_partition.values():
+        assert offsets == sorted(set(offsets))

@@ -108,6 +108,10 @@ async def test_an_offline_offsets_partition_handed_away_is_unloaded_here(
             "offsets.retention.minutes": 7 * 24 * 60,
             "group.max.size": 2**31 - 1,
             "offsets.retention.check.interval.ms": 600_000,
+            "group.consumer.session.timeout.ms": 45_000,
+            "group.consumer.heartbeat.interval.ms": 5_000,
+            "group.consumer.max.size": 2**31 - 1,
+            "group.consumer.assignors": ["uniform", "range"],
         },
         {},
     )

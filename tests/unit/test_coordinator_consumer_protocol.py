@@ -1,0 +1,237 @@
+"""ConsumerGroupHeartbeat through the group coordinator (KIP-848): Kafka's checks of the
+request, the group beside classic ones under one id space, commits checked by member
+epoch, ListGroups / DescribeGroups / DeleteGroups of such a group, fencing on the
+coordinator's clock, and topics that grow. Over test_coordinator_groups' fake replica
+manager: no sockets."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+
+from broker.coordinator.coordinator import GroupCoordinator
+from broker.coordinator.group import Group
+from protocol.apis import (
+    UPDATE_METADATA_INCREMENTAL,
+    ConsumerGroupHeartbeatRequest,
+    ConsumerGroupHeartbeatResponse,
+    ConsumerGroupTopicPartitions,
+    DeleteGroupsRequest,
+    DescribeGroupsRequest,
+    JoinGroupRequest,
+    JoinGroupRequestProtocol,
+    ListGroupsRequest,
+    TxnOffsetCommitRequest,
+    UpdateMetadataRequest,
+)
+from protocol.errors import (
+    FencedMemberEpochError,
+    GroupIdNotFoundError,
+    IllegalGenerationError,
+    InconsistentGroupProtocolError,
+    InvalidRequestError,
+    NonEmptyGroupError,
+    StaleMemberEpochError,
+    UnknownMemberIdError,
+)
+from tests.unit.test_commit_unknown_topics import _errors
+from tests.unit.test_coordinator_groups import OURS, _commit, _coordinator
+
+T_ID = b"T" * 16
+
+
+def _with_ids(coordinator: GroupCoordinator, *, partition: int = 0) -> None:
+    """The broker's metadata gives t its id (the controller's UpdateMetadata does), and
+    a ``partition`` (a new one: the topic grows)."""
+    state = coordinator._metadata.topics["t"][0]
+    coordinator._metadata.update(
+        UpdateMetadataRequest(
+            controller_id=1,
+            controller_epoch=1,
+            type=UPDATE_METADATA_INCREMENTAL,
+            partition_states=[dataclasses.replace(state, partition_index=partition)],
+            topic_ids={"t": T_ID},
+        )
+    )
+
+
+def _setup() -> GroupCoordinator:
+    coordinator, _ = _coordinator()  # t has 8 partitions
+    _with_ids(coordinator)
+    return coordinator
+
+
+async def _beat(coordinator: GroupCoordinator, **kw: Any) -> ConsumerGroupHeartbeatResponse:
+    request = ConsumerGroupHeartbeatRequest(group_id=kw.pop("group_id", OURS), **kw)
+    return await coordinator.consumer_group_heartbeat(request)
+
+
+async def _join(
+    coordinator: GroupCoordinator, member: str, **kw: Any
+) -> ConsumerGroupHeartbeatResponse:
+    return await _beat(
+        coordinator,
+        member_id=member,
+        member_epoch=0,
+        rebalance_timeout_ms=10_000,
+        subscribed_topic_names=["t"],
+        topic_partitions=[],
+        **kw,
+    )
+
+
+def _partitions(answer: ConsumerGroupHeartbeatResponse) -> set[int]:
+    assert answer.assignment is not None
+    return {p for t in answer.assignment.topic_partitions for p in t.partitions}
+
+
+def _owning(*partitions: int) -> list[ConsumerGroupTopicPartitions]:
+    return [ConsumerGroupTopicPartitions(topic_id=T_ID, partitions=sorted(partitions))]
+
+
+async def test_two_members_share_the_partitions_one_revoking_before_the_other_has_them() -> None:
+    coordinator = _setup()
+    first = await _join(coordinator, "a")
+    assert (first.error_code, first.member_epoch, _partitions(first)) == (0, 1, set(range(8)))
+    assert first.heartbeat_interval_ms == 5_000
+    second = await _join(coordinator, "b")
+    assert (second.member_epoch, _partitions(second)) == (2, set())
+    told = await _beat(
+        coordinator, member_id="a", member_epoch=1, topic_partitions=_owning(*range(8))
+    )
+    kept = _partitions(told)
+    assert told.member_epoch == 1 and len(kept) == 4
+    done = await _beat(coordinator, member_id="a", member_epoch=1, topic_partitions=_owning(*kept))
+    assert done.member_epoch == 2
+    got = await _beat(coordinator, member_id="b", member_epoch=2, topic_partitions=_owning())
+    assert _partitions(got) == set(range(8)) - kept
+    # commits are checked by member epoch (Kafka's consumer group commits)
+    ok = await coordinator.offset_commit(_commit(OURS, {0: 5}, member_id="b", generation_id=2))
+    assert _errors(ok) == {("t", 0): 0}
+    stale = await coordinator.offset_commit(_commit(OURS, {0: 6}, member_id="b", generation_id=1))
+    assert _errors(stale) == {("t", 0): StaleMemberEpochError.code}
+    zombie = await coordinator.offset_commit(_commit(OURS, {0: 6}, member_id="x", generation_id=2))
+    assert _errors(zombie) == {("t", 0): UnknownMemberIdError.code}
+    txn = TxnOffsetCommitRequest(
+        transactional_id="tx",
+        group_id=OURS,
+        producer_id=7,
+        producer_epoch=0,
+        member_id="b",
+        generation_id=1,
+        topics=_commit(OURS, {0: 7}).topics,
+    )
+    assert _errors(await coordinator.txn_offset_commit(txn)) == {
+        ("t", 0): IllegalGenerationError.code  # Kafka's answer to a stale epoch there
+    }
+    # the group, as the admin sees it
+    listed = await coordinator.list_groups(ListGroupsRequest())
+    assert [(g.group_id, g.protocol_type, g.group_state) for g in listed.groups] == [
+        (OURS, "consumer", "Stable")
+    ]
+    (described,) = (await coordinator.describe_groups(DescribeGroupsRequest(groups=[OURS]))).groups
+    assert (described.group_state, described.protocol_data, described.generation_id) == (
+        "Stable",
+        "uniform",
+        2,
+    )
+    assert sorted(m.member_id for m in described.members) == ["a", "b"]
+    deleted = await coordinator.delete_groups(DeleteGroupsRequest(groups_names=[OURS]))
+    assert deleted.results[0].error_code == NonEmptyGroupError.code
+
+
+async def test_a_leave_frees_the_partitions_and_an_empty_group_can_be_deleted() -> None:
+    coordinator = _setup()
+    await _join(coordinator, "a")
+    left = await _beat(coordinator, member_id="a", member_epoch=-1)
+    assert (left.error_code, left.member_epoch) == (0, -1)
+    deleted = await coordinator.delete_groups(DeleteGroupsRequest(groups_names=[OURS]))
+    assert deleted.results[0].error_code == 0
+    assert OURS not in coordinator.groups
+
+
+async def test_a_silent_member_is_fenced_on_the_coordinators_clock() -> None:
+    coordinator = _setup()
+    now = [0]
+    coordinator._doubt._given_clock = lambda: now[0]
+    await _join(coordinator, "a")
+    await _join(coordinator, "b")
+    now[0] = 45_000
+    coordinator._tick_consumer_group(coordinator.groups[OURS])  # type: ignore[arg-type]
+    assert set(coordinator.groups[OURS].members) == set()
+    gone = await _beat(coordinator, member_id="a", member_epoch=1, topic_partitions=_owning())
+    assert gone.error_code == UnknownMemberIdError.code  # it joins again, epoch 0
+
+
+async def test_a_grown_topic_gives_the_group_a_new_epoch() -> None:
+    coordinator = _setup()
+    await _join(coordinator, "a")
+    _with_ids(coordinator, partition=8)
+    coordinator.topics_changed()
+    answer = await _beat(
+        coordinator, member_id="a", member_epoch=1, topic_partitions=_owning(*range(8))
+    )
+    assert (answer.member_epoch, _partitions(answer)) == (2, set(range(9)))
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"member_id": "", "member_epoch": 3}, "MemberId can't be empty"),
+        ({"member_id": "a", "member_epoch": 0, "topic_partitions": []}, "RebalanceTimeoutMs"),
+        (
+            {
+                "member_id": "a",
+                "member_epoch": 0,
+                "rebalance_timeout_ms": 1,
+                "topic_partitions": [],
+            },
+            "SubscribedTopicNames or SubscribedTopicRegex",
+        ),
+        (
+            {
+                "member_id": "a",
+                "member_epoch": 0,
+                "rebalance_timeout_ms": 1,
+                "subscribed_topic_names": ["t"],
+            },
+            "TopicPartitions must be empty",
+        ),
+        ({"member_id": "a", "member_epoch": -2}, "InstanceId can't be null"),
+        ({"member_id": "a", "member_epoch": -3}, "MemberEpoch -3 is invalid"),
+        ({"member_id": "a", "member_epoch": 1, "rack_id": ""}, "RackId can't be empty"),
+    ],
+)
+async def test_kafkas_checks_of_the_request(fields: dict[str, Any], message: str) -> None:
+    answer = await _beat(_setup(), **fields)
+    assert answer.error_code == InvalidRequestError.code
+    assert message in (answer.error_message or "")
+
+
+async def test_the_two_protocols_share_the_group_ids_as_kafkas_do() -> None:
+    coordinator = _setup()
+    # an unknown member of an unknown group: told to join again (see the coordinator)
+    assert (await _beat(coordinator, member_id="a", member_epoch=4)).error_code == (
+        UnknownMemberIdError.code
+    )
+    joined = await _join(coordinator, "a")
+    assert joined.error_code == 0
+    classic = JoinGroupRequest(
+        group_id=OURS,
+        session_timeout_ms=10_000,
+        protocol_type="consumer",
+        protocols=[JoinGroupRequestProtocol(name="range", metadata=b"")],
+    )
+    with pytest.raises(InconsistentGroupProtocolError):
+        await coordinator.join_group(classic)
+    fenced = await _beat(coordinator, member_id="a", member_epoch=7, topic_partitions=_owning())
+    assert fenced.error_code == FencedMemberEpochError.code
+    await _beat(coordinator, member_id="a", member_epoch=-1)  # empty now: classic may have it
+    coordinator.groups[OURS] = coordinator._classic_group(OURS)
+    assert isinstance(coordinator.groups[OURS], Group)
+    # a classic group with members is not taken over (Kafka's migration is not done here)
+    coordinator.groups[OURS].members["m"] = object()  # type: ignore[assignment]
+    taken = await _join(coordinator, "z")
+    assert taken.error_code == GroupIdNotFoundError.code
