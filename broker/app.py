@@ -602,6 +602,7 @@ class Broker:
             ApiKey.OFFSET_FETCH: _serve(groups.offset_fetch),
             ApiKey.JOIN_GROUP: _serve(groups.join_group),
             ApiKey.CONSUMER_GROUP_HEARTBEAT: _serve(groups.consumer_group_heartbeat),
+            ApiKey.CONSUMER_GROUP_DESCRIBE: _serve(groups.consumer_group_describe),
             ApiKey.SYNC_GROUP: _serve(groups.sync_group),
             ApiKey.HEARTBEAT: _serve(groups.heartbeat),
             ApiKey.LEAVE_GROUP: _serve(groups.leave_group),

@@ -117,6 +117,7 @@ class ApiKey(enum.IntEnum):
     DESCRIBE_TRANSACTIONS = 65
     LIST_TRANSACTIONS = 66
     CONSUMER_GROUP_HEARTBEAT = 68
+    CONSUMER_GROUP_DESCRIBE = 69
 
 
 LATEST_TIMESTAMP = -1
@@ -1681,6 +1682,59 @@ class ConsumerGroupHeartbeatResponse(Response):
     """None: the member's partitions are as they were."""
 
 
+@dataclass(slots=True, kw_only=True)
+class ConsumerGroupDescribeRequest(Request):
+    group_ids: list[str] = field(default_factory=list)
+    include_authorized_operations: bool = False
+
+
+@dataclass(slots=True, kw_only=True)
+class DescribedTopicPartitions:
+    topic_id: bytes
+    topic_name: str
+    partitions: list[int] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class DescribedAssignment:
+    topic_partitions: list[DescribedTopicPartitions] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class ConsumerGroupDescribedMember:
+    member_id: str
+    instance_id: str | None = None
+    rack_id: str | None = None
+    member_epoch: int = 0
+    client_id: str = ""
+    client_host: str = ""
+    subscribed_topic_names: list[str] = field(default_factory=list)
+    subscribed_topic_regex: str | None = None
+    assignment: DescribedAssignment = field(default_factory=DescribedAssignment)
+    target_assignment: DescribedAssignment = field(default_factory=DescribedAssignment)
+    member_type: int = 1
+    """Kafka's v1 (KIP-1099): 1, a member of the consumer protocol (0: classic)."""
+
+
+@dataclass(slots=True, kw_only=True)
+class ConsumerGroupDescribed:
+    error_code: int = 0
+    error_message: str | None = None
+    group_id: str
+    group_state: str = ""
+    group_epoch: int = 0
+    assignment_epoch: int = 0
+    assignor_name: str = ""
+    members: list[ConsumerGroupDescribedMember] = field(default_factory=list)
+    authorized_operations: int = -(2**31)
+
+
+@dataclass(slots=True, kw_only=True)
+class ConsumerGroupDescribeResponse(Response):
+    throttle_time_ms: int = 0
+    groups: list[ConsumerGroupDescribed] = field(default_factory=list)
+
+
 # --- group administration: ListGroups (16), DescribeGroups (15), DeleteGroups (42) -----
 
 
@@ -2255,6 +2309,13 @@ APIS = _apis(
         0,
         ConsumerGroupHeartbeatRequest,
         ConsumerGroupHeartbeatResponse,
+    ),
+    Api(
+        ApiKey.CONSUMER_GROUP_DESCRIBE,
+        0,
+        0,
+        ConsumerGroupDescribeRequest,
+        ConsumerGroupDescribeResponse,
     ),
     Api(ApiKey.DESCRIBE_GROUPS, 0, 0, DescribeGroupsRequest, DescribeGroupsResponse),
     Api(ApiKey.DELETE_GROUPS, 0, 0, DeleteGroupsRequest, DeleteGroupsResponse),

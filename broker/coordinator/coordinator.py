@@ -83,6 +83,10 @@ from broker.server import PEER_HOST
 from protocol.acls import Operation, ResourceType
 from protocol.apis import (
     ConsumerGroupAssignment,
+    ConsumerGroupDescribed,
+    ConsumerGroupDescribedMember,
+    ConsumerGroupDescribeRequest,
+    ConsumerGroupDescribeResponse,
     ConsumerGroupHeartbeatRequest,
     ConsumerGroupHeartbeatResponse,
     ConsumerGroupTopicPartitions,
@@ -92,8 +96,10 @@ from protocol.apis import (
     DeletableGroupResult,
     DeleteGroupsRequest,
     DeleteGroupsResponse,
+    DescribedAssignment,
     DescribedGroup,
     DescribedGroupMember,
+    DescribedTopicPartitions,
     DescribeGroupsRequest,
     DescribeGroupsResponse,
     FindCoordinatorRequest,
@@ -1043,6 +1049,66 @@ class GroupCoordinator:
         )
         self.groups[group_id] = made
         return made
+
+    async def consumer_group_describe(
+        self, request: ConsumerGroupDescribeRequest
+    ) -> ConsumerGroupDescribeResponse:
+        """Groups of the new protocol, member by member with their assignments and
+        targets (Kafka's ConsumerGroupDescribe): GROUP_ID_NOT_FOUND for any other group,
+        on which Kafka's admin clients ask DescribeGroups instead."""
+        described = self._acl.decider(Operation.DESCRIBE, ResourceType.GROUP)
+        answers = []
+        for group_id in request.group_ids:
+            try:
+                if not described(group_id):
+                    raise group_not_authorized(group_id, Operation.DESCRIBE)
+                answers.append(self._consumer_group_described(group_id))
+            except ApiError as exc:
+                answers.append(
+                    ConsumerGroupDescribed(
+                        group_id=group_id, error_code=exc.code, error_message=exc.message
+                    )
+                )
+        return ConsumerGroupDescribeResponse(groups=answers)
+
+    def _consumer_group_described(self, group_id: str) -> ConsumerGroupDescribed:
+        self._store_for(group_id)
+        group = self.groups.get(group_id)
+        if not isinstance(group, ConsumerGroup) or group.dead:
+            raise GroupIdNotFoundError(f"Group {group_id} is not a consumer group.")
+        names = {info.topic_id: name for name, info in self._topics_now().items()}
+
+        def described(assignment: Assignment) -> DescribedAssignment:
+            return DescribedAssignment(
+                topic_partitions=[
+                    DescribedTopicPartitions(topic_id=t, topic_name=names[t], partitions=sorted(ps))
+                    for t, ps in sorted(assignment.items())
+                    if t in names  # (Kafka's: a topic gone from the metadata is left out)
+                ]
+            )
+
+        return ConsumerGroupDescribed(
+            group_id=group_id,
+            group_state=group.state,
+            group_epoch=group.epoch,
+            assignment_epoch=group.assignment_epoch,
+            assignor_name=group.assignor,
+            members=[
+                ConsumerGroupDescribedMember(
+                    member_id=m.member_id,
+                    instance_id=m.instance_id,
+                    rack_id=m.rack_id,
+                    member_epoch=m.epoch,
+                    client_id=m.client_id,
+                    client_host=m.client_host,
+                    subscribed_topic_names=list(m.subscribed),
+                    subscribed_topic_regex=m.regex,
+                    assignment=described(m.assigned),
+                    target_assignment=described(group.target.get(m.member_id, {})),
+                )
+                for m in group.members.values()
+            ],
+        )
 
     def _topics_now(self) -> dict[str, TopicInfo]:
         """The cluster's topics with their ids and partition counts (made again only when

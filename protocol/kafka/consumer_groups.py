@@ -1,6 +1,7 @@
 """Kafka's new consumer group protocol (KIP-848) on a Kafka-protocol listener:
 ConsumerGroupHeartbeat v0-1, as Kafka 4.0 serves it (librdkafka's
-``group.protocol=consumer`` sends v1). Specs as in :mod:`protocol.kafka.messages`.
+``group.protocol=consumer`` sends v1), and ConsumerGroupDescribe v0-1 (librdkafka's
+AdminClient asks it first). Specs as in :mod:`protocol.kafka.messages`.
 
 Kafka's client library (kafka-python) ships no message spec of these APIs, so the unit
 test that holds the specs to Kafka's JSON does not cover them; tests/unit/
@@ -13,10 +14,13 @@ from typing import Any
 
 from protocol.apis import (
     ApiKey,
+    ConsumerGroupDescribeRequest,
     ConsumerGroupHeartbeatRequest,
     ConsumerGroupTopicPartitions,
 )
 from protocol.kafka.codec import (
+    BOOL,
+    INT8,
     INT16,
     INT32,
     NULLABLE_STRING,
@@ -26,7 +30,7 @@ from protocol.kafka.codec import (
     NullableStruct,
     Struct,
 )
-from protocol.kafka.spec import F, KafkaApi
+from protocol.kafka.spec import F, KafkaApi, per_topic
 
 __all__ = ["CONSUMER_GROUP_APIS"]
 
@@ -72,6 +76,66 @@ _HEARTBEAT_RESPONSE = Struct(
     ]
 )
 
+_DESCRIBE_REQUEST = Struct(
+    [F("group_ids", Array(STRING)), F("include_authorized_operations", BOOL)],
+    ConsumerGroupDescribeRequest,
+)
+_DESCRIBED_ASSIGNMENT = Struct(
+    [
+        F(
+            "topic_partitions",
+            Array(
+                Struct(
+                    [F("topic_id", UUID), F("topic_name", STRING), F("partitions", Array(INT32))]
+                )
+            ),
+        )
+    ]
+)
+_DESCRIBE_RESPONSE = Struct(
+    [
+        F("throttle_time_ms", INT32),
+        F(
+            "groups",
+            Array(
+                Struct(
+                    [
+                        F("error_code", INT16),
+                        F("error_message", NULLABLE_STRING),
+                        F("group_id", STRING),
+                        F("group_state", STRING),
+                        F("group_epoch", INT32),
+                        F("assignment_epoch", INT32),
+                        F("assignor_name", STRING),
+                        F(
+                            "members",
+                            Array(
+                                Struct(
+                                    [
+                                        F("member_id", STRING),
+                                        F("instance_id", NULLABLE_STRING),
+                                        F("rack_id", NULLABLE_STRING),
+                                        F("member_epoch", INT32),
+                                        F("client_id", STRING),
+                                        F("client_host", STRING),
+                                        F("subscribed_topic_names", Array(STRING)),
+                                        F("subscribed_topic_regex", NULLABLE_STRING),
+                                        F("assignment", _DESCRIBED_ASSIGNMENT),
+                                        F("target_assignment", _DESCRIBED_ASSIGNMENT),
+                                        F("member_type", INT8, 1),
+                                    ]
+                                )
+                            ),
+                        ),
+                        F("authorized_operations", INT32),
+                    ]
+                )
+            ),
+        ),
+    ]
+)
+
+
 CONSUMER_GROUP_APIS = (
     KafkaApi(
         ApiKey.CONSUMER_GROUP_HEARTBEAT,
@@ -81,5 +145,14 @@ CONSUMER_GROUP_APIS = (
         _HEARTBEAT_REQUEST,
         _HEARTBEAT_RESPONSE,
         finish=_with_client_id,
+    ),
+    KafkaApi(
+        ApiKey.CONSUMER_GROUP_DESCRIBE,
+        0,
+        1,
+        0,
+        _DESCRIBE_REQUEST,
+        _DESCRIBE_RESPONSE,
+        refuse=per_topic("group_ids", "groups", "group_id"),
     ),
 )

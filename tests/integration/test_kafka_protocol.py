@@ -23,7 +23,7 @@ import trustme
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka import TopicPartition as AioTopicPartition
 from confluent_kafka import Consumer as RdConsumer
-from confluent_kafka import ConsumerGroupTopicPartitions
+from confluent_kafka import ConsumerGroupTopicPartitions, ConsumerGroupType
 from confluent_kafka import KafkaError as RdKafkaError
 from confluent_kafka import KafkaException as RdKafkaException
 from confluent_kafka import Producer as RdProducer
@@ -1096,7 +1096,7 @@ async def test_librdkafka_consumers_of_the_new_group_protocol_share_and_hand_ove
     def produce(first: int, count: int) -> None:
         _rd_produce(bootstrap, "kip848", first, count)
 
-    def run() -> tuple[dict[str, list[tuple[int, int, bytes]]], dict[str, set[int]], int]:
+    def run() -> tuple[dict[str, list[tuple[int, int, bytes]]], dict[str, set[int]], int, Any]:
         produce(0, 300)
         first = consumer()
         seen: dict[str, list[tuple[int, int, bytes]]] = {"first": [], "second": []}
@@ -1111,6 +1111,7 @@ async def test_librdkafka_consumers_of_the_new_group_protocol_share_and_hand_ove
                     seen[name].append((message.partition(), message.offset(), message.value()))
                 owned[name] = {tp.partition for tp in c.assignment()}
         shared = {name: set(parts) for name, parts in owned.items()}
+        described = _rd_described(bootstrap, "new-protocol")
         produce(300, 300)
         _rd_drain({"first": first, "second": second}, seen, 600)
         first.commit(asynchronous=False)
@@ -1120,9 +1121,13 @@ async def test_librdkafka_consumers_of_the_new_group_protocol_share_and_hand_ove
         second.commit(asynchronous=False)
         assigned_at_end = len(second.assignment())
         second.close()
-        return seen, shared, assigned_at_end
+        return seen, shared, assigned_at_end, described
 
-    seen, shared, assigned_at_end = await asyncio.to_thread(run)
+    seen, shared, assigned_at_end, described = await asyncio.to_thread(run)
+    # Kafka's AdminClient describes the group with ConsumerGroupDescribe (API 69)
+    assert described.type == ConsumerGroupType.CONSUMER
+    assert described.partition_assignor == "uniform"
+    assert sorted(len(parts) for parts in described.members.values()) == [3, 3]
     # the new protocol it was: the broker assigned (group epochs), no classic rebalance
     (broker,) = cluster.brokers.values()
     events = [json.loads(line).get("event") for line in broker.log_path.read_text().splitlines()]
@@ -1141,6 +1146,33 @@ async def test_librdkafka_consumers_of_the_new_group_protocol_share_and_hand_ove
         latest = {TopicPartition("kip848", p): OffsetSpec.latest() for p in range(6)}
         ends = await admin.list_offsets(latest)
     assert committed == {tp: at.offset for tp, at in ends.items()}
+
+
+class _Described:
+    """What librdkafka's AdminClient says of a group: its type, assignor, and each
+    member's partitions (of its current assignment)."""
+
+    def __init__(self, description: Any) -> None:
+        self.type = description.type
+        self.partition_assignor = description.partition_assignor
+        self.members = {
+            m.member_id: {tp.partition for tp in m.assignment.topic_partitions}
+            for m in description.members
+        }
+
+
+def _rd_described(bootstrap: str, group: str) -> _Described:
+    """The group as librdkafka's AdminClient describes it, once both members are Stable
+    in it (each with its share), or as it was after 30 s."""
+    admin = RdAdmin({"bootstrap.servers": bootstrap})
+    deadline = time.monotonic() + 30
+    while True:
+        (future,) = admin.describe_consumer_groups([group]).values()
+        described = _Described(future.result(30))
+        sizes = sorted(len(p) for p in described.members.values())
+        if sizes == [3, 3] or time.monotonic() > deadline:
+            return described
+        time.sleep(0.1)
 
 
 def _rd_produce(bootstrap: str, topic: str, first: int, count: int) -> None:

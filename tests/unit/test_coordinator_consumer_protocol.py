@@ -15,6 +15,7 @@ from broker.coordinator.coordinator import GroupCoordinator
 from broker.coordinator.group import Group
 from protocol.apis import (
     UPDATE_METADATA_INCREMENTAL,
+    ConsumerGroupDescribeRequest,
     ConsumerGroupHeartbeatRequest,
     ConsumerGroupHeartbeatResponse,
     ConsumerGroupTopicPartitions,
@@ -33,11 +34,12 @@ from protocol.errors import (
     InconsistentGroupProtocolError,
     InvalidRequestError,
     NonEmptyGroupError,
+    NotCoordinatorError,
     StaleMemberEpochError,
     UnknownMemberIdError,
 )
 from tests.unit.test_commit_unknown_topics import _errors
-from tests.unit.test_coordinator_groups import OURS, _commit, _coordinator
+from tests.unit.test_coordinator_groups import NOBODY, OURS, _commit, _coordinator, _named
 
 T_ID = b"T" * 16
 
@@ -235,3 +237,27 @@ async def test_the_two_protocols_share_the_group_ids_as_kafkas_do() -> None:
     coordinator.groups[OURS].members["m"] = object()  # type: ignore[assignment]
     taken = await _join(coordinator, "z")
     assert taken.error_code == GroupIdNotFoundError.code
+
+
+async def test_consumer_group_describe_shows_members_assignments_and_targets() -> None:
+    coordinator = _setup()
+    await _join(coordinator, "a", client_id="rdkafka")
+    await _join(coordinator, "b")  # a still holds b's target: b's is empty for now
+    answer = await coordinator.consumer_group_describe(
+        ConsumerGroupDescribeRequest(group_ids=[OURS, NOBODY, _named("elsewhere", 1)])
+    )
+    ours, nobody, classic = answer.groups
+    assert (ours.group_state, ours.group_epoch, ours.assignment_epoch) == ("Reconciling", 2, 2)
+    assert ours.assignor_name == "uniform"
+    by_id = {m.member_id: m for m in ours.members}
+    a, b = by_id["a"], by_id["b"]
+    assert (a.member_epoch, a.client_id, a.subscribed_topic_names) == (1, "rdkafka", ["t"])
+    assert [t.topic_name for t in a.assignment.topic_partitions] == ["t"]
+    assert len(a.assignment.topic_partitions[0].partitions) == 8  # not revoked yet
+    assert len(a.target_assignment.topic_partitions[0].partitions) == 4
+    assert b.assignment.topic_partitions == []
+    assert len(b.target_assignment.topic_partitions[0].partitions) == 4
+    # not a group of this protocol: Kafka's clients ask DescribeGroups then
+    assert nobody.error_code == GroupIdNotFoundError.code
+    assert nobody.error_message == f"Group {NOBODY} is not a consumer group."
+    assert classic.error_code == NotCoordinatorError.code  # another broker's (partition 1)

@@ -1,6 +1,6 @@
-"""ConsumerGroupHeartbeat (API 68, KIP-848) on a Kafka-protocol listener, byte for byte
-against Kafka's message layout (ConsumerGroupHeartbeatRequest/Response.json, v0-1,
-flexible from v0): kafka-python ships no spec of it, so the requests here are written,
+"""ConsumerGroupHeartbeat (API 68) and ConsumerGroupDescribe (API 69), KIP-848's, on a
+Kafka-protocol listener, byte for byte against Kafka's message layouts (their JSON
+specs: v0-1, flexible from v0): kafka-python ships no spec of it, so the requests here are written,
 and the answers read, by hand, independently of protocol/kafka's codec."""
 
 from __future__ import annotations
@@ -12,8 +12,13 @@ import pytest
 from protocol.apis import (
     ApiKey,
     ConsumerGroupAssignment,
+    ConsumerGroupDescribed,
+    ConsumerGroupDescribedMember,
+    ConsumerGroupDescribeResponse,
     ConsumerGroupHeartbeatResponse,
     ConsumerGroupTopicPartitions,
+    DescribedAssignment,
+    DescribedTopicPartitions,
 )
 from protocol.errors import CoordinatorLoadInProgressError
 from protocol.kafka.wire import KafkaHeader, decode_request, encode_error_response, encode_response
@@ -167,3 +172,124 @@ def test_a_heartbeat_answer_encodes_as_kafkas_with_and_without_an_assignment(ver
     refused = encode_error_response(header, CoordinatorLoadInProgressError("loading"))
     answer = _read_response(b"".join(bytes(p) for p in refused))
     assert (answer["error_code"], answer["error_message"]) == (14, "loading")
+
+
+def _describe_request(version: int) -> bytes:
+    header = struct.pack(">hhi", ApiKey.CONSUMER_GROUP_DESCRIBE, version, 9)
+    header += struct.pack(">h", 1) + b"c" + b"\x00"
+    return header + _carray([_cstr("g1"), _cstr("g2")]) + b"\x01" + b"\x00"
+
+
+def _read_described(frame: bytes, version: int) -> list[dict[str, object]]:
+    """Kafka's ConsumerGroupDescribeResponse v0/v1, read by hand."""
+    r = _Reader(frame[9:])  # length, correlation id, header tags
+    assert r.take(">i") == 0  # throttle
+    groups = []
+    for _ in range(r.uvarint() - 1):
+        group: dict[str, object] = {"error_code": r.take(">h"), "error_message": r.cstr()}
+        group["group_id"], group["state"] = r.cstr(), r.cstr()
+        group["epochs"] = (r.take(">i"), r.take(">i"))
+        group["assignor"] = r.cstr()
+        members = []
+        for _ in range(r.uvarint() - 1):
+            member: dict[str, object] = {"member_id": r.cstr(), "instance_id": r.cstr()}
+            member["rack_id"], member["epoch"] = r.cstr(), r.take(">i")
+            member["client"] = (r.cstr(), r.cstr())
+            member["topics"] = [r.cstr() for _ in range(r.uvarint() - 1)]
+            member["regex"] = r.cstr()
+            member["assignment"], member["target"] = r.assignment(), r.assignment()
+            if version >= 1:
+                member["type"] = r.take(">b")
+            assert r.uvarint() == 0
+            members.append(member)
+        group["members"] = members
+        group["authorized_operations"] = r.take(">i")
+        assert r.uvarint() == 0
+        groups.append(group)
+    assert r.uvarint() == 0 and r.pos == len(r.data)
+    return groups
+
+
+class _Reader:
+    def __init__(self, data: bytes) -> None:
+        self.data, self.pos = data, 0
+
+    def take(self, fmt: str) -> int:
+        (value,) = struct.unpack_from(fmt, self.data, self.pos)
+        self.pos += struct.calcsize(fmt)
+        return int(value)
+
+    def uvarint(self) -> int:
+        shift = n = 0
+        while True:
+            byte = self.data[self.pos]
+            self.pos += 1
+            n |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                return n
+
+    def cstr(self) -> str | None:
+        n = self.uvarint()
+        if n == 0:
+            return None
+        text = self.data[self.pos : self.pos + n - 1].decode()
+        self.pos += n - 1
+        return text
+
+    def assignment(self) -> list[tuple[bytes, str | None, list[int]]]:
+        topics = []
+        for _ in range(self.uvarint() - 1):
+            topic_id = self.data[self.pos : self.pos + 16]
+            self.pos += 16
+            name = self.cstr()
+            partitions = [self.take(">i") for _ in range(self.uvarint() - 1)]
+            assert self.uvarint() == 0
+            topics.append((topic_id, name, partitions))
+        assert self.uvarint() == 0
+        return topics
+
+
+@pytest.mark.parametrize("version", [0, 1])
+def test_consumer_group_describe_as_kafkas(version: int) -> None:
+    header, _, request = decode_request(memoryview(_describe_request(version)))
+    assert (request.group_ids, request.include_authorized_operations) == (["g1", "g2"], True)
+    member = ConsumerGroupDescribedMember(
+        member_id="m",
+        member_epoch=4,
+        client_id="rdkafka",
+        client_host="/127.0.0.1",
+        subscribed_topic_names=["orders"],
+        assignment=DescribedAssignment(
+            topic_partitions=[
+                DescribedTopicPartitions(topic_id=T, topic_name="orders", partitions=[0])
+            ]
+        ),
+    )
+    answer = ConsumerGroupDescribeResponse(
+        groups=[
+            ConsumerGroupDescribed(
+                group_id="g1",
+                group_state="Stable",
+                group_epoch=4,
+                assignment_epoch=4,
+                assignor_name="uniform",
+                members=[member],
+            ),
+            ConsumerGroupDescribed(group_id="g2", error_code=69, error_message="not one"),
+        ]
+    )
+    frame = b"".join(bytes(p) for p in encode_response(header, answer))
+    g1, g2 = _read_described(frame, version)
+    assert (g1["state"], g1["epochs"], g1["assignor"]) == ("Stable", (4, 4), "uniform")
+    (m,) = g1["members"]  # type: ignore[misc]
+    assert m["assignment"] == [(T, "orders", [0])] and m["target"] == []
+    assert m["topics"] == ["orders"] and m["client"] == ("rdkafka", "/127.0.0.1")
+    assert m.get("type") == (1 if version >= 1 else None)
+    assert (g2["error_code"], g2["error_message"], g2["members"]) == (69, "not one", [])
+    refused = encode_error_response(
+        header._replace(request=request), CoordinatorLoadInProgressError("x")
+    )
+    assert [
+        g["error_code"] for g in _read_described(b"".join(bytes(p) for p in refused), version)
+    ] == [14, 14]

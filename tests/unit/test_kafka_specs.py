@@ -28,7 +28,7 @@ _BELOW_KAFKA_4 = {"DescribeAcls", "CreateAcls", "DeleteAcls"}
 """Served from v0, which Kafka 4.0 dropped (KIP-896) and its specs no longer list:
 librdkafka 2.x offers its ACL API only to a broker that has v0."""
 
-NOT_IN_KAFKA_PYTHON = {"ConsumerGroupHeartbeat"}
+NOT_IN_KAFKA_PYTHON = {"ConsumerGroupHeartbeat", "ConsumerGroupDescribe"}
 """APIs whose message specs kafka-python does not ship (KIP-848's): checked byte for byte
 against Kafka's layout by tests/unit/test_kafka_consumer_groups.py instead."""
 
