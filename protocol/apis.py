@@ -1742,6 +1742,8 @@ class ConsumerGroupDescribeResponse(Response):
 class ListGroupsRequest(Request):
     states_filter: list[str] = field(default_factory=list)
     """Kafka's group states (Empty, Stable, ...); empty: every group."""
+    types_filter: list[str] = field(default_factory=list)
+    """Kafka's group types (classic, consumer; KIP-848); empty: every group."""
 
 
 @dataclass(slots=True, kw_only=True)
@@ -1749,6 +1751,8 @@ class ListedGroup:
     group_id: str
     protocol_type: str = ""
     group_state: str = ""
+    group_type: str = "classic"
+    """``consumer`` for a group of the new consumer protocol (KIP-848)."""
 
 
 @dataclass(slots=True, kw_only=True)

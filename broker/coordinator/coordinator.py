@@ -1432,14 +1432,19 @@ class GroupCoordinator:
                 listed.pop(group_id, None)
                 continue
             listed[group_id] = ListedGroup(
-                group_id=group_id, protocol_type=group.protocol_type or "", group_state=group.state
+                group_id=group_id,
+                protocol_type=group.protocol_type or "",
+                group_state=group.state,
+                group_type="consumer" if isinstance(group, ConsumerGroup) else "classic",
             )
-        # state names compared without case, as Kafka's ConsumerGroupState.parse does
+        # state and type names compared without case, as Kafka's parse them
         wanted = {state.lower() for state in request.states_filter}
+        types = {kind.strip().lower() for kind in request.types_filter}
         groups = [
             g
             for _, g in sorted(listed.items())
             if (not wanted or g.group_state.lower() in wanted)
+            and (not types or g.group_type in types)
             and (everything or described(g.group_id))
         ]
         if self._loading:

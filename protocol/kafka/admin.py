@@ -476,7 +476,10 @@ _INCREMENTAL_ALTER_CONFIGS_REQUEST = Struct(
 
 # --- ListGroups (16), DescribeGroups (15), DeleteGroups (42), OffsetDelete (47) -------
 
-_LIST_GROUPS_REQUEST = Struct([F("states_filter", Array(STRING), 4)], ListGroupsRequest)
+_LIST_GROUPS_REQUEST = Struct(
+    [F("states_filter", Array(STRING), 4), F("types_filter", Array(STRING), 5)],
+    ListGroupsRequest,
+)
 _LIST_GROUPS_RESPONSE = Struct(
     [
         F("throttle_time_ms", INT32, 1),
@@ -489,6 +492,7 @@ _LIST_GROUPS_RESPONSE = Struct(
                         F("group_id", STRING),
                         F("protocol_type", STRING),
                         F("group_state", STRING, 4),
+                        F("group_type", STRING, 5),
                     ]
                 )
             ),
@@ -1057,7 +1061,7 @@ ADMIN_APIS = (
         _ALTER_CONFIGS_RESPONSE,
         refuse=per_topic("resources", "responses", *_PER_RESOURCE),
     ),
-    KafkaApi(ApiKey.LIST_GROUPS, 0, 4, 3, _LIST_GROUPS_REQUEST, _LIST_GROUPS_RESPONSE),
+    KafkaApi(ApiKey.LIST_GROUPS, 0, 5, 3, _LIST_GROUPS_REQUEST, _LIST_GROUPS_RESPONSE),
     KafkaApi(
         ApiKey.DESCRIBE_GROUPS,
         0,

@@ -1190,7 +1190,7 @@ KAFKA_APIS = _apis(
     KafkaApi(
         ApiKey.OFFSET_COMMIT,
         2,
-        8,
+        9,  # v9: as v8, from members of the new consumer protocol too (KIP-848)
         8,
         _OFFSET_COMMIT_REQUEST,
         _OFFSET_COMMIT_RESPONSE,

@@ -261,3 +261,19 @@ async def test_consumer_group_describe_shows_members_assignments_and_targets() -
     assert nobody.error_code == GroupIdNotFoundError.code
     assert nobody.error_message == f"Group {NOBODY} is not a consumer group."
     assert classic.error_code == NotCoordinatorError.code  # another broker's (partition 1)
+
+
+async def test_list_groups_filters_by_type_as_kafkas_v5() -> None:
+    coordinator = _setup()
+    await _join(coordinator, "a")
+    await coordinator.offset_commit(_commit(NOBODY, {0: 1}))  # a classic group (Empty)
+
+    async def listed(*types: str) -> list[tuple[str, str]]:
+        answer = await coordinator.list_groups(ListGroupsRequest(types_filter=list(types)))
+        return [(g.group_id, g.group_type) for g in answer.groups]
+
+    both = sorted([(OURS, "consumer"), (NOBODY, "classic")])
+    assert await listed() == both
+    assert await listed("Consumer ") == [(OURS, "consumer")]  # without case, trimmed
+    assert await listed("classic") == [(NOBODY, "classic")]
+    assert await listed("share") == []
