@@ -693,7 +693,9 @@ class GroupCoordinator:
         group = self._group(group_id)
         if not isinstance(group, ConsumerGroup):
             return group
-        if group.members or group.dead:
+        if group.dead:
+            raise CoordinatorNotAvailableError(f"group {group_id!r} is being deleted; try again")
+        if group.members:
             raise InconsistentGroupProtocolError(
                 f"group {group_id!r} is a group of the consumer protocol (KIP-848) with "
                 "members; a classic member cannot join it (set group.protocol=consumer, or "
@@ -702,6 +704,8 @@ class GroupCoordinator:
         del self.groups[group_id]
         classic = self._group(group_id)
         assert isinstance(classic, Group)
+        classic.emptied_at_ms = group.emptied_at_ms  # (its offsets expire from then)
+        classic.pending_commits = group.pending_commits
         return classic
 
     def _known_group(self, group_id: str) -> Group:
@@ -991,7 +995,9 @@ class GroupCoordinator:
             owned=_owned(request.topic_partitions),
             client_id=request.client_id,
             client_host=PEER_HOST.get(),
+            describable=self._acl.decider(Operation.DESCRIBE, ResourceType.TOPIC),
         )
+        self._install(group)  # (a join refused above leaves whatever group was there)
         if group.epoch != before:
             self._log.info(
                 "group.epoch_bumped",
@@ -1015,15 +1021,14 @@ class GroupCoordinator:
         )
 
     def _consumer_group(self, group_id: str, epoch: int) -> ConsumerGroup:
-        """The group of a ConsumerGroupHeartbeat; made by a join (epoch 0), taking the
-        place of an empty classic group of the id (Kafka's)."""
+        """The group of a ConsumerGroupHeartbeat; a join (epoch 0) makes one, to take the
+        place of an empty classic group of the id (Kafka's) once the join is taken
+        (:meth:`_install`)."""
         self._store_for(group_id)
         group = self.groups.get(group_id)
+        if group is not None and group.state == DEAD:
+            raise CoordinatorNotAvailableError(f"group {group_id!r} is being deleted; try again")
         if isinstance(group, ConsumerGroup):
-            if group.dead:
-                raise CoordinatorNotAvailableError(
-                    f"group {group_id!r} is being deleted; try again"
-                )
             return group
         if group is not None and (group.members or group.state != EMPTY):
             raise GroupIdNotFoundError(
@@ -1037,8 +1042,6 @@ class GroupCoordinator:
             raise UnknownMemberIdError(
                 f"group {group_id!r} has no such member here; join again (member epoch 0)"
             )
-        if group is not None:
-            del self.groups[group_id]  # an empty classic group: replaced
         made = ConsumerGroup(
             group_id,
             self._topics_now,
@@ -1047,8 +1050,15 @@ class GroupCoordinator:
             max_size=self._consumer_max_size,
             assignor_names=self._consumer_assignors,
         )
-        self.groups[group_id] = made
+        if group is not None:  # an empty classic group: what its offsets' expiry goes by
+            made.emptied_at_ms = group.emptied_at_ms
+            made.pending_commits = group.pending_commits
         return made
+
+    def _install(self, group: ConsumerGroup) -> None:
+        """``group`` is the id's group now (a no-op for one that was already)."""
+        if self.groups.get(group.group_id) is not group:
+            self.groups[group.group_id] = group
 
     async def consumer_group_describe(
         self, request: ConsumerGroupDescribeRequest

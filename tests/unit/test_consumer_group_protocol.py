@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from broker.coordinator import consumer_group as consumer_group_module
 from broker.coordinator.consumer_group import (
     STABLE,
     UNRELEASED_PARTITIONS,
@@ -391,3 +392,46 @@ def test_members_coming_and_going_never_own_a_partition_twice_and_converge(seed:
         for p in range(cluster.topics[n].partitions)
     }
     assert _consumed_once(group, clients) == every
+
+
+# --- review 125 -------------------------------------------------------------------------------
+
+
+def test_a_regex_that_backtracks_forever_in_python_is_resolved_at_once() -> None:
+    # (.|.)*Z takes Python's re ~4x longer per character: days for this topic name; RE2,
+    # Kafka's syntax (its RE2/J), is linear
+    topics = {"orders-eu-west-1-payments-v2-" * 3: TopicInfo(b"o" * 16, 1)}
+    group = ConsumerGroup("g", lambda: topics)
+    answer = group.heartbeat("a", 0, 0, rebalance_timeout_ms=1, regex="(.|.)*Z", owned={})
+    assert answer.assignment == {}
+
+
+def test_a_steady_heartbeat_resolves_no_regex(monkeypatch: pytest.MonkeyPatch) -> None:
+    topics = {f"topic-{i}": TopicInfo(i.to_bytes(16, "big"), 1) for i in range(200)}
+    group = ConsumerGroup("g", lambda: topics)
+    for i in range(50):
+        group.heartbeat(f"m{i}", 0, 0, rebalance_timeout_ms=1, regex="topic-1.*", owned={})
+    for member in list(group.members.values()):
+        group.heartbeat(member.member_id, member.epoch, 0, owned=dict(member.assigned))
+    calls = []
+    matching = consumer_group_module._matching
+    monkeypatch.setattr(
+        consumer_group_module,
+        "_matching",
+        lambda regex, names: calls.append(regex) or matching(regex, names),
+    )
+    member = group.members["m7"]
+    group.heartbeat("m7", member.epoch, 0, owned=dict(member.assigned))  # nothing changed
+    assert calls == []
+    topics["topic-1000"] = TopicInfo(b"n" * 16, 1)  # a new topic: resolved again, once
+    group.topics_changed()
+    assert calls == ["topic-1.*"]
+
+
+@pytest.mark.timeout(10)  # quadratic, it took 7.6 s; linear in moves, tens of ms
+def test_uniform_balances_a_20000_partition_topic_in_one_pass_of_moves() -> None:
+    topics = {"big": TopicInfo(b"b" * 16, 20_000)}
+    first = assign_uniform([("m0", {"big"})], topics, {})
+    second = assign_uniform([("m0", {"big"}), ("m1", {"big"})], topics, first)
+    kept, moved = second["m0"][b"b" * 16], second["m1"][b"b" * 16]
+    assert len(kept) == len(moved) == 10_000 and not kept & moved

@@ -6,13 +6,17 @@ manager: no sockets."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
+from broker.coordinator.consumer_group import ConsumerGroup
 from broker.coordinator.coordinator import GroupCoordinator
 from broker.coordinator.group import Group
+from protocol.acls import Operation, ResourceType
 from protocol.apis import (
     UPDATE_METADATA_INCREMENTAL,
     ConsumerGroupDescribeRequest,
@@ -28,6 +32,7 @@ from protocol.apis import (
     UpdateMetadataRequest,
 )
 from protocol.errors import (
+    CoordinatorNotAvailableError,
     FencedMemberEpochError,
     GroupIdNotFoundError,
     IllegalGenerationError,
@@ -36,7 +41,9 @@ from protocol.errors import (
     NonEmptyGroupError,
     NotCoordinatorError,
     StaleMemberEpochError,
+    TopicAuthorizationFailedError,
     UnknownMemberIdError,
+    UnsupportedAssignorError,
 )
 from tests.unit.test_commit_unknown_topics import _errors
 from tests.unit.test_coordinator_groups import NOBODY, OURS, _commit, _coordinator, _named
@@ -277,3 +284,95 @@ async def test_list_groups_filters_by_type_as_kafkas_v5() -> None:
     assert await listed("Consumer ") == [(OURS, "consumer")]  # without case, trimmed
     assert await listed("classic") == [(NOBODY, "classic")]
     assert await listed("share") == []
+
+
+# --- review 125 -------------------------------------------------------------------------------
+
+
+async def test_a_commit_racing_the_delete_of_an_empty_group_is_told_to_retry() -> None:
+    """Else the commit is answered done, its record lands after the delete's tombstones,
+    and a reload (a failover) brings back an offset of a deleted group."""
+    coordinator = _setup()
+    replicas = coordinator._replicas
+    await _join(coordinator, "a")
+    await _beat(coordinator, member_id="a", member_epoch=-1)  # leaves: the group is Empty
+    assert _errors(await coordinator.offset_commit(_commit(OURS, {0: 5}))) == {("t", 0): 0}
+    replicas.gate = asyncio.get_running_loop().create_future()  # type: ignore[attr-defined]
+    deleting = asyncio.ensure_future(
+        coordinator.delete_groups(DeleteGroupsRequest(groups_names=[OURS]))
+    )
+    await asyncio.sleep(0)  # its tombstones are appended; it waits for them
+    committing = asyncio.ensure_future(coordinator.offset_commit(_commit(OURS, {0: 7})))
+    await asyncio.sleep(0)
+    replicas.gate.set_result(None)  # type: ignore[attr-defined]
+    await deleting
+    assert _errors(await committing) == {("t", 0): CoordinatorNotAvailableError.code}
+    assert OURS not in replicas.reload().groups  # type: ignore[attr-defined]
+
+
+async def test_joins_racing_a_delete_of_either_kind_of_group_are_told_to_retry() -> None:
+    coordinator = _setup()
+    classic = coordinator._group(OURS)
+    assert isinstance(classic, Group)
+    classic.delete()  # what DeleteGroups and expiry do while their tombstones are written
+    answer = await _join(coordinator, "a")
+    # retriable (not GROUP_ID_NOT_FOUND, on which librdkafka stalls)
+    assert answer.error_code == CoordinatorNotAvailableError.code
+    classic.undelete()
+    await _join(coordinator, "a")
+    await _beat(coordinator, member_id="a", member_epoch=-1)
+    coordinator.groups[OURS].delete()
+    with pytest.raises(CoordinatorNotAvailableError):  # not INCONSISTENT_GROUP_PROTOCOL
+        await coordinator.join_group(
+            JoinGroupRequest(
+                group_id=OURS,
+                session_timeout_ms=10_000,
+                protocol_type="consumer",
+                protocols=[JoinGroupRequestProtocol(name="range", metadata=b"")],
+            )
+        )
+
+
+async def test_a_refused_join_leaves_an_empty_classic_group_in_place() -> None:
+    coordinator = _setup()
+    classic = coordinator._group(OURS)
+    assert isinstance(classic, Group)
+    classic.emptied_at_ms = 1_234  # what its offsets' expiry goes by
+    refused = await _join(coordinator, "a", server_assignor="sticky")
+    assert refused.error_code == UnsupportedAssignorError.code
+    assert coordinator.groups[OURS] is classic  # an error changes nothing
+    taken = await _join(coordinator, "a")
+    group = coordinator.groups[OURS]
+    assert taken.error_code == 0 and isinstance(group, ConsumerGroup)
+    assert group.emptied_at_ms == 1_234
+
+
+async def test_a_regex_gives_only_the_topics_the_member_may_describe(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Kafka's KAFKA-18813: by name, a topic not describable is refused; by regex, it is
+    left out of what the regex matches."""
+    coordinator = _setup()
+    acl = coordinator._acl
+    allowed, decider = acl.allowed, acl.decider
+
+    def no_t(operation: Operation, kind: ResourceType, name: str) -> bool:
+        return name != "t" and allowed(operation, kind, name)
+
+    def deciding(operation: Operation, kind: ResourceType) -> Callable[[str], bool]:
+        decide = decider(operation, kind)
+        return lambda name: name != "t" and decide(name)
+
+    monkeypatch.setattr(acl, "allowed", no_t)
+    monkeypatch.setattr(acl, "decider", deciding)
+    named = await _join(coordinator, "a")
+    assert named.error_code == TopicAuthorizationFailedError.code
+    by_regex = await _beat(
+        coordinator,
+        member_id="b",
+        member_epoch=0,
+        rebalance_timeout_ms=10_000,
+        subscribed_topic_regex="t.*",
+        topic_partitions=[],
+    )
+    assert (by_regex.error_code, _partitions(by_regex)) == (0, set())
