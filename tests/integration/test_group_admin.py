@@ -177,6 +177,7 @@ async def test_a_static_member_restarts_without_a_rebalance(
 ) -> None:
     cluster = make_cluster(3, GROUP_SETTINGS)
     ports = await _ready_cluster(cluster)
+    await _make_orders(cluster)  # what the stale commit names (an unknown topic is refused first)
     port = await _coordinator_port(ports, "static")
 
     async def call(api: ApiKey, request: Any) -> Any:
