@@ -49,6 +49,7 @@ from client.errors import (
     NoOffsetForPartitionError,
 )
 from client.fetcher import FetchPosition, FetchSet, PartitionState, ReadReplicas, Subscription
+from client.heartbeat_member import HeartbeatMember
 from client.membership import GroupMember, MemberHooks, RebalanceListener
 from client.metrics import NUM_SAMPLES, SAMPLE_WINDOW_MS, monotonic_ms
 from client.security import TokenProvider, security_for
@@ -133,6 +134,8 @@ class Consumer:
         enable_auto_commit: bool = True,
         auto_commit_interval_ms: int = 5_000,
         partition_assignment_strategy: str | Sequence[str] = ("range",),
+        group_protocol: str = "classic",
+        group_remote_assignor: str | None = None,
         session_timeout_ms: int = 45_000,
         heartbeat_interval_ms: int = 3_000,
         max_poll_interval_ms: int = 300_000,
@@ -165,6 +168,7 @@ class Consumer:
         strategies = _strategies(partition_assignment_strategy)
         _check_group_settings(
             group_instance_id,
+            group_protocol=group_protocol,
             session_timeout_ms=session_timeout_ms,
             heartbeat_interval_ms=heartbeat_interval_ms,
             max_poll_interval_ms=max_poll_interval_ms,
@@ -254,26 +258,20 @@ class Consumer:
                 metrics=self._metrics.group,
             )
         )
-        self._member: GroupMember | None = None
+        self._member: GroupMember | HeartbeatMember | None = None
         if self._offsets is not None:
-            self._member = GroupMember(
-                self._cluster,
+            self._member = self._new_member(
                 self._offsets,
-                MemberHooks(
-                    self._revoked,
-                    self._assigned,
-                    self._poll_age_ms,
-                    self._group_failed,
-                    self._lost,
-                ),
+                group_protocol,
                 group_instance_id=group_instance_id,
                 session_timeout_ms=session_timeout_ms,
                 heartbeat_interval_ms=heartbeat_interval_ms,
                 max_poll_interval_ms=max_poll_interval_ms,
                 assignors=strategies,
+                remote_assignor=group_remote_assignor,
                 retry_backoff_ms=retry_backoff_ms,
                 metadata_max_age_ms=metadata_max_age_ms,
-                metrics=self._metrics.group,
+                client_rack=client_rack,
             )
         self._subscribed = False
         self._pattern: str | None = None
@@ -289,6 +287,51 @@ class Consumer:
         self._data: asyncio.Event | None = None
         self._state = "new"
         self._rotation = 0
+
+    def _new_member(
+        self,
+        offsets: GroupOffsets,
+        group_protocol: str,
+        *,
+        group_instance_id: str | None,
+        session_timeout_ms: int,
+        heartbeat_interval_ms: int,
+        max_poll_interval_ms: int,
+        assignors: list[str],
+        remote_assignor: str | None,
+        retry_backoff_ms: int,
+        metadata_max_age_ms: int,
+        client_rack: str,
+    ) -> GroupMember | HeartbeatMember:
+        """The group membership of ``group_protocol``: the classic one (JoinGroup and
+        SyncGroup, the assignors here) or Kafka 4's (KIP-848: the brokers assign)."""
+        hooks = MemberHooks(
+            self._revoked, self._assigned, self._poll_age_ms, self._group_failed, self._lost
+        )
+        if group_protocol == "consumer":
+            return HeartbeatMember(
+                self._cluster,
+                offsets,
+                hooks,
+                group_instance_id=group_instance_id,
+                max_poll_interval_ms=max_poll_interval_ms,
+                retry_backoff_ms=retry_backoff_ms,
+                remote_assignor=remote_assignor,
+                rack_id=client_rack,
+            )
+        return GroupMember(
+            self._cluster,
+            offsets,
+            hooks,
+            group_instance_id=group_instance_id,
+            session_timeout_ms=session_timeout_ms,
+            heartbeat_interval_ms=heartbeat_interval_ms,
+            max_poll_interval_ms=max_poll_interval_ms,
+            assignors=assignors,
+            retry_backoff_ms=retry_backoff_ms,
+            metadata_max_age_ms=metadata_max_age_ms,
+            metrics=self._metrics.group,
+        )
 
     def _init_fetcher(self) -> None:
         self._fetcher: asyncio.Task[None] | None = None
@@ -662,7 +705,7 @@ class Consumer:
     async def _commit_once(
         self,
         group: GroupOffsets,
-        member: GroupMember | None,
+        member: GroupMember | HeartbeatMember | None,
         wanted: CommitOffsets,
         epochs: dict[TopicPartition, int],
     ) -> None:
@@ -1805,6 +1848,7 @@ def _check_metrics_settings(samples: int, window_ms: int) -> None:
 def _check_group_settings(
     group_instance_id: str | None,
     *,
+    group_protocol: str,
     session_timeout_ms: int,
     heartbeat_interval_ms: int,
     max_poll_interval_ms: int,
@@ -1812,6 +1856,11 @@ def _check_group_settings(
 ) -> None:
     if group_instance_id is not None and not group_instance_id:
         raise ConfigurationError("group_instance_id must not be empty (or leave it None)")
+    if group_protocol not in ("classic", "consumer"):
+        raise ConfigurationError(
+            f"group_protocol={group_protocol!r} is invalid; use 'classic' (JoinGroup: the "
+            "members assign) or 'consumer' (Kafka 4's KIP-848: the brokers assign)"
+        )
     if heartbeat_interval_ms <= 0 or heartbeat_interval_ms >= session_timeout_ms:
         raise ConfigurationError(
             f"heartbeat_interval_ms={heartbeat_interval_ms} must be positive and less than "

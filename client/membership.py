@@ -198,6 +198,7 @@ class GroupMember:
         self._watched: dict[str, int] = {}  # partition counts the last assignment used
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._next_heartbeat = 0.0
         self._pattern_checked = 0.0
         self._matched: set[str] = set()  # the topics the pattern matched at the last join
 
@@ -256,54 +257,39 @@ class GroupMember:
     # --- the task --------------------------------------------------------------------------
 
     async def _run(self) -> None:
-        next_heartbeat = 0.0
-        while True:
-            try:
-                if self._left_for_poll:
-                    await self._wait(None)
-                    continue
-                if self._rejoin:
-                    await self._join()
-                    next_heartbeat = time.monotonic() + self.heartbeat_interval_ms / 1000
-                    continue
-                if self._poll_timed_out():
-                    await self._give_up_all()
-                    await self._leave("poll timeout")
-                    continue
-                await self._check_pattern()
-                now = time.monotonic()
-                if now < next_heartbeat:
-                    await self._wait(next_heartbeat - now)
-                    continue
-                next_heartbeat = now + self.heartbeat_interval_ms / 1000
-                await self._heartbeat()
-            except asyncio.CancelledError:
-                raise
-            except _Fatal as fatal:
-                self._hooks.fail(fatal.error)
-                self.generation_id = -1
-                self._settled.set()  # nothing waits on a member that gave up
-                return
-            except Exception:  # never a silent stop: log, back off, go on
-                _log.exception("group %r: the membership task failed; it retries", self.group_id)
-                await asyncio.sleep(self._backoff_s)
+        await run_steps(self._step, self._failed, self.group_id, self._backoff_s)
+
+    async def _step(self) -> None:
+        if self._left_for_poll:
+            await self._wait(None)
+            return
+        if self._rejoin:
+            await self._join()
+            self._next_heartbeat = time.monotonic() + self.heartbeat_interval_ms / 1000
+            return
+        if self._poll_timed_out():
+            await self._give_up_all()
+            await self._leave("poll timeout")
+            return
+        await self._check_pattern()
+        now = time.monotonic()
+        if now < self._next_heartbeat:
+            await self._wait(self._next_heartbeat - now)
+            return
+        self._next_heartbeat = now + self.heartbeat_interval_ms / 1000
+        await self._heartbeat()
+
+    def _failed(self, fatal: Fatal) -> None:
+        self._hooks.fail(fatal.error)
+        self.generation_id = -1
+        self._settled.set()  # nothing waits on a member that gave up
 
     async def _wait(self, timeout_s: float | None) -> None:
-        self._wake.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout_s)
+        await wait_woken(self._wake, timeout_s)
 
     def _poll_timed_out(self) -> bool:
-        age_ms = self._hooks.poll_age_ms()
-        if age_ms <= self.max_poll_interval_ms:
+        if not poll_timed_out(self.group_id, self._hooks, self.max_poll_interval_ms):
             return False
-        _log.warning(
-            "group %r: no poll for %d ms (max_poll_interval_ms=%d): leaving the group; "
-            "process records faster, or poll with smaller max_records",
-            self.group_id,
-            age_ms,
-            self.max_poll_interval_ms,
-        )
         self._left_for_poll = True
         return True
 
@@ -467,7 +453,7 @@ class GroupMember:
         self._watched = counts  # as Kafka, only the leader watches the partition counts
         assignor = ASSIGNORS.get(joined.protocol_name or "")
         if assignor is None:
-            raise _Fatal(
+            raise Fatal(
                 InconsistentGroupProtocolError(
                     f"group {self.group_id!r} chose strategy {joined.protocol_name!r}, "
                     f"which this consumer does not know"
@@ -517,7 +503,7 @@ class GroupMember:
         elif isinstance(exc, _COORDINATOR_MOVED) or exc.retriable:
             self._offsets.coordinator_dead(exc)
         elif not isinstance(exc, RebalanceInProgressError):
-            raise _Fatal(exc)
+            raise Fatal(exc)
 
     # --- stable ---------------------------------------------------------------------------
 
@@ -613,13 +599,59 @@ def _matches(pattern: re.Pattern[str], topic: str) -> bool:
     return not topic.startswith("__") and pattern.fullmatch(topic) is not None
 
 
+async def run_steps(
+    step: Callable[[], Coroutine[Any, Any, None]],
+    failed: Callable[[Fatal], None],
+    group_id: str,
+    backoff_s: float,
+) -> None:
+    """A member's task: ``step`` again and again until cancelled, or until a fatal error
+    (``failed``); any other failure is logged and the task goes on after ``backoff_s``."""
+    while True:
+        try:
+            await step()
+        except asyncio.CancelledError:
+            raise
+        except Fatal as fatal:
+            failed(fatal)
+            return
+        except Exception:  # never a silent stop: log, back off, go on
+            _log.exception("group %r: the membership task failed; it retries", group_id)
+            await asyncio.sleep(backoff_s)
+
+
+async def wait_woken(wake: asyncio.Event, timeout_s: float | None) -> None:
+    """Until ``wake`` is set (cleared first), or ``timeout_s`` passes."""
+    wake.clear()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(wake.wait(), timeout_s)
+
+
+def poll_timed_out(group_id: str, hooks: MemberHooks, max_poll_interval_ms: int) -> bool:
+    """Whether the user has not polled for ``max_poll_interval_ms`` (said once, as a
+    warning with what to do): the member then leaves the group until the next poll."""
+    age_ms = hooks.poll_age_ms()
+    if age_ms <= max_poll_interval_ms:
+        return False
+    _log.warning(
+        "group %r: no poll for %d ms (max_poll_interval_ms=%d): leaving the group; "
+        "process records faster, or poll with smaller max_records",
+        group_id,
+        age_ms,
+        max_poll_interval_ms,
+    )
+    return True
+
+
 class _RetryJoin(Exception):
     def __init__(self, *, backoff: bool) -> None:
         super().__init__("retry the join")
         self.backoff = backoff
 
 
-class _Fatal(Exception):
+class Fatal(Exception):
+    """An error the member cannot get past by trying again: the consumer raises it."""
+
     def __init__(self, error: ApiError) -> None:
         super().__init__(str(error))
         self.error = error

@@ -1,0 +1,116 @@
+"""Headwater's own consumer on Kafka 4's consumer group protocol (KIP-848,
+``group_protocol="consumer"``), with real broker processes: the brokers assign, two
+consumers share a topic's partitions (never one at once), the one that stays takes the
+other's when it closes, every record is read, and the group's committed offsets are
+where they stopped. Beside them, a librdkafka consumer of the same protocol in the same
+group gets its share too."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import pytest
+
+from client import Admin, Consumer, NewTopic, OffsetSpec, Producer, TopicPartition
+from tests.integration.conftest import Cluster
+
+pytestmark = pytest.mark.timeout(120)
+
+TOPIC = "kip848-own"
+GROUP = "own-new-protocol"
+SETTINGS = {"group.consumer.heartbeat.interval.ms": "300"}
+
+
+async def _produce(cluster: Cluster, first: int, count: int) -> None:
+    async with Producer(bootstrap_servers=cluster.bootstrap, acks="all") as producer:
+        futures = [
+            await producer.send(TOPIC, b"r%d" % i, key=b"%d" % i)
+            for i in range(first, first + count)
+        ]
+        await asyncio.gather(*futures)
+
+
+def _consumer(cluster: Cluster) -> Consumer:
+    return Consumer(
+        TOPIC,
+        bootstrap_servers=cluster.bootstrap,
+        group_id=GROUP,
+        group_protocol="consumer",
+        auto_offset_reset="earliest",
+        auto_commit_interval_ms=200,
+    )
+
+
+async def _read(
+    consumers: dict[str, Consumer],
+    seen: dict[str, list[tuple[int, int, bytes]]],
+    done: Callable[[], bool],
+    overlaps: list[set[TopicPartition]],
+) -> None:
+    """Poll every consumer in turn until ``done`` (or a minute), noting any partition two
+    of them hold at once."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 60
+    while not done() and loop.time() < deadline:
+        for name, consumer in consumers.items():
+            batch = await consumer.getmany(timeout_ms=50)
+            for tp, records in batch.items():
+                seen[name] += [(tp.partition, r.offset, r.value) for r in records]
+        held = [c.assignment() for c in consumers.values()]
+        if len(held) == 2 and held[0] & held[1]:
+            overlaps.append(held[0] & held[1])
+
+
+async def test_headwater_consumers_of_the_new_protocol_share_and_hand_over(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    cluster = make_cluster(1, SETTINGS)
+    async with Admin(bootstrap_servers=cluster.bootstrap) as admin:
+        await admin.create_topics([NewTopic(TOPIC, 6, 1)])
+    await _produce(cluster, 0, 300)
+    seen: dict[str, list[tuple[int, int, bytes]]] = {"a": [], "b": []}
+    overlaps: list[set[TopicPartition]] = []
+    a, b = _consumer(cluster), _consumer(cluster)
+    await a.start()
+    try:
+        await _read({"a": a}, seen, lambda: len(seen["a"]) >= 300, overlaps)
+        assert len(a.assignment()) == 6
+        await b.start()
+
+        def shared() -> bool:
+            return len(a.assignment()) == 3 and len(b.assignment()) == 3
+
+        await _read({"a": a, "b": b}, seen, shared, overlaps)
+        assert shared() and not overlaps  # three each, never the same one at once
+        await _produce(cluster, 300, 300)
+        await _read({"a": a, "b": b}, seen, lambda: sum(map(len, seen.values())) >= 600, overlaps)
+        await a.stop()  # commits what it read, gives its partitions up, leaves
+        await _produce(cluster, 600, 300)
+        await _read(
+            {"b": b},
+            seen,
+            lambda: (
+                len(b.assignment()) == 6 and len({v for s in seen.values() for *_, v in s}) == 900
+            ),
+            overlaps,
+        )
+        assert len(b.assignment()) == 6
+    finally:
+        await a.stop()
+        await b.stop()
+    values = {v for s in seen.values() for *_, v in s}
+    assert values == {b"r%d" % i for i in range(900)}  # every record read
+    for records in seen.values():  # each consumer: each partition in order, nothing twice
+        by_partition: dict[int, list[int]] = {}
+        for p, o, _ in records:
+            by_partition.setdefault(p, []).append(o)
+        assert all(offsets == sorted(set(offsets)) for offsets in by_partition.values())
+    async with Admin(bootstrap_servers=cluster.bootstrap) as admin:
+        committed = await admin.list_group_offsets(GROUP)
+        ends = await admin.list_offsets(
+            {TopicPartition(TOPIC, p): OffsetSpec.latest() for p in range(6)}
+        )
+        (group,) = await admin.describe_groups([GROUP])
+    assert committed == {tp: at.offset for tp, at in ends.items()}
+    assert (group.protocol_type, group.state) == ("consumer", "Empty")
