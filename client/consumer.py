@@ -83,6 +83,7 @@ from protocol.errors import (
     OffsetOutOfRangeError,
     RebalanceInProgressError,
     RequestTimedOutError,
+    StaleMemberEpochError,
     UnknownLeaderEpochError,
     UnknownMemberIdError,
     UnknownTopicOrPartitionError,
@@ -692,7 +693,7 @@ class Consumer:
                 assert member is not None
                 if not (
                     member.cooperative
-                    and isinstance(failed.__cause__, RebalanceInProgressError)
+                    and isinstance(failed.__cause__, _COMMIT_AGAIN)
                     and not _IN_REBALANCE.get()  # the rebalance waits on this very callback
                 ):
                     raise
@@ -1796,8 +1797,17 @@ _STALE_MEMBER = (
     IllegalGenerationError,
     UnknownMemberIdError,
     RebalanceInProgressError,
+    StaleMemberEpochError,
     FencedInstanceIdError,
+    StaleMemberEpochError,  # (Kafka 4's protocol: the member's epoch moved on)
 )
+
+
+_COMMIT_AGAIN = (RebalanceInProgressError, StaleMemberEpochError)
+"""A commit refused so goes again once the member has settled, if it still owns what
+it commits: the classic cooperative protocol's rebalance under way, or (Kafka 4's
+protocol) an epoch the coordinator moved on that the member hears of at its heartbeat
+(sent at once)."""
 
 
 class _CommitOrder:

@@ -83,11 +83,18 @@ class HeartbeatMember:
         self.assignment: list[TopicPartition] = []
         self._interval_s = 3.0  # until the coordinator says
         self._full = True  # the next heartbeat says everything (a join, a new coordinator)
-        self._subscription_changed = True
+        self._subscription_version = 1  # bumped by subscribe()
+        self._subscription_sent = 0  # the version the coordinator has heard of
+        self._pattern_sent = False  # a regex the group holds (cleared with "")
         self._ack = False  # the next heartbeat says what we own (a reconciliation ended)
+        self._joined = False  # a join has gone out since the last leave
+        self._target: list[ConsumerGroupTopicPartitions] | None = None  # not yet taken
+        self._reconciling: asyncio.Task[None] | None = None
         self._settled = asyncio.Event()
         self._wake = asyncio.Event()
         self._left_for_poll = False
+        self._stopping = False
+        self._parked = asyncio.Event()  # the task is at a point where it may stop
         self._task: asyncio.Task[None] | None = None
         self._ids: dict[str, bytes] = {}  # the topics given us, by name (owned is said by id)
 
@@ -100,18 +107,20 @@ class HeartbeatMember:
 
     @property
     def stable(self) -> bool:
-        return self.epoch > 0 and not self._ack
+        return self.epoch > 0 and not self._ack and self._reconciling is None
 
     def subscribe(self, topics: set[str] | list[str], pattern: str | None) -> None:
         self.topics = set(topics)
         self.pattern = pattern
-        self._subscription_changed = True
+        self._subscription_version += 1
         self._settled.clear()
         self._wake.set()
 
     def request_rejoin(self, why: str) -> None:
-        """A commit was refused (a stale epoch): heartbeat now, for the news."""
+        """A commit was refused (a stale epoch): heartbeat now, for the news (a commit
+        waiting in :meth:`wait_settled` goes again once it is in)."""
         _log.info("group %r: heartbeating at once: %s", self.group_id, why)
+        self._settled.clear()
         self._wake.set()
 
     async def wait_settled(self, timeout_s: float) -> bool:
@@ -126,20 +135,43 @@ class HeartbeatMember:
             self._wake.set()
 
     def start(self) -> None:
+        self._stopping = False
+        self._parked.clear()
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
         """Stop heartbeating, give the partitions up (the consumer commits them), and
         leave (epoch -1; -2 for a static member, who keeps its partitions for the
-        session timeout, to come back to)."""
+        session timeout, to come back to). A heartbeat in flight, or a reconciliation
+        under way, is let finish first (within the request timeout): cut, the commit
+        would go out with an epoch the group has moved past."""
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+            self._stopping = True
+            self._wake.set()
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self._cluster.request_timeout_ms / 1000
+            parked = loop.create_task(self._parked.wait())
+            await asyncio.wait(  # (a task that failed is done: it parks nowhere)
+                [parked, self._task],
+                timeout=deadline - loop.time(),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            parked.cancel()
+            if self._reconciling is not None:  # (maybe begun by the last answer)
+                with contextlib.suppress(TimeoutError, Exception):
+                    await asyncio.wait_for(
+                        asyncio.shield(self._reconciling), max(deadline - loop.time(), 0.001)
+                    )
+            for task in (self._task, self._reconciling):
+                if task is not None:
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
+            self._task = self._reconciling = None
         if self.assignment:
             await self._hooks.revoke(None)
             self.assignment = []
         await self._leave()
+        self._left_for_poll = False
         self._settled.set()
 
     # --- the heartbeats ---------------------------------------------------------------------
@@ -148,17 +180,22 @@ class HeartbeatMember:
         await run_steps(self._step, self._failed, self.group_id, self._backoff_s)
 
     async def _step(self) -> None:
+        if self._stopping:
+            self._parked.set()
+            await asyncio.Event().wait()  # until stop() cancels the task
         if self._left_for_poll:
             await self._wait(None)
             return
         if self._poll_timed_out():
+            if self._reconciling is not None:
+                await asyncio.gather(self._reconciling, return_exceptions=True)
             if self.assignment:
                 await self._hooks.revoke(None)
                 self.assignment = []
             await self._leave()
             return
         await self._heartbeat()
-        if not self._ack:
+        if not (self._ack and self._reconciling is None):
             await self._wait(self._interval_s)
 
     def _failed(self, fatal: Fatal) -> None:
@@ -167,7 +204,8 @@ class HeartbeatMember:
         self._settled.set()
 
     async def _wait(self, timeout_s: float | None) -> None:
-        await wait_woken(self._wake, timeout_s)
+        if not self._stopping:  # (stop()'s wake may have come during a heartbeat)
+            await wait_woken(self._wake, timeout_s)
 
     def _poll_timed_out(self) -> bool:
         if self.epoch <= 0 or not poll_timed_out(
@@ -187,18 +225,25 @@ class HeartbeatMember:
             request.rack_id = self.rack_id
             request.rebalance_timeout_ms = self.max_poll_interval_ms
             request.server_assignor = self.remote_assignor
-        if full or self._subscription_changed:
+        if full or self._subscription_sent != self._subscription_version:
             request.subscribed_topic_names = sorted(self.topics)
-            request.subscribed_topic_regex = self.pattern
-        if full or self._ack:
+            # null is "unchanged": "" drops a pattern the group holds (Kafka's)
+            if self.pattern is not None:
+                request.subscribed_topic_regex = self.pattern
+            elif self._pattern_sent and self.epoch > 0:
+                request.subscribed_topic_regex = ""
+        reconciled = self._ack and self._reconciling is None
+        if full or reconciled:
             request.topic_partitions = [] if self.epoch == 0 else self._owned_by_id(self.assignment)
         return request
 
     async def _heartbeat(self) -> None:
         request = self._request()
-        acked = self._ack
+        acked = request.topic_partitions is not None and self._ack
+        version = self._subscription_version
         try:
             node = await self._offsets.coordinator()
+            self._joined = True
             response: ConsumerGroupHeartbeatResponse = await self._cluster.send(
                 node, ApiKey.CONSUMER_GROUP_HEARTBEAT, request, purpose=_GROUP_PURPOSE
             )
@@ -206,7 +251,9 @@ class HeartbeatMember:
             await self._on_error(exc)
             return
         self._full = False
-        self._subscription_changed = False
+        if request.subscribed_topic_names is not None:
+            self._subscription_sent = version
+            self._pattern_sent = bool(request.subscribed_topic_regex)
         if acked:
             self._ack = False
         if response.member_id:
@@ -215,14 +262,35 @@ class HeartbeatMember:
         if response.heartbeat_interval_ms > 0:
             self._interval_s = response.heartbeat_interval_ms / 1000
         if response.assignment is not None:
-            await self._reconcile(response.assignment.topic_partitions)
-        if not self._ack:
+            self._target = response.assignment.topic_partitions
+            if self._reconciling is None:
+                self._reconciling = asyncio.get_running_loop().create_task(self._reconcile_all())
+        if self.stable and self._target is None:
             self._settled.set()
+
+    async def _reconcile_all(self) -> None:
+        """Take the latest assignment given, and any given meanwhile, in its own task:
+        heartbeats go on while the user's callbacks run (unacknowledged: the owned set
+        is said once a reconciliation has ended)."""
+        try:
+            while self._target is not None:
+                target, self._target = self._target, None
+                await self._reconcile(target)
+        except Exception:  # the next full heartbeat brings the assignment again
+            _log.exception(
+                "group %r: taking the assignment failed; asking for it again", self.group_id
+            )
+            self._full = True
+        finally:
+            self._reconciling = None
+            self._wake.set()  # say what we own now
 
     async def _reconcile(self, given: list[ConsumerGroupTopicPartitions]) -> None:
         """Give up what the coordinator took away, take what it gave, and say so at the
-        next heartbeat (sent at once)."""
+        next heartbeat (sent at once). An id the metadata does not name yet (a topic
+        made after this consumer looked) is asked for again with a full heartbeat."""
         names = await self._names_of({bytes(t.topic_id) for t in given})
+        resolved = all(bytes(t.topic_id) in names for t in given)
         new = {
             TopicPartition(names[bytes(t.topic_id)], p)
             for t in given
@@ -230,23 +298,25 @@ class HeartbeatMember:
             for p in t.partitions
         }
         owned = set(self.assignment)
-        if new == owned:
-            return
         revoked, added = owned - new, new - owned
-        self._settled.clear()
+        if revoked or added:
+            self._settled.clear()
         if revoked:
             await self._hooks.revoke(revoked)
         self.assignment = sorted(new)
-        await self._hooks.assign(self.assignment, added)
-        _log.info(
-            "group %r: member %s at epoch %d: %s%s",
-            self.group_id,
-            self.member_id,
-            self.epoch,
-            partition_names(new) or "no partitions",
-            f" (gave up {partition_names(revoked)})" if revoked else "",
-        )
-        self._ack = True
+        if revoked or added:
+            await self._hooks.assign(self.assignment, added)
+            _log.info(
+                "group %r: member %s at epoch %d: %s%s",
+                self.group_id,
+                self.member_id,
+                self.epoch,
+                partition_names(new) or "no partitions",
+                f" (gave up {partition_names(revoked)})" if revoked else "",
+            )
+        self._ack = True  # (what we own, said even when unchanged: the ids may have)
+        if not resolved:
+            self._full = True
 
     async def _names_of(self, topic_ids: set[bytes]) -> dict[bytes, str]:
         """Topic names by id, from the metadata (asked again for an id it lacks: a topic
@@ -279,6 +349,11 @@ class HeartbeatMember:
                 self.member_id,
                 exc.name,
             )
+            if self._reconciling is not None:
+                self._reconciling.cancel()
+                await asyncio.gather(self._reconciling, return_exceptions=True)
+                self._reconciling = None
+            self._target = None
             if self.assignment:
                 await self._hooks.lose()
                 self.assignment = []
@@ -293,8 +368,9 @@ class HeartbeatMember:
         raise Fatal(exc)
 
     async def _leave(self) -> None:
-        if self.epoch <= 0:
-            return
+        if self.epoch <= 0 and not self._joined:
+            return  # never joined: nothing to leave (a join in flight has gone out)
+        self._joined = False
         epoch = _STATIC_LEAVE if self.group_instance_id is not None else _LEAVE
         request = ConsumerGroupHeartbeatRequest(
             group_id=self.group_id,

@@ -14,11 +14,18 @@ from typing import Any
 
 import pytest
 
+from client import Consumer
+from client.errors import CommitFailedError
 from client.heartbeat_member import HeartbeatMember
 from client.membership import MemberHooks
 from client.types import TopicPartition
 from protocol.apis import ApiKey
-from protocol.errors import UnsupportedAssignorError, error_for_code
+from protocol.errors import (
+    NetworkError,
+    StaleMemberEpochError,
+    UnsupportedAssignorError,
+    error_for_code,
+)
 from tests.unit.test_coordinator_consumer_protocol import T_ID, _setup
 from tests.unit.test_coordinator_groups import OURS
 
@@ -37,6 +44,8 @@ class _Offsets:
 
 class _Cluster:
     """Heartbeats to an in-process coordinator; metadata that knows t's id."""
+
+    request_timeout_ms = 5_000
 
     def __init__(self, coordinator: Any) -> None:
         self.coordinator = coordinator
@@ -147,3 +156,209 @@ async def test_what_cannot_be_retried_fails_the_consumer() -> None:
     await _until(lambda: bool(side.failed))
     assert isinstance(side.failed[0], UnsupportedAssignorError)
     await member.stop()
+
+
+# --- review 126 -------------------------------------------------------------------------------
+
+
+class _HeldCluster(_Cluster):
+    """Can keep back the answer of a heartbeat the coordinator has taken (in flight)."""
+
+    request_timeout_ms = 300
+
+    def __init__(self, coordinator: Any) -> None:
+        super().__init__(coordinator)
+        self.hold: Any = None  # a predicate on the request
+        self.held = asyncio.Event()
+        self.release = asyncio.Event()
+        self.sent: list[Any] = []
+
+    async def send(self, node: int, api_key: ApiKey, request: Any, **kw: Any) -> Any:
+        self.sent.append(request)
+        response = await super().send(node, api_key, request, **kw)
+        if self.hold is not None and self.hold(request):
+            self.hold = None
+            self.held.set()
+            await self.release.wait()
+        return response
+
+
+def _quick() -> Any:
+    coordinator = _setup()
+    coordinator._consumer_heartbeat_ms = 20
+    return coordinator
+
+
+async def test_a_subscription_changed_while_a_heartbeat_is_in_flight_is_sent() -> None:
+    coordinator = _quick()
+    cluster = _HeldCluster(coordinator)
+    side = _Consumer("a", {}, [])
+    member = _member(cluster, side)
+    member.start()
+    await _until(lambda: len(side.held) == 8 and member.stable)
+    cluster.hold = lambda r: r.member_epoch > 0
+    await cluster.held.wait()
+    member.subscribe({"t", "u"}, None)  # while that heartbeat's answer is on its way
+    cluster.release.set()
+    group = coordinator.groups[OURS]
+    await _until(lambda: group.members[member.member_id].subscribed == ("t", "u"))
+    await member.stop()
+
+
+async def test_a_switch_from_a_pattern_to_topic_names_drops_the_pattern() -> None:
+    coordinator = _quick()
+    side = _Consumer("a", {}, [])
+    member = _member(_Cluster(coordinator), side)
+    member.subscribe(set(), "t")
+    member.start()
+    await _until(lambda: len(side.held) == 8 and member.stable)
+    member.subscribe({"u"}, None)  # no longer t: its partitions go ("" clears the regex)
+    group = coordinator.groups[OURS]
+    await _until(lambda: group.members[member.member_id].regex is None and not side.held)
+    await member.stop()
+
+
+async def test_a_topic_the_metadata_does_not_name_yet_is_taken_once_it_does() -> None:
+    coordinator = _quick()
+    cluster = _Cluster(coordinator)
+    cluster.metadata = SimpleNamespace(topics={})  # made after the consumer looked
+    side = _Consumer("a", {}, [])
+    member = _member(cluster, side)
+    member.start()
+    await _until(lambda: member.epoch > 0)
+    cluster.metadata = SimpleNamespace(topics={"t": SimpleNamespace(topic_id=T_ID)})
+    await _until(lambda: len(side.held) == 8)
+    await member.stop()
+
+
+async def test_a_reconciliation_that_failed_is_done_again() -> None:
+    coordinator = _quick()
+    cluster = _Cluster(coordinator)
+    cluster.metadata = SimpleNamespace(topics={})
+    fails = [NetworkError("connection lost")]
+    fetch = cluster.fetch_metadata
+
+    async def flaky(topics: Any) -> Any:
+        if fails:
+            raise fails.pop()
+        cluster.metadata = SimpleNamespace(topics={"t": SimpleNamespace(topic_id=T_ID)})
+        return await fetch(topics)
+
+    cluster.fetch_metadata = flaky  # type: ignore[method-assign]
+    side = _Consumer("a", {}, [])
+    member = _member(cluster, side)
+    member.start()
+    await _until(lambda: len(side.held) == 8)
+    await member.stop()
+
+
+async def test_stop_lets_a_heartbeat_in_flight_finish_so_the_commit_has_the_groups_epoch() -> None:
+    coordinator = _quick()
+    cluster = _HeldCluster(coordinator)
+    everyone: dict[str, _Consumer] = {}
+    a_side, b_side = _Consumer("a", everyone, []), _Consumer("b", everyone, [])
+    a, b = _member(cluster, a_side), _member(cluster, b_side)
+    refused: list[Exception] = []
+    revoke = a._hooks.revoke
+
+    async def committing_revoke(tps: Any) -> None:  # as the consumer's: commit, then give up
+        try:
+            coordinator.groups[OURS].check_commit(a.member_id, a.generation_id)
+        except StaleMemberEpochError as exc:
+            refused.append(exc)
+        await revoke(tps)
+
+    a._hooks.revoke = committing_revoke
+    a.start()
+    await _until(lambda: len(a_side.held) == 8 and a.stable)
+    # a's acknowledgement of giving 4 up to b: the group takes it; its answer is late
+    cluster.hold = lambda r: r.member_id == a.member_id and r.topic_partitions is not None
+    b.start()
+    await cluster.held.wait()
+    asyncio.get_running_loop().call_later(0.05, cluster.release.set)
+    await a.stop()
+    assert refused == []  # the closing commit had epoch 2, as the group
+    await b.stop()
+
+
+async def test_stop_during_the_first_heartbeat_leaves_the_group() -> None:
+    coordinator = _quick()
+    cluster = _HeldCluster(coordinator)
+    side = _Consumer("a", {}, [])
+    member = _member(cluster, side)
+    cluster.hold = lambda r: r.member_epoch == 0
+    member.start()
+    await cluster.held.wait()  # the coordinator took the join and gave it all 8
+    await member.stop()  # (the answer never comes: stop waits the request timeout)
+    assert not coordinator.groups[OURS].members  # else held by nobody for a session
+
+
+async def test_heartbeats_go_on_while_a_revoke_callback_runs() -> None:
+    coordinator = _quick()
+    cluster = _HeldCluster(coordinator)
+    everyone: dict[str, _Consumer] = {}
+    a_side, b_side = _Consumer("a", everyone, []), _Consumer("b", everyone, [])
+    a, b = _member(cluster, a_side), _member(cluster, b_side)
+    revoke = a._hooks.revoke
+    during: list[int] = []
+    let_go = asyncio.Event()
+
+    async def slow_revoke(tps: Any) -> None:  # a user's on_partitions_revoked that flushes
+        if not during:  # (the first: what b takes; the one at stop() is quick)
+            before = sum(r.member_id == a.member_id for r in cluster.sent)
+            await _until(lambda: sum(r.member_id == a.member_id for r in cluster.sent) > before + 3)
+            during.append(sum(r.member_id == a.member_id for r in cluster.sent) - before)
+            let_go.set()
+        await revoke(tps)
+
+    a._hooks.revoke = slow_revoke
+    a.start()
+    await _until(lambda: len(a_side.held) == 8 and a.stable)
+    b.start()
+    await let_go.wait()
+    assert during[0] > 3  # heartbeats went on (else: fenced past the session timeout)
+    await _until(lambda: len(a_side.held) == len(b_side.held) == 4)
+    await a.stop()
+    await b.stop()
+
+
+async def test_a_commit_refused_for_a_stale_epoch_goes_again_at_the_new_one() -> None:
+    consumer = Consumer(bootstrap_servers="127.0.0.1:1", group_id="g", group_protocol="consumer")
+    consumer._state = "running"  # no broker: the commit's path only
+    consumer._subscribed = True
+    tp = TopicPartition("t", 0)
+    consumer._subscription.assign([tp])
+    member = consumer._member
+    assert isinstance(member, HeartbeatMember)
+    member.epoch = 3
+    member._settled.set()
+    calls: list[int] = []
+
+    class _Offsets:
+        async def commit(self, offsets: Any, **kw: Any) -> None:
+            calls.append(kw["generation_id"])
+            if kw["generation_id"] == 3:
+                raise StaleMemberEpochError("member is at epoch 4, not 3")
+
+    def heartbeat_answered() -> None:  # what the member's next heartbeat brings
+        assert member._wake.is_set()  # it was asked for at once
+        member.epoch = 4
+        member._settled.set()
+
+    consumer._offsets = _Offsets()  # type: ignore[assignment]
+    asyncio.get_running_loop().call_later(0.05, heartbeat_answered)
+    await consumer.commit({tp: 5})
+    assert calls == [3, 4]
+    consumer._subscription.assign([])  # no longer ours: then the failure is said
+    member.epoch = 5
+    calls.clear()
+
+    class _Stale:
+        async def commit(self, offsets: Any, **kw: Any) -> None:
+            raise StaleMemberEpochError("member is at epoch 6, not 5")
+
+    consumer._offsets = _Stale()  # type: ignore[assignment]
+    member._settled.set()
+    asyncio.get_running_loop().call_later(0.05, member._settled.set)
+    with pytest.raises(CommitFailedError, match="STALE_MEMBER_EPOCH"):
+        await consumer.commit({tp: 5})
