@@ -66,6 +66,11 @@ from tests.integration.test_transactions import _committed_values
 
 SOAK_S = float(os.environ.get("HEADWATER_SOAK_S", "0"))
 SEED = int(os.environ.get("HEADWATER_SOAK_SEED") or time.time_ns() % 1_000_000)
+GROUP_PROTOCOL = os.environ.get("HEADWATER_SOAK_GROUP_PROTOCOL") or (
+    "consumer" if SEED % 2 else "classic"
+)
+"""The group member's protocol: the classic one, or Kafka 4's (KIP-848, the brokers
+assign); by the seed's parity unless ``HEADWATER_SOAK_GROUP_PROTOCOL`` says."""
 
 pytestmark = [
     pytest.mark.skipif(SOAK_S <= 0, reason="the soak runs under `make soak` (HEADWATER_SOAK_S)"),
@@ -86,6 +91,9 @@ SETTINGS = {
     # moves between data directories slow enough that the other faults cut them short
     # (the rate is measured over 11 s: a move is held once it has copied about 2 MB)
     "replica.alter.log.dirs.io.max.bytes.per.second": "200000",
+    # the group member of Kafka 4's protocol on the classic one's timings (see _consume)
+    "group.consumer.session.timeout.ms": "10000",
+    "group.consumer.heartbeat.interval.ms": "1000",
 }
 RATE = 10_000
 """Records a second the producer offers (it falls behind while acks=all cannot be met)."""
@@ -467,6 +475,7 @@ async def _consume(bootstrap: str, produced: asyncio.Event, reading: Reading) ->
         enable_auto_commit=False,
         session_timeout_ms=10_000,
         heartbeat_interval_ms=1_000,
+        group_protocol=GROUP_PROTOCOL,
     ) as consumer:
         loop = asyncio.get_running_loop()
         committed_at = loop.time()
@@ -639,7 +648,9 @@ async def test_nemesis_loses_and_duplicates_nothing(
     churning = asyncio.ensure_future(_churn(bootstrap, stop, churn))
     lags: list[float] = []
     watching = asyncio.ensure_future(_watch_lag(lags))
-    report = f"seed {SEED} (HEADWATER_SOAK_SEED replays its faults)"
+    report = (
+        f"seed {SEED} (HEADWATER_SOAK_SEED replays its faults), group protocol {GROUP_PROTOCOL}"
+    )
     try:
         await nemesis.run(SOAK_S)
         for broker_id, broker in cluster.brokers.items():  # every fault over: all up
