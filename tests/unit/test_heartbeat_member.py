@@ -95,7 +95,7 @@ def _member(cluster: _Cluster, consumer: _Consumer, **kw: Any) -> HeartbeatMembe
         cluster,  # type: ignore[arg-type]
         _Offsets(),  # type: ignore[arg-type]
         consumer.hooks(),
-        group_instance_id=None,
+        group_instance_id=kw.pop("group_instance_id", None),
         max_poll_interval_ms=10_000,
         retry_backoff_ms=10,
         **kw,
@@ -362,3 +362,31 @@ async def test_a_commit_refused_for_a_stale_epoch_goes_again_at_the_new_one() ->
     asyncio.get_running_loop().call_later(0.05, member._settled.set)
     with pytest.raises(CommitFailedError, match="STALE_MEMBER_EPOCH"):
         await consumer.commit({tp: 5})
+
+
+async def test_a_static_member_restarted_gets_its_partitions_back_without_a_new_epoch() -> None:
+    coordinator = _quick()
+    cluster, everyone, clash = _Cluster(coordinator), {}, []  # type: ignore[var-annotated]
+    first_side, other_side = (
+        _Consumer("first", everyone, clash),
+        _Consumer("other", everyone, clash),
+    )
+    first = _member(cluster, first_side, group_instance_id="host-a")
+    other = _member(cluster, other_side)
+    first.start()
+    other.start()
+    await _until(lambda: len(first_side.held) == len(other_side.held) == 4)
+    await _until(lambda: first.stable and other.stable)
+    mine = set(first_side.held)
+    group = coordinator.groups[OURS]
+    epoch = group.epoch
+    await first.stop()  # leaves with epoch -2: its partitions stay its own
+    assert group.epoch == epoch and group.members[first.member_id].epoch == -2
+    restarted_side = _Consumer("restarted", everyone, clash)
+    restarted = _member(cluster, restarted_side, group_instance_id="host-a")
+    assert restarted.member_id != first.member_id  # a new process: a new member id
+    restarted.start()
+    await _until(lambda: restarted_side.held == mine)
+    assert group.epoch == epoch and other_side.held.isdisjoint(mine) and clash == []
+    await restarted.stop()
+    await other.stop()
