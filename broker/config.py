@@ -1302,13 +1302,16 @@ def load_config(
     extra: dict[str, str] = {}
     ignored: list[str] = []
 
-    def take(items: Mapping[str, Any], source: str) -> None:
+    def take(
+        items: Mapping[str, Any], source: str, each: Callable[[str], str] | None = None
+    ) -> None:
+        """One source's settings (``each``: a setting's own name for its source)."""
         try:
             named = kafka_names(items)
         except PropertiesError as exc:
             raise ConfigError(f"{exc} (from {source})") from None
         for name, raw in named.settings.items():
-            _assign(values, sources, name, raw, source, extra=extra)
+            _assign(values, sources, name, raw, each(name) if each else source, extra=extra)
         ignored.extend(f"{line} (from {source})" for line in named.ignored)
 
     if file is not None:
@@ -1317,17 +1320,13 @@ def load_config(
             _read_properties(path) if path.suffix == ".properties" else _read_toml(path),
             f"file {file}",
         )
-    for key, raw in sorted((os.environ if env is None else env).items()):
-        if key.startswith("HEADWATER_"):
-            name = key[len("HEADWATER_") :].lower().replace("_", ".")
-            # others (HEADWATER_BOOTSTRAP_SERVERS...) are the client's
-            if name in _BY_NAME or name in _KAFKA_SPELLINGS:
-                take({name: raw}, f"env {key}")
-    for item in overrides:
-        name, sep, raw = item.partition("=")
-        if not sep:
-            raise ConfigError(f"--set {item!r} is not name=value, e.g. --set broker.id=1")
-        take({name.strip(): raw.strip()}, "--set")
+    # each one source, as a file is: the finest of Kafka's time spellings given wins
+    environment = _environment(os.environ if env is None else env)
+    if environment:
+        take(environment, "env", lambda name: f"env HEADWATER_{name.upper().replace('.', '_')}")
+    given = _overrides(overrides)
+    if given:
+        take(given, "--set")
     for setting in SETTINGS:
         if setting.required and sources[setting.name] == "default":
             raise ConfigError(
@@ -1339,6 +1338,28 @@ def load_config(
     config = BrokerConfig(values, sources, extra=extra)
     config.ignored = ignored
     return config
+
+
+def _environment(env: Mapping[str, str]) -> dict[str, str]:
+    """The broker's settings among ``HEADWATER_*`` variables (``HEADWATER_LOG_DIRS``:
+    ``log.dirs``); others (``HEADWATER_BOOTSTRAP_SERVERS``...) are the client's."""
+    found = {}
+    for key, raw in sorted(env.items()):
+        if key.startswith("HEADWATER_"):
+            name = key[len("HEADWATER_") :].lower().replace("_", ".")
+            if name in _BY_NAME or name in _KAFKA_SPELLINGS:
+                found[name] = raw
+    return found
+
+
+def _overrides(overrides: Iterable[str]) -> dict[str, str]:
+    given = {}
+    for item in overrides:
+        name, sep, raw = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {item!r} is not name=value, e.g. --set broker.id=1")
+        given[name.strip()] = raw.strip()
+    return given
 
 
 def _check_listeners(values: Mapping[str, Any], extra: Mapping[str, str]) -> None:
@@ -1480,7 +1501,7 @@ def _convert(setting: Setting, raw: Any, bad: Callable[[str], ConfigError]) -> A
         return [str(i).strip() for i in items if str(i).strip()]
     if not isinstance(raw, str):
         raise bad("it must be a string")
-    return raw
+    return raw.strip()  # (Kafka's ConfigDef trims: "zk:2181/kafka " is no other root)
 
 
 def _number(kind: type, raw: Any, bad: Callable[[str], ConfigError]) -> Any:

@@ -66,9 +66,6 @@ IGNORED: dict[str, str] = {
     "log.message.format.version": "batches are always Kafka's record batch v2 (magic 2)",
     "metric.reporters": "metrics are served to Prometheus on metrics.port",
     "kafka.metrics.reporters": "metrics are served to Prometheus on metrics.port",
-    "ssl.keystore.password": "Headwater reads PEM files, which have no store password (an "
-    "encrypted key's password is ssl.key.password)",
-    "ssl.truststore.password": "Headwater reads PEM files, which have no store password",
 }
 """Kafka settings with no meaning in Headwater: taken from a file, and said to be
 ignored, each with why."""
@@ -83,14 +80,20 @@ _REFUSED: dict[str, str] = {
     "controller.quorum.voters": _KRAFT,
     "controller.quorum.bootstrap.servers": _KRAFT,
     "controller.listener.names": _KRAFT,
-    "zookeeper.set.acl": "Headwater does not set ZooKeeper ACLs on its znodes: keep "
-    "ZooKeeper reachable by the brokers only (a private network, or a firewall)",
-    "zookeeper.ssl.client.enable": "Headwater connects to ZooKeeper without TLS: keep "
-    "ZooKeeper on a private network",
     "zookeeper.clientCnxnSocket": "Headwater connects to ZooKeeper without TLS: keep "
     "ZooKeeper on a private network",
 }
 """Kafka settings Headwater cannot honour and must not ignore: refused with what to do."""
+
+_ONLY_OFF: dict[str, str] = {
+    "zookeeper.set.acl": "Headwater does not set ZooKeeper ACLs on its znodes: keep "
+    "ZooKeeper reachable by the brokers only (a private network, or a firewall)",
+    "zookeeper.ssl.client.enable": "Headwater connects to ZooKeeper without TLS: keep "
+    "ZooKeeper on a private network",
+}
+"""Kafka settings Headwater does not do: false (Kafka's default) is taken, true refused."""
+
+_STORE_PASSWORDS = ("ssl.keystore.password", "ssl.truststore.password")
 
 _STORE_TYPES = ("ssl.keystore.type", "ssl.truststore.type")
 _PEM_ONLY = (
@@ -99,7 +102,18 @@ _PEM_ONLY = (
 )
 
 
-SPELLINGS = frozenset({*_UNITS, *IGNORED, *_REFUSED, *_STORE_TYPES, "log.dir"})
+SPELLINGS = frozenset(
+    {
+        *_UNITS,
+        *IGNORED,
+        *_REFUSED,
+        *_ONLY_OFF,
+        *_STORE_TYPES,
+        *_STORE_PASSWORDS,
+        "log.dir",
+        "security.inter.broker.protocol",
+    }
+)
 """Every Kafka name :func:`kafka_names` reads differently (an environment variable may
 give one too)."""
 
@@ -128,11 +142,14 @@ def kafka_names(items: Mapping[str, Any]) -> KafkaNames:
     ignored: list[str] = []
     finest: dict[str, int] = {}  # setting -> ms per unit of the spelling taken for it
     for name, value in items.items():
-        if name in _REFUSED:
-            raise PropertiesError(f"{name} is not taken: {_REFUSED[name]}")
-        if name in _STORE_TYPES:
-            if str(value).strip().upper() != "PEM":
-                raise PropertiesError(f"{name}={value} is not taken: {_PEM_ONLY.format(name=name)}")
+        _refuse(name, value)
+        if name in _ONLY_OFF or name in _STORE_TYPES:
+            continue  # (what _refuse let through: false; PEM)
+        if name == "security.inter.broker.protocol":
+            # Kafka's: the listener of that protocol's name (listener names default to
+            # their protocol's)
+            if "inter.broker.listener.name" not in items:
+                settings["inter.broker.listener.name"] = str(value).strip()
             continue
         if name in IGNORED:
             ignored.append(f"{name}={value} is ignored: {IGNORED[name]}")
@@ -152,6 +169,26 @@ def kafka_names(items: Mapping[str, Any]) -> KafkaNames:
     return KafkaNames(settings, ignored)
 
 
+def _refuse(name: str, value: Any) -> None:
+    """Raise :class:`PropertiesError` for a setting Headwater must not take as given."""
+    text = str(value).strip()
+    if name in _REFUSED:
+        raise PropertiesError(f"{name} is not taken: {_REFUSED[name]}")
+    if name in _ONLY_OFF and text.lower() != "false":
+        raise PropertiesError(f"{name}={value} is not taken: {_ONLY_OFF[name]}")
+    if name in _STORE_TYPES and text.upper() != "PEM":
+        raise PropertiesError(f"{name}={value} is not taken: {_PEM_ONLY.format(name=name)}")
+    if name in _STORE_PASSWORDS:
+        # (Kafka's default store type is JKS, and Kafka refuses a store password on a PEM
+        # store: one given means a store Headwater would misread as PEM)
+        store = name.removesuffix(".password")
+        raise PropertiesError(
+            f"{name} is not taken: {store}.location names a JKS or PKCS12 store; "
+            f"{_PEM_ONLY.format(name=store + '.type')} (an encrypted PEM key's password is "
+            "ssl.key.password)"
+        )
+
+
 def _in_ms(name: str, value: Any, unit: int) -> int:
     try:
         count = int(str(value).strip().replace("_", ""))
@@ -164,7 +201,7 @@ def read_properties(path: Path) -> dict[str, str]:
     """``path`` in Java's properties format (UTF-8), as ``{name: value}``; a name given
     twice takes its last value, as Java's ``Properties`` does. Raises
     ``FileNotFoundError`` and ``UnicodeDecodeError`` as opening and decoding do."""
-    return parse_properties(path.read_text(encoding="utf-8"))
+    return parse_properties(path.read_text(encoding="utf-8-sig"))  # (a BOM is no setting)
 
 
 def parse_properties(text: str) -> dict[str, str]:
@@ -181,7 +218,7 @@ def _logical_lines(text: str) -> list[str]:
     leading blanks dropped); blank and comment lines left out."""
     lines: list[str] = []
     pending: str | None = None
-    for raw in text.splitlines():
+    for raw in re.split(r"\r\n|\r|\n", text):  # Java's line ends only
         line = raw.lstrip(" \t\f")
         if pending is None and (not line or line[0] in "#!"):
             continue

@@ -6,6 +6,7 @@ to do), through `load_config` and `headwater-broker --check`."""
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -165,3 +166,61 @@ def test_a_properties_file_by_another_name_is_read_as_toml_and_says_so(tmp_path:
     path.write_text(KAFKA_SAMPLE)
     with pytest.raises(ConfigError, match=r"is not valid TOML: .*name ends in \.properties"):
         load_config(file=path, env={})
+
+
+# --- review 127 -------------------------------------------------------------------------------
+
+
+def _load(tmp_path: Path, text: str) -> Any:
+    path = tmp_path / "server.properties"
+    path.write_text("broker.id=1\n" + text)
+    return load_config(file=path, env={})
+
+
+def test_string_values_are_trimmed_as_kafkas_configdef_does(tmp_path: Path) -> None:
+    # Java's Properties keeps a value's trailing blanks; Kafka's ConfigDef trims them.
+    # Untrimmed, the chroot is "/kafka ": kazoo takes it, another, empty cluster
+    config = _load(tmp_path, "zookeeper.connect=zk1:2181/kafka \nbroker.rack=rack-a \n")
+    assert (config["zookeeper.connect"], config["broker.rack"]) == ("zk1:2181/kafka", "rack-a")
+
+
+@pytest.mark.parametrize("name", ["zookeeper.set.acl", "zookeeper.ssl.client.enable"])
+def test_what_headwater_does_not_do_is_taken_off_and_refused_on(tmp_path: Path, name: str) -> None:
+    _load(tmp_path, f"{name}=false\n")  # Kafka's default, and what Headwater does
+    with pytest.raises(ConfigError, match=f"{name}=true is not taken"):
+        _load(tmp_path, f"{name}=true\n")
+
+
+@pytest.mark.parametrize("store", ["keystore", "truststore"])
+def test_a_store_with_a_store_password_is_no_pem_and_is_refused(tmp_path: Path, store: str) -> None:
+    # without ssl.*.type, Kafka's store is JKS; Kafka refuses a store password on a PEM one
+    with pytest.raises(ConfigError, match=r"JKS or PKCS12 store; Headwater reads PEM"):
+        _load(tmp_path, f"ssl.{store}.location=/k/{store}.jks\nssl.{store}.password=s3cret\n")
+
+
+def test_the_finest_time_spelling_wins_within_set_and_within_the_environment() -> None:
+    given = ["broker.id=1", "log.retention.ms=60000", "log.retention.hours=1"]
+    assert load_config(env={}, overrides=given)["log.retention.ms"] == 60_000
+    env = {"HEADWATER_LOG_RETENTION_HOURS": "1", "HEADWATER_LOG_RETENTION_MINUTES": "5"}
+    config = load_config(env=env, overrides=["broker.id=1"])
+    assert config["log.retention.ms"] == 300_000
+    assert config.sources["log.retention.ms"] == "env HEADWATER_LOG_RETENTION_MS"
+
+
+def test_security_inter_broker_protocol_names_the_listener_as_kafka_takes_it(
+    tmp_path: Path,
+) -> None:
+    config = _load(
+        tmp_path,
+        "listeners=PLAINTEXT://127.0.0.1:9092,SASL_PLAINTEXT://127.0.0.1:9093\n"
+        "sasl.enabled.mechanisms=PLAIN\n"
+        "security.inter.broker.protocol=SASL_PLAINTEXT\n",
+    )
+    assert config["inter.broker.listener.name"] == "SASL_PLAINTEXT"
+
+
+def test_a_byte_order_mark_and_javas_line_ends(tmp_path: Path) -> None:
+    path = tmp_path / "server.properties"
+    path.write_bytes(b"\xef\xbb\xbf# written on Windows\r\nbroker.id=4\r\nbroker.rack=a\fb\r\n")
+    config = load_config(file=path, env={})
+    assert (config["broker.id"], config["broker.rack"]) == (4, "a\fb")  # \f ends no line
