@@ -177,7 +177,7 @@ class ConsumerGroup:
         member = self._member_for(member_id, member_epoch, instance_id, owned)
         full = rebalance_timeout_ms != -1 and owned is not None
         full = full and (subscribed is not None or regex is not None)
-        before = (dict(member.assigned), member.epoch)
+        before = member.assigned  # (replaced, never changed in place)
         changed = self._update(
             member,
             rack_id=rack_id,
@@ -202,7 +202,7 @@ class ConsumerGroup:
             self._assign()
         self._reconcile(member, owned, now_ms)
         member.session_deadline_ms = now_ms + self.session_timeout_ms
-        send = member_epoch == 0 or full or member.assigned != before[0]
+        send = member_epoch == 0 or full or member.assigned != before
         return HeartbeatAnswer(
             member.member_id, member.epoch, dict(member.assigned) if send else None
         )
@@ -263,9 +263,10 @@ class ConsumerGroup:
     def topics_changed(self) -> bool:
         """The cluster's topics changed: the group epoch goes up if a subscribed topic was
         made, deleted or grew (its members learn at their next heartbeat). Returns
-        whether it did."""
-        self._stale = True
-        self._matches = {}  # (the regexes: matched again over the topics there now)
+        whether it did. (The topics the group was given are the same object while what
+        they hold is: an update that moved only leaders costs nothing here.)"""
+        if self.topics() is self._view:
+            return False
         now = self._subscribed_now()
         if now == self.subscribed_topics:
             return False
@@ -705,7 +706,7 @@ def assign_uniform(
             member_id = min(subscribers[name], key=lambda m: (len(held[m]), rank[m]))
             owner[(name, p)] = member_id
             held[member_id][(name, p)] = None
-    _balance(topics, subscribers, held, owner, rank)
+    _balance(topics, subscribers, held, rank)
     out: dict[str, Assignment] = {}
     for member_id, partitions in held.items():
         grouped: dict[bytes, set[int]] = {}
@@ -719,7 +720,6 @@ def _balance(
     topics: Mapping[str, TopicInfo],
     subscribers: Mapping[str, list[str]],
     held: dict[str, dict[tuple[str, int], None]],
-    owner: dict[tuple[str, int], str],
     rank: Mapping[str, int],
 ) -> None:
     """Moves partitions from the most to the least loaded of a topic's subscribers while
@@ -751,7 +751,6 @@ def _balance(
                 by_topic[least].setdefault(name, []).append(p)
                 load[most] -= 1
                 load[least] += 1
-                owner[(name, p)] = least
                 moved = True
         if not moved:
             break

@@ -46,7 +46,7 @@ import collections
 import dataclasses
 import struct
 import time
-from collections.abc import Awaitable, Collection
+from collections.abc import Awaitable, Collection, Mapping
 from typing import TypeVar
 
 import structlog
@@ -1086,7 +1086,7 @@ class GroupCoordinator:
         group = self.groups.get(group_id)
         if not isinstance(group, ConsumerGroup) or group.dead:
             raise GroupIdNotFoundError(f"Group {group_id} is not a consumer group.")
-        names = {info.topic_id: name for name, info in self._topics_now().items()}
+        names = self._metadata.fetchable
 
         def described(assignment: Assignment) -> DescribedAssignment:
             return DescribedAssignment(
@@ -1121,19 +1121,23 @@ class GroupCoordinator:
         )
 
     def _topics_now(self) -> dict[str, TopicInfo]:
-        """The cluster's topics with their ids and partition counts (made again only when
-        the metadata changed: a heartbeat asks for them)."""
+        """The cluster's topics with their ids and partition counts: made again only when
+        the metadata changed (a heartbeat asks for them), and the same object while what
+        it holds is the same, so the groups resolve their subscriptions again only after
+        an update that made, deleted or grew a topic (not one that moved a leader)."""
         metadata = self._metadata
         seen = (metadata.topics, metadata.topic_ids)
         if self._topics_seen is None or any(
             a is not b for a, b in zip(seen, self._topics_seen, strict=True)
         ):
             ids = metadata.topic_ids
-            self._topics_view = {
+            view = {
                 name: TopicInfo(ids[name], len(partitions))
                 for name, partitions in metadata.topics.items()
                 if name in ids and name not in metadata.deleting
             }
+            if view != self._topics_view:
+                self._topics_view = view
             self._topics_seen = seen
         return self._topics_view
 
@@ -1490,7 +1494,7 @@ class GroupCoordinator:
             return DescribedGroup(group_id=group_id, error_code=exc.code, error_message=exc.message)
         group = self.groups.get(group_id)
         if isinstance(group, ConsumerGroup) and not group.dead:
-            return _described_consumer_group(group, self._topics_now())
+            return _described_consumer_group(group, self._metadata.fetchable)
         if group is None or isinstance(group, ConsumerGroup) or group.state == DEAD:
             state = EMPTY if group is None and store.get(group_id) else DEAD
             if state == DEAD and missing_is_an_error:
@@ -1785,13 +1789,12 @@ def _commit_results(
     ]
 
 
-def _described_consumer_group(group: ConsumerGroup, topics: dict[str, TopicInfo]) -> DescribedGroup:
+def _described_consumer_group(group: ConsumerGroup, names: Mapping[bytes, str]) -> DescribedGroup:
     """A group of the new protocol in DescribeGroups' classic form (Kafka 4.0 answers
-    GROUP_ID_NOT_FOUND there and describes it with ConsumerGroupDescribe, not served here
-    yet): its epoch as the generation, its assignor as the protocol, and each member's
-    subscription and partitions in Kafka's ConsumerProtocol encoding, as Kafka's tools
-    read a consumer group's."""
-    names = {info.topic_id: name for name, info in topics.items()}
+    GROUP_ID_NOT_FOUND there, and describes it with ConsumerGroupDescribe only): its epoch
+    as the generation, its assignor as the protocol, and each member's subscription and
+    partitions in Kafka's ConsumerProtocol encoding, as Kafka's tools read a consumer
+    group's (what ``headwater groups describe`` shows). ``names``: topic names by id."""
     return DescribedGroup(
         group_id=group.group_id,
         group_state=group.state,

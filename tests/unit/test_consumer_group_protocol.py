@@ -210,7 +210,7 @@ def test_a_topic_that_grows_is_assigned_at_the_next_heartbeats() -> None:
     cluster = Cluster(t=2)
     group = _group(cluster)
     _join(group, "a", ["t"])
-    cluster.topics["t"] = TopicInfo(T, 4)
+    cluster.topics = {**cluster.topics, "t": TopicInfo(T, 4)}  # a new view, as the broker's
     assert group.topics_changed() is True
     assert _beat(group, "a").assignment == {T: frozenset(range(4))}
     assert group.topics_changed() is False
@@ -361,7 +361,7 @@ def _step(
         group.leave(member, -1, None)
         del clients[member]  # it stops consuming before it leaves
     elif action < 0.15 and cluster.topics["u"].partitions < 9:
-        cluster.topics["u"] = TopicInfo(U, cluster.topics["u"].partitions + 1)
+        cluster.topics = {**cluster.topics, "u": TopicInfo(U, cluster.topics["u"].partitions + 1)}
         group.topics_changed()
     else:
         _client_beat(group, clients, member, now, slow=rng.random() < 0.4)
@@ -407,8 +407,9 @@ def test_a_regex_that_backtracks_forever_in_python_is_resolved_at_once() -> None
 
 
 def test_a_steady_heartbeat_resolves_no_regex(monkeypatch: pytest.MonkeyPatch) -> None:
-    topics = {f"topic-{i}": TopicInfo(i.to_bytes(16, "big"), 1) for i in range(200)}
-    group = ConsumerGroup("g", lambda: topics)
+    cluster = Cluster()
+    cluster.topics = {f"topic-{i}": TopicInfo(i.to_bytes(16, "big"), 1) for i in range(200)}
+    group = ConsumerGroup("g", cluster)
     for i in range(50):
         group.heartbeat(f"m{i}", 0, 0, rebalance_timeout_ms=1, regex="topic-1.*", owned={})
     for member in list(group.members.values()):
@@ -423,8 +424,10 @@ def test_a_steady_heartbeat_resolves_no_regex(monkeypatch: pytest.MonkeyPatch) -
     member = group.members["m7"]
     group.heartbeat("m7", member.epoch, 0, owned=dict(member.assigned))  # nothing changed
     assert calls == []
-    topics["topic-1000"] = TopicInfo(b"n" * 16, 1)  # a new topic: resolved again, once
-    group.topics_changed()
+    # a new topic: resolved again, once
+    cluster.topics = {**cluster.topics, "topic-1000": TopicInfo(b"n" * 16, 1)}
+    assert group.topics_changed() is True
+    assert group.topics_changed() is False  # the same view again: nothing to resolve
     assert calls == ["topic-1.*"]
 
 
