@@ -20,12 +20,26 @@ The result says whether anything was found wrong (the command then exits with 1)
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
 from client.assignors import ProtocolError, decode_assignment
+from protocol.consumer_group_log import (
+    CONSUMER_GROUP_METADATA,
+    CURRENT_MEMBER_ASSIGNMENT,
+    MEMBER_METADATA,
+    PARTITION_METADATA,
+    TARGET_ASSIGNMENT_MEMBER,
+    TARGET_ASSIGNMENT_METADATA,
+    ConsumerGroupKey,
+    MemberAssignment,
+    MemberSubscription,
+    decode_consumer_group_key,
+    decode_consumer_group_value,
+)
 from protocol.errors import (
     CorruptBatchError,
     CorruptMessageError,
@@ -50,6 +64,7 @@ from protocol.records.files import (
     segment_name,
     time_index_entries,
 )
+from protocol.topic_id import format_topic_id
 from protocol.txn_log import decode_key as decode_txn_key
 from protocol.txn_log import decode_value as decode_txn_value
 
@@ -249,23 +264,29 @@ def _offsets_record(record: Record) -> tuple[str, str]:
     if record.key is None:
         return _undecodable(record, "no key")
     try:
+        consumer = decode_consumer_group_key(record.key)
+        if consumer is not None:
+            return _consumer_group_record(consumer, record.value)
         group = decode_group_key(record.key)
         if group is not None:
             return _group_record(group, record.value)
         parsed = decode_key(record.key)
         if parsed is None:
             return _undecodable(record, "a key version this build does not know")
-        group, topic, partition = parsed
-        key = f"offset_commit::group={group},partition={topic}-{partition}"
-        if record.value is None:
-            return key, _DELETE
-        offset = decode_value(record.value)
-        return key, (
-            f"offset={offset.offset},leaderEpoch={offset.leader_epoch},"
-            f"metadata={offset.metadata or ''},commitTimestamp={offset.commit_timestamp}"
-        )
+        return _offset_record(*parsed, record.value)
     except (BadRecordError, CorruptMessageError, ValueError) as exc:
         return _undecodable(record, exc)
+
+
+def _offset_record(group: str, topic: str, partition: int, value: bytes | None) -> tuple[str, str]:
+    key = f"offset_commit::group={group},partition={topic}-{partition}"
+    if value is None:
+        return key, _DELETE
+    offset = decode_value(value)
+    return key, (
+        f"offset={offset.offset},leaderEpoch={offset.leader_epoch},"
+        f"metadata={offset.metadata or ''},commitTimestamp={offset.commit_timestamp}"
+    )
 
 
 def _group_record(group: str, value: bytes | None) -> tuple[str, str]:
@@ -280,6 +301,73 @@ def _group_record(group: str, value: bytes | None) -> tuple[str, str]:
         f"{meta.protocol_type}:{meta.protocol or ''}:{{{members}}}"
         f" generation={meta.generation} leader={meta.leader or ''}"
     )
+
+
+def _consumer_group_record(key: ConsumerGroupKey, value: bytes | None) -> tuple[str, str]:
+    """A record of a group of the new consumer protocol, as Kafka 4's dump prints one:
+    the key's type and fields, the value's version and fields, in JSON."""
+    data: dict[str, object] = {"groupId": key.group_id}
+    if key.member_id is not None:
+        data["memberId"] = key.member_id
+    shown_key = _json({"type": str(key.record_type), "data": data})
+    if value is None:
+        return shown_key, _DELETE
+    decoded = decode_consumer_group_value(key.record_type, value)
+    return shown_key, _json({"version": "0", "data": _consumer_value(key.record_type, decoded)})
+
+
+def _consumer_value(record_type: int, value: object) -> dict[str, object]:
+    """A decoded value in the field names of Kafka's spec."""
+    if record_type == CONSUMER_GROUP_METADATA:
+        return {"epoch": value}
+    if record_type == TARGET_ASSIGNMENT_METADATA:
+        return {"assignmentEpoch": value}
+    if record_type == PARTITION_METADATA:
+        assert isinstance(value, dict)
+        return {
+            "topics": [
+                {
+                    "topicId": format_topic_id(info.topic_id),
+                    "topicName": name,
+                    "numPartitions": info.partitions,
+                }
+                for name, info in value.items()
+            ]
+        }
+    if record_type == TARGET_ASSIGNMENT_MEMBER:
+        assert isinstance(value, dict)
+        return {"topicPartitions": _topic_partitions(value)}
+    if record_type == MEMBER_METADATA:
+        assert isinstance(value, MemberSubscription)
+        return {
+            "instanceId": value.instance_id,
+            "rackId": value.rack_id,
+            "clientId": value.client_id,
+            "clientHost": value.client_host,
+            "subscribedTopicNames": list(value.subscribed),
+            "subscribedTopicRegex": value.regex,
+            "rebalanceTimeoutMs": value.rebalance_timeout_ms,
+            "serverAssignor": value.server_assignor,
+        }
+    assert record_type == CURRENT_MEMBER_ASSIGNMENT and isinstance(value, MemberAssignment)
+    return {
+        "memberEpoch": value.epoch,
+        "previousMemberEpoch": value.previous_epoch,
+        "state": value.state,
+        "assignedPartitions": _topic_partitions(value.assigned),
+        "partitionsPendingRevocation": _topic_partitions(value.pending),
+    }
+
+
+def _topic_partitions(assignment: dict[bytes, frozenset[int]]) -> list[dict[str, object]]:
+    return [
+        {"topicId": format_topic_id(t), "partitions": sorted(ps)}
+        for t, ps in sorted(assignment.items())
+    ]
+
+
+def _json(value: object) -> str:
+    return json.dumps(value, separators=(",", ":"))
 
 
 def _assigned(protocol_type: str, assignment: bytes) -> str:

@@ -34,6 +34,20 @@ from typing import Any, NamedTuple
 
 import re2
 
+from protocol.consumer_group_log import (
+    CONSUMER_GROUP_METADATA,
+    CURRENT_MEMBER_ASSIGNMENT,
+    MEMBER_METADATA,
+    PARTITION_METADATA,
+    TARGET_ASSIGNMENT_MEMBER,
+    TARGET_ASSIGNMENT_METADATA,
+    Assignment,
+    ConsumerGroupImage,
+    ConsumerGroupKey,
+    MemberAssignment,
+    MemberSubscription,
+    TopicInfo,
+)
 from protocol.errors import (
     CoordinatorNotAvailableError,
     FencedInstanceIdError,
@@ -64,17 +78,6 @@ STABLE, UNREVOKED_PARTITIONS, UNRELEASED_PARTITIONS = 0, 1, 2
 LEAVE, STATIC_LEAVE = -1, -2
 """Member epochs a heartbeat sends to leave (a static member: for now, to come back)."""
 
-Assignment = dict[bytes, frozenset[int]]
-"""Topic id -> partitions."""
-
-
-class TopicInfo(NamedTuple):
-    """What the cluster says of a topic: its id and partition count."""
-
-    topic_id: bytes
-    partitions: int
-
-
 Topics = Callable[[], Mapping[str, TopicInfo]]
 """The cluster's topics now (the broker's metadata), by name."""
 
@@ -101,6 +104,27 @@ class ConsumerMember:
     revocation_epoch: int = -1
     describable: Callable[[str], bool] = field(default=lambda topic: True, repr=False)
     """Which topics its regex may give it (its principal's DESCRIBE, Kafka's KAFKA-18813)."""
+    restored: bool = False
+    """Built from the log: its principal is not known until its next heartbeat."""
+
+    def subscription(self) -> MemberSubscription:
+        """Its record 5."""
+        return MemberSubscription(
+            self.instance_id,
+            self.rack_id,
+            self.client_id,
+            self.client_host,
+            self.subscribed,
+            self.regex,
+            self.rebalance_timeout_ms,
+            self.server_assignor,
+        )
+
+    def assignment(self) -> MemberAssignment:
+        """Its record 8."""
+        return MemberAssignment(
+            self.epoch, self.previous_epoch, self.state, self.assigned, self.pending
+        )
 
 
 class HeartbeatAnswer(NamedTuple):
@@ -144,6 +168,15 @@ class ConsumerGroup:
     _view: object = None  # the topics mapping the subscriptions were resolved against
     _stale: bool = True  # a subscription changed, or a member came or went, since then
     _matches: dict[str, frozenset[str]] = field(default_factory=dict)  # regex -> topics
+    # what the log was last given (see changes()): the records written or being written
+    _touched: set[str] = field(default_factory=set)  # members whose records may differ
+    _targets_touched: bool = False  # a new target assignment was computed
+    _logged_epoch: int | None = None
+    _logged_topics: dict[str, TopicInfo] = field(default_factory=dict)
+    _logged_assignment_epoch: int = 0
+    _logged_members: dict[str, MemberSubscription] = field(default_factory=dict)
+    _logged_targets: dict[str, Assignment] = field(default_factory=dict)
+    _logged_current: dict[str, MemberAssignment] = field(default_factory=dict)
 
     # --- what a heartbeat does ---------------------------------------------------------
 
@@ -188,11 +221,15 @@ class ConsumerGroup:
             client_id=client_id,
             client_host=client_host,
         )
-        if describable is not None and (changed or member_epoch == 0):
+        if describable is not None and (changed or member_epoch == 0 or member.restored):
             # taken with the subscription it decides for (a new one per request would
             # make every heartbeat a change): an ACL changed since counts from the
             # member's next subscription change, rejoin, or change of the cluster's topics
             member.describable = describable
+            if member.restored and member.regex is not None:
+                self._stale = True  # its regex resolved again, for its own principal
+            member.restored = False
+        self._touched.add(member.member_id)
         if changed:
             self._stale = True
         if changed or self.epoch == 0:
@@ -222,6 +259,7 @@ class ConsumerGroup:
         if member is None:
             raise UnknownMemberIdError(f"member {member_id!r} is not in group {self.group_id!r}")
         if member_epoch == STATIC_LEAVE and instance_id is not None:
+            self._touched.add(member_id)
             member.epoch = STATIC_LEAVE
             self._release(member, member.pending)
             member.pending = {}
@@ -235,6 +273,7 @@ class ConsumerGroup:
         member = self.members.pop(member_id, None)
         if member is None:
             return
+        self._touched.add(member_id)
         self._stale = True
         if not self.members:
             self.emptied_at_ms = self.wall_clock()
@@ -248,17 +287,14 @@ class ConsumerGroup:
     def tick(self, now_ms: int) -> list[str]:
         """Time passes: members silent for the session timeout, and members that did not
         revoke within their rebalance timeout, are fenced. Returns them."""
-        gone = []
-        for member_id, member in list(self.members.items()):
-            late = member.revocation_deadline_ms is not None and (
-                now_ms >= member.revocation_deadline_ms
-                and member.state == UNREVOKED_PARTITIONS
-                and member.epoch == member.revocation_epoch
-            )
-            if now_ms >= member.session_deadline_ms or late:
-                self.fence(member_id)
-                gone.append(member_id)
+        gone = [m.member_id for m in self.members.values() if _late(m, now_ms)]
+        for member_id in gone:
+            self.fence(member_id)
         return gone
+
+    def due(self, now_ms: int) -> bool:
+        """Whether :meth:`tick` at ``now_ms`` would fence a member."""
+        return any(_late(m, now_ms) for m in self.members.values())
 
     def topics_changed(self) -> bool:
         """The cluster's topics changed: the group epoch goes up if a subscribed topic was
@@ -334,6 +370,122 @@ class ConsumerGroup:
                 f"member {member_id!r} is at epoch {member.epoch}, not {member_epoch}"
             )
 
+    # --- the log (records 3-8 of __consumer_offsets) -------------------------------------
+
+    def changes(self) -> list[tuple[ConsumerGroupKey, object | None]]:
+        """The records that bring the log from what it was last given to the group as it
+        is now (None: a tombstone), in Kafka's order: gone members' tombstones, members'
+        subscriptions, the group epoch, the subscribed topics, the targets, the assignment
+        epoch, the members' current assignments. They count as given from here on: the
+        caller writes them before it answers, or rebuilds the group from the log.
+
+        Only the members a call touched are looked at (and every target after an
+        assignor run): a steady heartbeat costs one member's comparison."""
+        gid = self.group_id
+        gone: _Records = []
+        subscriptions: _Records = []
+        targets: _Records = []
+        current: _Records = []
+        looked = self._touched
+        if self._targets_touched:
+            looked = looked | self.members.keys() | self._logged_targets.keys()
+        for member_id in sorted(looked):
+            member = self.members.get(member_id)
+            if member is None:
+                gone += self._tombstones(member_id)
+                continue
+            _changed(
+                subscriptions,
+                self._logged_members,
+                ConsumerGroupKey(MEMBER_METADATA, gid, member_id),
+                member.subscription(),
+            )
+            _changed(
+                targets,
+                self._logged_targets,
+                ConsumerGroupKey(TARGET_ASSIGNMENT_MEMBER, gid, member_id),
+                self.target.get(member_id, {}),
+            )
+            _changed(
+                current,
+                self._logged_current,
+                ConsumerGroupKey(CURRENT_MEMBER_ASSIGNMENT, gid, member_id),
+                member.assignment(),
+            )
+        self._touched = set()
+        self._targets_touched = False
+        out = gone + subscriptions
+        if self._logged_epoch != self.epoch:
+            self._logged_epoch = self.epoch
+            out.append((ConsumerGroupKey(CONSUMER_GROUP_METADATA, gid), self.epoch))
+        if self._logged_topics is not self.subscribed_topics:
+            if self._logged_topics != self.subscribed_topics:
+                out.append((ConsumerGroupKey(PARTITION_METADATA, gid), self.subscribed_topics))
+            self._logged_topics = self.subscribed_topics
+        out += targets
+        if self._logged_assignment_epoch != self.assignment_epoch:
+            self._logged_assignment_epoch = self.assignment_epoch
+            out.append((ConsumerGroupKey(TARGET_ASSIGNMENT_METADATA, gid), self.assignment_epoch))
+        return out + current
+
+    def _tombstones(self, member_id: str) -> _Records:
+        """A gone member's records that the log has, deleted (Kafka's order)."""
+        out: _Records = []
+        for kind, table in (
+            (CURRENT_MEMBER_ASSIGNMENT, self._logged_current),
+            (TARGET_ASSIGNMENT_MEMBER, self._logged_targets),
+            (MEMBER_METADATA, self._logged_members),
+        ):
+            if table.pop(member_id, None) is not None:
+                out.append((ConsumerGroupKey(kind, self.group_id, member_id), None))
+        return out
+
+    def restore(self, image: ConsumerGroupImage, now_ms: int) -> None:
+        """A new group takes the state its records give (a load of its offsets
+        partition, or its last write undone). Sessions and revocations are timed from
+        ``now_ms``; a member's regex gives only the topics the group had until its next
+        heartbeat says who it is (its principal's DESCRIBE)."""
+        self.epoch = image.epoch or 0
+        self.assignment_epoch = image.assignment_epoch
+        self.subscribed_topics = dict(image.topics)
+        known = frozenset(image.topics)
+        for member_id, sub in image.members.items():
+            at = image.current.get(member_id) or MemberAssignment(0, -1, STABLE, {}, {})
+            member = ConsumerMember(
+                member_id,
+                instance_id=sub.instance_id,
+                rack_id=sub.rack_id,
+                client_id=sub.client_id,
+                client_host=sub.client_host,
+                rebalance_timeout_ms=sub.rebalance_timeout_ms,
+                subscribed=sub.subscribed,
+                regex=sub.regex,
+                server_assignor=sub.server_assignor,
+                epoch=at.epoch,
+                previous_epoch=at.previous_epoch,
+                state=at.state,
+                session_deadline_ms=now_ms + self.session_timeout_ms,
+                describable=known.__contains__,
+                restored=True,
+            )
+            self._set(member, at.assigned, at.pending)
+            if member.state == UNREVOKED_PARTITIONS:
+                member.revocation_deadline_ms = now_ms + member.rebalance_timeout_ms
+                member.revocation_epoch = member.epoch
+            self.members[member_id] = member
+            if member.instance_id is not None:
+                self._instances[member.instance_id] = member_id
+            if member_id in image.targets:
+                self.target[member_id] = image.targets[member_id]
+        self._logged_epoch = image.epoch
+        self._logged_topics = self.subscribed_topics
+        self._logged_assignment_epoch = image.assignment_epoch
+        self._logged_members = dict(image.members)
+        self._logged_targets = dict(image.targets)
+        self._logged_current = dict(image.current)
+        # a member's records without its subscription (not Kafka's): gone at the next write
+        self._touched = (image.targets.keys() | image.current.keys()) - image.members.keys()
+
     # --- the steps ----------------------------------------------------------------------
 
     def _member_for(
@@ -376,6 +528,7 @@ class ConsumerGroup:
                     f"{holder.member_id!r}, which has not left"
                 )
             # the static member back under a new member id: its partitions are its own
+            self._touched.add(holder.member_id)
             del self.members[holder.member_id]
             for key, owner in list(self.owners.items()):
                 if owner == holder.member_id:
@@ -405,7 +558,12 @@ class ConsumerGroup:
     @staticmethod
     def _check_epoch(member: ConsumerMember, epoch: int, owned: Assignment | None) -> None:
         """Kafka's: a newer epoch is fenced; an older one only if it is the member's
-        previous one and what it owns is within its assignment (its last answer lost)."""
+        previous one and what it owns is within its assignment (its last answer lost).
+        Epoch 0 is a rejoin under the same member id, taken in any state (KAFKA-19233:
+        a member that lost its place, or was told an error it takes as fatal, gave up
+        its partitions and is given its assignment whole)."""
+        if epoch == 0:
+            return
         if epoch > member.epoch:
             raise FencedMemberEpochError(
                 f"member {member.member_id!r} sent epoch {epoch}, newer than its "
@@ -493,6 +651,7 @@ class ConsumerGroup:
         assign = ASSIGNORS[self.assignor]
         self.target = assign(members, topics, self.target)
         self.assignment_epoch = self.epoch
+        self._targets_touched = True
 
     def _reconcile(self, member: ConsumerMember, owned: Assignment | None, now_ms: int) -> None:
         target = self.target.get(member.member_id, {})
@@ -575,6 +734,28 @@ class ConsumerGroup:
 
 
 # --- helpers ----------------------------------------------------------------------------
+
+
+_Records = list[tuple[ConsumerGroupKey, object | None]]
+
+
+def _changed(out: _Records, logged: dict[str, Any], key: ConsumerGroupKey, value: object) -> None:
+    """``value`` of ``key`` (a member's) added to ``out`` if the log has another."""
+    member_id = key.member_id or ""
+    if logged.get(member_id) != value:
+        logged[member_id] = value
+        out.append((key, value))
+
+
+def _late(member: ConsumerMember, now_ms: int) -> bool:
+    """Its session ran out, or it did not revoke within its rebalance timeout."""
+    if now_ms >= member.session_deadline_ms:
+        return True
+    return member.revocation_deadline_ms is not None and (
+        now_ms >= member.revocation_deadline_ms
+        and member.state == UNREVOKED_PARTITIONS
+        and member.epoch == member.revocation_epoch
+    )
 
 
 def _str16(text: str) -> bytes:

@@ -43,10 +43,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import dataclasses
 import struct
 import time
-from collections.abc import Awaitable, Collection, Mapping
+from collections.abc import AsyncIterator, Awaitable, Collection, Mapping
 from typing import TypeVar
 
 import structlog
@@ -134,6 +135,11 @@ from protocol.apis import (
     SyncGroupResponse,
     TxnOffsetCommitRequest,
     TxnOffsetCommitResponse,
+)
+from protocol.consumer_group_log import (
+    ConsumerGroupImage,
+    encode_consumer_group_key,
+    encode_consumer_group_value,
 )
 from protocol.errors import (
     ApiError,
@@ -227,6 +233,13 @@ class GroupCoordinator:
         self._consumer_max_size = int(config["group.consumer.max.size"])
         self._consumer_assignors = tuple(config["group.consumer.assignors"])
         self._topics_seen: tuple[object, object] | None = None
+        self._serial: dict[str, tuple[asyncio.Lock, list[int]]] = {}
+        """Per group of the new protocol with a change under way: its lock (a change is
+        made, written and answered before the next starts) and how many want it."""
+        self._chores: set[asyncio.Task[None]] = set()  # fences and topic changes, written
+        self._fencing: set[str] = set()  # groups a fence task is under way for
+        self._topics_dirty = False
+        self._topics_task: asyncio.Task[None] | None = None
         self._topics_view: dict[str, TopicInfo] = {}
         self._group_writes: dict[str, asyncio.Task[None]] = {}  # the latest, per group
         self._txn_writes: dict[str, collections.Counter[tuple[str, int]]] = {}
@@ -254,10 +267,10 @@ class GroupCoordinator:
             raise group_not_authorized(group_id, operation)
 
     async def stop(self) -> None:
-        for task in (self._ticker, self._expirer):
+        for task in (self._ticker, self._expirer, self._topics_task):
             if task is not None:
                 task.cancel()
-        for task in list(self._forgetting):
+        for task in [*self._forgetting, *self._chores]:
             task.cancel()
 
     def topics_deleted(self, topics: Collection[str]) -> None:
@@ -300,9 +313,7 @@ class GroupCoordinator:
                 error=result.error_message or result.error_code,
             )
             return
-        if self.stores.get(index) is store:
-            for i, (key, value) in enumerate(records):
-                store.apply(key, value, result.base_offset + i)
+        self._applied(index, store, records, result.base_offset)
         self._log.info(
             "coordinator.deleted_topic_offsets_removed", offsets_partition=index, count=len(records)
         )
@@ -371,7 +382,7 @@ class GroupCoordinator:
             ]
             if dead is not None:
                 dead.delete()  # joins and commits meanwhile are told to find it again
-                records.append((encode_group_key(group_id), None))
+                records += store.group_tombstones(group_id)
             result = await self._append(index, records)
             if result.base_offset < 0:  # not written: the next round tries again
                 if dead is not None:
@@ -384,9 +395,7 @@ class GroupCoordinator:
                 break
             if dead is not None and self.groups.get(group_id) is dead:
                 del self.groups[group_id]
-            if self.stores.get(index) is store:
-                for i, (key, value) in enumerate(records):
-                    store.apply(key, value, result.base_offset + i)
+            self._applied(index, store, records, result.base_offset)
             written += len(records)
             if dead is not None:
                 return written, True
@@ -399,7 +408,8 @@ class GroupCoordinator:
     ) -> tuple[Group | ConsumerGroup | None, list[tuple[str, int]], bool]:
         """The group, its expired offsets, and whether it goes too (empty, and none left)."""
         group = self.groups.get(group_id)
-        if group is not None and (group.state == DEAD or group_id in self._group_writes):
+        writing = group_id in self._group_writes or group_id in self._serial
+        if group is not None and (group.state == DEAD or writing):
             return group, [], False  # being deleted, or its metadata being written
         offsets = store.groups.get(group_id, {})
         held = store.pending_partitions(group_id) | set(self._txn_writes.get(group_id, ()))
@@ -423,9 +433,12 @@ class GroupCoordinator:
             await asyncio.sleep(_TICK_S)
             if not self._doubt.known():
                 continue
+            now = self._doubt.clock()
             for group in list(self.groups.values()):
                 if isinstance(group, ConsumerGroup):
-                    self._tick_consumer_group(group)
+                    if group.due(now) and group.group_id not in self._fencing:
+                        self._fencing.add(group.group_id)
+                        self._chore(self._fence_late(group.group_id))
                     continue
                 try:
                     was, generation, started = group.state, group.generation_id, group.rebalances
@@ -436,18 +449,35 @@ class GroupCoordinator:
                 except Exception:
                     self._log.exception("coordinator.tick_failed", group=group.group_id)
 
-    def _tick_consumer_group(self, group: ConsumerGroup) -> None:
+    def _chore(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._chores.add(task)
+        task.add_done_callback(self._chores.discard)
+
+    async def _fence_late(self, group_id: str) -> None:
+        """Members of a group of the new protocol whose session or rebalance timeout ran
+        out are fenced, and that written (as any change of the group: see
+        :meth:`_write_consumer_group`)."""
         try:
-            for member in group.tick(self._doubt.clock()):
-                self._log.info(
-                    "group.member_fenced",
-                    group=group.group_id,
-                    member=member,
-                    epoch=group.epoch,
-                    cause="its session or its rebalance timeout ran out",
-                )
+            async with self._serialized(group_id):
+                group = self.groups.get(group_id)
+                if not isinstance(group, ConsumerGroup) or not self._doubt.known():
+                    return
+                for member in group.tick(self._doubt.clock()):
+                    self._log.info(
+                        "group.member_fenced",
+                        group=group_id,
+                        member=member,
+                        epoch=group.epoch,
+                        cause="its session or its rebalance timeout ran out",
+                    )
+                await self._write_consumer_group(group)
+        except ApiError as exc:  # undone: the next tick fences them again
+            self._log.warning("coordinator.fence_not_written", group=group_id, error=exc.name)
         except Exception:
-            self._log.exception("coordinator.tick_failed", group=group.group_id)
+            self._log.exception("coordinator.tick_failed", group=group_id)
+        finally:
+            self._fencing.discard(group_id)
 
     def _note_rebalance(
         self, group: Group, was: str, generation: int, started: int, cause: str, **more: object
@@ -564,7 +594,9 @@ class GroupCoordinator:
         self._log.info(
             "coordinator.loaded",
             partition=index,
-            groups=len(store.groups.keys() | store.group_metadata.keys()),
+            groups=len(
+                store.groups.keys() | store.group_metadata.keys() | store.consumer_groups.keys()
+            ),
             records=records,
             seconds=round(time.monotonic() - started, 3),
         )
@@ -607,6 +639,9 @@ class GroupCoordinator:
         self._loading.pop(index, None)
         for group_id, record in store.group_metadata.items():
             self.groups[group_id] = self._restored(group_id, record)
+        for group_id, image in store.consumer_groups.items():
+            if image.epoch is not None:  # (records of a group whose epoch never landed)
+                self.groups[group_id] = self._restored_consumer(group_id, image)
 
     def _store_for(self, group: str) -> tuple[int, OffsetStore]:
         if not group:
@@ -686,13 +721,21 @@ class GroupCoordinator:
             self.groups[group_id] = group
         return group
 
-    def _classic_group(self, group_id: str) -> Group:
+    async def _classic_group(self, group_id: str) -> Group:
         """A JoinGroup's group: a group of the consumer protocol with members refuses it
         (INCONSISTENT_GROUP_PROTOCOL, as Kafka's without its online migration); an
-        empty one is replaced."""
+        empty one is replaced, its records deleted first (tombstones)."""
         group = self._group(group_id)
         if not isinstance(group, ConsumerGroup):
             return group
+        async with self._serialized(group_id):
+            return await self._replace_consumer_group(group_id)
+
+    async def _replace_consumer_group(self, group_id: str) -> Group:
+        index, store = self._store_for(group_id)
+        group = self._group(group_id)
+        if not isinstance(group, ConsumerGroup):
+            return group  # (replaced while this join waited)
         if group.dead:
             raise CoordinatorNotAvailableError(f"group {group_id!r} is being deleted; try again")
         if group.members:
@@ -701,6 +744,19 @@ class GroupCoordinator:
                 "members; a classic member cannot join it (set group.protocol=consumer, or "
                 "use another group id)"
             )
+        image = store.consumer_groups.get(group_id)
+        if image is not None:
+            records: list[tuple[bytes, bytes | None]] = [
+                (encode_consumer_group_key(k), None) for k in image.keys(group_id)
+            ]
+            result = await self._append(index, records)
+            if result.base_offset < 0:
+                raise _append_error(result.error_code, result.error_message, "the group's change")
+            self._applied(index, store, records, result.base_offset)
+            if result.error_code:
+                raise _append_error(result.error_code, result.error_message, "the group's change")
+            if self.groups.get(group_id) is not group:
+                raise self._not_coordinator(group_id)
         del self.groups[group_id]
         classic = self._group(group_id)
         assert isinstance(classic, Group)
@@ -827,7 +883,7 @@ class GroupCoordinator:
                 f"[{self._min_session_ms}, {self._max_session_ms}] "
                 "(group.min/max.session.timeout.ms)"
             )
-        group = self._classic_group(request.group_id)
+        group = await self._classic_group(request.group_id)
         rebalance_ms = request.rebalance_timeout_ms
         was, generation, started = group.state, group.generation_id, group.rebalances
         joined = group.join(
@@ -952,7 +1008,9 @@ class GroupCoordinator:
             for topic in request.subscribed_topic_names or ():
                 if not self._acl.allowed(Operation.DESCRIBE, ResourceType.TOPIC, topic):
                     raise topic_not_authorized(topic, Operation.DESCRIBE)
-            return self._consumer_heartbeat(request)
+            # the change is made, written and answered whole even if the request goes:
+            # a change left half done would leave memory ahead of the log
+            return await asyncio.shield(self._consumer_heartbeat(request))
         except ApiError as exc:
             return ConsumerGroupHeartbeatResponse(
                 error_code=exc.code,
@@ -961,13 +1019,20 @@ class GroupCoordinator:
                 member_epoch=-1,
             )
 
-    def _consumer_heartbeat(
+    async def _consumer_heartbeat(
+        self, request: ConsumerGroupHeartbeatRequest
+    ) -> ConsumerGroupHeartbeatResponse:
+        async with self._serialized(request.group_id):
+            return await self._consumer_heartbeat_now(request)
+
+    async def _consumer_heartbeat_now(
         self, request: ConsumerGroupHeartbeatRequest
     ) -> ConsumerGroupHeartbeatResponse:
         epoch = request.member_epoch
         if epoch in (LEAVE, STATIC_LEAVE):
             group = self._consumer_group(request.group_id, epoch)
             answered = group.leave(request.member_id, epoch, request.instance_id)
+            await self._write_consumer_group(group)
             self._log.info(
                 "group.member_left",
                 group=request.group_id,
@@ -998,6 +1063,7 @@ class GroupCoordinator:
             describable=self._acl.decider(Operation.DESCRIBE, ResourceType.TOPIC),
         )
         self._install(group)  # (a join refused above leaves whatever group was there)
+        await self._write_consumer_group(group)
         if group.epoch != before:
             self._log.info(
                 "group.epoch_bumped",
@@ -1036,13 +1102,19 @@ class GroupCoordinator:
                 "its members must leave before it can be one of the consumer protocol"
             )
         if epoch != 0:
-            # (Kafka says GROUP_ID_NOT_FOUND; here the groups of this protocol are not
-            # kept in the log yet, so one lost to a move of its coordinator is answered
-            # so that its members join it again: librdkafka rejoins on this one)
+            # (Kafka says GROUP_ID_NOT_FOUND: the group was deleted, or expired, while
+            # its member was away; librdkafka stalls on that one, and joins again on this)
             raise UnknownMemberIdError(
                 f"group {group_id!r} has no such member here; join again (member epoch 0)"
             )
-        made = ConsumerGroup(
+        made = self._new_consumer_group(group_id)
+        if group is not None:  # an empty classic group: what its offsets' expiry goes by
+            made.emptied_at_ms = group.emptied_at_ms
+            made.pending_commits = group.pending_commits
+        return made
+
+    def _new_consumer_group(self, group_id: str) -> ConsumerGroup:
+        return ConsumerGroup(
             group_id,
             self._topics_now,
             session_timeout_ms=self._consumer_session_ms,
@@ -1050,15 +1122,100 @@ class GroupCoordinator:
             max_size=self._consumer_max_size,
             assignor_names=self._consumer_assignors,
         )
-        if group is not None:  # an empty classic group: what its offsets' expiry goes by
-            made.emptied_at_ms = group.emptied_at_ms
-            made.pending_commits = group.pending_commits
-        return made
+
+    def _restored_consumer(self, group_id: str, image: ConsumerGroupImage) -> ConsumerGroup:
+        group = self._new_consumer_group(group_id)
+        group.restore(image, self._doubt.clock())
+        return group
 
     def _install(self, group: ConsumerGroup) -> None:
         """``group`` is the id's group now (a no-op for one that was already)."""
         if self.groups.get(group.group_id) is not group:
             self.groups[group.group_id] = group
+
+    @contextlib.asynccontextmanager
+    async def _serialized(self, group_id: str) -> AsyncIterator[None]:
+        """One change of a group of the new protocol at a time, each made, written and
+        answered before the next is made: an answer never tells a member of a change
+        the log does not have (Kafka's answers wait for the records they follow)."""
+        entry = self._serial.get(group_id)
+        if entry is None:
+            entry = self._serial[group_id] = (asyncio.Lock(), [0])
+        lock, users = entry
+        users[0] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            users[0] -= 1
+            if not users[0]:
+                del self._serial[group_id]
+
+    async def _write_consumer_group(self, group: ConsumerGroup) -> None:
+        """What the call changed in ``group`` (its records, Kafka's: see
+        :mod:`protocol.consumer_group_log`) appended with acks=all before the answer.
+        Not appended: the group is rebuilt from the records the log has (the change is
+        undone, as Kafka reverts its in-memory state) and the retriable error raised.
+        Appended but not replicated in time: memory keeps the change, as the log does,
+        and the error is raised (the member retries; its previous epoch is taken)."""
+        changes = group.changes()
+        if not changes:
+            return
+        group_id = group.group_id
+        index = partition_for(group_id, self.num_partitions)
+        store = self.stores.get(index)
+        records: list[tuple[bytes, bytes | None]] = [
+            (
+                encode_consumer_group_key(key),
+                None if value is None else encode_consumer_group_value(key.record_type, value),
+            )
+            for key, value in changes
+        ]
+        if store is not None and group_id not in store.consumer_groups:
+            # the group's first records: an empty classic group of the id it took the
+            # place of goes from the log too (its metadata, if it ever stored any, is not
+            # kept in the store: a tombstone of nothing is a few bytes, once)
+            records.insert(0, (encode_group_key(group_id), None))
+        try:
+            result = await self._append(index, records)
+        except Exception:  # a bug below: undone, and the member retries
+            self._log.exception("coordinator.group_store_crashed", group=group_id)
+            self._revert(group)
+            raise CoordinatorNotAvailableError("the group's change could not be written") from None
+        if result.base_offset < 0:
+            error = error_for_code(result.error_code, result.error_message)
+            self._log.warning(
+                "coordinator.group_store_failed",
+                group=group_id,
+                epoch=group.epoch,
+                error=error.name,
+            )
+            self._revert(group)
+            raise _store_error(error)
+        self._applied(index, store, records, result.base_offset)
+        if result.error_code:
+            raise _store_error(error_for_code(result.error_code, result.error_message))
+
+    def _revert(self, group: ConsumerGroup) -> None:
+        """``group`` as the log has it (a change of it could not be written): rebuilt
+        from its records, or gone if none was ever written."""
+        group_id = group.group_id
+        if self.groups.get(group_id) is not group:
+            return  # unloaded meanwhile (its coordinator moved), or replaced
+        store = self.stores.get(partition_for(group_id, self.num_partitions))
+        image = None if store is None else store.consumer_groups.get(group_id)
+        if image is not None and image.epoch is not None:
+            restored: Group | ConsumerGroup = self._restored_consumer(group_id, image)
+        elif group.pending_commits or group.emptied_at_ms >= 0:
+            # the empty (classic) group it took the place of: what its offsets' expiry,
+            # and the commits being written, count in
+            restored = self._new_group(group_id)
+        else:
+            del self.groups[group_id]
+            return
+        restored.pending_commits = group.pending_commits
+        restored.emptied_at_ms = group.emptied_at_ms
+        self.groups[group_id] = restored
 
     async def consumer_group_describe(
         self, request: ConsumerGroupDescribeRequest
@@ -1143,15 +1300,39 @@ class GroupCoordinator:
 
     def topics_changed(self) -> None:
         """The cluster's topics changed (an UpdateMetadata): a group of the new protocol
-        that subscribes to one made, deleted or grown gets a new epoch."""
-        for group in list(self.groups.values()):
-            if isinstance(group, ConsumerGroup) and group.members and group.topics_changed():
-                self._log.info(
-                    "group.epoch_bumped",
-                    group=group.group_id,
-                    epoch=group.epoch,
-                    cause="a subscribed topic was made, deleted or grew",
-                )
+        that subscribes to one made, deleted or grown gets a new epoch, written as any
+        change of it (in a task: each group's change waits for the one under way)."""
+        self._topics_dirty = True
+        if self._topics_task is None:
+            self._topics_task = asyncio.ensure_future(self._apply_topics_changed())
+
+    async def _apply_topics_changed(self) -> None:
+        try:
+            while self._topics_dirty:
+                self._topics_dirty = False
+                for group_id, group in list(self.groups.items()):
+                    if isinstance(group, ConsumerGroup) and group.members:
+                        await self._topics_changed_in(group_id)
+        finally:
+            self._topics_task = None
+
+    async def _topics_changed_in(self, group_id: str) -> None:
+        async with self._serialized(group_id):
+            group = self.groups.get(group_id)
+            if not isinstance(group, ConsumerGroup) or not group.members:
+                return
+            if not group.topics_changed():
+                return
+            self._log.info(
+                "group.epoch_bumped",
+                group=group_id,
+                epoch=group.epoch,
+                cause="a subscribed topic was made, deleted or grew",
+            )
+            try:
+                await self._write_consumer_group(group)
+            except ApiError as exc:  # undone: a member's next heartbeat sees the change
+                self._log.warning("coordinator.group_store_failed", group=group_id, error=exc.name)
 
     # --- OffsetCommit -------------------------------------------------------------------
 
@@ -1552,6 +1733,10 @@ class GroupCoordinator:
         get tombstones (key, null value), appended with acks=all like a commit (Kafka
         appends them with acks=0 and answers at once; waiting means an answered delete
         survives a failover)."""
+        async with self._serialized(group_id):  # (a change of the group being written)
+            return await self._delete_group_now(group_id)
+
+    async def _delete_group_now(self, group_id: str) -> ApiError | None:
         try:
             index, store = self._store_for(group_id)
             group = self._deletable(group_id, store)
@@ -1567,9 +1752,7 @@ class GroupCoordinator:
         # (if the leadership moves instead, memory is reloaded from the new leader's log)
         if self.groups.get(group_id) is group:
             del self.groups[group_id]
-        if self.stores.get(index) is store:
-            for i, (key, value) in enumerate(records):
-                store.apply(key, value, result.base_offset + i)
+        self._applied(index, store, records, result.base_offset)
         self._log.info("coordinator.group_deleted", group=group_id, tombstones=len(records))
         if result.error_code:  # e.g. not replicated in time: the answer says so
             return _append_error(result.error_code, result.error_message, "the delete")
@@ -1617,9 +1800,7 @@ class GroupCoordinator:
             result = await self._append(index, records)
             if result.base_offset < 0:
                 raise _append_error(result.error_code, result.error_message, "the delete")
-            if self.stores.get(index) is store:
-                for i, (key, value) in enumerate(records):
-                    store.apply(key, value, result.base_offset + i)
+            self._applied(index, store, records, result.base_offset)
             self._log.info(
                 "coordinator.offsets_deleted",
                 group=group_id,
@@ -1637,6 +1818,19 @@ class GroupCoordinator:
         return OffsetDeleteResponse(
             topics=[OffsetDeleteResponseTopic(name=n, partitions=p) for n, p in by_topic.items()]
         )
+
+    def _applied(
+        self,
+        index: int,
+        store: OffsetStore | None,
+        records: list[tuple[bytes, bytes | None]],
+        base_offset: int,
+    ) -> None:
+        """``records``, appended at ``base_offset``, applied to ``store`` if it is still
+        the partition's (memory follows this leader's log; a move reloads it instead)."""
+        if store is not None and self.stores.get(index) is store:
+            for i, (key, value) in enumerate(records):
+                store.apply(key, value, base_offset + i)
 
     async def _append(
         self, index: int, records: list[tuple[bytes, bytes | None]]

@@ -1,6 +1,7 @@
 """A coordinator's view of one ``__consumer_offsets`` partition: committed offsets and
-groups' metadata, applied from the records it writes or loads (their layout is
-:mod:`protocol.group_log`). Pure: no I/O.
+groups' metadata, applied from the records it writes or loads (their layouts are
+:mod:`protocol.group_log`, and :mod:`protocol.consumer_group_log` for groups of the new
+consumer protocol). Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -8,6 +9,14 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable
 
+from protocol.consumer_group_log import (
+    CONSUMER_GROUP_METADATA,
+    ConsumerGroupImage,
+    ConsumerGroupKey,
+    decode_consumer_group_key,
+    decode_consumer_group_value,
+    encode_consumer_group_key,
+)
 from protocol.group_log import (
     BadRecordError,
     GroupMetadata,
@@ -32,6 +41,8 @@ class OffsetStore:
     def __init__(self) -> None:
         self.groups: dict[str, dict[tuple[str, int], OffsetAndMetadata]] = {}
         self.group_metadata: dict[str, GroupMetadata] = {}
+        self.consumer_groups: dict[str, ConsumerGroupImage] = {}
+        """Groups of the new consumer protocol, as their records (types 3-8) say."""
         self.pending: dict[int, list[tuple[bytes, bytes | None, int]]] = {}
         """A transaction's offsets (TxnOffsetCommit), by producer id, with where each is
         in the log: written in the transaction, applied at its COMMIT marker, dropped at
@@ -134,6 +145,10 @@ class OffsetStore:
             self._written_at.pop(key, None)  # gone with its offset: not kept for it
         elif log_offset >= 0:
             self._written_at[key] = log_offset
+        consumer_key = decode_consumer_group_key(key)
+        if consumer_key is not None:
+            self._apply_consumer_group(consumer_key, value)
+            return
         group_key = decode_group_key(key)
         if group_key is not None:
             if value is None:
@@ -158,6 +173,20 @@ class OffsetStore:
         else:
             offsets[(topic, partition)] = decode_value(value)
 
+    def _apply_consumer_group(self, key: ConsumerGroupKey, value: bytes | None) -> None:
+        decoded = None if value is None else decode_consumer_group_value(key.record_type, value)
+        image = self.consumer_groups.get(key.group_id)
+        if image is None:
+            if value is None:
+                return
+            image = self.consumer_groups[key.group_id] = ConsumerGroupImage()
+        if key.record_type == CONSUMER_GROUP_METADATA and value is None:
+            # the group's last tombstone (Kafka writes it after its members'): the group
+            # is gone, and so is anything of it a compaction left
+            del self.consumer_groups[key.group_id]
+            return
+        image.apply(key, decoded)
+
     def commit(
         self, group: str, offsets: Iterable[tuple[str, int, OffsetAndMetadata]]
     ) -> list[tuple[bytes, bytes]]:
@@ -175,7 +204,19 @@ class OffsetStore:
         offsets: list[tuple[bytes, bytes | None]] = [
             (encode_key(group, t, p), None) for t, p in sorted(keys)
         ]
-        return [*offsets, (encode_group_key(group), None)]
+        return [*offsets, *self.group_tombstones(group)]
+
+    def group_tombstones(self, group: str) -> list[tuple[bytes, bytes | None]]:
+        """The records that delete ``group``'s metadata, whichever protocol it is of: a
+        classic group's key (always, as Kafka's cleanupGroupMetadata: a write of it may
+        be in flight), and each record of a group of the new protocol (its members',
+        then its own, the group epoch last, as Kafka's)."""
+        image = self.consumer_groups.get(group)
+        consumer = [] if image is None else image.keys(group)
+        return [
+            *((encode_consumer_group_key(k), None) for k in consumer),
+            (encode_group_key(group), None),
+        ]
 
     def get(self, group: str) -> dict[tuple[str, int], OffsetAndMetadata]:
         return dict(self.groups.get(group, {}))

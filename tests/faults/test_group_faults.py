@@ -1,7 +1,9 @@
 """A group of Kafka's new consumer protocol (KIP-848) under kill -9 of its coordinator:
 two librdkafka consumers with ``group.protocol=consumer`` go on under the new
-coordinator, every record is read (at least once: what was read since the last
-commit may be read again), and the group ends with every partition assigned once."""
+coordinator, which loads the group from ``__consumer_offsets`` as it was (the same
+members at the same epoch: no rebalance), every record is read (at least once: what was
+read since the last commit may be read again), and the group ends with every partition
+assigned once."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import pytest
 from confluent_kafka import Consumer as RdConsumer
 
 from client import Admin, NewTopic
+from client.types import GroupDescription
 from protocol.group_log import OFFSETS_TOPIC, partition_for
 from tests.integration.conftest import Cluster
 from tests.integration.test_kafka_protocol import KAFKA_LISTENER, _rd_produce, kafka_bootstrap
@@ -55,6 +58,21 @@ def _poll_until(
                 seen.add(message.value())
 
 
+def _member_ids(group: GroupDescription) -> set[str]:
+    return {m.member_id for m in group.members}
+
+
+async def _settled(admin: Admin, consumers: list[RdConsumer], seen: set[bytes]) -> GroupDescription:
+    """The group once it is Stable with just ``consumers``' members (polling them)."""
+    deadline = time.monotonic() + 30
+    while True:
+        (group,) = await admin.describe_groups([GROUP])
+        if group.state == "Stable" and len(group.members) == len(consumers):
+            return group
+        assert time.monotonic() < deadline, group
+        await asyncio.to_thread(_poll_until, consumers, seen, lambda: False, 0.3)
+
+
 async def test_a_new_protocol_group_goes_on_after_its_coordinator_is_killed(
     make_cluster: Callable[..., Cluster],
 ) -> None:
@@ -72,11 +90,18 @@ async def test_a_new_protocol_group_goes_on_after_its_coordinator_is_killed(
     try:
         await asyncio.to_thread(_poll_until, consumers, seen, both_assigned)
         assert both_assigned()
+        # a third comes and goes: the group's epoch is past what a group formed again
+        # from nothing would reach (2)
+        third = _consumer(bootstrap)
+        await asyncio.to_thread(third.poll, 3)
+        await asyncio.to_thread(third.close)
         async with Admin(bootstrap_servers=cluster.bootstrap) as admin:
             (offsets,) = await admin.describe_topics([OFFSETS_TOPIC])
+            before = await _settled(admin, consumers, seen)
+        assert before.generation >= 3
         index = partition_for(GROUP, 3)
         coordinator = next(p.leader for p in offsets.partitions if p.partition == index)
-        cluster.brokers[coordinator].kill()  # kill -9: the group's state goes with it
+        cluster.brokers[coordinator].kill()  # kill -9
         await asyncio.to_thread(_rd_produce, kafka_bootstrap(cluster), TOPIC, 600, 600)
 
         def everything_and_settled() -> bool:
@@ -90,7 +115,12 @@ async def test_a_new_protocol_group_goes_on_after_its_coordinator_is_killed(
 
         await asyncio.to_thread(_poll_until, consumers, seen, everything_and_settled)
         assert seen == {f"r{i}".encode() for i in range(1200)}  # none lost
-        assert everything_and_settled()  # the group re-formed under the new coordinator
+        assert everything_and_settled()
+        async with Admin(bootstrap_servers=cluster.bootstrap) as admin:
+            after = (await admin.describe_groups([GROUP]))[0]
+        # the new coordinator has the group as it was: the same members, the same epoch
+        assert after.coordinator is not None and after.coordinator.node_id != coordinator
+        assert (after.generation, _member_ids(after)) == (before.generation, _member_ids(before))
     finally:
         for c in consumers:
             await asyncio.to_thread(c.close)

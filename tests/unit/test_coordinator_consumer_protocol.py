@@ -27,7 +27,9 @@ from protocol.apis import (
     DescribeGroupsRequest,
     JoinGroupRequest,
     JoinGroupRequestProtocol,
+    LeaveGroupRequest,
     ListGroupsRequest,
+    SyncGroupRequest,
     TxnOffsetCommitRequest,
     UpdateMetadataRequest,
 )
@@ -40,13 +42,22 @@ from protocol.errors import (
     InvalidRequestError,
     NonEmptyGroupError,
     NotCoordinatorError,
+    NotEnoughReplicasError,
+    NotLeaderOrFollowerError,
     StaleMemberEpochError,
     TopicAuthorizationFailedError,
     UnknownMemberIdError,
     UnsupportedAssignorError,
 )
 from tests.unit.test_commit_unknown_topics import _errors
-from tests.unit.test_coordinator_groups import NOBODY, OURS, _commit, _coordinator, _named
+from tests.unit.test_coordinator_groups import (
+    NOBODY,
+    OURS,
+    FakeReplicas,
+    _commit,
+    _coordinator,
+    _named,
+)
 
 T_ID = b"T" * 16
 
@@ -168,7 +179,8 @@ async def test_a_silent_member_is_fenced_on_the_coordinators_clock() -> None:
     await _join(coordinator, "a")
     await _join(coordinator, "b")
     now[0] = 45_000
-    coordinator._tick_consumer_group(coordinator.groups[OURS])  # type: ignore[arg-type]
+    assert coordinator.groups[OURS].due(now[0])  # type: ignore[union-attr]
+    await coordinator._fence_late(OURS)  # (what the coordinator's tick starts)
     assert set(coordinator.groups[OURS].members) == set()
     gone = await _beat(coordinator, member_id="a", member_epoch=1, topic_partitions=_owning())
     assert gone.error_code == UnknownMemberIdError.code  # it joins again, epoch 0
@@ -238,7 +250,7 @@ async def test_the_two_protocols_share_the_group_ids_as_kafkas_do() -> None:
     fenced = await _beat(coordinator, member_id="a", member_epoch=7, topic_partitions=_owning())
     assert fenced.error_code == FencedMemberEpochError.code
     await _beat(coordinator, member_id="a", member_epoch=-1)  # empty now: classic may have it
-    coordinator.groups[OURS] = coordinator._classic_group(OURS)
+    coordinator.groups[OURS] = await coordinator._classic_group(OURS)
     assert isinstance(coordinator.groups[OURS], Group)
     # a classic group with members is not taken over (Kafka's migration is not done here)
     coordinator.groups[OURS].members["m"] = object()  # type: ignore[assignment]
@@ -376,3 +388,130 @@ async def test_a_regex_gives_only_the_topics_the_member_may_describe(
         topic_partitions=[],
     )
     assert (by_regex.error_code, _partitions(by_regex)) == (0, set())
+
+
+# --- the group in __consumer_offsets: what a coordinator that takes over has ------------------
+
+
+def _moved(replicas: FakeReplicas) -> GroupCoordinator:
+    """The coordinator the group moved to: it loaded the same log."""
+    coordinator, _ = _coordinator(replicas)
+    _with_ids(coordinator)
+    return coordinator
+
+
+async def _converged(coordinator: GroupCoordinator) -> dict[str, set[int]]:
+    """a and b share t at epoch 2; what each holds."""
+    await _join(coordinator, "a")
+    await _join(coordinator, "b")
+    told = await _beat(
+        coordinator, member_id="a", member_epoch=1, topic_partitions=_owning(*range(8))
+    )
+    kept = _partitions(told)
+    await _beat(coordinator, member_id="a", member_epoch=1, topic_partitions=_owning(*kept))
+    got = await _beat(coordinator, member_id="b", member_epoch=2, topic_partitions=_owning())
+    return {"a": kept, "b": _partitions(got)}
+
+
+async def test_a_group_goes_on_under_the_coordinator_it_moved_to() -> None:
+    coordinator, replicas = _coordinator()
+    _with_ids(coordinator)
+    held = await _converged(coordinator)
+    assert held["a"] | held["b"] == set(range(8)) and not held["a"] & held["b"]
+    group_epoch = coordinator.groups[OURS].epoch  # type: ignore[union-attr]
+
+    moved = _moved(replicas)
+    group = moved.groups[OURS]
+    assert isinstance(group, ConsumerGroup) and group.state == "Stable"
+    for member, partitions in held.items():  # their epochs and partitions, as they were
+        answer = await _beat(
+            moved, member_id=member, member_epoch=2, topic_partitions=_owning(*partitions)
+        )
+        assert (answer.error_code, answer.member_epoch) == (0, 2)
+        assert answer.assignment is None or _partitions(answer) == partitions
+    assert group.epoch == group_epoch  # no rebalance
+    ok = await moved.offset_commit(_commit(OURS, {0: 5}, member_id="b", generation_id=2))
+    assert _errors(ok) == {("t", 0): 0}  # commits at the member's epoch go on
+    # and a member that heartbeats no more is fenced there, on its session from the move
+    assert not group.due(moved._doubt.clock() + 44_000)
+
+
+async def test_an_answer_waits_for_its_records_and_the_next_change_for_the_answer() -> None:
+    coordinator, replicas = _coordinator()
+    _with_ids(coordinator)
+    replicas.gate = asyncio.get_running_loop().create_future()
+    first = asyncio.ensure_future(_join(coordinator, "a"))
+    second = asyncio.ensure_future(_join(coordinator, "b"))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not first.done() and not second.done()
+    assert "b" not in coordinator.groups[OURS].members  # b waits for a's change to be written
+    replicas.gate.set_result(None)
+    assert (await first).member_epoch == 1 and (await second).member_epoch == 2
+
+
+async def test_a_change_not_written_is_undone_and_told_to_retry() -> None:
+    coordinator, replicas = _coordinator()
+    _with_ids(coordinator)
+    replicas.fail_code = NotEnoughReplicasError.code
+    refused = await _join(coordinator, "a")
+    assert refused.error_code == CoordinatorNotAvailableError.code  # retriable
+    assert OURS not in coordinator.groups  # a new group none of whose records landed
+    replicas.fail_code = 0
+    await _join(coordinator, "a")
+    group = coordinator.groups[OURS]
+    replicas.fail_code = NotLeaderOrFollowerError.code
+    refused = await _join(coordinator, "b")
+    assert refused.error_code == NotCoordinatorError.code
+    undone = coordinator.groups[OURS]
+    assert isinstance(undone, ConsumerGroup) and undone is not group
+    assert (set(undone.members), undone.epoch) == ({"a"}, 1)  # as the log has it
+    replicas.fail_code = 0
+    assert (await _join(coordinator, "b")).member_epoch == 2
+    assert set(_moved(replicas).groups[OURS].members) == {"a", "b"}  # type: ignore[union-attr]
+
+
+async def test_fences_leaves_and_a_delete_are_in_the_log_too() -> None:
+    coordinator, replicas = _coordinator()
+    _with_ids(coordinator)
+    now = [0]
+    coordinator._doubt._given_clock = lambda: now[0]
+    await _join(coordinator, "a")
+    await _join(coordinator, "b")
+    await _join(coordinator, "s", instance_id="host-s")
+    await _beat(coordinator, member_id="a", member_epoch=-1)
+    await _beat(coordinator, member_id="s", member_epoch=-2, instance_id="host-s")
+    assert set(_moved(replicas).groups[OURS].members) == {"b", "s"}  # type: ignore[union-attr]
+    assert _moved(replicas).groups[OURS].members["s"].epoch == -2  # type: ignore[union-attr]
+    now[0] = 45_000
+    await coordinator._fence_late(OURS)
+    assert _moved(replicas).groups[OURS].members == {}  # type: ignore[union-attr]
+    deleted = await coordinator.delete_groups(DeleteGroupsRequest(groups_names=[OURS]))
+    assert deleted.results[0].error_code == 0
+    reloaded = replicas.reload()
+    assert OURS not in reloaded.consumer_groups and OURS not in _moved(replicas).groups
+
+
+async def test_one_protocol_taking_the_others_empty_group_deletes_its_records() -> None:
+    coordinator, replicas = _coordinator()
+    _with_ids(coordinator)
+    await _join(coordinator, "a")
+    await _beat(coordinator, member_id="a", member_epoch=-1)
+    classic = JoinGroupRequest(
+        group_id=OURS,
+        session_timeout_ms=10_000,
+        protocol_type="consumer",
+        protocols=[JoinGroupRequestProtocol(name="range", metadata=b"")],
+    )
+    joined = await coordinator.join_group(classic)
+    assert joined.error_code == 0
+    assert OURS not in replicas.reload().consumer_groups  # its records went first
+    await coordinator.sync_group(
+        SyncGroupRequest(group_id=OURS, generation_id=1, member_id=joined.member_id)
+    )
+    await coordinator.leave_group(LeaveGroupRequest(group_id=OURS, member_id=joined.member_id))
+    assert OURS in replicas.reload().group_metadata  # the classic group, stored empty
+    assert (await _join(coordinator, "c")).error_code == 0  # and back to this protocol
+    reloaded = replicas.reload()
+    assert OURS not in reloaded.group_metadata and OURS in reloaded.consumer_groups
+    assert isinstance(_moved(replicas).groups[OURS], ConsumerGroup)

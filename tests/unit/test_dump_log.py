@@ -15,6 +15,15 @@ from broker.log.cleaner import LogCleaner
 from broker.log.manager import LogManager
 from client import TopicPartition, cli
 from client.assignors import Assignment, encode_assignment
+from protocol.consumer_group_log import (
+    CONSUMER_GROUP_METADATA,
+    CURRENT_MEMBER_ASSIGNMENT,
+    MEMBER_METADATA,
+    ConsumerGroupKey,
+    MemberAssignment,
+    encode_consumer_group_key,
+    encode_consumer_group_value,
+)
 from protocol.group_log import (
     GroupMetadata,
     MemberMetadata,
@@ -227,6 +236,19 @@ def test_internal_topics_records_are_decoded_as_kafkas_dump_does(tmp_path: Path)
         (encode_group_key("billing"), encode_group_value(group)),
         (encode_key("billing", "orders", 1), None),
         (b"\x00\x09junk", b"junk"),  # a key kind this build does not know
+        # a group of the new consumer protocol (Kafka 4's records, shown as its dump does)
+        (
+            encode_consumer_group_key(ConsumerGroupKey(CONSUMER_GROUP_METADATA, "billing")),
+            encode_consumer_group_value(CONSUMER_GROUP_METADATA, 4),
+        ),
+        (
+            encode_consumer_group_key(ConsumerGroupKey(CURRENT_MEMBER_ASSIGNMENT, "billing", "m")),
+            encode_consumer_group_value(
+                CURRENT_MEMBER_ASSIGNMENT,
+                MemberAssignment(4, 3, 0, {b"\x01" * 16: frozenset({1, 0})}, {}),
+            ),
+        ),
+        (encode_consumer_group_key(ConsumerGroupKey(MEMBER_METADATA, "billing", "x")), None),
     ]
     offsets.append(encode_batch([(k, v, None, 1_000) for k, v in records]))
     offsets.close()
@@ -244,6 +266,12 @@ def test_internal_topics_records_are_decoded_as_kafkas_dump_does(tmp_path: Path)
         "generation=3 leader=m-1",
         "offset_commit::group=billing,partition=orders-1 payload: <DELETE>",
         "0x00096a756e6b (cannot be decoded: a key version this build does not know) payload: junk",
+        '{"type":"3","data":{"groupId":"billing"}} payload: {"version":"0","data":{"epoch":4}}',
+        '{"type":"8","data":{"groupId":"billing","memberId":"m"}} payload: {"version":"0",'
+        '"data":{"memberEpoch":4,"previousMemberEpoch":3,"state":0,"assignedPartitions":'
+        '[{"topicId":"AQEBAQEBAQEBAQEBAQEBAQ","partitions":[0,1]}],'
+        '"partitionsPendingRevocation":[]}}',
+        '{"type":"5","data":{"groupId":"billing","memberId":"x"}} payload: <DELETE>',
     ]
 
     txns = Log.open(tmp_path / "__transaction_state-0", CONFIG)
