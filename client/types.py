@@ -11,6 +11,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
+from protocol.topic_partition import TopicPartition
+
 __all__ = [
     "AlterConfigOp",
     "BrokerDescription",
@@ -46,11 +48,6 @@ __all__ = [
 ]
 
 _NO_CONFIGS: Mapping[str, str] = MappingProxyType({})
-
-
-class TopicPartition(NamedTuple):
-    topic: str
-    partition: int
 
 
 class TopicPartitionReplica(NamedTuple):

@@ -1206,6 +1206,9 @@ class OffsetCommitRequest(Request):
     group_instance_id: str | None = None
     retention_time_ms: int = -1
     topics: list[OffsetCommitRequestTopic] = field(default_factory=list)
+    kafka_version: int = field(-1, since=KAFKA_ONLY)
+    """The version of Kafka's OffsetCommit it came in (-1: Headwater's own protocol): a
+    member of the new consumer protocol must commit with v9 or above, as Kafka's."""
 
 
 @dataclass(slots=True, kw_only=True)
@@ -1233,11 +1236,28 @@ class OffsetFetchRequestTopic:
 
 
 @dataclass(slots=True, kw_only=True)
+class OffsetFetchRequestGroup:
+    """One group of Kafka's OffsetFetch v8+ (several groups in one request)."""
+
+    group_id: str
+    member_id: str | None = None
+    """v9: a member of the new consumer protocol fetching (null: an admin's fetch)."""
+    member_epoch: int = -1
+    topics: list[OffsetFetchRequestTopic] | None = None
+
+
+@dataclass(slots=True, kw_only=True)
 class OffsetFetchRequest(Request):
     group_id: str
     topics: list[OffsetFetchRequestTopic] | None = None
     """None: every partition the group has committed."""
     require_stable: bool = False
+    member_id: str | None = field(None, since=KAFKA_ONLY)
+    """Kafka's v9: the member fetching (its epoch is checked, as a commit's)."""
+    member_epoch: int = field(-1, since=KAFKA_ONLY)
+    groups: list[OffsetFetchRequestGroup] | None = field(None, since=KAFKA_ONLY)
+    """Kafka's v8+: the groups asked, each answered on its own (``group_id`` and
+    ``topics`` above unused then)."""
 
 
 @dataclass(slots=True, kw_only=True)
@@ -1256,9 +1276,18 @@ class OffsetFetchResponseTopic:
 
 
 @dataclass(slots=True, kw_only=True)
+class OffsetFetchResponseGroup:
+    group_id: str
+    topics: list[OffsetFetchResponseTopic] = field(default_factory=list)
+    error_code: int = 0
+
+
+@dataclass(slots=True, kw_only=True)
 class OffsetFetchResponse(Response):
     throttle_time_ms: int = 0
     topics: list[OffsetFetchResponseTopic] = field(default_factory=list)
+    groups: list[OffsetFetchResponseGroup] | None = field(None, since=KAFKA_ONLY)
+    """Kafka's v8+: each group asked, with its error."""
 
 
 # --- group membership: JoinGroup (11), SyncGroup (14), Heartbeat (12), LeaveGroup (13) --

@@ -26,8 +26,8 @@ members' records, then of 6, 4 and 3 (Kafka's order). Replaying the records in l
 gives :class:`ConsumerGroupImage`, what the coordinator builds the group from.
 
 Kafka 4.1 dropped record 4 for a hash in record 3 (KIP-1101); 4.0's is written here, with
-4.0's ``PartitionMetadata`` (racks, a tagged field) left out as Kafka's assignors no
-longer read it. Pure: bytes in, objects out.
+4.0's ``PartitionMetadata`` (racks: a regular field, not a tagged one) written empty, as
+Kafka 4.0 does when it knows no racks, and dropped when read. Pure: bytes in, objects out.
 """
 
 from __future__ import annotations
@@ -229,12 +229,15 @@ _ASSIGNMENT = Array(_TOPIC_PARTITIONS)
 
 _GROUP_METADATA = Struct([Field("epoch", INT32)])
 _TARGET_METADATA = Struct([Field("assignment_epoch", INT32)])
+_PARTITION_RACKS = Array(Struct([Field("partition", INT32), Field("racks", Array(STRING))]))
 _TOPIC_METADATA = Struct(
     [
         Field("topic_id", UUID),
         Field("topic_name", STRING),
         Field("num_partitions", INT32),
-        # (4.0's PartitionMetadata, tag 0: racks, not written; skipped when read)
+        # 4.0's PartitionMetadata (a regular field: [partition, racks]): written empty,
+        # as Kafka 4.0 does when no rack is known; read and dropped
+        Field("partition_metadata", _PARTITION_RACKS, attr=None),
     ]
 )
 _PARTITION_METADATA = Struct([Field("topics", Array(_TOPIC_METADATA))])

@@ -58,6 +58,7 @@ from protocol.errors import (
     UnknownMemberIdError,
     UnreleasedInstanceIdError,
     UnsupportedAssignorError,
+    UnsupportedVersionError,
 )
 
 __all__ = [
@@ -68,8 +69,6 @@ __all__ = [
     "TopicInfo",
     "assign_range",
     "assign_uniform",
-    "consumer_protocol_assignment",
-    "consumer_protocol_subscription",
     "new_member_id",
 ]
 
@@ -164,6 +163,8 @@ class ConsumerGroup:
     """When the last member went (wall clock): an empty group's offsets expire from then."""
     dead: bool = False
     """Being deleted: commits and heartbeats are told to retry."""
+    replaced: object = None
+    """The empty classic group of the id it took the place of, until its first write."""
     wall_clock: Callable[[], int] = field(default=lambda: time.time_ns() // 1_000_000)
     _view: object = None  # the topics mapping the subscriptions were resolved against
     _stale: bool = True  # a subscription changed, or a member came or went, since then
@@ -338,8 +339,19 @@ class ConsumerGroup:
         return max(sorted(counts), key=lambda name: counts[name])
 
     def subscribed_topic_names(self) -> set[str]:
-        """Every topic some member subscribes to (by name or by its regex), that exists."""
-        return set(self._subscribed_now())
+        """Every topic some member subscribes to (by name or by its regex), that exists.
+        (Resolved without touching the cache of :meth:`_subscribed_now`, which only a
+        caller that stores its result in ``subscribed_topics`` may move on.)"""
+        topics = self.topics()
+        if topics is self._view and not self._stale:
+            return set(self.subscribed_topics)
+        names: set[str] = set()
+        for member in self.members.values():
+            names.update(n for n in member.subscribed if n in topics)
+            if member.regex is not None:
+                matched = _matching(member.regex, topics)
+                names.update(t for t in matched if member.describable(t))
+        return names
 
     def delete(self) -> None:
         self.dead = True
@@ -351,11 +363,18 @@ class ConsumerGroup:
         """Its coordinator moved: nothing waits here (a heartbeat is answered at once)."""
 
     def check_commit(
-        self, member_id: str, member_epoch: int, instance_id: str | None = None
+        self,
+        member_id: str,
+        member_epoch: int,
+        instance_id: str | None = None,
+        *,
+        kafka_version: int = -1,
     ) -> None:
-        """An OffsetCommit (or OffsetFetch with a member) against this group (Kafka's
-        ConsumerGroup.validateOffsetCommit): a member's epoch must be its current one.
-        (``instance_id``: taken as a classic group's check takes it; not needed here.)"""
+        """An OffsetCommit against this group (Kafka's
+        ConsumerGroup.validateOffsetCommit): a member's epoch must be its current one, and
+        its commit Kafka's OffsetCommit v9 or above (``kafka_version``; -1: Headwater's own
+        protocol, or a transaction's commit). (``instance_id``: taken as a classic group's
+        check takes it; not needed here.)"""
         if self.dead:  # its tombstones are being written: a commit now would outlive them
             raise CoordinatorNotAvailableError(
                 f"group {self.group_id!r} is being deleted; try again"
@@ -363,6 +382,24 @@ class ConsumerGroup:
         if member_epoch < 0 and not self.members:
             return  # an admin's or a member-less consumer's commit
         member = self.members.get(member_id)
+        if member is None:
+            raise UnknownMemberIdError(f"member {member_id!r} is not in group {self.group_id!r}")
+        if 0 <= kafka_version < 9:
+            raise UnsupportedVersionError(
+                f"OffsetCommit v{kafka_version}: a member of the consumer group protocol "
+                "(KIP-848) commits with OffsetCommit v9 or above; upgrade the client"
+            )
+        if member_epoch != member.epoch:
+            raise StaleMemberEpochError(
+                f"member {member_id!r} is at epoch {member.epoch}, not {member_epoch}"
+            )
+
+    def check_fetch(self, member_id: str | None, member_epoch: int) -> None:
+        """An OffsetFetch v9 from a member (Kafka's validateOffsetFetch): it must be in
+        the group, at its epoch. No member id and no epoch: an admin's, taken."""
+        if member_id is None and member_epoch < 0:
+            return
+        member = self.members.get(member_id or "")
         if member is None:
             raise UnknownMemberIdError(f"member {member_id!r} is not in group {self.group_id!r}")
         if member_epoch != member.epoch:
@@ -485,6 +522,21 @@ class ConsumerGroup:
         self._logged_current = dict(image.current)
         # a member's records without its subscription (not Kafka's): gone at the next write
         self._touched = (image.targets.keys() | image.current.keys()) - image.members.keys()
+
+    def keep_timers(self, before: ConsumerGroup) -> None:
+        """A group rebuilt from the log after a change of ``before`` could not be written:
+        its members' sessions and revocation deadlines run on as they did, and a member
+        the change removed (fenced, or leaving) is due at the next tick: fenced again
+        then, not a session later."""
+        for member_id, member in self.members.items():
+            was = before.members.get(member_id)
+            if was is None:
+                member.session_deadline_ms = 0
+                continue
+            member.session_deadline_ms = was.session_deadline_ms
+            if member.state == UNREVOKED_PARTITIONS and was.revocation_epoch == member.epoch:
+                member.revocation_deadline_ms = was.revocation_deadline_ms
+                member.revocation_epoch = was.revocation_epoch
 
     # --- the steps ----------------------------------------------------------------------
 
@@ -756,31 +808,6 @@ def _late(member: ConsumerMember, now_ms: int) -> bool:
         and member.state == UNREVOKED_PARTITIONS
         and member.epoch == member.revocation_epoch
     )
-
-
-def _str16(text: str) -> bytes:
-    data = text.encode()
-    return len(data).to_bytes(2, "big") + data
-
-
-def consumer_protocol_subscription(topics: list[str]) -> bytes:
-    """Kafka's ConsumerProtocol Subscription v0 (``version | topics | user_data``): how a
-    classic DescribeGroups shows a member's topics."""
-    out = bytearray(b"\x00\x00") + len(topics).to_bytes(4, "big")
-    for topic in topics:
-        out += _str16(topic)
-    return bytes(out + b"\xff\xff\xff\xff")  # user data: null
-
-
-def consumer_protocol_assignment(partitions: Mapping[str, list[int]]) -> bytes:
-    """Kafka's ConsumerProtocol Assignment v0 (``version | [topic, partitions] |
-    user_data``)."""
-    out = bytearray(b"\x00\x00") + len(partitions).to_bytes(4, "big")
-    for topic, parts in sorted(partitions.items()):
-        out += _str16(topic) + len(parts).to_bytes(4, "big")
-        for p in parts:
-            out += p.to_bytes(4, "big")
-    return bytes(out + b"\xff\xff\xff\xff")
 
 
 def new_member_id() -> str:

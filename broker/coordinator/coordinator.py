@@ -45,7 +45,6 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
-import struct
 import time
 from collections.abc import AsyncIterator, Awaitable, Collection, Mapping
 from typing import TypeVar
@@ -66,8 +65,6 @@ from broker.coordinator.consumer_group import (
     Assignment,
     ConsumerGroup,
     TopicInfo,
-    consumer_protocol_assignment,
-    consumer_protocol_subscription,
     new_member_id,
 )
 from broker.coordinator.doubt import Doubt
@@ -128,6 +125,7 @@ from protocol.apis import (
     OffsetDeleteResponseTopic,
     OffsetFetchRequest,
     OffsetFetchResponse,
+    OffsetFetchResponseGroup,
     OffsetFetchResponsePartition,
     OffsetFetchResponseTopic,
     ProducePartitionResponse,
@@ -140,6 +138,14 @@ from protocol.consumer_group_log import (
     ConsumerGroupImage,
     encode_consumer_group_key,
     encode_consumer_group_value,
+)
+from protocol.consumer_protocol import Assignment as ProtocolAssignment
+from protocol.consumer_protocol import (
+    ProtocolError,
+    Subscription,
+    decode_subscription,
+    encode_assignment,
+    encode_subscription,
 )
 from protocol.errors import (
     ApiError,
@@ -728,6 +734,11 @@ class GroupCoordinator:
         group = self._group(group_id)
         if not isinstance(group, ConsumerGroup):
             return group
+        # (shielded: tombstones appended are followed by the group's replacement even if
+        # the JoinGroup's connection goes meanwhile, as a heartbeat's change is)
+        return await asyncio.shield(self._replace_serialized(group_id))
+
+    async def _replace_serialized(self, group_id: str) -> Group:
         async with self._serialized(group_id):
             return await self._replace_consumer_group(group_id)
 
@@ -745,6 +756,7 @@ class GroupCoordinator:
                 "use another group id)"
             )
         image = store.consumer_groups.get(group_id)
+        error: ApiError | None = None
         if image is not None:
             records: list[tuple[bytes, bytes | None]] = [
                 (encode_consumer_group_key(k), None) for k in image.keys(group_id)
@@ -753,15 +765,17 @@ class GroupCoordinator:
             if result.base_offset < 0:
                 raise _append_error(result.error_code, result.error_message, "the group's change")
             self._applied(index, store, records, result.base_offset)
-            if result.error_code:
-                raise _append_error(result.error_code, result.error_message, "the group's change")
             if self.groups.get(group_id) is not group:
                 raise self._not_coordinator(group_id)
+            if result.error_code:  # in this leader's log all the same: memory follows it
+                error = _append_error(result.error_code, result.error_message, "the group's change")
         del self.groups[group_id]
         classic = self._group(group_id)
         assert isinstance(classic, Group)
         classic.emptied_at_ms = group.emptied_at_ms  # (its offsets expire from then)
         classic.pending_commits = group.pending_commits
+        if error is not None:
+            raise error
         return classic
 
     def _known_group(self, group_id: str) -> Group:
@@ -1092,7 +1106,9 @@ class GroupCoordinator:
         (:meth:`_install`)."""
         self._store_for(group_id)
         group = self.groups.get(group_id)
-        if group is not None and group.state == DEAD:
+        # (a ConsumerGroup's dead flag, not its state: that walks every member, per beat)
+        dead = group.dead if isinstance(group, ConsumerGroup) else group and group.state == DEAD
+        if dead:
             raise CoordinatorNotAvailableError(f"group {group_id!r} is being deleted; try again")
         if isinstance(group, ConsumerGroup):
             return group
@@ -1111,6 +1127,7 @@ class GroupCoordinator:
         if group is not None:  # an empty classic group: what its offsets' expiry goes by
             made.emptied_at_ms = group.emptied_at_ms
             made.pending_commits = group.pending_commits
+            made.replaced = group  # (what a first write not made gives back)
         return made
 
     def _new_consumer_group(self, group_id: str) -> ConsumerGroup:
@@ -1193,6 +1210,7 @@ class GroupCoordinator:
             self._revert(group)
             raise _store_error(error)
         self._applied(index, store, records, result.base_offset)
+        group.replaced = None
         if result.error_code:
             raise _store_error(error_for_code(result.error_code, result.error_message))
 
@@ -1205,7 +1223,11 @@ class GroupCoordinator:
         store = self.stores.get(partition_for(group_id, self.num_partitions))
         image = None if store is None else store.consumer_groups.get(group_id)
         if image is not None and image.epoch is not None:
-            restored: Group | ConsumerGroup = self._restored_consumer(group_id, image)
+            rebuilt = self._restored_consumer(group_id, image)
+            rebuilt.keep_timers(group)
+            restored: Group | ConsumerGroup = rebuilt
+        elif isinstance(group.replaced, Group):  # the empty classic group, as it was
+            restored = group.replaced
         elif group.pending_commits or group.emptied_at_ms >= 0:
             # the empty (classic) group it took the place of: what its offsets' expiry,
             # and the commits being written, count in
@@ -1312,7 +1334,10 @@ class GroupCoordinator:
                 self._topics_dirty = False
                 for group_id, group in list(self.groups.items()):
                     if isinstance(group, ConsumerGroup) and group.members:
-                        await self._topics_changed_in(group_id)
+                        try:
+                            await self._topics_changed_in(group_id)
+                        except Exception:  # a bug: logged, and the other groups go on
+                            self._log.exception("coordinator.topics_change_failed", group=group_id)
         finally:
             self._topics_task = None
 
@@ -1357,9 +1382,17 @@ class GroupCoordinator:
             error = None
             if allowed.topics:
                 group = self._group(request.group_id)
-                group.check_commit(
-                    request.member_id, request.generation_id, request.group_instance_id
-                )
+                if isinstance(group, ConsumerGroup):
+                    group.check_commit(
+                        request.member_id,
+                        request.generation_id,
+                        request.group_instance_id,
+                        kafka_version=request.kafka_version,
+                    )
+                else:
+                    group.check_commit(
+                        request.member_id, request.generation_id, request.group_instance_id
+                    )
                 error = await self._commit(group, allowed, unknown)
         except ApiError as exc:
             error = exc
@@ -1568,8 +1601,36 @@ class GroupCoordinator:
     # --- OffsetFetch --------------------------------------------------------------------
 
     async def offset_fetch(self, request: OffsetFetchRequest) -> OffsetFetchResponse:
+        """A group's committed offsets; Kafka's v8+ asks several groups at once, each
+        answered on its own (an error is that group's), and v9 says the member asking,
+        checked as a commit's (a consumer group's member at its epoch)."""
+        if request.groups is None:
+            return self._offset_fetch(request)
+        answers = []
+        for asked in request.groups:
+            try:
+                one = self._offset_fetch(
+                    OffsetFetchRequest(
+                        group_id=asked.group_id,
+                        topics=asked.topics,
+                        require_stable=request.require_stable,
+                        member_id=asked.member_id,
+                        member_epoch=asked.member_epoch,
+                    )
+                )
+                answers.append(OffsetFetchResponseGroup(group_id=asked.group_id, topics=one.topics))
+            except ApiError as exc:
+                answers.append(
+                    OffsetFetchResponseGroup(group_id=asked.group_id, error_code=exc.code)
+                )
+        return OffsetFetchResponse(groups=answers)
+
+    def _offset_fetch(self, request: OffsetFetchRequest) -> OffsetFetchResponse:
         self._check_group(Operation.DESCRIBE, request.group_id)
         _, store = self._store_for(request.group_id)
+        group = self.groups.get(request.group_id)
+        if isinstance(group, ConsumerGroup):
+            group.check_fetch(request.member_id, request.member_epoch)
         committed = store.get(request.group_id)
         described = self._acl.decider(Operation.DESCRIBE, ResourceType.TOPIC)
         wanted: dict[str, list[int]] = {}
@@ -1733,6 +1794,11 @@ class GroupCoordinator:
         get tombstones (key, null value), appended with acks=all like a commit (Kafka
         appends them with acks=0 and answers at once; waiting means an answered delete
         survives a failover)."""
+        # shielded: a delete whose request goes mid-append finishes (else the group would
+        # stay Dead, refusing its members, until the partition moved)
+        return await asyncio.shield(self._delete_serialized(group_id))
+
+    async def _delete_serialized(self, group_id: str) -> ApiError | None:
         async with self._serialized(group_id):  # (a change of the group being written)
             return await self._delete_group_now(group_id)
 
@@ -2001,9 +2067,16 @@ def _described_consumer_group(group: ConsumerGroup, names: Mapping[bytes, str]) 
                 group_instance_id=m.instance_id,
                 client_id=m.client_id,
                 client_host=m.client_host,
-                member_metadata=consumer_protocol_subscription(sorted(m.subscribed)),
-                member_assignment=consumer_protocol_assignment(
-                    {names[t]: sorted(ps) for t, ps in m.assigned.items() if t in names}
+                member_metadata=encode_subscription(Subscription(sorted(m.subscribed))),
+                member_assignment=encode_assignment(
+                    ProtocolAssignment(
+                        [
+                            TopicPartition(names[t], p)
+                            for t, ps in m.assigned.items()
+                            if t in names
+                            for p in ps
+                        ]
+                    )
                 ),
             )
             for m in group.members.values()
@@ -2082,27 +2155,16 @@ def _append_error(code: int, message: str | None, what: str) -> ApiError:
 
 
 def _subscribed_topics(group: Group | ConsumerGroup) -> set[str] | None:
-    """The topics a consumer group's members subscribe to, from the subscription bytes
-    of Kafka's ConsumerProtocol (``version:i16 | topics:[str16] | ...``); None if one
-    cannot be read (then every topic counts as subscribed, as Kafka's does). A group of
-    the new protocol says its own."""
+    """The topics a consumer group's members subscribe to, from their subscriptions in
+    Kafka's ConsumerProtocol; None if one cannot be read (then every topic counts as
+    subscribed, as Kafka's does). A group of the new protocol says its own."""
     if isinstance(group, ConsumerGroup):
         return group.subscribed_topic_names()
     topics: set[str] = set()
     for member in group.members.values():
-        data = member.metadata(group.protocol_name)
         try:
-            (count,) = struct.unpack_from(">i", data, 2)
-            if count < 0:
-                return None  # a null list: unreadable, as Kafka takes it
-            pos = 6
-            for _ in range(count):
-                (size,) = struct.unpack_from(">h", data, pos)
-                if size < 0 or pos + 2 + size > len(data):
-                    return None
-                topics.add(data[pos + 2 : pos + 2 + size].decode())
-                pos += 2 + size
-        except (struct.error, UnicodeDecodeError):
+            topics.update(decode_subscription(member.metadata(group.protocol_name)).topics)
+        except ProtocolError:
             return None
     return topics
 

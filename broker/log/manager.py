@@ -53,13 +53,9 @@ from broker.log.config import LogConfig
 from broker.log.log import Clock, Log, remove_log_dir, wall_clock_ms
 from broker.log.swap import fsync_dir
 from protocol.errors import HeadwaterError, InconsistentClusterIdError, KafkaStorageError
+from protocol.topic_partition import TopicPartition
 
 __all__ = ["InconsistentBrokerIdError", "LogManager", "TopicPartition"]
-
-
-class TopicPartition(NamedTuple):
-    topic: str
-    partition: int
 
 
 TruncationListener = Callable[[TopicPartition, Log, int], None]

@@ -50,6 +50,7 @@ from protocol.apis import (
     OffsetCommitRequestPartition,
     OffsetCommitRequestTopic,
     OffsetFetchRequest,
+    OffsetFetchRequestGroup,
     OffsetFetchRequestTopic,
     OffsetForLeaderEpochRequest,
     OffsetForLeaderPartition,
@@ -885,60 +886,86 @@ _OFFSET_COMMIT_RESPONSE = Struct(
     ]
 )
 
+_OFFSET_FETCH_TOPIC = Struct(
+    [F("name", STRING), F("partition_indexes", Array(INT32))], OffsetFetchRequestTopic
+)
 _OFFSET_FETCH_REQUEST = Struct(
     [
-        F("group_id", STRING),
+        F("group_id", STRING, 0, 7, default=""),
+        F("topics", Array(_OFFSET_FETCH_TOPIC, nullable=True), 0, 7),
         F(
-            "topics",
+            "groups",
             Array(
                 Struct(
-                    [F("name", STRING), F("partition_indexes", Array(INT32))],
-                    OffsetFetchRequestTopic,
-                ),
-                nullable=True,
+                    [
+                        F("group_id", STRING),
+                        F("member_id", NULLABLE_STRING, 9),
+                        F("member_epoch", INT32, 9, default=-1),
+                        F("topics", Array(_OFFSET_FETCH_TOPIC, nullable=True)),
+                    ],
+                    OffsetFetchRequestGroup,
+                )
             ),
+            8,
         ),
         F("require_stable", BOOL, 7),
     ],
     OffsetFetchRequest,
 )
+_OFFSET_FETCH_TOPICS = Array(
+    Struct(
+        [
+            F("name", STRING),
+            F(
+                "partitions",
+                Array(
+                    Struct(
+                        [
+                            F("partition_index", INT32),
+                            F("committed_offset", INT64, default=-1),
+                            F("committed_leader_epoch", INT32, 5, default=-1),
+                            F("metadata", NULLABLE_STRING),
+                            F("error_code", INT16),
+                        ]
+                    )
+                ),
+            ),
+        ]
+    )
+)
 _OFFSET_FETCH_RESPONSE = Struct(
     [
         F("throttle_time_ms", INT32, 3),
+        F("topics", _OFFSET_FETCH_TOPICS, 0, 7),
+        F("error_code", INT16, 2, 7),
         F(
-            "topics",
+            "groups",
             Array(
                 Struct(
                     [
-                        F("name", STRING),
-                        F(
-                            "partitions",
-                            Array(
-                                Struct(
-                                    [
-                                        F("partition_index", INT32),
-                                        F("committed_offset", INT64, default=-1),
-                                        F("committed_leader_epoch", INT32, 5, default=-1),
-                                        F("metadata", NULLABLE_STRING),
-                                        F("error_code", INT16),
-                                    ]
-                                )
-                            ),
-                        ),
+                        F("group_id", STRING),
+                        F("topics", _OFFSET_FETCH_TOPICS),
+                        F("error_code", INT16),
                     ]
                 )
             ),
+            8,
         ),
-        F("error_code", INT16, 2),
     ]
 )
+
+
+def _with_kafka_version(request: Any, version: int, client_id: str | None) -> Any:
+    request.kafka_version = version
+    return request
 
 
 def _offset_fetch_refused(
     request: OffsetFetchRequest, code: int, message: str | None
 ) -> dict[str, Any]:
     # v1 has no request-level error code: Kafka puts it in every partition asked for
-    # (a v1 client would read an empty answer as "nothing committed" and reset)
+    # (a v1 client would read an empty answer as "nothing committed" and reset); v8+
+    # answers each group asked with it
     return {
         "error_code": code,
         "topics": [
@@ -950,6 +977,7 @@ def _offset_fetch_refused(
             }
             for t in request.topics or ()
         ],
+        "groups": [{"group_id": g.group_id, "error_code": code} for g in request.groups or ()],
     }
 
 
@@ -1194,12 +1222,13 @@ KAFKA_APIS = _apis(
         8,
         _OFFSET_COMMIT_REQUEST,
         _OFFSET_COMMIT_RESPONSE,
+        finish=_with_kafka_version,
         refuse=per_partition("partition_index", "partition_index"),
     ),
     KafkaApi(
         ApiKey.OFFSET_FETCH,
         1,
-        7,
+        9,  # v8: several groups at once; v9: a member's id and epoch (KIP-848)
         6,
         _OFFSET_FETCH_REQUEST,
         _OFFSET_FETCH_RESPONSE,

@@ -315,3 +315,57 @@ def test_a_rebuilt_members_regex_gives_no_new_topic_until_it_says_who_it_is() ->
     a = reloaded.members["a"]
     reloaded.heartbeat("a", a.epoch, 0, owned=dict(a.assigned), describable=lambda t: True)
     assert reloaded.subscribed_topic_names() == {"t", "tx"}
+
+
+# --- review 128 -------------------------------------------------------------------------------
+
+# record 4: Kafka 4.0's PartitionMetadata is a regular field
+
+# Kafka 4.0's ConsumerGroupPartitionMetadataValue v0, one topic "t" (8 partitions), no racks:
+# Topics [TopicId, TopicName, NumPartitions, PartitionMetadata [] (a regular field), tags], tags
+KAFKA_40_RECORD_4 = (
+    b"\x00\x00"  # version 0
+    + b"\x02"  # Topics: 1
+    + T + b"\x02t" + struct.pack(">i", 8)
+    + b"\x01"  # PartitionMetadata: empty (Kafka 4.0 writes [] when no rack is known)
+    + b"\x00"  # TopicMetadata's tagged fields
+    + b"\x00"  # the value's tagged fields
+)  # fmt: skip
+
+
+def test_record_4_is_read_as_kafka_40_writes_it() -> None:
+    assert decode_consumer_group_value(PARTITION_METADATA, KAFKA_40_RECORD_4) == {
+        "t": TopicInfo(T, 8)
+    }
+
+
+def test_record_4_is_written_as_kafka_40_reads_it() -> None:
+    value = {"t": TopicInfo(T, 8)}
+    assert encode_consumer_group_value(PARTITION_METADATA, value) == KAFKA_40_RECORD_4
+
+
+# subscribed_topic_names() (offsets expiry, OffsetDelete) hid a topic's growth from the group
+
+
+def test_a_rebuilt_group_asked_its_topics_first_still_sees_a_topic_grew() -> None:
+    cluster = Cluster(t=2)
+    group = _group(cluster)
+    _join(group, "a", ["t"])
+    log: list[tuple[bytes, bytes | None]] = []
+    _written(group, log)
+    cluster.topics = {"t": TopicInfo(T, 3)}  # grew while the coordinator moved
+    reloaded = _reloaded(log, cluster, 0)
+    reloaded.subscribed_topic_names()  # an offsets expiry (Stable group) or OffsetDelete asks
+    a = reloaded.members["a"]
+    answer = reloaded.heartbeat("a", a.epoch, 0, owned=dict(a.assigned))
+    assert reloaded.subscribed_topics["t"].partitions == 3
+    assert answer.assignment == {T: frozenset(range(3))}
+
+
+def test_asking_a_groups_topics_does_not_hide_a_growth_from_topics_changed() -> None:
+    cluster = Cluster(t=2)
+    group = _group(cluster)
+    _join(group, "a", ["t"])
+    cluster.topics = {"t": TopicInfo(T, 3)}
+    group.subscribed_topic_names()  # asked before the (now deferred) topics_changed task runs
+    assert group.topics_changed()

@@ -29,11 +29,16 @@ from protocol.apis import (
     JoinGroupRequestProtocol,
     LeaveGroupRequest,
     ListGroupsRequest,
+    OffsetFetchRequest,
+    OffsetFetchRequestGroup,
+    OffsetFetchRequestTopic,
+    ProducePartitionResponse,
     SyncGroupRequest,
     TxnOffsetCommitRequest,
     UpdateMetadataRequest,
 )
 from protocol.errors import (
+    ApiError,
     CoordinatorNotAvailableError,
     FencedMemberEpochError,
     GroupIdNotFoundError,
@@ -42,12 +47,14 @@ from protocol.errors import (
     InvalidRequestError,
     NonEmptyGroupError,
     NotCoordinatorError,
+    NotEnoughReplicasAfterAppendError,
     NotEnoughReplicasError,
     NotLeaderOrFollowerError,
     StaleMemberEpochError,
     TopicAuthorizationFailedError,
     UnknownMemberIdError,
     UnsupportedAssignorError,
+    UnsupportedVersionError,
 )
 from tests.unit.test_commit_unknown_topics import _errors
 from tests.unit.test_coordinator_groups import (
@@ -313,7 +320,9 @@ async def test_a_commit_racing_the_delete_of_an_empty_group_is_told_to_retry() -
     deleting = asyncio.ensure_future(
         coordinator.delete_groups(DeleteGroupsRequest(groups_names=[OURS]))
     )
-    await asyncio.sleep(0)  # its tombstones are appended; it waits for them
+    for _ in range(5):  # its tombstones are appended; it waits for them
+        await asyncio.sleep(0)
+    assert coordinator.groups[OURS].state == "Dead"
     committing = asyncio.ensure_future(coordinator.offset_commit(_commit(OURS, {0: 7})))
     await asyncio.sleep(0)
     replicas.gate.set_result(None)  # type: ignore[attr-defined]
@@ -468,7 +477,7 @@ async def test_a_change_not_written_is_undone_and_told_to_retry() -> None:
     assert (set(undone.members), undone.epoch) == ({"a"}, 1)  # as the log has it
     replicas.fail_code = 0
     assert (await _join(coordinator, "b")).member_epoch == 2
-    assert set(_moved(replicas).groups[OURS].members) == {"a", "b"}  # type: ignore[union-attr]
+    assert set(_moved(replicas).groups[OURS].members) == {"a", "b"}
 
 
 async def test_fences_leaves_and_a_delete_are_in_the_log_too() -> None:
@@ -481,11 +490,11 @@ async def test_fences_leaves_and_a_delete_are_in_the_log_too() -> None:
     await _join(coordinator, "s", instance_id="host-s")
     await _beat(coordinator, member_id="a", member_epoch=-1)
     await _beat(coordinator, member_id="s", member_epoch=-2, instance_id="host-s")
-    assert set(_moved(replicas).groups[OURS].members) == {"b", "s"}  # type: ignore[union-attr]
-    assert _moved(replicas).groups[OURS].members["s"].epoch == -2  # type: ignore[union-attr]
+    assert set(_moved(replicas).groups[OURS].members) == {"b", "s"}
+    assert _moved(replicas).groups[OURS].members["s"].epoch == -2
     now[0] = 45_000
     await coordinator._fence_late(OURS)
-    assert _moved(replicas).groups[OURS].members == {}  # type: ignore[union-attr]
+    assert _moved(replicas).groups[OURS].members == {}
     deleted = await coordinator.delete_groups(DeleteGroupsRequest(groups_names=[OURS]))
     assert deleted.results[0].error_code == 0
     reloaded = replicas.reload()
@@ -515,3 +524,162 @@ async def test_one_protocol_taking_the_others_empty_group_deletes_its_records() 
     reloaded = replicas.reload()
     assert OURS not in reloaded.group_metadata and OURS in reloaded.consumer_groups
     assert isinstance(_moved(replicas).groups[OURS], ConsumerGroup)
+
+
+async def test_a_member_commits_with_offset_commit_v9_or_above_as_kafkas() -> None:
+    coordinator = _setup()
+    await _join(coordinator, "a")
+    old = _commit(OURS, {0: 5}, member_id="a", generation_id=1, kafka_version=8)
+    assert _errors(await coordinator.offset_commit(old)) == {("t", 0): UnsupportedVersionError.code}
+    new = _commit(OURS, {0: 5}, member_id="a", generation_id=1, kafka_version=9)
+    assert _errors(await coordinator.offset_commit(new)) == {("t", 0): 0}
+    ours = _commit(OURS, {0: 6}, member_id="a", generation_id=1)  # Headwater's own protocol
+    assert _errors(await coordinator.offset_commit(ours)) == {("t", 0): 0}
+    zombie = _commit(OURS, {0: 7}, member_id="x", generation_id=1, kafka_version=8)
+    assert _errors(await coordinator.offset_commit(zombie)) == {  # (Kafka's order)
+        ("t", 0): UnknownMemberIdError.code
+    }
+    await _beat(coordinator, member_id="a", member_epoch=-1)
+    admin = _commit(OURS, {0: 8}, kafka_version=2)  # an empty group: an admin's, any version
+    assert _errors(await coordinator.offset_commit(admin)) == {("t", 0): 0}
+
+
+async def test_offset_fetch_v8_asks_several_groups_and_v9_checks_the_member() -> None:
+    coordinator = _setup()
+    await _join(coordinator, "a")
+    await coordinator.offset_commit(_commit(OURS, {0: 5}, member_id="a", generation_id=1))
+    wanted = [OffsetFetchRequestTopic(name="t", partition_indexes=[0])]
+
+    def asked(group: str, member: str | None = None, epoch: int = -1) -> OffsetFetchRequestGroup:
+        return OffsetFetchRequestGroup(
+            group_id=group, member_id=member, member_epoch=epoch, topics=wanted
+        )
+
+    answer = await coordinator.offset_fetch(
+        OffsetFetchRequest(
+            group_id="",
+            groups=[
+                asked(OURS),  # an admin's
+                asked(OURS, "a", 1),  # the member, at its epoch
+                asked(OURS, "a", 0),  # at another
+                asked(OURS, "x", 1),  # not a member
+                asked(NOBODY),  # no offsets: -1, no error
+                asked(_named("elsewhere", 1)),  # coordinated elsewhere
+            ],
+        )
+    )
+    assert answer.groups is not None
+    got = [
+        (g.error_code, [p.committed_offset for t in g.topics for p in t.partitions])
+        for g in answer.groups
+    ]
+    assert got == [
+        (0, [5]),
+        (0, [5]),
+        (StaleMemberEpochError.code, []),
+        (UnknownMemberIdError.code, []),
+        (0, [-1]),
+        (NotCoordinatorError.code, []),
+    ]
+
+
+# --- review 128 -------------------------------------------------------------------------------
+
+# a JoinGroup's tombstones appended (with an error), but the consumer group kept in memory
+
+
+async def test_tombstones_appended_with_an_error_still_replace_the_group() -> None:
+    coordinator, replicas = _coordinator()
+    _with_ids(coordinator)
+    await _join(coordinator, "a")
+    await _beat(coordinator, member_id="a", member_epoch=-1)  # empty now
+    real = replicas.append_records
+
+    async def appended_not_replicated(*args: Any, **kw: Any) -> ProducePartitionResponse:
+        result = await real(*args, **kw)  # in the log, then the ISR shrank
+        return ProducePartitionResponse(
+            index=result.index,
+            base_offset=result.base_offset,
+            error_code=NotEnoughReplicasAfterAppendError.code,
+        )
+
+    replicas.append_records = appended_not_replicated  # type: ignore[method-assign]
+    classic = JoinGroupRequest(
+        group_id=OURS,
+        session_timeout_ms=10_000,
+        protocol_type="consumer",
+        protocols=[JoinGroupRequestProtocol(name="range", metadata=b"")],
+    )
+    with pytest.raises(ApiError):  # told to retry
+        await coordinator.join_group(classic)
+    replicas.append_records = real  # type: ignore[method-assign]
+    # the log has the group's tombstones; a member of the new protocol joins meanwhile
+    assert (await _join(coordinator, "b")).error_code == 0
+    live = coordinator.groups[OURS]
+    moved_coordinator = _moved(replicas)
+    moved = moved_coordinator.groups[OURS]
+    assert isinstance(live, ConsumerGroup) and isinstance(moved, ConsumerGroup)
+    assert moved.subscribed_topics == live.subscribed_topics  # record 4 was not lost
+    b = live.members["b"]
+    answer = await _beat(
+        moved_coordinator,
+        member_id="b",
+        member_epoch=b.epoch,
+        topic_partitions=_owning(*{p for ps in b.assigned.values() for p in ps}),
+    )
+    assert (answer.error_code, answer.member_epoch) == (0, b.epoch)  # no rebalance
+
+
+# a first write refused: the empty classic group it replaced comes back as stored
+
+
+async def test_a_refused_join_over_an_empty_classic_group_gives_back_that_group() -> None:
+    coordinator, replicas = _coordinator()
+    _with_ids(coordinator)
+    request = JoinGroupRequest(
+        group_id=OURS,
+        session_timeout_ms=10_000,
+        protocol_type="consumer",
+        protocols=[JoinGroupRequestProtocol(name="range", metadata=b"")],
+    )
+    for _ in range(3):  # three generations of a classic group, then it is left empty
+        joined = await coordinator.join_group(request)
+        await coordinator.sync_group(
+            SyncGroupRequest(
+                group_id=OURS, generation_id=joined.generation_id, member_id=joined.member_id
+            )
+        )
+        await coordinator.leave_group(LeaveGroupRequest(group_id=OURS, member_id=joined.member_id))
+    await asyncio.sleep(0)
+    classic = coordinator.groups[OURS]
+    assert isinstance(classic, Group) and classic.state == "Empty"
+    generation = classic.generation_id
+    assert generation > 0
+    replicas.fail_code = NotEnoughReplicasError.code
+    assert (await _join(coordinator, "a")).error_code != 0  # not written: undone
+    undone = coordinator.groups[OURS]
+    stored = _moved(replicas).groups[OURS]
+    assert isinstance(undone, Group) and isinstance(stored, Group)
+    assert undone.generation_id == stored.generation_id == generation
+    assert undone.protocol_name == stored.protocol_name
+
+
+async def test_a_fence_not_written_is_due_again_at_the_next_tick_and_others_keep_theirs() -> None:
+    coordinator, replicas = _coordinator()
+    _with_ids(coordinator)
+    now = [0]
+    coordinator._doubt._given_clock = lambda: now[0]
+    await _join(coordinator, "a")
+    now[0] = 30_000
+    await _join(coordinator, "b")  # b's session runs to 75 s, a's to 45 s
+    now[0] = 45_000
+    replicas.fail_code = NotEnoughReplicasError.code
+    await coordinator._fence_late(OURS)  # a fenced, not written: undone
+    group = coordinator.groups[OURS]
+    assert isinstance(group, ConsumerGroup) and set(group.members) == {"a", "b"}
+    assert group.members["b"].session_deadline_ms == 75_000  # not a session from now
+    assert group.due(now[0])  # a: fenced again at the next tick
+    replicas.fail_code = 0
+    await coordinator._fence_late(OURS)
+    assert set(coordinator.groups[OURS].members) == {"b"}  # type: ignore[union-attr]
+    assert set(_moved(replicas).groups[OURS].members) == {"b"}  # type: ignore[union-attr]
