@@ -607,12 +607,14 @@ class Consumer:
             self._holding = False
         self._wake()
 
-    async def _lost(self) -> None:
-        """The group dropped this member: nothing more of its partitions is handed out
-        and nothing is committed (another member may own them already; a commit would be
-        refused for want of a generation); the user hears of it while their positions can
-        still be read (Kafka's order), then they go."""
-        lost = self.assignment()
+    async def _lost(self, partitions: set[TopicPartition] | None = None) -> None:
+        """The group dropped this member (``partitions`` None: all), or a topic it reads
+        was deleted: nothing more of them is handed out and nothing is committed (another
+        member may own them already; a commit would be refused for want of a generation,
+        or land in a topic made again under the name); the user hears of it while their
+        positions can still be read (Kafka's order), then they go."""
+        owned = self.assignment()
+        lost = owned if partitions is None else owned & partitions
         self._holding = True
         token = _IN_REBALANCE.set(True)
         try:
@@ -621,7 +623,7 @@ class Consumer:
                     await self._listener.on_partitions_lost(lost)
                 except Exception:
                     _log.exception("on_partitions_lost raised; the rebalance goes on")
-            self._assign_partitions([])
+            self._assign_partitions(tp for tp in self._subscription.states if tp not in lost)
         finally:
             _IN_REBALANCE.reset(token)
             self._holding = False

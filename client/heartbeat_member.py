@@ -96,7 +96,8 @@ class HeartbeatMember:
         self._stopping = False
         self._parked = asyncio.Event()  # the task is at a point where it may stop
         self._task: asyncio.Task[None] | None = None
-        self._ids: dict[str, bytes] = {}  # the topics given us, by name (owned is said by id)
+        self._ids: dict[str, bytes] = {}
+        """The id each topic we own was given us under, by name (owned is said by id)."""
 
     # --- the consumer's side ----------------------------------------------------------------
 
@@ -288,21 +289,37 @@ class HeartbeatMember:
     async def _reconcile(self, given: list[ConsumerGroupTopicPartitions]) -> None:
         """Give up what the coordinator took away, take what it gave, and say so at the
         next heartbeat (sent at once). An id the metadata does not name yet (a topic
-        made after this consumer looked) is asked for again with a full heartbeat."""
+        made after this consumer looked) is asked for again with a full heartbeat.
+
+        A partition of a topic deleted, or deleted and made again under its name (the
+        same name, another id), is lost rather than given up: its position is not
+        committed (it would land in the new topic's offsets), and the new topic's
+        partition given under the name is taken afresh, from its own committed offset."""
         names = await self._names_of({bytes(t.topic_id) for t in given})
         resolved = all(bytes(t.topic_id) in names for t in given)
-        new = {
-            TopicPartition(names[bytes(t.topic_id)], p)
+        new_ids = {
+            TopicPartition(names[bytes(t.topic_id)], p): bytes(t.topic_id)
             for t in given
             if bytes(t.topic_id) in names
             for p in t.partitions
         }
+        new = set(new_ids)
         owned = set(self.assignment)
-        revoked, added = owned - new, new - owned
-        if revoked or added:
+        current = {name: meta.topic_id for name, meta in self._cluster.metadata.topics.items()}
+        gone = {
+            tp
+            for tp in owned
+            if (was := self._ids.get(tp.topic)) is not None
+            and was != (new_ids[tp] if tp in new_ids else current.get(tp.topic, was))
+        }
+        revoked, added = owned - new - gone, (new - owned) | (gone & new)
+        if revoked or added or gone:
             self._settled.clear()
+        if gone:
+            await self._hooks.lose(gone)
         if revoked:
             await self._hooks.revoke(revoked)
+        self._ids = {tp.topic: topic_id for tp, topic_id in new_ids.items()}
         self.assignment = sorted(new)
         if revoked or added:
             await self._hooks.assign(self.assignment, added)
@@ -325,8 +342,6 @@ class HeartbeatMember:
         names.update(_by_id(self._cluster.metadata.topics))
         if topic_ids - set(names):
             names.update(_by_id((await self._cluster.fetch_metadata(None)).topics))
-        for topic_id in topic_ids & set(names):
-            self._ids[names[topic_id]] = topic_id
         return names
 
     def _owned_by_id(self, partitions: list[TopicPartition]) -> list[ConsumerGroupTopicPartitions]:
@@ -355,7 +370,7 @@ class HeartbeatMember:
                 self._reconciling = None
             self._target = None
             if self.assignment:
-                await self._hooks.lose()
+                await self._hooks.lose(None)
                 self.assignment = []
             self.epoch, self._full, self._ack = 0, True, False
             self._settled.clear()

@@ -146,9 +146,9 @@ class MemberHooks:
     """How long since the user last polled (0 while a poll is waiting)."""
     fail: Callable[[BaseException], None]
     """A fatal error: the consumer raises it to the user."""
-    lose: Callable[[], Coroutine[Any, Any, None]]
-    """Every partition is lost (the member was dropped): stop at once, no commit, the
-    user's callback."""
+    lose: Callable[[set[TopicPartition] | None], Coroutine[Any, Any, None]]
+    """Partitions are lost, None for all (the member was dropped; a topic deleted under
+    it): stop at once, no commit, the user's callback."""
 
 
 class GroupMember:
@@ -380,7 +380,7 @@ class GroupMember:
             if self._revoking is None:
                 if not self._holds_assignment:
                     return
-                hook = self._hooks.lose() if lost else self._hooks.revoke(partitions)
+                hook = self._hooks.lose(None) if lost else self._hooks.revoke(partitions)
                 self._revoking = asyncio.get_running_loop().create_task(hook)
                 self._revoking_what = None if lost else partitions
             revoking, what = self._revoking, self._revoking_what

@@ -21,7 +21,7 @@ from protocol.errors import RebalanceInProgressError
 from tests.unit.test_membership import _Cooperative, _member, _until
 
 
-async def _lose() -> None:
+async def _lose(partitions: object = None) -> None:
     pass
 
 
@@ -63,7 +63,7 @@ async def test_eager_member_offering_cooperative_sticky_leaves_no_partition_unow
     async def assign(tps: list[TopicPartition], new: set[TopicPartition]) -> None:
         joined.set()
 
-    async def lose() -> None:
+    async def lose(partitions: object = None) -> None:
         pass
 
     member = _member(

@@ -19,7 +19,7 @@ from client.errors import CommitFailedError
 from client.heartbeat_member import HeartbeatMember
 from client.membership import MemberHooks
 from client.types import TopicPartition
-from protocol.apis import ApiKey
+from protocol.apis import UPDATE_METADATA_INCREMENTAL, ApiKey, UpdateMetadataRequest
 from protocol.errors import (
     NetworkError,
     StaleMemberEpochError,
@@ -70,11 +70,15 @@ class _Consumer:
         self.name, self.everyone, self.clash = name, everyone, clash
         self.held: set[TopicPartition] = set()
         self.lost_count = 0
+        self.revoked: list[set[TopicPartition]] = []
+        self.lost: list[set[TopicPartition]] = []
+        self.added: list[set[TopicPartition]] = []
         self.failed: list[BaseException] = []
         everyone[name] = self
 
     def hooks(self) -> MemberHooks:
         async def revoke(tps: set[TopicPartition] | None) -> None:
+            self.revoked.append(set(self.held if tps is None else tps))
             self.held -= self.held if tps is None else tps
 
         async def assign(all_of: list[TopicPartition], added: set[TopicPartition]) -> None:
@@ -82,10 +86,12 @@ class _Consumer:
                 if other is not self and other.held & added:
                     self.clash.append(f"{self.name} got {other.held & added} of {other.name}")
             self.held = set(all_of)
+            self.added.append(set(added))
 
-        async def lose() -> None:
+        async def lose(tps: set[TopicPartition] | None) -> None:
             self.lost_count += 1
-            self.held = set()
+            self.lost.append(set(self.held if tps is None else tps))
+            self.held -= self.held if tps is None else tps
 
         return MemberHooks(revoke, assign, lambda: 0.0, self.failed.append, lose)
 
@@ -390,3 +396,35 @@ async def test_a_static_member_restarted_gets_its_partitions_back_without_a_new_
     assert group.epoch == epoch and other_side.held.isdisjoint(mine) and clash == []
     await restarted.stop()
     await other.stop()
+
+
+async def test_a_topic_made_again_under_its_name_is_lost_and_taken_afresh() -> None:
+    """Review 126's edge: the same name, another id. The old topic's positions must not
+    be committed (they would land in the new topic's offsets), and the new topic's
+    partitions are new to the consumer (fetched from their own committed offsets)."""
+    coordinator = _quick()
+    cluster = _Cluster(coordinator)
+    side = _Consumer("a", {}, [])
+    member = _member(cluster, side)
+    member.start()
+    await _until(lambda: len(side.held) == 8 and member.stable)
+    every = {TopicPartition("t", p) for p in range(8)}
+    assert side.added == [every]
+    made_again = b"N" * 16
+    state = coordinator._metadata.topics["t"][0]
+    coordinator._metadata.update(
+        UpdateMetadataRequest(
+            controller_id=1,
+            controller_epoch=1,
+            type=UPDATE_METADATA_INCREMENTAL,
+            partition_states=[state],
+            topic_ids={"t": made_again},
+        )
+    )
+    cluster.metadata = SimpleNamespace(topics={"t": SimpleNamespace(topic_id=made_again)})
+    coordinator.topics_changed()
+    await _until(lambda: len(side.added) == 2 and len(side.held) == 8 and member.stable)
+    assert side.lost == [every] and side.revoked == []  # lost: nothing committed
+    assert side.added[1] == every  # taken afresh
+    assert member._owned_by_id(sorted(side.held))[0].topic_id == made_again
+    await member.stop()
