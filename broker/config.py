@@ -873,6 +873,19 @@ SETTINGS: tuple[Setting, ...] = (
         2**31 - 1,
     ),
     Setting(
+        "group.consumer.migration.policy",
+        str,
+        "bidirectional",
+        "Whether a group with members moves between the two consumer group protocols as "
+        "its members do (Kafka's online migration): bidirectional, upgrade (classic to the "
+        "new protocol only), downgrade (back only), disabled. An empty group always does.",
+        check=lambda v: (
+            None
+            if str(v).lower() in ("bidirectional", "upgrade", "downgrade", "disabled")
+            else "one of bidirectional, upgrade, downgrade, disabled"
+        ),
+    ),
+    Setting(
         "group.consumer.assignors",
         list,
         ["uniform", "range"],

@@ -39,6 +39,7 @@ from typing import Any, NamedTuple
 from protocol.errors import MalformedMessageError
 from protocol.group_log import BadRecordError
 from protocol.kafka.codec import (
+    BYTES,
     INT8,
     INT32,
     NULLABLE_STRING,
@@ -46,6 +47,7 @@ from protocol.kafka.codec import (
     UUID,
     Array,
     Field,
+    NullableStruct,
     Struct,
     read_message,
     write_message,
@@ -59,6 +61,7 @@ __all__ = [
     "TARGET_ASSIGNMENT_MEMBER",
     "TARGET_ASSIGNMENT_METADATA",
     "Assignment",
+    "ClassicMetadata",
     "ConsumerGroupImage",
     "ConsumerGroupKey",
     "MemberAssignment",
@@ -93,6 +96,16 @@ class TopicInfo(NamedTuple):
 
 
 @dataclass(frozen=True, slots=True)
+class ClassicMetadata:
+    """A member of a group of the new protocol that speaks the classic one (JoinGroup,
+    SyncGroup, Heartbeat: Kafka's online migration): its session timeout, and the
+    protocols (name, ConsumerProtocol subscription) its JoinGroup offered."""
+
+    session_timeout_ms: int
+    protocols: tuple[tuple[str, bytes], ...]
+
+
+@dataclass(frozen=True, slots=True)
 class MemberSubscription:
     """Record 5: what a member subscribes to, and who it is."""
 
@@ -104,6 +117,8 @@ class MemberSubscription:
     regex: str | None = None
     rebalance_timeout_ms: int = -1
     server_assignor: str | None = None
+    classic: ClassicMetadata | None = None
+    """A classic member's (tag 0, ClassicMemberMetadata); None: a member of the new one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,6 +263,27 @@ def _subscription(**fields: Any) -> MemberSubscription:
     return MemberSubscription(**fields)
 
 
+def _classic(session_timeout_ms: int, protocols: list[tuple[str, bytes]]) -> ClassicMetadata:
+    return ClassicMetadata(session_timeout_ms, tuple(protocols))
+
+
+def _protocol(name: str, metadata: Any) -> tuple[str, bytes]:
+    return name, bytes(metadata)
+
+
+_CLASSIC = Struct(
+    [
+        Field("session_timeout_ms", INT32),
+        Field(
+            "protocols",
+            Array(Struct([Field("name", STRING), Field("metadata", BYTES)], _protocol)),
+            convert=lambda protocols: [{"name": n, "metadata": m} for n, m in protocols],
+        ),
+    ],
+    _classic,
+)
+
+
 _MEMBER_METADATA = Struct(
     [
         Field("instance_id", NULLABLE_STRING),
@@ -258,8 +294,7 @@ _MEMBER_METADATA = Struct(
         Field("regex", NULLABLE_STRING),
         Field("rebalance_timeout_ms", INT32),
         Field("server_assignor", NULLABLE_STRING),
-        # (tag 0, ClassicMemberMetadata: a classic member's, in Kafka's online migration
-        # between the protocols; not written here, skipped when read)
+        Field("classic", NullableStruct(_CLASSIC), tag=0),  # ClassicMemberMetadata
     ],
     _subscription,
 )

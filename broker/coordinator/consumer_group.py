@@ -28,7 +28,7 @@ import base64
 import collections
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -42,18 +42,23 @@ from protocol.consumer_group_log import (
     TARGET_ASSIGNMENT_MEMBER,
     TARGET_ASSIGNMENT_METADATA,
     Assignment,
+    ClassicMetadata,
     ConsumerGroupImage,
     ConsumerGroupKey,
     MemberAssignment,
     MemberSubscription,
     TopicInfo,
 )
+from protocol.consumer_protocol import ProtocolError, decode_subscription
 from protocol.errors import (
     CoordinatorNotAvailableError,
     FencedInstanceIdError,
     FencedMemberEpochError,
     GroupMaxSizeReachedError,
+    IllegalGenerationError,
+    InconsistentGroupProtocolError,
     InvalidRegularExpressionError,
+    RebalanceInProgressError,
     StaleMemberEpochError,
     UnknownMemberIdError,
     UnreleasedInstanceIdError,
@@ -105,6 +110,14 @@ class ConsumerMember:
     """Which topics its regex may give it (its principal's DESCRIBE, Kafka's KAFKA-18813)."""
     restored: bool = False
     """Built from the log: its principal is not known until its next heartbeat."""
+    classic: ClassicMetadata | None = None
+    """A member that speaks the classic protocol (JoinGroup, SyncGroup, Heartbeat; Kafka's
+    online migration): its session timeout and protocols. None: the new protocol."""
+    join_deadline_ms: int | None = None
+    """A classic member told to rejoin: fenced if it has not by then (its rebalance
+    timeout)."""
+    sync_deadline_ms: int | None = None
+    """A classic member that joined: fenced if it has not synced by then."""
 
     def subscription(self) -> MemberSubscription:
         """Its record 5."""
@@ -117,6 +130,7 @@ class ConsumerMember:
             self.regex,
             self.rebalance_timeout_ms,
             self.server_assignor,
+            self.classic,
         )
 
     def assignment(self) -> MemberAssignment:
@@ -230,15 +244,7 @@ class ConsumerGroup:
             if member.restored and member.regex is not None:
                 self._stale = True  # its regex resolved again, for its own principal
             member.restored = False
-        self._touched.add(member.member_id)
-        if changed:
-            self._stale = True
-        if changed or self.epoch == 0:
-            self.epoch += 1
-        self._refresh_topics()
-        if self.epoch > self.assignment_epoch:
-            self._assign()
-        self._reconcile(member, owned, now_ms)
+        self._advance(member, changed, owned, now_ms)
         member.session_deadline_ms = now_ms + self.session_timeout_ms
         send = member_epoch == 0 or full or member.assigned != before
         return HeartbeatAnswer(
@@ -248,6 +254,24 @@ class ConsumerGroup:
     def leave(self, member_id: str, member_epoch: int, instance_id: str | None) -> int:
         """A heartbeat with epoch -1 (leave) or -2 (a static member leaving for now: it
         keeps its partitions until its session timeout). Returns the epoch to answer."""
+        member = self._leaver(member_id, instance_id)
+        if member_epoch == STATIC_LEAVE and instance_id is not None:
+            self._touched.add(member_id)
+            member.epoch = STATIC_LEAVE
+            self._release(member, member.pending)
+            member.pending = {}
+            member.revocation_deadline_ms = None
+            return STATIC_LEAVE
+        self.fence(member_id)
+        return LEAVE
+
+    def leaving(self, member_id: str, member_epoch: int, instance_id: str | None) -> set[str]:
+        """Who :meth:`leave` would take out of the group (none: a static member leaving
+        for now); raises its error."""
+        self._leaver(member_id, instance_id)
+        return set() if member_epoch == STATIC_LEAVE and instance_id is not None else {member_id}
+
+    def _leaver(self, member_id: str, instance_id: str | None) -> ConsumerMember:
         if instance_id is not None:
             holder = self._instances.get(instance_id)
             if holder is None:
@@ -259,15 +283,11 @@ class ConsumerGroup:
         member = self.members.get(member_id)
         if member is None:
             raise UnknownMemberIdError(f"member {member_id!r} is not in group {self.group_id!r}")
-        if member_epoch == STATIC_LEAVE and instance_id is not None:
-            self._touched.add(member_id)
-            member.epoch = STATIC_LEAVE
-            self._release(member, member.pending)
-            member.pending = {}
-            member.revocation_deadline_ms = None
-            return STATIC_LEAVE
-        self.fence(member_id)
-        return LEAVE
+        return member
+
+    def late(self, now_ms: int) -> list[str]:
+        """The members :meth:`tick` at ``now_ms`` would fence."""
+        return [m.member_id for m in self.members.values() if _late(m, now_ms)]
 
     def fence(self, member_id: str) -> None:
         """``member_id`` removed: its partitions are free, the group epoch goes up."""
@@ -384,15 +404,12 @@ class ConsumerGroup:
         member = self.members.get(member_id)
         if member is None:
             raise UnknownMemberIdError(f"member {member_id!r} is not in group {self.group_id!r}")
-        if 0 <= kafka_version < 9:
+        if 0 <= kafka_version < 9 and member.classic is None:
             raise UnsupportedVersionError(
                 f"OffsetCommit v{kafka_version}: a member of the consumer group protocol "
                 "(KIP-848) commits with OffsetCommit v9 or above; upgrade the client"
             )
-        if member_epoch != member.epoch:
-            raise StaleMemberEpochError(
-                f"member {member_id!r} is at epoch {member.epoch}, not {member_epoch}"
-            )
+        _check_member_epoch(member, member_epoch)
 
     def check_fetch(self, member_id: str | None, member_epoch: int) -> None:
         """An OffsetFetch v9 from a member (Kafka's validateOffsetFetch): it must be in
@@ -402,10 +419,7 @@ class ConsumerGroup:
         member = self.members.get(member_id or "")
         if member is None:
             raise UnknownMemberIdError(f"member {member_id!r} is not in group {self.group_id!r}")
-        if member_epoch != member.epoch:
-            raise StaleMemberEpochError(
-                f"member {member_id!r} is at epoch {member.epoch}, not {member_epoch}"
-            )
+        _check_member_epoch(member, member_epoch)
 
     # --- the log (records 3-8 of __consumer_offsets) -------------------------------------
 
@@ -498,15 +512,21 @@ class ConsumerGroup:
                 subscribed=sub.subscribed,
                 regex=sub.regex,
                 server_assignor=sub.server_assignor,
+                classic=sub.classic,
                 epoch=at.epoch,
                 previous_epoch=at.previous_epoch,
                 state=at.state,
-                session_deadline_ms=now_ms + self.session_timeout_ms,
+                session_deadline_ms=now_ms
+                + (
+                    self.session_timeout_ms
+                    if sub.classic is None
+                    else sub.classic.session_timeout_ms
+                ),
                 describable=known.__contains__,
                 restored=True,
             )
             self._set(member, at.assigned, at.pending)
-            if member.state == UNREVOKED_PARTITIONS:
+            if member.state == UNREVOKED_PARTITIONS and member.classic is None:
                 member.revocation_deadline_ms = now_ms + member.rebalance_timeout_ms
                 member.revocation_epoch = member.epoch
             self.members[member_id] = member
@@ -534,9 +554,219 @@ class ConsumerGroup:
                 member.session_deadline_ms = 0
                 continue
             member.session_deadline_ms = was.session_deadline_ms
+            member.join_deadline_ms = was.join_deadline_ms
+            member.sync_deadline_ms = was.sync_deadline_ms
             if member.state == UNREVOKED_PARTITIONS and was.revocation_epoch == member.epoch:
                 member.revocation_deadline_ms = was.revocation_deadline_ms
                 member.revocation_epoch = was.revocation_epoch
+
+    # --- classic members (Kafka's online migration between the protocols) -------------
+
+    def adopt(self, epoch: int, members: list[tuple[ConsumerMember, Assignment]]) -> None:
+        """A classic group's members taken in (Kafka's online upgrade), each Stable at
+        ``epoch`` with its partitions as its target: the group's every record is
+        written at its next change."""
+        self.epoch = self.assignment_epoch = epoch
+        for member, assigned in members:
+            self.members[member.member_id] = member
+            self._set(member, assigned, {})
+            self.target[member.member_id] = dict(member.assigned)
+            if member.instance_id is not None:
+                self._instances[member.instance_id] = member.member_id
+            self._touched.add(member.member_id)
+        self._targets_touched = True
+        self._stale = True
+
+    def classic_join(
+        self,
+        member_id: str,
+        now_ms: int,
+        *,
+        instance_id: str | None,
+        client_id: str,
+        client_host: str,
+        session_timeout_ms: int,
+        rebalance_timeout_ms: int,
+        protocol_type: str,
+        protocols: list[tuple[str, bytes]],
+    ) -> tuple[ConsumerMember, str]:
+        """A classic JoinGroup into this group (Kafka's classicGroupJoinToConsumerGroup):
+        the member's subscription is its first protocol's ConsumerProtocol bytes, what
+        it owns their owned partitions (none, for an eager client: it revoked them all
+        before it rejoined); it is reconciled as a heartbeat would be, and answered at
+        once: (the member, the protocol name to answer). Its SyncGroup gets its
+        partitions; a heartbeat tells it to rejoin while it has further to go."""
+        if protocol_type != "consumer" or not protocols:
+            raise InconsistentGroupProtocolError(
+                f"group {self.group_id!r} is a consumer group: a classic member joins it "
+                "with protocol type consumer"
+            )
+        if not self._supports(member_id, [name for name, _ in protocols]):
+            raise InconsistentGroupProtocolError(
+                f"none of the protocols offered ({', '.join(n for n, _ in protocols)}) is "
+                f"one every classic member of group {self.group_id!r} supports"
+            )
+        try:
+            subscription = decode_subscription(protocols[0][1])
+        except ProtocolError as exc:
+            raise InconsistentGroupProtocolError(
+                f"the subscription is not Kafka's consumer protocol: {exc}"
+            ) from None
+        member = self._classic_member_for(member_id or new_member_id(), instance_id)
+        names = self.topics()
+        owned: Assignment = {}
+        for tp in subscription.owned:
+            info = names.get(tp.topic)
+            if info is not None:
+                owned[info.topic_id] = owned.get(info.topic_id, frozenset()) | {tp.partition}
+        changed = self._update(
+            member,
+            rack_id=None,
+            rebalance_timeout_ms=rebalance_timeout_ms,
+            subscribed=list(subscription.topics),
+            regex=None,
+            server_assignor=None,
+            client_id=client_id,
+            client_host=client_host,
+        )
+        member.classic = ClassicMetadata(session_timeout_ms, tuple(protocols))
+        self._advance(member, changed, owned, now_ms)
+        member.session_deadline_ms = now_ms + session_timeout_ms
+        member.join_deadline_ms = None
+        member.sync_deadline_ms = now_ms + member.rebalance_timeout_ms
+        return member, protocols[0][0]
+
+    def classic_sync(
+        self,
+        member_id: str,
+        instance_id: str | None,
+        generation_id: int,
+        protocol: tuple[str | None, str | None],
+        now_ms: int,
+    ) -> Assignment:
+        """A classic member's SyncGroup (Kafka's classicGroupSyncToConsumerGroup): its
+        partitions now, or REBALANCE_IN_PROGRESS if the group has moved on past it (it
+        rejoins)."""
+        member = self._classic_checked(member_id, instance_id, generation_id)
+        protocol_type, protocol_name = protocol
+        assert member.classic is not None
+        if (protocol_type is not None and protocol_type != "consumer") or (
+            protocol_name is not None and protocol_name != member.classic.protocols[0][0]
+        ):
+            raise InconsistentGroupProtocolError(
+                f"protocol {protocol_type}/{protocol_name} is not the member's "
+                f"(consumer/{member.classic.protocols[0][0]})"
+            )
+        if self.epoch > member.epoch and member.state != UNREVOKED_PARTITIONS:
+            self._told_to_rejoin(member, now_ms)
+        member.sync_deadline_ms = None
+        member.session_deadline_ms = now_ms + member.classic.session_timeout_ms
+        return dict(member.assigned)
+
+    def classic_heartbeat(
+        self, member_id: str, instance_id: str | None, generation_id: int, now_ms: int
+    ) -> None:
+        """A classic member's Heartbeat (Kafka's classicGroupHeartbeatToConsumerGroup):
+        REBALANCE_IN_PROGRESS while it has further to go (a newer group epoch, partitions
+        to give up, or partitions to take that nobody holds any more), so it rejoins."""
+        member = self._classic_checked(member_id, instance_id, generation_id)
+        assert member.classic is not None
+        member.session_deadline_ms = now_ms + member.classic.session_timeout_ms
+        if (
+            member.epoch < self.epoch
+            or member.state == UNREVOKED_PARTITIONS
+            or (member.state == UNRELEASED_PARTITIONS and not self._waiting_on_others(member))
+        ):
+            self._told_to_rejoin(member, now_ms)
+
+    def classic_leave(self, member_id: str, instance_id: str | None) -> str:
+        """A LeaveGroup's member (either protocol's, as Kafka's since KAFKA-18188): an
+        admin's names only the instance id. Returns the member id to fence."""
+        if instance_id is None:
+            if member_id not in self.members:
+                raise UnknownMemberIdError(
+                    f"member {member_id!r} is not in group {self.group_id!r}"
+                )
+            return member_id
+        holder = self._instances.get(instance_id)
+        if holder is None:
+            raise UnknownMemberIdError(f"instance id {instance_id!r} is unknown")
+        if member_id and holder != member_id:
+            raise FencedInstanceIdError(f"instance id {instance_id!r} is held by another member")
+        return holder
+
+    def only_classic_left_without(self, leaving: Collection[str]) -> bool:
+        """Whether, without ``leaving``, the group still has members, all classic ones
+        (Kafka's validateOnlineDowngradeWithFencedMembers, before its policy and size)."""
+        left = [m for m in self.members.values() if m.member_id not in leaving]
+        return bool(left) and all(m.classic is not None for m in left)
+
+    def _told_to_rejoin(self, member: ConsumerMember, now_ms: int) -> None:
+        if member.join_deadline_ms is None:
+            member.join_deadline_ms = now_ms + member.rebalance_timeout_ms
+        raise RebalanceInProgressError(f"group {self.group_id!r} is rebalancing; rejoin")
+
+    def _waiting_on_others(self, member: ConsumerMember) -> bool:
+        """A partition of its target that it has not got is still held by another."""
+        for topic_id, parts in self.target.get(member.member_id, {}).items():
+            has = member.assigned.get(topic_id, frozenset())
+            for p in parts - has:
+                holder = self.owners.get((topic_id, p))
+                if holder is not None and holder != member.member_id:
+                    return True
+        return False
+
+    def _supports(self, member_id: str, names: list[str]) -> bool:
+        """One of ``names`` is a protocol every other classic member offered (Kafka's
+        supportsClassicProtocols)."""
+        others = [
+            {n for n, _ in m.classic.protocols}
+            for m in self.members.values()
+            if m.classic is not None and m.member_id != member_id
+        ]
+        return not others or any(all(name in o for o in others) for name in names)
+
+    def _classic_member_for(self, member_id: str, instance_id: str | None) -> ConsumerMember:
+        if instance_id is None:
+            member = self.members.get(member_id)
+            if member is None:
+                self._check_size(member_id)
+                member = self.members[member_id] = ConsumerMember(member_id)
+            return member
+        holder_id = self._instances.get(instance_id)
+        holder = None if holder_id is None else self.members.get(holder_id)
+        if holder is None:
+            self._check_size(member_id)
+            member = self.members[member_id] = ConsumerMember(member_id, instance_id=instance_id)
+            self._instances[instance_id] = member_id
+            return member
+        if holder.member_id == member_id:
+            return holder
+        # a static member restarted (a new member id): its partitions are its own
+        self._rekey(holder, member_id)
+        return holder
+
+    def _classic_checked(
+        self, member_id: str, instance_id: str | None, generation_id: int
+    ) -> ConsumerMember:
+        """Kafka's validateConsumerGroupMember, for a classic member's SyncGroup and
+        Heartbeat; its generation is its member epoch."""
+        member = self.members.get(member_id)
+        if member is None or member.classic is None:
+            raise UnknownMemberIdError(f"member {member_id!r} is not in group {self.group_id!r}")
+        if instance_id is not None:
+            holder = self._instances.get(instance_id)
+            if holder is None:
+                raise UnknownMemberIdError(f"instance id {instance_id!r} is unknown")
+            if holder != member_id:
+                raise FencedInstanceIdError(
+                    f"instance id {instance_id!r} is held by another member"
+                )
+        if generation_id != member.epoch:
+            raise IllegalGenerationError(
+                f"member {member_id!r} is at generation {member.epoch}, not {generation_id}"
+            )
+        return member
 
     # --- the steps ----------------------------------------------------------------------
 
@@ -580,16 +810,7 @@ class ConsumerGroup:
                     f"{holder.member_id!r}, which has not left"
                 )
             # the static member back under a new member id: its partitions are its own
-            self._touched.add(holder.member_id)
-            del self.members[holder.member_id]
-            for key, owner in list(self.owners.items()):
-                if owner == holder.member_id:
-                    self.owners[key] = member_id
-            if holder.member_id in self.target:
-                self.target[member_id] = self.target.pop(holder.member_id)
-            holder.member_id, holder.epoch, holder.previous_epoch = member_id, 0, 0
-            self.members[member_id] = holder
-            self._instances[instance_id] = member_id
+            self._rekey(holder, member_id)
             return holder
         if holder is None:
             raise UnknownMemberIdError(f"instance id {instance_id!r} is unknown")
@@ -599,6 +820,35 @@ class ConsumerGroup:
             )
         self._check_epoch(holder, epoch, owned)
         return holder
+
+    def _rekey(self, holder: ConsumerMember, member_id: str) -> None:
+        """A static member back under a new member id, with its partitions."""
+        self._touched.add(holder.member_id)
+        del self.members[holder.member_id]
+        for key, owner in list(self.owners.items()):
+            if owner == holder.member_id:
+                self.owners[key] = member_id
+        if holder.member_id in self.target:
+            self.target[member_id] = self.target.pop(holder.member_id)
+        holder.member_id, holder.epoch, holder.previous_epoch = member_id, 0, 0
+        self.members[member_id] = holder
+        assert holder.instance_id is not None
+        self._instances[holder.instance_id] = member_id
+
+    def _advance(
+        self, member: ConsumerMember, changed: bool, owned: Assignment | None, now_ms: int
+    ) -> None:
+        """After a member's request (``changed``: what it subscribes to): a new group
+        epoch, a new target if one is due, and the member a step closer to its own."""
+        self._touched.add(member.member_id)
+        if changed:
+            self._stale = True
+        if changed or self.epoch == 0:
+            self.epoch += 1
+        self._refresh_topics()
+        if self.epoch > self.assignment_epoch:
+            self._assign()
+        self._reconcile(member, owned, now_ms)
 
     def _check_size(self, member_id: str) -> None:
         if len(self.members) >= self.max_size:
@@ -716,7 +966,8 @@ class ConsumerGroup:
             self._next(member, min(member.epoch + 1, self.assignment_epoch), target, owned)
         elif member.state == UNRELEASED_PARTITIONS or member.epoch != self.assignment_epoch:
             self._next(member, member.epoch, target, owned)
-        if member.state == UNREVOKED_PARTITIONS:
+        if member.state == UNREVOKED_PARTITIONS and member.classic is None:
+            # (a classic member revokes by rejoining: its join timer bounds it instead)
             if member.revocation_deadline_ms is None or member.revocation_epoch != member.epoch:
                 member.revocation_deadline_ms = now_ms + member.rebalance_timeout_ms
                 member.revocation_epoch = member.epoch
@@ -791,6 +1042,20 @@ class ConsumerGroup:
 _Records = list[tuple[ConsumerGroupKey, object | None]]
 
 
+def _check_member_epoch(member: ConsumerMember, epoch: int) -> None:
+    """A commit's or fetch's epoch is the member's (Kafka's validateMemberEpoch): a classic
+    member's generation otherwise is ILLEGAL_GENERATION, as a classic group says."""
+    if epoch == member.epoch:
+        return
+    if member.classic is not None:
+        raise IllegalGenerationError(
+            f"member {member.member_id!r} is at generation {member.epoch}, not {epoch}"
+        )
+    raise StaleMemberEpochError(
+        f"member {member.member_id!r} is at epoch {member.epoch}, not {epoch}"
+    )
+
+
 def _changed(out: _Records, logged: dict[str, Any], key: ConsumerGroupKey, value: object) -> None:
     """``value`` of ``key`` (a member's) added to ``out`` if the log has another."""
     member_id = key.member_id or ""
@@ -800,9 +1065,13 @@ def _changed(out: _Records, logged: dict[str, Any], key: ConsumerGroupKey, value
 
 
 def _late(member: ConsumerMember, now_ms: int) -> bool:
-    """Its session ran out, or it did not revoke within its rebalance timeout."""
+    """Its session ran out, or it did not revoke within its rebalance timeout (a classic
+    member: did not rejoin, or sync, within it)."""
     if now_ms >= member.session_deadline_ms:
         return True
+    for deadline in (member.join_deadline_ms, member.sync_deadline_ms):
+        if deadline is not None and now_ms >= deadline:
+            return True
     return member.revocation_deadline_ms is not None and (
         now_ms >= member.revocation_deadline_ms
         and member.state == UNREVOKED_PARTITIONS

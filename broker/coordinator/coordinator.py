@@ -59,6 +59,7 @@ from broker.authorizer import (
     transactional_id_not_authorized,
 )
 from broker.config import BrokerConfig
+from broker.coordinator import migration
 from broker.coordinator.consumer_group import (
     LEAVE,
     STATIC_LEAVE,
@@ -166,6 +167,7 @@ from protocol.errors import (
     NotCoordinatorError,
     NotLeaderOrFollowerError,
     OffsetMetadataTooLargeError,
+    RebalanceInProgressError,
     RecordListTooLargeError,
     StaleMemberEpochError,
     TopicAuthorizationFailedError,
@@ -238,6 +240,7 @@ class GroupCoordinator:
         self._consumer_heartbeat_ms = int(config["group.consumer.heartbeat.interval.ms"])
         self._consumer_max_size = int(config["group.consumer.max.size"])
         self._consumer_assignors = tuple(config["group.consumer.assignors"])
+        self._migration = str(config["group.consumer.migration.policy"]).lower()
         self._topics_seen: tuple[object, object] | None = None
         self._serial: dict[str, tuple[asyncio.Lock, list[int]]] = {}
         """Per group of the new protocol with a change under way: its lock (a change is
@@ -468,6 +471,10 @@ class GroupCoordinator:
             async with self._serialized(group_id):
                 group = self.groups.get(group_id)
                 if not isinstance(group, ConsumerGroup) or not self._doubt.known():
+                    return
+                late = group.late(self._doubt.clock())
+                if self._downgradable(group, late):
+                    await self._downgrade(group, late, "its last members of the new protocol went")
                     return
                 for member in group.tick(self._doubt.clock()):
                     self._log.info(
@@ -727,20 +734,72 @@ class GroupCoordinator:
             self.groups[group_id] = group
         return group
 
-    async def _classic_group(self, group_id: str) -> Group:
-        """A JoinGroup's group: a group of the consumer protocol with members refuses it
-        (INCONSISTENT_GROUP_PROTOCOL, as Kafka's without its online migration); an
-        empty one is replaced, its records deleted first (tombstones)."""
+    async def _classic_group(
+        self, group_id: str, request: JoinGroupRequest | None = None
+    ) -> Group | JoinGroupResponse:
+        """A JoinGroup's group. A group of the consumer protocol with members takes the
+        member in as a classic member of it (Kafka's online migration; answered here);
+        an empty one is replaced, its records deleted first (tombstones)."""
         group = self._group(group_id)
         if not isinstance(group, ConsumerGroup):
             return group
         # (shielded: tombstones appended are followed by the group's replacement even if
         # the JoinGroup's connection goes meanwhile, as a heartbeat's change is)
-        return await asyncio.shield(self._replace_serialized(group_id))
+        return await asyncio.shield(self._replace_serialized(group_id, request))
 
-    async def _replace_serialized(self, group_id: str) -> Group:
+    async def _replace_serialized(
+        self, group_id: str, request: JoinGroupRequest | None
+    ) -> Group | JoinGroupResponse:
         async with self._serialized(group_id):
+            group = self.groups.get(group_id)
+            if isinstance(group, ConsumerGroup) and group.members and not group.dead:
+                if request is None:
+                    raise InconsistentGroupProtocolError(
+                        f"group {group_id!r} is a group of the consumer protocol with members"
+                    )
+                return await self._join_as_classic(group, request)
             return await self._replace_consumer_group(group_id)
+
+    async def _join_as_classic(
+        self, group: ConsumerGroup, request: JoinGroupRequest
+    ) -> JoinGroupResponse:
+        """A classic JoinGroup into a group of the new protocol (Kafka's
+        classicGroupJoinToConsumerGroup): reconciled, written, answered at once with the
+        member's epoch as its generation and no leader (every classic member follows:
+        the coordinator assigns)."""
+        before = group.epoch
+        member, protocol = group.classic_join(
+            request.member_id,
+            self._doubt.clock(),
+            instance_id=request.group_instance_id,
+            client_id=request.client_id,
+            client_host=PEER_HOST.get(),
+            session_timeout_ms=request.session_timeout_ms,
+            rebalance_timeout_ms=request.rebalance_timeout_ms
+            if request.rebalance_timeout_ms > 0
+            else request.session_timeout_ms,
+            protocol_type=request.protocol_type,
+            protocols=[(p.name, bytes(p.metadata)) for p in request.protocols],
+        )
+        await self._write_consumer_group(group)
+        if group.epoch != before:
+            self._log.info(
+                "group.epoch_bumped",
+                group=group.group_id,
+                epoch=group.epoch,
+                member=member.member_id,
+                cause="a classic member joined"
+                if not request.member_id
+                else "a classic member rejoined with another subscription",
+            )
+        return JoinGroupResponse(
+            generation_id=member.epoch,
+            protocol_type="consumer",
+            protocol_name=protocol,
+            leader="",
+            member_id=member.member_id,
+            members=[],
+        )
 
     async def _replace_consumer_group(self, group_id: str) -> Group:
         index, store = self._store_for(group_id)
@@ -751,9 +810,7 @@ class GroupCoordinator:
             raise CoordinatorNotAvailableError(f"group {group_id!r} is being deleted; try again")
         if group.members:
             raise InconsistentGroupProtocolError(
-                f"group {group_id!r} is a group of the consumer protocol (KIP-848) with "
-                "members; a classic member cannot join it (set group.protocol=consumer, or "
-                "use another group id)"
+                f"group {group_id!r} is a group of the consumer protocol (KIP-848) with members"
             )
         image = store.consumer_groups.get(group_id)
         error: ApiError | None = None
@@ -897,7 +954,10 @@ class GroupCoordinator:
                 f"[{self._min_session_ms}, {self._max_session_ms}] "
                 "(group.min/max.session.timeout.ms)"
             )
-        group = await self._classic_group(request.group_id)
+        taken = await self._classic_group(request.group_id, request)
+        if isinstance(taken, JoinGroupResponse):
+            return taken  # a classic member of a group of the new protocol (its migration)
+        group = taken
         rebalance_ms = request.rebalance_timeout_ms
         was, generation, started = group.state, group.generation_id, group.rebalances
         joined = group.join(
@@ -938,6 +998,30 @@ class GroupCoordinator:
 
     async def sync_group(self, request: SyncGroupRequest) -> SyncGroupResponse:
         self._check_group(Operation.READ, request.group_id)
+        if self._of_consumer_group(request.group_id):
+            async with self._serialized(request.group_id):
+                assigned = self._consumer_group(request.group_id, -1).classic_sync(
+                    request.member_id,
+                    request.group_instance_id,
+                    request.generation_id,
+                    (request.protocol_type, request.protocol_name),
+                    self._doubt.clock(),
+                )
+            names = self._metadata.fetchable
+            return SyncGroupResponse(
+                assignment=encode_assignment(
+                    ProtocolAssignment(
+                        [
+                            TopicPartition(names[t], p)
+                            for t, ps in sorted(assigned.items())
+                            if t in names
+                            for p in sorted(ps)
+                        ]
+                    )
+                ),
+                protocol_type=request.protocol_type,
+                protocol_name=request.protocol_name,
+            )
         group = self._known_group(request.group_id)
         assignments = {a.member_id: bytes(a.assignment) for a in request.assignments}
         synced = group.sync(  # answered once the log has the generation
@@ -956,6 +1040,15 @@ class GroupCoordinator:
 
     async def heartbeat(self, request: HeartbeatRequest) -> HeartbeatResponse:
         self._check_group(Operation.READ, request.group_id)
+        if self._of_consumer_group(request.group_id):
+            async with self._serialized(request.group_id):
+                self._consumer_group(request.group_id, -1).classic_heartbeat(
+                    request.member_id,
+                    request.group_instance_id,
+                    request.generation_id,
+                    self._doubt.clock(),
+                )
+            return HeartbeatResponse()
         self._known_group(request.group_id).heartbeat(
             request.member_id, request.generation_id, request.group_instance_id
         )
@@ -963,6 +1056,8 @@ class GroupCoordinator:
 
     async def leave_group(self, request: LeaveGroupRequest) -> LeaveGroupResponse:
         self._check_group(Operation.READ, request.group_id)
+        if self._of_consumer_group(request.group_id):
+            return await asyncio.shield(self._leave_consumer_group(request))
         if request.members is None:
             leaving = self._known_group(request.group_id)
             was, generation, started = leaving.state, leaving.generation_id, leaving.rebalances
@@ -1008,6 +1103,57 @@ class GroupCoordinator:
             )
         return LeaveGroupResponse(members=answers)
 
+    def _of_consumer_group(self, group_id: str) -> bool:
+        """Whether a classic SyncGroup, Heartbeat or LeaveGroup goes to a group of the new
+        protocol (its classic members': Kafka's online migration)."""
+        self._store_for(group_id)
+        group = self.groups.get(group_id)
+        return isinstance(group, ConsumerGroup) and bool(group.members)
+
+    async def _leave_consumer_group(self, request: LeaveGroupRequest) -> LeaveGroupResponse:
+        """A LeaveGroup to a group of the new protocol: each member named (of either
+        protocol, as Kafka's since KAFKA-18188) is fenced; if only classic members are
+        left, the group goes back to the classic protocol instead (Kafka's downgrade)."""
+        async with self._serialized(request.group_id):
+            group = self._consumer_group(request.group_id, -1)
+            asked = (
+                [(request.member_id, request.group_instance_id)]
+                if request.members is None
+                else [(m.member_id, m.group_instance_id) for m in request.members]
+            )
+            errors: list[ApiError | None] = []
+            leaving: list[str] = []
+            for member_id, instance_id in asked:
+                try:
+                    leaving.append(group.classic_leave(member_id, instance_id))
+                    errors.append(None)
+                except ApiError as exc:
+                    errors.append(exc)
+            if leaving and self._downgradable(group, leaving):
+                await self._downgrade(group, leaving, "its last members of the new protocol left")
+            elif leaving:
+                for member_id in leaving:
+                    group.fence(member_id)
+                await self._write_consumer_group(group)
+                self._log.info(
+                    "group.member_left", group=request.group_id, members=leaving, epoch=group.epoch
+                )
+        if request.members is None:
+            if errors[0] is not None:
+                raise errors[0]
+            return LeaveGroupResponse()
+        return LeaveGroupResponse(
+            members=[
+                LeaveGroupMemberResponse(
+                    member_id=m.member_id,
+                    group_instance_id=m.group_instance_id,
+                    error_code=0 if e is None else e.code,
+                    error_message=None if e is None else e.message,
+                )
+                for m, e in zip(request.members, errors, strict=True)
+            ]
+        )
+
     # --- ConsumerGroupHeartbeat: the new consumer group protocol (KIP-848) ---------------
 
     async def consumer_group_heartbeat(
@@ -1045,8 +1191,13 @@ class GroupCoordinator:
         epoch = request.member_epoch
         if epoch in (LEAVE, STATIC_LEAVE):
             group = self._consumer_group(request.group_id, epoch)
-            answered = group.leave(request.member_id, epoch, request.instance_id)
-            await self._write_consumer_group(group)
+            leaving = group.leaving(request.member_id, epoch, request.instance_id)
+            if self._downgradable(group, leaving):
+                await self._downgrade(group, leaving, "its last member of the new protocol left")
+                answered = LEAVE
+            else:
+                answered = group.leave(request.member_id, epoch, request.instance_id)
+                await self._write_consumer_group(group)
             self._log.info(
                 "group.member_left",
                 group=request.group_id,
@@ -1113,10 +1264,8 @@ class GroupCoordinator:
         if isinstance(group, ConsumerGroup):
             return group
         if group is not None and (group.members or group.state != EMPTY):
-            raise GroupIdNotFoundError(
-                f"group {group_id!r} is a group of the classic protocol with members; "
-                "its members must leave before it can be one of the consumer protocol"
-            )
+            assert isinstance(group, Group)
+            return self._upgraded(group, epoch)
         if epoch != 0:
             # (Kafka says GROUP_ID_NOT_FOUND: the group was deleted, or expired, while
             # its member was away; librdkafka stalls on that one, and joins again on this)
@@ -1129,6 +1278,105 @@ class GroupCoordinator:
             made.pending_commits = group.pending_commits
             made.replaced = group  # (what a first write not made gives back)
         return made
+
+    def _upgraded(self, classic: Group, epoch: int) -> ConsumerGroup:
+        """A member of the new protocol joins a classic group with members (Kafka's
+        online upgrade): the group becomes one of the new protocol, its classic members
+        in it as they were (see :mod:`broker.coordinator.migration`); once written, those
+        waiting in JoinGroup or SyncGroup are told to rejoin, and rejoin it."""
+        group_id = classic.group_id
+        why = None
+        if epoch != 0:
+            why = "only a member joining (epoch 0) takes it into the consumer protocol"
+        elif self._migration not in ("bidirectional", "upgrade"):
+            why = f"group.consumer.migration.policy is {self._migration}"
+        elif classic.protocol_type != "consumer":
+            why = f"its protocol type is {classic.protocol_type!r}, not consumer"
+        elif len(classic.members) > self._consumer_max_size:
+            why = "it has more members than group.consumer.max.size"
+        elif not migration.readable(classic):
+            why = "a member's subscription or assignment is not Kafka's consumer protocol"
+        if why is not None:
+            raise GroupIdNotFoundError(
+                f"group {group_id!r} is a classic group with members and cannot become a "
+                f"consumer group now: {why}"
+            )
+        made = self._new_consumer_group(group_id)
+        now = self._doubt.clock()
+        made.adopt(
+            classic.generation_id, migration.consumer_members(classic, self._topics_now(), now)
+        )
+        made.emptied_at_ms = classic.emptied_at_ms
+        made.pending_commits = classic.pending_commits
+        made.replaced = classic
+        self._log.info(
+            "group.upgraded",
+            group=group_id,
+            generation=classic.generation_id,
+            members=len(classic.members),
+            cause="a member of the consumer protocol joined",
+        )
+        return made
+
+    def _downgradable(self, group: ConsumerGroup, leaving: Collection[str]) -> bool:
+        """Whether ``leaving`` going gives the group back to the classic protocol (Kafka's
+        validateOnlineDowngradeWithFencedMembers): members stay, all classic, the policy
+        allows, group.max.size holds them, and they share a protocol."""
+        if not leaving or self._migration not in ("bidirectional", "downgrade"):
+            return False
+        if not group.only_classic_left_without(leaving):
+            return False
+        staying = [m for m in group.members.values() if m.member_id not in leaving]
+        return len(staying) <= self._max_group_size and migration.protocol_for(staying) is not None
+
+    async def _downgrade(self, group: ConsumerGroup, leaving: Collection[str], cause: str) -> None:
+        """The group without ``leaving`` as a classic group (Kafka's convertToClassicGroup):
+        its records go (tombstones) and the classic group's metadata is written in their
+        place, each member's target its assignment; then it rebalances, so its members
+        rejoin as a classic group's. Not written: nothing changed (the error raised)."""
+        group_id = group.group_id
+        index = partition_for(group_id, self.num_partitions)
+        store = self.stores.get(index)
+        now = self._doubt.clock()
+        staying = [m for m in group.members.values() if m.member_id not in leaving]
+        protocol = migration.protocol_for(staying)
+        members = migration.classic_members(
+            group, leaving, self._metadata.fetchable, protocol or "", now
+        )
+        classic = self._new_group(group_id)
+        classic.restore(
+            generation_id=group.epoch,
+            protocol_type="consumer",
+            protocol_name=protocol,
+            leader=members[0].member_id,
+            members=members,
+        )
+        image = None if store is None else store.consumer_groups.get(group_id)
+        records: list[tuple[bytes, bytes | None]] = [
+            (encode_consumer_group_key(k), None) for k in (image.keys(group_id) if image else [])
+        ]
+        assignments = {m.member_id: m.assignment for m in members}
+        records.append(
+            (encode_group_key(group_id), encode_group_value(_group_record(classic, assignments)))
+        )
+        result = await self._append(index, records)
+        if result.base_offset < 0:
+            raise _store_error(error_for_code(result.error_code, result.error_message))
+        self._applied(index, store, records, result.base_offset)
+        if self.groups.get(group_id) is group:
+            classic.pending_commits = group.pending_commits
+            self.groups[group_id] = classic
+            classic.rebalance()
+            self._log.info(
+                "group.downgraded",
+                group=group_id,
+                generation=classic.generation_id,
+                members=len(members),
+                protocol=protocol,
+                cause=cause,
+            )
+        if result.error_code:
+            raise _store_error(error_for_code(result.error_code, result.error_message))
 
     def _new_consumer_group(self, group_id: str) -> ConsumerGroup:
         return ConsumerGroup(
@@ -1210,6 +1458,14 @@ class GroupCoordinator:
             self._revert(group)
             raise _store_error(error)
         self._applied(index, store, records, result.base_offset)
+        if isinstance(group.replaced, Group) and group.replaced.members:
+            # the classic group it took in: its members waiting in JoinGroup or SyncGroup
+            # rejoin, into this group (Kafka's completeAll*Futures(REBALANCE_IN_PROGRESS))
+            group.replaced.unload(
+                RebalanceInProgressError(
+                    f"group {group_id!r} moved to the consumer protocol (KIP-848); rejoin"
+                )
+            )
         group.replaced = None
         if result.error_code:
             raise _store_error(error_for_code(result.error_code, result.error_message))

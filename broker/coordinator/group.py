@@ -626,6 +626,11 @@ class Group:
             # as it allows, and the members commit their offsets on the way
             self._prepare_rebalance(now)
 
+    def rebalance(self) -> None:
+        """Every member must rejoin (a group given back from the new consumer protocol:
+        Kafka's online downgrade); their heartbeats say REBALANCE_IN_PROGRESS."""
+        self._prepare_rebalance(self.clock())
+
     def unload(self, error: ApiError) -> None:
         """This coordinator no longer holds the group (Kafka's onGroupUnloaded): Dead, and
         whoever waits in JoinGroup or SyncGroup is told ``error`` (NOT_COORDINATOR: the

@@ -1201,3 +1201,75 @@ def _in_order_once_per_partition(records: list[tuple[int, int, bytes]]) -> None:
         by_partition.setdefault(p, []).append(o)
     for offsets in by_partition.values():
         assert offsets == sorted(set(offsets))
+
+
+async def test_a_librdkafka_group_moves_to_the_new_protocol_and_back_one_consumer_at_a_time(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    """Kafka's online migration (a rolling restart onto ``group.protocol=consumer``): a
+    classic librdkafka consumer reads a topic; a second one with the new protocol joins
+    the same group (the group moves to the new protocol, the classic one stays in it and
+    is assigned by the broker through JoinGroup and SyncGroup): they share the topic,
+    never the same partition; the new one closes (the group goes back to the classic
+    protocol) and the classic one takes everything again. Every record is read."""
+    settings = {**KAFKA_LISTENER, "group.consumer.heartbeat.interval.ms": "300"}
+    cluster = make_cluster(1, settings)
+    await _topic(cluster, "migrate", 6)
+    bootstrap = kafka_bootstrap(cluster)
+
+    def consumer(protocol: str) -> RdConsumer:
+        config = {
+            "bootstrap.servers": bootstrap,
+            "group.id": "migrating",
+            "group.protocol": protocol,
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": True,
+            "auto.commit.interval.ms": 200,
+        }
+        if protocol == "classic":
+            config |= {"heartbeat.interval.ms": 300, "session.timeout.ms": 6000}
+        made = RdConsumer(config)
+        made.subscribe(["migrate"])
+        return made
+
+    def drain(consumers: list[RdConsumer], seen: set[bytes], want: int) -> None:
+        deadline = time.monotonic() + 60
+        while len(seen) < want and time.monotonic() < deadline:
+            for c in consumers:
+                message = c.poll(0.05)
+                if message is not None and message.error() is None:
+                    seen.add(message.value())
+
+    def run() -> tuple[set[bytes], set[int], set[int], int]:
+        seen: set[bytes] = set()
+        _rd_produce(bootstrap, "migrate", 0, 300)
+        classic = consumer("classic")
+        drain([classic], seen, 300)
+        new = consumer("consumer")
+        owned: dict[str, set[int]] = {"classic": set(), "new": set()}
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (
+            owned["classic"] and owned["new"] and owned["classic"] | owned["new"] == set(range(6))
+        ):
+            for name, c in (("classic", classic), ("new", new)):
+                message = c.poll(0.05)
+                if message is not None and message.error() is None:
+                    seen.add(message.value())
+                owned[name] = {tp.partition for tp in c.assignment()}
+                assert not owned["classic"] & owned["new"], owned  # never both at once
+        _rd_produce(bootstrap, "migrate", 300, 300)
+        drain([classic, new], seen, 600)
+        new.close()  # the last member of the new protocol leaves: back to classic
+        _rd_produce(bootstrap, "migrate", 600, 300)
+        drain([classic], seen, 900)
+        at_end = len(classic.assignment())
+        classic.close()
+        return seen, owned["classic"], owned["new"], at_end
+
+    seen, classic_part, new_part, at_end = await asyncio.to_thread(run)
+    assert classic_part and new_part and classic_part | new_part == set(range(6))
+    assert seen == {f"r{i}".encode() for i in range(900)}  # every record read
+    assert at_end == 6  # the classic consumer has the topic again
+    (broker,) = cluster.brokers.values()
+    events = [json.loads(line).get("event") for line in broker.log_path.read_text().splitlines()]
+    assert "group.upgraded" in events and "group.downgraded" in events

@@ -132,6 +132,7 @@ def _new_coordinator(replicas: FakeReplicas) -> GroupCoordinator:
             "group.consumer.heartbeat.interval.ms": 5_000,
             "group.consumer.max.size": 2**31 - 1,
             "group.consumer.assignors": ["uniform", "range"],
+            "group.consumer.migration.policy": "bidirectional",
         },
         {},
     )

@@ -112,6 +112,7 @@ async def test_an_offline_offsets_partition_handed_away_is_unloaded_here(
             "group.consumer.heartbeat.interval.ms": 5_000,
             "group.consumer.max.size": 2**31 - 1,
             "group.consumer.assignors": ["uniform", "range"],
+            "group.consumer.migration.policy": "bidirectional",
         },
         {},
     )

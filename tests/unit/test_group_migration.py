@@ -1,0 +1,344 @@
+"""Kafka's online migration between the two consumer group protocols, through the group
+coordinator (no sockets): a classic group with members is taken into the new protocol
+when a member of the new one joins (upgrade); its classic members go on with JoinGroup,
+SyncGroup and Heartbeat, the coordinator assigning, never a partition held twice; when
+the last member of the new protocol leaves, the group goes back to the classic protocol
+(downgrade) and its members rejoin it as a classic group's. Every step is in the log:
+a coordinator that takes over has the group as it was."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import pytest
+
+from broker.coordinator.consumer_group import ConsumerGroup
+from broker.coordinator.coordinator import GroupCoordinator
+from broker.coordinator.group import Group
+from protocol.apis import (
+    HeartbeatRequest,
+    JoinGroupRequest,
+    JoinGroupRequestProtocol,
+    LeaveGroupRequest,
+    SyncGroupRequest,
+    SyncGroupRequestAssignment,
+)
+from protocol.consumer_protocol import (
+    Assignment,
+    Subscription,
+    decode_assignment,
+    encode_assignment,
+    encode_subscription,
+)
+from protocol.errors import (
+    GroupIdNotFoundError,
+    IllegalGenerationError,
+    InconsistentGroupProtocolError,
+    RebalanceInProgressError,
+    UnknownMemberIdError,
+)
+from protocol.topic_partition import TopicPartition
+from tests.unit.test_commit_unknown_topics import _errors
+from tests.unit.test_coordinator_consumer_protocol import (
+    _beat,
+    _moved,
+    _owning,
+    _partitions,
+    _with_ids,
+)
+from tests.unit.test_coordinator_consumer_protocol import _join as _cjoin
+from tests.unit.test_coordinator_groups import OURS, FakeReplicas, _commit, _coordinator
+
+SUBSCRIPTION = encode_subscription(Subscription(["t"]))
+
+
+def _classic_join(member_id: str = "", protocols: list[str] | None = None) -> JoinGroupRequest:
+    return JoinGroupRequest(
+        group_id=OURS,
+        session_timeout_ms=10_000,
+        rebalance_timeout_ms=20_000,
+        member_id=member_id,
+        protocol_type="consumer",
+        protocols=[
+            JoinGroupRequestProtocol(name=name, metadata=SUBSCRIPTION)
+            for name in protocols or ["range"]
+        ],
+    )
+
+
+def _plan(members: list[str]) -> dict[str, bytes]:
+    """The classic leader's range plan of t's 8 partitions."""
+    share = 8 // len(members)
+    return {
+        m: encode_assignment(
+            Assignment([TopicPartition("t", p) for p in range(i * share, (i + 1) * share)])
+        )
+        for i, m in enumerate(sorted(members))
+    }
+
+
+async def _classic_group(coordinator: GroupCoordinator) -> tuple[str, str, int]:
+    """A Stable classic group of two members, each with four of t's partitions."""
+    first = await coordinator.join_group(_classic_join())
+    await coordinator.sync_group(
+        SyncGroupRequest(
+            group_id=OURS,
+            generation_id=first.generation_id,
+            member_id=first.member_id,
+            assignments=[],
+        )
+    )
+    joining = asyncio.ensure_future(coordinator.join_group(_classic_join()))
+    await asyncio.sleep(0)
+    again = await coordinator.join_group(_classic_join(first.member_id))
+    second = await joining
+    generation = again.generation_id
+    plan = _plan([first.member_id, second.member_id])
+
+    other = asyncio.ensure_future(
+        coordinator.sync_group(
+            SyncGroupRequest(group_id=OURS, generation_id=generation, member_id=second.member_id)
+        )
+    )
+    await coordinator.sync_group(
+        SyncGroupRequest(
+            group_id=OURS,
+            generation_id=generation,
+            member_id=again.leader,
+            assignments=[
+                SyncGroupRequestAssignment(member_id=m, assignment=a) for m, a in plan.items()
+            ],
+        )
+    )
+    await other
+    group = coordinator.groups[OURS]
+    assert isinstance(group, Group) and group.state == "Stable"
+    return first.member_id, second.member_id, generation
+
+
+class ClassicClient:
+    """An eager classic consumer: on REBALANCE_IN_PROGRESS it gives up everything,
+    rejoins and syncs; what it holds is what its last SyncGroup gave it."""
+
+    def __init__(self, member_id: str, generation: int, held: set[int]) -> None:
+        self.member_id, self.generation, self.held = member_id, generation, held
+
+    async def step(self, coordinator: GroupCoordinator) -> None:
+        try:
+            await coordinator.heartbeat(
+                HeartbeatRequest(
+                    group_id=OURS, generation_id=self.generation, member_id=self.member_id
+                )
+            )
+            return
+        except RebalanceInProgressError:
+            pass
+        self.held = set()  # eager: revoked before the rejoin
+        joined = await coordinator.join_group(_classic_join(self.member_id))
+        assert joined.leader == "" and joined.members == []  # the coordinator assigns
+        self.generation = joined.generation_id
+        try:
+            synced = await coordinator.sync_group(
+                SyncGroupRequest(
+                    group_id=OURS, generation_id=self.generation, member_id=self.member_id
+                )
+            )
+        except RebalanceInProgressError:
+            return
+        self.held = {tp.partition for tp in decode_assignment(synced.assignment).partitions}
+
+
+class NewClient:
+    """A member of the new protocol that acts on each answer at once."""
+
+    def __init__(self, member_id: str) -> None:
+        self.member_id, self.epoch, self.held = member_id, 0, set[int]()
+
+    async def step(self, coordinator: GroupCoordinator) -> None:
+        if self.epoch == 0:
+            answer = await _cjoin(coordinator, self.member_id)
+        else:
+            answer = await _beat(
+                coordinator,
+                member_id=self.member_id,
+                member_epoch=self.epoch,
+                topic_partitions=_owning(*self.held),
+            )
+        assert answer.error_code == 0, answer.error_message
+        self.epoch = answer.member_epoch
+        if answer.assignment is not None:
+            self.held = _partitions(answer)
+
+
+def _held_once(clients: list[Any]) -> set[int]:
+    seen: set[int] = set()
+    for client in clients:
+        assert not seen & client.held, "a partition held by two members"
+        seen |= client.held
+    return seen
+
+
+async def _converge(coordinator: GroupCoordinator, clients: list[Any]) -> None:
+    for _ in range(12):
+        for client in clients:
+            await client.step(coordinator)
+            _held_once(clients)
+    assert _held_once(clients) == set(range(8))
+
+
+async def test_a_classic_group_moves_to_the_new_protocol_and_back_as_its_members_do() -> None:
+    coordinator, replicas = _coordinator()
+    _with_ids(coordinator)
+    a, b, generation = await _classic_group(coordinator)
+    classic = [
+        ClassicClient(a, generation, {0, 1, 2, 3}),
+        ClassicClient(b, generation, {4, 5, 6, 7}),
+    ]
+    if a > b:
+        classic[0].held, classic[1].held = classic[1].held, classic[0].held
+
+    # upgrade: a member of the new protocol joins the classic group
+    new = NewClient("c")
+    await new.step(coordinator)
+    group = coordinator.groups[OURS]
+    assert isinstance(group, ConsumerGroup)
+    assert group.members[a].classic is not None and group.members[a].epoch == generation
+    assert group.epoch == generation + 1  # the new member's join
+    clients: list[Any] = [*classic, new]
+    await _converge(coordinator, clients)
+    assert all(len(c.held) >= 2 for c in clients)
+    # the log has it all: a coordinator taking over has the classic members as they are
+    moved = _moved(replicas).groups[OURS]
+    assert isinstance(moved, ConsumerGroup) and moved.members[b].classic is not None
+    assert {m: moved.members[m].epoch for m in (a, b)} == {
+        m: group.members[m].epoch for m in (a, b)
+    }
+    # a classic member commits with its generation (its epoch), at any OffsetCommit version
+    epoch_a = group.members[a].epoch
+    ok = _commit(OURS, {0: 3}, member_id=a, generation_id=epoch_a, kafka_version=2)
+    assert _errors(await coordinator.offset_commit(ok)) == {("t", 0): 0}
+    stale = _commit(OURS, {0: 3}, member_id=a, generation_id=epoch_a - 1, kafka_version=2)
+    assert _errors(await coordinator.offset_commit(stale)) == {
+        ("t", 0): IllegalGenerationError.code  # a classic member's answer
+    }
+
+    # downgrade: the last member of the new protocol leaves
+    await _beat(coordinator, member_id="c", member_epoch=new.epoch)
+    left = await _beat(coordinator, member_id="c", member_epoch=-1)
+    assert left.error_code == 0
+    back = coordinator.groups[OURS]
+    assert isinstance(back, Group) and back.state == "PreparingRebalance"
+    assert set(back.members) == {a, b} and back.protocol_name == "range"
+    reloaded = replicas.reload()
+    assert OURS not in reloaded.consumer_groups and OURS in reloaded.group_metadata
+    # its members rejoin it as a classic group's (the leader assigns again)
+    with pytest.raises(RebalanceInProgressError):
+        await coordinator.heartbeat(
+            HeartbeatRequest(group_id=OURS, generation_id=back.generation_id, member_id=a)
+        )
+    rejoined = await asyncio.gather(
+        coordinator.join_group(_classic_join(a)), coordinator.join_group(_classic_join(b))
+    )
+    leader = next(r for r in rejoined if r.leader == r.member_id)
+    assert {m.member_id for m in leader.members} == {a, b}
+    assert rejoined[0].generation_id == back.generation_id
+
+
+async def test_a_classic_member_of_a_new_protocol_group_is_checked_and_timed_as_kafkas() -> None:
+    coordinator, replicas = _coordinator()
+    _with_ids(coordinator)
+    now = [0]
+    coordinator._doubt._given_clock = lambda: now[0]
+    c = NewClient("c")
+    await c.step(coordinator)
+    joined = await coordinator.join_group(_classic_join())  # a classic member joins it
+    member = joined.member_id
+    assert (joined.leader, joined.protocol_name, joined.generation_id) == ("", "range", 2)
+    with pytest.raises(IllegalGenerationError):
+        await coordinator.sync_group(
+            SyncGroupRequest(group_id=OURS, generation_id=1, member_id=member)
+        )
+    with pytest.raises(UnknownMemberIdError):
+        await coordinator.heartbeat(HeartbeatRequest(group_id=OURS, generation_id=2, member_id="x"))
+    with pytest.raises(InconsistentGroupProtocolError):  # a protocol the others lack
+        await coordinator.join_group(_classic_join(protocols=["roundrobin"]))
+    # it heartbeats (its classic session: 10 s) but never syncs: fenced once its
+    # rebalance timeout (20 s) from its join has passed
+    group = coordinator.groups[OURS]
+    assert isinstance(group, ConsumerGroup)
+    for at in (8_000, 16_000):
+        now[0] = at
+        with contextlib.suppress(RebalanceInProgressError):  # told to rejoin: it does not
+            await coordinator.heartbeat(
+                HeartbeatRequest(group_id=OURS, generation_id=2, member_id=member)
+            )
+        await c.step(coordinator)
+        assert not group.due(now[0])
+    now[0] = 21_000
+    assert group.members[member].session_deadline_ms > now[0] and group.due(now[0])
+    await coordinator._fence_late(OURS)
+    assert set(coordinator.groups[OURS].members) == {"c"}  # type: ignore[union-attr]
+    assert set(_moved(replicas).groups[OURS].members) == {"c"}  # type: ignore[union-attr]
+
+
+async def test_the_migration_policy_and_the_groups_protocol_type_gate_it() -> None:
+    coordinator, _ = _coordinator()
+    _with_ids(coordinator)
+    await _classic_group(coordinator)
+    coordinator._migration = "downgrade"
+    refused = await _cjoin(coordinator, "c")
+    assert refused.error_code == GroupIdNotFoundError.code
+    assert "group.consumer.migration.policy is downgrade" in (refused.error_message or "")
+    assert isinstance(coordinator.groups[OURS], Group)  # as it was
+    coordinator._migration = "upgrade"
+    assert (await _cjoin(coordinator, "c")).error_code == 0
+    group = coordinator.groups[OURS]
+    assert isinstance(group, ConsumerGroup)
+    left = await _beat(coordinator, member_id="c", member_epoch=-1)
+    assert left.error_code == 0
+    assert coordinator.groups[OURS] is group  # no downgrade: classic members stay in it
+    # a classic member's LeaveGroup takes it out (the group empties, and stays empty)
+    for member in list(group.members):
+        await coordinator.leave_group(LeaveGroupRequest(group_id=OURS, member_id=member))
+    assert coordinator.groups[OURS] is group and not group.members
+
+
+async def test_waiting_classic_members_are_told_to_rejoin_once_the_upgrade_is_written() -> None:
+    coordinator, replicas = _coordinator()
+    _with_ids(coordinator)
+    a, _, _ = await _classic_group(coordinator)
+    rejoining = asyncio.ensure_future(coordinator.join_group(_classic_join(a)))  # a rebalance
+    await asyncio.sleep(0)
+    assert not rejoining.done()
+    assert (await _cjoin(coordinator, "c")).error_code == 0
+    with pytest.raises(RebalanceInProgressError):
+        await rejoining
+    again = await coordinator.join_group(_classic_join(a))  # into the new protocol's group
+    assert again.error_code == 0 and again.leader == ""
+    assert isinstance(coordinator.groups[OURS], ConsumerGroup)
+    assert isinstance(replicas, FakeReplicas)
+
+
+async def test_a_classic_member_waiting_for_partitions_rejoins_once_they_are_free() -> None:
+    coordinator, _ = _coordinator()
+    _with_ids(coordinator)
+    c = NewClient("c")
+    await c.step(coordinator)
+    assert c.held == set(range(8))
+    joined = await coordinator.join_group(_classic_join())
+    x = ClassicClient(joined.member_id, joined.generation_id, set())
+    synced = await coordinator.sync_group(
+        SyncGroupRequest(group_id=OURS, generation_id=x.generation, member_id=x.member_id)
+    )
+    assert decode_assignment(synced.assignment).partitions == []  # c holds them all yet
+    heartbeat = HeartbeatRequest(group_id=OURS, generation_id=x.generation, member_id=x.member_id)
+    await coordinator.heartbeat(heartbeat)  # waiting on c: nothing to rejoin for
+    await c.step(coordinator)  # told to give four up
+    await c.step(coordinator)  # gave them up
+    assert len(c.held) == 4
+    with pytest.raises(RebalanceInProgressError):  # they are free: rejoin to take them
+        await coordinator.heartbeat(heartbeat)
+    await x.step(coordinator)
+    assert x.held == set(range(8)) - c.held
