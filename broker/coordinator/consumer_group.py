@@ -612,7 +612,7 @@ class ConsumerGroup:
             raise InconsistentGroupProtocolError(
                 f"the subscription is not Kafka's consumer protocol: {exc}"
             ) from None
-        member = self._classic_member_for(member_id or new_member_id(), instance_id)
+        member = self._classic_member_for(member_id, instance_id)
         names = self.topics()
         owned: Assignment = {}
         for tp in subscription.owned:
@@ -727,11 +727,25 @@ class ConsumerGroup:
         return not others or any(all(name in o for o in others) for name in names)
 
     def _classic_member_for(self, member_id: str, instance_id: str | None) -> ConsumerMember:
+        """The JoinGroup's member: a new one without a member id; one named must be in
+        the group (UNKNOWN_MEMBER_ID: a fenced member starts again without its id), and
+        hold its instance id (FENCED_INSTANCE_ID), as Kafka's and the classic group's."""
+        if member_id:
+            holder_id = None if instance_id is None else self._instances.get(instance_id)
+            if holder_id is not None and holder_id != member_id:
+                raise FencedInstanceIdError(
+                    f"instance id {instance_id!r} is held by another member"
+                )
+            known = self.members.get(member_id)
+            if known is None or (instance_id is not None and holder_id is None):
+                raise UnknownMemberIdError(
+                    f"member {member_id!r} is not in group {self.group_id!r}; join again"
+                )
+            return known
+        member_id = new_member_id()
         if instance_id is None:
-            member = self.members.get(member_id)
-            if member is None:
-                self._check_size(member_id)
-                member = self.members[member_id] = ConsumerMember(member_id)
+            self._check_size(member_id)
+            member = self.members[member_id] = ConsumerMember(member_id)
             return member
         holder_id = self._instances.get(instance_id)
         holder = None if holder_id is None else self.members.get(holder_id)
@@ -740,8 +754,6 @@ class ConsumerGroup:
             member = self.members[member_id] = ConsumerMember(member_id, instance_id=instance_id)
             self._instances[instance_id] = member_id
             return member
-        if holder.member_id == member_id:
-            return holder
         # a static member restarted (a new member id): its partitions are its own
         self._rekey(holder, member_id)
         return holder

@@ -998,15 +998,19 @@ class GroupCoordinator:
 
     async def sync_group(self, request: SyncGroupRequest) -> SyncGroupResponse:
         self._check_group(Operation.READ, request.group_id)
+        assigned = None
         if self._of_consumer_group(request.group_id):
             async with self._serialized(request.group_id):
-                assigned = self._consumer_group(request.group_id, -1).classic_sync(
-                    request.member_id,
-                    request.group_instance_id,
-                    request.generation_id,
-                    (request.protocol_type, request.protocol_name),
-                    self._doubt.clock(),
-                )
+                consumer = self._still_consumer_group(request.group_id)
+                if consumer is not None:
+                    assigned = consumer.classic_sync(
+                        request.member_id,
+                        request.group_instance_id,
+                        request.generation_id,
+                        (request.protocol_type, request.protocol_name),
+                        self._doubt.clock(),
+                    )
+        if assigned is not None:
             names = self._metadata.fetchable
             return SyncGroupResponse(
                 assignment=encode_assignment(
@@ -1042,13 +1046,15 @@ class GroupCoordinator:
         self._check_group(Operation.READ, request.group_id)
         if self._of_consumer_group(request.group_id):
             async with self._serialized(request.group_id):
-                self._consumer_group(request.group_id, -1).classic_heartbeat(
-                    request.member_id,
-                    request.group_instance_id,
-                    request.generation_id,
-                    self._doubt.clock(),
-                )
-            return HeartbeatResponse()
+                consumer = self._still_consumer_group(request.group_id)
+                if consumer is not None:
+                    consumer.classic_heartbeat(
+                        request.member_id,
+                        request.group_instance_id,
+                        request.generation_id,
+                        self._doubt.clock(),
+                    )
+                    return HeartbeatResponse()
         self._known_group(request.group_id).heartbeat(
             request.member_id, request.generation_id, request.group_instance_id
         )
@@ -1057,7 +1063,9 @@ class GroupCoordinator:
     async def leave_group(self, request: LeaveGroupRequest) -> LeaveGroupResponse:
         self._check_group(Operation.READ, request.group_id)
         if self._of_consumer_group(request.group_id):
-            return await asyncio.shield(self._leave_consumer_group(request))
+            left = await asyncio.shield(self._leave_consumer_group(request))
+            if left is not None:
+                return left
         if request.members is None:
             leaving = self._known_group(request.group_id)
             was, generation, started = leaving.state, leaving.generation_id, leaving.rebalances
@@ -1110,12 +1118,24 @@ class GroupCoordinator:
         group = self.groups.get(group_id)
         return isinstance(group, ConsumerGroup) and bool(group.members)
 
-    async def _leave_consumer_group(self, request: LeaveGroupRequest) -> LeaveGroupResponse:
+    def _still_consumer_group(self, group_id: str) -> ConsumerGroup | None:
+        """Under the group's lock, the group of the new protocol :meth:`_of_consumer_group`
+        saw before it; None if it is a classic group now (a downgrade, or an upgrade not
+        written, while the request waited for the lock): the classic group answers."""
+        if not isinstance(self.groups.get(group_id), ConsumerGroup):
+            return None
+        return self._consumer_group(group_id, -1)
+
+    async def _leave_consumer_group(self, request: LeaveGroupRequest) -> LeaveGroupResponse | None:
         """A LeaveGroup to a group of the new protocol: each member named (of either
         protocol, as Kafka's since KAFKA-18188) is fenced; if only classic members are
-        left, the group goes back to the classic protocol instead (Kafka's downgrade)."""
+        left, the group goes back to the classic protocol instead (Kafka's downgrade).
+        None: a classic group's now (see :meth:`_still_consumer_group`)."""
         async with self._serialized(request.group_id):
-            group = self._consumer_group(request.group_id, -1)
+            found = self._still_consumer_group(request.group_id)
+            if found is None:
+                return None
+            group = found
             asked = (
                 [(request.member_id, request.group_instance_id)]
                 if request.members is None
@@ -1296,6 +1316,13 @@ class GroupCoordinator:
             why = "it has more members than group.consumer.max.size"
         elif not migration.readable(classic):
             why = "a member's subscription or assignment is not Kafka's consumer protocol"
+        if why is None and group_id in self._group_writes:
+            # a generation's assignment (or a static member's new id) being written: it
+            # is not in the members yet, and its write would hand it out after the group
+            # of the new protocol took their previous ones. Retriable: taken once written
+            raise CoordinatorNotAvailableError(
+                f"group {group_id!r}: its classic metadata is being written; retry"
+            )
         if why is not None:
             raise GroupIdNotFoundError(
                 f"group {group_id!r} is a classic group with members and cannot become a "

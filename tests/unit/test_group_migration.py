@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Coroutine
 from typing import Any
 
 import pytest
@@ -33,6 +34,8 @@ from protocol.consumer_protocol import (
     encode_subscription,
 )
 from protocol.errors import (
+    CoordinatorNotAvailableError,
+    FencedInstanceIdError,
     GroupIdNotFoundError,
     IllegalGenerationError,
     InconsistentGroupProtocolError,
@@ -342,3 +345,153 @@ async def test_a_classic_member_waiting_for_partitions_rejoins_once_they_are_fre
         await coordinator.heartbeat(heartbeat)
     await x.step(coordinator)
     assert x.held == set(range(8)) - c.held
+
+
+# --- review 130 -------------------------------------------------------------------------------
+
+
+async def _mixed() -> tuple[GroupCoordinator, FakeReplicas, NewClient, str, int]:
+    """A group of the new protocol: c (new protocol), x (classic, synced)."""
+    coordinator, replicas = _coordinator()
+    _with_ids(coordinator)
+    c = NewClient("c")
+    await c.step(coordinator)
+    joined = await coordinator.join_group(_classic_join())
+    x = joined.member_id
+    await coordinator.sync_group(
+        SyncGroupRequest(group_id=OURS, generation_id=joined.generation_id, member_id=x)
+    )
+    return coordinator, replicas, c, x, joined.generation_id
+
+
+@pytest.mark.parametrize("request_kind", ["heartbeat", "sync", "leave"])
+async def test_a_classic_request_queued_behind_a_downgrade_goes_to_the_classic_group(
+    request_kind: str,
+) -> None:
+    coordinator, replicas, _c, x, generation = await _mixed()
+    replicas.gate = asyncio.get_running_loop().create_future()
+    leaving = asyncio.ensure_future(_beat(coordinator, member_id="c", member_epoch=-1))
+    await asyncio.sleep(0)  # the downgrade's append waits at the gate, under the lock
+    if request_kind == "heartbeat":
+        queued: Coroutine[Any, Any, object] = coordinator.heartbeat(
+            HeartbeatRequest(group_id=OURS, generation_id=generation, member_id=x)
+        )
+    elif request_kind == "sync":
+        queued = coordinator.sync_group(
+            SyncGroupRequest(group_id=OURS, generation_id=generation, member_id=x)
+        )
+    else:
+        queued = coordinator.leave_group(LeaveGroupRequest(group_id=OURS, member_id=x))
+    waiting = asyncio.ensure_future(queued)
+    await asyncio.sleep(0)
+    replicas.gate.set_result(None)
+    replicas.gate = None
+    assert (await leaving).error_code == 0
+    assert isinstance(coordinator.groups[OURS], Group)  # downgraded
+    if request_kind == "leave":
+        await waiting  # the classic group takes x's LeaveGroup
+        assert x not in coordinator.groups[OURS].members
+    else:
+        # the classic group's answer (rejoin), not GROUP_ID_NOT_FOUND (fatal to a
+        # Java classic consumer's SyncGroup)
+        with pytest.raises(RebalanceInProgressError):
+            await waiting
+
+
+async def test_a_classic_assignment_written_as_the_group_is_upgraded_is_not_handed_out() -> None:
+    """The leader's SyncGroup write is in flight when a member of the new protocol joins:
+    the group of the new protocol takes the members' previous assignments, so the
+    members must not be given the new ones the classic write completes with."""
+    coordinator, replicas = _coordinator()
+    _with_ids(coordinator)
+    first = await coordinator.join_group(_classic_join())
+    a = first.member_id
+    await coordinator.sync_group(
+        SyncGroupRequest(
+            group_id=OURS,
+            generation_id=first.generation_id,
+            member_id=a,
+            assignments=[
+                SyncGroupRequestAssignment(member_id=m, assignment=p) for m, p in _plan([a]).items()
+            ],
+        )
+    )
+    joining = asyncio.ensure_future(coordinator.join_group(_classic_join()))
+    await asyncio.sleep(0)
+    again = await coordinator.join_group(_classic_join(a))
+    b = (await joining).member_id
+    generation = again.generation_id
+    plan = _plan([a, b])
+    replicas.gate = asyncio.get_running_loop().create_future()
+    syncs = [
+        asyncio.ensure_future(
+            coordinator.sync_group(
+                SyncGroupRequest(
+                    group_id=OURS,
+                    generation_id=generation,
+                    member_id=m,
+                    assignments=[
+                        SyncGroupRequestAssignment(member_id=k, assignment=p)
+                        for k, p in plan.items()
+                    ]
+                    if m == a
+                    else [],
+                )
+            )
+        )
+        for m in (a, b)
+    ]
+    for _ in range(3):
+        await asyncio.sleep(0)  # the classic write is in flight
+    new = NewClient("c")
+    first_try = asyncio.ensure_future(_cjoin(coordinator, "c"))  # the upgrade, its write
+    for _ in range(3):
+        await asyncio.sleep(0)
+    replicas.gate.set_result(None)
+    replicas.gate = None
+    answer = await first_try
+    if answer.error_code == 0:
+        new.epoch, new.held = answer.member_epoch, _partitions(answer)
+    else:  # refused for now (retriable): the member tries again
+        assert answer.error_code == CoordinatorNotAvailableError.code
+        await new.step(coordinator)
+    group = coordinator.groups[OURS]
+    assert isinstance(group, ConsumerGroup)
+    clients: list[Any] = []
+    for m, sync in zip((a, b), syncs, strict=True):
+        try:
+            held = {tp.partition for tp in decode_assignment((await sync).assignment).partitions}
+        except RebalanceInProgressError:
+            held = set()  # eager: told to rejoin, it holds nothing
+        clients.append(ClassicClient(m, generation, held))
+        # what the member was told is what the group of the new protocol says it holds
+        group_has = {p for ps in group.members[m].assigned.values() for p in ps}
+        assert held <= group_has, (m, held, group_has)
+    clients.append(new)
+    for _ in range(6):
+        for client in clients:
+            await client.step(coordinator)
+            _held_once(clients)
+
+
+async def test_a_classic_join_under_a_member_id_the_group_does_not_have_is_unknown() -> None:
+    """A fenced classic member rejoining under its old member id is told
+    UNKNOWN_MEMBER_ID (Kafka's, and the classic group's here), not taken back in under
+    it with whatever it says it owns."""
+    coordinator, _, _c, x, _generation = await _mixed()
+    group = coordinator.groups[OURS]
+    assert isinstance(group, ConsumerGroup)
+    group.fence(x)
+    await coordinator._write_consumer_group(group)
+    with pytest.raises(UnknownMemberIdError):
+        await coordinator.join_group(_classic_join(x))
+    assert x not in group.members
+    # a static one: its instance id held by another member id is fenced
+    static = _classic_join()
+    static.group_instance_id = "i"
+    joined = await coordinator.join_group(static)
+    other = _classic_join("someone-else")
+    other.group_instance_id = "i"
+    with pytest.raises(FencedInstanceIdError):
+        await coordinator.join_group(other)
+    assert group.members[joined.member_id].instance_id == "i"
