@@ -762,12 +762,15 @@ class GroupCoordinator:
 
     async def _join_as_classic(
         self, group: ConsumerGroup, request: JoinGroupRequest
-    ) -> JoinGroupResponse:
+    ) -> JoinGroupResponse | Group:
         """A classic JoinGroup into a group of the new protocol (Kafka's
         classicGroupJoinToConsumerGroup): reconciled, written, answered at once with the
         member's epoch as its generation and no leader (every classic member follows:
-        the coordinator assigns)."""
+        the coordinator assigns). A classic static member that took the place of the
+        group's last member of the new protocol gives the group back to the classic
+        protocol (returned: the member joins it as a classic group's, which rebalances)."""
         before = group.epoch
+        all_classic = all(m.classic is not None for m in group.members.values())
         member, protocol = group.classic_join(
             request.member_id,
             self._doubt.clock(),
@@ -781,6 +784,16 @@ class GroupCoordinator:
             protocol_type=request.protocol_type,
             protocols=[(p.name, bytes(p.metadata)) for p in request.protocols],
         )
+        if not all_classic and self._downgradable(group, (), replaced=True):
+            cause = "a classic static member took the place of its last member of the new protocol"
+            try:
+                await self._downgrade(group, (), cause)
+            except ApiError:  # not written: the join's change goes too
+                self._revert(group)
+                raise
+            back = self.groups.get(group.group_id)
+            if isinstance(back, Group):
+                return back
         await self._write_consumer_group(group)
         if group.epoch != before:
             self._log.info(
@@ -1345,11 +1358,15 @@ class GroupCoordinator:
         )
         return made
 
-    def _downgradable(self, group: ConsumerGroup, leaving: Collection[str]) -> bool:
-        """Whether ``leaving`` going gives the group back to the classic protocol (Kafka's
-        validateOnlineDowngradeWithFencedMembers): members stay, all classic, the policy
-        allows, group.max.size holds them, and they share a protocol."""
-        if not leaving or self._migration not in ("bidirectional", "downgrade"):
+    def _downgradable(
+        self, group: ConsumerGroup, leaving: Collection[str], *, replaced: bool = False
+    ) -> bool:
+        """Whether ``leaving`` going (or, ``replaced``, a classic static member having
+        taken the place of a member of the new protocol) gives the group back to the
+        classic protocol (Kafka's validateOnlineDowngradeWithFencedMembers and
+        ...WithReplacedMemberId): members stay, all classic, the policy allows,
+        group.max.size holds them, and they share a protocol."""
+        if not (leaving or replaced) or self._migration not in ("bidirectional", "downgrade"):
             return False
         if not group.only_classic_left_without(leaving):
             return False

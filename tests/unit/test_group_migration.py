@@ -495,3 +495,25 @@ async def test_a_classic_join_under_a_member_id_the_group_does_not_have_is_unkno
     with pytest.raises(FencedInstanceIdError):
         await coordinator.join_group(other)
     assert group.members[joined.member_id].instance_id == "i"
+
+
+async def test_a_classic_static_member_in_the_new_ones_place_gives_the_group_back() -> None:
+    """Kafka's downgrade on a static replacement: the group's last member of the new
+    protocol restarts as a classic consumer under its instance id."""
+    coordinator, replicas = _coordinator()
+    _with_ids(coordinator)
+    assert (await _cjoin(coordinator, "s", instance_id="host-s")).error_code == 0
+    x = (await coordinator.join_group(_classic_join())).member_id
+    restarted = _classic_join()
+    restarted.group_instance_id = "host-s"
+    joining = asyncio.ensure_future(coordinator.join_group(restarted))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    back = coordinator.groups[OURS]
+    assert isinstance(back, Group) and back.state == "PreparingRebalance"
+    assert "host-s" in back.static_members
+    reloaded = replicas.reload()
+    assert OURS not in reloaded.consumer_groups and OURS in reloaded.group_metadata
+    s_join, x_join = await asyncio.gather(joining, coordinator.join_group(_classic_join(x)))
+    assert s_join.generation_id == x_join.generation_id == back.generation_id
+    assert {s_join.leader} == {x_join.leader} != {""}  # a classic group's leader assigns
