@@ -722,6 +722,15 @@ class TopicAdmin:
             try:
                 configs = await self._describe(resource, request.include_synonyms)
             except ApiError as exc:
+                # one resource's refusal in an answer that is not (the server logs only
+                # whole requests refused): an operator's tool that shows nothing says why here
+                self._log.info(
+                    "config.describe_refused",
+                    resource_type=resource.resource_type,
+                    resource=resource.resource_name,
+                    error=exc.name,
+                    message=exc.message,
+                )
                 results.append(
                     DescribeConfigsResult(
                         resource_type=resource.resource_type,

@@ -1594,6 +1594,7 @@ class GroupCoordinator:
                     subscribed_topic_regex=m.regex,
                     assignment=described(m.assigned),
                     target_assignment=described(group.target.get(m.member_id, {})),
+                    member_type=0 if m.classic is not None else 1,  # (v1's, KIP-1099)
                 )
                 for m in group.members.values()
             ],
@@ -1632,12 +1633,20 @@ class GroupCoordinator:
         try:
             while self._topics_dirty:
                 self._topics_dirty = False
-                for group_id, group in list(self.groups.items()):
-                    if isinstance(group, ConsumerGroup) and group.members:
-                        try:
-                            await self._topics_changed_in(group_id)
-                        except Exception:  # a bug: logged, and the other groups go on
-                            self._log.exception("coordinator.topics_change_failed", group=group_id)
+                # each group on its own (one whose write is slow holds up no other)
+                names = [
+                    group_id
+                    for group_id, group in self.groups.items()
+                    if isinstance(group, ConsumerGroup) and group.members
+                ]
+                done = await asyncio.gather(
+                    *(self._topics_changed_in(g) for g in names), return_exceptions=True
+                )
+                for group_id, outcome in zip(names, done, strict=True):
+                    if isinstance(outcome, BaseException):  # a bug: logged; the others went on
+                        self._log.error(
+                            "coordinator.topics_change_failed", group=group_id, exc_info=outcome
+                        )
         finally:
             self._topics_task = None
 

@@ -363,7 +363,11 @@ class LogManager:
         """After :meth:`swap_future`: the copy fsynced and checkpointed (with its log
         start) before its marker goes, so the old log's removal never loses what it
         had made durable; the old log closed only after ``file.delete.delay.ms`` (a
-        fetch answer being sent reads its files, as a deleted segment's), then removed."""
+        fetch answer being sent reads its files, as a deleted segment's), then removed.
+        Steps that fail on I/O leave its directory for the next start to finish the swap
+        (the copy may not be durable yet); the old log is closed all the same (it is no
+        partition's log any more: its descriptors would be held until the process ends)."""
+        settled = True
         try:
             await future.flush_async()
             await self.checkpoint_async()
@@ -376,12 +380,14 @@ class LogManager:
             await asyncio.to_thread(settle)
         except (OSError, HeadwaterError) as exc:  # (the next start finishes it)
             self._log.error("log_manager.swap_unfinished", log=future.name, error=str(exc))
-            return
+            settled = False
         try:
             await asyncio.sleep(old.config.file_delete_delay_ms / 1000)
         finally:  # (a stop meanwhile: closed now, its directory removed at the next start)
             await old.flushes_done()
             old.close_for_delete()
+        if not settled:
+            return
         try:
             await asyncio.to_thread(remove_log_dir, gone)
         except OSError as exc:

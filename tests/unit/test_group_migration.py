@@ -19,6 +19,7 @@ from broker.coordinator.consumer_group import ConsumerGroup
 from broker.coordinator.coordinator import GroupCoordinator
 from broker.coordinator.group import Group
 from protocol.apis import (
+    ConsumerGroupDescribeRequest,
     HeartbeatRequest,
     JoinGroupRequest,
     JoinGroupRequestProtocol,
@@ -212,6 +213,14 @@ async def test_a_classic_group_moves_to_the_new_protocol_and_back_as_its_members
     clients: list[Any] = [*classic, new]
     await _converge(coordinator, clients)
     assert all(len(c.held) >= 2 for c in clients)
+    described = await coordinator.consumer_group_describe(
+        ConsumerGroupDescribeRequest(group_ids=[OURS])
+    )
+    assert {m.member_id: m.member_type for m in described.groups[0].members} == {
+        a: 0,  # classic (KIP-1099's member type)
+        b: 0,
+        "c": 1,
+    }
     # the log has it all: a coordinator taking over has the classic members as they are
     moved = _moved(replicas).groups[OURS]
     assert isinstance(moved, ConsumerGroup) and moved.members[b].classic is not None

@@ -600,3 +600,37 @@ async def test_moves_at_once_share_num_replica_alter_log_dirs_threads(
         await manager.shutdown()
         await logs.flushes_done()
         logs.shutdown()
+
+
+async def test_a_swap_whose_last_steps_fail_on_io_still_closes_the_old_log(
+    broker: tuple[LogManager, ReplicaManager], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The copy's fsync fails after the swap: the old log's directory stays for the next
+    start to finish the swap, but its files are closed (they were held until exit)."""
+    logs, manager = broker
+    logs.logs[TP].config = LogConfig(segment_bytes=4096, file_delete_delay_ms=0)
+    _produce_batches(manager, 20, 5)
+    old = logs.logs[TP]
+    answered = old.read(0, 1 << 20)
+    assert answered is not None
+    region = answered.region()  # (one of the old log's descriptors)
+
+    async def failing() -> None:
+        raise OSError(5, "Input/output error")
+
+    assert _codes(await manager.alter_replica_log_dirs(_move(tmp_path / "b"))) == [0]
+    future = None
+    for _ in range(200):  # the copy, once made: its flush fails
+        future = logs.futures.get(TP)
+        if future is not None:
+            monkeypatch.setattr(future, "flush_async", failing)
+            break
+        await asyncio.sleep(0.01)
+    assert future is not None
+    await _until_moved(logs, tmp_path / "b")
+    for _ in range(100):
+        if region.fd == -1:
+            break
+        await asyncio.sleep(0.01)
+    assert region.fd == -1  # closed
+    assert list((tmp_path / "a").glob("t-0*-delete"))  # left for the next start

@@ -12,6 +12,7 @@ import asyncio
 from typing import Any
 
 import pytest
+import structlog.testing
 from kazoo.exceptions import (
     ConnectionLoss,
     NoAuthError,
@@ -23,8 +24,13 @@ from broker.admin import TopicAdmin
 from broker.config import load_config
 from broker.metadata import MetadataCache
 from broker.zk import ZkBridge, ZkError, ZkUnavailable
-from protocol.apis import CreatableTopic, CreateTopicsRequest
-from protocol.errors import InvalidTopicError, RequestTimedOutError
+from protocol.apis import (
+    CreatableTopic,
+    CreateTopicsRequest,
+    DescribeConfigsRequest,
+    DescribeConfigsResource,
+)
+from protocol.errors import InvalidTopicError, RequestTimedOutError, UnknownTopicOrPartitionError
 
 
 class _ZooKeeperGone:
@@ -81,3 +87,23 @@ async def test_zookeeper_outages_are_told_from_refusals(
     with pytest.raises(ZkError) as caught:
         await bridge._await(_Failed(), "/brokers/ids")  # type: ignore[arg-type]
     assert isinstance(caught.value, ZkUnavailable) is outage
+
+
+async def test_a_resource_describe_configs_refuses_is_answered_and_logged() -> None:
+    """The answer is not an error, so the server logs nothing of it: the refusal of one
+    resource is logged here (an operator whose tool shows nothing finds why)."""
+
+    class _NoTopic:
+        async def exists(self, path: str, *_: Any, **__: Any) -> Any:
+            return None
+
+    config = load_config(env={}, overrides=["broker.id=1"])
+    admin = TopicAdmin(_NoTopic(), config, MetadataCache())  # type: ignore[arg-type]
+    request = DescribeConfigsRequest(
+        resources=[DescribeConfigsResource(resource_type=2, resource_name="gone")]
+    )
+    with structlog.testing.capture_logs() as logs:
+        response = await admin.describe_configs(request)
+    assert response.results[0].error_code == UnknownTopicOrPartitionError.code
+    (refused,) = [e for e in logs if e["event"] == "config.describe_refused"]
+    assert (refused["resource"], refused["error"]) == ("gone", "UNKNOWN_TOPIC_OR_PARTITION")
