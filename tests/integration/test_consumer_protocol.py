@@ -8,6 +8,7 @@ group gets its share too."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 
 import pytest
@@ -114,3 +115,68 @@ async def test_headwater_consumers_of_the_new_protocol_share_and_hand_over(
         (group,) = await admin.describe_groups([GROUP])
     assert committed == {tp: at.offset for tp, at in ends.items()}
     assert (group.protocol_type, group.state) == ("consumer", "Empty")
+
+
+async def test_headwater_consumers_move_a_group_to_the_new_protocol_and_back(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    """Kafka's online migration with Headwater's own consumers: a classic one reads; one
+    of the new protocol joins the same group (the group moves to the new protocol, the
+    classic one is assigned by the broker through JoinGroup and SyncGroup): they share
+    the topic, never a partition at once; the new one stops (back to classic) and the
+    classic one takes everything. Every record read, the offsets where they stopped."""
+    cluster = make_cluster(1, SETTINGS)
+    async with Admin(bootstrap_servers=cluster.bootstrap) as admin:
+        await admin.create_topics([NewTopic(TOPIC, 6, 1)])
+    await _produce(cluster, 0, 300)
+    seen: dict[str, list[tuple[int, int, bytes]]] = {"classic": [], "new": []}
+    overlaps: list[set[TopicPartition]] = []
+    classic = Consumer(
+        TOPIC,
+        bootstrap_servers=cluster.bootstrap,
+        group_id=GROUP,
+        auto_offset_reset="earliest",
+        auto_commit_interval_ms=200,
+        heartbeat_interval_ms=300,
+    )
+    new = _consumer(cluster)
+    await classic.start()
+    try:
+        await _read({"classic": classic}, seen, lambda: len(seen["classic"]) >= 300, overlaps)
+        await new.start()
+
+        def shared() -> bool:
+            held = classic.assignment(), new.assignment()
+            return all(held) and len(held[0] | held[1]) == 6
+
+        await _read({"classic": classic, "new": new}, seen, shared, overlaps)
+        assert shared() and not overlaps
+        async with Admin(bootstrap_servers=cluster.bootstrap) as admin:
+            (mixed,) = await admin.describe_groups([GROUP])
+        assert mixed.protocol_type == "consumer" and len(mixed.members) == 2
+        await _produce(cluster, 300, 300)
+        await _read(
+            {"classic": classic, "new": new},
+            seen,
+            lambda: len({v for s in seen.values() for *_, v in s}) >= 600,
+            overlaps,
+        )
+        await new.stop()  # the last member of the new protocol leaves: back to classic
+        await _produce(cluster, 600, 300)
+        await _read(
+            {"classic": classic},
+            seen,
+            lambda: (
+                len(classic.assignment()) == 6
+                and len({v for s in seen.values() for *_, v in s}) == 900
+            ),
+            overlaps,
+        )
+        assert len(classic.assignment()) == 6 and not overlaps
+    finally:
+        await new.stop()
+        await classic.stop()
+    assert {v for s in seen.values() for *_, v in s} == {b"r%d" % i for i in range(900)}
+    (broker,) = cluster.brokers.values()
+    events = [json.loads(line).get("event") for line in broker.log_path.read_text().splitlines()]
+    assert "group.upgraded" in events and "group.downgraded" in events
