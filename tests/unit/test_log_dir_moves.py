@@ -9,10 +9,12 @@ import dataclasses
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from broker.log import LogConfig
+from broker.log.cleaner import CleanerConfig, LogCleaner
 from broker.log.manager import DELETE_SUFFIX, FUTURE, LogManager, TopicPartition
 from broker.metadata import MetadataCache
 from broker.replica import moves as moves_module
@@ -634,3 +636,64 @@ async def test_a_swap_whose_last_steps_fail_on_io_still_closes_the_old_log(
         await asyncio.sleep(0.01)
     assert region.fd == -1  # closed
     assert list((tmp_path / "a").glob("t-0*-delete"))  # left for the next start
+
+
+async def test_a_log_compacted_while_it_is_copied_moves_with_each_keys_latest_value(
+    broker: tuple[LogManager, ReplicaManager], tmp_path: Path
+) -> None:
+    """The cleaner swaps the source's segments while the copy reads them (offsets it
+    already copied vanish, the next read starts past a gap): the moved log reads in
+    offset order, each key's latest value the one produced last."""
+    logs, manager = broker
+    logs.logs[TP].config = LogConfig(
+        segment_bytes=2048,
+        cleanup_policy="compact",
+        min_cleanable_dirty_ratio=0.01,
+        file_delete_delay_ms=0,
+    )
+    _produce(manager, 0, 700)  # keys k0..k6, a hundred values each, many segments
+    manager.moves._chunk = 1024  # small reads: many steps, the cleaner between them
+    cleaner = LogCleaner(logs, CleanerConfig())
+    cleaned_mid_copy = 0
+    cleaned = asyncio.Event()
+    step = manager.moves._step
+    steps = 0
+
+    async def held_step(*args: Any) -> bool:  # after its first read, the copy waits for
+        nonlocal steps  # a cleaner round (so the round surely lands mid-copy)
+        steps += 1
+        if steps > 1:
+            await cleaned.wait()
+        return await step(*args)
+
+    manager.moves._step = held_step  # type: ignore[method-assign]
+
+    async def clean_while_copying() -> None:
+        nonlocal cleaned_mid_copy
+        while TP in logs.futures:
+            if await cleaner.clean_once():
+                cleaned_mid_copy += 1
+                cleaned.set()
+            await asyncio.sleep(0)
+
+    assert _codes(await manager.alter_replica_log_dirs(_move(tmp_path / "b"))) == [0]
+    cleaning = asyncio.ensure_future(clean_while_copying())
+    await asyncio.wait_for(_until_moved(logs, tmp_path / "b"), 10)
+    await cleaning
+    assert cleaned_mid_copy >= 1  # (else this test says nothing)
+    moved = logs.logs[TP]
+    rows: list[tuple[int, bytes | None, bytes | None]] = []
+    at = moved.log_start_offset
+    while at < moved.log_end_offset:  # segment by segment, as _values reads
+        data = moved.read(at, 1 << 20)
+        assert data is not None
+        for batch in decode_batches(data.read()):
+            rows += [(r.offset, r.key, r.value) for r in batch]
+            at = batch.next_offset
+    offsets = [o for o, _, _ in rows]
+    assert offsets == sorted(set(offsets))
+    latest = {key: value for _, key, value in rows}
+    assert latest == {
+        b"k%d" % k: b"v%d" % max(i for i in range(700) if i % 7 == k) for k in range(7)
+    }
+    assert moved.log_end_offset == 700
