@@ -106,6 +106,8 @@ _READ_BUFFER_BYTES = 256 * 1024
 _FRAME_POOL_BYTES = 64 * 1024 * 1024
 """The most a listener's pool keeps of the buffers large frames arrived in (each reused
 once nothing refers to it): a few dozen 1 MiB produce requests in flight; more are copied."""
+_FRAME_POOL_TRIM_S = 60.0
+"""How often the frame pool lets go of buffers no frame had since the last time."""
 _AFTER_LARGE_READ_BYTES = 4096
 """The read after a large frame: short, so that if another large frame follows, only its
 head is copied out of the read buffer and its body goes straight into its own."""
@@ -1269,12 +1271,19 @@ class BrokerServer:
         clients that connect and vanish without a FIN do not hold memory forever."""
         loop = asyncio.get_running_loop()
         period_s = min(max(self.max_idle_s / 10, 0.05), 30.0)
+        trimmed_at = loop.time()
         while True:
             await asyncio.sleep(period_s)
             cutoff = loop.time() - self.max_idle_s
             for connection in list(self.connections):
                 if connection.idle and connection.last_active < cutoff:
                     connection.close_idle()
+            if loop.time() - trimmed_at >= _FRAME_POOL_TRIM_S:
+                # the buffers of a burst of large frames, unused since: back to the system
+                trimmed_at = loop.time()
+                freed = self.frame_pool.trim()
+                if freed:
+                    _log.debug("listener.frame_pool_trimmed", freed_bytes=freed)
 
     async def stop(self, timeout_s: float = 10.0) -> None:
         """Stop accepting, answer what is in flight (up to ``timeout_s``), close."""

@@ -303,10 +303,12 @@ class FramePool:
     once nothing refers to its bytes any more. That is asked of the buffer itself: a
     ``bytearray`` cannot change size while a ``memoryview`` (or any other export) of it is
     alive, so whatever kept a view of a frame (a handler, a queued write, a record set)
-    keeps the buffer out of the pool. It holds at most ``budget_bytes``.
+    keeps the buffer out of the pool. It holds at most ``budget_bytes``, and lets go of
+    buffers a period went by without (:meth:`trim`): a burst of large frames does not
+    hold its memory for good.
     """
 
-    __slots__ = ("_buffers", "_held", "budget_bytes", "min_read_bytes")
+    __slots__ = ("_buffers", "_held", "_used", "budget_bytes", "min_read_bytes")
 
     def __init__(self, budget_bytes: int, min_read_bytes: int = 64 * 1024) -> None:
         if min_read_bytes < 1:
@@ -317,6 +319,7 @@ class FramePool:
         cost more than the copy), and smaller ones are not kept."""
         self._buffers: list[bytearray] = []
         self._held = 0
+        self._used: set[int] = set()  # the buffers taken or adopted since the last trim
 
     @property
     def held_bytes(self) -> int:
@@ -328,8 +331,25 @@ class FramePool:
         is alive."""
         for buffer in self._buffers:
             if size <= len(buffer) <= 2 * size and _unshared(buffer):
+                self._used.add(id(buffer))
                 return memoryview(buffer)
         return None
+
+    def trim(self) -> int:
+        """Let go of the idle buffers no frame has had since the last trim (called every
+        few tens of seconds: what a steady load uses stays, a burst's goes). Returns the
+        bytes let go."""
+        kept: list[bytearray] = []
+        freed = 0
+        for buffer in self._buffers:
+            if id(buffer) in self._used or not _unshared(buffer):
+                kept.append(buffer)
+            else:
+                freed += len(buffer)
+        self._buffers = kept
+        self._held -= freed
+        self._used = {id(b) for b in kept if not _unshared(b)}  # (in use now: used)
+        return freed
 
     def adopt(self, buffer: bytearray) -> None:
         """Keep ``buffer`` (a frame's, perhaps still in use) for later frames, if it fits in
@@ -348,6 +368,7 @@ class FramePool:
         if self._held + size <= self.budget_bytes:
             self._buffers.append(buffer)
             self._held += size
+            self._used.add(id(buffer))
 
 
 def _unshared(buffer: bytearray) -> bool:

@@ -311,3 +311,34 @@ def test_feeding_into_a_pooled_frame_copies_and_reading_past_it_is_a_caller_bug(
         FrameDecoder().filled(1)
     with pytest.raises(ValueError, match="min_read_bytes"):
         FramePool(1 << 20, min_read_bytes=0)
+
+
+def test_a_burst_s_buffers_are_let_go_once_a_period_goes_by_without_them() -> None:
+    """Frames pools never shrank: a burst of large produce requests held its memory (up
+    to the budget) for good. A trim lets go of the idle buffers no frame had since the
+    last one; a buffer in use, or used since, stays."""
+    pool = FramePool(8 << 20)
+    decoder = FrameDecoder(8 << 20, pool)
+    big = [os.urandom(1 << 20) for _ in range(3)]
+    frames = [f for payload in big for f in _read(decoder, _framed(payload), [256 * 1024])]
+    assert pool.held_bytes == 3 * (4 + (1 << 20))
+    held = frames[0]  # one still referred to (a handler, a write queued)
+    del frames
+    assert pool.trim() == 0  # all three adopted since the last trim: a steady load's
+    # the next period: one is taken again (a frame read straight into it), one is held
+    assert decoder.feed(_framed(big[1])[:4096]) == []
+    into = decoder.read_into()
+    assert into is not None
+    into[:] = _framed(big[1])[4096:]
+    (again,) = decoder.filled(len(into))
+    assert again == big[1]
+    freed = pool.trim()
+    assert freed == 4 + (1 << 20)  # only the buffer neither used nor held goes
+    assert pool.held_bytes == 2 * (4 + (1 << 20))
+    assert held == big[0]  # untouched
+    del held, again, into
+    # in use at the last trim, they count as used in the period after it; the next
+    # quiet one lets them go
+    assert pool.trim() == 0
+    assert pool.trim() == 2 * (4 + (1 << 20))
+    assert pool.held_bytes == 0
