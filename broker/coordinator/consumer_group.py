@@ -272,18 +272,21 @@ class ConsumerGroup:
         return set() if member_epoch == STATIC_LEAVE and instance_id is not None else {member_id}
 
     def _leaver(self, member_id: str, instance_id: str | None) -> ConsumerMember:
-        if instance_id is not None:
-            holder = self._instances.get(instance_id)
-            if holder is None:
-                raise UnknownMemberIdError(f"instance id {instance_id!r} is unknown")
-            if holder != member_id:
-                raise FencedInstanceIdError(
-                    f"instance id {instance_id!r} is held by another member"
-                )
+        self._check_instance(member_id, instance_id)
         member = self.members.get(member_id)
         if member is None:
             raise UnknownMemberIdError(f"member {member_id!r} is not in group {self.group_id!r}")
         return member
+
+    def _check_instance(self, member_id: str, instance_id: str | None) -> None:
+        """A request naming an instance id must come from the member that holds it."""
+        if instance_id is None:
+            return
+        holder = self._instances.get(instance_id)
+        if holder is None:
+            raise UnknownMemberIdError(f"instance id {instance_id!r} is unknown")
+        if holder != member_id:
+            raise FencedInstanceIdError(f"instance id {instance_id!r} is held by another member")
 
     def late(self, now_ms: int) -> list[str]:
         """The members :meth:`tick` at ``now_ms`` would fence."""
@@ -766,14 +769,7 @@ class ConsumerGroup:
         member = self.members.get(member_id)
         if member is None or member.classic is None:
             raise UnknownMemberIdError(f"member {member_id!r} is not in group {self.group_id!r}")
-        if instance_id is not None:
-            holder = self._instances.get(instance_id)
-            if holder is None:
-                raise UnknownMemberIdError(f"instance id {instance_id!r} is unknown")
-            if holder != member_id:
-                raise FencedInstanceIdError(
-                    f"instance id {instance_id!r} is held by another member"
-                )
+        self._check_instance(member_id, instance_id)
         if generation_id != member.epoch:
             raise IllegalGenerationError(
                 f"member {member_id!r} is at generation {member.epoch}, not {generation_id}"

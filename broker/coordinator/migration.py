@@ -25,10 +25,7 @@ from protocol.consumer_protocol import (
 )
 from protocol.topic_partition import TopicPartition
 
-__all__ = ["POLICIES", "classic_members", "consumer_members", "protocol_for", "readable"]
-
-POLICIES = ("bidirectional", "upgrade", "downgrade", "disabled")
-"""``group.consumer.migration.policy`` (Kafka's ConsumerGroupMigrationPolicy)."""
+__all__ = ["classic_members", "consumer_members", "protocol_for", "readable"]
 
 
 def consumer_members(
