@@ -40,6 +40,7 @@ import collections
 import contextvars
 import itertools
 from array import array
+from bisect import bisect_right
 from collections.abc import Callable, Generator, Iterable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -55,6 +56,7 @@ from protocol.records import (
     set_producer_fields,
 )
 from protocol.records.batch import ATTRIBUTES_POS, TRANSACTIONAL_BIT
+from protocol.records.runs import timestamp_runs
 
 __all__ = [
     "RECORD_OVERHEAD_BOUND",
@@ -79,6 +81,10 @@ HELD_PER_RECORD = 80
 """What an open batch holds for a record beyond its bytes, counted against
 ``buffer_memory``: the value's object header, the int of its timestamp, and their slots
 in the batch's lists (the record is encoded when the batch closes)."""
+LANE_RECORDS = 128
+"""Records :meth:`RecordAccumulator.append_to` takes room for at once (the buffer's
+count is high by at most this many records' per open batch)."""
+_new = object.__new__
 
 
 def record_size_upper_bound(
@@ -195,12 +201,31 @@ class RecordFuture(_FutureLike):
     def add_done_callback(
         self, fn: Callable[[RecordFuture], object], *, context: contextvars.Context | None = None
     ) -> None:
-        self._materialize().add_done_callback(_Relay(fn, self), context=context)
+        """As :meth:`asyncio.Future.add_done_callback`: ``fn(self)`` is scheduled on the
+        loop once the record is acknowledged (at once if it is), in ``context`` (default:
+        a copy of the current one). Without an asyncio future the batch keeps it and
+        schedules it itself (an asyncio future and the metadata set on it tripled a
+        callback's cost: 3.1 us, Kafka's tool has one per record)."""
+        if self._future is not None:
+            self._future.add_done_callback(_Relay(fn, self), context=context)
+            return
+        batch = self._where()
+        if context is None:
+            context = contextvars.copy_context()
+        if batch.finished:
+            batch.done.get_loop().call_soon(fn, self, context=context)
+        else:
+            batch.watch(_Callback(self, fn, context))
 
     def remove_done_callback(self, fn: Callable[[RecordFuture], object]) -> int:
-        if self._future is None:
-            return 0
-        return self._future.remove_done_callback(fn)  # type: ignore[arg-type] # a _Relay equals its function
+        removed = 0
+        if self._future is not None:
+            removed = self._future.remove_done_callback(fn)  # type: ignore[arg-type] # a _Relay equals its function
+        for waiter in self._where().watchers or ():
+            if waiter.__class__ is _Callback and waiter.record is self and waiter.fn == fn:
+                waiter.fn = None  # (skipped when the batch finishes)
+                removed += 1
+        return removed
 
     def get_loop(self) -> asyncio.AbstractEventLoop:
         return self._batch.done.get_loop()
@@ -220,11 +245,17 @@ class RecordFuture(_FutureLike):
 
     def _materialize(self) -> asyncio.Future[RecordMetadata]:
         if self._future is None:
-            self._future = self.get_loop().create_future()
+            future = self._future = self.get_loop().create_future()
             batch = self._where()
             if batch.finished:
                 self._settle()
             else:
+                # callbacks added before go onto the future, ahead of any added after
+                for waiter in batch.watchers or ():
+                    if waiter.__class__ is _Callback and waiter.record is self:
+                        fn, waiter.fn = waiter.fn, None
+                        if fn is not None:
+                            future.add_done_callback(_Relay(fn, self), context=waiter.context)
                 batch.watch(self)
         return self._future
 
@@ -240,8 +271,53 @@ class RecordFuture(_FutureLike):
             future.set_result(batch.metadata(self._index))
 
 
-def _index_of(record: RecordFuture) -> int:
+class _TimestampRuns:
+    """A closed batch's timestamps as runs (see ``timestamp_runs``): index -> timestamp."""
+
+    __slots__ = ("starts", "values")
+
+    def __init__(self, starts: list[int], values: list[int]) -> None:
+        self.starts = starts
+        self.values = values
+
+    def __getitem__(self, index: int) -> int:
+        return self.values[bisect_right(self.starts, index) - 1]
+
+
+def _index_of(record: RecordFuture | _Callback) -> int:
     return record._index
+
+
+class _Callback:
+    """A done-callback of a :class:`RecordFuture` with no asyncio future, kept by the
+    batch (in its ``watchers``, with the futures) and scheduled when it finishes."""
+
+    __slots__ = ("context", "fn", "record")
+
+    def __init__(
+        self,
+        record: RecordFuture,
+        fn: Callable[[RecordFuture], object],
+        context: contextvars.Context,
+    ) -> None:
+        self.record = record
+        self.fn: Callable[[RecordFuture], object] | None = fn
+        """None once removed, or moved onto the record's asyncio future."""
+        self.context = context
+
+    @property
+    def _index(self) -> int:
+        return self.record._index
+
+    def _where(self) -> ProducerBatch:
+        return self.record._where()
+
+    def _settle(self) -> None:
+        fn = self.fn
+        if fn is not None:
+            self.fn = None
+            record = self.record
+            record._batch.done.get_loop().call_soon(fn, record, context=self.context)
 
 
 class _Relay:
@@ -289,6 +365,10 @@ class ProducerBatch:
         "headers",
         "in_doubt",
         "keys",
+        "lane_high",
+        "lane_low",
+        "lane_size",
+        "left",
         "log_append_time_ms",
         "payload",
         "producer_epoch",
@@ -324,9 +404,9 @@ class ProducerBatch:
         self.values: list[Data | None] = []
         self.keys: list[Data | None] | None = None  # None while every record is keyless
         self.headers: list[Sequence[Header] | None] | None = None  # None while none has any
-        self.timestamps: array[int] | list[int] = []
-        """Each record's, for its metadata too (an array once the columns are encoded;
-        a ``send_batch`` batch keeps the caller's list)."""
+        self.timestamps: list[int] = []
+        """Each record's, for its metadata too (once the columns are encoded, their runs
+        or an array; a ``send_batch`` batch keeps the caller's list)."""
         self.written = HEADER_SIZE
         """The batch's uncompressed bytes: at most this while it is open, exact once built.
         Kafka counts what a batch has encoded, and an open batch here has encoded nothing
@@ -361,8 +441,17 @@ class ProducerBatch:
         self.error: BaseException | None = None
         self.error_traceback: TracebackType | None = None
         self.split_into: tuple[ProducerBatch, ProducerBatch] | None = None
-        self.watchers: list[RecordFuture] | None = None
+        self.watchers: list[RecordFuture | _Callback] | None = None
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.left = 0
+        """Records of ``lane_size`` bytes, keyless, without headers, and stamped from
+        ``lane_low`` up to ``lane_high`` ms, that :meth:`RecordAccumulator.append_to` may
+        still append with no check: their room and buffer memory are already counted in
+        ``written``, ``size_bound`` and the accumulator's ``buffered_bytes`` (see
+        ``RecordAccumulator._reserve``). 0 whenever the batch is not open."""
+        self.lane_size = -1
+        self.lane_low = 0
+        self.lane_high = 0
 
     def __repr__(self) -> str:
         return f"ProducerBatch({self.tp.topic}-{self.tp.partition}, {self.count} records)"
@@ -384,7 +473,7 @@ class ProducerBatch:
         )
         return RecordMetadata(topic, partition, offset, timestamp)
 
-    def watch(self, record: RecordFuture) -> None:
+    def watch(self, record: RecordFuture | _Callback) -> None:
         if self.watchers is None:
             self.watchers = []
         self.watchers.append(record)
@@ -417,6 +506,7 @@ class ProducerBatch:
 
     def close(self) -> bytes | bytearray:
         """Stop taking records and build the bytes to send (once)."""
+        self.left = 0  # (the accumulator gives back what was counted for them first)
         if self.payload is None:
             assert self.builder is not None
             if self.values:
@@ -424,7 +514,11 @@ class ProducerBatch:
                     self.keys, self.values, self.timestamps, self.headers
                 )
                 self.values, self.keys, self.headers = [], None, None  # the bytes have them
-                self.timestamps = array("q", self.timestamps)  # 8 bytes each while futures wait
+                # while futures wait: each run's start and timestamp (a producer's), else
+                # 8 bytes each (an array of a list took 24 ns a record)
+                runs = timestamp_runs(self.timestamps)
+                kept = array("q", self.timestamps) if runs is None else _TimestampRuns(*runs)
+                self.timestamps = kept  # type: ignore[assignment] # closed: read by index alone
             self.payload = self.builder.build()
             self.builder = None
         return self.payload
@@ -450,6 +544,7 @@ class ProducerBatch:
 
     def _finish(self) -> None:
         self.builder = None
+        self.left = 0  # (counted in size_bound: released with it)
         self.values, self.keys, self.headers = [], None, None  # expired or failed while open
         if self.finished:
             return
@@ -579,6 +674,8 @@ class RecordAccumulator:
             size_bound = record_size_upper_bound(key, value, headers)
         # the producer's hot path, one call per record: hence flat, no helper calls
         batch = self.open_batches.get(tp)
+        if batch is not None and batch.left:
+            self._unreserve(batch)  # this record is not of the kind room was taken for
         if (
             batch is None
             or batch.builder is None  # closed, or finished early (expired, failed)
@@ -624,7 +721,32 @@ class RecordAccumulator:
         ``batch``, its partition's open batch (the producer's fast path, see
         ``Producer._lanes``); None if that batch is closed or cannot take it, or the buffer
         is full: then :meth:`append` goes the whole way (a new batch, a wait for space, an
-        error)."""
+        error).
+
+        A run of keyless records of one size (a producer's usual stream) is appended with
+        no check at all: the first takes room ahead for up to :data:`LANE_RECORDS` more
+        like it (``_reserve``), and each of those only counts itself down (the checks and
+        the counting per record were 40% of ``send()``).
+        """
+        left = batch.left
+        if (
+            left
+            and key is None
+            and len(value) == batch.lane_size
+            and batch.lane_low <= timestamp_ms < batch.lane_high
+        ):
+            batch.left = left - 1
+            index = batch.count
+            batch.count = index + 1
+            batch.values.append(value)
+            batch.timestamps.append(timestamp_ms)
+            future = _new(RecordFuture)  # (RecordFuture(...) costs an __init__ frame)
+            future._batch = batch
+            future._index = index
+            future._future = None
+            return future
+        if left:
+            self._unreserve(batch)
         if batch.builder is None:
             return None
         size = len(value) if key is None else len(value) + len(key)
@@ -661,7 +783,62 @@ class RecordAccumulator:
         if written >= self.batch_size:
             self._close(batch)
             self._wakeup()
+        elif key is None and batch.keys is None and batch.headers is None:
+            self._reserve(batch, size)
         return RecordFuture(batch, index)
+
+    def _reserve(self, batch: ProducerBatch, size: int) -> None:
+        """Take room in ``batch`` (and in ``buffer_memory``) for the next keyless,
+        headerless records of ``size`` bytes stamped within 8,192 ms of its first, as
+        many as :meth:`append_to` would take one by one, up to :data:`LANE_RECORDS`.
+
+        Each is counted at what ``append_to`` counts for it: its bytes at their widest
+        in ``written`` (the same room check, Kafka's hasRoomFor, holds for the last of
+        them), and its bytes held in ``size_bound`` and ``buffered_bytes``. What is not
+        used goes back before the batch takes any other record or closes
+        (:meth:`_unreserve`), so the counts are exact again whenever anything else reads
+        them but the buffer's, which is high by at most the untaken records.
+        """
+        if size > self.value_max:
+            return
+        bound = size + RECORD_OVERHEAD_BOUND
+        held = bound + HELD_PER_RECORD
+        written = size + (9 if size < 56 else 12 if size < 8180 else 15 if size < 1_048_000 else 20)
+        index = batch.count
+        if index < 8192:  # offset deltas of up to two bytes...
+            below = 8192 - index
+        else:  # ...or three, one more than append() counts at first
+            below = (1 << 20) - index
+            written += 1
+        room = self.batch_size - batch.written - bound
+        if room < 0:
+            return
+        count = min(
+            room // written + 1,
+            (self.buffer_memory - self.buffered_bytes) // held,
+            below,
+            LANE_RECORDS,
+        )
+        if count < 1:
+            return
+        low = batch.timestamps[0]
+        batch.lane_size, batch.lane_low, batch.lane_high = size, low, low + 8192
+        batch.left = count
+        batch.written += count * written
+        batch.size_bound += count * held
+        self.buffered_bytes += count * held
+
+    def _unreserve(self, batch: ProducerBatch) -> None:
+        """Give back the room :meth:`_reserve` took that records did not use."""
+        count, batch.left = batch.left, 0
+        size = batch.lane_size
+        held = count * (size + RECORD_OVERHEAD_BOUND + HELD_PER_RECORD)
+        written = size + (9 if size < 56 else 12 if size < 8180 else 15 if size < 1_048_000 else 20)
+        if batch.count >= 8192:
+            written += 1
+        batch.written -= count * written
+        batch.size_bound -= held
+        self.buffered_bytes -= held
 
     def append_batch(  # noqa: PLR0917 - the columns of one batch
         self,
@@ -1101,6 +1278,8 @@ class RecordAccumulator:
         return batch
 
     def _close(self, batch: ProducerBatch) -> bytes | bytearray:
+        if batch.left:
+            self._unreserve(batch)
         was_open = batch.is_open
         payload = batch.close()
         if was_open:

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import operator
 import struct
+from bisect import bisect_right
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -291,20 +292,26 @@ def encode_run(
     if not n or first_delta < 0 or end > _MAX_RUN_DELTA or len(timestamps) != n:
         return None
     try:
-        lengths = list(map(len, values))
-        key_lengths = None if keys is None else list(map(len, keys))
+        sizes = set(map(len, values))
+        key_sizes = None if keys is None else set(map(len, keys))
     except TypeError:  # a None among them
         return None
     if keys is not None and len(keys) != n:
         return None
-    low, high = min(timestamps), max(timestamps)
+    runs = timestamp_runs(timestamps)
+    if runs is not None:
+        low, high = runs[1][0], runs[1][-1]
+        distinct = None
+    else:
+        distinct = set(timestamps)
+        low, high = min(distinct), max(distinct)
     if low < base_timestamp or high - base_timestamp >= _MAX_DELTA:
         return None
-    ts_fields = _timestamp_fields(timestamps, base_timestamp, low, high)
+    ts_fields = _timestamp_fields(timestamps, base_timestamp, runs, distinct)
     delta_fields = _delta_fields(first_delta, end)
-    sizes = set(lengths)
-    key_sizes = None if key_lengths is None else set(key_lengths)
     if len(sizes) != 1 or (key_sizes is not None and len(key_sizes) != 1):
+        lengths = list(map(len, values))
+        key_lengths = None if keys is None else list(map(len, keys))
         return _encode_varied(keys, values, lengths, key_lengths, ts_fields, delta_fields)
     (value_size,) = sizes
     value_field = SMALL[value_size << 1] if value_size < _MAX_DELTA else uvarint(value_size << 1)
@@ -351,14 +358,50 @@ def _three_byte_delta(delta: int) -> bytes:
 
 
 def _timestamp_fields(
-    timestamps: Sequence[int], base_timestamp: int, low: int, high: int
+    timestamps: Sequence[int],
+    base_timestamp: int,
+    runs: tuple[list[int], list[int]] | None,
+    distinct: set[int] | None,
 ) -> list[bytes]:
-    """The records' timestamp-delta varints (deltas from 0 to 8,191 ms)."""
-    if low == high:
-        return [SMALL[(low - base_timestamp) << 1]] * len(timestamps)
-    # a batch's records span few milliseconds: look each up by its timestamp, in C
-    field_of = {t: SMALL[(t - base_timestamp) << 1] for t in set(timestamps)}
+    """The records' timestamp-delta varints (deltas from 0 to 8,191 ms), from their
+    :func:`timestamp_runs`, else from their set."""
+    if runs is not None:
+        starts, values = runs
+        fields: list[bytes] = []
+        for start, end, value in zip(starts, [*starts[1:], len(timestamps)], values, strict=True):
+            fields += [SMALL[(value - base_timestamp) << 1]] * (end - start)
+        return fields
+    assert distinct is not None
+    # look each up by its timestamp, in C
+    field_of = {t: SMALL[(t - base_timestamp) << 1] for t in distinct}
     return list(map(field_of.__getitem__, timestamps))
+
+
+def timestamp_runs(
+    timestamps: Sequence[int], limit: int = 64
+) -> tuple[list[int], list[int]] | None:
+    """Where each run of equal timestamps starts and its timestamp, when ``timestamps``
+    never go back and make at most ``limit`` runs (a producer's batch: a million records
+    a second stamp a 1,000-record batch with two or three milliseconds); else None.
+
+    C does the work: a sort that finds the list in order, and a binary search per run
+    (a set and a lookup per record took three times as long).
+    """
+    n = len(timestamps)
+    listed = timestamps if timestamps.__class__ is list else list(timestamps)
+    if not n or listed != sorted(listed):
+        return None
+    starts: list[int] = []
+    values: list[int] = []
+    at = 0
+    while at < n:
+        if len(starts) == limit:
+            return None
+        value = timestamps[at]
+        starts.append(at)
+        values.append(value)
+        at = bisect_right(timestamps, value, at)
+    return starts, values
 
 
 def _delta_fields(first_delta: int, end: int) -> list[bytes]:

@@ -3,8 +3,10 @@ per partition (one, or up to max_in_flight for an idempotent producer), retries 
 request size, expiry, splitting, flush."""
 
 import asyncio
+import contextvars
 import random
 import traceback
+from collections.abc import Callable
 
 import pytest
 
@@ -460,6 +462,17 @@ async def test_a_record_future_reads_its_batch_outcome_without_an_asyncio_future
     assert all(f._future is None for f in futures)  # none was made: nobody awaited
 
 
+@pytest.mark.parametrize("stamps", [[7, 7, 8, 9, 9], [9, 7, 8, 7, 9]])
+async def test_a_record_keeps_its_timestamp_in_order_or_not(stamps: list[int]) -> None:
+    """A closed batch keeps its records' timestamps as runs when they never go back, else
+    one by one: either way each record's metadata has its own."""
+    acc = make(Clock())
+    futures = [append(acc, A0, b"x", ts=ts) for ts in stamps]
+    (batch,) = acc.drain({1}, leader_of, 1 << 20)[1]
+    acc.complete(batch, base_offset=0, log_append_time_ms=-1)
+    assert [f.result().timestamp for f in futures] == stamps
+
+
 async def test_a_record_future_works_with_await_gather_wait_and_as_completed() -> None:
     acc = make(Clock())
     futures = [append(acc, A0, b"x", ts=7) for _ in range(4)]
@@ -575,6 +588,97 @@ async def test_callbacks_run_in_send_order_whatever_order_they_were_added_in() -
     acc.complete(batch, base_offset=0, log_append_time_ms=-1)
     await asyncio.sleep(0)
     assert order == [0, 1, 2, 3]
+
+
+_where = contextvars.ContextVar("where", default="none")
+
+
+async def test_callbacks_the_batch_keeps_run_once_in_order_with_awaits_removal_and_cancel() -> None:
+    """A callback added to a record with no asyncio future is kept by its batch: it runs
+    once, in send order, in the context it was added in, after the records before it;
+    removed, it never runs; a later await or cancel takes it along, in order."""
+    acc = make(Clock())
+    futures = [append(acc, A0, bytes([i])) for i in range(5)]
+    calls: list[tuple[str, int, bool]] = []
+
+    def named(name: str) -> Callable[[RecordFuture], None]:
+        return lambda f: calls.append((name, futures.index(f), f.cancelled()))
+
+    first, second = named("first"), named("second")
+    futures[0].add_done_callback(first)
+    awaited = asyncio.ensure_future(_await(futures[0]))  # its asyncio future, made now
+    futures[0].add_done_callback(second)
+    gone = named("gone")
+    futures[1].add_done_callback(gone)
+    futures[1].add_done_callback(gone)
+    futures[1].add_done_callback(second)
+    assert futures[1].remove_done_callback(gone) == 2
+    futures[2].add_done_callback(first)
+    assert futures[2].cancel()  # cancels the wait: the callback runs now, cancelled
+    await asyncio.sleep(0)
+    assert calls == [("first", 2, True)]
+    token = _where.set("added here")
+    futures[3].add_done_callback(lambda _f: calls.append((_where.get(), 3, False)))
+    _where.reset(token)
+    futures[4].add_done_callback(first)
+    await asyncio.sleep(0)
+    (batch,) = acc.drain({1}, leader_of, 1 << 20)[1]
+    acc.complete(batch, base_offset=0, log_append_time_ms=-1)
+    assert calls == [("first", 2, True)]  # scheduled, not run inside complete()
+    assert (await awaited).offset == 0
+    await asyncio.sleep(0)
+    assert calls == [
+        ("first", 2, True),
+        ("first", 0, False),
+        ("second", 0, False),
+        ("second", 1, False),
+        ("added here", 3, False),
+        ("first", 4, False),
+    ]
+    futures[4].add_done_callback(second)  # done already: scheduled at once
+    assert calls[-1] == ("first", 4, False)
+    await asyncio.sleep(0)
+    assert calls[-1] == ("second", 4, False)
+    assert all(f._future is None for f in futures[3:])  # callbacks alone make none
+
+
+async def test_callbacks_follow_their_records_into_a_split_batch() -> None:
+    acc = make(Clock())
+    futures = [append(acc, A0, bytes([i]), ts=50 + i) for i in range(5)]
+    seen: list[tuple[int, int]] = []
+    for future in reversed(futures):
+        future.add_done_callback(lambda f: seen.append((futures.index(f), f.result().offset)))
+    (batch,) = acc.drain({1}, leader_of, 1 << 20)[1]
+    acc.split(batch)
+    acc.complete(acc.drain({1}, leader_of, 1 << 20)[1][0], base_offset=100, log_append_time_ms=-1)
+    await asyncio.sleep(0)
+    assert seen == [(0, 100), (1, 101)]
+    acc.complete(acc.drain({1}, leader_of, 1 << 20)[1][0], base_offset=200, log_append_time_ms=-1)
+    await asyncio.sleep(0)
+    assert seen == [(0, 100), (1, 101), (2, 200), (3, 201), (4, 202)]
+
+
+async def test_a_closed_or_failed_batch_takes_no_record_on_room_taken_ahead() -> None:
+    """The fast path appends with no check while room is taken (``left``): closing or
+    failing the batch gives that room back and ends it."""
+    for end in ("close", "fail"):
+        acc = make(Clock(), batch_size=1 << 20)
+        append(acc, A0, b"v" * 10)
+        batch = acc.open_batches[A0]
+        assert acc.append_to(batch, b"w" * 10, 1_700_000_000_000) is not None
+        assert batch.left > 0
+        if end == "close":
+            acc._close(batch)
+        else:
+            acc.fail_all(RuntimeError("stopped"))
+        assert batch.left == 0
+        assert acc.append_to(batch, b"w" * 10, 1_700_000_000_000) is None
+        assert batch.count == 2
+        if end == "close":
+            (closed,) = acc.drain({1}, leader_of, 1 << 20)[1]
+            assert values(closed) == [b"v" * 10, b"w" * 10]
+            acc.complete(closed, base_offset=0, log_append_time_ms=-1)
+        assert acc.buffered_bytes == 0  # what was taken ahead went back
 
 
 # --- pipelining: several batches of a partition in flight (idempotent producers) ----------

@@ -8,14 +8,20 @@ import math
 import random
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from client import ClientClosedError, ConfigurationError, Producer
-from client.accumulator import RecordAccumulator
+from client.accumulator import (
+    HELD_PER_RECORD,
+    LANE_RECORDS,
+    RECORD_OVERHEAD_BOUND,
+    RecordAccumulator,
+)
 from client.metrics import Metrics, ProducerMetrics, Sensor, tagged
 from client.partitioner import partition_for_key
 from client.types import TopicPartition
@@ -463,16 +469,22 @@ def _fill(
     keys: list[bytes | None],
     values: list[bytes],
     stamps: list[int],
+    headers: list[list[tuple[str, bytes | None]] | None] | None = None,
 ) -> list[Any]:
     """Each record by append_to() onto the partition's open batch when it takes it, else
-    by append(), as the producer does."""
+    by append(), as the producer does (a record with headers: append() at once)."""
     tp = TopicPartition("a", 0)
     futures = []
-    for key, value, stamp in zip(keys, values, stamps, strict=True):
+    for at, (key, value, stamp) in enumerate(zip(keys, values, stamps, strict=True)):
         batch = accumulator.open_batches.get(tp)
-        future = None if batch is None else accumulator.append_to(batch, value, stamp, key)
+        header = None if headers is None else headers[at]
+        future = None
+        if batch is not None and header is None:
+            future = accumulator.append_to(batch, value, stamp, key)
+            if future is not None:  # never past buffer_memory, room taken ahead included
+                assert accumulator.buffered_bytes <= accumulator.buffer_memory
         if future is None:
-            future = accumulator.append(tp, key, value, None, stamp)
+            future = accumulator.append(tp, key, value, header, stamp)
         futures.append(future)
     return futures
 
@@ -500,20 +512,88 @@ def test_append_to_fills_batches_exactly_as_append(
     asyncio.run(_fill_both(records, batch_size))  # a batch needs a running loop (its future)
 
 
-async def _fill_both(records: list[tuple[bytes | None, bytes, int]], batch_size: int) -> None:
-    keys = [key for key, _, _ in records]
-    values = [value for _, value, _ in records]
-    stamps = [1_000_000 + offset for _, _, offset in records]
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([None, None, None, b"k", "headers"]),
+            st.sampled_from([b"", b"a" * 7, b"b" * 55, b"c" * 56, b"d" * 100, b"e" * 8180]),
+            # ms after the record before: mostly runs of like records, some at the edge
+            # of a batch's 8,192 ms from its first, some back in time
+            st.sampled_from([0, 0, 0, 1, 2, 4095, 4097, 8191, 8192, 9000, -1]),
+            st.integers(1, 400),  # how many like it in a row
+        ),
+        max_size=30,
+    ),
+    st.integers(200, 300_000),
+    st.one_of(st.none(), st.integers(0, 400_000)),
+)
+@example(  # past 8,192 records in a batch (three-byte offset deltas), full or not
+    [(None, b"", 0, 400)] * 30, 300_000, None
+)
+@example([(None, b"", 0, 400)] * 30, 100_000, None)
+@settings(max_examples=300, deadline=None)
+def test_append_to_runs_fill_batches_exactly_as_append(
+    runs: list[tuple[bytes | str | None, bytes, int, int]],
+    batch_size: int,
+    buffer_memory: int | None,
+) -> None:
+    """The room append_to() takes ahead for a run of keyless records of one size
+    (LANE_RECORDS at a time) leaves the batches, their bounds, the bytes held and the
+    encoded records append()'s, however the run ends (a key, headers, another size, a
+    full batch, a full buffer, a timestamp 8 s on or back in time, 8,192 records)."""
+    records: list[tuple[bytes | None, bytes, int, list[tuple[str, bytes | None]] | None]] = []
+    stamp = 0
+    for key, value, step, count in runs:
+        for _ in range(count):
+            if key == "headers":
+                records.append((None, value, stamp, [("h", b"v")]))
+            else:
+                assert not isinstance(key, str)
+                records.append((key, value, stamp, None))
+        stamp += step
+    asyncio.run(_fill_both(records, batch_size, buffer_memory))
+
+
+async def _fill_both(
+    records: Sequence[
+        tuple[bytes | None, bytes, int] | tuple[bytes | None, bytes, int, list[Any] | None]
+    ],
+    batch_size: int,
+    buffer_memory: int | None = None,
+) -> None:
+    keys = [record[0] for record in records]
+    values = [record[1] for record in records]
+    stamps = [1_000_000 + record[2] for record in records]
+    headers = [record[3] if len(record) > 3 else None for record in records]  # type: ignore[misc]
     slow = RecordAccumulator(batch_size=batch_size, clock=lambda: 0.0)
     fast = RecordAccumulator(batch_size=batch_size, clock=lambda: 0.0)
+    if buffer_memory is not None:  # append_to() leaves the record to append() past it
+        fast.buffer_memory = buffer_memory
     by_append = [
-        slow.append(TopicPartition("a", 0), k, v, None, t)
-        for k, v, t in zip(keys, values, stamps, strict=True)
+        slow.append(TopicPartition("a", 0), k, v, h, t)
+        for k, v, t, h in zip(keys, values, stamps, headers, strict=True)
     ]
-    by_lane = _fill(fast, keys, values, stamps)
-    for futures in (by_append, by_lane):
+    by_lane = _fill(fast, keys, values, stamps, headers)
+    # the fast path takes room ahead for runs of like records: never less than append()
+    # counts, and at most LANE_RECORDS records' more per open batch
+    open_batches = len(fast.open_batches)
+    assert slow.buffered_bytes <= fast.buffered_bytes
+    assert fast.buffered_bytes <= slow.buffered_bytes + open_batches * LANE_RECORDS * (
+        max((len(v) for v in values), default=0) + RECORD_OVERHEAD_BOUND + HELD_PER_RECORD
+    )
+    # given back, what is left counts as append() counts, record by record, while open
+    for batch in fast.open_batches.values():
+        if batch.left:
+            fast._unreserve(batch)
+
+    def counts(accumulator: RecordAccumulator) -> list[tuple[int, int, int]]:
+        return [(b.count, b.written, b.size_bound) for b in accumulator.open_batches.values()]
+
+    assert counts(slow) == counts(fast)
+    assert slow.buffered_bytes == fast.buffered_bytes
+    for accumulator, futures in ((slow, by_append), (fast, by_lane)):
         for batch in {id(f._batch): f._batch for f in futures}.values():
-            batch.close()
+            accumulator._close(batch)
     assert [bytes(f._batch.payload) for f in by_append] == [
         bytes(f._batch.payload) for f in by_lane
     ]
@@ -533,6 +613,30 @@ async def _fill_both(records: list[tuple[bytes | None, bytes, int]], batch_size:
 
     assert shape(by_append) == shape(by_lane)
     assert slow.buffered_bytes == fast.buffered_bytes
+
+
+async def test_room_taken_ahead_stops_at_the_offset_delta_widths_and_is_given_back() -> None:
+    """append_to() takes room for records whose offset deltas stay one width (up to
+    8,192 records, then up to 2**20), counted as append() counts them, and gives back
+    exactly what it took."""
+    accumulator = RecordAccumulator(batch_size=10**9, clock=lambda: 0.0)
+    accumulator.append(TopicPartition("a", 0), None, b"", None, 1_000)
+    batch = accumulator.open_batches[TopicPartition("a", 0)]
+    for count, most, per_record in (
+        (1, LANE_RECORDS, 9),
+        (8_100, 92, 9),
+        (8_191, 1, 9),
+        (8_192, LANE_RECORDS, 10),
+        ((1 << 20) - 2, 2, 10),
+        (1 << 20, 0, 10),
+    ):
+        batch.count = count
+        before = (batch.written, batch.size_bound, accumulator.buffered_bytes)
+        accumulator._reserve(batch, 0)
+        assert batch.left == most
+        assert batch.written == before[0] + most * per_record
+        accumulator._unreserve(batch)
+        assert (batch.written, batch.size_bound, accumulator.buffered_bytes) == before
 
 
 async def test_the_lanes_go_when_stop_begins_the_sender_fails_or_metadata_changes() -> None:

@@ -2,12 +2,16 @@
 exactly those of ``append`` record by record; the column encoder takes the runs it can
 and declines the rest."""
 
+import bisect
+import itertools
+from array import array
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from protocol.records import BatchBuilder, decode_batches, runs
-from protocol.records.runs import encode_run
+from protocol.records.runs import encode_run, timestamp_runs
 
 BASE = 1_700_000_000_000
 
@@ -218,3 +222,45 @@ def test_any_records_encode_as_one_append_each(
     ]
     expected = one_by_one(keys, values, timestamps, before=before)
     assert extended(keys, values, timestamps, before=before) == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 3), st.integers(1, 40)), min_size=1, max_size=80),
+    st.booleans(),
+)
+def test_timestamps_in_runs_encode_as_one_append_each(
+    runs: list[tuple[int, int]], back_in_time: bool
+) -> None:
+    """A producer's batch: runs of equal timestamps that never go back (up to 64 runs
+    are found by binary search, more by the timestamps' set), or that do once."""
+    timestamps: list[int] = []
+    stamp = BASE
+    for step, count in runs:
+        stamp += step
+        timestamps += [stamp] * count
+    if back_in_time and len(timestamps) > 1:
+        timestamps[-1] = BASE  # (after a later one: the set's way)
+    values = [b"v" * 50] * len(timestamps)
+    expected = one_by_one(None, values, timestamps)
+    assert extended(None, values, timestamps) == expected
+    found = timestamp_runs(timestamps)
+    distinct = len(set(timestamps))
+    changes = 1 + sum(a != b for a, b in itertools.pairwise(timestamps))
+    if timestamps != sorted(timestamps) or changes > 64:
+        assert found is None
+    else:
+        assert found is not None
+        starts, stamps = found
+        assert len(starts) == distinct == changes
+        assert [stamps[bisect.bisect_right(starts, i) - 1] for i in range(len(timestamps))] == (
+            timestamps
+        )
+
+
+def test_timestamp_runs_take_any_sequence_and_stop_at_the_limit() -> None:
+    assert timestamp_runs([]) is None
+    assert timestamp_runs(array("q", [5, 5, 6])) == ([0, 2], [5, 6])
+    assert timestamp_runs((1, 2, 3), limit=3) == ([0, 1, 2], [1, 2, 3])
+    assert timestamp_runs((1, 2, 3), limit=2) is None
+    assert timestamp_runs([2, 1]) is None
