@@ -85,6 +85,7 @@ LANE_RECORDS = 128
 """Records :meth:`RecordAccumulator.append_to` takes room for at once (the buffer's
 count is high by at most this many records' per open batch)."""
 _new = object.__new__
+_COMPACT_FROM = 16  # records: a closed batch keeps fewer timestamps as they are
 
 
 def record_size_upper_bound(
@@ -205,7 +206,7 @@ class RecordFuture(_FutureLike):
         loop once the record is acknowledged (at once if it is), in ``context`` (default:
         a copy of the current one). Without an asyncio future the batch keeps it and
         schedules it itself (an asyncio future and the metadata set on it tripled a
-        callback's cost: 3.1 us, Kafka's tool has one per record)."""
+        callback's cost: 2.5 us, and Kafka's tool has one per record)."""
         if self._future is not None:
             self._future.add_done_callback(_Relay(fn, self), context=context)
             return
@@ -214,17 +215,26 @@ class RecordFuture(_FutureLike):
             context = contextvars.copy_context()
         if batch.finished:
             batch.done.get_loop().call_soon(fn, self, context=context)
-        else:
-            batch.watch(_Callback(self, fn, context))
+            return
+        callbacks = batch.callbacks
+        if callbacks is None:
+            callbacks = batch.callbacks = {}
+        mine = callbacks.get(self)
+        if mine is None:
+            mine = callbacks[self] = []
+            batch.watch(self)  # (once: its list stays, emptied or not, until the end)
+        mine.append((fn, context))
 
     def remove_done_callback(self, fn: Callable[[RecordFuture], object]) -> int:
         removed = 0
         if self._future is not None:
             removed = self._future.remove_done_callback(fn)  # type: ignore[arg-type] # a _Relay equals its function
-        for waiter in self._where().watchers or ():
-            if waiter.__class__ is _Callback and waiter.record is self and waiter.fn == fn:
-                waiter.fn = None  # (skipped when the batch finishes)
-                removed += 1
+        callbacks = self._where().callbacks
+        mine = None if callbacks is None else callbacks.get(self)
+        if mine:
+            kept = [(f, context) for f, context in mine if f != fn]
+            removed += len(mine) - len(kept)
+            mine[:] = kept
         return removed
 
     def get_loop(self) -> asyncio.AbstractEventLoop:
@@ -251,18 +261,27 @@ class RecordFuture(_FutureLike):
                 self._settle()
             else:
                 # callbacks added before go onto the future, ahead of any added after
-                for waiter in batch.watchers or ():
-                    if waiter.__class__ is _Callback and waiter.record is self:
-                        fn, waiter.fn = waiter.fn, None
-                        if fn is not None:
-                            future.add_done_callback(_Relay(fn, self), context=waiter.context)
-                batch.watch(self)
+                mine = None if batch.callbacks is None else batch.callbacks.pop(self, None)
+                if mine is None:
+                    batch.watch(self)
+                else:  # (watched already)
+                    for fn, context in mine:
+                        future.add_done_callback(_Relay(fn, self), context=context)
         return self._future
 
     def _settle(self) -> None:
-        """The batch finished: pass its outcome to the asyncio future, if any."""
+        """The batch finished: pass its outcome to the asyncio future, or schedule the
+        callbacks the batch kept."""
         future = self._future
-        if future is None or future.done():
+        if future is None:
+            batch = self._batch
+            mine = None if batch.callbacks is None else batch.callbacks.pop(self, None)
+            if mine:
+                call_soon = batch.done.get_loop().call_soon
+                for fn, context in mine:
+                    call_soon(fn, self, context=context)
+            return
+        if future.done():
             return
         batch = self._batch
         if batch.error is not None:
@@ -284,40 +303,8 @@ class _TimestampRuns:
         return self.values[bisect_right(self.starts, index) - 1]
 
 
-def _index_of(record: RecordFuture | _Callback) -> int:
+def _index_of(record: RecordFuture) -> int:
     return record._index
-
-
-class _Callback:
-    """A done-callback of a :class:`RecordFuture` with no asyncio future, kept by the
-    batch (in its ``watchers``, with the futures) and scheduled when it finishes."""
-
-    __slots__ = ("context", "fn", "record")
-
-    def __init__(
-        self,
-        record: RecordFuture,
-        fn: Callable[[RecordFuture], object],
-        context: contextvars.Context,
-    ) -> None:
-        self.record = record
-        self.fn: Callable[[RecordFuture], object] | None = fn
-        """None once removed, or moved onto the record's asyncio future."""
-        self.context = context
-
-    @property
-    def _index(self) -> int:
-        return self.record._index
-
-    def _where(self) -> ProducerBatch:
-        return self.record._where()
-
-    def _settle(self) -> None:
-        fn = self.fn
-        if fn is not None:
-            self.fn = None
-            record = self.record
-            record._batch.done.get_loop().call_soon(fn, record, context=self.context)
 
 
 class _Relay:
@@ -355,6 +342,7 @@ class ProducerBatch:
         "base_offset",
         "base_sequence",
         "builder",
+        "callbacks",
         "count",
         "created_ms",
         "deadline_ms",
@@ -366,6 +354,8 @@ class ProducerBatch:
         "in_doubt",
         "keys",
         "lane_high",
+        "lane_keyed_size",
+        "lane_last",
         "lane_low",
         "lane_size",
         "left",
@@ -441,17 +431,30 @@ class ProducerBatch:
         self.error: BaseException | None = None
         self.error_traceback: TracebackType | None = None
         self.split_into: tuple[ProducerBatch, ProducerBatch] | None = None
-        self.watchers: list[RecordFuture | _Callback] | None = None
+        self.watchers: list[RecordFuture] | None = None
+        """The records with an asyncio future or callbacks, told when the batch ends."""
+        self.callbacks: (
+            dict[RecordFuture, list[tuple[Callable[[RecordFuture], object], contextvars.Context]]]
+            | None
+        ) = None
+        """The callbacks of records without an asyncio future, by record."""
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.left = 0
-        """Records of ``lane_size`` bytes, keyless, without headers, and stamped from
-        ``lane_low`` up to ``lane_high`` ms, that :meth:`RecordAccumulator.append_to` may
+        """Records without headers, keyless of ``lane_size`` bytes or keyed of
+        ``lane_keyed_size`` (key and value), stamped from ``lane_low`` up to ``lane_high``
+        ms, that :meth:`RecordAccumulator.append_to` may
         still append with no check: their room and buffer memory are already counted in
         ``written``, ``size_bound`` and the accumulator's ``buffered_bytes`` (see
         ``RecordAccumulator._reserve``). 0 whenever the batch is not open."""
         self.lane_size = -1
+        """The value size of the keyless records room is taken for; -1: keyed ones."""
+        self.lane_keyed_size = -1
+        """The key and value size of the keyed records room is taken for; -1: keyless."""
         self.lane_low = 0
         self.lane_high = 0
+        self.lane_last = -1
+        """The size of the last record counted on its own (~size if keyed): room is
+        taken when the next is like it."""
 
     def __repr__(self) -> str:
         return f"ProducerBatch({self.tp.topic}-{self.tp.partition}, {self.count} records)"
@@ -473,7 +476,7 @@ class ProducerBatch:
         )
         return RecordMetadata(topic, partition, offset, timestamp)
 
-    def watch(self, record: RecordFuture | _Callback) -> None:
+    def watch(self, record: RecordFuture) -> None:
         if self.watchers is None:
             self.watchers = []
         self.watchers.append(record)
@@ -510,15 +513,18 @@ class ProducerBatch:
         if self.payload is None:
             assert self.builder is not None
             if self.values:
+                # (found once, for the encoder and for what the batch keeps)
+                runs = timestamp_runs(self.timestamps) if self.count >= _COMPACT_FROM else None
                 self.written = self.builder.extend(
-                    self.keys, self.values, self.timestamps, self.headers
+                    self.keys, self.values, self.timestamps, self.headers, timestamp_runs=runs
                 )
                 self.values, self.keys, self.headers = [], None, None  # the bytes have them
                 # while futures wait: each run's start and timestamp (a producer's), else
-                # 8 bytes each (an array of a list took 24 ns a record)
-                runs = timestamp_runs(self.timestamps)
-                kept = array("q", self.timestamps) if runs is None else _TimestampRuns(*runs)
-                self.timestamps = kept  # type: ignore[assignment] # closed: read by index alone
+                # 8 bytes each (an array of a list took 24 ns a record); a few records
+                # keep their list (the runs' making would cost more than they save)
+                if self.count >= _COMPACT_FROM:
+                    kept = array("q", self.timestamps) if runs is None else _TimestampRuns(*runs)
+                    self.timestamps = kept  # type: ignore[assignment] # closed: read by index
             self.payload = self.builder.build()
             self.builder = None
         return self.payload
@@ -556,7 +562,7 @@ class ProducerBatch:
             # in send order, as Kafka runs a partition's callbacks
             for record in sorted(self.watchers, key=_index_of):
                 record._settle()  # the batch and its records' futures are one
-            self.watchers = None
+            self.watchers = self.callbacks = None
         if not self.done.done():
             self.done.set_result(None)
 
@@ -714,7 +720,7 @@ class RecordAccumulator:
             self._wakeup()
         return RecordFuture(batch, index)
 
-    def append_to(
+    def append_to(  # noqa: C901 - the producer's hot path, flat: a call costs it 6%
         self, batch: ProducerBatch, value: bytes, timestamp_ms: int, key: bytes | None = None
     ) -> RecordFuture | None:
         """:meth:`append` of a record with a value (and perhaps a key) but no headers onto
@@ -723,30 +729,32 @@ class RecordAccumulator:
         is full: then :meth:`append` goes the whole way (a new batch, a wait for space, an
         error).
 
-        A run of keyless records of one size (a producer's usual stream) is appended with
-        no check at all: the first takes room ahead for up to :data:`LANE_RECORDS` more
-        like it (``_reserve``), and each of those only counts itself down (the checks and
-        the counting per record were 40% of ``send()``).
+        A run of records of one size, all keyless or all keyed (a producer's usual
+        stream), is appended with no check at all: the first takes room ahead for up to
+        :data:`LANE_RECORDS` more like it (``_reserve``), and each of those only counts
+        itself down (the checks and the counting per record were 35% of ``send()``).
         """
         left = batch.left
-        if (
-            left
-            and key is None
-            and len(value) == batch.lane_size
-            and batch.lane_low <= timestamp_ms < batch.lane_high
-        ):
-            batch.left = left - 1
-            index = batch.count
-            batch.count = index + 1
-            batch.values.append(value)
-            batch.timestamps.append(timestamp_ms)
-            future = _new(RecordFuture)  # (RecordFuture(...) costs an __init__ frame)
-            future._batch = batch
-            future._index = index
-            future._future = None
-            return future
         if left:
+            if batch.lane_low <= timestamp_ms < batch.lane_high and (
+                len(value) == batch.lane_size
+                if key is None
+                else len(key) + len(value) == batch.lane_keyed_size
+            ):
+                batch.left = left - 1
+                index = batch.count
+                batch.count = index + 1
+                batch.values.append(value)
+                if key is not None:
+                    batch.keys.append(key)  # type: ignore[union-attr] # (a keyed run: it is there)
+                batch.timestamps.append(timestamp_ms)
+                future = _new(RecordFuture)  # (RecordFuture(...) costs an __init__ frame)
+                future._batch = batch
+                future._index = index
+                future._future = None
+                return future
             self._unreserve(batch)
+        # a record room was not taken for: every check, and the record counted on its own
         if batch.builder is None:
             return None
         size = len(value) if key is None else len(value) + len(key)
@@ -783,21 +791,34 @@ class RecordAccumulator:
         if written >= self.batch_size:
             self._close(batch)
             self._wakeup()
-        elif key is None and batch.keys is None and batch.headers is None:
-            self._reserve(batch, size)
+        else:
+            # a run: a second record like the one before (keyed ones as ~size), stamped
+            # where those taken ahead may be (else each record would take and give back)
+            like = size if key is None else ~size
+            if like != batch.lane_last:
+                batch.lane_last = like
+            elif (
+                batch.headers is None
+                and (key is None) == (batch.keys is None)
+                and 0 <= timestamp_ms - timestamps[0] < 8192
+            ):
+                self._reserve(batch, size, keyed=key is not None)
         return RecordFuture(batch, index)
 
-    def _reserve(self, batch: ProducerBatch, size: int) -> None:
-        """Take room in ``batch`` (and in ``buffer_memory``) for the next keyless,
-        headerless records of ``size`` bytes stamped within 8,192 ms of its first, as
-        many as :meth:`append_to` would take one by one, up to :data:`LANE_RECORDS`.
+    def _reserve(self, batch: ProducerBatch, size: int, *, keyed: bool) -> None:
+        """Take room in ``batch`` (and in ``buffer_memory``) for the next headerless
+        records of ``size`` bytes, all keyless or all with keys (``keyed``: their key and
+        value together), stamped within 8,192 ms of its first, as many as
+        :meth:`append_to` would take one by one, up to :data:`LANE_RECORDS`.
 
         Each is counted at what ``append_to`` counts for it: its bytes at their widest
         in ``written`` (the same room check, Kafka's hasRoomFor, holds for the last of
         them), and its bytes held in ``size_bound`` and ``buffered_bytes``. What is not
         used goes back before the batch takes any other record or closes
         (:meth:`_unreserve`), so the counts are exact again whenever anything else reads
-        them but the buffer's, which is high by at most the untaken records.
+        them but the buffer's, which is high by at most the untaken records (at most
+        half what was free; a send that finds the buffer short has it all given back
+        first, :meth:`give_back_room`).
         """
         if size > self.value_max:
             return
@@ -815,23 +836,43 @@ class RecordAccumulator:
             return
         count = min(
             room // written + 1,
-            (self.buffer_memory - self.buffered_bytes) // held,
+            (self.buffer_memory - self.buffered_bytes) // (2 * held),  # half what is free
             below,
             LANE_RECORDS,
         )
         if count < 1:
             return
         low = batch.timestamps[0]
-        batch.lane_size, batch.lane_low, batch.lane_high = size, low, low + 8192
+        batch.lane_low, batch.lane_high = low, low + 8192
+        if keyed:
+            batch.lane_size, batch.lane_keyed_size = -1, size
+        else:
+            batch.lane_size, batch.lane_keyed_size = size, -1
         batch.left = count
         batch.written += count * written
         batch.size_bound += count * held
         self.buffered_bytes += count * held
 
+    def taken_ahead(self) -> int:
+        """The part of ``buffered_bytes`` that is room taken ahead, not records."""
+        taken = 0
+        for batch in self.open_batches.values():
+            if batch.left:
+                size = max(batch.lane_size, batch.lane_keyed_size)
+                taken += batch.left * (size + RECORD_OVERHEAD_BOUND + HELD_PER_RECORD)
+        return taken
+
+    def give_back_room(self) -> None:
+        """Give back the room every open batch took ahead (a send that finds the buffer
+        full: the room is the buffer's, and the run that took it may be stalled)."""
+        for batch in self.open_batches.values():
+            if batch.left:
+                self._unreserve(batch)
+
     def _unreserve(self, batch: ProducerBatch) -> None:
         """Give back the room :meth:`_reserve` took that records did not use."""
         count, batch.left = batch.left, 0
-        size = batch.lane_size
+        size = max(batch.lane_size, batch.lane_keyed_size)  # (the other is -1)
         held = count * (size + RECORD_OVERHEAD_BOUND + HELD_PER_RECORD)
         written = size + (9 if size < 56 else 12 if size < 8180 else 15 if size < 1_048_000 else 20)
         if batch.count >= 8192:
@@ -1162,8 +1203,14 @@ class RecordAccumulator:
         self._trim(batch.tp)
         batch.payload = None
         for waiter in batch.watchers or ():
-            waiter._where().watch(waiter)
-        batch.watchers = None
+            half = waiter._where()
+            half.watch(waiter)
+            mine = None if batch.callbacks is None else batch.callbacks.pop(waiter, None)
+            if mine is not None:  # (its callbacks, kept without an asyncio future)
+                if half.callbacks is None:
+                    half.callbacks = {}
+                half.callbacks[waiter] = mine
+        batch.watchers = batch.callbacks = None
         batch.done.set_result(None)
 
     def fail_topic(self, topic: str, error: ApiError) -> int:

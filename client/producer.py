@@ -304,7 +304,12 @@ class Producer:
         )
         self._metrics.gauges(
             buffer_total=lambda: self.buffer_memory,
-            buffer_available=lambda: max(self.buffer_memory - self._accumulator.buffered_bytes, 0),
+            buffer_available=lambda: max(
+                self.buffer_memory
+                - self._accumulator.buffered_bytes
+                + self._accumulator.taken_ahead(),
+                0,
+            ),
             in_flight=lambda: sum(self._in_flight.values()),
             waiting=lambda: self._waiting,
         )
@@ -762,11 +767,17 @@ class Producer:
     async def _wait_for_space(self, size: int) -> None:
         """Block like Kafka's ``buffer.memory``: until batches finish, up to max_block_ms."""
         assert self._space is not None
+        self._accumulator.give_back_room()  # (what runs of records took ahead is free)
+        if self._accumulator.buffered_bytes + size <= self.buffer_memory:
+            return
         deadline = time.monotonic() + self.max_block_ms / 1000
         began = time.perf_counter_ns()
         self._waiting += 1
         try:
             while self._accumulator.buffered_bytes + size > self.buffer_memory:
+                self._accumulator.give_back_room()  # (runs of records took it ahead)
+                if self._accumulator.buffered_bytes + size <= self.buffer_memory:
+                    break
                 if not self._accumulator.has_batches:
                     return  # one record larger than the whole buffer still gets its turn
                 self._space.clear()

@@ -194,10 +194,13 @@ class BatchBuilder:
         values: Sequence[Buffer | None],
         timestamps: Sequence[int],
         headers: Sequence[Sequence[Header] | None] | None = None,
+        *,
+        timestamp_runs: tuple[list[int], list[int]] | None = None,
     ) -> int:
         """Add many records at once (``Producer.send_batch``); ``keys`` None means all
         keyless, ``headers`` None none at all, ``timestamps`` are ints (ms). Returns the
-        batch's uncompressed size now.
+        batch's uncompressed size now. ``timestamp_runs``: the timestamps'
+        :func:`~protocol.records.runs.timestamp_runs` if the caller has them.
 
         From :data:`~protocol.records.runs.MIN_ENCODE` records on, without headers or None
         values, with timestamps from the batch's first to 8 s after it, they are encoded
@@ -213,7 +216,7 @@ class BatchBuilder:
             raise ValueError("keys, values and timestamps must be as many")
         base = timestamps[0] if self._count == 0 else self._base_ts
         encoded = (
-            encode_run(keys, values, timestamps, base, self._count)  # type: ignore[arg-type] # None keys or values: it declines
+            encode_run(keys, values, timestamps, base, self._count, runs=timestamp_runs)  # type: ignore[arg-type] # None keys or values: it declines
             if headers is None and n >= runs.MIN_ENCODE
             else None
         )
@@ -229,7 +232,7 @@ class BatchBuilder:
             return len(self._buf)
         if self._count == 0:
             self._base_ts = self._max_ts = base
-        latest = max(timestamps)
+        latest = max(timestamps) if timestamp_runs is None else timestamp_runs[1][-1]
         self._max_ts = max(self._max_ts, latest)
         self._buf += encoded
         self._count += n

@@ -277,10 +277,13 @@ def encode_run(
     timestamps: Sequence[int],
     base_timestamp: int,
     first_delta: int,
+    *,
+    runs: tuple[list[int], list[int]] | None = None,
 ) -> bytes | None:
     """``values`` (with ``keys``, or all keyless) as records with offset deltas from
     ``first_delta`` and timestamp deltas from ``base_timestamp``, no headers: byte for byte
-    what ``BatchBuilder.append`` writes for them one by one.
+    what ``BatchBuilder.append`` writes for them one by one. ``runs``: the timestamps'
+    :func:`timestamp_runs` if the caller has them (None: found here).
 
     None where it cannot (a None among the values or keys, a key or value of 8 KiB or
     more among records of different sizes, timestamps before ``base_timestamp`` or 8,192
@@ -298,7 +301,8 @@ def encode_run(
         return None
     if keys is not None and len(keys) != n:
         return None
-    runs = timestamp_runs(timestamps)
+    if runs is None:
+        runs = timestamp_runs(timestamps)
     if runs is not None:
         low, high = runs[1][0], runs[1][-1]
         distinct = None

@@ -578,9 +578,11 @@ async def _fill_both(
     # counts, and at most LANE_RECORDS records' more per open batch
     open_batches = len(fast.open_batches)
     assert slow.buffered_bytes <= fast.buffered_bytes
+    widest = max((len(v) + len(k or b"") for k, v in zip(keys, values, strict=True)), default=0)
     assert fast.buffered_bytes <= slow.buffered_bytes + open_batches * LANE_RECORDS * (
-        max((len(v) for v in values), default=0) + RECORD_OVERHEAD_BOUND + HELD_PER_RECORD
+        widest + RECORD_OVERHEAD_BOUND + HELD_PER_RECORD
     )
+    assert fast.buffered_bytes - fast.taken_ahead() == slow.buffered_bytes
     # given back, what is left counts as append() counts, record by record, while open
     for batch in fast.open_batches.values():
         if batch.left:
@@ -632,7 +634,7 @@ async def test_room_taken_ahead_stops_at_the_offset_delta_widths_and_is_given_ba
     ):
         batch.count = count
         before = (batch.written, batch.size_bound, accumulator.buffered_bytes)
-        accumulator._reserve(batch, 0)
+        accumulator._reserve(batch, 0, keyed=False)
         assert batch.left == most
         assert batch.written == before[0] + most * per_record
         accumulator._unreserve(batch)

@@ -161,9 +161,9 @@ def test_runs_shorter_than_min_encode_are_appended_one_by_one(
     monkeypatch.setattr(runs, "MIN_ENCODE", MIN_ENCODE)
     calls = []
 
-    def spy(*args: object) -> object:
+    def spy(*args: object, **kwargs: object) -> object:
         calls.append(args)
-        return encode_run(*args)  # type: ignore[arg-type]
+        return encode_run(*args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr("protocol.records.codec.encode_run", spy)
     values = [b"v" * 100] * count
