@@ -452,7 +452,7 @@ class ProducerBatch:
         """The key and value size of the keyed records room is taken for; -1: keyless."""
         self.lane_low = 0
         self.lane_high = 0
-        self.lane_last = -1
+        self.lane_last: int | None = None
         """The size of the last record counted on its own (~size if keyed): room is
         taken when the next is like it."""
 
