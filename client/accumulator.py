@@ -817,8 +817,8 @@ class RecordAccumulator:
         used goes back before the batch takes any other record or closes
         (:meth:`_unreserve`), so the counts are exact again whenever anything else reads
         them but the buffer's, which is high by at most the untaken records (at most
-        half what was free; a send that finds the buffer short has it all given back
-        first, :meth:`give_back_room`).
+        half what was free, and a share of half the buffer per open batch; a send that
+        finds the buffer short has it all given back first, :meth:`give_back_room`).
         """
         if size > self.value_max:
             return
@@ -837,6 +837,8 @@ class RecordAccumulator:
         count = min(
             room // written + 1,
             (self.buffer_memory - self.buffered_bytes) // (2 * held),  # half what is free
+            # and the open batches' runs together about half the buffer at most
+            self.buffer_memory // (2 * held * len(self.open_batches)),
             below,
             LANE_RECORDS,
         )

@@ -251,3 +251,19 @@ async def test_room_is_taken_for_runs_only() -> None:
         assert acc.taken_ahead() == 0
     assert acc.append_to(batch, b"v" * 20, 1_001) is not None
     assert acc.taken_ahead() > 0  # the second of a run in the batch's window
+
+
+async def test_the_runs_of_many_partitions_take_half_the_buffer_at_most() -> None:
+    """Each open batch's run takes a share of half the buffer (review 132: one run per
+    partition, each half of what was free, came to nearly all of it together)."""
+    memory = 40_000
+    acc = RecordAccumulator(batch_size=1 << 20, clock=lambda: 0.0)
+    acc.buffer_memory = memory
+    partitions = [TopicPartition("many", p) for p in range(8)]
+    for tp in partitions:
+        acc.append(tp, None, b"v" * 50, None, 1_000)
+    for _ in range(3):
+        for tp in partitions:
+            assert acc.append_to(acc.open_batches[tp], b"v" * 50, 1_000) is not None
+    assert 0 < acc.taken_ahead() <= memory // 2
+    assert acc.buffered_bytes <= memory
