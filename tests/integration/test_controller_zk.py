@@ -23,6 +23,7 @@ from broker.zk import (
     GuardedWrite,
     PartitionState,
     TopicAssignment,
+    VersionConflict,
     ZkBridge,
     ZkError,
     paths,
@@ -454,12 +455,21 @@ async def _settled(controller: Controller) -> None:
 
 
 async def _in_sync(bridge: ZkBridge, p: int, isr: list[int], topic: str = "t") -> None:
-    """What a leader does when followers catch up: its ISR written, the controller told."""
+    """What a leader does when followers catch up: its ISR written (read again if the
+    controller wrote the state meanwhile, as after a broker's removal), the controller
+    told."""
     path = paths.partition_state(topic, p)
-    raw, stat = await bridge.get(path)
-    state = PartitionState.from_json(path, raw)
-    grown = PartitionState(state.leader, state.leader_epoch, isr, state.controller_epoch)
-    await bridge.set(path, grown.to_json(), version=stat.version)
+    for _ in range(50):
+        raw, stat = await bridge.get(path)
+        state = PartitionState.from_json(path, raw)
+        grown = PartitionState(state.leader, state.leader_epoch, isr, state.controller_epoch)
+        try:
+            await bridge.set(path, grown.to_json(), version=stat.version)
+            break
+        except VersionConflict:
+            await asyncio.sleep(0.01)
+    else:
+        raise AssertionError(f"{path} kept changing")
     note = json.dumps({"version": 1, "partitions": [{"topic": topic, "partition": p}]})
     await bridge.create(
         paths.ISR_CHANGES + "/isr_change_", note.encode(), sequence=True, makepath=True
