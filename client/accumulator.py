@@ -567,6 +567,17 @@ class ProducerBatch:
             self.done.set_result(None)
 
 
+def _lane_costs(size: int, index: int) -> tuple[int, int]:
+    """What ``append_to`` counts for a headerless record of ``size`` bytes (key and value)
+    at ``index`` in a batch, its timestamp within 8,192 ms of the batch's first: its bytes
+    at their widest (``written``) and the bytes it holds (``size_bound``). ``append`` and
+    ``append_to`` count the same inline, per record (a call costs the hot path)."""
+    written = size + (9 if size < 56 else 12 if size < 8180 else 15 if size < 1_048_000 else 20)
+    if index >= 8192:  # three-byte offset deltas (2**20 on: not a run)
+        written += 1
+    return written, size + RECORD_OVERHEAD_BOUND + HELD_PER_RECORD
+
+
 class ReadyCheck:
     """What :meth:`RecordAccumulator.ready` found."""
 
@@ -730,8 +741,8 @@ class RecordAccumulator:
         error).
 
         A run of records of one size, all keyless or all keyed (a producer's usual
-        stream), is appended with no check at all: the first takes room ahead for up to
-        :data:`LANE_RECORDS` more like it (``_reserve``), and each of those only counts
+        stream), is appended with no check at all: its second record takes room ahead for
+        up to :data:`LANE_RECORDS` more like it (``_reserve``), and each of those only counts
         itself down (the checks and the counting per record were 35% of ``send()``).
         """
         left = batch.left
@@ -822,16 +833,10 @@ class RecordAccumulator:
         """
         if size > self.value_max:
             return
-        bound = size + RECORD_OVERHEAD_BOUND
-        held = bound + HELD_PER_RECORD
-        written = size + (9 if size < 56 else 12 if size < 8180 else 15 if size < 1_048_000 else 20)
         index = batch.count
-        if index < 8192:  # offset deltas of up to two bytes...
-            below = 8192 - index
-        else:  # ...or three, one more than append() counts at first
-            below = (1 << 20) - index
-            written += 1
-        room = self.batch_size - batch.written - bound
+        written, held = _lane_costs(size, index)
+        below = 8192 - index if index < 8192 else (1 << 20) - index  # one offset-delta width
+        room = self.batch_size - batch.written - (size + RECORD_OVERHEAD_BOUND)
         if room < 0:
             return
         count = min(
@@ -860,8 +865,8 @@ class RecordAccumulator:
         taken = 0
         for batch in self.open_batches.values():
             if batch.left:
-                size = max(batch.lane_size, batch.lane_keyed_size)
-                taken += batch.left * (size + RECORD_OVERHEAD_BOUND + HELD_PER_RECORD)
+                size = max(batch.lane_size, batch.lane_keyed_size)  # (the other is -1)
+                taken += batch.left * _lane_costs(size, batch.count)[1]
         return taken
 
     def give_back_room(self) -> None:
@@ -874,14 +879,10 @@ class RecordAccumulator:
     def _unreserve(self, batch: ProducerBatch) -> None:
         """Give back the room :meth:`_reserve` took that records did not use."""
         count, batch.left = batch.left, 0
-        size = max(batch.lane_size, batch.lane_keyed_size)  # (the other is -1)
-        held = count * (size + RECORD_OVERHEAD_BOUND + HELD_PER_RECORD)
-        written = size + (9 if size < 56 else 12 if size < 8180 else 15 if size < 1_048_000 else 20)
-        if batch.count >= 8192:
-            written += 1
+        written, held = _lane_costs(max(batch.lane_size, batch.lane_keyed_size), batch.count)
         batch.written -= count * written
-        batch.size_bound -= held
-        self.buffered_bytes -= held
+        batch.size_bound -= count * held
+        self.buffered_bytes -= count * held
 
     def append_batch(  # noqa: PLR0917 - the columns of one batch
         self,

@@ -775,9 +775,6 @@ class Producer:
         self._waiting += 1
         try:
             while self._accumulator.buffered_bytes + size > self.buffer_memory:
-                self._accumulator.give_back_room()  # (runs of records took it ahead)
-                if self._accumulator.buffered_bytes + size <= self.buffer_memory:
-                    break
                 if not self._accumulator.has_batches:
                     return  # one record larger than the whole buffer still gets its turn
                 self._space.clear()
@@ -791,6 +788,7 @@ class Producer:
                         f"brokers are not keeping up"
                     ) from None
                 self._check_running()
+                self._accumulator.give_back_room()  # (runs may have taken room meanwhile)
         finally:
             self._waiting -= 1
             self._metrics.waited_for_buffer(time.perf_counter_ns() - began)
