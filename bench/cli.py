@@ -126,6 +126,25 @@ def _options(test: str) -> Callable[[F], F]:
     ]
     if test == "produce":
         options.insert(
+            2,
+            click.option(
+                "--payload-file",
+                type=click.Path(exists=True, dir_okay=False),
+                default=None,
+                help="Values from this UTF-8 text file, split at --payload-delimiter, picked "
+                "at random (instead of --record-size).",
+            ),
+        )
+        options.insert(
+            3,
+            click.option(
+                "--payload-delimiter",
+                default="\\n",
+                show_default=True,
+                help="Where --payload-file splits into values (\\n: a newline).",
+            ),
+        )
+        options.insert(
             -4,
             click.option(
                 "--send-batch",
@@ -251,10 +270,18 @@ def _run(ctx: click.Context, test: str, options: dict[str, Any]) -> None:
     command_config = ctx.ensure_object(dict).get("command_config")
     if command_config is not None:  # TLS: a path, read again by each --producers child
         options["command_config"] = str(command_config)
+    if options.get("payload_file") is not None and (
+        ctx.get_parameter_source("record_size") is click.core.ParameterSource.COMMANDLINE
+    ):
+        raise click.UsageError("give --record-size or --payload-file, not both")
     workload = perf.Workload(**options).resolve(test)
     if sys.stderr.isatty():
         click.echo(describe(test, workload, workload.topic or "(fresh)"), err=True)
-        with LiveProgress(workload.record_size) as progress:
+        size = workload.record_size
+        if workload.payload_file is not None:  # (the live MB/s: their mean size)
+            values = perf.payloads(workload)
+            size = round(sum(map(len, values)) / len(values))
+        with LiveProgress(size) as progress:
             result = perf.run(test, bootstrap, workload, progress)
     else:
         result = perf.run(test, bootstrap, workload)

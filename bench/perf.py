@@ -47,6 +47,7 @@ import math
 import multiprocessing
 import os
 import queue
+import random
 import time
 import uuid
 from array import array
@@ -68,7 +69,9 @@ from client import (
     Producer,
     TopicPartition,
 )
+from client.accumulator import RECORD_OVERHEAD_BOUND
 from client.connection import BrokerConnection
+from client.producer import DEFAULT_MAX_REQUEST_SIZE as MAX_REQUEST_SIZE
 from client.security import parse_properties, security_for, settings_from_properties
 from protocol.apis import ApiKey, ProducePartition, ProduceRequest, ProduceResponse, ProduceTopic
 from protocol.errors import (
@@ -148,6 +151,13 @@ class Workload:
     record_size: int = 100
     """Value bytes per record (no key). Values are half random, half constant, so a
     codec has something to do without being flattered."""
+    payload_file: str | None = None
+    """produce: values read from this file instead (Kafka's ``--payload-file``: UTF-8
+    text, split at ``payload_delimiter``), picked at random: records of the sizes and
+    contents an application sends (JSON lines, say)."""
+    payload_delimiter: str = "\n"
+    """Where ``payload_file`` splits into payloads (``\\n``, as Kafka's tool takes it from
+    a shell, is a newline)."""
     throughput: float | None = None
     """Target records/s over all producers; -1 is unlimited. Default: unlimited, but
     1,000 for e2e (its latency means something only below the cluster's limit)."""
@@ -226,8 +236,7 @@ class Workload:
             raise BenchError("throughput must be records/s above 0, or -1 for unlimited")
         if self.compression not in CODECS:
             raise BenchError(f"compression={self.compression!r}; one of {', '.join(CODECS)}")
-        if self.send_batch and test != "produce":
-            raise BenchError("send_batch applies to the produce test only")
+        self._check_produce_only(test)
         if self.transactional_id is not None:
             if test != "produce" or self.send_batch:
                 raise BenchError("transactions apply to the produce test's send() only")
@@ -241,6 +250,14 @@ class Workload:
             )
         if self.producers > self.num_records:
             raise BenchError(f"{self.producers} producers for {self.num_records} records")
+
+    def _check_produce_only(self, test: str) -> None:
+        if self.payload_file is not None and test != "produce":
+            raise BenchError("payload_file applies to the produce test only")
+        if not self.payload_delimiter:
+            raise BenchError("payload_delimiter must not be empty")
+        if self.send_batch and test != "produce":
+            raise BenchError("send_batch applies to the produce test only")
 
     @property
     def unlimited(self) -> bool:
@@ -575,6 +592,40 @@ def _values(record_size: int, count: int = VALUE_POOL) -> list[bytes]:
     return [os.urandom(half) + b"x" * (record_size - half) for _ in range(count)]
 
 
+def payloads(w: Workload) -> list[bytes]:
+    """The values a producer cycles through: VALUE_POOL of ``record_size`` bytes, or,
+    with ``payload_file``, VALUE_POOL picked at random among the file's payloads (Kafka's
+    tool picks one at random per record; a pool keeps the send loop's cost per record the
+    same as with ``record_size``)."""
+    if w.payload_file is None:
+        return _values(w.record_size)
+    delimiter = "\n" if w.payload_delimiter == "\\n" else w.payload_delimiter
+    try:
+        text = Path(w.payload_file).read_bytes().decode()  # (as is: no newline translation)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BenchError(f"cannot read payloads from {w.payload_file}: {exc}") from exc
+    found = [p.encode() for p in text.split(delimiter) if p]
+    if not found:
+        raise BenchError(
+            f"{w.payload_file} holds no payload (split at {w.payload_delimiter!r}); give a "
+            "file of UTF-8 text, a payload per line"
+        )
+    largest = max(map(len, found))
+    if HEADER_SIZE + RECORD_OVERHEAD_BOUND + largest > MAX_REQUEST_SIZE:
+        raise BenchError(
+            f"a payload in {w.payload_file} is {largest:,} bytes: more than a producer "
+            f"sends in one request ({MAX_REQUEST_SIZE:,} bytes, max_request_size); split "
+            "the file at another delimiter, or leave that payload out"
+        )
+    return random.choices(found, k=VALUE_POOL)
+
+
+def _bytes_of(values: list[bytes], count: int) -> int:
+    """The value bytes of ``count`` records sent cycling through ``values``."""
+    whole, rest = divmod(count, len(values))
+    return whole * sum(map(len, values)) + sum(map(len, values[:rest]))
+
+
 def _tls(w: Workload) -> dict[str, Any]:
     """The clients' security settings from ``--command-config`` (none without it)."""
     if w.command_config is None:
@@ -672,7 +723,7 @@ async def _produce_part(
     """One producer sends ``job.count`` records at its share of the rate."""
     bootstrap, topic, w, count = job.bootstrap, job.topic, job.workload, job.count
     assert w.num_records is not None and w.throughput is not None
-    values = _values(w.record_size)
+    values = payloads(w)
     stride = sample_stride(w.num_records)
     part = _Part()
     latencies = _Latencies(part.latencies_ms)
@@ -711,7 +762,7 @@ async def _produce_part(
         if part.failed and part.first_error is None:
             part.first_error = f"{part.failed} record(s) failed (the producer's log says why)"
     report(part.records)
-    part.bytes = part.records * w.record_size
+    part.bytes = _bytes_of(values, part.records)
     return part
 
 

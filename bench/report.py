@@ -81,7 +81,9 @@ def describe(test: str, w: Workload, topic: str) -> str:
     """The settings of a run, in one line."""
     rate_text = "unlimited" if w.unlimited else f"{w.throughput:,.0f} records/s"
     parts = [
-        f"{w.num_records:,} records of {w.record_size} B",
+        f"{w.num_records:,} records of {w.record_size} B"
+        if w.payload_file is None
+        else f"{w.num_records:,} records from {w.payload_file}",
         rate_text,
         f"acks={w.acks}",
         f"batch {w.batch_size:,} B",

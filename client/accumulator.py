@@ -357,7 +357,9 @@ class ProducerBatch:
         "lane_keyed_size",
         "lane_last",
         "lane_low",
+        "lane_min",
         "lane_size",
+        "lane_start",
         "left",
         "log_append_time_ms",
         "payload",
@@ -440,21 +442,26 @@ class ProducerBatch:
         """The callbacks of records without an asyncio future, by record."""
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.left = 0
-        """Records without headers, keyless of ``lane_size`` bytes or keyed of
-        ``lane_keyed_size`` (key and value), stamped from ``lane_low`` up to ``lane_high``
-        ms, that :meth:`RecordAccumulator.append_to` may
-        still append with no check: their room and buffer memory are already counted in
-        ``written``, ``size_bound`` and the accumulator's ``buffered_bytes`` (see
-        ``RecordAccumulator._reserve``). 0 whenever the batch is not open."""
+        """Records without headers, keyless of ``lane_min`` to ``lane_size`` bytes or keyed
+        of ``lane_min`` to ``lane_keyed_size`` (key and value), stamped from ``lane_low``
+        up to ``lane_high`` ms, that :meth:`RecordAccumulator.append_to` may still append
+        with no check: their room and buffer memory are already counted in ``written``,
+        ``size_bound`` and the accumulator's ``buffered_bytes``, each at the largest size
+        (see ``RecordAccumulator._reserve``). 0 whenever the batch is not open."""
         self.lane_size = -1
-        """The value size of the keyless records room is taken for; -1: keyed ones."""
+        """The largest value of the keyless records room is taken for; -1: keyed ones."""
         self.lane_keyed_size = -1
-        """The key and value size of the keyed records room is taken for; -1: keyless."""
+        """The largest key and value of the keyed records room is taken for; -1: keyless."""
+        self.lane_min = 0
+        self.lane_start = -1
+        """The index of the run's first record while its room is counted (its records at
+        the run's largest size): settled by ``RecordAccumulator._unreserve``; -1: none."""
         self.lane_low = 0
         self.lane_high = 0
         self.lane_last: int | None = None
         """The size of the last record counted on its own (~size if keyed): room is
-        taken when the next is like it."""
+        taken when the next is like it (keyed or not as it is, and of the same size or
+        at least of its band, see ``_reserve``)."""
 
     def __repr__(self) -> str:
         return f"ProducerBatch({self.tp.topic}-{self.tp.partition}, {self.count} records)"
@@ -509,7 +516,7 @@ class ProducerBatch:
 
     def close(self) -> bytes | bytearray:
         """Stop taking records and build the bytes to send (once)."""
-        self.left = 0  # (the accumulator gives back what was counted for them first)
+        self.left, self.lane_start = 0, -1  # (the accumulator settled their room first)
         if self.payload is None:
             assert self.builder is not None
             if self.values:
@@ -550,7 +557,7 @@ class ProducerBatch:
 
     def _finish(self) -> None:
         self.builder = None
-        self.left = 0  # (counted in size_bound: released with it)
+        self.left, self.lane_start = 0, -1  # (counted in size_bound: released with it)
         self.values, self.keys, self.headers = [], None, None  # expired or failed while open
         if self.finished:
             return
@@ -565,6 +572,38 @@ class ProducerBatch:
             self.watchers = self.callbacks = None
         if not self.done.done():
             self.done.set_result(None)
+
+
+def _band(size: int) -> tuple[int, int]:
+    """The sizes (key and value) whose records ``append_to`` counts with the same widest
+    other fields as a record of ``size`` bytes: its count differs from theirs by their
+    bytes alone."""
+    if size < 56:
+        return 0, 55
+    if size < 8180:
+        return 56, 8179
+    if size < 1_048_000:
+        return 8180, 1_047_999
+    return 1_048_000, 2**62
+
+
+def _unused(batch: ProducerBatch) -> tuple[int, int]:
+    """What a batch's run took ahead and its records did not use, in ``written`` and in
+    ``size_bound``: the records still to come, and, for sizes that vary, the difference
+    between each record taken and the run's largest (from their lengths, in C)."""
+    start = batch.lane_start
+    high = max(batch.lane_size, batch.lane_keyed_size)  # (the other is -1)
+    written, held = _lane_costs(high, start)
+    left = batch.left
+    written, held = left * written, left * held
+    if batch.lane_min != high:
+        used = sum(map(len, batch.values[start:]))  # type: ignore[arg-type] # (bytes: a run's)
+        if batch.lane_keyed_size >= 0:
+            used += sum(map(len, batch.keys[start:]))  # type: ignore[arg-type,index]
+        over = (batch.count - start) * high - used
+        written += over
+        held += over
+    return written, held
 
 
 def _lane_costs(size: int, index: int) -> tuple[int, int]:
@@ -646,6 +685,9 @@ class RecordAccumulator:
         self._sequences: dict[TopicPartition, int] = {}
         """Idempotence: the next sequence per partition under ``producer_id``."""
         self._flushes = 0
+        self.exhausted = 0
+        """Sends waiting for ``buffer_memory``: while any is, every batch is sendable at
+        once (Kafka's ``exhausted``: its lingering batches hold the memory they wait for)."""
         self._drain_start = 0
         self._unwritten: dict[TopicPartition, tuple[int, int, tuple[int, ...]]] = {}
         """Per partition, (producer id, epoch, rank) of the last batch whose sequence was
@@ -691,7 +733,7 @@ class RecordAccumulator:
             size_bound = record_size_upper_bound(key, value, headers)
         # the producer's hot path, one call per record: hence flat, no helper calls
         batch = self.open_batches.get(tp)
-        if batch is not None and batch.left:
+        if batch is not None and batch.lane_start >= 0:
             self._unreserve(batch)  # this record is not of the kind room was taken for
         if (
             batch is None
@@ -740,30 +782,35 @@ class RecordAccumulator:
         is full: then :meth:`append` goes the whole way (a new batch, a wait for space, an
         error).
 
-        A run of records of one size, all keyless or all keyed (a producer's usual
-        stream), is appended with no check at all: its second record takes room ahead for
-        up to :data:`LANE_RECORDS` more like it (``_reserve``), and each of those only counts
-        itself down (the checks and the counting per record were 35% of ``send()``).
+        A run of records of one size, or of sizes near each other, all keyless or all
+        keyed (a producer's usual stream), is appended with no check at all: its second
+        record takes room ahead for up to :data:`LANE_RECORDS` more like it
+        (``_reserve``), and each of those only counts itself down (the checks and the
+        counting per record were 35% of ``send()``).
         """
         left = batch.left
-        if left:
-            if batch.lane_low <= timestamp_ms < batch.lane_high and (
-                len(value) == batch.lane_size
+        if (
+            left
+            and batch.lane_low <= timestamp_ms < batch.lane_high
+            and (
+                batch.lane_min <= len(value) <= batch.lane_size
                 if key is None
-                else len(key) + len(value) == batch.lane_keyed_size
-            ):
-                batch.left = left - 1
-                index = batch.count
-                batch.count = index + 1
-                batch.values.append(value)
-                if key is not None:
-                    batch.keys.append(key)  # type: ignore[union-attr] # (a keyed run: it is there)
-                batch.timestamps.append(timestamp_ms)
-                future = _new(RecordFuture)  # (RecordFuture(...) costs an __init__ frame)
-                future._batch = batch
-                future._index = index
-                future._future = None
-                return future
+                else batch.lane_min <= len(key) + len(value) <= batch.lane_keyed_size
+            )
+        ):
+            batch.left = left - 1
+            index = batch.count
+            batch.count = index + 1
+            batch.values.append(value)
+            if key is not None:
+                batch.keys.append(key)  # type: ignore[union-attr] # (a keyed run: it is there)
+            batch.timestamps.append(timestamp_ms)
+            future = _new(RecordFuture)  # (RecordFuture(...) costs an __init__ frame)
+            future._batch = batch
+            future._index = index
+            future._future = None
+            return future
+        if batch.lane_start >= 0:  # a run's end: its room settled, what is left given back
             self._unreserve(batch)
         # a record room was not taken for: every check, and the record counted on its own
         if batch.builder is None:
@@ -803,40 +850,59 @@ class RecordAccumulator:
             self._close(batch)
             self._wakeup()
         else:
-            # a run: a second record like the one before (keyed ones as ~size), stamped
-            # where those taken ahead may be (else each record would take and give back)
+            # a run: a second record like the one before (keyed ones as ~size), of its
+            # size or of its band, stamped where those taken ahead may be (else each
+            # record would take room and give it back)
             like = size if key is None else ~size
-            if like != batch.lane_last:
-                batch.lane_last = like
-            elif (
-                batch.headers is None
+            last, batch.lane_last = batch.lane_last, like
+            if (
+                last is not None
+                and (last >= 0) is (key is None)
+                and batch.headers is None
                 and (key is None) == (batch.keys is None)
                 and 0 <= timestamp_ms - timestamps[0] < 8192
             ):
-                self._reserve(batch, size, keyed=key is not None)
+                if like == last:
+                    self._reserve(batch, size, size)
+                elif _band(size) == _band(other := last if key is None else ~last):
+                    self._reserve(batch, size, other)
         return RecordFuture(batch, index)
 
-    def _reserve(self, batch: ProducerBatch, size: int, *, keyed: bool) -> None:
+    def _reserve(self, batch: ProducerBatch, size: int, last: int) -> None:
         """Take room in ``batch`` (and in ``buffer_memory``) for the next headerless
-        records of ``size`` bytes, all keyless or all with keys (``keyed``: their key and
-        value together), stamped within 8,192 ms of its first, as many as
-        :meth:`append_to` would take one by one, up to :data:`LANE_RECORDS`.
+        records like its last two (``size`` and ``last`` bytes: key and value if keyed),
+        all keyless or all with keys as they were, stamped within 8,192 ms of its first,
+        as many as :meth:`append_to` would take one by one, up to :data:`LANE_RECORDS`.
 
-        Each is counted at what ``append_to`` counts for it: its bytes at their widest
-        in ``written`` (the same room check, Kafka's hasRoomFor, holds for the last of
-        them), and its bytes held in ``size_bound`` and ``buffered_bytes``. What is not
-        used goes back before the batch takes any other record or closes
-        (:meth:`_unreserve`), so the counts are exact again whenever anything else reads
-        them but the buffer's, which is high by at most the untaken records (at most
-        half what was free, and a share of half the buffer per open batch; a send that
-        finds the buffer short has it all given back first, :meth:`give_back_room`).
+        A run of one size takes room for that size. Sizes that vary (JSON, text) take it
+        for records up to twice the larger of the two (at most what one width of the
+        other fields allows, ``_band``: then each record's count differs from the
+        largest's by its bytes alone), settled from the records' lengths when the run
+        ends (:meth:`_unreserve`, once per run, in C: the per-record count was half of
+        what ``send()`` cost for such records).
+
+        Each is counted at what ``append_to`` counts for a record of the run's largest
+        size: its bytes at their widest in ``written`` (the same room check, Kafka's
+        hasRoomFor, holds for the last of them), and its bytes held in ``size_bound``
+        and ``buffered_bytes``. What was not used goes back before the batch takes any
+        other record or closes (:meth:`_unreserve`), so the counts are exact again
+        whenever anything else reads them but the buffer's, which is high by at most
+        the run's room (at most half what was free, and a share of half the buffer per
+        open batch; a send that finds the buffer short has it all given back first,
+        :meth:`give_back_room`).
         """
-        if size > self.value_max:
+        low, high = _band(size)
+        if size != last:
+            high = min(high, 2 * max(size, last))
+        else:
+            low = high = size
+        high = min(high, self.value_max)
+        if size > high:
             return
         index = batch.count
-        written, held = _lane_costs(size, index)
+        written, held = _lane_costs(high, index)
         below = 8192 - index if index < 8192 else (1 << 20) - index  # one offset-delta width
-        room = self.batch_size - batch.written - (size + RECORD_OVERHEAD_BOUND)
+        room = self.batch_size - batch.written - (high + RECORD_OVERHEAD_BOUND)
         if room < 0:
             return
         count = min(
@@ -849,40 +915,39 @@ class RecordAccumulator:
         )
         if count < 1:
             return
-        low = batch.timestamps[0]
-        batch.lane_low, batch.lane_high = low, low + 8192
-        if keyed:
-            batch.lane_size, batch.lane_keyed_size = -1, size
+        stamp = batch.timestamps[0]
+        batch.lane_low, batch.lane_high = stamp, stamp + 8192
+        batch.lane_min = low
+        if batch.keys is not None:
+            batch.lane_size, batch.lane_keyed_size = -1, high
         else:
-            batch.lane_size, batch.lane_keyed_size = size, -1
+            batch.lane_size, batch.lane_keyed_size = high, -1
         batch.left = count
+        batch.lane_start = index
         batch.written += count * written
         batch.size_bound += count * held
         self.buffered_bytes += count * held
 
     def taken_ahead(self) -> int:
         """The part of ``buffered_bytes`` that is room taken ahead, not records."""
-        taken = 0
-        for batch in self.open_batches.values():
-            if batch.left:
-                size = max(batch.lane_size, batch.lane_keyed_size)  # (the other is -1)
-                taken += batch.left * _lane_costs(size, batch.count)[1]
-        return taken
+        return sum(
+            _unused(batch)[1] for batch in self.open_batches.values() if batch.lane_start >= 0
+        )
 
     def give_back_room(self) -> None:
         """Give back the room every open batch took ahead (a send that finds the buffer
         full: the room is the buffer's, and the run that took it may be stalled)."""
         for batch in self.open_batches.values():
-            if batch.left:
+            if batch.lane_start >= 0:
                 self._unreserve(batch)
 
     def _unreserve(self, batch: ProducerBatch) -> None:
-        """Give back the room :meth:`_reserve` took that records did not use."""
-        count, batch.left = batch.left, 0
-        written, held = _lane_costs(max(batch.lane_size, batch.lane_keyed_size), batch.count)
-        batch.written -= count * written
-        batch.size_bound -= count * held
-        self.buffered_bytes -= count * held
+        """Settle the room :meth:`_reserve` took: give back what records did not use."""
+        written, held = _unused(batch)
+        batch.left, batch.lane_start = 0, -1
+        batch.written -= written
+        batch.size_bound -= held
+        self.buffered_bytes -= held
 
     def append_batch(  # noqa: PLR0917 - the columns of one batch
         self,
@@ -1314,7 +1379,7 @@ class RecordAccumulator:
         batch = queue[0]
         if batch.attempts:  # (held past its deadline: the pass then expires it)
             return min(batch.retry_at_ms, batch.deadline_ms) - now
-        if not batch.is_open or len(queue) > 1 or self._flushes:
+        if not batch.is_open or len(queue) > 1 or self._flushes or self.exhausted:
             return 0
         return batch.created_ms + self.linger_ms - now
 
@@ -1328,7 +1393,7 @@ class RecordAccumulator:
         return batch
 
     def _close(self, batch: ProducerBatch) -> bytes | bytearray:
-        if batch.left:
+        if batch.lane_start >= 0:
             self._unreserve(batch)
         was_open = batch.is_open
         payload = batch.close()

@@ -137,6 +137,10 @@ def _positive(name: str, value: float, minimum: float = 0) -> None:
         raise ConfigurationError(f"{name}={value!r} is invalid: it must be at least {minimum}")
 
 
+DEFAULT_MAX_REQUEST_SIZE = 1_048_576
+"""``max_request_size`` unless given (Kafka's ``max.request.size``)."""
+
+
 class Producer:
     """``async with Producer(bootstrap_servers=...) as p: await p.send_and_wait(topic, b"v")``."""
 
@@ -158,7 +162,7 @@ class Producer:
         delivery_timeout_ms: int = 120_000,
         request_timeout_ms: int = 30_000,
         retry_backoff_ms: int = 100,
-        max_request_size: int = 1_048_576,
+        max_request_size: int = DEFAULT_MAX_REQUEST_SIZE,
         metadata_max_age_ms: int = 300_000,
         metadata_max_idle_ms: int = 300_000,
         security_protocol: str = "PLAINTEXT",
@@ -585,8 +589,11 @@ class Producer:
             partition = self._partitioner.partition(topic, key, count, metadata.available)
         elif not 0 <= partition < count:
             count = await self._partition_count(topic, partition, count)
-        if self._accumulator.buffered_bytes + size + HELD_PER_RECORD > self.buffer_memory:
-            await self._wait_for_space(size + HELD_PER_RECORD)
+        # (and a new batch's header: the record may open one)
+        if self._accumulator.buffered_bytes + HEADER_SIZE + size + HELD_PER_RECORD > (
+            self.buffer_memory
+        ):
+            await self._wait_for_space(HEADER_SIZE + size + HELD_PER_RECORD)
             self._check_running()  # as above
         if timestamp_ms is None:
             timestamp_ms = _time_ns() // 1_000_000
@@ -773,6 +780,8 @@ class Producer:
         deadline = time.monotonic() + self.max_block_ms / 1000
         began = time.perf_counter_ns()
         self._waiting += 1
+        self._accumulator.exhausted += 1  # lingering batches go now: they hold the room
+        self._wake()
         try:
             while self._accumulator.buffered_bytes + size > self.buffer_memory:
                 if not self._accumulator.has_batches:
@@ -791,6 +800,7 @@ class Producer:
                 self._accumulator.give_back_room()  # (runs may have taken room meanwhile)
         finally:
             self._waiting -= 1
+            self._accumulator.exhausted -= 1
             self._metrics.waited_for_buffer(time.perf_counter_ns() - began)
 
     def _wake(self) -> None:

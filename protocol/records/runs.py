@@ -37,6 +37,7 @@ import operator
 import struct
 from bisect import bisect_right
 from collections.abc import Sequence
+from itertools import repeat
 from typing import NamedTuple
 
 from protocol.errors import InvalidRecordsError
@@ -295,8 +296,8 @@ def encode_run(
     if not n or first_delta < 0 or end > _MAX_RUN_DELTA or len(timestamps) != n:
         return None
     try:
-        sizes = set(map(len, values))
-        key_sizes = None if keys is None else set(map(len, keys))
+        lengths = list(map(len, values))
+        key_lengths = None if keys is None else list(map(len, keys))
     except TypeError:  # a None among them
         return None
     if keys is not None and len(keys) != n:
@@ -313,17 +314,20 @@ def encode_run(
         return None
     ts_fields = _timestamp_fields(timestamps, base_timestamp, runs, distinct)
     delta_fields = _delta_fields(first_delta, end)
-    if len(sizes) != 1 or (key_sizes is not None and len(key_sizes) != 1):
-        lengths = list(map(len, values))
-        key_lengths = None if keys is None else list(map(len, keys))
-        return _encode_varied(keys, values, lengths, key_lengths, ts_fields, delta_fields)
-    (value_size,) = sizes
+    value_size = lengths[0]
+    if lengths.count(value_size) != n or (
+        key_lengths is not None and key_lengths.count(key_lengths[0]) != n
+    ):
+        one_byte = high - base_timestamp < 64  # timestamp deltas
+        widths = _widths(ts_fields, delta_fields, first_delta, one_byte, 3 if keys is None else 2)
+        return _encode_varied(keys, values, lengths, key_lengths, ts_fields, delta_fields, widths)
     value_field = SMALL[value_size << 1] if value_size < _MAX_DELTA else uvarint(value_size << 1)
-    if key_sizes is None:
+    if key_lengths is None:
         key_bytes = 0
         columns = 5  # head, timestamp delta, offset delta, null key + value length, value
     else:
-        (key_size,) = key_sizes
+        assert key_lengths is not None
+        key_size = key_lengths[0]
         key_field = SMALL[key_size << 1] if key_size < _MAX_DELTA else uvarint(key_size << 1)
         key_bytes = len(key_field) + key_size
         columns = 7  # head, timestamp delta, offset delta, key length, key, value length, value
@@ -333,9 +337,7 @@ def encode_run(
     fixed = 1 + (len(NULL) if keys is None else key_bytes) + len(value_field) + value_size + 1
     heads = {width: b"\x00" + uvarint((fixed + width) << 1) + b"\x00" for width in (2, 3, 4, 5)}
     if high - base_timestamp < 64:  # every timestamp delta is one byte
-        one = max(0, min(n, 64 - first_delta))  # offset deltas under 64: one byte
-        two = max(0, min(n, _MAX_DELTA - first_delta)) - one  # under 8,192: two
-        head_column = [heads[2]] * one + [heads[3]] * two + [heads[4]] * (n - one - two)
+        head_column = list(map(heads.__getitem__, _one_byte_widths(first_delta, n, 0)))
     else:
         head_column = [heads[len(t) + len(d)] for t, d in zip(ts_fields, delta_fields, strict=True)]
     flat: list[Buffer] = [b""] * (columns * n)
@@ -416,6 +418,27 @@ def _delta_fields(first_delta: int, end: int) -> list[bytes]:
     return fields
 
 
+def _widths(
+    ts_fields: list[bytes], delta_fields: list[bytes], first_delta: int, one_byte: bool, plus: int
+) -> list[int]:
+    """Each record's bytes but its key's and value's and their length fields: its two
+    delta varints, and ``plus`` (the attributes and header count, 1 each, and a null
+    key's 1)."""
+    n = len(ts_fields)
+    if one_byte:  # one-byte timestamp deltas: the offsets' widths
+        return _one_byte_widths(first_delta, n, plus)
+    widths = map(operator.add, map(len, ts_fields), map(len, delta_fields))
+    return list(map(operator.add, widths, repeat(plus, n)))
+
+
+def _one_byte_widths(first_delta: int, n: int, plus: int) -> list[int]:
+    """Each record's two delta varints' bytes, ``plus`` more, for one-byte timestamp
+    deltas: an offset delta under 64 is one byte, under 8,192 two, then three."""
+    one = max(0, min(n, 64 - first_delta))
+    two = max(0, min(n, _MAX_DELTA - first_delta)) - one
+    return [2 + plus] * one + [3 + plus] * two + [4 + plus] * (n - one - two)
+
+
 def _encode_varied(  # noqa: PLR0917 - encode_run's columns
     keys: Sequence[Buffer] | None,
     values: Sequence[Buffer],
@@ -423,44 +446,64 @@ def _encode_varied(  # noqa: PLR0917 - encode_run's columns
     key_lengths: list[int] | None,
     ts_fields: list[bytes],
     delta_fields: list[bytes],
+    widths: list[int],
 ) -> bytes | None:
     """:func:`encode_run` for records of different sizes (JSON, text): every field but
-    the lengths is as there; the lengths are looked up per record (in C), and each
-    record's length is summed in one list comprehension. None past 8 KiB a record."""
+    the lengths is as there (``widths``: each record's bytes but its key's and value's
+    and their length fields). The length fields are looked up and each record's length
+    summed by ``map`` over tables, in C (a list comprehension over the columns cost
+    twice as much), and a record's length is one field with the header count before it
+    and the attributes after, as in a run of one size. None past 8 KiB a record."""
     n = len(values)
-    if max(lengths) >= _MAX_DELTA or (key_lengths is not None and max(key_lengths) >= _MAX_DELTA):
+    sized, heads, null_fields = _varied_tables()  # (an IndexError: 8 KiB or more)
+    try:
+        bodies = map(operator.add, map(sized.__getitem__, lengths), widths)
+        if key_lengths is not None:
+            bodies = map(operator.add, bodies, map(sized.__getitem__, key_lengths))
+        head_column = list(map(heads.__getitem__, bodies))
+    except IndexError:
         return None
-    value_fields = list(map(_EVEN.__getitem__, lengths))
-    # a record's length: attributes (1), the deltas, the key's length field and bytes, the
-    # value's, and the header count (1)
-    if key_lengths is None:
-        bodies = [
-            3 + len(t) + len(d) + len(f) + size
-            for t, d, f, size in zip(ts_fields, delta_fields, value_fields, lengths, strict=True)
-        ]
-    else:
-        key_fields = list(map(_EVEN.__getitem__, key_lengths))
-        bodies = [
-            2 + len(t) + len(d) + len(k) + key_size + len(f) + size
-            for t, d, k, key_size, f, size in zip(
-                ts_fields, delta_fields, key_fields, key_lengths, value_fields, lengths, strict=True
-            )
-        ]
-    if max(bodies) >= _MAX_DELTA:
-        return None
-    zero = [b"\x00"] * n  # the attributes, and the header count
-    columns: list[Sequence[Buffer]] = [
-        list(map(_EVEN.__getitem__, bodies)),
-        zero,
-        ts_fields,
-        delta_fields,
-    ]
+    head_column[0] = head_column[0][1:]  # the first record has no record before it
     if keys is None:
-        columns += ([NULL] * n, value_fields, values, zero)
+        columns: list[Sequence[Buffer]] = [
+            head_column,
+            ts_fields,
+            delta_fields,
+            list(map(null_fields.__getitem__, lengths)),
+            values,
+        ]
     else:
-        columns += (key_fields, keys, value_fields, values, zero)
+        assert key_lengths is not None
+        columns = [
+            head_column,
+            ts_fields,
+            delta_fields,
+            list(map(_EVEN.__getitem__, key_lengths)),
+            keys,
+            list(map(_EVEN.__getitem__, lengths)),
+            values,
+        ]
     width = len(columns)
     flat: list[Buffer] = [b""] * (width * n)
     for at, column in enumerate(columns):
         flat[at::width] = column
+    flat.append(b"\x00")  # the last record's header count
     return b"".join(flat)
+
+
+_TABLES: tuple[list[int], list[bytes], list[bytes]] | None = None
+
+
+def _varied_tables() -> tuple[list[int], list[bytes], list[bytes]]:
+    """By a size up to 8,191: the bytes with their length field; the record head
+    (the header count before, the length field, the attributes after); a null key and the
+    value's length field. Made on first use (about 0.6 MB): most processes never need
+    them."""
+    global _TABLES  # noqa: PLW0603 - made once, on first use
+    if _TABLES is None:
+        _TABLES = (
+            [size + len(field) for size, field in enumerate(_EVEN)],
+            [b"\x00" + field + b"\x00" for field in _EVEN],
+            [NULL + field for field in _EVEN],
+        )
+    return _TABLES

@@ -169,6 +169,8 @@ def test_workload_defaults_per_test() -> None:
         ("produce", Workload(num_records=2, producers=3), "3 producers for 2 records"),
         ("broker", Workload(max_in_flight=0), "max_in_flight"),
         ("consume", Workload(send_batch=True), "send_batch applies to the produce test only"),
+        ("e2e", Workload(payload_file="x"), "payload_file applies to the produce test only"),
+        ("produce", Workload(payload_delimiter=""), "payload_delimiter must not be empty"),
         ("produce", Workload(transactional_id="t"), "needs acks=all"),
         ("consume", Workload(isolation_level="serializable"), "isolation_level"),
         ("e2e", Workload(transactional_id="t", acks="all"), "produce test's send"),
@@ -572,6 +574,70 @@ def test_other_commands_do_not_load_the_harness() -> None:
 def test_bad_options_are_usage_errors(args: list[str], message: str) -> None:
     result = CliRunner().invoke(cli.main, ["bench", "produce", "--bootstrap-server", "x:1", *args])
     assert result.exit_code == 2 and message in result.output
+
+
+def test_payloads_come_from_the_file_split_at_the_delimiter(tmp_path: Any) -> None:
+    """Kafka's --payload-file: UTF-8 text split at the delimiter (a newline, as the
+    two characters a shell passes too), empty pieces dropped, picked at random."""
+    lines = tmp_path / "events.jsonl"
+    lines.write_text('{"a": 1}\n{"event": "click", "user": "é"}\n\n{"b": [1, 2, 3]}\n')
+    expected = {b'{"a": 1}', '{"event": "click", "user": "é"}'.encode(), b'{"b": [1, 2, 3]}'}
+    for delimiter in ("\n", "\\n"):
+        values = perf.payloads(Workload(payload_file=str(lines), payload_delimiter=delimiter))
+        assert len(values) == perf.VALUE_POOL and set(values) == expected
+    pipes = tmp_path / "pipes.txt"
+    pipes.write_text("one|two|three")
+    values = perf.payloads(Workload(payload_file=str(pipes), payload_delimiter="|"))
+    assert set(values) == {b"one", b"two", b"three"}
+    sized = perf.payloads(Workload(record_size=37))
+    assert len(sized) == perf.VALUE_POOL and {len(v) for v in sized} == {37}
+
+
+def test_payloads_keep_the_files_bytes(tmp_path: Any) -> None:
+    """Review 133: the file's bytes as they are, as Kafka's tool reads them (text mode's
+    newline translation turned a CRLF file into one payload, and a lone CR into LF)."""
+    crlf = tmp_path / "crlf.txt"
+    crlf.write_bytes(b'{"a":1}\r\n{"b":2}\r\n')
+    values = perf.payloads(Workload(payload_file=str(crlf), payload_delimiter="\r\n"))
+    assert set(values) == {b'{"a":1}', b'{"b":2}'}
+    pipes = tmp_path / "pipes.txt"
+    pipes.write_bytes(b"one\rx|two")
+    values = perf.payloads(Workload(payload_file=str(pipes), payload_delimiter="|"))
+    assert set(values) == {b"one\rx", b"two"}
+
+
+def test_payload_files_that_hold_nothing_are_one_clear_error(tmp_path: Any) -> None:
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n")
+    with pytest.raises(BenchError, match="holds no payload"):
+        perf.payloads(Workload(payload_file=str(empty)))
+    huge = tmp_path / "huge.txt"
+    huge.write_text("small\n" + "x" * 1_048_576 + "\n")
+    with pytest.raises(BenchError, match="1,048,576 bytes: more than a producer sends"):
+        perf.payloads(Workload(payload_file=str(huge)))
+    binary = tmp_path / "binary.dat"
+    binary.write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(BenchError, match="cannot read payloads"):
+        perf.payloads(Workload(payload_file=str(binary)))
+
+
+def test_bytes_sent_cycle_through_the_values() -> None:
+    values = [b"a", b"bb", b"ccc"]
+    assert perf._bytes_of(values, 0) == 0
+    assert perf._bytes_of(values, 2) == 3
+    assert perf._bytes_of(values, 7) == 2 * 6 + 1
+
+
+def test_payload_file_and_record_size_are_one_or_the_other(tmp_path: Any) -> None:
+    lines = tmp_path / "p.txt"
+    lines.write_text("x\n")
+    both = ["--payload-file", str(lines), "--record-size", "10"]
+    result = CliRunner().invoke(cli.main, ["bench", "produce", "--bootstrap-server", "x:1", *both])
+    assert result.exit_code == 2 and "--record-size or --payload-file, not both" in result.output
+    result = CliRunner().invoke(
+        cli.main, ["bench", "produce", "--bootstrap-server", "x:1", "--payload-file", "/nope"]
+    )
+    assert result.exit_code == 2 and "--payload-file" in result.output
 
 
 def test_e2e_record_size_must_hold_the_stamp() -> None:

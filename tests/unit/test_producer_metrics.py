@@ -575,18 +575,17 @@ async def _fill_both(
     ]
     by_lane = _fill(fast, keys, values, stamps, headers)
     # the fast path takes room ahead for runs of like records: never less than append()
-    # counts, and at most LANE_RECORDS records' more per open batch
+    # counts, and at most LANE_RECORDS records' more per open batch, each counted at the
+    # run's largest size (twice the larger of the two records that began it, at most)
     open_batches = len(fast.open_batches)
     assert slow.buffered_bytes <= fast.buffered_bytes
     widest = max((len(v) + len(k or b"") for k, v in zip(keys, values, strict=True)), default=0)
     assert fast.buffered_bytes <= slow.buffered_bytes + open_batches * LANE_RECORDS * (
-        widest + RECORD_OVERHEAD_BOUND + HELD_PER_RECORD
+        2 * widest + RECORD_OVERHEAD_BOUND + HELD_PER_RECORD
     )
     assert fast.buffered_bytes - fast.taken_ahead() == slow.buffered_bytes
     # given back, what is left counts as append() counts, record by record, while open
-    for batch in fast.open_batches.values():
-        if batch.left:
-            fast._unreserve(batch)
+    fast.give_back_room()
 
     def counts(accumulator: RecordAccumulator) -> list[tuple[int, int, int]]:
         return [(b.count, b.written, b.size_bound) for b in accumulator.open_batches.values()]
@@ -634,7 +633,7 @@ async def test_room_taken_ahead_stops_at_the_offset_delta_widths_and_is_given_ba
     ):
         batch.count = count
         before = (batch.written, batch.size_bound, accumulator.buffered_bytes)
-        accumulator._reserve(batch, 0, keyed=False)
+        accumulator._reserve(batch, 0, 0)
         assert batch.left == most
         assert batch.written == before[0] + most * per_record
         accumulator._unreserve(batch)

@@ -38,7 +38,7 @@ def check(fast: RecordAccumulator, ref: RecordAccumulator) -> None:
     assert fast.buffered_bytes == sum(b.size_bound for b in fast._incomplete)
     assert fast.buffered_bytes - fast.taken_ahead() == ref.buffered_bytes
     for batch in fast._incomplete:
-        if batch.left:  # room is taken only in a partition's open batch
+        if batch.left or batch.lane_start >= 0:  # room is taken only in an open batch
             assert batch.is_open and fast.open_batches[batch.tp] is batch
     assert {tp: b.count for tp, b in fast.open_batches.items()} == {
         tp: b.count for tp, b in ref.open_batches.items()
@@ -237,20 +237,67 @@ async def test_polling_with_wait_timeout_does_not_grow_the_batch() -> None:
 
 
 async def test_room_is_taken_for_runs_only() -> None:
-    """Records of changing sizes, or stamped past a batch's first 8,192 ms, take no room
-    ahead (each would take it and give it back: twice the cost of counting it alone,
-    review 131); the second of a run does."""
+    """Records whose sizes cross a band (the widths of their other fields change), or
+    stamped past a batch's first 8,192 ms, take no room ahead (each would take it and give
+    it back: twice the cost of counting it alone, review 131); the second of a run does,
+    of one size or of sizes within a band."""
     acc = RecordAccumulator(batch_size=1 << 20, clock=lambda: 0.0)
     acc.append(TPS[0], None, b"first", None, 1_000)
     batch = acc.open_batches[TPS[0]]
-    for size in (10, 11, 12, 13, 10, 11):
+    for size in (50, 60, 10, 8_000, 8_200, 40, 100):
         assert acc.append_to(batch, b"v" * size, 1_000) is not None
         assert acc.taken_ahead() == 0
     for stamp in (10_000, 10_001, 10_002):  # 9 s after the batch's first
         assert acc.append_to(batch, b"v" * 20, stamp) is not None
         assert acc.taken_ahead() == 0
     assert acc.append_to(batch, b"v" * 20, 1_001) is not None
-    assert acc.taken_ahead() > 0  # the second of a run in the batch's window
+    assert acc.taken_ahead() > 0  # the second of a run (20 after 20) in the batch's window
+    acc.give_back_room()
+    assert acc.append_to(batch, b"v" * 30, 1_001) is not None
+    assert acc.taken_ahead() > 0  # 30 after 20: one band
+
+
+async def test_a_run_of_varied_sizes_is_counted_exactly_when_it_ends() -> None:
+    """A run of sizes within a band is counted at its largest while it lasts, and at
+    each record's own size once it ends: as ``append()`` counts each record."""
+    sizes = [60, 90, 120, 75, 180, 61, 179, 100, 100, 62]  # a run of up to 180 bytes
+    fast = RecordAccumulator(batch_size=1 << 20, clock=lambda: 0.0)
+    ref = RecordAccumulator(batch_size=1 << 20, clock=lambda: 0.0)
+    for acc in (fast, ref):
+        acc.append(TPS[0], None, b"first", None, 1_000)
+    batch = fast.open_batches[TPS[0]]
+    for size in sizes:
+        assert fast.append_to(batch, b"v" * size, 1_000) is not None
+        ref.append(TPS[0], None, b"v" * size, None, 1_000)
+    assert batch.left > 0 and batch.lane_size == 180  # twice the larger of the first two
+    taken = batch.written - ref.open_batches[TPS[0]].written
+    assert taken > batch.left * 180  # the records taken, counted at 180 bytes each
+    assert fast.buffered_bytes - fast.taken_ahead() == ref.buffered_bytes
+    # a record past the run's largest ends it: counted exactly again
+    assert fast.append_to(batch, b"v" * 181, 1_000) is not None
+    ref.append(TPS[0], None, b"v" * 181, None, 1_000)
+    assert batch.lane_start == batch.count  # (and the next run's room is taken)
+    assert fast.buffered_bytes - fast.taken_ahead() == ref.buffered_bytes
+    fast.give_back_room()
+    assert batch.written == ref.open_batches[TPS[0]].written
+    assert batch.size_bound == ref.open_batches[TPS[0]].size_bound
+    assert fast.buffered_bytes == ref.buffered_bytes
+    # keyed: the key and value together
+    fast = RecordAccumulator(batch_size=1 << 20, clock=lambda: 0.0)
+    ref = RecordAccumulator(batch_size=1 << 20, clock=lambda: 0.0)
+    for acc in (fast, ref):
+        acc.append(TPS[1], b"k", b"first", None, 1_000)
+    batch = fast.open_batches[TPS[1]]
+    for i, size in enumerate(sizes):
+        key = b"key-%d" % (i % 3 * 50)
+        assert fast.append_to(batch, b"v" * size, 1_000, key) is not None
+        ref.append(TPS[1], key, b"v" * size, None, 1_000)
+    assert batch.left > 0 and batch.lane_keyed_size > 0 and batch.lane_size == -1
+    assert fast.buffered_bytes - fast.taken_ahead() == ref.buffered_bytes
+    fast.give_back_room()
+    assert batch.written == ref.open_batches[TPS[1]].written
+    assert fast.buffered_bytes == ref.buffered_bytes
+    assert bytes(fast._close(batch)) == bytes(ref._close(ref.open_batches[TPS[1]]))
 
 
 async def test_the_runs_of_many_partitions_take_half_the_buffer_at_most() -> None:
@@ -267,3 +314,17 @@ async def test_the_runs_of_many_partitions_take_half_the_buffer_at_most() -> Non
             assert acc.append_to(acc.open_batches[tp], b"v" * 50, 1_000) is not None
     assert 0 < acc.taken_ahead() <= memory // 2
     assert acc.buffered_bytes <= memory
+
+
+async def test_a_run_of_varied_sizes_takes_no_record_over_max_request_size() -> None:
+    """A run's largest size is at most what ``max_request_size`` lets a record be, so a
+    larger record still goes the whole way (and is refused there, MessageTooLargeError)."""
+    acc = RecordAccumulator(batch_size=1 << 20, clock=lambda: 0.0)
+    acc.value_max = 150
+    acc.append(TPS[0], None, b"first", None, 1_000)
+    batch = acc.open_batches[TPS[0]]
+    for size in (100, 120):
+        assert acc.append_to(batch, b"v" * size, 1_000) is not None
+    assert batch.left > 0 and batch.lane_size == 150
+    assert acc.append_to(batch, b"v" * 150, 1_000) is not None
+    assert acc.append_to(batch, b"v" * 151, 1_000) is None

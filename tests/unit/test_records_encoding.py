@@ -7,7 +7,7 @@ import itertools
 from array import array
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from protocol.records import BatchBuilder, decode_batches, runs
@@ -100,6 +100,11 @@ CASES_DECLINED = {
     "a null value": (None, [b"a", None], [BASE, BASE]),
     "a null key among keys": ([b"k", None], [b"a", b"b"], [BASE, BASE]),
     "a value of 8 KiB among others": (None, [b"a", bytes(8192)], [BASE, BASE]),
+    "records of 8 KiB with their keys, of varied sizes": (
+        [b"k" * 4100, b"k" * 4100],
+        [b"a" * 4100, b"b" * 4000],
+        [BASE, BASE],
+    ),
     "a timestamp before the first": (None, [b"a", b"b"], [BASE, BASE - 1]),
     "timestamps 8,192 ms apart": (None, [b"a", b"b"], [BASE, BASE + 8192]),
 }
@@ -264,3 +269,99 @@ def test_timestamp_runs_take_any_sequence_and_stop_at_the_limit() -> None:
     assert timestamp_runs((1, 2, 3), limit=3) == ([0, 1, 2], [1, 2, 3])
     assert timestamp_runs((1, 2, 3), limit=2) is None
     assert timestamp_runs([2, 1]) is None
+
+
+# --- review 133: encode_run against one append a record -------------------------------
+
+_LENGTHS = st.one_of(
+    st.integers(0, 70),
+    st.sampled_from([63, 64, 127, 128, 8100, 8150, 8170, 8175, *range(8180, 8194), 16_383, 16_384]),
+)
+
+
+def _appended(keys, values, timestamps, base, first_delta) -> bytes:  # type: ignore[no-untyped-def]
+    builder = BatchBuilder()
+    builder._count = first_delta
+    builder._base_ts = builder._max_ts = base
+    start = len(builder._buf)
+    for i, value in enumerate(values):
+        builder.append(None if keys is None else keys[i], value, None, timestamps[i])
+    return bytes(builder._buf[start:])
+
+
+def _bodies(keys, values, timestamps, base, first_delta) -> list[int]:  # type: ignore[no-untyped-def]
+    builder = BatchBuilder()
+    builder._count = first_delta
+    builder._base_ts = builder._max_ts = base
+    out = []
+    for i, value in enumerate(values):
+        before = len(builder._buf)
+        after = builder.append(None if keys is None else keys[i], value, None, timestamps[i])
+        total = after - before
+        out.append(total - (1 if total <= 64 else 2 if total <= 8193 else 3))
+    return out
+
+
+@st.composite
+def _cases(draw):  # type: ignore[no-untyped-def]
+    n = draw(st.integers(1, 40))
+    lengths = draw(st.lists(_LENGTHS, min_size=n, max_size=n))
+    keyed = draw(st.booleans())
+    key_lengths = draw(st.lists(_LENGTHS, min_size=n, max_size=n)) if keyed else None
+    first_delta = draw(
+        st.one_of(
+            st.integers(0, 70),
+            st.integers(8150, 8200),
+            st.integers((1 << 20) - 45, (1 << 20)),
+        )
+    )
+    steps = draw(
+        st.lists(st.sampled_from([0, 0, 1, 30, 63, 64, 100, 4000, 8191]), min_size=n, max_size=n)
+    )
+    base = BASE
+    stamps = []
+    at = draw(st.sampled_from([0, 1, 63, 64, 8191]))
+    for step in steps:
+        stamps.append(base + min(at, 8191))
+        at += step
+    if draw(st.booleans()):
+        stamps = draw(st.permutations(stamps))
+    values = [bytes([i % 251]) * size for i, size in enumerate(lengths)]
+    keys = (
+        None
+        if key_lengths is None
+        else [bytes([(i + 7) % 251]) * s for i, s in enumerate(key_lengths)]
+    )
+    return keys, values, stamps, base, first_delta
+
+
+@given(_cases())
+@example(([b"k" * 10, b"k" * 11], [b"v" * 8164, b"v" * 8160], [BASE, BASE + 100], BASE, 8191))
+@example((None, [b"v" * 8186, b"v" * 8100], [BASE, BASE + 64], BASE, 8191))
+@example((None, [b"v" * 8187, b"v"], [BASE, BASE], BASE, 0))
+@settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
+def test_encode_run_is_one_append_a_record(case) -> None:  # type: ignore[no-untyped-def]
+    """Review 133: encode_run against BatchBuilder.append one record at a time, around
+    the 8,191-byte record-body limit, the offset-delta widths (64, 8,192, 2**20) and
+    timestamp deltas of one and two bytes; declined only where it says."""
+    keys, values, stamps, base, first_delta = case
+    if first_delta == 0:  # (append() takes the first record's timestamp as the base)
+        base = stamps[0]
+    encoded = encode_run(keys, values, stamps, base, first_delta)
+    if encoded is None:
+        # declined only where documented: a record body of 8 KiB or more among varied
+        # sizes, an offset delta of 2**20
+        assert (
+            first_delta + len(values) > 1 << 20
+            or min(stamps) < base
+            or len(set(map(len, values))) > 1
+            or (keys is not None and len(set(map(len, keys))) > 1)
+        )
+        if first_delta + len(values) <= 1 << 20 and min(stamps) >= base:
+            # varied sizes: declined only for a body (or a key or value) of 8 KiB or more
+            assert (
+                max(_bodies(keys, values, stamps, base, first_delta)) >= 8192
+                or max(map(len, [*values, *(keys or [])])) >= 8192
+            )
+        return
+    assert encoded == _appended(keys, values, stamps, base, first_delta)
