@@ -1,8 +1,11 @@
 """Room taken ahead for runs of like records (``RecordAccumulator._reserve``,
 LANE_RECORDS): the accumulator with it against the same one without it (LANE_RECORDS =
 0), operation by operation (review 131's fuzz: appends of every kind, drains, answers,
-failures, splits, retries, expiry, send_batch, failed partitions, producer resets), and
-what it must not do to other sends (the buffer) and to callbacks."""
+failures, splits, retries, expiry, send_batch, failed partitions, producer resets;
+review 133's sizes: runs of varied sizes within and across the bands 55/56 and
+8,179/8,180, keyed records of many sizes, empty keys and values, tiny batches and
+buffers, a small value_max, the 8,192 ms window), and what it must not do to other sends
+(the buffer) and to callbacks."""
 
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ import random
 import pytest
 
 import client.accumulator as accmod
-from client.accumulator import HELD_PER_RECORD, RECORD_OVERHEAD_BOUND, RecordAccumulator
+from client.accumulator import HELD_PER_RECORD, RECORD_OVERHEAD_BOUND, RecordAccumulator, _unused
 from client.types import TopicPartition
 from protocol.errors import RequestTimedOutError
 from protocol.records import HEADER_SIZE
@@ -46,6 +49,10 @@ def check(fast: RecordAccumulator, ref: RecordAccumulator) -> None:
     assert {tp: [b.count for b in q] for tp, q in fast._batches.items()} == {
         tp: [b.count for b in q] for tp, q in ref._batches.items()
     }
+    for tp, b1 in fast.open_batches.items():  # exact, but for the room a run took ahead
+        b2 = ref.open_batches[tp]
+        w, h = _unused(b1) if b1.lane_start >= 0 else (0, 0)
+        assert (b1.written - w, b1.size_bound - h) == (b2.written, b2.size_bound)
 
 
 def call(acc: RecordAccumulator, lanes: int, fn, *args):  # type: ignore[no-untyped-def]
@@ -56,20 +63,61 @@ def call(acc: RecordAccumulator, lanes: int, fn, *args):  # type: ignore[no-unty
         accmod.LANE_RECORDS = 128
 
 
-async def scenario(seed: int) -> None:  # noqa: C901, PLR0912 - one branch per operation
+SIZES = [
+    0,
+    1,
+    10,
+    27,
+    28,
+    40,
+    54,
+    55,
+    56,
+    57,
+    60,
+    100,
+    111,
+    112,
+    200,
+    1_000,
+    4_000,
+    8_100,
+    8_179,
+    8_180,
+    8_181,
+    9_000,
+    16_000,
+]
+
+
+def size_of(rnd: random.Random, last: list[int]) -> int:
+    mode = rnd.random()
+    if mode < 0.4 and last:
+        # near the last: a varied run within (or just across) a band
+        return max(0, last[0] + rnd.randint(-30, 30))
+    if mode < 0.6 and last:
+        return max(0, min(2 * last[0] + rnd.randint(-2, 2), 20_000))
+    return rnd.choice(SIZES)
+
+
+async def scenario(seed: int) -> None:  # noqa: C901, PLR0912
     rnd = random.Random(seed)
     clock_f, clock_r = Clock(), Clock()
-    batch_size = rnd.choice([300, 1_000, 5_000, 40_000])
-    memory = rnd.choice([2**62, 3_000, 20_000, 100_000])
+    batch_size = rnd.choice([120, 200, 300, 1_000, 5_000, 17_000, 40_000, 200_000])
+    memory = rnd.choice([2**62, 600, 3_000, 20_000, 100_000, 500_000])
+    value_max = rnd.choice([2**62, 2**62, 60, 130, 8_200, 9_000])
     fast = RecordAccumulator(batch_size=batch_size, linger_ms=5, clock=clock_f)
     ref = RecordAccumulator(batch_size=batch_size, linger_ms=5, clock=clock_r)
     flights = rnd.choice([1, 5])
     for acc in (fast, ref):
         acc.buffer_memory = memory
         acc.max_in_flight = flights
-    futures: list[tuple[object, object, bytes]] = []
+        acc.value_max = value_max
+    futures: list[tuple[object, object]] = []
     ts = 1_700_000_000_000
     in_flight: list[tuple[object, object]] = []
+    keyed_share = rnd.choice([0.0, 0.05, 0.5, 0.95, 1.0])
+    last: list[int] = []
 
     def add(acc: RecordAccumulator, tp, key, value, headers, stamp):  # type: ignore[no-untyped-def] # noqa: PLR0917
         batch = acc.open_batches.get(tp)
@@ -80,19 +128,27 @@ async def scenario(seed: int) -> None:  # noqa: C901, PLR0912 - one branch per o
             future = acc.append(tp, key, value, headers, stamp)
         return future
 
-    for _ in range(rnd.randint(50, 2_000)):
+    for _ in range(rnd.randint(50, 1_500)):
         op = rnd.random()
         tp = rnd.choice(TPS)
-        if op < 0.80:
-            ts += rnd.choice([0, 0, 0, 0, 1, 1, 3, 4_000, 9_000, -2])
+        if op < 0.85:
+            ts += rnd.choice([0, 0, 0, 0, 0, 1, 1, 3, 63, 64, 4_000, 8_191, 8_192, 9_000, -2])
             kind = rnd.random()
-            key = b"k" * rnd.randint(0, 5) if kind < 0.05 else None
-            headers = [("h", b"v")] if 0.05 <= kind < 0.08 else None
-            value = b"v" * rnd.choice([0, 10, 10, 10, 10, 60, 200])
+            size = size_of(rnd, last)
+            last[:] = [size]
+            headers = [("h", b"v")] if kind < 0.03 else None
+            if rnd.random() < keyed_share:
+                klen = rnd.randint(0, min(size, 40))
+                key = b"k" * klen
+                value = b"v" * (size - klen)
+            else:
+                key = None
+                value = b"v" * size
             f1 = call(fast, 128, add, tp, key, value, headers, ts)
             f2 = call(ref, 0, add, tp, key, value, headers, ts)
-            futures.append((f1, f2, value))
-        elif op < 0.90:
+            assert (f1._batch.count, f1._index) == (f2._batch.count, f2._index)
+            futures.append((f1, f2))
+        elif op < 0.92:
             step = rnd.choice([0, 5, 50])
             for clock in (clock_f, clock_r):
                 clock.ms += step
@@ -106,6 +162,7 @@ async def scenario(seed: int) -> None:  # noqa: C901, PLR0912 - one branch per o
             for node in d1:
                 for b1, b2 in zip(d1[node], d2[node], strict=True):
                     assert bytes(b1.payload) == bytes(b2.payload)
+                    assert b1.written == b2.written and b1.size_bound == b2.size_bound
                     in_flight.append((b1, b2))
         elif op < 0.97 and in_flight:
             b1, b2 = in_flight.pop(rnd.randrange(len(in_flight)))
@@ -130,7 +187,7 @@ async def scenario(seed: int) -> None:  # noqa: C901, PLR0912 - one branch per o
             size = sum(len(v) + RECORD_OVERHEAD_BOUND for v in vals)
             f1 = fast.append_batch(tp, None, vals, stamps, None, size, 1 << 20)
             f2 = ref.append_batch(tp, None, vals, stamps, None, size, 1 << 20)
-            futures.append((f1, f2, vals[0]))
+            futures.append((f1, f2))
         elif op < 0.98:
             which = rnd.choice([0, 1])
 
@@ -141,6 +198,8 @@ async def scenario(seed: int) -> None:  # noqa: C901, PLR0912 - one branch per o
             assert fast.fail_partitions(picked, error) == ref.fail_partitions(picked, error)
         elif op < 0.985:
             assert fast.fail_queued(RuntimeError("q")) == ref.fail_queued(RuntimeError("q"))
+        elif op < 0.9875:
+            fast.give_back_room()  # (a send short of buffer)
         elif op < 0.99:
             pid = rnd.randint(0, 5)
             fast.reset_producer(pid, 0)
@@ -153,7 +212,6 @@ async def scenario(seed: int) -> None:  # noqa: C901, PLR0912 - one branch per o
             e2 = ref.expire()
             assert [(b.tp, b.count) for b in e1] == [(b.tp, b.count) for b in e2]
         check(fast, ref)
-    # everything out, answered
     for _ in range(10_000):
         for clock in (clock_f, clock_r):
             clock.ms += 100
@@ -174,7 +232,7 @@ async def scenario(seed: int) -> None:  # noqa: C901, PLR0912 - one branch per o
         check(fast, ref)
     assert fast.buffered_bytes == ref.buffered_bytes == 0
     await asyncio.sleep(0)
-    for f1, f2, _value in futures:
+    for f1, f2 in futures:
         assert f1.done() and f2.done()
         e1, e2 = f1.exception(), f2.exception()
         assert type(e1) is type(e2)

@@ -1,10 +1,9 @@
 """Runs of records of varied sizes (``RecordAccumulator._reserve`` for sizes within a
 band, settled by ``_unreserve`` from the records' lengths): the accumulator with them
-against the same one without room taken ahead (LANE_RECORDS = 0), operation by operation
-(review 133's fuzz: sizes across the band edges 55/56 and 8,179/8,180, keyed records of
-many sizes, empty keys and values, tiny batches and buffers, a small value_max, the
-8,192 ms window), record by record at the edges, as hypothesis finds them, and through
-the producer (its buffer gauge, and a send waiting for the buffer)."""
+against the same one without room taken ahead (LANE_RECORDS = 0), record by record at
+the edges and as hypothesis finds them (the fuzz of whole accumulators is
+test_producer_room_taken_ahead's), and through the producer (its buffer gauge, and a
+send waiting for the buffer)."""
 
 from __future__ import annotations
 
@@ -16,203 +15,11 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import client.accumulator as accmod
-from client.accumulator import HELD_PER_RECORD, RECORD_OVERHEAD_BOUND, RecordAccumulator, _unused
+from client.accumulator import HELD_PER_RECORD, RECORD_OVERHEAD_BOUND, RecordAccumulator
 from client.types import TopicPartition
-from protocol.errors import RequestTimedOutError
 from protocol.records import HEADER_SIZE
 from tests.unit.test_producer_metrics import _fill, _fill_both
-from tests.unit.test_producer_room_taken_ahead import TPS, Clock, call, leader_of
-from tests.unit.test_producer_room_taken_ahead import check as _check
 from tests.unit.test_producer_sender import ScriptedCluster, started
-
-# --- the fuzz --------------------------------------------------------------------------
-
-
-def check(fast: RecordAccumulator, ref: RecordAccumulator) -> None:
-    _check(fast, ref)
-    for tp, b1 in fast.open_batches.items():
-        b2 = ref.open_batches[tp]
-        w, h = _unused(b1) if b1.lane_start >= 0 else (0, 0)
-        assert (b1.written - w, b1.size_bound - h) == (b2.written, b2.size_bound)
-
-
-SIZES = [
-    0,
-    1,
-    10,
-    27,
-    28,
-    40,
-    54,
-    55,
-    56,
-    57,
-    60,
-    100,
-    111,
-    112,
-    200,
-    1_000,
-    4_000,
-    8_100,
-    8_179,
-    8_180,
-    8_181,
-    9_000,
-    16_000,
-]
-
-
-def size_of(rnd: random.Random, last: list[int]) -> int:
-    mode = rnd.random()
-    if mode < 0.4 and last:
-        # near the last: a varied run within (or just across) a band
-        return max(0, last[0] + rnd.randint(-30, 30))
-    if mode < 0.6 and last:
-        return max(0, min(2 * last[0] + rnd.randint(-2, 2), 20_000))
-    return rnd.choice(SIZES)
-
-
-async def scenario(seed: int) -> None:  # noqa: C901, PLR0912
-    rnd = random.Random(seed)
-    clock_f, clock_r = Clock(), Clock()
-    batch_size = rnd.choice([120, 200, 300, 1_000, 5_000, 17_000, 40_000, 200_000])
-    memory = rnd.choice([2**62, 600, 3_000, 20_000, 100_000, 500_000])
-    value_max = rnd.choice([2**62, 2**62, 60, 130, 8_200, 9_000])
-    fast = RecordAccumulator(batch_size=batch_size, linger_ms=5, clock=clock_f)
-    ref = RecordAccumulator(batch_size=batch_size, linger_ms=5, clock=clock_r)
-    flights = rnd.choice([1, 5])
-    for acc in (fast, ref):
-        acc.buffer_memory = memory
-        acc.max_in_flight = flights
-        acc.value_max = value_max
-    futures: list[tuple[object, object]] = []
-    ts = 1_700_000_000_000
-    in_flight: list[tuple[object, object]] = []
-    keyed_share = rnd.choice([0.0, 0.05, 0.5, 0.95, 1.0])
-    last: list[int] = []
-
-    def add(acc: RecordAccumulator, tp, key, value, headers, stamp):  # type: ignore[no-untyped-def] # noqa: PLR0917
-        batch = acc.open_batches.get(tp)
-        future = None
-        if batch is not None and headers is None:
-            future = acc.append_to(batch, value, stamp, key)
-        if future is None:
-            future = acc.append(tp, key, value, headers, stamp)
-        return future
-
-    for _ in range(rnd.randint(50, 1_500)):
-        op = rnd.random()
-        tp = rnd.choice(TPS)
-        if op < 0.85:
-            ts += rnd.choice([0, 0, 0, 0, 0, 1, 1, 3, 63, 64, 4_000, 8_191, 8_192, 9_000, -2])
-            kind = rnd.random()
-            size = size_of(rnd, last)
-            last[:] = [size]
-            headers = [("h", b"v")] if kind < 0.03 else None
-            if rnd.random() < keyed_share:
-                klen = rnd.randint(0, min(size, 40))
-                key = b"k" * klen
-                value = b"v" * (size - klen)
-            else:
-                key = None
-                value = b"v" * size
-            f1 = call(fast, 128, add, tp, key, value, headers, ts)
-            f2 = call(ref, 0, add, tp, key, value, headers, ts)
-            assert (f1._batch.count, f1._index) == (f2._batch.count, f2._index)
-            futures.append((f1, f2))
-        elif op < 0.92:
-            step = rnd.choice([0, 5, 50])
-            for clock in (clock_f, clock_r):
-                clock.ms += step
-            nodes = {1, 2}
-            max_request = rnd.choice([1 << 20, 2_000])
-            d1 = call(fast, 128, RecordAccumulator.drain, nodes, leader_of, max_request)
-            d2 = call(ref, 0, RecordAccumulator.drain, nodes, leader_of, max_request)
-            assert {n: [(b.tp, b.count) for b in bs] for n, bs in d1.items()} == {
-                n: [(b.tp, b.count) for b in bs] for n, bs in d2.items()
-            }
-            for node in d1:
-                for b1, b2 in zip(d1[node], d2[node], strict=True):
-                    assert bytes(b1.payload) == bytes(b2.payload)
-                    assert b1.written == b2.written and b1.size_bound == b2.size_bound
-                    in_flight.append((b1, b2))
-        elif op < 0.97 and in_flight:
-            b1, b2 = in_flight.pop(rnd.randrange(len(in_flight)))
-            outcome = rnd.random()
-            if outcome < 0.6:
-                base = rnd.randint(0, 10**6)
-                fast.complete(b1, base, -1)
-                ref.complete(b2, base, -1)
-            elif outcome < 0.75:
-                fast.fail(b1, RuntimeError("x"))
-                ref.fail(b2, RuntimeError("x"))
-            elif outcome < 0.9 and b1.count > 1:
-                fast.split(b1)
-                ref.split(b2)
-            else:
-                fast.retry(b1, 0)
-                ref.retry(b2, 0)
-        elif op < 0.975:
-            n = rnd.randint(1, 20)
-            vals = [b"b" * rnd.choice([0, 10, 100]) for _ in range(n)]
-            stamps = [ts] * n
-            size = sum(len(v) + RECORD_OVERHEAD_BOUND for v in vals)
-            f1 = fast.append_batch(tp, None, vals, stamps, None, size, 1 << 20)
-            f2 = ref.append_batch(tp, None, vals, stamps, None, size, 1 << 20)
-            futures.append((f1, f2))
-        elif op < 0.98:
-            which = rnd.choice([0, 1])
-
-            def picked(t: TopicPartition, which: int = which) -> bool:
-                return t.partition == which
-
-            error = RequestTimedOutError("f")
-            assert fast.fail_partitions(picked, error) == ref.fail_partitions(picked, error)
-        elif op < 0.985:
-            assert fast.fail_queued(RuntimeError("q")) == ref.fail_queued(RuntimeError("q"))
-        elif op < 0.99:
-            fast.give_back_room()  # (a send short of buffer)
-        else:
-            step = rnd.choice([0, 200_000])
-            for clock in (clock_f, clock_r):
-                clock.ms += step
-            e1 = fast.expire()
-            e2 = ref.expire()
-            assert [(b.tp, b.count) for b in e1] == [(b.tp, b.count) for b in e2]
-        check(fast, ref)
-    for _ in range(10_000):
-        for clock in (clock_f, clock_r):
-            clock.ms += 100
-        for b1, b2 in in_flight:
-            fast.complete(b1, 7, -1)
-            ref.complete(b2, 7, -1)
-        in_flight = []
-        fast.begin_flush()
-        ref.begin_flush()
-        d1 = fast.drain({1, 2}, leader_of, 1 << 20)
-        d2 = ref.drain({1, 2}, leader_of, 1 << 20)
-        if not d1 and not d2 and not fast.has_batches and not ref.has_batches:
-            break
-        for node in d1:
-            for b1, b2 in zip(d1[node], d2[node], strict=True):
-                assert bytes(b1.payload) == bytes(b2.payload)
-                in_flight.append((b1, b2))
-        check(fast, ref)
-    assert fast.buffered_bytes == ref.buffered_bytes == 0
-    await asyncio.sleep(0)
-    for f1, f2 in futures:
-        assert f1.done() and f2.done()
-        e1, e2 = f1.exception(), f2.exception()
-        assert type(e1) is type(e2)
-        if e1 is None:
-            assert f1.result() == f2.result()
-
-
-@pytest.mark.parametrize("seed", range(200))
-async def test_fuzz_varied_runs_against_none(seed: int) -> None:
-    await scenario(seed)
-
 
 # --- record by record, at the edges ----------------------------------------------------
 
