@@ -77,6 +77,10 @@ _READ_BUFFER_BYTES = 256 * 1024
 _FRAME_POOL_BYTES = 16 * 1024 * 1024
 """The most a connection's pool keeps of the buffers large responses arrived in (each
 reused once nothing refers to it): a few fetch responses of a few MiB; more are copied."""
+_FRAME_POOL_TRIM_S = 60.0
+"""How often a connection's pool lets go of buffers no frame had since the last time (a
+burst of large fetch responses does not hold its memory for as long as the connection
+lives)."""
 _AFTER_LARGE_READ_BYTES = 4096
 """The read after a large frame: short, so that if another large frame follows, only its
 head is copied out of the read buffer and its body goes straight into its own."""
@@ -210,7 +214,9 @@ class BrokerConnection:
         self._reauthenticating: asyncio.Task[None] | None = None
         self._transport: asyncio.Transport | None = None
         self._protocol: _Protocol | None = None
-        self._decoder = FrameDecoder(max_frame_bytes, FramePool(_FRAME_POOL_BYTES))
+        self._pool = FramePool(_FRAME_POOL_BYTES)
+        self._decoder = FrameDecoder(max_frame_bytes, self._pool)
+        self._trimming: asyncio.TimerHandle | None = None  # while the pool holds buffers
         self._closed: BaseException | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -567,6 +573,8 @@ class BrokerConnection:
                 if self._closed is not None:
                     break
                 self._answer(payload)
+            if self._trimming is None and self._pool.held_bytes and self._loop is not None:
+                self._trimming = self._loop.call_later(_FRAME_POOL_TRIM_S, self._trim_pool)
             return bool(payloads)
         except ApiError as exc:  # a frame over max_frame_bytes, a broken stream
             self.close(exc)
@@ -597,6 +605,15 @@ class BrokerConnection:
         else:
             head.settle(response, None)
 
+    def _trim_pool(self) -> None:
+        """Let go of the pooled buffers no frame had since the last trim; again later
+        while it holds any (what a steady stream of large answers uses stays)."""
+        self._trimming = None
+        if self._closed is None:
+            self._pool.trim()
+            if self._pool.held_bytes and self._loop is not None:
+                self._trimming = self._loop.call_later(_FRAME_POOL_TRIM_S, self._trim_pool)
+
     def _lost(self, exc: Exception | None) -> None:
         if isinstance(exc, ssl.SSLError):  # the peer's TLS refused us (an alert)
             self.close(TlsError(f"{self} ended TLS: {exc.reason or exc}"))
@@ -610,6 +627,9 @@ class BrokerConnection:
             return
         self._closed = cause or NetworkError(f"connection to {self.host}:{self.port} closed")
         self._decoder.discard()  # (a response cut off by the close)
+        if self._trimming is not None:
+            self._trimming.cancel()  # (its callback would keep the connection alive)
+            self._trimming = None
         held, self._held = self._held or [], None
         waiting = [*self._in_flight, *(w for _parts, w in held if w is not None)]
         self._in_flight.clear()

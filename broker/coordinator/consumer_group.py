@@ -744,6 +744,12 @@ class ConsumerGroup:
                 raise UnknownMemberIdError(
                     f"member {member_id!r} is not in group {self.group_id!r}; join again"
                 )
+            if known.classic is None:  # Kafka's throwIfMemberDoesNotUseClassicProtocol
+                raise UnknownMemberIdError(
+                    f"member {member_id!r} of group {self.group_id!r} uses the consumer "
+                    "protocol (ConsumerGroupHeartbeat), not JoinGroup; join again without "
+                    "its member id"
+                )
             return known
         member_id = new_member_id()
         if instance_id is None:

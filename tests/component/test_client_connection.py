@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
+from client import connection
 from client.cluster import Cluster
 from client.connection import BrokerConnection
 from client.errors import TlsError
@@ -15,6 +16,7 @@ from protocol.apis import (
     ApiVersionsResponse,
     MetadataRequest,
     MetadataResponse,
+    MetadataTopic,
     decode_request,
     encode_error_response,
     encode_response,
@@ -38,8 +40,10 @@ def _frame(correlation_id: int, version: int, response: object) -> bytes:
 
 async def _broker(
     reply: Callable[[asyncio.StreamWriter, list[bytes]], object],
+    answer: MetadataResponse | None = None,
 ) -> AsyncIterator[tuple[int, list[asyncio.StreamWriter]]]:
-    """A broker that answers ApiVersions itself and hands Metadata frames to ``reply``."""
+    """A broker that answers ApiVersions itself and hands Metadata frames (of ``answer``,
+    else _META) to ``reply``."""
     writers: list[asyncio.StreamWriter] = []
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -53,7 +57,8 @@ async def _broker(
                     body = ApiVersionsResponse(api_keys=supported_versions())
                     writer.write(_frame(header.correlation_id, 0, body))
                     continue
-                pending.append(_frame(header.correlation_id, header.api_version, _META))
+                response = _META if answer is None else answer
+                pending.append(_frame(header.correlation_id, header.api_version, response))
                 result = reply(writer, pending)
                 if asyncio.iscoroutine(result):
                     await result
@@ -93,6 +98,35 @@ async def test_several_answers_in_one_read_and_one_answer_over_many_reads() -> N
             )
             assert [a.cluster_id for a in answers] == ["c", "c", "c"]
             assert conn.connected
+
+
+async def test_the_pool_lets_go_of_large_answers_buffers_once_none_come(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A large answer's buffer is kept for the next ones (no copy) while they come, and let
+    go of once a trim period passes without any (it held up to 16 MiB a connection for as
+    long as the connection lived)."""
+    monkeypatch.setattr(connection, "_FRAME_POOL_TRIM_S", 0.2)
+    topics = [MetadataTopic(name=f"{'t' * 200}-{i}") for i in range(2_000)]  # ~420 KB
+    big = MetadataResponse(brokers=[], cluster_id="c", controller_id=1, topics=topics)
+
+    def reply(writer: asyncio.StreamWriter, pending: list[bytes]) -> None:
+        writer.write(b"".join(pending))
+        pending.clear()
+
+    async for port, _ in _broker(reply, big):
+        async with BrokerConnection("127.0.0.1", port) as conn:
+            for _ in range(3):  # one a trim period for a while: the buffer stays
+                answer = await conn.request(ApiKey.METADATA, MetadataRequest(topics=[]))
+                assert len(answer.topics) == 2_000
+                assert conn._pool.held_bytes > 400_000
+                await asyncio.sleep(0.12)
+            await asyncio.sleep(0.5)  # two periods without a large answer
+            assert conn._pool.held_bytes == 0
+            assert conn._trimming is None  # nothing left to trim: no timer
+            await conn.request(ApiKey.METADATA, MetadataRequest(topics=[]))
+            assert conn._trimming is not None
+        assert conn._trimming is None  # closed: its timer (and hold on it) gone
 
 
 async def test_an_answer_over_max_frame_bytes_closes_the_connection_with_why() -> None:

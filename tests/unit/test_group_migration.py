@@ -506,6 +506,22 @@ async def test_a_classic_join_under_a_member_id_the_group_does_not_have_is_unkno
     assert group.members[joined.member_id].instance_id == "i"
 
 
+async def test_a_classic_join_naming_a_new_protocol_members_id_is_unknown() -> None:
+    """A JoinGroup under the member id of a member of the new protocol is refused
+    UNKNOWN_MEMBER_ID, as Kafka's throwIfMemberDoesNotUseClassicProtocol does: it no longer
+    turns that member classic, taking over its partitions and session."""
+    coordinator, _, c, _x, _generation = await _mixed()
+    group = coordinator.groups[OURS]
+    assert isinstance(group, ConsumerGroup)
+    before = dict(group.members["c"].assigned), group.members["c"].epoch
+    with pytest.raises(UnknownMemberIdError, match="uses the consumer protocol"):
+        await coordinator.join_group(_classic_join("c"))
+    member = group.members["c"]
+    assert member.classic is None and (dict(member.assigned), member.epoch) == before
+    await c.step(coordinator)  # and it goes on heartbeating as before
+    assert group.members["c"].classic is None
+
+
 async def test_a_classic_static_member_in_the_new_ones_place_gives_the_group_back() -> None:
     """Kafka's downgrade on a static replacement: the group's last member of the new
     protocol restarts as a classic consumer under its instance id."""
