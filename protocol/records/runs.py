@@ -50,10 +50,11 @@ RunColumns = tuple[list[int], list[int], list[bytes | None], list[bytes | None]]
 
 MIN_RECORDS = 32  # below this a batch goes to the general loop: its set-up would not pay
 MIN_RUN = 16  # two runs in a row cut shorter than this hand the rest over
-MIN_ENCODE = 16
-"""Fewer records than this are appended one by one: encode_run's set-up (about 10 us on a
-2-core VM) is more than it saves on them. One record: 14.3 us through it, 3.9 one by one;
-a linger 0 producer's batches are mostly that small."""
+MIN_ENCODE = 12
+"""Fewer records than this are appended one by one: encode_run's set-up is more than it
+saves on them (a batch built of 100-byte records, session 44: one record 4.5 us through
+it, 1.9 one by one; 12 records 6.3 against 7.5; records of varied sizes even at 12). A
+linger 0 producer's batches are mostly smaller."""
 _MAX_DELTA = 8192  # offset deltas with one- and two-byte varints
 _MAX_RUN_DELTA = 1 << 20  # encode_run: offset deltas with up to three-byte varints
 _EVEN = SMALL[0::2]  # the varint of 2 * size, by size: a length up to 8,191
@@ -335,10 +336,10 @@ def encode_run(
     # varints (one or two bytes the timestamp's, one to three the offset's); its head is the
     # previous record's header count (0), the length and the attributes (0)
     fixed = 1 + (len(NULL) if keys is None else key_bytes) + len(value_field) + value_size + 1
-    heads = {width: b"\x00" + uvarint((fixed + width) << 1) + b"\x00" for width in (2, 3, 4, 5)}
     if high - base_timestamp < 64:  # every timestamp delta is one byte
-        head_column = list(map(heads.__getitem__, _one_byte_widths(first_delta, n, 0)))
+        head_column = _one_byte_heads(fixed, first_delta, n)
     else:
+        heads = {width: _head(fixed + width) for width in (2, 3, 4, 5)}
         head_column = [heads[len(t) + len(d)] for t, d in zip(ts_fields, delta_fields, strict=True)]
     flat: list[Buffer] = [b""] * (columns * n)
     flat[0::columns] = head_column
@@ -437,6 +438,26 @@ def _one_byte_widths(first_delta: int, n: int, plus: int) -> list[int]:
     one = max(0, min(n, 64 - first_delta))
     two = max(0, min(n, _MAX_DELTA - first_delta)) - one
     return [2 + plus] * one + [3 + plus] * two + [4 + plus] * (n - one - two)
+
+
+def _one_byte_heads(fixed: int, first_delta: int, n: int) -> list[bytes]:
+    """The heads of ``n`` records of ``fixed`` bytes besides their deltas, for one-byte
+    timestamp deltas: one head per offset-delta width, made only if some record has it
+    (a linger-0 batch of a few records pays for one, not four)."""
+    one = max(0, min(n, 64 - first_delta))
+    two = max(0, min(n, _MAX_DELTA - first_delta)) - one
+    heads = [_head(fixed + 2)] * one if one else []
+    if two:
+        heads += [_head(fixed + 3)] * two
+    if n - one - two:
+        heads += [_head(fixed + 4)] * (n - one - two)
+    return heads
+
+
+def _head(length: int) -> bytes:
+    """A record's head: the header count of the record before it, its length, its
+    attributes."""
+    return b"\x00" + (SMALL[length << 1] if length < _MAX_DELTA else uvarint(length << 1)) + b"\x00"
 
 
 def _encode_varied(  # noqa: PLR0917 - encode_run's columns

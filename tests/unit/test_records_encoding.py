@@ -88,6 +88,16 @@ def test_value_and_key_lengths_of_every_varint_width(size: int) -> None:
     assert extended(keys, values, timestamps) == one_by_one(keys, values, timestamps)
 
 
+@pytest.mark.parametrize("size", range(8182, 8190))
+def test_record_lengths_across_8192_bytes(size: int) -> None:
+    """A record's length field grows a byte at 8,192 (its head is made from the varint
+    table below that, by uvarint from it)."""
+    values = [bytes([3]) * size] * 70
+    timestamps = [BASE] * 70
+    assert encode_run(None, values, timestamps, BASE, 0) is not None
+    assert extended(None, values, timestamps) == one_by_one(None, values, timestamps)
+
+
 @pytest.mark.parametrize("before", [1, 63, 64, 100, 8000, 8191, 8192, 9000])
 def test_a_run_after_records_already_in_the_batch_continues_their_deltas(before: int) -> None:
     values = [b"v" * 50] * 150
