@@ -454,8 +454,10 @@ class ProducerBatch:
         """The largest key and value of the keyed records room is taken for; -1: keyless."""
         self.lane_min = 0
         self.lane_start = -1
-        """The index of the run's first record while its room is counted (its records at
-        the run's largest size): settled by ``RecordAccumulator._unreserve``; -1: none."""
+        """The index of the first record of a run of varied sizes while its room is
+        counted (its records at the run's largest size): settled by
+        ``RecordAccumulator._unreserve``, ``left`` or not; -1: no such run (a run of one
+        size has ``left`` alone to give back)."""
         self.lane_low = 0
         self.lane_high = 0
         self.lane_last: int | None = None
@@ -593,10 +595,10 @@ def _unused(batch: ProducerBatch) -> tuple[int, int]:
     between each record taken and the run's largest (from their lengths, in C)."""
     start = batch.lane_start
     high = max(batch.lane_size, batch.lane_keyed_size)  # (the other is -1)
-    written, held = _lane_costs(high, start)
+    written, held = _lane_costs(high, batch.count if start < 0 else start)
     left = batch.left
     written, held = left * written, left * held
-    if batch.lane_min != high:
+    if start >= 0:
         used = sum(map(len, batch.values[start:]))  # type: ignore[arg-type] # (bytes: a run's)
         if batch.lane_keyed_size >= 0:
             used += sum(map(len, batch.keys[start:]))  # type: ignore[arg-type,index]
@@ -733,7 +735,7 @@ class RecordAccumulator:
             size_bound = record_size_upper_bound(key, value, headers)
         # the producer's hot path, one call per record: hence flat, no helper calls
         batch = self.open_batches.get(tp)
-        if batch is not None and batch.lane_start >= 0:
+        if batch is not None and (batch.left or batch.lane_start >= 0):
             self._unreserve(batch)  # this record is not of the kind room was taken for
         if (
             batch is None
@@ -793,9 +795,11 @@ class RecordAccumulator:
             left
             and batch.lane_low <= timestamp_ms < batch.lane_high
             and (
-                batch.lane_min <= len(value) <= batch.lane_size
+                # (a run of one size: one comparison, as before runs of varied sizes)
+                (len(value) == batch.lane_size or batch.lane_min <= len(value) <= batch.lane_size)
                 if key is None
-                else batch.lane_min <= len(key) + len(value) <= batch.lane_keyed_size
+                else (size := len(key) + len(value)) == batch.lane_keyed_size
+                or batch.lane_min <= size <= batch.lane_keyed_size
             )
         ):
             batch.left = left - 1
@@ -810,7 +814,7 @@ class RecordAccumulator:
             future._index = index
             future._future = None
             return future
-        if batch.lane_start >= 0:  # a run's end: its room settled, what is left given back
+        if left or batch.lane_start >= 0:  # a run's end: its room settled, the rest given back
             self._unreserve(batch)
         # a record room was not taken for: every check, and the record counted on its own
         if batch.builder is None:
@@ -891,14 +895,11 @@ class RecordAccumulator:
         open batch; a send that finds the buffer short has it all given back first,
         :meth:`give_back_room`).
         """
-        low, high = _band(size)
-        if size != last:
-            high = min(high, 2 * max(size, last))
+        if size == last:
+            low = high = size  # (at most value_max: append_to took it)
         else:
-            low = high = size
-        high = min(high, self.value_max)
-        if size > high:
-            return
+            low, high = _band(size)
+            high = min(high, 2 * max(size, last), self.value_max)
         index = batch.count
         written, held = _lane_costs(high, index)
         below = 8192 - index if index < 8192 else (1 << 20) - index  # one offset-delta width
@@ -923,7 +924,7 @@ class RecordAccumulator:
         else:
             batch.lane_size, batch.lane_keyed_size = high, -1
         batch.left = count
-        batch.lane_start = index
+        batch.lane_start = -1 if low == high else index  # (one size: ``left`` says it all)
         batch.written += count * written
         batch.size_bound += count * held
         self.buffered_bytes += count * held
@@ -931,14 +932,16 @@ class RecordAccumulator:
     def taken_ahead(self) -> int:
         """The part of ``buffered_bytes`` that is room taken ahead, not records."""
         return sum(
-            _unused(batch)[1] for batch in self.open_batches.values() if batch.lane_start >= 0
+            _unused(batch)[1]
+            for batch in self.open_batches.values()
+            if batch.left or batch.lane_start >= 0
         )
 
     def give_back_room(self) -> None:
         """Give back the room every open batch took ahead (a send that finds the buffer
         full: the room is the buffer's, and the run that took it may be stalled)."""
         for batch in self.open_batches.values():
-            if batch.lane_start >= 0:
+            if batch.left or batch.lane_start >= 0:
                 self._unreserve(batch)
 
     def _unreserve(self, batch: ProducerBatch) -> None:
@@ -1393,7 +1396,7 @@ class RecordAccumulator:
         return batch
 
     def _close(self, batch: ProducerBatch) -> bytes | bytearray:
-        if batch.lane_start >= 0:
+        if batch.left or batch.lane_start >= 0:
             self._unreserve(batch)
         was_open = batch.is_open
         payload = batch.close()

@@ -51,7 +51,7 @@ def check(fast: RecordAccumulator, ref: RecordAccumulator) -> None:
     }
     for tp, b1 in fast.open_batches.items():  # exact, but for the room a run took ahead
         b2 = ref.open_batches[tp]
-        w, h = _unused(b1) if b1.lane_start >= 0 else (0, 0)
+        w, h = _unused(b1) if b1.left or b1.lane_start >= 0 else (0, 0)
         assert (b1.written - w, b1.size_bound - h) == (b2.written, b2.size_bound)
 
 

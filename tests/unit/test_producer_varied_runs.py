@@ -52,7 +52,7 @@ def both(records, *, batch_size=1 << 20, value_max=2**62, memory=2**62):  # type
         assert fast.buffered_bytes - fast.taken_ahead() == ref.buffered_bytes
         b1, b2 = fast.open_batches.get(TP), ref.open_batches.get(TP)
         if b1 is not None:
-            w, h = accmod._unused(b1) if b1.lane_start >= 0 else (0, 0)
+            w, h = accmod._unused(b1) if b1.left or b1.lane_start >= 0 else (0, 0)
             assert (b1.count, b1.written - w, b1.size_bound - h) == (
                 b2.count,
                 b2.written,
