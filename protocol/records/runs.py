@@ -327,7 +327,6 @@ def encode_run(
         key_bytes = 0
         columns = 5  # head, timestamp delta, offset delta, null key + value length, value
     else:
-        assert key_lengths is not None
         key_size = key_lengths[0]
         key_field = SMALL[key_size << 1] if key_size < _MAX_DELTA else uvarint(key_size << 1)
         key_bytes = len(key_field) + key_size
@@ -432,25 +431,29 @@ def _widths(
     return list(map(operator.add, widths, repeat(plus, n)))
 
 
-def _one_byte_widths(first_delta: int, n: int, plus: int) -> list[int]:
-    """Each record's two delta varints' bytes, ``plus`` more, for one-byte timestamp
-    deltas: an offset delta under 64 is one byte, under 8,192 two, then three."""
+def _offset_widths(first_delta: int, n: int) -> tuple[int, int, int]:
+    """How many of ``n`` offset deltas from ``first_delta`` are one byte (under 64), two
+    (under 8,192) and three."""
     one = max(0, min(n, 64 - first_delta))
     two = max(0, min(n, _MAX_DELTA - first_delta)) - one
-    return [2 + plus] * one + [3 + plus] * two + [4 + plus] * (n - one - two)
+    return one, two, n - one - two
+
+
+def _one_byte_widths(first_delta: int, n: int, plus: int) -> list[int]:
+    """Each record's two delta varints' bytes, ``plus`` more, for one-byte timestamp
+    deltas."""
+    one, two, three = _offset_widths(first_delta, n)
+    return [2 + plus] * one + [3 + plus] * two + [4 + plus] * three
 
 
 def _one_byte_heads(fixed: int, first_delta: int, n: int) -> list[bytes]:
     """The heads of ``n`` records of ``fixed`` bytes besides their deltas, for one-byte
     timestamp deltas: one head per offset-delta width, made only if some record has it
     (a linger-0 batch of a few records pays for one, not four)."""
-    one = max(0, min(n, 64 - first_delta))
-    two = max(0, min(n, _MAX_DELTA - first_delta)) - one
-    heads = [_head(fixed + 2)] * one if one else []
-    if two:
-        heads += [_head(fixed + 3)] * two
-    if n - one - two:
-        heads += [_head(fixed + 4)] * (n - one - two)
+    heads: list[bytes] = []
+    for width, count in zip((2, 3, 4), _offset_widths(first_delta, n), strict=True):
+        if count:
+            heads += [_head(fixed + width)] * count
     return heads
 
 
