@@ -332,6 +332,7 @@ class Consumer:
             retry_backoff_ms=retry_backoff_ms,
             metadata_max_age_ms=metadata_max_age_ms,
             metrics=self._metrics.group,
+            client_rack=client_rack,
         )
 
     def _init_fetcher(self) -> None:

@@ -47,18 +47,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from client.assignors import (
     ASSIGNORS,
     COOPERATIVE,
+    NO_RACKS,
     Assignment,
     ProtocolError,
+    Racks,
     Subscription,
     decode_assignment,
     decode_subscription,
@@ -132,7 +134,7 @@ class RebalanceListener:
         await self.on_partitions_revoked(lost)
 
 
-@dataclass(slots=True)
+@dataclasses.dataclass(slots=True)
 class MemberHooks:
     """What the member needs from its consumer."""
 
@@ -166,8 +168,12 @@ class GroupMember:
         retry_backoff_ms: int,
         metadata_max_age_ms: int,
         metrics: GroupMetrics | None = None,
+        client_rack: str = "",
     ) -> None:
         self._cluster = cluster
+        self.client_rack = client_rack
+        """Said in our subscription (v3, KIP-881): a leader's assignor prefers to give us
+        partitions with a replica in this rack."""
         self._metrics = metrics or GroupMetrics(Metrics(), lambda: len(self.assignment))
         """Kafka's consumer-coordinator-metrics (a consumer passes its own)."""
         self._offsets = offsets
@@ -431,14 +437,16 @@ class GroupMember:
             owned = list(self.assignment) if self._holds_assignment else []
         else:
             owned = [] if assignor in COOPERATIVE else list(self.assignment)
-        return encode_subscription(Subscription(topics, None, owned, self._owned_generation))
+        return encode_subscription(
+            Subscription(topics, None, owned, self._owned_generation, self.client_rack or None)
+        )
 
     async def _assign(self, joined: JoinGroupResponse) -> list[SyncGroupRequestAssignment]:
         """The leader's work: every member's share, by the strategy the group chose."""
         members: dict[str, Subscription] = {}
         for m in joined.members:
             try:
-                members[m.member_id] = decode_subscription(bytes(m.metadata))
+                sub = decode_subscription(bytes(m.metadata))
             except ProtocolError as exc:
                 _log.warning(
                     "group %r: member %s sent a bad subscription: %s",
@@ -446,9 +454,15 @@ class GroupMember:
                     m.member_id,
                     exc,
                 )
-                members[m.member_id] = Subscription([])
+                sub = Subscription([])
+            members[m.member_id] = dataclasses.replace(sub, instance_id=m.group_instance_id)
         topics = sorted({t for s in members.values() for t in s.topics})
-        counts = await self._partition_counts(topics) if topics else {}
+        metadata = await self._cluster.fetch_metadata(topics) if topics else None
+        counts = (
+            {t: len(metadata.partitions_for(t) or ()) for t in topics}
+            if metadata is not None
+            else {}
+        )
         self._cluster.add_topics(topics)  # the periodic refresh tells us when they change
         self._watched = counts  # as Kafka, only the leader watches the partition counts
         assignor = ASSIGNORS.get(joined.protocol_name or "")
@@ -459,7 +473,10 @@ class GroupMember:
                     f"which this consumer does not know"
                 )
             )
-        shares = assignor({t: n for t, n in counts.items() if n > 0}, members)
+        racks = NO_RACKS
+        if metadata is not None and any(_has_rack(s) for s in members.values()):
+            racks = replica_racks(metadata, topics)
+        shares = assignor({t: n for t, n in counts.items() if n > 0}, members, racks)
         return [
             SyncGroupRequestAssignment(member_id=m, assignment=encode_assignment(Assignment(tps)))
             for m, tps in shares.items()
@@ -575,10 +592,6 @@ class GroupMember:
         if new:
             self.request_rejoin(f"new topics match the pattern: {sorted(new)}")
 
-    async def _partition_counts(self, topics: list[str]) -> dict[str, int]:
-        metadata = await self._cluster.fetch_metadata(topics)
-        return {t: len(metadata.partitions_for(t) or ()) for t in topics}
-
     def _on_metadata(self, metadata: ClusterMetadata) -> None:
         """A partition count that differs from the one assigned over: assign again."""
         if not self.stable:
@@ -593,6 +606,30 @@ class GroupMember:
             if len(now) != count:
                 self.request_rejoin(f"{topic} has {len(now)} partitions, not {count}")
                 return
+
+
+def replica_racks(metadata: ClusterMetadata, topics: Iterable[str]) -> Racks:
+    """Each partition's replicas' racks, as the metadata names them (KIP-881): every
+    replica counts, in sync or not (Kafka's reasoning: consumers do not rebalance when the
+    ISR changes, and a replica out of it is likely back soon). A replica on a broker the
+    metadata does not list (down) names no rack."""
+    brokers = metadata.brokers
+    out: dict[TopicPartition, frozenset[str]] = {}
+    for name in topics:
+        topic = metadata.topics.get(name)
+        if topic is None:
+            continue
+        for p in topic.partitions.values():
+            out[TopicPartition(name, p.partition)] = frozenset(
+                rack
+                for r in p.replicas
+                if (broker := brokers.get(r)) is not None and (rack := broker.rack)
+            )
+    return out
+
+
+def _has_rack(sub: Subscription) -> bool:
+    return bool(sub.rack)
 
 
 def _matches(pattern: re.Pattern[str], topic: str) -> bool:

@@ -4,9 +4,9 @@ leader member that assigns, by the admin tools that describe a group, and by the
 coordinator where Kafka's does (which topics a group subscribes to, for OffsetDelete and
 offsets expiry; a group of the new protocol shown in DescribeGroups' classic form):
 
-    Subscription v2 = version:i16 | topics:[str16] | user_data:bytes | owned:[topic:str16,
-                      partitions:[i32]] | generation:i32
-                      (v0 stops after user_data, v1 after owned; v3 adds rack:str16)
+    Subscription v3 = version:i16 | topics:[str16] | user_data:bytes | owned:[topic:str16,
+                      partitions:[i32]] | generation:i32 | rack:str16 (-1: null)
+                      (v0 stops after user_data, v1 after owned, v2 after generation)
     Assignment  v0 = version:i16 | assigned:[topic:str16, partitions:[i32]] | user_data:bytes
 
 Arrays are an i32 count then the items; ``bytes`` an i32 length (-1: null) then the bytes.
@@ -42,6 +42,13 @@ class Subscription:
     owned: list[TopicPartition] = field(default_factory=list)
     generation: int = -1
     """The generation ``owned`` was assigned in (-1: unknown, a v0/v1 subscription)."""
+    rack: str | None = None
+    """The member's ``client_rack`` (v3, KIP-881): the assignors prefer partitions with a
+    replica in it."""
+    instance_id: str | None = field(default=None, compare=False)
+    """Its ``group_instance_id``, from the JoinGroup answer (not in the bytes, as Kafka's
+    Subscription.groupInstanceId): static members are ordered by it, so a restart under
+    a new member id keeps their ranges."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +103,12 @@ class _Reader:
         self.pos += size
         return raw.decode()
 
+    def nullable_string(self) -> str | None:
+        if self.pos + 2 <= len(self.data) and self.data[self.pos : self.pos + 2] == b"\xff\xff":
+            self.pos += 2
+            return None
+        return self.string()
+
     def blob(self) -> bytes | None:
         size = self.take(_I32)
         if size < 0:
@@ -121,14 +134,16 @@ class _Reader:
 
 
 def encode_subscription(sub: Subscription) -> bytes:
+    """Version 3, as Kafka's consumers since 3.5 (older ones read the fields they know)."""
     topics = b"".join(_str(t) for t in sorted(sub.topics))
     return (
-        _I16.pack(2)
+        _I16.pack(3)
         + _I32.pack(len(sub.topics))
         + topics
         + _bytes(sub.user_data)
         + _partitions(sub.owned)
         + _I32.pack(sub.generation)
+        + (_I16.pack(-1) if sub.rack is None else _str(sub.rack))
     )
 
 
@@ -140,9 +155,10 @@ def decode_subscription(data: bytes) -> Subscription:
         user_data = r.blob()
         owned = r.partitions() if version >= 1 and r.pos < len(r.data) else []
         generation = r.take(_I32) if version >= 2 and r.pos < len(r.data) else -1
+        rack = r.nullable_string() if version >= 3 and r.pos < len(r.data) else None
     except UnicodeDecodeError as exc:
         raise ProtocolError(str(exc)) from None
-    return Subscription(topics, user_data, owned, generation)  # a v3 rack is not used
+    return Subscription(topics, user_data, owned, generation, rack)
 
 
 def encode_assignment(assignment: Assignment) -> bytes:

@@ -624,7 +624,7 @@ class ConsumerGroup:
                 owned[info.topic_id] = owned.get(info.topic_id, frozenset()) | {tp.partition}
         changed = self._update(
             member,
-            rack_id=None,
+            rack_id=subscription.rack or None,  # v3's (KIP-881), as Kafka's maybeUpdateRackId
             rebalance_timeout_ms=rebalance_timeout_ms,
             subscribed=list(subscription.topics),
             regex=None,

@@ -2376,7 +2376,9 @@ def _described_consumer_group(group: ConsumerGroup, names: Mapping[bytes, str]) 
                 group_instance_id=m.instance_id,
                 client_id=m.client_id,
                 client_host=m.client_host,
-                member_metadata=encode_subscription(Subscription(sorted(m.subscribed))),
+                member_metadata=encode_subscription(
+                    Subscription(sorted(m.subscribed), rack=m.rack_id)
+                ),
                 member_assignment=encode_assignment(
                     ProtocolAssignment(
                         [

@@ -52,6 +52,7 @@ def consumer_members(
             instance_id=m.group_instance_id,
             client_id=m.client_id,
             client_host=m.client_host,
+            rack_id=subscription.rack or None,  # v3's (KIP-881)
             rebalance_timeout_ms=m.rebalance_timeout_ms,
             subscribed=tuple(sorted(set(subscription.topics))),
             epoch=classic.generation_id,

@@ -157,3 +157,58 @@ async def test_read_committed_from_a_follower_sees_committed_transactions_only(
     assert got == [b"c%03d" % i for i in range(150)]
     # the follower served the records (~2.6 KB in batches), the leader none of them
     assert after[near] - before[near] > 1000 > after[leader] - before[leader], (before, after)
+
+
+async def test_a_group_gives_each_member_the_partitions_in_its_rack(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    """KIP-881: three members of a classic group, one per rack, each say their rack in
+    their subscription; the leader's range assignor gives each the two partitions (of
+    six, one replica each) whose replica is in its rack, and each reads those records.
+    Without racks, range's contiguous pairs here always cross a rack (partitions are
+    placed round-robin over the racks)."""
+    cluster = make_cluster(0)
+    for broker_id, zone in ZONE.items():
+        cluster.start_broker(broker_id, {"broker.rack": zone})
+    await _ready_cluster(cluster)
+    bootstrap = cluster.bootstrap
+    async with Admin(bootstrap_servers=bootstrap) as admin:
+        await admin.create_topics([NewTopic("spread", 6, 1)])
+        described = (await admin.describe_topics(["spread"]))[0].partitions
+    rack_of = {p.partition: ZONE[p.replicas[0]] for p in described}
+    async with Producer(bootstrap_servers=bootstrap) as producer:
+        for p in range(6):
+            await producer.send("spread", b"p%d" % p, partition=p)
+        await producer.flush()
+    consumers = {
+        zone: Consumer(
+            "spread",
+            bootstrap_servers=bootstrap,
+            group_id="racked",
+            client_rack=zone,
+            auto_offset_reset="earliest",
+        )
+        for zone in ZONE.values()
+    }
+    for consumer in consumers.values():
+        await consumer.start()
+    try:
+        async with asyncio.timeout(60):
+            while sorted(tp for c in consumers.values() for tp in c.assignment()) != [
+                TopicPartition("spread", p) for p in range(6)
+            ]:
+                await asyncio.gather(*(c.getmany(timeout_ms=200) for c in consumers.values()))
+        for zone, consumer in consumers.items():
+            mine = sorted(tp.partition for tp in consumer.assignment())
+            assert [rack_of[p] for p in mine] == [zone, zone], (zone, mine, rack_of)
+            for tp in consumer.assignment():
+                consumer.seek(tp, 0)  # (the loop above may have read them already)
+            got: list[bytes] = []
+            async with asyncio.timeout(30):
+                while len(got) < 2:
+                    batches = await consumer.getmany(timeout_ms=500)
+                    got += [r.value for records in batches.values() for r in records]
+            assert sorted(got) == [b"p%d" % p for p in mine]
+    finally:
+        for consumer in consumers.values():
+            await consumer.stop()

@@ -23,6 +23,7 @@ from protocol.apis import (
     HeartbeatRequest,
     JoinGroupRequest,
     JoinGroupRequestProtocol,
+    JoinGroupResponse,
     LeaveGroupRequest,
     SyncGroupRequest,
     SyncGroupRequestAssignment,
@@ -58,7 +59,10 @@ from tests.unit.test_coordinator_groups import OURS, FakeReplicas, _commit, _coo
 SUBSCRIPTION = encode_subscription(Subscription(["t"]))
 
 
-def _classic_join(member_id: str = "", protocols: list[str] | None = None) -> JoinGroupRequest:
+def _classic_join(
+    member_id: str = "", protocols: list[str] | None = None, rack: str | None = None
+) -> JoinGroupRequest:
+    metadata = SUBSCRIPTION if rack is None else encode_subscription(Subscription(["t"], rack=rack))
     return JoinGroupRequest(
         group_id=OURS,
         session_timeout_ms=10_000,
@@ -66,7 +70,7 @@ def _classic_join(member_id: str = "", protocols: list[str] | None = None) -> Jo
         member_id=member_id,
         protocol_type="consumer",
         protocols=[
-            JoinGroupRequestProtocol(name=name, metadata=SUBSCRIPTION)
+            JoinGroupRequestProtocol(name=name, metadata=metadata)
             for name in protocols or ["range"]
         ],
     )
@@ -83,9 +87,11 @@ def _plan(members: list[str]) -> dict[str, bytes]:
     }
 
 
-async def _classic_group(coordinator: GroupCoordinator) -> tuple[str, str, int]:
-    """A Stable classic group of two members, each with four of t's partitions."""
-    first = await coordinator.join_group(_classic_join())
+async def _first_classic_member(
+    coordinator: GroupCoordinator, request: JoinGroupRequest
+) -> JoinGroupResponse:
+    """A classic group's first member, joined and synced (its own leader, alone)."""
+    first = await coordinator.join_group(request)
     await coordinator.sync_group(
         SyncGroupRequest(
             group_id=OURS,
@@ -94,6 +100,12 @@ async def _classic_group(coordinator: GroupCoordinator) -> tuple[str, str, int]:
             assignments=[],
         )
     )
+    return first
+
+
+async def _classic_group(coordinator: GroupCoordinator) -> tuple[str, str, int]:
+    """A Stable classic group of two members, each with four of t's partitions."""
+    first = await _first_classic_member(coordinator, _classic_join())
     joining = asyncio.ensure_future(coordinator.join_group(_classic_join()))
     await asyncio.sleep(0)
     again = await coordinator.join_group(_classic_join(first.member_id))
@@ -542,3 +554,23 @@ async def test_a_classic_static_member_in_the_new_ones_place_gives_the_group_bac
     s_join, x_join = await asyncio.gather(joining, coordinator.join_group(_classic_join(x)))
     assert s_join.generation_id == x_join.generation_id == back.generation_id
     assert {s_join.leader} == {x_join.leader} != {""}  # a classic group's leader assigns
+
+
+async def test_a_classic_members_rack_comes_from_its_subscription() -> None:
+    """KIP-881's v3 subscription names the member's rack. A classic member has it as its
+    rack in a group of the new protocol, whether taken in by the upgrade or joining it
+    (Kafka's fromClassicGroup and classicGroupJoinToConsumerGroup)."""
+    coordinator, _ = _coordinator()
+    _with_ids(coordinator)
+    first = await _first_classic_member(coordinator, _classic_join(rack="r1"))
+    await NewClient("c").step(coordinator)  # the upgrade
+    joined = await coordinator.join_group(_classic_join(rack="r2"))
+    group = coordinator.groups[OURS]
+    assert isinstance(group, ConsumerGroup)
+    assert group.members[first.member_id].rack_id == "r1"
+    assert group.members[joined.member_id].rack_id == "r2"
+    described = await coordinator.consumer_group_describe(
+        ConsumerGroupDescribeRequest(group_ids=[OURS])
+    )
+    racks = {m.member_id: m.rack_id for m in described.groups[0].members}
+    assert racks == {first.member_id: "r1", joined.member_id: "r2", "c": None}
