@@ -63,10 +63,10 @@ def _value(i: int) -> bytes:
     return b"%06d" % i + VALUE
 
 
-async def throttle(admin: Admin, rate: int | None) -> None:
-    """Broker 1's copying rate for moves (None: unbounded), set live."""
+async def throttle(admin: Admin, rate: int | None, broker: int = 1) -> None:
+    """A broker's copying rate for moves (None: unbounded), set live."""
     op = AlterConfigOp(THROTTLE, str(rate)) if rate else AlterConfigOp(THROTTLE, op_type="DELETE")
-    await admin.incremental_alter_configs({ConfigResource("broker", "1"): [op]})
+    await admin.incremental_alter_configs({ConfigResource("broker", str(broker)): [op]})
 
 
 async def two_dirs(
@@ -153,3 +153,59 @@ async def test_a_reassignment_plan_moves_a_replica_to_the_data_directory_it_name
     async with Admin(bootstrap_servers=cluster.bootstrap) as admin:
         assert await where_is(admin) == (target, None)
     assert await read_all(cluster.bootstrap, 500) == [(i, _value(i)) for i in range(500)]
+
+
+async def test_a_followers_log_moves_while_it_replicates_and_then_leads_with_every_record(
+    make_cluster: Callable[..., Cluster], tmp_path: Path
+) -> None:
+    """A follower's log moved to its broker's other data directory while acks=all writes
+    go on: its fetcher appends to the log being copied, the copy catches up and takes
+    its place. Then the leader is killed (kill -9): the moved replica leads, and every
+    acknowledged record is read from it at its offset."""
+    cluster = make_cluster(0)
+    dirs = {b: [tmp_path / f"b{b}-a", tmp_path / f"b{b}-b"] for b in (1, 2)}
+    for broker_id, paths in dirs.items():
+        cluster.start_broker(
+            broker_id,
+            {"log.dirs": ",".join(map(str, paths)), "log.segment.bytes": "262144"},
+        )
+    await _ready_cluster(cluster)
+    async with Admin(bootstrap_servers=cluster.bootstrap) as admin:
+        configs = {"min.insync.replicas": "2", "file.delete.delay.ms": "500"}
+        await admin.create_topics([NewTopic("moved", 1, 2, configs)])
+        leader = (await admin.describe_topics(["moved"]))[0].partitions[0].leader
+        follower = 3 - leader
+        replica = TopicPartitionReplica("moved", 0, follower)
+        source, _ = await where_is(admin, follower)
+        target = str(next(d for d in dirs[follower] if str(d) != source))
+        copies_seen = 0
+        async with Producer(bootstrap_servers=cluster.bootstrap, acks="all") as producer:
+            futures = [await producer.send("moved", _value(i)) for i in range(3000)]
+            await producer.flush()
+            await throttle(admin, 100_000, follower)
+            assert await admin.alter_replica_log_dirs({replica: target}) == {replica: None}
+            for i in range(3000, 6000):
+                futures.append(await producer.send("moved", _value(i)))
+                if i % 500 == 0:
+                    await producer.flush()
+                    copies_seen += (await where_is(admin, follower))[1] == target
+            offsets = [(await f).offset for f in futures]
+        assert offsets == list(range(6000))
+        assert copies_seen  # replicated into while its copy was being made
+        await throttle(admin, None, follower)
+        await until(
+            lambda: where_is(admin, follower), lambda found: found == (target, None), timeout_s=30
+        )
+        # after the swap the fetcher appends to the moved log (acks=all: both replicas)
+        async with Producer(bootstrap_servers=cluster.bootstrap, acks="all") as producer:
+            futures = [await producer.send("moved", _value(i)) for i in range(6000, 7000)]
+            assert [(await f).offset for f in futures] == list(range(6000, 7000))
+    cluster.brokers[leader].kill()
+    survivor = cluster.bootstrap  # (the live brokers: the follower alone)
+    async with Admin(bootstrap_servers=survivor) as admin:
+        await until(
+            lambda: admin.describe_topics(["moved"]),
+            lambda found: found[0].partitions[0].leader == follower,
+            timeout_s=30,
+        )
+    assert await read_all(survivor, 7000) == [(i, _value(i)) for i in range(7000)]
