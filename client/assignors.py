@@ -30,8 +30,9 @@ first, as in Kafka: a member never gets more than its share for a rack's sake. `
 assigns the rack-matched partitions first, within each member's share of the topic, and
 the rest as before. Topics with the same subscribers and the same partition count stay
 co-partitioned (partition p of each goes to one member). The sticky assignors keep a
-member's owned partitions that match its rack first, then give out unowned partitions to
-members of their racks, and only then keep owned partitions in other racks. All of this
+member's owned partitions that match its rack first, then give out the rest to members
+of their racks, and only then keep owned partitions in other racks (Kafka's moves those
+even where no member's rack holds them). All of this
 applies only when some member has a rack that holds replicas, and some partitions are
 not in every rack. Otherwise nothing could be closer, and the assignments are as without
 racks. A member without a rack matches every partition.
@@ -117,7 +118,6 @@ class _TopicShare:
         racks: Racks,
     ) -> None:
         self.topic = topic
-        self.count = count
         self.consumers = consumers
         self.member_racks = {c: _rack(members[c]) for c in consumers}
         named = {r for r in self.member_racks.values() if r is not None}
@@ -165,7 +165,9 @@ def _co_partitioned(shares: list[_TopicShare], out: dict[str, list[TopicPartitio
     to the first consumer in the racks of every one's p with room in every topic, so
     they stay co-partitioned while matching racks."""
     remaining = list(shares[0].consumers)
-    for p in range(shares[0].count):
+    # (no member racks: no partition racks, so none here, as in Kafka, which groups by
+    # that count: such topics are not co-partitioned even if their counts differ)
+    for p in range(len(shares[0].replica_racks)):
         consumer = next(
             (c for c in remaining if all(s.matches(c, p) and s.room(c) > 0 for s in shares)),
             None,
@@ -239,7 +241,7 @@ def _owned(members: Mapping[str, Subscription]) -> dict[str, list[TopicPartition
     best: dict[TopicPartition, tuple[int, str | None]] = {}
     for member in sorted(members):
         sub = members[member]
-        for tp in sub.owned:
+        for tp in dict.fromkeys(sub.owned):  # (a partition it lists twice is one claim)
             held = best.get(tp)
             if held is None or sub.generation > held[0]:
                 best[tp] = (sub.generation, member)
@@ -326,9 +328,11 @@ def sticky_assign(
     racks: Racks = NO_RACKS,
 ) -> dict[str, list[TopicPartition]]:
     """Balanced; each member keeps what it owned, up to its fair share. With racks:
-    first what it owned in its rack, then unowned partitions go to members in their
-    racks, then owned ones in other racks are kept, then the rest (balance first,
-    then racks, then stickiness, as Kafka's AbstractStickyAssignor)."""
+    first what it owned in its rack; then the partitions not yet given (unowned, or
+    owned by a member of another rack) go to members in their racks; then owned ones
+    in other racks are kept; then the rest. Balance first, then racks, then stickiness,
+    as Kafka's AbstractStickyAssignor, but stickier: Kafka's has no third step, so it
+    moves an owned partition out of its owner's rack even where nobody's rack holds it."""
     if not members:
         return {}
     plan = _StickyPlan(partitions, members, racks)
@@ -350,7 +354,27 @@ def cooperative_sticky_assign(
     CooperativeStickyAssignor)."""
     shares = sticky_assign(partitions, members, racks)
     owner = {tp: m for m, tps in _owned(members).items() for tp in tps}
-    return {m: [tp for tp in tps if owner.get(tp, m) == m] for m, tps in shares.items()}
+    # a partition two members claim in its newest generation: both may still hold it,
+    # so nobody gets it this round (each gives it up, having not been given it)
+    contested = _contested(members)
+    return {
+        m: [tp for tp in tps if owner.get(tp, m) == m and tp not in contested]
+        for m, tps in shares.items()
+    }
+
+
+def _contested(members: Mapping[str, Subscription]) -> set[TopicPartition]:
+    """The partitions claimed by more than one member in their newest claiming
+    generation (those :func:`_owned` counts as owned by neither)."""
+    newest: dict[TopicPartition, tuple[int, int]] = {}
+    for sub in members.values():
+        for tp in set(sub.owned):
+            generation, claims = newest.get(tp, (sub.generation, 0))
+            if sub.generation > generation:
+                newest[tp] = (sub.generation, 1)
+            elif sub.generation == generation:
+                newest[tp] = (generation, claims + 1)
+    return {tp for tp, (_, claims) in newest.items() if claims > 1}
 
 
 ASSIGNORS: dict[str, Assignor] = {

@@ -104,7 +104,8 @@ class _Reader:
         return raw.decode()
 
     def nullable_string(self) -> str | None:
-        if self.pos + 2 <= len(self.data) and self.data[self.pos : self.pos + 2] == b"\xff\xff":
+        """Any negative length is null, as Kafka's readers take it."""
+        if self.pos + 2 <= len(self.data) and _I16.unpack_from(self.data, self.pos)[0] < 0:
             self.pos += 2
             return None
         return self.string()

@@ -60,6 +60,8 @@ def test_subscription_and_assignment_bytes_are_kafkas() -> None:
         decode_subscription(b"\x00\x01\x00\x00\x00\x05")
     with pytest.raises(ProtocolError):  # a rack's length past the end
         decode_subscription(v3[:-2])
+    # any negative length is a null rack, as Kafka's readers take it (review 134)
+    assert decode_subscription(v3[:-6] + b"\xff\xfe") == sub
 
 
 def _subs(members: dict[str, list[str]], owned: dict[str, list[TP]] | None = None) -> dict:
@@ -119,9 +121,15 @@ def test_a_claim_of_an_older_generation_loses_and_one_of_the_same_counts_for_nei
     }
     assert cooperative_sticky_assign({"t": 1}, subs) == {"old": [], "new": [tp]}
     subs["old"] = Subscription(["t"], None, [tp], generation=4)
-    # both in one generation: neither keeps it, so whoever gets it is a direct move
+    # both in one generation: both may hold it, so nobody gets it this round (review 134)
+    assert cooperative_sticky_assign({"t": 1}, subs) == {"old": [], "new": []}
+    # not given it, both gave it up; in the next round it is assigned
+    subs = {m: Subscription(["t"], None, [], generation=5) for m in ("old", "new")}
     got = cooperative_sticky_assign({"t": 1}, subs)
     assert sorted(len(v) for v in got.values()) == [0, 1]
+    # a partition one member lists twice is one claim, not two of one generation
+    subs["old"] = Subscription(["t"], None, [tp, tp], generation=5)
+    assert cooperative_sticky_assign({"t": 1}, subs) == {"old": [tp], "new": []}
 
 
 @given(
