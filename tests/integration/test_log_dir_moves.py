@@ -176,7 +176,9 @@ async def test_a_followers_log_moves_while_it_replicates_and_then_leads_with_eve
         leader = (await admin.describe_topics(["moved"]))[0].partitions[0].leader
         follower = 3 - leader
         replica = TopicPartitionReplica("moved", 0, follower)
-        source, _ = await where_is(admin, follower)
+        # the follower makes its log when the controller tells it, maybe after the topic
+        # is created: a move asked before that would be to wherever it is made
+        source, _ = await until(lambda: where_is(admin, follower), lambda found: found[0])
         target = str(next(d for d in dirs[follower] if str(d) != source))
         copies_seen = 0
         async with Producer(bootstrap_servers=cluster.bootstrap, acks="all") as producer:
