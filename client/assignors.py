@@ -235,9 +235,9 @@ def roundrobin_assign(
     return out
 
 
-def _owned(members: Mapping[str, Subscription]) -> dict[str, list[TopicPartition]]:
-    """Each member's claims that stand: of two claims on one partition, the newer
-    generation's; of two in one generation, neither."""
+def _claims(members: Mapping[str, Subscription]) -> dict[TopicPartition, str | None]:
+    """Each claimed partition's owner: of two claims on it, the newer generation's; of two
+    in one generation, neither (None: both may still hold it)."""
     best: dict[TopicPartition, tuple[int, str | None]] = {}
     for member in sorted(members):
         sub = members[member]
@@ -247,8 +247,13 @@ def _owned(members: Mapping[str, Subscription]) -> dict[str, list[TopicPartition
                 best[tp] = (sub.generation, member)
             elif sub.generation == held[0]:
                 best[tp] = (held[0], None)
+    return {tp: holder for tp, (_, holder) in best.items()}
+
+
+def _owned(members: Mapping[str, Subscription]) -> dict[str, list[TopicPartition]]:
+    """Each member's claims that stand (see :func:`_claims`)."""
     out: dict[str, list[TopicPartition]] = {m: [] for m in members}
-    for tp, (_, holder) in best.items():
+    for tp, holder in _claims(members).items():
         if holder is not None:
             out[holder].append(tp)
     return out
@@ -353,28 +358,11 @@ def cooperative_sticky_assign(
     those wait a round, until their owner has given them up (Kafka's
     CooperativeStickyAssignor)."""
     shares = sticky_assign(partitions, members, racks)
-    owner = {tp: m for m, tps in _owned(members).items() for tp in tps}
-    # a partition two members claim in its newest generation: both may still hold it,
-    # so nobody gets it this round (each gives it up, having not been given it)
-    contested = _contested(members)
-    return {
-        m: [tp for tp in tps if owner.get(tp, m) == m and tp not in contested]
-        for m, tps in shares.items()
-    }
-
-
-def _contested(members: Mapping[str, Subscription]) -> set[TopicPartition]:
-    """The partitions claimed by more than one member in their newest claiming
-    generation (those :func:`_owned` counts as owned by neither)."""
-    newest: dict[TopicPartition, tuple[int, int]] = {}
-    for sub in members.values():
-        for tp in set(sub.owned):
-            generation, claims = newest.get(tp, (sub.generation, 0))
-            if sub.generation > generation:
-                newest[tp] = (sub.generation, 1)
-            elif sub.generation == generation:
-                newest[tp] = (generation, claims + 1)
-    return {tp for tp, (_, claims) in newest.items() if claims > 1}
+    # unclaimed, or claimed by the member itself; not one another claims, nor one two
+    # members claim in one generation (both may still hold it: nobody gets it this
+    # round, each gives it up, not having been given it)
+    claims = _claims(members)
+    return {m: [tp for tp in tps if claims.get(tp, m) == m] for m, tps in shares.items()}
 
 
 ASSIGNORS: dict[str, Assignor] = {

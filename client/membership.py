@@ -474,7 +474,7 @@ class GroupMember:
                 )
             )
         racks = NO_RACKS
-        if metadata is not None and any(_has_rack(s) for s in members.values()):
+        if metadata is not None and any(s.rack for s in members.values()):
             racks = replica_racks(metadata, topics)
         shares = assignor({t: n for t, n in counts.items() if n > 0}, members, racks)
         return [
@@ -626,10 +626,6 @@ def replica_racks(metadata: ClusterMetadata, topics: Iterable[str]) -> Racks:
                 if (broker := brokers.get(r)) is not None and (rack := broker.rack)
             )
     return out
-
-
-def _has_rack(sub: Subscription) -> bool:
-    return bool(sub.rack)
 
 
 def _matches(pattern: re.Pattern[str], topic: str) -> bool:
