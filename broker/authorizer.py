@@ -36,7 +36,15 @@ from urllib.parse import quote, unquote
 from broker.config import BrokerConfig
 from broker.mirror import ZkMirror
 from broker.server import PEER_HOST, PEER_PRINCIPAL
-from broker.zk import CREATE, NodeExists, NoNode, VersionConflict, ZkBridge, ZkError
+from broker.zk import (
+    CREATE,
+    NodeExists,
+    NoNode,
+    VersionConflict,
+    ZkBridge,
+    ZkConnectionLoss,
+    ZkError,
+)
 from protocol.acls import (
     CLUSTER_NAME,
     WILDCARD,
@@ -482,8 +490,8 @@ class Authorizer(ZkMirror):
                     delete=not updated,  # the last ACL of the resource gone: its znode too
                 )
                 return
-            except (VersionConflict, NodeExists, NoNode):
-                continue
+            except (VersionConflict, NodeExists, NoNode, ZkConnectionLoss):
+                continue  # (lost with the connection: the read again shows if it was made)
             except (ZkError, ValueError) as exc:
                 raise KafkaStorageError(f"writing the ACLs of {name} failed: {exc}") from None
         raise KafkaStorageError(f"the ACLs of {name} kept changing under us; try again")

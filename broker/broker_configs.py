@@ -190,6 +190,7 @@ class BrokerConfigs(ZkMirror):
         assert self._zk is not None
         entity = self._entity(resource_name)
         subject = self._subject(entity)
+        tried = False  # a write went out (its answer may have been lost with the connection)
         for attempt in range(_CAS_ATTEMPTS):
             if attempt:  # lost a race: a jittered pause, so racers do not collide again
                 await asyncio.sleep(random.uniform(0, _CAS_BACKOFF_S * attempt))
@@ -200,9 +201,12 @@ class BrokerConfigs(ZkMirror):
             if validate_only:
                 return
             if wanted == current:
+                if tried:  # made (ours, or a racer's the same): in force here, then answered
+                    break
                 if _FILES & wanted.keys():  # the same path, a new file: load it again
                     self._tell(set(_FILES & wanted.keys()))
                 return
+            tried = True
             written = await self._zk.write_config(
                 paths.broker_config(entity),
                 wanted,
@@ -210,14 +214,14 @@ class BrokerConfigs(ZkMirror):
                 notice=config_change_json(entity, "brokers"),
                 parents=(paths.BROKER_CONFIGS,),
             )
-            if not written:
-                continue
-            self._log.info("broker_config.changed", entity=entity, overrides=wanted, by=principal())
-            await self.catch_up()  # in force here before the answer goes
-            return
-        raise RequestTimedOutError(
-            f"{_where(entity)}: its configs kept changing under this request; try again"
-        )
+            if written:
+                break
+        else:
+            raise RequestTimedOutError(
+                f"{_where(entity)}: its configs kept changing under this request; try again"
+            )
+        self._log.info("broker_config.changed", entity=entity, overrides=wanted, by=principal())
+        await self.catch_up()  # in force here before the answer goes
 
     async def _check_files(self, entity: str, wanted: dict[str, str]) -> None:
         """A keystore this change names must load here before it is written (Kafka

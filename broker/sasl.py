@@ -51,6 +51,7 @@ from broker.zk import (
     NoNode,
     VersionConflict,
     ZkBridge,
+    ZkConnectionLoss,
     ZkError,
     config_change_json,
     entity_config_from_json,
@@ -648,12 +649,15 @@ class ScramCredentials:
         return AlterUserScramCredentialsResponse(results=results)
 
     async def _write(self, user: str, changes: list[tuple[str, str | None]]) -> None:
+        tried = False  # a write went out (its answer may have been lost with the connection)
         for _ in range(5):  # a concurrent writer of the same user: read again, redo
             read = await self._read(user)
             config = dict(read.config)
             for mechanism, text in changes:
                 if text is None:
                     if mechanism not in config:
+                        if tried:  # (deleted by the write whose answer was lost)
+                            continue
                         raise ResourceNotFoundError(
                             f"user {user} has no {mechanism} credential to delete"
                         )
@@ -662,6 +666,7 @@ class ScramCredentials:
                     config[mechanism] = text
             if read.version == CREATE:
                 await self._zk.ensure_path(paths.USER_CONFIGS)
+            tried = True
             try:
                 await self._zk.write_and_notify(
                     paths.user_config(user),
@@ -670,8 +675,8 @@ class ScramCredentials:
                     notice_prefix=f"{paths.CONFIG_CHANGES}/{paths.CONFIG_CHANGE_PREFIX}",
                     notice=config_change_json(paths.user_config(user).rsplit("/", 1)[1], "users"),
                 )
-            except (VersionConflict, NodeExists, NoNode):
-                continue
+            except (VersionConflict, NodeExists, NoNode, ZkConnectionLoss):
+                continue  # (lost with the connection: the read again shows if it was made)
             for mechanism, _ in changes:
                 self._last.pop((user, mechanism), None)
             _log.info("sasl.credentials_altered", user=user, mechanisms=[m for m, _ in changes])

@@ -144,6 +144,13 @@ class ZkUnavailable(ZkError):
     did not answer in time (an outage, not a refusal: the operation may be tried again)."""
 
 
+class ZkConnectionLoss(ZkUnavailable):
+    """The connection to ZooKeeper dropped while the operation was out: it may or may not
+    have been made. The session may live on (kazoo reconnects by itself): an operation
+    that is safe to repeat is sent again (:meth:`ZkBridge._answer`), a compare-and-set is
+    read again and retried."""
+
+
 class NoNode(ZkError):
     """The znode does not exist."""
 
@@ -561,6 +568,7 @@ class ZkBridge:
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         self._loop = loop or asyncio.get_running_loop()
+        self._log = structlog.get_logger("headwater.zk")
         self.session_timeout_s = session_timeout_ms / 1000
         handler = _PollHandler()
         self._client = KazooClient(
@@ -752,7 +760,7 @@ class ZkBridge:
         return cast(ZnodeStat, created[1])
 
     async def ensure_path(self, path: str) -> None:
-        await self._await(self._client.ensure_path_async(path), path)
+        await self._answer(lambda: self._client.ensure_path_async(path), path)
 
     async def keep_topic_id(self, topic: str, topic_id: bytes) -> None:
         """The copy of a topic's id in its ``/partitions`` znode (see
@@ -775,24 +783,31 @@ class ZkBridge:
         return kept_topic_id_from(data)
 
     async def get(self, path: str, watch: WatchCallback | None = None) -> tuple[bytes, ZnodeStat]:
-        data, stat = await self._await(self._client.get_async(path, self._watcher(watch)), path)
+        watcher = self._watcher(watch)
+        data, stat = await self._answer(lambda: self._client.get_async(path, watcher), path)
         return data, stat
 
     async def exists(self, path: str, watch: WatchCallback | None = None) -> ZnodeStat | None:
-        result: ZnodeStat | None = await self._await(
-            self._client.exists_async(path, self._watcher(watch)), path
+        watcher = self._watcher(watch)
+        result: ZnodeStat | None = await self._answer(
+            lambda: self._client.exists_async(path, watcher), path
         )
         return result
 
     async def get_children(self, path: str, watch: WatchCallback | None = None) -> list[str]:
-        children = await self._await(
-            self._client.get_children_async(path, self._watcher(watch)), path
-        )
+        watcher = self._watcher(watch)
+        children = await self._answer(lambda: self._client.get_children_async(path, watcher), path)
         return list(children)
 
     async def set(self, path: str, value: bytes, *, version: int = -1) -> ZnodeStat:
-        """Write; with ``version`` >= 0 only if the znode is still at that version (CAS)."""
-        stat: ZnodeStat = await self._await(self._client.set_async(path, value, version), path)
+        """Write; with ``version`` >= 0 only if the znode is still at that version (CAS).
+        Unconditional, it is sent again if the connection drops while it is out (writing
+        the same value twice is writing it once); a compare-and-set is not: its second
+        try would lose to its first, and raises :class:`ZkConnectionLoss` instead."""
+        send = lambda: self._client.set_async(path, value, version)  # noqa: E731
+        stat: ZnodeStat = await (
+            self._answer(send, path) if version < 0 else self._await(send(), path)
+        )
         return stat
 
     async def guarded(
@@ -936,8 +951,10 @@ class ZkBridge:
     ) -> bool:
         """An entity's config znode (a topic's, a broker's, a user's...) written with its
         change notification (:meth:`write_and_notify`, compare-and-set on ``version``).
-        False when it must be read again and retried: a concurrent change won, or a
-        parent (``parents``, ``/config/changes``) was missing and is made now."""
+        False when it must be read again and retried: a concurrent change won, a parent
+        (``parents``, ``/config/changes``) was missing and is made now, or the connection
+        dropped with the write out (it may have been made: the read again says, as
+        Kafka's ZooKeeper client sends again what a lost connection took)."""
         try:
             await self.write_and_notify(
                 path,
@@ -946,7 +963,8 @@ class ZkBridge:
                 notice_prefix=f"{paths.CONFIG_CHANGES}/{paths.CONFIG_CHANGE_PREFIX}",
                 notice=notice,
             )
-        except (VersionConflict, NodeExists):
+        except (VersionConflict, NodeExists, ZkConnectionLoss):
+            # (lost with the connection: read again; if it was made, the read shows it)
             return False
         except NoNode:
             for parent in (*parents, paths.CONFIG_CHANGES):
@@ -972,6 +990,21 @@ class ZkBridge:
 
         return fire
 
+    async def _answer(self, send: Callable[[], IAsyncResult], path: str) -> Any:
+        """The answer to ``send()``, an operation that is safe to repeat (a read, an
+        unconditional write, ensure_path), sent again when the connection drops while it
+        is out: kazoo fails what is out with ConnectionLoss, and queues what is sent after
+        until it has reconnected, on the same session if it still lives. Kafka's
+        ZooKeeper client does the same (``retryRequestsUntilConnected``). A connection
+        that drops with each of :data:`_RESENDS` tries out, or a lost session, still fails.
+        """
+        for _ in range(_RESENDS):
+            try:
+                return await self._await(send(), path)
+            except ZkConnectionLoss:
+                self._log.info("zk.resent", path=path, why="the connection dropped with it out")
+        return await self._await(send(), path)
+
     async def _await(self, result: IAsyncResult, path: str) -> Any:
         future: asyncio.Future[Any] = self._loop.create_future()
 
@@ -987,6 +1020,11 @@ class ZkBridge:
             raise NodeExists(f"{path} already exists") from None
         except BadVersionError:
             raise VersionConflict(f"{path} changed since it was read") from None
+        except ConnectionLoss as exc:
+            raise ZkConnectionLoss(
+                f"the connection to ZooKeeper dropped with an operation on {path} out "
+                f"({exc!r}): it may or may not have been made"
+            ) from exc
         except _UNAVAILABLE as exc:
             raise ZkUnavailable(f"ZooKeeper unavailable for {path}: {exc!r}") from exc
         except ZookeeperError as exc:
@@ -1000,7 +1038,12 @@ class ZkBridge:
             raise
 
 
-_UNAVAILABLE = (ConnectionLoss, SessionExpiredError, OperationTimeoutError)
+_UNAVAILABLE = (SessionExpiredError, OperationTimeoutError)
+
+_RESENDS = 3
+"""How many times :meth:`ZkBridge._answer` sends an operation again after a dropped
+connection: a drop is a second or more of ZooKeeper not answering, so a third in a row
+is an outage the caller should hear of."""
 
 
 def _refusal(path: str, error: Exception) -> ZkError:

@@ -4,11 +4,19 @@ import asyncio
 import os
 import signal
 import threading
+from collections.abc import Awaitable
+from functools import partial
+from typing import TypeVar
 
 import pytest
+import structlog.testing
 from kazoo.client import KazooClient
 
 from broker import zk
+from broker.broker_configs import BrokerConfigs
+from broker.config import load_config
+from broker.config_changes import incremented
+from broker.sasl import ScramCredentials
 from broker.zk import (
     Fenced,
     NodeExists,
@@ -16,9 +24,19 @@ from broker.zk import (
     SessionState,
     VersionConflict,
     ZkBridge,
+    ZkConnectionLoss,
     ZkError,
 )
 from client.localcluster import ZooKeeperServer
+from protocol.apis import (
+    AlterConfigOp,
+    AlterUserScramCredentialsRequest,
+    IncrementalAlterableConfig,
+    ScramCredentialDeletion,
+    ScramCredentialUpsertion,
+)
+
+T = TypeVar("T")
 
 
 async def _bridge(server: ZooKeeperServer, session_timeout_ms: int = 4_000) -> ZkBridge:
@@ -251,5 +269,136 @@ async def test_a_live_session_stays_current_and_a_silent_zookeeper_makes_it_not(
             assert not bridge.session_current
         finally:
             os.kill(pid, signal.SIGCONT)
+    finally:
+        await bridge.stop()
+
+
+async def _paused_until_the_connection_drops(
+    zookeeper: ZooKeeperServer, bridge: ZkBridge, operation: Awaitable[T]
+) -> asyncio.Task[T]:
+    """``operation`` started while ZooKeeper is paused, so it is out when kazoo drops the
+    connection (no answer to its ping, about 1 s at a 2 s session); ZooKeeper resumed
+    then, well within the session, so the session lives on. Returns its task."""
+    states: asyncio.Queue[str] = asyncio.Queue()
+    bridge.on_state_change(states.put_nowait)
+    pid = zookeeper.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        task = asyncio.ensure_future(operation)
+        while await asyncio.wait_for(states.get(), 10) != SessionState.SUSPENDED:
+            pass
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    return task
+
+
+async def test_a_read_out_when_the_connection_drops_is_sent_again_on_the_same_session(
+    zookeeper: ZooKeeperServer, zk_root: str
+) -> None:
+    """kazoo fails what is out when its connection drops (ConnectionLoss), though the
+    session lives on; a read then was an error to its caller (a broker's AlterConfigs
+    answered "may or may not be made" after a 1 s ZooKeeper stall). It is sent again
+    now, as Kafka's ZooKeeper client does, and answered on the same session."""
+    bridge = await _bridge(zookeeper, session_timeout_ms=2_000)
+    try:
+        await bridge.create(zk_root, b"here", makepath=True)
+        session = bridge.session_id
+        with structlog.testing.capture_logs() as logs:
+            task = await _paused_until_the_connection_drops(zookeeper, bridge, bridge.get(zk_root))
+            data, _ = await asyncio.wait_for(task, 15)
+        assert data == b"here"
+        assert bridge.session_id == session
+        assert [e["path"] for e in logs if e["event"] == "zk.resent"] == [zk_root]
+    finally:
+        await bridge.stop()
+
+
+async def test_a_compare_and_set_out_when_the_connection_drops_is_not_sent_again(
+    zookeeper: ZooKeeperServer, zk_root: str
+) -> None:
+    """Its second try would lose to its first: it fails as in doubt, and the caller reads
+    again (a config's write says False: read again and retry)."""
+    bridge = await _bridge(zookeeper, session_timeout_ms=2_000)
+    try:
+        await bridge.create(zk_root, b"0", makepath=True)
+        task = await _paused_until_the_connection_drops(
+            zookeeper, bridge, bridge.set(zk_root, b"1", version=0)
+        )
+        with pytest.raises(ZkConnectionLoss, match="may or may not have been made"):
+            await asyncio.wait_for(task, 15)
+        data, stat = await bridge.get(zk_root)
+        assert (data, stat.version) in {(b"0", 0), (b"1", 1)}  # made or not, never twice
+    finally:
+        await bridge.stop()
+
+
+async def test_a_broker_config_change_out_when_the_connection_drops_is_made_once(
+    zookeeper: ZooKeeperServer, chroot: str
+) -> None:
+    """The change's write (the config and its notification, one multi) is out when the
+    connection drops: it is read again, and made if it was not, once either way; the
+    broker answers it done and has it in force."""
+    bridge = ZkBridge(zookeeper.connect_string + chroot, session_timeout_ms=2_000)
+    await bridge.start(timeout_s=10)
+    config = load_config(env={}, overrides=["broker.id=1", "log.dirs=/tmp/unused"])
+    configs = BrokerConfigs(bridge, config)
+    await configs.start()
+    try:
+        op = IncrementalAlterableConfig(
+            name="log.retention.ms", config_operation=AlterConfigOp.SET, value="7200000"
+        )
+        task = await _paused_until_the_connection_drops(
+            zookeeper, bridge, configs.change("1", partial(incremented, ops=[op]), False)
+        )
+        await asyncio.wait_for(task, 15)
+        assert config["log.retention.ms"] == 7_200_000  # in force before the answer
+        data, _ = await bridge.get(zk.paths.broker_config("1"))
+        assert zk.entity_config_from_json("", data) == {"log.retention.ms": "7200000"}
+        notices = await bridge.get_children(zk.paths.CONFIG_CHANGES)
+        assert len(notices) == 1
+    finally:
+        await configs.stop()
+        await bridge.stop()
+
+
+async def test_a_credential_deleted_as_the_connection_drops_is_answered_deleted(
+    zookeeper: ZooKeeperServer, chroot: str
+) -> None:
+    """The deletion is read again: if it was made, the credential is not there, which was
+    "user has no credential to delete" to the caller of a deletion that succeeded."""
+    bridge = ZkBridge(zookeeper.connect_string + chroot, session_timeout_ms=2_000)
+    await bridge.start(timeout_s=10)
+    credentials = ScramCredentials(bridge)
+    try:
+        await bridge.ensure_path(zk.paths.CONFIG_CHANGES)  # (a broker makes it as it starts)
+        made = await credentials.alter(
+            AlterUserScramCredentialsRequest(
+                upsertions=[
+                    ScramCredentialUpsertion(
+                        name="alice",
+                        mechanism=1,
+                        iterations=4096,
+                        salt=b"salt",
+                        salted_password=b"s" * 32,
+                    )
+                ]
+            )
+        )
+        assert made.results[0].error_code == 0
+        task = await _paused_until_the_connection_drops(
+            zookeeper,
+            bridge,
+            credentials.alter(
+                AlterUserScramCredentialsRequest(
+                    deletions=[ScramCredentialDeletion(name="alice", mechanism=1)]
+                )
+            ),
+        )
+        deleted = await asyncio.wait_for(task, 15)
+        assert (deleted.results[0].error_code, deleted.results[0].error_message) == (0, None)
+        assert await credentials.get("alice", "SCRAM-SHA-256") is None
+        notices = await bridge.get_children(zk.paths.CONFIG_CHANGES)
+        assert len(notices) == 2  # made, deleted: each once
     finally:
         await bridge.stop()
