@@ -689,6 +689,7 @@ class TopicAdmin:
     ) -> None:
         """Read, change, validate, then write with the notification (compare-and-set on the
         version read: a concurrent change makes us start over from what it wrote)."""
+        tried = False  # a write went out (its answer may have been lost with the connection)
         for attempt in range(_CAS_ATTEMPTS):
             if attempt:  # lost a race: a jittered pause, so racers do not collide again
                 await asyncio.sleep(random.uniform(0, _CAS_BACKOFF_S * attempt))
@@ -700,21 +701,23 @@ class TopicAdmin:
                 self._config.log_config().with_properties(wanted)
             except ValueError as exc:
                 raise InvalidConfigError(f"topic {topic!r}: {exc}") from None
-            if validate_only or wanted == current:
+            if validate_only or (wanted == current and not tried):
                 return
-            written = await self._zk.write_config(
+            if wanted == current:  # made (ours, or a racer's the same)
+                break
+            tried = True
+            if await self._zk.write_config(
                 paths.topic_config(topic),
                 wanted,
                 version=version,
                 notice=config_change_json(topic),
+            ):
+                break
+        else:
+            raise RequestTimedOutError(
+                f"topic {topic!r}: its configs kept changing under this request; try again"
             )
-            if not written:
-                continue
-            self._log.info("topic.config_changed", topic=topic, overrides=wanted)
-            return
-        raise RequestTimedOutError(
-            f"topic {topic!r}: its configs kept changing under this request; try again"
-        )
+        self._log.info("topic.config_changed", topic=topic, overrides=wanted)
 
     async def describe_configs(self, request: DescribeConfigsRequest) -> DescribeConfigsResponse:
         results = []

@@ -664,6 +664,8 @@ class ScramCredentials:
                     config.pop(mechanism)
                 else:
                     config[mechanism] = text
+            if tried and config == read.config:
+                break  # made by the write whose answer was lost (or a racer's the same)
             if read.version == CREATE:
                 await self._zk.ensure_path(paths.USER_CONFIGS)
             tried = True
@@ -677,11 +679,12 @@ class ScramCredentials:
                 )
             except (VersionConflict, NodeExists, NoNode, ZkConnectionLoss):
                 continue  # (lost with the connection: the read again shows if it was made)
-            for mechanism, _ in changes:
-                self._last.pop((user, mechanism), None)
-            _log.info("sasl.credentials_altered", user=user, mechanisms=[m for m, _ in changes])
-            return
-        raise KafkaStorageError(f"user {user}'s credentials kept changing under us; try again")
+            break
+        else:
+            raise KafkaStorageError(f"user {user}'s credentials kept changing under us; try again")
+        for mechanism, _ in changes:
+            self._last.pop((user, mechanism), None)
+        _log.info("sasl.credentials_altered", user=user, mechanisms=[m for m, _ in changes])
 
 
 def _unacceptable(iterations: int, salt: bytes, salted: bytes) -> str | None:

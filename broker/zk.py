@@ -996,9 +996,9 @@ class ZkBridge:
         is out: kazoo fails what is out with ConnectionLoss, and queues what is sent after
         until it has reconnected, on the same session if it still lives. Kafka's
         ZooKeeper client does the same (``retryRequestsUntilConnected``). A connection
-        that drops with each of :data:`_RESENDS` tries out, or a lost session, still fails.
+        that drops with each of :data:`_SENDS` tries out, or a lost session, still fails.
         """
-        for _ in range(_RESENDS):
+        for _ in range(_SENDS - 1):
             try:
                 return await self._await(send(), path)
             except ZkConnectionLoss:
@@ -1040,10 +1040,10 @@ class ZkBridge:
 
 _UNAVAILABLE = (SessionExpiredError, OperationTimeoutError)
 
-_RESENDS = 3
-"""How many times :meth:`ZkBridge._answer` sends an operation again after a dropped
-connection: a drop is a second or more of ZooKeeper not answering, so a third in a row
-is an outage the caller should hear of."""
+_SENDS = 3
+"""How many times at most :meth:`ZkBridge._answer` sends an operation, each after a
+connection dropped with the one before out: a drop is a second or more of ZooKeeper not
+answering, so a third in a row is an outage the caller should hear of."""
 
 
 def _refusal(path: str, error: Exception) -> ZkError:

@@ -6,7 +6,7 @@ import signal
 import threading
 from collections.abc import Awaitable
 from functools import partial
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 import structlog.testing
@@ -274,16 +274,32 @@ async def test_a_live_session_stays_current_and_a_silent_zookeeper_makes_it_not(
 
 
 async def _paused_until_the_connection_drops(
-    zookeeper: ZooKeeperServer, bridge: ZkBridge, operation: Awaitable[T]
+    zookeeper: ZooKeeperServer,
+    bridge: ZkBridge,
+    operation: Awaitable[T],
+    monkeypatch: pytest.MonkeyPatch | None = None,
 ) -> asyncio.Task[T]:
     """``operation`` started while ZooKeeper is paused, so it is out when kazoo drops the
     connection (no answer to its ping, about 1 s at a 2 s session); ZooKeeper resumed
-    then, well within the session, so the session lives on. Returns its task."""
+    then, well within the session, so the session lives on. Returns its task. With
+    ``monkeypatch``, ZooKeeper is paused as the bridge's first config write goes out, so
+    that write, not a read before it, is what is out (ZooKeeper makes it as it resumes,
+    from its socket's buffer, as a rule: its answer is what is lost)."""
     states: asyncio.Queue[str] = asyncio.Queue()
     bridge.on_state_change(states.put_nowait)
     pid = zookeeper.pid
     assert pid is not None
-    os.kill(pid, signal.SIGSTOP)
+    if monkeypatch is None:
+        os.kill(pid, signal.SIGSTOP)
+    else:
+        write = bridge.write_and_notify
+
+        async def pausing(*args: Any, **kwargs: Any) -> None:
+            monkeypatch.setattr(bridge, "write_and_notify", write)  # the first only
+            os.kill(pid, signal.SIGSTOP)
+            await write(*args, **kwargs)
+
+        monkeypatch.setattr(bridge, "write_and_notify", pausing)
     try:
         task = asyncio.ensure_future(operation)
         while await asyncio.wait_for(states.get(), 10) != SessionState.SUSPENDED:
@@ -334,7 +350,7 @@ async def test_a_compare_and_set_out_when_the_connection_drops_is_not_sent_again
 
 
 async def test_a_broker_config_change_out_when_the_connection_drops_is_made_once(
-    zookeeper: ZooKeeperServer, chroot: str
+    zookeeper: ZooKeeperServer, chroot: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The change's write (the config and its notification, one multi) is out when the
     connection drops: it is read again, and made if it was not, once either way; the
@@ -345,28 +361,33 @@ async def test_a_broker_config_change_out_when_the_connection_drops_is_made_once
     configs = BrokerConfigs(bridge, config)
     await configs.start()
     try:
+        await bridge.ensure_path(zk.paths.BROKER_CONFIGS)  # (else the first write is refused)
         op = IncrementalAlterableConfig(
             name="log.retention.ms", config_operation=AlterConfigOp.SET, value="7200000"
         )
         task = await _paused_until_the_connection_drops(
-            zookeeper, bridge, configs.change("1", partial(incremented, ops=[op]), False)
+            zookeeper,
+            bridge,
+            configs.change("1", partial(incremented, ops=[op]), False),
+            monkeypatch,
         )
         await asyncio.wait_for(task, 15)
         assert config["log.retention.ms"] == 7_200_000  # in force before the answer
-        data, _ = await bridge.get(zk.paths.broker_config("1"))
+        data, stat = await bridge.get(zk.paths.broker_config("1"))
         assert zk.entity_config_from_json("", data) == {"log.retention.ms": "7200000"}
         notices = await bridge.get_children(zk.paths.CONFIG_CHANGES)
-        assert len(notices) == 1
+        assert (stat.version, len(notices)) == (0, 1)  # made once
     finally:
         await configs.stop()
         await bridge.stop()
 
 
-async def test_a_credential_deleted_as_the_connection_drops_is_answered_deleted(
-    zookeeper: ZooKeeperServer, chroot: str
+async def test_a_credential_deleted_as_the_connection_drops_is_answered_deleted_once(
+    zookeeper: ZooKeeperServer, chroot: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The deletion is read again: if it was made, the credential is not there, which was
-    "user has no credential to delete" to the caller of a deletion that succeeded."""
+    "user has no credential to delete" to the caller of a deletion that succeeded, and
+    once the error was fixed, a second write of the same (review 135)."""
     bridge = ZkBridge(zookeeper.connect_string + chroot, session_timeout_ms=2_000)
     await bridge.start(timeout_s=10)
     credentials = ScramCredentials(bridge)
@@ -386,6 +407,7 @@ async def test_a_credential_deleted_as_the_connection_drops_is_answered_deleted(
             )
         )
         assert made.results[0].error_code == 0
+        _, before = await bridge.get(zk.paths.user_config("alice"))
         task = await _paused_until_the_connection_drops(
             zookeeper,
             bridge,
@@ -394,11 +416,13 @@ async def test_a_credential_deleted_as_the_connection_drops_is_answered_deleted(
                     deletions=[ScramCredentialDeletion(name="alice", mechanism=1)]
                 )
             ),
+            monkeypatch,
         )
         deleted = await asyncio.wait_for(task, 15)
         assert (deleted.results[0].error_code, deleted.results[0].error_message) == (0, None)
         assert await credentials.get("alice", "SCRAM-SHA-256") is None
+        _, after = await bridge.get(zk.paths.user_config("alice"))
         notices = await bridge.get_children(zk.paths.CONFIG_CHANGES)
-        assert len(notices) == 2  # made, deleted: each once
+        assert (after.version - before.version, len(notices)) == (1, 2)  # each once
     finally:
         await bridge.stop()

@@ -9,6 +9,7 @@ answered UNKNOWN_SERVER_ERROR (not retriable) and logged as a broker bug.
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -20,15 +21,20 @@ from kazoo.exceptions import (
     SessionExpiredError,
 )
 
+from broker import zk
 from broker.admin import TopicAdmin
 from broker.config import load_config
 from broker.metadata import MetadataCache
 from broker.zk import ZkBridge, ZkError, ZkUnavailable
 from protocol.apis import (
+    AlterConfigOp,
     CreatableTopic,
     CreateTopicsRequest,
     DescribeConfigsRequest,
     DescribeConfigsResource,
+    IncrementalAlterableConfig,
+    IncrementalAlterConfigsRequest,
+    IncrementalAlterConfigsResource,
 )
 from protocol.errors import InvalidTopicError, RequestTimedOutError, UnknownTopicOrPartitionError
 
@@ -107,3 +113,53 @@ async def test_a_resource_describe_configs_refuses_is_answered_and_logged() -> N
     assert response.results[0].error_code == UnknownTopicOrPartitionError.code
     (refused,) = [e for e in logs if e["event"] == "config.describe_refused"]
     assert (refused["resource"], refused["error"]) == ("gone", "UNKNOWN_TOPIC_OR_PARTITION")
+
+
+class _AnswerLostOnce:
+    """A topic's config znode whose first write is made but answered as lost with the
+    connection (ZkBridge.write_config says False: read again)."""
+
+    def __init__(self) -> None:
+        self.config: dict[str, str] = {}
+        self.version = -1
+        self.writes = 0
+
+    async def exists(self, path: str, *_: Any, **__: Any) -> Any:
+        return object()
+
+    async def get(self, path: str, *_: Any, **__: Any) -> Any:
+        if self.version < 0:
+            raise zk.NoNode(path)
+        return zk.topic_config_json(self.config), SimpleNamespace(version=self.version)
+
+    async def write_config(self, path: str, config: dict[str, str], **_: Any) -> bool:
+        self.config, self.version, self.writes = dict(config), self.version + 1, self.writes + 1
+        return self.writes > 1
+
+
+async def test_a_topic_config_change_whose_answer_was_lost_is_answered_done_and_made_once() -> None:
+    """Read again, the change is there: done, not written twice, and logged as changed
+    (review 135: the read that found it there returned without the log line)."""
+    config = load_config(env={}, overrides=["broker.id=1"])
+    store = _AnswerLostOnce()
+    admin = TopicAdmin(store, config, MetadataCache())  # type: ignore[arg-type]
+    request = IncrementalAlterConfigsRequest(
+        resources=[
+            IncrementalAlterConfigsResource(
+                resource_type=2,
+                resource_name="orders",
+                configs=[
+                    IncrementalAlterableConfig(
+                        name="retention.ms", config_operation=AlterConfigOp.SET, value="60000"
+                    )
+                ],
+            )
+        ]
+    )
+    with structlog.testing.capture_logs() as logs:
+        response = await admin.incremental_alter_configs(request)
+    assert response.responses[0].error_code == 0
+    assert (store.config, store.writes) == ({"retention.ms": "60000"}, 1)
+    assert [e["overrides"] for e in logs if e["event"] == "topic.config_changed"] == [
+        {"retention.ms": "60000"}
+    ]
