@@ -17,7 +17,6 @@ notification, in one ZooKeeper multi; every broker applies it live
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import random
 import re
@@ -50,6 +49,7 @@ from broker.zk import (
     TopicAssignment,
     VersionConflict,
     ZkBridge,
+    ZkConnectionLoss,
     ZkError,
     ZkUnavailable,
     config_change_json,
@@ -114,6 +114,18 @@ _LEGAL = re.compile(r"^[a-zA-Z0-9._-]+$")
 _MAX_NAME = 249
 _CAS_ATTEMPTS = 20
 _CAS_BACKOFF_S = 0.005
+
+
+_CREATES = 3  # a create sent again after its answer was lost: a third loss is an outage
+
+
+class _AnswerLost(Exception):
+    """A topic's assignment written, its answer lost with the connection to ZooKeeper:
+    read it again to see whether it was made. ``had``: its partition count before."""
+
+    def __init__(self, had: int) -> None:
+        super().__init__(had)
+        self.had = had
 
 
 def validate_topic_name(name: str) -> None:
@@ -343,15 +355,11 @@ class TopicAdmin:
         if await self._zk.exists(paths.topic(topic)) is not None:
             await self._already_exists(topic)
         path = paths.topic_config(topic)
-        try:
-            await self._zk.create(path, topic_config_json(configs), makepath=True)
-        except NodeExists:
+        if not await self._made(path, topic_config_json(configs)):
             await self._zk.set(path, topic_config_json(configs))
         topic_id = new_topic_id() if with_id else ZERO_TOPIC_ID
         written = TopicAssignment(topic, assignment, topic_id=topic_id)
-        try:
-            await self._zk.create(paths.topic(topic), written.to_json(), makepath=True)
-        except NodeExists:
+        if not await self._made(paths.topic(topic), written.to_json()):
             await self._already_exists(topic)
         if with_id:
             try:
@@ -361,6 +369,33 @@ class TopicAdmin:
             except ZkError as exc:  # the topic is made: its id has one copy, in the znode
                 self._log.warning("topic.id_copy_not_written", topic=topic, error=str(exc))
         return written.topic_id
+
+    async def _made(self, path: str, value: bytes) -> bool:
+        """Create ``path`` (and its parents) holding ``value``: True if made here, False
+        if it was there. A create whose answer was lost with the connection to ZooKeeper
+        is tried again, and a znode found there then holding ``value`` is the one made
+        (a topic's assignment carries the new topic id drawn for it: no other creator's
+        holds the same bytes). Kafka's client, sending the create again, answers such a
+        topic TOPIC_ALREADY_EXISTS."""
+        lost = False
+        for _ in range(_CREATES):
+            try:
+                await self._zk.create(path, value, makepath=True)
+                return True
+            except NodeExists:
+                if not lost:
+                    return False
+                try:
+                    held, _ = await self._zk.get(path)
+                except NoNode:  # gone since (deleted): try again
+                    continue
+                return held == value
+            except ZkConnectionLoss:
+                lost = True
+        raise ZkConnectionLoss(
+            f"the connection to ZooKeeper dropped with the creation of {path} out "
+            f"{_CREATES} times in a row: it may or may not have been made"
+        )
 
     async def _already_exists(self, topic: str) -> None:
         """Raise the TOPIC_ALREADY_EXISTS for ``topic``, which ZooKeeper has."""
@@ -452,10 +487,14 @@ class TopicAdmin:
             if topic.name in twice:
                 raise InvalidRequestError(f"topic {topic.name!r} is named twice in the request")
             validate_topic_name(topic.name)
+            wrote: int | None = None  # the count before a write whose answer was lost
             for attempt in range(_CAS_ATTEMPTS):
                 if attempt:  # lost a race: a jittered pause, so racers do not collide again
                     await asyncio.sleep(random.uniform(0, _CAS_BACKOFF_S * attempt))
-                had = await self._grow(topic, validate_only)
+                try:
+                    had = await self._grow(topic, validate_only, wrote)
+                except _AnswerLost as lost:
+                    wrote, had = lost.had, None
                 if had is not None:
                     break
             else:
@@ -470,9 +509,14 @@ class TopicAdmin:
             return result, None
         return CreatePartitionsTopicResult(name=topic.name), had
 
-    async def _grow(self, topic: CreatePartitionsTopic, validate_only: bool) -> int | None:
+    async def _grow(
+        self, topic: CreatePartitionsTopic, validate_only: bool, wrote: int | None = None
+    ) -> int | None:
         """One read-check-write round of :meth:`_add_partitions`: the partition count read;
-        None if another writer changed the assignment between our read and our write."""
+        None if another writer changed the assignment between our read and our write.
+        ``wrote``: the count before a write of ours whose answer was lost with the
+        connection (:class:`_AnswerLost`); if the topic has ``count`` partitions now, it
+        was made (or a racer's the same), and that count is returned."""
         name = topic.name
         try:
             data, stat = await self._zk.get(paths.topic(name))
@@ -492,6 +536,8 @@ class TopicAdmin:
                 f"({', '.join(map(str, sorted(known.reassigning)))}); grow it when they are done"
             )
         current = known.partitions
+        if wrote is not None and len(current) == topic.count:
+            return wrote
         racks = {b: r.rack or None for b, r in (await self._registered()).items()}
         added = _new_partitions(name, current, topic, sorted(racks), racks)
         if validate_only:
@@ -504,6 +550,8 @@ class TopicAdmin:
             )
         except (VersionConflict, NoNode):
             return None
+        except ZkConnectionLoss:
+            raise _AnswerLost(len(current)) from None
         self._log.info(
             "topic.partitions_added", topic=name, partitions=topic.count, added=sorted(added)
         )
@@ -572,8 +620,7 @@ class TopicAdmin:
                 )
             if await self._zk.exists(paths.topic(topic)) is None:
                 raise UnknownTopicOrPartitionError(f"topic {topic!r} does not exist")
-            with contextlib.suppress(NodeExists):  # deleting twice is deleting once
-                await self._zk.create(paths.delete_topic(topic), makepath=True)
+            await self._made(paths.delete_topic(topic), b"")  # twice is once: made or not
             self._log.info("topic.delete_requested", topic=topic)
         except ApiError as exc:
             return DeletableTopicResult(name=topic, error_code=exc.code, error_message=exc.message)

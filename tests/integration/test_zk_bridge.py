@@ -13,9 +13,11 @@ import structlog.testing
 from kazoo.client import KazooClient
 
 from broker import zk
+from broker.admin import TopicAdmin
 from broker.broker_configs import BrokerConfigs
 from broker.config import load_config
 from broker.config_changes import incremented
+from broker.metadata import MetadataCache
 from broker.sasl import ScramCredentials
 from broker.zk import (
     Fenced,
@@ -31,6 +33,12 @@ from client.localcluster import ZooKeeperServer
 from protocol.apis import (
     AlterConfigOp,
     AlterUserScramCredentialsRequest,
+    CreatableTopic,
+    CreatableTopicConfig,
+    CreatePartitionsRequest,
+    CreatePartitionsTopic,
+    CreateTopicsRequest,
+    DeleteTopicsRequest,
     IncrementalAlterableConfig,
     ScramCredentialDeletion,
     ScramCredentialUpsertion,
@@ -277,14 +285,17 @@ async def _paused_until_the_connection_drops(
     zookeeper: ZooKeeperServer,
     bridge: ZkBridge,
     operation: Awaitable[T],
+    *,
     monkeypatch: pytest.MonkeyPatch | None = None,
+    write: str = "write_and_notify",
+    nth: int = 1,
 ) -> asyncio.Task[T]:
     """``operation`` started while ZooKeeper is paused, so it is out when kazoo drops the
     connection (no answer to its ping, about 1 s at a 2 s session); ZooKeeper resumed
     then, well within the session, so the session lives on. Returns its task. With
-    ``monkeypatch``, ZooKeeper is paused as the bridge's first config write goes out, so
-    that write, not a read before it, is what is out (ZooKeeper makes it as it resumes,
-    from its socket's buffer, as a rule: its answer is what is lost)."""
+    ``monkeypatch``, ZooKeeper is paused as the bridge's ``nth`` ``write`` goes out, so
+    that write, not a read before it, is what is out (ZooKeeper makes it as it resumes, from
+    its socket's buffer, as a rule: its answer is what is lost)."""
     states: asyncio.Queue[str] = asyncio.Queue()
     bridge.on_state_change(states.put_nowait)
     pid = zookeeper.pid
@@ -292,14 +303,17 @@ async def _paused_until_the_connection_drops(
     if monkeypatch is None:
         os.kill(pid, signal.SIGSTOP)
     else:
-        write = bridge.write_and_notify
+        writing = getattr(bridge, write)
+        calls = [0]
 
-        async def pausing(*args: Any, **kwargs: Any) -> None:
-            monkeypatch.setattr(bridge, "write_and_notify", write)  # the first only
-            os.kill(pid, signal.SIGSTOP)
-            await write(*args, **kwargs)
+        async def pausing(*args: Any, **kwargs: Any) -> Any:
+            calls[0] += 1
+            if calls[0] == nth:
+                monkeypatch.setattr(bridge, write, writing)  # that one only
+                os.kill(pid, signal.SIGSTOP)
+            return await writing(*args, **kwargs)
 
-        monkeypatch.setattr(bridge, "write_and_notify", pausing)
+        monkeypatch.setattr(bridge, write, pausing)
     try:
         task = asyncio.ensure_future(operation)
         while await asyncio.wait_for(states.get(), 10) != SessionState.SUSPENDED:
@@ -369,7 +383,7 @@ async def test_a_broker_config_change_out_when_the_connection_drops_is_made_once
             zookeeper,
             bridge,
             configs.change("1", partial(incremented, ops=[op]), False),
-            monkeypatch,
+            monkeypatch=monkeypatch,
         )
         await asyncio.wait_for(task, 15)
         assert config["log.retention.ms"] == 7_200_000  # in force before the answer
@@ -416,7 +430,7 @@ async def test_a_credential_deleted_as_the_connection_drops_is_answered_deleted_
                     deletions=[ScramCredentialDeletion(name="alice", mechanism=1)]
                 )
             ),
-            monkeypatch,
+            monkeypatch=monkeypatch,
         )
         deleted = await asyncio.wait_for(task, 15)
         assert (deleted.results[0].error_code, deleted.results[0].error_message) == (0, None)
@@ -424,5 +438,115 @@ async def test_a_credential_deleted_as_the_connection_drops_is_answered_deleted_
         _, after = await bridge.get(zk.paths.user_config("alice"))
         notices = await bridge.get_children(zk.paths.CONFIG_CHANGES)
         assert (after.version - before.version, len(notices)) == (1, 2)  # each once
+    finally:
+        await bridge.stop()
+
+
+async def _topic_admin(bridge: ZkBridge, topic: str | None = None) -> TopicAdmin:
+    """A broker's topic admin over ``bridge``, with broker 1 registered, and ``topic``
+    made with one partition."""
+    registration = zk.BrokerRegistration(broker_id=1, host="127.0.0.1", port=9092)
+    await bridge.create(zk.paths.broker(1), registration.to_json(1), makepath=True)
+    if topic is not None:
+        made = zk.TopicAssignment(topic, {0: [1]}).to_json()
+        await bridge.create(zk.paths.topic(topic), made, makepath=True)
+    config = load_config(env={}, overrides=["broker.id=1", "log.dirs=/tmp/unused"])
+    return TopicAdmin(bridge, config, MetadataCache())
+
+
+async def test_partitions_added_as_the_connection_drops_are_answered_added_once(
+    zookeeper: ZooKeeperServer, chroot: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CreatePartitions' write of the assignment (compare-and-set) is out when the
+    connection drops: read again, the topic has the partitions asked for, so it is
+    answered done; before, REQUEST_TIMED_OUT, and a retry "already has 3 partitions"."""
+    bridge = ZkBridge(zookeeper.connect_string + chroot, session_timeout_ms=2_000)
+    await bridge.start(timeout_s=10)
+    try:
+        admin = await _topic_admin(bridge, topic="t")
+        request = CreatePartitionsRequest(
+            topics=[CreatePartitionsTopic(name="t", count=3)], timeout_ms=0
+        )
+        task = await _paused_until_the_connection_drops(
+            zookeeper,
+            bridge,
+            admin.create_partitions(request),
+            monkeypatch=monkeypatch,
+            write="set",
+        )
+        (result,) = (await asyncio.wait_for(task, 15)).results
+        assert (result.error_code, result.error_message) == (0, None)
+        data, stat = await bridge.get(zk.paths.topic("t"))
+        assert sorted(zk.TopicAssignment.from_json("t", data).partitions) == [0, 1, 2]
+        assert stat.version == 1  # written once
+    finally:
+        await bridge.stop()
+
+
+@pytest.mark.parametrize("nth", [1, 2], ids=["its-config", "its-assignment"])
+async def test_a_topic_created_as_the_connection_drops_is_answered_created_once(
+    zookeeper: ZooKeeperServer, chroot: str, monkeypatch: pytest.MonkeyPatch, nth: int
+) -> None:
+    """CreateTopics writes the topic's config, then its assignment with the new topic id
+    (creates, not sent again blindly: a second create of one made is "already exists").
+    Either one out when the connection drops is tried again, and found made by its bytes:
+    answered created, with the id in ZooKeeper; before, "may or may not be created"."""
+    bridge = ZkBridge(zookeeper.connect_string + chroot, session_timeout_ms=2_000)
+    await bridge.start(timeout_s=10)
+    try:
+        admin = await _topic_admin(bridge)
+        request = CreateTopicsRequest(
+            topics=[
+                CreatableTopic(
+                    name="t",
+                    num_partitions=2,
+                    replication_factor=1,
+                    configs=[CreatableTopicConfig(name="retention.ms", value="60000")],
+                )
+            ],
+            timeout_ms=0,
+        )
+        task = await _paused_until_the_connection_drops(
+            zookeeper,
+            bridge,
+            admin.create_topics(request),
+            monkeypatch=monkeypatch,
+            write="create",
+            nth=nth,
+        )
+        (result,) = (await asyncio.wait_for(task, 15)).topics
+        assert (result.error_code, result.error_message) == (0, None)
+        data, stat = await bridge.get(zk.paths.topic("t"))
+        made = zk.TopicAssignment.from_json("t", data)
+        assert (made.topic_id, sorted(made.partitions), stat.version) == (
+            result.topic_id,
+            [0, 1],
+            0,
+        )
+        data, _ = await bridge.get(zk.paths.topic_config("t"))
+        assert zk.topic_config_from_json("t", data) == {"retention.ms": "60000"}
+    finally:
+        await bridge.stop()
+
+
+async def test_a_deletion_asked_as_the_connection_drops_is_answered_asked(
+    zookeeper: ZooKeeperServer, chroot: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DeleteTopics' marker is created again after the lost answer (asking twice is
+    asking once): answered done, the marker there for the controller."""
+    bridge = ZkBridge(zookeeper.connect_string + chroot, session_timeout_ms=2_000)
+    await bridge.start(timeout_s=10)
+    try:
+        admin = await _topic_admin(bridge, topic="t")
+        task = await _paused_until_the_connection_drops(
+            zookeeper,
+            bridge,
+            admin.delete_topics(DeleteTopicsRequest(topic_names=["t"], timeout_ms=0)),
+            monkeypatch=monkeypatch,
+            write="create",
+        )
+        (result,) = (await asyncio.wait_for(task, 15)).responses
+        assert (result.error_code, result.error_message) == (0, None)
+        assert await bridge.exists(zk.paths.delete_topic("t")) is not None
     finally:
         await bridge.stop()
