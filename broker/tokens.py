@@ -49,6 +49,7 @@ from broker.zk import (
     SessionState,
     VersionConflict,
     ZkBridge,
+    ZkConnectionLoss,
     ZkError,
     paths,
 )
@@ -522,7 +523,7 @@ class DelegationTokens(ZkMirror):
         notification, in one multi."""
         assert self._zk is not None
         path = f"{TOKENS}/{token.token_id}"
-        for _ in range(2):
+        for _ in range(3):
             try:
                 await self._zk.write_and_notify(
                     path,
@@ -545,9 +546,29 @@ class DelegationTokens(ZkMirror):
                 raise KafkaStorageError("a token id clashed; try again") from None
             except VersionConflict:
                 raise
+            except ZkConnectionLoss:  # its answer lost: the znode says whether it was made
+                if await self._made(path, token, delete=delete):
+                    return
             except ZkError as exc:
                 raise KafkaStorageError(f"writing the token failed: {exc}") from None
-        raise KafkaStorageError("the token's parent znodes kept vanishing; try again")
+        raise KafkaStorageError(
+            "the token could not be written (its parent znodes kept vanishing, or the "
+            "connection to ZooKeeper kept dropping); try again"
+        )
+
+    async def _made(self, path: str, token: TokenInfo, *, delete: bool) -> bool:
+        """Whether a write of ``token`` whose answer was lost with the connection to
+        ZooKeeper was made: its znode holds the token's bytes (a new token's id is drawn
+        at random), or is gone for a deletion. Not made, it is sent again: a version
+        moved meanwhile is refused then, as a conflict."""
+        assert self._zk is not None
+        try:
+            data, _ = await self._zk.get(path)
+        except NoNode:
+            return delete
+        except ZkError as exc:
+            raise KafkaStorageError(f"writing the token failed: {exc}") from None
+        return not delete and data == token.to_json()
 
     async def _sweep_forever(self) -> None:
         while True:

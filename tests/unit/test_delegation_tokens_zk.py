@@ -22,7 +22,7 @@ from broker.authorizer import Authorizer
 from broker.sasl import Authenticator, sasl_listeners
 from broker.server import PEER_LOGIN, PEER_PRINCIPAL
 from broker.tokens import CHANGES, TOKENS, DelegationTokens, TokenInfo, TokenLogin
-from broker.zk import CREATE, NodeExists, NoNode, VersionConflict
+from broker.zk import CREATE, NodeExists, NoNode, VersionConflict, ZkConnectionLoss
 from protocol.apis import (
     CreateDelegationTokenRequest,
     DescribeDelegationTokenRequest,
@@ -206,6 +206,58 @@ async def test_an_expiry_on_another_broker_is_not_undone_by_a_renewal_here() -> 
         _as("User:bob"), tokens.renew(RenewDelegationTokenRequest(hmac=created.hmac))
     )
     assert answer.error_code == DelegationTokenExpiredError.code
+
+
+class _LosingZk(_FakeZk):
+    """Its next write's answer is lost with the connection: the write made first
+    (``made``), or not."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lose: bool | None = None  # None: answer; True/False: lose, made or not
+
+    async def write_and_notify(self, path: str, value: bytes, **kwargs: Any) -> None:
+        lose, self.lose = self.lose, None
+        if lose is not False:
+            await super().write_and_notify(path, value, **kwargs)
+        if lose is not None:
+            raise ZkConnectionLoss(f"the connection dropped with {path} out (injected)")
+
+
+def _notices(zk: _FakeZk) -> int:
+    return sum(p.startswith(CHANGES + "/") for p in zk.nodes)
+
+
+@pytest.mark.parametrize("made", [True, False], ids=["made", "not-made"])
+async def test_token_writes_whose_answer_was_lost_are_answered_done_and_made_once(
+    made: bool,
+) -> None:
+    """Create, renew and expire, each written with its answer lost (the connection to
+    ZooKeeper dropped with it out): the token's znode says whether it was made; made,
+    it is answered done; not, it is sent again. One notice each, either way; before,
+    each was KAFKA_STORAGE_ERROR ("may or may not")."""
+    zk = _LosingZk()
+    tokens = await _tokens(zk)
+    zk.lose = made
+    created = await _create(tokens, "bob")
+    assert (_stored(zk, created.token_id).owner, _notices(zk)) == ("User:alice", 1)
+    await tokens.reload()
+    zk.lose = made
+    renewed = await _run(
+        _as("User:bob"),
+        tokens.renew(RenewDelegationTokenRequest(hmac=created.hmac, renew_period_ms=60_000)),
+    )
+    assert renewed.error_code == 0, renewed
+    stored = _stored(zk, created.token_id)
+    assert (stored.expiry_ms, _notices(zk)) == (renewed.expiry_timestamp_ms, 2)
+    await tokens.reload()
+    zk.lose = made
+    expired = await _run(
+        _as("User:alice"),
+        tokens.expire(ExpireDelegationTokenRequest(hmac=created.hmac, expiry_time_period_ms=-1)),
+    )
+    assert expired.error_code == 0, expired
+    assert (f"{TOKENS}/{created.token_id}" in zk.nodes, _notices(zk)) == (False, 3)
 
 
 # --- re-authentication ------------------------------------------------------------------------
