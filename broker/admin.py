@@ -356,6 +356,10 @@ class TopicAdmin:
             await self._already_exists(topic)
         path = paths.topic_config(topic)
         if not await self._made(path, topic_config_json(configs)):
+            # a config left by a creation that did not finish, unless another request
+            # made the topic meanwhile (a lost create's retry waits out an outage)
+            if await self._zk.exists(paths.topic(topic)) is not None:
+                await self._already_exists(topic)
             await self._zk.set(path, topic_config_json(configs))
         topic_id = new_topic_id() if with_id else ZERO_TOPIC_ID
         written = TopicAssignment(topic, assignment, topic_id=topic_id)
@@ -386,6 +390,7 @@ class TopicAdmin:
                 if not lost:
                     return False
                 try:
+                    await self._zk.sync(path)
                     held, _ = await self._zk.get(path)
                 except NoNode:  # gone since (deleted): try again
                     continue
@@ -536,7 +541,13 @@ class TopicAdmin:
                 f"({', '.join(map(str, sorted(known.reassigning)))}); grow it when they are done"
             )
         current = known.partitions
-        if wrote is not None and len(current) == topic.count:
+        if wrote is not None and len(current) == topic.count:  # made (ours, or the same)
+            self._log.info(
+                "topic.partitions_added",
+                topic=name,
+                partitions=topic.count,
+                added=list(range(wrote, topic.count)),
+            )
             return wrote
         racks = {b: r.rack or None for b, r in (await self._registered()).items()}
         added = _new_partitions(name, current, topic, sorted(racks), racks)
@@ -618,13 +629,34 @@ class TopicAdmin:
                 raise TopicDeletionDisabledError(
                     "topic deletion is disabled on this cluster (delete.topic.enable=false)"
                 )
-            if await self._zk.exists(paths.topic(topic)) is None:
+            made = await self._zk.exists(paths.topic(topic))
+            if made is None:
                 raise UnknownTopicOrPartitionError(f"topic {topic!r} does not exist")
-            await self._made(paths.delete_topic(topic), b"")  # twice is once: made or not
+            await self._ask_deletion(topic, made.czxid)
             self._log.info("topic.delete_requested", topic=topic)
         except ApiError as exc:
             return DeletableTopicResult(name=topic, error_code=exc.code, error_message=exc.message)
         return DeletableTopicResult(name=topic)
+
+    async def _ask_deletion(self, topic: str, czxid: int) -> None:
+        """The topic's deletion marker made (asking twice is asking once). After a lost
+        answer it is made again only while the topic is still the one asked about
+        (``czxid``): the controller may have deleted it on the marker already made, and a
+        new topic may be under the name since (review 136)."""
+        for _ in range(_CREATES):
+            try:
+                await self._zk.create(paths.delete_topic(topic), makepath=True)
+                return
+            except NodeExists:
+                return
+            except ZkConnectionLoss:
+                still = await self._zk.exists(paths.topic(topic))
+                if still is None or still.czxid != czxid:
+                    return  # deleted meanwhile: by the marker whose answer was lost
+        raise ZkConnectionLoss(
+            f"the connection to ZooKeeper dropped with topic {topic!r}'s deletion out "
+            f"{_CREATES} times in a row: it may or may not be deleted"
+        )
 
     async def _until_gone(self, topic: str, deadline: float) -> bool:
         """Wait until the topic's znode is gone (the controller finished deleting it)."""

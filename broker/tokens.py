@@ -523,6 +523,7 @@ class DelegationTokens(ZkMirror):
         notification, in one multi."""
         assert self._zk is not None
         path = f"{TOKENS}/{token.token_id}"
+        lost = False  # a write's answer was lost with the connection
         for _ in range(3):
             try:
                 await self._zk.write_and_notify(
@@ -535,6 +536,8 @@ class DelegationTokens(ZkMirror):
                 )
                 return
             except NoNode:
+                if lost and delete:
+                    return  # deleted by the write whose answer was lost
                 if version != CREATE:
                     raise
                 try:  # (a parent gone: made, then again)
@@ -543,10 +546,13 @@ class DelegationTokens(ZkMirror):
                 except ZkError as exc:
                     raise KafkaStorageError(f"writing the token failed: {exc}") from None
             except NodeExists:  # a 128-bit random id taken: not in this universe
+                if lost and await self._made(path, token, delete=False):
+                    return  # made by the write whose answer was lost
                 raise KafkaStorageError("a token id clashed; try again") from None
             except VersionConflict:
                 raise
             except ZkConnectionLoss:  # its answer lost: the znode says whether it was made
+                lost = True
                 if await self._made(path, token, delete=delete):
                     return
             except ZkError as exc:
@@ -563,6 +569,7 @@ class DelegationTokens(ZkMirror):
         moved meanwhile is refused then, as a conflict."""
         assert self._zk is not None
         try:
+            await self._zk.sync(path)
             data, _ = await self._zk.get(path)
         except NoNode:
             return delete

@@ -799,6 +799,12 @@ class ZkBridge:
         children = await self._answer(lambda: self._client.get_children_async(path, watcher), path)
         return list(children)
 
+    async def sync(self, path: str) -> None:
+        """Have the server this session is on catch up with ZooKeeper's leader first, so
+        that a read after it sees every write made before it: in an ensemble, the server
+        a session reconnected to may not have a write yet whose answer was lost."""
+        await self._answer(lambda: self._client.sync_async(path), path)
+
     async def set(self, path: str, value: bytes, *, version: int = -1) -> ZnodeStat:
         """Write; with ``version`` >= 0 only if the znode is still at that version (CAS).
         Unconditional, it is sent again if the connection drops while it is out (writing

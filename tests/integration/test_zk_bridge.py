@@ -447,6 +447,8 @@ async def _topic_admin(bridge: ZkBridge, topic: str | None = None) -> TopicAdmin
     made with one partition."""
     registration = zk.BrokerRegistration(broker_id=1, host="127.0.0.1", port=9092)
     await bridge.create(zk.paths.broker(1), registration.to_json(1), makepath=True)
+    for parent in ("/brokers/topics", "/config/topics", "/admin/delete_topics"):
+        await bridge.ensure_path(parent)  # (as in a cluster: a write out is not refused)
     if topic is not None:
         made = zk.TopicAssignment(topic, {0: [1]}).to_json()
         await bridge.create(zk.paths.topic(topic), made, makepath=True)
