@@ -389,10 +389,8 @@ class TopicAdmin:
             except NodeExists:
                 if not lost:
                     return False
-                try:
-                    await self._zk.sync(path)
-                    held, _ = await self._zk.get(path)
-                except NoNode:  # gone since (deleted): try again
+                held = await self._zk.read_back(path)
+                if held is None:  # gone since (deleted): try again
                     continue
                 return held == value
             except ZkConnectionLoss:

@@ -569,13 +569,10 @@ class DelegationTokens(ZkMirror):
         moved meanwhile is refused then, as a conflict."""
         assert self._zk is not None
         try:
-            await self._zk.sync(path)
-            data, _ = await self._zk.get(path)
-        except NoNode:
-            return delete
+            data = await self._zk.read_back(path)
         except ZkError as exc:
             raise KafkaStorageError(f"writing the token failed: {exc}") from None
-        return not delete and data == token.to_json()
+        return delete if data is None else not delete and data == token.to_json()
 
     async def _sweep_forever(self) -> None:
         while True:

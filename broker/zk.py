@@ -799,11 +799,17 @@ class ZkBridge:
         children = await self._answer(lambda: self._client.get_children_async(path, watcher), path)
         return list(children)
 
-    async def sync(self, path: str) -> None:
-        """Have the server this session is on catch up with ZooKeeper's leader first, so
-        that a read after it sees every write made before it: in an ensemble, the server
-        a session reconnected to may not have a write yet whose answer was lost."""
+    async def read_back(self, path: str) -> bytes | None:
+        """What ``path`` holds (None: nothing), read after the server this session is on
+        has caught up with ZooKeeper's leader (``sync``): how a write whose answer was
+        lost with the connection is looked for. In an ensemble, the server a session
+        reconnected to may not have that write yet."""
         await self._answer(lambda: self._client.sync_async(path), path)
+        try:
+            data, _ = await self.get(path)
+        except NoNode:
+            return None
+        return data
 
     async def set(self, path: str, value: bytes, *, version: int = -1) -> ZnodeStat:
         """Write; with ``version`` >= 0 only if the znode is still at that version (CAS).

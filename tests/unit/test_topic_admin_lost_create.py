@@ -67,8 +67,8 @@ class _Zk:
     async def set(self, path: str, value: bytes, **_: Any) -> None:
         self.nodes[path] = value
 
-    async def sync(self, path: str) -> None:
-        pass
+    async def read_back(self, path: str) -> bytes | None:
+        return self.nodes.get(path)
 
     async def keep_topic_id(self, *_: Any) -> None:
         pass
