@@ -1,7 +1,7 @@
-"""Kafka's ACL, SCRAM-user and quota APIs on a Kafka-protocol listener, as Kafka's
-AdminClient and tools (kafka-acls, kafka-configs for users and clients) send them. Specs
-as in :mod:`protocol.kafka.messages`; the codes (resource types, operations, mechanisms)
-are Kafka's in both protocols."""
+"""Kafka's ACL, SCRAM-user, quota and delegation-token APIs on a Kafka-protocol listener,
+as Kafka's AdminClient and tools (kafka-acls, kafka-configs for users and clients,
+kafka-delegation-tokens) send them. Specs as in :mod:`protocol.kafka.messages`; the codes
+(resource types, operations, mechanisms) are Kafka's in both protocols."""
 
 from __future__ import annotations
 
@@ -14,16 +14,21 @@ from protocol.apis import (
     AlterUserScramCredentialsRequest,
     ApiKey,
     CreateAclsRequest,
+    CreateDelegationTokenRequest,
     DeleteAclsFilter,
     DeleteAclsRequest,
     DescribeAclsRequest,
     DescribeClientQuotasRequest,
+    DescribeDelegationTokenRequest,
     DescribeUserScramCredentialsRequest,
+    ExpireDelegationTokenRequest,
     QuotaEntityPart,
     QuotaFilterComponent,
     QuotaOp,
+    RenewDelegationTokenRequest,
     ScramCredentialDeletion,
     ScramCredentialUpsertion,
+    TokenPrincipal,
     UserName,
 )
 from protocol.kafka.codec import (
@@ -33,6 +38,7 @@ from protocol.kafka.codec import (
     INT8,
     INT16,
     INT32,
+    INT64,
     NULLABLE_STRING,
     STRING,
     Array,
@@ -316,6 +322,75 @@ def _scram_refused(
     return {"results": [{"user": u, "error_code": code, "error_message": message} for u in users]}
 
 
+# --- CreateDelegationToken (38), RenewDelegationToken (39), ExpireDelegationToken (40),
+# DescribeDelegationToken (41): from v1, as Kafka 4.0 (KIP-896 dropped v0, the same as v1
+# but for throttling after the answer); v3 adds the owner (KIP-373) and the requester
+
+_PRINCIPAL = Struct([F("principal_type", STRING), F("principal_name", STRING)], TokenPrincipal)
+
+_CREATE_TOKEN_REQUEST = Struct(
+    [
+        F("owner_principal_type", NULLABLE_STRING, 3),
+        F("owner_principal_name", NULLABLE_STRING, 3),
+        F("renewers", Array(_PRINCIPAL)),
+        F("max_lifetime_ms", INT64),
+    ],
+    CreateDelegationTokenRequest,
+)
+_PEOPLE = [
+    F("principal_type", STRING),  # the owner's
+    F("principal_name", STRING),
+    F("token_requester_principal_type", STRING, 3),
+    F("token_requester_principal_name", STRING, 3),
+]
+_CREATE_TOKEN_RESPONSE = Struct(
+    [
+        F("error_code", INT16),
+        *_PEOPLE,
+        F("issue_timestamp_ms", INT64),
+        F("expiry_timestamp_ms", INT64),
+        F("max_timestamp_ms", INT64),
+        F("token_id", STRING),
+        F("hmac", BYTES),
+        F("throttle_time_ms", INT32),
+    ]
+)
+_RENEW_TOKEN_REQUEST = Struct(
+    [F("hmac", BYTES), F("renew_period_ms", INT64)], RenewDelegationTokenRequest
+)
+_EXPIRE_TOKEN_REQUEST = Struct(
+    [F("hmac", BYTES), F("expiry_time_period_ms", INT64)], ExpireDelegationTokenRequest
+)
+_NEW_EXPIRY_RESPONSE = Struct(
+    [F("error_code", INT16), F("expiry_timestamp_ms", INT64), F("throttle_time_ms", INT32)]
+)
+_DESCRIBE_TOKENS_REQUEST = Struct(
+    [F("owners", Array(_PRINCIPAL, nullable=True))], DescribeDelegationTokenRequest
+)
+_DESCRIBE_TOKENS_RESPONSE = Struct(
+    [
+        F("error_code", INT16),
+        F(
+            "tokens",
+            Array(
+                Struct(
+                    [
+                        *_PEOPLE,
+                        F("issue_timestamp", INT64),
+                        F("expiry_timestamp", INT64),
+                        F("max_timestamp", INT64),
+                        F("token_id", STRING),
+                        F("hmac", BYTES),
+                        F("renewers", Array(_PRINCIPAL)),
+                    ]
+                )
+            ),
+        ),
+        F("throttle_time_ms", INT32),
+    ]
+)
+
+
 # The ACL APIs from v0 (LITERAL patterns only, as Kafka before 2.0), which Kafka 4.0
 # dropped (KIP-896): librdkafka 2.x turns its ACL admin API on only if v0 is offered.
 SECURITY_APIS = (
@@ -372,5 +447,23 @@ SECURITY_APIS = (
         _ALTER_QUOTAS_RESPONSE,
         refuse=per_topic("entries", "entries", "entity"),
     ),
+    KafkaApi(
+        ApiKey.CREATE_DELEGATION_TOKEN,
+        1,
+        3,
+        2,
+        _CREATE_TOKEN_REQUEST,
+        _CREATE_TOKEN_RESPONSE,
+    ),
+    KafkaApi(ApiKey.RENEW_DELEGATION_TOKEN, 1, 2, 2, _RENEW_TOKEN_REQUEST, _NEW_EXPIRY_RESPONSE),
+    KafkaApi(ApiKey.EXPIRE_DELEGATION_TOKEN, 1, 2, 2, _EXPIRE_TOKEN_REQUEST, _NEW_EXPIRY_RESPONSE),
+    KafkaApi(
+        ApiKey.DESCRIBE_DELEGATION_TOKEN,
+        1,
+        3,
+        2,
+        _DESCRIBE_TOKENS_REQUEST,
+        _DESCRIBE_TOKENS_RESPONSE,
+    ),
 )
-"""The ACL, SCRAM-user and quota APIs a Kafka-protocol listener serves."""
+"""The ACL, SCRAM-user, quota and delegation-token APIs a Kafka-protocol listener serves."""

@@ -73,6 +73,7 @@ from protocol.kafka.wire import (
     encode_response,
 )
 from protocol.records.varints import uvarint
+from tests import kafka_messages
 from tests.unit.test_kafka_specs import NOT_IN_KAFKA_PYTHON
 
 _uvarint = uvarint  # Kafka's unsigned varint (compact lengths, tags), as records use it
@@ -392,10 +393,15 @@ def _sample(t: Any) -> Any:
 
 
 def _kafka_python_class(name: str) -> Any:
+    """kafka-python's message class ``name``, or (the delegation tokens' messages, whose
+    specs it does not ship) the one its generator made of tests/kafka_messages' spec."""
     for module in pkgutil.walk_packages(kafka.protocol.__path__, "kafka.protocol."):
         found = getattr(importlib.import_module(module.name), name, None)
         if found is not None and hasattr(found, "_VERSIONS"):
             return found
+    found = getattr(kafka_messages, name, None)
+    if found is not None:
+        return found
     raise LookupError(name)
 
 
