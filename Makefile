@@ -13,11 +13,11 @@ HEADWATER := $(VENV)/bin/headwater
 CLUSTER_DIR ?= .headwater
 
 .PHONY: run test soak bench bench-profile bench-peers lint setup zookeeper netns-tools clean \
-	cluster-up cluster-down
+	cluster-up cluster-down kerberos-dev kdc
 
 setup: $(STAMP) zookeeper
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml | kerberos-dev
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
@@ -35,6 +35,51 @@ zookeeper:
 	         $$SUDO apt-get install -y -q --no-install-recommends zookeeper >/dev/null; }; \
 	fi
 	@test -f $(ZOOKEEPER_JAR) || { echo "ZooKeeper is missing: apt-get install zookeeper" >&2; exit 1; }
+
+# MIT Kerberos' headers (Debian's libkrb5-dev, `krb5-config`) and a C compiler: the gssapi
+# package (SASL GSSAPI, the `gssapi` extra, which the test extra includes) has no Linux
+# wheel and builds against them (and the interpreter's own Python.h).
+kerberos-dev:
+	@missing=""; command -v krb5-config >/dev/null || missing="libkrb5-dev"; \
+	command -v gcc >/dev/null || missing="$$missing gcc"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing$$missing (Debian packages, to build the gssapi package)"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO="sudo -n"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  $$SUDO apt-get install -y -q --no-install-recommends $$missing >/dev/null \
+	    || { $$SUDO apt-get update -q >/dev/null && \
+	         $$SUDO apt-get install -y -q --no-install-recommends $$missing >/dev/null; }; \
+	fi
+	@command -v krb5-config >/dev/null && command -v gcc >/dev/null \
+	  || { echo "apt-get install libkrb5-dev gcc" >&2; exit 1; }
+	@$(PYTHON) -c 'import os, sysconfig, sys; \
+	  sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
+	  || { echo "$(PYTHON) has no Python.h to build the gssapi package against:" \
+	       "install its headers (Debian's python3-dev for /usr/bin/python3)" >&2; exit 1; }
+
+# A KDC's programs for the GSSAPI tests, which run a private one of their own
+# (tests/kdc.py): Debian's krb5-kdc and krb5-admin-server unpacked into $(KDC_ROOT), not
+# installed (installing them would enable their system services and write
+# /etc/krb5.conf), with the libraries they link installed.
+KDC_ROOT := $(VENV)/kdc
+KDC_LIBS := libgssrpc4 libkadm5srv-mit12 libkdb5-10 libverto1 libverto-libev1 libss2
+kdc:
+	@if [ ! -x $(KDC_ROOT)/usr/sbin/krb5kdc ] || [ ! -x $(KDC_ROOT)/usr/sbin/kadmin.local ]; then \
+	  echo "unpacking a Kerberos KDC for the GSSAPI tests into $(KDC_ROOT)" \
+	       "(Debian krb5-kdc, krb5-admin-server)"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO="sudo -n"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  $$SUDO apt-get install -y -q --no-install-recommends $(KDC_LIBS) >/dev/null \
+	    || { $$SUDO apt-get update -q >/dev/null && \
+	         $$SUDO apt-get install -y -q --no-install-recommends $(KDC_LIBS) >/dev/null; }; \
+	  debs=$$(mktemp -d); \
+	  ( cd $$debs && apt-get download -q krb5-kdc krb5-admin-server >/dev/null 2>&1 ) \
+	    || { $$SUDO apt-get update -q >/dev/null && \
+	         ( cd $$debs && apt-get download -q krb5-kdc krb5-admin-server >/dev/null 2>&1 ); }; \
+	  for deb in $$debs/*.deb; do dpkg -x $$deb $(KDC_ROOT); done; rm -rf $$debs; \
+	fi
+	@test -x $(KDC_ROOT)/usr/sbin/krb5kdc && test -x $(KDC_ROOT)/usr/sbin/kadmin.local \
+	  || { echo "could not unpack krb5-kdc and krb5-admin-server into $(KDC_ROOT)" >&2; exit 1; }
 
 # iproute2 (`ip`): the partition fault tests put each broker in a network namespace of its
 # own and cut the links between them (tests/faults/network.py); without it they are skipped.
@@ -77,7 +122,7 @@ lint: $(STAMP)
 # on them (a quarter of a core, one at a time), run two modules at a time, each on its
 # own ZooKeeper: half the wall time. The fault tests, which time pauses, kills and cuts
 # against session timeouts, one at a time. PYTEST_ARGS runs what it names, one at a time.
-test: setup lint netns-tools
+test: setup lint netns-tools kdc
 ifeq ($(strip $(PYTEST_ARGS)),)
 	$(PY) -m pytest -n 2 tests/unit tests/component
 	$(PY) -m pytest -n 2 --dist loadfile tests/integration

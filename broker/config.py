@@ -25,6 +25,8 @@ from broker.log.config import LogConfig
 from broker.properties import SPELLINGS as _KAFKA_SPELLINGS
 from broker.properties import PropertiesError, kafka_names, read_properties
 from protocol.errors import HeadwaterError
+from protocol.kerberos import ShortNamer
+from protocol.sasl import SaslError
 
 __all__ = [
     "DYNAMIC_BROKER_CONFIGS",
@@ -67,6 +69,14 @@ class Setting:
     required: bool = False
 
 
+def _principal_rules(rules: list[str]) -> str | None:
+    try:
+        ShortNamer(rules, "")
+    except SaslError as exc:
+        return str(exc)
+    return None
+
+
 def _listeners(value: list[str]) -> str | None:
     names: list[str] = []
     for item in value:
@@ -100,7 +110,8 @@ def listener_name(listener: str) -> str:
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 TLS_PROTOCOLS = ("SSL", "SASL_SSL")
 _PEER_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
-_SASL_MECHANISMS = (*_PEER_MECHANISMS, "OAUTHBEARER")
+_SASL_MECHANISMS = (*_PEER_MECHANISMS, "OAUTHBEARER", "GSSAPI")
+_INTER_BROKER_MECHANISMS = (*_PEER_MECHANISMS, "GSSAPI")
 _AUTHORIZERS = (
     "kafka.security.authorizer.AclAuthorizer",
     "kafka.security.auth.SimpleAclAuthorizer",
@@ -319,7 +330,8 @@ SETTINGS: tuple[Setting, ...] = (
         list,
         list(_PEER_MECHANISMS),
         "The SASL mechanisms SASL listeners offer: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, "
-        "OAUTHBEARER (not by default: see sasl.oauthbearer.jwks.endpoint.url).",
+        "OAUTHBEARER (not by default: see sasl.oauthbearer.jwks.endpoint.url), GSSAPI "
+        "(Kerberos: a keytab in the listener's sasl.jaas.config).",
         check=lambda v: next(
             (
                 f"{m!r} is not one of {', '.join(_SASL_MECHANISMS)}"
@@ -335,7 +347,9 @@ SETTINGS: tuple[Setting, ...] = (
         "PLAIN",
         "The mechanism a broker logs in to others with on a SASL inter-broker listener.",
         check=lambda v: (
-            None if v in _PEER_MECHANISMS else f"use one of {', '.join(_PEER_MECHANISMS)}"
+            None
+            if v in _INTER_BROKER_MECHANISMS
+            else f"use one of {', '.join(_INTER_BROKER_MECHANISMS)}"
         ),
     ),
     Setting(
@@ -345,6 +359,22 @@ SETTINGS: tuple[Setting, ...] = (
         "JAAS options of SASL listeners: username/password (this broker's own login to "
         "others) and user_<name>=<password> (PLAIN's users). Kafka's "
         "listener.name.<listener>.<mechanism>.sasl.jaas.config overrides it.",
+    ),
+    Setting(
+        "sasl.kerberos.service.name",
+        str,
+        "",
+        "GSSAPI: the Kerberos service name clients ask for, the primary of the principal "
+        "in the listener's sasl.jaas.config (which it must match when set), e.g. kafka.",
+    ),
+    Setting(
+        "sasl.kerberos.principal.to.local.rules",
+        list,
+        ["DEFAULT"],
+        "GSSAPI: how a client's Kerberos principal becomes its user name (User:<name>): "
+        "the first rule that applies, DEFAULT (the primary, in the default realm) or "
+        "RULE:[n:format](regex)s/pattern/replacement/g/L, Kafka's syntax.",
+        check=_principal_rules,
     ),
     Setting(
         "sasl.oauthbearer.jwks.endpoint.url",

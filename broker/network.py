@@ -17,7 +17,7 @@ import random
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from protocol.apis import (
     APIS,
@@ -32,13 +32,21 @@ from protocol.errors import HeadwaterError, MalformedFrameError, MalformedMessag
 from protocol.framing import LENGTH_SIZE, parse_response_header
 from protocol.sasl import SaslError, ScramClient, plain_message
 
-__all__ = ["PeerConnection", "PeerError", "PeerLogin", "PeerPool"]
+__all__ = ["PeerConnection", "PeerError", "PeerKerberos", "PeerLogin", "PeerPool"]
 
 _MAX_RESPONSE_BYTES = 100 * 1024 * 1024
 
 
 class PeerError(HeadwaterError):
     """A request to another broker failed (connection, timeout, or a garbled answer)."""
+
+
+class PeerKerberos(Protocol):
+    """This broker's GSSAPI login to others (:class:`broker.kerberos.GssapiPeerLogin`)."""
+
+    async def start(self, host: str) -> tuple[Any, bytes]: ...
+
+    async def step(self, machine: Any, answer: bytes) -> bytes | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +56,8 @@ class PeerLogin:
     mechanism: str
     username: str
     password: str
+    kerberos: PeerKerberos | None = None
+    """GSSAPI: this broker's own principal and keytab (no username or password)."""
 
     def __repr__(self) -> str:  # never the password, in a log or a traceback
         return f"PeerLogin({self.mechanism}, {self.username!r})"
@@ -121,6 +131,13 @@ class PeerConnection:
         if login.mechanism == "PLAIN":
             final = await self._sasl(plain_message(login.username, login.password))
             _check(final, "PLAIN")
+        elif login.kerberos is not None:
+            machine, first = await login.kerberos.start(self.host)
+            message: bytes | None = first
+            while message is not None:
+                final = await self._sasl(message)
+                _check(final, "GSSAPI")
+                message = await login.kerberos.step(machine, bytes(final.auth_bytes))
         else:
             scram = ScramClient(login.mechanism, login.username, login.password)
             first = await self._sasl(scram.first())

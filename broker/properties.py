@@ -44,6 +44,10 @@ _UNITS: dict[str, tuple[str, int]] = {
 """Kafka's coarser spellings of a time setting: (the setting, ms per unit). Kafka takes
 the finest one given: ms, then minutes, then hours."""
 
+_KEYTAB = (
+    "GSSAPI takes its keys from the keytab; the tickets of a broker's own logins to others "
+    "are renewed from it by MIT Kerberos (no kinit, no login thread)"
+)
 _EVENT_LOOP = "Headwater serves a broker's connections and requests on one event loop"
 IGNORED: dict[str, str] = {
     "num.network.threads": _EVENT_LOOP,
@@ -66,6 +70,10 @@ IGNORED: dict[str, str] = {
     "log.message.format.version": "batches are always Kafka's record batch v2 (magic 2)",
     "metric.reporters": "metrics are served to Prometheus on metrics.port",
     "kafka.metrics.reporters": "metrics are served to Prometheus on metrics.port",
+    "sasl.kerberos.kinit.cmd": _KEYTAB,
+    "sasl.kerberos.min.time.before.relogin": _KEYTAB,
+    "sasl.kerberos.ticket.renew.jitter": _KEYTAB,
+    "sasl.kerberos.ticket.renew.window.factor": _KEYTAB,
 }
 """Kafka settings with no meaning in Headwater: taken from a file, and said to be
 ignored, each with why."""

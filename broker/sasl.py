@@ -20,10 +20,13 @@ closed. The mechanisms' messages are :mod:`protocol.sasl`'s.
   without one configured, Kafka's unsecured tokens); its principal claim is the user. A
   token refused is answered as RFC 7628 says (an error challenge, which the client
   acknowledges), then SASL_AUTHENTICATION_FAILED with why.
+- GSSAPI (Kerberos): a ticket for the broker's service principal, checked with the key in
+  the listener's keytab by :mod:`broker.kerberos`; the user is the client principal's
+  short name (``sasl.kerberos.principal.to.local.rules``).
 
 A broker reaches others on a SASL inter-broker listener with the mechanism
 ``sasl.mechanism.inter.broker.protocol`` and the ``username``/``password`` of its JAAS
-options (:func:`peer_login`).
+options, or for GSSAPI its own principal and keytab there (:func:`peer_login`).
 
 Concurrency: event loop thread only; ZooKeeper reads through :class:`ZkBridge`.
 """
@@ -42,6 +45,7 @@ import structlog
 if TYPE_CHECKING:
     from broker.tokens import TokenLogin
 from broker.config import BrokerConfig, ConfigError
+from broker.kerberos import GssapiAcceptor, GssapiExchange, GssapiPeerLogin
 from broker.network import PeerLogin
 from broker.oauth import BearerChecker, JwksSource
 from broker.zk import (
@@ -85,6 +89,7 @@ from protocol.errors import (
     UnacceptableCredentialError,
     UnsupportedSaslMechanismError,
 )
+from protocol.kerberos import GSSAPI
 from protocol.oauthbearer import (
     OAUTHBEARER,
     InsufficientScope,
@@ -131,6 +136,8 @@ class SaslListener:
     """connections.max.reauth.ms: how long a session lasts (0: for ever)."""
     tokens: TokenLogins | None = None
     """Delegation tokens' SCRAM logins (``tokenauth=true``; None: not taken)."""
+    kerberos: GssapiAcceptor | None = None
+    """How GSSAPI logins are checked (None: the listener does not offer it)."""
 
 
 class TokenLogins(Protocol):
@@ -179,6 +186,14 @@ def sasl_listeners(
         bearer = None
         if OAUTHBEARER in mechanisms:
             bearer = BearerChecker(config, _jaas(config, name, OAUTHBEARER), keys)
+        kerberos = None
+        if GSSAPI in mechanisms:
+            kerberos = GssapiAcceptor(
+                name,
+                _jaas(config, name, GSSAPI),
+                config["sasl.kerberos.service.name"],
+                config["sasl.kerberos.principal.to.local.rules"],
+            )
         out[name] = SaslListener(
             name,
             mechanisms,
@@ -187,6 +202,7 @@ def sasl_listeners(
             config["connection.failed.authentication.delay.ms"] / 1000,
             bearer,
             config["connections.max.reauth.ms"],
+            kerberos=kerberos,
         )
     return out
 
@@ -198,6 +214,9 @@ def peer_login(config: BrokerConfig) -> PeerLogin | None:
         return None
     mechanism = config["sasl.mechanism.inter.broker.protocol"]
     options = _jaas(config, listener, mechanism)
+    if mechanism == GSSAPI:
+        kerberos = GssapiPeerLogin(listener, options, config["sasl.kerberos.service.name"])
+        return PeerLogin(GSSAPI, "", "", kerberos)
     username, password = options.get("username"), options.get("password")
     if not username or not password:
         raise ConfigError(
@@ -221,6 +240,7 @@ class Authenticator:
     ILLEGAL_SASL_STATE."""
 
     __slots__ = (
+        "_gssapi",
         "_listener",
         "_logged_in_at",
         "_mechanism",
@@ -240,6 +260,7 @@ class Authenticator:
         self._mechanism: str | None = None
         self._scram: ScramServer | None = None
         self._token: TokenLogin | None = None  # a delegation token's login under way
+        self._gssapi: GssapiExchange | None = None
         self._refused: str | None = None
         """Why an OAUTHBEARER token was refused: the client's next message fails."""
         self._previous: str | None = None
@@ -297,7 +318,7 @@ class Authenticator:
                     ),
                 )
             self._previous, self.principal = self.principal, None
-            self._scram, self._refused = None, None
+            self._scram, self._refused, self._gssapi = None, None, None
             return SaslHandshakeResponse(mechanisms=offered)
         if self._mechanism is not None or self.done:
             self.failed = True
@@ -333,6 +354,8 @@ class Authenticator:
                 response = self._plain(bytes(request.auth_bytes))
             elif self._mechanism == OAUTHBEARER:
                 response = await self._bearer(bytes(request.auth_bytes))
+            elif self._mechanism == GSSAPI:
+                response = await self._kerberos(bytes(request.auth_bytes))
             else:
                 response = await self._scram_step(bytes(request.auth_bytes))
             if self.done and self.expires_ms is not None:
@@ -396,6 +419,19 @@ class Authenticator:
             )
         self._in(token.principal, token.expires_ms)
         return SaslAuthenticateResponse()
+
+    async def _kerberos(self, message: bytes) -> SaslAuthenticateResponse:
+        acceptor = self._listener.kerberos
+        assert acceptor is not None  # offered, so configured
+        if self._gssapi is None:
+            self._gssapi = acceptor.exchange()
+        answer = await self._gssapi.step(message)
+        principal = self._gssapi.principal
+        if principal is not None:
+            # the session lasts connections.max.reauth.ms, not the ticket's life: Kafka's
+            # (the JDK's GSSAPI server tells it no credential lifetime)
+            self._in(acceptor.namer.short_name(principal))
+        return SaslAuthenticateResponse(auth_bytes=answer)
 
     async def _scram_step(self, message: bytes) -> SaslAuthenticateResponse:
         assert self._mechanism is not None

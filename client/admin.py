@@ -263,6 +263,10 @@ class Admin:
         sasl_plain_password: str | None = None,
         sasl_oauth_token_provider: TokenProvider | None = None,
         sasl_token_auth: bool = False,
+        sasl_kerberos_service_name: str = "kafka",
+        sasl_kerberos_domain_name: str | None = None,
+        sasl_kerberos_keytab: str | None = None,
+        sasl_kerberos_principal: str | None = None,
     ) -> None:
         self.client_id = client_id
         self.request_timeout_ms = request_timeout_ms
@@ -279,6 +283,10 @@ class Admin:
             sasl_plain_password,
             sasl_oauth_token_provider=sasl_oauth_token_provider,
             sasl_token_auth=sasl_token_auth,
+            sasl_kerberos_service_name=sasl_kerberos_service_name,
+            sasl_kerberos_domain_name=sasl_kerberos_domain_name,
+            sasl_kerberos_keytab=sasl_kerberos_keytab,
+            sasl_kerberos_principal=sasl_kerberos_principal,
         )
         self._cluster = Cluster(
             bootstrap_servers,

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 from client.errors import TlsError
+from client.kerberos import GssapiClient
 from client.security import SaslLogin, TokenProvider
 from protocol.apis import (
     APIS,
@@ -59,6 +60,7 @@ from protocol.framing import (
     FramePool,
     parse_response_header,
 )
+from protocol.kerberos import GSSAPI
 from protocol.oauthbearer import KVSEP, bearer_message
 from protocol.sasl import SaslError, ScramClient, plain_message
 
@@ -315,6 +317,8 @@ class BrokerConnection:
                 await self._sasl(plain_message(login.username, login.password))
             elif login.token_provider is not None:
                 await self._bearer(login.token_provider)
+            elif login.mechanism == GSSAPI:
+                await self._kerberos(login)
             else:
                 scram = ScramClient(
                     login.mechanism,
@@ -334,6 +338,8 @@ class BrokerConnection:
             check = (
                 "the token sasl_oauth_token_provider gives"
                 if login.token_provider is not None
+                else "the Kerberos credentials and the brokers' principal"
+                if login.mechanism == GSSAPI
                 else "sasl_plain_username and sasl_plain_password"
             )
             raise SaslAuthenticationFailedError(f"{where}: {exc.message}; check {check}") from None
@@ -360,6 +366,21 @@ class BrokerConnection:
         if challenge:
             await self._sasl(KVSEP)  # the broker's refusal (SASL_AUTHENTICATION_FAILED)
             raise SaslError(f"the broker refused the token: {challenge.decode(errors='replace')}")
+
+    async def _kerberos(self, login: SaslLogin) -> None:
+        """GSSAPI: the context tokens, then the security layer (none); the GSS-API calls
+        in a worker thread (they may ask the KDC for the broker's ticket)."""
+        gss = await asyncio.to_thread(
+            GssapiClient,
+            login.kerberos_service_name,
+            login.kerberos_domain_name or self.host,
+            login.kerberos_keytab,
+            login.kerberos_principal,
+        )
+        message: bytes | None = await asyncio.to_thread(gss.first)
+        while message is not None:
+            answer = await self._sasl(message)
+            message = await asyncio.to_thread(gss.step, answer)
 
     async def _sasl(self, message: bytes) -> bytes:
         response = await self._login_request(

@@ -158,6 +158,10 @@ class Consumer:
         sasl_plain_password: str | None = None,
         sasl_oauth_token_provider: TokenProvider | None = None,
         sasl_token_auth: bool = False,
+        sasl_kerberos_service_name: str = "kafka",
+        sasl_kerberos_domain_name: str | None = None,
+        sasl_kerberos_keytab: str | None = None,
+        sasl_kerberos_principal: str | None = None,
         key_deserializer: Deserializer | None = None,
         value_deserializer: Deserializer | None = None,
         metrics_num_samples: int = NUM_SAMPLES,
@@ -218,6 +222,10 @@ class Consumer:
             sasl_plain_password,
             sasl_oauth_token_provider=sasl_oauth_token_provider,
             sasl_token_auth=sasl_token_auth,
+            sasl_kerberos_service_name=sasl_kerberos_service_name,
+            sasl_kerberos_domain_name=sasl_kerberos_domain_name,
+            sasl_kerberos_keytab=sasl_kerberos_keytab,
+            sasl_kerberos_principal=sasl_kerberos_principal,
         )
         self._cluster = Cluster(
             bootstrap_servers,

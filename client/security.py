@@ -12,7 +12,9 @@ OAUTHBEARER takes ``sasl_oauth_token_provider`` instead (aiokafka's): an object 
 ``async token()`` gives the bearer token (a JWT from the identity provider), asked
 again at each login, and whose ``extensions()`` (if any) gives SASL extensions.
 :class:`UnsecuredTokenProvider` makes unsigned tokens, for development brokers that take
-them (Kafka's ``unsecuredLoginStringClaim_sub``).
+them (Kafka's ``unsecuredLoginStringClaim_sub``). GSSAPI (Kerberos) takes the
+environment's Kerberos credentials and ``sasl_kerberos_service_name`` (default
+``kafka``) and ``sasl_kerberos_domain_name`` (aiokafka's; see :mod:`client.kerberos`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import Protocol, runtime_checkable
 
 from client.errors import ConfigurationError
 from client.oauth import ClientCredentialsTokenProvider
+from protocol.kerberos import GSSAPI
 from protocol.oauthbearer import OAUTHBEARER, unsecured_token
 from protocol.sasl import MECHANISMS as _PASSWORD_MECHANISMS
 from protocol.sasl import SaslError, parse_jaas
@@ -47,7 +50,7 @@ __all__ = [
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 _TLS = ("SSL", "SASL_SSL")
 _SASL = ("SASL_PLAINTEXT", "SASL_SSL")
-MECHANISMS = (*_PASSWORD_MECHANISMS, OAUTHBEARER)
+MECHANISMS = (*_PASSWORD_MECHANISMS, OAUTHBEARER, GSSAPI)
 
 
 @runtime_checkable
@@ -105,6 +108,14 @@ class SaslLogin:
     token_auth: bool = False
     """SCRAM with a delegation token (Kafka's ``tokenauth=true`` extension): the token's
     id as the username, its HMAC in base64 as the password."""
+    kerberos_service_name: str = "kafka"
+    """GSSAPI: the broker's principal is ``<this>/<host>``."""
+    kerberos_domain_name: str | None = None
+    """GSSAPI: the host in the broker's principal, if not the one connected to."""
+    kerberos_keytab: str | None = None
+    """GSSAPI: a keytab of the client's own, with :attr:`kerberos_principal`'s key (None:
+    the environment's credentials)."""
+    kerberos_principal: str | None = None
 
     def __repr__(self) -> str:  # never the password, in a log or a traceback
         return f"SaslLogin({self.mechanism}, {self.username!r})"
@@ -153,6 +164,10 @@ def security_for(
     *,
     sasl_oauth_token_provider: TokenProvider | None = None,
     sasl_token_auth: bool = False,
+    sasl_kerberos_service_name: str = "kafka",
+    sasl_kerberos_domain_name: str | None = None,
+    sasl_kerberos_keytab: str | None = None,
+    sasl_kerberos_principal: str | None = None,
 ) -> tuple[ssl.SSLContext | None, SaslLogin | None]:
     """What connections use: a TLS context (None: plain TCP) and a SASL login (None:
     none), or why the settings do not fit. ``sasl_token_auth``: the SCRAM login is a
@@ -179,6 +194,18 @@ def security_for(
                 f"sasl_oauth_token_provider is given but sasl_mechanism is {sasl_mechanism}; "
                 "set sasl_mechanism='OAUTHBEARER'"
             )
+        if sasl_mechanism == GSSAPI:
+            if sasl_plain_username is not None or sasl_plain_password is not None:
+                raise ConfigurationError(
+                    "sasl_mechanism='GSSAPI' logs in with Kerberos credentials (kinit, or "
+                    "KRB5_CLIENT_KTNAME), not sasl_plain_username/sasl_plain_password"
+                )
+            return tls, _kerberos_login(
+                sasl_kerberos_service_name,
+                sasl_kerberos_domain_name,
+                sasl_kerberos_keytab,
+                sasl_kerberos_principal,
+            )
         if not sasl_plain_username or not sasl_plain_password:
             raise ConfigurationError(
                 f"security_protocol='{security_protocol}' needs sasl_plain_username and "
@@ -198,6 +225,30 @@ def security_for(
             f"{security_protocol}; set security_protocol='SASL_PLAINTEXT' or 'SASL_SSL'"
         )
     return tls, login
+
+
+def _kerberos_login(
+    service_name: str, domain_name: str | None, keytab: str | None, principal: str | None
+) -> SaslLogin:
+    if (keytab is None) != (principal is None):
+        raise ConfigurationError(
+            "sasl_kerberos_keytab and sasl_kerberos_principal go together: the keytab "
+            "holding the key of the client's principal (or neither: the environment's "
+            "Kerberos credentials)"
+        )
+    if not service_name:
+        raise ConfigurationError(
+            "sasl_mechanism='GSSAPI' needs sasl_kerberos_service_name: the primary of the "
+            "brokers' principals (kafka for kafka/host@REALM)"
+        )
+    return SaslLogin(
+        GSSAPI,
+        "",
+        kerberos_service_name=service_name,
+        kerberos_domain_name=domain_name,
+        kerberos_keytab=keytab,
+        kerberos_principal=principal,
+    )
 
 
 def _tls_for(security_protocol: str, ssl_context: ssl.SSLContext | None) -> ssl.SSLContext | None:
@@ -233,6 +284,7 @@ _PROPERTIES = {
     "sasl.oauthbearer.token.endpoint.url",
     "sasl.oauthbearer.header.urlencode",
     "sasl.login.callback.handler.class",
+    "sasl.kerberos.service.name",
 }
 
 
@@ -284,41 +336,72 @@ def settings_from_properties(props: dict[str, str], source: str) -> dict[str, ob
             check_hostname=props.get("ssl.endpoint.identification.algorithm", "https") == "https",
         )
     if protocol in _SASL:
-        try:
-            options = parse_jaas(props.get("sasl.jaas.config", ""))
-        except SaslError as exc:
-            raise ConfigurationError(f"{source}: sasl.jaas.config: {exc}") from None
-        settings["sasl_mechanism"] = props.get("sasl.mechanism", "GSSAPI")
-        if settings["sasl_mechanism"] == OAUTHBEARER:
-            url = props.get("sasl.oauthbearer.token.endpoint.url")
-            settings["sasl_oauth_token_provider"] = (
-                _client_credentials(
-                    url,
-                    options,
-                    source,
-                    urlencode=props.get("sasl.oauthbearer.header.urlencode", "false") == "true",
-                )
-                if url
-                else _unsecured_login(options, source)
+        settings.update(_sasl_settings(props, source))
+    return settings
+
+
+def _sasl_settings(props: dict[str, str], source: str) -> dict[str, object]:
+    """The ``sasl_*`` settings of Kafka's SASL properties."""
+    mechanism = props.get("sasl.mechanism", "GSSAPI")
+    jaas = props.get("sasl.jaas.config", "")
+    try:
+        # (GSSAPI without one: the environment's credentials, as librdkafka's)
+        options = parse_jaas(jaas) if jaas or mechanism != GSSAPI else {}
+    except SaslError as exc:
+        raise ConfigurationError(f"{source}: sasl.jaas.config: {exc}") from None
+    settings: dict[str, object] = {"sasl_mechanism": mechanism}
+    if settings["sasl_mechanism"] == OAUTHBEARER:
+        url = props.get("sasl.oauthbearer.token.endpoint.url")
+        settings["sasl_oauth_token_provider"] = (
+            _client_credentials(
+                url,
+                options,
+                source,
+                urlencode=props.get("sasl.oauthbearer.header.urlencode", "false") == "true",
             )
-            return settings
-        settings["sasl_plain_username"] = options.get("username")
-        settings["sasl_plain_password"] = options.get("password")
-        if options.get("tokenauth", "false").lower() == "true":  # a delegation token
-            settings["sasl_token_auth"] = True
-        if settings["sasl_mechanism"] not in MECHANISMS:
-            raise ConfigurationError(
-                f"{source}: sasl.mechanism={settings['sasl_mechanism']}: use one of "
-                f"{', '.join(MECHANISMS)}"
-            )
-        if not options.get("username") or not options.get("password"):
-            raise ConfigurationError(
-                f'{source}: sasl.jaas.config needs username="..." password="..."'
-            )
+            if url
+            else _unsecured_login(options, source)
+        )
+        return settings
+    if settings["sasl_mechanism"] == GSSAPI:
+        return {**settings, **_kerberos_settings(props, options, source)}
+    settings["sasl_plain_username"] = options.get("username")
+    settings["sasl_plain_password"] = options.get("password")
+    if options.get("tokenauth", "false").lower() == "true":  # a delegation token
+        settings["sasl_token_auth"] = True
+    if settings["sasl_mechanism"] not in MECHANISMS:
+        raise ConfigurationError(
+            f"{source}: sasl.mechanism={settings['sasl_mechanism']}: use one of "
+            f"{', '.join(MECHANISMS)}"
+        )
+    if not options.get("username") or not options.get("password"):
+        raise ConfigurationError(f'{source}: sasl.jaas.config needs username="..." password="..."')
     return settings
 
 
 _UNSECURED = "unsecuredLogin"
+
+
+def _kerberos_settings(
+    props: dict[str, str], options: dict[str, str], source: str
+) -> dict[str, object]:
+    """GSSAPI's client settings from Kafka's properties: the service name, and a keytab
+    of the client's own if its Krb5LoginModule line names one (else a ticket cache)."""
+    settings: dict[str, object] = {
+        # (Kafka's JAAS serviceName option is the older spelling)
+        "sasl_kerberos_service_name": props.get(
+            "sasl.kerberos.service.name", options.get("serviceName", "")
+        )
+    }
+    if options.get("useKeyTab", "false").lower() == "true":
+        if not options.get("keyTab") or not options.get("principal"):
+            raise ConfigurationError(
+                f'{source}: sasl.jaas.config with useKeyTab=true needs keyTab="..." and '
+                'principal="..."'
+            )
+        settings["sasl_kerberos_keytab"] = options["keyTab"]
+        settings["sasl_kerberos_principal"] = options["principal"]
+    return settings
 
 
 def _unsecured_login(options: Mapping[str, str], source: str) -> UnsecuredTokenProvider:
