@@ -117,7 +117,7 @@ _AUTHORIZERS = (
     "kafka.security.auth.SimpleAclAuthorizer",
 )
 _LISTENER_JAAS = re.compile(
-    r"^listener\.name\.[a-z_][a-z0-9_]*\.(plain|scram-sha-256|scram-sha-512|oauthbearer)\.sasl\.jaas\.config$"
+    r"^listener\.name\.[a-z_][a-z0-9_]*\.(plain|scram-sha-256|scram-sha-512|oauthbearer|gssapi)\.sasl\.jaas\.config$"
 )
 _LISTENER_LIMIT = re.compile(
     r"^listener\.name\.(?P<listener>[a-z_][a-z0-9_]*)\."

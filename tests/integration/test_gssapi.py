@@ -187,6 +187,9 @@ async def test_brokers_replicate_to_each_other_logged_in_by_kerberos(
     keytab = kdc.principal(SERVICE)
     settings = {
         **_settings(keytab),
+        # Kafka's per-listener form this time
+        "sasl.jaas.config": "",
+        "listener.name.internal.gssapi.sasl.jaas.config": _settings(keytab)["sasl.jaas.config"],
         "listeners": "PLAINTEXT://127.0.0.1:0,INTERNAL://127.0.0.1:0",
         "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,INTERNAL:SASL_PLAINTEXT",
         "kafka.protocol.listeners": "",

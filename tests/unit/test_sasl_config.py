@@ -50,7 +50,7 @@ def test_sasl_listeners_take_their_users_and_brokers_their_own_login() -> None:
         (["sasl.enabled.mechanisms=NTLM"], "'NTLM' is not one of PLAIN"),
         (["sasl.mechanism.inter.broker.protocol=OAUTHBEARER"], "use one of PLAIN"),
         (["listeners=S://h:1", "listener.security.protocol.map=S:SASL_SSL"], "S is SASL_SSL: set"),
-        (["listener.name.x.gssapi.sasl.jaas.config=a"], "unknown setting"),
+        (["listener.name.x.ntlm.sasl.jaas.config=a"], "unknown setting"),
         (
             ["listener.name.nowhere.plain.sasl.jaas.config=a"],
             "names listener nowhere, which is not in listeners",
