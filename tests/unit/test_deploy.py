@@ -84,6 +84,10 @@ def test_the_dockerfile_installs_this_package_and_runs_the_broker() -> None:
         assert f"COPY {name} ./{name}" in text, f"the image lacks {name}/"
         assert (ROOT / name).is_dir()
     assert 'ENTRYPOINT ["headwater-broker"]' in text
+    # the extras asked for (--build-arg EXTRAS=gssapi) are installed, none by default
+    assert 'ARG EXTRAS=""' in text
+    assert 'pip install ".${EXTRAS:+[$EXTRAS]}"' in text
+    assert "gssapi" in project["project"]["optional-dependencies"]
     assert "headwater-broker" in project["project"]["scripts"]
     assert "STOPSIGNAL SIGTERM" in text
     for line in text.splitlines():
