@@ -56,7 +56,7 @@ from broker.log.log import wall_clock_ms
 from broker.log.manager import LogManager, TopicPartition
 from broker.metadata import MetadataCache, id_of_unknown_name
 from broker.metrics import MetricsServer, Sample, counter, gauge, gc_samples
-from broker.network import PeerConnection, PeerError, PeerPool
+from broker.network import PeerConnection, PeerError, PeerPool, PeerTls
 from broker.quotas import QuotaManager
 from broker.registration import BrokerRegistrar, get_or_create_cluster_id
 from broker.replica.isr import IsrUpdater
@@ -214,8 +214,8 @@ class Broker:
         self._replicas: ReplicaManager | None = None
         self._admin: TopicAdmin | None = None
         self._servers: dict[str, BrokerServer] = {}
-        self._peer_tls: ssl.SSLContext | None = None
-        self._server_tls: ssl.SSLContext | None = None
+        self._tls: tls.TlsContexts | None = None
+        self._peer_tls: PeerTls | None = None  # (None: the inter-broker listener is plaintext)
         self._connection_quotas: ConnectionQuotas | None = None
         self._peer_login: sasl.PeerLogin | None = None
         self._credentials: sasl.ScramCredentials | None = None
@@ -264,8 +264,9 @@ class Broker:
 
     async def start(self) -> None:
         cfg = self.config
-        server_tls, self._peer_tls = tls.contexts(cfg)  # a bad keystore stops us here
-        self._server_tls = server_tls
+        self._tls = tls.TlsContexts(cfg)  # a bad keystore or truststore stops us here
+        server_tls = self._tls.listening()
+        self._peer_tls = self._tls.peer_context if self._tls.peer is not None else None
         self._peer_login = sasl.peer_login(cfg)  # as does a bad JAAS line
         sasl.sasl_listeners(cfg, None)
         self._zk = ZkBridge(
@@ -294,6 +295,14 @@ class Broker:
         self._broker_configs = BrokerConfigs(self._zk, cfg)
         self._broker_configs.on_change(self._on_keystore)  # a dynamic one: before we listen
         await self._broker_configs.start()  # the logs open with the dynamic defaults
+        if self._tls is not None and self._tls.error is not None:
+            # not served on the static files instead: a truststore changed to take a CA
+            # out would take it back in (Kafka does not start either)
+            raise ConfigError(
+                f"this broker's dynamic TLS files do not load: {self._tls.error}; fix the "
+                f"file, or take the setting off through another broker (headwater "
+                f"broker-configs --alter --broker {self.broker_id} --delete-config ...)"
+            )
         self._log = self._log.bind(cluster_id=self.cluster_id)
         self._logs = LogManager(
             cfg.log_dirs,
@@ -1122,18 +1131,22 @@ class Broker:
             self._elect_unclean(None)
 
     def _on_keystore(self, changed: set[str]) -> None:
-        """``ssl.keystore.location`` changed, or was set again to load a file rotated in
-        place: the SSL listeners and the connections to other brokers show the new
-        certificate from their next handshake; connections made keep theirs."""
-        if "ssl.keystore.location" not in changed:
+        """``ssl.keystore.location`` or ``ssl.truststore.location`` changed, or was set
+        again to load a file rotated in place: the SSL listeners and the connections to
+        other brokers show the new certificate, and trust the new CAs, from their next
+        handshake; connections made keep theirs."""
+        files = changed & {"ssl.keystore.location", "ssl.truststore.location"}
+        if not files or self._tls is None:
             return
         try:
-            loaded = tls.reload_keystore([self._server_tls, self._peer_tls], self.config)
-        except ConfigError as exc:  # changed since it was checked: the old one stays
-            self._log.error("broker.keystore_not_loaded", error=str(exc))
+            loaded = self._tls.reload(self.config)
+        except ConfigError as exc:  # changed since it was checked: the old ones stay
+            self._log.error("broker.tls_files_not_loaded", error=str(exc))
             return
         if loaded:
-            self._log.info("broker.keystore_loaded", path=self.config["ssl.keystore.location"])
+            self._log.info(
+                "broker.tls_files_loaded", **{n.split(".")[1]: self.config[n] for n in files}
+            )
 
     def _elect_unclean(self, topic: str | None) -> None:
         """If this broker is the controller: elect leaders for ``topic``'s offline

@@ -96,7 +96,7 @@ def _doc_of(name: str) -> str | None:
     return None if setting is None else setting.doc
 
 
-_FILES = frozenset({"ssl.keystore.location"})
+_FILES = frozenset({"ssl.keystore.location", "ssl.truststore.location"})
 """Settings naming a file: set to the same path again, the file is loaded again (Kafka's
 way to rotate a certificate in place)."""
 
@@ -197,7 +197,7 @@ class BrokerConfigs(ZkMirror):
             current, version = await self._read(entity)
             wanted = change(subject, current)
             self._validate(entity, wanted, current)
-            await self._check_files(entity, wanted)
+            await self._check_files(entity, wanted, current)
             if validate_only:
                 return
             if wanted == current:
@@ -223,17 +223,29 @@ class BrokerConfigs(ZkMirror):
         self._log.info("broker_config.changed", entity=entity, overrides=wanted, by=principal())
         await self.catch_up()  # in force here before the answer goes
 
-    async def _check_files(self, entity: str, wanted: dict[str, str]) -> None:
-        """A keystore this change names must load here before it is written (Kafka
-        checks a new keystore the same way): a bad one is refused, the old one stays."""
-        if entity == DEFAULT_ENTITY or not _FILES & wanted.keys():
+    async def _check_files(
+        self, entity: str, wanted: dict[str, str], current: dict[str, str]
+    ) -> None:
+        """A keystore or truststore this change names (or takes off) must load here before
+        it is written, and, for this broker's own, keep the inter-broker listener working
+        (Kafka checks both the same way): a bad one is refused, the old one stays."""
+        if entity == DEFAULT_ENTITY or not any(wanted.get(n) != current.get(n) for n in _FILES):
             return
         trial = self._config.with_dynamic(
             self._config.dynamic_default,
             {n: parse_dynamic(n, v, _where(entity)) for n, v in wanted.items() if n in _FILES},
         )
+        # (a copy: the thread must not read settings the loop may change meanwhile)
+        now = self._config.with_dynamic(self._config.dynamic_default, self._config.dynamic_broker)
+        own = entity == str(self._config.broker_id)
+
+        def check() -> None:
+            tls.check_files(trial)
+            if own:
+                tls.check_change(now, trial)
+
         try:
-            await asyncio.to_thread(tls.check_keystore, trial)
+            await asyncio.to_thread(check)
         except ConfigError as exc:
             raise InvalidConfigError(f"{_where(entity)}: {exc}") from None
 

@@ -1167,9 +1167,9 @@ TOPIC_CONFIG_SYNONYMS = {
 }
 """Topic config -> the broker setting that gives its default (Kafka's synonyms)."""
 
-PER_BROKER_CONFIGS = frozenset({"ssl.keystore.location"})
+PER_BROKER_CONFIGS = frozenset({"ssl.keystore.location", "ssl.truststore.location"})
 """Dynamic configs a broker has of its own, never every broker's default (Kafka's
-PerBrokerConfigs): each broker's certificate is its own."""
+PerBrokerConfigs): each broker's certificate, and the CAs it trusts, are its own."""
 
 DYNAMIC_BROKER_CONFIGS = frozenset(
     {
@@ -1187,7 +1187,7 @@ DYNAMIC_BROKER_CONFIGS = frozenset(
 """The settings that can be changed on a running cluster, per broker or as every broker's
 default (Kafka's KIP-226 dynamic broker configs: here, the broker defaults of the topic
 configs, which a topic without an override of its own follows at once, the replication
-throttles, the connection limits and rate, and a broker's TLS certificate)."""
+throttles, the connection limits and rate, and a broker's TLS certificate and truststore)."""
 
 STATIC, DEFAULT = "STATIC_BROKER_CONFIG", "DEFAULT_CONFIG"
 DYNAMIC_BROKER, DYNAMIC_DEFAULT = "DYNAMIC_BROKER_CONFIG", "DYNAMIC_DEFAULT_BROKER_CONFIG"

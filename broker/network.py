@@ -32,13 +32,18 @@ from protocol.errors import HeadwaterError, MalformedFrameError, MalformedMessag
 from protocol.framing import LENGTH_SIZE, parse_response_header
 from protocol.sasl import SaslError, ScramClient, plain_message
 
-__all__ = ["PeerConnection", "PeerError", "PeerKerberos", "PeerLogin", "PeerPool"]
+__all__ = ["PeerConnection", "PeerError", "PeerKerberos", "PeerLogin", "PeerPool", "PeerTls"]
 
 _MAX_RESPONSE_BYTES = 100 * 1024 * 1024
 
 
 class PeerError(HeadwaterError):
     """A request to another broker failed (connection, timeout, or a garbled answer)."""
+
+
+PeerTls = Callable[[], ssl.SSLContext | None]
+"""What a connection to another broker's SSL listener speaks TLS with, asked at each
+connect: the inter-broker keystore and truststore are dynamic (broker.tls.TlsContexts)."""
 
 
 class PeerKerberos(Protocol):
@@ -70,7 +75,7 @@ class PeerConnection:
         port: int,
         *,
         request_timeout_ms: int = 30_000,
-        tls: ssl.SSLContext | None = None,
+        tls: PeerTls | None = None,
         login: PeerLogin | None = None,
     ) -> None:
         self.host = host
@@ -108,11 +113,12 @@ class PeerConnection:
 
     async def _exchange(self, api_key: ApiKey, request: Request, version: int | None) -> Any:
         if self._writer is None:
+            tls = self._tls() if self._tls is not None else None
             self._reader, self._writer = await asyncio.open_connection(
                 self.host,
                 self.port,
-                ssl=self._tls,
-                server_hostname=self.host if self._tls is not None else None,
+                ssl=tls,
+                server_hostname=self.host if tls is not None else None,
             )
             if self._login is not None:
                 await self._authenticate(self._login)
@@ -189,7 +195,7 @@ class PeerPool:
         address_of: Callable[[int], tuple[str, int] | None],
         *,
         request_timeout_ms: int = 30_000,
-        tls: ssl.SSLContext | None = None,
+        tls: PeerTls | None = None,
         login: PeerLogin | None = None,
     ) -> None:
         self._address_of = address_of  # a broker's inter-broker listener, if known

@@ -6,6 +6,14 @@ encrypted key, ``ssl.truststore.location`` the CA certificates it trusts (the sy
 empty), ``ssl.client.auth`` whether clients must show a certificate, and
 ``ssl.endpoint.identification.algorithm`` whether a broker connecting to another checks the
 name in that broker's certificate. TLS 1.2 at least.
+
+``ssl.keystore.location`` and ``ssl.truststore.location`` are dynamic for one broker
+(Kafka's per-broker dynamic SSL configs): :class:`TlsContexts` builds both contexts
+anew from the files and swaps them in. A listener's handshakes take the current one (its
+first context's SNI callback hands each new connection the current context, which
+OpenSSL then uses for the certificate shown and the client certificates trusted), and
+each new connection to another broker asks for the current one; connections made keep
+theirs.
 """
 
 from __future__ import annotations
@@ -14,7 +22,7 @@ import ssl
 
 from broker.config import TLS_PROTOCOLS, BrokerConfig, ConfigError, listener_name
 
-__all__ = ["check_keystore", "client_context", "contexts", "reload_keystore", "server_context"]
+__all__ = ["TlsContexts", "check_files", "client_context", "contexts", "server_context"]
 
 _CLIENT_AUTH = {
     "none": ssl.CERT_NONE,
@@ -39,6 +47,11 @@ def server_context(config: BrokerConfig) -> ssl.SSLContext:
     """What an SSL listener serves with."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
+    # no session tickets (TLS 1.2's, nor TLS 1.3's): a session resumed from one would skip
+    # the client certificate's check against a truststore changed since (TlsContexts);
+    # Kafka's connections are long-lived, and a full handshake costs a millisecond
+    context.options |= ssl.OP_NO_TICKET
+    context.num_tickets = 0
     _load_identity(context, config)
     context.verify_mode = _CLIENT_AUTH[config["ssl.client.auth"]]
     if context.verify_mode != ssl.CERT_NONE:
@@ -59,27 +72,133 @@ def client_context(config: BrokerConfig) -> ssl.SSLContext:
     return context
 
 
-def check_keystore(config: BrokerConfig) -> None:
-    """Raise :class:`ConfigError` unless ``config``'s keystore loads (a certificate and
-    its private key, opened with ``ssl.key.password``). Reads a few KB of PEM: a change
-    checks it in a thread first; the reload that follows reads it on the loop."""
-    _load_identity(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), config)
+def check_files(config: BrokerConfig) -> None:
+    """Raise :class:`ConfigError` unless ``config``'s keystore (a certificate and its
+    private key, opened with ``ssl.key.password``) and truststore (CA certificates) load,
+    and are given where the start requires them (a keystore for SSL listeners; a
+    truststore where they ask for client certificates). Reads a few KB of PEM: a change
+    checks them in a thread first; the reload that follows reads them on the loop."""
+    secure = _has_tls_listeners(config)
+    if config["ssl.keystore.location"] or secure:
+        _load_identity(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), config)
+    if config["ssl.truststore.location"]:
+        _load_trust(ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT), config, ssl.Purpose.SERVER_AUTH)
+    elif secure and config["ssl.client.auth"] != "none":
+        raise ConfigError(  # (what the start says too: the system's CAs would be trusted)
+            f"ssl.client.auth={config['ssl.client.auth']} needs ssl.truststore.location: the "
+            "CA certificates that signed the clients' certificates (PEM)"
+        )
 
 
-def reload_keystore(contexts: list[ssl.SSLContext | None], config: BrokerConfig) -> bool:
-    """Serve (and show other brokers) the certificate in ``config``'s keystore from the
-    next handshake on: each context is changed in place, so the listeners and peer
-    connections already made with it take it (a new certificate without a restart, as
-    Kafka's dynamic ``ssl.keystore.location``). Checked on a throwaway context first: a
-    bad file changes nothing (a failed load could leave a certificate without its key).
-    False if there is nothing to reload (no TLS here, or no keystore)."""
-    live = [c for c in contexts if c is not None]
-    if not live or not config["ssl.keystore.location"]:
-        return False
-    check_keystore(config)
-    for context in live:
-        _load_identity(context, config)
-    return True
+def check_change(current: BrokerConfig, changed: BrokerConfig) -> None:
+    """Raise :class:`ConfigError` if the files of ``changed`` would cut this broker off
+    from the others over a TLS inter-broker listener (Kafka's SslEngineValidator): the
+    others still have the files of ``current``, so a handshake of this broker's new
+    client side with an old server side, and of an old client side with its new server
+    side, must both succeed. In memory, no socket; host names are not checked here."""
+    if current.listener_protocols[current.inter_broker_listener] not in TLS_PROTOCOLS:
+        return
+    old_server, new_server = server_context(current), server_context(changed)
+    old_client, new_client = client_context(current), client_context(changed)
+    for client in (old_client, new_client):
+        client.check_hostname = False
+    for client, server, which in (
+        (new_client, old_server, "this broker's new files connecting to another's old ones"),
+        (old_client, new_server, "another broker's old files connecting to this one's new"),
+    ):
+        why = _handshake(client, server)
+        if why is not None:
+            raise ConfigError(
+                f"the inter-broker listener would fail ({which}: {why}): the brokers must "
+                "trust each other's certificates throughout; add the new CA to every "
+                "broker's truststore first, then change certificates, then take the old "
+                "CA out"
+            )
+
+
+def _handshake(client: ssl.SSLContext, server: ssl.SSLContext) -> str | None:
+    """A TLS handshake between the two contexts through memory: None, or why it failed."""
+    client_in, client_out, server_in, server_out = (ssl.MemoryBIO() for _ in range(4))
+    sides = [
+        (client.wrap_bio(client_in, client_out, server_side=False), client_out, server_in),
+        (server.wrap_bio(server_in, server_out, server_side=True), server_out, client_in),
+    ]
+    done = [False, False]
+    for _ in range(16):  # a handshake is a few flights
+        for i, (side, out, peer_in) in enumerate(sides):
+            if not done[i]:
+                try:
+                    side.do_handshake()
+                    done[i] = True
+                except ssl.SSLWantReadError:
+                    pass
+                except ssl.SSLError as exc:
+                    return exc.reason or str(exc)
+            if out.pending:
+                peer_in.write(out.read())
+        if all(done) and not client_out.pending and not server_out.pending:
+            try:  # TLS 1.3: the server checks the client's certificate after its Finished
+                sides[1][0].read(1)
+            except ssl.SSLWantReadError:
+                return None
+            except ssl.SSLError as exc:
+                return exc.reason or str(exc)
+            return None
+    return "the handshake did not finish"
+
+
+def _has_tls_listeners(config: BrokerConfig) -> bool:
+    protocols = config.listener_protocols
+    return any(protocols[listener_name(item)] in TLS_PROTOCOLS for item in config["listeners"])
+
+
+class TlsContexts:
+    """The broker's TLS contexts, replaced whole when its keystore or truststore changes
+    (see the module's doc)."""
+
+    def __init__(self, config: BrokerConfig) -> None:
+        self.server, self.peer = contexts(config)  # a bad file stops the start here
+        self.error: str | None = None
+        """Why the last reload failed (None: it did not): the contexts in use are older."""
+        self._listening = self.server
+        if self._listening is not None:
+            self._listening.sni_callback = self._current
+
+    def listening(self) -> ssl.SSLContext | None:
+        """What the SSL listeners are made with (None: there are none)."""
+        return self._listening
+
+    def peer_context(self) -> ssl.SSLContext | None:
+        """What a new connection to another broker speaks TLS with, now."""
+        return self.peer
+
+    def _current(
+        self, connection: ssl.SSLObject, _name: str | None, made: ssl.SSLContext
+    ) -> int | None:
+        # (called by OpenSSL on every ClientHello, with or without a server name)
+        if self.server is None or made is self.server:
+            return None
+        if connection.session_reused:
+            # a TLS 1.2 session cached (by id) under the first context: resumed, its
+            # client certificate would not be checked against the current truststore;
+            # refused, the client's next connection makes a full handshake
+            return ssl.ALERT_DESCRIPTION_HANDSHAKE_FAILURE
+        connection.context = self.server
+        return None
+
+    def reload(self, config: BrokerConfig) -> bool:
+        """Both contexts built anew from ``config``'s files and swapped in; a file that
+        does not load raises ConfigError and changes nothing. False if there is no TLS
+        here."""
+        if self.server is None and self.peer is None:
+            return False
+        try:
+            self.server, self.peer = contexts(config)
+        except ConfigError as exc:
+            self.error = str(exc)
+            raise
+        self.error = None
+        return True
 
 
 def _load_identity(context: ssl.SSLContext, config: BrokerConfig) -> None:

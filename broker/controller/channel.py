@@ -19,13 +19,12 @@ import asyncio
 import contextlib
 import dataclasses
 import itertools
-import ssl
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import structlog
 
-from broker.network import PeerConnection, PeerError, PeerLogin
+from broker.network import PeerConnection, PeerError, PeerLogin, PeerTls
 from protocol.apis import (
     APIS,
     ApiKey,
@@ -63,7 +62,7 @@ class BrokerChannel:
         request_timeout_ms: int = 30_000,
         full_metadata: Callable[[], UpdateMetadataRequest] | None = None,
         broker_epoch: int = -1,
-        tls: ssl.SSLContext | None = None,
+        tls: PeerTls | None = None,
         login: PeerLogin | None = None,
     ) -> None:
         self.broker_id = broker_id

@@ -46,7 +46,6 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
-import ssl
 from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -55,7 +54,7 @@ import structlog
 
 from broker.controller.channel import BrokerChannel
 from broker.controller.reassignment import ReplicaAssignment, check_target
-from broker.network import PeerLogin
+from broker.network import PeerLogin, PeerTls
 from broker.zk import (
     CREATE,
     BrokerRegistration,
@@ -138,7 +137,7 @@ class Controller:
         *,
         request_timeout_ms: int = 30_000,
         unclean_leader_election: Callable[[], bool] = lambda: False,
-        peer_tls: ssl.SSLContext | None = None,
+        peer_tls: PeerTls | None = None,
         peer_login: PeerLogin | None = None,
         inter_broker_listener: str = "PLAINTEXT",
     ) -> None:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import cast
@@ -32,7 +31,7 @@ from typing import cast
 import structlog
 
 from broker.log.manager import TopicPartition
-from broker.network import PeerConnection, PeerError, PeerLogin
+from broker.network import PeerConnection, PeerError, PeerLogin, PeerTls
 from broker.replica.partition import Partition
 from broker.replica.sweep import Sweep
 from broker.replica.throttle import UNLIMITED, ReplicationQuota
@@ -113,7 +112,7 @@ class ReplicaFetcher:
         response_max_bytes: int = 10 * 1024 * 1024,
         request_timeout_ms: int = 30_000,
         on_progress: Callable[[Partition], None] | None = None,
-        tls: ssl.SSLContext | None = None,
+        tls: PeerTls | None = None,
         login: PeerLogin | None = None,
         quota: ReplicationQuota | None = None,
     ) -> None:

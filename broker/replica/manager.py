@@ -28,7 +28,6 @@ import asyncio
 import contextlib
 import math
 import shutil
-import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -43,7 +42,7 @@ from broker.log import Log, LogConfig
 from broker.log.manager import LogManager, TopicPartition
 from broker.metadata import UNKNOWN_ID_PREFIX, MetadataCache
 from broker.metrics import Counter, Sample, gauge
-from broker.network import PeerLogin
+from broker.network import PeerLogin, PeerTls
 from broker.replica.fetch_session import FetchContext, FetchSessionCache, SessionPartition
 from broker.replica.fetcher import ReplicaFetcher
 from broker.replica.isr import IsrUpdater
@@ -392,7 +391,7 @@ class ReplicaManager:
         replica_fetch_max_bytes: int = 1024 * 1024,
         fetch_session_slots: int = 1000,
         config_known: Callable[[str], bool] = lambda topic: True,
-        peer_tls: ssl.SSLContext | None = None,
+        peer_tls: PeerTls | None = None,
         peer_login: PeerLogin | None = None,
         inter_broker_listener: str = "PLAINTEXT",
         authorizer: Authorizer | None = None,

@@ -18,6 +18,7 @@ import pytest
 import trustme
 
 from client import Admin, Consumer, NewTopic, Producer, TlsError, TopicPartition, create_ssl_context
+from client.localcluster import BrokerStartError
 from protocol.apis import ApiKey, FindCoordinatorRequest
 from protocol.errors import NetworkError
 from tests.integration.conftest import Cluster
@@ -45,6 +46,28 @@ def pki(ca: trustme.CA, tmp_path: Path) -> dict[str, str]:
         str(files["client"])
     )
     return {name: str(path) for name, path in files.items()}
+
+
+def _alter(
+    bootstrap: str, *args: str, config: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`headwater broker-configs --alter ARGS` (with ``config`` as --command-config)."""
+    head = [*COMMAND, "--bootstrap-server", bootstrap]
+    if config is not None:
+        head += ["--command-config", str(config)]
+    return subprocess.run(
+        [*head, "broker-configs", "--alter", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def _bundle(target: Path, *pem_files: Path) -> Path:
+    """One PEM file of the certificates in ``pem_files`` (a truststore of several CAs)."""
+    target.write_bytes(b"".join(f.read_bytes() for f in pem_files))
+    return target
 
 
 def _ssl_bootstrap(cluster: Cluster) -> str:
@@ -182,6 +205,29 @@ async def test_brokers_reach_each_other_over_mutual_tls(
 
     assert sorted(await _until(in_sync, lambda isr: len(isr) == 3)) == [1, 2, 3]
 
+    # a truststore without the CA the others' certificates come from would cut broker 1
+    # off from them: refused (Kafka's check), and the brokers go on trusting each other
+    other = trustme.CA()
+    other_ca = Path(pki["ca"]).with_name("unrelated-ca.pem")
+    other.cert_pem.write_to_path(str(other_ca))
+    properties = Path(pki["ca"]).with_name("admin.properties")
+    properties.write_text(
+        f"security.protocol=SSL\nssl.truststore.location={pki['ca']}\n"
+        f"ssl.keystore.location={pki['client']}\n"
+    )
+    alter = functools.partial(_alter, _ssl_bootstrap(cluster), config=properties)
+    refused = await asyncio.to_thread(
+        alter, "--broker", "1", "--add-config", f"ssl.truststore.location={other_ca}"
+    )
+    assert refused.returncode == 1 and "inter-broker listener would fail" in refused.stderr, refused
+    # both CAs (the first step of rotating to the new one): taken, and nothing breaks
+    both = _bundle(Path(pki["ca"]).with_name("both-cas.pem"), Path(pki["ca"]), other_ca)
+    taken = await asyncio.to_thread(
+        alter, "--broker", "1", "--add-config", f"ssl.truststore.location={both}"
+    )
+    assert taken.returncode == 0, taken
+    await _round_trip(_ssl_bootstrap(cluster), context, "mutual-after")
+
 
 async def test_brokers_may_differ_in_their_inter_broker_listener_while_it_changes(
     make_cluster: Callable[..., Cluster], pki: dict[str, str]
@@ -250,14 +296,7 @@ async def test_a_brokers_certificate_is_replaced_without_a_restart(
     ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(rotated))
     bootstrap = cluster.bootstrap
 
-    def alter(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*COMMAND, "--bootstrap-server", bootstrap, "broker-configs", "--alter", *args],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+    alter = functools.partial(_alter, bootstrap)
 
     done = await asyncio.to_thread(
         alter, "--broker", "1", "--add-config", f"ssl.keystore.location={rotated}"
@@ -294,3 +333,92 @@ async def test_a_brokers_certificate_is_replaced_without_a_restart(
     cluster.start_broker(1)
     port = cluster.brokers[1].ports["SSL"]
     assert await asyncio.to_thread(served, port) == third  # read before it listens
+
+
+def _admitted(port: int, ca: str, client_pem: str) -> bool:
+    """Whether a TLS client showing ``client_pem``'s certificate is served: an
+    ApiVersions request answered (TLS 1.3 refuses a client certificate after the
+    handshake, at the first read)."""
+    context = create_ssl_context(cafile=ca, certfile=client_pem)
+    request = b"\x00\x12\x00\x00\x00\x00\x00\x07\x00\x01c"  # ApiVersions v0, id 7, client "c"
+    try:
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+            context.wrap_socket(raw, server_hostname="127.0.0.1") as secure,
+        ):
+            secure.sendall(len(request).to_bytes(4, "big") + request)
+            return len(secure.recv(4)) == 4
+    except (ssl.SSLError, OSError):
+        return False
+
+
+async def test_the_cas_a_broker_trusts_are_replaced_without_a_restart(
+    make_cluster: Callable[..., Cluster], ca: trustme.CA, pki: dict[str, str], tmp_path: Path
+) -> None:
+    """Kafka's dynamic ssl.truststore.location: broker 1, requiring client certificates,
+    is given a truststore of another CA; from the next handshake its clients are the new
+    CA's, and the old CA's are refused (a CA taken out, not only one added); a bad file is
+    refused and changes nothing; only a broker may have its own."""
+    settings = {
+        "listeners": "PLAINTEXT://127.0.0.1:0,SSL://127.0.0.1:0",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "ssl.keystore.location": pki["broker"],
+        "ssl.truststore.location": pki["ca"],
+        "ssl.client.auth": "required",
+    }
+    cluster = make_cluster(1, settings)
+    port = cluster.brokers[1].ports["SSL"]
+    other = trustme.CA()
+    other_ca, other_client = tmp_path / "other-ca.pem", tmp_path / "other-client.pem"
+    other.cert_pem.write_to_path(str(other_ca))
+    other.issue_cert("client.example").private_key_and_cert_chain_pem.write_to_path(
+        str(other_client)
+    )
+    admitted = functools.partial(_admitted, port, pki["ca"])
+    assert await asyncio.to_thread(admitted, pki["client"])
+    assert not await asyncio.to_thread(admitted, str(other_client))
+
+    alter = functools.partial(_alter, cluster.bootstrap)
+
+    done = await asyncio.to_thread(
+        alter, "--broker", "1", "--add-config", f"ssl.truststore.location={other_ca}"
+    )
+    assert done.returncode == 0, done
+    assert await asyncio.to_thread(admitted, str(other_client))
+    assert not await asyncio.to_thread(admitted, pki["client"])  # the old CA is out
+    broken = tmp_path / "broken.pem"
+    broken.write_text("not a certificate\n")
+    refused = await asyncio.to_thread(
+        alter, "--broker", "1", "--add-config", f"ssl.truststore.location={broken}"
+    )
+    assert refused.returncode == 1 and "cannot load CA certificates" in refused.stderr, refused
+    refused = await asyncio.to_thread(
+        alter, "--broker-defaults", "--add-config", f"ssl.truststore.location={pki['ca']}"
+    )
+    assert refused.returncode == 1 and "can only be set for one broker" in refused.stderr
+    for empty, why in (
+        ("ssl.truststore.location=", "needs ssl.truststore.location"),  # (the system's CAs)
+        ("ssl.keystore.location=", "cannot load a certificate"),
+    ):
+        refused = await asyncio.to_thread(alter, "--broker", "1", "--add-config", empty)
+        assert refused.returncode == 1 and why in refused.stderr, refused
+    assert await asyncio.to_thread(admitted, str(other_client))  # nothing changed
+    # a client of the new CA writes and reads over TLS
+    tls_client = {
+        "security_protocol": "SSL",
+        "ssl_context": create_ssl_context(cafile=pki["ca"], certfile=str(other_client)),
+    }
+    async with Producer(bootstrap_servers=_ssl_bootstrap(cluster), **tls_client) as producer:
+        written = await producer.send_and_wait("trusted", b"by the new CA")
+    assert written.offset == 0
+    # restarted, it trusts the dynamic truststore, read before it listens; gone, the
+    # broker does not start on the static one (which would take the old CA back in)
+    cluster.brokers[1].stop()
+    cluster.start_broker(1)
+    port = cluster.brokers[1].ports["SSL"]
+    assert not await asyncio.to_thread(_admitted, port, pki["ca"], pki["client"])
+    assert await asyncio.to_thread(_admitted, port, pki["ca"], str(other_client))
+    cluster.brokers[1].stop()
+    other_ca.unlink()
+    with pytest.raises(BrokerStartError, match="dynamic TLS files do not load"):
+        cluster.start_broker(1)
