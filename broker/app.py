@@ -293,15 +293,16 @@ class Broker:
         await self._quotas.start()
         await self._tokens.start()  # (nothing to do while tokens are off)
         self._broker_configs = BrokerConfigs(self._zk, cfg)
+        self._broker_configs.tls = self._tls
         self._broker_configs.on_change(self._on_keystore)  # a dynamic one: before we listen
         await self._broker_configs.start()  # the logs open with the dynamic defaults
         if self._tls is not None and self._tls.error is not None:
             # not served on the static files instead: a truststore changed to take a CA
             # out would take it back in (Kafka does not start either)
             raise ConfigError(
-                f"this broker's dynamic TLS files do not load: {self._tls.error}; fix the "
-                f"file, or take the setting off through another broker (headwater "
-                f"broker-configs --alter --broker {self.broker_id} --delete-config ...)"
+                f"this broker's dynamic TLS files do not load: {self._tls.error}; put a "
+                "good file back at that path (its own dynamic configs change only through "
+                "a running broker: this one)"
             )
         self._log = self._log.bind(cluster_id=self.cluster_id)
         self._logs = LogManager(

@@ -115,6 +115,9 @@ class BrokerConfigs(ZkMirror):
         super().__init__(zk, "broker_config", config.broker_id)
         self._config = config
         self._listeners: list[Listener] = []
+        self.tls: tls.TlsContexts | None = None
+        """This broker's TLS contexts in use: what a change of its files is checked
+        against (Kafka's inter-broker check)."""
 
     def on_change(self, listener: Listener) -> None:
         """Call ``listener(names)`` after the settings ``names`` took new values here."""
@@ -229,20 +232,21 @@ class BrokerConfigs(ZkMirror):
         """A keystore or truststore this change names (or takes off) must load here before
         it is written, and, for this broker's own, keep the inter-broker listener working
         (Kafka checks both the same way): a bad one is refused, the old one stays."""
-        if entity == DEFAULT_ENTITY or not any(wanted.get(n) != current.get(n) for n in _FILES):
+        # whenever the broker has one: named again unchanged, the file at that path may be
+        # new (Kafka's way to rotate in place), and which settings a change names is not
+        # known here
+        if entity == DEFAULT_ENTITY or not any(n in wanted or n in current for n in _FILES):
             return
         trial = self._config.with_dynamic(
             self._config.dynamic_default,
             {n: parse_dynamic(n, v, _where(entity)) for n, v in wanted.items() if n in _FILES},
         )
-        # (a copy: the thread must not read settings the loop may change meanwhile)
-        now = self._config.with_dynamic(self._config.dynamic_default, self._config.dynamic_broker)
-        own = entity == str(self._config.broker_id)
+        live = self.tls if entity == str(self._config.broker_id) else None
 
         def check() -> None:
             tls.check_files(trial)
-            if own:
-                tls.check_change(now, trial)
+            if live is not None:
+                tls.check_change(live, trial)
 
         try:
             await asyncio.to_thread(check)

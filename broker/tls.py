@@ -90,18 +90,18 @@ def check_files(config: BrokerConfig) -> None:
         )
 
 
-def check_change(current: BrokerConfig, changed: BrokerConfig) -> None:
+def check_change(live: TlsContexts, changed: BrokerConfig) -> None:
     """Raise :class:`ConfigError` if the files of ``changed`` would cut this broker off
     from the others over a TLS inter-broker listener (Kafka's SslEngineValidator): the
-    others still have the files of ``current``, so a handshake of this broker's new
-    client side with an old server side, and of an old client side with its new server
-    side, must both succeed. In memory, no socket; host names are not checked here."""
-    if current.listener_protocols[current.inter_broker_listener] not in TLS_PROTOCOLS:
-        return
-    old_server, new_server = server_context(current), server_context(changed)
-    old_client, new_client = client_context(current), client_context(changed)
-    for client in (old_client, new_client):
-        client.check_hostname = False
+    others still have files like the ones in use (``live``'s, as loaded: a file rotated
+    in place is not read back as the old one), so a handshake of this broker's new client
+    side with its old server side, and of its old client side with its new server side,
+    must both succeed. In memory, no socket; host names are not checked here."""
+    old_server, old_client = live.server, live.checking
+    if old_server is None or old_client is None:
+        return  # the inter-broker listener is not TLS
+    new_server, new_client = server_context(changed), client_context(changed)
+    new_client.check_hostname = False
     for client, server, which in (
         (new_client, old_server, "this broker's new files connecting to another's old ones"),
         (old_client, new_server, "another broker's old files connecting to this one's new"),
@@ -158,6 +158,9 @@ class TlsContexts:
 
     def __init__(self, config: BrokerConfig) -> None:
         self.server, self.peer = contexts(config)  # a bad file stops the start here
+        self.checking = _checking(self.peer, config)
+        """The peer context's files, without host names checked: :func:`check_change`'s
+        old client side."""
         self.error: str | None = None
         """Why the last reload failed (None: it did not): the contexts in use are older."""
         self._listening = self.server
@@ -193,12 +196,22 @@ class TlsContexts:
         if self.server is None and self.peer is None:
             return False
         try:
-            self.server, self.peer = contexts(config)
+            server, peer = contexts(config)
+            checking = _checking(peer, config)
         except ConfigError as exc:
             self.error = str(exc)
             raise
+        self.server, self.peer, self.checking = server, peer, checking
         self.error = None
         return True
+
+
+def _checking(peer: ssl.SSLContext | None, config: BrokerConfig) -> ssl.SSLContext | None:
+    if peer is None:
+        return None
+    context = client_context(config)
+    context.check_hostname = False
+    return context
 
 
 def _load_identity(context: ssl.SSLContext, config: BrokerConfig) -> None:

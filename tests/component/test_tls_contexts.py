@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import trustme
 
-from broker.config import BrokerConfig, load_config
-from broker.tls import TlsContexts
+from broker.config import BrokerConfig, ConfigError, load_config
+from broker.tls import TlsContexts, _handshake, check_change, client_context, server_context
 
 
 @pytest.fixture(scope="module")
@@ -174,3 +174,27 @@ def test_a_new_connection_to_a_broker_takes_the_current_client_context(
     assert {c["subject"] for c in after.get_ca_certs()} != {
         c["subject"] for c in before.get_ca_certs()
     }
+
+
+def test_the_inter_broker_check_takes_the_files_in_use(pki: dict[str, Path]) -> None:
+    # (the only listener is SSL: the brokers reach each other over it)
+    live = TlsContexts(_config(pki, "old"))
+    check_change(live, _config(pki, "old"))
+    with pytest.raises(ConfigError, match="inter-broker listener would fail"):
+        # trusting the new CA alone, it would not trust the others' (old CA's) certificates
+        check_change(live, _config(pki, "new"))
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
+def test_a_handshake_in_memory_fails_where_trust_fails(
+    pki: dict[str, Path], version: ssl.TLSVersion
+) -> None:
+    server = server_context(_config(pki, "old"))
+    for trusted, works in (("old", True), ("new", False)):
+        client = client_context(_config(pki, trusted))
+        client.minimum_version = client.maximum_version = version
+        assert (_handshake(client, server) is None) is works
+    # the server's side: a client whose certificate its truststore does not take
+    stranger = client_context(_config(pki, "old", keystore="new"))
+    stranger.minimum_version = stranger.maximum_version = version
+    assert _handshake(stranger, server) is not None

@@ -226,6 +226,15 @@ async def test_brokers_reach_each_other_over_mutual_tls(
         alter, "--broker", "1", "--add-config", f"ssl.truststore.location={both}"
     )
     assert taken.returncode == 0, taken
+    # rotated in place to the unrelated CA alone, the same path named again: checked
+    # against the files in use (not the ones now at the path), refused
+    rotated = both.read_bytes()
+    _bundle(both, other_ca)
+    refused = await asyncio.to_thread(
+        alter, "--broker", "1", "--add-config", f"ssl.truststore.location={both}"
+    )
+    assert refused.returncode == 1 and "inter-broker listener would fail" in refused.stderr, refused
+    both.write_bytes(rotated)
     await _round_trip(_ssl_bootstrap(cluster), context, "mutual-after")
 
 
@@ -402,6 +411,14 @@ async def test_the_cas_a_broker_trusts_are_replaced_without_a_restart(
     ):
         refused = await asyncio.to_thread(alter, "--broker", "1", "--add-config", empty)
         assert refused.returncode == 1 and why in refused.stderr, refused
+    # a file broken in place, its path named again: refused as well
+    good = other_ca.read_bytes()
+    other_ca.write_text("not a certificate\n")
+    refused = await asyncio.to_thread(
+        alter, "--broker", "1", "--add-config", f"ssl.truststore.location={other_ca}"
+    )
+    assert refused.returncode == 1 and "cannot load CA certificates" in refused.stderr, refused
+    other_ca.write_bytes(good)
     assert await asyncio.to_thread(admitted, str(other_client))  # nothing changed
     # a client of the new CA writes and reads over TLS
     tls_client = {
