@@ -246,6 +246,7 @@ class BrokerConfigs(ZkMirror):
         def check() -> None:
             tls.check_files(trial)
             if live is not None:
+                tls.check_identity(live, trial)
                 tls.check_change(live, trial)
 
         try:

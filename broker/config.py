@@ -249,6 +249,19 @@ SETTINGS: tuple[Setting, ...] = (
         check=lambda v: None if v in ("https", "") else "it must be https or empty",
     ),
     Setting(
+        "ssl.allow.dn.changes",
+        bool,
+        False,
+        "A new keystore set while the broker runs (dynamic ssl.keystore.location) may hold a "
+        "certificate of another subject (DN) than the one in use (Kafka's KIP-978).",
+    ),
+    Setting(
+        "ssl.allow.san.changes",
+        bool,
+        False,
+        "... and may leave out subject alternative names of the one in use (KIP-978).",
+    ),
+    Setting(
         "delegation.token.secret.key",
         str,
         "",

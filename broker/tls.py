@@ -19,10 +19,21 @@ theirs.
 from __future__ import annotations
 
 import ssl
+from pathlib import Path
+
+from cryptography import x509
 
 from broker.config import TLS_PROTOCOLS, BrokerConfig, ConfigError, listener_name
 
-__all__ = ["TlsContexts", "check_files", "client_context", "contexts", "server_context"]
+__all__ = [
+    "TlsContexts",
+    "check_change",
+    "check_files",
+    "check_identity",
+    "client_context",
+    "contexts",
+    "server_context",
+]
 
 _CLIENT_AUTH = {
     "none": ssl.CERT_NONE,
@@ -158,6 +169,9 @@ class TlsContexts:
 
     def __init__(self, config: BrokerConfig) -> None:
         self.server, self.peer = contexts(config)  # a bad file stops the start here
+        self.identity = identity(config) if self.server is not None else None
+        """The certificate in use's subject and alternative names: a new one's are
+        checked against them (:func:`check_identity`)."""
         self.checking = _checking(self.peer, config)
         """The peer context's files, without host names checked: :func:`check_change`'s
         old client side."""
@@ -198,12 +212,54 @@ class TlsContexts:
         try:
             server, peer = contexts(config)
             checking = _checking(peer, config)
+            named = identity(config) if server is not None else None
         except ConfigError as exc:
             self.error = str(exc)
             raise
-        self.server, self.peer, self.checking = server, peer, checking
+        self.server, self.peer, self.checking, self.identity = server, peer, checking, named
         self.error = None
         return True
+
+
+def identity(config: BrokerConfig) -> tuple[str, frozenset[str]] | None:
+    """The subject (DN, RFC 4514) and subject alternative names of the certificate in
+    ``config``'s keystore (its first: the broker's own); None without one."""
+    location = config["ssl.keystore.location"]
+    if not location:
+        return None
+    try:
+        (certificate, *_) = x509.load_pem_x509_certificates(Path(location).read_bytes())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            f"ssl.keystore.location={location!r}: cannot read its certificate ({exc})"
+        ) from None
+    try:
+        names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        sans = frozenset(str(getattr(n, "value", n)) for n in names.value)
+    except x509.ExtensionNotFound:
+        sans = frozenset()
+    return certificate.subject.rfc4514_string(), sans
+
+
+def check_identity(live: TlsContexts, changed: BrokerConfig) -> None:
+    """Raise :class:`ConfigError` if ``changed``'s keystore holds a certificate of another
+    subject than the one in use, or one without some of its subject alternative names,
+    unless ``ssl.allow.dn.changes`` / ``ssl.allow.san.changes`` (Kafka's checks, KIP-978):
+    a broker's new certificate must still name the broker clients and peers know."""
+    old, new = live.identity, identity(changed)
+    if old is None or new is None:
+        return
+    if new[0] != old[0] and not changed["ssl.allow.dn.changes"]:
+        raise ConfigError(
+            f"the new keystore's certificate is for {new[0]!r}, the one in use for "
+            f"{old[0]!r}: set ssl.allow.dn.changes=true to allow another subject"
+        )
+    dropped = old[1] - new[1]
+    if dropped and not changed["ssl.allow.san.changes"]:
+        raise ConfigError(
+            f"the new keystore's certificate lacks {', '.join(sorted(dropped))} of the one in "
+            "use's subject alternative names: set ssl.allow.san.changes=true to allow it"
+        )
 
 
 def _checking(peer: ssl.SSLContext | None, config: BrokerConfig) -> ssl.SSLContext | None:

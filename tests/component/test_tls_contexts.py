@@ -17,7 +17,14 @@ import pytest
 import trustme
 
 from broker.config import BrokerConfig, ConfigError, load_config
-from broker.tls import TlsContexts, _handshake, check_change, client_context, server_context
+from broker.tls import (
+    TlsContexts,
+    _handshake,
+    check_change,
+    check_identity,
+    client_context,
+    server_context,
+)
 
 
 @pytest.fixture(scope="module")
@@ -39,18 +46,19 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return files
 
 
+def _overrides(pki: dict[str, Path], trusted: str, *, keystore: str = "old") -> list[str]:
+    return [
+        "broker.id=1",
+        "listeners=SSL://127.0.0.1:0",
+        f"ssl.keystore.location={pki[f'{keystore}-broker']}",
+        f"ssl.truststore.location={pki[f'{trusted}-ca']}",
+        "ssl.client.auth=required",
+        "ssl.endpoint.identification.algorithm=",
+    ]
+
+
 def _config(pki: dict[str, Path], trusted: str, *, keystore: str = "old") -> BrokerConfig:
-    return load_config(
-        env={},
-        overrides=[
-            "broker.id=1",
-            "listeners=SSL://127.0.0.1:0",
-            f"ssl.keystore.location={pki[f'{keystore}-broker']}",
-            f"ssl.truststore.location={pki[f'{trusted}-ca']}",
-            "ssl.client.auth=required",
-            "ssl.endpoint.identification.algorithm=",
-        ],
-    )
+    return load_config(env={}, overrides=_overrides(pki, trusted, keystore=keystore))
 
 
 @pytest.fixture
@@ -198,3 +206,16 @@ def test_a_handshake_in_memory_fails_where_trust_fails(
     stranger = client_context(_config(pki, "old", keystore="new"))
     stranger.minimum_version = stranger.maximum_version = version
     assert _handshake(stranger, server) is not None
+
+
+def test_a_new_keystore_must_keep_the_subject_unless_allowed(pki: dict[str, Path]) -> None:
+    live = TlsContexts(_config(pki, "old"))
+    check_identity(live, _config(pki, "old"))  # the same certificate
+    other = _config(pki, "old", keystore="new")  # another subject (trustme's unit), same name
+    with pytest.raises(ConfigError, match=r"ssl\.allow\.dn\.changes"):
+        check_identity(live, other)
+    allowed = load_config(
+        env={},
+        overrides=[*_overrides(pki, "old", keystore="new"), "ssl.allow.dn.changes=true"],
+    )
+    check_identity(live, allowed)

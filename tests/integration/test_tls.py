@@ -28,6 +28,16 @@ from tests.integration.test_cli import COMMAND
 pytestmark = pytest.mark.timeout(120)
 
 
+_BROKER_UNIT = "broker"
+"""The brokers' certificates' subject: a new one must keep it (and their names)."""
+
+
+def _broker_cert(ca: trustme.CA, path: Path, *names: str, unit: str = _BROKER_UNIT) -> None:
+    ca.issue_cert(
+        *(names or ("127.0.0.1", "localhost")), organization_unit_name=unit
+    ).private_key_and_cert_chain_pem.write_to_path(str(path))
+
+
 @pytest.fixture(scope="module")
 def ca() -> trustme.CA:
     return trustme.CA()
@@ -38,9 +48,9 @@ def pki(ca: trustme.CA, tmp_path: Path) -> dict[str, str]:
     """PEM files: the CA, a broker's certificate and key (for 127.0.0.1), a client's."""
     files = {"ca": tmp_path / "ca.pem", "broker": tmp_path / "broker.pem"}
     ca.cert_pem.write_to_path(str(files["ca"]))
-    ca.issue_cert("127.0.0.1", "localhost").private_key_and_cert_chain_pem.write_to_path(
-        str(files["broker"])
-    )
+    ca.issue_cert(
+        "127.0.0.1", "localhost", organization_unit_name=_BROKER_UNIT
+    ).private_key_and_cert_chain_pem.write_to_path(str(files["broker"]))
     files["client"] = tmp_path / "client.pem"
     ca.issue_cert("client.example").private_key_and_cert_chain_pem.write_to_path(
         str(files["client"])
@@ -302,7 +312,7 @@ async def test_a_brokers_certificate_is_replaced_without_a_restart(
     served = functools.partial(_served, ca=pki["ca"])
     assert await asyncio.to_thread(served, port) == _der(pki["broker"])
     rotated = tmp_path / "rotated.pem"
-    ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(rotated))
+    _broker_cert(ca, rotated)
     bootstrap = cluster.bootstrap
 
     alter = functools.partial(_alter, bootstrap)
@@ -313,7 +323,7 @@ async def test_a_brokers_certificate_is_replaced_without_a_restart(
     assert done.returncode == 0, done
     assert await asyncio.to_thread(served, port) == _der(str(rotated))
     # the same path, a new file in it: set it again and it is loaded again
-    ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(rotated))
+    _broker_cert(ca, rotated)
     done = await asyncio.to_thread(
         alter, "--broker", "1", "--add-config", f"ssl.keystore.location={rotated}"
     )
@@ -328,6 +338,18 @@ async def test_a_brokers_certificate_is_replaced_without_a_restart(
     assert refused.returncode == 1, refused
     assert "cannot load a certificate and private key" in refused.stderr
     assert refused.stderr.count("\n") == 1
+    # a certificate of another subject, or without one of the names, is not this broker's
+    # (Kafka's KIP-978 checks; ssl.allow.dn.changes / ssl.allow.san.changes allow them)
+    stranger = tmp_path / "stranger.pem"
+    for names, unit, why in (
+        ((), "someone else", "ssl.allow.dn.changes"),
+        (("127.0.0.1",), _BROKER_UNIT, "ssl.allow.san.changes"),
+    ):
+        _broker_cert(ca, stranger, *names, unit=unit)
+        refused = await asyncio.to_thread(
+            alter, "--broker", "1", "--add-config", f"ssl.keystore.location={stranger}"
+        )
+        assert refused.returncode == 1 and why in refused.stderr, refused
     refused = await asyncio.to_thread(
         alter, "--broker-defaults", "--add-config", f"ssl.keystore.location={rotated}"
     )
