@@ -61,8 +61,9 @@ from broker.quotas import QuotaManager
 from broker.registration import BrokerRegistrar, get_or_create_cluster_id
 from broker.replica.isr import IsrUpdater
 from broker.replica.manager import ReplicaManager
+from broker.replica.shares import ShareManager
 from broker.replica.throttle import ReplicationQuota
-from broker.server import MUTE, BrokerServer, CloseConnection
+from broker.server import MUTE, ON_CLOSE, BrokerServer, CloseConnection
 from broker.stall import StallGuard
 from broker.tokens import DelegationTokens
 from broker.zk import (
@@ -235,6 +236,7 @@ class Broker:
         self._config_tasks: set[asyncio.Task[None]] = set()
         self._metrics: MetricsServer | None = None
         self._coordinator: GroupCoordinator | None = None
+        self._shares: ShareManager | None = None
         self._cleaner: LogCleaner | None = None
         self._producer_ids: ProducerIdManager | None = None
         self._transactions: TransactionCoordinator | None = None
@@ -476,6 +478,8 @@ class Broker:
         ):
             if part is not None:
                 await part.stop()
+        if self._shares is not None:
+            self._shares.close()
 
     async def _close_storage(self) -> None:
         """Cleaner and fetchers stopped, high watermarks checkpointed, logs flushed and
@@ -575,9 +579,14 @@ class Broker:
 
         fetch = _fetch_within_quotas(replicas, quotas, self.metadata)
         produce = _produce_handler(replicas, quotas, acl)
+        assert self._shares is not None
+        share_fetch = _serve(self._shares.share_fetch)
+        share_acknowledge = _serve(self._shares.share_acknowledge)
         if listener in self.config.kafka_protocol_listeners:  # KIP-951's answers
             fetch = _telling_leaders(fetch, self.metadata, listener, _FETCH_NAMES_LEADERS)
             produce = _telling_leaders(produce, self.metadata, listener, _PRODUCE_NAMES_LEADERS)
+            share_fetch = _telling_leaders(share_fetch, self.metadata, listener, 0)
+            share_acknowledge = _telling_leaders(share_acknowledge, self.metadata, listener, 0)
 
         return {
             ApiKey.PRODUCE: produce,
@@ -613,6 +622,10 @@ class Broker:
             ApiKey.JOIN_GROUP: _serve(groups.join_group),
             ApiKey.CONSUMER_GROUP_HEARTBEAT: _serve(groups.consumer_group_heartbeat),
             ApiKey.CONSUMER_GROUP_DESCRIBE: _serve(groups.consumer_group_describe),
+            ApiKey.SHARE_GROUP_HEARTBEAT: _serve(groups.share_groups.heartbeat),
+            ApiKey.SHARE_GROUP_DESCRIBE: _serve(groups.share_groups.describe),
+            ApiKey.SHARE_FETCH: share_fetch,
+            ApiKey.SHARE_ACKNOWLEDGE: share_acknowledge,
             ApiKey.SYNC_GROUP: _serve(groups.sync_group),
             ApiKey.HEARTBEAT: _serve(groups.heartbeat),
             ApiKey.LEAVE_GROUP: _serve(groups.leave_group),
@@ -677,6 +690,17 @@ class Broker:
             doubt=self._doubt,
         )
         self._coordinator.start()
+        self._shares = ShareManager(
+            self._replicas,
+            self.metadata,
+            self._acl,
+            enabled=bool(cfg["group.share.enable"]),
+            lock_ms=int(cfg["group.share.record.lock.duration.ms"]),
+            delivery_limit=int(cfg["group.share.delivery.count.limit"]),
+            max_in_flight=int(cfg["group.share.partition.max.record.locks"]),
+            max_sessions=int(cfg["group.share.max.share.sessions"]),
+            on_close=ON_CLOSE.get,
+        )
         self._start_cleaner()
         self._producer_ids = ProducerIdManager(self.broker_id, self._zk)
         self._transactions = TransactionCoordinator(

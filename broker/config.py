@@ -937,6 +937,73 @@ SETTINGS: tuple[Setting, ...] = (
         check=_assignors,
     ),
     Setting(
+        "group.share.enable",
+        bool,
+        True,
+        "Serve share groups (KIP-932: ShareGroupHeartbeat, ShareFetch, ShareAcknowledge); "
+        "off, they are answered UNSUPPORTED_VERSION (Kafka's share.version=0).",
+    ),
+    Setting(
+        "group.share.session.timeout.ms",
+        int,
+        45_000,
+        "A share group member not heard from for this long is removed from its group.",
+        1,
+        2**31 - 1,
+    ),
+    Setting(
+        "group.share.heartbeat.interval.ms",
+        int,
+        5_000,
+        "How often share group members heartbeat (told to them in each answer).",
+        1,
+        2**31 - 1,
+    ),
+    Setting(
+        "group.share.max.size",
+        int,
+        200,
+        "The most members a share group may have: a join beyond it is GROUP_MAX_SIZE_REACHED.",
+        1,
+        1000,
+    ),
+    Setting(
+        "group.share.record.lock.duration.ms",
+        int,
+        30_000,
+        "How long a share group member holds the records a fetch gave it (its acquisition "
+        "lock): not acknowledged by then, they are delivered again.",
+        1000,
+        3_600_000,
+    ),
+    Setting(
+        "group.share.delivery.count.limit",
+        int,
+        5,
+        "How often a record is delivered to a share group before it is archived instead "
+        "(released, or its lock ended, that many times).",
+        2,
+        10,
+    ),
+    Setting(
+        "group.share.partition.max.record.locks",
+        int,
+        2000,
+        "The most records of a partition a share group may have in flight (from the "
+        "first not yet done).",
+        100,
+        10_000,
+    ),
+    Setting(
+        "group.share.max.share.sessions",
+        int,
+        2000,
+        "The most share sessions (one per share group member fetching here) a broker holds; "
+        "beyond it a new one is SHARE_SESSION_LIMIT_REACHED.",
+        1,
+        2**31 - 1,
+    ),
+    Setting(
         "offsets.topic.num.partitions", int, 50, "Partitions of __consumer_offsets.", 1, 10_000
     ),
     Setting(

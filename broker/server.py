@@ -144,6 +144,11 @@ PEER_PRINCIPAL: contextvars.ContextVar[str] = contextvars.ContextVar("peer_princ
 PEER_LOGIN: contextvars.ContextVar[str] = contextvars.ContextVar("peer_login", default="")
 """How the connection logged in: ``sasl`` (a password or an OAuth token), ``token`` (a
 delegation token, KIP-48), ``certificate`` (a TLS client certificate), or "" (none)."""
+ON_CLOSE: contextvars.ContextVar[Callable[[Callable[[], None]], None] | None] = (
+    contextvars.ContextVar("on_close", default=None)
+)
+"""Registers a callback run once when the connection being served closes (a share
+session ends with its connection, as Kafka's)."""
 _log = structlog.get_logger("headwater.server")
 
 
@@ -284,6 +289,7 @@ class _Connection(asyncio.BufferedProtocol):
         self._refused = False  # not counted: waiting its turn, or refused by a limit or rate
         self._close_timer: asyncio.TimerHandle | None = None  # ... closed when it fires
         self._kafka_client_id: str | None = None  # a Kafka-protocol client's, last said
+        self._closing: list[Callable[[], None]] = []  # see ON_CLOSE
 
     # asyncio.BufferedProtocol
 
@@ -328,6 +334,7 @@ class _Connection(asyncio.BufferedProtocol):
         self._transport.set_write_buffer_limits(high=1 if tls else 0, low=0)
         self._log = _log.bind(peer=f"{peer[0]}:{peer[1]}" if peer else "?")
         self._context.run(MUTE.set, self._mute)
+        self._context.run(ON_CLOSE.set, self._closing.append)
         if self._server.sasl is not None:
             self._auth = Authenticator(self._server.sasl, f"{peer[0]}:{peer[1]}" if peer else "?")
         elif self._server.ssl is not None:
@@ -473,6 +480,12 @@ class _Connection(asyncio.BufferedProtocol):
             self._writer.cancel()
         self._drained.set()
         self._drained_out.set()
+        closing, self._closing = self._closing, []
+        for callback in closing:
+            try:
+                callback()
+            except Exception:  # one failing must not keep the others from running
+                self._log.exception("connection.close_callback_failed")
         if self._dup_fd >= 0:
             with contextlib.suppress(OSError, RuntimeError):
                 self._loop.remove_writer(self._dup_fd)

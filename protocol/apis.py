@@ -118,6 +118,10 @@ class ApiKey(enum.IntEnum):
     LIST_TRANSACTIONS = 66
     CONSUMER_GROUP_HEARTBEAT = 68
     CONSUMER_GROUP_DESCRIBE = 69
+    SHARE_GROUP_HEARTBEAT = 76  # share groups (KIP-932): Kafka's listener only, for now
+    SHARE_GROUP_DESCRIBE = 77
+    SHARE_FETCH = 78
+    SHARE_ACKNOWLEDGE = 79
 
 
 LATEST_TIMESTAMP = -1
@@ -1762,6 +1766,195 @@ class ConsumerGroupDescribed:
 class ConsumerGroupDescribeResponse(Response):
     throttle_time_ms: int = 0
     groups: list[ConsumerGroupDescribed] = field(default_factory=list)
+
+
+# --- share groups (KIP-932): ShareGroupHeartbeat (76), ShareGroupDescribe (77),
+# --- ShareFetch (78), ShareAcknowledge (79) --------------------------------------------
+
+
+@dataclass(slots=True, kw_only=True)
+class ShareGroupHeartbeatRequest(Request):
+    """A share group member's heartbeat: joins with ``member_epoch`` 0, leaves with -1. A
+    null field is unchanged since the last heartbeat."""
+
+    group_id: str
+    member_id: str = ""
+    """Made by the client (a UUID it keeps for its life, KIP-1082)."""
+    member_epoch: int = 0
+    rack_id: str | None = None
+    subscribed_topic_names: list[str] | None = None
+    client_id: str = ""
+    """Shown when the group is described (Kafka takes it from the request header)."""
+
+
+@dataclass(slots=True, kw_only=True)
+class ShareGroupHeartbeatResponse(Response):
+    throttle_time_ms: int = 0
+    member_id: str | None = None
+    member_epoch: int = 0
+    heartbeat_interval_ms: int = 0
+    assignment: ConsumerGroupAssignment | None = None
+    """None: the member's partitions are as they were."""
+
+
+@dataclass(slots=True, kw_only=True)
+class ShareGroupDescribeRequest(Request):
+    group_ids: list[str] = field(default_factory=list)
+    include_authorized_operations: bool = False
+
+
+@dataclass(slots=True, kw_only=True)
+class ShareGroupDescribedMember:
+    member_id: str
+    rack_id: str | None = None
+    member_epoch: int = 0
+    client_id: str = ""
+    client_host: str = ""
+    subscribed_topic_names: list[str] = field(default_factory=list)
+    assignment: DescribedAssignment = field(default_factory=DescribedAssignment)
+
+
+@dataclass(slots=True, kw_only=True)
+class ShareGroupDescribed:
+    error_code: int = 0
+    error_message: str | None = None
+    group_id: str
+    group_state: str = ""
+    group_epoch: int = 0
+    assignment_epoch: int = 0
+    assignor_name: str = ""
+    members: list[ShareGroupDescribedMember] = field(default_factory=list)
+    authorized_operations: int = -(2**31)
+
+
+@dataclass(slots=True, kw_only=True)
+class ShareGroupDescribeResponse(Response):
+    throttle_time_ms: int = 0
+    groups: list[ShareGroupDescribed] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class AcknowledgementBatch:
+    first_offset: int
+    last_offset: int
+    acknowledge_types: list[int] = field(default_factory=list)
+    """One type for the whole range, or one per offset: 0 gap, 1 accept, 2 release,
+    3 reject."""
+
+
+@dataclass(slots=True, kw_only=True)
+class ShareFetchPartition:
+    partition_index: int
+    acknowledgement_batches: list[AcknowledgementBatch] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class ShareFetchTopic:
+    topic_id: bytes
+    partitions: list[ShareFetchPartition] = field(default_factory=list)
+    topic: str = ""
+    """Its name here (the handler names it from the id; not on the wire)."""
+
+
+@dataclass(slots=True, kw_only=True)
+class ShareForgottenTopic:
+    topic_id: bytes
+    partitions: list[int] = field(default_factory=list)
+    topic: str = ""
+
+
+@dataclass(slots=True, kw_only=True)
+class ShareFetchRequest(Request):
+    """Records for a share group's member, from a share session (epoch 0 opens it, -1
+    closes it); the acknowledgements of what earlier fetches gave ride along."""
+
+    group_id: str | None = None
+    member_id: str | None = None
+    share_session_epoch: int = 0
+    max_wait_ms: int = 0
+    min_bytes: int = 0
+    max_bytes: int = 0x7FFFFFFF
+    max_records: int = 500
+    batch_size: int = 500
+    topics: list[ShareFetchTopic] = field(default_factory=list)
+    forgotten_topics_data: list[ShareForgottenTopic] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class AcquiredRecords:
+    first_offset: int
+    last_offset: int
+    delivery_count: int
+
+
+@dataclass(slots=True, kw_only=True)
+class ShareFetchPartitionData:
+    partition_index: int
+    error_code: int = 0
+    error_message: str | None = None
+    acknowledge_error_code: int = 0
+    acknowledge_error_message: str | None = None
+    current_leader: LeaderIdAndEpoch = field(default_factory=LeaderIdAndEpoch)
+    records: Records = None
+    acquired_records: list[AcquiredRecords] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class ShareFetchTopicResponse:
+    topic_id: bytes
+    partitions: list[ShareFetchPartitionData] = field(default_factory=list)
+    topic: str = ""
+
+
+@dataclass(slots=True, kw_only=True)
+class ShareFetchResponse(Response):
+    throttle_time_ms: int = 0
+    acquisition_lock_timeout_ms: int = 0
+    topics: list[ShareFetchTopicResponse] = field(default_factory=list)
+    node_endpoints: list[NodeEndpoint] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class ShareAcknowledgePartition:
+    partition_index: int
+    acknowledgement_batches: list[AcknowledgementBatch] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class ShareAcknowledgeTopic:
+    topic_id: bytes
+    partitions: list[ShareAcknowledgePartition] = field(default_factory=list)
+    topic: str = ""
+
+
+@dataclass(slots=True, kw_only=True)
+class ShareAcknowledgeRequest(Request):
+    group_id: str | None = None
+    member_id: str | None = None
+    share_session_epoch: int = 0
+    topics: list[ShareAcknowledgeTopic] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class ShareAcknowledgePartitionData:
+    partition_index: int
+    error_code: int = 0
+    error_message: str | None = None
+    current_leader: LeaderIdAndEpoch = field(default_factory=LeaderIdAndEpoch)
+
+
+@dataclass(slots=True, kw_only=True)
+class ShareAcknowledgeTopicResponse:
+    topic_id: bytes
+    partitions: list[ShareAcknowledgePartitionData] = field(default_factory=list)
+    topic: str = ""
+
+
+@dataclass(slots=True, kw_only=True)
+class ShareAcknowledgeResponse(Response):
+    throttle_time_ms: int = 0
+    topics: list[ShareAcknowledgeTopicResponse] = field(default_factory=list)
+    node_endpoints: list[NodeEndpoint] = field(default_factory=list)
 
 
 # --- group administration: ListGroups (16), DescribeGroups (15), DeleteGroups (42) -----

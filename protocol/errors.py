@@ -805,6 +805,12 @@ class InvalidRegularExpressionError(ApiError, code=128, name="INVALID_REGULAR_EX
     """The regular expression is not valid."""
 
 
+class ShareSessionLimitReachedError(
+    ApiError, code=133, name="SHARE_SESSION_LIMIT_REACHED", retriable=True
+):
+    """The broker holds as many share sessions as it may (group.share.max.share.sessions)."""
+
+
 ERRORS: Mapping[int, type[ApiError]] = MappingProxyType(_registry)
 """Every registered error class by code."""
 

@@ -73,6 +73,7 @@ from broker.coordinator.expiry import expired_offsets
 from broker.coordinator.group import DEAD, EMPTY, STABLE, Group, Member, Stored
 from broker.coordinator.offsets import OffsetStore
 from broker.coordinator.placement import coordinator_of, replication_factor
+from broker.coordinator.share_groups import ShareGroups
 from broker.log import Log
 from broker.log.manager import TopicPartition
 from broker.metadata import MetadataCache
@@ -263,6 +264,18 @@ class GroupCoordinator:
         self._retention_ms = int(config["offsets.retention.minutes"]) * 60_000
         self._expiry_every_s = int(config["offsets.retention.check.interval.ms"]) / 1000
         self._log = structlog.get_logger("headwater.coordinator").bind(broker_id=broker_id)
+        self.share_groups = ShareGroups(
+            self,
+            self._doubt.clock,
+            self._acl,
+            enabled=bool(config["group.share.enable"]),
+            session_timeout_ms=int(config["group.share.session.timeout.ms"]),
+            heartbeat_interval_ms=int(config["group.share.heartbeat.interval.ms"]),
+            max_size=int(config["group.share.max.size"]),
+            partition_of=lambda group: partition_for(group, self.num_partitions),
+            broker_id=broker_id,
+        )
+        """Share groups (KIP-932), in the same id space (see :mod:`.share_groups`)."""
         replicas.on_role_change(self._on_role_change)
         replicas.on_txn_marker(self._on_txn_marker)
 
@@ -443,6 +456,7 @@ class GroupCoordinator:
             if not self._doubt.known():
                 continue
             now = self._doubt.clock()
+            self.share_groups.tick()
             for group in list(self.groups.values()):
                 if isinstance(group, ConsumerGroup):
                     if group.due(now) and group.group_id not in self._fencing:
@@ -541,6 +555,7 @@ class GroupCoordinator:
         retry = self._load_retries.pop(index, None)
         if retry is not None:
             retry.cancel()
+        self.share_groups.unload(index)
         if self.stores.pop(index, None) is None:
             return  # never loaded here, so no group of it is either: the scan is skipped
         names = [g for g in self.groups if partition_for(g, self.num_partitions) == index]
@@ -728,6 +743,7 @@ class GroupCoordinator:
     def _group(self, group_id: str) -> Group | ConsumerGroup:
         """The group, created (Empty) if new: a JoinGroup or a commit makes a group."""
         self._store_for(group_id)  # only the coordinator, once loaded, holds groups
+        self._not_shared(group_id)
         group = self.groups.get(group_id)
         if group is None:
             group = self._new_group(group_id)
@@ -740,6 +756,8 @@ class GroupCoordinator:
         """A JoinGroup's group. A group of the consumer protocol with members takes the
         member in as a classic member of it (Kafka's online migration; answered here);
         an empty one is replaced, its records deleted first (tombstones)."""
+        if group_id in self.share_groups.groups:  # (Kafka's answer to a JoinGroup there)
+            raise InconsistentGroupProtocolError(f"group {group_id!r} is a share group")
         group = self._group(group_id)
         if not isinstance(group, ConsumerGroup):
             return group
@@ -847,6 +865,10 @@ class GroupCoordinator:
         if error is not None:
             raise error
         return classic
+
+    def _not_shared(self, group_id: str) -> None:
+        if group_id in self.share_groups.groups:
+            raise GroupIdNotFoundError(f"group {group_id!r} is a share group, not a consumer group")
 
     def _known_group(self, group_id: str) -> Group:
         """The group of a SyncGroup, Heartbeat or LeaveGroup: an unknown one means the
@@ -1289,6 +1311,7 @@ class GroupCoordinator:
         place of an empty classic group of the id (Kafka's) once the join is taken
         (:meth:`_install`)."""
         self._store_for(group_id)
+        self._not_shared(group_id)
         group = self.groups.get(group_id)
         # (a ConsumerGroup's dead flag, not its state: that walks every member, per beat)
         dead = group.dead if isinstance(group, ConsumerGroup) else group and group.state == DEAD
@@ -1625,6 +1648,7 @@ class GroupCoordinator:
         """The cluster's topics changed (an UpdateMetadata): a group of the new protocol
         that subscribes to one made, deleted or grown gets a new epoch, written as any
         change of it (in a task: each group's change waits for the one under way)."""
+        self.share_groups.topics_changed()
         self._topics_dirty = True
         if self._topics_task is None:
             self._topics_task = asyncio.ensure_future(self._apply_topics_changed())
@@ -2002,6 +2026,13 @@ class GroupCoordinator:
                 group_state=group.state,
                 group_type="consumer" if isinstance(group, ConsumerGroup) else "classic",
             )
+        for group_id, share in self.share_groups.groups.items():
+            listed[group_id] = ListedGroup(
+                group_id=group_id,
+                protocol_type=share.protocol_type,
+                group_state=share.state,
+                group_type="share",
+            )
         # state and type names compared without case, as Kafka's parse them
         wanted = {state.lower() for state in request.states_filter}
         types = {kind.strip().lower() for kind in request.types_filter}
@@ -2112,6 +2143,8 @@ class GroupCoordinator:
             return await self._delete_group_now(group_id)
 
     async def _delete_group_now(self, group_id: str) -> ApiError | None:
+        if group_id in self.share_groups.groups:
+            return self.share_groups.delete(group_id)
         try:
             index, store = self._store_for(group_id)
             group = self._deletable(group_id, store)

@@ -459,6 +459,7 @@ class ReplicaManager:
         threads; a StopReplica of one of them applied during that wait found no partition
         to stop, and the LeaderAndIsr then installed it, its log deleted or not hosted."""
         self._role_listeners: list[Callable[[TopicPartition, Partition | None], None]] = []
+        self._readable_listeners: list[Callable[[TopicPartition], None]] = []
         self._marker_listeners: list[Callable[[str, int, int, bool], None]] = []
         self._flushing: set[Log] = set()
         self._isr_tasks: set[asyncio.Task[None]] = set()
@@ -735,6 +736,16 @@ class ReplicaManager:
         """Call ``listener(tp, partition)`` when a partition's role here changes (None: it
         is no longer hosted). The group coordinator loads its offsets partitions so."""
         self._role_listeners.append(listener)
+
+    def on_readable(self, listener: Callable[[TopicPartition], None]) -> None:
+        """Call ``listener(tp)`` when what a consumer may read of ``tp`` may have changed
+        (its high watermark moved, its role changed): share fetches wait on it."""
+        self._readable_listeners.append(listener)
+
+    def leader_partition(self, topic: str, index: int) -> Partition:
+        """The partition, led here; else NOT_LEADER_OR_FOLLOWER or
+        UNKNOWN_TOPIC_OR_PARTITION, saying where to go."""
+        return self._leader_partition(topic, index)
 
     def _tell_listeners(self, tp: TopicPartition, partition: Partition | None) -> None:
         for listener in self._role_listeners:
@@ -1700,6 +1711,9 @@ class ReplicaManager:
         would read and park again: with RF=3 and acks=all, two reads of the five each
         produce caused.
         """
+        if consumers:
+            for listener in self._readable_listeners:
+                listener(tp)
         waiters = self._fetch_waiters.get(tp)
         parked = self.fetch_sessions.mark(tp)  # sessions look at tp on their next read
         if not (followers and consumers):

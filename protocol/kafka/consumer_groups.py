@@ -32,7 +32,7 @@ from protocol.kafka.codec import (
 )
 from protocol.kafka.spec import F, KafkaApi, per_topic
 
-__all__ = ["CONSUMER_GROUP_APIS"]
+__all__ = ["CONSUMER_GROUP_APIS", "DESCRIBED_ASSIGNMENT", "TOPIC_PARTITIONS"]
 
 
 def _with_client_id(request: Any, version: int, client_id: str | None) -> Any:
@@ -40,7 +40,7 @@ def _with_client_id(request: Any, version: int, client_id: str | None) -> Any:
     return request
 
 
-_TOPIC_PARTITIONS = Struct(
+TOPIC_PARTITIONS = Struct(
     [F("topic_id", UUID), F("partitions", Array(INT32))], ConsumerGroupTopicPartitions
 )
 
@@ -55,7 +55,7 @@ _HEARTBEAT_REQUEST = Struct(
         F("subscribed_topic_names", Array(STRING, nullable=True)),
         F("subscribed_topic_regex", NULLABLE_STRING, 1),
         F("server_assignor", NULLABLE_STRING),
-        F("topic_partitions", Array(_TOPIC_PARTITIONS, nullable=True)),
+        F("topic_partitions", Array(TOPIC_PARTITIONS, nullable=True)),
     ],
     ConsumerGroupHeartbeatRequest,
 )
@@ -69,9 +69,7 @@ _HEARTBEAT_RESPONSE = Struct(
         F("heartbeat_interval_ms", INT32),
         F(
             "assignment",
-            NullableStruct(
-                Struct([F("topic_partitions", Array(Struct(_TOPIC_PARTITIONS.fields)))])
-            ),
+            NullableStruct(Struct([F("topic_partitions", Array(Struct(TOPIC_PARTITIONS.fields)))])),
         ),
     ]
 )
@@ -80,7 +78,7 @@ _DESCRIBE_REQUEST = Struct(
     [F("group_ids", Array(STRING)), F("include_authorized_operations", BOOL)],
     ConsumerGroupDescribeRequest,
 )
-_DESCRIBED_ASSIGNMENT = Struct(
+DESCRIBED_ASSIGNMENT = Struct(
     [
         F(
             "topic_partitions",
@@ -120,8 +118,8 @@ _DESCRIBE_RESPONSE = Struct(
                                         F("client_host", STRING),
                                         F("subscribed_topic_names", Array(STRING)),
                                         F("subscribed_topic_regex", NULLABLE_STRING),
-                                        F("assignment", _DESCRIBED_ASSIGNMENT),
-                                        F("target_assignment", _DESCRIBED_ASSIGNMENT),
+                                        F("assignment", DESCRIBED_ASSIGNMENT),
+                                        F("target_assignment", DESCRIBED_ASSIGNMENT),
                                         F("member_type", INT8, 1),
                                     ]
                                 )

@@ -82,6 +82,7 @@ from protocol.kafka.codec import (
 )
 from protocol.kafka.consumer_groups import CONSUMER_GROUP_APIS
 from protocol.kafka.security import SECURITY_APIS
+from protocol.kafka.share_groups import SHARE_GROUP_APIS
 from protocol.kafka.spec import (
     NO_OPERATIONS,
     F,
@@ -1139,6 +1140,7 @@ KAFKA_APIS = _apis(
     *ADMIN_APIS,
     *SECURITY_APIS,
     *CONSUMER_GROUP_APIS,
+    *SHARE_GROUP_APIS,
     KafkaApi(
         ApiKey.METADATA,
         1,

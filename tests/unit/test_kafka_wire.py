@@ -58,6 +58,7 @@ from protocol.kafka.codec import (
     STRING,
     Array,
     Field,
+    NullableStruct,
     Reader,
     Struct,
     Writer,
@@ -376,6 +377,8 @@ def _sample(t: Any) -> Any:
         return [_sample(t.item), _sample(t.item)]
     if isinstance(t, Struct):
         return {f.attr or f.name: _sample(f.type) for f in t.fields}
+    if isinstance(t, NullableStruct):
+        return _sample(t.struct)
     return {
         "bool": True,
         "int8": 1,

@@ -1,0 +1,274 @@
+"""The group coordinator's share groups (KIP-932): ShareGroupHeartbeat and
+ShareGroupDescribe, on the broker that coordinates the group id (the leader of its
+``__consumer_offsets`` partition, as for every group; one id space with the classic and
+consumer groups). Membership is :mod:`broker.coordinator.share_group`.
+
+A share group's membership is held in memory (not yet written to ``__consumer_offsets``,
+as Kafka's is): when its coordinator moves, members hear UNKNOWN_MEMBER_ID and rejoin
+with the same id, which every share consumer does. What the members have read is kept
+by the partitions' leaders (see :mod:`broker.replica.shares`), not here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Protocol
+
+import structlog
+
+from broker.authorizer import Authorizer, group_not_authorized, topic_not_authorized
+from broker.coordinator.share_group import LEAVE, ShareGroup, check_heartbeat
+from broker.server import PEER_HOST
+from protocol.acls import Operation, ResourceType
+from protocol.apis import (
+    ConsumerGroupAssignment,
+    ConsumerGroupTopicPartitions,
+    DescribedAssignment,
+    DescribedTopicPartitions,
+    ShareGroupDescribed,
+    ShareGroupDescribedMember,
+    ShareGroupDescribeRequest,
+    ShareGroupDescribeResponse,
+    ShareGroupHeartbeatRequest,
+    ShareGroupHeartbeatResponse,
+)
+from protocol.consumer_group_log import TopicInfo
+from protocol.errors import (
+    ApiError,
+    GroupIdNotFoundError,
+    NonEmptyGroupError,
+    UnknownMemberIdError,
+    UnsupportedVersionError,
+)
+
+__all__ = ["ShareGroups"]
+
+
+class _Coordinator(Protocol):
+    """What of the group coordinator share groups use."""
+
+    @property
+    def groups(self) -> Mapping[str, object]: ...
+
+    def _store_for(self, group: str) -> object: ...
+
+    def _topics_now(self) -> dict[str, TopicInfo]: ...
+
+
+class ShareGroups:
+    """The share groups a group coordinator holds. ``clock()``: ms, standing still while
+    the coordinator's view is in doubt (its Doubt's clock)."""
+
+    def __init__(
+        self,
+        coordinator: _Coordinator,
+        clock: Callable[[], int],
+        authorizer: Authorizer | None = None,
+        *,
+        enabled: bool = True,
+        session_timeout_ms: int = 45_000,
+        heartbeat_interval_ms: int = 5_000,
+        max_size: int = 200,
+        partition_of: Callable[[str], int],
+        broker_id: int = -1,
+    ) -> None:
+        self._coordinator = coordinator
+        self._clock = clock
+        self._acl = authorizer or Authorizer()
+        self.enabled = enabled
+        self._session_timeout_ms = session_timeout_ms
+        self._heartbeat_interval_ms = heartbeat_interval_ms
+        self._max_size = max_size
+        self._partition_of = partition_of
+        self.groups: dict[str, ShareGroup] = {}
+        self._log = structlog.get_logger("headwater.coordinator").bind(broker_id=broker_id)
+
+    def heartbeat(self, request: ShareGroupHeartbeatRequest) -> ShareGroupHeartbeatResponse:
+        """A member joins (epoch 0), heartbeats, or leaves (-1); an error changes nothing."""
+        try:
+            return self._heartbeat(request)
+        except ApiError as exc:
+            return ShareGroupHeartbeatResponse(
+                error_code=exc.code,
+                error_message=exc.message,
+                member_id=request.member_id or None,
+                member_epoch=-1,
+            )
+
+    def _heartbeat(self, request: ShareGroupHeartbeatRequest) -> ShareGroupHeartbeatResponse:
+        self._check_enabled()
+        group_id = request.group_id
+        if not self._acl.allowed(Operation.READ, ResourceType.GROUP, group_id):
+            raise group_not_authorized(group_id, Operation.READ)
+        self._coordinator._store_for(group_id)
+        check_heartbeat(
+            request.member_id, request.member_epoch, request.rack_id, request.subscribed_topic_names
+        )
+        for topic in request.subscribed_topic_names or ():
+            if not self._acl.allowed(Operation.DESCRIBE, ResourceType.TOPIC, topic):
+                raise topic_not_authorized(topic, Operation.DESCRIBE)
+        if group_id in self._coordinator.groups:
+            raise GroupIdNotFoundError(
+                f"group {group_id!r} is not a share group (a consumer group has the id)"
+            )
+        group = self.groups.get(group_id)
+        if request.member_epoch == LEAVE:
+            if group is None:
+                raise GroupIdNotFoundError(f"share group {group_id!r} does not exist")
+            group.leave(request.member_id)
+            self._log.info(
+                "share_group.member_left",
+                group=group_id,
+                member=request.member_id,
+                epoch=group.epoch,
+            )
+            return ShareGroupHeartbeatResponse(
+                member_id=request.member_id,
+                member_epoch=LEAVE,
+                heartbeat_interval_ms=group.heartbeat_interval_ms,
+            )
+        if group is None:
+            if request.member_epoch != 0:
+                raise UnknownMemberIdError(
+                    f"share group {group_id!r} has no member {request.member_id!r}: rejoin"
+                )
+            group = ShareGroup(
+                group_id,
+                self._coordinator._topics_now,
+                session_timeout_ms=self._session_timeout_ms,
+                heartbeat_interval_ms=self._heartbeat_interval_ms,
+                max_size=self._max_size,
+            )
+        before = group.epoch
+        answer = group.heartbeat(
+            request.member_id,
+            request.member_epoch,
+            self._clock(),
+            rack_id=request.rack_id,
+            subscribed=request.subscribed_topic_names,
+            client_id=request.client_id,
+            client_host=PEER_HOST.get(),
+        )
+        self.groups[group_id] = group  # (a join refused above made none)
+        if group.epoch != before:
+            self._log.info(
+                "share_group.epoch_bumped",
+                group=group_id,
+                epoch=group.epoch,
+                member=request.member_id,
+                members=len(group.members),
+            )
+        return ShareGroupHeartbeatResponse(
+            member_id=answer.member_id,
+            member_epoch=answer.epoch,
+            heartbeat_interval_ms=group.heartbeat_interval_ms,
+            assignment=None
+            if answer.assignment is None
+            else ConsumerGroupAssignment(
+                topic_partitions=[
+                    ConsumerGroupTopicPartitions(topic_id=t, partitions=sorted(ps))
+                    for t, ps in sorted(answer.assignment.items())
+                ]
+            ),
+        )
+
+    def describe(self, request: ShareGroupDescribeRequest) -> ShareGroupDescribeResponse:
+        return ShareGroupDescribeResponse(groups=[self._described(g) for g in request.group_ids])
+
+    def _described(self, group_id: str) -> ShareGroupDescribed:
+        try:
+            self._check_enabled()
+            if not self._acl.allowed(Operation.DESCRIBE, ResourceType.GROUP, group_id):
+                raise group_not_authorized(group_id, Operation.DESCRIBE)
+            self._coordinator._store_for(group_id)
+            group = self.groups.get(group_id)
+            if group is None:
+                raise GroupIdNotFoundError(f"group {group_id!r} is not a share group")
+        except ApiError as exc:
+            return ShareGroupDescribed(
+                group_id=group_id,
+                group_state="Dead",
+                error_code=exc.code,
+                error_message=exc.message,
+            )
+        topics = self._coordinator._topics_now()
+        names = {info.topic_id: name for name, info in topics.items()}
+        return ShareGroupDescribed(
+            group_id=group_id,
+            group_state=group.state,
+            group_epoch=group.epoch,
+            assignment_epoch=group.assignment_epoch,
+            assignor_name=group.assignor,
+            members=[
+                ShareGroupDescribedMember(
+                    member_id=m.member_id,
+                    rack_id=m.rack_id,
+                    member_epoch=m.epoch,
+                    client_id=m.client_id,
+                    client_host=m.client_host,
+                    subscribed_topic_names=list(m.subscribed),
+                    assignment=DescribedAssignment(
+                        topic_partitions=[
+                            DescribedTopicPartitions(
+                                topic_id=t, topic_name=names[t], partitions=sorted(ps)
+                            )
+                            for t, ps in sorted(m.assigned.items())
+                            if t in names  # (Kafka's: a topic gone from the metadata is left out)
+                        ]
+                    ),
+                )
+                for m in group.members.values()
+            ],
+        )
+
+    # --- what the coordinator asks --------------------------------------------------------
+
+    def tick(self) -> None:
+        """Members silent for their session timeout are fenced."""
+        now = self._clock()
+        for group in self.groups.values():
+            deadline = group.next_deadline()
+            if deadline is None or deadline > now:
+                continue
+            for member in group.tick(now):
+                self._log.info(
+                    "share_group.member_fenced",
+                    group=group.group_id,
+                    member=member,
+                    epoch=group.epoch,
+                    cause="its session ran out",
+                )
+
+    def topics_changed(self) -> None:
+        for group in self.groups.values():
+            if group.members and group.topics_changed():
+                self._log.info(
+                    "share_group.epoch_bumped",
+                    group=group.group_id,
+                    epoch=group.epoch,
+                    cause="its topics changed",
+                )
+
+    def unload(self, index: int) -> None:
+        """The coordinator no longer holds offsets partition ``index``: its share groups go
+        (their members rejoin at the new coordinator)."""
+        for group_id in [g for g in self.groups if self._partition_of(g) == index]:
+            del self.groups[group_id]
+
+    def delete(self, group_id: str) -> ApiError | None:
+        """DeleteGroups of a share group: only an empty one goes."""
+        group = self.groups.get(group_id)
+        if group is None:
+            return GroupIdNotFoundError(f"group {group_id!r} does not exist")
+        if group.members:
+            return NonEmptyGroupError(
+                f"share group {group_id!r} has {len(group.members)} members: stop them first"
+            )
+        del self.groups[group_id]
+        return None
+
+    def _check_enabled(self) -> None:
+        if not self.enabled:
+            raise UnsupportedVersionError(
+                "share groups are off on this broker (group.share.enable=false)"
+            )
