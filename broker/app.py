@@ -45,6 +45,7 @@ from broker.coordinator.coordinator import GroupCoordinator
 from broker.coordinator.doubt import Doubt
 from broker.coordinator.markers import MarkerWriter
 from broker.coordinator.producer_ids import ProducerIdManager
+from broker.coordinator.share_state import ShareStateClient
 from broker.coordinator.transactions import TransactionCoordinator
 from broker.coordinator.verification import TxnVerifier
 from broker.deferred import Deferred
@@ -626,6 +627,14 @@ class Broker:
             ApiKey.SHARE_GROUP_DESCRIBE: _serve(groups.share_groups.describe),
             ApiKey.SHARE_FETCH: share_fetch,
             ApiKey.SHARE_ACKNOWLEDGE: share_acknowledge,
+            ApiKey.READ_SHARE_GROUP_STATE: cluster(
+                inter_broker, "read a share group's state", _serve(groups.share_groups.read_state)
+            ),
+            ApiKey.WRITE_SHARE_GROUP_STATE: cluster(
+                inter_broker,
+                "store a share group's state",
+                _serve(groups.share_groups.write_state),
+            ),
             ApiKey.SYNC_GROUP: _serve(groups.sync_group),
             ApiKey.HEARTBEAT: _serve(groups.heartbeat),
             ApiKey.LEAVE_GROUP: _serve(groups.leave_group),
@@ -700,6 +709,14 @@ class Broker:
             max_in_flight=int(cfg["group.share.partition.max.record.locks"]),
             max_sessions=int(cfg["group.share.max.share.sessions"]),
             on_close=ON_CLOSE.get,
+            store=ShareStateClient(
+                self.broker_id,
+                self.metadata,
+                self._peer_pool(),
+                lambda: int(self.config["offsets.topic.num.partitions"]),
+                local_read=self._coordinator.share_groups.read_state,
+                local_write=self._coordinator.share_groups.write_state,
+            ),
         )
         self._start_cleaner()
         self._producer_ids = ProducerIdManager(self.broker_id, self._zk)

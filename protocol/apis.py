@@ -122,6 +122,8 @@ class ApiKey(enum.IntEnum):
     SHARE_GROUP_DESCRIBE = 77
     SHARE_FETCH = 78
     SHARE_ACKNOWLEDGE = 79
+    READ_SHARE_GROUP_STATE = 84  # between brokers: a partition leader and a group's coordinator
+    WRITE_SHARE_GROUP_STATE = 85
 
 
 LATEST_TIMESTAMP = -1
@@ -1957,6 +1959,60 @@ class ShareAcknowledgeResponse(Response):
     node_endpoints: list[NodeEndpoint] = field(default_factory=list)
 
 
+@dataclass(slots=True, kw_only=True)
+class ShareStateBatch:
+    """Offsets of one state in a share group's delivery state of a partition: 0
+    available, 2 acknowledged, 4 archived; with how often each was delivered."""
+
+    first_offset: int
+    last_offset: int
+    delivery_state: int
+    delivery_count: int
+
+
+@dataclass(slots=True, kw_only=True)
+class ReadShareGroupStateRequest(Request):
+    """A partition's new leader asks the group's coordinator for the group's delivery
+    state of it (Kafka's ReadShareGroupState, one partition a request). Its leader epoch
+    is recorded: a write from an older leader is refused from then on."""
+
+    group_id: str
+    topic_id: bytes
+    partition: int
+    leader_epoch: int
+    start_offset: int = -1
+    """Where the group starts if it has no state stored: stored so, in the same step
+    (Kafka's InitializeShareGroupState), so that the read fences an older leader even
+    then. -1: nothing is stored."""
+
+
+@dataclass(slots=True, kw_only=True)
+class ReadShareGroupStateResponse(Response):
+    leader_epoch: int = -1
+    """The epoch of the leader that stored the state before this read (-1: none)."""
+    start_offset: int = -1
+    """-1: none stored (the group never read the partition)."""
+    state_batches: list[ShareStateBatch] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class WriteShareGroupStateRequest(Request):
+    """The partition's leader stores the group's delivery state of it (Kafka's
+    WriteShareGroupState): the whole of it, replacing what was stored."""
+
+    group_id: str
+    topic_id: bytes
+    partition: int
+    leader_epoch: int
+    start_offset: int
+    state_batches: list[ShareStateBatch] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class WriteShareGroupStateResponse(Response):
+    pass
+
+
 # --- group administration: ListGroups (16), DescribeGroups (15), DeleteGroups (42) -----
 
 
@@ -2542,6 +2598,20 @@ APIS = _apis(
         0,
         ConsumerGroupDescribeRequest,
         ConsumerGroupDescribeResponse,
+    ),
+    Api(
+        ApiKey.READ_SHARE_GROUP_STATE,
+        0,
+        0,
+        ReadShareGroupStateRequest,
+        ReadShareGroupStateResponse,
+    ),
+    Api(
+        ApiKey.WRITE_SHARE_GROUP_STATE,
+        0,
+        0,
+        WriteShareGroupStateRequest,
+        WriteShareGroupStateResponse,
     ),
     Api(ApiKey.DESCRIBE_GROUPS, 0, 0, DescribeGroupsRequest, DescribeGroupsResponse),
     Api(ApiKey.DELETE_GROUPS, 0, 0, DeleteGroupsRequest, DeleteGroupsResponse),

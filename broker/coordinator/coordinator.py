@@ -46,7 +46,7 @@ import collections
 import contextlib
 import dataclasses
 import time
-from collections.abc import AsyncIterator, Awaitable, Collection, Mapping
+from collections.abc import Awaitable, Collection, Mapping
 from typing import TypeVar
 
 import structlog
@@ -74,6 +74,7 @@ from broker.coordinator.group import DEAD, EMPTY, STABLE, Group, Member, Stored
 from broker.coordinator.offsets import OffsetStore
 from broker.coordinator.placement import coordinator_of, replication_factor
 from broker.coordinator.share_groups import ShareGroups
+from broker.locks import KeyedLocks
 from broker.log import Log
 from broker.log.manager import TopicPartition
 from broker.metadata import MetadataCache
@@ -243,7 +244,7 @@ class GroupCoordinator:
         self._consumer_assignors = tuple(config["group.consumer.assignors"])
         self._migration = str(config["group.consumer.migration.policy"]).lower()
         self._topics_seen: tuple[object, object] | None = None
-        self._serial: dict[str, tuple[asyncio.Lock, list[int]]] = {}
+        self._serial: KeyedLocks[str] = KeyedLocks()
         """Per group of the new protocol with a change under way: its lock (a change is
         made, written and answered before the next starts) and how many want it."""
         self._chores: set[asyncio.Task[None]] = set()  # fences and topic changes, written
@@ -456,7 +457,10 @@ class GroupCoordinator:
             if not self._doubt.known():
                 continue
             now = self._doubt.clock()
-            self.share_groups.tick()
+            try:
+                self.share_groups.tick()
+            except Exception:  # a bug: logged, and the other groups' timers go on
+                self._log.exception("coordinator.share_tick_failed")
             for group in list(self.groups.values()):
                 if isinstance(group, ConsumerGroup):
                     if group.due(now) and group.group_id not in self._fencing:
@@ -1465,23 +1469,11 @@ class GroupCoordinator:
         if self.groups.get(group.group_id) is not group:
             self.groups[group.group_id] = group
 
-    @contextlib.asynccontextmanager
-    async def _serialized(self, group_id: str) -> AsyncIterator[None]:
+    def _serialized(self, group_id: str) -> contextlib.AbstractAsyncContextManager[None]:
         """One change of a group of the new protocol at a time, each made, written and
         answered before the next is made: an answer never tells a member of a change
         the log does not have (Kafka's answers wait for the records they follow)."""
-        entry = self._serial.get(group_id)
-        if entry is None:
-            entry = self._serial[group_id] = (asyncio.Lock(), [0])
-        lock, users = entry
-        users[0] += 1
-        try:
-            async with lock:
-                yield
-        finally:
-            users[0] -= 1
-            if not users[0]:
-                del self._serial[group_id]
+        return self._serial.hold(group_id)
 
     async def _write_consumer_group(self, group: ConsumerGroup) -> None:
         """What the call changed in ``group`` (its records, Kafka's: see
@@ -2143,8 +2135,8 @@ class GroupCoordinator:
             return await self._delete_group_now(group_id)
 
     async def _delete_group_now(self, group_id: str) -> ApiError | None:
-        if group_id in self.share_groups.groups:
-            return self.share_groups.delete(group_id)
+        if self.share_groups.holds(group_id):
+            return await self.share_groups.delete(group_id)
         try:
             index, store = self._store_for(group_id)
             group = self._deletable(group_id, store)

@@ -29,6 +29,12 @@ from protocol.group_log import (
     encode_key,
     encode_value,
 )
+from protocol.share_state_log import (
+    ShareStateKey,
+    StoredShareState,
+    decode_share_state_key,
+    decode_share_state_value,
+)
 
 __all__ = ["OffsetStore"]
 
@@ -42,6 +48,9 @@ class OffsetStore:
         self.groups: dict[str, dict[tuple[str, int], OffsetAndMetadata]] = {}
         self.group_metadata: dict[str, GroupMetadata] = {}
         self.consumer_groups: dict[str, ConsumerGroupImage] = {}
+        self.share_states: dict[ShareStateKey, StoredShareState] = {}
+        """Share groups' delivery state of each partition (KIP-932; see
+        :mod:`protocol.share_state_log`)."""
         """Groups of the new consumer protocol, as their records (types 3-8) say."""
         self.pending: dict[int, list[tuple[bytes, bytes | None, int]]] = {}
         """A transaction's offsets (TxnOffsetCommit), by producer id, with where each is
@@ -145,6 +154,8 @@ class OffsetStore:
             self._written_at.pop(key, None)  # gone with its offset: not kept for it
         elif log_offset >= 0:
             self._written_at[key] = log_offset
+        if self._apply_share_state(key, value):
+            return
         consumer_key = decode_consumer_group_key(key)
         if consumer_key is not None:
             self._apply_consumer_group(consumer_key, value)
@@ -172,6 +183,17 @@ class OffsetStore:
                 self._drop_held({key}, before=log_offset)
         else:
             offsets[(topic, partition)] = decode_value(value)
+
+    def _apply_share_state(self, key: bytes, value: bytes | None) -> bool:
+        """Whether ``key`` is a share group's state of a partition (then applied)."""
+        share_key = decode_share_state_key(key)
+        if share_key is None:
+            return False
+        if value is None:
+            self.share_states.pop(share_key, None)
+        else:
+            self.share_states[share_key] = decode_share_state_value(value)
+        return True
 
     def _apply_consumer_group(self, key: ConsumerGroupKey, value: bytes | None) -> None:
         decoded = None if value is None else decode_consumer_group_value(key.record_type, value)

@@ -17,7 +17,9 @@ from typing import Protocol
 import structlog
 
 from broker.authorizer import Authorizer, group_not_authorized, topic_not_authorized
+from broker.coordinator.offsets import OffsetStore
 from broker.coordinator.share_group import LEAVE, ShareGroup, check_heartbeat
+from broker.locks import KeyedLocks
 from broker.server import PEER_HOST
 from protocol.acls import Operation, ResourceType
 from protocol.apis import (
@@ -25,20 +27,37 @@ from protocol.apis import (
     ConsumerGroupTopicPartitions,
     DescribedAssignment,
     DescribedTopicPartitions,
+    ProducePartitionResponse,
+    ReadShareGroupStateRequest,
+    ReadShareGroupStateResponse,
     ShareGroupDescribed,
     ShareGroupDescribedMember,
     ShareGroupDescribeRequest,
     ShareGroupDescribeResponse,
     ShareGroupHeartbeatRequest,
     ShareGroupHeartbeatResponse,
+    ShareStateBatch,
+    WriteShareGroupStateRequest,
+    WriteShareGroupStateResponse,
 )
 from protocol.consumer_group_log import TopicInfo
 from protocol.errors import (
     ApiError,
+    CoordinatorNotAvailableError,
+    FencedLeaderEpochError,
     GroupIdNotFoundError,
     NonEmptyGroupError,
+    NotCoordinatorError,
+    NotLeaderOrFollowerError,
     UnknownMemberIdError,
     UnsupportedVersionError,
+    error_for_code,
+)
+from protocol.share_state_log import (
+    ShareStateKey,
+    StoredShareState,
+    encode_share_state_key,
+    encode_share_state_value,
 )
 
 __all__ = ["ShareGroups"]
@@ -50,9 +69,21 @@ class _Coordinator(Protocol):
     @property
     def groups(self) -> Mapping[str, object]: ...
 
-    def _store_for(self, group: str) -> object: ...
+    def _store_for(self, group: str) -> tuple[int, OffsetStore]: ...
 
     def _topics_now(self) -> dict[str, TopicInfo]: ...
+
+    async def _append(
+        self, index: int, records: list[tuple[bytes, bytes | None]]
+    ) -> ProducePartitionResponse: ...
+
+    def _applied(
+        self,
+        index: int,
+        store: OffsetStore | None,
+        records: list[tuple[bytes, bytes | None]],
+        base_offset: int,
+    ) -> None: ...
 
 
 class ShareGroups:
@@ -81,6 +112,9 @@ class ShareGroups:
         self._max_size = max_size
         self._partition_of = partition_of
         self.groups: dict[str, ShareGroup] = {}
+        self._state_locks: KeyedLocks[ShareStateKey] = KeyedLocks()
+        """One read or write of a key at a time: a fencing check and the record it allows
+        are not separated by another's."""
         self._log = structlog.get_logger("headwater.coordinator").bind(broker_id=broker_id)
 
     def heartbeat(self, request: ShareGroupHeartbeatRequest) -> ShareGroupHeartbeatResponse:
@@ -113,19 +147,21 @@ class ShareGroups:
             )
         group = self.groups.get(group_id)
         if request.member_epoch == LEAVE:
-            if group is None:
-                raise GroupIdNotFoundError(f"share group {group_id!r} does not exist")
-            group.leave(request.member_id)
+            # a member of a group this coordinator does not hold (it moved here since,
+            # and memberships are not stored) is gone already: its leave is answered as
+            # taken (librdkafka takes an error here as fatal to the consumer)
+            if group is not None and request.member_id in group.members:
+                group.leave(request.member_id)
             self._log.info(
                 "share_group.member_left",
                 group=group_id,
                 member=request.member_id,
-                epoch=group.epoch,
+                epoch=None if group is None else group.epoch,
             )
             return ShareGroupHeartbeatResponse(
                 member_id=request.member_id,
                 member_epoch=LEAVE,
-                heartbeat_interval_ms=group.heartbeat_interval_ms,
+                heartbeat_interval_ms=self._heartbeat_interval_ms,
             )
         if group is None:
             if request.member_epoch != 0:
@@ -221,6 +257,81 @@ class ShareGroups:
             ],
         )
 
+    # --- the delivery states the partitions' leaders store here --------------------------
+
+    async def read_state(self, request: ReadShareGroupStateRequest) -> ReadShareGroupStateResponse:
+        """A partition's new leader takes the group's delivery state of it (none stored:
+        the start the leader gives, stored now); its leader epoch is stored with it first
+        (a write from an older leader is refused after). The answer says the epoch it
+        was stored in before: a leader that led before, in an older epoch, learns whether
+        another led between."""
+        try:
+            key = ShareStateKey(request.group_id, request.topic_id, request.partition)
+            async with self._state_locks.hold(key):
+                index, store = self._coordinator._store_for(request.group_id)
+                stored = store.share_states.get(key)
+                before = -1 if stored is None else stored.leader_epoch
+                if stored is not None and request.leader_epoch < stored.leader_epoch:
+                    raise _fenced(request.leader_epoch, stored.leader_epoch)
+                if stored is None and request.start_offset >= 0:
+                    stored = StoredShareState(request.leader_epoch, request.start_offset)
+                    await self._store(index, store, key, stored)
+                elif stored is not None and request.leader_epoch > stored.leader_epoch:
+                    stored = stored._replace(leader_epoch=request.leader_epoch)
+                    await self._store(index, store, key, stored)
+        except ApiError as exc:
+            return ReadShareGroupStateResponse(error_code=exc.code, error_message=exc.message)
+        if stored is None:
+            return ReadShareGroupStateResponse()
+        return ReadShareGroupStateResponse(
+            leader_epoch=before,
+            start_offset=stored.start_offset,
+            state_batches=[
+                ShareStateBatch(
+                    first_offset=first, last_offset=last, delivery_state=state, delivery_count=n
+                )
+                for first, last, state, n in stored.batches
+            ],
+        )
+
+    async def write_state(
+        self, request: WriteShareGroupStateRequest
+    ) -> WriteShareGroupStateResponse:
+        """The partition's leader stores the group's delivery state of it (acks=all, as a
+        commit); refused from a leader older than the one that read or wrote it last."""
+        try:
+            key = ShareStateKey(request.group_id, request.topic_id, request.partition)
+            async with self._state_locks.hold(key):
+                index, store = self._coordinator._store_for(request.group_id)
+                stored = store.share_states.get(key)
+                if stored is not None and request.leader_epoch < stored.leader_epoch:
+                    raise _fenced(request.leader_epoch, stored.leader_epoch)
+                state = StoredShareState(
+                    request.leader_epoch,
+                    request.start_offset,
+                    tuple(
+                        (b.first_offset, b.last_offset, b.delivery_state, b.delivery_count)
+                        for b in request.state_batches
+                    ),
+                )
+                await self._store(index, store, key, state)
+        except ApiError as exc:
+            return WriteShareGroupStateResponse(error_code=exc.code, error_message=exc.message)
+        return WriteShareGroupStateResponse()
+
+    async def _store(
+        self, index: int, store: OffsetStore, key: ShareStateKey, state: StoredShareState
+    ) -> None:
+        records: list[tuple[bytes, bytes | None]] = [
+            (encode_share_state_key(key), encode_share_state_value(state))
+        ]
+        result = await self._coordinator._append(index, records)
+        if result.base_offset < 0:
+            raise _state_not_stored(result.error_code, result.error_message)
+        self._coordinator._applied(index, store, records, result.base_offset)
+        if result.error_code:  # appended, not replicated in time: not stored for sure
+            raise _state_not_stored(result.error_code, result.error_message)
+
     # --- what the coordinator asks --------------------------------------------------------
 
     def tick(self) -> None:
@@ -255,16 +366,46 @@ class ShareGroups:
         for group_id in [g for g in self.groups if self._partition_of(g) == index]:
             del self.groups[group_id]
 
-    def delete(self, group_id: str) -> ApiError | None:
-        """DeleteGroups of a share group: only an empty one goes."""
+    def holds(self, group_id: str) -> bool:
+        """Whether ``group_id`` is a share group here: one with members, or (its
+        membership not kept when the coordinator moved) one with delivery states stored."""
+        if group_id in self.groups:
+            return True
+        if group_id in self._coordinator.groups:
+            return False
+        try:
+            _, store = self._coordinator._store_for(group_id)
+        except ApiError:
+            return False
+        return any(k.group_id == group_id for k in store.share_states)
+
+    async def delete(self, group_id: str) -> ApiError | None:
+        """DeleteGroups of a share group: only an empty one goes, with the delivery
+        states stored of it (tombstones, acks=all: a group made again under the id starts
+        where share.auto.offset.reset says, not where this one was)."""
         group = self.groups.get(group_id)
-        if group is None:
-            return GroupIdNotFoundError(f"group {group_id!r} does not exist")
-        if group.members:
+        if group is not None and group.members:
             return NonEmptyGroupError(
                 f"share group {group_id!r} has {len(group.members)} members: stop them first"
             )
-        del self.groups[group_id]
+        try:
+            index, store = self._coordinator._store_for(group_id)
+            keys = [k for k in store.share_states if k.group_id == group_id]
+            if keys:
+                records: list[tuple[bytes, bytes | None]] = [
+                    (encode_share_state_key(k), None) for k in keys
+                ]
+                result = await self._coordinator._append(index, records)
+                if result.base_offset < 0:
+                    raise _state_not_stored(result.error_code, result.error_message)
+                self._coordinator._applied(index, store, records, result.base_offset)
+                if result.error_code:
+                    raise _state_not_stored(result.error_code, result.error_message)
+        except ApiError as exc:
+            return exc
+        if self.groups.get(group_id) is group:
+            self.groups.pop(group_id, None)
+        self._log.info("share_group.deleted", group=group_id, states=len(keys))
         return None
 
     def _check_enabled(self) -> None:
@@ -272,3 +413,23 @@ class ShareGroups:
             raise UnsupportedVersionError(
                 "share groups are off on this broker (group.share.enable=false)"
             )
+
+
+def _fenced(epoch: int, stored: int) -> ApiError:
+    return FencedLeaderEpochError(
+        f"leader epoch {epoch} is older than {stored}, of the partition's leader that took "
+        "the group's state of it since"
+    )
+
+
+def _state_not_stored(code: int, message: str | None) -> ApiError:
+    """The answer to a leader whose state could not be stored here: retriable unless the
+    request itself was wrong."""
+    if code == NotLeaderOrFollowerError.code:
+        return NotCoordinatorError("this broker stopped coordinating the group; find it again")
+    error = error_for_code(code, message)
+    if error.retriable:
+        return CoordinatorNotAvailableError(
+            f"the share group's state could not be replicated ({error.name}); retry shortly"
+        )
+    return error

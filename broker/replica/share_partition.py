@@ -244,13 +244,20 @@ class SharePartition:
     # --- acknowledgements, releases, expiry -------------------------------------------------
 
     def acknowledge(
-        self, member: str, acks: Sequence[Acknowledgement], now_ms: int, lock_ms: int
+        self,
+        member: str,
+        acks: Sequence[Acknowledgement],
+        now_ms: int,
+        lock_ms: int,
+        *,
+        renew: bool = False,
     ) -> None:
         """Apply one request's acknowledgements of this partition by ``member``, all or
         none (Kafka's): INVALID_REQUEST for a range past the window or a malformed one,
         INVALID_RECORD_STATE for a record not acquired by ``member`` (not out, out to
         another member, or done). Ranges below the start are done already: skipped. The ranges
-        come in order, none overlapping (Kafka's check, INVALID_REQUEST)."""
+        come in order, none overlapping (Kafka's check, INVALID_REQUEST). RENEW (4) only
+        where ``renew`` (ShareFetch and ShareAcknowledge v2, KIP-1222)."""
         after = -1
         for ack in acks:
             if ack.first_offset <= after:
@@ -258,7 +265,7 @@ class SharePartition:
                     f"acknowledgement of offsets {ack.first_offset}..{ack.last_offset} overlaps "
                     "or precedes the one before it: give ranges in order, once each"
                 )
-            self._check(member, ack)
+            self._check(member, ack, renew)
             after = ack.last_offset
         for first, last, types in acks:
             if last < self.start:
@@ -275,7 +282,7 @@ class SharePartition:
                     lo = hi + 1
         self._tidy()
 
-    def _check(self, member: str, ack: Acknowledgement) -> None:
+    def _check(self, member: str, ack: Acknowledgement, renew: bool) -> None:
         first, last, types = ack
         if first > last or first < 0:
             raise InvalidRequestError(f"acknowledgement of offsets {first}..{last}: no such range")
@@ -285,8 +292,10 @@ class SharePartition:
                 "type, or one per offset"
             )
         for t in types:
-            if t not in (GAP, ACCEPT, RELEASE, REJECT, RENEW):
-                raise InvalidRequestError(f"acknowledgement type {t} is not one of 0-4")
+            if t not in (GAP, ACCEPT, RELEASE, REJECT) and not (renew and t == RENEW):
+                raise InvalidRequestError(
+                    f"acknowledgement type {t} is not one of 0-{RENEW if renew else REJECT}"
+                )
         if last < self.start:
             return
         if last >= self.end:

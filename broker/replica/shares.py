@@ -15,22 +15,24 @@ segment file (sent with ``sendfile``) with the ranges acquired: the client deliv
 those. Nothing to give parks the fetch until ``max_wait_ms``: a high watermark that moves,
 a release, or an acquisition lock that ends tries it again.
 
-The delivery state is held in memory by the partition's leader; it is not yet stored (see
-the README, Share groups): it starts again, at the high watermark, when the leader
-changes or restarts.
+The delivery state is stored at the group's coordinator (:class:`ShareStore`): read
+before the partition's leader hands anything out, written whole before an acknowledgement
+is answered, and in the background after a release or a lock that ended. Acquisitions are
+not stored (Kafka's): after a leader change, what was out is delivered again.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
 from broker.authorizer import Authorizer, group_not_authorized, topic_not_authorized
-from broker.deferred import Deferred
+from broker.locks import KeyedLocks
 from broker.log.log import FetchData
 from broker.metadata import MetadataCache, id_of_unknown_name
 from broker.replica.manager import ReplicaManager
@@ -39,6 +41,7 @@ from broker.replica.share_partition import (
     Acknowledgement,
     BatchBounds,
     SharePartition,
+    StateBatch,
 )
 from protocol.acls import Operation, ResourceType
 from protocol.apis import (
@@ -55,25 +58,47 @@ from protocol.apis import (
 )
 from protocol.errors import (
     ApiError,
+    FencedLeaderEpochError,
     InvalidRecordStateError,
     InvalidRequestError,
     InvalidShareSessionEpochError,
+    NotLeaderOrFollowerError,
     OffsetOutOfRangeError,
     ShareSessionLimitReachedError,
     ShareSessionNotFoundError,
     UnknownTopicIdError,
     UnsupportedVersionError,
 )
+from protocol.records import BatchHeader
+from protocol.share_state_log import StoredShareState
 from protocol.topic_partition import TopicPartition
 
 __all__ = ["ShareManager"]
 
 _CONTROL = 0x20  # a batch's attributes: a control batch (transaction markers)
+_READ_BYTES = 1 << 20
+"""The most one partition's read takes (MaxRecords, 500 by default, is what a share fetch
+is bounded by; a read of MaxBytes would pass over far more batches than it hands out)."""
 _FINAL = -1  # the epoch that closes a session
 _MAX_EPOCH = 2**31 - 1
 
 OnClose = Callable[[Callable[[], None]], None]
 """Registers a callback run once when the connection being served closes."""
+
+
+class ShareStore(Protocol):
+    """Where the groups' delivery states are stored: each group's coordinator
+    (:class:`broker.coordinator.share_state.ShareStateClient`). A read stores
+    ``start`` when nothing is stored, and answers with the epoch the state was stored in
+    before it (-1: none)."""
+
+    async def read(
+        self, group: str, topic_id: bytes, partition: int, leader_epoch: int, start: int
+    ) -> StoredShareState: ...
+
+    async def write(
+        self, group: str, topic_id: bytes, partition: int, state: StoredShareState
+    ) -> None: ...
 
 
 @dataclass(eq=False)
@@ -93,8 +118,10 @@ class _Parked:
     request: ShareFetchRequest
     session: _Session
     response: ShareFetchResponse
-    deferred: Deferred[ShareFetchResponse]
+    future: asyncio.Future[ShareFetchResponse]
     answers: dict[TopicPartition, ShareFetchPartitionData]
+    tps: list[TopicPartition]
+    """The partitions it waits on (the session's when it parked)."""
     timer: asyncio.TimerHandle | None = None
 
 
@@ -115,6 +142,7 @@ class ShareManager:
         max_sessions: int = 2000,
         auto_offset_reset: Callable[[str], str] = lambda group: "latest",
         on_close: Callable[[], OnClose | None] = lambda: None,
+        store: ShareStore | None = None,
     ) -> None:
         self._replicas = replicas
         self._metadata = metadata
@@ -126,7 +154,14 @@ class ShareManager:
         self.max_sessions = max_sessions
         self._auto_offset_reset = auto_offset_reset
         self._on_close = on_close
+        self._store = store
         self.sessions: dict[tuple[str, str], _Session] = {}
+        self._loading: dict[tuple[str, TopicPartition], asyncio.Task[None]] = {}
+        self._load_errors: dict[tuple[str, TopicPartition], ApiError] = {}
+        self._epochs: dict[tuple[str, TopicPartition], int] = {}
+        """The leader epoch each state was read in (stored in, with writes)."""
+        self._writes: KeyedLocks[tuple[str, TopicPartition]] = KeyedLocks()
+        self._background: set[asyncio.Task[None]] = set()
         self.states: dict[tuple[str, TopicPartition], SharePartition] = {}
         self._groups_of: dict[TopicPartition, set[str]] = {}
         self._timers: dict[tuple[str, TopicPartition], asyncio.TimerHandle] = {}
@@ -138,11 +173,10 @@ class ShareManager:
 
     # --- the two requests -----------------------------------------------------------------
 
-    def share_fetch(
-        self, request: ShareFetchRequest
-    ) -> ShareFetchResponse | Deferred[ShareFetchResponse]:
-        """Acknowledgements first, then records: now if there are any (or nothing to wait
-        for), else a Deferred answered when some come or ``max_wait_ms`` ends."""
+    async def share_fetch(self, request: ShareFetchRequest) -> ShareFetchResponse:
+        """Acknowledgements first (each answered once it is stored), then records: at
+        once if there are any (or nothing to wait for), else when some come or
+        ``max_wait_ms`` ends."""
         response = ShareFetchResponse(acquisition_lock_timeout_ms=self.lock_ms)
         try:
             group, member = self._check(request.group_id, request.member_id)
@@ -158,32 +192,61 @@ class ShareManager:
             return response
         self._name_topics(request)
         answers: dict[TopicPartition, ShareFetchPartitionData] = {}
-        for topic in request.topics:
-            for p in topic.partitions:
-                tp = TopicPartition(topic.topic, p.partition_index)
-                if epoch != _FINAL:
-                    session.partitions[tp] = topic.topic_id
-                if p.acknowledgement_batches:
-                    answer = answers.setdefault(
-                        tp, ShareFetchPartitionData(partition_index=tp.partition)
-                    )
-                    error = self._acknowledge(session, tp, p.acknowledgement_batches)
-                    if error is not None:
-                        answer.acknowledge_error_code = error.code
-                        answer.acknowledge_error_message = error.message
-        for forgotten in request.forgotten_topics_data:
-            for index in forgotten.partitions:
-                session.partitions.pop(TopicPartition(forgotten.topic, index), None)
+        acked = self._session_changes(session, request, answers)
+        for tp, error in zip(acked, await self._persist_all(group, acked), strict=True):
+            if error is not None:
+                answers[tp].acknowledge_error_code = error.code
+                answers[tp].acknowledge_error_message = error.message
         if epoch == _FINAL:
             self._close(session)
+            return _answered(response, answers, request, session)
+        if session.closed or request.max_records <= 0 or request.max_bytes <= 0:
+            # replaced, or its connection closed, while the acks were stored; or a fetch
+            # that only acknowledges (librdkafka's MaxRecords 0): answered now
             return _answered(response, answers, request, session)
         got = self._fetch(session, request, answers)
         if got or request.max_wait_ms <= 0 or not session.partitions:
             return _answered(response, answers, request, session)
-        return self._park(session, request, response, answers)
+        waiting = self._park(session, request, response, answers)
+        try:
+            return await waiting
+        finally:
+            if session.parked is not None and session.parked.future is waiting:
+                self._unpark(session)  # (the request went: its connection closed)
 
-    def share_acknowledge(self, request: ShareAcknowledgeRequest) -> ShareAcknowledgeResponse:
-        """A member's acknowledgements outside a fetch; epoch -1 also closes its session."""
+    def _session_changes(
+        self,
+        session: _Session,
+        request: ShareFetchRequest,
+        answers: dict[TopicPartition, ShareFetchPartitionData],
+    ) -> list[TopicPartition]:
+        """The request's partitions added to the session (its forgotten ones out), and
+        its acknowledgements applied; the partitions whose acknowledgements were taken."""
+        acked: list[TopicPartition] = []
+        for topic in request.topics:
+            for p in topic.partitions:
+                tp = TopicPartition(topic.topic, p.partition_index)
+                if request.share_session_epoch != _FINAL:
+                    session.partitions[tp] = topic.topic_id
+                if not p.acknowledgement_batches:
+                    continue
+                answer = answers.setdefault(
+                    tp, ShareFetchPartitionData(partition_index=tp.partition)
+                )
+                error = self._acknowledge(session, tp, p.acknowledgement_batches)
+                if error is None:
+                    acked.append(tp)
+                else:
+                    answer.acknowledge_error_code = error.code
+                    answer.acknowledge_error_message = error.message
+        for forgotten in request.forgotten_topics_data:
+            for index in forgotten.partitions:
+                session.partitions.pop(TopicPartition(forgotten.topic, index), None)
+        return acked
+
+    async def share_acknowledge(self, request: ShareAcknowledgeRequest) -> ShareAcknowledgeResponse:
+        """A member's acknowledgements outside a fetch, each answered once it is stored;
+        epoch -1 also closes its session."""
         response = ShareAcknowledgeResponse()
         try:
             group, member = self._check(request.group_id, request.member_id)
@@ -195,6 +258,7 @@ class ShareManager:
         except ApiError as exc:
             response.error_code, response.error_message = exc.code, exc.message
             return response
+        acked: list[tuple[TopicPartition, ShareAcknowledgePartitionData]] = []
         for topic in request.topics:
             name = self._metadata.fetchable.get(topic.topic_id)
             answer = ShareAcknowledgeTopicResponse(topic_id=topic.topic_id, topic=name or "")
@@ -206,11 +270,16 @@ class ShareManager:
                 if name is None:
                     error = _unknown_id(topic.topic_id)
                 else:
-                    error = self._acknowledge(
-                        session, TopicPartition(name, p.partition_index), p.acknowledgement_batches
-                    )
+                    tp = TopicPartition(name, p.partition_index)
+                    error = self._acknowledge(session, tp, p.acknowledgement_batches)
+                    if error is None:
+                        acked.append((tp, data))
                 if error is not None:
                     data.error_code, data.error_message = error.code, error.message
+        stored = await self._persist_all(group, [tp for tp, _ in acked])
+        for (_, data), error in zip(acked, stored, strict=True):
+            if error is not None:
+                data.error_code, data.error_message = error.code, error.message
         if request.share_session_epoch == _FINAL:
             self._close(session)
         return response
@@ -278,6 +347,9 @@ class ShareManager:
             state = self.states.get((session.group_id, tp))
             if state is not None and state.release(session.member_id):
                 self._changed(session.group_id, tp)
+                self._persist_later(session.group_id, tp)
+        if self._store is not None and not any(g == session.group_id for g, _ in self.sessions):
+            self._forget_later(session.group_id)
 
     # --- acknowledgements ------------------------------------------------------------------
 
@@ -312,24 +384,26 @@ class ShareManager:
         answers: dict[TopicPartition, ShareFetchPartitionData],
     ) -> bool:
         """Acquire for the session's member across its partitions (starting one further
-        each epoch, so none is always last); whether anything was acquired or failed."""
+        each epoch, so none is always last). Whether to answer now: something was
+        acquired, or every partition failed (a partition that fails while others may yet
+        give records waits with them, its error in the answer: Kafka's)."""
         order = list(session.partitions)
         if order:
             shift = session.epoch % len(order)
             order = order[shift:] + order[:shift]
-        budget = max(request.max_records, 1)
-        room = max(request.max_bytes, 1)
+        budget, room = request.max_records, request.max_bytes
         got = False
+        failed = 0
         for tp in order:
             if budget <= 0 or room <= 0:
                 break
             answer = answers.get(tp) or ShareFetchPartitionData(partition_index=tp.partition)
             try:
-                taken, data = self._acquire(session, tp, budget, room)
+                taken, data = self._acquire(session, tp, budget, room, first=not got)
             except ApiError as exc:
                 answer.error_code, answer.error_message = exc.code, exc.message
                 answers[tp] = answer
-                got = True
+                failed += 1
                 continue
             if not taken or data is None:
                 continue
@@ -346,66 +420,246 @@ class ShareManager:
             budget -= sum(a.last_offset - a.first_offset + 1 for a in taken)
             room -= data.size
             got = True
-        return got
+        return got or (failed > 0 and failed == len(order))
 
     def _acquire(
-        self, session: _Session, tp: TopicPartition, budget: int, room: int
+        self, session: _Session, tp: TopicPartition, budget: int, room: int, *, first: bool
     ) -> tuple[list[Any], FetchData | None]:
+        """What ``tp`` gives the member: the ranges acquired and the batches holding them,
+        at most ``_READ_BYTES`` (or ``room``). Batch headers are read only as far as the
+        acquisition goes: a fetch of a few records costs a few batches, not its MaxBytes'
+        worth. Only the first partition answered may go over ``room`` by a batch
+        (KIP-74)."""
         if not self._acl.allowed(Operation.READ, ResourceType.TOPIC, tp.topic):
             raise topic_not_authorized(tp.topic, Operation.READ)
         partition = self._leader(tp)
         state = self._state(session.group_id, tp, partition)
-        if not state.can_acquire():
-            return [], None
+        if state is None or not state.can_acquire():
+            return [], None  # (being loaded: the load wakes the fetch)
         offset = state.next_fetch_offset()
         log = partition.log
-        try:
-            data = log.read(offset, room, max_offset=partition.high_watermark)
+        size = min(room, _READ_BYTES)
+        end = partition.high_watermark
+        try:  # (the batch holding it: where the walk below starts)
+            data = log.read(offset, 1, max_offset=end)
         except OffsetOutOfRangeError:
             if offset >= log.log_start_offset:
                 raise
             state.log_start_moved(log.log_start_offset)  # retention or DeleteRecords
             offset = state.next_fetch_offset()
-            data = log.read(offset, room, max_offset=partition.high_watermark)
+            data = log.read(offset, 1, max_offset=end)
         if data is None:
             return [], None
-        headers = list(data.segment.headers(data.position, data.position + data.size))
-        bounds = [
-            BatchBounds(h.base_offset, h.last_offset, bool(h.attributes & _CONTROL))
-            for h in headers
-        ]
+        segment = data.segment
+        seen: list[BatchHeader] = []
+
+        def bounds() -> Iterator[BatchBounds]:
+            """The batches from there, read one header at a time as the acquisition
+            asks for them: up to the high watermark, ``size`` bytes (at least one batch
+            for the first partition answered), the segment's end."""
+            read = 0
+            for h in segment.headers(data.position):
+                if h.last_offset >= end or (read + h.size > size and (seen or not first)):
+                    return
+                read += h.size
+                seen.append(h)
+                yield BatchBounds(h.base_offset, h.last_offset, bool(h.attributes & _CONTROL))
+
         taken = state.acquire(
-            session.member_id, bounds, budget, _now_ms(), self.lock_ms, read_from=offset
+            session.member_id, bounds(), budget, _now_ms(), self.lock_ms, read_from=offset
         )
         self._changed(session.group_id, tp, wake=False)
         if not taken:
             return [], None
-        first, last = taken[0].first_offset, taken[-1].last_offset
-        used = [h for h in headers if h.last_offset >= first and h.base_offset <= last]
-        start, end = used[0].position, used[-1].end
-        return taken, FetchData(data.segment, start, end - start, used[0].base_offset)
+        first_offset, last_offset = taken[0].first_offset, taken[-1].last_offset
+        used = [h for h in seen if h.last_offset >= first_offset and h.base_offset <= last_offset]
+        start, stop = used[0].position, used[-1].end
+        return taken, FetchData(segment, start, stop - start, used[0].base_offset)
 
-    def _state(self, group: str, tp: TopicPartition, partition: Partition) -> SharePartition:
+    def _state(self, group: str, tp: TopicPartition, partition: Partition) -> SharePartition | None:
+        """The group's state of ``tp``; None while it is being read from the group's
+        coordinator (a read is started if none is under way). A read that failed is
+        said once, as this partition's error."""
         key = (group, tp)
+        if key in self._loading:
+            return None
         state = self.states.get(key)
-        if state is None:
-            reset = self._auto_offset_reset(group)
-            start = (
-                partition.log.log_start_offset if reset == "earliest" else partition.high_watermark
-            )
-            state = self.states[key] = SharePartition(
-                start, delivery_limit=self.delivery_limit, max_in_flight=self.max_in_flight
-            )
-            self._groups_of.setdefault(tp, set()).add(group)
-            self._log.info(
-                "share.partition_started",
+        if state is not None:
+            return state
+        if self._store is None:
+            return self._install(key, self._start(group, partition), (), partition.leader_epoch)
+        failed = self._load_errors.pop(key, None)
+        if failed is not None:
+            raise failed
+        self._start_load(key, partition)
+        return None
+
+    def _start_load(self, key: tuple[str, TopicPartition], partition: Partition) -> None:
+        task = asyncio.get_running_loop().create_task(self._load(key, partition))
+        self._loading[key] = task
+        task.add_done_callback(functools.partial(self._loaded, key))
+
+    def _loaded(self, key: tuple[str, TopicPartition], task: asyncio.Task[None]) -> None:
+        if self._loading.get(key) is task:
+            del self._loading[key]
+
+    def _start(self, group: str, partition: Partition) -> int:
+        """Where a group that never read the partition starts (share.auto.offset.reset)."""
+        if self._auto_offset_reset(group) == "earliest":
+            return partition.log.log_start_offset
+        return partition.high_watermark
+
+    def _install(
+        self,
+        key: tuple[str, TopicPartition],
+        start: int,
+        stored: tuple[Any, ...],
+        epoch: int,
+    ) -> SharePartition:
+        group, tp = key
+        self._epochs[key] = epoch
+        state = self.states[key] = SharePartition(
+            start,
+            delivery_limit=self.delivery_limit,
+            max_in_flight=self.max_in_flight,
+            stored=[StateBatch(*b) for b in stored],
+        )
+        self._groups_of.setdefault(tp, set()).add(group)
+        self._log.info(
+            "share.partition_started",
+            group=group,
+            topic=tp.topic,
+            partition=tp.partition,
+            start_offset=state.start,
+            stored_batches=len(stored),
+        )
+        return state
+
+    async def _load(self, key: tuple[str, TopicPartition], partition: Partition) -> None:
+        """The group's state of the partition read from its coordinator, which records
+        this leader's epoch (one never read starts where share.auto.offset.reset says,
+        stored in the same step, so a leader after this one starts there too). Held
+        already, from an older epoch of this broker's leadership: kept if no other
+        leader stored it since, else replaced by what that one stored."""
+        assert self._store is not None
+        group, tp = key
+        epoch = partition.leader_epoch
+        topic_id = self._metadata.topic_ids.get(tp.topic)
+        try:
+            if topic_id is None:
+                raise _unknown_id(bytes(16))
+            start = self._start(group, partition)
+            stored = await self._store.read(group, topic_id, tp.partition, epoch, start)
+        except ApiError as exc:
+            self._log.warning(
+                "share.state_not_loaded",
                 group=group,
                 topic=tp.topic,
                 partition=tp.partition,
-                start_offset=start,
-                auto_offset_reset=reset,
+                error=exc.name,
+                message=exc.message,
             )
-        return state
+            if isinstance(exc, FencedLeaderEpochError):
+                exc = NotLeaderOrFollowerError(
+                    f"a newer leader of {tp.topic}-{tp.partition} holds share group {group!r}'s "
+                    "state of it"
+                )
+            self._load_errors[key] = exc
+            self._done_loading(key)
+            return
+        if not partition.is_leader or partition.leader_epoch != epoch:
+            self._done_loading(key)
+            return  # led no more, or again since: the next fetch reads it again
+        held = self.states.get(key)
+        if held is not None and stored.leader_epoch == self._epochs.get(key):
+            self._epochs[key] = epoch  # nobody else led it between: what is out stays out
+        else:
+            self._drop(key)
+            self._install(key, stored.start_offset, stored.batches, epoch)
+        self._done_loading(key)
+
+    def _done_loading(self, key: tuple[str, TopicPartition]) -> None:
+        """The read for ``key`` is over (not only when its task's callbacks run): the
+        fetches it held up look again."""
+        task = self._loading.get(key)
+        if task is not None and task is asyncio.current_task():
+            del self._loading[key]
+        self._wake(key[1])
+
+    # --- storing -----------------------------------------------------------------------------
+
+    async def _persist_all(self, group: str, tps: list[TopicPartition]) -> list[ApiError | None]:
+        """The group's states of ``tps`` stored (each its whole state as it is then);
+        the error of each that could not be."""
+        if not tps or self._store is None:
+            return [None] * len(tps)
+        return list(await asyncio.gather(*(self._persist(group, tp) for tp in tps)))
+
+    async def _persist(self, group: str, tp: TopicPartition) -> ApiError | None:
+        """One write at a time per state, each of the state as it is when it goes (so the
+        last one stored is the newest). A refusal as fenced means another broker leads
+        the partition now: the state here goes."""
+        assert self._store is not None
+        key = (group, tp)
+        try:
+            async with self._writes.hold(key):
+                state = self.states.get(key)
+                epoch = self._epochs.get(key)
+                topic_id = self._metadata.topic_ids.get(tp.topic)
+                if state is None or epoch is None or topic_id is None:
+                    return NotLeaderOrFollowerError(
+                        f"this broker no longer leads {tp.topic}-{tp.partition}"
+                    )
+                stored = StoredShareState(epoch, state.start, tuple(state.stored()))
+                await self._store.write(group, topic_id, tp.partition, stored)
+        except FencedLeaderEpochError:
+            self._drop(key)
+            return NotLeaderOrFollowerError(
+                f"a newer leader of {tp.topic}-{tp.partition} took share group {group!r}'s "
+                "state of it"
+            )
+        except ApiError as exc:
+            return exc
+        return None
+
+    def _forget_later(self, group: str) -> None:
+        """The group's last session here closed: its states here go once what is being
+        stored of them is (Kafka's onGroupEmpty; read again from the group's coordinator
+        when a member fetches here again). Nothing is out to its members here then, but
+        what an acquisition lock still holds, which the reload makes available again."""
+
+        async def forget() -> None:
+            keys = [k for k in self.states if k[0] == group]
+            await asyncio.gather(*(self._persist(*key) for key in keys))
+            if any(g == group for g, _ in self.sessions):
+                return  # a member came back meanwhile
+            for key in keys:
+                self._drop(key)
+
+        task = asyncio.get_running_loop().create_task(forget())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _persist_later(self, group: str, tp: TopicPartition) -> None:
+        """A change no request waits for (a release, locks that ended) stored in the
+        background: lost with this broker, the records are delivered again."""
+        if self._store is None:
+            return
+
+        async def persist() -> None:
+            error = await self._persist(group, tp)
+            if error is not None:
+                self._log.warning(
+                    "share.state_not_stored",
+                    group=group,
+                    topic=tp.topic,
+                    partition=tp.partition,
+                    error=error.name,
+                )
+
+        task = asyncio.get_running_loop().create_task(persist())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def _leader(self, tp: TopicPartition) -> Partition:
         unknown = id_of_unknown_name(tp.topic)
@@ -429,28 +683,36 @@ class ShareManager:
         request: ShareFetchRequest,
         response: ShareFetchResponse,
         answers: dict[TopicPartition, ShareFetchPartitionData],
-    ) -> Deferred[ShareFetchResponse]:
+    ) -> asyncio.Future[ShareFetchResponse]:
+        self._unpark(session)  # a fetch parked before it (sent without waiting) answers
+        loop = asyncio.get_running_loop()
         parked = _Parked(
-            request, session, response, Deferred(lambda: self._unpark(session)), answers
+            request, session, response, loop.create_future(), answers, list(session.partitions)
         )
         parked.timer = asyncio.get_running_loop().call_later(
             request.max_wait_ms / 1000, self._expire_parked, parked
         )
         session.parked = parked
-        for tp in session.partitions:
+        for tp in parked.tps:
             self._parked.setdefault(tp, {})[parked] = None
-        return parked.deferred
+        return parked.future
 
     def _unpark(self, session: _Session) -> None:
+        """The session's parked fetch stops waiting (answered with what it has, if it
+        has not been)."""
         parked = session.parked
         if parked is None:
             return
         session.parked = None
+        if not parked.future.done():
+            parked.future.set_result(
+                _answered(parked.response, parked.answers, parked.request, session)
+            )
         if parked.timer is not None:
             parked.timer.cancel()
             parked.timer = None
         self._retry.pop(parked, None)
-        for tp in session.partitions:
+        for tp in parked.tps:
             waiting = self._parked.get(tp)
             if waiting is not None:
                 waiting.pop(parked, None)
@@ -463,18 +725,17 @@ class ShareManager:
 
     def _try(self, parked: _Parked, *, last: bool = False) -> None:
         session = parked.session
-        if session.parked is not parked or parked.deferred.done:
+        if session.parked is not parked or parked.future.done():
             return
         answers = parked.answers
         try:
             got = self._fetch(session, parked.request, answers)
         except Exception as exc:  # never into the event that woke it
+            parked.future.set_exception(exc)  # (first: unparked, it is not answered again)
             self._unpark(session)
-            parked.deferred.fail(exc)
             return
         if got or last:
-            self._unpark(session)
-            parked.deferred.resolve(_answered(parked.response, answers, parked.request, session))
+            self._unpark(session)  # answered with what it has
 
     def _wake(self, tp: TopicPartition) -> None:
         """Parked fetches holding ``tp`` try again once the event that woke them is done."""
@@ -523,24 +784,49 @@ class ShareManager:
             self._log.info(
                 "share.locks_ended", group=key[0], topic=key[1].topic, partition=key[1].partition
             )
+            self._persist_later(*key)
         self._changed(*key)
 
     def _role_changed(self, tp: TopicPartition, partition: Partition | None) -> None:
-        """No longer the leader of ``tp``: the delivery states of it go (they are not
-        stored yet: see the module docstring); a parked fetch answers what it has."""
-        if partition is not None and partition.is_leader:
+        """No longer the leader of ``tp``: the delivery states of it go, and a parked fetch
+        answers what it has. Its leader again in a new epoch (an ISR change, or another
+        broker led it between without this one hearing): each state is checked with the
+        group's coordinator before anything more is handed out (see :meth:`_load`)."""
+        epoch = partition.leader_epoch if partition is not None and partition.is_leader else None
+        if epoch is not None:
+            assert partition is not None
+            for group in list(self._groups_of.get(tp, ())):
+                key = (group, tp)
+                if self._epochs.get(key) != epoch and self._store is not None:
+                    if key in self._loading:
+                        self._loading.pop(key).cancel()
+                    self._start_load(key, partition)
             return
-        for group in self._groups_of.pop(tp, set()):
-            self.states.pop((group, tp), None)
-            timer = self._timers.pop((group, tp), None)
-            if timer is not None:
-                timer.cancel()
+        for group in list(self._groups_of.get(tp, ())):
+            self._drop((group, tp))
+        for key in [k for k in self._loading if k[1] == tp]:
+            self._loading.pop(key).cancel()
         self._wake(tp)
+
+    def _drop(self, key: tuple[str, TopicPartition]) -> None:
+        group, tp = key
+        self.states.pop(key, None)
+        self._epochs.pop(key, None)
+        groups = self._groups_of.get(tp)
+        if groups is not None:
+            groups.discard(group)
+            if not groups:
+                del self._groups_of[tp]
+        timer = self._timers.pop(key, None)
+        if timer is not None:
+            timer.cancel()
 
     def close(self) -> None:
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
+        for task in [*self._loading.values(), *self._background]:
+            task.cancel()
         for session in list(self.sessions.values()):
             self._unpark(session)
 

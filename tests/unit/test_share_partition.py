@@ -169,7 +169,9 @@ def test_a_release_at_the_limit_archives_and_renew_extends_the_lock() -> None:
     sp.acquire("m1", _batches((0, 4)), 500, 0, 100)
     sp.acknowledge("m1", [Acknowledgement(0, 4, [RELEASE])], 1, 100)
     sp.acquire("m1", _batches((0, 4)), 500, 10, 100)
-    sp.acknowledge("m1", [Acknowledgement(0, 1, [RENEW])], 50, 100)
+    with pytest.raises(InvalidRequestError, match="not one of 0-3"):
+        sp.acknowledge("m1", [Acknowledgement(0, 1, [RENEW])], 50, 100)  # v1: no renewal
+    sp.acknowledge("m1", [Acknowledgement(0, 1, [RENEW])], 50, 100, renew=True)
     assert sp.next_deadline() == 110
     sp.expire(110)
     # delivered twice: 2-4 archived; 0-1 still out (renewed)
@@ -436,15 +438,12 @@ def test_runs_keep_what_a_state_per_offset_keeps(log, ops, limit, max_in_flight)
             assert all(a.first_offset <= a.last_offset for a in got)
         elif op == "ack":
             acks = [Acknowledgement(f, f + n, t) for f, n, t in arg]
-            want_error = model_error = None
+            want_error = None
             try:
-                sp.acknowledge(member, acks, now, 10)
+                sp.acknowledge(member, acks, now, 10, renew=True)
             except (InvalidRequestError, InvalidRecordStateError) as exc:
                 want_error = type(exc)
-            if want_error is None:
-                model_error = model.acknowledge(member, acks, now, 10)
-            else:
-                model_error = model.acknowledge(member, acks, now, 10)
+            model_error = model.acknowledge(member, acks, now, 10)
             assert want_error is model_error
         elif op == "release":
             sp.release(member)
