@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 import structlog
 
-from broker.authorizer import Authorizer, principal, topic_not_authorized
+from broker.authorizer import Authorizer, group_not_authorized, principal, topic_not_authorized
 from broker.broker_configs import BrokerConfigs
 from broker.config import TOPIC_CONFIG_SYNONYMS, BrokerConfig
 from broker.config_changes import (
@@ -38,6 +38,7 @@ from broker.config_changes import (
 )
 from broker.controller.assignment import assign_replicas
 from broker.dynamic_config import TopicConfigs
+from broker.group_configs import GroupConfigs, group_subject
 from broker.log import LogConfig
 from broker.metadata import MetadataCache
 from broker.quotas import QuotaManager
@@ -159,6 +160,8 @@ class TopicAdmin:
         self._metadata = metadata
         self._acl = authorizer or Authorizer()
         self.broker_configs = broker_configs or BrokerConfigs(zk, config)
+        self.group_configs = GroupConfigs(zk, lambda setting: str(config[setting]))
+        """Groups' overrides (ConfigResource type GROUP), read where they are used."""
         self._log = structlog.get_logger("headwater.admin").bind(broker_id=config.broker_id)
 
     # --- create -------------------------------------------------------------------------
@@ -740,6 +743,12 @@ class TopicAdmin:
                 await self._change_topic_config(
                     name, lambda current: change(subject, current), validate_only
                 )
+            elif resource_type == ConfigResourceType.GROUP:
+                what = f"group {name!r}"
+                group = group_subject(name, lambda setting: str(self._config[setting]))
+                await self.group_configs.change(
+                    name, lambda current: change(group, current), validate_only
+                )
             else:
                 raise InvalidRequestError(f"unknown config resource type {resource_type}")
         except ApiError as exc:
@@ -840,6 +849,8 @@ class TopicAdmin:
             entries = await self._describe_topic(resource.resource_name, synonyms)
         elif resource.resource_type == ConfigResourceType.BROKER:
             entries = self.broker_configs.describe(resource.resource_name, synonyms)
+        elif resource.resource_type == ConfigResourceType.GROUP:
+            entries = await self.group_configs.describe(resource.resource_name, synonyms)
         else:
             raise InvalidRequestError(f"unknown config resource type {resource.resource_type}")
         return [e for e in entries if keys is None or e.name in keys]
@@ -853,6 +864,11 @@ class TopicAdmin:
             self._check(operation, name)
         elif resource_type == ConfigResourceType.BROKER:
             self._acl.check_cluster(operation, f"{operation.title} broker configs")
+        elif resource_type == ConfigResourceType.GROUP:
+            if not name:
+                raise InvalidRequestError("a group config resource names its group")
+            if not self._acl.allowed(operation, ResourceType.GROUP, name):
+                raise group_not_authorized(name, operation)
 
     async def _describe_topic(self, topic: str, synonyms: bool) -> list[DescribeConfigsEntry]:
         if await self._zk.exists(paths.topic(topic)) is None:

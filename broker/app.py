@@ -709,6 +709,7 @@ class Broker:
             max_in_flight=int(cfg["group.share.partition.max.record.locks"]),
             max_sessions=int(cfg["group.share.max.share.sessions"]),
             on_close=ON_CLOSE.get,
+            group_configs=self._admin.group_configs,
             store=ShareStateClient(
                 self.broker_id,
                 self.metadata,

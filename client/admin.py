@@ -761,8 +761,11 @@ class Admin:
             if r.resource_type == ConfigResourceType.BROKER and not r.resource_name.strip()
         ]
         touched = frozenset(c.name for r in defaults for c in r.configs) if defaults else None
+        # (a group's overrides are read from ZooKeeper where described: no wait for them)
         topics = tuple(
-            dict.fromkeys(r.resource_name for r in anywhere if r.resource_type != _BROKER)
+            dict.fromkeys(
+                r.resource_name for r in anywhere if r.resource_type == ConfigResourceType.TOPIC
+            )
         )
         for node in self._pick_order((await self._metadata([])).brokers):
             try:
@@ -2244,7 +2247,7 @@ def _resource_type(value: str | int) -> int:
             return ConfigResourceType[value.upper()].value
         except KeyError:
             raise ValueError(
-                f"unknown config resource type {value!r}; use 'topic' or 'broker'"
+                f"unknown config resource type {value!r}; use 'topic', 'broker' or 'group'"
             ) from None
     return int(value)
 

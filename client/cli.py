@@ -2036,6 +2036,76 @@ async def _partitions_to_reset(
     return sorted(wanted)
 
 
+@groups.command("configs")
+@click.argument("group")
+@bootstrap_option
+@click.pass_context
+def groups_configs(ctx: click.Context, group: str) -> None:
+    """GROUP's settings: CONFIG VALUE SOURCE SYNONYMS (Kafka's kafka-configs --describe
+    --entity-type groups): each group config, its value and where it comes from (the
+    group's own, or the broker setting under it)."""
+    from client import ConfigResource  # noqa: PLC0415  (see _admin)
+
+    entries = _admin(ctx, lambda admin: admin.describe_configs(ConfigResource("group", group)))
+    rows = [
+        (
+            e.name,
+            e.value,
+            e.source,
+            ", ".join(f"{y.source}:{y.name}={y.value}" for y in e.synonyms[1:]) or "-",
+        )
+        for e in sorted(entries.values())
+    ]
+    print_table(["config", "value", "source", "synonyms"], rows)
+
+
+@groups.command("alter")
+@click.argument("group")
+@click.option(
+    "--config",
+    "configs",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Set a group config, e.g. share.auto.offset.reset=earliest (repeatable).",
+)
+@click.option(
+    "--delete-config",
+    "deletes",
+    multiple=True,
+    metavar="NAME",
+    help="Return a group config to the broker's setting (repeatable).",
+)
+@click.option("--validate-only", is_flag=True, help="Only check the change; make none.")
+@bootstrap_option
+@click.pass_context
+def groups_alter(
+    ctx: click.Context,
+    *,
+    group: str,
+    configs: tuple[str, ...],
+    deletes: tuple[str, ...],
+    validate_only: bool,
+) -> None:
+    """Change GROUP's configs (Kafka's kafka-configs --alter --entity-type groups):
+    share.auto.offset.reset, share.record.lock.duration.ms, share.session.timeout.ms,
+    share.heartbeat.interval.ms. They apply from the group's next use of each."""
+    sets = parse_configs(configs)
+    removed = parse_deleted(deletes, sets)
+    if not sets and not removed:
+        raise click.UsageError(
+            "nothing to change: give --config NAME=VALUE or --delete-config NAME"
+        )
+    from client import AlterConfigOp, ConfigResource  # noqa: PLC0415  (see _admin)
+
+    ops = [AlterConfigOp(k, v) for k, v in sets.items()]
+    ops += [AlterConfigOp(k, op_type="DELETE") for k in removed]
+    changes = {ConfigResource("group", group): ops}
+    _admin(ctx, lambda admin: admin.incremental_alter_configs(changes, validate_only=validate_only))
+    what = [f"set {k}={v}" for k, v in sets.items()] + [f"deleted {k}" for k in removed]
+    verb = "Valid change of" if validate_only else "Altered"
+    click.echo(f"{verb} group {group}: {', '.join(what)}.")
+
+
 @groups.command("delete-offsets")
 @click.argument("group")
 @click.option(

@@ -255,7 +255,7 @@ class ConfigResource(NamedTuple):
     ConfigResource; ``configs`` as aiokafka's, for :meth:`Admin.alter_configs`)."""
 
     resource_type: str | int
-    """``"topic"`` or ``"broker"`` (or Kafka's numbers, 2 and 4)."""
+    """``"topic"``, ``"broker"`` or ``"group"`` (or Kafka's numbers, 2, 4 and 32)."""
     name: str
     configs: Mapping[str, str] | None = None
 

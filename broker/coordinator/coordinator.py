@@ -275,6 +275,7 @@ class GroupCoordinator:
             max_size=int(config["group.share.max.size"]),
             partition_of=lambda group: partition_for(group, self.num_partitions),
             broker_id=broker_id,
+            group_configs=None if admin is None else admin.group_configs.value,
         )
         """Share groups (KIP-932), in the same id space (see :mod:`.share_groups`)."""
         replicas.on_role_change(self._on_role_change)

@@ -102,7 +102,10 @@ class ShareGroups:
         max_size: int = 200,
         partition_of: Callable[[str], int],
         broker_id: int = -1,
+        group_configs: Callable[[str, str], str] | None = None,
     ) -> None:
+        """``group_configs(group, name)``: a group's share.session.timeout.ms and
+        share.heartbeat.interval.ms (None: the broker's)."""
         self._coordinator = coordinator
         self._clock = clock
         self._acl = authorizer or Authorizer()
@@ -111,6 +114,7 @@ class ShareGroups:
         self._heartbeat_interval_ms = heartbeat_interval_ms
         self._max_size = max_size
         self._partition_of = partition_of
+        self._group_configs = group_configs
         self.groups: dict[str, ShareGroup] = {}
         self._state_locks: KeyedLocks[ShareStateKey] = KeyedLocks()
         """One read or write of a key at a time: a fencing check and the record it allows
@@ -174,6 +178,13 @@ class ShareGroups:
                 session_timeout_ms=self._session_timeout_ms,
                 heartbeat_interval_ms=self._heartbeat_interval_ms,
                 max_size=self._max_size,
+            )
+        if self._group_configs is not None:  # (a change counts from the next heartbeat)
+            group.session_timeout_ms = int(
+                self._group_configs(group_id, "share.session.timeout.ms")
+            )
+            group.heartbeat_interval_ms = int(
+                self._group_configs(group_id, "share.heartbeat.interval.ms")
             )
         before = group.epoch
         answer = group.heartbeat(

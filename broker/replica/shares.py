@@ -58,6 +58,7 @@ from protocol.apis import (
 )
 from protocol.errors import (
     ApiError,
+    CoordinatorNotAvailableError,
     FencedLeaderEpochError,
     InvalidRecordStateError,
     InvalidRequestError,
@@ -76,6 +77,8 @@ from protocol.topic_partition import TopicPartition
 __all__ = ["ShareManager"]
 
 _CONTROL = 0x20  # a batch's attributes: a control batch (transaction markers)
+_RESET = "share.auto.offset.reset"
+_LOCK = "share.record.lock.duration.ms"
 _READ_BYTES = 1 << 20
 """The most one partition's read takes (MaxRecords, 500 by default, is what a share fetch
 is bounded by; a read of MaxBytes would pass over far more batches than it hands out)."""
@@ -125,9 +128,18 @@ class _Parked:
     timer: asyncio.TimerHandle | None = None
 
 
+class GroupSettings(Protocol):
+    """Groups' configs (:class:`broker.group_configs.GroupConfigs`)."""
+
+    async def get(self, group: str) -> dict[str, str]: ...
+
+    def value(self, group: str, name: str) -> str: ...
+
+
 class ShareManager:
-    """See the module docstring. ``auto_offset_reset(group)``: where a group starts on a
-    partition it never read (Kafka's ``share.auto.offset.reset``: latest or earliest)."""
+    """See the module docstring. ``group_configs``: each group's
+    ``share.auto.offset.reset`` (where it starts on a partition it never read) and
+    ``share.record.lock.duration.ms`` (None: the broker's, and latest)."""
 
     def __init__(
         self,
@@ -140,9 +152,9 @@ class ShareManager:
         delivery_limit: int = 5,
         max_in_flight: int = 2000,
         max_sessions: int = 2000,
-        auto_offset_reset: Callable[[str], str] = lambda group: "latest",
         on_close: Callable[[], OnClose | None] = lambda: None,
         store: ShareStore | None = None,
+        group_configs: GroupSettings | None = None,
     ) -> None:
         self._replicas = replicas
         self._metadata = metadata
@@ -152,7 +164,7 @@ class ShareManager:
         self.delivery_limit = delivery_limit
         self.max_in_flight = max_in_flight
         self.max_sessions = max_sessions
-        self._auto_offset_reset = auto_offset_reset
+        self._configs = group_configs
         self._on_close = on_close
         self._store = store
         self.sessions: dict[tuple[str, str], _Session] = {}
@@ -180,6 +192,7 @@ class ShareManager:
         response = ShareFetchResponse(acquisition_lock_timeout_ms=self.lock_ms)
         try:
             group, member = self._check(request.group_id, request.member_id)
+            response.acquisition_lock_timeout_ms = self.lock_ms_of(group)
             has_acks = any(p.acknowledgement_batches for t in request.topics for p in t.partitions)
             epoch = request.share_session_epoch
             if epoch == 0 and has_acks:
@@ -369,7 +382,7 @@ class ShareManager:
             acks = [
                 Acknowledgement(b.first_offset, b.last_offset, b.acknowledge_types) for b in batches
             ]
-            state.acknowledge(session.member_id, acks, _now_ms(), self.lock_ms)
+            state.acknowledge(session.member_id, acks, _now_ms(), self.lock_ms_of(session.group_id))
         except ApiError as exc:
             return exc
         self._changed(session.group_id, tp)
@@ -466,7 +479,12 @@ class ShareManager:
                 yield BatchBounds(h.base_offset, h.last_offset, bool(h.attributes & _CONTROL))
 
         taken = state.acquire(
-            session.member_id, bounds(), budget, _now_ms(), self.lock_ms, read_from=offset
+            session.member_id,
+            bounds(),
+            budget,
+            _now_ms(),
+            self.lock_ms_of(session.group_id),
+            read_from=offset,
         )
         self._changed(session.group_id, tp, wake=False)
         if not taken:
@@ -502,12 +520,24 @@ class ShareManager:
     def _loaded(self, key: tuple[str, TopicPartition], task: asyncio.Task[None]) -> None:
         if self._loading.get(key) is task:
             del self._loading[key]
+        if not task.cancelled() and task.exception() is not None:  # a bug: the next fetch retries
+            self._log.error(
+                "share.load_failed", group=key[0], topic=key[1].topic, exc_info=task.exception()
+            )
+            self._wake(key[1])
 
     def _start(self, group: str, partition: Partition) -> int:
         """Where a group that never read the partition starts (share.auto.offset.reset)."""
-        if self._auto_offset_reset(group) == "earliest":
+        reset = "latest" if self._configs is None else self._configs.value(group, _RESET)
+        if reset == "earliest":
             return partition.log.log_start_offset
         return partition.high_watermark
+
+    def lock_ms_of(self, group: str) -> int:
+        """How long the group's members hold what a fetch gives them."""
+        if self._configs is None:
+            return self.lock_ms
+        return int(self._configs.value(group, _LOCK))
 
     def _install(
         self,
@@ -548,6 +578,15 @@ class ShareManager:
         try:
             if topic_id is None:
                 raise _unknown_id(bytes(16))
+            if self._configs is not None:
+                try:  # (its share.auto.offset.reset, read now)
+                    await self._configs.get(group)
+                except ApiError:
+                    raise
+                except Exception as exc:  # ZooKeeper not answering: the next fetch tries again
+                    raise CoordinatorNotAvailableError(
+                        f"share group {group!r}'s configs could not be read: {exc!r}"
+                    ) from None
             start = self._start(group, partition)
             stored = await self._store.read(group, topic_id, tp.partition, epoch, start)
         except ApiError as exc:

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import socket
 import struct
+import subprocess
 import time
 import uuid
 from collections.abc import Callable
@@ -19,16 +21,25 @@ from typing import Any
 import pytest
 from confluent_kafka import AcknowledgeType, Message, ShareConsumer
 from confluent_kafka import Producer as RdProducer
+from confluent_kafka.admin import AdminClient as RdAdmin
+from confluent_kafka.admin import ConfigResource as RdConfigResource
+from confluent_kafka.admin import ResourceType as RdResourceType
+from kafka.protocol.admin import IncrementalAlterConfigsRequest as KpIncrementalAlterConfigs
+from kafka.protocol.admin import (
+    IncrementalAlterConfigsResponse as KpIncrementalAlterConfigsResponse,
+)
 from kafka.protocol.metadata.find_coordinator import FindCoordinatorRequest as KpFindCoordinator
 from kafka.protocol.metadata.find_coordinator import (
     FindCoordinatorResponse as KpFindCoordinatorResponse,
 )
 
-from client import Admin
+from client import Admin, AlterConfigOp, ConfigResource
+from protocol.apis import ConfigSource
 from protocol.errors import (
     CoordinatorLoadInProgressError,
     CoordinatorNotAvailableError,
     GroupIdNotFoundError,
+    InvalidConfigError,
     InvalidRecordStateError,
     InvalidRequestError,
     InvalidShareSessionEpochError,
@@ -38,7 +49,8 @@ from protocol.errors import (
 )
 from protocol.topic_id import parse_topic_id
 from tests import kafka_messages as km
-from tests.integration.conftest import Cluster
+from tests.integration.conftest import Cluster, until
+from tests.integration.test_cli import COMMAND
 from tests.integration.test_kafka_protocol import KAFKA_LISTENER, _topic, kafka_bootstrap
 
 pytestmark = pytest.mark.timeout(180)
@@ -503,3 +515,116 @@ async def test_after_the_leader_is_killed_what_was_accepted_never_comes_again(
     assert sorted(m.value() for m in got if m.value().startswith(b"b")) == sorted(
         f"b{i}".encode() for i in range(20)
     )
+
+
+async def test_group_configs_start_a_group_at_the_earliest_offset_and_set_its_lock(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    """Kafka's group configs (ConfigResource type GROUP): ``share.auto.offset.reset=earliest``
+    starts a new share group at the log's start, so it reads what was produced before it
+    existed; ``share.record.lock.duration.ms`` is the group's lock (as ShareFetch says);
+    bad values and configs not offered are refused with why."""
+    cluster = make_cluster(2, SHARE)
+    await _topic(cluster, "backlog", 1)
+    bootstrap = kafka_bootstrap(cluster)
+    async with Admin(bootstrap_servers=cluster.bootstrap) as admin:
+        (described_topic,) = await admin.describe_topics(["backlog"])
+    leader = cluster.brokers[described_topic.partitions[0].leader]
+    other = next(b for b in cluster.brokers.values() if b is not leader)
+    await asyncio.to_thread(
+        _produce, bootstrap, "backlog", [f"old-{i}".encode() for i in range(30)], 1
+    )
+    group = ConfigResource("group", "late")
+    async with Admin(bootstrap_servers=cluster.bootstrap) as admin:
+        await admin.incremental_alter_configs(
+            {
+                group: [
+                    AlterConfigOp("share.auto.offset.reset", "earliest"),
+                    AlterConfigOp("share.record.lock.duration.ms", "7000"),
+                ]
+            }
+        )
+        described = await admin.describe_configs(group)
+        refusals = []
+        for op in (
+            AlterConfigOp("share.auto.offset.reset", "yesterday"),
+            AlterConfigOp("share.heartbeat.interval.ms", "60000"),  # not below the session's
+            AlterConfigOp("consumer.session.timeout.ms", "10000"),
+            AlterConfigOp("no.such.config", "1"),
+        ):
+            with pytest.raises(InvalidConfigError) as refused:
+                await admin.incremental_alter_configs({group: [op]})
+            refusals.append(refused.value.message)
+    assert described["share.auto.offset.reset"].value == "earliest"
+    assert described["share.auto.offset.reset"].source == "GROUP_CONFIG"
+    assert described["share.session.timeout.ms"].value == "45000"
+    assert described["share.session.timeout.ms"].source == "STATIC_BROKER_CONFIG"
+    assert "latest or earliest" in refusals[0]
+    assert "less than share.session.timeout.ms" in refusals[1]
+    assert "not offered here yet" in refusals[2]
+    assert "unknown group config" in refusals[3]
+
+    def read() -> list[bytes]:
+        c = _consumer(bootstrap, "late", "backlog")
+        try:
+            return sorted(v for _, _, _, v in _drain([c], 30))
+        finally:
+            c.close()
+
+    assert await asyncio.to_thread(read) == sorted(f"old-{i}".encode() for i in range(30))
+
+    def lock_said() -> int:
+        conn = _Connection(leader.ports["KAFKA"])
+        try:
+            answer = conn.ask(_share_fetch(0, [], group="late"), km.ShareFetchResponse)
+            return int(answer.acquisition_lock_timeout_ms)
+        finally:
+            conn.close()
+
+    assert await asyncio.to_thread(lock_said) == 7000
+
+    # changed while in use, through the broker that does not lead the partition (Kafka's
+    # encoding): the leader, which read the group's configs, follows them (a watch)
+    def alter_at_the_other(lock: str) -> int:
+        conn = _Connection(other.ports["KAFKA"])
+        try:
+            request = KpIncrementalAlterConfigs[0](
+                resources=[((32, "late", [("share.record.lock.duration.ms", 0, lock)]))],
+                validate_only=False,
+            )
+            answer = conn.ask(request, KpIncrementalAlterConfigsResponse, version=0)
+            return int(answer.responses[0].error_code)
+        finally:
+            conn.close()
+
+    assert await asyncio.to_thread(alter_at_the_other, "9000") == 0
+    await until(lambda: asyncio.to_thread(lock_said), lambda lock: lock == 9000)
+
+    def rd_described() -> dict[str, tuple[str, int]]:
+        """librdkafka's AdminClient reads them too (its GROUP resource is Kafka's 32)."""
+        admin = RdAdmin({"bootstrap.servers": bootstrap})
+        resource = RdConfigResource(RdResourceType.GROUP, "late")
+        entries = admin.describe_configs([resource])[resource].result(30)
+        return {name: (e.value, int(e.source)) for name, e in entries.items()}
+
+    rd = await asyncio.to_thread(rd_described)
+    assert rd["share.record.lock.duration.ms"] == ("9000", ConfigSource.GROUP_CONFIG.value)
+    assert rd["share.auto.offset.reset"] == ("earliest", ConfigSource.GROUP_CONFIG.value)
+
+    def command(*args: str) -> str:
+        return subprocess.run(
+            [*COMMAND, "--bootstrap-server", cluster.bootstrap, "groups", *args],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout
+
+    said = await asyncio.to_thread(
+        command, "alter", "late", "--config", "share.record.lock.duration.ms=9500"
+    )
+    assert "Altered group late: set share.record.lock.duration.ms=9500." in said
+    await until(lambda: asyncio.to_thread(lock_said), lambda lock: lock == 9500)
+    shown = await asyncio.to_thread(command, "configs", "late")
+    assert re.search(r"share\.auto\.offset\.reset\s+earliest\s+GROUP_CONFIG", shown), shown
+    assert re.search(r"share\.record\.lock\.duration\.ms\s+9500\s+GROUP_CONFIG", shown), shown
