@@ -625,6 +625,7 @@ class Broker:
             ApiKey.CONSUMER_GROUP_DESCRIBE: _serve(groups.consumer_group_describe),
             ApiKey.SHARE_GROUP_HEARTBEAT: _serve(groups.share_groups.heartbeat),
             ApiKey.SHARE_GROUP_DESCRIBE: _serve(groups.share_groups.describe),
+            ApiKey.DESCRIBE_SHARE_GROUP_OFFSETS: _serve(groups.share_groups.describe_offsets),
             ApiKey.SHARE_FETCH: share_fetch,
             ApiKey.SHARE_ACKNOWLEDGE: share_acknowledge,
             ApiKey.READ_SHARE_GROUP_STATE: cluster(

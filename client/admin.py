@@ -63,6 +63,9 @@ from client.types import (
     ProducerState,
     ReplicaInfo,
     ScramCredentialInfo,
+    ShareGroupDescription,
+    ShareMemberDescription,
+    SharePartitionOffset,
     TopicDescription,
     TopicPartition,
     TopicPartitionReplica,
@@ -146,6 +149,8 @@ from protocol.apis import (
     DescribeProducersRequest,
     DescribeProducersResponse,
     DescribeProducersTopic,
+    DescribeShareGroupOffsetsRequest,
+    DescribeShareGroupOffsetsResponse,
     DescribeTransactionsRequest,
     DescribeTransactionsResponse,
     DescribeUserScramCredentialsRequest,
@@ -185,6 +190,8 @@ from protocol.apis import (
     RenewDelegationTokenResponse,
     ScramCredentialDeletion,
     ScramCredentialUpsertion,
+    ShareGroupDescribeRequest,
+    ShareGroupDescribeResponse,
     TokenPrincipal,
     UserName,
     WritableTxnMarker,
@@ -1244,6 +1251,87 @@ class Admin:
             for t in response.topics
             for p in t.partitions
         }
+
+    # --- share groups (KIP-932) ----------------------------------------------------------
+
+    async def describe_share_groups(self, group_ids: Iterable[str]) -> list[ShareGroupDescription]:
+        """State, epochs and members (with their assignments) of each share group, from
+        its coordinator; Dead for an id no share group has."""
+        return list(await asyncio.gather(*(self._describe_share_group(g) for g in group_ids)))
+
+    async def _describe_share_group(self, group_id: str) -> ShareGroupDescription:
+        def check(response: ShareGroupDescribeResponse) -> None:
+            for group in response.groups:
+                if group.error_code and group.error_code != GroupIdNotFoundError.code:
+                    raise group_error(group.error_code, group.group_id, group.error_message)
+
+        line = self._coordinator(group_id)
+        response: ShareGroupDescribeResponse = await line.call(
+            ApiKey.SHARE_GROUP_DESCRIBE, ShareGroupDescribeRequest(group_ids=[group_id]), check
+        )
+        node = await line.coordinator()
+        broker = self._cluster.metadata.brokers.get(node)
+        coordinator = (
+            None
+            if broker is None
+            else BrokerDescription(node, broker.host, broker.port, broker.rack)
+        )
+        (group,) = [g for g in response.groups if g.group_id == group_id]
+        return ShareGroupDescription(
+            group_id,
+            "Dead" if group.error_code else group.group_state,
+            group.group_epoch,
+            group.assignment_epoch,
+            group.assignor_name,
+            [
+                ShareMemberDescription(
+                    m.member_id,
+                    m.client_id,
+                    m.client_host,
+                    m.rack_id,
+                    m.member_epoch,
+                    [
+                        TopicPartition(t.topic_name, p)
+                        for t in m.assignment.topic_partitions
+                        for p in t.partitions
+                    ],
+                )
+                for m in group.members
+            ],
+            coordinator,
+        )
+
+    async def list_share_group_offsets(
+        self, group_id: str, topics: Iterable[str] | None = None
+    ) -> dict[TopicPartition, SharePartitionOffset]:
+        """Where share group ``group_id`` is in each partition it has read (of ``topics``,
+        or every one): its start offset and its lag, the records from there to the log's
+        end not done yet (Kafka's listShareGroupOffsets, with 4.2's lag)."""
+
+        def check(response: DescribeShareGroupOffsetsResponse) -> None:
+            if response.error_code:
+                raise group_error(response.error_code, group_id, response.error_message)
+
+        request = DescribeShareGroupOffsetsRequest(
+            group_id=group_id, topics=None if topics is None else list(topics)
+        )
+        response: DescribeShareGroupOffsetsResponse = await self._coordinator(group_id).call(
+            ApiKey.DESCRIBE_SHARE_GROUP_OFFSETS, request, check
+        )
+        starts = {
+            TopicPartition(t.topic, p.partition_index): p
+            for t in response.topics
+            for p in t.partitions
+        }
+        ends = await self.list_offsets({tp: OffsetSpec.latest() for tp in starts}) if starts else {}
+        out: dict[TopicPartition, SharePartitionOffset] = {}
+        for tp, p in sorted(starts.items()):
+            end = ends.get(tp)
+            lag = None
+            if p.start_offset >= 0 and end is not None and end.offset >= 0:
+                lag = max(end.offset - p.start_offset - p.delivery_complete_count, 0)
+            out[tp] = SharePartitionOffset(p.start_offset, lag)
+        return out
 
     def _coordinator(self, group_id: str) -> GroupOffsets:
         self._check_running()

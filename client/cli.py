@@ -1430,6 +1430,100 @@ def _admin(ctx: click.Context, call: Callable[[Any], Any]) -> Any:
     return asyncio.run(run())
 
 
+# --- share groups (KIP-932) --------------------------------------------------------------
+
+
+@main.group("share-groups")
+def share_groups() -> None:
+    """List and describe share groups (Kafka's kafka-share-groups): groups whose members
+    read a topic as a queue, each record acknowledged by one of them."""
+
+
+@share_groups.command("list")
+@bootstrap_option
+@click.pass_context
+def share_groups_list(ctx: click.Context) -> None:
+    """The share groups: id and state (Empty, Stable). Every broker is asked."""
+    listed = _admin(ctx, lambda admin: admin.list_groups())
+    print_table(
+        ["group", "state"],
+        [(g.group_id, g.state or "-") for g in listed if g.protocol_type == "share"],
+    )
+
+
+@share_groups.command("describe")
+@click.argument("group")
+@click.option("--members", "view", flag_value="members", help="Its members and assignments.")
+@click.option("--state", "view", flag_value="state", help="Its state, epochs and coordinator.")
+@bootstrap_option
+@click.pass_context
+def share_groups_describe(ctx: click.Context, group: str, view: str | None) -> None:
+    """GROUP's offsets: TOPIC PARTITION START-OFFSET LAG (Kafka's kafka-share-groups
+    --describe; the start offset is the first record not yet done, the lag the records from
+    there to the log's end not done yet); --members: MEMBER-ID HOST CLIENT-ID #PARTITIONS
+    ASSIGNMENT; --state: COORDINATOR STATE GROUP-EPOCH ASSIGNMENT-EPOCH #MEMBERS."""
+    if view is None:
+        offsets = _admin(ctx, lambda admin: admin.list_share_group_offsets(group))
+        if not offsets:
+            click.echo(f"Share group {group!r} has no offset information.")
+            return
+        print_table(
+            ["group", "topic", "partition", "start-offset", "lag"],
+            [
+                (
+                    group,
+                    tp.topic,
+                    tp.partition,
+                    "-" if o.start_offset < 0 else o.start_offset,
+                    "-" if o.lag is None else o.lag,
+                )
+                for tp, o in offsets.items()
+            ],
+        )
+        return
+    (described,) = _admin(ctx, lambda admin: admin.describe_share_groups([group]))
+    if described.state == "Dead":
+        raise CliError(f"share group {group!r} does not exist")
+    if view == "state":
+        where = described.coordinator
+        print_table(
+            ["group", "coordinator (id)", "state", "group-epoch", "assignment-epoch", "#members"],
+            [
+                (
+                    group,
+                    "-" if where is None else f"{where.host}:{where.port} ({where.node_id})",
+                    described.state,
+                    described.group_epoch,
+                    described.assignment_epoch,
+                    len(described.members),
+                )
+            ],
+        )
+        return
+    print_table(
+        ["group", "member-id", "host", "client-id", "#partitions", "assignment"],
+        [
+            (
+                group,
+                m.member_id,
+                m.host or "-",
+                m.client_id or "-",
+                len(m.assignment),
+                _assignment_text(m.assignment) or "-",
+            )
+            for m in described.members
+        ],
+    )
+
+
+def _assignment_text(assignment: Iterable[Any]) -> str:
+    """Kafka's form: ``topic:0,1;other:3``."""
+    by_topic: dict[str, list[int]] = {}
+    for tp in assignment:
+        by_topic.setdefault(tp.topic, []).append(tp.partition)
+    return ";".join(f"{t}:{','.join(map(str, sorted(ps)))}" for t, ps in sorted(by_topic.items()))
+
+
 # --- groups -----------------------------------------------------------------------------
 
 _INACTIVE = ("Empty", "Dead")

@@ -37,6 +37,9 @@ __all__ = [
     "RecordMetadata",
     "ReplicaInfo",
     "ScramCredentialInfo",
+    "ShareGroupDescription",
+    "ShareMemberDescription",
+    "SharePartitionOffset",
     "TopicDescription",
     "TopicPartition",
     "TopicPartitionReplica",
@@ -334,6 +337,39 @@ class MemberDescription(NamedTuple):
     assignment: list[TopicPartition]
     """The partitions the member was given, decoded from its assignment when the group's
     protocol type is "consumer" (other protocols' bytes mean nothing here: empty)."""
+
+
+class ShareMemberDescription(NamedTuple):
+    """A share group's member (Kafka's ShareMemberDescription)."""
+
+    member_id: str
+    client_id: str
+    host: str
+    rack: str | None
+    member_epoch: int
+    assignment: list[TopicPartition]
+
+
+class ShareGroupDescription(NamedTuple):
+    """A share group (KIP-932): Empty or Stable, and its members (Kafka's
+    ShareGroupDescription). Dead: no share group has the id."""
+
+    group_id: str
+    state: str
+    group_epoch: int
+    assignment_epoch: int
+    assignor: str
+    members: list[ShareMemberDescription]
+    coordinator: BrokerDescription | None = None
+
+
+class SharePartitionOffset(NamedTuple):
+    """Where a share group is in a partition: ``start_offset``, below which every record
+    is done (-1: the group has not read it); ``lag``, the records not done yet (from the
+    start to the log's end, less those done past the start; None where unknown)."""
+
+    start_offset: int
+    lag: int | None
 
 
 class GroupDescription(NamedTuple):

@@ -124,6 +124,7 @@ class ApiKey(enum.IntEnum):
     SHARE_ACKNOWLEDGE = 79
     READ_SHARE_GROUP_STATE = 84  # between brokers: a partition leader and a group's coordinator
     WRITE_SHARE_GROUP_STATE = 85
+    DESCRIBE_SHARE_GROUP_OFFSETS = 90  # Headwater's listener only, for now
 
 
 LATEST_TIMESTAMP = -1
@@ -2015,6 +2016,41 @@ class WriteShareGroupStateResponse(Response):
     pass
 
 
+@dataclass(slots=True, kw_only=True)
+class DescribeShareGroupOffsetsRequest(Request):
+    """Where a share group is in each partition it has read (Kafka's
+    DescribeShareGroupOffsets, one group a request). ``topics`` None: every one."""
+
+    group_id: str
+    topics: list[str] | None = None
+
+
+@dataclass(slots=True, kw_only=True)
+class ShareGroupPartitionOffset:
+    partition_index: int
+    start_offset: int = -1
+    """The share-partition start offset: every record below it is done (-1: none stored)."""
+    leader_epoch: int = -1
+    delivery_complete_count: int = 0
+    """Records at or past the start offset done already (acknowledged or archived):
+    what the lag (the log's end minus the start) does not count (Kafka 4.2's)."""
+    error_code: int = 0
+    error_message: str | None = None
+
+
+@dataclass(slots=True, kw_only=True)
+class ShareGroupTopicOffsets:
+    topic: str
+    topic_id: bytes
+    partitions: list[ShareGroupPartitionOffset] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class DescribeShareGroupOffsetsResponse(Response):
+    throttle_time_ms: int = 0
+    topics: list[ShareGroupTopicOffsets] = field(default_factory=list)
+
+
 # --- group administration: ListGroups (16), DescribeGroups (15), DeleteGroups (42) -----
 
 
@@ -2614,6 +2650,20 @@ APIS = _apis(
         0,
         WriteShareGroupStateRequest,
         WriteShareGroupStateResponse,
+    ),
+    Api(
+        ApiKey.SHARE_GROUP_DESCRIBE,
+        0,
+        0,
+        ShareGroupDescribeRequest,
+        ShareGroupDescribeResponse,
+    ),
+    Api(
+        ApiKey.DESCRIBE_SHARE_GROUP_OFFSETS,
+        0,
+        0,
+        DescribeShareGroupOffsetsRequest,
+        DescribeShareGroupOffsetsResponse,
     ),
     Api(ApiKey.DESCRIBE_GROUPS, 0, 0, DescribeGroupsRequest, DescribeGroupsResponse),
     Api(ApiKey.DELETE_GROUPS, 0, 0, DeleteGroupsRequest, DeleteGroupsResponse),

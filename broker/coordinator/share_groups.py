@@ -20,6 +20,7 @@ from broker.authorizer import Authorizer, group_not_authorized, topic_not_author
 from broker.coordinator.offsets import OffsetStore
 from broker.coordinator.share_group import LEAVE, ShareGroup, check_heartbeat
 from broker.locks import KeyedLocks
+from broker.replica.share_partition import ACKNOWLEDGED, ARCHIVED
 from broker.server import PEER_HOST
 from protocol.acls import Operation, ResourceType
 from protocol.apis import (
@@ -27,6 +28,8 @@ from protocol.apis import (
     ConsumerGroupTopicPartitions,
     DescribedAssignment,
     DescribedTopicPartitions,
+    DescribeShareGroupOffsetsRequest,
+    DescribeShareGroupOffsetsResponse,
     ProducePartitionResponse,
     ReadShareGroupStateRequest,
     ReadShareGroupStateResponse,
@@ -36,6 +39,8 @@ from protocol.apis import (
     ShareGroupDescribeResponse,
     ShareGroupHeartbeatRequest,
     ShareGroupHeartbeatResponse,
+    ShareGroupPartitionOffset,
+    ShareGroupTopicOffsets,
     ShareStateBatch,
     WriteShareGroupStateRequest,
     WriteShareGroupStateResponse,
@@ -267,6 +272,64 @@ class ShareGroups:
                 for m in group.members.values()
             ],
         )
+
+    def describe_offsets(
+        self, request: DescribeShareGroupOffsetsRequest
+    ) -> DescribeShareGroupOffsetsResponse:
+        """Where the group is in each partition it has read (its stored start offsets),
+        with how many records past each are done; a topic asked for that it has not read:
+        its partitions at -1 (Kafka's)."""
+        group_id = request.group_id
+        try:
+            self._check_enabled()
+            if not self._acl.allowed(Operation.DESCRIBE, ResourceType.GROUP, group_id):
+                raise group_not_authorized(group_id, Operation.DESCRIBE)
+            _, store = self._coordinator._store_for(group_id)
+            if not self.holds(group_id):
+                raise GroupIdNotFoundError(f"group {group_id!r} is not a share group here")
+        except ApiError as exc:
+            return DescribeShareGroupOffsetsResponse(error_code=exc.code, error_message=exc.message)
+        topics = self._coordinator._topics_now()
+        names = {info.topic_id: name for name, info in topics.items()}
+        wanted = None if request.topics is None else set(request.topics)
+        found: dict[str, ShareGroupTopicOffsets] = {}
+        for key, state in store.share_states.items():
+            name = names.get(key.topic_id)
+            if key.group_id != group_id or name is None or (wanted and name not in wanted):
+                continue  # (another group's, a deleted topic's, one not asked for)
+            if not self._acl.allowed(Operation.DESCRIBE, ResourceType.TOPIC, name):
+                continue
+            topic = found.get(name)
+            if topic is None:
+                topic = found[name] = ShareGroupTopicOffsets(topic=name, topic_id=key.topic_id)
+            done = sum(
+                last - max(first, state.start_offset) + 1
+                for first, last, kind, _ in state.batches
+                if kind in (ACKNOWLEDGED, ARCHIVED) and last >= state.start_offset
+            )
+            topic.partitions.append(
+                ShareGroupPartitionOffset(
+                    partition_index=key.partition,
+                    start_offset=state.start_offset,
+                    leader_epoch=state.leader_epoch,
+                    delivery_complete_count=done,
+                )
+            )
+        for name in sorted(wanted or ()):
+            info = topics.get(name)
+            if name in found or info is None:
+                continue
+            found[name] = ShareGroupTopicOffsets(
+                topic=name,
+                topic_id=info.topic_id,
+                partitions=[
+                    ShareGroupPartitionOffset(partition_index=p) for p in range(info.partitions)
+                ],
+            )
+        answer = [found[n] for n in sorted(found)]
+        for topic in answer:
+            topic.partitions.sort(key=lambda p: p.partition_index)
+        return DescribeShareGroupOffsetsResponse(topics=answer)
 
     # --- the delivery states the partitions' leaders store here --------------------------
 

@@ -33,7 +33,7 @@ from kafka.protocol.metadata.find_coordinator import (
     FindCoordinatorResponse as KpFindCoordinatorResponse,
 )
 
-from client import Admin, AlterConfigOp, ConfigResource
+from client import Admin, AlterConfigOp, ConfigResource, OffsetSpec, TopicPartition
 from protocol.apis import ConfigSource
 from protocol.errors import (
     CoordinatorLoadInProgressError,
@@ -141,21 +141,62 @@ async def test_members_of_a_share_group_read_every_record_once(
     await _topic(cluster, "jobs", 2)
     bootstrap = kafka_bootstrap(cluster)
 
-    def run() -> list[tuple[int, int, int, bytes]]:
+    def command(*args: str) -> str:
+        return subprocess.run(
+            [*COMMAND, "--bootstrap-server", cluster.bootstrap, "share-groups", *args],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout
+
+    def run() -> tuple[list[tuple[int, int, int, bytes]], dict[str, str]]:
         consumers = [_consumer(bootstrap, "workers", "jobs") for _ in range(3)]
         try:
             _started(bootstrap, "jobs", 2, consumers)
             values = [f"job-{i}".encode() for i in range(600)]
             _produce(bootstrap, "jobs", values, 2)
-            return _drain(consumers, len(values))
+            got = _drain(consumers, len(values))
+            for _ in range(2):  # (implicit mode: a poll accepts the one before)
+                for c in consumers:
+                    c.poll(0.3)
+            shown = {
+                view: command("describe", "workers", *flags)
+                for view, flags in (
+                    ("offsets", ()),
+                    ("members", ("--members",)),
+                    ("state", ("--state",)),
+                )
+            }
+            shown["list"] = command("list")
+            return got, shown
         finally:
             for c in consumers:
                 c.close()
 
-    got = await asyncio.to_thread(run)
+    got, shown = await asyncio.to_thread(run)
     values = sorted(v for _, _, _, v in got)
     assert values == sorted(f"job-{i}".encode() for i in range(600))
     assert len({(p, o) for _, p, o, _ in got}) == 600
+    # Kafka's kafka-share-groups views: where the group is (every record done: no lag),
+    # its three members (each partition read by one or two), its state
+    async with Admin(bootstrap_servers=cluster.bootstrap) as admin:
+        ends = await admin.list_offsets(
+            {TopicPartition("jobs", p): OffsetSpec.latest() for p in (0, 1)}
+        )
+    rows = [line.split() for line in shown["offsets"].splitlines()[1:]]
+    assert rows == [
+        ["workers", "jobs", str(p), str(ends[TopicPartition("jobs", p)].offset), "0"]
+        for p in (0, 1)
+    ]
+    members = [line.split() for line in shown["members"].splitlines()[1:]]
+    assert len(members) == 3 and all(m[4] == "1" for m in members)
+    assert sorted(m[5] for m in members) in (
+        ["jobs:0", "jobs:0", "jobs:1"],
+        ["jobs:0", "jobs:1", "jobs:1"],
+    )
+    assert shown["state"].splitlines()[1].split()[-4:-3] == ["Stable"]
+    assert ["workers", "Stable"] in [line.split() for line in shown["list"].splitlines()]
 
 
 def _poll(consumer: ShareConsumer, want: int, seconds: float = 30) -> list[Message]:

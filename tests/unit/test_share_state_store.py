@@ -10,12 +10,13 @@ from hypothesis import strategies as st
 
 from broker.coordinator.offsets import OffsetStore
 from protocol.apis import (
+    DescribeShareGroupOffsetsRequest,
     ReadShareGroupStateRequest,
     ShareStateBatch,
     WriteShareGroupStateRequest,
 )
 from protocol.consumer_group_log import decode_consumer_group_key
-from protocol.errors import FencedLeaderEpochError, NotCoordinatorError
+from protocol.errors import FencedLeaderEpochError, GroupIdNotFoundError, NotCoordinatorError
 from protocol.group_log import BadRecordError, decode_group_key, decode_key, encode_key
 from protocol.share_state_log import (
     ShareStateKey,
@@ -147,3 +148,39 @@ async def test_deleting_a_share_group_deletes_its_states() -> None:
     assert replicas.reload().share_states == {}
     fresh = await shares.read_state(_read(2, start=7))
     assert fresh.start_offset == 7
+
+
+async def test_the_group_s_offsets_are_its_stored_starts_with_what_is_done_past_them() -> None:
+    coordinator, _ = _coordinator()
+    shares = coordinator.share_groups
+    metadata = coordinator._metadata
+    metadata.topic_ids = {**metadata.topic_ids, "t": TID}  # (the stand-in metadata has none)
+    topic_id = coordinator._topics_now()["t"].topic_id
+    state = WriteShareGroupStateRequest(
+        group_id=OURS,
+        topic_id=topic_id,
+        partition=3,
+        leader_epoch=1,
+        start_offset=10,
+        state_batches=[
+            ShareStateBatch(first_offset=11, last_offset=12, delivery_state=2, delivery_count=1),
+            ShareStateBatch(first_offset=13, last_offset=13, delivery_state=0, delivery_count=2),
+            ShareStateBatch(first_offset=14, last_offset=16, delivery_state=4, delivery_count=5),
+        ],
+    )
+    assert (await shares.write_state(state)).error_code == 0
+    answer = shares.describe_offsets(DescribeShareGroupOffsetsRequest(group_id=OURS))
+    assert [
+        (
+            t.topic,
+            [(p.partition_index, p.start_offset, p.delivery_complete_count) for p in t.partitions],
+        )
+        for t in answer.topics
+    ] == [("t", [(3, 10, 5)])]
+    # a topic asked for that it has not read: its partitions, at -1
+    asked = shares.describe_offsets(
+        DescribeShareGroupOffsetsRequest(group_id=OURS, topics=["t", "u"])
+    )
+    assert [t.topic for t in asked.topics] == ["t"]  # ("u" is no topic here)
+    unknown = shares.describe_offsets(DescribeShareGroupOffsetsRequest(group_id="nobody-here"))
+    assert unknown.error_code in (GroupIdNotFoundError.code, NotCoordinatorError.code)
