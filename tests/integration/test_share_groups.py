@@ -62,6 +62,17 @@ SHARE = {
 }
 
 
+def _headwater(cluster: Cluster, *args: str) -> str:
+    """What the ``headwater`` command prints, run against ``cluster``."""
+    return subprocess.run(
+        [*COMMAND, "--bootstrap-server", cluster.bootstrap, *args],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
+
+
 def _consumer(bootstrap: str, group: str, topic: str, *, explicit: bool = False) -> ShareConsumer:
     consumer = ShareConsumer(
         {
@@ -142,13 +153,7 @@ async def test_members_of_a_share_group_read_every_record_once(
     bootstrap = kafka_bootstrap(cluster)
 
     def command(*args: str) -> str:
-        return subprocess.run(
-            [*COMMAND, "--bootstrap-server", cluster.bootstrap, "share-groups", *args],
-            check=True,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        ).stdout
+        return _headwater(cluster, "share-groups", *args)
 
     def run() -> tuple[list[tuple[int, int, int, bytes]], dict[str, str]]:
         consumers = [_consumer(bootstrap, "workers", "jobs") for _ in range(3)]
@@ -653,13 +658,7 @@ async def test_group_configs_start_a_group_at_the_earliest_offset_and_set_its_lo
     assert rd["share.auto.offset.reset"] == ("earliest", ConfigSource.GROUP_CONFIG.value)
 
     def command(*args: str) -> str:
-        return subprocess.run(
-            [*COMMAND, "--bootstrap-server", cluster.bootstrap, "groups", *args],
-            check=True,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        ).stdout
+        return _headwater(cluster, "groups", *args)
 
     said = await asyncio.to_thread(
         command, "alter", "late", "--config", "share.record.lock.duration.ms=9500"
