@@ -116,11 +116,15 @@ def group_subject(group: str, broker_value: Callable[[str], str]) -> ConfigSubje
             f"group {group!r}: unknown group config {name!r}; known: {', '.join(GROUP_CONFIGS)}"
         )
 
-    def in_force(name: str) -> str:
-        spec = GROUP_CONFIGS[name]
-        return spec.default if spec.broker_setting is None else broker_value(spec.broker_setting)
+    return ConfigSubject(
+        f"group {group!r}", check_name, frozenset(), lambda name: _default(name, broker_value)
+    )
 
-    return ConfigSubject(f"group {group!r}", check_name, frozenset(), in_force)
+
+def _default(name: str, broker_value: Callable[[str], str]) -> str:
+    """A group config's value where the group sets none: the broker setting's, or its own."""
+    spec = GROUP_CONFIGS[name]
+    return spec.default if spec.broker_setting is None else broker_value(spec.broker_setting)
 
 
 def check_overrides(
@@ -170,9 +174,7 @@ class GroupConfigs:
     def value(self, group: str, name: str) -> str:
         """The value in force: the group's override, else the broker's setting's."""
         found = self.cached(group).get(name)
-        return (
-            found if found is not None else group_subject(group, self._broker_value).in_force(name)
-        )
+        return found if found is not None else _default(name, self._broker_value)
 
     def _start_read(self, group: str) -> asyncio.Future[dict[str, str]]:
         reading = self._reading.get(group)

@@ -162,9 +162,6 @@ class SharePartition:
             run.state == AVAILABLE for run in self._runs
         )
 
-    def in_flight(self) -> int:
-        return self.end - self.start
-
     def acquire(
         self,
         member: str,

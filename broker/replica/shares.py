@@ -76,7 +76,6 @@ from protocol.topic_partition import TopicPartition
 
 __all__ = ["ShareManager"]
 
-_CONTROL = 0x20  # a batch's attributes: a control batch (transaction markers)
 _RESET = "share.auto.offset.reset"
 _LOCK = "share.record.lock.duration.ms"
 _READ_BYTES = 1 << 20
@@ -476,7 +475,7 @@ class ShareManager:
                     return
                 read += h.size
                 seen.append(h)
-                yield BatchBounds(h.base_offset, h.last_offset, bool(h.attributes & _CONTROL))
+                yield BatchBounds(h.base_offset, h.last_offset, h.is_control)
 
         taken = state.acquire(
             session.member_id,

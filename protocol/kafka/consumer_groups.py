@@ -32,7 +32,12 @@ from protocol.kafka.codec import (
 )
 from protocol.kafka.spec import F, KafkaApi, per_topic
 
-__all__ = ["CONSUMER_GROUP_APIS", "DESCRIBED_ASSIGNMENT", "TOPIC_PARTITIONS"]
+__all__ = [
+    "CONSUMER_GROUP_APIS",
+    "DESCRIBED_ASSIGNMENT",
+    "HEARTBEAT_RESPONSE",
+    "TOPIC_PARTITIONS",
+]
 
 
 def _with_client_id(request: Any, version: int, client_id: str | None) -> Any:
@@ -59,7 +64,7 @@ _HEARTBEAT_REQUEST = Struct(
     ],
     ConsumerGroupHeartbeatRequest,
 )
-_HEARTBEAT_RESPONSE = Struct(
+HEARTBEAT_RESPONSE = Struct(
     [
         F("throttle_time_ms", INT32),
         F("error_code", INT16),
@@ -141,7 +146,7 @@ CONSUMER_GROUP_APIS = (
         1,
         0,
         _HEARTBEAT_REQUEST,
-        _HEARTBEAT_RESPONSE,
+        HEARTBEAT_RESPONSE,
         finish=_with_client_id,
     ),
     KafkaApi(

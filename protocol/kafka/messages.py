@@ -37,7 +37,6 @@ from protocol.apis import (
     InitProducerIdRequest,
     JoinGroupRequest,
     JoinGroupRequestProtocol,
-    LeaderIdAndEpoch,
     LeaveGroupMember,
     LeaveGroupRequest,
     ListOffsetsPartition,
@@ -45,7 +44,6 @@ from protocol.apis import (
     ListOffsetsTopic,
     MetadataRequest,
     MetadataResponse,
-    NodeEndpoint,
     OffsetCommitRequest,
     OffsetCommitRequestPartition,
     OffsetCommitRequestTopic,
@@ -84,7 +82,9 @@ from protocol.kafka.consumer_groups import CONSUMER_GROUP_APIS
 from protocol.kafka.security import SECURITY_APIS
 from protocol.kafka.share_groups import SHARE_GROUP_APIS
 from protocol.kafka.spec import (
+    CURRENT_LEADER,
     NO_OPERATIONS,
+    NODE_ENDPOINTS,
     F,
     KafkaApi,
     name_or_id,
@@ -314,24 +314,6 @@ _PRODUCE_REQUEST = Struct(
 
 _RECORD_ERROR = Struct([F("batch_index", INT32), F("batch_index_error_message", NULLABLE_STRING)])
 
-# KIP-951: with NOT_LEADER_OR_FOLLOWER or FENCED_LEADER_EPOCH, the leader this broker
-# knows of, and where it is reached (Produce v10+, Fetch v16+, as tagged fields)
-_CURRENT_LEADER = Struct(
-    [F("leader_id", INT32, default=-1), F("leader_epoch", INT32, default=-1)],
-    LeaderIdAndEpoch,
-)
-_NODE_ENDPOINTS = Array(
-    Struct(
-        [
-            F("node_id", INT32),
-            F("host", STRING),
-            F("port", INT32),
-            F("rack", NULLABLE_STRING),
-        ],
-        NodeEndpoint,
-    )
-)
-
 _PRODUCE_RESPONSE = Struct(
     [
         F(
@@ -352,7 +334,7 @@ _PRODUCE_RESPONSE = Struct(
                                         F("log_start_offset", INT64, 5, default=-1),
                                         F("record_errors", Array(_RECORD_ERROR), 8, attr=None),
                                         F("error_message", NULLABLE_STRING, 8),
-                                        F("current_leader", _CURRENT_LEADER, 10, tag=0),
+                                        F("current_leader", CURRENT_LEADER, 10, tag=0),
                                     ]
                                 )
                             ),
@@ -364,7 +346,7 @@ _PRODUCE_RESPONSE = Struct(
             attr="topics",
         ),
         F("throttle_time_ms", INT32, 1),
-        F("node_endpoints", _NODE_ENDPOINTS, 10, tag=0),
+        F("node_endpoints", NODE_ENDPOINTS, 10, tag=0),
     ]
 )
 
@@ -489,7 +471,7 @@ _FETCH_RESPONSE = Struct(
                                             ),
                                             4,
                                         ),
-                                        F("current_leader", _CURRENT_LEADER, 12, tag=1),
+                                        F("current_leader", CURRENT_LEADER, 12, tag=1),
                                         F("preferred_read_replica", INT32, 11, default=-1),
                                         # Kafka's brokers send empty records, never
                                         # null: clients (kafka-python) take len() of it
@@ -503,7 +485,7 @@ _FETCH_RESPONSE = Struct(
             ),
             attr="topics",
         ),
-        F("node_endpoints", _NODE_ENDPOINTS, 16, tag=0),
+        F("node_endpoints", NODE_ENDPOINTS, 16, tag=0),
     ]
 )
 

@@ -16,8 +16,6 @@ from protocol.apis import (
     AcknowledgementBatch,
     AcquiredRecords,
     ApiKey,
-    LeaderIdAndEpoch,
-    NodeEndpoint,
     ShareAcknowledgePartition,
     ShareAcknowledgeRequest,
     ShareAcknowledgeTopic,
@@ -39,11 +37,10 @@ from protocol.kafka.codec import (
     STRING,
     UUID,
     Array,
-    NullableStruct,
     Struct,
 )
-from protocol.kafka.consumer_groups import DESCRIBED_ASSIGNMENT, TOPIC_PARTITIONS
-from protocol.kafka.spec import F, KafkaApi, per_topic
+from protocol.kafka.consumer_groups import DESCRIBED_ASSIGNMENT, HEARTBEAT_RESPONSE
+from protocol.kafka.spec import CURRENT_LEADER, NODE_ENDPOINTS, F, KafkaApi, per_topic
 
 __all__ = ["SHARE_GROUP_APIS"]
 
@@ -63,21 +60,6 @@ _HEARTBEAT_REQUEST = Struct(
     ],
     ShareGroupHeartbeatRequest,
 )
-_HEARTBEAT_RESPONSE = Struct(
-    [
-        F("throttle_time_ms", INT32),
-        F("error_code", INT16),
-        F("error_message", NULLABLE_STRING),
-        F("member_id", NULLABLE_STRING),
-        F("member_epoch", INT32),
-        F("heartbeat_interval_ms", INT32),
-        F(
-            "assignment",
-            NullableStruct(Struct([F("topic_partitions", Array(Struct(TOPIC_PARTITIONS.fields)))])),
-        ),
-    ]
-)
-
 _DESCRIBE_REQUEST = Struct(
     [F("group_ids", Array(STRING)), F("include_authorized_operations", BOOL)],
     ShareGroupDescribeRequest,
@@ -129,14 +111,6 @@ _ACK_BATCH = Struct(
     ],
     AcknowledgementBatch,
 )
-_CURRENT_LEADER = Struct([F("leader_id", INT32), F("leader_epoch", INT32)], LeaderIdAndEpoch)
-_NODE_ENDPOINTS = Array(
-    Struct(
-        [F("node_id", INT32), F("host", STRING), F("port", INT32), F("rack", NULLABLE_STRING)],
-        NodeEndpoint,
-    )
-)
-
 _FETCH_REQUEST = Struct(
     [
         F("group_id", NULLABLE_STRING),
@@ -204,7 +178,7 @@ _FETCH_RESPONSE = Struct(
                                         F("error_message", NULLABLE_STRING),
                                         F("acknowledge_error_code", INT16),
                                         F("acknowledge_error_message", NULLABLE_STRING),
-                                        F("current_leader", _CURRENT_LEADER),
+                                        F("current_leader", CURRENT_LEADER),
                                         # v1: not nullable (an empty one for none)
                                         F("records", RECORDS, default=b""),
                                         F(
@@ -229,7 +203,7 @@ _FETCH_RESPONSE = Struct(
             ),
             attr="topics",
         ),
-        F("node_endpoints", _NODE_ENDPOINTS),
+        F("node_endpoints", NODE_ENDPOINTS),
     ]
 )
 
@@ -283,7 +257,7 @@ _ACKNOWLEDGE_RESPONSE = Struct(
                                         F("partition_index", INT32),
                                         F("error_code", INT16),
                                         F("error_message", NULLABLE_STRING),
-                                        F("current_leader", _CURRENT_LEADER),
+                                        F("current_leader", CURRENT_LEADER),
                                     ]
                                 )
                             ),
@@ -293,7 +267,7 @@ _ACKNOWLEDGE_RESPONSE = Struct(
             ),
             attr="topics",
         ),
-        F("node_endpoints", _NODE_ENDPOINTS),
+        F("node_endpoints", NODE_ENDPOINTS),
     ]
 )
 
@@ -305,7 +279,7 @@ SHARE_GROUP_APIS = (
         1,
         1,
         _HEARTBEAT_REQUEST,
-        _HEARTBEAT_RESPONSE,
+        HEARTBEAT_RESPONSE,  # (Kafka's is ConsumerGroupHeartbeat's, field for field)
         finish=_with_client_id,
     ),
     KafkaApi(

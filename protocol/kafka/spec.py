@@ -7,10 +7,21 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from protocol.apis import ApiKey
-from protocol.kafka.codec import INT16, INT32, STRING, ZERO_UUID, Array, Field, Struct
+from protocol.apis import ApiKey, LeaderIdAndEpoch, NodeEndpoint
+from protocol.kafka.codec import (
+    INT16,
+    INT32,
+    NULLABLE_STRING,
+    STRING,
+    ZERO_UUID,
+    Array,
+    Field,
+    Struct,
+)
 
 __all__ = [
+    "CURRENT_LEADER",
+    "NODE_ENDPOINTS",
     "NO_OPERATIONS",
     "F",
     "KafkaApi",
@@ -67,6 +78,26 @@ class KafkaApi:
 def F(name: str, type_: Any, since: int = 0, until: int | None = None, **kw: Any) -> Field:
     """A field present from version ``since`` through ``until``."""
     return Field(name, type_, (since, until), **kw)
+
+
+# KIP-951: with NOT_LEADER_OR_FOLLOWER or FENCED_LEADER_EPOCH, the leader this broker
+# knows of, and where it is reached (Produce v10+, Fetch v16+ as tagged fields; the share
+# group APIs as plain ones)
+CURRENT_LEADER = Struct(
+    [F("leader_id", INT32, default=-1), F("leader_epoch", INT32, default=-1)],
+    LeaderIdAndEpoch,
+)
+NODE_ENDPOINTS = Array(
+    Struct(
+        [
+            F("node_id", INT32),
+            F("host", STRING),
+            F("port", INT32),
+            F("rack", NULLABLE_STRING),
+        ],
+        NodeEndpoint,
+    )
+)
 
 
 def partition_errors(*, partitions: str = "partitions") -> Array:

@@ -92,6 +92,8 @@ class _Store:
         self.held: dict[tuple[str, bytes, int], StoredShareState] = {}
         self.gate = asyncio.Event()
         self.gate.set()
+        self.writing = asyncio.Event()
+        """Set when a write reaches the store (then waits at ``gate``)."""
         self.fail: Exception | None = None
         self.fail_reads: Exception | None = None
         self.writes = 0
@@ -112,6 +114,7 @@ class _Store:
     async def write(
         self, group: str, topic_id: bytes, partition: int, state: StoredShareState
     ) -> None:
+        self.writing.set()
         await self.gate.wait()
         if self.fail is not None:
             raise self.fail
@@ -168,6 +171,12 @@ def _ack(
     )
 
 
+async def _parked(manager: ShareManager, member: str = "m1") -> None:
+    """Lets the fetch just sent run to where it waits: with no store, its first step."""
+    await asyncio.sleep(0)
+    assert manager.sessions[("g", member)].parked is not None
+
+
 def _batch(first: int, last: int, kind: int) -> AcknowledgementBatch:
     return AcknowledgementBatch(first_offset=first, last_offset=last, acknowledge_types=[kind])
 
@@ -196,17 +205,17 @@ async def test_a_parked_fetch_is_answered_by_records_and_never_dropped(tmp_path:
     manager, replicas, (log,) = _make(tmp_path)
     await manager.share_fetch(_fetch(0))
     waiting = asyncio.ensure_future(manager.share_fetch(_fetch(1, topics=False, max_wait_ms=5000)))
-    await asyncio.sleep(0.05)
+    await _parked(manager)
     assert not waiting.done()
     _produce(log, 1)
     replicas.produced()
     assert _acquired(await asyncio.wait_for(waiting, 1)) == [(0, 0, 0, 1)]
-    # a close (ShareAcknowledge -1) and a fetch sent without waiting answer a parked one
+    # a fetch sent without waiting, and a close (ShareAcknowledge -1), answer a parked one
     first = asyncio.ensure_future(manager.share_fetch(_fetch(2, topics=False, max_wait_ms=5000)))
-    await asyncio.sleep(0.01)
+    await _parked(manager)
     second = asyncio.ensure_future(manager.share_fetch(_fetch(3, topics=False, max_wait_ms=5000)))
-    await asyncio.sleep(0.01)
-    assert first.done() and not second.done()
+    assert _acquired(await asyncio.wait_for(first, 1)) == []  # answered once the second parked
+    assert not second.done()
     assert (await manager.share_acknowledge(_ack(-1, []))).error_code == 0
     await asyncio.wait_for(second, 1)
     assert ("g", "m1") not in manager.sessions
@@ -255,8 +264,7 @@ async def test_a_partition_that_moved_does_not_end_the_wait(tmp_path: Path) -> N
     await manager.share_fetch(_fetch(0, partitions=(0, 1)))
     replicas.moved.add(1)  # (librdkafka moves it to its new leader without forgetting it here)
     waiting = asyncio.ensure_future(manager.share_fetch(_fetch(1, topics=False, max_wait_ms=5000)))
-    await asyncio.sleep(0.05)
-    assert not waiting.done()
+    await _parked(manager)  # (not answered at once for the moved partition's error)
     _produce(log, 1)
     replicas.produced(0)
     response = await asyncio.wait_for(waiting, 1)
@@ -307,7 +315,8 @@ async def test_acknowledgements_are_answered_once_stored(tmp_path: Path) -> None
     acking = asyncio.ensure_future(
         manager.share_acknowledge(_ack(2, [_batch(0, 1, 1), _batch(2, 3, 2)]))
     )
-    await asyncio.sleep(0.05)
+    await store.writing.wait()
+    await asyncio.sleep(0)
     assert not acking.done()  # not answered before it is stored
     store.gate.set()
     assert (await acking).topics[0].partitions[0].error_code == 0
